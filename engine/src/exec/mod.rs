@@ -1,0 +1,566 @@
+//! The executor: runs a runbook's steps in order with `when`, `timeout`, `retry`,
+//! `continue_on_error` and `rollback`, then `finally`, and reports everything as events.
+//!
+//! It never prints. Every event passes through the run's redactor before any reporter sees
+//! it, so a secret's value cannot reach the terminal, JUnit or run.json. Cancellation
+//! (SIGINT/SIGTERM) stops the running main step; rollbacks and `finally` still run, and are
+//! not themselves cancelled, because an interrupted restore must still be rolled back.
+
+pub mod event;
+pub mod signal;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value as Json};
+use serde_yaml::Value as Yaml;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+pub use event::{ErrorKind, Event, Outcome, Phase, StepRecord, SuiteOutcome};
+
+use crate::error::ExitCode;
+use crate::redact::Redactor;
+use crate::runbook::{self, Runbook, StepDef};
+use crate::steps::{self, NestedRunner, Outputs, StepCtx, StepError};
+use crate::{shipped, template, Error};
+
+/// A consumer of the event stream.
+pub trait Reporter: Send {
+    fn on_event(&mut self, event: &Event);
+    /// Called once after the run; writes files.
+    fn finish(&mut self) -> crate::Result<()> {
+        Ok(())
+    }
+}
+
+/// Fans events out to reporters, redacting them first.
+#[derive(Clone)]
+pub struct Sink {
+    reporters: Arc<Mutex<Vec<Box<dyn Reporter>>>>,
+    redactor: Redactor,
+}
+
+impl Sink {
+    pub fn new(redactor: Redactor, reporters: Vec<Box<dyn Reporter>>) -> Self {
+        Sink { reporters: Arc::new(Mutex::new(reporters)), redactor }
+    }
+
+    pub fn emit(&self, mut event: Event) {
+        redact_event(&self.redactor, &mut event);
+        if let Ok(mut list) = self.reporters.lock() {
+            for r in list.iter_mut() {
+                r.on_event(&event);
+            }
+        }
+    }
+
+    /// Let every reporter write its files; the first error wins.
+    pub fn finish(&self) -> crate::Result<()> {
+        let mut first = Ok(());
+        if let Ok(mut list) = self.reporters.lock() {
+            for r in list.iter_mut() {
+                if let Err(e) = r.finish() {
+                    if first.is_ok() {
+                        first = Err(e);
+                    }
+                }
+            }
+        }
+        first
+    }
+}
+
+fn redact_event(r: &Redactor, e: &mut Event) {
+    match e {
+        Event::StepRetrying { message, .. } => *message = r.redact(message),
+        Event::StepLog { line, .. } => *line = r.redact(line),
+        Event::StepFinished(rec) => {
+            if let Some(m) = &mut rec.message {
+                *m = r.redact(m);
+            }
+            for l in rec.log.iter_mut() {
+                *l = r.redact(l);
+            }
+            r.redact_json(&mut rec.outputs);
+        }
+        Event::SuiteFinished { message: Some(m), .. } => *m = r.redact(m),
+        _ => {}
+    }
+}
+
+/// How a runbook run ended.
+#[derive(Debug, Clone)]
+pub struct SuiteResult {
+    pub outcome: SuiteOutcome,
+    pub exit: ExitCode,
+    pub message: Option<String>,
+    /// Outputs of the steps that ran, by step id.
+    pub outputs: Map<String, Json>,
+}
+
+/// Runs runbooks; one per process invocation (nested runbooks share it).
+pub struct Executor {
+    sink: Sink,
+    redactor: Redactor,
+    cancel: CancellationToken,
+    /// Which signal cancelled the run, for messages.
+    cause: Arc<Mutex<Option<String>>>,
+    next_suite: AtomicUsize,
+    me: Weak<Executor>,
+}
+
+struct Scope {
+    vars: Map<String, Json>,
+    env: Map<String, Json>,
+    secrets: Map<String, Json>,
+    steps: Map<String, Json>,
+}
+
+impl Scope {
+    fn context(&self) -> minijinja::Value {
+        minijinja::Value::from_serialize(json!({
+            "vars": self.vars, "env": self.env, "secrets": self.secrets, "steps": self.steps,
+        }))
+    }
+}
+
+enum Ended {
+    Done(Result<Outputs, StepError>),
+    TimedOut(Duration),
+    Interrupted,
+}
+
+impl Executor {
+    pub fn new(sink: Sink, redactor: Redactor, cancel: CancellationToken, cause: Arc<Mutex<Option<String>>>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Executor {
+            sink,
+            redactor,
+            cancel,
+            cause,
+            next_suite: AtomicUsize::new(0),
+            me: me.clone(),
+        })
+    }
+
+    pub fn sink(&self) -> &Sink {
+        &self.sink
+    }
+
+    /// Run a runbook as a suite. `overrides` are `--var` values (or a nested step's `vars`).
+    /// Errors are returned only for problems found before the first step starts.
+    pub async fn run(&self, rb: &Runbook, overrides: &serde_yaml::Mapping, parent: Option<usize>) -> Result<SuiteResult, Error> {
+        let env: Map<String, Json> = std::env::vars().map(|(k, v)| (k, Json::String(v))).collect();
+        let secrets = self.load_secrets(rb)?;
+        let vars = resolve_vars(rb, overrides, &env)?;
+        let mut scope = Scope { vars, env, secrets, steps: Map::new() };
+
+        let suite = self.next_suite.fetch_add(1, Ordering::SeqCst);
+        let started = Instant::now();
+        self.sink.emit(Event::SuiteStarted {
+            suite,
+            parent,
+            name: rb.name.clone(),
+            file: rb.file.clone(),
+            started_at: OffsetDateTime::now_utc(),
+        });
+
+        // The first problem that stopped the run decides the exit code.
+        let mut stop: Option<(ExitCode, String)> = None;
+        let mut not_run_reason = String::new();
+        let mut completed: Vec<&StepDef> = Vec::new();
+        for step in &rb.steps {
+            if stop.is_some() {
+                self.emit_not_run(suite, step, Phase::Main, &not_run_reason);
+                continue;
+            }
+            if self.cancel.is_cancelled() {
+                not_run_reason = format!("interrupted by {}", self.cause_name());
+                stop = Some((ExitCode::Interrupted, not_run_reason.clone()));
+                self.emit_not_run(suite, step, Phase::Main, &not_run_reason);
+                continue;
+            }
+            let rec = self.run_step(suite, rb, &mut scope, step, Phase::Main, true).await;
+            match (rec.outcome, rec.error_kind) {
+                (Outcome::Passed, _) => completed.push(step),
+                (Outcome::Skipped, _) => {}
+                (_, _) if step.continue_on_error && rec.error_kind != Some(ErrorKind::Interrupted) => completed.push(step),
+                (_, kind) => {
+                    let code = exit_for(kind);
+                    let msg = format!("step `{}` {}: {}", rec.label, rec.outcome.as_str(), rec.message.clone().unwrap_or_default());
+                    not_run_reason = format!("step `{}` {}", rec.label, rec.outcome.as_str());
+                    stop = Some((code, msg));
+                }
+            }
+        }
+
+        let mut rollback_failed = false;
+        if stop.is_some() {
+            for done in completed.iter().rev() {
+                if done.rollback.is_empty() {
+                    continue;
+                }
+                let of = done.label();
+                for rbk in &done.rollback {
+                    let rec = self.run_step(suite, rb, &mut scope, rbk, Phase::Rollback { of: of.clone() }, false).await;
+                    if !matches!(rec.outcome, Outcome::Passed | Outcome::Skipped) {
+                        rollback_failed = true;
+                    }
+                }
+                self.sink.emit(Event::StepRolledBack { suite, label: of });
+            }
+        }
+
+        if let Some(target) = rb.targets.rto {
+            let took = started.elapsed();
+            let ok = took <= target;
+            let msg = format!(
+                "rto {:.1} s {} {}",
+                took.as_secs_f64(),
+                if ok { "within" } else { "exceeds budget" },
+                humantime::format_duration(target)
+            );
+            self.emit_budget(suite, "rto", took, ok, &msg);
+            if !ok && stop.is_none() {
+                stop = Some((ExitCode::Failed, msg));
+            }
+        }
+
+        let mut finally_failed: Option<ExitCode> = None;
+        for step in &rb.finally {
+            let rec = self.run_step(suite, rb, &mut scope, step, Phase::Finally, false).await;
+            if !matches!(rec.outcome, Outcome::Passed | Outcome::Skipped) && !step.continue_on_error && finally_failed.is_none() {
+                finally_failed = Some(exit_for(rec.error_kind));
+            }
+        }
+        if stop.is_none() {
+            if let Some(code) = finally_failed {
+                stop = Some((code, "a `finally` step failed".into()));
+            }
+        }
+
+        let (outcome, exit, mut message) = match stop {
+            None => (SuiteOutcome::Passed, ExitCode::Passed, None),
+            Some((ExitCode::Interrupted, m)) => (SuiteOutcome::Interrupted, ExitCode::Interrupted, Some(m)),
+            Some((code, m)) => (SuiteOutcome::Failed, code, Some(m)),
+        };
+        if rollback_failed {
+            message = Some(format!("{}; a rollback step failed", message.unwrap_or_default()));
+        }
+        self.sink.emit(Event::SuiteFinished { suite, name: rb.name.clone(), outcome, duration: started.elapsed(), message: message.clone() });
+        Ok(SuiteResult { outcome, exit, message, outputs: scope.steps })
+    }
+
+    fn cause_name(&self) -> String {
+        self.cause.lock().ok().and_then(|c| c.clone()).unwrap_or_else(|| "a signal".into())
+    }
+
+    fn load_secrets(&self, rb: &Runbook) -> Result<Map<String, Json>, Error> {
+        let mut out = Map::new();
+        for (name, src) in &rb.secrets {
+            let value = match (&src.env, &src.file) {
+                (Some(var), _) => std::env::var(var).map_err(|_| {
+                    Error::Invalid(format!("secret `{name}` of runbook `{}`: environment variable {var} is not set", rb.name))
+                })?,
+                (None, Some(file)) => {
+                    let path = if Path::new(file).is_absolute() { PathBuf::from(file) } else { rb.base_dir.join(file) };
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        Error::Invalid(format!("secret `{name}` of runbook `{}`: cannot read {}: {e}", rb.name, path.display()))
+                    })?;
+                    text.trim_end_matches(['\n', '\r']).to_string()
+                }
+                (None, None) => return Err(Error::Invalid(format!("secret `{name}` has no source"))),
+            };
+            if value.is_empty() {
+                return Err(Error::Invalid(format!("secret `{name}` of runbook `{}` is empty", rb.name)));
+            }
+            self.redactor.add(&value);
+            out.insert(name.clone(), Json::String(value));
+        }
+        Ok(out)
+    }
+
+    fn emit_not_run(&self, suite: usize, step: &StepDef, phase: Phase, why: &str) {
+        self.sink.emit(Event::StepFinished(StepRecord {
+            suite,
+            label: step.label(),
+            id: step.id.clone(),
+            uses: step.uses.clone(),
+            phase,
+            outcome: Outcome::Skipped,
+            error_kind: None,
+            started_at: OffsetDateTime::now_utc(),
+            duration: Duration::ZERO,
+            attempts: 0,
+            message: Some(format!("not run: {why}")),
+            outputs: Json::Object(Map::new()),
+            log: Vec::new(),
+        }));
+    }
+
+    fn emit_budget(&self, suite: usize, name: &str, took: Duration, ok: bool, msg: &str) {
+        self.sink.emit(Event::StepFinished(StepRecord {
+            suite,
+            label: msg.to_string(),
+            id: Some(name.to_string()),
+            uses: "budget".into(),
+            phase: Phase::Budget,
+            outcome: if ok { Outcome::Passed } else { Outcome::Failed },
+            error_kind: if ok { None } else { Some(ErrorKind::Failed) },
+            started_at: OffsetDateTime::now_utc(),
+            duration: took,
+            attempts: 1,
+            message: Some(msg.to_string()),
+            outputs: Json::Object(Map::new()),
+            log: Vec::new(),
+        }));
+    }
+
+    /// Run one step with its `when`, rendering, retries and timeout; emit its record.
+    async fn run_step(&self, suite: usize, rb: &Runbook, scope: &mut Scope, step: &StepDef, phase: Phase, cancellable: bool) -> StepRecord {
+        let label = step.label();
+        let started_at = OffsetDateTime::now_utc();
+        let started = Instant::now();
+        let log: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+        self.sink.emit(Event::StepStarted { suite, label: label.clone(), uses: step.uses.clone(), phase: phase.clone() });
+
+        let mut rec = StepRecord {
+            suite,
+            label: label.clone(),
+            id: step.id.clone(),
+            uses: step.uses.clone(),
+            phase,
+            outcome: Outcome::Passed,
+            error_kind: None,
+            started_at,
+            duration: Duration::ZERO,
+            attempts: 0,
+            message: None,
+            outputs: Json::Object(Map::new()),
+            log: Vec::new(),
+        };
+        let result = self.attempts(suite, rb, scope, step, &label, &log, cancellable, &mut rec).await;
+        match result {
+            Ok(None) => {
+                rec.outcome = Outcome::Skipped;
+                rec.message = Some("skipped: `when` is false".into());
+            }
+            Ok(Some(outputs)) => rec.outputs = Json::Object(outputs),
+            Err((outcome, kind, msg)) => {
+                rec.outcome = outcome;
+                rec.error_kind = Some(kind);
+                rec.message = Some(msg);
+            }
+        }
+        rec.duration = started.elapsed();
+        rec.log = log.lock().map(|l| l.clone()).unwrap_or_default();
+        if let Some(id) = &step.id {
+            let mut o = match &rec.outputs {
+                Json::Object(m) => m.clone(),
+                _ => Map::new(),
+            };
+            o.insert("outcome".into(), Json::String(serde_json::to_value(rec.outcome).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()));
+            scope.steps.insert(id.clone(), Json::Object(o));
+        }
+        self.sink.emit(Event::StepFinished(rec.clone()));
+        rec
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attempts(
+        &self,
+        suite: usize,
+        rb: &Runbook,
+        scope: &Scope,
+        step: &StepDef,
+        label: &str,
+        log: &Arc<Mutex<Vec<String>>>,
+        cancellable: bool,
+        rec: &mut StepRecord,
+    ) -> Result<Option<Outputs>, (Outcome, ErrorKind, String)> {
+        let env = template::environment();
+        let ctx = scope.context();
+        let where_ = |field: &str| format!("runbook `{}`, step `{label}`, field `{field}`", rb.name);
+        if let Some(cond) = &step.when {
+            let go = template::eval_condition(&env, cond, &ctx)
+                .map_err(|e| (Outcome::Errored, ErrorKind::Invalid, format!("template error in {}: {}", where_("when"), template::describe(&e))))?;
+            if !go {
+                return Ok(None);
+            }
+        }
+        let kind = steps::find(&step.uses)
+            .ok_or_else(|| (Outcome::Errored, ErrorKind::Invalid, format!("unknown step kind `{}`", step.uses)))?;
+        let rendered = template::render_tree(&env, &step.with, &ctx, "with").map_err(|(path, e)| {
+            (Outcome::Errored, ErrorKind::Invalid, format!("template error in {}: {}", where_(&path), template::describe(&e)))
+        })?;
+
+        let sink = self.sink.clone();
+        let log_store = log.clone();
+        let log_label = label.to_string();
+        let step_ctx = StepCtx {
+            runbook_name: rb.name.clone(),
+            base_dir: rb.base_dir.clone(),
+            step: label.to_string(),
+            suite,
+            log: Arc::new(move |line: String| {
+                if let Ok(mut l) = log_store.lock() {
+                    l.push(line.clone());
+                }
+                sink.emit(Event::StepLog { suite, label: log_label.clone(), line });
+            }),
+            cancel: self.cancel.clone(),
+            redactor: self.redactor.clone(),
+            nested: match self.me.upgrade() {
+                Some(me) => me,
+                None => return Err((Outcome::Errored, ErrorKind::Environment, "executor is gone".into())),
+            },
+        };
+
+        let total = step.retry.count + 1;
+        let mut delay = step.retry.delay;
+        for attempt in 1..=total {
+            rec.attempts = attempt;
+            let fut = (kind.run)(step_ctx.clone(), rendered.clone());
+            let timed = async {
+                match step.timeout {
+                    Some(t) => match tokio::time::timeout(t, fut).await {
+                        Ok(r) => Ended::Done(r),
+                        Err(_) => Ended::TimedOut(t),
+                    },
+                    None => Ended::Done(fut.await),
+                }
+            };
+            let ended = if cancellable {
+                tokio::select! {
+                    e = timed => e,
+                    _ = self.cancel.cancelled() => Ended::Interrupted,
+                }
+            } else {
+                timed.await
+            };
+            let (outcome, kind, msg, retryable) = match ended {
+                Ended::Done(Ok(o)) => return Ok(Some(o)),
+                Ended::Done(Err(StepError::Failed(m))) => (Outcome::Failed, ErrorKind::Failed, m, true),
+                Ended::Done(Err(StepError::Environment(m))) => (Outcome::Errored, ErrorKind::Environment, m, true),
+                Ended::Done(Err(StepError::Invalid(m))) => (Outcome::Errored, ErrorKind::Invalid, format!("{}: {m}", where_("with")), false),
+                Ended::TimedOut(t) => (Outcome::TimedOut, ErrorKind::Failed, format!("timed out after {}", humantime::format_duration(t)), true),
+                Ended::Interrupted => (Outcome::Errored, ErrorKind::Interrupted, format!("interrupted by {}", self.cause_name()), false),
+            };
+            if !retryable || attempt == total {
+                let msg = if total > 1 && retryable { format!("{msg} (after {total} attempts)") } else { msg };
+                return Err((outcome, kind, msg));
+            }
+            self.sink.emit(Event::StepRetrying { suite, label: label.to_string(), attempt, attempts: total, message: msg, delay });
+            let interrupted = tokio::select! {
+                _ = tokio::time::sleep(delay) => false,
+                _ = self.cancel.cancelled(), if cancellable => true,
+            };
+            if interrupted {
+                return Err((Outcome::Errored, ErrorKind::Interrupted, format!("interrupted by {} while waiting to retry", self.cause_name())));
+            }
+            delay = delay.mul_f64(step.retry.backoff);
+        }
+        Err((Outcome::Errored, ErrorKind::Environment, "no attempt was made".into()))
+    }
+}
+
+fn exit_for(kind: Option<ErrorKind>) -> ExitCode {
+    match kind {
+        Some(ErrorKind::Environment) => ExitCode::Environment,
+        Some(ErrorKind::Invalid) => ExitCode::Invalid,
+        Some(ErrorKind::Interrupted) => ExitCode::Interrupted,
+        Some(ErrorKind::Failed) | None => ExitCode::Failed,
+    }
+}
+
+/// Declared defaults, overridden by `--var`; every declared variable must end with a value.
+pub(crate) fn resolve_vars(rb: &Runbook, overrides: &serde_yaml::Mapping, env: &Map<String, Json>) -> Result<Map<String, Json>, Error> {
+    for k in overrides.keys() {
+        let k = k.as_str().unwrap_or_default();
+        if !rb.vars.contains_key(k) {
+            let help = runbook::suggest::help(k, rb.vars.keys().map(String::as_str)).map(|h| format!("; {h}")).unwrap_or_default();
+            let declared = if rb.vars.is_empty() {
+                "it declares none".to_string()
+            } else {
+                format!("it declares {}", rb.vars.keys().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", "))
+            };
+            return Err(Error::Invalid(format!("--var {k}: runbook `{}` has no variable `{k}` ({declared}){help}", rb.name)));
+        }
+    }
+    let tenv = template::environment();
+    let ctx = minijinja::Value::from_serialize(json!({ "env": env }));
+    let mut out = Map::new();
+    for (name, default) in &rb.vars {
+        let value: Yaml = match overrides.get(name.as_str()) {
+            Some(v) => v.clone(),
+            None => match default {
+                Some(d) => template::render_tree(&tenv, d, &ctx, &format!("vars.{name}")).map_err(|(_, e)| {
+                    Error::Invalid(format!("runbook `{}`, default of variable `{name}`: {}", rb.name, template::describe(&e)))
+                })?,
+                None => {
+                    return Err(Error::Invalid(format!(
+                        "runbook `{}` needs a value for variable `{name}`: pass --var {name}=VALUE",
+                        rb.name
+                    )))
+                }
+            },
+        };
+        out.insert(name.clone(), serde_json::to_value(&value).unwrap_or(Json::Null));
+    }
+    Ok(out)
+}
+
+impl NestedRunner for Executor {
+    fn run_nested(&self, ctx: StepCtx, path: PathBuf, vars: serde_yaml::Mapping) -> steps::BoxFuture<'static, Result<Outputs, StepError>> {
+        let me = self.me.upgrade();
+        Box::pin(async move {
+            let me = me.ok_or_else(|| StepError::Environment("executor is gone".into()))?;
+            let rb = load_runbook_ref(&path).map_err(|e| StepError::Invalid(e.to_string()))?;
+            let res = me.run(&rb, &vars, Some(ctx.suite)).await.map_err(|e| match e.exit_code() {
+                ExitCode::Invalid => StepError::Invalid(e.to_string()),
+                _ => StepError::Environment(e.to_string()),
+            })?;
+            let msg = || format!("runbook `{}` {}", rb.name, res.message.clone().unwrap_or_default());
+            match res.exit {
+                ExitCode::Passed => {
+                    let mut o = Outputs::new();
+                    o.insert("steps".into(), Json::Object(res.outputs));
+                    Ok(o)
+                }
+                ExitCode::Environment => Err(StepError::Environment(msg())),
+                ExitCode::Invalid => Err(StepError::Invalid(msg())),
+                ExitCode::Failed | ExitCode::Interrupted => Err(StepError::Failed(msg())),
+            }
+        })
+    }
+}
+
+/// A runbook file, or the name of a shipped runbook or drill (`backup`, `verify` ...).
+pub fn load_runbook_ref(path: &Path) -> Result<Runbook, Error> {
+    if path.exists() {
+        return runbook::load(path);
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    match shipped::find(name) {
+        Some(s) => runbook::parse(&format!("<shipped>/{}", s.path), s.text, std::env::current_dir().unwrap_or_default()).map_err(Error::Runbook),
+        None => {
+            let help = runbook::suggest::help(name, shipped::names()).map(|h| format!(" ({h})")).unwrap_or_default();
+            Err(Error::Invalid(format!("no runbook file `{}` and no shipped runbook of that name{help}", path.display())))
+        }
+    }
+}
+
+/// `--var k=v` pairs as a mapping of strings.
+pub fn overrides_from_pairs(pairs: &[(String, String)]) -> serde_yaml::Mapping {
+    let mut m = serde_yaml::Mapping::new();
+    for (k, v) in pairs {
+        m.insert(Yaml::String(k.clone()), Yaml::String(v.clone()));
+    }
+    m
+}
+
+/// A map for callers that want `BTreeMap` ordering.
+pub type VarMap = BTreeMap<String, String>;

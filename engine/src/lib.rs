@@ -1,0 +1,19 @@
+//! pgdrill: prove PostgreSQL backups restore.
+//!
+//! Data flows one way: runbook file -> model (`runbook`) -> execution (`exec`, with `steps`
+//! and `template`) -> events -> reporters (`report`). The binary in `main.rs` only calls
+//! `cli::main`.
+
+pub mod cli;
+pub mod error;
+pub mod exec;
+pub mod pg;
+pub mod plan;
+pub mod redact;
+pub mod report;
+pub mod runbook;
+pub mod shipped;
+pub mod steps;
+pub mod template;
+
+pub use error::{Error, ExitCode, Result};

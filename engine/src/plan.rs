@@ -1,0 +1,94 @@
+//! `pgdrill plan`: the steps a run would take, with every value rendered that can be known
+//! before running (vars, env); values that depend on earlier steps' outputs stay as written.
+//! Secrets are never read for a plan: they show as a mask. No side effects.
+
+use serde_json::{json, Map, Value as Json};
+use serde_yaml::Value as Yaml;
+
+use crate::redact::MASK;
+use crate::runbook::{Runbook, StepDef};
+use crate::template;
+
+/// Render the plan as text.
+pub fn render(rb: &Runbook, vars: &Map<String, Json>) -> String {
+    let env: Map<String, Json> = std::env::vars().map(|(k, v)| (k, Json::String(v))).collect();
+    let secrets: Map<String, Json> = rb.secrets.keys().map(|k| (k.clone(), Json::String(MASK.into()))).collect();
+    let ctx = minijinja::Value::from_serialize(json!({ "vars": vars, "env": env, "secrets": secrets, "steps": {} }));
+    let tenv = template::environment();
+
+    let mut out = format!("plan for runbook {} ({})\n", rb.name, rb.file);
+    if let Some(d) = &rb.description {
+        out.push_str(&format!("  {}\n", d.trim()));
+    }
+    if !vars.is_empty() {
+        out.push_str("vars:\n");
+        for (k, v) in vars {
+            out.push_str(&format!("  {k}: {v}\n"));
+        }
+    }
+    if let Some(rto) = rb.targets.rto {
+        out.push_str(&format!("targets:\n  rto: {}\n", humantime::format_duration(rto)));
+    }
+    out.push_str("steps:\n");
+    for (i, s) in rb.steps.iter().enumerate() {
+        step(&mut out, &tenv, &ctx, s, &format!("{}.", i + 1), 1);
+    }
+    if !rb.finally.is_empty() {
+        out.push_str("finally:\n");
+        for s in &rb.finally {
+            step(&mut out, &tenv, &ctx, s, "-", 1);
+        }
+    }
+    out
+}
+
+fn step(out: &mut String, env: &minijinja::Environment<'_>, ctx: &minijinja::Value, s: &StepDef, bullet: &str, depth: usize) {
+    let pad = "  ".repeat(depth);
+    out.push_str(&format!("{pad}{bullet} {} [{}]\n", s.label(), s.uses));
+    let mut extras = Vec::new();
+    if let Some(w) = &s.when {
+        extras.push(format!("when: {w}"));
+    }
+    if let Some(t) = s.timeout {
+        extras.push(format!("timeout: {}", humantime::format_duration(t)));
+    }
+    if s.retry.count > 0 {
+        extras.push(format!(
+            "retry: {} more, delay {}, backoff {}",
+            s.retry.count,
+            humantime::format_duration(s.retry.delay),
+            s.retry.backoff
+        ));
+    }
+    if s.continue_on_error {
+        extras.push("continue_on_error".into());
+    }
+    for e in extras {
+        out.push_str(&format!("{pad}     {e}\n"));
+    }
+    let rendered = render_known(env, &s.with, ctx);
+    if let Yaml::Mapping(m) = &rendered {
+        if !m.is_empty() {
+            let text = serde_yaml::to_string(&rendered).unwrap_or_default();
+            for l in text.lines() {
+                out.push_str(&format!("{pad}     {l}\n"));
+            }
+        }
+    }
+    if !s.rollback.is_empty() {
+        out.push_str(&format!("{pad}     rollback:\n"));
+        for r in &s.rollback {
+            step(out, env, ctx, r, "-", depth + 3);
+        }
+    }
+}
+
+/// Render each string that can be rendered now; keep the others as written.
+fn render_known(env: &minijinja::Environment<'_>, v: &Yaml, ctx: &minijinja::Value) -> Yaml {
+    match v {
+        Yaml::String(s) => template::render_str(env, s, ctx).unwrap_or_else(|_| Yaml::String(s.clone())),
+        Yaml::Sequence(items) => Yaml::Sequence(items.iter().map(|i| render_known(env, i, ctx)).collect()),
+        Yaml::Mapping(m) => Yaml::Mapping(m.iter().map(|(k, v)| (k.clone(), render_known(env, v, ctx))).collect()),
+        other => other.clone(),
+    }
+}

@@ -1,0 +1,68 @@
+//! The JSON run record: `run.json` in the report directory, with every step's outcome,
+//! timings and outputs. Its `schema` field versions the format for tools that read it.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::{write_atomic, Suites};
+use crate::exec::{Event, Reporter};
+
+pub const SCHEMA: &str = "pgdrill.run/1";
+
+pub struct JsonRecord {
+    dir: PathBuf,
+    suites: Suites,
+    started_at: time::OffsetDateTime,
+}
+
+impl JsonRecord {
+    pub fn new(dir: PathBuf) -> Self {
+        JsonRecord { dir, suites: Suites::default(), started_at: time::OffsetDateTime::now_utc() }
+    }
+
+    fn value(&self) -> serde_json::Value {
+        let fmt = &time::format_description::well_known::Rfc3339;
+        let suites: Vec<_> = self
+            .suites
+            .list
+            .iter()
+            .map(|s| {
+                json!({
+                    "id": s.id,
+                    "parent": s.parent,
+                    "name": s.name,
+                    "file": s.file,
+                    "started_at": s.started_at.format(fmt).unwrap_or_default(),
+                    "duration": (s.duration.as_secs_f64() * 1000.0).round() / 1000.0,
+                    "outcome": s.outcome,
+                    "message": s.message,
+                    "steps": s.steps,
+                })
+            })
+            .collect();
+        let outcome = self.suites.list.first().and_then(|s| s.outcome);
+        json!({
+            "schema": SCHEMA,
+            "pgdrill_version": env!("CARGO_PKG_VERSION"),
+            "started_at": self.started_at.format(fmt).unwrap_or_default(),
+            "finished_at": time::OffsetDateTime::now_utc().format(fmt).unwrap_or_default(),
+            "outcome": outcome,
+            "suites": suites,
+        })
+    }
+}
+
+impl Reporter for JsonRecord {
+    fn on_event(&mut self, event: &Event) {
+        self.suites.on_event(event);
+    }
+
+    fn finish(&mut self) -> crate::Result<()> {
+        let v = self.value();
+        write_atomic(&self.dir.join("run.json"), |w| {
+            serde_json::to_writer_pretty(&mut *w, &v).map_err(std::io::Error::other)?;
+            w.write_all(b"\n")
+        })
+    }
+}

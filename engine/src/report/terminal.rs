@@ -1,0 +1,129 @@
+//! Terminal progress: an indicatif spinner for the running step on a TTY, plain lines
+//! otherwise (or with --quiet). Finished steps are always printed as one line each, so the
+//! order of steps, rollbacks and `finally` reads the same in a terminal and in a CI log.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::display_name;
+use crate::exec::{Event, Outcome, Phase, Reporter, SuiteOutcome};
+
+pub struct Terminal {
+    spinner: Option<ProgressBar>,
+    fancy: bool,
+    depth: HashMap<usize, usize>,
+}
+
+impl Terminal {
+    /// `fancy`: draw a spinner (stdout is a TTY and not --quiet).
+    pub fn new(fancy: bool) -> Self {
+        Terminal { spinner: None, fancy, depth: HashMap::new() }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.spinner {
+            Some(pb) => pb.suspend(|| println!("{text}")),
+            None => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+                let _ = out.flush();
+            }
+        }
+    }
+
+    fn indent(&self, suite: usize) -> String {
+        "  ".repeat(self.depth.get(&suite).copied().unwrap_or(0))
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+impl Reporter for Terminal {
+    fn on_event(&mut self, event: &Event) {
+        match event {
+            Event::SuiteStarted { suite, parent, name, file, .. } => {
+                let d = parent.and_then(|p| self.depth.get(&p).copied()).map(|d| d + 1).unwrap_or(0);
+                self.depth.insert(*suite, d);
+                self.line(&format!("{}runbook {name} ({file})", self.indent(*suite)));
+            }
+            Event::StepStarted { suite, label, uses, phase } => {
+                if self.fancy {
+                    let what = match phase {
+                        Phase::Rollback { of } => format!("rollback of {of}: {label}"),
+                        Phase::Finally => format!("finally: {label}"),
+                        _ => label.clone(),
+                    };
+                    let pb = ProgressBar::new_spinner();
+                    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                    pb.set_message(format!("{}{what} [{uses}]", self.indent(*suite)));
+                    pb.enable_steady_tick(Duration::from_millis(100));
+                    if let Some(old) = self.spinner.replace(pb) {
+                        old.finish_and_clear();
+                    }
+                }
+            }
+            Event::StepLog { label, line, .. } => {
+                if let Some(pb) = &self.spinner {
+                    pb.set_message(format!("{label}: {line}"));
+                }
+            }
+            Event::StepRetrying { suite, label, attempt, attempts, message, delay } => {
+                self.line(&format!(
+                    "{}  retry        {label}: attempt {attempt}/{attempts} failed ({message}); next in {}",
+                    self.indent(*suite),
+                    humantime::format_duration(*delay)
+                ));
+            }
+            Event::StepFinished(rec) => {
+                if let Some(pb) = self.spinner.take() {
+                    pb.finish_and_clear();
+                }
+                let word = match rec.outcome {
+                    Outcome::Passed => "passed",
+                    Outcome::Failed => "FAILED",
+                    Outcome::Errored => "ERROR",
+                    Outcome::TimedOut => "TIMED OUT",
+                    Outcome::Skipped => "skipped",
+                    Outcome::RolledBack => "rolled back",
+                };
+                let mut text = format!("{}  {word:<12} {} [{}] {}", self.indent(rec.suite), display_name(rec), rec.uses, secs(rec.duration));
+                if let Some(m) = &rec.message {
+                    if rec.outcome != Outcome::Passed || rec.phase == Phase::Budget {
+                        text.push_str(&format!(": {m}"));
+                    }
+                }
+                self.line(&text);
+                if matches!(rec.outcome, Outcome::Failed | Outcome::Errored | Outcome::TimedOut) {
+                    let tail: Vec<&String> = rec.log.iter().rev().take(10).collect();
+                    for l in tail.into_iter().rev() {
+                        self.line(&format!("{}      | {l}", self.indent(rec.suite)));
+                    }
+                }
+            }
+            Event::StepRolledBack { suite, label } => {
+                self.line(&format!("{}  rolled back  {label}", self.indent(*suite)));
+            }
+            Event::SuiteFinished { suite, name, outcome, duration, message } => {
+                let word = match outcome {
+                    SuiteOutcome::Passed => "passed",
+                    SuiteOutcome::Failed => "FAILED",
+                    SuiteOutcome::Interrupted => "INTERRUPTED",
+                };
+                let why = message.as_ref().map(|m| format!(": {m}")).unwrap_or_default();
+                self.line(&format!("{}runbook {name} {word} in {}{why}", self.indent(*suite), secs(*duration)));
+            }
+        }
+    }
+
+    fn finish(&mut self) -> crate::Result<()> {
+        if let Some(pb) = self.spinner.take() {
+            pb.finish_and_clear();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,81 @@
+//! Diagnostics about a user's runbook: message, file:line:col, a caret snippet, a hint.
+
+use std::fmt;
+
+use super::spans::Pos;
+
+/// One problem in a runbook file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub pos: Pos,
+    pub message: String,
+    pub help: Option<String>,
+    /// The source line the position points into, for the snippet.
+    pub source_line: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(file: &str, text: &str, pos: Pos, message: impl Into<String>) -> Self {
+        let source_line = text.lines().nth(pos.line.saturating_sub(1)).map(str::to_string);
+        Diagnostic { file: file.to_string(), pos, message: message.into(), help: None, source_line }
+    }
+
+    pub fn with_help(mut self, help: Option<String>) -> Self {
+        self.help = help;
+        self
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "error: {}", self.message)?;
+        let line_no = self.pos.line.to_string();
+        let pad = " ".repeat(line_no.len());
+        writeln!(f, "{pad}--> {}:{}:{}", self.file, self.pos.line, self.pos.col)?;
+        if let Some(src) = &self.source_line {
+            let col = self.pos.col.max(1);
+            let rest: String = src.chars().skip(col - 1).collect();
+            // Underline the token at the position: up to whitespace or YAML punctuation.
+            let width = rest
+                .chars()
+                .take_while(|c| !c.is_whitespace() && !matches!(c, ':' | ',' | '}' | ']'))
+                .count()
+                .max(1);
+            writeln!(f, "{pad} |")?;
+            writeln!(f, "{line_no} | {src}")?;
+            writeln!(f, "{pad} | {}{}", " ".repeat(col - 1), "^".repeat(width))?;
+        }
+        if let Some(h) = &self.help {
+            writeln!(f, "{pad} = help: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// All problems found in one or more files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn push(&mut self, d: Diagnostic) {
+        self.0.push(d);
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}

@@ -1,0 +1,533 @@
+//! The runbook model: YAML as the user wrote it, checked and turned into typed structs.
+//!
+//! Parsing is strict but kind: unknown step kinds and fields, wrong types, duplicate ids and
+//! references to steps that do not exist (or have not run yet) are all errors that name
+//! `file:line:col`, and a misspelt name gets the nearest valid one. Nothing here does I/O
+//! beyond reading the file; `with:` blocks stay as YAML trees and are typed by each step
+//! kind, after templating, at execution time.
+
+mod diag;
+pub mod spans;
+pub mod suggest;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_yaml::Value as Yaml;
+
+pub use diag::{Diagnostic, Diagnostics};
+use spans::{Pos, SpanIndex};
+
+use crate::steps;
+use crate::template;
+
+/// A runbook ready to plan or run.
+#[derive(Debug, Clone)]
+pub struct Runbook {
+    pub name: String,
+    pub description: Option<String>,
+    /// Declared variables with their defaults (`None`: must be given with `--var`).
+    pub vars: BTreeMap<String, Option<Yaml>>,
+    pub secrets: BTreeMap<String, SecretSource>,
+    pub targets: Targets,
+    pub steps: Vec<StepDef>,
+    pub finally: Vec<StepDef>,
+    /// Where the file came from, as the user named it (for messages).
+    pub file: String,
+    /// Directory that relative paths in the runbook resolve against.
+    pub base_dir: PathBuf,
+}
+
+/// Where a declared secret's value comes from.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// An environment variable holding the value.
+    pub env: Option<String>,
+    /// A file holding the value (trailing newline trimmed).
+    pub file: Option<String>,
+}
+
+/// Budgets the whole run is held to.
+#[derive(Debug, Clone, Default)]
+pub struct Targets {
+    /// Wall-clock budget for the run, reported as its own testcase.
+    pub rto: Option<Duration>,
+}
+
+/// One step of a runbook (also used for `rollback:` and `finally:` entries).
+#[derive(Debug, Clone)]
+pub struct StepDef {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub uses: String,
+    pub with: Yaml,
+    pub when: Option<String>,
+    pub timeout: Option<Duration>,
+    pub retry: Retry,
+    pub continue_on_error: bool,
+    pub rollback: Vec<StepDef>,
+    /// Key path in the file (`steps[2]`), for messages.
+    pub path: String,
+    /// Position of the step in the file.
+    pub pos: Pos,
+}
+
+impl StepDef {
+    /// The name shown in reports: the id, else the name, else the kind and position.
+    pub fn label(&self) -> String {
+        if let Some(id) = &self.id {
+            return id.clone();
+        }
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        format!("{} (line {})", self.uses, self.pos.line)
+    }
+}
+
+/// How often a failing step is tried again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    /// Additional attempts after the first.
+    pub count: u32,
+    pub delay: Duration,
+    /// Factor applied to the delay after each attempt.
+    pub backoff: f64,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry { count: 0, delay: Duration::from_secs(1), backoff: 1.0 }
+    }
+}
+
+// ---- as written -------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRunbook {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    vars: BTreeMap<String, Yaml>,
+    #[serde(default)]
+    secrets: BTreeMap<String, SecretSource>,
+    #[serde(default)]
+    targets: Option<RawTargets>,
+    steps: Vec<RawStep>,
+    #[serde(default)]
+    finally: Vec<RawStep>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTargets {
+    rto: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    id: Option<String>,
+    name: Option<String>,
+    uses: String,
+    #[serde(default)]
+    with: Option<Yaml>,
+    when: Option<Yaml>,
+    timeout: Option<String>,
+    retry: Option<RawRetry>,
+    #[serde(default)]
+    continue_on_error: bool,
+    #[serde(default)]
+    rollback: Vec<RawStep>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawRetry {
+    Count(u32),
+    Full(RawRetryFull),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetryFull {
+    count: u32,
+    delay: Option<String>,
+    backoff: Option<f64>,
+}
+
+const RUNBOOK_FIELDS: &[&str] = &["name", "description", "vars", "secrets", "targets", "steps", "finally"];
+
+// ---- loading ----------------------------------------------------------------------------
+
+/// Read and check a runbook file. `label` is how the file is named in messages.
+pub fn load(path: &Path) -> Result<Runbook, crate::Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| crate::Error::Invalid(format!("cannot read runbook {}: {e}", path.display())))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(&path.display().to_string(), &text, base).map_err(crate::Error::Runbook)
+}
+
+/// Parse and check runbook text.
+pub fn parse(file: &str, text: &str, base_dir: PathBuf) -> Result<Runbook, Diagnostics> {
+    let spans = SpanIndex::build(text);
+    let mut cx = Checker { file, text, spans: &spans, diags: Diagnostics::default() };
+
+    let de = serde_yaml::Deserializer::from_str(text);
+    let raw: RawRunbook = match serde_path_to_error::deserialize(de) {
+        Ok(r) => r,
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            cx.diags.push(cx.serde_error(&path, &inner, RUNBOOK_FIELDS));
+            return Err(cx.diags);
+        }
+    };
+
+    let rb = cx.build(raw, base_dir);
+    if cx.diags.is_empty() {
+        Ok(rb)
+    } else {
+        Err(cx.diags)
+    }
+}
+
+struct Checker<'a> {
+    file: &'a str,
+    text: &'a str,
+    spans: &'a SpanIndex,
+    diags: Diagnostics,
+}
+
+impl Checker<'_> {
+    fn diag(&self, pos: Pos, msg: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(self.file, self.text, pos, msg)
+    }
+
+    /// Turn a serde error at `path` into a located diagnostic with a suggestion.
+    fn serde_error(&self, path: &str, e: &serde_yaml::Error, default_fields: &[&str]) -> Diagnostic {
+        let msg = strip_location(&e.to_string());
+        // Syntax errors carry their own location; data errors are located by path.
+        if path.is_empty() || path == "." {
+            if let Some(loc) = e.location() {
+                let pos = Pos { line: loc.line(), col: loc.column() };
+                return self.diag(pos, format!("invalid YAML: {msg}"));
+            }
+        }
+        self.data_error(path, &msg, default_fields)
+    }
+
+    fn data_error(&self, path: &str, msg: &str, default_fields: &[&str]) -> Diagnostic {
+        if let Some((field, expected)) = parse_unknown_field(msg) {
+            let candidates: Vec<&str> = if expected.is_empty() {
+                default_fields.to_vec()
+            } else {
+                expected.iter().map(String::as_str).collect()
+            };
+            let where_ = describe_path(&spans::parent(path).unwrap_or_default());
+            let d = self.diag(self.spans.key(path), format!("unknown field `{field}` in {where_}"));
+            let help = suggest::help(&field, candidates.iter().copied())
+                .or_else(|| Some(format!("valid fields: {}", candidates.join(", "))));
+            return d.with_help(help);
+        }
+        if let Some(field) = msg.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+            return self.diag(self.spans.value(path), format!("missing field `{field}` in {}", describe_path(path)));
+        }
+        self.diag(self.spans.value(path), format!("{}: {msg}", describe_path(path)))
+    }
+
+    fn build(&mut self, raw: RawRunbook, base_dir: PathBuf) -> Runbook {
+        let targets = Targets {
+            rto: raw
+                .targets
+                .as_ref()
+                .and_then(|t| t.rto.as_deref())
+                .and_then(|s| self.duration(s, "targets.rto")),
+        };
+        for (name, src) in &raw.secrets {
+            let path = format!("secrets.{name}");
+            match (&src.env, &src.file) {
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => {
+                    let d = self.diag(self.spans.key(&path), format!("secret `{name}` needs exactly one of `env` or `file`"));
+                    self.diags.push(d.with_help(Some(format!("for example: `{name}: {{ env: MY_SECRET }}`"))));
+                }
+            }
+        }
+
+        let mut ids: HashMap<String, String> = HashMap::new();
+        let steps = self.steps(raw.steps, "steps", &mut ids);
+        let finally = self.steps(raw.finally, "finally", &mut ids);
+
+        let rb = Runbook {
+            name: raw.name,
+            description: raw.description,
+            vars: raw.vars.into_iter().map(|(k, v)| (k, if v.is_null() { None } else { Some(v) })).collect(),
+            secrets: raw.secrets,
+            targets,
+            steps,
+            finally,
+            file: self.file.to_string(),
+            base_dir,
+        };
+        self.check_references(&rb);
+        rb
+    }
+
+    fn steps(&mut self, raw: Vec<RawStep>, base: &str, ids: &mut HashMap<String, String>) -> Vec<StepDef> {
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, s)| self.step(s, format!("{base}[{i}]"), ids))
+            .collect()
+    }
+
+    fn step(&mut self, raw: RawStep, path: String, ids: &mut HashMap<String, String>) -> StepDef {
+        if let Some(id) = &raw.id {
+            let id_path = format!("{path}.id");
+            if !is_identifier(id) {
+                let d = self.diag(self.spans.value(&id_path), format!("step id `{id}` is not an identifier"));
+                self.diags.push(d.with_help(Some("use letters, digits and `_`, starting with a letter or `_`, so templates can say `steps.<id>.<output>`".into())));
+            } else if let Some(first) = ids.get(id) {
+                let first_line = self.spans.value(first).line;
+                let d = self.diag(self.spans.value(&id_path), format!("duplicate step id `{id}`"));
+                self.diags.push(d.with_help(Some(format!("`{id}` is already the id of the step on line {first_line}; step ids must be unique"))));
+            } else {
+                ids.insert(id.clone(), id_path);
+            }
+        }
+
+        let uses_path = format!("{path}.uses");
+        match steps::find(&raw.uses) {
+            None => {
+                let d = self.diag(self.spans.value(&uses_path), format!("unknown step kind `{}`", raw.uses));
+                let help = suggest::help(&raw.uses, steps::names())
+                    .or_else(|| Some("`pgdrill steps` lists every step kind".into()));
+                self.diags.push(d.with_help(help));
+            }
+            Some(kind) => {
+                let with = raw.with.clone().unwrap_or(Yaml::Mapping(Default::default()));
+                if let Err(e) = (kind.check)(&with) {
+                    let with_path = format!("{path}.with");
+                    let full = if e.path.is_empty() { with_path.clone() } else { template::join(&with_path, &e.path) };
+                    let fields: Vec<&str> = kind.fields.iter().map(|f| f.name).collect();
+                    let d = if parse_unknown_field(&e.message).is_some() {
+                        let d = self.data_error(&full, &e.message, &fields);
+                        Diagnostic { message: format!("{} (step kind `{}`)", d.message, kind.name), ..d }
+                    } else {
+                        let pos = if e.path.is_empty() && raw.with.is_none() { self.spans.value(&path) } else { self.spans.value(&full) };
+                        self.diag(pos, format!("{}: {}", describe_path(&full), e.message)).with_help(e.help)
+                    };
+                    self.diags.push(d);
+                }
+            }
+        }
+
+        let timeout = raw.timeout.as_deref().and_then(|t| self.duration(t, &format!("{path}.timeout")));
+        let retry = match raw.retry {
+            None => Retry::default(),
+            Some(RawRetry::Count(n)) => Retry { count: n, ..Retry::default() },
+            Some(RawRetry::Full(f)) => Retry {
+                count: f.count,
+                delay: f
+                    .delay
+                    .as_deref()
+                    .and_then(|d| self.duration(d, &format!("{path}.retry.delay")))
+                    .unwrap_or(Duration::from_secs(1)),
+                backoff: match f.backoff {
+                    Some(b) if b >= 1.0 && b.is_finite() => b,
+                    Some(b) => {
+                        let d = self.diag(self.spans.value(&format!("{path}.retry.backoff")), format!("retry backoff {b} must be a number of at least 1"));
+                        self.diags.push(d);
+                        1.0
+                    }
+                    None => 1.0,
+                },
+            },
+        };
+        let when = raw.when.map(|w| match w {
+            Yaml::Bool(b) => b.to_string(),
+            Yaml::String(s) => s,
+            other => serde_yaml::to_string(&other).unwrap_or_default().trim().to_string(),
+        });
+        let pos = self.spans.value(&path);
+        let rollback = self.steps(raw.rollback, &format!("{path}.rollback"), ids);
+        StepDef {
+            id: raw.id,
+            name: raw.name,
+            uses: raw.uses,
+            with: raw.with.unwrap_or(Yaml::Mapping(Default::default())),
+            when,
+            timeout,
+            retry,
+            continue_on_error: raw.continue_on_error,
+            rollback,
+            path,
+            pos,
+        }
+    }
+
+    fn duration(&mut self, s: &str, path: &str) -> Option<Duration> {
+        match parse_duration(s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                let d = self.diag(self.spans.value(path), format!("{}: invalid duration `{s}`: {e}", describe_path(path)));
+                self.diags.push(d.with_help(Some("write durations like `90s`, `15m`, `1h 30m`".into())));
+                None
+            }
+        }
+    }
+
+    /// Templates may only read declared vars and secrets, and outputs of steps that ran before.
+    fn check_references(&mut self, rb: &Runbook) {
+        let env = template::environment();
+        let main_ids: Vec<&str> = rb.steps.iter().filter_map(|s| s.id.as_deref()).collect();
+        for (i, step) in rb.steps.iter().enumerate() {
+            let before: Vec<&str> = rb.steps[..i].iter().filter_map(|s| s.id.as_deref()).collect();
+            self.check_step_refs(&env, rb, step, &before, &main_ids);
+            let upto: Vec<&str> = rb.steps[..=i].iter().filter_map(|s| s.id.as_deref()).collect();
+            for rbk in &step.rollback {
+                self.check_step_refs(&env, rb, rbk, &upto, &main_ids);
+            }
+        }
+        for step in &rb.finally {
+            self.check_step_refs(&env, rb, step, &main_ids, &main_ids);
+        }
+    }
+
+    fn check_step_refs(&mut self, env: &minijinja::Environment<'_>, rb: &Runbook, step: &StepDef, visible: &[&str], all: &[&str]) {
+        let mut sources: Vec<(String, String, bool)> = Vec::new();
+        let mut found = Vec::new();
+        template::templated_strings(&step.with, &format!("{}.with", step.path), &mut found);
+        sources.extend(found.into_iter().map(|(p, s)| (p, s.to_string(), false)));
+        if let Some(w) = &step.when {
+            sources.push((format!("{}.when", step.path), w.clone(), true));
+        }
+        for (path, src, is_condition) in sources {
+            let refs = if is_condition { template::condition_references(env, &src) } else { template::references(env, &src) };
+            let refs = match refs {
+                Ok(r) => r,
+                Err(e) => {
+                    let d = self.diag(self.spans.value(&path), format!("template error in {}: {}", describe_path(&path), template::describe(&e)));
+                    self.diags.push(d);
+                    continue;
+                }
+            };
+            for r in refs {
+                let mut parts = r.split('.');
+                let root = parts.next().unwrap_or_default();
+                let name = parts.next();
+                let pos = self.spans.value(&path);
+                match (root, name) {
+                    ("env", _) => {}
+                    ("vars", Some(v)) if !rb.vars.contains_key(v) => {
+                        let d = self.diag(pos, format!("`vars.{v}` is not declared"));
+                        let help = suggest::help(v, rb.vars.keys().map(String::as_str))
+                            .or_else(|| Some(format!("declare it under `vars:` (with `{v}: ~` if it has no default)")));
+                        self.diags.push(d.with_help(help));
+                    }
+                    ("secrets", Some(v)) if !rb.secrets.contains_key(v) => {
+                        let d = self.diag(pos, format!("`secrets.{v}` is not declared"));
+                        let help = suggest::help(v, rb.secrets.keys().map(String::as_str))
+                            .or_else(|| Some(format!("declare it under `secrets:`, for example `{v}: {{ env: MY_VAR }}`")));
+                        self.diags.push(d.with_help(help));
+                    }
+                    ("steps", Some(id)) if !visible.contains(&id) => {
+                        let (msg, help) = if all.contains(&id) {
+                            (format!("`steps.{id}` refers to a step that has not run yet at this point"), Some(format!("move `{id}` before this step, or read it in `finally:`")))
+                        } else {
+                            (format!("`steps.{id}` refers to a step id that does not exist"), suggest::help(id, visible.iter().copied()))
+                        };
+                        self.diags.push(self.diag(pos, msg).with_help(help));
+                    }
+                    ("vars" | "secrets" | "steps", _) => {}
+                    (other, _) => {
+                        let d = self.diag(pos, format!("unknown name `{other}` in template"));
+                        let help = suggest::help(other, template::ROOTS)
+                            .or_else(|| Some("templates can read `vars`, `env`, `secrets` and `steps`".into()));
+                        self.diags.push(d.with_help(help));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Parse `90s`, `15m`, `1h 30m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        if secs >= 0.0 && secs.is_finite() {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(t).map_err(|e| e.to_string())
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `steps[2].with.jobs` -> "step 3, field `with.jobs`".
+pub fn describe_path(path: &str) -> String {
+    if path.is_empty() {
+        return "the runbook".into();
+    }
+    for list in ["steps", "finally"] {
+        if let Some(rest) = path.strip_prefix(&format!("{list}[")) {
+            if let Some((n, tail)) = rest.split_once(']') {
+                let n: usize = n.parse().unwrap_or(0);
+                let what = if list == "steps" { format!("step {}", n + 1) } else { format!("finally step {}", n + 1) };
+                let tail = tail.trim_start_matches('.');
+                return if tail.is_empty() { what } else { format!("{what}, field `{tail}`") };
+            }
+        }
+    }
+    format!("`{path}`")
+}
+
+fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" -> ("x", ["a", "b"]).
+fn parse_unknown_field(msg: &str) -> Option<(String, Vec<String>)> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    let (field, tail) = rest.split_once('`')?;
+    let expected = tail.split('`').skip(1).step_by(2).map(str::to_string).collect();
+    Some((field.to_string(), expected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_field_message_is_split() {
+        let (f, e) = parse_unknown_field("unknown field `timout`, expected one of `id`, `timeout`").unwrap_or_default();
+        assert_eq!(f, "timout");
+        assert_eq!(e, vec!["id".to_string(), "timeout".to_string()]);
+    }
+
+    #[test]
+    fn paths_read_like_prose() {
+        assert_eq!(describe_path("steps[2].with.jobs"), "step 3, field `with.jobs`");
+        assert_eq!(describe_path("finally[0]"), "finally step 1");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,28 @@
+//! Runbooks and drills shipped inside the binary, so `pgdrill run smoke ...` works from any
+//! directory.
+
+/// One embedded runbook.
+pub struct Shipped {
+    pub name: &'static str,
+    pub path: &'static str,
+    pub text: &'static str,
+}
+
+const ALL: &[Shipped] = &[Shipped {
+    name: "smoke",
+    path: "runbooks/smoke.yaml",
+    text: include_str!("../../runbooks/smoke.yaml"),
+}];
+
+pub fn find(name: &str) -> Option<&'static Shipped> {
+    let name = name.strip_suffix(".yaml").unwrap_or(name);
+    ALL.iter().find(|s| s.name == name)
+}
+
+pub fn names() -> impl Iterator<Item = &'static str> {
+    ALL.iter().map(|s| s.name)
+}
+
+pub fn all() -> &'static [Shipped] {
+    ALL
+}

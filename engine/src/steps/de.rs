@@ -1,0 +1,57 @@
+//! Lenient deserializers for `with:` fields whose values often come from `--var k=v`, which
+//! is always text: a number or a duration may be written natively or as a string.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrText {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+/// An integer written as a number or as text.
+pub fn int<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    let n = match NumOrText::deserialize(d)? {
+        NumOrText::Int(i) => i,
+        NumOrText::Float(f) if f.fract() == 0.0 => f as i64,
+        NumOrText::Float(f) => return Err(serde::de::Error::custom(format!("expected an integer, found {f}"))),
+        NumOrText::Text(s) => s
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| serde::de::Error::custom(format!("expected an integer, found `{s}`")))?,
+    };
+    T::try_from(n).map_err(|_| serde::de::Error::custom(format!("{n} is out of range")))
+}
+
+/// An optional integer written as a number or as text.
+pub fn opt_int<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    int(d).map(Some)
+}
+
+/// A duration: `30s`, `15m`, `1h 30m`, or a number of seconds.
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = match NumOrText::deserialize(d)? {
+        NumOrText::Int(i) => i.to_string(),
+        NumOrText::Float(f) => f.to_string(),
+        NumOrText::Text(s) => s,
+    };
+    crate::runbook::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration `{text}`: {e} (write `90s`, `15m`, `1h 30m`)")))
+}
+
+/// An optional duration.
+pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}

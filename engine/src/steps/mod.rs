@@ -1,0 +1,202 @@
+//! The step catalogue: one module per step kind, each a typed `with:` struct and an async
+//! `run` that returns typed outputs.
+//!
+//! Steps never print: what they want to say goes to `StepCtx::log`, which the executor turns
+//! into events. They never touch the runbook's YAML either: they receive their `with:` block
+//! already rendered, and deserialize it into their own struct.
+
+pub mod de;
+mod http;
+mod nested;
+mod shell;
+mod sleep;
+mod sql;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value as Yaml;
+use tokio_util::sync::CancellationToken;
+
+use crate::redact::Redactor;
+use crate::template;
+
+/// Outputs a step hands to later steps as `steps.<id>.<name>`.
+pub type Outputs = serde_json::Map<String, serde_json::Value>;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a step did not pass. The kind decides the report entry and the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepError {
+    /// An assertion or expectation did not hold (JUnit `<failure>`, exit 1).
+    Failed(String),
+    /// The environment failed: unreachable server, missing tool (JUnit `<error>`, exit 3).
+    Environment(String),
+    /// The rendered `with:` block is invalid (JUnit `<error>`, exit 2).
+    Invalid(String),
+}
+
+impl StepError {
+    pub fn message(&self) -> &str {
+        match self {
+            StepError::Failed(m) | StepError::Environment(m) | StepError::Invalid(m) => m,
+        }
+    }
+}
+
+/// A documented field of a step's `with:` block or of its outputs.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub name: &'static str,
+    pub ty: &'static str,
+    pub required: bool,
+    pub doc: &'static str,
+}
+
+/// A problem in a `with:` block found before running, relative to the block.
+#[derive(Debug, Clone)]
+pub struct WithError {
+    pub path: String,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl WithError {
+    pub fn new(path: &str, message: impl Into<String>) -> Self {
+        WithError { path: path.to_string(), message: message.into(), help: None }
+    }
+}
+
+/// One step kind in the catalogue.
+pub struct StepKind {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub fields: &'static [Field],
+    pub outputs: &'static [Field],
+    /// Check a `with:` block as written (templated values are checked when rendered).
+    pub check: fn(&Yaml) -> Result<(), WithError>,
+    /// Run with a rendered `with:` block.
+    pub run: fn(StepCtx, Yaml) -> BoxFuture<'static, Result<Outputs, StepError>>,
+}
+
+/// Runs nested runbooks on behalf of the `runbook` step (implemented by the executor).
+pub trait NestedRunner: Send + Sync {
+    fn run_nested(&self, ctx: StepCtx, path: PathBuf, vars: serde_yaml::Mapping) -> BoxFuture<'static, Result<Outputs, StepError>>;
+}
+
+/// What a running step may use.
+#[derive(Clone)]
+pub struct StepCtx {
+    pub runbook_name: String,
+    pub base_dir: PathBuf,
+    pub step: String,
+    pub suite: usize,
+    pub log: Arc<dyn Fn(String) + Send + Sync>,
+    pub cancel: CancellationToken,
+    pub redactor: Redactor,
+    pub nested: Arc<dyn NestedRunner>,
+}
+
+impl StepCtx {
+    pub fn log(&self, line: impl Into<String>) {
+        (self.log)(line.into());
+    }
+
+    /// A path from the runbook, resolved against the runbook's directory.
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        let path = Path::new(p);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+}
+
+/// A typed `with:` block.
+pub trait With: DeserializeOwned + Send + 'static {
+    /// Checks beyond types; must accept templated strings, which are checked after rendering.
+    fn check(&self) -> Result<(), WithError> {
+        Ok(())
+    }
+}
+
+/// Type-check a `with:` block as written. An error at a templated value is deferred to run
+/// time, because only the rendered value has a type.
+pub fn check_with<W: With>(v: &Yaml) -> Result<(), WithError> {
+    let mut templated = Vec::new();
+    template::templated_strings(v, "", &mut templated);
+    match serde_path_to_error::deserialize::<_, W>(v.clone()) {
+        Ok(w) => w.check(),
+        Err(e) => {
+            let path = normalize_path(&e.path().to_string());
+            if templated.iter().any(|(p, _)| *p == path) {
+                return Ok(());
+            }
+            Err(WithError::new(&path, e.into_inner().to_string()))
+        }
+    }
+}
+
+/// Deserialize a rendered `with:` block.
+pub fn typed<W: With>(v: Yaml) -> Result<W, StepError> {
+    let w: W = serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = normalize_path(&e.path().to_string());
+        let at = if path.is_empty() { String::new() } else { format!("field `{path}`: ") };
+        StepError::Invalid(format!("{at}{}", e.into_inner()))
+    })?;
+    w.check().map_err(|e| {
+        let at = if e.path.is_empty() { String::new() } else { format!("field `{}`: ", e.path) };
+        StepError::Invalid(format!("{at}{}", e.message))
+    })?;
+    Ok(w)
+}
+
+fn normalize_path(p: &str) -> String {
+    if p == "." || p == "?" {
+        String::new()
+    } else {
+        p.to_string()
+    }
+}
+
+/// Every step kind, in catalogue order.
+pub fn catalogue() -> &'static [StepKind] {
+    static KINDS: [StepKind; 6] = [sql::EXEC, sql::ASSERT, shell::RUN, http::CHECK, sleep::SLEEP, nested::RUNBOOK];
+    &KINDS
+}
+
+pub fn find(name: &str) -> Option<&'static StepKind> {
+    catalogue().iter().find(|k| k.name == name)
+}
+
+pub fn names() -> impl Iterator<Item = &'static str> {
+    catalogue().iter().map(|k| k.name)
+}
+
+/// `pgdrill steps` output.
+pub fn describe_catalogue(only: Option<&str>) -> String {
+    let mut out = String::new();
+    for k in catalogue().iter().filter(|k| only.is_none_or(|n| n == k.name)) {
+        out.push_str(&format!("{}\n    {}\n", k.name, k.summary));
+        if !k.fields.is_empty() {
+            out.push_str("  with:\n");
+            for f in k.fields {
+                let req = if f.required { " (required)" } else { "" };
+                out.push_str(&format!("    {:<18} {:<22} {}{req}\n", f.name, f.ty, f.doc));
+            }
+        }
+        if !k.outputs.is_empty() {
+            out.push_str("  outputs:\n");
+            for f in k.outputs {
+                out.push_str(&format!("    {:<18} {:<22} {}\n", f.name, f.ty, f.doc));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}

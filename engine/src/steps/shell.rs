@@ -1,0 +1,168 @@
+//! `shell.run`: run a program (argv form) or, only when asked, a shell script.
+//!
+//! Hooks that stop and start applications are the typical use. The child runs in its own
+//! process group, and the whole group is killed when the step is cancelled or times out, so
+//! `sh -c 'sleep 600'` does not outlive an interrupted run.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use serde_yaml::Value as Yaml;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+use super::{check_with, typed, Field, Outputs, StepCtx, StepError, StepKind, With, WithError};
+
+/// The most of stdout or stderr kept as an output; the rest is dropped, not buffered.
+const CAPTURE_LIMIT: usize = 1 << 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunWith {
+    argv: Option<Vec<String>>,
+    script: Option<String>,
+    #[serde(default = "default_shell")]
+    shell: String,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+    stdin: Option<String>,
+    #[serde(default, deserialize_with = "super::de::int")]
+    exit_code: i32,
+}
+
+fn default_shell() -> String {
+    "sh".into()
+}
+
+impl With for RunWith {
+    fn check(&self) -> Result<(), WithError> {
+        match (&self.argv, &self.script) {
+            (Some(a), None) if a.is_empty() => Err(WithError::new("argv", "argv is empty: give the program and its arguments")),
+            (Some(_), None) | (None, Some(_)) => Ok(()),
+            (Some(_), Some(_)) => Err(WithError::new("", "give either `argv` or `script`, not both")),
+            (None, None) => Err(WithError {
+                path: String::new(),
+                message: "missing field `argv` (or `script` to run through a shell)".into(),
+                help: Some("for example `argv: [systemctl, stop, app]`".into()),
+            }),
+        }
+    }
+}
+
+pub const RUN: StepKind = StepKind {
+    name: "shell.run",
+    summary: "Run a program, or a script through a shell when asked; check its exit code.",
+    fields: &[
+        Field { name: "argv", ty: "list of strings", required: false, doc: "program and arguments, run without a shell" },
+        Field { name: "script", ty: "string", required: false, doc: "script run with `<shell> -c` (instead of argv)" },
+        Field { name: "shell", ty: "string", required: false, doc: "shell for `script` (default sh)" },
+        Field { name: "env", ty: "map", required: false, doc: "extra environment variables" },
+        Field { name: "cwd", ty: "path", required: false, doc: "working directory (relative to the runbook)" },
+        Field { name: "stdin", ty: "string", required: false, doc: "text written to standard input" },
+        Field { name: "exit_code", ty: "integer", required: false, doc: "expected exit code (default 0)" },
+    ],
+    outputs: &[
+        Field { name: "stdout", ty: "string", required: false, doc: "standard output, trailing newline removed" },
+        Field { name: "stderr", ty: "string", required: false, doc: "standard error" },
+        Field { name: "exit_code", ty: "integer", required: false, doc: "the exit code" },
+    ],
+    check: check_with::<RunWith>,
+    run,
+};
+
+/// Kills the child's process group unless disarmed (the child exited on its own).
+struct GroupGuard(Option<Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: RunWith = typed(with)?;
+        let argv: Vec<String> = match (&w.argv, &w.script) {
+            (Some(a), _) => a.clone(),
+            (None, Some(s)) => vec![w.shell.clone(), "-c".into(), s.clone()],
+            (None, None) => unreachable_argv()?,
+        };
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .envs(&w.env)
+            .stdin(if w.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        // Without `cwd`, the program runs where pgdrill was started, like any command.
+        if let Some(dir) = &w.cwd {
+            cmd.current_dir(ctx.resolve(dir));
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| StepError::Environment(format!("cannot run `{}`: {e}", argv[0])))?;
+        let mut guard = GroupGuard(child.id().map(|p| Pid::from_raw(p as i32)));
+
+        if let (Some(text), Some(mut stdin)) = (w.stdin.clone(), child.stdin.take()) {
+            tokio::spawn(async move {
+                let _ = stdin.write_all(text.as_bytes()).await;
+            });
+        }
+        let out = child.stdout.take().map(|s| tokio::spawn(pump(s, ctx.clone(), "")));
+        let err = child.stderr.take().map(|s| tokio::spawn(pump(s, ctx.clone(), "stderr: ")));
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| StepError::Environment(format!("waiting for `{}`: {e}", argv[0])))?;
+        // The leader exited; leave any daemons it started alone.
+        guard.0 = None;
+        let stdout = match out {
+            Some(h) => h.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        let stderr = match err {
+            Some(h) => h.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        let code = status.code().unwrap_or(-1);
+        if code != w.exit_code {
+            let how = match status.code() {
+                Some(c) => format!("exit code {c}"),
+                None => "killed by a signal".into(),
+            };
+            let tail: Vec<&str> = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail = if tail.is_empty() { String::new() } else { format!("; stderr: {}", tail.join(" | ")) };
+            return Err(StepError::Failed(format!("`{}` ended with {how}, expected {}{tail}", argv[0], w.exit_code)));
+        }
+        let mut o = Outputs::new();
+        o.insert("stdout".into(), stdout.trim_end_matches('\n').into());
+        o.insert("stderr".into(), stderr.into());
+        o.insert("exit_code".into(), code.into());
+        Ok(o)
+    })
+}
+
+fn unreachable_argv() -> Result<Vec<String>, StepError> {
+    Err(StepError::Invalid("missing field `argv` (or `script`)".into()))
+}
+
+/// Forward lines to the step log and keep up to CAPTURE_LIMIT bytes.
+async fn pump<R: AsyncRead + Unpin>(r: R, ctx: StepCtx, prefix: &'static str) -> String {
+    let mut lines = BufReader::new(r).lines();
+    let mut kept = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        ctx.log(format!("{prefix}{line}"));
+        if kept.len() + line.len() < CAPTURE_LIMIT {
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+    }
+    kept
+}

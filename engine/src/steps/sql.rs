@@ -1,0 +1,295 @@
+//! `sql.exec` and `sql.assert`: run SQL against a connection URL; assert on a scalar result.
+
+use serde::Deserialize;
+use serde_yaml::Value as Yaml;
+use tokio_postgres::SimpleQueryMessage;
+
+use super::{check_with, typed, Field, Outputs, StepCtx, StepError, StepKind, With, WithError};
+use crate::pg;
+use crate::template::is_template;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecWith {
+    url: String,
+    sql: Option<String>,
+    file: Option<String>,
+}
+
+impl With for ExecWith {
+    fn check(&self) -> Result<(), WithError> {
+        match (&self.sql, &self.file) {
+            (Some(_), None) | (None, Some(_)) => Ok(()),
+            (Some(_), Some(_)) => Err(WithError::new("", "give either `sql` or `file`, not both")),
+            (None, None) => Err(WithError::new("", "missing field `sql` (or `file`)")),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssertWith {
+    url: String,
+    query: String,
+    expect: String,
+}
+
+impl With for AssertWith {
+    fn check(&self) -> Result<(), WithError> {
+        if is_template(&self.expect) {
+            return Ok(());
+        }
+        Expect::parse(&self.expect).map(|_| ()).map_err(|m| WithError {
+            path: "expect".into(),
+            message: m,
+            help: Some("write `> 0`, `>= 1`, `== 42`, `!= 0`, `between 1 and 10`, `is null` or a bare value".into()),
+        })
+    }
+}
+
+pub const EXEC: StepKind = StepKind {
+    name: "sql.exec",
+    summary: "Run SQL statements (inline or from a file) against a database.",
+    fields: &[
+        Field { name: "url", ty: "string", required: true, doc: "connection URL (password from the URL or PGPASSWORD)" },
+        Field { name: "sql", ty: "string", required: false, doc: "SQL to run; several statements run as one batch" },
+        Field { name: "file", ty: "path", required: false, doc: "SQL file to run (relative to the runbook)" },
+    ],
+    outputs: &[
+        Field { name: "rows", ty: "integer", required: false, doc: "rows returned or affected by the last statement" },
+        Field { name: "value", ty: "string or null", required: false, doc: "first column of the first row returned" },
+    ],
+    check: check_with::<ExecWith>,
+    run: run_exec,
+};
+
+pub const ASSERT: StepKind = StepKind {
+    name: "sql.assert",
+    summary: "Run a query returning one value and check it against an expectation.",
+    fields: &[
+        Field { name: "url", ty: "string", required: true, doc: "connection URL" },
+        Field { name: "query", ty: "string", required: true, doc: "query whose first column of the first row is checked" },
+        Field { name: "expect", ty: "string", required: true, doc: "`> 0`, `>= n`, `== 42`, `!= x`, `between a and b`, `is null`, `is not null`" },
+    ],
+    outputs: &[Field { name: "value", ty: "string or null", required: false, doc: "the value the query returned" }],
+    check: check_with::<AssertWith>,
+    run: run_assert,
+};
+
+/// Results of a batch: (rows of the last statement, first value returned).
+async fn batch(url: &str, sql: &str) -> Result<(u64, Option<String>), StepError> {
+    let client = pg::connect(url).await.map_err(|e| StepError::Environment(e.0))?;
+    let msgs = client.simple_query(sql).await.map_err(|e| StepError::Failed(format!("SQL failed: {}", pg::describe(&e))))?;
+    let mut rows = 0;
+    let mut first: Option<Option<String>> = None;
+    for m in msgs {
+        match m {
+            SimpleQueryMessage::Row(r) => {
+                if first.is_none() {
+                    first = Some(r.get(0).map(str::to_string));
+                }
+            }
+            SimpleQueryMessage::CommandComplete(n) => rows = n,
+            _ => {}
+        }
+    }
+    Ok((rows, first.flatten()))
+}
+
+fn run_exec(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: ExecWith = typed(with)?;
+        let sql = match (&w.sql, &w.file) {
+            (Some(s), _) => s.clone(),
+            (None, Some(f)) => {
+                let path = ctx.resolve(f);
+                tokio::fs::read_to_string(&path)
+                    .await
+                    .map_err(|e| StepError::Invalid(format!("cannot read SQL file {}: {e}", path.display())))?
+            }
+            (None, None) => return Err(StepError::Invalid("missing field `sql` (or `file`)".into())),
+        };
+        let (rows, value) = batch(&w.url, &sql).await?;
+        ctx.log(format!("{} on {}: {rows} row(s)", first_line(&sql), pg::display_url(&w.url)));
+        let mut o = Outputs::new();
+        o.insert("rows".into(), rows.into());
+        o.insert("value".into(), value.map(Into::into).unwrap_or(serde_json::Value::Null));
+        Ok(o)
+    })
+}
+
+fn run_assert(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: AssertWith = typed(with)?;
+        let expect = Expect::parse(&w.expect).map_err(StepError::Invalid)?;
+        let (_, value) = batch(&w.url, &w.query).await?;
+        let shown = value.clone().unwrap_or_else(|| "NULL".into());
+        ctx.log(format!("{} -> {shown} (expect {})", first_line(&w.query), w.expect));
+        expect
+            .holds(value.as_deref())
+            .map_err(|why| StepError::Failed(format!("`{}` returned {shown}, expected {}{why}", first_line(&w.query), w.expect.trim())))?;
+        let mut o = Outputs::new();
+        o.insert("value".into(), value.map(Into::into).unwrap_or(serde_json::Value::Null));
+        Ok(o)
+    })
+}
+
+fn first_line(sql: &str) -> String {
+    let line = sql.trim().lines().next().unwrap_or("");
+    if line.chars().count() > 80 {
+        format!("{}...", line.chars().take(77).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+/// An expectation on a scalar.
+#[derive(Debug, Clone, PartialEq)]
+enum Expect {
+    Cmp(Op, String),
+    Between(String, String),
+    Null(bool),
+}
+
+impl Expect {
+    fn parse(s: &str) -> Result<Expect, String> {
+        let t = s.trim();
+        let lower = t.to_ascii_lowercase();
+        if lower == "is null" {
+            return Ok(Expect::Null(true));
+        }
+        if lower == "is not null" {
+            return Ok(Expect::Null(false));
+        }
+        if let Some(rest) = lower.strip_prefix("between ") {
+            let start = t.len() - rest.len();
+            let rest_orig = &t[start..];
+            let Some(i) = rest.find(" and ") else {
+                return Err(format!("`{t}`: `between` needs `between LOW and HIGH`"));
+            };
+            let (lo, hi) = (unquote(&rest_orig[..i]), unquote(&rest_orig[i + 5..]));
+            if lo.parse::<f64>().is_err() || hi.parse::<f64>().is_err() {
+                return Err(format!("`{t}`: `between` needs two numbers"));
+            }
+            return Ok(Expect::Between(lo, hi));
+        }
+        for (tok, op) in [(">=", Op::Ge), ("<=", Op::Le), ("==", Op::Eq), ("!=", Op::Ne), ("<>", Op::Ne), (">", Op::Gt), ("<", Op::Lt), ("=", Op::Eq)] {
+            if let Some(rest) = t.strip_prefix(tok) {
+                let v = unquote(rest);
+                if v.is_empty() {
+                    return Err(format!("`{t}`: nothing to compare with after `{tok}`"));
+                }
+                if matches!(op, Op::Gt | Op::Ge | Op::Lt | Op::Le) && v.parse::<f64>().is_err() {
+                    return Err(format!("`{t}`: `{tok}` compares numbers, and `{v}` is not a number"));
+                }
+                return Ok(Expect::Cmp(op, v));
+            }
+        }
+        if t.is_empty() {
+            return Err("the expectation is empty".into());
+        }
+        Ok(Expect::Cmp(Op::Eq, unquote(t)))
+    }
+
+    /// Ok if the value satisfies the expectation, else a reason suffix.
+    fn holds(&self, value: Option<&str>) -> Result<(), String> {
+        let ok = match (self, value) {
+            (Expect::Null(want_null), v) => v.is_none() == *want_null,
+            (_, None) => false,
+            (Expect::Between(lo, hi), Some(v)) => {
+                let x = num(v)?;
+                x >= num(lo)? && x <= num(hi)?
+            }
+            (Expect::Cmp(op, want), Some(v)) => {
+                let v = normalize_bool(v, want);
+                match (v.parse::<f64>(), want.parse::<f64>()) {
+                    (Ok(a), Ok(b)) => match op {
+                        Op::Eq => a == b,
+                        Op::Ne => a != b,
+                        Op::Gt => a > b,
+                        Op::Ge => a >= b,
+                        Op::Lt => a < b,
+                        Op::Le => a <= b,
+                    },
+                    _ => match op {
+                        Op::Eq => v == want.as_str(),
+                        Op::Ne => v != want.as_str(),
+                        _ => return Err(format!(" (`{v}` is not a number)")),
+                    },
+                }
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(String::new())
+        }
+    }
+}
+
+fn num(s: &str) -> Result<f64, String> {
+    s.trim().parse::<f64>().map_err(|_| format!(" (`{s}` is not a number)"))
+}
+
+/// PostgreSQL's text form of booleans is `t`/`f`; let `== true` match it.
+fn normalize_bool<'a>(v: &'a str, want: &str) -> &'a str {
+    match (v, want) {
+        ("t", "true") => "true",
+        ("f", "false") => "false",
+        _ => v,
+    }
+}
+
+fn unquote(s: &str) -> String {
+    let t = s.trim();
+    for q in ['\'', '"'] {
+        if t.len() >= 2 && t.starts_with(q) && t.ends_with(q) {
+            return t[1..t.len() - 1].to_string();
+        }
+    }
+    t.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expectations_parse_and_hold() {
+        let cases: &[(&str, Option<&str>, bool)] = &[
+            ("> 0", Some("3"), true),
+            ("> 0", Some("0"), false),
+            ("== 42", Some("42"), true),
+            ("42", Some("42.0"), true),
+            ("!= 0", Some("1"), true),
+            ("between 1 and 10", Some("10"), true),
+            ("between 1 and 10", Some("11"), false),
+            ("is null", None, true),
+            ("is not null", None, false),
+            ("== 'erp'", Some("erp"), true),
+            ("== true", Some("t"), true),
+            (">= 5", None, false),
+        ];
+        for (e, v, want) in cases {
+            let x = Expect::parse(e).unwrap_or(Expect::Null(true));
+            assert_eq!(x.holds(*v).is_ok(), *want, "{e} on {v:?}");
+        }
+    }
+
+    #[test]
+    fn bad_expectations_are_rejected() {
+        assert!(Expect::parse("> abc").is_err());
+        assert!(Expect::parse("between 1").is_err());
+        assert!(Expect::parse("==").is_err());
+    }
+}
