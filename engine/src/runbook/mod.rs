@@ -178,6 +178,12 @@ pub fn parse(file: &str, text: &str, base_dir: PathBuf) -> Result<Runbook, Diagn
     let spans = SpanIndex::build(text);
     let mut cx = Checker { file, text, spans: &spans, diags: Diagnostics::default() };
 
+    // Syntax first: a tree that does not parse has no paths to point at.
+    if let Err(e) = serde_yaml::from_str::<Yaml>(text) {
+        let pos = e.location().map(|l| Pos { line: l.line(), col: l.column() }).unwrap_or(Pos { line: 1, col: 1 });
+        cx.diags.push(cx.diag(pos, format!("invalid YAML: {}", strip_location(&e.to_string()))));
+        return Err(cx.diags);
+    }
     let de = serde_yaml::Deserializer::from_str(text);
     let raw: RawRunbook = match serde_path_to_error::deserialize(de) {
         Ok(r) => r,
@@ -211,14 +217,15 @@ impl Checker<'_> {
 
     /// Turn a serde error at `path` into a located diagnostic with a suggestion.
     fn serde_error(&self, path: &str, e: &serde_yaml::Error, default_fields: &[&str]) -> Diagnostic {
-        let msg = strip_location(&e.to_string());
-        // Syntax errors carry their own location; data errors are located by path.
-        if path.is_empty() || path == "." {
-            if let Some(loc) = e.location() {
-                let pos = Pos { line: loc.line(), col: loc.column() };
-                return self.diag(pos, format!("invalid YAML: {msg}"));
+        let mut msg = strip_location(&e.to_string());
+        // serde_yaml prefixes data errors with the path of the enclosing node; we show
+        // paths our own way.
+        if let Some((prefix, rest)) = msg.split_once(": ") {
+            if !prefix.contains(' ') && path.starts_with(prefix) {
+                msg = rest.to_string();
             }
         }
+        let path = if path == "?" || path == "." { "" } else { path };
         self.data_error(path, &msg, default_fields)
     }
 
@@ -382,6 +389,20 @@ impl Checker<'_> {
         }
     }
 
+    /// Where reference `r` appears in the value at `path` (the value's start if not found
+    /// on its first line, as in a block scalar).
+    fn ref_pos(&self, path: &str, r: &str) -> Pos {
+        let pos = self.spans.value(path);
+        let needle: String = r.split('.').take(2).collect::<Vec<_>>().join(".");
+        if let Some(line) = self.text.lines().nth(pos.line.saturating_sub(1)) {
+            let start: usize = line.char_indices().nth(pos.col.saturating_sub(1)).map(|(i, _)| i).unwrap_or(0);
+            if let Some(off) = line[start..].find(&needle) {
+                return Pos { line: pos.line, col: line[..start + off].chars().count() + 1 };
+            }
+        }
+        pos
+    }
+
     /// Templates may only read declared vars and secrets, and outputs of steps that ran before.
     fn check_references(&mut self, rb: &Runbook) {
         let env = template::environment();
@@ -421,7 +442,7 @@ impl Checker<'_> {
                 let mut parts = r.split('.');
                 let root = parts.next().unwrap_or_default();
                 let name = parts.next();
-                let pos = self.spans.value(&path);
+                let pos = self.ref_pos(&path, &r);
                 match (root, name) {
                     ("env", _) => {}
                     ("vars", Some(v)) if !rb.vars.contains_key(v) => {
