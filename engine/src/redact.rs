@@ -17,10 +17,14 @@ impl Redactor {
         if secret.is_empty() {
             return;
         }
+        // The forms a value takes inside URLs and query strings: fully percent-encoded,
+        // with `/` or `/:` left alone (as template filters and URL libraries do), and with
+        // `+` for spaces (form encoding).
         let mut forms = vec![secret.to_string()];
-        let encoded = percent_encode(secret);
-        if encoded != secret {
-            forms.push(encoded);
+        for keep in ["", "/", "/:"] {
+            let enc = percent_encode_keep(secret, keep);
+            forms.push(enc.replace("%20", "+"));
+            forms.push(enc);
         }
         let Ok(mut list) = self.0.write() else { return };
         for f in forms {
@@ -57,9 +61,14 @@ impl Redactor {
 
 /// RFC 3986 percent-encoding of everything but unreserved characters, as URLs carry passwords.
 pub fn percent_encode(s: &str) -> String {
+    percent_encode_keep(s, "")
+}
+
+/// Percent-encoding that leaves the characters in `keep` as they are.
+fn percent_encode_keep(s: &str, keep: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || keep.as_bytes().contains(&b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -78,5 +87,8 @@ mod tests {
         r.add("p@ss word");
         assert_eq!(r.redact("pw=p@ss word"), format!("pw={MASK}"));
         assert_eq!(r.redact("postgres://u:p%40ss%20word@h/db"), format!("postgres://u:{MASK}@h/db"));
+        assert_eq!(r.redact("q=p%40ss+word"), format!("q={MASK}"));
+        r.add("a/b:c d");
+        assert_eq!(r.redact("x a/b%3Ac%20d y a/b:c%20d"), format!("x {MASK} y {MASK}"));
     }
 }

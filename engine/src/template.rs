@@ -2,8 +2,9 @@
 //!
 //! Values are rendered one field at a time, at execution time, from the parsed YAML tree;
 //! rendered text is never parsed as YAML again, so a value can never inject structure. A
-//! field that is exactly one `{{ expression }}` keeps the expression's type (a number stays
-//! a number, a map stays a map); any other templated string renders to a string.
+//! field that is exactly one `{{ expression }}` whose value is a map or a list keeps that
+//! structure (`expect: "{{ steps.pick.fingerprint }}"`); everything else renders to text,
+//! and numeric fields accept text (see `steps::de`), so `--var jobs=4` works.
 
 use std::collections::BTreeSet;
 
@@ -63,7 +64,15 @@ pub fn render_str(env: &Environment<'_>, source: &str, ctx: &minijinja::Value) -
     }
     if let Some(expr) = whole_expression(source) {
         let v = env.compile_expression(expr)?.eval(ctx)?;
-        return Ok(to_yaml(&v));
+        if v.is_undefined() {
+            return Err(minijinja::Error::new(minijinja::ErrorKind::UndefinedError, format!("`{expr}` is undefined")));
+        }
+        if matches!(v.kind(), minijinja::value::ValueKind::Map | minijinja::value::ValueKind::Seq) {
+            return Ok(to_yaml(&v));
+        }
+        if v.is_none() {
+            return Ok(Yaml::Null);
+        }
     }
     let out = env.render_str(source, ctx)?;
     Ok(Yaml::String(out))
@@ -159,9 +168,11 @@ mod tests {
     }
 
     #[test]
-    fn whole_expression_keeps_type_and_text_renders_to_string() {
+    fn whole_expression_keeps_structure_and_scalars_render_to_text() {
         let env = environment();
-        assert_eq!(render_str(&env, "{{ vars.jobs }}", &ctx()).ok(), Some(Yaml::Number(4.into())));
+        assert_eq!(render_str(&env, "{{ vars.jobs }}", &ctx()).ok(), Some(Yaml::String("4".into())));
+        let map = render_str(&env, "{{ vars }}", &ctx()).ok();
+        assert!(matches!(map, Some(Yaml::Mapping(_))), "{map:?}");
         assert_eq!(
             render_str(&env, "db-{{ vars.name }}", &ctx()).ok(),
             Some(Yaml::String("db-erp".into()))

@@ -1,5 +1,7 @@
 //! PostgreSQL plumbing shared by steps: connections, server discovery, ephemeral servers.
 
+pub mod native;
+
 
 
 use std::str::FromStr;

@@ -78,7 +78,7 @@ fn pos(m: &Marker) -> Pos {
 }
 
 enum Frame {
-    Map { path: String, pending_key: Option<(String, Pos)> },
+    Map { path: String, pending_key: Option<(String, Pos)>, first: bool },
     Seq { path: String, next: usize },
 }
 
@@ -98,13 +98,18 @@ impl Walker {
                 *next += 1;
                 Some(p)
             }
-            Some(Frame::Map { path, pending_key }) => match pending_key.take() {
+            Some(Frame::Map { path, pending_key, first }) => match pending_key.take() {
                 Some((k, kpos)) => {
                     let p = if path.is_empty() { k } else { format!("{path}.{k}") };
                     self.index.keys.insert(p.clone(), kpos);
                     Some(p)
                 }
                 None => {
+                    // A block mapping's start mark sits oddly (at its first colon); its
+                    // first key is where a reader looks for it.
+                    if std::mem::take(first) {
+                        self.index.values.insert(path.clone(), at);
+                    }
                     // Only scalar keys are tracked; complex keys are rejected later by serde.
                     *pending_key = Some((is_scalar.unwrap_or("?").to_string(), at));
                     None
@@ -131,7 +136,7 @@ impl MarkedEventReceiver for Walker {
             Event::MappingStart(..) => {
                 let p = self.child_path(None, at).unwrap_or_default();
                 self.index.values.insert(p.clone(), at);
-                self.stack.push(Frame::Map { path: p, pending_key: None });
+                self.stack.push(Frame::Map { path: p, pending_key: None, first: true });
             }
             Event::SequenceStart(..) => {
                 let p = self.child_path(None, at).unwrap_or_default();

@@ -7,7 +7,13 @@ where
 {
     let mut best: Option<(&str, f64)> = None;
     for c in candidates {
-        let score = strsim::jaro_winkler(typo, c);
+        // Jaro-Winkler ranks; a small edit distance rescues short names (`lg` -> `log`)
+        // whose Jaro-Winkler score is low only because they are short.
+        let mut score = strsim::jaro_winkler(typo, c);
+        let edits = strsim::levenshtein(typo, c);
+        if edits <= 2 && edits < c.len().min(typo.len().max(2)) {
+            score = score.max(0.8);
+        }
         if best.is_none_or(|(_, s)| score > s) {
             best = Some((c, score));
         }
@@ -35,5 +41,6 @@ mod tests {
         assert_eq!(nearest("sql.exce", kinds), Some("sql.exec"));
         assert_eq!(nearest("shell.rnu", kinds), Some("shell.run"));
         assert_eq!(nearest("banana", kinds), None);
+        assert_eq!(nearest("lg", ["log", "storage"]), Some("log"));
     }
 }

@@ -1,0 +1,499 @@
+//! Throwaway PostgreSQL servers from local binaries: initdb into a temp directory, then the
+//! postmaster on a free 127.0.0.1 port with its unix socket inside that directory.
+//!
+//! Teardown is not optional: `stop` (or `Drop`) shuts the server down and removes the
+//! directory. If pgdrill itself dies, the kernel kills the postmaster (parent-death signal
+//! through `setpriv --pdeathsig`), and the next start reaps directories whose owner is gone.
+//! initdb refuses to run as root, so as root the server runs as the unprivileged `nobody`.
+
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{Pid, User};
+
+/// Prefix of every temp directory a native server lives in (used to reap stale ones).
+pub const DIR_PREFIX: &str = "pgdrill-native-";
+
+/// Why a server could not be provided.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ServerError {
+    /// The request itself is wrong (bad version, bin_dir without initdb): exit 2.
+    #[error("{0}")]
+    Invalid(String),
+    /// The machine cannot do it (no binaries, server failed to start): exit 3.
+    #[error("{0}")]
+    Environment(String),
+}
+
+/// What to start.
+#[derive(Debug, Clone, Default)]
+pub struct NativeOptions {
+    /// Major version wanted; `None` takes what is found.
+    pub major: Option<u32>,
+    /// Directory holding initdb and postgres.
+    pub bin_dir: Option<PathBuf>,
+    /// Superuser name (default `postgres`).
+    pub user: Option<String>,
+    /// Database created for the caller (default `postgres`).
+    pub database: Option<String>,
+    /// How long to wait for the first successful connection.
+    pub ready_timeout: Option<Duration>,
+}
+
+/// A running server. Dropping it stops the server and deletes its files.
+#[derive(Debug)]
+pub struct NativeServer {
+    child: Option<Child>,
+    dir: PathBuf,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    pub bin_dir: PathBuf,
+    /// `server_version` as the server reports it, e.g. `15.18 (Debian 15.18-0+deb12u1)`.
+    pub server_version: String,
+    pub major: u32,
+}
+
+impl NativeServer {
+    /// `postgres://user:password@127.0.0.1:port/database`
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://{}:{}@{}:{}/{}",
+            crate::redact::percent_encode(&self.user),
+            crate::redact::percent_encode(&self.password),
+            self.host,
+            self.port,
+            crate::redact::percent_encode(&self.database)
+        )
+    }
+
+    /// URL of another database on the same server.
+    pub fn url_for(&self, database: &str) -> String {
+        format!(
+            "postgres://{}:{}@{}:{}/{}",
+            crate::redact::percent_encode(&self.user),
+            crate::redact::percent_encode(&self.password),
+            self.host,
+            self.port,
+            crate::redact::percent_encode(database)
+        )
+    }
+
+    /// The directory holding the data directory and socket.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The postmaster's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Start a server.
+    pub async fn start(opts: NativeOptions) -> Result<NativeServer, ServerError> {
+        reap_stale();
+        let bin_dir = find_bin_dir(opts.bin_dir.as_deref(), opts.major)?;
+        let major = binary_major(&bin_dir)?;
+        if let Some(want) = opts.major {
+            if want != major {
+                return Err(ServerError::Environment(format!(
+                    "PostgreSQL {want} binaries not found ({} has {major}); available: {}",
+                    bin_dir.display(),
+                    describe_available()
+                )));
+            }
+        }
+        let user = opts.user.clone().unwrap_or_else(|| "postgres".into());
+        let database = opts.database.clone().unwrap_or_else(|| "postgres".into());
+        let password = generate_password();
+        let run_as = RunAs::detect()?;
+
+        let dir = tempfile::Builder::new()
+            .prefix(DIR_PREFIX)
+            .tempdir()
+            .map_err(|e| ServerError::Environment(format!("cannot create a temp directory: {e}")))?
+            .keep();
+        let mut server = NativeServer {
+            child: None,
+            dir: dir.clone(),
+            host: "127.0.0.1".into(),
+            port: 0,
+            user,
+            password,
+            database,
+            bin_dir: bin_dir.clone(),
+            server_version: String::new(),
+            major,
+        };
+        // From here on, Drop cleans up whatever exists.
+        fs::write(dir.join("owner.pid"), std::process::id().to_string())
+            .map_err(|e| ServerError::Environment(format!("writing {}: {e}", dir.display())))?;
+        run_as.own(&dir)?;
+        let sock = dir.join("sock");
+        fs::create_dir(&sock).map_err(|e| ServerError::Environment(format!("creating {}: {e}", sock.display())))?;
+        run_as.own(&sock)?;
+        let pwfile = dir.join("pwfile");
+        fs::write(&pwfile, &server.password).map_err(|e| ServerError::Environment(format!("writing {}: {e}", pwfile.display())))?;
+        run_as.own(&pwfile)?;
+
+        let data = dir.join("data");
+        let mut initdb = run_as.command(&bin_dir.join("initdb"), false);
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .arg("-U")
+            .arg(&server.user)
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .args(["-A", "scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions"])
+            .stdin(Stdio::null());
+        let out = tokio::task::block_in_place(|| initdb.output())
+            .map_err(|e| ServerError::Environment(format!("cannot run initdb: {e}")))?;
+        let _ = fs::remove_file(&pwfile);
+        if !out.status.success() {
+            return Err(ServerError::Environment(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+
+        let deadline = opts.ready_timeout.unwrap_or(Duration::from_secs(60));
+        let mut last_err = String::new();
+        // A free port can be taken between our probe and the server's bind; try a few.
+        for _ in 0..3 {
+            let port = free_port()?;
+            server.port = port;
+            let log = fs::File::create(dir.join("server.log")).map_err(|e| ServerError::Environment(format!("creating server.log: {e}")))?;
+            run_as.own(&dir.join("server.log"))?;
+            let mut cmd = run_as.command(&bin_dir.join("postgres"), true);
+            cmd.arg("-D")
+                .arg(&data)
+                .arg("-p")
+                .arg(port.to_string())
+                .arg("-c")
+                .arg("listen_addresses=127.0.0.1")
+                .arg("-c")
+                .arg(format!("unix_socket_directories={}", sock.display()))
+                // A throwaway server: durability buys nothing, speed is part of every RTO.
+                .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log));
+            let child = cmd.spawn().map_err(|e| ServerError::Environment(format!("cannot start postgres: {e}")))?;
+            server.child = Some(child);
+            match server.wait_ready(deadline).await {
+                Ok(version) => {
+                    server.server_version = version;
+                    if server.database != "postgres" {
+                        server.create_database().await?;
+                    }
+                    return Ok(server);
+                }
+                Err(e) => {
+                    last_err = e;
+                    server.kill_server();
+                    if !last_err.contains("could not bind") && !last_err.contains("Address already in use") {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(ServerError::Environment(format!("postgres did not start: {last_err}")))
+    }
+
+    async fn wait_ready(&mut self, deadline: Duration) -> Result<String, String> {
+        let started = Instant::now();
+        let url = self.url_for("postgres");
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("the server exited ({status}): {}", self.log_tail()));
+                }
+            }
+            if let Ok(client) = crate::pg::connect(&url).await {
+                if let Ok(row) = client.query_one("show server_version", &[]).await {
+                    return Ok(row.get::<_, String>(0));
+                }
+            }
+            if started.elapsed() > deadline {
+                return Err(format!("no connection after {}s: {}", deadline.as_secs(), self.log_tail()));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn create_database(&self) -> Result<(), ServerError> {
+        let client = crate::pg::connect(&self.url_for("postgres"))
+            .await
+            .map_err(|e| ServerError::Environment(e.0))?;
+        let q = format!("create database {}", quote_ident(&self.database));
+        client
+            .batch_execute(&q)
+            .await
+            .map_err(|e| ServerError::Environment(format!("creating database {}: {}", self.database, crate::pg::describe(&e))))
+    }
+
+    fn log_tail(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = fs::File::open(self.dir.join("server.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        let lines: Vec<&str> = s.lines().rev().take(5).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+
+    /// Immediate shutdown, escalating to SIGKILL; waits for the postmaster to exit.
+    fn kill_server(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = Pid::from_raw(child.id() as i32);
+            // SIGQUIT: immediate shutdown. Nothing here needs to survive.
+            let _ = kill(pid, Signal::SIGQUIT);
+            let until = Instant::now() + Duration::from_secs(5);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > until => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }
+    }
+
+    /// Stop the server and remove its files.
+    pub fn stop(mut self) {
+        self.teardown();
+    }
+
+    fn teardown(&mut self) {
+        self.kill_server();
+        if !self.dir.as_os_str().is_empty() {
+            let _ = fs::remove_dir_all(&self.dir);
+            self.dir = PathBuf::new();
+        }
+    }
+}
+
+impl Drop for NativeServer {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// Who the server processes run as.
+enum RunAs {
+    /// Not root: run as ourselves.
+    Me,
+    /// Root: drop to an unprivileged user, because initdb and postgres refuse root.
+    User { uid: u32, gid: u32, name: String },
+}
+
+impl RunAs {
+    fn detect() -> Result<RunAs, ServerError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(RunAs::Me);
+        }
+        let user = User::from_name("nobody")
+            .ok()
+            .flatten()
+            .ok_or_else(|| ServerError::Environment("running as root, but there is no `nobody` user to run postgres as".into()))?;
+        Ok(RunAs::User { uid: user.uid.as_raw(), gid: user.gid.as_raw(), name: user.name })
+    }
+
+    fn own(&self, path: &Path) -> Result<(), ServerError> {
+        if let RunAs::User { uid, gid, name } = self {
+            nix::unistd::chown(path, Some((*uid).into()), Some((*gid).into()))
+                .map_err(|e| ServerError::Environment(format!("cannot hand {} to {name}: {e}", path.display())))?;
+        }
+        let mode = if path.is_dir() { 0o700 } else { 0o600 };
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+        Ok(())
+    }
+
+    /// A command for `program`, dropping privileges if root and, for the long-running
+    /// server, asking the kernel to kill it if pgdrill dies.
+    fn command(&self, program: &Path, die_with_parent: bool) -> Command {
+        let setpriv = Path::new("/usr/bin/setpriv");
+        let mut args: Vec<String> = Vec::new();
+        if let RunAs::User { uid, gid, .. } = self {
+            args.extend([format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".into()]);
+        }
+        if die_with_parent {
+            args.extend(["--pdeathsig".into(), "KILL".into()]);
+        }
+        if args.is_empty() || !setpriv.exists() {
+            return Command::new(program);
+        }
+        let mut c = Command::new(setpriv);
+        c.args(args).arg("--").arg(program);
+        c
+    }
+}
+
+fn free_port() -> Result<u16, ServerError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| ServerError::Environment(format!("no free port on 127.0.0.1: {e}")))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| ServerError::Environment(format!("no free port on 127.0.0.1: {e}")))
+}
+
+fn generate_password() -> String {
+    use std::fmt::Write;
+    let mut bytes = [0u8; 18];
+    if getrandom(&mut bytes).is_err() {
+        // Fall back to time and pid; the server only listens on loopback anyway.
+        let seed = format!("{:?}{}", Instant::now(), std::process::id());
+        for (i, b) in seed.bytes().enumerate() {
+            bytes[i % bytes.len()] ^= b;
+        }
+    }
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut f = fs::File::open("/dev/urandom")?;
+    f.read_exact(buf)
+}
+
+/// `"name"` with embedded quotes doubled.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Find the directory with initdb and postgres: bin_dir, pg_config, Debian's layout, PATH.
+pub fn find_bin_dir(bin_dir: Option<&Path>, major: Option<u32>) -> Result<PathBuf, ServerError> {
+    if let Some(d) = bin_dir {
+        if d.join("initdb").is_file() && d.join("postgres").is_file() {
+            return Ok(d.to_path_buf());
+        }
+        return Err(ServerError::Invalid(format!(
+            "bin_dir {} has no initdb and postgres; point it at a PostgreSQL bin directory (available: {})",
+            d.display(),
+            describe_available()
+        )));
+    }
+    if let Some(m) = major {
+        let d = PathBuf::from(format!("/usr/lib/postgresql/{m}/bin"));
+        if d.join("initdb").is_file() {
+            return Ok(d);
+        }
+    }
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        if out.status.success() {
+            candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+        }
+    }
+    candidates.extend(installed_majors().into_iter().rev().map(|m| PathBuf::from(format!("/usr/lib/postgresql/{m}/bin"))));
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path));
+    }
+    for d in candidates {
+        if d.join("initdb").is_file() && d.join("postgres").is_file() {
+            if let Some(m) = major {
+                if binary_major(&d).ok() != Some(m) {
+                    continue;
+                }
+            }
+            return Ok(d);
+        }
+    }
+    match major {
+        Some(m) => Err(ServerError::Environment(format!(
+            "PostgreSQL {m} server binaries not found; available: {}",
+            describe_available()
+        ))),
+        None => Err(ServerError::Environment(
+            "PostgreSQL server binaries (initdb, postgres) not found: install them or set bin_dir".into(),
+        )),
+    }
+}
+
+/// Majors under /usr/lib/postgresql (Debian and Ubuntu layout), ascending.
+pub fn installed_majors() -> Vec<u32> {
+    let mut v: Vec<u32> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .filter(|m: &u32| Path::new(&format!("/usr/lib/postgresql/{m}/bin/initdb")).is_file())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn describe_available() -> String {
+    let v = installed_majors();
+    if v.is_empty() {
+        "none found under /usr/lib/postgresql".into()
+    } else {
+        v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// The major version of the postgres binary in `dir`.
+pub fn binary_major(dir: &Path) -> Result<u32, ServerError> {
+    let out = Command::new(dir.join("postgres"))
+        .arg("--version")
+        .output()
+        .map_err(|e| ServerError::Environment(format!("cannot run {}/postgres: {e}", dir.display())))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_major(&text).ok_or_else(|| ServerError::Environment(format!("cannot read the version from `{}`", text.trim())))
+}
+
+/// `postgres (PostgreSQL) 15.18 (Debian ...)` -> 15; `9.6.24` -> 9.
+pub fn parse_major(version_text: &str) -> Option<u32> {
+    let v = version_text.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    v.split(['.', '-', 'b', 'r']).next()?.parse().ok()
+}
+
+/// Remove temp directories of servers whose pgdrill process is gone, killing their
+/// postmaster if it somehow survived.
+pub fn reap_stale() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with(DIR_PREFIX) {
+            continue;
+        }
+        let dir = e.path();
+        let owner: Option<i32> = fs::read_to_string(dir.join("owner.pid")).ok().and_then(|s| s.trim().parse().ok());
+        let owner_alive = owner.is_some_and(|p| kill(Pid::from_raw(p), None).is_ok());
+        if owner_alive {
+            continue;
+        }
+        if let Some(pm) = fs::read_to_string(dir.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
+        {
+            let _ = kill(Pid::from_raw(pm), Signal::SIGKILL);
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_major;
+
+    #[test]
+    fn majors_from_version_text() {
+        assert_eq!(parse_major("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"), Some(15));
+        assert_eq!(parse_major("postgres (PostgreSQL) 17beta1"), Some(17));
+        assert_eq!(parse_major("nothing"), None);
+    }
+}

@@ -1,0 +1,43 @@
+//! Helpers shared by the integration tests: run the real binary from the repository root.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pgdrill"))
+}
+
+/// `pgdrill ARGS` run in the repository root, with a clean environment for our own vars.
+pub fn pgdrill(args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args).current_dir(root()).env_remove("PGDRILL_JUNIT").env_remove("PGDRILL_REPORT");
+    c
+}
+
+pub fn run(args: &[&str]) -> Output {
+    pgdrill(args).output().expect("the pgdrill binary runs")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// True under CI, where a missing prerequisite must fail rather than skip.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// Skip (outside CI) or fail (in CI) when a prerequisite is missing.
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    assert!(!in_ci(), "{what} is required in CI (CI is set) but missing");
+    eprintln!("SKIPPED: {what} is missing (set up with ci/setup.sh); CI fails instead of skipping");
+    false
+}

@@ -1,0 +1,367 @@
+//! The executor's behaviour through the real binary: rollback order, finally, timeouts,
+//! retries, signals, exit codes, nesting, and the reports that show them.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{pgdrill, root, run, text};
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+fn read_json(path: &std::path::Path) -> serde_json::Value {
+    let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&s).expect("valid JSON")
+}
+
+/// Steps of the first suite in run.json as (label, phase kind, outcome).
+fn steps_of(run_json: &serde_json::Value, suite: usize) -> Vec<(String, String, String)> {
+    run_json["suites"][suite]["steps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            (
+                s["label"].as_str().unwrap_or_default().to_string(),
+                s["phase"]["kind"].as_str().unwrap_or_default().to_string(),
+                s["outcome"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// JUnit with timings and timestamps masked, one element per line.
+fn masked_junit(xml: &str) -> String {
+    let time = regex::Regex::new(r#" time="[0-9.e-]+""#).expect("regex");
+    let stamp = regex::Regex::new(r#" timestamp="[^"]+""#).expect("regex");
+    let xml = time.replace_all(xml, r#" time="T""#);
+    let xml = stamp.replace_all(&xml, r#" timestamp="TS""#);
+    xml.replace("><", ">\n<") + "\n"
+}
+
+#[test]
+fn third_step_failure_rolls_back_step_two_then_one_then_finally_everywhere() {
+    let t = tmp();
+    let log = t.path().join("order.log");
+    let junit = t.path().join("junit.xml");
+    let report = t.path().join("report");
+    let out = run(&[
+        "run",
+        "fixtures/runbooks/rollback-order.yaml",
+        "--var",
+        &format!("log={}", log.display()),
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+        "--report",
+        report.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+
+    // What really ran, in order.
+    let ran = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(ran.lines().collect::<Vec<_>>(), ["step1", "step2", "step3", "undo2", "undo1", "finally"]);
+
+    // The terminal shows the same order.
+    let stdout = text(&out.stdout);
+    let pos = |needle: &str| stdout.find(needle).unwrap_or_else(|| panic!("`{needle}` in:\n{stdout}"));
+    assert!(pos("FAILED       step3") < pos("rollback of step2: undo2"));
+    assert!(pos("rollback of step2: undo2") < pos("rollback of step1: undo1"));
+    assert!(pos("rollback of step1: undo1") < pos("finally: cleanup"));
+
+    // run.json records every step with its outcome, in order.
+    let rec = read_json(&report.join("run.json"));
+    assert_eq!(rec["schema"], "pgdrill.run/1");
+    assert_eq!(rec["outcome"], "failed");
+    let steps = steps_of(&rec, 0);
+    let expect = [
+        ("step1", "main", "rolled_back"),
+        ("step2", "main", "rolled_back"),
+        ("step3", "main", "failed"),
+        ("step4", "main", "skipped"),
+        ("undo2", "rollback", "passed"),
+        ("undo1", "rollback", "passed"),
+        ("cleanup", "finally", "passed"),
+    ];
+    let got: Vec<(&str, &str, &str)> = steps.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
+    assert_eq!(got, expect);
+
+    // JUnit matches the checked-in expected file, timings masked.
+    let xml = std::fs::read_to_string(&junit).unwrap_or_default();
+    let expected_path = root().join("fixtures/runbooks/rollback-order.junit.xml");
+    let got = masked_junit(&xml);
+    if std::env::var_os("PGDRILL_BLESS").is_some() {
+        std::fs::write(&expected_path, &got).expect("bless");
+    }
+    assert_eq!(got, std::fs::read_to_string(&expected_path).unwrap_or_default());
+}
+
+#[test]
+fn junit_is_read_back_by_junitparser() {
+    let has_python = std::process::Command::new("python3")
+        .args(["-c", "import junitparser"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !common::require(has_python, "python3 with junitparser (pip install junitparser)") {
+        return;
+    }
+    let t = tmp();
+    let log = t.path().join("order.log");
+    let junit = t.path().join("junit.xml");
+    let out = run(&[
+        "run",
+        "fixtures/runbooks/rollback-order.yaml",
+        "--var",
+        &format!("log={}", log.display()),
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let script = r#"
+import sys
+from junitparser import JUnitXml, Failure, Skipped, Error
+xml = JUnitXml.fromfile(sys.argv[1])
+for suite in xml:
+    for case in suite:
+        kinds = [type(r).__name__ for r in case.result]
+        print(f"{suite.name}|{case.classname}|{case.name}|{','.join(kinds) or 'pass'}")
+"#;
+    let out = std::process::Command::new("python3").args(["-c", script, junit.to_str().unwrap_or_default()]).output().expect("python3 runs");
+    assert!(out.status.success(), "junitparser failed: {}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "rollback-order|rollback-order|step1|pass",
+            "rollback-order|rollback-order|step2|pass",
+            "rollback-order|rollback-order|step3|Failure",
+            "rollback-order|rollback-order|step4|Skipped",
+            "rollback-order|rollback-order|rollback of step2: undo2|pass",
+            "rollback-order|rollback-order|rollback of step1: undo1|pass",
+            "rollback-order|rollback-order|finally: cleanup|pass",
+        ]
+    );
+}
+
+#[test]
+fn a_step_past_its_timeout_is_stopped_and_its_processes_killed() {
+    let t = tmp();
+    let started = Instant::now();
+    let out = run(&["run", "fixtures/runbooks/timeout.yaml", "--report", t.path().to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(20), "the timeout stopped the step");
+    let rec = read_json(&t.path().join("run.json"));
+    let steps = steps_of(&rec, 0);
+    assert_eq!(steps[0], ("slow".into(), "main".into(), "timed_out".into()));
+    assert_eq!(steps[1], ("after".into(), "finally".into(), "passed".into()));
+    assert!(text(&out.stdout).contains("timed out after 1s"));
+    assert!(!process_running("sleep 27.25"), "the timed-out step's child was killed");
+}
+
+#[test]
+fn a_flaky_step_passes_on_retry_and_fails_when_retries_run_out() {
+    let t = tmp();
+    let counter = t.path().join("n");
+    let report = t.path().join("r1");
+    let out = run(&[
+        "run",
+        "fixtures/runbooks/retry.yaml",
+        "--var",
+        &format!("counter={}", counter.display()),
+        "--report",
+        report.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let rec = read_json(&report.join("run.json"));
+    assert_eq!(rec["suites"][0]["steps"][0]["attempts"], 3);
+    assert_eq!(text(&out.stdout).lines().filter(|l| l.trim_start().starts_with("retry ")).count(), 2, "{}", text(&out.stdout));
+
+    let counter2 = t.path().join("m");
+    let out = run(&[
+        "run",
+        "fixtures/runbooks/retry.yaml",
+        "--var",
+        &format!("counter={}", counter2.display()),
+        "--var",
+        "succeed_on=10",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("(after 4 attempts)"), "{}", text(&out.stdout));
+    assert_eq!(std::fs::read_to_string(&counter2).unwrap_or_default().trim(), "4");
+}
+
+#[test]
+fn sigint_during_a_long_step_runs_rollbacks_and_finally_and_exits_non_zero() {
+    let t = tmp();
+    let log = t.path().join("log");
+    let report = t.path().join("r");
+    let mut child = pgdrill(&[
+        "run",
+        "fixtures/runbooks/interrupt.yaml",
+        "--var",
+        &format!("log={}", log.display()),
+        "--report",
+        report.to_str().unwrap_or_default(),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("long") {
+        assert!(Instant::now() < deadline, "the long step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).expect("signal");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+    let ran = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(ran.lines().collect::<Vec<_>>(), ["prepare", "long", "undo_prepare", "finally"]);
+    assert!(!process_running("sleep 29.75"), "the interrupted step's child was killed");
+    let rec = read_json(&report.join("run.json"));
+    assert_eq!(rec["outcome"], "interrupted");
+    let long = &rec["suites"][0]["steps"][1];
+    assert_eq!(long["error_kind"], "interrupted");
+    assert!(long["message"].as_str().unwrap_or_default().contains("SIGINT"));
+}
+
+#[test]
+fn sigterm_is_handled_like_sigint() {
+    let t = tmp();
+    let log = t.path().join("log");
+    let mut child = pgdrill(&["run", "fixtures/runbooks/interrupt.yaml", "--var", &format!("log={}", log.display())])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("long") {
+        assert!(Instant::now() < deadline, "the long step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).expect("signal");
+    let status = child.wait().expect("wait");
+    assert_ne!(status.code(), Some(0));
+    assert!(std::fs::read_to_string(&log).unwrap_or_default().contains("undo_prepare\nfinally"));
+}
+
+#[test]
+fn a_secret_never_appears_in_stdout_stderr_junit_or_run_json() {
+    let secret = "s3cr3t V@lue/with:chars";
+    let encoded = "s3cr3t%20V%40lue%2Fwith%3Achars";
+    let t = tmp();
+    let junit = t.path().join("j.xml");
+    let report = t.path().join("r");
+    let out = pgdrill(&[
+        "run",
+        "fixtures/runbooks/secrets.yaml",
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+        "--report",
+        report.to_str().unwrap_or_default(),
+    ])
+    .env("PGDRILL_TEST_TOKEN", secret)
+    .output()
+    .expect("run");
+    assert_eq!(out.status.code(), Some(1), "the last step fails on purpose");
+    let junit_text = std::fs::read_to_string(&junit).unwrap_or_default();
+    let json_text = std::fs::read_to_string(report.join("run.json")).unwrap_or_default();
+    let plan = pgdrill(&["plan", "fixtures/runbooks/secrets.yaml"]).env("PGDRILL_TEST_TOKEN", secret).output().expect("plan");
+    for (name, body) in [
+        ("stdout", text(&out.stdout)),
+        ("stderr", text(&out.stderr)),
+        ("junit", junit_text.clone()),
+        ("run.json", json_text.clone()),
+        ("plan", text(&plan.stdout)),
+    ] {
+        assert!(!body.contains(secret), "{name} leaks the secret:\n{body}");
+        assert!(!body.contains(encoded), "{name} leaks the URL-encoded secret:\n{body}");
+    }
+    // The steps really did use it: the masked form is there.
+    assert!(junit_text.contains("token is ********"), "{junit_text}");
+    assert!(json_text.contains("postgres://app:********@127.0.0.1:1/app"), "{json_text}");
+}
+
+#[test]
+fn a_missing_secret_or_variable_is_invalid_input() {
+    let out = pgdrill(&["run", "fixtures/runbooks/secrets.yaml"]).env_remove("PGDRILL_TEST_TOKEN").output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("environment variable PGDRILL_TEST_TOKEN is not set"), "{}", text(&out.stderr));
+
+    let out = run(&["run", "fixtures/runbooks/rollback-order.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("pass --var log=VALUE"), "{}", text(&out.stderr));
+
+    let out = run(&["run", "fixtures/runbooks/rollback-order.yaml", "--var", "lg=/tmp/x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("did you mean `log`?"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn an_unreachable_server_is_an_environment_error() {
+    let out = run(&["run", "fixtures/runbooks/unreachable.yaml"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("cannot connect to postgres://nobody@127.0.0.1:1/none"));
+}
+
+#[test]
+fn a_nested_runbook_is_its_own_suite_and_its_outputs_are_readable() {
+    let t = tmp();
+    let junit = t.path().join("j.xml");
+    let report = t.path().join("r");
+    let out = run(&[
+        "run",
+        "fixtures/runbooks/nested-parent.yaml",
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+        "--report",
+        report.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let rec = read_json(&report.join("run.json"));
+    assert_eq!(rec["suites"][1]["name"], "nested-child");
+    assert_eq!(rec["suites"][1]["parent"], 0);
+    assert_eq!(rec["suites"][0]["steps"][1]["outputs"]["stdout"], "child said hello from the child");
+    assert_eq!(steps_of(&rec, 1)[1].2, "skipped");
+    let xml = std::fs::read_to_string(&junit).unwrap_or_default();
+    assert_eq!(xml.matches("<testsuite ").count(), 2);
+    assert!(xml.contains(r#"<testsuite id="1" name="nested-child""#), "{xml}");
+}
+
+#[test]
+fn plan_renders_known_values_and_keeps_later_ones_as_written() {
+    let out = run(&["plan", "fixtures/runbooks/nested-parent.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("child [runbook]"), "{s}");
+    assert!(s.contains("{{ steps.child.steps.say.stdout }}"), "{s}");
+    let out = run(&["plan", "fixtures/runbooks/rollback-order.yaml", "--var", "log=/var/tmp/x.log"]);
+    assert!(text(&out.stdout).contains("/var/tmp/x.log"), "{}", text(&out.stdout));
+    assert!(!std::path::Path::new("/var/tmp/x.log").exists(), "plan has no side effects");
+}
+
+#[test]
+fn steps_lists_the_catalogue_with_fields() {
+    let out = run(&["steps"]);
+    assert_eq!(out.status.code(), Some(0));
+    let s = text(&out.stdout);
+    for kind in ["sql.exec", "sql.assert", "shell.run", "http.check", "sleep", "runbook"] {
+        assert!(s.lines().any(|l| l == kind), "{kind} listed:\n{s}");
+    }
+    assert!(s.contains("body_contains"));
+    let out = run(&["steps", "sql.asert"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("did you mean `sql.assert`?"));
+}
+
+fn process_running(cmdline_part: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(cmdline_part))
+}
