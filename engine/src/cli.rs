@@ -110,7 +110,8 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         }
         Command::Run { runbook, vars, junit, report, quiet } => {
             let rb = exec::load_runbook_ref(&runbook)?;
-            let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(Terminal::new(!quiet && std::io::stdout().is_terminal()))];
+            let mut reporters: Vec<Box<dyn Reporter>> =
+                vec![Box::new(Terminal::new(!quiet && std::io::stdout().is_terminal()))];
             if let Some(p) = junit {
                 reporters.push(Box::new(Junit::new(p)));
             }

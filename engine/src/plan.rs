@@ -42,7 +42,14 @@ pub fn render(rb: &Runbook, vars: &Map<String, Json>) -> String {
     out
 }
 
-fn step(out: &mut String, env: &minijinja::Environment<'_>, ctx: &minijinja::Value, s: &StepDef, bullet: &str, depth: usize) {
+fn step(
+    out: &mut String,
+    env: &minijinja::Environment<'_>,
+    ctx: &minijinja::Value,
+    s: &StepDef,
+    bullet: &str,
+    depth: usize,
+) {
     let pad = "  ".repeat(depth);
     out.push_str(&format!("{pad}{bullet} {} [{}]\n", s.label(), s.uses));
     let mut extras = Vec::new();

@@ -173,10 +173,7 @@ mod tests {
         assert_eq!(render_str(&env, "{{ vars.jobs }}", &ctx()).ok(), Some(Yaml::String("4".into())));
         let map = render_str(&env, "{{ vars }}", &ctx()).ok();
         assert!(matches!(map, Some(Yaml::Mapping(_))), "{map:?}");
-        assert_eq!(
-            render_str(&env, "db-{{ vars.name }}", &ctx()).ok(),
-            Some(Yaml::String("db-erp".into()))
-        );
+        assert_eq!(render_str(&env, "db-{{ vars.name }}", &ctx()).ok(), Some(Yaml::String("db-erp".into())));
     }
 
     #[test]

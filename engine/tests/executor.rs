@@ -129,7 +129,10 @@ for suite in xml:
         kinds = [type(r).__name__ for r in case.result]
         print(f"{suite.name}|{case.classname}|{case.name}|{','.join(kinds) or 'pass'}")
 "#;
-    let out = std::process::Command::new("python3").args(["-c", script, junit.to_str().unwrap_or_default()]).output().expect("python3 runs");
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, junit.to_str().unwrap_or_default()])
+        .output()
+        .expect("python3 runs");
     assert!(out.status.success(), "junitparser failed: {}", text(&out.stderr));
     let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
     assert_eq!(
@@ -177,7 +180,12 @@ fn a_flaky_step_passes_on_retry_and_fails_when_retries_run_out() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let rec = read_json(&report.join("run.json"));
     assert_eq!(rec["suites"][0]["steps"][0]["attempts"], 3);
-    assert_eq!(text(&out.stdout).lines().filter(|l| l.trim_start().starts_with("retry ")).count(), 2, "{}", text(&out.stdout));
+    assert_eq!(
+        text(&out.stdout).lines().filter(|l| l.trim_start().starts_with("retry ")).count(),
+        2,
+        "{}",
+        text(&out.stdout)
+    );
 
     let counter2 = t.path().join("m");
     let out = run(&[
@@ -216,7 +224,8 @@ fn sigint_during_a_long_step_runs_rollbacks_and_finally_and_exits_non_zero() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).expect("signal");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .expect("signal");
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(130));
     let ran = std::fs::read_to_string(&log).unwrap_or_default();
@@ -242,7 +251,8 @@ fn sigterm_is_handled_like_sigint() {
         assert!(Instant::now() < deadline, "the long step never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).expect("signal");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .expect("signal");
     let status = child.wait().expect("wait");
     assert_ne!(status.code(), Some(0));
     assert!(std::fs::read_to_string(&log).unwrap_or_default().contains("undo_prepare\nfinally"));
@@ -269,7 +279,8 @@ fn a_secret_never_appears_in_stdout_stderr_junit_or_run_json() {
     assert_eq!(out.status.code(), Some(1), "the last step fails on purpose");
     let junit_text = std::fs::read_to_string(&junit).unwrap_or_default();
     let json_text = std::fs::read_to_string(report.join("run.json")).unwrap_or_default();
-    let plan = pgdrill(&["plan", "fixtures/runbooks/secrets.yaml"]).env("PGDRILL_TEST_TOKEN", secret).output().expect("plan");
+    let plan =
+        pgdrill(&["plan", "fixtures/runbooks/secrets.yaml"]).env("PGDRILL_TEST_TOKEN", secret).output().expect("plan");
     for (name, body) in [
         ("stdout", text(&out.stdout)),
         ("stderr", text(&out.stderr)),
@@ -287,7 +298,8 @@ fn a_secret_never_appears_in_stdout_stderr_junit_or_run_json() {
 
 #[test]
 fn a_missing_secret_or_variable_is_invalid_input() {
-    let out = pgdrill(&["run", "fixtures/runbooks/secrets.yaml"]).env_remove("PGDRILL_TEST_TOKEN").output().expect("run");
+    let out =
+        pgdrill(&["run", "fixtures/runbooks/secrets.yaml"]).env_remove("PGDRILL_TEST_TOKEN").output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("environment variable PGDRILL_TEST_TOKEN is not set"), "{}", text(&out.stderr));
 

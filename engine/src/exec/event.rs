@@ -37,7 +37,9 @@ impl Outcome {
 pub enum Phase {
     Main,
     /// A rollback step of the completed step `of`.
-    Rollback { of: String },
+    Rollback {
+        of: String,
+    },
     Finally,
     /// A budget from `targets:` checked after the steps.
     Budget,
@@ -87,14 +89,45 @@ pub enum SuiteOutcome {
 
 #[derive(Debug, Clone)]
 pub enum Event {
-    SuiteStarted { suite: usize, parent: Option<usize>, name: String, file: String, started_at: OffsetDateTime },
-    StepStarted { suite: usize, label: String, uses: String, phase: Phase },
-    StepRetrying { suite: usize, label: String, attempt: u32, attempts: u32, message: String, delay: Duration },
-    StepLog { suite: usize, label: String, line: String },
+    SuiteStarted {
+        suite: usize,
+        parent: Option<usize>,
+        name: String,
+        file: String,
+        started_at: OffsetDateTime,
+    },
+    StepStarted {
+        suite: usize,
+        label: String,
+        uses: String,
+        phase: Phase,
+    },
+    StepRetrying {
+        suite: usize,
+        label: String,
+        attempt: u32,
+        attempts: u32,
+        message: String,
+        delay: Duration,
+    },
+    StepLog {
+        suite: usize,
+        label: String,
+        line: String,
+    },
     StepFinished(StepRecord),
     /// A completed step's rollback ran; its outcome is now `rolled_back`.
-    StepRolledBack { suite: usize, label: String },
-    SuiteFinished { suite: usize, name: String, outcome: SuiteOutcome, duration: Duration, message: Option<String> },
+    StepRolledBack {
+        suite: usize,
+        label: String,
+    },
+    SuiteFinished {
+        suite: usize,
+        name: String,
+        outcome: SuiteOutcome,
+        duration: Duration,
+        message: Option<String>,
+    },
 }
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

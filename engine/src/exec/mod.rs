@@ -135,7 +135,12 @@ enum Ended {
 }
 
 impl Executor {
-    pub fn new(sink: Sink, redactor: Redactor, cancel: CancellationToken, cause: Arc<Mutex<Option<String>>>) -> Arc<Self> {
+    pub fn new(
+        sink: Sink,
+        redactor: Redactor,
+        cancel: CancellationToken,
+        cause: Arc<Mutex<Option<String>>>,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|me| Executor {
             sink,
             redactor,
@@ -152,7 +157,12 @@ impl Executor {
 
     /// Run a runbook as a suite. `overrides` are `--var` values (or a nested step's `vars`).
     /// Errors are returned only for problems found before the first step starts.
-    pub async fn run(&self, rb: &Runbook, overrides: &serde_yaml::Mapping, parent: Option<usize>) -> Result<SuiteResult, Error> {
+    pub async fn run(
+        &self,
+        rb: &Runbook,
+        overrides: &serde_yaml::Mapping,
+        parent: Option<usize>,
+    ) -> Result<SuiteResult, Error> {
         let env: Map<String, Json> = std::env::vars().map(|(k, v)| (k, Json::String(v))).collect();
         let secrets = self.load_secrets(rb)?;
         let vars = resolve_vars(rb, overrides, &env)?;
@@ -187,10 +197,17 @@ impl Executor {
             match (rec.outcome, rec.error_kind) {
                 (Outcome::Passed, _) => completed.push(step),
                 (Outcome::Skipped, _) => {}
-                (_, _) if step.continue_on_error && rec.error_kind != Some(ErrorKind::Interrupted) => completed.push(step),
+                (_, _) if step.continue_on_error && rec.error_kind != Some(ErrorKind::Interrupted) => {
+                    completed.push(step)
+                }
                 (_, kind) => {
                     let code = exit_for(kind);
-                    let msg = format!("step `{}` {}: {}", rec.label, rec.outcome.as_str(), rec.message.clone().unwrap_or_default());
+                    let msg = format!(
+                        "step `{}` {}: {}",
+                        rec.label,
+                        rec.outcome.as_str(),
+                        rec.message.clone().unwrap_or_default()
+                    );
                     not_run_reason = format!("step `{}` {}", rec.label, rec.outcome.as_str());
                     stop = Some((code, msg));
                 }
@@ -205,7 +222,8 @@ impl Executor {
                 }
                 let of = done.label();
                 for rbk in &done.rollback {
-                    let rec = self.run_step(suite, rb, &mut scope, rbk, Phase::Rollback { of: of.clone() }, false).await;
+                    let rec =
+                        self.run_step(suite, rb, &mut scope, rbk, Phase::Rollback { of: of.clone() }, false).await;
                     if !matches!(rec.outcome, Outcome::Passed | Outcome::Skipped) {
                         rollback_failed = true;
                     }
@@ -232,7 +250,10 @@ impl Executor {
         let mut finally_failed: Option<ExitCode> = None;
         for step in &rb.finally {
             let rec = self.run_step(suite, rb, &mut scope, step, Phase::Finally, false).await;
-            if !matches!(rec.outcome, Outcome::Passed | Outcome::Skipped) && !step.continue_on_error && finally_failed.is_none() {
+            if !matches!(rec.outcome, Outcome::Passed | Outcome::Skipped)
+                && !step.continue_on_error
+                && finally_failed.is_none()
+            {
                 finally_failed = Some(exit_for(rec.error_kind));
             }
         }
@@ -250,7 +271,13 @@ impl Executor {
         if rollback_failed {
             message = Some(format!("{}; a rollback step failed", message.unwrap_or_default()));
         }
-        self.sink.emit(Event::SuiteFinished { suite, name: rb.name.clone(), outcome, duration: started.elapsed(), message: message.clone() });
+        self.sink.emit(Event::SuiteFinished {
+            suite,
+            name: rb.name.clone(),
+            outcome,
+            duration: started.elapsed(),
+            message: message.clone(),
+        });
         Ok(SuiteResult { outcome, exit, message, outputs: scope.steps })
     }
 
@@ -263,12 +290,19 @@ impl Executor {
         for (name, src) in &rb.secrets {
             let value = match (&src.env, &src.file) {
                 (Some(var), _) => std::env::var(var).map_err(|_| {
-                    Error::Invalid(format!("secret `{name}` of runbook `{}`: environment variable {var} is not set", rb.name))
+                    Error::Invalid(format!(
+                        "secret `{name}` of runbook `{}`: environment variable {var} is not set",
+                        rb.name
+                    ))
                 })?,
                 (None, Some(file)) => {
                     let path = if Path::new(file).is_absolute() { PathBuf::from(file) } else { rb.base_dir.join(file) };
                     let text = std::fs::read_to_string(&path).map_err(|e| {
-                        Error::Invalid(format!("secret `{name}` of runbook `{}`: cannot read {}: {e}", rb.name, path.display()))
+                        Error::Invalid(format!(
+                            "secret `{name}` of runbook `{}`: cannot read {}: {e}",
+                            rb.name,
+                            path.display()
+                        ))
                     })?;
                     text.trim_end_matches(['\n', '\r']).to_string()
                 }
@@ -320,12 +354,25 @@ impl Executor {
     }
 
     /// Run one step with its `when`, rendering, retries and timeout; emit its record.
-    async fn run_step(&self, suite: usize, rb: &Runbook, scope: &mut Scope, step: &StepDef, phase: Phase, cancellable: bool) -> StepRecord {
+    async fn run_step(
+        &self,
+        suite: usize,
+        rb: &Runbook,
+        scope: &mut Scope,
+        step: &StepDef,
+        phase: Phase,
+        cancellable: bool,
+    ) -> StepRecord {
         let label = step.label();
         let started_at = OffsetDateTime::now_utc();
         let started = Instant::now();
         let log: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
-        self.sink.emit(Event::StepStarted { suite, label: label.clone(), uses: step.uses.clone(), phase: phase.clone() });
+        self.sink.emit(Event::StepStarted {
+            suite,
+            label: label.clone(),
+            uses: step.uses.clone(),
+            phase: phase.clone(),
+        });
 
         let mut rec = StepRecord {
             suite,
@@ -362,7 +409,15 @@ impl Executor {
                 Json::Object(m) => m.clone(),
                 _ => Map::new(),
             };
-            o.insert("outcome".into(), Json::String(serde_json::to_value(rec.outcome).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()));
+            o.insert(
+                "outcome".into(),
+                Json::String(
+                    serde_json::to_value(rec.outcome)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                ),
+            );
             scope.steps.insert(id.clone(), Json::Object(o));
         }
         self.sink.emit(Event::StepFinished(rec.clone()));
@@ -385,8 +440,13 @@ impl Executor {
         let ctx = scope.context();
         let where_ = |field: &str| format!("runbook `{}`, step `{label}`, field `{field}`", rb.name);
         if let Some(cond) = &step.when {
-            let go = template::eval_condition(&env, cond, &ctx)
-                .map_err(|e| (Outcome::Errored, ErrorKind::Invalid, format!("template error in {}: {}", where_("when"), template::describe(&e))))?;
+            let go = template::eval_condition(&env, cond, &ctx).map_err(|e| {
+                (
+                    Outcome::Errored,
+                    ErrorKind::Invalid,
+                    format!("template error in {}: {}", where_("when"), template::describe(&e)),
+                )
+            })?;
             if !go {
                 return Ok(None);
             }
@@ -394,7 +454,11 @@ impl Executor {
         let kind = steps::find(&step.uses)
             .ok_or_else(|| (Outcome::Errored, ErrorKind::Invalid, format!("unknown step kind `{}`", step.uses)))?;
         let rendered = template::render_tree(&env, &step.with, &ctx, "with").map_err(|(path, e)| {
-            (Outcome::Errored, ErrorKind::Invalid, format!("template error in {}: {}", where_(&path), template::describe(&e)))
+            (
+                Outcome::Errored,
+                ErrorKind::Invalid,
+                format!("template error in {}: {}", where_(&path), template::describe(&e)),
+            )
         })?;
 
         let sink = self.sink.clone();
@@ -445,21 +509,41 @@ impl Executor {
                 Ended::Done(Ok(o)) => return Ok(Some(o)),
                 Ended::Done(Err(StepError::Failed(m))) => (Outcome::Failed, ErrorKind::Failed, m, true),
                 Ended::Done(Err(StepError::Environment(m))) => (Outcome::Errored, ErrorKind::Environment, m, true),
-                Ended::Done(Err(StepError::Invalid(m))) => (Outcome::Errored, ErrorKind::Invalid, format!("{}: {m}", where_("with")), false),
-                Ended::TimedOut(t) => (Outcome::TimedOut, ErrorKind::Failed, format!("timed out after {}", humantime::format_duration(t)), true),
-                Ended::Interrupted => (Outcome::Errored, ErrorKind::Interrupted, format!("interrupted by {}", self.cause_name()), false),
+                Ended::Done(Err(StepError::Invalid(m))) => {
+                    (Outcome::Errored, ErrorKind::Invalid, format!("{}: {m}", where_("with")), false)
+                }
+                Ended::TimedOut(t) => (
+                    Outcome::TimedOut,
+                    ErrorKind::Failed,
+                    format!("timed out after {}", humantime::format_duration(t)),
+                    true,
+                ),
+                Ended::Interrupted => {
+                    (Outcome::Errored, ErrorKind::Interrupted, format!("interrupted by {}", self.cause_name()), false)
+                }
             };
             if !retryable || attempt == total {
                 let msg = if total > 1 && retryable { format!("{msg} (after {total} attempts)") } else { msg };
                 return Err((outcome, kind, msg));
             }
-            self.sink.emit(Event::StepRetrying { suite, label: label.to_string(), attempt, attempts: total, message: msg, delay });
+            self.sink.emit(Event::StepRetrying {
+                suite,
+                label: label.to_string(),
+                attempt,
+                attempts: total,
+                message: msg,
+                delay,
+            });
             let interrupted = tokio::select! {
                 _ = tokio::time::sleep(delay) => false,
                 _ = self.cancel.cancelled(), if cancellable => true,
             };
             if interrupted {
-                return Err((Outcome::Errored, ErrorKind::Interrupted, format!("interrupted by {} while waiting to retry", self.cause_name())));
+                return Err((
+                    Outcome::Errored,
+                    ErrorKind::Interrupted,
+                    format!("interrupted by {} while waiting to retry", self.cause_name()),
+                ));
             }
             delay = delay.mul_f64(step.retry.backoff);
         }
@@ -477,17 +561,26 @@ fn exit_for(kind: Option<ErrorKind>) -> ExitCode {
 }
 
 /// Declared defaults, overridden by `--var`; every declared variable must end with a value.
-pub(crate) fn resolve_vars(rb: &Runbook, overrides: &serde_yaml::Mapping, env: &Map<String, Json>) -> Result<Map<String, Json>, Error> {
+pub(crate) fn resolve_vars(
+    rb: &Runbook,
+    overrides: &serde_yaml::Mapping,
+    env: &Map<String, Json>,
+) -> Result<Map<String, Json>, Error> {
     for k in overrides.keys() {
         let k = k.as_str().unwrap_or_default();
         if !rb.vars.contains_key(k) {
-            let help = runbook::suggest::help(k, rb.vars.keys().map(String::as_str)).map(|h| format!("; {h}")).unwrap_or_default();
+            let help = runbook::suggest::help(k, rb.vars.keys().map(String::as_str))
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default();
             let declared = if rb.vars.is_empty() {
                 "it declares none".to_string()
             } else {
                 format!("it declares {}", rb.vars.keys().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", "))
             };
-            return Err(Error::Invalid(format!("--var {k}: runbook `{}` has no variable `{k}` ({declared}){help}", rb.name)));
+            return Err(Error::Invalid(format!(
+                "--var {k}: runbook `{}` has no variable `{k}` ({declared}){help}",
+                rb.name
+            )));
         }
     }
     let tenv = template::environment();
@@ -498,7 +591,11 @@ pub(crate) fn resolve_vars(rb: &Runbook, overrides: &serde_yaml::Mapping, env: &
             Some(v) => v.clone(),
             None => match default {
                 Some(d) => template::render_tree(&tenv, d, &ctx, &format!("vars.{name}")).map_err(|(_, e)| {
-                    Error::Invalid(format!("runbook `{}`, default of variable `{name}`: {}", rb.name, template::describe(&e)))
+                    Error::Invalid(format!(
+                        "runbook `{}`, default of variable `{name}`: {}",
+                        rb.name,
+                        template::describe(&e)
+                    ))
                 })?,
                 None => {
                     return Err(Error::Invalid(format!(
@@ -514,7 +611,12 @@ pub(crate) fn resolve_vars(rb: &Runbook, overrides: &serde_yaml::Mapping, env: &
 }
 
 impl NestedRunner for Executor {
-    fn run_nested(&self, ctx: StepCtx, path: PathBuf, vars: serde_yaml::Mapping) -> steps::BoxFuture<'static, Result<Outputs, StepError>> {
+    fn run_nested(
+        &self,
+        ctx: StepCtx,
+        path: PathBuf,
+        vars: serde_yaml::Mapping,
+    ) -> steps::BoxFuture<'static, Result<Outputs, StepError>> {
         let me = self.me.upgrade();
         Box::pin(async move {
             let me = me.ok_or_else(|| StepError::Environment("executor is gone".into()))?;
@@ -545,10 +647,16 @@ pub fn load_runbook_ref(path: &Path) -> Result<Runbook, Error> {
     }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     match shipped::find(name) {
-        Some(s) => runbook::parse(&format!("<shipped>/{}", s.path), s.text, std::env::current_dir().unwrap_or_default()).map_err(Error::Runbook),
+        Some(s) => {
+            runbook::parse(&format!("<shipped>/{}", s.path), s.text, std::env::current_dir().unwrap_or_default())
+                .map_err(Error::Runbook)
+        }
         None => {
             let help = runbook::suggest::help(name, shipped::names()).map(|h| format!(" ({h})")).unwrap_or_default();
-            Err(Error::Invalid(format!("no runbook file `{}` and no shipped runbook of that name{help}", path.display())))
+            Err(Error::Invalid(format!(
+                "no runbook file `{}` and no shipped runbook of that name{help}",
+                path.display()
+            )))
         }
     }
 }

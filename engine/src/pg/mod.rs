@@ -2,8 +2,6 @@
 
 pub mod native;
 
-
-
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -18,7 +16,8 @@ pub struct ConnectError(pub String);
 /// Parse a connection URL (or key=value string); fill the password from PGPASSWORD when the
 /// URL has none, as libpq does.
 pub fn config(url: &str) -> Result<Config, ConnectError> {
-    let mut cfg = Config::from_str(url).map_err(|e| ConnectError(format!("invalid connection URL {}: {e}", display_url(url))))?;
+    let mut cfg =
+        Config::from_str(url).map_err(|e| ConnectError(format!("invalid connection URL {}: {e}", display_url(url))))?;
     if cfg.get_password().is_none() {
         if let Ok(pw) = std::env::var("PGPASSWORD") {
             cfg.password(pw);

@@ -141,7 +141,8 @@ impl NativeServer {
         fs::create_dir(&sock).map_err(|e| ServerError::Environment(format!("creating {}: {e}", sock.display())))?;
         run_as.own(&sock)?;
         let pwfile = dir.join("pwfile");
-        fs::write(&pwfile, &server.password).map_err(|e| ServerError::Environment(format!("writing {}: {e}", pwfile.display())))?;
+        fs::write(&pwfile, &server.password)
+            .map_err(|e| ServerError::Environment(format!("writing {}: {e}", pwfile.display())))?;
         run_as.own(&pwfile)?;
 
         let data = dir.join("data");
@@ -170,7 +171,8 @@ impl NativeServer {
         for _ in 0..3 {
             let port = free_port()?;
             server.port = port;
-            let log = fs::File::create(dir.join("server.log")).map_err(|e| ServerError::Environment(format!("creating server.log: {e}")))?;
+            let log = fs::File::create(dir.join("server.log"))
+                .map_err(|e| ServerError::Environment(format!("creating server.log: {e}")))?;
             run_as.own(&dir.join("server.log"))?;
             let mut cmd = run_as.command(&bin_dir.join("postgres"), true);
             cmd.arg("-D")
@@ -230,14 +232,11 @@ impl NativeServer {
     }
 
     async fn create_database(&self) -> Result<(), ServerError> {
-        let client = crate::pg::connect(&self.url_for("postgres"))
-            .await
-            .map_err(|e| ServerError::Environment(e.0))?;
+        let client = crate::pg::connect(&self.url_for("postgres")).await.map_err(|e| ServerError::Environment(e.0))?;
         let q = format!("create database {}", quote_ident(&self.database));
-        client
-            .batch_execute(&q)
-            .await
-            .map_err(|e| ServerError::Environment(format!("creating database {}: {}", self.database, crate::pg::describe(&e))))
+        client.batch_execute(&q).await.map_err(|e| {
+            ServerError::Environment(format!("creating database {}: {}", self.database, crate::pg::describe(&e)))
+        })
     }
 
     fn log_tail(&self) -> String {
@@ -303,10 +302,9 @@ impl RunAs {
         if !nix::unistd::geteuid().is_root() {
             return Ok(RunAs::Me);
         }
-        let user = User::from_name("nobody")
-            .ok()
-            .flatten()
-            .ok_or_else(|| ServerError::Environment("running as root, but there is no `nobody` user to run postgres as".into()))?;
+        let user = User::from_name("nobody").ok().flatten().ok_or_else(|| {
+            ServerError::Environment("running as root, but there is no `nobody` user to run postgres as".into())
+        })?;
         Ok(RunAs::User { uid: user.uid.as_raw(), gid: user.gid.as_raw(), name: user.name })
     }
 
@@ -341,10 +339,9 @@ impl RunAs {
 }
 
 fn free_port() -> Result<u16, ServerError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| ServerError::Environment(format!("no free port on 127.0.0.1: {e}")))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| ServerError::Environment(format!("no free port on 127.0.0.1: {e}")))
+    let l = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| ServerError::Environment(format!("no free port on 127.0.0.1: {e}")))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| ServerError::Environment(format!("no free port on 127.0.0.1: {e}")))
 }
 
 fn generate_password() -> String {
@@ -397,7 +394,8 @@ pub fn find_bin_dir(bin_dir: Option<&Path>, major: Option<u32>) -> Result<PathBu
             candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
         }
     }
-    candidates.extend(installed_majors().into_iter().rev().map(|m| PathBuf::from(format!("/usr/lib/postgresql/{m}/bin"))));
+    candidates
+        .extend(installed_majors().into_iter().rev().map(|m| PathBuf::from(format!("/usr/lib/postgresql/{m}/bin"))));
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path));
     }
@@ -451,7 +449,8 @@ pub fn binary_major(dir: &Path) -> Result<u32, ServerError> {
         .output()
         .map_err(|e| ServerError::Environment(format!("cannot run {}/postgres: {e}", dir.display())))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    parse_major(&text).ok_or_else(|| ServerError::Environment(format!("cannot read the version from `{}`", text.trim())))
+    parse_major(&text)
+        .ok_or_else(|| ServerError::Environment(format!("cannot read the version from `{}`", text.trim())))
 }
 
 /// `postgres (PostgreSQL) 15.18 (Debian ...)` -> 15; `9.6.24` -> 9.

@@ -95,7 +95,8 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::
         _ => std::path::PathBuf::from("."),
     };
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     write(tmp.as_file_mut()).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     tmp.as_file().sync_all().map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     tmp.persist(path).map_err(|e| Error::io(format!("writing {}", path.display()), e.error))?;

@@ -59,7 +59,10 @@ impl Reporter for Terminal {
                         _ => label.clone(),
                     };
                     let pb = ProgressBar::new_spinner();
-                    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                    pb.set_style(
+                        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
                     pb.set_message(format!("{}{what} [{uses}]", self.indent(*suite)));
                     pb.enable_steady_tick(Duration::from_millis(100));
                     if let Some(old) = self.spinner.replace(pb) {
@@ -91,7 +94,13 @@ impl Reporter for Terminal {
                     Outcome::Skipped => "skipped",
                     Outcome::RolledBack => "rolled back",
                 };
-                let mut text = format!("{}  {word:<12} {} [{}] {}", self.indent(rec.suite), display_name(rec), rec.uses, secs(rec.duration));
+                let mut text = format!(
+                    "{}  {word:<12} {} [{}] {}",
+                    self.indent(rec.suite),
+                    display_name(rec),
+                    rec.uses,
+                    secs(rec.duration)
+                );
                 if let Some(m) = &rec.message {
                     if rec.outcome != Outcome::Passed || rec.phase == Phase::Budget {
                         text.push_str(&format!(": {m}"));

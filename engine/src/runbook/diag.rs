@@ -37,11 +37,8 @@ impl fmt::Display for Diagnostic {
             let col = self.pos.col.max(1);
             let rest: String = src.chars().skip(col - 1).collect();
             // Underline the token at the position: up to whitespace or YAML punctuation.
-            let width = rest
-                .chars()
-                .take_while(|c| !c.is_whitespace() && !matches!(c, ':' | ',' | '}' | ']'))
-                .count()
-                .max(1);
+            let width =
+                rest.chars().take_while(|c| !c.is_whitespace() && !matches!(c, ':' | ',' | '}' | ']')).count().max(1);
             writeln!(f, "{pad} |")?;
             writeln!(f, "{line_no} | {src}")?;
             writeln!(f, "{pad} | {}{}", " ".repeat(col - 1), "^".repeat(width))?;

@@ -250,18 +250,15 @@ impl Checker<'_> {
 
     fn build(&mut self, raw: RawRunbook, base_dir: PathBuf) -> Runbook {
         let targets = Targets {
-            rto: raw
-                .targets
-                .as_ref()
-                .and_then(|t| t.rto.as_deref())
-                .and_then(|s| self.duration(s, "targets.rto")),
+            rto: raw.targets.as_ref().and_then(|t| t.rto.as_deref()).and_then(|s| self.duration(s, "targets.rto")),
         };
         for (name, src) in &raw.secrets {
             let path = format!("secrets.{name}");
             match (&src.env, &src.file) {
                 (Some(_), None) | (None, Some(_)) => {}
                 _ => {
-                    let d = self.diag(self.spans.key(&path), format!("secret `{name}` needs exactly one of `env` or `file`"));
+                    let d = self
+                        .diag(self.spans.key(&path), format!("secret `{name}` needs exactly one of `env` or `file`"));
                     self.diags.push(d.with_help(Some(format!("for example: `{name}: {{ env: MY_SECRET }}`"))));
                 }
             }
@@ -287,10 +284,7 @@ impl Checker<'_> {
     }
 
     fn steps(&mut self, raw: Vec<RawStep>, base: &str, ids: &mut HashMap<String, String>) -> Vec<StepDef> {
-        raw.into_iter()
-            .enumerate()
-            .map(|(i, s)| self.step(s, format!("{base}[{i}]"), ids))
-            .collect()
+        raw.into_iter().enumerate().map(|(i, s)| self.step(s, format!("{base}[{i}]"), ids)).collect()
     }
 
     fn step(&mut self, raw: RawStep, path: String, ids: &mut HashMap<String, String>) -> StepDef {
@@ -302,7 +296,9 @@ impl Checker<'_> {
             } else if let Some(first) = ids.get(id) {
                 let first_line = self.spans.value(first).line;
                 let d = self.diag(self.spans.value(&id_path), format!("duplicate step id `{id}`"));
-                self.diags.push(d.with_help(Some(format!("`{id}` is already the id of the step on line {first_line}; step ids must be unique"))));
+                self.diags.push(d.with_help(Some(format!(
+                    "`{id}` is already the id of the step on line {first_line}; step ids must be unique"
+                ))));
             } else {
                 ids.insert(id.clone(), id_path);
             }
@@ -326,7 +322,11 @@ impl Checker<'_> {
                         let d = self.data_error(&full, &e.message, &fields);
                         Diagnostic { message: format!("{} (step kind `{}`)", d.message, kind.name), ..d }
                     } else {
-                        let pos = if e.path.is_empty() && raw.with.is_none() { self.spans.value(&path) } else { self.spans.value(&full) };
+                        let pos = if e.path.is_empty() && raw.with.is_none() {
+                            self.spans.value(&path)
+                        } else {
+                            self.spans.value(&full)
+                        };
                         self.diag(pos, format!("{}: {}", describe_path(&full), e.message)).with_help(e.help)
                     };
                     self.diags.push(d);
@@ -348,7 +348,10 @@ impl Checker<'_> {
                 backoff: match f.backoff {
                     Some(b) if b >= 1.0 && b.is_finite() => b,
                     Some(b) => {
-                        let d = self.diag(self.spans.value(&format!("{path}.retry.backoff")), format!("retry backoff {b} must be a number of at least 1"));
+                        let d = self.diag(
+                            self.spans.value(&format!("{path}.retry.backoff")),
+                            format!("retry backoff {b} must be a number of at least 1"),
+                        );
                         self.diags.push(d);
                         1.0
                     }
@@ -382,7 +385,8 @@ impl Checker<'_> {
         match parse_duration(s) {
             Ok(d) => Some(d),
             Err(e) => {
-                let d = self.diag(self.spans.value(path), format!("{}: invalid duration `{s}`: {e}", describe_path(path)));
+                let d =
+                    self.diag(self.spans.value(path), format!("{}: invalid duration `{s}`: {e}", describe_path(path)));
                 self.diags.push(d.with_help(Some("write durations like `90s`, `15m`, `1h 30m`".into())));
                 None
             }
@@ -420,7 +424,14 @@ impl Checker<'_> {
         }
     }
 
-    fn check_step_refs(&mut self, env: &minijinja::Environment<'_>, rb: &Runbook, step: &StepDef, visible: &[&str], all: &[&str]) {
+    fn check_step_refs(
+        &mut self,
+        env: &minijinja::Environment<'_>,
+        rb: &Runbook,
+        step: &StepDef,
+        visible: &[&str],
+        all: &[&str],
+    ) {
         let mut sources: Vec<(String, String, bool)> = Vec::new();
         let mut found = Vec::new();
         template::templated_strings(&step.with, &format!("{}.with", step.path), &mut found);
@@ -429,11 +440,15 @@ impl Checker<'_> {
             sources.push((format!("{}.when", step.path), w.clone(), true));
         }
         for (path, src, is_condition) in sources {
-            let refs = if is_condition { template::condition_references(env, &src) } else { template::references(env, &src) };
+            let refs =
+                if is_condition { template::condition_references(env, &src) } else { template::references(env, &src) };
             let refs = match refs {
                 Ok(r) => r,
                 Err(e) => {
-                    let d = self.diag(self.spans.value(&path), format!("template error in {}: {}", describe_path(&path), template::describe(&e)));
+                    let d = self.diag(
+                        self.spans.value(&path),
+                        format!("template error in {}: {}", describe_path(&path), template::describe(&e)),
+                    );
                     self.diags.push(d);
                     continue;
                 }
@@ -453,15 +468,22 @@ impl Checker<'_> {
                     }
                     ("secrets", Some(v)) if !rb.secrets.contains_key(v) => {
                         let d = self.diag(pos, format!("`secrets.{v}` is not declared"));
-                        let help = suggest::help(v, rb.secrets.keys().map(String::as_str))
-                            .or_else(|| Some(format!("declare it under `secrets:`, for example `{v}: {{ env: MY_VAR }}`")));
+                        let help = suggest::help(v, rb.secrets.keys().map(String::as_str)).or_else(|| {
+                            Some(format!("declare it under `secrets:`, for example `{v}: {{ env: MY_VAR }}`"))
+                        });
                         self.diags.push(d.with_help(help));
                     }
                     ("steps", Some(id)) if !visible.contains(&id) => {
                         let (msg, help) = if all.contains(&id) {
-                            (format!("`steps.{id}` refers to a step that has not run yet at this point"), Some(format!("move `{id}` before this step, or read it in `finally:`")))
+                            (
+                                format!("`steps.{id}` refers to a step that has not run yet at this point"),
+                                Some(format!("move `{id}` before this step, or read it in `finally:`")),
+                            )
                         } else {
-                            (format!("`steps.{id}` refers to a step id that does not exist"), suggest::help(id, visible.iter().copied()))
+                            (
+                                format!("`steps.{id}` refers to a step id that does not exist"),
+                                suggest::help(id, visible.iter().copied()),
+                            )
                         };
                         self.diags.push(self.diag(pos, msg).with_help(help));
                     }

@@ -39,7 +39,8 @@ fn default_timeout() -> Duration {
 
 impl With for CheckWith {
     fn check(&self) -> Result<(), WithError> {
-        if !crate::template::is_template(&self.url) && !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+        let is_http = self.url.starts_with("http://") || self.url.starts_with("https://");
+        if !is_http && !crate::template::is_template(&self.url) {
             return Err(WithError::new("url", format!("`{}` is not an http:// or https:// URL", self.url)));
         }
         if reqwest::Method::from_bytes(self.method.as_bytes()).is_err() {
@@ -84,7 +85,8 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
         let started = Instant::now();
         // An unreachable endpoint is a failed health check, not a broken environment:
         // the service under test is what is down.
-        let resp = req.send().await.map_err(|e| StepError::Failed(format!("{} {}: {}", w.method, w.url, error_chain(&e))))?;
+        let resp =
+            req.send().await.map_err(|e| StepError::Failed(format!("{} {}: {}", w.method, w.url, error_chain(&e))))?;
         let status = resp.status().as_u16();
         let body = resp
             .text()

@@ -85,7 +85,12 @@ pub struct StepKind {
 
 /// Runs nested runbooks on behalf of the `runbook` step (implemented by the executor).
 pub trait NestedRunner: Send + Sync {
-    fn run_nested(&self, ctx: StepCtx, path: PathBuf, vars: serde_yaml::Mapping) -> BoxFuture<'static, Result<Outputs, StepError>>;
+    fn run_nested(
+        &self,
+        ctx: StepCtx,
+        path: PathBuf,
+        vars: serde_yaml::Mapping,
+    ) -> BoxFuture<'static, Result<Outputs, StepError>>;
 }
 
 /// What a running step may use.

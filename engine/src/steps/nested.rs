@@ -19,10 +19,20 @@ pub const RUNBOOK: StepKind = StepKind {
     name: "runbook",
     summary: "Run another runbook as a sub-suite, passing variables.",
     fields: &[
-        Field { name: "path", ty: "path", required: true, doc: "runbook file (relative to this runbook) or shipped runbook name" },
+        Field {
+            name: "path",
+            ty: "path",
+            required: true,
+            doc: "runbook file (relative to this runbook) or shipped runbook name",
+        },
         Field { name: "vars", ty: "map", required: false, doc: "variables for the nested runbook" },
     ],
-    outputs: &[Field { name: "steps", ty: "map", required: false, doc: "outputs of the nested runbook's steps, by id" }],
+    outputs: &[Field {
+        name: "steps",
+        ty: "map",
+        required: false,
+        doc: "outputs of the nested runbook's steps, by id",
+    }],
     check: check_with::<NestedWith>,
     run,
 };

@@ -41,7 +41,9 @@ fn default_shell() -> String {
 impl With for RunWith {
     fn check(&self) -> Result<(), WithError> {
         match (&self.argv, &self.script) {
-            (Some(a), None) if a.is_empty() => Err(WithError::new("argv", "argv is empty: give the program and its arguments")),
+            (Some(a), None) if a.is_empty() => {
+                Err(WithError::new("argv", "argv is empty: give the program and its arguments"))
+            }
             (Some(_), None) | (None, Some(_)) => Ok(()),
             (Some(_), Some(_)) => Err(WithError::new("", "give either `argv` or `script`, not both")),
             (None, None) => Err(WithError {
@@ -57,7 +59,12 @@ pub const RUN: StepKind = StepKind {
     name: "shell.run",
     summary: "Run a program, or a script through a shell when asked; check its exit code.",
     fields: &[
-        Field { name: "argv", ty: "list of strings", required: false, doc: "program and arguments, run without a shell" },
+        Field {
+            name: "argv",
+            ty: "list of strings",
+            required: false,
+            doc: "program and arguments, run without a shell",
+        },
         Field { name: "script", ty: "string", required: false, doc: "script run with `<shell> -c` (instead of argv)" },
         Field { name: "shell", ty: "string", required: false, doc: "shell for `script` (default sh)" },
         Field { name: "env", ty: "map", required: false, doc: "extra environment variables" },
@@ -105,9 +112,7 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
         if let Some(dir) = &w.cwd {
             cmd.current_dir(ctx.resolve(dir));
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| StepError::Environment(format!("cannot run `{}`: {e}", argv[0])))?;
+        let mut child = cmd.spawn().map_err(|e| StepError::Environment(format!("cannot run `{}`: {e}", argv[0])))?;
         let mut guard = GroupGuard(child.id().map(|p| Pid::from_raw(p as i32)));
 
         if let (Some(text), Some(mut stdin)) = (w.stdin.clone(), child.stdin.take()) {
@@ -117,10 +122,8 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
         }
         let out = child.stdout.take().map(|s| tokio::spawn(pump(s, ctx.clone(), "")));
         let err = child.stderr.take().map(|s| tokio::spawn(pump(s, ctx.clone(), "stderr: ")));
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| StepError::Environment(format!("waiting for `{}`: {e}", argv[0])))?;
+        let status =
+            child.wait().await.map_err(|e| StepError::Environment(format!("waiting for `{}`: {e}", argv[0])))?;
         // The leader exited; leave any daemons it started alone.
         guard.0 = None;
         let stdout = match out {

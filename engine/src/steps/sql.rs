@@ -51,7 +51,12 @@ pub const EXEC: StepKind = StepKind {
     name: "sql.exec",
     summary: "Run SQL statements (inline or from a file) against a database.",
     fields: &[
-        Field { name: "url", ty: "string", required: true, doc: "connection URL (password from the URL or PGPASSWORD)" },
+        Field {
+            name: "url",
+            ty: "string",
+            required: true,
+            doc: "connection URL (password from the URL or PGPASSWORD)",
+        },
         Field { name: "sql", ty: "string", required: false, doc: "SQL to run; several statements run as one batch" },
         Field { name: "file", ty: "path", required: false, doc: "SQL file to run (relative to the runbook)" },
     ],
@@ -68,8 +73,18 @@ pub const ASSERT: StepKind = StepKind {
     summary: "Run a query returning one value and check it against an expectation.",
     fields: &[
         Field { name: "url", ty: "string", required: true, doc: "connection URL" },
-        Field { name: "query", ty: "string", required: true, doc: "query whose first column of the first row is checked" },
-        Field { name: "expect", ty: "string", required: true, doc: "`> 0`, `>= n`, `== 42`, `!= x`, `between a and b`, `is null`, `is not null`" },
+        Field {
+            name: "query",
+            ty: "string",
+            required: true,
+            doc: "query whose first column of the first row is checked",
+        },
+        Field {
+            name: "expect",
+            ty: "string",
+            required: true,
+            doc: "`> 0`, `>= n`, `== 42`, `!= x`, `between a and b`, `is null`, `is not null`",
+        },
     ],
     outputs: &[Field { name: "value", ty: "string or null", required: false, doc: "the value the query returned" }],
     check: check_with::<AssertWith>,
@@ -79,16 +94,13 @@ pub const ASSERT: StepKind = StepKind {
 /// Results of a batch: (rows of the last statement, first value returned).
 async fn batch(url: &str, sql: &str) -> Result<(u64, Option<String>), StepError> {
     let client = pg::connect(url).await.map_err(|e| StepError::Environment(e.0))?;
-    let msgs = client.simple_query(sql).await.map_err(|e| StepError::Failed(format!("SQL failed: {}", pg::describe(&e))))?;
+    let msgs =
+        client.simple_query(sql).await.map_err(|e| StepError::Failed(format!("SQL failed: {}", pg::describe(&e))))?;
     let mut rows = 0;
     let mut first: Option<Option<String>> = None;
     for m in msgs {
         match m {
-            SimpleQueryMessage::Row(r) => {
-                if first.is_none() {
-                    first = Some(r.get(0).map(str::to_string));
-                }
-            }
+            SimpleQueryMessage::Row(r) if first.is_none() => first = Some(r.get(0).map(str::to_string)),
             SimpleQueryMessage::CommandComplete(n) => rows = n,
             _ => {}
         }
@@ -125,9 +137,9 @@ fn run_assert(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outp
         let (_, value) = batch(&w.url, &w.query).await?;
         let shown = value.clone().unwrap_or_else(|| "NULL".into());
         ctx.log(format!("{} -> {shown} (expect {})", first_line(&w.query), w.expect));
-        expect
-            .holds(value.as_deref())
-            .map_err(|why| StepError::Failed(format!("`{}` returned {shown}, expected {}{why}", first_line(&w.query), w.expect.trim())))?;
+        expect.holds(value.as_deref()).map_err(|why| {
+            StepError::Failed(format!("`{}` returned {shown}, expected {}{why}", first_line(&w.query), w.expect.trim()))
+        })?;
         let mut o = Outputs::new();
         o.insert("value".into(), value.map(Into::into).unwrap_or(serde_json::Value::Null));
         Ok(o)
@@ -183,7 +195,16 @@ impl Expect {
             }
             return Ok(Expect::Between(lo, hi));
         }
-        for (tok, op) in [(">=", Op::Ge), ("<=", Op::Le), ("==", Op::Eq), ("!=", Op::Ne), ("<>", Op::Ne), (">", Op::Gt), ("<", Op::Lt), ("=", Op::Eq)] {
+        for (tok, op) in [
+            (">=", Op::Ge),
+            ("<=", Op::Le),
+            ("==", Op::Eq),
+            ("!=", Op::Ne),
+            ("<>", Op::Ne),
+            (">", Op::Gt),
+            ("<", Op::Lt),
+            ("=", Op::Eq),
+        ] {
             if let Some(rest) = t.strip_prefix(tok) {
                 let v = unquote(rest);
                 if v.is_empty() {

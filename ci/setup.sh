@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian machine for pgdrill's tests and benchmarks. Idempotent: each step
+# checks before it acts, so running it again costs seconds.
+#
+#   - PostgreSQL 15 server and client binaries (the native provider, pg_dump, pg_restore)
+#   - python3 with junitparser (reads our JUnit back, as a CI system would)
+#   - Docker (the Debian package docker.io), with dockerd started in the background if no
+#     engine answers
+#   - a local PostgreSQL 15 image built from Debian's packages, honouring the official
+#     image's contract, tagged so that no pull is ever attempted (PGDRILL_TEST_IMAGE)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*"; }
+need_root() { [ "$(id -u)" = 0 ] || { echo "[setup] $1 needs root (or sudo): $2" >&2; exit 3; }; }
+
+IMAGE="${PGDRILL_TEST_IMAGE:-pgdrill/postgres-local:15}"
+BASE_IMAGE="pgdrill/debian-postgresql:15"
+APT_UPDATED=0
+apt_install() {
+  need_root "installing $*" "apt-get install -y $*"
+  if [ "$APT_UPDATED" = 0 ]; then apt-get update -qq; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# 1. PostgreSQL 15 binaries.
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || ! command -v pg_dump >/dev/null; then
+  log "installing PostgreSQL 15"
+  apt_install postgresql-15 postgresql-client-15
+fi
+
+# 2. junitparser.
+if ! python3 -c 'import junitparser' 2>/dev/null; then
+  log "installing junitparser"
+  python3 -m pip install --quiet junitparser || python3 -m pip install --quiet --break-system-packages junitparser
+fi
+
+# 3. Docker.
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing ${missing[*]}"
+  apt_install "${missing[@]}"
+fi
+if ! timeout 10 docker info >/dev/null 2>&1; then
+  need_root "starting dockerd" "dockerd &"
+  log "starting dockerd in the background (log: /var/log/pgdrill-dockerd.log)"
+  nohup dockerd >/var/log/pgdrill-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do
+    timeout 5 docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  timeout 10 docker info >/dev/null 2>&1 || { echo "[setup] dockerd did not come up; see /var/log/pgdrill-dockerd.log" >&2; exit 3; }
+fi
+
+# 4. The local PostgreSQL image.
+if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    mirror=""
+    if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+      mirror=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
+    fi
+    if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
+      mirror=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' /etc/apt/sources.list)
+    fi
+    mirror="${mirror:-http://deb.debian.org/debian}"
+    rootfs=$(mktemp -d /var/tmp/pgdrill-rootfs.XXXXXX)
+    trap 'rm -rf "$rootfs"' EXIT
+    log "debootstrap bookworm with postgresql-15 from $mirror (about a minute)"
+    debootstrap --variant=minbase --include=postgresql-15 bookworm "$rootfs" "$mirror" >/var/tmp/pgdrill-debootstrap.log 2>&1 \
+      || { tail -20 /var/tmp/pgdrill-debootstrap.log >&2; exit 3; }
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" -c . | docker import - "$BASE_IMAGE" >/dev/null
+    rm -rf "$rootfs"
+    trap - EXIT
+  fi
+  log "building $IMAGE"
+  DOCKER_BUILDKIT=0 docker build -q --build-arg BASE="$BASE_IMAGE" -t "$IMAGE" ci/postgres-image >/dev/null
+fi
+log "ready: PostgreSQL $(/usr/lib/postgresql/15/bin/postgres --version | awk '{print $3}'), docker $(docker version --format '{{.Server.Version}}'), image $IMAGE"
