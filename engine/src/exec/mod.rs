@@ -25,7 +25,7 @@ pub use event::{ErrorKind, Event, Outcome, Phase, StepRecord, SuiteOutcome};
 use crate::error::ExitCode;
 use crate::redact::Redactor;
 use crate::runbook::{self, Runbook, StepDef};
-use crate::steps::{self, NestedRunner, Outputs, StepCtx, StepError};
+use crate::steps::{self, NestedRunner, Outputs, Resources, StepCtx, StepError};
 use crate::{shipped, template, Error};
 
 /// A consumer of the event stream.
@@ -114,6 +114,7 @@ pub struct Executor {
 }
 
 struct Scope {
+    resources: Resources,
     vars: Map<String, Json>,
     env: Map<String, Json>,
     secrets: Map<String, Json>,
@@ -166,7 +167,7 @@ impl Executor {
         let env: Map<String, Json> = std::env::vars().map(|(k, v)| (k, Json::String(v))).collect();
         let secrets = self.load_secrets(rb)?;
         let vars = resolve_vars(rb, overrides, &env)?;
-        let mut scope = Scope { vars, env, secrets, steps: Map::new() };
+        let mut scope = Scope { resources: Resources::default(), vars, env, secrets, steps: Map::new() };
 
         let suite = self.next_suite.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
@@ -257,6 +258,12 @@ impl Executor {
                 finally_failed = Some(exit_for(rec.error_kind));
             }
         }
+        // Servers and other resources end with the runbook, after `finally` used them.
+        for (what, r) in scope.resources.drain() {
+            self.sink.emit(Event::StepLog { suite, label: "teardown".into(), line: format!("tearing down {what}") });
+            r.teardown().await;
+        }
+
         if stop.is_none() {
             if let Some(code) = finally_failed {
                 stop = Some((code, "a `finally` step failed".into()));
@@ -477,6 +484,7 @@ impl Executor {
             }),
             cancel: self.cancel.clone(),
             redactor: self.redactor.clone(),
+            resources: scope.resources.clone(),
             nested: match self.me.upgrade() {
                 Some(me) => me,
                 None => return Err((Outcome::Errored, ErrorKind::Environment, "executor is gone".into())),

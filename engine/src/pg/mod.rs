@@ -1,5 +1,7 @@
 //! PostgreSQL plumbing shared by steps: connections, server discovery, ephemeral servers.
 
+pub mod docker;
+pub mod ephemeral;
 pub mod native;
 
 use std::str::FromStr;
@@ -83,4 +85,10 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+/// `postgres://user:password@host:port/database`, each part percent-encoded.
+pub fn server_url(user: &str, password: &str, host: &str, port: u16, database: &str) -> String {
+    use crate::redact::percent_encode as enc;
+    format!("postgres://{}:{}@{host}:{port}/{}", enc(user), enc(password), enc(database))
 }

@@ -65,26 +65,12 @@ pub struct NativeServer {
 impl NativeServer {
     /// `postgres://user:password@127.0.0.1:port/database`
     pub fn url(&self) -> String {
-        format!(
-            "postgres://{}:{}@{}:{}/{}",
-            crate::redact::percent_encode(&self.user),
-            crate::redact::percent_encode(&self.password),
-            self.host,
-            self.port,
-            crate::redact::percent_encode(&self.database)
-        )
+        super::server_url(&self.user, &self.password, &self.host, self.port, &self.database)
     }
 
     /// URL of another database on the same server.
     pub fn url_for(&self, database: &str) -> String {
-        format!(
-            "postgres://{}:{}@{}:{}/{}",
-            crate::redact::percent_encode(&self.user),
-            crate::redact::percent_encode(&self.password),
-            self.host,
-            self.port,
-            crate::redact::percent_encode(database)
-        )
+        super::server_url(&self.user, &self.password, &self.host, self.port, database)
     }
 
     /// The directory holding the data directory and socket.
@@ -344,7 +330,8 @@ fn free_port() -> Result<u16, ServerError> {
     l.local_addr().map(|a| a.port()).map_err(|e| ServerError::Environment(format!("no free port on 127.0.0.1: {e}")))
 }
 
-fn generate_password() -> String {
+/// A random password for a throwaway server (hex, URL-safe).
+pub fn generate_password() -> String {
     use std::fmt::Write;
     let mut bytes = [0u8; 18];
     if getrandom(&mut bytes).is_err() {

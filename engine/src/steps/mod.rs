@@ -6,6 +6,7 @@
 //! already rendered, and deserialize it into their own struct.
 
 pub mod de;
+mod ephemeral;
 mod http;
 mod nested;
 mod shell;
@@ -93,6 +94,30 @@ pub trait NestedRunner: Send + Sync {
     ) -> BoxFuture<'static, Result<Outputs, StepError>>;
 }
 
+/// Something a step started that must outlive the step and end with the runbook.
+pub trait Teardown: Send {
+    fn teardown(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// Resources of one runbook run, torn down in reverse order when it ends.
+#[derive(Clone, Default)]
+pub struct Resources(Arc<std::sync::Mutex<Vec<(String, Box<dyn Teardown>)>>>);
+
+impl Resources {
+    pub fn push(&self, what: String, r: Box<dyn Teardown>) {
+        if let Ok(mut list) = self.0.lock() {
+            list.push((what, r));
+        }
+    }
+
+    /// Take everything, newest first.
+    pub fn drain(&self) -> Vec<(String, Box<dyn Teardown>)> {
+        let mut list = self.0.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
+        list.reverse();
+        list
+    }
+}
+
 /// What a running step may use.
 #[derive(Clone)]
 pub struct StepCtx {
@@ -104,6 +129,8 @@ pub struct StepCtx {
     pub cancel: CancellationToken,
     pub redactor: Redactor,
     pub nested: Arc<dyn NestedRunner>,
+    /// Where to put resources that live until the runbook ends.
+    pub resources: Resources,
 }
 
 impl StepCtx {
@@ -171,7 +198,8 @@ fn normalize_path(p: &str) -> String {
 
 /// Every step kind, in catalogue order.
 pub fn catalogue() -> &'static [StepKind] {
-    static KINDS: [StepKind; 6] = [sql::EXEC, sql::ASSERT, shell::RUN, http::CHECK, sleep::SLEEP, nested::RUNBOOK];
+    static KINDS: [StepKind; 7] =
+        [ephemeral::EPHEMERAL, sql::EXEC, sql::ASSERT, shell::RUN, http::CHECK, sleep::SLEEP, nested::RUNBOOK];
     &KINDS
 }
 
