@@ -76,6 +76,8 @@ pub struct Ephemeral {
     pub database: String,
     pub server_version: String,
     pub major: u32,
+    /// The container id (docker) or the server's directory (native).
+    pub instance: String,
 }
 
 impl std::fmt::Debug for Ephemeral {
@@ -129,6 +131,7 @@ impl Ephemeral {
                 database: s.database.clone(),
                 server_version: s.server_version.clone(),
                 major: found,
+                instance: s.container_id.clone(),
                 inner: Some(Inner::Docker(s)),
             });
         }
@@ -150,6 +153,7 @@ impl Ephemeral {
             database: s.database.clone(),
             server_version: s.server_version.clone(),
             major: s.major,
+            instance: s.dir().display().to_string(),
             inner: Some(Inner::Native(s)),
         })
     }

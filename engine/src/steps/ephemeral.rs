@@ -147,6 +147,7 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
         o.insert("provider_reason".into(), server.reason.clone().into());
         o.insert("server_version".into(), server.server_version.clone().into());
         o.insert("major".into(), server.major.into());
+        o.insert("instance".into(), server.instance.clone().into());
         o.insert("startup_ms".into(), (startup.as_millis() as u64).into());
         ctx.resources.push(format!("{} server of step `{}`", server.provider, ctx.step), Box::new(server));
         Ok(o)

@@ -1,0 +1,294 @@
+//! The provider test suite, run against both providers: a throwaway server starts, answers,
+//! and is gone afterwards whether the run passed, failed, timed out, was interrupted by
+//! SIGINT, or pgdrill itself was killed (then the next start reaps it) or panicked.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{pgdrill, run, text};
+
+const DOCKER_IMAGE: &str = "pgdrill/postgres-local:{major}";
+
+#[derive(Debug)]
+struct Record {
+    provider: String,
+    instance: String,
+    port: u16,
+    major: u32,
+}
+
+fn docker_ready() -> bool {
+    let info = std::process::Command::new("docker").args(["info"]).output().is_ok_and(|o| o.status.success());
+    let image = std::process::Command::new("docker")
+        .args(["image", "inspect", &DOCKER_IMAGE.replace("{major}", "15")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    common::require(info && image, "a Docker engine with the local image pgdrill/postgres-local:15 (ci/setup.sh builds it)")
+}
+
+fn ready(provider: &str) -> bool {
+    match provider {
+        "docker" => docker_ready(),
+        _ => common::require(Path::new("/usr/lib/postgresql/15/bin/initdb").exists(), "PostgreSQL 15 server binaries"),
+    }
+}
+
+fn command(provider: &str, mode: &str, out: &Path) -> std::process::Command {
+    let mut c = pgdrill(&[
+        "run",
+        "fixtures/runbooks/ephemeral.yaml",
+        "--var",
+        &format!("provider={provider}"),
+        "--var",
+        &format!("mode={mode}"),
+        "--var",
+        &format!("out={}", out.display()),
+    ]);
+    c.env("PGDRILL_DOCKER_IMAGE", DOCKER_IMAGE);
+    c
+}
+
+fn record(out: &Path) -> Record {
+    let s = std::fs::read_to_string(out).unwrap_or_else(|e| panic!("record {}: {e}", out.display()));
+    let l: Vec<&str> = s.lines().collect();
+    Record {
+        provider: l[0].to_string(),
+        instance: l[1].to_string(),
+        port: l[2].parse().unwrap_or(0),
+        major: l[3].parse().unwrap_or(0),
+    }
+}
+
+fn run_mode(provider: &str, mode: &str) -> (Output, Record) {
+    let t = tempfile::tempdir().expect("tmp");
+    let out_file = t.path().join("record");
+    let out = command(provider, mode, &out_file).output().expect("run");
+    let rec = record(&out_file);
+    (out, rec)
+}
+
+/// Nothing of the server is left: no container, no process, no files, no listener.
+fn assert_gone(rec: &Record) {
+    if rec.provider == "docker" {
+        let inspect = std::process::Command::new("docker").args(["inspect", &rec.instance]).output().expect("docker");
+        assert!(!inspect.status.success(), "container {} still exists", rec.instance);
+    } else {
+        assert!(!Path::new(&rec.instance).exists(), "{} still exists", rec.instance);
+        assert!(!process_with(&rec.instance), "a postgres process for {} is still running", rec.instance);
+    }
+    assert!(std::net::TcpStream::connect(("127.0.0.1", rec.port)).is_err(), "port {} still answers", rec.port);
+}
+
+fn process_with(part: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(part))
+}
+
+fn passes_and_leaves_nothing(provider: &str) {
+    if !ready(provider) {
+        return;
+    }
+    let (out, rec) = run_mode(provider, "pass");
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(rec.provider, provider);
+    assert_eq!(rec.major, 15);
+    assert_gone(&rec);
+}
+
+fn failure_leaves_nothing(provider: &str) {
+    if !ready(provider) {
+        return;
+    }
+    let (out, rec) = run_mode(provider, "fail");
+    assert_eq!(out.status.code(), Some(1));
+    assert_gone(&rec);
+}
+
+fn timeout_leaves_nothing(provider: &str) {
+    if !ready(provider) {
+        return;
+    }
+    let (out, rec) = run_mode(provider, "timeout");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("timed out after 1s"));
+    assert_gone(&rec);
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(path).map(|s| s.lines().count() < 4).unwrap_or(true) {
+        assert!(Instant::now() < deadline, "the server never came up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigint_leaves_nothing(provider: &str) {
+    if !ready(provider) {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let out_file = t.path().join("record");
+    let mut child = command(provider, "sleep", &out_file).stdout(Stdio::null()).spawn().expect("spawn");
+    wait_for(&out_file);
+    let rec = record(&out_file);
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).expect("kill");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+    assert_gone(&rec);
+}
+
+/// pgdrill killed outright: native servers die with their parent; docker containers are
+/// removed by the next start, which reaps everything whose owner is gone.
+fn crash_is_cleaned_up(provider: &str) {
+    if !ready(provider) {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let out_file = t.path().join("record");
+    let mut child = command(provider, "sleep", &out_file).stdout(Stdio::null()).spawn().expect("spawn");
+    wait_for(&out_file);
+    let rec = record(&out_file);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    let _ = child.wait();
+    if provider == "native" {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_with(&rec.instance) {
+            assert!(Instant::now() < deadline, "the postmaster outlived its parent");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // The next start reaps what is left (the directory; the container).
+    let (out, rec2) = run_mode(provider, "pass");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_gone(&rec);
+    assert_gone(&rec2);
+}
+
+fn panic_leaves_nothing(provider: &str) {
+    if !ready(provider) {
+        return;
+    }
+    let instance = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = instance.clone();
+    let p = provider.to_string();
+    let joined = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            // SAFETY of env: this test binary sets the variable before any server starts.
+            let opts = pgdrill::pg::ephemeral::Options {
+                provider: p.parse().expect("provider"),
+                major: Some(15),
+                image: Some(DOCKER_IMAGE.replace("{major}", "15")),
+                ..Default::default()
+            };
+            let server = pgdrill::pg::ephemeral::Ephemeral::start(opts).await.expect("server starts");
+            if let Ok(mut s) = seen.lock() {
+                *s = server.instance.clone();
+            }
+            panic!("deliberate panic while the server {} runs", server.port);
+        })
+    })
+    .join();
+    assert!(joined.is_err(), "the thread panicked");
+    let instance = instance.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(!instance.is_empty());
+    let rec = Record { provider: provider.to_string(), instance, port: 1, major: 15 };
+    assert_gone(&rec);
+}
+
+macro_rules! provider_suite {
+    ($name:ident, $provider:literal) => {
+        mod $name {
+            #[test]
+            fn passes_and_leaves_nothing() {
+                super::passes_and_leaves_nothing($provider);
+            }
+            #[test]
+            fn failure_leaves_nothing() {
+                super::failure_leaves_nothing($provider);
+            }
+            #[test]
+            fn timeout_leaves_nothing() {
+                super::timeout_leaves_nothing($provider);
+            }
+            #[test]
+            fn sigint_leaves_nothing() {
+                super::sigint_leaves_nothing($provider);
+            }
+            #[test]
+            fn crash_is_cleaned_up() {
+                super::crash_is_cleaned_up($provider);
+            }
+            #[test]
+            fn panic_leaves_nothing() {
+                super::panic_leaves_nothing($provider);
+            }
+        }
+    };
+}
+
+provider_suite!(docker, "docker");
+provider_suite!(native, "native");
+
+#[test]
+fn docker_provider_without_an_engine_fails_with_exit_3_and_one_line() {
+    let t = tempfile::tempdir().expect("tmp");
+    let out = command("docker", "pass", &t.path().join("r"))
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    let line = text(&out.stdout).lines().find(|l| l.contains("ERROR")).unwrap_or_default().to_string();
+    assert!(line.contains("provider docker: no Docker engine configured: Socket not found"), "{line}");
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().filter(|l| l.contains("Socket not found")).count(), 2, "one line in the step, one in the summary");
+}
+
+#[test]
+fn auto_falls_back_to_native_and_says_why() {
+    if !ready("native") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let out_file = t.path().join("r");
+    let report = t.path().join("rep");
+    let out = command("auto", "pass", &out_file)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args(["--report", report.to_str().unwrap_or_default()])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(record(&out_file).provider, "native");
+    let json = std::fs::read_to_string(report.join("run.json")).unwrap_or_default();
+    assert!(json.contains("native: auto, no Docker engine configured"), "{json}");
+    assert!(!json.contains(&format!(":{}@", "postgres")), "no password-bearing URL in clear");
+}
+
+#[test]
+fn a_major_the_provider_cannot_supply_says_what_is_available() {
+    if !ready("native") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let out = command("native", "pass", &t.path().join("r")).args(["--var", "version=11"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stdout).contains("PostgreSQL 11 server binaries not found; available: 15"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn a_bin_dir_without_initdb_is_invalid_input() {
+    let t = tempfile::tempdir().expect("tmp");
+    let rb = t.path().join("rb.yaml");
+    std::fs::write(&rb, "name: bad-bin-dir\nsteps:\n  - id: db\n    uses: postgres.ephemeral\n    with: { provider: native, bin_dir: /usr/bin }\n").expect("write");
+    let out = run(&["run", rb.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("bin_dir /usr/bin has no initdb and postgres"), "{}", text(&out.stdout));
+}
