@@ -26,7 +26,10 @@ fn docker_ready() -> bool {
         .args(["image", "inspect", &DOCKER_IMAGE.replace("{major}", "15")])
         .output()
         .is_ok_and(|o| o.status.success());
-    common::require(info && image, "a Docker engine with the local image pgdrill/postgres-local:15 (ci/setup.sh builds it)")
+    common::require(
+        info && image,
+        "a Docker engine with the local image pgdrill/postgres-local:15 (ci/setup.sh builds it)",
+    )
 }
 
 fn ready(provider: &str) -> bool {
@@ -139,7 +142,8 @@ fn sigint_leaves_nothing(provider: &str) {
     wait_for(&out_file);
     let rec = record(&out_file);
     std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).expect("kill");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .expect("kill");
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(130));
     assert_gone(&rec);
@@ -156,7 +160,8 @@ fn crash_is_cleaned_up(provider: &str) {
     let mut child = command(provider, "sleep", &out_file).stdout(Stdio::null()).spawn().expect("spawn");
     wait_for(&out_file);
     let rec = record(&out_file);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL)
+        .expect("kill");
     let _ = child.wait();
     if provider == "native" {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -249,7 +254,11 @@ fn docker_provider_without_an_engine_fails_with_exit_3_and_one_line() {
     let line = text(&out.stdout).lines().find(|l| l.contains("ERROR")).unwrap_or_default().to_string();
     assert!(line.contains("provider docker: no Docker engine configured: Socket not found"), "{line}");
     let stdout = text(&out.stdout);
-    assert_eq!(stdout.lines().filter(|l| l.contains("Socket not found")).count(), 2, "one line in the step, one in the summary");
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains("Socket not found")).count(),
+        2,
+        "one line in the step, one in the summary"
+    );
 }
 
 #[test]
@@ -280,7 +289,11 @@ fn a_major_the_provider_cannot_supply_says_what_is_available() {
     let t = tempfile::tempdir().expect("tmp");
     let out = command("native", "pass", &t.path().join("r")).args(["--var", "version=11"]).output().expect("run");
     assert_eq!(out.status.code(), Some(3));
-    assert!(text(&out.stdout).contains("PostgreSQL 11 server binaries not found; available: 15"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("PostgreSQL 11 server binaries not found; available: 15"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
