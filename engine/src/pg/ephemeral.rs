@@ -60,7 +60,7 @@ pub fn parse_major(text: &str) -> Result<u32, ServerError> {
 
 enum Inner {
     Native(NativeServer),
-    Docker(DockerServer),
+    Docker(Box<DockerServer>),
 }
 
 /// A running throwaway server.
@@ -132,7 +132,7 @@ impl Ephemeral {
                 server_version: s.server_version.clone(),
                 major: found,
                 instance: s.container_id.clone(),
-                inner: Some(Inner::Docker(s)),
+                inner: Some(Inner::Docker(Box::new(s))),
             });
         }
         let s = NativeServer::start(NativeOptions {

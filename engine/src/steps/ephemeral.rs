@@ -1,7 +1,6 @@
 //! `postgres.ephemeral`: a throwaway server for the rest of the runbook, torn down when the
 //! runbook ends (after `finally`), whether it passed, failed, timed out or was interrupted.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -119,7 +118,7 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
             provider,
             major,
             image: w.image.clone(),
-            bin_dir: w.bin_dir.as_deref().map(|d| ctx.resolve(d)).map(PathBuf::from),
+            bin_dir: w.bin_dir.as_deref().map(|d| ctx.resolve(d)),
             user: w.user.clone(),
             database: w.database.clone(),
             ready_timeout: w.ready_timeout,

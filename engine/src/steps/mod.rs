@@ -101,7 +101,10 @@ pub trait Teardown: Send {
 
 /// Resources of one runbook run, torn down in reverse order when it ends.
 #[derive(Clone, Default)]
-pub struct Resources(Arc<std::sync::Mutex<Vec<(String, Box<dyn Teardown>)>>>);
+pub struct Resources(Arc<std::sync::Mutex<Vec<Resource>>>);
+
+/// A resource and what to call it in logs.
+pub type Resource = (String, Box<dyn Teardown>);
 
 impl Resources {
     pub fn push(&self, what: String, r: Box<dyn Teardown>) {
@@ -111,7 +114,7 @@ impl Resources {
     }
 
     /// Take everything, newest first.
-    pub fn drain(&self) -> Vec<(String, Box<dyn Teardown>)> {
+    pub fn drain(&self) -> Vec<Resource> {
         let mut list = self.0.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
         list.reverse();
         list
