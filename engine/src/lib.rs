@@ -4,6 +4,7 @@
 //! and `template`) -> events -> reporters (`report`). The binary in `main.rs` only calls
 //! `cli::main`.
 
+pub mod archive;
 pub mod cli;
 pub mod error;
 pub mod exec;

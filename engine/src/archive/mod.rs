@@ -1,0 +1,362 @@
+//! The backup archive format: pg_dump's bytes, compressed, optionally encrypted in
+//! authenticated chunks, with a self-describing header.
+//!
+//! ```text
+//! magic "PGDRILL" 0x00 0x01 | header length (u32 BE) | header (JSON) | body
+//! ```
+//! Without encryption the body is the compressed stream. With AES-256-GCM it is a sequence
+//! of records `length (u32 BE) | ciphertext+tag`, each sealing at most `chunk_size` bytes of
+//! the compressed stream under nonce `prefix(7) | counter(u32 BE) | last(u8)` and with the
+//! magic and header as associated data. So an altered byte anywhere, a reordered or missing
+//! chunk, a file cut short (no chunk marked last) or bytes after the last chunk are all
+//! detected, and no plaintext from a chunk that failed authentication is ever returned.
+//! Everything streams: memory is one chunk whatever the database size.
+
+mod crypto;
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use crypto::{Key, KeySource};
+
+pub const MAGIC: &[u8; 9] = b"PGDRILL\x00\x01";
+/// Plaintext bytes sealed per chunk.
+pub const CHUNK_SIZE: usize = 1 << 20;
+const MAX_HEADER: u32 = 64 * 1024;
+
+/// Compression of the dump stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    Zstd,
+    Gzip,
+    None,
+}
+
+impl Codec {
+    pub fn parse(s: &str) -> Result<Codec, String> {
+        match s {
+            "zstd" => Ok(Codec::Zstd),
+            "gzip" | "gz" => Ok(Codec::Gzip),
+            "none" => Ok(Codec::None),
+            other => Err(format!("unknown compression `{other}`: use zstd, gzip or none")),
+        }
+    }
+}
+
+/// Key derivation recorded in the header (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "alg", rename_all = "lowercase")]
+pub enum Kdf {
+    /// A raw 32-byte key was given.
+    Raw,
+    /// A passphrase through Argon2id.
+    Argon2id { salt: String, m_cost: u32, t_cost: u32, p_cost: u32 },
+}
+
+/// The archive header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    pub codec: Codec,
+    /// `aes-256-gcm` or `none`.
+    pub cipher: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kdf: Option<Kdf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunk_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nonce_prefix: Option<String>,
+    /// First 16 bytes of SHA-256("pgdrill key check" | key), hex: tells a wrong key apart
+    /// from a corrupted chunk without revealing anything usable about the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_check: Option<String>,
+}
+
+/// Why an archive could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ArchiveError {
+    #[error("not a pgdrill archive (bad magic); for files made by other tools use the matching restore path")]
+    NotAnArchive,
+    #[error("corrupted backup: unreadable header ({0})")]
+    BadHeader(String),
+    #[error("wrong key or corrupted backup: the key does not match this backup's key check")]
+    WrongKey,
+    #[error("the backup is encrypted: a key is needed")]
+    KeyNeeded,
+    #[error("wrong key or corrupted backup: chunk {0} failed authentication")]
+    ChunkAuth(u64),
+    #[error("corrupted backup: truncated after chunk {0} (no final chunk)")]
+    Truncated(u64),
+    #[error("corrupted backup: data after the final chunk")]
+    TrailingData,
+    #[error("corrupted backup: chunk {0} has an impossible length {1}")]
+    BadLength(u64, u32),
+    #[error("corrupted backup: decompression failed ({0})")]
+    Decompress(String),
+}
+
+impl From<ArchiveError> for io::Error {
+    fn from(e: ArchiveError) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+}
+
+/// Sizes seen while writing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sizes {
+    /// Bytes pg_dump produced.
+    pub raw: u64,
+    /// Bytes after compression.
+    pub compressed: u64,
+    /// Bytes written to storage (header, records, tags).
+    pub stored: u64,
+}
+
+/// Counts and hashes what passes through to the inner writer.
+pub struct HashWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> HashWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashWriter { inner, hasher: Sha256::new(), bytes: 0 }
+    }
+    pub fn finish(self) -> (W, String, u64) {
+        (self.inner, hex(&self.hasher.finalize()), self.bytes)
+    }
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Counts bytes passing through a writer.
+struct CountWriter<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for CountWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Counts and hashes what is read through it.
+pub struct HashReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> HashReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashReader { inner, hasher: Sha256::new(), bytes: 0 }
+    }
+    pub fn finish(self) -> (String, u64) {
+        (hex(&self.hasher.finalize()), self.bytes)
+    }
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Options for writing.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    pub codec: Codec,
+    pub level: i32,
+    pub threads: u32,
+    pub key: Option<Key>,
+}
+
+/// Stream `input` into `out` as an archive. Returns the sizes (stored excludes nothing:
+/// it is every byte written to `out`).
+pub fn write<R: Read, W: Write>(mut input: R, out: W, opts: &WriteOptions) -> io::Result<(W, Sizes)> {
+    let mut out = CountWriter { inner: out, bytes: 0 };
+    let header = match &opts.key {
+        None => Header {
+            codec: opts.codec,
+            cipher: "none".into(),
+            kdf: None,
+            chunk_size: None,
+            nonce_prefix: None,
+            key_check: None,
+        },
+        Some(k) => Header {
+            codec: opts.codec,
+            cipher: "aes-256-gcm".into(),
+            kdf: Some(k.kdf.clone()),
+            chunk_size: Some(CHUNK_SIZE),
+            nonce_prefix: Some(hex(&crypto::random::<7>())),
+            key_check: Some(k.check()),
+        },
+    };
+    let header_bytes = serde_json::to_vec(&header).map_err(io::Error::other)?;
+    let mut aad = MAGIC.to_vec();
+    aad.extend_from_slice(&(header_bytes.len() as u32).to_be_bytes());
+    aad.extend_from_slice(&header_bytes);
+    out.write_all(&aad)?;
+
+    // pg_dump -> compression -> (encryption) -> out
+    let sealed: Box<dyn WriteFinish<CountWriter<W>>> = match &opts.key {
+        None => Box::new(Plain(out)),
+        Some(k) => Box::new(crypto::SealWriter::new(out, k, &header, aad)?),
+    };
+    let mut counted = CountWriter { inner: sealed, bytes: 0 };
+    let raw = match opts.codec {
+        Codec::Zstd => {
+            let mut enc = zstd::stream::write::Encoder::new(&mut counted, opts.level)?;
+            if opts.threads > 1 {
+                enc.multithread(opts.threads)?;
+            }
+            let n = io::copy(&mut input, &mut enc)?;
+            enc.finish()?;
+            n
+        }
+        Codec::Gzip => {
+            let level = flate2::Compression::new(opts.level.clamp(0, 9) as u32);
+            let mut enc = flate2::write::GzEncoder::new(&mut counted, level);
+            let n = io::copy(&mut input, &mut enc)?;
+            enc.finish()?;
+            n
+        }
+        Codec::None => io::copy(&mut input, &mut counted)?,
+    };
+    let compressed = counted.bytes;
+    let out = counted.inner.finish()?;
+    let stored = out.bytes;
+    let mut inner = out.inner;
+    inner.flush()?;
+    Ok((inner, Sizes { raw, compressed, stored }))
+}
+
+/// A writer that must be finished (the last chunk sealed) before it is done.
+trait WriteFinish<W>: Write {
+    fn finish(self: Box<Self>) -> io::Result<W>;
+}
+
+struct Plain<W>(W);
+
+impl<W: Write> Write for Plain<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write> WriteFinish<W> for Plain<W> {
+    fn finish(self: Box<Self>) -> io::Result<W> {
+        Ok(self.0)
+    }
+}
+
+/// Read the header of an archive.
+pub fn read_header<R: Read>(input: &mut R) -> Result<(Header, Vec<u8>), ArchiveError> {
+    let mut magic = [0u8; 9];
+    input.read_exact(&mut magic).map_err(|_| ArchiveError::NotAnArchive)?;
+    if &magic != MAGIC {
+        return Err(ArchiveError::NotAnArchive);
+    }
+    let mut len = [0u8; 4];
+    input.read_exact(&mut len).map_err(|_| ArchiveError::BadHeader("cut short".into()))?;
+    let n = u32::from_be_bytes(len);
+    if n > MAX_HEADER {
+        return Err(ArchiveError::BadHeader(format!("length {n}")));
+    }
+    let mut bytes = vec![0u8; n as usize];
+    input.read_exact(&mut bytes).map_err(|_| ArchiveError::BadHeader("cut short".into()))?;
+    let header: Header = serde_json::from_slice(&bytes).map_err(|e| ArchiveError::BadHeader(e.to_string()))?;
+    let mut aad = magic.to_vec();
+    aad.extend_from_slice(&len);
+    aad.extend_from_slice(&bytes);
+    Ok((header, aad))
+}
+
+/// Open an archive for reading: the returned reader yields pg_dump's original bytes. Errors
+/// (authentication, truncation, decompression) surface as `io::Error`s wrapping
+/// `ArchiveError`, before any unauthenticated byte is returned.
+pub fn open<'a, R: Read + 'a>(
+    mut input: R,
+    key: Option<&KeySource>,
+) -> Result<(Header, Box<dyn Read + 'a>), ArchiveError> {
+    let (header, aad) = read_header(&mut input)?;
+    let plain: Box<dyn Read + 'a> = match header.cipher.as_str() {
+        "none" => Box::new(input),
+        "aes-256-gcm" => {
+            let src = key.ok_or(ArchiveError::KeyNeeded)?;
+            let kdf = header.kdf.clone().ok_or_else(|| ArchiveError::BadHeader("no kdf".into()))?;
+            let key = src.derive_for(&kdf).map_err(ArchiveError::BadHeader)?;
+            if header.key_check.as_deref() != Some(key.check().as_str()) {
+                return Err(ArchiveError::WrongKey);
+            }
+            Box::new(crypto::OpenReader::new(input, &key, &header, aad)?)
+        }
+        other => return Err(ArchiveError::BadHeader(format!("unknown cipher `{other}`"))),
+    };
+    let out: Box<dyn Read + 'a> = match header.codec {
+        Codec::Zstd => Box::new(DecompressErrors(
+            zstd::stream::read::Decoder::new(plain).map_err(|e| ArchiveError::Decompress(e.to_string()))?,
+        )),
+        Codec::Gzip => Box::new(DecompressErrors(flate2::read::MultiGzDecoder::new(plain))),
+        Codec::None => plain,
+    };
+    Ok((header, out))
+}
+
+/// Decoder errors that are not ours (authentication) read as "decompression failed".
+struct DecompressErrors<R>(R);
+
+impl<R: Read> Read for DecompressErrors<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            if e.get_ref().is_some_and(|i| i.is::<ArchiveError>()) {
+                e
+            } else {
+                ArchiveError::Decompress(e.to_string()).into()
+            }
+        })
+    }
+}
+
+/// The archive error inside an I/O error, if that is what it is.
+pub fn archive_error(e: &io::Error) -> Option<&ArchiveError> {
+    e.get_ref().and_then(|i| i.downcast_ref::<ArchiveError>())
+}
+
+#[cfg(test)]
+mod tests;
