@@ -5,6 +5,7 @@
 //! `cli::main`.
 
 pub mod archive;
+pub mod backup;
 pub mod cli;
 pub mod error;
 pub mod exec;
@@ -15,6 +16,7 @@ pub mod report;
 pub mod runbook;
 pub mod shipped;
 pub mod steps;
+pub mod storage;
 pub mod template;
 
 pub use error::{Error, ExitCode, Result};

@@ -2,6 +2,7 @@
 
 pub mod docker;
 pub mod ephemeral;
+pub mod fingerprint;
 pub mod native;
 
 use std::str::FromStr;

@@ -5,6 +5,7 @@
 //! into events. They never touch the runbook's YAML either: they receive their `with:` block
 //! already rendered, and deserialize it into their own struct.
 
+mod backup;
 pub mod de;
 mod ephemeral;
 mod http;
@@ -199,10 +200,23 @@ fn normalize_path(p: &str) -> String {
     }
 }
 
+pub use backup::listing as backup_listing;
+
 /// Every step kind, in catalogue order.
 pub fn catalogue() -> &'static [StepKind] {
-    static KINDS: [StepKind; 7] =
-        [ephemeral::EPHEMERAL, sql::EXEC, sql::ASSERT, shell::RUN, http::CHECK, sleep::SLEEP, nested::RUNBOOK];
+    static KINDS: [StepKind; 11] = [
+        ephemeral::EPHEMERAL,
+        backup::CREATE,
+        backup::CHECK,
+        backup::LIST,
+        backup::LATEST,
+        sql::EXEC,
+        sql::ASSERT,
+        shell::RUN,
+        http::CHECK,
+        sleep::SLEEP,
+        nested::RUNBOOK,
+    ];
     &KINDS
 }
 

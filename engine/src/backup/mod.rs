@@ -1,0 +1,457 @@
+//! Backups: pg_dump streamed through compression and encryption into storage, with a
+//! manifest holding the source fingerprint taken in pg_dump's own snapshot; and checks of
+//! stored backups without restoring them.
+
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::archive::{self, Codec, Kdf, KeySource, Sizes, WriteOptions};
+use crate::pg::fingerprint::{self, Fingerprint, Mode};
+use crate::pg::native::parse_major;
+use crate::storage::{self, LocalStore};
+
+pub const MANIFEST_SCHEMA: &str = "pgdrill.manifest/1";
+
+/// Why a backup operation failed, with the exit-code class.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Environment(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// pg_dump output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Custom,
+    Plain,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Result<Format, String> {
+        match s {
+            "custom" => Ok(Format::Custom),
+            "plain" => Ok(Format::Plain),
+            "directory" => Err("format `directory` is not supported yet: use custom (restores in parallel too)".into()),
+            o => Err(format!("unknown format `{o}`: use custom or plain")),
+        }
+    }
+    fn ext(self) -> &'static str {
+        match self {
+            Format::Custom => "dump.pgdrill",
+            Format::Plain => "sql.pgdrill",
+        }
+    }
+}
+
+/// What is recorded beside every backup. Never contains key material.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema: String,
+    pub pgdrill_version: String,
+    pub database: String,
+    pub server_version: String,
+    pub server_major: u32,
+    pub pg_dump_version: String,
+    pub format: Format,
+    pub codec: Codec,
+    pub level: i32,
+    pub cipher: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kdf: Option<Kdf>,
+    pub sizes: Sizes,
+    pub sha256: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    pub snapshot: String,
+    pub fingerprint: Option<Fingerprint>,
+}
+
+impl Manifest {
+    pub fn read(backup: &Path) -> Result<Manifest, BackupError> {
+        let p = storage::manifest_path(backup);
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| BackupError::Failed(format!("missing manifest {}: {e}", p.display())))?;
+        serde_json::from_str(&text)
+            .map_err(|e| BackupError::Failed(format!("unreadable manifest {}: {e}", p.display())))
+    }
+
+    /// Tables (ordinary and partitioned) the schema fingerprint lists.
+    pub fn table_count(&self) -> Option<usize> {
+        let fp = self.fingerprint.as_ref()?;
+        Some(fp.schema.get("tables")?.iter().filter(|l| l.ends_with(" r") || l.ends_with(" p")).count())
+    }
+}
+
+/// Options for `create`.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    pub url: String,
+    pub storage: PathBuf,
+    pub format: Format,
+    pub codec: Codec,
+    pub level: i32,
+    pub threads: u32,
+    pub key: Option<KeySource>,
+    pub fingerprint: Mode,
+    pub pg_dump: Option<PathBuf>,
+    /// Name of the storage directory (default: the database name).
+    pub name: Option<String>,
+}
+
+/// The result of `create`.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub path: PathBuf,
+    pub manifest: Manifest,
+}
+
+/// Find pg_dump (or pg_restore): explicit, the server's major under /usr/lib/postgresql, the
+/// newest there, then PATH.
+pub fn find_tool(
+    tool: &str,
+    explicit: Option<&Path>,
+    server_major: u32,
+) -> Result<(PathBuf, String, u32), BackupError> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = explicit {
+        candidates.push(p.to_path_buf());
+    } else {
+        candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{server_major}/bin/{tool}")));
+        for m in crate::pg::native::installed_majors().into_iter().rev() {
+            candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{m}/bin/{tool}")));
+        }
+        candidates.push(PathBuf::from(tool));
+    }
+    let mut best: Option<(PathBuf, String, u32)> = None;
+    for c in candidates {
+        let Ok(out) = Command::new(&c).arg("--version").output() else { continue };
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let Some(major) = parse_major(&text) else { continue };
+        if major >= server_major {
+            return Ok((c, text, major));
+        }
+        if best.is_none() {
+            best = Some((c, text, major));
+        }
+    }
+    match best {
+        Some((p, text, major)) => Err(BackupError::Environment(format!(
+            "{tool} {major} ({}, `{text}`) is older than the server (PostgreSQL {server_major}); install the {server_major} client tools or set `{tool}:`",
+            p.display()
+        ))),
+        None => Err(BackupError::Environment(format!("{tool} not found: install the PostgreSQL client tools or set `{tool}:`"))),
+    }
+}
+
+/// Kills pg_dump if the backup is abandoned (error, cancellation).
+struct ChildGuard {
+    pid: u32,
+    done: Arc<AtomicBool>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if !self.done.load(Ordering::SeqCst) {
+            self.cancelled.store(true, Ordering::SeqCst);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+fn stamp(t: OffsetDateTime) -> String {
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// Take a backup.
+pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -> Result<Created, BackupError> {
+    let started_at = OffsetDateTime::now_utc();
+    let started = Instant::now();
+    let cfg = crate::pg::config(&opts.url).map_err(|e| BackupError::Invalid(e.0))?;
+    let client = crate::pg::connect(&opts.url).await.map_err(|e| BackupError::Environment(e.0))?;
+    let env_err = |e: tokio_postgres::Error| BackupError::Environment(crate::pg::describe(&e));
+    let row = client
+        .query_one(
+            "select current_setting('server_version'), current_setting('server_version_num')::int, current_database()",
+            &[],
+        )
+        .await
+        .map_err(env_err)?;
+    let server_version: String = row.get(0);
+    let server_major = (row.get::<_, i32>(1) / 10000) as u32;
+    let database: String = row.get(2);
+
+    // A pg_dump older than the server cannot dump it: fail before anything is written.
+    let (pg_dump, pg_dump_version, _) = find_tool("pg_dump", opts.pg_dump.as_deref(), server_major)?;
+    let key = match &opts.key {
+        Some(k) => Some(k.derive_new().map_err(BackupError::Invalid)?),
+        None => None,
+    };
+
+    // One snapshot for pg_dump and the fingerprint.
+    client.batch_execute("begin isolation level repeatable read read only").await.map_err(env_err)?;
+    let snapshot: String = client.query_one("select pg_export_snapshot()", &[]).await.map_err(env_err)?.get(0);
+    log(format!("{pg_dump_version}; server {server_version}; snapshot {snapshot}"));
+
+    let mut cmd = Command::new(&pg_dump);
+    cmd.arg(format!("--snapshot={snapshot}")).arg("--no-password");
+    match opts.format {
+        // Compression happens in our pipeline, with zstd and in parallel.
+        Format::Custom => cmd.args(["-Fc", "-Z0"]),
+        Format::Plain => cmd.args(["-Fp"]),
+    };
+    // Connection through the environment, never argv (visible in ps).
+    for k in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE"] {
+        cmd.env_remove(k);
+    }
+    if let Some(h) = cfg.get_hosts().first() {
+        match h {
+            tokio_postgres::config::Host::Tcp(h) => cmd.env("PGHOST", h),
+            tokio_postgres::config::Host::Unix(p) => cmd.env("PGHOST", p),
+        };
+    }
+    if let Some(p) = cfg.get_ports().first() {
+        cmd.env("PGPORT", p.to_string());
+    }
+    if let Some(u) = cfg.get_user() {
+        cmd.env("PGUSER", u);
+    }
+    cmd.env("PGDATABASE", &database);
+    if let Some(pw) = cfg.get_password() {
+        cmd.env("PGPASSWORD", String::from_utf8_lossy(pw).into_owned());
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    let mut child =
+        cmd.spawn().map_err(|e| BackupError::Environment(format!("cannot run {}: {e}", pg_dump.display())))?;
+    let done = Arc::new(AtomicBool::new(false));
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let guard = ChildGuard { pid: child.id(), done: done.clone(), cancelled: cancelled.clone() };
+
+    let stdout = child.stdout.take().ok_or_else(|| BackupError::Environment("pg_dump has no stdout".into()))?;
+    let stderr = child.stderr.take();
+    let stderr_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    let store = LocalStore::new(&opts.storage);
+    let dir_name = opts.name.clone().unwrap_or_else(|| database.clone());
+    let wopts = WriteOptions { codec: opts.codec, level: opts.level, threads: opts.threads, key };
+    let name_stamp = stamp(started_at);
+    let ext = opts.format.ext();
+    let cancel_flag = cancelled.clone();
+    let pipeline = tokio::task::spawn_blocking(move || -> Result<(storage::Pending, Sizes, String), BackupError> {
+        let mut pending = store
+            .begin(&dir_name, &name_stamp, ext)
+            .map_err(|e| BackupError::Environment(format!("cannot write to {}: {e}", store.root().display())))?;
+        let file = pending.file().try_clone().map_err(|e| BackupError::Environment(e.to_string()))?;
+        let out = archive::HashWriter::new(BufWriter::with_capacity(1 << 20, file));
+        let written = archive::write(stdout, out, &wopts);
+        let status = child.wait();
+        let errors = stderr_thread.join().unwrap_or_default();
+        let status = status.map_err(|e| BackupError::Environment(format!("waiting for pg_dump: {e}")))?;
+        if !status.success() || cancel_flag.load(Ordering::SeqCst) {
+            let tail: Vec<&str> = errors.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+            return Err(BackupError::Failed(format!("pg_dump failed ({status}): {}", tail.join(" | "))));
+        }
+        let (hw, sizes) = written.map_err(|e| BackupError::Environment(format!("writing the backup: {e}")))?;
+        let (bw, sha, _) = hw.finish();
+        let file =
+            bw.into_inner().map_err(|e| BackupError::Environment(format!("writing the backup: {}", e.error())))?;
+        drop(file);
+        Ok((pending, sizes, sha))
+    });
+
+    let fp = fingerprint::compute(&client, opts.fingerprint).await;
+    let piped = pipeline.await.map_err(|e| BackupError::Environment(format!("backup pipeline: {e}")))?;
+    done.store(true, Ordering::SeqCst);
+    drop(guard);
+    let _ = client.batch_execute("commit").await;
+    let (pending, sizes, sha256) = piped?;
+    let fingerprint = fp.map_err(|e| BackupError::Environment(format!("fingerprint: {}", crate::pg::describe(&e))))?;
+
+    let manifest = Manifest {
+        schema: MANIFEST_SCHEMA.into(),
+        pgdrill_version: env!("CARGO_PKG_VERSION").into(),
+        database,
+        server_version,
+        server_major,
+        pg_dump_version,
+        format: opts.format,
+        codec: opts.codec,
+        level: opts.level,
+        cipher: if opts.key.is_some() { "aes-256-gcm".into() } else { "none".into() },
+        kdf: None,
+        sizes,
+        sha256,
+        started_at,
+        finished_at: OffsetDateTime::now_utc(),
+        snapshot,
+        fingerprint,
+    };
+    let path = tokio::task::block_in_place(|| pending.commit())
+        .map_err(|e| BackupError::Environment(format!("publishing the backup: {e}")))?;
+    let mut manifest = manifest;
+    manifest.kdf = header_kdf(&path);
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Environment(e.to_string()))?;
+    if let Err(e) = storage::write_small(&storage::manifest_path(&path), &json) {
+        // A backup without its manifest cannot be verified: do not leave it looking complete.
+        let _ = std::fs::remove_file(&path);
+        return Err(BackupError::Environment(format!("writing the manifest: {e}")));
+    }
+    log(format!(
+        "{} in {:.1}s: {} raw -> {} stored",
+        path.display(),
+        started.elapsed().as_secs_f64(),
+        manifest.sizes.raw,
+        manifest.sizes.stored
+    ));
+    Ok(Created { path, manifest })
+}
+
+fn header_kdf(path: &Path) -> Option<Kdf> {
+    let mut f = std::fs::File::open(path).ok()?;
+    archive::read_header(&mut f).ok().and_then(|(h, _)| h.kdf)
+}
+
+/// What `check` found.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub manifest: Manifest,
+    pub tables: usize,
+}
+
+/// Verify a stored backup without restoring it: manifest, sha256, every chunk, the
+/// decompressed stream, and the dump's table of contents against the manifest.
+pub fn check(path: &Path, key: Option<&KeySource>) -> Result<Checked, BackupError> {
+    let manifest = Manifest::read(path)?;
+    let failed = |m: String| BackupError::Failed(format!("{}: {m}", path.display()));
+    // 1. The stored bytes are the ones written.
+    let f = std::fs::File::open(path).map_err(|e| failed(format!("cannot open: {e}")))?;
+    let mut hr = archive::HashReader::new(BufReader::with_capacity(1 << 20, f));
+    std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| failed(format!("read error: {e}")))?;
+    let (sha, _) = hr.finish();
+    if sha != manifest.sha256 {
+        return Err(failed(format!(
+            "sha256 {sha} does not match the manifest's {}: corrupted backup",
+            manifest.sha256
+        )));
+    }
+    // 2. Every chunk authenticates and the stream decompresses; 3. the TOC is readable.
+    let f = std::fs::File::open(path).map_err(|e| failed(format!("cannot open: {e}")))?;
+    let (_, plain) = archive::open(BufReader::with_capacity(1 << 20, f), key).map_err(|e| failed(e.to_string()))?;
+    let tables = match manifest.format {
+        Format::Custom => toc_tables(plain, manifest.server_major).map_err(failed)?,
+        Format::Plain => {
+            let mut n = 0;
+            for line in BufReader::new(plain).lines() {
+                let line = line.map_err(|e| failed(io_message(&e)))?;
+                if line.starts_with("CREATE TABLE ") {
+                    n += 1;
+                }
+            }
+            n
+        }
+    };
+    if let Some(expected) = manifest.table_count() {
+        if expected != tables {
+            return Err(failed(format!("the dump lists {tables} tables, the manifest {expected}")));
+        }
+    }
+    Ok(Checked { manifest, tables })
+}
+
+fn io_message(e: &std::io::Error) -> String {
+    match archive::archive_error(e) {
+        Some(a) => a.to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// Feed a custom-format dump to `pg_restore --list` and count its TABLE entries.
+fn toc_tables(mut plain: Box<dyn Read + '_>, server_major: u32) -> Result<usize, String> {
+    let (pg_restore, _, _) = find_tool("pg_restore", None, server_major).map_err(|e| e.to_string())?;
+    let mut child = Command::new(&pg_restore)
+        .arg("--list")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run pg_restore: {e}"))?;
+    let stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut o) = stdout {
+            let _ = o.read_to_string(&mut s);
+        }
+        s
+    });
+    let copied = match child.stdin.take() {
+        Some(mut stdin) => {
+            let r = std::io::copy(&mut plain, &mut stdin);
+            drop(stdin);
+            r
+        }
+        None => Ok(0),
+    };
+    // pg_restore --list may stop reading once it has the TOC; a broken pipe then is fine,
+    // but an archive error is not.
+    if let Err(e) = &copied {
+        if archive::archive_error(e).is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io_message(e));
+        }
+    }
+    let mut rest = Vec::new();
+    let _ = plain.read_to_end(&mut rest).map_err(|e| io_message(&e))?;
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let list = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!("pg_restore --list cannot read the dump ({status})"));
+    }
+    Ok(list
+        .lines()
+        .filter(|l| !l.starts_with(';'))
+        .filter(|l| {
+            let mut t = l.split_whitespace().skip(3);
+            t.next() == Some("TABLE") && t.next() != Some("DATA")
+        })
+        .count())
+}
+
+/// Decrypt and decompress an archive to `out` (for `pgdrill decrypt`).
+pub fn decrypt_to(path: &Path, key: Option<&KeySource>, out: &mut dyn Write) -> Result<u64, BackupError> {
+    let f =
+        std::fs::File::open(path).map_err(|e| BackupError::Invalid(format!("cannot open {}: {e}", path.display())))?;
+    let (_, mut plain) =
+        archive::open(BufReader::with_capacity(1 << 20, f), key).map_err(|e| BackupError::Failed(e.to_string()))?;
+    std::io::copy(&mut plain, out).map_err(|e| BackupError::Failed(io_message(&e)))
+}

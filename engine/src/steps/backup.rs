@@ -1,0 +1,319 @@
+//! `backup.create`, `backup.check`, `backup.list`, `backup.latest`.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::json;
+use serde_yaml::Value as Yaml;
+
+use super::{check_with, typed, Field, Outputs, StepCtx, StepError, StepKind, With, WithError};
+use crate::archive::{Codec, KeySource};
+use crate::backup::{self, BackupError, CreateOptions, Format, Manifest};
+use crate::pg::fingerprint::Mode;
+use crate::storage::LocalStore;
+use crate::template::is_template;
+
+fn step_error(e: BackupError) -> StepError {
+    match e {
+        BackupError::Invalid(m) => StepError::Invalid(m),
+        BackupError::Environment(m) => StepError::Environment(m),
+        BackupError::Failed(m) => StepError::Failed(m),
+    }
+}
+
+fn key_of(k: &Option<String>) -> Option<KeySource> {
+    k.as_deref().filter(|s| !s.is_empty()).map(KeySource::from_secret)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateWith {
+    database_url: String,
+    storage: String,
+    #[serde(default = "custom")]
+    format: String,
+    #[serde(default = "zstd")]
+    compression: String,
+    #[serde(default = "three", deserialize_with = "super::de::int")]
+    level: i32,
+    #[serde(default = "two", deserialize_with = "super::de::int")]
+    threads: u32,
+    key: Option<String>,
+    #[serde(default = "full")]
+    fingerprint: String,
+    pg_dump: Option<String>,
+    name: Option<String>,
+}
+
+fn custom() -> String {
+    "custom".into()
+}
+fn zstd() -> String {
+    "zstd".into()
+}
+fn full() -> String {
+    "full".into()
+}
+fn three() -> i32 {
+    3
+}
+fn two() -> u32 {
+    2
+}
+
+impl With for CreateWith {
+    fn check(&self) -> Result<(), WithError> {
+        if !is_template(&self.format) {
+            Format::parse(&self.format).map_err(|m| WithError::new("format", m))?;
+        }
+        if !is_template(&self.compression) {
+            Codec::parse(&self.compression).map_err(|m| WithError::new("compression", m))?;
+        }
+        if !is_template(&self.fingerprint) {
+            Mode::parse(&self.fingerprint).map_err(|m| WithError::new("fingerprint", m))?;
+        }
+        Ok(())
+    }
+}
+
+pub const CREATE: StepKind = StepKind {
+    name: "backup.create",
+    summary:
+        "pg_dump streamed through compression and AES-256-GCM into storage, with a manifest and source fingerprint.",
+    fields: &[
+        Field {
+            name: "database_url",
+            ty: "string",
+            required: true,
+            doc: "source (password from the URL, PGPASSWORD or ~/.pgpass)",
+        },
+        Field {
+            name: "storage",
+            ty: "path",
+            required: true,
+            doc: "backup directory; files go to <storage>/<database>/",
+        },
+        Field { name: "format", ty: "custom|plain", required: false, doc: "pg_dump format (default custom)" },
+        Field { name: "compression", ty: "zstd|gzip|none", required: false, doc: "default zstd" },
+        Field { name: "level", ty: "integer", required: false, doc: "compression level (default 3)" },
+        Field { name: "threads", ty: "integer", required: false, doc: "zstd threads (default 2)" },
+        Field {
+            name: "key",
+            ty: "secret",
+            required: false,
+            doc: "64 hex digits, base64 of 32 bytes, or a passphrase (Argon2id); absent: not encrypted",
+        },
+        Field {
+            name: "fingerprint",
+            ty: "full|counts|off",
+            required: false,
+            doc: "source fingerprint in the dump's snapshot (default full)",
+        },
+        Field {
+            name: "pg_dump",
+            ty: "path",
+            required: false,
+            doc: "pg_dump to use (default: found and version-checked)",
+        },
+        Field {
+            name: "name",
+            ty: "string",
+            required: false,
+            doc: "storage directory name (default: the database name)",
+        },
+    ],
+    outputs: &[
+        Field { name: "path", ty: "string", required: false, doc: "the backup file" },
+        Field { name: "manifest", ty: "string", required: false, doc: "its manifest" },
+        Field { name: "sha256", ty: "string", required: false, doc: "of the stored file" },
+        Field { name: "size", ty: "integer", required: false, doc: "stored bytes" },
+        Field { name: "raw_size", ty: "integer", required: false, doc: "pg_dump bytes" },
+        Field { name: "database", ty: "string", required: false, doc: "source database" },
+        Field { name: "server_major", ty: "integer", required: false, doc: "source major version" },
+        Field { name: "fingerprint", ty: "map", required: false, doc: "source fingerprint" },
+    ],
+    check: check_with::<CreateWith>,
+    run: run_create,
+};
+
+fn run_create(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: CreateWith = typed(with)?;
+        let opts = CreateOptions {
+            url: w.database_url.clone(),
+            storage: ctx.resolve(&w.storage),
+            format: Format::parse(&w.format).map_err(StepError::Invalid)?,
+            codec: Codec::parse(&w.compression).map_err(StepError::Invalid)?,
+            level: w.level,
+            threads: w.threads,
+            key: key_of(&w.key),
+            fingerprint: Mode::parse(&w.fingerprint).map_err(StepError::Invalid)?,
+            pg_dump: w.pg_dump.as_deref().map(PathBuf::from),
+            name: w.name.clone(),
+        };
+        if opts.key.is_none() {
+            ctx.log("no key: this backup is NOT encrypted");
+        }
+        let log_ctx = ctx.clone();
+        let log = move |l: String| log_ctx.log(l);
+        let created = backup::create(opts, &log).await.map_err(step_error)?;
+        Ok(manifest_outputs(&created.path, &created.manifest))
+    })
+}
+
+fn manifest_outputs(path: &std::path::Path, m: &Manifest) -> Outputs {
+    let mut o = Outputs::new();
+    o.insert("path".into(), path.display().to_string().into());
+    o.insert("manifest".into(), crate::storage::manifest_path(path).display().to_string().into());
+    o.insert("sha256".into(), m.sha256.clone().into());
+    o.insert("size".into(), m.sizes.stored.into());
+    o.insert("raw_size".into(), m.sizes.raw.into());
+    o.insert("database".into(), m.database.clone().into());
+    o.insert("server_major".into(), m.server_major.into());
+    o.insert("format".into(), serde_json::to_value(m.format).unwrap_or_default());
+    o.insert(
+        "created".into(),
+        m.finished_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default().into(),
+    );
+    o.insert("fingerprint".into(), serde_json::to_value(&m.fingerprint).unwrap_or_default());
+    o
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckWith {
+    path: String,
+    key: Option<String>,
+}
+
+impl With for CheckWith {}
+
+pub const CHECK: StepKind = StepKind {
+    name: "backup.check",
+    summary:
+        "Verify a backup without restoring: manifest, sha256, every encrypted chunk, decompression, pg_restore --list.",
+    fields: &[
+        Field { name: "path", ty: "path", required: true, doc: "backup file" },
+        Field { name: "key", ty: "secret", required: false, doc: "key for an encrypted backup" },
+    ],
+    outputs: &[
+        Field { name: "tables", ty: "integer", required: false, doc: "tables in the dump's table of contents" },
+        Field { name: "sha256", ty: "string", required: false, doc: "verified checksum" },
+    ],
+    check: check_with::<CheckWith>,
+    run: run_check,
+};
+
+fn run_check(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: CheckWith = typed(with)?;
+        let path = ctx.resolve(&w.path);
+        let key = key_of(&w.key);
+        let checked = tokio::task::spawn_blocking(move || backup::check(&path, key.as_ref()))
+            .await
+            .map_err(|e| StepError::Environment(e.to_string()))?
+            .map_err(step_error)?;
+        ctx.log(format!("{} tables, sha256 {}", checked.tables, checked.manifest.sha256));
+        let mut o = Outputs::new();
+        o.insert("tables".into(), checked.tables.into());
+        o.insert("sha256".into(), checked.manifest.sha256.into());
+        Ok(o)
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListWith {
+    storage: String,
+    database: Option<String>,
+}
+
+impl With for ListWith {}
+
+pub const LIST: StepKind = StepKind {
+    name: "backup.list",
+    summary: "List backups in storage, newest first.",
+    fields: &[
+        Field { name: "storage", ty: "path", required: true, doc: "backup directory" },
+        Field { name: "database", ty: "string", required: false, doc: "only this database" },
+    ],
+    outputs: &[
+        Field { name: "backups", ty: "list", required: false, doc: "path, database, created, size, sha256 of each" },
+        Field { name: "count", ty: "integer", required: false, doc: "how many" },
+    ],
+    check: check_with::<ListWith>,
+    run: run_list,
+};
+
+/// Backups with readable manifests, newest first.
+pub fn listing(storage: &std::path::Path, database: Option<&str>) -> Result<Vec<serde_json::Value>, StepError> {
+    let store = LocalStore::new(storage);
+    let entries =
+        store.list(database).map_err(|e| StepError::Environment(format!("cannot list {}: {e}", storage.display())))?;
+    Ok(entries
+        .iter()
+        .map(|e| match Manifest::read(&e.path) {
+            Ok(m) => {
+                let mut v = serde_json::Value::Object(manifest_outputs(&e.path, &m));
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("fingerprint");
+                }
+                v
+            }
+            Err(err) => {
+                json!({ "path": e.path.display().to_string(), "database": e.database, "error": err.to_string() })
+            }
+        })
+        .collect())
+}
+
+fn run_list(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: ListWith = typed(with)?;
+        let list = listing(&ctx.resolve(&w.storage), w.database.as_deref())?;
+        let mut o = Outputs::new();
+        o.insert("count".into(), list.len().into());
+        o.insert("backups".into(), list.into());
+        Ok(o)
+    })
+}
+
+pub const LATEST: StepKind = StepKind {
+    name: "backup.latest",
+    summary: "The newest backup (with a readable manifest) of a database.",
+    fields: &[
+        Field { name: "storage", ty: "path", required: true, doc: "backup directory" },
+        Field { name: "database", ty: "string", required: false, doc: "database (default: any)" },
+    ],
+    outputs: &[
+        Field { name: "path", ty: "string", required: false, doc: "backup file" },
+        Field { name: "server_major", ty: "integer", required: false, doc: "source major version" },
+        Field { name: "fingerprint", ty: "map", required: false, doc: "source fingerprint" },
+        Field { name: "age_s", ty: "integer", required: false, doc: "seconds since the backup finished" },
+    ],
+    check: check_with::<ListWith>,
+    run: run_latest,
+};
+
+fn run_latest(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: ListWith = typed(with)?;
+        let storage = ctx.resolve(&w.storage);
+        let entries = LocalStore::new(&storage)
+            .list(w.database.as_deref())
+            .map_err(|e| StepError::Environment(format!("cannot list {}: {e}", storage.display())))?;
+        for e in entries {
+            if let Ok(m) = Manifest::read(&e.path) {
+                let mut o = manifest_outputs(&e.path, &m);
+                let age = (time::OffsetDateTime::now_utc() - m.finished_at).whole_seconds().max(0);
+                o.insert("age_s".into(), age.into());
+                return Ok(o);
+            }
+        }
+        Err(StepError::Failed(format!(
+            "no backup{} in {}",
+            w.database.as_deref().map(|d| format!(" of `{d}`")).unwrap_or_default(),
+            storage.display()
+        )))
+    })
+}

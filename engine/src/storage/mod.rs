@@ -1,0 +1,212 @@
+//! Where backups live. A local directory now; the `Store` interface is what an object store
+//! implements later.
+//!
+//! Layout: `<root>/<database>/<UTC timestamp>.<ext>` with `<same>.manifest.json` beside it.
+//! Writes are atomic: data goes to a hidden temp file (mode 0600) in the same directory, is
+//! fsynced, renamed without replacing anything (two backups in the same millisecond get
+//! distinct names), and the directory is fsynced. A write that is not committed (error,
+//! Ctrl-C, panic) removes its temp file on drop.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+
+/// One stored backup, found by listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub database: String,
+    /// File name, e.g. `20261121T154500.123Z.dump.pgdrill`.
+    pub name: String,
+    pub path: PathBuf,
+    pub manifest: PathBuf,
+}
+
+/// A local directory of backups.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+/// A file being written; `commit` publishes it under its final name.
+pub struct Pending {
+    file: Option<File>,
+    tmp: PathBuf,
+    dir: PathBuf,
+    stem: String,
+    ext: String,
+}
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStore { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Start writing a backup of `database` named after `stamp` with extension `ext`.
+    pub fn begin(&self, database: &str, stamp: &str, ext: &str) -> io::Result<Pending> {
+        let dir = self.root.join(safe_name(database));
+        fs::create_dir_all(&dir)?;
+        // tempfile creates with mode 0600 and a random suffix, so concurrent writers in one
+        // process or many never share a temp name.
+        let (file, tmp) = tempfile::Builder::new()
+            .prefix(&format!(".{stamp}.{ext}."))
+            .suffix(".partial")
+            .tempfile_in(&dir)?
+            .into_parts();
+        let tmp = tmp.keep().map_err(|e| e.error)?;
+        Ok(Pending { file: Some(file), tmp, dir, stem: stamp.to_string(), ext: ext.to_string() })
+    }
+
+    /// Backups of `database` (or of every database), newest first. Files without a manifest
+    /// are listed too: `backup.check` reports them.
+    pub fn list(&self, database: Option<&str>) -> io::Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        let dbs: Vec<String> = match database {
+            Some(d) => vec![safe_name(d)],
+            None => match fs::read_dir(&self.root) {
+                Ok(rd) => rd
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e),
+            },
+        };
+        for db in dbs {
+            let dir = self.root.join(&db);
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') || !name.ends_with(".pgdrill") {
+                    continue;
+                }
+                let path = e.path();
+                out.push(Entry { database: db.clone(), manifest: manifest_path(&path), name, path });
+            }
+        }
+        // Timestamps sort lexically; the name is the timestamp.
+        out.sort_by(|a, b| b.name.cmp(&a.name).then(a.database.cmp(&b.database)));
+        Ok(out)
+    }
+}
+
+/// `x.dump.pgdrill` -> `x.dump.pgdrill.manifest.json`
+pub fn manifest_path(backup: &Path) -> PathBuf {
+    let mut s = backup.as_os_str().to_owned();
+    s.push(".manifest.json");
+    PathBuf::from(s)
+}
+
+/// A database name as a directory name: path separators and leading dots cannot escape.
+pub fn safe_name(s: &str) -> String {
+    let cleaned: String = s.chars().map(|c| if c == '/' || c == '\\' || c == '\0' { '_' } else { c }).collect();
+    cleaned.trim_start_matches('.').to_string()
+}
+
+impl Pending {
+    pub fn file(&mut self) -> &mut File {
+        // Present until commit consumes self.
+        self.file.as_mut().unwrap_or_else(|| unreachable_file())
+    }
+
+    /// fsync, rename to a name no other backup has, fsync the directory. Returns the path.
+    pub fn commit(mut self) -> io::Result<PathBuf> {
+        if let Some(f) = self.file.take() {
+            f.sync_all()?;
+        }
+        let mut n = 0;
+        loop {
+            let name =
+                if n == 0 { format!("{}.{}", self.stem, self.ext) } else { format!("{}-{n}.{}", self.stem, self.ext) };
+            let target = self.dir.join(&name);
+            match renameat2(AT_FDCWD, &self.tmp, AT_FDCWD, &target, RenameFlags::RENAME_NOREPLACE) {
+                Ok(()) => {
+                    File::open(&self.dir)?.sync_all()?;
+                    self.tmp = PathBuf::new();
+                    return Ok(target);
+                }
+                Err(nix::errno::Errno::EEXIST) if n < 1000 => n += 1,
+                Err(e) => return Err(io::Error::from(e)),
+            }
+        }
+    }
+}
+
+fn unreachable_file() -> &'static mut File {
+    panic!("Pending used after commit")
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Write a small file (a manifest) atomically with mode 0600, replacing nothing.
+pub fn write_small(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.partial-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn commit_is_atomic_private_and_never_replaces() {
+        let t = tempfile::tempdir().expect("tmp");
+        let store = LocalStore::new(t.path());
+        let mut a = store.begin("app", "20261121T000000.000Z", "dump.pgdrill").expect("begin");
+        a.file().write_all(b"one").expect("write");
+        let mut b = store.begin("app", "20261121T000000.000Z", "dump.pgdrill").expect("begin");
+        b.file().write_all(b"two").expect("write");
+        let pa = a.commit().expect("commit");
+        let pb = b.commit().expect("commit");
+        assert_ne!(pa, pb);
+        assert_eq!(fs::read(&pa).expect("read"), b"one");
+        assert_eq!(fs::read(&pb).expect("read"), b"two");
+        assert_eq!(fs::metadata(&pa).expect("meta").permissions().mode() & 0o777, 0o600);
+        assert_eq!(store.list(Some("app")).expect("list").len(), 2);
+    }
+
+    #[test]
+    fn an_uncommitted_write_leaves_nothing() {
+        let t = tempfile::tempdir().expect("tmp");
+        let store = LocalStore::new(t.path());
+        {
+            let mut p = store.begin("app", "20261121T000000.000Z", "dump.pgdrill").expect("begin");
+            p.file().write_all(b"partial").expect("write");
+        }
+        assert_eq!(fs::read_dir(t.path().join("app")).expect("dir").count(), 0);
+    }
+}
