@@ -55,10 +55,43 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Backups in storage.
+    Backups {
+        #[command(subcommand)]
+        command: BackupsCommand,
+    },
+    /// Write an archive's plain pg_dump stream to stdout (for an emergency pipe into
+    /// pg_restore). Refuses to write to a terminal.
+    Decrypt {
+        /// The backup file.
+        file: PathBuf,
+        /// Environment variable holding the key or passphrase.
+        #[arg(long, value_name = "VAR", default_value = "PGDRILL_BACKUP_KEY")]
+        key_env: String,
+        /// File holding the key or passphrase (instead of --key-env).
+        #[arg(long, value_name = "PATH")]
+        key_file: Option<PathBuf>,
+    },
     /// List the step kinds with their fields and outputs.
     Steps {
         /// Show only this step kind.
         name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupsCommand {
+    /// What is there, newest first.
+    List {
+        /// Backup directory.
+        #[arg(long, env = "PGDRILL_STORAGE")]
+        storage: PathBuf,
+        /// Only this database.
+        #[arg(long)]
+        database: Option<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -130,6 +163,57 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let res = res?;
             finished?;
             Ok(res.exit)
+        }
+        Command::Backups { command: BackupsCommand::List { storage, database, json } } => {
+            let list = steps::backup_listing(&storage, database.as_deref()).map_err(|e| Error::Environment(e.message().to_string()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+            } else {
+                println!("{:<26} {:<16} {:>12} {:<8} {:<12} path", "created", "database", "size", "format", "encrypted");
+                for b in &list {
+                    let s = |k: &str| b.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+                    if let Some(err) = b.get("error") {
+                        println!("{:<26} {:<16} {:>12} {:<8} {:<12} {} ({})", "?", s("database"), "?", "?", "?", s("path"), err.as_str().unwrap_or(""));
+                        continue;
+                    }
+                    let size = b.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
+                    let enc = if b.get("encrypted").and_then(|v| v.as_bool()).unwrap_or(false) { "yes" } else { "no" };
+                    println!("{:<26} {:<16} {:>12} {:<8} {:<12} {}", s("created"), s("database"), size, s("format"), enc, s("path"));
+                }
+            }
+            Ok(ExitCode::Passed)
+        }
+        Command::Decrypt { file, key_env, key_file } => {
+            if std::io::stdout().is_terminal() {
+                return Err(Error::Invalid("refusing to write a database dump to a terminal: pipe it, e.g. `pgdrill decrypt FILE | pg_restore -d URL`".into()));
+            }
+            let secret = match key_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .map_err(|e| Error::Invalid(format!("cannot read key file {}: {e}", p.display())))?
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string(),
+                ),
+                None => std::env::var(&key_env).ok().filter(|s| !s.is_empty()),
+            };
+            if let Some(s) = &secret {
+                redactor.add(s);
+            }
+            let key = secret.as_deref().map(crate::archive::KeySource::from_secret);
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            let r = tokio::task::block_in_place(|| crate::backup::decrypt_to(&file, key.as_ref(), &mut out));
+            match r {
+                Ok(_) => {
+                    std::io::Write::flush(&mut out).map_err(|e| Error::Environment(format!("writing stdout: {e}")))?;
+                    Ok(ExitCode::Passed)
+                }
+                Err(crate::backup::BackupError::Failed(m)) => {
+                    eprintln!("error: {m}");
+                    Ok(ExitCode::Failed)
+                }
+                Err(crate::backup::BackupError::Invalid(m)) => Err(Error::Invalid(m)),
+                Err(crate::backup::BackupError::Environment(m)) => Err(Error::Environment(m)),
+            }
         }
         Command::Steps { name } => {
             if let Some(n) = &name {

@@ -8,8 +8,10 @@ pub struct Shipped {
     pub text: &'static str,
 }
 
-const ALL: &[Shipped] =
-    &[Shipped { name: "smoke", path: "runbooks/smoke.yaml", text: include_str!("../../runbooks/smoke.yaml") }];
+const ALL: &[Shipped] = &[
+    Shipped { name: "backup", path: "runbooks/backup.yaml", text: include_str!("../../runbooks/backup.yaml") },
+    Shipped { name: "smoke", path: "runbooks/smoke.yaml", text: include_str!("../../runbooks/smoke.yaml") },
+];
 
 pub fn find(name: &str) -> Option<&'static Shipped> {
     let name = name.strip_suffix(".yaml").unwrap_or(name);

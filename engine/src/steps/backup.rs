@@ -171,6 +171,7 @@ fn manifest_outputs(path: &std::path::Path, m: &Manifest) -> Outputs {
     o.insert("database".into(), m.database.clone().into());
     o.insert("server_major".into(), m.server_major.into());
     o.insert("format".into(), serde_json::to_value(m.format).unwrap_or_default());
+    o.insert("encrypted".into(), (m.cipher != "none").into());
     o.insert(
         "created".into(),
         m.finished_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default().into(),
