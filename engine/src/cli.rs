@@ -165,20 +165,41 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             Ok(res.exit)
         }
         Command::Backups { command: BackupsCommand::List { storage, database, json } } => {
-            let list = steps::backup_listing(&storage, database.as_deref()).map_err(|e| Error::Environment(e.message().to_string()))?;
+            let list = steps::backup_listing(&storage, database.as_deref())
+                .map_err(|e| Error::Environment(e.message().to_string()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
             } else {
-                println!("{:<26} {:<16} {:>12} {:<8} {:<12} path", "created", "database", "size", "format", "encrypted");
+                println!(
+                    "{:<26} {:<16} {:>12} {:<8} {:<12} path",
+                    "created", "database", "size", "format", "encrypted"
+                );
                 for b in &list {
                     let s = |k: &str| b.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
                     if let Some(err) = b.get("error") {
-                        println!("{:<26} {:<16} {:>12} {:<8} {:<12} {} ({})", "?", s("database"), "?", "?", "?", s("path"), err.as_str().unwrap_or(""));
+                        println!(
+                            "{:<26} {:<16} {:>12} {:<8} {:<12} {} ({})",
+                            "?",
+                            s("database"),
+                            "?",
+                            "?",
+                            "?",
+                            s("path"),
+                            err.as_str().unwrap_or("")
+                        );
                         continue;
                     }
                     let size = b.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
                     let enc = if b.get("encrypted").and_then(|v| v.as_bool()).unwrap_or(false) { "yes" } else { "no" };
-                    println!("{:<26} {:<16} {:>12} {:<8} {:<12} {}", s("created"), s("database"), size, s("format"), enc, s("path"));
+                    println!(
+                        "{:<26} {:<16} {:>12} {:<8} {:<12} {}",
+                        s("created"),
+                        s("database"),
+                        size,
+                        s("format"),
+                        enc,
+                        s("path")
+                    );
                 }
             }
             Ok(ExitCode::Passed)

@@ -277,11 +277,12 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         let status = child.wait();
         let errors = stderr_thread.join().unwrap_or_default();
         let status = status.map_err(|e| BackupError::Environment(format!("waiting for pg_dump: {e}")))?;
+        // A failed write (disk full) kills pg_dump with SIGPIPE: report the cause, not that.
+        let (hw, sizes) = written.map_err(|e| BackupError::Environment(format!("writing the backup: {e}")))?;
         if !status.success() || cancel_flag.load(Ordering::SeqCst) {
             let tail: Vec<&str> = errors.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
             return Err(BackupError::Failed(format!("pg_dump failed ({status}): {}", tail.join(" | "))));
         }
-        let (hw, sizes) = written.map_err(|e| BackupError::Environment(format!("writing the backup: {e}")))?;
         let (bw, sha, _) = hw.finish();
         let file =
             bw.into_inner().map_err(|e| BackupError::Environment(format!("writing the backup: {}", e.error())))?;
@@ -430,8 +431,8 @@ fn toc_tables(mut plain: Box<dyn Read + '_>, server_major: u32) -> Result<usize,
             return Err(io_message(e));
         }
     }
-    let mut rest = Vec::new();
-    let _ = plain.read_to_end(&mut rest).map_err(|e| io_message(&e))?;
+    // Whatever pg_restore did not read must still authenticate and decompress.
+    std::io::copy(&mut plain, &mut std::io::sink()).map_err(|e| io_message(&e))?;
     let status = child.wait().map_err(|e| e.to_string())?;
     let list = reader.join().unwrap_or_default();
     if !status.success() {
