@@ -18,6 +18,8 @@ use crate::pg::fingerprint::{self, Fingerprint, Mode};
 use crate::pg::native::parse_major;
 use crate::storage::{self, LocalStore};
 
+pub mod retention;
+
 pub const MANIFEST_SCHEMA: &str = "pgdrill.manifest/1";
 
 /// Why a backup operation failed, with the exit-code class.

@@ -107,7 +107,11 @@ impl Reporter for Terminal {
                     }
                 }
                 self.line(&text);
-                if matches!(rec.outcome, Outcome::Failed | Outcome::Errored | Outcome::TimedOut) {
+                if crate::steps::find(&rec.uses).is_some_and(|k| k.report_log) {
+                    for l in &rec.log {
+                        self.line(&format!("{}      {l}", self.indent(rec.suite)));
+                    }
+                } else if matches!(rec.outcome, Outcome::Failed | Outcome::Errored | Outcome::TimedOut) {
                     let tail: Vec<&String> = rec.log.iter().rev().take(10).collect();
                     for l in tail.into_iter().rev() {
                         self.line(&format!("{}      | {l}", self.indent(rec.suite)));

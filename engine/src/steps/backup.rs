@@ -133,6 +133,7 @@ pub const CREATE: StepKind = StepKind {
         Field { name: "fingerprint", ty: "map", required: false, doc: "source fingerprint" },
     ],
     check: check_with::<CreateWith>,
+    report_log: false,
     run: run_create,
 };
 
@@ -202,6 +203,7 @@ pub const CHECK: StepKind = StepKind {
         Field { name: "sha256", ty: "string", required: false, doc: "verified checksum" },
     ],
     check: check_with::<CheckWith>,
+    report_log: false,
     run: run_check,
 };
 
@@ -243,6 +245,7 @@ pub const LIST: StepKind = StepKind {
         Field { name: "count", ty: "integer", required: false, doc: "how many" },
     ],
     check: check_with::<ListWith>,
+    report_log: false,
     run: run_list,
 };
 
@@ -293,6 +296,7 @@ pub const LATEST: StepKind = StepKind {
         Field { name: "age_s", ty: "integer", required: false, doc: "seconds since the backup finished" },
     ],
     check: check_with::<ListWith>,
+    report_log: false,
     run: run_latest,
 };
 

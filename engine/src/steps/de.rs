@@ -64,3 +64,21 @@ pub fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Er
         NumOrText::Text(s) => s,
     }))
 }
+
+/// A boolean written natively or as text (`--var apply=true`).
+pub fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum BoolOrText {
+        Bool(bool),
+        Text(String),
+    }
+    match BoolOrText::deserialize(d)? {
+        BoolOrText::Bool(b) => Ok(b),
+        BoolOrText::Text(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" => Ok(true),
+            "false" | "no" | "0" | "" => Ok(false),
+            other => Err(serde::de::Error::custom(format!("expected true or false, found `{other}`"))),
+        },
+    }
+}

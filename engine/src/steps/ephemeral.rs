@@ -98,6 +98,7 @@ pub const EPHEMERAL: StepKind = StepKind {
         },
     ],
     check: check_with::<EphemeralWith>,
+    report_log: false,
     run,
 };
 

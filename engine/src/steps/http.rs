@@ -66,6 +66,7 @@ pub const CHECK: StepKind = StepKind {
         Field { name: "elapsed_ms", ty: "integer", required: false, doc: "time to the full response" },
     ],
     check: check_with::<CheckWith>,
+    report_log: false,
     run,
 };
 

@@ -10,6 +10,7 @@ pub mod de;
 mod ephemeral;
 mod http;
 mod nested;
+mod retention;
 mod shell;
 mod sleep;
 mod sql;
@@ -81,6 +82,9 @@ pub struct StepKind {
     pub outputs: &'static [Field],
     /// Check a `with:` block as written (templated values are checked when rendered).
     pub check: fn(&Yaml) -> Result<(), WithError>,
+    /// Whether the terminal shows this step's log (for steps whose log is the result, such
+    /// as retention's keep/delete list).
+    pub report_log: bool,
     /// Run with a rendered `with:` block.
     pub run: fn(StepCtx, Yaml) -> BoxFuture<'static, Result<Outputs, StepError>>,
 }
@@ -204,12 +208,13 @@ pub use backup::listing as backup_listing;
 
 /// Every step kind, in catalogue order.
 pub fn catalogue() -> &'static [StepKind] {
-    static KINDS: [StepKind; 11] = [
+    static KINDS: [StepKind; 12] = [
         ephemeral::EPHEMERAL,
         backup::CREATE,
         backup::CHECK,
         backup::LIST,
         backup::LATEST,
+        retention::PRUNE,
         sql::EXEC,
         sql::ASSERT,
         shell::RUN,

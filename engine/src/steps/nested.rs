@@ -34,6 +34,7 @@ pub const RUNBOOK: StepKind = StepKind {
         doc: "outputs of the nested runbook's steps, by id",
     }],
     check: check_with::<NestedWith>,
+    report_log: false,
     run,
 };
 

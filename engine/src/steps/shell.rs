@@ -78,6 +78,7 @@ pub const RUN: StepKind = StepKind {
         Field { name: "exit_code", ty: "integer", required: false, doc: "the exit code" },
     ],
     check: check_with::<RunWith>,
+    report_log: false,
     run,
 };
 

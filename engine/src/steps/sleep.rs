@@ -22,6 +22,7 @@ pub const SLEEP: StepKind = StepKind {
     fields: &[Field { name: "duration", ty: "duration", required: true, doc: "how long, e.g. `5s`" }],
     outputs: &[],
     check: check_with::<SleepWith>,
+    report_log: false,
     run,
 };
 

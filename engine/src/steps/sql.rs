@@ -65,6 +65,7 @@ pub const EXEC: StepKind = StepKind {
         Field { name: "value", ty: "string or null", required: false, doc: "first column of the first row returned" },
     ],
     check: check_with::<ExecWith>,
+    report_log: false,
     run: run_exec,
 };
 
@@ -88,6 +89,7 @@ pub const ASSERT: StepKind = StepKind {
     ],
     outputs: &[Field { name: "value", ty: "string or null", required: false, doc: "the value the query returned" }],
     check: check_with::<AssertWith>,
+    report_log: false,
     run: run_assert,
 };
 

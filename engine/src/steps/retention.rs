@@ -1,0 +1,125 @@
+//! `retention.prune`: grandfather-father-son retention over a storage directory. A dry run
+//! unless `apply: true`.
+
+use serde::Deserialize;
+use serde_yaml::Value as Yaml;
+
+use super::{check_with, typed, Field, Outputs, StepCtx, StepError, StepKind, With};
+use crate::backup::retention::{decide, Item, Policy};
+use crate::backup::Manifest;
+use crate::storage::{manifest_path, LocalStore};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PruneWith {
+    storage: String,
+    database: String,
+    #[serde(default, deserialize_with = "super::de::int")]
+    keep_daily: usize,
+    #[serde(default, deserialize_with = "super::de::int")]
+    keep_weekly: usize,
+    #[serde(default, deserialize_with = "super::de::int")]
+    keep_monthly: usize,
+    #[serde(default, deserialize_with = "super::de::int")]
+    keep_yearly: usize,
+    #[serde(default = "one", deserialize_with = "super::de::int")]
+    min_keep: usize,
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    apply: bool,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl With for PruneWith {}
+
+pub const PRUNE: StepKind = StepKind {
+    name: "retention.prune",
+    summary: "Grandfather-father-son retention; prints what it would delete and why; deletes only with apply: true.",
+    fields: &[
+        Field { name: "storage", ty: "path", required: true, doc: "backup directory" },
+        Field { name: "database", ty: "string", required: true, doc: "database whose backups are pruned" },
+        Field { name: "keep_daily", ty: "integer", required: false, doc: "newest backup of each of the last N days" },
+        Field { name: "keep_weekly", ty: "integer", required: false, doc: "... of the last N ISO weeks" },
+        Field { name: "keep_monthly", ty: "integer", required: false, doc: "... of the last N months" },
+        Field { name: "keep_yearly", ty: "integer", required: false, doc: "... of the last N years" },
+        Field { name: "min_keep", ty: "integer", required: false, doc: "always keep this many newest (default 1)" },
+        Field { name: "apply", ty: "boolean", required: false, doc: "really delete (default false: dry run)" },
+    ],
+    outputs: &[
+        Field { name: "kept", ty: "integer", required: false, doc: "backups kept" },
+        Field { name: "deleted", ty: "list", required: false, doc: "paths deleted (apply) or that would be" },
+        Field { name: "applied", ty: "boolean", required: false, doc: "whether anything was really deleted" },
+    ],
+    check: check_with::<PruneWith>,
+    report_log: true,
+    run,
+};
+
+/// Backup names that a verification ledger (`ledger.jsonl` beside the backups) records as passed.
+fn verified(dir: &std::path::Path) -> std::collections::HashSet<String> {
+    std::fs::read_to_string(dir.join("ledger.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["result"] == "passed")
+        .filter_map(|v| v["backup"].as_str().map(|s| s.rsplit('/').next().unwrap_or(s).to_string()))
+        .collect()
+}
+
+fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: PruneWith = typed(with)?;
+        let storage = ctx.resolve(&w.storage);
+        let entries = LocalStore::new(&storage)
+            .list(Some(&w.database))
+            .map_err(|e| StepError::Environment(format!("cannot list {}: {e}", storage.display())))?;
+        let ok_verified = entries.first().map(|e| verified(e.path.parent().unwrap_or(&storage))).unwrap_or_default();
+        let mut items = Vec::new();
+        for e in &entries {
+            // Without a readable manifest a file's age is unknown: keep it and say so.
+            match Manifest::read(&e.path) {
+                Ok(m) => {
+                    items.push(Item { name: e.name.clone(), at: m.started_at, verified: ok_verified.contains(&e.name) })
+                }
+                Err(err) => ctx.log(format!("keep {} (not judged: {err})", e.name)),
+            }
+        }
+        let policy = Policy {
+            daily: w.keep_daily,
+            weekly: w.keep_weekly,
+            monthly: w.keep_monthly,
+            yearly: w.keep_yearly,
+            min_keep: w.min_keep,
+        };
+        let decisions = decide(&items, policy);
+        let mut deleted = Vec::new();
+        let mut kept = 0usize;
+        for d in &decisions {
+            let Some(e) = entries.iter().find(|e| e.name == d.name) else { continue };
+            if d.keep {
+                kept += 1;
+                ctx.log(format!("keep   {} ({})", d.name, d.reason));
+                continue;
+            }
+            if w.apply {
+                std::fs::remove_file(&e.path)
+                    .map_err(|err| StepError::Environment(format!("deleting {}: {err}", e.path.display())))?;
+                let _ = std::fs::remove_file(manifest_path(&e.path));
+                ctx.log(format!("delete {} ({})", d.name, d.reason));
+            } else {
+                ctx.log(format!("would delete {} ({})", d.name, d.reason));
+            }
+            deleted.push(serde_json::Value::String(e.path.display().to_string()));
+        }
+        if !w.apply && !deleted.is_empty() {
+            ctx.log(format!("dry run: {} backup(s) would be deleted; set apply: true to delete", deleted.len()));
+        }
+        let mut o = Outputs::new();
+        o.insert("kept".into(), (kept + entries.len() - items.len()).into());
+        o.insert("deleted".into(), deleted.into());
+        o.insert("applied".into(), w.apply.into());
+        Ok(o)
+    })
+}
