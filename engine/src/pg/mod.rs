@@ -24,6 +24,8 @@ pub fn config(url: &str) -> Result<Config, ConnectError> {
     if cfg.get_password().is_none() {
         if let Ok(pw) = std::env::var("PGPASSWORD") {
             cfg.password(pw);
+        } else if let Some(pw) = pgpass_lookup(&cfg) {
+            cfg.password(pw);
         }
     }
     if cfg.get_connect_timeout().is_none() {
@@ -92,4 +94,82 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 pub fn server_url(user: &str, password: &str, host: &str, port: u16, database: &str) -> String {
     use crate::redact::percent_encode as enc;
     format!("postgres://{}:{}@{host}:{port}/{}", enc(user), enc(password), enc(database))
+}
+
+/// The password for `cfg` from the password file (PGPASSFILE or ~/.pgpass), as libpq finds
+/// it: first matching line wins, `*` matches anything, and a file readable by group or
+/// others is ignored.
+fn pgpass_lookup(cfg: &Config) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = match std::env::var_os("PGPASSFILE") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".pgpass"),
+    };
+    let meta = std::fs::metadata(&path).ok()?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
+    let host = match cfg.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        _ => "localhost".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432).to_string();
+    let user = cfg.get_user().unwrap_or_default().to_string();
+    let db = cfg.get_dbname().map(str::to_string).unwrap_or_else(|| user.clone());
+    pgpass_match(&text, &host, &port, &db, &user)
+}
+
+/// Match one `host:port:database:user:password` line set.
+pub fn pgpass_match(text: &str, host: &str, port: &str, db: &str, user: &str) -> Option<String> {
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let fields = split_pgpass(line);
+        if fields.len() < 5 {
+            continue;
+        }
+        let ok = |f: &str, v: &str| f == "*" || f == v;
+        if ok(&fields[0], host) && ok(&fields[1], port) && ok(&fields[2], db) && ok(&fields[3], user) {
+            return Some(fields[4..].join(":"));
+        }
+    }
+    None
+}
+
+fn split_pgpass(line: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    if let Some(last) = out.last_mut() {
+                        last.push(n);
+                    }
+                }
+            }
+            ':' => out.push(String::new()),
+            c => {
+                if let Some(last) = out.last_mut() {
+                    last.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pgpass_match;
+
+    #[test]
+    fn pgpass_lines_match_like_libpq() {
+        let text = "# comment\ndb.internal:5432:erp:app:s3cr\\:et\n*:*:*:app:fallback\n";
+        assert_eq!(pgpass_match(text, "db.internal", "5432", "erp", "app").as_deref(), Some("s3cr:et"));
+        assert_eq!(pgpass_match(text, "other", "5433", "crm", "app").as_deref(), Some("fallback"));
+        assert_eq!(pgpass_match(text, "other", "5433", "crm", "root"), None);
+    }
 }
