@@ -4,6 +4,10 @@
 #
 #   startup   postgres.ephemeral (step start -> first successful query) vs
 #             initdb + pg_ctl start -w + psql (native) and docker run + psql loop (docker)
+#   backup    backup.create (zstd, AES-256-GCM, fingerprint counts / full) vs pg_dump -Fc -Z0,
+#             pg_dump -Fc and pg_dump -Fp | gzip -6 | openssl enc, on a generated database of
+#             at least 500 MB (pgbench scale 30 plus a table of text, jsonb and bytea).
+#             BENCH=startup or BENCH=backup runs one of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-5}"
@@ -49,8 +53,9 @@ shell_docker() {  # docker run + poll until the first query succeeds
   echo $((t1 - t0))
 }
 
+BENCH="${BENCH:-all}"
 declare -A results
-for kind in pgdrill_native shell_native pgdrill_docker shell_docker; do
+[ "$BENCH" = backup ] || for kind in pgdrill_native shell_native pgdrill_docker shell_docker; do
   samples=()
   for _ in $(seq 1 "$RUNS"); do
     case $kind in
@@ -64,6 +69,7 @@ for kind in pgdrill_native shell_native pgdrill_docker shell_docker; do
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+if [ "$BENCH" != backup ]; then
 echo
 echo "## Ephemeral server start-up (median of $RUNS, ms, step start -> first successful query)"
 echo
@@ -71,3 +77,65 @@ echo "| provider | pgdrill | shell equivalent | pgdrill / shell | goal |"
 echo "|---|---|---|---|---|"
 echo "| native | ${results[pgdrill_native]} | ${results[shell_native]} (initdb + pg_ctl -w + psql) | $(ratio "${results[pgdrill_native]}" "${results[shell_native]}") | <= 2000 |"
 echo "| docker | ${results[pgdrill_docker]} | ${results[shell_docker]} (docker run + psql poll) | $(ratio "${results[pgdrill_docker]}" "${results[shell_docker]}") | <= 3000 |"
+fi
+
+[ "$BENCH" = startup ] && exit 0
+
+# ---- backup -------------------------------------------------------------------------------
+SCALE="${SCALE:-30}"
+PGD="$WORK/bench-pg"; mkdir -p "$PGD"; chmod 755 "$WORK" "$PGD"; [ "$(id -u)" = 0 ] && chown nobody "$PGD"
+PORT=$((40000 + RANDOM % 10000))
+as_user "$PGBIN/initdb" -D "$PGD/data" -U postgres -A trust --no-sync --no-instructions >/dev/null
+as_user "$PGBIN/pg_ctl" -D "$PGD/data" -o "-p $PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$PGD -c shared_buffers=256MB -c max_wal_size=4GB" -w -l "$PGD/log" start >/dev/null
+trap 'as_user "$PGBIN/pg_ctl" -D "$PGD/data" -m immediate stop >/dev/null 2>&1; rm -rf "$WORK"' EXIT
+URL="postgres://postgres@127.0.0.1:$PORT/bench"
+psql -h 127.0.0.1 -p "$PORT" -U postgres -qc 'create database bench'
+echo "[bench] generating: pgbench scale $SCALE plus a text/jsonb/bytea table" >&2
+"$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -i -q -s "$SCALE" bench >/dev/null 2>&1
+psql -h 127.0.0.1 -p "$PORT" -U postgres -d bench -qc "create table documents as select g as id,
+  repeat('lorem ipsum dolor sit amet ' || g, 8) as body,
+  jsonb_build_object('id', g, 'tags', jsonb_build_array('a', 'b', g % 17), 'price', g * 0.01) as meta,
+  decode(md5(g::text) || md5((g * 7)::text), 'hex') as blob
+  from generate_series(1, 400000) g"
+DBSIZE=$(psql -h 127.0.0.1 -p "$PORT" -U postgres -d bench -Atc "select pg_database_size('bench')")
+echo "[bench] database size: $((DBSIZE / 1024 / 1024)) MiB" >&2
+export PGDRILL_BACKUP_KEY="bench passphrase, not a secret"
+export OPENSSL_PASS="$PGDRILL_BACKUP_KEY"
+
+timed() {  # label cmd... -> "ms"
+  local t0 t1; t0=$(now_ms); "$@"; t1=$(now_ms); echo $((t1 - t0))
+}
+size_of() { stat -c %s "$1"; }
+psql -h 127.0.0.1 -p "$PORT" -U postgres -d bench -qc 'checkpoint'
+
+ms_z0=$(timed sh -c "pg_dump -h 127.0.0.1 -p $PORT -U postgres -Fc -Z0 bench > $WORK/z0.dump")
+ms_fc=$(timed sh -c "pg_dump -h 127.0.0.1 -p $PORT -U postgres -Fc bench > $WORK/fc.dump")
+ms_gz=$(timed sh -c "pg_dump -h 127.0.0.1 -p $PORT -U postgres -Fp bench | gzip -6 | openssl enc -aes-256-cbc -pbkdf2 -pass env:OPENSSL_PASS > $WORK/plain.sql.gz.enc")
+run_pgdrill() {  # fingerprint -> "ms size rss"
+  local dir="$WORK/st-$1" rep="$WORK/rep-$1" t0 t1
+  t0=$(now_ms)
+  "$BIN" run ci/bench/backup.yaml --quiet --var database_url="$URL" --var storage="$dir" --var fingerprint="$1" --report "$rep" >/dev/null
+  t1=$(now_ms)
+  python3 - "$rep/run.json" $((t1 - t0)) <<'PY'
+import json, sys
+o = json.load(open(sys.argv[1]))["suites"][0]["steps"][0]["outputs"]
+print(sys.argv[2], o["size"], o["peak_rss_kib"])
+PY
+}
+read -r ms_counts size_counts rss_counts < <(run_pgdrill counts)
+read -r ms_full size_full rss_full < <(run_pgdrill full)
+
+echo
+echo "## Backup of a $((DBSIZE / 1024 / 1024)) MiB database (pgbench scale $SCALE + documents), one run each"
+echo
+echo "| command | time (s) | output (MiB) | pgdrill counts / this |"
+echo "|---|---|---|---|"
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+sec() { awk -v m="$1" 'BEGIN { printf "%.1f", m / 1000 }'; }
+echo "| pgdrill backup.create, zstd + AES-256-GCM, fingerprint=counts | $(sec "$ms_counts") | $(mib "$size_counts") | 1.00 |"
+echo "| pgdrill backup.create, zstd + AES-256-GCM, fingerprint=full | $(sec "$ms_full") | $(mib "$size_full") | $(ratio "$ms_counts" "$ms_full") |"
+echo "| pg_dump -Fc -Z0 > file | $(sec "$ms_z0") | $(mib "$(size_of "$WORK/z0.dump")") | $(ratio "$ms_counts" "$ms_z0") (goal <= 1.5) |"
+echo "| pg_dump -Fc > file | $(sec "$ms_fc") | $(mib "$(size_of "$WORK/fc.dump")") | $(ratio "$ms_counts" "$ms_fc") |"
+echo "| pg_dump -Fp \| gzip -6 \| openssl enc -aes-256-cbc -pbkdf2 | $(sec "$ms_gz") | $(mib "$(size_of "$WORK/plain.sql.gz.enc")") | $(ratio "$ms_counts" "$ms_gz") (goal <= 0.5) |"
+echo
+echo "pgdrill peak RSS: $((rss_counts / 1024)) MiB (counts), $((rss_full / 1024)) MiB (full); goal < 64 MiB."

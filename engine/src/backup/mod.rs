@@ -330,11 +330,12 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         return Err(BackupError::Environment(format!("writing the manifest: {e}")));
     }
     log(format!(
-        "{} in {:.1}s: {} raw -> {} stored",
+        "{} in {:.1}s: {} raw -> {} stored; peak RSS {} KiB",
         path.display(),
         started.elapsed().as_secs_f64(),
         manifest.sizes.raw,
-        manifest.sizes.stored
+        manifest.sizes.stored,
+        peak_rss_kib().unwrap_or(0)
     ));
     Ok(Created { path, manifest })
 }
@@ -457,4 +458,11 @@ pub fn decrypt_to(path: &Path, key: Option<&KeySource>, out: &mut dyn Write) -> 
     let (_, mut plain) =
         archive::open(BufReader::with_capacity(1 << 20, f), key).map_err(|e| BackupError::Failed(e.to_string()))?;
     std::io::copy(&mut plain, out).map_err(|e| BackupError::Failed(io_message(&e)))
+}
+
+/// This process's peak resident set size (VmHWM), for the log and benchmarks.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -131,6 +131,7 @@ pub const CREATE: StepKind = StepKind {
         Field { name: "database", ty: "string", required: false, doc: "source database" },
         Field { name: "server_major", ty: "integer", required: false, doc: "source major version" },
         Field { name: "fingerprint", ty: "map", required: false, doc: "source fingerprint" },
+        Field { name: "peak_rss_kib", ty: "integer", required: false, doc: "pgdrill's peak memory so far" },
     ],
     check: check_with::<CreateWith>,
     report_log: false,
@@ -158,7 +159,9 @@ fn run_create(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outp
         let log_ctx = ctx.clone();
         let log = move |l: String| log_ctx.log(l);
         let created = backup::create(opts, &log).await.map_err(step_error)?;
-        Ok(manifest_outputs(&created.path, &created.manifest))
+        let mut o = manifest_outputs(&created.path, &created.manifest);
+        o.insert("peak_rss_kib".into(), backup::peak_rss_kib().unwrap_or(0).into());
+        Ok(o)
     })
 }
 
