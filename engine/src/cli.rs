@@ -127,6 +127,8 @@ pub fn main() -> i32 {
     };
     // Spawned helpers (log pumps, connections) must not keep the process alive.
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    // A cancelled backup's writer may not have finished: no partial file survives us.
+    crate::storage::remove_partials();
     code.code()
 }
 

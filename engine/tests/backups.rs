@@ -342,3 +342,52 @@ fn decrypt_refuses_a_terminal() {
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(all.contains("refusing to write a database dump to a terminal"), "{all}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_during_a_backup_leaves_no_file_and_no_pg_dump() {
+    let Some(src) = source(1).await else { return };
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("storage");
+    let marker = t.path().join("started");
+    let real = "/usr/lib/postgresql/15/bin/pg_dump";
+    // A pg_dump that streams part of the dump, then stalls like a slow network.
+    let fake = fake_pg_dump(
+        t.path(),
+        &format!(
+            "if [ \"$1\" = --version ]; then exec {real} --version; fi\n{real} \"$@\" | (head -c 50000; touch {}; sleep 28.25; cat)",
+            marker.display()
+        ),
+    );
+    let rb = t.path().join("b.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: b\nvars: {{ url: ~, storage: ~ }}\nsteps:\n  - id: dump\n    uses: backup.create\n    with: {{ database_url: \"{{{{ vars.url }}}}\", storage: \"{{{{ vars.storage }}}}\", pg_dump: {} }}\n",
+            fake.display()
+        ),
+    )
+    .expect("rb");
+    let mut child = pgdrill(&[
+        "run",
+        rb.to_str().unwrap_or_default(),
+        "--var",
+        &format!("url={}", src.url()),
+        "--var",
+        &format!("storage={}", storage.display()),
+    ])
+    .stdout(Stdio::null())
+    .spawn()
+    .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(std::time::Instant::now() < deadline, "the dump never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .expect("kill");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(files_in(&storage), Vec::<String>::new(), "no partial file left");
+    src.stop().await;
+}

@@ -171,8 +171,12 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         if !self.done.load(Ordering::SeqCst) {
             self.cancelled.store(true, Ordering::SeqCst);
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), nix::sys::signal::Signal::SIGKILL);
+            // pg_dump runs in its own process group: kill the group, so a wrapper script's
+            // children (or pg_dump's) do not keep the pipe open.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(self.pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }

@@ -14,6 +14,32 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
 
+/// Temp files being written right now. A cancelled backup's writer thread may still be
+/// running when the process exits; `remove_partials` (called by the CLI before exit)
+/// guarantees no partial file outlives the process.
+static PARTIALS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn track(p: &Path) {
+    if let Ok(mut l) = PARTIALS.lock() {
+        l.push(p.to_path_buf());
+    }
+}
+
+fn untrack(p: &Path) {
+    if let Ok(mut l) = PARTIALS.lock() {
+        l.retain(|x| x != p);
+    }
+}
+
+/// Remove every partial file still being written (process exit).
+pub fn remove_partials() {
+    if let Ok(mut l) = PARTIALS.lock() {
+        for p in l.drain(..) {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
 /// One stored backup, found by listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -60,6 +86,7 @@ impl LocalStore {
             .tempfile_in(&dir)?
             .into_parts();
         let tmp = tmp.keep().map_err(|e| e.error)?;
+        track(&tmp);
         Ok(Pending { file: Some(file), tmp, dir, stem: stamp.to_string(), ext: ext.to_string() })
     }
 
@@ -132,8 +159,9 @@ impl Pending {
             let target = self.dir.join(&name);
             match renameat2(AT_FDCWD, &self.tmp, AT_FDCWD, &target, RenameFlags::RENAME_NOREPLACE) {
                 Ok(()) => {
-                    File::open(&self.dir)?.sync_all()?;
+                    untrack(&self.tmp);
                     self.tmp = PathBuf::new();
+                    File::open(&self.dir)?.sync_all()?;
                     return Ok(target);
                 }
                 Err(nix::errno::Errno::EEXIST) if n < 1000 => n += 1,
@@ -151,6 +179,7 @@ impl Drop for Pending {
     fn drop(&mut self) {
         if !self.tmp.as_os_str().is_empty() {
             let _ = fs::remove_file(&self.tmp);
+            untrack(&self.tmp);
         }
     }
 }
