@@ -7,7 +7,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use super::{hex, ArchiveError, Header, Kdf, CHUNK_SIZE};
+use super::{hex, unhex, ArchiveError, Header, Kdf, CHUNK_SIZE};
 
 const TAG: usize = 16;
 const LAST: u32 = 0x8000_0000;
@@ -44,11 +44,7 @@ impl KeySource {
     /// 64 hex digits or base64 of 32 bytes is a raw key; anything else is a passphrase.
     pub fn from_secret(s: &str) -> KeySource {
         let t = s.trim();
-        if t.len() == 64 && t.chars().all(|c| c.is_ascii_hexdigit()) {
-            let mut k = [0u8; 32];
-            for (i, b) in k.iter_mut().enumerate() {
-                *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).unwrap_or(0);
-            }
+        if let Some(k) = unhex::<32>(t) {
             return KeySource::Raw(k);
         }
         if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(t) {
@@ -122,15 +118,7 @@ impl Key {
 
 fn prefix_of(header: &Header) -> Result<[u8; 7], ArchiveError> {
     let p = header.nonce_prefix.as_deref().ok_or_else(|| ArchiveError::BadHeader("no nonce prefix".into()))?;
-    if p.len() != 14 {
-        return Err(ArchiveError::BadHeader("bad nonce prefix".into()));
-    }
-    let mut out = [0u8; 7];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&p[2 * i..2 * i + 2], 16)
-            .map_err(|_| ArchiveError::BadHeader("bad nonce prefix".into()))?;
-    }
-    Ok(out)
+    unhex::<7>(p).ok_or_else(|| ArchiveError::BadHeader("bad nonce prefix".into()))
 }
 
 fn nonce(prefix: &[u8; 7], counter: u32, last: bool) -> [u8; 12] {

@@ -193,6 +193,19 @@ pub fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// Exactly `2 * N` hex digits -> `N` bytes.
+pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    // from_str_radix would accept a `+` sign: only hex digits count.
+    if s.len() != 2 * N || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
 /// Options for writing.
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
