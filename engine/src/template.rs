@@ -12,7 +12,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde_yaml::Value as Yaml;
 
 /// The names a template may start from.
-pub const ROOTS: [&str; 4] = ["vars", "env", "secrets", "steps"];
+pub const ROOTS: [&str; 5] = ["vars", "env", "secrets", "steps", "run"];
 
 /// A fresh environment with pgdrill's settings.
 pub fn environment() -> Environment<'static> {

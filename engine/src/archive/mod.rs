@@ -323,12 +323,12 @@ pub fn read_header<R: Read>(input: &mut R) -> Result<(Header, Vec<u8>), ArchiveE
 /// Open an archive for reading: the returned reader yields pg_dump's original bytes. Errors
 /// (authentication, truncation, decompression) surface as `io::Error`s wrapping
 /// `ArchiveError`, before any unauthenticated byte is returned.
-pub fn open<'a, R: Read + 'a>(
+pub fn open<'a, R: Read + Send + 'a>(
     mut input: R,
     key: Option<&KeySource>,
-) -> Result<(Header, Box<dyn Read + 'a>), ArchiveError> {
+) -> Result<(Header, Box<dyn Read + Send + 'a>), ArchiveError> {
     let (header, aad) = read_header(&mut input)?;
-    let plain: Box<dyn Read + 'a> = match header.cipher.as_str() {
+    let plain: Box<dyn Read + Send + 'a> = match header.cipher.as_str() {
         "none" => Box::new(input),
         "aes-256-gcm" => {
             let src = key.ok_or(ArchiveError::KeyNeeded)?;
@@ -341,7 +341,7 @@ pub fn open<'a, R: Read + 'a>(
         }
         other => return Err(ArchiveError::BadHeader(format!("unknown cipher `{other}`"))),
     };
-    let out: Box<dyn Read + 'a> = match header.codec {
+    let out: Box<dyn Read + Send + 'a> = match header.codec {
         Codec::Zstd => Box::new(DecompressErrors(
             zstd::stream::read::Decoder::new(plain).map_err(|e| ArchiveError::Decompress(e.to_string()))?,
         )),

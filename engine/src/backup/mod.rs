@@ -18,7 +18,10 @@ use crate::pg::fingerprint::{self, Fingerprint, Mode};
 use crate::pg::native::parse_major;
 use crate::storage::{self, LocalStore};
 
+pub mod ledger;
+pub mod restore;
 pub mod retention;
+pub mod source;
 
 pub const MANIFEST_SCHEMA: &str = "pgdrill.manifest/1";
 
@@ -232,25 +235,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         Format::Plain => cmd.args(["-Fp"]),
     };
     // Connection through the environment, never argv (visible in ps).
-    for k in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE"] {
-        cmd.env_remove(k);
-    }
-    if let Some(h) = cfg.get_hosts().first() {
-        match h {
-            tokio_postgres::config::Host::Tcp(h) => cmd.env("PGHOST", h),
-            tokio_postgres::config::Host::Unix(p) => cmd.env("PGHOST", p),
-        };
-    }
-    if let Some(p) = cfg.get_ports().first() {
-        cmd.env("PGPORT", p.to_string());
-    }
-    if let Some(u) = cfg.get_user() {
-        cmd.env("PGUSER", u);
-    }
-    cmd.env("PGDATABASE", &database);
-    if let Some(pw) = cfg.get_password() {
-        cmd.env("PGPASSWORD", String::from_utf8_lossy(pw).into_owned());
-    }
+    crate::pg::libpq_env(&mut cmd, &cfg, &database);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     let mut child =
         cmd.spawn().map_err(|e| BackupError::Environment(format!("cannot run {}: {e}", pg_dump.display())))?;
@@ -352,8 +337,68 @@ fn header_kdf(path: &Path) -> Option<Kdf> {
 /// What `check` found.
 #[derive(Debug, Clone)]
 pub struct Checked {
-    pub manifest: Manifest,
+    /// None for a backup made by another tool.
+    pub manifest: Option<Manifest>,
     pub tables: usize,
+    /// Layers read through (`openssl`, `gzip` ...), for foreign backups.
+    pub layers: Vec<&'static str>,
+}
+
+/// Check any backup: a pgdrill archive fully (`check`), another tool's dump as far as it
+/// can be without a manifest: every byte read through its compression and encryption, and
+/// its table of contents readable. `secret` is the pgdrill key or the openssl passphrase.
+pub fn check_any(path: &Path, secret: Option<&str>) -> Result<Checked, BackupError> {
+    let secret = secret.filter(|s| !s.is_empty());
+    let key = secret.map(KeySource::from_secret);
+    if source::origin(path) == source::Origin::Pgdrill {
+        return check(path, key.as_ref());
+    }
+    let failed = |m: String| BackupError::Failed(format!("{}: {m}", path.display()));
+    if let source::Located::Directory(dir) = source::locate(path)? {
+        let (pg_restore, _, _) = find_tool("pg_restore", None, 0)?;
+        let out = Command::new(&pg_restore)
+            .arg("--list")
+            .arg(&dir)
+            .output()
+            .map_err(|e| BackupError::Environment(format!("cannot run pg_restore: {e}")))?;
+        if !out.status.success() {
+            return Err(failed(format!(
+                "pg_restore --list cannot read the directory dump: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let tables = count_toc_tables(&String::from_utf8_lossy(&out.stdout));
+        return Ok(Checked { manifest: None, tables, layers: vec!["directory"] });
+    }
+    let opened = source::open(path, key.as_ref(), secret)?;
+    let layers = opened.layers.clone();
+    let tables = match opened.content {
+        source::Content::Custom => toc_tables(opened.reader, 0).map_err(failed)?,
+        source::Content::Plain => count_create_table(opened.reader).map_err(failed)?,
+        source::Content::Tar => return Err(failed("a tar stream without a pgdrill manifest is not a backup pgdrill can check".into())),
+    };
+    Ok(Checked { manifest: None, tables, layers })
+}
+
+fn count_create_table(plain: Box<dyn Read + Send + '_>) -> Result<usize, String> {
+    let mut n = 0;
+    for line in BufReader::with_capacity(1 << 20, plain).lines() {
+        let line = line.map_err(|e| io_message(&e))?;
+        if line.starts_with("CREATE TABLE ") {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+fn count_toc_tables(list: &str) -> usize {
+    list.lines()
+        .filter(|l| !l.starts_with(';'))
+        .filter(|l| {
+            let mut t = l.split_whitespace().skip(3);
+            t.next() == Some("TABLE") && t.next() != Some("DATA")
+        })
+        .count()
 }
 
 /// Verify a stored backup without restoring it: manifest, sha256, every chunk, the
@@ -377,23 +422,14 @@ pub fn check(path: &Path, key: Option<&KeySource>) -> Result<Checked, BackupErro
     let (_, plain) = archive::open(BufReader::with_capacity(1 << 20, f), key).map_err(|e| failed(e.to_string()))?;
     let tables = match manifest.format {
         Format::Custom => toc_tables(plain, manifest.server_major).map_err(failed)?,
-        Format::Plain => {
-            let mut n = 0;
-            for line in BufReader::new(plain).lines() {
-                let line = line.map_err(|e| failed(io_message(&e)))?;
-                if line.starts_with("CREATE TABLE ") {
-                    n += 1;
-                }
-            }
-            n
-        }
+        Format::Plain => count_create_table(plain).map_err(failed)?,
     };
     if let Some(expected) = manifest.table_count() {
         if expected != tables {
             return Err(failed(format!("the dump lists {tables} tables, the manifest {expected}")));
         }
     }
-    Ok(Checked { manifest, tables })
+    Ok(Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"] })
 }
 
 fn io_message(e: &std::io::Error) -> String {
@@ -445,14 +481,7 @@ fn toc_tables(mut plain: Box<dyn Read + '_>, server_major: u32) -> Result<usize,
     if !status.success() {
         return Err(format!("pg_restore --list cannot read the dump ({status})"));
     }
-    Ok(list
-        .lines()
-        .filter(|l| !l.starts_with(';'))
-        .filter(|l| {
-            let mut t = l.split_whitespace().skip(3);
-            t.next() == Some("TABLE") && t.next() != Some("DATA")
-        })
-        .count())
+    Ok(count_toc_tables(&list))
 }
 
 /// Decrypt and decompress an archive to `out` (for `pgdrill decrypt`).

@@ -119,14 +119,24 @@ struct Scope {
     env: Map<String, Json>,
     secrets: Map<String, Json>,
     steps: Map<String, Json>,
+    /// `run.status` (`running`, then `passed`, `failed` or `interrupted` for `finally`),
+    /// `run.message` and `run.elapsed_s`: what a `finally` step needs to record a result.
+    run: Map<String, Json>,
 }
 
 impl Scope {
     fn context(&self) -> minijinja::Value {
         minijinja::Value::from_serialize(json!({
-            "vars": self.vars, "env": self.env, "secrets": self.secrets, "steps": self.steps,
+            "vars": self.vars, "env": self.env, "secrets": self.secrets, "steps": self.steps, "run": self.run,
         }))
     }
+}
+
+/// What running a step's attempts came to, when it did not fail.
+enum Attempted {
+    Ran(Outputs),
+    /// `when` was false, or the step found it does not apply (reported as skipped, never passed).
+    Skipped(String),
 }
 
 enum Ended {
@@ -167,7 +177,9 @@ impl Executor {
         let env: Map<String, Json> = std::env::vars().map(|(k, v)| (k, Json::String(v))).collect();
         let secrets = self.load_secrets(rb)?;
         let vars = resolve_vars(rb, overrides, &env)?;
-        let mut scope = Scope { resources: Resources::default(), vars, env, secrets, steps: Map::new() };
+        let run = json!({ "status": "running", "message": null, "elapsed_s": 0 });
+        let run = run.as_object().cloned().unwrap_or_default();
+        let mut scope = Scope { resources: Resources::default(), vars, env, secrets, steps: Map::new(), run };
 
         let suite = self.next_suite.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
@@ -248,6 +260,14 @@ impl Executor {
             }
         }
 
+        let status = match &stop {
+            None => "passed",
+            Some((ExitCode::Interrupted, _)) => "interrupted",
+            Some(_) => "failed",
+        };
+        scope.run.insert("status".into(), json!(status));
+        scope.run.insert("message".into(), json!(stop.as_ref().map(|(_, m)| m.clone())));
+        scope.run.insert("elapsed_s".into(), json!((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0));
         let mut finally_failed: Option<ExitCode> = None;
         for step in &rb.finally {
             let rec = self.run_step(suite, rb, &mut scope, step, Phase::Finally, false).await;
@@ -296,6 +316,10 @@ impl Executor {
         let mut out = Map::new();
         for (name, src) in &rb.secrets {
             let value = match (&src.env, &src.file) {
+                (Some(var), _) if src.optional && std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) => {
+                    out.insert(name.clone(), Json::String(String::new()));
+                    continue;
+                }
                 (Some(var), _) => std::env::var(var).map_err(|_| {
                     Error::Invalid(format!(
                         "secret `{name}` of runbook `{}`: environment variable {var} is not set",
@@ -398,11 +422,11 @@ impl Executor {
         };
         let result = self.attempts(suite, rb, scope, step, &label, &log, cancellable, &mut rec).await;
         match result {
-            Ok(None) => {
+            Ok(Attempted::Skipped(why)) => {
                 rec.outcome = Outcome::Skipped;
-                rec.message = Some("skipped: `when` is false".into());
+                rec.message = Some(format!("skipped: {why}"));
             }
-            Ok(Some(outputs)) => rec.outputs = Json::Object(outputs),
+            Ok(Attempted::Ran(outputs)) => rec.outputs = Json::Object(outputs),
             Err((outcome, kind, msg)) => {
                 rec.outcome = outcome;
                 rec.error_kind = Some(kind);
@@ -425,6 +449,7 @@ impl Executor {
                         .unwrap_or_default(),
                 ),
             );
+            o.insert("duration_s".into(), json!((rec.duration.as_secs_f64() * 1000.0).round() / 1000.0));
             scope.steps.insert(id.clone(), Json::Object(o));
         }
         self.sink.emit(Event::StepFinished(rec.clone()));
@@ -442,7 +467,7 @@ impl Executor {
         log: &Arc<Mutex<Vec<String>>>,
         cancellable: bool,
         rec: &mut StepRecord,
-    ) -> Result<Option<Outputs>, (Outcome, ErrorKind, String)> {
+    ) -> Result<Attempted, (Outcome, ErrorKind, String)> {
         let env = template::environment();
         let ctx = scope.context();
         let where_ = |field: &str| format!("runbook `{}`, step `{label}`, field `{field}`", rb.name);
@@ -455,7 +480,7 @@ impl Executor {
                 )
             })?;
             if !go {
-                return Ok(None);
+                return Ok(Attempted::Skipped("`when` is false".into()));
             }
         }
         let kind = steps::find(&step.uses)
@@ -514,7 +539,8 @@ impl Executor {
                 timed.await
             };
             let (outcome, kind, msg, retryable) = match ended {
-                Ended::Done(Ok(o)) => return Ok(Some(o)),
+                Ended::Done(Ok(o)) => return Ok(Attempted::Ran(o)),
+                Ended::Done(Err(StepError::Skipped(m))) => return Ok(Attempted::Skipped(m)),
                 Ended::Done(Err(StepError::Failed(m))) => (Outcome::Failed, ErrorKind::Failed, m, true),
                 Ended::Done(Err(StepError::Environment(m))) => (Outcome::Errored, ErrorKind::Environment, m, true),
                 Ended::Done(Err(StepError::Invalid(m))) => {

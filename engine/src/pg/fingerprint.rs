@@ -80,6 +80,15 @@ pub async fn compute(client: &Client, mode: Mode) -> Result<Option<Fingerprint>,
     if mode == Mode::Off {
         return Ok(None);
     }
+    let (schema_hash, schema) = compute_schema(client).await?;
+    let tables = compute_tables(client, mode).await?;
+    Ok(Some(Fingerprint { mode, schema_hash, schema, tables }))
+}
+
+/// The schema part: lines by kind and their hash.
+pub async fn compute_schema(
+    client: &Client,
+) -> Result<(String, BTreeMap<String, Vec<String>>), tokio_postgres::Error> {
     client.batch_execute(SESSION_SETTINGS).await?;
     let mut schema = BTreeMap::new();
     let mut hasher = Sha256::new();
@@ -95,6 +104,12 @@ pub async fn compute(client: &Client, mode: Mode) -> Result<Option<Fingerprint>,
         }
         schema.insert(kind.to_string(), lines);
     }
+    Ok((crate::archive::hex(&hasher.finalize()), schema))
+}
+
+/// The per-table part: row counts, and content hashes in `Full` mode.
+pub async fn compute_tables(client: &Client, mode: Mode) -> Result<BTreeMap<String, TablePrint>, tokio_postgres::Error> {
+    client.batch_execute(SESSION_SETTINGS).await?;
     let tables: Vec<String> = client
         .query(
             format!("select format('%I.%I', n.nspname, c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind = 'r' and {USER_NS} order by 1").as_str(),
@@ -121,5 +136,53 @@ pub async fn compute(client: &Client, mode: Mode) -> Result<Option<Fingerprint>,
         };
         prints.insert(t, p);
     }
-    Ok(Some(Fingerprint { mode, schema_hash: crate::archive::hex(&hasher.finalize()), schema, tables: prints }))
+    Ok(prints)
+}
+
+/// Schema differences, as readable lines ("missing: ...", "unexpected: ..."), by kind.
+pub fn schema_differences(
+    expected: &BTreeMap<String, Vec<String>>,
+    actual: &BTreeMap<String, Vec<String>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let kinds: std::collections::BTreeSet<&String> = expected.keys().chain(actual.keys()).collect();
+    let empty = Vec::new();
+    for kind in kinds {
+        let e: std::collections::BTreeSet<&String> = expected.get(kind).unwrap_or(&empty).iter().collect();
+        let a: std::collections::BTreeSet<&String> = actual.get(kind).unwrap_or(&empty).iter().collect();
+        for l in e.difference(&a) {
+            out.push(format!("{kind}: missing {l}"));
+        }
+        for l in a.difference(&e) {
+            out.push(format!("{kind}: unexpected {l}"));
+        }
+    }
+    out
+}
+
+/// Per-table differences by table name. Hashes are compared only when both sides have one.
+pub fn table_differences(
+    expected: &BTreeMap<String, TablePrint>,
+    actual: &BTreeMap<String, TablePrint>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (t, e) in expected {
+        match actual.get(t) {
+            None => out.push(format!("{t}: missing from the restore ({} rows expected)", e.rows)),
+            Some(a) if a.rows != e.rows => out.push(format!("{t}: {} rows, expected {}", a.rows, e.rows)),
+            Some(a) => {
+                if let (Some(eh), Some(ah)) = (&e.hash, &a.hash) {
+                    if eh != ah {
+                        out.push(format!("{t}: content differs ({} rows, hash {ah}, expected {eh})", a.rows));
+                    }
+                }
+            }
+        }
+    }
+    for (t, a) in actual {
+        if !expected.contains_key(t) {
+            out.push(format!("{t}: not in the source ({} rows)", a.rows));
+        }
+    }
+    out
 }

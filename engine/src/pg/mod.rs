@@ -47,6 +47,19 @@ pub async fn connect(url: &str) -> Result<Client, ConnectError> {
     Ok(client)
 }
 
+/// Connect to another database of the server a URL names (for CREATE/DROP DATABASE).
+pub async fn connect_to(url: &str, database: &str) -> Result<Client, ConnectError> {
+    let mut cfg = config(url)?;
+    cfg.dbname(database);
+    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| {
+        ConnectError(format!("cannot connect to database `{database}` of {}: {}", display_url(url), describe(&e)))
+    })?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
 /// The URL without its password, for messages.
 pub fn display_url(url: &str) -> String {
     match Config::from_str(url) {
@@ -171,5 +184,29 @@ mod tests {
         assert_eq!(pgpass_match(text, "db.internal", "5432", "erp", "app").as_deref(), Some("s3cr:et"));
         assert_eq!(pgpass_match(text, "other", "5433", "crm", "app").as_deref(), Some("fallback"));
         assert_eq!(pgpass_match(text, "other", "5433", "crm", "root"), None);
+    }
+}
+
+/// Point a libpq client tool (pg_dump, pg_restore, psql) at a server through its
+/// environment, never its argv, where the password would be visible in `ps`.
+pub fn libpq_env(cmd: &mut std::process::Command, cfg: &Config, database: &str) {
+    for k in ["PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE", "PGOPTIONS"] {
+        cmd.env_remove(k);
+    }
+    if let Some(h) = cfg.get_hosts().first() {
+        match h {
+            tokio_postgres::config::Host::Tcp(h) => cmd.env("PGHOST", h),
+            tokio_postgres::config::Host::Unix(p) => cmd.env("PGHOST", p),
+        };
+    }
+    if let Some(p) = cfg.get_ports().first() {
+        cmd.env("PGPORT", p.to_string());
+    }
+    if let Some(u) = cfg.get_user() {
+        cmd.env("PGUSER", u);
+    }
+    cmd.env("PGDATABASE", database);
+    if let Some(pw) = cfg.get_password() {
+        cmd.env("PGPASSWORD", String::from_utf8_lossy(pw).into_owned());
     }
 }

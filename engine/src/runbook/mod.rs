@@ -48,6 +48,10 @@ pub struct SecretSource {
     pub env: Option<String>,
     /// A file holding the value (trailing newline trimmed).
     pub file: Option<String>,
+    /// An optional secret that is not set renders as an empty string (for example the key of
+    /// a verify run, which unencrypted backups do not need).
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// Budgets the whole run is held to.
@@ -459,7 +463,7 @@ impl Checker<'_> {
                 let name = parts.next();
                 let pos = self.ref_pos(&path, &r);
                 match (root, name) {
-                    ("env", _) => {}
+                    ("env" | "run", _) => {}
                     ("vars", Some(v)) if !rb.vars.contains_key(v) => {
                         let d = self.diag(pos, format!("`vars.{v}` is not declared"));
                         let help = suggest::help(v, rb.vars.keys().map(String::as_str))
@@ -491,7 +495,7 @@ impl Checker<'_> {
                     (other, _) => {
                         let d = self.diag(pos, format!("unknown name `{other}` in template"));
                         let help = suggest::help(other, template::ROOTS)
-                            .or_else(|| Some("templates can read `vars`, `env`, `secrets` and `steps`".into()));
+                            .or_else(|| Some("templates can read `vars`, `env`, `secrets`, `steps` and `run`".into()));
                         self.diags.push(d.with_help(help));
                     }
                 }

@@ -214,15 +214,27 @@ fn run_check(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outpu
     Box::pin(async move {
         let w: CheckWith = typed(with)?;
         let path = ctx.resolve(&w.path);
-        let key = key_of(&w.key);
-        let checked = tokio::task::spawn_blocking(move || backup::check(&path, key.as_ref()))
+        let secret = w.key.clone();
+        let checked = tokio::task::spawn_blocking(move || backup::check_any(&path, secret.as_deref()))
             .await
             .map_err(|e| StepError::Environment(e.to_string()))?
             .map_err(step_error)?;
-        ctx.log(format!("{} tables, sha256 {}", checked.tables, checked.manifest.sha256));
         let mut o = Outputs::new();
         o.insert("tables".into(), checked.tables.into());
-        o.insert("sha256".into(), checked.manifest.sha256.into());
+        match &checked.manifest {
+            Some(m) => {
+                ctx.log(format!("{} tables, sha256 {}", checked.tables, m.sha256));
+                o.insert("sha256".into(), m.sha256.clone().into());
+            }
+            None => {
+                ctx.log(format!(
+                    "not a pgdrill backup: read through {} and listed {} tables; without a manifest there is no checksum to compare",
+                    if checked.layers.is_empty() { "the file".to_string() } else { checked.layers.join(", ") },
+                    checked.tables
+                ));
+                o.insert("sha256".into(), serde_json::Value::Null);
+            }
+        }
         Ok(o)
     })
 }

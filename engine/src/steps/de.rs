@@ -61,6 +61,8 @@ pub fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Er
     Ok(Some(match NumOrText::deserialize(d)? {
         NumOrText::Int(i) => i.to_string(),
         NumOrText::Float(f) => f.to_string(),
+        // An empty rendering (`{{ x or '' }}`) means "not given".
+        NumOrText::Text(s) if s.trim().is_empty() => return Ok(None),
         NumOrText::Text(s) => s,
     }))
 }

@@ -14,6 +14,7 @@ mod retention;
 mod shell;
 mod sleep;
 mod sql;
+mod verify;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -41,12 +42,15 @@ pub enum StepError {
     Environment(String),
     /// The rendered `with:` block is invalid (JUnit `<error>`, exit 2).
     Invalid(String),
+    /// The step does not apply here (for example a comparison without a source fingerprint):
+    /// reported as skipped with this reason, never as passed, and the run goes on.
+    Skipped(String),
 }
 
 impl StepError {
     pub fn message(&self) -> &str {
         match self {
-            StepError::Failed(m) | StepError::Environment(m) | StepError::Invalid(m) => m,
+            StepError::Failed(m) | StepError::Environment(m) | StepError::Invalid(m) | StepError::Skipped(m) => m,
         }
     }
 }
@@ -208,12 +212,18 @@ pub use backup::listing as backup_listing;
 
 /// Every step kind, in catalogue order.
 pub fn catalogue() -> &'static [StepKind] {
-    static KINDS: [StepKind; 12] = [
+    static KINDS: [StepKind; 18] = [
         ephemeral::EPHEMERAL,
         backup::CREATE,
         backup::CHECK,
         backup::LIST,
         backup::LATEST,
+        verify::PICK,
+        verify::RESTORE,
+        verify::FRESHNESS,
+        verify::FINGERPRINT,
+        verify::AMCHECK,
+        verify::RECORD,
         retention::PRUNE,
         sql::EXEC,
         sql::ASSERT,

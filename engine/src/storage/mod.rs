@@ -19,13 +19,14 @@ use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
 /// guarantees no partial file outlives the process.
 static PARTIALS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
-fn track(p: &Path) {
+/// Remember a temp file (or staging directory) to remove if the process exits first.
+pub(crate) fn track(p: &Path) {
     if let Ok(mut l) = PARTIALS.lock() {
         l.push(p.to_path_buf());
     }
 }
 
-fn untrack(p: &Path) {
+pub(crate) fn untrack(p: &Path) {
     if let Ok(mut l) = PARTIALS.lock() {
         l.retain(|x| x != p);
     }
@@ -35,7 +36,11 @@ fn untrack(p: &Path) {
 pub fn remove_partials() {
     if let Ok(mut l) = PARTIALS.lock() {
         for p in l.drain(..) {
-            let _ = fs::remove_file(p);
+            if p.is_dir() {
+                let _ = fs::remove_dir_all(p);
+            } else {
+                let _ = fs::remove_file(p);
+            }
         }
     }
 }

@@ -1,0 +1,510 @@
+//! Restoring a backup into a database: archive -> decrypt -> decompress -> pg_restore (or
+//! psql for SQL scripts).
+//!
+//! Parallel restore (`jobs` > 1) needs a seekable file, so the plaintext dump is staged in a
+//! hidden temp file on the backup's own disk (or `staging`), removed afterwards whatever
+//! happens. Every error from pg_restore or psql fails the restore with its stderr: pg_restore
+//! runs with --exit-on-error and psql with ON_ERROR_STOP, so nothing is silently ignored.
+//! Role mapping rewrites ownership and grants in the SQL stream (outside COPY data).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::source::{self, Content, Located};
+use super::{find_tool, BackupError};
+use crate::archive::KeySource;
+use crate::pg::native::quote_ident;
+
+/// What to restore where.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub backup: PathBuf,
+    /// Target database URL.
+    pub into: String,
+    /// The declared secret: a pgdrill key or passphrase, or an openssl passphrase.
+    pub key: Option<String>,
+    pub jobs: u32,
+    /// CREATE DATABASE the URL's database first.
+    pub create: bool,
+    /// Drop objects before recreating them (pg_restore --clean --if-exists).
+    pub clean: bool,
+    /// Skip ownership and grants (--no-owner --no-privileges).
+    pub no_owner: bool,
+    /// Dump role -> target role, for ownership and grants.
+    pub role_map: BTreeMap<String, String>,
+    /// Directory for the staged file (default: beside the backup).
+    pub staging: Option<PathBuf>,
+    /// Directory of pg_restore and psql (default: found and version-checked).
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub content: Content,
+    pub layers: Vec<&'static str>,
+    pub tool: String,
+    /// Bytes staged for a parallel restore (0 when streamed).
+    pub staged_bytes: u64,
+    pub tables: i64,
+    pub seconds: f64,
+}
+
+/// Kills a tool's process group if the restore is abandoned (error, Ctrl-C).
+struct Abandon {
+    pids: Vec<u32>,
+    cancelled: Arc<AtomicBool>,
+    done: bool,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if !self.done {
+            self.cancelled.store(true, Ordering::SeqCst);
+            for pid in &self.pids {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(*pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// A staged file or directory, removed on drop and at process exit.
+struct Staged(PathBuf);
+
+impl Staged {
+    fn new(dir: &Path, suffix: &str) -> Result<Staged, BackupError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| BackupError::Environment(format!("cannot stage in {}: {e}", dir.display())))?;
+        let name = format!(".pgdrill-stage-{}-{}{suffix}", std::process::id(), crate::pg::native::generate_password());
+        let p = dir.join(name);
+        crate::storage::track(&p);
+        Ok(Staged(p))
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.0.is_dir() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            let _ = std::fs::remove_file(&self.0);
+        }
+        crate::storage::untrack(&self.0);
+    }
+}
+
+fn tail(stderr: &str, n: usize) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(n);
+    lines[start..].join(" | ")
+}
+
+/// Copy, checking for cancellation between chunks.
+fn copy_cancellable(r: &mut dyn Read, w: &mut dyn Write, cancelled: &AtomicBool) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        if cancelled.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("cancelled"));
+        }
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+/// Rewrites role names in ownership, grants and session authorization lines of a SQL
+/// script; COPY data passes through untouched.
+struct RoleRewriter {
+    map: Vec<(String, String)>,
+    in_copy: bool,
+}
+
+impl RoleRewriter {
+    fn new(map: &BTreeMap<String, String>) -> Self {
+        RoleRewriter { map: map.iter().map(|(a, b)| (quote_ident(a), quote_ident(b))).collect(), in_copy: false }
+    }
+
+    fn line(&mut self, line: &[u8]) -> Option<Vec<u8>> {
+        if self.in_copy {
+            if line == b"\\.\n" || line == b"\\." {
+                self.in_copy = false;
+            }
+            return None;
+        }
+        if line.starts_with(b"COPY ") && line.ends_with(b"FROM stdin;\n") {
+            self.in_copy = true;
+            return None;
+        }
+        let text = std::str::from_utf8(line).ok()?;
+        let relevant = ["OWNER TO ", "GRANT ", "REVOKE ", "SESSION AUTHORIZATION ", "FOR ROLE "];
+        if !relevant.iter().any(|k| text.contains(k)) {
+            return None;
+        }
+        let mut out = text.to_string();
+        for (from, to) in &self.map {
+            for (before, after) in [(" ", ";"), (" ", ","), (" ", " "), (" '", "';")] {
+                let pat = format!("{before}{from}{after}");
+                let pat_unq = format!("{before}{}{after}", from.trim_matches('"'));
+                let rep = format!("{before}{to}{after}");
+                if before == " '" {
+                    out = out.replace(&pat_unq, &format!("{before}{}{after}", to.trim_matches('"')));
+                } else {
+                    out = out.replace(&pat, &rep);
+                }
+            }
+        }
+        (out != text).then(|| out.into_bytes())
+    }
+}
+
+fn rewrite_roles(input: &mut dyn Read, out: &mut dyn Write, map: &BTreeMap<String, String>, cancelled: &AtomicBool) -> std::io::Result<()> {
+    let mut rw = RoleRewriter::new(map);
+    let mut r = BufReader::with_capacity(1 << 20, input);
+    let mut w = BufWriter::with_capacity(1 << 20, out);
+    let mut line = Vec::with_capacity(4096);
+    let mut n = 0u32;
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        match rw.line(&line) {
+            Some(new) => w.write_all(&new)?,
+            None => w.write_all(&line)?,
+        }
+        n = n.wrapping_add(1);
+        if n % 4096 == 0 && cancelled.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("cancelled"));
+        }
+    }
+    w.flush()
+}
+
+fn spawn(mut cmd: Command, what: &str) -> Result<Child, BackupError> {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
+    cmd.spawn().map_err(|e| BackupError::Environment(format!("cannot run {what}: {e}")))
+}
+
+fn stderr_of(child: &mut Child) -> std::thread::JoinHandle<String> {
+    let err = child.stderr.take();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = err {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    })
+}
+
+fn tool_failed(tool: &str, status: std::process::ExitStatus, stderr: &str) -> BackupError {
+    let mut msg = format!("{tool} failed ({status}): {}", tail(stderr, 8));
+    if stderr.contains("role \"") && stderr.contains("does not exist") {
+        msg.push_str("; the dump's roles are missing in the target: create them, set `no_owner: true`, or map them with `role_map`");
+    }
+    BackupError::Failed(msg)
+}
+
+/// Restore a backup into the database `opts.into` names.
+pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync)) -> Result<Restored, BackupError> {
+    let started = Instant::now();
+    let cfg = crate::pg::config(&opts.into).map_err(|e| BackupError::Invalid(e.0))?;
+    let database = cfg.get_dbname().unwrap_or("postgres").to_string();
+    let env_err = |e: tokio_postgres::Error| BackupError::Environment(crate::pg::describe(&e));
+
+    if opts.create {
+        let admin = crate::pg::connect_to(&opts.into, "postgres").await.map_err(|e| BackupError::Environment(e.0))?;
+        admin
+            .batch_execute(&format!("create database {}", quote_ident(&database)))
+            .await
+            .map_err(|e| BackupError::Failed(format!("creating database `{database}`: {}", crate::pg::describe(&e))))?;
+        log(format!("created database {database}"));
+    }
+    let client = crate::pg::connect(&opts.into).await.map_err(|e| BackupError::Environment(e.0))?;
+    let major = (client
+        .query_one("select current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(env_err)?
+        .get::<_, i32>(0)
+        / 10000) as u32;
+    let pg_restore_explicit = opts.bin_dir.as_ref().map(|d| d.join("pg_restore"));
+    let psql_explicit = opts.bin_dir.as_ref().map(|d| d.join("psql"));
+
+    let located = source::locate(&opts.backup)?;
+    let key = opts.key.as_deref().filter(|k| !k.is_empty());
+    let key_source = key.map(KeySource::from_secret);
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let staging_dir = opts
+        .staging
+        .clone()
+        .unwrap_or_else(|| opts.backup.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")));
+
+    // What the tools will read, and how.
+    let (content, layers, opened) = match &located {
+        Located::Directory(_) => (Content::Custom, vec!["directory"], None),
+        Located::File(p) => {
+            let p = p.clone();
+            let ks = key_source.clone();
+            let pass = key.map(str::to_string);
+            let o = tokio::task::spawn_blocking(move || source::open(&p, ks.as_ref(), pass.as_deref()))
+                .await
+                .map_err(|e| BackupError::Environment(e.to_string()))??;
+            (o.content, o.layers.clone(), Some(o))
+        }
+    };
+    let is_dir = matches!(located, Located::Directory(_));
+    log(format!(
+        "{} ({}) -> database {database}",
+        opts.backup.display(),
+        if layers.is_empty() { format!("{content:?}").to_lowercase() } else { format!("{} > {content:?}", layers.join(" > ")).to_lowercase() }
+    ));
+
+    let use_psql = content == Content::Plain || !opts.role_map.is_empty();
+    let parallel = opts.jobs > 1 && !use_psql;
+    if opts.jobs > 1 && use_psql {
+        log(if content == Content::Plain {
+            "a SQL script restores through psql, one connection: `jobs` does not apply".into()
+        } else {
+            "role mapping rewrites the SQL stream: restoring through psql with one connection".into()
+        });
+    }
+    let (pg_restore, _, _) = find_tool("pg_restore", pg_restore_explicit.as_deref(), major)?;
+
+    let mut abandon = Abandon { pids: Vec::new(), cancelled: cancelled.clone(), done: false };
+    let mut staged: Option<Staged> = None;
+    let mut staged_bytes = 0;
+    let mut restore_args: Vec<String> = vec!["--no-password".into(), "--exit-on-error".into()];
+    if opts.clean {
+        restore_args.extend(["--clean".into(), "--if-exists".into()]);
+    }
+    if opts.no_owner {
+        restore_args.extend(["--no-owner".into(), "--no-privileges".into()]);
+    }
+
+    // Tar streams (pgdrill directory format) and parallel custom restores are staged.
+    let mut reader = opened.map(|o| o.reader);
+    let mut input_path: Option<PathBuf> = match &located {
+        Located::Directory(d) => Some(d.clone()),
+        Located::File(_) => None,
+    };
+    if !is_dir && (content == Content::Tar || parallel) {
+        let st = Staged::new(&staging_dir, if content == Content::Tar { ".d" } else { ".dump" })?;
+        let path = st.0.clone();
+        let mut r = reader.take().ok_or_else(|| BackupError::Environment("nothing to stage".into()))?;
+        let c = cancelled.clone();
+        let tar = content == Content::Tar;
+        let bytes = tokio::task::spawn_blocking(move || -> Result<u64, BackupError> {
+            let fail = |e: std::io::Error| BackupError::Failed(format!("staging the dump: {}", super::io_message(&e)));
+            if tar {
+                std::fs::create_dir(&path).map_err(fail)?;
+                let mut counted = CountingReader { inner: &mut *r, n: 0, cancelled: &c };
+                tar::Archive::new(&mut counted).unpack(&path).map_err(fail)?;
+                Ok(counted.n)
+            } else {
+                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(fail)?;
+                let n = copy_cancellable(&mut *r, &mut f, &c).map_err(fail)?;
+                f.flush().map_err(fail)?;
+                Ok(n)
+            }
+        })
+        .await
+        .map_err(|e| BackupError::Environment(e.to_string()))??;
+        staged_bytes = bytes;
+        log(format!("staged {bytes} bytes in {} for a parallel restore", st.0.display()));
+        input_path = Some(st.0.clone());
+        staged = Some(st);
+    }
+
+    let tool;
+    if use_psql {
+        let (psql, _, _) = find_tool("psql", psql_explicit.as_deref(), major)?;
+        tool = "psql".to_string();
+        // Custom or directory dumps with a role map: pg_restore writes SQL, we rewrite it.
+        let mut producer: Option<(Child, std::thread::JoinHandle<String>)> = None;
+        let sql: Box<dyn Read + Send> = if content == Content::Plain {
+            reader.take().ok_or_else(|| BackupError::Environment("no input".into()))?
+        } else {
+            let mut cmd = Command::new(&pg_restore);
+            cmd.args(&restore_args).args(["-f", "-"]);
+            let feed = input_path.is_none();
+            if let Some(p) = &input_path {
+                cmd.arg(p);
+            }
+            cmd.stdin(if feed { Stdio::piped() } else { Stdio::null() });
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+            let mut child = cmd.spawn().map_err(|e| BackupError::Environment(format!("cannot run pg_restore: {e}")))?;
+            abandon.pids.push(child.id());
+            if feed {
+                let mut stdin = child.stdin.take().ok_or_else(|| BackupError::Environment("no stdin".into()))?;
+                let mut r = reader.take().ok_or_else(|| BackupError::Environment("no input".into()))?;
+                let c = cancelled.clone();
+                std::thread::spawn(move || {
+                    let _ = copy_cancellable(&mut *r, &mut stdin, &c);
+                });
+            }
+            let out = child.stdout.take().ok_or_else(|| BackupError::Environment("no stdout".into()))?;
+            let err = stderr_of(&mut child);
+            producer = Some((child, err));
+            Box::new(out)
+        };
+        let mut cmd = Command::new(&psql);
+        cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
+        crate::pg::libpq_env(&mut cmd, &cfg, &database);
+        cmd.stdin(Stdio::piped());
+        let mut child = spawn(cmd, "psql")?;
+        abandon.pids.push(child.id());
+        let mut stdin = child.stdin.take().ok_or_else(|| BackupError::Environment("psql has no stdin".into()))?;
+        let err = stderr_of(&mut child);
+        let map = opts.role_map.clone();
+        let c = cancelled.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut sql = sql;
+            let copied = if map.is_empty() {
+                copy_cancellable(&mut *sql, &mut stdin, &c).map(|_| ())
+            } else {
+                rewrite_roles(&mut *sql, &mut stdin, &map, &c)
+            };
+            drop(stdin);
+            let status = child.wait();
+            let errors = err.join().unwrap_or_default();
+            let produced = producer.map(|(mut ch, e)| (ch.wait(), e.join().unwrap_or_default()));
+            (copied, status, errors, produced)
+        })
+        .await
+        .map_err(|e| BackupError::Environment(e.to_string()))?;
+        let (copied, status, errors, produced) = result;
+        let status = status.map_err(|e| BackupError::Environment(e.to_string()))?;
+        if let Some((pstatus, perr)) = produced {
+            let pstatus = pstatus.map_err(|e| BackupError::Environment(e.to_string()))?;
+            if !pstatus.success() && status.success() {
+                return Err(tool_failed("pg_restore", pstatus, &perr));
+            }
+        }
+        if !status.success() {
+            return Err(tool_failed("psql", status, &errors));
+        }
+        // psql succeeded but the stream broke (authentication, decompression): not restored.
+        copied.map_err(|e| BackupError::Failed(format!("reading the backup: {}", super::io_message(&e))))?;
+    } else {
+        tool = "pg_restore".to_string();
+        let mut cmd = Command::new(&pg_restore);
+        cmd.args(&restore_args).args(["-d", &database]);
+        if opts.jobs > 1 {
+            cmd.args(["-j", &opts.jobs.to_string()]);
+        }
+        crate::pg::libpq_env(&mut cmd, &cfg, &database);
+        if let Some(p) = &input_path {
+            cmd.arg(p).stdin(Stdio::null());
+        } else {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = spawn(cmd, "pg_restore")?;
+        abandon.pids.push(child.id());
+        let stdin = child.stdin.take();
+        let err = stderr_of(&mut child);
+        let c = cancelled.clone();
+        let mut reader = reader.take();
+        let (copied, status, errors) = tokio::task::spawn_blocking(move || {
+            let copied = match (stdin, reader.as_mut()) {
+                (Some(mut stdin), Some(r)) => {
+                    let c = copy_cancellable(&mut **r, &mut stdin, &c).map(|_| ());
+                    drop(stdin);
+                    c
+                }
+                _ => Ok(()),
+            };
+            let status = child.wait();
+            (copied, status, err.join().unwrap_or_default())
+        })
+        .await
+        .map_err(|e| BackupError::Environment(e.to_string()))?;
+        let status = status.map_err(|e| BackupError::Environment(e.to_string()))?;
+        if let Err(e) = &copied {
+            if crate::archive::archive_error(e).is_some() || !status.success() && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                return Err(BackupError::Failed(format!("reading the backup: {}", super::io_message(e))));
+            }
+        }
+        if !status.success() {
+            return Err(tool_failed("pg_restore", status, &errors));
+        }
+        copied.map_err(|e| BackupError::Failed(format!("reading the backup: {}", super::io_message(&e))))?;
+    }
+    abandon.done = true;
+    drop(staged);
+
+    let tables: i64 = client
+        .query_one(
+            "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where c.relkind in ('r','p') and n.nspname not in ('pg_catalog','information_schema') \
+             and n.nspname not like 'pg_toast%'",
+            &[],
+        )
+        .await
+        .map_err(env_err)?
+        .get(0);
+    Ok(Restored { content, layers, tool, staged_bytes, tables, seconds: started.elapsed().as_secs_f64() })
+}
+
+struct CountingReader<'a> {
+    inner: &'a mut (dyn Read + Send),
+    n: u64,
+    cancelled: &'a AtomicBool,
+}
+
+impl Read for CountingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancelled.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("cancelled"));
+        }
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(text: &str, map: &[(&str, &str)]) -> String {
+        let map: BTreeMap<String, String> = map.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let mut out = Vec::new();
+        rewrite_roles(&mut text.as_bytes(), &mut out, &map, &AtomicBool::new(false)).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn ownership_and_grants_are_mapped_but_copy_data_is_not() {
+        let sql = "ALTER TABLE public.t OWNER TO alice;\nGRANT SELECT ON TABLE public.t TO alice;\n\
+                   COPY public.t (a) FROM stdin;\nOWNER TO alice;\n\\.\nREVOKE ALL ON SCHEMA public FROM alice;\n\
+                   ALTER TABLE public.u OWNER TO alicex;\n";
+        let out = rewrite(sql, &[("alice", "app")]);
+        assert_eq!(
+            out,
+            "ALTER TABLE public.t OWNER TO app;\nGRANT SELECT ON TABLE public.t TO app;\n\
+             COPY public.t (a) FROM stdin;\nOWNER TO alice;\n\\.\nREVOKE ALL ON SCHEMA public FROM app;\n\
+             ALTER TABLE public.u OWNER TO alicex;\n"
+        );
+    }
+
+    #[test]
+    fn quoted_role_names_are_mapped() {
+        let out = rewrite("ALTER TABLE public.t OWNER TO \"Sales Team\";\n", &[("Sales Team", "app")]);
+        assert_eq!(out, "ALTER TABLE public.t OWNER TO app;\n");
+    }
+}
