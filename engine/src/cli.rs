@@ -173,16 +173,17 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
             } else {
                 println!(
-                    "{:<26} {:<16} {:>12} {:<8} {:<12} path",
-                    "created", "database", "size", "format", "encrypted"
+                    "{:<26} {:<16} {:>12} {:<8} {:<9} {:<30} path",
+                    "created", "database", "size", "format", "encrypted", "last verified"
                 );
                 for b in &list {
                     let s = |k: &str| b.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
                     if let Some(err) = b.get("error") {
                         println!(
-                            "{:<26} {:<16} {:>12} {:<8} {:<12} {} ({})",
+                            "{:<26} {:<16} {:>12} {:<8} {:<9} {:<30} {} ({})",
                             "?",
                             s("database"),
+                            "?",
                             "?",
                             "?",
                             "?",
@@ -193,13 +194,22 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                     }
                     let size = b.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
                     let enc = if b.get("encrypted").and_then(|v| v.as_bool()).unwrap_or(false) { "yes" } else { "no" };
+                    let verified = match b.get("last_verification") {
+                        Some(v) if !v.is_null() => format!(
+                            "{} {}",
+                            v["result"].as_str().unwrap_or("?"),
+                            v["verified_at"].as_str().unwrap_or("?").get(..19).unwrap_or("?")
+                        ),
+                        _ => "never".into(),
+                    };
                     println!(
-                        "{:<26} {:<16} {:>12} {:<8} {:<12} {}",
+                        "{:<26} {:<16} {:>12} {:<8} {:<9} {:<30} {}",
                         s("created"),
                         s("database"),
                         size,
                         s("format"),
                         enc,
+                        verified,
                         s("path")
                     );
                 }

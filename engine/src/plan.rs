@@ -13,7 +13,9 @@ use crate::template;
 pub fn render(rb: &Runbook, vars: &Map<String, Json>) -> String {
     let env: Map<String, Json> = std::env::vars().map(|(k, v)| (k, Json::String(v))).collect();
     let secrets: Map<String, Json> = rb.secrets.keys().map(|k| (k.clone(), Json::String(MASK.into()))).collect();
-    let ctx = minijinja::Value::from_serialize(json!({ "vars": vars, "env": env, "secrets": secrets, "steps": {}, "run": { "status": "running" } }));
+    let ctx = minijinja::Value::from_serialize(
+        json!({ "vars": vars, "env": env, "secrets": secrets, "steps": {}, "run": { "status": "running" } }),
+    );
     let tenv = template::environment();
 
     let mut out = format!("plan for runbook {} ({})\n", rb.name, rb.file);

@@ -97,12 +97,12 @@ mod tests {
 
     #[test]
     fn appends_and_finds_the_last_passed_verification_with_a_matching_hash() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test");
         let l = dir.path().join(FILE);
-        append(&l, &entry("a", "passed", "h1")).unwrap();
-        append(&l, &entry("a", "failed", "h1")).unwrap();
-        append(&l, &entry("b", "failed", "h2")).unwrap();
-        std::fs::OpenOptions::new().append(true).open(&l).unwrap().write_all(b"not json\n").unwrap();
+        append(&l, &entry("a", "passed", "h1")).expect("test");
+        append(&l, &entry("a", "failed", "h1")).expect("test");
+        append(&l, &entry("b", "failed", "h2")).expect("test");
+        std::fs::OpenOptions::new().append(true).open(&l).expect("test").write_all(b"not json\n").expect("test");
         assert_eq!(read(&l).len(), 3);
         assert!(passed(&l, "a", Some("h1")).is_some());
         // A file replaced under the same name is not "already verified".

@@ -375,20 +375,27 @@ pub fn check_any(path: &Path, secret: Option<&str>) -> Result<Checked, BackupErr
     let tables = match opened.content {
         source::Content::Custom => toc_tables(opened.reader, 0).map_err(failed)?,
         source::Content::Plain => count_create_table(opened.reader).map_err(failed)?,
-        source::Content::Tar => return Err(failed("a tar stream without a pgdrill manifest is not a backup pgdrill can check".into())),
+        source::Content::Tar => {
+            return Err(failed("a tar stream without a pgdrill manifest is not a backup pgdrill can check".into()))
+        }
     };
     Ok(Checked { manifest: None, tables, layers })
 }
 
 fn count_create_table(plain: Box<dyn Read + Send + '_>) -> Result<usize, String> {
+    // Bytes, not text: a dump of a LATIN1 database is not UTF-8.
+    let mut r = BufReader::with_capacity(1 << 20, plain);
+    let mut line = Vec::with_capacity(4096);
     let mut n = 0;
-    for line in BufReader::with_capacity(1 << 20, plain).lines() {
-        let line = line.map_err(|e| io_message(&e))?;
-        if line.starts_with("CREATE TABLE ") {
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line).map_err(|e| io_message(&e))? == 0 {
+            return Ok(n);
+        }
+        if line.starts_with(b"CREATE TABLE ") {
             n += 1;
         }
     }
-    Ok(n)
 }
 
 fn count_toc_tables(list: &str) -> usize {

@@ -127,16 +127,34 @@ fn copy_cancellable(r: &mut dyn Read, w: &mut dyn Write, cancelled: &AtomicBool)
     }
 }
 
+/// A name as pg_dump writes it: bare when it is a plain lower-case identifier, else quoted.
+fn as_dumped(name: &str) -> String {
+    let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    if plain {
+        name.to_string()
+    } else {
+        quote_ident(name)
+    }
+}
+
 /// Rewrites role names in ownership, grants and session authorization lines of a SQL
 /// script; COPY data passes through untouched.
 struct RoleRewriter {
     map: Vec<(String, String)>,
+    /// `no_owner` for SQL scripts: ownership and grant statements are left out, as
+    /// pg_restore --no-owner --no-privileges does for archives.
+    drop_owner: bool,
     in_copy: bool,
 }
 
 impl RoleRewriter {
-    fn new(map: &BTreeMap<String, String>) -> Self {
-        RoleRewriter { map: map.iter().map(|(a, b)| (quote_ident(a), quote_ident(b))).collect(), in_copy: false }
+    fn new(map: &BTreeMap<String, String>, drop_owner: bool) -> Self {
+        RoleRewriter {
+            map: map.iter().map(|(a, b)| (as_dumped(a), as_dumped(b))).collect(),
+            drop_owner,
+            in_copy: false,
+        }
     }
 
     fn line(&mut self, line: &[u8]) -> Option<Vec<u8>> {
@@ -151,6 +169,14 @@ impl RoleRewriter {
             return None;
         }
         let text = std::str::from_utf8(line).ok()?;
+        if self.drop_owner
+            && ((text.starts_with("ALTER ") && text.contains(" OWNER TO "))
+                || text.starts_with("GRANT ")
+                || text.starts_with("REVOKE ")
+                || text.starts_with("SET SESSION AUTHORIZATION "))
+        {
+            return Some(Vec::new());
+        }
         let relevant = ["OWNER TO ", "GRANT ", "REVOKE ", "SESSION AUTHORIZATION ", "FOR ROLE "];
         if !relevant.iter().any(|k| text.contains(k)) {
             return None;
@@ -172,8 +198,14 @@ impl RoleRewriter {
     }
 }
 
-fn rewrite_roles(input: &mut dyn Read, out: &mut dyn Write, map: &BTreeMap<String, String>, cancelled: &AtomicBool) -> std::io::Result<()> {
-    let mut rw = RoleRewriter::new(map);
+fn rewrite_roles(
+    input: &mut dyn Read,
+    out: &mut dyn Write,
+    map: &BTreeMap<String, String>,
+    drop_owner: bool,
+    cancelled: &AtomicBool,
+) -> std::io::Result<()> {
+    let mut rw = RoleRewriter::new(map, drop_owner);
     let mut r = BufReader::with_capacity(1 << 20, input);
     let mut w = BufWriter::with_capacity(1 << 20, out);
     let mut line = Vec::with_capacity(4096);
@@ -270,7 +302,11 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
     log(format!(
         "{} ({}) -> database {database}",
         opts.backup.display(),
-        if layers.is_empty() { format!("{content:?}").to_lowercase() } else { format!("{} > {content:?}", layers.join(" > ")).to_lowercase() }
+        if layers.is_empty() {
+            format!("{content:?}").to_lowercase()
+        } else {
+            format!("{} > {content:?}", layers.join(" > ")).to_lowercase()
+        }
     ));
 
     let use_psql = content == Content::Plain || !opts.role_map.is_empty();
@@ -370,13 +406,15 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
         let mut stdin = child.stdin.take().ok_or_else(|| BackupError::Environment("psql has no stdin".into()))?;
         let err = stderr_of(&mut child);
         let map = opts.role_map.clone();
+        // pg_restore already left ownership out of its SQL when asked to.
+        let drop_owner = opts.no_owner && content == Content::Plain;
         let c = cancelled.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut sql = sql;
-            let copied = if map.is_empty() {
+            let copied = if map.is_empty() && !drop_owner {
                 copy_cancellable(&mut *sql, &mut stdin, &c).map(|_| ())
             } else {
-                rewrite_roles(&mut *sql, &mut stdin, &map, &c)
+                rewrite_roles(&mut *sql, &mut stdin, &map, drop_owner, &c)
             };
             drop(stdin);
             let status = child.wait();
@@ -434,7 +472,8 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
         .map_err(|e| BackupError::Environment(e.to_string()))?;
         let status = status.map_err(|e| BackupError::Environment(e.to_string()))?;
         if let Err(e) = &copied {
-            if crate::archive::archive_error(e).is_some() || !status.success() && e.kind() != std::io::ErrorKind::BrokenPipe
+            if crate::archive::archive_error(e).is_some()
+                || !status.success() && e.kind() != std::io::ErrorKind::BrokenPipe
             {
                 return Err(BackupError::Failed(format!("reading the backup: {}", super::io_message(e))));
             }
@@ -484,8 +523,8 @@ mod tests {
     fn rewrite(text: &str, map: &[(&str, &str)]) -> String {
         let map: BTreeMap<String, String> = map.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         let mut out = Vec::new();
-        rewrite_roles(&mut text.as_bytes(), &mut out, &map, &AtomicBool::new(false)).unwrap();
-        String::from_utf8(out).unwrap()
+        rewrite_roles(&mut text.as_bytes(), &mut out, &map, false, &AtomicBool::new(false)).expect("test");
+        String::from_utf8(out).expect("test")
     }
 
     #[test]
@@ -499,6 +538,18 @@ mod tests {
             "ALTER TABLE public.t OWNER TO app;\nGRANT SELECT ON TABLE public.t TO app;\n\
              COPY public.t (a) FROM stdin;\nOWNER TO alice;\n\\.\nREVOKE ALL ON SCHEMA public FROM app;\n\
              ALTER TABLE public.u OWNER TO alicex;\n"
+        );
+    }
+
+    #[test]
+    fn no_owner_leaves_ownership_and_grants_out_of_scripts() {
+        let sql = "CREATE TABLE t (a int);\nALTER TABLE public.t OWNER TO alice;\nGRANT SELECT ON t TO bob;\n\
+                   COPY public.t (a) FROM stdin;\nGRANT x\n\\.\n";
+        let mut out = Vec::new();
+        rewrite_roles(&mut sql.as_bytes(), &mut out, &BTreeMap::new(), true, &AtomicBool::new(false)).expect("test");
+        assert_eq!(
+            String::from_utf8(out).expect("test"),
+            "CREATE TABLE t (a int);\nCOPY public.t (a) FROM stdin;\nGRANT x\n\\.\n"
         );
     }
 

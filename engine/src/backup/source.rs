@@ -91,6 +91,15 @@ fn peek(mut r: Box<dyn Read + Send>) -> io::Result<(Vec<u8>, Peeked)> {
     Ok((head.clone(), Cursor::new(head).chain(r)))
 }
 
+/// SQL text: no NUL bytes and mostly printable (any encoding pg_dump may write).
+fn looks_like_text(head: &[u8]) -> bool {
+    if head.contains(&0) {
+        return false;
+    }
+    let odd = head.iter().filter(|&&b| b < 0x09 || (0x0e..0x20).contains(&b) || b == 0x7f).count();
+    odd * 20 <= head.len()
+}
+
 fn is_tar(head: &[u8]) -> bool {
     head.len() >= 262 && &head[257..262] == b"ustar"
 }
@@ -129,8 +138,15 @@ pub fn open(path: &Path, key: Option<&KeySource>, openssl_pass: Option<&str>) ->
                 Content::Custom
             } else if is_tar(&head) {
                 Content::Tar
-            } else {
+            } else if looks_like_text(&head) {
                 Content::Plain
+            } else if layers.contains(&"openssl") {
+                // A wrong passphrase decrypts to noise; openssl only says so at the end.
+                return Err(failed("openssl decrypted it to something that is not a pg_dump output: wrong passphrase or corrupted backup".into()));
+            } else {
+                return Err(failed(
+                    "not a pg_dump output (neither custom format, directory, nor SQL text) nor a known compression or encryption".into(),
+                ));
             };
             return Ok(Opened { content, layers, reader: Box::new(peeked) });
         }

@@ -480,7 +480,7 @@ impl Executor {
                 )
             })?;
             if !go {
-                return Ok(Attempted::Skipped("`when` is false".into()));
+                return Ok(Attempted::Skipped(format!("`when: {}` is false", cond.trim())));
             }
         }
         let kind = steps::find(&step.uses)

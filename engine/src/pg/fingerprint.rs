@@ -86,9 +86,7 @@ pub async fn compute(client: &Client, mode: Mode) -> Result<Option<Fingerprint>,
 }
 
 /// The schema part: lines by kind and their hash.
-pub async fn compute_schema(
-    client: &Client,
-) -> Result<(String, BTreeMap<String, Vec<String>>), tokio_postgres::Error> {
+pub async fn compute_schema(client: &Client) -> Result<(String, BTreeMap<String, Vec<String>>), tokio_postgres::Error> {
     client.batch_execute(SESSION_SETTINGS).await?;
     let mut schema = BTreeMap::new();
     let mut hasher = Sha256::new();
@@ -108,7 +106,10 @@ pub async fn compute_schema(
 }
 
 /// The per-table part: row counts, and content hashes in `Full` mode.
-pub async fn compute_tables(client: &Client, mode: Mode) -> Result<BTreeMap<String, TablePrint>, tokio_postgres::Error> {
+pub async fn compute_tables(
+    client: &Client,
+    mode: Mode,
+) -> Result<BTreeMap<String, TablePrint>, tokio_postgres::Error> {
     client.batch_execute(SESSION_SETTINGS).await?;
     let tables: Vec<String> = client
         .query(

@@ -174,19 +174,6 @@ fn split_pgpass(line: &str) -> Vec<String> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::pgpass_match;
-
-    #[test]
-    fn pgpass_lines_match_like_libpq() {
-        let text = "# comment\ndb.internal:5432:erp:app:s3cr\\:et\n*:*:*:app:fallback\n";
-        assert_eq!(pgpass_match(text, "db.internal", "5432", "erp", "app").as_deref(), Some("s3cr:et"));
-        assert_eq!(pgpass_match(text, "other", "5433", "crm", "app").as_deref(), Some("fallback"));
-        assert_eq!(pgpass_match(text, "other", "5433", "crm", "root"), None);
-    }
-}
-
 /// Point a libpq client tool (pg_dump, pg_restore, psql) at a server through its
 /// environment, never its argv, where the password would be visible in `ps`.
 pub fn libpq_env(cmd: &mut std::process::Command, cfg: &Config, database: &str) {
@@ -208,5 +195,18 @@ pub fn libpq_env(cmd: &mut std::process::Command, cfg: &Config, database: &str) 
     cmd.env("PGDATABASE", database);
     if let Some(pw) = cfg.get_password() {
         cmd.env("PGPASSWORD", String::from_utf8_lossy(pw).into_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pgpass_match;
+
+    #[test]
+    fn pgpass_lines_match_like_libpq() {
+        let text = "# comment\ndb.internal:5432:erp:app:s3cr\\:et\n*:*:*:app:fallback\n";
+        assert_eq!(pgpass_match(text, "db.internal", "5432", "erp", "app").as_deref(), Some("s3cr:et"));
+        assert_eq!(pgpass_match(text, "other", "5433", "crm", "app").as_deref(), Some("fallback"));
+        assert_eq!(pgpass_match(text, "other", "5433", "crm", "root"), None);
     }
 }

@@ -269,13 +269,21 @@ pub fn listing(storage: &std::path::Path, database: Option<&str>) -> Result<Vec<
     let store = LocalStore::new(storage);
     let entries =
         store.list(database).map_err(|e| StepError::Environment(format!("cannot list {}: {e}", storage.display())))?;
+    let mut ledgers: std::collections::HashMap<std::path::PathBuf, _> = std::collections::HashMap::new();
     Ok(entries
         .iter()
         .map(|e| match Manifest::read(&e.path) {
             Ok(m) => {
                 let mut v = serde_json::Value::Object(manifest_outputs(&e.path, &m));
+                let ledger_path = crate::backup::ledger::path_for(&e.path);
+                let last = ledgers
+                    .entry(ledger_path.clone())
+                    .or_insert_with(|| crate::backup::ledger::last_by_backup(&ledger_path))
+                    .get(&e.name)
+                    .map(|l| json!({ "result": l.result, "verified_at": l.verified_at, "sha256": l.sha256 }));
                 if let Some(o) = v.as_object_mut() {
                     o.remove("fingerprint");
+                    o.insert("last_verification".into(), last.unwrap_or(serde_json::Value::Null));
                 }
                 v
             }

@@ -90,12 +90,13 @@ pub const PICK: StepKind = StepKind {
         Field { name: "skip", ty: "boolean", required: false, doc: "skip_verified and already verified" },
     ],
     check: check_with::<PickWith>,
-    report_log: false,
+    report_log: true,
     run: run_pick,
 };
 
 fn sha256_file(path: &Path) -> Result<String, StepError> {
-    let f = std::fs::File::open(path).map_err(|e| StepError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+    let f =
+        std::fs::File::open(path).map_err(|e| StepError::Invalid(format!("cannot read {}: {e}", path.display())))?;
     let mut hr = crate::archive::HashReader::new(std::io::BufReader::with_capacity(1 << 20, f));
     std::io::copy(&mut hr, &mut std::io::sink())
         .map_err(|e| StepError::Environment(format!("reading {}: {e}", path.display())))?;
@@ -120,8 +121,9 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
         };
         let path: PathBuf = match w.backup.as_str() {
             "latest" | "random" => {
-                let storage =
-                    storage.clone().ok_or_else(|| StepError::Invalid(format!("`backup: {}` needs `storage`", w.backup)))?;
+                let storage = storage
+                    .clone()
+                    .ok_or_else(|| StepError::Invalid(format!("`backup: {}` needs `storage`", w.backup)))?;
                 let entries: Vec<_> = list(&storage)?.into_iter().filter(|e| Manifest::read(&e.path).is_ok()).collect();
                 if w.backup == "latest" {
                     entries.first().map(|e| e.path.clone())
@@ -173,11 +175,18 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
                 o.insert("fingerprint".into(), json!(null));
                 let p = path.clone();
                 let sha = if path.is_file() {
-                    Some(tokio::task::spawn_blocking(move || sha256_file(&p)).await.map_err(|e| StepError::Environment(e.to_string()))??)
+                    Some(
+                        tokio::task::spawn_blocking(move || sha256_file(&p))
+                            .await
+                            .map_err(|e| StepError::Environment(e.to_string()))??,
+                    )
                 } else {
                     None
                 };
-                let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).map(OffsetDateTime::from).unwrap_or_else(|_| OffsetDateTime::now_utc());
+                let mtime = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .map(OffsetDateTime::from)
+                    .unwrap_or_else(|_| OffsetDateTime::now_utc());
                 ctx.log(format!("{} was not made by pgdrill: no manifest, so checks that need the source fingerprint will be skipped", path.display()));
                 (sha, mtime)
             }
@@ -193,7 +202,11 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
             ctx.log(format!("already verified at {}: skipping (force to verify again)", v.verified_at));
         }
         o.insert("skip".into(), skip.into());
-        ctx.log(format!("picked {} ({} old)", path.display(), humantime::format_duration(Duration::from_secs(age as u64))));
+        ctx.log(format!(
+            "picked {} ({} old)",
+            path.display(),
+            humantime::format_duration(Duration::from_secs(age as u64))
+        ));
         Ok(o)
     })
 }
@@ -216,7 +229,12 @@ pub const FRESHNESS: StepKind = StepKind {
     name: "verify.freshness",
     summary: "Fail when a backup is older than max_age.",
     fields: &[
-        Field { name: "age_s", ty: "integer", required: true, doc: "the backup's age in seconds (backup.pick's age_s)" },
+        Field {
+            name: "age_s",
+            ty: "integer",
+            required: true,
+            doc: "the backup's age in seconds (backup.pick's age_s)",
+        },
         Field { name: "max_age", ty: "duration", required: true, doc: "e.g. 26h" },
     ],
     outputs: &[],
@@ -370,9 +388,19 @@ pub const FINGERPRINT: StepKind = StepKind {
     summary: "Fingerprint a database (schema, per-table rows and content hashes) and compare it with an expected one.",
     fields: &[
         Field { name: "url", ty: "string", required: true, doc: "database to fingerprint (the restored copy)" },
-        Field { name: "expect", ty: "map|null", required: false, doc: "source fingerprint (backup.pick's); null: skipped, counts reported" },
+        Field {
+            name: "expect",
+            ty: "map|null",
+            required: false,
+            doc: "source fingerprint (backup.pick's); null: skipped, counts reported",
+        },
         Field { name: "check", ty: "all|schema|tables", required: false, doc: "what to compare (default all)" },
-        Field { name: "mode", ty: "full|counts", required: false, doc: "tables: hashes or counts only (default: the expected fingerprint's)" },
+        Field {
+            name: "mode",
+            ty: "full|counts",
+            required: false,
+            doc: "tables: hashes or counts only (default: the expected fingerprint's)",
+        },
     ],
     outputs: &[
         Field { name: "tables", ty: "integer", required: false, doc: "tables in the database" },
@@ -402,9 +430,10 @@ fn run_fingerprint(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result
         let expect: Option<Fingerprint> = match w.expect.as_ref() {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(s)) if s.is_empty() || s == "none" => None,
-            Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
-                StepError::Invalid(format!("field `expect`: not a pgdrill fingerprint: {e}"))
-            })?),
+            Some(v) => Some(
+                serde_json::from_value(v.clone())
+                    .map_err(|e| StepError::Invalid(format!("field `expect`: not a pgdrill fingerprint: {e}")))?,
+            ),
         };
         let mode = match w.mode.as_deref() {
             Some(m) => Mode::parse(m).map_err(StepError::Invalid)?,
@@ -432,10 +461,14 @@ fn run_fingerprint(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result
         let mut o = Outputs::new();
         o.insert("tables".into(), tables.len().into());
         o.insert("rows".into(), rows.into());
-        let computed = Fingerprint { mode, schema_hash: schema_hash.clone(), schema: schema.clone(), tables: tables.clone() };
+        let computed =
+            Fingerprint { mode, schema_hash: schema_hash.clone(), schema: schema.clone(), tables: tables.clone() };
 
         let Some(expect) = expect else {
-            let table_lines = schema.get("tables").map(|l| l.iter().filter(|x| x.ends_with(" r") || x.ends_with(" p")).count()).unwrap_or(0);
+            let table_lines = schema
+                .get("tables")
+                .map(|l| l.iter().filter(|x| x.ends_with(" r") || x.ends_with(" p")).count())
+                .unwrap_or(0);
             let counts = if want_tables {
                 format!("the restored copy has {} tables, {rows} rows", tables.len())
             } else {
@@ -500,10 +533,16 @@ impl With for AmcheckWith {}
 
 pub const AMCHECK: StepKind = StepKind {
     name: "verify.amcheck",
-    summary: "Check every B-tree index with amcheck (bt_index_check, heapallindexed); skipped when amcheck is not available.",
+    summary:
+        "Check every B-tree index with amcheck (bt_index_check, heapallindexed); skipped when amcheck is not available.",
     fields: &[
         Field { name: "url", ty: "string", required: true, doc: "database to check" },
-        Field { name: "heapallindexed", ty: "boolean", required: false, doc: "also check every heap tuple is indexed (default true)" },
+        Field {
+            name: "heapallindexed",
+            ty: "boolean",
+            required: false,
+            doc: "also check every heap tuple is indexed (default true)",
+        },
     ],
     outputs: &[Field { name: "indexes", ty: "integer", required: false, doc: "indexes checked" }],
     check: check_with::<AmcheckWith>,
@@ -552,7 +591,11 @@ fn run_amcheck(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Out
         if !failures.is_empty() {
             return Err(StepError::Failed(summarize("index", &failures)));
         }
-        ctx.log(format!("{} B-tree indexes checked{}", indexes.len(), if w.heapallindexed { " (heapallindexed)" } else { "" }));
+        ctx.log(format!(
+            "{} B-tree indexes checked{}",
+            indexes.len(),
+            if w.heapallindexed { " (heapallindexed)" } else { "" }
+        ));
         let mut o = Outputs::new();
         o.insert("indexes".into(), indexes.len().into());
         Ok(o)
@@ -585,8 +628,18 @@ pub const RECORD: StepKind = StepKind {
     fields: &[
         Field { name: "backup", ty: "path", required: true, doc: "the verified backup" },
         Field { name: "sha256", ty: "string", required: false, doc: "its checksum" },
-        Field { name: "result", ty: "string", required: true, doc: "passed, failed or interrupted (`{{ run.status }}` in finally)" },
-        Field { name: "steps", ty: "map", required: false, doc: "`{{ steps }}`: outcomes and durations are taken from it" },
+        Field {
+            name: "result",
+            ty: "string",
+            required: true,
+            doc: "passed, failed or interrupted (`{{ run.status }}` in finally)",
+        },
+        Field {
+            name: "steps",
+            ty: "map",
+            required: false,
+            doc: "`{{ steps }}`: outcomes and durations are taken from it",
+        },
         Field { name: "checks", ty: "list", required: false, doc: "which steps to record" },
         Field { name: "duration_s", ty: "number", required: false, doc: "the verification's duration" },
     ],

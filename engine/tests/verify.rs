@@ -1,0 +1,337 @@
+//! Verification by restore on real servers with the real pg_dump, pg_restore and psql: a
+//! clean backup passes and is recorded in the ledger; a changed manifest, a table left out,
+//! a deleted row each fail naming the table; a corrupted archive fails at integrity before
+//! any restore; another tool's `.sql.gz` and openssl-encrypted dump pass with the
+//! fingerprint checks reported as skipped; a wrong key fails with exit 1 and leaves no server.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{pgdrill, text};
+use pgdrill::pg::ephemeral::{Ephemeral, Options, Provider};
+
+const KEY: &str = "verify-test passphrase";
+
+/// A source server with the roundtrip fixture's data, backed up into `storage` with `KEY`.
+async fn backed_up(storage: &Path) -> Option<(Ephemeral, PathBuf)> {
+    let opts =
+        Options { provider: Provider::Native, major: Some(15), database: Some("shop".into()), ..Default::default() };
+    let s = match Ephemeral::start(opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            common::require(false, &format!("PostgreSQL 15 server binaries ({e})"));
+            return None;
+        }
+    };
+    let client = pgdrill::pg::connect(&s.url()).await.expect("connect");
+    client
+        .batch_execute(
+            "create role app_owner;
+             create table customers (id serial primary key, name text not null, email text unique);
+             insert into customers (name, email) select 'c' || g, 'c' || g || '@example.com' from generate_series(1, 500) g;
+             create table orders (id bigserial primary key, customer int references customers, total numeric(12,2),
+                                  placed timestamptz default '2026-01-01', note text);
+             insert into orders (customer, total, note) select 1 + g % 500, g * 0.25, 'Grüße ' || g from generate_series(1, 5000) g;
+             create index orders_customer on orders (customer);
+             alter table orders owner to app_owner;",
+        )
+        .await
+        .expect("load");
+    let out = pgdrill(&[
+        "run",
+        "backup",
+        "--var",
+        &format!("database_url={}", s.url()),
+        "--var",
+        &format!("storage={}", storage.display()),
+    ])
+    .env("PGDRILL_BACKUP_KEY", KEY)
+    .output()
+    .expect("backup");
+    assert!(out.status.success(), "backup: {}{}", text(&out.stdout), text(&out.stderr));
+    let dir = storage.join("shop");
+    let path = std::fs::read_dir(&dir)
+        .expect("storage")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
+        .expect("a backup");
+    Some((s, path))
+}
+
+fn verify(storage: &Path, extra: &[&str], junit: &Path) -> std::process::Output {
+    let mut args = vec![
+        "run".to_string(),
+        "verify".into(),
+        "--var".into(),
+        format!("storage={}", storage.display()),
+        "--var".into(),
+        "database=shop".into(),
+        "--var".into(),
+        "provider=native".into(),
+        "--junit".into(),
+        junit.display().to_string(),
+    ];
+    for e in extra {
+        args.push("--var".into());
+        args.push(e.to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    pgdrill(&args).env("PGDRILL_BACKUP_KEY", KEY).output().expect("verify runs")
+}
+
+/// `name -> (failure/error/skipped or "passed")` from a JUnit file.
+fn junit_cases(path: &Path) -> Vec<(String, String)> {
+    let xml = std::fs::read_to_string(path).expect("junit");
+    let mut out = Vec::new();
+    for part in xml.split("<testcase ").skip(1) {
+        let name = part.split("name=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_string();
+        let body = part.split("</testcase>").next().unwrap_or_default();
+        let status = if body.contains("<failure") {
+            "failure"
+        } else if body.contains("<error") {
+            "error"
+        } else if body.contains("<skipped") {
+            "skipped"
+        } else {
+            "passed"
+        };
+        out.push((name, status.to_string()));
+    }
+    out
+}
+
+fn status_of<'a>(cases: &'a [(String, String)], name: &str) -> &'a str {
+    cases.iter().find(|(n, _)| n.starts_with(name)).map(|(_, s)| s.as_str()).unwrap_or("absent")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_backup_passes_every_check_and_is_recorded_then_skipped_unless_forced() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((_src, path)) = backed_up(&storage).await else { return };
+    let junit = dir.path().join("verify.xml");
+    let out = verify(&storage, &[], &junit);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let cases = junit_cases(&junit);
+    for check in ["integrity", "restore", "schema", "tables", "amcheck", "freshness", "rto"] {
+        assert_eq!(status_of(&cases, check), "passed", "{check} in {cases:?}");
+    }
+    let junit_text = std::fs::read_to_string(&junit).expect("junit");
+    assert!(junit_text.contains("match the source (counts and content hashes)"), "{junit_text}");
+    assert!(!all.contains(KEY), "the key leaked: {all}");
+
+    let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
+    let line: serde_json::Value = serde_json::from_str(ledger.lines().next().unwrap_or("{}")).expect("json");
+    assert_eq!(line["result"], "passed");
+    assert_eq!(line["backup"], path.file_name().and_then(|n| n.to_str()).unwrap_or_default());
+    assert_eq!(line["checks"]["tables"]["outcome"], "passed");
+
+    let listed = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default(), "--json"])
+        .output()
+        .expect("list");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("list json");
+    assert_eq!(listed[0]["last_verification"]["result"], "passed", "{listed}");
+
+    // Already verified: nothing is restored again...
+    let again = verify(&storage, &[], &junit);
+    assert_eq!(again.status.code(), Some(0));
+    assert_eq!(status_of(&junit_cases(&junit), "restore"), "skipped");
+    assert!(text(&again.stdout).contains("already verified"), "{}", text(&again.stdout));
+    // ...unless forced.
+    let forced = verify(&storage, &["force=true"], &junit);
+    assert_eq!(forced.status.code(), Some(0));
+    assert_eq!(status_of(&junit_cases(&junit), "restore"), "passed");
+    assert_eq!(std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger").lines().count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn differences_fail_naming_the_table() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((_src, path)) = backed_up(&storage).await else { return };
+
+    // A manifest whose hash for one table was edited.
+    let manifest_path = pgdrill::storage::manifest_path(&path);
+    let original = std::fs::read_to_string(&manifest_path).expect("manifest");
+    let mut m: serde_json::Value = serde_json::from_str(&original).expect("json");
+    m["fingerprint"]["tables"]["public.customers"]["hash"] = serde_json::json!("12345");
+    std::fs::write(&manifest_path, serde_json::to_vec(&m).expect("json")).expect("write");
+    let junit = dir.path().join("verify.xml");
+    let out = verify(&storage, &[], &junit);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("public.customers: content differs"), "{all}");
+    assert!(!all.contains("public.orders:"), "only the edited table is named: {all}");
+    assert_eq!(status_of(&junit_cases(&junit), "tables"), "failure");
+    assert_eq!(status_of(&junit_cases(&junit), "schema"), "passed");
+    std::fs::write(&manifest_path, &original).expect("restore manifest");
+
+    // A table left out of the restore, and a row deleted from the restored copy.
+    for (mutate, expected) in [
+        ("drop table orders", "public.orders: missing from the restore (5000 rows expected)"),
+        ("delete from orders where id = 7", "public.orders: 4999 rows, expected 5000"),
+    ] {
+        let out = pgdrill(&[
+            "run",
+            "fixtures/runbooks/verify-mutated.yaml",
+            "--var",
+            &format!("backup={}", path.display()),
+            "--var",
+            &format!("mutate={mutate}"),
+        ])
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .output()
+        .expect("run");
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{mutate}: {all}");
+        assert!(all.contains(expected), "{mutate}: {all}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupted_archive_fails_at_integrity_before_any_restore_and_a_wrong_key_exits_1() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((_src, path)) = backed_up(&storage).await else { return };
+    let junit = dir.path().join("verify.xml");
+
+    let good = std::fs::read(&path).expect("read");
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x01;
+    std::fs::write(&path, &bad).expect("write");
+    let out = verify(&storage, &[], &junit);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "integrity"), "failure", "{cases:?}");
+    assert_eq!(status_of(&cases, "scratch"), "skipped", "no server is started: {cases:?}");
+    assert_eq!(status_of(&cases, "restore"), "skipped", "{cases:?}");
+    assert!(all.contains("corrupted backup"), "{all}");
+    let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
+    assert!(ledger.contains("\"result\":\"failed\""), "{ledger}");
+    std::fs::write(&path, &good).expect("write");
+
+    let out =
+        pgdrill(&["run", "verify", "--var", &format!("storage={}", storage.display()), "--var", "provider=native"])
+            .env("PGDRILL_BACKUP_KEY", "not the key")
+            .output()
+            .expect("verify");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("wrong key or corrupted backup"), "{all}");
+    assert!(!all.contains("not the key"), "the key leaked: {all}");
+    assert!(!all.contains("passed       scratch"), "no server was started: {all}");
+}
+
+fn pg_bin(tool: &str) -> String {
+    format!("/usr/lib/postgresql/15/bin/{tool}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dumps_made_by_other_tools_verify_with_fingerprint_checks_skipped() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((src, _)) = backed_up(&storage).await else { return };
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir_all(&foreign).expect("mkdir");
+    let env = |c: &mut Command| {
+        c.env("PGHOST", &src.host)
+            .env("PGPORT", src.port.to_string())
+            .env("PGUSER", &src.user)
+            .env("PGPASSWORD", &src.password)
+            .env("PGDATABASE", "shop");
+    };
+    // The classic runbook's pipelines, run through a real shell.
+    let scripts = [
+        ("shop.sql.gz", format!("{} | gzip -6 > {}/shop.sql.gz", pg_bin("pg_dump"), foreign.display())),
+        ("shop.dump", format!("{} -Fc -f {}/shop.dump", pg_bin("pg_dump"), foreign.display())),
+        ("shop.dir", format!("{} -Fd -j 2 -f {}/shop.dir", pg_bin("pg_dump"), foreign.display())),
+        (
+            "shop.sql.gz.enc",
+            format!(
+                "{} | gzip | openssl enc -aes-256-cbc -pbkdf2 -salt -pass env:PGDRILL_BACKUP_KEY > {}/shop.sql.gz.enc",
+                pg_bin("pg_dump"),
+                foreign.display()
+            ),
+        ),
+    ];
+    for (name, script) in &scripts {
+        let mut c = Command::new("bash");
+        c.args(["-c", &format!("set -o pipefail; {script}")]).env("PGDRILL_BACKUP_KEY", KEY);
+        env(&mut c);
+        let out = c.stdin(Stdio::null()).output().expect("sh");
+        assert!(out.status.success(), "{script}: {}", text(&out.stderr));
+
+        let junit = dir.path().join(format!("{name}.xml"));
+        let out = verify(Path::new(""), &[&format!("backup={}/{name}", foreign.display()), "max_age=1h"], &junit);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{name}: {all}");
+        let cases = junit_cases(&junit);
+        assert_eq!(status_of(&cases, "integrity"), "passed", "{name}: {cases:?}");
+        assert_eq!(status_of(&cases, "restore"), "passed", "{name}: {cases:?}");
+        assert_eq!(status_of(&cases, "schema"), "skipped", "{name}: never passed without a source: {cases:?}");
+        assert_eq!(status_of(&cases, "tables"), "skipped", "{name}: {cases:?}");
+        assert!(all.contains("the restored copy has 2 tables, 5500 rows"), "{name}: counts still reported: {all}");
+    }
+
+    // The wrong openssl passphrase is a failure, not a partial restore.
+    let junit = dir.path().join("wrong.xml");
+    let out = pgdrill(&[
+        "run",
+        "verify",
+        "--var",
+        &format!("backup={}/shop.sql.gz.enc", foreign.display()),
+        "--var",
+        "provider=native",
+        "--var",
+        "force=true",
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+    ])
+    .env("PGDRILL_BACKUP_KEY", "incorrect-secret-123")
+    .output()
+    .expect("verify");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("wrong passphrase or corrupted backup"), "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "restore"), "skipped");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_roles_fail_with_advice_or_are_mapped() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((_src, path)) = backed_up(&storage).await else { return };
+    let out = pgdrill(&["run", "fixtures/runbooks/restore-roles.yaml", "--var", &format!("backup={}", path.display())])
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .output()
+        .expect("run");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+
+    // Without a mapping (and with ownership kept) the missing role is named, with the remedy.
+    let out = pgdrill(&[
+        "run",
+        "verify",
+        "--var",
+        &format!("backup={}", path.display()),
+        "--var",
+        "provider=native",
+        "--var",
+        "no_owner=false",
+        "--var",
+        "jobs=1",
+    ])
+    .env("PGDRILL_BACKUP_KEY", KEY)
+    .output()
+    .expect("run");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("role \"app_owner\" does not exist"), "{all}");
+    assert!(all.contains("map them with `role_map`"), "{all}");
+}
