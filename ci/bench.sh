@@ -7,7 +7,11 @@
 #   backup    backup.create (zstd, AES-256-GCM, fingerprint counts / full) vs pg_dump -Fc -Z0,
 #             pg_dump -Fc and pg_dump -Fp | gzip -6 | openssl enc, on a generated database of
 #             at least 500 MB (pgbench scale 30 plus a table of text, jsonb and bytea).
-#             BENCH=startup or BENCH=backup runs one of them.
+#   verify    the verify runbook end to end (start a throwaway server, restore with jobs=2,
+#             compare fingerprint=full / counts) vs pg_restore -j 2 of an unencrypted custom
+#             dump into an already running server with the same throwaway settings.
+#             BENCH=startup, BENCH=backup or BENCH=verify runs one of them (verify includes
+#             the backups it verifies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-5}"
@@ -55,7 +59,7 @@ shell_docker() {  # docker run + poll until the first query succeeds
 
 BENCH="${BENCH:-all}"
 declare -A results
-[ "$BENCH" = backup ] || for kind in pgdrill_native shell_native pgdrill_docker shell_docker; do
+[ "$BENCH" = backup ] || [ "$BENCH" = verify ] || for kind in pgdrill_native shell_native pgdrill_docker shell_docker; do
   samples=()
   for _ in $(seq 1 "$RUNS"); do
     case $kind in
@@ -69,7 +73,7 @@ declare -A results
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-if [ "$BENCH" != backup ]; then
+if [ "$BENCH" = all ] || [ "$BENCH" = startup ]; then
 echo
 echo "## Ephemeral server start-up (median of $RUNS, ms, step start -> first successful query)"
 echo
@@ -139,3 +143,59 @@ echo "| pg_dump -Fc > file | $(sec "$ms_fc") | $(mib "$(size_of "$WORK/fc.dump")
 echo "| pg_dump -Fp \| gzip -6 \| openssl enc -aes-256-cbc -pbkdf2 | $(sec "$ms_gz") | $(mib "$(size_of "$WORK/plain.sql.gz.enc")") | $(ratio "$ms_counts" "$ms_gz") (goal <= 0.5) |"
 echo
 echo "pgdrill peak RSS: $((rss_counts / 1024)) MiB (counts), $((rss_full / 1024)) MiB (full); goal < 64 MiB."
+
+[ "$BENCH" = backup ] && exit 0
+
+# ---- verify -------------------------------------------------------------------------------
+# The baseline restores into an already running server with the throwaway settings pgdrill's
+# native servers use (fsync, synchronous_commit and full_page_writes off), so only the work
+# differs: pgdrill also starts its server, decrypts, decompresses, stages and compares.
+RPD="$WORK/restore-pg"; mkdir -p "$RPD"; chmod 755 "$RPD"; [ "$(id -u)" = 0 ] && chown nobody "$RPD"
+RPORT=$((50000 + RANDOM % 10000))
+as_user "$PGBIN/initdb" -D "$RPD/data" -U postgres -A trust --no-sync --no-instructions >/dev/null
+as_user "$PGBIN/pg_ctl" -D "$RPD/data" -o "-p $RPORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$RPD -c fsync=off -c synchronous_commit=off -c full_page_writes=off" -w -l "$RPD/log" start >/dev/null
+trap 'as_user "$PGBIN/pg_ctl" -D "$PGD/data" -m immediate stop >/dev/null 2>&1; as_user "$PGBIN/pg_ctl" -D "$RPD/data" -m immediate stop >/dev/null 2>&1; rm -rf "$WORK"' EXIT
+baseline_restore() {
+  psql -h 127.0.0.1 -p "$RPORT" -U postgres -qc 'drop database if exists restored' -c 'create database restored'
+  timed pg_restore -h 127.0.0.1 -p "$RPORT" -U postgres -j 2 -d restored "$WORK/z0.dump"
+}
+verify_run() {  # fingerprint -> ms
+  local t0 t1 rep="$WORK/vrep-$1"
+  t0=$(now_ms)
+  "$BIN" run verify --quiet --var storage="$WORK/st-full" --var database=bench --var provider=native \
+    --var jobs=2 --var fingerprint="$1" --var force=true --report "$rep" >/dev/null
+  t1=$(now_ms)
+  echo $((t1 - t0))
+}
+# Interleaved and repeated: page-cache writeback from one run otherwise lands on the next.
+VRUNS="${VRUNS:-3}"
+s_pgr=(); s_vfull=(); s_vcounts=()
+for _ in $(seq 1 "$VRUNS"); do
+  s_pgr+=("$(baseline_restore)"); s_vfull+=("$(verify_run full)"); s_vcounts+=("$(verify_run counts)")
+done
+echo "[bench] pg_restore -j 2: ${s_pgr[*]} ms; verify full: ${s_vfull[*]} ms; verify counts: ${s_vcounts[*]} ms" >&2
+ms_pgr=$(printf '%s\n' "${s_pgr[@]}" | median)
+ms_vfull=$(printf '%s\n' "${s_vfull[@]}" | median)
+ms_vcounts=$(printf '%s\n' "${s_vcounts[@]}" | median)
+phase() {  # fingerprint step -> seconds
+  python3 - "$WORK/vrep-$1/run.json" "$2" <<'PY'
+import json, sys
+steps = json.load(open(sys.argv[1]))["suites"][0]["steps"]
+print("%.1f" % sum(s["duration"] for s in steps if s.get("label") == sys.argv[2]))
+PY
+}
+echo
+echo "## Verify by restore of the same database (median of $VRUNS interleaved runs)"
+echo
+echo "| command | time (s) | this / pg_restore -j 2 | goal |"
+echo "|---|---|---|---|"
+echo "| pg_restore -j 2 of an unencrypted custom dump into a running server | $(sec "$ms_pgr") | 1.00 | |"
+echo "| pgdrill run verify, jobs=2, fingerprint=full (start server, check, restore, compare, amcheck) | $(sec "$ms_vfull") | $(ratio "$ms_vfull" "$ms_pgr") | <= 1.6 |"
+echo "| pgdrill run verify, jobs=2, fingerprint=counts | $(sec "$ms_vcounts") | $(ratio "$ms_vcounts" "$ms_pgr") | <= 1.3 |"
+echo
+for f in full counts; do
+  echo "verify (last run, $f) phases: integrity $(phase "$f" integrity) s, server $(phase "$f" scratch) s, restore $(phase "$f" restore) s, schema $(phase "$f" schema) s, tables $(phase "$f" tables) s, amcheck $(phase "$f" amcheck) s"
+done
+for f in; do
+  echo "verify ($f) phases: integrity $(phase "$f" integrity) s, server $(phase "$f" scratch) s, restore $(phase "$f" restore) s, schema $(phase "$f" schema) s, tables $(phase "$f" tables) s, amcheck $(phase "$f" amcheck) s"
+done
