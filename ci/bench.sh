@@ -196,6 +196,3 @@ echo
 for f in full counts; do
   echo "verify (last run, $f) phases: integrity $(phase "$f" integrity) s, server $(phase "$f" scratch) s, restore $(phase "$f" restore) s, schema $(phase "$f" schema) s, tables $(phase "$f" tables) s, amcheck $(phase "$f" amcheck) s"
 done
-for f in; do
-  echo "verify ($f) phases: integrity $(phase "$f" integrity) s, server $(phase "$f" scratch) s, restore $(phase "$f" restore) s, schema $(phase "$f" schema) s, tables $(phase "$f" tables) s, amcheck $(phase "$f" amcheck) s"
-done

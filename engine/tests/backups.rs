@@ -51,6 +51,7 @@ fn opts(url: &str, storage: &Path, format: Format, codec: Codec, key: Option<&st
         codec,
         level: 3,
         threads: 2,
+        jobs: 2,
         key: key.map(KeySource::from_secret),
         fingerprint: Mode::Full,
         pg_dump: None,
@@ -94,7 +95,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 async fn every_format_codec_and_cipher_round_trips() {
     let Some(src) = source(1).await else { return };
     let t = tempfile::tempdir().expect("tmp");
-    for format in [Format::Custom, Format::Plain] {
+    for format in [Format::Custom, Format::Plain, Format::Directory] {
         for codec in [Codec::Zstd, Codec::Gzip, Codec::None] {
             for key in [None, Some(KEY_HEX), Some("a long passphrase")] {
                 let what = format!("{format:?}/{codec:?}/{}", if key.is_some() { "encrypted" } else { "plain" });
@@ -124,7 +125,25 @@ async fn every_format_codec_and_cipher_round_trips() {
                     Format::Plain => {
                         assert!(String::from_utf8_lossy(&dump).contains("CREATE TABLE public.orders"), "{what}")
                     }
+                    Format::Directory => {
+                        // The stream is a tar of pg_dump's directory: unpack it and list it.
+                        let d = t.path().join("unpacked");
+                        let _ = std::fs::remove_dir_all(&d);
+                        tar::Archive::new(&dump[..]).unpack(&d).expect("untar");
+                        let out = Command::new("/usr/lib/postgresql/15/bin/pg_restore")
+                            .arg("--list")
+                            .arg(&d)
+                            .output()
+                            .expect("pg_restore");
+                        assert!(String::from_utf8_lossy(&out.stdout).contains("TABLE DATA public orders"), "{what}");
+                    }
                 }
+                // Nothing staged is left beside the backups.
+                let stray: Vec<_> = walk(t.path())
+                    .into_iter()
+                    .filter(|p| p.to_string_lossy().contains(".pgdrill-stage-"))
+                    .collect();
+                assert!(stray.is_empty(), "{what}: staging left behind: {stray:?}");
                 let mode = std::fs::metadata(&created.path).expect("meta").permissions().mode() & 0o777;
                 assert_eq!(mode, 0o600, "{what}: backups are private");
             }

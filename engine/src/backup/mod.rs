@@ -42,6 +42,9 @@ pub enum BackupError {
 pub enum Format {
     Custom,
     Plain,
+    /// pg_dump -Fd -j: dumped in parallel into a staging directory on the storage disk, then
+    /// stored as a tar stream through the same compression and encryption.
+    Directory,
 }
 
 impl Format {
@@ -49,14 +52,15 @@ impl Format {
         match s {
             "custom" => Ok(Format::Custom),
             "plain" => Ok(Format::Plain),
-            "directory" => Err("format `directory` is not supported yet: use custom (restores in parallel too)".into()),
-            o => Err(format!("unknown format `{o}`: use custom or plain")),
+            "directory" => Ok(Format::Directory),
+            o => Err(format!("unknown format `{o}`: use custom, directory or plain")),
         }
     }
     fn ext(self) -> &'static str {
         match self {
             Format::Custom => "dump.pgdrill",
             Format::Plain => "sql.pgdrill",
+            Format::Directory => "dir.tar.pgdrill",
         }
     }
 }
@@ -111,6 +115,8 @@ pub struct CreateOptions {
     pub codec: Codec,
     pub level: i32,
     pub threads: u32,
+    /// pg_dump -j for the directory format.
+    pub jobs: u32,
     pub key: Option<KeySource>,
     pub fingerprint: Mode,
     pub pg_dump: Option<PathBuf>,
@@ -160,6 +166,31 @@ pub fn find_tool(
             p.display()
         ))),
         None => Err(BackupError::Environment(format!("{tool} not found: install the PostgreSQL client tools or set `{tool}:`"))),
+    }
+}
+
+/// A staged file or directory, removed on drop and at process exit.
+pub(crate) struct Staged(pub(crate) PathBuf);
+
+impl Staged {
+    pub(crate) fn new(dir: &Path, suffix: &str) -> Result<Staged, BackupError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| BackupError::Environment(format!("cannot stage in {}: {e}", dir.display())))?;
+        let name = format!(".pgdrill-stage-{}-{}{suffix}", std::process::id(), crate::pg::native::generate_password());
+        let p = dir.join(name);
+        crate::storage::track(&p);
+        Ok(Staged(p))
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.0.is_dir() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            let _ = std::fs::remove_file(&self.0);
+        }
+        crate::storage::untrack(&self.0);
     }
 }
 
@@ -227,23 +258,38 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let snapshot: String = client.query_one("select pg_export_snapshot()", &[]).await.map_err(env_err)?.get(0);
     log(format!("{pg_dump_version}; server {server_version}; snapshot {snapshot}"));
 
+    let store = LocalStore::new(&opts.storage);
+    let dir_name = opts.name.clone().unwrap_or_else(|| database.clone());
+    // The directory format is written by pg_dump's parallel workers into a staging directory
+    // beside the final file (same disk), then streamed as tar; it is removed whatever happens.
+    let stage = match opts.format {
+        Format::Directory => Some(Staged::new(&opts.storage.join(storage::safe_name(&dir_name)), ".dir")?),
+        _ => None,
+    };
     let mut cmd = Command::new(&pg_dump);
     cmd.arg(format!("--snapshot={snapshot}")).arg("--no-password");
-    match opts.format {
+    match (&opts.format, &stage) {
         // Compression happens in our pipeline, with zstd and in parallel.
-        Format::Custom => cmd.args(["-Fc", "-Z0"]),
-        Format::Plain => cmd.args(["-Fp"]),
+        (Format::Custom, _) => cmd.args(["-Fc", "-Z0"]),
+        (Format::Plain, _) => cmd.args(["-Fp"]),
+        (Format::Directory, Some(st)) => {
+            cmd.args(["-Fd", "-Z0", "-j", &opts.jobs.max(1).to_string(), "-f"]).arg(&st.0).stdout(Stdio::null())
+        }
+        (Format::Directory, None) => unreachable!("a directory dump always has a staging directory"),
     };
     // Connection through the environment, never argv (visible in ps).
     crate::pg::libpq_env(&mut cmd, &cfg, &database);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    cmd.stdin(Stdio::null()).stderr(Stdio::piped()).process_group(0);
+    if stage.is_none() {
+        cmd.stdout(Stdio::piped());
+    }
     let mut child =
         cmd.spawn().map_err(|e| BackupError::Environment(format!("cannot run {}: {e}", pg_dump.display())))?;
     let done = Arc::new(AtomicBool::new(false));
     let cancelled = Arc::new(AtomicBool::new(false));
     let guard = ChildGuard { pid: child.id(), done: done.clone(), cancelled: cancelled.clone() };
 
-    let stdout = child.stdout.take().ok_or_else(|| BackupError::Environment("pg_dump has no stdout".into()))?;
+    let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let stderr_thread = std::thread::spawn(move || {
         let mut s = String::new();
@@ -252,8 +298,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         }
         s
     });
-    let store = LocalStore::new(&opts.storage);
-    let dir_name = opts.name.clone().unwrap_or_else(|| database.clone());
+    let stage_path = stage.as_ref().map(|s| s.0.clone());
     let wopts = WriteOptions { codec: opts.codec, level: opts.level, threads: opts.threads, key };
     let name_stamp = stamp(started_at);
     let ext = opts.format.ext();
@@ -264,15 +309,26 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
             .map_err(|e| BackupError::Environment(format!("cannot write to {}: {e}", store.root().display())))?;
         let file = pending.file().try_clone().map_err(|e| BackupError::Environment(e.to_string()))?;
         let out = archive::HashWriter::new(BufWriter::with_capacity(1 << 20, file));
-        let written = archive::write(stdout, out, &wopts);
+        let written = match (stdout, stage_path) {
+            (Some(stdout), _) => archive::write(stdout, out, &wopts),
+            (None, Some(dir)) => {
+                let status =
+                    child.wait().map_err(|e| BackupError::Environment(format!("waiting for pg_dump: {e}")))?;
+                if !status.success() || cancel_flag.load(Ordering::SeqCst) {
+                    let errors = stderr_thread.join().unwrap_or_default();
+                    return Err(pg_dump_failed(status, &errors));
+                }
+                tar_stream(&dir, out, &wopts)
+            }
+            (None, None) => return Err(BackupError::Environment("pg_dump has no stdout".into())),
+        };
         let status = child.wait();
         let errors = stderr_thread.join().unwrap_or_default();
         let status = status.map_err(|e| BackupError::Environment(format!("waiting for pg_dump: {e}")))?;
         // A failed write (disk full) kills pg_dump with SIGPIPE: report the cause, not that.
         let (hw, sizes) = written.map_err(|e| BackupError::Environment(format!("writing the backup: {e}")))?;
         if !status.success() || cancel_flag.load(Ordering::SeqCst) {
-            let tail: Vec<&str> = errors.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
-            return Err(BackupError::Failed(format!("pg_dump failed ({status}): {}", tail.join(" | "))));
+            return Err(pg_dump_failed(status, &errors));
         }
         let (bw, sha, _) = hw.finish();
         let file =
@@ -283,6 +339,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
 
     let fp = fingerprint::compute(&client, opts.fingerprint).await;
     let piped = pipeline.await.map_err(|e| BackupError::Environment(format!("backup pipeline: {e}")))?;
+    drop(stage);
     done.store(true, Ordering::SeqCst);
     drop(guard);
     let _ = client.batch_execute("commit").await;
@@ -327,6 +384,29 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         peak_rss_kib().unwrap_or(0)
     ));
     Ok(Created { path, manifest })
+}
+
+fn pg_dump_failed(status: std::process::ExitStatus, errors: &str) -> BackupError {
+    let tail: Vec<&str> = errors.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+    BackupError::Failed(format!("pg_dump failed ({status}): {}", tail.join(" | ")))
+}
+
+/// A directory dump as a tar stream through the archive pipeline; memory stays flat (the
+/// tar writer and the archive writer meet at a pipe).
+fn tar_stream<W: Write>(dir: &Path, out: W, wopts: &WriteOptions) -> std::io::Result<(W, Sizes)> {
+    let (reader, writer) = std::io::pipe()?;
+    let dir = dir.to_path_buf();
+    let tarrer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut b = tar::Builder::new(writer);
+        b.follow_symlinks(false);
+        b.append_dir_all(".", &dir)?;
+        b.into_inner()?.flush()
+    });
+    let written = archive::write(reader, out, wopts);
+    let tarred = tarrer.join().map_err(|_| std::io::Error::other("the tar writer panicked"))?;
+    let written = written?;
+    tarred?;
+    Ok(written)
 }
 
 fn header_kdf(path: &Path) -> Option<Kdf> {
@@ -382,6 +462,39 @@ pub fn check_any(path: &Path, secret: Option<&str>) -> Result<Checked, BackupErr
     Ok(Checked { manifest: None, tables, layers })
 }
 
+/// A directory dump's tar stream: every entry is read (so every chunk authenticates and
+/// decompresses); toc.dat is staged beside the backup for `pg_restore --list`.
+fn tar_toc_tables(plain: Box<dyn Read + Send + '_>, backup: &Path, server_major: u32) -> Result<usize, String> {
+    let dir = Staged::new(backup.parent().unwrap_or(Path::new(".")), ".toc").map_err(|e| e.to_string())?;
+    std::fs::create_dir(&dir.0).map_err(|e| format!("cannot stage the table of contents: {e}"))?;
+    let mut archive = tar::Archive::new(plain);
+    let mut found = false;
+    for entry in archive.entries().map_err(|e| io_message(&e))? {
+        let mut entry = entry.map_err(|e| io_message(&e))?;
+        let name = entry.path().map_err(|e| e.to_string())?.into_owned();
+        if name.file_name().is_some_and(|n| n == "toc.dat") {
+            let mut f = std::fs::File::create(dir.0.join("toc.dat")).map_err(|e| e.to_string())?;
+            std::io::copy(&mut entry, &mut f).map_err(|e| io_message(&e))?;
+            found = true;
+        } else {
+            std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| io_message(&e))?;
+        }
+    }
+    if !found {
+        return Err("the directory dump has no toc.dat".into());
+    }
+    let (pg_restore, _, _) = find_tool("pg_restore", None, server_major).map_err(|e| e.to_string())?;
+    let out = Command::new(&pg_restore)
+        .arg("--list")
+        .arg(&dir.0)
+        .output()
+        .map_err(|e| format!("cannot run pg_restore: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("pg_restore --list cannot read the dump ({})", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(count_toc_tables(&String::from_utf8_lossy(&out.stdout)))
+}
+
 fn count_create_table(plain: Box<dyn Read + Send + '_>) -> Result<usize, String> {
     // Bytes, not text: a dump of a LATIN1 database is not UTF-8.
     let mut r = BufReader::with_capacity(1 << 20, plain);
@@ -430,6 +543,7 @@ pub fn check(path: &Path, key: Option<&KeySource>) -> Result<Checked, BackupErro
     let tables = match manifest.format {
         Format::Custom => toc_tables(plain, manifest.server_major).map_err(failed)?,
         Format::Plain => count_create_table(plain).map_err(failed)?,
+        Format::Directory => tar_toc_tables(plain, path, manifest.server_major).map_err(failed)?,
     };
     if let Some(expected) = manifest.table_count() {
         if expected != tables {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::source::{self, Content, Located};
-use super::{find_tool, BackupError};
+use super::{find_tool, BackupError, Staged};
 use crate::archive::KeySource;
 use crate::pg::native::quote_ident;
 
@@ -74,31 +74,6 @@ impl Drop for Abandon {
                 );
             }
         }
-    }
-}
-
-/// A staged file or directory, removed on drop and at process exit.
-struct Staged(PathBuf);
-
-impl Staged {
-    fn new(dir: &Path, suffix: &str) -> Result<Staged, BackupError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| BackupError::Environment(format!("cannot stage in {}: {e}", dir.display())))?;
-        let name = format!(".pgdrill-stage-{}-{}{suffix}", std::process::id(), crate::pg::native::generate_password());
-        let p = dir.join(name);
-        crate::storage::track(&p);
-        Ok(Staged(p))
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if self.0.is_dir() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        } else {
-            let _ = std::fs::remove_file(&self.0);
-        }
-        crate::storage::untrack(&self.0);
     }
 }
 

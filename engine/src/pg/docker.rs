@@ -182,6 +182,7 @@ impl DockerServer {
             .with_env_var("POSTGRES_PASSWORD", &password)
             .with_env_var("POSTGRES_USER", &user)
             .with_env_var("POSTGRES_DB", &database)
+            .with_cmd(std::iter::once("postgres".to_string()).chain(super::throwaway_args()))
             .with_label(LABEL, "1")
             .with_label(OWNER_LABEL, owner())
             .with_label(INSTANCE_LABEL, &instance)

@@ -11,6 +11,27 @@ use std::time::Duration;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
+/// Server settings of every throwaway server (native and Docker). Durability buys nothing on
+/// a server that is deleted afterwards, and restore speed is part of every RTO: no fsync,
+/// minimal WAL (pg_restore then skips WAL for COPY into tables it just created), few
+/// checkpoints, more memory for index builds, and no autovacuum competing with the checks.
+pub const THROWAWAY_SETTINGS: &[(&str, &str)] = &[
+    ("fsync", "off"),
+    ("synchronous_commit", "off"),
+    ("full_page_writes", "off"),
+    ("wal_level", "minimal"),
+    ("max_wal_senders", "0"),
+    ("max_wal_size", "8GB"),
+    ("checkpoint_timeout", "30min"),
+    ("maintenance_work_mem", "256MB"),
+    ("autovacuum", "off"),
+];
+
+/// `-c name=value` arguments for `THROWAWAY_SETTINGS`.
+pub fn throwaway_args() -> Vec<String> {
+    THROWAWAY_SETTINGS.iter().flat_map(|(k, v)| ["-c".to_string(), format!("{k}={v}")]).collect()
+}
+
 /// A connection failure, with a message safe to show (no password).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -169,8 +169,7 @@ impl NativeServer {
                 .arg("listen_addresses=127.0.0.1")
                 .arg("-c")
                 .arg(format!("unix_socket_directories={}", sock.display()))
-                // A throwaway server: durability buys nothing, speed is part of every RTO.
-                .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+                .args(super::throwaway_args())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(log));

@@ -38,6 +38,8 @@ struct CreateWith {
     level: i32,
     #[serde(default = "two", deserialize_with = "super::de::int")]
     threads: u32,
+    #[serde(default = "two", deserialize_with = "super::de::int")]
+    jobs: u32,
     key: Option<String>,
     #[serde(default = "full")]
     fingerprint: String,
@@ -93,10 +95,16 @@ pub const CREATE: StepKind = StepKind {
             required: true,
             doc: "backup directory; files go to <storage>/<database>/",
         },
-        Field { name: "format", ty: "custom|plain", required: false, doc: "pg_dump format (default custom)" },
+        Field {
+            name: "format",
+            ty: "custom|directory|plain",
+            required: false,
+            doc: "pg_dump format (default custom); directory dumps with `jobs` in parallel",
+        },
         Field { name: "compression", ty: "zstd|gzip|none", required: false, doc: "default zstd" },
         Field { name: "level", ty: "integer", required: false, doc: "compression level (default 3)" },
         Field { name: "threads", ty: "integer", required: false, doc: "zstd threads (default 2)" },
+        Field { name: "jobs", ty: "integer", required: false, doc: "pg_dump -j for format directory (default 2)" },
         Field {
             name: "key",
             ty: "secret",
@@ -148,6 +156,7 @@ fn run_create(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outp
             codec: Codec::parse(&w.compression).map_err(StepError::Invalid)?,
             level: w.level,
             threads: w.threads,
+            jobs: w.jobs,
             key: key_of(&w.key),
             fingerprint: Mode::parse(&w.fingerprint).map_err(StepError::Invalid)?,
             pg_dump: w.pg_dump.as_deref().map(PathBuf::from),
