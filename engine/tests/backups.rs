@@ -139,10 +139,8 @@ async fn every_format_codec_and_cipher_round_trips() {
                     }
                 }
                 // Nothing staged is left beside the backups.
-                let stray: Vec<_> = walk(t.path())
-                    .into_iter()
-                    .filter(|p| p.to_string_lossy().contains(".pgdrill-stage-"))
-                    .collect();
+                let stray: Vec<_> =
+                    walk(t.path()).into_iter().filter(|p| p.to_string_lossy().contains(".pgdrill-stage-")).collect();
                 assert!(stray.is_empty(), "{what}: staging left behind: {stray:?}");
                 let mode = std::fs::metadata(&created.path).expect("meta").permissions().mode() & 0o777;
                 assert_eq!(mode, 0o600, "{what}: backups are private");

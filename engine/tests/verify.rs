@@ -111,7 +111,7 @@ fn status_of<'a>(cases: &'a [(String, String)], name: &str) -> &'a str {
 async fn a_clean_backup_passes_every_check_and_is_recorded_then_skipped_unless_forced() {
     let dir = tempfile::tempdir().expect("tmp");
     let storage = dir.path().join("backups");
-    let Some((_src, path)) = backed_up(&storage).await else { return };
+    let Some((src, path)) = backed_up(&storage).await else { return };
     let junit = dir.path().join("verify.xml");
     let out = verify(&storage, &[], &junit);
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
@@ -146,6 +146,29 @@ async fn a_clean_backup_passes_every_check_and_is_recorded_then_skipped_unless_f
     assert_eq!(forced.status.code(), Some(0));
     assert_eq!(status_of(&junit_cases(&junit), "restore"), "passed");
     assert_eq!(std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger").lines().count(), 2);
+
+    // A directory-format backup (pg_dump -Fd -j, stored as tar) verifies the same way.
+    let out = pgdrill(&[
+        "run",
+        "backup",
+        "--var",
+        &format!("database_url={}", src.url()),
+        "--var",
+        &format!("storage={}", storage.display()),
+        "--var",
+        "format=directory",
+    ])
+    .env("PGDRILL_BACKUP_KEY", KEY)
+    .output()
+    .expect("backup");
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let out = verify(&storage, &[], &junit);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains(".dir.tar.pgdrill"), "the newest (directory) backup was verified: {all}");
+    for check in ["integrity", "restore", "schema", "tables"] {
+        assert_eq!(status_of(&junit_cases(&junit), check), "passed", "{check}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -312,8 +312,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         let written = match (stdout, stage_path) {
             (Some(stdout), _) => archive::write(stdout, out, &wopts),
             (None, Some(dir)) => {
-                let status =
-                    child.wait().map_err(|e| BackupError::Environment(format!("waiting for pg_dump: {e}")))?;
+                let status = child.wait().map_err(|e| BackupError::Environment(format!("waiting for pg_dump: {e}")))?;
                 if !status.success() || cancel_flag.load(Ordering::SeqCst) {
                     let errors = stderr_thread.join().unwrap_or_default();
                     return Err(pg_dump_failed(status, &errors));
@@ -490,7 +489,10 @@ fn tar_toc_tables(plain: Box<dyn Read + Send + '_>, backup: &Path, server_major:
         .output()
         .map_err(|e| format!("cannot run pg_restore: {e}"))?;
     if !out.status.success() {
-        return Err(format!("pg_restore --list cannot read the dump ({})", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "pg_restore --list cannot read the dump ({})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(count_toc_tables(&String::from_utf8_lossy(&out.stdout)))
 }
