@@ -195,7 +195,7 @@ fn rewrite_roles(
             None => w.write_all(&line)?,
         }
         n = n.wrapping_add(1);
-        if n % 4096 == 0 && cancelled.load(Ordering::SeqCst) {
+        if n.is_multiple_of(4096) && cancelled.load(Ordering::SeqCst) {
             return Err(std::io::Error::other("cancelled"));
         }
     }
