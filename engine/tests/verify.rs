@@ -271,6 +271,7 @@ async fn dumps_made_by_other_tools_verify_with_fingerprint_checks_skipped() {
     };
     // The classic runbook's pipelines, run through a real shell.
     let scripts = [
+        ("shop.sql", format!("{} > {}/shop.sql", pg_bin("pg_dump"), foreign.display())),
         ("shop.sql.gz", format!("{} | gzip -6 > {}/shop.sql.gz", pg_bin("pg_dump"), foreign.display())),
         ("shop.dump", format!("{} -Fc -f {}/shop.dump", pg_bin("pg_dump"), foreign.display())),
         ("shop.dir", format!("{} -Fd -j 2 -f {}/shop.dir", pg_bin("pg_dump"), foreign.display())),
