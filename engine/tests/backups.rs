@@ -12,21 +12,13 @@ use std::process::{Command, Stdio};
 use common::{pgdrill, text};
 use pgdrill::archive::{Codec, KeySource};
 use pgdrill::backup::{self, BackupError, CreateOptions, Format};
-use pgdrill::pg::ephemeral::{Ephemeral, Options, Provider};
+use pgdrill::pg::ephemeral::Ephemeral;
 use pgdrill::pg::fingerprint::Mode;
 
 const KEY_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
 async fn source(random_mb: usize) -> Option<Ephemeral> {
-    let opts =
-        Options { provider: Provider::Native, major: Some(15), database: Some("shop".into()), ..Default::default() };
-    let s = match Ephemeral::start(opts).await {
-        Ok(s) => s,
-        Err(e) => {
-            common::require(false, &format!("PostgreSQL 15 server binaries ({e})"));
-            return None;
-        }
-    };
+    let s = common::native_server("shop").await?;
     let client = pgdrill::pg::connect(&s.url()).await.expect("connect");
     client
         .batch_execute(&format!(

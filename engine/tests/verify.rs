@@ -10,21 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{pgdrill, text};
-use pgdrill::pg::ephemeral::{Ephemeral, Options, Provider};
+use pgdrill::pg::ephemeral::Ephemeral;
 
 const KEY: &str = "verify-test passphrase";
 
 /// A source server with the roundtrip fixture's data, backed up into `storage` with `KEY`.
 async fn backed_up(storage: &Path) -> Option<(Ephemeral, PathBuf)> {
-    let opts =
-        Options { provider: Provider::Native, major: Some(15), database: Some("shop".into()), ..Default::default() };
-    let s = match Ephemeral::start(opts).await {
-        Ok(s) => s,
-        Err(e) => {
-            common::require(false, &format!("PostgreSQL 15 server binaries ({e})"));
-            return None;
-        }
-    };
+    let s = common::native_server("shop").await?;
     let client = pgdrill::pg::connect(&s.url()).await.expect("connect");
     client
         .batch_execute(

@@ -290,14 +290,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let guard = ChildGuard { pid: child.id(), done: done.clone(), cancelled: cancelled.clone() };
 
     let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let stderr_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut e) = stderr {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    });
+    let stderr_thread = stderr_of(&mut child);
     let stage_path = stage.as_ref().map(|s| s.0.clone());
     let wopts = WriteOptions { codec: opts.codec, level: opts.level, threads: opts.threads, key };
     let name_stamp = stamp(started_at);
@@ -386,8 +379,25 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
 }
 
 fn pg_dump_failed(status: std::process::ExitStatus, errors: &str) -> BackupError {
-    let tail: Vec<&str> = errors.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
-    BackupError::Failed(format!("pg_dump failed ({status}): {}", tail.join(" | ")))
+    BackupError::Failed(format!("pg_dump failed ({status}): {}", stderr_tail(errors, 5)))
+}
+
+/// The last `n` non-blank lines of a tool's stderr, on one line, for a step's message.
+pub(crate) fn stderr_tail(stderr: &str, n: usize) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// Collect a child's stderr on a thread, so a chatty tool never blocks on a full pipe.
+pub(crate) fn stderr_of(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    let err = child.stderr.take();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = err {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    })
 }
 
 /// A directory dump as a tar stream through the archive pipeline; memory stays flat (the

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::source::{self, Content, Located};
-use super::{find_tool, BackupError, Staged};
+use super::{find_tool, stderr_of, stderr_tail, BackupError, Staged};
 use crate::archive::KeySource;
 use crate::pg::native::quote_ident;
 
@@ -75,12 +75,6 @@ impl Drop for Abandon {
             }
         }
     }
-}
-
-fn tail(stderr: &str, n: usize) -> String {
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    let start = lines.len().saturating_sub(n);
-    lines[start..].join(" | ")
 }
 
 /// Copy, checking for cancellation between chunks.
@@ -207,19 +201,8 @@ fn spawn(mut cmd: Command, what: &str) -> Result<Child, BackupError> {
     cmd.spawn().map_err(|e| BackupError::Environment(format!("cannot run {what}: {e}")))
 }
 
-fn stderr_of(child: &mut Child) -> std::thread::JoinHandle<String> {
-    let err = child.stderr.take();
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut e) = err {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    })
-}
-
 fn tool_failed(tool: &str, status: std::process::ExitStatus, stderr: &str) -> BackupError {
-    let mut msg = format!("{tool} failed ({status}): {}", tail(stderr, 8));
+    let mut msg = format!("{tool} failed ({status}): {}", stderr_tail(stderr, 8));
     if stderr.contains("role \"") && stderr.contains("does not exist") {
         msg.push_str("; the dump's roles are missing in the target: create them, set `no_owner: true`, or map them with `role_map`");
     }

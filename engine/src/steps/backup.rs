@@ -8,18 +8,10 @@ use serde_yaml::Value as Yaml;
 
 use super::{check_with, typed, Field, Outputs, StepCtx, StepError, StepKind, With, WithError};
 use crate::archive::{Codec, KeySource};
-use crate::backup::{self, BackupError, CreateOptions, Format, Manifest};
+use crate::backup::{self, CreateOptions, Format, Manifest};
 use crate::pg::fingerprint::Mode;
 use crate::storage::LocalStore;
 use crate::template::is_template;
-
-fn step_error(e: BackupError) -> StepError {
-    match e {
-        BackupError::Invalid(m) => StepError::Invalid(m),
-        BackupError::Environment(m) => StepError::Environment(m),
-        BackupError::Failed(m) => StepError::Failed(m),
-    }
-}
 
 fn key_of(k: &Option<String>) -> Option<KeySource> {
     k.as_deref().filter(|s| !s.is_empty()).map(KeySource::from_secret)
@@ -167,7 +159,7 @@ fn run_create(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outp
         }
         let log_ctx = ctx.clone();
         let log = move |l: String| log_ctx.log(l);
-        let created = backup::create(opts, &log).await.map_err(step_error)?;
+        let created = backup::create(opts, &log).await.map_err(StepError::from)?;
         let mut o = manifest_outputs(&created.path, &created.manifest);
         o.insert("peak_rss_kib".into(), backup::peak_rss_kib().unwrap_or(0).into());
         Ok(o)
@@ -227,7 +219,7 @@ fn run_check(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outpu
         let checked = tokio::task::spawn_blocking(move || backup::check_any(&path, secret.as_deref()))
             .await
             .map_err(|e| StepError::Environment(e.to_string()))?
-            .map_err(step_error)?;
+            .map_err(StepError::from)?;
         let mut o = Outputs::new();
         o.insert("tables".into(), checked.tables.into());
         match &checked.manifest {

@@ -55,6 +55,17 @@ impl StepError {
     }
 }
 
+/// Backup errors keep their class: invalid input, environment, or a failed check.
+impl From<crate::backup::BackupError> for StepError {
+    fn from(e: crate::backup::BackupError) -> Self {
+        match e {
+            crate::backup::BackupError::Invalid(m) => StepError::Invalid(m),
+            crate::backup::BackupError::Environment(m) => StepError::Environment(m),
+            crate::backup::BackupError::Failed(m) => StepError::Failed(m),
+        }
+    }
+}
+
 /// A documented field of a step's `with:` block or of its outputs.
 #[derive(Debug, Clone, Copy)]
 pub struct Field {

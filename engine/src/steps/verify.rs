@@ -17,18 +17,10 @@ use time::OffsetDateTime;
 use super::{check_with, typed, Field, Outputs, StepCtx, StepError, StepKind, With, WithError};
 use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::source::{self, Origin};
-use crate::backup::{ledger, BackupError, Manifest};
+use crate::backup::{ledger, Manifest};
 use crate::pg::fingerprint::{self, Fingerprint, Mode, TablePrint};
 use crate::storage::LocalStore;
 use crate::template::is_template;
-
-fn step_error(e: BackupError) -> StepError {
-    match e {
-        BackupError::Invalid(m) => StepError::Invalid(m),
-        BackupError::Environment(m) => StepError::Environment(m),
-        BackupError::Failed(m) => StepError::Failed(m),
-    }
-}
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
@@ -162,7 +154,7 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
         o.insert("origin".into(), serde_json::to_value(origin).unwrap_or_default());
         let (sha, made) = match origin {
             Origin::Pgdrill => {
-                let m = Manifest::read(&path).map_err(step_error)?;
+                let m = Manifest::read(&path).map_err(StepError::from)?;
                 o.insert("server_major".into(), m.server_major.into());
                 o.insert("fingerprint".into(), serde_json::to_value(&m.fingerprint).unwrap_or_default());
                 o.insert("format".into(), serde_json::to_value(m.format).unwrap_or_default());
@@ -338,7 +330,7 @@ fn run_restore(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Out
         };
         let log_ctx = ctx.clone();
         let log = move |l: String| log_ctx.log(l);
-        let r = restore::restore(opts, &log).await.map_err(step_error)?;
+        let r = restore::restore(opts, &log).await.map_err(StepError::from)?;
         ctx.log(format!("{} restored {} tables in {:.1}s", r.tool, r.tables, r.seconds));
         let mut o = Outputs::new();
         o.insert("tables".into(), r.tables.into());
@@ -448,7 +440,8 @@ fn run_fingerprint(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result
         let env_err = |e: tokio_postgres::Error| StepError::Environment(crate::pg::describe(&e));
         // One consistent view, with the same pinned settings as the backup's fingerprint.
         tx.batch_execute("begin isolation level repeatable read read only").await.map_err(env_err)?;
-        let (schema_hash, schema) = if want_schema || expect.is_none() {
+        // Without an expectation, the schema is read only to report the table count.
+        let (schema_hash, schema) = if want_schema || (expect.is_none() && !want_tables) {
             fingerprint::compute_schema(&tx).await.map_err(env_err)?
         } else {
             (String::new(), BTreeMap::new())

@@ -41,3 +41,17 @@ pub fn require(ok: bool, what: &str) -> bool {
     eprintln!("SKIPPED: {what} is missing (set up with ci/setup.sh); CI fails instead of skipping");
     false
 }
+
+/// A throwaway PostgreSQL 15 server (native provider) with database `db`; `None` (a printed
+/// skip) when the server binaries are missing outside CI, a failure in CI.
+pub async fn native_server(db: &str) -> Option<pgdrill::pg::ephemeral::Ephemeral> {
+    use pgdrill::pg::ephemeral::{Ephemeral, Options, Provider};
+    let opts = Options { provider: Provider::Native, major: Some(15), database: Some(db.into()), ..Default::default() };
+    match Ephemeral::start(opts).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            require(false, &format!("PostgreSQL 15 server binaries ({e})"));
+            None
+        }
+    }
+}
