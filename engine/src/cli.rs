@@ -54,6 +54,10 @@ enum Command {
         /// Plain lines instead of a progress spinner.
         #[arg(long, short)]
         quiet: bool,
+        /// Confirm destructive steps (operator.confirm) without asking; required when stdin
+        /// is not a terminal.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Backups in storage.
     Backups {
@@ -143,7 +147,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             print!("{}", plan::render(&rb, &vars));
             Ok(ExitCode::Passed)
         }
-        Command::Run { runbook, vars, junit, report, quiet } => {
+        Command::Run { runbook, vars, junit, report, quiet, yes } => {
             let rb = exec::load_runbook_ref(&runbook)?;
             let mut reporters: Vec<Box<dyn Reporter>> =
                 vec![Box::new(Terminal::new(!quiet && std::io::stdout().is_terminal()))];
@@ -159,6 +163,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             exec::signal::install(cancel.clone(), cause.clone())
                 .map_err(|e| Error::Environment(format!("cannot install signal handlers: {e}")))?;
             let executor = Executor::new(sink.clone(), redactor, cancel, cause);
+            executor.assume_yes(yes);
             let res = executor.run(&rb, &exec::overrides_from_pairs(&vars), None).await;
             // Reports are written whatever happened, so a failed run still leaves evidence.
             let finished = sink.finish();

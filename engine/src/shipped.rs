@@ -12,6 +12,7 @@ const ALL: &[Shipped] = &[
     Shipped { name: "backup", path: "runbooks/backup.yaml", text: include_str!("../../runbooks/backup.yaml") },
     Shipped { name: "prune", path: "runbooks/prune.yaml", text: include_str!("../../runbooks/prune.yaml") },
     Shipped { name: "verify", path: "runbooks/verify.yaml", text: include_str!("../../runbooks/verify.yaml") },
+    Shipped { name: "restore", path: "runbooks/restore.yaml", text: include_str!("../../runbooks/restore.yaml") },
     Shipped { name: "smoke", path: "runbooks/smoke.yaml", text: include_str!("../../runbooks/smoke.yaml") },
 ];
 

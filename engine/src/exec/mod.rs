@@ -11,7 +11,7 @@ pub mod signal;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -110,6 +110,8 @@ pub struct Executor {
     /// Which signal cancelled the run, for messages.
     cause: Arc<Mutex<Option<String>>>,
     next_suite: AtomicUsize,
+    /// `--yes`: confirmation steps pass without asking.
+    assume_yes: AtomicBool,
     me: Weak<Executor>,
 }
 
@@ -158,8 +160,14 @@ impl Executor {
             cancel,
             cause,
             next_suite: AtomicUsize::new(0),
+            assume_yes: AtomicBool::new(false),
             me: me.clone(),
         })
+    }
+
+    /// Confirm on the operator's behalf (`pgdrill run --yes`).
+    pub fn assume_yes(&self, yes: bool) {
+        self.assume_yes.store(yes, Ordering::SeqCst);
     }
 
     pub fn sink(&self) -> &Sink {
@@ -228,6 +236,8 @@ impl Executor {
         }
 
         let mut rollback_failed = false;
+        // What rollbacks want the operator to read in the run's final message.
+        let mut notices: Vec<String> = Vec::new();
         if stop.is_some() {
             for done in completed.iter().rev() {
                 if done.rollback.is_empty() {
@@ -239,6 +249,9 @@ impl Executor {
                         self.run_step(suite, rb, &mut scope, rbk, Phase::Rollback { of: of.clone() }, false).await;
                     if !matches!(rec.outcome, Outcome::Passed | Outcome::Skipped) {
                         rollback_failed = true;
+                    }
+                    if let Some(n) = rec.outputs.get("notice").and_then(Json::as_str) {
+                        notices.push(n.to_string());
                     }
                 }
                 self.sink.emit(Event::StepRolledBack { suite, label: of });
@@ -297,6 +310,9 @@ impl Executor {
         };
         if rollback_failed {
             message = Some(format!("{}; a rollback step failed", message.unwrap_or_default()));
+        }
+        for n in &notices {
+            message = Some(format!("{}; {n}", message.unwrap_or_default()));
         }
         self.sink.emit(Event::SuiteFinished {
             suite,
@@ -507,7 +523,9 @@ impl Executor {
                 }
                 sink.emit(Event::StepLog { suite, label: log_label.clone(), line });
             }),
-            cancel: self.cancel.clone(),
+            // Rollbacks and `finally` are not cut short by the signal that stopped the run.
+            cancel: if cancellable { self.cancel.clone() } else { CancellationToken::new() },
+            assume_yes: self.assume_yes.load(Ordering::SeqCst),
             redactor: self.redactor.clone(),
             resources: scope.resources.clone(),
             nested: match self.me.upgrade() {
@@ -544,7 +562,10 @@ impl Executor {
                 Ended::Done(Err(StepError::Failed(m))) => (Outcome::Failed, ErrorKind::Failed, m, true),
                 Ended::Done(Err(StepError::Environment(m))) => (Outcome::Errored, ErrorKind::Environment, m, true),
                 Ended::Done(Err(StepError::Invalid(m))) => {
-                    (Outcome::Errored, ErrorKind::Invalid, format!("{}: {m}", where_("with")), false)
+                    // A field error is located in the runbook; a refusal (no confirmation)
+                    // is about the invocation and says so itself.
+                    let msg = if m.starts_with("field `") { format!("{}: {m}", where_("with")) } else { m };
+                    (Outcome::Errored, ErrorKind::Invalid, msg, false)
                 }
                 Ended::TimedOut(t) => (
                     Outcome::TimedOut,

@@ -124,6 +124,27 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     s
 }
 
+/// The same connection string pointed at another database of the same server: the path of
+/// a `postgres://` URL is replaced, a key=value string gets its `dbname` replaced.
+pub fn with_database(url: &str, database: &str) -> Result<String, ConnectError> {
+    config(url)?;
+    let enc = crate::redact::percent_encode(database);
+    for scheme in ["postgres://", "postgresql://"] {
+        if let Some(rest) = url.strip_prefix(scheme) {
+            let (before_query, query) = match rest.find('?') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, ""),
+            };
+            // The authority ends at the first `/` after the (possibly bracketed) host list.
+            let at = before_query.rfind('@').map(|i| i + 1).unwrap_or(0);
+            let authority_end = before_query[at..].find('/').map(|i| at + i).unwrap_or(before_query.len());
+            return Ok(format!("{scheme}{}/{enc}{query}", &before_query[..authority_end]));
+        }
+    }
+    let kept: Vec<&str> = url.split_whitespace().filter(|kv| !kv.starts_with("dbname=")).collect();
+    Ok(format!("{} dbname='{}'", kept.join(" "), database.replace('\\', "\\\\").replace('\'', "\\'")))
+}
+
 /// `postgres://user:password@host:port/database`, each part percent-encoded.
 pub fn server_url(user: &str, password: &str, host: &str, port: u16, database: &str) -> String {
     use crate::redact::percent_encode as enc;
@@ -229,5 +250,18 @@ mod tests {
         assert_eq!(pgpass_match(text, "db.internal", "5432", "erp", "app").as_deref(), Some("s3cr:et"));
         assert_eq!(pgpass_match(text, "other", "5433", "crm", "app").as_deref(), Some("fallback"));
         assert_eq!(pgpass_match(text, "other", "5433", "crm", "root"), None);
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::with_database;
+
+    #[test]
+    fn with_database_replaces_only_the_database() {
+        assert_eq!(with_database("postgres://u:p@h:5/a?sslmode=disable", "b c").unwrap(), "postgres://u:p@h:5/b%20c?sslmode=disable");
+        assert_eq!(with_database("postgresql://u@h", "erp").unwrap(), "postgresql://u@h/erp");
+        assert_eq!(with_database("postgres://u:p%2Fx@h/a", "erp").unwrap(), "postgres://u:p%2Fx@h/erp");
+        assert_eq!(with_database("host=h user=u dbname=a", "it's").unwrap(), "host=h user=u dbname='it\\'s'");
     }
 }

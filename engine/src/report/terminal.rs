@@ -52,7 +52,12 @@ impl Reporter for Terminal {
                 self.line(&format!("{}runbook {name} ({file})", self.indent(*suite)));
             }
             Event::StepStarted { suite, label, uses, phase } => {
-                if self.fancy {
+                if uses == "operator.confirm" {
+                    // The step talks to the operator on the terminal: no spinner over it.
+                    if let Some(old) = self.spinner.take() {
+                        old.finish_and_clear();
+                    }
+                } else if self.fancy {
                     let what = match phase {
                         Phase::Rollback { of } => format!("rollback of {of}: {label}"),
                         Phase::Finally => format!("finally: {label}"),

@@ -84,3 +84,27 @@ pub fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         },
     }
 }
+
+/// A name -> name map written natively or as `a=b,c=d` text (`--var role_map=old=new`).
+pub fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum MapOrText {
+        Map(std::collections::BTreeMap<String, String>),
+        Text(String),
+    }
+    match MapOrText::deserialize(d)? {
+        MapOrText::Map(m) => Ok(m),
+        MapOrText::Text(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+                    Ok((k.trim().to_string(), v.trim().to_string()))
+                }
+                _ => Err(serde::de::Error::custom(format!("expected `from=to[,from=to]`, found `{p}`"))),
+            })
+            .collect(),
+    }
+}

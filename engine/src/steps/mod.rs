@@ -6,6 +6,7 @@
 //! already rendered, and deserialize it into their own struct.
 
 mod backup;
+mod database;
 pub mod de;
 mod ephemeral;
 mod http;
@@ -150,6 +151,8 @@ pub struct StepCtx {
     pub suite: usize,
     pub log: Arc<dyn Fn(String) + Send + Sync>,
     pub cancel: CancellationToken,
+    /// The operator confirmed in advance (`pgdrill run --yes`).
+    pub assume_yes: bool,
     pub redactor: Redactor,
     pub nested: Arc<dyn NestedRunner>,
     /// Where to put resources that live until the runbook ends.
@@ -223,7 +226,7 @@ pub use backup::listing as backup_listing;
 
 /// Every step kind, in catalogue order.
 pub fn catalogue() -> &'static [StepKind] {
-    static KINDS: [StepKind; 18] = [
+    static KINDS: [StepKind; 25] = [
         ephemeral::EPHEMERAL,
         backup::CREATE,
         backup::CHECK,
@@ -235,6 +238,13 @@ pub fn catalogue() -> &'static [StepKind] {
         verify::FINGERPRINT,
         verify::AMCHECK,
         verify::RECORD,
+        database::PREFLIGHT,
+        database::CONFIRM,
+        database::SNAPSHOT,
+        database::TERMINATE,
+        database::DROP,
+        database::CREATE,
+        database::RESTORE_SNAPSHOT,
         retention::PRUNE,
         sql::EXEC,
         sql::ASSERT,

@@ -268,7 +268,7 @@ struct RestoreWith {
     clean: bool,
     #[serde(default, deserialize_with = "super::de::boolean")]
     no_owner: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::de::string_map")]
     role_map: BTreeMap<String, String>,
     staging: Option<String>,
     bin_dir: Option<String>,
@@ -505,6 +505,31 @@ fn run_fingerprint(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result
         o.insert("fingerprint".into(), serde_json::to_value(&computed).unwrap_or_default());
         Ok(o)
     })
+}
+
+/// Fingerprint the database at `url` the way `expect` was taken, in one consistent view, and
+/// compare schema and tables. Returns the table and row counts when everything matches.
+pub(super) async fn compare_database(url: &str, expect: &Fingerprint) -> Result<(usize, i64), StepError> {
+    let client = crate::pg::connect(url).await.map_err(|e| StepError::Environment(e.0))?;
+    let env_err = |e: tokio_postgres::Error| StepError::Environment(crate::pg::describe(&e));
+    client.batch_execute("begin isolation level repeatable read read only").await.map_err(env_err)?;
+    let actual = fingerprint::compute(&client, expect.mode).await.map_err(env_err)?;
+    client.batch_execute("commit").await.map_err(env_err)?;
+    let Some(actual) = actual else {
+        return Err(StepError::Skipped("the expected fingerprint was taken with fingerprint: off".into()));
+    };
+    let mut diffs = Vec::new();
+    if actual.schema_hash != expect.schema_hash {
+        diffs = fingerprint::schema_differences(&expect.schema, &actual.schema);
+        if diffs.is_empty() {
+            diffs.push("schema hash differs".to_string());
+        }
+    }
+    diffs.extend(fingerprint::table_differences(&expect.tables, &actual.tables));
+    if !diffs.is_empty() {
+        return Err(StepError::Failed(summarize("fingerprint", &diffs)));
+    }
+    Ok((actual.tables.len(), actual.tables.values().map(|t| t.rows).sum()))
 }
 
 // ---------------------------------------------------------------------------------------

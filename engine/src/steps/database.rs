@@ -1,0 +1,922 @@
+//! Operator restore building blocks: `restore.preflight`, `operator.confirm`,
+//! `database.snapshot`, `database.terminate`, `database.drop`, `database.create` and
+//! `database.restore_snapshot`, the rollback that puts a dropped database back.
+//!
+//! The rule these steps keep between them: no database is dropped without a safety
+//! snapshot of it on disk (`database.drop` checks), and nothing changes before the operator
+//! confirmed (`operator.confirm`, or `pgdrill run --yes`).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+use serde_yaml::Value as Yaml;
+use time::OffsetDateTime;
+use tokio_postgres::Client;
+
+use super::{check_with, typed, BoxFuture, Field, Outputs, StepCtx, StepError, StepKind, With};
+use crate::archive::{Codec, KeySource};
+use crate::backup::restore::{self, RestoreOptions};
+use crate::backup::{self, find_tool, CreateOptions, Format, Manifest};
+use crate::pg::fingerprint::{Fingerprint, Mode};
+use crate::pg::native::{parse_major, quote_ident};
+use crate::storage::LocalStore;
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+fn postgres() -> String {
+    "postgres".into()
+}
+
+fn env_err(e: tokio_postgres::Error) -> StepError {
+    StepError::Environment(crate::pg::describe(&e))
+}
+
+fn mib(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b => format!("{:.1} KiB", b as f64 / 1024.0),
+    }
+}
+
+/// A connection to the server's maintenance database, for CREATE/DROP DATABASE.
+async fn admin(url: &str, maintenance_db: &str) -> Result<Client, StepError> {
+    crate::pg::connect_to(url, maintenance_db).await.map_err(|e| StepError::Environment(e.0))
+}
+
+/// What the server knows about one database.
+#[derive(Debug, Clone)]
+struct DbInfo {
+    owner: String,
+    encoding: String,
+    collate: String,
+    ctype: String,
+    size: u64,
+    sessions: i64,
+}
+
+async fn db_info(client: &Client, database: &str) -> Result<Option<DbInfo>, StepError> {
+    let row = client
+        .query_opt(
+            "select pg_get_userbyid(d.datdba)::text, pg_encoding_to_char(d.encoding)::text, d.datcollate::text, \
+             d.datctype::text, pg_database_size(d.oid), \
+             (select count(*) from pg_stat_activity a where a.datname = d.datname and a.pid <> pg_backend_pid()) \
+             from pg_database d where d.datname = $1",
+            &[&database],
+        )
+        .await
+        .map_err(env_err)?;
+    Ok(row.map(|r| DbInfo {
+        owner: r.get(0),
+        encoding: r.get(1),
+        collate: r.get(2),
+        ctype: r.get(3),
+        size: r.get::<_, i64>(4).max(0) as u64,
+        sessions: r.get(5),
+    }))
+}
+
+/// How to create a database again: owner, encoding and locale kept.
+#[derive(Debug, Clone, Default)]
+struct Shape {
+    owner: Option<String>,
+    encoding: Option<String>,
+    lc_collate: Option<String>,
+    lc_ctype: Option<String>,
+}
+
+fn create_sql(database: &str, shape: &Shape) -> String {
+    let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let mut sql = format!("create database {} template template0", quote_ident(database));
+    if let Some(o) = &shape.owner {
+        sql.push_str(&format!(" owner {}", quote_ident(o)));
+    }
+    if let Some(e) = &shape.encoding {
+        sql.push_str(&format!(" encoding {}", lit(e)));
+    }
+    if let Some(c) = &shape.lc_collate {
+        sql.push_str(&format!(" lc_collate {}", lit(c)));
+    }
+    if let Some(c) = &shape.lc_ctype {
+        sql.push_str(&format!(" lc_ctype {}", lit(c)));
+    }
+    sql
+}
+
+async fn drop_database(client: &Client, database: &str) -> Result<(), StepError> {
+    client
+        .batch_execute(&format!("drop database if exists {} with (force)", quote_ident(database)))
+        .await
+        .map_err(|e| StepError::Failed(format!("dropping database `{database}`: {}", crate::pg::describe(&e))))
+}
+
+async fn create_database(client: &Client, database: &str, shape: &Shape) -> Result<(), StepError> {
+    client
+        .batch_execute(&create_sql(database, shape))
+        .await
+        .map_err(|e| StepError::Failed(format!("creating database `{database}`: {}", crate::pg::describe(&e))))
+}
+
+fn target_url(url: &str, database: &str) -> Result<String, StepError> {
+    crate::pg::with_database(url, database).map_err(|e| StepError::Invalid(e.0))
+}
+
+/// Free bytes for unprivileged users on the filesystem holding `path` (or its nearest
+/// existing ancestor), and that filesystem's device id.
+fn free_space(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut p = path.to_path_buf();
+    loop {
+        if let Ok(meta) = std::fs::metadata(&p) {
+            let st = nix::sys::statvfs::statvfs(&p).ok()?;
+            return Some((st.blocks_available() as u64 * st.fragment_size() as u64, meta.dev()));
+        }
+        if !p.pop() {
+            return None;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// restore.preflight
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PreflightWith {
+    url: String,
+    database: String,
+    backup: String,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    safety: Option<String>,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    staging: Option<String>,
+    #[serde(default = "one", deserialize_with = "super::de::int")]
+    jobs: u32,
+    #[serde(default = "postgres")]
+    maintenance_db: String,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    bin_dir: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl With for PreflightWith {}
+
+pub const PREFLIGHT: StepKind = StepKind {
+    name: "restore.preflight",
+    summary: "Before an operator restore changes anything: the target is reachable, its version and pg_restore can take the backup, and there is disk for the snapshot and the restore; prints the plan.",
+    fields: &[
+        Field { name: "url", ty: "string", required: true, doc: "any database URL of the target server" },
+        Field { name: "database", ty: "string", required: true, doc: "the database to restore into" },
+        Field { name: "backup", ty: "path", required: true, doc: "the backup to restore" },
+        Field { name: "safety", ty: "path", required: false, doc: "where the safety snapshot goes (disk checked)" },
+        Field { name: "staging", ty: "path", required: false, doc: "where a parallel restore stages (default: beside the backup)" },
+        Field { name: "jobs", ty: "integer", required: false, doc: "parallel restore jobs planned (default 1)" },
+        Field { name: "maintenance_db", ty: "string", required: false, doc: "database to connect to for checks (default postgres)" },
+        Field { name: "bin_dir", ty: "path", required: false, doc: "directory of pg_restore" },
+    ],
+    outputs: &[
+        Field { name: "target_url", ty: "string", required: false, doc: "the URL with the target database" },
+        Field { name: "admin_url", ty: "string", required: false, doc: "the URL with the maintenance database" },
+        Field { name: "host", ty: "string", required: false, doc: "server host and port" },
+        Field { name: "server_version", ty: "string", required: false, doc: "the target server's version" },
+        Field { name: "pg_restore", ty: "string", required: false, doc: "the pg_restore that will be used" },
+        Field { name: "target_exists", ty: "boolean", required: false, doc: "whether the database exists now" },
+        Field { name: "owner", ty: "string", required: false, doc: "its owner (kept when it is recreated)" },
+        Field { name: "encoding, lc_collate, lc_ctype", ty: "string", required: false, doc: "kept when recreated" },
+        Field { name: "size_bytes", ty: "integer", required: false, doc: "its size now" },
+        Field { name: "sessions", ty: "integer", required: false, doc: "sessions connected to it now" },
+        Field { name: "target_ident", ty: "string", required: false, doc: "the database name quoted for SQL" },
+    ],
+    check: check_with::<PreflightWith>,
+    report_log: true,
+    run: run_preflight,
+};
+
+fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: PreflightWith = typed(with)?;
+        let cfg = crate::pg::config(&w.url).map_err(|e| StepError::Invalid(e.0))?;
+        if let Some(pw) = cfg.get_password() {
+            ctx.redactor.add(&String::from_utf8_lossy(pw));
+        }
+        let host = crate::pg::display_url(&w.url)
+            .trim_start_matches("postgres://")
+            .split_once('@')
+            .map(|(_, h)| h.rsplit_once('/').map(|(h, _)| h.to_string()).unwrap_or_default())
+            .unwrap_or_default();
+        let client = admin(&w.url, &w.maintenance_db).await?;
+        let row = client
+            .query_one("select current_setting('server_version'), current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(env_err)?;
+        let server_version: String = row.get(0);
+        let major = (row.get::<_, i32>(1) / 10000) as u32;
+
+        let backup_path = ctx.resolve(&w.backup);
+        let backup_size = std::fs::metadata(&backup_path).map(|m| m.len()).unwrap_or(0);
+        let manifest = Manifest::read(&backup_path).ok();
+        let mut problems: Vec<String> = Vec::new();
+
+        // Versions: pg_restore must read the archive, the server must take what it replays.
+        let dump_major = manifest.as_ref().and_then(|m| parse_major(&m.pg_dump_version)).unwrap_or(0);
+        if let Some(m) = &manifest {
+            if m.server_major > major {
+                problems.push(format!(
+                    "the backup comes from PostgreSQL {} and the target runs {server_version}: restoring into an older major version is not supported; restore into a server of version {} or newer",
+                    m.server_major, m.server_major
+                ));
+            }
+        }
+        let explicit = w.bin_dir.as_ref().map(|d| PathBuf::from(d).join("pg_restore"));
+        let pg_restore = match find_tool("pg_restore", explicit.as_deref(), major.max(dump_major)) {
+            Ok((p, text, _)) => format!("{} ({text})", p.display()),
+            Err(e) => {
+                let why = match &manifest {
+                    Some(m) => format!("the backup was written by {}", m.pg_dump_version),
+                    None => format!("the target runs PostgreSQL {major}"),
+                };
+                problems.push(format!("{why}; {}", StepError::from(e).message()));
+                String::new()
+            }
+        };
+
+        let info = db_info(&client, &w.database).await?;
+        let ident = quote_ident(&w.database);
+
+        // Disk: the snapshot, and the staged plaintext of a parallel restore.
+        let raw = manifest.as_ref().map(|m| m.sizes.raw).unwrap_or(backup_size);
+        let snapshot_need = if info.is_some() { backup_size + backup_size / 4 } else { 0 };
+        let stage_need = if w.jobs > 1 { raw } else { 0 };
+        let mut needs: Vec<(PathBuf, u64, &str)> = Vec::new();
+        if let Some(s) = &w.safety {
+            needs.push((ctx.resolve(s), snapshot_need, "the safety snapshot"));
+        }
+        let staging = w
+            .staging
+            .as_deref()
+            .map(|s| ctx.resolve(s))
+            .unwrap_or_else(|| backup_path.parent().map(Path::to_path_buf).unwrap_or_default());
+        needs.push((staging, stage_need, "the staged restore file"));
+        let mut by_fs: Vec<(u64, u64, u64, Vec<String>)> = Vec::new();
+        for (dir, need, what) in &needs {
+            if *need == 0 {
+                continue;
+            }
+            let Some((free, dev)) = free_space(dir) else {
+                problems.push(format!("cannot read free space of {}", dir.display()));
+                continue;
+            };
+            match by_fs.iter_mut().find(|f| f.0 == dev) {
+                Some(f) => {
+                    f.2 += need;
+                    f.3.push(format!("{what} in {}", dir.display()));
+                }
+                None => by_fs.push((dev, free, *need, vec![format!("{what} in {}", dir.display())])),
+            }
+        }
+        for (_, free, need, whats) in &by_fs {
+            if free < need {
+                problems.push(format!(
+                    "not enough free disk for {}: about {} needed, {} free",
+                    whats.join(" and "),
+                    mib(*need),
+                    mib(*free)
+                ));
+            } else {
+                ctx.log(format!("disk: {} for {} ({} free)", mib(*need), whats.join(" and "), mib(*free)));
+            }
+        }
+        // The server's own disk, when it is on this machine and we may see its data directory.
+        let data_dir: Option<String> = client
+            .query_opt("select setting from pg_settings where name = 'data_directory'", &[])
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get(0));
+        let server_need = (raw * 2).saturating_sub(info.as_ref().map(|i| i.size).unwrap_or(0));
+        let local = matches!(cfg.get_hosts().first(), Some(tokio_postgres::config::Host::Unix(_)))
+            || host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+        match data_dir.filter(|d| local && Path::new(d).is_dir()).and_then(|d| free_space(Path::new(&d)).map(|f| (d, f.0))) {
+            Some((d, free)) if free < server_need => problems.push(format!(
+                "not enough free disk on the server's data directory {d}: about {} needed for the restored database, {} free",
+                mib(server_need),
+                mib(free)
+            )),
+            Some((d, free)) => ctx.log(format!("disk: about {} for the restored database in {d} ({} free)", mib(server_need), mib(free))),
+            None => ctx.log("disk: the server's data directory is not on this machine; its free space is not checked".to_string()),
+        }
+
+        // The plan, as the operator will confirm it.
+        match &manifest {
+            Some(m) => ctx.log(format!(
+                "backup: {} (database {}, PostgreSQL {}, {}, {}, sha256 {})",
+                backup_path.display(),
+                m.database,
+                m.server_version,
+                rfc3339(m.finished_at),
+                mib(backup_size),
+                &m.sha256[..12.min(m.sha256.len())]
+            )),
+            None => ctx.log(format!("backup: {} ({}, made by another tool)", backup_path.display(), mib(backup_size))),
+        }
+        match &info {
+            Some(i) => ctx.log(format!(
+                "target: database {} on {host} (PostgreSQL {server_version}), owner {}, {}, {} session{} connected: it will be snapshotted, dropped and recreated",
+                w.database,
+                i.owner,
+                mib(i.size),
+                i.sessions,
+                if i.sessions == 1 { "" } else { "s" }
+            )),
+            None => ctx.log(format!(
+                "target: database {} on {host} (PostgreSQL {server_version}) does not exist: it will be created",
+                w.database
+            )),
+        }
+        if !pg_restore.is_empty() {
+            ctx.log(format!("restore with {pg_restore}, {} job{}", w.jobs, if w.jobs == 1 { "" } else { "s" }));
+        }
+        if !problems.is_empty() {
+            return Err(StepError::Failed(format!("preflight: {}; nothing was changed", problems.join("; "))));
+        }
+
+        let mut o = Outputs::new();
+        o.insert("target_url".into(), target_url(&w.url, &w.database)?.into());
+        o.insert("admin_url".into(), target_url(&w.url, &w.maintenance_db)?.into());
+        o.insert("host".into(), host.into());
+        o.insert("server_version".into(), server_version.into());
+        o.insert("server_major".into(), major.into());
+        o.insert("pg_restore".into(), pg_restore.into());
+        o.insert("target_exists".into(), info.is_some().into());
+        o.insert("target_ident".into(), ident.into());
+        let i = info.unwrap_or(DbInfo {
+            owner: String::new(),
+            encoding: String::new(),
+            collate: String::new(),
+            ctype: String::new(),
+            size: 0,
+            sessions: 0,
+        });
+        o.insert("owner".into(), i.owner.into());
+        o.insert("encoding".into(), i.encoding.into());
+        o.insert("lc_collate".into(), i.collate.into());
+        o.insert("lc_ctype".into(), i.ctype.into());
+        o.insert("size_bytes".into(), i.size.into());
+        o.insert("sessions".into(), i.sessions.into());
+        Ok(o)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// operator.confirm
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmWith {
+    message: String,
+    #[serde(default = "yes_word")]
+    answer: String,
+}
+
+fn yes_word() -> String {
+    "yes".into()
+}
+
+impl With for ConfirmWith {}
+
+pub const CONFIRM: StepKind = StepKind {
+    name: "operator.confirm",
+    summary: "Ask the operator to confirm by typing an answer on the terminal; `pgdrill run --yes` confirms in advance; without either it refuses (exit 2).",
+    fields: &[
+        Field { name: "message", ty: "string", required: true, doc: "what is about to happen (name the database and host)" },
+        Field { name: "answer", ty: "string", required: false, doc: "what the operator must type (default yes)" },
+    ],
+    outputs: &[Field { name: "confirmed_by", ty: "string", required: false, doc: "`--yes` or `terminal`" }],
+    check: check_with::<ConfirmWith>,
+    report_log: true,
+    run: run_confirm,
+};
+
+fn run_confirm(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: ConfirmWith = typed(with)?;
+        let mut o = Outputs::new();
+        if ctx.assume_yes {
+            ctx.log(format!("{} (confirmed by --yes)", w.message.trim()));
+            o.insert("confirmed_by".into(), "--yes".into());
+            return Ok(o);
+        }
+        if !std::io::stdin().is_terminal() {
+            return Err(StepError::Invalid(format!(
+                "refusing without confirmation: {}; stdin is not a terminal, so pass --yes to confirm. Nothing was changed",
+                w.message.trim()
+            )));
+        }
+        let prompt = format!("\n{}\nType `{}` to continue: ", w.message.trim(), w.answer);
+        let typed_answer = tokio::task::spawn_blocking(move || {
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(prompt.as_bytes());
+            let _ = err.flush();
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line).map(|_| line)
+        })
+        .await
+        .map_err(|e| StepError::Environment(e.to_string()))?
+        .map_err(|e| StepError::Environment(format!("reading the answer: {e}")))?;
+        if typed_answer.trim() != w.answer {
+            return Err(StepError::Failed(format!(
+                "not confirmed (expected `{}`): nothing was changed",
+                w.answer
+            )));
+        }
+        ctx.log("confirmed on the terminal".to_string());
+        o.insert("confirmed_by".into(), "terminal".into());
+        Ok(o)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// database.snapshot
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotWith {
+    url: String,
+    database: String,
+    safety: String,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    key: Option<String>,
+    #[serde(default = "week", deserialize_with = "super::de::duration")]
+    keep: Duration,
+    #[serde(default = "zstd")]
+    compression: String,
+}
+
+fn week() -> Duration {
+    Duration::from_secs(7 * 86400)
+}
+fn zstd() -> String {
+    "zstd".into()
+}
+
+impl With for SnapshotWith {}
+
+pub const SNAPSHOT: StepKind = StepKind {
+    name: "database.snapshot",
+    summary: "A safety snapshot of a database before it is changed: a real pgdrill backup with its own fingerprint, kept for `keep` and then pruned.",
+    fields: &[
+        Field { name: "url", ty: "string", required: true, doc: "any database URL of the server" },
+        Field { name: "database", ty: "string", required: true, doc: "the database to snapshot" },
+        Field { name: "safety", ty: "path", required: true, doc: "safety location; snapshots go to <safety>/<database>/" },
+        Field { name: "key", ty: "secret", required: false, doc: "encrypt the snapshot with this key or passphrase" },
+        Field { name: "keep", ty: "duration", required: false, doc: "older snapshots of this database are pruned (default 7d)" },
+        Field { name: "compression", ty: "zstd|gzip|none", required: false, doc: "default zstd" },
+    ],
+    outputs: &[
+        Field { name: "path", ty: "path", required: false, doc: "the snapshot file" },
+        Field { name: "sha256", ty: "string", required: false, doc: "its sha256" },
+        Field { name: "fingerprint", ty: "map", required: false, doc: "the database's fingerprint at the snapshot" },
+        Field { name: "kept_until", ty: "string", required: false, doc: "when it may be pruned" },
+        Field { name: "pruned", ty: "list", required: false, doc: "older snapshots removed" },
+    ],
+    check: check_with::<SnapshotWith>,
+    report_log: true,
+    run: run_snapshot,
+};
+
+fn run_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: SnapshotWith = typed(with)?;
+        let safety = ctx.resolve(&w.safety);
+        let opts = CreateOptions {
+            url: target_url(&w.url, &w.database)?,
+            storage: safety.clone(),
+            format: Format::Custom,
+            codec: Codec::parse(&w.compression).map_err(StepError::Invalid)?,
+            level: 3,
+            threads: 2,
+            jobs: 1,
+            key: w.key.as_deref().filter(|k| !k.is_empty()).map(KeySource::from_secret),
+            fingerprint: Mode::Full,
+            pg_dump: None,
+            name: Some(w.database.clone()),
+        };
+        let log_ctx = ctx.clone();
+        let log = move |l: String| log_ctx.log(l);
+        let created = backup::create(opts, &log).await.map_err(StepError::from)?;
+        let now = OffsetDateTime::now_utc();
+        let kept_until = now + w.keep;
+
+        // Prune this database's older snapshots past `keep`; never the one just made.
+        let mut pruned = Vec::new();
+        let store = LocalStore::new(&safety);
+        for e in store.list(Some(&w.database)).unwrap_or_default() {
+            if e.path == created.path {
+                continue;
+            }
+            let when = Manifest::read(&e.path)
+                .map(|m| m.finished_at)
+                .ok()
+                .or_else(|| std::fs::metadata(&e.path).and_then(|m| m.modified()).ok().map(OffsetDateTime::from));
+            if when.is_some_and(|t| now - t > w.keep) {
+                let _ = std::fs::remove_file(&e.manifest);
+                if std::fs::remove_file(&e.path).is_ok() {
+                    pruned.push(e.path.display().to_string());
+                }
+            }
+        }
+        ctx.log(format!(
+            "safety snapshot {} ({}), kept until {}; `pgdrill backups list --storage {}` lists them",
+            created.path.display(),
+            mib(created.manifest.sizes.stored),
+            rfc3339(kept_until),
+            safety.display()
+        ));
+        for p in &pruned {
+            ctx.log(format!("pruned older snapshot {p}"));
+        }
+        let mut o = Outputs::new();
+        o.insert("path".into(), created.path.display().to_string().into());
+        o.insert("sha256".into(), created.manifest.sha256.clone().into());
+        o.insert("fingerprint".into(), serde_json::to_value(&created.manifest.fingerprint).unwrap_or_default());
+        o.insert("kept_until".into(), rfc3339(kept_until).into());
+        o.insert("pruned".into(), json!(pruned));
+        Ok(o)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// database.terminate
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TerminateWith {
+    url: String,
+    database: String,
+    #[serde(default = "yes", deserialize_with = "super::de::boolean")]
+    block: bool,
+    #[serde(default = "ten_s", deserialize_with = "super::de::duration")]
+    wait: Duration,
+    #[serde(default = "postgres")]
+    maintenance_db: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn ten_s() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl With for TerminateWith {}
+
+pub const TERMINATE: StepKind = StepKind {
+    name: "database.terminate",
+    summary: "Block new connections to a database and terminate the open ones, waiting until none is left.",
+    fields: &[
+        Field { name: "url", ty: "string", required: true, doc: "any database URL of the server" },
+        Field { name: "database", ty: "string", required: true, doc: "the database" },
+        Field { name: "block", ty: "boolean", required: false, doc: "ALLOW_CONNECTIONS false first (default true)" },
+        Field { name: "wait", ty: "duration", required: false, doc: "how long sessions may take to end (default 10s)" },
+        Field { name: "maintenance_db", ty: "string", required: false, doc: "database to connect to (default postgres)" },
+    ],
+    outputs: &[
+        Field { name: "terminated", ty: "integer", required: false, doc: "sessions terminated" },
+        Field { name: "sessions", ty: "list", required: false, doc: "who they were (user, application, client)" },
+    ],
+    check: check_with::<TerminateWith>,
+    report_log: true,
+    run: run_terminate,
+};
+
+fn run_terminate(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: TerminateWith = typed(with)?;
+        let client = admin(&w.url, &w.maintenance_db).await?;
+        let mut o = Outputs::new();
+        if db_info(&client, &w.database).await?.is_none() {
+            ctx.log(format!("database {} does not exist: no sessions", w.database));
+            o.insert("terminated".into(), 0.into());
+            o.insert("sessions".into(), json!([]));
+            return Ok(o);
+        }
+        if w.block {
+            client
+                .batch_execute(&format!("alter database {} allow_connections false", quote_ident(&w.database)))
+                .await
+                .map_err(|e| StepError::Failed(format!("blocking new connections: {}", crate::pg::describe(&e))))?;
+            ctx.log(format!("new connections to {} are refused", w.database));
+        }
+        let rows = client
+            .query(
+                "select format('%s (%s, %s)', usename, coalesce(nullif(application_name, ''), 'no application name'), \
+                 coalesce(client_addr::text, 'local')), pg_terminate_backend(pid) \
+                 from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+                &[&w.database],
+            )
+            .await
+            .map_err(env_err)?;
+        let sessions: Vec<String> = rows.iter().map(|r| r.get::<_, Option<String>>(0).unwrap_or_default()).collect();
+        for s in &sessions {
+            ctx.log(format!("terminated {s}"));
+        }
+        let deadline = tokio::time::Instant::now() + w.wait;
+        loop {
+            let left: i64 = client
+                .query_one("select count(*) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()", &[&w.database])
+                .await
+                .map_err(env_err)?
+                .get(0);
+            if left == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StepError::Failed(format!(
+                    "{left} session{} still connected to {} after {}",
+                    if left == 1 { "" } else { "s" },
+                    w.database,
+                    humantime::format_duration(w.wait)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        o.insert("terminated".into(), sessions.len().into());
+        o.insert("sessions".into(), json!(sessions));
+        Ok(o)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// database.drop
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DropWith {
+    url: String,
+    database: String,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    snapshot: Option<String>,
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    without_snapshot: bool,
+    #[serde(default = "postgres")]
+    maintenance_db: String,
+}
+
+impl With for DropWith {}
+
+pub const DROP: StepKind = StepKind {
+    name: "database.drop",
+    summary: "Drop a database, only once a safety snapshot of it is on disk; outputs its owner, encoding and locale to recreate it.",
+    fields: &[
+        Field { name: "url", ty: "string", required: true, doc: "any database URL of the server" },
+        Field { name: "database", ty: "string", required: true, doc: "the database" },
+        Field { name: "snapshot", ty: "path", required: false, doc: "its safety snapshot (required when it exists)" },
+        Field { name: "without_snapshot", ty: "boolean", required: false, doc: "drop without a snapshot (scratch databases only)" },
+        Field { name: "maintenance_db", ty: "string", required: false, doc: "database to connect to (default postgres)" },
+    ],
+    outputs: &[
+        Field { name: "existed", ty: "boolean", required: false, doc: "whether there was anything to drop" },
+        Field { name: "owner, encoding, lc_collate, lc_ctype", ty: "string", required: false, doc: "what it was created with" },
+    ],
+    check: check_with::<DropWith>,
+    report_log: true,
+    run: run_drop,
+};
+
+fn run_drop(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: DropWith = typed(with)?;
+        let client = admin(&w.url, &w.maintenance_db).await?;
+        let mut o = Outputs::new();
+        let Some(info) = db_info(&client, &w.database).await? else {
+            ctx.log(format!("database {} does not exist: nothing to drop", w.database));
+            o.insert("existed".into(), false.into());
+            return Ok(o);
+        };
+        if !w.without_snapshot {
+            let Some(snap) = w.snapshot.as_deref().map(|s| ctx.resolve(s)) else {
+                return Err(StepError::Invalid(format!(
+                    "refusing to drop database `{}` without a safety snapshot: set `snapshot:` to database.snapshot's path",
+                    w.database
+                )));
+            };
+            let m = Manifest::read(&snap).map_err(|e| {
+                StepError::Failed(format!(
+                    "refusing to drop database `{}`: its snapshot {} is not usable ({})",
+                    w.database,
+                    snap.display(),
+                    StepError::from(e).message()
+                ))
+            })?;
+            if m.database != w.database || !snap.is_file() {
+                return Err(StepError::Failed(format!(
+                    "refusing to drop database `{}`: {} is a snapshot of `{}`",
+                    w.database,
+                    snap.display(),
+                    m.database
+                )));
+            }
+        }
+        drop_database(&client, &w.database).await?;
+        ctx.log(format!("dropped database {} (owner {}, {})", w.database, info.owner, mib(info.size)));
+        o.insert("existed".into(), true.into());
+        o.insert("owner".into(), info.owner.into());
+        o.insert("encoding".into(), info.encoding.into());
+        o.insert("lc_collate".into(), info.collate.into());
+        o.insert("lc_ctype".into(), info.ctype.into());
+        Ok(o)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// database.create
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateWith {
+    url: String,
+    database: String,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    owner: Option<String>,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    encoding: Option<String>,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    lc_collate: Option<String>,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    lc_ctype: Option<String>,
+    #[serde(default = "postgres")]
+    maintenance_db: String,
+}
+
+impl With for CreateWith {}
+
+impl CreateWith {
+    fn shape(&self) -> Shape {
+        Shape {
+            owner: self.owner.clone(),
+            encoding: self.encoding.clone(),
+            lc_collate: self.lc_collate.clone(),
+            lc_ctype: self.lc_ctype.clone(),
+        }
+    }
+}
+
+pub const CREATE: StepKind = StepKind {
+    name: "database.create",
+    summary: "Create a database from template0 with the given owner, encoding and locale.",
+    fields: &[
+        Field { name: "url", ty: "string", required: true, doc: "any database URL of the server" },
+        Field { name: "database", ty: "string", required: true, doc: "the database" },
+        Field { name: "owner", ty: "string", required: false, doc: "owner (default: the connecting user)" },
+        Field { name: "encoding", ty: "string", required: false, doc: "default: the server's" },
+        Field { name: "lc_collate, lc_ctype", ty: "string", required: false, doc: "default: the server's" },
+        Field { name: "maintenance_db", ty: "string", required: false, doc: "database to connect to (default postgres)" },
+    ],
+    outputs: &[Field { name: "url", ty: "string", required: false, doc: "the new database's URL" }],
+    check: check_with::<CreateWith>,
+    report_log: true,
+    run: run_create,
+};
+
+fn run_create(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: CreateWith = typed(with)?;
+        let client = admin(&w.url, &w.maintenance_db).await?;
+        create_database(&client, &w.database, &w.shape()).await?;
+        ctx.log(format!(
+            "created database {}{}",
+            w.database,
+            w.owner.as_deref().map(|o| format!(" owned by {o}")).unwrap_or_default()
+        ));
+        let mut o = Outputs::new();
+        o.insert("url".into(), target_url(&w.url, &w.database)?.into());
+        Ok(o)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// database.restore_snapshot
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreSnapshotWith {
+    url: String,
+    database: String,
+    snapshot: String,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    key: Option<String>,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    owner: Option<String>,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    encoding: Option<String>,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    lc_collate: Option<String>,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    lc_ctype: Option<String>,
+    #[serde(default = "one", deserialize_with = "super::de::int")]
+    jobs: u32,
+    #[serde(default = "postgres")]
+    maintenance_db: String,
+}
+
+impl With for RestoreSnapshotWith {}
+
+impl RestoreSnapshotWith {
+    fn shape(&self) -> Shape {
+        Shape {
+            owner: self.owner.clone(),
+            encoding: self.encoding.clone(),
+            lc_collate: self.lc_collate.clone(),
+            lc_ctype: self.lc_ctype.clone(),
+        }
+    }
+}
+
+pub const RESTORE_SNAPSHOT: StepKind = StepKind {
+    name: "database.restore_snapshot",
+    summary: "Put a database back from its safety snapshot: drop what is there, recreate it (owner kept), restore, and prove its fingerprint equals the snapshot's.",
+    fields: &[
+        Field { name: "url", ty: "string", required: true, doc: "any database URL of the server" },
+        Field { name: "database", ty: "string", required: true, doc: "the database" },
+        Field { name: "snapshot", ty: "path", required: true, doc: "database.snapshot's path" },
+        Field { name: "key", ty: "secret", required: false, doc: "the snapshot's key" },
+        Field { name: "owner, encoding, lc_collate, lc_ctype", ty: "string", required: false, doc: "as database.drop reported them" },
+        Field { name: "jobs", ty: "integer", required: false, doc: "parallel pg_restore jobs (default 1)" },
+        Field { name: "maintenance_db", ty: "string", required: false, doc: "database to connect to (default postgres)" },
+    ],
+    outputs: &[Field {
+        name: "notice",
+        ty: "string",
+        required: false,
+        doc: "what happened, added to the run's final message",
+    }],
+    check: check_with::<RestoreSnapshotWith>,
+    report_log: true,
+    run: run_restore_snapshot,
+};
+
+fn run_restore_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: RestoreSnapshotWith = typed(with)?;
+        let snap = ctx.resolve(&w.snapshot);
+        let manifest = Manifest::read(&snap).map_err(StepError::from)?;
+        let client = admin(&w.url, &w.maintenance_db).await?;
+        drop_database(&client, &w.database).await?;
+        create_database(&client, &w.database, &w.shape()).await?;
+        let url = target_url(&w.url, &w.database)?;
+        let opts = RestoreOptions {
+            backup: snap.clone(),
+            into: url.clone(),
+            key: w.key.clone(),
+            jobs: w.jobs,
+            create: false,
+            clean: false,
+            no_owner: false,
+            role_map: Default::default(),
+            staging: None,
+            bin_dir: None,
+        };
+        let log_ctx = ctx.clone();
+        let log = move |l: String| log_ctx.log(l);
+        restore::restore(opts, &log).await.map_err(|e| {
+            StepError::Failed(format!(
+                "restoring the safety snapshot {} failed: {}; restore it by hand with `pgdrill decrypt {} | pg_restore -d ...`",
+                snap.display(),
+                StepError::from(e).message(),
+                snap.display()
+            ))
+        })?;
+        let expect: Option<Fingerprint> = manifest.fingerprint.clone();
+        let proof = match &expect {
+            Some(fp) => {
+                let (tables, rows) = super::verify::compare_database(&url, fp).await.map_err(|e| match e {
+                    StepError::Failed(m) => StepError::Failed(format!(
+                        "database `{}` was restored from the safety snapshot {} but does not match it: {m}",
+                        w.database,
+                        snap.display()
+                    )),
+                    other => other,
+                })?;
+                format!("its fingerprint matches the snapshot's ({tables} tables, {rows} rows)")
+            }
+            None => "the snapshot has no fingerprint to compare with".to_string(),
+        };
+        let notice = format!(
+            "database `{}` was rolled back to the safety snapshot {}; {proof}",
+            w.database,
+            snap.display()
+        );
+        ctx.log(notice.clone());
+        let mut o = Outputs::new();
+        o.insert("notice".into(), notice.into());
+        Ok(o)
+    })
+}
