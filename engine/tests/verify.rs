@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{pgdrill, text};
+use common::{junit_cases, pgdrill, status_of, text};
 use pgdrill::pg::ephemeral::Ephemeral;
 
 const KEY: &str = "verify-test passphrase";
@@ -72,31 +72,6 @@ fn verify(storage: &Path, extra: &[&str], junit: &Path) -> std::process::Output 
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     pgdrill(&args).env("PGDRILL_BACKUP_KEY", KEY).output().expect("verify runs")
-}
-
-/// `name -> (failure/error/skipped or "passed")` from a JUnit file.
-fn junit_cases(path: &Path) -> Vec<(String, String)> {
-    let xml = std::fs::read_to_string(path).expect("junit");
-    let mut out = Vec::new();
-    for part in xml.split("<testcase ").skip(1) {
-        let name = part.split("name=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_string();
-        let body = part.split("</testcase>").next().unwrap_or_default();
-        let status = if body.contains("<failure") {
-            "failure"
-        } else if body.contains("<error") {
-            "error"
-        } else if body.contains("<skipped") {
-            "skipped"
-        } else {
-            "passed"
-        };
-        out.push((name, status.to_string()));
-    }
-    out
-}
-
-fn status_of<'a>(cases: &'a [(String, String)], name: &str) -> &'a str {
-    cases.iter().find(|(n, _)| n.starts_with(name)).map(|(_, s)| s.as_str()).unwrap_or("absent")
 }
 
 #[tokio::test(flavor = "multi_thread")]

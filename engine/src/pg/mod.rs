@@ -259,9 +259,12 @@ mod url_tests {
 
     #[test]
     fn with_database_replaces_only_the_database() {
-        assert_eq!(with_database("postgres://u:p@h:5/a?sslmode=disable", "b c").unwrap(), "postgres://u:p@h:5/b%20c?sslmode=disable");
-        assert_eq!(with_database("postgresql://u@h", "erp").unwrap(), "postgresql://u@h/erp");
-        assert_eq!(with_database("postgres://u:p%2Fx@h/a", "erp").unwrap(), "postgres://u:p%2Fx@h/erp");
-        assert_eq!(with_database("host=h user=u dbname=a", "it's").unwrap(), "host=h user=u dbname='it\\'s'");
+        assert_eq!(
+            with_database("postgres://u:p@h:5/a?sslmode=disable", "b c").expect("valid"),
+            "postgres://u:p@h:5/b%20c?sslmode=disable"
+        );
+        assert_eq!(with_database("postgresql://u@h", "erp").expect("valid"), "postgresql://u@h/erp");
+        assert_eq!(with_database("postgres://u:p%2Fx@h/a", "erp").expect("valid"), "postgres://u:p%2Fx@h/erp");
+        assert_eq!(with_database("host=h user=u dbname=a", "it's").expect("valid"), "host=h user=u dbname='it\\'s'");
     }
 }

@@ -303,7 +303,9 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
             .map(|r| r.get(0));
         let server_need = (raw * 2).saturating_sub(info.as_ref().map(|i| i.size).unwrap_or(0));
         let local = matches!(cfg.get_hosts().first(), Some(tokio_postgres::config::Host::Unix(_)))
-            || host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+            || host.starts_with("127.")
+            || host.starts_with("localhost")
+            || host.starts_with("[::1]");
         match data_dir.filter(|d| local && Path::new(d).is_dir()).and_then(|d| free_space(Path::new(&d)).map(|f| (d, f.0))) {
             Some((d, free)) if free < server_need => problems.push(format!(
                 "not enough free disk on the server's data directory {d}: about {} needed for the restored database, {} free",
@@ -432,10 +434,7 @@ fn run_confirm(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, S
         .map_err(|e| StepError::Environment(e.to_string()))?
         .map_err(|e| StepError::Environment(format!("reading the answer: {e}")))?;
         if typed_answer.trim() != w.answer {
-            return Err(StepError::Failed(format!(
-                "not confirmed (expected `{}`): nothing was changed",
-                w.answer
-            )));
+            return Err(StepError::Failed(format!("not confirmed (expected `{}`): nothing was changed", w.answer)));
         }
         ctx.log("confirmed on the terminal".to_string());
         o.insert("confirmed_by".into(), "terminal".into());
@@ -586,7 +585,12 @@ pub const TERMINATE: StepKind = StepKind {
         Field { name: "database", ty: "string", required: true, doc: "the database" },
         Field { name: "block", ty: "boolean", required: false, doc: "ALLOW_CONNECTIONS false first (default true)" },
         Field { name: "wait", ty: "duration", required: false, doc: "how long sessions may take to end (default 10s)" },
-        Field { name: "maintenance_db", ty: "string", required: false, doc: "database to connect to (default postgres)" },
+        Field {
+            name: "maintenance_db",
+            ty: "string",
+            required: false,
+            doc: "database to connect to (default postgres)",
+        },
     ],
     outputs: &[
         Field { name: "terminated", ty: "integer", required: false, doc: "sessions terminated" },
@@ -631,7 +635,10 @@ fn run_terminate(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
         let deadline = tokio::time::Instant::now() + w.wait;
         loop {
             let left: i64 = client
-                .query_one("select count(*) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()", &[&w.database])
+                .query_one(
+                    "select count(*) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+                    &[&w.database],
+                )
                 .await
                 .map_err(env_err)?
                 .get(0);
@@ -778,7 +785,12 @@ pub const CREATE: StepKind = StepKind {
         Field { name: "owner", ty: "string", required: false, doc: "owner (default: the connecting user)" },
         Field { name: "encoding", ty: "string", required: false, doc: "default: the server's" },
         Field { name: "lc_collate, lc_ctype", ty: "string", required: false, doc: "default: the server's" },
-        Field { name: "maintenance_db", ty: "string", required: false, doc: "database to connect to (default postgres)" },
+        Field {
+            name: "maintenance_db",
+            ty: "string",
+            required: false,
+            doc: "database to connect to (default postgres)",
+        },
     ],
     outputs: &[Field { name: "url", ty: "string", required: false, doc: "the new database's URL" }],
     check: check_with::<CreateWith>,
@@ -909,11 +921,8 @@ fn run_restore_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<O
             }
             None => "the snapshot has no fingerprint to compare with".to_string(),
         };
-        let notice = format!(
-            "database `{}` was rolled back to the safety snapshot {}; {proof}",
-            w.database,
-            snap.display()
-        );
+        let notice =
+            format!("database `{}` was rolled back to the safety snapshot {}; {proof}", w.database, snap.display());
         ctx.log(notice.clone());
         let mut o = Outputs::new();
         o.insert("notice".into(), notice.into());

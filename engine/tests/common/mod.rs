@@ -55,3 +55,28 @@ pub async fn native_server(db: &str) -> Option<pgdrill::pg::ephemeral::Ephemeral
         }
     }
 }
+
+/// `name -> (failure/error/skipped or "passed")` from a JUnit file.
+pub fn junit_cases(path: &Path) -> Vec<(String, String)> {
+    let xml = std::fs::read_to_string(path).expect("junit");
+    let mut out = Vec::new();
+    for part in xml.split("<testcase ").skip(1) {
+        let name = part.split("name=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_string();
+        let body = part.split("</testcase>").next().unwrap_or_default();
+        let status = if body.contains("<failure") {
+            "failure"
+        } else if body.contains("<error") {
+            "error"
+        } else if body.contains("<skipped") {
+            "skipped"
+        } else {
+            "passed"
+        };
+        out.push((name, status.to_string()));
+    }
+    out
+}
+
+pub fn status_of<'a>(cases: &'a [(String, String)], name: &str) -> &'a str {
+    cases.iter().find(|(n, _)| n.starts_with(name)).map(|(_, s)| s.as_str()).unwrap_or("absent")
+}
