@@ -14,6 +14,13 @@ const ALL: &[Shipped] = &[
     Shipped { name: "verify", path: "runbooks/verify.yaml", text: include_str!("../../runbooks/verify.yaml") },
     Shipped { name: "restore", path: "runbooks/restore.yaml", text: include_str!("../../runbooks/restore.yaml") },
     Shipped { name: "smoke", path: "runbooks/smoke.yaml", text: include_str!("../../runbooks/smoke.yaml") },
+    Shipped { name: "quickstart", path: "drills/quickstart.yaml", text: include_str!("../../drills/quickstart.yaml") },
+    Shipped {
+        name: "disaster-recovery",
+        path: "drills/disaster-recovery.yaml",
+        text: include_str!("../../drills/disaster-recovery.yaml"),
+    },
+    Shipped { name: "ab", path: "drills/ab.yaml", text: include_str!("../../drills/ab.yaml") },
 ];
 
 pub fn find(name: &str) -> Option<&'static Shipped> {

@@ -12,7 +12,7 @@
 //! detected, and no plaintext from a chunk that failed authentication is ever returned.
 //! Everything streams: memory is one chunk whatever the database size.
 
-mod crypto;
+pub(crate) mod crypto;
 
 use std::io::{self, Read, Write};
 

@@ -182,8 +182,20 @@ impl Executor {
         overrides: &serde_yaml::Mapping,
         parent: Option<usize>,
     ) -> Result<SuiteResult, Error> {
+        self.run_with_secrets(rb, overrides, &Map::new(), parent).await
+    }
+
+    /// `run`, with secret values a parent runbook hands down (a nested `runbook` step's
+    /// `secrets:`) taking the place of the declared sources.
+    pub async fn run_with_secrets(
+        &self,
+        rb: &Runbook,
+        overrides: &serde_yaml::Mapping,
+        given: &Map<String, Json>,
+        parent: Option<usize>,
+    ) -> Result<SuiteResult, Error> {
         let env: Map<String, Json> = std::env::vars().map(|(k, v)| (k, Json::String(v))).collect();
-        let secrets = self.load_secrets(rb)?;
+        let secrets = self.load_secrets(rb, given)?;
         let vars = resolve_vars(rb, overrides, &env)?;
         let run = json!({ "status": "running", "message": null, "elapsed_s": 0 });
         let run = run.as_object().cloned().unwrap_or_default();
@@ -328,9 +340,14 @@ impl Executor {
         self.cause.lock().ok().and_then(|c| c.clone()).unwrap_or_else(|| "a signal".into())
     }
 
-    fn load_secrets(&self, rb: &Runbook) -> Result<Map<String, Json>, Error> {
+    fn load_secrets(&self, rb: &Runbook, given: &Map<String, Json>) -> Result<Map<String, Json>, Error> {
         let mut out = Map::new();
         for (name, src) in &rb.secrets {
+            if let Some(v) = given.get(name).and_then(Json::as_str).filter(|v| !v.is_empty()) {
+                self.redactor.add(v);
+                out.insert(name.clone(), Json::String(v.to_string()));
+                continue;
+            }
             let value = match (&src.env, &src.file) {
                 (Some(var), _) if src.optional && std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) => {
                     out.insert(name.clone(), Json::String(String::new()));
@@ -671,12 +688,13 @@ impl NestedRunner for Executor {
         ctx: StepCtx,
         path: PathBuf,
         vars: serde_yaml::Mapping,
+        secrets: Map<String, Json>,
     ) -> steps::BoxFuture<'static, Result<Outputs, StepError>> {
         let me = self.me.upgrade();
         Box::pin(async move {
             let me = me.ok_or_else(|| StepError::Environment("executor is gone".into()))?;
             let rb = load_runbook_ref(&path).map_err(|e| StepError::Invalid(e.to_string()))?;
-            let res = me.run(&rb, &vars, Some(ctx.suite)).await.map_err(|e| match e.exit_code() {
+            let res = me.run_with_secrets(&rb, &vars, &secrets, Some(ctx.suite)).await.map_err(|e| match e.exit_code() {
                 ExitCode::Invalid => StepError::Invalid(e.to_string()),
                 _ => StepError::Environment(e.to_string()),
             })?;

@@ -108,3 +108,14 @@ pub fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<std::collections::B
             .collect(),
     }
 }
+
+/// A number written natively or as text (a rendered `{{ steps.x.at_epoch }}`).
+pub fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    match NumOrText::deserialize(d)? {
+        NumOrText::Int(i) => Ok(i as f64),
+        NumOrText::Float(f) => Ok(f),
+        NumOrText::Text(s) => {
+            s.trim().parse().map_err(|_| serde::de::Error::custom(format!("expected a number, found `{s}`")))
+        }
+    }
+}

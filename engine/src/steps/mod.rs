@@ -7,6 +7,7 @@
 
 mod backup;
 mod database;
+mod drill;
 pub mod de;
 mod ephemeral;
 mod http;
@@ -112,6 +113,7 @@ pub trait NestedRunner: Send + Sync {
         ctx: StepCtx,
         path: PathBuf,
         vars: serde_yaml::Mapping,
+        secrets: Outputs,
     ) -> BoxFuture<'static, Result<Outputs, StepError>>;
 }
 
@@ -226,7 +228,7 @@ pub use backup::listing as backup_listing;
 
 /// Every step kind, in catalogue order.
 pub fn catalogue() -> &'static [StepKind] {
-    static KINDS: [StepKind; 25] = [
+    static KINDS: [StepKind; 31] = [
         ephemeral::EPHEMERAL,
         backup::CREATE,
         backup::CHECK,
@@ -246,6 +248,12 @@ pub fn catalogue() -> &'static [StepKind] {
         database::CREATE,
         database::RESTORE_SNAPSHOT,
         retention::PRUNE,
+        drill::FIXTURES_LOAD,
+        drill::WORKSPACE,
+        drill::HEARTBEAT,
+        drill::DISASTER,
+        drill::RTO,
+        drill::RPO,
         sql::EXEC,
         sql::ASSERT,
         shell::RUN,

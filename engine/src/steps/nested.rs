@@ -11,6 +11,8 @@ struct NestedWith {
     path: String,
     #[serde(default)]
     vars: serde_yaml::Mapping,
+    #[serde(default)]
+    secrets: std::collections::BTreeMap<String, String>,
 }
 
 impl With for NestedWith {}
@@ -26,6 +28,12 @@ pub const RUNBOOK: StepKind = StepKind {
             doc: "runbook file (relative to this runbook) or shipped runbook name",
         },
         Field { name: "vars", ty: "map", required: false, doc: "variables for the nested runbook" },
+        Field {
+            name: "secrets",
+            ty: "map",
+            required: false,
+            doc: "values for the nested runbook's secrets (instead of their env/file sources)",
+        },
     ],
     outputs: &[Field {
         name: "steps",
@@ -43,6 +51,7 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
         let w: NestedWith = typed(with)?;
         let path = ctx.resolve(&w.path);
         let nested = ctx.nested.clone();
-        nested.run_nested(ctx, path, w.vars).await
+        let secrets = w.secrets.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+        nested.run_nested(ctx, path, w.vars, secrets).await
     })
 }

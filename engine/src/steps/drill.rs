@@ -1,0 +1,612 @@
+//! Drills: `fixtures.load`, `drill.workspace`, `drill.heartbeat`, `drill.disaster`,
+//! `drill.rto` and `drill.rpo`.
+//!
+//! RTO is measured from the disaster to verified service; RPO from the data: the disaster
+//! time minus the newest heartbeat row found in the restored database, never the backup's
+//! age.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+use serde_yaml::Value as Yaml;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use super::{check_with, typed, BoxFuture, Field, Outputs, StepCtx, StepError, StepKind, Teardown, With, WithError};
+use crate::pg::native::quote_ident;
+
+fn env_err(e: tokio_postgres::Error) -> StepError {
+    StepError::Environment(crate::pg::describe(&e))
+}
+
+fn now_epoch() -> f64 {
+    OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+fn secs(d: f64) -> String {
+    format!("{d:.1} s")
+}
+
+/// A table name, optionally schema-qualified, quoted for SQL.
+fn qualified(name: &str) -> String {
+    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
+}
+
+// ---------------------------------------------------------------------------------------
+// fixtures.load
+
+/// The fixtures shipped in the binary (fixtures/sql/*.sql), by name.
+pub const FIXTURES: &[(&str, &str)] = &[
+    ("erp", include_str!("../../../fixtures/sql/erp.sql")),
+    ("crm", include_str!("../../../fixtures/sql/crm.sql")),
+    ("payments", include_str!("../../../fixtures/sql/payments.sql")),
+    ("types", include_str!("../../../fixtures/sql/types.sql")),
+];
+
+/// A fixture's SQL with psql's `:scale` replaced.
+pub fn fixture_sql(text: &str, scale: u32) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(":scale") {
+        let after = &rest[i + 6..];
+        let prev = rest[..i].chars().last();
+        let ident_follows = after.chars().next().is_some_and(|c| c.is_alphanumeric() || c == '_');
+        out.push_str(&rest[..i]);
+        if prev == Some(':') || ident_follows {
+            out.push_str(":scale");
+        } else {
+            out.push_str(&scale.to_string());
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FixturesWith {
+    url: String,
+    #[serde(default = "all_fixtures")]
+    fixtures: Vec<String>,
+    #[serde(default = "one", deserialize_with = "super::de::int")]
+    scale: u32,
+}
+
+fn all_fixtures() -> Vec<String> {
+    FIXTURES.iter().map(|(n, _)| n.to_string()).collect()
+}
+fn one() -> u32 {
+    1
+}
+
+impl With for FixturesWith {
+    fn check(&self) -> Result<(), WithError> {
+        if self.scale == 0 {
+            return Err(WithError::new("scale", "scale must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+pub const FIXTURES_LOAD: StepKind = StepKind {
+    name: "fixtures.load",
+    summary: "Load deterministic fixture data (ERP, CRM with mixed-case names, payments, one table per column type) at a scale; scale 1 is about 2 MB.",
+    fields: &[
+        Field { name: "url", ty: "string", required: true, doc: "database to load into" },
+        Field {
+            name: "fixtures",
+            ty: "list",
+            required: false,
+            doc: "erp, crm, payments, types (default all) or .sql paths using psql's :scale",
+        },
+        Field { name: "scale", ty: "integer", required: false, doc: "size multiplier (default 1)" },
+    ],
+    outputs: &[
+        Field { name: "tables", ty: "integer", required: false, doc: "user tables afterwards" },
+        Field { name: "rows", ty: "integer", required: false, doc: "rows in them (estimate from statistics)" },
+        Field { name: "size_bytes", ty: "integer", required: false, doc: "database size afterwards" },
+    ],
+    check: check_with::<FixturesWith>,
+    report_log: false,
+    run: run_fixtures,
+};
+
+fn run_fixtures(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: FixturesWith = typed(with)?;
+        let client = crate::pg::connect(&w.url).await.map_err(|e| StepError::Environment(e.0))?;
+        for f in &w.fixtures {
+            let text = match FIXTURES.iter().find(|(n, _)| n == f) {
+                Some((_, t)) => t.to_string(),
+                None if f.ends_with(".sql") => {
+                    let p = ctx.resolve(f);
+                    std::fs::read_to_string(&p)
+                        .map_err(|e| StepError::Invalid(format!("fixture {}: {e}", p.display())))?
+                }
+                None => {
+                    let names: Vec<&str> = FIXTURES.iter().map(|(n, _)| *n).collect();
+                    return Err(StepError::Invalid(format!(
+                        "no fixture `{f}`: the shipped ones are {}, or give a path ending in .sql",
+                        names.join(", ")
+                    )));
+                }
+            };
+            let started = std::time::Instant::now();
+            client
+                .batch_execute(&format!("begin;\n{}\ncommit;", fixture_sql(&text, w.scale)))
+                .await
+                .map_err(|e| StepError::Failed(format!("fixture `{f}`: {}", crate::pg::describe(&e))))?;
+            ctx.log(format!("loaded {f} at scale {} in {:.1}s", w.scale, started.elapsed().as_secs_f64()));
+        }
+        client.batch_execute("analyze").await.map_err(env_err)?;
+        let row = client
+            .query_one(
+                "select count(*), coalesce(sum(n_live_tup), 0)::bigint, pg_database_size(current_database()) \
+                 from pg_stat_user_tables",
+                &[],
+            )
+            .await
+            .map_err(env_err)?;
+        let mut o = Outputs::new();
+        o.insert("tables".into(), row.get::<_, i64>(0).into());
+        o.insert("rows".into(), row.get::<_, i64>(1).into());
+        o.insert("size_bytes".into(), row.get::<_, i64>(2).into());
+        Ok(o)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// drill.workspace
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkspaceWith {
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    dir: Option<String>,
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    keep: bool,
+}
+
+impl With for WorkspaceWith {}
+
+pub const WORKSPACE: StepKind = StepKind {
+    name: "drill.workspace",
+    summary: "A private directory for a drill's backups, removed when the runbook ends (unless `keep`), and a generated backup key.",
+    fields: &[
+        Field { name: "dir", ty: "path", required: false, doc: "use this directory (created; kept) instead of a temporary one" },
+        Field { name: "keep", ty: "boolean", required: false, doc: "keep the temporary directory afterwards" },
+    ],
+    outputs: &[
+        Field { name: "path", ty: "path", required: false, doc: "the directory" },
+        Field { name: "key", ty: "secret", required: false, doc: "a random 256-bit key (hex), masked everywhere" },
+    ],
+    check: check_with::<WorkspaceWith>,
+    report_log: false,
+    run: run_workspace,
+};
+
+struct RemoveDir(PathBuf);
+
+impl Teardown for RemoveDir {
+    fn teardown(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let _ = tokio::fs::remove_dir_all(&self.0).await;
+        })
+    }
+}
+
+fn run_workspace(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: WorkspaceWith = typed(with)?;
+        let path = match &w.dir {
+            Some(d) => {
+                let p = ctx.resolve(d);
+                std::fs::create_dir_all(&p)
+                    .map_err(|e| StepError::Environment(format!("creating {}: {e}", p.display())))?;
+                p
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("pgdrill-drill-")
+                    .tempdir()
+                    .map_err(|e| StepError::Environment(format!("creating a temporary directory: {e}")))?;
+                let p = t.keep();
+                if !w.keep {
+                    ctx.resources.push(format!("workspace {}", p.display()), Box::new(RemoveDir(p.clone())));
+                }
+                p
+            }
+        };
+        let key: String = crate::archive::crypto::random::<32>().iter().map(|b| format!("{b:02x}")).collect();
+        ctx.redactor.add(&key);
+        ctx.log(format!("workspace {}", path.display()));
+        let mut o = Outputs::new();
+        o.insert("path".into(), path.display().to_string().into());
+        o.insert("key".into(), key.into());
+        Ok(o)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// drill.heartbeat
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatWith {
+    url: String,
+    #[serde(default = "second", deserialize_with = "super::de::duration")]
+    interval: Duration,
+    #[serde(default = "heartbeat_table")]
+    table: String,
+}
+
+fn second() -> Duration {
+    Duration::from_secs(1)
+}
+fn heartbeat_table() -> String {
+    "pgdrill_heartbeat".into()
+}
+
+impl With for HeartbeatWith {
+    fn check(&self) -> Result<(), WithError> {
+        if self.interval < Duration::from_millis(10) {
+            return Err(WithError::new("interval", "interval must be at least 10ms"));
+        }
+        Ok(())
+    }
+}
+
+pub const HEARTBEAT: StepKind = StepKind {
+    name: "drill.heartbeat",
+    summary: "Write a row with its commit timestamp at a fixed rate until the runbook ends: the marker RPO is measured with.",
+    fields: &[
+        Field { name: "url", ty: "string", required: true, doc: "database to write into" },
+        Field { name: "interval", ty: "duration", required: false, doc: "time between rows (default 1s)" },
+        Field { name: "table", ty: "string", required: false, doc: "table to create and fill (default pgdrill_heartbeat)" },
+    ],
+    outputs: &[
+        Field { name: "table", ty: "string", required: false, doc: "the table" },
+        Field { name: "interval_s", ty: "number", required: false, doc: "the interval in seconds" },
+        Field { name: "started_at", ty: "string", required: false, doc: "when the first row was written" },
+    ],
+    check: check_with::<HeartbeatWith>,
+    report_log: false,
+    run: run_heartbeat,
+};
+
+/// The writer task; stopped when the runbook ends.
+struct Heartbeat {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Teardown for Heartbeat {
+    fn teardown(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            self.stop.cancel();
+            let _ = self.task.await;
+        })
+    }
+}
+
+fn run_heartbeat(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: HeartbeatWith = typed(with)?;
+        let table = qualified(&w.table);
+        let client = crate::pg::connect(&w.url).await.map_err(|e| StepError::Environment(e.0))?;
+        client
+            .batch_execute(&format!(
+                "create table if not exists {table} (id bigserial primary key, at timestamptz not null default clock_timestamp()); \
+                 insert into {table} default values"
+            ))
+            .await
+            .map_err(env_err)?;
+        let started = OffsetDateTime::now_utc();
+        let stop = CancellationToken::new();
+        let (stop2, url, interval) = (stop.clone(), w.url.clone(), w.interval);
+        let insert = format!("insert into {table} default values");
+        let task = tokio::spawn(async move {
+            let mut client = Some(client);
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop2.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                if client.as_ref().is_none_or(|c| c.is_closed()) {
+                    // After a disaster the database is gone; keep trying quietly until stopped.
+                    client = crate::pg::connect(&url).await.ok();
+                }
+                if let Some(c) = &client {
+                    let _ = c.batch_execute(&insert).await;
+                }
+            }
+        });
+        ctx.resources.push(format!("heartbeat writer ({table})"), Box::new(Heartbeat { stop, task }));
+        ctx.log(format!("writing a row into {table} every {}", humantime::format_duration(w.interval)));
+        let mut o = Outputs::new();
+        o.insert("table".into(), w.table.clone().into());
+        o.insert("interval_s".into(), json!(w.interval.as_secs_f64()));
+        o.insert("started_at".into(), rfc3339(started).into());
+        Ok(o)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// drill.disaster
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisasterWith {
+    mode: String,
+    url: String,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    database: Option<String>,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    data_dir: Option<String>,
+}
+
+impl With for DisasterWith {
+    fn check(&self) -> Result<(), WithError> {
+        if !crate::template::is_template(&self.mode) && !["drop_database", "destroy_server"].contains(&self.mode.as_str())
+        {
+            return Err(WithError::new("mode", format!("unknown mode `{}`: drop_database or destroy_server", self.mode)));
+        }
+        Ok(())
+    }
+}
+
+pub const DISASTER: StepKind = StepKind {
+    name: "drill.disaster",
+    summary: "Inject a disaster and record when: drop the database, or stop the server (immediate) and delete its data directory.",
+    fields: &[
+        Field { name: "mode", ty: "drop_database|destroy_server", required: true, doc: "what happens" },
+        Field { name: "url", ty: "string", required: true, doc: "the victim's URL" },
+        Field { name: "database", ty: "string", required: false, doc: "drop_database: which (default: the URL's)" },
+        Field {
+            name: "data_dir",
+            ty: "path",
+            required: false,
+            doc: "destroy_server: the data directory (default: the server's data_directory setting)",
+        },
+    ],
+    outputs: &[
+        Field { name: "at", ty: "string", required: false, doc: "when the disaster happened (RFC 3339)" },
+        Field { name: "at_epoch", ty: "number", required: false, doc: "the same, as Unix seconds" },
+    ],
+    check: check_with::<DisasterWith>,
+    report_log: true,
+    run: run_disaster,
+};
+
+fn run_disaster(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: DisasterWith = typed(with)?;
+        DisasterWith::check(&w).map_err(|e| StepError::Invalid(e.message))?;
+        let cfg = crate::pg::config(&w.url).map_err(|e| StepError::Invalid(e.0))?;
+        let at = match w.mode.as_str() {
+            "drop_database" => {
+                let db = w.database.clone().or_else(|| cfg.get_dbname().map(str::to_string)).unwrap_or_default();
+                let admin = crate::pg::connect_to(&w.url, "postgres").await.map_err(|e| StepError::Environment(e.0))?;
+                let at = OffsetDateTime::now_utc();
+                admin
+                    .batch_execute(&format!("drop database {} with (force)", quote_ident(&db)))
+                    .await
+                    .map_err(|e| StepError::Failed(format!("dropping {db}: {}", crate::pg::describe(&e))))?;
+                ctx.log(format!("dropped database {db} at {}", rfc3339(at)));
+                at
+            }
+            _ => {
+                let client = crate::pg::connect(&w.url).await.map_err(|e| StepError::Environment(e.0))?;
+                let dir = match &w.data_dir {
+                    Some(d) => PathBuf::from(d),
+                    None => PathBuf::from(
+                        client
+                            .query_one("select setting from pg_settings where name = 'data_directory'", &[])
+                            .await
+                            .map_err(env_err)?
+                            .get::<_, String>(0),
+                    ),
+                };
+                let pid_text = std::fs::read_to_string(dir.join("postmaster.pid")).map_err(|e| {
+                    StepError::Environment(format!(
+                        "destroy_server needs the server's data directory on this machine: {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+                let pid: i32 = pid_text.lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+                if pid <= 1 {
+                    return Err(StepError::Environment(format!("no postmaster pid in {}", dir.display())));
+                }
+                let at = OffsetDateTime::now_utc();
+                // An immediate stop, as a crash: no checkpoint, clients cut off.
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGQUIT);
+                for _ in 0..100 {
+                    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| StepError::Environment(format!("deleting {}: {e}", dir.display())))?;
+                ctx.log(format!("stopped the server (pid {pid}) and deleted {} at {}", dir.display(), rfc3339(at)));
+                at
+            }
+        };
+        let mut o = Outputs::new();
+        o.insert("at".into(), rfc3339(at).into());
+        o.insert("at_epoch".into(), json!(at.unix_timestamp_nanos() as f64 / 1e9));
+        Ok(o)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// drill.rto
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RtoWith {
+    #[serde(deserialize_with = "super::de::number")]
+    since: f64,
+    #[serde(deserialize_with = "super::de::duration")]
+    target: Duration,
+    #[serde(default)]
+    phases: BTreeMap<String, serde_json::Value>,
+}
+
+impl With for RtoWith {}
+
+pub const RTO: StepKind = StepKind {
+    name: "drill.rto",
+    summary: "Recovery time: from the disaster to now (verified service), with a per-phase breakdown, against its target.",
+    fields: &[
+        Field { name: "since", ty: "number", required: true, doc: "the disaster (drill.disaster's at_epoch)" },
+        Field { name: "target", ty: "duration", required: true, doc: "the RTO target; exceeding it fails" },
+        Field { name: "phases", ty: "map", required: false, doc: "phase name -> seconds (steps' duration_s)" },
+    ],
+    outputs: &[
+        Field { name: "rto_s", ty: "number", required: false, doc: "measured RTO" },
+        Field { name: "target_s", ty: "number", required: false, doc: "the target" },
+        Field { name: "phases", ty: "map", required: false, doc: "the breakdown" },
+    ],
+    check: check_with::<RtoWith>,
+    report_log: true,
+    run: run_rto,
+};
+
+fn phase_text(phases: &BTreeMap<String, f64>) -> String {
+    phases.iter().map(|(k, v)| format!("{k} {}", secs(*v))).collect::<Vec<_>>().join(", ")
+}
+
+fn run_rto(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: RtoWith = typed(with)?;
+        let rto = (now_epoch() - w.since).max(0.0);
+        let phases: BTreeMap<String, f64> = w
+            .phases
+            .iter()
+            .map(|(k, v)| {
+                let s = v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0.0);
+                (k.clone(), s)
+            })
+            .collect();
+        let target = w.target.as_secs_f64();
+        let mut o = Outputs::new();
+        o.insert("rto_s".into(), json!((rto * 1000.0).round() / 1000.0));
+        o.insert("target_s".into(), json!(target));
+        o.insert("phases".into(), json!(phases));
+        let msg = format!(
+            "RTO {} (target {}){}",
+            secs(rto),
+            humantime::format_duration(w.target),
+            if phases.is_empty() { String::new() } else { format!(": {}", phase_text(&phases)) }
+        );
+        ctx.log(msg.clone());
+        if rto > target {
+            return Err(StepError::Failed(format!(
+                "RTO {} exceeds the budget rto={} ({})",
+                secs(rto),
+                humantime::format_duration(w.target),
+                phase_text(&phases)
+            )));
+        }
+        Ok(o)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// drill.rpo
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RpoWith {
+    url: String,
+    #[serde(deserialize_with = "super::de::number")]
+    disaster_at: f64,
+    #[serde(deserialize_with = "super::de::duration")]
+    target: Duration,
+    #[serde(default = "heartbeat_table")]
+    table: String,
+}
+
+impl With for RpoWith {}
+
+pub const RPO: StepKind = StepKind {
+    name: "drill.rpo",
+    summary: "Data loss measured from the data: the disaster time minus the newest heartbeat in the restored database, against its target.",
+    fields: &[
+        Field { name: "url", ty: "string", required: true, doc: "the restored database" },
+        Field { name: "disaster_at", ty: "number", required: true, doc: "drill.disaster's at_epoch" },
+        Field { name: "target", ty: "duration", required: true, doc: "the RPO target; exceeding it fails" },
+        Field { name: "table", ty: "string", required: false, doc: "heartbeat table (default pgdrill_heartbeat)" },
+    ],
+    outputs: &[
+        Field { name: "rpo_s", ty: "number", required: false, doc: "measured RPO" },
+        Field { name: "newest", ty: "string", required: false, doc: "the newest heartbeat restored" },
+        Field { name: "target_s", ty: "number", required: false, doc: "the target" },
+    ],
+    check: check_with::<RpoWith>,
+    report_log: true,
+    run: run_rpo,
+};
+
+fn run_rpo(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: RpoWith = typed(with)?;
+        let client = crate::pg::connect(&w.url).await.map_err(|e| StepError::Environment(e.0))?;
+        let row = client
+            .query_one(
+                &format!(
+                    "select extract(epoch from max(at))::float8, to_char(max(at) at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), count(*) from {}",
+                    qualified(&w.table)
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| StepError::Failed(format!("reading heartbeats from {}: {}", w.table, crate::pg::describe(&e))))?;
+        let (Some(newest), Some(newest_text)) = (row.get::<_, Option<f64>>(0), row.get::<_, Option<String>>(1)) else {
+            return Err(StepError::Failed(format!("no heartbeat row in the restored {}: RPO cannot be measured", w.table)));
+        };
+        let rpo = (w.disaster_at - newest).max(0.0);
+        let target = w.target.as_secs_f64();
+        ctx.log(format!(
+            "RPO {} (target {}): newest heartbeat restored {newest_text}, {} rows",
+            secs(rpo),
+            humantime::format_duration(w.target),
+            row.get::<_, i64>(2)
+        ));
+        let mut o = Outputs::new();
+        o.insert("rpo_s".into(), json!((rpo * 1000.0).round() / 1000.0));
+        o.insert("newest".into(), newest_text.into());
+        o.insert("target_s".into(), json!(target));
+        if rpo > target {
+            return Err(StepError::Failed(format!(
+                "RPO {} exceeds the budget rpo={} (newest heartbeat restored {})",
+                secs(rpo),
+                humantime::format_duration(w.target),
+                o["newest"].as_str().unwrap_or_default()
+            )));
+        }
+        Ok(o)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture_sql;
+
+    #[test]
+    fn scale_is_replaced_but_casts_and_longer_names_are_not() {
+        assert_eq!(fixture_sql("generate_series(1, 10 * :scale) x::scale :scaled", 7), "generate_series(1, 10 * 7) x::scale :scaled");
+    }
+}
