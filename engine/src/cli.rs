@@ -76,6 +76,24 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         key_file: Option<PathBuf>,
     },
+    /// Summarise the drill history in a report directory: pass rate, RTO and RPO trend, days
+    /// since the last successful drill. Exits 1 when that is longer than --stale-after.
+    Report {
+        /// The --report directory of earlier runs (holds history.jsonl).
+        dir: PathBuf,
+        /// How many of the latest runs to summarise.
+        #[arg(long, default_value_t = 12)]
+        last: usize,
+        /// Only runs of this runbook.
+        #[arg(long)]
+        runbook: Option<String>,
+        /// Warn (and exit 1) when the last successful drill is older than this.
+        #[arg(long, default_value = "35d", value_parser = parse_duration_arg)]
+        stale_after: std::time::Duration,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the step kinds with their fields and outputs.
     Steps {
         /// Show only this step kind.
@@ -97,6 +115,10 @@ enum BackupsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::runbook::parse_duration(s).map_err(|e| format!("`{s}`: {e} (write `35d`, `720h`)"))
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -252,6 +274,29 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 Err(crate::backup::BackupError::Invalid(m)) => Err(Error::Invalid(m)),
                 Err(crate::backup::BackupError::Environment(m)) => Err(Error::Environment(m)),
             }
+        }
+        Command::Report { dir, last, runbook, stale_after, json } => {
+            let path = dir.join("history.jsonl");
+            let history = std::fs::read_to_string(&path).map_err(|e| {
+                Error::Invalid(format!(
+                    "cannot read {}: {e}; runs write it with `pgdrill run ... --report {}`",
+                    path.display(),
+                    dir.display()
+                ))
+            })?;
+            let s = crate::report::compliance::summarize(
+                &history,
+                last,
+                runbook.as_deref(),
+                stale_after,
+                time::OffsetDateTime::now_utc(),
+            );
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s.json()).unwrap_or_default());
+            } else {
+                print!("{}", s.text(stale_after));
+            }
+            Ok(if s.stale { ExitCode::Failed } else { ExitCode::Passed })
         }
         Command::Steps { name } => {
             if let Some(n) = &name {

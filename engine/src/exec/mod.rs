@@ -453,7 +453,8 @@ impl Executor {
             outputs: Json::Object(Map::new()),
             log: Vec::new(),
         };
-        let result = self.attempts(suite, rb, scope, step, &label, &log, cancellable, &mut rec).await;
+        let kept: Arc<Mutex<Outputs>> = Arc::new(Mutex::new(Outputs::new()));
+        let result = self.attempts(suite, rb, scope, step, &label, (&log, &kept), cancellable, &mut rec).await;
         match result {
             Ok(Attempted::Skipped(why)) => {
                 rec.outcome = Outcome::Skipped;
@@ -464,6 +465,8 @@ impl Executor {
                 rec.outcome = outcome;
                 rec.error_kind = Some(kind);
                 rec.message = Some(msg);
+                // What a failing step measured (an RTO over its target) still reaches reports.
+                rec.outputs = Json::Object(kept.lock().map(|k| k.clone()).unwrap_or_default());
             }
         }
         rec.duration = started.elapsed();
@@ -497,7 +500,7 @@ impl Executor {
         scope: &Scope,
         step: &StepDef,
         label: &str,
-        log: &Arc<Mutex<Vec<String>>>,
+        (log, kept): (&Arc<Mutex<Vec<String>>>, &Arc<Mutex<Outputs>>),
         cancellable: bool,
         rec: &mut StepRecord,
     ) -> Result<Attempted, (Outcome, ErrorKind, String)> {
@@ -543,6 +546,7 @@ impl Executor {
             // Rollbacks and `finally` are not cut short by the signal that stopped the run.
             cancel: if cancellable { self.cancel.clone() } else { CancellationToken::new() },
             assume_yes: self.assume_yes.load(Ordering::SeqCst),
+            kept: kept.clone(),
             redactor: self.redactor.clone(),
             resources: scope.resources.clone(),
             nested: match self.me.upgrade() {
@@ -694,10 +698,11 @@ impl NestedRunner for Executor {
         Box::pin(async move {
             let me = me.ok_or_else(|| StepError::Environment("executor is gone".into()))?;
             let rb = load_runbook_ref(&path).map_err(|e| StepError::Invalid(e.to_string()))?;
-            let res = me.run_with_secrets(&rb, &vars, &secrets, Some(ctx.suite)).await.map_err(|e| match e.exit_code() {
-                ExitCode::Invalid => StepError::Invalid(e.to_string()),
-                _ => StepError::Environment(e.to_string()),
-            })?;
+            let res =
+                me.run_with_secrets(&rb, &vars, &secrets, Some(ctx.suite)).await.map_err(|e| match e.exit_code() {
+                    ExitCode::Invalid => StepError::Invalid(e.to_string()),
+                    _ => StepError::Environment(e.to_string()),
+                })?;
             let msg = || format!("runbook `{}` {}", rb.name, res.message.clone().unwrap_or_default());
             match res.exit {
                 ExitCode::Passed => {

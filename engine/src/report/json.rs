@@ -63,6 +63,7 @@ impl Reporter for JsonRecord {
         write_atomic(&self.dir.join("run.json"), |w| {
             serde_json::to_writer_pretty(&mut *w, &v).map_err(std::io::Error::other)?;
             w.write_all(b"\n")
-        })
+        })?;
+        super::compliance::write(&self.dir, &v)
     }
 }

@@ -182,6 +182,8 @@ fn manifest_outputs(path: &std::path::Path, m: &Manifest) -> Outputs {
         m.finished_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default().into(),
     );
     o.insert("fingerprint".into(), serde_json::to_value(&m.fingerprint).unwrap_or_default());
+    // When the dump's snapshot was taken (to the millisecond): what a drill's RPO is checked against.
+    o.insert("started_epoch".into(), serde_json::json!(m.started_at.unix_timestamp_nanos() as f64 / 1e9));
     o
 }
 

@@ -266,11 +266,17 @@ impl With for HeartbeatWith {
 
 pub const HEARTBEAT: StepKind = StepKind {
     name: "drill.heartbeat",
-    summary: "Write a row with its commit timestamp at a fixed rate until the runbook ends: the marker RPO is measured with.",
+    summary:
+        "Write a row with its commit timestamp at a fixed rate until the runbook ends: the marker RPO is measured with.",
     fields: &[
         Field { name: "url", ty: "string", required: true, doc: "database to write into" },
         Field { name: "interval", ty: "duration", required: false, doc: "time between rows (default 1s)" },
-        Field { name: "table", ty: "string", required: false, doc: "table to create and fill (default pgdrill_heartbeat)" },
+        Field {
+            name: "table",
+            ty: "string",
+            required: false,
+            doc: "table to create and fill (default pgdrill_heartbeat)",
+        },
     ],
     outputs: &[
         Field { name: "table", ty: "string", required: false, doc: "the table" },
@@ -358,9 +364,13 @@ struct DisasterWith {
 
 impl With for DisasterWith {
     fn check(&self) -> Result<(), WithError> {
-        if !crate::template::is_template(&self.mode) && !["drop_database", "destroy_server"].contains(&self.mode.as_str())
+        if !crate::template::is_template(&self.mode)
+            && !["drop_database", "destroy_server"].contains(&self.mode.as_str())
         {
-            return Err(WithError::new("mode", format!("unknown mode `{}`: drop_database or destroy_server", self.mode)));
+            return Err(WithError::new(
+                "mode",
+                format!("unknown mode `{}`: drop_database or destroy_server", self.mode),
+            ));
         }
         Ok(())
     }
@@ -468,7 +478,8 @@ impl With for RtoWith {}
 
 pub const RTO: StepKind = StepKind {
     name: "drill.rto",
-    summary: "Recovery time: from the disaster to now (verified service), with a per-phase breakdown, against its target.",
+    summary:
+        "Recovery time: from the disaster to now (verified service), with a per-phase breakdown, against its target.",
     fields: &[
         Field { name: "since", ty: "number", required: true, doc: "the disaster (drill.disaster's at_epoch)" },
         Field { name: "target", ty: "duration", required: true, doc: "the RTO target; exceeding it fails" },
@@ -512,6 +523,9 @@ fn run_rto(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepE
             if phases.is_empty() { String::new() } else { format!(": {}", phase_text(&phases)) }
         );
         ctx.log(msg.clone());
+        for (k, v) in &o {
+            ctx.keep(k, v.clone());
+        }
         if rto > target {
             return Err(StepError::Failed(format!(
                 "RTO {} exceeds the budget rto={} ({})",
@@ -575,7 +589,10 @@ fn run_rpo(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepE
             .await
             .map_err(|e| StepError::Failed(format!("reading heartbeats from {}: {}", w.table, crate::pg::describe(&e))))?;
         let (Some(newest), Some(newest_text)) = (row.get::<_, Option<f64>>(0), row.get::<_, Option<String>>(1)) else {
-            return Err(StepError::Failed(format!("no heartbeat row in the restored {}: RPO cannot be measured", w.table)));
+            return Err(StepError::Failed(format!(
+                "no heartbeat row in the restored {}: RPO cannot be measured",
+                w.table
+            )));
         };
         let rpo = (w.disaster_at - newest).max(0.0);
         let target = w.target.as_secs_f64();
@@ -589,6 +606,9 @@ fn run_rpo(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepE
         o.insert("rpo_s".into(), json!((rpo * 1000.0).round() / 1000.0));
         o.insert("newest".into(), newest_text.into());
         o.insert("target_s".into(), json!(target));
+        for (k, v) in &o {
+            ctx.keep(k, v.clone());
+        }
         if rpo > target {
             return Err(StepError::Failed(format!(
                 "RPO {} exceeds the budget rpo={} (newest heartbeat restored {})",
@@ -607,6 +627,9 @@ mod tests {
 
     #[test]
     fn scale_is_replaced_but_casts_and_longer_names_are_not() {
-        assert_eq!(fixture_sql("generate_series(1, 10 * :scale) x::scale :scaled", 7), "generate_series(1, 10 * 7) x::scale :scaled");
+        assert_eq!(
+            fixture_sql("generate_series(1, 10 * :scale) x::scale :scaled", 7),
+            "generate_series(1, 10 * 7) x::scale :scaled"
+        );
     }
 }

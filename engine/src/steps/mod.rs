@@ -7,8 +7,8 @@
 
 mod backup;
 mod database;
-mod drill;
 pub mod de;
+mod drill;
 mod ephemeral;
 mod http;
 mod nested;
@@ -159,9 +159,19 @@ pub struct StepCtx {
     pub nested: Arc<dyn NestedRunner>,
     /// Where to put resources that live until the runbook ends.
     pub resources: Resources,
+    /// Outputs kept even when the step fails (see `keep`).
+    pub kept: Arc<std::sync::Mutex<Outputs>>,
 }
 
 impl StepCtx {
+    /// Keep an output that is reported even if the step then fails (a measurement over its
+    /// target). Outputs of a passing step are what it returns.
+    pub fn keep(&self, name: &str, value: serde_json::Value) {
+        if let Ok(mut k) = self.kept.lock() {
+            k.insert(name.to_string(), value);
+        }
+    }
+
     pub fn log(&self, line: impl Into<String>) {
         (self.log)(line.into());
     }

@@ -1,0 +1,396 @@
+//! Compliance evidence for every run with `--report DIR`: `report.json` (schema
+//! `pgdrill.compliance/1`), the same as `report.md` and `report.html` rendered with minijinja
+//! templates, and one line per run appended to `history.jsonl`, which `pgdrill report DIR`
+//! summarises. Everything is built from the (already redacted) run record.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use super::write_atomic;
+use crate::Error;
+
+pub const SCHEMA: &str = "pgdrill.compliance/1";
+pub const HISTORY_SCHEMA: &str = "pgdrill.history/1";
+
+const MARKDOWN: &str = r#"# pgdrill report: {{ r.runbook }} — {{ r.outcome | upper }}
+
+| | |
+|---|---|
+| runbook | `{{ r.runbook }}` ({{ r.file }}) |
+| started | {{ r.started_at }} |
+| finished | {{ r.finished_at }} ({{ r.duration_s }} s) |
+| host | {{ r.host }} |
+| pgdrill | {{ r.pgdrill_version }} |
+| PostgreSQL | {% for v in r.versions.servers %}{{ v }}{% if not loop.last %}; {% endif %}{% else %}none started{% endfor %} |
+{% if r.message %}| result | {{ r.message }} |
+{% endif %}
+## Backups tested
+{% for b in r.backups %}
+- `{{ b.path }}` sha256 `{{ b.sha256 or "n/a" }}`{% if b.age_s is not none %}, {{ b.age_s }} s old{% endif %}{% if b.created %}, created {{ b.created }}{% endif %} ({{ b.step }})
+{%- else %}
+- none
+{%- endfor %}
+
+## Objectives
+| objective | measured | target | result |
+|---|---|---|---|
+{% for o in r.objectives %}| {{ o.name }} | {% if o.measured_s is not none %}{{ o.measured_s }} s{% else %}-{% endif %} | {% if o.target_s is not none %}{{ o.target_s }} s{% else %}-{% endif %} | {{ o.outcome }} |
+{% else %}| none measured | | | |
+{% endfor %}
+{% if r.phases %}
+## Recovery phases
+| phase | seconds |
+|---|---|
+{% for k, v in r.phases | items %}| {{ k }} | {{ v }} |
+{% endfor %}{% endif %}
+## Checks
+| suite | check | step | result | seconds | detail |
+|---|---|---|---|---|---|
+{% for c in r.checks %}| {{ c.suite }} | {{ c.name }} | `{{ c.uses }}` | {{ c.outcome }} | {{ c.duration_s }} | {{ (c.message or "") | replace("|", "\\|") | replace("\n", " ") }} |
+{% endfor %}"#;
+
+const HTML: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>pgdrill report: {{ r.runbook }}</title>
+<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}.passed{color:#070}.failed,.errored,.timed_out,.failure{color:#b00}
+.skipped{color:#777}</style></head><body>
+<h1>pgdrill report: {{ r.runbook }} — <span class="{{ r.outcome }}">{{ r.outcome | upper }}</span></h1>
+<table>
+<tr><th>runbook</th><td>{{ r.runbook }} ({{ r.file }})</td></tr>
+<tr><th>started</th><td>{{ r.started_at }}</td></tr>
+<tr><th>finished</th><td>{{ r.finished_at }} ({{ r.duration_s }} s)</td></tr>
+<tr><th>host</th><td>{{ r.host }}</td></tr>
+<tr><th>pgdrill</th><td>{{ r.pgdrill_version }}</td></tr>
+<tr><th>PostgreSQL</th><td>{% for v in r.versions.servers %}{{ v }}<br>{% else %}none started{% endfor %}</td></tr>
+{% if r.message %}<tr><th>result</th><td>{{ r.message }}</td></tr>{% endif %}
+</table>
+<h2>Backups tested</h2><ul>
+{% for b in r.backups %}<li><code>{{ b.path }}</code> sha256 <code>{{ b.sha256 or "n/a" }}</code>{% if b.age_s is not none %}, {{ b.age_s }} s old{% endif %}{% if b.created %}, created {{ b.created }}{% endif %} ({{ b.step }})</li>
+{% else %}<li>none</li>{% endfor %}</ul>
+<h2>Objectives</h2><table><tr><th>objective</th><th>measured</th><th>target</th><th>result</th></tr>
+{% for o in r.objectives %}<tr><td>{{ o.name }}</td><td>{% if o.measured_s is not none %}{{ o.measured_s }} s{% else %}-{% endif %}</td><td>{% if o.target_s is not none %}{{ o.target_s }} s{% else %}-{% endif %}</td><td class="{{ o.outcome }}">{{ o.outcome }}</td></tr>
+{% else %}<tr><td colspan="4">none measured</td></tr>{% endfor %}</table>
+{% if r.phases %}<h2>Recovery phases</h2><table><tr><th>phase</th><th>seconds</th></tr>
+{% for k, v in r.phases | items %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>{% endif %}
+<h2>Checks</h2><table><tr><th>suite</th><th>check</th><th>step</th><th>result</th><th>seconds</th><th>detail</th></tr>
+{% for c in r.checks %}<tr><td>{{ c.suite }}</td><td>{{ c.name }}</td><td><code>{{ c.uses }}</code></td><td class="{{ c.outcome }}">{{ c.outcome }}</td><td>{{ c.duration_s }}</td><td>{{ c.message or "" }}</td></tr>
+{% endfor %}</table>
+</body></html>
+"#;
+
+fn step_name(s: &Value) -> String {
+    let label = s["label"].as_str().unwrap_or_default();
+    match (&s["phase"]["kind"], &s["phase"]["of"]) {
+        (Value::String(p), Value::String(of)) if p == "rollback" => format!("rollback of {of}: {label}"),
+        (Value::String(p), _) if p == "finally" => format!("finally: {label}"),
+        _ => label.to_string(),
+    }
+}
+
+/// The compliance record of one run, from its run record.
+pub fn build(run: &Value) -> Value {
+    let suites = run["suites"].as_array().cloned().unwrap_or_default();
+    let top = suites.first().cloned().unwrap_or(Value::Null);
+    let mut checks = Vec::new();
+    let mut backups = Vec::new();
+    let mut servers: Vec<String> = Vec::new();
+    let mut objectives = Vec::new();
+    let mut phases = Value::Null;
+    for suite in &suites {
+        for s in suite["steps"].as_array().into_iter().flatten() {
+            let uses = s["uses"].as_str().unwrap_or_default();
+            let out = &s["outputs"];
+            checks.push(json!({
+                "suite": suite["name"],
+                "name": step_name(s),
+                "uses": uses,
+                "outcome": s["outcome"],
+                "duration_s": s["duration"],
+                "message": s["message"],
+            }));
+            match uses {
+                "postgres.ephemeral" | "restore.preflight" => {
+                    if let Some(v) = out["server_version"].as_str() {
+                        let v = format!("{v} ({})", s["label"].as_str().unwrap_or_default());
+                        if !servers.contains(&v) {
+                            servers.push(v);
+                        }
+                    }
+                }
+                "backup.pick" | "backup.create" | "database.snapshot" if out["path"].is_string() => backups.push(json!({
+                    "step": format!("{} {}", suite["name"].as_str().unwrap_or_default(), s["label"].as_str().unwrap_or_default()),
+                    "path": out["path"],
+                    "sha256": out["sha256"],
+                    "age_s": out.get("age_s").cloned().unwrap_or(Value::Null),
+                    "created": out.get("created").cloned().unwrap_or(Value::Null),
+                })),
+                "drill.rto" | "drill.rpo" => {
+                    let what = if uses == "drill.rto" { "RTO" } else { "RPO" };
+                    let measured = if uses == "drill.rto" { &out["rto_s"] } else { &out["rpo_s"] };
+                    objectives.push(json!({
+                        "name": what,
+                        "measured_s": measured,
+                        "target_s": out["target_s"],
+                        "outcome": s["outcome"],
+                        "message": s["message"],
+                    }));
+                    if uses == "drill.rto" && out["phases"].is_object() {
+                        phases = out["phases"].clone();
+                    }
+                }
+                _ => {}
+            }
+            if s["phase"]["kind"] == "budget" {
+                objectives.push(json!({
+                    "name": format!("{} budget of {}", s["label"].as_str().unwrap_or_default(), suite["name"].as_str().unwrap_or_default()),
+                    "measured_s": s["duration"],
+                    "target_s": Value::Null,
+                    "outcome": s["outcome"],
+                    "message": s["message"],
+                }));
+            }
+        }
+    }
+    json!({
+        "schema": SCHEMA,
+        "runbook": top["name"],
+        "file": top["file"],
+        "outcome": run["outcome"],
+        "message": top["message"],
+        "started_at": run["started_at"],
+        "finished_at": run["finished_at"],
+        "duration_s": top["duration"],
+        "host": nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
+        "pgdrill_version": run["pgdrill_version"],
+        "versions": { "servers": servers },
+        "backups": backups,
+        "objectives": objectives,
+        "phases": phases,
+        "checks": checks,
+    })
+}
+
+fn render(template: &str, report: &Value) -> Result<String, Error> {
+    let mut env = minijinja::Environment::new();
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html") {
+            minijinja::AutoEscape::Html
+        } else {
+            minijinja::AutoEscape::None
+        }
+    });
+    let name = if template == HTML { "report.html" } else { "report.md" };
+    env.add_template(name, template).map_err(|e| Error::Invalid(format!("report template: {e}")))?;
+    env.get_template(name)
+        .and_then(|t| t.render(minijinja::context! { r => minijinja::Value::from_serialize(report) }))
+        .map_err(|e| Error::Invalid(format!("rendering {name}: {e}")))
+}
+
+fn objective(report: &Value, name: &str) -> (Value, Value) {
+    report["objectives"]
+        .as_array()
+        .and_then(|l| l.iter().find(|o| o["name"] == name))
+        .map(|o| (o["measured_s"].clone(), o["target_s"].clone()))
+        .unwrap_or((Value::Null, Value::Null))
+}
+
+/// Write report.json, report.md, report.html and append to history.jsonl in `dir`.
+pub fn write(dir: &Path, run: &Value) -> Result<(), Error> {
+    let report = build(run);
+    write_atomic(&dir.join("report.json"), |w| {
+        serde_json::to_writer_pretty(&mut *w, &report).map_err(std::io::Error::other)?;
+        w.write_all(b"\n")
+    })?;
+    let md = render(MARKDOWN, &report)?;
+    write_atomic(&dir.join("report.md"), |w| w.write_all(md.as_bytes()))?;
+    let html = render(HTML, &report)?;
+    write_atomic(&dir.join("report.html"), |w| w.write_all(html.as_bytes()))?;
+
+    let (rto, rto_target) = objective(&report, "RTO");
+    let (rpo, rpo_target) = objective(&report, "RPO");
+    let line = json!({
+        "schema": HISTORY_SCHEMA,
+        "finished_at": report["finished_at"],
+        "runbook": report["runbook"],
+        "outcome": report["outcome"],
+        "duration_s": report["duration_s"],
+        "rto_s": rto,
+        "rto_target_s": rto_target,
+        "rpo_s": rpo,
+        "rpo_target_s": rpo_target,
+        "backup_sha256": report["backups"].as_array().and_then(|b| b.first()).map(|b| b["sha256"].clone()),
+    });
+    let path = dir.join("history.jsonl");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    writeln!(f, "{line}")
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(format!("appending to {}", path.display()), e))
+}
+
+/// What `pgdrill report DIR` prints, and whether the drills are stale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub runs: usize,
+    pub passed: usize,
+    pub pass_rate: f64,
+    pub rto: Vec<f64>,
+    pub rpo: Vec<f64>,
+    pub days_since_success: Option<f64>,
+    pub stale: bool,
+    pub skipped_lines: usize,
+}
+
+fn trend(values: &[f64]) -> String {
+    if values.is_empty() {
+        return "not measured".into();
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let first = values[0];
+    let last = values[values.len() - 1];
+    let arrow = if values.len() < 2 || (last - first).abs() < 0.05 * first.abs().max(0.001) {
+        "steady"
+    } else if last > first {
+        "rising"
+    } else {
+        "falling"
+    };
+    format!(
+        "last {last:.1} s, median {median:.1} s, min {:.1} s, max {:.1} s, {arrow} (oldest to newest: {})",
+        sorted[0],
+        sorted[sorted.len() - 1],
+        values.iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>().join(" ")
+    )
+}
+
+/// Summarise the last `last` runs of `history.jsonl` (optionally of one runbook) as of `now`.
+pub fn summarize(
+    history: &str,
+    last: usize,
+    runbook: Option<&str>,
+    stale_after: std::time::Duration,
+    now: OffsetDateTime,
+) -> Summary {
+    let fmt = &time::format_description::well_known::Rfc3339;
+    let mut skipped_lines = 0;
+    let mut entries: Vec<Value> = Vec::new();
+    for l in history.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<Value>(l) {
+            Ok(v) if runbook.is_none_or(|r| v["runbook"] == r) => entries.push(v),
+            Ok(_) => {}
+            Err(_) => skipped_lines += 1,
+        }
+    }
+    entries.sort_by_key(|v| v["finished_at"].as_str().unwrap_or_default().to_string());
+    let last_success = entries
+        .iter()
+        .filter(|v| v["outcome"] == "passed")
+        .filter_map(|v| OffsetDateTime::parse(v["finished_at"].as_str().unwrap_or_default(), fmt).ok())
+        .max();
+    let window: Vec<&Value> = entries.iter().rev().take(last).rev().collect();
+    let passed = window.iter().filter(|v| v["outcome"] == "passed").count();
+    let days_since_success = last_success.map(|t| (now - t).as_seconds_f64() / 86400.0);
+    Summary {
+        runs: window.len(),
+        passed,
+        pass_rate: if window.is_empty() { 0.0 } else { passed as f64 / window.len() as f64 },
+        rto: window.iter().filter_map(|v| v["rto_s"].as_f64()).collect(),
+        rpo: window.iter().filter_map(|v| v["rpo_s"].as_f64()).collect(),
+        days_since_success,
+        stale: days_since_success.is_none_or(|d| d > stale_after.as_secs_f64() / 86400.0),
+        skipped_lines,
+    }
+}
+
+impl Summary {
+    pub fn text(&self, stale_after: std::time::Duration) -> String {
+        let mut out = format!(
+            "runs: {} (last {}), passed {} ({:.0}%)\nRTO: {}\nRPO: {}\n",
+            self.runs,
+            self.runs,
+            self.passed,
+            self.pass_rate * 100.0,
+            trend(&self.rto),
+            trend(&self.rpo)
+        );
+        match self.days_since_success {
+            Some(d) => out.push_str(&format!("last successful drill: {d:.1} days ago\n")),
+            None => out.push_str("last successful drill: never\n"),
+        }
+        if self.stale {
+            out.push_str(&format!(
+                "STALE: no successful drill within {}; run one (`pgdrill run disaster-recovery --report DIR`)\n",
+                humantime::format_duration(stale_after)
+            ));
+        }
+        if self.skipped_lines > 0 {
+            out.push_str(&format!("({} unreadable history lines skipped)\n", self.skipped_lines));
+        }
+        out
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "runs": self.runs,
+            "passed": self.passed,
+            "pass_rate": self.pass_rate,
+            "rto_s": self.rto,
+            "rpo_s": self.rpo,
+            "days_since_success": self.days_since_success,
+            "stale": self.stale,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(at: &str, outcome: &str, rto: f64, rpo: f64) -> String {
+        json!({"schema": HISTORY_SCHEMA, "finished_at": at, "runbook": "disaster-recovery", "outcome": outcome,
+               "rto_s": rto, "rpo_s": rpo})
+        .to_string()
+    }
+
+    #[test]
+    fn a_synthetic_history_is_summarised() {
+        let history = [
+            line("2026-08-01T00:00:00Z", "passed", 60.0, 5.0),
+            line("2026-09-01T00:00:00Z", "failed", 90.0, 7.0),
+            "not json".to_string(),
+            line("2026-10-01T00:00:00Z", "passed", 120.0, 6.0),
+            json!({"finished_at": "2026-10-02T00:00:00Z", "runbook": "quickstart", "outcome": "failed"}).to_string(),
+        ]
+        .join("\n");
+        let now = OffsetDateTime::parse("2026-11-21T00:00:00Z", &time::format_description::well_known::Rfc3339)
+            .expect("time");
+        let month = std::time::Duration::from_secs(35 * 86400);
+        let s = summarize(&history, 12, Some("disaster-recovery"), month, now);
+        assert_eq!((s.runs, s.passed, s.skipped_lines), (3, 2, 1));
+        assert!((s.pass_rate - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(s.rto, vec![60.0, 90.0, 120.0]);
+        assert_eq!(s.days_since_success.map(|d| d.round()), Some(51.0));
+        assert!(s.stale);
+        let text = s.text(month);
+        assert!(text.contains("passed 2 (67%)"), "{text}");
+        assert!(text.contains("RTO: last 120.0 s, median 90.0 s, min 60.0 s, max 120.0 s, rising"), "{text}");
+        assert!(text.contains("STALE"), "{text}");
+
+        // The last two runs only, all runbooks, a longer threshold.
+        let s = summarize(&history, 2, None, std::time::Duration::from_secs(60 * 86400), now);
+        assert_eq!((s.runs, s.passed), (2, 1));
+        assert!(!s.stale);
+        // Nothing ever passed: stale, never.
+        let s = summarize(&line("2026-11-20T00:00:00Z", "failed", 1.0, 1.0), 12, None, month, now);
+        assert!(s.stale && s.days_since_success.is_none());
+        assert!(s.text(month).contains("never"));
+    }
+}

@@ -1,0 +1,178 @@
+//! Drills on real PostgreSQL 15 servers (native provider): the disaster-recovery drill
+//! measures RPO from the data (it matches the time between the backup's snapshot and the
+//! disaster within the heartbeat interval plus a tolerance); an RTO target below the real
+//! time fails with exit 1 and names the budget; the compliance report and history are
+//! written; the A/B drill passes, and fails when its restore is skipped; the quickstart runs.
+
+mod common;
+
+use std::path::Path;
+
+use common::{junit_cases, pgdrill, status_of, text};
+use serde_json::Value;
+
+fn drill(name: &str, report: &Path, junit: &Path, vars: &[&str], extra: &[&str]) -> std::process::Output {
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        name.into(),
+        "--quiet".into(),
+        "--report".into(),
+        report.display().to_string(),
+        "--junit".into(),
+        junit.display().to_string(),
+        "--var".into(),
+        "provider=native".into(),
+    ];
+    for v in vars {
+        args.push("--var".into());
+        args.push(v.to_string());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    pgdrill(&args).stdin(std::process::Stdio::null()).output().expect("pgdrill runs")
+}
+
+fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["suites"][0]["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == id))
+        .unwrap_or_else(|| panic!("no step {id}"))
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).expect("file")).expect("json")
+}
+
+/// Skip (outside CI) or fail (in CI) when the PostgreSQL server binaries are missing.
+fn have_server() -> bool {
+    common::require(Path::new("/usr/lib/postgresql/15/bin/initdb").exists(), "PostgreSQL 15 server binaries")
+}
+
+#[test]
+fn rpo_is_measured_from_the_data_and_the_report_is_written() {
+    if !have_server() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let interval = 0.1;
+    let out = drill(
+        "disaster-recovery",
+        &report,
+        &junit,
+        &["scale=1", "heartbeat=100ms", "keep_writing=1500ms", "jobs=1"],
+        &[],
+    );
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+
+    let run = read_json(&report.join("run.json"));
+    let disaster = step(&run, "disaster")["outputs"]["at_epoch"].as_f64().expect("disaster time");
+    let snapshot = step(&run, "backup")["outputs"]["started_epoch"].as_f64().expect("snapshot time");
+    let rpo = step(&run, "rpo")["outputs"]["rpo_s"].as_f64().expect("rpo");
+    let expected = disaster - snapshot;
+    // The newest heartbeat in the snapshot is at most one interval before it; the snapshot
+    // is exported a little after the backup's recorded start. Stated tolerance: 0.5 s.
+    let tolerance = interval + 0.5;
+    assert!(
+        (rpo - expected).abs() <= tolerance,
+        "RPO {rpo:.3} s, expected {expected:.3} s (disaster - snapshot) within {tolerance} s"
+    );
+    assert!(rpo >= 1.5 - tolerance, "the source kept writing 1.5 s after the backup: RPO {rpo}");
+    let rto = step(&run, "rto")["outputs"]["rto_s"].as_f64().expect("rto");
+    assert!(rto > 0.0);
+
+    // Compliance evidence: JSON with a schema version, Markdown, HTML, and history.
+    let c = read_json(&report.join("report.json"));
+    assert_eq!(c["schema"], "pgdrill.compliance/1");
+    assert_eq!(c["outcome"], "passed");
+    let names: Vec<&str> =
+        c["objectives"].as_array().expect("objectives").iter().filter_map(|o| o["name"].as_str()).collect();
+    assert!(names.contains(&"RTO") && names.contains(&"RPO"), "{names:?}");
+    assert!(c["backups"][0]["sha256"].as_str().is_some_and(|s| s.len() == 64), "{}", c["backups"]);
+    assert!(c["versions"]["servers"][0].as_str().is_some_and(|v| v.starts_with("15.")), "{}", c["versions"]);
+    for phase in ["provision", "fetch_decrypt_decompress", "restore", "verify"] {
+        assert!(c["phases"][phase].is_number(), "phase {phase} in {}", c["phases"]);
+    }
+    let md = std::fs::read_to_string(report.join("report.md")).expect("md");
+    assert!(md.contains("| RPO |") && md.contains("## Recovery phases"), "{md}");
+    let html = std::fs::read_to_string(report.join("report.html")).expect("html");
+    assert!(html.starts_with("<!doctype html>") && html.contains("<td>RTO</td>"), "{html}");
+    let history = std::fs::read_to_string(report.join("history.jsonl")).expect("history");
+    let line: Value = serde_json::from_str(history.lines().last().expect("a line")).expect("json");
+    assert_eq!(line["outcome"], "passed");
+    assert_eq!(line["rpo_s"].as_f64(), Some(rpo));
+    // No secret (the generated key) reaches any report.
+    let key = step(&run, "workspace")["outputs"]["key"].as_str().expect("key").to_string();
+    assert_eq!(key, "********", "the key is masked in run.json");
+
+    let summary = pgdrill(&["report", &report.display().to_string()]).output().expect("report");
+    let s = text(&summary.stdout);
+    assert_eq!(summary.status.code(), Some(0), "{s}");
+    assert!(s.contains("passed 1 (100%)") && s.contains("last successful drill: 0.0 days ago"), "{s}");
+}
+
+#[test]
+fn an_rto_target_below_the_real_time_fails_and_names_the_budget() {
+    if !have_server() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let out = drill("disaster-recovery", &report, &junit, &["scale=1", "keep_writing=0s", "rto_target=10ms"], &[]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("exceeds the budget rto=10ms"), "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "rto"), "failure");
+    assert_eq!(status_of(&junit_cases(&junit), "rpo"), "passed");
+    // The measurement still reaches the report, and the history records the failure.
+    let c = read_json(&report.join("report.json"));
+    let rto = c["objectives"].as_array().and_then(|o| o.iter().find(|o| o["name"] == "RTO")).cloned().expect("RTO");
+    assert!(rto["measured_s"].as_f64().is_some_and(|v| v > 0.01), "{rto}");
+    assert_eq!(rto["outcome"], "failed");
+    let summary = pgdrill(&["report", &report.display().to_string()]).output().expect("report");
+    assert_eq!(summary.status.code(), Some(1), "no successful drill yet: stale");
+    assert!(text(&summary.stdout).contains("STALE"));
+}
+
+#[test]
+fn the_ab_drill_passes_and_fails_when_the_restore_is_skipped() {
+    if !have_server() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let out = drill("ab", &report, &junit, &[], &["--yes"]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let cases = junit_cases(&junit);
+    for case in ["a_exists", "b_absent", "restore", "drop", "snapshot"] {
+        assert_eq!(status_of(&cases, case), "passed", "{case} in {cases:?}");
+    }
+
+    let out = drill("ab", &report, &junit, &["skip_restore=true"], &["--yes"]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("step `b_absent` failed"), "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "a_exists"), "passed");
+}
+
+#[test]
+fn the_quickstart_drill_runs_end_to_end() {
+    if !have_server() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let out = drill("quickstart", &report, &junit, &["scale=2"], &[]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let cases = junit_cases(&junit);
+    for case in ["load", "backup", "integrity", "restore", "schema", "tables", "amcheck"] {
+        assert_eq!(status_of(&cases, case), "passed", "{case} in {cases:?}");
+    }
+    // The workspace (backups, key) is gone afterwards.
+    let run = read_json(&report.join("run.json"));
+    let ws = step(&run, "workspace")["outputs"]["path"].as_str().expect("path").to_string();
+    assert!(!Path::new(&ws).exists(), "{ws} left behind");
+}
