@@ -12,6 +12,9 @@
 #             dump into an already running server with the same throwaway settings.
 #             BENCH=startup, BENCH=backup or BENCH=verify runs one of them (verify includes
 #             the backups it verifies).
+#   drill     (only with BENCH=drill) wall time and measured RTO/RPO of the quickstart drill
+#             at its default scale and of the disaster-recovery drill at DRILL_SCALE (default
+#             260: about 520 MB of fixtures), both on PROVIDER (default native).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-5}"
@@ -58,6 +61,21 @@ shell_docker() {  # docker run + poll until the first query succeeds
 }
 
 BENCH="${BENCH:-all}"
+if [ "$BENCH" = drill ]; then
+  PROVIDER="${PROVIDER:-native}"
+  field() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(next((o['measured_s'] for o in r['objectives'] if o['name']==sys.argv[2]), '-'))" "$@"; }
+  size() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(next(s['outputs'].get('size_bytes',0) for s in r['suites'][0]['steps'] if s['uses']=='fixtures.load'))" "$1"; }
+  printf '%-20s %8s %10s %8s %8s\n' drill 'size MiB' 'wall s' 'RTO s' 'RPO s'
+  for d in quickstart disaster-recovery; do
+    scale=10; [ "$d" = disaster-recovery ] && scale="${DRILL_SCALE:-260}"
+    t0=$(now_ms)
+    "$BIN" run "$d" --quiet --var provider="$PROVIDER" --var scale="$scale" --report "$WORK/$d" >"$WORK/$d.log" 2>&1 || { cat "$WORK/$d.log"; exit 1; }
+    t1=$(now_ms)
+    printf '%-20s %8s %10s %8s %8s\n' "$d" "$(awk -v b="$(size "$WORK/$d/run.json")" 'BEGIN { printf "%.0f", b / 1048576 }')" \
+      "$(awk -v m=$((t1 - t0)) 'BEGIN { printf "%.1f", m / 1000 }')" "$(field "$WORK/$d/report.json" RTO)" "$(field "$WORK/$d/report.json" RPO)"
+  done
+  exit 0
+fi
 declare -A results
 [ "$BENCH" = backup ] || [ "$BENCH" = verify ] || for kind in pgdrill_native shell_native pgdrill_docker shell_docker; do
   samples=()
