@@ -37,24 +37,7 @@ async fn backed_up(storage: &Path, extra_rows: u32) -> Option<(Ephemeral, PathBu
         ))
         .await
         .expect("load");
-    let out = pgdrill(&[
-        "run",
-        "backup",
-        "--var",
-        &format!("database_url={}", s.url_for("shop")),
-        "--var",
-        &format!("storage={}", storage.display()),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .output()
-    .expect("backup");
-    assert!(out.status.success(), "backup: {}{}", text(&out.stdout), text(&out.stderr));
-    let path = std::fs::read_dir(storage.join("shop"))
-        .expect("storage")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
-        .expect("a backup");
+    let path = common::backup_to(&s.url_for("shop"), storage, KEY, "shop");
     Some((s, path))
 }
 
@@ -174,14 +157,11 @@ async fn a_failure_after_the_drop_rolls_back_to_the_snapshot() {
     let storage = dir.path().join("backups");
     let Some((s, _)) = backed_up(&storage, 100).await else { return };
     let shop = s.url_for("shop");
-    pgdrill::pg::connect(&shop)
-        .await
-        .expect("connect")
-        .batch_execute(
-            "insert into customers (name) values ('newer than the backup'); delete from orders where id < 10",
-        )
-        .await
-        .expect("change");
+    common::exec(
+        &shop,
+        "insert into customers (name) values ('newer than the backup'); delete from orders where id < 10",
+    )
+    .await;
     let before = fingerprint_of(&shop).await;
 
     let junit = dir.path().join("restore.xml");
@@ -220,12 +200,7 @@ async fn without_confirmation_nothing_changes_and_an_incompatible_backup_stops_i
     let storage = dir.path().join("backups");
     let Some((s, backup)) = backed_up(&storage, 100).await else { return };
     let shop = s.url_for("shop");
-    pgdrill::pg::connect(&shop)
-        .await
-        .expect("connect")
-        .batch_execute("insert into customers (name) values ('newer')")
-        .await
-        .expect("insert");
+    common::exec(&shop, "insert into customers (name) values ('newer')").await;
     let before = fingerprint_of(&shop).await;
     let junit = dir.path().join("restore.xml");
 
@@ -268,12 +243,7 @@ async fn sigint_during_the_restore_rolls_back() {
     // Enough data that pg_restore runs for a second or more (the poll below takes ~20 ms).
     let Some((s, _)) = backed_up(&storage, 300_000).await else { return };
     let shop = s.url_for("shop");
-    pgdrill::pg::connect(&shop)
-        .await
-        .expect("connect")
-        .batch_execute("insert into customers (name) values ('newer')")
-        .await
-        .expect("insert");
+    common::exec(&shop, "insert into customers (name) values ('newer')").await;
     let before = fingerprint_of(&shop).await;
 
     let junit = dir.path().join("restore.xml");

@@ -31,25 +31,7 @@ async fn backed_up(storage: &Path) -> Option<(Ephemeral, PathBuf)> {
         )
         .await
         .expect("load");
-    let out = pgdrill(&[
-        "run",
-        "backup",
-        "--var",
-        &format!("database_url={}", s.url()),
-        "--var",
-        &format!("storage={}", storage.display()),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .output()
-    .expect("backup");
-    assert!(out.status.success(), "backup: {}{}", text(&out.stdout), text(&out.stderr));
-    let dir = storage.join("shop");
-    let path = std::fs::read_dir(&dir)
-        .expect("storage")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
-        .expect("a backup");
+    let path = common::backup_to(&s.url(), storage, KEY, "shop");
     Some((s, path))
 }
 

@@ -16,7 +16,7 @@ use serde_yaml::Value as Yaml;
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
-use super::{check_with, typed, BoxFuture, Field, Outputs, StepCtx, StepError, StepKind, With};
+use super::{check_with, typed, BoxFuture, Field, Outputs, StepCtx, StepError, StepKind, With, WithError};
 use crate::archive::{Codec, KeySource};
 use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::{self, find_tool, CreateOptions, Format, Manifest};
@@ -746,11 +746,17 @@ fn run_drop(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, Step
 // ---------------------------------------------------------------------------------------
 // database.create
 
+/// `database.create` and `database.restore_snapshot` share one `with:` shape: a database
+/// made again as it was (owner, encoding, locale); the rollback also names its snapshot.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateWith {
+struct RecreateWith {
     url: String,
     database: String,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    snapshot: Option<String>,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    key: Option<String>,
     #[serde(default, deserialize_with = "super::de::opt_text")]
     owner: Option<String>,
     #[serde(default, deserialize_with = "super::de::opt_text")]
@@ -759,13 +765,13 @@ struct CreateWith {
     lc_collate: Option<String>,
     #[serde(default, deserialize_with = "super::de::opt_text")]
     lc_ctype: Option<String>,
+    #[serde(default = "one", deserialize_with = "super::de::int")]
+    jobs: u32,
     #[serde(default = "postgres")]
     maintenance_db: String,
 }
 
-impl With for CreateWith {}
-
-impl CreateWith {
+impl RecreateWith {
     fn shape(&self) -> Shape {
         Shape {
             owner: self.owner.clone(),
@@ -773,6 +779,22 @@ impl CreateWith {
             lc_collate: self.lc_collate.clone(),
             lc_ctype: self.lc_ctype.clone(),
         }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+struct CreateWith(RecreateWith);
+
+impl With for CreateWith {
+    fn check(&self) -> Result<(), WithError> {
+        if self.0.snapshot.is_some() || self.0.key.is_some() {
+            return Err(WithError::new(
+                "snapshot",
+                "database.create restores nothing: `snapshot` and `key` belong to database.restore_snapshot",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -800,7 +822,7 @@ pub const CREATE: StepKind = StepKind {
 
 fn run_create(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
     Box::pin(async move {
-        let w: CreateWith = typed(with)?;
+        let CreateWith(w) = typed(with)?;
         let client = admin(&w.url, &w.maintenance_db).await?;
         create_database(&client, &w.database, &w.shape()).await?;
         ctx.log(format!(
@@ -818,37 +840,15 @@ fn run_create(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, St
 // database.restore_snapshot
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RestoreSnapshotWith {
-    url: String,
-    database: String,
-    snapshot: String,
-    #[serde(default, deserialize_with = "super::de::opt_text")]
-    key: Option<String>,
-    #[serde(default, deserialize_with = "super::de::opt_text")]
-    owner: Option<String>,
-    #[serde(default, deserialize_with = "super::de::opt_text")]
-    encoding: Option<String>,
-    #[serde(default, deserialize_with = "super::de::opt_text")]
-    lc_collate: Option<String>,
-    #[serde(default, deserialize_with = "super::de::opt_text")]
-    lc_ctype: Option<String>,
-    #[serde(default = "one", deserialize_with = "super::de::int")]
-    jobs: u32,
-    #[serde(default = "postgres")]
-    maintenance_db: String,
-}
+#[serde(transparent)]
+struct RestoreSnapshotWith(RecreateWith);
 
-impl With for RestoreSnapshotWith {}
-
-impl RestoreSnapshotWith {
-    fn shape(&self) -> Shape {
-        Shape {
-            owner: self.owner.clone(),
-            encoding: self.encoding.clone(),
-            lc_collate: self.lc_collate.clone(),
-            lc_ctype: self.lc_ctype.clone(),
+impl With for RestoreSnapshotWith {
+    fn check(&self) -> Result<(), WithError> {
+        if self.0.snapshot.is_none() {
+            return Err(WithError::new("snapshot", "the safety snapshot to restore is required"));
         }
+        Ok(())
     }
 }
 
@@ -877,8 +877,8 @@ pub const RESTORE_SNAPSHOT: StepKind = StepKind {
 
 fn run_restore_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
     Box::pin(async move {
-        let w: RestoreSnapshotWith = typed(with)?;
-        let snap = ctx.resolve(&w.snapshot);
+        let RestoreSnapshotWith(w) = typed(with)?;
+        let snap = ctx.resolve(w.snapshot.as_deref().unwrap_or_default());
         let manifest = Manifest::read(&snap).map_err(StepError::from)?;
         let client = admin(&w.url, &w.maintenance_db).await?;
         drop_database(&client, &w.database).await?;

@@ -80,3 +80,30 @@ pub fn junit_cases(path: &Path) -> Vec<(String, String)> {
 pub fn status_of<'a>(cases: &'a [(String, String)], name: &str) -> &'a str {
     cases.iter().find(|(n, _)| n.starts_with(name)).map(|(_, s)| s.as_str()).unwrap_or("absent")
 }
+
+/// `pgdrill run backup` of `url` into `storage` with `key`; the path of the backup of `db`.
+pub fn backup_to(url: &str, storage: &std::path::Path, key: &str, db: &str) -> PathBuf {
+    let out = pgdrill(&[
+        "run",
+        "backup",
+        "--var",
+        &format!("database_url={url}"),
+        "--var",
+        &format!("storage={}", storage.display()),
+    ])
+    .env("PGDRILL_BACKUP_KEY", key)
+    .output()
+    .expect("backup");
+    assert!(out.status.success(), "backup: {}{}", text(&out.stdout), text(&out.stderr));
+    std::fs::read_dir(storage.join(db))
+        .expect("storage")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
+        .expect("a backup")
+}
+
+/// Run SQL in the database at `url`.
+pub async fn exec(url: &str, sql: &str) {
+    pgdrill::pg::connect(url).await.expect("connect").batch_execute(sql).await.expect("sql");
+}
