@@ -14,7 +14,7 @@
 #             the backups it verifies).
 #   drill     (only with BENCH=drill) wall time and measured RTO/RPO of the quickstart drill
 #             at its default scale and of the disaster-recovery drill at DRILL_SCALE (default
-#             260: about 520 MB of fixtures), both on PROVIDER (default native).
+#             480: about 520 MB of fixtures), both on PROVIDER (default native).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-5}"
@@ -67,7 +67,7 @@ if [ "$BENCH" = drill ]; then
   size() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(next(s['outputs'].get('size_bytes',0) for s in r['suites'][0]['steps'] if s['uses']=='fixtures.load'))" "$1"; }
   printf '%-20s %8s %10s %8s %8s\n' drill 'size MiB' 'wall s' 'RTO s' 'RPO s'
   for d in quickstart disaster-recovery; do
-    scale=10; [ "$d" = disaster-recovery ] && scale="${DRILL_SCALE:-260}"
+    scale=10; [ "$d" = disaster-recovery ] && scale="${DRILL_SCALE:-480}"
     t0=$(now_ms)
     "$BIN" run "$d" --quiet --var provider="$PROVIDER" --var scale="$scale" --report "$WORK/$d" >"$WORK/$d.log" 2>&1 || { cat "$WORK/$d.log"; exit 1; }
     t1=$(now_ms)

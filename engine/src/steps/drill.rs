@@ -98,7 +98,7 @@ impl With for FixturesWith {
 
 pub const FIXTURES_LOAD: StepKind = StepKind {
     name: "fixtures.load",
-    summary: "Load deterministic fixture data (ERP, CRM with mixed-case names, payments, one table per column type) at a scale; scale 1 is about 2 MB.",
+    summary: "Load deterministic fixture data (ERP, CRM with mixed-case names, payments, one table per column type) at a scale; scale 1 is about 1 MB.",
     fields: &[
         Field { name: "url", ty: "string", required: true, doc: "database to load into" },
         Field {
