@@ -81,19 +81,23 @@ pub async fn connect_to(url: &str, database: &str) -> Result<Client, ConnectErro
     Ok(client)
 }
 
+/// `host:port` of the first server a configuration names (a socket directory for Unix hosts).
+pub fn endpoint(cfg: &Config) -> String {
+    let host = match cfg.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    format!("{host}:{}", cfg.get_ports().first().copied().unwrap_or(5432))
+}
+
 /// The URL without its password, for messages.
 pub fn display_url(url: &str) -> String {
     match Config::from_str(url) {
         Ok(cfg) => {
             let user = cfg.get_user().unwrap_or("");
-            let host = match cfg.get_hosts().first() {
-                Some(Host::Tcp(h)) => h.clone(),
-                Some(Host::Unix(p)) => p.display().to_string(),
-                None => "localhost".into(),
-            };
-            let port = cfg.get_ports().first().copied().unwrap_or(5432);
             let db = cfg.get_dbname().unwrap_or(user);
-            format!("postgres://{user}@{host}:{port}/{db}")
+            format!("postgres://{user}@{}/{db}", endpoint(&cfg))
         }
         Err(_) => "(unparseable URL)".into(),
     }

@@ -177,10 +177,7 @@ fn manifest_outputs(path: &std::path::Path, m: &Manifest) -> Outputs {
     o.insert("server_major".into(), m.server_major.into());
     o.insert("format".into(), serde_json::to_value(m.format).unwrap_or_default());
     o.insert("encrypted".into(), (m.cipher != "none").into());
-    o.insert(
-        "created".into(),
-        m.finished_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default().into(),
-    );
+    o.insert("created".into(), super::rfc3339(m.finished_at).into());
     o.insert("fingerprint".into(), serde_json::to_value(&m.fingerprint).unwrap_or_default());
     // When the dump's snapshot was taken (to the millisecond): what a drill's RPO is checked against.
     o.insert("started_epoch".into(), serde_json::json!(m.started_at.unix_timestamp_nanos() as f64 / 1e9));

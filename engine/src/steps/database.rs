@@ -16,7 +16,9 @@ use serde_yaml::Value as Yaml;
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
-use super::{check_with, typed, BoxFuture, Field, Outputs, StepCtx, StepError, StepKind, With, WithError};
+use super::{
+    check_with, pg_error, rfc3339, typed, BoxFuture, Field, Outputs, StepCtx, StepError, StepKind, With, WithError,
+};
 use crate::archive::{Codec, KeySource};
 use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::{self, find_tool, CreateOptions, Format, Manifest};
@@ -24,16 +26,8 @@ use crate::pg::fingerprint::{Fingerprint, Mode};
 use crate::pg::native::{parse_major, quote_ident};
 use crate::storage::LocalStore;
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
 fn postgres() -> String {
     "postgres".into()
-}
-
-fn env_err(e: tokio_postgres::Error) -> StepError {
-    StepError::Environment(crate::pg::describe(&e))
 }
 
 fn mib(b: u64) -> String {
@@ -46,7 +40,7 @@ fn mib(b: u64) -> String {
 
 /// A connection to the server's maintenance database, for CREATE/DROP DATABASE.
 async fn admin(url: &str, maintenance_db: &str) -> Result<Client, StepError> {
-    crate::pg::connect_to(url, maintenance_db).await.map_err(|e| StepError::Environment(e.0))
+    Ok(crate::pg::connect_to(url, maintenance_db).await?)
 }
 
 /// What the server knows about one database.
@@ -70,7 +64,7 @@ async fn db_info(client: &Client, database: &str) -> Result<Option<DbInfo>, Step
             &[&database],
         )
         .await
-        .map_err(env_err)?;
+        .map_err(pg_error)?;
     Ok(row.map(|r| DbInfo {
         owner: r.get(0),
         encoding: r.get(1),
@@ -207,16 +201,12 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
         if let Some(pw) = cfg.get_password() {
             ctx.redactor.add(&String::from_utf8_lossy(pw));
         }
-        let host = crate::pg::display_url(&w.url)
-            .trim_start_matches("postgres://")
-            .split_once('@')
-            .map(|(_, h)| h.rsplit_once('/').map(|(h, _)| h.to_string()).unwrap_or_default())
-            .unwrap_or_default();
+        let host = crate::pg::endpoint(&cfg);
         let client = admin(&w.url, &w.maintenance_db).await?;
         let row = client
             .query_one("select current_setting('server_version'), current_setting('server_version_num')::int", &[])
             .await
-            .map_err(env_err)?;
+            .map_err(pg_error)?;
         let server_version: String = row.get(0);
         let major = (row.get::<_, i32>(1) / 10000) as u32;
 
@@ -305,7 +295,7 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
         let local = matches!(cfg.get_hosts().first(), Some(tokio_postgres::config::Host::Unix(_)))
             || host.starts_with("127.")
             || host.starts_with("localhost")
-            || host.starts_with("[::1]");
+            || host.starts_with("::1:");
         match data_dir.filter(|d| local && Path::new(d).is_dir()).and_then(|d| free_space(Path::new(&d)).map(|f| (d, f.0))) {
             Some((d, free)) if free < server_need => problems.push(format!(
                 "not enough free disk on the server's data directory {d}: about {} needed for the restored database, {} free",
@@ -627,7 +617,7 @@ fn run_terminate(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
                 &[&w.database],
             )
             .await
-            .map_err(env_err)?;
+            .map_err(pg_error)?;
         let sessions: Vec<String> = rows.iter().map(|r| r.get::<_, Option<String>>(0).unwrap_or_default()).collect();
         for s in &sessions {
             ctx.log(format!("terminated {s}"));
@@ -640,7 +630,7 @@ fn run_terminate(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
                     &[&w.database],
                 )
                 .await
-                .map_err(env_err)?
+                .map_err(pg_error)?
                 .get(0);
             if left == 0 {
                 break;

@@ -15,19 +15,14 @@ use serde_yaml::Value as Yaml;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::{check_with, typed, BoxFuture, Field, Outputs, StepCtx, StepError, StepKind, Teardown, With, WithError};
+use super::{
+    check_with, pg_error, rfc3339, typed, BoxFuture, Field, Outputs, StepCtx, StepError, StepKind, Teardown, With,
+    WithError,
+};
 use crate::pg::native::quote_ident;
-
-fn env_err(e: tokio_postgres::Error) -> StepError {
-    StepError::Environment(crate::pg::describe(&e))
-}
 
 fn now_epoch() -> f64 {
     OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 fn secs(d: f64) -> String {
@@ -122,7 +117,7 @@ pub const FIXTURES_LOAD: StepKind = StepKind {
 fn run_fixtures(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
     Box::pin(async move {
         let w: FixturesWith = typed(with)?;
-        let client = crate::pg::connect(&w.url).await.map_err(|e| StepError::Environment(e.0))?;
+        let client = crate::pg::connect(&w.url).await?;
         for f in &w.fixtures {
             let text = match FIXTURES.iter().find(|(n, _)| n == f) {
                 Some((_, t)) => t.to_string(),
@@ -146,7 +141,7 @@ fn run_fixtures(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, 
                 .map_err(|e| StepError::Failed(format!("fixture `{f}`: {}", crate::pg::describe(&e))))?;
             ctx.log(format!("loaded {f} at scale {} in {:.1}s", w.scale, started.elapsed().as_secs_f64()));
         }
-        client.batch_execute("analyze").await.map_err(env_err)?;
+        client.batch_execute("analyze").await.map_err(pg_error)?;
         let row = client
             .query_one(
                 "select count(*), coalesce(sum(n_live_tup), 0)::bigint, pg_database_size(current_database()) \
@@ -154,7 +149,7 @@ fn run_fixtures(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, 
                 &[],
             )
             .await
-            .map_err(env_err)?;
+            .map_err(pg_error)?;
         let mut o = Outputs::new();
         o.insert("tables".into(), row.get::<_, i64>(0).into());
         o.insert("rows".into(), row.get::<_, i64>(1).into());
@@ -307,14 +302,14 @@ fn run_heartbeat(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
     Box::pin(async move {
         let w: HeartbeatWith = typed(with)?;
         let table = qualified(&w.table);
-        let client = crate::pg::connect(&w.url).await.map_err(|e| StepError::Environment(e.0))?;
+        let client = crate::pg::connect(&w.url).await?;
         client
             .batch_execute(&format!(
                 "create table if not exists {table} (id bigserial primary key, at timestamptz not null default clock_timestamp()); \
                  insert into {table} default values"
             ))
             .await
-            .map_err(env_err)?;
+            .map_err(pg_error)?;
         let started = OffsetDateTime::now_utc();
         let stop = CancellationToken::new();
         let (stop2, url, interval) = (stop.clone(), w.url.clone(), w.interval);
@@ -402,12 +397,11 @@ pub const DISASTER: StepKind = StepKind {
 fn run_disaster(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
     Box::pin(async move {
         let w: DisasterWith = typed(with)?;
-        DisasterWith::check(&w).map_err(|e| StepError::Invalid(e.message))?;
         let cfg = crate::pg::config(&w.url).map_err(|e| StepError::Invalid(e.0))?;
         let at = match w.mode.as_str() {
             "drop_database" => {
                 let db = w.database.clone().or_else(|| cfg.get_dbname().map(str::to_string)).unwrap_or_default();
-                let admin = crate::pg::connect_to(&w.url, "postgres").await.map_err(|e| StepError::Environment(e.0))?;
+                let admin = crate::pg::connect_to(&w.url, "postgres").await?;
                 let at = OffsetDateTime::now_utc();
                 admin
                     .batch_execute(&format!("drop database {} with (force)", quote_ident(&db)))
@@ -417,14 +411,14 @@ fn run_disaster(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, 
                 at
             }
             _ => {
-                let client = crate::pg::connect(&w.url).await.map_err(|e| StepError::Environment(e.0))?;
+                let client = crate::pg::connect(&w.url).await?;
                 let dir = match &w.data_dir {
                     Some(d) => PathBuf::from(d),
                     None => PathBuf::from(
                         client
                             .query_one("select setting from pg_settings where name = 'data_directory'", &[])
                             .await
-                            .map_err(env_err)?
+                            .map_err(pg_error)?
                             .get::<_, String>(0),
                     ),
                 };
@@ -577,7 +571,7 @@ pub const RPO: StepKind = StepKind {
 fn run_rpo(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
     Box::pin(async move {
         let w: RpoWith = typed(with)?;
-        let client = crate::pg::connect(&w.url).await.map_err(|e| StepError::Environment(e.0))?;
+        let client = crate::pg::connect(&w.url).await?;
         let row = client
             .query_one(
                 &format!(

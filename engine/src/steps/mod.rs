@@ -68,6 +68,25 @@ impl From<crate::backup::BackupError> for StepError {
     }
 }
 
+/// An unreachable server or refused login is the environment's failure (exit 3).
+impl From<crate::pg::ConnectError> for StepError {
+    fn from(e: crate::pg::ConnectError) -> Self {
+        StepError::Environment(e.0)
+    }
+}
+
+/// A server error while a step talks to a database it reached: the environment's failure,
+/// with the server's message, detail and hint. Steps that treat an error as a failed check
+/// map it themselves.
+pub(crate) fn pg_error(e: tokio_postgres::Error) -> StepError {
+    StepError::Environment(crate::pg::describe(&e))
+}
+
+/// A timestamp as RFC 3339, as every step output and report writes it.
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
 /// A documented field of a step's `with:` block or of its outputs.
 #[derive(Debug, Clone, Copy)]
 pub struct Field {

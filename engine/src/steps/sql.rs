@@ -95,7 +95,7 @@ pub const ASSERT: StepKind = StepKind {
 
 /// Results of a batch: (rows of the last statement, first value returned).
 async fn batch(url: &str, sql: &str) -> Result<(u64, Option<String>), StepError> {
-    let client = pg::connect(url).await.map_err(|e| StepError::Environment(e.0))?;
+    let client = pg::connect(url).await?;
     let msgs =
         client.simple_query(sql).await.map_err(|e| StepError::Failed(format!("SQL failed: {}", pg::describe(&e))))?;
     let mut rows = 0;

@@ -14,17 +14,13 @@ use serde_json::json;
 use serde_yaml::Value as Yaml;
 use time::OffsetDateTime;
 
-use super::{check_with, typed, Field, Outputs, StepCtx, StepError, StepKind, With, WithError};
+use super::{check_with, pg_error, rfc3339, typed, Field, Outputs, StepCtx, StepError, StepKind, With, WithError};
 use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::source::{self, Origin};
 use crate::backup::{ledger, Manifest};
 use crate::pg::fingerprint::{self, Fingerprint, Mode, TablePrint};
 use crate::storage::LocalStore;
 use crate::template::is_template;
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
 
 // ---------------------------------------------------------------------------------------
 // backup.pick
@@ -436,19 +432,18 @@ fn run_fingerprint(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result
         let want_schema = w.check != "tables";
         let want_tables = w.check != "schema";
 
-        let tx = crate::pg::connect(&w.url).await.map_err(|e| StepError::Environment(e.0))?;
-        let env_err = |e: tokio_postgres::Error| StepError::Environment(crate::pg::describe(&e));
+        let tx = crate::pg::connect(&w.url).await?;
         // One consistent view, with the same pinned settings as the backup's fingerprint.
-        tx.batch_execute("begin isolation level repeatable read read only").await.map_err(env_err)?;
+        tx.batch_execute("begin isolation level repeatable read read only").await.map_err(pg_error)?;
         // Without an expectation, the schema is read only to report the table count.
         let (schema_hash, schema) = if want_schema || (expect.is_none() && !want_tables) {
-            fingerprint::compute_schema(&tx).await.map_err(env_err)?
+            fingerprint::compute_schema(&tx).await.map_err(pg_error)?
         } else {
             (String::new(), BTreeMap::new())
         };
         let tables: BTreeMap<String, TablePrint> =
-            if want_tables { fingerprint::compute_tables(&tx, mode).await.map_err(env_err)? } else { BTreeMap::new() };
-        tx.batch_execute("commit").await.map_err(env_err)?;
+            if want_tables { fingerprint::compute_tables(&tx, mode).await.map_err(pg_error)? } else { BTreeMap::new() };
+        tx.batch_execute("commit").await.map_err(pg_error)?;
 
         let rows: i64 = tables.values().map(|t| t.rows).sum();
         let mut o = Outputs::new();
@@ -508,11 +503,10 @@ fn run_fingerprint(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result
 /// Fingerprint the database at `url` the way `expect` was taken, in one consistent view, and
 /// compare schema and tables. Returns the table and row counts when everything matches.
 pub(super) async fn compare_database(url: &str, expect: &Fingerprint) -> Result<(usize, i64), StepError> {
-    let client = crate::pg::connect(url).await.map_err(|e| StepError::Environment(e.0))?;
-    let env_err = |e: tokio_postgres::Error| StepError::Environment(crate::pg::describe(&e));
-    client.batch_execute("begin isolation level repeatable read read only").await.map_err(env_err)?;
-    let actual = fingerprint::compute(&client, expect.mode).await.map_err(env_err)?;
-    client.batch_execute("commit").await.map_err(env_err)?;
+    let client = crate::pg::connect(url).await?;
+    client.batch_execute("begin isolation level repeatable read read only").await.map_err(pg_error)?;
+    let actual = fingerprint::compute(&client, expect.mode).await.map_err(pg_error)?;
+    client.batch_execute("commit").await.map_err(pg_error)?;
     let Some(actual) = actual else {
         return Err(StepError::Skipped("the expected fingerprint was taken with fingerprint: off".into()));
     };
@@ -566,18 +560,17 @@ pub const AMCHECK: StepKind = StepKind {
 fn run_amcheck(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
     Box::pin(async move {
         let w: AmcheckWith = typed(with)?;
-        let client = crate::pg::connect(&w.url).await.map_err(|e| StepError::Environment(e.0))?;
-        let env_err = |e: tokio_postgres::Error| StepError::Environment(crate::pg::describe(&e));
+        let client = crate::pg::connect(&w.url).await?;
         let available = client
             .query_opt("select installed_version from pg_available_extensions where name = 'amcheck'", &[])
             .await
-            .map_err(env_err)?;
+            .map_err(pg_error)?;
         let Some(row) = available else {
             return Err(StepError::Skipped("the amcheck extension is not available on this server".into()));
         };
         let installed: Option<String> = row.get(0);
         if installed.is_none() {
-            client.batch_execute("create extension amcheck").await.map_err(env_err)?;
+            client.batch_execute("create extension amcheck").await.map_err(pg_error)?;
         }
         let indexes = client
             .query(
@@ -588,7 +581,7 @@ fn run_amcheck(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Out
                 &[],
             )
             .await
-            .map_err(env_err)?;
+            .map_err(pg_error)?;
         let mut failures = Vec::new();
         for r in &indexes {
             let name: String = r.get(0);
