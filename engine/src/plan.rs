@@ -32,8 +32,22 @@ pub fn render(rb: &Runbook, vars: &Map<String, Json>) -> String {
         out.push_str(&format!("targets:\n  rto: {}\n", humantime::format_duration(rto)));
     }
     out.push_str("steps:\n");
-    for (i, s) in rb.steps.iter().enumerate() {
-        step(&mut out, &tenv, &ctx, s, &format!("{}.", i + 1), 1);
+    // Numbered as written: a `parallel` group is one entry, its steps listed under it.
+    let mut n = 0;
+    let mut group = None;
+    for s in &rb.steps {
+        if s.group.is_none() || s.group != group {
+            n += 1;
+        }
+        match s.group {
+            Some(_) if s.group == group => step(&mut out, &tenv, &ctx, s, "-", 3),
+            Some(_) => {
+                out.push_str(&format!("  {n}. parallel (at the same time):\n"));
+                step(&mut out, &tenv, &ctx, s, "-", 3);
+            }
+            None => step(&mut out, &tenv, &ctx, s, &format!("{n}."), 1),
+        }
+        group = s.group;
     }
     if !rb.finally.is_empty() {
         out.push_str("finally:\n");

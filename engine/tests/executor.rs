@@ -239,6 +239,57 @@ fn sigint_during_a_long_step_runs_rollbacks_and_finally_and_exits_non_zero() {
 }
 
 #[test]
+fn steps_of_a_parallel_group_run_at_the_same_time_and_later_steps_read_their_outputs() {
+    // Each of `left` and `right` waits for the other's file: in sequence the first would
+    // give up and fail.
+    let t = tmp();
+    let report = t.path().join("r");
+    let out = run(&[
+        "run",
+        "fixtures/runbooks/parallel.yaml",
+        "--var",
+        &format!("dir={}", t.path().display()),
+        "--report",
+        report.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(std::fs::read_to_string(t.path().join("both")).unwrap_or_default().trim(), "LR");
+    let steps = steps_of(&read_json(&report.join("run.json")), 0);
+    let outcome = |l: &str| steps.iter().find(|s| s.0 == l).map(|s| s.2.clone()).unwrap_or_default();
+    assert_eq!(outcome("left"), "passed");
+    assert_eq!(outcome("right"), "passed");
+    assert_eq!(outcome("failing"), "skipped");
+    assert_eq!(outcome("slow"), "passed");
+}
+
+#[test]
+fn a_failing_step_cancels_its_running_siblings_and_rolls_back_the_group() {
+    let t = tmp();
+    let report = t.path().join("r");
+    let out = run(&[
+        "run",
+        "fixtures/runbooks/parallel.yaml",
+        "--var",
+        &format!("dir={}", t.path().display()),
+        "--var",
+        "fail=true",
+        "--report",
+        report.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("runbook parallel FAILED"), "{}", text(&out.stdout));
+    let rec = read_json(&report.join("run.json"));
+    let slow = rec["suites"][0]["steps"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["label"] == "slow").cloned())
+        .unwrap_or_default();
+    assert_eq!(slow["outcome"], "skipped", "{slow}");
+    assert!(slow["message"].as_str().unwrap_or_default().contains("cancelled because step `failing` failed"), "{slow}");
+    assert!(!process_running("sleep 29.5"), "the cancelled sibling's process was killed");
+    assert_eq!(std::fs::read_to_string(t.path().join("log")).unwrap_or_default().trim(), "undo_left");
+}
+
+#[test]
 fn sigterm_is_handled_like_sigint() {
     let t = tmp();
     let log = t.path().join("log");

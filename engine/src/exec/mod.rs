@@ -215,34 +215,51 @@ impl Executor {
         let mut stop: Option<(ExitCode, String)> = None;
         let mut not_run_reason = String::new();
         let mut completed: Vec<&StepDef> = Vec::new();
-        for step in &rb.steps {
-            if stop.is_some() {
-                self.emit_not_run(suite, step, Phase::Main, &not_run_reason);
-                continue;
-            }
-            if self.cancel.is_cancelled() {
+        let mut next = 0;
+        while next < rb.steps.len() {
+            // One step, or every step of a `parallel` group.
+            let batch = match rb.steps[next].group {
+                Some(g) => {
+                    let n = rb.steps[next..].iter().take_while(|s| s.group == Some(g)).count();
+                    &rb.steps[next..next + n]
+                }
+                None => &rb.steps[next..=next],
+            };
+            next += batch.len();
+            if stop.is_none() && self.cancel.is_cancelled() {
                 not_run_reason = format!("interrupted by {}", self.cause_name());
                 stop = Some((ExitCode::Interrupted, not_run_reason.clone()));
-                self.emit_not_run(suite, step, Phase::Main, &not_run_reason);
+            }
+            if stop.is_some() {
+                for step in batch {
+                    self.emit_not_run(suite, step, Phase::Main, &not_run_reason);
+                }
                 continue;
             }
-            let rec = self.run_step(suite, rb, &mut scope, step, Phase::Main, true).await;
-            match (rec.outcome, rec.error_kind) {
-                (Outcome::Passed, _) => completed.push(step),
-                (Outcome::Skipped, _) => {}
-                (_, _) if step.continue_on_error && rec.error_kind != Some(ErrorKind::Interrupted) => {
-                    completed.push(step)
-                }
-                (_, kind) => {
-                    let code = exit_for(kind);
-                    let msg = format!(
-                        "step `{}` {}: {}",
-                        rec.label,
-                        rec.outcome.as_str(),
-                        rec.message.clone().unwrap_or_default()
-                    );
-                    not_run_reason = format!("step `{}` {}", rec.label, rec.outcome.as_str());
-                    stop = Some((code, msg));
+            let recs = if batch.len() == 1 {
+                vec![self.run_step(suite, rb, &mut scope, &batch[0], Phase::Main, true).await]
+            } else {
+                self.run_group(suite, rb, &mut scope, batch).await
+            };
+            for (step, rec) in batch.iter().zip(recs) {
+                match (rec.outcome, rec.error_kind) {
+                    (Outcome::Passed, _) => completed.push(step),
+                    (Outcome::Skipped, _) => {}
+                    (_, _) if step.continue_on_error && rec.error_kind != Some(ErrorKind::Interrupted) => {
+                        completed.push(step)
+                    }
+                    (_, _) if stop.is_some() => {}
+                    (_, kind) => {
+                        let code = exit_for(kind);
+                        let msg = format!(
+                            "step `{}` {}: {}",
+                            rec.label,
+                            rec.outcome.as_str(),
+                            rec.message.clone().unwrap_or_default()
+                        );
+                        not_run_reason = format!("step `{}` {}", rec.label, rec.outcome.as_str());
+                        stop = Some((code, msg));
+                    }
                 }
             }
         }
@@ -417,7 +434,8 @@ impl Executor {
         }));
     }
 
-    /// Run one step with its `when`, rendering, retries and timeout; emit its record.
+    /// Run one step with its `when`, rendering, retries and timeout; emit its record and
+    /// keep its outputs for the steps after it.
     async fn run_step(
         &self,
         suite: usize,
@@ -426,6 +444,50 @@ impl Executor {
         step: &StepDef,
         phase: Phase,
         cancellable: bool,
+    ) -> StepRecord {
+        let cancel = if cancellable { Some(Stopper::new(self.cancel.clone())) } else { None };
+        let rec = self.execute(suite, rb, scope, step, phase, cancel.as_ref()).await;
+        store_outputs(scope, step, &rec);
+        rec
+    }
+
+    /// The steps of a `parallel` group, at the same time. The first failure cancels the
+    /// siblings still running (reported as skipped, never passed), as a failure in a
+    /// sequence stops the steps after it; a signal cancels them all as usual.
+    async fn run_group(&self, suite: usize, rb: &Runbook, scope: &mut Scope, batch: &[StepDef]) -> Vec<StepRecord> {
+        let stopper = Stopper::new(self.cancel.child_token());
+        let shared: &Scope = scope;
+        let runs = batch.iter().map(|step| {
+            let stopper = &stopper;
+            async move {
+                let rec = self.execute(suite, rb, shared, step, Phase::Main, Some(stopper)).await;
+                let failed = !matches!(rec.outcome, Outcome::Passed | Outcome::Skipped);
+                if failed && !step.continue_on_error && !stopper.token.is_cancelled() {
+                    if let Ok(mut why) = stopper.why.lock() {
+                        *why = Some(format!("step `{}` {}", rec.label, rec.outcome.as_str()));
+                    }
+                    stopper.token.cancel();
+                }
+                rec
+            }
+        });
+        let recs = futures_util::future::join_all(runs).await;
+        for (step, rec) in batch.iter().zip(&recs) {
+            store_outputs(scope, step, rec);
+        }
+        recs
+    }
+
+    /// Run one step and emit its record; `cancel` is `None` for steps a signal must not cut
+    /// short (rollback, `finally`).
+    async fn execute(
+        &self,
+        suite: usize,
+        rb: &Runbook,
+        scope: &Scope,
+        step: &StepDef,
+        phase: Phase,
+        cancel: Option<&Stopper>,
     ) -> StepRecord {
         let label = step.label();
         let started_at = OffsetDateTime::now_utc();
@@ -454,7 +516,7 @@ impl Executor {
             log: Vec::new(),
         };
         let kept: Arc<Mutex<Outputs>> = Arc::new(Mutex::new(Outputs::new()));
-        let result = self.attempts(suite, rb, scope, step, &label, (&log, &kept), cancellable, &mut rec).await;
+        let result = self.attempts(suite, rb, scope, step, &label, (&log, &kept), cancel, &mut rec).await;
         match result {
             Ok(Attempted::Skipped(why)) => {
                 rec.outcome = Outcome::Skipped;
@@ -471,23 +533,6 @@ impl Executor {
         }
         rec.duration = started.elapsed();
         rec.log = log.lock().map(|l| l.clone()).unwrap_or_default();
-        if let Some(id) = &step.id {
-            let mut o = match &rec.outputs {
-                Json::Object(m) => m.clone(),
-                _ => Map::new(),
-            };
-            o.insert(
-                "outcome".into(),
-                Json::String(
-                    serde_json::to_value(rec.outcome)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                ),
-            );
-            o.insert("duration_s".into(), json!((rec.duration.as_secs_f64() * 1000.0).round() / 1000.0));
-            scope.steps.insert(id.clone(), Json::Object(o));
-        }
         self.sink.emit(Event::StepFinished(rec.clone()));
         rec
     }
@@ -501,7 +546,7 @@ impl Executor {
         step: &StepDef,
         label: &str,
         (log, kept): (&Arc<Mutex<Vec<String>>>, &Arc<Mutex<Outputs>>),
-        cancellable: bool,
+        stopper: Option<&Stopper>,
         rec: &mut StepRecord,
     ) -> Result<Attempted, (Outcome, ErrorKind, String)> {
         let env = template::environment();
@@ -544,7 +589,7 @@ impl Executor {
                 sink.emit(Event::StepLog { suite, label: log_label.clone(), line });
             }),
             // Rollbacks and `finally` are not cut short by the signal that stopped the run.
-            cancel: if cancellable { self.cancel.clone() } else { CancellationToken::new() },
+            cancel: stopper.map(|s| s.token.clone()).unwrap_or_default(),
             assume_yes: self.assume_yes.load(Ordering::SeqCst),
             kept: kept.clone(),
             redactor: self.redactor.clone(),
@@ -569,13 +614,12 @@ impl Executor {
                     None => Ended::Done(fut.await),
                 }
             };
-            let ended = if cancellable {
-                tokio::select! {
+            let ended = match stopper {
+                Some(st) => tokio::select! {
                     e = timed => e,
-                    _ = self.cancel.cancelled() => Ended::Interrupted,
-                }
-            } else {
-                timed.await
+                    _ = st.token.cancelled() => Ended::Interrupted,
+                },
+                None => timed.await,
             };
             let (outcome, kind, msg, retryable) = match ended {
                 Ended::Done(Ok(o)) => return Ok(Attempted::Ran(o)),
@@ -594,9 +638,18 @@ impl Executor {
                     format!("timed out after {}", humantime::format_duration(t)),
                     true,
                 ),
-                Ended::Interrupted => {
-                    (Outcome::Errored, ErrorKind::Interrupted, format!("interrupted by {}", self.cause_name()), false)
-                }
+                Ended::Interrupted => match stopper.and_then(Stopper::sibling_failure) {
+                    // Not a signal: a step of the same `parallel` group failed.
+                    Some(why) if !self.cancel.is_cancelled() => {
+                        return Ok(Attempted::Skipped(format!("cancelled because {why}")))
+                    }
+                    _ => (
+                        Outcome::Errored,
+                        ErrorKind::Interrupted,
+                        format!("interrupted by {}", self.cause_name()),
+                        false,
+                    ),
+                },
             };
             if !retryable || attempt == total {
                 let msg = if total > 1 && retryable { format!("{msg} (after {total} attempts)") } else { msg };
@@ -610,11 +663,20 @@ impl Executor {
                 message: msg,
                 delay,
             });
-            let interrupted = tokio::select! {
-                _ = tokio::time::sleep(delay) => false,
-                _ = self.cancel.cancelled(), if cancellable => true,
+            let interrupted = match stopper {
+                Some(st) => tokio::select! {
+                    _ = tokio::time::sleep(delay) => false,
+                    _ = st.token.cancelled() => true,
+                },
+                None => {
+                    tokio::time::sleep(delay).await;
+                    false
+                }
             };
             if interrupted {
+                if let Some(why) = stopper.and_then(Stopper::sibling_failure).filter(|_| !self.cancel.is_cancelled()) {
+                    return Ok(Attempted::Skipped(format!("cancelled while waiting to retry because {why}")));
+                }
                 return Err((
                     Outcome::Errored,
                     ErrorKind::Interrupted,
@@ -625,6 +687,41 @@ impl Executor {
         }
         Err((Outcome::Errored, ErrorKind::Environment, "no attempt was made".into()))
     }
+}
+
+/// What can cut a running step short: the run's signal token, or for a step of a
+/// `parallel` group a child of it that a failing sibling also cancels.
+struct Stopper {
+    token: CancellationToken,
+    /// Which sibling failed, once one has.
+    why: Mutex<Option<String>>,
+}
+
+impl Stopper {
+    fn new(token: CancellationToken) -> Self {
+        Stopper { token, why: Mutex::new(None) }
+    }
+
+    fn sibling_failure(&self) -> Option<String> {
+        self.why.lock().ok().and_then(|w| w.clone())
+    }
+}
+
+/// Keep a step's outputs (with its outcome and duration) for the templates of later steps.
+fn store_outputs(scope: &mut Scope, step: &StepDef, rec: &StepRecord) {
+    let Some(id) = &step.id else { return };
+    let mut o = match &rec.outputs {
+        Json::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    o.insert(
+        "outcome".into(),
+        Json::String(
+            serde_json::to_value(rec.outcome).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        ),
+    );
+    o.insert("duration_s".into(), json!((rec.duration.as_secs_f64() * 1000.0).round() / 1000.0));
+    scope.steps.insert(id.clone(), Json::Object(o));
 }
 
 fn exit_for(kind: Option<ErrorKind>) -> ExitCode {

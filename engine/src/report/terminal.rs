@@ -1,18 +1,20 @@
-//! Terminal progress: an indicatif spinner for the running step on a TTY, plain lines
-//! otherwise (or with --quiet). Finished steps are always printed as one line each, so the
+//! Terminal progress: an indicatif spinner for each running step on a TTY (several for a
+//! `parallel` group), plain lines otherwise (or with --quiet). Finished steps are always printed as one line each, so the
 //! order of steps, rollbacks and `finally` reads the same in a terminal and in a CI log.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::display_name;
 use crate::exec::{Event, Outcome, Phase, Reporter, SuiteOutcome};
 
 pub struct Terminal {
-    spinner: Option<ProgressBar>,
+    multi: MultiProgress,
+    /// Running steps by (suite, label).
+    spinners: HashMap<(usize, String), ProgressBar>,
     fancy: bool,
     depth: HashMap<usize, usize>,
 }
@@ -20,17 +22,22 @@ pub struct Terminal {
 impl Terminal {
     /// `fancy`: draw a spinner (stdout is a TTY and not --quiet).
     pub fn new(fancy: bool) -> Self {
-        Terminal { spinner: None, fancy, depth: HashMap::new() }
+        Terminal { multi: MultiProgress::new(), spinners: HashMap::new(), fancy, depth: HashMap::new() }
     }
 
     fn line(&self, text: &str) {
-        match &self.spinner {
-            Some(pb) => pb.suspend(|| println!("{text}")),
-            None => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{text}");
-                let _ = out.flush();
-            }
+        if self.spinners.is_empty() {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
+            let _ = out.flush();
+        } else {
+            self.multi.suspend(|| println!("{text}"));
+        }
+    }
+
+    fn clear_spinners(&mut self) {
+        for (_, pb) in self.spinners.drain() {
+            pb.finish_and_clear();
         }
     }
 
@@ -54,29 +61,27 @@ impl Reporter for Terminal {
             Event::StepStarted { suite, label, uses, phase } => {
                 if uses == "operator.confirm" {
                     // The step talks to the operator on the terminal: no spinner over it.
-                    if let Some(old) = self.spinner.take() {
-                        old.finish_and_clear();
-                    }
+                    self.clear_spinners();
                 } else if self.fancy {
                     let what = match phase {
                         Phase::Rollback { of } => format!("rollback of {of}: {label}"),
                         Phase::Finally => format!("finally: {label}"),
                         _ => label.clone(),
                     };
-                    let pb = ProgressBar::new_spinner();
+                    let pb = self.multi.add(ProgressBar::new_spinner());
                     pb.set_style(
                         ProgressStyle::with_template("{spinner} {msg} {elapsed}")
                             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                     );
                     pb.set_message(format!("{}{what} [{uses}]", self.indent(*suite)));
                     pb.enable_steady_tick(Duration::from_millis(100));
-                    if let Some(old) = self.spinner.replace(pb) {
+                    if let Some(old) = self.spinners.insert((*suite, label.clone()), pb) {
                         old.finish_and_clear();
                     }
                 }
             }
-            Event::StepLog { label, line, .. } => {
-                if let Some(pb) = &self.spinner {
+            Event::StepLog { suite, label, line } => {
+                if let Some(pb) = self.spinners.get(&(*suite, label.clone())) {
                     pb.set_message(format!("{label}: {line}"));
                 }
             }
@@ -88,7 +93,7 @@ impl Reporter for Terminal {
                 ));
             }
             Event::StepFinished(rec) => {
-                if let Some(pb) = self.spinner.take() {
+                if let Some(pb) = self.spinners.remove(&(rec.suite, rec.label.clone())) {
                     pb.finish_and_clear();
                 }
                 let word = match rec.outcome {
@@ -139,9 +144,7 @@ impl Reporter for Terminal {
     }
 
     fn finish(&mut self) -> crate::Result<()> {
-        if let Some(pb) = self.spinner.take() {
-            pb.finish_and_clear();
-        }
+        self.clear_spinners();
         Ok(())
     }
 }

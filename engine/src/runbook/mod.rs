@@ -73,6 +73,9 @@ pub struct StepDef {
     pub retry: Retry,
     pub continue_on_error: bool,
     pub rollback: Vec<StepDef>,
+    /// Steps of one `parallel:` group share a number (their group's index in `steps`) and
+    /// run at the same time; `None` for a step of its own.
+    pub group: Option<usize>,
     /// Key path in the file (`steps[2]`), for messages.
     pub path: String,
     /// Position of the step in the file.
@@ -138,7 +141,8 @@ struct RawTargets {
 struct RawStep {
     id: Option<String>,
     name: Option<String>,
-    uses: String,
+    // Optional only because a `parallel:` entry has none; every step needs one.
+    uses: Option<String>,
     #[serde(default)]
     with: Option<Yaml>,
     when: Option<Yaml>,
@@ -148,6 +152,9 @@ struct RawStep {
     continue_on_error: bool,
     #[serde(default)]
     rollback: Vec<RawStep>,
+    /// Steps that run at the same time (only in `steps:`, only this field in the entry).
+    #[serde(default)]
+    parallel: Vec<RawStep>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,7 +276,7 @@ impl Checker<'_> {
         }
 
         let mut ids: HashMap<String, String> = HashMap::new();
-        let steps = self.steps(raw.steps, "steps", &mut ids);
+        let steps = self.main_steps(raw.steps, &mut ids);
         let finally = self.steps(raw.finally, "finally", &mut ids);
 
         let rb = Runbook {
@@ -288,7 +295,67 @@ impl Checker<'_> {
     }
 
     fn steps(&mut self, raw: Vec<RawStep>, base: &str, ids: &mut HashMap<String, String>) -> Vec<StepDef> {
-        raw.into_iter().enumerate().map(|(i, s)| self.step(s, format!("{base}[{i}]"), ids)).collect()
+        let mut out = Vec::new();
+        for (i, s) in raw.into_iter().enumerate() {
+            let path = format!("{base}[{i}]");
+            if !s.parallel.is_empty() {
+                let d = self.diag(
+                    self.spans.key(&format!("{path}.parallel")),
+                    "`parallel` groups are allowed in `steps:` only",
+                );
+                self.diags.push(d.with_help(Some("rollback and `finally` steps run one after the other".into())));
+                continue;
+            }
+            out.push(self.step(s, path, ids));
+        }
+        out
+    }
+
+    /// `steps:`, where an entry may be a `parallel:` group: its steps are flattened into the
+    /// list, marked with the group they belong to.
+    fn main_steps(&mut self, raw: Vec<RawStep>, ids: &mut HashMap<String, String>) -> Vec<StepDef> {
+        let mut out = Vec::new();
+        for (i, s) in raw.into_iter().enumerate() {
+            let path = format!("steps[{i}]");
+            if s.parallel.is_empty() {
+                out.push(self.step(s, path, ids));
+                continue;
+            }
+            let extra = [
+                ("id", s.id.is_some()),
+                ("name", s.name.is_some()),
+                ("uses", s.uses.is_some()),
+                ("with", s.with.is_some()),
+                ("when", s.when.is_some()),
+                ("timeout", s.timeout.is_some()),
+                ("retry", s.retry.is_some()),
+                ("continue_on_error", s.continue_on_error),
+                ("rollback", !s.rollback.is_empty()),
+            ];
+            if let Some((field, _)) = extra.iter().find(|(_, set)| *set) {
+                let d = self.diag(
+                    self.spans.key(&format!("{path}.{field}")),
+                    format!("`{field}` next to `parallel` in {}", describe_path(&path)),
+                );
+                self.diags.push(d.with_help(Some(format!(
+                    "a `parallel` entry holds only its steps: move `{field}` into the steps it applies to"
+                ))));
+            }
+            for (j, inner) in s.parallel.into_iter().enumerate() {
+                let inner_path = format!("{path}.parallel[{j}]");
+                if !inner.parallel.is_empty() {
+                    let d =
+                        self.diag(self.spans.key(&format!("{inner_path}.parallel")), "`parallel` groups do not nest");
+                    self.diags
+                        .push(d.with_help(Some("list every step of the group directly under one `parallel:`".into())));
+                    continue;
+                }
+                let mut step = self.step(inner, inner_path, ids);
+                step.group = Some(i);
+                out.push(step);
+            }
+        }
+        out
     }
 
     fn step(&mut self, raw: RawStep, path: String, ids: &mut HashMap<String, String>) -> StepDef {
@@ -309,10 +376,15 @@ impl Checker<'_> {
         }
 
         let uses_path = format!("{path}.uses");
-        match steps::find(&raw.uses) {
+        let Some(uses) = raw.uses.clone() else {
+            self.diags
+                .push(self.diag(self.spans.value(&path), format!("missing field `uses` in {}", describe_path(&path))));
+            return self.step_def(raw, String::new(), path, ids);
+        };
+        match steps::find(&uses) {
             None => {
-                let d = self.diag(self.spans.value(&uses_path), format!("unknown step kind `{}`", raw.uses));
-                let help = suggest::help(&raw.uses, steps::names())
+                let d = self.diag(self.spans.value(&uses_path), format!("unknown step kind `{uses}`"));
+                let help = suggest::help(&uses, steps::names())
                     .or_else(|| Some("`pgdrill steps` lists every step kind".into()));
                 self.diags.push(d.with_help(help));
             }
@@ -337,7 +409,11 @@ impl Checker<'_> {
                 }
             }
         }
+        self.step_def(raw, uses, path, ids)
+    }
 
+    /// The typed step; `uses` is checked by the caller.
+    fn step_def(&mut self, raw: RawStep, uses: String, path: String, ids: &mut HashMap<String, String>) -> StepDef {
         let timeout = raw.timeout.as_deref().and_then(|t| self.duration(t, &format!("{path}.timeout")));
         let retry = match raw.retry {
             None => Retry::default(),
@@ -373,13 +449,14 @@ impl Checker<'_> {
         StepDef {
             id: raw.id,
             name: raw.name,
-            uses: raw.uses,
+            uses,
             with: raw.with.unwrap_or(Yaml::Mapping(Default::default())),
             when,
             timeout,
             retry,
             continue_on_error: raw.continue_on_error,
             rollback,
+            group: None,
             path,
             pos,
         }
@@ -416,7 +493,12 @@ impl Checker<'_> {
         let env = template::environment();
         let main_ids: Vec<&str> = rb.steps.iter().filter_map(|s| s.id.as_deref()).collect();
         for (i, step) in rb.steps.iter().enumerate() {
-            let before: Vec<&str> = rb.steps[..i].iter().filter_map(|s| s.id.as_deref()).collect();
+            // A step of a `parallel` group sees the steps before the group, not its siblings.
+            let before: Vec<&str> = rb.steps[..i]
+                .iter()
+                .filter(|s| step.group.is_none() || s.group != step.group)
+                .filter_map(|s| s.id.as_deref())
+                .collect();
             self.check_step_refs(&env, rb, step, &before, &main_ids);
             let upto: Vec<&str> = rb.steps[..=i].iter().filter_map(|s| s.id.as_deref()).collect();
             for rbk in &step.rollback {
@@ -478,7 +560,14 @@ impl Checker<'_> {
                         self.diags.push(d.with_help(help));
                     }
                     ("steps", Some(id)) if !visible.contains(&id) => {
-                        let (msg, help) = if all.contains(&id) {
+                        let sibling = step.group.is_some()
+                            && rb.steps.iter().any(|s| s.group == step.group && s.id.as_deref() == Some(id));
+                        let (msg, help) = if sibling {
+                            (
+                                format!("`steps.{id}` runs in parallel with this step: its outputs are not there yet"),
+                                Some(format!("move `{id}` out of the `parallel` group, before this step")),
+                            )
+                        } else if all.contains(&id) {
                             (
                                 format!("`steps.{id}` refers to a step that has not run yet at this point"),
                                 Some(format!("move `{id}` before this step, or read it in `finally:`")),
@@ -530,8 +619,14 @@ pub fn describe_path(path: &str) -> String {
         if let Some(rest) = path.strip_prefix(&format!("{list}[")) {
             if let Some((n, tail)) = rest.split_once(']') {
                 let n: usize = n.parse().unwrap_or(0);
-                let what = if list == "steps" { format!("step {}", n + 1) } else { format!("finally step {}", n + 1) };
-                let tail = tail.trim_start_matches('.');
+                let mut what =
+                    if list == "steps" { format!("step {}", n + 1) } else { format!("finally step {}", n + 1) };
+                let mut tail = tail.trim_start_matches('.');
+                if let Some((k, rest)) = tail.strip_prefix("parallel[").and_then(|r| r.split_once(']')) {
+                    let k: usize = k.parse().unwrap_or(0);
+                    what = format!("{what}, parallel step {}", k + 1);
+                    tail = rest.trim_start_matches('.');
+                }
                 return if tail.is_empty() { what } else { format!("{what}, field `{tail}`") };
             }
         }
@@ -569,6 +664,7 @@ mod tests {
     fn paths_read_like_prose() {
         assert_eq!(describe_path("steps[2].with.jobs"), "step 3, field `with.jobs`");
         assert_eq!(describe_path("finally[0]"), "finally step 1");
+        assert_eq!(describe_path("steps[1].parallel[0].with.jobs"), "step 2, parallel step 1, field `with.jobs`");
     }
 
     #[test]
