@@ -95,6 +95,13 @@ async fn a_clean_backup_passes_every_check_and_is_recorded_then_skipped_unless_f
     assert_eq!(forced.status.code(), Some(0));
     assert_eq!(status_of(&junit_cases(&junit), "restore"), "passed");
     assert_eq!(std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger").lines().count(), 2);
+    let left: Vec<String> = std::fs::read_dir(storage.join("shop"))
+        .expect("list")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with(".pgdrill-stage"))
+        .collect();
+    assert!(left.is_empty(), "the staged dump is removed when the run ends: {left:?}");
+    assert!(text(&forced.stdout).contains("passed       integrity"), "{}", text(&forced.stdout));
 
     // A directory-format backup (pg_dump -Fd -j, stored as tar) verifies the same way.
     let out = pgdrill(&[
@@ -181,6 +188,8 @@ async fn a_corrupted_archive_fails_at_integrity_before_any_restore_and_a_wrong_k
     assert_eq!(out.status.code(), Some(1), "{all}");
     let cases = junit_cases(&junit);
     assert_eq!(status_of(&cases, "integrity"), "failure", "{cases:?}");
+    // The server starts beside the integrity check, which fails within milliseconds here:
+    // the start is cancelled (reported as skipped) and the server torn down.
     assert_eq!(status_of(&cases, "scratch"), "skipped", "no server is started: {cases:?}");
     assert_eq!(status_of(&cases, "restore"), "skipped", "{cases:?}");
     assert!(all.contains("corrupted backup"), "{all}");

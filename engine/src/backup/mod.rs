@@ -19,6 +19,7 @@ use crate::pg::native::parse_major;
 use crate::storage::{self, LocalStore};
 
 pub mod ledger;
+pub mod offsets;
 pub mod restore;
 pub mod retention;
 pub mod source;
@@ -192,6 +193,13 @@ impl Drop for Staged {
         }
         crate::storage::untrack(&self.0);
     }
+}
+
+/// A dump staged by `check_and_stage`, and how many data offsets were written into it (or
+/// why none were).
+pub(crate) struct StagedDump {
+    pub(crate) file: Staged,
+    pub(crate) offsets: Result<usize, String>,
 }
 
 /// Kills pg_dump if the backup is abandoned (error, cancellation).
@@ -437,10 +445,23 @@ pub struct Checked {
 /// can be without a manifest: every byte read through its compression and encryption, and
 /// its table of contents readable. `secret` is the pgdrill key or the openssl passphrase.
 pub fn check_any(path: &Path, secret: Option<&str>) -> Result<Checked, BackupError> {
+    check_and_stage(path, secret, None).map(|(c, _)| c)
+}
+
+/// `check_any`, and with `stage` (a directory) the plaintext of a custom-format dump is kept
+/// there while it is checked, so a parallel restore can start from it without reading and
+/// decrypting the backup a second time. Nothing is staged for a file pg_restore can read as
+/// it is (an unencrypted, uncompressed custom dump), nor for SQL scripts (psql streams
+/// them) and directory dumps. The staged file is removed when the returned guard drops.
+pub(crate) fn check_and_stage(
+    path: &Path,
+    secret: Option<&str>,
+    stage: Option<&Path>,
+) -> Result<(Checked, Option<StagedDump>), BackupError> {
     let secret = secret.filter(|s| !s.is_empty());
     let key = secret.map(KeySource::from_secret);
     if source::origin(path) == source::Origin::Pgdrill {
-        return check(path, key.as_ref());
+        return check_inner(path, key.as_ref(), stage);
     }
     let failed = |m: String| BackupError::Failed(format!("{}: {m}", path.display()));
     if let source::Located::Directory(dir) = source::locate(path)? {
@@ -457,18 +478,63 @@ pub fn check_any(path: &Path, secret: Option<&str>) -> Result<Checked, BackupErr
             )));
         }
         let tables = count_toc_tables(&String::from_utf8_lossy(&out.stdout));
-        return Ok(Checked { manifest: None, tables, layers: vec!["directory"] });
+        return Ok((Checked { manifest: None, tables, layers: vec!["directory"] }, None));
     }
-    let opened = source::open(path, key.as_ref(), secret)?;
+    let mut opened = source::open(path, key.as_ref(), secret)?;
     let layers = opened.layers.clone();
+    let mut staged = None;
     let tables = match opened.content {
-        source::Content::Custom => toc_tables(opened.reader, 0).map_err(failed)?,
+        source::Content::Custom => {
+            let stage = stage.filter(|_| !layers.is_empty());
+            let (tables, s) = toc_tables_staged(&mut opened.reader, 0, stage).map_err(failed)?;
+            staged = s;
+            tables
+        }
         source::Content::Plain => count_create_table(opened.reader).map_err(failed)?,
         source::Content::Tar => {
             return Err(failed("a tar stream without a pgdrill manifest is not a backup pgdrill can check".into()))
         }
     };
-    Ok(Checked { manifest: None, tables, layers })
+    Ok((Checked { manifest: None, tables, layers }, staged))
+}
+
+/// Everything read through it is also written to `copy`.
+struct Tee<'a, W: Write> {
+    inner: &'a mut dyn Read,
+    copy: W,
+}
+
+impl<W: Write> Read for Tee<'_, W> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// `toc_tables`, keeping the plaintext in a staged file in `stage` when given.
+fn toc_tables_staged(
+    plain: &mut (dyn Read + Send + '_),
+    server_major: u32,
+    stage: Option<&Path>,
+) -> Result<(usize, Option<StagedDump>), String> {
+    let Some(dir) = stage else {
+        return toc_tables(plain, server_major).map(|t| (t, None));
+    };
+    let staged = Staged::new(dir, ".dump").map_err(|e| e.to_string())?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&staged.0)
+        .map_err(|e| format!("cannot stage in {}: {e}", dir.display()))?;
+    let copy = offsets::OffsetRecorder::new(BufWriter::with_capacity(1 << 20, file));
+    let mut tee = Tee { inner: plain, copy };
+    let tables = toc_tables(&mut tee, server_major)?;
+    tee.copy.flush().map_err(|e| format!("staging the dump in {}: {e}", dir.display()))?;
+    // Written by pg_dump into a pipe, the dump has no data offsets; with them, pg_restore's
+    // parallel workers go straight to each table's data instead of scanning for it.
+    let offsets = tee.copy.finish().and_then(|o| o.patch(&staged.0));
+    Ok((tables, Some(StagedDump { file: staged, offsets })))
 }
 
 /// A directory dump's tar stream: every entry is read (so every chunk authenticates and
@@ -536,6 +602,14 @@ fn count_toc_tables(list: &str) -> usize {
 /// Verify a stored backup without restoring it: manifest, sha256, every chunk, the
 /// decompressed stream, and the dump's table of contents against the manifest.
 pub fn check(path: &Path, key: Option<&KeySource>) -> Result<Checked, BackupError> {
+    check_inner(path, key, None).map(|(c, _)| c)
+}
+
+fn check_inner(
+    path: &Path,
+    key: Option<&KeySource>,
+    stage: Option<&Path>,
+) -> Result<(Checked, Option<StagedDump>), BackupError> {
     let manifest = Manifest::read(path)?;
     let failed = |m: String| BackupError::Failed(format!("{}: {m}", path.display()));
     // 1. The stored bytes are the ones written.
@@ -551,9 +625,14 @@ pub fn check(path: &Path, key: Option<&KeySource>) -> Result<Checked, BackupErro
     }
     // 2. Every chunk authenticates and the stream decompresses; 3. the TOC is readable.
     let f = std::fs::File::open(path).map_err(|e| failed(format!("cannot open: {e}")))?;
-    let (_, plain) = archive::open(BufReader::with_capacity(1 << 20, f), key).map_err(|e| failed(e.to_string()))?;
+    let (_, mut plain) = archive::open(BufReader::with_capacity(1 << 20, f), key).map_err(|e| failed(e.to_string()))?;
+    let mut staged = None;
     let tables = match manifest.format {
-        Format::Custom => toc_tables(plain, manifest.server_major).map_err(failed)?,
+        Format::Custom => {
+            let (tables, s) = toc_tables_staged(&mut plain, manifest.server_major, stage).map_err(failed)?;
+            staged = s;
+            tables
+        }
         Format::Plain => count_create_table(plain).map_err(failed)?,
         Format::Directory => tar_toc_tables(plain, path, manifest.server_major).map_err(failed)?,
     };
@@ -562,7 +641,7 @@ pub fn check(path: &Path, key: Option<&KeySource>) -> Result<Checked, BackupErro
             return Err(failed(format!("the dump lists {tables} tables, the manifest {expected}")));
         }
     }
-    Ok(Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"] })
+    Ok((Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"] }, staged))
 }
 
 fn io_message(e: &std::io::Error) -> String {
@@ -573,7 +652,7 @@ fn io_message(e: &std::io::Error) -> String {
 }
 
 /// Feed a custom-format dump to `pg_restore --list` and count its TABLE entries.
-fn toc_tables(mut plain: Box<dyn Read + '_>, server_major: u32) -> Result<usize, String> {
+fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, String> {
     let (pg_restore, _, _) = find_tool("pg_restore", None, server_major).map_err(|e| e.to_string())?;
     let mut child = Command::new(&pg_restore)
         .arg("--list")
@@ -592,7 +671,7 @@ fn toc_tables(mut plain: Box<dyn Read + '_>, server_major: u32) -> Result<usize,
     });
     let copied = match child.stdin.take() {
         Some(mut stdin) => {
-            let r = std::io::copy(&mut plain, &mut stdin);
+            let r = std::io::copy(plain, &mut stdin);
             drop(stdin);
             r
         }
@@ -608,7 +687,7 @@ fn toc_tables(mut plain: Box<dyn Read + '_>, server_major: u32) -> Result<usize,
         }
     }
     // Whatever pg_restore did not read must still authenticate and decompress.
-    std::io::copy(&mut plain, &mut std::io::sink()).map_err(|e| io_message(&e))?;
+    std::io::copy(plain, &mut std::io::sink()).map_err(|e| io_message(&e))?;
     let status = child.wait().map_err(|e| e.to_string())?;
     let list = reader.join().unwrap_or_default();
     if !status.success() {

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::offsets::OffsetRecorder;
 use super::source::{self, Content, Located};
 use super::{find_tool, stderr_of, stderr_tail, BackupError, Staged};
 use crate::archive::KeySource;
@@ -40,6 +41,9 @@ pub struct RestoreOptions {
     pub role_map: BTreeMap<String, String>,
     /// Directory for the staged file (default: beside the backup).
     pub staging: Option<PathBuf>,
+    /// The plaintext of `backup`, already staged (and checked) by `backup.check`: restored
+    /// in its place, so the backup is not read and decrypted a second time.
+    pub staged: Option<PathBuf>,
     /// Directory of pg_restore and psql (default: found and version-checked).
     pub bin_dir: Option<PathBuf>,
 }
@@ -234,7 +238,16 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
     let pg_restore_explicit = opts.bin_dir.as_ref().map(|d| d.join("pg_restore"));
     let psql_explicit = opts.bin_dir.as_ref().map(|d| d.join("psql"));
 
-    let located = source::locate(&opts.backup)?;
+    let staged_by_check = opts.staged.as_ref().filter(|p| !p.as_os_str().is_empty());
+    if let Some(p) = staged_by_check {
+        if !p.is_file() {
+            return Err(BackupError::Invalid(format!(
+                "the staged dump {} is gone: stage it in the same runbook (`backup.check` with `stage: true`)",
+                p.display()
+            )));
+        }
+    }
+    let located = source::locate(staged_by_check.unwrap_or(&opts.backup))?;
     let key = opts.key.as_deref().filter(|k| !k.is_empty());
     let key_source = key.map(KeySource::from_secret);
     let cancelled = Arc::new(AtomicBool::new(false));
@@ -260,12 +273,18 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
     log(format!(
         "{} ({}) -> database {database}",
         opts.backup.display(),
-        if layers.is_empty() {
-            format!("{content:?}").to_lowercase()
-        } else {
-            format!("{} > {content:?}", layers.join(" > ")).to_lowercase()
+        match staged_by_check {
+            Some(p) => format!("checked and staged as {}", p.display()),
+            None if layers.is_empty() => format!("{content:?}").to_lowercase(),
+            None => format!("{} > {content:?}", layers.join(" > ")).to_lowercase(),
         }
     ));
+    // A plain custom-format file is what pg_restore reads best: by its path, seekable, so
+    // parallel jobs need no copy of it.
+    let as_is = match &located {
+        Located::File(p) if layers.is_empty() && content == Content::Custom => Some(p.clone()),
+        _ => None,
+    };
 
     let use_psql = content == Content::Plain || !opts.role_map.is_empty();
     let parallel = opts.jobs > 1 && !use_psql;
@@ -293,32 +312,42 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
     let mut reader = opened.map(|o| o.reader);
     let mut input_path: Option<PathBuf> = match &located {
         Located::Directory(d) => Some(d.clone()),
-        Located::File(_) => None,
+        Located::File(_) => as_is.clone(),
     };
-    if !is_dir && (content == Content::Tar || parallel) {
+    if as_is.is_some() {
+        reader = None;
+    }
+    if !is_dir && as_is.is_none() && (content == Content::Tar || parallel) {
         let st = Staged::new(&staging_dir, if content == Content::Tar { ".d" } else { ".dump" })?;
         let path = st.0.clone();
         let mut r = reader.take().ok_or_else(|| BackupError::Environment("nothing to stage".into()))?;
         let c = cancelled.clone();
         let tar = content == Content::Tar;
-        let bytes = tokio::task::spawn_blocking(move || -> Result<u64, BackupError> {
+        let (bytes, offsets) = tokio::task::spawn_blocking(move || -> Result<(u64, Option<_>), BackupError> {
             let fail = |e: std::io::Error| BackupError::Failed(format!("staging the dump: {}", super::io_message(&e)));
             if tar {
                 std::fs::create_dir(&path).map_err(fail)?;
                 let mut counted = CountingReader { inner: &mut *r, n: 0, cancelled: &c };
                 tar::Archive::new(&mut counted).unpack(&path).map_err(fail)?;
-                Ok(counted.n)
+                Ok((counted.n, None))
             } else {
-                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(fail)?;
-                let n = copy_cancellable(&mut *r, &mut f, &c).map_err(fail)?;
-                f.flush().map_err(fail)?;
-                Ok(n)
+                let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(fail)?;
+                let mut w = OffsetRecorder::new(BufWriter::with_capacity(1 << 20, f));
+                let n = copy_cancellable(&mut *r, &mut w, &c).map_err(fail)?;
+                w.flush().map_err(fail)?;
+                // See `offsets`: parallel workers then seek to each table's data directly.
+                Ok((n, Some(w.finish().and_then(|o| o.patch(&path)))))
             }
         })
         .await
         .map_err(|e| BackupError::Environment(e.to_string()))??;
         staged_bytes = bytes;
         log(format!("staged {bytes} bytes in {} for a parallel restore", st.0.display()));
+        match offsets {
+            Some(Ok(n)) => log(format!("recorded where the data of {n} entries starts")),
+            Some(Err(why)) => log(format!("data offsets not recorded ({why}): pg_restore will scan for them")),
+            None => {}
+        }
         input_path = Some(st.0.clone());
         staged = Some(st);
     }

@@ -1,6 +1,6 @@
 //! `backup.create`, `backup.check`, `backup.list`, `backup.latest`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::json;
@@ -189,6 +189,9 @@ fn manifest_outputs(path: &std::path::Path, m: &Manifest) -> Outputs {
 struct CheckWith {
     path: String,
     key: Option<String>,
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    stage: bool,
+    staging: Option<String>,
 }
 
 impl With for CheckWith {}
@@ -200,10 +203,18 @@ pub const CHECK: StepKind = StepKind {
     fields: &[
         Field { name: "path", ty: "path", required: true, doc: "backup file" },
         Field { name: "key", ty: "secret", required: false, doc: "key for an encrypted backup" },
+        Field {
+            name: "stage",
+            ty: "bool",
+            required: false,
+            doc: "keep the checked plaintext of a custom dump for a parallel restore (`backup.restore` field `staged`), removed when the runbook ends",
+        },
+        Field { name: "staging", ty: "path", required: false, doc: "directory for the staged file (default: beside the backup)" },
     ],
     outputs: &[
         Field { name: "tables", ty: "integer", required: false, doc: "tables in the dump's table of contents" },
         Field { name: "sha256", ty: "string", required: false, doc: "verified checksum" },
+        Field { name: "staged", ty: "path", required: false, doc: "the staged plaintext dump, or empty when nothing was staged" },
     ],
     check: check_with::<CheckWith>,
     report_log: false,
@@ -215,12 +226,36 @@ fn run_check(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outpu
         let w: CheckWith = typed(with)?;
         let path = ctx.resolve(&w.path);
         let secret = w.key.clone();
-        let checked = tokio::task::spawn_blocking(move || backup::check_any(&path, secret.as_deref()))
-            .await
-            .map_err(|e| StepError::Environment(e.to_string()))?
-            .map_err(StepError::from)?;
+        let stage = w.stage.then(|| match &w.staging {
+            Some(d) => ctx.resolve(d),
+            None => path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+        });
+        let (checked, staged) =
+            tokio::task::spawn_blocking(move || backup::check_and_stage(&path, secret.as_deref(), stage.as_deref()))
+                .await
+                .map_err(|e| StepError::Environment(e.to_string()))?
+                .map_err(StepError::from)?;
         let mut o = Outputs::new();
         o.insert("tables".into(), checked.tables.into());
+        match staged {
+            Some(st) => {
+                let p = st.file.0.display().to_string();
+                let size = std::fs::metadata(&st.file.0).map(|m| m.len()).unwrap_or(0);
+                ctx.log(format!("staged the checked dump ({size} bytes) in {p} for the restore"));
+                match &st.offsets {
+                    Ok(n) => ctx.log(format!("recorded where the data of {n} entries starts, for parallel restore")),
+                    Err(why) => ctx.log(format!("data offsets not recorded ({why}): pg_restore will scan for them")),
+                }
+                o.insert("staged".into(), p.clone().into());
+                ctx.resources.push(format!("staged dump {p}"), Box::new(st.file));
+            }
+            None => {
+                if w.stage {
+                    ctx.log("nothing to stage: the restore reads this backup as it is");
+                }
+                o.insert("staged".into(), "".into());
+            }
+        }
         match &checked.manifest {
             Some(m) => {
                 ctx.log(format!("{} tables, sha256 {}", checked.tables, m.sha256));
@@ -237,6 +272,13 @@ fn run_check(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outpu
         }
         Ok(o)
     })
+}
+
+/// A staged dump lives until the runbook ends (the restore that reads it may come later).
+impl super::Teardown for backup::Staged {
+    fn teardown(self: Box<Self>) -> super::BoxFuture<'static, ()> {
+        Box::pin(async move { tokio::task::spawn_blocking(move || drop(self)).await.unwrap_or_default() })
+    }
 }
 
 #[derive(Debug, Deserialize)]

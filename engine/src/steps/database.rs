@@ -884,6 +884,7 @@ fn run_restore_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<O
             no_owner: false,
             role_map: Default::default(),
             staging: None,
+            staged: None,
             bin_dir: None,
         };
         let log_ctx = ctx.clone();

@@ -267,6 +267,7 @@ struct RestoreWith {
     #[serde(default, deserialize_with = "super::de::string_map")]
     role_map: BTreeMap<String, String>,
     staging: Option<String>,
+    staged: Option<String>,
     bin_dir: Option<String>,
 }
 
@@ -296,6 +297,12 @@ pub const RESTORE: StepKind = StepKind {
         Field { name: "no_owner", ty: "boolean", required: false, doc: "skip ownership and grants" },
         Field { name: "role_map", ty: "map", required: false, doc: "dump role -> target role for ownership and grants" },
         Field { name: "staging", ty: "path", required: false, doc: "where to stage for jobs > 1 (default: beside the backup)" },
+        Field {
+            name: "staged",
+            ty: "path",
+            required: false,
+            doc: "the plaintext `backup.check` staged for this backup (its `staged` output; empty: read the backup)",
+        },
         Field { name: "bin_dir", ty: "path", required: false, doc: "directory of pg_restore and psql" },
     ],
     outputs: &[
@@ -322,6 +329,7 @@ fn run_restore(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Out
             no_owner: w.no_owner,
             role_map: w.role_map.clone(),
             staging: w.staging.as_deref().map(|s| ctx.resolve(s)),
+            staged: w.staged.as_deref().filter(|s| !s.is_empty()).map(|s| ctx.resolve(s)),
             bin_dir: w.bin_dir.as_deref().map(PathBuf::from),
         };
         let log_ctx = ctx.clone();
