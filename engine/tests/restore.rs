@@ -130,6 +130,9 @@ async fn a_restore_terminates_sessions_and_brings_back_exactly_the_backup() {
     assert!(all.contains("terminated postgres"), "{all}");
     // A safety snapshot of the state before, listed.
     assert_eq!(snapshots(&storage).len(), 1);
+    let left = common::staged_leftovers(&storage.join("shop"));
+    assert!(left.is_empty(), "the dump staged by `check` is removed when the run ends: {left:?}");
+    assert!(text(&out.stdout).contains("passed       check"), "{}", text(&out.stdout));
     let listed =
         common::run(&["backups", "list", "--storage", &storage.join(".safety").display().to_string(), "--json"]);
     assert!(text(&listed.stdout).contains(".safety/shop/"), "{}", text(&listed.stdout));

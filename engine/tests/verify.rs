@@ -95,11 +95,7 @@ async fn a_clean_backup_passes_every_check_and_is_recorded_then_skipped_unless_f
     assert_eq!(forced.status.code(), Some(0));
     assert_eq!(status_of(&junit_cases(&junit), "restore"), "passed");
     assert_eq!(std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger").lines().count(), 2);
-    let left: Vec<String> = std::fs::read_dir(storage.join("shop"))
-        .expect("list")
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .filter(|n| n.starts_with(".pgdrill-stage"))
-        .collect();
+    let left = common::staged_leftovers(&storage.join("shop"));
     assert!(left.is_empty(), "the staged dump is removed when the run ends: {left:?}");
     assert!(text(&forced.stdout).contains("passed       integrity"), "{}", text(&forced.stdout));
 

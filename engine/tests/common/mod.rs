@@ -107,3 +107,15 @@ pub fn backup_to(url: &str, storage: &std::path::Path, key: &str, db: &str) -> P
 pub async fn exec(url: &str, sql: &str) {
     pgdrill::pg::connect(url).await.expect("connect").batch_execute(sql).await.expect("sql");
 }
+
+/// Staged dumps (`.pgdrill-stage-*`) still in `dir`: there must be none once a run ended.
+pub fn staged_leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .filter(|n| n.starts_with(".pgdrill-stage"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
