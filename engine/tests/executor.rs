@@ -238,20 +238,27 @@ fn sigint_during_a_long_step_runs_rollbacks_and_finally_and_exits_non_zero() {
     assert!(long["message"].as_str().unwrap_or_default().contains("SIGINT"));
 }
 
+/// fixtures/runbooks/parallel.yaml with its files in `dir`; `fail` makes its last group fail.
+fn run_parallel_fixture(dir: &std::path::Path, report: &std::path::Path, fail: bool) -> std::process::Output {
+    run(&[
+        "run",
+        "fixtures/runbooks/parallel.yaml",
+        "--var",
+        &format!("dir={}", dir.display()),
+        "--var",
+        &format!("fail={fail}"),
+        "--report",
+        report.to_str().unwrap_or_default(),
+    ])
+}
+
 #[test]
 fn steps_of_a_parallel_group_run_at_the_same_time_and_later_steps_read_their_outputs() {
     // Each of `left` and `right` waits for the other's file: in sequence the first would
     // give up and fail.
     let t = tmp();
     let report = t.path().join("r");
-    let out = run(&[
-        "run",
-        "fixtures/runbooks/parallel.yaml",
-        "--var",
-        &format!("dir={}", t.path().display()),
-        "--report",
-        report.to_str().unwrap_or_default(),
-    ]);
+    let out = run_parallel_fixture(t.path(), &report, false);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert_eq!(std::fs::read_to_string(t.path().join("both")).unwrap_or_default().trim(), "LR");
     let steps = steps_of(&read_json(&report.join("run.json")), 0);
@@ -266,16 +273,7 @@ fn steps_of_a_parallel_group_run_at_the_same_time_and_later_steps_read_their_out
 fn a_failing_step_cancels_its_running_siblings_and_rolls_back_the_group() {
     let t = tmp();
     let report = t.path().join("r");
-    let out = run(&[
-        "run",
-        "fixtures/runbooks/parallel.yaml",
-        "--var",
-        &format!("dir={}", t.path().display()),
-        "--var",
-        "fail=true",
-        "--report",
-        report.to_str().unwrap_or_default(),
-    ]);
+    let out = run_parallel_fixture(t.path(), &report, true);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("runbook parallel FAILED"), "{}", text(&out.stdout));
     let rec = read_json(&report.join("run.json"));

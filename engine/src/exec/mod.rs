@@ -761,7 +761,13 @@ pub(crate) fn resolve_vars(
     let mut out = Map::new();
     for (name, default) in &rb.vars {
         let value: Yaml = match overrides.get(name.as_str()) {
-            Some(v) => v.clone(),
+            Some(v) => typed_like(v, default.as_ref()).map_err(|e| {
+                Error::Invalid(format!(
+                    "--var {name}: {e} (runbook `{}`, the default is {})",
+                    rb.name,
+                    describe_yaml(default.as_ref())
+                ))
+            })?,
             None => match default {
                 Some(d) => template::render_tree(&tenv, d, &ctx, &format!("vars.{name}")).map_err(|(_, e)| {
                     Error::Invalid(format!(
@@ -781,6 +787,34 @@ pub(crate) fn resolve_vars(
         out.insert(name.clone(), serde_json::to_value(&value).unwrap_or(Json::Null));
     }
     Ok(out)
+}
+
+/// A `--var` value is text; a variable whose default is a boolean or a number takes the
+/// value as one, so `--var skip=false` is false (the text "false" would be true in `when:`).
+fn typed_like(v: &Yaml, default: Option<&Yaml>) -> Result<Yaml, String> {
+    let Yaml::String(text) = v else { return Ok(v.clone()) };
+    let t = text.trim();
+    match default {
+        Some(Yaml::Bool(_)) => match t.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Ok(Yaml::Bool(true)),
+            "false" | "no" | "off" | "0" | "" => Ok(Yaml::Bool(false)),
+            _ => Err(format!("`{text}` is not true or false")),
+        },
+        Some(Yaml::Number(_)) => Ok(t
+            .parse::<i64>()
+            .map(|n| Yaml::Number(n.into()))
+            .or_else(|_| t.parse::<f64>().map(|f| Yaml::Number(f.into())))
+            .unwrap_or_else(|_| v.clone())),
+        _ => Ok(v.clone()),
+    }
+}
+
+fn describe_yaml(v: Option<&Yaml>) -> &'static str {
+    match v {
+        Some(Yaml::Bool(_)) => "a boolean",
+        Some(Yaml::Number(_)) => "a number",
+        _ => "text",
+    }
 }
 
 impl NestedRunner for Executor {
