@@ -275,7 +275,8 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         _ => None,
     };
     let mut cmd = Command::new(&pg_dump);
-    cmd.arg(format!("--snapshot={snapshot}")).arg("--no-password");
+    // The database as data, never connection syntax (see `dbname_arg`).
+    cmd.arg(format!("--snapshot={snapshot}")).arg("--no-password").arg("-d").arg(crate::pg::dbname_arg(&database));
     match (&opts.format, &stage) {
         // Compression happens in our pipeline, with zstd and in parallel.
         (Format::Custom, _) => cmd.args(["-Fc", "-Z0"]),

@@ -385,7 +385,8 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
             Box::new(out)
         };
         let mut cmd = Command::new(&psql);
-        cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
+        cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-", "-d"]);
+        cmd.arg(crate::pg::dbname_arg(&database));
         crate::pg::libpq_env(&mut cmd, &cfg, &database);
         cmd.stdin(Stdio::piped());
         let mut child = spawn(cmd, "psql")?;
@@ -427,7 +428,8 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
     } else {
         tool = "pg_restore".to_string();
         let mut cmd = Command::new(&pg_restore);
-        cmd.args(&restore_args).args(["-d", &database]);
+        // The database as data: see `dbname_arg`.
+        cmd.args(&restore_args).arg("-d").arg(crate::pg::dbname_arg(&database));
         if opts.jobs > 1 {
             cmd.args(["-j", &opts.jobs.to_string()]);
         }

@@ -145,8 +145,61 @@ pub fn with_database(url: &str, database: &str) -> Result<String, ConnectError> 
             return Ok(format!("{scheme}{}/{enc}{query}", &before_query[..authority_end]));
         }
     }
-    let kept: Vec<&str> = url.split_whitespace().filter(|kv| !kv.starts_with("dbname=")).collect();
-    Ok(format!("{} dbname='{}'", kept.join(" "), database.replace('\\', "\\\\").replace('\'', "\\'")))
+    // key=value: every pair but `dbname` kept, values quoted again (a quoted value may hold
+    // spaces, so splitting on whitespace would cut it in two).
+    let mut out: Vec<String> = conninfo_pairs(url)
+        .into_iter()
+        .filter(|(k, _)| k != "dbname")
+        .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
+        .collect();
+    out.push(dbname_arg(database));
+    Ok(out.join(" "))
+}
+
+/// The `key=value` pairs of a libpq keyword/value connection string, values unquoted as
+/// libpq reads them (`'...'` with backslash escapes, or up to the next space).
+fn conninfo_pairs(s: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        if key.is_empty() {
+            return pairs;
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == '=') {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '\'' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        pairs.push((key, value));
+    }
 }
 
 /// `postgres://user:password@host:port/database`, each part percent-encoded.
@@ -220,6 +273,14 @@ fn split_pgpass(line: &str) -> Vec<String> {
     out
 }
 
+/// A database name as a client tool's `-d` value that libpq cannot expand. libpq reads a
+/// `-d` value holding `=` or starting with `postgres://` as connection parameters, so a
+/// database named `dbname=victim port=5433` would point pg_restore at another server; the
+/// value of a quoted `dbname='...'` keyword is never expanded a second time.
+pub fn dbname_arg(database: &str) -> String {
+    format!("dbname='{}'", database.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
 /// Point a libpq client tool (pg_dump, pg_restore, psql) at a server through its
 /// environment, never its argv, where the password would be visible in `ps`.
 pub fn libpq_env(cmd: &mut std::process::Command, cfg: &Config, database: &str) {
@@ -269,6 +330,13 @@ mod url_tests {
         );
         assert_eq!(with_database("postgresql://u@h", "erp").expect("valid"), "postgresql://u@h/erp");
         assert_eq!(with_database("postgres://u:p%2Fx@h/a", "erp").expect("valid"), "postgres://u:p%2Fx@h/erp");
-        assert_eq!(with_database("host=h user=u dbname=a", "it's").expect("valid"), "host=h user=u dbname='it\\'s'");
+        assert_eq!(
+            with_database("host=h user=u dbname=a", "it's").expect("valid"),
+            "host='h' user='u' dbname='it\\'s'"
+        );
+        assert_eq!(
+            with_database("host=h dbname = 'a b' application_name='x\\'y'", "c").expect("valid"),
+            "host='h' application_name='x\\'y' dbname='c'"
+        );
     }
 }

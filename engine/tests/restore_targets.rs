@@ -1,0 +1,180 @@
+//! Operator restore (runbooks/restore.yaml) against targets that test what the restore may
+//! assume about them, each on real PostgreSQL 15 servers with the real client tools:
+//! hostile database names (names are data: a `dbname=... port=...` name restores into
+//! itself, never into another server), a role without the rights to put the database back
+//! (refused in preflight, nothing changed), database-level settings, grants and comments
+//! (kept across drop and recreate), and health checks after the application restarted.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use common::{pgdrill, text};
+use pgdrill::pg::ephemeral::Ephemeral;
+use pgdrill::pg::fingerprint::{self, Fingerprint, Mode};
+
+const KEY: &str = "restore-targets passphrase";
+
+/// A server with database `shop` (owner `app_owner`), backed up into `storage`.
+async fn backed_up(storage: &Path) -> Option<(Ephemeral, PathBuf)> {
+    let s = common::native_server("postgres").await?;
+    common::exec(&s.url_for("postgres"), "create role app_owner login").await;
+    common::exec(&s.url_for("postgres"), "create database shop owner app_owner").await;
+    common::exec(
+        &s.url_for("shop"),
+        "create table customers (id serial primary key, name text not null);
+         insert into customers (name) select 'c' || g from generate_series(1, 300) g;
+         create table orders (id bigserial primary key, customer int references customers, total numeric(12,2));
+         insert into orders (customer, total) select 1 + g % 300, g * 0.25 from generate_series(1, 2000) g;
+         alter table orders owner to app_owner;",
+    )
+    .await;
+    let path = common::backup_to(&s.url_for("shop"), storage, KEY, "shop");
+    Some((s, path))
+}
+
+/// `pgdrill run restore` of `shop`'s latest backup, with `--var` for every `k=v` in `extra`.
+fn restore(url: &str, storage: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "run".to_string(),
+        "restore".into(),
+        "--var".into(),
+        format!("database_url={url}"),
+        "--var".into(),
+        format!("storage={}", storage.display()),
+        "--var".into(),
+        "database=shop".into(),
+        "--yes".into(),
+    ];
+    for e in extra {
+        args.push("--var".into());
+        args.push(e.to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    pgdrill(&args).env("PGDRILL_BACKUP_KEY", KEY).stdin(Stdio::null()).output().expect("restore runs")
+}
+
+async fn fingerprint_of(url: &str) -> Fingerprint {
+    let c = pgdrill::pg::connect(url).await.expect("connect");
+    c.batch_execute("begin isolation level repeatable read read only").await.expect("begin");
+    let f = fingerprint::compute(&c, Mode::Full).await.expect("fingerprint").expect("full");
+    c.batch_execute("commit").await.expect("commit");
+    f
+}
+
+async fn scalar(url: &str, sql: &str) -> String {
+    let c = pgdrill::pg::connect(url).await.expect("connect");
+    c.query_one(&format!("select ({sql})::text"), &[])
+        .await
+        .expect("query")
+        .get::<_, Option<String>>(0)
+        .unwrap_or_default()
+}
+
+fn manifest_fingerprint(backup: &Path) -> Fingerprint {
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}.manifest.json", backup.display())).expect("manifest"),
+    )
+    .expect("json");
+    serde_json::from_value(m["fingerprint"].clone()).expect("fingerprint")
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Regression: a database named `dbname=victim port=N` reached pg_restore as `-d NAME`,
+/// libpq expanded it into connection parameters, and the restore went into database
+/// `victim` on the server at port N (with the operator's password). Now every name reaches
+/// the tools as data: the restore lands in the database of that name, on the target server,
+/// with one job and with two; the safety snapshot (pg_dump) and a backup of such a database
+/// dump the database itself. Names with quotes, backslashes, spaces and emoji too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_named_like_a_connection_string_restores_into_itself() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((s, backup)) = backed_up(&storage).await else { return };
+    let Some(victim_server) = common::native_server("victim").await else { return };
+    common::exec(
+        &victim_server.url_for("victim"),
+        "create table precious (id int); insert into precious values (1), (2)",
+    )
+    .await;
+    let victim_before = fingerprint_of(&victim_server.url_for("victim")).await;
+    let expected = manifest_fingerprint(&backup);
+
+    let hostile = format!("dbname=victim port={}", victim_server.port);
+    // A role map restores through psql (pg_restore writes SQL, psql runs it).
+    let psql = "role_map=app_owner=app_owner";
+    let cases: Vec<(String, u32, &str)> = vec![
+        (hostile.clone(), 1, ""),
+        (hostile.clone(), 2, ""),
+        (hostile.clone(), 1, psql),
+        ("it's \"quoted\" \\ back".to_string(), 2, ""),
+        ("spaced out 🐘 émoji".to_string(), 1, psql),
+        ("postgres://victim/victim".to_string(), 2, ""),
+    ];
+    for (name, jobs, extra) in cases {
+        // The target exists with other content, so the snapshot, drop and recreate run too.
+        let admin = s.url_for("postgres");
+        common::exec(&admin, &format!("drop database if exists {}", quote(&name))).await;
+        common::exec(&admin, &format!("create database {} owner app_owner", quote(&name))).await;
+        common::exec(&s.url_for(&name), "create table before_restore (x int); insert into before_restore values (7)")
+            .await;
+        let before = fingerprint_of(&s.url_for(&name)).await;
+
+        let mut vars = vec![format!("target={name}"), format!("jobs={jobs}")];
+        if !extra.is_empty() {
+            vars.push(extra.to_string());
+        }
+        let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+        let out = restore(&s.url_for("postgres"), &storage, &vars);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{name} (jobs={jobs} {extra}): {all}");
+        assert_eq!(fingerprint_of(&s.url_for(&name)).await, expected, "{name} (jobs={jobs} {extra}) holds the backup");
+        assert_eq!(
+            fingerprint_of(&victim_server.url_for("victim")).await,
+            victim_before,
+            "{name} (jobs={jobs} {extra}) reached the other server"
+        );
+        // The safety snapshot is of this database: it holds what was there before.
+        let safety = storage.join(".safety").join(pgdrill::storage::safe_name(&name));
+        let mut snaps: Vec<PathBuf> = std::fs::read_dir(&safety)
+            .expect("snapshot directory")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(".pgdrill"))
+            .collect();
+        snaps.sort();
+        let newest = snaps.last().expect("a snapshot");
+        assert_eq!(manifest_fingerprint(newest), before, "{name}: the snapshot is of another database");
+    }
+
+    // A backup of such a database (pg_dump) dumps the database itself.
+    let name = hostile;
+    common::exec(&s.url_for(&name), "create table only_here (x int); insert into only_here values (42)").await;
+    let now = fingerprint_of(&s.url_for(&name)).await;
+    let backups = dir.path().join("hostile-backups");
+    let out = pgdrill(&[
+        "run",
+        "backup",
+        "--var",
+        &format!("database_url={}", s.url_for(&name)),
+        "--var",
+        &format!("storage={}", backups.display()),
+    ])
+    .env("PGDRILL_BACKUP_KEY", KEY)
+    .output()
+    .expect("backup");
+    assert!(out.status.success(), "backup: {}{}", text(&out.stdout), text(&out.stderr));
+    let dumped: Vec<PathBuf> = std::fs::read_dir(backups.join(pgdrill::storage::safe_name(&name)))
+        .expect("backup directory")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
+        .collect();
+    assert_eq!(dumped.len(), 1, "{dumped:?}");
+    assert_eq!(manifest_fingerprint(&dumped[0]), now);
+    assert_eq!(fingerprint_of(&victim_server.url_for("victim")).await, victim_before);
+}
