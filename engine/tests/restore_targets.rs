@@ -138,6 +138,15 @@ async fn a_database_named_like_a_connection_string_restores_into_itself() {
             victim_before,
             "{name} (jobs={jobs} {extra}) reached the other server"
         );
+        assert_eq!(
+            scalar(
+                &s.url_for(&name),
+                "select pg_get_userbyid(datdba) from pg_database where datname = current_database()"
+            )
+            .await,
+            "app_owner",
+            "{name}: recreated with its owner"
+        );
         // The safety snapshot is of this database: it holds what was there before.
         let safety = storage.join(".safety").join(pgdrill::storage::safe_name(&name));
         let mut snaps: Vec<PathBuf> = std::fs::read_dir(&safety)
