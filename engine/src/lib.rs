@@ -13,6 +13,7 @@ pub mod pg;
 pub mod plan;
 pub mod redact;
 pub mod report;
+pub mod restore;
 pub mod runbook;
 pub mod shipped;
 pub mod steps;

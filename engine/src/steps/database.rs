@@ -24,6 +24,7 @@ use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::{self, find_tool, CreateOptions, Format, Manifest};
 use crate::pg::fingerprint::{Fingerprint, Mode};
 use crate::pg::native::{parse_major, quote_ident};
+use crate::restore::Phase as JPhase;
 use crate::storage::LocalStore;
 
 fn postgres() -> String {
@@ -447,6 +448,8 @@ struct SnapshotWith {
     keep: Duration,
     #[serde(default = "zstd")]
     compression: String,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    journal: Option<String>,
 }
 
 fn week() -> Duration {
@@ -468,6 +471,7 @@ pub const SNAPSHOT: StepKind = StepKind {
         Field { name: "key", ty: "secret", required: false, doc: "encrypt the snapshot with this key or passphrase" },
         Field { name: "keep", ty: "duration", required: false, doc: "older snapshots of this database are pruned (default 7d)" },
         Field { name: "compression", ty: "zstd|gzip|none", required: false, doc: "default zstd" },
+        Field { name: "journal", ty: "path", required: false, doc: "restore.lock's journal: records the snapshot" },
     ],
     outputs: &[
         Field { name: "path", ty: "path", required: false, doc: "the snapshot file" },
@@ -501,6 +505,11 @@ fn run_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, 
         let log_ctx = ctx.clone();
         let log = move |l: String| log_ctx.log(l);
         let created = backup::create(opts, &log).await.map_err(StepError::from)?;
+        let (snap, sha) = (created.path.display().to_string(), created.manifest.sha256.clone());
+        super::journal::mark(&ctx, w.journal.as_deref(), JPhase::SnapshotTaken, &snap, |j| {
+            j.snapshot = Some(snap.clone());
+            j.snapshot_sha256 = Some(sha);
+        })?;
         let now = OffsetDateTime::now_utc();
         let kept_until = now + w.keep;
 
@@ -556,6 +565,8 @@ struct TerminateWith {
     wait: Duration,
     #[serde(default = "postgres")]
     maintenance_db: String,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    journal: Option<String>,
 }
 
 fn yes() -> bool {
@@ -575,6 +586,12 @@ pub const TERMINATE: StepKind = StepKind {
         Field { name: "database", ty: "string", required: true, doc: "the database" },
         Field { name: "block", ty: "boolean", required: false, doc: "ALLOW_CONNECTIONS false first (default true)" },
         Field { name: "wait", ty: "duration", required: false, doc: "how long sessions may take to end (default 10s)" },
+        Field {
+            name: "journal",
+            ty: "path",
+            required: false,
+            doc: "restore.lock's journal: records that connections were allowed",
+        },
         Field {
             name: "maintenance_db",
             ty: "string",
@@ -603,6 +620,15 @@ fn run_terminate(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
             return Ok(o);
         }
         if w.block {
+            let allowed: bool = client
+                .query_one("select datallowconn from pg_database where datname = $1", &[&w.database])
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Blocking, "", |j| {
+                // The first run's value: a recovering run finds its own blocks.
+                j.allowed_connections.get_or_insert(allowed);
+            })?;
             client
                 .batch_execute(&format!("alter database {} allow_connections false", quote_ident(&w.database)))
                 .await
@@ -665,6 +691,8 @@ struct DropWith {
     without_snapshot: bool,
     #[serde(default = "postgres")]
     maintenance_db: String,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    journal: Option<String>,
 }
 
 impl With for DropWith {}
@@ -677,6 +705,7 @@ pub const DROP: StepKind = StepKind {
         Field { name: "database", ty: "string", required: true, doc: "the database" },
         Field { name: "snapshot", ty: "path", required: false, doc: "its safety snapshot (required when it exists)" },
         Field { name: "without_snapshot", ty: "boolean", required: false, doc: "drop without a snapshot (scratch databases only)" },
+        Field { name: "journal", ty: "path", required: false, doc: "restore.lock's journal: records the drop first; a database it says this restore made needs no snapshot" },
         Field { name: "maintenance_db", ty: "string", required: false, doc: "database to connect to (default postgres)" },
     ],
     outputs: &[
@@ -698,7 +727,11 @@ fn run_drop(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, Step
             o.insert("existed".into(), false.into());
             return Ok(o);
         };
-        if !w.without_snapshot {
+        // A database that did not exist before this restore (its journal says so) is our own
+        // half-made one: there is no original to keep.
+        let ours = super::journal::read_optional(&ctx, w.journal.as_deref())
+            .is_some_and(|j| !j.existed && w.snapshot.is_none());
+        if !w.without_snapshot && !ours {
             let Some(snap) = w.snapshot.as_deref().map(|s| ctx.resolve(s)) else {
                 return Err(StepError::Invalid(format!(
                     "refusing to drop database `{}` without a safety snapshot: set `snapshot:` to database.snapshot's path",
@@ -722,6 +755,7 @@ fn run_drop(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, Step
                 )));
             }
         }
+        super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Dropping, "", |_| {})?;
         drop_database(&client, &w.database).await?;
         ctx.log(format!("dropped database {} (owner {}, {})", w.database, info.owner, mib(info.size)));
         o.insert("existed".into(), true.into());
@@ -759,6 +793,8 @@ struct RecreateWith {
     jobs: u32,
     #[serde(default = "postgres")]
     maintenance_db: String,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    journal: Option<String>,
 }
 
 impl RecreateWith {
@@ -798,6 +834,12 @@ pub const CREATE: StepKind = StepKind {
         Field { name: "encoding", ty: "string", required: false, doc: "default: the server's" },
         Field { name: "lc_collate, lc_ctype", ty: "string", required: false, doc: "default: the server's" },
         Field {
+            name: "journal",
+            ty: "path",
+            required: false,
+            doc: "restore.lock's journal: records the create and the restore that follows",
+        },
+        Field {
             name: "maintenance_db",
             ty: "string",
             required: false,
@@ -814,7 +856,15 @@ fn run_create(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, St
     Box::pin(async move {
         let CreateWith(w) = typed(with)?;
         let client = admin(&w.url, &w.maintenance_db).await?;
+        super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Creating, "", |_| {})?;
         create_database(&client, &w.database, &w.shape()).await?;
+        super::journal::mark(
+            &ctx,
+            w.journal.as_deref(),
+            JPhase::Restoring,
+            "created; the restore writes into it next",
+            |_| {},
+        )?;
         ctx.log(format!(
             "created database {}{}",
             w.database,
@@ -853,6 +903,7 @@ pub const RESTORE_SNAPSHOT: StepKind = StepKind {
         Field { name: "owner, encoding, lc_collate, lc_ctype", ty: "string", required: false, doc: "as database.drop reported them" },
         Field { name: "jobs", ty: "integer", required: false, doc: "parallel pg_restore jobs (default 1)" },
         Field { name: "maintenance_db", ty: "string", required: false, doc: "database to connect to (default postgres)" },
+        Field { name: "journal", ty: "path", required: false, doc: "restore.lock's journal: records the rollback; kept when it fails" },
     ],
     outputs: &[Field {
         name: "notice",
@@ -868,9 +919,28 @@ pub const RESTORE_SNAPSHOT: StepKind = StepKind {
 fn run_restore_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
     Box::pin(async move {
         let RestoreSnapshotWith(w) = typed(with)?;
+        let result = put_back(&ctx, &w).await;
+        if let Err(e) = &result {
+            // Said plainly, in the run's final message: not rolled back, where the original
+            // is, and how to put it back once the server answers.
+            let snap = w.snapshot.as_deref().unwrap_or_default();
+            let how = match (w.journal.as_deref(), super::journal::read_optional(&ctx, w.journal.as_deref())) {
+                (Some(path), Some(j)) => super::journal::how_to_recover(&w.url, &j, path),
+                _ => format!("the original is in the safety snapshot {snap}; restore it by hand with `pgdrill decrypt {snap} | pg_restore -d ...`"),
+            };
+            let notice = format!("database `{}` was NOT rolled back: {}; {how}", w.database, e.message());
+            ctx.keep("notice", notice.into());
+        }
+        result
+    })
+}
+
+async fn put_back(ctx: &StepCtx, w: &RecreateWith) -> Result<Outputs, StepError> {
+    {
         let snap = ctx.resolve(w.snapshot.as_deref().unwrap_or_default());
         let manifest = Manifest::read(&snap).map_err(StepError::from)?;
         let client = admin(&w.url, &w.maintenance_db).await?;
+        super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, "", |_| {})?;
         drop_database(&client, &w.database).await?;
         create_database(&client, &w.database, &w.shape()).await?;
         let url = target_url(&w.url, &w.database)?;
@@ -891,10 +961,9 @@ fn run_restore_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<O
         let log = move |l: String| log_ctx.log(l);
         restore::restore(opts, &log).await.map_err(|e| {
             StepError::Failed(format!(
-                "restoring the safety snapshot {} failed: {}; restore it by hand with `pgdrill decrypt {} | pg_restore -d ...`",
+                "restoring the safety snapshot {} failed: {}",
                 snap.display(),
-                StepError::from(e).message(),
-                snap.display()
+                StepError::from(e).message()
             ))
         })?;
         let expect: Option<Fingerprint> = manifest.fingerprint.clone();
@@ -914,9 +983,10 @@ fn run_restore_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<O
         };
         let notice =
             format!("database `{}` was rolled back to the safety snapshot {}; {proof}", w.database, snap.display());
+        super::journal::mark(ctx, w.journal.as_deref(), JPhase::RolledBack, &proof, |_| {})?;
         ctx.log(notice.clone());
         let mut o = Outputs::new();
         o.insert("notice".into(), notice.into());
         Ok(o)
-    })
+    }
 }

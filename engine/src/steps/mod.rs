@@ -11,6 +11,7 @@ pub mod de;
 mod drill;
 mod ephemeral;
 mod http;
+mod journal;
 mod nested;
 mod retention;
 mod shell;
@@ -257,7 +258,7 @@ pub use backup::listing as backup_listing;
 
 /// Every step kind, in catalogue order.
 pub fn catalogue() -> &'static [StepKind] {
-    static KINDS: [StepKind; 31] = [
+    static KINDS: [StepKind; 34] = [
         ephemeral::EPHEMERAL,
         backup::CREATE,
         backup::CHECK,
@@ -269,6 +270,8 @@ pub fn catalogue() -> &'static [StepKind] {
         verify::FINGERPRINT,
         verify::AMCHECK,
         verify::RECORD,
+        journal::LOCK,
+        journal::JOURNAL,
         database::PREFLIGHT,
         database::CONFIRM,
         database::SNAPSHOT,
@@ -276,6 +279,7 @@ pub fn catalogue() -> &'static [StepKind] {
         database::DROP,
         database::CREATE,
         database::RESTORE_SNAPSHOT,
+        journal::FINISH,
         retention::PRUNE,
         drill::FIXTURES_LOAD,
         drill::WORKSPACE,

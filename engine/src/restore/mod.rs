@@ -1,0 +1,430 @@
+//! The operator restore's journal and lock: what makes a crashed or concurrent restore safe.
+//!
+//! - The lock: a session-level advisory lock on the target server, keyed on the database
+//!   name and held by one connection (to the maintenance database) for the whole run. A
+//!   second restore of the same database refuses before anything changes; the holder is
+//!   named from its connection's `application_name` (pgdrill pid, host, start). When the
+//!   process dies, even by `kill -9`, the server ends its session and the lock is free.
+//! - The journal: one small JSON file per database in `<safety>/.journal/`, written
+//!   atomically and fsynced before each destructive phase. A run that finds one unfinished
+//!   (the lock is free, so its writer is gone) refuses a new restore and offers
+//!   `recover=rollback` or `recover=forward`.
+//!
+//! This module knows nothing about steps or runbooks; `steps/database.rs` drives it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use tokio_postgres::{Client, NoTls};
+
+/// The phases of an operator restore, in order. Each is written before the step it names
+/// starts changing anything (after, for `SnapshotTaken`, `Restoring` and `Verified`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Locked and confirmed; nothing changed yet.
+    Open,
+    /// The safety snapshot of the original is on disk (its path is recorded).
+    SnapshotTaken,
+    /// New connections are about to be refused and sessions terminated.
+    Blocking,
+    /// The database is about to be dropped: from here on it may be gone or half-restored.
+    Dropping,
+    Creating,
+    /// Created again; pg_restore is writing into it.
+    Restoring,
+    /// The restored content matched the backup's fingerprint.
+    Verified,
+    /// Putting the original back from the snapshot.
+    RollingBack,
+    /// The original is back and matched the snapshot's fingerprint.
+    RolledBack,
+    /// The run ended and nothing is left to do.
+    Finished,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Open => "open",
+            Phase::SnapshotTaken => "snapshot taken",
+            Phase::Blocking => "connections blocked",
+            Phase::Dropping => "dropping",
+            Phase::Creating => "creating",
+            Phase::Restoring => "restoring",
+            Phase::Verified => "verified",
+            Phase::RollingBack => "rolling back",
+            Phase::RolledBack => "rolled back",
+            Phase::Finished => "finished",
+        }
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// One line of the journal's history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub phase: Phase,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub pid: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+/// The durable record of one restore of one database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Journal {
+    pub version: u32,
+    /// host:port of the server as the operator named it.
+    pub server: String,
+    pub database: String,
+    /// Who runs it now: process id, machine, and when it started.
+    pub pid: u32,
+    pub host: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// The backup being restored (what `recover=forward` restores again).
+    pub backup: String,
+    /// The safety snapshot of the original (what `recover=rollback` restores), and its sha256.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    #[serde(default)]
+    pub snapshot_sha256: Option<String>,
+    /// Whether the database existed before this restore, and how to create it again.
+    pub existed: bool,
+    pub owner: String,
+    pub encoding: String,
+    pub lc_collate: String,
+    pub lc_ctype: String,
+    /// `datallowconn` before pgdrill blocked connections (recorded once).
+    #[serde(default)]
+    pub allowed_connections: Option<bool>,
+    /// Set once the drop began: from then on the original exists only in the snapshot.
+    #[serde(default)]
+    pub changed: bool,
+    /// `rollback` or `forward` while a run recovers this journal.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub recovering: String,
+    pub phase: Phase,
+    pub history: Vec<Entry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("{0}")]
+    Io(String),
+    /// The file exists but cannot be trusted: fail closed.
+    #[error("{0}")]
+    Damaged(String),
+}
+
+impl Journal {
+    /// Whether a run that left this journal ended before the database was safe again.
+    pub fn unfinished(&self) -> bool {
+        !matches!(self.phase, Phase::Open | Phase::Finished)
+    }
+
+    /// Where the database stands, in words, for the message of a run that finds it.
+    pub fn describe(&self) -> String {
+        let last = self.history.last().map(|e| rfc3339(e.at)).unwrap_or_default();
+        let state = match self.phase {
+            Phase::SnapshotTaken | Phase::Blocking if !self.changed => {
+                "the database was not dropped (it may refuse connections)".to_string()
+            }
+            Phase::Verified => "the restore was verified but the run did not finish".to_string(),
+            Phase::Dropping if !self.existed => "it did not exist before; it may be half-created".to_string(),
+            _ if self.existed => "the database may be gone or half-restored".to_string(),
+            _ => "the database did not exist before and may be half-restored".to_string(),
+        };
+        format!(
+            "an unfinished restore of database `{}` on {}: pgdrill pid {} on host {} started {} restoring {}, and stopped at phase `{}` at {last}; {state}",
+            self.database,
+            self.server,
+            self.pid,
+            self.host,
+            rfc3339(self.started_at),
+            self.backup,
+            self.phase.as_str(),
+        )
+    }
+
+    /// Record a phase and write the journal durably before the caller goes on.
+    pub fn mark(&mut self, path: &Path, phase: Phase, note: impl Into<String>) -> Result<(), JournalError> {
+        if phase == Phase::Dropping {
+            self.changed = true;
+        }
+        self.phase = phase;
+        self.history.push(Entry { phase, at: OffsetDateTime::now_utc(), pid: std::process::id(), note: note.into() });
+        self.write(path)
+    }
+
+    /// Atomic replace (temp file, fsync, rename, fsync of the directory), mode 0600.
+    pub fn write(&self, path: &Path) -> Result<(), JournalError> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)
+            .map_err(|e| JournalError::Io(format!("cannot create the journal folder {}: {e}", dir.display())))?;
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| JournalError::Io(e.to_string()))?;
+        crate::storage::write_small(path, &bytes)
+            .map_err(|e| JournalError::Io(format!("cannot write the restore journal {}: {e}", path.display())))
+    }
+
+    /// The journal at `path`, if there is one.
+    pub fn read(path: &Path) -> Result<Option<Journal>, JournalError> {
+        let text = match std::fs::read(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(JournalError::Io(format!("cannot read the restore journal {}: {e}", path.display()))),
+        };
+        serde_json::from_slice(&text).map(Some).map_err(|e| {
+            JournalError::Damaged(format!(
+                "the restore journal {} is damaged ({e}); look at it, put the database right by hand, then remove the file",
+                path.display()
+            ))
+        })
+    }
+}
+
+/// `<safety>/.journal/<name>.<hash>.json`: the visible part keeps only letters, digits, `-`
+/// and `_` of the database name, and the hash of the whole name keeps distinct names apart,
+/// so no database name can leave the folder or share another's journal.
+pub fn journal_path(safety: &Path, database: &str) -> PathBuf {
+    let visible: String =
+        database.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(40).collect();
+    let hash = Sha256::digest(database.as_bytes());
+    let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    safety.join(".journal").join(format!("{}.{hex}.json", if visible.is_empty() { "db" } else { &visible }))
+}
+
+/// This machine's name, for "who holds the lock".
+pub fn hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown".into())
+}
+
+/// The advisory lock key of a database: the first 8 bytes of a hash of a fixed prefix and
+/// the name, so it is the same for every pgdrill version and cannot meet another tool's key
+/// by accident.
+pub fn lock_key(database: &str) -> i64 {
+    let h = Sha256::digest(format!("pgdrill restore\0{database}").as_bytes());
+    i64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
+}
+
+const APP_PREFIX: &str = "pgdrill restore ";
+
+/// `application_name` of the lock's connection: what a refused second run shows.
+fn app_name(started: OffsetDateTime) -> String {
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        started.year(),
+        u8::from(started.month()),
+        started.day(),
+        started.hour(),
+        started.minute(),
+        started.second()
+    );
+    let mut s = format!("{APP_PREFIX}{} {stamp} {}", std::process::id(), hostname());
+    // The server truncates at 63 bytes; cut on a character boundary ourselves.
+    while s.len() > 63 {
+        s.pop();
+    }
+    s
+}
+
+/// Who holds a lock, from its connection's `application_name`.
+fn holder(app: &str, backend_pid: i32) -> String {
+    let Some(rest) = app.strip_prefix(APP_PREFIX) else {
+        return format!("a session of server process {backend_pid} (application `{app}`)");
+    };
+    let mut parts = rest.splitn(3, ' ');
+    let (pid, stamp, host) = (parts.next().unwrap_or("?"), parts.next().unwrap_or("?"), parts.next().unwrap_or("?"));
+    let since = if stamp.len() == 16 {
+        format!(
+            "{}-{}-{}T{}:{}:{}Z",
+            &stamp[0..4],
+            &stamp[4..6],
+            &stamp[6..8],
+            &stamp[9..11],
+            &stamp[11..13],
+            &stamp[13..15]
+        )
+    } else {
+        stamp.to_string()
+    };
+    format!("pgdrill pid {pid} on host {host}, since {since}")
+}
+
+/// The held lock: its connection stays open until the run ends.
+pub struct Lock {
+    pub client: Client,
+    pub key: i64,
+}
+
+/// Take the restore lock of `database` on the server of `url`, connecting to
+/// `maintenance_db`. `Err(Held(who))` when another session holds it.
+pub async fn lock(url: &str, maintenance_db: &str, database: &str) -> Result<Lock, LockError> {
+    let mut cfg = crate::pg::config(url).map_err(|e| LockError::Connect(e.0))?;
+    cfg.dbname(maintenance_db);
+    cfg.application_name(app_name(OffsetDateTime::now_utc()));
+    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| {
+        LockError::Connect(format!(
+            "cannot connect to database `{maintenance_db}` of {}: {}",
+            crate::pg::display_url(url),
+            crate::pg::describe(&e)
+        ))
+    })?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let key = lock_key(database);
+    let got: bool = client
+        .query_one("select pg_try_advisory_lock($1)", &[&key])
+        .await
+        .map_err(|e| LockError::Server(crate::pg::describe(&e)))?
+        .get(0);
+    if got {
+        return Ok(Lock { client, key });
+    }
+    // A bigint key shows in pg_locks as classid (high half), objid (low half), objsubid 1.
+    let (hi, lo) = ((key as u64 >> 32) as i64, (key as u64 & 0xffff_ffff) as i64);
+    let row = client
+        .query_opt(
+            "select coalesce(a.application_name, ''), l.pid from pg_locks l \
+             left join pg_stat_activity a on a.pid = l.pid \
+             where l.locktype = 'advisory' and l.granted and l.objsubid = 1 \
+             and l.classid::bigint = $1 and l.objid::bigint = $2 \
+             and l.database = (select oid from pg_database where datname = current_database()) limit 1",
+            &[&hi, &lo],
+        )
+        .await
+        .map_err(|e| LockError::Server(crate::pg::describe(&e)))?;
+    let who = match row {
+        Some(r) => holder(&r.get::<_, String>(0), r.get(1)),
+        None => "another session (it ended while we looked: try again)".to_string(),
+    };
+    Err(LockError::Held(who))
+}
+
+#[derive(Debug)]
+pub enum LockError {
+    Connect(String),
+    Server(String),
+    Held(String),
+}
+
+/// Quote a word for a POSIX shell.
+pub fn sh_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c)) {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The commands that put the original back by hand, for when the server or pgdrill cannot:
+/// names travel as data (a `dbname='…'` connection string, quoted identifiers).
+pub fn manual_commands(journal: &Journal, user: &str, host: &str, port: u16) -> String {
+    use crate::pg::native::quote_ident;
+    let Some(snap) = &journal.snapshot else {
+        return format!(
+            "psql -h {h} -p {port} -U {u} -d postgres -c {drop}",
+            h = sh_quote(host),
+            u = sh_quote(user),
+            drop = sh_quote(&format!("drop database if exists {} with (force)", quote_ident(&journal.database)))
+        );
+    };
+    let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let mut create = format!("create database {} template template0", quote_ident(&journal.database));
+    if !journal.owner.is_empty() {
+        create.push_str(&format!(" owner {}", quote_ident(&journal.owner)));
+    }
+    for (k, v) in
+        [("encoding", &journal.encoding), ("lc_collate", &journal.lc_collate), ("lc_ctype", &journal.lc_ctype)]
+    {
+        if !v.is_empty() {
+            create.push_str(&format!(" {k} {}", lit(v)));
+        }
+    }
+    let conninfo = format!(
+        "host={} port={port} user={} dbname={}",
+        conn_value(host),
+        conn_value(user),
+        conn_value(&journal.database)
+    );
+    format!(
+        "psql -h {h} -p {port} -U {u} -d postgres -c {drop} -c {create}; pgdrill decrypt {snap} | pg_restore --no-password -d {conninfo}",
+        h = sh_quote(host),
+        u = sh_quote(user),
+        drop = sh_quote(&format!("drop database if exists {} with (force)", quote_ident(&journal.database))),
+        create = sh_quote(&create),
+        snap = sh_quote(snap),
+        conninfo = sh_quote(&conninfo),
+    )
+}
+
+/// A libpq connection-string value, quoted so that spaces and `=` stay data.
+fn conn_value(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_database_names_stay_inside_the_journal_folder() {
+        let safety = Path::new("/safe");
+        for name in ["../../etc/passwd", "/abs", ".journal", "a/b", "a_b", "", "..", "dbname=victim port=1"] {
+            let p = journal_path(safety, name);
+            assert_eq!(p.parent(), Some(Path::new("/safe/.journal")), "{name}: {}", p.display());
+            let file = p.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+            assert!(!file.starts_with('.') && file.ends_with(".json"), "{file}");
+        }
+        assert_ne!(journal_path(safety, "a/b"), journal_path(safety, "a_b"));
+        assert_ne!(journal_path(safety, "shop"), journal_path(safety, "Shop"));
+    }
+
+    #[test]
+    fn the_lock_holder_is_named_from_its_application_name() {
+        let t = time::macros::datetime!(2026-11-22 06:18:03 UTC);
+        let name = app_name(t);
+        assert!(name.len() <= 63);
+        let who = holder(&name, 42);
+        assert!(who.starts_with(&format!("pgdrill pid {} on host ", std::process::id())), "{who}");
+        assert!(who.ends_with("since 2026-11-22T06:18:03Z"), "{who}");
+        assert!(holder("psql", 7).contains("server process 7"));
+    }
+
+    #[test]
+    fn manual_commands_keep_names_as_data() {
+        let j = Journal {
+            version: 1,
+            server: "h:5432".into(),
+            database: "dbname=victim port=1'x".into(),
+            pid: 1,
+            host: "m".into(),
+            started_at: OffsetDateTime::now_utc(),
+            backup: "/b".into(),
+            snapshot: Some("/s/snap shot.pgdrill".into()),
+            snapshot_sha256: None,
+            existed: true,
+            owner: "o\"wner".into(),
+            encoding: "UTF8".into(),
+            lc_collate: "C".into(),
+            lc_ctype: "C".into(),
+            allowed_connections: Some(true),
+            changed: true,
+            recovering: String::new(),
+            phase: Phase::Restoring,
+            history: vec![],
+        };
+        let c = manual_commands(&j, "admin", "127.0.0.1", 5432);
+        assert!(c.contains("'/s/snap shot.pgdrill'"), "{c}");
+        assert!(c.contains(r#"drop database if exists "dbname=victim port=1'\''x" with (force)"#), "{c}");
+        assert!(c.contains(r#"dbname='\''dbname=victim port=1\'\''x'\''"#), "{c}");
+        assert!(c.contains(r#"owner "o""wner""#), "{c}");
+    }
+}
