@@ -37,8 +37,11 @@ fn prune_is_a_dry_run_until_applied_and_keeps_newest_and_verified() {
         names.push(format!("{stamp}.dump.pgdrill"));
     }
     // An old backup was the last one verified.
-    std::fs::write(dir.join("ledger.jsonl"), format!("{{\"backup\":\"{}\",\"result\":\"passed\"}}\n", names[2]))
-        .expect("ledger");
+    std::fs::write(
+        dir.join("ledger.jsonl"),
+        format!("{{\"backup\":\"{}\",\"verified_at\":\"2026-10-04T00:00:00Z\",\"result\":\"passed\"}}\n", names[2]),
+    )
+    .expect("ledger");
     let storage = t.path().to_str().unwrap_or_default().to_string();
     let args = |apply: &str| {
         vec![

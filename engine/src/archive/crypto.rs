@@ -81,8 +81,26 @@ impl KeySource {
     }
 }
 
+/// The most an archive header may ask of Argon2id. The header is read before anything is
+/// authenticated (the key comes out of it), so a hostile or corrupted one must not make
+/// pgdrill allocate terabytes (m_cost is in KiB) or spin for hours. 256 MiB and 16 passes
+/// are well above what pgdrill writes (19 MiB, 2 passes) and within a small machine.
+pub const MAX_M_COST: u32 = 256 * 1024;
+pub const MAX_T_COST: u32 = 16;
+pub const MAX_P_COST: u32 = 16;
+
 fn argon2(pass: &str, kdf: &Kdf) -> Result<[u8; 32], String> {
     let Kdf::Argon2id { salt, m_cost, t_cost, p_cost } = kdf else { return Err("not argon2id".into()) };
+    // Checked here, before the argon2 crate allocates its memory blocks.
+    for (name, value, max) in
+        [("m_cost", *m_cost, MAX_M_COST), ("t_cost", *t_cost, MAX_T_COST), ("p_cost", *p_cost, MAX_P_COST)]
+    {
+        if value > max {
+            return Err(format!(
+                "Argon2id {name} {value} is more than pgdrill allows ({max}): a corrupted or hostile archive header"
+            ));
+        }
+    }
     let params = argon2::Params::new(*m_cost, *t_cost, *p_cost, Some(32)).map_err(|e| e.to_string())?;
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = [0u8; 32];

@@ -2,18 +2,38 @@
 //! verification, appended and never rewritten, so it doubles as audit evidence.
 //!
 //! A line names the backup by file name (`backup`), its sha256, when it was verified, the
-//! result (`passed`, `failed`, `interrupted`) and durations. `pgdrill backups list` shows the
-//! last verification of each backup; `retention.prune` keeps the newest verified one; a
-//! verify run skips backups already verified unless forced.
+//! result (`passed`, `failed`, `interrupted`, or `error` when the environment failed and
+//! nothing was learnt about the backup) and durations. `pgdrill backups list` shows the last
+//! verification of each backup; `retention.prune` keeps the newest verified one; a verify
+//! run skips backups already verified unless forced.
+//!
+//! The ledger fails closed: a line that is not a ledger entry (a stray byte, a BOM, an edit
+//! gone wrong) is an error naming the file and line, never skipped, because a skipped
+//! "passed" line makes the newest verified backup look unverified and retention deletes it.
+//! The one exception is an unterminated last line that does not parse: every complete
+//! line ends in a newline and is fsynced before the run reports it recorded, so such a
+//! line is what a crash in the middle of an append leaves, a record nobody was ever told
+//! was written. Readers ignore it (and say so); the next append cuts it off under the
+//! ledger's lock before writing, so it never ends up in the middle of the file.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 pub const FILE: &str = "ledger.jsonl";
+
+/// A ledger that cannot be trusted, with where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}: {why}; the ledger is evidence and is not read past a damaged line: fix or remove that line (keep a copy), then run again", file.display())]
+pub struct LedgerError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the file as a whole cannot be read.
+    pub line: usize,
+    pub why: String,
+}
 
 /// One verification.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -43,40 +63,97 @@ pub fn name_of(backup: &Path) -> String {
     backup.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| backup.display().to_string())
 }
 
-/// Append one line (O_APPEND, fsync): concurrent verifies never interleave within a line.
+/// Append one line (O_APPEND, fsync) under an exclusive lock: concurrent verifies never
+/// interleave, and a torn line a crash left at the end is cut off first (see the module
+/// docs) instead of having the new line glued to it.
 pub fn append(ledger: &Path, entry: &Entry) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(ledger)?;
+    let f = std::fs::OpenOptions::new().create(true).read(true).append(true).mode(0o600).open(ledger)?;
+    let mut f =
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| std::io::Error::from(e))?;
+    let len = f.metadata()?.len();
+    if len > 0 {
+        let mut last = [0u8; 1];
+        f.seek(SeekFrom::Start(len - 1))?;
+        f.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            let mut all = Vec::new();
+            f.seek(SeekFrom::Start(0))?;
+            f.read_to_end(&mut all)?;
+            let cut = all.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
+            if serde_json::from_slice::<Entry>(&all[cut..]).is_ok() {
+                // A complete entry that only lacks its newline (edited by hand): keep it.
+                f.write_all(b"\n")?;
+            } else {
+                f.set_len(cut as u64)?;
+            }
+        }
+    }
     f.write_all(&line)?;
     f.sync_all()
 }
 
-/// Every readable line of a ledger (unreadable lines are skipped: the ledger is evidence,
-/// not configuration, and one bad line must not hide the rest).
-pub fn read(ledger: &Path) -> Vec<Entry> {
-    std::fs::read_to_string(ledger)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
-        .collect()
+/// A readable ledger's entries, in order, and a note when a torn last line was left out.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    pub entries: Vec<Entry>,
+    pub torn_tail: Option<String>,
+}
+
+/// Read a ledger, failing closed on any damaged line. A missing ledger is an empty one (no
+/// verification yet).
+pub fn read(ledger: &Path) -> Result<Ledger, LedgerError> {
+    let err = |line: usize, why: String| LedgerError { file: ledger.to_path_buf(), line, why };
+    let bytes = match std::fs::read(ledger) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ledger::default()),
+        Err(e) => return Err(err(0, format!("cannot read: {e}"))),
+    };
+    let mut out = Ledger::default();
+    let terminated = bytes.last().is_none_or(|b| *b == b'\n');
+    let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    // split leaves one empty piece after a final newline.
+    let n = if terminated { lines.len().saturating_sub(1) } else { lines.len() };
+    for (i, raw) in lines[..n].iter().enumerate() {
+        let no = i + 1;
+        if raw.is_empty() {
+            continue;
+        }
+        if raw.starts_with(b"\xEF\xBB\xBF") {
+            return Err(err(no, "starts with a byte order mark (saved by an editor as UTF-8 with BOM)".into()));
+        }
+        let text = std::str::from_utf8(raw).map_err(|e| err(no, format!("not UTF-8 ({e})")))?;
+        match serde_json::from_str::<Entry>(text) {
+            Ok(e) => out.entries.push(e),
+            Err(_) if !terminated && no == n => {
+                out.torn_tail = Some(format!(
+                    "{}:{no}: an unterminated last line that is not an entry was ignored (a crash while recording leaves one; the next record removes it)",
+                    ledger.display()
+                ));
+            }
+            Err(e) => return Err(err(no, format!("not a ledger entry ({e})"))),
+        }
+    }
+    Ok(out)
 }
 
 /// The last verification of each backup, by file name.
-pub fn last_by_backup(ledger: &Path) -> HashMap<String, Entry> {
+pub fn last_by_backup(ledger: &Path) -> Result<HashMap<String, Entry>, LedgerError> {
     let mut out = HashMap::new();
-    for e in read(ledger) {
+    for e in read(ledger)?.entries {
         out.insert(e.backup.clone(), e);
     }
-    out
+    Ok(out)
 }
 
 /// The last passed verification of a backup whose sha256 still matches.
-pub fn passed(ledger: &Path, backup: &str, sha256: Option<&str>) -> Option<Entry> {
-    read(ledger)
+pub fn passed(ledger: &Path, backup: &str, sha256: Option<&str>) -> Result<Option<Entry>, LedgerError> {
+    Ok(read(ledger)?
+        .entries
         .into_iter()
         .rev()
-        .find(|e| e.backup == backup && e.result == "passed" && (sha256.is_none() || e.sha256.as_deref() == sha256))
+        .find(|e| e.backup == backup && e.result == "passed" && (sha256.is_none() || e.sha256.as_deref() == sha256)))
 }
 
 #[cfg(test)]
@@ -102,12 +179,49 @@ mod tests {
         append(&l, &entry("a", "passed", "h1")).expect("test");
         append(&l, &entry("a", "failed", "h1")).expect("test");
         append(&l, &entry("b", "failed", "h2")).expect("test");
-        std::fs::OpenOptions::new().append(true).open(&l).expect("test").write_all(b"not json\n").expect("test");
-        assert_eq!(read(&l).len(), 3);
-        assert!(passed(&l, "a", Some("h1")).is_some());
+        assert_eq!(read(&l).expect("read").entries.len(), 3);
+        assert!(passed(&l, "a", Some("h1")).expect("read").is_some());
         // A file replaced under the same name is not "already verified".
-        assert!(passed(&l, "a", Some("other")).is_none());
-        assert!(passed(&l, "b", None).is_none());
-        assert_eq!(last_by_backup(&l)["a"].result, "failed");
+        assert!(passed(&l, "a", Some("other")).expect("read").is_none());
+        assert!(passed(&l, "b", None).expect("read").is_none());
+        assert_eq!(last_by_backup(&l).expect("read")["a"].result, "failed");
+    }
+
+    #[test]
+    fn a_bad_line_anywhere_is_an_error_naming_the_file_and_line() {
+        let dir = tempfile::tempdir().expect("test");
+        let l = dir.path().join(FILE);
+        let good = serde_json::to_string(&entry("a", "passed", "h")).expect("json");
+        for (content, line) in [
+            (format!("{good}\nnot json\n{good}\n"), 2),
+            (format!("\u{feff}{good}\n"), 1),
+            (format!("{good}\n{}\x01\n", &good[..good.len() - 1]), 2),
+            (format!("{good}\n{}\n", &good[..20]), 2),
+        ] {
+            std::fs::write(&l, &content).expect("write");
+            let e = read(&l).expect_err(&content);
+            assert_eq!(e.line, line, "{content:?}: {e}");
+            assert!(e.to_string().starts_with(&format!("{}:{line}: ", l.display())), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_torn_last_line_from_a_crash_is_ignored_and_cut_off_by_the_next_append() {
+        let dir = tempfile::tempdir().expect("test");
+        let l = dir.path().join(FILE);
+        append(&l, &entry("a", "passed", "h1")).expect("append");
+        let whole = serde_json::to_string(&entry("b", "passed", "h2")).expect("json");
+        std::fs::OpenOptions::new().append(true).open(&l).expect("open").write_all(&whole.as_bytes()[..30]).expect("w");
+        let r = read(&l).expect("a torn tail is not an error");
+        assert_eq!(r.entries.len(), 1);
+        assert!(r.torn_tail.as_deref().is_some_and(|t| t.contains(":2: ")), "{:?}", r.torn_tail);
+        append(&l, &entry("c", "passed", "h3")).expect("append");
+        let r = read(&l).expect("read");
+        assert_eq!(r.entries.iter().map(|e| e.backup.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+        assert!(r.torn_tail.is_none());
+        // A complete last entry without its newline is kept.
+        std::fs::OpenOptions::new().append(true).open(&l).expect("open").write_all(whole.as_bytes()).expect("w");
+        append(&l, &entry("d", "passed", "h4")).expect("append");
+        assert_eq!(read(&l).expect("read").entries.len(), 4);
     }
 }

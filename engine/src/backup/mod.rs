@@ -89,9 +89,18 @@ pub struct Manifest {
     pub finished_at: OffsetDateTime,
     pub snapshot: String,
     pub fingerprint: Option<Fingerprint>,
+    /// The name the backup is stored under (`name:` of backup.create) when it is not the
+    /// database's own name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_as: Option<String>,
 }
 
 impl Manifest {
+    /// The name whose folder holds this backup.
+    pub fn stored_as(&self) -> &str {
+        self.stored_as.as_deref().unwrap_or(&self.database)
+    }
+
     pub fn read(backup: &Path) -> Result<Manifest, BackupError> {
         let p = storage::manifest_path(backup);
         let text = std::fs::read_to_string(&p)
@@ -267,11 +276,12 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     log(format!("{pg_dump_version}; server {server_version}; snapshot {snapshot}"));
 
     let store = LocalStore::new(&opts.storage);
-    let dir_name = opts.name.clone().unwrap_or_else(|| database.clone());
+    let dir_name = opts.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| database.clone());
+    let stored_as = (dir_name != database).then(|| dir_name.clone());
     // The directory format is written by pg_dump's parallel workers into a staging directory
     // beside the final file (same disk), then streamed as tar; it is removed whatever happens.
     let stage = match opts.format {
-        Format::Directory => Some(Staged::new(&opts.storage.join(storage::safe_name(&dir_name)), ".dir")?),
+        Format::Directory => Some(Staged::new(&LocalStore::new(&opts.storage).folder(&dir_name), ".dir")?),
         _ => None,
     };
     let mut cmd = Command::new(&pg_dump);
@@ -365,6 +375,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         finished_at: OffsetDateTime::now_utc(),
         snapshot,
         fingerprint,
+        stored_as,
     };
     let path = tokio::task::block_in_place(|| pending.commit())
         .map_err(|e| BackupError::Environment(format!("publishing the backup: {e}")))?;

@@ -318,11 +318,16 @@ pub fn listing(storage: &std::path::Path, database: Option<&str>) -> Result<Vec<
             Ok(m) => {
                 let mut v = serde_json::Value::Object(manifest_outputs(&e.path, &m));
                 let ledger_path = crate::backup::ledger::path_for(&e.path);
-                let last = ledgers
+                let last = match ledgers
                     .entry(ledger_path.clone())
                     .or_insert_with(|| crate::backup::ledger::last_by_backup(&ledger_path))
-                    .get(&e.name)
-                    .map(|l| json!({ "result": l.result, "verified_at": l.verified_at, "sha256": l.sha256 }));
+                {
+                    Ok(by_name) => by_name
+                        .get(&e.name)
+                        .map(|l| json!({ "result": l.result, "verified_at": l.verified_at, "sha256": l.sha256 })),
+                    // Unknown is not "never": say why instead of showing nothing.
+                    Err(err) => Some(json!({ "result": "unknown", "error": err.to_string() })),
+                };
                 if let Some(o) = v.as_object_mut() {
                     o.remove("fingerprint");
                     o.insert("last_verification".into(), last.unwrap_or(serde_json::Value::Null));
@@ -349,7 +354,7 @@ fn run_list(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
 
 pub const LATEST: StepKind = StepKind {
     name: "backup.latest",
-    summary: "The newest backup (with a readable manifest) of a database.",
+    summary: "The newest backup of a database (an error when its manifest cannot be read).",
     fields: &[
         Field { name: "storage", ty: "path", required: true, doc: "backup directory" },
         Field { name: "database", ty: "string", required: false, doc: "database (default: any)" },
@@ -372,13 +377,19 @@ fn run_latest(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outp
         let entries = LocalStore::new(&storage)
             .list(w.database.as_deref())
             .map_err(|e| StepError::Environment(format!("cannot list {}: {e}", storage.display())))?;
-        for e in entries {
-            if let Ok(m) = Manifest::read(&e.path) {
-                let mut o = manifest_outputs(&e.path, &m);
-                let age = (time::OffsetDateTime::now_utc() - m.finished_at).whole_seconds().max(0);
-                o.insert("age_s".into(), age.into());
-                return Ok(o);
-            }
+        if let Some(e) = entries.first() {
+            // The newest backup's manifest, or a loud error: an older backup in its place would
+            // make a stale database look backed up.
+            let m = Manifest::read(&e.path).map_err(|err| {
+                StepError::Failed(format!(
+                    "{err}; refusing to report an older backup as the latest: repair it, or move {} and its manifest away",
+                    e.name
+                ))
+            })?;
+            let mut o = manifest_outputs(&e.path, &m);
+            let age = (time::OffsetDateTime::now_utc() - m.finished_at).whole_seconds().max(0);
+            o.insert("age_s".into(), age.into());
+            return Ok(o);
         }
         Err(StepError::Failed(format!(
             "no backup{} in {}",

@@ -57,15 +57,18 @@ pub const PRUNE: StepKind = StepKind {
     run,
 };
 
-/// Backup names that a verification ledger (`ledger.jsonl` beside the backups) records as passed.
-fn verified(dir: &std::path::Path) -> std::collections::HashSet<String> {
-    std::fs::read_to_string(dir.join("ledger.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["result"] == "passed")
-        .filter_map(|v| v["backup"].as_str().map(|s| s.rsplit('/').next().unwrap_or(s).to_string()))
-        .collect()
+/// Backup names the verification ledger beside the backups records as passed. A ledger
+/// that cannot be read stops the prune: a lost "passed" line would make the newest
+/// verified backup look unverified, and it would be deleted.
+fn verified(dir: &std::path::Path) -> Result<std::collections::HashSet<String>, StepError> {
+    let ledger = crate::backup::ledger::read(&dir.join(crate::backup::ledger::FILE))
+        .map_err(|e| StepError::Failed(format!("nothing deleted: {e}")))?;
+    Ok(ledger
+        .entries
+        .into_iter()
+        .filter(|e| e.result == "passed")
+        .map(|e| e.backup.rsplit('/').next().unwrap_or(&e.backup).to_string())
+        .collect())
 }
 
 fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
@@ -75,7 +78,10 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
         let entries = LocalStore::new(&storage)
             .list(Some(&w.database))
             .map_err(|e| StepError::Environment(format!("cannot list {}: {e}", storage.display())))?;
-        let ok_verified = entries.first().map(|e| verified(e.path.parent().unwrap_or(&storage))).unwrap_or_default();
+        let ok_verified = match entries.first() {
+            Some(e) => verified(e.path.parent().unwrap_or(&storage))?,
+            None => Default::default(),
+        };
         let mut items = Vec::new();
         for e in &entries {
             // Without a readable manifest a file's age is unknown: keep it and say so.

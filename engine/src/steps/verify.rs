@@ -112,19 +112,50 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
                 let storage = storage
                     .clone()
                     .ok_or_else(|| StepError::Invalid(format!("`backup: {}` needs `storage`", w.backup)))?;
-                let entries: Vec<_> = list(&storage)?.into_iter().filter(|e| Manifest::read(&e.path).is_ok()).collect();
+                let entries = list(&storage)?;
+                // Fail closed: an unreadable manifest of the newest backup is an error, never a
+                // reason to quietly verify (and call fresh) an older one.
+                let manifest_of = |e: &crate::storage::Entry| -> Result<Manifest, StepError> {
+                    Manifest::read(&e.path).map_err(|err| {
+                        StepError::Failed(format!(
+                            "{err}; refusing to pick another backup in its place: repair it, or move {} and its manifest out of {} to use the older ones",
+                            e.name,
+                            e.path.parent().unwrap_or(Path::new(".")).display()
+                        ))
+                    })
+                };
                 if w.backup == "latest" {
-                    entries.first().map(|e| e.path.clone())
+                    match entries.first() {
+                        Some(e) => {
+                            manifest_of(e)?;
+                            Some(e.path.clone())
+                        }
+                        None => None,
+                    }
                 } else {
                     let cutoff = OffsetDateTime::now_utc() - Duration::from_secs(u64::from(w.within_days) * 86_400);
-                    let recent: Vec<_> = entries
-                        .iter()
-                        .filter(|e| Manifest::read(&e.path).map(|m| m.finished_at >= cutoff).unwrap_or(false))
-                        .collect();
+                    let mut recent = Vec::new();
+                    for e in &entries {
+                        if manifest_of(e)?.finished_at >= cutoff {
+                            recent.push(e);
+                        }
+                    }
                     let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() as usize;
                     (!recent.is_empty()).then(|| recent[nanos % recent.len()].path.clone())
                 }
-                .ok_or_else(|| StepError::Failed(format!("no backup{}", where_())))?
+                .ok_or_else(|| {
+                    let legacy = w
+                        .database
+                        .as_deref()
+                        .and_then(|d| LocalStore::new(&storage).legacy_folder(d))
+                        .map(|p| format!(
+                            "; {} is where pgdrill stored this database's backups before folder names became unambiguous: check their manifests and move them to {}",
+                            p.display(),
+                            LocalStore::new(&storage).folder(w.database.as_deref().unwrap_or_default()).display()
+                        ))
+                        .unwrap_or_default();
+                    StepError::Failed(format!("no backup{}{legacy}", where_()))
+                })?
             }
             named => {
                 let direct = ctx.resolve(named);
@@ -151,6 +182,17 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
         let (sha, made) = match origin {
             Origin::Pgdrill => {
                 let m = Manifest::read(&path).map_err(StepError::from)?;
+                // The folder says which database a backup is of; the manifest must agree, or a
+                // restore of `acct` could bring back another database's tables.
+                if let Some(want) = w.database.as_deref() {
+                    if m.stored_as() != want {
+                        return Err(StepError::Failed(format!(
+                            "{} is a backup of database `{}`, not `{want}` as asked: refusing it",
+                            path.display(),
+                            m.stored_as()
+                        )));
+                    }
+                }
                 o.insert("server_major".into(), m.server_major.into());
                 o.insert("fingerprint".into(), serde_json::to_value(&m.fingerprint).unwrap_or_default());
                 o.insert("format".into(), serde_json::to_value(m.format).unwrap_or_default());
@@ -183,7 +225,17 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
         o.insert("created".into(), rfc3339(made).into());
         let age = (OffsetDateTime::now_utc() - made).whole_seconds().max(0);
         o.insert("age_s".into(), age.into());
-        let verified = ledger::passed(&ledger::path_for(&path), &ledger::name_of(&path), sha.as_deref());
+        let ledger_file = ledger::path_for(&path);
+        let verified = if w.skip_verified && !w.force {
+            // Fail closed: an unreadable ledger must not decide that a backup was verified.
+            ledger::passed(&ledger_file, &ledger::name_of(&path), sha.as_deref())
+                .map_err(|e| StepError::Failed(e.to_string()))?
+        } else {
+            ledger::passed(&ledger_file, &ledger::name_of(&path), sha.as_deref()).unwrap_or_else(|e| {
+                ctx.log(format!("verification history unknown: {e}"));
+                None
+            })
+        };
         o.insert("verified_at".into(), json!(verified.as_ref().map(|e| e.verified_at.clone())));
         let skip = w.skip_verified && !w.force && verified.is_some();
         if let (true, Some(v)) = (skip, &verified) {

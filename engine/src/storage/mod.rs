@@ -1,7 +1,11 @@
 //! Where backups live. A local directory now; the `Store` interface is what an object store
 //! implements later.
 //!
-//! Layout: `<root>/<database>/<UTC timestamp>.<ext>` with `<same>.manifest.json` beside it.
+//! Layout: `<root>/<folder>/<UTC timestamp>.<ext>` with `<same>.manifest.json` beside it, where
+//! `<folder>` is the database name encoded by `folder_name`: letters, digits, `_`, `-` and a
+//! `.` that is not the first character stay as they are (so `app` is `app`); every other
+//! byte, and `%` itself, becomes `%XX`. The encoding is injective, so no two databases share
+//! a folder (`acct` and `.acct`, `a/b` and `a_b` used to), and no name escapes the root.
 //! Writes are atomic: data goes to a hidden temp file (mode 0600) in the same directory, is
 //! fsynced, renamed without replacing anything (two backups in the same millisecond get
 //! distinct names), and the directory is fsynced. A write that is not committed (error,
@@ -79,9 +83,24 @@ impl LocalStore {
         &self.root
     }
 
+    /// The folder of `database`'s backups.
+    pub fn folder(&self, database: &str) -> PathBuf {
+        self.root.join(folder_name(database))
+    }
+
+    /// The folder the old lossy scheme would have used for `database`, when it differs from
+    /// the current one and exists: backups written there before the change.
+    pub fn legacy_folder(&self, database: &str) -> Option<PathBuf> {
+        let old = legacy_folder_name(database);
+        (old != folder_name(database) && !old.is_empty()).then(|| self.root.join(old)).filter(|p| p.is_dir())
+    }
+
     /// Start writing a backup of `database` named after `stamp` with extension `ext`.
     pub fn begin(&self, database: &str, stamp: &str, ext: &str) -> io::Result<Pending> {
-        let dir = self.root.join(safe_name(database));
+        if database.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "an empty database name has no folder"));
+        }
+        let dir = self.folder(database);
         fs::create_dir_all(&dir)?;
         // tempfile creates with mode 0600 and a random suffix, so concurrent writers in one
         // process or many never share a temp name.
@@ -99,20 +118,24 @@ impl LocalStore {
     /// are listed too: `backup.check` reports them.
     pub fn list(&self, database: Option<&str>) -> io::Result<Vec<Entry>> {
         let mut out = Vec::new();
-        let dbs: Vec<String> = match database {
-            Some(d) => vec![safe_name(d)],
+        // (folder, database it holds)
+        let dbs: Vec<(String, String)> = match database {
+            Some(d) => vec![(folder_name(d), d.to_string())],
             None => match fs::read_dir(&self.root) {
                 Ok(rd) => rd
                     .flatten()
                     .filter(|e| e.path().is_dir())
                     .filter_map(|e| e.file_name().into_string().ok())
+                    // Hidden folders are pgdrill's own (staging), never a database's.
+                    .filter(|f| !f.starts_with('.'))
+                    .map(|f| (f.clone(), database_of_folder(&f).unwrap_or(f)))
                     .collect(),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
                 Err(e) => return Err(e),
             },
         };
-        for db in dbs {
-            let dir = self.root.join(&db);
+        for (folder, db) in dbs {
+            let dir = self.root.join(&folder);
             let rd = match fs::read_dir(&dir) {
                 Ok(rd) => rd,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -140,9 +163,48 @@ pub fn manifest_path(backup: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// A database name as a directory name: path separators and leading dots cannot escape.
-pub fn safe_name(s: &str) -> String {
-    let cleaned: String = s.chars().map(|c| if c == '/' || c == '\\' || c == '\0' { '_' } else { c }).collect();
+/// The folder of a database: an injective encoding (see the module docs). Decoding is
+/// unambiguous because kept characters never include `%` and `%` is always followed by
+/// exactly two hex digits.
+pub fn folder_name(database: &str) -> String {
+    let mut out = String::with_capacity(database.len());
+    for (i, c) in database.char_indices() {
+        let keep = c.is_alphanumeric() || c == '_' || c == '-' || (c == '.' && i > 0);
+        if keep {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
+/// The database a folder holds, when the folder name is an encoding `folder_name` makes.
+pub fn database_of_folder(folder: &str) -> Option<String> {
+    let bytes = folder.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = folder.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok().filter(|_| hex.chars().all(|c| c.is_ascii_hexdigit()))?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let name = String::from_utf8(out).ok()?;
+    (folder_name(&name) == folder).then_some(name)
+}
+
+/// The folder pgdrill before the injective encoding used: `/`, `\` and NUL replaced by `_`,
+/// leading dots dropped. Only used to point at backups written there.
+pub fn legacy_folder_name(database: &str) -> String {
+    let cleaned: String = database.chars().map(|c| if c == '/' || c == '\\' || c == '\0' { '_' } else { c }).collect();
     cleaned.trim_start_matches('.').to_string()
 }
 
@@ -231,6 +293,25 @@ mod tests {
         assert_eq!(fs::read(&pb).expect("read"), b"two");
         assert_eq!(fs::metadata(&pa).expect("meta").permissions().mode() & 0o777, 0o600);
         assert_eq!(store.list(Some("app")).expect("list").len(), 2);
+    }
+
+    #[test]
+    fn folder_names_are_injective_readable_and_never_escape() {
+        let names =
+            ["app", "acct", ".acct", "a/b", "a_b", "a%2Fb", "..", ".", "a.b", "Grüße", "a b", "a\\b", "-x", "%"];
+        let folders: Vec<String> = names.iter().map(|n| folder_name(n)).collect();
+        let unique: std::collections::HashSet<&String> = folders.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{folders:?}");
+        assert_eq!(folder_name("app"), "app");
+        assert_eq!(folder_name("shop_eu-2.old"), "shop_eu-2.old");
+        assert_eq!(folder_name(".acct"), "%2Eacct");
+        assert_eq!(folder_name("a/b"), "a%2Fb");
+        for (n, f) in names.iter().zip(&folders) {
+            assert!(!f.contains('/') && !f.starts_with('.') && !f.is_empty(), "{n} -> {f}");
+            assert_eq!(database_of_folder(f).as_deref(), Some(*n));
+        }
+        // Not an encoding this scheme makes: listed under its own name.
+        assert_eq!(database_of_folder("a%2fb"), None);
     }
 
     #[test]
