@@ -187,3 +187,81 @@ async fn a_database_named_like_a_connection_string_restores_into_itself() {
     assert_eq!(manifest_fingerprint(&dumped[0]), now);
     assert_eq!(fingerprint_of(&victim_server.url_for("victim")).await, victim_before);
 }
+
+fn safety_snapshots(storage: &Path) -> usize {
+    std::fs::read_dir(storage.join(".safety").join("shop"))
+        .map(|rd| rd.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".pgdrill")).count())
+        .unwrap_or(0)
+}
+
+/// Regression: connected as the database's owner without CREATEDB, preflight passed, the
+/// database was dropped, `create` failed with "permission denied to create database", the
+/// rollback could not create it either, and the database was gone. Now preflight proves the
+/// role can drop, recreate (with the owner) and put back, and refuses otherwise, naming the
+/// privilege and the remedy, with the database untouched. Also: a role that does not own the
+/// database, and objects owned by a role the operator is not a member of (the snapshot could
+/// not be restored with their owners). With the rights granted, the owner restores.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_without_createdb_is_refused_in_preflight_and_nothing_changes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some(s) = common::native_server("postgres").await else { return };
+    let admin = s.url_for("postgres");
+    common::exec(&admin, "create role app_owner login password 'app-pass'").await;
+    common::exec(&admin, "create role ops login createdb password 'ops-pass'").await;
+    common::exec(&admin, "create role bob").await;
+    common::exec(&admin, "create database shop owner app_owner").await;
+    let as_owner = |db: &str| pgdrill::pg::server_url("app_owner", "app-pass", &s.host, s.port, db);
+    common::exec(
+        &as_owner("shop"),
+        "create table customers (id serial primary key, name text not null);
+         insert into customers (name) select 'c' || g from generate_series(1, 300) g;",
+    )
+    .await;
+    let backup = common::backup_to(&s.url_for("shop"), &storage, KEY, "shop");
+    common::exec(&s.url_for("shop"), "insert into customers (name) values ('after the backup')").await;
+    let before = fingerprint_of(&s.url_for("shop")).await;
+
+    let refused = |url: String, expect: Vec<&'static str>| {
+        let out = restore(&url, &storage, &[]);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{all}");
+        assert!(all.contains("FAILED       preflight"), "{all}");
+        assert!(all.contains("nothing was changed"), "{all}");
+        for e in expect {
+            assert!(all.contains(e), "`{e}` missing in: {all}");
+        }
+        assert!(!all.contains("app-pass") && !all.contains("ops-pass"), "a password leaked: {all}");
+        assert_eq!(safety_snapshots(&storage), 0, "a snapshot was taken: {all}");
+    };
+    refused(
+        as_owner("postgres"),
+        vec![
+            "role app_owner cannot create databases (CREATEDB)",
+            "connect as a superuser or grant CREATEDB to app_owner",
+        ],
+    );
+    assert_eq!(fingerprint_of(&s.url_for("shop")).await, before, "refused, yet the database changed");
+    assert_eq!(scalar(&s.url_for("shop"), "select datallowconn from pg_database where datname = 'shop'").await, "true");
+
+    refused(
+        pgdrill::pg::server_url("ops", "ops-pass", &s.host, s.port, "postgres"),
+        vec!["role ops does not own database `shop` (its owner is app_owner)", "grant app_owner to ops"],
+    );
+    assert_eq!(fingerprint_of(&s.url_for("shop")).await, before);
+
+    common::exec(&admin, "alter role app_owner createdb").await;
+    common::exec(&s.url_for("shop"), "create table audit (at timestamptz); alter table audit owner to bob").await;
+    let with_bob = fingerprint_of(&s.url_for("shop")).await;
+    refused(as_owner("postgres"), vec!["objects owned by bob", "grant bob to app_owner"]);
+    assert_eq!(fingerprint_of(&s.url_for("shop")).await, with_bob);
+
+    // With the rights it needs, the owner restores, and the content is the backup's.
+    common::exec(&s.url_for("shop"), "drop table audit").await;
+    let out = restore(&as_owner("postgres"), &storage, &[]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("rights: app_owner may drop `shop`"), "{all}");
+    assert_eq!(fingerprint_of(&s.url_for("shop")).await, manifest_fingerprint(&backup));
+    assert_eq!(safety_snapshots(&storage), 1);
+}

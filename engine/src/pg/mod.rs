@@ -4,6 +4,7 @@ pub mod docker;
 pub mod ephemeral;
 pub mod fingerprint;
 pub mod native;
+pub mod rights;
 
 use std::str::FromStr;
 use std::time::Duration;

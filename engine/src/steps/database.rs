@@ -24,6 +24,7 @@ use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::{self, find_tool, CreateOptions, Format, Manifest};
 use crate::pg::fingerprint::{Fingerprint, Mode};
 use crate::pg::native::{parse_major, quote_ident};
+use crate::pg::rights;
 use crate::restore::Phase as JPhase;
 use crate::storage::LocalStore;
 
@@ -166,7 +167,7 @@ impl With for PreflightWith {}
 
 pub const PREFLIGHT: StepKind = StepKind {
     name: "restore.preflight",
-    summary: "Before an operator restore changes anything: the target is reachable, its version and pg_restore can take the backup, and there is disk for the snapshot and the restore; prints the plan.",
+    summary: "Before an operator restore changes anything: the target is reachable, its version and pg_restore can take the backup, the role may drop the database, create it again with its owner and restore its snapshot, and there is disk for the snapshot and the restore; prints the plan.",
     fields: &[
         Field { name: "url", ty: "string", required: true, doc: "any database URL of the target server" },
         Field { name: "database", ty: "string", required: true, doc: "the database to restore into" },
@@ -241,6 +242,31 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
 
         let info = db_info(&client, &w.database).await?;
         let ident = quote_ident(&w.database);
+
+        // Rights: every step, the rollback included, before anything changes.
+        let role = rights::role(&client).await.map_err(pg_error)?;
+        let owner = info.as_ref().map(|i| i.owner.as_str());
+        let mut missing = rights::drop_and_create(&client, &role, &w.database, owner).await.map_err(pg_error)?;
+        if info.is_some() && !role.superuser {
+            match crate::pg::connect_to(&w.url, &w.database).await {
+                Ok(c) => missing.extend(rights::put_back(&c, &role, &w.database).await.map_err(pg_error)?),
+                Err(e) => missing.push(format!(
+                    "role {} cannot look into database `{}` to prove its safety snapshot could be restored ({}): connect as a superuser",
+                    role.name, w.database, e.0
+                )),
+            }
+        }
+        if missing.is_empty() {
+            ctx.log(match (role.superuser, owner) {
+                (true, _) => format!("rights: {} is a superuser", role.name),
+                (false, Some(o)) => format!(
+                    "rights: {} may drop `{}`, create it again owned by {o} (CREATEDB) and restore its snapshot",
+                    role.name, w.database
+                ),
+                (false, None) => format!("rights: {} may create `{}` (CREATEDB)", role.name, w.database),
+            });
+        }
+        problems.extend(missing);
 
         // Disk: the snapshot, and the staged plaintext of a parallel restore.
         let raw = manifest.as_ref().map(|m| m.sizes.raw).unwrap_or(backup_size);
