@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod child;
 pub mod cli;
 pub mod error;
 pub mod exec;

@@ -36,6 +36,12 @@ impl Redactor {
         list.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
 
+    /// Whether `text` contains a known secret value (in any of its forms).
+    pub fn holds_secret(&self, text: &str) -> bool {
+        let Ok(list) = self.0.read() else { return true };
+        list.iter().any(|s| text.contains(s.as_str()))
+    }
+
     /// `text` with every known secret value masked.
     pub fn redact(&self, text: &str) -> String {
         let Ok(list) = self.0.read() else { return text.to_string() };

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -160,7 +160,7 @@ pub fn find_tool(
     }
     let mut best: Option<(PathBuf, String, u32)> = None;
     for c in candidates {
-        let Ok(out) = Command::new(&c).arg("--version").output() else { continue };
+        let Ok(out) = crate::child::output(crate::child::command(&c).arg("--version")) else { continue };
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let Some(major) = parse_major(&text) else { continue };
         if major >= server_major {
@@ -284,7 +284,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         Format::Directory => Some(Staged::new(&LocalStore::new(&opts.storage).folder(&dir_name), ".dir")?),
         _ => None,
     };
-    let mut cmd = Command::new(&pg_dump);
+    let mut cmd = crate::child::command(&pg_dump);
     // The database as data, never connection syntax (see `dbname_arg`).
     cmd.arg(format!("--snapshot={snapshot}")).arg("--no-password").arg("-d").arg(crate::pg::dbname_arg(&database));
     match (&opts.format, &stage) {
@@ -302,8 +302,8 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     if stage.is_none() {
         cmd.stdout(Stdio::piped());
     }
-    let mut child =
-        cmd.spawn().map_err(|e| BackupError::Environment(format!("cannot run {}: {e}", pg_dump.display())))?;
+    let mut child = crate::child::spawn(&mut cmd)
+        .map_err(|e| BackupError::Environment(format!("cannot run {}: {e}", pg_dump.display())))?;
     let done = Arc::new(AtomicBool::new(false));
     let cancelled = Arc::new(AtomicBool::new(false));
     let guard = ChildGuard { pid: child.id(), done: done.clone(), cancelled: cancelled.clone() };
@@ -478,10 +478,7 @@ pub(crate) fn check_and_stage(
     let failed = |m: String| BackupError::Failed(format!("{}: {m}", path.display()));
     if let source::Located::Directory(dir) = source::locate(path)? {
         let (pg_restore, _, _) = find_tool("pg_restore", None, 0)?;
-        let out = Command::new(&pg_restore)
-            .arg("--list")
-            .arg(&dir)
-            .output()
+        let out = crate::child::output(crate::child::command(&pg_restore).arg("--list").arg(&dir))
             .map_err(|e| BackupError::Environment(format!("cannot run pg_restore: {e}")))?;
         if !out.status.success() {
             return Err(failed(format!(
@@ -571,10 +568,7 @@ fn tar_toc_tables(plain: Box<dyn Read + Send + '_>, backup: &Path, server_major:
         return Err("the directory dump has no toc.dat".into());
     }
     let (pg_restore, _, _) = find_tool("pg_restore", None, server_major).map_err(|e| e.to_string())?;
-    let out = Command::new(&pg_restore)
-        .arg("--list")
-        .arg(&dir.0)
-        .output()
+    let out = crate::child::output(crate::child::command(&pg_restore).arg("--list").arg(&dir.0))
         .map_err(|e| format!("cannot run pg_restore: {e}"))?;
     if !out.status.success() {
         return Err(format!(
@@ -666,13 +660,14 @@ fn io_message(e: &std::io::Error) -> String {
 /// Feed a custom-format dump to `pg_restore --list` and count its TABLE entries.
 fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, String> {
     let (pg_restore, _, _) = find_tool("pg_restore", None, server_major).map_err(|e| e.to_string())?;
-    let mut child = Command::new(&pg_restore)
-        .arg("--list")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run pg_restore: {e}"))?;
+    let mut child = crate::child::spawn(
+        crate::child::command(&pg_restore)
+            .arg("--list")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(|e| format!("cannot run pg_restore: {e}"))?;
     let stdout = child.stdout.take();
     let reader = std::thread::spawn(move || {
         let mut s = String::new();

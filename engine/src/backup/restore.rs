@@ -202,7 +202,7 @@ fn rewrite_roles(
 
 fn spawn(mut cmd: Command, what: &str) -> Result<Child, BackupError> {
     cmd.stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
-    cmd.spawn().map_err(|e| BackupError::Environment(format!("cannot run {what}: {e}")))
+    crate::child::spawn(&mut cmd).map_err(|e| BackupError::Environment(format!("cannot run {what}: {e}")))
 }
 
 fn tool_failed(tool: &str, status: std::process::ExitStatus, stderr: &str) -> BackupError {
@@ -361,7 +361,7 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
         let sql: Box<dyn Read + Send> = if content == Content::Plain {
             reader.take().ok_or_else(|| BackupError::Environment("no input".into()))?
         } else {
-            let mut cmd = Command::new(&pg_restore);
+            let mut cmd = crate::child::command(&pg_restore);
             cmd.args(&restore_args).args(["-f", "-"]);
             let feed = input_path.is_none();
             if let Some(p) = &input_path {
@@ -369,7 +369,8 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
             }
             cmd.stdin(if feed { Stdio::piped() } else { Stdio::null() });
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-            let mut child = cmd.spawn().map_err(|e| BackupError::Environment(format!("cannot run pg_restore: {e}")))?;
+            let mut child = crate::child::spawn(&mut cmd)
+                .map_err(|e| BackupError::Environment(format!("cannot run pg_restore: {e}")))?;
             abandon.pids.push(child.id());
             if feed {
                 let mut stdin = child.stdin.take().ok_or_else(|| BackupError::Environment("no stdin".into()))?;
@@ -384,7 +385,7 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
             producer = Some((child, err));
             Box::new(out)
         };
-        let mut cmd = Command::new(&psql);
+        let mut cmd = crate::child::command(&psql);
         cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-", "-d"]);
         cmd.arg(crate::pg::dbname_arg(&database));
         crate::pg::libpq_env(&mut cmd, &cfg, &database);
@@ -427,7 +428,7 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
         copied.map_err(|e| BackupError::Failed(format!("reading the backup: {}", super::io_message(&e))))?;
     } else {
         tool = "pg_restore".to_string();
-        let mut cmd = Command::new(&pg_restore);
+        let mut cmd = crate::child::command(&pg_restore);
         // The database as data: see `dbname_arg`.
         cmd.args(&restore_args).arg("-d").arg(crate::pg::dbname_arg(&database));
         if opts.jobs > 1 {

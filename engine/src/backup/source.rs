@@ -8,7 +8,7 @@
 
 use std::io::{self, Chain, Cursor, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Stdio};
 
 use serde::Serialize;
 
@@ -166,14 +166,14 @@ struct OpensslReader {
 
 impl OpensslReader {
     fn spawn(mut input: Peeked, pass: &str) -> Result<Self, String> {
-        let mut child = Command::new("openssl")
-            .args(["enc", "-d", "-aes-256-cbc", "-pbkdf2", "-pass", "env:PGDRILL_OPENSSL_PASS"])
+        let mut cmd = crate::child::command("openssl");
+        cmd.args(["enc", "-d", "-aes-256-cbc", "-pbkdf2", "-pass", "env:PGDRILL_OPENSSL_PASS"])
             // The passphrase goes through the environment of this one child, never argv.
             .env("PGDRILL_OPENSSL_PASS", pass)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+            .stderr(Stdio::piped());
+        let mut child = crate::child::spawn(&mut cmd)
             .map_err(|e| format!("cannot run openssl (needed for openssl-encrypted backups): {e}"))?;
         let mut stdin = child.stdin.take().ok_or("openssl has no stdin")?;
         let out = child.stdout.take().ok_or("openssl has no stdout")?;

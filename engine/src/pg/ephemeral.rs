@@ -183,9 +183,7 @@ fn default_major(docker: bool) -> u32 {
             return *m;
         }
     }
-    std::process::Command::new("pg_dump")
-        .arg("--version")
-        .output()
+    crate::child::output(crate::child::command("pg_dump").arg("--version"))
         .ok()
         .and_then(|o| native::parse_major(&String::from_utf8_lossy(&o.stdout)))
         .unwrap_or(17)

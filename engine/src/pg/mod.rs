@@ -282,9 +282,54 @@ pub fn dbname_arg(database: &str) -> String {
     format!("dbname='{}'", database.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// libpq environment variables that configure a connection without holding a secret.
+/// PGPASSWORD is not among them: a tool gets the password of its own connection only.
+const LIBPQ_SETTINGS: &[&str] = &[
+    "PGSSLMODE",
+    "PGSSLNEGOTIATION",
+    "PGREQUIRESSL",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGSSLROOTCERT",
+    "PGSSLCRL",
+    "PGSSLCRLDIR",
+    "PGSSLSNI",
+    "PGSSLCOMPRESSION",
+    "PGSSLCERTMODE",
+    "PGSSLMINPROTOCOLVERSION",
+    "PGSSLMAXPROTOCOLVERSION",
+    "PGGSSENCMODE",
+    "PGGSSDELEGATION",
+    "PGKRBSRVNAME",
+    "PGGSSLIB",
+    "KRB5CCNAME",
+    "PGREQUIREPEER",
+    "PGREQUIREAUTH",
+    "PGCHANNELBINDING",
+    "PGCONNECT_TIMEOUT",
+    "PGCLIENTENCODING",
+    "PGTARGETSESSIONATTRS",
+    "PGLOADBALANCEHOSTS",
+    "PGPASSFILE",
+    "PGSERVICEFILE",
+    "PGSYSCONFDIR",
+    "PGAPPNAME",
+    "PGDATESTYLE",
+    "PGTZ",
+];
+
 /// Point a libpq client tool (pg_dump, pg_restore, psql) at a server through its
 /// environment, never its argv, where the password would be visible in `ps`.
+///
+/// The command comes from `crate::child::command` with a clean environment; the user's libpq
+/// settings that are not secrets (TLS, timeouts, service and password file locations) are
+/// passed on, as the tools would have read them.
 pub fn libpq_env(cmd: &mut std::process::Command, cfg: &Config, database: &str) {
+    for (k, v) in std::env::vars_os() {
+        if k.to_str().is_some_and(|k| LIBPQ_SETTINGS.contains(&k)) {
+            cmd.env(k, v);
+        }
+    }
     for k in ["PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE", "PGOPTIONS"] {
         cmd.env_remove(k);
     }

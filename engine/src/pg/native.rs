@@ -132,7 +132,7 @@ impl NativeServer {
         run_as.own(&pwfile)?;
 
         let data = dir.join("data");
-        let mut initdb = run_as.command(&bin_dir.join("initdb"), false);
+        let mut initdb = run_as.command(&bin_dir.join("initdb"));
         initdb
             .arg("-D")
             .arg(&data)
@@ -141,7 +141,7 @@ impl NativeServer {
             .arg(format!("--pwfile={}", pwfile.display()))
             .args(["-A", "scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions"])
             .stdin(Stdio::null());
-        let out = tokio::task::block_in_place(|| initdb.output())
+        let out = tokio::task::block_in_place(|| crate::child::output(&mut initdb))
             .map_err(|e| ServerError::Environment(format!("cannot run initdb: {e}")))?;
         let _ = fs::remove_file(&pwfile);
         if !out.status.success() {
@@ -160,7 +160,7 @@ impl NativeServer {
             let log = fs::File::create(dir.join("server.log"))
                 .map_err(|e| ServerError::Environment(format!("creating server.log: {e}")))?;
             run_as.own(&dir.join("server.log"))?;
-            let mut cmd = run_as.command(&bin_dir.join("postgres"), true);
+            let mut cmd = run_as.command(&bin_dir.join("postgres"));
             cmd.arg("-D")
                 .arg(&data)
                 .arg("-p")
@@ -173,7 +173,8 @@ impl NativeServer {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(log));
-            let child = cmd.spawn().map_err(|e| ServerError::Environment(format!("cannot start postgres: {e}")))?;
+            let child = crate::child::spawn(&mut cmd)
+                .map_err(|e| ServerError::Environment(format!("cannot start postgres: {e}")))?;
             server.child = Some(child);
             match server.wait_ready(deadline).await {
                 Ok(version) => {
@@ -303,21 +304,21 @@ impl RunAs {
         Ok(())
     }
 
-    /// A command for `program`, dropping privileges if root and, for the long-running
-    /// server, asking the kernel to kill it if pgdrill dies.
-    fn command(&self, program: &Path, die_with_parent: bool) -> Command {
+    /// A command for `program` (through crate::child, so it dies with pgdrill), dropping
+    /// privileges if root.
+    fn command(&self, program: &Path) -> Command {
         let setpriv = Path::new("/usr/bin/setpriv");
         let mut args: Vec<String> = Vec::new();
         if let RunAs::User { uid, gid, .. } = self {
             args.extend([format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".into()]);
-        }
-        if die_with_parent {
+            // Changing the user clears the death signal crate::child armed, so setpriv
+            // arms it again after the switch.
             args.extend(["--pdeathsig".into(), "KILL".into()]);
         }
         if args.is_empty() || !setpriv.exists() {
-            return Command::new(program);
+            return crate::child::command(program);
         }
-        let mut c = Command::new(setpriv);
+        let mut c = crate::child::command(setpriv);
         c.args(args).arg("--").arg(program);
         c
     }
@@ -375,7 +376,7 @@ pub fn find_bin_dir(bin_dir: Option<&Path>, major: Option<u32>) -> Result<PathBu
         }
     }
     let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+    if let Ok(out) = crate::child::output(crate::child::command("pg_config").arg("--bindir")) {
         if out.status.success() {
             candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
         }
@@ -430,9 +431,7 @@ fn describe_available() -> String {
 
 /// The major version of the postgres binary in `dir`.
 pub fn binary_major(dir: &Path) -> Result<u32, ServerError> {
-    let out = Command::new(dir.join("postgres"))
-        .arg("--version")
-        .output()
+    let out = crate::child::output(crate::child::command(dir.join("postgres")).arg("--version"))
         .map_err(|e| ServerError::Environment(format!("cannot run {}/postgres: {e}", dir.display())))?;
     let text = String::from_utf8_lossy(&out.stdout);
     parse_major(&text)

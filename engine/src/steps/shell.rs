@@ -101,7 +101,7 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
             (None, Some(s)) => vec![w.shell.clone(), "-c".into(), s.clone()],
             (None, None) => unreachable_argv()?,
         };
-        let mut cmd = Command::new(&argv[0]);
+        let mut cmd = Command::from(crate::child::user_command(&argv[0], |v| ctx.redactor.holds_secret(v)));
         cmd.args(&argv[1..])
             .envs(&w.env)
             .stdin(if w.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -113,7 +113,8 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
         if let Some(dir) = &w.cwd {
             cmd.current_dir(ctx.resolve(dir));
         }
-        let mut child = cmd.spawn().map_err(|e| StepError::Environment(format!("cannot run `{}`: {e}", argv[0])))?;
+        let mut child = crate::child::spawn_async(&mut cmd)
+            .map_err(|e| StepError::Environment(format!("cannot run `{}`: {e}", argv[0])))?;
         let mut guard = GroupGuard(child.id().map(|p| Pid::from_raw(p as i32)));
 
         if let (Some(text), Some(mut stdin)) = (w.stdin.clone(), child.stdin.take()) {
