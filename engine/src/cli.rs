@@ -170,7 +170,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             Ok(ExitCode::Passed)
         }
         Command::Run { runbook, vars, junit, report, quiet, yes } => {
-            let rb = exec::load_runbook_ref(&runbook)?;
+            let rb = exec::load_checked(&runbook)?;
             let mut reporters: Vec<Box<dyn Reporter>> =
                 vec![Box::new(Terminal::new(!quiet && std::io::stdout().is_terminal()))];
             if let Some(p) = junit {
@@ -318,7 +318,7 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
     let mut all = runbook::Diagnostics::default();
     let mut other: Vec<String> = Vec::new();
     for f in files {
-        match exec::load_runbook_ref(f) {
+        match exec::load_checked(f) {
             Ok(rb) => println!("ok: {} ({}, {} steps)", rb.file, rb.name, rb.steps.len()),
             Err(Error::Runbook(d)) => all.0.extend(d.0),
             Err(e) => other.push(e.to_string()),

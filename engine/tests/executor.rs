@@ -426,3 +426,142 @@ fn process_running(cmdline_part: &str) -> bool {
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .any(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(cmdline_part))
 }
+
+/// fixtures/runbooks/nested-interrupt-parent.yaml in `mode`, logging to `log`.
+fn nested_interrupt(mode: &str, log: &std::path::Path, report: &std::path::Path) -> std::process::Command {
+    pgdrill(&[
+        "run",
+        "fixtures/runbooks/nested-interrupt-parent.yaml",
+        "--var",
+        &format!("log={}", log.display()),
+        "--var",
+        &format!("mode={mode}"),
+        "--report",
+        report.to_str().unwrap_or_default(),
+    ])
+}
+
+/// The child's rollback and `finally` ran, then the parent's, and the child's suite says how
+/// it ended.
+fn assert_child_wound_down_first(log: &std::path::Path, report: &std::path::Path, child_outcome: &str) {
+    let ran = std::fs::read_to_string(log).unwrap_or_default();
+    assert_eq!(
+        ran.lines().collect::<Vec<_>>(),
+        ["parent_before", "one", "undo_one", "child_finally", "undo_parent_before", "parent_finally"],
+        "{ran}"
+    );
+    let rec = read_json(&report.join("run.json"));
+    assert_eq!(rec["suites"][1]["name"], "nested-interrupt-child");
+    assert_eq!(rec["suites"][1]["outcome"], child_outcome, "{}", rec["suites"][1]);
+    let child = steps_of(&rec, 1);
+    assert!(child.contains(&("undo_one".into(), "rollback".into(), "passed".into())), "{child:?}");
+    assert!(child.contains(&("child_finally".into(), "finally".into(), "passed".into())), "{child:?}");
+}
+
+#[test]
+fn sigint_during_a_nested_runbook_runs_the_childs_rollbacks_and_finally_before_the_parents() {
+    let t = tmp();
+    let (log, report) = (t.path().join("log"), t.path().join("r"));
+    let mut child = nested_interrupt("signal", &log, &report).stdout(Stdio::null()).spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("one") {
+        assert!(Instant::now() < deadline, "the child's first step never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .expect("signal");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+    assert_child_wound_down_first(&log, &report, "interrupted");
+    let rec = read_json(&report.join("run.json"));
+    let nest = rec["suites"][0]["steps"].as_array().and_then(|a| a.iter().find(|s| s["label"] == "nest").cloned());
+    let nest = nest.unwrap_or_default();
+    assert_eq!(nest["error_kind"], "interrupted", "{nest}");
+    let wait = &rec["suites"][1]["steps"][1];
+    assert!(wait["message"].as_str().unwrap_or_default().contains("interrupted by SIGINT"), "{wait}");
+}
+
+#[test]
+fn a_nested_runbook_past_its_steps_timeout_runs_its_rollbacks_and_finally_before_the_parents() {
+    let t = tmp();
+    let (log, report) = (t.path().join("log"), t.path().join("r"));
+    let out = nested_interrupt("timeout", &log, &report).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert_child_wound_down_first(&log, &report, "interrupted");
+    let rec = read_json(&report.join("run.json"));
+    let timed = rec["suites"][0]["steps"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["label"] == "nest_timed").cloned())
+        .unwrap_or_default();
+    assert_eq!(timed["outcome"], "timed_out", "{timed}");
+    let wait = &rec["suites"][1]["steps"][1];
+    assert!(wait["message"].as_str().unwrap_or_default().contains("the timeout of step `nest_timed`"), "{wait}");
+}
+
+#[test]
+fn a_failing_sibling_of_a_nested_runbook_lets_the_child_roll_back_and_finish_first() {
+    let t = tmp();
+    let (log, report) = (t.path().join("log"), t.path().join("r"));
+    let out = nested_interrupt("sibling", &log, &report).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert_child_wound_down_first(&log, &report, "interrupted");
+    let rec = read_json(&report.join("run.json"));
+    let beside = rec["suites"][0]["steps"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["label"] == "nest_beside").cloned())
+        .unwrap_or_default();
+    assert_eq!(beside["outcome"], "skipped", "{beside}");
+    assert!(beside["message"].as_str().unwrap_or_default().contains("step `failing` failed"), "{beside}");
+}
+
+#[test]
+fn a_runbook_nesting_itself_through_a_template_stops_at_the_limit_and_every_level_unwinds() {
+    let t = tmp();
+    let log = t.path().join("log");
+    let out =
+        run(&["run", "fixtures/runbooks/nests-itself-templated.yaml", "--var", &format!("log={}", log.display())]);
+    // Invalid input, not a crash (a stack overflow aborted with 134 and ran nothing after).
+    assert_eq!(out.status.code(), Some(2), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("runbooks nest deeper than 16 levels"), "{}", text(&out.stdout));
+    let ran = std::fs::read_to_string(&log).unwrap_or_default();
+    for what in ["level", "undo", "finally"] {
+        assert_eq!(ran.lines().filter(|l| *l == what).count(), 16, "{what} at every level:\n{ran}");
+    }
+}
+
+#[test]
+fn a_runbook_that_nests_itself_is_refused_by_run_before_anything_runs() {
+    let out = run(&["run", "fixtures/invalid/nests-cycle-b.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("runbook `nests-cycle-b` nests itself"), "{err}");
+    assert!(
+        err.contains("fixtures/invalid/nests-cycle-b.yaml:5:19 -> fixtures/invalid/nests-cycle-a.yaml:10:13"),
+        "{err}"
+    );
+    assert!(!text(&out.stdout).contains("runbook nests-cycle"), "nothing ran: {}", text(&out.stdout));
+}
+
+#[test]
+fn deeply_nested_yaml_is_rejected_as_invalid_without_parsing_it() {
+    // 200 KB each: flow brackets, compact block sequences, and indentation.
+    let t = tmp();
+    let cases = [
+        ("flow", format!("name: x\nsteps: {}{}\n", "[".repeat(100_000), "]".repeat(100_000))),
+        ("block", format!("name: x\nsteps:\n{}x\n", "- ".repeat(100_000))),
+        (
+            "indent",
+            format!("name: x\nsteps:\n{}", (0..600).map(|i| format!("{}a:\n", " ".repeat(i))).collect::<String>()),
+        ),
+    ];
+    for (what, yaml) in cases {
+        let f = t.path().join(format!("{what}.yaml"));
+        std::fs::write(&f, yaml).expect("write");
+        let out = run(&["validate", f.to_str().unwrap_or_default()]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        assert!(err.contains("YAML nested deeper than 64 levels"), "{what}: {err}");
+        assert!(err.len() < 2000, "{what}: the diagnostic shows a window of the line, not all of it");
+    }
+}

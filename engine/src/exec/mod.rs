@@ -92,6 +92,35 @@ fn redact_event(r: &Redactor, e: &mut Event) {
     }
 }
 
+/// What stops a suite's running steps, and how to say why: the run's signal at the top; for
+/// a nested runbook, also the timeout of the step that runs it or the failure of a sibling
+/// of that step. The nested suite sees them all as one token, so it stops its own step and
+/// runs its own rollbacks and `finally` before the parent's.
+#[derive(Clone)]
+struct Cancel {
+    token: CancellationToken,
+    why: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+impl Cancel {
+    fn reason(&self) -> String {
+        (self.why)()
+    }
+}
+
+/// What a suite inherits from the step that started it.
+#[derive(Clone)]
+struct SuiteCtx {
+    cancel: Cancel,
+    /// Files of the runbooks that nest this one, outermost first, this one last.
+    chain: Vec<String>,
+}
+
+/// How deep runbooks may nest. A runbook that nests itself through a templated path (which
+/// `validate` cannot follow) stops here with an error, so its rollbacks and `finally` run
+/// instead of the process overflowing its stack.
+pub const MAX_NESTING: usize = 16;
+
 /// How a runbook run ended.
 #[derive(Debug, Clone)]
 pub struct SuiteResult {
@@ -116,6 +145,7 @@ pub struct Executor {
 }
 
 struct Scope {
+    cx: SuiteCtx,
     resources: Resources,
     vars: Map<String, Json>,
     env: Map<String, Json>,
@@ -194,12 +224,29 @@ impl Executor {
         given: &Map<String, Json>,
         parent: Option<usize>,
     ) -> Result<SuiteResult, Error> {
+        let cause = self.cause.clone();
+        let why = move || cause.lock().ok().and_then(|c| c.clone()).unwrap_or_else(|| "a signal".into());
+        let cx = SuiteCtx {
+            cancel: Cancel { token: self.cancel.clone(), why: Arc::new(why) },
+            chain: vec![rb.file.clone()],
+        };
+        self.run_suite(rb, overrides, given, parent, cx).await
+    }
+
+    async fn run_suite(
+        &self,
+        rb: &Runbook,
+        overrides: &serde_yaml::Mapping,
+        given: &Map<String, Json>,
+        parent: Option<usize>,
+        cx: SuiteCtx,
+    ) -> Result<SuiteResult, Error> {
         let env: Map<String, Json> = std::env::vars().map(|(k, v)| (k, Json::String(v))).collect();
         let secrets = self.load_secrets(rb, given)?;
         let vars = resolve_vars(rb, overrides, &env)?;
         let run = json!({ "status": "running", "message": null, "elapsed_s": 0 });
         let run = run.as_object().cloned().unwrap_or_default();
-        let mut scope = Scope { resources: Resources::default(), vars, env, secrets, steps: Map::new(), run };
+        let mut scope = Scope { cx, resources: Resources::default(), vars, env, secrets, steps: Map::new(), run };
 
         let suite = self.next_suite.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
@@ -226,8 +273,8 @@ impl Executor {
                 None => &rb.steps[next..=next],
             };
             next += batch.len();
-            if stop.is_none() && self.cancel.is_cancelled() {
-                not_run_reason = format!("interrupted by {}", self.cause_name());
+            if stop.is_none() && scope.cx.cancel.token.is_cancelled() {
+                not_run_reason = format!("interrupted by {}", scope.cx.cancel.reason());
                 stop = Some((ExitCode::Interrupted, not_run_reason.clone()));
             }
             if stop.is_some() {
@@ -353,10 +400,6 @@ impl Executor {
         Ok(SuiteResult { outcome, exit, message, outputs: scope.steps })
     }
 
-    fn cause_name(&self) -> String {
-        self.cause.lock().ok().and_then(|c| c.clone()).unwrap_or_else(|| "a signal".into())
-    }
-
     fn load_secrets(&self, rb: &Runbook, given: &Map<String, Json>) -> Result<Map<String, Json>, Error> {
         let mut out = Map::new();
         for (name, src) in &rb.secrets {
@@ -445,7 +488,8 @@ impl Executor {
         phase: Phase,
         cancellable: bool,
     ) -> StepRecord {
-        let cancel = if cancellable { Some(Stopper::new(self.cancel.clone())) } else { None };
+        let cancel =
+            if cancellable { Some(Stopper::new(scope.cx.cancel.token.clone(), &scope.cx.cancel)) } else { None };
         let rec = self.execute(suite, rb, scope, step, phase, cancel.as_ref()).await;
         store_outputs(scope, step, &rec);
         rec
@@ -455,7 +499,7 @@ impl Executor {
     /// siblings still running (reported as skipped, never passed), as a failure in a
     /// sequence stops the steps after it; a signal cancels them all as usual.
     async fn run_group(&self, suite: usize, rb: &Runbook, scope: &mut Scope, batch: &[StepDef]) -> Vec<StepRecord> {
-        let stopper = Stopper::new(self.cancel.child_token());
+        let stopper = Stopper::new(scope.cx.cancel.token.child_token(), &scope.cx.cancel);
         let shared: &Scope = scope;
         let runs = batch.iter().map(|step| {
             let stopper = &stopper;
@@ -537,6 +581,72 @@ impl Executor {
         rec
     }
 
+    /// One attempt of a step that stops itself when told to (a nested runbook): its timeout
+    /// and the suite's cancellation cancel the token it is given, and the attempt is awaited
+    /// to its end, so the nested runbook's rollbacks and `finally` run before the parent's.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt_to_the_end(
+        &self,
+        scope: &Scope,
+        step: &StepDef,
+        label: &str,
+        step_ctx: &StepCtx,
+        rendered: &Yaml,
+        kind: &steps::StepKind,
+        stopper: Option<&Stopper>,
+    ) -> Ended {
+        // Rollbacks and `finally` (no stopper) are not stopped by a signal, only by their timeout.
+        let token = match stopper {
+            Some(st) => st.token.child_token(),
+            None => CancellationToken::new(),
+        };
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let why = {
+            let timed_out = timed_out.clone();
+            let sibling = stopper.map(|st| (st.why.clone(), st.suite.clone()));
+            let suite = scope.cx.cancel.clone();
+            let label = label.to_string();
+            let t = step.timeout.map(humantime::format_duration).map(|d| d.to_string()).unwrap_or_default();
+            move || {
+                if timed_out.load(Ordering::SeqCst) {
+                    return format!("the timeout of step `{label}` ({t}) in the runbook that nests this one");
+                }
+                if let Some((why, suite)) = &sibling {
+                    if let Some(w) = why.lock().ok().and_then(|w| w.clone()).filter(|_| !suite.token.is_cancelled()) {
+                        return format!("{w} (beside step `{label}` in the runbook that nests this one)");
+                    }
+                }
+                suite.reason()
+            }
+        };
+        let handle = NestedHandle {
+            exec: self.me.clone(),
+            cx: SuiteCtx { cancel: Cancel { token: token.clone(), why: Arc::new(why) }, chain: scope.cx.chain.clone() },
+        };
+        let mut ctx = step_ctx.clone();
+        ctx.cancel = token.clone();
+        ctx.nested = Arc::new(handle);
+        let timer = step.timeout.map(|t| {
+            let (timed_out, token) = (timed_out.clone(), token.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(t).await;
+                timed_out.store(true, Ordering::SeqCst);
+                token.cancel();
+            })
+        });
+        let r = (kind.run)(ctx, rendered.clone()).await;
+        if let Some(t) = timer {
+            t.abort();
+        }
+        if timed_out.load(Ordering::SeqCst) {
+            return Ended::TimedOut(step.timeout.unwrap_or_default());
+        }
+        if token.is_cancelled() {
+            return Ended::Interrupted;
+        }
+        Ended::Done(r)
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn attempts(
         &self,
@@ -594,16 +704,64 @@ impl Executor {
             kept: kept.clone(),
             redactor: self.redactor.clone(),
             resources: scope.resources.clone(),
-            nested: match self.me.upgrade() {
-                Some(me) => me,
-                None => return Err((Outcome::Errored, ErrorKind::Environment, "executor is gone".into())),
-            },
+            nested: Arc::new(NestedHandle { exec: self.me.clone(), cx: scope.cx.clone() }),
         };
 
+        // A nested runbook is never dropped half-way: it is told to stop and finishes its own
+        // rollbacks and `finally` first (a dropped future would skip them).
+        let finishes_itself = kind.name == steps::nested::RUNBOOK.name;
         let total = step.retry.count + 1;
         let mut delay = step.retry.delay;
         for attempt in 1..=total {
             rec.attempts = attempt;
+            if finishes_itself {
+                let ended = self.attempt_to_the_end(scope, step, label, &step_ctx, &rendered, kind, stopper).await;
+                let (outcome, kind, msg, retryable) = match ended {
+                    Ended::Done(Ok(o)) => return Ok(Attempted::Ran(o)),
+                    Ended::Done(Err(StepError::Skipped(m))) => return Ok(Attempted::Skipped(m)),
+                    Ended::Done(Err(e)) => {
+                        let (outcome, kind) = error_class(&e);
+                        (outcome, kind, e.message().to_string(), !matches!(e, StepError::Invalid(_)))
+                    }
+                    Ended::TimedOut(t) => (
+                        Outcome::TimedOut,
+                        ErrorKind::Failed,
+                        format!(
+                            "timed out after {}; what it started was stopped and rolled back",
+                            humantime::format_duration(t)
+                        ),
+                        true,
+                    ),
+                    Ended::Interrupted => match stopper.and_then(Stopper::by_sibling) {
+                        Some(why) => {
+                            return Ok(Attempted::Skipped(format!(
+                                "cancelled because {why}; what it started was stopped and rolled back"
+                            )))
+                        }
+                        None => (
+                            Outcome::Errored,
+                            ErrorKind::Interrupted,
+                            format!("interrupted by {}", scope.cx.cancel.reason()),
+                            false,
+                        ),
+                    },
+                };
+                if !retryable || attempt == total {
+                    let msg = if total > 1 && retryable { format!("{msg} (after {total} attempts)") } else { msg };
+                    return Err((outcome, kind, msg));
+                }
+                self.sink.emit(Event::StepRetrying {
+                    suite,
+                    label: label.to_string(),
+                    attempt,
+                    attempts: total,
+                    message: msg,
+                    delay,
+                });
+                tokio::time::sleep(delay).await;
+                delay = delay.mul_f64(step.retry.backoff);
+                continue;
+            }
             let fut = (kind.run)(step_ctx.clone(), rendered.clone());
             let timed = async {
                 match step.timeout {
@@ -638,15 +796,13 @@ impl Executor {
                     format!("timed out after {}", humantime::format_duration(t)),
                     true,
                 ),
-                Ended::Interrupted => match stopper.and_then(Stopper::sibling_failure) {
+                Ended::Interrupted => match stopper.and_then(Stopper::by_sibling) {
                     // Not a signal: a step of the same `parallel` group failed.
-                    Some(why) if !self.cancel.is_cancelled() => {
-                        return Ok(Attempted::Skipped(format!("cancelled because {why}")))
-                    }
-                    _ => (
+                    Some(why) => return Ok(Attempted::Skipped(format!("cancelled because {why}"))),
+                    None => (
                         Outcome::Errored,
                         ErrorKind::Interrupted,
-                        format!("interrupted by {}", self.cause_name()),
+                        format!("interrupted by {}", scope.cx.cancel.reason()),
                         false,
                     ),
                 },
@@ -674,13 +830,13 @@ impl Executor {
                 }
             };
             if interrupted {
-                if let Some(why) = stopper.and_then(Stopper::sibling_failure).filter(|_| !self.cancel.is_cancelled()) {
+                if let Some(why) = stopper.and_then(Stopper::by_sibling) {
                     return Ok(Attempted::Skipped(format!("cancelled while waiting to retry because {why}")));
                 }
                 return Err((
                     Outcome::Errored,
                     ErrorKind::Interrupted,
-                    format!("interrupted by {} while waiting to retry", self.cause_name()),
+                    format!("interrupted by {} while waiting to retry", scope.cx.cancel.reason()),
                 ));
             }
             delay = delay.mul_f64(step.retry.backoff);
@@ -689,21 +845,28 @@ impl Executor {
     }
 }
 
-/// What can cut a running step short: the run's signal token, or for a step of a
-/// `parallel` group a child of it that a failing sibling also cancels.
+/// What can cut a running step short: the suite's token, or for a step of a `parallel`
+/// group a child of it that a failing sibling also cancels.
 struct Stopper {
     token: CancellationToken,
     /// Which sibling failed, once one has.
-    why: Mutex<Option<String>>,
+    why: Arc<Mutex<Option<String>>>,
+    /// The suite's own cancellation (a signal, or what stopped the parent's step).
+    suite: Cancel,
 }
 
 impl Stopper {
-    fn new(token: CancellationToken) -> Self {
-        Stopper { token, why: Mutex::new(None) }
+    fn new(token: CancellationToken, suite: &Cancel) -> Self {
+        Stopper { token, why: Arc::new(Mutex::new(None)), suite: suite.clone() }
     }
 
     fn sibling_failure(&self) -> Option<String> {
         self.why.lock().ok().and_then(|w| w.clone())
+    }
+
+    /// A sibling's failure, not the suite's own cancellation, stopped the step.
+    fn by_sibling(&self) -> Option<String> {
+        self.sibling_failure().filter(|_| !self.suite.token.is_cancelled())
     }
 }
 
@@ -817,7 +980,14 @@ fn describe_yaml(v: Option<&Yaml>) -> &'static str {
     }
 }
 
-impl NestedRunner for Executor {
+/// What a `runbook` step runs its runbook with: the executor, and what the nested suite
+/// inherits (the cancellation that reaches it, the chain of files that nest it).
+struct NestedHandle {
+    exec: Weak<Executor>,
+    cx: SuiteCtx,
+}
+
+impl NestedRunner for NestedHandle {
     fn run_nested(
         &self,
         ctx: StepCtx,
@@ -825,12 +995,26 @@ impl NestedRunner for Executor {
         vars: serde_yaml::Mapping,
         secrets: Map<String, Json>,
     ) -> steps::BoxFuture<'static, Result<Outputs, StepError>> {
-        let me = self.me.upgrade();
+        let me = self.exec.upgrade();
+        let mut cx = self.cx.clone();
         Box::pin(async move {
             let me = me.ok_or_else(|| StepError::Environment("executor is gone".into()))?;
             let rb = load_runbook_ref(&path).map_err(|e| StepError::Invalid(e.to_string()))?;
+            if cx.chain.len() >= MAX_NESTING {
+                let mut files: Vec<&str> = Vec::new();
+                for f in cx.chain.iter().chain(std::iter::once(&rb.file)) {
+                    if !files.contains(&f.as_str()) {
+                        files.push(f);
+                    }
+                }
+                return Err(StepError::Invalid(format!(
+                    "runbooks nest deeper than {MAX_NESTING} levels (through {}): a runbook that nests itself never ends",
+                    files.join(", ")
+                )));
+            }
+            cx.chain.push(rb.file.clone());
             let res =
-                me.run_with_secrets(&rb, &vars, &secrets, Some(ctx.suite)).await.map_err(|e| match e.exit_code() {
+                me.run_suite(&rb, &vars, &secrets, Some(ctx.suite), cx).await.map_err(|e| match e.exit_code() {
                     ExitCode::Invalid => StepError::Invalid(e.to_string()),
                     _ => StepError::Environment(e.to_string()),
                 })?;
@@ -846,6 +1030,15 @@ impl NestedRunner for Executor {
                 ExitCode::Failed | ExitCode::Interrupted => Err(StepError::Failed(msg())),
             }
         })
+    }
+}
+
+/// The outcome and error class of a step error (not `Skipped`, which is no error).
+fn error_class(e: &StepError) -> (Outcome, ErrorKind) {
+    match e {
+        StepError::Failed(_) | StepError::Skipped(_) => (Outcome::Failed, ErrorKind::Failed),
+        StepError::Environment(_) => (Outcome::Errored, ErrorKind::Environment),
+        StepError::Invalid(_) => (Outcome::Errored, ErrorKind::Invalid),
     }
 }
 
@@ -868,6 +1061,72 @@ pub fn load_runbook_ref(path: &Path) -> Result<Runbook, Error> {
             )))
         }
     }
+}
+
+/// A runbook to run or validate: loaded, and its nesting followed through every `runbook`
+/// step whose path is written out (not templated), so a runbook that nests itself, directly
+/// or through others, is invalid input before anything runs.
+pub fn load_checked(path: &Path) -> Result<Runbook, Error> {
+    let rb = load_runbook_ref(path)?;
+    let mut chain = Vec::new();
+    if let Some(cycle) = nesting_cycle(&rb, &mut chain, &mut Vec::new()) {
+        let hops: Vec<&str> = cycle.hops.iter().map(|(at, _)| at.as_str()).collect();
+        let d =
+            rb.diagnostic_at(&cycle.root_step, format!("runbook `{}` nests itself", rb.name)).with_help(Some(format!(
+                "{} -> {}: a runbook that nests itself never ends; remove the step that closes the cycle",
+                hops.join(" -> "),
+                cycle.closes
+            )));
+        let mut all = runbook::Diagnostics::default();
+        all.push(d);
+        return Err(Error::Runbook(all));
+    }
+    Ok(rb)
+}
+
+/// A nesting cycle: every hop as (`file:line:col` of the `path:` that nests, key of the
+/// nesting file), the file that closes it, and the step of the outermost runbook it starts at.
+struct Cycle {
+    hops: Vec<(String, String)>,
+    closes: String,
+    root_step: String,
+}
+
+/// How a nested runbook's file is known: its canonical path, or its name for a shipped one.
+fn nesting_key(rb: &Runbook) -> String {
+    std::fs::canonicalize(&rb.file).map(|p| p.display().to_string()).unwrap_or_else(|_| rb.file.clone())
+}
+
+/// Depth-first over the written-out nestings of `rb`; `chain` holds the hops above it (see
+/// [`Cycle`]), `done` the runbooks already followed to the end.
+fn nesting_cycle(rb: &Runbook, chain: &mut Vec<(String, String, String)>, done: &mut Vec<String>) -> Option<Cycle> {
+    let key = nesting_key(rb);
+    if done.contains(&key) || chain.len() > MAX_NESTING {
+        return None;
+    }
+    for step in rb.all_steps().filter(|s| s.uses == steps::nested::RUNBOOK.name) {
+        let Some(p) = step.with.get("path").and_then(Yaml::as_str).filter(|p| !p.contains("{{")) else { continue };
+        let full = if Path::new(p).is_absolute() { PathBuf::from(p) } else { rb.base_dir.join(p) };
+        // A nested file that does not load is reported when it runs (or by its own validate).
+        let Ok(child) = load_runbook_ref(&full) else { continue };
+        let at = format!("{}.with.path", step.path);
+        chain.push((rb.location(&at), key.clone(), at));
+        let child_key = nesting_key(&child);
+        let found = match chain.iter().position(|(_, k, _)| *k == child_key) {
+            Some(start) => Some(Cycle {
+                hops: chain[start..].iter().map(|(loc, k, _)| (loc.clone(), k.clone())).collect(),
+                closes: child.file.clone(),
+                root_step: chain.first().map(|(_, _, at)| at.clone()).unwrap_or_default(),
+            }),
+            None => nesting_cycle(&child, chain, done),
+        };
+        chain.pop();
+        if found.is_some() {
+            return found;
+        }
+    }
+    done.push(key);
+    None
 }
 
 /// `--var k=v` pairs as a mapping of strings.

@@ -34,7 +34,8 @@ impl fmt::Display for Diagnostic {
         let pad = " ".repeat(line_no.len());
         writeln!(f, "{pad}--> {}:{}:{}", self.file, self.pos.line, self.pos.col)?;
         if let Some(src) = &self.source_line {
-            let col = self.pos.col.max(1);
+            let (src, col) = window(src, self.pos.col.max(1));
+            let src = &src;
             let rest: String = src.chars().skip(col - 1).collect();
             // Underline the token at the position: up to whitespace or YAML punctuation.
             let width =
@@ -48,6 +49,29 @@ impl fmt::Display for Diagnostic {
         }
         Ok(())
     }
+}
+
+/// A long source line cut to the part around `col` (a 200 KB line must not fill the
+/// terminal); returns the text to show and the column within it.
+fn window(src: &str, col: usize) -> (String, usize) {
+    const SIDE: usize = 60;
+    let len = src.chars().count();
+    if len <= 2 * SIDE + 20 {
+        return (src.to_string(), col);
+    }
+    let start = col.saturating_sub(SIDE + 1);
+    let end = (col + SIDE).min(len);
+    let mut out = String::new();
+    let mut col_in = col - start;
+    if start > 0 {
+        out.push_str("...");
+        col_in += 3;
+    }
+    out.extend(src.chars().skip(start).take(end - start));
+    if end < len {
+        out.push_str("...");
+    }
+    (out, col_in)
 }
 
 /// All problems found in one or more files.

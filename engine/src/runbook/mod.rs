@@ -38,6 +38,27 @@ pub struct Runbook {
     pub file: String,
     /// Directory that relative paths in the runbook resolve against.
     pub base_dir: PathBuf,
+    /// The text it was parsed from, for diagnostics found after parsing (a nesting cycle).
+    pub source: std::sync::Arc<str>,
+}
+
+impl Runbook {
+    /// Every step, with the rollbacks and `finally` steps.
+    pub fn all_steps(&self) -> impl Iterator<Item = &StepDef> {
+        self.steps.iter().flat_map(|s| std::iter::once(s).chain(s.rollback.iter())).chain(self.finally.iter())
+    }
+
+    /// A diagnostic at the value of `path` (a key path such as `steps[1].with.path`).
+    pub fn diagnostic_at(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        let pos = SpanIndex::build(&self.source).value(path);
+        Diagnostic::new(&self.file, &self.source, pos, message)
+    }
+
+    /// Where the value of `path` is, as `file:line:col`.
+    pub fn location(&self, path: &str) -> String {
+        let pos = SpanIndex::build(&self.source).value(path);
+        format!("{}:{}:{}", self.file, pos.line, pos.col)
+    }
 }
 
 /// Where a declared secret's value comes from.
@@ -184,8 +205,19 @@ pub fn load(path: &Path) -> Result<Runbook, crate::Error> {
     parse(&path.display().to_string(), &text, base).map_err(crate::Error::Runbook)
 }
 
+/// How deep mappings and sequences may nest in a runbook file. Real runbooks use under ten
+/// levels (a `with:` block of a step in a `parallel` group is six).
+pub const MAX_YAML_DEPTH: usize = 64;
+
 /// Parse and check runbook text.
 pub fn parse(file: &str, text: &str, base_dir: PathBuf) -> Result<Runbook, Diagnostics> {
+    // Before anything else: a deeply nested file is rejected in time linear in its size.
+    if let Some(pos) = SpanIndex::too_deep(text, MAX_YAML_DEPTH) {
+        let d = Diagnostic::new(file, text, pos, format!("YAML nested deeper than {MAX_YAML_DEPTH} levels"));
+        let mut diags = Diagnostics::default();
+        diags.push(d.with_help(Some("a runbook needs a handful of levels; this file is not a runbook".into())));
+        return Err(diags);
+    }
     let spans = SpanIndex::build(text);
     let mut cx = Checker { file, text, spans: &spans, diags: Diagnostics::default() };
 
@@ -289,6 +321,7 @@ impl Checker<'_> {
             finally,
             file: self.file.to_string(),
             base_dir,
+            source: self.text.into(),
         };
         self.check_references(&rb);
         rb

@@ -36,6 +36,33 @@ impl SpanIndex {
         walker.index
     }
 
+    /// Where `text` first nests collections deeper than `max`, found in one linear pass over
+    /// the event stream before anything builds paths or trees (each of which costs the
+    /// depth again per node, so a deep file would take quadratic time to reject). `None`
+    /// when it does not, or on a syntax error (reported by the real parse).
+    pub fn too_deep(text: &str, max: usize) -> Option<Pos> {
+        // Both YAML parsers scan flow collections (`[[[[...`) in time quadratic in their
+        // depth before yielding the first event, so flow depth is bounded lexically first.
+        if let Some(p) = flow_too_deep(text, max) {
+            return Some(p);
+        }
+        let mut parser = Parser::new_from_str(text);
+        let mut depth = 0usize;
+        loop {
+            match parser.next_token() {
+                Ok((Event::MappingStart(..) | Event::SequenceStart(..), mark)) => {
+                    depth += 1;
+                    if depth > max {
+                        return Some(pos(&mark));
+                    }
+                }
+                Ok((Event::MappingEnd | Event::SequenceEnd, _)) => depth = depth.saturating_sub(1),
+                Ok((Event::StreamEnd, _)) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
     /// Position of the value at `path`, or of its closest indexed ancestor.
     pub fn value(&self, path: &str) -> Pos {
         self.lookup(&self.values, path)
@@ -61,6 +88,79 @@ impl SpanIndex {
             }
         }
     }
+}
+
+/// Where `[` and `{` nest deeper than `max`, read lexically in one pass: brackets inside
+/// quoted scalars, comments and block scalars do not count; a bracket inside a plain scalar
+/// may (which only ever makes the bound stricter).
+fn flow_too_deep(text: &str, max: usize) -> Option<Pos> {
+    #[derive(PartialEq)]
+    enum In {
+        Plain,
+        Single,
+        Double,
+    }
+    let mut state = In::Plain;
+    let mut depth = 0usize;
+    // Indentation of the line that opened a block scalar (`key: |`), while inside it.
+    let mut block_parent: Option<usize> = None;
+    for (n, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if let Some(parent) = block_parent {
+            if line.trim().is_empty() || indent > parent {
+                continue;
+            }
+            block_parent = None;
+        }
+        let mut prev = ' ';
+        let mut chars = line.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match state {
+                In::Single => {
+                    if c == '\'' {
+                        if chars.peek().is_some_and(|(_, n)| *n == '\'') {
+                            chars.next();
+                        } else {
+                            state = In::Plain;
+                        }
+                    }
+                }
+                In::Double => match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '"' => state = In::Plain,
+                    _ => {}
+                },
+                In::Plain => {
+                    let at_start = prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':');
+                    match c {
+                        '#' if prev.is_whitespace() => break,
+                        '\'' if at_start => state = In::Single,
+                        '"' if at_start => state = In::Double,
+                        '[' | '{' => {
+                            depth += 1;
+                            if depth > max {
+                                return Some(Pos { line: n + 1, col: line[..i].chars().count() + 1 });
+                            }
+                        }
+                        ']' | '}' => depth = depth.saturating_sub(1),
+                        _ => {}
+                    }
+                }
+            }
+            prev = c;
+        }
+        // `key: |`, `- >-`: the lines after it, indented deeper, are text.
+        if state == In::Plain && depth == 0 {
+            let t = line.split(" #").next().unwrap_or_default().trim_end();
+            let indicator = t.rsplit(' ').next().unwrap_or_default();
+            if indicator.starts_with(['|', '>']) && indicator.len() <= 3 {
+                block_parent = Some(indent);
+            }
+        }
+    }
+    None
 }
 
 /// `steps[2].with.x` -> `steps[2].with` -> `steps[2]` -> `steps` -> ``.

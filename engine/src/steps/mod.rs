@@ -12,7 +12,7 @@ mod drill;
 mod ephemeral;
 mod http;
 mod journal;
-mod nested;
+pub(crate) mod nested;
 mod retention;
 mod shell;
 mod sleep;
