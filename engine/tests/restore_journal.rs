@@ -1,0 +1,357 @@
+//! The operator restore's journal and lock on a real PostgreSQL 15: pgdrill killed with
+//! SIGKILL at four phases, then a new run that finds the journal and refuses, and both ways
+//! out (`recover=rollback` gives back the original, `recover=forward` the backup); two
+//! restores of one database (the second refused, naming the first); a backend that does not
+//! die during terminate (connections allowed again afterwards); the server stopped during
+//! the restore (said plainly, then `recover=rollback` once it is back).
+//!
+//! Each phase is reached by something the test holds on the server, never by timing: a
+//! stopped backend (terminate waits), a lock on template0 (CREATE DATABASE waits), pg_restore
+//! seen running, and a lock on a restored table (the fingerprint compare waits).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{pgdrill, text};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use pgdrill::pg::ephemeral::Ephemeral;
+use pgdrill::pg::fingerprint::{self, Fingerprint, Mode};
+use serde_json::Value;
+
+const KEY: &str = "journal-test passphrase";
+
+/// A server with database `shop` backed up into `storage`, then changed (so the original
+/// and the backup differ). `zz_last` has no index, constraint or grant: once its rows are
+/// in, pg_restore does not touch it again. Returns the backup's fingerprint.
+async fn shop(storage: &Path, bulk_rows: u32) -> Option<(Ephemeral, Fingerprint)> {
+    let s = common::native_server("postgres").await?;
+    common::exec(&s.url_for("postgres"), "create role app_owner login").await;
+    common::exec(&s.url_for("postgres"), "create database shop owner app_owner").await;
+    common::exec(
+        &s.url_for("shop"),
+        &format!(
+            "create table customers (id serial primary key, name text not null);
+             insert into customers (name) select 'c' || g from generate_series(1, 300) g;
+             alter table customers owner to app_owner;
+             create table bulk (id int, payload text);
+             insert into bulk select g, repeat(md5(g::text), 8) from generate_series(1, {bulk_rows}) g;
+             create index bulk_id on bulk (id);
+             create table zz_last (n int);
+             insert into zz_last select generate_series(1, 1000);"
+        ),
+    )
+    .await;
+    let backup = common::backup_to(&s.url_for("shop"), storage, KEY, "shop");
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}.manifest.json", backup.display())).expect("manifest"),
+    )
+    .expect("json");
+    let expected: Fingerprint = serde_json::from_value(manifest["fingerprint"].clone()).expect("fingerprint");
+    common::exec(&s.url_for("shop"), "insert into customers (name) values ('newer than the backup')").await;
+    Some((s, expected))
+}
+
+fn args(s: &Ephemeral, storage: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a = vec![
+        "run".to_string(),
+        "restore".into(),
+        "--yes".into(),
+        "--var".into(),
+        format!("database_url={}", s.url_for("postgres")),
+        "--var".into(),
+        format!("storage={}", storage.display()),
+        "--var".into(),
+        "database=shop".into(),
+    ];
+    for e in extra {
+        a.push("--var".into());
+        a.push(e.to_string());
+    }
+    a
+}
+
+fn restore(s: &Ephemeral, storage: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let a = args(s, storage, extra);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let out: Output = pgdrill(&a).env("PGDRILL_BACKUP_KEY", KEY).stdin(Stdio::null()).output().expect("runs");
+    (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+}
+
+fn spawn(s: &Ephemeral, storage: &Path) -> Child {
+    let a = args(s, storage, &[]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    pgdrill(&a)
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn")
+}
+
+fn journal(storage: &Path) -> Option<Value> {
+    let dir = storage.join(".safety/.journal");
+    let file = std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        name.starts_with("shop.") && name.ends_with(".json")
+    })?;
+    serde_json::from_str(&std::fs::read_to_string(file).ok()?).ok()
+}
+
+fn phase(storage: &Path) -> String {
+    journal(storage).and_then(|j| j["phase"].as_str().map(str::to_string)).unwrap_or_default()
+}
+
+fn snapshots(storage: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(storage.join(".safety/shop"))
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".pgdrill")).collect())
+        .unwrap_or_default()
+}
+
+async fn fingerprint_of(url: &str) -> Fingerprint {
+    let c = pgdrill::pg::connect(url).await.expect("connect");
+    c.batch_execute("begin isolation level repeatable read read only").await.expect("begin");
+    let f = fingerprint::compute(&c, Mode::Full).await.expect("fingerprint").expect("full");
+    c.batch_execute("commit").await.expect("commit");
+    f
+}
+
+/// One value from the server, or None when the query cannot run yet (database missing).
+async fn value(url: &str, sql: &str) -> Option<String> {
+    let c = pgdrill::pg::connect(url).await.ok()?;
+    c.query_one(&format!("select ({sql})::text"), &[]).await.ok()?.get::<_, Option<String>>(0)
+}
+
+/// Poll until `cond` holds; fails the test after 90 s (a hang, not a timing assertion),
+/// showing what the server was doing.
+async fn until<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !cond().await {
+        if Instant::now() >= deadline {
+            let seen = match ACTIVITY.lock().ok().and_then(|u| u.clone()) {
+                Some(url) => value(
+                    &url,
+                    "select string_agg(format('%s %s %s %s %s', pid, datname, application_name, wait_event_type, left(query, 60)), E'\n') from pg_stat_activity where backend_type = 'client backend'",
+                )
+                .await
+                .unwrap_or_default(),
+                None => String::new(),
+            };
+            panic!("never happened: {what}; sessions:\n{seen}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The server whose sessions a hang reports.
+static ACTIVITY: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn sigkill(child: &mut Child) {
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).expect("kill -9");
+    let _ = child.wait();
+}
+
+#[derive(Clone, Copy, Debug)]
+enum At {
+    /// After the snapshot, with connections blocked: terminate waits for a stopped backend.
+    AfterSnapshot,
+    /// After the drop: CREATE DATABASE waits for the test's lock on template0.
+    AfterDrop,
+    /// pg_restore is writing into the recreated database.
+    DuringRestore,
+    /// The fingerprint compare waits for the test's lock on a restored table.
+    DuringCompare,
+}
+
+/// Start a restore and kill it with SIGKILL at `at`; returns the journal's phase then.
+async fn kill_at(s: &Ephemeral, storage: &Path, at: At) -> String {
+    let postgres = s.url_for("postgres");
+    let shop = s.url_for("shop");
+    match at {
+        At::AfterSnapshot => {
+            let app = pgdrill::pg::connect(&shop).await.expect("app session");
+            let pid: i32 = app.query_one("select pg_backend_pid()", &[]).await.expect("pid").get(0);
+            kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("stop backend");
+            let mut child = spawn(s, storage);
+            until("connections blocked", || async {
+                phase(storage) == "blocking"
+                    && value(&postgres, "select datallowconn from pg_database where datname = 'shop'").await
+                        == Some("false".into())
+            })
+            .await;
+            sigkill(&mut child);
+            kill(Pid::from_raw(pid), Signal::SIGCONT).expect("continue backend");
+            drop(app);
+        }
+        At::AfterDrop => {
+            let holder = pgdrill::pg::connect(&postgres).await.expect("holder");
+            holder.batch_execute("begin; comment on database template0 is 'held by the test'").await.expect("hold");
+            let mut child = spawn(s, storage);
+            until("create database waiting", || async {
+                phase(storage) == "creating"
+                    && value(
+                        &postgres,
+                        "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query ilike 'create database%'",
+                    )
+                    .await
+                        == Some("1".into())
+            })
+            .await;
+            sigkill(&mut child);
+            holder.batch_execute("rollback").await.expect("release");
+            // The orphaned CREATE DATABASE finishes on its own; wait until it has.
+            until("the orphaned create to end", || async {
+                value(
+                    &postgres,
+                    "select count(*) from pg_stat_activity where query ilike 'create database%' and state = 'active'",
+                )
+                .await
+                    == Some("0".into())
+            })
+            .await;
+        }
+        At::DuringRestore => {
+            let mut child = spawn(s, storage);
+            until("pg_restore writing", || async {
+                phase(storage) == "restoring"
+                    && value(
+                        &postgres,
+                        "select count(*) > 0 from pg_stat_activity where datname = 'shop' and application_name = 'pg_restore'",
+                    )
+                    .await
+                        == Some("true".into())
+            })
+            .await;
+            sigkill(&mut child);
+        }
+        At::DuringCompare => {
+            // pgdrill is stopped while pg_restore (reading the staged file on its own) ends,
+            // so the lock is in place before the compare can start.
+            let mut child = spawn(s, storage);
+            until("pg_restore writing", || async {
+                phase(storage) == "restoring"
+                    && value(
+                        &postgres,
+                        "select count(*) > 0 from pg_stat_activity where datname = 'shop' and application_name = 'pg_restore'",
+                    )
+                    .await
+                        == Some("true".into())
+            })
+            .await;
+            let me = Pid::from_raw(child.id() as i32);
+            kill(me, Signal::SIGSTOP).expect("stop pgdrill");
+            until("pg_restore done", || async {
+                value(&postgres, "select count(*) from pg_stat_activity where application_name = 'pg_restore'").await
+                    == Some("0".into())
+            })
+            .await;
+            let holder = pgdrill::pg::connect(&shop).await.expect("holder");
+            holder.batch_execute("begin; lock table zz_last in access exclusive mode").await.expect("lock");
+            kill(me, Signal::SIGCONT).expect("continue pgdrill");
+            until("the compare waiting", || async {
+                value(
+                    &postgres,
+                    "select count(*) from pg_stat_activity where datname = 'shop' and wait_event_type = 'Lock' \
+                     and backend_type = 'client backend'",
+                )
+                .await
+                    == Some("1".into())
+            })
+            .await;
+            sigkill(&mut child);
+            holder.batch_execute("rollback").await.expect("release");
+        }
+    }
+    phase(storage)
+}
+
+async fn allowed(s: &Ephemeral) -> Option<String> {
+    value(&s.url_for("postgres"), "select datallowconn from pg_database where datname = 'shop'").await
+}
+
+/// pg_restore, pg_dump and psql sessions left on the server.
+async fn tool_sessions(s: &Ephemeral) -> String {
+    value(
+        &s.url_for("postgres"),
+        "select count(*) from pg_stat_activity where application_name in ('pg_restore', 'pg_dump', 'psql')",
+    )
+    .await
+    .unwrap_or_default()
+}
+
+async fn killed_then_recovered(at: At, bulk_rows: u32, expect_phase: &str) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((s, backup)) = shop(&storage, bulk_rows).await else { return };
+    let shop_url = s.url_for("shop");
+    if let Ok(mut a) = ACTIVITY.lock() {
+        *a = Some(s.url_for("postgres"));
+    }
+    let original = fingerprint_of(&shop_url).await;
+    assert_ne!(original, backup);
+
+    for (round, recover) in ["rollback", "forward"].into_iter().enumerate() {
+        let stopped = kill_at(&s, &storage, at).await;
+        assert_eq!(stopped, expect_phase, "{at:?}, round {round}");
+        let snaps = snapshots(&storage);
+
+        // A new restore finds the journal and refuses, changing nothing and taking no
+        // snapshot of a database that is not the original.
+        let (code, all) = restore(&s, &storage, &[]);
+        assert_eq!(code, Some(1), "{all}");
+        assert!(all.contains("an unfinished restore of database `shop`"), "{all}");
+        let shown = if expect_phase == "blocking" { "connections blocked" } else { expect_phase };
+        assert!(all.contains(&format!("stopped at phase `{shown}`")), "{all}");
+        assert!(all.contains("--var recover=rollback") && all.contains("--var recover=forward"), "{all}");
+        assert!(all.contains("Nothing was changed"), "{all}");
+        assert_eq!(snapshots(&storage), snaps, "a snapshot was taken of a half-restored database");
+        assert_eq!(phase(&storage), expect_phase, "the refusal changed the journal");
+
+        let (code, all) = restore(&s, &storage, &[&format!("recover={recover}")]);
+        assert_eq!(code, Some(0), "{at:?} recover={recover}: {all}");
+        assert_eq!(snapshots(&storage), snaps, "a recovery takes no new snapshot");
+        let want = if recover == "rollback" { &original } else { &backup };
+        assert_eq!(&fingerprint_of(&shop_url).await, want, "{at:?} recover={recover}");
+        assert_eq!(allowed(&s).await.as_deref(), Some("true"), "{at:?} recover={recover}");
+        assert_eq!(phase(&storage), "finished", "{at:?} recover={recover}");
+        if recover == "rollback" {
+            assert_eq!(
+                value(&shop_url, "select pg_get_userbyid(datdba) from pg_database where datname = 'shop'").await,
+                Some("app_owner".into())
+            );
+        }
+    }
+    // Recovered: an ordinary restore runs again.
+    let (code, all) = restore(&s, &storage, &[]);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(fingerprint_of(&shop_url).await, backup);
+    until("no tool sessions left", || async { tool_sessions(&s).await == "0" }).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_after_the_snapshot_is_found_and_recovered_both_ways() {
+    killed_then_recovered(At::AfterSnapshot, 100, "blocking").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_after_the_drop_is_found_and_recovered_both_ways() {
+    killed_then_recovered(At::AfterDrop, 100, "creating").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_pg_restore_is_found_and_recovered_both_ways() {
+    killed_then_recovered(At::DuringRestore, 100_000, "restoring").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_the_fingerprint_compare_is_found_and_recovered_both_ways() {
+    killed_then_recovered(At::DuringCompare, 100_000, "restoring").await;
+}
