@@ -355,3 +355,166 @@ async fn kill_9_during_pg_restore_is_found_and_recovered_both_ways() {
 async fn kill_9_during_the_fingerprint_compare_is_found_and_recovered_both_ways() {
     killed_then_recovered(At::DuringCompare, 100_000, "restoring").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_restore_of_the_same_database_is_refused_naming_the_first() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((s, backup)) = shop(&storage, 100).await else { return };
+    let postgres = s.url_for("postgres");
+    // The first restore waits in CREATE DATABASE (after its drop) while the second starts.
+    let holder = pgdrill::pg::connect(&postgres).await.expect("holder");
+    holder.batch_execute("begin; comment on database template0 is 'held by the test'").await.expect("hold");
+    let mut first = spawn(&s, &storage);
+    until("the first restore in create", || async {
+        phase(&storage) == "creating"
+            && value(&postgres, "select count(*) from pg_stat_activity where wait_event_type = 'Lock'").await
+                == Some("1".into())
+    })
+    .await;
+
+    let (code, all) = restore(&s, &storage, &[]);
+    assert_eq!(code, Some(1), "{all}");
+    let host = nix::unistd::gethostname().expect("hostname").into_string().expect("utf-8");
+    let who = format!("is being restored by pgdrill pid {} on host {host}, since 20", first.id());
+    assert!(all.contains(&who), "expected `{who}` in: {all}");
+    assert!(all.contains("Nothing was changed"), "{all}");
+    assert_eq!(snapshots(&storage).len(), 1, "the second restore took a snapshot");
+    let j = journal(&storage).expect("journal");
+    assert_eq!(j["pid"], first.id(), "the second restore wrote the journal");
+    assert_eq!(j["phase"], "creating");
+
+    holder.batch_execute("rollback").await.expect("release");
+    let status = first.wait().expect("first ends");
+    assert_eq!(status.code(), Some(0), "the first restore did not complete");
+    assert_eq!(fingerprint_of(&s.url_for("shop")).await, backup);
+    assert_eq!(phase(&storage), "finished");
+    assert_eq!(allowed(&s).await.as_deref(), Some("true"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_that_does_not_die_during_terminate_leaves_connections_allowed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((s, _)) = shop(&storage, 100).await else { return };
+    let shop_url = s.url_for("shop");
+    let original = fingerprint_of(&shop_url).await;
+
+    // A backend that cannot act on pg_terminate_backend: terminate gives up after its wait.
+    let app = pgdrill::pg::connect(&shop_url).await.expect("app session");
+    let pid: i32 = app.query_one("select pg_backend_pid()", &[]).await.expect("pid").get(0);
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("stop backend");
+    let (code, all) = restore(&s, &storage, &[]);
+    kill(Pid::from_raw(pid), Signal::SIGCONT).expect("continue backend");
+    drop(app);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("1 session still connected to shop"), "{all}");
+    assert!(all.contains("new connections to shop are allowed again"), "{all}");
+    assert_eq!(allowed(&s).await.as_deref(), Some("true"), "{all}");
+    assert_eq!(fingerprint_of(&shop_url).await, original);
+    assert_eq!(phase(&storage), "finished", "nothing was dropped: the journal is closed");
+
+    // Interrupted while terminate waits: connections are allowed again too.
+    let app = pgdrill::pg::connect(&shop_url).await.expect("app session");
+    let pid: i32 = app.query_one("select pg_backend_pid()", &[]).await.expect("pid").get(0);
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).expect("stop backend");
+    let mut child = spawn(&s, &storage);
+    until("connections blocked", || async { allowed(&s).await.as_deref() == Some("false") }).await;
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("interrupt");
+    let status = child.wait().expect("wait");
+    kill(Pid::from_raw(pid), Signal::SIGCONT).expect("continue backend");
+    drop(app);
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(allowed(&s).await.as_deref(), Some("true"));
+    assert_eq!(fingerprint_of(&shop_url).await, original);
+    assert_eq!(phase(&storage), "finished");
+}
+
+/// The server's postmaster: its pid, and the command line it was started with.
+fn postmaster(s: &Ephemeral) -> (i32, Vec<String>) {
+    let data = Path::new(&s.instance).join("data");
+    let pid = std::fs::read_to_string(data.join("postmaster.pid"))
+        .expect("postmaster.pid")
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("pid");
+    let opts = std::fs::read_to_string(data.join("postmaster.opts")).expect("postmaster.opts");
+    let (program, rest) = opts.trim().split_once(' ').expect("program and arguments");
+    let mut argv = vec![program.to_string()];
+    argv.extend(rest.split('"').skip(1).step_by(2).map(str::to_string));
+    (pid, argv)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_stopped_during_the_restore_is_said_plainly_then_recover_rollback_puts_it_back() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((s, _)) = shop(&storage, 100_000).await else { return };
+    let postgres = s.url_for("postgres");
+    let shop_url = s.url_for("shop");
+    let original = fingerprint_of(&shop_url).await;
+    let (pm, argv) = postmaster(&s);
+
+    let a = args(&s, &storage, &[]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let child = pgdrill(&a)
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    until("pg_restore writing", || async {
+        phase(&storage) == "restoring"
+            && value(&postgres, "select count(*) > 0 from pg_stat_activity where application_name = 'pg_restore'").await
+                == Some("true".into())
+    })
+    .await;
+    // Fast shutdown, as an operator's `pg_ctl stop` or a failover would do.
+    kill(Pid::from_raw(pm), Signal::SIGINT).expect("stop the server");
+    let data = Path::new(&s.instance).join("data");
+    until("the server stopped", || async { !data.join("postmaster.pid").exists() }).await;
+    let out = child.wait_with_output().expect("wait");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_ne!(out.status.code(), Some(0), "{all}");
+    let snaps = snapshots(&storage);
+    assert_eq!(snaps.len(), 1);
+    let last = all.lines().last().unwrap_or_default();
+    assert!(last.contains("database `shop` was NOT rolled back"), "{last}");
+    assert!(last.contains(&format!("safety snapshot {}", snaps[0].display())), "{last}");
+    assert!(last.contains("--var recover=rollback"), "{last}");
+    assert!(last.contains(&format!("pgdrill decrypt {}", snaps[0].display())), "{last}");
+    assert!(last.contains("| pg_restore"), "{last}");
+    assert!(!all.contains("rolled back  drop"), "a failed rollback shown as rolled back: {all}");
+    assert!(!all.contains("was rolled back to"), "{all}");
+    assert_eq!(phase(&storage), "restoring", "the journal must keep the state");
+
+    // The server comes back (same data directory, same settings).
+    let owner = std::fs::metadata(&data).expect("data").uid();
+    let gid = std::fs::metadata(&data).expect("data").gid();
+    let mut server = std::process::Command::new("/usr/bin/setpriv")
+        .args([format!("--reuid={owner}"), format!("--regid={gid}"), "--clear-groups".into()])
+        .args(["--pdeathsig", "KILL", "--"])
+        .args(&argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the server again");
+    until("the server answers", || async { value(&postgres, "select 1").await.is_some() }).await;
+
+    let (code, all) = restore(&s, &storage, &[]);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("an unfinished restore of database `shop`"), "{all}");
+    let (code, all) = restore(&s, &storage, &["recover=rollback"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(fingerprint_of(&shop_url).await, original);
+    assert_eq!(allowed(&s).await.as_deref(), Some("true"));
+    assert_eq!(phase(&storage), "finished");
+    assert_eq!(snapshots(&storage), snaps, "recover=rollback took a snapshot");
+
+    kill(Pid::from_raw(server.id() as i32), Signal::SIGINT).expect("stop");
+    let _ = server.wait();
+}

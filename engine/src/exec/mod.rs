@@ -320,17 +320,22 @@ impl Executor {
                     continue;
                 }
                 let of = done.label();
+                let mut undone = true;
                 for rbk in &done.rollback {
                     let rec =
                         self.run_step(suite, rb, &mut scope, rbk, Phase::Rollback { of: of.clone() }, false).await;
                     if !matches!(rec.outcome, Outcome::Passed | Outcome::Skipped) {
                         rollback_failed = true;
+                        undone = false;
                     }
                     if let Some(n) = rec.outputs.get("notice").and_then(Json::as_str) {
                         notices.push(n.to_string());
                     }
                 }
-                self.sink.emit(Event::StepRolledBack { suite, label: of });
+                // A step whose rollback failed was not rolled back: it is never shown so.
+                if undone {
+                    self.sink.emit(Event::StepRolledBack { suite, label: of });
+                }
             }
         }
 
