@@ -82,7 +82,11 @@ fn restore(s: &Ephemeral, storage: &Path, extra: &[&str]) -> (Option<i32>, Strin
 }
 
 fn spawn(s: &Ephemeral, storage: &Path) -> Child {
-    let a = args(s, storage, &[]);
+    spawn_with(s, storage, &[])
+}
+
+fn spawn_with(s: &Ephemeral, storage: &Path, extra: &[&str]) -> Child {
+    let a = args(s, storage, extra);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     pgdrill(&a)
         .env("PGDRILL_BACKUP_KEY", KEY)
@@ -94,16 +98,24 @@ fn spawn(s: &Ephemeral, storage: &Path) -> Child {
 }
 
 fn journal(storage: &Path) -> Option<Value> {
+    journal_of(storage, "shop")
+}
+
+fn journal_of(storage: &Path, database: &str) -> Option<Value> {
     let dir = storage.join(".safety/.journal");
     let file = std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        name.starts_with("shop.") && name.ends_with(".json")
+        name.starts_with(&format!("{database}.")) && name.ends_with(".json")
     })?;
     serde_json::from_str(&std::fs::read_to_string(file).ok()?).ok()
 }
 
 fn phase(storage: &Path) -> String {
-    journal(storage).and_then(|j| j["phase"].as_str().map(str::to_string)).unwrap_or_default()
+    phase_of(storage, "shop")
+}
+
+fn phase_of(storage: &Path, database: &str) -> String {
+    journal_of(storage, database).and_then(|j| j["phase"].as_str().map(str::to_string)).unwrap_or_default()
 }
 
 fn snapshots(storage: &Path) -> Vec<PathBuf> {
@@ -517,4 +529,52 @@ async fn the_server_stopped_during_the_restore_is_said_plainly_then_recover_roll
 
     kill(Pid::from_raw(server.id() as i32), Signal::SIGINT).expect("stop");
     let _ = server.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_restore_into_a_new_name_is_removed_by_rollback_and_finished_by_forward() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((s, backup)) = shop(&storage, 100_000).await else { return };
+    let postgres = s.url_for("postgres");
+    let original = fingerprint_of(&s.url_for("shop")).await;
+    let exists = || async {
+        value(&postgres, "select count(*) from pg_database where datname = 'shop_copy'").await == Some("1".into())
+    };
+
+    for recover in ["rollback", "forward"] {
+        let mut child = spawn_with(&s, &storage, &["target=shop_copy"]);
+        until("pg_restore writing into shop_copy", || async {
+            phase_of(&storage, "shop_copy") == "restoring"
+                && value(
+                    &postgres,
+                    "select count(*) > 0 from pg_stat_activity where datname = 'shop_copy' and application_name = 'pg_restore'",
+                )
+                .await
+                    == Some("true".into())
+        })
+        .await;
+        sigkill(&mut child);
+        let j = journal_of(&storage, "shop_copy").expect("journal");
+        assert_eq!(j["existed"], false);
+
+        let (code, all) = restore(&s, &storage, &["target=shop_copy"]);
+        assert_eq!(code, Some(1), "{all}");
+        assert!(all.contains("removes the half-made database (it did not exist before)"), "{all}");
+        assert!(exists().await, "the refusal removed something");
+
+        let (code, all) = restore(&s, &storage, &["target=shop_copy", &format!("recover={recover}")]);
+        if recover == "rollback" {
+            // Nothing to restore: the half-made database is removed, and the run says so.
+            assert_eq!(code, Some(1), "{all}");
+            assert!(all.contains("the half-made database was dropped and the journal"), "{all}");
+            assert!(!exists().await, "the half-made database is still there");
+        } else {
+            assert_eq!(code, Some(0), "{all}");
+            assert_eq!(fingerprint_of(&s.url_for("shop_copy")).await, backup);
+        }
+        assert_eq!(phase_of(&storage, "shop_copy"), "finished", "recover={recover}");
+        assert!(snapshots(&storage).is_empty(), "a new database needs no snapshot");
+    }
+    assert_eq!(fingerprint_of(&s.url_for("shop")).await, original, "the original was touched");
 }
