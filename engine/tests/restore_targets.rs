@@ -265,3 +265,65 @@ async fn an_owner_without_createdb_is_refused_in_preflight_and_nothing_changes()
     assert_eq!(fingerprint_of(&s.url_for("shop")).await, manifest_fingerprint(&backup));
     assert_eq!(safety_snapshots(&storage), 1);
 }
+
+async fn settings_of(url: &str, db: &str) -> pgdrill::pg::dbsettings::DatabaseSettings {
+    let c = pgdrill::pg::connect(url).await.expect("connect");
+    pgdrill::pg::dbsettings::capture(&c, db).await.expect("capture").expect("the database exists")
+}
+
+/// Regression: drop and recreate lost what a database carries outside its contents
+/// (`ALTER DATABASE ... SET`, `ALTER ROLE ... IN DATABASE ... SET`, grants on the database,
+/// its comment and connection limit); pg_dump without --create does not hold them. Now they
+/// are captured in preflight, applied again after the create and after a rollback's
+/// put-back, and compared after the restore.
+#[tokio::test(flavor = "multi_thread")]
+async fn database_settings_and_grants_are_kept_by_a_restore_and_by_a_rollback() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((s, backup)) = backed_up(&storage).await else { return };
+    let admin = s.url_for("postgres");
+    common::exec(&admin, "create role reader").await;
+    for sql in [
+        "alter database shop set work_mem = '8MB'",
+        "alter database shop set search_path = \"$user\", public, \"Odd Schema\"",
+        "alter database shop set app.tenant = 'o''neil'",
+        "alter role app_owner in database shop set statement_timeout = '5s'",
+        "revoke all on database shop from public",
+        "grant connect on database shop to reader",
+        "grant create on database shop to reader with grant option",
+        "comment on database shop is 'the shop''s data'",
+        "alter database shop connection limit 20",
+    ] {
+        common::exec(&admin, sql).await;
+    }
+    let before = settings_of(&admin, "shop").await;
+    assert_eq!(before.settings.len(), 4, "{before:?}");
+    assert!(before.grants.is_some(), "{before:?}");
+
+    let out = restore(&admin, &storage, &[]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("passed       settings"), "{all}");
+    assert!(
+        all.contains("database settings applied again: 4 settings, 5 grants, a comment, connection limit 20"),
+        "{all}"
+    );
+    assert_eq!(settings_of(&admin, "shop").await, before);
+    assert_eq!(fingerprint_of(&s.url_for("shop")).await, manifest_fingerprint(&backup));
+    // The role-specific setting works as the application sees it.
+    let owner_url = {
+        common::exec(&admin, "alter role app_owner password 'app-pass'").await;
+        pgdrill::pg::server_url("app_owner", "app-pass", &s.host, s.port, "shop")
+    };
+    assert_eq!(scalar(&owner_url, "current_setting('statement_timeout')").await, "5s");
+
+    // A failed smoke check rolls back: the put-back gives the settings again, and says so.
+    common::exec(&s.url_for("shop"), "insert into customers (name) values ('after the restore')").await;
+    let content = fingerprint_of(&s.url_for("shop")).await;
+    let out = restore(&admin, &storage, &["smoke_sql=select count(*) from customers", "smoke_expect=> 100000"]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("its settings and grants are as they were"), "{all}");
+    assert_eq!(settings_of(&admin, "shop").await, before);
+    assert_eq!(fingerprint_of(&s.url_for("shop")).await, content);
+}

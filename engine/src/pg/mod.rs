@@ -1,5 +1,6 @@
 //! PostgreSQL plumbing shared by steps: connections, server discovery, ephemeral servers.
 
+pub mod dbsettings;
 pub mod docker;
 pub mod ephemeral;
 pub mod fingerprint;

@@ -16,13 +16,14 @@ pub struct Role {
     pub name: String,
     pub superuser: bool,
     pub createdb: bool,
+    pub createrole: bool,
 }
 
 pub async fn role(client: &Client) -> Result<Role, tokio_postgres::Error> {
     let r = client
-        .query_one("select current_user::text, rolsuper, rolcreatedb from pg_roles where rolname = current_user", &[])
+        .query_one("select current_user::text, rolsuper, rolcreatedb, rolcreaterole from pg_roles where rolname = current_user", &[])
         .await?;
-    Ok(Role { name: r.get(0), superuser: r.get(1), createdb: r.get(2) })
+    Ok(Role { name: r.get(0), superuser: r.get(1), createdb: r.get(2), createrole: r.get(3) })
 }
 
 /// Problems with dropping `database` and creating it again owned by `owner` (None: it does
@@ -140,6 +141,40 @@ pub async fn put_back(client: &Client, role: &Role, database: &str) -> Result<Ve
             "database `{database}` has {triggers} event trigger{}, which only a superuser can create again: connect as a superuser",
             if triggers == 1 { "" } else { "s" }
         ));
+    }
+    Ok(problems)
+}
+
+/// Problems with applying `settings` to the recreated database: another role's
+/// `ALTER ROLE ... IN DATABASE ... SET` needs CREATEROLE, a superuser-only setting a superuser.
+pub async fn settings(
+    client: &Client,
+    role: &Role,
+    database: &str,
+    settings: &super::dbsettings::DatabaseSettings,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    if role.superuser {
+        return Ok(Vec::new());
+    }
+    let me = &role.name;
+    let mut problems = Vec::new();
+    for s in &settings.settings {
+        if !s.role.is_empty() && s.role != *me && !role.createrole {
+            problems.push(format!(
+                "database `{database}` has a setting for role {} ({} = {}) that role {me} cannot set again without CREATEROLE: connect as a superuser or grant CREATEROLE to {me}",
+                s.role, s.name, s.value
+            ));
+        }
+        let context: Option<String> = client
+            .query_opt("select context::text from pg_settings where name = $1", &[&s.name.to_ascii_lowercase()])
+            .await?
+            .map(|r| r.get(0));
+        if context.as_deref() == Some("superuser") {
+            problems.push(format!(
+                "database `{database}` sets {} = {}, which only a superuser can set: connect as a superuser",
+                s.name, s.value
+            ));
+        }
     }
     Ok(problems)
 }

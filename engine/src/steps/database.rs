@@ -24,7 +24,7 @@ use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::{self, find_tool, CreateOptions, Format, Manifest};
 use crate::pg::fingerprint::{Fingerprint, Mode};
 use crate::pg::native::{parse_major, quote_ident};
-use crate::pg::rights;
+use crate::pg::{dbsettings, rights};
 use crate::restore::Phase as JPhase;
 use crate::storage::LocalStore;
 
@@ -190,6 +190,7 @@ pub const PREFLIGHT: StepKind = StepKind {
         Field { name: "size_bytes", ty: "integer", required: false, doc: "its size now" },
         Field { name: "sessions", ty: "integer", required: false, doc: "sessions connected to it now" },
         Field { name: "target_ident", ty: "string", required: false, doc: "the database name quoted for SQL" },
+        Field { name: "settings", ty: "map", required: false, doc: "its settings, grants, comment and connection limit (for database.create and database.settings)" },
     ],
     check: check_with::<PreflightWith>,
     report_log: true,
@@ -267,6 +268,14 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
             });
         }
         problems.extend(missing);
+
+        // Database-level settings, grants, comment and connection limit: DROP loses them and
+        // the dump does not hold them, so they are applied again after the create.
+        let settings = dbsettings::capture(&client, &w.database).await.map_err(pg_error)?;
+        if let Some(st) = &settings {
+            ctx.log(format!("database settings kept across the recreate: {}", st.summary()));
+            problems.extend(rights::settings(&client, &role, &w.database, st).await.map_err(pg_error)?);
+        }
 
         // Disk: the snapshot, and the staged plaintext of a parallel restore.
         let raw = manifest.as_ref().map(|m| m.sizes.raw).unwrap_or(backup_size);
@@ -376,6 +385,7 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
         o.insert("pg_restore".into(), pg_restore.into());
         o.insert("target_exists".into(), info.is_some().into());
         o.insert("target_ident".into(), ident.into());
+        o.insert("settings".into(), serde_json::to_value(&settings).unwrap_or_default());
         let i = info.unwrap_or(DbInfo {
             owner: String::new(),
             encoding: String::new(),
@@ -793,6 +803,80 @@ fn run_drop(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, Step
     })
 }
 
+/// Give a just-created database the settings, grants, comment and connection limit it had.
+async fn reapply_settings(ctx: &StepCtx, client: &Client, w: &RecreateWith) -> Result<(), StepError> {
+    let Some(st) = &w.settings else { return Ok(()) };
+    dbsettings::apply(client, &w.database, st).await.map_err(|e| {
+        StepError::Failed(format!("giving database `{}` its settings and grants again: {e}", w.database))
+    })?;
+    ctx.log(format!("database settings applied again: {}", st.summary()));
+    Ok(())
+}
+
+/// Fail, naming each difference, unless `database` has exactly the `expected` settings.
+async fn compare_settings(
+    client: &Client,
+    database: &str,
+    expected: &dbsettings::DatabaseSettings,
+) -> Result<(), StepError> {
+    let actual = dbsettings::capture(client, database)
+        .await
+        .map_err(pg_error)?
+        .ok_or_else(|| StepError::Failed(format!("database `{database}` does not exist")))?;
+    let diff = dbsettings::differences(expected, &actual);
+    if diff.is_empty() {
+        Ok(())
+    } else {
+        Err(StepError::Failed(format!("database `{database}`'s settings differ: {}", diff.join("; "))))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// database.settings
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsWith {
+    url: String,
+    database: String,
+    #[serde(default, deserialize_with = "dbsettings::opt")]
+    expect: Option<dbsettings::DatabaseSettings>,
+    #[serde(default = "postgres")]
+    maintenance_db: String,
+}
+
+impl With for SettingsWith {}
+
+pub const SETTINGS: StepKind = StepKind {
+    name: "database.settings",
+    summary: "Compare a database's settings (ALTER DATABASE / ALTER ROLE IN DATABASE ... SET), grants, comment and connection limit with those restore.preflight captured; skipped without any.",
+    fields: &[
+        Field { name: "url", ty: "string", required: true, doc: "any database URL of the server" },
+        Field { name: "database", ty: "string", required: true, doc: "the database" },
+        Field { name: "expect", ty: "map", required: false, doc: "restore.preflight's `settings`" },
+        Field { name: "maintenance_db", ty: "string", required: false, doc: "database to connect to (default postgres)" },
+    ],
+    outputs: &[Field { name: "summary", ty: "string", required: false, doc: "what was compared" }],
+    check: check_with::<SettingsWith>,
+    report_log: true,
+    run: run_settings,
+};
+
+fn run_settings(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: SettingsWith = typed(with)?;
+        let Some(expected) = w.expect else {
+            return Err(StepError::Skipped("no settings to compare: the database did not exist before".into()));
+        };
+        let client = admin(&w.url, &w.maintenance_db).await?;
+        compare_settings(&client, &w.database, &expected).await?;
+        ctx.log(format!("database settings as before: {}", expected.summary()));
+        let mut o = Outputs::new();
+        o.insert("summary".into(), expected.summary().into());
+        Ok(o)
+    })
+}
+
 // ---------------------------------------------------------------------------------------
 // database.create
 
@@ -821,6 +905,8 @@ struct RecreateWith {
     maintenance_db: String,
     #[serde(default, deserialize_with = "super::de::opt_text")]
     journal: Option<String>,
+    #[serde(default, deserialize_with = "dbsettings::opt")]
+    settings: Option<dbsettings::DatabaseSettings>,
 }
 
 impl RecreateWith {
@@ -884,6 +970,7 @@ fn run_create(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, St
         let client = admin(&w.url, &w.maintenance_db).await?;
         super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Creating, "", |_| {})?;
         create_database(&client, &w.database, &w.shape()).await?;
+        reapply_settings(&ctx, &client, &w).await?;
         super::journal::mark(
             &ctx,
             w.journal.as_deref(),
@@ -969,6 +1056,7 @@ async fn put_back(ctx: &StepCtx, w: &RecreateWith) -> Result<Outputs, StepError>
         super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, "", |_| {})?;
         drop_database(&client, &w.database).await?;
         create_database(&client, &w.database, &w.shape()).await?;
+        reapply_settings(ctx, &client, w).await?;
         let url = target_url(&w.url, &w.database)?;
         let opts = RestoreOptions {
             backup: snap.clone(),
@@ -1006,6 +1094,13 @@ async fn put_back(ctx: &StepCtx, w: &RecreateWith) -> Result<Outputs, StepError>
                 format!("its fingerprint matches the snapshot's ({tables} tables, {rows} rows)")
             }
             None => "the snapshot has no fingerprint to compare with".to_string(),
+        };
+        let proof = match &w.settings {
+            Some(expected) => {
+                compare_settings(&client, &w.database, expected).await?;
+                format!("{proof}; its settings and grants are as they were")
+            }
+            None => proof,
         };
         let notice =
             format!("database `{}` was rolled back to the safety snapshot {}; {proof}", w.database, snap.display());

@@ -258,7 +258,7 @@ pub use backup::listing as backup_listing;
 
 /// Every step kind, in catalogue order.
 pub fn catalogue() -> &'static [StepKind] {
-    static KINDS: [StepKind; 34] = [
+    static KINDS: [StepKind; 35] = [
         ephemeral::EPHEMERAL,
         backup::CREATE,
         backup::CHECK,
@@ -279,6 +279,7 @@ pub fn catalogue() -> &'static [StepKind] {
         database::DROP,
         database::CREATE,
         database::RESTORE_SNAPSHOT,
+        database::SETTINGS,
         journal::FINISH,
         retention::PRUNE,
         drill::FIXTURES_LOAD,
