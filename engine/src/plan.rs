@@ -1,11 +1,12 @@
 //! `pgdrill plan`: the steps a run would take, with every value rendered that can be known
 //! before running (vars, env); values that depend on earlier steps' outputs stay as written.
-//! Secrets are never read for a plan: they show as a mask. No side effects.
+//! Secrets are never read for a plan: they show as a mask, and so do values that reach key
+//! and password fields from `--var` or env, and passwords inside URLs. No side effects.
 
 use serde_json::{json, Map, Value as Json};
 use serde_yaml::Value as Yaml;
 
-use crate::redact::MASK;
+use crate::redact::{Redactor, MASK};
 use crate::runbook::{Runbook, StepDef};
 use crate::template;
 
@@ -17,6 +18,8 @@ pub fn render(rb: &Runbook, vars: &Map<String, Json>) -> String {
         json!({ "vars": vars, "env": env, "secrets": secrets, "steps": {}, "run": { "status": "running" } }),
     );
     let tenv = template::environment();
+    let redactor = Redactor::default();
+    crate::redact::register_run_inputs(&redactor, rb, vars, &env, &secrets);
 
     let mut out = format!("plan for runbook {} ({})\n", rb.name, rb.file);
     if let Some(d) = &rb.description {
@@ -55,7 +58,7 @@ pub fn render(rb: &Runbook, vars: &Map<String, Json>) -> String {
             step(&mut out, &tenv, &ctx, s, "-", 1);
         }
     }
-    out
+    redactor.redact(&out)
 }
 
 fn step(

@@ -1,11 +1,47 @@
 //! Secret values never leave the process in clear: every event, report and error message
-//! passes through a `Redactor` that knows the values of declared secrets and of secrets
-//! steps create at run time (generated passwords).
+//! passes through a `Redactor` that knows the values of declared secrets, of secrets steps
+//! create at run time (generated passwords), of whatever reaches a field that takes a key
+//! or password (wherever it came from: `--var`, env, a literal), and of passwords inside
+//! connection URLs and `password=` settings.
+//!
+//! Masking must not rewrite ordinary words: a value of fewer than `ANYWHERE_CHARS` characters
+//! is masked only where it stands as a word of its own, and one of fewer than `MIN_CHARS` is
+//! not masked by value at all (the passwords of URLs and `password=` are masked by their
+//! position whatever their length). Keys and passphrases are refused below
+//! `MIN_KEY_CHARS`, so a key is always long enough to be masked everywhere.
 
+use std::ops::Range;
 use std::sync::{Arc, RwLock};
+
+use serde_json::{Map, Value as Json};
+use serde_yaml::Value as Yaml;
+
+use crate::runbook::{Runbook, StepDef};
+use crate::steps::StepKind;
 
 /// What a redacted value is replaced with.
 pub const MASK: &str = "********";
+
+/// The fewest characters a key or passphrase may have.
+pub const MIN_KEY_CHARS: usize = 12;
+
+/// Values at least this long are masked wherever they appear, even inside a word.
+const ANYWHERE_CHARS: usize = 12;
+
+/// Shorter values are not masked by value: "a", "on" or "1" would garble every message.
+const MIN_CHARS: usize = 4;
+
+/// Why a key or passphrase is refused, if it is.
+pub fn check_key(key: &str) -> Result<(), String> {
+    let n = key.chars().count();
+    if n == 0 || n >= MIN_KEY_CHARS {
+        return Ok(());
+    }
+    Err(format!(
+        "the key is {n} characters long; keys and passphrases need at least {MIN_KEY_CHARS}: \
+         use 64 hex digits (`openssl rand -hex 32`) or a longer passphrase"
+    ))
+}
 
 /// Shared list of secret values; cloning shares it.
 #[derive(Clone, Default, Debug)]
@@ -14,7 +50,7 @@ pub struct Redactor(Arc<RwLock<Vec<String>>>);
 impl Redactor {
     /// Register a secret value (and the forms it takes inside URLs).
     pub fn add(&self, secret: &str) {
-        if secret.is_empty() {
+        if secret.chars().count() < MIN_CHARS {
             return;
         }
         // The forms a value takes inside URLs and query strings: fully percent-encoded,
@@ -42,16 +78,26 @@ impl Redactor {
         list.iter().any(|s| text.contains(s.as_str()))
     }
 
-    /// `text` with every known secret value masked.
+    /// `text` with every known secret value masked, and every password inside a URL or a
+    /// `password=` setting.
     pub fn redact(&self, text: &str) -> String {
-        let Ok(list) = self.0.read() else { return text.to_string() };
-        let mut out = text.to_string();
+        let mut out = mask_spans(text, &credential_spans(text));
+        let Ok(list) = self.0.read() else { return out };
         for s in list.iter() {
             if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), MASK);
+                out = replace_value(&out, s);
             }
         }
         out
+    }
+
+    /// Register the passwords that `text` holds in URLs and `password=` settings.
+    pub fn add_credentials_in(&self, text: &str) {
+        for r in credential_spans(text) {
+            let raw = &text[r];
+            self.add(raw);
+            self.add(&percent_decode(raw));
+        }
     }
 
     /// Mask secrets in every string of a JSON value.
@@ -62,6 +108,192 @@ impl Redactor {
             serde_json::Value::Object(map) => map.values_mut().for_each(|i| self.redact_json(i)),
             _ => {}
         }
+    }
+}
+
+/// `text` with `secret` masked: everywhere when it is long, only where it is a word of its
+/// own when it is short (so the key "b" never turns "backup" into "********ackup").
+fn replace_value(text: &str, secret: &str) -> String {
+    if secret.chars().count() >= ANYWHERE_CHARS {
+        return text.replace(secret, MASK);
+    }
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let starts_word = word(secret.chars().next());
+    let ends_word = word(secret.chars().next_back());
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (i, _) in text.match_indices(secret) {
+        if i < last {
+            continue;
+        }
+        let end = i + secret.len();
+        let glued_before = starts_word && word(text[..i].chars().next_back());
+        let glued_after = ends_word && word(text[end..].chars().next());
+        if glued_before || glued_after {
+            continue;
+        }
+        out.push_str(&text[last..i]);
+        out.push_str(MASK);
+        last = end;
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+/// `text` with each span replaced by the mask (spans sorted, not overlapping).
+fn mask_spans(text: &str, spans: &[Range<usize>]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for r in spans {
+        out.push_str(&text[last..r.start]);
+        out.push_str(MASK);
+        last = r.end;
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+/// Where passwords stand in `text`: after `user:` in a URL's authority
+/// (`postgres://u:PW@host`) and as the value of a `password=` setting (`password=PW`,
+/// `password='P W'`). Already masked ones are left out.
+fn credential_spans(text: &str) -> Vec<Range<usize>> {
+    let mut spans = Vec::new();
+    let ends_authority = |c: char| c.is_whitespace() || "/?#\"'<>`,;".contains(c);
+    let mut from = 0;
+    while let Some(at) = text[from..].find("://") {
+        let start = from + at + 3;
+        let end = text[start..].find(ends_authority).map_or(text.len(), |e| start + e);
+        if let Some(amp) = text[start..end].rfind('@') {
+            let userinfo = &text[start..start + amp];
+            if let Some(colon) = userinfo.find(':') {
+                let r = start + colon + 1..start + amp;
+                if !r.is_empty() && &text[r.clone()] != MASK {
+                    spans.push(r);
+                }
+            }
+        }
+        from = end.max(start);
+    }
+    let lower = text.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("password=") {
+        let key_start = from + at;
+        let value_start = key_start + "password=".len();
+        from = value_start;
+        let glued = lower[..key_start].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_');
+        if glued {
+            continue;
+        }
+        let rest = &text[value_start..];
+        let r = if let Some(quoted) = rest.strip_prefix('\'') {
+            // libpq quoting: backslash escapes, a single quote ends the value.
+            let mut end = None;
+            let mut escaped = false;
+            for (i, c) in quoted.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '\'' => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let len = end.unwrap_or(quoted.len());
+            value_start + 1..value_start + 1 + len
+        } else {
+            let len = rest.find(|c: char| c.is_whitespace() || "&\"',;".contains(c)).unwrap_or(rest.len());
+            value_start..value_start + len
+        };
+        if !r.is_empty() && &text[r.clone()] != MASK {
+            spans.push(r);
+        }
+    }
+    spans.sort_by_key(|r| r.start);
+    spans.dedup_by(|b, a| b.start < a.end);
+    spans
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Register, before a run's first event, what its inputs hold that must be masked: the
+/// passwords in its variables' URLs, and the values that reach its steps' key and password
+/// fields when those are known from vars, env and secrets alone (`key: "{{ vars.key }}"`).
+pub fn register_run_inputs(
+    r: &Redactor,
+    rb: &Runbook,
+    vars: &Map<String, Json>,
+    env: &Map<String, Json>,
+    secrets: &Map<String, Json>,
+) {
+    for v in vars.values() {
+        each_string(v, &mut |s| r.add_credentials_in(s));
+    }
+    let ctx = minijinja::Value::from_serialize(serde_json::json!({
+        "vars": vars, "env": env, "secrets": secrets, "steps": {}, "run": { "status": "running" }
+    }));
+    let tenv = crate::template::environment();
+    let mut stack: Vec<&StepDef> = rb.steps.iter().chain(rb.finally.iter()).collect();
+    while let Some(step) = stack.pop() {
+        stack.extend(step.rollback.iter());
+        let Some(kind) = crate::steps::find(&step.uses) else { continue };
+        for f in kind.fields.iter().filter(|f| f.ty == "secret") {
+            let Some(Yaml::String(src)) = step.with.get(f.name) else { continue };
+            // Fields that depend on step outputs are registered when the step renders them.
+            if let Ok(Yaml::String(v)) = crate::template::render_str(&tenv, src, &ctx) {
+                r.add(&v);
+            }
+        }
+    }
+}
+
+/// Register the rendered values of a step's key and password fields and the passwords in
+/// its URLs; refuse a key or passphrase that is too short (the message names the field).
+pub fn register_step_inputs(r: &Redactor, kind: &StepKind, with: &Yaml) -> Result<(), (String, String)> {
+    for f in kind.fields.iter().filter(|f| f.ty == "secret") {
+        if let Some(Yaml::String(v)) = with.get(f.name) {
+            r.add(v);
+            if f.name == "key" {
+                check_key(v).map_err(|m| (format!("with.{}", f.name), m))?;
+            }
+        }
+    }
+    each_yaml_string(with, &mut |s| r.add_credentials_in(s));
+    Ok(())
+}
+
+fn each_string(v: &Json, f: &mut dyn FnMut(&str)) {
+    match v {
+        Json::String(s) => f(s),
+        Json::Array(items) => items.iter().for_each(|i| each_string(i, f)),
+        Json::Object(m) => m.values().for_each(|i| each_string(i, f)),
+        _ => {}
+    }
+}
+
+fn each_yaml_string(v: &Yaml, f: &mut dyn FnMut(&str)) {
+    match v {
+        Yaml::String(s) => f(s),
+        Yaml::Sequence(items) => items.iter().for_each(|i| each_yaml_string(i, f)),
+        Yaml::Mapping(m) => m.values().for_each(|i| each_yaml_string(i, f)),
+        _ => {}
     }
 }
 
@@ -96,5 +328,45 @@ mod tests {
         assert_eq!(r.redact("q=p%40ss+word"), format!("q={MASK}"));
         r.add("a/b:c d");
         assert_eq!(r.redact("x a/b%3Ac%20d y a/b:c%20d"), format!("x {MASK} y {MASK}"));
+    }
+
+    /// Before: the one-letter key "b" turned "runbook `backup`" into "runboo******** `bac********up`".
+    #[test]
+    fn masking_never_rewrites_parts_of_ordinary_words() {
+        let r = Redactor::default();
+        r.add("b");
+        r.add("pass");
+        assert_eq!(r.redact("runbook `backup`"), "runbook `backup`");
+        assert_eq!(r.redact("passed, bypass, password"), "passed, bypass, password");
+        assert_eq!(r.redact("PGPASSWORD=pass (pass)"), format!("PGPASSWORD={MASK} ({MASK})"));
+        // Long values (every key, every generated password) are masked even inside words.
+        let generated = crate::pg::native::generate_password();
+        r.add(&generated);
+        assert_eq!(r.redact(&format!("x{generated}y")), format!("x{MASK}y"));
+    }
+
+    #[test]
+    fn url_and_conninfo_passwords_are_masked_whatever_their_length() {
+        let r = Redactor::default();
+        assert_eq!(r.redact("postgres://app:pw@db:5432/shop"), format!("postgres://app:{MASK}@db:5432/shop"));
+        assert_eq!(
+            r.redact("see https://u:p%40ss@h/x and s3://bucket/key"),
+            format!("see https://u:{MASK}@h/x and s3://bucket/key")
+        );
+        assert_eq!(r.redact("host=db password='a b\\'c' user=x"), format!("host=db password='{MASK}' user=x"));
+        assert_eq!(r.redact("host=db password=hunter2 user=x"), format!("host=db password={MASK} user=x"));
+        assert_eq!(r.redact("postgres://app@db/shop http://h:8080/"), "postgres://app@db/shop http://h:8080/");
+        // Registered from a URL, the password is masked wherever else it shows up.
+        r.add_credentials_in("postgres://app:s%40cret-pw@db/shop");
+        assert_eq!(r.redact("auth failed for s@cret-pw"), format!("auth failed for {MASK}"));
+    }
+
+    #[test]
+    fn short_keys_are_refused() {
+        assert!(check_key("short-key").is_err());
+        assert!(check_key("twelve chars").is_ok());
+        assert!(check_key("").is_ok(), "no key means no encryption, not a short key");
+        let e = check_key("abc").expect_err("short");
+        assert!(e.contains("3 characters") && e.contains("at least 12"), "{e}");
     }
 }

@@ -289,3 +289,174 @@ async fn pg_dump_dies_with_a_killed_pgdrill() {
         "a backup was published by a killed run"
     );
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Assert that none of `secrets` appears in `what` (output text or a file's bytes).
+fn assert_clean(what: &str, data: &[u8], secrets: &[&str]) {
+    let text = String::from_utf8_lossy(data);
+    for s in secrets {
+        assert!(!text.contains(s), "secret {s:?} appears in {what}:\n{text}");
+    }
+}
+
+/// A runbook that takes its key from `--var` (not a declared secret) into every field that
+/// takes a key, and a script that prints the key and the URL.
+const VAR_KEYS: &str = r#"name: var-keys
+vars:
+  database_url: ""
+  storage: ""
+  key: ""
+steps:
+  - id: backup
+    uses: backup.create
+    with: { database_url: "{{ vars.database_url }}", storage: "{{ vars.storage }}", key: "{{ vars.key }}" }
+  - id: check
+    uses: backup.check
+    with: { path: "{{ steps.backup.path }}", key: "{{ vars.key }}" }
+  - id: scratch
+    uses: postgres.ephemeral
+    with: { provider: native }
+  - id: restore
+    uses: backup.restore
+    with: { backup: "{{ steps.backup.path }}", into: "{{ steps.scratch.url }}", key: "{{ vars.key }}", no_owner: true }
+  - id: show
+    uses: shell.run
+    with: { script: "echo using {{ vars.key }} for {{ vars.database_url }}" }
+"#;
+
+/// Before: a key given with `--var` was printed in the terminal, JUnit, run.json and `plan`,
+/// and `plan` printed the password of `--var database_url`. Here the key comes by env (the
+/// shipped runbooks), by `--var` (a runbook's key fields), and the source password inside a
+/// URL; none of them appears in stdout, stderr, JUnit, the report directory, the storage
+/// directory, `plan`, or the environment of the throwaway server (a restored function
+/// writes it to a file).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_given_any_way_appears_in_no_output_file_or_child_environment() {
+    let Some(src) = common::native_server("grep").await else { return };
+    let out_dir = world_writable_dir();
+    let env_file = out_dir.path().join("server-env.txt");
+    // A short password, masked by its place in URLs; a role that can dump everything.
+    let url_password = "Zq7pw";
+    common::exec(
+        &src.url(),
+        &format!(
+            "create role dumper login superuser password '{url_password}';
+             create function leak(i int) returns int language plpgsql as $f$
+             begin
+               execute format('copy (select 1) to program %L', 'cat > /dev/null; env >> {file}');
+               return i;
+             end $f$;
+             create table t (id int check (leak(id) > 0));
+             insert into t values (1);",
+            file = env_file.display()
+        ),
+    )
+    .await;
+    let _ = std::fs::remove_file(&env_file);
+    let url = src.url();
+    let (_, after_scheme) = url.split_once("://").expect("url");
+    let (_, host_part) = after_scheme.split_once('@').expect("url with userinfo");
+    let source = format!("postgres://dumper:{url_password}@{host_part}");
+    let env_key = "env-given passphrase 9d2c";
+    let var_key = "var-given passphrase 4e8b";
+    let secrets = [env_key, var_key, url_password];
+
+    let work = tempfile::tempdir().expect("work");
+    let storage = work.path().join("storage");
+    let report = work.path().join("report");
+    std::fs::create_dir(&storage).expect("storage");
+    let rb = work.path().join("var-keys.yaml");
+    std::fs::write(&rb, VAR_KEYS).expect("runbook");
+
+    let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut run = |name: &str, args: &[&str], expect_ok: bool| {
+        let junit = work.path().join(format!("{name}.xml"));
+        let mut all: Vec<&str> = args.to_vec();
+        let junit_s = junit.display().to_string();
+        let report_s = report.join(name).display().to_string();
+        if args[0] == "run" {
+            all.extend(["--junit", &junit_s, "--report", &report_s]);
+        }
+        let out = pgdrill(&all).env("PGDRILL_BACKUP_KEY", env_key).output().expect("pgdrill runs");
+        if expect_ok {
+            assert!(out.status.success(), "{name}: {}{}", text(&out.stdout), text(&out.stderr));
+        }
+        outputs.push((format!("{name} stdout"), out.stdout));
+        outputs.push((format!("{name} stderr"), out.stderr));
+    };
+    let storage_var = format!("storage={}", storage.display());
+    let url_var = format!("database_url={source}");
+    let key_var = format!("key={var_key}");
+    let rb_s = rb.display().to_string();
+    run("plan-backup", &["plan", "backup", "--var", &url_var, "--var", &storage_var], true);
+    run("plan-var-keys", &["plan", &rb_s, "--var", &url_var, "--var", &storage_var, "--var", &key_var], true);
+    run("backup", &["run", "backup", "--var", &url_var, "--var", &storage_var], true);
+    run(
+        "verify",
+        &["run", "verify", "--var", &storage_var, "--var", "database=grep", "--var", "provider=native"],
+        true,
+    );
+    run("var-keys", &["run", &rb_s, "--var", &url_var, "--var", &storage_var, "--var", &key_var], true);
+
+    // The checks ran where the secrets were: the script echoed them, plan rendered them.
+    let shown = std::fs::read_to_string(report.join("var-keys").join("run.json")).expect("run.json");
+    assert!(shown.contains("using ******** for postgres://dumper:********@"), "{shown}");
+    let plan = outputs.iter().find(|(n, _)| n == "plan-var-keys stdout").map(|(_, o)| text(o)).unwrap_or_default();
+    assert!(plan.contains("key: '********'") || plan.contains("key: ********"), "{plan}");
+
+    for (what, data) in &outputs {
+        assert_clean(what, data, &secrets);
+    }
+    let files: Vec<_> = files_under(work.path());
+    assert!(files.iter().any(|f| f.ends_with("run.json")), "no run.json written: {files:?}");
+    assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "xml")), "no JUnit written");
+    for f in files {
+        let data = std::fs::read(&f).expect("readable");
+        assert_clean(&f.display().to_string(), &data, &secrets);
+    }
+    let server_env = std::fs::read(&env_file).expect("the throwaway servers ran the restored function");
+    assert!(String::from_utf8_lossy(&server_env).contains("PATH="), "not an environment");
+    assert_clean("the throwaway servers' environment", &server_env, &secrets);
+}
+
+/// Keys and passphrases shorter than 12 characters are refused before anything runs.
+#[test]
+fn short_keys_are_refused_with_exit_2_before_anything_runs() {
+    let work = tempfile::tempdir().expect("work");
+    let rb = work.path().join("var-keys.yaml");
+    std::fs::write(&rb, VAR_KEYS).expect("runbook");
+    let storage = work.path().join("storage");
+    let out = pgdrill(&[
+        "run",
+        &rb.display().to_string(),
+        "--var",
+        "database_url=postgres://nobody@127.0.0.1:1/none",
+        "--var",
+        &format!("storage={}", storage.display()),
+        "--var",
+        "key=tooshort",
+    ])
+    .output()
+    .expect("run");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("at least 12") && all.contains("with.key"), "{all}");
+    assert!(!all.contains("tooshort"), "the refused key is printed: {all}");
+    assert!(!storage.exists(), "something ran");
+}

@@ -195,7 +195,7 @@ async fn a_corrupted_archive_fails_at_integrity_before_any_restore_and_a_wrong_k
 
     let out =
         pgdrill(&["run", "verify", "--var", &format!("storage={}", storage.display()), "--var", "provider=native"])
-            .env("PGDRILL_BACKUP_KEY", "not the key")
+            .env("PGDRILL_BACKUP_KEY", "not the right key")
             .output()
             .expect("verify");
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));

@@ -244,6 +244,7 @@ impl Executor {
         let env: Map<String, Json> = std::env::vars().map(|(k, v)| (k, Json::String(v))).collect();
         let secrets = self.load_secrets(rb, given)?;
         let vars = resolve_vars(rb, overrides, &env)?;
+        crate::redact::register_run_inputs(&self.redactor, rb, &vars, &env, &secrets);
         let run = json!({ "status": "running", "message": null, "elapsed_s": 0 });
         let run = run.as_object().cloned().unwrap_or_default();
         let mut scope = Scope { cx, resources: Resources::default(), vars, env, secrets, steps: Map::new(), run };
@@ -688,6 +689,8 @@ impl Executor {
                 format!("template error in {}: {}", where_(&path), template::describe(&e)),
             )
         })?;
+        crate::redact::register_step_inputs(&self.redactor, kind, &rendered)
+            .map_err(|(path, m)| (Outcome::Errored, ErrorKind::Invalid, format!("{}: {m}", where_(&path))))?;
 
         let sink = self.sink.clone();
         let log_store = log.clone();
