@@ -1039,9 +1039,9 @@ fn run_restore_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<O
             let snap = w.snapshot.as_deref().unwrap_or_default();
             let how = match (w.journal.as_deref(), super::journal::read_optional(&ctx, w.journal.as_deref())) {
                 (Some(path), Some(j)) => super::journal::how_to_recover(&w.url, &j, path),
-                _ => format!("the original is in the safety snapshot {snap}; restore it by hand with `pgdrill decrypt {snap} | pg_restore -d ...`"),
+                _ => format!("The original is in the safety snapshot {snap}; restore it by hand with `pgdrill decrypt {snap} | pg_restore -d ...`"),
             };
-            let notice = format!("database `{}` was NOT rolled back: {}; {how}", w.database, e.message());
+            let notice = format!("database `{}` was NOT rolled back: {}. {how}", w.database, e.message());
             ctx.keep("notice", notice.into());
         }
         result

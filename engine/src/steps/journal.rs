@@ -75,8 +75,8 @@ pub(crate) fn how_to_recover(url: &str, journal: &Journal, journal_path: &str) -
         Err(_) => ("postgres".into(), "localhost".into(), 5432),
     };
     let what = match &journal.snapshot {
-        Some(s) => format!("the original is in the safety snapshot {s}"),
-        None => "the database did not exist before this restore".to_string(),
+        Some(s) => format!("The original is in the safety snapshot {s}"),
+        None => "The database did not exist before this restore".to_string(),
     };
     format!(
         "{what}; once the server answers, run the same `pgdrill run restore` command with `--var recover=rollback` \
@@ -494,6 +494,7 @@ fn run_finish(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, St
             j.mark(&path, phase, "the run ended; the database is not restored and the original not put back")
                 .map_err(journal_error)?;
             let connections = match &allow_problem {
+                Some(p) if j.changed => format!(" Whether it accepts connections could not be checked ({p})."),
                 Some(p) => format!(" New connections to it are still refused ({p})."),
                 None => String::new(),
             };
