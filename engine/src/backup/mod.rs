@@ -273,6 +273,8 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     // One snapshot for pg_dump and the fingerprint.
     client.batch_execute("begin isolation level repeatable read read only").await.map_err(env_err)?;
     let snapshot: String = client.query_one("select pg_export_snapshot()", &[]).await.map_err(env_err)?.get(0);
+    // Before pg_dump reads them: see `fingerprint::sequence_positions`.
+    let sequences = fingerprint::sequence_positions(&client).await.map_err(env_err)?;
     log(format!("{pg_dump_version}; server {server_version}; snapshot {snapshot}"));
 
     let store = LocalStore::new(&opts.storage);
@@ -348,7 +350,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         Ok((pending, sizes, sha))
     });
 
-    let fp = fingerprint::compute(&client, opts.fingerprint).await;
+    let fp = fingerprint::compute_with(&client, opts.fingerprint, Some(sequences)).await;
     let piped = pipeline.await.map_err(|e| BackupError::Environment(format!("backup pipeline: {e}")))?;
     drop(stage);
     done.store(true, Ordering::SeqCst);
@@ -579,28 +581,46 @@ fn tar_toc_tables(plain: Box<dyn Read + Send + '_>, backup: &Path, server_major:
     Ok(count_toc_tables(&String::from_utf8_lossy(&out.stdout)))
 }
 
+/// Tables in a plain dump: the `-- Name: ...; Type: TABLE; Schema: ...` header pg_dump writes
+/// before each table's definition, counted outside COPY data. Not `CREATE TABLE` lines: that
+/// misses `CREATE UNLOGGED TABLE` and counts data rows and function bodies that begin with
+/// those words (a migrations table holding DDL).
 fn count_create_table(plain: Box<dyn Read + Send + '_>) -> Result<usize, String> {
     // Bytes, not text: a dump of a LATIN1 database is not UTF-8.
     let mut r = BufReader::with_capacity(1 << 20, plain);
     let mut line = Vec::with_capacity(4096);
     let mut n = 0;
+    let mut in_copy = false;
     loop {
         line.clear();
         if r.read_until(b'\n', &mut line).map_err(|e| io_message(&e))? == 0 {
             return Ok(n);
         }
-        if line.starts_with(b"CREATE TABLE ") {
+        let l = line.strip_suffix(b"\n").unwrap_or(&line);
+        if in_copy {
+            in_copy = l != b"\\.";
+        } else if l.starts_with(b"COPY ") && l.ends_with(b" FROM stdin;") {
+            in_copy = true;
+        } else if l.starts_with(b"-- Name: ") && contains(l, b"; Type: TABLE; Schema: ") {
             n += 1;
         }
     }
 }
 
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Tables in `pg_restore --list` output: entries `ID; 1259 OID TABLE schema name owner`.
+/// The catalog (1259, pg_class) tells a table's own entry from `TABLE DATA` and `TABLE
+/// ATTACH` (catalog 0), which the words cannot: a partition has a `TABLE ATTACH` entry too,
+/// and a table in a schema named `DATA` reads `TABLE DATA name owner`.
 fn count_toc_tables(list: &str) -> usize {
     list.lines()
         .filter(|l| !l.starts_with(';'))
         .filter(|l| {
-            let mut t = l.split_whitespace().skip(3);
-            t.next() == Some("TABLE") && t.next() != Some("DATA")
+            let mut t = l.split(' ');
+            t.nth(1) == Some("1259") && t.nth(1) == Some("TABLE")
         })
         .count()
 }

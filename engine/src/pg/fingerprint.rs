@@ -14,10 +14,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
-/// Session settings that make text forms identical on every server.
+/// Session settings that make text forms identical on every server. `lc_monetary` because
+/// money's text follows it (the throwaway server's locale need not be the source's);
+/// `row_security = off` so a role subject to row-level security gets an error, as pg_dump
+/// does, instead of a fingerprint of the rows its policies let it see.
 pub const SESSION_SETTINGS: &str = "set local timezone = 'UTC'; set local datestyle = 'ISO, YMD'; \
      set local intervalstyle = 'postgres'; set local extra_float_digits = 3; set local bytea_output = 'hex'; \
-     set local search_path = pg_catalog";
+     set local lc_monetary = 'C'; set local row_security = off; set local search_path = pg_catalog";
 
 /// How much to compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,37 +65,98 @@ pub struct Fingerprint {
 
 const USER_NS: &str = "n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%' and n.nspname not like 'pg_temp%'";
 
+/// Not a member of an extension (`CREATE EXTENSION` makes those, not the dump).
+fn not_extension_member(catalog: &str, oid: &str) -> String {
+    format!("not exists (select 1 from pg_depend d where d.classid = '{catalog}'::regclass and d.objid = {oid} and d.deptype = 'e')")
+}
+
+const SEQUENCES: &str = "select format('%I.%I last_value=%s increment=%s', schemaname, sequencename, coalesce(last_value::text, 'null'), increment_by) from pg_sequences where schemaname not in ('pg_catalog', 'information_schema')";
+
+/// The kinds the first fingerprints had. A kind added later is compared only when the
+/// expected fingerprint has it, so backups taken before it existed still verify; its lines
+/// are new kinds rather than changes to these, for the same reason.
 fn schema_queries() -> Vec<(&'static str, String)> {
     vec![
-        ("tables", format!("select format('%I.%I %s', n.nspname, c.relname, c.relkind) from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r','p','v','m','S','f') and {USER_NS}")),
-        ("columns", format!("select format('%I.%I %s %I %s%s%s', n.nspname, c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), case when a.attnotnull then ' not null' else '' end, coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')) from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum where a.attnum > 0 and not a.attisdropped and c.relkind in ('r','p','v','m','f') and {USER_NS}")),
+        // An extension's own tables (PostGIS's spatial_ref_sys) are marked: the dump has no
+        // TABLE entry for them, so the manifest's table count must not include them.
+        ("tables", format!("select format('%I.%I %s', n.nspname, c.relname, c.relkind) || coalesce((select ' extension ' || e.extname from pg_depend d join pg_extension e on e.oid = d.refobjid where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e' limit 1), '') from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r','p','v','m','S','f') and {USER_NS}")),
+        // The position counts live columns only: a restore has no dropped columns, so the
+        // source's attnum after a dropped one is not the restored copy's.
+        ("columns", format!("select format('%I.%I %s %I %s%s%s', n.nspname, c.relname, (select count(*) from pg_attribute l where l.attrelid = a.attrelid and l.attnum > 0 and l.attnum <= a.attnum and not l.attisdropped), a.attname, format_type(a.atttypid, a.atttypmod), case when a.attnotnull then ' not null' else '' end, coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')) from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum where a.attnum > 0 and not a.attisdropped and c.relkind in ('r','p','v','m','f') and {USER_NS}")),
         ("constraints", format!("select format('%I.%I %I %s', n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid)) from pg_constraint k join pg_class c on c.oid = k.conrelid join pg_namespace n on n.oid = c.relnamespace where {USER_NS}")),
         ("indexes", format!("select pg_get_indexdef(i.indexrelid) from pg_index i join pg_class c on c.oid = i.indrelid join pg_namespace n on n.oid = c.relnamespace where {USER_NS}")),
-        ("sequences", "select format('%I.%I last_value=%s increment=%s', schemaname, sequencename, coalesce(last_value::text, 'null'), increment_by) from pg_sequences where schemaname not in ('pg_catalog', 'information_schema')".into()),
+        ("sequences", SEQUENCES.into()),
         ("views", format!("select format('%I.%I %s', n.nspname, c.relname, md5(pg_get_viewdef(c.oid))) from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('v','m') and {USER_NS}")),
         ("functions", format!("select format('%I.%I(%s) %s', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid), md5(coalesce(p.prosrc, ''))) from pg_proc p join pg_namespace n on n.oid = p.pronamespace where {USER_NS} and not exists (select 1 from pg_depend d where d.objid = p.oid and d.deptype = 'e')")),
         ("extensions", "select format('%s %s', extname, extversion) from pg_extension where extname <> 'plpgsql'".into()),
+        // Kinds added later (see above).
+        // How each relation is stored and attached: unlogged, row security (and forced),
+        // populated, replica identity, storage options, partition key and bound, parents.
+        ("relations", format!("select format('%I.%I kind=%s persistence=%s am=%s rls=%s force_rls=%s populated=%s replica=%s options=%s partition_key=%s bound=%s inherits=%s', n.nspname, c.relname, c.relkind, c.relpersistence, coalesce(am.amname, '-'), c.relrowsecurity, c.relforcerowsecurity, c.relispopulated, c.relreplident, coalesce(array_to_string(c.reloptions, ','), '-'), coalesce(pg_get_partkeydef(c.oid), '-'), coalesce(pg_get_expr(c.relpartbound, c.oid), '-'), coalesce((select string_agg(format('%I.%I', pn.nspname, pc.relname), ',' order by i.inhseqno) from pg_inherits i join pg_class pc on pc.oid = i.inhparent join pg_namespace pn on pn.oid = pc.relnamespace where i.inhrelid = c.oid), '-')) from pg_class c join pg_namespace n on n.oid = c.relnamespace left join pg_am am on am.oid = c.relam where c.relkind in ('r','p','m','f') and {USER_NS}")),
+        // What `columns` cannot tell apart: a generated column from a plain one with the same
+        // default, identity columns, a collation other than the type's.
+        ("column_details", format!("select format('%I.%I %I%s%s%s', n.nspname, c.relname, a.attname, case a.attgenerated when 's' then ' generated stored' else '' end, case a.attidentity when 'a' then ' identity always' when 'd' then ' identity by default' else '' end, case when a.attcollation <> t.typcollation then ' collate ' || (select format('%I.%I', cn.nspname, co.collname) from pg_collation co join pg_namespace cn on cn.oid = co.collnamespace where co.oid = a.attcollation) else '' end) from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace join pg_type t on t.oid = a.atttypid where a.attnum > 0 and not a.attisdropped and c.relkind in ('r','p','f') and {USER_NS} and (a.attgenerated <> '' or a.attidentity <> '' or a.attcollation <> t.typcollation)")),
+        // Enums with their labels in order, domains with their constraints, composite and
+        // range types.
+        ("types", format!("select format('%I.%I %s %s', n.nspname, t.typname, t.typtype, case t.typtype when 'e' then (select string_agg(quote_literal(e.enumlabel), ',' order by e.enumsortorder) from pg_enum e where e.enumtypid = t.oid) when 'd' then format_type(t.typbasetype, t.typtypmod) || case when t.typnotnull then ' not null' else '' end || coalesce(' default ' || t.typdefault, '') || coalesce((select ' ' || string_agg(format('%I %s', k.conname, pg_get_constraintdef(k.oid)), ' ' order by k.conname) from pg_constraint k where k.contypid = t.oid), '') when 'c' then (select string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ',' order by a.attnum) from pg_attribute a where a.attrelid = t.typrelid and a.attnum > 0 and not a.attisdropped) when 'r' then (select format_type(r.rngsubtype, null) from pg_range r where r.rngtypid = t.oid) else '' end) from pg_type t join pg_namespace n on n.oid = t.typnamespace where {USER_NS} and (t.typtype in ('e','d','r') or t.typtype = 'c' and (select relkind from pg_class where oid = t.typrelid) = 'c') and {}", not_extension_member("pg_type", "t.oid"))),
+        ("policies", format!("select format('%I.%I %I %s %s to %s using %s check %s', n.nspname, c.relname, p.polname, p.polcmd, case when p.polpermissive then 'permissive' else 'restrictive' end, array_to_string(array(select case when r = 0 then 'public' else quote_ident(pg_get_userbyid(r)) end from unnest(p.polroles) r order by 1), ','), coalesce(pg_get_expr(p.polqual, p.polrelid), '-'), coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '-')) from pg_policy p join pg_class c on c.oid = p.polrelid join pg_namespace n on n.oid = c.relnamespace where {USER_NS}")),
+        ("triggers", format!("select format('%s enabled=%s', pg_get_triggerdef(t.oid), t.tgenabled) from pg_trigger t join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace where not t.tgisinternal and {USER_NS}")),
+        // The whole definition: `functions` sees only the body, not volatility, security
+        // definer, settings or the return type.
+        ("routines", format!("select format('%I.%I(%s) %s', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid), md5(pg_get_functiondef(p.oid))) from pg_proc p join pg_namespace n on n.oid = p.pronamespace where p.prokind in ('f','p') and {USER_NS} and {}", not_extension_member("pg_proc", "p.oid"))),
+        // Comments on user objects (oids from FirstNormalObjectId) and on schema public.
+        ("comments", "select format('%s: %s', pg_describe_object(d.classoid, d.objoid, d.objsubid), md5(d.description)) from pg_description d where d.objoid >= 16384 or d.classoid = 'pg_namespace'::regclass and d.objoid = 'public'::regnamespace".into()),
+        ("sequence_options", "select format('%I.%I %s start=%s min=%s max=%s cache=%s cycle=%s', schemaname, sequencename, data_type, start_value, min_value, max_value, cache_size, cycle) from pg_sequences where schemaname not in ('pg_catalog', 'information_schema')".into()),
+        // Large objects are data outside every table: their number and an order-independent
+        // hash of (oid, content). pg_dump keeps their oids.
+        ("large_objects", "select format('%s large objects, content %s', count(*), coalesce(sum(hashtextextended(l.oid::text || ':' || md5(lo_get(l.oid)), 0)::numeric), 0)) from pg_largeobject_metadata l having count(*) > 0".into()),
     ]
+}
+
+/// Sequence positions now (`sequences` lines). A backup reads them before pg_dump starts:
+/// sequences move outside every snapshot, so read first they are at or behind the dump's, and a
+/// restored sequence behind them is a real difference, never a race.
+pub async fn sequence_positions(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
+    client.batch_execute(SESSION_SETTINGS).await?;
+    Ok(client.query(SEQUENCES, &[]).await?.iter().map(|r| r.get::<_, String>(0)).collect())
 }
 
 /// Compute the fingerprint in the caller's current transaction (settings are `set local`).
 pub async fn compute(client: &Client, mode: Mode) -> Result<Option<Fingerprint>, tokio_postgres::Error> {
+    compute_with(client, mode, None).await
+}
+
+/// `compute`, with sequence positions read earlier (`sequence_positions`) when given.
+pub async fn compute_with(
+    client: &Client,
+    mode: Mode,
+    sequences: Option<Vec<String>>,
+) -> Result<Option<Fingerprint>, tokio_postgres::Error> {
     if mode == Mode::Off {
         return Ok(None);
     }
-    let (schema_hash, schema) = compute_schema(client).await?;
+    let (schema_hash, schema) = compute_schema_with(client, sequences).await?;
     let tables = compute_tables(client, mode).await?;
     Ok(Some(Fingerprint { mode, schema_hash, schema, tables }))
 }
 
 /// The schema part: lines by kind and their hash.
 pub async fn compute_schema(client: &Client) -> Result<(String, BTreeMap<String, Vec<String>>), tokio_postgres::Error> {
+    compute_schema_with(client, None).await
+}
+
+async fn compute_schema_with(
+    client: &Client,
+    mut sequences: Option<Vec<String>>,
+) -> Result<(String, BTreeMap<String, Vec<String>>), tokio_postgres::Error> {
     client.batch_execute(SESSION_SETTINGS).await?;
     let mut schema = BTreeMap::new();
     let mut hasher = Sha256::new();
     for (kind, q) in schema_queries() {
-        let mut lines: Vec<String> =
-            client.query(q.as_str(), &[]).await?.iter().map(|r| r.get::<_, String>(0)).collect();
+        let mut lines: Vec<String> = match (kind, sequences.take_if(|_| kind == "sequences")) {
+            (_, Some(early)) => early,
+            _ => client.query(q.as_str(), &[]).await?.iter().map(|r| r.get::<_, String>(0)).collect(),
+        };
         lines.sort();
         for l in &lines {
             hasher.update(kind.as_bytes());
@@ -140,9 +204,14 @@ pub async fn compute_tables(
     Ok(prints)
 }
 
-/// A schema line as it is compared. A sequence's position is recorded but not compared:
-/// sequences are not transactional, so pg_dump and the fingerprint read `last_value` outside
-/// their shared snapshot, and under concurrent writes the two legitimately differ.
+/// The kinds every fingerprint has; any other kind is compared only when the expected
+/// fingerprint has it (see `schema_queries`).
+const FIRST_KINDS: &[&str] =
+    &["tables", "columns", "constraints", "indexes", "sequences", "views", "functions", "extensions"];
+
+/// A schema line as it is compared. A sequence's position is compared apart
+/// (`sequences_behind`): sequences are not transactional, so the dump may hold a later
+/// position than the fingerprint read.
 fn comparable(kind: &str, line: &str) -> String {
     if kind != "sequences" {
         return line.to_string();
@@ -156,7 +225,8 @@ pub fn schema_differences(
     actual: &BTreeMap<String, Vec<String>>,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    let kinds: std::collections::BTreeSet<&String> = expected.keys().chain(actual.keys()).collect();
+    let kinds: std::collections::BTreeSet<&String> =
+        expected.keys().chain(actual.keys().filter(|k| FIRST_KINDS.contains(&k.as_str()))).collect();
     let empty = Vec::new();
     for kind in kinds {
         let e: std::collections::BTreeSet<String> =
@@ -168,6 +238,53 @@ pub fn schema_differences(
         }
         for l in a.difference(&e) {
             out.push(format!("{kind}: unexpected {l}"));
+        }
+    }
+    out.extend(sequences_behind(expected, actual));
+    out
+}
+
+/// `name -> (last_value or None when never called, increment)` from `sequences` lines.
+fn positions(lines: Option<&Vec<String>>) -> BTreeMap<String, (Option<i128>, i128)> {
+    let mut out = BTreeMap::new();
+    for l in lines.into_iter().flatten() {
+        // From the right: a quoted name may hold spaces.
+        let mut w = l.rsplitn(3, ' ');
+        let (Some(inc), Some(last), Some(name)) = (w.next(), w.next(), w.next()) else { continue };
+        let (Some(inc), Some(last)) = (inc.strip_prefix("increment="), last.strip_prefix("last_value=")) else {
+            continue;
+        };
+        let Ok(inc) = inc.parse::<i128>() else { continue };
+        out.insert(name.to_string(), (last.parse::<i128>().ok(), inc));
+    }
+    out
+}
+
+/// Sequences of the restored copy that stand behind the source's: they would hand out values
+/// already used. Ahead is accepted (the dump read them after the fingerprint did). Compared
+/// only when the expected fingerprint says the positions were read before the dump (it has
+/// `sequence_options`), and not for cycling sequences, where behind has no meaning.
+fn sequences_behind(expected: &BTreeMap<String, Vec<String>>, actual: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    let Some(options) = expected.get("sequence_options") else { return Vec::new() };
+    let cycling = |name: &str| {
+        options.iter().any(|o| o.strip_prefix(name).is_some_and(|r| r.starts_with(' ') && r.ends_with(" cycle=t")))
+    };
+    let e = positions(expected.get("sequences"));
+    let a = positions(actual.get("sequences"));
+    let mut out = Vec::new();
+    for (name, (want, inc)) in &e {
+        let Some((got, _)) = a.get(name) else { continue };
+        let Some(want) = want else { continue };
+        if cycling(name) {
+            continue;
+        }
+        let behind = match got {
+            None => true,
+            Some(g) => (*inc > 0 && g < want) || (*inc < 0 && g > want),
+        };
+        if behind {
+            let got = got.map_or("never called".to_string(), |g| g.to_string());
+            out.push(format!("sequences: {name} is at {got}, behind the source's {want}"));
         }
     }
     out
@@ -210,11 +327,54 @@ mod tests {
     }
 
     #[test]
-    fn sequence_positions_are_not_compared_but_everything_else_is() {
-        let e = one("sequences", "public.hb_id_seq last_value=1 increment=1");
-        assert!(schema_differences(&e, &one("sequences", "public.hb_id_seq last_value=9 increment=1")).is_empty());
-        assert_eq!(schema_differences(&e, &one("sequences", "public.hb_id_seq last_value=1 increment=2")).len(), 2);
+    fn sequence_positions_are_compared_only_for_falling_behind() {
+        let e = one("sequences", "public.hb_id_seq last_value=5 increment=1");
+        // A fingerprint from before positions were read ahead of the dump: not compared.
+        assert!(schema_differences(&e, &one("sequences", "public.hb_id_seq last_value=1 increment=1")).is_empty());
+        assert_eq!(schema_differences(&e, &one("sequences", "public.hb_id_seq last_value=5 increment=2")).len(), 2);
         let c = one("columns", "public.t.a last_value=1");
         assert_eq!(schema_differences(&c, &one("columns", "public.t.a last_value=2")).len(), 2);
+
+        let with_options = |seq: &str, cycle: bool| {
+            let mut m = one("sequences", seq);
+            m.insert(
+                "sequence_options".into(),
+                vec![format!(
+                    "public.\"my seq\" bigint start=1 min=1 max=9 cache=1 cycle={}",
+                    if cycle { 't' } else { 'f' }
+                )],
+            );
+            m
+        };
+        let e = with_options("public.\"my seq\" last_value=5 increment=1", false);
+        let ahead = with_options("public.\"my seq\" last_value=7 increment=1", false);
+        assert!(schema_differences(&e, &ahead).is_empty());
+        let behind = with_options("public.\"my seq\" last_value=4 increment=1", false);
+        assert_eq!(schema_differences(&e, &behind), ["sequences: public.\"my seq\" is at 4, behind the source's 5"]);
+        let never = with_options("public.\"my seq\" last_value=null increment=1", false);
+        assert_eq!(schema_differences(&e, &never).len(), 1);
+        // Descending: behind is above.
+        let e = with_options("public.\"my seq\" last_value=-5 increment=-1", false);
+        assert_eq!(
+            schema_differences(&e, &with_options("public.\"my seq\" last_value=-4 increment=-1", false)).len(),
+            1
+        );
+        assert!(schema_differences(&e, &with_options("public.\"my seq\" last_value=-6 increment=-1", false)).is_empty());
+        // Cycling: not compared.
+        let e = with_options("public.\"my seq\" last_value=5 increment=1", true);
+        assert!(schema_differences(&e, &with_options("public.\"my seq\" last_value=1 increment=1", true)).is_empty());
+    }
+
+    #[test]
+    fn kinds_added_later_are_compared_only_when_the_expectation_has_them() {
+        let old = one("tables", "public.t r");
+        let mut new = one("tables", "public.t r");
+        new.insert("policies".into(), vec!["public.t p * permissive to public using true check -".into()]);
+        assert!(schema_differences(&old, &new).is_empty());
+        let mut dropped = new.clone();
+        dropped.insert("policies".into(), vec![]);
+        assert_eq!(schema_differences(&new, &dropped).len(), 1);
+        // A first kind missing from the restore is always a difference.
+        assert_eq!(schema_differences(&BTreeMap::new(), &old).len(), 1);
     }
 }

@@ -632,11 +632,13 @@ fn run_amcheck(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Out
         if installed.is_none() {
             client.batch_execute("create extension amcheck").await.map_err(pg_error)?;
         }
+        // Only indexes with storage (relkind `i`): a partitioned table's own index (`I`) has
+        // none and bt_index_check refuses it; its partitions' indexes are checked instead.
         let indexes = client
             .query(
                 "select c.oid::regclass::text from pg_index i join pg_class c on c.oid = i.indexrelid \
                  join pg_am a on a.oid = c.relam join pg_namespace n on n.oid = c.relnamespace \
-                 where a.amname = 'btree' and i.indisvalid and c.relpersistence <> 't' \
+                 where a.amname = 'btree' and c.relkind = 'i' and i.indisvalid and c.relpersistence <> 't' \
                  and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%' order by 1",
                 &[],
             )
