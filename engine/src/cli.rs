@@ -13,6 +13,27 @@ use crate::redact::Redactor;
 use crate::report::{JsonRecord, Junit, Terminal};
 use crate::{plan, runbook, shipped, steps, Error};
 
+// Output goes through these instead of `print!`, which panics (exit 101) when the reader
+// went away (`pgdrill backups list | head -2`): a closed pipe ends the output quietly.
+macro_rules! out {
+    ($($t:tt)*) => { write_quietly(&mut std::io::stdout().lock(), &format!($($t)*)) };
+}
+macro_rules! outln {
+    ($($t:tt)*) => { out!("{}\n", format_args!($($t)*)) };
+}
+macro_rules! err {
+    ($($t:tt)*) => { write_quietly(&mut std::io::stderr().lock(), &format!($($t)*)) };
+}
+macro_rules! errln {
+    ($($t:tt)*) => { err!("{}\n", format_args!($($t)*)) };
+}
+
+/// Write `text`; a write error (a closed pipe) is not worth a panic or an exit code of its
+/// own: whoever closed it stopped reading.
+fn write_quietly(w: &mut dyn std::io::Write, text: &str) {
+    let _ = w.write_all(text.as_bytes()).and_then(|_| w.flush());
+}
+
 /// Prove PostgreSQL backups restore: runbooks as code, verification by restore, drills with
 /// measured RTO and RPO.
 #[derive(Debug, Parser)]
@@ -134,7 +155,7 @@ pub fn main() -> i32 {
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::Environment.code();
         }
     };
@@ -145,8 +166,8 @@ pub fn main() -> i32 {
         Err(e) => {
             let text = redactor.redact(&e.to_string());
             match &e {
-                Error::Runbook(_) => eprint!("{text}"),
-                _ => eprintln!("error: {text}"),
+                Error::Runbook(_) => err!("{text}"),
+                _ => errln!("error: {text}"),
             }
             e.exit_code()
         }
@@ -166,7 +187,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let env: serde_json::Map<String, serde_json::Value> =
                 std::env::vars().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
             let vars = exec::resolve_vars(&rb, &exec::overrides_from_pairs(&vars), &env)?;
-            print!("{}", plan::render(&rb, &vars));
+            out!("{}", plan::render(&rb, &vars));
             Ok(ExitCode::Passed)
         }
         Command::Run { runbook, vars, junit, report, quiet, yes } => {
@@ -197,16 +218,21 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let list = steps::backup_listing(&storage, database.as_deref())
                 .map_err(|e| Error::Environment(e.message().to_string()))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
             } else {
-                println!(
+                outln!(
                     "{:<26} {:<16} {:>12} {:<8} {:<9} {:<30} path",
-                    "created", "database", "size", "format", "encrypted", "last verified"
+                    "created",
+                    "database",
+                    "size",
+                    "format",
+                    "encrypted",
+                    "last verified"
                 );
                 for b in &list {
                     let s = |k: &str| b.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
                     if let Some(err) = b.get("error") {
-                        println!(
+                        outln!(
                             "{:<26} {:<16} {:>12} {:<8} {:<9} {:<30} {} ({})",
                             "?",
                             s("database"),
@@ -229,7 +255,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                         ),
                         _ => "never".into(),
                     };
-                    println!(
+                    outln!(
                         "{:<26} {:<16} {:>12} {:<8} {:<9} {:<30} {}",
                         s("created"),
                         s("database"),
@@ -268,7 +294,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                     Ok(ExitCode::Passed)
                 }
                 Err(crate::backup::BackupError::Failed(m)) => {
-                    eprintln!("error: {m}");
+                    errln!("error: {m}");
                     Ok(ExitCode::Failed)
                 }
                 Err(crate::backup::BackupError::Invalid(m)) => Err(Error::Invalid(m)),
@@ -292,9 +318,9 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 time::OffsetDateTime::now_utc(),
             );
             if json {
-                println!("{}", serde_json::to_string_pretty(&s.json()).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&s.json()).unwrap_or_default());
             } else {
-                print!("{}", s.text(stale_after));
+                out!("{}", s.text(stale_after));
             }
             Ok(if s.stale { ExitCode::Failed } else { ExitCode::Passed })
         }
@@ -305,9 +331,9 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                     return Err(Error::Invalid(format!("no step kind `{n}`{help}")));
                 }
             }
-            print!("{}", steps::describe_catalogue(name.as_deref()));
+            out!("{}", steps::describe_catalogue(name.as_deref()));
             if name.is_none() {
-                println!("shipped runbooks: {}", shipped::names().collect::<Vec<_>>().join(", "));
+                outln!("shipped runbooks: {}", shipped::names().collect::<Vec<_>>().join(", "));
             }
             Ok(ExitCode::Passed)
         }
@@ -319,7 +345,7 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
     let mut other: Vec<String> = Vec::new();
     for f in files {
         match exec::load_checked(f) {
-            Ok(rb) => println!("ok: {} ({}, {} steps)", rb.file, rb.name, rb.steps.len()),
+            Ok(rb) => outln!("ok: {} ({}, {} steps)", rb.file, rb.name, rb.steps.len()),
             Err(Error::Runbook(d)) => all.0.extend(d.0),
             Err(e) => other.push(e.to_string()),
         }
@@ -328,7 +354,7 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
         return Ok(ExitCode::Passed);
     }
     for o in &other {
-        eprintln!("error: {o}");
+        errln!("error: {o}");
     }
     if !all.is_empty() {
         return Err(Error::Runbook(all));

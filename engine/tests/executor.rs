@@ -78,8 +78,8 @@ fn third_step_failure_rolls_back_step_two_then_one_then_finally_everywhere() {
     assert_eq!(rec["outcome"], "failed");
     let steps = steps_of(&rec, 0);
     let expect = [
-        ("step1", "main", "rolled_back"),
-        ("step2", "main", "rolled_back"),
+        ("step1", "main", "passed"),
+        ("step2", "main", "passed"),
         ("step3", "main", "failed"),
         ("step4", "main", "skipped"),
         ("undo2", "rollback", "passed"),
@@ -88,6 +88,10 @@ fn third_step_failure_rolls_back_step_two_then_one_then_finally_everywhere() {
     ];
     let got: Vec<(&str, &str, &str)> = steps.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
     assert_eq!(got, expect);
+    // Rolled back is a fact added to the steps that passed, not a replacement outcome.
+    let facts: Vec<&str> =
+        rec["suites"][0]["steps"].as_array().into_iter().flatten().filter_map(|s| s["rollback"].as_str()).collect();
+    assert_eq!(facts, ["rolled_back", "rolled_back"]);
 
     // JUnit matches the checked-in expected file, timings masked.
     let xml = std::fs::read_to_string(&junit).unwrap_or_default();
@@ -563,5 +567,161 @@ fn deeply_nested_yaml_is_rejected_as_invalid_without_parsing_it() {
         assert_eq!(out.status.code(), Some(2), "{what}: {err}");
         assert!(err.contains("YAML nested deeper than 64 levels"), "{what}: {err}");
         assert!(err.len() < 2000, "{what}: the diagnostic shows a window of the line, not all of it");
+    }
+}
+
+/// `script` run by python3 on `args`; its stdout, or `None` (a printed skip outside CI) when
+/// python3 with junitparser is missing.
+fn python(script: &str, args: &[&str]) -> Option<String> {
+    let has = std::process::Command::new("python3")
+        .args(["-c", "import junitparser, xml.etree.ElementTree"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !common::require(has, "python3 with junitparser (pip install junitparser)") {
+        return None;
+    }
+    let out = std::process::Command::new("python3").arg("-c").arg(script).args(args).output().expect("python3");
+    assert!(out.status.success(), "python: {}", text(&out.stderr));
+    Some(text(&out.stdout))
+}
+
+#[test]
+fn a_failed_step_that_is_rolled_back_stays_failed_and_a_failed_or_skipped_rollback_says_so() {
+    let t = tmp();
+    let junit = t.path().join("j.xml");
+    let report = t.path().join("r");
+    let out = run(&[
+        "run",
+        "fixtures/runbooks/rollback-truth.yaml",
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+        "--report",
+        report.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+
+    // run.json: outcomes stay what the steps did; the rollback is an added fact; identity
+    // is the position, so the two `Same name` steps stay apart.
+    let rec = read_json(&report.join("run.json"));
+    let steps = rec["suites"][0]["steps"].as_array().cloned().unwrap_or_default();
+    let by_path = |p: &str| steps.iter().find(|s| s["path"] == p).cloned().unwrap_or_default();
+    assert_eq!(
+        (by_path("steps[0]")["outcome"].clone(), by_path("steps[0]")["rollback"].clone()),
+        ("failed".into(), "rolled_back".into())
+    );
+    assert_eq!(by_path("steps[0]")["label"], "Tolerated failure", "`name:` is displayed");
+    assert_eq!(
+        (by_path("steps[1]")["outcome"].clone(), by_path("steps[1]")["rollback"].clone()),
+        ("passed".into(), "failed".into())
+    );
+    assert_eq!(
+        (by_path("steps[2]")["outcome"].clone(), by_path("steps[2]")["rollback"].clone()),
+        ("passed".into(), "skipped".into())
+    );
+
+    // JUnit: the tolerated failure is a failure; the shared name carries the position.
+    let cases = common::junit_cases(&junit);
+    let status = |n: &str| {
+        cases.iter().find(|(c, _)| c == n).map(|(_, s)| s.clone()).unwrap_or_else(|| format!("absent in {cases:?}"))
+    };
+    assert_eq!(status("Tolerated failure"), "failure");
+    assert_eq!(status("Same name [steps[1]]"), "passed");
+    assert_eq!(status("Same name [steps[2]]"), "passed");
+    assert_eq!(status("rollback of Same name: undo that fails"), "failure");
+    let xml = std::fs::read_to_string(&junit).unwrap_or_default();
+    assert!(xml.contains("its rollback FAILED after a later failure"), "{xml}");
+    assert!(xml.contains("its rollback was skipped after a later failure"), "{xml}");
+
+    // Terminal and final message: never "rolled back" for a failed or skipped rollback.
+    assert!(stdout.contains("ROLLBACK FAILED Same name"), "{stdout}");
+    assert!(stdout.contains("rollback skipped Same name"), "{stdout}");
+    assert!(!stdout.contains("rolled back  Same name"), "{stdout}");
+    assert!(stdout.contains("rolled back  Tolerated failure"), "{stdout}");
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.contains("the rollback of step `Same name` (step 2) FAILED (step `undo that fails` failed"), "{last}");
+    assert!(last.contains("the rollback of step `Same name` (step 3) was skipped"), "{last}");
+
+    // The compliance report says the same.
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap_or_default();
+    assert!(md.contains("| failed, rolled back |"), "{md}");
+    assert!(md.contains("| passed, rollback FAILED |"), "{md}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_name_with_control_characters_and_cdata_end_keeps_every_report_well_formed() {
+    let Some(pg) = common::native_server("hostile").await else { return };
+    let url = pg.url();
+    let evil = "evil\u{1b}[31mred\u{7}bell]]>end\u{1}";
+    common::exec(&url, &format!("create table \"{evil}\" (id int)")).await;
+    let t = tmp();
+    let junit = t.path().join("j.xml");
+    let report = t.path().join("r");
+    let out = run(&[
+        "run",
+        "fixtures/runbooks/hostile-names.yaml",
+        "--var",
+        &format!("url={url}"),
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+        "--report",
+        report.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    // The terminal never receives ESC or BEL from data; it shows them visibly.
+    assert!(!out.stdout.iter().any(|b| matches!(b, 0x1b | 0x07 | 0x01)), "{:?}", text(&out.stdout));
+    assert!(text(&out.stdout).contains(r"evil\x1b[31mred\x07bell]]>end\x01"), "{}", text(&out.stdout));
+    // The data really reached every report (so this test can fail).
+    let xml = std::fs::read_to_string(&junit).unwrap_or_default();
+    assert!(xml.contains("bell]]"), "{xml}");
+    let script = r#"
+import sys, json, xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from junitparser import JUnitXml
+root = ET.parse(sys.argv[1]).getroot()
+for suite in JUnitXml.fromfile(sys.argv[1]):
+    for case in suite:
+        print("case", case.name, [type(r).__name__ for r in case.result])
+print("text", "".join(root.itertext()))
+json.load(open(sys.argv[2] + "/run.json")); json.load(open(sys.argv[2] + "/report.json"))
+html = open(sys.argv[2] + "/report.html", encoding="utf-8").read()
+bad = [c for c in html if ord(c) < 32 and c not in "\t\n\r"]
+assert not bad, bad
+HTMLParser().feed(html)
+print("html ok", "bell]]&gt;end" in html)
+"#;
+    let Some(parsed) = python(script, &[junit.to_str().unwrap_or_default(), report.to_str().unwrap_or_default()])
+    else {
+        return;
+    };
+    assert!(parsed.contains("case names ['Failure']"), "{parsed}");
+    // `]]>` survived the CDATA split intact.
+    assert!(parsed.contains(r"evil\x1b[31mred\x07bell]]>end\x01"), "{parsed}");
+    assert!(parsed.contains("html ok True"), "{parsed}");
+    pg.stop().await;
+}
+
+/// `pgdrill ARGS` with its stdout closed before it writes anything, as `| head` does.
+fn with_stdout_closed(args: &[&str]) -> std::process::Output {
+    let mut child = pgdrill(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    drop(child.stdout.take());
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_instead_of_panicking() {
+    let t = tmp();
+    let storage = t.path().to_str().unwrap_or_default();
+    for args in [
+        vec!["backups", "list", "--storage", storage],
+        vec!["steps"],
+        vec!["validate", "runbooks/smoke.yaml"],
+        vec!["plan", "fixtures/runbooks/nested-parent.yaml"],
+        vec!["run", "fixtures/runbooks/nested-parent.yaml"],
+    ] {
+        let out = with_stdout_closed(&args);
+        let err = text(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
     }
 }

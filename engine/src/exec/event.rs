@@ -14,8 +14,6 @@ pub enum Outcome {
     Errored,
     TimedOut,
     Skipped,
-    /// Passed, then undone by its rollback after a later failure.
-    RolledBack,
 }
 
 impl Outcome {
@@ -26,7 +24,29 @@ impl Outcome {
             Outcome::Errored => "errored",
             Outcome::TimedOut => "timed out",
             Outcome::Skipped => "skipped",
-            Outcome::RolledBack => "rolled back",
+        }
+    }
+}
+
+/// What became of a completed step's rollback after a later failure. A fact added to the
+/// step's record: the step's own outcome (passed, or failed under `continue_on_error`) stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rollback {
+    /// Every rollback step passed.
+    RolledBack,
+    /// A rollback step failed: the step's effect may still be there.
+    Failed,
+    /// No rollback step ran (`when:` was false for all of them).
+    Skipped,
+}
+
+impl Rollback {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rollback::RolledBack => "rolled back",
+            Rollback::Failed => "rollback FAILED",
+            Rollback::Skipped => "rollback skipped",
         }
     }
 }
@@ -49,6 +69,10 @@ pub enum Phase {
 #[derive(Debug, Clone, Serialize)]
 pub struct StepRecord {
     pub suite: usize,
+    /// The step's identity: its position in the file (`steps[2]`, `steps[1].parallel[0]`,
+    /// `steps[2].rollback[0]`, `finally[0]`), unique within a suite whatever its label.
+    pub path: String,
+    /// What it is called in reports: `name:`, else `id:`, else its kind and line.
     pub label: String,
     pub id: Option<String>,
     pub uses: String,
@@ -66,6 +90,9 @@ pub struct StepRecord {
     pub message: Option<String>,
     pub outputs: serde_json::Value,
     pub log: Vec<String>,
+    /// Set when a later failure made its rollback run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Rollback>,
 }
 
 /// What class of problem ended a step.
@@ -98,12 +125,14 @@ pub enum Event {
     },
     StepStarted {
         suite: usize,
+        path: String,
         label: String,
         uses: String,
         phase: Phase,
     },
     StepRetrying {
         suite: usize,
+        path: String,
         label: String,
         attempt: u32,
         attempts: u32,
@@ -112,14 +141,19 @@ pub enum Event {
     },
     StepLog {
         suite: usize,
+        path: String,
         label: String,
         line: String,
     },
     StepFinished(StepRecord),
-    /// A completed step's rollback ran; its outcome is now `rolled_back`.
+    /// A completed step's rollback ran (or was skipped); the step keeps its outcome.
     StepRolledBack {
         suite: usize,
+        path: String,
         label: String,
+        result: Rollback,
+        /// Why a rollback failed or was skipped.
+        message: Option<String>,
     },
     SuiteFinished {
         suite: usize,

@@ -20,7 +20,7 @@ use serde_yaml::Value as Yaml;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-pub use event::{ErrorKind, Event, Outcome, Phase, StepRecord, SuiteOutcome};
+pub use event::{ErrorKind, Event, Outcome, Phase, Rollback, StepRecord, SuiteOutcome};
 
 use crate::error::ExitCode;
 use crate::redact::Redactor;
@@ -312,8 +312,9 @@ impl Executor {
             }
         }
 
-        let mut rollback_failed = false;
-        // What rollbacks want the operator to read in the run's final message.
+        // What rollbacks want the operator to read in the run's final message: a rollback
+        // that failed or was skipped (never shown as "rolled back"), and their notices.
+        let mut rollback_problems: Vec<String> = Vec::new();
         let mut notices: Vec<String> = Vec::new();
         if stop.is_some() {
             for done in completed.iter().rev() {
@@ -321,22 +322,30 @@ impl Executor {
                     continue;
                 }
                 let of = done.label();
-                let mut undone = true;
+                let mut recs = Vec::new();
                 for rbk in &done.rollback {
                     let rec =
                         self.run_step(suite, rb, &mut scope, rbk, Phase::Rollback { of: of.clone() }, false).await;
-                    if !matches!(rec.outcome, Outcome::Passed | Outcome::Skipped) {
-                        rollback_failed = true;
-                        undone = false;
-                    }
                     if let Some(n) = rec.outputs.get("notice").and_then(Json::as_str) {
                         notices.push(n.to_string());
                     }
+                    recs.push(rec);
                 }
-                // A step whose rollback failed was not rolled back: it is never shown so.
-                if undone {
-                    self.sink.emit(Event::StepRolledBack { suite, label: of });
+                let (result, message) = rollback_result(&recs);
+                match (result, &message) {
+                    (Rollback::Failed, m) => rollback_problems.push(format!(
+                        "the rollback of step `{of}` ({}) FAILED ({}): what it did may still be in place",
+                        runbook::describe_path(&done.path),
+                        m.as_deref().unwrap_or_default()
+                    )),
+                    (Rollback::Skipped, m) => rollback_problems.push(format!(
+                        "the rollback of step `{of}` ({}) was skipped ({}): what it did is still in place",
+                        runbook::describe_path(&done.path),
+                        m.as_deref().unwrap_or_default()
+                    )),
+                    (Rollback::RolledBack, _) => {}
                 }
+                self.sink.emit(Event::StepRolledBack { suite, path: done.path.clone(), label: of, result, message });
             }
         }
 
@@ -375,7 +384,12 @@ impl Executor {
         }
         // Servers and other resources end with the runbook, after `finally` used them.
         for (what, r) in scope.resources.drain() {
-            self.sink.emit(Event::StepLog { suite, label: "teardown".into(), line: format!("tearing down {what}") });
+            self.sink.emit(Event::StepLog {
+                suite,
+                path: "teardown".into(),
+                label: "teardown".into(),
+                line: format!("tearing down {what}"),
+            });
             r.teardown().await;
         }
 
@@ -390,8 +404,8 @@ impl Executor {
             Some((ExitCode::Interrupted, m)) => (SuiteOutcome::Interrupted, ExitCode::Interrupted, Some(m)),
             Some((code, m)) => (SuiteOutcome::Failed, code, Some(m)),
         };
-        if rollback_failed {
-            message = Some(format!("{}; a rollback step failed", message.unwrap_or_default()));
+        for p in &rollback_problems {
+            message = Some(format!("{}; {p}", message.unwrap_or_default()));
         }
         for n in &notices {
             message = Some(format!("{}; {n}", message.unwrap_or_default()));
@@ -450,6 +464,7 @@ impl Executor {
     fn emit_not_run(&self, suite: usize, step: &StepDef, phase: Phase, why: &str) {
         self.sink.emit(Event::StepFinished(StepRecord {
             suite,
+            path: step.path.clone(),
             label: step.label(),
             id: step.id.clone(),
             uses: step.uses.clone(),
@@ -462,12 +477,14 @@ impl Executor {
             message: Some(format!("not run: {why}")),
             outputs: Json::Object(Map::new()),
             log: Vec::new(),
+            rollback: None,
         }));
     }
 
     fn emit_budget(&self, suite: usize, name: &str, took: Duration, ok: bool, msg: &str) {
         self.sink.emit(Event::StepFinished(StepRecord {
             suite,
+            path: format!("targets.{name}"),
             label: msg.to_string(),
             id: Some(name.to_string()),
             uses: "budget".into(),
@@ -480,6 +497,7 @@ impl Executor {
             message: Some(msg.to_string()),
             outputs: Json::Object(Map::new()),
             log: Vec::new(),
+            rollback: None,
         }));
     }
 
@@ -545,6 +563,7 @@ impl Executor {
         let log: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
         self.sink.emit(Event::StepStarted {
             suite,
+            path: step.path.clone(),
             label: label.clone(),
             uses: step.uses.clone(),
             phase: phase.clone(),
@@ -552,6 +571,7 @@ impl Executor {
 
         let mut rec = StepRecord {
             suite,
+            path: step.path.clone(),
             label: label.clone(),
             id: step.id.clone(),
             uses: step.uses.clone(),
@@ -564,6 +584,7 @@ impl Executor {
             message: None,
             outputs: Json::Object(Map::new()),
             log: Vec::new(),
+            rollback: None,
         };
         let kept: Arc<Mutex<Outputs>> = Arc::new(Mutex::new(Outputs::new()));
         let result = self.attempts(suite, rb, scope, step, &label, (&log, &kept), cancel, &mut rec).await;
@@ -695,6 +716,7 @@ impl Executor {
         let sink = self.sink.clone();
         let log_store = log.clone();
         let log_label = label.to_string();
+        let log_path = step.path.clone();
         let step_ctx = StepCtx {
             runbook_name: rb.name.clone(),
             base_dir: rb.base_dir.clone(),
@@ -704,7 +726,7 @@ impl Executor {
                 if let Ok(mut l) = log_store.lock() {
                     l.push(line.clone());
                 }
-                sink.emit(Event::StepLog { suite, label: log_label.clone(), line });
+                sink.emit(Event::StepLog { suite, path: log_path.clone(), label: log_label.clone(), line });
             }),
             // Rollbacks and `finally` are not cut short by the signal that stopped the run.
             cancel: stopper.map(|s| s.token.clone()).unwrap_or_default(),
@@ -760,6 +782,7 @@ impl Executor {
                 }
                 self.sink.emit(Event::StepRetrying {
                     suite,
+                    path: step.path.clone(),
                     label: label.to_string(),
                     attempt,
                     attempts: total,
@@ -821,6 +844,7 @@ impl Executor {
             }
             self.sink.emit(Event::StepRetrying {
                 suite,
+                path: step.path.clone(),
                 label: label.to_string(),
                 attempt,
                 attempts: total,
@@ -1039,6 +1063,24 @@ impl NestedRunner for NestedHandle {
             }
         })
     }
+}
+
+/// What the rollback steps of one completed step came to: rolled back only when every one
+/// passed (or was skipped with others passing); otherwise failed or skipped, with why.
+fn rollback_result(recs: &[StepRecord]) -> (Rollback, Option<String>) {
+    let failed: Vec<String> = recs
+        .iter()
+        .filter(|r| !matches!(r.outcome, Outcome::Passed | Outcome::Skipped))
+        .map(|r| format!("step `{}` {}: {}", r.label, r.outcome.as_str(), r.message.clone().unwrap_or_default()))
+        .collect();
+    if !failed.is_empty() {
+        return (Rollback::Failed, Some(failed.join("; ")));
+    }
+    if recs.iter().all(|r| r.outcome == Outcome::Skipped) {
+        let why: Vec<String> = recs.iter().filter_map(|r| r.message.clone()).collect();
+        return (Rollback::Skipped, Some(why.join("; ")));
+    }
+    (Rollback::RolledBack, None)
 }
 
 /// The outcome and error class of a step error (not `Skipped`, which is no error).

@@ -49,7 +49,7 @@ const MARKDOWN: &str = r#"# pgdrill report: {{ r.runbook }} — {{ r.outcome | u
 ## Checks
 | suite | check | step | result | seconds | detail |
 |---|---|---|---|---|---|
-{% for c in r.checks %}| {{ c.suite }} | {{ c.name }} | `{{ c.uses }}` | {{ c.outcome }} | {{ c.duration_s }} | {{ (c.message or "") | replace("|", "\\|") | replace("\n", " ") }} |
+{% for c in r.checks %}| {{ c.suite }} | {{ c.name }} | `{{ c.uses }}` | {{ c.outcome }}{% if c.rollback %}, {{ c.rollback }}{% endif %} | {{ c.duration_s }} | {{ (c.message or "") | replace("|", "\\|") | replace("\n", " ") }} |
 {% endfor %}"#;
 
 const HTML: &str = r#"<!doctype html>
@@ -76,7 +76,7 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top
 {% if r.phases %}<h2>Recovery phases</h2><table><tr><th>phase</th><th>seconds</th></tr>
 {% for k, v in r.phases | items %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>{% endif %}
 <h2>Checks</h2><table><tr><th>suite</th><th>check</th><th>step</th><th>result</th><th>seconds</th><th>detail</th></tr>
-{% for c in r.checks %}<tr><td>{{ c.suite }}</td><td>{{ c.name }}</td><td><code>{{ c.uses }}</code></td><td class="{{ c.outcome }}">{{ c.outcome }}</td><td>{{ c.duration_s }}</td><td>{{ c.message or "" }}</td></tr>
+{% for c in r.checks %}<tr><td>{{ c.suite }}</td><td>{{ c.name }}</td><td><code>{{ c.uses }}</code></td><td class="{{ c.outcome }}">{{ c.outcome }}{% if c.rollback %}, {{ c.rollback }}{% endif %}</td><td>{{ c.duration_s }}</td><td>{{ c.message or "" }}</td></tr>
 {% endfor %}</table>
 </body></html>
 "#;
@@ -105,9 +105,17 @@ pub fn build(run: &Value) -> Value {
             let out = &s["outputs"];
             checks.push(json!({
                 "suite": suite["name"],
+                "step": s["path"],
                 "name": step_name(s),
                 "uses": uses,
                 "outcome": s["outcome"],
+                // An added fact: the outcome stays what the step did.
+                "rollback": match s["rollback"].as_str() {
+                    Some("rolled_back") => Value::from("rolled back"),
+                    Some("failed") => Value::from("rollback FAILED"),
+                    Some("skipped") => Value::from("rollback skipped"),
+                    _ => Value::Null,
+                },
                 "duration_s": s["duration"],
                 "message": s["message"],
             }));
@@ -156,6 +164,7 @@ pub fn build(run: &Value) -> Value {
     }
     json!({
         "schema": SCHEMA,
+        "kind": run_kind(&suites),
         "runbook": top["name"],
         "file": top["file"],
         "outcome": run["outcome"],
@@ -173,7 +182,51 @@ pub fn build(run: &Value) -> Value {
     })
 }
 
+/// What a run was, for `pgdrill report`, which judges drills apart from the daily backup
+/// and verify runs (a fresh backup is no evidence that a drill was run): a drill runs a
+/// `drill.*` step; otherwise what its steps did.
+fn run_kind(suites: &[Value]) -> &'static str {
+    let uses: Vec<&str> = suites
+        .iter()
+        .flat_map(|s| s["steps"].as_array().into_iter().flatten())
+        .filter_map(|s| s["uses"].as_str())
+        .collect();
+    if uses.iter().any(|u| u.starts_with("drill.")) {
+        "drill"
+    } else if uses.contains(&"backup.create") {
+        "backup"
+    } else if uses.iter().any(|u| u.starts_with("database.")) {
+        "restore"
+    } else if uses.iter().any(|u| u.starts_with("verify.") || *u == "backup.check" || *u == "backup.restore") {
+        "verify"
+    } else {
+        "other"
+    }
+}
+
+/// The kind of a history line; lines written before kinds were recorded are drills when they
+/// measured an objective.
+fn kind_of(line: &Value) -> &str {
+    match line["kind"].as_str() {
+        Some(k) => k,
+        None if line["rto_s"].is_number() || line["rpo_s"].is_number() => "drill",
+        None => "other",
+    }
+}
+
+/// Every string in `v` as valid XML text, for the HTML and Markdown renderings (JSON escapes
+/// control characters itself).
+fn clean_strings(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(super::xml_text(s)),
+        Value::Array(a) => Value::Array(a.iter().map(clean_strings).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (super::xml_text(k), clean_strings(v))).collect()),
+        other => other.clone(),
+    }
+}
+
 fn render(template: &str, report: &Value) -> Result<String, Error> {
+    let report = &clean_strings(report);
     let mut env = minijinja::Environment::new();
     env.set_auto_escape_callback(|name| {
         if name.ends_with(".html") {
@@ -213,6 +266,7 @@ pub fn write(dir: &Path, run: &Value) -> Result<(), Error> {
     let (rpo, rpo_target) = objective(&report, "RPO");
     let line = json!({
         "schema": HISTORY_SCHEMA,
+        "kind": report["kind"],
         "finished_at": report["finished_at"],
         "runbook": report["runbook"],
         "outcome": report["outcome"],
@@ -245,6 +299,9 @@ pub struct Summary {
     pub days_since_success: Option<f64>,
     pub stale: bool,
     pub skipped_lines: usize,
+    /// Runs that are not drills (backup, verify, restore, other), counted apart as
+    /// kind -> (runs, passed), in the same window. Empty when one runbook was asked for.
+    pub others: std::collections::BTreeMap<String, (usize, usize)>,
 }
 
 fn trend(values: &[f64]) -> String {
@@ -290,6 +347,19 @@ pub fn summarize(
         }
     }
     entries.sort_by_key(|v| v["finished_at"].as_str().unwrap_or_default().to_string());
+    // Without `--runbook`, the pass rate and staleness are about drills only: a daily backup
+    // that passed says nothing about whether a restore drill was run.
+    let mut others = std::collections::BTreeMap::new();
+    if runbook.is_none() {
+        for v in entries.iter().filter(|v| kind_of(v) != "drill").rev().take(last) {
+            let e = others.entry(kind_of(v).to_string()).or_insert((0, 0));
+            e.0 += 1;
+            if v["outcome"] == "passed" {
+                e.1 += 1;
+            }
+        }
+        entries.retain(|v| kind_of(v) == "drill");
+    }
     let last_success = entries
         .iter()
         .filter(|v| v["outcome"] == "passed")
@@ -307,13 +377,15 @@ pub fn summarize(
         days_since_success,
         stale: days_since_success.is_none_or(|d| d > stale_after.as_secs_f64() / 86400.0),
         skipped_lines,
+        others,
     }
 }
 
 impl Summary {
     pub fn text(&self, stale_after: std::time::Duration) -> String {
+        let what = if self.others.is_empty() { "runs" } else { "drills" };
         let mut out = format!(
-            "runs: {} (last {}), passed {} ({:.0}%)\nRTO: {}\nRPO: {}\n",
+            "{what}: {} (last {}), passed {} ({:.0}%)\nRTO: {}\nRPO: {}\n",
             self.runs,
             self.runs,
             self.passed,
@@ -321,6 +393,10 @@ impl Summary {
             trend(&self.rto),
             trend(&self.rpo)
         );
+        if !self.others.is_empty() {
+            let list: Vec<String> = self.others.iter().map(|(k, (n, p))| format!("{k} {n} (passed {p})")).collect();
+            out.push_str(&format!("not drills, counted apart: {}\n", list.join(", ")));
+        }
         match self.days_since_success {
             Some(d) => out.push_str(&format!("last successful drill: {d:.1} days ago\n")),
             None => out.push_str("last successful drill: never\n"),
@@ -346,6 +422,7 @@ impl Summary {
             "rpo_s": self.rpo,
             "days_since_success": self.days_since_success,
             "stale": self.stale,
+            "others": self.others.iter().map(|(k, (n, p))| (k.clone(), json!({"runs": n, "passed": p}))).collect::<serde_json::Map<_, _>>(),
         })
     }
 }
@@ -358,6 +435,35 @@ mod tests {
         json!({"schema": HISTORY_SCHEMA, "finished_at": at, "runbook": "disaster-recovery", "outcome": outcome,
                "rto_s": rto, "rpo_s": rpo})
         .to_string()
+    }
+
+    #[test]
+    fn daily_backup_runs_do_not_make_a_stale_drill_look_fresh() {
+        let fmt = &time::format_description::well_known::Rfc3339;
+        let now = OffsetDateTime::parse("2026-11-21T00:00:00Z", fmt).expect("time");
+        let mut lines = vec![line("2026-08-01T00:00:00Z", "passed", 60.0, 5.0)];
+        for day in 1..=20 {
+            lines.push(
+                json!({"schema": HISTORY_SCHEMA, "kind": "backup", "finished_at": format!("2026-11-{day:02}T00:00:00Z"),
+                       "runbook": "backup", "outcome": "passed"})
+                .to_string(),
+            );
+        }
+        lines.push(
+            json!({"schema": HISTORY_SCHEMA, "kind": "verify", "finished_at": "2026-11-20T01:00:00Z",
+                   "runbook": "verify", "outcome": "failed"})
+            .to_string(),
+        );
+        let month = std::time::Duration::from_secs(35 * 86400);
+        let s = summarize(&lines.join("\n"), 12, None, month, now);
+        assert_eq!((s.runs, s.passed), (1, 1), "one drill");
+        assert!(s.stale, "the last drill is 112 days old whatever the backups did");
+        assert_eq!(s.others.get("backup"), Some(&(11, 11)));
+        assert_eq!(s.others.get("verify"), Some(&(1, 0)));
+        let text = s.text(month);
+        assert!(text.contains("drills: 1 (last 1), passed 1 (100%)"), "{text}");
+        assert!(text.contains("not drills, counted apart: backup 11 (passed 11), verify 1 (passed 0)"), "{text}");
+        assert!(text.contains("STALE"), "{text}");
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use junit_report::{ReportBuilder, TestCase, TestSuiteBuilder};
 
-use super::{display_name, write_atomic, Suites};
-use crate::exec::{ErrorKind, Event, Outcome, Reporter};
+use super::{cdata_text, display_name, write_atomic, xml_text, Suites};
+use crate::exec::{ErrorKind, Event, Outcome, Reporter, Rollback};
 
 pub struct Junit {
     path: PathBuf,
@@ -22,14 +22,21 @@ impl Junit {
     fn xml(&self) -> junit_report::Report {
         let mut report = ReportBuilder::new();
         for s in &self.suites.list {
-            let mut suite = TestSuiteBuilder::new(&s.name);
+            let mut suite = TestSuiteBuilder::new(&xml_text(&s.name));
             suite.set_timestamp(s.started_at);
-            for r in &s.steps {
-                let name = display_name(r);
+            let names: Vec<String> = s.steps.iter().map(display_name).collect();
+            for (r, shown) in s.steps.iter().zip(&names) {
+                // Steps are told apart by position: a name two steps share gets it added.
+                let name = if names.iter().filter(|n| *n == shown).count() > 1 {
+                    format!("{shown} [{}]", r.path)
+                } else {
+                    shown.clone()
+                };
+                let name = xml_text(&name);
                 let time = junit_report::Duration::try_from(r.duration).unwrap_or_default();
-                let msg = r.message.clone().unwrap_or_default();
+                let msg = xml_text(r.message.as_deref().unwrap_or_default());
                 let mut tc = match r.outcome {
-                    Outcome::Passed | Outcome::RolledBack => TestCase::success(&name, time),
+                    Outcome::Passed => TestCase::success(&name, time),
                     Outcome::Skipped => TestCase::skipped(&name),
                     Outcome::Failed => TestCase::failure(&name, time, "failed", &msg),
                     Outcome::TimedOut => TestCase::failure(&name, time, "timed_out", &msg),
@@ -43,23 +50,31 @@ impl Junit {
                         TestCase::error(&name, time, ty, &msg)
                     }
                 };
-                tc.set_classname(&s.name);
-                tc.set_filepath(&s.file);
+                tc.set_classname(&xml_text(&s.name));
+                tc.set_filepath(&xml_text(&s.file));
                 let mut out = Vec::new();
-                if r.outcome == Outcome::RolledBack {
-                    out.push("passed, then rolled back after a later failure".to_string());
+                // The rollback is an added fact; the outcome above stays what the step did.
+                match r.rollback {
+                    Some(Rollback::RolledBack) => out.push("rolled back after a later failure".to_string()),
+                    Some(Rollback::Failed) => {
+                        out.push("its rollback FAILED after a later failure: what it did may still be in place".into())
+                    }
+                    Some(Rollback::Skipped) => {
+                        out.push("its rollback was skipped after a later failure: what it did is still in place".into())
+                    }
+                    None => {}
                 }
                 if r.outcome == Outcome::Skipped && !msg.is_empty() {
                     out.push(msg.clone());
                 }
                 out.extend(r.log.iter().cloned());
                 if !out.is_empty() {
-                    tc.set_system_out(&out.join("\n"));
+                    tc.set_system_out(&cdata_text(&out.join("\n")));
                 }
                 suite.add_testcase(tc);
             }
             if let Some(m) = &s.message {
-                suite.set_system_err(m);
+                suite.set_system_err(&cdata_text(m));
             }
             report.add_testsuite(suite.build());
         }

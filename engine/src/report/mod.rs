@@ -15,7 +15,7 @@ pub use json::JsonRecord;
 pub use junit::Junit;
 pub use terminal::Terminal;
 
-use crate::exec::{Outcome, Phase, StepRecord};
+use crate::exec::{Phase, StepRecord};
 use crate::Error;
 
 /// The name a step has in reports: rollbacks and `finally` steps say what they are.
@@ -25,6 +25,48 @@ pub fn display_name(rec: &StepRecord) -> String {
         Phase::Rollback { of } => format!("rollback of {of}: {}", rec.label),
         Phase::Finally => format!("finally: {}", rec.label),
     }
+}
+
+/// Text from data (names, messages, logs) made safe for a terminal: control characters
+/// (ESC, BEL, ...) are shown as `\x1b` instead of acting on the terminal. Newlines and tabs
+/// stay.
+pub fn visible(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Text that is a valid XML 1.0 character sequence: characters XML forbids (most control
+/// characters) and the discouraged C1 controls shown as `\x1b`, like the terminal shows them.
+pub fn xml_text(s: &str) -> String {
+    let bad = |c: char| {
+        let n = c as u32;
+        (n < 0x20 && !matches!(c, '\t' | '\n' | '\r')) || (0x7f..=0x9f).contains(&n) || matches!(n, 0xfffe | 0xffff)
+    };
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if bad(c) {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Text for the inside of a CDATA section, which is written as is: `]]>` would end it, so it
+/// is split across two sections (`]]` `]]><![CDATA[` `>`).
+pub fn cdata_text(s: &str) -> String {
+    xml_text(s).replace("]]>", "]]]]><![CDATA[>")
 }
 
 /// Collected suites, in start order, shared by the file reporters.
@@ -66,10 +108,11 @@ impl Suites {
                     s.steps.push(rec.clone());
                 }
             }
-            Event::StepRolledBack { suite, label } => {
+            Event::StepRolledBack { suite, path, result, .. } => {
+                // By position, not label: two steps may share a `name:`.
                 if let Some(s) = self.get(*suite) {
-                    if let Some(r) = s.steps.iter_mut().rev().find(|r| r.phase == Phase::Main && &r.label == label) {
-                        r.outcome = Outcome::RolledBack;
+                    if let Some(r) = s.steps.iter_mut().rev().find(|r| r.phase == Phase::Main && &r.path == path) {
+                        r.rollback = Some(*result);
                     }
                 }
             }

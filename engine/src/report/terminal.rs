@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use super::display_name;
-use crate::exec::{Event, Outcome, Phase, Reporter, SuiteOutcome};
+use super::{display_name, visible};
+use crate::exec::{Event, Outcome, Phase, Reporter, Rollback, SuiteOutcome};
 
 pub struct Terminal {
     multi: MultiProgress,
-    /// Running steps by (suite, label).
+    /// Running steps by (suite, path): two steps of a group may share a label.
     spinners: HashMap<(usize, String), ProgressBar>,
     fancy: bool,
     depth: HashMap<usize, usize>,
@@ -31,7 +31,13 @@ impl Terminal {
             let _ = writeln!(out, "{text}");
             let _ = out.flush();
         } else {
-            self.multi.suspend(|| println!("{text}"));
+            // A closed stdout (`pgdrill run ... | head`) must not stop the run half-way:
+            // write errors are ignored, the run and its rollbacks go on.
+            self.multi.suspend(|| {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+                let _ = out.flush();
+            });
         }
     }
 
@@ -56,17 +62,18 @@ impl Reporter for Terminal {
             Event::SuiteStarted { suite, parent, name, file, .. } => {
                 let d = parent.and_then(|p| self.depth.get(&p).copied()).map(|d| d + 1).unwrap_or(0);
                 self.depth.insert(*suite, d);
-                self.line(&format!("{}runbook {name} ({file})", self.indent(*suite)));
+                self.line(&format!("{}runbook {} ({})", self.indent(*suite), visible(name), visible(file)));
             }
-            Event::StepStarted { suite, label, uses, phase } => {
+            Event::StepStarted { suite, path, label, uses, phase } => {
                 if uses == "operator.confirm" {
                     // The step talks to the operator on the terminal: no spinner over it.
                     self.clear_spinners();
                 } else if self.fancy {
+                    let label = visible(label);
                     let what = match phase {
-                        Phase::Rollback { of } => format!("rollback of {of}: {label}"),
+                        Phase::Rollback { of } => format!("rollback of {}: {label}", visible(of)),
                         Phase::Finally => format!("finally: {label}"),
-                        _ => label.clone(),
+                        _ => label.to_string(),
                     };
                     let pb = self.multi.add(ProgressBar::new_spinner());
                     pb.set_style(
@@ -75,25 +82,27 @@ impl Reporter for Terminal {
                     );
                     pb.set_message(format!("{}{what} [{uses}]", self.indent(*suite)));
                     pb.enable_steady_tick(Duration::from_millis(100));
-                    if let Some(old) = self.spinners.insert((*suite, label.clone()), pb) {
+                    if let Some(old) = self.spinners.insert((*suite, path.clone()), pb) {
                         old.finish_and_clear();
                     }
                 }
             }
-            Event::StepLog { suite, label, line } => {
-                if let Some(pb) = self.spinners.get(&(*suite, label.clone())) {
-                    pb.set_message(format!("{label}: {line}"));
+            Event::StepLog { suite, path, label, line } => {
+                if let Some(pb) = self.spinners.get(&(*suite, path.clone())) {
+                    pb.set_message(format!("{}: {}", visible(label), visible(line)));
                 }
             }
-            Event::StepRetrying { suite, label, attempt, attempts, message, delay } => {
+            Event::StepRetrying { suite, label, attempt, attempts, message, delay, .. } => {
                 self.line(&format!(
-                    "{}  retry        {label}: attempt {attempt}/{attempts} failed ({message}); next in {}",
+                    "{}  retry        {}: attempt {attempt}/{attempts} failed ({}); next in {}",
                     self.indent(*suite),
+                    visible(label),
+                    visible(message),
                     humantime::format_duration(*delay)
                 ));
             }
             Event::StepFinished(rec) => {
-                if let Some(pb) = self.spinners.remove(&(rec.suite, rec.label.clone())) {
+                if let Some(pb) = self.spinners.remove(&(rec.suite, rec.path.clone())) {
                     pb.finish_and_clear();
                 }
                 let word = match rec.outcome {
@@ -102,34 +111,41 @@ impl Reporter for Terminal {
                     Outcome::Errored => "ERROR",
                     Outcome::TimedOut => "TIMED OUT",
                     Outcome::Skipped => "skipped",
-                    Outcome::RolledBack => "rolled back",
                 };
                 let mut text = format!(
                     "{}  {word:<12} {} [{}] {}",
                     self.indent(rec.suite),
-                    display_name(rec),
+                    visible(&display_name(rec)),
                     rec.uses,
                     secs(rec.duration)
                 );
                 if let Some(m) = &rec.message {
                     if rec.outcome != Outcome::Passed || rec.phase == Phase::Budget {
-                        text.push_str(&format!(": {m}"));
+                        text.push_str(&format!(": {}", visible(m)));
                     }
                 }
                 self.line(&text);
                 if crate::steps::find(&rec.uses).is_some_and(|k| k.report_log) {
                     for l in &rec.log {
-                        self.line(&format!("{}      {l}", self.indent(rec.suite)));
+                        self.line(&format!("{}      {}", self.indent(rec.suite), visible(l)));
                     }
                 } else if matches!(rec.outcome, Outcome::Failed | Outcome::Errored | Outcome::TimedOut) {
                     let tail: Vec<&String> = rec.log.iter().rev().take(10).collect();
                     for l in tail.into_iter().rev() {
-                        self.line(&format!("{}      | {l}", self.indent(rec.suite)));
+                        self.line(&format!("{}      | {}", self.indent(rec.suite), visible(l)));
                     }
                 }
             }
-            Event::StepRolledBack { suite, label } => {
-                self.line(&format!("{}  rolled back  {label}", self.indent(*suite)));
+            Event::StepRolledBack { suite, label, result, message, .. } => {
+                // Only a rollback whose steps passed is "rolled back"; a failed or skipped one
+                // says so, with why.
+                let word = match result {
+                    Rollback::RolledBack => "rolled back",
+                    Rollback::Failed => "ROLLBACK FAILED",
+                    Rollback::Skipped => "rollback skipped",
+                };
+                let why = message.as_deref().map(|m| format!(": {}", visible(m))).unwrap_or_default();
+                self.line(&format!("{}  {word:<12} {}{why}", self.indent(*suite), visible(label)));
             }
             Event::SuiteFinished { suite, name, outcome, duration, message } => {
                 let word = match outcome {
@@ -137,8 +153,13 @@ impl Reporter for Terminal {
                     SuiteOutcome::Failed => "FAILED",
                     SuiteOutcome::Interrupted => "INTERRUPTED",
                 };
-                let why = message.as_ref().map(|m| format!(": {m}")).unwrap_or_default();
-                self.line(&format!("{}runbook {name} {word} in {}{why}", self.indent(*suite), secs(*duration)));
+                let why = message.as_ref().map(|m| format!(": {}", visible(m))).unwrap_or_default();
+                self.line(&format!(
+                    "{}runbook {} {word} in {}{why}",
+                    self.indent(*suite),
+                    visible(name),
+                    secs(*duration)
+                ));
             }
         }
     }

@@ -104,13 +104,14 @@ pub struct StepDef {
 }
 
 impl StepDef {
-    /// The name shown in reports: the id, else the name, else the kind and position.
+    /// The name shown in reports: the `name:` the author wrote for people, else the id,
+    /// else the kind and position. Only a label: reports tell steps apart by `path`.
     pub fn label(&self) -> String {
-        if let Some(id) = &self.id {
-            return id.clone();
-        }
         if let Some(n) = &self.name {
             return n.clone();
+        }
+        if let Some(id) = &self.id {
+            return id.clone();
         }
         format!("{} (line {})", self.uses, self.pos.line)
     }
