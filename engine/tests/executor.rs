@@ -462,8 +462,8 @@ fn assert_child_wound_down_first(log: &std::path::Path, report: &std::path::Path
     assert!(child.contains(&("child_finally".into(), "finally".into(), "passed".into())), "{child:?}");
 }
 
-#[test]
-fn sigint_during_a_nested_runbook_runs_the_childs_rollbacks_and_finally_before_the_parents() {
+/// `signal` to a run of the nested fixture once the child's first step ran.
+fn signal_during_a_nested_runbook(signal: nix::sys::signal::Signal, name: &str) {
     let t = tmp();
     let (log, report) = (t.path().join("log"), t.path().join("r"));
     let mut child = nested_interrupt("signal", &log, &report).stdout(Stdio::null()).spawn().expect("spawn");
@@ -473,8 +473,7 @@ fn sigint_during_a_nested_runbook_runs_the_childs_rollbacks_and_finally_before_t
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
-        .expect("signal");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).expect("signal");
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(130));
     assert_child_wound_down_first(&log, &report, "interrupted");
@@ -483,7 +482,17 @@ fn sigint_during_a_nested_runbook_runs_the_childs_rollbacks_and_finally_before_t
     let nest = nest.unwrap_or_default();
     assert_eq!(nest["error_kind"], "interrupted", "{nest}");
     let wait = &rec["suites"][1]["steps"][1];
-    assert!(wait["message"].as_str().unwrap_or_default().contains("interrupted by SIGINT"), "{wait}");
+    assert!(wait["message"].as_str().unwrap_or_default().contains(&format!("interrupted by {name}")), "{wait}");
+}
+
+#[test]
+fn sigint_during_a_nested_runbook_runs_the_childs_rollbacks_and_finally_before_the_parents() {
+    signal_during_a_nested_runbook(nix::sys::signal::Signal::SIGINT, "SIGINT");
+}
+
+#[test]
+fn sigterm_during_a_nested_runbook_runs_the_childs_rollbacks_and_finally_before_the_parents() {
+    signal_during_a_nested_runbook(nix::sys::signal::Signal::SIGTERM, "SIGTERM");
 }
 
 #[test]
