@@ -164,7 +164,8 @@ pub fn main() -> i32 {
     let code = match result {
         Ok(code) => code,
         Err(e) => {
-            let text = redactor.redact(&e.to_string());
+            // Names from data (a database, a file) may hold control characters: shown, not sent.
+            let text = crate::report::visible(&redactor.redact(&e.to_string())).into_owned();
             match &e {
                 Error::Runbook(_) => err!("{text}"),
                 _ => errln!("error: {text}"),
@@ -230,7 +231,9 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                     "last verified"
                 );
                 for b in &list {
-                    let s = |k: &str| b.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+                    // Database names and paths are data: control characters are shown, not sent.
+                    let s =
+                        |k: &str| crate::report::visible(b.get(k).and_then(|v| v.as_str()).unwrap_or("")).into_owned();
                     if let Some(err) = b.get("error") {
                         outln!(
                             "{:<26} {:<16} {:>12} {:<8} {:<9} {:<30} {} ({})",
@@ -241,7 +244,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                             "?",
                             "?",
                             s("path"),
-                            err.as_str().unwrap_or("")
+                            crate::report::visible(err.as_str().unwrap_or(""))
                         );
                         continue;
                     }
@@ -294,7 +297,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                     Ok(ExitCode::Passed)
                 }
                 Err(crate::backup::BackupError::Failed(m)) => {
-                    errln!("error: {m}");
+                    errln!("error: {}", crate::report::visible(&m));
                     Ok(ExitCode::Failed)
                 }
                 Err(crate::backup::BackupError::Invalid(m)) => Err(Error::Invalid(m)),
@@ -354,7 +357,7 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
         return Ok(ExitCode::Passed);
     }
     for o in &other {
-        errln!("error: {o}");
+        errln!("error: {}", crate::report::visible(o));
     }
     if !all.is_empty() {
         return Err(Error::Runbook(all));

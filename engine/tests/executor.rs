@@ -734,3 +734,14 @@ fn output_into_a_closed_pipe_ends_quietly_instead_of_panicking() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn an_error_about_a_name_holding_escape_sequences_does_not_drive_the_terminal() {
+    let t = tmp();
+    let f = t.path().join("evil.yaml");
+    std::fs::write(&f, "name: evil\nsteps:\n  - uses: \"sql.\\e]0;owned\\aexec\"\n").expect("write");
+    let out = run(&["validate", f.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!out.stderr.iter().any(|b| matches!(b, 0x1b | 0x07)), "{:?}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(r"unknown step kind `sql.\x1b]0;owned\x07exec`"), "{}", text(&out.stderr));
+}
