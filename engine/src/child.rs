@@ -76,13 +76,16 @@ pub fn user_command(program: impl AsRef<OsStr>, holds_secret: impl Fn(&str) -> b
 fn die_with_parent(cmd: &mut Command) {
     let parent = std::process::id() as i32;
     // SAFETY: the closure runs between fork and exec and only makes two system calls
-    // (prctl, getppid), both async-signal-safe; it allocates nothing.
+    // (prctl, getppid), both async-signal-safe; it allocates nothing (errors are errno
+    // values).
     unsafe {
         cmd.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(io::Error::from)?;
             // Reparented already: pgdrill died before the signal was armed.
+            // An error without a message: allocating here could deadlock on a lock another
+            // thread held at fork time.
             if nix::unistd::getppid().as_raw() != parent {
-                return Err(io::Error::other("pgdrill exited while starting this process"));
+                return Err(io::Error::from(nix::errno::Errno::ESRCH));
             }
             Ok(())
         });

@@ -72,10 +72,11 @@ impl Redactor {
         list.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
 
-    /// Whether `text` contains a known secret value (in any of its forms).
+    /// Whether `text` holds a known secret value (in any of its forms): contains a long one,
+    /// or is a short one (a short one inside, say, PATH is a coincidence, not a leak).
     pub fn holds_secret(&self, text: &str) -> bool {
         let Ok(list) = self.0.read() else { return true };
-        list.iter().any(|s| text.contains(s.as_str()))
+        list.iter().any(|s| if s.chars().count() >= ANYWHERE_CHARS { text.contains(s.as_str()) } else { text == s })
     }
 
     /// `text` with every known secret value masked, and every password inside a URL or a
@@ -246,6 +247,10 @@ pub fn register_run_inputs(
     for v in vars.values() {
         each_string(v, &mut |s| r.add_credentials_in(s));
     }
+    // libpq's own password variable reaches connections whose URL has none.
+    if let Some(Json::String(pw)) = env.get("PGPASSWORD") {
+        r.add(pw);
+    }
     let ctx = minijinja::Value::from_serialize(serde_json::json!({
         "vars": vars, "env": env, "secrets": secrets, "steps": {}, "run": { "status": "running" }
     }));
@@ -359,6 +364,16 @@ mod tests {
         // Registered from a URL, the password is masked wherever else it shows up.
         r.add_credentials_in("postgres://app:s%40cret-pw@db/shop");
         assert_eq!(r.redact("auth failed for s@cret-pw"), format!("auth failed for {MASK}"));
+    }
+
+    #[test]
+    fn a_variable_holds_a_secret_when_it_contains_a_long_one_or_is_a_short_one() {
+        let r = Redactor::default();
+        r.add("test");
+        r.add("a-long-api-token-value");
+        assert!(r.holds_secret("test"));
+        assert!(!r.holds_secret("/usr/test/bin:/bin"), "a short secret inside PATH hides PATH");
+        assert!(r.holds_secret("https://x:a-long-api-token-value@h"));
     }
 
     #[test]
