@@ -31,6 +31,8 @@ async fn shop(storage: &Path, bulk_rows: u32) -> Option<(Ephemeral, Fingerprint)
     let s = common::native_server("postgres").await?;
     common::exec(&s.url_for("postgres"), "create role app_owner login").await;
     common::exec(&s.url_for("postgres"), "create database shop owner app_owner").await;
+    // A database-level setting: lost by a drop unless the journal keeps it for a recovery.
+    common::exec(&s.url_for("postgres"), "alter database shop set work_mem = '7MB'").await;
     common::exec(
         &s.url_for("shop"),
         &format!(
@@ -334,6 +336,17 @@ async fn killed_then_recovered(at: At, bulk_rows: u32, expect_phase: &str) {
         assert_eq!(&fingerprint_of(&shop_url).await, want, "{at:?} recover={recover}");
         assert_eq!(allowed(&s).await.as_deref(), Some("true"), "{at:?} recover={recover}");
         assert_eq!(phase(&storage), "finished", "{at:?} recover={recover}");
+        assert_eq!(
+            value(
+                &shop_url,
+                "select array_to_string(s.setconfig, ',') from pg_db_role_setting s \
+                 join pg_database d on d.oid = s.setdatabase where d.datname = 'shop' and s.setrole = 0"
+            )
+            .await
+            .as_deref(),
+            Some("work_mem=7MB"),
+            "{at:?} recover={recover}: the database setting was lost"
+        );
         if recover == "rollback" {
             assert_eq!(
                 value(&shop_url, "select pg_get_userbyid(datdba) from pg_database where datname = 'shop'").await,

@@ -102,6 +102,10 @@ pub struct Journal {
     pub encoding: String,
     pub lc_collate: String,
     pub lc_ctype: String,
+    /// Database-level settings, grants, comment and connection limit as preflight captured
+    /// them (opaque here), so a recovery after the drop can give them back.
+    #[serde(default)]
+    pub settings: Option<serde_json::Value>,
     /// `datallowconn` before pgdrill blocked connections (recorded once).
     #[serde(default)]
     pub allowed_connections: Option<bool>,
@@ -412,6 +416,7 @@ mod tests {
             snapshot_sha256: None,
             existed: true,
             owner: "o\"wner".into(),
+            settings: None,
             encoding: "UTF8".into(),
             lc_collate: "C".into(),
             lc_ctype: "C".into(),

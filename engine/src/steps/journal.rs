@@ -154,6 +154,7 @@ pub const LOCK: StepKind = StepKind {
         Field { name: "snapshot", ty: "path", required: false, doc: "the journal's safety snapshot of the original (recovery only)" },
         Field { name: "existed", ty: "boolean", required: false, doc: "whether the original database existed" },
         Field { name: "owner, encoding, lc_collate, lc_ctype", ty: "string", required: false, doc: "how to create the original again" },
+        Field { name: "settings", ty: "map", required: false, doc: "the original's settings from the journal (recovery only; null otherwise)" },
     ],
     check: check_with::<LockWith>,
     report_log: true,
@@ -213,6 +214,7 @@ fn run_lock(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, Step
                 o.insert("encoding".into(), c.encoding.into());
                 o.insert("lc_collate".into(), c.collate.into());
                 o.insert("lc_ctype".into(), c.ctype.into());
+                o.insert("settings".into(), serde_json::Value::Null);
                 Ok(o)
             }
             (None, r) => Err(StepError::Invalid(format!(
@@ -272,6 +274,7 @@ fn run_lock(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, Step
                 o.insert("encoding".into(), j.encoding.clone().into());
                 o.insert("lc_collate".into(), j.lc_collate.clone().into());
                 o.insert("lc_ctype".into(), j.lc_ctype.clone().into());
+                o.insert("settings".into(), j.settings.clone().unwrap_or_default());
                 Ok(o)
             }
         }
@@ -295,6 +298,8 @@ struct JournalWith {
     backup: Option<String>,
     #[serde(default, deserialize_with = "super::de::opt_text")]
     recovering: Option<String>,
+    #[serde(default)]
+    settings: Option<serde_json::Value>,
     #[serde(default = "postgres")]
     maintenance_db: String,
 }
@@ -331,6 +336,7 @@ pub const JOURNAL: StepKind = StepKind {
         Field { name: "database", ty: "string", required: false, doc: "open: the database" },
         Field { name: "backup", ty: "path", required: false, doc: "open: the backup to restore" },
         Field { name: "recovering", ty: "string", required: false, doc: "open: restore.lock's `recovering`" },
+        Field { name: "settings", ty: "map", required: false, doc: "open: restore.preflight's `settings`, kept for a recovery" },
         Field { name: "maintenance_db", ty: "string", required: false, doc: "default postgres" },
     ],
     outputs: &[Field { name: "journal", ty: "path", required: false, doc: "the journal file" }],
@@ -390,6 +396,7 @@ fn run_journal(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, S
             encoding: now.as_ref().map(|c| c.encoding.clone()).unwrap_or_default(),
             lc_collate: now.as_ref().map(|c| c.collate.clone()).unwrap_or_default(),
             lc_ctype: now.as_ref().map(|c| c.ctype.clone()).unwrap_or_default(),
+            settings: w.settings.filter(|v| !v.is_null()),
             allowed_connections: None,
             changed: false,
             recovering: String::new(),
