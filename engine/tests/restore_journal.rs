@@ -513,6 +513,7 @@ async fn the_server_stopped_during_the_restore_is_said_plainly_then_recover_roll
     assert!(last.contains(&format!("pgdrill decrypt {}", snaps[0].display())), "{last}");
     assert!(last.contains("| pg_restore"), "{last}");
     assert!(!all.contains("rolled back  drop"), "a failed rollback shown as rolled back: {all}");
+    assert!(all.contains("ROLLBACK FAILED drop"), "{all}");
     assert!(!all.contains("was rolled back to"), "{all}");
     assert_eq!(phase(&storage), "restoring", "the journal must keep the state");
 
