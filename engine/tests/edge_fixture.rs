@@ -330,6 +330,15 @@ async fn each_deliberate_change_to_a_restored_copy_is_caught_by_the_fingerprint(
         ("function_volatility", "alter function edge.add_tax(numeric) volatile", "routines: missing edge.add_tax(numeric)"),
         ("index_dropped", "drop index edge.documents_origin", "indexes: missing CREATE INDEX documents_origin"),
         ("matview_emptied", "refresh materialized view edge.events_per_kind with no data", "populated=t replica"),
+        ("rule_dropped", "drop rule documents_delete_log on edge.documents", "objects: missing rule documents_delete_log"),
+        ("statistics_dropped", "drop statistics edge.booking_room_price", "objects: missing statistics edge.booking_room_price"),
+        ("aggregate_dropped", "drop aggregate edge.product(numeric)", "objects: missing aggregate edge.product(numeric)"),
+        (
+            "publication_table_dropped",
+            "alter publication edge_changes drop table edge.booking",
+            "objects: missing publication edge_changes table edge.booking",
+        ),
+        ("cast_dropped", "drop cast (edge.mood as int)", "objects: missing cast (edge.mood as integer)"),
     ];
     for (name, sql, expected) in cases {
         admin.batch_execute(&format!("create database m_{name} template restored")).await.expect("copy");

@@ -106,6 +106,27 @@ fn schema_queries() -> Vec<(&'static str, String)> {
         ("routines", format!("select format('%I.%I(%s) %s', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid), md5(pg_get_functiondef(p.oid))) from pg_proc p join pg_namespace n on n.oid = p.pronamespace where p.prokind in ('f','p') and {USER_NS} and {}", not_extension_member("pg_proc", "p.oid"))),
         // Comments on user objects (oids from FirstNormalObjectId) and on schema public.
         ("comments", "select format('%s: %s', pg_describe_object(d.classoid, d.objoid, d.objsubid), md5(d.description)) from pg_description d where d.objoid >= 16384 or d.classoid = 'pg_namespace'::regclass and d.objoid = 'public'::regnamespace".into()),
+        // Objects pg_dump keeps that no kind above covers: rules (other than views'),
+        // extended statistics, aggregates, collations, casts, operators, text search
+        // configurations, publications and their tables, event triggers.
+        ("objects", format!(
+            "select format('rule %I on %I.%I %s', r.rulename, n.nspname, c.relname, md5(pg_get_ruledef(r.oid))) from pg_rewrite r join pg_class c on c.oid = r.ev_class join pg_namespace n on n.oid = c.relnamespace where r.rulename <> '_RETURN' and {USER_NS} \
+             union all select format('statistics %I.%I %s', n.nspname, s.stxname, pg_get_statisticsobjdef(s.oid)) from pg_statistic_ext s join pg_namespace n on n.oid = s.stxnamespace where {USER_NS} \
+             union all select format('aggregate %s sfunc=%s stype=%s final=%s combine=%s initial=%s', p.oid::regprocedure, a.aggtransfn::regprocedure, format_type(a.aggtranstype, null), a.aggfinalfn, a.aggcombinefn, coalesce(a.agginitval, '-')) from pg_aggregate a join pg_proc p on p.oid = a.aggfnoid join pg_namespace n on n.oid = p.pronamespace where {USER_NS} and {} \
+             union all select format('collation %I.%I provider=%s collate=%s ctype=%s deterministic=%s', n.nspname, c.collname, c.collprovider, c.collcollate, c.collctype, c.collisdeterministic) from pg_collation c join pg_namespace n on n.oid = c.collnamespace where {USER_NS} and {} \
+             union all select format('cast (%s as %s) %s %s %s', format_type(c.castsource, null), format_type(c.casttarget, null), c.castcontext, c.castmethod, c.castfunc::regprocedure) from pg_cast c where c.oid >= 16384 and {} \
+             union all select format('operator %s %s', o.oid::regoperator, o.oprcode::regprocedure) from pg_operator o join pg_namespace n on n.oid = o.oprnamespace where {USER_NS} and {} \
+             union all select format('text search configuration %I.%I parser=%s', n.nspname, c.cfgname, c.cfgparser::regclass) from pg_ts_config c join pg_namespace n on n.oid = c.cfgnamespace where {USER_NS} and {} \
+             union all select format('publication %I all_tables=%s actions=%s,%s,%s,%s via_root=%s', p.pubname, p.puballtables, p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, p.pubviaroot) from pg_publication p \
+             union all select format('publication %I table %I.%I', pubname, schemaname, tablename) from pg_publication_tables \
+             union all select format('event trigger %I on %s enabled=%s tags=%s %s', e.evtname, e.evtevent, e.evtenabled, coalesce(array_to_string(e.evttags, ','), '-'), e.evtfoid::regprocedure) from pg_event_trigger e where {}",
+            not_extension_member("pg_proc", "p.oid"),
+            not_extension_member("pg_collation", "c.oid"),
+            not_extension_member("pg_cast", "c.oid"),
+            not_extension_member("pg_operator", "o.oid"),
+            not_extension_member("pg_ts_config", "c.oid"),
+            not_extension_member("pg_event_trigger", "e.oid"),
+        )),
         ("sequence_options", "select format('%I.%I %s start=%s min=%s max=%s cache=%s cycle=%s', schemaname, sequencename, data_type, start_value, min_value, max_value, cache_size, cycle) from pg_sequences where schemaname not in ('pg_catalog', 'information_schema')".into()),
         // Large objects are data outside every table: their number and an order-independent
         // hash of (oid, content). pg_dump keeps their oids.
