@@ -222,12 +222,13 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 outln!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
             } else {
                 outln!(
-                    "{:<26} {:<16} {:>12} {:<8} {:<9} {:<30} path",
+                    "{:<26} {:<16} {:>12} {:<8} {:<9} {:<8} {:<30} path",
                     "created",
                     "database",
                     "size",
                     "format",
                     "encrypted",
+                    "manifest",
                     "last verified"
                 );
                 for b in &list {
@@ -236,9 +237,10 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                         |k: &str| crate::report::visible(b.get(k).and_then(|v| v.as_str()).unwrap_or("")).into_owned();
                     if let Some(err) = b.get("error") {
                         outln!(
-                            "{:<26} {:<16} {:>12} {:<8} {:<9} {:<30} {} ({})",
+                            "{:<26} {:<16} {:>12} {:<8} {:<9} {:<8} {:<30} {} ({})",
                             "?",
                             s("database"),
+                            "?",
                             "?",
                             "?",
                             "?",
@@ -258,13 +260,16 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                         ),
                         _ => "never".into(),
                     };
+                    // An unencrypted backup's manifest is bound to nothing: say so.
+                    let auth = if s("manifest_auth") == "mac" { "mac" } else { "UNAUTH" };
                     outln!(
-                        "{:<26} {:<16} {:>12} {:<8} {:<9} {:<30} {}",
+                        "{:<26} {:<16} {:>12} {:<8} {:<9} {:<8} {:<30} {}",
                         s("created"),
                         s("database"),
                         size,
                         s("format"),
                         enc,
+                        auth,
                         verified,
                         s("path")
                     );

@@ -252,3 +252,386 @@ fn a_huge_argon2_cost_in_an_archive_header_aborted_or_hung_the_process() {
         assert!(text(&out.stderr).contains("corrupted or hostile archive header"), "{}", all(&out));
     }
 }
+
+/// A small tmpfs mounted for one test and unmounted whatever happens.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .arg(at)
+            .output();
+        let ok = out.as_ref().is_ok_and(|o| o.status.success());
+        if !common::require(ok, &format!("permission to mount a tmpfs ({out:?})")) {
+            return None;
+        }
+        Some(SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disk_full_while_verify_staged_was_recorded_as_a_failed_backup() {
+    let Some(s) = common::native_server("shop").await else { return };
+    // ~40 MB of plaintext that compresses to almost nothing: the backup fits on the small
+    // disk, the plaintext staged for a parallel restore does not.
+    common::exec(
+        &s.url(),
+        "create table t (id int, pad text); insert into t select g, repeat('x', 1000) from generate_series(1, 40000) g",
+    )
+    .await;
+    let t = tempfile::tempdir().expect("tmp");
+    let Some(disk) = SmallDisk::mount(&t.path().join("small"), "8m") else { return };
+    let storage = disk.0.join("backups");
+    common::backup_to(&s.url(), &storage, KEY, "shop");
+    let junit = t.path().join("v.xml");
+    let out = run_verify(&storage, "shop", &["jobs=2"], &junit);
+    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
+    assert!(all(&out).contains("No space left on device"), "{}", all(&out));
+    assert_eq!(status_of(&junit_cases(&junit), "integrity"), "error");
+    let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
+    let line: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap_or("{}")).expect("json");
+    assert_eq!(line["result"], "error", "{ledger}");
+    assert!(line["error"].as_str().unwrap_or_default().contains("No space left"), "{ledger}");
+    assert!(common::staged_leftovers(&storage.join("shop")).is_empty());
+    drop(disk);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_openssl_binary_was_recorded_as_a_failed_backup() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let file = t.path().join("shop.sql.enc");
+    let pg_dump =
+        std::process::Command::new("/usr/lib/postgresql/15/bin/pg_dump").arg(s.url()).output().expect("pg_dump");
+    assert!(pg_dump.status.success());
+    let mut enc = std::process::Command::new("openssl")
+        .args(["enc", "-aes-256-cbc", "-pbkdf2", "-pass", "env:P", "-out"])
+        .arg(&file)
+        .env("P", KEY)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    enc.stdin.take().expect("stdin").write_all(&pg_dump.stdout).expect("write");
+    assert!(enc.wait().expect("openssl").success());
+    // Everything on PATH but openssl.
+    let bin = t.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin");
+    for dir in ["/usr/local/bin", "/usr/bin", "/bin"] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            if name != "openssl" && !bin.join(&name).exists() {
+                let _ = std::os::unix::fs::symlink(e.path(), bin.join(&name));
+            }
+        }
+    }
+    let junit = t.path().join("v.xml");
+    let out = pgdrill(&[
+        "run",
+        "verify",
+        "--var",
+        &format!("backup={}", file.display()),
+        "--var",
+        "provider=native",
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+    ])
+    .env("PGDRILL_BACKUP_KEY", KEY)
+    .env("PATH", &bin)
+    .output()
+    .expect("verify");
+    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
+    assert!(all(&out).contains("cannot run openssl"), "{}", all(&out));
+    assert_eq!(status_of(&junit_cases(&junit), "integrity"), "error");
+    let ledger = std::fs::read_to_string(t.path().join("ledger.jsonl")).expect("ledger");
+    assert!(ledger.contains("\"result\":\"error\""), "{ledger}");
+    s.stop().await;
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+}
+
+/// The private directories (`.pgdrill-<kind>-*`) in `dir`.
+fn private_dirs(dir: &Path, kind: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!(".pgdrill-{kind}-")))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Wait (without a deadline of our own: nextest's timeout ends a hang) until `f` holds.
+fn wait_for(mut f: impl FnMut() -> bool) {
+    while !f() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn staged_plaintext_and_partial_backups_were_world_readable_and_survived_a_kill_9() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(
+        &s.url(),
+        "create table t (id int, pad text); insert into t select g, md5(g::text) from generate_series(1, 20000) g",
+    )
+    .await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    let backup = common::backup_to(&s.url(), &storage, KEY, "shop");
+    let folder = storage.join("shop");
+
+    // Staged plaintext: backup.check keeps it for the rest of the runbook; kill -9 then.
+    let runbook = t.path().join("stage.yaml");
+    std::fs::write(
+        &runbook,
+        format!(
+            "name: stage\nvars:\n  pause: 0s\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - id: check\n    uses: backup.check\n    with: {{ path: \"{}\", key: \"{{{{ secrets.key }}}}\", stage: true }}\n  - uses: sleep\n    with: {{ duration: \"{{{{ vars.pause }}}}\" }}\n",
+            backup.display()
+        ),
+    )
+    .expect("runbook");
+    let mut child = pgdrill(&["run", runbook.to_str().unwrap_or_default(), "--var", "pause=10m"])
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run");
+    wait_for(|| private_dirs(&folder, "stage").iter().any(|d| d.join("staged.dump").exists()));
+    let staged = private_dirs(&folder, "stage").remove(0);
+    assert_eq!(mode(&staged), 0o700, "{}", staged.display());
+    assert_eq!(mode(&staged.join("staged.dump")), 0o600);
+    child.kill().expect("kill -9");
+    child.wait().expect("wait");
+    assert!(staged.exists(), "a kill -9 leaves it behind");
+    // The next start that stages there reaps it (its owner is gone) and cleans up after itself.
+    let out =
+        pgdrill(&["run", runbook.to_str().unwrap_or_default()]).env("PGDRILL_BACKUP_KEY", KEY).output().expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(!staged.exists(), "reaped");
+    assert!(common::staged_leftovers(&folder).is_empty(), "{:?}", common::staged_leftovers(&folder));
+
+    // A partial backup: pg_dump stalls after some output (it never ends by itself: the
+    // test kills it); kill -9 pgdrill while the partial file exists.
+    let real = "/usr/lib/postgresql/15/bin/pg_dump";
+    let pidfile = t.path().join("pg_dump.pid");
+    let fake = t.path().join("pg_dump");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\nif [ \"$1\" = --version ]; then exec {real} --version; fi\necho $$ > {}\nhead -c 200000 /dev/urandom\nexec sleep 600\n", pidfile.display()),
+    )
+    .expect("fake");
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let create = t.path().join("create.yaml");
+    std::fs::write(
+        &create,
+        format!(
+            "name: create\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - uses: backup.create\n    with: {{ database_url: \"{}\", storage: \"{}\", key: \"{{{{ secrets.key }}}}\", pg_dump: \"{}\" }}\n",
+            s.url(),
+            storage.display(),
+            fake.display()
+        ),
+    )
+    .expect("runbook");
+    let mut child = pgdrill(&["run", create.to_str().unwrap_or_default()])
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run");
+    wait_for(|| {
+        pidfile.exists()
+            && private_dirs(&folder, "partial")
+                .iter()
+                .any(|d| std::fs::read_dir(d).into_iter().flatten().flatten().next().is_some())
+    });
+    let partial = private_dirs(&folder, "partial").remove(0);
+    assert_eq!(mode(&partial), 0o700);
+    for f in std::fs::read_dir(&partial).expect("partial").flatten() {
+        assert_eq!(mode(&f.path()), 0o600, "{}", f.path().display());
+        assert!(f.file_name().to_string_lossy().ends_with(".partial"));
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("wait");
+    // pg_dump runs in its own process group: it outlives a kill -9 of pgdrill; end it here.
+    let pid: i32 = std::fs::read_to_string(&pidfile).expect("pid").trim().parse().expect("pid");
+    let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+    assert!(partial.exists(), "a kill -9 leaves it behind");
+    common::backup_to(&s.url(), &storage, KEY, "shop");
+    assert!(!partial.exists(), "the next backup into the folder reaped it");
+    assert!(private_dirs(&folder, "partial").is_empty());
+    s.stop().await;
+}
+
+fn edit_manifest(backup: &Path, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+    let p = pgdrill::storage::manifest_path(backup);
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).expect("manifest")).expect("json");
+    f(v.as_object_mut().expect("object"));
+    std::fs::write(&p, serde_json::to_vec_pretty(&v).expect("json")).expect("write");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    let backup = common::backup_to(&s.url(), &storage, KEY, "shop");
+    let original = std::fs::read(pgdrill::storage::manifest_path(&backup)).expect("manifest");
+    let junit = t.path().join("v.xml");
+    let out = run_verify(&storage, "shop", &[], &junit);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(all(&out).contains("manifest authenticated"), "{}", all(&out));
+    let listed = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default(), "--json"])
+        .output()
+        .expect("list");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+    assert_eq!(listed[0]["manifest_auth"], "mac", "{listed}");
+
+    type Edit = fn(&mut serde_json::Map<String, serde_json::Value>);
+    let edits: [(&str, Edit, &str); 5] = [
+        // A stale backup made to look fresh: the skip path (already verified) trusted it.
+        (
+            "finished_at in the future",
+            |m| {
+                m.insert("finished_at".into(), "2999-01-01T00:00:00Z".into());
+            },
+            "fails authentication",
+        ),
+        (
+            "database renamed",
+            |m| {
+                m.insert("database".into(), "other".into());
+            },
+            "fails authentication",
+        ),
+        (
+            "MAC removed",
+            |m| {
+                m.remove("authentication");
+            },
+            "has no MAC",
+        ),
+        (
+            "claims not encrypted",
+            |m| {
+                m.remove("authentication");
+                m.insert("cipher".into(), "none".into());
+            },
+            "the manifest was changed",
+        ),
+        (
+            "fingerprint changed",
+            |m| {
+                m["fingerprint"]["schema_hash"] = "0".repeat(64).into();
+            },
+            "fails authentication",
+        ),
+    ];
+    for (what, edit, expect) in edits {
+        std::fs::write(pgdrill::storage::manifest_path(&backup), &original).expect("restore manifest");
+        edit_manifest(&backup, edit);
+        let out = run_verify(&storage, "shop", &[], &junit);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", all(&out));
+        assert!(all(&out).contains(expect), "{what}: {}", all(&out));
+        let cases = junit_cases(&junit);
+        assert_eq!(status_of(&cases, "pick"), "failure", "{what}: {cases:?}");
+        assert_ne!(status_of(&cases, "freshness"), "passed", "{what}: {cases:?}");
+        // backup.check (the backup runbook's own check) refuses it too.
+        let check = t.path().join("check.yaml");
+        std::fs::write(
+            &check,
+            format!(
+                "name: check\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - uses: backup.check\n    with: {{ path: \"{}\", key: \"{{{{ secrets.key }}}}\" }}\n",
+                backup.display()
+            ),
+        )
+        .expect("runbook");
+        let out =
+            pgdrill(&["run", check.to_str().unwrap_or_default()]).env("PGDRILL_BACKUP_KEY", KEY).output().expect("run");
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", all(&out));
+        assert!(all(&out).contains(expect), "{what}: {}", all(&out));
+    }
+    // A manifest moved from another backup of the same database does not fit this archive.
+    std::fs::write(pgdrill::storage::manifest_path(&backup), &original).expect("restore manifest");
+    let out = pgdrill(&[
+        "run",
+        "backup",
+        "--var",
+        &format!("database_url={}", s.url()),
+        "--var",
+        &format!("storage={}", storage.display()),
+    ])
+    .env("PGDRILL_BACKUP_KEY", KEY)
+    .output()
+    .expect("backup");
+    assert!(out.status.success(), "{}", all(&out));
+    let newest = backups_in(&storage.join("shop")).pop().expect("newest");
+    std::fs::copy(pgdrill::storage::manifest_path(&backup), pgdrill::storage::manifest_path(&newest)).expect("copy");
+    let out = run_verify(&storage, "shop", &[], &junit);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(all(&out).contains("fails authentication"), "{}", all(&out));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unencrypted_backup_did_not_say_its_manifest_is_unauthenticated() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    let opts = pgdrill::backup::CreateOptions {
+        url: s.url(),
+        storage: storage.clone(),
+        format: pgdrill::backup::Format::Custom,
+        codec: pgdrill::archive::Codec::Zstd,
+        level: 3,
+        threads: 1,
+        jobs: 1,
+        key: None,
+        fingerprint: pgdrill::pg::fingerprint::Mode::Full,
+        pg_dump: None,
+        name: None,
+    };
+    let created = pgdrill::backup::create(opts, &|_| {}).await.expect("backup");
+    assert!(created.manifest.authentication.is_none());
+    let out = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default()]).output().expect("list");
+    let listing = text(&out.stdout);
+    assert!(listing.lines().next().unwrap_or_default().contains("manifest"), "{listing}");
+    assert!(listing.lines().nth(1).unwrap_or_default().contains(" UNAUTH "), "{listing}");
+    let junit = t.path().join("v.xml");
+    let out = pgdrill(&[
+        "run",
+        "verify",
+        "--var",
+        &format!("storage={}", storage.display()),
+        "--var",
+        "database=shop",
+        "--var",
+        "provider=native",
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+    ])
+    .env_remove("PGDRILL_BACKUP_KEY")
+    .output()
+    .expect("verify");
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let report = std::fs::read_to_string(&junit).expect("junit");
+    assert!(report.contains("manifest UNAUTHENTICATED: the backup is not encrypted"), "{report}");
+    s.stop().await;
+}

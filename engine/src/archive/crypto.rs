@@ -129,9 +129,40 @@ impl Key {
         hex(&h.finalize()[..16])
     }
 
+    /// The MAC binding a manifest to the archive written with this key: HMAC-SHA256 under a
+    /// key of its own (derived from the archive key with a label, so it is never the
+    /// encryption key itself) over a label, the archive's nonce prefix (unique per archive,
+    /// so a manifest cannot be moved to another archive) and the manifest's canonical bytes.
+    pub fn manifest_mac(&self, nonce_prefix: &str, manifest: &[u8]) -> String {
+        let mut k = Sha256::new();
+        k.update(b"pgdrill manifest key");
+        k.update(self.bytes);
+        let mac_key: [u8; 32] = k.finalize().into();
+        let mut msg = Vec::with_capacity(manifest.len() + 64);
+        msg.extend_from_slice(b"pgdrill manifest v1\n");
+        msg.extend_from_slice(nonce_prefix.as_bytes());
+        msg.push(b'\n');
+        msg.extend_from_slice(manifest);
+        hex(&hmac_sha256(&mac_key, &msg))
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(&self.bytes.into())
     }
+}
+
+/// HMAC (RFC 2104) with SHA-256, for a key no longer than the 64-byte block.
+fn hmac_sha256(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    let pad = |b: u8| block.map(|k| k ^ b);
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(msg).finalize();
+    Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
+}
+
+/// Compare two MACs without an early exit.
+pub fn same_mac(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn prefix_of(header: &Header) -> Result<[u8; 7], ArchiveError> {

@@ -73,10 +73,18 @@ pub struct Header {
     /// from a corrupted chunk without revealing anything usable about the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_check: Option<String>,
+    /// `hmac-sha256`: the manifest beside this archive carries a MAC under the archive's key
+    /// (`Key::manifest_mac`). In the header, so it is authenticated with every chunk: a
+    /// manifest of a new archive cannot be passed off as one written before binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
 }
 
+/// How manifests are bound to encrypted archives.
+pub const MANIFEST_MAC: &str = "hmac-sha256";
+
 /// Why an archive could not be read.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ArchiveError {
     #[error("not a pgdrill archive (bad magic); for files made by other tools use the matching restore path")]
     NotAnArchive,
@@ -227,6 +235,7 @@ pub fn write<R: Read, W: Write>(mut input: R, out: W, opts: &WriteOptions) -> io
             chunk_size: None,
             nonce_prefix: None,
             key_check: None,
+            manifest: None,
         },
         Some(k) => Header {
             codec: opts.codec,
@@ -235,6 +244,7 @@ pub fn write<R: Read, W: Write>(mut input: R, out: W, opts: &WriteOptions) -> io
             chunk_size: Some(CHUNK_SIZE),
             nonce_prefix: Some(hex(&crypto::random::<7>())),
             key_check: Some(k.check()),
+            manifest: Some(MANIFEST_MAC.into()),
         },
     };
     let header_bytes = serde_json::to_vec(&header).map_err(io::Error::other)?;
@@ -349,6 +359,25 @@ pub fn open<'a, R: Read + Send + 'a>(
         Codec::None => plain,
     };
     Ok((header, out))
+}
+
+/// Read an encrypted archive's header and prove it authentic: derive the key (bounded KDF),
+/// check it, and open the first chunk, whose associated data is the header. Reads one chunk
+/// (at most 1 MiB), whatever the archive's size. Returns the header and the key.
+pub fn authenticate_header<R: Read>(mut input: R, key: &KeySource) -> Result<(Header, Key), ArchiveError> {
+    let (header, aad) = read_header(&mut input)?;
+    if header.cipher != "aes-256-gcm" {
+        return Err(ArchiveError::BadHeader(format!("cipher `{}` is not authenticated", header.cipher)));
+    }
+    let kdf = header.kdf.clone().ok_or_else(|| ArchiveError::BadHeader("no kdf".into()))?;
+    let k = key.derive_for(&kdf).map_err(ArchiveError::BadHeader)?;
+    if header.key_check.as_deref() != Some(k.check().as_str()) {
+        return Err(ArchiveError::WrongKey);
+    }
+    let mut r = crypto::OpenReader::new(input, &k, &header, aad)?;
+    let mut one = [0u8; 1];
+    r.read(&mut one).map_err(|e| archive_error(&e).cloned().unwrap_or(ArchiveError::ChunkAuth(0)))?;
+    Ok((header, k))
 }
 
 /// Decoder errors that are not ours (authentication) read as "decompression failed".

@@ -51,6 +51,9 @@ pub struct Entry {
     pub checks: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub pgdrill_version: Option<String>,
+    /// Why a run that did not pass ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The ledger that covers a backup: in its directory.
@@ -169,6 +172,7 @@ mod tests {
             duration_s: Some(1.0),
             checks: Default::default(),
             pgdrill_version: None,
+            error: None,
         }
     }
 

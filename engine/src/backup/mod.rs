@@ -37,6 +37,54 @@ pub enum BackupError {
     Failed(String),
 }
 
+/// A message without a class is a failed check (the historical default of the helpers).
+impl From<String> for BackupError {
+    fn from(m: String) -> Self {
+        BackupError::Failed(m)
+    }
+}
+
+impl BackupError {
+    /// The same error, its message prefixed with `path: ` (the class kept).
+    fn at(self, path: &Path) -> BackupError {
+        match self {
+            BackupError::Invalid(m) => BackupError::Invalid(format!("{}: {m}", path.display())),
+            BackupError::Environment(m) => BackupError::Environment(format!("{}: {m}", path.display())),
+            BackupError::Failed(m) => BackupError::Failed(format!("{}: {m}", path.display())),
+        }
+    }
+}
+
+/// Whether an I/O error is the machine's (a full disk, a quota, a read-only or failing
+/// disk, no permission, no memory or file descriptors) rather than the backup's.
+pub(crate) fn is_environment(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(
+            Errno::ENOSPC
+                | Errno::EDQUOT
+                | Errno::EROFS
+                | Errno::EIO
+                | Errno::EACCES
+                | Errno::EPERM
+                | Errno::ENOMEM
+                | Errno::EMFILE
+                | Errno::ENFILE
+        )
+    )
+}
+
+/// An I/O error met while reading a backup through its layers: the environment's when
+/// `is_environment`, otherwise a failed check (authentication, truncation, decompression).
+pub(crate) fn io_error(context: &str, e: &std::io::Error) -> BackupError {
+    if is_environment(e) {
+        BackupError::Environment(format!("{context}: {e}"))
+    } else {
+        BackupError::Failed(format!("{context}: {}", io_message(e)))
+    }
+}
+
 /// pg_dump output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -93,6 +141,112 @@ pub struct Manifest {
     /// database's own name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_as: Option<String>,
+    /// For encrypted backups: the MAC binding this manifest to its archive under the key
+    /// (see `authenticate_manifest`). Absent for unencrypted backups and for encrypted ones
+    /// written before manifests were bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<ManifestAuth>,
+}
+
+/// A manifest's MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestAuth {
+    pub alg: String,
+    pub mac: String,
+}
+
+/// What is known of a manifest's authenticity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestTrust {
+    /// Its MAC under the archive's key holds, and the archive's header is authentic.
+    Authenticated,
+    /// An unencrypted backup: there is no key, so nothing binds the manifest to the archive.
+    Unencrypted,
+    /// Encrypted before manifests were bound (the authentic header says so): unauthenticated.
+    Legacy,
+    /// Encrypted, but no key was given here to check it with.
+    NoKey,
+}
+
+impl ManifestTrust {
+    /// A line for the step's log and the reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ManifestTrust::Authenticated => "manifest authenticated (MAC under the backup's key)",
+            ManifestTrust::Unencrypted => {
+                "manifest UNAUTHENTICATED: the backup is not encrypted, so nothing binds its dates, database and fingerprint to it"
+            }
+            ManifestTrust::Legacy => {
+                "manifest UNAUTHENTICATED: written before pgdrill bound manifests to encrypted backups"
+            }
+            ManifestTrust::NoKey => "manifest not authenticated here: no key given",
+        }
+    }
+}
+
+/// The bytes a manifest's MAC covers: its JSON with `authentication` taken out, compact and
+/// with sorted keys, so the file's formatting does not matter but every value does.
+fn manifest_bytes(mut v: serde_json::Value) -> Vec<u8> {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("authentication");
+    }
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// Decide whether the manifest beside `backup` can be trusted, before anything in it is
+/// used. An encrypted archive's header is proved authentic with the key (its first chunk
+/// opens), and when that header says its manifest is bound, the manifest's MAC must hold:
+/// an edited manifest (a date moved, a database renamed, a fingerprint changed, a manifest
+/// moved from another backup) fails here. The manifest's cipher must agree with the
+/// archive's, so an edit cannot claim "not encrypted" to escape the check.
+pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<ManifestTrust, BackupError> {
+    let mp = storage::manifest_path(backup);
+    let failed = |m: String| BackupError::Failed(format!("{}: {m}", mp.display()));
+    let text = std::fs::read(&mp).map_err(|e| failed(format!("cannot read: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| failed(format!("unreadable manifest: {e}")))?;
+    let manifest: Manifest =
+        serde_json::from_value(value.clone()).map_err(|e| failed(format!("unreadable manifest: {e}")))?;
+    let f = std::fs::File::open(backup)
+        .map_err(|e| BackupError::Failed(format!("cannot open {}: {e}", backup.display())))?;
+    let mut input = BufReader::new(f);
+    let (header, _) = archive::read_header(&mut input).map_err(|e| failed(format!("its backup: {e}")))?;
+    if header.cipher == "none" {
+        if manifest.cipher != "none" {
+            return Err(failed(format!(
+                "says cipher `{}` but the backup is not encrypted: the manifest was changed",
+                manifest.cipher
+            )));
+        }
+        return Ok(ManifestTrust::Unencrypted);
+    }
+    if manifest.cipher != header.cipher {
+        return Err(failed(format!(
+            "says cipher `{}` but the backup is encrypted ({}): the manifest was changed",
+            manifest.cipher, header.cipher
+        )));
+    }
+    let Some(key) = key else { return Ok(ManifestTrust::NoKey) };
+    let f = std::fs::File::open(backup)
+        .map_err(|e| BackupError::Failed(format!("cannot open {}: {e}", backup.display())))?;
+    let (header, k) = archive::authenticate_header(BufReader::new(f), key)
+        .map_err(|e| BackupError::Failed(format!("{}: {e}", backup.display())))?;
+    if header.manifest.as_deref() != Some(archive::MANIFEST_MAC) {
+        return Ok(ManifestTrust::Legacy);
+    }
+    let prefix = header.nonce_prefix.as_deref().unwrap_or_default();
+    let expected = k.manifest_mac(prefix, &manifest_bytes(value));
+    match &manifest.authentication {
+        Some(a) if a.alg == archive::MANIFEST_MAC && archive::crypto::same_mac(&a.mac, &expected) => {
+            Ok(ManifestTrust::Authenticated)
+        }
+        Some(_) => Err(failed(
+            "fails authentication: it was changed after the backup was written, or belongs to another backup; nothing in it is used".into(),
+        )),
+        None => Err(failed(
+            "has no MAC although its backup was written with one: the manifest was replaced; nothing in it is used".into(),
+        )),
+    }
 }
 
 impl Manifest {
@@ -179,28 +333,30 @@ pub fn find_tool(
     }
 }
 
-/// A staged file or directory, removed on drop and at process exit.
-pub(crate) struct Staged(pub(crate) PathBuf);
+/// A staged file or directory (`.0`, not yet created), inside a private directory of its
+/// own (`storage::private_dir`: mode 0700, owner recorded in its name, reaped after a
+/// crash); both are removed on drop and at process exit. Plaintext only ever lives here.
+pub(crate) struct Staged(pub(crate) PathBuf, PathBuf);
 
 impl Staged {
     pub(crate) fn new(dir: &Path, suffix: &str) -> Result<Staged, BackupError> {
-        std::fs::create_dir_all(dir)
+        let private = crate::storage::private_dir(dir, "stage")
             .map_err(|e| BackupError::Environment(format!("cannot stage in {}: {e}", dir.display())))?;
-        let name = format!(".pgdrill-stage-{}-{}{suffix}", std::process::id(), crate::pg::native::generate_password());
-        let p = dir.join(name);
-        crate::storage::track(&p);
-        Ok(Staged(p))
+        crate::storage::track(&private);
+        Ok(Staged(private.join(format!("staged{suffix}")), private))
+    }
+
+    /// Create the staged file, readable by its owner only.
+    pub(crate) fn create_file(&self) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&self.0)
     }
 }
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        if self.0.is_dir() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        } else {
-            let _ = std::fs::remove_file(&self.0);
-        }
-        crate::storage::untrack(&self.0);
+        let _ = std::fs::remove_dir_all(&self.1);
+        crate::storage::untrack(&self.1);
     }
 }
 
@@ -313,6 +469,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let stdout = child.stdout.take();
     let stderr_thread = stderr_of(&mut child);
     let stage_path = stage.as_ref().map(|s| s.0.clone());
+    let mac_key = key.clone();
     let wopts = WriteOptions { codec: opts.codec, level: opts.level, threads: opts.threads, key };
     let name_stamp = stamp(started_at);
     let ext = opts.format.ext();
@@ -378,11 +535,20 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         snapshot,
         fingerprint,
         stored_as,
+        authentication: None,
     };
     let path = tokio::task::block_in_place(|| pending.commit())
         .map_err(|e| BackupError::Environment(format!("publishing the backup: {e}")))?;
     let mut manifest = manifest;
-    manifest.kdf = header_kdf(&path);
+    let header = read_header_of(&path);
+    manifest.kdf = header.as_ref().and_then(|h| h.kdf.clone());
+    if let (Some(k), Some(prefix)) = (&mac_key, header.as_ref().and_then(|h| h.nonce_prefix.clone())) {
+        let value = serde_json::to_value(&manifest).map_err(|e| BackupError::Environment(e.to_string()))?;
+        manifest.authentication = Some(ManifestAuth {
+            alg: archive::MANIFEST_MAC.into(),
+            mac: k.manifest_mac(&prefix, &manifest_bytes(value)),
+        });
+    }
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Environment(e.to_string()))?;
     if let Err(e) = storage::write_small(&storage::manifest_path(&path), &json) {
         // A backup without its manifest cannot be verified: do not leave it looking complete.
@@ -440,9 +606,9 @@ fn tar_stream<W: Write>(dir: &Path, out: W, wopts: &WriteOptions) -> std::io::Re
     Ok(written)
 }
 
-fn header_kdf(path: &Path) -> Option<Kdf> {
+fn read_header_of(path: &Path) -> Option<archive::Header> {
     let mut f = std::fs::File::open(path).ok()?;
-    archive::read_header(&mut f).ok().and_then(|(h, _)| h.kdf)
+    archive::read_header(&mut f).ok().map(|(h, _)| h)
 }
 
 /// What `check` found.
@@ -453,6 +619,8 @@ pub struct Checked {
     pub tables: usize,
     /// Layers read through (`openssl`, `gzip` ...), for foreign backups.
     pub layers: Vec<&'static str>,
+    /// How far the manifest could be authenticated (pgdrill backups).
+    pub trust: Option<ManifestTrust>,
 }
 
 /// Check any backup: a pgdrill archive fully (`check`), another tool's dump as far as it
@@ -489,7 +657,7 @@ pub(crate) fn check_and_stage(
             )));
         }
         let tables = count_toc_tables(&String::from_utf8_lossy(&out.stdout));
-        return Ok((Checked { manifest: None, tables, layers: vec!["directory"] }, None));
+        return Ok((Checked { manifest: None, tables, layers: vec!["directory"], trust: None }, None));
     }
     let mut opened = source::open(path, key.as_ref(), secret)?;
     let layers = opened.layers.clone();
@@ -497,28 +665,37 @@ pub(crate) fn check_and_stage(
     let tables = match opened.content {
         source::Content::Custom => {
             let stage = stage.filter(|_| !layers.is_empty());
-            let (tables, s) = toc_tables_staged(&mut opened.reader, 0, stage).map_err(failed)?;
+            let (tables, s) = toc_tables_staged(&mut opened.reader, 0, stage).map_err(|e| e.at(path))?;
             staged = s;
             tables
         }
-        source::Content::Plain => count_create_table(opened.reader).map_err(failed)?,
+        source::Content::Plain => count_create_table(opened.reader).map_err(|e| e.at(path))?,
         source::Content::Tar => {
             return Err(failed("a tar stream without a pgdrill manifest is not a backup pgdrill can check".into()))
         }
     };
-    Ok((Checked { manifest: None, tables, layers }, staged))
+    Ok((Checked { manifest: None, tables, layers, trust: None }, staged))
 }
 
-/// Everything read through it is also written to `copy`.
+/// Everything read through it is also written to `copy`. A failed write is kept: it is
+/// the staging disk's problem, not the backup's, and the caller reports it as such.
 struct Tee<'a, W: Write> {
     inner: &'a mut dyn Read,
     copy: W,
+    failed: Option<std::io::Error>,
 }
 
 impl<W: Write> Read for Tee<'_, W> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(e) = &self.failed {
+            return Err(std::io::Error::new(e.kind(), e.to_string()));
+        }
         let n = self.inner.read(buf)?;
-        self.copy.write_all(&buf[..n])?;
+        if let Err(e) = self.copy.write_all(&buf[..n]) {
+            let again = std::io::Error::new(e.kind(), e.to_string());
+            self.failed = Some(e);
+            return Err(again);
+        }
         Ok(n)
     }
 }
@@ -528,20 +705,25 @@ fn toc_tables_staged(
     plain: &mut (dyn Read + Send + '_),
     server_major: u32,
     stage: Option<&Path>,
-) -> Result<(usize, Option<StagedDump>), String> {
+) -> Result<(usize, Option<StagedDump>), BackupError> {
     let Some(dir) = stage else {
         return toc_tables(plain, server_major).map(|t| (t, None));
     };
-    let staged = Staged::new(dir, ".dump").map_err(|e| e.to_string())?;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&staged.0)
-        .map_err(|e| format!("cannot stage in {}: {e}", dir.display()))?;
+    let staged = Staged::new(dir, ".dump")?;
+    let file = staged
+        .create_file()
+        .map_err(|e| BackupError::Environment(format!("cannot stage in {}: {e}", dir.display())))?;
     let copy = offsets::OffsetRecorder::new(BufWriter::with_capacity(1 << 20, file));
-    let mut tee = Tee { inner: plain, copy };
-    let tables = toc_tables(&mut tee, server_major)?;
-    tee.copy.flush().map_err(|e| format!("staging the dump in {}: {e}", dir.display()))?;
+    let mut tee = Tee { inner: plain, copy, failed: None };
+    let listed = toc_tables(&mut tee, server_major);
+    let flushed = tee.copy.flush();
+    let staging =
+        |e: &std::io::Error| BackupError::Environment(format!("staging the checked dump in {}: {e}", dir.display()));
+    if let Some(e) = &tee.failed {
+        return Err(staging(e));
+    }
+    let tables = listed?;
+    flushed.map_err(|e| staging(&e))?;
     // Written by pg_dump into a pipe, the dump has no data offsets; with them, pg_restore's
     // parallel workers go straight to each table's data instead of scanning for it.
     let offsets = tee.copy.finish().and_then(|o| o.patch(&staged.0));
@@ -550,33 +732,39 @@ fn toc_tables_staged(
 
 /// A directory dump's tar stream: every entry is read (so every chunk authenticates and
 /// decompresses); toc.dat is staged beside the backup for `pg_restore --list`.
-fn tar_toc_tables(plain: Box<dyn Read + Send + '_>, backup: &Path, server_major: u32) -> Result<usize, String> {
-    let dir = Staged::new(backup.parent().unwrap_or(Path::new(".")), ".toc").map_err(|e| e.to_string())?;
-    std::fs::create_dir(&dir.0).map_err(|e| format!("cannot stage the table of contents: {e}"))?;
+fn tar_toc_tables(plain: Box<dyn Read + Send + '_>, backup: &Path, server_major: u32) -> Result<usize, BackupError> {
+    let dir = Staged::new(backup.parent().unwrap_or(Path::new(".")), ".toc")?;
+    std::fs::create_dir(&dir.0)
+        .map_err(|e| BackupError::Environment(format!("cannot stage the table of contents: {e}")))?;
     let mut archive = tar::Archive::new(plain);
     let mut found = false;
-    for entry in archive.entries().map_err(|e| io_message(&e))? {
-        let mut entry = entry.map_err(|e| io_message(&e))?;
+    for entry in archive.entries().map_err(|e| io_error("reading the backup", &e))? {
+        let mut entry = entry.map_err(|e| io_error("reading the backup", &e))?;
         let name = entry.path().map_err(|e| e.to_string())?.into_owned();
         if name.file_name().is_some_and(|n| n == "toc.dat") {
-            let mut f = std::fs::File::create(dir.0.join("toc.dat")).map_err(|e| e.to_string())?;
-            std::io::copy(&mut entry, &mut f).map_err(|e| io_message(&e))?;
+            let toc = dir.0.join("toc.dat");
+            let mut f = {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&toc)
+            }
+            .map_err(|e| BackupError::Environment(format!("cannot stage the table of contents: {e}")))?;
+            std::io::copy(&mut entry, &mut f).map_err(|e| io_error("staging the table of contents", &e))?;
             found = true;
         } else {
-            std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| io_message(&e))?;
+            std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| io_error("reading the backup", &e))?;
         }
     }
     if !found {
-        return Err("the directory dump has no toc.dat".into());
+        return Err(BackupError::Failed("the directory dump has no toc.dat".into()));
     }
-    let (pg_restore, _, _) = find_tool("pg_restore", None, server_major).map_err(|e| e.to_string())?;
+    let (pg_restore, _, _) = find_tool("pg_restore", None, server_major)?;
     let out = crate::child::output(crate::child::command(&pg_restore).arg("--list").arg(&dir.0))
-        .map_err(|e| format!("cannot run pg_restore: {e}"))?;
+        .map_err(|e| BackupError::Environment(format!("cannot run pg_restore: {e}")))?;
     if !out.status.success() {
-        return Err(format!(
+        return Err(BackupError::Failed(format!(
             "pg_restore --list cannot read the dump ({})",
             String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        )));
     }
     Ok(count_toc_tables(&String::from_utf8_lossy(&out.stdout)))
 }
@@ -585,7 +773,7 @@ fn tar_toc_tables(plain: Box<dyn Read + Send + '_>, backup: &Path, server_major:
 /// before each table's definition, counted outside COPY data. Not `CREATE TABLE` lines: that
 /// misses `CREATE UNLOGGED TABLE` and counts data rows and function bodies that begin with
 /// those words (a migrations table holding DDL).
-fn count_create_table(plain: Box<dyn Read + Send + '_>) -> Result<usize, String> {
+fn count_create_table(plain: Box<dyn Read + Send + '_>) -> Result<usize, BackupError> {
     // Bytes, not text: a dump of a LATIN1 database is not UTF-8.
     let mut r = BufReader::with_capacity(1 << 20, plain);
     let mut line = Vec::with_capacity(4096);
@@ -593,7 +781,7 @@ fn count_create_table(plain: Box<dyn Read + Send + '_>) -> Result<usize, String>
     let mut in_copy = false;
     loop {
         line.clear();
-        if r.read_until(b'\n', &mut line).map_err(|e| io_message(&e))? == 0 {
+        if r.read_until(b'\n', &mut line).map_err(|e| io_error("reading the backup", &e))? == 0 {
             return Ok(n);
         }
         let l = line.strip_suffix(b"\n").unwrap_or(&line);
@@ -637,6 +825,8 @@ fn check_inner(
     stage: Option<&Path>,
 ) -> Result<(Checked, Option<StagedDump>), BackupError> {
     let manifest = Manifest::read(path)?;
+    // 0. The manifest is the one written with this archive, before anything in it is used.
+    let trust = authenticate_manifest(path, key)?;
     let failed = |m: String| BackupError::Failed(format!("{}: {m}", path.display()));
     // 1. The stored bytes are the ones written.
     let f = std::fs::File::open(path).map_err(|e| failed(format!("cannot open: {e}")))?;
@@ -655,19 +845,19 @@ fn check_inner(
     let mut staged = None;
     let tables = match manifest.format {
         Format::Custom => {
-            let (tables, s) = toc_tables_staged(&mut plain, manifest.server_major, stage).map_err(failed)?;
+            let (tables, s) = toc_tables_staged(&mut plain, manifest.server_major, stage).map_err(|e| e.at(path))?;
             staged = s;
             tables
         }
-        Format::Plain => count_create_table(plain).map_err(failed)?,
-        Format::Directory => tar_toc_tables(plain, path, manifest.server_major).map_err(failed)?,
+        Format::Plain => count_create_table(plain).map_err(|e| e.at(path))?,
+        Format::Directory => tar_toc_tables(plain, path, manifest.server_major).map_err(|e| e.at(path))?,
     };
     if let Some(expected) = manifest.table_count() {
         if expected != tables {
             return Err(failed(format!("the dump lists {tables} tables, the manifest {expected}")));
         }
     }
-    Ok((Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"] }, staged))
+    Ok((Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust) }, staged))
 }
 
 fn io_message(e: &std::io::Error) -> String {
@@ -678,8 +868,8 @@ fn io_message(e: &std::io::Error) -> String {
 }
 
 /// Feed a custom-format dump to `pg_restore --list` and count its TABLE entries.
-fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, String> {
-    let (pg_restore, _, _) = find_tool("pg_restore", None, server_major).map_err(|e| e.to_string())?;
+fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, BackupError> {
+    let (pg_restore, _, _) = find_tool("pg_restore", None, server_major)?;
     let mut child = crate::child::spawn(
         crate::child::command(&pg_restore)
             .arg("--list")
@@ -687,7 +877,7 @@ fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, String> 
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     )
-    .map_err(|e| format!("cannot run pg_restore: {e}"))?;
+    .map_err(|e| BackupError::Environment(format!("cannot run pg_restore: {e}")))?;
     let stdout = child.stdout.take();
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -707,18 +897,19 @@ fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, String> 
     // pg_restore --list may stop reading once it has the TOC; a broken pipe then is fine,
     // but an archive error is not.
     if let Err(e) = &copied {
-        if archive::archive_error(e).is_some() {
+        // The read side failed (the backup, or the disk a copy is staged on), not the pipe.
+        if archive::archive_error(e).is_some() || is_environment(e) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(io_message(e));
+            return Err(io_error("reading the backup", e));
         }
     }
     // Whatever pg_restore did not read must still authenticate and decompress.
-    std::io::copy(plain, &mut std::io::sink()).map_err(|e| io_message(&e))?;
-    let status = child.wait().map_err(|e| e.to_string())?;
+    std::io::copy(plain, &mut std::io::sink()).map_err(|e| io_error("reading the backup", &e))?;
+    let status = child.wait().map_err(|e| BackupError::Environment(format!("waiting for pg_restore: {e}")))?;
     let list = reader.join().unwrap_or_default();
     if !status.success() {
-        return Err(format!("pg_restore --list cannot read the dump ({status})"));
+        return Err(BackupError::Failed(format!("pg_restore --list cannot read the dump ({status})")));
     }
     Ok(count_toc_tables(&list))
 }

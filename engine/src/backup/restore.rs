@@ -320,18 +320,22 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
     if !is_dir && as_is.is_none() && (content == Content::Tar || parallel) {
         let st = Staged::new(&staging_dir, if content == Content::Tar { ".d" } else { ".dump" })?;
         let path = st.0.clone();
+        let staged_file = |p: &Path| {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(p)
+        };
         let mut r = reader.take().ok_or_else(|| BackupError::Environment("nothing to stage".into()))?;
         let c = cancelled.clone();
         let tar = content == Content::Tar;
         let (bytes, offsets) = tokio::task::spawn_blocking(move || -> Result<(u64, Option<_>), BackupError> {
-            let fail = |e: std::io::Error| BackupError::Failed(format!("staging the dump: {}", super::io_message(&e)));
+            let fail = |e: std::io::Error| super::io_error("staging the dump", &e);
             if tar {
                 std::fs::create_dir(&path).map_err(fail)?;
                 let mut counted = CountingReader { inner: &mut *r, n: 0, cancelled: &c };
                 tar::Archive::new(&mut counted).unpack(&path).map_err(fail)?;
                 Ok((counted.n, None))
             } else {
-                let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(fail)?;
+                let f = staged_file(&path).map_err(fail)?;
                 let mut w = OffsetRecorder::new(BufWriter::with_capacity(1 << 20, f));
                 let n = copy_cancellable(&mut *r, &mut w, &c).map_err(fail)?;
                 w.flush().map_err(fail)?;

@@ -126,7 +126,8 @@ pub fn open(path: &Path, key: Option<&KeySource>, openssl_pass: Option<&str>) ->
                 ))
             })?;
             layers.push("openssl");
-            reader = Box::new(OpensslReader::spawn(peeked, pass).map_err(failed)?);
+            // Not being able to run openssl says nothing about the backup: the environment's.
+            reader = Box::new(OpensslReader::spawn(peeked, pass).map_err(BackupError::Environment)?);
         } else if head.starts_with(GZIP) {
             layers.push("gzip");
             reader = Box::new(flate2::read::MultiGzDecoder::new(peeked));

@@ -85,7 +85,7 @@ pub const CREATE: StepKind = StepKind {
             name: "storage",
             ty: "path",
             required: true,
-            doc: "backup directory; files go to <storage>/<database>/",
+            doc: "backup directory; files go to <storage>/<database>/ (the name encoded: `%XX` for anything but letters, digits, `_`, `-` and a `.` not first)",
         },
         Field {
             name: "format",
@@ -177,6 +177,14 @@ fn manifest_outputs(path: &std::path::Path, m: &Manifest) -> Outputs {
     o.insert("server_major".into(), m.server_major.into());
     o.insert("format".into(), serde_json::to_value(m.format).unwrap_or_default());
     o.insert("encrypted".into(), (m.cipher != "none").into());
+    // What binds the manifest to the backup, as written (checked with the key by
+    // backup.pick and backup.check): `mac`, or why there is none.
+    let auth = match (&m.authentication, m.cipher.as_str()) {
+        (Some(_), _) => "mac",
+        (None, "none") => "unauthenticated (not encrypted)",
+        (None, _) => "unauthenticated (written before binding)",
+    };
+    o.insert("manifest_auth".into(), auth.into());
     o.insert("created".into(), super::rfc3339(m.finished_at).into());
     o.insert("fingerprint".into(), serde_json::to_value(&m.fingerprint).unwrap_or_default());
     // When the dump's snapshot was taken (to the millisecond): what a drill's RPO is checked against.
@@ -258,6 +266,9 @@ fn run_check(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outpu
         }
         match &checked.manifest {
             Some(m) => {
+                if let Some(t) = checked.trust {
+                    ctx.log(t.describe());
+                }
                 ctx.log(format!("{} tables, sha256 {}", checked.tables, m.sha256));
                 o.insert("sha256".into(), m.sha256.clone().into());
             }

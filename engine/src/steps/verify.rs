@@ -40,6 +40,7 @@ struct PickWith {
     skip_verified: bool,
     #[serde(default, deserialize_with = "super::de::boolean")]
     force: bool,
+    key: Option<String>,
 }
 
 fn latest() -> String {
@@ -66,6 +67,12 @@ pub const PICK: StepKind = StepKind {
         Field { name: "within_days", ty: "integer", required: false, doc: "random: among backups of the last N days (default 7)" },
         Field { name: "skip_verified", ty: "boolean", required: false, doc: "output skip=true when the ledger says it already passed" },
         Field { name: "force", ty: "boolean", required: false, doc: "never skip" },
+        Field {
+            name: "key",
+            ty: "secret",
+            required: false,
+            doc: "the backup's key: its manifest is authenticated before anything in it is used",
+        },
     ],
     outputs: &[
         Field { name: "path", ty: "string", required: false, doc: "the backup" },
@@ -76,6 +83,12 @@ pub const PICK: StepKind = StepKind {
         Field { name: "age_s", ty: "integer", required: false, doc: "seconds since it was made (file time for foreign ones)" },
         Field { name: "verified_at", ty: "string|null", required: false, doc: "last passed verification in the ledger" },
         Field { name: "skip", ty: "boolean", required: false, doc: "skip_verified and already verified" },
+        Field {
+            name: "manifest_authenticated",
+            ty: "boolean",
+            required: false,
+            doc: "the manifest's MAC under the key holds (false: unencrypted, older, or no key)",
+        },
     ],
     check: check_with::<PickWith>,
     report_log: true,
@@ -182,6 +195,17 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
         let (sha, made) = match origin {
             Origin::Pgdrill => {
                 let m = Manifest::read(&path).map_err(StepError::from)?;
+                let p = path.clone();
+                let key = w.key.as_deref().filter(|k| !k.is_empty()).map(crate::archive::KeySource::from_secret);
+                let trust = tokio::task::spawn_blocking(move || crate::backup::authenticate_manifest(&p, key.as_ref()))
+                    .await
+                    .map_err(|e| StepError::Environment(e.to_string()))?
+                    .map_err(StepError::from)?;
+                ctx.log(trust.describe());
+                o.insert(
+                    "manifest_authenticated".into(),
+                    (trust == crate::backup::ManifestTrust::Authenticated).into(),
+                );
                 // The folder says which database a backup is of; the manifest must agree, or a
                 // restore of `acct` could bring back another database's tables.
                 if let Some(want) = w.database.as_deref() {
@@ -218,6 +242,7 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
                     .map(OffsetDateTime::from)
                     .unwrap_or_else(|_| OffsetDateTime::now_utc());
                 ctx.log(format!("{} was not made by pgdrill: no manifest, so checks that need the source fingerprint will be skipped", path.display()));
+                o.insert("manifest_authenticated".into(), false.into());
                 (sha, mtime)
             }
         };
@@ -686,9 +711,28 @@ struct RecordWith {
     checks: Vec<String>,
     #[serde(default, deserialize_with = "super::de::opt_text")]
     duration_s: Option<String>,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    message: Option<String>,
 }
 
 impl With for RecordWith {}
+
+/// The ledger's result for a run that ended `status`: a run that failed only because the
+/// environment did (a step errored: full disk, missing tool, unreachable server) and no
+/// check failed learnt nothing about the backup, so it is recorded as `error`, never as a
+/// `failed` verdict on the backup.
+fn ledger_result(status: &str, steps: &serde_json::Map<String, serde_json::Value>) -> String {
+    if status != "failed" {
+        return status.to_string();
+    }
+    let outcomes: Vec<&str> = steps.values().filter_map(|s| s.get("outcome").and_then(|o| o.as_str())).collect();
+    let verdict = outcomes.iter().any(|o| matches!(*o, "failed" | "timed_out"));
+    if !verdict && outcomes.contains(&"errored") {
+        "error".into()
+    } else {
+        status.to_string()
+    }
+}
 
 pub const RECORD: StepKind = StepKind {
     name: "verify.record",
@@ -700,7 +744,7 @@ pub const RECORD: StepKind = StepKind {
             name: "result",
             ty: "string",
             required: true,
-            doc: "passed, failed or interrupted (`{{ run.status }}` in finally)",
+            doc: "passed, failed or interrupted (`{{ run.status }}` in finally); failed is recorded as `error` when no check failed and a step errored (the environment)",
         },
         Field {
             name: "steps",
@@ -710,6 +754,7 @@ pub const RECORD: StepKind = StepKind {
         },
         Field { name: "checks", ty: "list", required: false, doc: "which steps to record" },
         Field { name: "duration_s", ty: "number", required: false, doc: "the verification's duration" },
+        Field { name: "message", ty: "string", required: false, doc: "why the run ended (`{{ run.message }}`), kept unless passed" },
     ],
     outputs: &[Field { name: "ledger", ty: "string", required: false, doc: "the ledger file" }],
     check: check_with::<RecordWith>,
@@ -736,7 +781,8 @@ fn run_record(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outp
             backup: ledger::name_of(&path),
             sha256: w.sha256.clone(),
             verified_at: rfc3339(OffsetDateTime::now_utc()),
-            result: w.result.clone(),
+            result: ledger_result(&w.result, &w.steps),
+            error: w.message.as_deref().filter(|_| w.result != "passed").map(|m| ctx.redactor.redact(m)),
             duration_s: w.duration_s.as_deref().and_then(|d| d.trim().parse().ok()),
             checks,
             pgdrill_version: Some(env!("CARGO_PKG_VERSION").into()),

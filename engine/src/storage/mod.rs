@@ -49,6 +49,79 @@ pub fn remove_partials() {
     }
 }
 
+/// Where plaintext and half-written files live: a private directory per use, mode 0700,
+/// created in the directory it belongs to (the same disk as the final file, so publishing
+/// is a rename), named `.pgdrill-<kind>-<pid>-<start>-<host>-<random>` after its owner: the
+/// process id, the process's start time (so a reused pid is not mistaken for the owner)
+/// and a hash of the host name (storage may be shared between machines, whose pids mean
+/// nothing here). A kill -9 leaves it behind; the next private directory made in the same
+/// place removes every one whose owner on this host is gone.
+pub fn private_dir(parent: &Path, kind: &str) -> io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::create_dir_all(parent)?;
+    reap(parent);
+    let (pid, start) = (std::process::id(), start_time(std::process::id()).unwrap_or(0));
+    let rand: u64 = rand_u64();
+    let p = parent.join(format!(".pgdrill-{kind}-{pid}-{start}-{}-{rand:016x}", host_tag()));
+    fs::DirBuilder::new().mode(0o700).create(&p)?;
+    // The umask cannot widen 0700, but an inherited default ACL could: set it explicitly.
+    fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    Ok(p)
+}
+
+fn rand_u64() -> u64 {
+    u64::from_le_bytes(crate::archive::crypto::random::<8>())
+}
+
+/// A short tag of this host's name (names may hold `-`, and need not be shown).
+fn host_tag() -> String {
+    use sha2::Digest;
+    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    crate::archive::hex(&sha2::Sha256::digest(host.as_bytes())[..4])
+}
+
+/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after the last `)`.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Remove private directories (and staged files of older versions) in `dir` whose owning
+/// process on this host is gone. Returns what was removed.
+pub fn reap(dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else { return removed };
+    let host = host_tag();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(".pgdrill-stage-").or_else(|| name.strip_prefix(".pgdrill-partial-")) else {
+            continue;
+        };
+        let parts: Vec<&str> = rest.splitn(4, '-').collect();
+        let Some(pid) = parts.first().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let gone = match parts.as_slice() {
+            [_, start, tag, _] if start.chars().all(|c| c.is_ascii_digit()) => {
+                if *tag != host {
+                    continue;
+                }
+                start_time(pid) != start.parse().ok()
+            }
+            // `.pgdrill-stage-<pid>-<random><suffix>`, written before owners were recorded
+            // with their start time: the pid alone.
+            _ => start_time(pid).is_none(),
+        };
+        if gone {
+            let p = e.path();
+            let ok = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+            if ok.is_ok() {
+                removed.push(p);
+            }
+        }
+    }
+    removed
+}
+
 /// One stored backup, found by listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -69,6 +142,8 @@ pub struct LocalStore {
 pub struct Pending {
     file: Option<File>,
     tmp: PathBuf,
+    /// The private directory `tmp` is in (see `private_dir`).
+    private: PathBuf,
     dir: PathBuf,
     stem: String,
     ext: String,
@@ -101,17 +176,16 @@ impl LocalStore {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "an empty database name has no folder"));
         }
         let dir = self.folder(database);
-        fs::create_dir_all(&dir)?;
-        // tempfile creates with mode 0600 and a random suffix, so concurrent writers in one
-        // process or many never share a temp name.
+        let private = private_dir(&dir, "partial")?;
+        track(&private);
+        // tempfile creates with mode 0600 and a random suffix.
         let (file, tmp) = tempfile::Builder::new()
-            .prefix(&format!(".{stamp}.{ext}."))
+            .prefix(&format!("{stamp}.{ext}."))
             .suffix(".partial")
-            .tempfile_in(&dir)?
+            .tempfile_in(&private)?
             .into_parts();
         let tmp = tmp.keep().map_err(|e| e.error)?;
-        track(&tmp);
-        Ok(Pending { file: Some(file), tmp, dir, stem: stamp.to_string(), ext: ext.to_string() })
+        Ok(Pending { file: Some(file), tmp, private, dir, stem: stamp.to_string(), ext: ext.to_string() })
     }
 
     /// Backups of `database` (or of every database), newest first. Files without a manifest
@@ -143,7 +217,7 @@ impl LocalStore {
             };
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') || !name.ends_with(".pgdrill") {
+                if name.starts_with('.') || !name.ends_with(".pgdrill") || !e.path().is_file() {
                     continue;
                 }
                 let path = e.path();
@@ -226,8 +300,9 @@ impl Pending {
             let target = self.dir.join(&name);
             match renameat2(AT_FDCWD, &self.tmp, AT_FDCWD, &target, RenameFlags::RENAME_NOREPLACE) {
                 Ok(()) => {
-                    untrack(&self.tmp);
                     self.tmp = PathBuf::new();
+                    let _ = fs::remove_dir(&self.private);
+                    untrack(&self.private);
                     File::open(&self.dir)?.sync_all()?;
                     return Ok(target);
                 }
@@ -245,8 +320,8 @@ fn unreachable_file() -> &'static mut File {
 impl Drop for Pending {
     fn drop(&mut self) {
         if !self.tmp.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.tmp);
-            untrack(&self.tmp);
+            let _ = fs::remove_dir_all(&self.private);
+            untrack(&self.private);
         }
     }
 }
