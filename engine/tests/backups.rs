@@ -165,9 +165,17 @@ async fn backup_check_names_every_kind_of_damage() {
         std::fs::write(&p, bytes).expect("write");
         let mp = pgdrill::storage::manifest_path(&p);
         if with_manifest {
-            // The manifest's sha256 is updated so that the content checks, not the checksum, speak.
+            // The manifest's sha256 is updated so that the content checks, not the checksum, speak;
+            // and its MAC recomputed with the key (as only a key holder can), or the manifest
+            // check would speak first.
             let mut m: serde_json::Value = serde_json::from_slice(&manifest).expect("json");
             m["sha256"] = serde_json::Value::String(pgdrill::archive::hex(&sha2_digest(bytes)));
+            if let Ok((h, _)) = pgdrill::archive::read_header(&mut &bytes[..]) {
+                if let (Some(kdf), Some(prefix)) = (&h.kdf, &h.nonce_prefix) {
+                    let k = key.derive_for(kdf).expect("key");
+                    m["authentication"]["mac"] = k.manifest_mac(prefix, &backup::manifest_bytes(m.clone())).into();
+                }
+            }
             std::fs::write(&mp, serde_json::to_vec(&m).expect("json")).expect("write");
         } else {
             let _ = std::fs::remove_file(&mp);
@@ -208,7 +216,7 @@ async fn backup_check_names_every_kind_of_damage() {
     assert!(check_variant("no-manifest", &good, false, Some(&key)).contains("missing manifest"));
     // A flipped byte with the original manifest: the checksum says it first.
     let mut b = good.clone();
-    b[header + 10] ^= 1;
+    b[header + chunk + 10] ^= 1;
     let p = created.path.clone();
     std::fs::write(&p, &b).expect("write");
     let e = backup::check(&p, Some(&key)).map(|_| ()).expect_err("sha");

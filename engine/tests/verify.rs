@@ -134,6 +134,13 @@ async fn differences_fail_naming_the_table() {
     let original = std::fs::read_to_string(&manifest_path).expect("manifest");
     let mut m: serde_json::Value = serde_json::from_str(&original).expect("json");
     m["fingerprint"]["tables"]["public.customers"]["hash"] = serde_json::json!("12345");
+    // Re-bound with the key, as only a key holder can: otherwise the manifest's MAC fails
+    // first (an_edited_manifest_of_an_encrypted_backup_was_trusted) and no table is compared.
+    let archive = std::fs::read(&path).expect("backup");
+    let (h, _) = pgdrill::archive::read_header(&mut &archive[..]).expect("header");
+    let k = pgdrill::archive::KeySource::from_secret(KEY).derive_for(h.kdf.as_ref().expect("kdf")).expect("key");
+    m["authentication"]["mac"] =
+        k.manifest_mac(h.nonce_prefix.as_deref().expect("prefix"), &pgdrill::backup::manifest_bytes(m.clone())).into();
     std::fs::write(&manifest_path, serde_json::to_vec(&m).expect("json")).expect("write");
     let junit = dir.path().join("verify.xml");
     let out = verify(&storage, &[], &junit);

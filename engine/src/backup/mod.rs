@@ -186,7 +186,7 @@ impl ManifestTrust {
 
 /// The bytes a manifest's MAC covers: its JSON with `authentication` taken out, compact and
 /// with sorted keys, so the file's formatting does not matter but every value does.
-fn manifest_bytes(mut v: serde_json::Value) -> Vec<u8> {
+pub fn manifest_bytes(mut v: serde_json::Value) -> Vec<u8> {
     if let Some(o) = v.as_object_mut() {
         o.remove("authentication");
     }
@@ -194,10 +194,11 @@ fn manifest_bytes(mut v: serde_json::Value) -> Vec<u8> {
 }
 
 /// Decide whether the manifest beside `backup` can be trusted, before anything in it is
-/// used. An encrypted archive's header is proved authentic with the key (its first chunk
-/// opens), and when that header says its manifest is bound, the manifest's MAC must hold:
+/// used. A manifest with a MAC must verify under the key and this archive's nonce prefix:
 /// an edited manifest (a date moved, a database renamed, a fingerprint changed, a manifest
-/// moved from another backup) fails here. The manifest's cipher must agree with the
+/// moved from another backup) fails here. One without a MAC is accepted (as unauthenticated)
+/// only when the archive's header, proved authentic by opening its first chunk, says it was
+/// written before manifests were bound. The manifest's cipher must agree with the
 /// archive's, so an edit cannot claim "not encrypted" to escape the check.
 pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<ManifestTrust, BackupError> {
     let mp = storage::manifest_path(backup);
@@ -227,25 +228,39 @@ pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<M
         )));
     }
     let Some(key) = key else { return Ok(ManifestTrust::NoKey) };
-    let f = std::fs::File::open(backup)
-        .map_err(|e| BackupError::Failed(format!("cannot open {}: {e}", backup.display())))?;
-    let (header, k) = archive::authenticate_header(BufReader::new(f), key)
-        .map_err(|e| BackupError::Failed(format!("{}: {e}", backup.display())))?;
-    if header.manifest.as_deref() != Some(archive::MANIFEST_MAC) {
-        return Ok(ManifestTrust::Legacy);
+    let kdf = header.kdf.clone().ok_or_else(|| failed("its backup's header names no key derivation".into()))?;
+    let k = key.derive_for(&kdf).map_err(|e| failed(format!("its backup: {e}")))?;
+    if header.key_check.as_deref() != Some(k.check().as_str()) {
+        return Err(BackupError::Failed(format!("{}: {}", backup.display(), archive::ArchiveError::WrongKey)));
     }
-    let prefix = header.nonce_prefix.as_deref().unwrap_or_default();
-    let expected = k.manifest_mac(prefix, &manifest_bytes(value));
     match &manifest.authentication {
-        Some(a) if a.alg == archive::MANIFEST_MAC && archive::crypto::same_mac(&a.mac, &expected) => {
-            Ok(ManifestTrust::Authenticated)
+        // The MAC's key comes from the archive key: only a key holder can make it hold, and
+        // the nonce prefix in it ties it to this archive's header.
+        Some(a) => {
+            let prefix = header.nonce_prefix.as_deref().unwrap_or_default();
+            let expected = k.manifest_mac(prefix, &manifest_bytes(value));
+            if a.alg == archive::MANIFEST_MAC && archive::crypto::same_mac(&a.mac, &expected) {
+                Ok(ManifestTrust::Authenticated)
+            } else {
+                Err(failed(
+                    "fails authentication: it was changed after the backup was written, or belongs to another backup; nothing in it is used".into(),
+                ))
+            }
         }
-        Some(_) => Err(failed(
-            "fails authentication: it was changed after the backup was written, or belongs to another backup; nothing in it is used".into(),
+        None if header.manifest.is_some() => Err(failed(
+            "has no MAC although its backup was written with one: the manifest was replaced; nothing in it is used"
+                .into(),
         )),
-        None => Err(failed(
-            "has no MAC although its backup was written with one: the manifest was replaced; nothing in it is used".into(),
-        )),
+        // No MAC, and a header that says none was made: true of a backup written before
+        // manifests were bound, unless the header was edited to say so. The first chunk
+        // (whose associated data is the header) settles that.
+        None => {
+            let f = std::fs::File::open(backup)
+                .map_err(|e| BackupError::Failed(format!("cannot open {}: {e}", backup.display())))?;
+            archive::authenticate_header(BufReader::new(f), key)
+                .map_err(|e| BackupError::Failed(format!("{}: {e}", backup.display())))?;
+            Ok(ManifestTrust::Legacy)
+        }
     }
 }
 
