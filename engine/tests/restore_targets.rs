@@ -327,3 +327,112 @@ async fn database_settings_and_grants_are_kept_by_a_restore_and_by_a_rollback() 
     assert_eq!(settings_of(&admin, "shop").await, before);
     assert_eq!(fingerprint_of(&s.url_for("shop")).await, content);
 }
+
+/// The application of the restore's hooks: a real HTTP server (python3 -m http.server) that
+/// `start` starts in the background and `stop` stops, each writing a line to `log`.
+struct App {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl App {
+    fn new(dir: &Path) -> Option<App> {
+        let python = std::process::Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| text(&o.stdout).trim().to_string());
+        if !common::require(python.is_some(), "python3 (the test's little HTTP application)") {
+            return None;
+        }
+        let dir = dir.join("app");
+        std::fs::create_dir_all(dir.join("www")).expect("app dir");
+        std::fs::write(dir.join("www/health"), "healthy\n").expect("health page");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        std::fs::write(
+            dir.join("start.sh"),
+            format!(
+                "echo start >> {d}/log\n{py} -m http.server {port} --bind 127.0.0.1 --directory {d}/www >/dev/null 2>&1 &\necho $! > {d}/pid\n",
+                d = dir.display(),
+                py = python.unwrap_or_default()
+            ),
+        )
+        .expect("start.sh");
+        std::fs::write(
+            dir.join("stop.sh"),
+            format!("echo stop >> {d}/log\nkill $(cat {d}/pid) 2>/dev/null; rm -f {d}/pid\n", d = dir.display()),
+        )
+        .expect("stop.sh");
+        Some(App { dir, port })
+    }
+
+    fn vars(&self, health_path: &str) -> Vec<String> {
+        vec![
+            format!("stop_command=sh {}/stop.sh", self.dir.display()),
+            format!("start_command=sh {}/start.sh", self.dir.display()),
+            format!("health_url=http://127.0.0.1:{}/{health_path}", self.port),
+        ]
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        // The server the last start hook left running.
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Regression: the shipped restore.yaml ran its health check (`smoke_http`) before the start
+/// hook, which ran in `finally`, so the README's own example (stop_command, start_command,
+/// health_url) failed every restore and rolled it back; and a smoke check that failed after
+/// the application restarted had no rollback. Now the application starts, then the checks
+/// run against it; a failing one stops it again, puts the original back, and starts it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_health_check_runs_after_the_restart_and_a_failing_one_rolls_back() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((s, backup)) = backed_up(&storage).await else { return };
+    let Some(app) = App::new(dir.path()) else { return };
+    let admin = s.url_for("postgres");
+
+    // The README's example: stop, restore, start, health check.
+    let vars = app.vars("health");
+    let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+    let out = restore(&admin, &storage, &vars);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("passed       smoke_http"), "{all}");
+    assert_eq!(app.log(), "stop\nstart\n", "{all}");
+    assert_eq!(fingerprint_of(&s.url_for("shop")).await, manifest_fingerprint(&backup));
+
+    // A health check that fails after the restart: stopped again, put back, started again.
+    common::exec(&s.url_for("shop"), "insert into customers (name) values ('after the restore')").await;
+    let before = fingerprint_of(&s.url_for("shop")).await;
+    std::fs::remove_file(app.dir.join("log")).expect("log");
+    let vars = app.vars("missing-page");
+    let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+    let out = restore(&admin, &storage, &vars);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("FAILED       smoke_http"), "{all}");
+    assert!(all.contains("answered 404"), "{all}");
+    assert!(all.contains("passed       rollback of start_app: stop_app_again"), "{all}");
+    assert!(all.contains("passed       rollback of drop: put_back"), "{all}");
+    assert!(all.contains("passed       finally: restart_app"), "{all}");
+    let last = all.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("step `smoke_http` failed") && last.contains("was rolled back to the safety snapshot"),
+        "{last}"
+    );
+    assert_eq!(app.log(), "stop\nstart\nstop\nstart\n", "{all}");
+    assert_eq!(fingerprint_of(&s.url_for("shop")).await, before, "not put back");
+}

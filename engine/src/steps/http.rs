@@ -1,6 +1,13 @@
 //! `http.check`: a health endpoint answers with the expected status (and body).
+//!
+//! Requests can carry a method, headers and a body (raw or a form), and the checks of one
+//! run share a cookie jar, so a smoke test can log in and then call a page that needs the
+//! session, as the classic runbooks' `curl -c jar -b jar` sequences do. Redirects are
+//! followed here, hop by hop, so a cookie set on a login's redirect is kept. Cookie values
+//! and bodies are never logged: they are often credentials.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -25,8 +32,18 @@ struct CheckWith {
     body_contains: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    body: Option<String>,
+    #[serde(default)]
+    form: BTreeMap<String, String>,
+    #[serde(default = "yes", deserialize_with = "super::de::boolean")]
+    cookies: bool,
     #[serde(default = "default_timeout", deserialize_with = "super::de::duration")]
     timeout: Duration,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_method() -> String {
@@ -46,19 +63,25 @@ impl With for CheckWith {
         if reqwest::Method::from_bytes(self.method.as_bytes()).is_err() {
             return Err(WithError::new("method", format!("`{}` is not an HTTP method", self.method)));
         }
+        if self.body.is_some() && !self.form.is_empty() {
+            return Err(WithError::new("form", "give either `body` or `form`, not both"));
+        }
         Ok(())
     }
 }
 
 pub const CHECK: StepKind = StepKind {
     name: "http.check",
-    summary: "Request a URL and check the status code and, optionally, the body.",
+    summary: "Request a URL (method, headers, body or form; redirects followed; cookies kept in a jar shared by the run's checks) and check the status code and, optionally, the body.",
     fields: &[
         Field { name: "url", ty: "string", required: true, doc: "http:// or https:// URL" },
         Field { name: "method", ty: "string", required: false, doc: "HTTP method (default GET)" },
         Field { name: "status", ty: "integer or list", required: false, doc: "expected status (default: any 2xx)" },
         Field { name: "body_contains", ty: "string", required: false, doc: "text the body must contain" },
         Field { name: "headers", ty: "map", required: false, doc: "request headers" },
+        Field { name: "body", ty: "string", required: false, doc: "request body" },
+        Field { name: "form", ty: "map", required: false, doc: "form fields, sent urlencoded (instead of body)" },
+        Field { name: "cookies", ty: "boolean", required: false, doc: "use the run's cookie jar, shared by its http.check steps (default true)" },
         Field { name: "timeout", ty: "duration", required: false, doc: "request timeout (default 10s)" },
     ],
     outputs: &[
@@ -73,21 +96,72 @@ pub const CHECK: StepKind = StepKind {
 fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
     Box::pin(async move {
         let w: CheckWith = typed(with)?;
+        // Redirects by hand: a login's Set-Cookie is often on its 302.
         let client = reqwest::Client::builder()
             .timeout(w.timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| StepError::Environment(format!("cannot build an HTTP client: {e}")))?;
-        let method = reqwest::Method::from_bytes(w.method.as_bytes())
+        let mut method = reqwest::Method::from_bytes(w.method.as_bytes())
             .map_err(|_| StepError::Invalid(format!("`{}` is not an HTTP method", w.method)))?;
-        let mut req = client.request(method, &w.url);
-        for (k, v) in &w.headers {
-            req = req.header(k, v);
-        }
+        let jar = w.cookies.then(|| jar_for(&ctx));
+        let mut url = reqwest::Url::parse(&w.url).map_err(|e| StepError::Invalid(format!("`{}`: {e}", w.url)))?;
+        let mut with_body = true;
         let started = Instant::now();
-        // An unreachable endpoint is a failed health check, not a broken environment:
-        // the service under test is what is down.
-        let resp =
-            req.send().await.map_err(|e| StepError::Failed(format!("{} {}: {}", w.method, w.url, error_chain(&e))))?;
+        let mut hops = 0;
+        let resp = loop {
+            let mut req = client.request(method.clone(), url.clone());
+            for (k, v) in &w.headers {
+                req = req.header(k, v);
+            }
+            if let Some(jar) = &jar {
+                let explicit = w.headers.keys().any(|k| k.eq_ignore_ascii_case("cookie"));
+                if let Some(c) = jar.lock().ok().and_then(|j| j.header_for(&url)).filter(|_| !explicit) {
+                    req = req.header(reqwest::header::COOKIE, c);
+                }
+            }
+            if with_body {
+                if let Some(b) = &w.body {
+                    req = req.body(b.clone());
+                } else if !w.form.is_empty() {
+                    req = req.form(&w.form);
+                }
+            }
+            // An unreachable endpoint is a failed health check, not a broken environment:
+            // the service under test is what is down.
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| StepError::Failed(format!("{} {}: {}", w.method, w.url, error_chain(&e))))?;
+            if let Some(jar) = &jar {
+                if let Ok(mut j) = jar.lock() {
+                    for v in resp.headers().get_all(reqwest::header::SET_COOKIE) {
+                        if let Ok(v) = v.to_str() {
+                            j.store(&url, v);
+                        }
+                    }
+                }
+            }
+            let next = resp
+                .status()
+                .is_redirection()
+                .then(|| resp.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()))
+                .flatten()
+                .and_then(|l| url.join(l).ok());
+            match next {
+                Some(next) if hops < 10 => {
+                    hops += 1;
+                    let code = resp.status().as_u16();
+                    // 303, and 301/302 after a POST, continue as GET without the body.
+                    if code == 303 || (matches!(code, 301 | 302) && method == reqwest::Method::POST) {
+                        method = reqwest::Method::GET;
+                        with_body = false;
+                    }
+                    url = next;
+                }
+                _ => break resp,
+            }
+        };
         let status = resp.status().as_u16();
         let body = resp
             .text()
@@ -133,4 +207,106 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+/// The cookies of one run: name and value per domain, as servers set them. Enough for a
+/// login then a health page; not a browser (paths and expiry dates are not tracked, and a
+/// cookie is dropped when a server expires it with `Max-Age=0` or sets it empty).
+#[derive(Default)]
+struct Jar {
+    /// (domain, name) -> (value, host_only)
+    cookies: BTreeMap<(String, String), (String, bool)>,
+}
+
+impl Jar {
+    fn store(&mut self, url: &reqwest::Url, set_cookie: &str) {
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let mut parts = set_cookie.split(';');
+        let Some((name, value)) = parts.next().and_then(|nv| nv.split_once('=')) else { return };
+        let (name, value) = (name.trim().to_string(), value.trim().to_string());
+        let mut domain: Option<String> = None;
+        let mut expired = value.is_empty();
+        for attr in parts {
+            let (k, v) = attr.split_once('=').unwrap_or((attr, ""));
+            match k.trim().to_ascii_lowercase().as_str() {
+                "domain" => {
+                    let d = v.trim().trim_start_matches('.').to_ascii_lowercase();
+                    // A server may only set cookies for its own domain: others are ignored.
+                    if d.is_empty() {
+                        continue;
+                    }
+                    if host != d && !host.ends_with(&format!(".{d}")) {
+                        return;
+                    }
+                    domain = Some(d);
+                }
+                "max-age" => expired |= v.trim().parse::<i64>().is_ok_and(|n| n <= 0),
+                _ => {}
+            }
+        }
+        let host_only = domain.is_none();
+        let key = (domain.unwrap_or(host), name);
+        if expired {
+            self.cookies.remove(&key);
+        } else {
+            self.cookies.insert(key, (value, host_only));
+        }
+    }
+
+    fn header_for(&self, url: &reqwest::Url) -> Option<String> {
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let pairs: Vec<String> = self
+            .cookies
+            .iter()
+            .filter(|((d, _), (_, host_only))| *d == host || (!host_only && host.ends_with(&format!(".{d}"))))
+            .map(|((_, n), (v, _))| format!("{n}={v}"))
+            .collect();
+        (!pairs.is_empty()).then(|| pairs.join("; "))
+    }
+}
+
+/// Jars by run: keyed by the run's resource list, which lives exactly as long as the run;
+/// the jar is forgotten when the run's resources are torn down.
+static JARS: LazyLock<Mutex<HashMap<usize, Arc<Mutex<Jar>>>>> = LazyLock::new(Default::default);
+
+fn jar_for(ctx: &StepCtx) -> Arc<Mutex<Jar>> {
+    let key = Arc::as_ptr(&ctx.resources.0) as usize;
+    let mut jars = JARS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(j) = jars.get(&key) {
+        return j.clone();
+    }
+    let j = Arc::new(Mutex::new(Jar::default()));
+    jars.insert(key, j.clone());
+    ctx.resources.push("the cookie jar of http.check".into(), Box::new(ForgetJar(key)));
+    j
+}
+
+struct ForgetJar(usize);
+
+impl super::Teardown for ForgetJar {
+    fn teardown(self: Box<Self>) -> super::BoxFuture<'static, ()> {
+        Box::pin(async move {
+            JARS.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.0);
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Jar;
+
+    #[test]
+    fn the_jar_keeps_session_cookies_per_domain_and_forgets_expired_ones() {
+        let mut jar = Jar::default();
+        let login = reqwest::Url::parse("http://app.example.com/login").expect("url");
+        jar.store(&login, "session=abc123; Path=/; HttpOnly");
+        jar.store(&login, "wide=1; Domain=.example.com");
+        jar.store(&login, "evil=1; Domain=other.org");
+        let health = reqwest::Url::parse("http://app.example.com/health").expect("url");
+        assert_eq!(jar.header_for(&health).as_deref(), Some("session=abc123; wide=1"));
+        let api = reqwest::Url::parse("http://api.example.com/").expect("url");
+        assert_eq!(jar.header_for(&api).as_deref(), Some("wide=1"));
+        jar.store(&login, "session=; Max-Age=0");
+        assert_eq!(jar.header_for(&health).as_deref(), Some("wide=1"));
+    }
 }
