@@ -305,3 +305,119 @@ fn a_bin_dir_without_initdb_is_invalid_input() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("bin_dir /usr/bin has no initdb and postgres"), "{}", text(&out.stdout));
 }
+
+/// Containers a finished pgdrill process (by pid) still owns.
+fn containers_owned_by(pid: u32) -> String {
+    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=pgdrill.owner={host}:{pid}")])
+        .output()
+        .expect("docker ps");
+    text(&out.stdout).trim().to_string()
+}
+
+fn image_present(image: &str) -> bool {
+    std::process::Command::new("docker").args(["image", "inspect", image]).output().is_ok_and(|o| o.status.success())
+}
+
+/// The README's main job on a machine where Docker runs but no registry answers: it used to
+/// pick Docker, fail to pull postgres:15 and exit 3. Now it uses the local image setup.sh
+/// builds (or the local binaries), says so, and leaves nothing behind.
+#[test]
+fn quickstart_works_without_an_image_registry() {
+    if !docker_ready() {
+        return;
+    }
+    let official_was_here = image_present("postgres:15");
+    let t = tempfile::tempdir().expect("tmp");
+    let report = t.path().join("rep");
+    let child = pgdrill(&["run", "quickstart", "--report", report.to_str().unwrap_or_default()])
+        .env_remove("PGDRILL_DOCKER_IMAGE")
+        .env_remove("PGDRILL_TEST_IMAGE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    if !official_was_here && !image_present("postgres:15") {
+        // The official image could not be had, so the local one served, and the log says why.
+        assert!(
+            stdout.contains("postgres:15 cannot be pulled")
+                && stdout.contains("using the local image pgdrill/postgres-local:15"),
+            "{stdout}"
+        );
+        let json = std::fs::read_to_string(report.join("run.json")).unwrap_or_default();
+        assert!(json.contains("\"image\": \"pgdrill/postgres-local:15\""), "{json}");
+    }
+    assert_eq!(containers_owned_by(pid), "", "containers left behind");
+}
+
+/// An image named explicitly that cannot be pulled, with provider docker: exit 3, one line
+/// naming the remedies, no container.
+#[test]
+fn docker_with_an_unpullable_image_fails_with_exit_3_naming_the_remedy() {
+    if !docker_ready() {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let child = command("docker", "pass", &t.path().join("r"))
+        .env("PGDRILL_DOCKER_IMAGE", "pgdrill-test/no-such-image:{major}")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    let line = stdout.lines().find(|l| l.contains("ERROR")).unwrap_or_default().to_string();
+    assert!(line.contains("provider docker: image pgdrill-test/no-such-image:15 cannot be pulled"), "{line}");
+    assert!(line.contains("bash ci/setup.sh"), "{line}");
+    assert!(line.contains("--var provider=native"), "{line}");
+    assert!(line.contains("PGDRILL_DOCKER_IMAGE"), "{line}");
+    assert_eq!(containers_owned_by(pid), "", "containers left behind");
+}
+
+/// auto with an image that cannot be had falls back to the local binaries and says why.
+#[test]
+fn auto_with_an_unpullable_image_falls_back_to_native_and_says_why() {
+    if !docker_ready() || !ready("native") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let out_file = t.path().join("r");
+    let out = command("auto", "pass", &out_file)
+        .env("PGDRILL_DOCKER_IMAGE", "pgdrill-test/no-such-image:{major}")
+        .output()
+        .expect("run");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let rec = record(&out_file);
+    assert_eq!(rec.provider, "native");
+    assert!(stdout.contains("native: auto, Docker image pgdrill-test/no-such-image:15 cannot be pulled"), "{stdout}");
+    assert_gone(&rec);
+}
+
+/// auto where neither Docker nor the binaries can serve: exit 3, one line with both reasons
+/// and the remedies.
+#[test]
+fn auto_with_nothing_to_serve_names_the_remedies() {
+    if !docker_ready() {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let out = command("auto", "pass", &t.path().join("r"))
+        .env("PGDRILL_DOCKER_IMAGE", "pgdrill-test/no-such-image:{major}")
+        .args(["--var", "version=11"])
+        .output()
+        .expect("run");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    let line = stdout.lines().find(|l| l.contains("ERROR")).unwrap_or_default().to_string();
+    assert!(line.contains("no throwaway PostgreSQL 11 server"), "{line}");
+    assert!(line.contains("pgdrill-test/no-such-image:11 cannot be pulled"), "{line}");
+    assert!(line.contains("install the PostgreSQL 11 server binaries"), "{line}");
+    assert!(line.contains("PGDRILL_DOCKER_IMAGE"), "{line}");
+}

@@ -5,12 +5,20 @@
 //! password is generated per instance, and every container carries labels naming the
 //! pgdrill process that owns it, so containers orphaned by a crash are removed at the next
 //! start. `stop` removes the container; `Drop` does too (testcontainers' drop), for panics.
+//!
+//! Images are made present before a container is created (`ensure_image`), so a pull is
+//! bounded: a registry that cannot be reached fails in seconds, not at testcontainers' pace,
+//! and the caller can choose another image or provider. This module never chooses: that is
+//! `ephemeral`'s job.
 
 use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use testcontainers::core::{IntoContainerPort, WaitFor};
@@ -27,6 +35,14 @@ pub const OWNER_LABEL: &str = "pgdrill.owner";
 pub const INSTANCE_LABEL: &str = "pgdrill.instance";
 /// Environment variable overriding the default image; `{major}` is replaced.
 pub const IMAGE_ENV: &str = "PGDRILL_DOCKER_IMAGE";
+/// The local image `ci/setup.sh` builds from Debian's packages (`{major}` is replaced). It
+/// honours the official image's POSTGRES_* contract, so it stands in for `postgres:<major>`
+/// when that cannot be pulled.
+pub const LOCAL_IMAGE: &str = "pgdrill/postgres-local:{major}";
+/// A pull that goes this long without a word from the daemon is abandoned. An unreachable
+/// registry either fails at once (no DNS) or hangs on connect; a pull that makes progress
+/// reports every layer and may take as long as it needs.
+pub const PULL_STALL: Duration = Duration::from_secs(20);
 
 /// A running container. Call `stop`; dropping also removes it, in the background.
 pub struct DockerServer {
@@ -76,6 +92,103 @@ pub fn image_for(major: u32, explicit: Option<&str>) -> String {
     match std::env::var(IMAGE_ENV) {
         Ok(t) if !t.trim().is_empty() => t.replace("{major}", &major.to_string()),
         _ => format!("postgres:{major}"),
+    }
+}
+
+/// True when the image was named by the runbook or $PGDRILL_DOCKER_IMAGE, not defaulted.
+pub fn image_is_explicit(explicit: Option<&str>) -> bool {
+    explicit.is_some() || std::env::var(IMAGE_ENV).is_ok_and(|t| !t.trim().is_empty())
+}
+
+/// How an image came to be present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageSource {
+    Local,
+    Pulled,
+}
+
+impl std::fmt::Display for ImageSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ImageSource::Local => "present locally",
+            ImageSource::Pulled => "pulled",
+        })
+    }
+}
+
+/// Pulls that failed in this process, with why: the second server of a run does not knock
+/// on the same closed door (a drill starts two or more).
+static UNPULLABLE: LazyLock<Mutex<HashMap<String, String>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Make `image` present: already local, or pulled with `PULL_STALL` as the bound on silence.
+/// The error is the daemon's reason in one line.
+pub async fn ensure_image(docker: &Docker, image: &str) -> Result<ImageSource, String> {
+    if docker.inspect_image(image).await.is_ok() {
+        return Ok(ImageSource::Local);
+    }
+    if let Some(why) = UNPULLABLE.lock().ok().and_then(|m| m.get(image).cloned()) {
+        return Err(why);
+    }
+    let result = pull(docker, image).await;
+    if let Err(why) = &result {
+        if let Ok(mut m) = UNPULLABLE.lock() {
+            m.insert(image.to_string(), why.clone());
+        }
+    }
+    result.map(|()| ImageSource::Pulled)
+}
+
+async fn pull(docker: &Docker, image: &str) -> Result<(), String> {
+    let (repo, tag) = split_image(image);
+    let opts = CreateImageOptionsBuilder::default().from_image(&repo).tag(&tag).build();
+    let mut stream = docker.create_image(Some(opts), None, None);
+    loop {
+        match tokio::time::timeout(PULL_STALL, stream.next()).await {
+            Err(_) => return Err(format!("the pull made no progress for {} s", PULL_STALL.as_secs())),
+            Ok(None) => break,
+            Ok(Some(Err(bollard::errors::Error::DockerResponseServerError { message, .. }))) => {
+                return Err(one_line(&message))
+            }
+            Ok(Some(Err(e))) => return Err(one_line(&e.to_string())),
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+    // A stream that ends without an error should have left the image; check rather than trust.
+    match docker.inspect_image(image).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("the pull ended but the image is not there: {}", one_line(&e.to_string()))),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A local image of PostgreSQL `major` known to honour the POSTGRES_* contract: the one
+/// `ci/setup.sh` builds (`LOCAL_IMAGE`), else an official `postgres` tag of that major
+/// (`15`, `15.4`, `15-alpine`, `15.4-bookworm`). Never pulls.
+pub async fn local_image_for(docker: &Docker, major: u32) -> Option<String> {
+    let local = LOCAL_IMAGE.replace("{major}", &major.to_string());
+    if docker.inspect_image(&local).await.is_ok() {
+        return Some(local);
+    }
+    let m = major.to_string();
+    local_tags(docker, "postgres").await.into_iter().find(|t| {
+        let tag = t.strip_prefix("postgres:").or_else(|| t.strip_prefix("docker.io/library/postgres:"));
+        tag.is_some_and(|tag| {
+            tag == m || tag.strip_prefix(m.as_str()).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('-'))
+        })
+    })
+}
+
+/// Local tags of an image's repository, for messages ("local images of postgres: ...").
+pub async fn local_tags_of(docker: &Docker, image: &str) -> String {
+    let (repo, _) = split_image(image);
+    let tags = local_tags(docker, &repo).await;
+    if tags.is_empty() {
+        format!("no local images of {repo}")
+    } else {
+        format!("local images of {repo}: {}", tags.join(", "))
     }
 }
 

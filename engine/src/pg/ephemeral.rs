@@ -1,6 +1,11 @@
 //! One API for throwaway servers, whatever provides them: `docker` (testcontainers),
-//! `native` (local binaries) or `auto` (docker when an engine answers, else native). The
-//! `postgres.ephemeral` step, verification and drills all start servers through here.
+//! `native` (local binaries) or `auto`. The `postgres.ephemeral` step, verification and
+//! drills all start servers through here, and this is the one place that chooses.
+//!
+//! `auto` uses Docker when an engine answers and an image can be had: the one asked for, or,
+//! when the default official image cannot be pulled (no registry), a local image of the same
+//! major (`ci/setup.sh` builds one); otherwise the local binaries. The choice and why are in
+//! `reason`. When nothing can serve, the error is one line naming the remedies.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -69,6 +74,8 @@ pub struct Ephemeral {
     pub provider: &'static str,
     /// Why this provider was chosen (recorded in outputs and logs).
     pub reason: String,
+    /// The image the container runs (docker only).
+    pub image: Option<String>,
     pub host: String,
     pub port: u16,
     pub user: String,
@@ -86,55 +93,141 @@ impl std::fmt::Debug for Ephemeral {
     }
 }
 
+/// What `choose` settled on.
+enum Choice {
+    Docker {
+        engine: bollard::Docker,
+        image: String,
+        major: u32,
+        reason: String,
+    },
+    /// `docker_problem`: why Docker could not serve, for the error if native cannot either.
+    Native {
+        reason: String,
+        docker_problem: Option<String>,
+    },
+}
+
+/// The remedies, in one clause, for a machine where no image can be had.
+fn image_remedies(major: u32) -> String {
+    format!(
+        "run `bash ci/setup.sh` (it builds the local image {}), or use the local PostgreSQL binaries \
+         (`provider: native`, `--var provider=native` for the shipped runbooks), or set {} or `image:` \
+         to an image this machine has or can pull",
+        docker::LOCAL_IMAGE.replace("{major}", &major.to_string()),
+        docker::IMAGE_ENV
+    )
+}
+
+/// Pick the provider and image. `auto`: Docker when an engine answers and an image can be
+/// had (the one asked for; else, for the default official image, a local image of the same
+/// major); otherwise native. `docker`: the same images, but no fallback to native.
+async fn choose(opts: &Options) -> Result<Choice, ServerError> {
+    let engine = match opts.provider {
+        Provider::Native => return Ok(Choice::Native { reason: "native: requested".into(), docker_problem: None }),
+        Provider::Docker => {
+            docker::engine().await.map_err(|e| ServerError::Environment(format!("provider docker: {e}")))?
+        }
+        Provider::Auto => match docker::engine().await {
+            Ok(d) => d,
+            Err(e) => return Ok(Choice::Native { reason: format!("native: auto, {e}"), docker_problem: Some(e) }),
+        },
+    };
+    let how = if opts.provider == Provider::Docker { "docker: requested" } else { "docker: auto" };
+    let major = opts.major.unwrap_or_else(|| default_major(true));
+    let wanted = docker::image_for(major, opts.image.as_deref());
+    let pull_error = match docker::ensure_image(&engine, &wanted).await {
+        Ok(source) => {
+            let reason = format!("{how}, image {wanted} {source}");
+            return Ok(Choice::Docker { engine, image: wanted, major, reason });
+        }
+        Err(e) => e,
+    };
+    // Only the default image is replaced: an image the user named is what they meant.
+    if !docker::image_is_explicit(opts.image.as_deref()) {
+        if let Some(local) = docker::local_image_for(&engine, major).await {
+            let reason = format!("{how}, {wanted} cannot be pulled ({pull_error}); using the local image {local}");
+            return Ok(Choice::Docker { engine, image: local, major, reason });
+        }
+    }
+    let problem = if docker::image_is_explicit(opts.image.as_deref()) {
+        format!("image {wanted} cannot be pulled ({pull_error}; {})", docker::local_tags_of(&engine, &wanted).await)
+    } else {
+        format!(
+            "image {wanted} cannot be pulled ({pull_error}) and there is no local image of PostgreSQL {major} ({} or postgres:{major}*)",
+            docker::LOCAL_IMAGE.replace("{major}", &major.to_string())
+        )
+    };
+    if opts.provider == Provider::Docker {
+        return Err(ServerError::Environment(format!("provider docker: {problem}; {}", image_remedies(major))));
+    }
+    Ok(Choice::Native { reason: format!("native: auto, Docker {problem}"), docker_problem: Some(problem) })
+}
+
 impl Ephemeral {
     pub async fn start(opts: Options) -> Result<Ephemeral, ServerError> {
-        let (use_docker, reason, engine) = match opts.provider {
-            Provider::Native => (false, "native: requested".to_string(), None),
-            Provider::Docker => match docker::engine().await {
-                Ok(d) => (true, "docker: requested".to_string(), Some(d)),
-                Err(e) => return Err(ServerError::Environment(format!("provider docker: {e}"))),
-            },
-            Provider::Auto => match docker::engine().await {
-                Ok(d) => (true, "docker: auto, a Docker engine answered".to_string(), Some(d)),
-                Err(e) => (false, format!("native: auto, {e}"), None),
-            },
-        };
-        let major = match opts.major {
-            Some(m) => m,
-            None => default_major(use_docker),
-        };
-        if let (true, Some(engine)) = (use_docker, engine) {
-            let s = DockerServer::start(
-                &engine,
-                DockerOptions {
-                    major,
-                    image: opts.image.clone(),
-                    user: opts.user.clone(),
-                    database: opts.database.clone(),
-                    ready_timeout: opts.ready_timeout,
-                },
-            )
-            .await?;
-            let found = native::parse_major(&s.server_version).unwrap_or(major);
-            if found != major {
-                let msg = format!("image {} runs PostgreSQL {found}, not the {major} asked for", s.image);
-                s.stop().await;
-                return Err(ServerError::Environment(msg));
+        match choose(&opts).await? {
+            Choice::Docker { engine, image, major, reason } => {
+                Self::start_docker(&opts, &engine, image, major, reason).await
             }
-            return Ok(Ephemeral {
-                provider: "docker",
-                reason,
-                host: s.host.clone(),
-                port: s.port,
-                user: s.user.clone(),
-                password: s.password.clone(),
-                database: s.database.clone(),
-                server_version: s.server_version.clone(),
-                major: found,
-                instance: s.container_id.clone(),
-                inner: Some(Inner::Docker(Box::new(s))),
-            });
+            Choice::Native { reason, docker_problem } => {
+                let major = opts.major.unwrap_or_else(|| default_major(false));
+                match Self::start_native(&opts, major, reason).await {
+                    // auto found neither: one line with both reasons and what to do.
+                    Err(ServerError::Environment(native)) if docker_problem.is_some() => {
+                        Err(ServerError::Environment(format!(
+                            "no throwaway PostgreSQL {major} server: Docker: {}; native: {native}; {}",
+                            docker_problem.unwrap_or_default(),
+                            remedies_without_docker(major)
+                        )))
+                    }
+                    other => other,
+                }
+            }
         }
+    }
+
+    async fn start_docker(
+        opts: &Options,
+        engine: &bollard::Docker,
+        image: String,
+        major: u32,
+        reason: String,
+    ) -> Result<Ephemeral, ServerError> {
+        let s = DockerServer::start(
+            engine,
+            DockerOptions {
+                major,
+                image: Some(image),
+                user: opts.user.clone(),
+                database: opts.database.clone(),
+                ready_timeout: opts.ready_timeout,
+            },
+        )
+        .await?;
+        let found = native::parse_major(&s.server_version).unwrap_or(major);
+        if found != major {
+            let msg = format!("image {} runs PostgreSQL {found}, not the {major} asked for", s.image);
+            s.stop().await;
+            return Err(ServerError::Environment(msg));
+        }
+        Ok(Ephemeral {
+            provider: "docker",
+            reason,
+            image: Some(s.image.clone()),
+            host: s.host.clone(),
+            port: s.port,
+            user: s.user.clone(),
+            password: s.password.clone(),
+            database: s.database.clone(),
+            server_version: s.server_version.clone(),
+            major: found,
+            instance: s.container_id.clone(),
+            inner: Some(Inner::Docker(Box::new(s))),
+        })
+    }
+
+    async fn start_native(opts: &Options, major: u32, reason: String) -> Result<Ephemeral, ServerError> {
         let s = NativeServer::start(NativeOptions {
             major: Some(major),
             bin_dir: opts.bin_dir.clone(),
@@ -146,6 +239,7 @@ impl Ephemeral {
         Ok(Ephemeral {
             provider: "native",
             reason,
+            image: None,
             host: s.host.clone(),
             port: s.port,
             user: s.user.clone(),
@@ -174,6 +268,16 @@ impl Ephemeral {
             None => {}
         }
     }
+}
+
+/// What to do when auto found neither provider.
+fn remedies_without_docker(major: u32) -> String {
+    format!(
+        "install the PostgreSQL {major} server binaries (or `bash ci/setup.sh`, which also builds the local image {}), \
+         or set {} or `image:` to an image this machine has or can pull",
+        docker::LOCAL_IMAGE.replace("{major}", &major.to_string()),
+        docker::IMAGE_ENV
+    )
 }
 
 /// The major of the local pg_dump when there is one (dumps made here then restore), else 17.

@@ -50,7 +50,7 @@ pub const EPHEMERAL: StepKind = StepKind {
             name: "provider",
             ty: "auto|docker|native",
             required: false,
-            doc: "auto (default): docker when an engine answers, else native",
+            doc: "auto (default): docker when an engine answers and an image can be had (else a local image of the same major, e.g. pgdrill/postgres-local:15), else native",
         },
         Field {
             name: "version",
@@ -62,7 +62,7 @@ pub const EPHEMERAL: StepKind = StepKind {
             name: "image",
             ty: "string",
             required: false,
-            doc: "docker image (default $PGDRILL_DOCKER_IMAGE or postgres:<major>)",
+            doc: "docker image (default $PGDRILL_DOCKER_IMAGE or postgres:<major>; a pull silent for 20 s is abandoned)",
         },
         Field { name: "bin_dir", ty: "path", required: false, doc: "native: directory with initdb and postgres" },
         Field { name: "user", ty: "string", required: false, doc: "superuser name (default postgres)" },
@@ -87,7 +87,13 @@ pub const EPHEMERAL: StepKind = StepKind {
         Field { name: "password", ty: "secret", required: false, doc: "generated per instance, redacted everywhere" },
         Field { name: "database", ty: "string", required: false, doc: "database name" },
         Field { name: "provider", ty: "string", required: false, doc: "docker or native" },
-        Field { name: "provider_reason", ty: "string", required: false, doc: "why that provider was chosen" },
+        Field {
+            name: "provider_reason",
+            ty: "string",
+            required: false,
+            doc: "why that provider (and image) was chosen",
+        },
+        Field { name: "image", ty: "string", required: false, doc: "docker: the image the container runs; native: empty" },
         Field { name: "server_version", ty: "string", required: false, doc: "server_version as reported" },
         Field { name: "major", ty: "integer", required: false, doc: "major version" },
         Field {
@@ -98,7 +104,8 @@ pub const EPHEMERAL: StepKind = StepKind {
         },
     ],
     check: check_with::<EphemeralWith>,
-    report_log: false,
+    // Which provider and image served, and why (a fallback must be visible where it happened).
+    report_log: true,
     run,
 };
 
@@ -145,6 +152,7 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
         o.insert("database".into(), server.database.clone().into());
         o.insert("provider".into(), server.provider.into());
         o.insert("provider_reason".into(), server.reason.clone().into());
+        o.insert("image".into(), server.image.clone().unwrap_or_default().into());
         o.insert("server_version".into(), server.server_version.clone().into());
         o.insert("major".into(), server.major.into());
         o.insert("instance".into(), server.instance.clone().into());
