@@ -225,7 +225,16 @@ async fn without_confirmation_nothing_changes_and_an_incompatible_backup_stops_i
     m["server_major"] = 16.into();
     m["server_version"] = "16.4".into();
     m["pg_dump_version"] = "pg_dump (PostgreSQL) 16.4".into();
+    // Edited without the key, the manifest is refused before anything in it is used.
     std::fs::write(&mpath, serde_json::to_string(&m).expect("json")).expect("write");
+    let out = restore(&s, &storage, &junit, &["--yes"]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("fails authentication"), "{all}");
+    assert!(snapshots(&storage).is_empty());
+    assert_eq!(fingerprint_of(&shop).await, before);
+    // Bound again by a key holder, it reaches preflight, which stops on the version.
+    common::write_rebound_manifest(&backup, m, KEY);
     let out = restore(&s, &storage, &junit, &["--yes"]);
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{all}");

@@ -136,12 +136,7 @@ async fn differences_fail_naming_the_table() {
     m["fingerprint"]["tables"]["public.customers"]["hash"] = serde_json::json!("12345");
     // Re-bound with the key, as only a key holder can: otherwise the manifest's MAC fails
     // first (an_edited_manifest_of_an_encrypted_backup_was_trusted) and no table is compared.
-    let archive = std::fs::read(&path).expect("backup");
-    let (h, _) = pgdrill::archive::read_header(&mut &archive[..]).expect("header");
-    let k = pgdrill::archive::KeySource::from_secret(KEY).derive_for(h.kdf.as_ref().expect("kdf")).expect("key");
-    m["authentication"]["mac"] =
-        k.manifest_mac(h.nonce_prefix.as_deref().expect("prefix"), &pgdrill::backup::manifest_bytes(m.clone())).into();
-    std::fs::write(&manifest_path, serde_json::to_vec(&m).expect("json")).expect("write");
+    common::write_rebound_manifest(&path, m, KEY);
     let junit = dir.path().join("verify.xml");
     let out = verify(&storage, &[], &junit);
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));

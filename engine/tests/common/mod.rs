@@ -119,3 +119,15 @@ pub fn staged_leftovers(dir: &Path) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Write manifest `m` beside the encrypted backup at `backup`, bound again with `key` as only
+/// a key holder can: a test that edits a manifest on purpose (to reach a later check) must
+/// not be stopped by the manifest's MAC.
+pub fn write_rebound_manifest(backup: &Path, mut m: serde_json::Value, key: &str) {
+    let archive = std::fs::read(backup).expect("backup");
+    let (h, _) = pgdrill::archive::read_header(&mut &archive[..]).expect("header");
+    let k = pgdrill::archive::KeySource::from_secret(key).derive_for(h.kdf.as_ref().expect("kdf")).expect("key");
+    m["authentication"]["mac"] =
+        k.manifest_mac(h.nonce_prefix.as_deref().expect("prefix"), &pgdrill::backup::manifest_bytes(m.clone())).into();
+    std::fs::write(pgdrill::storage::manifest_path(backup), serde_json::to_vec(&m).expect("json")).expect("write");
+}
