@@ -208,7 +208,7 @@ PY
 # Four kinds of run, interleaved, each round starting with the next kind: whatever runs right
 # after another's heavy writes is slower here, so each takes each place in turn.
 VRUNS="${VRUNS:-4}"
-declare -A samples
+declare -A vsamples
 kinds=(pgr_throwaway pgr_default verify_full verify_counts)
 for round in $(seq 0 $((VRUNS - 1))); do
   for i in 0 1 2 3; do
@@ -219,11 +219,11 @@ for round in $(seq 0 $((VRUNS - 1))); do
       verify_full) ms=$(verify_run full) ;;
       verify_counts) ms=$(verify_run counts) ;;
     esac
-    samples[$kind]="${samples[$kind]:-} $ms"
+    vsamples[$kind]="${vsamples[$kind]:-} $ms"
   done
 done
-for kind in "${kinds[@]}"; do echo "[bench] $kind:${samples[$kind]} ms" >&2; done
-med() { printf '%s\n' ${samples[$1]} | median; }
+for kind in "${kinds[@]}"; do echo "[bench] $kind:${vsamples[$kind]} ms" >&2; done
+med() { printf '%s\n' ${vsamples[$1]} | median; }
 ms_t=$(med pgr_throwaway); ms_d=$(med pgr_default); ms_vfull=$(med verify_full); ms_vcounts=$(med verify_counts)
 phases() {  # fingerprint -> median of each phase over the runs
   python3 - "$WORK/phases-$1" <<'PY'
