@@ -4,6 +4,7 @@
 #
 #   - PostgreSQL 15 server and client binaries (the native provider, pg_dump, pg_restore)
 #   - python3 with junitparser (reads our JUnit back, as a CI system would)
+#   - openssl and gpg (other tools' encrypted backups)
 #   - Docker (the Debian package docker.io), with dockerd started in the background if no
 #     engine answers
 #   - a local PostgreSQL 15 image built from Debian's packages, honouring the official
@@ -33,6 +34,16 @@ fi
 if ! python3 -c 'import junitparser' 2>/dev/null; then
   log "installing junitparser"
   python3 -m pip install --quiet junitparser || python3 -m pip install --quiet --break-system-packages junitparser
+fi
+
+# 2b. The tools other teams' backups need: openssl enc and gpg --symmetric files.
+tools=()
+command -v openssl >/dev/null || tools+=(openssl)
+command -v gpg >/dev/null || tools+=(gpg)
+command -v gpgconf >/dev/null || tools+=(gpgconf)
+if [ "${#tools[@]}" -gt 0 ]; then
+  log "installing ${tools[*]}"
+  apt_install "${tools[@]}"
 fi
 
 # 3. Docker.

@@ -132,6 +132,10 @@ enum BackupsCommand {
         /// Only this database.
         #[arg(long)]
         database: Option<String>,
+        /// How other tools' files are named, e.g. '{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}.sql.gz'
+        /// (default: the classic schemes, see the README).
+        #[arg(long)]
+        name_pattern: Option<String>,
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -215,64 +219,27 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             finished?;
             Ok(res.exit)
         }
-        Command::Backups { command: BackupsCommand::List { storage, database, json } } => {
-            let list = steps::backup_listing(&storage, database.as_deref())
+        Command::Backups { command: BackupsCommand::List { storage, database, name_pattern, json } } => {
+            // A directory that is not there is a typo or an unmounted volume, never "no backups".
+            if !storage.is_dir() {
+                return Err(Error::Invalid(format!(
+                    "backup storage {} {}: give the directory your backups are written to (--storage or PGDRILL_STORAGE)",
+                    crate::report::visible(&storage.display().to_string()),
+                    if storage.exists() { "is not a directory" } else { "does not exist" }
+                )));
+            }
+            let pattern = name_pattern
+                .as_deref()
+                .map(crate::storage::names::NamePattern::parse)
+                .transpose()
+                .map_err(Error::Invalid)?;
+            let list = steps::backup_listing(&storage, database.as_deref(), pattern.as_ref())
                 .map_err(|e| Error::Environment(e.message().to_string()))?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
             } else {
-                outln!(
-                    "{:<26} {:<16} {:>12} {:<8} {:<9} {:<8} {:<30} path",
-                    "created",
-                    "database",
-                    "size",
-                    "format",
-                    "encrypted",
-                    "manifest",
-                    "last verified"
-                );
-                for b in &list {
-                    // Database names and paths are data: control characters are shown, not sent.
-                    let s =
-                        |k: &str| crate::report::visible(b.get(k).and_then(|v| v.as_str()).unwrap_or("")).into_owned();
-                    if let Some(err) = b.get("error") {
-                        outln!(
-                            "{:<26} {:<16} {:>12} {:<8} {:<9} {:<8} {:<30} {} ({})",
-                            "?",
-                            s("database"),
-                            "?",
-                            "?",
-                            "?",
-                            "?",
-                            "?",
-                            s("path"),
-                            crate::report::visible(err.as_str().unwrap_or(""))
-                        );
-                        continue;
-                    }
-                    let size = b.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
-                    let enc = if b.get("encrypted").and_then(|v| v.as_bool()).unwrap_or(false) { "yes" } else { "no" };
-                    let verified = match b.get("last_verification") {
-                        Some(v) if !v.is_null() => format!(
-                            "{} {}",
-                            v["result"].as_str().unwrap_or("?"),
-                            v["verified_at"].as_str().unwrap_or("?").get(..19).unwrap_or("?")
-                        ),
-                        _ => "never".into(),
-                    };
-                    // An unencrypted backup's manifest is bound to nothing: say so.
-                    let auth = if s("manifest_auth") == "mac" { "mac" } else { "UNAUTH" };
-                    outln!(
-                        "{:<26} {:<16} {:>12} {:<8} {:<9} {:<8} {:<30} {}",
-                        s("created"),
-                        s("database"),
-                        size,
-                        s("format"),
-                        enc,
-                        auth,
-                        verified,
-                        s("path")
-                    );
+                for line in backups_table(&list) {
+                    outln!("{line}");
                 }
             }
             Ok(ExitCode::Passed)
@@ -368,4 +335,93 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
         return Err(Error::Runbook(all));
     }
     Ok(ExitCode::Invalid)
+}
+
+/// `12.4 MiB`: binary units, one decimal from KiB up.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// The `backups list` table: one header, columns as wide as their widest cell, sizes right
+/// aligned, the path last. Names and paths are data: control characters are shown, not sent.
+fn backups_table(list: &[serde_json::Value]) -> Vec<String> {
+    let header = ["created", "database", "size", "kind", "encrypted", "manifest", "last verified", "path"];
+    let mut rows: Vec<[String; 8]> = Vec::new();
+    for b in list {
+        let s = |k: &str| crate::report::visible(b.get(k).and_then(|v| v.as_str()).unwrap_or("")).into_owned();
+        let mut database = s("database");
+        if database.is_empty() {
+            database = "-".into();
+        } else if b.get("database_assumed").and_then(|v| v.as_bool()).unwrap_or(false) {
+            database.push('?');
+        }
+        if let Some(err) = b.get("error") {
+            let q = || "?".to_string();
+            let path = format!("{} ({})", s("path"), crate::report::visible(err.as_str().unwrap_or("")));
+            rows.push([q(), database, q(), q(), q(), q(), q(), path]);
+            continue;
+        }
+        let mut created = s("created").replace('T', " ");
+        if created.len() > 19 {
+            created.truncate(19);
+        }
+        if s("created_from") == "mtime" {
+            created.push_str(" (mtime)");
+        }
+        let size = human_bytes(b.get("size").and_then(|v| v.as_u64()).unwrap_or(0));
+        let enc = if b.get("encrypted").and_then(|v| v.as_bool()).unwrap_or(false) { "yes" } else { "no" };
+        let verified = match b.get("last_verification") {
+            Some(v) if !v.is_null() => format!(
+                "{} {}",
+                v["result"].as_str().unwrap_or("?"),
+                v["verified_at"].as_str().unwrap_or("?").get(..16).unwrap_or("?").replace('T', " ")
+            ),
+            _ => "never".into(),
+        };
+        // An unencrypted backup's manifest is bound to nothing: say so; other tools' files have none.
+        let auth = match s("manifest_auth").as_str() {
+            "mac" => "mac",
+            "none" => "none",
+            _ => "UNAUTH",
+        };
+        let kind = if s("origin") == "foreign" { s("format") } else { format!("pgdrill/{}", s("format")) };
+        rows.push([created, database, size, kind, enc.into(), auth.into(), verified, s("path")]);
+    }
+    let mut width = header.map(|h| h.chars().count());
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: [&str; 8]| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i == 7 {
+                out.push_str(c);
+            } else if i == 2 {
+                out.push_str(&format!("{c:>w$}  ", w = width[i]));
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        out.trim_end().to_string()
+    };
+    let mut out = vec![line(header)];
+    for r in &rows {
+        out.push(line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6], &r[7]]));
+    }
+    if rows.is_empty() {
+        out.push("(no backups)".into());
+    }
+    out
 }

@@ -14,6 +14,8 @@ pub struct Policy {
     pub monthly: usize,
     pub yearly: usize,
     pub min_keep: usize,
+    /// Keep everything younger than this ("keep 30 days"), besides the counts.
+    pub within: Option<time::Duration>,
 }
 
 /// One backup as retention sees it.
@@ -48,8 +50,13 @@ fn year(t: &OffsetDateTime) -> (i32, u32) {
     (t.year(), 0)
 }
 
-/// Decide for every item (any order in, newest first out).
+/// Decide for every item (any order in, newest first out), as of now.
 pub fn decide(items: &[Item], policy: Policy) -> Vec<Decision> {
+    decide_at(items, policy, OffsetDateTime::now_utc())
+}
+
+/// `decide` as of `now` (what `within` counts back from).
+pub fn decide_at(items: &[Item], policy: Policy, now: OffsetDateTime) -> Vec<Decision> {
     let mut sorted: Vec<&Item> = items.iter().collect();
     sorted.sort_by(|a, b| b.at.cmp(&a.at).then(b.name.cmp(&a.name)));
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); sorted.len()];
@@ -81,9 +88,22 @@ pub fn decide(items: &[Item], policy: Policy) -> Vec<Decision> {
     for r in reasons.iter_mut().take(policy.min_keep) {
         r.push("min_keep".into());
     }
+    let within = policy.within.map(|w| (w, humantime::format_duration(w.unsigned_abs()).to_string()));
+    if let Some((w, text)) = &within {
+        for (it, r) in sorted.iter().zip(reasons.iter_mut()) {
+            if now - it.at < *w {
+                r.push(format!("within {text}"));
+            }
+        }
+    }
     let kept_rules = format!(
-        "outside what the policy keeps (daily {}, weekly {}, monthly {}, yearly {}, min_keep {})",
-        policy.daily, policy.weekly, policy.monthly, policy.yearly, policy.min_keep
+        "outside what the policy keeps (daily {}, weekly {}, monthly {}, yearly {}, min_keep {}{})",
+        policy.daily,
+        policy.weekly,
+        policy.monthly,
+        policy.yearly,
+        policy.min_keep,
+        within.map(|(_, t)| format!(", within {t}")).unwrap_or_default()
     );
     sorted
         .iter()
@@ -122,7 +142,7 @@ mod tests {
     fn the_classic_7_4_12_policy_on_a_year_of_daily_backups() {
         // 400 days of one backup a day at 02:00.
         let items = calendar(datetime!(2025-10-18 02:00 UTC), 400, 1);
-        let p = Policy { daily: 7, weekly: 4, monthly: 12, yearly: 0, min_keep: 0 };
+        let p = Policy { daily: 7, weekly: 4, monthly: 12, yearly: 0, min_keep: 0, within: None };
         let ds = decide(&items, p);
         let k = kept(&ds);
         // 7 days; weeks and months overlap with them for the newest ones.
@@ -162,5 +182,19 @@ mod tests {
         let d = ds.iter().find(|d| d.name == items[3].name).cloned();
         assert_eq!(d.map(|d| (d.keep, d.reason)), Some((true, "kept: newest verified backup".to_string())));
         assert_eq!(kept(&ds).len(), 3);
+    }
+
+    #[test]
+    fn keep_within_keeps_everything_younger_and_nothing_older() {
+        let items = calendar(datetime!(2026-03-01 02:00 UTC), 40, 1); // 2026-03-01 .. 2026-04-09
+        let now = datetime!(2026-04-10 00:00 UTC);
+        let p = Policy { within: Some(Duration::days(30)), min_keep: 0, ..Default::default() };
+        let ds = decide_at(&items, p, now);
+        let k = kept(&ds);
+        // Younger than 30 days: 2026-03-11 02:00 and later, 30 backups.
+        assert_eq!(k.len(), 30, "{k:?}");
+        assert!(ds.iter().all(|d| d.keep == (d.name.as_str() >= "2026-03-11")), "{ds:?}");
+        let old = ds.iter().find(|d| !d.keep).map(|d| d.reason.clone()).unwrap_or_default();
+        assert!(old.ends_with("min_keep 0, within 30days)"), "{old}");
     }
 }

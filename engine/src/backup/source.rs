@@ -1,6 +1,6 @@
 //! Opening any backup for reading: pgdrill archives and files made by other tools (plain
 //! `.sql`, `pg_dump | gzip`, `pg_dump | zstd`, custom `.dump`, directory dumps and
-//! `openssl enc -aes-256-cbc -pbkdf2` files).
+//! `openssl enc -aes-256-cbc` files with or without -pbkdf2, and `gpg --symmetric` files).
 //!
 //! What a file is comes from its first bytes, never from its name: a `.sql.gz` that is not
 //! gzip is reported as what it is. Layers are peeled until a pg_dump format is found, so
@@ -104,14 +104,99 @@ fn is_tar(head: &[u8]) -> bool {
     head.len() >= 262 && &head[257..262] == b"ustar"
 }
 
-/// Open a backup file. `key` is the pgdrill key or passphrase, or the openssl passphrase.
-pub fn open(path: &Path, key: Option<&KeySource>, openssl_pass: Option<&str>) -> Result<Opened, BackupError> {
+/// `openssl enc -aes-256-cbc` key derivations, tried in this order on a file's outermost
+/// layer: `-pbkdf2` (today's), then the legacy `EVP_BytesToKey` that `openssl enc` used
+/// without -pbkdf2, with OpenSSL 1.1's default digest (sha256) and the older md5.
+const OPENSSL_VARIANTS: &[(&[&str], &str)] = &[
+    (&["-pbkdf2"], "openssl"),
+    (&["-md", "sha256"], "openssl (legacy key derivation: EVP_BytesToKey, sha256, made without -pbkdf2)"),
+    (&["-md", "md5"], "openssl (legacy key derivation: EVP_BytesToKey, md5, made without -pbkdf2)"),
+];
+
+/// What decrypted or decompressed bytes must start with to be the next layer or a dump.
+fn recognizable(head: &[u8]) -> bool {
+    head.starts_with(archive::MAGIC)
+        || head.starts_with(GZIP)
+        || head.starts_with(ZSTD)
+        || head.starts_with(PGDMP)
+        || is_tar(head)
+        || (!head.is_empty() && looks_like_text(head))
+}
+
+/// An OpenPGP message: binary packets (a symmetric-key session key packet, tag 3, in the
+/// old or new header format, or a public-key one, tag 1) or ASCII armor.
+fn gpg_kind(head: &[u8]) -> Option<&'static str> {
+    match head.first()? {
+        0x8c..=0x8e | 0xc3 => Some("symmetric"),
+        0x84..=0x86 | 0xc1 => Some("public-key"),
+        _ if head.starts_with(b"-----BEGIN PGP MESSAGE-----") => Some("armored"),
+        _ => None,
+    }
+}
+
+/// A short description of a file's outer layers and, when visible without a key, the dump
+/// format inside: for listings (`gzip/plain`, `openssl`, `gpg`, `custom`, `pgdrill`).
+pub fn sniff(path: &Path) -> String {
+    if path.is_dir() {
+        return if path.join("toc.dat").is_file() { "directory".into() } else { "?".into() };
+    }
+    let Ok(file) = std::fs::File::open(path) else { return "unreadable".into() };
+    let mut r: Box<dyn Read + Send> = Box::new(io::BufReader::new(file));
+    let mut layers: Vec<&str> = Vec::new();
+    for _ in 0..3 {
+        let Ok((head, peeked)) = peek(r) else { break };
+        if head.starts_with(archive::MAGIC) {
+            layers.push("pgdrill");
+            break;
+        } else if head.starts_with(OPENSSL) {
+            layers.push("openssl");
+            break;
+        } else if gpg_kind(&head).is_some() {
+            layers.push("gpg");
+            break;
+        } else if head.starts_with(GZIP) {
+            layers.push("gzip");
+            r = Box::new(flate2::read::MultiGzDecoder::new(peeked));
+        } else if head.starts_with(ZSTD) {
+            layers.push("zstd");
+            match zstd::stream::read::Decoder::new(peeked) {
+                Ok(d) => r = Box::new(d),
+                Err(_) => break,
+            }
+        } else {
+            layers.push(if head.starts_with(PGDMP) {
+                "custom"
+            } else if is_tar(&head) {
+                "tar"
+            } else if !head.is_empty() && looks_like_text(&head) {
+                "plain"
+            } else {
+                "?"
+            });
+            break;
+        }
+    }
+    layers.join("/")
+}
+
+/// Open a backup file. `key` is the pgdrill key or passphrase; `passphrase` the one of an
+/// `openssl enc` or `gpg --symmetric` file.
+pub fn open(path: &Path, key: Option<&KeySource>, passphrase: Option<&str>) -> Result<Opened, BackupError> {
     let failed = |m: String| BackupError::Failed(format!("{}: {m}", path.display()));
-    let file = std::fs::File::open(path)
-        .map_err(|e| BackupError::Invalid(format!("cannot open backup {}: {e}", path.display())))?;
-    let mut reader: Box<dyn Read + Send> = Box::new(io::BufReader::with_capacity(1 << 20, file));
-    let mut layers = Vec::new();
-    // At most a few layers: pgdrill, openssl, then a compressor, then the dump itself.
+    let open_file = || -> Result<Box<dyn Read + Send>, BackupError> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| BackupError::Invalid(format!("cannot open backup {}: {e}", path.display())))?;
+        Ok(Box::new(io::BufReader::with_capacity(1 << 20, file)))
+    };
+    let need_pass = |what: &str| {
+        BackupError::Invalid(format!(
+            "{} is encrypted with {what}: give its passphrase as `key:` (a declared secret, e.g. PGDRILL_BACKUP_KEY)",
+            path.display()
+        ))
+    };
+    let mut reader = open_file()?;
+    let mut layers: Vec<&'static str> = Vec::new();
+    // At most a few layers: pgdrill, openssl or gpg, then a compressor, then the dump itself.
     for _ in 0..4 {
         let (head, peeked) = peek(reader).map_err(|e| failed(format!("read error: {e}")))?;
         if head.starts_with(archive::MAGIC) {
@@ -119,15 +204,48 @@ pub fn open(path: &Path, key: Option<&KeySource>, openssl_pass: Option<&str>) ->
             layers.push("pgdrill");
             reader = plain;
         } else if head.starts_with(OPENSSL) {
-            let pass = openssl_pass.ok_or_else(|| {
-                BackupError::Invalid(format!(
-                    "{} is encrypted with openssl enc: give its passphrase as `key:` (a declared secret)",
+            let pass = passphrase.ok_or_else(|| need_pass("openssl enc"))?;
+            if !layers.is_empty() {
+                // Inside another layer the stream cannot be read twice: today's derivation only.
+                layers.push("openssl");
+                reader = Box::new(
+                    ToolReader::openssl(Box::new(peeked), pass, &["-pbkdf2"]).map_err(BackupError::Environment)?,
+                );
+                continue;
+            }
+            drop(peeked);
+            // Each key derivation is tried on the file from its start; the right one turns
+            // the first bytes into something recognizable, a wrong one into noise.
+            let mut found = None;
+            for (args, name) in OPENSSL_VARIANTS {
+                let r = ToolReader::openssl(open_file()?, pass, args).map_err(BackupError::Environment)?;
+                let (head, peeked) = peek(Box::new(r)).map_err(|e| failed(format!("read error: {e}")))?;
+                if recognizable(&head) {
+                    found = Some((*name, peeked));
+                    break;
+                }
+            }
+            let Some((name, peeked)) = found else {
+                return Err(failed(
+                    "openssl enc could not decrypt it with the passphrase given (tried -pbkdf2 and the legacy key derivations with sha256 and md5): wrong passphrase or corrupted backup".into(),
+                ));
+            };
+            layers.push(name);
+            reader = Box::new(peeked);
+        } else if let Some(kind) = gpg_kind(&head) {
+            if kind == "public-key" {
+                return Err(BackupError::Invalid(format!(
+                    "{} is encrypted to a gpg public key: pgdrill decrypts only `gpg --symmetric` files; decrypt it with gpg first",
                     path.display()
-                ))
-            })?;
-            layers.push("openssl");
-            // Not being able to run openssl says nothing about the backup: the environment's.
-            reader = Box::new(OpensslReader::spawn(peeked, pass).map_err(BackupError::Environment)?);
+                )));
+            }
+            if !layers.is_empty() {
+                return Err(failed("a gpg message inside another layer: decrypt it with gpg first".into()));
+            }
+            let pass = passphrase.ok_or_else(|| need_pass("gpg --symmetric"))?;
+            drop(peeked);
+            layers.push("gpg");
+            reader = Box::new(ToolReader::gpg(path, pass).map_err(BackupError::Environment)?);
         } else if head.starts_with(GZIP) {
             layers.push("gzip");
             reader = Box::new(flate2::read::MultiGzDecoder::new(peeked));
@@ -141,9 +259,12 @@ pub fn open(path: &Path, key: Option<&KeySource>, openssl_pass: Option<&str>) ->
                 Content::Tar
             } else if looks_like_text(&head) {
                 Content::Plain
-            } else if layers.contains(&"openssl") {
+            } else if layers.iter().any(|l| l.starts_with("openssl") || *l == "gpg") {
                 // A wrong passphrase decrypts to noise; openssl only says so at the end.
-                return Err(failed("openssl decrypted it to something that is not a pg_dump output: wrong passphrase or corrupted backup".into()));
+                return Err(failed(
+                    "it decrypted to something that is not a pg_dump output: wrong passphrase or corrupted backup"
+                        .into(),
+                ));
             } else {
                 return Err(failed(
                     "not a pg_dump output (neither custom format, directory, nor SQL text) nor a known compression or encryption".into(),
@@ -155,30 +276,62 @@ pub fn open(path: &Path, key: Option<&KeySource>, openssl_pass: Option<&str>) ->
     Err(failed("too many layers of compression or encryption".into()))
 }
 
-/// `openssl enc -d -aes-256-cbc -pbkdf2` as a reader; its failure ("bad decrypt") is an
-/// error at the end of the stream, never silently short data.
-struct OpensslReader {
+/// A decrypting child process as a reader: `openssl enc -d` or `gpg --decrypt`. Its failure
+/// ("bad decrypt", "Bad session key") is an error at the end of the stream, never silently
+/// short data.
+struct ToolReader {
+    tool: &'static str,
     child: Child,
     out: ChildStdout,
     feeder: Option<std::thread::JoinHandle<()>>,
     stderr: Option<std::thread::JoinHandle<String>>,
     finished: bool,
+    /// gpg's private home directory, removed with the reader.
+    _home: Option<tempfile::TempDir>,
 }
 
-impl OpensslReader {
-    fn spawn(mut input: Peeked, pass: &str) -> Result<Self, String> {
+impl ToolReader {
+    fn openssl(input: Box<dyn Read + Send>, pass: &str, kdf: &[&str]) -> Result<Self, String> {
         let mut cmd = crate::child::command("openssl");
-        cmd.args(["enc", "-d", "-aes-256-cbc", "-pbkdf2", "-pass", "env:PGDRILL_OPENSSL_PASS"])
+        cmd.args(["enc", "-d", "-aes-256-cbc"])
+            .args(kdf)
+            .args(["-pass", "env:PGDRILL_OPENSSL_PASS"])
             // The passphrase goes through the environment of this one child, never argv.
-            .env("PGDRILL_OPENSSL_PASS", pass)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env("PGDRILL_OPENSSL_PASS", pass);
+        Self::spawn("openssl", cmd, input, None)
+    }
+
+    /// `gpg --decrypt FILE` with the passphrase as the first line of its stdin
+    /// (`--passphrase-fd 0`), never argv or the environment; a private, empty home
+    /// directory so no keyring or agent of the user's is touched, and `--no-autostart` so
+    /// no gpg-agent outlives the run.
+    fn gpg(path: &Path, pass: &str) -> Result<Self, String> {
+        let home = tempfile::Builder::new()
+            .prefix("pgdrill-gpg-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a directory for gpg: {e}"))?;
+        let mut cmd = crate::child::command("gpg");
+        cmd.arg("--homedir")
+            .arg(home.path())
+            .args(["--batch", "--quiet", "--no-tty", "--no-autostart", "--pinentry-mode", "loopback"])
+            .args(["--passphrase-fd", "0", "--decrypt", "--"])
+            .arg(path);
+        let line = format!("{pass}\n").into_bytes();
+        Self::spawn("gpg", cmd, Box::new(Cursor::new(line)), Some(home))
+    }
+
+    fn spawn(
+        tool: &'static str,
+        mut cmd: std::process::Command,
+        mut input: Box<dyn Read + Send>,
+        home: Option<tempfile::TempDir>,
+    ) -> Result<Self, String> {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = crate::child::spawn(&mut cmd)
-            .map_err(|e| format!("cannot run openssl (needed for openssl-encrypted backups): {e}"))?;
-        let mut stdin = child.stdin.take().ok_or("openssl has no stdin")?;
-        let out = child.stdout.take().ok_or("openssl has no stdout")?;
-        let mut err = child.stderr.take().ok_or("openssl has no stderr")?;
+            .map_err(|e| format!("cannot run {tool} (needed for {tool}-encrypted backups): {e}"))?;
+        let mut stdin = child.stdin.take().ok_or("no stdin")?;
+        let out = child.stdout.take().ok_or("no stdout")?;
+        let mut err = child.stderr.take().ok_or("no stderr")?;
         let feeder = std::thread::spawn(move || {
             let _ = io::copy(&mut input, &mut stdin);
         });
@@ -187,11 +340,11 @@ impl OpensslReader {
             let _ = err.read_to_string(&mut s);
             s
         });
-        Ok(OpensslReader { child, out, feeder: Some(feeder), stderr: Some(stderr), finished: false })
+        Ok(ToolReader { tool, child, out, feeder: Some(feeder), stderr: Some(stderr), finished: false, _home: home })
     }
 }
 
-impl Read for OpensslReader {
+impl Read for ToolReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.out.read(buf)?;
         if n == 0 && !buf.is_empty() && !self.finished {
@@ -202,9 +355,10 @@ impl Read for OpensslReader {
             let status = self.child.wait()?;
             let err = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
             if !status.success() {
-                let first = err.lines().next().unwrap_or("").trim().to_string();
+                let last = err.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("").to_string();
                 return Err(io::Error::other(format!(
-                    "openssl could not decrypt ({first}): wrong passphrase or corrupted backup"
+                    "{} could not decrypt ({last}): wrong passphrase or corrupted backup",
+                    self.tool
                 )));
             }
         }
@@ -212,7 +366,7 @@ impl Read for OpensslReader {
     }
 }
 
-impl Drop for OpensslReader {
+impl Drop for ToolReader {
     fn drop(&mut self) {
         if !self.finished {
             let _ = self.child.kill();

@@ -134,6 +134,11 @@ impl Reporter for Terminal {
                     for l in tail.into_iter().rev() {
                         self.line(&format!("{}      | {}", self.indent(rec.suite), visible(l)));
                     }
+                } else {
+                    // A warning is shown whatever the step: it is what an operator must act on.
+                    for l in rec.log.iter().filter(|l| l.starts_with("warning: ")) {
+                        self.line(&format!("{}      {}", self.indent(rec.suite), visible(l)));
+                    }
                 }
             }
             Event::StepRolledBack { suite, label, result, message, .. } => {

@@ -273,6 +273,11 @@ fn run_check(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outpu
                 o.insert("sha256".into(), m.sha256.clone().into());
             }
             None => {
+                if let Some(l) = checked.layers.iter().find(|l| l.contains("legacy key derivation")) {
+                    ctx.log(format!(
+                        "warning: {l}: one round of a fast hash turns the passphrase into the key, which makes guessing it cheap; new backups should use `openssl enc -pbkdf2` or pgdrill's own encryption"
+                    ));
+                }
                 ctx.log(format!(
                     "not a pgdrill backup: read through {} and listed {} tables; without a manifest there is no checksum to compare",
                     if checked.layers.is_empty() { "the file".to_string() } else { checked.layers.join(", ") },
@@ -297,7 +302,17 @@ impl super::Teardown for backup::Staged {
 struct ListWith {
     storage: String,
     database: Option<String>,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    name_pattern: Option<String>,
 }
+
+/// A `name_pattern:` field, checked.
+pub(super) fn name_pattern(p: Option<&str>) -> Result<Option<crate::storage::names::NamePattern>, StepError> {
+    p.map(crate::storage::names::NamePattern::parse).transpose().map_err(StepError::Invalid)
+}
+
+const NAME_PATTERN_DOC: &str =
+    "other tools' file names, e.g. `{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}.sql.gz` (default: the classic schemes)";
 
 impl With for ListWith {}
 
@@ -307,6 +322,7 @@ pub const LIST: StepKind = StepKind {
     fields: &[
         Field { name: "storage", ty: "path", required: true, doc: "backup directory" },
         Field { name: "database", ty: "string", required: false, doc: "only this database" },
+        Field { name: "name_pattern", ty: "string", required: false, doc: NAME_PATTERN_DOC },
     ],
     outputs: &[
         Field { name: "backups", ty: "list", required: false, doc: "path, database, created, size, sha256 of each" },
@@ -317,36 +333,71 @@ pub const LIST: StepKind = StepKind {
     run: run_list,
 };
 
-/// Backups with readable manifests, newest first.
-pub fn listing(storage: &std::path::Path, database: Option<&str>) -> Result<Vec<serde_json::Value>, StepError> {
+/// Backups in `storage`, newest first: pgdrill's with their manifests, other tools' with what
+/// their names and first bytes say. A manifest that cannot be read is an entry with `error`.
+pub fn listing(
+    storage: &std::path::Path,
+    database: Option<&str>,
+    pattern: Option<&crate::storage::names::NamePattern>,
+) -> Result<Vec<serde_json::Value>, StepError> {
     let store = LocalStore::new(storage);
-    let entries =
-        store.list(database).map_err(|e| StepError::Environment(format!("cannot list {}: {e}", storage.display())))?;
+    let entries = store
+        .list_with(database, pattern)
+        .map_err(|e| StepError::Environment(format!("cannot list {}: {e}", storage.display())))?;
     let mut ledgers: std::collections::HashMap<std::path::PathBuf, _> = std::collections::HashMap::new();
+    let mut last_of = |e: &crate::storage::Entry| {
+        let ledger_path = crate::backup::ledger::path_for(&e.path);
+        let last = match ledgers
+            .entry(ledger_path.clone())
+            .or_insert_with(|| crate::backup::ledger::last_by_backup(&ledger_path))
+        {
+            Ok(by_name) => by_name
+                .get(&e.name)
+                .map(|l| json!({ "result": l.result, "verified_at": l.verified_at, "sha256": l.sha256 })),
+            // Unknown is not "never": say why instead of showing nothing.
+            Err(err) => Some(json!({ "result": "unknown", "error": err.to_string() })),
+        };
+        last.unwrap_or(serde_json::Value::Null)
+    };
     Ok(entries
         .iter()
-        .map(|e| match Manifest::read(&e.path) {
-            Ok(m) => {
-                let mut v = serde_json::Value::Object(manifest_outputs(&e.path, &m));
-                let ledger_path = crate::backup::ledger::path_for(&e.path);
-                let last = match ledgers
-                    .entry(ledger_path.clone())
-                    .or_insert_with(|| crate::backup::ledger::last_by_backup(&ledger_path))
-                {
-                    Ok(by_name) => by_name
-                        .get(&e.name)
-                        .map(|l| json!({ "result": l.result, "verified_at": l.verified_at, "sha256": l.sha256 })),
-                    // Unknown is not "never": say why instead of showing nothing.
-                    Err(err) => Some(json!({ "result": "unknown", "error": err.to_string() })),
+        .map(|e| {
+            if e.foreign {
+                let kind = crate::backup::source::sniff(&e.path);
+                let size = if e.path.is_dir() {
+                    std::fs::read_dir(&e.path)
+                        .map(|rd| rd.flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum::<u64>())
+                        .unwrap_or(0)
+                } else {
+                    std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0)
                 };
-                if let Some(o) = v.as_object_mut() {
-                    o.remove("fingerprint");
-                    o.insert("last_verification".into(), last.unwrap_or(serde_json::Value::Null));
-                }
-                v
+                return json!({
+                    "path": e.path.display().to_string(),
+                    "database": e.database,
+                    "database_assumed": e.database_assumed,
+                    "origin": "foreign",
+                    "created": super::rfc3339(e.made),
+                    "created_from": e.made_from,
+                    "size": size,
+                    "format": kind,
+                    "encrypted": kind.starts_with("openssl") || kind.starts_with("gpg"),
+                    "manifest_auth": "none",
+                    "last_verification": last_of(e),
+                });
             }
-            Err(err) => {
-                json!({ "path": e.path.display().to_string(), "database": e.database, "error": err.to_string() })
+            match Manifest::read(&e.path) {
+                Ok(m) => {
+                    let mut v = serde_json::Value::Object(manifest_outputs(&e.path, &m));
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("fingerprint");
+                        o.insert("origin".into(), "pgdrill".into());
+                        o.insert("last_verification".into(), last_of(e));
+                    }
+                    v
+                }
+                Err(err) => {
+                    json!({ "path": e.path.display().to_string(), "database": e.database, "origin": "pgdrill", "error": err.to_string() })
+                }
             }
         })
         .collect())
@@ -355,7 +406,8 @@ pub fn listing(storage: &std::path::Path, database: Option<&str>) -> Result<Vec<
 fn run_list(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
     Box::pin(async move {
         let w: ListWith = typed(with)?;
-        let list = listing(&ctx.resolve(&w.storage), w.database.as_deref())?;
+        let pattern = name_pattern(w.name_pattern.as_deref())?;
+        let list = listing(&ctx.resolve(&w.storage), w.database.as_deref(), pattern.as_ref())?;
         let mut o = Outputs::new();
         o.insert("count".into(), list.len().into());
         o.insert("backups".into(), list.into());
@@ -369,6 +421,7 @@ pub const LATEST: StepKind = StepKind {
     fields: &[
         Field { name: "storage", ty: "path", required: true, doc: "backup directory" },
         Field { name: "database", ty: "string", required: false, doc: "database (default: any)" },
+        Field { name: "name_pattern", ty: "string", required: false, doc: NAME_PATTERN_DOC },
     ],
     outputs: &[
         Field { name: "path", ty: "string", required: false, doc: "backup file" },
@@ -385,9 +438,21 @@ fn run_latest(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outp
     Box::pin(async move {
         let w: ListWith = typed(with)?;
         let storage = ctx.resolve(&w.storage);
+        let pattern = name_pattern(w.name_pattern.as_deref())?;
         let entries = LocalStore::new(&storage)
-            .list(w.database.as_deref())
+            .list_with(w.database.as_deref(), pattern.as_ref())
             .map_err(|e| StepError::Environment(format!("cannot list {}: {e}", storage.display())))?;
+        if let Some(e) = entries.first().filter(|e| e.foreign) {
+            // Another tool's file: what its name (or, failing that, its mtime) says.
+            let mut o = Outputs::new();
+            o.insert("path".into(), e.path.display().to_string().into());
+            o.insert("server_major".into(), serde_json::Value::Null);
+            o.insert("fingerprint".into(), serde_json::Value::Null);
+            o.insert("created_from".into(), serde_json::to_value(e.made_from).unwrap_or_default());
+            let age = (time::OffsetDateTime::now_utc() - e.made).whole_seconds().max(0);
+            o.insert("age_s".into(), age.into());
+            return Ok(o);
+        }
         if let Some(e) = entries.first() {
             // The newest backup's manifest, or a loud error: an older backup in its place would
             // make a stale database look backed up.

@@ -553,7 +553,8 @@ fn run_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, 
         let mut pruned = Vec::new();
         let store = LocalStore::new(&safety);
         for e in store.list(Some(&w.database)).unwrap_or_default() {
-            if e.path == created.path {
+            // Only pgdrill's own snapshots: another tool's file in the safety folder is not ours.
+            if e.path == created.path || e.foreign {
                 continue;
             }
             let when = Manifest::read(&e.path)

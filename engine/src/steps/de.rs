@@ -51,9 +51,19 @@ pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("invalid duration `{text}`: {e} (write `90s`, `15m`, `1h 30m`)")))
 }
 
-/// An optional duration.
+/// An optional duration; empty text (an unset var) is none.
 pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration(d).map(Some)
+    let text = match NumOrText::deserialize(d)? {
+        NumOrText::Int(i) => i.to_string(),
+        NumOrText::Float(f) => f.to_string(),
+        NumOrText::Text(s) => s,
+    };
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    crate::runbook::parse_duration(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!("invalid duration `{text}`: {e} (write `90s`, `15m`, `1h 30m`, `30d`)"))
+    })
 }
 
 /// Optional text that may be written as a number (`version: 15`).

@@ -24,6 +24,10 @@ struct PruneWith {
     keep_yearly: usize,
     #[serde(default = "one", deserialize_with = "super::de::int")]
     min_keep: usize,
+    #[serde(default, deserialize_with = "super::de::opt_duration")]
+    keep_within: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    name_pattern: Option<String>,
     #[serde(default, deserialize_with = "super::de::boolean")]
     apply: bool,
 }
@@ -44,7 +48,20 @@ pub const PRUNE: StepKind = StepKind {
         Field { name: "keep_weekly", ty: "integer", required: false, doc: "... of the last N ISO weeks" },
         Field { name: "keep_monthly", ty: "integer", required: false, doc: "... of the last N months" },
         Field { name: "keep_yearly", ty: "integer", required: false, doc: "... of the last N years" },
+        Field {
+            name: "keep_within",
+            ty: "duration",
+            required: false,
+            doc: "keep every backup younger than this, e.g. `30d` (with or without the counts)",
+        },
         Field { name: "min_keep", ty: "integer", required: false, doc: "always keep this many newest (default 1)" },
+        Field {
+            name: "name_pattern",
+            ty: "string",
+            required: false,
+            doc:
+                "other tools' file names, e.g. `{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}.sql.gz` (default: the classic schemes)",
+        },
         Field { name: "apply", ty: "boolean", required: false, doc: "really delete (default false: dry run)" },
     ],
     outputs: &[
@@ -75,19 +92,32 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
     Box::pin(async move {
         let w: PruneWith = typed(with)?;
         let storage = ctx.resolve(&w.storage);
+        let pattern = super::backup::name_pattern(w.name_pattern.as_deref())?;
         let entries = LocalStore::new(&storage)
-            .list(Some(&w.database))
+            .list_with(Some(&w.database), pattern.as_ref())
             .map_err(|e| StepError::Environment(format!("cannot list {}: {e}", storage.display())))?;
-        let ok_verified = match entries.first() {
-            Some(e) => verified(e.path.parent().unwrap_or(&storage))?,
-            None => Default::default(),
-        };
+        // Each folder has its own ledger (pgdrill's per database; other tools' files may sit
+        // in several folders).
+        let mut ok_verified = std::collections::HashSet::new();
+        let mut dirs: Vec<&std::path::Path> = entries.iter().filter_map(|e| e.path.parent()).collect();
+        dirs.sort();
+        dirs.dedup();
+        for d in dirs {
+            ok_verified.extend(verified(d)?.into_iter().map(|n| d.join(n)));
+        }
         let mut items = Vec::new();
         for e in &entries {
+            if e.foreign {
+                if e.made_from == crate::storage::MadeFrom::Mtime {
+                    ctx.log(format!("{}: no time in its name, judged by its modification time", e.name));
+                }
+                items.push(Item { name: e.name.clone(), at: e.made, verified: ok_verified.contains(&e.path) });
+                continue;
+            }
             // Without a readable manifest a file's age is unknown: keep it and say so.
             match Manifest::read(&e.path) {
                 Ok(m) => {
-                    items.push(Item { name: e.name.clone(), at: m.started_at, verified: ok_verified.contains(&e.name) })
+                    items.push(Item { name: e.name.clone(), at: m.started_at, verified: ok_verified.contains(&e.path) })
                 }
                 Err(err) => ctx.log(format!("keep {} (not judged: {err})", e.name)),
             }
@@ -98,6 +128,7 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
             monthly: w.keep_monthly,
             yearly: w.keep_yearly,
             min_keep: w.min_keep,
+            within: w.keep_within.map(|d| time::Duration::try_from(d).unwrap_or(time::Duration::MAX)),
         };
         let decisions = decide(&items, policy);
         let mut deleted = Vec::new();
@@ -110,8 +141,10 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
                 continue;
             }
             if w.apply {
-                std::fs::remove_file(&e.path)
-                    .map_err(|err| StepError::Environment(format!("deleting {}: {err}", e.path.display())))?;
+                // A directory-format dump is one backup: the directory goes as a whole.
+                let removed =
+                    if e.path.is_dir() { std::fs::remove_dir_all(&e.path) } else { std::fs::remove_file(&e.path) };
+                removed.map_err(|err| StepError::Environment(format!("deleting {}: {err}", e.path.display())))?;
                 let _ = std::fs::remove_file(manifest_path(&e.path));
                 ctx.log(format!("delete {} ({})", d.name, d.reason));
             } else {

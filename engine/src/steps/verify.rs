@@ -41,6 +41,8 @@ struct PickWith {
     #[serde(default, deserialize_with = "super::de::boolean")]
     force: bool,
     key: Option<String>,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    name_pattern: Option<String>,
 }
 
 fn latest() -> String {
@@ -57,7 +59,18 @@ pub const PICK: StepKind = StepKind {
     summary: "Choose the backup to verify or restore: the latest, a random one within a window, or a named one (pgdrill's or another tool's).",
     fields: &[
         Field { name: "storage", ty: "path", required: false, doc: "backup directory (needed for latest, random, a bare file name)" },
-        Field { name: "database", ty: "string", required: false, doc: "database directory in storage" },
+        Field {
+            name: "database",
+            ty: "string",
+            required: false,
+            doc: "whose backups: pgdrill's folder of that database, other tools' files whose name says it",
+        },
+        Field {
+            name: "name_pattern",
+            ty: "string",
+            required: false,
+            doc: "other tools' file names, e.g. `{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}.sql.gz` (default: the classic schemes)",
+        },
         Field {
             name: "backup",
             ty: "latest|random|name|path",
@@ -108,11 +121,18 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
     Box::pin(async move {
         let w: PickWith = typed(with)?;
         let storage = w.storage.as_deref().map(|s| ctx.resolve(s));
+        let pattern = w
+            .name_pattern
+            .as_deref()
+            .map(crate::storage::names::NamePattern::parse)
+            .transpose()
+            .map_err(StepError::Invalid)?;
         let list = |storage: &Path| -> Result<Vec<crate::storage::Entry>, StepError> {
             LocalStore::new(storage)
-                .list(w.database.as_deref())
+                .list_with(w.database.as_deref(), pattern.as_ref())
                 .map_err(|e| StepError::Environment(format!("cannot list {}: {e}", storage.display())))
         };
+        let mut picked: Option<crate::storage::Entry> = None;
         let where_ = || {
             format!(
                 "{}{}",
@@ -140,7 +160,10 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
                 if w.backup == "latest" {
                     match entries.first() {
                         Some(e) => {
-                            manifest_of(e)?;
+                            if !e.foreign {
+                                manifest_of(e)?;
+                            }
+                            picked = Some(e.clone());
                             Some(e.path.clone())
                         }
                         None => None,
@@ -149,12 +172,17 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
                     let cutoff = OffsetDateTime::now_utc() - Duration::from_secs(u64::from(w.within_days) * 86_400);
                     let mut recent = Vec::new();
                     for e in &entries {
-                        if manifest_of(e)?.finished_at >= cutoff {
+                        let made = if e.foreign { e.made } else { manifest_of(e)?.finished_at };
+                        if made >= cutoff {
                             recent.push(e);
                         }
                     }
                     let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos() as usize;
-                    (!recent.is_empty()).then(|| recent[nanos % recent.len()].path.clone())
+                    (!recent.is_empty()).then(|| {
+                        let e = recent[nanos % recent.len()];
+                        picked = Some(e.clone());
+                        e.path.clone()
+                    })
                 }
                 .ok_or_else(|| {
                     let legacy = w
@@ -179,7 +207,9 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
                     .and_then(|s| list(s).ok())
                     .and_then(|l| l.into_iter().find(|e| e.name == named || e.name.starts_with(named)))
                 {
-                    found.path
+                    let p = found.path.clone();
+                    picked = Some(found);
+                    p
                 } else {
                     return Err(StepError::Invalid(format!(
                         "backup `{named}` not found{}: give `latest`, `random`, a file name in storage or a path",
@@ -237,13 +267,36 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
                 } else {
                     None
                 };
-                let mtime = std::fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .map(OffsetDateTime::from)
-                    .unwrap_or_else(|_| OffsetDateTime::now_utc());
+                // When it was made: the stamp in its name (a download or copy resets the mtime),
+                // the file's mtime only when the name has none, and then the log says so.
+                let name = ledger::name_of(&path);
+                let from_name = match (&picked, &pattern) {
+                    (Some(e), _) => (e.made_from == crate::storage::MadeFrom::Name).then_some(e.made),
+                    (None, Some(p)) => p.matches(&name).and_then(|i| i.at),
+                    (None, None) => crate::storage::names::parse(&name).at,
+                };
+                let made = match from_name {
+                    Some(t) => {
+                        ctx.log(format!("made at {} (from its name)", rfc3339(t)));
+                        t
+                    }
+                    None => {
+                        ctx.log("its name holds no time: its age is taken from the file's modification time, which a copy or download resets (give `name_pattern` if the name has a time in another form)");
+                        std::fs::metadata(&path)
+                            .and_then(|m| m.modified())
+                            .map(OffsetDateTime::from)
+                            .unwrap_or_else(|_| OffsetDateTime::now_utc())
+                    }
+                };
+                if let Some(e) = picked.as_ref().filter(|e| e.database_assumed) {
+                    ctx.log(format!(
+                        "its name does not say which database it is of; nothing in storage names one, so it is taken as `{}`'s",
+                        e.database
+                    ));
+                }
                 ctx.log(format!("{} was not made by pgdrill: no manifest, so checks that need the source fingerprint will be skipped", path.display()));
                 o.insert("manifest_authenticated".into(), false.into());
-                (sha, mtime)
+                (sha, made)
             }
         };
         o.insert("sha256".into(), json!(sha));

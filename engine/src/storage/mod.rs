@@ -17,6 +17,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+use time::OffsetDateTime;
+
+pub mod names;
+use names::NamePattern;
 
 /// Temp files being written right now. A cancelled backup's writer thread may still be
 /// running when the process exits; `remove_partials` (called by the CLI before exit)
@@ -125,11 +129,34 @@ pub fn reap(dir: &Path) -> Vec<PathBuf> {
 /// One stored backup, found by listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The database it is of: its folder for pgdrill's files, its name for other tools'
+    /// (empty when the name does not say).
     pub database: String,
-    /// File name, e.g. `20261121T154500.123Z.dump.pgdrill`.
+    /// File name, e.g. `20261121T154500.123Z.dump.pgdrill` or `auth_db_20240115_020000.sql.gz`.
     pub name: String,
     pub path: PathBuf,
     pub manifest: PathBuf,
+    /// Made by another tool: no manifest; `made` comes from its name (or its mtime).
+    pub foreign: bool,
+    /// When it was made: the stamp in its name, else the file's mtime (`made_from`).
+    pub made: OffsetDateTime,
+    pub made_from: MadeFrom,
+    /// A foreign file whose name names no database, taken as the asked database's because
+    /// nothing in storage names any database.
+    pub database_assumed: bool,
+}
+
+/// Where an entry's time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MadeFrom {
+    Name,
+    /// The name has no time: the file's modification time, which a copy or download resets.
+    Mtime,
+}
+
+fn mtime(p: &Path) -> OffsetDateTime {
+    fs::symlink_metadata(p).and_then(|m| m.modified()).map(OffsetDateTime::from).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// A local directory of backups.
@@ -191,43 +218,115 @@ impl LocalStore {
     /// Backups of `database` (or of every database), newest first. Files without a manifest
     /// are listed too: `backup.check` reports them.
     pub fn list(&self, database: Option<&str>) -> io::Result<Vec<Entry>> {
-        let mut out = Vec::new();
-        // (folder, database it holds)
-        let dbs: Vec<(String, String)> = match database {
-            Some(d) => vec![(folder_name(d), d.to_string())],
-            None => match fs::read_dir(&self.root) {
-                Ok(rd) => rd
-                    .flatten()
-                    .filter(|e| e.path().is_dir())
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    // Hidden folders are pgdrill's own (staging), never a database's.
-                    .filter(|f| !f.starts_with('.'))
-                    .map(|f| (f.clone(), database_of_folder(&f).unwrap_or(f)))
-                    .collect(),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(e),
-            },
+        self.list_with(database, None)
+    }
+
+    /// As `list`, with other tools' files too: in the root and one level of folders (per
+    /// database or per server, as teams keep them), recognized by `pattern` when given, else
+    /// by the default naming rules (`names`). A directory dump (`toc.dat`) is one entry;
+    /// symlinks (`auth_db_LATEST.sql.gz`) are pointers to backups, never backups.
+    pub fn list_with(&self, database: Option<&str>, pattern: Option<&NamePattern>) -> io::Result<Vec<Entry>> {
+        let mut all = Vec::new();
+        let root = match fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(all),
+            Err(e) => return Err(e),
         };
-        for (folder, db) in dbs {
-            let dir = self.root.join(&folder);
+        let mut folders = Vec::new();
+        for e in root.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(ft) = e.file_type() else { continue };
+            // Hidden entries are pgdrill's own (staging) or the user's, never backups.
+            if name.starts_with('.') || ft.is_symlink() {
+                continue;
+            }
+            if ft.is_dir() && !e.path().join("toc.dat").is_file() {
+                folders.push((name, e.path()));
+            } else if let Some(entry) = foreign_entry(&e.path(), &name, ft.is_dir(), pattern) {
+                all.push(entry);
+            }
+        }
+        for (folder, dir) in folders {
             let rd = match fs::read_dir(&dir) {
                 Ok(rd) => rd,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
+            let folder_db = database_of_folder(&folder).unwrap_or_else(|| folder.clone());
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') || !name.ends_with(".pgdrill") || !e.path().is_file() {
+                let Ok(ft) = e.file_type() else { continue };
+                if name.starts_with('.') || ft.is_symlink() {
                     continue;
                 }
                 let path = e.path();
-                out.push(Entry { database: db.clone(), manifest: manifest_path(&path), name, path });
+                if name.ends_with(".pgdrill") && ft.is_file() {
+                    let (made, made_from) = match names::pgdrill_stamp(&name) {
+                        Some(t) => (t, MadeFrom::Name),
+                        None => (mtime(&path), MadeFrom::Mtime),
+                    };
+                    all.push(Entry {
+                        database: folder_db.clone(),
+                        manifest: manifest_path(&path),
+                        name,
+                        path,
+                        foreign: false,
+                        made,
+                        made_from,
+                        database_assumed: false,
+                    });
+                } else if ft.is_file() || (ft.is_dir() && path.join("toc.dat").is_file()) {
+                    if let Some(entry) = foreign_entry(&path, &name, ft.is_dir(), pattern) {
+                        all.push(entry);
+                    }
+                }
             }
         }
-        // Timestamps sort lexically; the name is the timestamp.
-        out.sort_by(|a, b| b.name.cmp(&a.name).then(a.database.cmp(&b.database)));
+        let mut out: Vec<Entry> = match database {
+            None => all,
+            Some(want) => {
+                let mine: Vec<Entry> = all.iter().filter(|e| e.database == want).cloned().collect();
+                // A folder of one database's dumps named `backup_<stamp>.sql.gz`: when nothing in
+                // storage names any database, they are the asked one's, and entries say so.
+                if mine.is_empty() && all.iter().all(|e| e.foreign && e.database.is_empty()) {
+                    all.into_iter()
+                        .map(|mut e| {
+                            e.database = want.to_string();
+                            e.database_assumed = true;
+                            e
+                        })
+                        .collect()
+                } else {
+                    mine
+                }
+            }
+        };
+        out.sort_by(|a, b| b.made.cmp(&a.made).then(b.name.cmp(&a.name)).then(a.database.cmp(&b.database)));
         Ok(out)
     }
+}
+
+/// Another tool's backup at `path`, when its name says it is one.
+fn foreign_entry(path: &Path, name: &str, is_dir: bool, pattern: Option<&NamePattern>) -> Option<Entry> {
+    let info = match pattern {
+        Some(p) => p.matches(name)?,
+        None if is_dir || names::looks_like_backup(name) => names::parse(name),
+        None => return None,
+    };
+    let (made, made_from) = match info.at {
+        Some(t) => (t, MadeFrom::Name),
+        None => (mtime(path), MadeFrom::Mtime),
+    };
+    Some(Entry {
+        database: info.database.unwrap_or_default(),
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        manifest: manifest_path(path),
+        foreign: true,
+        made,
+        made_from,
+        database_assumed: false,
+    })
 }
 
 /// `x.dump.pgdrill` -> `x.dump.pgdrill.manifest.json`

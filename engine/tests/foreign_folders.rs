@@ -1,0 +1,376 @@
+//! The backup folders teams already have, made by the classic runbooks' own commands: listed,
+//! picked by the time in their names (never their mtime), verified (gzip, custom, openssl
+//! with and without -pbkdf2, gpg --symmetric), and pruned by age, dry run first.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{junit_cases, pgdrill, status_of, text};
+
+const PASS: &str = "classic runbook passphrase";
+
+fn pg_bin(tool: &str) -> String {
+    format!("/usr/lib/postgresql/15/bin/{tool}")
+}
+
+fn have(tool: &str, arg: &str) -> bool {
+    Command::new(tool).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// Set a file's modification time to `days` days ago (or ahead, when negative).
+fn set_mtime(p: &Path, days_ago: i64) {
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs((days_ago.max(0) as u64) * 86_400);
+    let f = std::fs::File::options().write(true).open(p).expect("open for mtime");
+    f.set_modified(t).expect("set mtime");
+}
+
+/// Run a shell pipeline with the source server in the libpq environment, as the seeds do.
+fn sh(src: &pgdrill::pg::ephemeral::Ephemeral, script: &str, gnupghome: &Path) {
+    let out = Command::new("bash")
+        .args(["-c", &format!("set -euo pipefail; {script}")])
+        .env("PGHOST", &src.host)
+        .env("PGPORT", src.port.to_string())
+        .env("PGUSER", &src.user)
+        .env("PGPASSWORD", &src.password)
+        .env("PGDATABASE", "auth_db")
+        .env("BACKUP_PASS", PASS)
+        .env("GNUPGHOME", gnupghome)
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash");
+    assert!(out.status.success(), "{script}: {}", text(&out.stderr));
+}
+
+struct Folder {
+    _dir: tempfile::TempDir,
+    storage: PathBuf,
+    _src: pgdrill::pg::ephemeral::Ephemeral,
+}
+
+/// `/opt/backups/postgres-a/auth_db_<stamp>.<ext>` as the payment-system runbook writes them,
+/// plus a second server's folder, a LATEST symlink and a log file.
+async fn classic_folder() -> Option<Folder> {
+    if !common::require(have("gpg", "--version") && have("openssl", "version"), "gpg and openssl") {
+        return None;
+    }
+    let src = common::native_server("auth_db").await?;
+    let client = pgdrill::pg::connect(&src.url()).await.expect("connect");
+    client
+        .batch_execute(
+            "create table users (id serial primary key, email text unique not null);
+             insert into users (email) select 'u' || g || '@example.com' from generate_series(1, 1500) g;
+             create table sessions (id bigserial primary key, user_id int references users, started timestamptz default '2024-01-01');
+             insert into sessions (user_id) select 1 + g % 1500 from generate_series(1, 4000) g;",
+        )
+        .await
+        .expect("load");
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let a = storage.join("postgres-a");
+    let b = storage.join("postgres-b");
+    std::fs::create_dir_all(&a).expect("mkdir");
+    std::fs::create_dir_all(&b).expect("mkdir");
+    let gnupg = dir.path().join("gnupg");
+    std::fs::create_dir_all(&gnupg).expect("mkdir");
+    std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
+    let dump = pg_bin("pg_dump");
+    let a_ = a.display();
+    let scripts = [
+        format!("{dump} | gzip > {a_}/auth_db_20240113_020000.sql.gz"),
+        format!("{dump} -Fc -f {a_}/auth_db_20240114_020000.dump"),
+        // `openssl enc` as it was run before -pbkdf2 existed: EVP_BytesToKey with md5.
+        format!(
+            "{dump} | gzip | openssl enc -aes-256-cbc -salt -md md5 -pass env:BACKUP_PASS > {a_}/auth_db_20240115_020000.sql.gz.enc"
+        ),
+        format!(
+            "{dump} | gzip | openssl enc -aes-256-cbc -salt -pbkdf2 -pass env:BACKUP_PASS > {a_}/auth_db_20240116_020000.sql.gz.enc"
+        ),
+        format!(
+            "{dump} | gzip | gpg --batch --pinentry-mode loopback --passphrase-fd 3 --symmetric --cipher-algo AES256 \
+             -o {a_}/auth_db_20240117_020000.sql.gz.gpg 3<<<\"$BACKUP_PASS\"; gpgconf --kill gpg-agent"
+        ),
+        format!("{dump} | gzip > {}/payment_db_20240115_020000.sql.gz", b.display()),
+    ];
+    for s in &scripts {
+        sh(&src, s, &gnupg);
+    }
+    // Old mtimes, newest by name has the oldest mtime; the oldest by name was "downloaded" today.
+    for (name, days) in [
+        ("auth_db_20240114_020000.dump", 300),
+        ("auth_db_20240115_020000.sql.gz.enc", 400),
+        ("auth_db_20240116_020000.sql.gz.enc", 500),
+        ("auth_db_20240117_020000.sql.gz.gpg", 600),
+    ] {
+        set_mtime(&a.join(name), days);
+    }
+    std::os::unix::fs::symlink("auth_db_20240117_020000.sql.gz.gpg", a.join("auth_db_LATEST.sql.gz.gpg")).expect("ln");
+    std::fs::write(a.join("backup.log"), "Backup completed\n").expect("log");
+    Some(Folder { _dir: dir, storage, _src: src })
+}
+
+fn verify(storage: &Path, vars: &[&str], junit: &Path) -> (Option<i32>, String) {
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "verify".into(),
+        "--var".into(),
+        format!("storage={}", storage.display()),
+        "--var".into(),
+        "database=auth_db".into(),
+        "--var".into(),
+        "provider=native".into(),
+        "--var".into(),
+        "force=true".into(),
+        "--junit".into(),
+        junit.display().to_string(),
+    ];
+    for v in vars {
+        args.push("--var".into());
+        args.push((*v).into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = pgdrill(&args).env("PGDRILL_BACKUP_KEY", PASS).output().expect("verify runs");
+    (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_classic_folder_is_listed_picked_by_name_time_and_verified_in_every_format() {
+    let Some(f) = classic_folder().await else { return };
+
+    // Listed: every backup in both server folders, newest by name first; no symlink, no log.
+    let out = pgdrill(&["backups", "list", "--storage", f.storage.to_str().unwrap_or_default(), "--json"])
+        .output()
+        .expect("list");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let names: Vec<&str> =
+        list.iter().map(|b| b["path"].as_str().unwrap_or_default().rsplit('/').next().unwrap_or_default()).collect();
+    assert_eq!(
+        names,
+        [
+            "auth_db_20240117_020000.sql.gz.gpg",
+            "auth_db_20240116_020000.sql.gz.enc",
+            "payment_db_20240115_020000.sql.gz",
+            "auth_db_20240115_020000.sql.gz.enc",
+            "auth_db_20240114_020000.dump",
+            "auth_db_20240113_020000.sql.gz",
+        ]
+    );
+    let kinds: Vec<&str> = list.iter().map(|b| b["format"].as_str().unwrap_or_default()).collect();
+    assert_eq!(kinds, ["gpg", "openssl", "gzip/plain", "openssl", "custom", "gzip/plain"]);
+    assert!(list.iter().all(|b| b["origin"] == "foreign" && b["created_from"] == "name"), "{list:?}");
+    assert_eq!(list[2]["database"], "payment_db");
+
+    // `latest` of auth_db is the newest by name (gpg), although its mtime is the oldest.
+    let dir = tempfile::tempdir().expect("tmp");
+    let junit = dir.path().join("latest.xml");
+    let (code, all) = verify(&f.storage, &["max_age=100000d"], &junit);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("auth_db_20240117_020000.sql.gz.gpg"), "{all}");
+    assert!(all.contains("made at 2024-01-17T02:00:00Z (from its name)"), "{all}");
+    let cases = junit_cases(&junit);
+    for check in ["integrity", "restore", "freshness"] {
+        assert_eq!(status_of(&cases, check), "passed", "{check}: {cases:?}");
+    }
+    assert!(all.contains("the restored copy has 2 tables, 5500 rows"), "{all}");
+    assert!(!all.contains(PASS), "the passphrase never shows: {all}");
+
+    // A file named in storage by its name: the legacy openssl one (no -pbkdf2), reported so.
+    for name in
+        ["auth_db_20240115_020000.sql.gz.enc", "auth_db_20240116_020000.sql.gz.enc", "auth_db_20240114_020000.dump"]
+    {
+        let junit = dir.path().join(format!("{name}.xml"));
+        let (code, all) = verify(&f.storage, &[&format!("backup={name}"), "max_age=100000d"], &junit);
+        assert_eq!(code, Some(0), "{name}: {all}");
+        assert_eq!(status_of(&junit_cases(&junit), "restore"), "passed", "{name}");
+        if name == "auth_db_20240115_020000.sql.gz.enc" {
+            assert!(all.contains("legacy key derivation: EVP_BytesToKey, md5"), "{all}");
+        }
+    }
+
+    // A downloaded copy is as old as its name says, not "0s old": freshness fails.
+    let junit = dir.path().join("stale.xml");
+    let (code, all) = verify(&f.storage, &["backup=auth_db_20240113_020000.sql.gz"], &junit);
+    assert_eq!(code, Some(1), "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "freshness"), "failure", "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "restore"), "passed", "{all}");
+
+    // The wrong passphrase for gpg is a failure naming the cause, never a restore.
+    let junit = dir.path().join("wrong.xml");
+    let out = pgdrill(&[
+        "run",
+        "verify",
+        "--var",
+        &format!("storage={}", f.storage.display()),
+        "--var",
+        "database=auth_db",
+        "--var",
+        "provider=native",
+        "--var",
+        "max_age=100000d",
+        "--var",
+        "force=true",
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+    ])
+    .env("PGDRILL_BACKUP_KEY", "not the passphrase at all")
+    .output()
+    .expect("verify");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("gpg could not decrypt"), "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "restore"), "skipped", "{all}");
+}
+
+/// A folder of `backup_<stamp>.sql.gz` names no database: it is the asked one's, and the
+/// pick says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn unnamed_backups_in_a_folder_of_one_database_are_taken_as_the_asked_ones() {
+    let Some(f) = classic_folder().await else { return };
+    let flat = f.storage.parent().expect("parent").join("crm-backups");
+    std::fs::create_dir_all(&flat).expect("mkdir");
+    std::fs::copy(
+        f.storage.join("postgres-a/auth_db_20240113_020000.sql.gz"),
+        flat.join("backup_20240315_143022.sql.gz"),
+    )
+    .expect("copy");
+    let dir = tempfile::tempdir().expect("tmp");
+    let junit = dir.path().join("flat.xml");
+    let (code, all) = verify(&flat, &["max_age=100000d"], &junit);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("backup_20240315_143022.sql.gz"), "{all}");
+    assert!(all.contains("nothing in storage names one, so it is taken as `auth_db`'s"), "{all}");
+}
+
+fn stamp(days_ago: i64) -> String {
+    let t = time::OffsetDateTime::now_utc() - time::Duration::days(days_ago);
+    format!("{:04}{:02}{:02}_020000", t.year(), u8::from(t.month()), t.day())
+}
+
+#[test]
+fn prune_keep_within_deletes_exactly_the_older_files_after_a_dry_run() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    std::fs::create_dir_all(&storage).expect("mkdir");
+    let mut expect_deleted = Vec::new();
+    let mut expect_kept = Vec::new();
+    for days in [1, 10, 29, 31, 40, 100] {
+        let name = format!("billing_{}.sql.gz", stamp(days));
+        // Content does not matter to retention; the mtime is today for all (a fresh copy).
+        std::fs::write(storage.join(&name), b"\x1f\x8b").expect("write");
+        if days < 30 {
+            expect_kept.push(name);
+        } else {
+            expect_deleted.push(name);
+        }
+    }
+    // No time in the name: judged by its mtime (200 days), and the log says so.
+    std::fs::write(storage.join("billing.sql.gz"), b"\x1f\x8b").expect("write");
+    set_mtime(&storage.join("billing.sql.gz"), 200);
+    expect_deleted.push("billing.sql.gz".into());
+    // Another database's old file is not touched.
+    std::fs::write(storage.join(format!("other_{}.sql.gz", stamp(300))), b"\x1f\x8b").expect("write");
+
+    let prune = |apply: bool| {
+        let out = pgdrill(&[
+            "run",
+            "prune",
+            "--var",
+            &format!("storage={}", storage.display()),
+            "--var",
+            "database=billing",
+            "--var",
+            "keep_within=30d",
+            "--var",
+            "keep_daily=0",
+            "--var",
+            "keep_weekly=0",
+            "--var",
+            "keep_monthly=0",
+            "--var",
+            &format!("apply={apply}"),
+        ])
+        .output()
+        .expect("prune");
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{all}");
+        all
+    };
+    let files = || {
+        let mut v: Vec<String> = std::fs::read_dir(&storage)
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = files();
+    let dry = prune(false);
+    assert_eq!(files(), before, "a dry run deletes nothing");
+    for n in &expect_deleted {
+        assert!(dry.contains(&format!("would delete {n}")), "{n}: {dry}");
+    }
+    for n in &expect_kept {
+        assert!(dry.contains(&format!("keep   {n}")), "{n}: {dry}");
+    }
+    assert!(dry.contains("billing.sql.gz: no time in its name, judged by its modification time"), "{dry}");
+
+    prune(true);
+    let after = files();
+    let mut want: Vec<String> = before.into_iter().filter(|n| !expect_deleted.contains(n)).collect();
+    want.sort();
+    assert_eq!(after, want);
+    assert!(after.iter().any(|n| n.starts_with("other_")), "another database's file stays");
+}
+
+/// The `backups list` table, golden: human sizes, aligned columns, one level of per-server
+/// folders, kinds from the first bytes, mtime fallback marked. Files are made byte for byte
+/// here so the output is the same on every machine.
+#[test]
+fn backups_list_table_is_golden() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let a = storage.join("postgres-a");
+    let b = storage.join("postgres-b");
+    std::fs::create_dir_all(&a).expect("mkdir");
+    std::fs::create_dir_all(&b).expect("mkdir");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    std::io::Write::write_all(&mut gz, b"--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\n")
+        .expect("gz");
+    let gz = gz.finish().expect("gz");
+    let mut custom = b"PGDMP\x01\x0e\x00".to_vec();
+    custom.resize(2_500_000, 0);
+    let files: Vec<(PathBuf, Vec<u8>)> = vec![
+        (a.join("auth_db_20240115_020000.sql.gz"), gz.clone()),
+        (a.join("auth_db_20240116_020000.dump"), custom),
+        (a.join("auth_db_20240117_020000.sql.gz.enc"), [b"Salted__".as_slice(), &[7u8; 4000]].concat()),
+        (b.join("payment_db_20240115_020000.sql.gz.gpg"), [&[0x8cu8, 0x0d, 0x04, 0x09][..], &[1u8; 900]].concat()),
+        (storage.join("backup_20240301_000000.sql"), b"-- PostgreSQL database dump\n".to_vec()),
+        (storage.join("db.sql.gz"), gz),
+    ];
+    for (p, bytes) in &files {
+        std::fs::write(p, bytes).expect("write");
+    }
+    // 2024-02-01 00:00:00 UTC
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_706_745_600);
+    std::fs::File::options().write(true).open(storage.join("db.sql.gz")).expect("open").set_modified(t).expect("mtime");
+    std::fs::write(a.join("backup.log"), "done\n").expect("log");
+
+    let out = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default()]).output().expect("list");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let got = text(&out.stdout).replace(&storage.display().to_string(), "STORAGE");
+    let golden = common::root().join("fixtures/golden/backups-list.txt");
+    if std::env::var_os("PGDRILL_BLESS").is_some() {
+        std::fs::write(&golden, &got).expect("bless");
+    }
+    let want = std::fs::read_to_string(&golden).expect("golden file (PGDRILL_BLESS=1 writes it)");
+    assert_eq!(got, want, "\n--- got ---\n{got}\n--- want ---\n{want}");
+
+    // A directory that does not exist is an error naming it (exit 2), not an empty table.
+    let missing = storage.join("no-such-dir");
+    let out = pgdrill(&["backups", "list", "--storage", missing.to_str().unwrap_or_default()]).output().expect("list");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("no-such-dir does not exist"), "{}", text(&out.stderr));
+}
