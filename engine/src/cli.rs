@@ -320,7 +320,13 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
     let mut other: Vec<String> = Vec::new();
     for f in files {
         match exec::load_checked(f) {
-            Ok(rb) => outln!("ok: {} ({}, {} steps)", rb.file, rb.name, rb.steps.len()),
+            Ok(rb) => {
+                // Deprecated forms are shown, but the runbook is valid: exit 0.
+                for w in &rb.warnings {
+                    errln!("{w}");
+                }
+                outln!("ok: {} ({}, {} steps)", rb.file, rb.name, rb.steps.len())
+            }
             Err(Error::Runbook(d)) => all.0.extend(d.0),
             Err(e) => other.push(e.to_string()),
         }

@@ -14,8 +14,13 @@ use crate::template;
 pub fn render(rb: &Runbook, vars: &Map<String, Json>) -> String {
     let env: Map<String, Json> = std::env::vars().map(|(k, v)| (k, Json::String(v))).collect();
     let secrets: Map<String, Json> = rb.secrets.keys().map(|k| (k.clone(), Json::String(MASK.into()))).collect();
+    // `let` values are known before any step runs; one that cannot be computed yet shows as
+    // written (the run itself reports why).
+    let lets = crate::exec::resolve_lets(rb, vars, &env).unwrap_or_else(|_| {
+        rb.lets.iter().map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(Json::Null))).collect()
+    });
     let ctx = minijinja::Value::from_serialize(
-        json!({ "vars": vars, "env": env, "secrets": secrets, "steps": {}, "run": { "status": "running" } }),
+        json!({ "vars": vars, "let": lets, "env": env, "secrets": secrets, "steps": {}, "run": { "status": "running" } }),
     );
     let tenv = template::environment();
     let redactor = Redactor::default();
@@ -29,6 +34,13 @@ pub fn render(rb: &Runbook, vars: &Map<String, Json>) -> String {
         out.push_str("vars:\n");
         for (k, v) in vars {
             out.push_str(&format!("  {k}: {v}\n"));
+        }
+    }
+    if !lets.is_empty() {
+        out.push_str("let:\n");
+        // In the order written: each may read the ones above it.
+        for (k, _) in &rb.lets {
+            out.push_str(&format!("  {k}: {}\n", lets.get(k).unwrap_or(&Json::Null)));
         }
     }
     if let Some(rto) = rb.targets.rto {
@@ -46,6 +58,9 @@ pub fn render(rb: &Runbook, vars: &Map<String, Json>) -> String {
             Some(_) if s.group == group => step(&mut out, &tenv, &ctx, s, "-", 3),
             Some(_) => {
                 out.push_str(&format!("  {n}. parallel (at the same time):\n"));
+                if let Some(w) = &s.group_when {
+                    out.push_str(&format!("       when: {w}\n"));
+                }
                 step(&mut out, &tenv, &ctx, s, "-", 3);
             }
             None => step(&mut out, &tenv, &ctx, s, &format!("{n}."), 1),
@@ -88,6 +103,9 @@ fn step(
     }
     if s.continue_on_error {
         extras.push("continue_on_error".into());
+    }
+    for a in &s.assert {
+        extras.push(format!("assert: {} {}", a.output, a.expect));
     }
     for e in extras {
         out.push_str(&format!("{pad}     {e}\n"));

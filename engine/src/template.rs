@@ -2,9 +2,11 @@
 //!
 //! Values are rendered one field at a time, at execution time, from the parsed YAML tree;
 //! rendered text is never parsed as YAML again, so a value can never inject structure. A
-//! field that is exactly one `{{ expression }}` whose value is a map or a list keeps that
-//! structure (`expect: "{{ steps.pick.fingerprint }}"`); everything else renders to text,
-//! and numeric fields accept text (see `steps::de`), so `--var jobs=4` works.
+//! field that is exactly one `{{ expression }}` keeps the expression's type: a number, a
+//! boolean, a list or a map (`expect: "{{ steps.pick.outputs.fingerprint }}"`); a field with
+//! text around or between expressions renders to text. Numeric and boolean fields still
+//! accept text (see `steps::de`) for values that arrive as text, such as a `--var` of a
+//! variable without a typed default.
 
 use std::collections::BTreeSet;
 
@@ -12,7 +14,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde_yaml::Value as Yaml;
 
 /// The names a template may start from.
-pub const ROOTS: [&str; 5] = ["vars", "env", "secrets", "steps", "run"];
+pub const ROOTS: [&str; 6] = ["vars", "let", "env", "secrets", "steps", "run"];
 
 /// A fresh environment with pgdrill's settings.
 pub fn environment() -> Environment<'static> {
@@ -67,12 +69,9 @@ pub fn render_str(env: &Environment<'_>, source: &str, ctx: &minijinja::Value) -
         if v.is_undefined() {
             return Err(minijinja::Error::new(minijinja::ErrorKind::UndefinedError, format!("`{expr}` is undefined")));
         }
-        if matches!(v.kind(), minijinja::value::ValueKind::Map | minijinja::value::ValueKind::Seq) {
-            return Ok(to_yaml(&v));
-        }
-        if v.is_none() {
-            return Ok(Yaml::Null);
-        }
+        // One expression and nothing around it keeps its type: `"{{ vars.jobs }}"` is the
+        // number 4, `"{{ vars.jobs > 1 }}"` a boolean, a map stays a map.
+        return Ok(to_yaml(&v));
     }
     let out = env.render_str(source, ctx)?;
     Ok(Yaml::String(out))
@@ -168,9 +167,13 @@ mod tests {
     }
 
     #[test]
-    fn whole_expression_keeps_structure_and_scalars_render_to_text() {
+    fn whole_expression_keeps_its_type_and_mixed_text_renders_to_text() {
         let env = environment();
-        assert_eq!(render_str(&env, "{{ vars.jobs }}", &ctx()).ok(), Some(Yaml::String("4".into())));
+        assert_eq!(render_str(&env, "{{ vars.jobs }}", &ctx()).ok(), Some(Yaml::Number(4.into())));
+        assert_eq!(render_str(&env, "{{ vars.jobs > 1 }}", &ctx()).ok(), Some(Yaml::Bool(true)));
+        assert_eq!(render_str(&env, "{{ vars.name }}", &ctx()).ok(), Some(Yaml::String("erp".into())));
+        assert_eq!(render_str(&env, "{{ vars.jobs }} ", &ctx()).ok(), Some(Yaml::Number(4.into())));
+        assert_eq!(render_str(&env, "x{{ vars.jobs }}", &ctx()).ok(), Some(Yaml::String("x4".into())));
         let map = render_str(&env, "{{ vars }}", &ctx()).ok();
         assert!(matches!(map, Some(Yaml::Mapping(_))), "{map:?}");
         assert_eq!(render_str(&env, "db-{{ vars.name }}", &ctx()).ok(), Some(Yaml::String("db-erp".into())));

@@ -148,6 +148,8 @@ struct Scope {
     cx: SuiteCtx,
     resources: Resources,
     vars: Map<String, Json>,
+    /// `let:` values, computed once when the suite starts.
+    lets: Map<String, Json>,
     env: Map<String, Json>,
     secrets: Map<String, Json>,
     steps: Map<String, Json>,
@@ -159,7 +161,8 @@ struct Scope {
 impl Scope {
     fn context(&self) -> minijinja::Value {
         minijinja::Value::from_serialize(json!({
-            "vars": self.vars, "env": self.env, "secrets": self.secrets, "steps": self.steps, "run": self.run,
+            "vars": self.vars, "let": self.lets, "env": self.env, "secrets": self.secrets, "steps": self.steps,
+            "run": self.run,
         }))
     }
 }
@@ -244,10 +247,11 @@ impl Executor {
         let env: Map<String, Json> = std::env::vars().map(|(k, v)| (k, Json::String(v))).collect();
         let secrets = self.load_secrets(rb, given)?;
         let vars = resolve_vars(rb, overrides, &env)?;
+        let lets = resolve_lets(rb, &vars, &env)?;
         crate::redact::register_run_inputs(&self.redactor, rb, &vars, &env, &secrets);
         let run = json!({ "status": "running", "message": null, "elapsed_s": 0 });
         let run = run.as_object().cloned().unwrap_or_default();
-        let mut scope = Scope { cx, resources: Resources::default(), vars, env, secrets, steps: Map::new(), run };
+        let mut scope = Scope { cx, resources: Resources::default(), vars, lets, env, secrets, steps: Map::new(), run };
 
         let suite = self.next_suite.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
@@ -284,7 +288,9 @@ impl Executor {
                 }
                 continue;
             }
-            let recs = if batch.len() == 1 {
+            let recs = if let Some(recs) = self.group_skipped(suite, rb, &mut scope, batch) {
+                recs
+            } else if batch.len() == 1 {
                 vec![self.run_step(suite, rb, &mut scope, &batch[0], Phase::Main, true).await]
             } else {
                 self.run_group(suite, rb, &mut scope, batch).await
@@ -519,6 +525,62 @@ impl Executor {
         rec
     }
 
+    /// A `parallel` group's `when`, evaluated once before any of its steps: when false, every
+    /// step of the group is recorded as skipped with the reason (and an error in the condition
+    /// is every step's error). `None` when the group runs.
+    fn group_skipped(
+        &self,
+        suite: usize,
+        rb: &Runbook,
+        scope: &mut Scope,
+        batch: &[StepDef],
+    ) -> Option<Vec<StepRecord>> {
+        let cond = batch.first()?.group_when.as_deref()?;
+        let env = template::environment();
+        let (outcome, kind, message) = match template::eval_condition(&env, cond, &scope.context()) {
+            Ok(true) => return None,
+            Ok(false) => {
+                (Outcome::Skipped, None, format!("skipped: `when: {}` of its `parallel` group is false", cond.trim()))
+            }
+            Err(e) => (
+                Outcome::Errored,
+                Some(ErrorKind::Invalid),
+                format!(
+                    "template error in runbook `{}`, {}, field `when`: {}",
+                    rb.name,
+                    runbook::describe_path(batch[0].path.split(".parallel").next().unwrap_or_default()),
+                    template::describe(&e)
+                ),
+            ),
+        };
+        let recs: Vec<StepRecord> = batch
+            .iter()
+            .map(|step| {
+                let rec = StepRecord {
+                    suite,
+                    path: step.path.clone(),
+                    label: step.label(),
+                    id: step.id.clone(),
+                    uses: step.uses.clone(),
+                    phase: Phase::Main,
+                    outcome,
+                    error_kind: kind,
+                    started_at: OffsetDateTime::now_utc(),
+                    duration: Duration::ZERO,
+                    attempts: 0,
+                    message: Some(message.clone()),
+                    outputs: Json::Object(Map::new()),
+                    log: Vec::new(),
+                    rollback: None,
+                };
+                self.sink.emit(Event::StepFinished(rec.clone()));
+                store_outputs(scope, step, &rec);
+                rec
+            })
+            .collect();
+        Some(recs)
+    }
+
     /// The steps of a `parallel` group, at the same time. The first failure cancels the
     /// siblings still running (reported as skipped, never passed), as a failure in a
     /// sequence stops the steps after it; a signal cancels them all as usual.
@@ -703,13 +765,14 @@ impl Executor {
         }
         let kind = steps::find(&step.uses)
             .ok_or_else(|| (Outcome::Errored, ErrorKind::Invalid, format!("unknown step kind `{}`", step.uses)))?;
-        let rendered = template::render_tree(&env, &step.with, &ctx, "with").map_err(|(path, e)| {
+        let mut rendered = template::render_tree(&env, &step.with, &ctx, "with").map_err(|(path, e)| {
             (
                 Outcome::Errored,
                 ErrorKind::Invalid,
                 format!("template error in {}: {}", where_(&path), template::describe(&e)),
             )
         })?;
+        text_where_text_is_wanted(kind, &step.with, &mut rendered);
         crate::redact::register_step_inputs(&self.redactor, kind, &rendered)
             .map_err(|(path, m)| (Outcome::Errored, ErrorKind::Invalid, format!("{}: {m}", where_(&path))))?;
 
@@ -744,10 +807,27 @@ impl Executor {
         let mut delay = step.retry.delay;
         for attempt in 1..=total {
             rec.attempts = attempt;
+            let attempt_started = Instant::now();
+            // A step that ran but whose `assert:` does not hold failed this attempt; what it
+            // emitted is kept for the reports, which show the output, expected and actual.
+            let asserted = |o: Outputs| -> Result<Outputs, (Outcome, ErrorKind, String, bool)> {
+                match check_asserts(&env, &ctx, step, &o, attempt_started.elapsed()) {
+                    Ok(()) => Ok(o),
+                    Err(e) => {
+                        if let Ok(mut k) = kept.lock() {
+                            *k = o;
+                        }
+                        Err(e)
+                    }
+                }
+            };
             if finishes_itself {
                 let ended = self.attempt_to_the_end(scope, step, label, &step_ctx, &rendered, kind, stopper).await;
                 let (outcome, kind, msg, retryable) = match ended {
-                    Ended::Done(Ok(o)) => return Ok(Attempted::Ran(o)),
+                    Ended::Done(Ok(o)) => match asserted(o) {
+                        Ok(o) => return Ok(Attempted::Ran(o)),
+                        Err(e) => e,
+                    },
                     Ended::Done(Err(StepError::Skipped(m))) => return Ok(Attempted::Skipped(m)),
                     Ended::Done(Err(e)) => {
                         let (outcome, kind) = error_class(&e);
@@ -811,7 +891,10 @@ impl Executor {
                 None => timed.await,
             };
             let (outcome, kind, msg, retryable) = match ended {
-                Ended::Done(Ok(o)) => return Ok(Attempted::Ran(o)),
+                Ended::Done(Ok(o)) => match asserted(o) {
+                    Ok(o) => return Ok(Attempted::Ran(o)),
+                    Err(e) => e,
+                },
                 Ended::Done(Err(StepError::Skipped(m))) => return Ok(Attempted::Skipped(m)),
                 Ended::Done(Err(StepError::Failed(m))) => (Outcome::Failed, ErrorKind::Failed, m, true),
                 Ended::Done(Err(StepError::Environment(m))) => (Outcome::Errored, ErrorKind::Environment, m, true),
@@ -902,13 +985,18 @@ impl Stopper {
     }
 }
 
-/// Keep a step's outputs (with its outcome and duration) for the templates of later steps.
+/// Keep a step's outputs for the templates of later steps: `steps.<id>.outputs.<name>`, with
+/// the engine's `outcome` and `duration_s` beside them, as GitHub Actions keeps `outputs` apart
+/// from `outcome`. The outputs are also kept at `steps.<id>.<name>`, the older form (which
+/// `validate` reports as deprecated); there the engine's two names win, as they always did.
 fn store_outputs(scope: &mut Scope, step: &StepDef, rec: &StepRecord) {
     let Some(id) = &step.id else { return };
-    let mut o = match &rec.outputs {
+    let outputs = match &rec.outputs {
         Json::Object(m) => m.clone(),
         _ => Map::new(),
     };
+    let mut o = outputs.clone();
+    o.insert("outputs".into(), Json::Object(outputs));
     o.insert(
         "outcome".into(),
         Json::String(
@@ -917,6 +1005,124 @@ fn store_outputs(scope: &mut Scope, step: &StepDef, rec: &StepRecord) {
     );
     o.insert("duration_s".into(), json!((rec.duration.as_secs_f64() * 1000.0).round() / 1000.0));
     scope.steps.insert(id.clone(), Json::Object(o));
+}
+
+/// A field that is one expression keeps its type; where the step wants text (a name, an
+/// environment variable's value) a number or boolean is given as its text, as it was before
+/// fields kept their types, so `env: { PGPORT: "{{ steps.db.outputs.port }}" }` still works.
+/// Only values that came from a template change, and only on a type error at their path.
+fn text_where_text_is_wanted(kind: &steps::StepKind, written: &Yaml, rendered: &mut Yaml) {
+    let mut templated = Vec::new();
+    template::templated_strings(written, "", &mut templated);
+    for _ in 0..=templated.len() {
+        let Err(e) = (kind.check)(rendered) else { return };
+        if !templated.iter().any(|(p, _)| *p == e.path) || !e.message.contains("expected a string") {
+            return;
+        }
+        match value_at(rendered, &e.path) {
+            Some(v @ (Yaml::Number(_) | Yaml::Bool(_))) => {
+                let text = match v {
+                    Yaml::Number(n) => n.to_string(),
+                    Yaml::Bool(b) => b.to_string(),
+                    _ => return,
+                };
+                *v = Yaml::String(text);
+            }
+            _ => return,
+        }
+    }
+}
+
+/// The value at a path of [`template::templated_strings`] (`env.PGPORT`, `argv[2]`).
+fn value_at<'a>(v: &'a mut Yaml, path: &str) -> Option<&'a mut Yaml> {
+    let mut cur = v;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (key, indexes) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            cur = cur.get_mut(key)?;
+        }
+        for idx in indexes.split('[').filter(|s| !s.is_empty()) {
+            let n: usize = idx.trim_end_matches(']').parse().ok()?;
+            cur = cur.get_mut(n)?;
+        }
+    }
+    Some(cur)
+}
+
+/// A step's `assert:` against what it emitted (and its `outcome`, passed so far, and
+/// `duration_s`): every failing entry named with its expectation and the actual value.
+fn check_asserts(
+    env: &minijinja::Environment<'_>,
+    ctx: &minijinja::Value,
+    step: &StepDef,
+    outputs: &Outputs,
+    took: Duration,
+) -> Result<(), (Outcome, ErrorKind, String, bool)> {
+    let mut failed = Vec::new();
+    for a in &step.assert {
+        let expect = if template::is_template(&a.expect) {
+            match template::render_str(env, &a.expect, ctx) {
+                Ok(Yaml::String(t)) => t,
+                Ok(other) => serde_yaml::to_string(&other).unwrap_or_default().trim().to_string(),
+                Err(e) => {
+                    return Err((
+                        Outcome::Errored,
+                        ErrorKind::Invalid,
+                        format!(
+                            "template error in step `{}`, `assert.{}`: {}",
+                            step.label(),
+                            a.output,
+                            template::describe(&e)
+                        ),
+                        false,
+                    ))
+                }
+            }
+        } else {
+            a.expect.clone()
+        };
+        let parsed = steps::sql::Expect::parse(&expect).map_err(|m| {
+            (
+                Outcome::Errored,
+                ErrorKind::Invalid,
+                format!("step `{}`, `assert.{}`: {m}", step.label(), a.output),
+                false,
+            )
+        })?;
+        let value = match a.output.as_str() {
+            "outcome" => Some(Json::String("passed".into())),
+            "duration_s" => Some(json!((took.as_secs_f64() * 1000.0).round() / 1000.0)),
+            name => outputs.get(name).cloned(),
+        };
+        let Some(value) = value else {
+            let mut names: Vec<&str> = outputs.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            failed.push(format!(
+                "assert `{}` {expect}: the step emitted no output `{}` (it emitted: {})",
+                a.output,
+                a.output,
+                names.join(", ")
+            ));
+            continue;
+        };
+        let text = match &value {
+            Json::Null => None,
+            Json::String(t) => Some(t.clone()),
+            other => Some(other.to_string()),
+        };
+        if let Err(why) = parsed.holds(text.as_deref()) {
+            let actual = text.as_deref().map(|t| format!("`{t}`")).unwrap_or_else(|| "null".into());
+            failed.push(format!("assert `{}` {expect} failed: the output is {actual}{why}", a.output));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err((Outcome::Failed, ErrorKind::Failed, failed.join("; "), true))
+    }
 }
 
 fn exit_for(kind: Option<ErrorKind>) -> ExitCode {
@@ -982,6 +1188,30 @@ pub(crate) fn resolve_vars(
         out.insert(name.clone(), serde_json::to_value(&value).unwrap_or(Json::Null));
     }
     Ok(out)
+}
+
+/// The `let:` values, in the order written, each from vars, env and the values above it.
+/// A value that is one expression keeps its type, like any field.
+pub(crate) fn resolve_lets(
+    rb: &Runbook,
+    vars: &Map<String, Json>,
+    env: &Map<String, Json>,
+) -> Result<Map<String, Json>, Error> {
+    let tenv = template::environment();
+    let mut lets = Map::new();
+    for (name, value) in &rb.lets {
+        let ctx = minijinja::Value::from_serialize(json!({ "vars": vars, "env": env, "let": lets }));
+        let v = template::render_tree(&tenv, value, &ctx, &format!("let.{name}")).map_err(|(_, e)| {
+            Error::Invalid(format!(
+                "runbook `{}`, `let.{name}` ({}): {}",
+                rb.name,
+                rb.location(&format!("let.{name}")),
+                template::describe(&e)
+            ))
+        })?;
+        lets.insert(name.clone(), serde_json::to_value(&v).unwrap_or(Json::Null));
+    }
+    Ok(lets)
 }
 
 /// A `--var` value is text; a variable whose default is a boolean or a number takes the

@@ -13,23 +13,31 @@ pub struct Diagnostic {
     pub help: Option<String>,
     /// The source line the position points into, for the snippet.
     pub source_line: Option<String>,
+    /// A warning (a deprecated form) does not make the runbook invalid.
+    pub warning: bool,
 }
 
 impl Diagnostic {
     pub fn new(file: &str, text: &str, pos: Pos, message: impl Into<String>) -> Self {
         let source_line = text.lines().nth(pos.line.saturating_sub(1)).map(str::to_string);
-        Diagnostic { file: file.to_string(), pos, message: message.into(), help: None, source_line }
+        Diagnostic { file: file.to_string(), pos, message: message.into(), help: None, source_line, warning: false }
     }
 
     pub fn with_help(mut self, help: Option<String>) -> Self {
         self.help = help;
         self
     }
+
+    /// The same message as a warning: shown by `validate`, which still exits 0.
+    pub fn into_warning(mut self) -> Self {
+        self.warning = true;
+        self
+    }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "error: {}", self.message)?;
+        writeln!(f, "{}: {}", if self.warning { "warning" } else { "error" }, self.message)?;
         let line_no = self.pos.line.to_string();
         let pad = " ".repeat(line_no.len());
         writeln!(f, "{pad}--> {}:{}:{}", self.file, self.pos.line, self.pos.col)?;

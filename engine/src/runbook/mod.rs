@@ -30,6 +30,9 @@ pub struct Runbook {
     pub description: Option<String>,
     /// Declared variables with their defaults (`None`: must be given with `--var`).
     pub vars: BTreeMap<String, Option<Yaml>>,
+    /// `let:` values, in the order written: computed once per run from vars, env and the
+    /// values above them, and read as `let.NAME` wherever a var can be read.
+    pub lets: Vec<(String, Yaml)>,
     pub secrets: BTreeMap<String, SecretSource>,
     pub targets: Targets,
     pub steps: Vec<StepDef>,
@@ -40,6 +43,9 @@ pub struct Runbook {
     pub base_dir: PathBuf,
     /// The text it was parsed from, for diagnostics found after parsing (a nesting cycle).
     pub source: std::sync::Arc<str>,
+    /// Forms that still work but are on their way out (`steps.x.y` for an output), for
+    /// `validate` to show; they never make the runbook invalid.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Runbook {
@@ -90,6 +96,11 @@ pub struct StepDef {
     pub uses: String,
     pub with: Yaml,
     pub when: Option<String>,
+    /// The `when:` of the `parallel` group the step belongs to: evaluated once for the group,
+    /// before any of its steps; false skips them all.
+    pub group_when: Option<String>,
+    /// `assert:` on the step's outputs: each must hold for the step to pass.
+    pub assert: Vec<Assertion>,
     pub timeout: Option<Duration>,
     pub retry: Retry,
     pub continue_on_error: bool,
@@ -117,6 +128,18 @@ impl StepDef {
     }
 }
 
+/// One `assert:` entry: an output of the step and the expectation it must meet, written as
+/// in `sql.assert` (`>= 1000`, `== passed`, `between 1 and 10`, `is not null`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assertion {
+    pub output: String,
+    pub expect: String,
+}
+
+/// Names every step has besides its own outputs, kept apart as GitHub Actions does:
+/// `steps.x.outcome`, `steps.x.duration_s`, and the step's outputs under `steps.x.outputs`.
+pub const STEP_FIELDS: [&str; 3] = ["outcome", "duration_s", "outputs"];
+
 /// How often a failing step is tried again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Retry {
@@ -143,6 +166,8 @@ struct RawRunbook {
     description: Option<String>,
     #[serde(default)]
     vars: BTreeMap<String, Yaml>,
+    #[serde(default, rename = "let")]
+    lets: serde_yaml::Mapping,
     #[serde(default)]
     secrets: BTreeMap<String, SecretSource>,
     #[serde(default)]
@@ -168,6 +193,8 @@ struct RawStep {
     #[serde(default)]
     with: Option<Yaml>,
     when: Option<Yaml>,
+    #[serde(default)]
+    assert: Option<serde_yaml::Mapping>,
     timeout: Option<String>,
     retry: Option<RawRetry>,
     #[serde(default)]
@@ -194,7 +221,7 @@ struct RawRetryFull {
     backoff: Option<f64>,
 }
 
-const RUNBOOK_FIELDS: &[&str] = &["name", "description", "vars", "secrets", "targets", "steps", "finally"];
+const RUNBOOK_FIELDS: &[&str] = &["name", "description", "vars", "let", "secrets", "targets", "steps", "finally"];
 
 // ---- loading ----------------------------------------------------------------------------
 
@@ -308,6 +335,21 @@ impl Checker<'_> {
             }
         }
 
+        let mut lets = Vec::new();
+        for (k, v) in raw.lets {
+            match k.as_str() {
+                Some(name) if is_identifier(name) => lets.push((name.to_string(), v)),
+                _ => {
+                    let name = k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}"));
+                    let d = self.diag(
+                        self.spans.key(&format!("let.{name}")),
+                        format!("`let` name `{name}` is not an identifier"),
+                    );
+                    self.diags.push(d.with_help(Some("use letters, digits and `_`, starting with a letter or `_`, so templates can say `let.<name>`".into())));
+                }
+            }
+        }
+
         let mut ids: HashMap<String, String> = HashMap::new();
         let steps = self.main_steps(raw.steps, &mut ids);
         let finally = self.steps(raw.finally, "finally", &mut ids);
@@ -316,6 +358,7 @@ impl Checker<'_> {
             name: raw.name,
             description: raw.description,
             vars: raw.vars.into_iter().map(|(k, v)| (k, if v.is_null() { None } else { Some(v) })).collect(),
+            lets,
             secrets: raw.secrets,
             targets,
             steps,
@@ -323,8 +366,10 @@ impl Checker<'_> {
             file: self.file.to_string(),
             base_dir,
             source: self.text.into(),
+            warnings: Vec::new(),
         };
-        self.check_references(&rb);
+        let mut rb = rb;
+        rb.warnings = self.check_references(&rb);
         rb
     }
 
@@ -360,7 +405,7 @@ impl Checker<'_> {
                 ("name", s.name.is_some()),
                 ("uses", s.uses.is_some()),
                 ("with", s.with.is_some()),
-                ("when", s.when.is_some()),
+                ("assert", s.assert.is_some()),
                 ("timeout", s.timeout.is_some()),
                 ("retry", s.retry.is_some()),
                 ("continue_on_error", s.continue_on_error),
@@ -372,9 +417,10 @@ impl Checker<'_> {
                     format!("`{field}` next to `parallel` in {}", describe_path(&path)),
                 );
                 self.diags.push(d.with_help(Some(format!(
-                    "a `parallel` entry holds only its steps: move `{field}` into the steps it applies to"
+                    "a `parallel` entry holds only its steps and a `when`: move `{field}` into the steps it applies to"
                 ))));
             }
+            let group_when = s.when.map(condition_text);
             for (j, inner) in s.parallel.into_iter().enumerate() {
                 let inner_path = format!("{path}.parallel[{j}]");
                 if !inner.parallel.is_empty() {
@@ -386,6 +432,7 @@ impl Checker<'_> {
                 }
                 let mut step = self.step(inner, inner_path, ids);
                 step.group = Some(i);
+                step.group_when = group_when.clone();
                 out.push(step);
             }
         }
@@ -473,11 +520,8 @@ impl Checker<'_> {
                 },
             },
         };
-        let when = raw.when.map(|w| match w {
-            Yaml::Bool(b) => b.to_string(),
-            Yaml::String(s) => s,
-            other => serde_yaml::to_string(&other).unwrap_or_default().trim().to_string(),
-        });
+        let when = raw.when.map(condition_text);
+        let assert = raw.assert.map(|m| self.assertions(m, &format!("{path}.assert"), &uses)).unwrap_or_default();
         let pos = self.spans.value(&path);
         let rollback = self.steps(raw.rollback, &format!("{path}.rollback"), ids);
         StepDef {
@@ -486,6 +530,8 @@ impl Checker<'_> {
             uses,
             with: raw.with.unwrap_or(Yaml::Mapping(Default::default())),
             when,
+            group_when: None,
+            assert,
             timeout,
             retry,
             continue_on_error: raw.continue_on_error,
@@ -494,6 +540,50 @@ impl Checker<'_> {
             path,
             pos,
         }
+    }
+
+    /// `assert:` entries: output names and expectations in `sql.assert`'s syntax, each
+    /// checked here so a typo is found by `validate`, not half-way through a run.
+    fn assertions(&mut self, raw: serde_yaml::Mapping, path: &str, uses: &str) -> Vec<Assertion> {
+        let documented: Vec<&str> =
+            steps::find(uses).map(|k| k.outputs.iter().map(|f| f.name).collect()).unwrap_or_default();
+        let mut out = Vec::new();
+        for (k, v) in raw {
+            let Some(output) = k.as_str().map(str::to_string) else { continue };
+            let at = format!("{path}.{output}");
+            let expect = match v {
+                Yaml::String(s) => s,
+                Yaml::Number(n) => n.to_string(),
+                Yaml::Bool(b) => b.to_string(),
+                _ => {
+                    let d = self.diag(
+                        self.spans.value(&at),
+                        format!("{}: an expectation is text like `>= 1000` or `== passed`", describe_path(&at)),
+                    );
+                    self.diags.push(d);
+                    continue;
+                }
+            };
+            if let Err(e) = steps::sql::Expect::parse(&expect) {
+                let d = self.diag(self.spans.value(&at), format!("{}: {e}", describe_path(&at)));
+                self.diags.push(d.with_help(Some("write `== VALUE`, `!= VALUE`, `> N`, `>= N`, `< N`, `<= N`, `between LOW and HIGH`, `is null` or `is not null`".into())));
+                continue;
+            }
+            // An output the kind does not document is a typo until the catalogue says otherwise;
+            // `outcome` and `duration_s` are the engine's and every step has them.
+            let known = output == "outcome" || output == "duration_s" || documented.contains(&output.as_str());
+            if !known && !documented.is_empty() {
+                let d =
+                    self.diag(self.spans.key(&at), format!("step kind `{uses}` has no output `{output}` to assert on"));
+                let names: Vec<&str> = documented.iter().copied().chain(["outcome", "duration_s"]).collect();
+                let help = suggest::help(&output, names.iter().copied())
+                    .or_else(|| Some(format!("its outputs: {}", names.join(", "))));
+                self.diags.push(d.with_help(help));
+                continue;
+            }
+            out.push(Assertion { output, expect });
+        }
+        out
     }
 
     fn duration(&mut self, s: &str, path: &str) -> Option<Duration> {
@@ -522,9 +612,49 @@ impl Checker<'_> {
         pos
     }
 
-    /// Templates may only read declared vars and secrets, and outputs of steps that ran before.
-    fn check_references(&mut self, rb: &Runbook) {
+    /// Templates may only read declared vars, `let` values and secrets, and outputs of steps
+    /// that ran before. Returns the warnings (deprecated forms) found on the way.
+    fn check_references(&mut self, rb: &Runbook) -> Vec<Diagnostic> {
         let env = template::environment();
+        let mut warnings = Vec::new();
+        // `let` values are computed once, before any step: from vars, env and the ones above.
+        for (i, (name, value)) in rb.lets.iter().enumerate() {
+            let mut found = Vec::new();
+            template::templated_strings(value, &format!("let.{name}"), &mut found);
+            for (path, src) in found {
+                let Some(refs) = self.refs_of(&env, &path, src, false) else { continue };
+                for r in refs {
+                    let pos = self.ref_pos(&path, &r);
+                    let mut parts = r.split('.');
+                    match (parts.next().unwrap_or_default(), parts.next()) {
+                        ("env", _) | ("vars" | "let", None) => {}
+                        ("vars", Some(v)) => self.check_var(rb, v, pos),
+                        ("let", Some(v)) => {
+                            if rb.lets[..i].iter().any(|(n, _)| n == v) {
+                                continue;
+                            }
+                            let d = if rb.lets[i..].iter().any(|(n, _)| n == v) {
+                                self.diag(pos, format!("`let.{v}` is defined at or after `let.{name}`")).with_help(
+                                    Some(format!(
+                                        "`let` values are computed in the order written: move `{v}` above `{name}`"
+                                    )),
+                                )
+                            } else {
+                                self.unknown_let(rb, v, pos)
+                            };
+                            self.diags.push(d);
+                        }
+                        (other, _) => {
+                            let d = self.diag(pos, format!("`let.{name}` cannot read `{other}`"));
+                            self.diags.push(d.with_help(Some(
+                                "a `let` value is computed once before any step runs: it reads `vars`, `env` and the `let` values above it".into(),
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+
         let main_ids: Vec<&str> = rb.steps.iter().filter_map(|s| s.id.as_deref()).collect();
         for (i, step) in rb.steps.iter().enumerate() {
             // A step of a `parallel` group sees the steps before the group, not its siblings.
@@ -533,15 +663,61 @@ impl Checker<'_> {
                 .filter(|s| step.group.is_none() || s.group != step.group)
                 .filter_map(|s| s.id.as_deref())
                 .collect();
-            self.check_step_refs(&env, rb, step, &before, &main_ids);
+            // The group's own `when`, once, at its first step.
+            if let (Some(g), Some(cond)) = (step.group, &step.group_when) {
+                if i == 0 || rb.steps[i - 1].group != Some(g) {
+                    let sources = vec![(format!("steps[{g}].when"), cond.clone(), true)];
+                    self.check_sources(&env, rb, None, sources, &before, &main_ids, &mut warnings);
+                }
+            }
+            self.check_step_refs(&env, rb, step, &before, &main_ids, &mut warnings);
             let upto: Vec<&str> = rb.steps[..=i].iter().filter_map(|s| s.id.as_deref()).collect();
             for rbk in &step.rollback {
-                self.check_step_refs(&env, rb, rbk, &upto, &main_ids);
+                self.check_step_refs(&env, rb, rbk, &upto, &main_ids, &mut warnings);
             }
         }
         for step in &rb.finally {
-            self.check_step_refs(&env, rb, step, &main_ids, &main_ids);
+            self.check_step_refs(&env, rb, step, &main_ids, &main_ids, &mut warnings);
         }
+        warnings
+    }
+
+    fn refs_of(
+        &mut self,
+        env: &minijinja::Environment<'_>,
+        path: &str,
+        src: &str,
+        is_condition: bool,
+    ) -> Option<std::collections::BTreeSet<String>> {
+        let refs = if is_condition { template::condition_references(env, src) } else { template::references(env, src) };
+        match refs {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let d = self.diag(
+                    self.spans.value(path),
+                    format!("template error in {}: {}", describe_path(path), template::describe(&e)),
+                );
+                self.diags.push(d);
+                None
+            }
+        }
+    }
+
+    fn check_var(&mut self, rb: &Runbook, v: &str, pos: Pos) {
+        if rb.vars.contains_key(v) {
+            return;
+        }
+        let d = self.diag(pos, format!("`vars.{v}` is not declared"));
+        let help = suggest::help(v, rb.vars.keys().map(String::as_str))
+            .or_else(|| Some(format!("declare it under `vars:` (with `{v}: ~` if it has no default)")));
+        self.diags.push(d.with_help(help));
+    }
+
+    fn unknown_let(&self, rb: &Runbook, v: &str, pos: Pos) -> Diagnostic {
+        let d = self.diag(pos, format!("`let.{v}` is not defined"));
+        let help = suggest::help(v, rb.lets.iter().map(|(n, _)| n.as_str()))
+            .or_else(|| Some(format!("define it under `let:`, for example `{v}: \"{{{{ vars.{v} }}}}\"`")));
+        d.with_help(help)
     }
 
     fn check_step_refs(
@@ -551,6 +727,7 @@ impl Checker<'_> {
         step: &StepDef,
         visible: &[&str],
         all: &[&str],
+        warnings: &mut Vec<Diagnostic>,
     ) {
         let mut sources: Vec<(String, String, bool)> = Vec::new();
         let mut found = Vec::new();
@@ -559,32 +736,38 @@ impl Checker<'_> {
         if let Some(w) = &step.when {
             sources.push((format!("{}.when", step.path), w.clone(), true));
         }
+        for a in step.assert.iter().filter(|a| template::is_template(&a.expect)) {
+            sources.push((format!("{}.assert.{}", step.path, a.output), a.expect.clone(), false));
+        }
+        self.check_sources(env, rb, Some(step), sources, visible, all, warnings);
+    }
+
+    /// Check the names templates read. `step` is `None` for a `parallel` group's `when`.
+    #[allow(clippy::too_many_arguments)]
+    fn check_sources(
+        &mut self,
+        env: &minijinja::Environment<'_>,
+        rb: &Runbook,
+        step: Option<&StepDef>,
+        sources: Vec<(String, String, bool)>,
+        visible: &[&str],
+        all: &[&str],
+        warnings: &mut Vec<Diagnostic>,
+    ) {
         for (path, src, is_condition) in sources {
-            let refs =
-                if is_condition { template::condition_references(env, &src) } else { template::references(env, &src) };
-            let refs = match refs {
-                Ok(r) => r,
-                Err(e) => {
-                    let d = self.diag(
-                        self.spans.value(&path),
-                        format!("template error in {}: {}", describe_path(&path), template::describe(&e)),
-                    );
-                    self.diags.push(d);
-                    continue;
-                }
-            };
+            let Some(refs) = self.refs_of(env, &path, &src, is_condition) else { continue };
             for r in refs {
                 let mut parts = r.split('.');
                 let root = parts.next().unwrap_or_default();
                 let name = parts.next();
+                let field = parts.next();
                 let pos = self.ref_pos(&path, &r);
                 match (root, name) {
                     ("env" | "run", _) => {}
-                    ("vars", Some(v)) if !rb.vars.contains_key(v) => {
-                        let d = self.diag(pos, format!("`vars.{v}` is not declared"));
-                        let help = suggest::help(v, rb.vars.keys().map(String::as_str))
-                            .or_else(|| Some(format!("declare it under `vars:` (with `{v}: ~` if it has no default)")));
-                        self.diags.push(d.with_help(help));
+                    ("vars", Some(v)) => self.check_var(rb, v, pos),
+                    ("let", Some(v)) if !rb.lets.iter().any(|(n, _)| n == v) => {
+                        let d = self.unknown_let(rb, v, pos);
+                        self.diags.push(d);
                     }
                     ("secrets", Some(v)) if !rb.secrets.contains_key(v) => {
                         let d = self.diag(pos, format!("`secrets.{v}` is not declared"));
@@ -594,17 +777,19 @@ impl Checker<'_> {
                         self.diags.push(d.with_help(help));
                     }
                     ("steps", Some(id)) if !visible.contains(&id) => {
-                        let sibling = step.group.is_some()
-                            && rb.steps.iter().any(|s| s.group == step.group && s.id.as_deref() == Some(id));
+                        let group = step.and_then(|s| s.group);
+                        let sibling =
+                            group.is_some() && rb.steps.iter().any(|s| s.group == group && s.id.as_deref() == Some(id));
                         let (msg, help) = if sibling {
                             (
                                 format!("`steps.{id}` runs in parallel with this step: its outputs are not there yet"),
                                 Some(format!("move `{id}` out of the `parallel` group, before this step")),
                             )
                         } else if all.contains(&id) {
+                            let what = if step.is_some() { "this step" } else { "this `parallel` group" };
                             (
                                 format!("`steps.{id}` refers to a step that has not run yet at this point"),
-                                Some(format!("move `{id}` before this step, or read it in `finally:`")),
+                                Some(format!("move `{id}` before {what}, or read it in `finally:`")),
                             )
                         } else {
                             (
@@ -614,16 +799,35 @@ impl Checker<'_> {
                         };
                         self.diags.push(self.diag(pos, msg).with_help(help));
                     }
-                    ("vars" | "secrets" | "steps", _) => {}
+                    ("steps", Some(id)) => {
+                        if let Some(out) = field.filter(|f| !STEP_FIELDS.contains(f)) {
+                            let d =
+                                self.diag(pos, format!("`steps.{id}.{out}` reads an output the old way (deprecated)"));
+                            warnings.push(d.into_warning().with_help(Some(format!(
+                                "write `steps.{id}.outputs.{out}`: a step's outputs are kept apart from its `outcome` and `duration_s`"
+                            ))));
+                        }
+                    }
+                    ("vars" | "secrets" | "steps" | "let", _) => {}
                     (other, _) => {
                         let d = self.diag(pos, format!("unknown name `{other}` in template"));
-                        let help = suggest::help(other, template::ROOTS)
-                            .or_else(|| Some("templates can read `vars`, `env`, `secrets`, `steps` and `run`".into()));
+                        let help = suggest::help(other, template::ROOTS).or_else(|| {
+                            Some("templates can read `vars`, `let`, `env`, `secrets`, `steps` and `run`".into())
+                        });
                         self.diags.push(d.with_help(help));
                     }
                 }
             }
         }
+    }
+}
+
+/// A `when:` as written: text, or a YAML boolean.
+fn condition_text(w: Yaml) -> String {
+    match w {
+        Yaml::Bool(b) => b.to_string(),
+        Yaml::String(s) => s,
+        other => serde_yaml::to_string(&other).unwrap_or_default().trim().to_string(),
     }
 }
 

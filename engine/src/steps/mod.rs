@@ -16,7 +16,7 @@ pub(crate) mod nested;
 mod retention;
 mod shell;
 mod sleep;
-mod sql;
+pub(crate) mod sql;
 mod verify;
 
 use std::future::Future;

@@ -158,7 +158,7 @@ fn first_line(sql: &str) -> String {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(crate) enum Op {
     Eq,
     Ne,
     Gt,
@@ -167,16 +167,16 @@ enum Op {
     Le,
 }
 
-/// An expectation on a scalar.
+/// An expectation on a scalar; also what a step's generic `assert:` is written in.
 #[derive(Debug, Clone, PartialEq)]
-enum Expect {
+pub(crate) enum Expect {
     Cmp(Op, String),
     Between(String, String),
     Null(bool),
 }
 
 impl Expect {
-    fn parse(s: &str) -> Result<Expect, String> {
+    pub(crate) fn parse(s: &str) -> Result<Expect, String> {
         let t = s.trim();
         let lower = t.to_ascii_lowercase();
         if lower == "is null" {
@@ -225,7 +225,7 @@ impl Expect {
     }
 
     /// Ok if the value satisfies the expectation, else a reason suffix.
-    fn holds(&self, value: Option<&str>) -> Result<(), String> {
+    pub(crate) fn holds(&self, value: Option<&str>) -> Result<(), String> {
         let ok = match (self, value) {
             (Expect::Null(want_null), v) => v.is_none() == *want_null,
             (_, None) => false,

@@ -1,0 +1,305 @@
+//! The runbook language through the real binary: `when` on a `parallel` group, `let:`
+//! values, fields that keep the type of their one expression, a generic `assert:` on any
+//! step's outputs, and `steps.x.outputs.y` kept apart from `steps.x.outcome` (with the old
+//! `steps.x.y` still working and reported as deprecated by `validate`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{junit_cases, run, status_of, text};
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).expect("write runbook");
+    p
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&s).expect("valid JSON")
+}
+
+/// (label, outcome, message) of every step of the first suite in run.json.
+fn steps_of(run_json: &serde_json::Value) -> Vec<(String, String, String)> {
+    run_json["suites"][0]["steps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            (
+                s["label"].as_str().unwrap_or_default().to_string(),
+                s["outcome"].as_str().unwrap_or_default().to_string(),
+                s["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn step<'a>(steps: &'a [(String, String, String)], label: &str) -> &'a (String, String, String) {
+    steps.iter().find(|s| s.0 == label).unwrap_or_else(|| panic!("step `{label}` in {steps:?}"))
+}
+
+const GROUP: &str = r#"
+name: group-when
+vars:
+  go: false
+  log: ~
+steps:
+  - id: first
+    uses: shell.run
+    with: { script: "echo first >> '{{ vars.log }}'" }
+  - parallel:
+      - id: a
+        uses: shell.run
+        with: { script: "echo a >> '{{ vars.log }}'" }
+      - id: b
+        uses: shell.run
+        with: { script: "echo b >> '{{ vars.log }}'" }
+    when: vars.go and steps.first.outcome == 'passed'
+  - id: after
+    uses: shell.run
+    with: { script: "echo after-{{ steps.a.outcome }}-{{ steps.b.outcome }} >> '{{ vars.log }}'" }
+"#;
+
+#[test]
+fn parallel_group_when_false_skips_every_member_with_the_reason() {
+    let t = tmp();
+    let rb = write(t.path(), "group.yaml", GROUP);
+    let log = t.path().join("log");
+    let report = t.path().join("report");
+    let junit = t.path().join("junit.xml");
+    let out = run(&[
+        "run",
+        rb.to_str().unwrap_or_default(),
+        "--var",
+        &format!("log={}", log.display()),
+        "--report",
+        report.to_str().unwrap_or_default(),
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let ran = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(ran.lines().collect::<Vec<_>>(), ["first", "after-skipped-skipped"]);
+    let steps = steps_of(&read_json(&report.join("run.json")));
+    for member in ["a", "b"] {
+        let (_, outcome, message) = step(&steps, member);
+        assert_eq!(outcome, "skipped", "{steps:?}");
+        assert!(message.contains("of its `parallel` group is false"), "{message}");
+        assert!(message.contains("vars.go and steps.first.outcome == 'passed'"), "{message}");
+    }
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "a"), "skipped", "{cases:?}");
+    assert_eq!(status_of(&cases, "b"), "skipped", "{cases:?}");
+
+    // True: the group runs, both members pass.
+    std::fs::remove_file(&log).ok();
+    let out =
+        run(&["run", rb.to_str().unwrap_or_default(), "--var", &format!("log={}", log.display()), "--var", "go=true"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let ran = std::fs::read_to_string(&log).unwrap_or_default();
+    let mut lines: Vec<&str> = ran.lines().collect();
+    lines[1..3].sort_unstable();
+    assert_eq!(lines, ["first", "a", "b", "after-passed-passed"]);
+}
+
+#[test]
+fn parallel_group_when_is_shown_by_plan() {
+    let t = tmp();
+    let rb = write(t.path(), "group.yaml", GROUP);
+    let out = run(&["plan", rb.to_str().unwrap_or_default(), "--var", "log=/dev/null"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let at = stdout.find("parallel (at the same time)").unwrap_or_else(|| panic!("{stdout}"));
+    assert!(stdout[at..].contains("when: vars.go and steps.first.outcome == 'passed'"), "{stdout}");
+}
+
+const LETS: &str = r#"
+name: lets
+vars:
+  database: ~
+  target: ""
+  jobs: 2
+  log: ~
+let:
+  target: "{{ vars.target or vars.database }}"
+  label: "db-{{ let.target }}"
+  twice: "{{ vars.jobs * 2 }}"
+steps:
+  - id: show
+    when: let.target != ''
+    uses: shell.run
+    with: { script: "echo {{ let.label }} {{ let.twice }} >> '{{ vars.log }}'" }
+  - id: typed
+    uses: shell.run
+    # One expression keeps its type: `let.twice` is a number, not the text "4".
+    with: { script: "echo {{ let.twice is number }} {{ (let.twice + 1) }} >> '{{ vars.log }}'" }
+"#;
+
+#[test]
+fn let_values_are_computed_once_from_vars_and_read_everywhere() {
+    let t = tmp();
+    let rb = write(t.path(), "lets.yaml", LETS);
+    let log = t.path().join("log");
+    let logv = format!("log={}", log.display());
+    let out = run(&["run", rb.to_str().unwrap_or_default(), "--var", "database=erp", "--var", &logv]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let out = run(&[
+        "run",
+        rb.to_str().unwrap_or_default(),
+        "--var",
+        "database=erp",
+        "--var",
+        "target=erp_copy",
+        "--var",
+        "jobs=3",
+        "--var",
+        &logv,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let ran = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(ran.lines().collect::<Vec<_>>(), ["db-erp 4", "True 5", "db-erp_copy 6", "True 7"]);
+
+    // plan shows the computed values and renders fields with them.
+    let out = run(&["plan", rb.to_str().unwrap_or_default(), "--var", "database=erp", "--var", &logv]);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("let:\n  target: \"erp\"\n  label: \"db-erp\"\n  twice: 4\n"), "{stdout}");
+    assert!(stdout.contains("echo db-erp 4 >>"), "{stdout}");
+}
+
+#[test]
+fn let_errors_name_the_place_with_a_suggestion() {
+    let t = tmp();
+    let bad = LETS
+        .replace("echo {{ let.label }}", "echo {{ let.lable }}")
+        .replace("  label: \"db-{{ let.target }}\"", "  label: \"db-{{ let.twice }}\"");
+    let rb = write(t.path(), "bad.yaml", &bad);
+    let out = run(&["validate", rb.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("error: `let.twice` is defined at or after `let.label`"), "{stderr}");
+    assert!(stderr.contains("error: `let.lable` is not defined"), "{stderr}");
+    assert!(stderr.contains("did you mean `label`?"), "{stderr}");
+    assert!(stderr.contains("bad.yaml:10:"), "{stderr}");
+}
+
+#[test]
+fn a_whole_expression_keeps_its_type_and_text_fields_still_take_numbers() {
+    let t = tmp();
+    let rb = write(
+        t.path(),
+        "typed.yaml",
+        r#"
+name: typed
+vars:
+  port: 5433
+  argv: [sh, -c, "echo $PORTNUM $FLAG"]
+steps:
+  - id: list
+    uses: shell.run
+    with:
+      # A list stays a list; a number and a boolean reach text fields as their text.
+      argv: "{{ vars.argv }}"
+      env: { PORTNUM: "{{ vars.port + 1 }}", FLAG: "{{ vars.port > 1 }}" }
+    assert: { stdout: "== 5434 true" }
+"#,
+    );
+    let out = run(&["run", rb.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(0), "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+}
+
+const ASSERTS: &str = r#"
+name: asserts
+vars:
+  rows: 12
+steps:
+  - id: count
+    uses: shell.run
+    with: { script: "echo {{ vars.rows }}" }
+    assert: { stdout: ">= 10", exit_code: "== 0", outcome: "== passed" }
+  - id: check
+    uses: shell.run
+    with: { script: "echo {{ steps.count.outputs.stdout }}" }
+    assert: { stdout: ">= 1000" }
+  - id: never
+    uses: shell.run
+    with: { script: "true" }
+"#;
+
+#[test]
+fn a_failed_assert_fails_the_step_naming_output_expected_and_actual() {
+    let t = tmp();
+    let rb = write(t.path(), "asserts.yaml", ASSERTS);
+    let junit = t.path().join("junit.xml");
+    let report = t.path().join("report");
+    let out = run(&[
+        "run",
+        rb.to_str().unwrap_or_default(),
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+        "--report",
+        report.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    let steps = steps_of(&read_json(&report.join("run.json")));
+    assert_eq!(step(&steps, "count").1, "passed", "{steps:?}");
+    let (_, outcome, message) = step(&steps, "check");
+    assert_eq!(outcome, "failed");
+    assert!(message.contains("assert `stdout` >= 1000 failed: the output is `12`"), "{message}");
+    assert_eq!(step(&steps, "never").1, "skipped");
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "check"), "failure", "{cases:?}");
+    let xml = std::fs::read_to_string(&junit).unwrap_or_default();
+    assert!(xml.contains("assert `stdout` &gt;= 1000 failed: the output is `12`"), "{xml}");
+
+    // With enough rows it passes.
+    let out = run(&["run", rb.to_str().unwrap_or_default(), "--var", "rows=1200"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+}
+
+#[test]
+fn an_assert_on_an_output_the_step_does_not_have_is_invalid_with_a_suggestion() {
+    let t = tmp();
+    let rb = write(t.path(), "bad.yaml", &ASSERTS.replace("exit_code: \"== 0\"", "exit_cod: \"== 0\""));
+    let out = run(&["validate", rb.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("step kind `shell.run` has no output `exit_cod` to assert on"), "{stderr}");
+    assert!(stderr.contains("did you mean `exit_code`?"), "{stderr}");
+}
+
+#[test]
+fn outputs_and_outcome_are_kept_apart_and_the_old_form_still_works_with_a_warning() {
+    let t = tmp();
+    let rb = write(
+        t.path(),
+        "outputs.yaml",
+        r#"
+name: outputs
+steps:
+  - id: a
+    uses: shell.run
+    with: { script: "echo hello" }
+  - id: b
+    uses: shell.run
+    with: { script: "echo {{ steps.a.outputs.stdout }} {{ steps.a.outcome }} {{ steps.a.stdout }}" }
+    assert: { stdout: "== hello passed hello" }
+"#,
+    );
+    let out = run(&["run", rb.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(0), "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+
+    let out = run(&["validate", rb.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(0), "a deprecated form is a warning: {}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("warning: `steps.a.stdout` reads an output the old way (deprecated)"), "{stderr}");
+    assert!(stderr.contains("outputs.yaml:9:"), "{stderr}");
+    assert!(stderr.contains("write `steps.a.outputs.stdout`"), "{stderr}");
+    assert_eq!(stderr.matches("warning:").count(), 1, "the new forms are not warned about: {stderr}");
+}
