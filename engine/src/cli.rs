@@ -343,21 +343,6 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
     Ok(ExitCode::Invalid)
 }
 
-/// `12.4 MiB`: binary units, one decimal from KiB up.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
 /// The `backups list` table: one header, columns as wide as their widest cell, sizes right
 /// aligned, the path last. Names and paths are data: control characters are shown, not sent.
 fn backups_table(list: &[serde_json::Value]) -> Vec<String> {
@@ -384,7 +369,7 @@ fn backups_table(list: &[serde_json::Value]) -> Vec<String> {
         if s("created_from") == "mtime" {
             created.push_str(" (mtime)");
         }
-        let size = human_bytes(b.get("size").and_then(|v| v.as_u64()).unwrap_or(0));
+        let size = crate::report::human_bytes(b.get("size").and_then(|v| v.as_u64()).unwrap_or(0));
         let enc = if b.get("encrypted").and_then(|v| v.as_bool()).unwrap_or(false) { "yes" } else { "no" };
         let verified = match b.get("last_verification") {
             Some(v) if !v.is_null() => format!(

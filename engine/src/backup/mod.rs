@@ -570,13 +570,16 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         let _ = std::fs::remove_file(&path);
         return Err(BackupError::Environment(format!("writing the manifest: {e}")));
     }
+    // Where it went and what it cost, in the units people read.
+    let ratio = if manifest.sizes.stored > 0 { manifest.sizes.raw as f64 / manifest.sizes.stored as f64 } else { 0.0 };
     log(format!(
-        "{} in {:.1}s: {} raw -> {} stored; peak RSS {} KiB",
+        "wrote {} ({}; pg_dump produced {}, {ratio:.1}x smaller) in {:.1} s, {}; peak RSS {}",
         path.display(),
+        crate::report::human_bytes(manifest.sizes.stored),
+        crate::report::human_bytes(manifest.sizes.raw),
         started.elapsed().as_secs_f64(),
-        manifest.sizes.raw,
-        manifest.sizes.stored,
-        peak_rss_kib().unwrap_or(0)
+        if manifest.cipher == "none" { "NOT encrypted" } else { "encrypted" },
+        crate::report::human_bytes(peak_rss_kib().unwrap_or(0) * 1024),
     ));
     Ok(Created { path, manifest })
 }

@@ -135,6 +135,14 @@ pub fn build(run: &Value) -> Value {
                     "age_s": out.get("age_s").cloned().unwrap_or(Value::Null),
                     "created": out.get("created").cloned().unwrap_or(Value::Null),
                 })),
+                // verify's RPO: the age of the backup it proved restorable.
+                "verify.freshness" if out["rpo_s"].is_number() => objectives.push(json!({
+                    "name": "RPO",
+                    "measured_s": out["rpo_s"],
+                    "target_s": out["target_s"],
+                    "outcome": s["outcome"],
+                    "message": s["message"],
+                })),
                 "drill.rto" | "drill.rpo" => {
                     let what = if uses == "drill.rto" { "RTO" } else { "RPO" };
                     let measured = if uses == "drill.rto" { &out["rto_s"] } else { &out["rpo_s"] };

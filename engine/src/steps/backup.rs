@@ -33,6 +33,8 @@ struct CreateWith {
     #[serde(default = "two", deserialize_with = "super::de::int")]
     jobs: u32,
     key: Option<String>,
+    #[serde(default, deserialize_with = "super::de::opt_bool")]
+    encrypt: Option<bool>,
     #[serde(default = "full")]
     fingerprint: String,
     pg_dump: Option<String>,
@@ -104,6 +106,12 @@ pub const CREATE: StepKind = StepKind {
             doc: "64 hex digits, base64 of 32 bytes, or a passphrase (Argon2id); absent: not encrypted",
         },
         Field {
+            name: "encrypt",
+            ty: "boolean",
+            required: false,
+            doc: "true: a key is required; false: not encrypted even with a key (a warning in the log and reports); unset: encrypted when a key is given",
+        },
+        Field {
             name: "fingerprint",
             ty: "full|counts|off",
             required: false,
@@ -134,7 +142,7 @@ pub const CREATE: StepKind = StepKind {
         Field { name: "peak_rss_kib", ty: "integer", required: false, doc: "pgdrill's peak memory so far" },
     ],
     check: check_with::<CreateWith>,
-    report_log: false,
+    report_log: true,
     run: run_create,
 };
 
@@ -149,13 +157,22 @@ fn run_create(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outp
             level: w.level,
             threads: w.threads,
             jobs: w.jobs,
-            key: key_of(&w.key),
+            key: if w.encrypt == Some(false) { None } else { key_of(&w.key) },
             fingerprint: Mode::parse(&w.fingerprint).map_err(StepError::Invalid)?,
             pg_dump: w.pg_dump.as_deref().map(PathBuf::from),
             name: w.name.clone(),
         };
-        if opts.key.is_none() {
-            ctx.log("no key: this backup is NOT encrypted");
+        match (w.encrypt, opts.key.is_some()) {
+            (Some(true), false) => {
+                return Err(StepError::Invalid(
+                    "no key to encrypt with: set the key (PGDRILL_BACKUP_KEY for the shipped backup runbook), or --var encrypt=false for an unencrypted backup".into(),
+                ))
+            }
+            (Some(false), _) => ctx.log(
+                "warning: this backup is NOT encrypted (encrypt: false): whoever can read the storage can read the data, and its manifest is bound to nothing (backups list shows UNAUTH)",
+            ),
+            (None, false) => ctx.log("warning: no key: this backup is NOT encrypted"),
+            _ => {}
         }
         let log_ctx = ctx.clone();
         let log = move |l: String| log_ctx.log(l);

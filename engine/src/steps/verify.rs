@@ -339,13 +339,15 @@ struct FreshWith {
     age_s: u64,
     #[serde(deserialize_with = "super::de::duration")]
     max_age: Duration,
+    #[serde(default, deserialize_with = "super::de::opt_duration")]
+    rpo: Option<Duration>,
 }
 
 impl With for FreshWith {}
 
 pub const FRESHNESS: StepKind = StepKind {
     name: "verify.freshness",
-    summary: "Fail when a backup is older than max_age.",
+    summary: "Fail when a backup is older than max_age; report the RPO it implies (its age: what restoring it now would lose) against an rpo target.",
     fields: &[
         Field {
             name: "age_s",
@@ -354,8 +356,12 @@ pub const FRESHNESS: StepKind = StepKind {
             doc: "the backup's age in seconds (backup.pick's age_s)",
         },
         Field { name: "max_age", ty: "duration", required: true, doc: "e.g. 26h" },
+        Field { name: "rpo", ty: "duration", required: false, doc: "RPO target, e.g. 24h: an older backup fails the check" },
     ],
-    outputs: &[],
+    outputs: &[
+        Field { name: "rpo_s", ty: "integer", required: false, doc: "the RPO the backup implies: its age in seconds" },
+        Field { name: "target_s", ty: "integer|null", required: false, doc: "the rpo target in seconds, null without one" },
+    ],
     check: check_with::<FreshWith>,
     report_log: false,
     run: run_freshness,
@@ -366,6 +372,24 @@ fn run_freshness(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<O
         let w: FreshWith = typed(with)?;
         let age = Duration::from_secs(w.age_s);
         let shown = humantime::format_duration(Duration::from_secs(w.age_s / 60 * 60));
+        // The RPO this backup implies: restoring it now loses everything written since it
+        // was made. Kept so that it is reported even when the check fails.
+        let mut o = Outputs::new();
+        o.insert("rpo_s".into(), w.age_s.into());
+        o.insert("target_s".into(), json!(w.rpo.map(|t| t.as_secs())));
+        for (k, v) in &o {
+            ctx.keep(k, v.clone());
+        }
+        match w.rpo {
+            Some(t) if age > t => {
+                return Err(StepError::Failed(format!(
+                    "RPO {shown} exceeds the target rpo={}: restoring this backup now would lose everything written in the last {shown}",
+                    humantime::format_duration(t)
+                )))
+            }
+            Some(t) => ctx.log(format!("RPO {shown}, within the target rpo={}", humantime::format_duration(t))),
+            None => ctx.log(format!("RPO {shown} (no rpo target given)")),
+        }
         if age > w.max_age {
             return Err(StepError::Failed(format!(
                 "the backup is {shown} old, older than max_age {}",
@@ -373,7 +397,7 @@ fn run_freshness(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<O
             )));
         }
         ctx.log(format!("{shown} old, within {}", humantime::format_duration(w.max_age)));
-        Ok(Outputs::new())
+        Ok(o)
     })
 }
 
