@@ -12,6 +12,7 @@ pub mod error;
 pub mod exec;
 pub mod pg;
 pub mod plan;
+pub mod progress;
 pub mod redact;
 pub mod report;
 pub mod restore;

@@ -185,3 +185,56 @@ fn a_backup_older_than_the_rpo_target_fails_and_the_rpo_is_still_reported() {
     assert_eq!(rpo["outcome"], "failed", "{rpo}");
     assert!(rpo["measured_s"].as_u64().is_some_and(|s| s > 300 * 86_400), "{rpo}");
 }
+
+/// Off a TTY a long step prints a plain progress line every PGDRILL_PROGRESS_INTERVAL:
+/// bytes so far, the estimate from the previous backup, throughput and time left; the
+/// bytes only grow, and the lines stop when the step ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn off_a_tty_a_dump_prints_plain_progress_lines_that_grow_and_end() {
+    let Some(src) = common::native_server("big").await else { return };
+    // About 6 MiB of incompressible data: long enough to stream for several intervals.
+    common::exec(
+        &src.url(),
+        "create table blobs (id int primary key, data bytea);
+         insert into blobs select g, decode(string_agg(md5(random()::text || g2), ''), 'hex')
+           from generate_series(1, 6) g, generate_series(1, 65536) g2 group by g;",
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let db_url = format!("database_url={}", src.url());
+    let st = format!("storage={}", dir.path().join("b").display());
+    let backup = || {
+        let out = pgdrill(&["run", "backup", "--var", &db_url, "--var", &st, "--var", "fingerprint=off"])
+            .env("PGDRILL_BACKUP_KEY", "progress test passphrase")
+            .env("PGDRILL_PROGRESS_INTERVAL", "1ms")
+            .output()
+            .expect("backup");
+        let all = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{all}{}", text(&out.stderr));
+        all
+    };
+    backup();
+    // The second backup knows the first one's size: an estimate and a time left.
+    let all = backup();
+    let lines: Vec<&str> = all.lines().filter(|l| l.trim_start().starts_with("progress     dump: ")).collect();
+    assert!(!lines.is_empty(), "progress lines off a TTY: {all}");
+    let mut last = 0.0;
+    for l in &lines {
+        assert!(l.contains(" of ~") && l.contains("/s, about ") && l.ends_with(" left"), "{l}");
+        let done = l.split("dump: ").nth(1).and_then(|r| r.split(" of ").next()).unwrap_or_default();
+        let (n, unit) = done.split_once(' ').unwrap_or_default();
+        let n: f64 = n.parse().unwrap_or(-1.0);
+        let bytes = n * match unit {
+            "B" => 1.0,
+            "KiB" => 1024.0,
+            "MiB" => 1048576.0,
+            _ => 1073741824.0,
+        };
+        assert!(bytes >= last, "bytes only grow: {lines:?}");
+        last = bytes;
+    }
+    // They end with the step: nothing after its result line.
+    let pos_done = all.find("passed       dump [backup.create]").expect("dump result");
+    let pos_last = all.rfind("progress     dump: ").expect("a line");
+    assert!(pos_last < pos_done, "{all}");
+}

@@ -48,6 +48,7 @@ fn opts(url: &str, storage: &Path, format: Format, codec: Codec, key: Option<&st
         fingerprint: Mode::Full,
         pg_dump: None,
         name: None,
+        meter: None,
     }
 }
 

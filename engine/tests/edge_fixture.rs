@@ -31,6 +31,7 @@ fn opts(url: &str, storage: &Path, format: Format) -> CreateOptions {
         fingerprint: Mode::Full,
         pg_dump: None,
         name: None,
+        meter: None,
     }
 }
 
@@ -261,6 +262,7 @@ async fn each_deliberate_change_to_a_restored_copy_is_caught_by_the_fingerprint(
             staging: None,
             staged: None,
             bin_dir: None,
+            meter: None,
         },
         &no_log,
     )

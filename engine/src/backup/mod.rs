@@ -301,6 +301,9 @@ pub struct CreateOptions {
     pub pg_dump: Option<PathBuf>,
     /// Name of the storage directory (default: the database name).
     pub name: Option<String>,
+    /// Counts pg_dump's bytes as they stream (its total estimated from the previous backup
+    /// of the same database).
+    pub meter: Option<crate::progress::Meter>,
 }
 
 /// The result of `create`.
@@ -450,6 +453,17 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
 
     let store = LocalStore::new(&opts.storage);
     let dir_name = opts.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| database.clone());
+    // pg_dump says nothing of how much is left: the previous backup's plain size is the
+    // estimate (none for a first backup: bytes and throughput only).
+    if let Some(m) = &opts.meter {
+        let previous = store
+            .list(Some(&dir_name))
+            .ok()
+            .and_then(|l| l.into_iter().find(|e| !e.foreign))
+            .and_then(|e| Manifest::read(&e.path).ok());
+        m.set_total(previous.map(|p| p.sizes.raw));
+    }
+    let meter = opts.meter.clone();
     let stored_as = (dir_name != database).then(|| dir_name.clone());
     // The directory format is written by pg_dump's parallel workers into a staging directory
     // beside the final file (same disk), then streamed as tar; it is removed whatever happens.
@@ -496,7 +510,10 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         let file = pending.file().try_clone().map_err(|e| BackupError::Environment(e.to_string()))?;
         let out = archive::HashWriter::new(BufWriter::with_capacity(1 << 20, file));
         let written = match (stdout, stage_path) {
-            (Some(stdout), _) => archive::write(stdout, out, &wopts),
+            (Some(stdout), _) => match meter {
+                Some(m) => archive::write(crate::progress::Counted::new(stdout, m), out, &wopts),
+                None => archive::write(stdout, out, &wopts),
+            },
             (None, Some(dir)) => {
                 let status = child.wait().map_err(|e| BackupError::Environment(format!("waiting for pg_dump: {e}")))?;
                 if !status.success() || cancel_flag.load(Ordering::SeqCst) {
@@ -645,7 +662,7 @@ pub struct Checked {
 /// can be without a manifest: every byte read through its compression and encryption, and
 /// its table of contents readable. `secret` is the pgdrill key or the openssl passphrase.
 pub fn check_any(path: &Path, secret: Option<&str>) -> Result<Checked, BackupError> {
-    check_and_stage(path, secret, None).map(|(c, _)| c)
+    check_and_stage(path, secret, None, None).map(|(c, _)| c)
 }
 
 /// `check_any`, and with `stage` (a directory) the plaintext of a custom-format dump is kept
@@ -657,11 +674,12 @@ pub(crate) fn check_and_stage(
     path: &Path,
     secret: Option<&str>,
     stage: Option<&Path>,
+    meter: Option<&crate::progress::Meter>,
 ) -> Result<(Checked, Option<StagedDump>), BackupError> {
     let secret = secret.filter(|s| !s.is_empty());
     let key = secret.map(KeySource::from_secret);
     if source::origin(path) == source::Origin::Pgdrill {
-        return check_inner(path, key.as_ref(), stage);
+        return check_inner(path, key.as_ref(), stage, meter);
     }
     let failed = |m: String| BackupError::Failed(format!("{}: {m}", path.display()));
     if let source::Located::Directory(dir) = source::locate(path)? {
@@ -834,21 +852,26 @@ fn count_toc_tables(list: &str) -> usize {
 /// Verify a stored backup without restoring it: manifest, sha256, every chunk, the
 /// decompressed stream, and the dump's table of contents against the manifest.
 pub fn check(path: &Path, key: Option<&KeySource>) -> Result<Checked, BackupError> {
-    check_inner(path, key, None).map(|(c, _)| c)
+    check_inner(path, key, None, None).map(|(c, _)| c)
 }
 
 fn check_inner(
     path: &Path,
     key: Option<&KeySource>,
     stage: Option<&Path>,
+    meter: Option<&crate::progress::Meter>,
 ) -> Result<(Checked, Option<StagedDump>), BackupError> {
+    // Two passes over the stored bytes: the checksum, then the chunks (and staging).
+    let meter = meter.cloned().unwrap_or_default();
+    meter.set_total(std::fs::metadata(path).ok().map(|m| 2 * m.len()));
+    let counted = |f: std::fs::File| crate::progress::Counted::new(f, meter.clone());
     let manifest = Manifest::read(path)?;
     // 0. The manifest is the one written with this archive, before anything in it is used.
     let trust = authenticate_manifest(path, key)?;
     let failed = |m: String| BackupError::Failed(format!("{}: {m}", path.display()));
     // 1. The stored bytes are the ones written.
     let f = std::fs::File::open(path).map_err(|e| failed(format!("cannot open: {e}")))?;
-    let mut hr = archive::HashReader::new(BufReader::with_capacity(1 << 20, f));
+    let mut hr = archive::HashReader::new(BufReader::with_capacity(1 << 20, counted(f)));
     std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| failed(format!("read error: {e}")))?;
     let (sha, _) = hr.finish();
     if sha != manifest.sha256 {
@@ -859,7 +882,8 @@ fn check_inner(
     }
     // 2. Every chunk authenticates and the stream decompresses; 3. the TOC is readable.
     let f = std::fs::File::open(path).map_err(|e| failed(format!("cannot open: {e}")))?;
-    let (_, mut plain) = archive::open(BufReader::with_capacity(1 << 20, f), key).map_err(|e| failed(e.to_string()))?;
+    let (_, mut plain) =
+        archive::open(BufReader::with_capacity(1 << 20, counted(f)), key).map_err(|e| failed(e.to_string()))?;
     let mut staged = None;
     let tables = match manifest.format {
         Format::Custom => {

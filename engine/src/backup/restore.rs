@@ -46,6 +46,9 @@ pub struct RestoreOptions {
     pub staged: Option<PathBuf>,
     /// Directory of pg_restore and psql (default: found and version-checked).
     pub bin_dir: Option<PathBuf>,
+    /// Counts the plain dump's bytes as they stream into pg_restore or psql (not for a
+    /// staged parallel restore, where pg_restore reads the file itself).
+    pub meter: Option<crate::progress::Meter>,
 }
 
 /// What a restore did.
@@ -310,6 +313,10 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
 
     // Tar streams (pgdrill directory format) and parallel custom restores are staged.
     let mut reader = opened.map(|o| o.reader);
+    if let Some(m) = &opts.meter {
+        m.set_total(crate::backup::Manifest::read(&opts.backup).ok().map(|man| man.sizes.raw));
+        reader = reader.map(|r| Box::new(crate::progress::Counted::new(r, m.clone())) as Box<dyn Read + Send>);
+    }
     let mut input_path: Option<PathBuf> = match &located {
         Located::Directory(d) => Some(d.clone()),
         Located::File(_) => as_is.clone(),

@@ -145,6 +145,15 @@ pub enum Event {
         label: String,
         line: String,
     },
+    /// Bytes a running step has moved so far (a dump, a staging pass, a restore), and the
+    /// expected total when known.
+    StepProgress {
+        suite: usize,
+        path: String,
+        label: String,
+        done: u64,
+        total: Option<u64>,
+    },
     StepFinished(StepRecord),
     /// A completed step's rollback ran (or was skipped); the step keeps its outcome.
     StepRolledBack {

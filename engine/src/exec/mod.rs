@@ -791,6 +791,13 @@ impl Executor {
                 }
                 sink.emit(Event::StepLog { suite, path: log_path.clone(), label: log_label.clone(), line });
             }),
+            progress: {
+                let sink = self.sink.clone();
+                let (path, label) = (step.path.clone(), label.to_string());
+                Arc::new(move |done: u64, total: Option<u64>| {
+                    sink.emit(Event::StepProgress { suite, path: path.clone(), label: label.clone(), done, total });
+                })
+            },
             // Rollbacks and `finally` are not cut short by the signal that stopped the run.
             cancel: stopper.map(|s| s.token.clone()).unwrap_or_default(),
             assume_yes: self.assume_yes.load(Ordering::SeqCst),

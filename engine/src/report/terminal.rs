@@ -17,12 +17,23 @@ pub struct Terminal {
     spinners: HashMap<(usize, String), ProgressBar>,
     fancy: bool,
     depth: HashMap<usize, usize>,
+    /// Steps reporting progress: when the first report came and when a plain line was last
+    /// printed.
+    progress: HashMap<(usize, String), (std::time::Instant, std::time::Instant)>,
+    plain_every: Duration,
 }
 
 impl Terminal {
     /// `fancy`: draw a spinner (stdout is a TTY and not --quiet).
     pub fn new(fancy: bool) -> Self {
-        Terminal { multi: MultiProgress::new(), spinners: HashMap::new(), fancy, depth: HashMap::new() }
+        Terminal {
+            multi: MultiProgress::new(),
+            spinners: HashMap::new(),
+            fancy,
+            depth: HashMap::new(),
+            progress: HashMap::new(),
+            plain_every: crate::progress::plain_interval(),
+        }
     }
 
     fn line(&self, text: &str) {
@@ -92,6 +103,46 @@ impl Reporter for Terminal {
                     pb.set_message(format!("{}: {}", visible(label), visible(line)));
                 }
             }
+            Event::StepProgress { suite, path, label, done, total } => {
+                let now = std::time::Instant::now();
+                let key = (*suite, path.clone());
+                let first = self.progress.get(&key).map(|p| p.0).unwrap_or(now);
+                let elapsed = now - first;
+                if let Some(pb) = self.spinners.get(&key) {
+                    // The spinner becomes a bar: bytes, throughput and an estimate.
+                    if pb.length().is_none() || pb.length() != *total {
+                        let template = if total.is_some() {
+                            "{spinner} {msg} [{bar:24}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}"
+                        } else {
+                            "{spinner} {msg} {binary_bytes} {binary_bytes_per_sec} {elapsed}"
+                        };
+                        if let Ok(style) = ProgressStyle::with_template(template) {
+                            pb.set_style(style.progress_chars("=> "));
+                        }
+                        if let Some(t) = total {
+                            pb.set_length(*t);
+                        }
+                    }
+                    pb.set_position(*done);
+                    self.progress.insert(key, (first, now));
+                } else if !self.fancy {
+                    // Off a TTY: a plain line every few seconds, so a long dump in a CI log
+                    // shows it is moving.
+                    let last = self.progress.get(&key).map(|p| p.1);
+                    let due = last.map(|l| now - l >= self.plain_every).unwrap_or(true);
+                    if last.is_none() {
+                        self.progress.insert(key, (now, now));
+                    } else if due && *done > 0 {
+                        self.line(&format!(
+                            "{}  progress     {}: {}",
+                            self.indent(*suite),
+                            visible(label),
+                            crate::progress::describe(*done, *total, elapsed)
+                        ));
+                        self.progress.insert(key, (first, now));
+                    }
+                }
+            }
             Event::StepRetrying { suite, label, attempt, attempts, message, delay, .. } => {
                 self.line(&format!(
                     "{}  retry        {}: attempt {attempt}/{attempts} failed ({}); next in {}",
@@ -105,6 +156,7 @@ impl Reporter for Terminal {
                 if let Some(pb) = self.spinners.remove(&(rec.suite, rec.path.clone())) {
                     pb.finish_and_clear();
                 }
+                self.progress.remove(&(rec.suite, rec.path.clone()));
                 let word = match rec.outcome {
                     Outcome::Passed => "passed",
                     Outcome::Failed => "FAILED",

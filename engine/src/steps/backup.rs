@@ -161,6 +161,7 @@ fn run_create(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outp
             fingerprint: Mode::parse(&w.fingerprint).map_err(StepError::Invalid)?,
             pg_dump: w.pg_dump.as_deref().map(PathBuf::from),
             name: w.name.clone(),
+            meter: Some(crate::progress::Meter::default()),
         };
         match (w.encrypt, opts.key.is_some()) {
             (Some(true), false) => {
@@ -176,6 +177,7 @@ fn run_create(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outp
         }
         let log_ctx = ctx.clone();
         let log = move |l: String| log_ctx.log(l);
+        let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
         let created = backup::create(opts, &log).await.map_err(StepError::from)?;
         let mut o = manifest_outputs(&created.path, &created.manifest);
         o.insert("peak_rss_kib".into(), backup::peak_rss_kib().unwrap_or(0).into());
@@ -255,11 +257,14 @@ fn run_check(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outpu
             Some(d) => ctx.resolve(d),
             None => path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
         });
-        let (checked, staged) =
-            tokio::task::spawn_blocking(move || backup::check_and_stage(&path, secret.as_deref(), stage.as_deref()))
-                .await
-                .map_err(|e| StepError::Environment(e.to_string()))?
-                .map_err(StepError::from)?;
+        let meter = crate::progress::Meter::default();
+        let _watch = ctx.watch(&meter);
+        let (checked, staged) = tokio::task::spawn_blocking(move || {
+            backup::check_and_stage(&path, secret.as_deref(), stage.as_deref(), Some(&meter))
+        })
+        .await
+        .map_err(|e| StepError::Environment(e.to_string()))?
+        .map_err(StepError::from)?;
         let mut o = Outputs::new();
         o.insert("tables".into(), checked.tables.into());
         match staged {

@@ -537,9 +537,11 @@ fn run_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, 
             fingerprint: Mode::Full,
             pg_dump: None,
             name: Some(w.database.clone()),
+            meter: Some(crate::progress::Meter::default()),
         };
         let log_ctx = ctx.clone();
         let log = move |l: String| log_ctx.log(l);
+        let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
         let created = backup::create(opts, &log).await.map_err(StepError::from)?;
         let (snap, sha) = (created.path.display().to_string(), created.manifest.sha256.clone());
         super::journal::mark(&ctx, w.journal.as_deref(), JPhase::SnapshotTaken, &snap, |j| {
@@ -1071,9 +1073,11 @@ async fn put_back(ctx: &StepCtx, w: &RecreateWith) -> Result<Outputs, StepError>
             staging: None,
             staged: None,
             bin_dir: None,
+            meter: Some(crate::progress::Meter::default()),
         };
         let log_ctx = ctx.clone();
         let log = move |l: String| log_ctx.log(l);
+        let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
         restore::restore(opts, &log).await.map_err(|e| {
             StepError::Failed(format!(
                 "restoring the safety snapshot {} failed: {}",

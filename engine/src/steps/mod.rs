@@ -164,6 +164,15 @@ impl Resources {
     }
 }
 
+/// Stops a step's progress reports when dropped.
+pub struct Watch(CancellationToken);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 /// What a running step may use.
 #[derive(Clone)]
 pub struct StepCtx {
@@ -172,6 +181,8 @@ pub struct StepCtx {
     pub step: String,
     pub suite: usize,
     pub log: Arc<dyn Fn(String) + Send + Sync>,
+    /// Reports bytes moved so far (see `watch`).
+    pub progress: Arc<dyn Fn(u64, Option<u64>) + Send + Sync>,
     pub cancel: CancellationToken,
     /// The operator confirmed in advance (`pgdrill run --yes`).
     pub assume_yes: bool,
@@ -194,6 +205,28 @@ impl StepCtx {
 
     pub fn log(&self, line: impl Into<String>) {
         (self.log)(line.into());
+    }
+
+    /// Report `meter` as this step's progress until the returned guard drops (a few times a
+    /// second; the terminal decides how often it shows it).
+    pub fn watch(&self, meter: &crate::progress::Meter) -> Watch {
+        let (meter, report) = (meter.clone(), self.progress.clone());
+        // Often enough for a bar, and for the plain lines' interval when that is shorter.
+        let tick = crate::progress::plain_interval().min(std::time::Duration::from_millis(200));
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stopped.cancelled() => break,
+                    _ = tokio::time::sleep(tick) => {
+                        let (done, total) = meter.get();
+                        report(done, total);
+                    }
+                }
+            }
+        });
+        Watch(stop)
     }
 
     /// A path from the runbook, resolved against the runbook's directory.

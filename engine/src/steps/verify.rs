@@ -485,9 +485,11 @@ fn run_restore(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Out
             staging: w.staging.as_deref().map(|s| ctx.resolve(s)),
             staged: w.staged.as_deref().filter(|s| !s.is_empty()).map(|s| ctx.resolve(s)),
             bin_dir: w.bin_dir.as_deref().map(PathBuf::from),
+            meter: Some(crate::progress::Meter::default()),
         };
         let log_ctx = ctx.clone();
         let log = move |l: String| log_ctx.log(l);
+        let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
         let r = restore::restore(opts, &log).await.map_err(StepError::from)?;
         ctx.log(format!("{} restored {} tables in {:.1}s", r.tool, r.tables, r.seconds));
         let mut o = Outputs::new();
