@@ -355,6 +355,32 @@ fn quickstart_works_without_an_image_registry() {
     assert_eq!(containers_owned_by(pid), "", "containers left behind");
 }
 
+/// The README's main job on a machine where no Docker engine answers (here: DOCKER_HOST
+/// names a socket that does not exist, so the tests beside it keep their Docker): the
+/// throwaway servers are the local binaries, and each server's line says why.
+#[test]
+fn quickstart_works_without_a_docker_engine_on_native_binaries() {
+    if !ready("native") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let report = t.path().join("rep");
+    let out = pgdrill(&["run", "quickstart", "--report", report.to_str().unwrap_or_default()])
+        .env_remove("PGDRILL_DOCKER_IMAGE")
+        .env_remove("PGDRILL_TEST_IMAGE")
+        .env("DOCKER_HOST", format!("unix://{}/no-docker.sock", t.path().display()))
+        .output()
+        .expect("run");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let servers: Vec<&str> =
+        stdout.lines().filter(|l| l.contains("PostgreSQL 15") && l.contains(" on 127.0.0.1:")).collect();
+    assert_eq!(servers.len(), 2, "source and scratch: {stdout}");
+    assert!(servers.iter().all(|l| l.trim_start().starts_with("native (native: auto")), "{servers:?}");
+    let json = std::fs::read_to_string(report.join("run.json")).unwrap_or_default();
+    assert!(!json.contains("\"provider\": \"docker\""), "{json}");
+}
+
 /// An image named explicitly that cannot be pulled, with provider docker: exit 3, one line
 /// naming the remedies, no container.
 #[test]
