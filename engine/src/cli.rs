@@ -262,7 +262,9 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             }
             let key = secret.as_deref().map(crate::archive::KeySource::from_secret);
             let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-            let r = tokio::task::block_in_place(|| crate::backup::decrypt_to(&file, key.as_ref(), &mut out));
+            let r = tokio::task::block_in_place(|| {
+                crate::backup::decrypt_to(&file, key.as_ref(), secret.as_deref(), &mut out)
+            });
             match r {
                 Ok(_) => {
                     std::io::Write::flush(&mut out).map_err(|e| Error::Environment(format!("writing stdout: {e}")))?;

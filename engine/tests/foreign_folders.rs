@@ -162,6 +162,15 @@ async fn a_classic_folder_is_listed_picked_by_name_time_and_verified_in_every_fo
     assert!(list.iter().all(|b| b["origin"] == "foreign" && b["created_from"] == "name"), "{list:?}");
     assert_eq!(list[2]["database"], "payment_db");
 
+    // `pgdrill decrypt` gives the plain dump of another tool's encrypted file too.
+    let gpg = f.storage.join("postgres-a/auth_db_20240117_020000.sql.gz.gpg");
+    let out = pgdrill(&["decrypt", gpg.to_str().unwrap_or_default()])
+        .env("PGDRILL_BACKUP_KEY", PASS)
+        .output()
+        .expect("decrypt");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("PostgreSQL database dump"), "{}", text(&out.stderr));
+
     // `latest` of auth_db is the newest by name (gpg), although its mtime is the oldest.
     let dir = tempfile::tempdir().expect("tmp");
     let junit = dir.path().join("latest.xml");

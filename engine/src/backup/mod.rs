@@ -956,8 +956,24 @@ fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, BackupEr
     Ok(count_toc_tables(&list))
 }
 
-/// Decrypt and decompress an archive to `out` (for `pgdrill decrypt`).
-pub fn decrypt_to(path: &Path, key: Option<&KeySource>, out: &mut dyn Write) -> Result<u64, BackupError> {
+/// Decrypt and decompress a backup to `out` (for `pgdrill decrypt`): a pgdrill archive with
+/// `key`, another tool's file (openssl, gpg, gzip, zstd) with `secret` as its passphrase.
+pub fn decrypt_to(
+    path: &Path,
+    key: Option<&KeySource>,
+    secret: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<u64, BackupError> {
+    if source::origin(path) == source::Origin::Foreign {
+        if path.is_dir() {
+            return Err(BackupError::Invalid(format!(
+                "{} is a directory dump: pg_restore reads it as it is",
+                path.display()
+            )));
+        }
+        let mut opened = source::open(path, key, secret)?;
+        return std::io::copy(&mut opened.reader, out).map_err(|e| BackupError::Failed(io_message(&e)));
+    }
     let f =
         std::fs::File::open(path).map_err(|e| BackupError::Invalid(format!("cannot open {}: {e}", path.display())))?;
     let (_, mut plain) =
