@@ -71,6 +71,8 @@ async fn a_clean_backup_passes_every_check_and_is_recorded_then_skipped_unless_f
     }
     let junit_text = std::fs::read_to_string(&junit).expect("junit");
     assert!(junit_text.contains("match the source (counts and content hashes)"), "{junit_text}");
+    // fingerprint=full (the default) checks every heap tuple is indexed.
+    assert!(junit_text.contains("structure and heapallindexed"), "{junit_text}");
     assert!(!all.contains(KEY), "the key leaked: {all}");
 
     let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
@@ -90,10 +92,16 @@ async fn a_clean_backup_passes_every_check_and_is_recorded_then_skipped_unless_f
     assert_eq!(again.status.code(), Some(0));
     assert_eq!(status_of(&junit_cases(&junit), "restore"), "skipped");
     assert!(text(&again.stdout).contains("already verified"), "{}", text(&again.stdout));
-    // ...unless forced.
-    let forced = verify(&storage, &["force=true"], &junit);
+    // ...unless forced. fingerprint=counts is the quick level: row counts, and amcheck
+    // checks index structure without the heapallindexed scan.
+    let forced = verify(&storage, &["force=true", "fingerprint=counts"], &junit);
     assert_eq!(forced.status.code(), Some(0));
     assert_eq!(status_of(&junit_cases(&junit), "restore"), "passed");
+    assert_eq!(status_of(&junit_cases(&junit), "amcheck"), "passed");
+    let junit_text = std::fs::read_to_string(&junit).expect("junit");
+    assert!(junit_text.contains("structure only, without heapallindexed"), "{junit_text}");
+    assert!(!junit_text.contains("structure and heapallindexed"), "{junit_text}");
+    assert!(junit_text.contains("match the source (row counts)"), "{junit_text}");
     assert_eq!(std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger").lines().count(), 2);
     let left = common::staged_leftovers(&storage.join("shop"));
     assert!(left.is_empty(), "the staged dump is removed when the run ends: {left:?}");

@@ -764,9 +764,13 @@ fn run_amcheck(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Out
             return Err(StepError::Failed(summarize("index", &failures)));
         }
         ctx.log(format!(
-            "{} B-tree indexes checked{}",
+            "{} B-tree indexes checked ({})",
             indexes.len(),
-            if w.heapallindexed { " (heapallindexed)" } else { "" }
+            if w.heapallindexed {
+                "structure and heapallindexed: every heap tuple found in its index"
+            } else {
+                "structure only, without heapallindexed"
+            }
         ));
         let mut o = Outputs::new();
         o.insert("indexes".into(), indexes.len().into());
