@@ -251,8 +251,13 @@ pub fn register_run_inputs(
     if let Some(Json::String(pw)) = env.get("PGPASSWORD") {
         r.add(pw);
     }
+    // `let` values are built from vars: a URL put together there may carry a password.
+    let lets = crate::exec::resolve_lets(rb, vars, env).unwrap_or_default();
+    for v in lets.values() {
+        each_string(v, &mut |s| r.add_credentials_in(s));
+    }
     let ctx = minijinja::Value::from_serialize(serde_json::json!({
-        "vars": vars, "env": env, "secrets": secrets, "steps": {}, "run": { "status": "running" }
+        "vars": vars, "let": lets, "env": env, "secrets": secrets, "steps": {}, "run": { "status": "running" }
     }));
     let tenv = crate::template::environment();
     let mut stack: Vec<&StepDef> = rb.steps.iter().chain(rb.finally.iter()).collect();

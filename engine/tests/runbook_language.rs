@@ -303,3 +303,48 @@ steps:
     assert!(stderr.contains("write `steps.a.outputs.stdout`"), "{stderr}");
     assert_eq!(stderr.matches("warning:").count(), 1, "the new forms are not warned about: {stderr}");
 }
+
+#[test]
+fn shipped_runbooks_and_drills_validate_without_deprecated_forms() {
+    let root = common::root();
+    let mut files = Vec::new();
+    for dir in ["runbooks", "drills"] {
+        for e in std::fs::read_dir(root.join(dir)).expect("dir").flatten() {
+            if e.path().extension().is_some_and(|x| x == "yaml") {
+                files.push(format!("{dir}/{}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    files.sort();
+    let mut args = vec!["validate"];
+    args.extend(files.iter().map(String::as_str));
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("warning:"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn plan_masks_a_key_that_reaches_a_key_field_through_let() {
+    let t = tmp();
+    let rb = write(
+        t.path(),
+        "let-key.yaml",
+        r#"
+name: let-key
+vars:
+  passphrase: ~
+let:
+  key: "{{ vars.passphrase }}"
+steps:
+  - id: check
+    uses: backup.check
+    with: { path: x.pgdrill, key: "{{ let.key }}" }
+"#,
+    );
+    let secret = "correct-horse-battery-staple-42";
+    let out = run(&["plan", rb.to_str().unwrap_or_default(), "--var", &format!("passphrase={secret}")]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("key:"), "{stdout}");
+    assert!(!stdout.contains(secret), "the key reached the plan through `let`:\n{stdout}");
+}
