@@ -348,3 +348,36 @@ steps:
     assert!(stdout.contains("key:"), "{stdout}");
     assert!(!stdout.contains(secret), "the key reached the plan through `let`:\n{stdout}");
 }
+
+#[test]
+fn a_parallel_group_when_that_cannot_be_evaluated_is_an_error_of_each_member_not_a_skip() {
+    let t = tmp();
+    let rb = write(
+        t.path(),
+        "bad-when.yaml",
+        r#"
+name: bad-when
+steps:
+  - id: first
+    uses: shell.run
+    with: { script: "true" }
+  - when: steps.first.outputs.no_such_output > 1
+    parallel:
+      - id: a
+        uses: shell.run
+        with: { script: "true" }
+      - id: b
+        uses: shell.run
+        with: { script: "true" }
+"#,
+    );
+    let report = t.path().join("report");
+    let out = run(&["run", rb.to_str().unwrap_or_default(), "--report", report.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", text(&out.stderr));
+    let steps = steps_of(&read_json(&report.join("run.json")));
+    for member in ["a", "b"] {
+        let (_, outcome, message) = step(&steps, member);
+        assert_eq!(outcome, "errored", "{steps:?}");
+        assert!(message.contains("step 2, field `when`"), "{message}");
+    }
+}
