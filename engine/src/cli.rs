@@ -119,6 +119,10 @@ enum Command {
     Steps {
         /// Show only this step kind.
         name: Option<String>,
+        /// JSON instead of text: a list of {name, summary, with, outputs}, each field with
+        /// name, type, required and doc.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -301,12 +305,16 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             }
             Ok(if s.stale { ExitCode::Failed } else { ExitCode::Passed })
         }
-        Command::Steps { name } => {
+        Command::Steps { name, json } => {
             if let Some(n) = &name {
                 if steps::find(n).is_none() {
                     let help = runbook::suggest::help(n, steps::names()).map(|h| format!(" ({h})")).unwrap_or_default();
                     return Err(Error::Invalid(format!("no step kind `{n}`{help}")));
                 }
+            }
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&steps::catalogue_json(name.as_deref())).unwrap_or_default());
+                return Ok(ExitCode::Passed);
             }
             out!("{}", steps::describe_catalogue(name.as_deref()));
             if name.is_none() {

@@ -422,6 +422,58 @@ fn steps_lists_the_catalogue_with_fields() {
     assert!(text(&out.stderr).contains("did you mean `sql.assert`?"));
 }
 
+#[test]
+fn steps_json_lists_every_kind_with_typed_fields_and_outputs() {
+    let out = run(&["steps", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("steps --json is JSON");
+    let kinds = list.as_array().expect("a list of kinds");
+    let text_form = text(&run(&["steps"]).stdout);
+    for k in kinds {
+        let name = k["name"].as_str().expect("name");
+        assert!(text_form.lines().any(|l| l == name), "{name} is in the text catalogue too");
+        assert!(!k["summary"].as_str().unwrap_or_default().is_empty(), "{name} has a summary");
+    }
+    let shell = kinds.iter().find(|k| k["name"] == "shell.run").expect("shell.run listed");
+    let argv = shell["with"].as_array().and_then(|w| w.iter().find(|f| f["name"] == "argv")).expect("argv field");
+    assert_eq!(argv["type"], "list of strings");
+    assert_eq!(argv["required"], false);
+    let outputs: Vec<&str> =
+        shell["outputs"].as_array().expect("outputs").iter().filter_map(|f| f["name"].as_str()).collect();
+    assert_eq!(outputs, ["stdout", "stderr", "exit_code"]);
+    let one = run(&["steps", "sleep", "--json"]);
+    let one: serde_json::Value = serde_json::from_slice(&one.stdout).expect("JSON");
+    assert_eq!(one.as_array().map(Vec::len), Some(1));
+    assert_eq!(one[0]["with"][0]["name"], "duration");
+}
+
+/// A field that is wrong only once rendered is located by its path in the `with:` block (the
+/// executor reads the error's path, not its text), and nothing is retried.
+#[test]
+fn rendered_field_error_names_runbook_step_and_field() {
+    let dir = tmp();
+    let rb = dir.path().join("late.yaml");
+    std::fs::write(
+        &rb,
+        "name: late\nvars:\n  d: ~\nsteps:\n  - id: nap\n    uses: sleep\n    with:\n      duration: \"{{ vars.d }}\"\n    retry: { count: 3, delay: 10ms }\n",
+    )
+    .expect("write runbook");
+    let report = dir.path().join("r");
+    let out = run(&[
+        "run",
+        rb.to_str().unwrap_or_default(),
+        "--var",
+        "d=soon",
+        "--report",
+        report.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(all.contains("runbook `late`, step `nap`, field `with`: field `duration`:"), "{all}");
+    let rec = read_json(&report.join("run.json"));
+    assert_eq!(rec["suites"][0]["steps"][0]["attempts"], 1, "an invalid field is not retried");
+}
+
 fn process_running(cmdline_part: &str) -> bool {
     std::fs::read_dir("/proc")
         .into_iter()

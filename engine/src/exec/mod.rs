@@ -838,7 +838,7 @@ impl Executor {
                     Ended::Done(Err(StepError::Skipped(m))) => return Ok(Attempted::Skipped(m)),
                     Ended::Done(Err(e)) => {
                         let (outcome, kind) = error_class(&e);
-                        (outcome, kind, e.message().to_string(), !matches!(e, StepError::Invalid(_)))
+                        (outcome, kind, e.describe(|| where_("with")), !e.is_invalid())
                     }
                     Ended::TimedOut(t) => (
                         Outcome::TimedOut,
@@ -903,13 +903,11 @@ impl Executor {
                     Err(e) => e,
                 },
                 Ended::Done(Err(StepError::Skipped(m))) => return Ok(Attempted::Skipped(m)),
-                Ended::Done(Err(StepError::Failed(m))) => (Outcome::Failed, ErrorKind::Failed, m, true),
-                Ended::Done(Err(StepError::Environment(m))) => (Outcome::Errored, ErrorKind::Environment, m, true),
-                Ended::Done(Err(StepError::Invalid(m))) => {
-                    // A field error is located in the runbook; a refusal (no confirmation)
-                    // is about the invocation and says so itself.
-                    let msg = if m.starts_with("field `") { format!("{}: {m}", where_("with")) } else { m };
-                    (Outcome::Errored, ErrorKind::Invalid, msg, false)
+                // A field error is located in the runbook; a refusal (no confirmation) is
+                // about the invocation and says so itself.
+                Ended::Done(Err(e)) => {
+                    let (outcome, kind) = error_class(&e);
+                    (outcome, kind, e.describe(|| where_("with")), !e.is_invalid())
                 }
                 Ended::TimedOut(t) => (
                     Outcome::TimedOut,
@@ -1325,7 +1323,7 @@ fn error_class(e: &StepError) -> (Outcome, ErrorKind) {
     match e {
         StepError::Failed(_) | StepError::Skipped(_) => (Outcome::Failed, ErrorKind::Failed),
         StepError::Environment(_) => (Outcome::Errored, ErrorKind::Environment),
-        StepError::Invalid(_) => (Outcome::Errored, ErrorKind::Invalid),
+        StepError::Invalid(_) | StepError::Field { .. } => (Outcome::Errored, ErrorKind::Invalid),
     }
 }
 

@@ -43,8 +43,15 @@ pub enum StepError {
     Failed(String),
     /// The environment failed: unreachable server, missing tool (JUnit `<error>`, exit 3).
     Environment(String),
-    /// The rendered `with:` block is invalid (JUnit `<error>`, exit 2).
+    /// The invocation or the runbook is invalid (JUnit `<error>`, exit 2).
     Invalid(String),
+    /// A field of the rendered `with:` block is invalid (exit 2): the executor locates it in
+    /// the runbook by its path, never by reading the message.
+    Field {
+        /// Dotted path inside `with:` (`retry.attempts`), empty for the block itself.
+        path: String,
+        message: String,
+    },
     /// The step does not apply here (for example a comparison without a source fingerprint):
     /// reported as skipped with this reason, never as passed, and the run goes on.
     Skipped(String),
@@ -53,7 +60,32 @@ pub enum StepError {
 impl StepError {
     pub fn message(&self) -> &str {
         match self {
-            StepError::Failed(m) | StepError::Environment(m) | StepError::Invalid(m) | StepError::Skipped(m) => m,
+            StepError::Failed(m)
+            | StepError::Environment(m)
+            | StepError::Invalid(m)
+            | StepError::Skipped(m)
+            | StepError::Field { message: m, .. } => m,
+        }
+    }
+
+    /// A field error at `path` inside the `with:` block.
+    pub fn field(path: impl Into<String>, message: impl Into<String>) -> Self {
+        StepError::Field { path: path.into(), message: message.into() }
+    }
+
+    /// Whether the error is about input (exit 2), which trying again cannot change.
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, StepError::Invalid(_) | StepError::Field { .. })
+    }
+
+    /// The text shown to the user; `with` names the `with:` block of the step in the runbook
+    /// and locates a field error.
+    pub fn describe(&self, with: impl FnOnce() -> String) -> String {
+        match self {
+            StepError::Field { path, message } if !path.is_empty() => {
+                format!("{}: field `{path}`: {message}", with())
+            }
+            e => e.message().to_string(),
         }
     }
 }
@@ -248,6 +280,65 @@ pub trait With: DeserializeOwned + Send + 'static {
     }
 }
 
+/// A step kind stated by its types: its name, its `with:` block and its outputs. One
+/// implementation and one `kind::<S>()` line in the catalogue make a new step; the adapter
+/// does the YAML and JSON around it, so a step's `run` works on typed values only.
+pub trait Step: 'static {
+    /// The kind's name in runbooks (`shell.run`).
+    const NAME: &'static str;
+    /// One line for `pgdrill steps`.
+    const SUMMARY: &'static str;
+    /// The documented fields of `With`.
+    const FIELDS: &'static [Field];
+    /// The documented outputs: exactly the fields `Outputs` serializes to (tested).
+    const OUTPUTS: &'static [Field];
+    /// Whether the terminal shows this step's log (see `StepKind::report_log`).
+    const REPORT_LOG: bool = false;
+    type With: With;
+    /// Serialized to a JSON object for `steps.<id>.<name>`; `()` for none.
+    type Outputs: serde::Serialize + Default + Send;
+    fn run(ctx: StepCtx, with: Self::With) -> impl Future<Output = Result<Self::Outputs, StepError>> + Send;
+}
+
+/// The catalogue entry of a typed step.
+pub const fn kind<S: Step>() -> StepKind {
+    StepKind {
+        name: S::NAME,
+        summary: S::SUMMARY,
+        fields: S::FIELDS,
+        outputs: S::OUTPUTS,
+        check: check_with::<S::With>,
+        report_log: S::REPORT_LOG,
+        run: run_typed::<S>,
+    }
+}
+
+fn run_typed<S: Step>(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
+    Box::pin(async move {
+        let w: S::With = typed(with)?;
+        outputs_of(&S::run(ctx, w).await?)
+    })
+}
+
+/// Typed outputs as the map templates read.
+fn outputs_of<O: serde::Serialize>(o: &O) -> Result<Outputs, StepError> {
+    match serde_json::to_value(o) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(serde_json::Value::Null) => Ok(Outputs::new()),
+        Ok(other) => Err(StepError::Environment(format!("step outputs are not a map: {other}"))),
+        Err(e) => Err(StepError::Environment(format!("step outputs cannot be serialized: {e}"))),
+    }
+}
+
+/// The output names a typed step emits, for the catalogue test.
+#[cfg(test)]
+fn emitted<S: Step>() -> Vec<String> {
+    let mut names: Vec<String> =
+        outputs_of(&S::Outputs::default()).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// Type-check a `with:` block as written. An error at a templated value is deferred to run
 /// time, because only the rendered value has a type.
 pub fn check_with<W: With>(v: &Yaml) -> Result<(), WithError> {
@@ -269,13 +360,9 @@ pub fn check_with<W: With>(v: &Yaml) -> Result<(), WithError> {
 pub fn typed<W: With>(v: Yaml) -> Result<W, StepError> {
     let w: W = serde_path_to_error::deserialize(v).map_err(|e| {
         let path = normalize_path(&e.path().to_string());
-        let at = if path.is_empty() { String::new() } else { format!("field `{path}`: ") };
-        StepError::Invalid(format!("{at}{}", e.into_inner()))
+        StepError::field(path, e.into_inner().to_string())
     })?;
-    w.check().map_err(|e| {
-        let at = if e.path.is_empty() { String::new() } else { format!("field `{}`: ", e.path) };
-        StepError::Invalid(format!("{at}{}", e.message))
-    })?;
+    w.check().map_err(|e| StepError::field(e.path, e.message))?;
     Ok(w)
 }
 
@@ -323,9 +410,9 @@ pub fn catalogue() -> &'static [StepKind] {
         drill::RPO,
         sql::EXEC,
         sql::ASSERT,
-        shell::RUN,
+        kind::<shell::Run>(),
         http::CHECK,
-        sleep::SLEEP,
+        kind::<sleep::Sleep>(),
         nested::RUNBOOK,
     ];
     &KINDS
@@ -337,6 +424,21 @@ pub fn find(name: &str) -> Option<&'static StepKind> {
 
 pub fn names() -> impl Iterator<Item = &'static str> {
     catalogue().iter().map(|k| k.name)
+}
+
+/// `pgdrill steps --json`: the catalogue for tools and editors, from the same entries as the
+/// text form.
+pub fn catalogue_json(only: Option<&str>) -> serde_json::Value {
+    let fields = |fs: &[Field]| -> serde_json::Value {
+        fs.iter()
+            .map(|f| serde_json::json!({"name": f.name, "type": f.ty, "required": f.required, "doc": f.doc}))
+            .collect()
+    };
+    catalogue()
+        .iter()
+        .filter(|k| only.is_none_or(|n| n == k.name))
+        .map(|k| serde_json::json!({"name": k.name, "summary": k.summary, "with": fields(k.fields), "outputs": fields(k.outputs)}))
+        .collect()
 }
 
 /// `pgdrill steps` output.
@@ -360,4 +462,31 @@ pub fn describe_catalogue(only: Option<&str>) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each output a typed step emits is documented, and each documented output is emitted.
+    fn documented_as_emitted<S: Step>() {
+        let mut documented: Vec<String> = S::OUTPUTS.iter().map(|f| f.name.to_string()).collect();
+        documented.sort();
+        assert_eq!(emitted::<S>(), documented, "outputs of `{}` and its documentation differ", S::NAME);
+    }
+
+    #[test]
+    fn typed_steps_document_exactly_the_outputs_they_emit() {
+        documented_as_emitted::<sleep::Sleep>();
+        documented_as_emitted::<shell::Run>();
+    }
+
+    #[test]
+    fn catalogue_names_are_unique_and_found() {
+        let mut seen = std::collections::BTreeSet::new();
+        for k in catalogue() {
+            assert!(seen.insert(k.name), "`{}` is in the catalogue twice", k.name);
+            assert_eq!(find(k.name).map(|f| f.name), Some(k.name));
+        }
+    }
 }

@@ -9,19 +9,18 @@ use std::process::Stdio;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use serde::Deserialize;
-use serde_yaml::Value as Yaml;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use super::{check_with, typed, Field, Outputs, StepCtx, StepError, StepKind, With, WithError};
+use super::{Field, Step, StepCtx, StepError, With, WithError};
 
 /// The most of stdout or stderr kept as an output; the rest is dropped, not buffered.
 const CAPTURE_LIMIT: usize = 1 << 20;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RunWith {
+pub struct RunWith {
     argv: Option<Vec<String>>,
     script: Option<String>,
     #[serde(default = "default_shell")]
@@ -55,10 +54,20 @@ impl With for RunWith {
     }
 }
 
-pub const RUN: StepKind = StepKind {
-    name: "shell.run",
-    summary: "Run a program, or a script through a shell when asked; check its exit code.",
-    fields: &[
+/// What `shell.run` hands to later steps.
+#[derive(Debug, Default, Serialize)]
+pub struct RunOutputs {
+    stdout: String,
+    stderr: String,
+    exit_code: i32,
+}
+
+pub struct Run;
+
+impl Step for Run {
+    const NAME: &'static str = "shell.run";
+    const SUMMARY: &'static str = "Run a program, or a script through a shell when asked; check its exit code.";
+    const FIELDS: &'static [Field] = &[
         Field {
             name: "argv",
             ty: "list of strings",
@@ -71,16 +80,19 @@ pub const RUN: StepKind = StepKind {
         Field { name: "cwd", ty: "path", required: false, doc: "working directory (relative to the runbook)" },
         Field { name: "stdin", ty: "string", required: false, doc: "text written to standard input" },
         Field { name: "exit_code", ty: "integer", required: false, doc: "expected exit code (default 0)" },
-    ],
-    outputs: &[
+    ];
+    const OUTPUTS: &'static [Field] = &[
         Field { name: "stdout", ty: "string", required: false, doc: "standard output, trailing newline removed" },
         Field { name: "stderr", ty: "string", required: false, doc: "standard error" },
         Field { name: "exit_code", ty: "integer", required: false, doc: "the exit code" },
-    ],
-    check: check_with::<RunWith>,
-    report_log: false,
-    run,
-};
+    ];
+    type With = RunWith;
+    type Outputs = RunOutputs;
+
+    fn run(ctx: StepCtx, w: RunWith) -> impl std::future::Future<Output = Result<RunOutputs, StepError>> + Send {
+        run(ctx, w)
+    }
+}
 
 /// Kills the child's process group unless disarmed (the child exited on its own).
 struct GroupGuard(Option<Pid>);
@@ -93,9 +105,8 @@ impl Drop for GroupGuard {
     }
 }
 
-fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: RunWith = typed(with)?;
+async fn run(ctx: StepCtx, w: RunWith) -> Result<RunOutputs, StepError> {
+    {
         let argv: Vec<String> = match (&w.argv, &w.script) {
             (Some(a), _) => a.clone(),
             (None, Some(s)) => vec![w.shell.clone(), "-c".into(), s.clone()],
@@ -146,12 +157,8 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
             let tail = if tail.is_empty() { String::new() } else { format!("; stderr: {}", tail.join(" | ")) };
             return Err(StepError::Failed(format!("`{}` ended with {how}, expected {}{tail}", argv[0], w.exit_code)));
         }
-        let mut o = Outputs::new();
-        o.insert("stdout".into(), stdout.trim_end_matches('\n').into());
-        o.insert("stderr".into(), stderr.into());
-        o.insert("exit_code".into(), code.into());
-        Ok(o)
-    })
+        Ok(RunOutputs { stdout: stdout.trim_end_matches('\n').to_string(), stderr, exit_code: code })
+    }
 }
 
 fn unreachable_argv() -> Result<Vec<String>, StepError> {

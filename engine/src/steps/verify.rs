@@ -584,7 +584,7 @@ fn run_fingerprint(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result
             Some(serde_json::Value::String(s)) if s.is_empty() || s == "none" => None,
             Some(v) => Some(
                 serde_json::from_value(v.clone())
-                    .map_err(|e| StepError::Invalid(format!("field `expect`: not a pgdrill fingerprint: {e}")))?,
+                    .map_err(|e| StepError::field("expect", format!("not a pgdrill fingerprint: {e}")))?,
             ),
         };
         let mode = match w.mode.as_deref() {
