@@ -30,6 +30,13 @@ if [ ! -x /usr/lib/postgresql/15/bin/initdb ] || ! command -v pg_dump >/dev/null
   apt_install postgresql-15 postgresql-client-15
 fi
 
+# 1b. OpenSSL headers and pkg-config: the openssl crate links the system libssl (TLS with
+# libpq's semantics).
+if ! pkg-config --exists openssl 2>/dev/null; then
+  log "installing libssl-dev pkg-config"
+  apt_install libssl-dev pkg-config
+fi
+
 # 2. junitparser.
 if ! python3 -c 'import junitparser' 2>/dev/null; then
   log "installing junitparser"

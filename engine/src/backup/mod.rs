@@ -423,7 +423,7 @@ fn stamp(t: OffsetDateTime) -> String {
 pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -> Result<Created, BackupError> {
     let started_at = OffsetDateTime::now_utc();
     let started = Instant::now();
-    let cfg = crate::pg::config(&opts.url).map_err(|e| BackupError::Invalid(e.0))?;
+    crate::pg::config(&opts.url).map_err(|e| BackupError::Invalid(e.0))?;
     let client = crate::pg::connect(&opts.url).await.map_err(|e| BackupError::Environment(e.0))?;
     let env_err = |e: tokio_postgres::Error| BackupError::Environment(crate::pg::describe(&e));
     let row = client
@@ -484,7 +484,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         (Format::Directory, None) => unreachable!("a directory dump always has a staging directory"),
     };
     // Connection through the environment, never argv (visible in ps).
-    crate::pg::libpq_env(&mut cmd, &cfg, &database);
+    crate::pg::libpq_env(&mut cmd, &opts.url, &database);
     cmd.stdin(Stdio::null()).stderr(Stdio::piped()).process_group(0);
     if stage.is_none() {
         cmd.stdout(Stdio::piped());

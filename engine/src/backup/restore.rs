@@ -399,7 +399,7 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
         let mut cmd = crate::child::command(&psql);
         cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-", "-d"]);
         cmd.arg(crate::pg::dbname_arg(&database));
-        crate::pg::libpq_env(&mut cmd, &cfg, &database);
+        crate::pg::libpq_env(&mut cmd, &opts.into, &database);
         cmd.stdin(Stdio::piped());
         let mut child = spawn(cmd, "psql")?;
         abandon.pids.push(child.id());
@@ -445,7 +445,7 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
         if opts.jobs > 1 {
             cmd.args(["-j", &opts.jobs.to_string()]);
         }
-        crate::pg::libpq_env(&mut cmd, &cfg, &database);
+        crate::pg::libpq_env(&mut cmd, &opts.into, &database);
         if let Some(p) = &input_path {
             cmd.arg(p).stdin(Stdio::null());
         } else {

@@ -1,11 +1,13 @@
 //! PostgreSQL plumbing shared by steps: connections, server discovery, ephemeral servers.
 
+pub mod conninfo;
 pub mod dbsettings;
 pub mod docker;
 pub mod ephemeral;
 pub mod fingerprint;
 pub mod native;
 pub mod rights;
+pub mod tls;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -39,48 +41,91 @@ pub fn throwaway_args() -> Vec<String> {
 #[error("{0}")]
 pub struct ConnectError(pub String);
 
-/// Parse a connection URL (or key=value string); fill the password from PGPASSWORD when the
-/// URL has none, as libpq does.
-pub fn config(url: &str) -> Result<Config, ConnectError> {
-    let mut cfg =
-        Config::from_str(url).map_err(|e| ConnectError(format!("invalid connection URL {}: {e}", display_url(url))))?;
-    if cfg.get_password().is_none() {
-        if let Ok(pw) = std::env::var("PGPASSWORD") {
-            cfg.password(pw);
-        } else if let Some(pw) = pgpass_lookup(&cfg) {
-            cfg.password(pw);
-        }
-    }
+/// Resolve a connection string (URL or key=value) with libpq's conventions: service file,
+/// environment, defaults and password file (see [`conninfo`]).
+pub fn conninfo(url: &str) -> Result<conninfo::Conninfo, ConnectError> {
+    conninfo::Conninfo::resolve(url)
+}
+
+/// The connection library's configuration for a resolved connection.
+fn tokio_config(ci: &conninfo::Conninfo) -> Result<Config, ConnectError> {
+    let mut cfg = Config::from_str(&ci.tokio_conninfo())
+        .map_err(|e| ConnectError(format!("invalid connection parameters ({}): {e}", describe_ci(ci))))?;
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(Duration::from_secs(10));
     }
     Ok(cfg)
 }
 
+/// Parse a connection URL (or key=value string) as libpq would, completed from the service
+/// file, the environment and the password file.
+pub fn config(url: &str) -> Result<Config, ConnectError> {
+    tokio_config(&conninfo(url)?)
+}
+
 /// Connect and drive the connection in the background.
 pub async fn connect(url: &str) -> Result<Client, ConnectError> {
     let cfg = config(url)?;
-    let (client, conn) = cfg
-        .connect(NoTls)
-        .await
-        .map_err(|e| ConnectError(format!("cannot connect to {}: {}", display_url(url), describe(&e))))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
+    open(url, &cfg).await.map_err(|e| ConnectError(format!("cannot connect to {}: {}", display_url(url), e.0)))
 }
 
 /// Connect to another database of the server a URL names (for CREATE/DROP DATABASE).
 pub async fn connect_to(url: &str, database: &str) -> Result<Client, ConnectError> {
     let mut cfg = config(url)?;
     cfg.dbname(database);
-    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| {
-        ConnectError(format!("cannot connect to database `{database}` of {}: {}", display_url(url), describe(&e)))
-    })?;
+    open(url, &cfg)
+        .await
+        .map_err(|e| ConnectError(format!("cannot connect to database `{database}` of {}: {}", display_url(url), e.0)))
+}
+
+/// Open `cfg` (made from `url` by [`config`], perhaps changed) with the TLS settings of
+/// `url`, and drive the connection in the background. The error is one line naming the
+/// setting to change when TLS is the cause.
+pub async fn open(url: &str, cfg: &Config) -> Result<Client, ConnectError> {
+    let ci = conninfo(url)?;
+    let explain = |e: tokio_postgres::Error| {
+        let text = describe(&e);
+        ConnectError(tls::explain(&ci, &text).unwrap_or(text))
+    };
+    // TLS is never used on Unix sockets (as in libpq), so their settings are not needed.
+    if ci.unix_only() || ci.ssl_mode() == conninfo::SslMode::Disable {
+        let (client, conn) = cfg.connect(NoTls).await.map_err(explain)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        return Ok(client);
+    }
+    let tls = tls::connector(&ci)?;
+    let result = if ci.ssl_mode() == conninfo::SslMode::Allow {
+        // `allow`: plain first, TLS only if the server insists.
+        let mut plain = cfg.clone();
+        plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        match plain.connect(tls.clone()).await {
+            Ok(c) => Ok(c),
+            Err(_) => {
+                let mut secure = cfg.clone();
+                secure.ssl_mode(tokio_postgres::config::SslMode::Require);
+                secure.connect(tls).await
+            }
+        }
+    } else {
+        cfg.connect(tls).await
+    };
+    let (client, conn) = result.map_err(explain)?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
     Ok(client)
+}
+
+fn describe_ci(ci: &conninfo::Conninfo) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}",
+        ci.user(),
+        ci.get("host").unwrap_or(""),
+        ci.get("port").unwrap_or(""),
+        ci.dbname()
+    )
 }
 
 /// `host:port` of the first server a configuration names (a socket directory for Unix hosts).
@@ -95,12 +140,8 @@ pub fn endpoint(cfg: &Config) -> String {
 
 /// The URL without its password, for messages.
 pub fn display_url(url: &str) -> String {
-    match Config::from_str(url) {
-        Ok(cfg) => {
-            let user = cfg.get_user().unwrap_or("");
-            let db = cfg.get_dbname().unwrap_or(user);
-            format!("postgres://{user}@{}/{db}", endpoint(&cfg))
-        }
+    match conninfo(url) {
+        Ok(ci) => describe_ci(&ci),
         Err(_) => "(unparseable URL)".into(),
     }
 }
@@ -160,7 +201,7 @@ pub fn with_database(url: &str, database: &str) -> Result<String, ConnectError> 
 
 /// The `key=value` pairs of a libpq keyword/value connection string, values unquoted as
 /// libpq reads them (`'...'` with backslash escapes, or up to the next space).
-fn conninfo_pairs(s: &str) -> Vec<(String, String)> {
+pub(crate) fn conninfo_pairs(s: &str) -> Vec<(String, String)> {
     let mut pairs = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -208,30 +249,6 @@ fn conninfo_pairs(s: &str) -> Vec<(String, String)> {
 pub fn server_url(user: &str, password: &str, host: &str, port: u16, database: &str) -> String {
     use crate::redact::percent_encode as enc;
     format!("postgres://{}:{}@{host}:{port}/{}", enc(user), enc(password), enc(database))
-}
-
-/// The password for `cfg` from the password file (PGPASSFILE or ~/.pgpass), as libpq finds
-/// it: first matching line wins, `*` matches anything, and a file readable by group or
-/// others is ignored.
-fn pgpass_lookup(cfg: &Config) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = match std::env::var_os("PGPASSFILE") {
-        Some(p) => std::path::PathBuf::from(p),
-        None => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".pgpass"),
-    };
-    let meta = std::fs::metadata(&path).ok()?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return None;
-    }
-    let text = std::fs::read_to_string(&path).ok()?;
-    let host = match cfg.get_hosts().first() {
-        Some(Host::Tcp(h)) => h.clone(),
-        _ => "localhost".into(),
-    };
-    let port = cfg.get_ports().first().copied().unwrap_or(5432).to_string();
-    let user = cfg.get_user().unwrap_or_default().to_string();
-    let db = cfg.get_dbname().map(str::to_string).unwrap_or_else(|| user.clone());
-    pgpass_match(&text, &host, &port, &db, &user)
 }
 
 /// Match one `host:port:database:user:password` line set.
@@ -322,10 +339,12 @@ const LIBPQ_SETTINGS: &[&str] = &[
 /// Point a libpq client tool (pg_dump, pg_restore, psql) at a server through its
 /// environment, never its argv, where the password would be visible in `ps`.
 ///
-/// The command comes from `crate::child::command` with a clean environment; the user's libpq
-/// settings that are not secrets (TLS, timeouts, service and password file locations) are
-/// passed on, as the tools would have read them.
-pub fn libpq_env(cmd: &mut std::process::Command, cfg: &Config, database: &str) {
+/// The command comes from `crate::child::command` with a clean environment. It gets the
+/// connection `url` resolves to (service file, environment and password file already
+/// merged, TLS settings included, so the tool and pgdrill's own connections agree), plus the
+/// user's libpq settings that are not secrets and that no keyword carries (see
+/// `LIBPQ_SETTINGS`).
+pub fn libpq_env(cmd: &mut std::process::Command, url: &str, database: &str) {
     for (k, v) in std::env::vars_os() {
         if k.to_str().is_some_and(|k| LIBPQ_SETTINGS.contains(&k)) {
             cmd.env(k, v);
@@ -334,21 +353,10 @@ pub fn libpq_env(cmd: &mut std::process::Command, cfg: &Config, database: &str) 
     for k in ["PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE", "PGOPTIONS"] {
         cmd.env_remove(k);
     }
-    if let Some(h) = cfg.get_hosts().first() {
-        match h {
-            tokio_postgres::config::Host::Tcp(h) => cmd.env("PGHOST", h),
-            tokio_postgres::config::Host::Unix(p) => cmd.env("PGHOST", p),
-        };
-    }
-    if let Some(p) = cfg.get_ports().first() {
-        cmd.env("PGPORT", p.to_string());
-    }
-    if let Some(u) = cfg.get_user() {
-        cmd.env("PGUSER", u);
-    }
-    cmd.env("PGDATABASE", database);
-    if let Some(pw) = cfg.get_password() {
-        cmd.env("PGPASSWORD", String::from_utf8_lossy(pw).into_owned());
+    if let Ok(ci) = conninfo(url) {
+        for (k, v) in ci.env_vars(database) {
+            cmd.env(k, v);
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// The phases of an operator restore, in order. Each is written before the step it names
 /// starts changing anything (after, for `SnapshotTaken`, `Restoring` and `Verified`).
@@ -274,16 +274,13 @@ pub async fn lock(url: &str, maintenance_db: &str, database: &str) -> Result<Loc
     let mut cfg = crate::pg::config(url).map_err(|e| LockError::Connect(e.0))?;
     cfg.dbname(maintenance_db);
     cfg.application_name(app_name(OffsetDateTime::now_utc()));
-    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| {
+    let client = crate::pg::open(url, &cfg).await.map_err(|e| {
         LockError::Connect(format!(
             "cannot connect to database `{maintenance_db}` of {}: {}",
             crate::pg::display_url(url),
-            crate::pg::describe(&e)
+            e.0
         ))
     })?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
     let key = lock_key(database);
     let got: bool = client
         .query_one("select pg_try_advisory_lock($1)", &[&key])
