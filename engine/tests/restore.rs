@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{junit_cases, pgdrill, status_of, text};
+use common::{fingerprint_of, junit_cases, pgdrill, scalar, snapshots, status_of, text};
 use pgdrill::pg::ephemeral::Ephemeral;
-use pgdrill::pg::fingerprint::{self, Fingerprint, Mode};
+use pgdrill::pg::fingerprint::Fingerprint;
 
 const KEY: &str = "restore-test passphrase";
 
@@ -69,29 +69,6 @@ fn restore(s: &Ephemeral, storage: &Path, junit: &Path, extra: &[&str]) -> Outpu
     let args = restore_args(s, storage, junit, extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     pgdrill(&args).env("PGDRILL_BACKUP_KEY", KEY).stdin(Stdio::null()).output().expect("restore runs")
-}
-
-async fn fingerprint_of(url: &str) -> Fingerprint {
-    let c = pgdrill::pg::connect(url).await.expect("connect");
-    c.batch_execute("begin isolation level repeatable read read only").await.expect("begin");
-    let f = fingerprint::compute(&c, Mode::Full).await.expect("fingerprint").expect("full");
-    c.batch_execute("commit").await.expect("commit");
-    f
-}
-
-async fn scalar(url: &str, sql: &str) -> String {
-    let c = pgdrill::pg::connect(url).await.expect("connect");
-    c.query_one(&format!("select ({sql})::text"), &[])
-        .await
-        .expect("query")
-        .get::<_, Option<String>>(0)
-        .unwrap_or_default()
-}
-
-fn snapshots(storage: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(storage.join(".safety/shop"))
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".pgdrill")).collect())
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,15 +11,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pgdrill, text};
+use common::{fingerprint_of, pgdrill, snapshots, text};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pgdrill::pg::ephemeral::Ephemeral;
-use pgdrill::pg::fingerprint::{self, Fingerprint, Mode};
+use pgdrill::pg::fingerprint::Fingerprint;
 use serde_json::Value;
 
 const KEY: &str = "journal-test passphrase";
@@ -118,20 +118,6 @@ fn phase(storage: &Path) -> String {
 
 fn phase_of(storage: &Path, database: &str) -> String {
     journal_of(storage, database).and_then(|j| j["phase"].as_str().map(str::to_string)).unwrap_or_default()
-}
-
-fn snapshots(storage: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(storage.join(".safety/shop"))
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".pgdrill")).collect())
-        .unwrap_or_default()
-}
-
-async fn fingerprint_of(url: &str) -> Fingerprint {
-    let c = pgdrill::pg::connect(url).await.expect("connect");
-    c.batch_execute("begin isolation level repeatable read read only").await.expect("begin");
-    let f = fingerprint::compute(&c, Mode::Full).await.expect("fingerprint").expect("full");
-    c.batch_execute("commit").await.expect("commit");
-    f
 }
 
 /// One value from the server, or None when the query cannot run yet (database missing).

@@ -10,9 +10,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use common::{pgdrill, text};
+use common::{fingerprint_of, pgdrill, scalar, text};
 use pgdrill::pg::ephemeral::Ephemeral;
-use pgdrill::pg::fingerprint::{self, Fingerprint, Mode};
+use pgdrill::pg::fingerprint::Fingerprint;
 
 const KEY: &str = "restore-targets passphrase";
 
@@ -53,23 +53,6 @@ fn restore(url: &str, storage: &Path, extra: &[&str]) -> Output {
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     pgdrill(&args).env("PGDRILL_BACKUP_KEY", KEY).stdin(Stdio::null()).output().expect("restore runs")
-}
-
-async fn fingerprint_of(url: &str) -> Fingerprint {
-    let c = pgdrill::pg::connect(url).await.expect("connect");
-    c.batch_execute("begin isolation level repeatable read read only").await.expect("begin");
-    let f = fingerprint::compute(&c, Mode::Full).await.expect("fingerprint").expect("full");
-    c.batch_execute("commit").await.expect("commit");
-    f
-}
-
-async fn scalar(url: &str, sql: &str) -> String {
-    let c = pgdrill::pg::connect(url).await.expect("connect");
-    c.query_one(&format!("select ({sql})::text"), &[])
-        .await
-        .expect("query")
-        .get::<_, Option<String>>(0)
-        .unwrap_or_default()
 }
 
 fn manifest_fingerprint(backup: &Path) -> Fingerprint {

@@ -131,3 +131,30 @@ pub fn write_rebound_manifest(backup: &Path, mut m: serde_json::Value, key: &str
         k.manifest_mac(h.nonce_prefix.as_deref().expect("prefix"), &pgdrill::backup::manifest_bytes(m.clone())).into();
     std::fs::write(pgdrill::storage::manifest_path(backup), serde_json::to_vec(&m).expect("json")).expect("write");
 }
+
+/// The full fingerprint of a database, read in one repeatable-read snapshot.
+pub async fn fingerprint_of(url: &str) -> pgdrill::pg::fingerprint::Fingerprint {
+    use pgdrill::pg::fingerprint::{compute, Mode};
+    let c = pgdrill::pg::connect(url).await.expect("connect");
+    c.batch_execute("begin isolation level repeatable read read only").await.expect("begin");
+    let f = compute(&c, Mode::Full).await.expect("fingerprint").expect("full");
+    c.batch_execute("commit").await.expect("commit");
+    f
+}
+
+/// One value from the server as text (empty for NULL).
+pub async fn scalar(url: &str, sql: &str) -> String {
+    let c = pgdrill::pg::connect(url).await.expect("connect");
+    c.query_one(&format!("select ({sql})::text"), &[])
+        .await
+        .expect("query")
+        .get::<_, Option<String>>(0)
+        .unwrap_or_default()
+}
+
+/// The safety snapshots an operator restore of database `shop` left in `storage`.
+pub fn snapshots(storage: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(storage.join(".safety/shop"))
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".pgdrill")).collect())
+        .unwrap_or_default()
+}
