@@ -199,12 +199,44 @@ fn count_rows(dir: &Path, url: &str, env: &[(&str, String)]) -> std::process::Ou
 }
 
 #[test]
-fn backup_over_verify_full_with_sslrootcert_uses_tls_for_pgdrill_and_pg_dump() {
+fn backup_verify_and_operator_restore_over_verify_full_with_sslrootcert() {
     let Some(s) = tls_server() else { return };
     let storage = s.dir.path().join("backups");
     let url = s.url("localhost", "verify-full");
     let backup = common::backup_to(&url, &storage, "tls-test-key-0123456789", "app");
     assert!(backup.exists());
+    // The backup taken over TLS verifies (restored into a throwaway server).
+    let st = format!("storage={}", storage.display());
+    let out = common::pgdrill(&["run", "verify", "--var", &st, "--var", "database=app", "--var", "provider=native"])
+        .env("PGDRILL_BACKUP_KEY", "tls-test-key-0123456789")
+        .output()
+        .expect("verify runs");
+    assert_eq!(out.status.code(), Some(0), "verify: {}{}", text(&out.stdout), text(&out.stderr));
+    // An operator restore over verify-full: snapshot, drop, create and pg_restore all over TLS
+    // (pg_hba refuses anything else on TCP).
+    let admin = format!(
+        "postgresql://postgres:{PASSWORD}@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        s.port,
+        s.ca().display()
+    );
+    let out = common::pgdrill(&[
+        "run",
+        "restore",
+        "--var",
+        &format!("database_url={admin}"),
+        "--var",
+        &st,
+        "--var",
+        "database=app",
+        "--yes",
+    ])
+    .env("PGDRILL_BACKUP_KEY", "tls-test-key-0123456789")
+    .stdin(std::process::Stdio::null())
+    .output()
+    .expect("restore runs");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "restore: {all}");
+    assert!(!all.contains(PASSWORD), "the password is shown: {all}");
     // verify-ca accepts the same server by IP (the host name is not checked).
     let out = count_rows(s.dir.path(), &s.url("127.0.0.1", "verify-ca"), &[]);
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
