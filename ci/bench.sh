@@ -13,6 +13,14 @@
 #             (the goals' baseline) and once with PostgreSQL's defaults; VRUNS rounds (4).
 #             BENCH=startup, BENCH=backup or BENCH=verify runs one of them (verify includes
 #             the backups it verifies).
+#   Backup and verify run BRUNS / VRUNS rounds (default 5 each), every kind of run taking
+#   each place in the round in turn, and print medians: wall seconds, CPU seconds (user+sys
+#   of the command and every process it waited for, plus, for pg_restore into an already
+#   running server, what that server's backends spent) and peak RSS of pgdrill itself.
+#   SIZES="0.6 2.5 5" runs backup and verify at each size (GB of generated data, scaled
+#   from SCALE=30 plus 400k documents = 0.6 GB; the largest is optional, it takes a while) and
+#   ends with a table of ratios, peak RSS and staging disk use per size. SCALE=2 is a quick
+#   check that the bench itself works.
 #   drill     (only with BENCH=drill) wall time and measured RTO/RPO of the quickstart drill
 #             at its default scale and of the disaster-recovery drill at DRILL_SCALE (default
 #             480: about 520 MB of fixtures), both on PROVIDER (default native).
@@ -20,8 +28,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-5}"
 bash ci/setup.sh >/dev/null
-cargo build --release --locked -q
-BIN="$PWD/target/release/pgdrill"
+# PGDRILL_BIN: an already built binary (e.g. to check the bench itself quickly); the
+# figures are taken with the release build.
+if [ -z "${PGDRILL_BIN:-}" ]; then cargo build --release --locked -q; fi
+BIN="${PGDRILL_BIN:-$PWD/target/release/pgdrill}"
 IMAGE="${PGDRILL_TEST_IMAGE:-pgdrill/postgres-local:15}"
 export PGDRILL_DOCKER_IMAGE="${IMAGE%:*}:{major}"
 PGBIN=/usr/lib/postgresql/15/bin
@@ -104,146 +114,222 @@ fi
 
 [ "$BENCH" = startup ] && exit 0
 
-# ---- backup -------------------------------------------------------------------------------
-SCALE="${SCALE:-30}"
-PGD="$WORK/bench-pg"; mkdir -p "$PGD"; chmod 755 "$WORK" "$PGD"; [ "$(id -u)" = 0 ] && chown nobody "$PGD"
-PORT=$((40000 + RANDOM % 10000))
-as_user "$PGBIN/initdb" -D "$PGD/data" -U postgres -A trust --no-sync --no-instructions >/dev/null
-as_user "$PGBIN/pg_ctl" -D "$PGD/data" -o "-p $PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$PGD -c shared_buffers=256MB -c max_wal_size=4GB" -w -l "$PGD/log" start >/dev/null
-trap 'as_user "$PGBIN/pg_ctl" -D "$PGD/data" -m immediate stop >/dev/null 2>&1; rm -rf "$WORK"' EXIT
-URL="postgres://postgres@127.0.0.1:$PORT/bench"
-psql -h 127.0.0.1 -p "$PORT" -U postgres -qc 'create database bench'
-echo "[bench] generating: pgbench scale $SCALE plus a text/jsonb/bytea table" >&2
-"$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -i -q -s "$SCALE" bench >/dev/null 2>&1
-psql -h 127.0.0.1 -p "$PORT" -U postgres -d bench -qc "create table documents as select g as id,
-  repeat('lorem ipsum dolor sit amet ' || g, 8) as body,
-  jsonb_build_object('id', g, 'tags', jsonb_build_array('a', 'b', g % 17), 'price', g * 0.01) as meta,
-  decode(md5(g::text) || md5((g * 7)::text), 'hex') as blob
-  from generate_series(1, 400000) g"
-DBSIZE=$(psql -h 127.0.0.1 -p "$PORT" -U postgres -d bench -Atc "select pg_database_size('bench')")
-echo "[bench] database size: $((DBSIZE / 1024 / 1024)) MiB" >&2
+# ---- backup and verify, at one or several sizes ----------------------------------------------
 export PGDRILL_BACKUP_KEY="bench passphrase, not a secret"
 export OPENSSL_PASS="$PGDRILL_BACKUP_KEY"
-
-timed() {  # label cmd... -> "ms"
-  local t0 t1; t0=$(now_ms); "$@"; t1=$(now_ms); echo $((t1 - t0))
-}
-size_of() { stat -c %s "$1"; }
-psql -h 127.0.0.1 -p "$PORT" -U postgres -d bench -qc 'checkpoint'
-
-ms_z0=$(timed sh -c "pg_dump -h 127.0.0.1 -p $PORT -U postgres -Fc -Z0 bench > $WORK/z0.dump")
-ms_fc=$(timed sh -c "pg_dump -h 127.0.0.1 -p $PORT -U postgres -Fc bench > $WORK/fc.dump")
-ms_gz=$(timed sh -c "pg_dump -h 127.0.0.1 -p $PORT -U postgres -Fp bench | gzip -6 | openssl enc -aes-256-cbc -pbkdf2 -pass env:OPENSSL_PASS > $WORK/plain.sql.gz.enc")
-run_pgdrill() {  # fingerprint -> "ms size rss"
-  local dir="$WORK/st-$1" rep="$WORK/rep-$1" t0 t1
-  t0=$(now_ms)
-  "$BIN" run ci/bench/backup.yaml --quiet --var database_url="$URL" --var storage="$dir" --var fingerprint="$1" --report "$rep" >/dev/null
-  t1=$(now_ms)
-  python3 - "$rep/run.json" $((t1 - t0)) <<'PY'
-import json, sys
-o = json.load(open(sys.argv[1]))["suites"][0]["steps"][0]["outputs"]
-print(sys.argv[2], o["size"], o["peak_rss_kib"])
-PY
-}
-read -r ms_counts size_counts rss_counts < <(run_pgdrill counts)
-read -r ms_full size_full rss_full < <(run_pgdrill full)
-
-echo
-echo "## Backup of a $((DBSIZE / 1024 / 1024)) MiB database (pgbench scale $SCALE + documents), one run each"
-echo
-echo "| command | time (s) | output (MiB) | pgdrill counts / this |"
-echo "|---|---|---|---|"
+BRUNS="${BRUNS:-5}"
+VRUNS="${VRUNS:-5}"
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 sec() { awk -v m="$1" 'BEGIN { printf "%.1f", m / 1000 }'; }
-echo "| pgdrill backup.create, zstd + AES-256-GCM, fingerprint=counts | $(sec "$ms_counts") | $(mib "$size_counts") | 1.00 |"
-echo "| pgdrill backup.create, zstd + AES-256-GCM, fingerprint=full | $(sec "$ms_full") | $(mib "$size_full") | $(ratio "$ms_counts" "$ms_full") |"
-echo "| pg_dump -Fc -Z0 > file | $(sec "$ms_z0") | $(mib "$(size_of "$WORK/z0.dump")") | $(ratio "$ms_counts" "$ms_z0") (goal <= 1.5) |"
-echo "| pg_dump -Fc > file | $(sec "$ms_fc") | $(mib "$(size_of "$WORK/fc.dump")") | $(ratio "$ms_counts" "$ms_fc") |"
-echo "| pg_dump -Fp \| gzip -6 \| openssl enc -aes-256-cbc -pbkdf2 | $(sec "$ms_gz") | $(mib "$(size_of "$WORK/plain.sql.gz.enc")") | $(ratio "$ms_counts" "$ms_gz") (goal <= 0.5) |"
-echo
-echo "pgdrill peak RSS: $((rss_counts / 1024)) MiB (counts), $((rss_full / 1024)) MiB (full); goal < 64 MiB."
-
-[ "$BENCH" = backup ] && exit 0
-
-# ---- verify -------------------------------------------------------------------------------
-# Two baselines, each pg_restore -j 2 of the unencrypted custom dump (written by pg_dump to a
-# regular file, so with data offsets) into an already running server:
-#   - with the throwaway settings pgdrill's own servers use (the list in pg::THROWAWAY_SETTINGS):
-#     only the work differs, so this is the baseline the goals are judged against;
-#   - with PostgreSQL's defaults, as a shell runbook restoring into an existing server meets it.
-# pgdrill also starts its server, decrypts, decompresses, stages and compares.
-THROWAWAY="-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c wal_level=minimal -c max_wal_senders=0 -c max_wal_size=8GB -c checkpoint_timeout=30min -c maintenance_work_mem=256MB -c autovacuum=off"
-start_restore_server() {  # dir port settings...
+size_of() { stat -c %s "$1"; }
+settle() { sync; sleep 2; }  # the previous run's writes are on disk before the next starts
+SERVERS=()
+stop_servers() { for d in "${SERVERS[@]}"; do as_user "$PGBIN/pg_ctl" -D "$d/data" -m immediate stop >/dev/null 2>&1 || true; done; SERVERS=(); }
+trap 'stop_servers; rm -rf "$WORK"' EXIT
+start_server() {  # dir port settings...
   local d="$1" p="$2"; shift 2
-  mkdir -p "$d"; chmod 755 "$d"; [ "$(id -u)" = 0 ] && chown nobody "$d"
+  rm -rf "$d"; mkdir -p "$d"; chmod 755 "$WORK" "$d"; [ "$(id -u)" = 0 ] && chown nobody "$d"
   as_user "$PGBIN/initdb" -D "$d/data" -U postgres -A trust --no-sync --no-instructions >/dev/null
   as_user "$PGBIN/pg_ctl" -D "$d/data" -o "-p $p -c listen_addresses=127.0.0.1 -c unix_socket_directories=$d $*" -w -l "$d/log" start >/dev/null
+  SERVERS+=("$d")
 }
-TPD="$WORK/restore-throwaway"; TPORT=$((50000 + RANDOM % 5000))
-DPD="$WORK/restore-default"; DPORT=$((55000 + RANDOM % 5000))
-trap 'for d in "$PGD" "$TPD" "$DPD"; do as_user "$PGBIN/pg_ctl" -D "$d/data" -m immediate stop >/dev/null 2>&1; done; rm -rf "$WORK"' EXIT
-start_restore_server "$TPD" "$TPORT" "$THROWAWAY"
-start_restore_server "$DPD" "$DPORT"
-settle() { sync; sleep 2; }  # the previous run's writes are on disk before the next starts
-baseline_restore() {  # port -> ms
-  psql -h 127.0.0.1 -p "$1" -U postgres -qc 'drop database if exists restored' -c 'create database restored'
-  settle
-  timed pg_restore -h 127.0.0.1 -p "$1" -U postgres -j 2 -d restored "$WORK/z0.dump"
-}
-verify_run() {  # fingerprint -> ms
-  local t0 t1 rep="$WORK/vrep-$1"
-  rm -rf "$rep"
-  settle
+# The throwaway settings, read from the one list pgdrill's own servers use
+# (pg::THROWAWAY_SETTINGS), so the baseline always runs with exactly the same ones.
+THROWAWAY=$(sed -n '/^pub const THROWAWAY_SETTINGS/,/^];/p' engine/src/pg/mod.rs \
+  | sed -n 's/^ *("\([a-z_]*\)", "\([^"]*\)"),.*/-c \1=\2/p' | tr '\n' ' ')
+[ -n "$THROWAWAY" ] || { echo "bench: could not read THROWAWAY_SETTINGS from engine/src/pg/mod.rs" >&2; exit 1; }
+echo "[bench] throwaway settings (pgdrill's servers and the same-settings baseline): $THROWAWAY" >&2
+
+# CPU seconds a running server's backends spent: the postmaster's own and its reaped
+# children's user+sys ticks (/proc/PID/stat fields 14-17).
+server_ticks() { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$(head -n 1 "$1/data/postmaster.pid")/stat"; }
+TCK=$(getconf CLK_TCK)
+# measure OUT cmd...: runs cmd; writes "wall_ms cpu_ms peak_rss_kib" to OUT. CPU is user+sys
+# of cmd and every process it waited for (GNU time); peak RSS is the command's own VmHWM
+# (sampled; a throwaway server pgdrill starts is not counted in it).
+measure() {
+  local out="$1"; shift
+  local tf="$WORK/time.$RANDOM" t0 t1 hwm=0 pid h
   t0=$(now_ms)
-  "$BIN" run verify --quiet --var storage="$WORK/st-full" --var database=bench --var provider=native \
-    --var jobs=2 --var fingerprint="$1" --var force=true --report "$rep" >/dev/null
+  /usr/bin/time -f '%U %S' -o "$tf" "$@" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    # time's own child is the command.
+    local c; c=$(pgrep -P "$pid" | head -n 1 || true)
+    if [ -n "$c" ]; then
+      h=$(awk '/^VmHWM/ { print $2 }' "/proc/$c/status" 2>/dev/null || true)
+      [ -n "$h" ] && [ "$h" -gt "$hwm" ] && hwm=$h
+    fi
+    sleep 0.1
+  done
+  wait "$pid"
   t1=$(now_ms)
-  python3 - "$rep/run.json" >>"$WORK/phases-$1" <<'PY'
+  awk -v w=$((t1 - t0)) -v h="$hwm" '{ printf "%d %d %d\n", w, ($1 + $2) * 1000, h }' "$tf" >"$out"
+  rm -f "$tf"
+}
+median_of() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print 0; else print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
+# col FILE N: the median of column N of FILE's lines
+col() { awk -v n="$2" '{ print $n }' "$1" | median_of; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
+
+GROWTH="$WORK/growth"
+: >"$GROWTH"
+
+bench_size() {  # scale documents
+  local scale="$1" docs="$2" S="$WORK/size-$1"
+  rm -rf "$S"; mkdir -p "$S"; chmod 755 "$S"
+  local PGD="$S/source" PORT=$((40000 + RANDOM % 10000))
+  start_server "$PGD" "$PORT" -c shared_buffers=256MB -c max_wal_size=4GB
+  local URL="postgres://postgres@127.0.0.1:$PORT/bench"
+  psql -h 127.0.0.1 -p "$PORT" -U postgres -qc 'create database bench'
+  echo "[bench] generating: pgbench scale $scale plus $docs rows of text/jsonb/bytea" >&2
+  "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -i -q -s "$scale" bench >/dev/null 2>&1
+  psql -h 127.0.0.1 -p "$PORT" -U postgres -d bench -qc "create table documents as select g as id,
+    repeat('lorem ipsum dolor sit amet ' || g, 8) as body,
+    jsonb_build_object('id', g, 'tags', jsonb_build_array('a', 'b', g % 17), 'price', g * 0.01) as meta,
+    decode(md5(g::text) || md5((g * 7)::text), 'hex') as blob
+    from generate_series(1, $docs) g" -c 'checkpoint'
+  local DBSIZE; DBSIZE=$(psql -h 127.0.0.1 -p "$PORT" -U postgres -d bench -Atc "select pg_database_size('bench')")
+  echo "[bench] database size: $((DBSIZE / 1024 / 1024)) MiB" >&2
+
+  # ---- backup: five kinds, BRUNS rounds, each kind taking each place in turn -------------
+  local pgd="pg_dump -h 127.0.0.1 -p $PORT -U postgres"
+  local bkinds=(counts full z0 fc gz) round i kind
+  for round in $(seq 0 $((BRUNS - 1))); do
+    for i in 0 1 2 3 4; do
+      kind=${bkinds[$(((round + i) % 5))]}
+      settle
+      case $kind in
+        z0) measure "$S/m" sh -c "$pgd -Fc -Z0 bench > $S/z0.dump" ;;
+        fc) measure "$S/m" sh -c "$pgd -Fc bench > $S/fc.dump" ;;
+        gz) measure "$S/m" sh -c "$pgd -Fp bench | gzip -6 | openssl enc -aes-256-cbc -pbkdf2 -pass env:OPENSSL_PASS > $S/plain.sql.gz.enc" ;;
+        counts | full)
+          rm -rf "$S/st-$kind" "$S/rep-$kind"
+          measure "$S/m" "$BIN" run ci/bench/backup.yaml --quiet --var database_url="$URL" --var storage="$S/st-$kind" \
+            --var fingerprint="$kind" --report "$S/rep-$kind" >/dev/null
+          python3 -c 'import json,sys; o=json.load(open(sys.argv[1]))["suites"][0]["steps"][0]["outputs"]; print(o["size"], o["peak_rss_kib"])' \
+            "$S/rep-$kind/run.json" >>"$S/bout-$kind" ;;
+      esac
+      cat "$S/m" >>"$S/b-$kind"
+    done
+  done
+  for kind in "${bkinds[@]}"; do echo "[bench] backup $kind (wall_ms cpu_ms rss_kib per round): $(tr '\n' ';' <"$S/b-$kind")" >&2; done
+  local bc bf bz bfc bgz
+  bc=$(col "$S/b-counts" 1); bf=$(col "$S/b-full" 1); bz=$(col "$S/b-z0" 1); bfc=$(col "$S/b-fc" 1); bgz=$(col "$S/b-gz" 1)
+  local rss_c rss_f; rss_c=$(col "$S/bout-counts" 2); rss_f=$(col "$S/bout-full" 2)
+  echo
+  echo "## Backup of a $((DBSIZE / 1024 / 1024)) MiB database (pgbench scale $scale + $docs documents), median of $BRUNS rotated rounds"
+  echo
+  echo "| command | wall (s) | CPU (s) | output (MiB) | pgdrill counts / this (wall) |"
+  echo "|---|---|---|---|---|"
+  echo "| pgdrill backup.create, zstd + AES-256-GCM, fingerprint=counts | $(sec "$bc") | $(sec "$(col "$S/b-counts" 2)") | $(mib "$(col "$S/bout-counts" 1)") | 1.00 |"
+  echo "| pgdrill backup.create, zstd + AES-256-GCM, fingerprint=full | $(sec "$bf") | $(sec "$(col "$S/b-full" 2)") | $(mib "$(col "$S/bout-full" 1)") | $(ratio "$bc" "$bf") |"
+  echo "| pg_dump -Fc -Z0 > file | $(sec "$bz") | $(sec "$(col "$S/b-z0" 2)") | $(mib "$(size_of "$S/z0.dump")") | $(ratio "$bc" "$bz") (goal <= 1.5) |"
+  echo "| pg_dump -Fc > file | $(sec "$bfc") | $(sec "$(col "$S/b-fc" 2)") | $(mib "$(size_of "$S/fc.dump")") | $(ratio "$bc" "$bfc") |"
+  echo "| pg_dump -Fp \| gzip -6 \| openssl enc -aes-256-cbc -pbkdf2 | $(sec "$bgz") | $(sec "$(col "$S/b-gz" 2)") | $(mib "$(size_of "$S/plain.sql.gz.enc")") | $(ratio "$bc" "$bgz") (goal <= 0.5) |"
+  echo
+  echo "CPU: user+sys of the command and its children (pg_dump's server backend is not included for any row)."
+  echo "pgdrill peak RSS (median): $((rss_c / 1024)) MiB (counts), $((rss_f / 1024)) MiB (full); goal <= 64 MiB."
+  if [ "$BENCH" = backup ]; then
+    echo "$DBSIZE $(ratio "$bc" "$bz") $(ratio "$bc" "$bgz") - - $rss_c - - $(size_of "$S/z0.dump")" >>"$GROWTH"
+    stop_servers; rm -rf "$S"; return
+  fi
+
+  # ---- verify ---------------------------------------------------------------------------
+  # Two baselines, each pg_restore -j 2 of the unencrypted custom dump (written by pg_dump to a
+  # regular file, so with data offsets) into an already running server: with pgdrill's
+  # throwaway settings (only the work differs: the goals' baseline), and with PostgreSQL's
+  # defaults, as a shell runbook restoring into an existing server meets it. pgdrill also
+  # starts its server, decrypts, decompresses, stages and compares.
+  local TPD="$S/restore-throwaway" TPORT=$((50000 + RANDOM % 5000))
+  local DPD="$S/restore-default" DPORT=$((55000 + RANDOM % 5000))
+  stop_servers  # the source is not needed any more: its memory and CPU stay out of the way
+  start_server "$TPD" "$TPORT" $THROWAWAY
+  start_server "$DPD" "$DPORT"
+  baseline_restore() {  # dir port
+    psql -h 127.0.0.1 -p "$2" -U postgres -qc 'drop database if exists restored' -c 'create database restored'
+    settle
+    local before after
+    before=$(server_ticks "$1")
+    measure "$S/m" pg_restore -h 127.0.0.1 -p "$2" -U postgres -j 2 -d restored "$S/z0.dump"
+    sleep 0.5  # the backends have exited and been reaped
+    after=$(server_ticks "$1")
+    awk -v t="$(((after - before) * 1000 / TCK))" '{ print $1, $2 + t, $3 }' "$S/m" >"$S/m2" && mv "$S/m2" "$S/m"
+  }
+  verify_run() {  # fingerprint
+    local rep="$S/vrep-$1"
+    rm -rf "$rep"
+    settle
+    measure "$S/m" "$BIN" run verify --quiet --var storage="$S/st-full" --var database=bench --var provider=native \
+      --var jobs=2 --var fingerprint="$1" --var force=true --report "$rep" --junit "$rep.xml" >/dev/null
+    python3 - "$rep/run.json" >>"$S/phases-$1" <<'PY'
 import json, sys
 steps = json.load(open(sys.argv[1]))["suites"][0]["steps"]
 print(" ".join("%s=%.2f" % (s["label"], s["duration"]) for s in steps if s["phase"]["kind"] == "main"))
 PY
-  echo $((t1 - t0))
-}
-# Four kinds of run, interleaved, each round starting with the next kind: whatever runs right
-# after another's heavy writes is slower here, so each takes each place in turn.
-VRUNS="${VRUNS:-4}"
-declare -A vsamples
-kinds=(pgr_throwaway pgr_default verify_full verify_counts)
-for round in $(seq 0 $((VRUNS - 1))); do
-  for i in 0 1 2 3; do
-    kind=${kinds[$(((round + i) % 4))]}
-    case $kind in
-      pgr_throwaway) ms=$(baseline_restore "$TPORT") ;;
-      pgr_default) ms=$(baseline_restore "$DPORT") ;;
-      verify_full) ms=$(verify_run full) ;;
-      verify_counts) ms=$(verify_run counts) ;;
-    esac
-    vsamples[$kind]="${vsamples[$kind]:-} $ms"
+    # What was staged for the restore: backup.check logs it (in the JUnit).
+    echo "staged_bytes=$(cat "$rep.xml" | sed -n 's/.*staged the checked dump (\([0-9]*\) bytes).*/\1/p' | head -n 1)" >>"$S/phases-$1"
+  }
+  local vkinds=(pgr_throwaway pgr_default verify_full verify_counts)
+  for round in $(seq 0 $((VRUNS - 1))); do
+    for i in 0 1 2 3; do
+      kind=${vkinds[$(((round + i) % 4))]}
+      case $kind in
+        pgr_throwaway) baseline_restore "$TPD" "$TPORT" ;;
+        pgr_default) baseline_restore "$DPD" "$DPORT" ;;
+        verify_full) verify_run full ;;
+        verify_counts) verify_run counts ;;
+      esac
+      cat "$S/m" >>"$S/v-$kind"
+    done
   done
-done
-for kind in "${kinds[@]}"; do echo "[bench] $kind:${vsamples[$kind]} ms" >&2; done
-med() { printf '%s\n' ${vsamples[$1]} | median; }
-ms_t=$(med pgr_throwaway); ms_d=$(med pgr_default); ms_vfull=$(med verify_full); ms_vcounts=$(med verify_counts)
-phases() {  # fingerprint -> median of each phase over the runs
-  python3 - "$WORK/phases-$1" <<'PY'
+  for kind in "${vkinds[@]}"; do echo "[bench] $kind (wall_ms cpu_ms rss_kib per round): $(tr '\n' ';' <"$S/v-$kind")" >&2; done
+  local vt vd vf vc
+  vt=$(col "$S/v-pgr_throwaway" 1); vd=$(col "$S/v-pgr_default" 1); vf=$(col "$S/v-verify_full" 1); vc=$(col "$S/v-verify_counts" 1)
+  phases() {  # fingerprint -> median of each phase over the runs
+    python3 - "$S/phases-$1" <<'PY'
 import statistics, sys
-runs = [dict(kv.split("=") for kv in line.split()) for line in open(sys.argv[1]) if line.strip()]
+runs = [dict(kv.split("=") for kv in line.split()) for line in open(sys.argv[1]) if line.strip() and not line.startswith("staged_bytes")]
 keys = ["integrity", "scratch", "restore", "schema", "tables", "amcheck"]
 print(", ".join("%s %.1f s" % (k, statistics.median(float(r.get(k, 0)) for r in runs)) for k in keys))
 PY
+  }
+  local staged; staged=$(sed -n 's/^staged_bytes=//p' "$S/phases-full" | median_of)
+  local vrss; vrss=$(cat "$S/v-verify_full" "$S/v-verify_counts" | awk '{ print $3 }' | sort -n | tail -n 1)
+  echo
+  echo "## Verify by restore of the same database (median of $VRUNS rotated rounds)"
+  echo
+  echo "| command | wall (s) | CPU (s) | / pg_restore, same settings | / pg_restore, default settings | goal (same settings) |"
+  echo "|---|---|---|---|---|---|"
+  echo "| pg_restore -j 2 into a running server with pgdrill's throwaway settings | $(sec "$vt") | $(sec "$(col "$S/v-pgr_throwaway" 2)") | 1.00 | $(ratio "$vt" "$vd") | |"
+  echo "| pg_restore -j 2 into a running server with default settings | $(sec "$vd") | $(sec "$(col "$S/v-pgr_default" 2)") | $(ratio "$vd" "$vt") | 1.00 | |"
+  echo "| pgdrill run verify, jobs=2, fingerprint=full (start server, check, restore, compare, amcheck heapallindexed) | $(sec "$vf") | $(sec "$(col "$S/v-verify_full" 2)") | $(ratio "$vf" "$vt") | $(ratio "$vf" "$vd") | <= 1.6 |"
+  echo "| pgdrill run verify, jobs=2, fingerprint=counts (amcheck structure only) | $(sec "$vc") | $(sec "$(col "$S/v-verify_counts" 2)") | $(ratio "$vc" "$vt") | $(ratio "$vc" "$vd") | <= 1.3 |"
+  echo
+  echo "CPU: user+sys of the command and its children; for pgdrill that includes its throwaway server, for pg_restore the running server's backends are added."
+  echo "verify phases (median; integrity and scratch run side by side, so do tables and amcheck):"
+  for f in full counts; do
+    echo "- $f: $(phases "$f")"
+  done
+  echo "pgdrill verify peak RSS (largest of the runs, pgdrill itself): $((vrss / 1024)) MiB; staged for the restore: $(mib "$staged") MiB (pg_dump -Fc -Z0: $(mib "$(size_of "$S/z0.dump")") MiB)"
+  echo "$DBSIZE $(ratio "$bc" "$bz") $(ratio "$bc" "$bgz") $(ratio "$vf" "$vt") $(ratio "$vc" "$vt") $rss_c $vrss $staged $(size_of "$S/z0.dump")" >>"$GROWTH"
+  stop_servers
+  rm -rf "$S"
 }
-echo
-echo "## Verify by restore of the same database (median of $VRUNS interleaved runs)"
-echo
-echo "| command | time (s) | / pg_restore, same settings | / pg_restore, default settings | goal (same settings) |"
-echo "|---|---|---|---|---|"
-echo "| pg_restore -j 2 into a running server with pgdrill's throwaway settings | $(sec "$ms_t") | 1.00 | $(ratio "$ms_t" "$ms_d") | |"
-echo "| pg_restore -j 2 into a running server with default settings | $(sec "$ms_d") | $(ratio "$ms_d" "$ms_t") | 1.00 | |"
-echo "| pgdrill run verify, jobs=2, fingerprint=full (start server, check, restore, compare, amcheck) | $(sec "$ms_vfull") | $(ratio "$ms_vfull" "$ms_t") | $(ratio "$ms_vfull" "$ms_d") | <= 1.6 |"
-echo "| pgdrill run verify, jobs=2, fingerprint=counts | $(sec "$ms_vcounts") | $(ratio "$ms_vcounts" "$ms_t") | $(ratio "$ms_vcounts" "$ms_d") | <= 1.3 |"
-echo
-echo "verify phases (median; integrity and scratch run side by side, so do tables and amcheck):"
-for f in full counts; do
-  echo "- $f: $(phases "$f")"
-done
+
+if [ -n "${SIZES:-}" ]; then
+  for gb in $SIZES; do
+    bench_size "$(awk -v g="$gb" 'BEGIN { printf "%d", g / 0.6 * 30 + 0.5 }')" "$(awk -v g="$gb" 'BEGIN { printf "%d", g / 0.6 * 400000 + 0.5 }')"
+  done
+  echo
+  echo "## Growth (one line per size; ratios against the same baselines as above)"
+  echo
+  echo "| database (MiB) | backup / pg_dump -Z0 | backup / gzip\|openssl | verify full / pg_restore | verify counts / pg_restore | backup peak RSS (MiB) | verify peak RSS (MiB) | staged (MiB) | pg_dump -Fc -Z0 (MiB) |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  while read -r db r1 r2 r3 r4 rb rv st z0; do
+    echo "| $((db / 1048576)) | $r1 | $r2 | $r3 | $r4 | $((rb / 1024)) | $([ "$rv" = - ] && echo - || echo $((rv / 1024))) | $([ "$st" = - ] && echo - || mib "$st") | $(mib "$z0") |"
+  done <"$GROWTH"
+else
+  SCALE="${SCALE:-30}"
+  bench_size "$SCALE" "$(awk -v s="$SCALE" 'BEGIN { printf "%d", s * 400000 / 30 }')"
+fi

@@ -323,3 +323,42 @@ async fn missing_roles_fail_with_advice_or_are_mapped() {
     assert!(all.contains("role \"app_owner\" does not exist"), "{all}");
     assert!(all.contains("map them with `role_map`"), "{all}");
 }
+
+/// An index that cannot be built from the restored data (a unique index over duplicated rows,
+/// in a hand-edited plain dump) fails in the last part of the restore, after every row is in:
+/// `restore` fails with the server's reason and nothing after it is reported as passed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_building_indexes_after_the_data_fails_restore_and_nothing_passes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((src, _)) = backed_up(&storage).await else { return };
+    let out = Command::new(pg_bin("pg_dump"))
+        .env("PGHOST", &src.host)
+        .env("PGPORT", src.port.to_string())
+        .env("PGUSER", &src.user)
+        .env("PGPASSWORD", &src.password)
+        .env("PGDATABASE", "shop")
+        .stdin(Stdio::null())
+        .output()
+        .expect("pg_dump");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plain = text(&out.stdout);
+    // orders.customer repeats every 500 rows: a unique index over it cannot be built.
+    let index = "CREATE INDEX orders_customer ON public.orders";
+    assert!(plain.contains(index), "the dump builds orders_customer: {plain}");
+    let edited = plain.replace(index, "CREATE UNIQUE INDEX orders_customer ON public.orders");
+    let dump = dir.path().join("shop-edited.sql");
+    std::fs::write(&dump, edited).expect("write");
+
+    let junit = dir.path().join("edited.xml");
+    let out = verify(Path::new(""), &[&format!("backup={}", dump.display()), "max_age=1h"], &junit);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "a failed restore is a failed verify: {all}");
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "integrity"), "passed", "{cases:?}");
+    assert_eq!(status_of(&cases, "restore"), "failure", "{cases:?}");
+    assert!(all.contains("could not create unique index"), "the server's reason is shown: {all}");
+    for check in ["schema", "tables", "amcheck"] {
+        assert_ne!(status_of(&cases, check), "passed", "{check} after a failed restore: {cases:?}");
+    }
+}

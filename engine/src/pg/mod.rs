@@ -27,7 +27,11 @@ pub const THROWAWAY_SETTINGS: &[(&str, &str)] = &[
     ("max_wal_senders", "0"),
     ("max_wal_size", "8GB"),
     ("checkpoint_timeout", "30min"),
+    // B-tree indexes build in parallel (PostgreSQL 11+): the leader and two workers, each
+    // needing at least 32MB of maintenance_work_mem, which they share. pg_restore -j 2 runs
+    // two such builds at a time: 512MB at most, well within a CI machine.
     ("maintenance_work_mem", "256MB"),
+    ("max_parallel_maintenance_workers", "2"),
     ("autovacuum", "off"),
 ];
 
