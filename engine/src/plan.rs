@@ -119,10 +119,32 @@ fn step(
             }
         }
     }
+    connections(out, &pad, &rendered);
     if !s.rollback.is_empty() {
         out.push_str(&format!("{pad}     rollback:\n"));
         for r in &s.rollback {
             step(out, env, ctx, r, "-", depth + 3);
+        }
+    }
+}
+
+/// For each connection field known now, what the connection string, the service file, the
+/// environment, the defaults and the password file each contributed (secrets masked).
+fn connections(out: &mut String, pad: &str, with: &Yaml) {
+    let Yaml::Mapping(m) = with else { return };
+    for key in ["url", "database_url", "into", "target", "source"] {
+        let Some(Yaml::String(v)) = m.get(key) else { continue };
+        if v.contains("{{") || !(v.contains("://") || v.contains('=')) {
+            continue;
+        }
+        match crate::pg::conninfo(v) {
+            Ok(ci) => {
+                out.push_str(&format!("{pad}     connection ({key}):\n"));
+                for l in ci.describe() {
+                    out.push_str(&format!("{pad}       {l}\n"));
+                }
+            }
+            Err(e) => out.push_str(&format!("{pad}     connection ({key}): {}\n", e.0)),
         }
     }
 }

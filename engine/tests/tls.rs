@@ -343,3 +343,31 @@ fn a_service_file_entry_and_a_unix_socket_work() {
     let backup = common::backup_to(&url, &storage, "tls-test-key-0123456789", "app");
     assert!(backup.exists());
 }
+
+#[test]
+fn plan_shows_what_the_string_the_service_file_and_the_environment_contributed() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let services = d.path().join("services.conf");
+    std::fs::write(&services, "[erp]\nhost=db.internal\nport=6432\nuser=svc\n").expect("services");
+    let rb = d.path().join("plan.yaml");
+    std::fs::write(
+        &rb,
+        "name: plan\nsteps:\n  - id: q\n    uses: sql.assert\n    with: { url: \"service=erp dbname=erp\", query: select 1, expect: \"== 1\" }\n",
+    )
+    .expect("runbook");
+    let out = common::pgdrill(&["plan", rb.to_str().unwrap_or_default()])
+        .env("PGSERVICEFILE", &services)
+        .env("PGSSLMODE", "verify-full")
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .expect("plan runs");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let from_file = format!("(service erp in {})", services.display());
+    assert!(all.contains(&format!("host=db.internal {from_file}")), "{all}");
+    assert!(all.contains(&format!("port=6432 {from_file}")), "{all}");
+    assert!(all.contains("dbname=erp (connection string)"), "{all}");
+    assert!(all.contains("sslmode=verify-full (PGSSLMODE)"), "{all}");
+    assert!(all.contains("password=******** (PGPASSWORD)"), "{all}");
+    assert!(!all.contains(PASSWORD), "the password is shown: {all}");
+}
