@@ -93,6 +93,9 @@ pub struct StepRecord {
     /// Set when a later failure made its rollback run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<Rollback>,
+    /// What a rollback step said must reach the run's final message (`StepCtx::notice`).
+    #[serde(skip)]
+    pub notice: Option<String>,
 }
 
 /// What class of problem ended a step.

@@ -332,8 +332,8 @@ impl Executor {
                 for rbk in &done.rollback {
                     let rec =
                         self.run_step(suite, rb, &mut scope, rbk, Phase::Rollback { of: of.clone() }, false).await;
-                    if let Some(n) = rec.outputs.get("notice").and_then(Json::as_str) {
-                        notices.push(n.to_string());
+                    if let Some(n) = &rec.notice {
+                        notices.push(n.clone());
                     }
                     recs.push(rec);
                 }
@@ -484,6 +484,7 @@ impl Executor {
             outputs: Json::Object(Map::new()),
             log: Vec::new(),
             rollback: None,
+            notice: None,
         }));
     }
 
@@ -504,6 +505,7 @@ impl Executor {
             outputs: Json::Object(Map::new()),
             log: Vec::new(),
             rollback: None,
+            notice: None,
         }));
     }
 
@@ -572,6 +574,7 @@ impl Executor {
                     outputs: Json::Object(Map::new()),
                     log: Vec::new(),
                     rollback: None,
+                    notice: None,
                 };
                 self.sink.emit(Event::StepFinished(rec.clone()));
                 store_outputs(scope, step, &rec);
@@ -647,9 +650,12 @@ impl Executor {
             outputs: Json::Object(Map::new()),
             log: Vec::new(),
             rollback: None,
+            notice: None,
         };
         let kept: Arc<Mutex<Outputs>> = Arc::new(Mutex::new(Outputs::new()));
-        let result = self.attempts(suite, rb, scope, step, &label, (&log, &kept), cancel, &mut rec).await;
+        let notice: Shared<Option<String>> = Arc::default();
+        let result = self.attempts(suite, rb, scope, step, &label, (&log, &kept, &notice), cancel, &mut rec).await;
+        rec.notice = notice.lock().ok().and_then(|n| n.clone());
         match result {
             Ok(Attempted::Skipped(why)) => {
                 rec.outcome = Outcome::Skipped;
@@ -744,7 +750,7 @@ impl Executor {
         scope: &Scope,
         step: &StepDef,
         label: &str,
-        (log, kept): (&Arc<Mutex<Vec<String>>>, &Arc<Mutex<Outputs>>),
+        (log, kept, notice): (&Shared<Vec<String>>, &Shared<Outputs>, &Shared<Option<String>>),
         stopper: Option<&Stopper>,
         rec: &mut StepRecord,
     ) -> Result<Attempted, (Outcome, ErrorKind, String)> {
@@ -802,6 +808,7 @@ impl Executor {
             cancel: stopper.map(|s| s.token.clone()).unwrap_or_default(),
             assume_yes: self.assume_yes.load(Ordering::SeqCst),
             kept: kept.clone(),
+            notice: notice.clone(),
             redactor: self.redactor.clone(),
             resources: scope.resources.clone(),
             nested: Arc::new(NestedHandle { exec: self.me.clone(), cx: scope.cx.clone() }),
@@ -1317,6 +1324,9 @@ fn rollback_result(recs: &[StepRecord]) -> (Rollback, Option<String>) {
     }
     (Rollback::RolledBack, None)
 }
+
+/// A value a running step shares with the executor.
+type Shared<T> = Arc<Mutex<T>>;
 
 /// The outcome and error class of a step error (not `Skipped`, which is no error).
 fn error_class(e: &StepError) -> (Outcome, ErrorKind) {

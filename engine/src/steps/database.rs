@@ -1045,6 +1045,7 @@ fn run_restore_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<O
                 _ => format!("The original is in the safety snapshot {snap}; restore it by hand with `pgdrill decrypt {snap} | pg_restore -d ...`"),
             };
             let notice = format!("database `{}` was NOT rolled back: {}. {how}", w.database, e.message());
+            ctx.notice(notice.clone());
             ctx.keep("notice", notice.into());
         }
         result
@@ -1111,6 +1112,7 @@ async fn put_back(ctx: &StepCtx, w: &RecreateWith) -> Result<Outputs, StepError>
             format!("database `{}` was rolled back to the safety snapshot {}; {proof}", w.database, snap.display());
         super::journal::mark(ctx, w.journal.as_deref(), JPhase::RolledBack, &proof, |_| {})?;
         ctx.log(notice.clone());
+        ctx.notice(notice.clone());
         let mut o = Outputs::new();
         o.insert("notice".into(), notice.into());
         Ok(o)

@@ -515,6 +515,7 @@ fn run_finish(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, St
                 format!("database `{}` was not dropped, but{connections}", w.database)
             };
             let msg = format!("{head} {}", how_to_recover(&w.url, &j, &path.display().to_string()));
+            ctx.notice(msg.clone());
             ctx.keep("notice", msg.clone().into());
             ctx.keep("state", "unfinished".into());
             return Err(StepError::Failed(msg));

@@ -224,6 +224,8 @@ pub struct StepCtx {
     pub resources: Resources,
     /// Outputs kept even when the step fails (see `keep`).
     pub kept: Arc<std::sync::Mutex<Outputs>>,
+    /// What the run's final message must say about this step (see `notice`).
+    pub notice: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl StepCtx {
@@ -232,6 +234,14 @@ impl StepCtx {
     pub fn keep(&self, name: &str, value: serde_json::Value) {
         if let Ok(mut k) = self.kept.lock() {
             k.insert(name.to_string(), value);
+        }
+    }
+
+    /// Tell the executor a fact for the run's final message, whether the step passes or
+    /// fails: a rollback that put a database back, or one that could not and says how to.
+    pub fn notice(&self, text: impl Into<String>) {
+        if let Ok(mut n) = self.notice.lock() {
+            *n = Some(text.into());
         }
     }
 
