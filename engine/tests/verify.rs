@@ -194,9 +194,10 @@ async fn a_corrupted_archive_fails_at_integrity_before_any_restore_and_a_wrong_k
     assert_eq!(out.status.code(), Some(1), "{all}");
     let cases = junit_cases(&junit);
     assert_eq!(status_of(&cases, "integrity"), "failure", "{cases:?}");
-    // The server starts beside the integrity check, which fails within milliseconds here:
-    // the start is cancelled (reported as skipped) and the server torn down.
-    assert_eq!(status_of(&cases, "scratch"), "skipped", "no server is started: {cases:?}");
+    // The server starts beside the integrity check. Which finishes first depends on the
+    // machine's load, so both are allowed: a start cancelled by the failure is reported as
+    // skipped, one that was ready first as passed (and torn down); never as a failure.
+    assert!(matches!(status_of(&cases, "scratch"), "skipped" | "passed"), "{cases:?}");
     assert_eq!(status_of(&cases, "restore"), "skipped", "{cases:?}");
     assert!(all.contains("corrupted backup"), "{all}");
     let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
@@ -212,7 +213,7 @@ async fn a_corrupted_archive_fails_at_integrity_before_any_restore_and_a_wrong_k
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("wrong key or corrupted backup"), "{all}");
     assert!(!all.contains("not the key"), "the key leaked: {all}");
-    assert!(!all.contains("passed       scratch"), "no server was started: {all}");
+    assert!(!all.contains("FAILED       scratch"), "the server start is not a verdict: {all}");
 }
 
 fn pg_bin(tool: &str) -> String {
