@@ -68,19 +68,36 @@ pub fn user_command(program: impl AsRef<OsStr>, holds_secret: impl Fn(&str) -> b
     cmd
 }
 
-/// Ask the kernel to SIGKILL the child when its parent thread ends, and close the race
-/// where pgdrill died between fork and this call.
+/// pgdrill itself as a child (a fleet's run of one target): pgdrill's environment minus the
+/// variables in `remove` (the other targets' secrets), which the caller replaces with this
+/// run's own. It gets SIGTERM, not SIGKILL, when its parent dies, so it still rolls back
+/// what it changed and stops its own children.
+pub fn own_command(program: impl AsRef<OsStr>, remove: &[String]) -> Command {
+    let mut cmd = Command::new(program);
+    for k in remove {
+        cmd.env_remove(k);
+    }
+    die_with_parent_by(&mut cmd, nix::sys::signal::Signal::SIGTERM);
+    cmd
+}
+
+fn die_with_parent(cmd: &mut Command) {
+    die_with_parent_by(cmd, nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Ask the kernel to send `signal` to the child when its parent thread ends, and close the
+/// race where pgdrill died between fork and this call.
 // The crate's only unsafe code: arming the signal has to happen in the child between fork
 // and exec, which std exposes only as the unsafe `pre_exec`.
 #[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut Command) {
+fn die_with_parent_by(cmd: &mut Command, signal: nix::sys::signal::Signal) {
     let parent = std::process::id() as i32;
     // SAFETY: the closure runs between fork and exec and only makes two system calls
     // (prctl, getppid), both async-signal-safe; it allocates nothing (errors are errno
     // values).
     unsafe {
         cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(io::Error::from)?;
+            nix::sys::prctl::set_pdeathsig(signal).map_err(io::Error::from)?;
             // Reparented already: pgdrill died before the signal was armed.
             // An error without a message: allocating here could deadlock on a lock another
             // thread held at fork time.

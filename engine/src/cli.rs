@@ -79,6 +79,52 @@ enum Command {
         /// is not a terminal.
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Hold the run to this recovery time objective instead of the runbook's
+        /// `targets.rto` (a fleet passes each database's own).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        rto: Option<std::time::Duration>,
+    },
+    /// Many databases from one fleet file: plan or run a runbook once per target.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
+    /// Print a fleet's cadences as crontab lines, systemd units or Kubernetes manifests.
+    Schedule {
+        /// cron, systemd or kubernetes.
+        #[arg(value_parser = ["cron", "systemd", "kubernetes"])]
+        format: String,
+        /// The fleet file.
+        file: PathBuf,
+        /// The pgdrill binary the schedule runs (cron, systemd).
+        #[arg(long, default_value = "/usr/local/bin/pgdrill")]
+        binary: String,
+        /// The fleet file's path where the schedule runs (default: its absolute path here;
+        /// Kubernetes mounts it at /etc/pgdrill).
+        #[arg(long)]
+        fleet_path: Option<String>,
+        /// Reports go to DIR/<schedule> (cron, systemd).
+        #[arg(long, default_value = "/var/lib/pgdrill/reports")]
+        reports: String,
+        /// A file of NAME=value lines with the secrets the fleet file names (cron, systemd).
+        #[arg(long, default_value = "/etc/pgdrill/secrets.env")]
+        env_file: String,
+        /// Kubernetes: the image that runs pgdrill.
+        #[arg(long, default_value = concat!("pgdrill:", env!("CARGO_PKG_VERSION")))]
+        image: String,
+        /// Kubernetes: the namespace.
+        #[arg(long, default_value = "pgdrill")]
+        namespace: String,
+        /// Kubernetes: the Secret whose keys become the pods' environment.
+        #[arg(long, default_value = "pgdrill-secrets")]
+        secret: String,
+        /// Kubernetes: the PersistentVolumeClaim mounted at /var/lib/pgdrill (reports, local
+        /// backups).
+        #[arg(long, default_value = "pgdrill-data")]
+        claim: String,
+        /// systemd: write the units into this directory instead of printing them.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Backups in storage.
     Backups {
@@ -124,6 +170,72 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct FleetSelect {
+    /// The fleet file.
+    file: PathBuf,
+    /// A runbook file or shipped runbook name.
+    runbook: PathBuf,
+    /// Only these targets: project, project/environment or project/environment/database
+    /// (repeatable).
+    #[arg(long, value_name = "TARGET")]
+    only: Vec<String>,
+    /// Only the targets on this cadence (a name under `schedules:`); its vars apply.
+    #[arg(long, value_name = "NAME")]
+    schedule: Option<String>,
+    /// Only the N-th selected target, counted from 0 in file order (a Kubernetes Indexed
+    /// Job's JOB_COMPLETION_INDEX).
+    #[arg(long, value_name = "N")]
+    index: Option<usize>,
+    /// Set a runbook variable for every target (repeatable).
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
+    vars: Vec<(String, String)>,
+    /// At most this many runs at a time (default: the schedule's `parallel`, else 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    parallel: Option<u16>,
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetCommand {
+    /// What would run for each target, with resolved values. No side effects.
+    Plan {
+        #[command(flatten)]
+        select: FleetSelect,
+    },
+    /// Run the runbook once per target; exit 1 if any target did not pass.
+    Run {
+        #[command(flatten)]
+        select: FleetSelect,
+        /// Each target's run.json, JUnit and output go to DIR/<project>/<environment>/<database>/,
+        /// the summary to DIR/fleet.json.
+        #[arg(long, value_name = "DIR", env = "PGDRILL_REPORT")]
+        report: Option<PathBuf>,
+        /// One JUnit file with every target's suite.
+        #[arg(long, value_name = "PATH", env = "PGDRILL_JUNIT")]
+        junit: Option<PathBuf>,
+        /// Confirm destructive steps without asking (passed to each run).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+fn fleet_options(fleet: &crate::fleet::Fleet, s: FleetSelect) -> crate::fleet::run::Options {
+    let parallel = s
+        .parallel
+        .map(usize::from)
+        .or_else(|| s.schedule.as_deref().and_then(|n| fleet.schedule(n)).and_then(|x| x.parallel))
+        .unwrap_or(1);
+    crate::fleet::run::Options {
+        runbook: s.runbook,
+        only: s.only,
+        schedule: s.schedule,
+        index: s.index,
+        parallel,
+        vars: s.vars,
+        ..Default::default()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,8 +311,11 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             out!("{}", plan::render(&rb, &vars));
             Ok(ExitCode::Passed)
         }
-        Command::Run { runbook, vars, junit, report, quiet, yes } => {
-            let rb = exec::load_checked(&runbook)?;
+        Command::Run { runbook, vars, junit, report, quiet, yes, rto } => {
+            let mut rb = exec::load_checked(&runbook)?;
+            if rto.is_some() {
+                rb.targets.rto = rto;
+            }
             let mut reporters: Vec<Box<dyn Reporter>> =
                 vec![Box::new(Terminal::new(!quiet && std::io::stdout().is_terminal()))];
             if let Some(p) = junit {
@@ -222,6 +337,76 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let res = res?;
             finished?;
             Ok(res.exit)
+        }
+        Command::Fleet { command: FleetCommand::Plan { select } } => {
+            let fleet = crate::fleet::load(&select.file)?;
+            let o = fleet_options(&fleet, select);
+            out!("{}", crate::fleet::run::plan(&fleet, &o)?);
+            Ok(ExitCode::Passed)
+        }
+        Command::Fleet { command: FleetCommand::Run { select, report, junit, yes } } => {
+            let fleet = crate::fleet::load(&select.file)?;
+            let mut o = fleet_options(&fleet, select);
+            o.report = report;
+            o.junit = junit;
+            o.yes = yes;
+            let cancel = CancellationToken::new();
+            let cause = Arc::new(Mutex::new(None));
+            exec::signal::install(cancel.clone(), cause)
+                .map_err(|e| Error::Environment(format!("cannot install signal handlers: {e}")))?;
+            crate::fleet::run::run(&fleet, &o, cancel).await
+        }
+        Command::Schedule {
+            format,
+            file,
+            binary,
+            fleet_path,
+            reports,
+            env_file,
+            image,
+            namespace,
+            secret,
+            claim,
+            out,
+        } => {
+            let fleet = crate::fleet::load(&file)?;
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
+            let fleet_path = fleet_path
+                .unwrap_or_else(|| std::fs::canonicalize(&file).unwrap_or(file.clone()).display().to_string());
+            let o = crate::fleet::schedule::Options {
+                binary,
+                image,
+                fleet_path,
+                reports,
+                env_file,
+                namespace,
+                secret,
+                claim,
+            };
+            match format.as_str() {
+                "cron" => out!("{}", crate::fleet::schedule::crontab(&fleet, &o)),
+                "kubernetes" => out!("{}", crate::fleet::schedule::kubernetes(&fleet, &text, &o)),
+                _ => {
+                    let units = crate::fleet::schedule::systemd(&fleet, &o);
+                    match out {
+                        Some(dir) => {
+                            std::fs::create_dir_all(&dir)
+                                .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+                            for (name, body) in &units {
+                                crate::report::write_atomic(&dir.join(name), |w| w.write_all(body.as_bytes()))?;
+                                outln!("wrote {}", dir.join(name).display());
+                            }
+                        }
+                        None => {
+                            for (name, body) in &units {
+                                outln!("# {name}\n{body}");
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::Passed)
         }
         Command::Backups { command: BackupsCommand::List { storage, database, name_pattern, json } } => {
             // A directory that is not there is a typo or an unmounted volume, never "no backups".
@@ -329,6 +514,19 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
     let mut all = runbook::Diagnostics::default();
     let mut other: Vec<String> = Vec::new();
     for f in files {
+        if std::fs::read_to_string(f).is_ok_and(|t| crate::fleet::is_fleet(&t)) {
+            match crate::fleet::load(f) {
+                Ok(fl) => outln!(
+                    "ok: {} (fleet, {} databases, {} schedules)",
+                    f.display(),
+                    fl.targets.len(),
+                    fl.schedules.len()
+                ),
+                Err(Error::Runbook(d)) => all.0.extend(d.0),
+                Err(e) => other.push(e.to_string()),
+            }
+            continue;
+        }
         match exec::load_checked(f) {
             Ok(rb) => {
                 // Deprecated forms are shown, but the runbook is valid: exit 0.

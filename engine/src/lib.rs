@@ -10,6 +10,7 @@ pub mod child;
 pub mod cli;
 pub mod error;
 pub mod exec;
+pub mod fleet;
 pub mod pg;
 pub mod plan;
 pub mod progress;

@@ -1,0 +1,434 @@
+//! `fleet plan` and `fleet run`: one runbook once per target.
+//!
+//! Each target runs as its own `pgdrill run` process. That gives every database its own
+//! report directory and JUnit file, its own secrets (a run's environment holds its own
+//! password and key and none of the other targets'), its own signal handling (SIGTERM lets a
+//! restore roll back) and a failure that cannot reach the others. The processes die with
+//! the fleet run (SIGTERM from the kernel if it is killed, so they still roll back).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{select, vars_for, Fleet, Target};
+use crate::error::ExitCode;
+use crate::runbook::Runbook;
+use crate::Error;
+
+/// Step kinds that change or replace a database: a runbook using one runs for exactly one
+/// target (`--only project/environment/database`).
+const DESTRUCTIVE: &[&str] = &["database.drop", "operator.confirm", "database.restore_snapshot"];
+
+/// What `fleet run` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// As given on the command line: a file or a shipped runbook's name.
+    pub runbook: PathBuf,
+    pub only: Vec<String>,
+    pub schedule: Option<String>,
+    /// Run only the N-th selected target (a Kubernetes Indexed Job's pod).
+    pub index: Option<usize>,
+    pub parallel: usize,
+    pub report: Option<PathBuf>,
+    pub junit: Option<PathBuf>,
+    pub vars: Vec<(String, String)>,
+    pub yes: bool,
+}
+
+/// The runbook a fleet command names: a file (relative to the current directory, then to
+/// the fleet file), else a shipped runbook. Returns it with the reference its runs get.
+pub fn runbook(fleet: &Fleet, given: &Path) -> Result<(Runbook, String), Error> {
+    let candidates = [given.to_path_buf(), fleet.base_dir.join(given)];
+    for c in candidates {
+        if c.is_file() {
+            let abs = std::fs::canonicalize(&c).map_err(|e| Error::io(format!("cannot open {}", c.display()), e))?;
+            let rb = crate::exec::load_checked(&abs)?;
+            return Ok((rb, abs.display().to_string()));
+        }
+    }
+    let rb = crate::exec::load_checked(given)?;
+    Ok((rb, given.display().to_string()))
+}
+
+/// The selected targets, checked against what the runbook may do to them.
+pub fn targets<'a>(fleet: &'a Fleet, rb: &Runbook, o: &Options) -> Result<Vec<&'a Target>, Error> {
+    let mut ts = select(fleet, &o.only, o.schedule.as_deref()).map_err(Error::Invalid)?;
+    if let Some(i) = o.index {
+        let n = ts.len();
+        let Some(t) = ts.get(i).copied() else {
+            return Err(Error::Invalid(format!(
+                "--index {i}: the selection has {n} target(s) (0 to {}); regenerate the schedule after changing the fleet file",
+                n.saturating_sub(1)
+            )));
+        };
+        ts = vec![t];
+    }
+    if let Some(step) = rb.all_steps().find(|s| DESTRUCTIVE.contains(&s.uses.as_str())) {
+        let exactly_one = ts.len() == 1 && (o.index.is_some() || o.only.iter().any(|x| x.split('/').count() == 3));
+        if !exactly_one {
+            return Err(Error::Invalid(format!(
+                "{} changes a database (step {} at {}): name exactly one target with --only project/environment/database",
+                rb.name,
+                step.uses,
+                rb.location(&step.path)
+            )));
+        }
+    }
+    Ok(ts)
+}
+
+/// Secrets a target's run needs that are not in the environment.
+fn missing_secrets(t: &Target) -> Vec<&str> {
+    [t.password_env.as_deref(), t.key_env.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter(|v| std::env::var_os(v).is_none_or(|x| x.is_empty()))
+        .collect()
+}
+
+/// `fleet plan`: what would run, with every value resolved; nothing is touched.
+pub fn plan(fleet: &Fleet, o: &Options) -> Result<String, Error> {
+    let (rb, reference) = runbook(fleet, &o.runbook)?;
+    let ts = targets(fleet, &rb, o)?;
+    let schedule = o.schedule.as_deref().and_then(|s| fleet.schedule(s));
+    let mut out = String::new();
+    out.push_str(&format!(
+        "fleet {}: runbook {} for {} target(s), at most {} at a time\n",
+        fleet.file.display(),
+        rb.name,
+        ts.len(),
+        o.parallel.max(1)
+    ));
+    for t in ts {
+        out.push_str(&format!("\n{}\n", t.id));
+        out.push_str(&format!("  pgdrill run {reference}"));
+        if let Some(r) = &t.rto {
+            out.push_str(&format!(" --rto {r}"));
+        }
+        out.push('\n');
+        for (k, v) in vars_for(&rb, t, schedule, &o.vars) {
+            out.push_str(&format!("    {k} = {}\n", crate::report::visible(&v)));
+        }
+        for (what, var, to) in [
+            ("password", t.password_env.as_deref(), "PGPASSWORD"),
+            ("backup key", t.key_env.as_deref(), "PGDRILL_BACKUP_KEY"),
+        ] {
+            if let Some(var) = var {
+                let state = if missing_secrets(t).contains(&var) { "NOT SET" } else { "set" };
+                out.push_str(&format!("    {what}: from ${var} as {to} ({state})\n"));
+            }
+        }
+        if let Some(p) = &t.passfile {
+            out.push_str(&format!("    passfile: {p} as PGPASSFILE\n"));
+        }
+    }
+    Ok(out)
+}
+
+/// One target's result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetResult {
+    pub target: String,
+    pub database: String,
+    /// The run's exit code; `None` when it never started.
+    pub exit: Option<i32>,
+    pub outcome: &'static str,
+    pub duration_s: f64,
+    pub report: Option<PathBuf>,
+    /// Why it failed, in one line (the run's last error line, or why it did not start).
+    pub message: Option<String>,
+}
+
+fn outcome_of(code: i32) -> &'static str {
+    match code {
+        0 => "passed",
+        1 => "failed",
+        2 => "invalid",
+        3 => "environment",
+        130 => "interrupted",
+        _ => "crashed",
+    }
+}
+
+/// The last line of a run's output that says what went wrong.
+fn last_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("error") || l.contains("FAILED") || l.contains("failed"))
+        .or(lines.last())
+        .map(|l| l.chars().take(300).collect())
+}
+
+/// `fleet run`: the runbook once per selected target, at most `parallel` at a time; then a
+/// summary table and a combined JUnit file. Exit 0 when every target passed, 130 when
+/// interrupted, otherwise 1.
+pub async fn run(fleet: &Fleet, o: &Options, cancel: CancellationToken) -> Result<ExitCode, Error> {
+    let (rb, reference) = runbook(fleet, &o.runbook)?;
+    let ts: Vec<Target> = targets(fleet, &rb, o)?.into_iter().cloned().collect();
+    if ts.is_empty() {
+        println!("fleet {}: no target selected, nothing to do", fleet.file.display());
+        return Ok(ExitCode::Passed);
+    }
+    let exe =
+        std::env::current_exe().map_err(|e| Error::Environment(format!("cannot find the pgdrill binary: {e}")))?;
+    // Without --report the runs' reports live until the summary is written.
+    let scratch = match &o.report {
+        Some(_) => None,
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("pgdrill-fleet-")
+                .tempdir()
+                .map_err(|e| Error::io("creating a temporary directory", e))?,
+        ),
+    };
+    let root = o.report.clone().unwrap_or_else(|| scratch.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_default());
+    let schedule = o.schedule.as_deref().and_then(|s| fleet.schedule(s)).cloned();
+    let secret_envs = fleet.secret_envs();
+    let parallel = o.parallel.max(1);
+    println!(
+        "fleet {}: runbook {} for {} target(s), at most {parallel} at a time",
+        fleet.file.display(),
+        rb.name,
+        ts.len()
+    );
+
+    let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let running: Arc<Mutex<Vec<u32>>> = Arc::new(Mutex::new(Vec::new()));
+    // SIGINT/SIGTERM: no new runs; the running ones get SIGTERM and roll back.
+    {
+        let (cancel, running) = (cancel.clone(), running.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            for pid in running.lock().map(|r| r.clone()).unwrap_or_default() {
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            }
+        });
+    }
+    let mut handles = Vec::new();
+    for t in ts.iter().cloned() {
+        let dir = root.join(&t.project).join(&t.environment).join(&t.key);
+        let vars = vars_for(&rb, &t, schedule.as_ref(), &o.vars);
+        let (sem, running, cancel) = (sem.clone(), running.clone(), cancel.clone());
+        let (exe, reference, secret_envs, yes) = (exe.clone(), reference.clone(), secret_envs.clone(), o.yes);
+        let base = fleet.base_dir.clone();
+        handles.push(tokio::spawn(async move {
+            let _permit = tokio::select! {
+                p = sem.acquire_owned() => p.ok(),
+                _ = cancel.cancelled() => None,
+            };
+            let not_run = |why: String, exit: Option<i32>, outcome| TargetResult {
+                target: t.id.clone(),
+                database: t.database.clone(),
+                exit,
+                outcome,
+                duration_s: 0.0,
+                report: None,
+                message: Some(why),
+            };
+            if cancel.is_cancelled() {
+                return not_run("not started: the fleet run was interrupted".into(), None, "interrupted");
+            }
+            let missing = missing_secrets(&t);
+            if !missing.is_empty() {
+                let r = not_run(
+                    format!(
+                        "not started: {} not set (the fleet file names it as this target's secret)",
+                        missing.join(", ")
+                    ),
+                    Some(3),
+                    "environment",
+                );
+                println!("{:<11} {}  {}", r.outcome, t.id, r.message.as_deref().unwrap_or_default());
+                return r;
+            }
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                return not_run(
+                    format!("cannot create its report directory {}: {e}", dir.display()),
+                    Some(3),
+                    "environment",
+                );
+            }
+            let log = dir.join("output.log");
+            let file = match std::fs::File::create(&log) {
+                Ok(f) => f,
+                Err(e) => return not_run(format!("cannot write {}: {e}", log.display()), Some(3), "environment"),
+            };
+            let mut cmd = crate::child::own_command(&exe, &secret_envs);
+            cmd.arg("run").arg(&reference).arg("--quiet");
+            cmd.arg("--report").arg(&dir).arg("--junit").arg(dir.join("junit.xml"));
+            if let Some(r) = &t.rto {
+                cmd.arg("--rto").arg(r);
+            }
+            if yes {
+                cmd.arg("--yes");
+            }
+            for (k, v) in &vars {
+                cmd.arg("--var").arg(format!("{k}={v}"));
+            }
+            // Each run gets its own secrets under the names pgdrill and libpq read.
+            if let Some(v) = &t.password_env {
+                cmd.env("PGPASSWORD", std::env::var_os(v).unwrap_or_default());
+            }
+            if let Some(p) = &t.passfile {
+                cmd.env("PGPASSFILE", base.join(p));
+            }
+            if let Some(v) = &t.key_env {
+                cmd.env("PGDRILL_BACKUP_KEY", std::env::var_os(v).unwrap_or_default());
+            }
+            let err_file = match file.try_clone() {
+                Ok(f) => f,
+                Err(e) => return not_run(format!("cannot write {}: {e}", log.display()), Some(3), "environment"),
+            };
+            cmd.stdin(std::process::Stdio::null()).stdout(file).stderr(err_file);
+            let mut cmd = tokio::process::Command::from(cmd);
+            let started = Instant::now();
+            println!("{:<11} {}", "started", t.id);
+            let mut child = match crate::child::spawn_async(&mut cmd) {
+                Ok(c) => c,
+                Err(e) => return not_run(format!("cannot start pgdrill: {e}"), Some(3), "environment"),
+            };
+            let pid = child.id().unwrap_or(0);
+            if let Ok(mut r) = running.lock() {
+                r.push(pid);
+            }
+            // A cancel that came before the pid was listed still reaches this run.
+            if cancel.is_cancelled() {
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            }
+            let status = child.wait().await;
+            if let Ok(mut r) = running.lock() {
+                r.retain(|p| *p != pid);
+            }
+            let elapsed = started.elapsed();
+            let code = match status {
+                Ok(s) => s.code().unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)),
+                Err(_) => 3,
+            };
+            let outcome = outcome_of(code);
+            let message = (code != 0).then(|| last_error(&log)).flatten();
+            println!("{:<11} {}  {:.1} s", outcome, t.id, elapsed.as_secs_f64());
+            TargetResult {
+                target: t.id.clone(),
+                database: t.database.clone(),
+                exit: Some(code),
+                outcome,
+                duration_s: (elapsed.as_secs_f64() * 10.0).round() / 10.0,
+                report: Some(dir),
+                message,
+            }
+        }));
+    }
+    let mut results = Vec::new();
+    for h in handles {
+        match h.await {
+            Ok(r) => results.push(r),
+            Err(e) => return Err(Error::Environment(format!("a fleet worker failed: {e}"))),
+        }
+    }
+    let kept = o.report.is_some();
+    print!("\n{}", table(&results, kept));
+    if let Some(j) = &o.junit {
+        combined_junit(j, &results, &rb.name)?;
+    }
+    if let Some(dir) = &o.report {
+        let summary = serde_json::json!({
+            "fleet": fleet.file.display().to_string(),
+            "runbook": rb.name,
+            "schedule": o.schedule,
+            "targets": results,
+        });
+        crate::report::write_atomic(&dir.join("fleet.json"), |w| {
+            w.write_all(serde_json::to_string_pretty(&summary).unwrap_or_default().as_bytes())
+        })?;
+    }
+    drop(scratch);
+    let interrupted = cancel.is_cancelled();
+    Ok(if interrupted {
+        ExitCode::Interrupted
+    } else if results.iter().all(|r| r.exit == Some(0)) {
+        ExitCode::Passed
+    } else {
+        ExitCode::Failed
+    })
+}
+
+/// The summary: one row per target, the failures' reasons under it.
+pub fn table(results: &[TargetResult], kept: bool) -> String {
+    let w = results.iter().map(|r| r.target.chars().count()).max().unwrap_or(6).max(6);
+    let mut out = format!("{:<w$}  {:<11}  {:>4}  {:>9}\n", "target", "result", "exit", "seconds");
+    for r in results {
+        let exit = r.exit.map(|e| e.to_string()).unwrap_or("-".into());
+        out.push_str(&format!("{:<w$}  {:<11}  {:>4}  {:>9.1}\n", r.target, r.outcome, exit, r.duration_s));
+    }
+    let passed = results.iter().filter(|r| r.exit == Some(0)).count();
+    out.push_str(&format!("{passed} of {} passed\n", results.len()));
+    for r in results.iter().filter(|r| r.exit != Some(0)) {
+        out.push_str(&format!(
+            "  {}: {}",
+            r.target,
+            crate::report::visible(r.message.as_deref().unwrap_or("no message"))
+        ));
+        if let (true, Some(d)) = (kept, &r.report) {
+            out.push_str(&format!(" (log: {})", d.join("output.log").display()));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn xml_escape(s: &str) -> String {
+    crate::report::xml_text(s).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The `<testsuite>` elements of a JUnit file, each renamed `target: name`.
+fn suites_of(xml: &str, target: &str) -> Option<String> {
+    let start = xml.find("<testsuite ").or_else(|| xml.find("<testsuite>"))?;
+    let end = xml.rfind("</testsuites>").unwrap_or(xml.len());
+    let body = &xml[start..end];
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some(i) = rest.find("<testsuite") {
+        // `<testsuites` never appears inside; `<testsuite ` opens a suite.
+        out.push_str(&rest[..i]);
+        let tag_end = rest[i..].find('>').map(|j| i + j).unwrap_or(rest.len());
+        let tag = &rest[i..tag_end];
+        let renamed = match tag.find(" name=\"") {
+            Some(n) => format!("{} name=\"{}: {}", &tag[..n], xml_escape(target), &tag[n + 7..]),
+            None => tag.to_string(),
+        };
+        out.push_str(&renamed);
+        rest = &rest[tag_end..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// One JUnit file with every target's suites; a target that left none (it never started,
+/// or its runbook was invalid) gets a suite with one errored case saying why.
+fn combined_junit(path: &Path, results: &[TargetResult], runbook: &str) -> Result<(), Error> {
+    let mut body = String::new();
+    for r in results {
+        let own = r.report.as_ref().and_then(|d| std::fs::read_to_string(d.join("junit.xml")).ok());
+        match own.as_deref().and_then(|x| suites_of(x, &r.target)) {
+            Some(s) if r.exit != Some(2) || s.contains("<testcase") => body.push_str(&s),
+            _ => {
+                let msg = xml_escape(r.message.as_deref().unwrap_or(r.outcome));
+                body.push_str(&format!(
+                    "<testsuite name=\"{t}: {rb}\" tests=\"1\" errors=\"1\" failures=\"0\" skipped=\"0\"><testcase name=\"run\" classname=\"{t}\"><error type=\"{o}\" message=\"{msg}\"/></testcase></testsuite>\n",
+                    t = xml_escape(&r.target),
+                    rb = xml_escape(runbook),
+                    o = r.outcome,
+                ));
+            }
+        }
+    }
+    let xml = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<testsuites>\n{body}</testsuites>\n");
+    crate::report::write_atomic(path, |w| w.write_all(xml.as_bytes()))
+}

@@ -1,0 +1,322 @@
+//! Schedules as files people commit: a fleet's cadences as crontab lines, systemd service
+//! and timer units, or Kubernetes CronJobs running Indexed Jobs (one pod per target).
+//!
+//! Cron and systemd disagree on one point: when both day of month and day of week are
+//! restricted, cron fires on either, systemd only on both. Such an expression is refused,
+//! so the three outputs always fire at the same times.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{select, Fleet, Schedule};
+
+pub const CRON_HELP: &str =
+    "five fields: minute hour day-of-month month day-of-week, e.g. `0 2 * * *` (02:00 daily), `30 4 * * 0` (Sundays 04:30), or @hourly/@daily/@weekly/@monthly";
+
+/// A parsed cron expression: the set of values of each field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cron {
+    minute: Vec<u32>,
+    hour: Vec<u32>,
+    dom: Vec<u32>,
+    month: Vec<u32>,
+    /// 0 = Sunday.
+    dow: Vec<u32>,
+    dom_any: bool,
+    dow_any: bool,
+}
+
+const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+const SYSTEMD_DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+impl Cron {
+    pub fn parse(s: &str) -> Result<Cron, String> {
+        let expanded = match s.trim() {
+            "@hourly" => "0 * * * *",
+            "@daily" | "@midnight" => "0 0 * * *",
+            "@weekly" => "0 0 * * 0",
+            "@monthly" => "0 0 1 * *",
+            "@yearly" | "@annually" => "0 0 1 1 *",
+            other if other.starts_with('@') => return Err(format!("unknown shortcut `{other}`")),
+            other => other,
+        };
+        let f: Vec<&str> = expanded.split_whitespace().collect();
+        if f.len() != 5 {
+            return Err(format!("has {} fields, cron has 5", f.len()));
+        }
+        let minute = field(f[0], 0, 59, &[], "minute")?;
+        let hour = field(f[1], 0, 23, &[], "hour")?;
+        let dom = field(f[2], 1, 31, &[], "day of month")?;
+        let month = field(f[3], 1, 12, &MONTHS, "month")?;
+        let mut dow = field(f[4], 0, 7, &DAYS, "day of week")?;
+        // 7 is Sunday too.
+        if dow.contains(&7) {
+            dow.retain(|d| *d != 7);
+            if !dow.contains(&0) {
+                dow.insert(0, 0);
+            }
+        }
+        let dom_any = f[2] == "*";
+        let dow_any = f[4] == "*" || dow.len() == 7;
+        if !dom_any && !dow_any {
+            return Err(
+                "restricts both day of month and day of week, which cron reads as either and systemd as both: restrict one".into(),
+            );
+        }
+        Ok(Cron { minute, hour, dom, month, dow, dom_any, dow_any })
+    }
+
+    /// The same times as a systemd OnCalendar expression.
+    pub fn on_calendar(&self) -> String {
+        let list = |v: &[u32], full: usize| {
+            if v.len() == full {
+                "*".to_string()
+            } else {
+                v.iter().map(|x| format!("{x:02}")).collect::<Vec<_>>().join(",")
+            }
+        };
+        let dow = if self.dow_any {
+            String::new()
+        } else {
+            format!("{} ", self.dow.iter().map(|d| SYSTEMD_DAYS[*d as usize]).collect::<Vec<_>>().join(","))
+        };
+        let dom = if self.dom_any { "*".to_string() } else { list(&self.dom, 31) };
+        format!("{dow}*-{}-{dom} {}:{}:00", list(&self.month, 12), list(&self.hour, 24), list(&self.minute, 60))
+    }
+}
+
+fn value(s: &str, min: u32, max: u32, names: &[&str], what: &str) -> Result<u32, String> {
+    if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(s)) {
+        return Ok(i as u32 + if names.len() == 12 { 1 } else { 0 });
+    }
+    let v: u32 = s.parse().map_err(|_| format!("{what} `{s}` is not a number"))?;
+    if v < min || v > max {
+        return Err(format!("{what} {v} is outside {min}-{max}"));
+    }
+    Ok(v)
+}
+
+fn field(s: &str, min: u32, max: u32, names: &[&str], what: &str) -> Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let (range, step) = match part.split_once('/') {
+            Some((r, st)) => {
+                let st: u32 = st.parse().map_err(|_| format!("{what} step `{st}` is not a number"))?;
+                if st == 0 {
+                    return Err(format!("{what} step is 0"));
+                }
+                (r, st)
+            }
+            None => (part, 1),
+        };
+        let (lo, hi) = if range == "*" {
+            (min, if max == 7 { 6 } else { max })
+        } else if let Some((a, b)) = range.split_once('-') {
+            let (a, b) = (value(a, min, max, names, what)?, value(b, min, max, names, what)?);
+            if a > b {
+                return Err(format!("{what} range {a}-{b} runs backwards"));
+            }
+            (a, b)
+        } else {
+            let a = value(range, min, max, names, what)?;
+            (a, if step > 1 { max } else { a })
+        };
+        let mut v = lo;
+        while v <= hi {
+            out.push(v);
+            v += step;
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// Where the generated files put things.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The pgdrill binary (cron, systemd) or image (Kubernetes).
+    pub binary: String,
+    pub image: String,
+    /// The fleet file as the scheduled command names it.
+    pub fleet_path: String,
+    /// Reports go to `<reports>/<schedule>`.
+    pub reports: String,
+    /// A file of `NAME=value` lines holding the secrets (cron, systemd).
+    pub env_file: String,
+    /// Kubernetes: namespace, the Secret with the variables, the claim that persists
+    /// reports (and local backups).
+    pub namespace: String,
+    pub secret: String,
+    pub claim: String,
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-=:@".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn runs(fleet: &Fleet) -> Vec<(&String, &Schedule, usize)> {
+    fleet
+        .schedules
+        .iter()
+        .map(|(n, s)| (n, s, select(fleet, &[], Some(n)).map(|t| t.len()).unwrap_or(0)))
+        .filter(|(_, _, n)| *n > 0)
+        .collect()
+}
+
+fn parallel_of(s: &Schedule) -> usize {
+    s.parallel.unwrap_or(1)
+}
+
+/// A crontab: one line per cadence, each run under flock so a slow run is never overlapped
+/// by the next, secrets read from the environment file.
+pub fn crontab(fleet: &Fleet, o: &Options) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# pgdrill schedules for {} (generated by `pgdrill schedule cron`)", fleet.file.display());
+    let _ = writeln!(out, "# Install: crontab FILE (as the user that runs the backups). Secrets: {}", o.env_file);
+    let _ = writeln!(out, "SHELL=/bin/sh");
+    for (name, s, n) in runs(fleet) {
+        let cron = Cron::parse(&s.cron).map(|_| s.cron.clone()).unwrap_or_default();
+        let _ = writeln!(out, "# {name}: runbook {} for {n} database(s)", s.runbook);
+        let _ = writeln!(
+            out,
+            "{cron} set -a && . {env} && set +a && flock -n /tmp/pgdrill-{name}.lock {bin} fleet run {fleet} {rb} --schedule {name} --parallel {par} --yes --report {rep}/{name} --junit {rep}/{name}/junit.xml >> {rep}/{name}.log 2>&1",
+            env = shell_quote(&o.env_file),
+            bin = shell_quote(&o.binary),
+            fleet = shell_quote(&o.fleet_path),
+            rb = shell_quote(&s.runbook),
+            par = parallel_of(s),
+            rep = shell_quote(&o.reports),
+        );
+    }
+    out
+}
+
+/// systemd units: for each cadence a oneshot service and its timer, as
+/// `(file name, contents)`.
+pub fn systemd(fleet: &Fleet, o: &Options) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for (name, s, n) in runs(fleet) {
+        let cron = Cron::parse(&s.cron).expect("checked when the fleet was loaded");
+        let unit = format!("pgdrill-{name}");
+        let runtime = s
+            .deadline
+            .as_deref()
+            .and_then(|d| crate::runbook::parse_duration(d).ok())
+            .map(|d| format!("RuntimeMaxSec={}\n", d.as_secs()))
+            .unwrap_or_default();
+        files.push((
+            format!("{unit}.service"),
+            format!(
+                "[Unit]\nDescription=pgdrill {name}: runbook {rb} for {n} database(s) of {file}\nWants=network-online.target\nAfter=network-online.target\n\n[Service]\nType=oneshot\nEnvironmentFile={env}\nExecStart={bin} fleet run {fleet} {rb} --schedule {name} --parallel {par} --yes --report {rep}/{name} --junit {rep}/{name}/junit.xml\n{runtime}# SIGTERM lets running targets roll back before they exit.\nKillMode=mixed\nTimeoutStopSec=10min\n",
+                rb = s.runbook,
+                file = fleet.file.display(),
+                env = o.env_file,
+                bin = o.binary,
+                fleet = o.fleet_path,
+                par = parallel_of(s),
+                rep = o.reports,
+            ),
+        ));
+        files.push((
+            format!("{unit}.timer"),
+            format!(
+                "[Unit]\nDescription=pgdrill {name} ({cronexpr})\n\n[Timer]\nOnCalendar={cal}\nPersistent=true\nUnit={unit}.service\n\n[Install]\nWantedBy=timers.target\n",
+                cronexpr = s.cron,
+                cal = cron.on_calendar(),
+            ),
+        ));
+    }
+    files
+}
+
+fn yaml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// Kubernetes manifests: the fleet file as a ConfigMap and, per cadence, a CronJob running
+/// an Indexed Job with one completion per target; pod N runs target N of the cadence
+/// (`--index $(JOB_COMPLETION_INDEX)`), so one failing database never stops another.
+pub fn kubernetes(fleet: &Fleet, fleet_text: &str, o: &Options) -> String {
+    let mut out = String::new();
+    let fleet_name =
+        Path::new(&o.fleet_path).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or("fleet.yaml".into());
+    let _ =
+        writeln!(out, "# pgdrill schedules for {} (generated by `pgdrill schedule kubernetes`)", fleet.file.display());
+    let _ = writeln!(
+        out,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pgdrill-fleet\n  namespace: {}\ndata:",
+        o.namespace
+    );
+    let _ = writeln!(out, "  {}: |", fleet_name);
+    for line in fleet_text.lines() {
+        let _ = writeln!(out, "    {line}");
+    }
+    for (name, s, n) in runs(fleet) {
+        let deadline = s
+            .deadline
+            .as_deref()
+            .and_then(|d| crate::runbook::parse_duration(d).ok())
+            .map(|d| format!("      activeDeadlineSeconds: {}\n", d.as_secs()))
+            .unwrap_or_default();
+        let args = [
+            "fleet".to_string(),
+            "run".into(),
+            format!("/etc/pgdrill/{fleet_name}"),
+            s.runbook.clone(),
+            "--schedule".into(),
+            name.clone(),
+            "--index".into(),
+            "$(JOB_COMPLETION_INDEX)".into(),
+            "--yes".into(),
+            "--report".into(),
+            format!("/var/lib/pgdrill/reports/{name}"),
+        ];
+        let args: Vec<String> = args.iter().map(|a| yaml_str(a)).collect();
+        let _ = write!(
+            out,
+            "---\napiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: pgdrill-{name}\n  namespace: {ns}\n  labels:\n    app.kubernetes.io/name: pgdrill\n    pgdrill/schedule: {name}\nspec:\n  schedule: {cron}\n  concurrencyPolicy: Forbid\n  startingDeadlineSeconds: 3600\n  successfulJobsHistoryLimit: 3\n  failedJobsHistoryLimit: 5\n  jobTemplate:\n    spec:\n      completionMode: Indexed\n      completions: {n}\n      parallelism: {par}\n      backoffLimitPerIndex: 0\n{deadline}      ttlSecondsAfterFinished: 604800\n      template:\n        metadata:\n          labels:\n            app.kubernetes.io/name: pgdrill\n            pgdrill/schedule: {name}\n        spec:\n          restartPolicy: Never\n          securityContext:\n            runAsNonRoot: true\n            runAsUser: 10001\n            runAsGroup: 10001\n            fsGroup: 10001\n          containers:\n            - name: pgdrill\n              image: {image}\n              args: [{args}]\n              env:\n                - name: JOB_COMPLETION_INDEX\n                  valueFrom:\n                    fieldRef:\n                      fieldPath: metadata.annotations['batch.kubernetes.io/job-completion-index']\n              envFrom:\n                - secretRef:\n                    name: {secret}\n              securityContext:\n                allowPrivilegeEscalation: false\n                readOnlyRootFilesystem: true\n                capabilities:\n                  drop: [\"ALL\"]\n              volumeMounts:\n                - name: fleet\n                  mountPath: /etc/pgdrill\n                  readOnly: true\n                - name: data\n                  mountPath: /var/lib/pgdrill\n                - name: tmp\n                  mountPath: /tmp\n          volumes:\n            - name: fleet\n              configMap:\n                name: pgdrill-fleet\n            - name: data\n              persistentVolumeClaim:\n                claimName: {claim}\n            - name: tmp\n              emptyDir: {{}}\n",
+            ns = o.namespace,
+            cron = yaml_str(&s.cron),
+            par = parallel_of(s).min(n),
+            image = yaml_str(&o.image),
+            args = args.join(", "),
+            secret = o.secret,
+            claim = o.claim,
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_fields_expand_and_render_as_on_calendar() {
+        assert_eq!(Cron::parse("0 2 * * *").expect("valid").on_calendar(), "*-*-* 02:00:00");
+        assert_eq!(Cron::parse("30 4 * * 0").expect("valid").on_calendar(), "Sun *-*-* 04:30:00");
+        assert_eq!(
+            Cron::parse("*/15 * * * 1-5").expect("valid").on_calendar(),
+            "Mon,Tue,Wed,Thu,Fri *-*-* *:00,15,30,45:00"
+        );
+        assert_eq!(Cron::parse("0 3 1 * *").expect("valid").on_calendar(), "*-*-01 03:00:00");
+        assert_eq!(Cron::parse("@weekly").expect("valid").on_calendar(), "Sun *-*-* 00:00:00");
+        assert_eq!(Cron::parse("0 0 * jan,jul 7").expect("valid").on_calendar(), "Sun *-01,07-* 00:00:00");
+    }
+
+    #[test]
+    fn cron_refuses_what_cron_and_systemd_read_differently_or_not_at_all() {
+        assert!(Cron::parse("0 2 1 * 1").expect_err("invalid").contains("both day of month and day of week"));
+        assert!(Cron::parse("0 2 * *").expect_err("invalid").contains("4 fields"));
+        assert!(Cron::parse("60 2 * * *").expect_err("invalid").contains("outside 0-59"));
+        assert!(Cron::parse("0 5-2 * * *").expect_err("invalid").contains("backwards"));
+        assert!(Cron::parse("*/0 * * * *").expect_err("invalid").contains("step is 0"));
+        assert!(Cron::parse("@sometimes").is_err());
+    }
+}

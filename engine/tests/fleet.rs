@@ -1,0 +1,281 @@
+//! Fleets: one file, many databases on real servers, each run its own pgdrill process.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+const KEY: &str = "fleet-test-backup-key-0123456789";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    a: pgdrill::pg::ephemeral::Ephemeral,
+    b: pgdrill::pg::ephemeral::Ephemeral,
+}
+
+impl Setup {
+    fn fleet(&self) -> std::path::PathBuf {
+        self.dir.path().join("pgdrill.fleet.yaml")
+    }
+    fn storage(&self) -> std::path::PathBuf {
+        self.dir.path().join("backups")
+    }
+    /// `pgdrill ARGS` with the secrets the fleet file names in the environment.
+    fn pgdrill(&self, args: &[&str]) -> std::process::Output {
+        pgdrill(args)
+            .env("SHOP_DB_PASSWORD", &self.a.password)
+            .env("BILLING_DB_PASSWORD", &self.b.password)
+            .env("FLEET_KEY", KEY)
+            .env_remove("PGPASSWORD")
+            .env_remove("PGDRILL_BACKUP_KEY")
+            .output()
+            .expect("pgdrill runs")
+    }
+    async fn stop(self) {
+        self.a.stop().await;
+        self.b.stop().await;
+    }
+}
+
+/// Two servers, three databases (the third, `ghost_db`, does not exist on its server, so
+/// its backup fails), two cadences.
+async fn setup() -> Option<Setup> {
+    let a = native_server("auth_db").await?;
+    let b = native_server("ledger").await?;
+    exec(&a.url(), "create table users(id int primary key, name text); insert into users select g, 'u' || g from generate_series(1, 500) g").await;
+    exec(&a.url(), "create database payment_db").await;
+    exec(&a.url_for("payment_db"), "create table payments(id int primary key, amount numeric); insert into payments select g, g * 1.5 from generate_series(1, 300) g").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "\
+defaults:
+  storage: {storage}/{{project}}/{{environment}}
+  key_env: FLEET_KEY
+  retention: {{ daily: 7, weekly: 4, monthly: 12 }}
+  rpo: 26h
+  rto: 30m
+  schedules: [nightly, nightly-prune]
+  vars: {{ fingerprint: counts }}
+schedules:
+  nightly: {{ runbook: backup, cron: '0 2 * * *', parallel: 2 }}
+  weekly-verify: {{ runbook: verify, cron: '0 5 * * 0' }}
+  nightly-prune: {{ runbook: prune, cron: '30 3 * * *' }}
+projects:
+  shop:
+    defaults:
+      connection: postgres://{ua}@127.0.0.1:{pa}/postgres
+      password_env: SHOP_DB_PASSWORD
+    environments:
+      prod:
+        databases:
+          auth_db:
+            schedules: [nightly, weekly-verify, nightly-prune]
+          payment_db: {{}}
+  billing:
+    defaults:
+      connection: host=127.0.0.1 port={pb} user={ub}
+      password_env: BILLING_DB_PASSWORD
+    environments:
+      prod:
+        databases:
+          ghost_db: {{}}
+",
+        storage = dir.path().join("backups").display(),
+        ua = a.user,
+        pa = a.port,
+        ub = b.user,
+        pb = b.port,
+    );
+    std::fs::write(dir.path().join("pgdrill.fleet.yaml"), text).expect("fleet file");
+    Some(Setup { dir, a, b })
+}
+
+fn backups_of(storage: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in walk(storage) {
+        let s = e.to_string_lossy().to_string();
+        if s.ends_with(".dump.pgdrill") {
+            out.push(s);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn walk(p: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_of_two_servers_backs_up_in_parallel_and_one_failure_stops_no_other() {
+    let Some(s) = setup().await else { return };
+    let fleet = s.fleet();
+    let f = fleet.to_str().expect("ok");
+
+    // validate: the fleet file is checked like a runbook.
+    let out = s.pgdrill(&["validate", f]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("fleet, 3 databases, 3 schedules"), "{}", text(&out.stdout));
+
+    // plan: resolved values, no side effects.
+    let out = s.pgdrill(&["fleet", "plan", f, "backup", "--schedule", "nightly"]);
+    let plan = text(&out.stdout);
+    assert!(out.status.success(), "{plan}{}", text(&out.stderr));
+    assert!(plan.contains("shop/prod/payment_db") && plan.contains("billing/prod/ghost_db"), "{plan}");
+    assert!(plan.contains("dbname='ghost_db'"), "{plan}");
+    assert!(plan.contains("password: from $SHOP_DB_PASSWORD as PGPASSWORD (set)"), "{plan}");
+    assert!(plan.contains("fingerprint = counts"), "{plan}");
+    assert!(!plan.contains(&s.a.password) && !plan.contains(KEY), "plan shows a secret: {plan}");
+    assert!(!s.storage().exists(), "fleet plan created the storage");
+
+    // run: three targets two at a time; ghost_db fails, the others pass.
+    let report = s.dir.path().join("report");
+    let junit = report.join("all.xml");
+    let out = s.pgdrill(&[
+        "fleet",
+        "run",
+        f,
+        "backup",
+        "--schedule",
+        "nightly",
+        "--report",
+        report.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("at most 2 at a time"), "{stdout}");
+    assert!(stdout.contains("2 of 3 passed"), "{stdout}");
+    let row = |id: &str| stdout.lines().find(|l| l.starts_with(id)).unwrap_or_default().to_string();
+    assert!(row("shop/prod/auth_db").contains("passed"), "{stdout}");
+    assert!(row("shop/prod/payment_db").contains("passed"), "{stdout}");
+    assert!(!row("billing/prod/ghost_db").contains("passed"), "{stdout}");
+    assert!(stdout.contains("ghost_db"), "{stdout}");
+    let backups = backups_of(&s.storage());
+    assert_eq!(backups.len(), 2, "{backups:?}");
+    assert!(backups[0].contains("/shop/prod/auth_db/") && backups[1].contains("/shop/prod/payment_db/"), "{backups:?}");
+
+    // Each target has its own report; the combined JUnit holds all three suites.
+    for t in ["shop/prod/auth_db", "shop/prod/payment_db", "billing/prod/ghost_db"] {
+        assert!(report.join(t).join("junit.xml").is_file(), "{t} has no junit");
+        assert!(report.join(t).join("output.log").is_file(), "{t} has no log");
+    }
+    assert!(report.join("shop/prod/auth_db/run.json").is_file());
+    let xml = std::fs::read_to_string(&junit).expect("combined junit");
+    assert_eq!(xml.matches("<testsuite ").count(), 3, "{xml}");
+    assert!(xml.contains("name=\"shop/prod/auth_db: "), "{xml}");
+    let ghost = xml.split("<testsuite ").find(|s| s.contains("billing/prod/ghost_db")).expect("ghost suite");
+    assert!(ghost.contains("<failure") || ghost.contains("<error"), "the failed target shows no failure: {ghost}");
+    let auth = xml.split("<testsuite ").find(|s| s.contains("shop/prod/auth_db")).expect("auth suite");
+    assert!(!auth.contains("<failure") && !auth.contains("<error"), "{auth}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("fleet.json")).expect("fleet.json")).expect("json");
+    assert_eq!(summary["targets"].as_array().map(Vec::len), Some(3));
+
+    // No secret in anything written.
+    for p in walk(&report) {
+        let body = std::fs::read(&p).unwrap_or_default();
+        let body = String::from_utf8_lossy(&body);
+        for secret in [s.a.password.as_str(), s.b.password.as_str(), KEY] {
+            assert!(!body.contains(secret), "{} holds a secret", p.display());
+        }
+    }
+
+    // --only selects; the shipped verify and prune run on the fleet too.
+    let out = s.pgdrill(&["fleet", "run", f, "verify", "--only", "shop/prod/auth_db"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("1 of 1 passed") && !stdout.contains("payment_db"), "{stdout}");
+    let out = s.pgdrill(&["fleet", "run", f, "prune", "--only", "shop"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("2 of 2 passed"), "{}", text(&out.stdout));
+    assert_eq!(backups_of(&s.storage()).len(), 2, "a dry-run prune removed a backup");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_target_run_sees_only_its_own_secrets() {
+    let Some(s) = setup().await else { return };
+    let rb = s.dir.path().join("env.yaml");
+    let seen = s.dir.path().join("seen");
+    std::fs::create_dir_all(&seen).expect("dir");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: env\nvars:\n  database: ~\nsteps:\n  - uses: shell.run\n    with:\n      script: 'echo \"shop=${{SHOP_DB_PASSWORD:-absent}} billing=${{BILLING_DB_PASSWORD:-absent}} key=${{FLEET_KEY:-absent}}\" > {}/{{{{ vars.database }}}}'\n",
+            seen.display()
+        ),
+    )
+    .expect("runbook");
+    let report = s.dir.path().join("r");
+    let out = s.pgdrill(&[
+        "fleet",
+        "run",
+        s.fleet().to_str().unwrap(),
+        rb.to_str().unwrap(),
+        "--parallel",
+        "3",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    for db in ["auth_db", "payment_db", "ghost_db"] {
+        let got = std::fs::read_to_string(seen.join(db)).expect("the run wrote what it saw");
+        assert_eq!(got.trim(), "shop=absent billing=absent key=absent", "{db} saw the fleet's secret variables");
+    }
+    s.stop().await;
+}
+
+#[test]
+fn a_restore_runs_for_exactly_one_named_target() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fleet = dir.path().join("f.yaml");
+    std::fs::write(
+        &fleet,
+        "defaults: { storage: /nonexistent, connection: 'host=127.0.0.1 port=1 user=x' }\nprojects:\n  p:\n    environments:\n      e:\n        databases:\n          a: {}\n          b: {}\n",
+    )
+    .expect("fleet");
+    let f = fleet.to_str().expect("ok");
+    for args in
+        [vec!["fleet", "run", f, "restore", "--yes"], vec!["fleet", "run", f, "restore", "--only", "p/e", "--yes"]]
+    {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(text(&out.stderr).contains("name exactly one target with --only"), "{}", text(&out.stderr));
+    }
+    // --index picks one: a Kubernetes pod's target; out of range is an error naming the count.
+    let out = run(&["fleet", "plan", f, "backup", "--index", "1"]);
+    assert!(out.status.success() && text(&out.stdout).contains("p/e/b") && !text(&out.stdout).contains("p/e/a\n"));
+    let out = run(&["fleet", "plan", f, "backup", "--index", "2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("has 2 target(s)"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn an_invalid_fleet_file_is_shown_at_its_line_by_validate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fleet = dir.path().join("f.yaml");
+    std::fs::write(
+        &fleet,
+        "defaults: { storage: /b }\nprojects:\n  p:\n    defaults:\n      connection: postgres://u:s3cret@h/db\n    environments:\n      e:\n        databases:\n          a: {}\n",
+    )
+    .expect("fleet");
+    let out = run(&["validate", fleet.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("f.yaml:5:19") && err.contains("password_env"), "{err}");
+    assert!(!err.contains("s3cret"), "the error shows the password: {err}");
+}
