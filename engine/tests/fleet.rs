@@ -151,9 +151,9 @@ async fn fleet_of_two_servers_backs_up_in_parallel_and_one_failure_stops_no_othe
         "--schedule",
         "nightly",
         "--report",
-        report.to_str().unwrap(),
+        report.to_str().expect("utf-8 path"),
         "--junit",
-        junit.to_str().unwrap(),
+        junit.to_str().expect("utf-8 path"),
     ]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
@@ -224,12 +224,12 @@ async fn each_target_run_sees_only_its_own_secrets() {
     let out = s.pgdrill(&[
         "fleet",
         "run",
-        s.fleet().to_str().unwrap(),
-        rb.to_str().unwrap(),
+        s.fleet().to_str().expect("utf-8 path"),
+        rb.to_str().expect("utf-8 path"),
         "--parallel",
         "3",
         "--report",
-        report.to_str().unwrap(),
+        report.to_str().expect("utf-8 path"),
     ]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     for db in ["auth_db", "payment_db", "ghost_db"] {
@@ -273,7 +273,7 @@ fn an_invalid_fleet_file_is_shown_at_its_line_by_validate() {
         "defaults: { storage: /b }\nprojects:\n  p:\n    defaults:\n      connection: postgres://u:s3cret@h/db\n    environments:\n      e:\n        databases:\n          a: {}\n",
     )
     .expect("fleet");
-    let out = run(&["validate", fleet.to_str().unwrap()]);
+    let out = run(&["validate", fleet.to_str().expect("utf-8 path")]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("f.yaml:5:19") && err.contains("password_env"), "{err}");
