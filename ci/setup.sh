@@ -43,6 +43,15 @@ if ! python3 -c 'import junitparser' 2>/dev/null; then
   python3 -m pip install --quiet junitparser || python3 -m pip install --quiet --break-system-packages junitparser
 fi
 
+# 2a. Checkers for the schedules `pgdrill schedule` writes: croniter reads crontab lines,
+# kubernetes-validate checks manifests against offline schemas (systemd-analyze is systemd's).
+for mod in croniter:croniter kubernetes_validate:kubernetes-validate; do
+  if ! python3 -c "import ${mod%%:*}" 2>/dev/null; then
+    log "installing ${mod#*:}"
+    python3 -m pip install --quiet "${mod#*:}" || python3 -m pip install --quiet --break-system-packages "${mod#*:}"
+  fi
+done
+
 # 2b. The tools other teams' backups need: openssl enc and gpg --symmetric files.
 tools=()
 command -v openssl >/dev/null || tools+=(openssl)

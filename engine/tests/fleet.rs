@@ -279,3 +279,121 @@ fn an_invalid_fleet_file_is_shown_at_its_line_by_validate() {
     assert!(err.contains("f.yaml:5:19") && err.contains("password_env"), "{err}");
     assert!(!err.contains("s3cret"), "the error shows the password: {err}");
 }
+
+fn have(cmd: &str, args: &[&str]) -> bool {
+    std::process::Command::new(cmd).args(args).output().is_ok_and(|o| o.status.success())
+}
+
+/// The next five times a cron expression fires after 2026-01-01 00:00 UTC, by croniter.
+fn cron_next(expr: &str) -> Vec<String> {
+    let py = "import sys, datetime\nfrom croniter import croniter\nit = croniter(sys.argv[1], datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc))\nfor _ in range(5): print(it.get_next(datetime.datetime).strftime('%Y-%m-%d %H:%M:%S'))";
+    let out = std::process::Command::new("python3").args(["-c", py, expr]).output().expect("python3");
+    assert!(out.status.success(), "croniter refuses `{expr}`: {}", text(&out.stderr));
+    text(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// The same from systemd's calendar parser.
+fn systemd_next(on_calendar: &str) -> Vec<String> {
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["calendar", "--iterations=5", "--base-time=2026-01-01 00:00:00 UTC", on_calendar])
+        .env("TZ", "UTC")
+        .output()
+        .expect("systemd-analyze");
+    assert!(out.status.success(), "systemd refuses `{on_calendar}`: {}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("Next elapse:") || l.contains("Iter. #"))
+        .filter_map(|l| {
+            l.split_once(": ").map(|(_, t)| t.trim().split(' ').skip(1).take(2).collect::<Vec<_>>().join(" "))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generated_schedules_parse_and_each_pod_runs_its_own_target() {
+    let tools = have("systemd-analyze", &["--version"])
+        && have("python3", &["-c", "import croniter"])
+        && have("kubernetes-validate", &["--version"]);
+    if !require(tools, "systemd-analyze, croniter and kubernetes-validate (ci/setup.sh installs them)") {
+        return;
+    }
+    let Some(s) = setup().await else { return };
+    let fleet = s.fleet();
+    let f = fleet.to_str().expect("utf-8 path");
+    let dir = s.dir.path();
+
+    // cron: every line croniter reads fires when the systemd timer of the same cadence does.
+    let out = s.pgdrill(&["schedule", "cron", f, "--binary", bin().to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let crontab = text(&out.stdout);
+    let lines: Vec<&str> = crontab.lines().filter(|l| !l.starts_with('#') && l.contains(" fleet run ")).collect();
+    assert_eq!(lines.len(), 3, "one line per cadence with targets: {crontab}");
+    let units = dir.join("units");
+    let out = s.pgdrill(&[
+        "schedule",
+        "systemd",
+        f,
+        "--binary",
+        bin().to_str().expect("utf-8"),
+        "--out",
+        units.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for line in &lines {
+        let expr: Vec<&str> = line.split_whitespace().take(5).collect();
+        let name = line.split("--schedule ").nth(1).and_then(|r| r.split(' ').next()).expect("schedule name");
+        let timer = std::fs::read_to_string(units.join(format!("pgdrill-{name}.timer"))).expect("timer");
+        let cal = timer.lines().find_map(|l| l.strip_prefix("OnCalendar=")).expect("OnCalendar");
+        assert_eq!(cron_next(&expr.join(" ")), systemd_next(cal), "cadence {name}: cron and systemd disagree");
+    }
+    let mut files: Vec<String> =
+        std::fs::read_dir(&units).expect("units").flatten().map(|e| e.path().display().to_string()).collect();
+    files.sort();
+    assert_eq!(files.len(), 6, "{files:?}");
+    let out = std::process::Command::new("systemd-analyze").arg("verify").args(&files).output().expect("verify");
+    assert!(out.status.success(), "systemd-analyze verify: {}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stderr).trim().is_empty(), "systemd-analyze verify warns: {}", text(&out.stderr));
+
+    // Kubernetes: strict schema validation, then the exact command of pods 0 and 1.
+    let out = s.pgdrill(&["schedule", "kubernetes", f]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let manifests = dir.join("k8s.yaml");
+    std::fs::write(&manifests, &out.stdout).expect("write");
+    let v = std::process::Command::new("kubernetes-validate")
+        .args(["--strict", manifests.to_str().expect("utf-8")])
+        .output()
+        .expect("kubernetes-validate");
+    assert!(v.status.success(), "{}{}", text(&v.stdout), text(&v.stderr));
+    let nightly = serde_yaml::Deserializer::from_str(&text(&out.stdout))
+        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+        .find(|d: &serde_yaml::Value| d["metadata"]["name"] == "pgdrill-nightly")
+        .expect("the nightly CronJob");
+    let job = &nightly["spec"]["jobTemplate"]["spec"];
+    assert_eq!(job["completionMode"], "Indexed");
+    assert_eq!(job["completions"].as_u64(), Some(3));
+    assert_eq!(nightly["spec"]["concurrencyPolicy"], "Forbid");
+    let args: Vec<String> = job["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string").to_string())
+        .collect();
+    for (index, db) in [(0, "shop/prod/auth_db"), (1, "shop/prod/payment_db")] {
+        let report = dir.join(format!("pod{index}"));
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace("$(JOB_COMPLETION_INDEX)", &index.to_string())
+                    .replace("/etc/pgdrill/pgdrill.fleet.yaml", f)
+                    .replace("/var/lib/pgdrill/reports/nightly", report.to_str().expect("utf-8"))
+            })
+            .collect();
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = s.pgdrill(&argv);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "pod {index}: {argv:?}\n{stdout}{}", text(&out.stderr));
+        assert!(stdout.contains(&format!("{db} ")) && stdout.contains("1 of 1 passed"), "pod {index}: {stdout}");
+        assert!(report.join(db).join("run.json").is_file());
+    }
+    s.stop().await;
+}

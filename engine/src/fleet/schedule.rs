@@ -183,9 +183,9 @@ pub fn crontab(fleet: &Fleet, o: &Options) -> String {
     for (name, s, n) in runs(fleet) {
         let cron = Cron::parse(&s.cron).map(|_| s.cron.clone()).unwrap_or_default();
         let _ = writeln!(out, "# {name}: runbook {} for {n} database(s)", s.runbook);
-        let _ = writeln!(
-            out,
-            "{cron} set -a && . {env} && set +a && flock -n /tmp/pgdrill-{name}.lock {bin} fleet run {fleet} {rb} --schedule {name} --parallel {par} --yes --report {rep}/{name} --junit {rep}/{name}/junit.xml >> {rep}/{name}.log 2>&1",
+        // `%` ends a cron command (the rest is its stdin): escaped wherever it appears.
+        let line = format!(
+            "mkdir -p {rep} && set -a && . {env} && set +a && flock -n /tmp/pgdrill-{name}.lock {bin} fleet run {fleet} {rb} --schedule {name} --parallel {par} --yes --report {rep}/{name} --junit {rep}/{name}/junit.xml >> {rep}/{name}.log 2>&1",
             env = shell_quote(&o.env_file),
             bin = shell_quote(&o.binary),
             fleet = shell_quote(&o.fleet_path),
@@ -193,6 +193,7 @@ pub fn crontab(fleet: &Fleet, o: &Options) -> String {
             par = parallel_of(s),
             rep = shell_quote(&o.reports),
         );
+        let _ = writeln!(out, "{cron} {}", line.replace('%', "\\%"));
     }
     out
 }
@@ -208,7 +209,7 @@ pub fn systemd(fleet: &Fleet, o: &Options) -> Vec<(String, String)> {
             .deadline
             .as_deref()
             .and_then(|d| crate::runbook::parse_duration(d).ok())
-            .map(|d| format!("RuntimeMaxSec={}\n", d.as_secs()))
+            .map(|d| format!("TimeoutStartSec={}\n", d.as_secs()))
             .unwrap_or_default();
         files.push((
             format!("{unit}.service"),
