@@ -397,3 +397,92 @@ async fn generated_schedules_parse_and_each_pod_runs_its_own_target() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_predeployment_manifest_rolls_the_database_back_to_exactly_its_backup() {
+    let Some(srv) = native_server("app").await else { return };
+    exec(&srv.url(), "create table orders(id int primary key); insert into orders select generate_series(1, 100)")
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("backups");
+    let st = storage.to_str().expect("utf-8");
+    let with_key = |args: &[&str]| pgdrill(args).env("PGDRILL_BACKUP_KEY", KEY).output().expect("pgdrill");
+    let url = srv.url();
+    let out = with_key(&[
+        "run",
+        "predeploy",
+        "--var",
+        &format!("database_url={url}"),
+        "--var",
+        &format!("storage={st}"),
+        "--var",
+        "label=v2.14.0",
+    ]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let manifest = storage.join("deployments/app/v2.14.0.json");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).expect("manifest")).expect("json");
+    assert_eq!(m["label"], "v2.14.0");
+    assert_eq!(m["database"], "app");
+    assert_eq!(m["sha256"].as_str().map(str::len), Some(64));
+    assert!(Path::new(m["backup"].as_str().expect("backup")).is_file());
+    // The same label again never replaces the first manifest.
+    let out = with_key(&[
+        "run",
+        "predeploy",
+        "--var",
+        &format!("database_url={url}"),
+        "--var",
+        &format!("storage={st}"),
+        "--var",
+        "label=v2.14.0",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}{}", text(&out.stdout), text(&out.stderr));
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).expect("manifest")).expect("json");
+    assert_eq!(again, m, "the second predeploy replaced the manifest");
+
+    // The deployment goes wrong.
+    exec(&srv.url(), "delete from orders where id > 10; alter table orders add column oops int").await;
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "run".to_string(),
+            "restore".into(),
+            "--yes".into(),
+            "--var".into(),
+            format!("database_url={url}"),
+            "--var".into(),
+            format!("storage={st}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        with_key(&argv)
+    };
+    let dep = format!("deployment={}", manifest.display());
+    // A manifest for another database changes nothing.
+    let out = restore(&["--var", "database=postgres", "--var", &dep]);
+    assert_eq!(out.status.code(), Some(2), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("is for database `app`"), "{}", text(&out.stdout));
+    assert_eq!(scalar(&srv.url(), "select count(*) from orders").await, "10");
+
+    let out = restore(&["--var", "database=app", "--var", &dep]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(scalar(&srv.url(), "select count(*) from orders").await, "100");
+    assert_eq!(
+        scalar(&srv.url(), "select count(*) from information_schema.columns where column_name = 'oops'").await,
+        "0"
+    );
+
+    // A backup changed after it was recorded is refused before anything is touched.
+    exec(&srv.url(), "delete from orders where id > 50").await;
+    let backup = m["backup"].as_str().expect("backup");
+    let mut bytes = std::fs::read(backup).expect("backup");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(backup, bytes).expect("tamper");
+    let out = restore(&["--var", "database=app", "--var", &dep]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("changed since deployment v2.14.0 was recorded"), "{}", text(&out.stdout));
+    assert_eq!(scalar(&srv.url(), "select count(*) from orders").await, "50");
+    srv.stop().await;
+}

@@ -8,6 +8,7 @@
 mod backup;
 mod database;
 pub mod de;
+mod deploy;
 mod drill;
 mod ephemeral;
 mod http;
@@ -388,7 +389,7 @@ pub use backup::listing as backup_listing;
 
 /// Every step kind, in catalogue order.
 pub fn catalogue() -> &'static [StepKind] {
-    static KINDS: [StepKind; 35] = [
+    static KINDS: [StepKind; 37] = [
         ephemeral::EPHEMERAL,
         backup::CREATE,
         backup::CHECK,
@@ -412,6 +413,8 @@ pub fn catalogue() -> &'static [StepKind] {
         database::SETTINGS,
         journal::FINISH,
         retention::PRUNE,
+        kind::<deploy::Record>(),
+        kind::<deploy::Read>(),
         drill::FIXTURES_LOAD,
         drill::WORKSPACE,
         drill::HEARTBEAT,

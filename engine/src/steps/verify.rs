@@ -108,7 +108,7 @@ pub const PICK: StepKind = StepKind {
     run: run_pick,
 };
 
-fn sha256_file(path: &Path) -> Result<String, StepError> {
+pub(super) fn sha256_file(path: &Path) -> Result<String, StepError> {
     let f =
         std::fs::File::open(path).map_err(|e| StepError::Invalid(format!("cannot read {}: {e}", path.display())))?;
     let mut hr = crate::archive::HashReader::new(std::io::BufReader::with_capacity(1 << 20, f));

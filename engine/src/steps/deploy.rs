@@ -1,0 +1,202 @@
+//! `deploy.record` and `deploy.read`: the deployment manifest a pre-deployment backup
+//! leaves, and the restore that rolls a database back to it.
+//!
+//! The manifest is a small JSON file (target, backup location, sha256, time, label). A
+//! restore given one restores exactly that file: the database must match, and the backup's
+//! sha256 must still be the one recorded, or nothing is touched.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Field, Step, StepCtx, StepError, With, WithError};
+
+/// What a deployment manifest holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Deployment {
+    /// Always `pgdrill-deployment/1`.
+    pub format: String,
+    pub label: String,
+    pub database: String,
+    /// The fleet target (`project/environment/database`) or the server, as given.
+    pub target: String,
+    pub backup: String,
+    pub sha256: String,
+    /// RFC 3339, when the manifest was written (after the backup was checked).
+    pub recorded_at: String,
+    pub pgdrill: String,
+}
+
+const FORMAT: &str = "pgdrill-deployment/1";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordWith {
+    manifest: String,
+    label: String,
+    database: String,
+    #[serde(default)]
+    target: String,
+    backup: String,
+    sha256: String,
+}
+
+impl With for RecordWith {
+    fn check(&self) -> Result<(), WithError> {
+        if self.label.trim().is_empty() {
+            return Err(WithError::new("label", "the deploy label is empty: give the release, e.g. `v2.14.0`"));
+        }
+        if self.label.chars().any(char::is_control) {
+            return Err(WithError::new("label", "the deploy label holds control characters"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct RecordOutputs {
+    manifest: String,
+}
+
+pub struct Record;
+
+impl Step for Record {
+    const NAME: &'static str = "deploy.record";
+    const SUMMARY: &'static str =
+        "Write a deployment manifest (label, database, backup, sha256, time) that a restore can roll back to.";
+    const FIELDS: &'static [Field] = &[
+        Field {
+            name: "manifest",
+            ty: "path",
+            required: true,
+            doc: "the file to write; an existing one is never replaced",
+        },
+        Field { name: "label", ty: "string", required: true, doc: "the deployment, e.g. a release tag" },
+        Field { name: "database", ty: "string", required: true, doc: "the database backed up" },
+        Field { name: "target", ty: "string", required: false, doc: "where it lives (a fleet target, a server)" },
+        Field { name: "backup", ty: "path", required: true, doc: "the checked backup" },
+        Field { name: "sha256", ty: "string", required: true, doc: "its checksum as checked" },
+    ];
+    const OUTPUTS: &'static [Field] =
+        &[Field { name: "manifest", ty: "string", required: false, doc: "the manifest written" }];
+    const REPORT_LOG: bool = true;
+    type With = RecordWith;
+    type Outputs = RecordOutputs;
+
+    async fn run(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError> {
+        let path = ctx.resolve(&w.manifest);
+        let backup = std::fs::canonicalize(ctx.resolve(&w.backup))
+            .map_err(|e| StepError::Environment(format!("backup {}: {e}", w.backup)))?;
+        let d = Deployment {
+            format: FORMAT.into(),
+            label: w.label,
+            database: w.database,
+            target: w.target,
+            backup: backup.display().to_string(),
+            sha256: w.sha256,
+            recorded_at: super::rfc3339(time::OffsetDateTime::now_utc()),
+            pgdrill: env!("CARGO_PKG_VERSION").into(),
+        };
+        let body = serde_json::to_string_pretty(&d).map_err(|e| StepError::Environment(e.to_string()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StepError::Environment(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        // Written beside, then linked into place: a second deployment with the same label
+        // fails instead of replacing the first one's way back.
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        std::fs::write(&tmp, body.as_bytes())
+            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+            .map_err(|e| StepError::Environment(format!("cannot write {}: {e}", tmp.display())))?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StepError::Invalid(format!(
+                    "deployment manifest {} already exists: give another label or manifest path",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(StepError::Environment(format!("cannot write {}: {e}", path.display()))),
+        }
+        ctx.log(format!("deployment {} of {}: {} (sha256 {})", d.label, d.database, d.backup, d.sha256));
+        Ok(RecordOutputs { manifest: path.display().to_string() })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadWith {
+    manifest: String,
+    /// The database the restore is about: the manifest must be for it.
+    database: String,
+}
+
+impl With for ReadWith {}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ReadOutputs {
+    backup: String,
+    sha256: String,
+    label: String,
+    database: String,
+    recorded_at: String,
+}
+
+pub struct Read;
+
+impl Step for Read {
+    const NAME: &'static str = "deploy.read";
+    const SUMMARY: &'static str =
+        "Read a deployment manifest: the backup to roll back to, checked against the database and the recorded sha256.";
+    const FIELDS: &'static [Field] = &[
+        Field { name: "manifest", ty: "path", required: true, doc: "written by deploy.record" },
+        Field { name: "database", ty: "string", required: true, doc: "the manifest must be for this database" },
+    ];
+    const OUTPUTS: &'static [Field] = &[
+        Field { name: "backup", ty: "string", required: false, doc: "the backup file" },
+        Field { name: "sha256", ty: "string", required: false, doc: "as recorded, and as the file still is" },
+        Field { name: "label", ty: "string", required: false, doc: "the deployment" },
+        Field { name: "database", ty: "string", required: false, doc: "the database backed up" },
+        Field { name: "recorded_at", ty: "string", required: false, doc: "when the manifest was written" },
+    ];
+    const REPORT_LOG: bool = true;
+    type With = ReadWith;
+    type Outputs = ReadOutputs;
+
+    async fn run(ctx: StepCtx, w: ReadWith) -> Result<ReadOutputs, StepError> {
+        let path = ctx.resolve(&w.manifest);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| StepError::Invalid(format!("cannot read deployment manifest {}: {e}", path.display())))?;
+        let d: Deployment = serde_json::from_str(&text)
+            .map_err(|e| StepError::Invalid(format!("{} is not a deployment manifest: {e}", path.display())))?;
+        if d.format != FORMAT {
+            return Err(StepError::Invalid(format!("{} is `{}`, not a {FORMAT} manifest", path.display(), d.format)));
+        }
+        if d.database != w.database {
+            return Err(StepError::Invalid(format!(
+                "deployment manifest {} is for database `{}`, not `{}`: nothing was changed",
+                path.display(),
+                d.database,
+                w.database
+            )));
+        }
+        let backup = std::path::PathBuf::from(&d.backup);
+        let sha = tokio::task::spawn_blocking(move || super::verify::sha256_file(&backup))
+            .await
+            .map_err(|e| StepError::Environment(e.to_string()))??;
+        if sha != d.sha256 {
+            return Err(StepError::Failed(format!(
+                "backup {} changed since deployment {} was recorded (sha256 {sha}, recorded {}): nothing was changed",
+                d.backup, d.label, d.sha256
+            )));
+        }
+        ctx.log(format!("deployment {} recorded {}: {} (sha256 matches)", d.label, d.recorded_at, d.backup));
+        Ok(ReadOutputs {
+            backup: d.backup,
+            sha256: d.sha256,
+            label: d.label,
+            database: d.database,
+            recorded_at: d.recorded_at,
+        })
+    }
+}
