@@ -486,3 +486,14 @@ async fn a_predeployment_manifest_rolls_the_database_back_to_exactly_its_backup(
     assert_eq!(scalar(&srv.url(), "select count(*) from orders").await, "50");
     srv.stop().await;
 }
+
+#[test]
+fn the_readme_fleet_example_is_valid_and_is_the_readme_s() {
+    let fixture = std::fs::read_to_string(root().join("fixtures/fleet/pgdrill.fleet.yaml")).expect("fixture");
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README");
+    let body = fixture.split_once('\n').map(|(_, b)| b).unwrap_or_default();
+    assert!(readme.contains(body), "fixtures/fleet/pgdrill.fleet.yaml is no longer the README's example");
+    let out = run(&["validate", "fixtures/fleet/pgdrill.fleet.yaml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("fleet, 4 databases, 3 schedules"), "{}", text(&out.stdout));
+}
