@@ -497,3 +497,82 @@ fn the_readme_fleet_example_is_valid_and_is_the_readme_s() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("fleet, 4 databases, 3 schedules"), "{}", text(&out.stdout));
 }
+
+/// A fleet of three databases whose runbook waits a minute and then, in `finally`, leaves a
+/// mark per database: what a stopped fleet run does to the runs it started.
+fn sleepy_fleet(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let marks = dir.join("marks");
+    std::fs::create_dir_all(&marks).expect("marks");
+    let rb = dir.join("slow.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: slow\nvars:\n  database: ~\nsteps:\n  - uses: sleep\n    with: {{ duration: 60s }}\nfinally:\n  - uses: shell.run\n    with:\n      script: 'echo stopped > {}/{{{{ vars.database }}}}'\n",
+            marks.display()
+        ),
+    )
+    .expect("runbook");
+    let fleet = dir.join("f.yaml");
+    std::fs::write(
+        &fleet,
+        "defaults: { storage: /nonexistent, connection: 'host=127.0.0.1 port=1 user=x' }\nprojects:\n  p:\n    environments:\n      e:\n        databases: { a: {}, b: {}, c: {} }\n",
+    )
+    .expect("fleet");
+    (fleet, rb)
+}
+
+fn start_sleepy(dir: &Path) -> (std::process::Child, std::path::PathBuf) {
+    let (fleet, rb) = sleepy_fleet(dir);
+    let out = dir.join("out.txt");
+    let child =
+        pgdrill(&["fleet", "run", fleet.to_str().expect("utf-8"), rb.to_str().expect("utf-8"), "--parallel", "2"])
+            .stdout(std::fs::File::create(&out).expect("out"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("fleet run");
+    // Both runs have started (and installed their signal handlers).
+    for _ in 0..200 {
+        if std::fs::read_to_string(&out).unwrap_or_default().matches("started").count() >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    (child, out)
+}
+
+fn wait_for_marks(dir: &Path, want: &[&str]) -> Vec<String> {
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        seen = want.iter().filter(|m| dir.join("marks").join(m).is_file()).map(|m| m.to_string()).collect();
+        if seen.len() == want.len() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    seen
+}
+
+#[test]
+fn sigterm_to_a_fleet_run_stops_its_runs_through_their_finally_and_starts_no_more() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, out) = start_sleepy(dir.path());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .expect("kill");
+    let status = child.wait().expect("wait");
+    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    assert_eq!(wait_for_marks(dir.path(), &["a", "b"]), ["a", "b"], "a run's finally did not run: {stdout}");
+    assert!(!dir.path().join("marks/c").exists(), "a run started after the fleet was stopped: {stdout}");
+    assert!(stdout.contains("not started: the fleet run was interrupted"), "{stdout}");
+}
+
+#[test]
+fn kill_9_of_a_fleet_run_still_stops_its_runs_through_their_finally() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, _) = start_sleepy(dir.path());
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    // The kernel sends the orphaned runs SIGTERM: they run their finally and exit.
+    assert_eq!(wait_for_marks(dir.path(), &["a", "b"]), ["a", "b"], "a run outlived its fleet without its finally");
+}
