@@ -905,10 +905,13 @@ impl Executor {
                 None => timed.await,
             };
             let (outcome, kind, msg, retryable) = match ended {
-                Ended::Done(Ok(o)) => match asserted(o) {
-                    Ok(o) => return Ok(Attempted::Ran(o)),
-                    Err(e) => e,
-                },
+                Ended::Done(Ok(o)) => {
+                    record_emitted(kind, &o);
+                    match asserted(o) {
+                        Ok(o) => return Ok(Attempted::Ran(o)),
+                        Err(e) => e,
+                    }
+                }
                 Ended::Done(Err(StepError::Skipped(m))) => return Ok(Attempted::Skipped(m)),
                 // A field error is located in the runbook; a refusal (no confirmation) is
                 // about the invocation and says so itself.
@@ -1001,6 +1004,19 @@ impl Stopper {
 /// the engine's `outcome` and `duration_s` beside them, as GitHub Actions keeps `outputs` apart
 /// from `outcome`. The outputs are also kept at `steps.<id>.<name>`, the older form (which
 /// `validate` reports as deprecated); there the engine's two names win, as they always did.
+/// With `PGDRILL_RECORD_OUTPUTS=FILE`, every passing step appends `{"kind", "outputs"}` (the
+/// output names it emitted) to FILE: the catalogue test runs the shipped runbooks with it and
+/// holds each kind's emitted outputs against its documented ones.
+fn record_emitted(kind: &steps::StepKind, o: &Map<String, Json>) {
+    let Some(path) = std::env::var_os("PGDRILL_RECORD_OUTPUTS") else { return };
+    let names: Vec<&String> = o.keys().collect();
+    let line = format!("{}\n", json!({ "kind": kind.name, "outputs": names }));
+    // One write of one line with O_APPEND: lines of concurrent steps and runs never mix.
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = std::io::Write::write_all(&mut f, line.as_bytes());
+    }
+}
+
 fn store_outputs(scope: &mut Scope, step: &StepDef, rec: &StepRecord) {
     let Some(id) = &step.id else { return };
     let outputs = match &rec.outputs {

@@ -96,6 +96,7 @@ pub const EPHEMERAL: StepKind = StepKind {
         Field { name: "image", ty: "string", required: false, doc: "docker: the image the container runs; native: empty" },
         Field { name: "server_version", ty: "string", required: false, doc: "server_version as reported" },
         Field { name: "major", ty: "integer", required: false, doc: "major version" },
+        Field { name: "instance", ty: "string", required: false, doc: "docker: the container id; native: the data directory" },
         Field {
             name: "startup_ms",
             ty: "integer",
