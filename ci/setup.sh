@@ -52,6 +52,15 @@ for mod in croniter:croniter kubernetes_validate:kubernetes-validate; do
   fi
 done
 
+# 2c. Prometheus' Pushgateway and promtool, for the metrics and alert rule tests.
+prom=()
+command -v prometheus-pushgateway >/dev/null || prom+=(prometheus-pushgateway)
+command -v promtool >/dev/null || prom+=(prometheus)
+if [ "${#prom[@]}" -gt 0 ]; then
+  log "installing ${prom[*]}"
+  apt_install --no-install-recommends "${prom[@]}"
+fi
+
 # 2b. The tools other teams' backups need: openssl enc and gpg --symmetric files.
 tools=()
 command -v openssl >/dev/null || tools+=(openssl)

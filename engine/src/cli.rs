@@ -79,6 +79,10 @@ enum Command {
         /// is not a terminal.
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Alerts and metrics after the run: webhooks, a node_exporter textfile, a Pushgateway
+        /// (see the README's "Alerts and metrics").
+        #[arg(long, value_name = "FILE", env = "PGDRILL_NOTIFY")]
+        notify: Option<PathBuf>,
         /// Hold the run to this recovery time objective instead of the runbook's
         /// `targets.rto` (a fleet passes each database's own).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
@@ -311,8 +315,9 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             out!("{}", plan::render(&rb, &vars));
             Ok(ExitCode::Passed)
         }
-        Command::Run { runbook, vars, junit, report, quiet, yes, rto } => {
+        Command::Run { runbook, vars, junit, report, quiet, yes, rto, notify } => {
             let mut rb = exec::load_checked(&runbook)?;
+            let notify = notify.map(|p| crate::report::notify::load(&p)).transpose()?;
             if rto.is_some() {
                 rb.targets.rto = rto;
             }
@@ -323,6 +328,16 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             }
             if let Some(d) = report {
                 reporters.push(Box::new(JsonRecord::new(d)));
+            }
+            if let Some(n) = notify {
+                let var = |k: &str| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                let database = var("database").filter(|d| !d.is_empty()).unwrap_or_else(|| {
+                    var("database_url")
+                        .and_then(|u| crate::pg::conninfo::parse(&u).ok())
+                        .and_then(|p| p.into_iter().rev().find(|(k, _)| k == "dbname").map(|(_, v)| v))
+                        .unwrap_or_default()
+                });
+                reporters.push(Box::new(crate::report::notify::Notifier::new(n, redactor.clone(), database)));
             }
             let sink = Sink::new(redactor.clone(), reporters);
             let cancel = CancellationToken::new();

@@ -6,6 +6,7 @@
 pub mod compliance;
 mod json;
 mod junit;
+pub mod notify;
 mod terminal;
 
 use std::io::Write;

@@ -1,0 +1,531 @@
+//! Alerts and metrics for every run, from an operator file (`--notify FILE`, env
+//! `PGDRILL_NOTIFY`): Prometheus metrics as a node_exporter textfile and/or a Pushgateway
+//! push, and webhooks (Slack-compatible or a generic JSON body) sent on failure, success,
+//! always, or when a run passes after a failure.
+//!
+//! This is a reporter like JUnit and run.json: it sees the run's (already redacted) events
+//! and acts once at the end. A sink that fails is a warning on stderr; it never changes the
+//! run's exit code and never keeps another sink from being tried.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{write_atomic, Suites};
+use crate::exec::{Event, Outcome, Reporter, SuiteOutcome};
+use crate::runbook::spans::SpanIndex;
+use crate::runbook::Diagnostic;
+
+/// The operator file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFile {
+    #[serde(default)]
+    pub metrics: Option<Metrics>,
+    #[serde(default)]
+    pub notify: Vec<Notification>,
+    /// Where the last outcome of each runbook and database is kept (for `when: recovered`);
+    /// default `$HOME/.local/state/pgdrill/outcomes.json`.
+    #[serde(default)]
+    pub state: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// A `.prom` file in node_exporter's textfile directory; written atomically, shared by
+    /// every runbook and database (each run replaces only its own samples).
+    pub textfile: Option<PathBuf>,
+    pub pushgateway: Option<Pushgateway>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pushgateway {
+    pub url: String,
+    #[serde(default = "default_job")]
+    pub job: String,
+}
+
+fn default_job() -> String {
+    "pgdrill".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    Failure,
+    Success,
+    Always,
+    /// A pass right after a failure of the same runbook and database.
+    Recovered,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notification {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub when: When,
+    pub webhook: Webhook,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// `{"text": ...}`: Slack, Mattermost, Rocket.Chat, Teams' Slack-compatible hooks.
+    Slack,
+    /// The run's facts as JSON.
+    #[default]
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// The URL (its path and query are treated as a secret: hooks carry their token there).
+    pub url: Option<String>,
+    /// Or the environment variable holding it.
+    pub url_env: Option<String>,
+    #[serde(default)]
+    pub format: Format,
+}
+
+/// Read and check a notify file; problems come with file:line:col.
+pub fn load(path: &Path) -> Result<NotifyFile, crate::Error> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        crate::Error::Invalid(format!("cannot read notify file {file}: {e} (--notify or PGDRILL_NOTIFY)"))
+    })?;
+    let located = |p: &str, msg: String| {
+        let pos = SpanIndex::build(&text).key(p);
+        let mut d = crate::runbook::Diagnostics::default();
+        d.push(Diagnostic::new(&file, &text, pos, msg));
+        crate::Error::Runbook(d)
+    };
+    let n: NotifyFile = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text)).map_err(|e| {
+        let p = e.path().to_string();
+        let mut msg = e.into_inner().to_string();
+        if let Some(i) = msg.find(" at line ") {
+            msg.truncate(i);
+        }
+        located(if p == "." { "" } else { &p }, format!("notify file: {msg}"))
+    })?;
+    for (i, s) in n.notify.iter().enumerate() {
+        match (&s.webhook.url, &s.webhook.url_env) {
+            (Some(u), None) => {
+                if reqwest::Url::parse(u).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) {
+                    return Err(located(
+                        &format!("notify[{i}].webhook.url"),
+                        "webhook url must be an http(s) URL".into(),
+                    ));
+                }
+            }
+            (None, Some(_)) => {}
+            _ => {
+                return Err(located(
+                    &format!("notify[{i}].webhook"),
+                    "a webhook takes `url` or `url_env` (the variable holding it), one of them".into(),
+                ))
+            }
+        }
+    }
+    if let Some(p) = n.metrics.as_ref().and_then(|m| m.pushgateway.as_ref()) {
+        if reqwest::Url::parse(&p.url).is_err() {
+            return Err(located("metrics.pushgateway.url", format!("`{}` is not a URL", p.url)));
+        }
+    }
+    Ok(n)
+}
+
+/// The reporter.
+pub struct Notifier {
+    cfg: NotifyFile,
+    suites: Suites,
+    redactor: crate::redact::Redactor,
+    database: String,
+}
+
+impl Notifier {
+    /// `database` labels the run's metrics and alerts: what the run was asked about (its
+    /// `database` variable, else the database of its `database_url`), so a run that fails
+    /// before any step names a database still lands on that database's series.
+    pub fn new(cfg: NotifyFile, redactor: crate::redact::Redactor, database: String) -> Self {
+        // Webhook URLs carry tokens: masked wherever a message might quote them.
+        for n in &cfg.notify {
+            if let Some(u) = webhook_url(&n.webhook) {
+                redactor.add(&u);
+            }
+        }
+        Notifier { cfg, suites: Suites::default(), redactor, database }
+    }
+}
+
+fn webhook_url(w: &Webhook) -> Option<String> {
+    w.url.clone().or_else(|| w.url_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|s| !s.is_empty()))
+}
+
+/// Where a URL points, without what identifies the caller (path, query, credentials).
+fn shown(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .map(|u| format!("{}://{}", u.scheme(), u.host_str().unwrap_or("?")))
+        .unwrap_or_else(|_| "an invalid URL".into())
+}
+
+/// The facts of one finished run.
+#[derive(Debug, Clone, Default)]
+struct Facts {
+    runbook: String,
+    database: String,
+    passed: bool,
+    outcome: String,
+    duration_s: f64,
+    message: Option<String>,
+    finished_epoch: f64,
+    backup: Option<(f64, u64, String)>,
+    verified: bool,
+    rto_s: Option<f64>,
+    rpo_s: Option<f64>,
+    objectives: Vec<serde_json::Value>,
+    failed: Vec<serde_json::Value>,
+}
+
+fn facts(s: &Suites, database: &str) -> Option<Facts> {
+    let top = s.list.first()?;
+    let mut f = Facts {
+        runbook: top.name.clone(),
+        database: database.to_string(),
+        passed: top.outcome == Some(SuiteOutcome::Passed),
+        outcome: match top.outcome {
+            Some(SuiteOutcome::Passed) => "passed",
+            Some(SuiteOutcome::Interrupted) => "interrupted",
+            _ => "failed",
+        }
+        .into(),
+        duration_s: top.duration.as_secs_f64(),
+        message: top.message.clone(),
+        finished_epoch: time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9,
+        ..Default::default()
+    };
+    let mut verify_steps = 0;
+    for r in s.list.iter().flat_map(|x| x.steps.iter()) {
+        let out = &r.outputs;
+        if f.database.is_empty() {
+            if let Some(d) = out.get("database").and_then(|d| d.as_str()) {
+                f.database = d.to_string();
+            }
+        }
+        let passed = r.outcome == Outcome::Passed;
+        match (r.uses.as_str(), passed) {
+            ("backup.create", true) => {
+                let size = out.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
+                let location = out
+                    .get("path")
+                    .and_then(|p| p.as_str())
+                    .and_then(|p| Path::new(p).parent().and_then(Path::parent))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                f.backup = Some((r.duration.as_secs_f64(), size, location));
+            }
+            ("backup.restore" | "verify.fingerprint" | "verify.amcheck", true) => verify_steps += 1,
+            _ => {}
+        }
+        let objective = |name: &str, measured: &str| {
+            out.get(measured)
+                .and_then(|m| m.as_f64())
+                .map(|m| json!({ "name": name, "measured_s": m, "target_s": out.get("target_s"), "passed": passed }))
+        };
+        match r.uses.as_str() {
+            "drill.rto" => {
+                f.rto_s = out.get("rto_s").and_then(|v| v.as_f64());
+                f.objectives.extend(objective("RTO", "rto_s"));
+            }
+            "drill.rpo" => {
+                f.rpo_s = out.get("rpo_s").and_then(|v| v.as_f64());
+                f.objectives.extend(objective("RPO", "rpo_s"));
+            }
+            "verify.freshness" => f.objectives.extend(objective("RPO (backup age)", "rpo_s")),
+            _ => {}
+        }
+        if matches!(r.outcome, Outcome::Failed | Outcome::Errored | Outcome::TimedOut) {
+            f.failed.push(json!({ "step": r.label, "kind": r.uses, "message": r.message }));
+        }
+    }
+    f.verified = f.passed && verify_steps > 0 && f.backup.is_none();
+    Some(f)
+}
+
+fn label_value(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// `(name, help, value, only when the run passed)` for this run.
+fn samples(f: &Facts) -> Vec<(&'static str, &'static str, f64, Option<String>)> {
+    let mut v: Vec<(&'static str, &'static str, f64, Option<String>)> = vec![
+        ("pgdrill_run_success", "Whether the last run passed (1) or not (0).", if f.passed { 1.0 } else { 0.0 }, None),
+        ("pgdrill_run_duration_seconds", "How long the last run took.", f.duration_s, None),
+    ];
+    if f.passed {
+        v.push((
+            "pgdrill_run_last_success_timestamp_seconds",
+            "When a run last passed (Unix time).",
+            f.finished_epoch,
+            None,
+        ));
+    }
+    if let Some((secs, size, location)) = &f.backup {
+        let loc = Some(location.clone());
+        v.push((
+            "pgdrill_backup_last_success_timestamp_seconds",
+            "When a backup last succeeded (Unix time).",
+            f.finished_epoch,
+            loc.clone(),
+        ));
+        v.push(("pgdrill_backup_duration_seconds", "How long the last successful backup took.", *secs, loc.clone()));
+        v.push(("pgdrill_backup_size_bytes", "Stored size of the last successful backup.", *size as f64, loc));
+    }
+    if f.verified {
+        v.push((
+            "pgdrill_verify_last_success_timestamp_seconds",
+            "When a verification by restore last passed (Unix time).",
+            f.finished_epoch,
+            None,
+        ));
+    }
+    if let Some(r) = f.rto_s {
+        v.push(("pgdrill_drill_rto_seconds", "Recovery time measured by the last drill.", r, None));
+    }
+    if let Some(r) = f.rpo_s {
+        v.push(("pgdrill_drill_rpo_seconds", "Recovery point measured by the last drill.", r, None));
+    }
+    v
+}
+
+fn labels(f: &Facts, location: &Option<String>) -> String {
+    let mut l = format!("runbook=\"{}\",database=\"{}\"", label_value(&f.runbook), label_value(&f.database));
+    if let Some(loc) = location {
+        l.push_str(&format!(",location=\"{}\"", label_value(loc)));
+    }
+    l
+}
+
+/// Merge this run's samples into the textfile: other runbooks' and databases' samples stay,
+/// and so does this one's last-success time when it failed.
+fn write_textfile(path: &Path, f: &Facts) -> Result<(), String> {
+    let lock_path = path.with_extension("prom.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    // Runs of a fleet finish together: one at a time reads, merges and replaces the file.
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("cannot lock {}: {e}", lock_path.display()))?;
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let mut series: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut help: BTreeMap<String, String> = BTreeMap::new();
+    for line in old.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if let Some((n, h)) = rest.split_once(' ') {
+                help.insert(n.into(), h.into());
+            }
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            let (key, value) = match line.rfind(' ') {
+                Some(i) => (&line[..i], &line[i + 1..]),
+                None => continue,
+            };
+            let name = key.split('{').next().unwrap_or(key).to_string();
+            series.entry(name).or_default().insert(key.to_string(), value.to_string());
+        }
+    }
+    let own = format!("runbook=\"{}\",database=\"{}\"", label_value(&f.runbook), label_value(&f.database));
+    // This run's series are replaced; a failed run's last-success samples stay as they were.
+    for (name, s) in series.iter_mut() {
+        if name.ends_with("_last_success_timestamp_seconds") {
+            continue;
+        }
+        s.retain(|k, _| !k.contains(&format!("{{{own}")));
+    }
+    for (name, h, value, loc) in samples(f) {
+        help.insert(name.into(), h.into());
+        let key = format!("{name}{{{}}}", labels(f, &loc));
+        let s = series.entry(name.into()).or_default();
+        if loc.is_some() {
+            s.retain(|k, _| !k.starts_with(&format!("{name}{{{own},location=")));
+        }
+        s.insert(key, format!("{value}"));
+    }
+    let mut out = String::from("# Written by pgdrill after every run (--notify); do not edit.\n");
+    for (name, s) in &series {
+        if s.is_empty() {
+            continue;
+        }
+        if let Some(h) = help.get(name) {
+            out.push_str(&format!("# HELP {name} {h}\n"));
+        }
+        out.push_str(&format!("# TYPE {name} gauge\n"));
+        for (k, v) in s {
+            out.push_str(&format!("{k} {v}\n"));
+        }
+    }
+    write_atomic(path, |w| w.write_all(out.as_bytes())).map_err(|e| e.to_string())
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    let e = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s.as_bytes());
+    if e.is_empty() {
+        "=".into()
+    } else {
+        e
+    }
+}
+
+fn push_body(f: &Facts) -> String {
+    let mut out = String::new();
+    for (name, h, value, loc) in samples(f) {
+        out.push_str(&format!("# HELP {name} {h}\n# TYPE {name} gauge\n"));
+        let l = loc.map(|l| format!("{{location=\"{}\"}}", label_value(&l))).unwrap_or_default();
+        out.push_str(&format!("{name}{l} {value}\n"));
+    }
+    out
+}
+
+fn text_of(f: &Facts) -> String {
+    let db = if f.database.is_empty() { String::new() } else { format!(" ({})", f.database) };
+    let mut t = format!("pgdrill: runbook {}{db} {} in {:.1} s", f.runbook, f.outcome, f.duration_s);
+    if let Some(m) = f.message.as_deref().filter(|_| !f.passed) {
+        t.push_str(&format!("\n{m}"));
+    }
+    for o in &f.objectives {
+        t.push_str(&format!(
+            "\n{}: {} s (target {})",
+            o["name"].as_str().unwrap_or(""),
+            o["measured_s"],
+            o["target_s"]
+        ));
+    }
+    t
+}
+
+impl Reporter for Notifier {
+    fn on_event(&mut self, event: &Event) {
+        self.suites.on_event(event);
+    }
+
+    fn finish(&mut self) -> crate::Result<()> {
+        let Some(f) = facts(&self.suites, &self.database) else { return Ok(()) };
+        let mut warnings = Vec::new();
+        if let Some(p) = self.cfg.metrics.as_ref().and_then(|m| m.textfile.as_ref()) {
+            if let Err(e) = write_textfile(p, &f) {
+                warnings.push(format!("metrics textfile {}: {e}", p.display()));
+            }
+        }
+        let wants_state = self.cfg.notify.iter().any(|n| n.when == When::Recovered);
+        let previous = if wants_state { remember(self.cfg.state.clone(), &f) } else { None };
+        let recovered = f.passed && previous.as_deref().is_some_and(|p| p != "passed");
+        let mut posts: Vec<(String, String, Option<&'static str>, String)> = Vec::new();
+        if let Some(p) = self.cfg.metrics.as_ref().and_then(|m| m.pushgateway.as_ref()) {
+            let url = format!(
+                "{}/metrics/job@base64/{}/runbook@base64/{}/database@base64/{}",
+                p.url.trim_end_matches('/'),
+                b64(&p.job),
+                b64(&f.runbook),
+                b64(&f.database)
+            );
+            posts.push((
+                format!("Pushgateway {}", shown(&p.url)),
+                url,
+                Some("text/plain; version=0.0.4"),
+                push_body(&f),
+            ));
+        }
+        for n in &self.cfg.notify {
+            let send = match n.when {
+                When::Always => true,
+                When::Failure => !f.passed,
+                When::Success => f.passed,
+                When::Recovered => recovered,
+            };
+            if !send {
+                continue;
+            }
+            let what = n.name.clone().unwrap_or_else(|| "webhook".into());
+            let Some(url) = webhook_url(&n.webhook) else {
+                warnings.push(format!("{what}: {} is not set", n.webhook.url_env.as_deref().unwrap_or("its URL")));
+                continue;
+            };
+            let body = match n.webhook.format {
+                Format::Slack => json!({ "text": text_of(&f) }),
+                Format::Json => json!({
+                    "runbook": f.runbook,
+                    "database": f.database,
+                    "outcome": f.outcome,
+                    "recovered": recovered,
+                    "duration_s": (f.duration_s * 1000.0).round() / 1000.0,
+                    "message": f.message,
+                    "objectives": f.objectives,
+                    "failed_checks": f.failed,
+                    "host": nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()),
+                    "pgdrill_version": env!("CARGO_PKG_VERSION"),
+                }),
+            };
+            posts.push((format!("{what} to {}", shown(&url)), url, None, body.to_string()));
+        }
+        if !posts.is_empty() {
+            let sent = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build();
+                    let Ok(client) = client else { return vec![Some("cannot build an HTTP client".to_string())] };
+                    let mut out = Vec::new();
+                    // One after another: each sink has its own timeout, none hides another.
+                    for (_, url, ctype, body) in &posts {
+                        let mut req = client.post(url.as_str()).body(body.clone());
+                        req = req.header(reqwest::header::CONTENT_TYPE, ctype.unwrap_or("application/json"));
+                        out.push(match req.send().await {
+                            Ok(r) if r.status().is_success() => None,
+                            Ok(r) => Some(format!("answered HTTP {}", r.status().as_u16())),
+                            Err(e) => {
+                                Some(if e.is_timeout() { "timed out".into() } else { "could not be reached".into() })
+                            }
+                        });
+                    }
+                    out
+                })
+            });
+            for ((what, ..), err) in posts.iter().zip(sent) {
+                if let Some(e) = err {
+                    warnings.push(format!("{what}: {e}"));
+                }
+            }
+        }
+        for w in warnings {
+            let w = self.redactor.redact(&w);
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("warning: {}; the run's result is unchanged\n", super::visible(&w)).as_bytes(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Record this run's outcome; returns the previous one of the same runbook and database.
+fn remember(state: Option<PathBuf>, f: &Facts) -> Option<String> {
+    let path = state
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/pgdrill/outcomes.json")))?;
+    let key = format!("{}\u{1f}{}", f.runbook, f.database);
+    let mut all: BTreeMap<String, String> =
+        std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let previous = all.insert(key, f.outcome.clone());
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let body = serde_json::to_string(&all).unwrap_or_default();
+    let _ = write_atomic(&path, |w| w.write_all(body.as_bytes()));
+    previous
+}

@@ -1,0 +1,285 @@
+//! Alerts and metrics (`--notify FILE`) against real servers: a Pushgateway, promtool, and
+//! an HTTP listener that receives webhooks.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+
+const KEY: &str = "notify-test-backup-key-0123456789";
+const TOKEN: &str = "T0KEN-s3cret-hook-9f8e7d";
+
+/// An HTTP server that records every request's path and body and answers 200.
+struct Listener {
+    port: u16,
+    got: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+fn listener() -> Listener {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let mut r = BufReader::new(conn.try_clone().expect("clone"));
+            let mut first = String::new();
+            let _ = r.read_line(&mut first);
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            let path = first.split(' ').nth(1).unwrap_or_default().to_string();
+            g.lock().expect("lock").push((path, String::from_utf8_lossy(&body).into_owned()));
+            let mut c = conn;
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    Listener { port, got }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port()
+}
+
+struct Gateway(std::process::Child, u16);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pushgateway() -> Option<Gateway> {
+    let port = free_port();
+    let child = std::process::Command::new("prometheus-pushgateway")
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        require(false, "prometheus-pushgateway (Debian package, ci/setup.sh)");
+        return None;
+    };
+    let g = Gateway(child, port);
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(g);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the Pushgateway did not start");
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+fn backup(notify: &Path, url: &str, storage: &Path, report: &Path) -> std::process::Output {
+    pgdrill(&[
+        "run",
+        "backup",
+        "--notify",
+        notify.to_str().expect("utf-8"),
+        "--report",
+        report.to_str().expect("utf-8"),
+        "--var",
+        &format!("database_url={url}"),
+        "--var",
+        &format!("storage={}", storage.display()),
+        "--var",
+        "fingerprint=counts",
+    ])
+    .env("PGDRILL_BACKUP_KEY", KEY)
+    .output()
+    .expect("pgdrill")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_reach_the_textfile_and_the_pushgateway_and_webhooks_fire_when_asked() {
+    let Some(gw) = pushgateway() else { return };
+    if !require(
+        std::process::Command::new("promtool").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "promtool (Debian package prometheus, ci/setup.sh)",
+    ) {
+        return;
+    }
+    let Some(srv) = native_server("app").await else { return };
+    exec(&srv.url(), "create table t(id int primary key); insert into t select generate_series(1, 1000)").await;
+    let hooks = listener();
+    let dead = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let textfile = dir.path().join("textfile/pgdrill.prom");
+    std::fs::create_dir_all(textfile.parent().expect("dir")).expect("dir");
+    // Another job's sample in the same file must survive.
+    std::fs::write(&textfile, "# HELP pgdrill_run_success x\n# TYPE pgdrill_run_success gauge\npgdrill_run_success{runbook=\"prune\",database=\"other\"} 1\n").expect("seed");
+    let notify = dir.path().join("notify.yaml");
+    std::fs::write(
+        &notify,
+        format!(
+            "metrics:\n  textfile: {tf}\n  pushgateway: {{ url: http://127.0.0.1:{gw} }}\nstate: {state}\nnotify:\n  - {{ name: dead, when: always, webhook: {{ url: http://127.0.0.1:{dead}/hooks/{TOKEN} }} }}\n  - {{ name: on-failure, when: failure, webhook: {{ url: http://127.0.0.1:{hp}/fail/{TOKEN}, format: json }} }}\n  - {{ name: always, when: always, webhook: {{ url_env: HOOK_URL, format: slack }} }}\n  - {{ name: recovered, when: recovered, webhook: {{ url: http://127.0.0.1:{hp}/recovered }} }}\n",
+            tf = textfile.display(),
+            gw = gw.1,
+            hp = hooks.port,
+            state = dir.path().join("state.json").display(),
+        ),
+    )
+    .expect("notify file");
+    let storage = dir.path().join("backups");
+    let report = dir.path().join("r1");
+
+    // 1. A passing backup, with one webhook that cannot be reached.
+    let out = {
+        let mut c = pgdrill(&[
+            "run",
+            "backup",
+            "--notify",
+            notify.to_str().expect("utf-8"),
+            "--report",
+            report.to_str().expect("utf-8"),
+            "--var",
+            &format!("database_url={}", srv.url()),
+            "--var",
+            &format!("storage={}", storage.display()),
+            "--var",
+            "fingerprint=counts",
+        ]);
+        c.env("PGDRILL_BACKUP_KEY", KEY).env("HOOK_URL", format!("http://127.0.0.1:{}/always/{TOKEN}", hooks.port));
+        c.output().expect("pgdrill")
+    };
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "a failing sink changed the verdict: {stdout}{stderr}");
+    assert!(
+        stderr.contains("warning: dead to http://127.0.0.1: could not be reached; the run's result is unchanged"),
+        "{stderr}"
+    );
+    for t in [&stdout, &stderr, &std::fs::read_to_string(report.join("run.json")).expect("run.json")] {
+        assert!(!t.contains(TOKEN), "the webhook's token leaked: {t}");
+    }
+    let got = hooks.got.lock().expect("lock").clone();
+    assert_eq!(got.len(), 1, "only the `always` hook fires on a pass that follows nothing: {got:?}");
+    assert!(got[0].0.starts_with("/always/"));
+    let slack: serde_json::Value = serde_json::from_str(&got[0].1).expect("slack json");
+    assert!(slack["text"].as_str().expect("text").contains("runbook backup (app) passed"), "{slack}");
+
+    let prom = std::fs::read_to_string(&textfile).expect("textfile");
+    assert!(prom.contains("pgdrill_run_success{runbook=\"backup\",database=\"app\"} 1"), "{prom}");
+    assert!(
+        prom.contains("pgdrill_run_success{runbook=\"prune\",database=\"other\"} 1"),
+        "another job's sample was lost: {prom}"
+    );
+    assert!(prom.contains("pgdrill_backup_size_bytes{runbook=\"backup\",database=\"app\",location="), "{prom}");
+    let checked = std::process::Command::new("sh")
+        .args(["-c", "promtool check metrics < \"$0\"", textfile.to_str().expect("utf-8")])
+        .output()
+        .expect("promtool");
+    assert!(checked.status.success(), "promtool check metrics: {}{}", text(&checked.stdout), text(&checked.stderr));
+    let last_success = |p: &str| {
+        p.lines()
+            .find(|l| {
+                l.starts_with("pgdrill_backup_last_success_timestamp_seconds{runbook=\"backup\",database=\"app\"")
+            })
+            .map(str::to_string)
+    };
+    let first_success = last_success(&prom).expect("backup last success");
+
+    let pushed = http_get(gw.1, "/metrics");
+    let line = pushed
+        .lines()
+        .find(|l| {
+            l.starts_with("pgdrill_run_success{") && l.contains("runbook=\"backup\"") && l.contains("database=\"app\"")
+        })
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("job=\"pgdrill\"") && line.ends_with(" 1"), "{pushed}");
+    assert!(pushed.contains("pgdrill_backup_size_bytes{"), "{pushed}");
+
+    // 2. The same backup fails (its database is gone): success 0, the last success stays.
+    exec(&srv.url_for("postgres"), "drop database app with (force)").await;
+    let out = {
+        let mut c = pgdrill(&[
+            "run",
+            "backup",
+            "--notify",
+            notify.to_str().expect("utf-8"),
+            "--var",
+            &format!("database_url={}", srv.url()),
+            "--var",
+            &format!("storage={}", storage.display()),
+        ]);
+        c.env("PGDRILL_BACKUP_KEY", KEY).env("HOOK_URL", format!("http://127.0.0.1:{}/always/{TOKEN}", hooks.port));
+        c.output().expect("pgdrill")
+    };
+    assert!(!out.status.success());
+    let prom = std::fs::read_to_string(&textfile).expect("textfile");
+    // On the database's own series, though no step got far enough to name it.
+    assert!(prom.contains("pgdrill_run_success{runbook=\"backup\",database=\"app\"} 0"), "{prom}");
+    assert!(!prom.contains("database=\"\""), "a failed run's metrics went to a series without its database: {prom}");
+    assert_eq!(last_success(&prom), Some(first_success), "a failed run moved or dropped the last success time");
+    let got = hooks.got.lock().expect("lock").clone();
+    let fail = got.iter().find(|(p, _)| p.starts_with("/fail/")).expect("the failure hook fired");
+    let body: serde_json::Value = serde_json::from_str(&fail.1).expect("json");
+    assert_eq!(body["outcome"], "failed");
+    assert!(body["failed_checks"].as_array().is_some_and(|a| !a.is_empty()), "{body}");
+
+    // 3. It works again: the `recovered` hook fires once.
+    exec(&srv.url_for("postgres"), "create database app").await;
+    let out = backup(&notify, &srv.url(), &storage, &dir.path().join("r3"));
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let got = hooks.got.lock().expect("lock").clone();
+    assert_eq!(got.iter().filter(|(p, _)| p == "/recovered").count(), 1, "{got:?}");
+    srv.stop().await;
+}
+
+#[test]
+fn a_bad_notify_file_is_shown_at_its_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("n.yaml");
+    std::fs::write(&f, "notify:\n  - when: sometimes\n    webhook: { url: http://x }\n").expect("write");
+    let out = run(&[
+        "run",
+        "smoke",
+        "--notify",
+        f.to_str().expect("utf-8"),
+        "--var",
+        "database_url=postgres://x@127.0.0.1:1/x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("n.yaml:2:") && err.contains("sometimes"), "{err}");
+}
+
+#[test]
+fn the_shipped_alert_rules_pass_promtool_and_their_unit_tests() {
+    if !require(
+        std::process::Command::new("promtool").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "promtool (Debian package prometheus, ci/setup.sh)",
+    ) {
+        return;
+    }
+    let rules = root().join("alerts/pgdrill.rules.yml");
+    let out = std::process::Command::new("promtool").arg("check").arg("rules").arg(&rules).output().expect("promtool");
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let out = std::process::Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(root().join("alerts/pgdrill.rules.test.yml"))
+        .output()
+        .expect("promtool");
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+}
