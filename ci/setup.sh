@@ -16,7 +16,6 @@ log() { printf '[setup] %s\n' "$*"; }
 need_root() { [ "$(id -u)" = 0 ] || { echo "[setup] $1 needs root (or sudo): $2" >&2; exit 3; }; }
 
 IMAGE="${PGDRILL_TEST_IMAGE:-pgdrill/postgres-local:15}"
-BASE_IMAGE="pgdrill/debian-postgresql:15"
 APT_UPDATED=0
 apt_install() {
   need_root "installing $*" "apt-get install -y $*"
@@ -90,28 +89,36 @@ if ! timeout 10 docker info >/dev/null 2>&1; then
   timeout 10 docker info >/dev/null 2>&1 || { echo "[setup] dockerd did not come up; see /var/log/pgdrill-dockerd.log" >&2; exit 3; }
 fi
 
-# 4. The local PostgreSQL image.
-if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-    mirror=""
-    if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-      mirror=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
-    fi
-    if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
-      mirror=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' /etc/apt/sources.list)
-    fi
-    mirror="${mirror:-http://deb.debian.org/debian}"
-    rootfs=$(mktemp -d /var/tmp/pgdrill-rootfs.XXXXXX)
-    trap 'rm -rf "$rootfs"' EXIT
-    log "debootstrap bookworm with postgresql-15 from $mirror (about a minute)"
-    debootstrap --variant=minbase --include=postgresql-15 bookworm "$rootfs" "$mirror" >/var/tmp/pgdrill-debootstrap.log 2>&1 \
-      || { tail -20 /var/tmp/pgdrill-debootstrap.log >&2; exit 3; }
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-    tar -C "$rootfs" -c . | docker import - "$BASE_IMAGE" >/dev/null
-    rm -rf "$rootfs"
-    trap - EXIT
-  fi
-  log "building $IMAGE"
-  DOCKER_BUILDKIT=0 docker build -q --build-arg BASE="$BASE_IMAGE" -t "$IMAGE" ci/postgres-image >/dev/null
+# 4. The local PostgreSQL images: 15 (bookworm, the tools on this machine) and 17 (trixie,
+# a second real major for the cross-version tests), each a debootstrap root filesystem
+# imported as pgdrill/debian-postgresql:MAJOR, then ci/postgres-image on top.
+mirror=""
+if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+  mirror=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
 fi
-log "ready: PostgreSQL $(/usr/lib/postgresql/15/bin/postgres --version | awk '{print $3}'), docker $(docker version --format '{{.Server.Version}}'), image $IMAGE"
+if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
+  mirror=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' /etc/apt/sources.list)
+fi
+mirror="${mirror:-http://deb.debian.org/debian}"
+build_image() {  # major suite image
+  local major=$1 suite=$2 image=$3 base="pgdrill/debian-postgresql:$1"
+  docker image inspect "$image" >/dev/null 2>&1 && return 0
+  if ! docker image inspect "$base" >/dev/null 2>&1; then
+    local rootfs
+    rootfs=$(mktemp -d /var/tmp/pgdrill-rootfs.XXXXXX)
+    log "debootstrap $suite with postgresql-$major from $mirror (a minute or two)"
+    if ! debootstrap --variant=minbase --include="postgresql-$major" "$suite" "$rootfs" "$mirror" >"/var/tmp/pgdrill-debootstrap-$major.log" 2>&1; then
+      tail -20 "/var/tmp/pgdrill-debootstrap-$major.log" >&2
+      rm -rf "$rootfs"
+      exit 3
+    fi
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" -c . | docker import - "$base" >/dev/null
+    rm -rf "$rootfs"
+  fi
+  log "building $image"
+  DOCKER_BUILDKIT=0 docker build -q --build-arg BASE="$base" -t "$image" ci/postgres-image >/dev/null
+}
+build_image 15 bookworm "$IMAGE"
+build_image 17 trixie "${PGDRILL_TEST_IMAGE_17:-pgdrill/postgres-local:17}"
+log "ready: PostgreSQL $(/usr/lib/postgresql/15/bin/postgres --version | awk '{print $3}'), docker $(docker version --format '{{.Server.Version}}'), images $IMAGE, ${PGDRILL_TEST_IMAGE_17:-pgdrill/postgres-local:17}"

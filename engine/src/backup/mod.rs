@@ -438,7 +438,28 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let database: String = row.get(2);
 
     // A pg_dump older than the server cannot dump it: fail before anything is written.
-    let (pg_dump, pg_dump_version, _) = find_tool("pg_dump", opts.pg_dump.as_deref(), server_major)?;
+    // Without tools of the server's major here, that major's image runs them.
+    let (pg_dump, pg_dump_version, dump_image) = match find_tool("pg_dump", opts.pg_dump.as_deref(), server_major) {
+        Ok((p, v, _)) => (p, v, None),
+        Err(BackupError::Environment(local)) if opts.pg_dump.is_none() => {
+            match crate::pg::image_tools::find("pg_dump", server_major) {
+                Ok((image, version)) => {
+                    (PathBuf::from("pg_dump"), format!("{version} (from the image {image})"), Some(image))
+                }
+                Err(why) => {
+                    return Err(BackupError::Environment(format!(
+                        "{local}; the tools of PostgreSQL {server_major} cannot come from Docker either: {why}"
+                    )))
+                }
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    if dump_image.is_some() && opts.format == Format::Directory {
+        return Err(BackupError::Invalid(format!(
+            "format directory needs a local pg_dump {server_major} (its parallel workers write files here); use format custom, or install the PostgreSQL {server_major} client tools"
+        )));
+    }
     let key = match &opts.key {
         Some(k) => Some(k.derive_new().map_err(BackupError::Invalid)?),
         None => None,
@@ -485,6 +506,13 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     };
     // Connection through the environment, never argv (visible in ps).
     crate::pg::libpq_env(&mut cmd, &opts.url, &database);
+    // Kept until pg_dump ends: docker reads it when the container starts.
+    let mut _env_file = None;
+    if let Some(image) = &dump_image {
+        let (c, f) = crate::pg::image_tools::in_image(&cmd, image, &[]).map_err(BackupError::Environment)?;
+        cmd = c;
+        _env_file = Some(f);
+    }
     cmd.stdin(Stdio::null()).stderr(Stdio::piped()).process_group(0);
     if stage.is_none() {
         cmd.stdout(Stdio::piped());
@@ -793,8 +821,10 @@ fn tar_toc_tables(plain: Box<dyn Read + Send + '_>, backup: &Path, server_major:
     if !found {
         return Err(BackupError::Failed("the directory dump has no toc.dat".into()));
     }
-    let (pg_restore, _, _) = find_tool("pg_restore", None, server_major)?;
-    let out = crate::child::output(crate::child::command(&pg_restore).arg("--list").arg(&dir.0))
+    let parent = dir.0.parent().map(Path::to_path_buf).unwrap_or_default();
+    let (mut cmd, _env) = crate::pg::image_tools::tool_command("pg_restore", server_major, &[&parent])
+        .map_err(BackupError::Environment)?;
+    let out = crate::child::output(cmd.arg("--list").arg(&dir.0))
         .map_err(|e| BackupError::Environment(format!("cannot run pg_restore: {e}")))?;
     if !out.status.success() {
         return Err(BackupError::Failed(format!(
@@ -911,15 +941,11 @@ fn io_message(e: &std::io::Error) -> String {
 
 /// Feed a custom-format dump to `pg_restore --list` and count its TABLE entries.
 fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, BackupError> {
-    let (pg_restore, _, _) = find_tool("pg_restore", None, server_major)?;
-    let mut child = crate::child::spawn(
-        crate::child::command(&pg_restore)
-            .arg("--list")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    )
-    .map_err(|e| BackupError::Environment(format!("cannot run pg_restore: {e}")))?;
+    let (mut cmd, _env) =
+        crate::pg::image_tools::tool_command("pg_restore", server_major, &[]).map_err(BackupError::Environment)?;
+    let mut child =
+        crate::child::spawn(cmd.arg("--list").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()))
+            .map_err(|e| BackupError::Environment(format!("cannot run pg_restore: {e}")))?;
     let stdout = child.stdout.take();
     let reader = std::thread::spawn(move || {
         let mut s = String::new();

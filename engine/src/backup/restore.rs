@@ -232,12 +232,6 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
         log(format!("created database {database}"));
     }
     let client = crate::pg::connect(&opts.into).await.map_err(|e| BackupError::Environment(e.0))?;
-    let major = (client
-        .query_one("select current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(env_err)?
-        .get::<_, i32>(0)
-        / 10000) as u32;
     let pg_restore_explicit = opts.bin_dir.as_ref().map(|d| d.join("pg_restore"));
     let psql_explicit = opts.bin_dir.as_ref().map(|d| d.join("psql"));
 
@@ -298,7 +292,13 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
             "role mapping rewrites the SQL stream: restoring through psql with one connection".into()
         });
     }
-    let (pg_restore, _, _) = find_tool("pg_restore", pg_restore_explicit.as_deref(), major)?;
+    // pg_restore and psql must read the archive, so they must be at least the dump's major
+    // (a pg_dump 17 archive is unreadable to pg_restore 15); a server newer than the tools
+    // takes what older tools send, which is how a restore into a newer major works. Without
+    // a manifest the dump's major is unknown: the newest tools here.
+    let dump_major = crate::backup::Manifest::read(&opts.backup).ok().map(|m| m.server_major).unwrap_or(0);
+    let tools_major = dump_major;
+    let (pg_restore, _, _) = find_tool("pg_restore", pg_restore_explicit.as_deref(), tools_major)?;
 
     let mut abandon = Abandon { pids: Vec::new(), cancelled: cancelled.clone(), done: false };
     let mut staged: Option<Staged> = None;
@@ -365,7 +365,7 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
 
     let tool;
     if use_psql {
-        let (psql, _, _) = find_tool("psql", psql_explicit.as_deref(), major)?;
+        let (psql, _, _) = find_tool("psql", psql_explicit.as_deref(), tools_major)?;
         tool = "psql".to_string();
         // Custom or directory dumps with a role map: pg_restore writes SQL, we rewrite it.
         let mut producer: Option<(Child, std::thread::JoinHandle<String>)> = None;

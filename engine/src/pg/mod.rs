@@ -5,6 +5,7 @@ pub mod dbsettings;
 pub mod docker;
 pub mod ephemeral;
 pub mod fingerprint;
+pub mod image_tools;
 pub mod native;
 pub mod rights;
 pub mod tls;

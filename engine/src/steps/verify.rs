@@ -520,6 +520,10 @@ struct FingerprintWith {
     check: String,
     #[serde(default, deserialize_with = "super::de::opt_text")]
     mode: Option<String>,
+    /// The backup's source major: when the restored server's differs, the rules for
+    /// comparing across majors apply (see `fingerprint::schema_differences_across`).
+    #[serde(default)]
+    source_major: Option<serde_json::Value>,
 }
 
 fn all() -> String {
@@ -557,6 +561,12 @@ pub const FINGERPRINT: StepKind = StepKind {
             ty: "full|counts",
             required: false,
             doc: "tables: hashes or counts only (default: the expected fingerprint's)",
+        },
+        Field {
+            name: "source_major",
+            ty: "integer",
+            required: false,
+            doc: "the backup's source major; when the restored server's differs, view and rule definitions are compared by name and columns (their deparsed text changed in 16)",
         },
     ],
     outputs: &[
@@ -612,7 +622,23 @@ fn run_fingerprint(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result
         };
         let tables: BTreeMap<String, TablePrint> =
             if want_tables { fingerprint::compute_tables(&tx, mode).await.map_err(pg_error)? } else { BTreeMap::new() };
+        let restored_major = tx
+            .query_one("select current_setting('server_version_num')::int / 10000", &[])
+            .await
+            .map_err(pg_error)?
+            .get::<_, i32>(0) as u32;
         tx.batch_execute("commit").await.map_err(pg_error)?;
+        let source_major = match &w.source_major {
+            Some(serde_json::Value::Number(n)) => n.as_u64().map(|n| n as u32),
+            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
+        let across = source_major.filter(|m| *m != restored_major);
+        if let (Some(from), true) = (across, want_schema) {
+            ctx.log(format!(
+                "across majors ({from} -> {restored_major}): view and rule definitions are compared by name and columns, not by the text the server deparses them to (it changed in 16)"
+            ));
+        }
 
         let rows: i64 = tables.values().map(|t| t.rows).sum();
         let mut o = Outputs::new();
@@ -642,7 +668,7 @@ fn run_fingerprint(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result
         let mut diffs = Vec::new();
         if want_schema && schema_hash != expect.schema_hash {
             // Equal lines with a different hash: only sequence positions moved.
-            let d = fingerprint::schema_differences(&expect.schema, &schema);
+            let d = fingerprint::schema_differences_across(&expect.schema, &schema, across.is_some());
             if !d.is_empty() {
                 o.insert("differences".into(), json!(d));
                 return Err(StepError::Failed(summarize("schema", &d)));

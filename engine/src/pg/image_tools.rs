@@ -1,0 +1,106 @@
+//! PostgreSQL client tools from a Docker image: when the tools on this machine are older
+//! than the server (pg_dump refuses a newer server), pgdrill runs the server's own major's
+//! tools with `docker run --rm -i` from the image of that major, streams piped through
+//! pgdrill as usual. The connection settings (password included) reach the container
+//! through an env file readable by its owner only and removed as soon as the container has
+//! started, never through argv.
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::process::Command;
+
+/// Variables of the local command that say nothing about the connection (the container has
+/// its own PATH, HOME and locale).
+const LOCAL_ONLY: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR"];
+
+/// The image of `major`'s tools and their `--version`, when Docker has that image here.
+pub fn find(tool: &str, major: u32) -> Result<(String, String), String> {
+    let image = super::docker::image_for(major, None);
+    let mut inspect = docker();
+    inspect.args(["image", "inspect", "--format", "{{.Id}}", &image]);
+    match crate::child::output(&mut inspect) {
+        Ok(o) if o.status.success() => {}
+        Ok(_) => {
+            return Err(format!("Docker has no image {image} (set PGDRILL_DOCKER_IMAGE, or `docker pull {image}`)"))
+        }
+        Err(e) => return Err(format!("Docker cannot be run ({e})")),
+    }
+    let mut v = docker();
+    v.args(["run", "--rm", "--network", "none", "--entrypoint", tool, &image, "--version"]);
+    match crate::child::output(&mut v) {
+        Ok(o) if o.status.success() => Ok((image, String::from_utf8_lossy(&o.stdout).trim().to_string())),
+        Ok(o) => Err(format!("{tool} in {image} does not run: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => Err(format!("Docker cannot be run ({e})")),
+    }
+}
+
+/// The docker CLI with the variables that say which engine to talk to.
+fn docker() -> Command {
+    let mut c = crate::child::command("docker");
+    for k in ["DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY"] {
+        if let Some(v) = std::env::var_os(k) {
+            c.env(k, v);
+        }
+    }
+    c
+}
+
+/// An env file (in a private directory) that removes itself.
+pub struct EnvFile(#[allow(dead_code)] tempfile::TempDir);
+
+/// `cmd` (a local tool command with its arguments and connection environment) as the same
+/// tool run in `image` on the host's network. Stdio is set by the caller afterwards.
+pub fn in_image(cmd: &Command, image: &str, mounts: &[&std::path::Path]) -> Result<(Command, EnvFile), String> {
+    let tool = std::path::Path::new(cmd.get_program())
+        .file_name()
+        .and_then(OsStr::to_str)
+        .ok_or("the tool has no name")?
+        .to_string();
+    let dir = tempfile::Builder::new().prefix("pgdrill-env-").tempdir().map_err(|e| e.to_string())?;
+    let path = dir.path().join("env");
+    let mut body = String::new();
+    for (k, v) in cmd.get_envs() {
+        let (Some(k), Some(v)) = (k.to_str(), v.and_then(OsStr::to_str)) else { continue };
+        if LOCAL_ONLY.contains(&k) || k.starts_with("LC_") {
+            continue;
+        }
+        if v.contains('\n') {
+            return Err(format!("{k} holds a line break, which an env file cannot pass"));
+        }
+        body.push_str(&format!("{k}={v}\n"));
+    }
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        f.write_all(body.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let mut d = docker();
+    d.args(["run", "--rm", "-i", "--network", "host", "--log-driver", "none", "--env-file"]).arg(&path);
+    // Files the tool reads, at the same path inside, read-only.
+    for m in mounts {
+        d.arg("--volume").arg(format!("{}:{}:ro", m.display(), m.display()));
+    }
+    d.args(["--entrypoint", &tool, image]).args(cmd.get_args());
+    Ok((d, EnvFile(dir)))
+}
+
+/// A command for `tool` (pg_restore, psql) able to read what PostgreSQL `major` wrote: the
+/// local one when it is new enough, else the one in that major's image (`mounts`: the
+/// directories of the files it reads). The env file, if any, must live until it ends.
+pub fn tool_command(tool: &str, major: u32, mounts: &[&std::path::Path]) -> Result<(Command, Option<EnvFile>), String> {
+    match crate::backup::find_tool(tool, None, major) {
+        Ok((p, _, _)) => Ok((crate::child::command(p), None)),
+        Err(local) => {
+            let (image, _) = find(tool, major).map_err(|why| {
+                format!("{local}; the tools of PostgreSQL {major} cannot come from Docker either: {why}")
+            })?;
+            let (c, f) = in_image(&crate::child::command(tool), &image, mounts)?;
+            Ok((c, Some(f)))
+        }
+    }
+}
