@@ -22,6 +22,7 @@ const ALL: &[Shipped] = &[
         text: include_str!("../../drills/disaster-recovery.yaml"),
     },
     Shipped { name: "ab", path: "drills/ab.yaml", text: include_str!("../../drills/ab.yaml") },
+    Shipped { name: "upgrade", path: "drills/upgrade.yaml", text: include_str!("../../drills/upgrade.yaml") },
 ];
 
 pub fn find(name: &str) -> Option<&'static Shipped> {

@@ -162,3 +162,45 @@ async fn a_15_backup_verifies_on_a_17_throwaway_and_a_difference_is_still_caught
     assert_eq!(status_of(&junit_cases(&junit), "tables"), "failure");
     pg15.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upgrade_drill_rehearses_15_to_17_and_reports_its_rto() {
+    let Some(pg15) = native_server("erp").await else { return };
+    if !require(image_17_present(), "Docker with the image pgdrill/postgres-local:17 (bash ci/setup.sh)") {
+        return;
+    }
+    exec(
+        &pg15.url(),
+        "create table orders(id int primary key, total numeric); insert into orders select g, g * 2 from generate_series(1, 1000) g;
+         create view big_orders as select * from orders where total > 100;",
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = pgdrill_with_images(&[
+        "run",
+        "upgrade",
+        "--var",
+        &format!("database_url={}", pg15.url()),
+        "--var",
+        "provider=docker",
+        "--var",
+        "smoke_sql=select count(*) from big_orders",
+        "--report",
+        dir.path().to_str().expect("utf-8"),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("PostgreSQL 17"), "{stdout}");
+    for step in ["schema", "tables", "amcheck", "smoke"] {
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with("passed") && l.contains(&format!(" {step} "))),
+            "{step}: {stdout}"
+        );
+    }
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run.json")).expect("run.json")).expect("json");
+    let rto =
+        run["suites"][0]["steps"].as_array().expect("steps").iter().find(|s| s["label"] == "rto").expect("rto step");
+    assert!(rto["outputs"]["rto_s"].as_f64().is_some_and(|s| s > 0.0), "{rto}");
+    pg15.stop().await;
+}
