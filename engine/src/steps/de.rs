@@ -134,3 +134,8 @@ pub fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         }
     }
 }
+
+/// An optional number written as a number or as text.
+pub fn opt_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    number(d).map(Some)
+}

@@ -11,6 +11,7 @@ pub mod de;
 mod deploy;
 mod drill;
 mod ephemeral;
+mod gates;
 mod http;
 mod journal;
 pub(crate) mod nested;
@@ -389,7 +390,7 @@ pub use backup::listing as backup_listing;
 
 /// Every step kind, in catalogue order.
 pub fn catalogue() -> &'static [StepKind] {
-    static KINDS: [StepKind; 37] = [
+    static KINDS: [StepKind; 39] = [
         ephemeral::EPHEMERAL,
         backup::CREATE,
         backup::CHECK,
@@ -415,6 +416,8 @@ pub fn catalogue() -> &'static [StepKind] {
         retention::PRUNE,
         kind::<deploy::Record>(),
         kind::<deploy::Read>(),
+        kind::<gates::Space>(),
+        kind::<gates::SizeChange>(),
         drill::FIXTURES_LOAD,
         drill::WORKSPACE,
         drill::HEARTBEAT,

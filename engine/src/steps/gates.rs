@@ -1,0 +1,238 @@
+//! Gates a runbook can stop on before (or after) a backup, the classic runbooks' alerts as
+//! steps: `storage.space` (free space where backups go) and `backup.size_change` (a backup
+//! much larger or smaller than the one before it).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Field, Step, StepCtx, StepError, With, WithError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpaceWith {
+    storage: String,
+    /// Free space / size of the filesystem must be at least this (0.2 = 20 %).
+    #[serde(default, deserialize_with = "super::de::opt_number")]
+    min_free_ratio: Option<f64>,
+    /// Free space must be at least this multiple of the database's size (`database_url`).
+    #[serde(default, deserialize_with = "super::de::opt_number")]
+    database_size_multiple: Option<f64>,
+    #[serde(default)]
+    database_url: Option<String>,
+}
+
+impl With for SpaceWith {
+    fn check(&self) -> Result<(), WithError> {
+        if self.min_free_ratio.is_none() && self.database_size_multiple.is_none() {
+            return Err(WithError::new("", "give min_free_ratio (e.g. 0.2) and/or database_size_multiple (e.g. 2)"));
+        }
+        if self.min_free_ratio.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+            return Err(WithError::new("min_free_ratio", "a ratio between 0 and 1 (0.2 = 20 % free)"));
+        }
+        if self.database_size_multiple.is_some() && self.database_url.as_deref().is_none_or(str::is_empty) {
+            return Err(WithError::new("database_url", "database_size_multiple needs the database's database_url"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct SpaceOutputs {
+    free_bytes: u64,
+    total_bytes: u64,
+    free_ratio: f64,
+    database_bytes: Option<u64>,
+    needed_bytes: u64,
+}
+
+pub struct Space;
+
+impl Step for Space {
+    const NAME: &'static str = "storage.space";
+    const SUMMARY: &'static str =
+        "Fail when the storage location has too little free space: below a ratio, or below a multiple of the database's size.";
+    const FIELDS: &'static [Field] = &[
+        Field { name: "storage", ty: "path", required: true, doc: "the backup directory (its filesystem is measured)" },
+        Field { name: "min_free_ratio", ty: "number", required: false, doc: "free / size at least this, e.g. 0.2" },
+        Field {
+            name: "database_size_multiple",
+            ty: "number",
+            required: false,
+            doc: "free at least this times the database's size, e.g. 2",
+        },
+        Field { name: "database_url", ty: "string", required: false, doc: "the database, for database_size_multiple" },
+    ];
+    const OUTPUTS: &'static [Field] = &[
+        Field { name: "free_bytes", ty: "integer", required: false, doc: "available to pgdrill's user" },
+        Field { name: "total_bytes", ty: "integer", required: false, doc: "size of the filesystem" },
+        Field { name: "free_ratio", ty: "number", required: false, doc: "free_bytes / total_bytes" },
+        Field { name: "database_bytes", ty: "integer|null", required: false, doc: "pg_database_size, when asked" },
+        Field { name: "needed_bytes", ty: "integer", required: false, doc: "the strictest requirement given" },
+    ];
+    const REPORT_LOG: bool = true;
+    type With = SpaceWith;
+    type Outputs = SpaceOutputs;
+
+    async fn run(ctx: StepCtx, w: SpaceWith) -> Result<SpaceOutputs, StepError> {
+        let path = ctx.resolve(&w.storage);
+        let st = nix::sys::statvfs::statvfs(&path)
+            .map_err(|e| StepError::Environment(format!("cannot measure the filesystem of {}: {e}", path.display())))?;
+        let frag = st.fragment_size().max(1);
+        let total = st.blocks() * frag;
+        let free = st.blocks_available() * frag;
+        let ratio = if total == 0 { 0.0 } else { free as f64 / total as f64 };
+        let mut needed = w.min_free_ratio.map(|r| (r * total as f64).ceil() as u64).unwrap_or(0);
+        let mut database_bytes = None;
+        if let (Some(m), Some(url)) = (w.database_size_multiple, w.database_url.as_deref()) {
+            let client = crate::pg::connect(url).await?;
+            let size: i64 = client
+                .query_one("select pg_database_size(current_database())", &[])
+                .await
+                .map_err(|e| StepError::Environment(crate::pg::describe(&e)))?
+                .get(0);
+            database_bytes = Some(size as u64);
+            needed = needed.max((m * size as f64).ceil() as u64);
+        }
+        let out = SpaceOutputs {
+            free_bytes: free,
+            total_bytes: total,
+            free_ratio: ratio,
+            database_bytes,
+            needed_bytes: needed,
+        };
+        let h = crate::report::human_bytes;
+        ctx.log(format!(
+            "{}: {} free of {} ({:.1} %), {} needed",
+            path.display(),
+            h(free),
+            h(total),
+            ratio * 100.0,
+            h(needed)
+        ));
+        if free < needed {
+            return Err(StepError::Failed(format!(
+                "{} has {} free ({:.1} %), {} is needed{}: free space or move the backups",
+                path.display(),
+                h(free),
+                ratio * 100.0,
+                h(needed),
+                database_bytes.map(|d| format!(" (the database is {})", h(d))).unwrap_or_default()
+            )));
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SizeChangeWith {
+    storage: String,
+    database: String,
+    /// Fail when the newest backup is more than this fraction larger than the one before
+    /// (0.5 = 50 %).
+    #[serde(default, deserialize_with = "super::de::opt_number")]
+    max_growth: Option<f64>,
+    /// Fail when it is more than this fraction smaller (0.5 = half): a table gone missing.
+    #[serde(default, deserialize_with = "super::de::opt_number")]
+    max_shrink: Option<f64>,
+}
+
+impl With for SizeChangeWith {
+    fn check(&self) -> Result<(), WithError> {
+        if self.max_growth.is_none() && self.max_shrink.is_none() {
+            return Err(WithError::new("", "give max_growth (e.g. 0.5) and/or max_shrink (e.g. 0.5)"));
+        }
+        if self.max_shrink.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+            return Err(WithError::new("max_shrink", "a fraction between 0 and 1"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct SizeChangeOutputs {
+    path: String,
+    size: u64,
+    previous_path: String,
+    previous_size: u64,
+    /// (size - previous) / previous.
+    change: f64,
+}
+
+pub struct SizeChange;
+
+impl Step for SizeChange {
+    const NAME: &'static str = "backup.size_change";
+    const SUMMARY: &'static str =
+        "Compare the newest backup of a database with the one before it; fail when it grew or shrank more than allowed.";
+    const FIELDS: &'static [Field] = &[
+        Field { name: "storage", ty: "path", required: true, doc: "backup directory" },
+        Field { name: "database", ty: "string", required: true, doc: "whose backups" },
+        Field { name: "max_growth", ty: "number", required: false, doc: "e.g. 0.5: fail above +50 %" },
+        Field { name: "max_shrink", ty: "number", required: false, doc: "e.g. 0.5: fail below -50 %" },
+    ];
+    const OUTPUTS: &'static [Field] = &[
+        Field { name: "path", ty: "string", required: false, doc: "the newest backup" },
+        Field { name: "size", ty: "integer", required: false, doc: "its stored size" },
+        Field { name: "previous_path", ty: "string", required: false, doc: "the one before it" },
+        Field { name: "previous_size", ty: "integer", required: false, doc: "its stored size" },
+        Field { name: "change", ty: "number", required: false, doc: "(size - previous) / previous" },
+    ];
+    const REPORT_LOG: bool = true;
+    type With = SizeChangeWith;
+    type Outputs = SizeChangeOutputs;
+
+    async fn run(ctx: StepCtx, w: SizeChangeWith) -> Result<SizeChangeOutputs, StepError> {
+        let root = ctx.resolve(&w.storage);
+        let list = crate::storage::LocalStore::new(&root)
+            .list(Some(&w.database))
+            .map_err(|e| StepError::Environment(format!("cannot list {}: {e}", root.display())))?;
+        let size_of = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let (Some(newest), Some(previous)) = (list.first(), list.get(1)) else {
+            return Err(StepError::Skipped(format!(
+                "{} backup(s) of {} in {}: nothing to compare with yet",
+                list.len(),
+                w.database,
+                root.display()
+            )));
+        };
+        let (size, prev) = (size_of(&newest.path), size_of(&previous.path));
+        let change = if prev == 0 { f64::INFINITY } else { (size as f64 - prev as f64) / prev as f64 };
+        let h = crate::report::human_bytes;
+        ctx.log(format!(
+            "{} ({}) against {} ({}): {:+.1} %",
+            newest.name,
+            h(size),
+            previous.name,
+            h(prev),
+            change * 100.0
+        ));
+        let out = SizeChangeOutputs {
+            path: newest.path.display().to_string(),
+            size,
+            previous_path: previous.path.display().to_string(),
+            previous_size: prev,
+            change: if change.is_finite() { change } else { 0.0 },
+        };
+        if let Some(g) = w.max_growth.filter(|g| change > *g) {
+            return Err(StepError::Failed(format!(
+                "backup {} is {:+.1} % against the one before ({} -> {}), more than the allowed +{:.0} %",
+                newest.name,
+                change * 100.0,
+                h(prev),
+                h(size),
+                g * 100.0
+            )));
+        }
+        if let Some(s) = w.max_shrink.filter(|s| change < -*s) {
+            return Err(StepError::Failed(format!(
+                "backup {} is {:+.1} % against the one before ({} -> {}), smaller than the allowed -{:.0} %",
+                newest.name,
+                change * 100.0,
+                h(prev),
+                h(size),
+                s * 100.0
+            )));
+        }
+        Ok(out)
+    }
+}
