@@ -29,10 +29,14 @@ fn listener() -> Listener {
             let mut first = String::new();
             let _ = r.read_line(&mut first);
             let mut len = 0usize;
+            let mut sentry_auth = String::new();
             loop {
                 let mut h = String::new();
                 if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
                     break;
+                }
+                if h.to_ascii_lowercase().starts_with("x-sentry-auth:") {
+                    sentry_auth = h.trim().to_string();
                 }
                 if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
                     len = v.trim().parse().unwrap_or(0);
@@ -41,7 +45,11 @@ fn listener() -> Listener {
             let mut body = vec![0u8; len];
             let _ = r.read_exact(&mut body);
             let path = first.split(' ').nth(1).unwrap_or_default().to_string();
-            g.lock().expect("lock").push((path, String::from_utf8_lossy(&body).into_owned()));
+            let mut body = String::from_utf8_lossy(&body).into_owned();
+            if !sentry_auth.is_empty() {
+                body = format!("{sentry_auth}\n{body}");
+            }
+            g.lock().expect("lock").push((path, body));
             let mut c = conn;
             let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
         }
@@ -133,7 +141,7 @@ async fn metrics_reach_the_textfile_and_the_pushgateway_and_webhooks_fire_when_a
     std::fs::write(
         &notify,
         format!(
-            "metrics:\n  textfile: {tf}\n  pushgateway: {{ url: http://127.0.0.1:{gw} }}\nstate: {state}\nnotify:\n  - {{ name: dead, when: always, webhook: {{ url: http://127.0.0.1:{dead}/hooks/{TOKEN} }} }}\n  - {{ name: on-failure, when: failure, webhook: {{ url: http://127.0.0.1:{hp}/fail/{TOKEN}, format: json }} }}\n  - {{ name: always, when: always, webhook: {{ url_env: HOOK_URL, format: slack }} }}\n  - {{ name: recovered, when: recovered, webhook: {{ url: http://127.0.0.1:{hp}/recovered }} }}\n",
+            "metrics:\n  textfile: {tf}\n  pushgateway: {{ url: http://127.0.0.1:{gw} }}\nstate: {state}\nnotify:\n  - {{ name: dead, when: always, webhook: {{ url: http://127.0.0.1:{dead}/hooks/{TOKEN} }} }}\n  - {{ name: on-failure, when: failure, webhook: {{ url: http://127.0.0.1:{hp}/fail/{TOKEN}, format: json }} }}\n  - {{ name: always, when: always, webhook: {{ url_env: HOOK_URL, format: slack }} }}\n  - {{ name: recovered, when: recovered, webhook: {{ url: http://127.0.0.1:{hp}/recovered }} }}\n  - {{ name: sentry, when: failure, sentry: {{ dsn: \"http://SENTRYKEY{TOKEN}@127.0.0.1:{hp}/42\", environment: test }} }}\n",
             tf = textfile.display(),
             gw = gw.1,
             hp = hooks.port,
@@ -237,6 +245,19 @@ async fn metrics_reach_the_textfile_and_the_pushgateway_and_webhooks_fire_when_a
     let body: serde_json::Value = serde_json::from_str(&fail.1).expect("json");
     assert_eq!(body["outcome"], "failed");
     assert!(body["failed_checks"].as_array().is_some_and(|a| !a.is_empty()), "{body}");
+    // Sentry: an envelope at the DSN's project endpoint, authenticated by its key, tagged.
+    let sentry = got.iter().find(|(p, _)| p == "/api/42/envelope/").expect("the sentry event");
+    let mut lines = sentry.1.lines();
+    assert!(lines.next().is_some_and(|h| h.contains(&format!("sentry_key=SENTRYKEY{TOKEN}"))), "{}", sentry.1);
+    let _envelope_header = lines.next();
+    assert_eq!(lines.next(), Some("{\"type\":\"event\"}"), "{}", sentry.1);
+    let event: serde_json::Value = serde_json::from_str(lines.next().expect("event")).expect("event json");
+    assert_eq!(event["tags"]["runbook"], "backup");
+    assert_eq!(event["tags"]["database"], "app");
+    assert_eq!(event["tags"]["step"], "dump");
+    assert_eq!(event["level"], "error");
+    assert_eq!(event["environment"], "test");
+    assert!(!text(&out.stdout).contains(TOKEN) && !text(&out.stderr).contains(TOKEN), "the DSN's key leaked");
 
     // 3. It works again: the `recovered` hook fires once.
     exec(&srv.url_for("postgres"), "create database app").await;

@@ -70,7 +70,46 @@ pub struct Notification {
     #[serde(default)]
     pub name: Option<String>,
     pub when: When,
-    pub webhook: Webhook,
+    #[serde(default)]
+    pub webhook: Option<Webhook>,
+    #[serde(default)]
+    pub sentry: Option<Sentry>,
+}
+
+/// A Sentry project: events go to its envelope endpoint, tagged runbook, database, step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sentry {
+    /// `https://PUBLIC_KEY@HOST/PROJECT_ID` (a secret: masked everywhere).
+    pub dsn: Option<String>,
+    /// Or the environment variable holding it (SENTRY_DSN).
+    pub dsn_env: Option<String>,
+    /// Sentry's `environment` of the event (production, staging).
+    pub environment: Option<String>,
+}
+
+fn sentry_dsn(s: &Sentry) -> Option<String> {
+    s.dsn.clone().or_else(|| s.dsn_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|d| !d.is_empty()))
+}
+
+/// The envelope endpoint and the auth header of a DSN.
+fn sentry_target(dsn: &str) -> Result<(String, String), String> {
+    let u = reqwest::Url::parse(dsn).map_err(|_| "the DSN is not a URL".to_string())?;
+    let key = u.username();
+    if key.is_empty() {
+        return Err("the DSN has no public key (https://KEY@host/PROJECT)".into());
+    }
+    let path = u.path().trim_end_matches('/');
+    let (prefix, project) = path.rsplit_once('/').ok_or("the DSN has no project id")?;
+    if project.is_empty() {
+        return Err("the DSN has no project id".into());
+    }
+    let host = u.host_str().ok_or("the DSN has no host")?;
+    let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let url = format!("{}://{host}{port}{prefix}/api/{project}/envelope/", u.scheme());
+    let auth =
+        format!("Sentry sentry_version=7, sentry_client=pgdrill/{}, sentry_key={key}", env!("CARGO_PKG_VERSION"));
+    Ok((url, auth))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -115,7 +154,34 @@ pub fn load(path: &Path) -> Result<NotifyFile, crate::Error> {
         located(if p == "." { "" } else { &p }, format!("notify file: {msg}"))
     })?;
     for (i, s) in n.notify.iter().enumerate() {
-        match (&s.webhook.url, &s.webhook.url_env) {
+        match (&s.webhook, &s.sentry) {
+            (Some(_), None) => {}
+            (None, Some(sentry)) => {
+                match (&sentry.dsn, &sentry.dsn_env) {
+                    (Some(d), None) => {
+                        if let Err(e) = sentry_target(d) {
+                            return Err(located(&format!("notify[{i}].sentry.dsn"), format!("sentry: {e}")));
+                        }
+                    }
+                    (None, Some(_)) => {}
+                    _ => {
+                        return Err(located(
+                            &format!("notify[{i}].sentry"),
+                            "sentry takes `dsn` or `dsn_env` (the variable holding it), one of them".into(),
+                        ))
+                    }
+                }
+                continue;
+            }
+            _ => {
+                return Err(located(
+                    &format!("notify[{i}]"),
+                    "each notification has one sink: `webhook:` or `sentry:`".into(),
+                ))
+            }
+        }
+        let Some(webhook) = &s.webhook else { continue };
+        match (&webhook.url, &webhook.url_env) {
             (Some(u), None) => {
                 if reqwest::Url::parse(u).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) {
                     return Err(located(
@@ -156,8 +222,11 @@ impl Notifier {
     pub fn new(cfg: NotifyFile, redactor: crate::redact::Redactor, database: String) -> Self {
         // Webhook URLs carry tokens: masked wherever a message might quote them.
         for n in &cfg.notify {
-            if let Some(u) = webhook_url(&n.webhook) {
+            if let Some(u) = n.webhook.as_ref().and_then(webhook_url) {
                 redactor.add(&u);
+            }
+            if let Some(d) = n.sentry.as_ref().and_then(sentry_dsn) {
+                redactor.add(&d);
             }
         }
         Notifier { cfg, suites: Suites::default(), redactor, database }
@@ -428,7 +497,7 @@ impl Reporter for Notifier {
         let wants_state = self.cfg.notify.iter().any(|n| n.when == When::Recovered);
         let previous = if wants_state { remember(self.cfg.state.clone(), &f) } else { None };
         let recovered = f.passed && previous.as_deref().is_some_and(|p| p != "passed");
-        let mut posts: Vec<(String, String, Option<&'static str>, String)> = Vec::new();
+        let mut posts: Vec<(String, String, Option<&'static str>, String, Vec<(String, String)>)> = Vec::new();
         if let Some(p) = self.cfg.metrics.as_ref().and_then(|m| m.pushgateway.as_ref()) {
             let url = format!(
                 "{}/metrics/job@base64/{}/runbook@base64/{}/database@base64/{}",
@@ -442,6 +511,7 @@ impl Reporter for Notifier {
                 url,
                 Some("text/plain; version=0.0.4"),
                 push_body(&f),
+                vec![],
             ));
         }
         for n in &self.cfg.notify {
@@ -454,12 +524,31 @@ impl Reporter for Notifier {
             if !send {
                 continue;
             }
+            if let Some(sentry) = &n.sentry {
+                let what = n.name.clone().unwrap_or_else(|| "sentry".into());
+                let Some(dsn) = sentry_dsn(sentry) else {
+                    warnings.push(format!("{what}: {} is not set", sentry.dsn_env.as_deref().unwrap_or("its DSN")));
+                    continue;
+                };
+                match sentry_target(&dsn) {
+                    Ok((url, auth)) => posts.push((
+                        format!("{what} to {}", shown(&url)),
+                        url,
+                        Some("application/x-sentry-envelope"),
+                        sentry_envelope(&f, sentry.environment.as_deref()),
+                        vec![("X-Sentry-Auth".into(), auth)],
+                    )),
+                    Err(e) => warnings.push(format!("{what}: {e}")),
+                }
+                continue;
+            }
+            let Some(webhook) = &n.webhook else { continue };
             let what = n.name.clone().unwrap_or_else(|| "webhook".into());
-            let Some(url) = webhook_url(&n.webhook) else {
-                warnings.push(format!("{what}: {} is not set", n.webhook.url_env.as_deref().unwrap_or("its URL")));
+            let Some(url) = webhook_url(webhook) else {
+                warnings.push(format!("{what}: {} is not set", webhook.url_env.as_deref().unwrap_or("its URL")));
                 continue;
             };
-            let body = match n.webhook.format {
+            let body = match webhook.format {
                 Format::Slack => json!({ "text": text_of(&f) }),
                 Format::Json => json!({
                     "runbook": f.runbook,
@@ -474,7 +563,7 @@ impl Reporter for Notifier {
                     "pgdrill_version": env!("CARGO_PKG_VERSION"),
                 }),
             };
-            posts.push((format!("{what} to {}", shown(&url)), url, None, body.to_string()));
+            posts.push((format!("{what} to {}", shown(&url)), url, None, body.to_string(), vec![]));
         }
         if !posts.is_empty() {
             let sent = tokio::task::block_in_place(|| {
@@ -483,9 +572,12 @@ impl Reporter for Notifier {
                     let Ok(client) = client else { return vec![Some("cannot build an HTTP client".to_string())] };
                     let mut out = Vec::new();
                     // One after another: each sink has its own timeout, none hides another.
-                    for (_, url, ctype, body) in &posts {
+                    for (_, url, ctype, body, headers) in &posts {
                         let mut req = client.post(url.as_str()).body(body.clone());
                         req = req.header(reqwest::header::CONTENT_TYPE, ctype.unwrap_or("application/json"));
+                        for (k, v) in headers {
+                            req = req.header(k.as_str(), v.as_str());
+                        }
                         out.push(match req.send().await {
                             Ok(r) if r.status().is_success() => None,
                             Ok(r) => Some(format!("answered HTTP {}", r.status().as_u16())),
@@ -512,6 +604,30 @@ impl Reporter for Notifier {
         }
         Ok(())
     }
+}
+
+/// A Sentry envelope with one event: the run's outcome as its message, tagged runbook,
+/// database and the first failed step.
+fn sentry_envelope(f: &Facts, environment: Option<&str>) -> String {
+    use sha2::Digest;
+    let now = time::OffsetDateTime::now_utc();
+    let seed = format!("{}{}{}", now.unix_timestamp_nanos(), std::process::id(), f.runbook);
+    let id: String = sha2::Sha256::digest(seed.as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let ts = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let step = f.failed.first().and_then(|s| s["step"].as_str()).unwrap_or("");
+    let event = json!({
+        "event_id": id,
+        "timestamp": ts,
+        "platform": "other",
+        "logger": "pgdrill",
+        "level": if f.passed { "info" } else { "error" },
+        "environment": environment,
+        "message": { "formatted": text_of(f) },
+        "tags": { "runbook": f.runbook, "database": f.database, "step": step, "outcome": f.outcome },
+        "extra": { "duration_s": f.duration_s, "objectives": f.objectives, "failed_checks": f.failed },
+        "release": format!("pgdrill@{}", env!("CARGO_PKG_VERSION")),
+    });
+    format!("{}\n{}\n{}\n", json!({ "event_id": id, "sent_at": ts }), json!({ "type": "event" }), event)
 }
 
 /// Record this run's outcome; returns the previous one of the same runbook and database.
