@@ -507,8 +507,8 @@ fn sleepy_fleet(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     std::fs::write(
         &rb,
         format!(
-            "name: slow\nvars:\n  database: ~\nsteps:\n  - uses: sleep\n    with: {{ duration: 60s }}\nfinally:\n  - uses: shell.run\n    with:\n      script: 'echo stopped > {}/{{{{ vars.database }}}}'\n",
-            marks.display()
+            "name: slow\nvars:\n  database: ~\nsteps:\n  - uses: shell.run\n    with:\n      script: 'echo began > {m}/began-{{{{ vars.database }}}}'\n  - uses: sleep\n    with: {{ duration: 60s }}\nfinally:\n  - uses: shell.run\n    with:\n      script: 'echo stopped > {m}/{{{{ vars.database }}}}'\n",
+            m = marks.display()
         ),
     )
     .expect("runbook");
@@ -530,20 +530,25 @@ fn start_sleepy(dir: &Path) -> (std::process::Child, std::path::PathBuf) {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("fleet run");
-    // Both runs have started (and installed their signal handlers).
-    for _ in 0..200 {
-        if std::fs::read_to_string(&out).unwrap_or_default().matches("started").count() >= 2 {
+    // Both runs are inside their runbook (their signal handlers are installed): each has
+    // written its first mark. Under load that can take a while.
+    for _ in 0..600 {
+        if dir.join("marks/began-a").is_file() && dir.join("marks/began-b").is_file() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        dir.join("marks/began-b").is_file(),
+        "the runs did not start: {}",
+        std::fs::read_to_string(&out).unwrap_or_default()
+    );
     (child, out)
 }
 
 fn wait_for_marks(dir: &Path, want: &[&str]) -> Vec<String> {
     let mut seen = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..600 {
         seen = want.iter().filter(|m| dir.join("marks").join(m).is_file()).map(|m| m.to_string()).collect();
         if seen.len() == want.len() {
             break;

@@ -207,6 +207,9 @@ pub fn load(path: &Path) -> Result<NotifyFile, crate::Error> {
     Ok(n)
 }
 
+/// One HTTP POST of a sink: what it is (for warnings), URL, content type, body, headers.
+type Post = (String, String, Option<&'static str>, String, Vec<(String, String)>);
+
 /// The reporter.
 pub struct Notifier {
     cfg: NotifyFile,
@@ -497,7 +500,7 @@ impl Reporter for Notifier {
         let wants_state = self.cfg.notify.iter().any(|n| n.when == When::Recovered);
         let previous = if wants_state { remember(self.cfg.state.clone(), &f) } else { None };
         let recovered = f.passed && previous.as_deref().is_some_and(|p| p != "passed");
-        let mut posts: Vec<(String, String, Option<&'static str>, String, Vec<(String, String)>)> = Vec::new();
+        let mut posts: Vec<Post> = Vec::new();
         if let Some(p) = self.cfg.metrics.as_ref().and_then(|m| m.pushgateway.as_ref()) {
             let url = format!(
                 "{}/metrics/job@base64/{}/runbook@base64/{}/database@base64/{}",
