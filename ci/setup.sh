@@ -55,6 +55,8 @@ done
 prom=()
 command -v prometheus-pushgateway >/dev/null || prom+=(prometheus-pushgateway)
 command -v promtool >/dev/null || prom+=(prometheus)
+# The SMTP server of the email tests runs on Debian's own python3.
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || prom+=(python3-aiosmtpd)
 if [ "${#prom[@]}" -gt 0 ]; then
   log "installing ${prom[*]}"
   apt_install --no-install-recommends "${prom[@]}"

@@ -317,7 +317,18 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         }
         Command::Run { runbook, vars, junit, report, quiet, yes, rto, notify } => {
             let mut rb = exec::load_checked(&runbook)?;
-            let notify = notify.map(|p| crate::report::notify::load(&p)).transpose()?;
+            let operator = notify.map(|p| crate::report::notify::load(&p)).transpose()?;
+            // The runbook's own sinks, and the operator file's for every run on this host.
+            let notify = match (rb.notify.clone(), operator) {
+                (None, None) => None,
+                (Some(n), None) | (None, Some(n)) => Some(n),
+                (Some(mut r), Some(o)) => {
+                    r.notify.extend(o.notify);
+                    r.metrics = o.metrics.or(r.metrics);
+                    r.state = o.state.or(r.state);
+                    Some(r)
+                }
+            };
             if rto.is_some() {
                 rb.targets.rto = rto;
             }

@@ -304,3 +304,126 @@ fn the_shipped_alert_rules_pass_promtool_and_their_unit_tests() {
         .expect("promtool");
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
 }
+
+struct Smtp(std::process::Child);
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_email_goes_out_over_starttls_and_a_wrong_ca_is_a_warning_not_a_verdict() {
+    let ok = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import aiosmtpd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require(ok, "python3-aiosmtpd (Debian package, ci/setup.sh)") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let maildir = dir.path().join("maildir");
+    let port = free_port();
+    let _smtp = Smtp(
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "--tlscert"])
+            .arg(&cert)
+            .arg("--tlskey")
+            .arg(&key)
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("aiosmtpd"),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let rb = dir.path().join("fails.yaml");
+    std::fs::write(&rb, "name: nightly\nsteps:\n  - id: gate\n    uses: shell.run\n    with: { argv: [\"false\"] }\n")
+        .expect("runbook");
+    let notify = dir.path().join("notify.yaml");
+    let email = |ca: &str| {
+        format!(
+            "notify:\n  - {{ name: ops-mail, when: failure, email: {{ smtp: \"localhost:{port}\", tls: starttls, {ca} from: pgdrill@example.com, to: [ops@example.com, dba@example.com] }} }}\n"
+        )
+    };
+    std::fs::write(&notify, email(&format!("ca_file: \"{}\",", cert.display()))).expect("notify");
+    let out = pgdrill(&["run", rb.to_str().expect("utf-8"), "--notify", notify.to_str().expect("utf-8")])
+        .output()
+        .expect("pgdrill");
+    assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!text(&out.stderr).contains("warning:"), "{}", text(&out.stderr));
+    let mails: Vec<_> = std::fs::read_dir(maildir.join("new")).expect("maildir").flatten().collect();
+    assert_eq!(mails.len(), 1, "one message for both recipients");
+    let mail = std::fs::read_to_string(mails[0].path()).expect("mail");
+    assert!(mail.contains("Subject: pgdrill: nightly failed"), "{mail}");
+    assert!(mail.contains("Failed checks:") && mail.contains("- gate [shell.run]"), "{mail}");
+
+    // Without the private CA the server's certificate is not trusted: a warning, nothing sent,
+    // the run's verdict unchanged.
+    std::fs::write(&notify, email("")).expect("notify");
+    let out = pgdrill(&["run", rb.to_str().expect("utf-8"), "--notify", notify.to_str().expect("utf-8")])
+        .output()
+        .expect("pgdrill");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("warning: ops-mail via localhost:") && err.contains("TLS with localhost"), "{err}");
+    assert_eq!(std::fs::read_dir(maildir.join("new")).expect("maildir").count(), 1);
+}
+
+#[test]
+fn a_runbook_s_own_notify_section_fires_and_a_bad_one_is_shown_at_its_line() {
+    let hooks = listener();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rb = dir.path().join("r.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: nightly-check\nnotify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{}/own\", format: json }} }}\nsteps:\n  - uses: sleep\n    with: {{ duration: 1ms }}\n",
+            hooks.port
+        ),
+    )
+    .expect("runbook");
+    let out = run(&["run", rb.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let got = hooks.got.lock().expect("lock").clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let body: serde_json::Value = serde_json::from_str(&got[0].1).expect("json");
+    assert_eq!(body["runbook"], "nightly-check");
+    assert_eq!(body["outcome"], "passed");
+
+    std::fs::write(&rb, "name: bad\nnotify:\n  - { when: always, webhook: { url: \"ftp://x/y\" } }\nsteps:\n  - uses: sleep\n    with: { duration: 1ms }\n").expect("runbook");
+    let out = run(&["validate", rb.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("r.yaml:3:") && err.contains("webhook url must be an http(s) URL"), "{err}");
+}

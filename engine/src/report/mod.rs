@@ -7,6 +7,7 @@ pub mod compliance;
 mod json;
 mod junit;
 pub mod notify;
+mod smtp;
 mod terminal;
 
 use std::io::Write;

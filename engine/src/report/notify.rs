@@ -74,6 +74,37 @@ pub struct Notification {
     pub webhook: Option<Webhook>,
     #[serde(default)]
     pub sentry: Option<Sentry>,
+    #[serde(default)]
+    pub email: Option<Email>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Upgrade the connection with STARTTLS (port 587); refused if the server cannot.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No TLS (a relay on localhost).
+    None,
+}
+
+/// An email through an SMTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Email {
+    /// `host:port`.
+    pub smtp: String,
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// A CA certificate file for a private CA (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
+    pub user: Option<String>,
+    /// The variable holding the password.
+    pub password_env: Option<String>,
+    pub from: String,
+    pub to: Vec<String>,
 }
 
 /// A Sentry project: events go to its envelope endpoint, tagged runbook, database, step.
@@ -153,20 +184,46 @@ pub fn load(path: &Path) -> Result<NotifyFile, crate::Error> {
         }
         located(if p == "." { "" } else { &p }, format!("notify file: {msg}"))
     })?;
+    validate(&n).map_err(|(p, m)| located(&p, m))?;
+    Ok(n)
+}
+
+/// One HTTP POST of a sink: what it is (for warnings), URL, content type, body, headers.
+type Post = (String, String, Option<&'static str>, String, Vec<(String, String)>);
+
+/// Checks beyond types, for the operator file and a runbook's `notify:` section alike:
+/// `(key path, message)` of the first problem.
+pub fn validate(n: &NotifyFile) -> Result<(), (String, String)> {
     for (i, s) in n.notify.iter().enumerate() {
-        match (&s.webhook, &s.sentry) {
-            (Some(_), None) => {}
-            (None, Some(sentry)) => {
+        match (&s.webhook, &s.sentry, &s.email) {
+            (None, None, Some(e)) => {
+                let bad_addr = |a: &str| a.is_empty() || a.contains(['<', '>', '\r', '\n', ' ']) || !a.contains('@');
+                if !e.smtp.contains(':') {
+                    return Err((
+                        format!("notify[{i}].email.smtp"),
+                        "smtp is host:port, e.g. smtp.example.com:587".into(),
+                    ));
+                }
+                if bad_addr(&e.from) || e.to.is_empty() || e.to.iter().any(|t| bad_addr(t)) {
+                    return Err((
+                        format!("notify[{i}].email"),
+                        "email needs `from` and `to` (a list) of plain addresses".into(),
+                    ));
+                }
+                continue;
+            }
+            (Some(_), None, None) => {}
+            (None, Some(sentry), None) => {
                 match (&sentry.dsn, &sentry.dsn_env) {
                     (Some(d), None) => {
                         if let Err(e) = sentry_target(d) {
-                            return Err(located(&format!("notify[{i}].sentry.dsn"), format!("sentry: {e}")));
+                            return Err((format!("notify[{i}].sentry.dsn"), format!("sentry: {e}")));
                         }
                     }
                     (None, Some(_)) => {}
                     _ => {
-                        return Err(located(
-                            &format!("notify[{i}].sentry"),
+                        return Err((
+                            format!("notify[{i}].sentry"),
                             "sentry takes `dsn` or `dsn_env` (the variable holding it), one of them".into(),
                         ))
                     }
@@ -174,9 +231,9 @@ pub fn load(path: &Path) -> Result<NotifyFile, crate::Error> {
                 continue;
             }
             _ => {
-                return Err(located(
-                    &format!("notify[{i}]"),
-                    "each notification has one sink: `webhook:` or `sentry:`".into(),
+                return Err((
+                    format!("notify[{i}]"),
+                    "each notification has one sink: `webhook:`, `sentry:` or `email:`".into(),
                 ))
             }
         }
@@ -184,16 +241,13 @@ pub fn load(path: &Path) -> Result<NotifyFile, crate::Error> {
         match (&webhook.url, &webhook.url_env) {
             (Some(u), None) => {
                 if reqwest::Url::parse(u).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) {
-                    return Err(located(
-                        &format!("notify[{i}].webhook.url"),
-                        "webhook url must be an http(s) URL".into(),
-                    ));
+                    return Err((format!("notify[{i}].webhook.url"), "webhook url must be an http(s) URL".into()));
                 }
             }
             (None, Some(_)) => {}
             _ => {
-                return Err(located(
-                    &format!("notify[{i}].webhook"),
+                return Err((
+                    format!("notify[{i}].webhook"),
                     "a webhook takes `url` or `url_env` (the variable holding it), one of them".into(),
                 ))
             }
@@ -201,14 +255,11 @@ pub fn load(path: &Path) -> Result<NotifyFile, crate::Error> {
     }
     if let Some(p) = n.metrics.as_ref().and_then(|m| m.pushgateway.as_ref()) {
         if reqwest::Url::parse(&p.url).is_err() {
-            return Err(located("metrics.pushgateway.url", format!("`{}` is not a URL", p.url)));
+            return Err(("metrics.pushgateway.url".to_string(), format!("`{}` is not a URL", p.url)));
         }
     }
-    Ok(n)
+    Ok(())
 }
-
-/// One HTTP POST of a sink: what it is (for warnings), URL, content type, body, headers.
-type Post = (String, String, Option<&'static str>, String, Vec<(String, String)>);
 
 /// The reporter.
 pub struct Notifier {
@@ -501,6 +552,7 @@ impl Reporter for Notifier {
         let previous = if wants_state { remember(self.cfg.state.clone(), &f) } else { None };
         let recovered = f.passed && previous.as_deref().is_some_and(|p| p != "passed");
         let mut posts: Vec<Post> = Vec::new();
+        let mut mails: Vec<(String, Email, Option<String>)> = Vec::new();
         if let Some(p) = self.cfg.metrics.as_ref().and_then(|m| m.pushgateway.as_ref()) {
             let url = format!(
                 "{}/metrics/job@base64/{}/runbook@base64/{}/database@base64/{}",
@@ -525,6 +577,15 @@ impl Reporter for Notifier {
                 When::Recovered => recovered,
             };
             if !send {
+                continue;
+            }
+            if let Some(e) = &n.email {
+                let what = n.name.clone().unwrap_or_else(|| "email".into());
+                let password = e.password_env.as_ref().and_then(|v| std::env::var(v).ok());
+                if let Some(p) = &password {
+                    self.redactor.add(p);
+                }
+                mails.push((format!("{what} via {}", e.smtp), e.clone(), password));
                 continue;
             }
             if let Some(sentry) = &n.sentry {
@@ -568,6 +629,24 @@ impl Reporter for Notifier {
             };
             posts.push((format!("{what} to {}", shown(&url)), url, None, body.to_string(), vec![]));
         }
+        if !mails.is_empty() {
+            let message = mail_text(&f);
+            let sent = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    let mut out = Vec::new();
+                    for (_, e, pw) in &mails {
+                        let m = format!("From: {}\nTo: {}\n{message}", e.from, e.to.join(", "));
+                        out.push(super::smtp::send(e, pw.as_deref(), &m).await.err());
+                    }
+                    out
+                })
+            });
+            for ((what, ..), err) in mails.iter().zip(sent) {
+                if let Some(e) = err {
+                    warnings.push(format!("{what}: {e}"));
+                }
+            }
+        }
         if !posts.is_empty() {
             let sent = tokio::task::block_in_place(|| {
                 tokio::runtime::Handle::current().block_on(async {
@@ -607,6 +686,31 @@ impl Reporter for Notifier {
         }
         Ok(())
     }
+}
+
+/// Subject, headers and a readable body with the run's facts.
+fn mail_text(f: &Facts) -> String {
+    let db = if f.database.is_empty() { String::new() } else { format!(" ({})", f.database) };
+    let date =
+        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc2822).unwrap_or_default();
+    let mut body = text_of(f);
+    if !f.failed.is_empty() {
+        body.push_str("\n\nFailed checks:");
+        for c in &f.failed {
+            body.push_str(&format!(
+                "\n- {} [{}]: {}",
+                c["step"].as_str().unwrap_or(""),
+                c["kind"].as_str().unwrap_or(""),
+                c["message"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+    body.push_str(&format!("\n\nhost {host}, pgdrill {}", env!("CARGO_PKG_VERSION")));
+    // Header values are single lines; the subject is plain ASCII-safe text.
+    let subject: String =
+        format!("pgdrill: {}{db} {}", f.runbook, f.outcome).chars().filter(|c| !c.is_control()).collect();
+    format!("Subject: {subject}\nDate: {date}\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n{}\n", crate::report::visible(&body))
 }
 
 /// A Sentry envelope with one event: the run's outcome as its message, tagged runbook,

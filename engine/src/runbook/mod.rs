@@ -46,6 +46,8 @@ pub struct Runbook {
     /// Forms that still work but are on their way out (`steps.x.y` for an output), for
     /// `validate` to show; they never make the runbook invalid.
     pub warnings: Vec<Diagnostic>,
+    /// Alerts and metrics for runs of this runbook (the same form as a `--notify` file).
+    pub notify: Option<crate::report::notify::NotifyFile>,
 }
 
 impl Runbook {
@@ -175,6 +177,8 @@ struct RawRunbook {
     steps: Vec<RawStep>,
     #[serde(default)]
     finally: Vec<RawStep>,
+    #[serde(default)]
+    notify: Option<Yaml>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,7 +225,8 @@ struct RawRetryFull {
     backoff: Option<f64>,
 }
 
-const RUNBOOK_FIELDS: &[&str] = &["name", "description", "vars", "let", "secrets", "targets", "steps", "finally"];
+const RUNBOOK_FIELDS: &[&str] =
+    &["name", "description", "vars", "let", "secrets", "targets", "steps", "finally", "notify"];
 
 // ---- loading ----------------------------------------------------------------------------
 
@@ -350,6 +355,30 @@ impl Checker<'_> {
             }
         }
 
+        // A list of notifications, as under `notify:` in a --notify file.
+        let notify = raw.notify.and_then(|y| {
+            let checked = serde_path_to_error::deserialize::<_, Vec<crate::report::notify::Notification>>(y)
+                .map_err(|e| {
+                    let p = e.path().to_string();
+                    let p = if p == "." || p == "?" { String::new() } else { p };
+                    let sep = if p.is_empty() || p.starts_with('[') { "" } else { "." };
+                    (format!("notify{sep}{p}"), strip_location(&e.into_inner().to_string()))
+                })
+                .and_then(|list| {
+                    let n = crate::report::notify::NotifyFile { notify: list, ..Default::default() };
+                    crate::report::notify::validate(&n)?;
+                    Ok(n)
+                });
+            match checked {
+                Ok(n) => Some(n),
+                Err((path, msg)) => {
+                    let d = self.diag(self.spans.key(&path), format!("notify: {msg}"));
+                    self.diags.push(d.with_help(Some("a list of `- when: ... webhook:|sentry:|email: ...`, see the README's \"Alerts and metrics\"".into())));
+                    None
+                }
+            }
+        });
+
         let mut ids: HashMap<String, String> = HashMap::new();
         let steps = self.main_steps(raw.steps, &mut ids);
         let finally = self.steps(raw.finally, "finally", &mut ids);
@@ -367,6 +396,7 @@ impl Checker<'_> {
             base_dir,
             source: self.text.into(),
             warnings: Vec::new(),
+            notify,
         };
         let mut rb = rb;
         rb.warnings = self.check_references(&rb);
