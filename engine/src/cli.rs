@@ -79,6 +79,10 @@ enum Command {
         /// is not a terminal.
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Keep only the newest N dated reports (report-YYYYMMDDhhmmss.html) in --report DIR
+        /// (default: all of them, one per run).
+        #[arg(long, value_name = "N", env = "PGDRILL_REPORT_KEEP")]
+        keep: Option<usize>,
         /// Alerts and metrics after the run: webhooks, a node_exporter textfile, a Pushgateway
         /// (see the README's "Alerts and metrics").
         #[arg(long, value_name = "FILE", env = "PGDRILL_NOTIFY")]
@@ -164,6 +168,10 @@ enum Command {
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also write the history as a page of SVG charts (RTO, RPO, duration, size, with
+        /// their targets) to this file.
+        #[arg(long, value_name = "OUT")]
+        html: Option<PathBuf>,
     },
     /// List the step kinds with their fields and outputs.
     Steps {
@@ -315,7 +323,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             out!("{}", plan::render(&rb, &vars));
             Ok(ExitCode::Passed)
         }
-        Command::Run { runbook, vars, junit, report, quiet, yes, rto, notify } => {
+        Command::Run { runbook, vars, junit, report, quiet, yes, rto, notify, keep } => {
             let mut rb = exec::load_checked(&runbook)?;
             let operator = notify.map(|p| crate::report::notify::load(&p)).transpose()?;
             // The runbook's own sinks, and the operator file's for every run on this host.
@@ -338,7 +346,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 reporters.push(Box::new(Junit::new(p)));
             }
             if let Some(d) = report {
-                reporters.push(Box::new(JsonRecord::new(d)));
+                reporters.push(Box::new(JsonRecord::new(d).keep(keep)));
             }
             if let Some(n) = notify {
                 let var = |k: &str| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -493,7 +501,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 Err(crate::backup::BackupError::Environment(m)) => Err(Error::Environment(m)),
             }
         }
-        Command::Report { dir, last, runbook, stale_after, json } => {
+        Command::Report { dir, last, runbook, stale_after, json, html } => {
             let path = dir.join("history.jsonl");
             let history = std::fs::read_to_string(&path).map_err(|e| {
                 Error::Invalid(format!(
@@ -502,6 +510,10 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                     dir.display()
                 ))
             })?;
+            if let Some(out) = &html {
+                let page = crate::report::charts::page(&history, runbook.as_deref(), last);
+                crate::report::write_atomic(out, |w| w.write_all(page.as_bytes()))?;
+            }
             let s = crate::report::compliance::summarize(
                 &history,
                 last,

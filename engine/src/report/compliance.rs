@@ -134,6 +134,7 @@ pub fn build(run: &Value) -> Value {
                     "sha256": out["sha256"],
                     "age_s": out.get("age_s").cloned().unwrap_or(Value::Null),
                     "created": out.get("created").cloned().unwrap_or(Value::Null),
+                    "size": out.get("size").cloned().unwrap_or(Value::Null),
                 })),
                 // verify's RPO: the age of the backup it proved restorable.
                 "verify.freshness" if out["rpo_s"].is_number() => objectives.push(json!({
@@ -284,6 +285,7 @@ pub fn write(dir: &Path, run: &Value) -> Result<(), Error> {
         "rpo_s": rpo,
         "rpo_target_s": rpo_target,
         "backup_sha256": report["backups"].as_array().and_then(|b| b.first()).map(|b| b["sha256"].clone()),
+        "backup_size_bytes": report["backups"].as_array().and_then(|b| b.first()).map(|b| b["size"].clone()),
     });
     let path = dir.join("history.jsonl");
     let mut f = std::fs::OpenOptions::new()
@@ -293,7 +295,41 @@ pub fn write(dir: &Path, run: &Value) -> Result<(), Error> {
         .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     writeln!(f, "{line}")
         .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(format!("appending to {}", path.display()), e))
+        .map_err(|e| Error::io(format!("appending to {}", path.display()), e))?;
+    drop(f);
+    // The history so far, as charts, in this run's page; and the page kept under its date.
+    let history = std::fs::read_to_string(&path).unwrap_or_default();
+    let charts = super::charts::section(&history, report["runbook"].as_str(), 50);
+    let html = html.replacen("</body>", &format!("{charts}</body>"), 1);
+    write_atomic(&dir.join("report.html"), |w| w.write_all(html.as_bytes()))?;
+    let stamp: String =
+        report["finished_at"].as_str().unwrap_or_default().chars().filter(|c| c.is_ascii_digit()).take(14).collect();
+    if !stamp.is_empty() {
+        write_atomic(&dir.join(format!("report-{stamp}.html")), |w| w.write_all(html.as_bytes()))?;
+    }
+    Ok(())
+}
+
+/// Keep the newest `keep` dated reports (`report-YYYYMMDDhhmmss.html`) in `dir`.
+pub fn prune_dated(dir: &Path, keep: usize) -> Result<usize, Error> {
+    let mut dated: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(format!("reading {}", dir.display()), e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.strip_prefix("report-")
+                    .and_then(|r| r.strip_suffix(".html"))
+                    .is_some_and(|d| d.len() == 14 && d.chars().all(|c| c.is_ascii_digit()))
+            })
+        })
+        .collect();
+    dated.sort();
+    let extra = dated.len().saturating_sub(keep);
+    for p in &dated[..extra] {
+        std::fs::remove_file(p).map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
+    }
+    Ok(extra)
 }
 
 /// What `pgdrill report DIR` prints, and whether the drills are stale.

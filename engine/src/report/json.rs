@@ -12,13 +12,21 @@ pub const SCHEMA: &str = "pgdrill.run/1";
 
 pub struct JsonRecord {
     dir: PathBuf,
+    /// How many dated reports (`report-YYYYMMDDhhmmss.html`) to keep; `None`: all.
+    keep: Option<usize>,
     suites: Suites,
     started_at: time::OffsetDateTime,
 }
 
 impl JsonRecord {
     pub fn new(dir: PathBuf) -> Self {
-        JsonRecord { dir, suites: Suites::default(), started_at: time::OffsetDateTime::now_utc() }
+        JsonRecord { dir, keep: None, suites: Suites::default(), started_at: time::OffsetDateTime::now_utc() }
+    }
+
+    /// Keep only the newest `keep` dated reports.
+    pub fn keep(mut self, keep: Option<usize>) -> Self {
+        self.keep = keep;
+        self
     }
 
     fn value(&self) -> serde_json::Value {
@@ -64,6 +72,10 @@ impl Reporter for JsonRecord {
             serde_json::to_writer_pretty(&mut *w, &v).map_err(std::io::Error::other)?;
             w.write_all(b"\n")
         })?;
-        super::compliance::write(&self.dir, &v)
+        super::compliance::write(&self.dir, &v)?;
+        if let Some(k) = self.keep {
+            super::compliance::prune_dated(&self.dir, k)?;
+        }
+        Ok(())
     }
 }

@@ -3,6 +3,7 @@
 //! Each keeps what it needs from the events and writes its output; none influences the run.
 //! Events arrive already redacted.
 
+pub mod charts;
 pub mod compliance;
 mod json;
 mod junit;
