@@ -214,14 +214,16 @@ pub async fn run(fleet: &Fleet, o: &Options, cancel: CancellationToken) -> Resul
     for t in ts.iter().cloned() {
         let dir = root.join(&t.project).join(&t.environment).join(&t.key);
         let vars = vars_for(&rb, &t, schedule.as_ref(), &o.vars);
-        let (sem, running, cancel) = (sem.clone(), running.clone(), cancel.clone());
+        let (running, cancel) = (running.clone(), cancel.clone());
         let (exe, reference, secret_envs, yes) = (exe.clone(), reference.clone(), secret_envs.clone(), o.yes);
         let base = fleet.base_dir.clone();
+        // Permits are taken here, in file order, so targets start in the order of the file.
+        let permit = tokio::select! {
+            p = sem.clone().acquire_owned() => p.ok(),
+            _ = cancel.cancelled() => None,
+        };
         handles.push(tokio::spawn(async move {
-            let _permit = tokio::select! {
-                p = sem.acquire_owned() => p.ok(),
-                _ = cancel.cancelled() => None,
-            };
+            let _permit = permit;
             let not_run = |why: String, exit: Option<i32>, outcome| TargetResult {
                 target: t.id.clone(),
                 database: t.database.clone(),
