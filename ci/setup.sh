@@ -51,6 +51,18 @@ for mod in croniter:croniter kubernetes_validate:kubernetes-validate; do
   fi
 done
 
+# 2b. Object storage servers for the storage tests, both on 127.0.0.1 only: moto in server
+# mode speaks S3 (it does not check signatures: the tests' wrong-credential case uses
+# Azurite, which does), Azurite speaks Azure Blob.
+if ! command -v moto_server >/dev/null || ! python3 -c 'import moto, flask' 2>/dev/null; then
+  log "installing moto[server]"
+  python3 -m pip install --quiet 'moto[server]' || python3 -m pip install --quiet --break-system-packages 'moto[server]'
+fi
+if ! command -v azurite-blob >/dev/null; then
+  log "installing azurite 3.35 (npm)"
+  npm install --global --silent azurite@3.35.0 >/dev/null
+fi
+
 # 2c. Prometheus' Pushgateway and promtool, for the metrics and alert rule tests.
 prom=()
 command -v prometheus-pushgateway >/dev/null || prom+=(prometheus-pushgateway)

@@ -254,9 +254,9 @@ fn fleet_options(fleet: &crate::fleet::Fleet, s: FleetSelect) -> crate::fleet::r
 enum BackupsCommand {
     /// What is there, newest first.
     List {
-        /// Backup directory.
+        /// Backup directory, or an object store: s3://BUCKET/PREFIX, gs://..., az://...
         #[arg(long, env = "PGDRILL_STORAGE")]
-        storage: PathBuf,
+        storage: String,
         /// Only this database.
         #[arg(long)]
         database: Option<String>,
@@ -292,6 +292,10 @@ pub fn main() -> i32 {
         }
     };
     let redactor = Redactor::default();
+    // Object stores read their keys from the environment: masked like any other secret.
+    for v in crate::storage::remote::credential_values() {
+        redactor.add(&v);
+    }
     let result = rt.block_on(dispatch(cli, redactor.clone()));
     let code = match result {
         Ok(code) => code,
@@ -305,6 +309,8 @@ pub fn main() -> i32 {
             e.exit_code()
         }
     };
+    // A stopped upload leaves no parts behind in the store.
+    rt.block_on(crate::storage::remote::abort_uploads());
     // Spawned helpers (log pumps, connections) must not keep the process alive.
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     // A cancelled backup's writer may not have finished: no partial file survives us.
@@ -443,6 +449,12 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             Ok(ExitCode::Passed)
         }
         Command::Backups { command: BackupsCommand::List { storage, database, name_pattern, json } } => {
+            let storage = if crate::storage::remote::is_remote(&storage) {
+                let r = crate::storage::remote::open(&storage).map_err(Error::Invalid)?;
+                r.mirror().await.map_err(Error::Environment)?
+            } else {
+                PathBuf::from(crate::storage::remote::local_path(&storage))
+            };
             // A directory that is not there is a typo or an unmounted volume, never "no backups".
             if !storage.is_dir() {
                 return Err(Error::Invalid(format!(

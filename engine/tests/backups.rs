@@ -49,6 +49,7 @@ fn opts(url: &str, storage: &Path, format: Format, codec: Codec, key: Option<&st
         pg_dump: None,
         name: None,
         meter: None,
+        remote: None,
     }
 }
 

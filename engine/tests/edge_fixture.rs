@@ -32,6 +32,7 @@ fn opts(url: &str, storage: &Path, format: Format) -> CreateOptions {
         pg_dump: None,
         name: None,
         meter: None,
+        remote: None,
     }
 }
 

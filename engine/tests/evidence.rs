@@ -608,6 +608,7 @@ async fn an_unencrypted_backup_did_not_say_its_manifest_is_unauthenticated() {
         pg_dump: None,
         name: None,
         meter: None,
+        remote: None,
     };
     let created = pgdrill::backup::create(opts, &|_| {}).await.expect("backup");
     assert!(created.manifest.authentication.is_none());

@@ -24,7 +24,7 @@ pub use crypto::{Key, KeySource};
 pub const MAGIC: &[u8; 9] = b"PGDRILL\x00\x01";
 /// Plaintext bytes sealed per chunk.
 pub const CHUNK_SIZE: usize = 1 << 20;
-const MAX_HEADER: u32 = 64 * 1024;
+pub(crate) const MAX_HEADER: u32 = 64 * 1024;
 
 /// Compression of the dump stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

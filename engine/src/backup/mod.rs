@@ -304,6 +304,42 @@ pub struct CreateOptions {
     /// Counts pg_dump's bytes as they stream (its total estimated from the previous backup
     /// of the same database).
     pub meter: Option<crate::progress::Meter>,
+    /// An object store to stream the backup into, instead of `storage`.
+    pub remote: Option<crate::storage::remote::Remote>,
+}
+
+/// Where the pipeline writes: a local temp file, or a streamed upload.
+enum Sink {
+    File(std::fs::File),
+    Upload(crate::storage::remote::UploadWriter),
+}
+
+impl Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::File(f) => f.write(b),
+            Sink::Upload(u) => u.write(b),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => f.flush(),
+            Sink::Upload(u) => u.flush(),
+        }
+    }
+}
+
+impl Sink {
+    /// Everything written: hand an upload its last part.
+    fn close(self) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => {
+                drop(f);
+                Ok(())
+            }
+            Sink::Upload(u) => u.close(),
+        }
+    }
 }
 
 /// The result of `create`.
@@ -476,7 +512,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let dir_name = opts.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| database.clone());
     // pg_dump says nothing of how much is left: the previous backup's plain size is the
     // estimate (none for a first backup: bytes and throughput only).
-    if let Some(m) = &opts.meter {
+    if let (Some(m), None) = (&opts.meter, &opts.remote) {
         let previous = store
             .list(Some(&dir_name))
             .ok()
@@ -489,8 +525,35 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     // The directory format is written by pg_dump's parallel workers into a staging directory
     // beside the final file (same disk), then streamed as tar; it is removed whatever happens.
     let stage = match opts.format {
+        Format::Directory if opts.remote.is_some() => Some(Staged::new(&std::env::temp_dir(), ".dir")?),
         Format::Directory => Some(Staged::new(&LocalStore::new(&opts.storage).folder(&dir_name), ".dir")?),
         _ => None,
+    };
+    let name_stamp = stamp(started_at);
+    let ext = opts.format.ext();
+    // An object store: the upload starts now (invisible until complete, aborted if dropped),
+    // under a name no object has yet.
+    let remote = opts.remote.clone();
+    let mut upload = None;
+    if let Some(r) = &remote {
+        let folder = storage::folder_name(&dir_name);
+        let mut n = 0;
+        let rel = loop {
+            let name = if n == 0 { format!("{name_stamp}.{ext}") } else { format!("{name_stamp}-{n}.{ext}") };
+            let rel = format!("{folder}/{name}");
+            let taken = r.exists(&rel).await.map_err(BackupError::Environment)?
+                || r.exists(&format!("{rel}.manifest.json")).await.map_err(BackupError::Environment)?;
+            if !taken {
+                break rel;
+            }
+            n += 1;
+        };
+        let (writer, uploading) = r.upload(&rel).await.map_err(BackupError::Environment)?;
+        upload = Some((rel, writer, uploading));
+    }
+    let (remote_rel, writer, mut uploading) = match upload {
+        Some((rel, w, u)) => (Some(rel), Some(w), Some(u)),
+        None => (None, None, None),
     };
     let mut cmd = crate::child::command(&pg_dump);
     // The database as data, never connection syntax (see `dbname_arg`).
@@ -528,44 +591,50 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let stage_path = stage.as_ref().map(|s| s.0.clone());
     let mac_key = key.clone();
     let wopts = WriteOptions { codec: opts.codec, level: opts.level, threads: opts.threads, key };
-    let name_stamp = stamp(started_at);
-    let ext = opts.format.ext();
     let cancel_flag = cancelled.clone();
-    let pipeline = tokio::task::spawn_blocking(move || -> Result<(storage::Pending, Sizes, String), BackupError> {
-        let mut pending = store
-            .begin(&dir_name, &name_stamp, ext)
-            .map_err(|e| BackupError::Environment(format!("cannot write to {}: {e}", store.root().display())))?;
-        let file = pending.file().try_clone().map_err(|e| BackupError::Environment(e.to_string()))?;
-        let out = archive::HashWriter::new(BufWriter::with_capacity(1 << 20, file));
-        let written = match (stdout, stage_path) {
-            (Some(stdout), _) => match meter {
-                Some(m) => archive::write(crate::progress::Counted::new(stdout, m), out, &wopts),
-                None => archive::write(stdout, out, &wopts),
-            },
-            (None, Some(dir)) => {
-                let status = child.wait().map_err(|e| BackupError::Environment(format!("waiting for pg_dump: {e}")))?;
-                if !status.success() || cancel_flag.load(Ordering::SeqCst) {
-                    let errors = stderr_thread.join().unwrap_or_default();
-                    return Err(pg_dump_failed(status, &errors));
+    let pipeline =
+        tokio::task::spawn_blocking(move || -> Result<(Option<storage::Pending>, Sizes, String), BackupError> {
+            let (pending, sink) = match writer {
+                Some(w) => (None, Sink::Upload(w)),
+                None => {
+                    let mut pending = store.begin(&dir_name, &name_stamp, ext).map_err(|e| {
+                        BackupError::Environment(format!("cannot write to {}: {e}", store.root().display()))
+                    })?;
+                    let file = pending.file().try_clone().map_err(|e| BackupError::Environment(e.to_string()))?;
+                    (Some(pending), Sink::File(file))
                 }
-                tar_stream(&dir, out, &wopts)
+            };
+            let out = archive::HashWriter::new(BufWriter::with_capacity(1 << 20, sink));
+            let written = match (stdout, stage_path) {
+                (Some(stdout), _) => match meter {
+                    Some(m) => archive::write(crate::progress::Counted::new(stdout, m), out, &wopts),
+                    None => archive::write(stdout, out, &wopts),
+                },
+                (None, Some(dir)) => {
+                    let status =
+                        child.wait().map_err(|e| BackupError::Environment(format!("waiting for pg_dump: {e}")))?;
+                    if !status.success() || cancel_flag.load(Ordering::SeqCst) {
+                        let errors = stderr_thread.join().unwrap_or_default();
+                        return Err(pg_dump_failed(status, &errors));
+                    }
+                    tar_stream(&dir, out, &wopts)
+                }
+                (None, None) => return Err(BackupError::Environment("pg_dump has no stdout".into())),
+            };
+            let status = child.wait();
+            let errors = stderr_thread.join().unwrap_or_default();
+            let status = status.map_err(|e| BackupError::Environment(format!("waiting for pg_dump: {e}")))?;
+            // A failed write (disk full) kills pg_dump with SIGPIPE: report the cause, not that.
+            let (hw, sizes) = written.map_err(|e| BackupError::Environment(format!("writing the backup: {e}")))?;
+            if !status.success() || cancel_flag.load(Ordering::SeqCst) {
+                return Err(pg_dump_failed(status, &errors));
             }
-            (None, None) => return Err(BackupError::Environment("pg_dump has no stdout".into())),
-        };
-        let status = child.wait();
-        let errors = stderr_thread.join().unwrap_or_default();
-        let status = status.map_err(|e| BackupError::Environment(format!("waiting for pg_dump: {e}")))?;
-        // A failed write (disk full) kills pg_dump with SIGPIPE: report the cause, not that.
-        let (hw, sizes) = written.map_err(|e| BackupError::Environment(format!("writing the backup: {e}")))?;
-        if !status.success() || cancel_flag.load(Ordering::SeqCst) {
-            return Err(pg_dump_failed(status, &errors));
-        }
-        let (bw, sha, _) = hw.finish();
-        let file =
-            bw.into_inner().map_err(|e| BackupError::Environment(format!("writing the backup: {}", e.error())))?;
-        drop(file);
-        Ok((pending, sizes, sha))
-    });
+            let (bw, sha, _) = hw.finish();
+            let sink =
+                bw.into_inner().map_err(|e| BackupError::Environment(format!("writing the backup: {}", e.error())))?;
+            sink.close().map_err(|e| BackupError::Environment(format!("writing the backup: {e}")))?;
+            Ok((pending, sizes, sha))
+        });
 
     let fp = fingerprint::compute_with(&client, opts.fingerprint, Some(sequences)).await;
     let piped = pipeline.await.map_err(|e| BackupError::Environment(format!("backup pipeline: {e}")))?;
@@ -573,8 +642,17 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     done.store(true, Ordering::SeqCst);
     drop(guard);
     let _ = client.batch_execute("commit").await;
-    let (pending, sizes, sha256) = piped?;
-    let fingerprint = fp.map_err(|e| BackupError::Environment(format!("fingerprint: {}", crate::pg::describe(&e))))?;
+    let fingerprint = fp.map_err(|e| BackupError::Environment(format!("fingerprint: {}", crate::pg::describe(&e))));
+    let (pending, sizes, sha256, fingerprint) = match (piped, fingerprint) {
+        (Ok((p, s, h)), Ok(f)) => (p, s, h, f),
+        (Err(e), _) | (_, Err(e)) => {
+            // Nothing under the final name: the upload's parts are dropped by the store.
+            if let Some(u) = uploading.as_mut() {
+                u.abort().await;
+            }
+            return Err(e);
+        }
+    };
 
     let manifest = Manifest {
         schema: MANIFEST_SCHEMA.into(),
@@ -589,7 +667,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         cipher: if opts.key.is_some() { "aes-256-gcm".into() } else { "none".into() },
         kdf: None,
         sizes,
-        sha256,
+        sha256: sha256.clone(),
         started_at,
         finished_at: OffsetDateTime::now_utc(),
         snapshot,
@@ -597,10 +675,32 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         stored_as,
         authentication: None,
     };
-    let path = tokio::task::block_in_place(|| pending.commit())
-        .map_err(|e| BackupError::Environment(format!("publishing the backup: {e}")))?;
+    let (path, header) = match (&remote, uploading, &remote_rel, pending) {
+        (Some(r), Some(up), Some(rel), _) => {
+            let sent = up.finish().await.map_err(BackupError::Environment)?;
+            // What the store holds is what was written: size and sha256, read back.
+            let (back, size) = r.digest(rel).await.map_err(BackupError::Environment)?;
+            if size != sizes.stored || sent != sizes.stored || back != sha256 {
+                let _ = r.delete(rel).await;
+                return Err(BackupError::Environment(format!(
+                    "{} holds {size} bytes with sha256 {back}, but {} bytes with sha256 {sha256} were written: the object was removed",
+                    r.url_of(rel),
+                    sizes.stored
+                )));
+            }
+            let head = r.head_bytes(rel, u64::from(archive::MAX_HEADER) + 64).await.ok();
+            let header = head.and_then(|b| archive::read_header(&mut std::io::Cursor::new(b)).ok()).map(|(h, _)| h);
+            (PathBuf::from(r.url_of(rel)), header)
+        }
+        (_, _, _, Some(pending)) => {
+            let path = tokio::task::block_in_place(|| pending.commit())
+                .map_err(|e| BackupError::Environment(format!("publishing the backup: {e}")))?;
+            let header = read_header_of(&path);
+            (path, header)
+        }
+        _ => return Err(BackupError::Environment("the backup has nowhere to go".into())),
+    };
     let mut manifest = manifest;
-    let header = read_header_of(&path);
     manifest.kdf = header.as_ref().and_then(|h| h.kdf.clone());
     if let (Some(k), Some(prefix)) = (&mac_key, header.as_ref().and_then(|h| h.nonce_prefix.clone())) {
         let value = serde_json::to_value(&manifest).map_err(|e| BackupError::Environment(e.to_string()))?;
@@ -610,7 +710,13 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         });
     }
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Environment(e.to_string()))?;
-    if let Err(e) = storage::write_small(&storage::manifest_path(&path), &json) {
+    if let (Some(r), Some(rel)) = (&remote, &remote_rel) {
+        // Created, never replacing an object; without it the backup is removed.
+        if let Err(e) = r.create(&format!("{rel}.manifest.json"), json.clone()).await {
+            let _ = r.delete(rel).await;
+            return Err(BackupError::Environment(format!("writing the manifest: {e}")));
+        }
+    } else if let Err(e) = storage::write_small(&storage::manifest_path(&path), &json) {
         // A backup without its manifest cannot be verified: do not leave it looking complete.
         let _ = std::fs::remove_file(&path);
         return Err(BackupError::Environment(format!("writing the manifest: {e}")));

@@ -156,7 +156,16 @@ fn run_create(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outp
         let w: CreateWith = typed(with)?;
         let opts = CreateOptions {
             url: w.database_url.clone(),
-            storage: ctx.resolve(&w.storage),
+            storage: if crate::storage::remote::is_remote(&w.storage) {
+                PathBuf::new()
+            } else {
+                ctx.resolve(&w.storage)
+            },
+            remote: if crate::storage::remote::is_remote(&w.storage) {
+                Some(crate::storage::remote::open(&w.storage).map_err(StepError::Invalid)?)
+            } else {
+                None
+            },
             format: Format::parse(&w.format).map_err(StepError::Invalid)?,
             codec: Codec::parse(&w.compression).map_err(StepError::Invalid)?,
             level: w.level,
@@ -192,8 +201,8 @@ fn run_create(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outp
 
 fn manifest_outputs(path: &std::path::Path, m: &Manifest) -> Outputs {
     let mut o = Outputs::new();
-    o.insert("path".into(), path.display().to_string().into());
-    o.insert("manifest".into(), crate::storage::manifest_path(path).display().to_string().into());
+    o.insert("path".into(), crate::storage::remote::display(path).into());
+    o.insert("manifest".into(), crate::storage::remote::display(&crate::storage::manifest_path(path)).into());
     o.insert("sha256".into(), m.sha256.clone().into());
     o.insert("size".into(), m.sizes.stored.into());
     o.insert("raw_size".into(), m.sizes.raw.into());
@@ -256,7 +265,7 @@ pub const CHECK: StepKind = StepKind {
 fn run_check(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
     Box::pin(async move {
         let w: CheckWith = typed(with)?;
-        let path = ctx.resolve(&w.path);
+        let path = ctx.backup_file(&w.path).await?;
         let secret = w.key.clone();
         let stage = w.stage.then(|| match &w.staging {
             Some(d) => ctx.resolve(d),
@@ -399,7 +408,7 @@ pub fn listing(
                     std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0)
                 };
                 return json!({
-                    "path": e.path.display().to_string(),
+                    "path": crate::storage::remote::display(&e.path),
                     "database": e.database,
                     "database_assumed": e.database_assumed,
                     "origin": "foreign",
@@ -423,7 +432,7 @@ pub fn listing(
                     v
                 }
                 Err(err) => {
-                    json!({ "path": e.path.display().to_string(), "database": e.database, "origin": "pgdrill", "error": err.to_string() })
+                    json!({ "path": crate::storage::remote::display(&e.path), "database": e.database, "origin": "pgdrill", "error": err.to_string() })
                 }
             }
         })
@@ -434,7 +443,7 @@ fn run_list(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
     Box::pin(async move {
         let w: ListWith = typed(with)?;
         let pattern = name_pattern(w.name_pattern.as_deref())?;
-        let list = listing(&ctx.resolve(&w.storage), w.database.as_deref(), pattern.as_ref())?;
+        let list = listing(&ctx.storage_root(&w.storage).await?, w.database.as_deref(), pattern.as_ref())?;
         let mut o = Outputs::new();
         o.insert("count".into(), list.len().into());
         o.insert("backups".into(), list.into());
@@ -484,7 +493,7 @@ pub const LATEST: StepKind = StepKind {
 fn run_latest(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
     Box::pin(async move {
         let w: ListWith = typed(with)?;
-        let storage = ctx.resolve(&w.storage);
+        let storage = ctx.storage_root(&w.storage).await?;
         let pattern = name_pattern(w.name_pattern.as_deref())?;
         let entries = LocalStore::new(&storage)
             .list_with(w.database.as_deref(), pattern.as_ref())
@@ -492,7 +501,7 @@ fn run_latest(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outp
         if let Some(e) = entries.first().filter(|e| e.foreign) {
             // Another tool's file: what its name (or, failing that, its mtime) says.
             let mut o = Outputs::new();
-            o.insert("path".into(), e.path.display().to_string().into());
+            o.insert("path".into(), crate::storage::remote::display(&e.path).into());
             o.insert("server_major".into(), serde_json::Value::Null);
             o.insert("fingerprint".into(), serde_json::Value::Null);
             o.insert("created_from".into(), serde_json::to_value(e.made_from).unwrap_or_default());
@@ -517,7 +526,7 @@ fn run_latest(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outp
         Err(StepError::Failed(format!(
             "no backup{} in {}",
             w.database.as_deref().map(|d| format!(" of `{d}`")).unwrap_or_default(),
-            storage.display()
+            crate::storage::remote::display(&storage)
         )))
     })
 }

@@ -216,7 +216,7 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
         let server_version: String = row.get(0);
         let major = (row.get::<_, i32>(1) / 10000) as u32;
 
-        let backup_path = ctx.resolve(&w.backup);
+        let backup_path = ctx.backup_file(&w.backup).await?;
         let backup_size = std::fs::metadata(&backup_path).map(|m| m.len()).unwrap_or(0);
         let manifest = Manifest::read(&backup_path).ok();
         let mut problems: Vec<String> = Vec::new();
@@ -286,7 +286,7 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
         let stage_need = if w.jobs > 1 { raw } else { 0 };
         let mut needs: Vec<(PathBuf, u64, &str)> = Vec::new();
         if let Some(s) = &w.safety {
-            needs.push((ctx.resolve(s), snapshot_need, "the safety snapshot"));
+            needs.push((ctx.local_only(s, "the safety location")?, snapshot_need, "the safety snapshot"));
         }
         let staging = w
             .staging
@@ -527,7 +527,7 @@ pub const SNAPSHOT: StepKind = StepKind {
 fn run_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
     Box::pin(async move {
         let w: SnapshotWith = typed(with)?;
-        let safety = ctx.resolve(&w.safety);
+        let safety = ctx.local_only(&w.safety, "the safety location")?;
         let opts = CreateOptions {
             url: target_url(&w.url, &w.database)?,
             storage: safety.clone(),
@@ -541,6 +541,7 @@ fn run_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, 
             pg_dump: None,
             name: Some(w.database.clone()),
             meter: Some(crate::progress::Meter::default()),
+            remote: None,
         };
         let log_ctx = ctx.clone();
         let log = move |l: String| log_ctx.log(l);

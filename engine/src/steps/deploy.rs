@@ -83,8 +83,12 @@ impl Step for Record {
 
     async fn run(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError> {
         let path = ctx.resolve(&w.manifest);
-        let backup = std::fs::canonicalize(ctx.resolve(&w.backup))
-            .map_err(|e| StepError::Environment(format!("backup {}: {e}", w.backup)))?;
+        let backup = if crate::storage::remote::is_remote(&w.backup) {
+            std::path::PathBuf::from(w.backup.trim())
+        } else {
+            std::fs::canonicalize(ctx.resolve(&w.backup))
+                .map_err(|e| StepError::Environment(format!("backup {}: {e}", w.backup)))?
+        };
         let d = Deployment {
             format: FORMAT.into(),
             label: w.label,

@@ -73,7 +73,7 @@ impl Step for Space {
     type Outputs = SpaceOutputs;
 
     async fn run(ctx: StepCtx, w: SpaceWith) -> Result<SpaceOutputs, StepError> {
-        let path = ctx.resolve(&w.storage);
+        let path = ctx.local_only(&w.storage, "storage.space measures a filesystem: its storage")?;
         let st = nix::sys::statvfs::statvfs(&path)
             .map_err(|e| StepError::Environment(format!("cannot measure the filesystem of {}: {e}", path.display())))?;
         let frag = st.fragment_size().max(1);
@@ -182,7 +182,7 @@ impl Step for SizeChange {
     type Outputs = SizeChangeOutputs;
 
     async fn run(ctx: StepCtx, w: SizeChangeWith) -> Result<SizeChangeOutputs, StepError> {
-        let root = ctx.resolve(&w.storage);
+        let root = ctx.storage_root(&w.storage).await?;
         let list = crate::storage::LocalStore::new(&root)
             .list(Some(&w.database))
             .map_err(|e| StepError::Environment(format!("cannot list {}: {e}", root.display())))?;

@@ -194,7 +194,7 @@ fn run_lock(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, Step
         ctx.resources.push(format!("restore lock of `{}`", w.database), Box::new(HeldLock(held)));
         ctx.log(format!("took the restore lock of database {} on {server} (advisory lock {key})", w.database));
 
-        let safety = ctx.resolve(&w.safety);
+        let safety = ctx.local_only(&w.safety, "the safety location")?;
         let path = restore::journal_path(&safety, &w.database);
         let found = Journal::read(&path).map_err(journal_error)?.filter(Journal::unfinished);
         let recover = w.recover.clone().unwrap_or_default();
@@ -256,7 +256,7 @@ fn run_lock(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, Step
             }
             (Some(j), r) => {
                 let what = if r == "rollback" { j.snapshot.clone().unwrap_or_default() } else { j.backup.clone() };
-                let m = Manifest::read(&ctx.resolve(&what)).map_err(|e| {
+                let m = Manifest::read(&ctx.backup_file(&what).await?).map_err(|e| {
                     StepError::Failed(format!(
                         "recover={r}: {what} from the journal {} is not usable: {}",
                         path.display(),

@@ -6,6 +6,7 @@
 //! already rendered, and deserialize it into their own struct.
 
 mod backup;
+mod copy;
 mod database;
 pub mod de;
 mod deploy;
@@ -275,12 +276,57 @@ impl StepCtx {
 
     /// A path from the runbook, resolved against the runbook's directory.
     pub fn resolve(&self, p: &str) -> PathBuf {
-        let path = Path::new(p);
+        // An object's URL stays as it is (see `backup_file` to read it).
+        if crate::storage::remote::is_remote(p) {
+            return PathBuf::from(p.trim());
+        }
+        let path = Path::new(crate::storage::remote::local_path(p));
         if path.is_absolute() {
             path.to_path_buf()
         } else {
             self.base_dir.join(path)
         }
+    }
+
+    /// A storage location as a local root to list: the directory, or an object store's
+    /// mirror (see `storage::remote`). A bad location is invalid; a store that cannot be
+    /// read is an environment problem.
+    pub async fn storage_root(&self, location: &str) -> Result<PathBuf, StepError> {
+        use crate::storage::remote;
+        if remote::is_remote(location) {
+            let r = remote::open(location).map_err(StepError::Invalid)?;
+            r.mirror().await.map_err(StepError::Environment)
+        } else {
+            Ok(self.resolve(location))
+        }
+    }
+
+    /// A backup to read: an object's URL (or a mirror's stand-in) is downloaded first, once
+    /// per run; a local path is resolved.
+    pub async fn backup_file(&self, p: &str) -> Result<PathBuf, StepError> {
+        use crate::storage::remote;
+        if remote::is_remote(p) {
+            return remote::fetch_url(p).await.map_err(StepError::Environment);
+        }
+        let path = self.resolve(p);
+        if remote::is_stand_in(&path) {
+            if let Some((r, rel)) = remote::for_mirror(&path) {
+                return r.fetch(&rel).await.map_err(StepError::Environment);
+            }
+        }
+        Ok(path)
+    }
+
+    /// A location that must be a local directory (a safety snapshot: a rollback must not
+    /// wait on a download).
+    pub fn local_only(&self, location: &str, what: &str) -> Result<PathBuf, StepError> {
+        if crate::storage::remote::is_remote(location) {
+            return Err(StepError::Invalid(format!(
+                "{what} must be a local directory, not `{}`: a rollback must not depend on a download (give a local path)",
+                location.split('?').next().unwrap_or_default()
+            )));
+        }
+        Ok(self.resolve(location))
     }
 }
 
@@ -390,7 +436,7 @@ pub use backup::listing as backup_listing;
 
 /// Every step kind, in catalogue order.
 pub fn catalogue() -> &'static [StepKind] {
-    static KINDS: [StepKind; 39] = [
+    static KINDS: [StepKind; 40] = [
         ephemeral::EPHEMERAL,
         backup::CREATE,
         backup::CHECK,
@@ -414,6 +460,7 @@ pub fn catalogue() -> &'static [StepKind] {
         database::SETTINGS,
         journal::FINISH,
         retention::PRUNE,
+        kind::<copy::Copy>(),
         kind::<deploy::Record>(),
         kind::<deploy::Read>(),
         kind::<gates::Space>(),

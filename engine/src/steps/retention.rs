@@ -91,7 +91,7 @@ fn verified(dir: &std::path::Path) -> Result<std::collections::HashSet<String>, 
 fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
     Box::pin(async move {
         let w: PruneWith = typed(with)?;
-        let storage = ctx.resolve(&w.storage);
+        let storage = ctx.storage_root(&w.storage).await?;
         let pattern = super::backup::name_pattern(w.name_pattern.as_deref())?;
         let entries = LocalStore::new(&storage)
             .list_with(Some(&w.database), pattern.as_ref())
@@ -140,7 +140,13 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
                 ctx.log(format!("keep   {} ({})", d.name, d.reason));
                 continue;
             }
-            if w.apply {
+            let shown = crate::storage::remote::display(&e.path);
+            if let (true, Some((r, rel))) = (w.apply, crate::storage::remote::for_mirror(&e.path)) {
+                // The backup first: a manifest without its backup is reported, never used.
+                r.delete(&rel).await.map_err(StepError::Environment)?;
+                r.delete(&format!("{rel}.manifest.json")).await.map_err(StepError::Environment)?;
+                ctx.log(format!("delete {} ({})", d.name, d.reason));
+            } else if w.apply {
                 // A directory-format dump is one backup: the directory goes as a whole.
                 let removed =
                     if e.path.is_dir() { std::fs::remove_dir_all(&e.path) } else { std::fs::remove_file(&e.path) };
@@ -150,7 +156,7 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
             } else {
                 ctx.log(format!("would delete {} ({})", d.name, d.reason));
             }
-            deleted.push(serde_json::Value::String(e.path.display().to_string()));
+            deleted.push(serde_json::Value::String(shown));
         }
         if !w.apply && !deleted.is_empty() {
             ctx.log(format!("dry run: {} backup(s) would be deleted; set apply: true to delete", deleted.len()));

@@ -124,7 +124,10 @@ pub(super) fn sha256_file(path: &Path) -> Result<String, StepError> {
 fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
     Box::pin(async move {
         let w: PickWith = typed(with)?;
-        let storage = w.storage.as_deref().map(|s| ctx.resolve(s));
+        let storage = match w.storage.as_deref() {
+            Some(s) => Some(ctx.storage_root(s).await?),
+            None => None,
+        };
         let pattern = w
             .name_pattern
             .as_deref()
@@ -141,7 +144,7 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
             format!(
                 "{}{}",
                 w.database.as_deref().map(|d| format!(" of `{d}`")).unwrap_or_default(),
-                storage.as_ref().map(|s| format!(" in {}", s.display())).unwrap_or_default()
+                storage.as_ref().map(|s| format!(" in {}", crate::storage::remote::display(s))).unwrap_or_default()
             )
         };
         let path: PathBuf = match w.backup.as_str() {
@@ -202,6 +205,7 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
                     StepError::Failed(format!("no backup{}{legacy}", where_()))
                 })?
             }
+            named if crate::storage::remote::is_remote(named) => ctx.backup_file(named).await?,
             named => {
                 let direct = ctx.resolve(named);
                 if direct.exists() {
@@ -222,8 +226,15 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
                 }
             }
         };
+        // A listed object is downloaded now: what follows reads it.
+        let path = if crate::storage::remote::is_stand_in(&path) {
+            ctx.backup_file(&path.to_string_lossy()).await?
+        } else {
+            path
+        };
+        let shown = crate::storage::remote::display(&path);
         let mut o = Outputs::new();
-        o.insert("path".into(), path.display().to_string().into());
+        o.insert("path".into(), shown.clone().into());
         let origin = source::origin(&path);
         o.insert("origin".into(), serde_json::to_value(origin).unwrap_or_default());
         let (sha, made) = match origin {
@@ -246,7 +257,7 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
                     if m.stored_as() != want {
                         return Err(StepError::Failed(format!(
                             "{} is a backup of database `{}`, not `{want}` as asked: refusing it",
-                            path.display(),
+                            shown,
                             m.stored_as()
                         )));
                     }
@@ -298,7 +309,7 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
                         e.database
                     ));
                 }
-                ctx.log(format!("{} was not made by pgdrill: no manifest, so checks that need the source fingerprint will be skipped", path.display()));
+                ctx.log(format!("{shown} was not made by pgdrill: no manifest, so checks that need the source fingerprint will be skipped"));
                 o.insert("manifest_authenticated".into(), false.into());
                 (sha, made)
             }
@@ -324,11 +335,7 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
             ctx.log(format!("already verified at {}: skipping (force to verify again)", v.verified_at));
         }
         o.insert("skip".into(), skip.into());
-        ctx.log(format!(
-            "picked {} ({} old)",
-            path.display(),
-            humantime::format_duration(Duration::from_secs(age as u64))
-        ));
+        ctx.log(format!("picked {} ({} old)", shown, humantime::format_duration(Duration::from_secs(age as u64))));
         Ok(o)
     })
 }
@@ -479,7 +486,7 @@ fn run_restore(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Out
     Box::pin(async move {
         let w: RestoreWith = typed(with)?;
         let opts = RestoreOptions {
-            backup: ctx.resolve(&w.backup),
+            backup: ctx.backup_file(&w.backup).await?,
             into: w.into.clone(),
             key: w.key.clone(),
             jobs: w.jobs,
@@ -901,11 +908,20 @@ fn run_record(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outp
             checks,
             pgdrill_version: Some(env!("CARGO_PKG_VERSION").into()),
         };
+        let mut o = Outputs::new();
+        if crate::storage::remote::is_remote(&w.backup) {
+            // An object store has no append: one object per verification, beside the backup.
+            let (r, rel) = crate::storage::remote::locate(&w.backup).map_err(StepError::Invalid)?;
+            let folder = rel.rsplit_once('/').map(|(f, _)| f).unwrap_or("");
+            let url = r.record(folder, &entry).await.map_err(StepError::Environment)?;
+            ctx.log(format!("{}: {} recorded in {url}", entry.backup, entry.result));
+            o.insert("ledger".into(), url.into());
+            return Ok(o);
+        }
         let file = ledger::path_for(&path);
         ledger::append(&file, &entry)
             .map_err(|e| StepError::Environment(format!("cannot append to {}: {e}", file.display())))?;
         ctx.log(format!("{}: {} recorded in {}", entry.backup, entry.result, file.display()));
-        let mut o = Outputs::new();
         o.insert("ledger".into(), file.display().to_string().into());
         Ok(o)
     })

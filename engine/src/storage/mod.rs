@@ -20,6 +20,7 @@ use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
 use time::OffsetDateTime;
 
 pub mod names;
+pub mod remote;
 use names::NamePattern;
 
 /// Temp files being written right now. A cancelled backup's writer thread may still be
@@ -444,6 +445,16 @@ pub fn write_small(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Write a small file atomically with mode 0600, replacing what was there (a mirror's copy).
+pub(crate) fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".fetch-").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,247 @@
+//! `backup.copy`: one backup (and its manifest) from one location to another, local or an
+//! object store, for the 3-2-1 rule. The copy is checked: its size and sha256, read back from
+//! where it landed, must be the source's (and the manifest's, for pgdrill's own backups).
+//! Nothing is replaced: a copy already there with the same sha256 is reported as such, one
+//! with other contents is a failure.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Field, Step, StepCtx, StepError, With, WithError};
+use crate::storage::remote;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyWith {
+    backup: String,
+    to: String,
+    #[serde(default)]
+    database: Option<String>,
+}
+
+impl With for CopyWith {
+    fn check(&self) -> Result<(), WithError> {
+        if self.to.trim().is_empty() {
+            return Err(WithError::new("to", "no destination: give a directory or an object store URL (s3://...)"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct CopyOutputs {
+    path: String,
+    sha256: String,
+    size: u64,
+    copied: bool,
+}
+
+pub struct Copy;
+
+impl Step for Copy {
+    const NAME: &'static str = "backup.copy";
+    const SUMMARY: &'static str =
+        "Copy a backup and its manifest to another location (local or object store), checking size and sha256 of the copy.";
+    const FIELDS: &'static [Field] = &[
+        Field {
+            name: "backup",
+            ty: "path",
+            required: true,
+            doc: "the backup: a path or an object URL (e.g. steps.backup.outputs.path)",
+        },
+        Field {
+            name: "to",
+            ty: "path",
+            required: true,
+            doc: "the destination storage: a directory or s3://, gs://, az:// URL",
+        },
+        Field {
+            name: "database",
+            ty: "string",
+            required: false,
+            doc: "the folder in the destination (default: the manifest's database, else the source's folder)",
+        },
+    ];
+    const OUTPUTS: &'static [Field] = &[
+        Field { name: "path", ty: "string", required: false, doc: "the copy" },
+        Field { name: "sha256", ty: "string", required: false, doc: "its sha256, read back from the destination" },
+        Field { name: "size", ty: "integer", required: false, doc: "its size in bytes" },
+        Field { name: "copied", ty: "boolean", required: false, doc: "false when the same copy was already there" },
+    ];
+    const REPORT_LOG: bool = true;
+    type With = CopyWith;
+    type Outputs = CopyOutputs;
+
+    async fn run(ctx: StepCtx, w: CopyWith) -> Result<CopyOutputs, StepError> {
+        let src = ctx.backup_file(&w.backup).await?;
+        let shown_src = if remote::is_remote(&w.backup) { w.backup.trim().to_string() } else { remote::display(&src) };
+        let name = src
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| StepError::Invalid(format!("{shown_src} names no file")))?;
+        if src.is_dir() {
+            return Err(StepError::Invalid(format!(
+                "{shown_src} is a directory dump: copy it as a tar or with the store's own tools"
+            )));
+        }
+        let manifest_file = crate::storage::manifest_path(&src);
+        let manifest = std::fs::read(&manifest_file).ok();
+        let recorded: Option<crate::backup::Manifest> =
+            manifest.as_deref().and_then(|b| serde_json::from_slice(b).ok());
+        let folder_db = match (&w.database, &recorded) {
+            (Some(d), _) if !d.is_empty() => d.clone(),
+            (_, Some(m)) => m.stored_as().to_string(),
+            _ => src
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|f| f.to_string_lossy().into_owned())
+                .and_then(|f| crate::storage::database_of_folder(&f))
+                .ok_or_else(|| StepError::Invalid(format!("which database is {shown_src} of? give `database`")))?,
+        };
+        let folder = crate::storage::folder_name(&folder_db);
+        let rel = format!("{folder}/{name}");
+        let (sha, size) = {
+            let p = src.clone();
+            tokio::task::spawn_blocking(move || digest_file(&p))
+                .await
+                .map_err(|e| StepError::Environment(e.to_string()))?
+                .map_err(|e| StepError::Environment(format!("reading {shown_src}: {e}")))?
+        };
+        if let Some(m) = &recorded {
+            if m.sha256 != sha || m.sizes.stored != size {
+                return Err(StepError::Failed(format!(
+                    "{shown_src} does not match its manifest (sha256 {sha}, {size} bytes; the manifest says {}, {} bytes): refusing to copy a damaged backup",
+                    m.sha256, m.sizes.stored
+                )));
+            }
+        }
+        let (dest, copied) = if remote::is_remote(&w.to) {
+            let r = remote::open(&w.to).map_err(StepError::Invalid)?;
+            let copied = to_remote(&r, &rel, &src, manifest.as_deref(), &sha, size).await?;
+            (r.url_of(&rel), copied)
+        } else {
+            let dir = ctx.resolve(&w.to).join(&folder);
+            let d = dir.join(&name);
+            let (s2, m2, sha2) = (src.clone(), manifest.clone(), sha.clone());
+            let copied = tokio::task::spawn_blocking(move || to_local(&s2, &d, m2.as_deref(), &sha2, size))
+                .await
+                .map_err(|e| StepError::Environment(e.to_string()))??;
+            (dir.join(&name).display().to_string(), copied)
+        };
+        if copied {
+            ctx.log(format!("copied {shown_src} to {dest} ({size} bytes, sha256 {sha}, read back and matched)"));
+        } else {
+            ctx.log(format!("{dest} is already there with the same sha256 {sha}: nothing copied"));
+        }
+        Ok(CopyOutputs { path: dest, sha256: sha, size, copied })
+    }
+}
+
+fn digest_file(p: &Path) -> std::io::Result<(String, u64)> {
+    use sha2::Digest;
+    let mut f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(p)?);
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((crate::archive::hex(&h.finalize()), n))
+}
+
+async fn to_remote(
+    r: &remote::Remote,
+    rel: &str,
+    src: &Path,
+    manifest: Option<&[u8]>,
+    sha: &str,
+    size: u64,
+) -> Result<bool, StepError> {
+    let env = StepError::Environment;
+    if r.exists(rel).await.map_err(env)? {
+        let (there, n) = r.digest(rel).await.map_err(env)?;
+        if there == sha && n == size {
+            return Ok(false);
+        }
+        return Err(StepError::Failed(format!(
+            "{} already exists with other contents (sha256 {there}): nothing was replaced",
+            r.url_of(rel)
+        )));
+    }
+    let (mut writer, uploading) = r.upload(rel).await.map_err(env)?;
+    let p = src.to_path_buf();
+    let sent = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&p)?);
+        std::io::copy(&mut f, &mut writer)?;
+        writer.close()
+    })
+    .await
+    .map_err(|e| StepError::Environment(e.to_string()))?;
+    if let Err(e) = sent {
+        let mut u = uploading;
+        u.abort().await;
+        return Err(StepError::Environment(format!("uploading {}: {e}", r.url_of(rel))));
+    }
+    uploading.finish().await.map_err(env)?;
+    let (back, n) = r.digest(rel).await.map_err(env)?;
+    if back != sha || n != size {
+        let _ = r.delete(rel).await;
+        return Err(StepError::Environment(format!(
+            "the copy {} reads back as {n} bytes with sha256 {back}, not {size} bytes with {sha}: it was removed",
+            r.url_of(rel)
+        )));
+    }
+    if let Some(m) = manifest {
+        if let Err(e) = r.create(&format!("{rel}.manifest.json"), m.to_vec()).await {
+            let _ = r.delete(rel).await;
+            return Err(StepError::Environment(format!("writing the copy's manifest: {e}")));
+        }
+    }
+    Ok(true)
+}
+
+fn to_local(src: &Path, dest: &Path, manifest: Option<&[u8]>, sha: &str, size: u64) -> Result<bool, StepError> {
+    let env = |e: std::io::Error| StepError::Environment(format!("copying to {}: {e}", dest.display()));
+    if dest.exists() {
+        let (there, n) = digest_file(dest).map_err(env)?;
+        if there == sha && n == size {
+            return Ok(false);
+        }
+        return Err(StepError::Failed(format!(
+            "{} already exists with other contents (sha256 {there}): nothing was replaced",
+            dest.display()
+        )));
+    }
+    let dir: PathBuf = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+    std::fs::create_dir_all(&dir).map_err(env)?;
+    let mut tmp = tempfile::Builder::new().prefix(".copy-").suffix(".partial").tempfile_in(&dir).map_err(env)?;
+    {
+        let mut f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(src).map_err(env)?);
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        std::io::copy(&mut f, &mut out).map_err(env)?;
+        out.flush().map_err(env)?;
+    }
+    tmp.as_file().sync_all().map_err(env)?;
+    let (back, n) = digest_file(tmp.path()).map_err(env)?;
+    if back != sha || n != size {
+        return Err(StepError::Environment(format!(
+            "the copy {} reads back as {n} bytes with sha256 {back}, not {size} bytes with {sha}: it was removed",
+            dest.display()
+        )));
+    }
+    tmp.persist_noclobber(dest).map_err(|e| env(e.error))?;
+    if let Some(m) = manifest {
+        if let Err(e) = crate::storage::write_small(&crate::storage::manifest_path(dest), m) {
+            let _ = std::fs::remove_file(dest);
+            return Err(env(e));
+        }
+    }
+    Ok(true)
+}

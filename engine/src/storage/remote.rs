@@ -1,0 +1,853 @@
+//! Object-store locations: `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`
+//! (and `azure://`), through the `object_store` crate.
+//!
+//! The layout in a bucket is the local one (`<prefix>/<folder>/<stamp>.<ext>.pgdrill` with its
+//! `.manifest.json`), so other tools' files in a bucket are read by the same name rules. Two
+//! things differ, because an object store has no rename and no append:
+//! - A backup is uploaded as a multipart upload, which nobody sees until it completes; its
+//!   manifest is created after it, with a conditional create that never replaces an object.
+//!   An interrupted upload is aborted.
+//! - The ledger is one object per verification, `<folder>/.ledger/<time>-<random>.json`,
+//!   never a rewritten file.
+//!
+//! Steps keep working on local paths: a location is mirrored into a private directory of
+//! this process (manifests and ledgers as they are, each backup as a sparse file of its size
+//! and time, with its first bytes so its kind can be told). A backup's contents are only
+//! downloaded when a step reads it (`fetch`). Steps show the object's URL, never the mirror.
+//!
+//! Credentials come from the environment, as each ecosystem expects (see `open`); a location
+//! carries only options (`?endpoint=...&region=...&path_style=true&storage_class=...`), never
+//! a secret.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use futures_util::StreamExt;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+
+use super::{private_dir, track};
+
+/// The schemes of object stores.
+const SCHEMES: [&str; 4] = ["s3://", "gs://", "az://", "azure://"];
+
+/// Whether `location` names an object store (else it is a local path or `file://`).
+pub fn is_remote(location: &str) -> bool {
+    let l = location.trim_start();
+    SCHEMES.iter().any(|s| l.len() >= s.len() && l[..s.len()].eq_ignore_ascii_case(s))
+}
+
+/// `file:///srv/backups` -> `/srv/backups`; anything else unchanged.
+pub fn local_path(location: &str) -> &str {
+    location.strip_prefix("file://").unwrap_or(location)
+}
+
+/// Bytes of each multipart part, and how many parts are in flight at once: the upload's
+/// memory is bounded by about `PART * (INFLIGHT + 1)`.
+const PART: usize = 8 << 20;
+const INFLIGHT: usize = 2;
+/// Bytes of each foreign object read into its sparse mirror, to tell its kind.
+const HEAD_BYTES: u64 = 4096;
+
+/// An opened location.
+#[derive(Clone)]
+pub struct Remote {
+    /// `scheme://bucket/prefix`, without options: what is shown.
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    storage_class: Option<String>,
+    /// The private local mirror.
+    cache: PathBuf,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// Locations opened by this process, by the text that named them.
+static OPEN: LazyLock<Mutex<Vec<(String, Remote)>>> = LazyLock::new(|| Mutex::new(Vec::new()));
+/// Mirror files whose contents were really downloaded.
+static FETCHED: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+/// Multipart uploads in flight, aborted if the process is stopped (`abort_uploads`).
+type Upload = Arc<tokio::sync::Mutex<Option<Box<dyn object_store::MultipartUpload>>>>;
+static UPLOADS: LazyLock<Mutex<Vec<Upload>>> = LazyLock::new(|| Mutex::new(Vec::new()));
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The option keys a location may carry after `?`.
+const OPTIONS: &str = "endpoint, region, path_style, allow_http, storage_class, account, use_emulator";
+
+/// Open `location` (once per process; later calls share it and its mirror).
+pub fn open(location: &str) -> Result<Remote, String> {
+    let location = location.trim();
+    if let Some((_, r)) = lock(&OPEN).iter().find(|(l, _)| l == location) {
+        return Ok(r.clone());
+    }
+    let (base, query) = match location.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (location, None),
+    };
+    let (scheme, rest) = base.split_once("://").ok_or_else(|| format!("`{base}` is not a storage URL"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    let (bucket, prefix) = match rest.split_once('/') {
+        Some((b, p)) => (b, p.trim_matches('/')),
+        None => (rest, ""),
+    };
+    if bucket.is_empty() {
+        return Err(format!("`{base}` names no bucket: write {scheme}://BUCKET/PREFIX"));
+    }
+    if prefix.split('/').any(|c| c == ".." || c == ".") {
+        return Err(format!("`{base}`: a prefix may not hold `.` or `..` components"));
+    }
+    let mut opts = BTreeMap::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
+        let k = k.to_ascii_lowercase();
+        let v = percent_decode(v);
+        if ["key", "secret", "token", "password", "sas", "credential"].iter().any(|s| k.contains(s)) {
+            return Err(format!(
+                "`{k}` in a storage location: credentials never go in a location (it is shown and logged); set them in the environment ({})",
+                env_hint(&scheme)
+            ));
+        }
+        if !OPTIONS.split(", ").any(|o| o == k) {
+            return Err(format!("unknown storage option `{k}` in `{base}`: the options are {OPTIONS}"));
+        }
+        opts.insert(k, v);
+    }
+    let flag = |k: &str| opts.get(k).map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
+    let store: Arc<dyn ObjectStore> = match scheme.as_str() {
+        "s3" => {
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            b = aws_profile(b)?;
+            if let Some(e) = opts.get("endpoint") {
+                b = b.with_endpoint(e);
+            }
+            if let Some(r) = opts.get("region") {
+                b = b.with_region(r);
+            }
+            if let Some(p) = flag("path_style") {
+                b = b.with_virtual_hosted_style_request(!p);
+            }
+            if let Some(h) = flag("allow_http") {
+                b = b.with_allow_http(h);
+            }
+            Arc::new(b.build().map_err(|e| describe(&e))?)
+        }
+        "az" | "azure" => {
+            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(bucket);
+            if let Ok(cs) = std::env::var("AZURE_STORAGE_CONNECTION_STRING") {
+                for part in cs.split(';').filter(|p| !p.is_empty()) {
+                    let Some((k, v)) = part.split_once('=') else { continue };
+                    b = match k.trim() {
+                        "AccountName" => b.with_account(v),
+                        "AccountKey" => b.with_access_key(v),
+                        "BlobEndpoint" => b.with_endpoint(v.to_string()),
+                        "DefaultEndpointsProtocol" if v.eq_ignore_ascii_case("http") => b.with_allow_http(true),
+                        _ => b,
+                    };
+                }
+            }
+            if let Some(a) = opts.get("account") {
+                b = b.with_account(a);
+            }
+            if let Some(e) = opts.get("endpoint") {
+                b = b.with_endpoint(e.clone());
+            }
+            if let Some(h) = flag("allow_http") {
+                b = b.with_allow_http(h);
+            }
+            if let Some(u) = flag("use_emulator") {
+                b = b.with_use_emulator(u);
+            }
+            Arc::new(b.build().map_err(|e| describe(&e))?)
+        }
+        "gs" => {
+            let b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+            if opts.contains_key("endpoint") {
+                return Err("`endpoint` is not supported for gs:// locations: Google Cloud Storage is reached at its own address (for another server, use its S3-compatible endpoint with s3://)".into());
+            }
+            Arc::new(b.build().map_err(|e| describe(&e))?)
+        }
+        other => return Err(format!("unknown storage scheme `{other}://`: use s3://, gs://, az:// or a local path")),
+    };
+    let parent = std::env::temp_dir().join("pgdrill-mirror");
+    let cache = private_dir(&parent, "mirror")
+        .map_err(|e| format!("cannot make a private directory in {}: {e}", parent.display()))?;
+    track(&cache);
+    let r = Remote {
+        url: format!("{scheme}://{bucket}{}{prefix}", if prefix.is_empty() { "" } else { "/" }),
+        store,
+        prefix: prefix.to_string(),
+        storage_class: opts.get("storage_class").cloned(),
+        cache,
+    };
+    lock(&OPEN).push((location.to_string(), r.clone()));
+    Ok(r)
+}
+
+fn env_hint(scheme: &str) -> &'static str {
+    match scheme {
+        "s3" => "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN or AWS_PROFILE",
+        "gs" => "GOOGLE_APPLICATION_CREDENTIALS",
+        _ => "AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY, or AZURE_STORAGE_CONNECTION_STRING",
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// AWS_PROFILE: the keys and region of that profile in ~/.aws/credentials and ~/.aws/config
+/// (or AWS_SHARED_CREDENTIALS_FILE / AWS_CONFIG_FILE), for what the environment left unset.
+fn aws_profile(mut b: object_store::aws::AmazonS3Builder) -> Result<object_store::aws::AmazonS3Builder, String> {
+    use object_store::aws::AmazonS3ConfigKey as K;
+    let Ok(profile) = std::env::var("AWS_PROFILE") else { return Ok(b) };
+    let home = std::env::var("HOME").unwrap_or_default();
+    let creds = std::env::var("AWS_SHARED_CREDENTIALS_FILE").unwrap_or_else(|_| format!("{home}/.aws/credentials"));
+    let config = std::env::var("AWS_CONFIG_FILE").unwrap_or_else(|_| format!("{home}/.aws/config"));
+    let mut found = false;
+    for (file, section) in [(creds.as_str(), profile.clone()), (config.as_str(), format!("profile {profile}"))] {
+        let Ok(text) = std::fs::read_to_string(file) else { continue };
+        let mut inside = false;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                let name = line.trim_matches(['[', ']']).trim();
+                inside = name == section || (file == config && name == profile && profile == "default");
+                found |= inside;
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=').filter(|_| inside) else { continue };
+            let (k, v) = (k.trim(), v.trim());
+            let key = match k {
+                "aws_access_key_id" => K::AccessKeyId,
+                "aws_secret_access_key" => K::SecretAccessKey,
+                "aws_session_token" => K::Token,
+                "region" => K::Region,
+                "endpoint_url" => K::Endpoint,
+                _ => continue,
+            };
+            if b.get_config_value(&key).is_none() {
+                b = b.with_config(key, v);
+            }
+        }
+    }
+    if !found {
+        return Err(format!("AWS_PROFILE `{profile}` is in neither {creds} nor {config}"));
+    }
+    Ok(b)
+}
+
+/// One line for an object-store error: the class first, what to change, never a credential
+/// (the crate's messages carry no secrets, and the run's redactor masks them anyway).
+pub fn describe(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let lower = flat.to_ascii_lowercase();
+    let hint = if lower.contains("nosuchbucket")
+        || lower.contains("containernotfound")
+        || lower.contains("the specified container does not exist")
+    {
+        "the bucket (container) does not exist: create it or fix the location; "
+    } else if lower.contains("403")
+        || lower.contains("forbidden")
+        || lower.contains("authorizationfailure")
+        || lower.contains("signature")
+        || lower.contains("invalidaccesskeyid")
+    {
+        "the store refused the credentials: check the environment's keys for this location; "
+    } else if lower.contains("connect") || lower.contains("dns") || lower.contains("timed out") {
+        "the store cannot be reached: check the endpoint and the network; "
+    } else {
+        ""
+    };
+    let mut short: String = flat.chars().take(300).collect();
+    if flat.chars().count() > 300 {
+        short.push('…');
+    }
+    format!("{hint}{short}")
+}
+
+impl Remote {
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The local mirror's root: steps list and read it as a local store.
+    pub fn mirror_root(&self) -> &Path {
+        &self.cache
+    }
+
+    fn key(&self, rel: &str) -> Key {
+        if self.prefix.is_empty() {
+            Key::from(rel)
+        } else {
+            Key::from(format!("{}/{rel}", self.prefix))
+        }
+    }
+
+    /// `rel` relative to the prefix, or None for a key outside it.
+    fn rel_of<'a>(&self, key: &'a Key) -> Option<&'a str> {
+        let k = key.as_ref();
+        if self.prefix.is_empty() {
+            Some(k)
+        } else {
+            k.strip_prefix(self.prefix.as_str())?.strip_prefix('/')
+        }
+    }
+
+    /// The URL of `rel`.
+    pub fn url_of(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.url)
+    }
+
+    fn mirror_of(&self, rel: &str) -> PathBuf {
+        self.cache.join(rel)
+    }
+
+    /// Mirror the location: manifests and ledgers, and a sparse stand-in for each backup.
+    /// Returns the mirror's root, to be listed as a local store.
+    pub async fn mirror(&self) -> Result<PathBuf, String> {
+        let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
+        let mut listing = self.store.list(prefix.as_ref());
+        let mut objects = Vec::new();
+        while let Some(m) = listing.next().await {
+            let m = m.map_err(|e| format!("cannot list {}: {}", self.url, describe(&e)))?;
+            objects.push(m);
+        }
+        // What the mirror held that the store no longer has goes (a prune elsewhere).
+        let mut keep: HashSet<PathBuf> = HashSet::new();
+        let mut ledgers: BTreeMap<String, Vec<(String, Key)>> = BTreeMap::new();
+        for m in &objects {
+            let Some(rel) = self.rel_of(&m.location).map(str::to_string) else { continue };
+            let parts: Vec<&str> = rel.split('/').collect();
+            if parts.len() == 3 && parts[1] == ".ledger" && parts[2].ends_with(".json") {
+                ledgers.entry(parts[0].to_string()).or_default().push((parts[2].to_string(), m.location.clone()));
+                continue;
+            }
+            if parts.len() > 2 || parts.iter().any(|p| p.starts_with('.') || p.is_empty()) {
+                continue;
+            }
+            let local = self.mirror_of(&rel);
+            keep.insert(local.clone());
+            if rel.ends_with(".manifest.json") {
+                let bytes = self.get_bytes(&m.location).await?;
+                super::write_replace(&local, &bytes).map_err(|e| format!("mirroring {}: {e}", local.display()))?;
+                continue;
+            }
+            if lock(&FETCHED).contains(&local) && std::fs::metadata(&local).map(|md| md.len()).ok() == Some(m.size) {
+                continue;
+            }
+            let head = if rel.ends_with(".pgdrill") || m.size == 0 {
+                Vec::new()
+            } else {
+                let end = m.size.min(HEAD_BYTES);
+                self.store
+                    .get_range(&m.location, 0..end)
+                    .await
+                    .map_err(|e| format!("reading {}: {}", self.url_of(&rel), describe(&e)))?
+                    .to_vec()
+            };
+            stand_in(&local, &head, m.size, m.last_modified.into())
+                .map_err(|e| format!("mirroring {}: {e}", local.display()))?;
+        }
+        for (folder, mut items) in ledgers {
+            // Names begin with the time of the verification: in order.
+            items.sort();
+            let mut text = Vec::new();
+            for (name, key) in items {
+                let bytes = self.get_bytes(&key).await?;
+                let line: Vec<u8> = bytes.iter().copied().filter(|b| *b != b'\n').collect();
+                if serde_json::from_slice::<crate::backup::ledger::Entry>(&line).is_err() {
+                    return Err(format!(
+                        "{}: not a ledger entry; the ledger is evidence and is not read past a damaged record: fix or remove that object (keep a copy), then run again",
+                        self.url_of(&format!("{folder}/.ledger/{name}"))
+                    ));
+                }
+                text.extend_from_slice(&line);
+                text.push(b'\n');
+            }
+            let local = self.mirror_of(&format!("{folder}/{}", crate::backup::ledger::FILE));
+            super::write_replace(&local, &text).map_err(|e| format!("mirroring {}: {e}", local.display()))?;
+            keep.insert(local);
+        }
+        prune_mirror(&self.cache, &keep);
+        Ok(self.cache.clone())
+    }
+
+    async fn get_bytes(&self, key: &Key) -> Result<Vec<u8>, String> {
+        let r = self.store.get(key).await.map_err(|e| format!("reading {}: {}", key, describe(&e)))?;
+        r.bytes().await.map(|b| b.to_vec()).map_err(|e| format!("reading {}: {}", key, describe(&e)))
+    }
+
+    /// Download `rel` (and its manifest, and its folder's ledger) into the mirror, unless
+    /// already there. Returns the local path.
+    pub async fn fetch(&self, rel: &str) -> Result<PathBuf, String> {
+        let local = self.mirror_of(rel);
+        if lock(&FETCHED).contains(&local) && local.exists() {
+            return Ok(local);
+        }
+        let key = self.key(rel);
+        let got = self.store.get(&key).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => format!("{} does not exist", self.url_of(rel)),
+            e => format!("reading {}: {}", self.url_of(rel), describe(&e)),
+        })?;
+        let modified: std::time::SystemTime = got.meta.last_modified.into();
+        let size = got.meta.size;
+        let dir = local.parent().unwrap_or(&self.cache).to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot write {}: {e}", dir.display()))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".fetch-")
+            .tempfile_in(&dir)
+            .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+        let mut stream = got.into_stream();
+        let mut n = 0u64;
+        {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| format!("downloading {}: {}", self.url_of(rel), describe(&e)))?;
+                n += chunk.len() as u64;
+                tokio::task::block_in_place(|| w.write_all(&chunk))
+                    .map_err(|e| format!("writing {}: {e}", dir.display()))?;
+            }
+            w.flush().map_err(|e| format!("writing {}: {e}", dir.display()))?;
+        }
+        if n != size {
+            return Err(format!("downloading {}: got {n} bytes of {size}", self.url_of(rel)));
+        }
+        let _ = tmp.as_file().set_modified(modified);
+        tmp.persist(&local).map_err(|e| format!("cannot write {}: {}", local.display(), e.error))?;
+        lock(&FETCHED).insert(local.clone());
+        // Its manifest and ledger, for a backup named directly rather than listed.
+        let manifest = format!("{rel}.manifest.json");
+        if let Ok(r) = self.store.get(&self.key(&manifest)).await {
+            if let Ok(b) = r.bytes().await {
+                let _ = super::write_replace(&self.mirror_of(&manifest), &b);
+            }
+        }
+        Ok(local)
+    }
+
+    /// Create `rel` with `bytes`; never replaces an object (conditional create).
+    pub async fn create(&self, rel: &str, bytes: Vec<u8>) -> Result<(), String> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        self.store.put_opts(&self.key(rel), PutPayload::from(bytes), opts).await.map(|_| ()).map_err(|e| match e {
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+                format!("{} already exists: nothing was replaced", self.url_of(rel))
+            }
+            e => format!("writing {}: {}", self.url_of(rel), describe(&e)),
+        })
+    }
+
+    /// Whether `rel` exists.
+    pub async fn exists(&self, rel: &str) -> Result<bool, String> {
+        match self.store.head(&self.key(rel)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(format!("reading {}: {}", self.url_of(rel), describe(&e))),
+        }
+    }
+
+    /// Size of `rel`.
+    pub async fn size(&self, rel: &str) -> Result<u64, String> {
+        self.store
+            .head(&self.key(rel))
+            .await
+            .map(|m| m.size)
+            .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))
+    }
+
+    /// Delete `rel` (a missing object is not an error).
+    pub async fn delete(&self, rel: &str) -> Result<(), String> {
+        match self.store.delete(&self.key(rel)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                let local = self.mirror_of(rel);
+                let _ = std::fs::remove_file(&local);
+                lock(&FETCHED).remove(&local);
+                Ok(())
+            }
+            Err(e) => Err(format!("deleting {}: {}", self.url_of(rel), describe(&e))),
+        }
+    }
+
+    /// sha256 and size of `rel`, read back from the store.
+    pub async fn digest(&self, rel: &str) -> Result<(String, u64), String> {
+        use sha2::Digest;
+        let got = self
+            .store
+            .get(&self.key(rel))
+            .await
+            .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
+        let mut stream = got.into_stream();
+        let mut h = sha2::Sha256::new();
+        let mut n = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
+            n += chunk.len() as u64;
+            h.update(&chunk);
+        }
+        Ok((crate::archive::hex(&h.finalize()), n))
+    }
+
+    /// The first `n` bytes of `rel`.
+    pub async fn head_bytes(&self, rel: &str, n: u64) -> Result<Vec<u8>, String> {
+        let size = self.size(rel).await?;
+        let r = self
+            .store
+            .get_range(&self.key(rel), 0..n.min(size))
+            .await
+            .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
+        Ok(r.to_vec())
+    }
+
+    /// Record one verification: a new object in the folder's `.ledger/`, never a rewrite.
+    pub async fn record(&self, folder: &str, entry: &crate::backup::ledger::Entry) -> Result<String, String> {
+        let mut bytes = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
+        bytes.push(b'\n');
+        let stamp: String = entry.verified_at.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        let rand = crate::archive::hex(&crate::archive::crypto::random::<6>());
+        let rel = if folder.is_empty() {
+            format!(".ledger/{stamp}-{rand}.json")
+        } else {
+            format!("{folder}/.ledger/{stamp}-{rand}.json")
+        };
+        self.create(&rel, bytes).await?;
+        Ok(self.url_of(&rel))
+    }
+
+    /// Start a streamed upload of `rel`: bytes written to the returned writer (from a
+    /// blocking thread) go up in parts as they come. Nothing is visible under `rel` until
+    /// `Uploading::finish`; dropped or failed, the upload is aborted.
+    pub async fn upload(&self, rel: &str) -> Result<(UploadWriter, Uploading), String> {
+        let mut opts = object_store::PutMultipartOptions::default();
+        if let Some(c) = &self.storage_class {
+            opts.attributes.insert(object_store::Attribute::StorageClass, c.clone().into());
+        }
+        let up = self
+            .store
+            .put_multipart_opts(&self.key(rel), opts)
+            .await
+            .map_err(|e| format!("starting the upload of {}: {}", self.url_of(rel), describe(&e)))?;
+        let up: Upload = Arc::new(tokio::sync::Mutex::new(Some(up)));
+        lock(&UPLOADS).push(up.clone());
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+        let url = self.url_of(rel);
+        let task_up = up.clone();
+        let task = tokio::spawn(async move {
+            let mut inflight = futures_util::stream::FuturesUnordered::new();
+            let mut total = 0u64;
+            while let Some(part) = rx.recv().await {
+                total += part.len() as u64;
+                let fut = {
+                    let mut g = task_up.lock().await;
+                    let Some(u) = g.as_mut() else { return Err("the upload was aborted".to_string()) };
+                    u.put_part(PutPayload::from(part))
+                };
+                inflight.push(fut);
+                while inflight.len() >= INFLIGHT {
+                    if let Some(r) = inflight.next().await {
+                        r.map_err(|e| describe(&e))?;
+                    }
+                }
+            }
+            while let Some(r) = inflight.next().await {
+                r.map_err(|e| describe(&e))?;
+            }
+            Ok(total)
+        });
+        Ok((
+            UploadWriter { tx: Some(tx), buf: Vec::with_capacity(PART) },
+            Uploading { up, task: Some(task), url, done: false },
+        ))
+    }
+}
+
+/// Replace `path` with a sparse stand-in: `head` then zeros up to `size`, with `mtime`.
+fn stand_in(path: &Path, head: &[u8], size: u64, mtime: std::time::SystemTime) -> std::io::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+    f.write_all(head)?;
+    f.set_len(size)?;
+    f.set_modified(mtime)?;
+    lock(&FETCHED).remove(path);
+    Ok(())
+}
+
+/// Remove mirror files not in `keep` (left from an earlier listing).
+fn prune_mirror(dir: &Path, keep: &HashSet<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            prune_mirror(&p, keep);
+        } else if !keep.contains(&p) && !e.file_name().to_string_lossy().starts_with(".fetch-") {
+            let _ = std::fs::remove_file(&p);
+            lock(&FETCHED).remove(&p);
+        }
+    }
+}
+
+/// The writing end of an upload: fills parts of `PART` bytes and hands each to the uploader,
+/// waiting while `INFLIGHT` parts are in flight (memory stays bounded).
+pub struct UploadWriter {
+    tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl UploadWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART));
+        let tx = self.tx.as_ref().ok_or_else(|| std::io::Error::other("the upload is closed"))?;
+        tx.blocking_send(part).map_err(|_| std::io::Error::other("the upload stopped (see its error)"))
+    }
+
+    /// Send the last part and close: the uploader then finishes.
+    pub fn close(mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() || self.tx.is_some() {
+            if !self.buf.is_empty() {
+                self.send()?;
+            }
+            self.tx = None;
+        }
+        Ok(())
+    }
+}
+
+impl Write for UploadWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = PART - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == PART {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An upload in progress.
+pub struct Uploading {
+    up: Upload,
+    task: Option<tokio::task::JoinHandle<Result<u64, String>>>,
+    url: String,
+    done: bool,
+}
+
+impl Uploading {
+    /// Wait for the parts, then complete: the object appears under its name. Returns the
+    /// bytes uploaded. On error the upload is aborted.
+    pub async fn finish(mut self) -> Result<u64, String> {
+        let task = self.task.take();
+        let sent = match task {
+            Some(t) => t.await.map_err(|e| e.to_string()).and_then(|r| r),
+            None => Err("no upload".into()),
+        };
+        let sent = match sent {
+            Ok(n) => n,
+            Err(e) => {
+                self.abort().await;
+                return Err(format!("uploading {}: {e}", self.url));
+            }
+        };
+        let mut g = self.up.lock().await;
+        let Some(mut u) = g.take() else { return Err(format!("uploading {}: aborted", self.url)) };
+        drop(g);
+        match u.complete().await {
+            Ok(_) => {
+                self.done = true;
+                forget(&self.up);
+                Ok(sent)
+            }
+            Err(e) => {
+                let _ = u.abort().await;
+                forget(&self.up);
+                Err(format!("completing the upload of {}: {}", self.url, describe(&e)))
+            }
+        }
+    }
+
+    /// Abort: nothing stays under the name, and the store drops the parts.
+    pub async fn abort(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        if let Some(mut u) = self.up.lock().await.take() {
+            let _ = u.abort().await;
+        }
+        forget(&self.up);
+    }
+}
+
+impl Drop for Uploading {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        // Dropped unfinished (the step was cancelled): abort in the background; if the
+        // process exits first, `abort_uploads` does it.
+        let up = self.up.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Some(mut u) = up.lock().await.take() {
+                    let _ = u.abort().await;
+                }
+                forget(&up);
+            });
+        }
+    }
+}
+
+fn forget(up: &Upload) {
+    lock(&UPLOADS).retain(|u| !Arc::ptr_eq(u, up));
+}
+
+/// Abort every multipart upload still in flight (a stopped run, before the process exits).
+pub async fn abort_uploads() {
+    let ups: Vec<Upload> = lock(&UPLOADS).drain(..).collect();
+    for up in ups {
+        if let Some(mut u) = up.lock().await.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), u.abort()).await;
+        }
+    }
+}
+
+/// The location a mirror path belongs to, and its key relative to the location.
+pub fn for_mirror(path: &Path) -> Option<(Remote, String)> {
+    let open = lock(&OPEN);
+    for (_, r) in open.iter() {
+        if let Ok(rel) = path.strip_prefix(&r.cache) {
+            let rel = rel.to_string_lossy().into_owned();
+            return Some((r.clone(), rel));
+        }
+    }
+    None
+}
+
+/// How a path is shown: the object's URL for a mirror path, else the path.
+pub fn display(path: &Path) -> String {
+    match for_mirror(path) {
+        Some((r, rel)) if rel.is_empty() => r.url.clone(),
+        Some((r, rel)) => r.url_of(&rel),
+        None => path.display().to_string(),
+    }
+}
+
+/// The location and key of an object's URL: a location this process opened that holds it,
+/// else its folder opened on its own (options and credentials from the environment).
+pub fn locate(url: &str) -> Result<(Remote, String), String> {
+    let url = url.trim();
+    {
+        let open = lock(&OPEN);
+        if let Some((_, r)) =
+            open.iter().filter(|(_, r)| url.starts_with(&format!("{}/", r.url))).max_by_key(|(_, r)| r.url.len())
+        {
+            return Ok((r.clone(), url[r.url.len() + 1..].to_string()));
+        }
+    }
+    let (folder, name) = url.rsplit_once('/').ok_or_else(|| format!("`{url}` names no object"))?;
+    if name.is_empty() || folder.ends_with(':') || folder.ends_with("//") {
+        return Err(format!("`{url}` names no object: give the URL of a backup"));
+    }
+    Ok((open(folder)?, name.to_string()))
+}
+
+/// A backup's URL fetched into the mirror: its local path.
+pub async fn fetch_url(url: &str) -> Result<PathBuf, String> {
+    let (r, rel) = locate(url)?;
+    r.fetch(&rel).await
+}
+
+/// Whether `path` is a mirror stand-in whose contents were not downloaded.
+pub fn is_stand_in(path: &Path) -> bool {
+    for_mirror(path).is_some() && !lock(&FETCHED).contains(path)
+}
+
+/// Values of the object stores' credential variables, for the redactor.
+pub fn credential_values() -> Vec<String> {
+    let mut out = Vec::new();
+    for k in [
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AZURE_STORAGE_ACCOUNT_KEY",
+        "AZURE_STORAGE_ACCESS_KEY",
+        "AZURE_STORAGE_SAS_KEY",
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "AZURE_CLIENT_SECRET",
+    ] {
+        if let Ok(v) = std::env::var(k) {
+            if k == "AZURE_STORAGE_CONNECTION_STRING" {
+                out.extend(v.split(';').filter_map(|p| p.strip_prefix("AccountKey=")).map(str::to_string));
+            }
+            out.push(v);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_are_recognized_and_local_paths_are_not() {
+        for s in ["s3://b/p", "S3://b", "gs://b/x", "az://c/p", "azure://c"] {
+            assert!(is_remote(s), "{s}");
+        }
+        for s in ["/srv/backups", "backups", "file:///srv", "s3", "./s3://x"] {
+            assert!(!is_remote(s), "{s}");
+        }
+        assert_eq!(local_path("file:///srv/b"), "/srv/b");
+    }
+
+    fn refused(location: &str) -> String {
+        match open(location) {
+            Ok(_) => panic!("{location} was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn a_credential_in_a_location_is_refused_without_echoing_it() {
+        let e = refused("s3://bucket/p?secret_access_key=hunter2hunter2");
+        assert!(e.contains("credentials never go in a location"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = refused("s3://bucket/p?colour=blue");
+        assert!(e.contains("unknown storage option `colour`"), "{e}");
+        let e = refused("s3:///p");
+        assert!(e.contains("names no bucket"), "{e}");
+        let e = refused("s3://b/a/../c");
+        assert!(e.contains("`..`"), "{e}");
+    }
+}
