@@ -370,17 +370,19 @@ fn azurite(dir: &std::path::Path) -> Option<Server> {
             "--blobPort",
             &port.to_string(),
             "--skipApiVersionCheck",
-            "--inMemoryPersistence",
+            "--disableTelemetry",
             "--silent",
         ])
         .arg("--location")
         .arg(dir)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("azurite.log")).expect("log"))
         .spawn()
         .expect("azurite starts");
     let s = Server { child, port };
-    wait_listening(port, "azurite-blob");
+    if std::panic::catch_unwind(|| wait_listening(port, "azurite-blob")).is_err() {
+        panic!("azurite-blob did not start: {}", std::fs::read_to_string(dir.join("azurite.log")).unwrap_or_default());
+    }
     Some(s)
 }
 
@@ -393,24 +395,100 @@ fn with_azure(mut c: Command, port: u16, key: &str) -> Command {
     c
 }
 
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&sha2::Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = sha2::Sha256::new().chain_update(pad(0x36)).chain_update(msg).finalize();
+    sha2::Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().to_vec()
+}
+
+/// Create a container the way any Azure client does: a SharedKey-signed request.
+fn azure_create_container(port: u16, container: &str) -> u16 {
+    use base64::Engine;
+    let now = time::OffsetDateTime::now_utc();
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let date = format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[now.weekday().number_days_from_monday() as usize],
+        now.day(),
+        MONTHS[u8::from(now.month()) as usize - 1],
+        now.year(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let version = "2021-08-06";
+    let to_sign = format!(
+        "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}\nrestype:container"
+    );
+    let key = base64::engine::general_purpose::STANDARD.decode(AZURITE_KEY).expect("key");
+    let sig = base64::engine::general_purpose::STANDARD.encode(hmac_sha256(&key, to_sign.as_bytes()));
+    let auth = format!("SharedKey {AZURITE_ACCOUNT}:{sig}");
+    let (status, body) = http(
+        port,
+        "PUT",
+        &format!("/{AZURITE_ACCOUNT}/{container}?restype=container"),
+        &[("x-ms-date", &date), ("x-ms-version", version), ("Authorization", &auth)],
+    );
+    assert!(status == 201 || status == 409, "{status} {body}");
+    status
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn azure_blob_backup_verify_and_refused_credentials() {
+async fn azure_blob_backup_list_verify_and_refused_credentials() {
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(az) = azurite(dir.path()) else { return };
     let Some(srv) = native_server("shop").await else { return };
     let url = srv.url();
     exec(&url, "create table t(id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g").await;
-    // The container, with the account's key (Azurite checks signatures): created by pgdrill's
-    // own first write would need a container already, so make it with a signed request the
-    // way the Azure CLI would... Azurite accepts an anonymous create only with its key, so
-    // the test uses backup.copy's error instead: first show a missing container is exit 3.
     let loc = "az://backups/prod";
+    let backup = |key: &str| {
+        out_of(&mut with_azure(
+            pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]),
+            az.port,
+            key,
+        ))
+    };
+    // A container that is not there: the environment, one line, exit 3.
+    let (code, log) = backup(AZURITE_KEY);
+    assert_eq!(code, 3, "a missing container is the environment: {log}");
+    assert!(log.contains("does not exist"), "{log}");
+    assert_eq!(azure_create_container(az.port, "backups"), 201);
+    // Refused credentials (Azurite checks the signature): exit 3, the key never shown.
+    let wrong = "d3JvbmctYXp1cml0ZS1rZXktdGhhdC1pcy1ub3QtdGhlLXJpZ2h0LW9uZS0xMjM0NTY3ODkwYWJjZGVm";
+    let (code, log) = backup(wrong);
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("refused the credentials"), "{log}");
+    assert!(!log.contains(wrong) && !log.contains(AZURITE_KEY), "{log}");
+    // The right ones: backup, list, verify from the container.
+    let (code, log) = backup(AZURITE_KEY);
+    assert_eq!(code, 0, "{log}");
+    let (code, list) =
+        out_of(&mut with_azure(pgdrill(&["backups", "list", "--storage", loc, "--json"]), az.port, AZURITE_KEY));
+    assert_eq!(code, 0, "{list}");
+    let v: serde_json::Value = serde_json::from_str(list.trim()).expect("json");
+    let path = v[0]["path"].as_str().expect("path").to_string();
+    assert!(path.starts_with("az://backups/prod/shop/") && path.ends_with(".dump.pgdrill"), "{list}");
     let (code, log) = out_of(&mut with_azure(
-        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]),
+        pgdrill(&["run", "verify", "--var", &format!("storage={loc}"), "--var", "database=shop", "--var", "provider=native"]),
         az.port,
         AZURITE_KEY,
     ));
-    assert_eq!(code, 3, "a missing container is the environment: {log}");
-    assert!(log.contains("does not exist"), "{log}");
+    assert_eq!(code, 0, "{log}");
+    // The verification was recorded in the container: a second run reads it back.
+    let (code, log) = out_of(&mut with_azure(
+        pgdrill(&["run", "verify", "--var", &format!("storage={loc}"), "--var", "database=shop", "--var", "provider=native"]),
+        az.port,
+        AZURITE_KEY,
+    ));
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("already verified"), "{log}");
     srv.stop().await;
 }
