@@ -21,6 +21,9 @@
 #   from SCALE=30 plus 400k documents = 0.6 GB; the largest is optional, it takes a while) and
 #   ends with a table of ratios, peak RSS and staging disk use per size. SCALE=2 is a quick
 #   check that the bench itself works.
+#   store     (only with BENCH=store) backup to an S3-compatible server on loopback (moto,
+#             installed by ci/setup.sh) vs backup to local disk, and verify from it vs verify
+#             from local disk, with pgdrill's peak RSS during the upload.
 #   drill     (only with BENCH=drill) wall time and measured RTO/RPO of the quickstart drill
 #             at its default scale and of the disaster-recovery drill at DRILL_SCALE (default
 #             480: about 520 MB of fixtures), both on PROVIDER (default native).
@@ -88,7 +91,7 @@ if [ "$BENCH" = drill ]; then
   exit 0
 fi
 declare -A results
-[ "$BENCH" = backup ] || [ "$BENCH" = verify ] || for kind in pgdrill_native shell_native pgdrill_docker shell_docker; do
+[ "$BENCH" = backup ] || [ "$BENCH" = verify ] || [ "$BENCH" = store ] || for kind in pgdrill_native shell_native pgdrill_docker shell_docker; do
   samples=()
   for _ in $(seq 1 "$RUNS"); do
     case $kind in
@@ -175,6 +178,56 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%
 GROWTH="$WORK/growth"
 : >"$GROWTH"
 
+# BENCH=store: backup into an S3-compatible server on loopback (moto, in memory) next to a
+# backup to local disk, and verify from it next to verify from local disk, rotated rounds.
+bench_store() {  # dir url dbsize scale docs
+  local S="$1" URL="$2" DBSIZE="$3" MPORT=$((45000 + RANDOM % 5000))
+  moto_server -H 127.0.0.1 -p "$MPORT" >/dev/null 2>&1 &
+  local MOTO=$!
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$MPORT/" >/dev/null 2>&1 && break; sleep 0.1; done
+  curl -fs -X PUT "http://127.0.0.1:$MPORT/bench" >/dev/null
+  export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1 \
+    AWS_ENDPOINT_URL="http://127.0.0.1:$MPORT" AWS_ALLOW_HTTP=true
+  local kinds=(b_local b_s3) round i kind
+  for round in $(seq 0 $((BRUNS - 1))); do
+    for i in 0 1; do
+      kind=${kinds[$(((round + i) % 2))]}
+      settle
+      case $kind in
+        b_local) rm -rf "$S/st-local"; measure "$S/m" "$BIN" run ci/bench/backup.yaml --quiet --var database_url="$URL" --var storage="$S/st-local" --var fingerprint=counts >/dev/null ;;
+        b_s3) measure "$S/m" "$BIN" run ci/bench/backup.yaml --quiet --var database_url="$URL" --var storage="s3://bench/r$round" --var fingerprint=counts >/dev/null ;;
+      esac
+      cat "$S/m" >>"$S/s-$kind"
+    done
+  done
+  stop_servers
+  kinds=(v_local v_s3)
+  for round in $(seq 0 $((VRUNS - 1))); do
+    for i in 0 1; do
+      kind=${kinds[$(((round + i) % 2))]}
+      settle
+      case $kind in
+        v_local) measure "$S/m" "$BIN" run verify --quiet --var storage="$S/st-local" --var database=bench --var provider=native --var jobs=2 --var fingerprint=counts --var force=true >/dev/null ;;
+        v_s3) measure "$S/m" "$BIN" run verify --quiet --var storage="s3://bench/r0" --var database=bench --var provider=native --var jobs=2 --var fingerprint=counts --var force=true >/dev/null ;;
+      esac
+      cat "$S/m" >>"$S/s-$kind"
+    done
+  done
+  kill "$MOTO" 2>/dev/null || true
+  for kind in b_local b_s3 v_local v_s3; do echo "[bench] $kind (wall_ms cpu_ms rss_kib per round): $(tr '\n' ';' <"$S/s-$kind")" >&2; done
+  local bl bs vl vs
+  bl=$(col "$S/s-b_local" 1); bs=$(col "$S/s-b_s3" 1); vl=$(col "$S/s-v_local" 1); vs=$(col "$S/s-v_s3" 1)
+  echo
+  echo "## Object storage: a $((DBSIZE / 1024 / 1024)) MiB database, S3-compatible server (moto) on loopback, median of $BRUNS / $VRUNS rotated rounds"
+  echo
+  echo "| command | wall (s) | CPU (s) | peak RSS (MiB) | S3 / local | goal |"
+  echo "|---|---|---|---|---|---|"
+  echo "| pgdrill backup to local disk (fingerprint counts) | $(sec "$bl") | $(sec "$(col "$S/s-b_local" 2)") | $(($(col "$S/s-b_local" 3) / 1024)) | 1.00 | |"
+  echo "| pgdrill backup to s3:// (streamed multipart upload, size and sha256 read back) | $(sec "$bs") | $(sec "$(col "$S/s-b_s3" 2)") | $(($(col "$S/s-b_s3" 3) / 1024)) | $(ratio "$bs" "$bl") | <= 1.25, RSS <= 96 MiB |"
+  echo "| pgdrill verify from local disk (jobs=2, counts) | $(sec "$vl") | $(sec "$(col "$S/s-v_local" 2)") | $(($(col "$S/s-v_local" 3) / 1024)) | 1.00 | |"
+  echo "| pgdrill verify from s3:// (download, then the same) | $(sec "$vs") | $(sec "$(col "$S/s-v_s3" 2)") | $(($(col "$S/s-v_s3" 3) / 1024)) | $(ratio "$vs" "$vl") | <= 1.15 |"
+}
+
 bench_size() {  # scale documents
   local scale="$1" docs="$2" S="$WORK/size-$1"
   rm -rf "$S"; mkdir -p "$S"; chmod 755 "$S"
@@ -191,6 +244,8 @@ bench_size() {  # scale documents
     from generate_series(1, $docs) g" -c 'checkpoint'
   local DBSIZE; DBSIZE=$(psql -h 127.0.0.1 -p "$PORT" -U postgres -d bench -Atc "select pg_database_size('bench')")
   echo "[bench] database size: $((DBSIZE / 1024 / 1024)) MiB" >&2
+
+  if [ "$BENCH" = store ]; then bench_store "$S" "$URL" "$DBSIZE" "$scale" "$docs"; stop_servers; rm -rf "$S"; return; fi
 
   # ---- backup: five kinds, BRUNS rounds, each kind taking each place in turn -------------
   local pgd="pg_dump -h 127.0.0.1 -p $PORT -U postgres"
