@@ -13,6 +13,7 @@ const ALL: &[Shipped] = &[
     Shipped { name: "prune", path: "runbooks/prune.yaml", text: include_str!("../../runbooks/prune.yaml") },
     Shipped { name: "verify", path: "runbooks/verify.yaml", text: include_str!("../../runbooks/verify.yaml") },
     Shipped { name: "restore", path: "runbooks/restore.yaml", text: include_str!("../../runbooks/restore.yaml") },
+    Shipped { name: "offsite", path: "runbooks/offsite.yaml", text: include_str!("../../runbooks/offsite.yaml") },
     Shipped { name: "predeploy", path: "runbooks/predeploy.yaml", text: include_str!("../../runbooks/predeploy.yaml") },
     Shipped { name: "smoke", path: "runbooks/smoke.yaml", text: include_str!("../../runbooks/smoke.yaml") },
     Shipped { name: "quickstart", path: "drills/quickstart.yaml", text: include_str!("../../drills/quickstart.yaml") },

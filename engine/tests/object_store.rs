@@ -61,14 +61,21 @@ fn moto() -> Option<Server> {
 
 /// A plain HTTP request to a server on 127.0.0.1: (status, body).
 fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    http_body(port, method, path, headers, &[])
+}
+
+fn http_body(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).expect("send");
+    s.write_all(body).expect("send");
     let mut out = Vec::new();
     s.read_to_end(&mut out).expect("read");
     let text = String::from_utf8_lossy(&out).into_owned();
@@ -172,6 +179,21 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("already verified"), "the ledger in the bucket was read back: {log}");
 
+    // 3b. Another tool's dump in the bucket (the classic `pg_dump | gzip` upload), found by
+    // its name and verified from the bucket.
+    let dump = Command::new("sh")
+        .arg("-c")
+        .arg("pg_dump --no-owner -d \"$U\" | gzip")
+        .env("U", &url)
+        .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
+        .output()
+        .expect("pg_dump");
+    assert!(dump.status.success() && dump.stdout.len() > 100, "{}", text(&dump.stderr));
+    assert_eq!(http_body(s3.port, "PUT", "/backups/prod/shop_20261101_020000.sql.gz", &[], &dump.stdout).0, 200);
+    let (code, log) = verify(&["--var", "backup=shop_20261101_020000.sql.gz", "--var", "max_age=3650d"]);
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("s3://backups/prod/shop_20261101_020000.sql.gz"), "{log}");
+
     // 4. Operator restore from the bucket into a new database.
     let safety = dir.path().join("safety");
     let (code, log) = out_of(&mut with_aws(
@@ -212,28 +234,35 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
         local.join("shop").join(name).is_file() && local.join("shop").join(format!("{name}.manifest.json")).is_file()
     );
 
-    // 6. Copy local -> another bucket prefix, the way an offsite copy runs.
-    let (code, log) = out_of(&mut with_aws(
-        {
-            let rb2 = dir.path().join("offsite.yaml");
-            std::fs::write(
-                &rb2,
-                format!(
-                    "name: offsite\nsteps:\n  - id: copy\n    uses: backup.copy\n    with: {{ backup: \"{}\", to: \"s3://backups/offsite\" }}\n",
-                    local.join("shop").join(name).display()
-                ),
-            )
-            .expect("runbook");
-            pgdrill(&["run", rb2.to_str().expect("utf-8")])
-        },
-        s3.port,
-    ));
+    // 6. The offsite runbook: the newest local backup to another prefix, checked, then each
+    // location's retention; run again, the copy is already there and nothing is copied.
+    let offsite = |apply: &str| {
+        out_of(&mut with_aws(
+            pgdrill(&[
+                "run",
+                "offsite",
+                "--var",
+                &format!("storage={}", local.display()),
+                "--var",
+                "offsite=s3://backups/offsite",
+                "--var",
+                "database=shop",
+                "--var",
+                &format!("apply={apply}"),
+            ]),
+            s3.port,
+        ))
+    };
+    let (code, log) = offsite("true");
     assert_eq!(code, 0, "{log}");
     let off = s3_keys(s3.port, "backups", "offsite/");
     assert!(
         off.contains(&format!("offsite/shop/{name}")) && off.contains(&format!("offsite/shop/{name}.manifest.json")),
         "{off:?}"
     );
+    let (code, log) = offsite("false");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("already there with the same sha256"), "{log}");
 
     // 7. Prune: two more backups; keep one: the dry run names the older ones and deletes
     // nothing; apply deletes exactly those (keeping the newest verified).
@@ -284,6 +313,10 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
         left.iter().filter(|k| k.ends_with(".manifest.json")).count(),
         2,
         "manifests go with their backups: {left:?}"
+    );
+    assert!(
+        !s3_keys(s3.port, "backups", "prod/").iter().any(|k| k.ends_with(".sql.gz")),
+        "the old foreign dump was pruned too"
     );
     srv.stop().await;
 }
@@ -477,14 +510,32 @@ async fn azure_blob_backup_list_verify_and_refused_credentials() {
     let path = v[0]["path"].as_str().expect("path").to_string();
     assert!(path.starts_with("az://backups/prod/shop/") && path.ends_with(".dump.pgdrill"), "{list}");
     let (code, log) = out_of(&mut with_azure(
-        pgdrill(&["run", "verify", "--var", &format!("storage={loc}"), "--var", "database=shop", "--var", "provider=native"]),
+        pgdrill(&[
+            "run",
+            "verify",
+            "--var",
+            &format!("storage={loc}"),
+            "--var",
+            "database=shop",
+            "--var",
+            "provider=native",
+        ]),
         az.port,
         AZURITE_KEY,
     ));
     assert_eq!(code, 0, "{log}");
     // The verification was recorded in the container: a second run reads it back.
     let (code, log) = out_of(&mut with_azure(
-        pgdrill(&["run", "verify", "--var", &format!("storage={loc}"), "--var", "database=shop", "--var", "provider=native"]),
+        pgdrill(&[
+            "run",
+            "verify",
+            "--var",
+            &format!("storage={loc}"),
+            "--var",
+            "database=shop",
+            "--var",
+            "provider=native",
+        ]),
         az.port,
         AZURITE_KEY,
     ));
