@@ -318,6 +318,16 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
         !s3_keys(s3.port, "backups", "prod/").iter().any(|k| k.ends_with(".sql.gz")),
         "the old foreign dump was pruned too"
     );
+
+    // 8. A damaged ledger record stops the prune before anything is judged, naming it.
+    assert_eq!(http_body(s3.port, "PUT", "/backups/prod/shop/.ledger/zzz-damaged.json", &[], b"{not json").0, 200);
+    let (code, log) = prune("true");
+    assert_eq!(code, 3, "{log}");
+    assert!(
+        log.contains("s3://backups/prod/shop/.ledger/zzz-damaged.json") && log.contains("not a ledger entry"),
+        "{log}"
+    );
+    assert_eq!(backups(s3_keys(s3.port, "backups", "prod/shop/")), 2, "nothing deleted");
     srv.stop().await;
 }
 
