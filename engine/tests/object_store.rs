@@ -374,6 +374,76 @@ async fn an_upload_interrupted_by_sigint_leaves_no_object_and_no_open_upload() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_upload_left_by_a_killed_pgdrill_is_invisible_and_prune_aborts_it() {
+    let Some(s3) = moto() else { return };
+    let Some(srv) = native_server("big").await else { return };
+    let url = srv.url();
+    exec(&url, "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text), '') from generate_series(1, 16)) from generate_series(1, 200000) g").await;
+    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
+    let mut child = with_aws(
+        pgdrill(&[
+            "run",
+            "backup",
+            "--var",
+            &format!("database_url={url}"),
+            "--var",
+            "storage=s3://bkt/p",
+            "--var",
+            "encrypt=false",
+        ]),
+        s3.port,
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("pgdrill");
+    let t = Instant::now();
+    while s3_uploads(s3.port, "bkt") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
+        assert!(child.try_wait().expect("wait").is_none(), "the backup ended before its upload was seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    // Nothing a reader can see: no backup, no manifest; the upload is still open in the store.
+    let visible: Vec<String> =
+        s3_keys(s3.port, "bkt", "p/").into_iter().filter(|k| !k.contains("/.pgdrill-uploads/")).collect();
+    assert!(visible.is_empty(), "{visible:?}");
+    assert_eq!(s3_uploads(s3.port, "bkt"), 1);
+    let (code, list) =
+        out_of(&mut with_aws(pgdrill(&["backups", "list", "--storage", "s3://bkt/p", "--json"]), s3.port));
+    assert_eq!(code, 0, "{list}");
+    assert_eq!(list.trim(), "[]", "a killed upload is never listed");
+    let prune = |apply: &str| {
+        out_of(&mut with_aws(
+            pgdrill(&[
+                "run",
+                "prune",
+                "--var",
+                "storage=s3://bkt/p",
+                "--var",
+                "database=big",
+                "--var",
+                "abandoned_uploads_after=0s",
+                "--var",
+                &format!("apply={apply}"),
+            ]),
+            s3.port,
+        ))
+    };
+    let (code, log) = prune("false");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("would abort an unfinished upload of s3://bkt/p/big/"), "{log}");
+    assert_eq!(s3_uploads(s3.port, "bkt"), 1, "a dry run aborts nothing");
+    let (code, log) = prune("true");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("aborted an unfinished upload"), "{log}");
+    assert_eq!(s3_uploads(s3.port, "bkt"), 0, "the parts are gone");
+    assert!(s3_keys(s3.port, "bkt", "p/").is_empty(), "and so is its record");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_missing_bucket_is_exit_3_in_one_line_and_a_credential_in_the_location_is_refused() {
     let Some(s3) = moto() else { return };
     let Some(srv) = native_server("shop").await else { return };

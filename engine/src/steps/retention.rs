@@ -30,6 +30,8 @@ struct PruneWith {
     name_pattern: Option<String>,
     #[serde(default, deserialize_with = "super::de::boolean")]
     apply: bool,
+    #[serde(default, deserialize_with = "super::de::opt_duration")]
+    abandoned_uploads_after: Option<std::time::Duration>,
 }
 
 fn one() -> usize {
@@ -63,11 +65,23 @@ pub const PRUNE: StepKind = StepKind {
                 "other tools' file names, e.g. `{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}.sql.gz` (default: the classic schemes)",
         },
         Field { name: "apply", ty: "boolean", required: false, doc: "really delete (default false: dry run)" },
+        Field {
+            name: "abandoned_uploads_after",
+            ty: "duration",
+            required: false,
+            doc: "object stores: abort pgdrill's unfinished uploads started longer ago than this (default 24h; a killed pgdrill leaves them)",
+        },
     ],
     outputs: &[
         Field { name: "kept", ty: "integer", required: false, doc: "backups kept" },
         Field { name: "deleted", ty: "list", required: false, doc: "paths deleted (apply) or that would be" },
         Field { name: "applied", ty: "boolean", required: false, doc: "whether anything was really deleted" },
+        Field {
+            name: "aborted_uploads",
+            ty: "list",
+            required: false,
+            doc: "object stores: unfinished uploads aborted (apply) or that would be",
+        },
     ],
     check: check_with::<PruneWith>,
     report_log: true,
@@ -158,6 +172,24 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
             }
             deleted.push(serde_json::Value::String(shown));
         }
+        // Uploads a killed pgdrill left open in an object store: invisible to listings, but
+        // paid for until aborted.
+        let mut aborted = Vec::new();
+        if let Some((r, _)) = crate::storage::remote::for_mirror(&storage) {
+            let after = w.abandoned_uploads_after.unwrap_or(std::time::Duration::from_secs(24 * 3600));
+            for a in r.abandoned(after).await.map_err(StepError::Environment)? {
+                if w.apply {
+                    r.abort_abandoned(&a).await.map_err(StepError::Environment)?;
+                    ctx.log(format!(
+                        "aborted an unfinished upload of {} started at {} (left by a stopped pgdrill)",
+                        a.url, a.started
+                    ));
+                } else {
+                    ctx.log(format!("would abort an unfinished upload of {} started at {}", a.url, a.started));
+                }
+                aborted.push(serde_json::Value::String(a.url));
+            }
+        }
         if !w.apply && !deleted.is_empty() {
             ctx.log(format!("dry run: {} backup(s) would be deleted; set apply: true to delete", deleted.len()));
         }
@@ -165,6 +197,7 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
         o.insert("kept".into(), (kept + entries.len() - items.len()).into());
         o.insert("deleted".into(), deleted.into());
         o.insert("applied".into(), w.apply.into());
+        o.insert("aborted_uploads".into(), aborted.into());
         Ok(o)
     })
 }

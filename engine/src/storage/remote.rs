@@ -57,6 +57,8 @@ pub struct Remote {
     /// `scheme://bucket/prefix`, without options: what is shown.
     url: String,
     store: Arc<dyn ObjectStore>,
+    /// The same store's multipart calls: uploads pgdrill can name, to abort them later.
+    parts: Arc<dyn object_store::multipart::MultipartStore>,
     prefix: String,
     storage_class: Option<String>,
     /// The private local mirror.
@@ -123,7 +125,8 @@ pub fn open(location: &str) -> Result<Remote, String> {
         opts.insert(k, v);
     }
     let flag = |k: &str| opts.get(k).map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
-    let store: Arc<dyn ObjectStore> = match scheme.as_str() {
+    let (store, parts): (Arc<dyn ObjectStore>, Arc<dyn object_store::multipart::MultipartStore>) = match scheme.as_str()
+    {
         "s3" => {
             let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
             b = aws_profile(b)?;
@@ -139,7 +142,8 @@ pub fn open(location: &str) -> Result<Remote, String> {
             if let Some(h) = flag("allow_http") {
                 b = b.with_allow_http(h);
             }
-            Arc::new(b.build().map_err(|e| describe(&e))?)
+            let built = Arc::new(b.build().map_err(|e| describe(&e))?);
+            (built.clone(), built)
         }
         "az" | "azure" => {
             let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(bucket);
@@ -167,14 +171,16 @@ pub fn open(location: &str) -> Result<Remote, String> {
             if let Some(u) = flag("use_emulator") {
                 b = b.with_use_emulator(u);
             }
-            Arc::new(b.build().map_err(|e| describe(&e))?)
+            let built = Arc::new(b.build().map_err(|e| describe(&e))?);
+            (built.clone(), built)
         }
         "gs" => {
             let b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
             if opts.contains_key("endpoint") {
                 return Err("`endpoint` is not supported for gs:// locations: Google Cloud Storage is reached at its own address (for another server, use its S3-compatible endpoint with s3://)".into());
             }
-            Arc::new(b.build().map_err(|e| describe(&e))?)
+            let built = Arc::new(b.build().map_err(|e| describe(&e))?);
+            (built.clone(), built)
         }
         other => return Err(format!("unknown storage scheme `{other}://`: use s3://, gs://, az:// or a local path")),
     };
@@ -185,6 +191,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
     let r = Remote {
         url: format!("{scheme}://{bucket}{}{prefix}", if prefix.is_empty() { "" } else { "/" }),
         store,
+        parts,
         prefix: prefix.to_string(),
         storage_class: opts.get("storage_class").cloned(),
         cache,
@@ -541,15 +548,19 @@ impl Remote {
     /// blocking thread) go up in parts as they come. Nothing is visible under `rel` until
     /// `Uploading::finish`; dropped or failed, the upload is aborted.
     pub async fn upload(&self, rel: &str) -> Result<(UploadWriter, Uploading), String> {
-        let mut opts = object_store::PutMultipartOptions::default();
-        if let Some(c) = &self.storage_class {
-            opts.attributes.insert(object_store::Attribute::StorageClass, c.clone().into());
-        }
-        let up = self
-            .store
-            .put_multipart_opts(&self.key(rel), opts)
-            .await
-            .map_err(|e| format!("starting the upload of {}: {}", self.url_of(rel), describe(&e)))?;
+        let up: Box<dyn object_store::MultipartUpload> = match &self.storage_class {
+            Some(c) => {
+                // The multipart calls that name an upload take no storage class: this upload
+                // cannot be tracked, a lifecycle rule removes it if pgdrill is killed.
+                let mut opts = object_store::PutMultipartOptions::default();
+                opts.attributes.insert(object_store::Attribute::StorageClass, c.clone().into());
+                self.store
+                    .put_multipart_opts(&self.key(rel), opts)
+                    .await
+                    .map_err(|e| format!("starting the upload of {}: {}", self.url_of(rel), describe(&e)))?
+            }
+            None => Box::new(self.tracked(rel).await?),
+        };
         let up: Upload = Arc::new(tokio::sync::Mutex::new(Some(up)));
         lock(&UPLOADS).push(up.clone());
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
@@ -581,6 +592,159 @@ impl Remote {
             UploadWriter { tx: Some(tx), buf: Vec::with_capacity(PART) },
             Uploading { up, task: Some(task), url, done: false },
         ))
+    }
+}
+
+/// Where unfinished uploads are recorded, under the location: one object per upload, removed
+/// when it completes or is aborted. One left behind names an upload a killed pgdrill could
+/// not abort; `abandoned` finds them and `abort_abandoned` ends them.
+const UPLOADS_DIR: &str = ".pgdrill-uploads";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Marker {
+    key: String,
+    id: String,
+    started: String,
+    pid: u32,
+}
+
+/// An unfinished upload found in the store.
+#[derive(Debug, Clone)]
+pub struct Abandoned {
+    pub url: String,
+    pub started: String,
+    marker: String,
+    key: String,
+    id: String,
+}
+
+impl Remote {
+    async fn tracked(&self, rel: &str) -> Result<Tracked, String> {
+        let key = self.key(rel);
+        let id = self
+            .parts
+            .create_multipart(&key)
+            .await
+            .map_err(|e| format!("starting the upload of {}: {}", self.url_of(rel), describe(&e)))?;
+        let now = time::OffsetDateTime::now_utc();
+        let marker = format!(
+            "{UPLOADS_DIR}/{}-{}.json",
+            now.unix_timestamp(),
+            crate::archive::hex(&crate::archive::crypto::random::<6>())
+        );
+        let m = Marker {
+            key: key.to_string(),
+            id: id.clone(),
+            started: now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            pid: std::process::id(),
+        };
+        let body = serde_json::to_vec(&m).map_err(|e| e.to_string())?;
+        if let Err(e) = self.create(&marker, body).await {
+            let _ = self.parts.abort_multipart(&key, &id).await;
+            return Err(e);
+        }
+        Ok(Tracked {
+            store: self.store.clone(),
+            parts: self.parts.clone(),
+            key,
+            id,
+            marker: self.key(&marker),
+            done: Arc::new(Mutex::new(Vec::new())),
+            next: 0,
+        })
+    }
+
+    /// Uploads recorded as started more than `older_than` ago and never finished.
+    pub async fn abandoned(&self, older_than: std::time::Duration) -> Result<Vec<Abandoned>, String> {
+        let prefix = self.key(UPLOADS_DIR);
+        let mut listing = self.store.list(Some(&prefix));
+        let cutoff = time::OffsetDateTime::now_utc() - older_than;
+        let mut out = Vec::new();
+        while let Some(m) = listing.next().await {
+            let m = m.map_err(|e| format!("cannot list {}: {}", self.url_of(UPLOADS_DIR), describe(&e)))?;
+            let bytes = self.get_bytes(&m.location).await?;
+            let Ok(marker) = serde_json::from_slice::<Marker>(&bytes) else { continue };
+            let started = time::OffsetDateTime::parse(&marker.started, &time::format_description::well_known::Rfc3339)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            if started > cutoff {
+                continue;
+            }
+            let shown =
+                self.rel_of(&Key::from(marker.key.as_str())).map(|r| self.url_of(r)).unwrap_or(marker.key.clone());
+            out.push(Abandoned {
+                url: shown,
+                started: marker.started,
+                marker: m.location.to_string(),
+                key: marker.key,
+                id: marker.id,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Abort an abandoned upload: the store drops its parts, and its record goes.
+    pub async fn abort_abandoned(&self, a: &Abandoned) -> Result<(), String> {
+        match self.parts.abort_multipart(&Key::from(a.key.as_str()), &a.id).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(format!("aborting the upload of {}: {}", a.url, describe(&e))),
+        }
+        match self.store.delete(&Key::from(a.marker.as_str())).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(format!("removing {}: {}", a.marker, describe(&e))),
+        }
+    }
+}
+
+/// A multipart upload pgdrill started by id and recorded, so it can be aborted even after a
+/// crash (see `UPLOADS_DIR`).
+struct Tracked {
+    store: Arc<dyn ObjectStore>,
+    parts: Arc<dyn object_store::multipart::MultipartStore>,
+    key: Key,
+    id: String,
+    marker: Key,
+    done: Arc<Mutex<Vec<Option<object_store::multipart::PartId>>>>,
+    next: usize,
+}
+
+impl std::fmt::Debug for Tracked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "upload of {}", self.key)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::MultipartUpload for Tracked {
+    fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+        let idx = self.next;
+        self.next += 1;
+        let (parts, key, id, done) = (self.parts.clone(), self.key.clone(), self.id.clone(), self.done.clone());
+        Box::pin(async move {
+            let part = parts.put_part(&key, &id, idx, data).await?;
+            let mut d = lock(&done);
+            if d.len() <= idx {
+                d.resize(idx + 1, None);
+            }
+            d[idx] = Some(part);
+            Ok(())
+        })
+    }
+
+    async fn complete(&mut self) -> object_store::Result<object_store::PutResult> {
+        let parts: Option<Vec<_>> = lock(&self.done).iter().cloned().collect();
+        let parts = parts.ok_or_else(|| object_store::Error::Generic {
+            store: "pgdrill",
+            source: "a part of the upload is missing".into(),
+        })?;
+        let r = self.parts.complete_multipart(&self.key, &self.id, parts).await?;
+        let _ = self.store.delete(&self.marker).await;
+        Ok(r)
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        let r = self.parts.abort_multipart(&self.key, &self.id).await;
+        let _ = self.store.delete(&self.marker).await;
+        r
     }
 }
 
