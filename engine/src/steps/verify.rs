@@ -226,11 +226,21 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
                 }
             }
         };
-        // A listed object is downloaded now: what follows reads it.
-        let path = if crate::storage::remote::is_stand_in(&path) {
-            ctx.backup_file(&path.to_string_lossy()).await?
-        } else {
-            path
+        // A listed object: for pgdrill's own, its header is enough here (the manifest is
+        // mirrored), so the download happens in the step that reads it, beside the throwaway
+        // server's start; another tool's file is downloaded now (its sha256 is computed here).
+        let path = match crate::storage::remote::for_mirror(&path) {
+            Some((r, rel)) if crate::storage::remote::is_stand_in(&path) => {
+                if rel.ends_with(".pgdrill") && crate::storage::manifest_path(&path).is_file() {
+                    r.fill_head(&rel, u64::from(crate::archive::MAX_HEADER) + 64)
+                        .await
+                        .map_err(StepError::Environment)?;
+                    path
+                } else {
+                    r.fetch(&rel).await.map_err(StepError::Environment)?
+                }
+            }
+            _ => path,
         };
         let shown = crate::storage::remote::display(&path);
         let mut o = Outputs::new();

@@ -457,6 +457,25 @@ impl Remote {
         Ok(local)
     }
 
+    /// Write the first `n` bytes of `rel` into its stand-in (an archive's header, for a
+    /// check of its manifest), leaving it a stand-in: a step that reads more downloads it.
+    pub async fn fill_head(&self, rel: &str, n: u64) -> Result<(), String> {
+        use std::io::{Seek, SeekFrom};
+        let local = self.mirror_of(rel);
+        if !is_stand_in(&local) {
+            return Ok(());
+        }
+        let size = std::fs::metadata(&local).map(|m| m.len()).map_err(|e| format!("{}: {e}", local.display()))?;
+        let head = self
+            .store
+            .get_range(&self.key(rel), 0..n.min(size))
+            .await
+            .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
+        let mut f =
+            std::fs::OpenOptions::new().write(true).open(&local).map_err(|e| format!("{}: {e}", local.display()))?;
+        f.seek(SeekFrom::Start(0)).and_then(|_| f.write_all(&head)).map_err(|e| format!("{}: {e}", local.display()))
+    }
+
     /// Create `rel` with `bytes`; never replaces an object (conditional create).
     pub async fn create(&self, rel: &str, bytes: Vec<u8>) -> Result<(), String> {
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
