@@ -73,6 +73,56 @@ async fn a_postgresql_17_server_is_backed_up_with_the_17_tools_from_its_image_an
     );
     assert_eq!(manifest["server_major"], 17);
 
+    // Verified on a 17 throwaway: the local pg_restore 15 cannot read a 17 archive, so the
+    // restore runs pg_restore 17 from the image, and says so.
+    let junit = dir.path().join("verify.xml");
+    let out = pgdrill_with_images(&[
+        "run",
+        "verify",
+        "--var",
+        &format!("storage={st}"),
+        "--var",
+        "database=app",
+        "--var",
+        "provider=docker",
+        "--junit",
+        junit.to_str().expect("utf-8"),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let evidence = std::fs::read_to_string(&junit).expect("junit");
+    assert!(
+        evidence.contains("pg_restore (PostgreSQL) 17")
+            && evidence.contains("from the image pgdrill/postgres-local:17: the local pg_restore cannot read"),
+        "{evidence}"
+    );
+    let leftover = std::process::Command::new("docker")
+        .args(["ps", "-a", "--filter", "name=pgdrill-restore-", "--format", "{{.Names}}"])
+        .output()
+        .expect("docker ps");
+    assert!(text(&leftover.stdout).trim().is_empty(), "tool containers left: {}", text(&leftover.stdout));
+
+    // An operator restore of the 17 backup into the 17 server, under a new name: preflight
+    // finds pg_restore 17 in the image, and the restore uses it.
+    let safety = dir.path().join("safety");
+    let out = pgdrill_with_images(&[
+        "run",
+        "restore",
+        "--yes",
+        "--var",
+        &format!("database_url={url}"),
+        "--var",
+        &format!("storage={st}"),
+        "--var",
+        "database=app",
+        "--var",
+        "target=app_copy",
+        "--var",
+        &format!("safety={}", safety.display()),
+    ]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(scalar(&url.replace("/app", "/app_copy"), "select count(*) from t").await, "2000");
+
     // Without the image: exit 3, one line naming the missing major's tools.
     let out = pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={st}")])
         .env("PGDRILL_DOCKER_IMAGE", "pgdrill/no-such-image:{major}")

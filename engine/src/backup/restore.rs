@@ -66,6 +66,8 @@ pub struct Restored {
 /// Kills a tool's process group if the restore is abandoned (error, Ctrl-C).
 struct Abandon {
     pids: Vec<u32>,
+    /// Tool containers (the tools of a newer major from its image), removed by name.
+    containers: Vec<String>,
     cancelled: Arc<AtomicBool>,
     done: bool,
 }
@@ -79,6 +81,9 @@ impl Drop for Abandon {
                     nix::unistd::Pid::from_raw(*pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
+            }
+            for name in &self.containers {
+                crate::pg::image_tools::remove(name);
             }
         }
     }
@@ -298,9 +303,27 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
     // a manifest the dump's major is unknown: the newest tools here.
     let dump_major = crate::backup::Manifest::read(&opts.backup).ok().map(|m| m.server_major).unwrap_or(0);
     let tools_major = dump_major;
-    let (pg_restore, _, _) = find_tool("pg_restore", pg_restore_explicit.as_deref(), tools_major)?;
+    // Local tools too old for the archive: that major's pg_restore from its image (a custom
+    // dump through pg_restore; SQL through psql needs local tools of the dump's major).
+    let (pg_restore, restore_image) = match find_tool("pg_restore", pg_restore_explicit.as_deref(), tools_major) {
+        Ok((p, _, _)) => (p, None),
+        Err(BackupError::Environment(local)) if pg_restore_explicit.is_none() && !use_psql => {
+            match crate::pg::image_tools::find("pg_restore", tools_major) {
+                Ok((image, version)) => {
+                    log(format!("{version} from the image {image}: the local pg_restore cannot read a PostgreSQL {tools_major} archive"));
+                    (PathBuf::from("pg_restore"), Some(image))
+                }
+                Err(why) => {
+                    return Err(BackupError::Environment(format!(
+                        "{local}; the tools of PostgreSQL {tools_major} cannot come from Docker either: {why}"
+                    )))
+                }
+            }
+        }
+        Err(e) => return Err(e),
+    };
 
-    let mut abandon = Abandon { pids: Vec::new(), cancelled: cancelled.clone(), done: false };
+    let mut abandon = Abandon { pids: Vec::new(), containers: Vec::new(), cancelled: cancelled.clone(), done: false };
     let mut staged: Option<Staged> = None;
     let mut staged_bytes = 0;
     let mut restore_args: Vec<String> = vec!["--no-password".into(), "--exit-on-error".into()];
@@ -450,6 +473,27 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
             cmd.arg(p).stdin(Stdio::null());
         } else {
             cmd.stdin(Stdio::piped());
+        }
+        // Kept until pg_restore ends: docker reads it when the container starts.
+        let mut _env_file = None;
+        if let Some(image) = &restore_image {
+            let mount = input_path.as_deref().map(|p| if p.is_dir() { p } else { p.parent().unwrap_or(p) });
+            let name = format!(
+                "pgdrill-restore-{}-{}",
+                std::process::id(),
+                crate::archive::hex(&crate::archive::crypto::random::<4>())
+            );
+            let (mut c, f) = crate::pg::image_tools::in_image_named(
+                &cmd,
+                image,
+                &mount.into_iter().collect::<Vec<_>>(),
+                Some(&name),
+            )
+            .map_err(BackupError::Environment)?;
+            c.stdin(if input_path.is_some() { Stdio::null() } else { Stdio::piped() });
+            cmd = c;
+            _env_file = Some(f);
+            abandon.containers.push(name);
         }
         let mut child = spawn(cmd, "pg_restore")?;
         abandon.pids.push(child.id());

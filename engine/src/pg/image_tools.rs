@@ -51,6 +51,17 @@ pub struct EnvFile(#[allow(dead_code)] tempfile::TempDir);
 /// `cmd` (a local tool command with its arguments and connection environment) as the same
 /// tool run in `image` on the host's network. Stdio is set by the caller afterwards.
 pub fn in_image(cmd: &Command, image: &str, mounts: &[&std::path::Path]) -> Result<(Command, EnvFile), String> {
+    in_image_named(cmd, image, mounts, None)
+}
+
+/// As `in_image`, with the container named (so `remove` can stop it: killing the docker CLI
+/// does not stop its container).
+pub fn in_image_named(
+    cmd: &Command,
+    image: &str,
+    mounts: &[&std::path::Path],
+    name: Option<&str>,
+) -> Result<(Command, EnvFile), String> {
     let tool = std::path::Path::new(cmd.get_program())
         .file_name()
         .and_then(OsStr::to_str)
@@ -81,6 +92,9 @@ pub fn in_image(cmd: &Command, image: &str, mounts: &[&std::path::Path]) -> Resu
     }
     let mut d = docker();
     d.args(["run", "--rm", "-i", "--network", "host", "--log-driver", "none", "--env-file"]).arg(&path);
+    if let Some(n) = name {
+        d.args(["--name", n]);
+    }
     // Files the tool reads, at the same path inside, read-only.
     for m in mounts {
         d.arg("--volume").arg(format!("{}:{}:ro", m.display(), m.display()));
@@ -103,4 +117,11 @@ pub fn tool_command(tool: &str, major: u32, mounts: &[&std::path::Path]) -> Resu
             Ok((c, Some(f)))
         }
     }
+}
+
+/// Stop and remove a named tool container (a cancelled restore's), waiting for it.
+pub fn remove(name: &str) {
+    let mut d = docker();
+    d.args(["rm", "--force", name]);
+    let _ = crate::child::output(&mut d);
 }

@@ -232,8 +232,15 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
             }
         }
         let explicit = w.bin_dir.as_ref().map(|d| PathBuf::from(d).join("pg_restore"));
-        let pg_restore = match find_tool("pg_restore", explicit.as_deref(), major.max(dump_major)) {
+        let need = major.max(dump_major);
+        let from_image = || crate::pg::image_tools::find("pg_restore", need);
+        let pg_restore = match find_tool("pg_restore", explicit.as_deref(), need) {
             Ok((p, text, _)) => format!("{} ({text})", p.display()),
+            // The tools of that major from its image, as the restore itself will use them.
+            Err(_) if explicit.is_none() && tokio::task::block_in_place(|| from_image().is_ok()) => {
+                let (image, text) = tokio::task::block_in_place(from_image).unwrap_or_default();
+                format!("{text} (from the image {image})")
+            }
             Err(e) => {
                 let why = match &manifest {
                     Some(m) => format!("the backup was written by {}", m.pg_dump_version),
