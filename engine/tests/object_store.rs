@@ -444,6 +444,79 @@ async fn an_upload_left_by_a_killed_pgdrill_is_invisible_and_prune_aborts_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_goes_away_mid_upload_is_exit_3_naming_the_upload() {
+    let Some(mut s3) = moto() else { return };
+    let Some(srv) = native_server("big").await else { return };
+    let url = srv.url();
+    exec(&url, "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text), '') from generate_series(1, 16)) from generate_series(1, 200000) g").await;
+    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
+    let child = with_aws(
+        pgdrill(&[
+            "run",
+            "backup",
+            "--var",
+            &format!("database_url={url}"),
+            "--var",
+            "storage=s3://bkt/p",
+            "--var",
+            "encrypt=false",
+        ]),
+        s3.port,
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("pgdrill");
+    let t = Instant::now();
+    while s3_uploads(s3.port, "bkt") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The server goes away in the middle of the upload.
+    let _ = s3.child.kill();
+    let _ = s3.child.wait();
+    let out = child.wait_with_output().expect("ends");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("uploading s3://bkt/p/big/") && stdout.contains("the store cannot be reached"), "{stdout}");
+    assert!(!stdout.contains(AWS_SECRET), "{stdout}");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_profile_supplies_keys_region_and_endpoint_and_a_missing_one_is_named() {
+    let Some(s3) = moto() else { return };
+    assert_eq!(http(s3.port, "PUT", "/profiled", &[]).0, 200);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let creds = dir.path().join("credentials");
+    let config = dir.path().join("config");
+    std::fs::write(&creds, format!("[other]\naws_access_key_id = nope\n\n[backup]\naws_access_key_id = profilekey\naws_secret_access_key = {AWS_SECRET}\n")).expect("credentials");
+    std::fs::write(
+        &config,
+        format!("[profile backup]\nregion = eu-west-1\nendpoint_url = http://127.0.0.1:{}\n", s3.port),
+    )
+    .expect("config");
+    let list = |profile: &str| {
+        let mut c = pgdrill(&["backups", "list", "--storage", "s3://profiled/x?allow_http=true"]);
+        c.env("AWS_PROFILE", profile)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &creds)
+            .env("AWS_CONFIG_FILE", &config)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION");
+        out_of(&mut c)
+    };
+    // The endpoint only the profile names: reaching moto proves the profile was read.
+    let (code, log) = list("backup");
+    assert_eq!(code, 0, "{log}");
+    let (code, log) = list("missing");
+    assert_eq!(code, 2, "{log}");
+    assert!(log.contains("AWS_PROFILE `missing`"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_missing_bucket_is_exit_3_in_one_line_and_a_credential_in_the_location_is_refused() {
     let Some(s3) = moto() else { return };
     let Some(srv) = native_server("shop").await else { return };

@@ -285,7 +285,11 @@ pub fn describe(e: &object_store::Error) -> String {
         || lower.contains("invalidaccesskeyid")
     {
         "the store refused the credentials: check the environment's keys for this location; "
-    } else if lower.contains("connect") || lower.contains("dns") || lower.contains("timed out") {
+    } else if lower.contains("connect")
+        || lower.contains("dns")
+        || lower.contains("timed out")
+        || lower.contains("error sending request")
+    {
         "the store cannot be reached: check the endpoint and the network; "
     } else {
         ""
