@@ -102,6 +102,39 @@ async fn a_postgresql_17_server_is_backed_up_with_the_17_tools_from_its_image_an
         .expect("docker ps");
     assert!(text(&leftover.stdout).trim().is_empty(), "tool containers left: {}", text(&leftover.stdout));
 
+    // A plain SQL backup of 17 goes through psql: 17's, from the image.
+    let plain = dir.path().join("plain");
+    let out = pgdrill_with_images(&[
+        "run",
+        "backup",
+        "--var",
+        &format!("database_url={url}"),
+        "--var",
+        &format!("storage={}", plain.display()),
+        "--var",
+        "format=plain",
+    ]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let junit_plain = dir.path().join("verify-plain.xml");
+    let out = pgdrill_with_images(&[
+        "run",
+        "verify",
+        "--var",
+        &format!("storage={}", plain.display()),
+        "--var",
+        "database=app",
+        "--var",
+        "provider=docker",
+        "--junit",
+        junit_plain.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let evidence = std::fs::read_to_string(&junit_plain).expect("junit");
+    assert!(
+        evidence.contains("psql (PostgreSQL) 17") && evidence.contains("the local psql is older than the dump"),
+        "{evidence}"
+    );
+
     // An operator restore of the 17 backup into the 17 server, under a new name: preflight
     // finds pg_restore 17 in the image, and the restore uses it.
     let safety = dir.path().join("safety");

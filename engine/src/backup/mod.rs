@@ -679,7 +679,9 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         (Some(r), Some(up), Some(rel), _) => {
             let sent = up.finish().await.map_err(BackupError::Environment)?;
             // What the store holds is what was written: size and sha256, read back.
+            let t = Instant::now();
             let (back, size) = r.digest(rel).await.map_err(BackupError::Environment)?;
+
             if size != sizes.stored || sent != sizes.stored || back != sha256 {
                 let _ = r.delete(rel).await;
                 return Err(BackupError::Environment(format!(
@@ -688,6 +690,11 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
                     sizes.stored
                 )));
             }
+            log(format!(
+                "read back {} from the store in {:.1} s: size and sha256 match what was written",
+                crate::report::human_bytes(size),
+                t.elapsed().as_secs_f64()
+            ));
             let head = r.head_bytes(rel, u64::from(archive::MAX_HEADER) + 64).await.ok();
             let header = head.and_then(|b| archive::read_header(&mut std::io::Cursor::new(b)).ok()).map(|(h, _)| h);
             (PathBuf::from(r.url_of(rel)), header)

@@ -388,7 +388,24 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
 
     let tool;
     if use_psql {
-        let (psql, _, _) = find_tool("psql", psql_explicit.as_deref(), tools_major)?;
+        // A newer major's SQL script: that major's psql from its image (the script on stdin).
+        let (psql, psql_image) = match find_tool("psql", psql_explicit.as_deref(), tools_major) {
+            Ok((p, _, _)) => (p, None),
+            Err(BackupError::Environment(local)) if psql_explicit.is_none() && content == Content::Plain => {
+                match crate::pg::image_tools::find("psql", tools_major) {
+                    Ok((image, version)) => {
+                        log(format!("{version} from the image {image}: the local psql is older than the dump"));
+                        (PathBuf::from("psql"), Some(image))
+                    }
+                    Err(why) => {
+                        return Err(BackupError::Environment(format!(
+                            "{local}; the tools of PostgreSQL {tools_major} cannot come from Docker either: {why}"
+                        )))
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        };
         tool = "psql".to_string();
         // Custom or directory dumps with a role map: pg_restore writes SQL, we rewrite it.
         let mut producer: Option<(Child, std::thread::JoinHandle<String>)> = None;
@@ -424,6 +441,20 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
         cmd.arg(crate::pg::dbname_arg(&database));
         crate::pg::libpq_env(&mut cmd, &opts.into, &database);
         cmd.stdin(Stdio::piped());
+        let mut _env_file = None;
+        if let Some(image) = &psql_image {
+            let name = format!(
+                "pgdrill-restore-{}-{}",
+                std::process::id(),
+                crate::archive::hex(&crate::archive::crypto::random::<4>())
+            );
+            let (mut c, f) = crate::pg::image_tools::in_image_named(&cmd, image, &[], Some(&name))
+                .map_err(BackupError::Environment)?;
+            c.stdin(Stdio::piped());
+            cmd = c;
+            _env_file = Some(f);
+            abandon.containers.push(name);
+        }
         let mut child = spawn(cmd, "psql")?;
         abandon.pids.push(child.id());
         let mut stdin = child.stdin.take().ok_or_else(|| BackupError::Environment("psql has no stdin".into()))?;

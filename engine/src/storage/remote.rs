@@ -48,6 +48,8 @@ pub fn local_path(location: &str) -> &str {
 /// memory is bounded by about `PART * (INFLIGHT + 1)`.
 const PART: usize = 8 << 20;
 const INFLIGHT: usize = 2;
+/// Ranges in flight when an upload is read back.
+const READBACK_INFLIGHT: usize = 3;
 /// Bytes of each foreign object read into its sparse mirror, to tell its kind.
 const HEAD_BYTES: u64 = 4096;
 
@@ -522,18 +524,26 @@ impl Remote {
         }
     }
 
-    /// sha256 and size of `rel`, read back from the store.
+    /// sha256 and size of `rel`, read back from the store: ranges of `PART` bytes, a few in
+    /// flight and hashed in order (memory stays bounded), so one slow response does not
+    /// leave the line idle.
     pub async fn digest(&self, rel: &str) -> Result<(String, u64), String> {
         use sha2::Digest;
-        let got = self
-            .store
-            .get(&self.key(rel))
-            .await
-            .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
-        let mut stream = got.into_stream();
+        let key = self.key(rel);
+        let size =
+            self.store.head(&key).await.map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?.size;
+        let ranges: Vec<std::ops::Range<u64>> =
+            (0..size).step_by(PART).map(|start| start..(start + PART as u64).min(size)).collect();
+        let store = self.store.clone();
+        let mut parts = futures_util::stream::iter(ranges)
+            .map(|r| {
+                let (store, key) = (store.clone(), key.clone());
+                async move { store.get_range(&key, r).await }
+            })
+            .buffered(READBACK_INFLIGHT);
         let mut h = sha2::Sha256::new();
         let mut n = 0u64;
-        while let Some(chunk) = stream.next().await {
+        while let Some(chunk) = parts.next().await {
             let chunk = chunk.map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
             n += chunk.len() as u64;
             h.update(&chunk);
