@@ -423,23 +423,32 @@ impl Remote {
             return Ok(local);
         }
         let key = self.key(rel);
-        let got = self.store.get(&key).await.map_err(|e| match e {
+        let meta = self.store.head(&key).await.map_err(|e| match e {
             object_store::Error::NotFound { .. } => format!("{} does not exist", self.url_of(rel)),
             e => format!("reading {}: {}", self.url_of(rel), describe(&e)),
         })?;
-        let modified: std::time::SystemTime = got.meta.last_modified.into();
-        let size = got.meta.size;
+        let modified: std::time::SystemTime = meta.last_modified.into();
+        let size = meta.size;
         let dir = local.parent().unwrap_or(&self.cache).to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot write {}: {e}", dir.display()))?;
         let mut tmp = tempfile::Builder::new()
             .prefix(".fetch-")
             .tempfile_in(&dir)
             .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
-        let mut stream = got.into_stream();
+        // Ranges, a few in flight, written in order: memory stays bounded.
+        let ranges: Vec<std::ops::Range<u64>> =
+            (0..size).step_by(PART).map(|start| start..(start + PART as u64).min(size)).collect();
+        let store = self.store.clone();
+        let mut parts = futures_util::stream::iter(ranges)
+            .map(|r| {
+                let (store, key) = (store.clone(), key.clone());
+                async move { store.get_range(&key, r).await }
+            })
+            .buffered(READBACK_INFLIGHT);
         let mut n = 0u64;
         {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-            while let Some(chunk) = stream.next().await {
+            while let Some(chunk) = parts.next().await {
                 let chunk = chunk.map_err(|e| format!("downloading {}: {}", self.url_of(rel), describe(&e)))?;
                 n += chunk.len() as u64;
                 tokio::task::block_in_place(|| w.write_all(&chunk))
