@@ -307,6 +307,8 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
     // dump through pg_restore; SQL through psql needs local tools of the dump's major).
     let (pg_restore, restore_image) = match find_tool("pg_restore", pg_restore_explicit.as_deref(), tools_major) {
         Ok((p, _, _)) => (p, None),
+        // A SQL script goes to psql alone: no pg_restore is needed.
+        Err(_) if content == Content::Plain => (PathBuf::from("pg_restore"), None),
         Err(BackupError::Environment(local)) if pg_restore_explicit.is_none() && !use_psql => {
             match crate::pg::image_tools::find("pg_restore", tools_major) {
                 Ok((image, version)) => {
