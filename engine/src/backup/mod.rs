@@ -646,8 +646,13 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let (pending, sizes, sha256, fingerprint) = match (piped, fingerprint) {
         (Ok((p, s, h)), Ok(f)) => (p, s, h, f),
         (Err(e), _) | (_, Err(e)) => {
-            // Nothing under the final name: the upload's parts are dropped by the store.
+            // Nothing under the final name: the upload's parts are dropped by the store. When
+            // the upload failed first, its error is the cause (the writer only saw it stop).
+            let mut e = e;
             if let Some(u) = uploading.as_mut() {
+                if let Some(why) = u.failure().await {
+                    e = BackupError::Environment(why);
+                }
                 u.abort().await;
             }
             return Err(e);

@@ -809,9 +809,14 @@ fn prune_mirror(dir: &Path, keep: &HashSet<PathBuf>) {
     let Ok(rd) = std::fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         let p = e.path();
+        // Hidden entries are in use by this run: downloads in progress, and the private
+        // directories a check stages a dump in (a later listing must not take them away).
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
         if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             prune_mirror(&p, keep);
-        } else if !keep.contains(&p) && !e.file_name().to_string_lossy().starts_with(".fetch-") {
+        } else if !keep.contains(&p) {
             let _ = std::fs::remove_file(&p);
             lock(&FETCHED).remove(&p);
         }
@@ -898,6 +903,17 @@ impl Uploading {
                 forget(&self.up);
                 Err(format!("completing the upload of {}: {}", self.url, describe(&e)))
             }
+        }
+    }
+
+    /// Why the uploader stopped, when it stopped on an error (the writer then only knows
+    /// that it is gone).
+    pub async fn failure(&mut self) -> Option<String> {
+        // The writer is gone, so the uploader ends soon: with its error, or after its last part.
+        let task = self.task.take()?;
+        match tokio::time::timeout(std::time::Duration::from_secs(10), task).await {
+            Ok(Ok(Err(e))) => Some(format!("uploading {}: {e}", self.url)),
+            _ => None,
         }
     }
 
