@@ -475,9 +475,25 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
 
     // A pg_dump older than the server cannot dump it: fail before anything is written.
     // Without tools of the server's major here, that major's image runs them.
-    let (pg_dump, pg_dump_version, dump_image) = match find_tool("pg_dump", opts.pg_dump.as_deref(), server_major) {
-        Ok((p, v, _)) => (p, v, None),
-        Err(BackupError::Environment(local)) if opts.pg_dump.is_none() => {
+    let container = crate::pg::container_of(&opts.url);
+    let local = match &container {
+        Some(_) => Err(BackupError::Environment(String::new())),
+        None => find_tool("pg_dump", opts.pg_dump.as_deref(), server_major),
+    };
+    let (pg_dump, pg_dump_version, dump_image) = match (&container, local) {
+        // A database in a container is dumped by the container's own pg_dump.
+        (Some(t), _) => {
+            let t = t.clone();
+            let v = tokio::task::spawn_blocking(move || {
+                t.tool_version("pg_dump").map(|v| format!("{v} (in {})", t.label()))
+            })
+            .await
+            .map_err(|e| BackupError::Environment(e.to_string()))?
+            .map_err(BackupError::Environment)?;
+            (PathBuf::from("pg_dump"), v, None)
+        }
+        (None, Ok((p, v, _))) => (p, v, None),
+        (None, Err(BackupError::Environment(local))) if opts.pg_dump.is_none() => {
             match crate::pg::image_tools::find("pg_dump", server_major) {
                 Ok((image, version)) => {
                     (PathBuf::from("pg_dump"), format!("{version} (from the image {image})"), Some(image))
@@ -489,8 +505,13 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
                 }
             }
         }
-        Err(e) => return Err(e),
+        (None, Err(e)) => return Err(e),
     };
+    if container.is_some() && opts.format == Format::Directory {
+        return Err(BackupError::Invalid(
+            "format directory needs pg_dump's workers writing files on this machine, and a container target dumps inside its container: use format custom".into(),
+        ));
+    }
     if dump_image.is_some() && opts.format == Format::Directory {
         return Err(BackupError::Invalid(format!(
             "format directory needs a local pg_dump {server_major} (its parallel workers write files here); use format custom, or install the PostgreSQL {server_major} client tools"
@@ -575,6 +596,9 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         let (c, f) = crate::pg::image_tools::in_image(&cmd, image, &[]).map_err(BackupError::Environment)?;
         cmd = c;
         _env_file = Some(f);
+    }
+    if let Some(c) = crate::pg::in_container(&cmd, &opts.url, &database).map_err(BackupError::Environment)? {
+        cmd = c;
     }
     cmd.stdin(Stdio::null()).stderr(Stdio::piped()).process_group(0);
     if stage.is_none() {

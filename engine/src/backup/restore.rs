@@ -272,6 +272,17 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
         }
     };
     let is_dir = matches!(located, Located::Directory(_));
+    // A container target's pg_restore and psql run inside it: they read stdin only (no file
+    // of this machine, so no parallel jobs).
+    let container = crate::pg::container_of(&opts.into);
+    if let Some(t) = &container {
+        if is_dir || content == Content::Tar {
+            return Err(BackupError::Invalid(format!(
+                "a directory-format backup is read by pg_restore from files on this machine, and {} restores inside its container: restore it through the container's published port (a postgres:// URL), or back up with format custom",
+                t.label()
+            )));
+        }
+    }
     log(format!(
         "{} ({}) -> database {database}",
         opts.backup.display(),
@@ -284,12 +295,16 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
     // A plain custom-format file is what pg_restore reads best: by its path, seekable, so
     // parallel jobs need no copy of it.
     let as_is = match &located {
-        Located::File(p) if layers.is_empty() && content == Content::Custom => Some(p.clone()),
+        Located::File(p) if layers.is_empty() && content == Content::Custom && container.is_none() => Some(p.clone()),
         _ => None,
     };
 
     let use_psql = content == Content::Plain || !opts.role_map.is_empty();
-    let parallel = opts.jobs > 1 && !use_psql;
+    let jobs = if container.is_some() { 1 } else { opts.jobs };
+    if opts.jobs > 1 && jobs == 1 && !use_psql {
+        log("a container target restores from a stream, one connection: `jobs` does not apply".into());
+    }
+    let parallel = jobs > 1 && !use_psql;
     if opts.jobs > 1 && use_psql {
         log(if content == Content::Plain {
             "a SQL script restores through psql, one connection: `jobs` does not apply".into()
@@ -305,7 +320,15 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
     let tools_major = dump_major;
     // Local tools too old for the archive: that major's pg_restore from its image (a custom
     // dump through pg_restore; SQL through psql needs local tools of the dump's major).
-    let (pg_restore, restore_image) = match find_tool("pg_restore", pg_restore_explicit.as_deref(), tools_major) {
+    let local_restore = match &container {
+        // The container's own pg_restore (the server's version; preflight checked it reads
+        // the archive).
+        Some(_) if content != Content::Plain && opts.role_map.is_empty() => {
+            Ok((PathBuf::from("pg_restore"), String::new(), 0))
+        }
+        _ => find_tool("pg_restore", pg_restore_explicit.as_deref(), tools_major),
+    };
+    let (pg_restore, restore_image) = match local_restore {
         Ok((p, _, _)) => (p, None),
         // A SQL script goes to psql alone: no pg_restore is needed.
         Err(_) if content == Content::Plain => (PathBuf::from("pg_restore"), None),
@@ -391,7 +414,11 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
     let tool;
     if use_psql {
         // A newer major's SQL script: that major's psql from its image (the script on stdin).
-        let (psql, psql_image) = match find_tool("psql", psql_explicit.as_deref(), tools_major) {
+        let local_psql = match &container {
+            Some(_) => Ok((PathBuf::from("psql"), String::new(), 0)),
+            None => find_tool("psql", psql_explicit.as_deref(), tools_major),
+        };
+        let (psql, psql_image) = match local_psql {
             Ok((p, _, _)) => (p, None),
             Err(BackupError::Environment(local)) if psql_explicit.is_none() && content == Content::Plain => {
                 match crate::pg::image_tools::find("psql", tools_major) {
@@ -442,6 +469,9 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
         cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-", "-d"]);
         cmd.arg(crate::pg::dbname_arg(&database));
         crate::pg::libpq_env(&mut cmd, &opts.into, &database);
+        if let Some(c) = crate::pg::in_container(&cmd, &opts.into, &database).map_err(BackupError::Environment)? {
+            cmd = c;
+        }
         cmd.stdin(Stdio::piped());
         let mut _env_file = None;
         if let Some(image) = &psql_image {
@@ -498,10 +528,13 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
         let mut cmd = crate::child::command(&pg_restore);
         // The database as data: see `dbname_arg`.
         cmd.args(&restore_args).arg("-d").arg(crate::pg::dbname_arg(&database));
-        if opts.jobs > 1 {
-            cmd.args(["-j", &opts.jobs.to_string()]);
+        if jobs > 1 {
+            cmd.args(["-j", &jobs.to_string()]);
         }
         crate::pg::libpq_env(&mut cmd, &opts.into, &database);
+        if let Some(c) = crate::pg::in_container(&cmd, &opts.into, &database).map_err(BackupError::Environment)? {
+            cmd = c;
+        }
         if let Some(p) = &input_path {
             cmd.arg(p).stdin(Stdio::null());
         } else {

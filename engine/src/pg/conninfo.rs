@@ -143,6 +143,29 @@ impl Conninfo {
         for (k, v) in parse(s)? {
             ci.params.insert(k, (v, Origin::Given));
         }
+        if ci.params.contains_key("container") {
+            // Inside a container only its own socket counts: this machine's service file,
+            // environment and password file describe other servers (see `super::container`).
+            let defaults = [
+                ("host", super::container::DEFAULT_SOCKET_DIR),
+                ("port", "5432"),
+                ("user", "postgres"),
+                ("sslmode", "disable"),
+            ];
+            for (k, v) in defaults {
+                ci.params.entry(k.into()).or_insert_with(|| (v.into(), Origin::Default));
+            }
+            if !ci.params.contains_key("dbname") {
+                let u = ci.user().to_string();
+                ci.params.insert("dbname".into(), (u, Origin::Default));
+            }
+            if !ci.unix_only() {
+                return Err(ConnectError(
+                    "a container target connects to the server's Unix socket inside: `host` must be a socket directory (for a published port, use a postgres:// URL)".into(),
+                ));
+            }
+            return Ok(ci);
+        }
         ci.add_service(env)?;
         for (k, var) in KEYWORDS {
             if let Some(var) = var {
@@ -410,6 +433,11 @@ fn known(key: &str) -> Result<(), ConnectError> {
 /// The parameters a URL or key=value string gives, in order.
 pub fn parse(s: &str) -> Result<Vec<(String, String)>, ConnectError> {
     let s = s.trim();
+    for engine in ["docker", "podman"] {
+        if let Some(rest) = s.strip_prefix(engine).and_then(|r| r.strip_prefix("://")) {
+            return parse_container(engine, rest);
+        }
+    }
     let pairs = match ["postgresql://", "postgres://"].iter().find_map(|p| s.strip_prefix(p)) {
         Some(rest) => parse_url(rest)?,
         None => {
@@ -432,6 +460,49 @@ pub fn parse(s: &str) -> Result<Vec<(String, String)>, ConnectError> {
             }
             continue;
         }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+/// Keywords of a container target beyond libpq's (see `super::container`).
+const CONTAINER_KEYS: &[&str] = &["exec_user"];
+
+/// `docker://CONTAINER/DATABASE?user=U&...`: the container (a name or id, as the engine
+/// takes it), the database, and libpq keywords for the socket connection inside.
+fn parse_container(engine: &str, rest: &str) -> Result<Vec<(String, String)>, ConnectError> {
+    let bad = |what: &str| ConnectError(format!("invalid container target: {what}"));
+    let (main, query) = match rest.split_once('?') {
+        Some((m, q)) => (m, q),
+        None => (rest, ""),
+    };
+    let (name, db) = match main.split_once('/') {
+        Some((n, d)) => (n, d),
+        None => (main, ""),
+    };
+    let name = decode(name).ok_or_else(|| bad("bad percent-encoding in the container's name"))?;
+    // The engines' own rule for names; ids are hex, so they pass too. A leading `-` would be
+    // an option to the engine's CLI.
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !valid {
+        return Err(bad(&format!(
+            "`{}` is not a container name (letters, digits, `_`, `.` and `-`, starting with a letter or digit): write {engine}://CONTAINER/DATABASE?user=USER",
+            name.escape_debug()
+        )));
+    }
+    let mut out = vec![("container".to_string(), name), ("container_engine".to_string(), engine.to_string())];
+    if !db.is_empty() {
+        out.push(("dbname".into(), decode(db).ok_or_else(|| bad("bad percent-encoding in the database"))?));
+    }
+    for kv in query.split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = kv.split_once('=').ok_or_else(|| bad(&format!("`{kv}` is not key=value")))?;
+        let k = decode(k).ok_or_else(|| bad("bad percent-encoding in a parameter"))?;
+        let v = decode(v).ok_or_else(|| bad(&format!("bad percent-encoding in `{k}`")))?;
+        if !CONTAINER_KEYS.contains(&k.as_str()) {
+            known(&k)?;
+        }
+        out.retain(|(old, _)| *old != k);
         out.push((k, v));
     }
     Ok(out)

@@ -1,6 +1,7 @@
 //! PostgreSQL plumbing shared by steps: connections, server discovery, ephemeral servers.
 
 pub mod conninfo;
+pub mod container;
 pub mod dbsettings;
 pub mod docker;
 pub mod ephemeral;
@@ -88,6 +89,9 @@ pub async fn connect_to(url: &str, database: &str) -> Result<Client, ConnectErro
 /// setting to change when TLS is the cause.
 pub async fn open(url: &str, cfg: &Config) -> Result<Client, ConnectError> {
     let ci = conninfo(url)?;
+    if let Some(t) = container::Target::of(&ci) {
+        return container::open(&t, &ci, cfg).await;
+    }
     let explain = |e: tokio_postgres::Error| {
         let text = describe(&e);
         ConnectError(tls::explain(&ci, &text).unwrap_or(text))
@@ -124,6 +128,9 @@ pub async fn open(url: &str, cfg: &Config) -> Result<Client, ConnectError> {
 }
 
 fn describe_ci(ci: &conninfo::Conninfo) -> String {
+    if let Some(t) = container::Target::of(ci) {
+        return format!("{}/{}?user={}", t.label(), ci.dbname(), ci.user());
+    }
     format!(
         "postgres://{}@{}:{}/{}",
         ci.user(),
@@ -181,6 +188,16 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 pub fn with_database(url: &str, database: &str) -> Result<String, ConnectError> {
     config(url)?;
     let enc = crate::redact::percent_encode(database);
+    for scheme in ["docker://", "podman://"] {
+        if let Some(rest) = url.trim().strip_prefix(scheme) {
+            let (main, query) = match rest.find('?') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, ""),
+            };
+            let name = main.split('/').next().unwrap_or_default();
+            return Ok(format!("{scheme}{name}/{enc}{query}"));
+        }
+    }
     for scheme in ["postgres://", "postgresql://"] {
         if let Some(rest) = url.strip_prefix(scheme) {
             let (before_query, query) = match rest.find('?') {
@@ -362,7 +379,42 @@ pub fn libpq_env(cmd: &mut std::process::Command, url: &str, database: &str) {
         for (k, v) in ci.env_vars(database) {
             cmd.env(k, v);
         }
+        // A container target's tools run inside it (`in_container`); run here, the socket
+        // directory would be this machine's and reach another server. This one reaches none.
+        if ci.get("container").is_some() {
+            cmd.env("PGHOST", "/nonexistent/pgdrill-container-target-runs-its-tools-inside");
+        }
     }
+}
+
+/// The container a connection string names (`docker://...`), if any.
+pub fn container_of(url: &str) -> Option<container::Target> {
+    conninfo(url).ok().as_ref().and_then(container::Target::of)
+}
+
+/// `cmd` (a local pg_dump, pg_restore or psql prepared with `libpq_env`) as the same tool
+/// inside the container `url` names; `None` for any other connection.
+pub fn in_container(
+    cmd: &std::process::Command,
+    url: &str,
+    database: &str,
+) -> Result<Option<std::process::Command>, String> {
+    let ci = conninfo(url).map_err(|e| e.0)?;
+    match container::Target::of(&ci) {
+        Some(t) => container::tool(&t, &ci, cmd, database).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Which server a connection reaches, as a stable key (journals, locks): `host:port`, or
+/// the container and its socket.
+pub fn server_id(url: &str) -> Result<String, ConnectError> {
+    let ci = conninfo(url)?;
+    let cfg = tokio_config(&ci)?;
+    Ok(match container::Target::of(&ci) {
+        Some(t) => format!("{}:{}", t.label(), endpoint(&cfg)),
+        None => endpoint(&cfg),
+    })
 }
 
 #[cfg(test)]

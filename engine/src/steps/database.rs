@@ -207,7 +207,7 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
         if let Some(pw) = cfg.get_password() {
             ctx.redactor.add(&String::from_utf8_lossy(pw));
         }
-        let host = crate::pg::endpoint(&cfg);
+        let host = crate::pg::server_id(&w.url).map_err(|e| StepError::Invalid(e.0))?;
         let client = admin(&w.url, &w.maintenance_db).await?;
         let row = client
             .query_one("select current_setting('server_version'), current_setting('server_version_num')::int", &[])
@@ -234,21 +234,39 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
         let explicit = w.bin_dir.as_ref().map(|d| PathBuf::from(d).join("pg_restore"));
         let need = major.max(dump_major);
         let from_image = || crate::pg::image_tools::find("pg_restore", need);
-        let pg_restore = match find_tool("pg_restore", explicit.as_deref(), need) {
-            Ok((p, text, _)) => format!("{} ({text})", p.display()),
-            // The tools of that major from its image, as the restore itself will use them.
-            Err(_) if explicit.is_none() && tokio::task::block_in_place(|| from_image().is_ok()) => {
-                let (image, text) = tokio::task::block_in_place(from_image).unwrap_or_default();
-                format!("{text} (from the image {image})")
+        let in_container = crate::pg::container_of(&w.url);
+        let pg_restore = match &in_container {
+            // A container target restores with the container's own tools.
+            Some(t) => {
+                let t = t.clone();
+                match tokio::task::block_in_place(|| t.tool_version("pg_restore")) {
+                    Ok(text) if parse_major(&text).unwrap_or(0) >= dump_major => format!("{text} (in {})", t.label()),
+                    Ok(text) => {
+                        problems.push(format!(
+                            "the backup was written by PostgreSQL {dump_major}'s pg_dump and the container {} has {text}, which cannot read it",
+                            t.label()
+                        ));
+                        String::new()
+                    }
+                    Err(why) => return Err(StepError::Environment(why)),
+                }
             }
-            Err(e) => {
-                let why = match &manifest {
-                    Some(m) => format!("the backup was written by {}", m.pg_dump_version),
-                    None => format!("the target runs PostgreSQL {major}"),
-                };
-                problems.push(format!("{why}; {}", StepError::from(e).message()));
-                String::new()
-            }
+            None => match find_tool("pg_restore", explicit.as_deref(), need) {
+                Ok((p, text, _)) => format!("{} ({text})", p.display()),
+                // The tools of that major from its image, as the restore itself will use them.
+                Err(_) if explicit.is_none() && tokio::task::block_in_place(|| from_image().is_ok()) => {
+                    let (image, text) = tokio::task::block_in_place(from_image).unwrap_or_default();
+                    format!("{text} (from the image {image})")
+                }
+                Err(e) => {
+                    let why = match &manifest {
+                        Some(m) => format!("the backup was written by {}", m.pg_dump_version),
+                        None => format!("the target runs PostgreSQL {major}"),
+                    };
+                    problems.push(format!("{why}; {}", StepError::from(e).message()));
+                    String::new()
+                }
+            },
         };
 
         let info = db_info(&client, &w.database).await?;
@@ -290,7 +308,9 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
         // Disk: the snapshot, and the staged plaintext of a parallel restore.
         let raw = manifest.as_ref().map(|m| m.sizes.raw).unwrap_or(backup_size);
         let snapshot_need = if info.is_some() { backup_size + backup_size / 4 } else { 0 };
-        let stage_need = if w.jobs > 1 { raw } else { 0 };
+        // A container target restores from a stream with one job (backup/restore.rs).
+        let jobs = if in_container.is_some() { 1 } else { w.jobs };
+        let stage_need = if jobs > 1 { raw } else { 0 };
         let mut needs: Vec<(PathBuf, u64, &str)> = Vec::new();
         if let Some(s) = &w.safety {
             needs.push((ctx.local_only(s, "the safety location")?, snapshot_need, "the safety snapshot"));
@@ -338,7 +358,9 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
             .flatten()
             .map(|r| r.get(0));
         let server_need = (raw * 2).saturating_sub(info.as_ref().map(|i| i.size).unwrap_or(0));
-        let local = matches!(cfg.get_hosts().first(), Some(tokio_postgres::config::Host::Unix(_)))
+        // A container's socket is not this machine's: its data directory is not here either.
+        let local = crate::pg::container_of(&w.url).is_none()
+            && matches!(cfg.get_hosts().first(), Some(tokio_postgres::config::Host::Unix(_)))
             || host.starts_with("127.")
             || host.starts_with("localhost")
             || host.starts_with("::1:");
@@ -380,7 +402,7 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
             )),
         }
         if !pg_restore.is_empty() {
-            ctx.log(format!("restore with {pg_restore}, {} job{}", w.jobs, if w.jobs == 1 { "" } else { "s" }));
+            ctx.log(format!("restore with {pg_restore}, {jobs} job{}", if jobs == 1 { "" } else { "s" }));
         }
         if !problems.is_empty() {
             return Err(StepError::Failed(format!("preflight: {}; nothing was changed", problems.join("; "))));

@@ -178,7 +178,7 @@ impl super::Teardown for HeldLock {
 fn run_lock(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
     Box::pin(async move {
         let w: LockWith = typed(with)?;
-        let server = crate::pg::endpoint(&crate::pg::config(&w.url)?);
+        let server = crate::pg::server_id(&w.url)?;
         let held = match restore::lock(&w.url, &w.maintenance_db, &w.database).await {
             Ok(l) => l,
             Err(LockError::Held(who)) => {
@@ -383,7 +383,7 @@ fn run_journal(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, S
         }
         let client = crate::pg::connect_to(&url, &w.maintenance_db).await?;
         let now = current(&client, &database).await?;
-        let server = crate::pg::endpoint(&crate::pg::config(&url)?);
+        let server = crate::pg::server_id(&url)?;
         let mut j = Journal {
             version: 1,
             server,
