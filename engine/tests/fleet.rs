@@ -524,8 +524,11 @@ fn sleepy_fleet(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 fn start_sleepy(dir: &Path) -> (std::process::Child, std::path::PathBuf) {
     let (fleet, rb) = sleepy_fleet(dir);
     let out = dir.join("out.txt");
+    // Its own temporary directory, so what a fleet run leaves there is seen.
+    std::fs::create_dir_all(dir.join("tmp")).expect("tmp");
     let child =
         pgdrill(&["fleet", "run", fleet.to_str().expect("utf-8"), rb.to_str().expect("utf-8"), "--parallel", "2"])
+            .env("TMPDIR", dir.join("tmp"))
             .stdout(std::fs::File::create(&out).expect("out"))
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -573,11 +576,47 @@ fn sigterm_to_a_fleet_run_stops_its_runs_through_their_finally_and_starts_no_mor
 }
 
 #[test]
-fn kill_9_of_a_fleet_run_still_stops_its_runs_through_their_finally() {
+fn kill_9_of_a_fleet_run_still_stops_its_runs_through_their_finally_and_its_scratch_directory_is_reaped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut child, _) = start_sleepy(dir.path());
     child.kill().expect("kill -9");
     let _ = child.wait();
     // The kernel sends the orphaned runs SIGTERM: they run their finally and exit.
     assert_eq!(wait_for_marks(dir.path(), &["a", "b"]), ["a", "b"], "a run outlived its fleet without its finally");
+    // Its scratch directory (the runs' reports) is left behind, named after its pid...
+    let scratch = |pid: u32| -> Vec<String> {
+        std::fs::read_dir(dir.path().join("tmp"))
+            .expect("tmp")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("pgdrill-fleet-{pid}-")))
+            .collect()
+    };
+    assert_eq!(scratch(child.id()).len(), 1, "the killed fleet run's scratch directory");
+    // ...and the next fleet run removes it (and its own).
+    let fast = dir.path().join("fast.yaml");
+    std::fs::write(
+        &fast,
+        "name: fast\nvars:\n  database: ~\nsteps:\n  - uses: shell.run\n    with:\n      script: 'true'\n",
+    )
+    .expect("runbook");
+    let out = pgdrill(&[
+        "fleet",
+        "run",
+        dir.path().join("f.yaml").to_str().expect("utf-8"),
+        fast.to_str().expect("utf-8"),
+        "--only",
+        "p/e/a",
+    ])
+    .env("TMPDIR", dir.path().join("tmp"))
+    .output()
+    .expect("fleet run");
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("tmp"))
+        .expect("tmp")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pgdrill-fleet-"))
+        .collect();
+    assert!(left.is_empty(), "fleet scratch directories left: {left:?}");
 }

@@ -167,6 +167,29 @@ fn last_error(log: &Path) -> Option<String> {
 /// `fleet run`: the runbook once per selected target, at most `parallel` at a time; then a
 /// summary table and a combined JUnit file. Exit 0 when every target passed, 130 when
 /// interrupted, otherwise 1.
+/// `pgdrill-fleet-<pid>-XXXX`: a fleet run's scratch directory for its runs' reports.
+const SCRATCH_PREFIX: &str = "pgdrill-fleet-";
+
+/// Removes the scratch directories of fleet runs whose process is gone (kill -9, a crash).
+fn reap_scratch() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        if !alive && e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 pub async fn run(fleet: &Fleet, o: &Options, cancel: CancellationToken) -> Result<ExitCode, Error> {
     let (rb, reference) = runbook(fleet, &o.runbook)?;
     let ts: Vec<Target> = targets(fleet, &rb, o)?.into_iter().cloned().collect();
@@ -176,12 +199,14 @@ pub async fn run(fleet: &Fleet, o: &Options, cancel: CancellationToken) -> Resul
     }
     let exe =
         std::env::current_exe().map_err(|e| Error::Environment(format!("cannot find the pgdrill binary: {e}")))?;
-    // Without --report the runs' reports live until the summary is written.
+    // Without --report the runs' reports live until the summary is written, in a directory
+    // named after this process, so one left by a fleet run killed outright is removed here.
+    reap_scratch();
     let scratch = match &o.report {
         Some(_) => None,
         None => Some(
             tempfile::Builder::new()
-                .prefix("pgdrill-fleet-")
+                .prefix(&format!("{SCRATCH_PREFIX}{}-", std::process::id()))
                 .tempdir()
                 .map_err(|e| Error::io("creating a temporary directory", e))?,
         ),
