@@ -352,7 +352,13 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 reporters.push(Box::new(Junit::new(p)));
             }
             if let Some(d) = report {
-                reporters.push(Box::new(JsonRecord::new(d).keep(keep)));
+                let text = d.to_string_lossy().into_owned();
+                let record = if crate::storage::remote::is_remote(&text) {
+                    JsonRecord::remote(crate::report::remote::RemoteReport::open(&text).await?)
+                } else {
+                    JsonRecord::new(d)
+                };
+                reporters.push(Box::new(record.keep(keep)));
             }
             if let Some(n) = notify {
                 let var = |k: &str| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -387,6 +393,14 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         Command::Fleet { command: FleetCommand::Run { select, report, junit, yes } } => {
             let fleet = crate::fleet::load(&select.file)?;
             let mut o = fleet_options(&fleet, select);
+            if let Some(r) = report.as_ref().map(|r| r.to_string_lossy().into_owned()) {
+                if crate::storage::remote::is_remote(&r) {
+                    return Err(Error::Invalid(format!(
+                        "fleet run --report {}: a fleet's reports (each target's run, JUnit and output, and fleet.json) go to a local directory; `pgdrill run --report URL` publishes one run's reports to a store",
+                        crate::report::visible(&r)
+                    )));
+                }
+            }
             o.report = report;
             o.junit = junit;
             o.yes = yes;
@@ -514,14 +528,25 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             }
         }
         Command::Report { dir, last, runbook, stale_after, json, html } => {
-            let path = dir.join("history.jsonl");
-            let history = std::fs::read_to_string(&path).map_err(|e| {
-                Error::Invalid(format!(
-                    "cannot read {}: {e}; runs write it with `pgdrill run ... --report {}`",
-                    path.display(),
-                    dir.display()
-                ))
-            })?;
+            let text = dir.to_string_lossy().into_owned();
+            let history = if crate::storage::remote::is_remote(&text) {
+                let h = crate::report::remote::read_history(&text).await?;
+                if h.is_empty() {
+                    return Err(Error::Invalid(format!(
+                        "{text} holds no history of runs; runs write it with `pgdrill run ... --report {text}`"
+                    )));
+                }
+                h
+            } else {
+                let path = dir.join("history.jsonl");
+                std::fs::read_to_string(&path).map_err(|e| {
+                    Error::Invalid(format!(
+                        "cannot read {}: {e}; runs write it with `pgdrill run ... --report {}`",
+                        path.display(),
+                        dir.display()
+                    ))
+                })?
+            };
             if let Some(out) = &html {
                 let page = crate::report::charts::page(&history, runbook.as_deref(), last);
                 crate::report::write_atomic(out, |w| w.write_all(page.as_bytes()))?;

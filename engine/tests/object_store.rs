@@ -374,12 +374,14 @@ async fn an_upload_interrupted_by_sigint_leaves_no_object_and_no_open_upload() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_upload_left_by_a_killed_pgdrill_is_invisible_and_prune_aborts_it() {
+async fn an_upload_left_by_a_killed_pgdrill_is_invisible_and_prune_aborts_it_and_its_mirror_is_reaped() {
     let Some(s3) = moto() else { return };
     let Some(srv) = native_server("big").await else { return };
     let url = srv.url();
     exec(&url, "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text), '') from generate_series(1, 16)) from generate_series(1, 200000) g").await;
     assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
+    // Its own temporary directory, so what the killed process leaves there is seen.
+    let tmp = tempfile::tempdir().expect("tempdir");
     let mut child = with_aws(
         pgdrill(&[
             "run",
@@ -393,6 +395,7 @@ async fn an_upload_left_by_a_killed_pgdrill_is_invisible_and_prune_aborts_it() {
         ]),
         s3.port,
     )
+    .env("TMPDIR", tmp.path())
     .stdout(Stdio::null())
     .stderr(Stdio::null())
     .spawn()
@@ -410,8 +413,20 @@ async fn an_upload_left_by_a_killed_pgdrill_is_invisible_and_prune_aborts_it() {
         s3_keys(s3.port, "bkt", "p/").into_iter().filter(|k| !k.contains("/.pgdrill-uploads/")).collect();
     assert!(visible.is_empty(), "{visible:?}");
     assert_eq!(s3_uploads(s3.port, "bkt"), 1);
-    let (code, list) =
-        out_of(&mut with_aws(pgdrill(&["backups", "list", "--storage", "s3://bkt/p", "--json"]), s3.port));
+    let mirrors = |d: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(d.join("pgdrill-mirror"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(mirrors(tmp.path()).len(), 1, "the killed run's mirror: {:?}", mirrors(tmp.path()));
+    let (code, list) = out_of(
+        with_aws(pgdrill(&["backups", "list", "--storage", "s3://bkt/p", "--json"]), s3.port).env("TMPDIR", tmp.path()),
+    );
+    // The next process that opens a store removes the dead one's mirror (and its own at exit).
+    assert!(mirrors(tmp.path()).is_empty(), "mirrors left: {:?}", mirrors(tmp.path()));
     assert_eq!(code, 0, "{list}");
     assert_eq!(list.trim(), "[]", "a killed upload is never listed");
     let prune = |apply: &str| {
@@ -695,4 +710,61 @@ async fn azure_blob_backup_list_verify_and_refused_credentials() {
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("already verified"), "{log}");
     srv.stop().await;
+}
+
+/// `--report s3://...`: the latest views replaced, one dated page per run (`--keep` prunes
+/// them in the store), the history appended as one object per run and read back by the
+/// next run's charts and by `pgdrill report URL`; a failed run publishes too.
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_are_published_to_the_store_with_appended_history_and_kept_pages() {
+    let Some(s3) = moto() else { return };
+    assert_eq!(http(s3.port, "PUT", "/reports", &[]).0, 200, "bucket created");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rb = dir.path().join("nightly.yaml");
+    std::fs::write(
+        &rb,
+        "name: nightly\nvars: { fail: 'no' }\nsteps:\n  - uses: shell.run\n    with: { script: \"test '{{ vars.fail }}' = no\" }\n",
+    )
+    .expect("runbook");
+    let rb = rb.to_str().expect("utf-8");
+    let loc = "s3://reports/team-a";
+    let dated = |keys: &[String]| keys.iter().filter(|k| k.starts_with("team-a/report-")).count();
+    for (round, fail) in ["no", "no", "yes"].into_iter().enumerate() {
+        if round > 0 {
+            // Dated pages are named to the second.
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        let (code, log) = out_of(&mut with_aws(
+            pgdrill(&["run", rb, "--var", &format!("fail={fail}"), "--report", loc, "--keep", "2"]),
+            s3.port,
+        ));
+        assert_eq!(code, if fail == "no" { 0 } else { 1 }, "round {round}: {log}");
+        let keys = s3_keys(s3.port, "reports", "team-a/");
+        for view in ["run.json", "report.json", "report.md", "report.html"] {
+            assert!(keys.contains(&format!("team-a/{view}")), "round {round}: no {view} in {keys:?}");
+        }
+        let history: Vec<_> = keys.iter().filter(|k| k.starts_with("team-a/history/")).collect();
+        assert_eq!(history.len(), round + 1, "round {round}: one history object per run: {keys:?}");
+        assert_eq!(dated(&keys), (round + 1).min(2), "round {round}: --keep 2 dated pages: {keys:?}");
+    }
+    // `pgdrill report URL` reads the three runs from the store, the failed one included.
+    let (code, out) = out_of(&mut with_aws(pgdrill(&["report", loc, "--json", "--stale-after", "1d"]), s3.port));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let other = &v["others"]["other"];
+    assert_eq!((code, other["runs"].as_u64(), other["passed"].as_u64()), (1, Some(3), Some(2)), "{out}");
+
+    // A location with no history, a missing bucket, and a fleet's --report URL.
+    let (code, out) = out_of(&mut with_aws(pgdrill(&["report", "s3://reports/empty"]), s3.port));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("holds no history of runs"), "{out}");
+    let (code, out) = out_of(&mut with_aws(pgdrill(&["run", rb, "--report", "s3://no-such-bucket/x"]), s3.port));
+    assert_eq!(code, 3, "{out}");
+    assert!(out.lines().filter(|l| l.starts_with("error")).count() == 1, "one line: {out}");
+    let fleet = dir.path().join("f.yaml");
+    std::fs::write(&fleet, "defaults: { storage: /nonexistent, connection: 'host=127.0.0.1 port=1 user=x' }\nprojects:\n  p:\n    environments:\n      e:\n        databases: { a: {} }\n")
+        .expect("fleet");
+    let (code, out) =
+        out_of(&mut with_aws(pgdrill(&["fleet", "run", fleet.to_str().expect("utf-8"), rb, "--report", loc]), s3.port));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("go to a local directory"), "{out}");
 }

@@ -16,17 +16,32 @@ pub struct JsonRecord {
     keep: Option<usize>,
     suites: Suites,
     started_at: time::OffsetDateTime,
+    /// `--report` in an object store: `dir` is its local working copy, published at the end.
+    remote: Option<super::remote::RemoteReport>,
 }
 
 impl JsonRecord {
     pub fn new(dir: PathBuf) -> Self {
-        JsonRecord { dir, keep: None, suites: Suites::default(), started_at: time::OffsetDateTime::now_utc() }
+        JsonRecord {
+            dir,
+            keep: None,
+            suites: Suites::default(),
+            started_at: time::OffsetDateTime::now_utc(),
+            remote: None,
+        }
     }
 
     /// Keep only the newest `keep` dated reports.
     pub fn keep(mut self, keep: Option<usize>) -> Self {
         self.keep = keep;
         self
+    }
+
+    /// Write into the object-store location `r` (through its local working copy).
+    pub fn remote(r: super::remote::RemoteReport) -> Self {
+        let mut j = JsonRecord::new(r.dir().to_path_buf());
+        j.remote = Some(r);
+        j
     }
 
     fn value(&self) -> serde_json::Value {
@@ -73,6 +88,10 @@ impl Reporter for JsonRecord {
             w.write_all(b"\n")
         })?;
         super::compliance::write(&self.dir, &v)?;
+        if let Some(r) = &self.remote {
+            let handle = tokio::runtime::Handle::current();
+            return tokio::task::block_in_place(|| handle.block_on(r.publish(self.keep)));
+        }
         if let Some(k) = self.keep {
             super::compliance::prune_dated(&self.dir, k)?;
         }

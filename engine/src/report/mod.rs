@@ -8,6 +8,7 @@ pub mod compliance;
 mod json;
 mod junit;
 pub mod notify;
+pub mod remote;
 mod smtp;
 mod terminal;
 

@@ -100,9 +100,15 @@ pub fn reap(dir: &Path) -> Vec<PathBuf> {
     let host = host_tag();
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(".pgdrill-stage-").or_else(|| name.strip_prefix(".pgdrill-partial-")) else {
+        // Every kind `private_dir` makes: a staged dump, a partial backup, a store's mirror, a
+        // report's working copy.
+        let Some(rest) = ["stage", "partial", "mirror", "report"]
+            .iter()
+            .find_map(|k| name.strip_prefix(&format!(".pgdrill-{k}-")).map(str::to_string))
+        else {
             continue;
         };
+        let rest = rest.as_str();
         let parts: Vec<&str> = rest.splitn(4, '-').collect();
         let Some(pid) = parts.first().and_then(|p| p.parse::<u32>().ok()) else { continue };
         let gone = match parts.as_slice() {

@@ -520,6 +520,35 @@ impl Remote {
             .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))
     }
 
+    /// Write `rel`, replacing what is there: only for views meant to be the latest (a
+    /// report's `report.html`), never for backups, manifests or ledger records.
+    pub async fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<(), String> {
+        self.store
+            .put(&self.key(rel), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("writing {}: {}", self.url_of(rel), describe(&e)))
+    }
+
+    /// Names of the objects directly under `dir` (relative to the location).
+    pub async fn names_in(&self, dir: &str) -> Result<Vec<String>, String> {
+        let key = self.key(dir);
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&key))
+            .await
+            .map_err(|e| format!("cannot list {}: {}", self.url_of(dir), describe(&e)))?;
+        let mut names: Vec<String> =
+            listed.objects.iter().filter_map(|m| m.location.filename().map(str::to_string)).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The whole of `rel`.
+    pub async fn read(&self, rel: &str) -> Result<Vec<u8>, String> {
+        self.get_bytes(&self.key(rel)).await.map_err(|e| e.replace(self.key(rel).as_ref(), &self.url_of(rel)))
+    }
+
     /// Delete `rel` (a missing object is not an error).
     pub async fn delete(&self, rel: &str) -> Result<(), String> {
         match self.store.delete(&self.key(rel)).await {

@@ -1,0 +1,122 @@
+//! `--report s3://bucket/reports` (or `gs://`, `az://`): the report directory in an object
+//! store. The run writes its reports into a private local directory as usual, seeded with
+//! the store's history so the page's charts cover earlier runs, then publishes them:
+//!
+//! - `run.json`, `report.json`, `report.md`, `report.html`: the latest run's, replaced;
+//! - `report-YYYYMMDDhhmmss.html`: one per run, kept (`--keep N` deletes the oldest);
+//! - the history, with append semantics on a store that has none: one object per run,
+//!   `history/<time>-<random>.jsonl`, created without replacing anything; readers
+//!   (`pgdrill report`, the next run's charts) concatenate them in name order.
+
+use std::path::Path;
+
+use crate::error::Error;
+use crate::storage::remote::Remote;
+
+const HISTORY_DIR: &str = "history";
+const HISTORY_FILE: &str = "history.jsonl";
+
+/// A report location in an object store, with its local working copy.
+pub struct RemoteReport {
+    remote: Remote,
+    /// A private directory (`.pgdrill-report-<pid>-...`): removed on drop, and by the next
+    /// run's reaper if this process is killed.
+    local: std::path::PathBuf,
+    /// Bytes of history that were already in the store (the run appends after them).
+    seeded: usize,
+}
+
+impl RemoteReport {
+    /// Open `url` and seed a private local directory with the store's history.
+    pub async fn open(url: &str) -> Result<RemoteReport, Error> {
+        let remote = crate::storage::remote::open(url).map_err(Error::Invalid)?;
+        let history = history(&remote).await?;
+        let parent = std::env::temp_dir().join("pgdrill-mirror");
+        let local = crate::storage::private_dir(&parent, "report")
+            .map_err(|e| Error::io(format!("creating a private directory in {}", parent.display()), e))?;
+        std::fs::write(local.join(HISTORY_FILE), &history)
+            .map_err(|e| Error::io(format!("writing {}", local.display()), e))?;
+        Ok(RemoteReport { remote, local, seeded: history.len() })
+    }
+
+    /// Where the reporters write.
+    pub fn dir(&self) -> &Path {
+        &self.local
+    }
+
+    /// Publish what the reporters wrote; keep only the newest `keep` dated pages.
+    pub async fn publish(&self, keep: Option<usize>) -> Result<(), Error> {
+        let env = |m: String| Error::Environment(m);
+        let mut files: Vec<String> = std::fs::read_dir(self.dir())
+            .map_err(|e| Error::io(format!("reading {}", self.dir().display()), e))?
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| n != HISTORY_FILE && !n.starts_with('.'))
+            .collect();
+        // The dated page first and the latest views after it, so a reader that finds the new
+        // report.html also finds its dated copy.
+        files.sort_by_key(|n| (!n.starts_with("report-"), n.clone()));
+        for name in &files {
+            let bytes = std::fs::read(self.dir().join(name))
+                .map_err(|e| Error::io(format!("reading {}", self.dir().join(name).display()), e))?;
+            self.remote.put(name, bytes).await.map_err(env)?;
+        }
+        let history = std::fs::read(self.dir().join(HISTORY_FILE))
+            .map_err(|e| Error::io(format!("reading {}", self.dir().join(HISTORY_FILE).display()), e))?;
+        if history.len() > self.seeded {
+            let stamp = time::OffsetDateTime::now_utc()
+                .format(time::macros::format_description!(
+                    "[year][month][day]T[hour][minute][second].[subsecond digits:6]Z"
+                ))
+                .unwrap_or_default();
+            let rand = crate::archive::hex(&crate::archive::crypto::random::<6>());
+            let name = format!("{HISTORY_DIR}/{stamp}-{rand}.jsonl");
+            self.remote.create(&name, history[self.seeded..].to_vec()).await.map_err(env)?;
+        }
+        if let Some(k) = keep {
+            let dated: Vec<String> = self
+                .remote
+                .names_in("")
+                .await
+                .map_err(env)?
+                .into_iter()
+                .filter(|n| n.starts_with("report-") && n.ends_with(".html"))
+                .collect();
+            // Names carry the time: the oldest sort first.
+            for old in dated.iter().take(dated.len().saturating_sub(k)) {
+                self.remote.delete(old).await.map_err(env)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RemoteReport {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.local);
+    }
+}
+
+/// The history of runs in the report location at `url` (what `pgdrill report` reads).
+pub async fn read_history(url: &str) -> Result<String, Error> {
+    let remote = crate::storage::remote::open(url).map_err(Error::Invalid)?;
+    String::from_utf8(history(&remote).await?)
+        .map_err(|_| Error::Environment(format!("{}: the history is not UTF-8 text", remote.url_of(HISTORY_DIR))))
+}
+
+/// Every history object in name (time) order, concatenated.
+async fn history(remote: &Remote) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    for name in remote.names_in(HISTORY_DIR).await.map_err(Error::Environment)? {
+        if !name.ends_with(".jsonl") {
+            continue;
+        }
+        let mut bytes = remote.read(&format!("{HISTORY_DIR}/{name}")).await.map_err(Error::Environment)?;
+        if !bytes.ends_with(b"\n") {
+            bytes.push(b'\n');
+        }
+        out.extend_from_slice(&bytes);
+    }
+    Ok(out)
+}
