@@ -797,3 +797,41 @@ fn an_error_about_a_name_holding_escape_sequences_does_not_drive_the_terminal() 
     assert!(!out.stderr.iter().any(|b| matches!(b, 0x1b | 0x07)), "{:?}", text(&out.stderr));
     assert!(text(&out.stderr).contains(r"unknown step kind `sql.\x1b]0;owned\x07exec`"), "{}", text(&out.stderr));
 }
+
+/// A failure points at its runbook line: in the terminal (`at FILE:LINE:COL`), at the end of
+/// the JUnit failure message, and as `location` in run.json; a failed rollback step and a
+/// failed finally step each at their own line, not their parent's.
+#[test]
+fn a_failure_points_at_its_runbook_line_in_the_terminal_junit_and_run_json() {
+    let dir = tmp();
+    let rb = dir.path().join("lines.yaml");
+    std::fs::write(
+        &rb,
+        "name: lines\nsteps:\n  - id: first\n    uses: shell.run\n    with: { script: \"true\" }\n    rollback:\n      - id: undo\n        uses: shell.run\n        with: { script: \"exit 5\" }\n  - id: second\n    uses: shell.run\n    with: { script: \"exit 4\" }\nfinally:\n  - id: tidy\n    uses: shell.run\n    with: { script: \"exit 6\" }\n",
+    )
+    .expect("runbook");
+    let (junit, report) = (dir.path().join("j.xml"), dir.path().join("rep"));
+    let out = run(&[
+        "run",
+        rb.to_str().expect("utf-8"),
+        "--junit",
+        junit.to_str().expect("utf-8"),
+        "--report",
+        report.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let file = rb.display().to_string();
+    let stdout = text(&out.stdout);
+    for (label, line, col) in [("second", 10, 5), ("undo", 7, 9), ("tidy", 14, 5)] {
+        let at = format!("{file}:{line}:{col}");
+        let shown = stdout.lines().skip_while(|l| !l.contains(&format!(" {label} [shell.run]"))).nth(1).unwrap_or("");
+        assert_eq!(shown.trim(), format!("at {at}"), "{label}:\n{stdout}");
+        let xml = std::fs::read_to_string(&junit).expect("junit");
+        assert!(xml.contains(&format!("(at {at})\"")), "{label} in JUnit:\n{xml}");
+    }
+    let v = read_json(&report.join("run.json"));
+    let steps = v["suites"][0]["steps"].as_array().expect("steps");
+    let at = |label: &str| steps.iter().find(|s| s["label"] == label).map(|s| s["location"].clone());
+    assert_eq!(at("first"), Some(serde_json::json!(format!("{file}:3:5"))), "{v}");
+    assert_eq!(at("undo"), Some(serde_json::json!(format!("{file}:7:9"))), "{v}");
+}

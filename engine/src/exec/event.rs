@@ -76,6 +76,9 @@ pub struct StepRecord {
     pub label: String,
     pub id: Option<String>,
     pub uses: String,
+    /// Where the step is written: `FILE:LINE:COL` of its runbook (none for a budget).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     pub phase: Phase,
     pub outcome: Outcome,
     /// The exit-code class of a failure: `failed`, `environment`, `invalid`, `interrupted`.
@@ -96,6 +99,57 @@ pub struct StepRecord {
     /// What a rollback step said must reach the run's final message (`StepCtx::notice`).
     #[serde(skip)]
     pub notice: Option<String>,
+    /// What the step established for the reports (`StepCtx::fact`): reporters read these,
+    /// never the step's kind or its output names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub facts: Vec<Fact>,
+}
+
+/// A fact a step reports through its context, whatever its kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "fact", rename_all = "snake_case")]
+pub enum Fact {
+    /// A PostgreSQL server the run used (a throwaway, a restore target).
+    Server { version: String },
+    /// A backup the step wrote, picked or snapshotted (values as the step output them).
+    Backup {
+        role: BackupRole,
+        path: serde_json::Value,
+        sha256: serde_json::Value,
+        size: serde_json::Value,
+        created: serde_json::Value,
+        age_s: serde_json::Value,
+    },
+    /// A recovery objective measured against its target (reported pass or fail).
+    Objective {
+        objective: Objective,
+        measured_s: serde_json::Value,
+        target_s: serde_json::Value,
+        /// Where the recovery time went, phase name -> seconds (RTO only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        phases: Option<serde_json::Value>,
+    },
+    /// Part of proving a backup restores: restored, fingerprint compared, amcheck run.
+    Verified,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupRole {
+    Written,
+    Picked,
+    Snapshot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// A drill's recovery time.
+    Rto,
+    /// A drill's data loss.
+    Rpo,
+    /// The age of the backup a verify proved restorable: the RPO it implies.
+    BackupAge,
 }
 
 /// What class of problem ended a step.
@@ -118,6 +172,8 @@ pub enum SuiteOutcome {
 }
 
 #[derive(Debug, Clone)]
+// A step's record is most of the traffic; boxing it would only move the size around.
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     SuiteStarted {
         suite: usize,
@@ -132,6 +188,8 @@ pub enum Event {
         label: String,
         uses: String,
         phase: Phase,
+        /// The step talks to the operator on the terminal (`StepKind::interactive`).
+        interactive: bool,
     },
     StepRetrying {
         suite: usize,

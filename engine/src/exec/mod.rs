@@ -20,7 +20,7 @@ use serde_yaml::Value as Yaml;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-pub use event::{ErrorKind, Event, Outcome, Phase, Rollback, StepRecord, SuiteOutcome};
+pub use event::{BackupRole, ErrorKind, Event, Fact, Objective, Outcome, Phase, Rollback, StepRecord, SuiteOutcome};
 
 use crate::error::ExitCode;
 use crate::redact::Redactor;
@@ -284,7 +284,7 @@ impl Executor {
             }
             if stop.is_some() {
                 for step in batch {
-                    self.emit_not_run(suite, step, Phase::Main, &not_run_reason);
+                    self.emit_not_run(suite, rb, step, Phase::Main, &not_run_reason);
                 }
                 continue;
             }
@@ -467,13 +467,14 @@ impl Executor {
         Ok(out)
     }
 
-    fn emit_not_run(&self, suite: usize, step: &StepDef, phase: Phase, why: &str) {
+    fn emit_not_run(&self, suite: usize, rb: &Runbook, step: &StepDef, phase: Phase, why: &str) {
         self.sink.emit(Event::StepFinished(StepRecord {
             suite,
             path: step.path.clone(),
             label: step.label(),
             id: step.id.clone(),
             uses: step.uses.clone(),
+            location: Some(location(rb, step)),
             phase,
             outcome: Outcome::Skipped,
             error_kind: None,
@@ -485,6 +486,7 @@ impl Executor {
             log: Vec::new(),
             rollback: None,
             notice: None,
+            facts: Vec::new(),
         }));
     }
 
@@ -495,6 +497,7 @@ impl Executor {
             label: msg.to_string(),
             id: Some(name.to_string()),
             uses: "budget".into(),
+            location: None,
             phase: Phase::Budget,
             outcome: if ok { Outcome::Passed } else { Outcome::Failed },
             error_kind: if ok { None } else { Some(ErrorKind::Failed) },
@@ -506,6 +509,7 @@ impl Executor {
             log: Vec::new(),
             rollback: None,
             notice: None,
+            facts: Vec::new(),
         }));
     }
 
@@ -564,6 +568,7 @@ impl Executor {
                     label: step.label(),
                     id: step.id.clone(),
                     uses: step.uses.clone(),
+                    location: Some(location(rb, step)),
                     phase: Phase::Main,
                     outcome,
                     error_kind: kind,
@@ -575,6 +580,7 @@ impl Executor {
                     log: Vec::new(),
                     rollback: None,
                     notice: None,
+                    facts: Vec::new(),
                 };
                 self.sink.emit(Event::StepFinished(rec.clone()));
                 store_outputs(scope, step, &rec);
@@ -632,6 +638,7 @@ impl Executor {
             label: label.clone(),
             uses: step.uses.clone(),
             phase: phase.clone(),
+            interactive: steps::find(&step.uses).is_some_and(|k| k.interactive),
         });
 
         let mut rec = StepRecord {
@@ -640,6 +647,7 @@ impl Executor {
             label: label.clone(),
             id: step.id.clone(),
             uses: step.uses.clone(),
+            location: Some(location(rb, step)),
             phase,
             outcome: Outcome::Passed,
             error_kind: None,
@@ -651,11 +659,15 @@ impl Executor {
             log: Vec::new(),
             rollback: None,
             notice: None,
+            facts: Vec::new(),
         };
         let kept: Arc<Mutex<Outputs>> = Arc::new(Mutex::new(Outputs::new()));
         let notice: Shared<Option<String>> = Arc::default();
-        let result = self.attempts(suite, rb, scope, step, &label, (&log, &kept, &notice), cancel, &mut rec).await;
+        let facts: Shared<Vec<Fact>> = Arc::default();
+        let result =
+            self.attempts(suite, rb, scope, step, &label, (&log, &kept, &notice, &facts), cancel, &mut rec).await;
         rec.notice = notice.lock().ok().and_then(|n| n.clone());
+        rec.facts = facts.lock().map(|f| f.clone()).unwrap_or_default();
         match result {
             Ok(Attempted::Skipped(why)) => {
                 rec.outcome = Outcome::Skipped;
@@ -750,7 +762,7 @@ impl Executor {
         scope: &Scope,
         step: &StepDef,
         label: &str,
-        (log, kept, notice): (&Shared<Vec<String>>, &Shared<Outputs>, &Shared<Option<String>>),
+        (log, kept, notice, facts): Captures<'_>,
         stopper: Option<&Stopper>,
         rec: &mut StepRecord,
     ) -> Result<Attempted, (Outcome, ErrorKind, String)> {
@@ -809,6 +821,7 @@ impl Executor {
             assume_yes: self.assume_yes.load(Ordering::SeqCst),
             kept: kept.clone(),
             notice: notice.clone(),
+            facts: facts.clone(),
             redactor: self.redactor.clone(),
             resources: scope.resources.clone(),
             nested: Arc::new(NestedHandle { exec: self.me.clone(), cx: scope.cx.clone() }),
@@ -821,6 +834,10 @@ impl Executor {
         let mut delay = step.retry.delay;
         for attempt in 1..=total {
             rec.attempts = attempt;
+            // What an attempt that failed established is not a fact of the step.
+            if let Ok(mut f) = facts.lock() {
+                f.clear();
+            }
             let attempt_started = Instant::now();
             // A step that ran but whose `assert:` does not hold failed this attempt; what it
             // emitted is kept for the reports, which show the output, expected and actual.
@@ -1451,3 +1468,11 @@ pub fn overrides_from_pairs(pairs: &[(String, String)]) -> serde_yaml::Mapping {
 
 /// A map for callers that want `BTreeMap` ordering.
 pub type VarMap = BTreeMap<String, String>;
+
+/// `FILE:LINE:COL` of `step` in its runbook: where a failure points.
+fn location(rb: &Runbook, step: &StepDef) -> String {
+    format!("{}:{}:{}", rb.file, step.pos.line, step.pos.col)
+}
+
+/// What a step's context collects while it runs: its log, kept outputs, notice and facts.
+type Captures<'a> = (&'a Shared<Vec<String>>, &'a Shared<Outputs>, &'a Shared<Option<String>>, &'a Shared<Vec<Fact>>);

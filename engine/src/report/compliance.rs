@@ -102,7 +102,6 @@ pub fn build(run: &Value) -> Value {
     for suite in &suites {
         for s in suite["steps"].as_array().into_iter().flatten() {
             let uses = s["uses"].as_str().unwrap_or_default();
-            let out = &s["outputs"];
             checks.push(json!({
                 "suite": suite["name"],
                 "step": s["path"],
@@ -119,46 +118,41 @@ pub fn build(run: &Value) -> Value {
                 "duration_s": s["duration"],
                 "message": s["message"],
             }));
-            match uses {
-                "postgres.ephemeral" | "restore.preflight" => {
-                    if let Some(v) = out["server_version"].as_str() {
-                        let v = format!("{v} ({})", s["label"].as_str().unwrap_or_default());
-                        if !servers.contains(&v) {
-                            servers.push(v);
+            // What the step established (its facts), whatever its kind.
+            for f in s["facts"].as_array().into_iter().flatten() {
+                match f["fact"].as_str().unwrap_or_default() {
+                    "server" => {
+                        if let Some(v) = f["version"].as_str() {
+                            let v = format!("{v} ({})", s["label"].as_str().unwrap_or_default());
+                            if !servers.contains(&v) {
+                                servers.push(v);
+                            }
                         }
                     }
-                }
-                "backup.pick" | "backup.create" | "database.snapshot" if out["path"].is_string() => backups.push(json!({
-                    "step": format!("{} {}", suite["name"].as_str().unwrap_or_default(), s["label"].as_str().unwrap_or_default()),
-                    "path": out["path"],
-                    "sha256": out["sha256"],
-                    "age_s": out.get("age_s").cloned().unwrap_or(Value::Null),
-                    "created": out.get("created").cloned().unwrap_or(Value::Null),
-                    "size": out.get("size").cloned().unwrap_or(Value::Null),
-                })),
-                // verify's RPO: the age of the backup it proved restorable.
-                "verify.freshness" if out["rpo_s"].is_number() => objectives.push(json!({
-                    "name": "RPO",
-                    "measured_s": out["rpo_s"],
-                    "target_s": out["target_s"],
-                    "outcome": s["outcome"],
-                    "message": s["message"],
-                })),
-                "drill.rto" | "drill.rpo" => {
-                    let what = if uses == "drill.rto" { "RTO" } else { "RPO" };
-                    let measured = if uses == "drill.rto" { &out["rto_s"] } else { &out["rpo_s"] };
-                    objectives.push(json!({
-                        "name": what,
-                        "measured_s": measured,
-                        "target_s": out["target_s"],
-                        "outcome": s["outcome"],
-                        "message": s["message"],
-                    }));
-                    if uses == "drill.rto" && out["phases"].is_object() {
-                        phases = out["phases"].clone();
+                    "backup" => backups.push(json!({
+                        "step": format!("{} {}", suite["name"].as_str().unwrap_or_default(), s["label"].as_str().unwrap_or_default()),
+                        "path": f["path"],
+                        "sha256": f["sha256"],
+                        "age_s": f["age_s"],
+                        "created": f["created"],
+                        "size": f["size"],
+                    })),
+                    "objective" => {
+                        // A verify's RPO is the age of the backup it proved restorable.
+                        let name = if f["objective"] == "rto" { "RTO" } else { "RPO" };
+                        objectives.push(json!({
+                            "name": name,
+                            "measured_s": f["measured_s"],
+                            "target_s": f["target_s"],
+                            "outcome": s["outcome"],
+                            "message": s["message"],
+                        }));
+                        if f["phases"].is_object() {
+                            phases = f["phases"].clone();
+                        }
                     }
+                    _ => {}
                 }
-                _ => {}
             }
             if s["phase"]["kind"] == "budget" {
                 objectives.push(json!({

@@ -35,11 +35,19 @@ impl Junit {
                 let name = xml_text(&name);
                 let time = junit_report::Duration::try_from(r.duration).unwrap_or_default();
                 let msg = xml_text(r.message.as_deref().unwrap_or_default());
+                // A failure's message ends with where the step is written, so a CI page links
+                // the failure to its runbook line.
+                let failure = match (&r.location, r.outcome) {
+                    (Some(at), Outcome::Failed | Outcome::TimedOut | Outcome::Errored) => {
+                        format!("{msg} (at {})", xml_text(at))
+                    }
+                    _ => msg.clone(),
+                };
                 let mut tc = match r.outcome {
                     Outcome::Passed => TestCase::success(&name, time),
                     Outcome::Skipped => TestCase::skipped(&name),
-                    Outcome::Failed => TestCase::failure(&name, time, "failed", &msg),
-                    Outcome::TimedOut => TestCase::failure(&name, time, "timed_out", &msg),
+                    Outcome::Failed => TestCase::failure(&name, time, "failed", &failure),
+                    Outcome::TimedOut => TestCase::failure(&name, time, "timed_out", &failure),
                     Outcome::Errored => {
                         let ty = match r.error_kind {
                             Some(ErrorKind::Environment) => "environment",
@@ -47,7 +55,7 @@ impl Junit {
                             Some(ErrorKind::Interrupted) => "interrupted",
                             _ => "error",
                         };
-                        TestCase::error(&name, time, ty, &msg)
+                        TestCase::error(&name, time, ty, &failure)
                     }
                 };
                 tc.set_classname(&xml_text(&s.name));

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{write_atomic, Suites};
-use crate::exec::{Event, Outcome, Reporter, SuiteOutcome};
+use crate::exec::{BackupRole, Event, Fact, Objective, Outcome, Reporter, SuiteOutcome};
 use crate::runbook::spans::SpanIndex;
 use crate::runbook::Diagnostic;
 
@@ -342,36 +342,36 @@ fn facts(s: &Suites, database: &str) -> Option<Facts> {
             }
         }
         let passed = r.outcome == Outcome::Passed;
-        match (r.uses.as_str(), passed) {
-            ("backup.create", true) => {
-                let size = out.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
-                let location = out
-                    .get("path")
-                    .and_then(|p| p.as_str())
-                    .and_then(|p| Path::new(p).parent().and_then(Path::parent))
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                f.backup = Some((r.duration.as_secs_f64(), size, location));
+        // What the step established (its facts), whatever its kind.
+        for fact in &r.facts {
+            match fact {
+                Fact::Backup { role: BackupRole::Written, path, size, .. } if passed => {
+                    let size = size.as_u64().unwrap_or(0);
+                    let location = path
+                        .as_str()
+                        .and_then(|p| Path::new(p).parent().and_then(Path::parent))
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default();
+                    f.backup = Some((r.duration.as_secs_f64(), size, location));
+                }
+                Fact::Verified if passed => verify_steps += 1,
+                Fact::Objective { objective, measured_s, target_s, .. } => {
+                    let Some(m) = measured_s.as_f64() else { continue };
+                    let name = match objective {
+                        Objective::Rto => {
+                            f.rto_s = Some(m);
+                            "RTO"
+                        }
+                        Objective::Rpo => {
+                            f.rpo_s = Some(m);
+                            "RPO"
+                        }
+                        Objective::BackupAge => "RPO (backup age)",
+                    };
+                    f.objectives.push(json!({ "name": name, "measured_s": m, "target_s": target_s, "passed": passed }));
+                }
+                _ => {}
             }
-            ("backup.restore" | "verify.fingerprint" | "verify.amcheck", true) => verify_steps += 1,
-            _ => {}
-        }
-        let objective = |name: &str, measured: &str| {
-            out.get(measured)
-                .and_then(|m| m.as_f64())
-                .map(|m| json!({ "name": name, "measured_s": m, "target_s": out.get("target_s"), "passed": passed }))
-        };
-        match r.uses.as_str() {
-            "drill.rto" => {
-                f.rto_s = out.get("rto_s").and_then(|v| v.as_f64());
-                f.objectives.extend(objective("RTO", "rto_s"));
-            }
-            "drill.rpo" => {
-                f.rpo_s = out.get("rpo_s").and_then(|v| v.as_f64());
-                f.objectives.extend(objective("RPO", "rpo_s"));
-            }
-            "verify.freshness" => f.objectives.extend(objective("RPO (backup age)", "rpo_s")),
-            _ => {}
         }
         if matches!(r.outcome, Outcome::Failed | Outcome::Errored | Outcome::TimedOut) {
             f.failed.push(json!({ "step": r.label, "kind": r.uses, "message": r.message }));

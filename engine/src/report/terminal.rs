@@ -75,8 +75,8 @@ impl Reporter for Terminal {
                 self.depth.insert(*suite, d);
                 self.line(&format!("{}runbook {} ({})", self.indent(*suite), visible(name), visible(file)));
             }
-            Event::StepStarted { suite, path, label, uses, phase } => {
-                if uses == "operator.confirm" {
+            Event::StepStarted { suite, path, label, uses, phase, interactive } => {
+                if *interactive {
                     // The step talks to the operator on the terminal: no spinner over it.
                     self.clear_spinners();
                 } else if self.fancy {
@@ -177,6 +177,11 @@ impl Reporter for Terminal {
                     }
                 }
                 self.line(&text);
+                // A failure points at the runbook line that holds the step.
+                if let (Outcome::Failed | Outcome::Errored | Outcome::TimedOut, Some(at)) = (rec.outcome, &rec.location)
+                {
+                    self.line(&format!("{}      at {}", self.indent(rec.suite), visible(at)));
+                }
                 if crate::steps::find(&rec.uses).is_some_and(|k| k.report_log) {
                     for l in &rec.log {
                         self.line(&format!("{}      {}", self.indent(rec.suite), visible(l)));

@@ -148,6 +148,7 @@ pub const CREATE: StepKind = StepKind {
     ],
     check: check_with::<CreateWith>,
     report_log: true,
+    interactive: false,
     run: run_create,
 };
 
@@ -195,6 +196,7 @@ fn run_create(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outp
         let created = backup::create(opts, &log).await.map_err(StepError::from)?;
         let mut o = manifest_outputs(&created.path, &created.manifest);
         o.insert("peak_rss_kib".into(), backup::peak_rss_kib().unwrap_or(0).into());
+        ctx.backup_fact(crate::exec::BackupRole::Written, &o);
         Ok(o)
     })
 }
@@ -259,6 +261,7 @@ pub const CHECK: StepKind = StepKind {
     ],
     check: check_with::<CheckWith>,
     report_log: false,
+    interactive: false,
     run: run_check,
 };
 
@@ -366,6 +369,7 @@ pub const LIST: StepKind = StepKind {
     ],
     check: check_with::<ListWith>,
     report_log: false,
+    interactive: false,
     run: run_list,
 };
 
@@ -487,6 +491,7 @@ pub const LATEST: StepKind = StepKind {
     ],
     check: check_with::<ListWith>,
     report_log: false,
+    interactive: false,
     run: run_latest,
 };
 

@@ -197,6 +197,7 @@ pub const PREFLIGHT: StepKind = StepKind {
     ],
     check: check_with::<PreflightWith>,
     report_log: true,
+    interactive: false,
     run: run_preflight,
 };
 
@@ -432,6 +433,9 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
         o.insert("lc_ctype".into(), i.ctype.into());
         o.insert("size_bytes".into(), i.size.into());
         o.insert("sessions".into(), i.sessions.into());
+        if let Some(v) = o.get("server_version").and_then(|v| v.as_str()) {
+            ctx.fact(crate::exec::Fact::Server { version: v.to_string() });
+        }
         Ok(o)
     })
 }
@@ -463,6 +467,7 @@ pub const CONFIRM: StepKind = StepKind {
     outputs: &[Field { name: "confirmed_by", ty: "string", required: false, doc: "`--yes` or `terminal`" }],
     check: check_with::<ConfirmWith>,
     report_log: true,
+    interactive: true,
     run: run_confirm,
 };
 
@@ -550,6 +555,7 @@ pub const SNAPSHOT: StepKind = StepKind {
     ],
     check: check_with::<SnapshotWith>,
     report_log: true,
+    interactive: false,
     run: run_snapshot,
 };
 
@@ -619,6 +625,7 @@ fn run_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, 
         o.insert("fingerprint".into(), serde_json::to_value(&created.manifest.fingerprint).unwrap_or_default());
         o.insert("kept_until".into(), rfc3339(kept_until).into());
         o.insert("pruned".into(), json!(pruned));
+        ctx.backup_fact(crate::exec::BackupRole::Snapshot, &o);
         Ok(o)
     })
 }
@@ -677,6 +684,7 @@ pub const TERMINATE: StepKind = StepKind {
     ],
     check: check_with::<TerminateWith>,
     report_log: true,
+    interactive: false,
     run: run_terminate,
 };
 
@@ -789,6 +797,7 @@ pub const DROP: StepKind = StepKind {
     ],
     check: check_with::<DropWith>,
     report_log: true,
+    interactive: false,
     run: run_drop,
 };
 
@@ -898,6 +907,7 @@ pub const SETTINGS: StepKind = StepKind {
     outputs: &[Field { name: "summary", ty: "string", required: false, doc: "what was compared" }],
     check: check_with::<SettingsWith>,
     report_log: true,
+    interactive: false,
     run: run_settings,
 };
 
@@ -1000,6 +1010,7 @@ pub const CREATE: StepKind = StepKind {
     outputs: &[Field { name: "url", ty: "string", required: false, doc: "the new database's URL" }],
     check: check_with::<CreateWith>,
     report_log: true,
+    interactive: false,
     run: run_create,
 };
 
@@ -1068,6 +1079,7 @@ pub const RESTORE_SNAPSHOT: StepKind = StepKind {
     }],
     check: check_with::<RestoreSnapshotWith>,
     report_log: true,
+    interactive: false,
     run: run_restore_snapshot,
 };
 

@@ -116,6 +116,7 @@ pub const FIXTURES_LOAD: StepKind = StepKind {
     ],
     check: check_with::<FixturesWith>,
     report_log: false,
+    interactive: false,
     run: run_fixtures,
 };
 
@@ -190,6 +191,7 @@ pub const WORKSPACE: StepKind = StepKind {
     ],
     check: check_with::<WorkspaceWith>,
     report_log: false,
+    interactive: false,
     run: run_workspace,
 };
 
@@ -285,6 +287,7 @@ pub const HEARTBEAT: StepKind = StepKind {
     ],
     check: check_with::<HeartbeatWith>,
     report_log: false,
+    interactive: false,
     run: run_heartbeat,
 };
 
@@ -396,6 +399,7 @@ pub const DISASTER: StepKind = StepKind {
     ],
     check: check_with::<DisasterWith>,
     report_log: true,
+    interactive: false,
     run: run_disaster,
 };
 
@@ -491,6 +495,7 @@ pub const RTO: StepKind = StepKind {
     ],
     check: check_with::<RtoWith>,
     report_log: true,
+    interactive: false,
     run: run_rto,
 };
 
@@ -525,6 +530,12 @@ fn run_rto(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepE
         for (k, v) in &o {
             ctx.keep(k, v.clone());
         }
+        ctx.fact(crate::exec::Fact::Objective {
+            objective: crate::exec::Objective::Rto,
+            measured_s: o["rto_s"].clone(),
+            target_s: o["target_s"].clone(),
+            phases: Some(o["phases"].clone()),
+        });
         if rto > target {
             return Err(StepError::Failed(format!(
                 "RTO {} exceeds the budget rto={} ({})",
@@ -570,6 +581,7 @@ pub const RPO: StepKind = StepKind {
     ],
     check: check_with::<RpoWith>,
     report_log: true,
+    interactive: false,
     run: run_rpo,
 };
 
@@ -608,6 +620,12 @@ fn run_rpo(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepE
         for (k, v) in &o {
             ctx.keep(k, v.clone());
         }
+        ctx.fact(crate::exec::Fact::Objective {
+            objective: crate::exec::Objective::Rpo,
+            measured_s: o["rpo_s"].clone(),
+            target_s: o["target_s"].clone(),
+            phases: None,
+        });
         if rpo > target {
             return Err(StepError::Failed(format!(
                 "RPO {} exceeds the budget rpo={} (newest heartbeat restored {})",

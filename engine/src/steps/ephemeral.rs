@@ -107,6 +107,7 @@ pub const EPHEMERAL: StepKind = StepKind {
     check: check_with::<EphemeralWith>,
     // Which provider and image served, and why (a fallback must be visible where it happened).
     report_log: true,
+    interactive: false,
     run,
 };
 
@@ -158,6 +159,7 @@ fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, St
         o.insert("major".into(), server.major.into());
         o.insert("instance".into(), server.instance.clone().into());
         o.insert("startup_ms".into(), (startup.as_millis() as u64).into());
+        ctx.fact(crate::exec::Fact::Server { version: server.server_version.clone() });
         ctx.resources.push(format!("{} server of step `{}`", server.provider, ctx.step), Box::new(server));
         Ok(o)
     })

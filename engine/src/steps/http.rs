@@ -90,6 +90,7 @@ pub const CHECK: StepKind = StepKind {
     ],
     check: check_with::<CheckWith>,
     report_log: false,
+    interactive: false,
     run,
 };
 

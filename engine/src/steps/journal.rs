@@ -161,6 +161,7 @@ pub const LOCK: StepKind = StepKind {
     ],
     check: check_with::<LockWith>,
     report_log: true,
+    interactive: false,
     run: run_lock,
 };
 
@@ -345,6 +346,7 @@ pub const JOURNAL: StepKind = StepKind {
     outputs: &[Field { name: "journal", ty: "path", required: false, doc: "the journal file" }],
     check: check_with::<JournalWith>,
     report_log: true,
+    interactive: false,
     run: run_journal,
 };
 
@@ -442,6 +444,7 @@ pub const FINISH: StepKind = StepKind {
     outputs: &[Field { name: "state", ty: "string", required: false, doc: "restored, rolled back, unchanged or unfinished" }],
     check: check_with::<FinishWith>,
     report_log: true,
+    interactive: false,
     run: run_finish,
 };
 

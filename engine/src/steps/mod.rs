@@ -157,6 +157,8 @@ pub struct StepKind {
     /// Whether the terminal shows this step's log (for steps whose log is the result, such
     /// as retention's keep/delete list).
     pub report_log: bool,
+    /// Whether the step talks to the operator on the terminal (no spinner over it).
+    pub interactive: bool,
     /// Run with a rendered `with:` block.
     pub run: fn(StepCtx, Yaml) -> BoxFuture<'static, Result<Outputs, StepError>>,
 }
@@ -229,9 +231,35 @@ pub struct StepCtx {
     pub kept: Arc<std::sync::Mutex<Outputs>>,
     /// What the run's final message must say about this step (see `notice`).
     pub notice: Arc<std::sync::Mutex<Option<String>>>,
+    /// What the step established for the reports (see `fact`).
+    pub facts: Arc<std::sync::Mutex<Vec<crate::exec::Fact>>>,
 }
 
 impl StepCtx {
+    /// Report a fact (a server used, a backup written or tested, an objective measured):
+    /// reporters read facts, not step kinds. Facts stand whether the step then passes or
+    /// fails (an RTO over its target is still reported).
+    pub fn fact(&self, f: crate::exec::Fact) {
+        if let Ok(mut l) = self.facts.lock() {
+            l.push(f);
+        }
+    }
+
+    /// A backup fact from a step's outputs (`path`, `sha256`, `size`, `created`, `age_s`).
+    pub fn backup_fact(&self, role: crate::exec::BackupRole, o: &Outputs) {
+        let v = |k: &str| o.get(k).cloned().unwrap_or(serde_json::Value::Null);
+        if o.get("path").is_some_and(|p| p.is_string()) {
+            self.fact(crate::exec::Fact::Backup {
+                role,
+                path: v("path"),
+                sha256: v("sha256"),
+                size: v("size"),
+                created: v("created"),
+                age_s: v("age_s"),
+            });
+        }
+    }
+
     /// Keep an output that is reported even if the step then fails (a measurement over its
     /// target). Outputs of a passing step are what it returns.
     pub fn keep(&self, name: &str, value: serde_json::Value) {
@@ -352,6 +380,8 @@ pub trait Step: 'static {
     const OUTPUTS: &'static [Field];
     /// Whether the terminal shows this step's log (see `StepKind::report_log`).
     const REPORT_LOG: bool = false;
+    /// Whether the step talks to the operator (see `StepKind::interactive`).
+    const INTERACTIVE: bool = false;
     type With: With;
     /// Serialized to a JSON object for `steps.<id>.<name>`; `()` for none.
     type Outputs: serde::Serialize + Default + Send;
@@ -367,6 +397,7 @@ pub const fn kind<S: Step>() -> StepKind {
         outputs: S::OUTPUTS,
         check: check_with::<S::With>,
         report_log: S::REPORT_LOG,
+        interactive: S::INTERACTIVE,
         run: run_typed::<S>,
     }
 }

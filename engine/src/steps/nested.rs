@@ -43,6 +43,7 @@ pub const RUNBOOK: StepKind = StepKind {
     }],
     check: check_with::<NestedWith>,
     report_log: false,
+    interactive: false,
     run,
 };
 

@@ -85,6 +85,7 @@ pub const PRUNE: StepKind = StepKind {
     ],
     check: check_with::<PruneWith>,
     report_log: true,
+    interactive: false,
     run,
 };
 

@@ -66,6 +66,7 @@ pub const EXEC: StepKind = StepKind {
     ],
     check: check_with::<ExecWith>,
     report_log: false,
+    interactive: false,
     run: run_exec,
 };
 
@@ -90,6 +91,7 @@ pub const ASSERT: StepKind = StepKind {
     outputs: &[Field { name: "value", ty: "string or null", required: false, doc: "the value the query returned" }],
     check: check_with::<AssertWith>,
     report_log: false,
+    interactive: false,
     run: run_assert,
 };
 

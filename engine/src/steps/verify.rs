@@ -109,6 +109,7 @@ pub const PICK: StepKind = StepKind {
     ],
     check: check_with::<PickWith>,
     report_log: true,
+    interactive: false,
     run: run_pick,
 };
 
@@ -346,6 +347,7 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
         }
         o.insert("skip".into(), skip.into());
         ctx.log(format!("picked {} ({} old)", shown, humantime::format_duration(Duration::from_secs(age as u64))));
+        ctx.backup_fact(crate::exec::BackupRole::Picked, &o);
         Ok(o)
     })
 }
@@ -385,6 +387,7 @@ pub const FRESHNESS: StepKind = StepKind {
     ],
     check: check_with::<FreshWith>,
     report_log: false,
+    interactive: false,
     run: run_freshness,
 };
 
@@ -401,6 +404,12 @@ fn run_freshness(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<O
         for (k, v) in &o {
             ctx.keep(k, v.clone());
         }
+        ctx.fact(crate::exec::Fact::Objective {
+            objective: crate::exec::Objective::BackupAge,
+            measured_s: o["rpo_s"].clone(),
+            target_s: o["target_s"].clone(),
+            phases: None,
+        });
         match w.rpo {
             Some(t) if age > t => {
                 return Err(StepError::Failed(format!(
@@ -489,6 +498,7 @@ pub const RESTORE: StepKind = StepKind {
     ],
     check: check_with::<RestoreWith>,
     report_log: false,
+    interactive: false,
     run: run_restore,
 };
 
@@ -520,6 +530,7 @@ fn run_restore(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Out
         o.insert("staged_bytes".into(), r.staged_bytes.into());
         o.insert("tool".into(), r.tool.into());
         o.insert("layers".into(), json!(r.layers));
+        ctx.fact(crate::exec::Fact::Verified);
         Ok(o)
     })
 }
@@ -594,6 +605,7 @@ pub const FINGERPRINT: StepKind = StepKind {
     ],
     check: check_with::<FingerprintWith>,
     report_log: false,
+    interactive: false,
     run: run_fingerprint,
 };
 
@@ -708,6 +720,7 @@ fn run_fingerprint(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result
         }
         o.insert("differences".into(), json!(diffs));
         o.insert("fingerprint".into(), serde_json::to_value(&computed).unwrap_or_default());
+        ctx.fact(crate::exec::Fact::Verified);
         Ok(o)
     })
 }
@@ -766,6 +779,7 @@ pub const AMCHECK: StepKind = StepKind {
     outputs: &[Field { name: "indexes", ty: "integer", required: false, doc: "indexes checked" }],
     check: check_with::<AmcheckWith>,
     report_log: false,
+    interactive: false,
     run: run_amcheck,
 };
 
@@ -822,6 +836,7 @@ fn run_amcheck(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Out
         ));
         let mut o = Outputs::new();
         o.insert("indexes".into(), indexes.len().into());
+        ctx.fact(crate::exec::Fact::Verified);
         Ok(o)
     })
 }
@@ -890,6 +905,7 @@ pub const RECORD: StepKind = StepKind {
     outputs: &[Field { name: "ledger", ty: "string", required: false, doc: "the ledger file" }],
     check: check_with::<RecordWith>,
     report_log: false,
+    interactive: false,
     run: run_record,
 };
 
