@@ -84,6 +84,28 @@ fn http_body(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body
     (status, body)
 }
 
+/// The body of a response as bytes (objects are binary).
+fn http_raw(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("send");
+    s.write_all(body).expect("send");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read");
+    let end = out.windows(4).position(|w| w == b"\r\n\r\n").expect("headers") + 4;
+    let head = String::from_utf8_lossy(&out[..end]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200") || head.starts_with("http/1.0 200"), "{head}");
+    assert!(!head.contains("transfer-encoding: chunked"), "a chunked body: {head}");
+    out.split_off(end)
+}
+
 /// Object keys in `bucket` under `prefix` (S3 ListObjectsV2).
 fn s3_keys(port: u16, bucket: &str, prefix: &str) -> Vec<String> {
     let (status, body) = http(port, "GET", &format!("/{bucket}?list-type=2&prefix={prefix}"), &[]);
@@ -767,4 +789,166 @@ async fn reports_are_published_to_the_store_with_appended_history_and_kept_pages
         out_of(&mut with_aws(pgdrill(&["fleet", "run", fleet.to_str().expect("utf-8"), rb, "--report", loc]), s3.port));
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("go to a local directory"), "{out}");
+}
+
+/// A TCP relay to a store on 127.0.0.1 that stands for a network failure: once `limit`
+/// bytes have come back through it, it cuts every connection and refuses new ones.
+struct CuttingRelay {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CuttingRelay {
+    fn start(upstream: u16, limit: usize) -> CuttingRelay {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let total = Arc::new(AtomicUsize::new(0));
+        let c = cut.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if c.load(Ordering::SeqCst) {
+                    // Gone: the connection is closed as soon as it is made.
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                let (mut c_in, mut s_out) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut s_out);
+                });
+                let (mut s_in, mut c_out) = (server, client);
+                let (c, total) = (c.clone(), total.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    loop {
+                        let n = match s_in.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if c.load(Ordering::SeqCst) || total.fetch_add(n, Ordering::SeqCst) + n > limit {
+                            c.store(true, Ordering::SeqCst);
+                            break;
+                        }
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_out.shutdown(std::net::Shutdown::Both);
+                    let _ = s_in.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        CuttingRelay { port, cut }
+    }
+
+    fn cut(&self) -> bool {
+        self.cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Files whose name holds `part` anywhere under `dir`.
+fn files_named(dir: &std::path::Path, part: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_name().to_string_lossy().contains(part) {
+            out.push(p.clone());
+        }
+        if p.is_dir() {
+            out.extend(files_named(&p, part));
+        }
+    }
+    out
+}
+
+/// Verify from a store reads the backup once, as a stream: checked and staged in one pass,
+/// no local copy of the archive. One byte changed in the store fails the check. A store lost
+/// in the middle of that read is exit 3 saying the store cannot be reached, never
+/// "corrupted"; neither leaves anything staged.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_store_lost_mid_read_is_exit_3() {
+    let Some(s3) = moto() else { return };
+    let Some(srv) = native_server("big").await else { return };
+    let url = srv.url();
+    // Rows that differ (the inner query refers to g), so the object is megabytes, not kilobytes.
+    exec(&url, "create table blob(id int, v text); insert into blob select r, (select string_agg(md5(random()::text || r::text || i::text), '') from generate_series(1, 16) i) from generate_series(1, 20000) r").await;
+    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
+    let (code, log) = out_of(&mut with_aws(
+        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt/p"]),
+        s3.port,
+    ));
+    assert_eq!(code, 0, "{log}");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let verify = |junit: &std::path::Path| {
+        let mut c = with_aws(
+            pgdrill(&[
+                "run",
+                "verify",
+                "--var",
+                "storage=s3://bkt/p",
+                "--var",
+                "database=big",
+                "--var",
+                "provider=native",
+                "--var",
+                "force=true",
+                "--junit",
+                junit.to_str().expect("utf-8"),
+            ]),
+            s3.port,
+        );
+        c.env("TMPDIR", tmp.path());
+        c
+    };
+
+    // 1. Streamed: checked and staged in one pass; the archive itself never lands here.
+    let junit = tmp.path().join("first.xml");
+    let (code, log) = out_of(&mut verify(&junit));
+    assert_eq!(code, 0, "{log}");
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    assert!(xml.contains("from the store as a stream (no local copy)"), "{xml}");
+    assert!(xml.contains("staged the checked dump"), "{xml}");
+
+    // 2. One byte changed near the end of the object in the store: the streamed check fails
+    //    (a verdict: the backup is damaged), and nothing staged is left.
+    let key = s3_keys(s3.port, "bkt", "p/big/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("backup");
+    let auth = [(
+        "Authorization",
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+    )];
+    let original = http_raw(s3.port, "GET", &format!("/bkt/{key}"), &auth, &[]);
+    assert!(original.len() > 1 << 20, "the object read back: {} bytes", original.len());
+    let mut damaged = original.clone();
+    let at = damaged.len() - 100;
+    damaged[at] ^= 0x55;
+    assert_eq!(http_body(s3.port, "PUT", &format!("/bkt/{key}"), &auth, &damaged).0, 200);
+    let junit = tmp.path().join("damaged.xml");
+    let (code, log) = out_of(&mut verify(&junit));
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("corrupted backup") || log.contains("failed authentication"), "{log}");
+    assert!(files_named(tmp.path(), ".pgdrill-stage-").is_empty(), "staged plaintext left behind");
+    assert_eq!(http_body(s3.port, "PUT", &format!("/bkt/{key}"), &auth, &original).0, 200);
+
+    // 3. The store goes away in the middle of the backup's read: verify reaches it through
+    //    a relay that cuts every connection once 1 MiB has come back, then refuses new ones.
+    let relay = CuttingRelay::start(s3.port, 1 << 20);
+    let junit = tmp.path().join("lost.xml");
+    let mut c = verify(&junit);
+    c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", relay.port));
+    let (code, all) = out_of(&mut c);
+    assert!(relay.cut(), "the relay never cut the read: {all}");
+    assert_eq!(code, 3, "{all}");
+    assert!(all.contains("cannot be reached"), "{all}");
+    assert!(!all.contains("corrupted"), "a store that went away was judged a corrupted backup: {all}");
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    assert!(xml.contains("type=\"environment\""), "an environment error, not a failure: {xml}");
+    // It was the streamed read that lost the store, after pick had read the header.
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "pick"), "passed", "{cases:?}");
+    assert_eq!(status_of(&cases, "integrity"), "error", "{cases:?}");
+    assert!(files_named(tmp.path(), ".pgdrill-stage-").is_empty(), "staged plaintext left behind");
+    srv.stop().await;
 }

@@ -59,6 +59,10 @@ impl BackupError {
 /// disk, no permission, no memory or file descriptors) rather than the backup's.
 pub(crate) fn is_environment(e: &std::io::Error) -> bool {
     use nix::errno::Errno;
+    // A store that failed mid-read.
+    if e.get_ref().is_some_and(|i| i.is::<crate::storage::remote::StoreReadError>()) {
+        return true;
+    }
     matches!(
         e.raw_os_error().map(Errno::from_raw),
         Some(
@@ -1066,6 +1070,92 @@ fn check_inner(
         Format::Plain => count_create_table(plain).map_err(|e| e.at(path))?,
         Format::Directory => tar_toc_tables(plain, path, manifest.server_major).map_err(|e| e.at(path))?,
     };
+    if let Some(expected) = manifest.table_count() {
+        if expected != tables {
+            return Err(failed(format!("the dump lists {tables} tables, the manifest {expected}")));
+        }
+    }
+    Ok((Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust) }, staged))
+}
+
+/// `check_inner` for a pgdrill archive read as a stream from an object store: one pass
+/// hashes the stored bytes while the chunks authenticate and the dump is listed (and, with
+/// `stage`, its plaintext staged), so nothing but the staged plaintext is written locally;
+/// the sha256 is compared at the end, and a mismatch removes what was staged. `path` is
+/// the local stand-in holding the archive's header, beside its manifest. A store that
+/// fails mid-read is an environment error.
+pub(crate) fn check_stream(
+    path: &Path,
+    stream: Box<dyn Read + Send>,
+    secret: Option<&str>,
+    stage: Option<&Path>,
+    meter: Option<&crate::progress::Meter>,
+) -> Result<(Checked, Option<StagedDump>), BackupError> {
+    // Layers may turn a read error into "corrupted" (a header cut short): what the store
+    // said is kept aside, and decides.
+    let store_failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let watched = StoreWatch { inner: stream, failed: store_failed.clone() };
+    let r = check_stream_inner(path, Box::new(watched), secret, stage, meter);
+    match (r, store_failed.lock().ok().and_then(|f| f.clone())) {
+        (Err(_), Some(m)) => {
+            Err(BackupError::Environment(format!("reading {}: {m}", crate::storage::remote::display(path))))
+        }
+        (r, _) => r,
+    }
+}
+
+/// Keeps the message of a store's read error, whatever the layers above make of it.
+struct StoreWatch {
+    inner: Box<dyn Read + Send>,
+    failed: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Read for StoreWatch {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if let Some(s) = e.get_ref().and_then(|i| i.downcast_ref::<crate::storage::remote::StoreReadError>()) {
+                if let Ok(mut f) = self.failed.lock() {
+                    *f = Some(s.0.clone());
+                }
+            }
+        })
+    }
+}
+
+fn check_stream_inner(
+    path: &Path,
+    stream: Box<dyn Read + Send>,
+    secret: Option<&str>,
+    stage: Option<&Path>,
+    meter: Option<&crate::progress::Meter>,
+) -> Result<(Checked, Option<StagedDump>), BackupError> {
+    let key = secret.filter(|s| !s.is_empty()).map(KeySource::from_secret);
+    let key = key.as_ref();
+    let meter = meter.cloned().unwrap_or_default();
+    let manifest = Manifest::read(path)?;
+    let trust = authenticate_manifest(path, key)?;
+    meter.set_total(Some(manifest.sizes.stored));
+    let shown = crate::storage::remote::display(path);
+    let failed = |m: String| BackupError::Failed(format!("{shown}: {m}"));
+    let mut hr =
+        archive::HashReader::new(BufReader::with_capacity(1 << 20, crate::progress::Counted::new(stream, meter)));
+    let (tables, staged) = {
+        let (_, mut plain) = archive::open(&mut hr, key).map_err(|e| failed(e.to_string()))?;
+        match manifest.format {
+            Format::Custom => toc_tables_staged(&mut plain, manifest.server_major, stage).map_err(|e| e.at(path))?,
+            Format::Plain => (count_create_table(plain).map_err(|e| e.at(path))?, None),
+            Format::Directory => (tar_toc_tables(plain, path, manifest.server_major).map_err(|e| e.at(path))?, None),
+        }
+    };
+    // Whatever the archive's reader left (its end) is hashed too.
+    std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| io_error(&format!("reading {shown}"), &e))?;
+    let (sha, _) = hr.finish();
+    if sha != manifest.sha256 {
+        return Err(failed(format!(
+            "sha256 {sha} does not match the manifest's {}: corrupted backup",
+            manifest.sha256
+        )));
+    }
     if let Some(expected) = manifest.table_count() {
         if expected != tables {
             return Err(failed(format!("the dump lists {tables} tables, the manifest {expected}")));

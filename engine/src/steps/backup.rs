@@ -268,7 +268,19 @@ pub const CHECK: StepKind = StepKind {
 fn run_check(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
     Box::pin(async move {
         let w: CheckWith = typed(with)?;
-        let path = ctx.backup_file(&w.path).await?;
+        // A pgdrill archive in an object store is read as a stream: checked (and staged)
+        // in one pass, with no local copy of it.
+        let streamed = match ctx.backup_stream(&w.path).await? {
+            Some((path, reader)) => {
+                ctx.log(format!("reading {} from the store as a stream (no local copy)", w.path.trim()));
+                Some((path, reader))
+            }
+            None => None,
+        };
+        let path = match &streamed {
+            Some((p, _)) => p.clone(),
+            None => ctx.backup_file(&w.path).await?,
+        };
         let secret = w.key.clone();
         let stage = w.stage.then(|| match &w.staging {
             Some(d) => ctx.resolve(d),
@@ -276,8 +288,11 @@ fn run_check(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outpu
         });
         let meter = crate::progress::Meter::default();
         let _watch = ctx.watch(&meter);
-        let (checked, staged) = tokio::task::spawn_blocking(move || {
-            backup::check_and_stage(&path, secret.as_deref(), stage.as_deref(), Some(&meter))
+        let (checked, staged) = tokio::task::spawn_blocking(move || match streamed {
+            Some((path, reader)) => {
+                backup::check_stream(&path, reader, secret.as_deref(), stage.as_deref(), Some(&meter))
+            }
+            None => backup::check_and_stage(&path, secret.as_deref(), stage.as_deref(), Some(&meter)),
         })
         .await
         .map_err(|e| StepError::Environment(e.to_string()))?

@@ -345,6 +345,49 @@ impl StepCtx {
         Ok(path)
     }
 
+    /// A pgdrill archive in an object store, to be read as a stream: its local stand-in (the
+    /// archive's header and its manifest beside it) and a reader of the object. `None` for
+    /// a local file, another tool's file, or one already downloaded.
+    pub async fn backup_stream(&self, p: &str) -> Result<Option<(PathBuf, Box<dyn std::io::Read + Send>)>, StepError> {
+        use crate::storage::remote;
+        let (r, rel) = if remote::is_remote(p) {
+            remote::locate(p).map_err(StepError::Invalid)?
+        } else {
+            match remote::for_mirror(&self.resolve(p)) {
+                Some(found) => found,
+                None => return Ok(None),
+            }
+        };
+        if !rel.ends_with(".pgdrill") || r.is_fetched(&rel) {
+            return Ok(None);
+        }
+        let path =
+            r.stand_in(&rel, u64::from(crate::archive::MAX_HEADER) + 64).await.map_err(StepError::Environment)?;
+        if crate::backup::source::origin(&path) != crate::backup::source::Origin::Pgdrill {
+            return Ok(None);
+        }
+        let (reader, _) = r.reader(&rel).await.map_err(StepError::Environment)?;
+        Ok(Some((path, reader)))
+    }
+
+    /// The local stand-in of a backup in an object store (its header and manifest), for a
+    /// step that reads only those because the plaintext was staged (`backup.restore` with
+    /// `staged`); a local backup's path as it is.
+    pub async fn backup_header(&self, p: &str) -> Result<PathBuf, StepError> {
+        use crate::storage::remote;
+        let found = if remote::is_remote(p) {
+            Some(remote::locate(p).map_err(StepError::Invalid)?)
+        } else {
+            remote::for_mirror(&self.resolve(p))
+        };
+        match found {
+            Some((r, rel)) if !r.is_fetched(&rel) => {
+                r.stand_in(&rel, u64::from(crate::archive::MAX_HEADER) + 64).await.map_err(StepError::Environment)
+            }
+            _ => self.backup_file(p).await,
+        }
+    }
+
     /// A location that must be a local directory (a safety snapshot: a rollback must not
     /// wait on a download).
     pub fn local_only(&self, location: &str, what: &str) -> Result<PathBuf, StepError> {

@@ -505,8 +505,11 @@ pub const RESTORE: StepKind = StepKind {
 fn run_restore(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
     Box::pin(async move {
         let w: RestoreWith = typed(with)?;
+        let staged_given = w.staged.as_deref().is_some_and(|s| !s.is_empty());
         let opts = RestoreOptions {
-            backup: ctx.backup_file(&w.backup).await?,
+            // With the plaintext staged by `backup.check`, the backup itself is not read
+            // again: from a store, only its header and manifest are needed.
+            backup: if staged_given { ctx.backup_header(&w.backup).await? } else { ctx.backup_file(&w.backup).await? },
             into: w.into.clone(),
             key: w.key.clone(),
             jobs: w.jobs,

@@ -50,6 +50,8 @@ const PART: usize = 8 << 20;
 const INFLIGHT: usize = 2;
 /// Ranges in flight when an upload is read back.
 const READBACK_INFLIGHT: usize = 3;
+/// Range size of a streamed read (`Remote::reader`).
+const STREAM_PART: usize = 4 << 20;
 /// Bytes of each foreign object read into its sparse mirror, to tell its kind.
 const HEAD_BYTES: u64 = 4096;
 
@@ -472,6 +474,72 @@ impl Remote {
         Ok(local)
     }
 
+    /// Whether `rel`'s contents were downloaded into the mirror.
+    pub fn is_fetched(&self, rel: &str) -> bool {
+        let local = self.mirror_of(rel);
+        lock(&FETCHED).contains(&local) && local.exists()
+    }
+
+    /// The mirror's stand-in of `rel` with its first `head` bytes (an archive's header, for
+    /// the authentication of its manifest), and its manifest beside it: what a streamed read
+    /// needs locally. Made when the location was never listed (a backup named by URL).
+    pub async fn stand_in(&self, rel: &str, head: u64) -> Result<PathBuf, String> {
+        let local = self.mirror_of(rel);
+        let key = self.key(rel);
+        let meta = self.store.head(&key).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => format!("{} does not exist", self.url_of(rel)),
+            e => format!("reading {}: {}", self.url_of(rel), describe(&e)),
+        })?;
+        let bytes = self
+            .store
+            .get_range(&key, 0..head.min(meta.size))
+            .await
+            .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
+        stand_in(&local, &bytes, meta.size, meta.last_modified.into())
+            .map_err(|e| format!("mirroring {}: {e}", local.display()))?;
+        let manifest = format!("{rel}.manifest.json");
+        if let Ok(r) = self.store.get(&self.key(&manifest)).await {
+            if let Ok(b) = r.bytes().await {
+                super::write_replace(&self.mirror_of(&manifest), &b)
+                    .map_err(|e| format!("mirroring {}: {e}", self.mirror_of(&manifest).display()))?;
+            }
+        }
+        Ok(local)
+    }
+
+    /// `rel` as a blocking reader, for a thread off the runtime: ranges of `STREAM_PART`
+    /// bytes, a few in flight, handed over in order through a bounded channel, so memory stays
+    /// bounded and nothing is written locally. A store that fails mid-read is an
+    /// environment error (`StoreReadError`), never a verdict on the backup.
+    pub async fn reader(&self, rel: &str) -> Result<(Box<dyn std::io::Read + Send>, u64), String> {
+        let key = self.key(rel);
+        let size =
+            self.store.head(&key).await.map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?.size;
+        // Smaller ranges than an upload's parts, one waiting in the channel: at most about
+        // 5 x 4 MiB in memory (in flight, queued, being read).
+        let ranges: Vec<std::ops::Range<u64>> =
+            (0..size).step_by(STREAM_PART).map(|start| start..(start + STREAM_PART as u64).min(size)).collect();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, String>>(1);
+        let (store, url) = (self.store.clone(), self.url_of(rel));
+        tokio::spawn(async move {
+            let mut parts = futures_util::stream::iter(ranges)
+                .map(|r| {
+                    let (store, key) = (store.clone(), key.clone());
+                    async move { store.get_range(&key, r).await }
+                })
+                .buffered(READBACK_INFLIGHT);
+            while let Some(chunk) = parts.next().await {
+                let item = chunk.map(|b| b.to_vec()).map_err(|e| format!("downloading {url}: {}", describe(&e)));
+                let failed = item.is_err();
+                // The reader was dropped (the check stopped): stop downloading.
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok((Box::new(ObjectReader { rx, chunk: Vec::new(), at: 0, got: 0, size }), size))
+    }
+
     /// Write the first `n` bytes of `rel` into its stand-in (an archive's header, for a
     /// check of its manifest), leaving it a stand-in: a step that reads more downloads it.
     pub async fn fill_head(&self, rel: &str, n: u64) -> Result<(), String> {
@@ -832,6 +900,53 @@ fn stand_in(path: &Path, head: &[u8], size: u64, mtime: std::time::SystemTime) -
     lock(&FETCHED).remove(path);
     Ok(())
 }
+
+/// An object read through `Remote::reader`.
+struct ObjectReader {
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>,
+    chunk: Vec<u8>,
+    at: usize,
+    got: u64,
+    size: u64,
+}
+
+impl std::io::Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(c)) => {
+                    self.got += c.len() as u64;
+                    self.chunk = c;
+                    self.at = 0;
+                }
+                Some(Err(m)) => return Err(std::io::Error::other(StoreReadError(m))),
+                None if self.got == self.size => return Ok(0),
+                None => {
+                    return Err(std::io::Error::other(StoreReadError(format!(
+                        "the download stopped after {} of {} bytes",
+                        self.got, self.size
+                    ))))
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// A read from an object store that failed: the store's problem, not the backup's.
+#[derive(Debug)]
+pub struct StoreReadError(pub String);
+
+impl std::fmt::Display for StoreReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreReadError {}
 
 /// Remove mirror files not in `keep` (left from an earlier listing).
 fn prune_mirror(dir: &Path, keep: &HashSet<PathBuf>) {
