@@ -218,6 +218,7 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
 
     // 4. Operator restore from the bucket into a new database.
     let safety = dir.path().join("safety");
+    let restore_junit = dir.path().join("restore.xml");
     let (code, log) = out_of(&mut with_aws(
         pgdrill(&[
             "run",
@@ -233,10 +234,16 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
             "target=shop_copy",
             "--var",
             &format!("safety={}", safety.display()),
+            "--junit",
+            restore_junit.to_str().expect("utf-8"),
         ]),
         s3.port,
     ));
     assert_eq!(code, 0, "{log}");
+    // Read once, as a stream: preflight took only the header and manifest, so the check
+    // found no local copy to read and staged the plaintext from the store.
+    let xml = std::fs::read_to_string(&restore_junit).expect("junit");
+    assert!(xml.contains("from the store as a stream (no local copy)"), "{xml}");
     let copy = url.replace("/shop", "/shop_copy");
     assert_eq!(scalar(&copy, "select count(*) from orders").await, "5000");
 

@@ -217,7 +217,9 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
         let server_version: String = row.get(0);
         let major = (row.get::<_, i32>(1) / 10000) as u32;
 
-        let backup_path = ctx.backup_file(&w.backup).await?;
+        // Its manifest and size are enough here: a backup in a store is read once, later,
+        // by `backup.check` as a stream.
+        let backup_path = ctx.backup_header(&w.backup).await?;
         let backup_size = std::fs::metadata(&backup_path).map(|m| m.len()).unwrap_or(0);
         let manifest = Manifest::read(&backup_path).ok();
         let mut problems: Vec<String> = Vec::new();

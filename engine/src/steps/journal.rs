@@ -257,7 +257,7 @@ fn run_lock(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, Step
             }
             (Some(j), r) => {
                 let what = if r == "rollback" { j.snapshot.clone().unwrap_or_default() } else { j.backup.clone() };
-                let m = Manifest::read(&ctx.backup_file(&what).await?).map_err(|e| {
+                let m = Manifest::read(&ctx.backup_header(&what).await?).map_err(|e| {
                     StepError::Failed(format!(
                         "recover={r}: {what} from the journal {} is not usable: {}",
                         path.display(),

@@ -206,7 +206,8 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
                     StepError::Failed(format!("no backup{}{legacy}", where_()))
                 })?
             }
-            named if crate::storage::remote::is_remote(named) => ctx.backup_file(named).await?,
+            // Its header and manifest (below: another tool's file is downloaded now).
+            named if crate::storage::remote::is_remote(named) => ctx.backup_header(named).await?,
             named => {
                 let direct = ctx.resolve(named);
                 if direct.exists() {
