@@ -65,27 +65,23 @@ fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, 
 }
 
 fn http_body(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).expect("send");
-    s.write_all(body).expect("send");
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).expect("read");
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+    let (head, body) = http_response(port, method, path, headers, body);
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// The body of a response as bytes (objects are binary).
+/// The body of a 200 response as bytes (objects are binary).
 fn http_raw(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let (head, body) = http_response(port, method, path, headers, body);
+    let head = head.to_lowercase();
+    assert!(head.starts_with("http/1.1 200") || head.starts_with("http/1.0 200"), "{head}");
+    assert!(!head.contains("transfer-encoding: chunked"), "a chunked body: {head}");
+    body
+}
+
+/// One request with `Connection: close`: the response's head (status line and headers) as
+/// text and its body as bytes.
+fn http_response(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (String, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -99,11 +95,13 @@ fn http_raw(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body:
     s.write_all(body).expect("send");
     let mut out = Vec::new();
     s.read_to_end(&mut out).expect("read");
-    let end = out.windows(4).position(|w| w == b"\r\n\r\n").expect("headers") + 4;
-    let head = String::from_utf8_lossy(&out[..end]).to_lowercase();
-    assert!(head.starts_with("http/1.1 200") || head.starts_with("http/1.0 200"), "{head}");
-    assert!(!head.contains("transfer-encoding: chunked"), "a chunked body: {head}");
-    out.split_off(end)
+    match out.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(i) => {
+            let body = out.split_off(i + 4);
+            (String::from_utf8_lossy(&out).into_owned(), body)
+        }
+        None => (String::from_utf8_lossy(&out).into_owned(), Vec::new()),
+    }
 }
 
 /// Object keys in `bucket` under `prefix` (S3 ListObjectsV2).
