@@ -1058,24 +1058,38 @@ fn check_inner(
     }
     // 2. Every chunk authenticates and the stream decompresses; 3. the TOC is readable.
     let f = std::fs::File::open(path).map_err(|e| failed(format!("cannot open: {e}")))?;
-    let (_, mut plain) =
+    let (_, plain) =
         archive::open(BufReader::with_capacity(1 << 20, counted(f)), key).map_err(|e| failed(e.to_string()))?;
-    let mut staged = None;
-    let tables = match manifest.format {
-        Format::Custom => {
-            let (tables, s) = toc_tables_staged(&mut plain, manifest.server_major, stage).map_err(|e| e.at(path))?;
-            staged = s;
-            tables
-        }
-        Format::Plain => count_create_table(plain).map_err(|e| e.at(path))?,
-        Format::Directory => tar_toc_tables(plain, path, manifest.server_major).map_err(|e| e.at(path))?,
-    };
-    if let Some(expected) = manifest.table_count() {
-        if expected != tables {
-            return Err(failed(format!("the dump lists {tables} tables, the manifest {expected}")));
-        }
-    }
+    let (tables, staged) = list_archive(plain, &manifest, path, stage)?;
+    tables_match(&manifest, tables, &path.display().to_string())?;
     Ok((Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust) }, staged))
+}
+
+/// 2 and 3 of a check: every chunk of the archive's plaintext `plain` is read (so it
+/// authenticates and decompresses), its table of contents listed and its tables counted
+/// (with `stage`, a custom dump's plaintext kept there).
+fn list_archive(
+    mut plain: Box<dyn Read + Send + '_>,
+    manifest: &Manifest,
+    path: &Path,
+    stage: Option<&Path>,
+) -> Result<(usize, Option<StagedDump>), BackupError> {
+    let (tables, staged) = match manifest.format {
+        Format::Custom => toc_tables_staged(&mut plain, manifest.server_major, stage).map_err(|e| e.at(path))?,
+        Format::Plain => (count_create_table(plain).map_err(|e| e.at(path))?, None),
+        Format::Directory => (tar_toc_tables(plain, path, manifest.server_major).map_err(|e| e.at(path))?, None),
+    };
+    Ok((tables, staged))
+}
+
+/// The tables a check counted against the manifest's count.
+fn tables_match(manifest: &Manifest, tables: usize, shown: &str) -> Result<(), BackupError> {
+    match manifest.table_count() {
+        Some(expected) if expected != tables => {
+            Err(BackupError::Failed(format!("{shown}: the dump lists {tables} tables, the manifest {expected}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `check_inner` for a pgdrill archive read as a stream from an object store: one pass
@@ -1140,12 +1154,8 @@ fn check_stream_inner(
     let mut hr =
         archive::HashReader::new(BufReader::with_capacity(1 << 20, crate::progress::Counted::new(stream, meter)));
     let (tables, staged) = {
-        let (_, mut plain) = archive::open(&mut hr, key).map_err(|e| failed(e.to_string()))?;
-        match manifest.format {
-            Format::Custom => toc_tables_staged(&mut plain, manifest.server_major, stage).map_err(|e| e.at(path))?,
-            Format::Plain => (count_create_table(plain).map_err(|e| e.at(path))?, None),
-            Format::Directory => (tar_toc_tables(plain, path, manifest.server_major).map_err(|e| e.at(path))?, None),
-        }
+        let (_, plain) = archive::open(&mut hr, key).map_err(|e| failed(e.to_string()))?;
+        list_archive(plain, &manifest, path, stage)?
     };
     // Whatever the archive's reader left (its end) is hashed too.
     std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| io_error(&format!("reading {shown}"), &e))?;
@@ -1156,11 +1166,7 @@ fn check_stream_inner(
             manifest.sha256
         )));
     }
-    if let Some(expected) = manifest.table_count() {
-        if expected != tables {
-            return Err(failed(format!("the dump lists {tables} tables, the manifest {expected}")));
-        }
-    }
+    tables_match(&manifest, tables, &shown)?;
     Ok((Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust) }, staged))
 }
 
