@@ -636,8 +636,14 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
     sha2::Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().to_vec()
 }
 
-/// Create a container the way any Azure client does: a SharedKey-signed request.
-fn azure_create_container(port: u16, container: &str) -> u16 {
+/// A SharedKey-signed request to Azurite, as any Azure client makes it: `path` is under the
+/// account (`/container?...`), `query` its parameters (also in the URL): (status, body).
+fn azure_request(port: u16, method: &str, container_path: &str, query: &[(&str, &str)]) -> (u16, String) {
+    azure_send(port, method, container_path, query, &[])
+}
+
+/// `azure_request` with a body (a PUT of a block blob).
+fn azure_send(port: u16, method: &str, container_path: &str, query: &[(&str, &str)], body: &[u8]) -> (u16, String) {
     use base64::Engine;
     let now = time::OffsetDateTime::now_utc();
     const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
@@ -653,18 +659,41 @@ fn azure_create_container(port: u16, container: &str) -> u16 {
         now.second()
     );
     let version = "2021-08-06";
+    let mut sorted: Vec<(&str, &str)> = query.to_vec();
+    sorted.sort();
+    let params: String = sorted.iter().map(|(k, v)| format!("\n{k}:{v}")).collect();
+    let length = if body.is_empty() { String::new() } else { body.len().to_string() };
+    let blob_type = if body.is_empty() { "" } else { "x-ms-blob-type:BlockBlob\n" };
     let to_sign = format!(
-        "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}\nrestype:container"
+        "{method}\n\n\n{length}\n\n\n\n\n\n\n\n\n{blob_type}x-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}{container_path}{params}"
     );
     let key = base64::engine::general_purpose::STANDARD.decode(AZURITE_KEY).expect("key");
     let sig = base64::engine::general_purpose::STANDARD.encode(hmac_sha256(&key, to_sign.as_bytes()));
     let auth = format!("SharedKey {AZURITE_ACCOUNT}:{sig}");
-    let (status, body) = http(
-        port,
-        "PUT",
-        &format!("/{AZURITE_ACCOUNT}/{container}?restype=container"),
-        &[("x-ms-date", &date), ("x-ms-version", version), ("Authorization", &auth)],
-    );
+    let url_query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let sep = if url_query.is_empty() { "" } else { "?" };
+    let mut headers = vec![("x-ms-date", date.as_str()), ("x-ms-version", version), ("Authorization", auth.as_str())];
+    if !body.is_empty() {
+        headers.push(("x-ms-blob-type", "BlockBlob"));
+    }
+    http_body(port, method, &format!("/{AZURITE_ACCOUNT}{container_path}{sep}{}", url_query.join("&")), &headers, body)
+}
+
+/// Blob names in `container` under `prefix`; with `uncommitted`, also blobs that have only
+/// uncommitted blocks (an upload that was never completed).
+fn azure_blobs(port: u16, container: &str, prefix: &str, uncommitted: bool) -> Vec<String> {
+    let mut q = vec![("comp", "list"), ("prefix", prefix), ("restype", "container")];
+    if uncommitted {
+        q.push(("include", "uncommittedblobs"));
+    }
+    let (status, body) = azure_request(port, "GET", &format!("/{container}"), &q);
+    assert_eq!(status, 200, "{body}");
+    body.split("<Name>").skip(1).filter_map(|p| p.split("</Name>").next()).map(str::to_string).collect()
+}
+
+/// Create a container the way any Azure client does: a SharedKey-signed request.
+fn azure_create_container(port: u16, container: &str) -> u16 {
+    let (status, body) = azure_request(port, "PUT", &format!("/{container}"), &[("restype", "container")]);
     assert!(status == 201 || status == 409, "{status} {body}");
     status
 }
@@ -736,6 +765,246 @@ async fn azure_blob_backup_list_verify_and_refused_credentials() {
     ));
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("already verified"), "{log}");
+    srv.stop().await;
+}
+
+/// The rest of the object-store cases on Azure Blob (Azurite checks signatures): restore of
+/// the latest backup from the container, copy local -> container checked by sha256, prune
+/// dry run then apply, and an upload stopped by SIGINT.
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(az) = azurite(dir.path()) else { return };
+    let Some(srv) = native_server("shop").await else { return };
+    let url = srv.url();
+    exec(&url, "create table t(id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 3000) g; create index on t(v)").await;
+    assert_eq!(azure_create_container(az.port, "backups"), 201);
+    let loc = "az://backups/prod";
+    let run = |args: &[&str]| out_of(&mut with_azure(pgdrill(args), az.port, AZURITE_KEY));
+    let backups = |port: u16| {
+        azure_blobs(port, "backups", "prod/shop/", false).into_iter().filter(|n| n.ends_with(".dump.pgdrill")).count()
+    };
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(20));
+        let (code, log) =
+            run(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]);
+        assert_eq!(code, 0, "{log}");
+    }
+    assert_eq!(backups(az.port), 3);
+    let (code, list) = run(&["backups", "list", "--storage", loc, "--json"]);
+    assert_eq!(code, 0, "{list}");
+    let v: serde_json::Value = serde_json::from_str(list.trim()).expect("json");
+    let newest =
+        v.as_array().expect("list").iter().filter_map(|b| b["path"].as_str()).max().expect("a backup").to_string();
+
+    // 1. Operator restore of the latest backup from the container into a new database, one
+    //    job (streamed twice: checked, then restored) and two (checked and staged once).
+    for (jobs, target) in [("1", "shop_one"), ("2", "shop_two")] {
+        let junit = dir.path().join(format!("restore-{jobs}.xml"));
+        let (code, log) = run(&[
+            "run",
+            "restore",
+            "--yes",
+            "--var",
+            &format!("database_url={url}"),
+            "--var",
+            &format!("storage={loc}"),
+            "--var",
+            "database=shop",
+            "--var",
+            &format!("target={target}"),
+            "--var",
+            &format!("jobs={jobs}"),
+            "--var",
+            &format!("safety={}", dir.path().join("safety").display()),
+            "--junit",
+            junit.to_str().expect("utf-8"),
+        ]);
+        assert_eq!(code, 0, "{log}");
+        let xml = std::fs::read_to_string(&junit).expect("junit");
+        assert!(xml.contains(&newest), "the latest backup was restored: {xml}");
+        assert!(xml.contains("from the store as a stream (no local copy)"), "{xml}");
+        assert_eq!(scalar(&url.replace("/shop", &format!("/{target}")), "select count(*) from t").await, "3000");
+    }
+
+    // 2. Copy a local backup into the container, read back and checked; again: already there.
+    let local = dir.path().join("local");
+    let (code, log) = run(&[
+        "run",
+        "backup",
+        "--var",
+        &format!("database_url={url}"),
+        "--var",
+        &format!("storage={}", local.display()),
+    ]);
+    assert_eq!(code, 0, "{log}");
+    let copy = |apply: &str| {
+        run(&[
+            "run",
+            "offsite",
+            "--var",
+            &format!("storage={}", local.display()),
+            "--var",
+            "offsite=az://backups/offsite",
+            "--var",
+            "database=shop",
+            "--var",
+            &format!("apply={apply}"),
+        ])
+    };
+    let (code, log) = copy("false");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("read back and matched"), "{log}");
+    let off = azure_blobs(az.port, "backups", "offsite/shop/", false);
+    assert_eq!(off.len(), 2, "the backup and its manifest: {off:?}");
+    let (code, log) = copy("false");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("already there with the same sha256"), "{log}");
+
+    // 3. Prune to one: the dry run deletes nothing; apply deletes all but the newest.
+    let prune = |apply: &str| {
+        run(&[
+            "run",
+            "prune",
+            "--var",
+            &format!("storage={loc}"),
+            "--var",
+            "database=shop",
+            "--var",
+            "keep_daily=0",
+            "--var",
+            "keep_weekly=0",
+            "--var",
+            "keep_monthly=0",
+            "--var",
+            "min_keep=1",
+            "--var",
+            &format!("apply={apply}"),
+        ])
+    };
+    let (code, log) = prune("false");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("would delete"), "{log}");
+    assert_eq!(backups(az.port), 3, "a dry run deletes nothing");
+    let (code, log) = prune("true");
+    assert_eq!(code, 0, "{log}");
+    let left = azure_blobs(az.port, "backups", "prod/shop/", false);
+    assert_eq!(backups(az.port), 1, "{left:?}\n{log}");
+    assert!(newest.ends_with(left.iter().find(|n| n.ends_with(".dump.pgdrill")).expect("kept")), "{left:?}");
+    assert_eq!(left.iter().filter(|n| n.ends_with(".manifest.json")).count(), 1, "{left:?}");
+
+    // 4. An upload stopped by SIGINT: exit 130, no blob under a final name, no record of it.
+    exec(&url, "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text || g::text || i::text), '') from generate_series(1, 16) i) from generate_series(1, 200000) g").await;
+    let mut child = with_azure(
+        pgdrill(&[
+            "run",
+            "backup",
+            "--var",
+            &format!("database_url={url}"),
+            "--var",
+            "storage=az://backups/big",
+            "--var",
+            "encrypt=false",
+        ]),
+        az.port,
+        AZURITE_KEY,
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("pgdrill");
+    // Stop it once its first blocks are in the store.
+    let t = Instant::now();
+    while !azure_blobs(az.port, "backups", "big/", true).iter().any(|n| n.ends_with(".dump.pgdrill")) {
+        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
+        assert!(child.try_wait().expect("wait").is_none(), "the backup ended before its upload was seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .expect("SIGINT");
+    let out = child.wait_with_output().expect("ends");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(130), "{all}");
+    assert!(azure_blobs(az.port, "backups", "big/", false).is_empty(), "nothing under a final name: {all}");
+    let uncommitted = azure_blobs(az.port, "backups", "big/", true);
+    assert!(uncommitted.is_empty(), "blocks of the stopped upload are left: {uncommitted:?}\n{all}");
+
+    // 5. kill -9 in the middle of an upload: its blocks stay (uncommitted, unseen) with its
+    //    record; prune's dry run names it, apply deletes the blocks and the record.
+    let mut child = with_azure(
+        pgdrill(&[
+            "run",
+            "backup",
+            "--var",
+            &format!("database_url={url}"),
+            "--var",
+            "storage=az://backups/big",
+            "--var",
+            "encrypt=false",
+        ]),
+        az.port,
+        AZURITE_KEY,
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("pgdrill");
+    let t = Instant::now();
+    while !azure_blobs(az.port, "backups", "big/", true).iter().any(|n| n.ends_with(".dump.pgdrill")) {
+        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let committed = |port: u16| {
+        azure_blobs(port, "backups", "big/", false).into_iter().filter(|n| !n.contains("/.pgdrill-uploads/")).count()
+    };
+    let blocks = |port: u16| {
+        azure_blobs(port, "backups", "big/", true).into_iter().filter(|n| n.ends_with(".dump.pgdrill")).count()
+    };
+    assert_eq!(committed(az.port), 0, "a killed upload is never visible");
+    assert_eq!(blocks(az.port), 1, "its blocks are stored");
+    // A record left beside a backup whose upload did complete (pgdrill killed between the
+    // completion and the removal of the record): its backup is never deleted by the abort.
+    let complete = azure_blobs(az.port, "backups", "prod/shop/", false)
+        .into_iter()
+        .find(|n| n.ends_with(".dump.pgdrill"))
+        .expect("a complete backup");
+    let record = format!("{{\"key\":\"{complete}\",\"id\":\"\",\"started\":\"2026-01-01T00:00:00Z\",\"pid\":1}}");
+    let (status, body) =
+        azure_send(az.port, "PUT", "/backups/prod/.pgdrill-uploads/1-000000000000.json", &[], record.as_bytes());
+    assert_eq!(status, 201, "{body}");
+    let prune_uploads = |storage: &str, database: &str, apply: &str| {
+        run(&[
+            "run",
+            "prune",
+            "--var",
+            &format!("storage={storage}"),
+            "--var",
+            &format!("database={database}"),
+            "--var",
+            "abandoned_uploads_after=0s",
+            "--var",
+            &format!("apply={apply}"),
+        ])
+    };
+    let (code, log) = prune_uploads("az://backups/big", "big", "false");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("would abort an unfinished upload of az://backups/big/"), "{log}");
+    assert_eq!(blocks(az.port), 1, "a dry run aborts nothing");
+    let (code, log) = prune_uploads("az://backups/big", "big", "true");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("aborted an unfinished upload"), "{log}");
+    assert_eq!(blocks(az.port), 0, "the blocks are gone: {:?}", azure_blobs(az.port, "backups", "big/", true));
+    assert!(azure_blobs(az.port, "backups", "big/", false).is_empty(), "and so is its record");
+    let (code, log) = prune_uploads(loc, "shop", "true");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("aborted an unfinished upload"), "the stale record was handled: {log}");
+    assert!(
+        azure_blobs(az.port, "backups", "prod/shop/", false).contains(&complete),
+        "the completed backup a stale record named is still there"
+    );
+    assert!(azure_blobs(az.port, "backups", "prod/.pgdrill-uploads/", false).is_empty(), "the record is gone");
     srv.stop().await;
 }
 
@@ -955,5 +1224,38 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     assert_eq!(status_of(&cases, "pick"), "passed", "{cases:?}");
     assert_eq!(status_of(&cases, "integrity"), "error", "{cases:?}");
     assert!(files_named(tmp.path(), ".pgdrill-stage-").is_empty(), "staged plaintext left behind");
+
+    // 4. One job: nothing is staged, so the restore reads the object a second time, again as
+    //    a stream, and compares its sha256 with the manifest's at the end.
+    let one_job = |junit: &std::path::Path| {
+        let mut c = verify(junit);
+        c.args(["--var", "jobs=1"]);
+        c
+    };
+    let junit = tmp.path().join("one-job.xml");
+    let (code, log) = out_of(&mut one_job(&junit));
+    assert_eq!(code, 0, "{log}");
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    assert!(
+        xml.contains(&format!("reading s3://bkt/{key} from the store as a stream (no local copy)"))
+            && xml.contains("sha256 matches the manifest"),
+        "the restore streamed the object: {xml}"
+    );
+    assert!(!xml.contains("staged the checked dump"), "{xml}");
+
+    // 5. The store goes away while that second read runs (the check read all of it): the
+    //    restore is an environment error, exit 3, never a damaged backup.
+    let relay = CuttingRelay::start(s3.port, original.len() + (1 << 20));
+    let junit = tmp.path().join("one-job-lost.xml");
+    let mut c = one_job(&junit);
+    c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", relay.port));
+    let (code, all) = out_of(&mut c);
+    assert!(relay.cut(), "the relay never cut the read: {all}");
+    assert_eq!(code, 3, "{all}");
+    assert!(all.contains("cannot be reached"), "{all}");
+    assert!(!all.contains("corrupted"), "a store that went away was judged a corrupted backup: {all}");
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "integrity"), "passed", "{cases:?}");
+    assert_eq!(status_of(&cases, "restore"), "error", "{cases:?}");
     srv.stop().await;
 }

@@ -507,10 +507,25 @@ fn run_restore(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Out
     Box::pin(async move {
         let w: RestoreWith = typed(with)?;
         let staged_given = w.staged.as_deref().is_some_and(|s| !s.is_empty());
+        // With the plaintext staged by `backup.check`, the backup itself is not read again:
+        // from a store, only its header and manifest are needed. Otherwise a pgdrill archive
+        // in a store is read as a stream, and nothing of it is kept locally.
+        let (backup, stream) = if staged_given {
+            (ctx.backup_header(&w.backup).await?, None)
+        } else {
+            match ctx.backup_stream(&w.backup).await? {
+                Some((stand_in, reader)) => {
+                    ctx.log(format!(
+                        "reading {} from the store as a stream (no local copy)",
+                        crate::storage::remote::display(&stand_in)
+                    ));
+                    (stand_in, Some(reader))
+                }
+                None => (ctx.backup_file(&w.backup).await?, None),
+            }
+        };
         let opts = RestoreOptions {
-            // With the plaintext staged by `backup.check`, the backup itself is not read
-            // again: from a store, only its header and manifest are needed.
-            backup: if staged_given { ctx.backup_header(&w.backup).await? } else { ctx.backup_file(&w.backup).await? },
+            backup,
             into: w.into.clone(),
             key: w.key.clone(),
             jobs: w.jobs,
@@ -526,7 +541,11 @@ fn run_restore(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Out
         let log_ctx = ctx.clone();
         let log = move |l: String| log_ctx.log(l);
         let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
-        let r = restore::restore(opts, &log).await.map_err(StepError::from)?;
+        let r = match stream {
+            Some(reader) => restore::restore_stream(opts, reader, &log).await,
+            None => restore::restore(opts, &log).await,
+        }
+        .map_err(StepError::from)?;
         ctx.log(format!("{} restored {} tables in {:.1}s", r.tool, r.tables, r.seconds));
         let mut o = Outputs::new();
         o.insert("tables".into(), r.tables.into());

@@ -65,6 +65,9 @@ pub struct Remote {
     parts: Arc<dyn object_store::multipart::MultipartStore>,
     prefix: String,
     storage_class: Option<String>,
+    /// Azure Blob: an unfinished upload is uncommitted blocks, which no abort drops (see
+    /// `abort_upload`).
+    blocks: bool,
     /// The private local mirror.
     cache: PathBuf,
 }
@@ -79,6 +82,9 @@ impl std::fmt::Debug for Remote {
 static OPEN: LazyLock<Mutex<Vec<(String, Remote)>>> = LazyLock::new(|| Mutex::new(Vec::new()));
 /// Mirror files whose contents were really downloaded.
 static FETCHED: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+/// Stand-ins whose archive header (and manifest) were already read from the store in this
+/// run: pick, preflight, the check and the restore each need them, and fetch them once.
+static HEADED: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
 /// Multipart uploads in flight, aborted if the process is stopped (`abort_uploads`).
 type Upload = Arc<tokio::sync::Mutex<Option<Box<dyn object_store::MultipartUpload>>>>;
 static UPLOADS: LazyLock<Mutex<Vec<Upload>>> = LazyLock::new(|| Mutex::new(Vec::new()));
@@ -198,6 +204,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
         parts,
         prefix: prefix.to_string(),
         storage_class: opts.get("storage_class").cloned(),
+        blocks: matches!(scheme.as_str(), "az" | "azure"),
         cache,
     };
     lock(&OPEN).push((location.to_string(), r.clone()));
@@ -372,9 +379,11 @@ impl Remote {
                 super::write_replace(&local, &bytes).map_err(|e| format!("mirroring {}: {e}", local.display()))?;
                 continue;
             }
-            if lock(&FETCHED).contains(&local) && std::fs::metadata(&local).map(|md| md.len()).ok() == Some(m.size) {
+            let same_size = std::fs::metadata(&local).map(|md| md.len()).ok() == Some(m.size);
+            if same_size && (lock(&FETCHED).contains(&local) || lock(&HEADED).contains(&local)) {
                 continue;
             }
+            lock(&HEADED).remove(&local);
             let head = if rel.ends_with(".pgdrill") || m.size == 0 {
                 Vec::new()
             } else {
@@ -485,6 +494,9 @@ impl Remote {
     /// needs locally. Made when the location was never listed (a backup named by URL).
     pub async fn stand_in(&self, rel: &str, head: u64) -> Result<PathBuf, String> {
         let local = self.mirror_of(rel);
+        if lock(&HEADED).contains(&local) && is_stand_in(&local) {
+            return Ok(local);
+        }
         let key = self.key(rel);
         let meta = self.store.head(&key).await.map_err(|e| match e {
             object_store::Error::NotFound { .. } => format!("{} does not exist", self.url_of(rel)),
@@ -504,6 +516,7 @@ impl Remote {
                     .map_err(|e| format!("mirroring {}: {e}", self.mirror_of(&manifest).display()))?;
             }
         }
+        lock(&HEADED).insert(local.clone());
         Ok(local)
     }
 
@@ -513,8 +526,15 @@ impl Remote {
     /// environment error (`StoreReadError`), never a verdict on the backup.
     pub async fn reader(&self, rel: &str) -> Result<(Box<dyn std::io::Read + Send>, u64), String> {
         let key = self.key(rel);
-        let size =
-            self.store.head(&key).await.map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?.size;
+        // A stand-in already has the object's size (its HEAD was just made).
+        let local = self.mirror_of(rel);
+        let known = if is_stand_in(&local) { std::fs::metadata(&local).ok().map(|m| m.len()) } else { None };
+        let size = match known {
+            Some(n) => n,
+            None => {
+                self.store.head(&key).await.map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?.size
+            }
+        };
         // Smaller ranges than an upload's parts, one waiting in the channel: at most about
         // 5 x 4 MiB in memory (in flight, queued, being read).
         let ranges: Vec<std::ops::Range<u64>> =
@@ -556,7 +576,13 @@ impl Remote {
             .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
         let mut f =
             std::fs::OpenOptions::new().write(true).open(&local).map_err(|e| format!("{}: {e}", local.display()))?;
-        f.seek(SeekFrom::Start(0)).and_then(|_| f.write_all(&head)).map_err(|e| format!("{}: {e}", local.display()))
+        f.seek(SeekFrom::Start(0)).and_then(|_| f.write_all(&head)).map_err(|e| format!("{}: {e}", local.display()))?;
+        // A listed stand-in has its manifest beside it already.
+        if n >= u64::from(crate::archive::MAX_HEADER) + 64 && self.mirror_of(&format!("{rel}.manifest.json")).is_file()
+        {
+            lock(&HEADED).insert(local);
+        }
+        Ok(())
     }
 
     /// Create `rel` with `bytes`; never replaces an object (conditional create).
@@ -734,6 +760,9 @@ impl Remote {
     }
 }
 
+/// How long an abort waits for the part requests still running (two parts of 8 MiB).
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Where unfinished uploads are recorded, under the location: one object per upload, removed
 /// when it completes or is aborted. One left behind names an upload a killed pgdrill could
 /// not abort; `abandoned` finds them and `abort_abandoned` ends them.
@@ -779,12 +808,14 @@ impl Remote {
         };
         let body = serde_json::to_vec(&m).map_err(|e| e.to_string())?;
         if let Err(e) = self.create(&marker, body).await {
-            let _ = self.parts.abort_multipart(&key, &id).await;
+            let _ = abort_upload(&self.store, &self.parts, &key, &id, self.blocks).await;
             return Err(e);
         }
         Ok(Tracked {
             store: self.store.clone(),
             parts: self.parts.clone(),
+            blocks: self.blocks,
+            inflight: Arc::default(),
             key,
             id,
             marker: self.key(&marker),
@@ -823,9 +854,8 @@ impl Remote {
 
     /// Abort an abandoned upload: the store drops its parts, and its record goes.
     pub async fn abort_abandoned(&self, a: &Abandoned) -> Result<(), String> {
-        match self.parts.abort_multipart(&Key::from(a.key.as_str()), &a.id).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(format!("aborting the upload of {}: {}", a.url, describe(&e))),
+        if let Err(e) = abort_upload(&self.store, &self.parts, &Key::from(a.key.as_str()), &a.id, self.blocks).await {
+            return Err(format!("aborting the upload of {}: {}", a.url, describe(&e)));
         }
         match self.store.delete(&Key::from(a.marker.as_str())).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -839,6 +869,11 @@ impl Remote {
 struct Tracked {
     store: Arc<dyn ObjectStore>,
     parts: Arc<dyn object_store::multipart::MultipartStore>,
+    blocks: bool,
+    /// Part requests still running (each is its own task, so one the uploader stops
+    /// waiting for still ends): an abort waits for them, or a part landing after it would
+    /// leave stored parts again (on Azure, recreate the blob's uncommitted blocks).
+    inflight: Arc<std::sync::atomic::AtomicUsize>,
     key: Key,
     id: String,
     marker: Key,
@@ -858,14 +893,21 @@ impl object_store::MultipartUpload for Tracked {
         let idx = self.next;
         self.next += 1;
         let (parts, key, id, done) = (self.parts.clone(), self.key.clone(), self.id.clone(), self.done.clone());
-        Box::pin(async move {
-            let part = parts.put_part(&key, &id, idx, data).await?;
+        let inflight = self.inflight.clone();
+        inflight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let sent = tokio::spawn(async move {
+            let r = parts.put_part(&key, &id, idx, data).await;
+            inflight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            let part = r?;
             let mut d = lock(&done);
             if d.len() <= idx {
                 d.resize(idx + 1, None);
             }
             d[idx] = Some(part);
             Ok(())
+        });
+        Box::pin(async move {
+            sent.await.map_err(|e| object_store::Error::Generic { store: "pgdrill", source: Box::new(e) })?
         })
     }
 
@@ -881,10 +923,41 @@ impl object_store::MultipartUpload for Tracked {
     }
 
     async fn abort(&mut self) -> object_store::Result<()> {
-        let r = self.parts.abort_multipart(&self.key, &self.id).await;
+        let waited = std::time::Instant::now();
+        while self.inflight.load(std::sync::atomic::Ordering::SeqCst) > 0 && waited.elapsed() < ABORT_WAIT {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let r = abort_upload(&self.store, &self.parts, &self.key, &self.id, self.blocks).await;
         let _ = self.store.delete(&self.marker).await;
         r
     }
+}
+
+/// End an unfinished upload so that the store keeps none of its parts. Azure Blob has no
+/// abort (object_store's is a no-op): the parts are uncommitted blocks, unseen but stored
+/// until Azure drops them after 7 days. Deleting the blob drops them now, and only when
+/// nothing is committed under its name (a HEAD finds no blob), so a backup whose upload did
+/// complete is never removed here.
+async fn abort_upload(
+    store: &Arc<dyn ObjectStore>,
+    parts: &Arc<dyn object_store::multipart::MultipartStore>,
+    key: &Key,
+    id: &str,
+    blocks: bool,
+) -> object_store::Result<()> {
+    match parts.abort_multipart(key, &id.to_string()).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    if blocks {
+        if let Err(object_store::Error::NotFound { .. }) = store.head(key).await {
+            match store.delete(key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Replace `path` with a sparse stand-in: `head` then zeros up to `size`, with `mtime`.
@@ -1104,7 +1177,7 @@ pub async fn abort_uploads() {
     let ups: Vec<Upload> = lock(&UPLOADS).drain(..).collect();
     for up in ups {
         if let Some(mut u) = up.lock().await.take() {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), u.abort()).await;
+            let _ = tokio::time::timeout(ABORT_WAIT + std::time::Duration::from_secs(10), u.abort()).await;
         }
     }
 }
