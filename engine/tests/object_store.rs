@@ -210,9 +210,56 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
         .expect("pg_dump");
     assert!(dump.status.success() && dump.stdout.len() > 100, "{}", text(&dump.stderr));
     assert_eq!(http_body(s3.port, "PUT", "/backups/prod/shop_20261101_020000.sql.gz", &[], &dump.stdout).0, 200);
-    let (code, log) = verify(&["--var", "backup=shop_20261101_020000.sql.gz", "--var", "max_age=3650d"]);
+    let foreign_junit = dir.path().join("foreign.xml");
+    let (code, log) = verify(&[
+        "--var",
+        "backup=shop_20261101_020000.sql.gz",
+        "--var",
+        "max_age=3650d",
+        "--junit",
+        foreign_junit.to_str().expect("utf-8"),
+    ]);
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("s3://backups/prod/shop_20261101_020000.sql.gz"), "{log}");
+    // Read as a stream by the check and again by the restore (psql reads SQL once, so
+    // nothing is staged): never downloaded.
+    let xml = std::fs::read_to_string(&foreign_junit).expect("junit");
+    assert_eq!(
+        xml.matches("reading s3://backups/prod/shop_20261101_020000.sql.gz from the store as a stream").count(),
+        2,
+        "{xml}"
+    );
+    // The classic `| openssl enc` with the legacy key derivation (md5): each derivation is
+    // tried from the object's start, as from a file's.
+    let enc = Command::new("sh")
+        .arg("-c")
+        .arg("pg_dump --no-owner -d \"$U\" | gzip | openssl enc -aes-256-cbc -md md5 -salt -pass env:P 2>/dev/null")
+        .env("U", &url)
+        .env("P", KEY)
+        .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
+        .output()
+        .expect("openssl");
+    assert!(enc.status.success() && enc.stdout.starts_with(b"Salted__"), "{}", text(&enc.stderr));
+    assert_eq!(http_body(s3.port, "PUT", "/backups/prod/shop_20261102_020000.sql.gz.enc", &[], &enc.stdout).0, 200);
+    let enc_junit = dir.path().join("enc.xml");
+    let (code, log) = verify(&[
+        "--var",
+        "backup=shop_20261102_020000.sql.gz.enc",
+        "--var",
+        "max_age=3650d",
+        "--junit",
+        enc_junit.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "{log}");
+    let xml = std::fs::read_to_string(&enc_junit).expect("junit");
+    assert!(xml.contains("legacy key derivation: EVP_BytesToKey, md5"), "the legacy derivation was found: {xml}");
+    assert_eq!(xml.matches("from the store as a stream").count(), 2, "{xml}");
+    let auth = [(
+        "Authorization",
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+    )];
+    let (status, body) = http_body(s3.port, "DELETE", "/backups/prod/shop_20261102_020000.sql.gz.enc", &auth, &[]);
+    assert_eq!(status, 204, "{body}");
 
     // 4. Operator restore from the bucket into a new database.
     let safety = dir.path().join("safety");
@@ -1257,5 +1304,42 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     let cases = junit_cases(&junit);
     assert_eq!(status_of(&cases, "integrity"), "passed", "{cases:?}");
     assert_eq!(status_of(&cases, "restore"), "error", "{cases:?}");
+
+    // 6. Another tool's `pg_dump | gzip` in the bucket, read as a stream by pick (its
+    //    sha256), the check and the restore. The store lost in the check's read, then in the
+    //    restore's: exit 3 each time, never a verdict.
+    let dump = Command::new("sh")
+        .arg("-c")
+        .arg("pg_dump --no-owner -d \"$U\" | gzip -1")
+        .env("U", &url)
+        .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
+        .output()
+        .expect("pg_dump");
+    assert!(dump.status.success() && dump.stdout.len() > 1 << 20, "{}", text(&dump.stderr));
+    let gz = "p/big_20261101_020000.sql.gz";
+    assert_eq!(http_body(s3.port, "PUT", &format!("/bkt/{gz}"), &auth, &dump.stdout).0, 200);
+    let foreign = |junit: &std::path::Path, endpoint: u16| {
+        let mut c = verify(junit);
+        c.args(["--var", "backup=big_20261101_020000.sql.gz", "--var", "max_age=3650d"]);
+        c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{endpoint}"));
+        out_of(&mut c)
+    };
+    let junit = tmp.path().join("foreign.xml");
+    let (code, log) = foreign(&junit, s3.port);
+    assert_eq!(code, 0, "{log}");
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    assert_eq!(xml.matches(&format!("reading s3://bkt/{gz} from the store as a stream")).count(), 2, "{xml}");
+    for (cut_after, failing) in [(1usize, "integrity"), (2, "restore")] {
+        let relay = CuttingRelay::start(s3.port, cut_after * dump.stdout.len() + (512 << 10));
+        let junit = tmp.path().join(format!("foreign-lost-{failing}.xml"));
+        let (code, all) = foreign(&junit, relay.port);
+        assert!(relay.cut(), "the relay never cut the read: {all}");
+        assert_eq!(code, 3, "{all}");
+        assert!(all.contains("cannot be reached"), "{all}");
+        assert!(!all.contains("corrupted") && !all.contains("not a pg_dump"), "judged as a damaged backup: {all}");
+        let cases = junit_cases(&junit);
+        assert_eq!(status_of(&cases, "pick"), "passed", "{cases:?}");
+        assert_eq!(status_of(&cases, failing), "error", "{cases:?}");
+    }
     srv.stop().await;
 }

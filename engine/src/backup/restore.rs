@@ -233,14 +233,28 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
 /// environment error, never a verdict on the backup.
 pub async fn restore_stream(
     opts: RestoreOptions,
-    stream: Box<dyn Read + Send>,
+    stream: Streamed,
     log: &(dyn Fn(String) + Send + Sync),
 ) -> Result<Restored, BackupError> {
+    let stream = match stream {
+        Streamed::Archive(s) => s,
+        Streamed::Foreign(opener) => {
+            // Another tool's file: no manifest to compare; what the store said decides.
+            let shown = crate::storage::remote::display(&opts.backup);
+            return match restore_inner(opts, Some(Input::Foreign(opener.clone())), log).await {
+                Err(_) if opener.store_failed().is_some() => Err(BackupError::Environment(format!(
+                    "reading {shown}: {}",
+                    opener.store_failed().unwrap_or_default()
+                ))),
+                r => r,
+            };
+        }
+    };
     let manifest = super::Manifest::read(&opts.backup)?;
     let shown = crate::storage::remote::display(&opts.backup);
     let tap = Tap::new(stream);
     let state = tap.0.clone();
-    let r = restore_inner(opts, Some(Box::new(tap)), log).await;
+    let r = restore_inner(opts, Some(Input::Archive(Box::new(tap))), log).await;
     let store_failed = |state: &Arc<Mutex<TapState>>| state.lock().ok().and_then(|s| s.store_failed.clone());
     let restored = match r {
         Err(e) => {
@@ -274,6 +288,20 @@ pub async fn restore_stream(
     }
     log(format!("read {bytes} bytes from the store; sha256 matches the manifest"));
     Ok(restored)
+}
+
+/// A backup in an object store, read as a stream.
+pub enum Streamed {
+    /// A pgdrill archive: read once, its sha256 compared with the manifest's.
+    Archive(Box<dyn Read + Send>),
+    /// Another tool's file: opened from its start as often as its layers need.
+    Foreign(crate::storage::remote::StoreOpener),
+}
+
+/// What `restore_inner` reads instead of the local file.
+enum Input {
+    Archive(Box<dyn Read + Send>),
+    Foreign(crate::storage::remote::StoreOpener),
 }
 
 /// A stream being restored: hashed as it passes; a store's read error is kept aside (the
@@ -333,7 +361,7 @@ impl Read for Tap {
 
 async fn restore_inner(
     opts: RestoreOptions,
-    stream: Option<Box<dyn Read + Send>>,
+    stream: Option<Input>,
     log: &(dyn Fn(String) + Send + Sync),
 ) -> Result<Restored, BackupError> {
     let started = Instant::now();
@@ -364,6 +392,8 @@ async fn restore_inner(
     }
     // What `backup.check` staged is read in place of the backup, stream or not.
     let stream = if staged_by_check.is_some() { None } else { stream };
+    // A stream's stand-in is not the backup: pg_restore never reads it in place.
+    let streamed = stream.is_some();
     let located = source::locate(staged_by_check.unwrap_or(&opts.backup))?;
     let key = opts.key.as_deref().filter(|k| !k.is_empty());
     let key_source = key.map(KeySource::from_secret);
@@ -380,10 +410,17 @@ async fn restore_inner(
             let p = p.clone();
             let ks = key_source.clone();
             let pass = key.map(str::to_string);
-            let o = tokio::task::spawn_blocking(move || match stream {
+            let o = tokio::task::spawn_blocking(move || {
                 // The stand-in names it; what is read is the stream.
-                Some(s) => source::open_stream(Path::new(&crate::storage::remote::display(&p)), s, ks.as_ref()),
-                None => source::open(&p, ks.as_ref(), pass.as_deref()),
+                let shown = PathBuf::from(crate::storage::remote::display(&p));
+                match stream {
+                    Some(Input::Archive(s)) => source::open_stream(&shown, s, ks.as_ref()),
+                    Some(Input::Foreign(opener)) => {
+                        let open = || opener.open().map_err(BackupError::Environment);
+                        source::open_from(&shown, &open, ks.as_ref(), pass.as_deref())
+                    }
+                    None => source::open(&p, ks.as_ref(), pass.as_deref()),
+                }
             })
             .await
             .map_err(|e| BackupError::Environment(e.to_string()))??;
@@ -414,7 +451,9 @@ async fn restore_inner(
     // A plain custom-format file is what pg_restore reads best: by its path, seekable, so
     // parallel jobs need no copy of it.
     let as_is = match &located {
-        Located::File(p) if layers.is_empty() && content == Content::Custom && container.is_none() => Some(p.clone()),
+        Located::File(p) if layers.is_empty() && content == Content::Custom && container.is_none() && !streamed => {
+            Some(p.clone())
+        }
         _ => None,
     };
 

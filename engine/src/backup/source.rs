@@ -179,6 +179,13 @@ pub fn sniff(path: &Path) -> String {
     layers.join("/")
 }
 
+/// Whether another tool's file, known by its first bytes (a store's stand-in), can be read
+/// as a stream: everything but gpg (which reads a path), directory dumps and unknown kinds.
+pub fn streamable(path: &Path) -> bool {
+    let kind = sniff(path);
+    !(kind.is_empty() || kind.contains("gpg") || kind.contains('?') || kind == "directory" || kind == "unreadable")
+}
+
 /// Open a backup file. `key` is the pgdrill key or passphrase; `passphrase` the one of an
 /// `openssl enc` or `gpg --symmetric` file.
 pub fn open(path: &Path, key: Option<&KeySource>, passphrase: Option<&str>) -> Result<Opened, BackupError> {
@@ -197,7 +204,19 @@ pub fn open_stream(shown: &Path, stream: Box<dyn Read + Send>, key: Option<&KeyS
     peel(shown, Box::new(io::BufReader::with_capacity(1 << 20, stream)), None, key, None)
 }
 
-type Reopen<'a> = &'a dyn Fn() -> Result<Box<dyn Read + Send>, BackupError>;
+/// Opens the same input again from its start.
+pub type Reopen<'a> = &'a dyn Fn() -> Result<Box<dyn Read + Send>, BackupError>;
+
+/// A backup that can be read from its start as often as needed but is not a local file
+/// (another tool's file in an object store); `shown` names it. gpg needs a local file.
+pub fn open_from(
+    shown: &Path,
+    open: Reopen<'_>,
+    key: Option<&KeySource>,
+    passphrase: Option<&str>,
+) -> Result<Opened, BackupError> {
+    peel(shown, Box::new(io::BufReader::with_capacity(1 << 20, open()?)), Some(open), key, passphrase)
+}
 
 fn peel(
     path: &Path,
@@ -262,7 +281,7 @@ fn peel(
             if !layers.is_empty() {
                 return Err(failed("a gpg message inside another layer: decrypt it with gpg first".into()));
             }
-            if reopen.is_none() {
+            if !path.is_file() {
                 return Err(BackupError::Environment(format!(
                     "{}: gpg reads a local file: download it first",
                     path.display()

@@ -229,14 +229,20 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
             }
         };
         // A listed object: for pgdrill's own, its header is enough here (the manifest is
-        // mirrored), so the download happens in the step that reads it, beside the throwaway
-        // server's start; another tool's file is downloaded now (its sha256 is computed here).
+        // mirrored), so the read happens in the step that needs it, beside the throwaway
+        // server's start. Another tool's file has no manifest to say its sha256: it is read
+        // through once here to compute it, and read as a stream again by the steps that check
+        // and restore it; only what needs a local file (gpg) is downloaded.
+        let mut store_sha = None;
         let path = match crate::storage::remote::for_mirror(&path) {
             Some((r, rel)) if crate::storage::remote::is_stand_in(&path) => {
                 if rel.ends_with(".pgdrill") && crate::storage::manifest_path(&path).is_file() {
                     r.fill_head(&rel, u64::from(crate::archive::MAX_HEADER) + 64)
                         .await
                         .map_err(StepError::Environment)?;
+                    path
+                } else if !rel.ends_with(".pgdrill") && source::streamable(&path) {
+                    store_sha = Some(r.digest(&rel).await.map_err(StepError::Environment)?.0);
                     path
                 } else {
                     r.fetch(&rel).await.map_err(StepError::Environment)?
@@ -285,7 +291,9 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
                 o.insert("server_major".into(), json!(null));
                 o.insert("fingerprint".into(), json!(null));
                 let p = path.clone();
-                let sha = if path.is_file() {
+                let sha = if store_sha.is_some() {
+                    store_sha.take()
+                } else if path.is_file() {
                     Some(
                         tokio::task::spawn_blocking(move || sha256_file(&p))
                             .await
@@ -514,12 +522,15 @@ fn run_restore(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Out
             (ctx.backup_header(&w.backup).await?, None)
         } else {
             match ctx.backup_stream(&w.backup).await? {
-                Some((stand_in, reader)) => {
+                Some(s) => {
                     ctx.log(format!(
                         "reading {} from the store as a stream (no local copy)",
-                        crate::storage::remote::display(&stand_in)
+                        crate::storage::remote::display(s.stand_in())
                     ));
-                    (stand_in, Some(reader))
+                    match s {
+                        super::FromStore::Archive(p, reader) => (p, Some(restore::Streamed::Archive(reader))),
+                        super::FromStore::Foreign(p, opener) => (p, Some(restore::Streamed::Foreign(opener))),
+                    }
                 }
                 None => (ctx.backup_file(&w.backup).await?, None),
             }

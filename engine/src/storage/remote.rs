@@ -1013,6 +1013,60 @@ impl std::io::Read for ObjectReader {
 #[derive(Debug)]
 pub struct StoreReadError(pub String);
 
+/// Keeps the message of a store's read error, whatever the layers above make of it (they
+/// turn a short read into "corrupted"): the caller asks it afterwards and reports the
+/// store's failure instead.
+pub struct Watched {
+    pub inner: Box<dyn std::io::Read + Send>,
+    pub failed: Arc<Mutex<Option<String>>>,
+}
+
+impl std::io::Read for Watched {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if let Some(s) = e.get_ref().and_then(|i| i.downcast_ref::<StoreReadError>()) {
+                *lock(&self.failed) = Some(s.0.clone());
+            }
+        })
+    }
+}
+
+/// Another tool's file in a store, read as a stream as many times as its layers need
+/// (openssl's key derivations are each tried from the start): each `open` is a new
+/// ranged read of the object. For a blocking thread; a store's failure in any of them is
+/// kept in `failed`.
+#[derive(Clone)]
+pub struct StoreOpener {
+    remote: Remote,
+    rel: String,
+    handle: tokio::runtime::Handle,
+    pub failed: Arc<Mutex<Option<String>>>,
+}
+
+impl StoreOpener {
+    pub fn open(&self) -> Result<Box<dyn std::io::Read + Send>, String> {
+        let (r, _) = self.handle.block_on(self.remote.reader(&self.rel))?;
+        Ok(Box::new(Watched { inner: r, failed: self.failed.clone() }))
+    }
+
+    /// What the store said, if a read failed.
+    pub fn store_failed(&self) -> Option<String> {
+        lock(&self.failed).clone()
+    }
+}
+
+impl Remote {
+    /// `rel` to be read as a stream from a blocking thread, as often as needed.
+    pub fn opener(&self, rel: &str) -> StoreOpener {
+        StoreOpener {
+            remote: self.clone(),
+            rel: rel.to_string(),
+            handle: tokio::runtime::Handle::current(),
+            failed: Arc::default(),
+        }
+    }
+}
+
 impl std::fmt::Display for StoreReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
