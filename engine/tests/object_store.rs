@@ -1,6 +1,6 @@
 //! Backups in object storage, against real servers started here on 127.0.0.1: moto in
-//! server mode (S3; it does not check signatures) and Azurite (Azure Blob; it does). Each
-//! test has its own server on its own port.
+//! server mode (S3; it checks signatures only with its access control on, as one test
+//! does) and Azurite (Azure Blob; it does). Each test has its own server on its own port.
 
 mod common;
 
@@ -57,6 +57,58 @@ fn moto() -> Option<Server> {
     let s = Server { child, port };
     wait_listening(port, "moto_server");
     Some(s)
+}
+
+/// moto with its IAM access control on: after `setup` unauthenticated requests it checks
+/// every request's access key and SigV4 signature, as S3 does. Returns the server and the
+/// access key id and secret of a user allowed `s3:*`, made during those requests (with
+/// bucket `bkt`).
+fn moto_checking_signatures() -> Option<(Server, String, String)> {
+    if !require(on_path("moto_server"), "moto_server (PyPI moto[server])") {
+        return None;
+    }
+    let port = free_port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("INITIAL_NO_AUTH_ACTION_COUNT", "4")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server starts");
+    let s = Server { child, port };
+    wait_listening(port, "moto_server");
+    let as_service = |service: &str| {
+        format!("AWS4-HMAC-SHA256 Credential=setup/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0")
+    };
+    let iam = |body: &str| {
+        let (status, out) = http_body(
+            port,
+            "POST",
+            "/",
+            &[("Authorization", &as_service("iam")), ("Content-Type", "application/x-www-form-urlencoded")],
+            body.as_bytes(),
+        );
+        assert_eq!(status, 200, "{out}");
+        out
+    };
+    assert_eq!(http(port, "PUT", "/bkt", &[("Authorization", &as_service("s3"))]).0, 200);
+    iam("Action=CreateUser&UserName=pgdrill&Version=2010-05-08");
+    let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
+    let encoded: String = policy
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    iam(&format!("Action=PutUserPolicy&UserName=pgdrill&PolicyName=s3&PolicyDocument={encoded}&Version=2010-05-08"));
+    let key = iam("Action=CreateAccessKey&UserName=pgdrill&Version=2010-05-08");
+    let field = |name: &str| {
+        key.split(&format!("<{name}>"))
+            .nth(1)
+            .and_then(|r| r.split(&format!("</{name}>")).next())
+            .expect(name)
+            .to_string()
+    };
+    let (id, secret) = (field("AccessKeyId"), field("SecretAccessKey"));
+    Some((s, id, secret))
 }
 
 /// A plain HTTP request to a server on 127.0.0.1: (status, body).
@@ -603,6 +655,46 @@ async fn aws_profile_supplies_keys_region_and_endpoint_and_a_missing_one_is_name
     let (code, log) = list("missing");
     assert_eq!(code, 2, "{log}");
     assert!(log.contains("AWS_PROFILE `missing`"), "{log}");
+}
+
+/// S3 with signatures checked (moto's access control): the right keys back up and list;
+/// a wrong secret is refused by the store, exit 3 in one line, the secret never shown, and
+/// nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_refuses_a_wrong_secret_key_exit_3_and_the_key_is_never_shown() {
+    let Some((s3, id, secret)) = moto_checking_signatures() else { return };
+    let Some(srv) = native_server("shop").await else { return };
+    let url = srv.url();
+    exec(&url, "create table t(id int primary key); insert into t select generate_series(1, 100)").await;
+    let keyed = |secret: &str, args: &[&str]| {
+        let mut c = with_aws(pgdrill(args), s3.port);
+        c.env("AWS_ACCESS_KEY_ID", &id).env("AWS_SECRET_ACCESS_KEY", secret);
+        let o = c.output().expect("pgdrill runs");
+        let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+        assert!(!all.contains(secret), "the secret access key was shown:\n{all}");
+        assert!(!all.contains(KEY), "the backup key was shown:\n{all}");
+        (o.status.code().unwrap_or(-1), all)
+    };
+    // At the bucket's root: moto's signature check rejects a listing whose prefix holds an
+    // encoded `/` (`prefix=p%2F`) even with the right keys, a difference between moto's
+    // canonical request and object_store's that is not settled here; so no prefix.
+    let backup = ["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt"];
+    let list = ["backups", "list", "--storage", "s3://bkt", "--json"];
+    let wrong = "wrong-secret-access-key-that-moto-refuses-0000";
+    let (code, log) = keyed(wrong, &backup);
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("refused the credentials"), "{log}");
+    let (code, log) = keyed(wrong, &list);
+    assert_eq!(code, 3, "{log}");
+    assert_eq!(log.trim().lines().count(), 1, "one line: {log}");
+    assert!(log.contains("refused the credentials"), "{log}");
+    let (code, log) = keyed(&secret, &backup);
+    assert_eq!(code, 0, "the right keys are accepted: {log}");
+    let (code, out) = keyed(&secret, &list);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "only the backup made with the right keys: {out}");
+    srv.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
