@@ -760,8 +760,10 @@ impl Remote {
     }
 }
 
-/// How long an abort waits for the part requests still running (two parts of 8 MiB).
-const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long an abort waits for the part requests still running (at most two parts of
+/// 8 MiB): long enough for them at a few MB/s, short enough that a stopped run whose store
+/// went away still exits soon (the abort itself then fails, and the record stays for prune).
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Where unfinished uploads are recorded, under the location: one object per upload, removed
 /// when it completes or is aborted. One left behind names an upload a killed pgdrill could
