@@ -697,6 +697,58 @@ async fn s3_refuses_a_wrong_secret_key_exit_3_and_the_key_is_never_shown() {
     srv.stop().await;
 }
 
+/// An object replaced in the store after pgdrill first saw it (another tool's upload over
+/// it, in the middle of a run): every later read asks for the version first seen
+/// (If-Match), so the check fails to read it, exit 3 "changed", instead of reading the new
+/// bytes under the old manifest and calling the backup corrupted.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_replaced_after_pick_is_an_environment_error_never_a_damaged_backup() {
+    let Some(s3) = moto() else { return };
+    let Some(srv) = native_server("shop").await else { return };
+    let url = srv.url();
+    exec(&url, "create table t(id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 5000) g").await;
+    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
+    let (code, log) = out_of(&mut with_aws(
+        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt/p"]),
+        s3.port,
+    ));
+    assert_eq!(code, 0, "{log}");
+    let key = s3_keys(s3.port, "bkt", "p/shop/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("backup");
+    let auth = [(
+        "Authorization",
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+    )];
+    let original = http_raw(s3.port, "GET", &format!("/bkt/{key}"), &auth, &[]);
+    let mut other = original.clone();
+    let at = other.len() - 100;
+    other[at] ^= 0x55;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let replacement = dir.path().join("replacement");
+    std::fs::write(&replacement, &other).expect("replacement");
+    // Pick, then the object is replaced (as another tool's upload would), then the check.
+    let rb = dir.path().join("replaced.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: replaced\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - id: pick\n    uses: backup.pick\n    with: {{ storage: \"s3://bkt/p\", database: shop, backup: latest, key: \"{{{{ secrets.key }}}}\" }}\n  - id: replace\n    uses: shell.run\n    with: {{ script: \"curl -fsS -X PUT --data-binary @{} -H 'Authorization: {}' http://127.0.0.1:{}/bkt/{key}\" }}\n  - id: check\n    uses: backup.check\n    with: {{ path: \"{{{{ steps.pick.outputs.path }}}}\", key: \"{{{{ secrets.key }}}}\" }}\n",
+            replacement.display(),
+            auth[0].1,
+            s3.port
+        ),
+    )
+    .expect("runbook");
+    let junit = dir.path().join("replaced.xml");
+    let (code, all) =
+        out_of(with_aws(pgdrill(&["run", rb.to_str().expect("utf-8")]), s3.port).arg("--junit").arg(&junit));
+    assert_eq!(code, 3, "{all}");
+    assert!(all.contains("the object changed while it was read"), "{all}");
+    assert!(!all.contains("corrupted") && !all.contains("failed authentication"), "judged as damaged: {all}");
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "replace"), "passed", "{cases:?}");
+    assert_eq!(status_of(&cases, "check"), "error", "{cases:?}");
+    srv.stop().await;
+}
+
 /// What can be tested of `gs://` here, with no GCS emulator that speaks the XML API:
 /// object_store's GCS client with a service account file (GOOGLE_SERVICE_ACCOUNT_PATH, with
 /// `gcs_base_url` and `disable_oauth`, object_store's hooks for local servers) lists through

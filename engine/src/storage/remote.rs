@@ -19,7 +19,7 @@
 //! carries only options (`?endpoint=...&region=...&path_style=true&storage_class=...`), never
 //! a secret.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -82,6 +82,11 @@ impl std::fmt::Debug for Remote {
 static OPEN: LazyLock<Mutex<Vec<(String, Remote)>>> = LazyLock::new(|| Mutex::new(Vec::new()));
 /// Mirror files whose contents were really downloaded.
 static FETCHED: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+/// The version (ETag) of each object as pgdrill first saw it in this run, by mirror path:
+/// every later read of it asks for that version (If-Match), so an object replaced in the
+/// middle of a run fails to read ("changed") instead of mixing two versions' bytes into
+/// something that looks damaged.
+static ETAGS: LazyLock<Mutex<HashMap<PathBuf, String>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 /// Stand-ins whose archive header (and manifest) were already read from the store in this
 /// run: pick, preflight, the check and the restore each need them, and fetch them once.
 static HEADED: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
@@ -281,6 +286,9 @@ fn aws_profile(mut b: object_store::aws::AmazonS3Builder) -> Result<object_store
 /// One line for an object-store error: the class first, what to change, never a credential
 /// (the crate's messages carry no secrets, and the run's redactor masks them anyway).
 pub fn describe(e: &object_store::Error) -> String {
+    if let object_store::Error::Precondition { .. } = e {
+        return "the object changed while it was read (replaced in the store since pgdrill listed it): nothing was judged; run again".into();
+    }
     let text = e.to_string();
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let lower = flat.to_ascii_lowercase();
@@ -374,6 +382,7 @@ impl Remote {
             }
             let local = self.mirror_of(&rel);
             keep.insert(local.clone());
+            let tag = self.pin(&rel, m.e_tag.as_deref());
             if rel.ends_with(".manifest.json") {
                 let bytes = self.get_bytes(&m.location).await?;
                 super::write_replace(&local, &bytes).map_err(|e| format!("mirroring {}: {e}", local.display()))?;
@@ -388,8 +397,7 @@ impl Remote {
                 Vec::new()
             } else {
                 let end = m.size.min(HEAD_BYTES);
-                self.store
-                    .get_range(&m.location, 0..end)
+                get_range_of(&self.store, &m.location, 0..end, tag)
                     .await
                     .map_err(|e| format!("reading {}: {}", self.url_of(&rel), describe(&e)))?
                     .to_vec()
@@ -440,6 +448,7 @@ impl Remote {
         })?;
         let modified: std::time::SystemTime = meta.last_modified.into();
         let size = meta.size;
+        let tag = self.pin(rel, meta.e_tag.as_deref());
         let dir = local.parent().unwrap_or(&self.cache).to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot write {}: {e}", dir.display()))?;
         let mut tmp = tempfile::Builder::new()
@@ -452,8 +461,8 @@ impl Remote {
         let store = self.store.clone();
         let mut parts = futures_util::stream::iter(ranges)
             .map(|r| {
-                let (store, key) = (store.clone(), key.clone());
-                async move { store.get_range(&key, r).await }
+                let (store, key, tag) = (store.clone(), key.clone(), tag.clone());
+                async move { get_range_of(&store, &key, r, tag).await }
             })
             .buffered(READBACK_INFLIGHT);
         let mut n = 0u64;
@@ -502,9 +511,8 @@ impl Remote {
             object_store::Error::NotFound { .. } => format!("{} does not exist", self.url_of(rel)),
             e => format!("reading {}: {}", self.url_of(rel), describe(&e)),
         })?;
-        let bytes = self
-            .store
-            .get_range(&key, 0..head.min(meta.size))
+        let tag = self.pin(rel, meta.e_tag.as_deref());
+        let bytes = get_range_of(&self.store, &key, 0..head.min(meta.size), tag)
             .await
             .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
         stand_in(&local, &bytes, meta.size, meta.last_modified.into())
@@ -529,10 +537,15 @@ impl Remote {
         // A stand-in already has the object's size (its HEAD was just made).
         let local = self.mirror_of(rel);
         let known = if is_stand_in(&local) { std::fs::metadata(&local).ok().map(|m| m.len()) } else { None };
-        let size = match known {
-            Some(n) => n,
+        let (size, tag) = match known {
+            Some(n) => (n, self.pin(rel, None)),
             None => {
-                self.store.head(&key).await.map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?.size
+                let meta = self
+                    .store
+                    .head(&key)
+                    .await
+                    .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
+                (meta.size, self.pin(rel, meta.e_tag.as_deref()))
             }
         };
         // Smaller ranges than an upload's parts, one waiting in the channel: at most about
@@ -544,8 +557,8 @@ impl Remote {
         tokio::spawn(async move {
             let mut parts = futures_util::stream::iter(ranges)
                 .map(|r| {
-                    let (store, key) = (store.clone(), key.clone());
-                    async move { store.get_range(&key, r).await }
+                    let (store, key, tag) = (store.clone(), key.clone(), tag.clone());
+                    async move { get_range_of(&store, &key, r, tag).await }
                 })
                 .buffered(READBACK_INFLIGHT);
             while let Some(chunk) = parts.next().await {
@@ -569,9 +582,7 @@ impl Remote {
             return Ok(());
         }
         let size = std::fs::metadata(&local).map(|m| m.len()).map_err(|e| format!("{}: {e}", local.display()))?;
-        let head = self
-            .store
-            .get_range(&self.key(rel), 0..n.min(size))
+        let head = get_range_of(&self.store, &self.key(rel), 0..n.min(size), self.pin(rel, None))
             .await
             .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
         let mut f =
@@ -662,15 +673,16 @@ impl Remote {
     pub async fn digest(&self, rel: &str) -> Result<(String, u64), String> {
         use sha2::Digest;
         let key = self.key(rel);
-        let size =
-            self.store.head(&key).await.map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?.size;
+        let meta =
+            self.store.head(&key).await.map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
+        let (size, tag) = (meta.size, self.pin(rel, meta.e_tag.as_deref()));
         let ranges: Vec<std::ops::Range<u64>> =
             (0..size).step_by(PART).map(|start| start..(start + PART as u64).min(size)).collect();
         let store = self.store.clone();
         let mut parts = futures_util::stream::iter(ranges)
             .map(|r| {
-                let (store, key) = (store.clone(), key.clone());
-                async move { store.get_range(&key, r).await }
+                let (store, key, tag) = (store.clone(), key.clone(), tag.clone());
+                async move { get_range_of(&store, &key, r, tag).await }
             })
             .buffered(READBACK_INFLIGHT);
         let mut h = sha2::Sha256::new();
@@ -678,7 +690,7 @@ impl Remote {
         while let Some(chunk) = parts.next().await {
             let chunk = chunk.map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
             n += chunk.len() as u64;
-            h.update(&chunk);
+            h.update(&*chunk);
         }
         Ok((crate::archive::hex(&h.finalize()), n))
     }
@@ -686,9 +698,7 @@ impl Remote {
     /// The first `n` bytes of `rel`.
     pub async fn head_bytes(&self, rel: &str, n: u64) -> Result<Vec<u8>, String> {
         let size = self.size(rel).await?;
-        let r = self
-            .store
-            .get_range(&self.key(rel), 0..n.min(size))
+        let r = get_range_of(&self.store, &self.key(rel), 0..n.min(size), self.pin(rel, None))
             .await
             .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
         Ok(r.to_vec())
@@ -788,7 +798,32 @@ pub struct Abandoned {
     id: String,
 }
 
+/// A range of an object, of the version `etag` when given.
+async fn get_range_of(
+    store: &Arc<dyn ObjectStore>,
+    key: &Key,
+    range: std::ops::Range<u64>,
+    etag: Option<String>,
+) -> object_store::Result<impl std::ops::Deref<Target = [u8]> + Send + 'static> {
+    let opts = object_store::GetOptions {
+        range: Some(object_store::GetRange::Bounded(range)),
+        if_match: etag,
+        ..Default::default()
+    };
+    store.get_opts(key, opts).await?.bytes().await
+}
+
 impl Remote {
+    /// The version of `rel` first seen in this run; the first call records `seen`.
+    fn pin(&self, rel: &str, seen: Option<&str>) -> Option<String> {
+        let mut tags = lock(&ETAGS);
+        let local = self.mirror_of(rel);
+        if let (None, Some(t)) = (tags.get(&local), seen) {
+            tags.insert(local.clone(), t.to_string());
+        }
+        tags.get(&local).cloned()
+    }
+
     async fn tracked(&self, rel: &str) -> Result<Tracked, String> {
         let key = self.key(rel);
         let id = self
