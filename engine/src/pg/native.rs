@@ -102,8 +102,10 @@ impl NativeServer {
         let password = generate_password();
         let run_as = RunAs::detect()?;
 
+        // The owner's pid in the name: another pgdrill's `reap_stale` can tell whose it is
+        // before `owner.pid` is written (it used to remove such a directory as stale).
         let dir = tempfile::Builder::new()
-            .prefix(DIR_PREFIX)
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
             .tempdir()
             .map_err(|e| ServerError::Environment(format!("cannot create a temp directory: {e}")))?
             .keep();
@@ -447,18 +449,31 @@ pub fn parse_major(version_text: &str) -> Option<u32> {
 /// Remove temp directories of servers whose pgdrill process is gone, killing their
 /// postmaster if it somehow survived.
 pub fn reap_stale() {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else { return };
+    reap_stale_in(&std::env::temp_dir());
+}
+
+/// `reap_stale` in `tmp`. The owner is `owner.pid`, else the pid in the directory's name
+/// (`pgdrill-native-<pid>-XXXXXX`); a directory that names neither is left alone while it is
+/// young, because its owner may be writing `owner.pid` this very moment.
+fn reap_stale_in(tmp: &Path) {
+    let Ok(entries) = fs::read_dir(tmp) else { return };
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        if !name.starts_with(DIR_PREFIX) {
-            continue;
-        }
+        let Some(rest) = name.strip_prefix(DIR_PREFIX) else { continue };
         let dir = e.path();
-        let owner: Option<i32> = fs::read_to_string(dir.join("owner.pid")).ok().and_then(|s| s.trim().parse().ok());
-        let owner_alive = owner.is_some_and(|p| kill(Pid::from_raw(p), None).is_ok());
-        if owner_alive {
-            continue;
+        let named: Option<i32> = rest.split_once('-').and_then(|(pid, _)| pid.parse().ok()).filter(|p: &i32| *p > 0);
+        let owner: Option<i32> =
+            fs::read_to_string(dir.join("owner.pid")).ok().and_then(|s| s.trim().parse().ok()).or(named);
+        match owner {
+            Some(p) if kill(Pid::from_raw(p), None).is_ok() => continue,
+            Some(_) => {}
+            None => {
+                let age = fs::metadata(&dir).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+                if age.is_none_or(|a| a < std::time::Duration::from_secs(600)) {
+                    continue;
+                }
+            }
         }
         if let Some(pm) = fs::read_to_string(dir.join("data/postmaster.pid"))
             .ok()
@@ -473,6 +488,28 @@ pub fn reap_stale() {
 #[cfg(test)]
 mod tests {
     use super::parse_major;
+
+    /// Found as a flake: a directory another pgdrill had just made (before its `owner.pid`)
+    /// was removed as stale, and that server's start failed with ENOENT.
+    #[test]
+    fn a_directory_being_made_is_not_reaped_but_a_dead_owners_is() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let me = std::process::id();
+        let being_made = tmp.path().join(format!("{}{me}-abcdef", super::DIR_PREFIX));
+        let no_owner_yet = tmp.path().join(format!("{}uCzAK6", super::DIR_PREFIX));
+        // A pid far above pid_max: no such process.
+        let dead = tmp.path().join(format!("{}999999999-abcdef", super::DIR_PREFIX));
+        let dead_by_file = tmp.path().join(format!("{}{me}-ghijkl", super::DIR_PREFIX));
+        for d in [&being_made, &no_owner_yet, &dead, &dead_by_file] {
+            std::fs::create_dir(d).expect("dir");
+        }
+        std::fs::write(dead_by_file.join("owner.pid"), "999999999").expect("owner");
+        super::reap_stale_in(tmp.path());
+        assert!(being_made.is_dir(), "its owner is alive (the name says so)");
+        assert!(no_owner_yet.is_dir(), "young, and no owner known yet");
+        assert!(!dead.exists(), "its owner (by name) is gone");
+        assert!(!dead_by_file.exists(), "owner.pid decides over the name");
+    }
 
     #[test]
     fn majors_from_version_text() {
