@@ -559,8 +559,8 @@ pub fn catalogue() -> &'static [StepKind] {
         drill::DISASTER,
         drill::RTO,
         drill::RPO,
-        sql::EXEC,
-        sql::ASSERT,
+        kind::<sql::Exec>(),
+        kind::<sql::Assert>(),
         kind::<shell::Run>(),
         http::CHECK,
         kind::<sleep::Sleep>(),
@@ -635,6 +635,8 @@ mod tests {
         documented_as_emitted::<deploy::Read>();
         documented_as_emitted::<gates::Space>();
         documented_as_emitted::<gates::SizeChange>();
+        documented_as_emitted::<sql::Exec>();
+        documented_as_emitted::<sql::Assert>();
     }
 
     /// What the derive reads: serde's names, `Option` and `default` for "required", the
