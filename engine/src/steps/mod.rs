@@ -562,7 +562,7 @@ pub fn catalogue() -> &'static [StepKind] {
         kind::<sql::Exec>(),
         kind::<sql::Assert>(),
         kind::<shell::Run>(),
-        http::CHECK,
+        kind::<http::Check>(),
         kind::<sleep::Sleep>(),
         nested::RUNBOOK,
     ];
@@ -637,6 +637,7 @@ mod tests {
         documented_as_emitted::<gates::SizeChange>();
         documented_as_emitted::<sql::Exec>();
         documented_as_emitted::<sql::Assert>();
+        documented_as_emitted::<http::Check>();
     }
 
     /// What the derive reads: serde's names, `Option` and `default` for "required", the
