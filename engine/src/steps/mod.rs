@@ -564,7 +564,7 @@ pub fn catalogue() -> &'static [StepKind] {
         kind::<shell::Run>(),
         kind::<http::Check>(),
         kind::<sleep::Sleep>(),
-        nested::RUNBOOK,
+        kind::<nested::Runbook>(),
     ];
     &KINDS
 }
@@ -638,6 +638,7 @@ mod tests {
         documented_as_emitted::<sql::Exec>();
         documented_as_emitted::<sql::Assert>();
         documented_as_emitted::<http::Check>();
+        documented_as_emitted::<nested::Runbook>();
     }
 
     /// What the derive reads: serde's names, `Option` and `default` for "required", the
