@@ -525,7 +525,7 @@ pub use backup::listing as backup_listing;
 /// Every step kind, in catalogue order.
 pub fn catalogue() -> &'static [StepKind] {
     static KINDS: [StepKind; 40] = [
-        ephemeral::EPHEMERAL,
+        kind::<ephemeral::Start>(),
         backup::CREATE,
         backup::CHECK,
         backup::LIST,
@@ -639,6 +639,7 @@ mod tests {
         documented_as_emitted::<sql::Assert>();
         documented_as_emitted::<http::Check>();
         documented_as_emitted::<nested::Runbook>();
+        documented_as_emitted::<ephemeral::Start>();
     }
 
     /// What the derive reads: serde's names, `Option` and `default` for "required", the
