@@ -547,7 +547,7 @@ pub fn catalogue() -> &'static [StepKind] {
         database::RESTORE_SNAPSHOT,
         database::SETTINGS,
         journal::FINISH,
-        retention::PRUNE,
+        kind::<retention::Prune>(),
         kind::<copy::Copy>(),
         kind::<deploy::Record>(),
         kind::<deploy::Read>(),
@@ -640,6 +640,7 @@ mod tests {
         documented_as_emitted::<http::Check>();
         documented_as_emitted::<nested::Runbook>();
         documented_as_emitted::<ephemeral::Start>();
+        documented_as_emitted::<retention::Prune>();
     }
 
     /// What the derive reads: serde's names, `Option` and `default` for "required", the
