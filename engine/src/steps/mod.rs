@@ -553,12 +553,12 @@ pub fn catalogue() -> &'static [StepKind] {
         kind::<deploy::Read>(),
         kind::<gates::Space>(),
         kind::<gates::SizeChange>(),
-        drill::FIXTURES_LOAD,
-        drill::WORKSPACE,
-        drill::HEARTBEAT,
-        drill::DISASTER,
-        drill::RTO,
-        drill::RPO,
+        kind::<drill::FixturesLoad>(),
+        kind::<drill::Workspace>(),
+        kind::<drill::Heartbeat>(),
+        kind::<drill::Disaster>(),
+        kind::<drill::Rto>(),
+        kind::<drill::Rpo>(),
         kind::<sql::Exec>(),
         kind::<sql::Assert>(),
         kind::<shell::Run>(),
@@ -641,6 +641,12 @@ mod tests {
         documented_as_emitted::<nested::Runbook>();
         documented_as_emitted::<ephemeral::Start>();
         documented_as_emitted::<retention::Prune>();
+        documented_as_emitted::<drill::FixturesLoad>();
+        documented_as_emitted::<drill::Workspace>();
+        documented_as_emitted::<drill::Heartbeat>();
+        documented_as_emitted::<drill::Disaster>();
+        documented_as_emitted::<drill::Rto>();
+        documented_as_emitted::<drill::Rpo>();
     }
 
     /// What the derive reads: serde's names, `Option` and `default` for "required", the
