@@ -10,14 +10,15 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_yaml::Value as Yaml;
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
 use super::{
-    check_with, pg_error, rfc3339, typed, BoxFuture, Field, Outputs, StepCtx, StepError, StepKind, With, WithError,
+    check_with, pg_error, rfc3339, typed, BoxFuture, Field, Fields, Outputs, Step, StepCtx, StepError, StepKind, With,
+    WithError,
 };
 use crate::archive::{Codec, KeySource};
 use crate::backup::restore::{self, RestoreOptions};
@@ -445,10 +446,12 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
 // ---------------------------------------------------------------------------------------
 // operator.confirm
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct ConfirmWith {
+pub struct ConfirmWith {
+    /// what is about to happen (name the database and host)
     message: String,
+    /// what the operator must type (default yes)
     #[serde(default = "yes_word")]
     answer: String,
 }
@@ -459,53 +462,58 @@ fn yes_word() -> String {
 
 impl With for ConfirmWith {}
 
-pub const CONFIRM: StepKind = StepKind {
-    name: "operator.confirm",
-    summary: "Ask the operator to confirm by typing an answer on the terminal; `pgdrill run --yes` confirms in advance; without either it refuses (exit 2).",
-    fields: &[
-        Field { name: "message", ty: "string", required: true, doc: "what is about to happen (name the database and host)" },
-        Field { name: "answer", ty: "string", required: false, doc: "what the operator must type (default yes)" },
-    ],
-    outputs: &[Field { name: "confirmed_by", ty: "string", required: false, doc: "`--yes` or `terminal`" }],
-    check: check_with::<ConfirmWith>,
-    report_log: true,
-    interactive: true,
-    run: run_confirm,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct ConfirmOutputs {
+    /// `--yes` or `terminal`
+    confirmed_by: String,
+}
 
-fn run_confirm(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: ConfirmWith = typed(with)?;
-        let mut o = Outputs::new();
-        if ctx.assume_yes {
-            ctx.log(format!("{} (confirmed by --yes)", w.message.trim()));
-            o.insert("confirmed_by".into(), "--yes".into());
-            return Ok(o);
-        }
-        if !std::io::stdin().is_terminal() {
-            return Err(StepError::Invalid(format!(
-                "refusing without confirmation: {}; stdin is not a terminal, so pass --yes to confirm. Nothing was changed",
-                w.message.trim()
-            )));
-        }
-        let prompt = format!("\n{}\nType `{}` to continue: ", w.message.trim(), w.answer);
-        let typed_answer = tokio::task::spawn_blocking(move || {
-            let mut err = std::io::stderr().lock();
-            let _ = err.write_all(prompt.as_bytes());
-            let _ = err.flush();
-            let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line).map(|_| line)
-        })
-        .await
-        .map_err(|e| StepError::Environment(e.to_string()))?
-        .map_err(|e| StepError::Environment(format!("reading the answer: {e}")))?;
-        if typed_answer.trim() != w.answer {
-            return Err(StepError::Failed(format!("not confirmed (expected `{}`): nothing was changed", w.answer)));
-        }
-        ctx.log("confirmed on the terminal".to_string());
-        o.insert("confirmed_by".into(), "terminal".into());
-        Ok(o)
+pub struct Confirm;
+
+impl Step for Confirm {
+    const NAME: &'static str = "operator.confirm";
+    const SUMMARY: &'static str = "Ask the operator to confirm by typing an answer on the terminal; `pgdrill run --yes` confirms in advance; without either it refuses (exit 2).";
+    const REPORT_LOG: bool = true;
+    const INTERACTIVE: bool = true;
+    type With = ConfirmWith;
+    type Outputs = ConfirmOutputs;
+
+    fn run(
+        ctx: StepCtx,
+        w: ConfirmWith,
+    ) -> impl std::future::Future<Output = Result<ConfirmOutputs, StepError>> + Send {
+        confirm(ctx, w)
+    }
+}
+
+async fn confirm(ctx: StepCtx, w: ConfirmWith) -> Result<ConfirmOutputs, StepError> {
+    if ctx.assume_yes {
+        ctx.log(format!("{} (confirmed by --yes)", w.message.trim()));
+        return Ok(ConfirmOutputs { confirmed_by: "--yes".into() });
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(StepError::Invalid(format!(
+            "refusing without confirmation: {}; stdin is not a terminal, so pass --yes to confirm. Nothing was changed",
+            w.message.trim()
+        )));
+    }
+    let prompt = format!("\n{}\nType `{}` to continue: ", w.message.trim(), w.answer);
+    let typed_answer = tokio::task::spawn_blocking(move || {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(prompt.as_bytes());
+        let _ = err.flush();
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map(|_| line)
     })
+    .await
+    .map_err(|e| StepError::Environment(e.to_string()))?
+    .map_err(|e| StepError::Environment(format!("reading the answer: {e}")))?;
+    if typed_answer.trim() != w.answer {
+        return Err(StepError::Failed(format!("not confirmed (expected `{}`): nothing was changed", w.answer)));
+    }
+    ctx.log("confirmed on the terminal".to_string());
+    Ok(ConfirmOutputs { confirmed_by: "terminal".into() })
 }
 
 // ---------------------------------------------------------------------------------------

@@ -539,7 +539,7 @@ pub fn catalogue() -> &'static [StepKind] {
         journal::LOCK,
         journal::JOURNAL,
         database::PREFLIGHT,
-        database::CONFIRM,
+        kind::<database::Confirm>(),
         database::SNAPSHOT,
         database::TERMINATE,
         database::DROP,
@@ -647,6 +647,7 @@ mod tests {
         documented_as_emitted::<drill::Disaster>();
         documented_as_emitted::<drill::Rto>();
         documented_as_emitted::<drill::Rpo>();
+        documented_as_emitted::<database::Confirm>();
     }
 
     /// What the derive reads: serde's names, `Option` and `default` for "required", the
