@@ -643,18 +643,25 @@ fn run_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, 
 // ---------------------------------------------------------------------------------------
 // database.terminate
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct TerminateWith {
+pub struct TerminateWith {
+    /// any database URL of the server
     url: String,
+    /// the database
     database: String,
+    /// ALLOW_CONNECTIONS false first (default true)
     #[serde(default = "yes", deserialize_with = "super::de::boolean")]
     block: bool,
+    /// how long sessions may take to end (default 10s)
     #[serde(default = "ten_s", deserialize_with = "super::de::duration")]
     wait: Duration,
+    /// database to connect to (default postgres)
     #[serde(default = "postgres")]
     maintenance_db: String,
+    /// restore.lock's journal: records that connections were allowed
     #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
     journal: Option<String>,
 }
 
@@ -667,104 +674,92 @@ fn ten_s() -> Duration {
 
 impl With for TerminateWith {}
 
-pub const TERMINATE: StepKind = StepKind {
-    name: "database.terminate",
-    summary: "Block new connections to a database and terminate the open ones, waiting until none is left.",
-    fields: &[
-        Field { name: "url", ty: "string", required: true, doc: "any database URL of the server" },
-        Field { name: "database", ty: "string", required: true, doc: "the database" },
-        Field { name: "block", ty: "boolean", required: false, doc: "ALLOW_CONNECTIONS false first (default true)" },
-        Field { name: "wait", ty: "duration", required: false, doc: "how long sessions may take to end (default 10s)" },
-        Field {
-            name: "journal",
-            ty: "path",
-            required: false,
-            doc: "restore.lock's journal: records that connections were allowed",
-        },
-        Field {
-            name: "maintenance_db",
-            ty: "string",
-            required: false,
-            doc: "database to connect to (default postgres)",
-        },
-    ],
-    outputs: &[
-        Field { name: "terminated", ty: "integer", required: false, doc: "sessions terminated" },
-        Field { name: "sessions", ty: "list", required: false, doc: "who they were (user, application, client)" },
-    ],
-    check: check_with::<TerminateWith>,
-    report_log: true,
-    interactive: false,
-    run: run_terminate,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct TerminateOutputs {
+    /// sessions terminated
+    terminated: usize,
+    /// who they were (user, application, client)
+    sessions: Vec<String>,
+}
 
-fn run_terminate(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: TerminateWith = typed(with)?;
-        let client = admin(&w.url, &w.maintenance_db).await?;
-        let mut o = Outputs::new();
-        if db_info(&client, &w.database).await?.is_none() {
-            ctx.log(format!("database {} does not exist: no sessions", w.database));
-            o.insert("terminated".into(), 0.into());
-            o.insert("sessions".into(), json!([]));
-            return Ok(o);
-        }
-        if w.block {
-            let allowed: bool = client
-                .query_one("select datallowconn from pg_database where datname = $1", &[&w.database])
-                .await
-                .map_err(pg_error)?
-                .get(0);
-            super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Blocking, "", |j| {
-                // The first run's value: a recovering run finds its own blocks.
-                j.allowed_connections.get_or_insert(allowed);
-            })?;
-            client
-                .batch_execute(&format!("alter database {} allow_connections false", quote_ident(&w.database)))
-                .await
-                .map_err(|e| StepError::Failed(format!("blocking new connections: {}", crate::pg::describe(&e))))?;
-            ctx.log(format!("new connections to {} are refused", w.database));
-        }
-        let rows = client
-            .query(
-                "select format('%s (%s, %s)', usename, coalesce(nullif(application_name, ''), 'no application name'), \
+pub struct Terminate;
+
+impl Step for Terminate {
+    const NAME: &'static str = "database.terminate";
+    const SUMMARY: &'static str =
+        "Block new connections to a database and terminate the open ones, waiting until none is left.";
+    const REPORT_LOG: bool = true;
+    type With = TerminateWith;
+    type Outputs = TerminateOutputs;
+
+    fn run(
+        ctx: StepCtx,
+        w: TerminateWith,
+    ) -> impl std::future::Future<Output = Result<TerminateOutputs, StepError>> + Send {
+        terminate(ctx, w)
+    }
+}
+
+async fn terminate(ctx: StepCtx, w: TerminateWith) -> Result<TerminateOutputs, StepError> {
+    let client = admin(&w.url, &w.maintenance_db).await?;
+    if db_info(&client, &w.database).await?.is_none() {
+        ctx.log(format!("database {} does not exist: no sessions", w.database));
+        return Ok(TerminateOutputs::default());
+    }
+    if w.block {
+        let allowed: bool = client
+            .query_one("select datallowconn from pg_database where datname = $1", &[&w.database])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Blocking, "", |j| {
+            // The first run's value: a recovering run finds its own blocks.
+            j.allowed_connections.get_or_insert(allowed);
+        })?;
+        client
+            .batch_execute(&format!("alter database {} allow_connections false", quote_ident(&w.database)))
+            .await
+            .map_err(|e| StepError::Failed(format!("blocking new connections: {}", crate::pg::describe(&e))))?;
+        ctx.log(format!("new connections to {} are refused", w.database));
+    }
+    let rows = client
+        .query(
+            "select format('%s (%s, %s)', usename, coalesce(nullif(application_name, ''), 'no application name'), \
                  coalesce(client_addr::text, 'local')), pg_terminate_backend(pid) \
                  from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+            &[&w.database],
+        )
+        .await
+        .map_err(pg_error)?;
+    let sessions: Vec<String> = rows.iter().map(|r| r.get::<_, Option<String>>(0).unwrap_or_default()).collect();
+    for s in &sessions {
+        ctx.log(format!("terminated {s}"));
+    }
+    let deadline = tokio::time::Instant::now() + w.wait;
+    loop {
+        let left: i64 = client
+            .query_one(
+                "select count(*) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
                 &[&w.database],
             )
             .await
-            .map_err(pg_error)?;
-        let sessions: Vec<String> = rows.iter().map(|r| r.get::<_, Option<String>>(0).unwrap_or_default()).collect();
-        for s in &sessions {
-            ctx.log(format!("terminated {s}"));
+            .map_err(pg_error)?
+            .get(0);
+        if left == 0 {
+            break;
         }
-        let deadline = tokio::time::Instant::now() + w.wait;
-        loop {
-            let left: i64 = client
-                .query_one(
-                    "select count(*) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
-                    &[&w.database],
-                )
-                .await
-                .map_err(pg_error)?
-                .get(0);
-            if left == 0 {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(StepError::Failed(format!(
-                    "{left} session{} still connected to {} after {}",
-                    if left == 1 { "" } else { "s" },
-                    w.database,
-                    humantime::format_duration(w.wait)
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StepError::Failed(format!(
+                "{left} session{} still connected to {} after {}",
+                if left == 1 { "" } else { "s" },
+                w.database,
+                humantime::format_duration(w.wait)
+            )));
         }
-        o.insert("terminated".into(), sessions.len().into());
-        o.insert("sessions".into(), json!(sessions));
-        Ok(o)
-    })
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(TerminateOutputs { terminated: sessions.len(), sessions })
 }
 
 // ---------------------------------------------------------------------------------------

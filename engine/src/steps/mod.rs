@@ -541,7 +541,7 @@ pub fn catalogue() -> &'static [StepKind] {
         database::PREFLIGHT,
         kind::<database::Confirm>(),
         database::SNAPSHOT,
-        database::TERMINATE,
+        kind::<database::Terminate>(),
         database::DROP,
         database::CREATE,
         database::RESTORE_SNAPSHOT,
@@ -648,6 +648,7 @@ mod tests {
         documented_as_emitted::<drill::Rto>();
         documented_as_emitted::<drill::Rpo>();
         documented_as_emitted::<database::Confirm>();
+        documented_as_emitted::<database::Terminate>();
     }
 
     /// What the derive reads: serde's names, `Option` and `default` for "required", the
