@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use serde_yaml::Value as Yaml;
 use time::OffsetDateTime;
 use tokio_postgres::Client;
@@ -519,19 +518,30 @@ async fn confirm(ctx: StepCtx, w: ConfirmWith) -> Result<ConfirmOutputs, StepErr
 // ---------------------------------------------------------------------------------------
 // database.snapshot
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct SnapshotWith {
+pub struct SnapshotWith {
+    /// any database URL of the server
     url: String,
+    /// the database to snapshot
     database: String,
+    /// safety location; snapshots go to <safety>/<database>/
+    #[field(ty = "path")]
     safety: String,
+    /// encrypt the snapshot with this key or passphrase
     #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "secret")]
     key: Option<String>,
+    /// older snapshots of this database are pruned (default 7d)
     #[serde(default = "week", deserialize_with = "super::de::duration")]
     keep: Duration,
+    /// default zstd
     #[serde(default = "zstd")]
+    #[field(ty = "zstd|gzip|none")]
     compression: String,
+    /// restore.lock's journal: records the snapshot
     #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
     journal: Option<String>,
 }
 
@@ -544,100 +554,107 @@ fn zstd() -> String {
 
 impl With for SnapshotWith {}
 
-pub const SNAPSHOT: StepKind = StepKind {
-    name: "database.snapshot",
-    summary: "A safety snapshot of a database before it is changed: a real pgdrill backup with its own fingerprint, kept for `keep` and then pruned.",
-    fields: &[
-        Field { name: "url", ty: "string", required: true, doc: "any database URL of the server" },
-        Field { name: "database", ty: "string", required: true, doc: "the database to snapshot" },
-        Field { name: "safety", ty: "path", required: true, doc: "safety location; snapshots go to <safety>/<database>/" },
-        Field { name: "key", ty: "secret", required: false, doc: "encrypt the snapshot with this key or passphrase" },
-        Field { name: "keep", ty: "duration", required: false, doc: "older snapshots of this database are pruned (default 7d)" },
-        Field { name: "compression", ty: "zstd|gzip|none", required: false, doc: "default zstd" },
-        Field { name: "journal", ty: "path", required: false, doc: "restore.lock's journal: records the snapshot" },
-    ],
-    outputs: &[
-        Field { name: "path", ty: "path", required: false, doc: "the snapshot file" },
-        Field { name: "sha256", ty: "string", required: false, doc: "its sha256" },
-        Field { name: "fingerprint", ty: "map", required: false, doc: "the database's fingerprint at the snapshot" },
-        Field { name: "kept_until", ty: "string", required: false, doc: "when it may be pruned" },
-        Field { name: "pruned", ty: "list", required: false, doc: "older snapshots removed" },
-    ],
-    check: check_with::<SnapshotWith>,
-    report_log: true,
-    interactive: false,
-    run: run_snapshot,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct SnapshotOutputs {
+    /// the snapshot file
+    #[field(ty = "path")]
+    path: String,
+    /// its sha256
+    sha256: String,
+    /// the database's fingerprint at the snapshot
+    #[field(ty = "map")]
+    fingerprint: serde_json::Value,
+    /// when it may be pruned
+    kept_until: String,
+    /// older snapshots removed
+    pruned: Vec<String>,
+}
 
-fn run_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: SnapshotWith = typed(with)?;
-        let safety = ctx.local_only(&w.safety, "the safety location")?;
-        let opts = CreateOptions {
-            url: target_url(&w.url, &w.database)?,
-            storage: safety.clone(),
-            format: Format::Custom,
-            codec: Codec::parse(&w.compression).map_err(StepError::Invalid)?,
-            level: 3,
-            threads: 2,
-            jobs: 1,
-            key: w.key.as_deref().filter(|k| !k.is_empty()).map(KeySource::from_secret),
-            fingerprint: Mode::Full,
-            pg_dump: None,
-            name: Some(w.database.clone()),
-            meter: Some(crate::progress::Meter::default()),
-            remote: None,
-        };
-        let log_ctx = ctx.clone();
-        let log = move |l: String| log_ctx.log(l);
-        let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
-        let created = backup::create(opts, &log).await.map_err(StepError::from)?;
-        let (snap, sha) = (created.path.display().to_string(), created.manifest.sha256.clone());
-        super::journal::mark(&ctx, w.journal.as_deref(), JPhase::SnapshotTaken, &snap, |j| {
-            j.snapshot = Some(snap.clone());
-            j.snapshot_sha256 = Some(sha);
-        })?;
-        let now = OffsetDateTime::now_utc();
-        let kept_until = now + w.keep;
+pub struct Snapshot;
 
-        // Prune this database's older snapshots past `keep`; never the one just made.
-        let mut pruned = Vec::new();
-        let store = LocalStore::new(&safety);
-        for e in store.list(Some(&w.database)).unwrap_or_default() {
-            // Only pgdrill's own snapshots: another tool's file in the safety folder is not ours.
-            if e.path == created.path || e.foreign {
-                continue;
-            }
-            let when = Manifest::read(&e.path)
-                .map(|m| m.finished_at)
-                .ok()
-                .or_else(|| std::fs::metadata(&e.path).and_then(|m| m.modified()).ok().map(OffsetDateTime::from));
-            if when.is_some_and(|t| now - t > w.keep) {
-                let _ = std::fs::remove_file(&e.manifest);
-                if std::fs::remove_file(&e.path).is_ok() {
-                    pruned.push(e.path.display().to_string());
-                }
+impl Step for Snapshot {
+    const NAME: &'static str = "database.snapshot";
+    const SUMMARY: &'static str = "A safety snapshot of a database before it is changed: a real pgdrill backup with its own fingerprint, kept for `keep` and then pruned.";
+    const REPORT_LOG: bool = true;
+    type With = SnapshotWith;
+    type Outputs = SnapshotOutputs;
+
+    fn run(
+        ctx: StepCtx,
+        w: SnapshotWith,
+    ) -> impl std::future::Future<Output = Result<SnapshotOutputs, StepError>> + Send {
+        snapshot(ctx, w)
+    }
+}
+
+async fn snapshot(ctx: StepCtx, w: SnapshotWith) -> Result<SnapshotOutputs, StepError> {
+    let safety = ctx.local_only(&w.safety, "the safety location")?;
+    let opts = CreateOptions {
+        url: target_url(&w.url, &w.database)?,
+        storage: safety.clone(),
+        format: Format::Custom,
+        codec: Codec::parse(&w.compression).map_err(StepError::Invalid)?,
+        level: 3,
+        threads: 2,
+        jobs: 1,
+        key: w.key.as_deref().filter(|k| !k.is_empty()).map(KeySource::from_secret),
+        fingerprint: Mode::Full,
+        pg_dump: None,
+        name: Some(w.database.clone()),
+        meter: Some(crate::progress::Meter::default()),
+        remote: None,
+    };
+    let log_ctx = ctx.clone();
+    let log = move |l: String| log_ctx.log(l);
+    let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
+    let created = backup::create(opts, &log).await.map_err(StepError::from)?;
+    let (snap, sha) = (created.path.display().to_string(), created.manifest.sha256.clone());
+    super::journal::mark(&ctx, w.journal.as_deref(), JPhase::SnapshotTaken, &snap, |j| {
+        j.snapshot = Some(snap.clone());
+        j.snapshot_sha256 = Some(sha);
+    })?;
+    let now = OffsetDateTime::now_utc();
+    let kept_until = now + w.keep;
+
+    // Prune this database's older snapshots past `keep`; never the one just made.
+    let mut pruned = Vec::new();
+    let store = LocalStore::new(&safety);
+    for e in store.list(Some(&w.database)).unwrap_or_default() {
+        // Only pgdrill's own snapshots: another tool's file in the safety folder is not ours.
+        if e.path == created.path || e.foreign {
+            continue;
+        }
+        let when = Manifest::read(&e.path)
+            .map(|m| m.finished_at)
+            .ok()
+            .or_else(|| std::fs::metadata(&e.path).and_then(|m| m.modified()).ok().map(OffsetDateTime::from));
+        if when.is_some_and(|t| now - t > w.keep) {
+            let _ = std::fs::remove_file(&e.manifest);
+            if std::fs::remove_file(&e.path).is_ok() {
+                pruned.push(e.path.display().to_string());
             }
         }
-        ctx.log(format!(
-            "safety snapshot {} ({}), kept until {}; `pgdrill backups list --storage {}` lists them",
-            created.path.display(),
-            mib(created.manifest.sizes.stored),
-            rfc3339(kept_until),
-            safety.display()
-        ));
-        for p in &pruned {
-            ctx.log(format!("pruned older snapshot {p}"));
-        }
-        let mut o = Outputs::new();
-        o.insert("path".into(), created.path.display().to_string().into());
-        o.insert("sha256".into(), created.manifest.sha256.clone().into());
-        o.insert("fingerprint".into(), serde_json::to_value(&created.manifest.fingerprint).unwrap_or_default());
-        o.insert("kept_until".into(), rfc3339(kept_until).into());
-        o.insert("pruned".into(), json!(pruned));
-        ctx.backup_fact(crate::exec::BackupRole::Snapshot, &o);
-        Ok(o)
-    })
+    }
+    ctx.log(format!(
+        "safety snapshot {} ({}), kept until {}; `pgdrill backups list --storage {}` lists them",
+        created.path.display(),
+        mib(created.manifest.sizes.stored),
+        rfc3339(kept_until),
+        safety.display()
+    ));
+    for p in &pruned {
+        ctx.log(format!("pruned older snapshot {p}"));
+    }
+    let out = SnapshotOutputs {
+        path: created.path.display().to_string(),
+        sha256: created.manifest.sha256.clone(),
+        fingerprint: serde_json::to_value(&created.manifest.fingerprint).unwrap_or_default(),
+        kept_until: rfc3339(kept_until),
+        pruned,
+    };
+    ctx.backup_fact(crate::exec::BackupRole::Snapshot, &super::outputs_of(&out)?);
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------

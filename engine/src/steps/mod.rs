@@ -540,7 +540,7 @@ pub fn catalogue() -> &'static [StepKind] {
         journal::JOURNAL,
         database::PREFLIGHT,
         kind::<database::Confirm>(),
-        database::SNAPSHOT,
+        kind::<database::Snapshot>(),
         kind::<database::Terminate>(),
         database::DROP,
         database::CREATE,
@@ -649,6 +649,7 @@ mod tests {
         documented_as_emitted::<drill::Rpo>();
         documented_as_emitted::<database::Confirm>();
         documented_as_emitted::<database::Terminate>();
+        documented_as_emitted::<database::Snapshot>();
     }
 
     /// What the derive reads: serde's names, `Option` and `default` for "required", the
