@@ -904,48 +904,56 @@ async fn compare_settings(
 // ---------------------------------------------------------------------------------------
 // database.settings
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct SettingsWith {
+pub struct SettingsWith {
+    /// any database URL of the server
     url: String,
+    /// the database
     database: String,
+    /// restore.preflight's `settings`
     #[serde(default, deserialize_with = "dbsettings::opt")]
+    #[field(ty = "map")]
     expect: Option<dbsettings::DatabaseSettings>,
+    /// database to connect to (default postgres)
     #[serde(default = "postgres")]
     maintenance_db: String,
 }
 
 impl With for SettingsWith {}
 
-pub const SETTINGS: StepKind = StepKind {
-    name: "database.settings",
-    summary: "Compare a database's settings (ALTER DATABASE / ALTER ROLE IN DATABASE ... SET), grants, comment and connection limit with those restore.preflight captured; skipped without any.",
-    fields: &[
-        Field { name: "url", ty: "string", required: true, doc: "any database URL of the server" },
-        Field { name: "database", ty: "string", required: true, doc: "the database" },
-        Field { name: "expect", ty: "map", required: false, doc: "restore.preflight's `settings`" },
-        Field { name: "maintenance_db", ty: "string", required: false, doc: "database to connect to (default postgres)" },
-    ],
-    outputs: &[Field { name: "summary", ty: "string", required: false, doc: "what was compared" }],
-    check: check_with::<SettingsWith>,
-    report_log: true,
-    interactive: false,
-    run: run_settings,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct SettingsOutputs {
+    /// what was compared
+    summary: String,
+}
 
-fn run_settings(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: SettingsWith = typed(with)?;
-        let Some(expected) = w.expect else {
-            return Err(StepError::Skipped("no settings to compare: the database did not exist before".into()));
-        };
-        let client = admin(&w.url, &w.maintenance_db).await?;
-        compare_settings(&client, &w.database, &expected).await?;
-        ctx.log(format!("database settings as before: {}", expected.summary()));
-        let mut o = Outputs::new();
-        o.insert("summary".into(), expected.summary().into());
-        Ok(o)
-    })
+pub struct Settings;
+
+impl Step for Settings {
+    const NAME: &'static str = "database.settings";
+    const SUMMARY: &'static str = "Compare a database's settings (ALTER DATABASE / ALTER ROLE IN DATABASE ... SET), grants, comment and connection limit with those restore.preflight captured; skipped without any.";
+    const REPORT_LOG: bool = true;
+    type With = SettingsWith;
+    type Outputs = SettingsOutputs;
+
+    fn run(
+        ctx: StepCtx,
+        w: SettingsWith,
+    ) -> impl std::future::Future<Output = Result<SettingsOutputs, StepError>> + Send {
+        settings(ctx, w)
+    }
+}
+
+async fn settings(ctx: StepCtx, w: SettingsWith) -> Result<SettingsOutputs, StepError> {
+    let Some(expected) = w.expect else {
+        return Err(StepError::Skipped("no settings to compare: the database did not exist before".into()));
+    };
+    let client = admin(&w.url, &w.maintenance_db).await?;
+    compare_settings(&client, &w.database, &expected).await?;
+    ctx.log(format!("database settings as before: {}", expected.summary()));
+    Ok(SettingsOutputs { summary: expected.summary() })
 }
 
 // ---------------------------------------------------------------------------------------

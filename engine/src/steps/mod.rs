@@ -545,7 +545,7 @@ pub fn catalogue() -> &'static [StepKind] {
         database::DROP,
         database::CREATE,
         database::RESTORE_SNAPSHOT,
-        database::SETTINGS,
+        kind::<database::Settings>(),
         journal::FINISH,
         kind::<retention::Prune>(),
         kind::<copy::Copy>(),
@@ -650,6 +650,7 @@ mod tests {
         documented_as_emitted::<database::Confirm>();
         documented_as_emitted::<database::Terminate>();
         documented_as_emitted::<database::Snapshot>();
+        documented_as_emitted::<database::Settings>();
     }
 
     /// What the derive reads: serde's names, `Option` and `default` for "required", the
