@@ -676,6 +676,9 @@ mod tests {
             list: Vec<String>,
             #[serde(skip)]
             hidden: bool,
+            /// one of two, checked by `With::check`
+            #[field(required)]
+            either: Option<String>,
         }
         #[derive(Fields)]
         #[fields(outputs)]
@@ -696,6 +699,7 @@ mod tests {
                 "wait-for duration false how long",
                 "tries integer false how many",
                 "names list of strings true called so",
+                "either string true one of two, checked by `With::check`",
             ]
         );
         assert_eq!(
