@@ -9,14 +9,19 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Field, Step, StepCtx, StepError, With, WithError};
+use super::{Fields, Step, StepCtx, StepError, With, WithError};
 use crate::storage::remote;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
 pub struct CopyWith {
+    /// the backup: a path or an object URL (e.g. steps.backup.outputs.path)
+    #[field(ty = "path")]
     backup: String,
+    /// the destination storage: a directory or s3://, gs://, az:// URL
+    #[field(ty = "path")]
     to: String,
+    /// the folder in the destination (default: the manifest's database, else the source's folder)
     #[serde(default)]
     database: Option<String>,
 }
@@ -30,11 +35,16 @@ impl With for CopyWith {
     }
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
 pub struct CopyOutputs {
+    /// the copy
     path: String,
+    /// its sha256, read back from the destination
     sha256: String,
+    /// its size in bytes
     size: u64,
+    /// false when the same copy was already there
     copied: bool,
 }
 
@@ -44,32 +54,6 @@ impl Step for Copy {
     const NAME: &'static str = "backup.copy";
     const SUMMARY: &'static str =
         "Copy a backup and its manifest to another location (local or object store), checking size and sha256 of the copy.";
-    const FIELDS: &'static [Field] = &[
-        Field {
-            name: "backup",
-            ty: "path",
-            required: true,
-            doc: "the backup: a path or an object URL (e.g. steps.backup.outputs.path)",
-        },
-        Field {
-            name: "to",
-            ty: "path",
-            required: true,
-            doc: "the destination storage: a directory or s3://, gs://, az:// URL",
-        },
-        Field {
-            name: "database",
-            ty: "string",
-            required: false,
-            doc: "the folder in the destination (default: the manifest's database, else the source's folder)",
-        },
-    ];
-    const OUTPUTS: &'static [Field] = &[
-        Field { name: "path", ty: "string", required: false, doc: "the copy" },
-        Field { name: "sha256", ty: "string", required: false, doc: "its sha256, read back from the destination" },
-        Field { name: "size", ty: "integer", required: false, doc: "its size in bytes" },
-        Field { name: "copied", ty: "boolean", required: false, doc: "false when the same copy was already there" },
-    ];
     const REPORT_LOG: bool = true;
     type With = CopyWith;
     type Outputs = CopyOutputs;

@@ -10,14 +10,14 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use serde_yaml::Value as Yaml;
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
 use super::{
-    check_with, pg_error, rfc3339, typed, BoxFuture, Field, Outputs, StepCtx, StepError, StepKind, With, WithError,
+    check_with, pg_error, rfc3339, typed, BoxFuture, Field, Fields, Outputs, Step, StepCtx, StepError, StepKind, With,
+    WithError,
 };
 use crate::archive::{Codec, KeySource};
 use crate::backup::restore::{self, RestoreOptions};
@@ -445,10 +445,12 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
 // ---------------------------------------------------------------------------------------
 // operator.confirm
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct ConfirmWith {
+pub struct ConfirmWith {
+    /// what is about to happen (name the database and host)
     message: String,
+    /// what the operator must type (default yes)
     #[serde(default = "yes_word")]
     answer: String,
 }
@@ -459,71 +461,87 @@ fn yes_word() -> String {
 
 impl With for ConfirmWith {}
 
-pub const CONFIRM: StepKind = StepKind {
-    name: "operator.confirm",
-    summary: "Ask the operator to confirm by typing an answer on the terminal; `pgdrill run --yes` confirms in advance; without either it refuses (exit 2).",
-    fields: &[
-        Field { name: "message", ty: "string", required: true, doc: "what is about to happen (name the database and host)" },
-        Field { name: "answer", ty: "string", required: false, doc: "what the operator must type (default yes)" },
-    ],
-    outputs: &[Field { name: "confirmed_by", ty: "string", required: false, doc: "`--yes` or `terminal`" }],
-    check: check_with::<ConfirmWith>,
-    report_log: true,
-    interactive: true,
-    run: run_confirm,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct ConfirmOutputs {
+    /// `--yes` or `terminal`
+    confirmed_by: String,
+}
 
-fn run_confirm(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: ConfirmWith = typed(with)?;
-        let mut o = Outputs::new();
-        if ctx.assume_yes {
-            ctx.log(format!("{} (confirmed by --yes)", w.message.trim()));
-            o.insert("confirmed_by".into(), "--yes".into());
-            return Ok(o);
-        }
-        if !std::io::stdin().is_terminal() {
-            return Err(StepError::Invalid(format!(
-                "refusing without confirmation: {}; stdin is not a terminal, so pass --yes to confirm. Nothing was changed",
-                w.message.trim()
-            )));
-        }
-        let prompt = format!("\n{}\nType `{}` to continue: ", w.message.trim(), w.answer);
-        let typed_answer = tokio::task::spawn_blocking(move || {
-            let mut err = std::io::stderr().lock();
-            let _ = err.write_all(prompt.as_bytes());
-            let _ = err.flush();
-            let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line).map(|_| line)
-        })
-        .await
-        .map_err(|e| StepError::Environment(e.to_string()))?
-        .map_err(|e| StepError::Environment(format!("reading the answer: {e}")))?;
-        if typed_answer.trim() != w.answer {
-            return Err(StepError::Failed(format!("not confirmed (expected `{}`): nothing was changed", w.answer)));
-        }
-        ctx.log("confirmed on the terminal".to_string());
-        o.insert("confirmed_by".into(), "terminal".into());
-        Ok(o)
+pub struct Confirm;
+
+impl Step for Confirm {
+    const NAME: &'static str = "operator.confirm";
+    const SUMMARY: &'static str = "Ask the operator to confirm by typing an answer on the terminal; `pgdrill run --yes` confirms in advance; without either it refuses (exit 2).";
+    const REPORT_LOG: bool = true;
+    const INTERACTIVE: bool = true;
+    type With = ConfirmWith;
+    type Outputs = ConfirmOutputs;
+
+    fn run(
+        ctx: StepCtx,
+        w: ConfirmWith,
+    ) -> impl std::future::Future<Output = Result<ConfirmOutputs, StepError>> + Send {
+        confirm(ctx, w)
+    }
+}
+
+async fn confirm(ctx: StepCtx, w: ConfirmWith) -> Result<ConfirmOutputs, StepError> {
+    if ctx.assume_yes {
+        ctx.log(format!("{} (confirmed by --yes)", w.message.trim()));
+        return Ok(ConfirmOutputs { confirmed_by: "--yes".into() });
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(StepError::Invalid(format!(
+            "refusing without confirmation: {}; stdin is not a terminal, so pass --yes to confirm. Nothing was changed",
+            w.message.trim()
+        )));
+    }
+    let prompt = format!("\n{}\nType `{}` to continue: ", w.message.trim(), w.answer);
+    let typed_answer = tokio::task::spawn_blocking(move || {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(prompt.as_bytes());
+        let _ = err.flush();
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map(|_| line)
     })
+    .await
+    .map_err(|e| StepError::Environment(e.to_string()))?
+    .map_err(|e| StepError::Environment(format!("reading the answer: {e}")))?;
+    if typed_answer.trim() != w.answer {
+        return Err(StepError::Failed(format!("not confirmed (expected `{}`): nothing was changed", w.answer)));
+    }
+    ctx.log("confirmed on the terminal".to_string());
+    Ok(ConfirmOutputs { confirmed_by: "terminal".into() })
 }
 
 // ---------------------------------------------------------------------------------------
 // database.snapshot
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct SnapshotWith {
+pub struct SnapshotWith {
+    /// any database URL of the server
     url: String,
+    /// the database to snapshot
     database: String,
+    /// safety location; snapshots go to <safety>/<database>/
+    #[field(ty = "path")]
     safety: String,
+    /// encrypt the snapshot with this key or passphrase
     #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "secret")]
     key: Option<String>,
+    /// older snapshots of this database are pruned (default 7d)
     #[serde(default = "week", deserialize_with = "super::de::duration")]
     keep: Duration,
+    /// default zstd
     #[serde(default = "zstd")]
+    #[field(ty = "zstd|gzip|none")]
     compression: String,
+    /// restore.lock's journal: records the snapshot
     #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
     journal: Option<String>,
 }
 
@@ -536,117 +554,131 @@ fn zstd() -> String {
 
 impl With for SnapshotWith {}
 
-pub const SNAPSHOT: StepKind = StepKind {
-    name: "database.snapshot",
-    summary: "A safety snapshot of a database before it is changed: a real pgdrill backup with its own fingerprint, kept for `keep` and then pruned.",
-    fields: &[
-        Field { name: "url", ty: "string", required: true, doc: "any database URL of the server" },
-        Field { name: "database", ty: "string", required: true, doc: "the database to snapshot" },
-        Field { name: "safety", ty: "path", required: true, doc: "safety location; snapshots go to <safety>/<database>/" },
-        Field { name: "key", ty: "secret", required: false, doc: "encrypt the snapshot with this key or passphrase" },
-        Field { name: "keep", ty: "duration", required: false, doc: "older snapshots of this database are pruned (default 7d)" },
-        Field { name: "compression", ty: "zstd|gzip|none", required: false, doc: "default zstd" },
-        Field { name: "journal", ty: "path", required: false, doc: "restore.lock's journal: records the snapshot" },
-    ],
-    outputs: &[
-        Field { name: "path", ty: "path", required: false, doc: "the snapshot file" },
-        Field { name: "sha256", ty: "string", required: false, doc: "its sha256" },
-        Field { name: "fingerprint", ty: "map", required: false, doc: "the database's fingerprint at the snapshot" },
-        Field { name: "kept_until", ty: "string", required: false, doc: "when it may be pruned" },
-        Field { name: "pruned", ty: "list", required: false, doc: "older snapshots removed" },
-    ],
-    check: check_with::<SnapshotWith>,
-    report_log: true,
-    interactive: false,
-    run: run_snapshot,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct SnapshotOutputs {
+    /// the snapshot file
+    #[field(ty = "path")]
+    path: String,
+    /// its sha256
+    sha256: String,
+    /// the database's fingerprint at the snapshot
+    #[field(ty = "map")]
+    fingerprint: serde_json::Value,
+    /// when it may be pruned
+    kept_until: String,
+    /// older snapshots removed
+    pruned: Vec<String>,
+}
 
-fn run_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: SnapshotWith = typed(with)?;
-        let safety = ctx.local_only(&w.safety, "the safety location")?;
-        let opts = CreateOptions {
-            url: target_url(&w.url, &w.database)?,
-            storage: safety.clone(),
-            format: Format::Custom,
-            codec: Codec::parse(&w.compression).map_err(StepError::Invalid)?,
-            level: 3,
-            threads: 2,
-            jobs: 1,
-            key: w.key.as_deref().filter(|k| !k.is_empty()).map(KeySource::from_secret),
-            fingerprint: Mode::Full,
-            pg_dump: None,
-            name: Some(w.database.clone()),
-            meter: Some(crate::progress::Meter::default()),
-            remote: None,
-        };
-        let log_ctx = ctx.clone();
-        let log = move |l: String| log_ctx.log(l);
-        let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
-        let created = backup::create(opts, &log).await.map_err(StepError::from)?;
-        let (snap, sha) = (created.path.display().to_string(), created.manifest.sha256.clone());
-        super::journal::mark(&ctx, w.journal.as_deref(), JPhase::SnapshotTaken, &snap, |j| {
-            j.snapshot = Some(snap.clone());
-            j.snapshot_sha256 = Some(sha);
-        })?;
-        let now = OffsetDateTime::now_utc();
-        let kept_until = now + w.keep;
+pub struct Snapshot;
 
-        // Prune this database's older snapshots past `keep`; never the one just made.
-        let mut pruned = Vec::new();
-        let store = LocalStore::new(&safety);
-        for e in store.list(Some(&w.database)).unwrap_or_default() {
-            // Only pgdrill's own snapshots: another tool's file in the safety folder is not ours.
-            if e.path == created.path || e.foreign {
-                continue;
-            }
-            let when = Manifest::read(&e.path)
-                .map(|m| m.finished_at)
-                .ok()
-                .or_else(|| std::fs::metadata(&e.path).and_then(|m| m.modified()).ok().map(OffsetDateTime::from));
-            if when.is_some_and(|t| now - t > w.keep) {
-                let _ = std::fs::remove_file(&e.manifest);
-                if std::fs::remove_file(&e.path).is_ok() {
-                    pruned.push(e.path.display().to_string());
-                }
+impl Step for Snapshot {
+    const NAME: &'static str = "database.snapshot";
+    const SUMMARY: &'static str = "A safety snapshot of a database before it is changed: a real pgdrill backup with its own fingerprint, kept for `keep` and then pruned.";
+    const REPORT_LOG: bool = true;
+    type With = SnapshotWith;
+    type Outputs = SnapshotOutputs;
+
+    fn run(
+        ctx: StepCtx,
+        w: SnapshotWith,
+    ) -> impl std::future::Future<Output = Result<SnapshotOutputs, StepError>> + Send {
+        snapshot(ctx, w)
+    }
+}
+
+async fn snapshot(ctx: StepCtx, w: SnapshotWith) -> Result<SnapshotOutputs, StepError> {
+    let safety = ctx.local_only(&w.safety, "the safety location")?;
+    let opts = CreateOptions {
+        url: target_url(&w.url, &w.database)?,
+        storage: safety.clone(),
+        format: Format::Custom,
+        codec: Codec::parse(&w.compression).map_err(StepError::Invalid)?,
+        level: 3,
+        threads: 2,
+        jobs: 1,
+        key: w.key.as_deref().filter(|k| !k.is_empty()).map(KeySource::from_secret),
+        fingerprint: Mode::Full,
+        pg_dump: None,
+        name: Some(w.database.clone()),
+        meter: Some(crate::progress::Meter::default()),
+        remote: None,
+    };
+    let log_ctx = ctx.clone();
+    let log = move |l: String| log_ctx.log(l);
+    let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
+    let created = backup::create(opts, &log).await.map_err(StepError::from)?;
+    let (snap, sha) = (created.path.display().to_string(), created.manifest.sha256.clone());
+    super::journal::mark(&ctx, w.journal.as_deref(), JPhase::SnapshotTaken, &snap, |j| {
+        j.snapshot = Some(snap.clone());
+        j.snapshot_sha256 = Some(sha);
+    })?;
+    let now = OffsetDateTime::now_utc();
+    let kept_until = now + w.keep;
+
+    // Prune this database's older snapshots past `keep`; never the one just made.
+    let mut pruned = Vec::new();
+    let store = LocalStore::new(&safety);
+    for e in store.list(Some(&w.database)).unwrap_or_default() {
+        // Only pgdrill's own snapshots: another tool's file in the safety folder is not ours.
+        if e.path == created.path || e.foreign {
+            continue;
+        }
+        let when = Manifest::read(&e.path)
+            .map(|m| m.finished_at)
+            .ok()
+            .or_else(|| std::fs::metadata(&e.path).and_then(|m| m.modified()).ok().map(OffsetDateTime::from));
+        if when.is_some_and(|t| now - t > w.keep) {
+            let _ = std::fs::remove_file(&e.manifest);
+            if std::fs::remove_file(&e.path).is_ok() {
+                pruned.push(e.path.display().to_string());
             }
         }
-        ctx.log(format!(
-            "safety snapshot {} ({}), kept until {}; `pgdrill backups list --storage {}` lists them",
-            created.path.display(),
-            mib(created.manifest.sizes.stored),
-            rfc3339(kept_until),
-            safety.display()
-        ));
-        for p in &pruned {
-            ctx.log(format!("pruned older snapshot {p}"));
-        }
-        let mut o = Outputs::new();
-        o.insert("path".into(), created.path.display().to_string().into());
-        o.insert("sha256".into(), created.manifest.sha256.clone().into());
-        o.insert("fingerprint".into(), serde_json::to_value(&created.manifest.fingerprint).unwrap_or_default());
-        o.insert("kept_until".into(), rfc3339(kept_until).into());
-        o.insert("pruned".into(), json!(pruned));
-        ctx.backup_fact(crate::exec::BackupRole::Snapshot, &o);
-        Ok(o)
-    })
+    }
+    ctx.log(format!(
+        "safety snapshot {} ({}), kept until {}; `pgdrill backups list --storage {}` lists them",
+        created.path.display(),
+        mib(created.manifest.sizes.stored),
+        rfc3339(kept_until),
+        safety.display()
+    ));
+    for p in &pruned {
+        ctx.log(format!("pruned older snapshot {p}"));
+    }
+    let out = SnapshotOutputs {
+        path: created.path.display().to_string(),
+        sha256: created.manifest.sha256.clone(),
+        fingerprint: serde_json::to_value(&created.manifest.fingerprint).unwrap_or_default(),
+        kept_until: rfc3339(kept_until),
+        pruned,
+    };
+    ctx.backup_fact(crate::exec::BackupRole::Snapshot, &super::outputs_of(&out)?);
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------
 // database.terminate
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct TerminateWith {
+pub struct TerminateWith {
+    /// any database URL of the server
     url: String,
+    /// the database
     database: String,
+    /// ALLOW_CONNECTIONS false first (default true)
     #[serde(default = "yes", deserialize_with = "super::de::boolean")]
     block: bool,
+    /// how long sessions may take to end (default 10s)
     #[serde(default = "ten_s", deserialize_with = "super::de::duration")]
     wait: Duration,
+    /// database to connect to (default postgres)
     #[serde(default = "postgres")]
     maintenance_db: String,
+    /// restore.lock's journal: records that connections were allowed
     #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
     journal: Option<String>,
 }
 
@@ -659,104 +691,92 @@ fn ten_s() -> Duration {
 
 impl With for TerminateWith {}
 
-pub const TERMINATE: StepKind = StepKind {
-    name: "database.terminate",
-    summary: "Block new connections to a database and terminate the open ones, waiting until none is left.",
-    fields: &[
-        Field { name: "url", ty: "string", required: true, doc: "any database URL of the server" },
-        Field { name: "database", ty: "string", required: true, doc: "the database" },
-        Field { name: "block", ty: "boolean", required: false, doc: "ALLOW_CONNECTIONS false first (default true)" },
-        Field { name: "wait", ty: "duration", required: false, doc: "how long sessions may take to end (default 10s)" },
-        Field {
-            name: "journal",
-            ty: "path",
-            required: false,
-            doc: "restore.lock's journal: records that connections were allowed",
-        },
-        Field {
-            name: "maintenance_db",
-            ty: "string",
-            required: false,
-            doc: "database to connect to (default postgres)",
-        },
-    ],
-    outputs: &[
-        Field { name: "terminated", ty: "integer", required: false, doc: "sessions terminated" },
-        Field { name: "sessions", ty: "list", required: false, doc: "who they were (user, application, client)" },
-    ],
-    check: check_with::<TerminateWith>,
-    report_log: true,
-    interactive: false,
-    run: run_terminate,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct TerminateOutputs {
+    /// sessions terminated
+    terminated: usize,
+    /// who they were (user, application, client)
+    sessions: Vec<String>,
+}
 
-fn run_terminate(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: TerminateWith = typed(with)?;
-        let client = admin(&w.url, &w.maintenance_db).await?;
-        let mut o = Outputs::new();
-        if db_info(&client, &w.database).await?.is_none() {
-            ctx.log(format!("database {} does not exist: no sessions", w.database));
-            o.insert("terminated".into(), 0.into());
-            o.insert("sessions".into(), json!([]));
-            return Ok(o);
-        }
-        if w.block {
-            let allowed: bool = client
-                .query_one("select datallowconn from pg_database where datname = $1", &[&w.database])
-                .await
-                .map_err(pg_error)?
-                .get(0);
-            super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Blocking, "", |j| {
-                // The first run's value: a recovering run finds its own blocks.
-                j.allowed_connections.get_or_insert(allowed);
-            })?;
-            client
-                .batch_execute(&format!("alter database {} allow_connections false", quote_ident(&w.database)))
-                .await
-                .map_err(|e| StepError::Failed(format!("blocking new connections: {}", crate::pg::describe(&e))))?;
-            ctx.log(format!("new connections to {} are refused", w.database));
-        }
-        let rows = client
-            .query(
-                "select format('%s (%s, %s)', usename, coalesce(nullif(application_name, ''), 'no application name'), \
+pub struct Terminate;
+
+impl Step for Terminate {
+    const NAME: &'static str = "database.terminate";
+    const SUMMARY: &'static str =
+        "Block new connections to a database and terminate the open ones, waiting until none is left.";
+    const REPORT_LOG: bool = true;
+    type With = TerminateWith;
+    type Outputs = TerminateOutputs;
+
+    fn run(
+        ctx: StepCtx,
+        w: TerminateWith,
+    ) -> impl std::future::Future<Output = Result<TerminateOutputs, StepError>> + Send {
+        terminate(ctx, w)
+    }
+}
+
+async fn terminate(ctx: StepCtx, w: TerminateWith) -> Result<TerminateOutputs, StepError> {
+    let client = admin(&w.url, &w.maintenance_db).await?;
+    if db_info(&client, &w.database).await?.is_none() {
+        ctx.log(format!("database {} does not exist: no sessions", w.database));
+        return Ok(TerminateOutputs::default());
+    }
+    if w.block {
+        let allowed: bool = client
+            .query_one("select datallowconn from pg_database where datname = $1", &[&w.database])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Blocking, "", |j| {
+            // The first run's value: a recovering run finds its own blocks.
+            j.allowed_connections.get_or_insert(allowed);
+        })?;
+        client
+            .batch_execute(&format!("alter database {} allow_connections false", quote_ident(&w.database)))
+            .await
+            .map_err(|e| StepError::Failed(format!("blocking new connections: {}", crate::pg::describe(&e))))?;
+        ctx.log(format!("new connections to {} are refused", w.database));
+    }
+    let rows = client
+        .query(
+            "select format('%s (%s, %s)', usename, coalesce(nullif(application_name, ''), 'no application name'), \
                  coalesce(client_addr::text, 'local')), pg_terminate_backend(pid) \
                  from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+            &[&w.database],
+        )
+        .await
+        .map_err(pg_error)?;
+    let sessions: Vec<String> = rows.iter().map(|r| r.get::<_, Option<String>>(0).unwrap_or_default()).collect();
+    for s in &sessions {
+        ctx.log(format!("terminated {s}"));
+    }
+    let deadline = tokio::time::Instant::now() + w.wait;
+    loop {
+        let left: i64 = client
+            .query_one(
+                "select count(*) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
                 &[&w.database],
             )
             .await
-            .map_err(pg_error)?;
-        let sessions: Vec<String> = rows.iter().map(|r| r.get::<_, Option<String>>(0).unwrap_or_default()).collect();
-        for s in &sessions {
-            ctx.log(format!("terminated {s}"));
+            .map_err(pg_error)?
+            .get(0);
+        if left == 0 {
+            break;
         }
-        let deadline = tokio::time::Instant::now() + w.wait;
-        loop {
-            let left: i64 = client
-                .query_one(
-                    "select count(*) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
-                    &[&w.database],
-                )
-                .await
-                .map_err(pg_error)?
-                .get(0);
-            if left == 0 {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(StepError::Failed(format!(
-                    "{left} session{} still connected to {} after {}",
-                    if left == 1 { "" } else { "s" },
-                    w.database,
-                    humantime::format_duration(w.wait)
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StepError::Failed(format!(
+                "{left} session{} still connected to {} after {}",
+                if left == 1 { "" } else { "s" },
+                w.database,
+                humantime::format_duration(w.wait)
+            )));
         }
-        o.insert("terminated".into(), sessions.len().into());
-        o.insert("sessions".into(), json!(sessions));
-        Ok(o)
-    })
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(TerminateOutputs { terminated: sessions.len(), sessions })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -884,48 +904,56 @@ async fn compare_settings(
 // ---------------------------------------------------------------------------------------
 // database.settings
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct SettingsWith {
+pub struct SettingsWith {
+    /// any database URL of the server
     url: String,
+    /// the database
     database: String,
+    /// restore.preflight's `settings`
     #[serde(default, deserialize_with = "dbsettings::opt")]
+    #[field(ty = "map")]
     expect: Option<dbsettings::DatabaseSettings>,
+    /// database to connect to (default postgres)
     #[serde(default = "postgres")]
     maintenance_db: String,
 }
 
 impl With for SettingsWith {}
 
-pub const SETTINGS: StepKind = StepKind {
-    name: "database.settings",
-    summary: "Compare a database's settings (ALTER DATABASE / ALTER ROLE IN DATABASE ... SET), grants, comment and connection limit with those restore.preflight captured; skipped without any.",
-    fields: &[
-        Field { name: "url", ty: "string", required: true, doc: "any database URL of the server" },
-        Field { name: "database", ty: "string", required: true, doc: "the database" },
-        Field { name: "expect", ty: "map", required: false, doc: "restore.preflight's `settings`" },
-        Field { name: "maintenance_db", ty: "string", required: false, doc: "database to connect to (default postgres)" },
-    ],
-    outputs: &[Field { name: "summary", ty: "string", required: false, doc: "what was compared" }],
-    check: check_with::<SettingsWith>,
-    report_log: true,
-    interactive: false,
-    run: run_settings,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct SettingsOutputs {
+    /// what was compared
+    summary: String,
+}
 
-fn run_settings(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: SettingsWith = typed(with)?;
-        let Some(expected) = w.expect else {
-            return Err(StepError::Skipped("no settings to compare: the database did not exist before".into()));
-        };
-        let client = admin(&w.url, &w.maintenance_db).await?;
-        compare_settings(&client, &w.database, &expected).await?;
-        ctx.log(format!("database settings as before: {}", expected.summary()));
-        let mut o = Outputs::new();
-        o.insert("summary".into(), expected.summary().into());
-        Ok(o)
-    })
+pub struct Settings;
+
+impl Step for Settings {
+    const NAME: &'static str = "database.settings";
+    const SUMMARY: &'static str = "Compare a database's settings (ALTER DATABASE / ALTER ROLE IN DATABASE ... SET), grants, comment and connection limit with those restore.preflight captured; skipped without any.";
+    const REPORT_LOG: bool = true;
+    type With = SettingsWith;
+    type Outputs = SettingsOutputs;
+
+    fn run(
+        ctx: StepCtx,
+        w: SettingsWith,
+    ) -> impl std::future::Future<Output = Result<SettingsOutputs, StepError>> + Send {
+        settings(ctx, w)
+    }
+}
+
+async fn settings(ctx: StepCtx, w: SettingsWith) -> Result<SettingsOutputs, StepError> {
+    let Some(expected) = w.expect else {
+        return Err(StepError::Skipped("no settings to compare: the database did not exist before".into()));
+    };
+    let client = admin(&w.url, &w.maintenance_db).await?;
+    compare_settings(&client, &w.database, &expected).await?;
+    ctx.log(format!("database settings as before: {}", expected.summary()));
+    Ok(SettingsOutputs { summary: expected.summary() })
 }
 
 // ---------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Field, Step, StepCtx, StepError, With, WithError};
+use super::{Fields, Step, StepCtx, StepError, With, WithError};
 
 /// What a deployment manifest holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -27,15 +27,23 @@ pub struct Deployment {
 
 const FORMAT: &str = "pgdrill-deployment/1";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
 pub struct RecordWith {
+    /// the file to write; an existing one is never replaced
+    #[field(ty = "path")]
     manifest: String,
+    /// the deployment, e.g. a release tag
     label: String,
+    /// the database backed up
     database: String,
+    /// where it lives (a fleet target, a server)
     #[serde(default)]
     target: String,
+    /// the checked backup
+    #[field(ty = "path")]
     backup: String,
+    /// its checksum as checked
     sha256: String,
 }
 
@@ -51,8 +59,10 @@ impl With for RecordWith {
     }
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
 pub struct RecordOutputs {
+    /// the manifest written
     manifest: String,
 }
 
@@ -62,21 +72,6 @@ impl Step for Record {
     const NAME: &'static str = "deploy.record";
     const SUMMARY: &'static str =
         "Write a deployment manifest (label, database, backup, sha256, time) that a restore can roll back to.";
-    const FIELDS: &'static [Field] = &[
-        Field {
-            name: "manifest",
-            ty: "path",
-            required: true,
-            doc: "the file to write; an existing one is never replaced",
-        },
-        Field { name: "label", ty: "string", required: true, doc: "the deployment, e.g. a release tag" },
-        Field { name: "database", ty: "string", required: true, doc: "the database backed up" },
-        Field { name: "target", ty: "string", required: false, doc: "where it lives (a fleet target, a server)" },
-        Field { name: "backup", ty: "path", required: true, doc: "the checked backup" },
-        Field { name: "sha256", ty: "string", required: true, doc: "its checksum as checked" },
-    ];
-    const OUTPUTS: &'static [Field] =
-        &[Field { name: "manifest", ty: "string", required: false, doc: "the manifest written" }];
     const REPORT_LOG: bool = true;
     type With = RecordWith;
     type Outputs = RecordOutputs;
@@ -127,22 +122,32 @@ impl Step for Record {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
 pub struct ReadWith {
+    /// written by deploy.record
+    #[field(ty = "path")]
     manifest: String,
-    /// The database the restore is about: the manifest must be for it.
+    /// the manifest must be for this database
+    ///
+    /// The database the restore is about.
     database: String,
 }
 
 impl With for ReadWith {}
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
 pub struct ReadOutputs {
+    /// the backup file
     backup: String,
+    /// as recorded, and as the file still is
     sha256: String,
+    /// the deployment
     label: String,
+    /// the database backed up
     database: String,
+    /// when the manifest was written
     recorded_at: String,
 }
 
@@ -152,17 +157,6 @@ impl Step for Read {
     const NAME: &'static str = "deploy.read";
     const SUMMARY: &'static str =
         "Read a deployment manifest: the backup to roll back to, checked against the database and the recorded sha256.";
-    const FIELDS: &'static [Field] = &[
-        Field { name: "manifest", ty: "path", required: true, doc: "written by deploy.record" },
-        Field { name: "database", ty: "string", required: true, doc: "the manifest must be for this database" },
-    ];
-    const OUTPUTS: &'static [Field] = &[
-        Field { name: "backup", ty: "string", required: false, doc: "the backup file" },
-        Field { name: "sha256", ty: "string", required: false, doc: "as recorded, and as the file still is" },
-        Field { name: "label", ty: "string", required: false, doc: "the deployment" },
-        Field { name: "database", ty: "string", required: false, doc: "the database backed up" },
-        Field { name: "recorded_at", ty: "string", required: false, doc: "when the manifest was written" },
-    ];
     const REPORT_LOG: bool = true;
     type With = ReadWith;
     type Outputs = ReadOutputs;

@@ -9,16 +9,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::json;
-use serde_yaml::Value as Yaml;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    check_with, pg_error, rfc3339, typed, BoxFuture, Field, Outputs, StepCtx, StepError, StepKind, Teardown, With,
-    WithError,
-};
+use super::{pg_error, rfc3339, BoxFuture, Fields, Step, StepCtx, StepError, Teardown, With, WithError};
 use crate::pg::native::quote_ident;
 
 fn now_epoch() -> f64 {
@@ -70,12 +65,16 @@ pub fn fixture_sql(text: &str, scale: u32) -> String {
     out
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct FixturesWith {
+pub struct FixturesWith {
+    /// database to load into
     url: String,
+    /// erp, crm, payments, types (the default), edge (objects dumps and fingerprints get
+    /// wrong; needs contrib) or .sql paths using psql's :scale
     #[serde(default = "all_fixtures")]
     fixtures: Vec<String>,
+    /// size multiplier (default 1)
     #[serde(default = "one", deserialize_with = "super::de::int")]
     scale: u32,
 }
@@ -96,104 +95,112 @@ impl With for FixturesWith {
     }
 }
 
-pub const FIXTURES_LOAD: StepKind = StepKind {
-    name: "fixtures.load",
-    summary: "Load deterministic fixture data (ERP, CRM with mixed-case names, payments, one table per column type) at a scale; scale 1 is about 1 MB.",
-    fields: &[
-        Field { name: "url", ty: "string", required: true, doc: "database to load into" },
-        Field {
-            name: "fixtures",
-            ty: "list",
-            required: false,
-            doc: "erp, crm, payments, types (the default), edge (objects dumps and fingerprints get wrong; needs contrib) or .sql paths using psql's :scale",
-        },
-        Field { name: "scale", ty: "integer", required: false, doc: "size multiplier (default 1)" },
-    ],
-    outputs: &[
-        Field { name: "tables", ty: "integer", required: false, doc: "user tables afterwards" },
-        Field { name: "rows", ty: "integer", required: false, doc: "rows in them (estimate from statistics)" },
-        Field { name: "size_bytes", ty: "integer", required: false, doc: "database size afterwards" },
-    ],
-    check: check_with::<FixturesWith>,
-    report_log: false,
-    interactive: false,
-    run: run_fixtures,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct FixturesOutputs {
+    /// user tables afterwards
+    tables: i64,
+    /// rows in them (estimate from statistics)
+    rows: i64,
+    /// database size afterwards
+    size_bytes: i64,
+}
 
-fn run_fixtures(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: FixturesWith = typed(with)?;
-        let client = crate::pg::connect(&w.url).await?;
-        for f in &w.fixtures {
-            let text = match FIXTURES.iter().find(|(n, _)| n == f) {
-                Some((_, t)) => t.to_string(),
-                None if f.ends_with(".sql") => {
-                    let p = ctx.resolve(f);
-                    std::fs::read_to_string(&p)
-                        .map_err(|e| StepError::Invalid(format!("fixture {}: {e}", p.display())))?
-                }
-                None => {
-                    let names: Vec<&str> = FIXTURES.iter().map(|(n, _)| *n).collect();
-                    return Err(StepError::Invalid(format!(
-                        "no fixture `{f}`: the shipped ones are {}, or give a path ending in .sql",
-                        names.join(", ")
-                    )));
-                }
-            };
-            let started = std::time::Instant::now();
-            client
-                .batch_execute(&format!("begin;\n{}\ncommit;", fixture_sql(&text, w.scale)))
-                .await
-                .map_err(|e| StepError::Failed(format!("fixture `{f}`: {}", crate::pg::describe(&e))))?;
-            ctx.log(format!("loaded {f} at scale {} in {:.1}s", w.scale, started.elapsed().as_secs_f64()));
-        }
-        client.batch_execute("analyze").await.map_err(pg_error)?;
-        let row = client
-            .query_one(
-                "select count(*), coalesce(sum(n_live_tup), 0)::bigint, pg_database_size(current_database()) \
-                 from pg_stat_user_tables",
-                &[],
-            )
+pub struct FixturesLoad;
+
+impl Step for FixturesLoad {
+    const NAME: &'static str = "fixtures.load";
+    const SUMMARY: &'static str = "Load deterministic fixture data (ERP, CRM with mixed-case names, payments, one table per column type) at a scale; scale 1 is about 1 MB.";
+    type With = FixturesWith;
+    type Outputs = FixturesOutputs;
+
+    fn run(
+        ctx: StepCtx,
+        w: FixturesWith,
+    ) -> impl std::future::Future<Output = Result<FixturesOutputs, StepError>> + Send {
+        load_fixtures(ctx, w)
+    }
+}
+
+async fn load_fixtures(ctx: StepCtx, w: FixturesWith) -> Result<FixturesOutputs, StepError> {
+    let client = crate::pg::connect(&w.url).await?;
+    for f in &w.fixtures {
+        let text = match FIXTURES.iter().find(|(n, _)| n == f) {
+            Some((_, t)) => t.to_string(),
+            None if f.ends_with(".sql") => {
+                let p = ctx.resolve(f);
+                std::fs::read_to_string(&p).map_err(|e| StepError::Invalid(format!("fixture {}: {e}", p.display())))?
+            }
+            None => {
+                let names: Vec<&str> = FIXTURES.iter().map(|(n, _)| *n).collect();
+                return Err(StepError::Invalid(format!(
+                    "no fixture `{f}`: the shipped ones are {}, or give a path ending in .sql",
+                    names.join(", ")
+                )));
+            }
+        };
+        let started = std::time::Instant::now();
+        client
+            .batch_execute(&format!("begin;\n{}\ncommit;", fixture_sql(&text, w.scale)))
             .await
-            .map_err(pg_error)?;
-        let mut o = Outputs::new();
-        o.insert("tables".into(), row.get::<_, i64>(0).into());
-        o.insert("rows".into(), row.get::<_, i64>(1).into());
-        o.insert("size_bytes".into(), row.get::<_, i64>(2).into());
-        Ok(o)
-    })
+            .map_err(|e| StepError::Failed(format!("fixture `{f}`: {}", crate::pg::describe(&e))))?;
+        ctx.log(format!("loaded {f} at scale {} in {:.1}s", w.scale, started.elapsed().as_secs_f64()));
+    }
+    client.batch_execute("analyze").await.map_err(pg_error)?;
+    let row = client
+        .query_one(
+            "select count(*), coalesce(sum(n_live_tup), 0)::bigint, pg_database_size(current_database()) \
+                 from pg_stat_user_tables",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(FixturesOutputs { tables: row.get(0), rows: row.get(1), size_bytes: row.get(2) })
 }
 
 // ---------------------------------------------------------------------------------------
 // drill.workspace
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct WorkspaceWith {
+pub struct WorkspaceWith {
+    /// use this directory (created; kept) instead of a temporary one
     #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
     dir: Option<String>,
+    /// keep the temporary directory afterwards
     #[serde(default, deserialize_with = "super::de::boolean")]
     keep: bool,
 }
 
 impl With for WorkspaceWith {}
 
-pub const WORKSPACE: StepKind = StepKind {
-    name: "drill.workspace",
-    summary: "A private directory for a drill's backups, removed when the runbook ends (unless `keep`), and a generated backup key.",
-    fields: &[
-        Field { name: "dir", ty: "path", required: false, doc: "use this directory (created; kept) instead of a temporary one" },
-        Field { name: "keep", ty: "boolean", required: false, doc: "keep the temporary directory afterwards" },
-    ],
-    outputs: &[
-        Field { name: "path", ty: "path", required: false, doc: "the directory" },
-        Field { name: "key", ty: "secret", required: false, doc: "a random 256-bit key (hex), masked everywhere" },
-    ],
-    check: check_with::<WorkspaceWith>,
-    report_log: false,
-    interactive: false,
-    run: run_workspace,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct WorkspaceOutputs {
+    /// the directory
+    #[field(ty = "path")]
+    path: String,
+    /// a random 256-bit key (hex), masked everywhere
+    #[field(ty = "secret")]
+    key: String,
+}
+
+pub struct Workspace;
+
+impl Step for Workspace {
+    const NAME: &'static str = "drill.workspace";
+    const SUMMARY: &'static str = "A private directory for a drill's backups, removed when the runbook ends (unless `keep`), and a generated backup key.";
+    type With = WorkspaceWith;
+    type Outputs = WorkspaceOutputs;
+
+    fn run(
+        ctx: StepCtx,
+        w: WorkspaceWith,
+    ) -> impl std::future::Future<Output = Result<WorkspaceOutputs, StepError>> + Send {
+        workspace(ctx, w)
+    }
+}
 
 struct RemoveDir(PathBuf);
 
@@ -205,47 +212,44 @@ impl Teardown for RemoveDir {
     }
 }
 
-fn run_workspace(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: WorkspaceWith = typed(with)?;
-        let path = match &w.dir {
-            Some(d) => {
-                let p = ctx.resolve(d);
-                std::fs::create_dir_all(&p)
-                    .map_err(|e| StepError::Environment(format!("creating {}: {e}", p.display())))?;
-                p
+async fn workspace(ctx: StepCtx, w: WorkspaceWith) -> Result<WorkspaceOutputs, StepError> {
+    let path = match &w.dir {
+        Some(d) => {
+            let p = ctx.resolve(d);
+            std::fs::create_dir_all(&p)
+                .map_err(|e| StepError::Environment(format!("creating {}: {e}", p.display())))?;
+            p
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("pgdrill-drill-")
+                .tempdir()
+                .map_err(|e| StepError::Environment(format!("creating a temporary directory: {e}")))?;
+            let p = t.keep();
+            if !w.keep {
+                ctx.resources.push(format!("workspace {}", p.display()), Box::new(RemoveDir(p.clone())));
             }
-            None => {
-                let t = tempfile::Builder::new()
-                    .prefix("pgdrill-drill-")
-                    .tempdir()
-                    .map_err(|e| StepError::Environment(format!("creating a temporary directory: {e}")))?;
-                let p = t.keep();
-                if !w.keep {
-                    ctx.resources.push(format!("workspace {}", p.display()), Box::new(RemoveDir(p.clone())));
-                }
-                p
-            }
-        };
-        let key: String = crate::archive::crypto::random::<32>().iter().map(|b| format!("{b:02x}")).collect();
-        ctx.redactor.add(&key);
-        ctx.log(format!("workspace {}", path.display()));
-        let mut o = Outputs::new();
-        o.insert("path".into(), path.display().to_string().into());
-        o.insert("key".into(), key.into());
-        Ok(o)
-    })
+            p
+        }
+    };
+    let key: String = crate::archive::crypto::random::<32>().iter().map(|b| format!("{b:02x}")).collect();
+    ctx.redactor.add(&key);
+    ctx.log(format!("workspace {}", path.display()));
+    Ok(WorkspaceOutputs { path: path.display().to_string(), key })
 }
 
 // ---------------------------------------------------------------------------------------
 // drill.heartbeat
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct HeartbeatWith {
+pub struct HeartbeatWith {
+    /// database to write into
     url: String,
+    /// time between rows (default 1s)
     #[serde(default = "second", deserialize_with = "super::de::duration")]
     interval: Duration,
+    /// table to create and fill (default pgdrill_heartbeat)
     #[serde(default = "heartbeat_table")]
     table: String,
 }
@@ -266,38 +270,40 @@ impl With for HeartbeatWith {
     }
 }
 
-pub const HEARTBEAT: StepKind = StepKind {
-    name: "drill.heartbeat",
-    summary:
-        "Write a row with its commit timestamp at a fixed rate until the runbook ends: the marker RPO is measured with.",
-    fields: &[
-        Field { name: "url", ty: "string", required: true, doc: "database to write into" },
-        Field { name: "interval", ty: "duration", required: false, doc: "time between rows (default 1s)" },
-        Field {
-            name: "table",
-            ty: "string",
-            required: false,
-            doc: "table to create and fill (default pgdrill_heartbeat)",
-        },
-    ],
-    outputs: &[
-        Field { name: "table", ty: "string", required: false, doc: "the table" },
-        Field { name: "interval_s", ty: "number", required: false, doc: "the interval in seconds" },
-        Field { name: "started_at", ty: "string", required: false, doc: "when the first row was written" },
-    ],
-    check: check_with::<HeartbeatWith>,
-    report_log: false,
-    interactive: false,
-    run: run_heartbeat,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct HeartbeatOutputs {
+    /// the table
+    table: String,
+    /// the interval in seconds
+    interval_s: f64,
+    /// when the first row was written
+    started_at: String,
+}
+
+pub struct Heartbeat;
+
+impl Step for Heartbeat {
+    const NAME: &'static str = "drill.heartbeat";
+    const SUMMARY: &'static str = "Write a row with its commit timestamp at a fixed rate until the runbook ends: the marker RPO is measured with.";
+    type With = HeartbeatWith;
+    type Outputs = HeartbeatOutputs;
+
+    fn run(
+        ctx: StepCtx,
+        w: HeartbeatWith,
+    ) -> impl std::future::Future<Output = Result<HeartbeatOutputs, StepError>> + Send {
+        heartbeat(ctx, w)
+    }
+}
 
 /// The writer task; stopped when the runbook ends.
-struct Heartbeat {
+struct HeartbeatWriter {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Teardown for Heartbeat {
+impl Teardown for HeartbeatWriter {
     fn teardown(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             self.stop.cancel();
@@ -306,62 +312,61 @@ impl Teardown for Heartbeat {
     }
 }
 
-fn run_heartbeat(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: HeartbeatWith = typed(with)?;
-        let table = qualified(&w.table);
-        let client = crate::pg::connect(&w.url).await?;
-        client
+async fn heartbeat(ctx: StepCtx, w: HeartbeatWith) -> Result<HeartbeatOutputs, StepError> {
+    let table = qualified(&w.table);
+    let client = crate::pg::connect(&w.url).await?;
+    client
             .batch_execute(&format!(
                 "create table if not exists {table} (id bigserial primary key, at timestamptz not null default clock_timestamp()); \
                  insert into {table} default values"
             ))
             .await
             .map_err(pg_error)?;
-        let started = OffsetDateTime::now_utc();
-        let stop = CancellationToken::new();
-        let (stop2, url, interval) = (stop.clone(), w.url.clone(), w.interval);
-        let insert = format!("insert into {table} default values");
-        let task = tokio::spawn(async move {
-            let mut client = Some(client);
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = stop2.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                if client.as_ref().is_none_or(|c| c.is_closed()) {
-                    // After a disaster the database is gone; keep trying quietly until stopped.
-                    client = crate::pg::connect(&url).await.ok();
-                }
-                if let Some(c) = &client {
-                    let _ = c.batch_execute(&insert).await;
-                }
+    let started = OffsetDateTime::now_utc();
+    let stop = CancellationToken::new();
+    let (stop2, url, interval) = (stop.clone(), w.url.clone(), w.interval);
+    let insert = format!("insert into {table} default values");
+    let task = tokio::spawn(async move {
+        let mut client = Some(client);
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop2.cancelled() => break,
+                _ = tick.tick() => {}
             }
-        });
-        ctx.resources.push(format!("heartbeat writer ({table})"), Box::new(Heartbeat { stop, task }));
-        ctx.log(format!("writing a row into {table} every {}", humantime::format_duration(w.interval)));
-        let mut o = Outputs::new();
-        o.insert("table".into(), w.table.clone().into());
-        o.insert("interval_s".into(), json!(w.interval.as_secs_f64()));
-        o.insert("started_at".into(), rfc3339(started).into());
-        Ok(o)
-    })
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                // After a disaster the database is gone; keep trying quietly until stopped.
+                client = crate::pg::connect(&url).await.ok();
+            }
+            if let Some(c) = &client {
+                let _ = c.batch_execute(&insert).await;
+            }
+        }
+    });
+    ctx.resources.push(format!("heartbeat writer ({table})"), Box::new(HeartbeatWriter { stop, task }));
+    ctx.log(format!("writing a row into {table} every {}", humantime::format_duration(w.interval)));
+    Ok(HeartbeatOutputs { table: w.table.clone(), interval_s: w.interval.as_secs_f64(), started_at: rfc3339(started) })
 }
 
 // ---------------------------------------------------------------------------------------
 // drill.disaster
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct DisasterWith {
+pub struct DisasterWith {
+    /// what happens
+    #[field(ty = "drop_database|destroy_server")]
     mode: String,
+    /// the victim's URL
     url: String,
+    /// drop_database: which (default: the URL's)
     #[serde(default, deserialize_with = "super::de::opt_text")]
     database: Option<String>,
+    /// destroy_server: the data directory (default: the server's data_directory setting)
     #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
     data_dir: Option<String>,
 }
 
@@ -379,217 +384,225 @@ impl With for DisasterWith {
     }
 }
 
-pub const DISASTER: StepKind = StepKind {
-    name: "drill.disaster",
-    summary: "Inject a disaster and record when: drop the database, or stop the server (immediate) and delete its data directory.",
-    fields: &[
-        Field { name: "mode", ty: "drop_database|destroy_server", required: true, doc: "what happens" },
-        Field { name: "url", ty: "string", required: true, doc: "the victim's URL" },
-        Field { name: "database", ty: "string", required: false, doc: "drop_database: which (default: the URL's)" },
-        Field {
-            name: "data_dir",
-            ty: "path",
-            required: false,
-            doc: "destroy_server: the data directory (default: the server's data_directory setting)",
-        },
-    ],
-    outputs: &[
-        Field { name: "at", ty: "string", required: false, doc: "when the disaster happened (RFC 3339)" },
-        Field { name: "at_epoch", ty: "number", required: false, doc: "the same, as Unix seconds" },
-    ],
-    check: check_with::<DisasterWith>,
-    report_log: true,
-    interactive: false,
-    run: run_disaster,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct DisasterOutputs {
+    /// when the disaster happened (RFC 3339)
+    at: String,
+    /// the same, as Unix seconds
+    at_epoch: f64,
+}
 
-fn run_disaster(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: DisasterWith = typed(with)?;
-        let cfg = crate::pg::config(&w.url).map_err(|e| StepError::Invalid(e.0))?;
-        let at = match w.mode.as_str() {
-            "drop_database" => {
-                let db = w.database.clone().or_else(|| cfg.get_dbname().map(str::to_string)).unwrap_or_default();
-                let admin = crate::pg::connect_to(&w.url, "postgres").await?;
-                let at = OffsetDateTime::now_utc();
-                admin
-                    .batch_execute(&format!("drop database {} with (force)", quote_ident(&db)))
-                    .await
-                    .map_err(|e| StepError::Failed(format!("dropping {db}: {}", crate::pg::describe(&e))))?;
-                ctx.log(format!("dropped database {db} at {}", rfc3339(at)));
-                at
+pub struct Disaster;
+
+impl Step for Disaster {
+    const NAME: &'static str = "drill.disaster";
+    const SUMMARY: &'static str = "Inject a disaster and record when: drop the database, or stop the server (immediate) and delete its data directory.";
+    const REPORT_LOG: bool = true;
+    type With = DisasterWith;
+    type Outputs = DisasterOutputs;
+
+    fn run(
+        ctx: StepCtx,
+        w: DisasterWith,
+    ) -> impl std::future::Future<Output = Result<DisasterOutputs, StepError>> + Send {
+        disaster(ctx, w)
+    }
+}
+
+async fn disaster(ctx: StepCtx, w: DisasterWith) -> Result<DisasterOutputs, StepError> {
+    let cfg = crate::pg::config(&w.url).map_err(|e| StepError::Invalid(e.0))?;
+    let at = match w.mode.as_str() {
+        "drop_database" => {
+            let db = w.database.clone().or_else(|| cfg.get_dbname().map(str::to_string)).unwrap_or_default();
+            let admin = crate::pg::connect_to(&w.url, "postgres").await?;
+            let at = OffsetDateTime::now_utc();
+            admin
+                .batch_execute(&format!("drop database {} with (force)", quote_ident(&db)))
+                .await
+                .map_err(|e| StepError::Failed(format!("dropping {db}: {}", crate::pg::describe(&e))))?;
+            ctx.log(format!("dropped database {db} at {}", rfc3339(at)));
+            at
+        }
+        _ => {
+            let client = crate::pg::connect(&w.url).await?;
+            let dir = match &w.data_dir {
+                Some(d) => PathBuf::from(d),
+                None => PathBuf::from(
+                    client
+                        .query_one("select setting from pg_settings where name = 'data_directory'", &[])
+                        .await
+                        .map_err(pg_error)?
+                        .get::<_, String>(0),
+                ),
+            };
+            let pid_text = std::fs::read_to_string(dir.join("postmaster.pid")).map_err(|e| {
+                StepError::Environment(format!(
+                    "destroy_server needs the server's data directory on this machine: {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            let pid: i32 = pid_text.lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+            if pid <= 1 {
+                return Err(StepError::Environment(format!("no postmaster pid in {}", dir.display())));
             }
-            _ => {
-                let client = crate::pg::connect(&w.url).await?;
-                let dir = match &w.data_dir {
-                    Some(d) => PathBuf::from(d),
-                    None => PathBuf::from(
-                        client
-                            .query_one("select setting from pg_settings where name = 'data_directory'", &[])
-                            .await
-                            .map_err(pg_error)?
-                            .get::<_, String>(0),
-                    ),
-                };
-                let pid_text = std::fs::read_to_string(dir.join("postmaster.pid")).map_err(|e| {
-                    StepError::Environment(format!(
-                        "destroy_server needs the server's data directory on this machine: {}: {e}",
-                        dir.display()
-                    ))
-                })?;
-                let pid: i32 = pid_text.lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
-                if pid <= 1 {
-                    return Err(StepError::Environment(format!("no postmaster pid in {}", dir.display())));
+            let at = OffsetDateTime::now_utc();
+            // An immediate stop, as a crash: no checkpoint, clients cut off.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGQUIT);
+            for _ in 0..100 {
+                if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+                    break;
                 }
-                let at = OffsetDateTime::now_utc();
-                // An immediate stop, as a crash: no checkpoint, clients cut off.
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGQUIT);
-                for _ in 0..100 {
-                    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                std::fs::remove_dir_all(&dir)
-                    .map_err(|e| StepError::Environment(format!("deleting {}: {e}", dir.display())))?;
-                ctx.log(format!("stopped the server (pid {pid}) and deleted {} at {}", dir.display(), rfc3339(at)));
-                at
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-        };
-        let mut o = Outputs::new();
-        o.insert("at".into(), rfc3339(at).into());
-        o.insert("at_epoch".into(), json!(at.unix_timestamp_nanos() as f64 / 1e9));
-        Ok(o)
-    })
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| StepError::Environment(format!("deleting {}: {e}", dir.display())))?;
+            ctx.log(format!("stopped the server (pid {pid}) and deleted {} at {}", dir.display(), rfc3339(at)));
+            at
+        }
+    };
+    Ok(DisasterOutputs { at: rfc3339(at), at_epoch: at.unix_timestamp_nanos() as f64 / 1e9 })
 }
 
 // ---------------------------------------------------------------------------------------
 // drill.rto
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct RtoWith {
+pub struct RtoWith {
+    /// the disaster (drill.disaster's at_epoch)
     #[serde(deserialize_with = "super::de::number")]
     since: f64,
+    /// the RTO target; exceeding it fails
     #[serde(deserialize_with = "super::de::duration")]
     target: Duration,
+    /// phase name -> seconds (steps' duration_s)
     #[serde(default)]
     phases: BTreeMap<String, serde_json::Value>,
 }
 
 impl With for RtoWith {}
 
-pub const RTO: StepKind = StepKind {
-    name: "drill.rto",
-    summary:
-        "Recovery time: from the disaster to now (verified service), with a per-phase breakdown, against its target.",
-    fields: &[
-        Field { name: "since", ty: "number", required: true, doc: "the disaster (drill.disaster's at_epoch)" },
-        Field { name: "target", ty: "duration", required: true, doc: "the RTO target; exceeding it fails" },
-        Field { name: "phases", ty: "map", required: false, doc: "phase name -> seconds (steps' duration_s)" },
-    ],
-    outputs: &[
-        Field { name: "rto_s", ty: "number", required: false, doc: "measured RTO" },
-        Field { name: "target_s", ty: "number", required: false, doc: "the target" },
-        Field { name: "phases", ty: "map", required: false, doc: "the breakdown" },
-    ],
-    check: check_with::<RtoWith>,
-    report_log: true,
-    interactive: false,
-    run: run_rto,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct RtoOutputs {
+    /// measured RTO
+    rto_s: f64,
+    /// the target
+    target_s: f64,
+    /// the breakdown
+    phases: BTreeMap<String, f64>,
+}
+
+pub struct Rto;
+
+impl Step for Rto {
+    const NAME: &'static str = "drill.rto";
+    const SUMMARY: &'static str =
+        "Recovery time: from the disaster to now (verified service), with a per-phase breakdown, against its target.";
+    const REPORT_LOG: bool = true;
+    type With = RtoWith;
+    type Outputs = RtoOutputs;
+
+    fn run(ctx: StepCtx, w: RtoWith) -> impl std::future::Future<Output = Result<RtoOutputs, StepError>> + Send {
+        rto(ctx, w)
+    }
+}
 
 fn phase_text(phases: &BTreeMap<String, f64>) -> String {
     phases.iter().map(|(k, v)| format!("{k} {}", secs(*v))).collect::<Vec<_>>().join(", ")
 }
 
-fn run_rto(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: RtoWith = typed(with)?;
-        let rto = (now_epoch() - w.since).max(0.0);
-        let phases: BTreeMap<String, f64> = w
-            .phases
-            .iter()
-            .map(|(k, v)| {
-                let s = v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0.0);
-                (k.clone(), s)
-            })
-            .collect();
-        let target = w.target.as_secs_f64();
-        let mut o = Outputs::new();
-        o.insert("rto_s".into(), json!((rto * 1000.0).round() / 1000.0));
-        o.insert("target_s".into(), json!(target));
-        o.insert("phases".into(), json!(phases));
-        let msg = format!(
-            "RTO {} (target {}){}",
+async fn rto(ctx: StepCtx, w: RtoWith) -> Result<RtoOutputs, StepError> {
+    let rto = (now_epoch() - w.since).max(0.0);
+    let phases: BTreeMap<String, f64> = w
+        .phases
+        .iter()
+        .map(|(k, v)| {
+            let s = v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0.0);
+            (k.clone(), s)
+        })
+        .collect();
+    let target = w.target.as_secs_f64();
+    let out = RtoOutputs { rto_s: (rto * 1000.0).round() / 1000.0, target_s: target, phases: phases.clone() };
+    // Kept and reported even when the target is missed, so as the map later steps read.
+    let o = super::outputs_of(&out)?;
+    let msg = format!(
+        "RTO {} (target {}){}",
+        secs(rto),
+        humantime::format_duration(w.target),
+        if phases.is_empty() { String::new() } else { format!(": {}", phase_text(&phases)) }
+    );
+    ctx.log(msg.clone());
+    for (k, v) in &o {
+        ctx.keep(k, v.clone());
+    }
+    ctx.fact(crate::exec::Fact::Objective {
+        objective: crate::exec::Objective::Rto,
+        measured_s: o["rto_s"].clone(),
+        target_s: o["target_s"].clone(),
+        phases: Some(o["phases"].clone()),
+    });
+    if rto > target {
+        return Err(StepError::Failed(format!(
+            "RTO {} exceeds the budget rto={} ({})",
             secs(rto),
             humantime::format_duration(w.target),
-            if phases.is_empty() { String::new() } else { format!(": {}", phase_text(&phases)) }
-        );
-        ctx.log(msg.clone());
-        for (k, v) in &o {
-            ctx.keep(k, v.clone());
-        }
-        ctx.fact(crate::exec::Fact::Objective {
-            objective: crate::exec::Objective::Rto,
-            measured_s: o["rto_s"].clone(),
-            target_s: o["target_s"].clone(),
-            phases: Some(o["phases"].clone()),
-        });
-        if rto > target {
-            return Err(StepError::Failed(format!(
-                "RTO {} exceeds the budget rto={} ({})",
-                secs(rto),
-                humantime::format_duration(w.target),
-                phase_text(&phases)
-            )));
-        }
-        Ok(o)
-    })
+            phase_text(&phases)
+        )));
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------
 // drill.rpo
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct RpoWith {
+pub struct RpoWith {
+    /// the restored database
     url: String,
+    /// drill.disaster's at_epoch
     #[serde(deserialize_with = "super::de::number")]
     disaster_at: f64,
+    /// the RPO target; exceeding it fails
     #[serde(deserialize_with = "super::de::duration")]
     target: Duration,
+    /// heartbeat table (default pgdrill_heartbeat)
     #[serde(default = "heartbeat_table")]
     table: String,
 }
 
 impl With for RpoWith {}
 
-pub const RPO: StepKind = StepKind {
-    name: "drill.rpo",
-    summary: "Data loss measured from the data: the disaster time minus the newest heartbeat in the restored database, against its target.",
-    fields: &[
-        Field { name: "url", ty: "string", required: true, doc: "the restored database" },
-        Field { name: "disaster_at", ty: "number", required: true, doc: "drill.disaster's at_epoch" },
-        Field { name: "target", ty: "duration", required: true, doc: "the RPO target; exceeding it fails" },
-        Field { name: "table", ty: "string", required: false, doc: "heartbeat table (default pgdrill_heartbeat)" },
-    ],
-    outputs: &[
-        Field { name: "rpo_s", ty: "number", required: false, doc: "measured RPO" },
-        Field { name: "newest", ty: "string", required: false, doc: "the newest heartbeat restored" },
-        Field { name: "target_s", ty: "number", required: false, doc: "the target" },
-    ],
-    check: check_with::<RpoWith>,
-    report_log: true,
-    interactive: false,
-    run: run_rpo,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct RpoOutputs {
+    /// measured RPO
+    rpo_s: f64,
+    /// the newest heartbeat restored
+    newest: String,
+    /// the target
+    target_s: f64,
+}
 
-fn run_rpo(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: RpoWith = typed(with)?;
-        let client = crate::pg::connect(&w.url).await?;
-        let row = client
+pub struct Rpo;
+
+impl Step for Rpo {
+    const NAME: &'static str = "drill.rpo";
+    const SUMMARY: &'static str = "Data loss measured from the data: the disaster time minus the newest heartbeat in the restored database, against its target.";
+    const REPORT_LOG: bool = true;
+    type With = RpoWith;
+    type Outputs = RpoOutputs;
+
+    fn run(ctx: StepCtx, w: RpoWith) -> impl std::future::Future<Output = Result<RpoOutputs, StepError>> + Send {
+        rpo(ctx, w)
+    }
+}
+
+async fn rpo(ctx: StepCtx, w: RpoWith) -> Result<RpoOutputs, StepError> {
+    let client = crate::pg::connect(&w.url).await?;
+    let row = client
             .query_one(
                 &format!(
                     "select extract(epoch from max(at))::float8, to_char(max(at) at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), count(*) from {}",
@@ -599,43 +612,38 @@ fn run_rpo(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepE
             )
             .await
             .map_err(|e| StepError::Failed(format!("reading heartbeats from {}: {}", w.table, crate::pg::describe(&e))))?;
-        let (Some(newest), Some(newest_text)) = (row.get::<_, Option<f64>>(0), row.get::<_, Option<String>>(1)) else {
-            return Err(StepError::Failed(format!(
-                "no heartbeat row in the restored {}: RPO cannot be measured",
-                w.table
-            )));
-        };
-        let rpo = (w.disaster_at - newest).max(0.0);
-        let target = w.target.as_secs_f64();
-        ctx.log(format!(
-            "RPO {} (target {}): newest heartbeat restored {newest_text}, {} rows",
+    let (Some(newest), Some(newest_text)) = (row.get::<_, Option<f64>>(0), row.get::<_, Option<String>>(1)) else {
+        return Err(StepError::Failed(format!("no heartbeat row in the restored {}: RPO cannot be measured", w.table)));
+    };
+    let rpo = (w.disaster_at - newest).max(0.0);
+    let target = w.target.as_secs_f64();
+    ctx.log(format!(
+        "RPO {} (target {}): newest heartbeat restored {newest_text}, {} rows",
+        secs(rpo),
+        humantime::format_duration(w.target),
+        row.get::<_, i64>(2)
+    ));
+    let out = RpoOutputs { rpo_s: (rpo * 1000.0).round() / 1000.0, newest: newest_text, target_s: target };
+    // Kept and reported even when the target is missed, so as the map later steps read.
+    let o = super::outputs_of(&out)?;
+    for (k, v) in &o {
+        ctx.keep(k, v.clone());
+    }
+    ctx.fact(crate::exec::Fact::Objective {
+        objective: crate::exec::Objective::Rpo,
+        measured_s: o["rpo_s"].clone(),
+        target_s: o["target_s"].clone(),
+        phases: None,
+    });
+    if rpo > target {
+        return Err(StepError::Failed(format!(
+            "RPO {} exceeds the budget rpo={} (newest heartbeat restored {})",
             secs(rpo),
             humantime::format_duration(w.target),
-            row.get::<_, i64>(2)
-        ));
-        let mut o = Outputs::new();
-        o.insert("rpo_s".into(), json!((rpo * 1000.0).round() / 1000.0));
-        o.insert("newest".into(), newest_text.into());
-        o.insert("target_s".into(), json!(target));
-        for (k, v) in &o {
-            ctx.keep(k, v.clone());
-        }
-        ctx.fact(crate::exec::Fact::Objective {
-            objective: crate::exec::Objective::Rpo,
-            measured_s: o["rpo_s"].clone(),
-            target_s: o["target_s"].clone(),
-            phases: None,
-        });
-        if rpo > target {
-            return Err(StepError::Failed(format!(
-                "RPO {} exceeds the budget rpo={} (newest heartbeat restored {})",
-                secs(rpo),
-                humantime::format_duration(w.target),
-                o["newest"].as_str().unwrap_or_default()
-            )));
-        }
-        Ok(o)
-    })
+            o["newest"].as_str().unwrap_or_default()
+        )));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

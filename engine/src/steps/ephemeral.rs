@@ -3,25 +3,36 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_yaml::Value as Yaml;
+use serde::{Deserialize, Serialize};
 
-use super::{check_with, typed, Field, Outputs, StepCtx, StepError, StepKind, With, WithError};
+use super::{Fields, Step, StepCtx, StepError, With, WithError};
 use crate::pg::ephemeral::{parse_major, Ephemeral, Options, Provider};
 use crate::pg::native::ServerError;
 use crate::template::is_template;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct EphemeralWith {
+pub struct EphemeralWith {
+    /// auto (default): docker when an engine answers and an image can be had (else a local
+    /// image of the same major, e.g. pgdrill/postgres-local:15), else native
     #[serde(default = "auto")]
+    #[field(ty = "auto|docker|native")]
     provider: String,
+    /// e.g. 15 (default: the local pg_dump's major, else 17)
     #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "major version")]
     version: Option<String>,
+    /// docker image (default $PGDRILL_DOCKER_IMAGE or postgres:<major>; a pull silent for 20 s
+    /// is abandoned)
     image: Option<String>,
+    /// native: directory with initdb and postgres
+    #[field(ty = "path")]
     bin_dir: Option<String>,
+    /// superuser name (default postgres)
     user: Option<String>,
+    /// database to create (default postgres)
     database: Option<String>,
+    /// how long to wait for the first connection
     #[serde(default, deserialize_with = "super::de::opt_duration")]
     ready_timeout: Option<Duration>,
 }
@@ -42,74 +53,56 @@ impl With for EphemeralWith {
     }
 }
 
-pub const EPHEMERAL: StepKind = StepKind {
-    name: "postgres.ephemeral",
-    summary: "Start a throwaway PostgreSQL server (Docker or local binaries) for the rest of the runbook.",
-    fields: &[
-        Field {
-            name: "provider",
-            ty: "auto|docker|native",
-            required: false,
-            doc: "auto (default): docker when an engine answers and an image can be had (else a local image of the same major, e.g. pgdrill/postgres-local:15), else native",
-        },
-        Field {
-            name: "version",
-            ty: "major version",
-            required: false,
-            doc: "e.g. 15 (default: the local pg_dump's major, else 17)",
-        },
-        Field {
-            name: "image",
-            ty: "string",
-            required: false,
-            doc: "docker image (default $PGDRILL_DOCKER_IMAGE or postgres:<major>; a pull silent for 20 s is abandoned)",
-        },
-        Field { name: "bin_dir", ty: "path", required: false, doc: "native: directory with initdb and postgres" },
-        Field { name: "user", ty: "string", required: false, doc: "superuser name (default postgres)" },
-        Field { name: "database", ty: "string", required: false, doc: "database to create (default postgres)" },
-        Field {
-            name: "ready_timeout",
-            ty: "duration",
-            required: false,
-            doc: "how long to wait for the first connection",
-        },
-    ],
-    outputs: &[
-        Field {
-            name: "url",
-            ty: "string",
-            required: false,
-            doc: "connection URL (contains the password; redacted in reports)",
-        },
-        Field { name: "host", ty: "string", required: false, doc: "127.0.0.1" },
-        Field { name: "port", ty: "integer", required: false, doc: "published port" },
-        Field { name: "user", ty: "string", required: false, doc: "superuser" },
-        Field { name: "password", ty: "secret", required: false, doc: "generated per instance, redacted everywhere" },
-        Field { name: "database", ty: "string", required: false, doc: "database name" },
-        Field { name: "provider", ty: "string", required: false, doc: "docker or native" },
-        Field {
-            name: "provider_reason",
-            ty: "string",
-            required: false,
-            doc: "why that provider (and image) was chosen",
-        },
-        Field { name: "image", ty: "string", required: false, doc: "docker: the image the container runs; native: empty" },
-        Field { name: "server_version", ty: "string", required: false, doc: "server_version as reported" },
-        Field { name: "major", ty: "integer", required: false, doc: "major version" },
-        Field { name: "instance", ty: "string", required: false, doc: "docker: the container id; native: the data directory" },
-        Field {
-            name: "startup_ms",
-            ty: "integer",
-            required: false,
-            doc: "from the step's start to the first successful query",
-        },
-    ],
-    check: check_with::<EphemeralWith>,
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct EphemeralOutputs {
+    /// connection URL (contains the password; redacted in reports)
+    url: String,
+    /// 127.0.0.1
+    host: String,
+    /// published port
+    port: u16,
+    /// superuser
+    user: String,
+    /// generated per instance, redacted everywhere
+    #[field(ty = "secret")]
+    password: String,
+    /// database name
+    database: String,
+    /// docker or native
+    provider: String,
+    /// why that provider (and image) was chosen
+    provider_reason: String,
+    /// docker: the image the container runs; native: empty
+    image: String,
+    /// server_version as reported
+    server_version: String,
+    /// major version
+    major: u32,
+    /// docker: the container id; native: the data directory
+    instance: String,
+    /// from the step's start to the first successful query
+    startup_ms: u64,
+}
+
+pub struct Start;
+
+impl Step for Start {
+    const NAME: &'static str = "postgres.ephemeral";
+    const SUMMARY: &'static str =
+        "Start a throwaway PostgreSQL server (Docker or local binaries) for the rest of the runbook.";
     // Which provider and image served, and why (a fallback must be visible where it happened).
-    report_log: true,
-    interactive: false,
-    run,
-};
+    const REPORT_LOG: bool = true;
+    type With = EphemeralWith;
+    type Outputs = EphemeralOutputs;
+
+    fn run(
+        ctx: StepCtx,
+        w: EphemeralWith,
+    ) -> impl std::future::Future<Output = Result<EphemeralOutputs, StepError>> + Send {
+        start(ctx, w)
+    }
+}
 
 fn to_step_error(e: ServerError) -> StepError {
     match e {
@@ -118,51 +111,49 @@ fn to_step_error(e: ServerError) -> StepError {
     }
 }
 
-fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let started = std::time::Instant::now();
-        let w: EphemeralWith = typed(with)?;
-        let provider: Provider = w.provider.parse().map_err(to_step_error)?;
-        let major = w.version.as_deref().map(parse_major).transpose().map_err(to_step_error)?;
-        let opts = Options {
-            provider,
-            major,
-            image: w.image.clone(),
-            bin_dir: w.bin_dir.as_deref().map(|d| ctx.resolve(d)),
-            user: w.user.clone(),
-            database: w.database.clone(),
-            ready_timeout: w.ready_timeout,
-        };
-        let server = Ephemeral::start(opts).await.map_err(to_step_error)?;
-        ctx.redactor.add(&server.password);
-        let startup = started.elapsed();
-        ctx.log(format!(
-            "{} ({}); PostgreSQL {} on {}:{}, ready in {} ms",
-            server.provider,
-            server.reason,
-            server.server_version,
-            server.host,
-            server.port,
-            startup.as_millis()
-        ));
-        let mut o = Outputs::new();
-        o.insert("url".into(), server.url().into());
-        o.insert("host".into(), server.host.clone().into());
-        o.insert("port".into(), server.port.into());
-        o.insert("user".into(), server.user.clone().into());
-        o.insert("password".into(), server.password.clone().into());
-        o.insert("database".into(), server.database.clone().into());
-        o.insert("provider".into(), server.provider.into());
-        o.insert("provider_reason".into(), server.reason.clone().into());
-        o.insert("image".into(), server.image.clone().unwrap_or_default().into());
-        o.insert("server_version".into(), server.server_version.clone().into());
-        o.insert("major".into(), server.major.into());
-        o.insert("instance".into(), server.instance.clone().into());
-        o.insert("startup_ms".into(), (startup.as_millis() as u64).into());
-        ctx.fact(crate::exec::Fact::Server { version: server.server_version.clone() });
-        ctx.resources.push(format!("{} server of step `{}`", server.provider, ctx.step), Box::new(server));
-        Ok(o)
-    })
+async fn start(ctx: StepCtx, w: EphemeralWith) -> Result<EphemeralOutputs, StepError> {
+    let started = std::time::Instant::now();
+    let provider: Provider = w.provider.parse().map_err(to_step_error)?;
+    let major = w.version.as_deref().map(parse_major).transpose().map_err(to_step_error)?;
+    let opts = Options {
+        provider,
+        major,
+        image: w.image.clone(),
+        bin_dir: w.bin_dir.as_deref().map(|d| ctx.resolve(d)),
+        user: w.user.clone(),
+        database: w.database.clone(),
+        ready_timeout: w.ready_timeout,
+    };
+    let server = Ephemeral::start(opts).await.map_err(to_step_error)?;
+    ctx.redactor.add(&server.password);
+    let startup = started.elapsed();
+    ctx.log(format!(
+        "{} ({}); PostgreSQL {} on {}:{}, ready in {} ms",
+        server.provider,
+        server.reason,
+        server.server_version,
+        server.host,
+        server.port,
+        startup.as_millis()
+    ));
+    let o = EphemeralOutputs {
+        url: server.url(),
+        host: server.host.clone(),
+        port: server.port,
+        user: server.user.clone(),
+        password: server.password.clone(),
+        database: server.database.clone(),
+        provider: server.provider.to_string(),
+        provider_reason: server.reason.clone(),
+        image: server.image.clone().unwrap_or_default(),
+        server_version: server.server_version.clone(),
+        major: server.major,
+        instance: server.instance.clone(),
+        startup_ms: startup.as_millis() as u64,
+    };
+    ctx.fact(crate::exec::Fact::Server { version: server.server_version.clone() });
+    ctx.resources.push(format!("{} server of step `{}`", server.provider, ctx.step), Box::new(server));
+    Ok(o)
 }
 
 impl super::Teardown for Ephemeral {

@@ -4,18 +4,23 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Field, Step, StepCtx, StepError, With, WithError};
+use super::{Fields, Step, StepCtx, StepError, With, WithError};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
 pub struct SpaceWith {
+    /// the backup directory (its filesystem is measured)
+    #[field(ty = "path")]
     storage: String,
+    /// free / size at least this, e.g. 0.2
+    ///
     /// Free space / size of the filesystem must be at least this (0.2 = 20 %).
     #[serde(default, deserialize_with = "super::de::opt_number")]
     min_free_ratio: Option<f64>,
-    /// Free space must be at least this multiple of the database's size (`database_url`).
+    /// free at least this times the database's size, e.g. 2
     #[serde(default, deserialize_with = "super::de::opt_number")]
     database_size_multiple: Option<f64>,
+    /// the database, for database_size_multiple
     #[serde(default)]
     database_url: Option<String>,
 }
@@ -35,12 +40,18 @@ impl With for SpaceWith {
     }
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
 pub struct SpaceOutputs {
+    /// available to pgdrill's user
     free_bytes: u64,
+    /// size of the filesystem
     total_bytes: u64,
+    /// free_bytes / total_bytes
     free_ratio: f64,
+    /// pg_database_size, when asked
     database_bytes: Option<u64>,
+    /// the strictest requirement given
     needed_bytes: u64,
 }
 
@@ -50,24 +61,6 @@ impl Step for Space {
     const NAME: &'static str = "storage.space";
     const SUMMARY: &'static str =
         "Fail when the storage location has too little free space: below a ratio, or below a multiple of the database's size.";
-    const FIELDS: &'static [Field] = &[
-        Field { name: "storage", ty: "path", required: true, doc: "the backup directory (its filesystem is measured)" },
-        Field { name: "min_free_ratio", ty: "number", required: false, doc: "free / size at least this, e.g. 0.2" },
-        Field {
-            name: "database_size_multiple",
-            ty: "number",
-            required: false,
-            doc: "free at least this times the database's size, e.g. 2",
-        },
-        Field { name: "database_url", ty: "string", required: false, doc: "the database, for database_size_multiple" },
-    ];
-    const OUTPUTS: &'static [Field] = &[
-        Field { name: "free_bytes", ty: "integer", required: false, doc: "available to pgdrill's user" },
-        Field { name: "total_bytes", ty: "integer", required: false, doc: "size of the filesystem" },
-        Field { name: "free_ratio", ty: "number", required: false, doc: "free_bytes / total_bytes" },
-        Field { name: "database_bytes", ty: "integer|null", required: false, doc: "pg_database_size, when asked" },
-        Field { name: "needed_bytes", ty: "integer", required: false, doc: "the strictest requirement given" },
-    ];
     const REPORT_LOG: bool = true;
     type With = SpaceWith;
     type Outputs = SpaceOutputs;
@@ -122,15 +115,21 @@ impl Step for Space {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
 pub struct SizeChangeWith {
+    /// backup directory
+    #[field(ty = "path")]
     storage: String,
+    /// whose backups
     database: String,
-    /// Fail when the newest backup is more than this fraction larger than the one before
-    /// (0.5 = 50 %).
+    /// e.g. 0.5: fail above +50 %
+    ///
+    /// Fail when the newest backup is more than this fraction larger than the one before.
     #[serde(default, deserialize_with = "super::de::opt_number")]
     max_growth: Option<f64>,
+    /// e.g. 0.5: fail below -50 %
+    ///
     /// Fail when it is more than this fraction smaller (0.5 = half): a table gone missing.
     #[serde(default, deserialize_with = "super::de::opt_number")]
     max_shrink: Option<f64>,
@@ -148,13 +147,18 @@ impl With for SizeChangeWith {
     }
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
 pub struct SizeChangeOutputs {
+    /// the newest backup
     path: String,
+    /// its stored size
     size: u64,
+    /// the one before it
     previous_path: String,
+    /// its stored size
     previous_size: u64,
-    /// (size - previous) / previous.
+    /// (size - previous) / previous
     change: f64,
 }
 
@@ -164,19 +168,6 @@ impl Step for SizeChange {
     const NAME: &'static str = "backup.size_change";
     const SUMMARY: &'static str =
         "Compare the newest backup of a database with the one before it; fail when it grew or shrank more than allowed.";
-    const FIELDS: &'static [Field] = &[
-        Field { name: "storage", ty: "path", required: true, doc: "backup directory" },
-        Field { name: "database", ty: "string", required: true, doc: "whose backups" },
-        Field { name: "max_growth", ty: "number", required: false, doc: "e.g. 0.5: fail above +50 %" },
-        Field { name: "max_shrink", ty: "number", required: false, doc: "e.g. 0.5: fail below -50 %" },
-    ];
-    const OUTPUTS: &'static [Field] = &[
-        Field { name: "path", ty: "string", required: false, doc: "the newest backup" },
-        Field { name: "size", ty: "integer", required: false, doc: "its stored size" },
-        Field { name: "previous_path", ty: "string", required: false, doc: "the one before it" },
-        Field { name: "previous_size", ty: "integer", required: false, doc: "its stored size" },
-        Field { name: "change", ty: "number", required: false, doc: "(size - previous) / previous" },
-    ];
     const REPORT_LOG: bool = true;
     type With = SizeChangeWith;
     type Outputs = SizeChangeOutputs;

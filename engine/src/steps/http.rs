@@ -10,10 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use serde_yaml::Value as Yaml;
+use serde::{Deserialize, Serialize};
 
-use super::{check_with, typed, Field, Outputs, StepCtx, StepError, StepKind, With, WithError};
+use super::{Fields, Step, StepCtx, StepError, With, WithError};
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -22,22 +21,32 @@ enum Status {
     Many(Vec<u16>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct CheckWith {
+pub struct CheckWith {
+    /// http:// or https:// URL
     url: String,
+    /// HTTP method (default GET)
     #[serde(default = "default_method")]
     method: String,
+    /// expected status (default: any 2xx)
+    #[field(ty = "integer or list")]
     status: Option<Status>,
+    /// text the body must contain
     body_contains: Option<String>,
+    /// request headers
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// request body
     #[serde(default, deserialize_with = "super::de::opt_text")]
     body: Option<String>,
+    /// form fields, sent urlencoded (instead of body)
     #[serde(default)]
     form: BTreeMap<String, String>,
+    /// use the run's cookie jar, shared by its http.check steps (default true)
     #[serde(default = "yes", deserialize_with = "super::de::boolean")]
     cookies: bool,
+    /// request timeout (default 10s)
     #[serde(default = "default_timeout", deserialize_with = "super::de::duration")]
     timeout: Duration,
 }
@@ -70,133 +79,123 @@ impl With for CheckWith {
     }
 }
 
-pub const CHECK: StepKind = StepKind {
-    name: "http.check",
-    summary: "Request a URL (method, headers, body or form; redirects followed; cookies kept in a jar shared by the run's checks) and check the status code and, optionally, the body.",
-    fields: &[
-        Field { name: "url", ty: "string", required: true, doc: "http:// or https:// URL" },
-        Field { name: "method", ty: "string", required: false, doc: "HTTP method (default GET)" },
-        Field { name: "status", ty: "integer or list", required: false, doc: "expected status (default: any 2xx)" },
-        Field { name: "body_contains", ty: "string", required: false, doc: "text the body must contain" },
-        Field { name: "headers", ty: "map", required: false, doc: "request headers" },
-        Field { name: "body", ty: "string", required: false, doc: "request body" },
-        Field { name: "form", ty: "map", required: false, doc: "form fields, sent urlencoded (instead of body)" },
-        Field { name: "cookies", ty: "boolean", required: false, doc: "use the run's cookie jar, shared by its http.check steps (default true)" },
-        Field { name: "timeout", ty: "duration", required: false, doc: "request timeout (default 10s)" },
-    ],
-    outputs: &[
-        Field { name: "status", ty: "integer", required: false, doc: "the response status" },
-        Field { name: "elapsed_ms", ty: "integer", required: false, doc: "time to the full response" },
-    ],
-    check: check_with::<CheckWith>,
-    report_log: false,
-    interactive: false,
-    run,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct CheckOutputs {
+    /// the response status
+    status: u16,
+    /// time to the full response
+    elapsed_ms: u64,
+}
 
-fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: CheckWith = typed(with)?;
-        // Redirects by hand: a login's Set-Cookie is often on its 302.
-        let client = reqwest::Client::builder()
-            .timeout(w.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| StepError::Environment(format!("cannot build an HTTP client: {e}")))?;
-        let mut method = reqwest::Method::from_bytes(w.method.as_bytes())
-            .map_err(|_| StepError::Invalid(format!("`{}` is not an HTTP method", w.method)))?;
-        let jar = w.cookies.then(|| jar_for(&ctx));
-        let mut url = reqwest::Url::parse(&w.url).map_err(|e| StepError::Invalid(format!("`{}`: {e}", w.url)))?;
-        let mut with_body = true;
-        let started = Instant::now();
-        let mut hops = 0;
-        let resp = loop {
-            let mut req = client.request(method.clone(), url.clone());
-            for (k, v) in &w.headers {
-                req = req.header(k, v);
+pub struct Check;
+
+impl Step for Check {
+    const NAME: &'static str = "http.check";
+    const SUMMARY: &'static str = "Request a URL (method, headers, body or form; redirects followed; cookies kept in a jar shared by the run's checks) and check the status code and, optionally, the body.";
+    type With = CheckWith;
+    type Outputs = CheckOutputs;
+
+    fn run(ctx: StepCtx, w: CheckWith) -> impl std::future::Future<Output = Result<CheckOutputs, StepError>> + Send {
+        check(ctx, w)
+    }
+}
+
+async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
+    // Redirects by hand: a login's Set-Cookie is often on its 302.
+    let client = reqwest::Client::builder()
+        .timeout(w.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| StepError::Environment(format!("cannot build an HTTP client: {e}")))?;
+    let mut method = reqwest::Method::from_bytes(w.method.as_bytes())
+        .map_err(|_| StepError::Invalid(format!("`{}` is not an HTTP method", w.method)))?;
+    let jar = w.cookies.then(|| jar_for(&ctx));
+    let mut url = reqwest::Url::parse(&w.url).map_err(|e| StepError::Invalid(format!("`{}`: {e}", w.url)))?;
+    let mut with_body = true;
+    let started = Instant::now();
+    let mut hops = 0;
+    let resp = loop {
+        let mut req = client.request(method.clone(), url.clone());
+        for (k, v) in &w.headers {
+            req = req.header(k, v);
+        }
+        if let Some(jar) = &jar {
+            let explicit = w.headers.keys().any(|k| k.eq_ignore_ascii_case("cookie"));
+            if let Some(c) = jar.lock().ok().and_then(|j| j.header_for(&url)).filter(|_| !explicit) {
+                req = req.header(reqwest::header::COOKIE, c);
             }
-            if let Some(jar) = &jar {
-                let explicit = w.headers.keys().any(|k| k.eq_ignore_ascii_case("cookie"));
-                if let Some(c) = jar.lock().ok().and_then(|j| j.header_for(&url)).filter(|_| !explicit) {
-                    req = req.header(reqwest::header::COOKIE, c);
-                }
+        }
+        if with_body {
+            if let Some(b) = &w.body {
+                req = req.body(b.clone());
+            } else if !w.form.is_empty() {
+                req = req.form(&w.form);
             }
-            if with_body {
-                if let Some(b) = &w.body {
-                    req = req.body(b.clone());
-                } else if !w.form.is_empty() {
-                    req = req.form(&w.form);
-                }
-            }
-            // An unreachable endpoint is a failed health check, not a broken environment:
-            // the service under test is what is down.
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| StepError::Failed(format!("{} {}: {}", w.method, w.url, error_chain(&e))))?;
-            if let Some(jar) = &jar {
-                if let Ok(mut j) = jar.lock() {
-                    for v in resp.headers().get_all(reqwest::header::SET_COOKIE) {
-                        if let Ok(v) = v.to_str() {
-                            j.store(&url, v);
-                        }
+        }
+        // An unreachable endpoint is a failed health check, not a broken environment:
+        // the service under test is what is down.
+        let resp =
+            req.send().await.map_err(|e| StepError::Failed(format!("{} {}: {}", w.method, w.url, error_chain(&e))))?;
+        if let Some(jar) = &jar {
+            if let Ok(mut j) = jar.lock() {
+                for v in resp.headers().get_all(reqwest::header::SET_COOKIE) {
+                    if let Ok(v) = v.to_str() {
+                        j.store(&url, v);
                     }
                 }
             }
-            let next = resp
-                .status()
-                .is_redirection()
-                .then(|| resp.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()))
-                .flatten()
-                .and_then(|l| url.join(l).ok());
-            match next {
-                Some(next) if hops < 10 => {
-                    hops += 1;
-                    let code = resp.status().as_u16();
-                    // 303, and 301/302 after a POST, continue as GET without the body.
-                    if code == 303 || (matches!(code, 301 | 302) && method == reqwest::Method::POST) {
-                        method = reqwest::Method::GET;
-                        with_body = false;
-                    }
-                    url = next;
+        }
+        let next = resp
+            .status()
+            .is_redirection()
+            .then(|| resp.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()))
+            .flatten()
+            .and_then(|l| url.join(l).ok());
+        match next {
+            Some(next) if hops < 10 => {
+                hops += 1;
+                let code = resp.status().as_u16();
+                // 303, and 301/302 after a POST, continue as GET without the body.
+                if code == 303 || (matches!(code, 301 | 302) && method == reqwest::Method::POST) {
+                    method = reqwest::Method::GET;
+                    with_body = false;
                 }
-                _ => break resp,
+                url = next;
             }
-        };
-        let status = resp.status().as_u16();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| StepError::Failed(format!("{} {}: reading the body: {}", w.method, w.url, error_chain(&e))))?;
-        let elapsed = started.elapsed();
-        ctx.log(format!("{} {} -> {status} in {} ms", w.method, w.url, elapsed.as_millis()));
-        let ok = match &w.status {
-            None => (200..300).contains(&status),
-            Some(Status::One(s)) => status == *s,
-            Some(Status::Many(list)) => list.contains(&status),
-        };
-        if !ok {
-            let want = match &w.status {
-                None => "a 2xx status".to_string(),
-                Some(Status::One(s)) => s.to_string(),
-                Some(Status::Many(l)) => format!("one of {l:?}"),
-            };
-            return Err(StepError::Failed(format!("{} {} answered {status}, expected {want}", w.method, w.url)));
+            _ => break resp,
         }
-        if let Some(needle) = &w.body_contains {
-            if !body.contains(needle.as_str()) {
-                let preview: String = body.chars().take(200).collect();
-                return Err(StepError::Failed(format!(
-                    "{} {}: body does not contain `{needle}` (body starts: {preview:?})",
-                    w.method, w.url
-                )));
-            }
+    };
+    let status = resp.status().as_u16();
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| StepError::Failed(format!("{} {}: reading the body: {}", w.method, w.url, error_chain(&e))))?;
+    let elapsed = started.elapsed();
+    ctx.log(format!("{} {} -> {status} in {} ms", w.method, w.url, elapsed.as_millis()));
+    let ok = match &w.status {
+        None => (200..300).contains(&status),
+        Some(Status::One(s)) => status == *s,
+        Some(Status::Many(list)) => list.contains(&status),
+    };
+    if !ok {
+        let want = match &w.status {
+            None => "a 2xx status".to_string(),
+            Some(Status::One(s)) => s.to_string(),
+            Some(Status::Many(l)) => format!("one of {l:?}"),
+        };
+        return Err(StepError::Failed(format!("{} {} answered {status}, expected {want}", w.method, w.url)));
+    }
+    if let Some(needle) = &w.body_contains {
+        if !body.contains(needle.as_str()) {
+            let preview: String = body.chars().take(200).collect();
+            return Err(StepError::Failed(format!(
+                "{} {}: body does not contain `{needle}` (body starts: {preview:?})",
+                w.method, w.url
+            )));
         }
-        let mut o = Outputs::new();
-        o.insert("status".into(), status.into());
-        o.insert("elapsed_ms".into(), (elapsed.as_millis() as u64).into());
-        Ok(o)
-    })
+    }
+    Ok(CheckOutputs { status, elapsed_ms: elapsed.as_millis() as u64 })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

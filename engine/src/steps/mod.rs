@@ -34,6 +34,10 @@ use tokio_util::sync::CancellationToken;
 use crate::redact::Redactor;
 use crate::template;
 
+/// `#[derive(Fields)]` documents a `with:` block or an outputs struct from its own fields and
+/// doc comments (see the `pgdrill-derive` crate for what it reads).
+pub use pgdrill_derive::Fields;
+
 /// Outputs a step hands to later steps as `steps.<id>.<name>`.
 pub type Outputs = serde_json::Map<String, serde_json::Value>;
 
@@ -130,6 +134,18 @@ pub struct Field {
     pub ty: &'static str,
     pub required: bool,
     pub doc: &'static str,
+}
+
+/// The documented fields of a `with:` block or of a step's outputs, in the order they are
+/// declared. Derived (`#[derive(Fields)]`), never written by hand, so the catalogue states
+/// what the struct really holds.
+pub trait Fields {
+    const FIELDS: &'static [Field];
+}
+
+/// A step without outputs documents none.
+impl Fields for () {
+    const FIELDS: &'static [Field] = &[];
 }
 
 /// A problem in a `with:` block found before running, relative to the block.
@@ -440,17 +456,15 @@ pub trait Step: 'static {
     const NAME: &'static str;
     /// One line for `pgdrill steps`.
     const SUMMARY: &'static str;
-    /// The documented fields of `With`.
-    const FIELDS: &'static [Field];
-    /// The documented outputs: exactly the fields `Outputs` serializes to (tested).
-    const OUTPUTS: &'static [Field];
     /// Whether the terminal shows this step's log (see `StepKind::report_log`).
     const REPORT_LOG: bool = false;
     /// Whether the step talks to the operator (see `StepKind::interactive`).
     const INTERACTIVE: bool = false;
-    type With: With;
-    /// Serialized to a JSON object for `steps.<id>.<name>`; `()` for none.
-    type Outputs: serde::Serialize + Default + Send;
+    /// The `with:` block; its `Fields` are the catalogue's `with:` list.
+    type With: With + Fields;
+    /// Serialized to a JSON object for `steps.<id>.<name>`; `()` for none. Its `Fields` are
+    /// the catalogue's outputs, which must be exactly what it serializes to (tested).
+    type Outputs: serde::Serialize + Default + Send + Fields;
     fn run(ctx: StepCtx, with: Self::With) -> impl Future<Output = Result<Self::Outputs, StepError>> + Send;
 }
 
@@ -459,8 +473,8 @@ pub const fn kind<S: Step>() -> StepKind {
     StepKind {
         name: S::NAME,
         summary: S::SUMMARY,
-        fields: S::FIELDS,
-        outputs: S::OUTPUTS,
+        fields: <S::With as Fields>::FIELDS,
+        outputs: <S::Outputs as Fields>::FIELDS,
         check: check_with::<S::With>,
         report_log: S::REPORT_LOG,
         interactive: S::INTERACTIVE,
@@ -534,7 +548,7 @@ pub use backup::listing as backup_listing;
 /// Every step kind, in catalogue order.
 pub fn catalogue() -> &'static [StepKind] {
     static KINDS: [StepKind; 40] = [
-        ephemeral::EPHEMERAL,
+        kind::<ephemeral::Start>(),
         backup::CREATE,
         backup::CHECK,
         backup::LIST,
@@ -548,32 +562,32 @@ pub fn catalogue() -> &'static [StepKind] {
         journal::LOCK,
         journal::JOURNAL,
         database::PREFLIGHT,
-        database::CONFIRM,
-        database::SNAPSHOT,
-        database::TERMINATE,
+        kind::<database::Confirm>(),
+        kind::<database::Snapshot>(),
+        kind::<database::Terminate>(),
         database::DROP,
         database::CREATE,
         database::RESTORE_SNAPSHOT,
-        database::SETTINGS,
+        kind::<database::Settings>(),
         journal::FINISH,
-        retention::PRUNE,
+        kind::<retention::Prune>(),
         kind::<copy::Copy>(),
         kind::<deploy::Record>(),
         kind::<deploy::Read>(),
         kind::<gates::Space>(),
         kind::<gates::SizeChange>(),
-        drill::FIXTURES_LOAD,
-        drill::WORKSPACE,
-        drill::HEARTBEAT,
-        drill::DISASTER,
-        drill::RTO,
-        drill::RPO,
-        sql::EXEC,
-        sql::ASSERT,
+        kind::<drill::FixturesLoad>(),
+        kind::<drill::Workspace>(),
+        kind::<drill::Heartbeat>(),
+        kind::<drill::Disaster>(),
+        kind::<drill::Rto>(),
+        kind::<drill::Rpo>(),
+        kind::<sql::Exec>(),
+        kind::<sql::Assert>(),
         kind::<shell::Run>(),
-        http::CHECK,
+        kind::<http::Check>(),
         kind::<sleep::Sleep>(),
-        nested::RUNBOOK,
+        kind::<nested::Runbook>(),
     ];
     &KINDS
 }
@@ -630,7 +644,7 @@ mod tests {
 
     /// Each output a typed step emits is documented, and each documented output is emitted.
     fn documented_as_emitted<S: Step>() {
-        let mut documented: Vec<String> = S::OUTPUTS.iter().map(|f| f.name.to_string()).collect();
+        let mut documented: Vec<String> = <S::Outputs as Fields>::FIELDS.iter().map(|f| f.name.to_string()).collect();
         documented.sort();
         assert_eq!(emitted::<S>(), documented, "outputs of `{}` and its documentation differ", S::NAME);
     }
@@ -639,6 +653,82 @@ mod tests {
     fn typed_steps_document_exactly_the_outputs_they_emit() {
         documented_as_emitted::<sleep::Sleep>();
         documented_as_emitted::<shell::Run>();
+        documented_as_emitted::<copy::Copy>();
+        documented_as_emitted::<deploy::Record>();
+        documented_as_emitted::<deploy::Read>();
+        documented_as_emitted::<gates::Space>();
+        documented_as_emitted::<gates::SizeChange>();
+        documented_as_emitted::<sql::Exec>();
+        documented_as_emitted::<sql::Assert>();
+        documented_as_emitted::<http::Check>();
+        documented_as_emitted::<nested::Runbook>();
+        documented_as_emitted::<ephemeral::Start>();
+        documented_as_emitted::<retention::Prune>();
+        documented_as_emitted::<drill::FixturesLoad>();
+        documented_as_emitted::<drill::Workspace>();
+        documented_as_emitted::<drill::Heartbeat>();
+        documented_as_emitted::<drill::Disaster>();
+        documented_as_emitted::<drill::Rto>();
+        documented_as_emitted::<drill::Rpo>();
+        documented_as_emitted::<database::Confirm>();
+        documented_as_emitted::<database::Terminate>();
+        documented_as_emitted::<database::Snapshot>();
+        documented_as_emitted::<database::Settings>();
+    }
+
+    /// What the derive reads: serde's names, `Option` and `default` for "required", the
+    /// Rust type for the catalogue type unless overridden, the first doc paragraph.
+    #[test]
+    fn fields_are_derived_from_the_struct() {
+        #[derive(Fields, serde::Deserialize)]
+        #[allow(dead_code)]
+        #[serde(rename_all = "kebab-case")]
+        struct Probe {
+            /// where to look
+            ///
+            /// (a second paragraph is for readers of the code only)
+            #[field(ty = "path")]
+            target_dir: String,
+            /// how long
+            wait_for: Option<std::time::Duration>,
+            /// how many
+            #[serde(default)]
+            tries: u32,
+            /// called so
+            #[serde(rename = "names")]
+            list: Vec<String>,
+            #[serde(skip)]
+            hidden: bool,
+            /// one of two, checked by `With::check`
+            #[field(required)]
+            either: Option<String>,
+        }
+        #[derive(Fields)]
+        #[fields(outputs)]
+        #[allow(dead_code)]
+        struct ProbeOutputs {
+            /// the size, when known
+            size: Option<u64>,
+            /// the ratio
+            ratio: f64,
+        }
+        let show = |fs: &[Field]| {
+            fs.iter().map(|f| format!("{} {} {} {}", f.name, f.ty, f.required, f.doc)).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            show(<Probe as Fields>::FIELDS),
+            [
+                "target-dir path true where to look",
+                "wait-for duration false how long",
+                "tries integer false how many",
+                "names list of strings true called so",
+                "either string true one of two, checked by `With::check`",
+            ]
+        );
+        assert_eq!(
+            show(<ProbeOutputs as Fields>::FIELDS),
+            ["size integer|null false the size, when known", "ratio number false the ratio"]
+        );
     }
 
     #[test]

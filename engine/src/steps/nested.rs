@@ -1,58 +1,54 @@
 //! `runbook`: run another runbook as its own suite (its own JUnit testsuite).
 
-use serde::Deserialize;
-use serde_yaml::Value as Yaml;
+use serde::{Deserialize, Serialize};
 
-use super::{check_with, typed, Field, Outputs, StepCtx, StepError, StepKind, With};
+use super::{Fields, Outputs, Step, StepCtx, StepError, StepKind, With};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct NestedWith {
+pub struct NestedWith {
+    /// runbook file (relative to this runbook) or shipped runbook name
+    #[field(ty = "path")]
     path: String,
+    /// variables for the nested runbook
     #[serde(default)]
     vars: serde_yaml::Mapping,
+    /// values for the nested runbook's secrets (instead of their env/file sources)
     #[serde(default)]
     secrets: std::collections::BTreeMap<String, String>,
 }
 
 impl With for NestedWith {}
 
-pub const RUNBOOK: StepKind = StepKind {
-    name: "runbook",
-    summary: "Run another runbook as a sub-suite, passing variables.",
-    fields: &[
-        Field {
-            name: "path",
-            ty: "path",
-            required: true,
-            doc: "runbook file (relative to this runbook) or shipped runbook name",
-        },
-        Field { name: "vars", ty: "map", required: false, doc: "variables for the nested runbook" },
-        Field {
-            name: "secrets",
-            ty: "map",
-            required: false,
-            doc: "values for the nested runbook's secrets (instead of their env/file sources)",
-        },
-    ],
-    outputs: &[Field {
-        name: "steps",
-        ty: "map",
-        required: false,
-        doc: "outputs of the nested runbook's steps, by id",
-    }],
-    check: check_with::<NestedWith>,
-    report_log: false,
-    interactive: false,
-    run,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct NestedOutputs {
+    /// outputs of the nested runbook's steps, by id
+    steps: serde_json::Map<String, serde_json::Value>,
+}
 
-fn run(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: NestedWith = typed(with)?;
+pub struct Runbook;
+
+/// The catalogue entry, which the executor also knows by name (a nested suite reports its
+/// own end).
+pub const RUNBOOK: StepKind = super::kind::<Runbook>();
+
+impl Step for Runbook {
+    const NAME: &'static str = "runbook";
+    const SUMMARY: &'static str = "Run another runbook as a sub-suite, passing variables.";
+    type With = NestedWith;
+    type Outputs = NestedOutputs;
+
+    async fn run(ctx: StepCtx, w: NestedWith) -> Result<NestedOutputs, StepError> {
         let path = ctx.resolve(&w.path);
         let nested = ctx.nested.clone();
         let secrets = w.secrets.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
-        nested.run_nested(ctx, path, w.vars, secrets).await
-    })
+        let mut o = nested.run_nested(ctx, path, w.vars, secrets).await?;
+        // The runner hands the nested suite's outputs back under `steps`.
+        let steps = match o.remove("steps") {
+            Some(serde_json::Value::Object(m)) => m,
+            _ => Outputs::new(),
+        };
+        Ok(NestedOutputs { steps })
+    }
 }

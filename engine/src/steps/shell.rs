@@ -13,22 +13,30 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use super::{Field, Step, StepCtx, StepError, With, WithError};
+use super::{Fields, Step, StepCtx, StepError, With, WithError};
 
 /// The most of stdout or stderr kept as an output; the rest is dropped, not buffered.
 const CAPTURE_LIMIT: usize = 1 << 20;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
 pub struct RunWith {
+    /// program and arguments, run without a shell
     argv: Option<Vec<String>>,
+    /// script run with `<shell> -c` (instead of argv)
     script: Option<String>,
+    /// shell for `script` (default sh)
     #[serde(default = "default_shell")]
     shell: String,
+    /// extra environment variables
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// working directory (relative to the runbook)
+    #[field(ty = "path")]
     cwd: Option<String>,
+    /// text written to standard input
     stdin: Option<String>,
+    /// expected exit code (default 0)
     #[serde(default, deserialize_with = "super::de::int")]
     exit_code: i32,
 }
@@ -55,10 +63,14 @@ impl With for RunWith {
 }
 
 /// What `shell.run` hands to later steps.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
 pub struct RunOutputs {
+    /// standard output, trailing newline removed
     stdout: String,
+    /// standard error
     stderr: String,
+    /// the exit code
     exit_code: i32,
 }
 
@@ -67,25 +79,6 @@ pub struct Run;
 impl Step for Run {
     const NAME: &'static str = "shell.run";
     const SUMMARY: &'static str = "Run a program, or a script through a shell when asked; check its exit code.";
-    const FIELDS: &'static [Field] = &[
-        Field {
-            name: "argv",
-            ty: "list of strings",
-            required: false,
-            doc: "program and arguments, run without a shell",
-        },
-        Field { name: "script", ty: "string", required: false, doc: "script run with `<shell> -c` (instead of argv)" },
-        Field { name: "shell", ty: "string", required: false, doc: "shell for `script` (default sh)" },
-        Field { name: "env", ty: "map", required: false, doc: "extra environment variables" },
-        Field { name: "cwd", ty: "path", required: false, doc: "working directory (relative to the runbook)" },
-        Field { name: "stdin", ty: "string", required: false, doc: "text written to standard input" },
-        Field { name: "exit_code", ty: "integer", required: false, doc: "expected exit code (default 0)" },
-    ];
-    const OUTPUTS: &'static [Field] = &[
-        Field { name: "stdout", ty: "string", required: false, doc: "standard output, trailing newline removed" },
-        Field { name: "stderr", ty: "string", required: false, doc: "standard error" },
-        Field { name: "exit_code", ty: "integer", required: false, doc: "the exit code" },
-    ];
     type With = RunWith;
     type Outputs = RunOutputs;
 

@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Field, Step, StepCtx, StepError, With};
+use super::{Fields, Step, StepCtx, StepError, With};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
 pub struct SleepWith {
+    /// how long, e.g. `5s`
     #[serde(deserialize_with = "super::de::duration")]
     duration: Duration,
 }
@@ -20,9 +21,6 @@ pub struct Sleep;
 impl Step for Sleep {
     const NAME: &'static str = "sleep";
     const SUMMARY: &'static str = "Wait for a while.";
-    const FIELDS: &'static [Field] =
-        &[Field { name: "duration", ty: "duration", required: true, doc: "how long, e.g. `5s`" }];
-    const OUTPUTS: &'static [Field] = &[];
     type With = SleepWith;
     type Outputs = ();
 

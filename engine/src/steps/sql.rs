@@ -1,18 +1,21 @@
 //! `sql.exec` and `sql.assert`: run SQL against a connection URL; assert on a scalar result.
 
-use serde::Deserialize;
-use serde_yaml::Value as Yaml;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::SimpleQueryMessage;
 
-use super::{check_with, typed, Field, Outputs, StepCtx, StepError, StepKind, With, WithError};
+use super::{Fields, Step, StepCtx, StepError, With, WithError};
 use crate::pg;
 use crate::template::is_template;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct ExecWith {
+pub struct ExecWith {
+    /// connection URL (password from the URL or PGPASSWORD)
     url: String,
+    /// SQL to run; several statements run as one batch
     sql: Option<String>,
+    /// SQL file to run (relative to the runbook)
+    #[field(ty = "path")]
     file: Option<String>,
 }
 
@@ -26,12 +29,31 @@ impl With for ExecWith {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct ExecOutputs {
+    /// rows returned or affected by the last statement
+    rows: u64,
+    /// first column of the first row returned
+    value: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct AssertWith {
+pub struct AssertWith {
+    /// connection URL
     url: String,
+    /// query whose first column of the first row is checked
     query: String,
+    /// `> 0`, `>= n`, `== 42`, `!= x`, `between a and b`, `is null`, `is not null`
     expect: String,
+}
+
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct AssertOutputs {
+    /// the value the query returned
+    value: Option<String>,
 }
 
 impl With for AssertWith {
@@ -47,53 +69,50 @@ impl With for AssertWith {
     }
 }
 
-pub const EXEC: StepKind = StepKind {
-    name: "sql.exec",
-    summary: "Run SQL statements (inline or from a file) against a database.",
-    fields: &[
-        Field {
-            name: "url",
-            ty: "string",
-            required: true,
-            doc: "connection URL (password from the URL or PGPASSWORD)",
-        },
-        Field { name: "sql", ty: "string", required: false, doc: "SQL to run; several statements run as one batch" },
-        Field { name: "file", ty: "path", required: false, doc: "SQL file to run (relative to the runbook)" },
-    ],
-    outputs: &[
-        Field { name: "rows", ty: "integer", required: false, doc: "rows returned or affected by the last statement" },
-        Field { name: "value", ty: "string or null", required: false, doc: "first column of the first row returned" },
-    ],
-    check: check_with::<ExecWith>,
-    report_log: false,
-    interactive: false,
-    run: run_exec,
-};
+pub struct Exec;
 
-pub const ASSERT: StepKind = StepKind {
-    name: "sql.assert",
-    summary: "Run a query returning one value and check it against an expectation.",
-    fields: &[
-        Field { name: "url", ty: "string", required: true, doc: "connection URL" },
-        Field {
-            name: "query",
-            ty: "string",
-            required: true,
-            doc: "query whose first column of the first row is checked",
-        },
-        Field {
-            name: "expect",
-            ty: "string",
-            required: true,
-            doc: "`> 0`, `>= n`, `== 42`, `!= x`, `between a and b`, `is null`, `is not null`",
-        },
-    ],
-    outputs: &[Field { name: "value", ty: "string or null", required: false, doc: "the value the query returned" }],
-    check: check_with::<AssertWith>,
-    report_log: false,
-    interactive: false,
-    run: run_assert,
-};
+impl Step for Exec {
+    const NAME: &'static str = "sql.exec";
+    const SUMMARY: &'static str = "Run SQL statements (inline or from a file) against a database.";
+    type With = ExecWith;
+    type Outputs = ExecOutputs;
+
+    async fn run(ctx: StepCtx, w: ExecWith) -> Result<ExecOutputs, StepError> {
+        let sql = match (&w.sql, &w.file) {
+            (Some(s), _) => s.clone(),
+            (None, Some(f)) => {
+                let path = ctx.resolve(f);
+                tokio::fs::read_to_string(&path)
+                    .await
+                    .map_err(|e| StepError::Invalid(format!("cannot read SQL file {}: {e}", path.display())))?
+            }
+            (None, None) => return Err(StepError::Invalid("missing field `sql` (or `file`)".into())),
+        };
+        let (rows, value) = batch(&w.url, &sql).await?;
+        ctx.log(format!("{} on {}: {rows} row(s)", first_line(&sql), pg::display_url(&w.url)));
+        Ok(ExecOutputs { rows, value })
+    }
+}
+
+pub struct Assert;
+
+impl Step for Assert {
+    const NAME: &'static str = "sql.assert";
+    const SUMMARY: &'static str = "Run a query returning one value and check it against an expectation.";
+    type With = AssertWith;
+    type Outputs = AssertOutputs;
+
+    async fn run(ctx: StepCtx, w: AssertWith) -> Result<AssertOutputs, StepError> {
+        let expect = Expect::parse(&w.expect).map_err(StepError::Invalid)?;
+        let (_, value) = batch(&w.url, &w.query).await?;
+        let shown = value.clone().unwrap_or_else(|| "NULL".into());
+        ctx.log(format!("{} -> {shown} (expect {})", first_line(&w.query), w.expect));
+        expect.holds(value.as_deref()).map_err(|why| {
+            StepError::Failed(format!("`{}` returned {shown}, expected {}{why}", first_line(&w.query), w.expect.trim()))
+        })?;
+        Ok(AssertOutputs { value })
+    }
+}
 
 /// Results of a batch: (rows of the last statement, first value returned).
 async fn batch(url: &str, sql: &str) -> Result<(u64, Option<String>), StepError> {
@@ -110,44 +129,6 @@ async fn batch(url: &str, sql: &str) -> Result<(u64, Option<String>), StepError>
         }
     }
     Ok((rows, first.flatten()))
-}
-
-fn run_exec(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: ExecWith = typed(with)?;
-        let sql = match (&w.sql, &w.file) {
-            (Some(s), _) => s.clone(),
-            (None, Some(f)) => {
-                let path = ctx.resolve(f);
-                tokio::fs::read_to_string(&path)
-                    .await
-                    .map_err(|e| StepError::Invalid(format!("cannot read SQL file {}: {e}", path.display())))?
-            }
-            (None, None) => return Err(StepError::Invalid("missing field `sql` (or `file`)".into())),
-        };
-        let (rows, value) = batch(&w.url, &sql).await?;
-        ctx.log(format!("{} on {}: {rows} row(s)", first_line(&sql), pg::display_url(&w.url)));
-        let mut o = Outputs::new();
-        o.insert("rows".into(), rows.into());
-        o.insert("value".into(), value.map(Into::into).unwrap_or(serde_json::Value::Null));
-        Ok(o)
-    })
-}
-
-fn run_assert(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: AssertWith = typed(with)?;
-        let expect = Expect::parse(&w.expect).map_err(StepError::Invalid)?;
-        let (_, value) = batch(&w.url, &w.query).await?;
-        let shown = value.clone().unwrap_or_else(|| "NULL".into());
-        ctx.log(format!("{} -> {shown} (expect {})", first_line(&w.query), w.expect));
-        expect.holds(value.as_deref()).map_err(|why| {
-            StepError::Failed(format!("`{}` returned {shown}, expected {}{why}", first_line(&w.query), w.expect.trim()))
-        })?;
-        let mut o = Outputs::new();
-        o.insert("value".into(), value.map(Into::into).unwrap_or(serde_json::Value::Null));
-        Ok(o)
-    })
 }
 
 fn first_line(sql: &str) -> String {
