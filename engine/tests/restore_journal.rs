@@ -219,15 +219,20 @@ async fn kill_at(s: &Ephemeral, storage: &Path, at: At) -> String {
             .await;
         }
         At::DuringRestore => {
+            // One session kept open for the polling: a new connection per poll could take
+            // longer than pg_restore's whole run on a loaded machine, and miss it.
+            let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
             let mut child = spawn(s, storage);
             until("pg_restore writing", || async {
                 phase(storage) == "restoring"
-                    && value(
-                        &postgres,
-                        "select count(*) > 0 from pg_stat_activity where datname = 'shop' and application_name = 'pg_restore'",
-                    )
-                    .await
-                        == Some("true".into())
+                    && watch
+                        .query_one(
+                            "select count(*) > 0 from pg_stat_activity where datname = 'shop' and application_name = 'pg_restore'",
+                            &[],
+                        )
+                        .await
+                        .map(|r| r.get::<_, bool>(0))
+                        .unwrap_or(false)
             })
             .await;
             sigkill(&mut child);

@@ -869,12 +869,42 @@ pub(crate) fn check_and_stage(
         let tables = count_toc_tables(&String::from_utf8_lossy(&out.stdout));
         return Ok((Checked { manifest: None, tables, layers: vec!["directory"], trust: None }, None));
     }
-    let mut opened = source::open(path, key.as_ref(), secret)?;
+    check_opened(path, source::open(path, key.as_ref(), secret)?, stage, true)
+}
+
+/// Check another tool's file in an object store, read as a stream (twice or more only for
+/// openssl's legacy key derivations); `shown` names it. Nothing of it is written locally
+/// except what `stage` asks. A store that fails mid-read is an environment error.
+pub(crate) fn check_foreign_stream(
+    shown: &Path,
+    opener: &crate::storage::remote::StoreOpener,
+    secret: Option<&str>,
+    stage: Option<&Path>,
+) -> Result<(Checked, Option<StagedDump>), BackupError> {
+    let secret = secret.filter(|s| !s.is_empty());
+    let key = secret.map(KeySource::from_secret);
+    let open = || opener.open().map_err(BackupError::Environment);
+    let r = source::open_from(shown, &open, key.as_ref(), secret).and_then(|o| check_opened(shown, o, stage, false));
+    match (r, opener.store_failed()) {
+        (Err(_), Some(m)) => Err(BackupError::Environment(format!("reading {}: {m}", shown.display()))),
+        (r, _) => r,
+    }
+}
+
+/// Count the tables of another tool's opened dump, staging a custom one when asked (unless
+/// it is a plain custom-format file here, which pg_restore reads in place).
+fn check_opened(
+    path: &Path,
+    mut opened: source::Opened,
+    stage: Option<&Path>,
+    local: bool,
+) -> Result<(Checked, Option<StagedDump>), BackupError> {
+    let failed = |m: String| BackupError::Failed(format!("{}: {m}", path.display()));
     let layers = opened.layers.clone();
     let mut staged = None;
     let tables = match opened.content {
         source::Content::Custom => {
-            let stage = stage.filter(|_| !layers.is_empty());
+            let stage = stage.filter(|_| !layers.is_empty() || !local);
             let (tables, s) = toc_tables_staged(&mut opened.reader, 0, stage).map_err(|e| e.at(path))?;
             staged = s;
             tables
@@ -1108,31 +1138,13 @@ pub(crate) fn check_stream(
     // Layers may turn a read error into "corrupted" (a header cut short): what the store
     // said is kept aside, and decides.
     let store_failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    let watched = StoreWatch { inner: stream, failed: store_failed.clone() };
+    let watched = crate::storage::remote::Watched { inner: stream, failed: store_failed.clone() };
     let r = check_stream_inner(path, Box::new(watched), secret, stage, meter);
     match (r, store_failed.lock().ok().and_then(|f| f.clone())) {
         (Err(_), Some(m)) => {
             Err(BackupError::Environment(format!("reading {}: {m}", crate::storage::remote::display(path))))
         }
         (r, _) => r,
-    }
-}
-
-/// Keeps the message of a store's read error, whatever the layers above make of it.
-struct StoreWatch {
-    inner: Box<dyn Read + Send>,
-    failed: Arc<std::sync::Mutex<Option<String>>>,
-}
-
-impl Read for StoreWatch {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
-            if let Some(s) = e.get_ref().and_then(|i| i.downcast_ref::<crate::storage::remote::StoreReadError>()) {
-                if let Ok(mut f) = self.failed.lock() {
-                    *f = Some(s.0.clone());
-                }
-            }
-        })
     }
 }
 

@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::offsets::OffsetRecorder;
@@ -223,6 +223,147 @@ fn tool_failed(tool: &str, status: std::process::ExitStatus, stderr: &str) -> Ba
 
 /// Restore a backup into the database `opts.into` names.
 pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync)) -> Result<Restored, BackupError> {
+    restore_inner(opts, None, log).await
+}
+
+/// Restore a pgdrill archive read as a stream from an object store (`opts.backup` is its
+/// local stand-in: header and manifest). Nothing of it is written locally except what a
+/// parallel restore stages. The stream is hashed as it passes and drained at the end, so
+/// its sha256 is compared with the manifest's; a store that fails mid-read is an
+/// environment error, never a verdict on the backup.
+pub async fn restore_stream(
+    opts: RestoreOptions,
+    stream: Streamed,
+    log: &(dyn Fn(String) + Send + Sync),
+) -> Result<Restored, BackupError> {
+    let stream = match stream {
+        Streamed::Archive(s) => s,
+        Streamed::Foreign(opener) => {
+            // Another tool's file: no manifest to compare; what the store said decides.
+            let shown = crate::storage::remote::display(&opts.backup);
+            return match restore_inner(opts, Some(Input::Foreign(opener.clone())), log).await {
+                Err(_) if opener.store_failed().is_some() => Err(BackupError::Environment(format!(
+                    "reading {shown}: {}",
+                    opener.store_failed().unwrap_or_default()
+                ))),
+                r => r,
+            };
+        }
+    };
+    let manifest = super::Manifest::read(&opts.backup)?;
+    let shown = crate::storage::remote::display(&opts.backup);
+    let tap = Tap::new(stream);
+    let state = tap.0.clone();
+    let r = restore_inner(opts, Some(Input::Archive(Box::new(tap))), log).await;
+    let store_failed = |state: &Arc<Mutex<TapState>>| state.lock().ok().and_then(|s| s.store_failed.clone());
+    let restored = match r {
+        Err(e) => {
+            return Err(match store_failed(&state) {
+                Some(m) => BackupError::Environment(format!("reading {shown}: {m}")),
+                None => e,
+            })
+        }
+        Ok(r) => r,
+    };
+    let drained = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || Tap(state).finish())
+            .await
+            .map_err(|e| BackupError::Environment(e.to_string()))?
+    };
+    let (sha, bytes) = match drained {
+        Ok(done) => done,
+        Err(e) => {
+            return Err(match store_failed(&state) {
+                Some(m) => BackupError::Environment(format!("reading {shown}: {m}")),
+                None => super::io_error(&format!("reading {shown}"), &e),
+            })
+        }
+    };
+    if sha != manifest.sha256 || bytes != manifest.sizes.stored {
+        return Err(BackupError::Failed(format!(
+            "{shown}: sha256 {sha} ({bytes} bytes) does not match the manifest's {} ({} bytes): corrupted backup",
+            manifest.sha256, manifest.sizes.stored
+        )));
+    }
+    log(format!("read {bytes} bytes from the store; sha256 matches the manifest"));
+    Ok(restored)
+}
+
+/// A backup in an object store, read as a stream.
+pub enum Streamed {
+    /// A pgdrill archive: read once, its sha256 compared with the manifest's.
+    Archive(Box<dyn Read + Send>),
+    /// Another tool's file: opened from its start as often as its layers need.
+    Foreign(crate::storage::remote::StoreOpener),
+}
+
+/// What `restore_inner` reads instead of the local file.
+enum Input {
+    Archive(Box<dyn Read + Send>),
+    Foreign(crate::storage::remote::StoreOpener),
+}
+
+/// A stream being restored: hashed as it passes; a store's read error is kept aside (the
+/// layers above turn a short read into "corrupted"); `finish` reads what the layers left
+/// (the archive's end) so the hash covers every byte.
+struct Tap(Arc<Mutex<TapState>>);
+
+struct TapState {
+    inner: Option<Box<dyn Read + Send>>,
+    hasher: sha2::Sha256,
+    bytes: u64,
+    store_failed: Option<String>,
+}
+
+impl Tap {
+    fn new(inner: Box<dyn Read + Send>) -> Self {
+        use sha2::Digest;
+        Tap(Arc::new(Mutex::new(TapState {
+            inner: Some(inner),
+            hasher: sha2::Sha256::new(),
+            bytes: 0,
+            store_failed: None,
+        })))
+    }
+
+    fn finish(mut self) -> std::io::Result<(String, u64)> {
+        use sha2::Digest;
+        std::io::copy(&mut self, &mut std::io::sink())?;
+        let mut s = self.0.lock().map_err(|_| std::io::Error::other("the restore's reader panicked"))?;
+        s.inner = None;
+        let hasher = std::mem::take(&mut s.hasher);
+        Ok((crate::archive::hex(&hasher.finalize()), s.bytes))
+    }
+}
+
+impl Read for Tap {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let mut s = self.0.lock().map_err(|_| std::io::Error::other("the restore's reader panicked"))?;
+        let s = &mut *s;
+        let Some(inner) = s.inner.as_mut() else { return Ok(0) };
+        match inner.read(buf) {
+            Ok(n) => {
+                s.hasher.update(&buf[..n]);
+                s.bytes += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                if let Some(f) = e.get_ref().and_then(|i| i.downcast_ref::<crate::storage::remote::StoreReadError>()) {
+                    s.store_failed = Some(f.0.clone());
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+async fn restore_inner(
+    opts: RestoreOptions,
+    stream: Option<Input>,
+    log: &(dyn Fn(String) + Send + Sync),
+) -> Result<Restored, BackupError> {
     let started = Instant::now();
     let cfg = crate::pg::config(&opts.into).map_err(|e| BackupError::Invalid(e.0))?;
     let database = cfg.get_dbname().unwrap_or("postgres").to_string();
@@ -249,6 +390,10 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
             )));
         }
     }
+    // What `backup.check` staged is read in place of the backup, stream or not.
+    let stream = if staged_by_check.is_some() { None } else { stream };
+    // A stream's stand-in is not the backup: pg_restore never reads it in place.
+    let streamed = stream.is_some();
     let located = source::locate(staged_by_check.unwrap_or(&opts.backup))?;
     let key = opts.key.as_deref().filter(|k| !k.is_empty());
     let key_source = key.map(KeySource::from_secret);
@@ -265,9 +410,20 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
             let p = p.clone();
             let ks = key_source.clone();
             let pass = key.map(str::to_string);
-            let o = tokio::task::spawn_blocking(move || source::open(&p, ks.as_ref(), pass.as_deref()))
-                .await
-                .map_err(|e| BackupError::Environment(e.to_string()))??;
+            let o = tokio::task::spawn_blocking(move || {
+                // The stand-in names it; what is read is the stream.
+                let shown = PathBuf::from(crate::storage::remote::display(&p));
+                match stream {
+                    Some(Input::Archive(s)) => source::open_stream(&shown, s, ks.as_ref()),
+                    Some(Input::Foreign(opener)) => {
+                        let open = || opener.open().map_err(BackupError::Environment);
+                        source::open_from(&shown, &open, ks.as_ref(), pass.as_deref())
+                    }
+                    None => source::open(&p, ks.as_ref(), pass.as_deref()),
+                }
+            })
+            .await
+            .map_err(|e| BackupError::Environment(e.to_string()))??;
             (o.content, o.layers.clone(), Some(o))
         }
     };
@@ -285,7 +441,7 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
     }
     log(format!(
         "{} ({}) -> database {database}",
-        opts.backup.display(),
+        crate::storage::remote::display(&opts.backup),
         match staged_by_check {
             Some(p) => format!("checked and staged as {}", p.display()),
             None if layers.is_empty() => format!("{content:?}").to_lowercase(),
@@ -295,7 +451,9 @@ pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync))
     // A plain custom-format file is what pg_restore reads best: by its path, seekable, so
     // parallel jobs need no copy of it.
     let as_is = match &located {
-        Located::File(p) if layers.is_empty() && content == Content::Custom && container.is_none() => Some(p.clone()),
+        Located::File(p) if layers.is_empty() && content == Content::Custom && container.is_none() && !streamed => {
+            Some(p.clone())
+        }
         _ => None,
     };
 

@@ -179,22 +179,60 @@ pub fn sniff(path: &Path) -> String {
     layers.join("/")
 }
 
+/// Whether another tool's file, known by its first bytes (a store's stand-in), can be read
+/// as a stream: everything but gpg (which reads a path), directory dumps and unknown kinds.
+pub fn streamable(path: &Path) -> bool {
+    let kind = sniff(path);
+    !(kind.is_empty() || kind.contains("gpg") || kind.contains('?') || kind == "directory" || kind == "unreadable")
+}
+
 /// Open a backup file. `key` is the pgdrill key or passphrase; `passphrase` the one of an
 /// `openssl enc` or `gpg --symmetric` file.
 pub fn open(path: &Path, key: Option<&KeySource>, passphrase: Option<&str>) -> Result<Opened, BackupError> {
-    let failed = |m: String| BackupError::Failed(format!("{}: {m}", path.display()));
     let open_file = || -> Result<Box<dyn Read + Send>, BackupError> {
         let file = std::fs::File::open(path)
             .map_err(|e| BackupError::Invalid(format!("cannot open backup {}: {e}", path.display())))?;
         Ok(Box::new(io::BufReader::with_capacity(1 << 20, file)))
     };
+    peel(path, open_file()?, Some(&open_file), key, passphrase)
+}
+
+/// A pgdrill archive read as a stream (an object in a store), its layers peeled as from a
+/// file. `shown` names it in messages. A stream cannot be read twice, so an outer `openssl
+/// enc` layer gets today's key derivation only, and a gpg file needs a local file.
+pub fn open_stream(shown: &Path, stream: Box<dyn Read + Send>, key: Option<&KeySource>) -> Result<Opened, BackupError> {
+    peel(shown, Box::new(io::BufReader::with_capacity(1 << 20, stream)), None, key, None)
+}
+
+/// Opens the same input again from its start.
+pub type Reopen<'a> = &'a dyn Fn() -> Result<Box<dyn Read + Send>, BackupError>;
+
+/// A backup that can be read from its start as often as needed but is not a local file
+/// (another tool's file in an object store); `shown` names it. gpg needs a local file.
+pub fn open_from(
+    shown: &Path,
+    open: Reopen<'_>,
+    key: Option<&KeySource>,
+    passphrase: Option<&str>,
+) -> Result<Opened, BackupError> {
+    peel(shown, Box::new(io::BufReader::with_capacity(1 << 20, open()?)), Some(open), key, passphrase)
+}
+
+fn peel(
+    path: &Path,
+    first: Box<dyn Read + Send>,
+    reopen: Option<Reopen<'_>>,
+    key: Option<&KeySource>,
+    passphrase: Option<&str>,
+) -> Result<Opened, BackupError> {
+    let failed = |m: String| BackupError::Failed(format!("{}: {m}", path.display()));
     let need_pass = |what: &str| {
         BackupError::Invalid(format!(
             "{} is encrypted with {what}: give its passphrase as `key:` (a declared secret, e.g. PGDRILL_BACKUP_KEY)",
             path.display()
         ))
     };
-    let mut reader = open_file()?;
+    let mut reader = first;
     let mut layers: Vec<&'static str> = Vec::new();
     // At most a few layers: pgdrill, openssl or gpg, then a compressor, then the dump itself.
     for _ in 0..4 {
@@ -205,14 +243,15 @@ pub fn open(path: &Path, key: Option<&KeySource>, passphrase: Option<&str>) -> R
             reader = plain;
         } else if head.starts_with(OPENSSL) {
             let pass = passphrase.ok_or_else(|| need_pass("openssl enc"))?;
-            if !layers.is_empty() {
-                // Inside another layer the stream cannot be read twice: today's derivation only.
+            let Some(open_file) = reopen.filter(|_| layers.is_empty()) else {
+                // Inside another layer, or from a stream, the input cannot be read twice:
+                // today's derivation only.
                 layers.push("openssl");
                 reader = Box::new(
                     ToolReader::openssl(Box::new(peeked), pass, &["-pbkdf2"]).map_err(BackupError::Environment)?,
                 );
                 continue;
-            }
+            };
             drop(peeked);
             // Each key derivation is tried on the file from its start; the right one turns
             // the first bytes into something recognizable, a wrong one into noise.
@@ -241,6 +280,12 @@ pub fn open(path: &Path, key: Option<&KeySource>, passphrase: Option<&str>) -> R
             }
             if !layers.is_empty() {
                 return Err(failed("a gpg message inside another layer: decrypt it with gpg first".into()));
+            }
+            if !path.is_file() {
+                return Err(BackupError::Environment(format!(
+                    "{}: gpg reads a local file: download it first",
+                    path.display()
+                )));
             }
             let pass = passphrase.ok_or_else(|| need_pass("gpg --symmetric"))?;
             drop(peeked);

@@ -270,15 +270,15 @@ fn run_check(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outpu
         let w: CheckWith = typed(with)?;
         // A pgdrill archive in an object store is read as a stream: checked (and staged)
         // in one pass, with no local copy of it.
-        let streamed = match ctx.backup_stream(&w.path).await? {
-            Some((path, reader)) => {
-                ctx.log(format!("reading {} from the store as a stream (no local copy)", w.path.trim()));
-                Some((path, reader))
-            }
-            None => None,
-        };
+        let streamed = ctx.backup_stream(&w.path).await?;
+        if let Some(s) = &streamed {
+            ctx.log(format!(
+                "reading {} from the store as a stream (no local copy)",
+                crate::storage::remote::display(s.stand_in())
+            ));
+        }
         let path = match &streamed {
-            Some((p, _)) => p.clone(),
+            Some(s) => s.stand_in().to_path_buf(),
             None => ctx.backup_file(&w.path).await?,
         };
         let secret = w.key.clone();
@@ -289,9 +289,15 @@ fn run_check(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outpu
         let meter = crate::progress::Meter::default();
         let _watch = ctx.watch(&meter);
         let (checked, staged) = tokio::task::spawn_blocking(move || match streamed {
-            Some((path, reader)) => {
+            Some(super::FromStore::Archive(path, reader)) => {
                 backup::check_stream(&path, reader, secret.as_deref(), stage.as_deref(), Some(&meter))
             }
+            Some(super::FromStore::Foreign(path, opener)) => backup::check_foreign_stream(
+                std::path::Path::new(&crate::storage::remote::display(&path)),
+                &opener,
+                secret.as_deref(),
+                stage.as_deref(),
+            ),
             None => backup::check_and_stage(&path, secret.as_deref(), stage.as_deref(), Some(&meter)),
         })
         .await

@@ -361,10 +361,12 @@ impl StepCtx {
         Ok(path)
     }
 
-    /// A pgdrill archive in an object store, to be read as a stream: its local stand-in (the
-    /// archive's header and its manifest beside it) and a reader of the object. `None` for
-    /// a local file, another tool's file, or one already downloaded.
-    pub async fn backup_stream(&self, p: &str) -> Result<Option<(PathBuf, Box<dyn std::io::Read + Send>)>, StepError> {
+    /// A backup in an object store, to be read as a stream: a pgdrill archive (its local
+    /// stand-in, holding the archive's header with its manifest beside it, and a reader), or
+    /// another tool's file (its stand-in, holding its first bytes, and an opener: openssl's
+    /// key derivations each read it from the start). `None` for a local file, one already
+    /// downloaded, and what needs a local file (gpg, a directory dump, an unknown kind).
+    pub async fn backup_stream(&self, p: &str) -> Result<Option<FromStore>, StepError> {
         use crate::storage::remote;
         let (r, rel) = if remote::is_remote(p) {
             remote::locate(p).map_err(StepError::Invalid)?
@@ -374,16 +376,22 @@ impl StepCtx {
                 None => return Ok(None),
             }
         };
-        if !rel.ends_with(".pgdrill") || r.is_fetched(&rel) {
+        if r.is_fetched(&rel) {
             return Ok(None);
         }
         let path =
             r.stand_in(&rel, u64::from(crate::archive::MAX_HEADER) + 64).await.map_err(StepError::Environment)?;
-        if crate::backup::source::origin(&path) != crate::backup::source::Origin::Pgdrill {
+        if rel.ends_with(".pgdrill") {
+            if crate::backup::source::origin(&path) != crate::backup::source::Origin::Pgdrill {
+                return Ok(None);
+            }
+            let (reader, _) = r.reader(&rel).await.map_err(StepError::Environment)?;
+            return Ok(Some(FromStore::Archive(path, reader)));
+        }
+        if !crate::backup::source::streamable(&path) {
             return Ok(None);
         }
-        let (reader, _) = r.reader(&rel).await.map_err(StepError::Environment)?;
-        Ok(Some((path, reader)))
+        Ok(Some(FromStore::Foreign(path, r.opener(&rel))))
     }
 
     /// The local stand-in of a backup in an object store (its header and manifest), for a
@@ -414,6 +422,21 @@ impl StepCtx {
             )));
         }
         Ok(self.resolve(location))
+    }
+}
+
+/// A backup in an object store read as a stream (see `StepCtx::backup_stream`).
+pub enum FromStore {
+    Archive(PathBuf, Box<dyn std::io::Read + Send>),
+    Foreign(PathBuf, crate::storage::remote::StoreOpener),
+}
+
+impl FromStore {
+    /// The local stand-in: the object's size and first bytes, and its manifest beside it.
+    pub fn stand_in(&self) -> &Path {
+        match self {
+            FromStore::Archive(p, _) | FromStore::Foreign(p, _) => p,
+        }
     }
 }
 

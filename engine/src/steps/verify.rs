@@ -229,14 +229,20 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
             }
         };
         // A listed object: for pgdrill's own, its header is enough here (the manifest is
-        // mirrored), so the download happens in the step that reads it, beside the throwaway
-        // server's start; another tool's file is downloaded now (its sha256 is computed here).
+        // mirrored), so the read happens in the step that needs it, beside the throwaway
+        // server's start. Another tool's file has no manifest to say its sha256: it is read
+        // through once here to compute it, and read as a stream again by the steps that check
+        // and restore it; only what needs a local file (gpg) is downloaded.
+        let mut store_sha = None;
         let path = match crate::storage::remote::for_mirror(&path) {
             Some((r, rel)) if crate::storage::remote::is_stand_in(&path) => {
                 if rel.ends_with(".pgdrill") && crate::storage::manifest_path(&path).is_file() {
                     r.fill_head(&rel, u64::from(crate::archive::MAX_HEADER) + 64)
                         .await
                         .map_err(StepError::Environment)?;
+                    path
+                } else if !rel.ends_with(".pgdrill") && source::streamable(&path) {
+                    store_sha = Some(r.digest(&rel).await.map_err(StepError::Environment)?.0);
                     path
                 } else {
                     r.fetch(&rel).await.map_err(StepError::Environment)?
@@ -285,7 +291,9 @@ fn run_pick(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Output
                 o.insert("server_major".into(), json!(null));
                 o.insert("fingerprint".into(), json!(null));
                 let p = path.clone();
-                let sha = if path.is_file() {
+                let sha = if store_sha.is_some() {
+                    store_sha.take()
+                } else if path.is_file() {
                     Some(
                         tokio::task::spawn_blocking(move || sha256_file(&p))
                             .await
@@ -507,10 +515,28 @@ fn run_restore(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Out
     Box::pin(async move {
         let w: RestoreWith = typed(with)?;
         let staged_given = w.staged.as_deref().is_some_and(|s| !s.is_empty());
+        // With the plaintext staged by `backup.check`, the backup itself is not read again:
+        // from a store, only its header and manifest are needed. Otherwise a pgdrill archive
+        // in a store is read as a stream, and nothing of it is kept locally.
+        let (backup, stream) = if staged_given {
+            (ctx.backup_header(&w.backup).await?, None)
+        } else {
+            match ctx.backup_stream(&w.backup).await? {
+                Some(s) => {
+                    ctx.log(format!(
+                        "reading {} from the store as a stream (no local copy)",
+                        crate::storage::remote::display(s.stand_in())
+                    ));
+                    match s {
+                        super::FromStore::Archive(p, reader) => (p, Some(restore::Streamed::Archive(reader))),
+                        super::FromStore::Foreign(p, opener) => (p, Some(restore::Streamed::Foreign(opener))),
+                    }
+                }
+                None => (ctx.backup_file(&w.backup).await?, None),
+            }
+        };
         let opts = RestoreOptions {
-            // With the plaintext staged by `backup.check`, the backup itself is not read
-            // again: from a store, only its header and manifest are needed.
-            backup: if staged_given { ctx.backup_header(&w.backup).await? } else { ctx.backup_file(&w.backup).await? },
+            backup,
             into: w.into.clone(),
             key: w.key.clone(),
             jobs: w.jobs,
@@ -526,7 +552,11 @@ fn run_restore(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Out
         let log_ctx = ctx.clone();
         let log = move |l: String| log_ctx.log(l);
         let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
-        let r = restore::restore(opts, &log).await.map_err(StepError::from)?;
+        let r = match stream {
+            Some(reader) => restore::restore_stream(opts, reader, &log).await,
+            None => restore::restore(opts, &log).await,
+        }
+        .map_err(StepError::from)?;
         ctx.log(format!("{} restored {} tables in {:.1}s", r.tool, r.tables, r.seconds));
         let mut o = Outputs::new();
         o.insert("tables".into(), r.tables.into());

@@ -19,7 +19,7 @@
 //! carries only options (`?endpoint=...&region=...&path_style=true&storage_class=...`), never
 //! a secret.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -65,6 +65,9 @@ pub struct Remote {
     parts: Arc<dyn object_store::multipart::MultipartStore>,
     prefix: String,
     storage_class: Option<String>,
+    /// Azure Blob: an unfinished upload is uncommitted blocks, which no abort drops (see
+    /// `abort_upload`).
+    blocks: bool,
     /// The private local mirror.
     cache: PathBuf,
 }
@@ -79,6 +82,14 @@ impl std::fmt::Debug for Remote {
 static OPEN: LazyLock<Mutex<Vec<(String, Remote)>>> = LazyLock::new(|| Mutex::new(Vec::new()));
 /// Mirror files whose contents were really downloaded.
 static FETCHED: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+/// The version (ETag) of each object as pgdrill first saw it in this run, by mirror path:
+/// every later read of it asks for that version (If-Match), so an object replaced in the
+/// middle of a run fails to read ("changed") instead of mixing two versions' bytes into
+/// something that looks damaged.
+static ETAGS: LazyLock<Mutex<HashMap<PathBuf, String>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Stand-ins whose archive header (and manifest) were already read from the store in this
+/// run: pick, preflight, the check and the restore each need them, and fetch them once.
+static HEADED: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
 /// Multipart uploads in flight, aborted if the process is stopped (`abort_uploads`).
 type Upload = Arc<tokio::sync::Mutex<Option<Box<dyn object_store::MultipartUpload>>>>;
 static UPLOADS: LazyLock<Mutex<Vec<Upload>>> = LazyLock::new(|| Mutex::new(Vec::new()));
@@ -198,6 +209,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
         parts,
         prefix: prefix.to_string(),
         storage_class: opts.get("storage_class").cloned(),
+        blocks: matches!(scheme.as_str(), "az" | "azure"),
         cache,
     };
     lock(&OPEN).push((location.to_string(), r.clone()));
@@ -274,6 +286,9 @@ fn aws_profile(mut b: object_store::aws::AmazonS3Builder) -> Result<object_store
 /// One line for an object-store error: the class first, what to change, never a credential
 /// (the crate's messages carry no secrets, and the run's redactor masks them anyway).
 pub fn describe(e: &object_store::Error) -> String {
+    if let object_store::Error::Precondition { .. } = e {
+        return "the object changed while it was read (replaced in the store since pgdrill listed it): nothing was judged; run again".into();
+    }
     let text = e.to_string();
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let lower = flat.to_ascii_lowercase();
@@ -367,20 +382,22 @@ impl Remote {
             }
             let local = self.mirror_of(&rel);
             keep.insert(local.clone());
+            let tag = self.pin(&rel, m.e_tag.as_deref());
             if rel.ends_with(".manifest.json") {
                 let bytes = self.get_bytes(&m.location).await?;
                 super::write_replace(&local, &bytes).map_err(|e| format!("mirroring {}: {e}", local.display()))?;
                 continue;
             }
-            if lock(&FETCHED).contains(&local) && std::fs::metadata(&local).map(|md| md.len()).ok() == Some(m.size) {
+            let same_size = std::fs::metadata(&local).map(|md| md.len()).ok() == Some(m.size);
+            if same_size && (lock(&FETCHED).contains(&local) || lock(&HEADED).contains(&local)) {
                 continue;
             }
+            lock(&HEADED).remove(&local);
             let head = if rel.ends_with(".pgdrill") || m.size == 0 {
                 Vec::new()
             } else {
                 let end = m.size.min(HEAD_BYTES);
-                self.store
-                    .get_range(&m.location, 0..end)
+                get_range_of(&self.store, &m.location, 0..end, tag)
                     .await
                     .map_err(|e| format!("reading {}: {}", self.url_of(&rel), describe(&e)))?
                     .to_vec()
@@ -431,6 +448,7 @@ impl Remote {
         })?;
         let modified: std::time::SystemTime = meta.last_modified.into();
         let size = meta.size;
+        let tag = self.pin(rel, meta.e_tag.as_deref());
         let dir = local.parent().unwrap_or(&self.cache).to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot write {}: {e}", dir.display()))?;
         let mut tmp = tempfile::Builder::new()
@@ -443,8 +461,8 @@ impl Remote {
         let store = self.store.clone();
         let mut parts = futures_util::stream::iter(ranges)
             .map(|r| {
-                let (store, key) = (store.clone(), key.clone());
-                async move { store.get_range(&key, r).await }
+                let (store, key, tag) = (store.clone(), key.clone(), tag.clone());
+                async move { get_range_of(&store, &key, r, tag).await }
             })
             .buffered(READBACK_INFLIGHT);
         let mut n = 0u64;
@@ -485,14 +503,16 @@ impl Remote {
     /// needs locally. Made when the location was never listed (a backup named by URL).
     pub async fn stand_in(&self, rel: &str, head: u64) -> Result<PathBuf, String> {
         let local = self.mirror_of(rel);
+        if lock(&HEADED).contains(&local) && is_stand_in(&local) {
+            return Ok(local);
+        }
         let key = self.key(rel);
         let meta = self.store.head(&key).await.map_err(|e| match e {
             object_store::Error::NotFound { .. } => format!("{} does not exist", self.url_of(rel)),
             e => format!("reading {}: {}", self.url_of(rel), describe(&e)),
         })?;
-        let bytes = self
-            .store
-            .get_range(&key, 0..head.min(meta.size))
+        let tag = self.pin(rel, meta.e_tag.as_deref());
+        let bytes = get_range_of(&self.store, &key, 0..head.min(meta.size), tag)
             .await
             .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
         stand_in(&local, &bytes, meta.size, meta.last_modified.into())
@@ -504,6 +524,7 @@ impl Remote {
                     .map_err(|e| format!("mirroring {}: {e}", self.mirror_of(&manifest).display()))?;
             }
         }
+        lock(&HEADED).insert(local.clone());
         Ok(local)
     }
 
@@ -513,8 +534,20 @@ impl Remote {
     /// environment error (`StoreReadError`), never a verdict on the backup.
     pub async fn reader(&self, rel: &str) -> Result<(Box<dyn std::io::Read + Send>, u64), String> {
         let key = self.key(rel);
-        let size =
-            self.store.head(&key).await.map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?.size;
+        // A stand-in already has the object's size (its HEAD was just made).
+        let local = self.mirror_of(rel);
+        let known = if is_stand_in(&local) { std::fs::metadata(&local).ok().map(|m| m.len()) } else { None };
+        let (size, tag) = match known {
+            Some(n) => (n, self.pin(rel, None)),
+            None => {
+                let meta = self
+                    .store
+                    .head(&key)
+                    .await
+                    .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
+                (meta.size, self.pin(rel, meta.e_tag.as_deref()))
+            }
+        };
         // Smaller ranges than an upload's parts, one waiting in the channel: at most about
         // 5 x 4 MiB in memory (in flight, queued, being read).
         let ranges: Vec<std::ops::Range<u64>> =
@@ -524,8 +557,8 @@ impl Remote {
         tokio::spawn(async move {
             let mut parts = futures_util::stream::iter(ranges)
                 .map(|r| {
-                    let (store, key) = (store.clone(), key.clone());
-                    async move { store.get_range(&key, r).await }
+                    let (store, key, tag) = (store.clone(), key.clone(), tag.clone());
+                    async move { get_range_of(&store, &key, r, tag).await }
                 })
                 .buffered(READBACK_INFLIGHT);
             while let Some(chunk) = parts.next().await {
@@ -549,14 +582,18 @@ impl Remote {
             return Ok(());
         }
         let size = std::fs::metadata(&local).map(|m| m.len()).map_err(|e| format!("{}: {e}", local.display()))?;
-        let head = self
-            .store
-            .get_range(&self.key(rel), 0..n.min(size))
+        let head = get_range_of(&self.store, &self.key(rel), 0..n.min(size), self.pin(rel, None))
             .await
             .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
         let mut f =
             std::fs::OpenOptions::new().write(true).open(&local).map_err(|e| format!("{}: {e}", local.display()))?;
-        f.seek(SeekFrom::Start(0)).and_then(|_| f.write_all(&head)).map_err(|e| format!("{}: {e}", local.display()))
+        f.seek(SeekFrom::Start(0)).and_then(|_| f.write_all(&head)).map_err(|e| format!("{}: {e}", local.display()))?;
+        // A listed stand-in has its manifest beside it already.
+        if n >= u64::from(crate::archive::MAX_HEADER) + 64 && self.mirror_of(&format!("{rel}.manifest.json")).is_file()
+        {
+            lock(&HEADED).insert(local);
+        }
+        Ok(())
     }
 
     /// Create `rel` with `bytes`; never replaces an object (conditional create).
@@ -636,15 +673,16 @@ impl Remote {
     pub async fn digest(&self, rel: &str) -> Result<(String, u64), String> {
         use sha2::Digest;
         let key = self.key(rel);
-        let size =
-            self.store.head(&key).await.map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?.size;
+        let meta =
+            self.store.head(&key).await.map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
+        let (size, tag) = (meta.size, self.pin(rel, meta.e_tag.as_deref()));
         let ranges: Vec<std::ops::Range<u64>> =
             (0..size).step_by(PART).map(|start| start..(start + PART as u64).min(size)).collect();
         let store = self.store.clone();
         let mut parts = futures_util::stream::iter(ranges)
             .map(|r| {
-                let (store, key) = (store.clone(), key.clone());
-                async move { store.get_range(&key, r).await }
+                let (store, key, tag) = (store.clone(), key.clone(), tag.clone());
+                async move { get_range_of(&store, &key, r, tag).await }
             })
             .buffered(READBACK_INFLIGHT);
         let mut h = sha2::Sha256::new();
@@ -652,7 +690,7 @@ impl Remote {
         while let Some(chunk) = parts.next().await {
             let chunk = chunk.map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
             n += chunk.len() as u64;
-            h.update(&chunk);
+            h.update(&*chunk);
         }
         Ok((crate::archive::hex(&h.finalize()), n))
     }
@@ -660,9 +698,7 @@ impl Remote {
     /// The first `n` bytes of `rel`.
     pub async fn head_bytes(&self, rel: &str, n: u64) -> Result<Vec<u8>, String> {
         let size = self.size(rel).await?;
-        let r = self
-            .store
-            .get_range(&self.key(rel), 0..n.min(size))
+        let r = get_range_of(&self.store, &self.key(rel), 0..n.min(size), self.pin(rel, None))
             .await
             .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
         Ok(r.to_vec())
@@ -734,6 +770,11 @@ impl Remote {
     }
 }
 
+/// How long an abort waits for the part requests still running (at most two parts of
+/// 8 MiB): long enough for them at a few MB/s, short enough that a stopped run whose store
+/// went away still exits soon (the abort itself then fails, and the record stays for prune).
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Where unfinished uploads are recorded, under the location: one object per upload, removed
 /// when it completes or is aborted. One left behind names an upload a killed pgdrill could
 /// not abort; `abandoned` finds them and `abort_abandoned` ends them.
@@ -757,7 +798,32 @@ pub struct Abandoned {
     id: String,
 }
 
+/// A range of an object, of the version `etag` when given.
+async fn get_range_of(
+    store: &Arc<dyn ObjectStore>,
+    key: &Key,
+    range: std::ops::Range<u64>,
+    etag: Option<String>,
+) -> object_store::Result<impl std::ops::Deref<Target = [u8]> + Send + 'static> {
+    let opts = object_store::GetOptions {
+        range: Some(object_store::GetRange::Bounded(range)),
+        if_match: etag,
+        ..Default::default()
+    };
+    store.get_opts(key, opts).await?.bytes().await
+}
+
 impl Remote {
+    /// The version of `rel` first seen in this run; the first call records `seen`.
+    fn pin(&self, rel: &str, seen: Option<&str>) -> Option<String> {
+        let mut tags = lock(&ETAGS);
+        let local = self.mirror_of(rel);
+        if let (None, Some(t)) = (tags.get(&local), seen) {
+            tags.insert(local.clone(), t.to_string());
+        }
+        tags.get(&local).cloned()
+    }
+
     async fn tracked(&self, rel: &str) -> Result<Tracked, String> {
         let key = self.key(rel);
         let id = self
@@ -779,12 +845,14 @@ impl Remote {
         };
         let body = serde_json::to_vec(&m).map_err(|e| e.to_string())?;
         if let Err(e) = self.create(&marker, body).await {
-            let _ = self.parts.abort_multipart(&key, &id).await;
+            let _ = abort_upload(&self.store, &self.parts, &key, &id, self.blocks).await;
             return Err(e);
         }
         Ok(Tracked {
             store: self.store.clone(),
             parts: self.parts.clone(),
+            blocks: self.blocks,
+            inflight: Arc::default(),
             key,
             id,
             marker: self.key(&marker),
@@ -823,9 +891,8 @@ impl Remote {
 
     /// Abort an abandoned upload: the store drops its parts, and its record goes.
     pub async fn abort_abandoned(&self, a: &Abandoned) -> Result<(), String> {
-        match self.parts.abort_multipart(&Key::from(a.key.as_str()), &a.id).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(format!("aborting the upload of {}: {}", a.url, describe(&e))),
+        if let Err(e) = abort_upload(&self.store, &self.parts, &Key::from(a.key.as_str()), &a.id, self.blocks).await {
+            return Err(format!("aborting the upload of {}: {}", a.url, describe(&e)));
         }
         match self.store.delete(&Key::from(a.marker.as_str())).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -839,6 +906,11 @@ impl Remote {
 struct Tracked {
     store: Arc<dyn ObjectStore>,
     parts: Arc<dyn object_store::multipart::MultipartStore>,
+    blocks: bool,
+    /// Part requests still running (each is its own task, so one the uploader stops
+    /// waiting for still ends): an abort waits for them, or a part landing after it would
+    /// leave stored parts again (on Azure, recreate the blob's uncommitted blocks).
+    inflight: Arc<std::sync::atomic::AtomicUsize>,
     key: Key,
     id: String,
     marker: Key,
@@ -858,14 +930,21 @@ impl object_store::MultipartUpload for Tracked {
         let idx = self.next;
         self.next += 1;
         let (parts, key, id, done) = (self.parts.clone(), self.key.clone(), self.id.clone(), self.done.clone());
-        Box::pin(async move {
-            let part = parts.put_part(&key, &id, idx, data).await?;
+        let inflight = self.inflight.clone();
+        inflight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let sent = tokio::spawn(async move {
+            let r = parts.put_part(&key, &id, idx, data).await;
+            inflight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            let part = r?;
             let mut d = lock(&done);
             if d.len() <= idx {
                 d.resize(idx + 1, None);
             }
             d[idx] = Some(part);
             Ok(())
+        });
+        Box::pin(async move {
+            sent.await.map_err(|e| object_store::Error::Generic { store: "pgdrill", source: Box::new(e) })?
         })
     }
 
@@ -881,10 +960,41 @@ impl object_store::MultipartUpload for Tracked {
     }
 
     async fn abort(&mut self) -> object_store::Result<()> {
-        let r = self.parts.abort_multipart(&self.key, &self.id).await;
+        let waited = std::time::Instant::now();
+        while self.inflight.load(std::sync::atomic::Ordering::SeqCst) > 0 && waited.elapsed() < ABORT_WAIT {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let r = abort_upload(&self.store, &self.parts, &self.key, &self.id, self.blocks).await;
         let _ = self.store.delete(&self.marker).await;
         r
     }
+}
+
+/// End an unfinished upload so that the store keeps none of its parts. Azure Blob has no
+/// abort (object_store's is a no-op): the parts are uncommitted blocks, unseen but stored
+/// until Azure drops them after 7 days. Deleting the blob drops them now, and only when
+/// nothing is committed under its name (a HEAD finds no blob), so a backup whose upload did
+/// complete is never removed here.
+async fn abort_upload(
+    store: &Arc<dyn ObjectStore>,
+    parts: &Arc<dyn object_store::multipart::MultipartStore>,
+    key: &Key,
+    id: &str,
+    blocks: bool,
+) -> object_store::Result<()> {
+    match parts.abort_multipart(key, &id.to_string()).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    if blocks {
+        if let Err(object_store::Error::NotFound { .. }) = store.head(key).await {
+            match store.delete(key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Replace `path` with a sparse stand-in: `head` then zeros up to `size`, with `mtime`.
@@ -939,6 +1049,60 @@ impl std::io::Read for ObjectReader {
 /// A read from an object store that failed: the store's problem, not the backup's.
 #[derive(Debug)]
 pub struct StoreReadError(pub String);
+
+/// Keeps the message of a store's read error, whatever the layers above make of it (they
+/// turn a short read into "corrupted"): the caller asks it afterwards and reports the
+/// store's failure instead.
+pub struct Watched {
+    pub inner: Box<dyn std::io::Read + Send>,
+    pub failed: Arc<Mutex<Option<String>>>,
+}
+
+impl std::io::Read for Watched {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if let Some(s) = e.get_ref().and_then(|i| i.downcast_ref::<StoreReadError>()) {
+                *lock(&self.failed) = Some(s.0.clone());
+            }
+        })
+    }
+}
+
+/// Another tool's file in a store, read as a stream as many times as its layers need
+/// (openssl's key derivations are each tried from the start): each `open` is a new
+/// ranged read of the object. For a blocking thread; a store's failure in any of them is
+/// kept in `failed`.
+#[derive(Clone)]
+pub struct StoreOpener {
+    remote: Remote,
+    rel: String,
+    handle: tokio::runtime::Handle,
+    pub failed: Arc<Mutex<Option<String>>>,
+}
+
+impl StoreOpener {
+    pub fn open(&self) -> Result<Box<dyn std::io::Read + Send>, String> {
+        let (r, _) = self.handle.block_on(self.remote.reader(&self.rel))?;
+        Ok(Box::new(Watched { inner: r, failed: self.failed.clone() }))
+    }
+
+    /// What the store said, if a read failed.
+    pub fn store_failed(&self) -> Option<String> {
+        lock(&self.failed).clone()
+    }
+}
+
+impl Remote {
+    /// `rel` to be read as a stream from a blocking thread, as often as needed.
+    pub fn opener(&self, rel: &str) -> StoreOpener {
+        StoreOpener {
+            remote: self.clone(),
+            rel: rel.to_string(),
+            handle: tokio::runtime::Handle::current(),
+            failed: Arc::default(),
+        }
+    }
+}
 
 impl std::fmt::Display for StoreReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1104,7 +1268,7 @@ pub async fn abort_uploads() {
     let ups: Vec<Upload> = lock(&UPLOADS).drain(..).collect();
     for up in ups {
         if let Some(mut u) = up.lock().await.take() {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), u.abort()).await;
+            let _ = tokio::time::timeout(ABORT_WAIT + std::time::Duration::from_secs(10), u.abort()).await;
         }
     }
 }
