@@ -549,10 +549,10 @@ pub use backup::listing as backup_listing;
 pub fn catalogue() -> &'static [StepKind] {
     static KINDS: [StepKind; 40] = [
         kind::<ephemeral::Start>(),
-        backup::CREATE,
-        backup::CHECK,
-        backup::LIST,
-        backup::LATEST,
+        kind::<backup::Create>(),
+        kind::<backup::Check>(),
+        kind::<backup::List>(),
+        kind::<backup::Latest>(),
         verify::PICK,
         verify::RESTORE,
         verify::FRESHNESS,
@@ -674,6 +674,10 @@ mod tests {
         documented_as_emitted::<database::Terminate>();
         documented_as_emitted::<database::Snapshot>();
         documented_as_emitted::<database::Settings>();
+        documented_as_emitted::<backup::Create>();
+        documented_as_emitted::<backup::Check>();
+        documented_as_emitted::<backup::List>();
+        documented_as_emitted::<backup::Latest>();
     }
 
     /// What the derive reads: serde's names, `Option` and `default` for "required", the
