@@ -559,8 +559,8 @@ pub fn catalogue() -> &'static [StepKind] {
         verify::FINGERPRINT,
         verify::AMCHECK,
         verify::RECORD,
-        journal::LOCK,
-        journal::JOURNAL,
+        kind::<journal::Lock>(),
+        kind::<journal::WriteJournal>(),
         database::PREFLIGHT,
         kind::<database::Confirm>(),
         kind::<database::Snapshot>(),
@@ -569,7 +569,7 @@ pub fn catalogue() -> &'static [StepKind] {
         database::CREATE,
         database::RESTORE_SNAPSHOT,
         kind::<database::Settings>(),
-        journal::FINISH,
+        kind::<journal::Finish>(),
         kind::<retention::Prune>(),
         kind::<copy::Copy>(),
         kind::<deploy::Record>(),
@@ -678,6 +678,9 @@ mod tests {
         documented_as_emitted::<backup::Check>();
         documented_as_emitted::<backup::List>();
         documented_as_emitted::<backup::Latest>();
+        documented_as_emitted::<journal::Lock>();
+        documented_as_emitted::<journal::WriteJournal>();
+        documented_as_emitted::<journal::Finish>();
     }
 
     /// What the derive reads: serde's names, `Option` and `default` for "required", the
