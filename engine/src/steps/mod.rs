@@ -553,12 +553,12 @@ pub fn catalogue() -> &'static [StepKind] {
         kind::<backup::Check>(),
         kind::<backup::List>(),
         kind::<backup::Latest>(),
-        verify::PICK,
-        verify::RESTORE,
-        verify::FRESHNESS,
-        verify::FINGERPRINT,
-        verify::AMCHECK,
-        verify::RECORD,
+        kind::<verify::Pick>(),
+        kind::<verify::Restore>(),
+        kind::<verify::Freshness>(),
+        kind::<verify::FingerprintCheck>(),
+        kind::<verify::Amcheck>(),
+        kind::<verify::Record>(),
         kind::<journal::Lock>(),
         kind::<journal::WriteJournal>(),
         database::PREFLIGHT,
@@ -681,6 +681,12 @@ mod tests {
         documented_as_emitted::<journal::Lock>();
         documented_as_emitted::<journal::WriteJournal>();
         documented_as_emitted::<journal::Finish>();
+        documented_as_emitted::<verify::Freshness>();
+        documented_as_emitted::<verify::Restore>();
+        documented_as_emitted::<verify::Amcheck>();
+        documented_as_emitted::<verify::Record>();
+        documented_as_emitted::<verify::FingerprintCheck>();
+        documented_as_emitted::<verify::Pick>();
     }
 
     /// What the derive reads: serde's names, `Option` and `default` for "required", the
