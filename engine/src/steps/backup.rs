@@ -2,11 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use serde_yaml::Value as Yaml;
 
-use super::{check_with, typed, Field, Outputs, StepCtx, StepError, StepKind, With, WithError};
+use super::{Field, Fields, Step, StepCtx, StepError, With, WithError};
 use crate::archive::{Codec, KeySource};
 use crate::backup::{self, CreateOptions, Format, Manifest};
 use crate::pg::fingerprint::Mode;
@@ -17,27 +16,47 @@ fn key_of(k: &Option<String>) -> Option<KeySource> {
     k.as_deref().filter(|s| !s.is_empty()).map(KeySource::from_secret)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct CreateWith {
+pub struct CreateWith {
+    /// source (password from the URL, PGPASSWORD or ~/.pgpass)
     database_url: String,
+    /// backup directory; files go to <storage>/<database>/ (the name encoded: `%XX` for
+    /// anything but letters, digits, `_`, `-` and a `.` not first)
+    #[field(ty = "path")]
     storage: String,
+    /// pg_dump format (default custom); directory dumps with `jobs` in parallel
     #[serde(default = "custom")]
+    #[field(ty = "custom|directory|plain")]
     format: String,
+    /// default zstd
     #[serde(default = "zstd")]
+    #[field(ty = "zstd|gzip|none")]
     compression: String,
+    /// compression level (default 3)
     #[serde(default = "three", deserialize_with = "super::de::int")]
     level: i32,
+    /// zstd threads (default 2)
     #[serde(default = "two", deserialize_with = "super::de::int")]
     threads: u32,
+    /// pg_dump -j for format directory (default 2)
     #[serde(default = "two", deserialize_with = "super::de::int")]
     jobs: u32,
+    /// 64 hex digits, base64 of 32 bytes, or a passphrase (Argon2id); absent: not encrypted
+    #[field(ty = "secret")]
     key: Option<String>,
+    /// true: a key is required; false: not encrypted even with a key (a warning in the log
+    /// and reports); unset: encrypted when a key is given
     #[serde(default, deserialize_with = "super::de::opt_bool")]
     encrypt: Option<bool>,
+    /// source fingerprint in the dump's snapshot (default full)
     #[serde(default = "full")]
+    #[field(ty = "full|counts|off")]
     fingerprint: String,
+    /// pg_dump to use (default: found and version-checked)
+    #[field(ty = "path")]
     pg_dump: Option<String>,
+    /// storage directory name (default: the database name)
     name: Option<String>,
 }
 
@@ -72,282 +91,268 @@ impl With for CreateWith {
     }
 }
 
-pub const CREATE: StepKind = StepKind {
-    name: "backup.create",
-    summary:
-        "pg_dump streamed through compression and AES-256-GCM into storage, with a manifest and source fingerprint.",
-    fields: &[
-        Field {
-            name: "database_url",
-            ty: "string",
-            required: true,
-            doc: "source (password from the URL, PGPASSWORD or ~/.pgpass)",
-        },
-        Field {
-            name: "storage",
-            ty: "path",
-            required: true,
-            doc: "backup directory; files go to <storage>/<database>/ (the name encoded: `%XX` for anything but letters, digits, `_`, `-` and a `.` not first)",
-        },
-        Field {
-            name: "format",
-            ty: "custom|directory|plain",
-            required: false,
-            doc: "pg_dump format (default custom); directory dumps with `jobs` in parallel",
-        },
-        Field { name: "compression", ty: "zstd|gzip|none", required: false, doc: "default zstd" },
-        Field { name: "level", ty: "integer", required: false, doc: "compression level (default 3)" },
-        Field { name: "threads", ty: "integer", required: false, doc: "zstd threads (default 2)" },
-        Field { name: "jobs", ty: "integer", required: false, doc: "pg_dump -j for format directory (default 2)" },
-        Field {
-            name: "key",
-            ty: "secret",
-            required: false,
-            doc: "64 hex digits, base64 of 32 bytes, or a passphrase (Argon2id); absent: not encrypted",
-        },
-        Field {
-            name: "encrypt",
-            ty: "boolean",
-            required: false,
-            doc: "true: a key is required; false: not encrypted even with a key (a warning in the log and reports); unset: encrypted when a key is given",
-        },
-        Field {
-            name: "fingerprint",
-            ty: "full|counts|off",
-            required: false,
-            doc: "source fingerprint in the dump's snapshot (default full)",
-        },
-        Field {
-            name: "pg_dump",
-            ty: "path",
-            required: false,
-            doc: "pg_dump to use (default: found and version-checked)",
-        },
-        Field {
-            name: "name",
-            ty: "string",
-            required: false,
-            doc: "storage directory name (default: the database name)",
-        },
-    ],
-    outputs: &[
-        Field { name: "path", ty: "string", required: false, doc: "the backup file" },
-        Field { name: "manifest", ty: "string", required: false, doc: "its manifest" },
-        Field { name: "sha256", ty: "string", required: false, doc: "of the stored file" },
-        Field { name: "size", ty: "integer", required: false, doc: "stored bytes" },
-        Field { name: "raw_size", ty: "integer", required: false, doc: "pg_dump bytes" },
-        Field { name: "database", ty: "string", required: false, doc: "source database" },
-        Field { name: "server_major", ty: "integer", required: false, doc: "source major version" },
-        Field { name: "fingerprint", ty: "map", required: false, doc: "source fingerprint" },
-        Field { name: "format", ty: "string", required: false, doc: "custom or plain" },
-        Field { name: "encrypted", ty: "boolean", required: false, doc: "whether it is encrypted" },
-        Field { name: "manifest_auth", ty: "string", required: false, doc: "`mac`, or why the manifest is not bound to the backup" },
-        Field { name: "created", ty: "string", required: false, doc: "when the dump finished (RFC 3339)" },
-        Field { name: "started_epoch", ty: "number", required: false, doc: "when the dump's snapshot was taken (Unix seconds): what a drill's RPO is measured against" },
-        Field { name: "peak_rss_kib", ty: "integer", required: false, doc: "pgdrill's peak memory so far" },
-    ],
-    check: check_with::<CreateWith>,
-    report_log: true,
-    interactive: false,
-    run: run_create,
-};
-
-fn run_create(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: CreateWith = typed(with)?;
-        let opts = CreateOptions {
-            url: w.database_url.clone(),
-            storage: if crate::storage::remote::is_remote(&w.storage) {
-                PathBuf::new()
-            } else {
-                ctx.resolve(&w.storage)
-            },
-            remote: if crate::storage::remote::is_remote(&w.storage) {
-                Some(crate::storage::remote::open(&w.storage).map_err(StepError::Invalid)?)
-            } else {
-                None
-            },
-            format: Format::parse(&w.format).map_err(StepError::Invalid)?,
-            codec: Codec::parse(&w.compression).map_err(StepError::Invalid)?,
-            level: w.level,
-            threads: w.threads,
-            jobs: w.jobs,
-            key: if w.encrypt == Some(false) { None } else { key_of(&w.key) },
-            fingerprint: Mode::parse(&w.fingerprint).map_err(StepError::Invalid)?,
-            pg_dump: w.pg_dump.as_deref().map(PathBuf::from),
-            name: w.name.clone(),
-            meter: Some(crate::progress::Meter::default()),
-        };
-        match (w.encrypt, opts.key.is_some()) {
-            (Some(true), false) => {
-                return Err(StepError::Invalid(
-                    "no key to encrypt with: set the key (PGDRILL_BACKUP_KEY for the shipped backup runbook), or --var encrypt=false for an unencrypted backup".into(),
-                ))
-            }
-            (Some(false), _) => ctx.log(
-                "warning: this backup is NOT encrypted (encrypt: false): whoever can read the storage can read the data, and its manifest is bound to nothing (backups list shows UNAUTH)",
-            ),
-            (None, false) => ctx.log("warning: no key: this backup is NOT encrypted"),
-            _ => {}
+/// Declares an outputs struct that starts with what a pgdrill backup's manifest says (the
+/// outputs `backup.create` and `backup.latest` share, and `backup.list`'s entries), followed
+/// by the struct's own fields, and `described`, which fills it from a backup and its manifest.
+macro_rules! described {
+    ($(#[$attr:meta])* $name:ident { $($(#[$fattr:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$attr])*
+        #[derive(Debug, Default, Serialize, Fields)]
+        #[fields(outputs)]
+        pub struct $name {
+            /// the backup file
+            path: String,
+            /// its manifest
+            manifest: String,
+            /// of the stored file
+            sha256: String,
+            /// stored bytes
+            size: u64,
+            /// pg_dump bytes
+            raw_size: u64,
+            /// source database
+            database: String,
+            /// source major version
+            server_major: u32,
+            /// source fingerprint
+            #[field(ty = "map")]
+            fingerprint: serde_json::Value,
+            /// custom or plain
+            format: String,
+            /// whether it is encrypted
+            encrypted: bool,
+            /// `mac`, or why the manifest is not bound to the backup
+            manifest_auth: String,
+            /// when the dump finished (RFC 3339)
+            created: String,
+            /// when the dump's snapshot was taken (Unix seconds): what a drill's RPO is
+            /// measured against
+            started_epoch: f64,
+            $($(#[$fattr])* $field: $ty,)*
         }
-        let log_ctx = ctx.clone();
-        let log = move |l: String| log_ctx.log(l);
-        let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
-        let created = backup::create(opts, &log).await.map_err(StepError::from)?;
-        let mut o = manifest_outputs(&created.path, &created.manifest);
-        o.insert("peak_rss_kib".into(), backup::peak_rss_kib().unwrap_or(0).into());
-        ctx.backup_fact(crate::exec::BackupRole::Written, &o);
-        Ok(o)
-    })
-}
 
-fn manifest_outputs(path: &std::path::Path, m: &Manifest) -> Outputs {
-    let mut o = Outputs::new();
-    o.insert("path".into(), crate::storage::remote::display(path).into());
-    o.insert("manifest".into(), crate::storage::remote::display(&crate::storage::manifest_path(path)).into());
-    o.insert("sha256".into(), m.sha256.clone().into());
-    o.insert("size".into(), m.sizes.stored.into());
-    o.insert("raw_size".into(), m.sizes.raw.into());
-    o.insert("database".into(), m.database.clone().into());
-    o.insert("server_major".into(), m.server_major.into());
-    o.insert("format".into(), serde_json::to_value(m.format).unwrap_or_default());
-    o.insert("encrypted".into(), (m.cipher != "none").into());
-    // What binds the manifest to the backup, as written (checked with the key by
-    // backup.pick and backup.check): `mac`, or why there is none.
-    let auth = match (&m.authentication, m.cipher.as_str()) {
-        (Some(_), _) => "mac",
-        (None, "none") => "unauthenticated (not encrypted)",
-        (None, _) => "unauthenticated (written before binding)",
+        impl $name {
+            fn described(path: &Path, m: &Manifest, $($field: $ty),*) -> Self {
+                // What binds the manifest to the backup, as written (checked with the key by
+                // backup.pick and backup.check): `mac`, or why there is none.
+                let auth = match (&m.authentication, m.cipher.as_str()) {
+                    (Some(_), _) => "mac",
+                    (None, "none") => "unauthenticated (not encrypted)",
+                    (None, _) => "unauthenticated (written before binding)",
+                };
+                $name {
+                    path: crate::storage::remote::display(path),
+                    manifest: crate::storage::remote::display(&crate::storage::manifest_path(path)),
+                    sha256: m.sha256.clone(),
+                    size: m.sizes.stored,
+                    raw_size: m.sizes.raw,
+                    database: m.database.clone(),
+                    server_major: m.server_major,
+                    fingerprint: serde_json::to_value(&m.fingerprint).unwrap_or_default(),
+                    format: serde_json::to_value(m.format)
+                        .ok()
+                        .and_then(|f| f.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    encrypted: m.cipher != "none",
+                    manifest_auth: auth.to_string(),
+                    created: super::rfc3339(m.finished_at),
+                    // When the dump's snapshot was taken (to the millisecond): what a drill's
+                    // RPO is checked against.
+                    started_epoch: m.started_at.unix_timestamp_nanos() as f64 / 1e9,
+                    $($field,)*
+                }
+            }
+        }
     };
-    o.insert("manifest_auth".into(), auth.into());
-    o.insert("created".into(), super::rfc3339(m.finished_at).into());
-    o.insert("fingerprint".into(), serde_json::to_value(&m.fingerprint).unwrap_or_default());
-    // When the dump's snapshot was taken (to the millisecond): what a drill's RPO is checked against.
-    o.insert("started_epoch".into(), serde_json::json!(m.started_at.unix_timestamp_nanos() as f64 / 1e9));
-    o
 }
 
-#[derive(Debug, Deserialize)]
+described! {
+    CreateOutputs {
+        /// pgdrill's peak memory so far
+        peak_rss_kib: u64,
+    }
+}
+
+pub struct Create;
+
+impl Step for Create {
+    const NAME: &'static str = "backup.create";
+    const SUMMARY: &'static str =
+        "pg_dump streamed through compression and AES-256-GCM into storage, with a manifest and source fingerprint.";
+    const REPORT_LOG: bool = true;
+    type With = CreateWith;
+    type Outputs = CreateOutputs;
+
+    fn run(ctx: StepCtx, w: CreateWith) -> impl std::future::Future<Output = Result<CreateOutputs, StepError>> + Send {
+        create(ctx, w)
+    }
+}
+
+async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError> {
+    let opts = CreateOptions {
+        url: w.database_url.clone(),
+        storage: if crate::storage::remote::is_remote(&w.storage) { PathBuf::new() } else { ctx.resolve(&w.storage) },
+        remote: if crate::storage::remote::is_remote(&w.storage) {
+            Some(crate::storage::remote::open(&w.storage).map_err(StepError::Invalid)?)
+        } else {
+            None
+        },
+        format: Format::parse(&w.format).map_err(StepError::Invalid)?,
+        codec: Codec::parse(&w.compression).map_err(StepError::Invalid)?,
+        level: w.level,
+        threads: w.threads,
+        jobs: w.jobs,
+        key: if w.encrypt == Some(false) { None } else { key_of(&w.key) },
+        fingerprint: Mode::parse(&w.fingerprint).map_err(StepError::Invalid)?,
+        pg_dump: w.pg_dump.as_deref().map(PathBuf::from),
+        name: w.name.clone(),
+        meter: Some(crate::progress::Meter::default()),
+    };
+    match (w.encrypt, opts.key.is_some()) {
+        (Some(true), false) => {
+            return Err(StepError::Invalid(
+                "no key to encrypt with: set the key (PGDRILL_BACKUP_KEY for the shipped backup runbook), or --var encrypt=false for an unencrypted backup".into(),
+            ))
+        }
+        (Some(false), _) => ctx.log(
+            "warning: this backup is NOT encrypted (encrypt: false): whoever can read the storage can read the data, and its manifest is bound to nothing (backups list shows UNAUTH)",
+        ),
+        (None, false) => ctx.log("warning: no key: this backup is NOT encrypted"),
+        _ => {}
+    }
+    let log_ctx = ctx.clone();
+    let log = move |l: String| log_ctx.log(l);
+    let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
+    let created = backup::create(opts, &log).await.map_err(StepError::from)?;
+    let out = CreateOutputs::described(&created.path, &created.manifest, backup::peak_rss_kib().unwrap_or(0));
+    ctx.backup_fact(crate::exec::BackupRole::Written, &super::outputs_of(&out)?);
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct CheckWith {
+pub struct CheckWith {
+    /// backup file
+    #[field(ty = "path")]
     path: String,
+    /// key for an encrypted backup
+    #[field(ty = "secret")]
     key: Option<String>,
+    /// keep the checked plaintext of a custom dump for a parallel restore (`backup.restore`
+    /// field `staged`), removed when the runbook ends
     #[serde(default, deserialize_with = "super::de::boolean")]
     stage: bool,
+    /// directory for the staged file (default: beside the backup)
+    #[field(ty = "path")]
     staging: Option<String>,
 }
 
 impl With for CheckWith {}
 
-pub const CHECK: StepKind = StepKind {
-    name: "backup.check",
-    summary:
-        "Verify a backup without restoring: manifest, sha256, every encrypted chunk, decompression, pg_restore --list.",
-    fields: &[
-        Field { name: "path", ty: "path", required: true, doc: "backup file" },
-        Field { name: "key", ty: "secret", required: false, doc: "key for an encrypted backup" },
-        Field {
-            name: "stage",
-            ty: "bool",
-            required: false,
-            doc: "keep the checked plaintext of a custom dump for a parallel restore (`backup.restore` field `staged`), removed when the runbook ends",
-        },
-        Field { name: "staging", ty: "path", required: false, doc: "directory for the staged file (default: beside the backup)" },
-    ],
-    outputs: &[
-        Field { name: "tables", ty: "integer", required: false, doc: "tables in the dump's table of contents" },
-        Field { name: "sha256", ty: "string", required: false, doc: "verified checksum" },
-        Field { name: "staged", ty: "path", required: false, doc: "the staged plaintext dump, or empty when nothing was staged" },
-    ],
-    check: check_with::<CheckWith>,
-    report_log: false,
-    interactive: false,
-    run: run_check,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct CheckOutputs {
+    /// tables in the dump's table of contents
+    tables: usize,
+    /// verified checksum
+    sha256: Option<String>,
+    /// the staged plaintext dump, or empty when nothing was staged
+    #[field(ty = "path")]
+    staged: String,
+}
 
-fn run_check(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: CheckWith = typed(with)?;
-        // A pgdrill archive in an object store is read as a stream: checked (and staged)
-        // in one pass, with no local copy of it.
-        let streamed = ctx.backup_stream(&w.path).await?;
-        if let Some(s) = &streamed {
-            ctx.log(format!(
-                "reading {} from the store as a stream (no local copy)",
-                crate::storage::remote::display(s.stand_in())
-            ));
+pub struct Check;
+
+impl Step for Check {
+    const NAME: &'static str = "backup.check";
+    const SUMMARY: &'static str =
+        "Verify a backup without restoring: manifest, sha256, every encrypted chunk, decompression, pg_restore --list.";
+    type With = CheckWith;
+    type Outputs = CheckOutputs;
+
+    fn run(ctx: StepCtx, w: CheckWith) -> impl std::future::Future<Output = Result<CheckOutputs, StepError>> + Send {
+        check(ctx, w)
+    }
+}
+
+async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
+    // A pgdrill archive in an object store is read as a stream: checked (and staged)
+    // in one pass, with no local copy of it.
+    let streamed = ctx.backup_stream(&w.path).await?;
+    if let Some(s) = &streamed {
+        ctx.log(format!(
+            "reading {} from the store as a stream (no local copy)",
+            crate::storage::remote::display(s.stand_in())
+        ));
+    }
+    let path = match &streamed {
+        Some(s) => s.stand_in().to_path_buf(),
+        None => ctx.backup_file(&w.path).await?,
+    };
+    let secret = w.key.clone();
+    let stage = w.stage.then(|| match &w.staging {
+        Some(d) => ctx.resolve(d),
+        None => path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+    });
+    let meter = crate::progress::Meter::default();
+    let _watch = ctx.watch(&meter);
+    let (checked, staged) = tokio::task::spawn_blocking(move || match streamed {
+        Some(super::FromStore::Archive(path, reader)) => {
+            backup::check_stream(&path, reader, secret.as_deref(), stage.as_deref(), Some(&meter))
         }
-        let path = match &streamed {
-            Some(s) => s.stand_in().to_path_buf(),
-            None => ctx.backup_file(&w.path).await?,
-        };
-        let secret = w.key.clone();
-        let stage = w.stage.then(|| match &w.staging {
-            Some(d) => ctx.resolve(d),
-            None => path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
-        });
-        let meter = crate::progress::Meter::default();
-        let _watch = ctx.watch(&meter);
-        let (checked, staged) = tokio::task::spawn_blocking(move || match streamed {
-            Some(super::FromStore::Archive(path, reader)) => {
-                backup::check_stream(&path, reader, secret.as_deref(), stage.as_deref(), Some(&meter))
-            }
-            Some(super::FromStore::Foreign(path, opener)) => backup::check_foreign_stream(
-                std::path::Path::new(&crate::storage::remote::display(&path)),
-                &opener,
-                secret.as_deref(),
-                stage.as_deref(),
-            ),
-            None => backup::check_and_stage(&path, secret.as_deref(), stage.as_deref(), Some(&meter)),
-        })
-        .await
-        .map_err(|e| StepError::Environment(e.to_string()))?
-        .map_err(StepError::from)?;
-        let mut o = Outputs::new();
-        o.insert("tables".into(), checked.tables.into());
-        match staged {
-            Some(st) => {
-                let p = st.file.0.display().to_string();
-                let size = std::fs::metadata(&st.file.0).map(|m| m.len()).unwrap_or(0);
-                ctx.log(format!("staged the checked dump ({size} bytes) in {p} for the restore"));
-                match &st.offsets {
-                    Ok(n) => ctx.log(format!("recorded where the data of {n} entries starts, for parallel restore")),
-                    Err(why) => ctx.log(format!("data offsets not recorded ({why}): pg_restore will scan for them")),
-                }
-                o.insert("staged".into(), p.clone().into());
-                ctx.resources.push(format!("staged dump {p}"), Box::new(st.file));
-            }
-            None => {
-                if w.stage {
-                    ctx.log("nothing to stage: the restore reads this backup as it is");
-                }
-                o.insert("staged".into(), "".into());
-            }
-        }
-        match &checked.manifest {
-            Some(m) => {
-                if let Some(t) = checked.trust {
-                    ctx.log(t.describe());
-                }
-                ctx.log(format!("{} tables, sha256 {}", checked.tables, m.sha256));
-                o.insert("sha256".into(), m.sha256.clone().into());
-            }
-            None => {
-                if let Some(l) = checked.layers.iter().find(|l| l.contains("legacy key derivation")) {
-                    ctx.log(format!(
-                        "warning: {l}: one round of a fast hash turns the passphrase into the key, which makes guessing it cheap; new backups should use `openssl enc -pbkdf2` or pgdrill's own encryption"
-                    ));
-                }
-                ctx.log(format!(
-                    "not a pgdrill backup: read through {} and listed {} tables; without a manifest there is no checksum to compare",
-                    if checked.layers.is_empty() { "the file".to_string() } else { checked.layers.join(", ") },
-                    checked.tables
-                ));
-                o.insert("sha256".into(), serde_json::Value::Null);
-            }
-        }
-        Ok(o)
+        Some(super::FromStore::Foreign(path, opener)) => backup::check_foreign_stream(
+            std::path::Path::new(&crate::storage::remote::display(&path)),
+            &opener,
+            secret.as_deref(),
+            stage.as_deref(),
+        ),
+        None => backup::check_and_stage(&path, secret.as_deref(), stage.as_deref(), Some(&meter)),
     })
+    .await
+    .map_err(|e| StepError::Environment(e.to_string()))?
+    .map_err(StepError::from)?;
+    let staged = match staged {
+        Some(st) => {
+            let p = st.file.0.display().to_string();
+            let size = std::fs::metadata(&st.file.0).map(|m| m.len()).unwrap_or(0);
+            ctx.log(format!("staged the checked dump ({size} bytes) in {p} for the restore"));
+            match &st.offsets {
+                Ok(n) => ctx.log(format!("recorded where the data of {n} entries starts, for parallel restore")),
+                Err(why) => ctx.log(format!("data offsets not recorded ({why}): pg_restore will scan for them")),
+            }
+            ctx.resources.push(format!("staged dump {p}"), Box::new(st.file));
+            p
+        }
+        None => {
+            if w.stage {
+                ctx.log("nothing to stage: the restore reads this backup as it is");
+            }
+            String::new()
+        }
+    };
+    let sha256 = match &checked.manifest {
+        Some(m) => {
+            if let Some(t) = checked.trust {
+                ctx.log(t.describe());
+            }
+            ctx.log(format!("{} tables, sha256 {}", checked.tables, m.sha256));
+            Some(m.sha256.clone())
+        }
+        None => {
+            if let Some(l) = checked.layers.iter().find(|l| l.contains("legacy key derivation")) {
+                ctx.log(format!(
+                    "warning: {l}: one round of a fast hash turns the passphrase into the key, which makes guessing it cheap; new backups should use `openssl enc -pbkdf2` or pgdrill's own encryption"
+                ));
+            }
+            ctx.log(format!(
+                "not a pgdrill backup: read through {} and listed {} tables; without a manifest there is no checksum to compare",
+                if checked.layers.is_empty() { "the file".to_string() } else { checked.layers.join(", ") },
+                checked.tables
+            ));
+            None
+        }
+    };
+    Ok(CheckOutputs { tables: checked.tables, sha256, staged })
 }
 
 /// A staged dump lives until the runbook ends (the restore that reads it may come later).
@@ -357,11 +362,16 @@ impl super::Teardown for backup::Staged {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct ListWith {
+pub struct ListWith {
+    /// backup directory
+    #[field(ty = "path")]
     storage: String,
+    /// only this database
     database: Option<String>,
+    /// other tools' file names, e.g. `{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}.sql.gz` (default: the
+    /// classic schemes)
     #[serde(default, deserialize_with = "super::de::opt_text")]
     name_pattern: Option<String>,
 }
@@ -371,28 +381,42 @@ pub(super) fn name_pattern(p: Option<&str>) -> Result<Option<crate::storage::nam
     p.map(crate::storage::names::NamePattern::parse).transpose().map_err(StepError::Invalid)
 }
 
-const NAME_PATTERN_DOC: &str =
-    "other tools' file names, e.g. `{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}.sql.gz` (default: the classic schemes)";
-
 impl With for ListWith {}
 
-pub const LIST: StepKind = StepKind {
-    name: "backup.list",
-    summary: "List backups in storage, newest first.",
-    fields: &[
-        Field { name: "storage", ty: "path", required: true, doc: "backup directory" },
-        Field { name: "database", ty: "string", required: false, doc: "only this database" },
-        Field { name: "name_pattern", ty: "string", required: false, doc: NAME_PATTERN_DOC },
-    ],
-    outputs: &[
-        Field { name: "backups", ty: "list", required: false, doc: "path, database, created, size, sha256 of each" },
-        Field { name: "count", ty: "integer", required: false, doc: "how many" },
-    ],
-    check: check_with::<ListWith>,
-    report_log: false,
-    interactive: false,
-    run: run_list,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct ListOutputs {
+    /// path, database, created, size, sha256 of each
+    backups: Vec<serde_json::Value>,
+    /// how many
+    count: usize,
+}
+
+pub struct List;
+
+impl Step for List {
+    const NAME: &'static str = "backup.list";
+    const SUMMARY: &'static str = "List backups in storage, newest first.";
+    type With = ListWith;
+    type Outputs = ListOutputs;
+
+    async fn run(ctx: StepCtx, w: ListWith) -> Result<ListOutputs, StepError> {
+        let pattern = name_pattern(w.name_pattern.as_deref())?;
+        let backups = listing(&ctx.storage_root(&w.storage).await?, w.database.as_deref(), pattern.as_ref())?;
+        Ok(ListOutputs { count: backups.len(), backups })
+    }
+}
+
+described! {
+    /// `backup.list`'s entry for a pgdrill backup (without its fingerprint).
+    ListedBackup {
+        /// `pgdrill`
+        origin: String,
+        /// the newest verification the ledger beside it records, or null
+        #[field(ty = "map|null")]
+        last_verification: serde_json::Value,
+    }
+}
 
 /// Backups in `storage`, newest first: pgdrill's with their manifests, other tools' with what
 /// their names and first bytes say. A manifest that cannot be read is an entry with `error`.
@@ -448,11 +472,10 @@ pub fn listing(
             }
             match Manifest::read(&e.path) {
                 Ok(m) => {
-                    let mut v = serde_json::Value::Object(manifest_outputs(&e.path, &m));
+                    let listed = ListedBackup::described(&e.path, &m, "pgdrill".into(), last_of(e));
+                    let mut v = serde_json::to_value(listed).unwrap_or_default();
                     if let Some(o) = v.as_object_mut() {
                         o.remove("fingerprint");
-                        o.insert("origin".into(), "pgdrill".into());
-                        o.insert("last_verification".into(), last_of(e));
                     }
                     v
                 }
@@ -464,95 +487,109 @@ pub fn listing(
         .collect())
 }
 
-fn run_list(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: ListWith = typed(with)?;
-        let pattern = name_pattern(w.name_pattern.as_deref())?;
-        let list = listing(&ctx.storage_root(&w.storage).await?, w.database.as_deref(), pattern.as_ref())?;
-        let mut o = Outputs::new();
-        o.insert("count".into(), list.len().into());
-        o.insert("backups".into(), list.into());
-        Ok(o)
-    })
+#[derive(Debug, Deserialize, Fields)]
+#[serde(deny_unknown_fields)]
+pub struct LatestWith {
+    /// backup directory
+    #[field(ty = "path")]
+    storage: String,
+    /// database (default: any)
+    database: Option<String>,
+    /// other tools' file names, e.g. `{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}.sql.gz` (default: the
+    /// classic schemes)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    name_pattern: Option<String>,
 }
 
-pub const LATEST: StepKind = StepKind {
-    name: "backup.latest",
-    summary: "The newest backup of a database (an error when its manifest cannot be read).",
-    fields: &[
-        Field { name: "storage", ty: "path", required: true, doc: "backup directory" },
-        Field { name: "database", ty: "string", required: false, doc: "database (default: any)" },
-        Field { name: "name_pattern", ty: "string", required: false, doc: NAME_PATTERN_DOC },
-    ],
-    outputs: &[
-        Field { name: "path", ty: "string", required: false, doc: "the backup file" },
-        Field { name: "manifest", ty: "string", required: false, doc: "its manifest" },
-        Field { name: "sha256", ty: "string", required: false, doc: "of the stored file" },
-        Field { name: "size", ty: "integer", required: false, doc: "stored bytes" },
-        Field { name: "raw_size", ty: "integer", required: false, doc: "pg_dump bytes" },
-        Field { name: "database", ty: "string", required: false, doc: "source database" },
-        Field { name: "server_major", ty: "integer", required: false, doc: "source major version" },
-        Field { name: "fingerprint", ty: "map", required: false, doc: "source fingerprint" },
-        Field { name: "format", ty: "string", required: false, doc: "custom or plain" },
-        Field { name: "encrypted", ty: "boolean", required: false, doc: "whether it is encrypted" },
-        Field {
-            name: "manifest_auth",
-            ty: "string",
-            required: false,
-            doc: "`mac`, or why the manifest is not bound to the backup",
-        },
-        Field { name: "created", ty: "string", required: false, doc: "when the dump finished (RFC 3339)" },
-        Field {
-            name: "started_epoch",
-            ty: "number",
-            required: false,
-            doc: "when the dump's snapshot was taken (Unix seconds): what a drill's RPO is measured against",
-        },
-        Field { name: "age_s", ty: "integer", required: false, doc: "seconds since the backup finished" },
-    ],
-    check: check_with::<ListWith>,
-    report_log: false,
-    interactive: false,
-    run: run_latest,
-};
+impl With for LatestWith {}
 
-fn run_latest(ctx: StepCtx, with: Yaml) -> super::BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: ListWith = typed(with)?;
-        let storage = ctx.storage_root(&w.storage).await?;
-        let pattern = name_pattern(w.name_pattern.as_deref())?;
-        let entries = LocalStore::new(&storage)
-            .list_with(w.database.as_deref(), pattern.as_ref())
-            .map_err(|e| StepError::Environment(format!("cannot list {}: {e}", storage.display())))?;
-        if let Some(e) = entries.first().filter(|e| e.foreign) {
-            // Another tool's file: what its name (or, failing that, its mtime) says.
-            let mut o = Outputs::new();
-            o.insert("path".into(), crate::storage::remote::display(&e.path).into());
-            o.insert("server_major".into(), serde_json::Value::Null);
-            o.insert("fingerprint".into(), serde_json::Value::Null);
-            o.insert("created_from".into(), serde_json::to_value(e.made_from).unwrap_or_default());
-            let age = (time::OffsetDateTime::now_utc() - e.made).whole_seconds().max(0);
-            o.insert("age_s".into(), age.into());
-            return Ok(o);
-        }
-        if let Some(e) = entries.first() {
-            // The newest backup's manifest, or a loud error: an older backup in its place would
-            // make a stale database look backed up.
-            let m = Manifest::read(&e.path).map_err(|err| {
-                StepError::Failed(format!(
-                    "{err}; refusing to report an older backup as the latest: repair it, or move {} and its manifest away",
-                    e.name
-                ))
-            })?;
-            let mut o = manifest_outputs(&e.path, &m);
-            let age = (time::OffsetDateTime::now_utc() - m.finished_at).whole_seconds().max(0);
-            o.insert("age_s".into(), age.into());
-            return Ok(o);
-        }
-        Err(StepError::Failed(format!(
-            "no backup{} in {}",
-            w.database.as_deref().map(|d| format!(" of `{d}`")).unwrap_or_default(),
-            crate::storage::remote::display(&storage)
-        )))
-    })
+described! {
+    /// `backup.latest`'s outputs for a pgdrill backup: what its manifest says.
+    LatestBackup {
+        /// seconds since the backup finished
+        age_s: i64,
+    }
+}
+
+/// `backup.latest`'s outputs for another tool's file: what its name (or, failing that, its
+/// modification time) says. Fewer than a pgdrill backup's: a later step that reads one this
+/// file cannot have (its sha256, say) fails as undefined rather than reading an empty value.
+#[derive(Debug, Serialize)]
+pub struct LatestForeign {
+    path: String,
+    /// Always null: nothing says which server wrote it.
+    server_major: Option<u32>,
+    /// Always null: there is no fingerprint without a manifest.
+    fingerprint: Option<serde_json::Value>,
+    created_from: crate::storage::MadeFrom,
+    age_s: i64,
+}
+
+/// What `backup.latest` hands on: a pgdrill backup's manifest outputs, or the fewer of
+/// another tool's file.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum LatestOutputs {
+    Pgdrill(LatestBackup),
+    Foreign(LatestForeign),
+}
+
+impl Default for LatestOutputs {
+    fn default() -> Self {
+        LatestOutputs::Pgdrill(LatestBackup::default())
+    }
+}
+
+/// The catalogue documents a pgdrill backup's outputs, derived from `LatestBackup`.
+impl Fields for LatestOutputs {
+    const FIELDS: &'static [Field] = <LatestBackup as Fields>::FIELDS;
+}
+
+pub struct Latest;
+
+impl Step for Latest {
+    const NAME: &'static str = "backup.latest";
+    const SUMMARY: &'static str = "The newest backup of a database (an error when its manifest cannot be read).";
+    type With = LatestWith;
+    type Outputs = LatestOutputs;
+
+    fn run(ctx: StepCtx, w: LatestWith) -> impl std::future::Future<Output = Result<LatestOutputs, StepError>> + Send {
+        latest(ctx, w)
+    }
+}
+
+async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError> {
+    let storage = ctx.storage_root(&w.storage).await?;
+    let pattern = name_pattern(w.name_pattern.as_deref())?;
+    let entries = LocalStore::new(&storage)
+        .list_with(w.database.as_deref(), pattern.as_ref())
+        .map_err(|e| StepError::Environment(format!("cannot list {}: {e}", storage.display())))?;
+    if let Some(e) = entries.first().filter(|e| e.foreign) {
+        // Another tool's file: what its name (or, failing that, its mtime) says.
+        let age = (time::OffsetDateTime::now_utc() - e.made).whole_seconds().max(0);
+        return Ok(LatestOutputs::Foreign(LatestForeign {
+            path: crate::storage::remote::display(&e.path),
+            server_major: None,
+            fingerprint: None,
+            created_from: e.made_from,
+            age_s: age,
+        }));
+    }
+    if let Some(e) = entries.first() {
+        // The newest backup's manifest, or a loud error: an older backup in its place would
+        // make a stale database look backed up.
+        let m = Manifest::read(&e.path).map_err(|err| {
+            StepError::Failed(format!(
+                "{err}; refusing to report an older backup as the latest: repair it, or move {} and its manifest away",
+                e.name
+            ))
+        })?;
+        let age = (time::OffsetDateTime::now_utc() - m.finished_at).whole_seconds().max(0);
+        return Ok(LatestOutputs::Pgdrill(LatestBackup::described(&e.path, &m, age)));
+    }
+    Err(StepError::Failed(format!(
+        "no backup{} in {}",
+        w.database.as_deref().map(|d| format!(" of `{d}`")).unwrap_or_default(),
+        crate::storage::remote::display(&storage)
+    )))
 }

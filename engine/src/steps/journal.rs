@@ -8,12 +8,11 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
-use serde_yaml::Value as Yaml;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
-use super::{check_with, typed, BoxFuture, Field, Outputs, StepCtx, StepError, StepKind, With, WithError};
+use super::{BoxFuture, Fields, Step, StepCtx, StepError, With, WithError};
 use crate::backup::Manifest;
 use crate::pg::native::quote_ident;
 use crate::restore::{self, Journal, JournalError, LockError, Phase};
@@ -115,14 +114,21 @@ async fn current(client: &Client, database: &str) -> Result<Option<Current>, Ste
 // ---------------------------------------------------------------------------------------
 // restore.lock
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct LockWith {
+pub struct LockWith {
+    /// any database URL of the target server
     url: String,
+    /// the database to restore into
     database: String,
+    /// safety location; the journal is <safety>/.journal/
+    #[field(ty = "path")]
     safety: String,
+    /// finish an unfinished restore: put the original back, or restore its backup again
     #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "rollback|forward")]
     recover: Option<String>,
+    /// database the lock's session connects to (default postgres)
     #[serde(default = "postgres")]
     maintenance_db: String,
 }
@@ -137,33 +143,49 @@ impl With for LockWith {
     }
 }
 
-pub const LOCK: StepKind = StepKind {
-    name: "restore.lock",
-    summary: "Take the exclusive restore lock of a database (held until the runbook ends) and read its journal: refuse when another restore holds it or an unfinished restore is found, unless `recover` says how to finish that one.",
-    fields: &[
-        Field { name: "url", ty: "string", required: true, doc: "any database URL of the target server" },
-        Field { name: "database", ty: "string", required: true, doc: "the database to restore into" },
-        Field { name: "safety", ty: "path", required: true, doc: "safety location; the journal is <safety>/.journal/" },
-        Field { name: "recover", ty: "rollback|forward", required: false, doc: "finish an unfinished restore: put the original back, or restore its backup again" },
-        Field { name: "maintenance_db", ty: "string", required: false, doc: "database the lock's session connects to (default postgres)" },
-    ],
-    outputs: &[
-        Field { name: "journal", ty: "path", required: false, doc: "the journal file of this database" },
-        Field { name: "recovering", ty: "string", required: false, doc: "`rollback`, `forward` or empty" },
-        Field { name: "backup", ty: "path", required: false, doc: "what a recovery restores: the journal's snapshot (rollback) or backup (forward); empty otherwise" },
-        Field { name: "snapshot", ty: "path", required: false, doc: "the journal's safety snapshot of the original (recovery only)" },
-        Field { name: "existed", ty: "boolean", required: false, doc: "whether the original database existed" },
-        Field { name: "owner", ty: "string", required: false, doc: "how to create the original again" },
-        Field { name: "encoding", ty: "string", required: false, doc: "how to create the original again" },
-        Field { name: "lc_collate", ty: "string", required: false, doc: "how to create the original again" },
-        Field { name: "lc_ctype", ty: "string", required: false, doc: "how to create the original again" },
-        Field { name: "settings", ty: "map", required: false, doc: "the original's settings from the journal (recovery only; null otherwise)" },
-    ],
-    check: check_with::<LockWith>,
-    report_log: true,
-    interactive: false,
-    run: run_lock,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct LockOutputs {
+    /// the journal file of this database
+    #[field(ty = "path")]
+    journal: String,
+    /// `rollback`, `forward` or empty
+    recovering: String,
+    /// what a recovery restores: the journal's snapshot (rollback) or backup (forward); empty
+    /// otherwise
+    #[field(ty = "path")]
+    backup: String,
+    /// the journal's safety snapshot of the original (recovery only)
+    #[field(ty = "path")]
+    snapshot: String,
+    /// whether the original database existed
+    existed: bool,
+    /// how to create the original again
+    owner: String,
+    /// how to create the original again
+    encoding: String,
+    /// how to create the original again
+    lc_collate: String,
+    /// how to create the original again
+    lc_ctype: String,
+    /// the original's settings from the journal (recovery only; null otherwise)
+    #[field(ty = "map")]
+    settings: serde_json::Value,
+}
+
+pub struct Lock;
+
+impl Step for Lock {
+    const NAME: &'static str = "restore.lock";
+    const SUMMARY: &'static str = "Take the exclusive restore lock of a database (held until the runbook ends) and read its journal: refuse when another restore holds it or an unfinished restore is found, unless `recover` says how to finish that one.";
+    const REPORT_LOG: bool = true;
+    type With = LockWith;
+    type Outputs = LockOutputs;
+
+    fn run(ctx: StepCtx, w: LockWith) -> impl std::future::Future<Output = Result<LockOutputs, StepError>> + Send {
+        lock(ctx, w)
+    }
+}
 
 struct HeldLock(restore::Lock);
 
@@ -176,134 +198,148 @@ impl super::Teardown for HeldLock {
     }
 }
 
-fn run_lock(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: LockWith = typed(with)?;
-        let server = crate::pg::server_id(&w.url)?;
-        let held = match restore::lock(&w.url, &w.maintenance_db, &w.database).await {
-            Ok(l) => l,
-            Err(LockError::Held(who)) => {
-                return Err(StepError::Failed(format!(
-                    "preflight: database `{}` on {server} is being restored by {who}; two restores of one database never overlap, so wait until it ends. Nothing was changed",
-                    w.database
-                )))
-            }
-            Err(LockError::Connect(m) | LockError::Server(m)) => return Err(StepError::Environment(m)),
-        };
-        let now = current(&held.client, &w.database).await?;
-        let key = held.key;
-        ctx.resources.push(format!("restore lock of `{}`", w.database), Box::new(HeldLock(held)));
-        ctx.log(format!("took the restore lock of database {} on {server} (advisory lock {key})", w.database));
+async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
+    let server = crate::pg::server_id(&w.url)?;
+    let held = match restore::lock(&w.url, &w.maintenance_db, &w.database).await {
+        Ok(l) => l,
+        Err(LockError::Held(who)) => {
+            return Err(StepError::Failed(format!(
+                "preflight: database `{}` on {server} is being restored by {who}; two restores of one database never overlap, so wait until it ends. Nothing was changed",
+                w.database
+            )))
+        }
+        Err(LockError::Connect(m) | LockError::Server(m)) => return Err(StepError::Environment(m)),
+    };
+    let now = current(&held.client, &w.database).await?;
+    let key = held.key;
+    ctx.resources.push(format!("restore lock of `{}`", w.database), Box::new(HeldLock(held)));
+    ctx.log(format!("took the restore lock of database {} on {server} (advisory lock {key})", w.database));
 
-        let safety = ctx.local_only(&w.safety, "the safety location")?;
-        let path = restore::journal_path(&safety, &w.database);
-        let found = Journal::read(&path).map_err(journal_error)?.filter(Journal::unfinished);
-        let recover = w.recover.clone().unwrap_or_default();
-        let mut o = Outputs::new();
-        o.insert("journal".into(), path.display().to_string().into());
-        o.insert("recovering".into(), recover.clone().into());
-        match (found, recover.as_str()) {
-            (None, "") => {
-                o.insert("backup".into(), "".into());
-                o.insert("snapshot".into(), "".into());
-                o.insert("existed".into(), now.is_some().into());
-                let c = now.unwrap_or(Current {
-                    owner: String::new(),
-                    encoding: String::new(),
-                    collate: String::new(),
-                    ctype: String::new(),
-                    allow: true,
-                });
-                o.insert("owner".into(), c.owner.into());
-                o.insert("encoding".into(), c.encoding.into());
-                o.insert("lc_collate".into(), c.collate.into());
-                o.insert("lc_ctype".into(), c.ctype.into());
-                o.insert("settings".into(), serde_json::Value::Null);
-                Ok(o)
-            }
-            (None, r) => Err(StepError::Invalid(format!(
-                "--var recover={r}: there is no unfinished restore of database `{}` in {}: nothing to recover. Nothing was changed",
+    let safety = ctx.local_only(&w.safety, "the safety location")?;
+    let path = restore::journal_path(&safety, &w.database);
+    let found = Journal::read(&path).map_err(journal_error)?.filter(Journal::unfinished);
+    let recover = w.recover.clone().unwrap_or_default();
+    let journal = path.display().to_string();
+    match (found, recover.as_str()) {
+        (None, "") => {
+            let existed = now.is_some();
+            let c = now.unwrap_or(Current {
+                owner: String::new(),
+                encoding: String::new(),
+                collate: String::new(),
+                ctype: String::new(),
+                allow: true,
+            });
+            Ok(LockOutputs {
+                journal,
+                recovering: String::new(),
+                backup: String::new(),
+                snapshot: String::new(),
+                existed,
+                owner: c.owner,
+                encoding: c.encoding,
+                lc_collate: c.collate,
+                lc_ctype: c.ctype,
+                settings: serde_json::Value::Null,
+            })
+        }
+        (None, r) => Err(StepError::Invalid(format!(
+            "--var recover={r}: there is no unfinished restore of database `{}` in {}: nothing to recover. Nothing was changed",
+            w.database,
+            path.display()
+        ))),
+        (Some(j), "") => {
+            let ways = match &j.snapshot {
+                Some(s) => format!(
+                    "`--var recover=rollback` puts back the original from the safety snapshot {s} and verifies it against the snapshot's fingerprint"
+                ),
+                None => "`--var recover=rollback` removes the half-made database (it did not exist before)".into(),
+            };
+            Err(StepError::Failed(format!(
+                "preflight: {}. A new restore now would take its safety snapshot of a database that is not the original, so it refuses. Nothing was changed. Finish that restore first with the same command and: {ways}; or `--var recover=forward` restores {} again. (Journal: {})",
+                j.describe(),
+                j.backup,
+                path.display()
+            )))
+        }
+        (Some(j), "rollback") if j.snapshot.is_none() => {
+            // It did not exist before: rolling back means removing what was made.
+            let client = crate::pg::connect_to(&w.url, &w.maintenance_db).await?;
+            client
+                .batch_execute(&format!("drop database if exists {} with (force)", quote_ident(&w.database)))
+                .await
+                .map_err(|e| StepError::Failed(format!("dropping database `{}`: {}", w.database, crate::pg::describe(&e))))?;
+            let mut j = j;
+            j.mark(&path, Phase::Finished, "recover=rollback: the half-made database was dropped").map_err(journal_error)?;
+            Err(StepError::Failed(format!(
+                "recover=rollback: database `{}` did not exist before the unfinished restore, so there is nothing to put back: the half-made database was dropped and the journal {} is closed; it is as before that restore",
                 w.database,
                 path.display()
-            ))),
-            (Some(j), "") => {
-                let ways = match &j.snapshot {
-                    Some(s) => format!(
-                        "`--var recover=rollback` puts back the original from the safety snapshot {s} and verifies it against the snapshot's fingerprint"
-                    ),
-                    None => "`--var recover=rollback` removes the half-made database (it did not exist before)".into(),
-                };
-                Err(StepError::Failed(format!(
-                    "preflight: {}. A new restore now would take its safety snapshot of a database that is not the original, so it refuses. Nothing was changed. Finish that restore first with the same command and: {ways}; or `--var recover=forward` restores {} again. (Journal: {})",
-                    j.describe(),
-                    j.backup,
-                    path.display()
-                )))
-            }
-            (Some(j), "rollback") if j.snapshot.is_none() => {
-                // It did not exist before: rolling back means removing what was made.
-                let client = crate::pg::connect_to(&w.url, &w.maintenance_db).await?;
-                client
-                    .batch_execute(&format!("drop database if exists {} with (force)", quote_ident(&w.database)))
-                    .await
-                    .map_err(|e| StepError::Failed(format!("dropping database `{}`: {}", w.database, crate::pg::describe(&e))))?;
-                let mut j = j;
-                j.mark(&path, Phase::Finished, "recover=rollback: the half-made database was dropped").map_err(journal_error)?;
-                Err(StepError::Failed(format!(
-                    "recover=rollback: database `{}` did not exist before the unfinished restore, so there is nothing to put back: the half-made database was dropped and the journal {} is closed; it is as before that restore",
-                    w.database,
-                    path.display()
-                )))
-            }
-            (Some(j), r) => {
-                let what = if r == "rollback" { j.snapshot.clone().unwrap_or_default() } else { j.backup.clone() };
-                let m = Manifest::read(&ctx.backup_header(&what).await?).map_err(|e| {
-                    StepError::Failed(format!(
-                        "recover={r}: {what} from the journal {} is not usable: {}",
-                        path.display(),
-                        StepError::from(e).message()
-                    ))
-                })?;
-                if r == "rollback" && j.snapshot_sha256.as_deref().is_some_and(|s| s != m.sha256) {
-                    return Err(StepError::Failed(format!(
-                        "recover=rollback: the snapshot {what} is not the one the journal {} recorded (sha256 differs)",
-                        path.display()
-                    )));
-                }
-                ctx.log(format!("recover={r}: {}", j.describe()));
-                o.insert("backup".into(), what.into());
-                o.insert("snapshot".into(), j.snapshot.clone().unwrap_or_default().into());
-                o.insert("existed".into(), j.existed.into());
-                o.insert("owner".into(), j.owner.clone().into());
-                o.insert("encoding".into(), j.encoding.clone().into());
-                o.insert("lc_collate".into(), j.lc_collate.clone().into());
-                o.insert("lc_ctype".into(), j.lc_ctype.clone().into());
-                o.insert("settings".into(), j.settings.clone().unwrap_or_default());
-                Ok(o)
-            }
+            )))
         }
-    })
+        (Some(j), r) => {
+            let what = if r == "rollback" { j.snapshot.clone().unwrap_or_default() } else { j.backup.clone() };
+            let m = Manifest::read(&ctx.backup_header(&what).await?).map_err(|e| {
+                StepError::Failed(format!(
+                    "recover={r}: {what} from the journal {} is not usable: {}",
+                    path.display(),
+                    StepError::from(e).message()
+                ))
+            })?;
+            if r == "rollback" && j.snapshot_sha256.as_deref().is_some_and(|s| s != m.sha256) {
+                return Err(StepError::Failed(format!(
+                    "recover=rollback: the snapshot {what} is not the one the journal {} recorded (sha256 differs)",
+                    path.display()
+                )));
+            }
+            ctx.log(format!("recover={r}: {}", j.describe()));
+            Ok(LockOutputs {
+                journal,
+                recovering: r.to_string(),
+                backup: what,
+                snapshot: j.snapshot.clone().unwrap_or_default(),
+                existed: j.existed,
+                owner: j.owner.clone(),
+                encoding: j.encoding.clone(),
+                lc_collate: j.lc_collate.clone(),
+                lc_ctype: j.lc_ctype.clone(),
+                settings: j.settings.clone().unwrap_or_default(),
+            })
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
 // restore.journal
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct JournalWith {
+pub struct JournalWith {
+    /// restore.lock's journal
+    #[field(ty = "path")]
     journal: String,
+    /// default open
     #[serde(default = "open")]
+    #[field(ty = "open|verified")]
     phase: String,
+    /// open: any database URL of the server
     #[serde(default, deserialize_with = "super::de::opt_text")]
     url: Option<String>,
+    /// open: the database
     #[serde(default, deserialize_with = "super::de::opt_text")]
     database: Option<String>,
+    /// open: the backup to restore
     #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
     backup: Option<String>,
+    /// open: restore.lock's `recovering`
     #[serde(default, deserialize_with = "super::de::opt_text")]
     recovering: Option<String>,
+    /// open: restore.preflight's `settings`, kept for a recovery
     #[serde(default)]
+    #[field(ty = "map")]
     settings: Option<serde_json::Value>,
+    /// default postgres
     #[serde(default = "postgres")]
     maintenance_db: String,
 }
@@ -330,206 +366,205 @@ impl With for JournalWith {
     }
 }
 
-pub const JOURNAL: StepKind = StepKind {
-    name: "restore.journal",
-    summary: "Write the restore journal (fsynced) before anything changes: target, backup, who and since; or mark a later phase (`verified`). Recovering runs keep the original's record.",
-    fields: &[
-        Field { name: "journal", ty: "path", required: true, doc: "restore.lock's journal" },
-        Field { name: "phase", ty: "open|verified", required: false, doc: "default open" },
-        Field { name: "url", ty: "string", required: false, doc: "open: any database URL of the server" },
-        Field { name: "database", ty: "string", required: false, doc: "open: the database" },
-        Field { name: "backup", ty: "path", required: false, doc: "open: the backup to restore" },
-        Field { name: "recovering", ty: "string", required: false, doc: "open: restore.lock's `recovering`" },
-        Field { name: "settings", ty: "map", required: false, doc: "open: restore.preflight's `settings`, kept for a recovery" },
-        Field { name: "maintenance_db", ty: "string", required: false, doc: "default postgres" },
-    ],
-    outputs: &[Field { name: "journal", ty: "path", required: false, doc: "the journal file" }],
-    check: check_with::<JournalWith>,
-    report_log: true,
-    interactive: false,
-    run: run_journal,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct JournalOutputs {
+    /// the journal file
+    #[field(ty = "path")]
+    journal: String,
+}
 
-fn run_journal(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: JournalWith = typed(with)?;
-        let path = ctx.resolve(&w.journal);
-        let mut o = Outputs::new();
-        o.insert("journal".into(), path.display().to_string().into());
-        if w.phase == "verified" {
-            mark(
-                &ctx,
-                Some(&w.journal),
-                Phase::Verified,
-                "the restored database matched the backup's fingerprint",
-                |_| {},
-            )?;
-            ctx.log(format!("journal {}: verified", path.display()));
-            return Ok(o);
-        }
-        let (url, database, backup) =
-            (w.url.unwrap_or_default(), w.database.unwrap_or_default(), w.backup.unwrap_or_default());
-        let recovering = w.recovering.unwrap_or_default();
-        let pid = std::process::id();
-        let host = restore::hostname();
-        if !recovering.is_empty() {
-            let mut j = read_required(&path)?;
-            let note = format!("recover={recovering} by pgdrill pid {pid} on host {host}");
-            j.recovering = recovering;
-            j.pid = pid;
-            j.host = host;
-            let phase = j.phase;
-            j.mark(&path, phase, note.clone()).map_err(journal_error)?;
-            ctx.log(format!("journal {}: {note}", path.display()));
-            return Ok(o);
-        }
-        let client = crate::pg::connect_to(&url, &w.maintenance_db).await?;
-        let now = current(&client, &database).await?;
-        let server = crate::pg::server_id(&url)?;
-        let mut j = Journal {
-            version: 1,
-            server,
-            database: database.clone(),
-            pid,
-            host,
-            started_at: OffsetDateTime::now_utc(),
-            backup: ctx.resolve(&backup).display().to_string(),
-            snapshot: None,
-            snapshot_sha256: None,
-            existed: now.is_some(),
-            owner: now.as_ref().map(|c| c.owner.clone()).unwrap_or_default(),
-            encoding: now.as_ref().map(|c| c.encoding.clone()).unwrap_or_default(),
-            lc_collate: now.as_ref().map(|c| c.collate.clone()).unwrap_or_default(),
-            lc_ctype: now.as_ref().map(|c| c.ctype.clone()).unwrap_or_default(),
-            settings: w.settings.filter(|v| !v.is_null()),
-            allowed_connections: None,
-            changed: false,
-            recovering: String::new(),
-            phase: Phase::Open,
-            history: Vec::new(),
-        };
-        j.mark(&path, Phase::Open, "").map_err(journal_error)?;
-        ctx.log(format!("journal {}: restore of {} into {database} begins", path.display(), j.backup));
-        Ok(o)
-    })
+pub struct WriteJournal;
+
+impl Step for WriteJournal {
+    const NAME: &'static str = "restore.journal";
+    const SUMMARY: &'static str = "Write the restore journal (fsynced) before anything changes: target, backup, who and since; or mark a later phase (`verified`). Recovering runs keep the original's record.";
+    const REPORT_LOG: bool = true;
+    type With = JournalWith;
+    type Outputs = JournalOutputs;
+
+    fn run(
+        ctx: StepCtx,
+        w: JournalWith,
+    ) -> impl std::future::Future<Output = Result<JournalOutputs, StepError>> + Send {
+        journal(ctx, w)
+    }
+}
+
+async fn journal(ctx: StepCtx, w: JournalWith) -> Result<JournalOutputs, StepError> {
+    let path = ctx.resolve(&w.journal);
+    let o = JournalOutputs { journal: path.display().to_string() };
+    if w.phase == "verified" {
+        mark(
+            &ctx,
+            Some(&w.journal),
+            Phase::Verified,
+            "the restored database matched the backup's fingerprint",
+            |_| {},
+        )?;
+        ctx.log(format!("journal {}: verified", path.display()));
+        return Ok(o);
+    }
+    let (url, database, backup) =
+        (w.url.unwrap_or_default(), w.database.unwrap_or_default(), w.backup.unwrap_or_default());
+    let recovering = w.recovering.unwrap_or_default();
+    let pid = std::process::id();
+    let host = restore::hostname();
+    if !recovering.is_empty() {
+        let mut j = read_required(&path)?;
+        let note = format!("recover={recovering} by pgdrill pid {pid} on host {host}");
+        j.recovering = recovering;
+        j.pid = pid;
+        j.host = host;
+        let phase = j.phase;
+        j.mark(&path, phase, note.clone()).map_err(journal_error)?;
+        ctx.log(format!("journal {}: {note}", path.display()));
+        return Ok(o);
+    }
+    let client = crate::pg::connect_to(&url, &w.maintenance_db).await?;
+    let now = current(&client, &database).await?;
+    let server = crate::pg::server_id(&url)?;
+    let mut j = Journal {
+        version: 1,
+        server,
+        database: database.clone(),
+        pid,
+        host,
+        started_at: OffsetDateTime::now_utc(),
+        backup: ctx.resolve(&backup).display().to_string(),
+        snapshot: None,
+        snapshot_sha256: None,
+        existed: now.is_some(),
+        owner: now.as_ref().map(|c| c.owner.clone()).unwrap_or_default(),
+        encoding: now.as_ref().map(|c| c.encoding.clone()).unwrap_or_default(),
+        lc_collate: now.as_ref().map(|c| c.collate.clone()).unwrap_or_default(),
+        lc_ctype: now.as_ref().map(|c| c.ctype.clone()).unwrap_or_default(),
+        settings: w.settings.filter(|v| !v.is_null()),
+        allowed_connections: None,
+        changed: false,
+        recovering: String::new(),
+        phase: Phase::Open,
+        history: Vec::new(),
+    };
+    j.mark(&path, Phase::Open, "").map_err(journal_error)?;
+    ctx.log(format!("journal {}: restore of {} into {database} begins", path.display(), j.backup));
+    Ok(o)
 }
 
 // ---------------------------------------------------------------------------------------
 // restore.finish
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct FinishWith {
+pub struct FinishWith {
+    /// restore.lock's journal
+    #[field(ty = "path")]
     journal: String,
+    /// any database URL of the server
     url: String,
+    /// the database
     database: String,
+    /// whether the run's steps passed (`run.status == 'passed'`)
     #[serde(deserialize_with = "super::de::boolean")]
     passed: bool,
+    /// default postgres
     #[serde(default = "postgres")]
     maintenance_db: String,
 }
 
 impl With for FinishWith {}
 
-pub const FINISH: StepKind = StepKind {
-    name: "restore.finish",
-    summary: "When an operator restore ends: let connections in again unless the database was restored and verified, close the journal when the database is restored or as it was, and otherwise keep it and say plainly how to put the original back.",
-    fields: &[
-        Field { name: "journal", ty: "path", required: true, doc: "restore.lock's journal" },
-        Field { name: "url", ty: "string", required: true, doc: "any database URL of the server" },
-        Field { name: "database", ty: "string", required: true, doc: "the database" },
-        Field { name: "passed", ty: "boolean", required: true, doc: "whether the run's steps passed (`run.status == 'passed'`)" },
-        Field { name: "maintenance_db", ty: "string", required: false, doc: "default postgres" },
-    ],
-    outputs: &[Field { name: "state", ty: "string", required: false, doc: "restored, rolled back, unchanged or unfinished" }],
-    check: check_with::<FinishWith>,
-    report_log: true,
-    interactive: false,
-    run: run_finish,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct FinishOutputs {
+    /// restored, rolled back, unchanged or unfinished
+    state: String,
+}
 
-fn run_finish(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: FinishWith = typed(with)?;
-        let path = ctx.resolve(&w.journal);
-        let mut o = Outputs::new();
-        let Some(mut j) = Journal::read(&path).map_err(journal_error)?.filter(Journal::unfinished) else {
-            ctx.log("the run stopped before anything changed: no journal to close".to_string());
-            o.insert("state".into(), "unchanged".into());
-            return Ok(o);
-        };
+pub struct Finish;
 
-        // Connections come back whenever the database is not known restored: pgdrill
-        // refused them, so pgdrill lets them in again, even if terminate itself failed.
-        let mut allow_problem = None;
-        if !w.passed && j.allowed_connections == Some(true) {
-            match crate::pg::connect_to(&w.url, &w.maintenance_db).await {
-                Ok(client) => match current(&client, &w.database).await {
-                    Ok(Some(c)) if !c.allow => {
-                        match client
-                            .batch_execute(&format!(
-                                "alter database {} allow_connections true",
-                                quote_ident(&w.database)
-                            ))
-                            .await
-                        {
-                            Ok(()) => ctx.log(format!("new connections to {} are allowed again", w.database)),
-                            Err(e) => allow_problem = Some(crate::pg::describe(&e)),
-                        }
+impl Step for Finish {
+    const NAME: &'static str = "restore.finish";
+    const SUMMARY: &'static str = "When an operator restore ends: let connections in again unless the database was restored and verified, close the journal when the database is restored or as it was, and otherwise keep it and say plainly how to put the original back.";
+    const REPORT_LOG: bool = true;
+    type With = FinishWith;
+    type Outputs = FinishOutputs;
+
+    fn run(ctx: StepCtx, w: FinishWith) -> impl std::future::Future<Output = Result<FinishOutputs, StepError>> + Send {
+        finish(ctx, w)
+    }
+}
+
+async fn finish(ctx: StepCtx, w: FinishWith) -> Result<FinishOutputs, StepError> {
+    let path = ctx.resolve(&w.journal);
+    let Some(mut j) = Journal::read(&path).map_err(journal_error)?.filter(Journal::unfinished) else {
+        ctx.log("the run stopped before anything changed: no journal to close".to_string());
+        return Ok(FinishOutputs { state: "unchanged".into() });
+    };
+
+    // Connections come back whenever the database is not known restored: pgdrill
+    // refused them, so pgdrill lets them in again, even if terminate itself failed.
+    let mut allow_problem = None;
+    if !w.passed && j.allowed_connections == Some(true) {
+        match crate::pg::connect_to(&w.url, &w.maintenance_db).await {
+            Ok(client) => match current(&client, &w.database).await {
+                Ok(Some(c)) if !c.allow => {
+                    match client
+                        .batch_execute(&format!("alter database {} allow_connections true", quote_ident(&w.database)))
+                        .await
+                    {
+                        Ok(()) => ctx.log(format!("new connections to {} are allowed again", w.database)),
+                        Err(e) => allow_problem = Some(crate::pg::describe(&e)),
                     }
-                    Ok(_) => {}
-                    Err(e) => allow_problem = Some(e.message().to_string()),
-                },
-                Err(e) => allow_problem = Some(e.0),
-            }
+                }
+                Ok(_) => {}
+                Err(e) => allow_problem = Some(e.message().to_string()),
+            },
+            Err(e) => allow_problem = Some(e.0),
         }
+    }
 
-        let recovering = j.recovering.clone();
-        let (state, note) = if w.passed {
-            let what = match recovering.as_str() {
-                "rollback" => "put back from the safety snapshot (recover=rollback) and verified",
-                _ => "restored and verified",
-            };
-            ("restored", what.to_string())
-        } else if j.phase == Phase::RolledBack {
-            ("rolled back", "put back from the safety snapshot and verified".to_string())
-        } else if !j.changed && allow_problem.is_none() {
-            (
-                "unchanged",
-                format!(
-                    "the run stopped at phase `{}`, before the drop: the database was not changed",
-                    j.phase.as_str()
-                ),
+    let recovering = j.recovering.clone();
+    let (state, note) = if w.passed {
+        let what = match recovering.as_str() {
+            "rollback" => "put back from the safety snapshot (recover=rollback) and verified",
+            _ => "restored and verified",
+        };
+        ("restored", what.to_string())
+    } else if j.phase == Phase::RolledBack {
+        ("rolled back", "put back from the safety snapshot and verified".to_string())
+    } else if !j.changed && allow_problem.is_none() {
+        (
+            "unchanged",
+            format!("the run stopped at phase `{}`, before the drop: the database was not changed", j.phase.as_str()),
+        )
+    } else {
+        // Keep the journal as it is: the next run refuses and recover=... finishes it.
+        let phase = j.phase;
+        j.mark(&path, phase, "the run ended; the database is not restored and the original not put back")
+            .map_err(journal_error)?;
+        let connections = match &allow_problem {
+            Some(p) if j.changed => format!(" Whether it accepts connections could not be checked ({p})."),
+            Some(p) => format!(" New connections to it are still refused ({p})."),
+            None => String::new(),
+        };
+        let head = if j.changed {
+            format!(
+                "database `{}` is NOT restored and was NOT put back: the run ended at phase `{}`.{connections}",
+                w.database,
+                j.phase.as_str()
             )
         } else {
-            // Keep the journal as it is: the next run refuses and recover=... finishes it.
-            let phase = j.phase;
-            j.mark(&path, phase, "the run ended; the database is not restored and the original not put back")
-                .map_err(journal_error)?;
-            let connections = match &allow_problem {
-                Some(p) if j.changed => format!(" Whether it accepts connections could not be checked ({p})."),
-                Some(p) => format!(" New connections to it are still refused ({p})."),
-                None => String::new(),
-            };
-            let head = if j.changed {
-                format!(
-                    "database `{}` is NOT restored and was NOT put back: the run ended at phase `{}`.{connections}",
-                    w.database,
-                    j.phase.as_str()
-                )
-            } else {
-                format!("database `{}` was not dropped, but{connections}", w.database)
-            };
-            let msg = format!("{head} {}", how_to_recover(&w.url, &j, &path.display().to_string()));
-            ctx.notice(msg.clone());
-            ctx.keep("notice", msg.clone().into());
-            ctx.keep("state", "unfinished".into());
-            return Err(StepError::Failed(msg));
+            format!("database `{}` was not dropped, but{connections}", w.database)
         };
-        j.recovering.clear();
-        j.mark(&path, Phase::Finished, note.clone()).map_err(journal_error)?;
-        ctx.log(format!("journal {} closed: database {} {note}", path.display(), w.database));
-        o.insert("state".into(), state.into());
-        Ok(o)
-    })
+        let msg = format!("{head} {}", how_to_recover(&w.url, &j, &path.display().to_string()));
+        ctx.notice(msg.clone());
+        ctx.keep("notice", msg.clone().into());
+        ctx.keep("state", "unfinished".into());
+        return Err(StepError::Failed(msg));
+    };
+    j.recovering.clear();
+    j.mark(&path, Phase::Finished, note.clone()).map_err(journal_error)?;
+    ctx.log(format!("journal {} closed: database {} {note}", path.display(), w.database));
+    Ok(FinishOutputs { state: state.into() })
 }

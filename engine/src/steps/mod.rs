@@ -549,18 +549,18 @@ pub use backup::listing as backup_listing;
 pub fn catalogue() -> &'static [StepKind] {
     static KINDS: [StepKind; 40] = [
         kind::<ephemeral::Start>(),
-        backup::CREATE,
-        backup::CHECK,
-        backup::LIST,
-        backup::LATEST,
-        verify::PICK,
-        verify::RESTORE,
-        verify::FRESHNESS,
-        verify::FINGERPRINT,
-        verify::AMCHECK,
-        verify::RECORD,
-        journal::LOCK,
-        journal::JOURNAL,
+        kind::<backup::Create>(),
+        kind::<backup::Check>(),
+        kind::<backup::List>(),
+        kind::<backup::Latest>(),
+        kind::<verify::Pick>(),
+        kind::<verify::Restore>(),
+        kind::<verify::Freshness>(),
+        kind::<verify::FingerprintCheck>(),
+        kind::<verify::Amcheck>(),
+        kind::<verify::Record>(),
+        kind::<journal::Lock>(),
+        kind::<journal::WriteJournal>(),
         database::PREFLIGHT,
         kind::<database::Confirm>(),
         kind::<database::Snapshot>(),
@@ -569,7 +569,7 @@ pub fn catalogue() -> &'static [StepKind] {
         database::CREATE,
         database::RESTORE_SNAPSHOT,
         kind::<database::Settings>(),
-        journal::FINISH,
+        kind::<journal::Finish>(),
         kind::<retention::Prune>(),
         kind::<copy::Copy>(),
         kind::<deploy::Record>(),
@@ -674,6 +674,19 @@ mod tests {
         documented_as_emitted::<database::Terminate>();
         documented_as_emitted::<database::Snapshot>();
         documented_as_emitted::<database::Settings>();
+        documented_as_emitted::<backup::Create>();
+        documented_as_emitted::<backup::Check>();
+        documented_as_emitted::<backup::List>();
+        documented_as_emitted::<backup::Latest>();
+        documented_as_emitted::<journal::Lock>();
+        documented_as_emitted::<journal::WriteJournal>();
+        documented_as_emitted::<journal::Finish>();
+        documented_as_emitted::<verify::Freshness>();
+        documented_as_emitted::<verify::Restore>();
+        documented_as_emitted::<verify::Amcheck>();
+        documented_as_emitted::<verify::Record>();
+        documented_as_emitted::<verify::FingerprintCheck>();
+        documented_as_emitted::<verify::Pick>();
     }
 
     /// What the derive reads: serde's names, `Option` and `default` for "required", the
