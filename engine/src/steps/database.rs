@@ -141,21 +141,33 @@ fn free_space(path: &Path) -> Option<(u64, u64)> {
 // ---------------------------------------------------------------------------------------
 // restore.preflight
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct PreflightWith {
+pub struct PreflightWith {
+    /// any database URL of the target server
     url: String,
+    /// the database to restore into
     database: String,
+    /// the backup to restore
+    #[field(ty = "path")]
     backup: String,
+    /// where the safety snapshot goes (disk checked)
     #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
     safety: Option<String>,
+    /// where a parallel restore stages (default: beside the backup)
     #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
     staging: Option<String>,
+    /// parallel restore jobs planned (default 1)
     #[serde(default = "one", deserialize_with = "super::de::int")]
     jobs: u32,
+    /// database to connect to for checks (default postgres)
     #[serde(default = "postgres")]
     maintenance_db: String,
+    /// directory of pg_restore
     #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
     bin_dir: Option<String>,
 }
 
@@ -165,209 +177,227 @@ fn one() -> u32 {
 
 impl With for PreflightWith {}
 
-pub const PREFLIGHT: StepKind = StepKind {
-    name: "restore.preflight",
-    summary: "Before an operator restore changes anything: the target is reachable, its version and pg_restore can take the backup, the role may drop the database, create it again with its owner and restore its snapshot, and there is disk for the snapshot and the restore; prints the plan.",
-    fields: &[
-        Field { name: "url", ty: "string", required: true, doc: "any database URL of the target server" },
-        Field { name: "database", ty: "string", required: true, doc: "the database to restore into" },
-        Field { name: "backup", ty: "path", required: true, doc: "the backup to restore" },
-        Field { name: "safety", ty: "path", required: false, doc: "where the safety snapshot goes (disk checked)" },
-        Field { name: "staging", ty: "path", required: false, doc: "where a parallel restore stages (default: beside the backup)" },
-        Field { name: "jobs", ty: "integer", required: false, doc: "parallel restore jobs planned (default 1)" },
-        Field { name: "maintenance_db", ty: "string", required: false, doc: "database to connect to for checks (default postgres)" },
-        Field { name: "bin_dir", ty: "path", required: false, doc: "directory of pg_restore" },
-    ],
-    outputs: &[
-        Field { name: "target_url", ty: "string", required: false, doc: "the URL with the target database" },
-        Field { name: "admin_url", ty: "string", required: false, doc: "the URL with the maintenance database" },
-        Field { name: "host", ty: "string", required: false, doc: "server host and port" },
-        Field { name: "server_version", ty: "string", required: false, doc: "the target server's version" },
-        Field { name: "pg_restore", ty: "string", required: false, doc: "the pg_restore that will be used" },
-        Field { name: "target_exists", ty: "boolean", required: false, doc: "whether the database exists now" },
-        Field { name: "server_major", ty: "integer", required: false, doc: "the target server's major version" },
-        Field { name: "owner", ty: "string", required: false, doc: "its owner (kept when it is recreated)" },
-        Field { name: "encoding", ty: "string", required: false, doc: "kept when recreated" },
-        Field { name: "lc_collate", ty: "string", required: false, doc: "kept when recreated" },
-        Field { name: "lc_ctype", ty: "string", required: false, doc: "kept when recreated" },
-        Field { name: "size_bytes", ty: "integer", required: false, doc: "its size now" },
-        Field { name: "sessions", ty: "integer", required: false, doc: "sessions connected to it now" },
-        Field { name: "target_ident", ty: "string", required: false, doc: "the database name quoted for SQL" },
-        Field { name: "settings", ty: "map", required: false, doc: "its settings, grants, comment and connection limit (for database.create and database.settings)" },
-    ],
-    check: check_with::<PreflightWith>,
-    report_log: true,
-    interactive: false,
-    run: run_preflight,
-};
+/// `restore.preflight`'s outputs. A database that does not exist yet has an empty owner,
+/// encoding and locale, size and sessions 0, and null settings.
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct PreflightOutputs {
+    /// the URL with the target database
+    target_url: String,
+    /// the URL with the maintenance database
+    admin_url: String,
+    /// server host and port
+    host: String,
+    /// the target server's version
+    server_version: String,
+    /// the pg_restore that will be used
+    pg_restore: String,
+    /// whether the database exists now
+    target_exists: bool,
+    /// the target server's major version
+    server_major: u32,
+    /// its owner (kept when it is recreated)
+    owner: String,
+    /// kept when recreated
+    encoding: String,
+    /// kept when recreated
+    lc_collate: String,
+    /// kept when recreated
+    lc_ctype: String,
+    /// its size now
+    size_bytes: u64,
+    /// sessions connected to it now
+    sessions: i64,
+    /// the database name quoted for SQL
+    target_ident: String,
+    /// its settings, grants, comment and connection limit (for database.create and
+    /// database.settings)
+    #[field(ty = "map|null")]
+    settings: Option<dbsettings::DatabaseSettings>,
+}
 
-fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: PreflightWith = typed(with)?;
-        let cfg = crate::pg::config(&w.url).map_err(|e| StepError::Invalid(e.0))?;
-        if let Some(pw) = cfg.get_password() {
-            ctx.redactor.add(&String::from_utf8_lossy(pw));
-        }
-        let host = crate::pg::server_id(&w.url).map_err(|e| StepError::Invalid(e.0))?;
-        let client = admin(&w.url, &w.maintenance_db).await?;
-        let row = client
-            .query_one("select current_setting('server_version'), current_setting('server_version_num')::int", &[])
-            .await
-            .map_err(pg_error)?;
-        let server_version: String = row.get(0);
-        let major = (row.get::<_, i32>(1) / 10000) as u32;
+pub struct Preflight;
 
-        // Its manifest and size are enough here: a backup in a store is read once, later,
-        // by `backup.check` as a stream.
-        let backup_path = ctx.backup_header(&w.backup).await?;
-        let backup_size = std::fs::metadata(&backup_path).map(|m| m.len()).unwrap_or(0);
-        let manifest = Manifest::read(&backup_path).ok();
-        let mut problems: Vec<String> = Vec::new();
+impl Step for Preflight {
+    const NAME: &'static str = "restore.preflight";
+    const SUMMARY: &'static str = "Before an operator restore changes anything: the target is reachable, its version and pg_restore can take the backup, the role may drop the database, create it again with its owner and restore its snapshot, and there is disk for the snapshot and the restore; prints the plan.";
+    const REPORT_LOG: bool = true;
+    type With = PreflightWith;
+    type Outputs = PreflightOutputs;
 
-        // Versions: pg_restore must read the archive, the server must take what it replays.
-        let dump_major = manifest.as_ref().and_then(|m| parse_major(&m.pg_dump_version)).unwrap_or(0);
-        if let Some(m) = &manifest {
-            if m.server_major > major {
-                problems.push(format!(
+    fn run(
+        ctx: StepCtx,
+        w: PreflightWith,
+    ) -> impl std::future::Future<Output = Result<PreflightOutputs, StepError>> + Send {
+        preflight(ctx, w)
+    }
+}
+
+async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, StepError> {
+    let cfg = crate::pg::config(&w.url).map_err(|e| StepError::Invalid(e.0))?;
+    if let Some(pw) = cfg.get_password() {
+        ctx.redactor.add(&String::from_utf8_lossy(pw));
+    }
+    let host = crate::pg::server_id(&w.url).map_err(|e| StepError::Invalid(e.0))?;
+    let client = admin(&w.url, &w.maintenance_db).await?;
+    let row = client
+        .query_one("select current_setting('server_version'), current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(pg_error)?;
+    let server_version: String = row.get(0);
+    let major = (row.get::<_, i32>(1) / 10000) as u32;
+
+    // Its manifest and size are enough here: a backup in a store is read once, later,
+    // by `backup.check` as a stream.
+    let backup_path = ctx.backup_header(&w.backup).await?;
+    let backup_size = std::fs::metadata(&backup_path).map(|m| m.len()).unwrap_or(0);
+    let manifest = Manifest::read(&backup_path).ok();
+    let mut problems: Vec<String> = Vec::new();
+
+    // Versions: pg_restore must read the archive, the server must take what it replays.
+    let dump_major = manifest.as_ref().and_then(|m| parse_major(&m.pg_dump_version)).unwrap_or(0);
+    if let Some(m) = &manifest {
+        if m.server_major > major {
+            problems.push(format!(
                     "the backup comes from PostgreSQL {} and the target runs {server_version}: restoring into an older major version is not supported; restore into a server of version {} or newer",
                     m.server_major, m.server_major
                 ));
-            }
         }
-        let explicit = w.bin_dir.as_ref().map(|d| PathBuf::from(d).join("pg_restore"));
-        let need = major.max(dump_major);
-        let from_image = || crate::pg::image_tools::find("pg_restore", need);
-        let in_container = crate::pg::container_of(&w.url);
-        let pg_restore = match &in_container {
-            // A container target restores with the container's own tools.
-            Some(t) => {
-                let t = t.clone();
-                match tokio::task::block_in_place(|| t.tool_version("pg_restore")) {
-                    Ok(text) if parse_major(&text).unwrap_or(0) >= dump_major => format!("{text} (in {})", t.label()),
-                    Ok(text) => {
-                        problems.push(format!(
+    }
+    let explicit = w.bin_dir.as_ref().map(|d| PathBuf::from(d).join("pg_restore"));
+    let need = major.max(dump_major);
+    let from_image = || crate::pg::image_tools::find("pg_restore", need);
+    let in_container = crate::pg::container_of(&w.url);
+    let pg_restore = match &in_container {
+        // A container target restores with the container's own tools.
+        Some(t) => {
+            let t = t.clone();
+            match tokio::task::block_in_place(|| t.tool_version("pg_restore")) {
+                Ok(text) if parse_major(&text).unwrap_or(0) >= dump_major => format!("{text} (in {})", t.label()),
+                Ok(text) => {
+                    problems.push(format!(
                             "the backup was written by PostgreSQL {dump_major}'s pg_dump and the container {} has {text}, which cannot read it",
                             t.label()
                         ));
-                        String::new()
-                    }
-                    Err(why) => return Err(StepError::Environment(why)),
-                }
-            }
-            None => match find_tool("pg_restore", explicit.as_deref(), need) {
-                Ok((p, text, _)) => format!("{} ({text})", p.display()),
-                // The tools of that major from its image, as the restore itself will use them.
-                Err(_) if explicit.is_none() && tokio::task::block_in_place(|| from_image().is_ok()) => {
-                    let (image, text) = tokio::task::block_in_place(from_image).unwrap_or_default();
-                    format!("{text} (from the image {image})")
-                }
-                Err(e) => {
-                    let why = match &manifest {
-                        Some(m) => format!("the backup was written by {}", m.pg_dump_version),
-                        None => format!("the target runs PostgreSQL {major}"),
-                    };
-                    problems.push(format!("{why}; {}", StepError::from(e).message()));
                     String::new()
                 }
-            },
-        };
+                Err(why) => return Err(StepError::Environment(why)),
+            }
+        }
+        None => match find_tool("pg_restore", explicit.as_deref(), need) {
+            Ok((p, text, _)) => format!("{} ({text})", p.display()),
+            // The tools of that major from its image, as the restore itself will use them.
+            Err(_) if explicit.is_none() && tokio::task::block_in_place(|| from_image().is_ok()) => {
+                let (image, text) = tokio::task::block_in_place(from_image).unwrap_or_default();
+                format!("{text} (from the image {image})")
+            }
+            Err(e) => {
+                let why = match &manifest {
+                    Some(m) => format!("the backup was written by {}", m.pg_dump_version),
+                    None => format!("the target runs PostgreSQL {major}"),
+                };
+                problems.push(format!("{why}; {}", StepError::from(e).message()));
+                String::new()
+            }
+        },
+    };
 
-        let info = db_info(&client, &w.database).await?;
-        let ident = quote_ident(&w.database);
+    let info = db_info(&client, &w.database).await?;
+    let ident = quote_ident(&w.database);
 
-        // Rights: every step, the rollback included, before anything changes.
-        let role = rights::role(&client).await.map_err(pg_error)?;
-        let owner = info.as_ref().map(|i| i.owner.as_str());
-        let mut missing = rights::drop_and_create(&client, &role, &w.database, owner).await.map_err(pg_error)?;
-        if info.is_some() && !role.superuser {
-            match crate::pg::connect_to(&w.url, &w.database).await {
+    // Rights: every step, the rollback included, before anything changes.
+    let role = rights::role(&client).await.map_err(pg_error)?;
+    let owner = info.as_ref().map(|i| i.owner.as_str());
+    let mut missing = rights::drop_and_create(&client, &role, &w.database, owner).await.map_err(pg_error)?;
+    if info.is_some() && !role.superuser {
+        match crate::pg::connect_to(&w.url, &w.database).await {
                 Ok(c) => missing.extend(rights::put_back(&c, &role, &w.database).await.map_err(pg_error)?),
                 Err(e) => missing.push(format!(
                     "role {} cannot look into database `{}` to prove its safety snapshot could be restored ({}): connect as a superuser",
                     role.name, w.database, e.0
                 )),
             }
-        }
-        if missing.is_empty() {
-            ctx.log(match (role.superuser, owner) {
-                (true, _) => format!("rights: {} is a superuser", role.name),
-                (false, Some(o)) => format!(
-                    "rights: {} may drop `{}`, create it again owned by {o} (CREATEDB) and restore its snapshot",
-                    role.name, w.database
-                ),
-                (false, None) => format!("rights: {} may create `{}` (CREATEDB)", role.name, w.database),
-            });
-        }
-        problems.extend(missing);
+    }
+    if missing.is_empty() {
+        ctx.log(match (role.superuser, owner) {
+            (true, _) => format!("rights: {} is a superuser", role.name),
+            (false, Some(o)) => format!(
+                "rights: {} may drop `{}`, create it again owned by {o} (CREATEDB) and restore its snapshot",
+                role.name, w.database
+            ),
+            (false, None) => format!("rights: {} may create `{}` (CREATEDB)", role.name, w.database),
+        });
+    }
+    problems.extend(missing);
 
-        // Database-level settings, grants, comment and connection limit: DROP loses them and
-        // the dump does not hold them, so they are applied again after the create.
-        let settings = dbsettings::capture(&client, &w.database).await.map_err(pg_error)?;
-        if let Some(st) = &settings {
-            ctx.log(format!("database settings kept across the recreate: {}", st.summary()));
-            problems.extend(rights::settings(&client, &role, &w.database, st).await.map_err(pg_error)?);
-        }
+    // Database-level settings, grants, comment and connection limit: DROP loses them and
+    // the dump does not hold them, so they are applied again after the create.
+    let settings = dbsettings::capture(&client, &w.database).await.map_err(pg_error)?;
+    if let Some(st) = &settings {
+        ctx.log(format!("database settings kept across the recreate: {}", st.summary()));
+        problems.extend(rights::settings(&client, &role, &w.database, st).await.map_err(pg_error)?);
+    }
 
-        // Disk: the snapshot, and the staged plaintext of a parallel restore.
-        let raw = manifest.as_ref().map(|m| m.sizes.raw).unwrap_or(backup_size);
-        let snapshot_need = if info.is_some() { backup_size + backup_size / 4 } else { 0 };
-        // A container target restores from a stream with one job (backup/restore.rs).
-        let jobs = if in_container.is_some() { 1 } else { w.jobs };
-        let stage_need = if jobs > 1 { raw } else { 0 };
-        let mut needs: Vec<(PathBuf, u64, &str)> = Vec::new();
-        if let Some(s) = &w.safety {
-            needs.push((ctx.local_only(s, "the safety location")?, snapshot_need, "the safety snapshot"));
+    // Disk: the snapshot, and the staged plaintext of a parallel restore.
+    let raw = manifest.as_ref().map(|m| m.sizes.raw).unwrap_or(backup_size);
+    let snapshot_need = if info.is_some() { backup_size + backup_size / 4 } else { 0 };
+    // A container target restores from a stream with one job (backup/restore.rs).
+    let jobs = if in_container.is_some() { 1 } else { w.jobs };
+    let stage_need = if jobs > 1 { raw } else { 0 };
+    let mut needs: Vec<(PathBuf, u64, &str)> = Vec::new();
+    if let Some(s) = &w.safety {
+        needs.push((ctx.local_only(s, "the safety location")?, snapshot_need, "the safety snapshot"));
+    }
+    let staging = w
+        .staging
+        .as_deref()
+        .map(|s| ctx.resolve(s))
+        .unwrap_or_else(|| backup_path.parent().map(Path::to_path_buf).unwrap_or_default());
+    needs.push((staging, stage_need, "the staged restore file"));
+    let mut by_fs: Vec<(u64, u64, u64, Vec<String>)> = Vec::new();
+    for (dir, need, what) in &needs {
+        if *need == 0 {
+            continue;
         }
-        let staging = w
-            .staging
-            .as_deref()
-            .map(|s| ctx.resolve(s))
-            .unwrap_or_else(|| backup_path.parent().map(Path::to_path_buf).unwrap_or_default());
-        needs.push((staging, stage_need, "the staged restore file"));
-        let mut by_fs: Vec<(u64, u64, u64, Vec<String>)> = Vec::new();
-        for (dir, need, what) in &needs {
-            if *need == 0 {
-                continue;
+        let Some((free, dev)) = free_space(dir) else {
+            problems.push(format!("cannot read free space of {}", dir.display()));
+            continue;
+        };
+        match by_fs.iter_mut().find(|f| f.0 == dev) {
+            Some(f) => {
+                f.2 += need;
+                f.3.push(format!("{what} in {}", dir.display()));
             }
-            let Some((free, dev)) = free_space(dir) else {
-                problems.push(format!("cannot read free space of {}", dir.display()));
-                continue;
-            };
-            match by_fs.iter_mut().find(|f| f.0 == dev) {
-                Some(f) => {
-                    f.2 += need;
-                    f.3.push(format!("{what} in {}", dir.display()));
-                }
-                None => by_fs.push((dev, free, *need, vec![format!("{what} in {}", dir.display())])),
-            }
+            None => by_fs.push((dev, free, *need, vec![format!("{what} in {}", dir.display())])),
         }
-        for (_, free, need, whats) in &by_fs {
-            if free < need {
-                problems.push(format!(
-                    "not enough free disk for {}: about {} needed, {} free",
-                    whats.join(" and "),
-                    mib(*need),
-                    mib(*free)
-                ));
-            } else {
-                ctx.log(format!("disk: {} for {} ({} free)", mib(*need), whats.join(" and "), mib(*free)));
-            }
+    }
+    for (_, free, need, whats) in &by_fs {
+        if free < need {
+            problems.push(format!(
+                "not enough free disk for {}: about {} needed, {} free",
+                whats.join(" and "),
+                mib(*need),
+                mib(*free)
+            ));
+        } else {
+            ctx.log(format!("disk: {} for {} ({} free)", mib(*need), whats.join(" and "), mib(*free)));
         }
-        // The server's own disk, when it is on this machine and we may see its data directory.
-        let data_dir: Option<String> = client
-            .query_opt("select setting from pg_settings where name = 'data_directory'", &[])
-            .await
-            .ok()
-            .flatten()
-            .map(|r| r.get(0));
-        let server_need = (raw * 2).saturating_sub(info.as_ref().map(|i| i.size).unwrap_or(0));
-        // A container's socket is not this machine's: its data directory is not here either.
-        let local = crate::pg::container_of(&w.url).is_none()
-            && matches!(cfg.get_hosts().first(), Some(tokio_postgres::config::Host::Unix(_)))
-            || host.starts_with("127.")
-            || host.starts_with("localhost")
-            || host.starts_with("::1:");
-        match data_dir.filter(|d| local && Path::new(d).is_dir()).and_then(|d| free_space(Path::new(&d)).map(|f| (d, f.0))) {
+    }
+    // The server's own disk, when it is on this machine and we may see its data directory.
+    let data_dir: Option<String> = client
+        .query_opt("select setting from pg_settings where name = 'data_directory'", &[])
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.get(0));
+    let server_need = (raw * 2).saturating_sub(info.as_ref().map(|i| i.size).unwrap_or(0));
+    // A container's socket is not this machine's: its data directory is not here either.
+    let local = crate::pg::container_of(&w.url).is_none()
+        && matches!(cfg.get_hosts().first(), Some(tokio_postgres::config::Host::Unix(_)))
+        || host.starts_with("127.")
+        || host.starts_with("localhost")
+        || host.starts_with("::1:");
+    match data_dir.filter(|d| local && Path::new(d).is_dir()).and_then(|d| free_space(Path::new(&d)).map(|f| (d, f.0))) {
             Some((d, free)) if free < server_need => problems.push(format!(
                 "not enough free disk on the server's data directory {d}: about {} needed for the restored database, {} free",
                 mib(server_need),
@@ -377,20 +407,20 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
             None => ctx.log("disk: the server's data directory is not on this machine; its free space is not checked".to_string()),
         }
 
-        // The plan, as the operator will confirm it.
-        match &manifest {
-            Some(m) => ctx.log(format!(
-                "backup: {} (database {}, PostgreSQL {}, {}, {}, sha256 {})",
-                backup_path.display(),
-                m.database,
-                m.server_version,
-                rfc3339(m.finished_at),
-                mib(backup_size),
-                &m.sha256[..12.min(m.sha256.len())]
-            )),
-            None => ctx.log(format!("backup: {} ({}, made by another tool)", backup_path.display(), mib(backup_size))),
-        }
-        match &info {
+    // The plan, as the operator will confirm it.
+    match &manifest {
+        Some(m) => ctx.log(format!(
+            "backup: {} (database {}, PostgreSQL {}, {}, {}, sha256 {})",
+            backup_path.display(),
+            m.database,
+            m.server_version,
+            rfc3339(m.finished_at),
+            mib(backup_size),
+            &m.sha256[..12.min(m.sha256.len())]
+        )),
+        None => ctx.log(format!("backup: {} ({}, made by another tool)", backup_path.display(), mib(backup_size))),
+    }
+    match &info {
             Some(i) => ctx.log(format!(
                 "target: database {} on {host} (PostgreSQL {server_version}), owner {}, {}, {} session{} connected: it will be snapshotted, dropped and recreated",
                 w.database,
@@ -404,41 +434,40 @@ fn run_preflight(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs,
                 w.database
             )),
         }
-        if !pg_restore.is_empty() {
-            ctx.log(format!("restore with {pg_restore}, {jobs} job{}", if jobs == 1 { "" } else { "s" }));
-        }
-        if !problems.is_empty() {
-            return Err(StepError::Failed(format!("preflight: {}; nothing was changed", problems.join("; "))));
-        }
+    if !pg_restore.is_empty() {
+        ctx.log(format!("restore with {pg_restore}, {jobs} job{}", if jobs == 1 { "" } else { "s" }));
+    }
+    if !problems.is_empty() {
+        return Err(StepError::Failed(format!("preflight: {}; nothing was changed", problems.join("; "))));
+    }
 
-        let mut o = Outputs::new();
-        o.insert("target_url".into(), target_url(&w.url, &w.database)?.into());
-        o.insert("admin_url".into(), target_url(&w.url, &w.maintenance_db)?.into());
-        o.insert("host".into(), host.into());
-        o.insert("server_version".into(), server_version.into());
-        o.insert("server_major".into(), major.into());
-        o.insert("pg_restore".into(), pg_restore.into());
-        o.insert("target_exists".into(), info.is_some().into());
-        o.insert("target_ident".into(), ident.into());
-        o.insert("settings".into(), serde_json::to_value(&settings).unwrap_or_default());
-        let i = info.unwrap_or(DbInfo {
-            owner: String::new(),
-            encoding: String::new(),
-            collate: String::new(),
-            ctype: String::new(),
-            size: 0,
-            sessions: 0,
-        });
-        o.insert("owner".into(), i.owner.into());
-        o.insert("encoding".into(), i.encoding.into());
-        o.insert("lc_collate".into(), i.collate.into());
-        o.insert("lc_ctype".into(), i.ctype.into());
-        o.insert("size_bytes".into(), i.size.into());
-        o.insert("sessions".into(), i.sessions.into());
-        if let Some(v) = o.get("server_version").and_then(|v| v.as_str()) {
-            ctx.fact(crate::exec::Fact::Server { version: v.to_string() });
-        }
-        Ok(o)
+    let (url, admin_url) = (target_url(&w.url, &w.database)?, target_url(&w.url, &w.maintenance_db)?);
+    let exists = info.is_some();
+    let i = info.unwrap_or(DbInfo {
+        owner: String::new(),
+        encoding: String::new(),
+        collate: String::new(),
+        ctype: String::new(),
+        size: 0,
+        sessions: 0,
+    });
+    ctx.fact(crate::exec::Fact::Server { version: server_version.clone() });
+    Ok(PreflightOutputs {
+        target_url: url,
+        admin_url,
+        host,
+        server_version,
+        pg_restore,
+        target_exists: exists,
+        server_major: major,
+        owner: i.owner,
+        encoding: i.encoding,
+        lc_collate: i.collate,
+        lc_ctype: i.ctype,
+        size_bytes: i.size,
+        sessions: i.sessions,
+        target_ident: ident,
+        settings,
     })
 }
 

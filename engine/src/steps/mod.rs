@@ -561,7 +561,7 @@ pub fn catalogue() -> &'static [StepKind] {
         kind::<verify::Record>(),
         kind::<journal::Lock>(),
         kind::<journal::WriteJournal>(),
-        database::PREFLIGHT,
+        kind::<database::Preflight>(),
         kind::<database::Confirm>(),
         kind::<database::Snapshot>(),
         kind::<database::Terminate>(),
@@ -670,6 +670,7 @@ mod tests {
         documented_as_emitted::<drill::Disaster>();
         documented_as_emitted::<drill::Rto>();
         documented_as_emitted::<drill::Rpo>();
+        documented_as_emitted::<database::Preflight>();
         documented_as_emitted::<database::Confirm>();
         documented_as_emitted::<database::Terminate>();
         documented_as_emitted::<database::Snapshot>();
