@@ -811,95 +811,133 @@ async fn terminate(ctx: StepCtx, w: TerminateWith) -> Result<TerminateOutputs, S
 // ---------------------------------------------------------------------------------------
 // database.drop
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
-struct DropWith {
+pub struct DropWith {
+    /// any database URL of the server
     url: String,
+    /// the database
     database: String,
+    /// its safety snapshot (required when it exists)
     #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
     snapshot: Option<String>,
+    /// drop without a snapshot (scratch databases only)
     #[serde(default, deserialize_with = "super::de::boolean")]
     without_snapshot: bool,
+    /// database to connect to (default postgres)
     #[serde(default = "postgres")]
     maintenance_db: String,
+    /// restore.lock's journal: records the drop first; a database it says this restore made
+    /// needs no snapshot
     #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
     journal: Option<String>,
 }
 
 impl With for DropWith {}
 
-pub const DROP: StepKind = StepKind {
-    name: "database.drop",
-    summary: "Drop a database, only once a safety snapshot of it is on disk; outputs its owner, encoding and locale to recreate it.",
-    fields: &[
-        Field { name: "url", ty: "string", required: true, doc: "any database URL of the server" },
-        Field { name: "database", ty: "string", required: true, doc: "the database" },
-        Field { name: "snapshot", ty: "path", required: false, doc: "its safety snapshot (required when it exists)" },
-        Field { name: "without_snapshot", ty: "boolean", required: false, doc: "drop without a snapshot (scratch databases only)" },
-        Field { name: "journal", ty: "path", required: false, doc: "restore.lock's journal: records the drop first; a database it says this restore made needs no snapshot" },
-        Field { name: "maintenance_db", ty: "string", required: false, doc: "database to connect to (default postgres)" },
-    ],
-    outputs: &[
-        Field { name: "existed", ty: "boolean", required: false, doc: "whether there was anything to drop" },
-        Field { name: "owner", ty: "string", required: false, doc: "what it was created with" },
-        Field { name: "encoding", ty: "string", required: false, doc: "what it was created with" },
-        Field { name: "lc_collate", ty: "string", required: false, doc: "what it was created with" },
-        Field { name: "lc_ctype", ty: "string", required: false, doc: "what it was created with" },
-    ],
-    check: check_with::<DropWith>,
-    report_log: true,
-    interactive: false,
-    run: run_drop,
-};
+/// `database.drop`'s outputs when there was a database to drop: what to create it again with.
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct Dropped {
+    /// whether there was anything to drop
+    existed: bool,
+    /// what it was created with
+    owner: String,
+    /// what it was created with
+    encoding: String,
+    /// what it was created with
+    lc_collate: String,
+    /// what it was created with
+    lc_ctype: String,
+}
 
-fn run_drop(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let w: DropWith = typed(with)?;
-        let client = admin(&w.url, &w.maintenance_db).await?;
-        let mut o = Outputs::new();
-        let Some(info) = db_info(&client, &w.database).await? else {
-            ctx.log(format!("database {} does not exist: nothing to drop", w.database));
-            o.insert("existed".into(), false.into());
-            return Ok(o);
+/// `database.drop`'s outputs when the database did not exist: `existed` (false) only, so a
+/// later step reading its owner fails as undefined rather than reading an empty value.
+#[derive(Debug, Serialize)]
+pub struct NothingDropped {
+    existed: bool,
+}
+
+/// What `database.drop` hands on: what the dropped database was created with, or that there
+/// was none.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum DropOutputs {
+    Dropped(Dropped),
+    Nothing(NothingDropped),
+}
+
+impl Default for DropOutputs {
+    fn default() -> Self {
+        DropOutputs::Dropped(Dropped::default())
+    }
+}
+
+/// The catalogue documents a dropped database's outputs, derived from `Dropped`.
+impl Fields for DropOutputs {
+    const FIELDS: &'static [Field] = <Dropped as Fields>::FIELDS;
+}
+
+pub struct DropDatabase;
+
+impl Step for DropDatabase {
+    const NAME: &'static str = "database.drop";
+    const SUMMARY: &'static str = "Drop a database, only once a safety snapshot of it is on disk; outputs its owner, encoding and locale to recreate it.";
+    const REPORT_LOG: bool = true;
+    type With = DropWith;
+    type Outputs = DropOutputs;
+
+    fn run(ctx: StepCtx, w: DropWith) -> impl std::future::Future<Output = Result<DropOutputs, StepError>> + Send {
+        drop_step(ctx, w)
+    }
+}
+
+async fn drop_step(ctx: StepCtx, w: DropWith) -> Result<DropOutputs, StepError> {
+    let client = admin(&w.url, &w.maintenance_db).await?;
+    let Some(info) = db_info(&client, &w.database).await? else {
+        ctx.log(format!("database {} does not exist: nothing to drop", w.database));
+        return Ok(DropOutputs::Nothing(NothingDropped { existed: false }));
+    };
+    // A database that did not exist before this restore (its journal says so) is our own
+    // half-made one: there is no original to keep.
+    let ours =
+        super::journal::read_optional(&ctx, w.journal.as_deref()).is_some_and(|j| !j.existed && w.snapshot.is_none());
+    if !w.without_snapshot && !ours {
+        let Some(snap) = w.snapshot.as_deref().map(|s| ctx.resolve(s)) else {
+            return Err(StepError::Invalid(format!(
+                "refusing to drop database `{}` without a safety snapshot: set `snapshot:` to database.snapshot's path",
+                w.database
+            )));
         };
-        // A database that did not exist before this restore (its journal says so) is our own
-        // half-made one: there is no original to keep.
-        let ours = super::journal::read_optional(&ctx, w.journal.as_deref())
-            .is_some_and(|j| !j.existed && w.snapshot.is_none());
-        if !w.without_snapshot && !ours {
-            let Some(snap) = w.snapshot.as_deref().map(|s| ctx.resolve(s)) else {
-                return Err(StepError::Invalid(format!(
-                    "refusing to drop database `{}` without a safety snapshot: set `snapshot:` to database.snapshot's path",
-                    w.database
-                )));
-            };
-            let m = Manifest::read(&snap).map_err(|e| {
-                StepError::Failed(format!(
-                    "refusing to drop database `{}`: its snapshot {} is not usable ({})",
-                    w.database,
-                    snap.display(),
-                    StepError::from(e).message()
-                ))
-            })?;
-            if m.database != w.database || !snap.is_file() {
-                return Err(StepError::Failed(format!(
-                    "refusing to drop database `{}`: {} is a snapshot of `{}`",
-                    w.database,
-                    snap.display(),
-                    m.database
-                )));
-            }
+        let m = Manifest::read(&snap).map_err(|e| {
+            StepError::Failed(format!(
+                "refusing to drop database `{}`: its snapshot {} is not usable ({})",
+                w.database,
+                snap.display(),
+                StepError::from(e).message()
+            ))
+        })?;
+        if m.database != w.database || !snap.is_file() {
+            return Err(StepError::Failed(format!(
+                "refusing to drop database `{}`: {} is a snapshot of `{}`",
+                w.database,
+                snap.display(),
+                m.database
+            )));
         }
-        super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Dropping, "", |_| {})?;
-        drop_database(&client, &w.database).await?;
-        ctx.log(format!("dropped database {} (owner {}, {})", w.database, info.owner, mib(info.size)));
-        o.insert("existed".into(), true.into());
-        o.insert("owner".into(), info.owner.into());
-        o.insert("encoding".into(), info.encoding.into());
-        o.insert("lc_collate".into(), info.collate.into());
-        o.insert("lc_ctype".into(), info.ctype.into());
-        Ok(o)
-    })
+    }
+    super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Dropping, "", |_| {})?;
+    drop_database(&client, &w.database).await?;
+    ctx.log(format!("dropped database {} (owner {}, {})", w.database, info.owner, mib(info.size)));
+    Ok(DropOutputs::Dropped(Dropped {
+        existed: true,
+        owner: info.owner,
+        encoding: info.encoding,
+        lc_collate: info.collate,
+        lc_ctype: info.ctype,
+    }))
 }
 
 /// Give a just-created database the settings, grants, comment and connection limit it had.

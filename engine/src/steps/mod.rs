@@ -565,7 +565,7 @@ pub fn catalogue() -> &'static [StepKind] {
         kind::<database::Confirm>(),
         kind::<database::Snapshot>(),
         kind::<database::Terminate>(),
-        database::DROP,
+        kind::<database::DropDatabase>(),
         database::CREATE,
         database::RESTORE_SNAPSHOT,
         kind::<database::Settings>(),
@@ -674,6 +674,7 @@ mod tests {
         documented_as_emitted::<database::Confirm>();
         documented_as_emitted::<database::Terminate>();
         documented_as_emitted::<database::Snapshot>();
+        documented_as_emitted::<database::DropDatabase>();
         documented_as_emitted::<database::Settings>();
         documented_as_emitted::<backup::Create>();
         documented_as_emitted::<backup::Check>();
