@@ -11,14 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_yaml::Value as Yaml;
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
-use super::{
-    check_with, pg_error, rfc3339, typed, BoxFuture, Field, Fields, Outputs, Step, StepCtx, StepError, StepKind, With,
-    WithError,
-};
+use super::{pg_error, rfc3339, Field, Fields, Step, StepCtx, StepError, With, WithError};
 use crate::archive::{Codec, KeySource};
 use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::{self, find_tool, CreateOptions, Format, Manifest};
@@ -941,11 +937,16 @@ async fn drop_step(ctx: StepCtx, w: DropWith) -> Result<DropOutputs, StepError> 
 }
 
 /// Give a just-created database the settings, grants, comment and connection limit it had.
-async fn reapply_settings(ctx: &StepCtx, client: &Client, w: &RecreateWith) -> Result<(), StepError> {
-    let Some(st) = &w.settings else { return Ok(()) };
-    dbsettings::apply(client, &w.database, st).await.map_err(|e| {
-        StepError::Failed(format!("giving database `{}` its settings and grants again: {e}", w.database))
-    })?;
+async fn reapply_settings(
+    ctx: &StepCtx,
+    client: &Client,
+    database: &str,
+    settings: Option<&dbsettings::DatabaseSettings>,
+) -> Result<(), StepError> {
+    let Some(st) = settings else { return Ok(()) };
+    dbsettings::apply(client, database, st)
+        .await
+        .map_err(|e| StepError::Failed(format!("giving database `{database}` its settings and grants again: {e}")))?;
     ctx.log(format!("database settings applied again: {}", st.summary()));
     Ok(())
 }
@@ -1026,8 +1027,9 @@ async fn settings(ctx: StepCtx, w: SettingsWith) -> Result<SettingsOutputs, Step
 // ---------------------------------------------------------------------------------------
 // database.create
 
-/// `database.create` and `database.restore_snapshot` share one `with:` shape: a database
-/// made again as it was (owner, encoding, locale); the rollback also names its snapshot.
+/// How `database.create` and `database.restore_snapshot` read a `with:` block: one shape, so
+/// both accept, refuse and locate the same keys with the same messages (`database.create`
+/// refuses `snapshot` and `key` by its check). Each kind documents its own fields below.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RecreateWith {
@@ -1055,24 +1057,56 @@ struct RecreateWith {
     settings: Option<dbsettings::DatabaseSettings>,
 }
 
-impl RecreateWith {
-    fn shape(&self) -> Shape {
-        Shape {
-            owner: self.owner.clone(),
-            encoding: self.encoding.clone(),
-            lc_collate: self.lc_collate.clone(),
-            lc_ctype: self.lc_ctype.clone(),
+/// `database.create`'s `with:` block, read as a `RecreateWith`.
+#[derive(Debug, Deserialize, Fields)]
+#[serde(from = "RecreateWith")]
+pub struct CreateWith {
+    /// any database URL of the server
+    url: String,
+    /// the database
+    database: String,
+    /// owner (default: the connecting user)
+    owner: Option<String>,
+    /// default: the server's
+    encoding: Option<String>,
+    /// default: the server's
+    lc_collate: Option<String>,
+    /// default: the server's
+    lc_ctype: Option<String>,
+    /// restore.lock's journal: records the create and the restore that follows
+    #[field(ty = "path")]
+    journal: Option<String>,
+    /// database to connect to (default postgres)
+    #[serde(default)]
+    maintenance_db: String,
+    /// restore.preflight's `settings`: applied again once it is created
+    #[field(ty = "map")]
+    settings: Option<dbsettings::DatabaseSettings>,
+    /// `snapshot` or `key` was given, which belong to database.restore_snapshot.
+    #[serde(skip)]
+    restores: bool,
+}
+
+impl From<RecreateWith> for CreateWith {
+    fn from(w: RecreateWith) -> Self {
+        CreateWith {
+            restores: w.snapshot.is_some() || w.key.is_some(),
+            url: w.url,
+            database: w.database,
+            owner: w.owner,
+            encoding: w.encoding,
+            lc_collate: w.lc_collate,
+            lc_ctype: w.lc_ctype,
+            journal: w.journal,
+            maintenance_db: w.maintenance_db,
+            settings: w.settings,
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(transparent)]
-struct CreateWith(RecreateWith);
-
 impl With for CreateWith {
     fn check(&self) -> Result<(), WithError> {
-        if self.0.snapshot.is_some() || self.0.key.is_some() {
+        if self.restores {
             return Err(WithError::new(
                 "snapshot",
                 "database.create restores nothing: `snapshot` and `key` belong to database.restore_snapshot",
@@ -1082,133 +1116,176 @@ impl With for CreateWith {
     }
 }
 
-pub const CREATE: StepKind = StepKind {
-    name: "database.create",
-    summary: "Create a database from template0 with the given owner, encoding and locale.",
-    fields: &[
-        Field { name: "url", ty: "string", required: true, doc: "any database URL of the server" },
-        Field { name: "database", ty: "string", required: true, doc: "the database" },
-        Field { name: "owner", ty: "string", required: false, doc: "owner (default: the connecting user)" },
-        Field { name: "encoding", ty: "string", required: false, doc: "default: the server's" },
-        Field { name: "lc_collate, lc_ctype", ty: "string", required: false, doc: "default: the server's" },
-        Field {
-            name: "journal",
-            ty: "path",
-            required: false,
-            doc: "restore.lock's journal: records the create and the restore that follows",
-        },
-        Field {
-            name: "maintenance_db",
-            ty: "string",
-            required: false,
-            doc: "database to connect to (default postgres)",
-        },
-    ],
-    outputs: &[Field { name: "url", ty: "string", required: false, doc: "the new database's URL" }],
-    check: check_with::<CreateWith>,
-    report_log: true,
-    interactive: false,
-    run: run_create,
-};
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct CreateOutputs {
+    /// the new database's URL
+    url: String,
+}
 
-fn run_create(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let CreateWith(w) = typed(with)?;
-        let client = admin(&w.url, &w.maintenance_db).await?;
-        super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Creating, "", |_| {})?;
-        create_database(&client, &w.database, &w.shape()).await?;
-        reapply_settings(&ctx, &client, &w).await?;
-        super::journal::mark(
-            &ctx,
-            w.journal.as_deref(),
-            JPhase::Restoring,
-            "created; the restore writes into it next",
-            |_| {},
-        )?;
-        ctx.log(format!(
-            "created database {}{}",
-            w.database,
-            w.owner.as_deref().map(|o| format!(" owned by {o}")).unwrap_or_default()
-        ));
-        let mut o = Outputs::new();
-        o.insert("url".into(), target_url(&w.url, &w.database)?.into());
-        Ok(o)
-    })
+pub struct Create;
+
+impl Step for Create {
+    const NAME: &'static str = "database.create";
+    const SUMMARY: &'static str = "Create a database from template0 with the given owner, encoding and locale.";
+    const REPORT_LOG: bool = true;
+    type With = CreateWith;
+    type Outputs = CreateOutputs;
+
+    fn run(ctx: StepCtx, w: CreateWith) -> impl std::future::Future<Output = Result<CreateOutputs, StepError>> + Send {
+        create(ctx, w)
+    }
+}
+
+async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError> {
+    let client = admin(&w.url, &w.maintenance_db).await?;
+    super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Creating, "", |_| {})?;
+    let shape = Shape {
+        owner: w.owner.clone(),
+        encoding: w.encoding.clone(),
+        lc_collate: w.lc_collate.clone(),
+        lc_ctype: w.lc_ctype.clone(),
+    };
+    create_database(&client, &w.database, &shape).await?;
+    reapply_settings(&ctx, &client, &w.database, w.settings.as_ref()).await?;
+    super::journal::mark(
+        &ctx,
+        w.journal.as_deref(),
+        JPhase::Restoring,
+        "created; the restore writes into it next",
+        |_| {},
+    )?;
+    ctx.log(format!(
+        "created database {}{}",
+        w.database,
+        w.owner.as_deref().map(|o| format!(" owned by {o}")).unwrap_or_default()
+    ));
+    Ok(CreateOutputs { url: target_url(&w.url, &w.database)? })
 }
 
 // ---------------------------------------------------------------------------------------
 // database.restore_snapshot
 
-#[derive(Debug, Deserialize)]
-#[serde(transparent)]
-struct RestoreSnapshotWith(RecreateWith);
+/// `database.restore_snapshot`'s `with:` block, read as a `RecreateWith`.
+#[derive(Debug, Deserialize, Fields)]
+#[serde(from = "RecreateWith")]
+pub struct RestoreSnapshotWith {
+    /// any database URL of the server
+    url: String,
+    /// the database
+    database: String,
+    /// database.snapshot's path
+    #[field(ty = "path", required)]
+    snapshot: Option<String>,
+    /// the snapshot's key
+    #[field(ty = "secret")]
+    key: Option<String>,
+    /// as database.drop reported them
+    owner: Option<String>,
+    /// as database.drop reported them
+    encoding: Option<String>,
+    /// as database.drop reported them
+    lc_collate: Option<String>,
+    /// as database.drop reported them
+    lc_ctype: Option<String>,
+    /// parallel pg_restore jobs (default 1)
+    #[serde(default)]
+    jobs: u32,
+    /// database to connect to (default postgres)
+    #[serde(default)]
+    maintenance_db: String,
+    /// restore.lock's journal: records the rollback; kept when it fails
+    #[field(ty = "path")]
+    journal: Option<String>,
+    /// restore.preflight's `settings`: applied again and compared after the restore
+    #[field(ty = "map")]
+    settings: Option<dbsettings::DatabaseSettings>,
+}
+
+impl From<RecreateWith> for RestoreSnapshotWith {
+    fn from(w: RecreateWith) -> Self {
+        RestoreSnapshotWith {
+            url: w.url,
+            database: w.database,
+            snapshot: w.snapshot,
+            key: w.key,
+            owner: w.owner,
+            encoding: w.encoding,
+            lc_collate: w.lc_collate,
+            lc_ctype: w.lc_ctype,
+            jobs: w.jobs,
+            maintenance_db: w.maintenance_db,
+            journal: w.journal,
+            settings: w.settings,
+        }
+    }
+}
 
 impl With for RestoreSnapshotWith {
     fn check(&self) -> Result<(), WithError> {
-        if self.0.snapshot.is_none() {
+        if self.snapshot.is_none() {
             return Err(WithError::new("snapshot", "the safety snapshot to restore is required"));
         }
         Ok(())
     }
 }
 
-pub const RESTORE_SNAPSHOT: StepKind = StepKind {
-    name: "database.restore_snapshot",
-    summary: "Put a database back from its safety snapshot: drop what is there, recreate it (owner kept), restore, and prove its fingerprint equals the snapshot's.",
-    fields: &[
-        Field { name: "url", ty: "string", required: true, doc: "any database URL of the server" },
-        Field { name: "database", ty: "string", required: true, doc: "the database" },
-        Field { name: "snapshot", ty: "path", required: true, doc: "database.snapshot's path" },
-        Field { name: "key", ty: "secret", required: false, doc: "the snapshot's key" },
-        Field { name: "owner", ty: "string", required: false, doc: "as database.drop reported them" },
-        Field { name: "encoding", ty: "string", required: false, doc: "as database.drop reported them" },
-        Field { name: "lc_collate", ty: "string", required: false, doc: "as database.drop reported them" },
-        Field { name: "lc_ctype", ty: "string", required: false, doc: "as database.drop reported them" },
-        Field { name: "jobs", ty: "integer", required: false, doc: "parallel pg_restore jobs (default 1)" },
-        Field { name: "maintenance_db", ty: "string", required: false, doc: "database to connect to (default postgres)" },
-        Field { name: "journal", ty: "path", required: false, doc: "restore.lock's journal: records the rollback; kept when it fails" },
-    ],
-    outputs: &[Field {
-        name: "notice",
-        ty: "string",
-        required: false,
-        doc: "what happened, added to the run's final message",
-    }],
-    check: check_with::<RestoreSnapshotWith>,
-    report_log: true,
-    interactive: false,
-    run: run_restore_snapshot,
-};
-
-fn run_restore_snapshot(ctx: StepCtx, with: Yaml) -> BoxFuture<'static, Result<Outputs, StepError>> {
-    Box::pin(async move {
-        let RestoreSnapshotWith(w) = typed(with)?;
-        let result = put_back(&ctx, &w).await;
-        if let Err(e) = &result {
-            // Said plainly, in the run's final message: not rolled back, where the original
-            // is, and how to put it back once the server answers.
-            let snap = w.snapshot.as_deref().unwrap_or_default();
-            let how = match (w.journal.as_deref(), super::journal::read_optional(&ctx, w.journal.as_deref())) {
-                (Some(path), Some(j)) => super::journal::how_to_recover(&w.url, &j, path),
-                _ => format!("The original is in the safety snapshot {snap}; restore it by hand with `pgdrill decrypt {snap} | pg_restore -d ...`"),
-            };
-            let notice = format!("database `{}` was NOT rolled back: {}. {how}", w.database, e.message());
-            ctx.notice(notice.clone());
-            ctx.keep("notice", notice.into());
-        }
-        result
-    })
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct RestoreSnapshotOutputs {
+    /// what happened, added to the run's final message
+    notice: String,
 }
 
-async fn put_back(ctx: &StepCtx, w: &RecreateWith) -> Result<Outputs, StepError> {
+pub struct RestoreSnapshot;
+
+impl Step for RestoreSnapshot {
+    const NAME: &'static str = "database.restore_snapshot";
+    const SUMMARY: &'static str = "Put a database back from its safety snapshot: drop what is there, recreate it (owner kept), restore, and prove its fingerprint equals the snapshot's.";
+    const REPORT_LOG: bool = true;
+    type With = RestoreSnapshotWith;
+    type Outputs = RestoreSnapshotOutputs;
+
+    fn run(
+        ctx: StepCtx,
+        w: RestoreSnapshotWith,
+    ) -> impl std::future::Future<Output = Result<RestoreSnapshotOutputs, StepError>> + Send {
+        restore_snapshot(ctx, w)
+    }
+}
+
+async fn restore_snapshot(ctx: StepCtx, w: RestoreSnapshotWith) -> Result<RestoreSnapshotOutputs, StepError> {
+    let result = put_back(&ctx, &w).await;
+    if let Err(e) = &result {
+        // Said plainly, in the run's final message: not rolled back, where the original
+        // is, and how to put it back once the server answers.
+        let snap = w.snapshot.as_deref().unwrap_or_default();
+        let how = match (w.journal.as_deref(), super::journal::read_optional(&ctx, w.journal.as_deref())) {
+            (Some(path), Some(j)) => super::journal::how_to_recover(&w.url, &j, path),
+            _ => format!("The original is in the safety snapshot {snap}; restore it by hand with `pgdrill decrypt {snap} | pg_restore -d ...`"),
+        };
+        let notice = format!("database `{}` was NOT rolled back: {}. {how}", w.database, e.message());
+        ctx.notice(notice.clone());
+        ctx.keep("notice", notice.into());
+    }
+    result
+}
+
+async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnapshotOutputs, StepError> {
     {
         let snap = ctx.resolve(w.snapshot.as_deref().unwrap_or_default());
         let manifest = Manifest::read(&snap).map_err(StepError::from)?;
         let client = admin(&w.url, &w.maintenance_db).await?;
         super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, "", |_| {})?;
         drop_database(&client, &w.database).await?;
-        create_database(&client, &w.database, &w.shape()).await?;
-        reapply_settings(ctx, &client, w).await?;
+        let shape = Shape {
+            owner: w.owner.clone(),
+            encoding: w.encoding.clone(),
+            lc_collate: w.lc_collate.clone(),
+            lc_ctype: w.lc_ctype.clone(),
+        };
+        create_database(&client, &w.database, &shape).await?;
+        reapply_settings(ctx, &client, &w.database, w.settings.as_ref()).await?;
         let url = target_url(&w.url, &w.database)?;
         let opts = RestoreOptions {
             backup: snap.clone(),
@@ -1261,8 +1338,6 @@ async fn put_back(ctx: &StepCtx, w: &RecreateWith) -> Result<Outputs, StepError>
         super::journal::mark(ctx, w.journal.as_deref(), JPhase::RolledBack, &proof, |_| {})?;
         ctx.log(notice.clone());
         ctx.notice(notice.clone());
-        let mut o = Outputs::new();
-        o.insert("notice".into(), notice.into());
-        Ok(o)
+        Ok(RestoreSnapshotOutputs { notice })
     }
 }

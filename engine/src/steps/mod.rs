@@ -566,8 +566,8 @@ pub fn catalogue() -> &'static [StepKind] {
         kind::<database::Snapshot>(),
         kind::<database::Terminate>(),
         kind::<database::DropDatabase>(),
-        database::CREATE,
-        database::RESTORE_SNAPSHOT,
+        kind::<database::Create>(),
+        kind::<database::RestoreSnapshot>(),
         kind::<database::Settings>(),
         kind::<journal::Finish>(),
         kind::<retention::Prune>(),
@@ -676,6 +676,8 @@ mod tests {
         documented_as_emitted::<database::Snapshot>();
         documented_as_emitted::<database::DropDatabase>();
         documented_as_emitted::<database::Settings>();
+        documented_as_emitted::<database::Create>();
+        documented_as_emitted::<database::RestoreSnapshot>();
         documented_as_emitted::<backup::Create>();
         documented_as_emitted::<backup::Check>();
         documented_as_emitted::<backup::List>();
