@@ -151,6 +151,13 @@ where
     }
 }
 
+/// Whether the boolean query `sql` holds, asked through a session kept open for the
+/// polling: a new connection per poll could take longer than pg_restore's whole run on a
+/// loaded machine, and miss it.
+async fn holds(watch: &tokio_postgres::Client, sql: &str) -> bool {
+    watch.query_one(sql, &[]).await.map(|r| r.get::<_, bool>(0)).unwrap_or(false)
+}
+
 /// The server whose sessions a hang reports.
 static ACTIVITY: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
@@ -225,14 +232,11 @@ async fn kill_at(s: &Ephemeral, storage: &Path, at: At) -> String {
             let mut child = spawn(s, storage);
             until("pg_restore writing", || async {
                 phase(storage) == "restoring"
-                    && watch
-                        .query_one(
-                            "select count(*) > 0 from pg_stat_activity where datname = 'shop' and application_name = 'pg_restore'",
-                            &[],
-                        )
-                        .await
-                        .map(|r| r.get::<_, bool>(0))
-                        .unwrap_or(false)
+                    && holds(
+                        &watch,
+                        "select count(*) > 0 from pg_stat_activity where datname = 'shop' and application_name = 'pg_restore'",
+                    )
+                    .await
             })
             .await;
             sigkill(&mut child);
@@ -240,15 +244,15 @@ async fn kill_at(s: &Ephemeral, storage: &Path, at: At) -> String {
         At::DuringCompare => {
             // pgdrill is stopped while pg_restore (reading the staged file on its own) ends,
             // so the lock is in place before the compare can start.
+            let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
             let mut child = spawn(s, storage);
             until("pg_restore writing", || async {
                 phase(storage) == "restoring"
-                    && value(
-                        &postgres,
+                    && holds(
+                        &watch,
                         "select count(*) > 0 from pg_stat_activity where datname = 'shop' and application_name = 'pg_restore'",
                     )
                     .await
-                        == Some("true".into())
             })
             .await;
             let me = Pid::from_raw(child.id() as i32);
@@ -475,6 +479,7 @@ async fn the_server_stopped_during_the_restore_is_said_plainly_then_recover_roll
 
     let a = args(&s, &storage, &[]);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
     let child = pgdrill(&a)
         .env("PGDRILL_BACKUP_KEY", KEY)
         .stdin(Stdio::null())
@@ -484,8 +489,7 @@ async fn the_server_stopped_during_the_restore_is_said_plainly_then_recover_roll
         .expect("spawn");
     until("pg_restore writing", || async {
         phase(&storage) == "restoring"
-            && value(&postgres, "select count(*) > 0 from pg_stat_activity where application_name = 'pg_restore'").await
-                == Some("true".into())
+            && holds(&watch, "select count(*) > 0 from pg_stat_activity where application_name = 'pg_restore'").await
     })
     .await;
     // Fast shutdown, as an operator's `pg_ctl stop` or a failover would do.
@@ -548,15 +552,15 @@ async fn a_killed_restore_into_a_new_name_is_removed_by_rollback_and_finished_by
     };
 
     for recover in ["rollback", "forward"] {
+        let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
         let mut child = spawn_with(&s, &storage, &["target=shop_copy"]);
         until("pg_restore writing into shop_copy", || async {
             phase_of(&storage, "shop_copy") == "restoring"
-                && value(
-                    &postgres,
+                && holds(
+                    &watch,
                     "select count(*) > 0 from pg_stat_activity where datname = 'shop_copy' and application_name = 'pg_restore'",
                 )
                 .await
-                    == Some("true".into())
         })
         .await;
         sigkill(&mut child);
