@@ -74,8 +74,10 @@ if [ "${#prom[@]}" -gt 0 ]; then
   apt_install --no-install-recommends "${prom[@]}"
 fi
 
-# 2b. The tools other teams' backups need: openssl enc and gpg --symmetric files.
+# 2b. The tools other teams' backups need: openssl enc and gpg --symmetric files; and curl,
+# which the tests and ci/bench.sh use to act on the S3 server as another tool would.
 tools=()
+command -v curl >/dev/null || tools+=(curl)
 command -v openssl >/dev/null || tools+=(openssl)
 command -v gpg >/dev/null || tools+=(gpg)
 command -v gpgconf >/dev/null || tools+=(gpgconf)
