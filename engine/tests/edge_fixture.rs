@@ -264,6 +264,7 @@ async fn each_deliberate_change_to_a_restored_copy_is_caught_by_the_fingerprint(
             staged: None,
             bin_dir: None,
             meter: None,
+            sections: Default::default(),
         },
         &no_log,
     )

@@ -49,6 +49,62 @@ pub struct RestoreOptions {
     /// Counts the plain dump's bytes as they stream into pg_restore or psql (not for a
     /// staged parallel restore, where pg_restore reads the file itself).
     pub meter: Option<crate::progress::Meter>,
+    /// Which of pg_restore's sections to restore (default all): pre-data and data first,
+    /// then post-data (indexes, constraints, triggers) in a second restore, so the data can
+    /// be read while the indexes are built.
+    pub sections: Sections,
+}
+
+/// pg_restore's sections: pre-data (tables, types, functions), data, post-data (indexes,
+/// constraints, triggers, rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sections {
+    pub pre_data: bool,
+    pub data: bool,
+    pub post_data: bool,
+}
+
+impl Default for Sections {
+    fn default() -> Self {
+        Sections { pre_data: true, data: true, post_data: true }
+    }
+}
+
+impl Sections {
+    pub const NAMES: [&'static str; 3] = ["pre-data", "data", "post-data"];
+
+    /// From section names; an unknown name is the error's text.
+    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Sections, String> {
+        if names.is_empty() {
+            return Ok(Sections::default());
+        }
+        let mut s = Sections { pre_data: false, data: false, post_data: false };
+        for n in names {
+            match n.as_ref().trim() {
+                "pre-data" => s.pre_data = true,
+                "data" => s.data = true,
+                "post-data" => s.post_data = true,
+                other => return Err(format!("unknown section `{other}`: use pre-data, data or post-data")),
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn all(self) -> bool {
+        self.pre_data && self.data && self.post_data
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        let on = [self.pre_data, self.data, self.post_data];
+        Self::NAMES.iter().zip(on).filter(|(_, on)| *on).map(|(n, _)| *n).collect()
+    }
+
+    fn args(self) -> Vec<String> {
+        if self.all() {
+            return Vec::new();
+        }
+        self.names().iter().map(|n| format!("--section={n}")).collect()
+    }
 }
 
 /// What a restore did.
@@ -61,6 +117,8 @@ pub struct Restored {
     pub staged_bytes: u64,
     pub tables: i64,
     pub seconds: f64,
+    /// The sections restored: all three when the backup could not be restored in parts.
+    pub sections: Sections,
 }
 
 /// Kills a tool's process group if the restore is abandoned (error, Ctrl-C).
@@ -516,6 +574,33 @@ async fn restore_inner(
     if opts.no_owner {
         restore_args.extend(["--no-owner".into(), "--no-privileges".into()]);
     }
+    // In parts only when pg_restore reads the backup by its path, and that path outlives
+    // this restore (what `backup.check` staged, or the dump itself): a stream or a SQL
+    // script is restored whole, once.
+    let sections = if opts.sections.all() {
+        opts.sections
+    } else if content != Content::Plain
+        && container.is_none()
+        && (staged_by_check.is_some() || as_is.is_some() || is_dir)
+    {
+        if opts.create || opts.clean {
+            return Err(BackupError::Invalid(
+                "`create` and `clean` restore every section: leave `sections` out".into(),
+            ));
+        }
+        restore_args.extend(opts.sections.args());
+        log(format!("sections: {}", opts.sections.names().join(", ")));
+        opts.sections
+    } else if opts.sections.pre_data && opts.sections.data {
+        log("restored whole: only a dump pg_restore reads by its path (staged by backup.check, or a custom-format file) can be restored in sections".into());
+        Sections::default()
+    } else {
+        return Err(BackupError::Invalid(format!(
+            "sections {} alone need a dump pg_restore reads by its path (stage it with `backup.check`'s `stage: true`, or restore a custom-format file): this one is {}",
+            opts.sections.names().join(", "),
+            if content == Content::Plain { "a SQL script" } else { "read as a stream" }
+        )));
+    };
 
     // Tar streams (pgdrill directory format) and parallel custom restores are staged.
     let mut reader = opened.map(|o| o.reader);
@@ -765,7 +850,7 @@ async fn restore_inner(
         .await
         .map_err(env_err)?
         .get(0);
-    Ok(Restored { content, layers, tool, staged_bytes, tables, seconds: started.elapsed().as_secs_f64() })
+    Ok(Restored { content, layers, tool, staged_bytes, tables, seconds: started.elapsed().as_secs_f64(), sections })
 }
 
 struct CountingReader<'a> {

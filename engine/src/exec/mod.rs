@@ -9,7 +9,7 @@
 pub mod event;
 pub mod signal;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -562,27 +562,7 @@ impl Executor {
         let recs: Vec<StepRecord> = batch
             .iter()
             .map(|step| {
-                let rec = StepRecord {
-                    suite,
-                    path: step.path.clone(),
-                    label: step.label(),
-                    id: step.id.clone(),
-                    uses: step.uses.clone(),
-                    location: Some(location(rb, step)),
-                    phase: Phase::Main,
-                    outcome,
-                    error_kind: kind,
-                    started_at: OffsetDateTime::now_utc(),
-                    duration: Duration::ZERO,
-                    attempts: 0,
-                    message: Some(message.clone()),
-                    outputs: Json::Object(Map::new()),
-                    log: Vec::new(),
-                    rollback: None,
-                    notice: None,
-                    facts: Vec::new(),
-                };
-                self.sink.emit(Event::StepFinished(rec.clone()));
+                let rec = self.not_run(suite, rb, step, outcome, kind, message.clone());
                 store_outputs(scope, step, &rec);
                 rec
             })
@@ -590,18 +570,86 @@ impl Executor {
         Some(recs)
     }
 
+    /// The record of a step that did not run (skipped, or an error before it could start),
+    /// emitted as finished.
+    fn not_run(
+        &self,
+        suite: usize,
+        rb: &Runbook,
+        step: &StepDef,
+        outcome: Outcome,
+        kind: Option<ErrorKind>,
+        message: String,
+    ) -> StepRecord {
+        let rec = StepRecord {
+            suite,
+            path: step.path.clone(),
+            label: step.label(),
+            id: step.id.clone(),
+            uses: step.uses.clone(),
+            location: Some(location(rb, step)),
+            phase: Phase::Main,
+            outcome,
+            error_kind: kind,
+            started_at: OffsetDateTime::now_utc(),
+            duration: Duration::ZERO,
+            attempts: 0,
+            message: Some(message),
+            outputs: Json::Object(Map::new()),
+            log: Vec::new(),
+            rollback: None,
+            notice: None,
+            facts: Vec::new(),
+        };
+        self.sink.emit(Event::StepFinished(rec.clone()));
+        rec
+    }
+
     /// The steps of a `parallel` group, at the same time. The first failure cancels the
     /// siblings still running (reported as skipped, never passed), as a failure in a
-    /// sequence stops the steps after it; a signal cancels them all as usual.
+    /// sequence stops the steps after it, unless the group says `fail_fast: false`; a signal
+    /// cancels them all as usual. A step with `after: <id>` starts when that sibling has
+    /// passed, and is skipped when it did not.
     async fn run_group(&self, suite: usize, rb: &Runbook, scope: &mut Scope, batch: &[StepDef]) -> Vec<StepRecord> {
-        let stopper = Stopper::new(scope.cx.cancel.token.child_token(), &scope.cx.cancel);
+        let mut stopper = Stopper::new(scope.cx.cancel.token.child_token(), &scope.cx.cancel);
+        // Each sibling's end, for a step that follows another of its group (`StepCtx::ended`)
+        // or waits for it (`after`).
+        stopper.ended =
+            Arc::new(batch.iter().filter_map(|s| s.id.clone()).map(|id| (id, CancellationToken::new())).collect());
+        let outcomes: Mutex<HashMap<String, Outcome>> = Mutex::default();
+        let fail_fast = batch.first().is_none_or(|s| s.group_fail_fast);
         let shared: &Scope = scope;
         let runs = batch.iter().map(|step| {
             let stopper = &stopper;
+            let outcomes = &outcomes;
             async move {
-                let rec = self.execute(suite, rb, shared, step, Phase::Main, Some(stopper)).await;
+                let mut waited = None;
+                for id in &step.after {
+                    let Some(ended) = stopper.ended.get(id) else { continue };
+                    tokio::select! {
+                        _ = ended.cancelled() => {}
+                        _ = stopper.token.cancelled() => {}
+                    }
+                    let theirs = outcomes.lock().ok().and_then(|o| o.get(id).copied());
+                    // Passed, or had nothing to do (`when` false): go on.
+                    if let Some(o) = theirs.filter(|o| !matches!(o, Outcome::Passed | Outcome::Skipped)) {
+                        waited.get_or_insert(format!("skipped: `after: {id}`, and `{id}` {}", o.as_str()));
+                    }
+                }
+                let rec = match waited {
+                    Some(why) => self.not_run(suite, rb, step, Outcome::Skipped, None, why),
+                    None => self.execute(suite, rb, shared, step, Phase::Main, Some(stopper)).await,
+                };
+                if let Some(id) = &step.id {
+                    if let Ok(mut o) = outcomes.lock() {
+                        o.insert(id.clone(), rec.outcome);
+                    }
+                    if let Some(ended) = stopper.ended.get(id) {
+                        ended.cancel();
+                    }
+                }
                 let failed = !matches!(rec.outcome, Outcome::Passed | Outcome::Skipped);
-                if failed && !step.continue_on_error && !stopper.token.is_cancelled() {
+                if failed && fail_fast && !step.continue_on_error && !stopper.token.is_cancelled() {
                     if let Ok(mut why) = stopper.why.lock() {
                         *why = Some(format!("step `{}` {}", rec.label, rec.outcome.as_str()));
                     }
@@ -818,6 +866,7 @@ impl Executor {
             },
             // Rollbacks and `finally` are not cut short by the signal that stopped the run.
             cancel: stopper.map(|s| s.token.clone()).unwrap_or_default(),
+            siblings: stopper.map(|s| s.ended.clone()).unwrap_or_default(),
             assume_yes: self.assume_yes.load(Ordering::SeqCst),
             kept: kept.clone(),
             notice: notice.clone(),
@@ -1000,11 +1049,13 @@ struct Stopper {
     why: Arc<Mutex<Option<String>>>,
     /// The suite's own cancellation (a signal, or what stopped the parent's step).
     suite: Cancel,
+    /// In a `parallel` group: each sibling's id, and a token cancelled when it has ended.
+    ended: Arc<HashMap<String, CancellationToken>>,
 }
 
 impl Stopper {
     fn new(token: CancellationToken, suite: &Cancel) -> Self {
-        Stopper { token, why: Arc::new(Mutex::new(None)), suite: suite.clone() }
+        Stopper { token, why: Arc::new(Mutex::new(None)), suite: suite.clone(), ended: Arc::default() }
     }
 
     fn sibling_failure(&self) -> Option<String> {

@@ -190,13 +190,45 @@ async fn compute_schema_with(
     Ok((crate::archive::hex(&hasher.finalize()), schema))
 }
 
-/// The per-table part: row counts, and content hashes in `Full` mode.
+/// The per-table part: row counts, and content hashes in `Full` mode, in the caller's
+/// transaction.
 pub async fn compute_tables(
     client: &Client,
     mode: Mode,
 ) -> Result<BTreeMap<String, TablePrint>, tokio_postgres::Error> {
     client.batch_execute(SESSION_SETTINGS).await?;
-    let tables: Vec<String> = client
+    let mut prints = BTreeMap::new();
+    for t in table_names(client).await? {
+        let p = table_print(client, &t, mode).await?;
+        prints.insert(t, p);
+    }
+    Ok(prints)
+}
+
+/// As `compute_tables`, but each table in a transaction of its own, so no table stays locked
+/// past its own read: for a restored copy whose post-data (indexes, constraints) is being
+/// restored meanwhile, which changes no row but needs those locks. Not one consistent view:
+/// only for a database nothing writes rows to.
+pub async fn compute_tables_apart(
+    client: &Client,
+    mode: Mode,
+) -> Result<BTreeMap<String, TablePrint>, tokio_postgres::Error> {
+    let begin = format!("begin isolation level repeatable read read only; {SESSION_SETTINGS}");
+    client.batch_execute(&begin).await?;
+    let tables = table_names(client).await?;
+    client.batch_execute("commit").await?;
+    let mut prints = BTreeMap::new();
+    for t in tables {
+        client.batch_execute(&begin).await?;
+        let p = table_print(client, &t, mode).await?;
+        client.batch_execute("commit").await?;
+        prints.insert(t, p);
+    }
+    Ok(prints)
+}
+
+async fn table_names(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
+    Ok(client
         .query(
             format!("select format('%I.%I', n.nspname, c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind = 'r' and {USER_NS} order by 1").as_str(),
             &[],
@@ -204,25 +236,22 @@ pub async fn compute_tables(
         .await?
         .iter()
         .map(|r| r.get::<_, String>(0))
-        .collect();
-    let mut prints = BTreeMap::new();
-    for t in tables {
-        let p = match mode {
-            Mode::Full => {
-                let q = format!(
-                    "select count(*), coalesce(sum(hashtextextended(x::text, 0)::numeric), 0)::text from {t} x"
-                );
-                let row = client.query_one(q.as_str(), &[]).await?;
-                TablePrint { rows: row.get(0), hash: Some(row.get::<_, String>(1)) }
-            }
-            _ => {
-                let row = client.query_one(format!("select count(*) from {t}").as_str(), &[]).await?;
-                TablePrint { rows: row.get(0), hash: None }
-            }
-        };
-        prints.insert(t, p);
-    }
-    Ok(prints)
+        .collect())
+}
+
+async fn table_print(client: &Client, t: &str, mode: Mode) -> Result<TablePrint, tokio_postgres::Error> {
+    Ok(match mode {
+        Mode::Full => {
+            let q =
+                format!("select count(*), coalesce(sum(hashtextextended(x::text, 0)::numeric), 0)::text from {t} x");
+            let row = client.query_one(q.as_str(), &[]).await?;
+            TablePrint { rows: row.get(0), hash: Some(row.get::<_, String>(1)) }
+        }
+        _ => {
+            let row = client.query_one(format!("select count(*) from {t}").as_str(), &[]).await?;
+            TablePrint { rows: row.get(0), hash: None }
+        }
+    })
 }
 
 /// The kinds every fingerprint has; any other kind is compared only when the expected

@@ -101,6 +101,12 @@ pub struct StepDef {
     /// The `when:` of the `parallel` group the step belongs to: evaluated once for the group,
     /// before any of its steps; false skips them all.
     pub group_when: Option<String>,
+    /// The `fail_fast:` of the `parallel` group the step belongs to (default true): a failing
+    /// step stops its siblings; false lets them finish, and the group still fails.
+    pub group_fail_fast: bool,
+    /// In a `parallel` group: the ids of siblings this step waits for; the step runs when
+    /// they have passed (or were skipped), and is skipped when one did not.
+    pub after: Vec<String>,
     /// `assert:` on the step's outputs: each must hold for the step to pass.
     pub assert: Vec<Assertion>,
     pub timeout: Option<Duration>,
@@ -205,9 +211,51 @@ struct RawStep {
     continue_on_error: bool,
     #[serde(default)]
     rollback: Vec<RawStep>,
-    /// Steps that run at the same time (only in `steps:`, only this field in the entry).
+    /// In a `parallel` group: wait for these siblings (see `StepDef::after`).
+    after: Option<OneOrMany>,
+    /// Steps that run at the same time (only in `steps:`, only this field in the entry, with
+    /// `when` and `fail_fast`).
     #[serde(default)]
     parallel: Vec<RawStep>,
+    /// Of a `parallel` group (see `StepDef::group_fail_fast`).
+    fail_fast: Option<bool>,
+}
+
+/// Whether waiting for `after` leads back to `me` through the group's other `after`s.
+fn waits_in_a_circle(group: &[RawStep], me: Option<&str>, after: &str) -> bool {
+    let Some(me) = me else { return false };
+    let mut todo = vec![after.to_string()];
+    let mut seen: Vec<String> = Vec::new();
+    while let Some(id) = todo.pop() {
+        if id == me {
+            return true;
+        }
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id.clone());
+        if let Some(step) = group.iter().find(|p| p.id.as_deref() == Some(id.as_str())) {
+            todo.extend(step.after.as_ref().map(OneOrMany::list).unwrap_or_default());
+        }
+    }
+    false
+}
+
+/// A name, or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn list(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -415,9 +463,28 @@ impl Checker<'_> {
                 self.diags.push(d.with_help(Some("rollback and `finally` steps run one after the other".into())));
                 continue;
             }
+            self.not_in_a_group(&s, &path);
             out.push(self.step(s, path, ids));
         }
         out
+    }
+
+    /// `after` and `fail_fast` mean something only in and next to a `parallel` group.
+    fn not_in_a_group(&mut self, s: &RawStep, path: &str) {
+        for (field, set) in [("after", s.after.is_some()), ("fail_fast", s.fail_fast.is_some())] {
+            if set {
+                let d = self.diag(
+                    self.spans.key(&format!("{path}.{field}")),
+                    format!("`{field}` outside a `parallel` group in {}", describe_path(path)),
+                );
+                self.diags.push(d.with_help(Some(if field == "after" {
+                    "`after` names a sibling in the same `parallel` group; steps of a sequence already run in order"
+                        .into()
+                } else {
+                    "`fail_fast` belongs next to `parallel:`, for the whole group".into()
+                })));
+            }
+        }
     }
 
     /// `steps:`, where an entry may be a `parallel:` group: its steps are flattened into the
@@ -427,6 +494,7 @@ impl Checker<'_> {
         for (i, s) in raw.into_iter().enumerate() {
             let path = format!("steps[{i}]");
             if s.parallel.is_empty() {
+                self.not_in_a_group(&s, &path);
                 out.push(self.step(s, path, ids));
                 continue;
             }
@@ -440,6 +508,7 @@ impl Checker<'_> {
                 ("retry", s.retry.is_some()),
                 ("continue_on_error", s.continue_on_error),
                 ("rollback", !s.rollback.is_empty()),
+                ("after", s.after.is_some()),
             ];
             if let Some((field, _)) = extra.iter().find(|(_, set)| *set) {
                 let d = self.diag(
@@ -447,10 +516,32 @@ impl Checker<'_> {
                     format!("`{field}` next to `parallel` in {}", describe_path(&path)),
                 );
                 self.diags.push(d.with_help(Some(format!(
-                    "a `parallel` entry holds only its steps and a `when`: move `{field}` into the steps it applies to"
+                    "a `parallel` entry holds only its steps, a `when` and `fail_fast`: move `{field}` into the steps it applies to"
                 ))));
             }
             let group_when = s.when.map(condition_text);
+            let fail_fast = s.fail_fast.unwrap_or(true);
+            let siblings: Vec<Option<String>> = s.parallel.iter().map(|p| p.id.clone()).collect();
+            for (j, inner) in s.parallel.iter().enumerate() {
+                let at = self.spans.value(&format!("{path}.parallel[{j}].after"));
+                for after in inner.after.as_ref().map(OneOrMany::list).unwrap_or_default() {
+                    if inner.id.as_deref() == Some(after.as_str()) {
+                        let d = self.diag(at, format!("step `{after}` waits for itself"));
+                        self.diags.push(d.with_help(Some("`after` names other steps of the same group".into())));
+                    } else if !siblings.iter().any(|id| id.as_deref() == Some(after.as_str())) {
+                        let d =
+                            self.diag(at, format!("`after: {after}`: no step of this `parallel` group has that id"));
+                        let help = match suggest::nearest(&after, siblings.iter().flatten().map(String::as_str)) {
+                            Some(id) => format!("did you mean `{id}`?"),
+                            None => "`after` names siblings in the same group, by their `id`".into(),
+                        };
+                        self.diags.push(d.with_help(Some(help)));
+                    } else if waits_in_a_circle(&s.parallel, inner.id.as_deref(), &after) {
+                        let d = self.diag(at, format!("`after: {after}` waits in a circle"));
+                        self.diags.push(d.with_help(Some("break the circle: one step of it must not wait".into())));
+                    }
+                }
+            }
             for (j, inner) in s.parallel.into_iter().enumerate() {
                 let inner_path = format!("{path}.parallel[{j}]");
                 if !inner.parallel.is_empty() {
@@ -463,6 +554,7 @@ impl Checker<'_> {
                 let mut step = self.step(inner, inner_path, ids);
                 step.group = Some(i);
                 step.group_when = group_when.clone();
+                step.group_fail_fast = fail_fast;
                 out.push(step);
             }
         }
@@ -561,6 +653,8 @@ impl Checker<'_> {
             with: raw.with.unwrap_or(Yaml::Mapping(Default::default())),
             when,
             group_when: None,
+            group_fail_fast: true,
+            after: raw.after.as_ref().map(OneOrMany::list).unwrap_or_default(),
             assert,
             timeout,
             retry,

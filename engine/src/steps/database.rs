@@ -1300,6 +1300,7 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
             staged: None,
             bin_dir: None,
             meter: Some(crate::progress::Meter::default()),
+            sections: Default::default(),
         };
         let log_ctx = ctx.clone();
         let log = move |l: String| log_ctx.log(l);

@@ -237,6 +237,9 @@ pub struct StepCtx {
     /// Reports bytes moved so far (see `watch`).
     pub progress: Arc<dyn Fn(u64, Option<u64>) + Send + Sync>,
     pub cancel: CancellationToken,
+    /// In a `parallel` group, each sibling step's id and a token cancelled when it has ended
+    /// (see `ended`); empty elsewhere.
+    pub siblings: Arc<std::collections::HashMap<String, CancellationToken>>,
     /// The operator confirmed in advance (`pgdrill run --yes`).
     pub assume_yes: bool,
     pub redactor: Redactor,
@@ -252,6 +255,17 @@ pub struct StepCtx {
 }
 
 impl StepCtx {
+    /// A token cancelled when the step `id` of the same `parallel` group has ended, whatever
+    /// its outcome (a failure also cancels this step through `cancel`): for a step that works
+    /// beside another one, such as amcheck checking each index while the restore builds them.
+    pub fn ended(&self, id: &str) -> Result<CancellationToken, StepError> {
+        self.siblings.get(id).cloned().ok_or_else(|| {
+            StepError::Invalid(format!(
+                "`{id}` is not the id of another step of the same `parallel` group: follow names a step running beside this one"
+            ))
+        })
+    }
+
     /// Report a fact (a server used, a backup written or tested, an objective measured):
     /// reporters read facts, not step kinds. Facts stand whether the step then passes or
     /// fails (an RTO over its target is still reported).

@@ -543,6 +543,12 @@ pub struct RestoreWith {
     /// directory of pg_restore and psql
     #[field(ty = "path")]
     bin_dir: Option<String>,
+    /// pg_restore's sections to restore: pre-data, data, post-data (default all). Restoring
+    /// pre-data and data first and post-data in a second step lets the data be read while
+    /// the indexes are built; a dump that cannot be split (a SQL script, a stream) is
+    /// restored whole by the first, and `sections` says so
+    #[serde(default)]
+    sections: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -553,6 +559,9 @@ impl With for RestoreWith {
     fn check(&self) -> Result<(), WithError> {
         if self.jobs == 0 {
             return Err(WithError::new("jobs", "jobs must be at least 1"));
+        }
+        if !self.sections.iter().any(|s| is_template(s)) {
+            restore::Sections::parse(&self.sections).map_err(|e| WithError::new("sections", e))?;
         }
         Ok(())
     }
@@ -571,6 +580,8 @@ pub struct RestoreOutputs {
     tool: String,
     /// what was peeled off on the way: encryption, compression (other tools' files too)
     layers: Vec<&'static str>,
+    /// the sections restored (all three when the dump could not be restored in parts)
+    sections: Vec<&'static str>,
 }
 
 pub struct Restore;
@@ -624,6 +635,7 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
         staged: w.staged.as_deref().filter(|s| !s.is_empty()).map(|s| ctx.resolve(s)),
         bin_dir: w.bin_dir.as_deref().map(PathBuf::from),
         meter: Some(crate::progress::Meter::default()),
+        sections: restore::Sections::parse(&w.sections).map_err(|e| StepError::field("sections", e))?,
     };
     let log_ctx = ctx.clone();
     let log = move |l: String| log_ctx.log(l);
@@ -641,6 +653,7 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
         staged_bytes: r.staged_bytes,
         tool: r.tool,
         layers: r.layers,
+        sections: r.sections.names(),
     })
 }
 
@@ -671,6 +684,11 @@ pub struct FingerprintWith {
     #[serde(default)]
     #[field(ty = "integer")]
     source_major: Option<serde_json::Value>,
+    /// read every table in one snapshot (default true). false: each table in a transaction
+    /// of its own, holding no lock past it, so the tables can be read while a restore of
+    /// post-data builds their indexes; only for `check: tables` on a copy nothing writes to
+    #[serde(default = "yes", deserialize_with = "super::de::boolean")]
+    snapshot: bool,
 }
 
 fn all() -> String {
@@ -686,6 +704,9 @@ impl With for FingerprintWith {
             if Mode::parse(m).is_err() || m == "off" {
                 return Err(WithError::new("mode", format!("unknown mode `{m}`: use full or counts")));
             }
+        }
+        if !self.snapshot && !is_template(&self.check) && self.check != "tables" {
+            return Err(WithError::new("snapshot", "snapshot: false reads tables apart: only with check: tables"));
         }
         Ok(())
     }
@@ -751,23 +772,37 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
     let want_schema = w.check != "tables";
     let want_tables = w.check != "schema";
 
+    if !w.snapshot && w.check != "tables" {
+        return Err(StepError::field("snapshot", "snapshot: false reads tables apart: only with check: tables"));
+    }
     let tx = crate::pg::connect(&w.url).await?;
-    // One consistent view, with the same pinned settings as the backup's fingerprint.
-    tx.batch_execute("begin isolation level repeatable read read only").await.map_err(pg_error)?;
-    // Without an expectation, the schema is read only to report the table count.
-    let (schema_hash, schema) = if want_schema || (expect.is_none() && !want_tables) {
-        fingerprint::compute_schema(&tx).await.map_err(pg_error)?
-    } else {
-        (String::new(), BTreeMap::new())
+    let restored_major = || async {
+        Ok::<u32, StepError>(
+            tx.query_one("select current_setting('server_version_num')::int / 10000", &[])
+                .await
+                .map_err(pg_error)?
+                .get::<_, i32>(0) as u32,
+        )
     };
-    let tables: BTreeMap<String, TablePrint> =
-        if want_tables { fingerprint::compute_tables(&tx, mode).await.map_err(pg_error)? } else { BTreeMap::new() };
-    let restored_major = tx
-        .query_one("select current_setting('server_version_num')::int / 10000", &[])
-        .await
-        .map_err(pg_error)?
-        .get::<_, i32>(0) as u32;
-    tx.batch_execute("commit").await.map_err(pg_error)?;
+    let (schema_hash, schema, tables, restored_major) = if !w.snapshot {
+        // Each table apart (see `snapshot`), with no transaction around them all.
+        let tables = fingerprint::compute_tables_apart(&tx, mode).await.map_err(pg_error)?;
+        (String::new(), BTreeMap::new(), tables, restored_major().await?)
+    } else {
+        // One consistent view, with the same pinned settings as the backup's fingerprint.
+        tx.batch_execute("begin isolation level repeatable read read only").await.map_err(pg_error)?;
+        // Without an expectation, the schema is read only to report the table count.
+        let (schema_hash, schema) = if want_schema || (expect.is_none() && !want_tables) {
+            fingerprint::compute_schema(&tx).await.map_err(pg_error)?
+        } else {
+            (String::new(), BTreeMap::new())
+        };
+        let tables: BTreeMap<String, TablePrint> =
+            if want_tables { fingerprint::compute_tables(&tx, mode).await.map_err(pg_error)? } else { BTreeMap::new() };
+        let major = restored_major().await?;
+        tx.batch_execute("commit").await.map_err(pg_error)?;
+        (schema_hash, schema, tables, major)
+    };
     let source_major = match &w.source_major {
         Some(serde_json::Value::Number(n)) => n.as_u64().map(|n| n as u32),
         Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
@@ -865,6 +900,11 @@ pub struct AmcheckWith {
     /// also check every heap tuple is indexed (default true)
     #[serde(default = "yes", deserialize_with = "super::de::boolean")]
     heapallindexed: bool,
+    /// the id of a step of the same `parallel` group that builds the indexes (a
+    /// `backup.restore` of post-data): each index is checked as soon as it is built, and the
+    /// rest when that step has ended
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    follow: Option<String>,
 }
 
 fn yes() -> bool {
@@ -898,6 +938,12 @@ impl Step for Amcheck {
 }
 
 async fn amcheck(ctx: StepCtx, w: AmcheckWith) -> Result<AmcheckOutputs, StepError> {
+    // Beside a restore of post-data, indexes are checked as they appear; the last listing is
+    // taken after that step has ended, so none is left out.
+    let ended = match w.follow.as_deref().filter(|f| !f.is_empty()) {
+        Some(id) => Some(ctx.ended(id)?),
+        None => None,
+    };
     let client = crate::pg::connect(&w.url).await?;
     let available = client
         .query_opt("select installed_version from pg_available_extensions where name = 'amcheck'", &[])
@@ -910,32 +956,43 @@ async fn amcheck(ctx: StepCtx, w: AmcheckWith) -> Result<AmcheckOutputs, StepErr
     if installed.is_none() {
         client.batch_execute("create extension amcheck").await.map_err(pg_error)?;
     }
-    // Only indexes with storage (relkind `i`): a partitioned table's own index (`I`) has
-    // none and bt_index_check refuses it; its partitions' indexes are checked instead.
-    let indexes = client
-        .query(
-            "select c.oid::regclass::text from pg_index i join pg_class c on c.oid = i.indexrelid \
-             join pg_am a on a.oid = c.relam join pg_namespace n on n.oid = c.relnamespace \
-             where a.amname = 'btree' and c.relkind = 'i' and i.indisvalid and c.relpersistence <> 't' \
-             and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%' order by 1",
-            &[],
-        )
-        .await
-        .map_err(pg_error)?;
+    let mut checked = std::collections::BTreeSet::new();
     let mut failures = Vec::new();
-    for r in &indexes {
-        let name: String = r.get(0);
-        let q = format!("select bt_index_check('{}'::regclass, {})", name.replace('\'', "''"), w.heapallindexed);
-        if let Err(e) = client.batch_execute(&q).await {
-            failures.push(format!("{name}: {}", crate::pg::describe(&e)));
+    let mut early = 0usize;
+    loop {
+        let last = ended.as_ref().is_none_or(|t| t.is_cancelled());
+        for name in valid_btree_indexes(&client).await? {
+            if !checked.insert(name.clone()) {
+                continue;
+            }
+            if !last {
+                early += 1;
+            }
+            let q = format!("select bt_index_check('{}'::regclass, {})", name.replace('\'', "''"), w.heapallindexed);
+            if let Err(e) = client.batch_execute(&q).await {
+                failures.push(format!("{name}: {}", crate::pg::describe(&e)));
+            }
+        }
+        match &ended {
+            Some(t) if !last => {
+                tokio::select! {
+                    _ = t.cancelled() => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                }
+            }
+            _ => break,
         }
     }
+    let indexes = checked;
     // Leave the restored copy as it came back: its extension list is part of the schema.
     if installed.is_none() {
         let _ = client.batch_execute("drop extension amcheck").await;
     }
     if !failures.is_empty() {
         return Err(StepError::Failed(summarize("index", &failures)));
+    }
+    if let Some(id) = w.follow.as_deref().filter(|f| !f.is_empty()) {
+        ctx.log(format!("{early} of them checked while `{id}` was still building indexes"));
     }
     ctx.log(format!(
         "{} B-tree indexes checked ({})",
@@ -948,6 +1005,23 @@ async fn amcheck(ctx: StepCtx, w: AmcheckWith) -> Result<AmcheckOutputs, StepErr
     ));
     ctx.fact(crate::exec::Fact::Verified);
     Ok(AmcheckOutputs { indexes: indexes.len() })
+}
+
+/// The B-tree indexes amcheck can check, valid ones only (an index being built is not yet
+/// listed). Only indexes with storage (relkind `i`): a partitioned table's own index (`I`)
+/// has none and bt_index_check refuses it; its partitions' indexes are checked instead.
+async fn valid_btree_indexes(client: &tokio_postgres::Client) -> Result<Vec<String>, StepError> {
+    let rows = client
+        .query(
+            "select c.oid::regclass::text from pg_index i join pg_class c on c.oid = i.indexrelid \
+             join pg_am a on a.oid = c.relam join pg_namespace n on n.oid = c.relnamespace \
+             where a.amname = 'btree' and c.relkind = 'i' and i.indisvalid and i.indisready and c.relpersistence <> 't' \
+             and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%' order by 1",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 // ---------------------------------------------------------------------------------------
