@@ -381,3 +381,85 @@ steps:
         assert!(message.contains("step 2, field `when`"), "{message}");
     }
 }
+
+const AFTER: &str = r#"
+name: after-and-fail-fast
+vars:
+  log: ~
+  broken: false
+  fail_fast: true
+steps:
+  - fail_fast: false
+    parallel:
+      - id: slow
+        uses: shell.run
+        with: { script: "sleep 1; echo slow >> '{{ vars.log }}'" }
+      - id: waits
+        after: slow
+        uses: shell.run
+        with: { script: "echo waits >> '{{ vars.log }}'" }
+      - id: broken
+        uses: shell.run
+        with: { script: "{% if vars.broken %}exit 4{% else %}true{% endif %}" }
+      - id: on_broken
+        after: [broken, slow]
+        uses: shell.run
+        with: { script: "echo on_broken >> '{{ vars.log }}'" }
+  - id: next
+    uses: shell.run
+    with: { script: "echo next >> '{{ vars.log }}'" }
+"#;
+
+/// `after:` waits for a sibling's end (its order in the file does not matter), a failed
+/// sibling skips the steps waiting for it with the reason, and `fail_fast: false` lets the
+/// rest of the group finish while the group, and the run, still fail.
+#[test]
+fn after_waits_for_a_sibling_and_fail_fast_false_lets_the_group_finish_but_still_fails() {
+    let t = tmp();
+    let rb = write(t.path(), "after.yaml", AFTER);
+    let log = t.path().join("log");
+    let report = t.path().join("report");
+    let go = |broken: bool| {
+        std::fs::remove_file(&log).ok();
+        let out = run(&[
+            "run",
+            rb.to_str().unwrap_or_default(),
+            "--var",
+            &format!("log={}", log.display()),
+            "--var",
+            &format!("broken={broken}"),
+            "--report",
+            report.to_str().unwrap_or_default(),
+        ]);
+        let lines: Vec<String> =
+            std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();
+        (out, lines, steps_of(&read_json(&report.join("run.json"))))
+    };
+
+    let (out, lines, _) = go(false);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let at = |l: &str| lines.iter().position(|x| x == l).unwrap_or_else(|| panic!("{l} in {lines:?}"));
+    assert!(at("slow") < at("waits"), "waits ran after slow ended: {lines:?}");
+    assert!(at("slow") < at("on_broken"), "{lines:?}");
+    assert_eq!(lines.last().map(String::as_str), Some("next"), "{lines:?}");
+
+    let (out, lines, steps) = go(true);
+    assert_eq!(out.status.code(), Some(1), "a failed step fails the group and the run: {}", text(&out.stderr));
+    assert_eq!(lines, ["slow", "waits"], "fail_fast: false let slow and waits finish; nothing after the group ran");
+    assert_eq!(step(&steps, "slow").1, "passed", "{steps:?}");
+    assert_eq!(step(&steps, "broken").1, "failed", "{steps:?}");
+    let (_, outcome, message) = step(&steps, "on_broken");
+    assert_eq!(outcome, "skipped", "{steps:?}");
+    assert!(message.contains("`after: broken`, and `broken` failed"), "{message}");
+    assert_eq!(step(&steps, "next").1, "skipped", "{steps:?}");
+
+    // Without `fail_fast: false`, the failure stops the siblings still running.
+    let fast = AFTER.replace("  - fail_fast: false\n    parallel:", "  - parallel:");
+    std::fs::write(&rb, fast).expect("write");
+    let (out, lines, steps) = go(true);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(lines.is_empty(), "slow was stopped, waits never started: {lines:?}");
+    for s in ["slow", "waits", "on_broken"] {
+        assert_ne!(step(&steps, s).1, "passed", "{s}: {steps:?}");
+    }
+}

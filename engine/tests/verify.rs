@@ -66,10 +66,14 @@ async fn a_clean_backup_passes_every_check_and_is_recorded_then_skipped_unless_f
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{all}");
     let cases = junit_cases(&junit);
-    for check in ["integrity", "restore", "schema", "tables", "amcheck", "freshness", "rto"] {
+    for check in ["integrity", "restore", "indexes", "schema", "tables", "amcheck", "freshness", "rto"] {
         assert_eq!(status_of(&cases, check), "passed", "{check} in {cases:?}");
     }
     let junit_text = std::fs::read_to_string(&junit).expect("junit");
+    // The data first, then post-data beside the reads: and every index was still checked.
+    assert!(junit_text.contains("sections: pre-data, data"), "{junit_text}");
+    assert!(junit_text.contains("sections: post-data"), "{junit_text}");
+    assert!(junit_text.contains("4 B-tree indexes checked"), "{junit_text}");
     assert!(junit_text.contains("match the source (counts and content hashes)"), "{junit_text}");
     // fingerprint=full (the default) checks every heap tuple is indexed.
     assert!(junit_text.contains("structure and heapallindexed"), "{junit_text}");
@@ -362,4 +366,48 @@ async fn a_failure_building_indexes_after_the_data_fails_restore_and_nothing_pas
     for check in ["schema", "tables", "amcheck"] {
         assert_ne!(status_of(&cases, check), "passed", "{check} after a failed restore: {cases:?}");
     }
+}
+
+/// Restored in sections, an index that cannot be built fails `indexes` (post-data), the
+/// schema that waits for it is skipped, never passed, and the run and the ledger say failed.
+/// The rows are right, and `tables` says so: that verdict is true.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_that_cannot_be_built_in_post_data_fails_indexes_and_the_schema_is_never_passed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some(s) = common::native_server("shop").await else { return };
+    let client = pgdrill::pg::connect(&s.url()).await.expect("connect");
+    // An expression index whose function refuses to run for pg_restore: it builds here, and
+    // fails when the restore's post-data builds it.
+    client
+        .batch_execute(
+            "create table items (id int primary key, name text);
+             insert into items select g, 'i' || g from generate_series(1, 1000) g;
+             create function picky(int) returns int language plpgsql immutable as $$
+               begin
+                 if current_setting('application_name') = 'pg_restore' then
+                   raise exception 'picky refuses pg_restore';
+                 end if;
+                 return $1;
+               end $$;
+             create index items_picky on items (picky(id));",
+        )
+        .await
+        .expect("load");
+    let path = common::backup_to(&s.url(), &storage, KEY, "shop");
+    let junit = dir.path().join("verify.xml");
+    let out = verify(&storage, &[], &junit);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("picky refuses pg_restore"), "the server's reason is shown: {all}");
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "restore"), "passed", "pre-data and data restored: {cases:?}");
+    assert_eq!(status_of(&cases, "indexes"), "failure", "{cases:?}");
+    assert_eq!(status_of(&cases, "schema"), "skipped", "{cases:?}");
+    assert_eq!(status_of(&cases, "tables"), "passed", "the rows are all there: {cases:?}");
+    let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
+    let line: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap_or("{}")).expect("json");
+    assert_eq!(line["result"], "failed", "{line}");
+    assert_eq!(line["sha256"].as_str().map(str::len), Some(64), "{line}");
+    drop(path);
 }
