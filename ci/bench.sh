@@ -345,7 +345,7 @@ PY
     python3 - "$S/phases-$1" <<'PY'
 import statistics, sys
 runs = [dict(kv.split("=") for kv in line.split()) for line in open(sys.argv[1]) if line.strip() and not line.startswith("staged_bytes")]
-keys = ["integrity", "scratch", "restore", "schema", "tables", "amcheck"]
+keys = ["integrity", "scratch", "restore", "indexes", "tables", "amcheck", "schema"]
 print(", ".join("%s %.1f s" % (k, statistics.median(float(r.get(k, 0)) for r in runs)) for k in keys))
 PY
   }
@@ -362,7 +362,7 @@ PY
   echo "| pgdrill run verify, jobs=2, fingerprint=counts (amcheck structure only) | $(sec "$vc") | $(sec "$(col "$S/v-verify_counts" 2)") | $(ratio "$vc" "$vt") | $(ratio "$vc" "$vd") | <= 1.3 |"
   echo
   echo "CPU: user+sys of the command and its children; for pgdrill that includes its throwaway server, for pg_restore the running server's backends are added."
-  echo "verify phases (median; integrity and scratch run side by side, so do tables and amcheck):"
+  echo "verify phases (median; integrity and scratch run side by side; after restore (pre-data and data), indexes (post-data), tables and amcheck run side by side, and schema once indexes and amcheck have ended):"
   for f in full counts; do
     echo "- $f: $(phases "$f")"
   done

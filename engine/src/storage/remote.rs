@@ -50,8 +50,9 @@ const PART: usize = 8 << 20;
 const INFLIGHT: usize = 2;
 /// Ranges in flight when an upload is read back.
 const READBACK_INFLIGHT: usize = 3;
-/// Range size of a streamed read (`Remote::reader`).
+/// Range size of a streamed read (`Remote::reader`), and how many are in flight.
 const STREAM_PART: usize = 4 << 20;
+const STREAM_INFLIGHT: usize = 2;
 /// Bytes of each foreign object read into its sparse mirror, to tell its kind.
 const HEAD_BYTES: u64 = 4096;
 
@@ -548,11 +549,11 @@ impl Remote {
                 (meta.size, self.pin(rel, meta.e_tag.as_deref()))
             }
         };
-        // Smaller ranges than an upload's parts, one waiting in the channel: at most about
-        // 5 x 4 MiB in memory (in flight, queued, being read).
+        // Smaller ranges than an upload's parts, one waiting in the channel, each handed on
+        // without a copy: at most about 4 x 4 MiB in memory (in flight, queued, being read).
         let ranges: Vec<std::ops::Range<u64>> =
             (0..size).step_by(STREAM_PART).map(|start| start..(start + STREAM_PART as u64).min(size)).collect();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, String>>(1);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Chunk, String>>(1);
         let (store, url) = (self.store.clone(), self.url_of(rel));
         tokio::spawn(async move {
             let mut parts = futures_util::stream::iter(ranges)
@@ -560,9 +561,10 @@ impl Remote {
                     let (store, key, tag) = (store.clone(), key.clone(), tag.clone());
                     async move { get_range_of(&store, &key, r, tag).await }
                 })
-                .buffered(READBACK_INFLIGHT);
+                .buffered(STREAM_INFLIGHT);
             while let Some(chunk) = parts.next().await {
-                let item = chunk.map(|b| b.to_vec()).map_err(|e| format!("downloading {url}: {}", describe(&e)));
+                let item =
+                    chunk.map(|b| Box::new(b) as Chunk).map_err(|e| format!("downloading {url}: {}", describe(&e)));
                 let failed = item.is_err();
                 // The reader was dropped (the check stopped): stop downloading.
                 if tx.send(item).await.is_err() || failed {
@@ -570,7 +572,7 @@ impl Remote {
                 }
             }
         });
-        Ok((Box::new(ObjectReader { rx, chunk: Vec::new(), at: 0, got: 0, size }), size))
+        Ok((Box::new(ObjectReader { rx, chunk: Box::new(Vec::new()), at: 0, got: 0, size }), size))
     }
 
     /// Write the first `n` bytes of `rel` into its stand-in (an archive's header, for a
@@ -1012,9 +1014,12 @@ fn stand_in(path: &Path, head: &[u8], size: u64, mtime: std::time::SystemTime) -
 }
 
 /// An object read through `Remote::reader`.
+/// A downloaded range, as the store's client returned it (no copy).
+type Chunk = Box<dyn std::ops::Deref<Target = [u8]> + Send>;
+
 struct ObjectReader {
-    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>,
-    chunk: Vec<u8>,
+    rx: tokio::sync::mpsc::Receiver<Result<Chunk, String>>,
+    chunk: Chunk,
     at: usize,
     got: u64,
     size: u64,
