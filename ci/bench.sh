@@ -17,6 +17,9 @@
 #   each place in the round in turn, and print medians: wall seconds, CPU seconds (user+sys
 #   of the command and every process it waited for, plus, for pg_restore into an already
 #   running server, what that server's backends spent) and peak RSS of pgdrill itself.
+#   VERIFY_AB=1 adds a fifth kind of verify run to the rounds: fingerprint=full with the runbook
+#   as it was before the restore was split in sections (fixtures/runbooks/verify-sequential.yaml),
+#   so what overlapping post-data with the reads buys is measured in the same run.
 #   SIZES="0.6 2.5 5" runs backup and verify at each size (GB of generated data, scaled
 #   from SCALE=30 plus 400k documents = 0.6 GB; the largest is optional, it takes a while) and
 #   ends with a table of ratios, peak RSS and staging disk use per size. SCALE=2 is a quick
@@ -311,29 +314,34 @@ bench_size() {  # scale documents
     after=$(server_ticks "$1")
     awk -v t="$(((after - before) * 1000 / TCK))" '{ print $1, $2 + t, $3 }' "$S/m" >"$S/m2" && mv "$S/m2" "$S/m"
   }
-  verify_run() {  # fingerprint
-    local rep="$S/vrep-$1"
+  verify_run() {  # fingerprint [runbook] [tag]
+    local rep="$S/vrep-$1${3:-}"
     rm -rf "$rep"
     settle
-    measure "$S/m" "$BIN" run verify --quiet --var storage="$S/st-full" --var database=bench --var provider=native \
+    measure "$S/m" "$BIN" run "${2:-verify}" --quiet --var storage="$S/st-full" --var database=bench --var provider=native \
       --var jobs=2 --var fingerprint="$1" --var force=true --report "$rep" --junit "$rep.xml" >/dev/null
-    python3 - "$rep/run.json" >>"$S/phases-$1" <<'PY'
+    python3 - "$rep/run.json" >>"$S/phases-$1${3:-}" <<'PY'
 import json, sys
 steps = json.load(open(sys.argv[1]))["suites"][0]["steps"]
 print(" ".join("%s=%.2f" % (s["label"], s["duration"]) for s in steps if s["phase"]["kind"] == "main"))
 PY
     # What was staged for the restore: backup.check logs it (in the JUnit).
-    echo "staged_bytes=$(cat "$rep.xml" | sed -n 's/.*staged the checked dump (\([0-9]*\) bytes).*/\1/p' | head -n 1)" >>"$S/phases-$1"
+    echo "staged_bytes=$(cat "$rep.xml" | sed -n 's/.*staged the checked dump (\([0-9]*\) bytes).*/\1/p' | head -n 1)" >>"$S/phases-$1${3:-}"
   }
   local vkinds=(pgr_throwaway pgr_default verify_full verify_counts)
+  # VERIFY_AB=1: also the runbook as it was before the restore was split in sections
+  # (fixtures/runbooks/verify-sequential.yaml), to measure what the overlap buys.
+  if [ -n "${VERIFY_AB:-}" ]; then vkinds+=(verify_full_seq); fi
+  local nk=${#vkinds[@]}
   for round in $(seq 0 $((VRUNS - 1))); do
-    for i in 0 1 2 3; do
-      kind=${vkinds[$(((round + i) % 4))]}
+    for i in $(seq 0 $((nk - 1))); do
+      kind=${vkinds[$(((round + i) % nk))]}
       case $kind in
         pgr_throwaway) baseline_restore "$TPD" "$TPORT" ;;
         pgr_default) baseline_restore "$DPD" "$DPORT" ;;
         verify_full) verify_run full ;;
         verify_counts) verify_run counts ;;
+        verify_full_seq) verify_run full fixtures/runbooks/verify-sequential.yaml seq ;;
       esac
       cat "$S/m" >>"$S/v-$kind"
     done
@@ -360,10 +368,14 @@ PY
   echo "| pg_restore -j 2 into a running server with default settings | $(sec "$vd") | $(sec "$(col "$S/v-pgr_default" 2)") | $(ratio "$vd" "$vt") | 1.00 | |"
   echo "| pgdrill run verify, jobs=2, fingerprint=full (start server, check, restore, compare, amcheck heapallindexed) | $(sec "$vf") | $(sec "$(col "$S/v-verify_full" 2)") | $(ratio "$vf" "$vt") | $(ratio "$vf" "$vd") | <= 1.6 |"
   echo "| pgdrill run verify, jobs=2, fingerprint=counts (amcheck structure only) | $(sec "$vc") | $(sec "$(col "$S/v-verify_counts" 2)") | $(ratio "$vc" "$vt") | $(ratio "$vc" "$vd") | <= 1.3 |"
+  if [ -n "${VERIFY_AB:-}" ]; then
+    local vs; vs=$(col "$S/v-verify_full_seq" 1)
+    echo "| the same, fingerprint=full, sequential (fixtures/runbooks/verify-sequential.yaml: one pg_restore, then schema, then tables and amcheck) | $(sec "$vs") | $(sec "$(col "$S/v-verify_full_seq" 2)") | $(ratio "$vs" "$vt") | $(ratio "$vs" "$vd") | |"
+  fi
   echo
   echo "CPU: user+sys of the command and its children; for pgdrill that includes its throwaway server, for pg_restore the running server's backends are added."
   echo "verify phases (median; integrity and scratch run side by side; after restore (pre-data and data), indexes (post-data), tables and amcheck run side by side, and schema once indexes and amcheck have ended):"
-  for f in full counts; do
+  for f in full counts ${VERIFY_AB:+fullseq}; do
     echo "- $f: $(phases "$f")"
   done
   echo "pgdrill verify peak RSS (largest of the runs, pgdrill itself): $((vrss / 1024)) MiB; staged for the restore: $(mib "$staged") MiB (pg_dump -Fc -Z0: $(mib "$(size_of "$S/z0.dump")") MiB)"

@@ -411,3 +411,53 @@ async fn an_index_that_cannot_be_built_in_post_data_fails_indexes_and_the_schema
     assert_eq!(line["sha256"].as_str().map(str::len), Some(64), "{line}");
     drop(path);
 }
+
+/// amcheck's verdict, on two connections: an index whose expression no longer gives what it
+/// stored (its function was replaced) is found by heapallindexed and named, the sound index
+/// beside it is not, and structure-only checking (the `counts` level) does not see it, as
+/// the README says.
+#[tokio::test(flavor = "multi_thread")]
+async fn amcheck_names_an_index_missing_heap_tuples_and_only_that_one() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some(s) = common::native_server("idx").await else { return };
+    let client = pgdrill::pg::connect(&s.url()).await.expect("connect");
+    client
+        .batch_execute(
+            "create table t (x int);
+             insert into t select g from generate_series(1, 2000) g;
+             create index t_sound on t (x);
+             create function f(int) returns int language sql immutable as 'select $1';
+             create index t_lying on t (f(x));
+             create or replace function f(int) returns int language sql immutable as 'select -$1';",
+        )
+        .await
+        .expect("load");
+    let rb = dir.path().join("amcheck.yaml");
+    std::fs::write(
+        &rb,
+        "name: amcheck\nvars: { url: ~, heap: true }\nsteps:\n  - id: amcheck\n    uses: verify.amcheck\n    with: { url: \"{{ vars.url }}\", heapallindexed: \"{{ vars.heap }}\", jobs: 2 }\n",
+    )
+    .expect("write");
+    let run = |heap: bool| {
+        let out = pgdrill(&[
+            "run",
+            rb.to_str().unwrap_or_default(),
+            "--var",
+            &format!("url={}", s.url()),
+            "--var",
+            &format!("heap={heap}"),
+        ])
+        .output()
+        .expect("run");
+        (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+    };
+    let (code, all) = run(true);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("1 index difference: t_lying:"), "only the lying index is named: {all}");
+    assert!(!all.contains("t_sound:"), "{all}");
+    let (code, all) = run(false);
+    assert_eq!(code, Some(0), "structure only does not see a missing heap tuple: {all}");
+    // The extension the check added is gone again.
+    let left = client.query_opt("select 1 from pg_extension where extname = 'amcheck'", &[]).await.expect("query");
+    assert!(left.is_none(), "amcheck left its extension behind");
+}

@@ -905,13 +905,23 @@ pub struct AmcheckWith {
     /// rest when that step has ended
     #[serde(default, deserialize_with = "super::de::opt_text")]
     follow: Option<String>,
+    /// connections checking indexes at the same time (default 1)
+    #[serde(default = "one", deserialize_with = "super::de::int")]
+    jobs: u32,
 }
 
 fn yes() -> bool {
     true
 }
 
-impl With for AmcheckWith {}
+impl With for AmcheckWith {
+    fn check(&self) -> Result<(), WithError> {
+        if self.jobs == 0 {
+            return Err(WithError::new("jobs", "jobs must be at least 1"));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Default, Serialize, Fields)]
 #[fields(outputs)]
@@ -956,33 +966,61 @@ async fn amcheck(ctx: StepCtx, w: AmcheckWith) -> Result<AmcheckOutputs, StepErr
     if installed.is_none() {
         client.batch_execute("create extension amcheck").await.map_err(pg_error)?;
     }
-    let mut checked = std::collections::BTreeSet::new();
-    let mut failures = Vec::new();
-    let mut early = 0usize;
-    loop {
-        let last = ended.as_ref().is_none_or(|t| t.is_cancelled());
-        for name in valid_btree_indexes(&client).await? {
-            if !checked.insert(name.clone()) {
-                continue;
-            }
-            if !last {
-                early += 1;
-            }
-            let q = format!("select bt_index_check('{}'::regclass, {})", name.replace('\'', "''"), w.heapallindexed);
-            if let Err(e) = client.batch_execute(&q).await {
-                failures.push(format!("{name}: {}", crate::pg::describe(&e)));
-            }
-        }
-        match &ended {
-            Some(t) if !last => {
-                tokio::select! {
-                    _ = t.cancelled() => {}
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+    // One connection lists the indexes as they become valid; `jobs` others check them, each
+    // index once, as they come.
+    let (queue, work) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let work = std::sync::Arc::new(tokio::sync::Mutex::new(work));
+    let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let workers = (0..w.jobs.max(1)).map(|_| {
+        let (work, failures, url) = (work.clone(), failures.clone(), w.url.clone());
+        async move {
+            let c = crate::pg::connect(&url).await?;
+            loop {
+                let next = work.lock().await.recv().await;
+                let Some(name) = next else { return Ok::<(), StepError>(()) };
+                let q =
+                    format!("select bt_index_check('{}'::regclass, {})", name.replace('\'', "''"), w.heapallindexed);
+                if let Err(e) = c.batch_execute(&q).await {
+                    if let Ok(mut f) = failures.lock() {
+                        f.push(format!("{name}: {}", crate::pg::describe(&e)));
+                    }
                 }
             }
-            _ => break,
         }
-    }
+    });
+    let lister = async {
+        let mut checked = std::collections::BTreeSet::new();
+        let mut early = 0usize;
+        loop {
+            let last = ended.as_ref().is_none_or(|t| t.is_cancelled());
+            for name in valid_btree_indexes(&client).await? {
+                if !checked.insert(name.clone()) {
+                    continue;
+                }
+                if !last {
+                    early += 1;
+                }
+                // The workers end only when the queue is closed, below.
+                let _ = queue.send(name);
+            }
+            match &ended {
+                Some(t) if !last => {
+                    tokio::select! {
+                        _ = t.cancelled() => {}
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                    }
+                }
+                _ => break,
+            }
+        }
+        drop(queue);
+        Ok::<_, StepError>((checked, early))
+    };
+    let (listed, checks) = tokio::join!(lister, futures_util::future::try_join_all(workers));
+    let (checked, early) = listed?;
+    checks?;
+    let mut failures: Vec<String> = failures.lock().map(|mut f| std::mem::take(&mut *f)).unwrap_or_default();
+    failures.sort();
     let indexes = checked;
     // Leave the restored copy as it came back: its extension list is part of the schema.
     if installed.is_none() {
