@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::backup::listing::{LastVerification, Listed};
 use crate::error::ExitCode;
 use crate::exec::{self, Executor, Reporter, Sink};
 use crate::redact::Redactor;
@@ -322,15 +323,15 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Validate { files } => validate(&files),
         Command::Plan { runbook, vars } => {
-            let rb = exec::load_runbook_ref(&runbook)?;
+            let rb = runbook::load_runbook_ref(&runbook)?;
             let env: serde_json::Map<String, serde_json::Value> =
                 std::env::vars().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
-            let vars = exec::resolve_vars(&rb, &exec::overrides_from_pairs(&vars), &env)?;
+            let vars = runbook::resolve_vars(&rb, &runbook::overrides_from_pairs(&vars), &env)?;
             out!("{}", plan::render(&rb, &vars));
             Ok(ExitCode::Passed)
         }
         Command::Run { runbook, vars, junit, report, quiet, yes, rto, notify, keep } => {
-            let mut rb = exec::load_checked(&runbook)?;
+            let mut rb = runbook::load_checked(&runbook)?;
             let operator = notify.map(|p| crate::report::notify::load(&p)).transpose()?;
             // The runbook's own sinks, and the operator file's for every run on this host.
             let notify = match (rb.notify.clone(), operator) {
@@ -377,7 +378,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 .map_err(|e| Error::Environment(format!("cannot install signal handlers: {e}")))?;
             let executor = Executor::new(sink.clone(), redactor, cancel, cause);
             executor.assume_yes(yes);
-            let res = executor.run(&rb, &exec::overrides_from_pairs(&vars), None).await;
+            let res = executor.run(&rb, &runbook::overrides_from_pairs(&vars), None).await;
             // Reports are written whatever happened, so a failed run still leaves evidence.
             let finished = sink.finish();
             let res = res?;
@@ -482,10 +483,10 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 .map(crate::storage::names::NamePattern::parse)
                 .transpose()
                 .map_err(Error::Invalid)?;
-            let list = steps::backup_listing(&storage, database.as_deref(), pattern.as_ref())
-                .map_err(|e| Error::Environment(e.message().to_string()))?;
+            let list = crate::backup::listing::list(&storage, database.as_deref(), pattern.as_ref())
+                .map_err(|e| Error::Environment(e.to_string()))?;
             if json {
-                outln!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&crate::backup::listing::to_json(&list)).unwrap_or_default());
             } else {
                 for line in backups_table(&list) {
                     outln!("{line}");
@@ -602,7 +603,7 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
             }
             continue;
         }
-        match exec::load_checked(f) {
+        match runbook::load_checked(f) {
             Ok(rb) => {
                 // Deprecated forms are shown, but the runbook is valid: exit 0.
                 for w in &rb.warnings {
@@ -628,48 +629,61 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
 
 /// The `backups list` table: one header, columns as wide as their widest cell, sizes right
 /// aligned, the path last. Names and paths are data: control characters are shown, not sent.
-fn backups_table(list: &[serde_json::Value]) -> Vec<String> {
+fn backups_table(list: &[Listed]) -> Vec<String> {
     let header = ["created", "database", "size", "kind", "encrypted", "manifest", "last verified", "path"];
+    let shown = |t: &str| crate::report::visible(t).into_owned();
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+    // The time to the second, and `(mtime)` where it is only the file's modification time.
+    let created = |t: &str, from_mtime: bool| {
+        let mut c = shown(t).replace('T', " ");
+        c.truncate(19);
+        if from_mtime {
+            c.push_str(" (mtime)");
+        }
+        c
+    };
+    let verified = |v: &Option<LastVerification>| match v {
+        None => "never".to_string(),
+        Some(LastVerification::Recorded { result, verified_at, .. }) => {
+            format!("{} {}", result, verified_at.get(..16).unwrap_or("?").replace('T', " "))
+        }
+        Some(LastVerification::Unknown { result, .. }) => format!("{result} ?"),
+    };
     let mut rows: Vec<[String; 8]> = Vec::new();
     for b in list {
-        let s = |k: &str| crate::report::visible(b.get(k).and_then(|v| v.as_str()).unwrap_or("")).into_owned();
-        let mut database = s("database");
-        if database.is_empty() {
-            database = "-".into();
-        } else if b.get("database_assumed").and_then(|v| v.as_bool()).unwrap_or(false) {
-            database.push('?');
-        }
-        if let Some(err) = b.get("error") {
-            let q = || "?".to_string();
-            let path = format!("{} ({})", s("path"), crate::report::visible(err.as_str().unwrap_or("")));
-            rows.push([q(), database, q(), q(), q(), q(), q(), path]);
-            continue;
-        }
-        let mut created = s("created").replace('T', " ");
-        if created.len() > 19 {
-            created.truncate(19);
-        }
-        if s("created_from") == "mtime" {
-            created.push_str(" (mtime)");
-        }
-        let size = crate::report::human_bytes(b.get("size").and_then(|v| v.as_u64()).unwrap_or(0));
-        let enc = if b.get("encrypted").and_then(|v| v.as_bool()).unwrap_or(false) { "yes" } else { "no" };
-        let verified = match b.get("last_verification") {
-            Some(v) if !v.is_null() => format!(
-                "{} {}",
-                v["result"].as_str().unwrap_or("?"),
-                v["verified_at"].as_str().unwrap_or("?").get(..16).unwrap_or("?").replace('T', " ")
-            ),
-            _ => "never".into(),
+        let database = match b {
+            _ if b.database().is_empty() => "-".to_string(),
+            Listed::Foreign(f) if f.database_assumed => format!("{}?", shown(&f.database)),
+            _ => shown(b.database()),
         };
-        // An unencrypted backup's manifest is bound to nothing: say so; other tools' files have none.
-        let auth = match s("manifest_auth").as_str() {
-            "mac" => "mac",
-            "none" => "none",
-            _ => "UNAUTH",
-        };
-        let kind = if s("origin") == "foreign" { s("format") } else { format!("pgdrill/{}", s("format")) };
-        rows.push([created, database, size, kind, enc.into(), auth.into(), verified, s("path")]);
+        rows.push(match b {
+            Listed::Unreadable(u) => {
+                let q = || "?".to_string();
+                [q(), database, q(), q(), q(), q(), q(), format!("{} ({})", shown(&u.path), shown(&u.error))]
+            }
+            Listed::Foreign(f) => [
+                created(&f.created, f.created_from == crate::storage::MadeFrom::Mtime),
+                database,
+                crate::report::human_bytes(f.size),
+                shown(&f.format),
+                yes_no(f.encrypted),
+                // Other tools' files have no manifest.
+                "none".into(),
+                verified(&f.last_verification),
+                shown(&f.path),
+            ],
+            Listed::Pgdrill(p) => [
+                created(&p.created, false),
+                database,
+                crate::report::human_bytes(p.size),
+                format!("pgdrill/{}", shown(&p.format)),
+                yes_no(p.encrypted),
+                // An unencrypted backup's manifest is bound to nothing: say so.
+                if p.manifest_auth == "mac" { "mac" } else { "UNAUTH" }.into(),
+                verified(&p.last_verification),
+                shown(&p.path),
+            ],
+        });
     }
     let mut width = header.map(|h| h.chars().count());
     for r in &rows {

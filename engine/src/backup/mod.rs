@@ -19,6 +19,7 @@ use crate::pg::native::parse_major;
 use crate::storage::{self, LocalStore};
 
 pub mod ledger;
+pub mod listing;
 pub mod offsets;
 pub mod restore;
 pub mod retention;

@@ -44,11 +44,11 @@ pub fn runbook(fleet: &Fleet, given: &Path) -> Result<(Runbook, String), Error> 
     for c in candidates {
         if c.is_file() {
             let abs = std::fs::canonicalize(&c).map_err(|e| Error::io(format!("cannot open {}", c.display()), e))?;
-            let rb = crate::exec::load_checked(&abs)?;
+            let rb = crate::runbook::load_checked(&abs)?;
             return Ok((rb, abs.display().to_string()));
         }
     }
-    let rb = crate::exec::load_checked(given)?;
+    let rb = crate::runbook::load_checked(given)?;
     Ok((rb, given.display().to_string()))
 }
 

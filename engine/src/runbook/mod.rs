@@ -7,18 +7,22 @@
 //! kind, after templating, at execution time.
 
 mod diag;
+mod load;
 pub mod spans;
 pub mod suggest;
+mod vars;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_yaml::Value as Yaml;
 
 pub use diag::{Diagnostic, Diagnostics};
+pub use load::{load, load_checked, load_runbook_ref, MAX_NESTING};
 use spans::{Pos, SpanIndex};
+pub use vars::{overrides_from_pairs, resolve_lets, resolve_vars, VarMap};
 
 use crate::steps;
 use crate::template;
@@ -277,14 +281,6 @@ const RUNBOOK_FIELDS: &[&str] =
     &["name", "description", "vars", "let", "secrets", "targets", "steps", "finally", "notify"];
 
 // ---- loading ----------------------------------------------------------------------------
-
-/// Read and check a runbook file. `label` is how the file is named in messages.
-pub fn load(path: &Path) -> Result<Runbook, crate::Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| crate::Error::Invalid(format!("cannot read runbook {}: {e}", path.display())))?;
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    parse(&path.display().to_string(), &text, base).map_err(crate::Error::Runbook)
-}
 
 /// How deep mappings and sequences may nest in a runbook file. Real runbooks use under ten
 /// levels (a `with:` block of a step in a `parallel` group is six).

@@ -557,8 +557,6 @@ fn normalize_path(p: &str) -> String {
     }
 }
 
-pub use backup::listing as backup_listing;
-
 /// Every step kind, in catalogue order.
 pub fn catalogue() -> &'static [StepKind] {
     static KINDS: [StepKind; 40] = [
