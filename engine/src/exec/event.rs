@@ -180,6 +180,8 @@ pub enum Event {
         parent: Option<usize>,
         name: String,
         file: String,
+        /// What the runbook declares it is (`kind:`), if it does.
+        kind: Option<crate::runbook::RunKind>,
         started_at: OffsetDateTime,
     },
     StepStarted {

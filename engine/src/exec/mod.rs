@@ -168,6 +168,7 @@ impl Executor {
             parent,
             name: rb.name.clone(),
             file: rb.file.clone(),
+            kind: rb.kind,
             started_at: OffsetDateTime::now_utc(),
         });
 
