@@ -166,3 +166,82 @@ fn rollback_result(recs: &[StepRecord]) -> (Rollback, Option<String>) {
     }
     (Rollback::RolledBack, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::exec::Phase;
+    use crate::runbook::Runbook;
+
+    fn runbook() -> Runbook {
+        let text = "name: t\nsteps:\n  - id: a\n    uses: sleep\n    with: { duration: 1s }\n    rollback:\n      - uses: sleep\n        with: { duration: 1s }\n  - id: b\n    uses: sleep\n    with: { duration: 1s }\nfinally:\n  - uses: sleep\n    with: { duration: 1s }\n";
+        crate::runbook::parse("t.yaml", text, PathBuf::new()).expect("parses")
+    }
+
+    fn rec(label: &str, outcome: Outcome, kind: Option<ErrorKind>, message: &str) -> StepRecord {
+        StepRecord {
+            suite: 0,
+            path: String::new(),
+            label: label.into(),
+            id: None,
+            uses: "sleep".into(),
+            location: None,
+            phase: Phase::Main,
+            outcome,
+            error_kind: kind,
+            started_at: time::OffsetDateTime::now_utc(),
+            duration: Duration::ZERO,
+            attempts: 1,
+            message: Some(message.into()).filter(|m: &String| !m.is_empty()),
+            outputs: serde_json::Value::Null,
+            log: Vec::new(),
+            rollback: None,
+            notice: None,
+            facts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_failed_rollback_is_never_rolled_back_and_reaches_the_message() {
+        let rb = runbook();
+        let mut state = RunState::default();
+        state.main_step_ended(&rb.steps[0], &rec("a", Outcome::Passed, None, ""));
+        state.main_step_ended(&rb.steps[1], &rec("b", Outcome::Errored, Some(ErrorKind::Environment), "gone"));
+        assert!(state.stopped());
+        assert_eq!(state.not_run_reason(), "step `b` errored");
+        let to_roll_back = state.to_roll_back();
+        assert_eq!(to_roll_back.len(), 1);
+        let (result, _) =
+            state.rolled_back(to_roll_back[0], &[rec("undo", Outcome::Failed, Some(ErrorKind::Failed), "no")]);
+        assert_eq!(result, Rollback::Failed);
+        let s = state.summarize();
+        assert_eq!((s.outcome, s.exit), (SuiteOutcome::Failed, ExitCode::Environment));
+        let m = s.message.unwrap_or_default();
+        assert!(m.starts_with("step `b` errored: gone; the rollback of step `a`"), "{m}");
+        assert!(m.contains("FAILED (step `undo` failed: no)"), "{m}");
+    }
+
+    #[test]
+    fn a_failed_finally_step_fails_a_passing_run_and_the_first_stop_wins() {
+        let rb = runbook();
+        let mut state = RunState::default();
+        state.main_step_ended(&rb.steps[0], &rec("a", Outcome::Passed, None, ""));
+        assert!(state.to_roll_back().is_empty(), "nothing failed: nothing is rolled back");
+        assert_eq!(state.status().0, "passed");
+        state.finally_ended(&rb.finally[0], &rec("f", Outcome::Errored, Some(ErrorKind::Invalid), "bad"));
+        let s = state.summarize();
+        assert_eq!((s.outcome, s.exit), (SuiteOutcome::Failed, ExitCode::Invalid));
+        assert_eq!(s.message.as_deref(), Some("a `finally` step failed"));
+
+        let mut state = RunState::default();
+        state.interrupt("SIGINT".into());
+        state.main_step_ended(&rb.steps[1], &rec("b", Outcome::Failed, Some(ErrorKind::Failed), "late"));
+        state.budget_missed("rto exceeds budget");
+        let s = state.summarize();
+        assert_eq!((s.outcome, s.exit), (SuiteOutcome::Interrupted, ExitCode::Interrupted));
+        assert_eq!(s.message.as_deref(), Some("interrupted by SIGINT"));
+    }
+}
