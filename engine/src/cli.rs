@@ -483,8 +483,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 .map(crate::storage::names::NamePattern::parse)
                 .transpose()
                 .map_err(Error::Invalid)?;
-            let list = crate::backup::listing::list(&storage, database.as_deref(), pattern.as_ref())
-                .map_err(|e| Error::Environment(e.to_string()))?;
+            let list = crate::backup::listing::list(&storage, database.as_deref(), pattern.as_ref())?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&crate::backup::listing::to_json(&list)).unwrap_or_default());
             } else {
@@ -515,18 +514,10 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let r = tokio::task::block_in_place(|| {
                 crate::backup::decrypt_to(&file, key.as_ref(), secret.as_deref(), &mut out)
             });
-            match r {
-                Ok(_) => {
-                    std::io::Write::flush(&mut out).map_err(|e| Error::Environment(format!("writing stdout: {e}")))?;
-                    Ok(ExitCode::Passed)
-                }
-                Err(crate::backup::BackupError::Failed(m)) => {
-                    errln!("error: {}", crate::report::visible(&m));
-                    Ok(ExitCode::Failed)
-                }
-                Err(crate::backup::BackupError::Invalid(m)) => Err(Error::Invalid(m)),
-                Err(crate::backup::BackupError::Environment(m)) => Err(Error::Environment(m)),
-            }
+            // A damaged archive is a failed check (exit 1), with its class like any error.
+            r?;
+            std::io::Write::flush(&mut out).map_err(|e| Error::Environment(format!("writing stdout: {e}")))?;
+            Ok(ExitCode::Passed)
         }
         Command::Report { dir, last, runbook, stale_after, json, html } => {
             let text = dir.to_string_lossy().into_owned();

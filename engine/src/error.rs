@@ -1,8 +1,12 @@
-//! Errors that reach the command line, each knowing its exit code.
+//! The error model: one [`Class`] (failed, invalid, environment) that every error of the
+//! library has, the one mapping from a class to an exit code ([`Class::exit_code`]), and
+//! [`Error`], the error that reaches the command line.
 //!
-//! Library code returns these; only `cli` turns them into text on stderr and a process exit
-//! status. Messages must never contain secret values: callers pass them through the run's
-//! redactor before they are shown.
+//! The layers below the steps (backup, restore, PostgreSQL) keep their own error types, but
+//! each states its class through [`Classified`], and converts into a step's error or into
+//! [`Error`] through that class alone (`?`), never through a hand-written match. Messages must
+//! never contain secret values: callers pass them through the run's redactor before they are
+//! shown.
 
 use std::fmt;
 
@@ -27,6 +31,45 @@ impl ExitCode {
     pub fn code(self) -> i32 {
         self as i32
     }
+
+    /// The class of a run that ended with this code (`None` for passed and interrupted).
+    pub fn class(self) -> Option<Class> {
+        Class::ALL.into_iter().find(|c| c.exit_code() == self)
+    }
+}
+
+/// What an error says about the run. Every error type of the library has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// A check did not hold: a verdict (exit 1, a JUnit `<failure>`).
+    Failed,
+    /// The input is invalid: a runbook, a field, a variable, an argument (exit 2). Trying
+    /// again cannot change it, so it is never retried.
+    Invalid,
+    /// The environment failed: a server unreachable, a tool missing, a disk full (exit 3);
+    /// never a verdict on a backup.
+    Environment,
+}
+
+impl Class {
+    pub const ALL: [Class; 3] = [Class::Failed, Class::Invalid, Class::Environment];
+
+    /// The one mapping from an error's class to the process exit code.
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Class::Failed => ExitCode::Failed,
+            Class::Invalid => ExitCode::Invalid,
+            Class::Environment => ExitCode::Environment,
+        }
+    }
+}
+
+/// An error that knows its class and can give up its message: what lets it become a step's
+/// error or an [`Error`] with `?`, keeping its class.
+pub trait Classified: std::error::Error {
+    fn class(&self) -> Class;
+    fn into_message(self) -> String;
 }
 
 /// What went wrong, with the exit code it maps to.
@@ -41,6 +84,9 @@ pub enum Error {
     /// The environment could not do what was asked.
     #[error("{0}")]
     Environment(String),
+    /// A check the command made did not hold (`pgdrill decrypt` of a damaged archive).
+    #[error("{0}")]
+    Failed(String),
     /// An I/O error while writing a report or reading a file.
     #[error("{context}: {source}")]
     Io {
@@ -51,11 +97,26 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            Error::Runbook(_) | Error::Invalid(_) => ExitCode::Invalid,
-            Error::Environment(_) | Error::Io { .. } => ExitCode::Environment,
+    /// An error of `class` with `message`.
+    pub fn new(class: Class, message: impl Into<String>) -> Self {
+        let message = message.into();
+        match class {
+            Class::Failed => Error::Failed(message),
+            Class::Invalid => Error::Invalid(message),
+            Class::Environment => Error::Environment(message),
         }
+    }
+
+    pub fn class(&self) -> Class {
+        match self {
+            Error::Runbook(_) | Error::Invalid(_) => Class::Invalid,
+            Error::Environment(_) | Error::Io { .. } => Class::Environment,
+            Error::Failed(_) => Class::Failed,
+        }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        self.class().exit_code()
     }
 
     pub fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
@@ -63,4 +124,29 @@ impl Error {
     }
 }
 
+/// A lower layer's error reaches the command line with its class.
+impl<E: Classified> From<E> for Error {
+    fn from(e: E) -> Self {
+        let class = e.class();
+        Error::new(class, e.into_message())
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_class_has_its_own_exit_code_and_back() {
+        let codes: Vec<ExitCode> = Class::ALL.iter().map(|c| c.exit_code()).collect();
+        assert_eq!(codes, [ExitCode::Failed, ExitCode::Invalid, ExitCode::Environment]);
+        for c in Class::ALL {
+            assert_eq!(c.exit_code().class(), Some(c));
+            assert_eq!(Error::new(c, "m").class(), c);
+        }
+        assert_eq!(ExitCode::Passed.class(), None);
+        assert_eq!(ExitCode::Interrupted.class(), None);
+    }
+}

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::nested::NestedHandle;
 use super::scope::Scope;
 use super::{location, Cancel, ErrorKind, Event, Executor, Fact, Outcome, Phase, StepRecord, SuiteCtx};
+use crate::error::Class;
 use crate::runbook::{Runbook, StepDef};
 use crate::steps::{self, Outputs, StepCtx, StepError};
 use crate::template;
@@ -577,10 +578,9 @@ type Shared<T> = Arc<Mutex<T>>;
 
 /// The outcome and error class of a step error (not `Skipped`, which is no error).
 fn error_class(e: &StepError) -> (Outcome, ErrorKind) {
-    match e {
-        StepError::Failed(_) | StepError::Skipped(_) => (Outcome::Failed, ErrorKind::Failed),
-        StepError::Environment(_) => (Outcome::Errored, ErrorKind::Environment),
-        StepError::Invalid(_) | StepError::Field { .. } => (Outcome::Errored, ErrorKind::Invalid),
+    match e.class() {
+        Some(Class::Failed) | None => (Outcome::Failed, ErrorKind::Failed),
+        Some(class) => (Outcome::Errored, class.into()),
     }
 }
 

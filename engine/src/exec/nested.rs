@@ -30,7 +30,7 @@ impl NestedRunner for NestedHandle {
         let mut cx = self.cx.clone();
         Box::pin(async move {
             let me = me.ok_or_else(|| StepError::Environment("executor is gone".into()))?;
-            let rb = load_runbook_ref(&path).map_err(|e| StepError::Invalid(e.to_string()))?;
+            let rb = load_runbook_ref(&path).map_err(|e| StepError::new(e.class(), e.to_string()))?;
             if cx.chain.len() >= MAX_NESTING {
                 let mut files: Vec<&str> = Vec::new();
                 for f in cx.chain.iter().chain(std::iter::once(&rb.file)) {
@@ -44,21 +44,23 @@ impl NestedRunner for NestedHandle {
                 )));
             }
             cx.chain.push(rb.file.clone());
-            let res =
-                me.run_suite(&rb, &vars, &secrets, Some(ctx.suite), cx).await.map_err(|e| match e.exit_code() {
-                    ExitCode::Invalid => StepError::Invalid(e.to_string()),
-                    _ => StepError::Environment(e.to_string()),
-                })?;
+            let res = me
+                .run_suite(&rb, &vars, &secrets, Some(ctx.suite), cx)
+                .await
+                .map_err(|e| StepError::new(e.class(), e.to_string()))?;
             let msg = || format!("runbook `{}` {}", rb.name, res.message.clone().unwrap_or_default());
-            match res.exit {
-                ExitCode::Passed => {
+            match res.exit.class() {
+                _ if res.exit == ExitCode::Passed => {
                     let mut o = Outputs::new();
                     o.insert("steps".into(), Json::Object(res.outputs));
                     Ok(o)
                 }
-                ExitCode::Environment => Err(StepError::Environment(msg())),
-                ExitCode::Invalid => Err(StepError::Invalid(msg())),
-                ExitCode::Failed | ExitCode::Interrupted => Err(StepError::Failed(msg())),
+                // The nested run's class is the step's: a failed check fails it, a broken
+                // environment or invalid input is an error of the same class.
+                Some(class) => Err(StepError::new(class, msg())),
+                // Interrupted (by a signal, the step's timeout or a failing sibling): the
+                // step failed; what stopped it is reported by the step's own outcome.
+                None => Err(StepError::Failed(msg())),
             }
         })
     }

@@ -139,14 +139,9 @@ impl<'rb> RunState<'rb> {
     }
 }
 
-/// The exit code of a step's error class.
+/// The exit code of a step's error class (a step that did not pass without one failed).
 fn exit_for(kind: Option<ErrorKind>) -> ExitCode {
-    match kind {
-        Some(ErrorKind::Environment) => ExitCode::Environment,
-        Some(ErrorKind::Invalid) => ExitCode::Invalid,
-        Some(ErrorKind::Interrupted) => ExitCode::Interrupted,
-        Some(ErrorKind::Failed) | None => ExitCode::Failed,
-    }
+    kind.unwrap_or(ErrorKind::Failed).exit_code()
 }
 
 /// What the rollback steps of one completed step came to: rolled back only when every one

@@ -31,6 +31,21 @@ pub enum ServerError {
     Environment(String),
 }
 
+impl crate::error::Classified for ServerError {
+    fn class(&self) -> crate::error::Class {
+        match self {
+            ServerError::Invalid(_) => crate::error::Class::Invalid,
+            ServerError::Environment(_) => crate::error::Class::Environment,
+        }
+    }
+
+    fn into_message(self) -> String {
+        match self {
+            ServerError::Invalid(m) | ServerError::Environment(m) => m,
+        }
+    }
+}
+
 /// What to start.
 #[derive(Debug, Clone, Default)]
 pub struct NativeOptions {

@@ -128,6 +128,23 @@ pub enum JournalError {
     Damaged(String),
 }
 
+/// A journal that cannot be read or written is the machine's problem; one that cannot be
+/// trusted fails the step (fail closed).
+impl crate::error::Classified for JournalError {
+    fn class(&self) -> crate::error::Class {
+        match self {
+            JournalError::Io(_) => crate::error::Class::Environment,
+            JournalError::Damaged(_) => crate::error::Class::Failed,
+        }
+    }
+
+    fn into_message(self) -> String {
+        match self {
+            JournalError::Io(m) | JournalError::Damaged(m) => m,
+        }
+    }
+}
+
 impl Journal {
     /// Whether a run that left this journal ended before the database was safe again.
     pub fn unfinished(&self) -> bool {

@@ -31,6 +31,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value as Yaml;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::{Class, Classified};
 use crate::redact::Redactor;
 use crate::template;
 
@@ -65,6 +66,26 @@ pub enum StepError {
 }
 
 impl StepError {
+    /// An error of `class` with `message`.
+    pub fn new(class: Class, message: impl Into<String>) -> Self {
+        let message = message.into();
+        match class {
+            Class::Failed => StepError::Failed(message),
+            Class::Invalid => StepError::Invalid(message),
+            Class::Environment => StepError::Environment(message),
+        }
+    }
+
+    /// Its class; `None` for `Skipped`, which is no error.
+    pub fn class(&self) -> Option<Class> {
+        match self {
+            StepError::Failed(_) => Some(Class::Failed),
+            StepError::Environment(_) => Some(Class::Environment),
+            StepError::Invalid(_) | StepError::Field { .. } => Some(Class::Invalid),
+            StepError::Skipped(_) => None,
+        }
+    }
+
     pub fn message(&self) -> &str {
         match self {
             StepError::Failed(m)
@@ -82,7 +103,7 @@ impl StepError {
 
     /// Whether the error is about input (exit 2), which trying again cannot change.
     pub fn is_invalid(&self) -> bool {
-        matches!(self, StepError::Invalid(_) | StepError::Field { .. })
+        self.class() == Some(Class::Invalid)
     }
 
     /// The text shown to the user; `with` names the `with:` block of the step in the runbook
@@ -97,21 +118,13 @@ impl StepError {
     }
 }
 
-/// Backup errors keep their class: invalid input, environment, or a failed check.
-impl From<crate::backup::BackupError> for StepError {
-    fn from(e: crate::backup::BackupError) -> Self {
-        match e {
-            crate::backup::BackupError::Invalid(m) => StepError::Invalid(m),
-            crate::backup::BackupError::Environment(m) => StepError::Environment(m),
-            crate::backup::BackupError::Failed(m) => StepError::Failed(m),
-        }
-    }
-}
-
-/// An unreachable server or refused login is the environment's failure (exit 3).
-impl From<crate::pg::ConnectError> for StepError {
-    fn from(e: crate::pg::ConnectError) -> Self {
-        StepError::Environment(e.0)
+/// The errors of the layers below keep their class (`Classified`): a backup's invalid input,
+/// environment or failed check; an unreachable server or refused login (environment); a
+/// throwaway server that cannot start; a damaged restore journal (failed).
+impl<E: Classified> From<E> for StepError {
+    fn from(e: E) -> Self {
+        let class = e.class();
+        StepError::new(class, e.into_message())
     }
 }
 
