@@ -667,6 +667,41 @@ pub fn describe_catalogue(only: Option<&str>) -> String {
 mod tests {
     use super::*;
 
+    /// Every lower layer's error keeps its class on the way to a step's error and to the
+    /// command line's, and so its exit code.
+    #[test]
+    fn lower_errors_keep_their_class_through_question_mark() {
+        use crate::backup::BackupError;
+        use crate::error::Error;
+        use crate::pg::native::ServerError;
+        use crate::restore::JournalError;
+        let cases: Vec<(StepError, Error, Class)> = vec![
+            (BackupError::Failed("f".into()).into(), BackupError::Failed("f".into()).into(), Class::Failed),
+            (BackupError::Invalid("i".into()).into(), BackupError::Invalid("i".into()).into(), Class::Invalid),
+            (
+                BackupError::Environment("e".into()).into(),
+                BackupError::Environment("e".into()).into(),
+                Class::Environment,
+            ),
+            (ServerError::Invalid("i".into()).into(), ServerError::Invalid("i".into()).into(), Class::Invalid),
+            (
+                crate::pg::ConnectError("c".into()).into(),
+                crate::pg::ConnectError("c".into()).into(),
+                Class::Environment,
+            ),
+            (JournalError::Damaged("d".into()).into(), JournalError::Damaged("d".into()).into(), Class::Failed),
+            (JournalError::Io("o".into()).into(), JournalError::Io("o".into()).into(), Class::Environment),
+        ];
+        for (step, cli, class) in cases {
+            assert_eq!(step.class(), Some(class), "{step:?}");
+            assert_eq!(cli.class(), class, "{cli:?}");
+            assert_eq!(cli.exit_code(), class.exit_code());
+            assert_eq!(step.message(), cli.to_string());
+        }
+        assert_eq!(StepError::Skipped("n/a".into()).class(), None);
+        assert!(StepError::field("jobs", "not a number").is_invalid());
+    }
+
     /// Each output a typed step emits is documented, and each documented output is emitted.
     fn documented_as_emitted<S: Step>() {
         let mut documented: Vec<String> = <S::Outputs as Fields>::FIELDS.iter().map(|f| f.name.to_string()).collect();
