@@ -32,8 +32,8 @@ pub use sink::{Reporter, Sink};
 
 use crate::error::ExitCode;
 use crate::redact::Redactor;
-// Loading moved to `runbook/`; these paths stay for callers of the library.
 use crate::runbook::{self, Runbook, StepDef};
+// Loading moved to `runbook/`; these paths stay for callers of the library.
 pub use crate::runbook::{load_checked, load_runbook_ref, overrides_from_pairs, VarMap, MAX_NESTING};
 use crate::steps::Resources;
 use crate::{template, Error};

@@ -12,6 +12,8 @@ use crate::runbook::{Runbook, StepDef};
 use crate::steps::Resources;
 use crate::Error;
 
+/// One suite's values for its templates, and the resources (servers) its steps started,
+/// which end with the suite after `finally`.
 pub(super) struct Scope {
     pub(super) cx: SuiteCtx,
     pub(super) resources: Resources,

@@ -14,7 +14,7 @@ use crate::{shipped, steps, Error};
 /// instead of the process overflowing its stack.
 pub const MAX_NESTING: usize = 16;
 
-/// Read and check a runbook file. `label` is how the file is named in messages.
+/// Read and check a runbook file, named in messages as the path was given.
 pub fn load(path: &Path) -> Result<Runbook, Error> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Invalid(format!("cannot read runbook {}: {e}", path.display())))?;

@@ -3,8 +3,9 @@
 //! Parsing is strict but kind: unknown step kinds and fields, wrong types, duplicate ids and
 //! references to steps that do not exist (or have not run yet) are all errors that name
 //! `file:line:col`, and a misspelt name gets the nearest valid one. Nothing here does I/O
-//! beyond reading the file; `with:` blocks stay as YAML trees and are typed by each step
-//! kind, after templating, at execution time.
+//! beyond reading runbook files (`load.rs`, which also follows written-out nestings);
+//! `with:` blocks stay as YAML trees and are typed by each step kind, after templating, at
+//! execution time. `vars.rs` types `--var` values and computes defaults and `let:` values.
 
 mod diag;
 mod load;
