@@ -70,6 +70,60 @@ impl Class {
 pub trait Classified: std::error::Error {
     fn class(&self) -> Class;
     fn into_message(self) -> String;
+    /// The field of the input it is about, if any (a step's error then names it).
+    fn field(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// An error with its class and a message safe to show, and where it points when it is about
+/// a field of the input (`retry.attempts`). The shape every error of the library is moving
+/// to (issue 16): the PostgreSQL servers' (`pg::native::ServerError`) and the restore
+/// journal's (`restore::JournalError`) errors are this type already.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub class: Class,
+    pub message: String,
+    /// Dotted path of the field it is about, if any.
+    pub field: Option<String>,
+}
+
+impl Failure {
+    pub fn new(class: Class, message: impl Into<String>) -> Self {
+        Failure { class, message: message.into(), field: None }
+    }
+
+    pub fn failed(message: impl Into<String>) -> Self {
+        Failure::new(Class::Failed, message)
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Failure::new(Class::Invalid, message)
+    }
+
+    pub fn environment(message: impl Into<String>) -> Self {
+        Failure::new(Class::Environment, message)
+    }
+
+    /// The same error, about the field at `path`.
+    pub fn at_field(self, path: impl Into<String>) -> Self {
+        Failure { field: Some(path.into()), ..self }
+    }
+}
+
+impl Classified for Failure {
+    fn class(&self) -> Class {
+        self.class
+    }
+
+    fn into_message(self) -> String {
+        self.message
+    }
+
+    fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
 }
 
 /// What went wrong, with the exit code it maps to.

@@ -123,8 +123,11 @@ impl StepError {
 /// throwaway server that cannot start; a damaged restore journal (failed).
 impl<E: Classified> From<E> for StepError {
     fn from(e: E) -> Self {
-        let class = e.class();
-        StepError::new(class, e.into_message())
+        let (class, field) = (e.class(), e.field().map(str::to_string));
+        match field {
+            Some(path) => StepError::field(path, e.into_message()),
+            None => StepError::new(class, e.into_message()),
+        }
     }
 }
 
@@ -683,14 +686,14 @@ mod tests {
                 BackupError::Environment("e".into()).into(),
                 Class::Environment,
             ),
-            (ServerError::Invalid("i".into()).into(), ServerError::Invalid("i".into()).into(), Class::Invalid),
+            (ServerError::invalid("i").into(), ServerError::invalid("i").into(), Class::Invalid),
             (
                 crate::pg::ConnectError("c".into()).into(),
                 crate::pg::ConnectError("c".into()).into(),
                 Class::Environment,
             ),
-            (JournalError::Damaged("d".into()).into(), JournalError::Damaged("d".into()).into(), Class::Failed),
-            (JournalError::Io("o".into()).into(), JournalError::Io("o".into()).into(), Class::Environment),
+            (JournalError::failed("d").into(), JournalError::failed("d").into(), Class::Failed),
+            (JournalError::environment("o").into(), JournalError::environment("o").into(), Class::Environment),
         ];
         for (step, cli, class) in cases {
             assert_eq!(step.class(), Some(class), "{step:?}");
@@ -699,6 +702,8 @@ mod tests {
             assert_eq!(step.message(), cli.to_string());
         }
         assert_eq!(StepError::Skipped("n/a".into()).class(), None);
+        let at = StepError::from(crate::error::Failure::invalid("not a number").at_field("jobs"));
+        assert_eq!(at, StepError::field("jobs", "not a number"));
         assert!(StepError::field("jobs", "not a number").is_invalid());
     }
 
