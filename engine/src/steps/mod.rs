@@ -138,10 +138,8 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StepError {
     StepError::Environment(crate::pg::describe(&e))
 }
 
-/// A timestamp as RFC 3339, as every step output and report writes it.
-pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
+// A timestamp as RFC 3339, as every step output, listing and report writes it: one helper.
+pub(crate) use crate::backup::listing::rfc3339;
 
 /// A documented field of a step's `with:` block or of its outputs.
 #[derive(Debug, Clone, Copy)]
