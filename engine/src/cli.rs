@@ -375,7 +375,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let cancel = CancellationToken::new();
             let cause = Arc::new(Mutex::new(None));
             exec::signal::install(cancel.clone(), cause.clone())
-                .map_err(|e| Error::Environment(format!("cannot install signal handlers: {e}")))?;
+                .map_err(|e| Error::environment(format!("cannot install signal handlers: {e}")))?;
             let executor = Executor::new(sink.clone(), redactor, cancel, cause);
             executor.assume_yes(yes);
             let res = executor.run(&rb, &runbook::overrides_from_pairs(&vars), None).await;
@@ -396,7 +396,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let mut o = fleet_options(&fleet, select);
             if let Some(r) = report.as_ref().map(|r| r.to_string_lossy().into_owned()) {
                 if crate::storage::remote::is_remote(&r) {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::invalid(format!(
                         "fleet run --report {}: a fleet's reports (each target's run, JUnit and output, and fleet.json) go to a local directory; `pgdrill run --report URL` publishes one run's reports to a store",
                         crate::report::visible(&r)
                     )));
@@ -408,7 +408,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let cancel = CancellationToken::new();
             let cause = Arc::new(Mutex::new(None));
             exec::signal::install(cancel.clone(), cause)
-                .map_err(|e| Error::Environment(format!("cannot install signal handlers: {e}")))?;
+                .map_err(|e| Error::environment(format!("cannot install signal handlers: {e}")))?;
             crate::fleet::run::run(&fleet, &o, cancel).await
         }
         Command::Schedule {
@@ -465,14 +465,14 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         }
         Command::Backups { command: BackupsCommand::List { storage, database, name_pattern, json } } => {
             let storage = if crate::storage::remote::is_remote(&storage) {
-                let r = crate::storage::remote::open(&storage).map_err(Error::Invalid)?;
-                r.mirror().await.map_err(Error::Environment)?
+                let r = crate::storage::remote::open(&storage).map_err(Error::invalid)?;
+                r.mirror().await.map_err(Error::environment)?
             } else {
                 PathBuf::from(crate::storage::remote::local_path(&storage))
             };
             // A directory that is not there is a typo or an unmounted volume, never "no backups".
             if !storage.is_dir() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::invalid(format!(
                     "backup storage {} {}: give the directory your backups are written to (--storage or PGDRILL_STORAGE)",
                     crate::report::visible(&storage.display().to_string()),
                     if storage.exists() { "is not a directory" } else { "does not exist" }
@@ -482,7 +482,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 .as_deref()
                 .map(crate::storage::names::NamePattern::parse)
                 .transpose()
-                .map_err(Error::Invalid)?;
+                .map_err(Error::invalid)?;
             let list = crate::backup::listing::list(&storage, database.as_deref(), pattern.as_ref())?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&crate::backup::listing::to_json(&list)).unwrap_or_default());
@@ -495,12 +495,12 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         }
         Command::Decrypt { file, key_env, key_file } => {
             if std::io::stdout().is_terminal() {
-                return Err(Error::Invalid("refusing to write a database dump to a terminal: pipe it, e.g. `pgdrill decrypt FILE | pg_restore -d URL`".into()));
+                return Err(Error::invalid("refusing to write a database dump to a terminal: pipe it, e.g. `pgdrill decrypt FILE | pg_restore -d URL`"));
             }
             let secret = match key_file {
                 Some(p) => Some(
                     std::fs::read_to_string(&p)
-                        .map_err(|e| Error::Invalid(format!("cannot read key file {}: {e}", p.display())))?
+                        .map_err(|e| Error::invalid(format!("cannot read key file {}: {e}", p.display())))?
                         .trim_end_matches(['\n', '\r'])
                         .to_string(),
                 ),
@@ -516,7 +516,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             });
             // A damaged archive is a failed check (exit 1), with its class like any error.
             r?;
-            std::io::Write::flush(&mut out).map_err(|e| Error::Environment(format!("writing stdout: {e}")))?;
+            std::io::Write::flush(&mut out).map_err(|e| Error::environment(format!("writing stdout: {e}")))?;
             Ok(ExitCode::Passed)
         }
         Command::Report { dir, last, runbook, stale_after, json, html } => {
@@ -524,7 +524,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let history = if crate::storage::remote::is_remote(&text) {
                 let h = crate::report::remote::read_history(&text).await?;
                 if h.is_empty() {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::invalid(format!(
                         "{text} holds no history of runs; runs write it with `pgdrill run ... --report {text}`"
                     )));
                 }
@@ -532,7 +532,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             } else {
                 let path = dir.join("history.jsonl");
                 std::fs::read_to_string(&path).map_err(|e| {
-                    Error::Invalid(format!(
+                    Error::invalid(format!(
                         "cannot read {}: {e}; runs write it with `pgdrill run ... --report {}`",
                         path.display(),
                         dir.display()
@@ -561,7 +561,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             if let Some(n) = &name {
                 if steps::find(n).is_none() {
                     let help = runbook::suggest::help(n, steps::names()).map(|h| format!(" ({h})")).unwrap_or_default();
-                    return Err(Error::Invalid(format!("no step kind `{n}`{help}")));
+                    return Err(Error::invalid(format!("no step kind `{n}`{help}")));
                 }
             }
             if json {

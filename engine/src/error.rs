@@ -1,10 +1,12 @@
 //! The error model: one [`Class`] (failed, invalid, environment) that every error of the
-//! library has, the one mapping from a class to an exit code ([`Class::exit_code`]), and
-//! [`Error`], the error that reaches the command line.
+//! library has, the one mapping from a class to an exit code ([`Class::exit_code`]),
+//! [`Failure`] (a class, a message and the field it is about), and [`Error`], the error that
+//! reaches the command line (a [`Failure`], a runbook's diagnostics or an I/O error).
 //!
-//! The layers below the steps (backup, restore, PostgreSQL) keep their own error types, but
-//! each states its class through [`Classified`], and converts into a step's error or into
-//! [`Error`] through that class alone (`?`), never through a hand-written match. Messages must
+//! Errors of the layers below the steps that are not a [`Failure`] yet (the backup
+//! pipeline's, a connection's) state their class through [`Classified`], and convert into a
+//! step's error or into [`Error`] through that class alone (`?`), never through a
+//! hand-written match. Messages must
 //! never contain secret values: callers pass them through the run's redactor before they are
 //! shown.
 
@@ -79,7 +81,8 @@ pub trait Classified: std::error::Error {
 /// An error with its class and a message safe to show, and where it points when it is about
 /// a field of the input (`retry.attempts`). The shape every error of the library is moving
 /// to (issue 16): the PostgreSQL servers' (`pg::native::ServerError`) and the restore
-/// journal's (`restore::JournalError`) errors are this type already.
+/// journal's (`restore::JournalError`) errors are this type already, and the command line's
+/// [`Error`] holds one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct Failure {
@@ -126,21 +129,17 @@ impl Classified for Failure {
     }
 }
 
-/// What went wrong, with the exit code it maps to.
+/// What reaches the command line: a runbook's located diagnostics, an I/O error with its
+/// cause, or any other [`Failure`] with its class.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Problems in a runbook file, each with file:line:col.
     #[error("{0}")]
     Runbook(Diagnostics),
-    /// Invalid arguments or variables.
-    #[error("{0}")]
-    Invalid(String),
-    /// The environment could not do what was asked.
-    #[error("{0}")]
-    Environment(String),
-    /// A check the command made did not hold (`pgdrill decrypt` of a damaged archive).
-    #[error("{0}")]
-    Failed(String),
+    /// Invalid arguments or variables, an environment that could not do what was asked, or a
+    /// check the command made that did not hold (`pgdrill decrypt` of a damaged archive).
+    #[error(transparent)]
+    Failure(Failure),
     /// An I/O error while writing a report or reading a file.
     #[error("{context}: {source}")]
     Io {
@@ -153,19 +152,24 @@ pub enum Error {
 impl Error {
     /// An error of `class` with `message`.
     pub fn new(class: Class, message: impl Into<String>) -> Self {
-        let message = message.into();
-        match class {
-            Class::Failed => Error::Failed(message),
-            Class::Invalid => Error::Invalid(message),
-            Class::Environment => Error::Environment(message),
-        }
+        Error::Failure(Failure::new(class, message))
+    }
+
+    /// Invalid arguments or variables (exit 2).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::new(Class::Invalid, message)
+    }
+
+    /// The environment could not do what was asked (exit 3).
+    pub fn environment(message: impl Into<String>) -> Self {
+        Error::new(Class::Environment, message)
     }
 
     pub fn class(&self) -> Class {
         match self {
-            Error::Runbook(_) | Error::Invalid(_) => Class::Invalid,
-            Error::Environment(_) | Error::Io { .. } => Class::Environment,
-            Error::Failed(_) => Class::Failed,
+            Error::Runbook(_) => Class::Invalid,
+            Error::Failure(f) => f.class,
+            Error::Io { .. } => Class::Environment,
         }
     }
 

@@ -57,7 +57,7 @@ pub(super) fn load_secrets(
                 continue;
             }
             (Some(var), _) => std::env::var(var).map_err(|_| {
-                Error::Invalid(format!(
+                Error::invalid(format!(
                     "secret `{name}` of runbook `{}`: environment variable {var} is not set",
                     rb.name
                 ))
@@ -65,7 +65,7 @@ pub(super) fn load_secrets(
             (None, Some(file)) => {
                 let path = if Path::new(file).is_absolute() { PathBuf::from(file) } else { rb.base_dir.join(file) };
                 let text = std::fs::read_to_string(&path).map_err(|e| {
-                    Error::Invalid(format!(
+                    Error::invalid(format!(
                         "secret `{name}` of runbook `{}`: cannot read {}: {e}",
                         rb.name,
                         path.display()
@@ -73,10 +73,10 @@ pub(super) fn load_secrets(
                 })?;
                 text.trim_end_matches(['\n', '\r']).to_string()
             }
-            (None, None) => return Err(Error::Invalid(format!("secret `{name}` has no source"))),
+            (None, None) => return Err(Error::invalid(format!("secret `{name}` has no source"))),
         };
         if value.is_empty() {
-            return Err(Error::Invalid(format!("secret `{name}` of runbook `{}` is empty", rb.name)));
+            return Err(Error::invalid(format!("secret `{name}` of runbook `{}` is empty", rb.name)));
         }
         redactor.add(&value);
         out.insert(name.clone(), Json::String(value));

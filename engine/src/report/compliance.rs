@@ -249,10 +249,10 @@ fn render(template: &str, report: &Value) -> Result<String, Error> {
         }
     });
     let name = if template == HTML { "report.html" } else { "report.md" };
-    env.add_template(name, template).map_err(|e| Error::Invalid(format!("report template: {e}")))?;
+    env.add_template(name, template).map_err(|e| Error::invalid(format!("report template: {e}")))?;
     env.get_template(name)
         .and_then(|t| t.render(minijinja::context! { r => minijinja::Value::from_serialize(report) }))
-        .map_err(|e| Error::Invalid(format!("rendering {name}: {e}")))
+        .map_err(|e| Error::invalid(format!("rendering {name}: {e}")))
 }
 
 fn objective(report: &Value, name: &str) -> (Value, Value) {

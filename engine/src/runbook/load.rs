@@ -17,7 +17,7 @@ pub const MAX_NESTING: usize = 16;
 /// Read and check a runbook file, named in messages as the path was given.
 pub fn load(path: &Path) -> Result<Runbook, Error> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Invalid(format!("cannot read runbook {}: {e}", path.display())))?;
+        .map_err(|e| Error::invalid(format!("cannot read runbook {}: {e}", path.display())))?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse(&path.display().to_string(), &text, base).map_err(Error::Runbook)
 }
@@ -33,7 +33,7 @@ pub fn load_runbook_ref(path: &Path) -> Result<Runbook, Error> {
             .map_err(Error::Runbook),
         None => {
             let help = suggest::help(name, shipped::names()).map(|h| format!(" ({h})")).unwrap_or_default();
-            Err(Error::Invalid(format!(
+            Err(Error::invalid(format!(
                 "no runbook file `{}` and no shipped runbook of that name{help}",
                 path.display()
             )))

@@ -38,7 +38,7 @@ pub fn resolve_vars(
             } else {
                 format!("it declares {}", rb.vars.keys().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", "))
             };
-            return Err(Error::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "--var {k}: runbook `{}` has no variable `{k}` ({declared}){help}",
                 rb.name
             )));
@@ -50,7 +50,7 @@ pub fn resolve_vars(
     for (name, default) in &rb.vars {
         let value: Yaml = match overrides.get(name.as_str()) {
             Some(v) => typed_like(v, default.as_ref()).map_err(|e| {
-                Error::Invalid(format!(
+                Error::invalid(format!(
                     "--var {name}: {e} (runbook `{}`, the default is {})",
                     rb.name,
                     describe_yaml(default.as_ref())
@@ -58,14 +58,14 @@ pub fn resolve_vars(
             })?,
             None => match default {
                 Some(d) => template::render_tree(&tenv, d, &ctx, &format!("vars.{name}")).map_err(|(_, e)| {
-                    Error::Invalid(format!(
+                    Error::invalid(format!(
                         "runbook `{}`, default of variable `{name}`: {}",
                         rb.name,
                         template::describe(&e)
                     ))
                 })?,
                 None => {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::invalid(format!(
                         "runbook `{}` needs a value for variable `{name}`: pass --var {name}=VALUE",
                         rb.name
                     )))
@@ -89,7 +89,7 @@ pub fn resolve_lets(
     for (name, value) in &rb.lets {
         let ctx = minijinja::Value::from_serialize(json!({ "vars": vars, "env": env, "let": lets }));
         let v = template::render_tree(&tenv, value, &ctx, &format!("let.{name}")).map_err(|(_, e)| {
-            Error::Invalid(format!(
+            Error::invalid(format!(
                 "runbook `{}`, `let.{name}` ({}): {}",
                 rb.name,
                 rb.location(&format!("let.{name}")),
