@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::backup::listing::{LastVerification, Listed};
 use crate::error::ExitCode;
 use crate::exec::{self, Executor, Reporter, Sink};
 use crate::redact::Redactor;
@@ -322,15 +323,15 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Validate { files } => validate(&files),
         Command::Plan { runbook, vars } => {
-            let rb = exec::load_runbook_ref(&runbook)?;
+            let rb = runbook::load_runbook_ref(&runbook)?;
             let env: serde_json::Map<String, serde_json::Value> =
                 std::env::vars().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
-            let vars = exec::resolve_vars(&rb, &exec::overrides_from_pairs(&vars), &env)?;
+            let vars = runbook::resolve_vars(&rb, &runbook::overrides_from_pairs(&vars), &env)?;
             out!("{}", plan::render(&rb, &vars));
             Ok(ExitCode::Passed)
         }
         Command::Run { runbook, vars, junit, report, quiet, yes, rto, notify, keep } => {
-            let mut rb = exec::load_checked(&runbook)?;
+            let mut rb = runbook::load_checked(&runbook)?;
             let operator = notify.map(|p| crate::report::notify::load(&p)).transpose()?;
             // The runbook's own sinks, and the operator file's for every run on this host.
             let notify = match (rb.notify.clone(), operator) {
@@ -374,10 +375,10 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let cancel = CancellationToken::new();
             let cause = Arc::new(Mutex::new(None));
             exec::signal::install(cancel.clone(), cause.clone())
-                .map_err(|e| Error::Environment(format!("cannot install signal handlers: {e}")))?;
+                .map_err(|e| Error::environment(format!("cannot install signal handlers: {e}")))?;
             let executor = Executor::new(sink.clone(), redactor, cancel, cause);
             executor.assume_yes(yes);
-            let res = executor.run(&rb, &exec::overrides_from_pairs(&vars), None).await;
+            let res = executor.run(&rb, &runbook::overrides_from_pairs(&vars), None).await;
             // Reports are written whatever happened, so a failed run still leaves evidence.
             let finished = sink.finish();
             let res = res?;
@@ -395,7 +396,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let mut o = fleet_options(&fleet, select);
             if let Some(r) = report.as_ref().map(|r| r.to_string_lossy().into_owned()) {
                 if crate::storage::remote::is_remote(&r) {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::invalid(format!(
                         "fleet run --report {}: a fleet's reports (each target's run, JUnit and output, and fleet.json) go to a local directory; `pgdrill run --report URL` publishes one run's reports to a store",
                         crate::report::visible(&r)
                     )));
@@ -407,7 +408,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let cancel = CancellationToken::new();
             let cause = Arc::new(Mutex::new(None));
             exec::signal::install(cancel.clone(), cause)
-                .map_err(|e| Error::Environment(format!("cannot install signal handlers: {e}")))?;
+                .map_err(|e| Error::environment(format!("cannot install signal handlers: {e}")))?;
             crate::fleet::run::run(&fleet, &o, cancel).await
         }
         Command::Schedule {
@@ -464,14 +465,14 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         }
         Command::Backups { command: BackupsCommand::List { storage, database, name_pattern, json } } => {
             let storage = if crate::storage::remote::is_remote(&storage) {
-                let r = crate::storage::remote::open(&storage).map_err(Error::Invalid)?;
-                r.mirror().await.map_err(Error::Environment)?
+                let r = crate::storage::remote::open(&storage).map_err(Error::invalid)?;
+                r.mirror().await.map_err(Error::environment)?
             } else {
                 PathBuf::from(crate::storage::remote::local_path(&storage))
             };
             // A directory that is not there is a typo or an unmounted volume, never "no backups".
             if !storage.is_dir() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::invalid(format!(
                     "backup storage {} {}: give the directory your backups are written to (--storage or PGDRILL_STORAGE)",
                     crate::report::visible(&storage.display().to_string()),
                     if storage.exists() { "is not a directory" } else { "does not exist" }
@@ -481,11 +482,10 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 .as_deref()
                 .map(crate::storage::names::NamePattern::parse)
                 .transpose()
-                .map_err(Error::Invalid)?;
-            let list = steps::backup_listing(&storage, database.as_deref(), pattern.as_ref())
-                .map_err(|e| Error::Environment(e.message().to_string()))?;
+                .map_err(Error::invalid)?;
+            let list = crate::backup::listing::list(&storage, database.as_deref(), pattern.as_ref())?;
             if json {
-                outln!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&crate::backup::listing::to_json(&list)).unwrap_or_default());
             } else {
                 for line in backups_table(&list) {
                     outln!("{line}");
@@ -495,12 +495,12 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         }
         Command::Decrypt { file, key_env, key_file } => {
             if std::io::stdout().is_terminal() {
-                return Err(Error::Invalid("refusing to write a database dump to a terminal: pipe it, e.g. `pgdrill decrypt FILE | pg_restore -d URL`".into()));
+                return Err(Error::invalid("refusing to write a database dump to a terminal: pipe it, e.g. `pgdrill decrypt FILE | pg_restore -d URL`"));
             }
             let secret = match key_file {
                 Some(p) => Some(
                     std::fs::read_to_string(&p)
-                        .map_err(|e| Error::Invalid(format!("cannot read key file {}: {e}", p.display())))?
+                        .map_err(|e| Error::invalid(format!("cannot read key file {}: {e}", p.display())))?
                         .trim_end_matches(['\n', '\r'])
                         .to_string(),
                 ),
@@ -514,25 +514,17 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let r = tokio::task::block_in_place(|| {
                 crate::backup::decrypt_to(&file, key.as_ref(), secret.as_deref(), &mut out)
             });
-            match r {
-                Ok(_) => {
-                    std::io::Write::flush(&mut out).map_err(|e| Error::Environment(format!("writing stdout: {e}")))?;
-                    Ok(ExitCode::Passed)
-                }
-                Err(crate::backup::BackupError::Failed(m)) => {
-                    errln!("error: {}", crate::report::visible(&m));
-                    Ok(ExitCode::Failed)
-                }
-                Err(crate::backup::BackupError::Invalid(m)) => Err(Error::Invalid(m)),
-                Err(crate::backup::BackupError::Environment(m)) => Err(Error::Environment(m)),
-            }
+            // A damaged archive is a failed check (exit 1), with its class like any error.
+            r?;
+            std::io::Write::flush(&mut out).map_err(|e| Error::environment(format!("writing stdout: {e}")))?;
+            Ok(ExitCode::Passed)
         }
         Command::Report { dir, last, runbook, stale_after, json, html } => {
             let text = dir.to_string_lossy().into_owned();
             let history = if crate::storage::remote::is_remote(&text) {
                 let h = crate::report::remote::read_history(&text).await?;
                 if h.is_empty() {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::invalid(format!(
                         "{text} holds no history of runs; runs write it with `pgdrill run ... --report {text}`"
                     )));
                 }
@@ -540,7 +532,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             } else {
                 let path = dir.join("history.jsonl");
                 std::fs::read_to_string(&path).map_err(|e| {
-                    Error::Invalid(format!(
+                    Error::invalid(format!(
                         "cannot read {}: {e}; runs write it with `pgdrill run ... --report {}`",
                         path.display(),
                         dir.display()
@@ -569,7 +561,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             if let Some(n) = &name {
                 if steps::find(n).is_none() {
                     let help = runbook::suggest::help(n, steps::names()).map(|h| format!(" ({h})")).unwrap_or_default();
-                    return Err(Error::Invalid(format!("no step kind `{n}`{help}")));
+                    return Err(Error::invalid(format!("no step kind `{n}`{help}")));
                 }
             }
             if json {
@@ -602,7 +594,7 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
             }
             continue;
         }
-        match exec::load_checked(f) {
+        match runbook::load_checked(f) {
             Ok(rb) => {
                 // Deprecated forms are shown, but the runbook is valid: exit 0.
                 for w in &rb.warnings {
@@ -628,48 +620,61 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
 
 /// The `backups list` table: one header, columns as wide as their widest cell, sizes right
 /// aligned, the path last. Names and paths are data: control characters are shown, not sent.
-fn backups_table(list: &[serde_json::Value]) -> Vec<String> {
+fn backups_table(list: &[Listed]) -> Vec<String> {
     let header = ["created", "database", "size", "kind", "encrypted", "manifest", "last verified", "path"];
+    let shown = |t: &str| crate::report::visible(t).into_owned();
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+    // The time to the second, and `(mtime)` where it is only the file's modification time.
+    let created = |t: &str, from_mtime: bool| {
+        let mut c = shown(t).replace('T', " ");
+        c.truncate(19);
+        if from_mtime {
+            c.push_str(" (mtime)");
+        }
+        c
+    };
+    let verified = |v: &Option<LastVerification>| match v {
+        None => "never".to_string(),
+        Some(LastVerification::Recorded { result, verified_at, .. }) => {
+            format!("{} {}", result, verified_at.get(..16).unwrap_or("?").replace('T', " "))
+        }
+        Some(LastVerification::Unknown { result, .. }) => format!("{result} ?"),
+    };
     let mut rows: Vec<[String; 8]> = Vec::new();
     for b in list {
-        let s = |k: &str| crate::report::visible(b.get(k).and_then(|v| v.as_str()).unwrap_or("")).into_owned();
-        let mut database = s("database");
-        if database.is_empty() {
-            database = "-".into();
-        } else if b.get("database_assumed").and_then(|v| v.as_bool()).unwrap_or(false) {
-            database.push('?');
-        }
-        if let Some(err) = b.get("error") {
-            let q = || "?".to_string();
-            let path = format!("{} ({})", s("path"), crate::report::visible(err.as_str().unwrap_or("")));
-            rows.push([q(), database, q(), q(), q(), q(), q(), path]);
-            continue;
-        }
-        let mut created = s("created").replace('T', " ");
-        if created.len() > 19 {
-            created.truncate(19);
-        }
-        if s("created_from") == "mtime" {
-            created.push_str(" (mtime)");
-        }
-        let size = crate::report::human_bytes(b.get("size").and_then(|v| v.as_u64()).unwrap_or(0));
-        let enc = if b.get("encrypted").and_then(|v| v.as_bool()).unwrap_or(false) { "yes" } else { "no" };
-        let verified = match b.get("last_verification") {
-            Some(v) if !v.is_null() => format!(
-                "{} {}",
-                v["result"].as_str().unwrap_or("?"),
-                v["verified_at"].as_str().unwrap_or("?").get(..16).unwrap_or("?").replace('T', " ")
-            ),
-            _ => "never".into(),
+        let database = match b {
+            _ if b.database().is_empty() => "-".to_string(),
+            Listed::Foreign(f) if f.database_assumed => format!("{}?", shown(&f.database)),
+            _ => shown(b.database()),
         };
-        // An unencrypted backup's manifest is bound to nothing: say so; other tools' files have none.
-        let auth = match s("manifest_auth").as_str() {
-            "mac" => "mac",
-            "none" => "none",
-            _ => "UNAUTH",
-        };
-        let kind = if s("origin") == "foreign" { s("format") } else { format!("pgdrill/{}", s("format")) };
-        rows.push([created, database, size, kind, enc.into(), auth.into(), verified, s("path")]);
+        rows.push(match b {
+            Listed::Unreadable(u) => {
+                let q = || "?".to_string();
+                [q(), database, q(), q(), q(), q(), q(), format!("{} ({})", shown(&u.path), shown(&u.error))]
+            }
+            Listed::Foreign(f) => [
+                created(&f.created, f.created_from == crate::storage::MadeFrom::Mtime),
+                database,
+                crate::report::human_bytes(f.size),
+                shown(&f.format),
+                yes_no(f.encrypted),
+                // Other tools' files have no manifest.
+                "none".into(),
+                verified(&f.last_verification),
+                shown(&f.path),
+            ],
+            Listed::Pgdrill(p) => [
+                created(&p.created, false),
+                database,
+                crate::report::human_bytes(p.size),
+                format!("pgdrill/{}", shown(&p.format)),
+                yes_no(p.encrypted),
+                // An unencrypted backup's manifest is bound to nothing: say so.
+                if p.manifest_auth == "mac" { "mac" } else { "UNAUTH" }.into(),
+                verified(&p.last_verification),
+                shown(&p.path),
+            ],
+        });
     }
     let mut width = header.map(|h| h.chars().count());
     for r in &rows {

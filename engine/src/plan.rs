@@ -16,7 +16,7 @@ pub fn render(rb: &Runbook, vars: &Map<String, Json>) -> String {
     let secrets: Map<String, Json> = rb.secrets.keys().map(|k| (k.clone(), Json::String(MASK.into()))).collect();
     // `let` values are known before any step runs; one that cannot be computed yet shows as
     // written (the run itself reports why).
-    let lets = crate::exec::resolve_lets(rb, vars, &env).unwrap_or_else(|_| {
+    let lets = crate::runbook::resolve_lets(rb, vars, &env).unwrap_or_else(|_| {
         rb.lets.iter().map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(Json::Null))).collect()
     });
     let ctx = minijinja::Value::from_serialize(

@@ -252,7 +252,7 @@ pub fn register_run_inputs(
         r.add(pw);
     }
     // `let` values are built from vars: a URL put together there may carry a password.
-    let lets = crate::exec::resolve_lets(rb, vars, env).unwrap_or_default();
+    let lets = crate::runbook::resolve_lets(rb, vars, env).unwrap_or_default();
     for v in lets.values() {
         each_string(v, &mut |s| r.add_credentials_in(s));
     }

@@ -127,6 +127,8 @@ async fn an_unencrypted_backup_round_trips_with_a_warning_and_a_missing_key_is_n
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("report/report.json")).expect("report"))
             .expect("json");
+    // An RPO measured by a verify does not make it a drill: the runbook says what it is.
+    assert_eq!(report["kind"], "verify");
     let rpo = report["objectives"].as_array().and_then(|o| o.iter().find(|o| o["name"] == "RPO")).cloned();
     let rpo = rpo.unwrap_or_else(|| panic!("an RPO objective: {report}"));
     assert_eq!(rpo["target_s"], 1000 * 86_400, "{rpo}");

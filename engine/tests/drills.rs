@@ -98,6 +98,9 @@ fn rpo_is_measured_from_the_data_and_the_report_is_written() {
     let c = read_json(&report.join("report.json"));
     assert_eq!(c["schema"], "pgdrill.compliance/1");
     assert_eq!(c["outcome"], "passed");
+    // The drill declares its kind (`kind: drill`), which the record carries and the report reads.
+    assert_eq!(c["kind"], "drill");
+    assert_eq!(run["suites"][0]["kind"], "drill");
     let names: Vec<&str> =
         c["objectives"].as_array().expect("objectives").iter().filter_map(|o| o["name"].as_str()).collect();
     assert!(names.contains(&"RTO") && names.contains(&"RPO"), "{names:?}");

@@ -14,11 +14,13 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::archive::{self, Codec, Kdf, KeySource, Sizes, WriteOptions};
+use crate::error::{Class, Classified};
 use crate::pg::fingerprint::{self, Fingerprint, Mode};
 use crate::pg::native::parse_major;
 use crate::storage::{self, LocalStore};
 
 pub mod ledger;
+pub mod listing;
 pub mod offsets;
 pub mod restore;
 pub mod retention;
@@ -45,12 +47,34 @@ impl From<String> for BackupError {
 }
 
 impl BackupError {
+    /// An error of `class` with `message`.
+    pub fn new(class: Class, message: String) -> Self {
+        match class {
+            Class::Failed => BackupError::Failed(message),
+            Class::Invalid => BackupError::Invalid(message),
+            Class::Environment => BackupError::Environment(message),
+        }
+    }
+
     /// The same error, its message prefixed with `path: ` (the class kept).
     fn at(self, path: &Path) -> BackupError {
+        let class = self.class();
+        BackupError::new(class, format!("{}: {}", path.display(), self.into_message()))
+    }
+}
+
+impl Classified for BackupError {
+    fn class(&self) -> Class {
         match self {
-            BackupError::Invalid(m) => BackupError::Invalid(format!("{}: {m}", path.display())),
-            BackupError::Environment(m) => BackupError::Environment(format!("{}: {m}", path.display())),
-            BackupError::Failed(m) => BackupError::Failed(format!("{}: {m}", path.display())),
+            BackupError::Invalid(_) => Class::Invalid,
+            BackupError::Environment(_) => Class::Environment,
+            BackupError::Failed(_) => Class::Failed,
+        }
+    }
+
+    fn into_message(self) -> String {
+        match self {
+            BackupError::Invalid(m) | BackupError::Environment(m) | BackupError::Failed(m) => m,
         }
     }
 }

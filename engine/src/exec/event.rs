@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::error::{Class, ExitCode};
 use time::OffsetDateTime;
 
 /// How a step ended.
@@ -152,7 +154,7 @@ pub enum Objective {
     BackupAge,
 }
 
-/// What class of problem ended a step.
+/// What class of problem ended a step: an error's [`Class`], or the run's interruption.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
@@ -160,6 +162,28 @@ pub enum ErrorKind {
     Environment,
     Invalid,
     Interrupted,
+}
+
+impl From<Class> for ErrorKind {
+    fn from(c: Class) -> Self {
+        match c {
+            Class::Failed => ErrorKind::Failed,
+            Class::Invalid => ErrorKind::Invalid,
+            Class::Environment => ErrorKind::Environment,
+        }
+    }
+}
+
+impl ErrorKind {
+    /// The exit code of a run this ended: its class's ([`Class::exit_code`]), or 130.
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            ErrorKind::Failed => Class::Failed.exit_code(),
+            ErrorKind::Invalid => Class::Invalid.exit_code(),
+            ErrorKind::Environment => Class::Environment.exit_code(),
+            ErrorKind::Interrupted => ExitCode::Interrupted,
+        }
+    }
 }
 
 /// How a suite (one runbook) ended.
@@ -180,6 +204,8 @@ pub enum Event {
         parent: Option<usize>,
         name: String,
         file: String,
+        /// What the runbook declares it is (`kind:`), if it does.
+        kind: Option<crate::runbook::RunKind>,
         started_at: OffsetDateTime,
     },
     StepStarted {

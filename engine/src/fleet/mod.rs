@@ -220,7 +220,7 @@ pub fn is_fleet(text: &str) -> bool {
 /// Read and check a fleet file.
 pub fn load(path: &Path) -> Result<Fleet, crate::Error> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| crate::Error::Invalid(format!("cannot read fleet file {}: {e}", path.display())))?;
+        .map_err(|e| crate::Error::invalid(format!("cannot read fleet file {}: {e}", path.display())))?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse(&path.display().to_string(), &text, base).map_err(crate::Error::Runbook)
 }

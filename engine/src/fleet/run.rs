@@ -44,21 +44,21 @@ pub fn runbook(fleet: &Fleet, given: &Path) -> Result<(Runbook, String), Error> 
     for c in candidates {
         if c.is_file() {
             let abs = std::fs::canonicalize(&c).map_err(|e| Error::io(format!("cannot open {}", c.display()), e))?;
-            let rb = crate::exec::load_checked(&abs)?;
+            let rb = crate::runbook::load_checked(&abs)?;
             return Ok((rb, abs.display().to_string()));
         }
     }
-    let rb = crate::exec::load_checked(given)?;
+    let rb = crate::runbook::load_checked(given)?;
     Ok((rb, given.display().to_string()))
 }
 
 /// The selected targets, checked against what the runbook may do to them.
 pub fn targets<'a>(fleet: &'a Fleet, rb: &Runbook, o: &Options) -> Result<Vec<&'a Target>, Error> {
-    let mut ts = select(fleet, &o.only, o.schedule.as_deref()).map_err(Error::Invalid)?;
+    let mut ts = select(fleet, &o.only, o.schedule.as_deref()).map_err(Error::invalid)?;
     if let Some(i) = o.index {
         let n = ts.len();
         let Some(t) = ts.get(i).copied() else {
-            return Err(Error::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "--index {i}: the selection has {n} target(s) (0 to {}); regenerate the schedule after changing the fleet file",
                 n.saturating_sub(1)
             )));
@@ -68,7 +68,7 @@ pub fn targets<'a>(fleet: &'a Fleet, rb: &Runbook, o: &Options) -> Result<Vec<&'
     if let Some(step) = rb.all_steps().find(|s| DESTRUCTIVE.contains(&s.uses.as_str())) {
         let exactly_one = ts.len() == 1 && (o.index.is_some() || o.only.iter().any(|x| x.split('/').count() == 3));
         if !exactly_one {
-            return Err(Error::Invalid(format!(
+            return Err(Error::invalid(format!(
                 "{} changes a database (step {} at {}): name exactly one target with --only project/environment/database",
                 rb.name,
                 step.uses,
@@ -198,7 +198,7 @@ pub async fn run(fleet: &Fleet, o: &Options, cancel: CancellationToken) -> Resul
         return Ok(ExitCode::Passed);
     }
     let exe =
-        std::env::current_exe().map_err(|e| Error::Environment(format!("cannot find the pgdrill binary: {e}")))?;
+        std::env::current_exe().map_err(|e| Error::environment(format!("cannot find the pgdrill binary: {e}")))?;
     // Without --report the runs' reports live until the summary is written, in a directory
     // named after this process, so one left by a fleet run killed outright is removed here.
     reap_scratch();
@@ -356,7 +356,7 @@ pub async fn run(fleet: &Fleet, o: &Options, cancel: CancellationToken) -> Resul
     for h in handles {
         match h.await {
             Ok(r) => results.push(r),
-            Err(e) => return Err(Error::Environment(format!("a fleet worker failed: {e}"))),
+            Err(e) => return Err(Error::environment(format!("a fleet worker failed: {e}"))),
         }
     }
     let kept = o.report.is_some();

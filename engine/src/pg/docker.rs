@@ -314,20 +314,20 @@ impl DockerServer {
             });
         let container = request.start().await.map_err(|e| {
             let text = e.to_string();
-            ServerError::Environment(format!("cannot start a container from {image}: {text}"))
+            ServerError::environment(format!("cannot start a container from {image}: {text}"))
         });
         let container = match container {
             Ok(c) => c,
             Err(e) => {
                 let tags = local_tags(docker, &repo).await;
                 let available = if tags.is_empty() { "no local tags".into() } else { tags.join(", ") };
-                return Err(ServerError::Environment(format!("{e} (local images of {repo}: {available})")));
+                return Err(ServerError::environment(format!("{e} (local images of {repo}: {available})")));
             }
         };
         let port = container
             .get_host_port_ipv4(5432)
             .await
-            .map_err(|e| ServerError::Environment(format!("container {image}: no published port: {e}")))?;
+            .map_err(|e| ServerError::environment(format!("container {image}: no published port: {e}")))?;
         let mut server = DockerServer {
             container_id: container.id().to_string(),
             container: Some(container),
@@ -363,7 +363,7 @@ impl DockerServer {
                 Err(e) => e.0,
             };
             if started.elapsed() > deadline {
-                return Err(ServerError::Environment(format!(
+                return Err(ServerError::environment(format!(
                     "container {} never accepted a connection: {last}",
                     self.image
                 )));

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::docker::{self, DockerOptions, DockerServer};
 use super::native::{self, NativeOptions, NativeServer, ServerError};
+use crate::error::Class;
 
 /// Who provides the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,7 +34,7 @@ impl std::str::FromStr for Provider {
                 let help = crate::runbook::suggest::help(other, ["auto", "docker", "native"])
                     .map(|h| format!("; {h}"))
                     .unwrap_or_default();
-                Err(ServerError::Invalid(format!("unknown provider `{other}`: use auto, docker or native{help}")))
+                Err(ServerError::invalid(format!("unknown provider `{other}`: use auto, docker or native{help}")))
             }
         }
     }
@@ -59,7 +60,7 @@ pub fn parse_major(text: &str) -> Result<u32, ServerError> {
     let major = t.split('.').next().unwrap_or_default();
     match major.parse::<u32>() {
         Ok(m) if (9..=99).contains(&m) && t.split('.').skip(1).all(|p| p.parse::<u32>().is_ok()) => Ok(m),
-        _ => Err(ServerError::Invalid(format!("`{t}` is not a PostgreSQL major version (write 15, 16, 17 ...)"))),
+        _ => Err(ServerError::invalid(format!("`{t}` is not a PostgreSQL major version (write 15, 16, 17 ...)"))),
     }
 }
 
@@ -126,7 +127,7 @@ async fn choose(opts: &Options) -> Result<Choice, ServerError> {
     let engine = match opts.provider {
         Provider::Native => return Ok(Choice::Native { reason: "native: requested".into(), docker_problem: None }),
         Provider::Docker => {
-            docker::engine().await.map_err(|e| ServerError::Environment(format!("provider docker: {e}")))?
+            docker::engine().await.map_err(|e| ServerError::environment(format!("provider docker: {e}")))?
         }
         Provider::Auto => match docker::engine().await {
             Ok(d) => d,
@@ -159,7 +160,7 @@ async fn choose(opts: &Options) -> Result<Choice, ServerError> {
         )
     };
     if opts.provider == Provider::Docker {
-        return Err(ServerError::Environment(format!("provider docker: {problem}; {}", image_remedies(major))));
+        return Err(ServerError::environment(format!("provider docker: {problem}; {}", image_remedies(major))));
     }
     Ok(Choice::Native { reason: format!("native: auto, Docker {problem}"), docker_problem: Some(problem) })
 }
@@ -174,8 +175,8 @@ impl Ephemeral {
                 let major = opts.major.unwrap_or_else(|| default_major(false));
                 match Self::start_native(&opts, major, reason).await {
                     // auto found neither: one line with both reasons and what to do.
-                    Err(ServerError::Environment(native)) if docker_problem.is_some() => {
-                        Err(ServerError::Environment(format!(
+                    Err(ServerError { class: Class::Environment, message: native, .. }) if docker_problem.is_some() => {
+                        Err(ServerError::environment(format!(
                             "no throwaway PostgreSQL {major} server: Docker: {}; native: {native}; {}",
                             docker_problem.unwrap_or_default(),
                             remedies_without_docker(major)
@@ -209,7 +210,7 @@ impl Ephemeral {
         if found != major {
             let msg = format!("image {} runs PostgreSQL {found}, not the {major} asked for", s.image);
             s.stop().await;
-            return Err(ServerError::Environment(msg));
+            return Err(ServerError::environment(msg));
         }
         Ok(Ephemeral {
             provider: "docker",

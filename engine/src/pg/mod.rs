@@ -47,6 +47,17 @@ pub fn throwaway_args() -> Vec<String> {
 #[error("{0}")]
 pub struct ConnectError(pub String);
 
+/// An unreachable server or a refused login is the environment's failure (exit 3).
+impl crate::error::Classified for ConnectError {
+    fn class(&self) -> crate::error::Class {
+        crate::error::Class::Environment
+    }
+
+    fn into_message(self) -> String {
+        self.0
+    }
+}
+
 /// Resolve a connection string (URL or key=value) with libpq's conventions: service file,
 /// environment, defaults and password file (see [`conninfo`]).
 pub fn conninfo(url: &str) -> Result<conninfo::Conninfo, ConnectError> {

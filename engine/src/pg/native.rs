@@ -20,16 +20,10 @@ use nix::unistd::{Pid, User};
 /// Prefix of every temp directory a native server lives in (used to reap stale ones).
 pub const DIR_PREFIX: &str = "pgdrill-native-";
 
-/// Why a server could not be provided.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum ServerError {
-    /// The request itself is wrong (bad version, bin_dir without initdb): exit 2.
-    #[error("{0}")]
-    Invalid(String),
-    /// The machine cannot do it (no binaries, server failed to start): exit 3.
-    #[error("{0}")]
-    Environment(String),
-}
+/// Why a server could not be provided: the request itself is wrong (a bad version, a
+/// bin_dir without initdb: invalid, exit 2), or the machine cannot do it (no binaries, a
+/// server that failed to start: environment, exit 3).
+pub type ServerError = crate::error::Failure;
 
 /// What to start.
 #[derive(Debug, Clone, Default)]
@@ -90,7 +84,7 @@ impl NativeServer {
         let major = binary_major(&bin_dir)?;
         if let Some(want) = opts.major {
             if want != major {
-                return Err(ServerError::Environment(format!(
+                return Err(ServerError::environment(format!(
                     "PostgreSQL {want} binaries not found ({} has {major}); available: {}",
                     bin_dir.display(),
                     describe_available()
@@ -107,7 +101,7 @@ impl NativeServer {
         let dir = tempfile::Builder::new()
             .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
             .tempdir()
-            .map_err(|e| ServerError::Environment(format!("cannot create a temp directory: {e}")))?
+            .map_err(|e| ServerError::environment(format!("cannot create a temp directory: {e}")))?
             .keep();
         let mut server = NativeServer {
             child: None,
@@ -123,14 +117,14 @@ impl NativeServer {
         };
         // From here on, Drop cleans up whatever exists.
         fs::write(dir.join("owner.pid"), std::process::id().to_string())
-            .map_err(|e| ServerError::Environment(format!("writing {}: {e}", dir.display())))?;
+            .map_err(|e| ServerError::environment(format!("writing {}: {e}", dir.display())))?;
         run_as.own(&dir)?;
         let sock = dir.join("sock");
-        fs::create_dir(&sock).map_err(|e| ServerError::Environment(format!("creating {}: {e}", sock.display())))?;
+        fs::create_dir(&sock).map_err(|e| ServerError::environment(format!("creating {}: {e}", sock.display())))?;
         run_as.own(&sock)?;
         let pwfile = dir.join("pwfile");
         fs::write(&pwfile, &server.password)
-            .map_err(|e| ServerError::Environment(format!("writing {}: {e}", pwfile.display())))?;
+            .map_err(|e| ServerError::environment(format!("writing {}: {e}", pwfile.display())))?;
         run_as.own(&pwfile)?;
 
         let data = dir.join("data");
@@ -144,10 +138,10 @@ impl NativeServer {
             .args(["-A", "scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions"])
             .stdin(Stdio::null());
         let out = tokio::task::block_in_place(|| crate::child::output(&mut initdb))
-            .map_err(|e| ServerError::Environment(format!("cannot run initdb: {e}")))?;
+            .map_err(|e| ServerError::environment(format!("cannot run initdb: {e}")))?;
         let _ = fs::remove_file(&pwfile);
         if !out.status.success() {
-            return Err(ServerError::Environment(format!(
+            return Err(ServerError::environment(format!(
                 "initdb failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
@@ -160,7 +154,7 @@ impl NativeServer {
             let port = free_port()?;
             server.port = port;
             let log = fs::File::create(dir.join("server.log"))
-                .map_err(|e| ServerError::Environment(format!("creating server.log: {e}")))?;
+                .map_err(|e| ServerError::environment(format!("creating server.log: {e}")))?;
             run_as.own(&dir.join("server.log"))?;
             let mut cmd = run_as.command(&bin_dir.join("postgres"));
             cmd.arg("-D")
@@ -176,7 +170,7 @@ impl NativeServer {
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(log));
             let child = crate::child::spawn(&mut cmd)
-                .map_err(|e| ServerError::Environment(format!("cannot start postgres: {e}")))?;
+                .map_err(|e| ServerError::environment(format!("cannot start postgres: {e}")))?;
             server.child = Some(child);
             match server.wait_ready(deadline).await {
                 Ok(version) => {
@@ -195,7 +189,7 @@ impl NativeServer {
                 }
             }
         }
-        Err(ServerError::Environment(format!("postgres did not start: {last_err}")))
+        Err(ServerError::environment(format!("postgres did not start: {last_err}")))
     }
 
     async fn wait_ready(&mut self, deadline: Duration) -> Result<String, String> {
@@ -220,10 +214,10 @@ impl NativeServer {
     }
 
     async fn create_database(&self) -> Result<(), ServerError> {
-        let client = crate::pg::connect(&self.url_for("postgres")).await.map_err(|e| ServerError::Environment(e.0))?;
+        let client = crate::pg::connect(&self.url_for("postgres")).await.map_err(|e| ServerError::environment(e.0))?;
         let q = format!("create database {}", quote_ident(&self.database));
         client.batch_execute(&q).await.map_err(|e| {
-            ServerError::Environment(format!("creating database {}: {}", self.database, crate::pg::describe(&e)))
+            ServerError::environment(format!("creating database {}: {}", self.database, crate::pg::describe(&e)))
         })
     }
 
@@ -291,7 +285,7 @@ impl RunAs {
             return Ok(RunAs::Me);
         }
         let user = User::from_name("nobody").ok().flatten().ok_or_else(|| {
-            ServerError::Environment("running as root, but there is no `nobody` user to run postgres as".into())
+            ServerError::environment("running as root, but there is no `nobody` user to run postgres as")
         })?;
         Ok(RunAs::User { uid: user.uid.as_raw(), gid: user.gid.as_raw(), name: user.name })
     }
@@ -299,7 +293,7 @@ impl RunAs {
     fn own(&self, path: &Path) -> Result<(), ServerError> {
         if let RunAs::User { uid, gid, name } = self {
             nix::unistd::chown(path, Some((*uid).into()), Some((*gid).into()))
-                .map_err(|e| ServerError::Environment(format!("cannot hand {} to {name}: {e}", path.display())))?;
+                .map_err(|e| ServerError::environment(format!("cannot hand {} to {name}: {e}", path.display())))?;
         }
         let mode = if path.is_dir() { 0o700 } else { 0o600 };
         let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
@@ -328,8 +322,8 @@ impl RunAs {
 
 fn free_port() -> Result<u16, ServerError> {
     let l = TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| ServerError::Environment(format!("no free port on 127.0.0.1: {e}")))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| ServerError::Environment(format!("no free port on 127.0.0.1: {e}")))
+        .map_err(|e| ServerError::environment(format!("no free port on 127.0.0.1: {e}")))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| ServerError::environment(format!("no free port on 127.0.0.1: {e}")))
 }
 
 /// A random password for a throwaway server (hex, URL-safe).
@@ -365,7 +359,7 @@ pub fn find_bin_dir(bin_dir: Option<&Path>, major: Option<u32>) -> Result<PathBu
         if d.join("initdb").is_file() && d.join("postgres").is_file() {
             return Ok(d.to_path_buf());
         }
-        return Err(ServerError::Invalid(format!(
+        return Err(ServerError::invalid(format!(
             "bin_dir {} has no initdb and postgres; point it at a PostgreSQL bin directory (available: {})",
             d.display(),
             describe_available()
@@ -399,12 +393,12 @@ pub fn find_bin_dir(bin_dir: Option<&Path>, major: Option<u32>) -> Result<PathBu
         }
     }
     match major {
-        Some(m) => Err(ServerError::Environment(format!(
+        Some(m) => Err(ServerError::environment(format!(
             "PostgreSQL {m} server binaries not found; available: {}",
             describe_available()
         ))),
-        None => Err(ServerError::Environment(
-            "PostgreSQL server binaries (initdb, postgres) not found: install them or set bin_dir".into(),
+        None => Err(ServerError::environment(
+            "PostgreSQL server binaries (initdb, postgres) not found: install them or set bin_dir",
         )),
     }
 }
@@ -434,10 +428,10 @@ fn describe_available() -> String {
 /// The major version of the postgres binary in `dir`.
 pub fn binary_major(dir: &Path) -> Result<u32, ServerError> {
     let out = crate::child::output(crate::child::command(dir.join("postgres")).arg("--version"))
-        .map_err(|e| ServerError::Environment(format!("cannot run {}/postgres: {e}", dir.display())))?;
+        .map_err(|e| ServerError::environment(format!("cannot run {}/postgres: {e}", dir.display())))?;
     let text = String::from_utf8_lossy(&out.stdout);
     parse_major(&text)
-        .ok_or_else(|| ServerError::Environment(format!("cannot read the version from `{}`", text.trim())))
+        .ok_or_else(|| ServerError::environment(format!("cannot read the version from `{}`", text.trim())))
 }
 
 /// `postgres (PostgreSQL) 15.18 (Debian ...)` -> 15; `9.6.24` -> 9.

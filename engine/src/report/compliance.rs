@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::write_atomic;
+use crate::runbook::RunKind;
 use crate::Error;
 
 pub const SCHEMA: &str = "pgdrill.compliance/1";
@@ -186,25 +187,34 @@ pub fn build(run: &Value) -> Value {
 }
 
 /// What a run was, for `pgdrill report`, which judges drills apart from the daily backup
-/// and verify runs (a fresh backup is no evidence that a drill was run): a drill runs a
-/// `drill.*` step; otherwise what its steps did.
-fn run_kind(suites: &[Value]) -> &'static str {
-    let uses: Vec<&str> = suites
+/// and verify runs (a fresh backup is no evidence that a drill was run): what the top
+/// runbook declares (`kind:`), else what its steps established, in this order: an RTO or RPO
+/// measured (a drill), a backup written (a backup run), a safety snapshot of a database (a
+/// restore), a part of a verification (a verify), else other. Step kind names never count.
+fn run_kind(suites: &[Value]) -> String {
+    if let Some(declared) = suites.first().and_then(|s| s["kind"].as_str()) {
+        return declared.to_string();
+    }
+    let facts: Vec<&Value> = suites
         .iter()
         .flat_map(|s| s["steps"].as_array().into_iter().flatten())
-        .filter_map(|s| s["uses"].as_str())
+        .flat_map(|s| s["facts"].as_array().into_iter().flatten())
         .collect();
-    if uses.iter().any(|u| u.starts_with("drill.")) {
-        "drill"
-    } else if uses.contains(&"backup.create") {
-        "backup"
-    } else if uses.iter().any(|u| u.starts_with("database.")) {
-        "restore"
-    } else if uses.iter().any(|u| u.starts_with("verify.") || *u == "backup.check" || *u == "backup.restore") {
-        "verify"
+    let has = |fact: &str, field: &str, values: &[&str]| {
+        facts.iter().any(|f| f["fact"] == fact && (values.is_empty() || values.iter().any(|v| f[field] == *v)))
+    };
+    let kind = if has("objective", "objective", &["rto", "rpo"]) {
+        RunKind::Drill
+    } else if has("backup", "role", &["written"]) {
+        RunKind::Backup
+    } else if has("backup", "role", &["snapshot"]) {
+        RunKind::Restore
+    } else if has("verified", "", &[]) {
+        RunKind::Verify
     } else {
-        "other"
-    }
+        RunKind::Other
+    };
+    kind.as_str().to_string()
 }
 
 /// The kind of a history line; lines written before kinds were recorded are drills when they
@@ -239,10 +249,10 @@ fn render(template: &str, report: &Value) -> Result<String, Error> {
         }
     });
     let name = if template == HTML { "report.html" } else { "report.md" };
-    env.add_template(name, template).map_err(|e| Error::Invalid(format!("report template: {e}")))?;
+    env.add_template(name, template).map_err(|e| Error::invalid(format!("report template: {e}")))?;
     env.get_template(name)
         .and_then(|t| t.render(minijinja::context! { r => minijinja::Value::from_serialize(report) }))
-        .map_err(|e| Error::Invalid(format!("rendering {name}: {e}")))
+        .map_err(|e| Error::invalid(format!("rendering {name}: {e}")))
 }
 
 fn objective(report: &Value, name: &str) -> (Value, Value) {
@@ -502,6 +512,33 @@ mod tests {
         assert!(text.contains("drills: 1 (last 1), passed 1 (100%)"), "{text}");
         assert!(text.contains("not drills, counted apart: backup 11 (passed 11), verify 1 (passed 0)"), "{text}");
         assert!(text.contains("STALE"), "{text}");
+    }
+
+    /// A run record of one suite whose steps established `facts`, declaring `kind` if given.
+    fn record(kind: Option<&str>, uses: &str, facts: Value) -> Value {
+        json!({"suites": [{"name": "r", "kind": kind, "steps": [{"uses": uses, "facts": facts}]}]})
+    }
+
+    #[test]
+    fn a_declared_kind_wins_over_what_the_steps_did() {
+        let backup = json!([{"fact": "backup", "role": "written"}]);
+        assert_eq!(build(&record(Some("drill"), "backup.create", backup.clone()))["kind"], "drill");
+        assert_eq!(build(&record(None, "backup.create", backup))["kind"], "backup");
+    }
+
+    #[test]
+    fn an_undeclared_kind_is_told_from_facts_not_step_kind_names() {
+        let cases = [
+            (json!([{"fact": "objective", "objective": "rto"}, {"fact": "backup", "role": "written"}]), "drill"),
+            (json!([{"fact": "objective", "objective": "backup_age"}, {"fact": "verified"}]), "verify"),
+            (json!([{"fact": "backup", "role": "picked"}, {"fact": "backup", "role": "snapshot"}]), "restore"),
+            (json!([{"fact": "server", "version": "17.2"}]), "other"),
+        ];
+        for (facts, kind) in cases {
+            assert_eq!(build(&record(None, "shell.run", facts.clone()))["kind"], kind, "{facts}");
+        }
+        // A step named like a drill establishes nothing by its name.
+        assert_eq!(build(&record(None, "drill.workspace", json!([])))["kind"], "other");
     }
 
     #[test]

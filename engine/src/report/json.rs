@@ -56,6 +56,7 @@ impl JsonRecord {
                     "parent": s.parent,
                     "name": s.name,
                     "file": s.file,
+                    "kind": s.kind,
                     "started_at": s.started_at.format(fmt).unwrap_or_default(),
                     "duration": (s.duration.as_secs_f64() * 1000.0).round() / 1000.0,
                     "outcome": s.outcome,

@@ -85,6 +85,8 @@ struct SuiteData {
     parent: Option<usize>,
     name: String,
     file: String,
+    /// What the runbook declares it is (`kind:`), if it does.
+    kind: Option<crate::runbook::RunKind>,
     started_at: time::OffsetDateTime,
     outcome: Option<crate::exec::SuiteOutcome>,
     duration: std::time::Duration,
@@ -96,11 +98,12 @@ impl Suites {
     fn on_event(&mut self, e: &crate::exec::Event) {
         use crate::exec::Event;
         match e {
-            Event::SuiteStarted { suite, parent, name, file, started_at } => self.list.push(SuiteData {
+            Event::SuiteStarted { suite, parent, name, file, kind, started_at } => self.list.push(SuiteData {
                 id: *suite,
                 parent: *parent,
                 name: name.clone(),
                 file: file.clone(),
+                kind: *kind,
                 started_at: *started_at,
                 outcome: None,
                 duration: std::time::Duration::ZERO,

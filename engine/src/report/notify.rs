@@ -168,7 +168,7 @@ pub struct Webhook {
 pub fn load(path: &Path) -> Result<NotifyFile, crate::Error> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        crate::Error::Invalid(format!("cannot read notify file {file}: {e} (--notify or PGDRILL_NOTIFY)"))
+        crate::Error::invalid(format!("cannot read notify file {file}: {e} (--notify or PGDRILL_NOTIFY)"))
     })?;
     let located = |p: &str, msg: String| {
         let pos = SpanIndex::build(&text).key(p);

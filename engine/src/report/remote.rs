@@ -29,7 +29,7 @@ pub struct RemoteReport {
 impl RemoteReport {
     /// Open `url` and seed a private local directory with the store's history.
     pub async fn open(url: &str) -> Result<RemoteReport, Error> {
-        let remote = crate::storage::remote::open(url).map_err(Error::Invalid)?;
+        let remote = crate::storage::remote::open(url).map_err(Error::invalid)?;
         let history = history(&remote).await?;
         let parent = std::env::temp_dir().join("pgdrill-mirror");
         let local = crate::storage::private_dir(&parent, "report")
@@ -46,7 +46,7 @@ impl RemoteReport {
 
     /// Publish what the reporters wrote; keep only the newest `keep` dated pages.
     pub async fn publish(&self, keep: Option<usize>) -> Result<(), Error> {
-        let env = |m: String| Error::Environment(m);
+        let env = |m: String| Error::environment(m);
         let mut files: Vec<String> = std::fs::read_dir(self.dir())
             .map_err(|e| Error::io(format!("reading {}", self.dir().display()), e))?
             .flatten()
@@ -100,19 +100,19 @@ impl Drop for RemoteReport {
 
 /// The history of runs in the report location at `url` (what `pgdrill report` reads).
 pub async fn read_history(url: &str) -> Result<String, Error> {
-    let remote = crate::storage::remote::open(url).map_err(Error::Invalid)?;
+    let remote = crate::storage::remote::open(url).map_err(Error::invalid)?;
     String::from_utf8(history(&remote).await?)
-        .map_err(|_| Error::Environment(format!("{}: the history is not UTF-8 text", remote.url_of(HISTORY_DIR))))
+        .map_err(|_| Error::environment(format!("{}: the history is not UTF-8 text", remote.url_of(HISTORY_DIR))))
 }
 
 /// Every history object in name (time) order, concatenated.
 async fn history(remote: &Remote) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
-    for name in remote.names_in(HISTORY_DIR).await.map_err(Error::Environment)? {
+    for name in remote.names_in(HISTORY_DIR).await.map_err(Error::environment)? {
         if !name.ends_with(".jsonl") {
             continue;
         }
-        let mut bytes = remote.read(&format!("{HISTORY_DIR}/{name}")).await.map_err(Error::Environment)?;
+        let mut bytes = remote.read(&format!("{HISTORY_DIR}/{name}")).await.map_err(Error::environment)?;
         if !bytes.ends_with(b"\n") {
             bytes.push(b'\n');
         }

@@ -119,14 +119,9 @@ pub struct Journal {
     pub history: Vec<Entry>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum JournalError {
-    #[error("{0}")]
-    Io(String),
-    /// The file exists but cannot be trusted: fail closed.
-    #[error("{0}")]
-    Damaged(String),
-}
+/// A journal that cannot be read or written is the machine's problem (environment); one
+/// that exists but cannot be trusted fails the step (failed: fail closed).
+pub type JournalError = crate::error::Failure;
 
 impl Journal {
     /// Whether a run that left this journal ended before the database was safe again.
@@ -171,11 +166,12 @@ impl Journal {
     /// Atomic replace (temp file, fsync, rename, fsync of the directory), mode 0600.
     pub fn write(&self, path: &Path) -> Result<(), JournalError> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)
-            .map_err(|e| JournalError::Io(format!("cannot create the journal folder {}: {e}", dir.display())))?;
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| JournalError::Io(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            JournalError::environment(format!("cannot create the journal folder {}: {e}", dir.display()))
+        })?;
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| JournalError::environment(e.to_string()))?;
         crate::storage::write_small(path, &bytes)
-            .map_err(|e| JournalError::Io(format!("cannot write the restore journal {}: {e}", path.display())))
+            .map_err(|e| JournalError::environment(format!("cannot write the restore journal {}: {e}", path.display())))
     }
 
     /// The journal at `path`, if there is one.
@@ -183,10 +179,15 @@ impl Journal {
         let text = match std::fs::read(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(JournalError::Io(format!("cannot read the restore journal {}: {e}", path.display()))),
+            Err(e) => {
+                return Err(JournalError::environment(format!(
+                    "cannot read the restore journal {}: {e}",
+                    path.display()
+                )))
+            }
         };
         serde_json::from_slice(&text).map(Some).map_err(|e| {
-            JournalError::Damaged(format!(
+            JournalError::failed(format!(
                 "the restore journal {} is damaged ({e}); look at it, put the database right by hand, then remove the file",
                 path.display()
             ))

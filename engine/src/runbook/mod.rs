@@ -3,31 +3,77 @@
 //! Parsing is strict but kind: unknown step kinds and fields, wrong types, duplicate ids and
 //! references to steps that do not exist (or have not run yet) are all errors that name
 //! `file:line:col`, and a misspelt name gets the nearest valid one. Nothing here does I/O
-//! beyond reading the file; `with:` blocks stay as YAML trees and are typed by each step
-//! kind, after templating, at execution time.
+//! beyond reading runbook files (`load.rs`, which also follows written-out nestings);
+//! `with:` blocks stay as YAML trees and are typed by each step kind, after templating, at
+//! execution time. `vars.rs` types `--var` values and computes defaults and `let:` values.
 
 mod diag;
+mod load;
 pub mod spans;
 pub mod suggest;
+mod vars;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_yaml::Value as Yaml;
 
 pub use diag::{Diagnostic, Diagnostics};
+pub use load::{load, load_checked, load_runbook_ref, MAX_NESTING};
 use spans::{Pos, SpanIndex};
+pub use vars::{overrides_from_pairs, resolve_lets, resolve_vars, VarMap};
 
 use crate::steps;
 use crate::template;
+
+/// What a run is, for the compliance report and `pgdrill report`, which judge drills apart
+/// from the daily backup and verify runs (a fresh backup is no evidence that a drill was run).
+/// A runbook declares it with a top-level `kind:`; a runbook that does not is classified
+/// from what its steps established (`report::compliance::run_kind`), never from the names of
+/// the step kinds it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKind {
+    /// A rehearsal of a recovery: measures RTO and RPO against targets.
+    Drill,
+    /// Writes backups.
+    Backup,
+    /// Restores into a database that people use.
+    Restore,
+    /// Proves a backup restores, on a throwaway server.
+    Verify,
+    /// Anything else (pruning, copying, smoke checks).
+    Other,
+}
+
+impl RunKind {
+    pub const ALL: [RunKind; 5] = [RunKind::Drill, RunKind::Backup, RunKind::Restore, RunKind::Verify, RunKind::Other];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Drill => "drill",
+            RunKind::Backup => "backup",
+            RunKind::Restore => "restore",
+            RunKind::Verify => "verify",
+            RunKind::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunKind> {
+        RunKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
 
 /// A runbook ready to plan or run.
 #[derive(Debug, Clone)]
 pub struct Runbook {
     pub name: String,
     pub description: Option<String>,
+    /// What the run is, as the runbook declares it (`kind:`); `None` when it does not, and
+    /// the compliance report then tells from the run's facts (see [`RunKind`]).
+    pub kind: Option<RunKind>,
     /// Declared variables with their defaults (`None`: must be given with `--var`).
     pub vars: BTreeMap<String, Option<Yaml>>,
     /// `let:` values, in the order written: computed once per run from vars, env and the
@@ -173,6 +219,8 @@ struct RawRunbook {
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
     vars: BTreeMap<String, Yaml>,
     #[serde(default, rename = "let")]
     lets: serde_yaml::Mapping,
@@ -274,17 +322,9 @@ struct RawRetryFull {
 }
 
 const RUNBOOK_FIELDS: &[&str] =
-    &["name", "description", "vars", "let", "secrets", "targets", "steps", "finally", "notify"];
+    &["name", "description", "kind", "vars", "let", "secrets", "targets", "steps", "finally", "notify"];
 
 // ---- loading ----------------------------------------------------------------------------
-
-/// Read and check a runbook file. `label` is how the file is named in messages.
-pub fn load(path: &Path) -> Result<Runbook, crate::Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| crate::Error::Invalid(format!("cannot read runbook {}: {e}", path.display())))?;
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    parse(&path.display().to_string(), &text, base).map_err(crate::Error::Runbook)
-}
 
 /// How deep mappings and sequences may nest in a runbook file. Real runbooks use under ten
 /// levels (a `with:` block of a step in a `parallel` group is six).
@@ -373,6 +413,16 @@ impl Checker<'_> {
     }
 
     fn build(&mut self, raw: RawRunbook, base_dir: PathBuf) -> Runbook {
+        let kind = raw.kind.as_deref().and_then(|k| {
+            let kind = RunKind::parse(k);
+            if kind.is_none() {
+                let names = RunKind::ALL.map(RunKind::as_str);
+                let d = self.diag(self.spans.value("kind"), format!("unknown runbook kind `{k}`"));
+                let help = suggest::help(k, names).unwrap_or_else(|| format!("the kinds are {}", names.join(", ")));
+                self.diags.push(d.with_help(Some(help)));
+            }
+            kind
+        });
         let targets = Targets {
             rto: raw.targets.as_ref().and_then(|t| t.rto.as_deref()).and_then(|s| self.duration(s, "targets.rto")),
         };
@@ -434,6 +484,7 @@ impl Checker<'_> {
         let rb = Runbook {
             name: raw.name,
             description: raw.description,
+            kind,
             vars: raw.vars.into_iter().map(|(k, v)| (k, if v.is_null() { None } else { Some(v) })).collect(),
             lets,
             secrets: raw.secrets,
@@ -1027,6 +1078,19 @@ mod tests {
         assert_eq!(describe_path("steps[2].with.jobs"), "step 3, field `with.jobs`");
         assert_eq!(describe_path("finally[0]"), "finally step 1");
         assert_eq!(describe_path("steps[1].parallel[0].with.jobs"), "step 2, parallel step 1, field `with.jobs`");
+    }
+
+    #[test]
+    fn a_declared_kind_is_parsed_and_every_shipped_runbook_declares_one() {
+        let steps = "steps:\n  - uses: sleep\n    with: { duration: 1s }\n";
+        let rb = parse("k.yaml", &format!("name: k\nkind: verify\n{steps}"), PathBuf::new());
+        assert_eq!(rb.ok().and_then(|r| r.kind), Some(RunKind::Verify));
+        let rb = parse("k.yaml", &format!("name: k\n{steps}"), PathBuf::new());
+        assert_eq!(rb.map(|r| r.kind).ok(), Some(None));
+        for s in crate::shipped::all() {
+            let rb = parse(s.path, s.text, PathBuf::new()).map_err(|d| d.to_string());
+            assert!(rb.as_ref().is_ok_and(|r| r.kind.is_some()), "{} declares no kind: {:?}", s.path, rb.err());
+        }
     }
 
     #[test]

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::{Field, Fields, Step, StepCtx, StepError, With, WithError};
 use crate::archive::{Codec, KeySource};
@@ -133,13 +132,6 @@ macro_rules! described {
 
         impl $name {
             fn described(path: &Path, m: &Manifest, $($field: $ty),*) -> Self {
-                // What binds the manifest to the backup, as written (checked with the key by
-                // backup.pick and backup.check): `mac`, or why there is none.
-                let auth = match (&m.authentication, m.cipher.as_str()) {
-                    (Some(_), _) => "mac",
-                    (None, "none") => "unauthenticated (not encrypted)",
-                    (None, _) => "unauthenticated (written before binding)",
-                };
                 $name {
                     path: crate::storage::remote::display(path),
                     manifest: crate::storage::remote::display(&crate::storage::manifest_path(path)),
@@ -154,7 +146,7 @@ macro_rules! described {
                         .and_then(|f| f.as_str().map(str::to_string))
                         .unwrap_or_default(),
                     encrypted: m.cipher != "none",
-                    manifest_auth: auth.to_string(),
+                    manifest_auth: crate::backup::listing::manifest_auth(m).to_string(),
                     created: super::rfc3339(m.finished_at),
                     // When the dump's snapshot was taken (to the millisecond): what a drill's
                     // RPO is checked against.
@@ -402,89 +394,10 @@ impl Step for List {
 
     async fn run(ctx: StepCtx, w: ListWith) -> Result<ListOutputs, StepError> {
         let pattern = name_pattern(w.name_pattern.as_deref())?;
-        let backups = listing(&ctx.storage_root(&w.storage).await?, w.database.as_deref(), pattern.as_ref())?;
-        Ok(ListOutputs { count: backups.len(), backups })
+        let listed =
+            backup::listing::list(&ctx.storage_root(&w.storage).await?, w.database.as_deref(), pattern.as_ref())?;
+        Ok(ListOutputs { count: listed.len(), backups: backup::listing::to_json(&listed) })
     }
-}
-
-described! {
-    /// `backup.list`'s entry for a pgdrill backup (without its fingerprint).
-    ListedBackup {
-        /// `pgdrill`
-        origin: String,
-        /// the newest verification the ledger beside it records, or null
-        #[field(ty = "map|null")]
-        last_verification: serde_json::Value,
-    }
-}
-
-/// Backups in `storage`, newest first: pgdrill's with their manifests, other tools' with what
-/// their names and first bytes say. A manifest that cannot be read is an entry with `error`.
-pub fn listing(
-    storage: &std::path::Path,
-    database: Option<&str>,
-    pattern: Option<&crate::storage::names::NamePattern>,
-) -> Result<Vec<serde_json::Value>, StepError> {
-    let store = LocalStore::new(storage);
-    let entries = store
-        .list_with(database, pattern)
-        .map_err(|e| StepError::Environment(format!("cannot list {}: {e}", storage.display())))?;
-    let mut ledgers: std::collections::HashMap<std::path::PathBuf, _> = std::collections::HashMap::new();
-    let mut last_of = |e: &crate::storage::Entry| {
-        let ledger_path = crate::backup::ledger::path_for(&e.path);
-        let last = match ledgers
-            .entry(ledger_path.clone())
-            .or_insert_with(|| crate::backup::ledger::last_by_backup(&ledger_path))
-        {
-            Ok(by_name) => by_name
-                .get(&e.name)
-                .map(|l| json!({ "result": l.result, "verified_at": l.verified_at, "sha256": l.sha256 })),
-            // Unknown is not "never": say why instead of showing nothing.
-            Err(err) => Some(json!({ "result": "unknown", "error": err.to_string() })),
-        };
-        last.unwrap_or(serde_json::Value::Null)
-    };
-    Ok(entries
-        .iter()
-        .map(|e| {
-            if e.foreign {
-                let kind = crate::backup::source::sniff(&e.path);
-                let size = if e.path.is_dir() {
-                    std::fs::read_dir(&e.path)
-                        .map(|rd| rd.flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum::<u64>())
-                        .unwrap_or(0)
-                } else {
-                    std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0)
-                };
-                return json!({
-                    "path": crate::storage::remote::display(&e.path),
-                    "database": e.database,
-                    "database_assumed": e.database_assumed,
-                    "origin": "foreign",
-                    "created": super::rfc3339(e.made),
-                    "created_from": e.made_from,
-                    "size": size,
-                    "format": kind,
-                    "encrypted": kind.starts_with("openssl") || kind.starts_with("gpg"),
-                    "manifest_auth": "none",
-                    "last_verification": last_of(e),
-                });
-            }
-            match Manifest::read(&e.path) {
-                Ok(m) => {
-                    let listed = ListedBackup::described(&e.path, &m, "pgdrill".into(), last_of(e));
-                    let mut v = serde_json::to_value(listed).unwrap_or_default();
-                    if let Some(o) = v.as_object_mut() {
-                        o.remove("fingerprint");
-                    }
-                    v
-                }
-                Err(err) => {
-                    json!({ "path": crate::storage::remote::display(&e.path), "database": e.database, "origin": "pgdrill", "error": err.to_string() })
-                }
-            }
-        })
-        .collect())
 }
 
 #[derive(Debug, Deserialize, Fields)]

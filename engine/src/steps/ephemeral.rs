@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{Fields, Step, StepCtx, StepError, With, WithError};
 use crate::pg::ephemeral::{parse_major, Ephemeral, Options, Provider};
-use crate::pg::native::ServerError;
 use crate::template::is_template;
 
 #[derive(Debug, Deserialize, Fields)]
@@ -104,17 +103,10 @@ impl Step for Start {
     }
 }
 
-fn to_step_error(e: ServerError) -> StepError {
-    match e {
-        ServerError::Invalid(m) => StepError::Invalid(m),
-        ServerError::Environment(m) => StepError::Environment(m),
-    }
-}
-
 async fn start(ctx: StepCtx, w: EphemeralWith) -> Result<EphemeralOutputs, StepError> {
     let started = std::time::Instant::now();
-    let provider: Provider = w.provider.parse().map_err(to_step_error)?;
-    let major = w.version.as_deref().map(parse_major).transpose().map_err(to_step_error)?;
+    let provider: Provider = w.provider.parse()?;
+    let major = w.version.as_deref().map(parse_major).transpose()?;
     let opts = Options {
         provider,
         major,
@@ -124,7 +116,7 @@ async fn start(ctx: StepCtx, w: EphemeralWith) -> Result<EphemeralOutputs, StepE
         database: w.database.clone(),
         ready_timeout: w.ready_timeout,
     };
-    let server = Ephemeral::start(opts).await.map_err(to_step_error)?;
+    let server = Ephemeral::start(opts).await?;
     ctx.redactor.add(&server.password);
     let startup = started.elapsed();
     ctx.log(format!(

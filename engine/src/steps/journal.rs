@@ -15,17 +15,10 @@ use tokio_postgres::Client;
 use super::{BoxFuture, Fields, Step, StepCtx, StepError, With, WithError};
 use crate::backup::Manifest;
 use crate::pg::native::quote_ident;
-use crate::restore::{self, Journal, JournalError, LockError, Phase};
+use crate::restore::{self, Journal, LockError, Phase};
 
 fn postgres() -> String {
     "postgres".into()
-}
-
-fn journal_error(e: JournalError) -> StepError {
-    match e {
-        JournalError::Io(m) => StepError::Environment(m),
-        JournalError::Damaged(m) => StepError::Failed(m),
-    }
 }
 
 /// Record `phase` in the journal at `path` (when the step was given one) and fsync it
@@ -41,11 +34,11 @@ pub(crate) fn mark(
     let Some(path) = path.filter(|p| !p.is_empty()).map(|p| ctx.resolve(p)) else { return Ok(()) };
     let mut j = read_required(&path)?;
     edit(&mut j);
-    j.mark(&path, phase, note).map_err(journal_error)
+    j.mark(&path, phase, note).map_err(StepError::from)
 }
 
 pub(crate) fn read_required(path: &Path) -> Result<Journal, StepError> {
-    Journal::read(path).map_err(journal_error)?.ok_or_else(|| {
+    Journal::read(path).map_err(StepError::from)?.ok_or_else(|| {
         StepError::Failed(format!(
             "the restore journal {} is missing: refusing to go on without the record of this restore",
             path.display()
@@ -217,7 +210,7 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
 
     let safety = ctx.local_only(&w.safety, "the safety location")?;
     let path = restore::journal_path(&safety, &w.database);
-    let found = Journal::read(&path).map_err(journal_error)?.filter(Journal::unfinished);
+    let found = Journal::read(&path).map_err(StepError::from)?.filter(Journal::unfinished);
     let recover = w.recover.clone().unwrap_or_default();
     let journal = path.display().to_string();
     match (found, recover.as_str()) {
@@ -270,7 +263,7 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
                 .await
                 .map_err(|e| StepError::Failed(format!("dropping database `{}`: {}", w.database, crate::pg::describe(&e))))?;
             let mut j = j;
-            j.mark(&path, Phase::Finished, "recover=rollback: the half-made database was dropped").map_err(journal_error)?;
+            j.mark(&path, Phase::Finished, "recover=rollback: the half-made database was dropped").map_err(StepError::from)?;
             Err(StepError::Failed(format!(
                 "recover=rollback: database `{}` did not exist before the unfinished restore, so there is nothing to put back: the half-made database was dropped and the journal {} is closed; it is as before that restore",
                 w.database,
@@ -417,7 +410,7 @@ async fn journal(ctx: StepCtx, w: JournalWith) -> Result<JournalOutputs, StepErr
         j.pid = pid;
         j.host = host;
         let phase = j.phase;
-        j.mark(&path, phase, note.clone()).map_err(journal_error)?;
+        j.mark(&path, phase, note.clone()).map_err(StepError::from)?;
         ctx.log(format!("journal {}: {note}", path.display()));
         return Ok(o);
     }
@@ -446,7 +439,7 @@ async fn journal(ctx: StepCtx, w: JournalWith) -> Result<JournalOutputs, StepErr
         phase: Phase::Open,
         history: Vec::new(),
     };
-    j.mark(&path, Phase::Open, "").map_err(journal_error)?;
+    j.mark(&path, Phase::Open, "").map_err(StepError::from)?;
     ctx.log(format!("journal {}: restore of {} into {database} begins", path.display(), j.backup));
     Ok(o)
 }
@@ -497,7 +490,7 @@ impl Step for Finish {
 
 async fn finish(ctx: StepCtx, w: FinishWith) -> Result<FinishOutputs, StepError> {
     let path = ctx.resolve(&w.journal);
-    let Some(mut j) = Journal::read(&path).map_err(journal_error)?.filter(Journal::unfinished) else {
+    let Some(mut j) = Journal::read(&path).map_err(StepError::from)?.filter(Journal::unfinished) else {
         ctx.log("the run stopped before anything changed: no journal to close".to_string());
         return Ok(FinishOutputs { state: "unchanged".into() });
     };
@@ -542,7 +535,7 @@ async fn finish(ctx: StepCtx, w: FinishWith) -> Result<FinishOutputs, StepError>
         // Keep the journal as it is: the next run refuses and recover=... finishes it.
         let phase = j.phase;
         j.mark(&path, phase, "the run ended; the database is not restored and the original not put back")
-            .map_err(journal_error)?;
+            .map_err(StepError::from)?;
         let connections = match &allow_problem {
             Some(p) if j.changed => format!(" Whether it accepts connections could not be checked ({p})."),
             Some(p) => format!(" New connections to it are still refused ({p})."),
@@ -564,7 +557,7 @@ async fn finish(ctx: StepCtx, w: FinishWith) -> Result<FinishOutputs, StepError>
         return Err(StepError::Failed(msg));
     };
     j.recovering.clear();
-    j.mark(&path, Phase::Finished, note.clone()).map_err(journal_error)?;
+    j.mark(&path, Phase::Finished, note.clone()).map_err(StepError::from)?;
     ctx.log(format!("journal {} closed: database {} {note}", path.display(), w.database));
     Ok(FinishOutputs { state: state.into() })
 }

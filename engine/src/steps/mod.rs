@@ -31,6 +31,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value as Yaml;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::{Class, Classified};
 use crate::redact::Redactor;
 use crate::template;
 
@@ -65,6 +66,26 @@ pub enum StepError {
 }
 
 impl StepError {
+    /// An error of `class` with `message`.
+    pub fn new(class: Class, message: impl Into<String>) -> Self {
+        let message = message.into();
+        match class {
+            Class::Failed => StepError::Failed(message),
+            Class::Invalid => StepError::Invalid(message),
+            Class::Environment => StepError::Environment(message),
+        }
+    }
+
+    /// Its class; `None` for `Skipped`, which is no error.
+    pub fn class(&self) -> Option<Class> {
+        match self {
+            StepError::Failed(_) => Some(Class::Failed),
+            StepError::Environment(_) => Some(Class::Environment),
+            StepError::Invalid(_) | StepError::Field { .. } => Some(Class::Invalid),
+            StepError::Skipped(_) => None,
+        }
+    }
+
     pub fn message(&self) -> &str {
         match self {
             StepError::Failed(m)
@@ -82,7 +103,7 @@ impl StepError {
 
     /// Whether the error is about input (exit 2), which trying again cannot change.
     pub fn is_invalid(&self) -> bool {
-        matches!(self, StepError::Invalid(_) | StepError::Field { .. })
+        self.class() == Some(Class::Invalid)
     }
 
     /// The text shown to the user; `with` names the `with:` block of the step in the runbook
@@ -97,21 +118,16 @@ impl StepError {
     }
 }
 
-/// Backup errors keep their class: invalid input, environment, or a failed check.
-impl From<crate::backup::BackupError> for StepError {
-    fn from(e: crate::backup::BackupError) -> Self {
-        match e {
-            crate::backup::BackupError::Invalid(m) => StepError::Invalid(m),
-            crate::backup::BackupError::Environment(m) => StepError::Environment(m),
-            crate::backup::BackupError::Failed(m) => StepError::Failed(m),
+/// The errors of the layers below keep their class (`Classified`): a backup's invalid input,
+/// environment or failed check; an unreachable server or refused login (environment); a
+/// throwaway server that cannot start; a damaged restore journal (failed).
+impl<E: Classified> From<E> for StepError {
+    fn from(e: E) -> Self {
+        let (class, field) = (e.class(), e.field().map(str::to_string));
+        match field {
+            Some(path) => StepError::field(path, e.into_message()),
+            None => StepError::new(class, e.into_message()),
         }
-    }
-}
-
-/// An unreachable server or refused login is the environment's failure (exit 3).
-impl From<crate::pg::ConnectError> for StepError {
-    fn from(e: crate::pg::ConnectError) -> Self {
-        StepError::Environment(e.0)
     }
 }
 
@@ -122,10 +138,8 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StepError {
     StepError::Environment(crate::pg::describe(&e))
 }
 
-/// A timestamp as RFC 3339, as every step output and report writes it.
-pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
+// A timestamp as RFC 3339, as every step output, listing and report writes it: one helper.
+pub(crate) use crate::backup::listing::rfc3339;
 
 /// A documented field of a step's `with:` block or of its outputs.
 #[derive(Debug, Clone, Copy)]
@@ -557,8 +571,6 @@ fn normalize_path(p: &str) -> String {
     }
 }
 
-pub use backup::listing as backup_listing;
-
 /// Every step kind, in catalogue order.
 pub fn catalogue() -> &'static [StepKind] {
     static KINDS: [StepKind; 40] = [
@@ -655,6 +667,43 @@ pub fn describe_catalogue(only: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every lower layer's error keeps its class on the way to a step's error and to the
+    /// command line's, and so its exit code.
+    #[test]
+    fn lower_errors_keep_their_class_through_question_mark() {
+        use crate::backup::BackupError;
+        use crate::error::Error;
+        use crate::pg::native::ServerError;
+        use crate::restore::JournalError;
+        let cases: Vec<(StepError, Error, Class)> = vec![
+            (BackupError::Failed("f".into()).into(), BackupError::Failed("f".into()).into(), Class::Failed),
+            (BackupError::Invalid("i".into()).into(), BackupError::Invalid("i".into()).into(), Class::Invalid),
+            (
+                BackupError::Environment("e".into()).into(),
+                BackupError::Environment("e".into()).into(),
+                Class::Environment,
+            ),
+            (ServerError::invalid("i").into(), ServerError::invalid("i").into(), Class::Invalid),
+            (
+                crate::pg::ConnectError("c".into()).into(),
+                crate::pg::ConnectError("c".into()).into(),
+                Class::Environment,
+            ),
+            (JournalError::failed("d").into(), JournalError::failed("d").into(), Class::Failed),
+            (JournalError::environment("o").into(), JournalError::environment("o").into(), Class::Environment),
+        ];
+        for (step, cli, class) in cases {
+            assert_eq!(step.class(), Some(class), "{step:?}");
+            assert_eq!(cli.class(), class, "{cli:?}");
+            assert_eq!(cli.exit_code(), class.exit_code());
+            assert_eq!(step.message(), cli.to_string());
+        }
+        assert_eq!(StepError::Skipped("n/a".into()).class(), None);
+        let at = StepError::from(crate::error::Failure::invalid("not a number").at_field("jobs"));
+        assert_eq!(at, StepError::field("jobs", "not a number"));
+        assert!(StepError::field("jobs", "not a number").is_invalid());
+    }
 
     /// Each output a typed step emits is documented, and each documented output is emitted.
     fn documented_as_emitted<S: Step>() {

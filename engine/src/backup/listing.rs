@@ -1,0 +1,217 @@
+//! What is in a backup directory, as a typed value: pgdrill's backups with what their
+//! manifests say, other tools' files with what their names and first bytes say, and a
+//! manifest that cannot be read as an entry of its own. `backup.list` hands it on as outputs
+//! and `pgdrill backups list` formats it (a table, or JSON); neither is done here.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{ledger, source, BackupError, Manifest};
+use crate::storage::names::NamePattern;
+use crate::storage::{self, remote, LocalStore, MadeFrom};
+
+/// One backup in storage. The JSON of each case is what `backup.list` and `backups list
+/// --json` have always shown, so the cases are untagged; `origin` tells them apart.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Listed {
+    Pgdrill(Box<PgdrillBackup>),
+    Foreign(ForeignBackup),
+    /// A pgdrill backup whose manifest cannot be read.
+    Unreadable(UnreadableBackup),
+}
+
+/// Who wrote a listed backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    Pgdrill,
+    Foreign,
+}
+
+/// A pgdrill backup, from its manifest (without the source fingerprint, which is long and
+/// which `backup.latest` and `backup.pick` hand on when a run needs it).
+#[derive(Debug, Clone, Serialize)]
+pub struct PgdrillBackup {
+    pub path: String,
+    pub manifest: String,
+    pub sha256: String,
+    pub size: u64,
+    pub raw_size: u64,
+    pub database: String,
+    pub server_major: u32,
+    pub format: String,
+    pub encrypted: bool,
+    /// `mac`, or why the manifest is not bound to the backup ([`manifest_auth`]).
+    pub manifest_auth: &'static str,
+    /// When the dump finished (RFC 3339).
+    pub created: String,
+    /// When the dump's snapshot was taken (Unix seconds).
+    pub started_epoch: f64,
+    pub origin: Origin,
+    pub last_verification: Option<LastVerification>,
+}
+
+/// Another tool's backup file (or directory).
+#[derive(Debug, Clone, Serialize)]
+pub struct ForeignBackup {
+    pub path: String,
+    /// Empty when its name does not say.
+    pub database: String,
+    /// Taken as the asked database's because nothing in storage names any database.
+    pub database_assumed: bool,
+    pub origin: Origin,
+    pub created: String,
+    /// Whether `created` is from the name or, less reliably, the file's mtime.
+    pub created_from: MadeFrom,
+    pub size: u64,
+    /// What its first bytes say (`custom`, `plain`, `gzip`, `openssl` ...).
+    pub format: String,
+    pub encrypted: bool,
+    /// Always `none`: another tool's file has no manifest.
+    pub manifest_auth: &'static str,
+    pub last_verification: Option<LastVerification>,
+}
+
+/// A pgdrill backup whose manifest cannot be read, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnreadableBackup {
+    pub path: String,
+    pub database: String,
+    pub origin: Origin,
+    pub error: String,
+}
+
+/// The newest verification the ledger beside a backup records.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum LastVerification {
+    Recorded {
+        result: String,
+        verified_at: String,
+        sha256: Option<String>,
+    },
+    /// The ledger cannot be read: unknown is not "never", so say why.
+    Unknown {
+        result: &'static str,
+        error: String,
+    },
+}
+
+impl Listed {
+    pub fn path(&self) -> &str {
+        match self {
+            Listed::Pgdrill(b) => &b.path,
+            Listed::Foreign(b) => &b.path,
+            Listed::Unreadable(b) => &b.path,
+        }
+    }
+
+    pub fn database(&self) -> &str {
+        match self {
+            Listed::Pgdrill(b) => &b.database,
+            Listed::Foreign(b) => &b.database,
+            Listed::Unreadable(b) => &b.database,
+        }
+    }
+}
+
+/// What binds a manifest to its backup, as written (checked with the key by `backup.pick`
+/// and `backup.check`): `mac`, or why there is none.
+pub fn manifest_auth(m: &Manifest) -> &'static str {
+    match (&m.authentication, m.cipher.as_str()) {
+        (Some(_), _) => "mac",
+        (None, "none") => "unauthenticated (not encrypted)",
+        (None, _) => "unauthenticated (written before binding)",
+    }
+}
+
+/// RFC 3339 text of a time, as every listing and output shows it.
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// Backups in `storage`, newest first, of `database` if given, other tools' files read with
+/// `pattern` if given (else the classic naming schemes).
+pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern>) -> Result<Vec<Listed>, BackupError> {
+    let store = LocalStore::new(storage);
+    let entries = store
+        .list_with(database, pattern)
+        .map_err(|e| BackupError::Environment(format!("cannot list {}: {e}", storage.display())))?;
+    // One ledger per database folder, read once however many backups it covers.
+    let mut ledgers: HashMap<PathBuf, _> = HashMap::new();
+    let mut last_of = |e: &storage::Entry| {
+        let ledger_path = ledger::path_for(&e.path);
+        match ledgers.entry(ledger_path.clone()).or_insert_with(|| ledger::last_by_backup(&ledger_path)) {
+            Ok(by_name) => by_name.get(&e.name).map(|l| LastVerification::Recorded {
+                result: l.result.clone(),
+                verified_at: l.verified_at.clone(),
+                sha256: l.sha256.clone(),
+            }),
+            Err(err) => Some(LastVerification::Unknown { result: "unknown", error: err.to_string() }),
+        }
+    };
+    Ok(entries
+        .iter()
+        .map(|e| {
+            if e.foreign {
+                let kind = source::sniff(&e.path);
+                let size = if e.path.is_dir() {
+                    std::fs::read_dir(&e.path)
+                        .map(|rd| rd.flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum::<u64>())
+                        .unwrap_or(0)
+                } else {
+                    std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0)
+                };
+                return Listed::Foreign(ForeignBackup {
+                    path: remote::display(&e.path),
+                    database: e.database.clone(),
+                    database_assumed: e.database_assumed,
+                    origin: Origin::Foreign,
+                    created: rfc3339(e.made),
+                    created_from: e.made_from,
+                    size,
+                    encrypted: kind.starts_with("openssl") || kind.starts_with("gpg"),
+                    format: kind,
+                    manifest_auth: "none",
+                    last_verification: last_of(e),
+                });
+            }
+            match Manifest::read(&e.path) {
+                Ok(m) => Listed::Pgdrill(Box::new(PgdrillBackup {
+                    path: remote::display(&e.path),
+                    manifest: remote::display(&storage::manifest_path(&e.path)),
+                    sha256: m.sha256.clone(),
+                    size: m.sizes.stored,
+                    raw_size: m.sizes.raw,
+                    database: m.database.clone(),
+                    server_major: m.server_major,
+                    format: serde_json::to_value(m.format)
+                        .ok()
+                        .and_then(|f| f.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    encrypted: m.cipher != "none",
+                    manifest_auth: manifest_auth(&m),
+                    created: rfc3339(m.finished_at),
+                    started_epoch: m.started_at.unix_timestamp_nanos() as f64 / 1e9,
+                    origin: Origin::Pgdrill,
+                    last_verification: last_of(e),
+                })),
+                Err(err) => Listed::Unreadable(UnreadableBackup {
+                    path: remote::display(&e.path),
+                    database: e.database.clone(),
+                    origin: Origin::Pgdrill,
+                    error: err.to_string(),
+                }),
+            }
+        })
+        .collect())
+}
+
+/// A listing as JSON values, each entry's keys in the order `backups list --json` has always
+/// printed them (sorted).
+pub fn to_json(list: &[Listed]) -> Vec<serde_json::Value> {
+    list.iter().map(|b| serde_json::to_value(b).unwrap_or_default()).collect()
+}

@@ -1,0 +1,588 @@
+//! One step's attempts: its `when`, the rendering of its `with:`, its retries with their
+//! delay and backoff, its timeout, its cancellation (by a signal or a failing sibling of a
+//! `parallel` group) and its `assert:`, ending in the step's record. What the run does with
+//! that record (stop, roll back) is the run state's business (`state.rs`), not this file's.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value as Json};
+use serde_yaml::Value as Yaml;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use super::nested::NestedHandle;
+use super::scope::Scope;
+use super::{location, Cancel, ErrorKind, Event, Executor, Fact, Outcome, Phase, StepRecord, SuiteCtx};
+use crate::error::Class;
+use crate::runbook::{Runbook, StepDef};
+use crate::steps::{self, Outputs, StepCtx, StepError};
+use crate::template;
+
+/// What running a step's attempts came to, when it did not fail.
+enum Attempted {
+    Ran(Outputs),
+    /// `when` was false, or the step found it does not apply (reported as skipped, never passed).
+    Skipped(String),
+}
+
+enum Ended {
+    Done(Result<Outputs, StepError>),
+    TimedOut(Duration),
+    Interrupted,
+}
+
+impl Executor {
+    /// Run one step and emit its record; `cancel` is `None` for steps a signal must not cut
+    /// short (rollback, `finally`).
+    pub(super) async fn execute(
+        &self,
+        suite: usize,
+        rb: &Runbook,
+        scope: &Scope,
+        step: &StepDef,
+        phase: Phase,
+        cancel: Option<&Stopper>,
+    ) -> StepRecord {
+        let label = step.label();
+        let started_at = OffsetDateTime::now_utc();
+        let started = Instant::now();
+        let log: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+        self.sink.emit(Event::StepStarted {
+            suite,
+            path: step.path.clone(),
+            label: label.clone(),
+            uses: step.uses.clone(),
+            phase: phase.clone(),
+            interactive: steps::find(&step.uses).is_some_and(|k| k.interactive),
+        });
+
+        let mut rec = StepRecord {
+            suite,
+            path: step.path.clone(),
+            label: label.clone(),
+            id: step.id.clone(),
+            uses: step.uses.clone(),
+            location: Some(location(rb, step)),
+            phase,
+            outcome: Outcome::Passed,
+            error_kind: None,
+            started_at,
+            duration: Duration::ZERO,
+            attempts: 0,
+            message: None,
+            outputs: Json::Object(Map::new()),
+            log: Vec::new(),
+            rollback: None,
+            notice: None,
+            facts: Vec::new(),
+        };
+        let kept: Arc<Mutex<Outputs>> = Arc::new(Mutex::new(Outputs::new()));
+        let notice: Shared<Option<String>> = Arc::default();
+        let facts: Shared<Vec<Fact>> = Arc::default();
+        let result =
+            self.attempts(suite, rb, scope, step, &label, (&log, &kept, &notice, &facts), cancel, &mut rec).await;
+        rec.notice = notice.lock().ok().and_then(|n| n.clone());
+        rec.facts = facts.lock().map(|f| f.clone()).unwrap_or_default();
+        match result {
+            Ok(Attempted::Skipped(why)) => {
+                rec.outcome = Outcome::Skipped;
+                rec.message = Some(format!("skipped: {why}"));
+            }
+            Ok(Attempted::Ran(outputs)) => rec.outputs = Json::Object(outputs),
+            Err((outcome, kind, msg)) => {
+                rec.outcome = outcome;
+                rec.error_kind = Some(kind);
+                rec.message = Some(msg);
+                // What a failing step measured (an RTO over its target) still reaches reports.
+                rec.outputs = Json::Object(kept.lock().map(|k| k.clone()).unwrap_or_default());
+            }
+        }
+        rec.duration = started.elapsed();
+        rec.log = log.lock().map(|l| l.clone()).unwrap_or_default();
+        self.sink.emit(Event::StepFinished(rec.clone()));
+        rec
+    }
+
+    /// One attempt of a step that stops itself when told to (a nested runbook): its timeout
+    /// and the suite's cancellation cancel the token it is given, and the attempt is awaited
+    /// to its end, so the nested runbook's rollbacks and `finally` run before the parent's.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt_to_the_end(
+        &self,
+        scope: &Scope,
+        step: &StepDef,
+        label: &str,
+        step_ctx: &StepCtx,
+        rendered: &Yaml,
+        kind: &steps::StepKind,
+        stopper: Option<&Stopper>,
+    ) -> Ended {
+        // Rollbacks and `finally` (no stopper) are not stopped by a signal, only by their timeout.
+        let token = match stopper {
+            Some(st) => st.token.child_token(),
+            None => CancellationToken::new(),
+        };
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let why = {
+            let timed_out = timed_out.clone();
+            let sibling = stopper.map(|st| (st.why.clone(), st.suite.clone()));
+            let suite = scope.cx.cancel.clone();
+            let label = label.to_string();
+            let t = step.timeout.map(humantime::format_duration).map(|d| d.to_string()).unwrap_or_default();
+            move || {
+                if timed_out.load(Ordering::SeqCst) {
+                    return format!("the timeout of step `{label}` ({t}) in the runbook that nests this one");
+                }
+                if let Some((why, suite)) = &sibling {
+                    if let Some(w) = why.lock().ok().and_then(|w| w.clone()).filter(|_| !suite.token.is_cancelled()) {
+                        return format!("{w} (beside step `{label}` in the runbook that nests this one)");
+                    }
+                }
+                suite.reason()
+            }
+        };
+        let handle = NestedHandle {
+            exec: self.me.clone(),
+            cx: SuiteCtx { cancel: Cancel { token: token.clone(), why: Arc::new(why) }, chain: scope.cx.chain.clone() },
+        };
+        let mut ctx = step_ctx.clone();
+        ctx.cancel = token.clone();
+        ctx.nested = Arc::new(handle);
+        let timer = step.timeout.map(|t| {
+            let (timed_out, token) = (timed_out.clone(), token.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(t).await;
+                timed_out.store(true, Ordering::SeqCst);
+                token.cancel();
+            })
+        });
+        let r = (kind.run)(ctx, rendered.clone()).await;
+        if let Some(t) = timer {
+            t.abort();
+        }
+        if timed_out.load(Ordering::SeqCst) {
+            return Ended::TimedOut(step.timeout.unwrap_or_default());
+        }
+        if token.is_cancelled() {
+            return Ended::Interrupted;
+        }
+        Ended::Done(r)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attempts(
+        &self,
+        suite: usize,
+        rb: &Runbook,
+        scope: &Scope,
+        step: &StepDef,
+        label: &str,
+        (log, kept, notice, facts): Captures<'_>,
+        stopper: Option<&Stopper>,
+        rec: &mut StepRecord,
+    ) -> Result<Attempted, (Outcome, ErrorKind, String)> {
+        let env = template::environment();
+        let ctx = scope.context();
+        let where_ = |field: &str| format!("runbook `{}`, step `{label}`, field `{field}`", rb.name);
+        if let Some(cond) = &step.when {
+            let go = template::eval_condition(&env, cond, &ctx).map_err(|e| {
+                (
+                    Outcome::Errored,
+                    ErrorKind::Invalid,
+                    format!("template error in {}: {}", where_("when"), template::describe(&e)),
+                )
+            })?;
+            if !go {
+                return Ok(Attempted::Skipped(format!("`when: {}` is false", cond.trim())));
+            }
+        }
+        let kind = steps::find(&step.uses)
+            .ok_or_else(|| (Outcome::Errored, ErrorKind::Invalid, format!("unknown step kind `{}`", step.uses)))?;
+        let mut rendered = template::render_tree(&env, &step.with, &ctx, "with").map_err(|(path, e)| {
+            (
+                Outcome::Errored,
+                ErrorKind::Invalid,
+                format!("template error in {}: {}", where_(&path), template::describe(&e)),
+            )
+        })?;
+        text_where_text_is_wanted(kind, &step.with, &mut rendered);
+        crate::redact::register_step_inputs(&self.redactor, kind, &rendered)
+            .map_err(|(path, m)| (Outcome::Errored, ErrorKind::Invalid, format!("{}: {m}", where_(&path))))?;
+
+        let sink = self.sink.clone();
+        let log_store = log.clone();
+        let log_label = label.to_string();
+        let log_path = step.path.clone();
+        let step_ctx = StepCtx {
+            runbook_name: rb.name.clone(),
+            base_dir: rb.base_dir.clone(),
+            step: label.to_string(),
+            suite,
+            log: Arc::new(move |line: String| {
+                if let Ok(mut l) = log_store.lock() {
+                    l.push(line.clone());
+                }
+                sink.emit(Event::StepLog { suite, path: log_path.clone(), label: log_label.clone(), line });
+            }),
+            progress: {
+                let sink = self.sink.clone();
+                let (path, label) = (step.path.clone(), label.to_string());
+                Arc::new(move |done: u64, total: Option<u64>| {
+                    sink.emit(Event::StepProgress { suite, path: path.clone(), label: label.clone(), done, total });
+                })
+            },
+            // Rollbacks and `finally` are not cut short by the signal that stopped the run.
+            cancel: stopper.map(|s| s.token.clone()).unwrap_or_default(),
+            siblings: stopper.map(|s| s.ended.clone()).unwrap_or_default(),
+            assume_yes: self.assume_yes.load(Ordering::SeqCst),
+            kept: kept.clone(),
+            notice: notice.clone(),
+            facts: facts.clone(),
+            redactor: self.redactor.clone(),
+            resources: scope.resources.clone(),
+            nested: Arc::new(NestedHandle { exec: self.me.clone(), cx: scope.cx.clone() }),
+        };
+
+        // A nested runbook is never dropped half-way: it is told to stop and finishes its own
+        // rollbacks and `finally` first (a dropped future would skip them).
+        let finishes_itself = kind.name == steps::nested::RUNBOOK.name;
+        let total = step.retry.count + 1;
+        let mut delay = step.retry.delay;
+        for attempt in 1..=total {
+            rec.attempts = attempt;
+            // What an attempt that failed established is not a fact of the step.
+            if let Ok(mut f) = facts.lock() {
+                f.clear();
+            }
+            let attempt_started = Instant::now();
+            // A step that ran but whose `assert:` does not hold failed this attempt; what it
+            // emitted is kept for the reports, which show the output, expected and actual.
+            let asserted = |o: Outputs| -> Result<Outputs, (Outcome, ErrorKind, String, bool)> {
+                match check_asserts(&env, &ctx, step, &o, attempt_started.elapsed()) {
+                    Ok(()) => Ok(o),
+                    Err(e) => {
+                        if let Ok(mut k) = kept.lock() {
+                            *k = o;
+                        }
+                        Err(e)
+                    }
+                }
+            };
+            if finishes_itself {
+                let ended = self.attempt_to_the_end(scope, step, label, &step_ctx, &rendered, kind, stopper).await;
+                let (outcome, kind, msg, retryable) = match ended {
+                    Ended::Done(Ok(o)) => match asserted(o) {
+                        Ok(o) => return Ok(Attempted::Ran(o)),
+                        Err(e) => e,
+                    },
+                    Ended::Done(Err(StepError::Skipped(m))) => return Ok(Attempted::Skipped(m)),
+                    Ended::Done(Err(e)) => {
+                        let (outcome, kind) = error_class(&e);
+                        (outcome, kind, e.describe(|| where_("with")), !e.is_invalid())
+                    }
+                    Ended::TimedOut(t) => (
+                        Outcome::TimedOut,
+                        ErrorKind::Failed,
+                        format!(
+                            "timed out after {}; what it started was stopped and rolled back",
+                            humantime::format_duration(t)
+                        ),
+                        true,
+                    ),
+                    Ended::Interrupted => match stopper.and_then(Stopper::by_sibling) {
+                        Some(why) => {
+                            return Ok(Attempted::Skipped(format!(
+                                "cancelled because {why}; what it started was stopped and rolled back"
+                            )))
+                        }
+                        None => (
+                            Outcome::Errored,
+                            ErrorKind::Interrupted,
+                            format!("interrupted by {}", scope.cx.cancel.reason()),
+                            false,
+                        ),
+                    },
+                };
+                if !retryable || attempt == total {
+                    let msg = if total > 1 && retryable { format!("{msg} (after {total} attempts)") } else { msg };
+                    return Err((outcome, kind, msg));
+                }
+                self.sink.emit(Event::StepRetrying {
+                    suite,
+                    path: step.path.clone(),
+                    label: label.to_string(),
+                    attempt,
+                    attempts: total,
+                    message: msg,
+                    delay,
+                });
+                tokio::time::sleep(delay).await;
+                delay = delay.mul_f64(step.retry.backoff);
+                continue;
+            }
+            let fut = (kind.run)(step_ctx.clone(), rendered.clone());
+            let timed = async {
+                match step.timeout {
+                    Some(t) => match tokio::time::timeout(t, fut).await {
+                        Ok(r) => Ended::Done(r),
+                        Err(_) => Ended::TimedOut(t),
+                    },
+                    None => Ended::Done(fut.await),
+                }
+            };
+            let ended = match stopper {
+                Some(st) => tokio::select! {
+                    e = timed => e,
+                    _ = st.token.cancelled() => Ended::Interrupted,
+                },
+                None => timed.await,
+            };
+            let (outcome, kind, msg, retryable) = match ended {
+                Ended::Done(Ok(o)) => {
+                    record_emitted(kind, &o);
+                    match asserted(o) {
+                        Ok(o) => return Ok(Attempted::Ran(o)),
+                        Err(e) => e,
+                    }
+                }
+                Ended::Done(Err(StepError::Skipped(m))) => return Ok(Attempted::Skipped(m)),
+                // A field error is located in the runbook; a refusal (no confirmation) is
+                // about the invocation and says so itself.
+                Ended::Done(Err(e)) => {
+                    let (outcome, kind) = error_class(&e);
+                    (outcome, kind, e.describe(|| where_("with")), !e.is_invalid())
+                }
+                Ended::TimedOut(t) => (
+                    Outcome::TimedOut,
+                    ErrorKind::Failed,
+                    format!("timed out after {}", humantime::format_duration(t)),
+                    true,
+                ),
+                Ended::Interrupted => match stopper.and_then(Stopper::by_sibling) {
+                    // Not a signal: a step of the same `parallel` group failed.
+                    Some(why) => return Ok(Attempted::Skipped(format!("cancelled because {why}"))),
+                    None => (
+                        Outcome::Errored,
+                        ErrorKind::Interrupted,
+                        format!("interrupted by {}", scope.cx.cancel.reason()),
+                        false,
+                    ),
+                },
+            };
+            if !retryable || attempt == total {
+                let msg = if total > 1 && retryable { format!("{msg} (after {total} attempts)") } else { msg };
+                return Err((outcome, kind, msg));
+            }
+            self.sink.emit(Event::StepRetrying {
+                suite,
+                path: step.path.clone(),
+                label: label.to_string(),
+                attempt,
+                attempts: total,
+                message: msg,
+                delay,
+            });
+            let interrupted = match stopper {
+                Some(st) => tokio::select! {
+                    _ = tokio::time::sleep(delay) => false,
+                    _ = st.token.cancelled() => true,
+                },
+                None => {
+                    tokio::time::sleep(delay).await;
+                    false
+                }
+            };
+            if interrupted {
+                if let Some(why) = stopper.and_then(Stopper::by_sibling) {
+                    return Ok(Attempted::Skipped(format!("cancelled while waiting to retry because {why}")));
+                }
+                return Err((
+                    Outcome::Errored,
+                    ErrorKind::Interrupted,
+                    format!("interrupted by {} while waiting to retry", scope.cx.cancel.reason()),
+                ));
+            }
+            delay = delay.mul_f64(step.retry.backoff);
+        }
+        Err((Outcome::Errored, ErrorKind::Environment, "no attempt was made".into()))
+    }
+}
+
+/// What can cut a running step short: the suite's token, or for a step of a `parallel`
+/// group a child of it that a failing sibling also cancels.
+pub(super) struct Stopper {
+    pub(super) token: CancellationToken,
+    /// Which sibling failed, once one has.
+    pub(super) why: Arc<Mutex<Option<String>>>,
+    /// The suite's own cancellation (a signal, or what stopped the parent's step).
+    pub(super) suite: Cancel,
+    /// In a `parallel` group: each sibling's id, and a token cancelled when it has ended.
+    pub(super) ended: Arc<HashMap<String, CancellationToken>>,
+}
+
+impl Stopper {
+    pub(super) fn new(token: CancellationToken, suite: &Cancel) -> Self {
+        Stopper { token, why: Arc::new(Mutex::new(None)), suite: suite.clone(), ended: Arc::default() }
+    }
+
+    fn sibling_failure(&self) -> Option<String> {
+        self.why.lock().ok().and_then(|w| w.clone())
+    }
+
+    /// A sibling's failure, not the suite's own cancellation, stopped the step.
+    fn by_sibling(&self) -> Option<String> {
+        self.sibling_failure().filter(|_| !self.suite.token.is_cancelled())
+    }
+}
+
+/// Keep a step's outputs for the templates of later steps: `steps.<id>.outputs.<name>`, with
+/// the engine's `outcome` and `duration_s` beside them, as GitHub Actions keeps `outputs` apart
+/// from `outcome`. The outputs are also kept at `steps.<id>.<name>`, the older form (which
+/// `validate` reports as deprecated); there the engine's two names win, as they always did.
+/// With `PGDRILL_RECORD_OUTPUTS=FILE`, every passing step appends `{"kind", "outputs"}` (the
+/// output names it emitted) to FILE: the catalogue test runs the shipped runbooks with it and
+/// holds each kind's emitted outputs against its documented ones.
+fn record_emitted(kind: &steps::StepKind, o: &Map<String, Json>) {
+    let Some(path) = std::env::var_os("PGDRILL_RECORD_OUTPUTS") else { return };
+    let names: Vec<&String> = o.keys().collect();
+    let line = format!("{}\n", json!({ "kind": kind.name, "outputs": names }));
+    // One write of one line with O_APPEND: lines of concurrent steps and runs never mix.
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = std::io::Write::write_all(&mut f, line.as_bytes());
+    }
+}
+
+/// A field that is one expression keeps its type; where the step wants text (a name, an
+/// environment variable's value) a number or boolean is given as its text, as it was before
+/// fields kept their types, so `env: { PGPORT: "{{ steps.db.outputs.port }}" }` still works.
+/// Only values that came from a template change, and only on a type error at their path.
+fn text_where_text_is_wanted(kind: &steps::StepKind, written: &Yaml, rendered: &mut Yaml) {
+    let mut templated = Vec::new();
+    template::templated_strings(written, "", &mut templated);
+    for _ in 0..=templated.len() {
+        let Err(e) = (kind.check)(rendered) else { return };
+        if !templated.iter().any(|(p, _)| *p == e.path) || !e.message.contains("expected a string") {
+            return;
+        }
+        match value_at(rendered, &e.path) {
+            Some(v @ (Yaml::Number(_) | Yaml::Bool(_))) => {
+                let text = match v {
+                    Yaml::Number(n) => n.to_string(),
+                    Yaml::Bool(b) => b.to_string(),
+                    _ => return,
+                };
+                *v = Yaml::String(text);
+            }
+            _ => return,
+        }
+    }
+}
+
+/// The value at a path of [`template::templated_strings`] (`env.PGPORT`, `argv[2]`).
+fn value_at<'a>(v: &'a mut Yaml, path: &str) -> Option<&'a mut Yaml> {
+    let mut cur = v;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (key, indexes) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            cur = cur.get_mut(key)?;
+        }
+        for idx in indexes.split('[').filter(|s| !s.is_empty()) {
+            let n: usize = idx.trim_end_matches(']').parse().ok()?;
+            cur = cur.get_mut(n)?;
+        }
+    }
+    Some(cur)
+}
+
+/// A step's `assert:` against what it emitted (and its `outcome`, passed so far, and
+/// `duration_s`): every failing entry named with its expectation and the actual value.
+fn check_asserts(
+    env: &minijinja::Environment<'_>,
+    ctx: &minijinja::Value,
+    step: &StepDef,
+    outputs: &Outputs,
+    took: Duration,
+) -> Result<(), (Outcome, ErrorKind, String, bool)> {
+    let mut failed = Vec::new();
+    for a in &step.assert {
+        let expect = if template::is_template(&a.expect) {
+            match template::render_str(env, &a.expect, ctx) {
+                Ok(Yaml::String(t)) => t,
+                Ok(other) => serde_yaml::to_string(&other).unwrap_or_default().trim().to_string(),
+                Err(e) => {
+                    return Err((
+                        Outcome::Errored,
+                        ErrorKind::Invalid,
+                        format!(
+                            "template error in step `{}`, `assert.{}`: {}",
+                            step.label(),
+                            a.output,
+                            template::describe(&e)
+                        ),
+                        false,
+                    ))
+                }
+            }
+        } else {
+            a.expect.clone()
+        };
+        let parsed = steps::sql::Expect::parse(&expect).map_err(|m| {
+            (
+                Outcome::Errored,
+                ErrorKind::Invalid,
+                format!("step `{}`, `assert.{}`: {m}", step.label(), a.output),
+                false,
+            )
+        })?;
+        let value = match a.output.as_str() {
+            "outcome" => Some(Json::String("passed".into())),
+            "duration_s" => Some(json!((took.as_secs_f64() * 1000.0).round() / 1000.0)),
+            name => outputs.get(name).cloned(),
+        };
+        let Some(value) = value else {
+            let mut names: Vec<&str> = outputs.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            failed.push(format!(
+                "assert `{}` {expect}: the step emitted no output `{}` (it emitted: {})",
+                a.output,
+                a.output,
+                names.join(", ")
+            ));
+            continue;
+        };
+        let text = match &value {
+            Json::Null => None,
+            Json::String(t) => Some(t.clone()),
+            other => Some(other.to_string()),
+        };
+        if let Err(why) = parsed.holds(text.as_deref()) {
+            let actual = text.as_deref().map(|t| format!("`{t}`")).unwrap_or_else(|| "null".into());
+            failed.push(format!("assert `{}` {expect} failed: the output is {actual}{why}", a.output));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err((Outcome::Failed, ErrorKind::Failed, failed.join("; "), true))
+    }
+}
+
+/// A value a running step shares with the executor.
+type Shared<T> = Arc<Mutex<T>>;
+
+/// The outcome and error class of a step error (not `Skipped`, which is no error).
+fn error_class(e: &StepError) -> (Outcome, ErrorKind) {
+    match e.class() {
+        Some(Class::Failed) | None => (Outcome::Failed, ErrorKind::Failed),
+        Some(class) => (Outcome::Errored, class.into()),
+    }
+}
+
+/// What a step's context collects while it runs: its log, kept outputs, notice and facts.
+type Captures<'a> = (&'a Shared<Vec<String>>, &'a Shared<Outputs>, &'a Shared<Option<String>>, &'a Shared<Vec<Fact>>);

@@ -1,0 +1,107 @@
+//! What a suite's templates read (`vars`, `let`, `env`, `secrets`, `steps`, `run`) and the
+//! resources its steps started, with the loading of secrets and the keeping of each step's
+//! outputs for the steps after it.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Map, Value as Json};
+
+use super::{StepRecord, SuiteCtx};
+use crate::redact::Redactor;
+use crate::runbook::{Runbook, StepDef};
+use crate::steps::Resources;
+use crate::Error;
+
+/// One suite's values for its templates, and the resources (servers) its steps started,
+/// which end with the suite after `finally`.
+pub(super) struct Scope {
+    pub(super) cx: SuiteCtx,
+    pub(super) resources: Resources,
+    pub(super) vars: Map<String, Json>,
+    /// `let:` values, computed once when the suite starts.
+    pub(super) lets: Map<String, Json>,
+    pub(super) env: Map<String, Json>,
+    pub(super) secrets: Map<String, Json>,
+    pub(super) steps: Map<String, Json>,
+    /// `run.status` (`running`, then `passed`, `failed` or `interrupted` for `finally`),
+    /// `run.message` and `run.elapsed_s`: what a `finally` step needs to record a result.
+    pub(super) run: Map<String, Json>,
+}
+
+impl Scope {
+    pub(super) fn context(&self) -> minijinja::Value {
+        minijinja::Value::from_serialize(json!({
+            "vars": self.vars, "let": self.lets, "env": self.env, "secrets": self.secrets, "steps": self.steps,
+            "run": self.run,
+        }))
+    }
+}
+
+/// The runbook's secrets: given by a parent runbook, else from their declared source; each
+/// value is handed to the redactor before anything can print it.
+pub(super) fn load_secrets(
+    redactor: &Redactor,
+    rb: &Runbook,
+    given: &Map<String, Json>,
+) -> Result<Map<String, Json>, Error> {
+    let mut out = Map::new();
+    for (name, src) in &rb.secrets {
+        if let Some(v) = given.get(name).and_then(Json::as_str).filter(|v| !v.is_empty()) {
+            redactor.add(v);
+            out.insert(name.clone(), Json::String(v.to_string()));
+            continue;
+        }
+        let value = match (&src.env, &src.file) {
+            (Some(var), _) if src.optional && std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) => {
+                out.insert(name.clone(), Json::String(String::new()));
+                continue;
+            }
+            (Some(var), _) => std::env::var(var).map_err(|_| {
+                Error::invalid(format!(
+                    "secret `{name}` of runbook `{}`: environment variable {var} is not set",
+                    rb.name
+                ))
+            })?,
+            (None, Some(file)) => {
+                let path = if Path::new(file).is_absolute() { PathBuf::from(file) } else { rb.base_dir.join(file) };
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    Error::invalid(format!(
+                        "secret `{name}` of runbook `{}`: cannot read {}: {e}",
+                        rb.name,
+                        path.display()
+                    ))
+                })?;
+                text.trim_end_matches(['\n', '\r']).to_string()
+            }
+            (None, None) => return Err(Error::invalid(format!("secret `{name}` has no source"))),
+        };
+        if value.is_empty() {
+            return Err(Error::invalid(format!("secret `{name}` of runbook `{}` is empty", rb.name)));
+        }
+        redactor.add(&value);
+        out.insert(name.clone(), Json::String(value));
+    }
+    Ok(out)
+}
+
+/// Keep a step's outputs for the templates of later steps: `steps.<id>.outputs.<name>`, with
+/// the engine's `outcome` and `duration_s` beside them, as GitHub Actions keeps `outputs` apart
+/// from `outcome`. The outputs are also kept at `steps.<id>.<name>`, the older form (which
+/// `validate` reports as deprecated); there the engine's two names win, as they always did.
+pub(super) fn store_outputs(scope: &mut Scope, step: &StepDef, rec: &StepRecord) {
+    let Some(id) = &step.id else { return };
+    let outputs = match &rec.outputs {
+        Json::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    let mut o = outputs.clone();
+    o.insert("outputs".into(), Json::Object(outputs));
+    o.insert(
+        "outcome".into(),
+        Json::String(
+            serde_json::to_value(rec.outcome).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        ),
+    );
+    o.insert("duration_s".into(), json!((rec.duration.as_secs_f64() * 1000.0).round() / 1000.0));
+    scope.steps.insert(id.clone(), Json::Object(o));
+}

@@ -1,0 +1,108 @@
+//! Finding and loading runbooks: a file or the name of a shipped runbook, and the nesting of
+//! runbooks followed through every written-out `runbook` step, so a runbook that nests
+//! itself is invalid input before anything runs.
+
+use std::path::{Path, PathBuf};
+
+use serde_yaml::Value as Yaml;
+
+use super::{parse, suggest, Diagnostics, Runbook};
+use crate::{shipped, steps, Error};
+
+/// How deep runbooks may nest. A runbook that nests itself through a templated path (which
+/// `validate` cannot follow) stops here with an error, so its rollbacks and `finally` run
+/// instead of the process overflowing its stack.
+pub const MAX_NESTING: usize = 16;
+
+/// Read and check a runbook file, named in messages as the path was given.
+pub fn load(path: &Path) -> Result<Runbook, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::invalid(format!("cannot read runbook {}: {e}", path.display())))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(&path.display().to_string(), &text, base).map_err(Error::Runbook)
+}
+
+/// A runbook file, or the name of a shipped runbook or drill (`backup`, `verify` ...).
+pub fn load_runbook_ref(path: &Path) -> Result<Runbook, Error> {
+    if path.exists() {
+        return load(path);
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    match shipped::find(name) {
+        Some(s) => parse(&format!("<shipped>/{}", s.path), s.text, std::env::current_dir().unwrap_or_default())
+            .map_err(Error::Runbook),
+        None => {
+            let help = suggest::help(name, shipped::names()).map(|h| format!(" ({h})")).unwrap_or_default();
+            Err(Error::invalid(format!(
+                "no runbook file `{}` and no shipped runbook of that name{help}",
+                path.display()
+            )))
+        }
+    }
+}
+
+/// A runbook to run or validate: loaded, and its nesting followed through every `runbook`
+/// step whose path is written out (not templated), so a runbook that nests itself, directly
+/// or through others, is invalid input before anything runs.
+pub fn load_checked(path: &Path) -> Result<Runbook, Error> {
+    let rb = load_runbook_ref(path)?;
+    let mut chain = Vec::new();
+    if let Some(cycle) = nesting_cycle(&rb, &mut chain, &mut Vec::new()) {
+        let hops: Vec<&str> = cycle.hops.iter().map(|(at, _)| at.as_str()).collect();
+        let d =
+            rb.diagnostic_at(&cycle.root_step, format!("runbook `{}` nests itself", rb.name)).with_help(Some(format!(
+                "{} -> {}: a runbook that nests itself never ends; remove the step that closes the cycle",
+                hops.join(" -> "),
+                cycle.closes
+            )));
+        let mut all = Diagnostics::default();
+        all.push(d);
+        return Err(Error::Runbook(all));
+    }
+    Ok(rb)
+}
+
+/// A nesting cycle: every hop as (`file:line:col` of the `path:` that nests, key of the
+/// nesting file), the file that closes it, and the step of the outermost runbook it starts at.
+struct Cycle {
+    hops: Vec<(String, String)>,
+    closes: String,
+    root_step: String,
+}
+
+/// How a nested runbook's file is known: its canonical path, or its name for a shipped one.
+fn nesting_key(rb: &Runbook) -> String {
+    std::fs::canonicalize(&rb.file).map(|p| p.display().to_string()).unwrap_or_else(|_| rb.file.clone())
+}
+
+/// Depth-first over the written-out nestings of `rb`; `chain` holds the hops above it (see
+/// [`Cycle`]), `done` the runbooks already followed to the end.
+fn nesting_cycle(rb: &Runbook, chain: &mut Vec<(String, String, String)>, done: &mut Vec<String>) -> Option<Cycle> {
+    let key = nesting_key(rb);
+    if done.contains(&key) || chain.len() > MAX_NESTING {
+        return None;
+    }
+    for step in rb.all_steps().filter(|s| s.uses == steps::nested::RUNBOOK.name) {
+        let Some(p) = step.with.get("path").and_then(Yaml::as_str).filter(|p| !p.contains("{{")) else { continue };
+        let full = if Path::new(p).is_absolute() { PathBuf::from(p) } else { rb.base_dir.join(p) };
+        // A nested file that does not load is reported when it runs (or by its own validate).
+        let Ok(child) = load_runbook_ref(&full) else { continue };
+        let at = format!("{}.with.path", step.path);
+        chain.push((rb.location(&at), key.clone(), at));
+        let child_key = nesting_key(&child);
+        let found = match chain.iter().position(|(_, k, _)| *k == child_key) {
+            Some(start) => Some(Cycle {
+                hops: chain[start..].iter().map(|(loc, k, _)| (loc.clone(), k.clone())).collect(),
+                closes: child.file.clone(),
+                root_step: chain.first().map(|(_, _, at)| at.clone()).unwrap_or_default(),
+            }),
+            None => nesting_cycle(&child, chain, done),
+        };
+        chain.pop();
+        if found.is_some() {
+            return found;
+        }
+    }
+    done.push(key);
+    None
+}
