@@ -237,6 +237,7 @@ impl Executor {
             // Rollbacks and `finally` are not cut short by the signal that stopped the run.
             cancel: stopper.map(|s| s.token.clone()).unwrap_or_default(),
             siblings: stopper.map(|s| s.ended.clone()).unwrap_or_default(),
+            sibling_outcomes: stopper.map(|s| s.outcomes.clone()).unwrap_or_default(),
             assume_yes: self.assume_yes.load(Ordering::SeqCst),
             kept: kept.clone(),
             notice: notice.clone(),
@@ -421,11 +422,19 @@ pub(super) struct Stopper {
     pub(super) suite: Cancel,
     /// In a `parallel` group: each sibling's id, and a token cancelled when it has ended.
     pub(super) ended: Arc<HashMap<String, CancellationToken>>,
+    /// How each sibling that has ended ended.
+    pub(super) outcomes: Arc<Mutex<HashMap<String, Outcome>>>,
 }
 
 impl Stopper {
     pub(super) fn new(token: CancellationToken, suite: &Cancel) -> Self {
-        Stopper { token, why: Arc::new(Mutex::new(None)), suite: suite.clone(), ended: Arc::default() }
+        Stopper {
+            token,
+            why: Arc::new(Mutex::new(None)),
+            suite: suite.clone(),
+            ended: Arc::default(),
+            outcomes: Arc::default(),
+        }
     }
 
     fn sibling_failure(&self) -> Option<String> {

@@ -18,7 +18,6 @@ pub mod signal;
 mod sink;
 mod state;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -409,12 +408,12 @@ impl Executor {
         // or waits for it (`after`).
         stopper.ended =
             Arc::new(batch.iter().filter_map(|s| s.id.clone()).map(|id| (id, CancellationToken::new())).collect());
-        let outcomes: Mutex<HashMap<String, Outcome>> = Mutex::default();
+        let outcomes = stopper.outcomes.clone();
         let fail_fast = batch.first().is_none_or(|s| s.group_fail_fast);
         let shared: &Scope = scope;
         let runs = batch.iter().map(|step| {
             let stopper = &stopper;
-            let outcomes = &outcomes;
+            let outcomes = outcomes.clone();
             async move {
                 let mut waited = None;
                 for id in &step.after {

@@ -205,28 +205,6 @@ pub async fn compute_tables(
     Ok(prints)
 }
 
-/// As `compute_tables`, but each table in a transaction of its own, so no table stays locked
-/// past its own read: for a restored copy whose post-data (indexes, constraints) is being
-/// restored meanwhile, which changes no row but needs those locks. Not one consistent view:
-/// only for a database nothing writes rows to.
-pub async fn compute_tables_apart(
-    client: &Client,
-    mode: Mode,
-) -> Result<BTreeMap<String, TablePrint>, tokio_postgres::Error> {
-    let begin = format!("begin isolation level repeatable read read only; {SESSION_SETTINGS}");
-    client.batch_execute(&begin).await?;
-    let tables = table_names(client).await?;
-    client.batch_execute("commit").await?;
-    let mut prints = BTreeMap::new();
-    for t in tables {
-        client.batch_execute(&begin).await?;
-        let p = table_print(client, &t, mode).await?;
-        client.batch_execute("commit").await?;
-        prints.insert(t, p);
-    }
-    Ok(prints)
-}
-
 async fn table_names(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
     Ok(client
         .query(

@@ -254,6 +254,8 @@ pub struct StepCtx {
     /// In a `parallel` group, each sibling step's id and a token cancelled when it has ended
     /// (see `ended`); empty elsewhere.
     pub siblings: Arc<std::collections::HashMap<String, CancellationToken>>,
+    /// How each sibling of the `parallel` group that has ended ended (see `ended`).
+    pub sibling_outcomes: Arc<std::sync::Mutex<std::collections::HashMap<String, crate::exec::Outcome>>>,
     /// The operator confirmed in advance (`pgdrill run --yes`).
     pub assume_yes: bool,
     pub redactor: Redactor,
@@ -272,6 +274,11 @@ impl StepCtx {
     /// A token cancelled when the step `id` of the same `parallel` group has ended, whatever
     /// its outcome (a failure also cancels this step through `cancel`): for a step that works
     /// beside another one, such as amcheck checking each index while the restore builds them.
+    /// How the sibling `id` ended, once it has (see `ended`).
+    pub fn sibling_outcome(&self, id: &str) -> Option<crate::exec::Outcome> {
+        self.sibling_outcomes.lock().ok().and_then(|o| o.get(id).copied())
+    }
+
     pub fn ended(&self, id: &str) -> Result<CancellationToken, StepError> {
         self.siblings.get(id).cloned().ok_or_else(|| {
             StepError::Invalid(format!(

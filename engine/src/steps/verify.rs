@@ -17,6 +17,7 @@ use super::{pg_error, rfc3339, Field, Fields, Step, StepCtx, StepError, With, Wi
 use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::source::{self, Origin};
 use crate::backup::{ledger, Manifest};
+use crate::exec::Outcome;
 use crate::pg::fingerprint::{self, Fingerprint, Mode, TablePrint};
 use crate::storage::LocalStore;
 use crate::template::is_template;
@@ -684,11 +685,6 @@ pub struct FingerprintWith {
     #[serde(default)]
     #[field(ty = "integer")]
     source_major: Option<serde_json::Value>,
-    /// read every table in one snapshot (default true). false: each table in a transaction
-    /// of its own, holding no lock past it, so the tables can be read while a restore of
-    /// post-data builds their indexes; only for `check: tables` on a copy nothing writes to
-    #[serde(default = "yes", deserialize_with = "super::de::boolean")]
-    snapshot: bool,
 }
 
 fn all() -> String {
@@ -704,9 +700,6 @@ impl With for FingerprintWith {
             if Mode::parse(m).is_err() || m == "off" {
                 return Err(WithError::new("mode", format!("unknown mode `{m}`: use full or counts")));
             }
-        }
-        if !self.snapshot && !is_template(&self.check) && self.check != "tables" {
-            return Err(WithError::new("snapshot", "snapshot: false reads tables apart: only with check: tables"));
         }
         Ok(())
     }
@@ -772,37 +765,23 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
     let want_schema = w.check != "tables";
     let want_tables = w.check != "schema";
 
-    if !w.snapshot && w.check != "tables" {
-        return Err(StepError::field("snapshot", "snapshot: false reads tables apart: only with check: tables"));
-    }
     let tx = crate::pg::connect(&w.url).await?;
-    let restored_major = || async {
-        Ok::<u32, StepError>(
-            tx.query_one("select current_setting('server_version_num')::int / 10000", &[])
-                .await
-                .map_err(pg_error)?
-                .get::<_, i32>(0) as u32,
-        )
-    };
-    let (schema_hash, schema, tables, restored_major) = if !w.snapshot {
-        // Each table apart (see `snapshot`), with no transaction around them all.
-        let tables = fingerprint::compute_tables_apart(&tx, mode).await.map_err(pg_error)?;
-        (String::new(), BTreeMap::new(), tables, restored_major().await?)
+    // One consistent view, with the same pinned settings as the backup's fingerprint.
+    tx.batch_execute("begin isolation level repeatable read read only").await.map_err(pg_error)?;
+    // Without an expectation, the schema is read only to report the table count.
+    let (schema_hash, schema) = if want_schema || (expect.is_none() && !want_tables) {
+        fingerprint::compute_schema(&tx).await.map_err(pg_error)?
     } else {
-        // One consistent view, with the same pinned settings as the backup's fingerprint.
-        tx.batch_execute("begin isolation level repeatable read read only").await.map_err(pg_error)?;
-        // Without an expectation, the schema is read only to report the table count.
-        let (schema_hash, schema) = if want_schema || (expect.is_none() && !want_tables) {
-            fingerprint::compute_schema(&tx).await.map_err(pg_error)?
-        } else {
-            (String::new(), BTreeMap::new())
-        };
-        let tables: BTreeMap<String, TablePrint> =
-            if want_tables { fingerprint::compute_tables(&tx, mode).await.map_err(pg_error)? } else { BTreeMap::new() };
-        let major = restored_major().await?;
-        tx.batch_execute("commit").await.map_err(pg_error)?;
-        (schema_hash, schema, tables, major)
+        (String::new(), BTreeMap::new())
     };
+    let tables: BTreeMap<String, TablePrint> =
+        if want_tables { fingerprint::compute_tables(&tx, mode).await.map_err(pg_error)? } else { BTreeMap::new() };
+    let restored_major = tx
+        .query_one("select current_setting('server_version_num')::int / 10000", &[])
+        .await
+        .map_err(pg_error)?
+        .get::<_, i32>(0) as u32;
+    tx.batch_execute("commit").await.map_err(pg_error)?;
     let source_major = match &w.source_major {
         Some(serde_json::Value::Number(n)) => n.as_u64().map(|n| n as u32),
         Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
@@ -901,8 +880,8 @@ pub struct AmcheckWith {
     #[serde(default = "yes", deserialize_with = "super::de::boolean")]
     heapallindexed: bool,
     /// the id of a step of the same `parallel` group that builds the indexes (a
-    /// `backup.restore` of post-data): each index is checked as soon as it is built, and the
-    /// rest when that step has ended
+    /// `backup.restore`): each index is checked as soon as it is built, and the rest when
+    /// that step has ended; skipped, not passed, when that step did not pass
     #[serde(default, deserialize_with = "super::de::opt_text")]
     follow: Option<String>,
     /// connections checking indexes at the same time (default 1)
@@ -1030,6 +1009,14 @@ async fn amcheck(ctx: StepCtx, w: AmcheckWith) -> Result<AmcheckOutputs, StepErr
         return Err(StepError::Failed(summarize("index", &failures)));
     }
     if let Some(id) = w.follow.as_deref().filter(|f| !f.is_empty()) {
+        // What was checked is not every index of a restore that stopped half-way.
+        if let Some(o) = ctx.sibling_outcome(id).filter(|o| !matches!(o, Outcome::Passed | Outcome::Skipped)) {
+            return Err(StepError::Skipped(format!(
+                "`{id}`, which this check follows, {}: the {} indexes it had built were sound, but they are not all of them",
+                o.as_str(),
+                indexes.len()
+            )));
+        }
         ctx.log(format!("{early} of them checked while `{id}` was still building indexes"));
     }
     ctx.log(format!(
