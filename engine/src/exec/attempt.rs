@@ -106,6 +106,32 @@ impl Executor {
         rec
     }
 
+    /// After a failed attempt: the step's final error when it may not be retried or this was
+    /// its last attempt (with how many were made), else the retry announced.
+    fn retry_or_give_up(
+        &self,
+        suite: usize,
+        step: &StepDef,
+        label: &str,
+        (attempt, total, delay): (u32, u32, Duration),
+        (outcome, kind, msg, retryable): (Outcome, ErrorKind, String, bool),
+    ) -> Result<(), (Outcome, ErrorKind, String)> {
+        if !retryable || attempt == total {
+            let msg = if total > 1 && retryable { format!("{msg} (after {total} attempts)") } else { msg };
+            return Err((outcome, kind, msg));
+        }
+        self.sink.emit(Event::StepRetrying {
+            suite,
+            path: step.path.clone(),
+            label: label.to_string(),
+            attempt,
+            attempts: total,
+            message: msg,
+            delay,
+        });
+        Ok(())
+    }
+
     /// One attempt of a step that stops itself when told to (a nested runbook): its timeout
     /// and the suite's cancellation cancel the token it is given, and the attempt is awaited
     /// to its end, so the nested runbook's rollbacks and `finally` run before the parent's.
@@ -307,19 +333,7 @@ impl Executor {
                         ),
                     },
                 };
-                if !retryable || attempt == total {
-                    let msg = if total > 1 && retryable { format!("{msg} (after {total} attempts)") } else { msg };
-                    return Err((outcome, kind, msg));
-                }
-                self.sink.emit(Event::StepRetrying {
-                    suite,
-                    path: step.path.clone(),
-                    label: label.to_string(),
-                    attempt,
-                    attempts: total,
-                    message: msg,
-                    delay,
-                });
+                self.retry_or_give_up(suite, step, label, (attempt, total, delay), (outcome, kind, msg, retryable))?;
                 tokio::time::sleep(delay).await;
                 delay = delay.mul_f64(step.retry.backoff);
                 continue;
@@ -373,19 +387,7 @@ impl Executor {
                     ),
                 },
             };
-            if !retryable || attempt == total {
-                let msg = if total > 1 && retryable { format!("{msg} (after {total} attempts)") } else { msg };
-                return Err((outcome, kind, msg));
-            }
-            self.sink.emit(Event::StepRetrying {
-                suite,
-                path: step.path.clone(),
-                label: label.to_string(),
-                attempt,
-                attempts: total,
-                message: msg,
-                delay,
-            });
+            self.retry_or_give_up(suite, step, label, (attempt, total, delay), (outcome, kind, msg, retryable))?;
             let interrupted = match stopper {
                 Some(st) => tokio::select! {
                     _ = tokio::time::sleep(delay) => false,
