@@ -14,17 +14,41 @@ use common::*;
 const KEY: &str = "object-store-test-backup-key-0123456789";
 const AWS_SECRET: &str = "moto-secret-access-key-never-shown-4242";
 
-/// A server process killed when the test ends.
+/// A server process killed when the test ends. When the test failed, whether the server was
+/// still running and the end of its log are printed: a store that stopped answering in the
+/// middle of a test must be told apart from pgdrill misreading it.
 struct Server {
     child: Child,
     port: u16,
+    log: Option<tempfile::NamedTempFile>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let state = match self.child.try_wait() {
+                Ok(Some(status)) => format!("had exited ({status})"),
+                Ok(None) => "was still running".to_string(),
+                Err(e) => format!("could not be asked ({e})"),
+            };
+            let log = self.log.as_ref().and_then(|f| std::fs::read_to_string(f.path()).ok()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "the server on port {} {state}; its log ends:\n{}",
+                self.port,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A file for a server's output, read back when a test fails.
+fn server_log() -> (tempfile::NamedTempFile, Stdio, Stdio) {
+    let f = tempfile::NamedTempFile::new().expect("a log file");
+    let (out, err) = (f.reopen().expect("log"), f.reopen().expect("log"));
+    (f, Stdio::from(out), Stdio::from(err))
 }
 
 fn free_port() -> u16 {
@@ -48,13 +72,14 @@ fn moto() -> Option<Server> {
         return None;
     }
     let port = free_port();
+    let (log, out, err) = server_log();
     let child = Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(out)
+        .stderr(err)
         .spawn()
         .expect("moto_server starts");
-    let s = Server { child, port };
+    let s = Server { child, port, log: Some(log) };
     wait_listening(port, "moto_server");
     Some(s)
 }
@@ -68,14 +93,15 @@ fn moto_checking_signatures() -> Option<(Server, String, String)> {
         return None;
     }
     let port = free_port();
+    let (log, out, err) = server_log();
     let child = Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .env("INITIAL_NO_AUTH_ACTION_COUNT", "4")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(out)
+        .stderr(err)
         .spawn()
         .expect("moto_server starts");
-    let s = Server { child, port };
+    let s = Server { child, port, log: Some(log) };
     wait_listening(port, "moto_server");
     let as_service = |service: &str| {
         format!("AWS4-HMAC-SHA256 Credential=setup/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0")
@@ -812,6 +838,23 @@ async fn a_missing_bucket_is_exit_3_in_one_line_and_a_credential_in_the_location
     srv.stop().await;
 }
 
+/// A store that went away, at an endpoint whose port holds "403" (`:40312`): exit 3, "cannot
+/// be reached". Its connection errors were once read as a refused credential, because the
+/// classifier matched "403" anywhere in the message, the URL's port included.
+#[test]
+fn a_store_gone_at_a_port_holding_403_is_unreachable_not_a_refused_credential() {
+    // A port with 403 in it that nothing listens on (bound, then closed again).
+    let port = (40300..40400)
+        .chain(14030..14040)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port holding 403");
+    let (code, log) = out_of(&mut with_aws(pgdrill(&["backups", "list", "--storage", "s3://bkt/p"]), port));
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains(&format!(":{port}")), "the endpoint is named: {log}");
+    assert!(log.contains("the store cannot be reached"), "{log}");
+    assert!(!log.contains("refused the credentials"), "a lost store read as refused credentials: {log}");
+}
+
 const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's well-known development key (public, in Azurite's documentation).
 const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
@@ -837,7 +880,7 @@ fn azurite(dir: &std::path::Path) -> Option<Server> {
         .stderr(std::fs::File::create(dir.join("azurite.log")).expect("log"))
         .spawn()
         .expect("azurite starts");
-    let s = Server { child, port };
+    let s = Server { child, port, log: None };
     if std::panic::catch_unwind(|| wait_listening(port, "azurite-blob")).is_err() {
         panic!("azurite-blob did not start: {}", std::fs::read_to_string(dir.join("azurite.log")).unwrap_or_default());
     }

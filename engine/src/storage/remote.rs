@@ -286,34 +286,62 @@ fn aws_profile(mut b: object_store::aws::AmazonS3Builder) -> Result<object_store
 
 /// One line for an object-store error: the class first, what to change, never a credential
 /// (the crate's messages carry no secrets, and the run's redactor masks them anyway).
+///
+/// The class comes from the error's types where the crate gives them (a 401/403 status is
+/// `PermissionDenied`/`Unauthenticated`; a request that never got an answer is an
+/// `HttpError` of kind connect, request, timeout or interrupted), and from its text only for
+/// the rest, with every URL taken out first: a port such as `:37403` or an object named
+/// `forbidden.dump` once read as a refused credential, when the store was simply gone.
 pub fn describe(e: &object_store::Error) -> String {
+    use object_store::client::{HttpError, HttpErrorKind};
+    const CREDENTIALS: &str = "the store refused the credentials: check the environment's keys for this location; ";
+    const UNREACHABLE: &str = "the store cannot be reached: check the endpoint and the network; ";
+    const NO_BUCKET: &str = "the bucket (container) does not exist: create it or fix the location; ";
     if let object_store::Error::Precondition { .. } = e {
         return "the object changed while it was read (replaced in the store since pgdrill listed it): nothing was judged; run again".into();
     }
     let text = e.to_string();
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let lower = flat.to_ascii_lowercase();
-    let hint = if lower.contains("nosuchbucket")
-        || lower.contains("containernotfound")
-        || lower.contains("the specified container does not exist")
-    {
-        "the bucket (container) does not exist: create it or fix the location; "
-    } else if lower.contains("403")
-        || lower.contains("forbidden")
-        || lower.contains("authorizationfailure")
-        || lower.contains("signature")
-        || lower.contains("invalidaccesskeyid")
-    {
-        "the store refused the credentials: check the environment's keys for this location; "
-    } else if lower.contains("connect")
-        || lower.contains("dns")
-        || lower.contains("timed out")
-        || lower.contains("error sending request")
-    {
-        "the store cannot be reached: check the endpoint and the network; "
-    } else {
-        ""
-    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut unanswered = false;
+    while let Some(c) = cause {
+        if let Some(h) = c.downcast_ref::<HttpError>() {
+            unanswered |= matches!(
+                h.kind(),
+                HttpErrorKind::Connect | HttpErrorKind::Request | HttpErrorKind::Timeout | HttpErrorKind::Interrupted
+            );
+        }
+        cause = c.source();
+    }
+    // What the store said, without the addresses it was said about.
+    let said: String =
+        flat.split(' ').filter(|w| !w.contains("://")).collect::<Vec<_>>().join(" ").to_ascii_lowercase();
+    let hint =
+        if matches!(e, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) {
+            CREDENTIALS
+        } else if said.contains("nosuchbucket")
+            || said.contains("containernotfound")
+            || said.contains("the specified container does not exist")
+        {
+            NO_BUCKET
+        } else if unanswered {
+            UNREACHABLE
+        } else if said.contains("403 forbidden")
+            || said.contains("401 unauthorized")
+            || said.contains("authorizationfailure")
+            || said.contains("signaturedoesnotmatch")
+            || said.contains("invalidaccesskeyid")
+        {
+            CREDENTIALS
+        } else if said.contains("error sending request")
+            || said.contains("connection refused")
+            || said.contains("dns error")
+            || said.contains("timed out")
+        {
+            UNREACHABLE
+        } else {
+            ""
+        };
     let mut short: String = flat.chars().take(300).collect();
     if flat.chars().count() > 300 {
         short.push('…');
@@ -1364,6 +1392,50 @@ mod tests {
             assert!(!is_remote(s), "{s}");
         }
         assert_eq!(local_path("file:///srv/b"), "/srv/b");
+    }
+
+    /// The error of a request that never got an answer, as object_store builds it, inside a
+    /// message that names the endpoint (whose port holds "403").
+    #[derive(Debug)]
+    struct Performing(object_store::client::HttpError);
+    impl std::fmt::Display for Performing {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Error performing GET http://127.0.0.1:37403/bkt/p/forbidden.dump after 10 retries - {}", self.0)
+        }
+    }
+    impl std::error::Error for Performing {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_connection_error_is_unreachable_whatever_the_url_holds() {
+        use object_store::client::{HttpError, HttpErrorKind};
+        // A real refused connection: a port bound, then closed.
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("its address").port();
+        let refused = std::net::TcpStream::connect(("127.0.0.1", port)).expect_err("nothing listens");
+        let e = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(Performing(HttpError::new(HttpErrorKind::Connect, refused))),
+        };
+        let d = describe(&e);
+        assert!(d.starts_with("the store cannot be reached"), "{d}");
+        // Without the type, the text alone: the URL's "403" and "forbidden" are not the store's words.
+        let e = object_store::Error::Generic {
+            store: "S3",
+            source:
+                "Error performing GET http://127.0.0.1:37403/bkt/forbidden.dump - HTTP error: error sending request"
+                    .into(),
+        };
+        assert!(describe(&e).starts_with("the store cannot be reached"), "{}", describe(&e));
+        // A status the store answered is still a refused credential.
+        let e = object_store::Error::Generic {
+            store: "S3",
+            source: "Error performing GET http://127.0.0.1:9000/b/k - Server returned non-2xx status code: 403 Forbidden: <Code>InvalidAccessKeyId</Code>".into(),
+        };
+        assert!(describe(&e).starts_with("the store refused the credentials"), "{}", describe(&e));
     }
 
     fn refused(location: &str) -> String {
