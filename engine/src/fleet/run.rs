@@ -320,17 +320,19 @@ pub async fn run(fleet: &Fleet, o: &Options, cancel: CancellationToken) -> Resul
                 Ok(c) => c,
                 Err(e) => return not_run(format!("cannot start pgdrill: {e}"), Some(3), "environment"),
             };
-            let pid = child.id().unwrap_or(0);
-            if let Ok(mut r) = running.lock() {
+            // No pid means the child is already gone: nothing to signal (and signalling pid 0
+            // would reach this whole process group).
+            let pid = child.id().filter(|p| *p > 0);
+            if let (Some(pid), Ok(mut r)) = (pid, running.lock()) {
                 r.push(pid);
             }
             // A cancel that came before the pid was listed still reaches this run.
-            if cancel.is_cancelled() {
+            if let Some(pid) = pid.filter(|_| cancel.is_cancelled()) {
                 let _ =
                     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
             }
             let status = child.wait().await;
-            if let Ok(mut r) = running.lock() {
+            if let (Some(pid), Ok(mut r)) = (pid, running.lock()) {
                 r.retain(|p| *p != pid);
             }
             let elapsed = started.elapsed();

@@ -440,6 +440,20 @@ pub fn parse_major(version_text: &str) -> Option<u32> {
     v.split(['.', '-', 'b', 'r']).next()?.parse().ok()
 }
 
+/// The postmaster running in the data directory `data`, if one is: the pid that
+/// `postmaster.pid` names, only when that process's working directory is `data` (a postmaster
+/// works in its data directory). A postmaster.pid left by a server that was killed names a
+/// pid the system may have given to any other process since; one written in a container
+/// names a pid of the container's namespace. Neither is this server, and signalling it
+/// would hit an unrelated process.
+pub fn live_postmaster(data: &Path) -> Option<Pid> {
+    let text = fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    let pid: i32 = text.lines().next()?.trim().parse().ok().filter(|p| *p > 1)?;
+    let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+    let data = fs::canonicalize(data).ok()?;
+    (cwd == data).then(|| Pid::from_raw(pid))
+}
+
 /// Remove temp directories of servers whose pgdrill process is gone, killing their
 /// postmaster if it somehow survived.
 pub fn reap_stale() {
@@ -469,11 +483,10 @@ fn reap_stale_in(tmp: &Path) {
                 }
             }
         }
-        if let Some(pm) = fs::read_to_string(dir.join("data/postmaster.pid"))
-            .ok()
-            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
-        {
-            let _ = kill(Pid::from_raw(pm), Signal::SIGKILL);
+        // Only a postmaster still running in this directory is killed: the pid in a stale
+        // postmaster.pid may belong to any process by now (pids wrap at 32768 here).
+        if let Some(pm) = live_postmaster(&dir.join("data")) {
+            let _ = kill(pm, Signal::SIGKILL);
         }
         let _ = fs::remove_dir_all(&dir);
     }
@@ -503,6 +516,39 @@ mod tests {
         assert!(no_owner_yet.is_dir(), "young, and no owner known yet");
         assert!(!dead.exists(), "its owner (by name) is gone");
         assert!(!dead_by_file.exists(), "owner.pid decides over the name");
+    }
+
+    /// Found as a flake (a test's S3 server vanished mid-test): a postmaster.pid left by a
+    /// server killed with its pgdrill named a pid that the system had given to another
+    /// process since, and the reaper of the next pgdrill sent that process SIGKILL.
+    #[test]
+    fn a_stale_postmaster_pid_that_names_another_process_never_kills_it() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join(format!("{}999999999-abcdef", super::DIR_PREFIX));
+        std::fs::create_dir_all(dir.join("data")).expect("dir");
+        let mut bystander = std::process::Command::new("sleep").arg("60").spawn().expect("sleep");
+        std::fs::write(dir.join("data/postmaster.pid"), format!("{}\n{}\n", bystander.id(), dir.display()))
+            .expect("pid file");
+        assert_eq!(super::live_postmaster(&dir.join("data")), None, "sleep is not a server in that directory");
+        super::reap_stale_in(tmp.path());
+        assert!(!dir.exists(), "the dead owner's directory is removed");
+        assert!(bystander.try_wait().expect("wait").is_none(), "the process the stale pid named was killed");
+        let _ = bystander.kill();
+        let _ = bystander.wait();
+    }
+
+    /// A process working in the data directory is its postmaster, and is found.
+    #[test]
+    fn a_process_working_in_the_data_directory_is_its_postmaster() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let data = tmp.path().join("data");
+        std::fs::create_dir(&data).expect("dir");
+        let mut server = std::process::Command::new("sleep").arg("60").current_dir(&data).spawn().expect("sleep");
+        std::fs::write(data.join("postmaster.pid"), format!("{}\n", server.id())).expect("pid file");
+        assert_eq!(super::live_postmaster(&data), Some(nix::unistd::Pid::from_raw(server.id() as i32)));
+        let _ = server.kill();
+        let _ = server.wait();
+        assert_eq!(super::live_postmaster(&data), None, "gone once it has exited");
     }
 
     #[test]

@@ -436,16 +436,21 @@ async fn disaster(ctx: StepCtx, w: DisasterWith) -> Result<DisasterOutputs, Step
                         .get::<_, String>(0),
                 ),
             };
-            let pid_text = std::fs::read_to_string(dir.join("postmaster.pid")).map_err(|e| {
+            std::fs::metadata(dir.join("postmaster.pid")).map_err(|e| {
                 StepError::Environment(format!(
                     "destroy_server needs the server's data directory on this machine: {}: {e}",
                     dir.display()
                 ))
             })?;
-            let pid: i32 = pid_text.lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
-            if pid <= 1 {
-                return Err(StepError::Environment(format!("no postmaster pid in {}", dir.display())));
-            }
+            // The pid in postmaster.pid is signalled only when that process works in this
+            // directory: a container's postmaster.pid names a pid of its own namespace.
+            let Some(postmaster) = crate::pg::native::live_postmaster(&dir) else {
+                return Err(StepError::Environment(format!(
+                    "no server of this machine runs in {} (its postmaster.pid names no process working there: a server in a container, or one already gone); destroy_server stops only a server whose data directory is on this machine",
+                    dir.display()
+                )));
+            };
+            let pid = postmaster.as_raw();
             let at = OffsetDateTime::now_utc();
             // An immediate stop, as a crash: no checkpoint, clients cut off.
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGQUIT);
