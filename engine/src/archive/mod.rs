@@ -24,6 +24,8 @@ pub use crypto::{Key, KeySource};
 pub const MAGIC: &[u8; 9] = b"PGDRILL\x00\x01";
 /// Plaintext bytes sealed per chunk.
 pub const CHUNK_SIZE: usize = 1 << 20;
+/// Bytes of input per zstd job when compressing on several threads.
+const ZSTD_JOB: u32 = 2 << 20;
 pub(crate) const MAX_HEADER: u32 = 64 * 1024;
 
 /// Compression of the dump stream.
@@ -264,6 +266,11 @@ pub fn write<R: Read, W: Write>(mut input: R, out: W, opts: &WriteOptions) -> io
             let mut enc = zstd::stream::write::Encoder::new(&mut counted, opts.level)?;
             if opts.threads > 1 {
                 enc.multithread(opts.threads)?;
+                // zstd's default job is four windows (8 MiB at level 3) and it holds several
+                // jobs' input and output at once: about 45 MiB with 2 threads, most of the
+                // backup's memory. 2 MiB jobs compressed the same dump to within 0.1 % at the
+                // same speed, in 17 MiB (README, "Backup speed and memory").
+                enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB))?;
             }
             let n = io::copy(&mut input, &mut enc)?;
             enc.finish()?;
