@@ -20,6 +20,8 @@
 #   VERIFY_AB=1 adds a fifth kind of verify run to the rounds: fingerprint=full with the runbook
 #   as it was before the restore was split in sections (fixtures/runbooks/verify-sequential.yaml),
 #   so what overlapping post-data with the reads buys is measured in the same run.
+#   VERIFY_STAGING=DIR adds fingerprint=full staging the checked dump in DIR (/dev/shm keeps
+#   it in memory), so what writing it to disk costs is measured in the same run.
 #   SIZES="0.6 2.5 5" runs backup and verify at each size (GB of generated data, scaled
 #   from SCALE=30 plus 400k documents = 0.6 GB; the largest is optional, it takes a while) and
 #   ends with a table of ratios, peak RSS and staging disk use per size. SCALE=2 is a quick
@@ -314,12 +316,12 @@ bench_size() {  # scale documents
     after=$(server_ticks "$1")
     awk -v t="$(((after - before) * 1000 / TCK))" '{ print $1, $2 + t, $3 }' "$S/m" >"$S/m2" && mv "$S/m2" "$S/m"
   }
-  verify_run() {  # fingerprint [runbook] [tag]
+  verify_run() {  # fingerprint [runbook] [tag] [staging directory]
     local rep="$S/vrep-$1${3:-}"
     rm -rf "$rep"
     settle
     measure "$S/m" "$BIN" run "${2:-verify}" --quiet --var storage="$S/st-full" --var database=bench --var provider=native \
-      --var jobs=2 --var fingerprint="$1" --var force=true --report "$rep" --junit "$rep.xml" >/dev/null
+      --var jobs=2 --var fingerprint="$1" --var force=true --var staging="${4:-}" --report "$rep" --junit "$rep.xml" >/dev/null
     python3 - "$rep/run.json" >>"$S/phases-$1${3:-}" <<'PY'
 import json, sys
 steps = json.load(open(sys.argv[1]))["suites"][0]["steps"]
@@ -332,6 +334,9 @@ PY
   # VERIFY_AB=1: also the runbook as it was before the restore was split in sections
   # (fixtures/runbooks/verify-sequential.yaml), to measure what the overlap buys.
   if [ -n "${VERIFY_AB:-}" ]; then vkinds+=(verify_full_seq); fi
+  # VERIFY_STAGING=DIR: also fingerprint=full staging the checked dump in DIR (/dev/shm: in
+  # memory), to measure what writing the staged dump to disk costs.
+  if [ -n "${VERIFY_STAGING:-}" ]; then vkinds+=(verify_full_staging); fi
   local nk=${#vkinds[@]}
   for round in $(seq 0 $((VRUNS - 1))); do
     for i in $(seq 0 $((nk - 1))); do
@@ -342,6 +347,7 @@ PY
         verify_full) verify_run full ;;
         verify_counts) verify_run counts ;;
         verify_full_seq) verify_run full fixtures/runbooks/verify-sequential.yaml seq ;;
+        verify_full_staging) verify_run full verify staging "$VERIFY_STAGING" ;;
       esac
       cat "$S/m" >>"$S/v-$kind"
     done
@@ -372,10 +378,14 @@ PY
     local vs; vs=$(col "$S/v-verify_full_seq" 1)
     echo "| the same, fingerprint=full, sequential (fixtures/runbooks/verify-sequential.yaml: one pg_restore, then schema, then tables and amcheck) | $(sec "$vs") | $(sec "$(col "$S/v-verify_full_seq" 2)") | $(ratio "$vs" "$vt") | $(ratio "$vs" "$vd") | |"
   fi
+  if [ -n "${VERIFY_STAGING:-}" ]; then
+    local vg; vg=$(col "$S/v-verify_full_staging" 1)
+    echo "| the same, fingerprint=full, staging the checked dump in $VERIFY_STAGING | $(sec "$vg") | $(sec "$(col "$S/v-verify_full_staging" 2)") | $(ratio "$vg" "$vt") | $(ratio "$vg" "$vd") | |"
+  fi
   echo
   echo "CPU: user+sys of the command and its children; for pgdrill that includes its throwaway server, for pg_restore the running server's backends are added."
   echo "verify phases (median; integrity and scratch run side by side; after restore (pre-data and data), indexes (post-data), tables and amcheck run side by side, and schema once indexes and amcheck have ended):"
-  for f in full counts ${VERIFY_AB:+fullseq}; do
+  for f in full counts ${VERIFY_AB:+fullseq} ${VERIFY_STAGING:+fullstaging}; do
     echo "- $f: $(phases "$f")"
   done
   echo "pgdrill verify peak RSS (largest of the runs, pgdrill itself): $((vrss / 1024)) MiB; staged for the restore: $(mib "$staged") MiB (pg_dump -Fc -Z0: $(mib "$(size_of "$S/z0.dump")") MiB)"

@@ -234,7 +234,7 @@ pub struct CheckWith {
     /// field `staged`), removed when the runbook ends
     #[serde(default, deserialize_with = "super::de::boolean")]
     stage: bool,
-    /// directory for the staged file (default: beside the backup)
+    /// directory for the staged file (default, or empty: beside the backup)
     #[field(ty = "path")]
     staging: Option<String>,
 }
@@ -282,7 +282,7 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
         None => ctx.backup_file(&w.path).await?,
     };
     let secret = w.key.clone();
-    let stage = w.stage.then(|| match &w.staging {
+    let stage = w.stage.then(|| match w.staging.as_deref().filter(|d| !d.is_empty()) {
         Some(d) => ctx.resolve(d),
         None => path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
     });
