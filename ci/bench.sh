@@ -17,9 +17,10 @@
 #   each place in the round in turn, and print medians: wall seconds, CPU seconds (user+sys
 #   of the command and every process it waited for, plus, for pg_restore into an already
 #   running server, what that server's backends spent) and peak RSS of pgdrill itself.
-#   VERIFY_AB=1 adds a fifth kind of verify run to the rounds: fingerprint=full with the runbook
-#   as it was before the restore was split in sections (fixtures/runbooks/verify-sequential.yaml),
-#   so what overlapping post-data with the reads buys is measured in the same run.
+#   VERIFY_AB=1 adds a kind of verify run to the rounds: fingerprint=full with the runbook as
+#   it was before its checks ran side by side (fixtures/runbooks/verify-sequential.yaml: one
+#   pg_restore, then schema, then tables and amcheck), so what the overlap buys is measured
+#   in the same run.
 #   VERIFY_STAGING=DIR adds fingerprint=full staging the checked dump in DIR (/dev/shm keeps
 #   it in memory), so what writing it to disk costs is measured in the same run.
 #   SIZES="0.6 2.5 5" runs backup and verify at each size (GB of generated data, scaled
@@ -331,7 +332,7 @@ PY
     echo "staged_bytes=$(cat "$rep.xml" | sed -n 's/.*staged the checked dump (\([0-9]*\) bytes).*/\1/p' | head -n 1)" >>"$S/phases-$1${3:-}"
   }
   local vkinds=(pgr_throwaway pgr_default verify_full verify_counts)
-  # VERIFY_AB=1: also the runbook as it was before the restore was split in sections
+  # VERIFY_AB=1: also the runbook as it was before its checks ran side by side
   # (fixtures/runbooks/verify-sequential.yaml), to measure what the overlap buys.
   if [ -n "${VERIFY_AB:-}" ]; then vkinds+=(verify_full_seq); fi
   # VERIFY_STAGING=DIR: also fingerprint=full staging the checked dump in DIR (/dev/shm: in
@@ -359,7 +360,7 @@ PY
     python3 - "$S/phases-$1" <<'PY'
 import statistics, sys
 runs = [dict(kv.split("=") for kv in line.split()) for line in open(sys.argv[1]) if line.strip() and not line.startswith("staged_bytes")]
-keys = ["integrity", "scratch", "restore", "indexes", "tables", "amcheck", "schema"]
+keys = ["integrity", "scratch", "restore", "tables", "amcheck", "schema"]
 print(", ".join("%s %.1f s" % (k, statistics.median(float(r.get(k, 0)) for r in runs)) for k in keys))
 PY
   }
@@ -384,7 +385,7 @@ PY
   fi
   echo
   echo "CPU: user+sys of the command and its children; for pgdrill that includes its throwaway server, for pg_restore the running server's backends are added."
-  echo "verify phases (median; integrity and scratch run side by side; after restore (pre-data and data), indexes (post-data), tables and amcheck run side by side, and schema once indexes and amcheck have ended):"
+  echo "verify phases (median; integrity and scratch run side by side; after restore, tables and amcheck run side by side, and schema once amcheck has ended):"
   for f in full counts ${VERIFY_AB:+fullseq} ${VERIFY_STAGING:+fullstaging}; do
     echo "- $f: $(phases "$f")"
   done

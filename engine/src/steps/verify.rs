@@ -1035,13 +1035,16 @@ async fn amcheck(ctx: StepCtx, w: AmcheckWith) -> Result<AmcheckOutputs, StepErr
 /// The B-tree indexes amcheck can check, valid ones only (an index being built is not yet
 /// listed). Only indexes with storage (relkind `i`): a partitioned table's own index (`I`)
 /// has none and bt_index_check refuses it; its partitions' indexes are checked instead.
+/// Largest first (its table and itself: heapallindexed reads both), so the longest check
+/// starts at once instead of last on a worker that is already busy.
 async fn valid_btree_indexes(client: &tokio_postgres::Client) -> Result<Vec<String>, StepError> {
     let rows = client
         .query(
             "select c.oid::regclass::text from pg_index i join pg_class c on c.oid = i.indexrelid \
              join pg_am a on a.oid = c.relam join pg_namespace n on n.oid = c.relnamespace \
              where a.amname = 'btree' and c.relkind = 'i' and i.indisvalid and i.indisready and c.relpersistence <> 't' \
-             and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%' order by 1",
+             and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%' \
+             order by pg_relation_size(i.indrelid) + pg_relation_size(c.oid) desc, 1",
             &[],
         )
         .await
