@@ -274,3 +274,40 @@ mod tests {
         assert!(offenders.is_empty(), "start children through crate::child:\n{}", offenders.join("\n"));
     }
 }
+
+/// Whether a process with this pid exists: signal 0 reaches it, or it exists but belongs to
+/// another user (EPERM). Treating EPERM as gone let one user's pgdrill reap another user's
+/// running throwaway server or container. A pid can be reused, so "alive" may be a
+/// stranger: callers use it only to keep things, never to signal.
+pub fn is_alive(pid: i32) -> bool {
+    pid > 0
+        && match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(()) => true,
+            Err(e) => e == nix::errno::Errno::EPERM,
+        }
+}
+
+#[cfg(test)]
+mod alive_tests {
+    /// Another user's process exists: pid 1 is root's, seen here as an unprivileged user (the
+    /// test reruns itself as `nobody` when it runs as root). Found in review: reapers took
+    /// EPERM for "gone" and could remove another user's running server.
+    #[test]
+    fn another_users_process_is_alive() {
+        if std::env::var_os("PGDRILL_TEST_AS_NOBODY").is_some() || !nix::unistd::Uid::effective().is_root() {
+            assert!(super::is_alive(1), "pid 1 exists, whoever owns it");
+            assert!(!super::is_alive(0) && !super::is_alive(-1), "no pid to signal");
+            return;
+        }
+        let me = std::env::current_exe().expect("the test binary");
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+            .arg(me)
+            .args(["--exact", "child::alive_tests::another_users_process_is_alive", "--nocapture"])
+            .env("PGDRILL_TEST_AS_NOBODY", "1")
+            .output()
+            .expect("setpriv runs");
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && all.contains("1 passed"), "as nobody: {all}");
+    }
+}

@@ -211,10 +211,7 @@ pub async fn reap_stale(docker: &Docker) -> usize {
         if host != me_host {
             continue;
         }
-        let alive = pid
-            .parse::<i32>()
-            .ok()
-            .is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok());
+        let alive = pid.parse::<i32>().ok().is_some_and(crate::child::is_alive);
         if alive {
             continue;
         }

@@ -474,7 +474,7 @@ fn reap_stale_in(tmp: &Path) {
         let owner: Option<i32> =
             fs::read_to_string(dir.join("owner.pid")).ok().and_then(|s| s.trim().parse().ok()).or(named);
         match owner {
-            Some(p) if kill(Pid::from_raw(p), None).is_ok() => continue,
+            Some(p) if crate::child::is_alive(p) => continue,
             Some(_) => {}
             None => {
                 let age = fs::metadata(&dir).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
