@@ -61,6 +61,12 @@ impl BackupError {
         let class = self.class();
         BackupError::new(class, format!("{}: {}", path.display(), self.into_message()))
     }
+
+    fn into_message(self) -> String {
+        match self {
+            BackupError::Invalid(m) | BackupError::Environment(m) | BackupError::Failed(m) => m,
+        }
+    }
 }
 
 impl Classified for BackupError {
@@ -72,10 +78,8 @@ impl Classified for BackupError {
         }
     }
 
-    fn into_message(self) -> String {
-        match self {
-            BackupError::Invalid(m) | BackupError::Environment(m) | BackupError::Failed(m) => m,
-        }
+    fn into_failure(self) -> crate::error::Failure {
+        crate::error::Failure::new(self.class(), self.into_message())
     }
 }
 

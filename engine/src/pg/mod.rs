@@ -53,8 +53,8 @@ impl crate::error::Classified for ConnectError {
         crate::error::Class::Environment
     }
 
-    fn into_message(self) -> String {
-        self.0
+    fn into_failure(self) -> crate::error::Failure {
+        crate::error::Failure::environment(self.0)
     }
 }
 

@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value as Yaml;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Class, Classified};
+use crate::error::{Class, Classified, Failure};
 use crate::redact::Redactor;
 use crate::template;
 
@@ -121,13 +121,18 @@ impl StepError {
 /// The errors of the layers below keep their class (`Classified`): a backup's invalid input,
 /// environment or failed check; an unreachable server or refused login (environment); a
 /// throwaway server that cannot start; a damaged restore journal (failed).
+impl From<Failure> for StepError {
+    fn from(f: Failure) -> Self {
+        match f.field {
+            Some(path) => StepError::field(path, f.message),
+            None => StepError::new(f.class, f.message),
+        }
+    }
+}
+
 impl<E: Classified> From<E> for StepError {
     fn from(e: E) -> Self {
-        let (class, field) = (e.class(), e.field().map(str::to_string));
-        match field {
-            Some(path) => StepError::field(path, e.into_message()),
-            None => StepError::new(class, e.into_message()),
-        }
+        e.into_failure().into()
     }
 }
 
