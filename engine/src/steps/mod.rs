@@ -684,18 +684,13 @@ mod tests {
     /// command line's, and so its exit code.
     #[test]
     fn lower_errors_keep_their_class_through_question_mark() {
-        use crate::backup::BackupError;
         use crate::error::Error;
         use crate::pg::native::ServerError;
         use crate::restore::JournalError;
         let cases: Vec<(StepError, Error, Class)> = vec![
-            (BackupError::Failed("f".into()).into(), BackupError::Failed("f".into()).into(), Class::Failed),
-            (BackupError::Invalid("i".into()).into(), BackupError::Invalid("i".into()).into(), Class::Invalid),
-            (
-                BackupError::Environment("e".into()).into(),
-                BackupError::Environment("e".into()).into(),
-                Class::Environment,
-            ),
+            (Failure::failed("f").into(), Failure::failed("f").into(), Class::Failed),
+            (Failure::invalid("i").into(), Failure::invalid("i").into(), Class::Invalid),
+            (Failure::environment("e").into(), Failure::environment("e").into(), Class::Environment),
             (ServerError::invalid("i").into(), ServerError::invalid("i").into(), Class::Invalid),
             (
                 crate::pg::ConnectError("c".into()).into(),
