@@ -431,8 +431,8 @@ fn stamp(t: OffsetDateTime) -> String {
 pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -> Result<Created, Failure> {
     let started_at = OffsetDateTime::now_utc();
     let started = Instant::now();
-    crate::pg::config(&opts.url).map_err(|e| Failure::invalid(e.0))?;
-    let client = crate::pg::connect(&opts.url).await.map_err(|e| Failure::environment(e.0))?;
+    crate::pg::config(&opts.url).map_err(|e| e.in_class(Class::Invalid))?;
+    let client = crate::pg::connect(&opts.url).await?;
     let env_err = |e: tokio_postgres::Error| Failure::environment(crate::pg::describe(&e));
     let row = client
         .query_one(

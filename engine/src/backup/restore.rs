@@ -423,19 +423,19 @@ async fn restore_inner(
     log: &(dyn Fn(String) + Send + Sync),
 ) -> Result<Restored, Failure> {
     let started = Instant::now();
-    let cfg = crate::pg::config(&opts.into).map_err(|e| Failure::invalid(e.0))?;
+    let cfg = crate::pg::config(&opts.into).map_err(|e| e.in_class(Class::Invalid))?;
     let database = cfg.get_dbname().unwrap_or("postgres").to_string();
     let env_err = |e: tokio_postgres::Error| Failure::environment(crate::pg::describe(&e));
 
     if opts.create {
-        let admin = crate::pg::connect_to(&opts.into, "postgres").await.map_err(|e| Failure::environment(e.0))?;
+        let admin = crate::pg::connect_to(&opts.into, "postgres").await?;
         admin
             .batch_execute(&format!("create database {}", quote_ident(&database)))
             .await
             .map_err(|e| Failure::failed(format!("creating database `{database}`: {}", crate::pg::describe(&e))))?;
         log(format!("created database {database}"));
     }
-    let client = crate::pg::connect(&opts.into).await.map_err(|e| Failure::environment(e.0))?;
+    let client = crate::pg::connect(&opts.into).await?;
     let pg_restore_explicit = opts.bin_dir.as_ref().map(|d| d.join("pg_restore"));
     let psql_explicit = opts.bin_dir.as_ref().map(|d| d.join("psql"));
 

@@ -18,6 +18,7 @@ use super::{pg_error, rfc3339, Field, Fields, Step, StepCtx, StepError, With, Wi
 use crate::archive::{Codec, KeySource};
 use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::{self, find_tool, CreateOptions, Format, Manifest};
+use crate::error::Class;
 use crate::pg::fingerprint::{Fingerprint, Mode};
 use crate::pg::native::{parse_major, quote_ident};
 use crate::pg::{dbsettings, rights};
@@ -115,7 +116,7 @@ async fn create_database(client: &Client, database: &str, shape: &Shape) -> Resu
 }
 
 fn target_url(url: &str, database: &str) -> Result<String, StepError> {
-    crate::pg::with_database(url, database).map_err(|e| StepError::Invalid(e.0))
+    crate::pg::with_database(url, database).map_err(|e| e.in_class(Class::Invalid).into())
 }
 
 /// Free bytes for unprivileged users on the filesystem holding `path` (or its nearest
@@ -230,11 +231,11 @@ impl Step for Preflight {
 }
 
 async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, StepError> {
-    let cfg = crate::pg::config(&w.url).map_err(|e| StepError::Invalid(e.0))?;
+    let cfg = crate::pg::config(&w.url).map_err(|e| e.in_class(Class::Invalid))?;
     if let Some(pw) = cfg.get_password() {
         ctx.redactor.add(&String::from_utf8_lossy(pw));
     }
-    let host = crate::pg::server_id(&w.url).map_err(|e| StepError::Invalid(e.0))?;
+    let host = crate::pg::server_id(&w.url).map_err(|e| e.in_class(Class::Invalid))?;
     let client = admin(&w.url, &w.maintenance_db).await?;
     let row = client
         .query_one("select current_setting('server_version'), current_setting('server_version_num')::int", &[])
@@ -310,7 +311,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
                 Ok(c) => missing.extend(rights::put_back(&c, &role, &w.database).await.map_err(pg_error)?),
                 Err(e) => missing.push(format!(
                     "role {} cannot look into database `{}` to prove its safety snapshot could be restored ({}): connect as a superuser",
-                    role.name, w.database, e.0
+                    role.name, w.database, e.message
                 )),
             }
     }

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::{pg_error, rfc3339, BoxFuture, Fields, Step, StepCtx, StepError, Teardown, With, WithError};
+use crate::error::Class;
 use crate::pg::native::quote_ident;
 
 fn now_epoch() -> f64 {
@@ -411,7 +412,7 @@ impl Step for Disaster {
 }
 
 async fn disaster(ctx: StepCtx, w: DisasterWith) -> Result<DisasterOutputs, StepError> {
-    let cfg = crate::pg::config(&w.url).map_err(|e| StepError::Invalid(e.0))?;
+    let cfg = crate::pg::config(&w.url).map_err(|e| e.in_class(Class::Invalid))?;
     let at = match w.mode.as_str() {
         "drop_database" => {
             let db = w.database.clone().or_else(|| cfg.get_dbname().map(str::to_string)).unwrap_or_default();

@@ -201,7 +201,7 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
                 w.database
             )))
         }
-        Err(LockError::Connect(m) | LockError::Server(m)) => return Err(StepError::Environment(m)),
+        Err(e) => return Err(e.into()),
     };
     let now = current(&held.client, &w.database).await?;
     let key = held.key;
@@ -513,7 +513,7 @@ async fn finish(ctx: StepCtx, w: FinishWith) -> Result<FinishOutputs, StepError>
                 Ok(_) => {}
                 Err(e) => allow_problem = Some(e.message().to_string()),
             },
-            Err(e) => allow_problem = Some(e.0),
+            Err(e) => allow_problem = Some(e.message),
         }
     }
 

@@ -692,11 +692,6 @@ mod tests {
             (Failure::invalid("i").into(), Failure::invalid("i").into(), Class::Invalid),
             (Failure::environment("e").into(), Failure::environment("e").into(), Class::Environment),
             (ServerError::invalid("i").into(), ServerError::invalid("i").into(), Class::Invalid),
-            (
-                crate::pg::ConnectError("c".into()).into(),
-                crate::pg::ConnectError("c".into()).into(),
-                Class::Environment,
-            ),
             (JournalError::failed("d").into(), JournalError::failed("d").into(), Class::Failed),
             (JournalError::environment("o").into(), JournalError::environment("o").into(), Class::Environment),
         ];
