@@ -33,7 +33,7 @@ pub const MANIFEST_SCHEMA: &str = "pgdrill.manifest/1";
 pub(crate) fn is_environment(e: &std::io::Error) -> bool {
     use nix::errno::Errno;
     // A store that failed mid-read.
-    if e.get_ref().is_some_and(|i| i.is::<crate::storage::remote::StoreReadError>()) {
+    if crate::storage::remote::store_failure(e).is_some() {
         return true;
     }
     matches!(
@@ -188,7 +188,8 @@ pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<M
     let f =
         std::fs::File::open(backup).map_err(|e| Failure::failed(format!("cannot open {}: {e}", backup.display())))?;
     let mut input = BufReader::new(f);
-    let (header, _) = archive::read_header(&mut input).map_err(|e| failed(format!("its backup: {e}")))?;
+    let (header, _) = archive::read_header(&mut input)
+        .map_err(|e| Failure::from(e).context(format!("{}: its backup", mp.display())))?;
     if header.cipher == "none" {
         if manifest.cipher != "none" {
             return Err(failed(format!(
@@ -208,7 +209,7 @@ pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<M
     let kdf = header.kdf.clone().ok_or_else(|| failed("its backup's header names no key derivation".into()))?;
     let k = key.derive_for(&kdf).map_err(|e| failed(format!("its backup: {e}")))?;
     if header.key_check.as_deref() != Some(k.check().as_str()) {
-        return Err(Failure::failed(format!("{}: {}", backup.display(), archive::ArchiveError::WrongKey)));
+        return Err(Failure::from(archive::ArchiveError::WrongKey).context(backup.display()));
     }
     match &manifest.authentication {
         // The MAC's key comes from the archive key: only a key holder can make it hold, and
@@ -235,7 +236,7 @@ pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<M
             let f = std::fs::File::open(backup)
                 .map_err(|e| Failure::failed(format!("cannot open {}: {e}", backup.display())))?;
             archive::authenticate_header(BufReader::new(f), key)
-                .map_err(|e| Failure::failed(format!("{}: {e}", backup.display())))?;
+                .map_err(|e| Failure::from(e).context(backup.display()))?;
             Ok(ManifestTrust::Legacy)
         }
     }
@@ -1054,8 +1055,8 @@ fn check_inner(
     }
     // 2. Every chunk authenticates and the stream decompresses; 3. the TOC is readable.
     let f = std::fs::File::open(path).map_err(|e| failed(format!("cannot open: {e}")))?;
-    let (_, plain) =
-        archive::open(BufReader::with_capacity(1 << 20, counted(f)), key).map_err(|e| failed(e.to_string()))?;
+    let (_, plain) = archive::open(BufReader::with_capacity(1 << 20, counted(f)), key)
+        .map_err(|e| Failure::from(e).context(path.display()))?;
     let (tables, staged) = list_archive(plain, &manifest, path, stage)?;
     tables_match(&manifest, tables, &path.display().to_string())?;
     Ok((Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust) }, staged))
@@ -1136,7 +1137,7 @@ fn check_stream_inner(
     let mut hr =
         archive::HashReader::new(BufReader::with_capacity(1 << 20, crate::progress::Counted::new(stream, meter)));
     let (tables, staged) = {
-        let (_, plain) = archive::open(&mut hr, key).map_err(|e| failed(e.to_string()))?;
+        let (_, plain) = archive::open(&mut hr, key).map_err(|e| Failure::from(e).context(&shown))?;
         list_archive(plain, &manifest, path, stage)?
     };
     // Whatever the archive's reader left (its end) is hashed too.
@@ -1221,8 +1222,7 @@ pub fn decrypt_to(
         return std::io::copy(&mut opened.reader, out).map_err(|e| Failure::failed(io_message(&e)));
     }
     let f = std::fs::File::open(path).map_err(|e| Failure::invalid(format!("cannot open {}: {e}", path.display())))?;
-    let (_, mut plain) =
-        archive::open(BufReader::with_capacity(1 << 20, f), key).map_err(|e| Failure::failed(e.to_string()))?;
+    let (_, mut plain) = archive::open(BufReader::with_capacity(1 << 20, f), key)?;
     std::io::copy(&mut plain, out).map_err(|e| Failure::failed(io_message(&e)))
 }
 

@@ -408,8 +408,8 @@ impl Read for Tap {
                 Ok(n)
             }
             Err(e) => {
-                if let Some(f) = e.get_ref().and_then(|i| i.downcast_ref::<crate::storage::remote::StoreReadError>()) {
-                    s.store_failed = Some(f.0.clone());
+                if let Some(f) = crate::storage::remote::store_failure(&e) {
+                    s.store_failed = Some(f.message.clone());
                 }
                 Err(e)
             }

@@ -238,7 +238,7 @@ fn peel(
     for _ in 0..4 {
         let (head, peeked) = peek(reader).map_err(|e| failed(format!("read error: {e}")))?;
         if head.starts_with(archive::MAGIC) {
-            let (_, plain) = archive::open(peeked, key).map_err(|e| failed(e.to_string()))?;
+            let (_, plain) = archive::open(peeked, key).map_err(|e| Failure::from(e).context(path.display()))?;
             layers.push("pgdrill");
             reader = plain;
         } else if head.starts_with(OPENSSL) {

@@ -86,7 +86,7 @@ impl Step for Prune {
 /// verified backup look unverified, and it would be deleted.
 fn verified(dir: &std::path::Path) -> Result<std::collections::HashSet<String>, StepError> {
     let ledger = crate::backup::ledger::read(&dir.join(crate::backup::ledger::FILE))
-        .map_err(|e| StepError::failed(format!("nothing deleted: {e}")))?;
+        .map_err(|e| crate::error::Failure::from(e).context("nothing deleted"))?;
     Ok(ledger
         .entries
         .into_iter()

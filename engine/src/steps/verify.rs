@@ -382,8 +382,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
     let ledger_file = ledger::path_for(&path);
     let verified = if w.skip_verified && !w.force {
         // Fail closed: an unreadable ledger must not decide that a backup was verified.
-        ledger::passed(&ledger_file, &ledger::name_of(&path), sha.as_deref())
-            .map_err(|e| StepError::failed(e.to_string()))?
+        ledger::passed(&ledger_file, &ledger::name_of(&path), sha.as_deref())?
     } else {
         ledger::passed(&ledger_file, &ledger::name_of(&path), sha.as_deref()).unwrap_or_else(|e| {
             ctx.log(format!("verification history unknown: {e}"));
