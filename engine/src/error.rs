@@ -255,4 +255,39 @@ mod tests {
         assert_eq!(ExitCode::Passed.class(), None);
         assert_eq!(ExitCode::Interrupted.class(), None);
     }
+
+    /// A typed error of a lower layer, for the tests below.
+    #[derive(Debug, thiserror::Error)]
+    #[error("typed")]
+    struct Typed;
+
+    impl Classified for Typed {
+        fn class(&self) -> Class {
+            Class::Environment
+        }
+    }
+
+    /// The cause is kept for a program to find, the message stays what users see, and
+    /// context, field and class changes keep the rest.
+    #[test]
+    fn a_failure_keeps_its_source_through_context_and_compares_without_it() {
+        use std::error::Error as _;
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let f = Failure::environment("reading x: denied").with_source(io).context("backup").at_field("key");
+        assert_eq!(f.to_string(), "backup: reading x: denied");
+        assert_eq!(f.field.as_deref(), Some("key"));
+        let cause = f.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("the io::Error");
+        assert_eq!(cause.kind(), std::io::ErrorKind::PermissionDenied);
+        assert_eq!(f, Failure::environment("backup: reading x: denied").at_field("key"));
+        assert_ne!(f, f.clone().in_class(Class::Invalid));
+        assert_eq!(f.clone().in_class(Class::Invalid).source().map(|s| s.to_string()), Some("denied".into()));
+
+        let typed = Failure::from(Typed);
+        assert_eq!((typed.class, typed.message.as_str()), (Class::Environment, "typed"));
+        assert!(typed.source().is_some_and(|s| s.is::<Typed>()));
+        let cli = Error::from(Typed);
+        assert_eq!((cli.class(), cli.to_string()), (Class::Environment, "typed".to_string()));
+        let io = Error::io("cannot write r.xml", std::io::Error::other("disk full"));
+        assert_eq!((io.class(), io.to_string()), (Class::Environment, "cannot write r.xml: disk full".to_string()));
+    }
 }
