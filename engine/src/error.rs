@@ -1,14 +1,17 @@
 //! The error model: one [`Class`] (failed, invalid, environment) that every error of the
-//! library has, the one mapping from a class to an exit code ([`Class::exit_code`]),
-//! [`Failure`] (a class, a message and the field it is about), and [`Error`], the error that
-//! reaches the command line (a [`Failure`], a runbook's diagnostics or an I/O error).
+//! library has, the one mapping from a class to an exit code ([`Class::exit_code`]), and one
+//! error type, [`Failure`]: a class, a message, the field of the input it is about if any,
+//! and the error that caused it as its `source`. The backup pipeline, connections, the
+//! PostgreSQL servers and the restore journal return a `Failure`; a step's error is a
+//! `Failure` or a skip (`steps::StepError`); the command line's [`Error`] is a `Failure` or
+//! a runbook's diagnostics.
 //!
-//! Errors of the layers below the steps that are not a [`Failure`] yet (the backup
-//! pipeline's, a connection's) state their class through [`Classified`], and convert into a
-//! step's error or into [`Error`] through that class alone (`?`), never through a
-//! hand-written match. Messages must
-//! never contain secret values: callers pass them through the run's redactor before they are
-//! shown.
+//! A lower layer keeps a typed error only where its callers match on its variants (a held
+//! restore lock, a damaged archive's reason, a ledger's line); such a type states its class
+//! through [`Classified`] and becomes a `Failure`, a step's error or an [`Error`] with `?`,
+//! never through a hand-written match from one set of classes onto another. Messages must
+//! never contain secret values: callers pass them through the run's redactor before they
+//! are shown.
 
 use std::fmt;
 use std::sync::Arc;
