@@ -144,7 +144,7 @@ fn connections(out: &mut String, pad: &str, with: &Yaml) {
                     out.push_str(&format!("{pad}       {l}\n"));
                 }
             }
-            Err(e) => out.push_str(&format!("{pad}     connection ({key}): {}\n", e.0)),
+            Err(e) => out.push_str(&format!("{pad}     connection ({key}): {}\n", e.message)),
         }
     }
 }

@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 
 use common::{pgdrill, text};
 use pgdrill::archive::{Codec, KeySource};
-use pgdrill::backup::{self, BackupError, CreateOptions, Format};
+use pgdrill::backup::{self, CreateOptions, Format};
+use pgdrill::error::Class;
 use pgdrill::pg::ephemeral::Ephemeral;
 use pgdrill::pg::fingerprint::Mode;
 
@@ -264,7 +265,7 @@ async fn a_pg_dump_that_fails_midway_leaves_no_file() {
     let mut o = opts(&src.url(), &storage, Format::Custom, Codec::Zstd, Some(KEY_HEX));
     o.pg_dump = Some(fake);
     let e = backup::create(o, &no_log).await.map(|_| ()).expect_err("pg_dump fails");
-    assert!(matches!(e, BackupError::Failed(_)), "{e}");
+    assert_eq!(e.class, Class::Failed, "{e}");
     assert!(e.to_string().contains("connection lost"), "{e}");
     assert_eq!(files_in(&storage), Vec::<String>::new(), "no file, not even a temp file");
     src.stop().await;
@@ -279,7 +280,7 @@ async fn a_pg_dump_older_than_the_server_is_refused_before_writing() {
     let mut o = opts(&src.url(), &storage, Format::Custom, Codec::Zstd, None);
     o.pg_dump = Some(fake);
     let e = backup::create(o, &no_log).await.map(|_| ()).expect_err("too old");
-    assert!(matches!(e, BackupError::Environment(_)), "{e}");
+    assert_eq!(e.class, Class::Environment, "{e}");
     assert!(
         e.to_string().contains("pg_dump 13") && e.to_string().contains("older than the server (PostgreSQL 15)"),
         "{e}"

@@ -19,6 +19,8 @@ use std::io::{self, Read, Write};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::error::{Class, Classified};
+
 pub use crypto::{Key, KeySource};
 
 pub const MAGIC: &[u8; 9] = b"PGDRILL\x00\x01";
@@ -106,6 +108,14 @@ pub enum ArchiveError {
     BadLength(u64, u32),
     #[error("corrupted backup: decompression failed ({0})")]
     Decompress(String),
+}
+
+/// Every way an archive cannot be read is a verdict on the backup (not one of ours, damaged,
+/// or not readable with the key given), never the environment's: a failed check.
+impl Classified for ArchiveError {
+    fn class(&self) -> Class {
+        Class::Failed
+    }
 }
 
 impl From<ArchiveError> for io::Error {

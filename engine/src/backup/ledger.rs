@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Class, Classified};
+
 pub const FILE: &str = "ledger.jsonl";
 
 /// A ledger that cannot be trusted, with where.
@@ -33,6 +35,14 @@ pub struct LedgerError {
     /// 1-based; 0 when the file as a whole cannot be read.
     pub line: usize,
     pub why: String,
+}
+
+/// A ledger that cannot be trusted fails the check that reads it (fail closed: a lost
+/// "passed" line must not make a verified backup look unverified, nor the reverse).
+impl Classified for LedgerError {
+    fn class(&self) -> Class {
+        Class::Failed
+    }
 }
 
 /// One verification.

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{ledger, source, BackupError, Manifest};
+use super::{ledger, source, Manifest};
+use crate::error::Failure;
 use crate::storage::names::NamePattern;
 use crate::storage::{self, remote, LocalStore, MadeFrom};
 
@@ -135,11 +136,11 @@ pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
 
 /// Backups in `storage`, newest first, of `database` if given, other tools' files read with
 /// `pattern` if given (else the classic naming schemes).
-pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern>) -> Result<Vec<Listed>, BackupError> {
+pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern>) -> Result<Vec<Listed>, Failure> {
     let store = LocalStore::new(storage);
     let entries = store
         .list_with(database, pattern)
-        .map_err(|e| BackupError::Environment(format!("cannot list {}: {e}", storage.display())))?;
+        .map_err(|e| Failure::environment(format!("cannot list {}: {e}", storage.display())))?;
     // One ledger per database folder, read once however many backups it covers.
     let mut ledgers: HashMap<PathBuf, _> = HashMap::new();
     let mut last_of = |e: &storage::Entry| {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::archive::{self, Codec, Kdf, KeySource, Sizes, WriteOptions};
-use crate::error::{Class, Classified};
+use crate::error::{Class, Failure};
 use crate::pg::fingerprint::{self, Fingerprint, Mode};
 use crate::pg::native::parse_major;
 use crate::storage::{self, LocalStore};
@@ -28,63 +28,12 @@ pub mod source;
 
 pub const MANIFEST_SCHEMA: &str = "pgdrill.manifest/1";
 
-/// Why a backup operation failed, with the exit-code class.
-#[derive(Debug, thiserror::Error)]
-pub enum BackupError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Environment(String),
-    #[error("{0}")]
-    Failed(String),
-}
-
-/// A message without a class is a failed check (the historical default of the helpers).
-impl From<String> for BackupError {
-    fn from(m: String) -> Self {
-        BackupError::Failed(m)
-    }
-}
-
-impl BackupError {
-    /// An error of `class` with `message`.
-    pub fn new(class: Class, message: String) -> Self {
-        match class {
-            Class::Failed => BackupError::Failed(message),
-            Class::Invalid => BackupError::Invalid(message),
-            Class::Environment => BackupError::Environment(message),
-        }
-    }
-
-    /// The same error, its message prefixed with `path: ` (the class kept).
-    fn at(self, path: &Path) -> BackupError {
-        let class = self.class();
-        BackupError::new(class, format!("{}: {}", path.display(), self.into_message()))
-    }
-}
-
-impl Classified for BackupError {
-    fn class(&self) -> Class {
-        match self {
-            BackupError::Invalid(_) => Class::Invalid,
-            BackupError::Environment(_) => Class::Environment,
-            BackupError::Failed(_) => Class::Failed,
-        }
-    }
-
-    fn into_message(self) -> String {
-        match self {
-            BackupError::Invalid(m) | BackupError::Environment(m) | BackupError::Failed(m) => m,
-        }
-    }
-}
-
 /// Whether an I/O error is the machine's (a full disk, a quota, a read-only or failing
 /// disk, no permission, no memory or file descriptors) rather than the backup's.
 pub(crate) fn is_environment(e: &std::io::Error) -> bool {
     use nix::errno::Errno;
     // A store that failed mid-read.
-    if e.get_ref().is_some_and(|i| i.is::<crate::storage::remote::StoreReadError>()) {
+    if crate::storage::remote::store_failure(e).is_some() {
         return true;
     }
     matches!(
@@ -105,11 +54,11 @@ pub(crate) fn is_environment(e: &std::io::Error) -> bool {
 
 /// An I/O error met while reading a backup through its layers: the environment's when
 /// `is_environment`, otherwise a failed check (authentication, truncation, decompression).
-pub(crate) fn io_error(context: &str, e: &std::io::Error) -> BackupError {
-    if is_environment(e) {
-        BackupError::Environment(format!("{context}: {e}"))
+pub(crate) fn io_error(context: &str, e: std::io::Error) -> Failure {
+    if is_environment(&e) {
+        Failure::environment(format!("{context}: {e}")).with_source(e)
     } else {
-        BackupError::Failed(format!("{context}: {}", io_message(e)))
+        Failure::failed(format!("{context}: {}", io_message(&e))).with_source(e)
     }
 }
 
@@ -228,18 +177,19 @@ pub fn manifest_bytes(mut v: serde_json::Value) -> Vec<u8> {
 /// only when the archive's header, proved authentic by opening its first chunk, says it was
 /// written before manifests were bound. The manifest's cipher must agree with the
 /// archive's, so an edit cannot claim "not encrypted" to escape the check.
-pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<ManifestTrust, BackupError> {
+pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<ManifestTrust, Failure> {
     let mp = storage::manifest_path(backup);
-    let failed = |m: String| BackupError::Failed(format!("{}: {m}", mp.display()));
+    let failed = |m: String| Failure::failed(format!("{}: {m}", mp.display()));
     let text = std::fs::read(&mp).map_err(|e| failed(format!("cannot read: {e}")))?;
     let value: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| failed(format!("unreadable manifest: {e}")))?;
     let manifest: Manifest =
         serde_json::from_value(value.clone()).map_err(|e| failed(format!("unreadable manifest: {e}")))?;
-    let f = std::fs::File::open(backup)
-        .map_err(|e| BackupError::Failed(format!("cannot open {}: {e}", backup.display())))?;
+    let f =
+        std::fs::File::open(backup).map_err(|e| Failure::failed(format!("cannot open {}: {e}", backup.display())))?;
     let mut input = BufReader::new(f);
-    let (header, _) = archive::read_header(&mut input).map_err(|e| failed(format!("its backup: {e}")))?;
+    let (header, _) = archive::read_header(&mut input)
+        .map_err(|e| Failure::from(e).context(format!("{}: its backup", mp.display())))?;
     if header.cipher == "none" {
         if manifest.cipher != "none" {
             return Err(failed(format!(
@@ -259,7 +209,7 @@ pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<M
     let kdf = header.kdf.clone().ok_or_else(|| failed("its backup's header names no key derivation".into()))?;
     let k = key.derive_for(&kdf).map_err(|e| failed(format!("its backup: {e}")))?;
     if header.key_check.as_deref() != Some(k.check().as_str()) {
-        return Err(BackupError::Failed(format!("{}: {}", backup.display(), archive::ArchiveError::WrongKey)));
+        return Err(Failure::from(archive::ArchiveError::WrongKey).context(backup.display()));
     }
     match &manifest.authentication {
         // The MAC's key comes from the archive key: only a key holder can make it hold, and
@@ -284,9 +234,9 @@ pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<M
         // (whose associated data is the header) settles that.
         None => {
             let f = std::fs::File::open(backup)
-                .map_err(|e| BackupError::Failed(format!("cannot open {}: {e}", backup.display())))?;
+                .map_err(|e| Failure::failed(format!("cannot open {}: {e}", backup.display())))?;
             archive::authenticate_header(BufReader::new(f), key)
-                .map_err(|e| BackupError::Failed(format!("{}: {e}", backup.display())))?;
+                .map_err(|e| Failure::from(e).context(backup.display()))?;
             Ok(ManifestTrust::Legacy)
         }
     }
@@ -298,12 +248,11 @@ impl Manifest {
         self.stored_as.as_deref().unwrap_or(&self.database)
     }
 
-    pub fn read(backup: &Path) -> Result<Manifest, BackupError> {
+    pub fn read(backup: &Path) -> Result<Manifest, Failure> {
         let p = storage::manifest_path(backup);
         let text = std::fs::read_to_string(&p)
-            .map_err(|e| BackupError::Failed(format!("missing manifest {}: {e}", p.display())))?;
-        serde_json::from_str(&text)
-            .map_err(|e| BackupError::Failed(format!("unreadable manifest {}: {e}", p.display())))
+            .map_err(|e| Failure::failed(format!("missing manifest {}: {e}", p.display())))?;
+        serde_json::from_str(&text).map_err(|e| Failure::failed(format!("unreadable manifest {}: {e}", p.display())))
     }
 
     /// Tables (ordinary and partitioned) the schema fingerprint lists.
@@ -379,11 +328,7 @@ pub struct Created {
 
 /// Find pg_dump (or pg_restore): explicit, the server's major under /usr/lib/postgresql, the
 /// newest there, then PATH.
-pub fn find_tool(
-    tool: &str,
-    explicit: Option<&Path>,
-    server_major: u32,
-) -> Result<(PathBuf, String, u32), BackupError> {
+pub fn find_tool(tool: &str, explicit: Option<&Path>, server_major: u32) -> Result<(PathBuf, String, u32), Failure> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(p) = explicit {
         candidates.push(p.to_path_buf());
@@ -407,11 +352,11 @@ pub fn find_tool(
         }
     }
     match best {
-        Some((p, text, major)) => Err(BackupError::Environment(format!(
+        Some((p, text, major)) => Err(Failure::environment(format!(
             "{tool} {major} ({}, `{text}`) is older than the server (PostgreSQL {server_major}); install the {server_major} client tools or set `{tool}:`",
             p.display()
         ))),
-        None => Err(BackupError::Environment(format!("{tool} not found: install the PostgreSQL client tools or set `{tool}:`"))),
+        None => Err(Failure::environment(format!("{tool} not found: install the PostgreSQL client tools or set `{tool}:`"))),
     }
 }
 
@@ -421,9 +366,9 @@ pub fn find_tool(
 pub(crate) struct Staged(pub(crate) PathBuf, PathBuf);
 
 impl Staged {
-    pub(crate) fn new(dir: &Path, suffix: &str) -> Result<Staged, BackupError> {
+    pub(crate) fn new(dir: &Path, suffix: &str) -> Result<Staged, Failure> {
         let private = crate::storage::private_dir(dir, "stage")
-            .map_err(|e| BackupError::Environment(format!("cannot stage in {}: {e}", dir.display())))?;
+            .map_err(|e| Failure::environment(format!("cannot stage in {}: {e}", dir.display())))?;
         crate::storage::track(&private);
         Ok(Staged(private.join(format!("staged{suffix}")), private))
     }
@@ -484,12 +429,12 @@ fn stamp(t: OffsetDateTime) -> String {
 }
 
 /// Take a backup.
-pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -> Result<Created, BackupError> {
+pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -> Result<Created, Failure> {
     let started_at = OffsetDateTime::now_utc();
     let started = Instant::now();
-    crate::pg::config(&opts.url).map_err(|e| BackupError::Invalid(e.0))?;
-    let client = crate::pg::connect(&opts.url).await.map_err(|e| BackupError::Environment(e.0))?;
-    let env_err = |e: tokio_postgres::Error| BackupError::Environment(crate::pg::describe(&e));
+    crate::pg::config(&opts.url).map_err(|e| e.in_class(Class::Invalid))?;
+    let client = crate::pg::connect(&opts.url).await?;
+    let env_err = |e: tokio_postgres::Error| Failure::environment(crate::pg::describe(&e));
     let row = client
         .query_one(
             "select current_setting('server_version'), current_setting('server_version_num')::int, current_database()",
@@ -505,7 +450,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     // Without tools of the server's major here, that major's image runs them.
     let container = crate::pg::container_of(&opts.url);
     let local = match &container {
-        Some(_) => Err(BackupError::Environment(String::new())),
+        Some(_) => Err(Failure::environment(String::new())),
         None => find_tool("pg_dump", opts.pg_dump.as_deref(), server_major),
     };
     let (pg_dump, pg_dump_version, dump_image) = match (&container, local) {
@@ -516,18 +461,18 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
                 t.tool_version("pg_dump").map(|v| format!("{v} (in {})", t.label()))
             })
             .await
-            .map_err(|e| BackupError::Environment(e.to_string()))?
-            .map_err(BackupError::Environment)?;
+            .map_err(|e| Failure::environment(e.to_string()))?
+            .map_err(Failure::environment)?;
             (PathBuf::from("pg_dump"), v, None)
         }
         (None, Ok((p, v, _))) => (p, v, None),
-        (None, Err(BackupError::Environment(local))) if opts.pg_dump.is_none() => {
+        (None, Err(local)) if local.class == Class::Environment && opts.pg_dump.is_none() => {
             match crate::pg::image_tools::find("pg_dump", server_major) {
                 Ok((image, version)) => {
                     (PathBuf::from("pg_dump"), format!("{version} (from the image {image})"), Some(image))
                 }
                 Err(why) => {
-                    return Err(BackupError::Environment(format!(
+                    return Err(Failure::environment(format!(
                         "{local}; the tools of PostgreSQL {server_major} cannot come from Docker either: {why}"
                     )))
                 }
@@ -536,17 +481,17 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         (None, Err(e)) => return Err(e),
     };
     if container.is_some() && opts.format == Format::Directory {
-        return Err(BackupError::Invalid(
-            "format directory needs pg_dump's workers writing files on this machine, and a container target dumps inside its container: use format custom".into(),
+        return Err(Failure::invalid(
+            "format directory needs pg_dump's workers writing files on this machine, and a container target dumps inside its container: use format custom"
         ));
     }
     if dump_image.is_some() && opts.format == Format::Directory {
-        return Err(BackupError::Invalid(format!(
+        return Err(Failure::invalid(format!(
             "format directory needs a local pg_dump {server_major} (its parallel workers write files here); use format custom, or install the PostgreSQL {server_major} client tools"
         )));
     }
     let key = match &opts.key {
-        Some(k) => Some(k.derive_new().map_err(BackupError::Invalid)?),
+        Some(k) => Some(k.derive_new().map_err(Failure::invalid)?),
         None => None,
     };
 
@@ -590,14 +535,14 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         let rel = loop {
             let name = if n == 0 { format!("{name_stamp}.{ext}") } else { format!("{name_stamp}-{n}.{ext}") };
             let rel = format!("{folder}/{name}");
-            let taken = r.exists(&rel).await.map_err(BackupError::Environment)?
-                || r.exists(&format!("{rel}.manifest.json")).await.map_err(BackupError::Environment)?;
+            let taken = r.exists(&rel).await.map_err(Failure::environment)?
+                || r.exists(&format!("{rel}.manifest.json")).await.map_err(Failure::environment)?;
             if !taken {
                 break rel;
             }
             n += 1;
         };
-        let (writer, uploading) = r.upload(&rel).await.map_err(BackupError::Environment)?;
+        let (writer, uploading) = r.upload(&rel).await.map_err(Failure::environment)?;
         upload = Some((rel, writer, uploading));
     }
     let (remote_rel, writer, mut uploading) = match upload {
@@ -621,11 +566,11 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     // Kept until pg_dump ends: docker reads it when the container starts.
     let mut _env_file = None;
     if let Some(image) = &dump_image {
-        let (c, f) = crate::pg::image_tools::in_image(&cmd, image, &[]).map_err(BackupError::Environment)?;
+        let (c, f) = crate::pg::image_tools::in_image(&cmd, image, &[]).map_err(Failure::environment)?;
         cmd = c;
         _env_file = Some(f);
     }
-    if let Some(c) = crate::pg::in_container(&cmd, &opts.url, &database).map_err(BackupError::Environment)? {
+    if let Some(c) = crate::pg::in_container(&cmd, &opts.url, &database).map_err(Failure::environment)? {
         cmd = c;
     }
     cmd.stdin(Stdio::null()).stderr(Stdio::piped()).process_group(0);
@@ -633,7 +578,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         cmd.stdout(Stdio::piped());
     }
     let mut child = crate::child::spawn(&mut cmd)
-        .map_err(|e| BackupError::Environment(format!("cannot run {}: {e}", pg_dump.display())))?;
+        .map_err(|e| Failure::environment(format!("cannot run {}: {e}", pg_dump.display())))?;
     let done = Arc::new(AtomicBool::new(false));
     let cancelled = Arc::new(AtomicBool::new(false));
     let guard = ChildGuard { pid: child.id(), done: done.clone(), cancelled: cancelled.clone() };
@@ -645,14 +590,14 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let wopts = WriteOptions { codec: opts.codec, level: opts.level, threads: opts.threads, key };
     let cancel_flag = cancelled.clone();
     let pipeline =
-        tokio::task::spawn_blocking(move || -> Result<(Option<storage::Pending>, Sizes, String), BackupError> {
+        tokio::task::spawn_blocking(move || -> Result<(Option<storage::Pending>, Sizes, String), Failure> {
             let (pending, sink) = match writer {
                 Some(w) => (None, Sink::Upload(w)),
                 None => {
                     let mut pending = store.begin(&dir_name, &name_stamp, ext).map_err(|e| {
-                        BackupError::Environment(format!("cannot write to {}: {e}", store.root().display()))
+                        Failure::environment(format!("cannot write to {}: {e}", store.root().display()))
                     })?;
-                    let file = pending.file().try_clone().map_err(|e| BackupError::Environment(e.to_string()))?;
+                    let file = pending.file().try_clone().map_err(|e| Failure::environment(e.to_string()))?;
                     (Some(pending), Sink::File(file))
                 }
             };
@@ -663,38 +608,37 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
                     None => archive::write(stdout, out, &wopts),
                 },
                 (None, Some(dir)) => {
-                    let status =
-                        child.wait().map_err(|e| BackupError::Environment(format!("waiting for pg_dump: {e}")))?;
+                    let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
                     if !status.success() || cancel_flag.load(Ordering::SeqCst) {
                         let errors = stderr_thread.join().unwrap_or_default();
                         return Err(pg_dump_failed(status, &errors));
                     }
                     tar_stream(&dir, out, &wopts)
                 }
-                (None, None) => return Err(BackupError::Environment("pg_dump has no stdout".into())),
+                (None, None) => return Err(Failure::environment("pg_dump has no stdout")),
             };
             let status = child.wait();
             let errors = stderr_thread.join().unwrap_or_default();
-            let status = status.map_err(|e| BackupError::Environment(format!("waiting for pg_dump: {e}")))?;
+            let status = status.map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
             // A failed write (disk full) kills pg_dump with SIGPIPE: report the cause, not that.
-            let (hw, sizes) = written.map_err(|e| BackupError::Environment(format!("writing the backup: {e}")))?;
+            let (hw, sizes) = written.map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
             if !status.success() || cancel_flag.load(Ordering::SeqCst) {
                 return Err(pg_dump_failed(status, &errors));
             }
             let (bw, sha, _) = hw.finish();
             let sink =
-                bw.into_inner().map_err(|e| BackupError::Environment(format!("writing the backup: {}", e.error())))?;
-            sink.close().map_err(|e| BackupError::Environment(format!("writing the backup: {e}")))?;
+                bw.into_inner().map_err(|e| Failure::environment(format!("writing the backup: {}", e.error())))?;
+            sink.close().map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
             Ok((pending, sizes, sha))
         });
 
     let fp = fingerprint::compute_with(&client, opts.fingerprint, Some(sequences)).await;
-    let piped = pipeline.await.map_err(|e| BackupError::Environment(format!("backup pipeline: {e}")))?;
+    let piped = pipeline.await.map_err(|e| Failure::environment(format!("backup pipeline: {e}")))?;
     drop(stage);
     done.store(true, Ordering::SeqCst);
     drop(guard);
     let _ = client.batch_execute("commit").await;
-    let fingerprint = fp.map_err(|e| BackupError::Environment(format!("fingerprint: {}", crate::pg::describe(&e))));
+    let fingerprint = fp.map_err(|e| Failure::environment(format!("fingerprint: {}", crate::pg::describe(&e))));
     let (pending, sizes, sha256, fingerprint) = match (piped, fingerprint) {
         (Ok((p, s, h)), Ok(f)) => (p, s, h, f),
         (Err(e), _) | (_, Err(e)) => {
@@ -703,7 +647,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
             let mut e = e;
             if let Some(u) = uploading.as_mut() {
                 if let Some(why) = u.failure().await {
-                    e = BackupError::Environment(why);
+                    e = Failure::environment(why);
                 }
                 u.abort().await;
             }
@@ -734,14 +678,14 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     };
     let (path, header) = match (&remote, uploading, &remote_rel, pending) {
         (Some(r), Some(up), Some(rel), _) => {
-            let sent = up.finish().await.map_err(BackupError::Environment)?;
+            let sent = up.finish().await.map_err(Failure::environment)?;
             // What the store holds is what was written: size and sha256, read back.
             let t = Instant::now();
-            let (back, size) = r.digest(rel).await.map_err(BackupError::Environment)?;
+            let (back, size) = r.digest(rel).await.map_err(Failure::environment)?;
 
             if size != sizes.stored || sent != sizes.stored || back != sha256 {
                 let _ = r.delete(rel).await;
-                return Err(BackupError::Environment(format!(
+                return Err(Failure::environment(format!(
                     "{} holds {size} bytes with sha256 {back}, but {} bytes with sha256 {sha256} were written: the object was removed",
                     r.url_of(rel),
                     sizes.stored
@@ -758,32 +702,32 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         }
         (_, _, _, Some(pending)) => {
             let path = tokio::task::block_in_place(|| pending.commit())
-                .map_err(|e| BackupError::Environment(format!("publishing the backup: {e}")))?;
+                .map_err(|e| Failure::environment(format!("publishing the backup: {e}")))?;
             let header = read_header_of(&path);
             (path, header)
         }
-        _ => return Err(BackupError::Environment("the backup has nowhere to go".into())),
+        _ => return Err(Failure::environment("the backup has nowhere to go")),
     };
     let mut manifest = manifest;
     manifest.kdf = header.as_ref().and_then(|h| h.kdf.clone());
     if let (Some(k), Some(prefix)) = (&mac_key, header.as_ref().and_then(|h| h.nonce_prefix.clone())) {
-        let value = serde_json::to_value(&manifest).map_err(|e| BackupError::Environment(e.to_string()))?;
+        let value = serde_json::to_value(&manifest).map_err(|e| Failure::environment(e.to_string()))?;
         manifest.authentication = Some(ManifestAuth {
             alg: archive::MANIFEST_MAC.into(),
             mac: k.manifest_mac(&prefix, &manifest_bytes(value)),
         });
     }
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Environment(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Failure::environment(e.to_string()))?;
     if let (Some(r), Some(rel)) = (&remote, &remote_rel) {
         // Created, never replacing an object; without it the backup is removed.
         if let Err(e) = r.create(&format!("{rel}.manifest.json"), json.clone()).await {
             let _ = r.delete(rel).await;
-            return Err(BackupError::Environment(format!("writing the manifest: {e}")));
+            return Err(Failure::environment(format!("writing the manifest: {e}")));
         }
     } else if let Err(e) = storage::write_small(&storage::manifest_path(&path), &json) {
         // A backup without its manifest cannot be verified: do not leave it looking complete.
         let _ = std::fs::remove_file(&path);
-        return Err(BackupError::Environment(format!("writing the manifest: {e}")));
+        return Err(Failure::environment(format!("writing the manifest: {e}")));
     }
     // Where it went and what it cost, in the units people read.
     let ratio = if manifest.sizes.stored > 0 { manifest.sizes.raw as f64 / manifest.sizes.stored as f64 } else { 0.0 };
@@ -799,8 +743,8 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     Ok(Created { path, manifest })
 }
 
-fn pg_dump_failed(status: std::process::ExitStatus, errors: &str) -> BackupError {
-    BackupError::Failed(format!("pg_dump failed ({status}): {}", stderr_tail(errors, 5)))
+fn pg_dump_failed(status: std::process::ExitStatus, errors: &str) -> Failure {
+    Failure::failed(format!("pg_dump failed ({status}): {}", stderr_tail(errors, 5)))
 }
 
 /// The last `n` non-blank lines of a tool's stderr, on one line, for a step's message.
@@ -859,7 +803,7 @@ pub struct Checked {
 /// Check any backup: a pgdrill archive fully (`check`), another tool's dump as far as it
 /// can be without a manifest: every byte read through its compression and encryption, and
 /// its table of contents readable. `secret` is the pgdrill key or the openssl passphrase.
-pub fn check_any(path: &Path, secret: Option<&str>) -> Result<Checked, BackupError> {
+pub fn check_any(path: &Path, secret: Option<&str>) -> Result<Checked, Failure> {
     check_and_stage(path, secret, None, None).map(|(c, _)| c)
 }
 
@@ -873,17 +817,17 @@ pub(crate) fn check_and_stage(
     secret: Option<&str>,
     stage: Option<&Path>,
     meter: Option<&crate::progress::Meter>,
-) -> Result<(Checked, Option<StagedDump>), BackupError> {
+) -> Result<(Checked, Option<StagedDump>), Failure> {
     let secret = secret.filter(|s| !s.is_empty());
     let key = secret.map(KeySource::from_secret);
     if source::origin(path) == source::Origin::Pgdrill {
         return check_inner(path, key.as_ref(), stage, meter);
     }
-    let failed = |m: String| BackupError::Failed(format!("{}: {m}", path.display()));
+    let failed = |m: String| Failure::failed(format!("{}: {m}", path.display()));
     if let source::Located::Directory(dir) = source::locate(path)? {
         let (pg_restore, _, _) = find_tool("pg_restore", None, 0)?;
         let out = crate::child::output(crate::child::command(&pg_restore).arg("--list").arg(&dir))
-            .map_err(|e| BackupError::Environment(format!("cannot run pg_restore: {e}")))?;
+            .map_err(|e| Failure::environment(format!("cannot run pg_restore: {e}")))?;
         if !out.status.success() {
             return Err(failed(format!(
                 "pg_restore --list cannot read the directory dump: {}",
@@ -904,13 +848,13 @@ pub(crate) fn check_foreign_stream(
     opener: &crate::storage::remote::StoreOpener,
     secret: Option<&str>,
     stage: Option<&Path>,
-) -> Result<(Checked, Option<StagedDump>), BackupError> {
+) -> Result<(Checked, Option<StagedDump>), Failure> {
     let secret = secret.filter(|s| !s.is_empty());
     let key = secret.map(KeySource::from_secret);
-    let open = || opener.open().map_err(BackupError::Environment);
+    let open = || opener.open().map_err(Failure::environment);
     let r = source::open_from(shown, &open, key.as_ref(), secret).and_then(|o| check_opened(shown, o, stage, false));
     match (r, opener.store_failed()) {
-        (Err(_), Some(m)) => Err(BackupError::Environment(format!("reading {}: {m}", shown.display()))),
+        (Err(_), Some(m)) => Err(Failure::environment(format!("reading {}: {m}", shown.display()))),
         (r, _) => r,
     }
 }
@@ -922,18 +866,18 @@ fn check_opened(
     mut opened: source::Opened,
     stage: Option<&Path>,
     local: bool,
-) -> Result<(Checked, Option<StagedDump>), BackupError> {
-    let failed = |m: String| BackupError::Failed(format!("{}: {m}", path.display()));
+) -> Result<(Checked, Option<StagedDump>), Failure> {
+    let failed = |m: String| Failure::failed(format!("{}: {m}", path.display()));
     let layers = opened.layers.clone();
     let mut staged = None;
     let tables = match opened.content {
         source::Content::Custom => {
             let stage = stage.filter(|_| !layers.is_empty() || !local);
-            let (tables, s) = toc_tables_staged(&mut opened.reader, 0, stage).map_err(|e| e.at(path))?;
+            let (tables, s) = toc_tables_staged(&mut opened.reader, 0, stage).map_err(|e| e.context(path.display()))?;
             staged = s;
             tables
         }
-        source::Content::Plain => count_create_table(opened.reader).map_err(|e| e.at(path))?,
+        source::Content::Plain => count_create_table(opened.reader).map_err(|e| e.context(path.display()))?,
         source::Content::Tar => {
             return Err(failed("a tar stream without a pgdrill manifest is not a backup pgdrill can check".into()))
         }
@@ -969,20 +913,19 @@ fn toc_tables_staged(
     plain: &mut (dyn Read + Send + '_),
     server_major: u32,
     stage: Option<&Path>,
-) -> Result<(usize, Option<StagedDump>), BackupError> {
+) -> Result<(usize, Option<StagedDump>), Failure> {
     let Some(dir) = stage else {
         return toc_tables(plain, server_major).map(|t| (t, None));
     };
     let staged = Staged::new(dir, ".dump")?;
-    let file = staged
-        .create_file()
-        .map_err(|e| BackupError::Environment(format!("cannot stage in {}: {e}", dir.display())))?;
+    let file =
+        staged.create_file().map_err(|e| Failure::environment(format!("cannot stage in {}: {e}", dir.display())))?;
     let copy = offsets::OffsetRecorder::new(BufWriter::with_capacity(1 << 20, file));
     let mut tee = Tee { inner: plain, copy, failed: None };
     let listed = toc_tables(&mut tee, server_major);
     let flushed = tee.copy.flush();
     let staging =
-        |e: &std::io::Error| BackupError::Environment(format!("staging the checked dump in {}: {e}", dir.display()));
+        |e: &std::io::Error| Failure::environment(format!("staging the checked dump in {}: {e}", dir.display()));
     if let Some(e) = &tee.failed {
         return Err(staging(e));
     }
@@ -996,38 +939,38 @@ fn toc_tables_staged(
 
 /// A directory dump's tar stream: every entry is read (so every chunk authenticates and
 /// decompresses); toc.dat is staged beside the backup for `pg_restore --list`.
-fn tar_toc_tables(plain: Box<dyn Read + Send + '_>, backup: &Path, server_major: u32) -> Result<usize, BackupError> {
+fn tar_toc_tables(plain: Box<dyn Read + Send + '_>, backup: &Path, server_major: u32) -> Result<usize, Failure> {
     let dir = Staged::new(backup.parent().unwrap_or(Path::new(".")), ".toc")?;
     std::fs::create_dir(&dir.0)
-        .map_err(|e| BackupError::Environment(format!("cannot stage the table of contents: {e}")))?;
+        .map_err(|e| Failure::environment(format!("cannot stage the table of contents: {e}")))?;
     let mut archive = tar::Archive::new(plain);
     let mut found = false;
-    for entry in archive.entries().map_err(|e| io_error("reading the backup", &e))? {
-        let mut entry = entry.map_err(|e| io_error("reading the backup", &e))?;
-        let name = entry.path().map_err(|e| e.to_string())?.into_owned();
+    for entry in archive.entries().map_err(|e| io_error("reading the backup", e))? {
+        let mut entry = entry.map_err(|e| io_error("reading the backup", e))?;
+        let name = entry.path().map_err(|e| Failure::failed(e.to_string()))?.into_owned();
         if name.file_name().is_some_and(|n| n == "toc.dat") {
             let toc = dir.0.join("toc.dat");
             let mut f = {
                 use std::os::unix::fs::OpenOptionsExt;
                 std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&toc)
             }
-            .map_err(|e| BackupError::Environment(format!("cannot stage the table of contents: {e}")))?;
-            std::io::copy(&mut entry, &mut f).map_err(|e| io_error("staging the table of contents", &e))?;
+            .map_err(|e| Failure::environment(format!("cannot stage the table of contents: {e}")))?;
+            std::io::copy(&mut entry, &mut f).map_err(|e| io_error("staging the table of contents", e))?;
             found = true;
         } else {
-            std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| io_error("reading the backup", &e))?;
+            std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| io_error("reading the backup", e))?;
         }
     }
     if !found {
-        return Err(BackupError::Failed("the directory dump has no toc.dat".into()));
+        return Err(Failure::failed("the directory dump has no toc.dat"));
     }
     let parent = dir.0.parent().map(Path::to_path_buf).unwrap_or_default();
-    let (mut cmd, _env) = crate::pg::image_tools::tool_command("pg_restore", server_major, &[&parent])
-        .map_err(BackupError::Environment)?;
+    let (mut cmd, _env) =
+        crate::pg::image_tools::tool_command("pg_restore", server_major, &[&parent]).map_err(Failure::environment)?;
     let out = crate::child::output(cmd.arg("--list").arg(&dir.0))
-        .map_err(|e| BackupError::Environment(format!("cannot run pg_restore: {e}")))?;
+        .map_err(|e| Failure::environment(format!("cannot run pg_restore: {e}")))?;
     if !out.status.success() {
-        return Err(BackupError::Failed(format!(
+        return Err(Failure::failed(format!(
             "pg_restore --list cannot read the dump ({})",
             String::from_utf8_lossy(&out.stderr).trim()
         )));
@@ -1039,7 +982,7 @@ fn tar_toc_tables(plain: Box<dyn Read + Send + '_>, backup: &Path, server_major:
 /// before each table's definition, counted outside COPY data. Not `CREATE TABLE` lines: that
 /// misses `CREATE UNLOGGED TABLE` and counts data rows and function bodies that begin with
 /// those words (a migrations table holding DDL).
-fn count_create_table(plain: Box<dyn Read + Send + '_>) -> Result<usize, BackupError> {
+fn count_create_table(plain: Box<dyn Read + Send + '_>) -> Result<usize, Failure> {
     // Bytes, not text: a dump of a LATIN1 database is not UTF-8.
     let mut r = BufReader::with_capacity(1 << 20, plain);
     let mut line = Vec::with_capacity(4096);
@@ -1047,7 +990,7 @@ fn count_create_table(plain: Box<dyn Read + Send + '_>) -> Result<usize, BackupE
     let mut in_copy = false;
     loop {
         line.clear();
-        if r.read_until(b'\n', &mut line).map_err(|e| io_error("reading the backup", &e))? == 0 {
+        if r.read_until(b'\n', &mut line).map_err(|e| io_error("reading the backup", e))? == 0 {
             return Ok(n);
         }
         let l = line.strip_suffix(b"\n").unwrap_or(&line);
@@ -1081,7 +1024,7 @@ fn count_toc_tables(list: &str) -> usize {
 
 /// Verify a stored backup without restoring it: manifest, sha256, every chunk, the
 /// decompressed stream, and the dump's table of contents against the manifest.
-pub fn check(path: &Path, key: Option<&KeySource>) -> Result<Checked, BackupError> {
+pub fn check(path: &Path, key: Option<&KeySource>) -> Result<Checked, Failure> {
     check_inner(path, key, None, None).map(|(c, _)| c)
 }
 
@@ -1090,7 +1033,7 @@ fn check_inner(
     key: Option<&KeySource>,
     stage: Option<&Path>,
     meter: Option<&crate::progress::Meter>,
-) -> Result<(Checked, Option<StagedDump>), BackupError> {
+) -> Result<(Checked, Option<StagedDump>), Failure> {
     // Two passes over the stored bytes: the checksum, then the chunks (and staging).
     let meter = meter.cloned().unwrap_or_default();
     meter.set_total(std::fs::metadata(path).ok().map(|m| 2 * m.len()));
@@ -1098,7 +1041,7 @@ fn check_inner(
     let manifest = Manifest::read(path)?;
     // 0. The manifest is the one written with this archive, before anything in it is used.
     let trust = authenticate_manifest(path, key)?;
-    let failed = |m: String| BackupError::Failed(format!("{}: {m}", path.display()));
+    let failed = |m: String| Failure::failed(format!("{}: {m}", path.display()));
     // 1. The stored bytes are the ones written.
     let f = std::fs::File::open(path).map_err(|e| failed(format!("cannot open: {e}")))?;
     let mut hr = archive::HashReader::new(BufReader::with_capacity(1 << 20, counted(f)));
@@ -1112,8 +1055,8 @@ fn check_inner(
     }
     // 2. Every chunk authenticates and the stream decompresses; 3. the TOC is readable.
     let f = std::fs::File::open(path).map_err(|e| failed(format!("cannot open: {e}")))?;
-    let (_, plain) =
-        archive::open(BufReader::with_capacity(1 << 20, counted(f)), key).map_err(|e| failed(e.to_string()))?;
+    let (_, plain) = archive::open(BufReader::with_capacity(1 << 20, counted(f)), key)
+        .map_err(|e| Failure::from(e).context(path.display()))?;
     let (tables, staged) = list_archive(plain, &manifest, path, stage)?;
     tables_match(&manifest, tables, &path.display().to_string())?;
     Ok((Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust) }, staged))
@@ -1127,20 +1070,24 @@ fn list_archive(
     manifest: &Manifest,
     path: &Path,
     stage: Option<&Path>,
-) -> Result<(usize, Option<StagedDump>), BackupError> {
+) -> Result<(usize, Option<StagedDump>), Failure> {
     let (tables, staged) = match manifest.format {
-        Format::Custom => toc_tables_staged(&mut plain, manifest.server_major, stage).map_err(|e| e.at(path))?,
-        Format::Plain => (count_create_table(plain).map_err(|e| e.at(path))?, None),
-        Format::Directory => (tar_toc_tables(plain, path, manifest.server_major).map_err(|e| e.at(path))?, None),
+        Format::Custom => {
+            toc_tables_staged(&mut plain, manifest.server_major, stage).map_err(|e| e.context(path.display()))?
+        }
+        Format::Plain => (count_create_table(plain).map_err(|e| e.context(path.display()))?, None),
+        Format::Directory => {
+            (tar_toc_tables(plain, path, manifest.server_major).map_err(|e| e.context(path.display()))?, None)
+        }
     };
     Ok((tables, staged))
 }
 
 /// The tables a check counted against the manifest's count.
-fn tables_match(manifest: &Manifest, tables: usize, shown: &str) -> Result<(), BackupError> {
+fn tables_match(manifest: &Manifest, tables: usize, shown: &str) -> Result<(), Failure> {
     match manifest.table_count() {
         Some(expected) if expected != tables => {
-            Err(BackupError::Failed(format!("{shown}: the dump lists {tables} tables, the manifest {expected}")))
+            Err(Failure::failed(format!("{shown}: the dump lists {tables} tables, the manifest {expected}")))
         }
         _ => Ok(()),
     }
@@ -1158,7 +1105,7 @@ pub(crate) fn check_stream(
     secret: Option<&str>,
     stage: Option<&Path>,
     meter: Option<&crate::progress::Meter>,
-) -> Result<(Checked, Option<StagedDump>), BackupError> {
+) -> Result<(Checked, Option<StagedDump>), Failure> {
     // Layers may turn a read error into "corrupted" (a header cut short): what the store
     // said is kept aside, and decides.
     let store_failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
@@ -1166,7 +1113,7 @@ pub(crate) fn check_stream(
     let r = check_stream_inner(path, Box::new(watched), secret, stage, meter);
     match (r, store_failed.lock().ok().and_then(|f| f.clone())) {
         (Err(_), Some(m)) => {
-            Err(BackupError::Environment(format!("reading {}: {m}", crate::storage::remote::display(path))))
+            Err(Failure::environment(format!("reading {}: {m}", crate::storage::remote::display(path))))
         }
         (r, _) => r,
     }
@@ -1178,7 +1125,7 @@ fn check_stream_inner(
     secret: Option<&str>,
     stage: Option<&Path>,
     meter: Option<&crate::progress::Meter>,
-) -> Result<(Checked, Option<StagedDump>), BackupError> {
+) -> Result<(Checked, Option<StagedDump>), Failure> {
     let key = secret.filter(|s| !s.is_empty()).map(KeySource::from_secret);
     let key = key.as_ref();
     let meter = meter.cloned().unwrap_or_default();
@@ -1186,15 +1133,15 @@ fn check_stream_inner(
     let trust = authenticate_manifest(path, key)?;
     meter.set_total(Some(manifest.sizes.stored));
     let shown = crate::storage::remote::display(path);
-    let failed = |m: String| BackupError::Failed(format!("{shown}: {m}"));
+    let failed = |m: String| Failure::failed(format!("{shown}: {m}"));
     let mut hr =
         archive::HashReader::new(BufReader::with_capacity(1 << 20, crate::progress::Counted::new(stream, meter)));
     let (tables, staged) = {
-        let (_, plain) = archive::open(&mut hr, key).map_err(|e| failed(e.to_string()))?;
+        let (_, plain) = archive::open(&mut hr, key).map_err(|e| Failure::from(e).context(&shown))?;
         list_archive(plain, &manifest, path, stage)?
     };
     // Whatever the archive's reader left (its end) is hashed too.
-    std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| io_error(&format!("reading {shown}"), &e))?;
+    std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| io_error(&format!("reading {shown}"), e))?;
     let (sha, _) = hr.finish();
     if sha != manifest.sha256 {
         return Err(failed(format!(
@@ -1214,12 +1161,12 @@ fn io_message(e: &std::io::Error) -> String {
 }
 
 /// Feed a custom-format dump to `pg_restore --list` and count its TABLE entries.
-fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, BackupError> {
+fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, Failure> {
     let (mut cmd, _env) =
-        crate::pg::image_tools::tool_command("pg_restore", server_major, &[]).map_err(BackupError::Environment)?;
+        crate::pg::image_tools::tool_command("pg_restore", server_major, &[]).map_err(Failure::environment)?;
     let mut child =
         crate::child::spawn(cmd.arg("--list").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()))
-            .map_err(|e| BackupError::Environment(format!("cannot run pg_restore: {e}")))?;
+            .map_err(|e| Failure::environment(format!("cannot run pg_restore: {e}")))?;
     let stdout = child.stdout.take();
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -1238,20 +1185,20 @@ fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, BackupEr
     };
     // pg_restore --list may stop reading once it has the TOC; a broken pipe then is fine,
     // but an archive error is not.
-    if let Err(e) = &copied {
+    if let Err(e) = copied {
         // The read side failed (the backup, or the disk a copy is staged on), not the pipe.
-        if archive::archive_error(e).is_some() || is_environment(e) {
+        if archive::archive_error(&e).is_some() || is_environment(&e) {
             let _ = child.kill();
             let _ = child.wait();
             return Err(io_error("reading the backup", e));
         }
     }
     // Whatever pg_restore did not read must still authenticate and decompress.
-    std::io::copy(plain, &mut std::io::sink()).map_err(|e| io_error("reading the backup", &e))?;
-    let status = child.wait().map_err(|e| BackupError::Environment(format!("waiting for pg_restore: {e}")))?;
+    std::io::copy(plain, &mut std::io::sink()).map_err(|e| io_error("reading the backup", e))?;
+    let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_restore: {e}")))?;
     let list = reader.join().unwrap_or_default();
     if !status.success() {
-        return Err(BackupError::Failed(format!("pg_restore --list cannot read the dump ({status})")));
+        return Err(Failure::failed(format!("pg_restore --list cannot read the dump ({status})")));
     }
     Ok(count_toc_tables(&list))
 }
@@ -1263,22 +1210,20 @@ pub fn decrypt_to(
     key: Option<&KeySource>,
     secret: Option<&str>,
     out: &mut dyn Write,
-) -> Result<u64, BackupError> {
+) -> Result<u64, Failure> {
     if source::origin(path) == source::Origin::Foreign {
         if path.is_dir() {
-            return Err(BackupError::Invalid(format!(
+            return Err(Failure::invalid(format!(
                 "{} is a directory dump: pg_restore reads it as it is",
                 path.display()
             )));
         }
         let mut opened = source::open(path, key, secret)?;
-        return std::io::copy(&mut opened.reader, out).map_err(|e| BackupError::Failed(io_message(&e)));
+        return std::io::copy(&mut opened.reader, out).map_err(|e| Failure::failed(io_message(&e)));
     }
-    let f =
-        std::fs::File::open(path).map_err(|e| BackupError::Invalid(format!("cannot open {}: {e}", path.display())))?;
-    let (_, mut plain) =
-        archive::open(BufReader::with_capacity(1 << 20, f), key).map_err(|e| BackupError::Failed(e.to_string()))?;
-    std::io::copy(&mut plain, out).map_err(|e| BackupError::Failed(io_message(&e)))
+    let f = std::fs::File::open(path).map_err(|e| Failure::invalid(format!("cannot open {}: {e}", path.display())))?;
+    let (_, mut plain) = archive::open(BufReader::with_capacity(1 << 20, f), key)?;
+    std::io::copy(&mut plain, out).map_err(|e| Failure::failed(io_message(&e)))
 }
 
 /// This process's peak resident set size (VmHWM), for the log and benchmarks.

@@ -18,8 +18,9 @@ use std::time::Instant;
 
 use super::offsets::OffsetRecorder;
 use super::source::{self, Content, Located};
-use super::{find_tool, stderr_of, stderr_tail, BackupError, Staged};
+use super::{find_tool, stderr_of, stderr_tail, Staged};
 use crate::archive::KeySource;
+use crate::error::{Class, Failure};
 use crate::pg::native::quote_ident;
 
 /// What to restore where.
@@ -266,21 +267,21 @@ fn rewrite_roles(
     w.flush()
 }
 
-fn spawn(mut cmd: Command, what: &str) -> Result<Child, BackupError> {
+fn spawn(mut cmd: Command, what: &str) -> Result<Child, Failure> {
     cmd.stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
-    crate::child::spawn(&mut cmd).map_err(|e| BackupError::Environment(format!("cannot run {what}: {e}")))
+    crate::child::spawn(&mut cmd).map_err(|e| Failure::environment(format!("cannot run {what}: {e}")))
 }
 
-fn tool_failed(tool: &str, status: std::process::ExitStatus, stderr: &str) -> BackupError {
+fn tool_failed(tool: &str, status: std::process::ExitStatus, stderr: &str) -> Failure {
     let mut msg = format!("{tool} failed ({status}): {}", stderr_tail(stderr, 8));
     if stderr.contains("role \"") && stderr.contains("does not exist") {
         msg.push_str("; the dump's roles are missing in the target: create them, set `no_owner: true`, or map them with `role_map`");
     }
-    BackupError::Failed(msg)
+    Failure::failed(msg)
 }
 
 /// Restore a backup into the database `opts.into` names.
-pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync)) -> Result<Restored, BackupError> {
+pub async fn restore(opts: RestoreOptions, log: &(dyn Fn(String) + Send + Sync)) -> Result<Restored, Failure> {
     restore_inner(opts, None, log).await
 }
 
@@ -293,17 +294,16 @@ pub async fn restore_stream(
     opts: RestoreOptions,
     stream: Streamed,
     log: &(dyn Fn(String) + Send + Sync),
-) -> Result<Restored, BackupError> {
+) -> Result<Restored, Failure> {
     let stream = match stream {
         Streamed::Archive(s) => s,
         Streamed::Foreign(opener) => {
             // Another tool's file: no manifest to compare; what the store said decides.
             let shown = crate::storage::remote::display(&opts.backup);
             return match restore_inner(opts, Some(Input::Foreign(opener.clone())), log).await {
-                Err(_) if opener.store_failed().is_some() => Err(BackupError::Environment(format!(
-                    "reading {shown}: {}",
-                    opener.store_failed().unwrap_or_default()
-                ))),
+                Err(_) if opener.store_failed().is_some() => {
+                    Err(Failure::environment(format!("reading {shown}: {}", opener.store_failed().unwrap_or_default())))
+                }
                 r => r,
             };
         }
@@ -317,7 +317,7 @@ pub async fn restore_stream(
     let restored = match r {
         Err(e) => {
             return Err(match store_failed(&state) {
-                Some(m) => BackupError::Environment(format!("reading {shown}: {m}")),
+                Some(m) => Failure::environment(format!("reading {shown}: {m}")),
                 None => e,
             })
         }
@@ -327,19 +327,19 @@ pub async fn restore_stream(
         let state = state.clone();
         tokio::task::spawn_blocking(move || Tap(state).finish())
             .await
-            .map_err(|e| BackupError::Environment(e.to_string()))?
+            .map_err(|e| Failure::environment(e.to_string()))?
     };
     let (sha, bytes) = match drained {
         Ok(done) => done,
         Err(e) => {
             return Err(match store_failed(&state) {
-                Some(m) => BackupError::Environment(format!("reading {shown}: {m}")),
-                None => super::io_error(&format!("reading {shown}"), &e),
+                Some(m) => Failure::environment(format!("reading {shown}: {m}")),
+                None => super::io_error(&format!("reading {shown}"), e),
             })
         }
     };
     if sha != manifest.sha256 || bytes != manifest.sizes.stored {
-        return Err(BackupError::Failed(format!(
+        return Err(Failure::failed(format!(
             "{shown}: sha256 {sha} ({bytes} bytes) does not match the manifest's {} ({} bytes): corrupted backup",
             manifest.sha256, manifest.sizes.stored
         )));
@@ -408,8 +408,8 @@ impl Read for Tap {
                 Ok(n)
             }
             Err(e) => {
-                if let Some(f) = e.get_ref().and_then(|i| i.downcast_ref::<crate::storage::remote::StoreReadError>()) {
-                    s.store_failed = Some(f.0.clone());
+                if let Some(f) = crate::storage::remote::store_failure(&e) {
+                    s.store_failed = Some(f.message.clone());
                 }
                 Err(e)
             }
@@ -421,28 +421,28 @@ async fn restore_inner(
     opts: RestoreOptions,
     stream: Option<Input>,
     log: &(dyn Fn(String) + Send + Sync),
-) -> Result<Restored, BackupError> {
+) -> Result<Restored, Failure> {
     let started = Instant::now();
-    let cfg = crate::pg::config(&opts.into).map_err(|e| BackupError::Invalid(e.0))?;
+    let cfg = crate::pg::config(&opts.into).map_err(|e| e.in_class(Class::Invalid))?;
     let database = cfg.get_dbname().unwrap_or("postgres").to_string();
-    let env_err = |e: tokio_postgres::Error| BackupError::Environment(crate::pg::describe(&e));
+    let env_err = |e: tokio_postgres::Error| Failure::environment(crate::pg::describe(&e));
 
     if opts.create {
-        let admin = crate::pg::connect_to(&opts.into, "postgres").await.map_err(|e| BackupError::Environment(e.0))?;
+        let admin = crate::pg::connect_to(&opts.into, "postgres").await?;
         admin
             .batch_execute(&format!("create database {}", quote_ident(&database)))
             .await
-            .map_err(|e| BackupError::Failed(format!("creating database `{database}`: {}", crate::pg::describe(&e))))?;
+            .map_err(|e| Failure::failed(format!("creating database `{database}`: {}", crate::pg::describe(&e))))?;
         log(format!("created database {database}"));
     }
-    let client = crate::pg::connect(&opts.into).await.map_err(|e| BackupError::Environment(e.0))?;
+    let client = crate::pg::connect(&opts.into).await?;
     let pg_restore_explicit = opts.bin_dir.as_ref().map(|d| d.join("pg_restore"));
     let psql_explicit = opts.bin_dir.as_ref().map(|d| d.join("psql"));
 
     let staged_by_check = opts.staged.as_ref().filter(|p| !p.as_os_str().is_empty());
     if let Some(p) = staged_by_check {
         if !p.is_file() {
-            return Err(BackupError::Invalid(format!(
+            return Err(Failure::invalid(format!(
                 "the staged dump {} is gone: stage it in the same runbook (`backup.check` with `stage: true`)",
                 p.display()
             )));
@@ -474,14 +474,14 @@ async fn restore_inner(
                 match stream {
                     Some(Input::Archive(s)) => source::open_stream(&shown, s, ks.as_ref()),
                     Some(Input::Foreign(opener)) => {
-                        let open = || opener.open().map_err(BackupError::Environment);
+                        let open = || opener.open().map_err(Failure::environment);
                         source::open_from(&shown, &open, ks.as_ref(), pass.as_deref())
                     }
                     None => source::open(&p, ks.as_ref(), pass.as_deref()),
                 }
             })
             .await
-            .map_err(|e| BackupError::Environment(e.to_string()))??;
+            .map_err(|e| Failure::environment(e.to_string()))??;
             (o.content, o.layers.clone(), Some(o))
         }
     };
@@ -491,7 +491,7 @@ async fn restore_inner(
     let container = crate::pg::container_of(&opts.into);
     if let Some(t) = &container {
         if is_dir || content == Content::Tar {
-            return Err(BackupError::Invalid(format!(
+            return Err(Failure::invalid(format!(
                 "a directory-format backup is read by pg_restore from files on this machine, and {} restores inside its container: restore it through the container's published port (a postgres:// URL), or back up with format custom",
                 t.label()
             )));
@@ -548,14 +548,14 @@ async fn restore_inner(
         Ok((p, _, _)) => (p, None),
         // A SQL script goes to psql alone: no pg_restore is needed.
         Err(_) if content == Content::Plain => (PathBuf::from("pg_restore"), None),
-        Err(BackupError::Environment(local)) if pg_restore_explicit.is_none() && !use_psql => {
+        Err(local) if local.class == Class::Environment && pg_restore_explicit.is_none() && !use_psql => {
             match crate::pg::image_tools::find("pg_restore", tools_major) {
                 Ok((image, version)) => {
                     log(format!("{version} from the image {image}: the local pg_restore cannot read a PostgreSQL {tools_major} archive"));
                     (PathBuf::from("pg_restore"), Some(image))
                 }
                 Err(why) => {
-                    return Err(BackupError::Environment(format!(
+                    return Err(Failure::environment(format!(
                         "{local}; the tools of PostgreSQL {tools_major} cannot come from Docker either: {why}"
                     )))
                 }
@@ -584,9 +584,7 @@ async fn restore_inner(
         && (staged_by_check.is_some() || as_is.is_some() || is_dir)
     {
         if opts.create || opts.clean {
-            return Err(BackupError::Invalid(
-                "`create` and `clean` restore every section: leave `sections` out".into(),
-            ));
+            return Err(Failure::invalid("`create` and `clean` restore every section: leave `sections` out"));
         }
         restore_args.extend(opts.sections.args());
         log(format!("sections: {}", opts.sections.names().join(", ")));
@@ -595,7 +593,7 @@ async fn restore_inner(
         log("restored whole: only a dump pg_restore reads by its path (staged by backup.check, or a custom-format file) can be restored in sections".into());
         Sections::default()
     } else {
-        return Err(BackupError::Invalid(format!(
+        return Err(Failure::invalid(format!(
             "sections {} alone need a dump pg_restore reads by its path (stage it with `backup.check`'s `stage: true`, or restore a custom-format file): this one is {}",
             opts.sections.names().join(", "),
             if content == Content::Plain { "a SQL script" } else { "read as a stream" }
@@ -622,11 +620,11 @@ async fn restore_inner(
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(p)
         };
-        let mut r = reader.take().ok_or_else(|| BackupError::Environment("nothing to stage".into()))?;
+        let mut r = reader.take().ok_or_else(|| Failure::environment("nothing to stage"))?;
         let c = cancelled.clone();
         let tar = content == Content::Tar;
-        let (bytes, offsets) = tokio::task::spawn_blocking(move || -> Result<(u64, Option<_>), BackupError> {
-            let fail = |e: std::io::Error| super::io_error("staging the dump", &e);
+        let (bytes, offsets) = tokio::task::spawn_blocking(move || -> Result<(u64, Option<_>), Failure> {
+            let fail = |e: std::io::Error| super::io_error("staging the dump", e);
             if tar {
                 std::fs::create_dir(&path).map_err(fail)?;
                 let mut counted = CountingReader { inner: &mut *r, n: 0, cancelled: &c };
@@ -642,7 +640,7 @@ async fn restore_inner(
             }
         })
         .await
-        .map_err(|e| BackupError::Environment(e.to_string()))??;
+        .map_err(|e| Failure::environment(e.to_string()))??;
         staged_bytes = bytes;
         log(format!("staged {bytes} bytes in {} for a parallel restore", st.0.display()));
         match offsets {
@@ -663,14 +661,14 @@ async fn restore_inner(
         };
         let (psql, psql_image) = match local_psql {
             Ok((p, _, _)) => (p, None),
-            Err(BackupError::Environment(local)) if psql_explicit.is_none() && content == Content::Plain => {
+            Err(local) if local.class == Class::Environment && psql_explicit.is_none() && content == Content::Plain => {
                 match crate::pg::image_tools::find("psql", tools_major) {
                     Ok((image, version)) => {
                         log(format!("{version} from the image {image}: the local psql is older than the dump"));
                         (PathBuf::from("psql"), Some(image))
                     }
                     Err(why) => {
-                        return Err(BackupError::Environment(format!(
+                        return Err(Failure::environment(format!(
                             "{local}; the tools of PostgreSQL {tools_major} cannot come from Docker either: {why}"
                         )))
                     }
@@ -682,7 +680,7 @@ async fn restore_inner(
         // Custom or directory dumps with a role map: pg_restore writes SQL, we rewrite it.
         let mut producer: Option<(Child, std::thread::JoinHandle<String>)> = None;
         let sql: Box<dyn Read + Send> = if content == Content::Plain {
-            reader.take().ok_or_else(|| BackupError::Environment("no input".into()))?
+            reader.take().ok_or_else(|| Failure::environment("no input"))?
         } else {
             let mut cmd = crate::child::command(&pg_restore);
             cmd.args(&restore_args).args(["-f", "-"]);
@@ -693,17 +691,17 @@ async fn restore_inner(
             cmd.stdin(if feed { Stdio::piped() } else { Stdio::null() });
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
             let mut child = crate::child::spawn(&mut cmd)
-                .map_err(|e| BackupError::Environment(format!("cannot run pg_restore: {e}")))?;
+                .map_err(|e| Failure::environment(format!("cannot run pg_restore: {e}")))?;
             abandon.pids.push(child.id());
             if feed {
-                let mut stdin = child.stdin.take().ok_or_else(|| BackupError::Environment("no stdin".into()))?;
-                let mut r = reader.take().ok_or_else(|| BackupError::Environment("no input".into()))?;
+                let mut stdin = child.stdin.take().ok_or_else(|| Failure::environment("no stdin"))?;
+                let mut r = reader.take().ok_or_else(|| Failure::environment("no input"))?;
                 let c = cancelled.clone();
                 std::thread::spawn(move || {
                     let _ = copy_cancellable(&mut *r, &mut stdin, &c);
                 });
             }
-            let out = child.stdout.take().ok_or_else(|| BackupError::Environment("no stdout".into()))?;
+            let out = child.stdout.take().ok_or_else(|| Failure::environment("no stdout"))?;
             let err = stderr_of(&mut child);
             producer = Some((child, err));
             Box::new(out)
@@ -712,7 +710,7 @@ async fn restore_inner(
         cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-", "-d"]);
         cmd.arg(crate::pg::dbname_arg(&database));
         crate::pg::libpq_env(&mut cmd, &opts.into, &database);
-        if let Some(c) = crate::pg::in_container(&cmd, &opts.into, &database).map_err(BackupError::Environment)? {
+        if let Some(c) = crate::pg::in_container(&cmd, &opts.into, &database).map_err(Failure::environment)? {
             cmd = c;
         }
         cmd.stdin(Stdio::piped());
@@ -723,8 +721,8 @@ async fn restore_inner(
                 std::process::id(),
                 crate::archive::hex(&crate::archive::crypto::random::<4>())
             );
-            let (mut c, f) = crate::pg::image_tools::in_image_named(&cmd, image, &[], Some(&name))
-                .map_err(BackupError::Environment)?;
+            let (mut c, f) =
+                crate::pg::image_tools::in_image_named(&cmd, image, &[], Some(&name)).map_err(Failure::environment)?;
             c.stdin(Stdio::piped());
             cmd = c;
             _env_file = Some(f);
@@ -732,7 +730,7 @@ async fn restore_inner(
         }
         let mut child = spawn(cmd, "psql")?;
         abandon.pids.push(child.id());
-        let mut stdin = child.stdin.take().ok_or_else(|| BackupError::Environment("psql has no stdin".into()))?;
+        let mut stdin = child.stdin.take().ok_or_else(|| Failure::environment("psql has no stdin"))?;
         let err = stderr_of(&mut child);
         let map = opts.role_map.clone();
         // pg_restore already left ownership out of its SQL when asked to.
@@ -752,11 +750,11 @@ async fn restore_inner(
             (copied, status, errors, produced)
         })
         .await
-        .map_err(|e| BackupError::Environment(e.to_string()))?;
+        .map_err(|e| Failure::environment(e.to_string()))?;
         let (copied, status, errors, produced) = result;
-        let status = status.map_err(|e| BackupError::Environment(e.to_string()))?;
+        let status = status.map_err(|e| Failure::environment(e.to_string()))?;
         if let Some((pstatus, perr)) = produced {
-            let pstatus = pstatus.map_err(|e| BackupError::Environment(e.to_string()))?;
+            let pstatus = pstatus.map_err(|e| Failure::environment(e.to_string()))?;
             if !pstatus.success() && status.success() {
                 return Err(tool_failed("pg_restore", pstatus, &perr));
             }
@@ -765,7 +763,7 @@ async fn restore_inner(
             return Err(tool_failed("psql", status, &errors));
         }
         // psql succeeded but the stream broke (authentication, decompression): not restored.
-        copied.map_err(|e| BackupError::Failed(format!("reading the backup: {}", super::io_message(&e))))?;
+        copied.map_err(|e| Failure::failed(format!("reading the backup: {}", super::io_message(&e))))?;
     } else {
         tool = "pg_restore".to_string();
         let mut cmd = crate::child::command(&pg_restore);
@@ -775,7 +773,7 @@ async fn restore_inner(
             cmd.args(["-j", &jobs.to_string()]);
         }
         crate::pg::libpq_env(&mut cmd, &opts.into, &database);
-        if let Some(c) = crate::pg::in_container(&cmd, &opts.into, &database).map_err(BackupError::Environment)? {
+        if let Some(c) = crate::pg::in_container(&cmd, &opts.into, &database).map_err(Failure::environment)? {
             cmd = c;
         }
         if let Some(p) = &input_path {
@@ -798,7 +796,7 @@ async fn restore_inner(
                 &mount.into_iter().collect::<Vec<_>>(),
                 Some(&name),
             )
-            .map_err(BackupError::Environment)?;
+            .map_err(Failure::environment)?;
             c.stdin(if input_path.is_some() { Stdio::null() } else { Stdio::piped() });
             cmd = c;
             _env_file = Some(f);
@@ -823,19 +821,19 @@ async fn restore_inner(
             (copied, status, err.join().unwrap_or_default())
         })
         .await
-        .map_err(|e| BackupError::Environment(e.to_string()))?;
-        let status = status.map_err(|e| BackupError::Environment(e.to_string()))?;
+        .map_err(|e| Failure::environment(e.to_string()))?;
+        let status = status.map_err(|e| Failure::environment(e.to_string()))?;
         if let Err(e) = &copied {
             if crate::archive::archive_error(e).is_some()
                 || !status.success() && e.kind() != std::io::ErrorKind::BrokenPipe
             {
-                return Err(BackupError::Failed(format!("reading the backup: {}", super::io_message(e))));
+                return Err(Failure::failed(format!("reading the backup: {}", super::io_message(e))));
             }
         }
         if !status.success() {
             return Err(tool_failed("pg_restore", status, &errors));
         }
-        copied.map_err(|e| BackupError::Failed(format!("reading the backup: {}", super::io_message(&e))))?;
+        copied.map_err(|e| Failure::failed(format!("reading the backup: {}", super::io_message(&e))))?;
     }
     abandon.done = true;
     drop(staged);

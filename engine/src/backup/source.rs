@@ -12,8 +12,8 @@ use std::process::{Child, ChildStdout, Stdio};
 
 use serde::Serialize;
 
-use super::BackupError;
 use crate::archive::{self, KeySource};
+use crate::error::Failure;
 
 /// The pg_dump format found inside all layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -62,14 +62,14 @@ pub fn origin(path: &Path) -> Origin {
 }
 
 /// A directory dump (has `toc.dat`) or a file.
-pub fn locate(path: &Path) -> Result<Located, BackupError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| BackupError::Invalid(format!("cannot read backup {}: {e}", path.display())))?;
+pub fn locate(path: &Path) -> Result<Located, Failure> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| Failure::invalid(format!("cannot read backup {}: {e}", path.display())))?;
     if meta.is_dir() {
         if path.join("toc.dat").is_file() {
             return Ok(Located::Directory(path.to_path_buf()));
         }
-        return Err(BackupError::Invalid(format!(
+        return Err(Failure::invalid(format!(
             "{} is a directory without toc.dat: not a pg_dump directory-format dump",
             path.display()
         )));
@@ -188,10 +188,10 @@ pub fn streamable(path: &Path) -> bool {
 
 /// Open a backup file. `key` is the pgdrill key or passphrase; `passphrase` the one of an
 /// `openssl enc` or `gpg --symmetric` file.
-pub fn open(path: &Path, key: Option<&KeySource>, passphrase: Option<&str>) -> Result<Opened, BackupError> {
-    let open_file = || -> Result<Box<dyn Read + Send>, BackupError> {
+pub fn open(path: &Path, key: Option<&KeySource>, passphrase: Option<&str>) -> Result<Opened, Failure> {
+    let open_file = || -> Result<Box<dyn Read + Send>, Failure> {
         let file = std::fs::File::open(path)
-            .map_err(|e| BackupError::Invalid(format!("cannot open backup {}: {e}", path.display())))?;
+            .map_err(|e| Failure::invalid(format!("cannot open backup {}: {e}", path.display())))?;
         Ok(Box::new(io::BufReader::with_capacity(1 << 20, file)))
     };
     peel(path, open_file()?, Some(&open_file), key, passphrase)
@@ -200,12 +200,12 @@ pub fn open(path: &Path, key: Option<&KeySource>, passphrase: Option<&str>) -> R
 /// A pgdrill archive read as a stream (an object in a store), its layers peeled as from a
 /// file. `shown` names it in messages. A stream cannot be read twice, so an outer `openssl
 /// enc` layer gets today's key derivation only, and a gpg file needs a local file.
-pub fn open_stream(shown: &Path, stream: Box<dyn Read + Send>, key: Option<&KeySource>) -> Result<Opened, BackupError> {
+pub fn open_stream(shown: &Path, stream: Box<dyn Read + Send>, key: Option<&KeySource>) -> Result<Opened, Failure> {
     peel(shown, Box::new(io::BufReader::with_capacity(1 << 20, stream)), None, key, None)
 }
 
 /// Opens the same input again from its start.
-pub type Reopen<'a> = &'a dyn Fn() -> Result<Box<dyn Read + Send>, BackupError>;
+pub type Reopen<'a> = &'a dyn Fn() -> Result<Box<dyn Read + Send>, Failure>;
 
 /// A backup that can be read from its start as often as needed but is not a local file
 /// (another tool's file in an object store); `shown` names it. gpg needs a local file.
@@ -214,7 +214,7 @@ pub fn open_from(
     open: Reopen<'_>,
     key: Option<&KeySource>,
     passphrase: Option<&str>,
-) -> Result<Opened, BackupError> {
+) -> Result<Opened, Failure> {
     peel(shown, Box::new(io::BufReader::with_capacity(1 << 20, open()?)), Some(open), key, passphrase)
 }
 
@@ -224,10 +224,10 @@ fn peel(
     reopen: Option<Reopen<'_>>,
     key: Option<&KeySource>,
     passphrase: Option<&str>,
-) -> Result<Opened, BackupError> {
-    let failed = |m: String| BackupError::Failed(format!("{}: {m}", path.display()));
+) -> Result<Opened, Failure> {
+    let failed = |m: String| Failure::failed(format!("{}: {m}", path.display()));
     let need_pass = |what: &str| {
-        BackupError::Invalid(format!(
+        Failure::invalid(format!(
             "{} is encrypted with {what}: give its passphrase as `key:` (a declared secret, e.g. PGDRILL_BACKUP_KEY)",
             path.display()
         ))
@@ -238,7 +238,7 @@ fn peel(
     for _ in 0..4 {
         let (head, peeked) = peek(reader).map_err(|e| failed(format!("read error: {e}")))?;
         if head.starts_with(archive::MAGIC) {
-            let (_, plain) = archive::open(peeked, key).map_err(|e| failed(e.to_string()))?;
+            let (_, plain) = archive::open(peeked, key).map_err(|e| Failure::from(e).context(path.display()))?;
             layers.push("pgdrill");
             reader = plain;
         } else if head.starts_with(OPENSSL) {
@@ -247,9 +247,8 @@ fn peel(
                 // Inside another layer, or from a stream, the input cannot be read twice:
                 // today's derivation only.
                 layers.push("openssl");
-                reader = Box::new(
-                    ToolReader::openssl(Box::new(peeked), pass, &["-pbkdf2"]).map_err(BackupError::Environment)?,
-                );
+                reader =
+                    Box::new(ToolReader::openssl(Box::new(peeked), pass, &["-pbkdf2"]).map_err(Failure::environment)?);
                 continue;
             };
             drop(peeked);
@@ -257,7 +256,7 @@ fn peel(
             // the first bytes into something recognizable, a wrong one into noise.
             let mut found = None;
             for (args, name) in OPENSSL_VARIANTS {
-                let r = ToolReader::openssl(open_file()?, pass, args).map_err(BackupError::Environment)?;
+                let r = ToolReader::openssl(open_file()?, pass, args).map_err(Failure::environment)?;
                 let (head, peeked) = peek(Box::new(r)).map_err(|e| failed(format!("read error: {e}")))?;
                 if recognizable(&head) {
                     found = Some((*name, peeked));
@@ -273,7 +272,7 @@ fn peel(
             reader = Box::new(peeked);
         } else if let Some(kind) = gpg_kind(&head) {
             if kind == "public-key" {
-                return Err(BackupError::Invalid(format!(
+                return Err(Failure::invalid(format!(
                     "{} is encrypted to a gpg public key: pgdrill decrypts only `gpg --symmetric` files; decrypt it with gpg first",
                     path.display()
                 )));
@@ -282,7 +281,7 @@ fn peel(
                 return Err(failed("a gpg message inside another layer: decrypt it with gpg first".into()));
             }
             if !path.is_file() {
-                return Err(BackupError::Environment(format!(
+                return Err(Failure::environment(format!(
                     "{}: gpg reads a local file: download it first",
                     path.display()
                 )));
@@ -290,7 +289,7 @@ fn peel(
             let pass = passphrase.ok_or_else(|| need_pass("gpg --symmetric"))?;
             drop(peeked);
             layers.push("gpg");
-            reader = Box::new(ToolReader::gpg(path, pass).map_err(BackupError::Environment)?);
+            reader = Box::new(ToolReader::gpg(path, pass).map_err(Failure::environment)?);
         } else if head.starts_with(GZIP) {
             layers.push("gzip");
             reader = Box::new(flate2::read::MultiGzDecoder::new(peeked));

@@ -217,7 +217,7 @@ impl Executor {
             let go = template::eval_condition(&env, cond, &ctx).map_err(|e| {
                 (
                     Outcome::Errored,
-                    ErrorKind::Invalid,
+                    ErrorKind::Class(Class::Invalid),
                     format!("template error in {}: {}", where_("when"), template::describe(&e)),
                 )
             })?;
@@ -225,18 +225,20 @@ impl Executor {
                 return Ok(Attempted::Skipped(format!("`when: {}` is false", cond.trim())));
             }
         }
-        let kind = steps::find(&step.uses)
-            .ok_or_else(|| (Outcome::Errored, ErrorKind::Invalid, format!("unknown step kind `{}`", step.uses)))?;
+        let kind = steps::find(&step.uses).ok_or_else(|| {
+            (Outcome::Errored, ErrorKind::Class(Class::Invalid), format!("unknown step kind `{}`", step.uses))
+        })?;
         let mut rendered = template::render_tree(&env, &step.with, &ctx, "with").map_err(|(path, e)| {
             (
                 Outcome::Errored,
-                ErrorKind::Invalid,
+                ErrorKind::Class(Class::Invalid),
                 format!("template error in {}: {}", where_(&path), template::describe(&e)),
             )
         })?;
         text_where_text_is_wanted(kind, &step.with, &mut rendered);
-        crate::redact::register_step_inputs(&self.redactor, kind, &rendered)
-            .map_err(|(path, m)| (Outcome::Errored, ErrorKind::Invalid, format!("{}: {m}", where_(&path))))?;
+        crate::redact::register_step_inputs(&self.redactor, kind, &rendered).map_err(|(path, m)| {
+            (Outcome::Errored, ErrorKind::Class(Class::Invalid), format!("{}: {m}", where_(&path)))
+        })?;
 
         let sink = self.sink.clone();
         let log_store = log.clone();
@@ -312,7 +314,7 @@ impl Executor {
                     }
                     Ended::TimedOut(t) => (
                         Outcome::TimedOut,
-                        ErrorKind::Failed,
+                        ErrorKind::Class(Class::Failed),
                         format!(
                             "timed out after {}; what it started was stopped and rolled back",
                             humantime::format_duration(t)
@@ -372,7 +374,7 @@ impl Executor {
                 }
                 Ended::TimedOut(t) => (
                     Outcome::TimedOut,
-                    ErrorKind::Failed,
+                    ErrorKind::Class(Class::Failed),
                     format!("timed out after {}", humantime::format_duration(t)),
                     true,
                 ),
@@ -410,7 +412,7 @@ impl Executor {
             }
             delay = delay.mul_f64(step.retry.backoff);
         }
-        Err((Outcome::Errored, ErrorKind::Environment, "no attempt was made".into()))
+        Err((Outcome::Errored, ErrorKind::Class(Class::Environment), "no attempt was made".into()))
     }
 }
 
@@ -529,7 +531,7 @@ fn check_asserts(
                 Err(e) => {
                     return Err((
                         Outcome::Errored,
-                        ErrorKind::Invalid,
+                        ErrorKind::Class(Class::Invalid),
                         format!(
                             "template error in step `{}`, `assert.{}`: {}",
                             step.label(),
@@ -546,7 +548,7 @@ fn check_asserts(
         let parsed = steps::sql::Expect::parse(&expect).map_err(|m| {
             (
                 Outcome::Errored,
-                ErrorKind::Invalid,
+                ErrorKind::Class(Class::Invalid),
                 format!("step `{}`, `assert.{}`: {m}", step.label(), a.output),
                 false,
             )
@@ -580,7 +582,7 @@ fn check_asserts(
     if failed.is_empty() {
         Ok(())
     } else {
-        Err((Outcome::Failed, ErrorKind::Failed, failed.join("; "), true))
+        Err((Outcome::Failed, ErrorKind::Class(Class::Failed), failed.join("; "), true))
     }
 }
 
@@ -590,7 +592,7 @@ type Shared<T> = Arc<Mutex<T>>;
 /// The outcome and error class of a step error (not `Skipped`, which is no error).
 fn error_class(e: &StepError) -> (Outcome, ErrorKind) {
     match e.class() {
-        Some(Class::Failed) | None => (Outcome::Failed, ErrorKind::Failed),
+        Some(Class::Failed) | None => (Outcome::Failed, ErrorKind::Class(Class::Failed)),
         Some(class) => (Outcome::Errored, class.into()),
     }
 }

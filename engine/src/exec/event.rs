@@ -155,21 +155,24 @@ pub enum Objective {
 }
 
 /// What class of problem ended a step: an error's [`Class`], or the run's interruption.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Serialized as the class (`failed`, `invalid`, `environment`) or `interrupted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    Failed,
-    Environment,
-    Invalid,
+    Class(Class),
     Interrupted,
 }
 
 impl From<Class> for ErrorKind {
     fn from(c: Class) -> Self {
-        match c {
-            Class::Failed => ErrorKind::Failed,
-            Class::Invalid => ErrorKind::Invalid,
-            Class::Environment => ErrorKind::Environment,
+        ErrorKind::Class(c)
+    }
+}
+
+impl Serialize for ErrorKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ErrorKind::Class(c) => c.serialize(s),
+            ErrorKind::Interrupted => s.serialize_str("interrupted"),
         }
     }
 }
@@ -178,9 +181,7 @@ impl ErrorKind {
     /// The exit code of a run this ended: its class's ([`Class::exit_code`]), or 130.
     pub fn exit_code(self) -> ExitCode {
         match self {
-            ErrorKind::Failed => Class::Failed.exit_code(),
-            ErrorKind::Invalid => Class::Invalid.exit_code(),
-            ErrorKind::Environment => Class::Environment.exit_code(),
+            ErrorKind::Class(c) => c.exit_code(),
             ErrorKind::Interrupted => ExitCode::Interrupted,
         }
     }
@@ -262,4 +263,22 @@ pub enum Event {
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// run.json names an error kind as it always did: its class, or `interrupted`.
+    #[test]
+    fn an_error_kind_serializes_as_its_class_or_interrupted() {
+        let kinds = [Class::Failed, Class::Invalid, Class::Environment].map(ErrorKind::from);
+        let names: Vec<String> = kinds.iter().map(|k| serde_json::to_string(k).expect("json")).collect();
+        assert_eq!(names, [r#""failed""#, r#""invalid""#, r#""environment""#]);
+        assert_eq!(serde_json::to_string(&ErrorKind::Interrupted).expect("json"), r#""interrupted""#);
+        assert_eq!(ErrorKind::Interrupted.exit_code(), ExitCode::Interrupted);
+        for c in Class::ALL {
+            assert_eq!(ErrorKind::from(c).exit_code(), c.exit_code());
+        }
+    }
 }

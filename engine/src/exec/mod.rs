@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 pub use event::{BackupRole, ErrorKind, Event, Fact, Objective, Outcome, Phase, Rollback, StepRecord, SuiteOutcome};
 pub use sink::{Reporter, Sink};
 
-use crate::error::ExitCode;
+use crate::error::{Class, ExitCode};
 use crate::redact::Redactor;
 use crate::runbook::{self, Runbook, StepDef};
 // Loading moved to `runbook/`; these paths stay for callers of the library.
@@ -292,7 +292,7 @@ impl Executor {
             location: None,
             phase: Phase::Budget,
             outcome: if ok { Outcome::Passed } else { Outcome::Failed },
-            error_kind: if ok { None } else { Some(ErrorKind::Failed) },
+            error_kind: if ok { None } else { Some(ErrorKind::Class(Class::Failed)) },
             started_at: OffsetDateTime::now_utc(),
             duration: took,
             attempts: 1,
@@ -342,7 +342,7 @@ impl Executor {
             }
             Err(e) => (
                 Outcome::Errored,
-                Some(ErrorKind::Invalid),
+                Some(ErrorKind::Class(Class::Invalid)),
                 format!(
                     "template error in runbook `{}`, {}, field `when`: {}",
                     rb.name,

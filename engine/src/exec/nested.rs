@@ -7,7 +7,7 @@ use std::sync::Weak;
 use serde_json::{Map, Value as Json};
 
 use super::{Executor, SuiteCtx};
-use crate::error::ExitCode;
+use crate::error::{Error, ExitCode};
 use crate::runbook::{load_runbook_ref, MAX_NESTING};
 use crate::steps::{self, NestedRunner, Outputs, StepCtx, StepError};
 
@@ -29,8 +29,8 @@ impl NestedRunner for NestedHandle {
         let me = self.exec.upgrade();
         let mut cx = self.cx.clone();
         Box::pin(async move {
-            let me = me.ok_or_else(|| StepError::Environment("executor is gone".into()))?;
-            let rb = load_runbook_ref(&path).map_err(|e| StepError::new(e.class(), e.to_string()))?;
+            let me = me.ok_or_else(|| StepError::environment("executor is gone"))?;
+            let rb = load_runbook_ref(&path).map_err(Error::into_failure)?;
             if cx.chain.len() >= MAX_NESTING {
                 let mut files: Vec<&str> = Vec::new();
                 for f in cx.chain.iter().chain(std::iter::once(&rb.file)) {
@@ -38,16 +38,13 @@ impl NestedRunner for NestedHandle {
                         files.push(f);
                     }
                 }
-                return Err(StepError::Invalid(format!(
+                return Err(StepError::invalid(format!(
                     "runbooks nest deeper than {MAX_NESTING} levels (through {}): a runbook that nests itself never ends",
                     files.join(", ")
                 )));
             }
             cx.chain.push(rb.file.clone());
-            let res = me
-                .run_suite(&rb, &vars, &secrets, Some(ctx.suite), cx)
-                .await
-                .map_err(|e| StepError::new(e.class(), e.to_string()))?;
+            let res = me.run_suite(&rb, &vars, &secrets, Some(ctx.suite), cx).await.map_err(Error::into_failure)?;
             let msg = || format!("runbook `{}` {}", rb.name, res.message.clone().unwrap_or_default());
             match res.exit.class() {
                 _ if res.exit == ExitCode::Passed => {
@@ -60,7 +57,7 @@ impl NestedRunner for NestedHandle {
                 Some(class) => Err(StepError::new(class, msg())),
                 // Interrupted (by a signal, the step's timeout or a failing sibling): the
                 // step failed; what stopped it is reported by the step's own outcome.
-                None => Err(StepError::Failed(msg())),
+                None => Err(StepError::failed(msg())),
             }
         })
     }

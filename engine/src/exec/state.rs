@@ -7,7 +7,7 @@
 //! back" nor a failed `finally` step as a passed run.
 
 use super::{ErrorKind, Outcome, Rollback, StepRecord, SuiteOutcome};
-use crate::error::ExitCode;
+use crate::error::{Class, ExitCode};
 use crate::runbook::{self, StepDef};
 
 /// Everything a suite decides while its steps run.
@@ -141,7 +141,7 @@ impl<'rb> RunState<'rb> {
 
 /// The exit code of a step's error class (a step that did not pass without one failed).
 fn exit_for(kind: Option<ErrorKind>) -> ExitCode {
-    kind.unwrap_or(ErrorKind::Failed).exit_code()
+    kind.unwrap_or(ErrorKind::Class(Class::Failed)).exit_code()
 }
 
 /// What the rollback steps of one completed step came to: rolled back only when every one
@@ -204,13 +204,16 @@ mod tests {
         let rb = runbook();
         let mut state = RunState::default();
         state.main_step_ended(&rb.steps[0], &rec("a", Outcome::Passed, None, ""));
-        state.main_step_ended(&rb.steps[1], &rec("b", Outcome::Errored, Some(ErrorKind::Environment), "gone"));
+        state.main_step_ended(
+            &rb.steps[1],
+            &rec("b", Outcome::Errored, Some(ErrorKind::Class(Class::Environment)), "gone"),
+        );
         assert!(state.stopped());
         assert_eq!(state.not_run_reason(), "step `b` errored");
         let to_roll_back = state.to_roll_back();
         assert_eq!(to_roll_back.len(), 1);
-        let (result, _) =
-            state.rolled_back(to_roll_back[0], &[rec("undo", Outcome::Failed, Some(ErrorKind::Failed), "no")]);
+        let (result, _) = state
+            .rolled_back(to_roll_back[0], &[rec("undo", Outcome::Failed, Some(ErrorKind::Class(Class::Failed)), "no")]);
         assert_eq!(result, Rollback::Failed);
         let s = state.summarize();
         assert_eq!((s.outcome, s.exit), (SuiteOutcome::Failed, ExitCode::Environment));
@@ -226,14 +229,14 @@ mod tests {
         state.main_step_ended(&rb.steps[0], &rec("a", Outcome::Passed, None, ""));
         assert!(state.to_roll_back().is_empty(), "nothing failed: nothing is rolled back");
         assert_eq!(state.status().0, "passed");
-        state.finally_ended(&rb.finally[0], &rec("f", Outcome::Errored, Some(ErrorKind::Invalid), "bad"));
+        state.finally_ended(&rb.finally[0], &rec("f", Outcome::Errored, Some(ErrorKind::Class(Class::Invalid)), "bad"));
         let s = state.summarize();
         assert_eq!((s.outcome, s.exit), (SuiteOutcome::Failed, ExitCode::Invalid));
         assert_eq!(s.message.as_deref(), Some("a `finally` step failed"));
 
         let mut state = RunState::default();
         state.interrupt("SIGINT".into());
-        state.main_step_ended(&rb.steps[1], &rec("b", Outcome::Failed, Some(ErrorKind::Failed), "late"));
+        state.main_step_ended(&rb.steps[1], &rec("b", Outcome::Failed, Some(ErrorKind::Class(Class::Failed)), "late"));
         state.budget_missed("rto exceeds budget");
         let s = state.summarize();
         assert_eq!((s.outcome, s.exit), (SuiteOutcome::Interrupted, ExitCode::Interrupted));

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::ConnectError;
+use crate::error::Failure;
 
 /// Where a parameter's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,12 +133,12 @@ pub struct Conninfo {
 impl Conninfo {
     /// Read a connection string and complete it from the service file, the environment, the
     /// defaults and the password file, as libpq does.
-    pub fn resolve(s: &str) -> Result<Conninfo, ConnectError> {
+    pub fn resolve(s: &str) -> Result<Conninfo, Failure> {
         Self::resolve_with(s, &|k| std::env::var(k).ok())
     }
 
     /// [`resolve`](Self::resolve) with the environment given (tests).
-    pub fn resolve_with(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conninfo, ConnectError> {
+    pub fn resolve_with(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conninfo, Failure> {
         let mut ci = Conninfo::default();
         for (k, v) in parse(s)? {
             ci.params.insert(k, (v, Origin::Given));
@@ -160,8 +160,8 @@ impl Conninfo {
                 ci.params.insert("dbname".into(), (u, Origin::Default));
             }
             if !ci.unix_only() {
-                return Err(ConnectError(
-                    "a container target connects to the server's Unix socket inside: `host` must be a socket directory (for a published port, use a postgres:// URL)".into(),
+                return Err(Failure::environment(
+                    "a container target connects to the server's Unix socket inside: `host` must be a socket directory (for a published port, use a postgres:// URL)"
                 ));
             }
             return Ok(ci);
@@ -183,7 +183,7 @@ impl Conninfo {
         ci.add_defaults(env);
         if let Some(m) = ci.get("sslmode") {
             if SslMode::parse(m).is_none() {
-                return Err(ConnectError(format!(
+                return Err(Failure::environment(format!(
                     "invalid sslmode `{m}` ({}): use disable, allow, prefer, require, verify-ca or verify-full",
                     ci.origin("sslmode").map(|o| o.to_string()).unwrap_or_default()
                 )));
@@ -302,7 +302,7 @@ impl Conninfo {
         out
     }
 
-    fn add_service(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConnectError> {
+    fn add_service(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), Failure> {
         let Some((name, _)) = self
             .params
             .get("service")
@@ -331,7 +331,7 @@ impl Conninfo {
                 return Ok(());
             }
         }
-        Err(ConnectError(format!(
+        Err(Failure::environment(format!(
             "service `{name}` is not defined in PGSERVICEFILE, ~/.pg_service.conf or {sysconf}/pg_service.conf"
         )))
     }
@@ -386,7 +386,7 @@ impl Conninfo {
 }
 
 /// The `[name]` section of a service file, or None when the file has no such section.
-fn service_entry(text: &str, name: &str, file: &Path) -> Result<Option<Vec<(String, String)>>, ConnectError> {
+fn service_entry(text: &str, name: &str, file: &Path) -> Result<Option<Vec<(String, String)>>, Failure> {
     let mut inside = false;
     let mut found = None::<Vec<(String, String)>>;
     for (i, line) in text.lines().enumerate() {
@@ -408,13 +408,21 @@ fn service_entry(text: &str, name: &str, file: &Path) -> Result<Option<Vec<(Stri
             continue;
         }
         let Some((k, v)) = line.split_once('=') else {
-            return Err(ConnectError(format!("{}:{}: expected key=value in service `{name}`", file.display(), i + 1)));
+            return Err(Failure::environment(format!(
+                "{}:{}: expected key=value in service `{name}`",
+                file.display(),
+                i + 1
+            )));
         };
         let k = k.trim();
         if k == "service" {
-            return Err(ConnectError(format!("{}:{}: a service cannot name another service", file.display(), i + 1)));
+            return Err(Failure::environment(format!(
+                "{}:{}: a service cannot name another service",
+                file.display(),
+                i + 1
+            )));
         }
-        known(k).map_err(|e| ConnectError(format!("{}:{}: {}", file.display(), i + 1, e.0)))?;
+        known(k).map_err(|e| e.context(format!("{}:{}", file.display(), i + 1)))?;
         if let Some(f) = found.as_mut() {
             f.push((k.to_string(), v.trim().to_string()));
         }
@@ -422,16 +430,16 @@ fn service_entry(text: &str, name: &str, file: &Path) -> Result<Option<Vec<(Stri
     Ok(found)
 }
 
-fn known(key: &str) -> Result<(), ConnectError> {
+fn known(key: &str) -> Result<(), Failure> {
     if KEYWORDS.iter().any(|(k, _)| *k == key) || key == "ssl" {
         Ok(())
     } else {
-        Err(ConnectError(format!("unknown connection parameter `{key}`")))
+        Err(Failure::environment(format!("unknown connection parameter `{key}`")))
     }
 }
 
 /// The parameters a URL or key=value string gives, in order.
-pub fn parse(s: &str) -> Result<Vec<(String, String)>, ConnectError> {
+pub fn parse(s: &str) -> Result<Vec<(String, String)>, Failure> {
     let s = s.trim();
     for engine in ["docker", "podman"] {
         if let Some(rest) = s.strip_prefix(engine).and_then(|r| r.strip_prefix("://")) {
@@ -443,8 +451,8 @@ pub fn parse(s: &str) -> Result<Vec<(String, String)>, ConnectError> {
         None => {
             let pairs = super::conninfo_pairs(s);
             if !s.is_empty() && (pairs.is_empty() || !s.contains('=')) {
-                return Err(ConnectError(
-                    "a connection is a postgresql:// URL or key=value pairs (host=... dbname=...)".into(),
+                return Err(Failure::environment(
+                    "a connection is a postgresql:// URL or key=value pairs (host=... dbname=...)",
                 ));
             }
             pairs
@@ -470,8 +478,8 @@ const CONTAINER_KEYS: &[&str] = &["exec_user"];
 
 /// `docker://CONTAINER/DATABASE?user=U&...`: the container (a name or id, as the engine
 /// takes it), the database, and libpq keywords for the socket connection inside.
-fn parse_container(engine: &str, rest: &str) -> Result<Vec<(String, String)>, ConnectError> {
-    let bad = |what: &str| ConnectError(format!("invalid container target: {what}"));
+fn parse_container(engine: &str, rest: &str) -> Result<Vec<(String, String)>, Failure> {
+    let bad = |what: &str| Failure::environment(format!("invalid container target: {what}"));
     let (main, query) = match rest.split_once('?') {
         Some((m, q)) => (m, q),
         None => (rest, ""),
@@ -509,8 +517,8 @@ fn parse_container(engine: &str, rest: &str) -> Result<Vec<(String, String)>, Co
 }
 
 /// `[user[:password]@][host[:port][,...]][/dbname][?key=value&...]`, percent-decoded.
-fn parse_url(rest: &str) -> Result<Vec<(String, String)>, ConnectError> {
-    let bad = |what: &str| ConnectError(format!("invalid connection URL: {what}"));
+fn parse_url(rest: &str) -> Result<Vec<(String, String)>, Failure> {
+    let bad = |what: &str| Failure::environment(format!("invalid connection URL: {what}"));
     let (main, query) = match rest.split_once('?') {
         Some((m, q)) => (m, Some(q)),
         None => (rest, None),
@@ -638,9 +646,9 @@ mod tests {
     #[test]
     fn unknown_keywords_and_sslmodes_are_refused_by_name() {
         let e = parse("host=h sslmod=require").expect_err("typo");
-        assert!(e.0.contains("`sslmod`"), "{}", e.0);
+        assert!(e.message.contains("`sslmod`"), "{}", e.message);
         let e = Conninfo::resolve_with("host=h", &env_of(&[("PGSSLMODE", "verify")])).expect_err("bad mode");
-        assert!(e.0.contains("verify") && e.0.contains("PGSSLMODE"), "{}", e.0);
+        assert!(e.message.contains("verify") && e.message.contains("PGSSLMODE"), "{}", e.message);
         assert!(parse("just-a-name").is_err());
     }
 
@@ -673,7 +681,7 @@ mod tests {
         assert!(shown.contains(&format!("host=db.internal (service erp in {f})")), "{shown}");
 
         let e = Conninfo::resolve_with("service=nope", &env).expect_err("missing service");
-        assert!(e.0.contains("`nope`"), "{}", e.0);
+        assert!(e.message.contains("`nope`"), "{}", e.message);
     }
 
     #[test]

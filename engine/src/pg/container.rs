@@ -23,7 +23,7 @@ use tokio::io::AsyncReadExt;
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::conninfo::Conninfo;
-use super::ConnectError;
+use crate::error::Failure;
 
 /// Which container, through which engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,22 +154,22 @@ fn socket_path(ci: &Conninfo) -> String {
 pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
 
 /// Open `cfg` on the server inside the container, through the relay.
-pub async fn open(t: &Target, ci: &Conninfo, cfg: &Config) -> Result<Client, ConnectError> {
+pub async fn open(t: &Target, ci: &Conninfo, cfg: &Config) -> Result<Client, Failure> {
     let t2 = t.clone();
     tokio::task::spawn_blocking(move || t2.check())
         .await
-        .map_err(|e| ConnectError(e.to_string()))?
-        .map_err(ConnectError)?;
+        .map_err(|e| Failure::environment(e.to_string()))?
+        .map_err(Failure::environment)?;
     let mut c = t.exec();
     c.arg(&t.name).args(["perl", "-e", RELAY, "--", &socket_path(ci)]);
     c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut cmd = tokio::process::Command::from(c);
     cmd.kill_on_drop(true);
-    let mut child =
-        crate::child::spawn_async(&mut cmd).map_err(|e| ConnectError(format!("{} cannot be run ({e})", t.engine)))?;
+    let mut child = crate::child::spawn_async(&mut cmd)
+        .map_err(|e| Failure::environment(format!("{} cannot be run ({e})", t.engine)))?;
     let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return Err(ConnectError("the relay has no stdio".into()));
+        return Err(Failure::environment("the relay has no stdio"));
     };
     let stream = tokio::io::join(stdout, stdin);
     let timeout = cfg.get_connect_timeout().copied().unwrap_or(Duration::from_secs(10));
@@ -178,7 +178,7 @@ pub async fn open(t: &Target, ci: &Conninfo, cfg: &Config) -> Result<Client, Con
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) if e.as_db_error().is_some() => {
             let _ = child.start_kill();
-            return Err(ConnectError(super::describe(&e)));
+            return Err(Failure::environment(super::describe(&e)).with_source(e));
         }
         Ok(Err(e)) => return Err(relay_failed(t, child, stderr, super::describe(&e)).await),
         Err(_) => return Err(relay_failed(t, child, stderr, format!("no answer within {} s", timeout.as_secs())).await),
@@ -198,13 +198,13 @@ async fn relay_failed(
     mut child: tokio::process::Child,
     mut stderr: tokio::process::ChildStderr,
     why: String,
-) -> ConnectError {
+) -> Failure {
     let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await.ok().and_then(Result::ok);
     let _ = child.start_kill();
     // 126 and 127: the engine could not start perl (its message went to stdout, which the
     // protocol already consumed).
     if status.and_then(|s| s.code()).is_some_and(|c| c == 126 || c == 127) {
-        return ConnectError(format!(
+        return Failure::environment(format!(
             "the container {} has no perl, which pgdrill uses to reach the server's socket: publish the port and use a postgres:// URL",
             t.label()
         ));
@@ -213,15 +213,15 @@ async fn relay_failed(
     let _ = tokio::time::timeout(Duration::from_secs(1), stderr.read_to_string(&mut err)).await;
     let err = err.trim();
     if err.contains("perl") && (err.contains("not found") || err.contains("no such file")) {
-        return ConnectError(format!(
+        return Failure::environment(format!(
             "the container {} has no perl, which pgdrill uses to reach the server's socket: publish the port and use a postgres:// URL",
             t.label()
         ));
     }
     if err.is_empty() {
-        ConnectError(format!("cannot connect in the container {}: {why}", t.label()))
+        Failure::environment(format!("cannot connect in the container {}: {why}", t.label()))
     } else {
-        ConnectError(format!("cannot connect in the container {}: {}", t.label(), first_line(err)))
+        Failure::environment(format!("cannot connect in the container {}: {}", t.label(), first_line(err)))
     }
 }
 

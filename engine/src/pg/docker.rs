@@ -357,7 +357,7 @@ impl DockerServer {
                     Ok(row) => return Ok(row.get::<_, String>(0)),
                     Err(e) => crate::pg::describe(&e),
                 },
-                Err(e) => e.0,
+                Err(e) => e.message,
             };
             if started.elapsed() > deadline {
                 return Err(ServerError::environment(format!(

@@ -14,6 +14,7 @@ pub mod tls;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::error::Failure;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -42,32 +43,16 @@ pub fn throwaway_args() -> Vec<String> {
     THROWAWAY_SETTINGS.iter().flat_map(|(k, v)| ["-c".to_string(), format!("{k}={v}")]).collect()
 }
 
-/// A connection failure, with a message safe to show (no password).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConnectError(pub String);
-
-/// An unreachable server or a refused login is the environment's failure (exit 3).
-impl crate::error::Classified for ConnectError {
-    fn class(&self) -> crate::error::Class {
-        crate::error::Class::Environment
-    }
-
-    fn into_message(self) -> String {
-        self.0
-    }
-}
-
 /// Resolve a connection string (URL or key=value) with libpq's conventions: service file,
 /// environment, defaults and password file (see [`conninfo`]).
-pub fn conninfo(url: &str) -> Result<conninfo::Conninfo, ConnectError> {
+pub fn conninfo(url: &str) -> Result<conninfo::Conninfo, Failure> {
     conninfo::Conninfo::resolve(url)
 }
 
 /// The connection library's configuration for a resolved connection.
-fn tokio_config(ci: &conninfo::Conninfo) -> Result<Config, ConnectError> {
+fn tokio_config(ci: &conninfo::Conninfo) -> Result<Config, Failure> {
     let mut cfg = Config::from_str(&ci.tokio_conninfo())
-        .map_err(|e| ConnectError(format!("invalid connection parameters ({}): {e}", describe_ci(ci))))?;
+        .map_err(|e| Failure::environment(format!("invalid connection parameters ({}): {e}", describe_ci(ci))))?;
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(Duration::from_secs(10));
     }
@@ -76,36 +61,36 @@ fn tokio_config(ci: &conninfo::Conninfo) -> Result<Config, ConnectError> {
 
 /// Parse a connection URL (or key=value string) as libpq would, completed from the service
 /// file, the environment and the password file.
-pub fn config(url: &str) -> Result<Config, ConnectError> {
+pub fn config(url: &str) -> Result<Config, Failure> {
     tokio_config(&conninfo(url)?)
 }
 
 /// Connect and drive the connection in the background.
-pub async fn connect(url: &str) -> Result<Client, ConnectError> {
+pub async fn connect(url: &str) -> Result<Client, Failure> {
     let cfg = config(url)?;
-    open(url, &cfg).await.map_err(|e| ConnectError(format!("cannot connect to {}: {}", display_url(url), e.0)))
+    open(url, &cfg).await.map_err(|e| e.context(format!("cannot connect to {}", display_url(url))))
 }
 
 /// Connect to another database of the server a URL names (for CREATE/DROP DATABASE).
-pub async fn connect_to(url: &str, database: &str) -> Result<Client, ConnectError> {
+pub async fn connect_to(url: &str, database: &str) -> Result<Client, Failure> {
     let mut cfg = config(url)?;
     cfg.dbname(database);
     open(url, &cfg)
         .await
-        .map_err(|e| ConnectError(format!("cannot connect to database `{database}` of {}: {}", display_url(url), e.0)))
+        .map_err(|e| e.context(format!("cannot connect to database `{database}` of {}", display_url(url))))
 }
 
 /// Open `cfg` (made from `url` by [`config`], perhaps changed) with the TLS settings of
 /// `url`, and drive the connection in the background. The error is one line naming the
 /// setting to change when TLS is the cause.
-pub async fn open(url: &str, cfg: &Config) -> Result<Client, ConnectError> {
+pub async fn open(url: &str, cfg: &Config) -> Result<Client, Failure> {
     let ci = conninfo(url)?;
     if let Some(t) = container::Target::of(&ci) {
         return container::open(&t, &ci, cfg).await;
     }
     let explain = |e: tokio_postgres::Error| {
         let text = describe(&e);
-        ConnectError(tls::explain(&ci, &text).unwrap_or(text))
+        Failure::environment(tls::explain(&ci, &text).unwrap_or(text)).with_source(e)
     };
     // TLS is never used on Unix sockets (as in libpq), so their settings are not needed.
     if ci.unix_only() || ci.ssl_mode() == conninfo::SslMode::Disable {
@@ -196,7 +181,7 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 
 /// The same connection string pointed at another database of the same server: the path of
 /// a `postgres://` URL is replaced, a key=value string gets its `dbname` replaced.
-pub fn with_database(url: &str, database: &str) -> Result<String, ConnectError> {
+pub fn with_database(url: &str, database: &str) -> Result<String, Failure> {
     config(url)?;
     let enc = crate::redact::percent_encode(database);
     for scheme in ["docker://", "podman://"] {
@@ -410,7 +395,7 @@ pub fn in_container(
     url: &str,
     database: &str,
 ) -> Result<Option<std::process::Command>, String> {
-    let ci = conninfo(url).map_err(|e| e.0)?;
+    let ci = conninfo(url).map_err(|e| e.message)?;
     match container::Target::of(&ci) {
         Some(t) => container::tool(&t, &ci, cmd, database).map(Some),
         None => Ok(None),
@@ -419,7 +404,7 @@ pub fn in_container(
 
 /// Which server a connection reaches, as a stable key (journals, locks): `host:port`, or
 /// the container and its socket.
-pub fn server_id(url: &str) -> Result<String, ConnectError> {
+pub fn server_id(url: &str) -> Result<String, Failure> {
     let ci = conninfo(url)?;
     let cfg = tokio_config(&ci)?;
     Ok(match container::Target::of(&ci) {

@@ -214,7 +214,7 @@ impl NativeServer {
     }
 
     async fn create_database(&self) -> Result<(), ServerError> {
-        let client = crate::pg::connect(&self.url_for("postgres")).await.map_err(|e| ServerError::environment(e.0))?;
+        let client = crate::pg::connect(&self.url_for("postgres")).await?;
         let q = format!("create database {}", quote_ident(&self.database));
         client.batch_execute(&q).await.map_err(|e| {
             ServerError::environment(format!("creating database {}: {}", self.database, crate::pg::describe(&e)))

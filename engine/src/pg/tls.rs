@@ -15,7 +15,7 @@ use openssl::x509::verify::X509VerifyFlags;
 use postgres_openssl::MakeTlsConnector;
 
 use super::conninfo::{Conninfo, SslMode};
-use super::ConnectError;
+use crate::error::Failure;
 
 /// A file setting and where libpq would look without it (`~/.postgresql/NAME`).
 fn file_setting(ci: &Conninfo, key: &str, default_name: &str) -> Option<(PathBuf, bool)> {
@@ -41,8 +41,8 @@ pub fn verifies(ci: &Conninfo) -> bool {
 }
 
 /// The connector for `ci`'s TLS settings.
-pub fn connector(ci: &Conninfo) -> Result<MakeTlsConnector, ConnectError> {
-    let err = |what: String| move |e: openssl::error::ErrorStack| ConnectError(format!("{what}: {e}"));
+pub fn connector(ci: &Conninfo) -> Result<MakeTlsConnector, Failure> {
+    let err = |what: String| move |e: openssl::error::ErrorStack| Failure::environment(format!("{what}: {e}"));
     let mode = ci.ssl_mode();
     let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(err("cannot set up TLS".into()))?;
     let root = file_setting(ci, "sslrootcert", "root.crt");
@@ -53,7 +53,7 @@ pub fn connector(ci: &Conninfo) -> Result<MakeTlsConnector, ConnectError> {
             }
             Some((p, _)) => {
                 if !p.is_file() {
-                    return Err(ConnectError(format!(
+                    return Err(Failure::environment(format!(
                         "sslrootcert={}{} does not exist: point sslrootcert at the CA certificate of the server",
                         p.display(),
                         origin(ci, "sslrootcert")
@@ -62,7 +62,7 @@ pub fn connector(ci: &Conninfo) -> Result<MakeTlsConnector, ConnectError> {
                 b.set_ca_file(p).map_err(err(format!("cannot read sslrootcert={}", p.display())))?;
             }
             None => {
-                return Err(ConnectError(format!(
+                return Err(Failure::environment(format!(
                     "sslmode={}{} needs a root certificate: set sslrootcert (or PGSSLROOTCERT) to the CA that signed the server certificate",
                     mode.as_str(),
                     origin(ci, "sslmode")
@@ -73,7 +73,10 @@ pub fn connector(ci: &Conninfo) -> Result<MakeTlsConnector, ConnectError> {
         if let Some(crl) = ci.get("sslcrl").filter(|v| !v.is_empty()) {
             let path = Path::new(crl);
             if !path.is_file() || path.to_str().is_none() {
-                return Err(ConnectError(format!("sslcrl={crl}{} is not a readable file", origin(ci, "sslcrl"))));
+                return Err(Failure::environment(format!(
+                    "sslcrl={crl}{} is not a readable file",
+                    origin(ci, "sslcrl")
+                )));
             }
             let store = b.cert_store_mut();
             let lookup = store.add_lookup(X509Lookup::file()).map_err(err("cannot set up the CRL lookup".into()))?;
@@ -90,21 +93,22 @@ pub fn connector(ci: &Conninfo) -> Result<MakeTlsConnector, ConnectError> {
             origin(ci, "sslcert")
         )))?;
         let Some((key, _)) = file_setting(ci, "sslkey", "postgresql.key") else {
-            return Err(ConnectError(format!(
+            return Err(Failure::environment(format!(
                 "sslcert={} has no key: set sslkey to its private key file",
                 cert.display()
             )));
         };
-        let pem = std::fs::read(&key)
-            .map_err(|e| ConnectError(format!("cannot read sslkey={}{}: {e}", key.display(), origin(ci, "sslkey"))))?;
+        let pem = std::fs::read(&key).map_err(|e| {
+            Failure::environment(format!("cannot read sslkey={}{}: {e}", key.display(), origin(ci, "sslkey")))
+        })?;
         let pkey = match ci.get("sslpassword") {
             Some(pw) => PKey::private_key_from_pem_passphrase(&pem, pw.as_bytes()).map_err(|_| {
-                ConnectError(format!("cannot decrypt sslkey={} with the sslpassword given", key.display()))
+                Failure::environment(format!("cannot decrypt sslkey={} with the sslpassword given", key.display()))
             })?,
             // A callback that offers no passphrase: an encrypted key fails here rather than
             // OpenSSL prompting on the terminal.
             None => PKey::private_key_from_pem_callback(&pem, |_| Ok(0)).map_err(|_| {
-                ConnectError(format!(
+                Failure::environment(format!(
                     "cannot read sslkey={}: it is not a PEM private key, or it is encrypted and needs sslpassword",
                     key.display()
                 ))

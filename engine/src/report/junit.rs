@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use junit_report::{ReportBuilder, TestCase, TestSuiteBuilder};
 
 use super::{cdata_text, display_name, write_atomic, xml_text, Suites};
+use crate::error::Class;
 use crate::exec::{ErrorKind, Event, Outcome, Reporter, Rollback};
 
 pub struct Junit {
@@ -50,8 +51,8 @@ impl Junit {
                     Outcome::TimedOut => TestCase::failure(&name, time, "timed_out", &failure),
                     Outcome::Errored => {
                         let ty = match r.error_kind {
-                            Some(ErrorKind::Environment) => "environment",
-                            Some(ErrorKind::Invalid) => "invalid",
+                            Some(ErrorKind::Class(Class::Environment)) => "environment",
+                            Some(ErrorKind::Class(Class::Invalid)) => "invalid",
                             Some(ErrorKind::Interrupted) => "interrupted",
                             _ => "error",
                         };

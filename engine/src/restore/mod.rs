@@ -19,6 +19,8 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
+use crate::error::{Class, Classified, Failure};
+
 /// The phases of an operator restore, in order. Each is written before the step it names
 /// starts changing anything (after, for `SnapshotTaken`, `Restoring` and `Verified`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -272,22 +274,14 @@ pub struct Lock {
 /// Take the restore lock of `database` on the server of `url`, connecting to
 /// `maintenance_db`. `Err(Held(who))` when another session holds it.
 pub async fn lock(url: &str, maintenance_db: &str, database: &str) -> Result<Lock, LockError> {
-    let mut cfg = crate::pg::config(url).map_err(|e| LockError::Connect(e.0))?;
+    let mut cfg = crate::pg::config(url)?;
     cfg.dbname(maintenance_db);
     cfg.application_name(app_name(OffsetDateTime::now_utc()));
     let client = crate::pg::open(url, &cfg).await.map_err(|e| {
-        LockError::Connect(format!(
-            "cannot connect to database `{maintenance_db}` of {}: {}",
-            crate::pg::display_url(url),
-            e.0
-        ))
+        e.context(format!("cannot connect to database `{maintenance_db}` of {}", crate::pg::display_url(url)))
     })?;
     let key = lock_key(database);
-    let got: bool = client
-        .query_one("select pg_try_advisory_lock($1)", &[&key])
-        .await
-        .map_err(|e| LockError::Server(crate::pg::describe(&e)))?
-        .get(0);
+    let got: bool = client.query_one("select pg_try_advisory_lock($1)", &[&key]).await.map_err(server_error)?.get(0);
     if got {
         return Ok(Lock { client, key });
     }
@@ -303,7 +297,7 @@ pub async fn lock(url: &str, maintenance_db: &str, database: &str) -> Result<Loc
             &[&hi, &lo],
         )
         .await
-        .map_err(|e| LockError::Server(crate::pg::describe(&e)))?;
+        .map_err(server_error)?;
     let who = match row {
         Some(r) => holder(&r.get::<_, String>(0), r.get(1)),
         None => "another session (it ended while we looked: try again)".to_string(),
@@ -311,11 +305,43 @@ pub async fn lock(url: &str, maintenance_db: &str, database: &str) -> Result<Loc
     Err(LockError::Held(who))
 }
 
-#[derive(Debug)]
+/// Why the restore lock was not taken: a caller reports a held lock in its own words.
+#[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    Connect(String),
-    Server(String),
+    /// Another session holds it (who, as `holder` names it): a check that did not hold.
+    #[error("the restore lock is held by {0}")]
     Held(String),
+    /// The server could not be reached or answered with an error: the environment's, with
+    /// the connection's error as its source.
+    #[error(transparent)]
+    Unreachable(Failure),
+}
+
+impl From<Failure> for LockError {
+    fn from(f: Failure) -> Self {
+        LockError::Unreachable(f)
+    }
+}
+
+impl Classified for LockError {
+    fn class(&self) -> Class {
+        match self {
+            LockError::Held(_) => Class::Failed,
+            LockError::Unreachable(f) => f.class,
+        }
+    }
+
+    fn into_failure(self) -> Failure {
+        match self {
+            LockError::Unreachable(f) => f,
+            held => Failure::new(held.class(), held.to_string()).with_source(held),
+        }
+    }
+}
+
+/// A server's error while taking or looking at the lock.
+fn server_error(e: tokio_postgres::Error) -> LockError {
+    LockError::Unreachable(Failure::environment(crate::pg::describe(&e)).with_source(e))
 }
 
 /// Quote a word for a POSIX shell.

@@ -185,25 +185,25 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
         url: w.database_url.clone(),
         storage: if crate::storage::remote::is_remote(&w.storage) { PathBuf::new() } else { ctx.resolve(&w.storage) },
         remote: if crate::storage::remote::is_remote(&w.storage) {
-            Some(crate::storage::remote::open(&w.storage).map_err(StepError::Invalid)?)
+            Some(crate::storage::remote::open(&w.storage).map_err(StepError::invalid)?)
         } else {
             None
         },
-        format: Format::parse(&w.format).map_err(StepError::Invalid)?,
-        codec: Codec::parse(&w.compression).map_err(StepError::Invalid)?,
+        format: Format::parse(&w.format).map_err(StepError::invalid)?,
+        codec: Codec::parse(&w.compression).map_err(StepError::invalid)?,
         level: w.level,
         threads: w.threads,
         jobs: w.jobs,
         key: if w.encrypt == Some(false) { None } else { key_of(&w.key) },
-        fingerprint: Mode::parse(&w.fingerprint).map_err(StepError::Invalid)?,
+        fingerprint: Mode::parse(&w.fingerprint).map_err(StepError::invalid)?,
         pg_dump: w.pg_dump.as_deref().map(PathBuf::from),
         name: w.name.clone(),
         meter: Some(crate::progress::Meter::default()),
     };
     match (w.encrypt, opts.key.is_some()) {
         (Some(true), false) => {
-            return Err(StepError::Invalid(
-                "no key to encrypt with: set the key (PGDRILL_BACKUP_KEY for the shipped backup runbook), or --var encrypt=false for an unencrypted backup".into(),
+            return Err(StepError::invalid(
+                "no key to encrypt with: set the key (PGDRILL_BACKUP_KEY for the shipped backup runbook), or --var encrypt=false for an unencrypted backup",
             ))
         }
         (Some(false), _) => ctx.log(
@@ -301,7 +301,7 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
         None => backup::check_and_stage(&path, secret.as_deref(), stage.as_deref(), Some(&meter)),
     })
     .await
-    .map_err(|e| StepError::Environment(e.to_string()))?
+    .map_err(|e| StepError::environment(e.to_string()))?
     .map_err(StepError::from)?;
     let staged = match staged {
         Some(st) => {
@@ -370,7 +370,7 @@ pub struct ListWith {
 
 /// A `name_pattern:` field, checked.
 pub(super) fn name_pattern(p: Option<&str>) -> Result<Option<crate::storage::names::NamePattern>, StepError> {
-    p.map(crate::storage::names::NamePattern::parse).transpose().map_err(StepError::Invalid)
+    p.map(crate::storage::names::NamePattern::parse).transpose().map_err(StepError::invalid)
 }
 
 impl With for ListWith {}
@@ -476,7 +476,7 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
     let pattern = name_pattern(w.name_pattern.as_deref())?;
     let entries = LocalStore::new(&storage)
         .list_with(w.database.as_deref(), pattern.as_ref())
-        .map_err(|e| StepError::Environment(format!("cannot list {}: {e}", storage.display())))?;
+        .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.display())))?;
     if let Some(e) = entries.first().filter(|e| e.foreign) {
         // Another tool's file: what its name (or, failing that, its mtime) says.
         let age = (time::OffsetDateTime::now_utc() - e.made).whole_seconds().max(0);
@@ -492,7 +492,7 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
         // The newest backup's manifest, or a loud error: an older backup in its place would
         // make a stale database look backed up.
         let m = Manifest::read(&e.path).map_err(|err| {
-            StepError::Failed(format!(
+            StepError::failed(format!(
                 "{err}; refusing to report an older backup as the latest: repair it, or move {} and its manifest away",
                 e.name
             ))
@@ -500,7 +500,7 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
         let age = (time::OffsetDateTime::now_utc() - m.finished_at).whole_seconds().max(0);
         return Ok(LatestOutputs::Pgdrill(LatestBackup::described(&e.path, &m, age)));
     }
-    Err(StepError::Failed(format!(
+    Err(StepError::failed(format!(
         "no backup{} in {}",
         w.database.as_deref().map(|d| format!(" of `{d}`")).unwrap_or_default(),
         crate::storage::remote::display(&storage)

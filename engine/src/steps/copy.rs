@@ -64,9 +64,9 @@ impl Step for Copy {
         let name = src
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| StepError::Invalid(format!("{shown_src} names no file")))?;
+            .ok_or_else(|| StepError::invalid(format!("{shown_src} names no file")))?;
         if src.is_dir() {
-            return Err(StepError::Invalid(format!(
+            return Err(StepError::invalid(format!(
                 "{shown_src} is a directory dump: copy it as a tar or with the store's own tools"
             )));
         }
@@ -82,7 +82,7 @@ impl Step for Copy {
                 .and_then(|p| p.file_name())
                 .map(|f| f.to_string_lossy().into_owned())
                 .and_then(|f| crate::storage::database_of_folder(&f))
-                .ok_or_else(|| StepError::Invalid(format!("which database is {shown_src} of? give `database`")))?,
+                .ok_or_else(|| StepError::invalid(format!("which database is {shown_src} of? give `database`")))?,
         };
         let folder = crate::storage::folder_name(&folder_db);
         let rel = format!("{folder}/{name}");
@@ -90,19 +90,19 @@ impl Step for Copy {
             let p = src.clone();
             tokio::task::spawn_blocking(move || digest_file(&p))
                 .await
-                .map_err(|e| StepError::Environment(e.to_string()))?
-                .map_err(|e| StepError::Environment(format!("reading {shown_src}: {e}")))?
+                .map_err(|e| StepError::environment(e.to_string()))?
+                .map_err(|e| StepError::environment(format!("reading {shown_src}: {e}")))?
         };
         if let Some(m) = &recorded {
             if m.sha256 != sha || m.sizes.stored != size {
-                return Err(StepError::Failed(format!(
+                return Err(StepError::failed(format!(
                     "{shown_src} does not match its manifest (sha256 {sha}, {size} bytes; the manifest says {}, {} bytes): refusing to copy a damaged backup",
                     m.sha256, m.sizes.stored
                 )));
             }
         }
         let (dest, copied) = if remote::is_remote(&w.to) {
-            let r = remote::open(&w.to).map_err(StepError::Invalid)?;
+            let r = remote::open(&w.to).map_err(StepError::invalid)?;
             let copied = to_remote(&r, &rel, &src, manifest.as_deref(), &sha, size).await?;
             (r.url_of(&rel), copied)
         } else {
@@ -111,7 +111,7 @@ impl Step for Copy {
             let (s2, m2, sha2) = (src.clone(), manifest.clone(), sha.clone());
             let copied = tokio::task::spawn_blocking(move || to_local(&s2, &d, m2.as_deref(), &sha2, size))
                 .await
-                .map_err(|e| StepError::Environment(e.to_string()))??;
+                .map_err(|e| StepError::environment(e.to_string()))??;
             (dir.join(&name).display().to_string(), copied)
         };
         if copied {
@@ -148,13 +148,13 @@ async fn to_remote(
     sha: &str,
     size: u64,
 ) -> Result<bool, StepError> {
-    let env = StepError::Environment;
+    let env = StepError::environment;
     if r.exists(rel).await.map_err(env)? {
         let (there, n) = r.digest(rel).await.map_err(env)?;
         if there == sha && n == size {
             return Ok(false);
         }
-        return Err(StepError::Failed(format!(
+        return Err(StepError::failed(format!(
             "{} already exists with other contents (sha256 {there}): nothing was replaced",
             r.url_of(rel)
         )));
@@ -167,17 +167,17 @@ async fn to_remote(
         writer.close()
     })
     .await
-    .map_err(|e| StepError::Environment(e.to_string()))?;
+    .map_err(|e| StepError::environment(e.to_string()))?;
     if let Err(e) = sent {
         let mut u = uploading;
         u.abort().await;
-        return Err(StepError::Environment(format!("uploading {}: {e}", r.url_of(rel))));
+        return Err(StepError::environment(format!("uploading {}: {e}", r.url_of(rel))));
     }
     uploading.finish().await.map_err(env)?;
     let (back, n) = r.digest(rel).await.map_err(env)?;
     if back != sha || n != size {
         let _ = r.delete(rel).await;
-        return Err(StepError::Environment(format!(
+        return Err(StepError::environment(format!(
             "the copy {} reads back as {n} bytes with sha256 {back}, not {size} bytes with {sha}: it was removed",
             r.url_of(rel)
         )));
@@ -185,20 +185,20 @@ async fn to_remote(
     if let Some(m) = manifest {
         if let Err(e) = r.create(&format!("{rel}.manifest.json"), m.to_vec()).await {
             let _ = r.delete(rel).await;
-            return Err(StepError::Environment(format!("writing the copy's manifest: {e}")));
+            return Err(StepError::environment(format!("writing the copy's manifest: {e}")));
         }
     }
     Ok(true)
 }
 
 fn to_local(src: &Path, dest: &Path, manifest: Option<&[u8]>, sha: &str, size: u64) -> Result<bool, StepError> {
-    let env = |e: std::io::Error| StepError::Environment(format!("copying to {}: {e}", dest.display()));
+    let env = |e: std::io::Error| StepError::environment(format!("copying to {}: {e}", dest.display()));
     if dest.exists() {
         let (there, n) = digest_file(dest).map_err(env)?;
         if there == sha && n == size {
             return Ok(false);
         }
-        return Err(StepError::Failed(format!(
+        return Err(StepError::failed(format!(
             "{} already exists with other contents (sha256 {there}): nothing was replaced",
             dest.display()
         )));
@@ -215,7 +215,7 @@ fn to_local(src: &Path, dest: &Path, manifest: Option<&[u8]>, sha: &str, size: u
     tmp.as_file().sync_all().map_err(env)?;
     let (back, n) = digest_file(tmp.path()).map_err(env)?;
     if back != sha || n != size {
-        return Err(StepError::Environment(format!(
+        return Err(StepError::environment(format!(
             "the copy {} reads back as {n} bytes with sha256 {back}, not {size} bytes with {sha}: it was removed",
             dest.display()
         )));

@@ -18,6 +18,7 @@ use super::{pg_error, rfc3339, Field, Fields, Step, StepCtx, StepError, With, Wi
 use crate::archive::{Codec, KeySource};
 use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::{self, find_tool, CreateOptions, Format, Manifest};
+use crate::error::Class;
 use crate::pg::fingerprint::{Fingerprint, Mode};
 use crate::pg::native::{parse_major, quote_ident};
 use crate::pg::{dbsettings, rights};
@@ -104,18 +105,18 @@ async fn drop_database(client: &Client, database: &str) -> Result<(), StepError>
     client
         .batch_execute(&format!("drop database if exists {} with (force)", quote_ident(database)))
         .await
-        .map_err(|e| StepError::Failed(format!("dropping database `{database}`: {}", crate::pg::describe(&e))))
+        .map_err(|e| StepError::failed(format!("dropping database `{database}`: {}", crate::pg::describe(&e))))
 }
 
 async fn create_database(client: &Client, database: &str, shape: &Shape) -> Result<(), StepError> {
     client
         .batch_execute(&create_sql(database, shape))
         .await
-        .map_err(|e| StepError::Failed(format!("creating database `{database}`: {}", crate::pg::describe(&e))))
+        .map_err(|e| StepError::failed(format!("creating database `{database}`: {}", crate::pg::describe(&e))))
 }
 
 fn target_url(url: &str, database: &str) -> Result<String, StepError> {
-    crate::pg::with_database(url, database).map_err(|e| StepError::Invalid(e.0))
+    crate::pg::with_database(url, database).map_err(|e| e.in_class(Class::Invalid).into())
 }
 
 /// Free bytes for unprivileged users on the filesystem holding `path` (or its nearest
@@ -230,11 +231,11 @@ impl Step for Preflight {
 }
 
 async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, StepError> {
-    let cfg = crate::pg::config(&w.url).map_err(|e| StepError::Invalid(e.0))?;
+    let cfg = crate::pg::config(&w.url).map_err(|e| e.in_class(Class::Invalid))?;
     if let Some(pw) = cfg.get_password() {
         ctx.redactor.add(&String::from_utf8_lossy(pw));
     }
-    let host = crate::pg::server_id(&w.url).map_err(|e| StepError::Invalid(e.0))?;
+    let host = crate::pg::server_id(&w.url).map_err(|e| e.in_class(Class::Invalid))?;
     let client = admin(&w.url, &w.maintenance_db).await?;
     let row = client
         .query_one("select current_setting('server_version'), current_setting('server_version_num')::int", &[])
@@ -277,7 +278,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
                         ));
                     String::new()
                 }
-                Err(why) => return Err(StepError::Environment(why)),
+                Err(why) => return Err(StepError::environment(why)),
             }
         }
         None => match find_tool("pg_restore", explicit.as_deref(), need) {
@@ -310,7 +311,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
                 Ok(c) => missing.extend(rights::put_back(&c, &role, &w.database).await.map_err(pg_error)?),
                 Err(e) => missing.push(format!(
                     "role {} cannot look into database `{}` to prove its safety snapshot could be restored ({}): connect as a superuser",
-                    role.name, w.database, e.0
+                    role.name, w.database, e.message
                 )),
             }
     }
@@ -434,7 +435,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         ctx.log(format!("restore with {pg_restore}, {jobs} job{}", if jobs == 1 { "" } else { "s" }));
     }
     if !problems.is_empty() {
-        return Err(StepError::Failed(format!("preflight: {}; nothing was changed", problems.join("; "))));
+        return Err(StepError::failed(format!("preflight: {}; nothing was changed", problems.join("; "))));
     }
 
     let (url, admin_url) = (target_url(&w.url, &w.database)?, target_url(&w.url, &w.maintenance_db)?);
@@ -517,7 +518,7 @@ async fn confirm(ctx: StepCtx, w: ConfirmWith) -> Result<ConfirmOutputs, StepErr
         return Ok(ConfirmOutputs { confirmed_by: "--yes".into() });
     }
     if !std::io::stdin().is_terminal() {
-        return Err(StepError::Invalid(format!(
+        return Err(StepError::invalid(format!(
             "refusing without confirmation: {}; stdin is not a terminal, so pass --yes to confirm. Nothing was changed",
             w.message.trim()
         )));
@@ -531,10 +532,10 @@ async fn confirm(ctx: StepCtx, w: ConfirmWith) -> Result<ConfirmOutputs, StepErr
         std::io::stdin().lock().read_line(&mut line).map(|_| line)
     })
     .await
-    .map_err(|e| StepError::Environment(e.to_string()))?
-    .map_err(|e| StepError::Environment(format!("reading the answer: {e}")))?;
+    .map_err(|e| StepError::environment(e.to_string()))?
+    .map_err(|e| StepError::environment(format!("reading the answer: {e}")))?;
     if typed_answer.trim() != w.answer {
-        return Err(StepError::Failed(format!("not confirmed (expected `{}`): nothing was changed", w.answer)));
+        return Err(StepError::failed(format!("not confirmed (expected `{}`): nothing was changed", w.answer)));
     }
     ctx.log("confirmed on the terminal".to_string());
     Ok(ConfirmOutputs { confirmed_by: "terminal".into() })
@@ -619,7 +620,7 @@ async fn snapshot(ctx: StepCtx, w: SnapshotWith) -> Result<SnapshotOutputs, Step
         url: target_url(&w.url, &w.database)?,
         storage: safety.clone(),
         format: Format::Custom,
-        codec: Codec::parse(&w.compression).map_err(StepError::Invalid)?,
+        codec: Codec::parse(&w.compression).map_err(StepError::invalid)?,
         level: 3,
         threads: 2,
         jobs: 1,
@@ -762,7 +763,7 @@ async fn terminate(ctx: StepCtx, w: TerminateWith) -> Result<TerminateOutputs, S
         client
             .batch_execute(&format!("alter database {} allow_connections false", quote_ident(&w.database)))
             .await
-            .map_err(|e| StepError::Failed(format!("blocking new connections: {}", crate::pg::describe(&e))))?;
+            .map_err(|e| StepError::failed(format!("blocking new connections: {}", crate::pg::describe(&e))))?;
         ctx.log(format!("new connections to {} are refused", w.database));
     }
     let rows = client
@@ -792,7 +793,7 @@ async fn terminate(ctx: StepCtx, w: TerminateWith) -> Result<TerminateOutputs, S
             break;
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(StepError::Failed(format!(
+            return Err(StepError::failed(format!(
                 "{left} session{} still connected to {} after {}",
                 if left == 1 { "" } else { "s" },
                 w.database,
@@ -902,13 +903,13 @@ async fn drop_step(ctx: StepCtx, w: DropWith) -> Result<DropOutputs, StepError> 
         super::journal::read_optional(&ctx, w.journal.as_deref()).is_some_and(|j| !j.existed && w.snapshot.is_none());
     if !w.without_snapshot && !ours {
         let Some(snap) = w.snapshot.as_deref().map(|s| ctx.resolve(s)) else {
-            return Err(StepError::Invalid(format!(
+            return Err(StepError::invalid(format!(
                 "refusing to drop database `{}` without a safety snapshot: set `snapshot:` to database.snapshot's path",
                 w.database
             )));
         };
         let m = Manifest::read(&snap).map_err(|e| {
-            StepError::Failed(format!(
+            StepError::failed(format!(
                 "refusing to drop database `{}`: its snapshot {} is not usable ({})",
                 w.database,
                 snap.display(),
@@ -916,7 +917,7 @@ async fn drop_step(ctx: StepCtx, w: DropWith) -> Result<DropOutputs, StepError> 
             ))
         })?;
         if m.database != w.database || !snap.is_file() {
-            return Err(StepError::Failed(format!(
+            return Err(StepError::failed(format!(
                 "refusing to drop database `{}`: {} is a snapshot of `{}`",
                 w.database,
                 snap.display(),
@@ -946,7 +947,7 @@ async fn reapply_settings(
     let Some(st) = settings else { return Ok(()) };
     dbsettings::apply(client, database, st)
         .await
-        .map_err(|e| StepError::Failed(format!("giving database `{database}` its settings and grants again: {e}")))?;
+        .map_err(|e| StepError::failed(format!("giving database `{database}` its settings and grants again: {e}")))?;
     ctx.log(format!("database settings applied again: {}", st.summary()));
     Ok(())
 }
@@ -960,12 +961,12 @@ async fn compare_settings(
     let actual = dbsettings::capture(client, database)
         .await
         .map_err(pg_error)?
-        .ok_or_else(|| StepError::Failed(format!("database `{database}` does not exist")))?;
+        .ok_or_else(|| StepError::failed(format!("database `{database}` does not exist")))?;
     let diff = dbsettings::differences(expected, &actual);
     if diff.is_empty() {
         Ok(())
     } else {
-        Err(StepError::Failed(format!("database `{database}`'s settings differ: {}", diff.join("; "))))
+        Err(StepError::failed(format!("database `{database}`'s settings differ: {}", diff.join("; "))))
     }
 }
 
@@ -1306,20 +1307,17 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
         let log = move |l: String| log_ctx.log(l);
         let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
         restore::restore(opts, &log).await.map_err(|e| {
-            StepError::Failed(format!(
-                "restoring the safety snapshot {} failed: {}",
-                snap.display(),
-                StepError::from(e).message()
-            ))
+            StepError::failed(format!("restoring the safety snapshot {} failed: {}", snap.display(), e.message))
         })?;
         let expect: Option<Fingerprint> = manifest.fingerprint.clone();
         let proof = match &expect {
             Some(fp) => {
                 let (tables, rows) = super::verify::compare_database(&url, fp).await.map_err(|e| match e {
-                    StepError::Failed(m) => StepError::Failed(format!(
-                        "database `{}` was restored from the safety snapshot {} but does not match it: {m}",
+                    StepError::Failure(f) if f.class == Class::Failed => StepError::failed(format!(
+                        "database `{}` was restored from the safety snapshot {} but does not match it: {}",
                         w.database,
-                        snap.display()
+                        snap.display(),
+                        f.message
                     )),
                     other => other,
                 })?;

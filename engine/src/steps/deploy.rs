@@ -82,7 +82,7 @@ impl Step for Record {
             std::path::PathBuf::from(w.backup.trim())
         } else {
             std::fs::canonicalize(ctx.resolve(&w.backup))
-                .map_err(|e| StepError::Environment(format!("backup {}: {e}", w.backup)))?
+                .map_err(|e| StepError::environment(format!("backup {}: {e}", w.backup)))?
         };
         let d = Deployment {
             format: FORMAT.into(),
@@ -94,28 +94,28 @@ impl Step for Record {
             recorded_at: super::rfc3339(time::OffsetDateTime::now_utc()),
             pgdrill: env!("CARGO_PKG_VERSION").into(),
         };
-        let body = serde_json::to_string_pretty(&d).map_err(|e| StepError::Environment(e.to_string()))?;
+        let body = serde_json::to_string_pretty(&d).map_err(|e| StepError::environment(e.to_string()))?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
-                .map_err(|e| StepError::Environment(format!("cannot create {}: {e}", dir.display())))?;
+                .map_err(|e| StepError::environment(format!("cannot create {}: {e}", dir.display())))?;
         }
         // Written beside, then linked into place: a second deployment with the same label
         // fails instead of replacing the first one's way back.
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         std::fs::write(&tmp, body.as_bytes())
             .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-            .map_err(|e| StepError::Environment(format!("cannot write {}: {e}", tmp.display())))?;
+            .map_err(|e| StepError::environment(format!("cannot write {}: {e}", tmp.display())))?;
         let linked = std::fs::hard_link(&tmp, &path);
         let _ = std::fs::remove_file(&tmp);
         match linked {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StepError::Invalid(format!(
+                return Err(StepError::invalid(format!(
                     "deployment manifest {} already exists: give another label or manifest path",
                     path.display()
                 )))
             }
-            Err(e) => return Err(StepError::Environment(format!("cannot write {}: {e}", path.display()))),
+            Err(e) => return Err(StepError::environment(format!("cannot write {}: {e}", path.display()))),
         }
         ctx.log(format!("deployment {} of {}: {} (sha256 {})", d.label, d.database, d.backup, d.sha256));
         Ok(RecordOutputs { manifest: path.display().to_string() })
@@ -164,14 +164,14 @@ impl Step for Read {
     async fn run(ctx: StepCtx, w: ReadWith) -> Result<ReadOutputs, StepError> {
         let path = ctx.resolve(&w.manifest);
         let text = std::fs::read_to_string(&path)
-            .map_err(|e| StepError::Invalid(format!("cannot read deployment manifest {}: {e}", path.display())))?;
+            .map_err(|e| StepError::invalid(format!("cannot read deployment manifest {}: {e}", path.display())))?;
         let d: Deployment = serde_json::from_str(&text)
-            .map_err(|e| StepError::Invalid(format!("{} is not a deployment manifest: {e}", path.display())))?;
+            .map_err(|e| StepError::invalid(format!("{} is not a deployment manifest: {e}", path.display())))?;
         if d.format != FORMAT {
-            return Err(StepError::Invalid(format!("{} is `{}`, not a {FORMAT} manifest", path.display(), d.format)));
+            return Err(StepError::invalid(format!("{} is `{}`, not a {FORMAT} manifest", path.display(), d.format)));
         }
         if d.database != w.database {
-            return Err(StepError::Invalid(format!(
+            return Err(StepError::invalid(format!(
                 "deployment manifest {} is for database `{}`, not `{}`: nothing was changed",
                 path.display(),
                 d.database,
@@ -181,9 +181,9 @@ impl Step for Read {
         let backup = std::path::PathBuf::from(&d.backup);
         let sha = tokio::task::spawn_blocking(move || super::verify::sha256_file(&backup))
             .await
-            .map_err(|e| StepError::Environment(e.to_string()))??;
+            .map_err(|e| StepError::environment(e.to_string()))??;
         if sha != d.sha256 {
-            return Err(StepError::Failed(format!(
+            return Err(StepError::failed(format!(
                 "backup {} changed since deployment {} was recorded (sha256 {sha}, recorded {}): nothing was changed",
                 d.backup, d.label, d.sha256
             )));

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::{pg_error, rfc3339, BoxFuture, Fields, Step, StepCtx, StepError, Teardown, With, WithError};
+use crate::error::Class;
 use crate::pg::native::quote_ident;
 
 fn now_epoch() -> f64 {
@@ -129,11 +130,11 @@ async fn load_fixtures(ctx: StepCtx, w: FixturesWith) -> Result<FixturesOutputs,
             Some((_, t)) => t.to_string(),
             None if f.ends_with(".sql") => {
                 let p = ctx.resolve(f);
-                std::fs::read_to_string(&p).map_err(|e| StepError::Invalid(format!("fixture {}: {e}", p.display())))?
+                std::fs::read_to_string(&p).map_err(|e| StepError::invalid(format!("fixture {}: {e}", p.display())))?
             }
             None => {
                 let names: Vec<&str> = FIXTURES.iter().map(|(n, _)| *n).collect();
-                return Err(StepError::Invalid(format!(
+                return Err(StepError::invalid(format!(
                     "no fixture `{f}`: the shipped ones are {}, or give a path ending in .sql",
                     names.join(", ")
                 )));
@@ -143,7 +144,7 @@ async fn load_fixtures(ctx: StepCtx, w: FixturesWith) -> Result<FixturesOutputs,
         client
             .batch_execute(&format!("begin;\n{}\ncommit;", fixture_sql(&text, w.scale)))
             .await
-            .map_err(|e| StepError::Failed(format!("fixture `{f}`: {}", crate::pg::describe(&e))))?;
+            .map_err(|e| StepError::failed(format!("fixture `{f}`: {}", crate::pg::describe(&e))))?;
         ctx.log(format!("loaded {f} at scale {} in {:.1}s", w.scale, started.elapsed().as_secs_f64()));
     }
     client.batch_execute("analyze").await.map_err(pg_error)?;
@@ -217,14 +218,14 @@ async fn workspace(ctx: StepCtx, w: WorkspaceWith) -> Result<WorkspaceOutputs, S
         Some(d) => {
             let p = ctx.resolve(d);
             std::fs::create_dir_all(&p)
-                .map_err(|e| StepError::Environment(format!("creating {}: {e}", p.display())))?;
+                .map_err(|e| StepError::environment(format!("creating {}: {e}", p.display())))?;
             p
         }
         None => {
             let t = tempfile::Builder::new()
                 .prefix("pgdrill-drill-")
                 .tempdir()
-                .map_err(|e| StepError::Environment(format!("creating a temporary directory: {e}")))?;
+                .map_err(|e| StepError::environment(format!("creating a temporary directory: {e}")))?;
             let p = t.keep();
             if !w.keep {
                 ctx.resources.push(format!("workspace {}", p.display()), Box::new(RemoveDir(p.clone())));
@@ -411,7 +412,7 @@ impl Step for Disaster {
 }
 
 async fn disaster(ctx: StepCtx, w: DisasterWith) -> Result<DisasterOutputs, StepError> {
-    let cfg = crate::pg::config(&w.url).map_err(|e| StepError::Invalid(e.0))?;
+    let cfg = crate::pg::config(&w.url).map_err(|e| e.in_class(Class::Invalid))?;
     let at = match w.mode.as_str() {
         "drop_database" => {
             let db = w.database.clone().or_else(|| cfg.get_dbname().map(str::to_string)).unwrap_or_default();
@@ -420,7 +421,7 @@ async fn disaster(ctx: StepCtx, w: DisasterWith) -> Result<DisasterOutputs, Step
             admin
                 .batch_execute(&format!("drop database {} with (force)", quote_ident(&db)))
                 .await
-                .map_err(|e| StepError::Failed(format!("dropping {db}: {}", crate::pg::describe(&e))))?;
+                .map_err(|e| StepError::failed(format!("dropping {db}: {}", crate::pg::describe(&e))))?;
             ctx.log(format!("dropped database {db} at {}", rfc3339(at)));
             at
         }
@@ -437,7 +438,7 @@ async fn disaster(ctx: StepCtx, w: DisasterWith) -> Result<DisasterOutputs, Step
                 ),
             };
             std::fs::metadata(dir.join("postmaster.pid")).map_err(|e| {
-                StepError::Environment(format!(
+                StepError::environment(format!(
                     "destroy_server needs the server's data directory on this machine: {}: {e}",
                     dir.display()
                 ))
@@ -445,7 +446,7 @@ async fn disaster(ctx: StepCtx, w: DisasterWith) -> Result<DisasterOutputs, Step
             // The pid in postmaster.pid is signalled only when that process works in this
             // directory: a container's postmaster.pid names a pid of its own namespace.
             let Some(postmaster) = crate::pg::native::live_postmaster(&dir) else {
-                return Err(StepError::Environment(format!(
+                return Err(StepError::environment(format!(
                     "no server of this machine runs in {} (its postmaster.pid names no process working there: a server in a container, or one already gone); destroy_server stops only a server whose data directory is on this machine",
                     dir.display()
                 )));
@@ -461,7 +462,7 @@ async fn disaster(ctx: StepCtx, w: DisasterWith) -> Result<DisasterOutputs, Step
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             std::fs::remove_dir_all(&dir)
-                .map_err(|e| StepError::Environment(format!("deleting {}: {e}", dir.display())))?;
+                .map_err(|e| StepError::environment(format!("deleting {}: {e}", dir.display())))?;
             ctx.log(format!("stopped the server (pid {pid}) and deleted {} at {}", dir.display(), rfc3339(at)));
             at
         }
@@ -549,7 +550,7 @@ async fn rto(ctx: StepCtx, w: RtoWith) -> Result<RtoOutputs, StepError> {
         phases: Some(o["phases"].clone()),
     });
     if rto > target {
-        return Err(StepError::Failed(format!(
+        return Err(StepError::failed(format!(
             "RTO {} exceeds the budget rto={} ({})",
             secs(rto),
             humantime::format_duration(w.target),
@@ -616,9 +617,9 @@ async fn rpo(ctx: StepCtx, w: RpoWith) -> Result<RpoOutputs, StepError> {
                 &[],
             )
             .await
-            .map_err(|e| StepError::Failed(format!("reading heartbeats from {}: {}", w.table, crate::pg::describe(&e))))?;
+            .map_err(|e| StepError::failed(format!("reading heartbeats from {}: {}", w.table, crate::pg::describe(&e))))?;
     let (Some(newest), Some(newest_text)) = (row.get::<_, Option<f64>>(0), row.get::<_, Option<String>>(1)) else {
-        return Err(StepError::Failed(format!("no heartbeat row in the restored {}: RPO cannot be measured", w.table)));
+        return Err(StepError::failed(format!("no heartbeat row in the restored {}: RPO cannot be measured", w.table)));
     };
     let rpo = (w.disaster_at - newest).max(0.0);
     let target = w.target.as_secs_f64();
@@ -641,7 +642,7 @@ async fn rpo(ctx: StepCtx, w: RpoWith) -> Result<RpoOutputs, StepError> {
         phases: None,
     });
     if rpo > target {
-        return Err(StepError::Failed(format!(
+        return Err(StepError::failed(format!(
             "RPO {} exceeds the budget rpo={} (newest heartbeat restored {})",
             secs(rpo),
             humantime::format_duration(w.target),

@@ -68,7 +68,7 @@ impl Step for Space {
     async fn run(ctx: StepCtx, w: SpaceWith) -> Result<SpaceOutputs, StepError> {
         let path = ctx.local_only(&w.storage, "storage.space measures a filesystem: its storage")?;
         let st = nix::sys::statvfs::statvfs(&path)
-            .map_err(|e| StepError::Environment(format!("cannot measure the filesystem of {}: {e}", path.display())))?;
+            .map_err(|e| StepError::environment(format!("cannot measure the filesystem of {}: {e}", path.display())))?;
         let frag = st.fragment_size().max(1);
         let total = st.blocks() * frag;
         let free = st.blocks_available() * frag;
@@ -80,7 +80,7 @@ impl Step for Space {
             let size: i64 = client
                 .query_one("select pg_database_size(current_database())", &[])
                 .await
-                .map_err(|e| StepError::Environment(crate::pg::describe(&e)))?
+                .map_err(|e| StepError::environment(crate::pg::describe(&e)))?
                 .get(0);
             database_bytes = Some(size as u64);
             needed = needed.max((m * size as f64).ceil() as u64);
@@ -102,7 +102,7 @@ impl Step for Space {
             h(needed)
         ));
         if free < needed {
-            return Err(StepError::Failed(format!(
+            return Err(StepError::failed(format!(
                 "{} has {} free ({:.1} %), {} is needed{}: free space or move the backups",
                 path.display(),
                 h(free),
@@ -176,7 +176,7 @@ impl Step for SizeChange {
         let root = ctx.storage_root(&w.storage).await?;
         let list = crate::storage::LocalStore::new(&root)
             .list(Some(&w.database))
-            .map_err(|e| StepError::Environment(format!("cannot list {}: {e}", root.display())))?;
+            .map_err(|e| StepError::environment(format!("cannot list {}: {e}", root.display())))?;
         let size_of = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         let (Some(newest), Some(previous)) = (list.first(), list.get(1)) else {
             return Err(StepError::Skipped(format!(
@@ -205,7 +205,7 @@ impl Step for SizeChange {
             change: if change.is_finite() { change } else { 0.0 },
         };
         if let Some(g) = w.max_growth.filter(|g| change > *g) {
-            return Err(StepError::Failed(format!(
+            return Err(StepError::failed(format!(
                 "backup {} is {:+.1} % against the one before ({} -> {}), more than the allowed +{:.0} %",
                 newest.name,
                 change * 100.0,
@@ -215,7 +215,7 @@ impl Step for SizeChange {
             )));
         }
         if let Some(s) = w.max_shrink.filter(|s| change < -*s) {
-            return Err(StepError::Failed(format!(
+            return Err(StepError::failed(format!(
                 "backup {} is {:+.1} % against the one before ({} -> {}), smaller than the allowed -{:.0} %",
                 newest.name,
                 change * 100.0,

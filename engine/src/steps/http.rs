@@ -107,11 +107,11 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
         .timeout(w.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| StepError::Environment(format!("cannot build an HTTP client: {e}")))?;
+        .map_err(|e| StepError::environment(format!("cannot build an HTTP client: {e}")))?;
     let mut method = reqwest::Method::from_bytes(w.method.as_bytes())
-        .map_err(|_| StepError::Invalid(format!("`{}` is not an HTTP method", w.method)))?;
+        .map_err(|_| StepError::invalid(format!("`{}` is not an HTTP method", w.method)))?;
     let jar = w.cookies.then(|| jar_for(&ctx));
-    let mut url = reqwest::Url::parse(&w.url).map_err(|e| StepError::Invalid(format!("`{}`: {e}", w.url)))?;
+    let mut url = reqwest::Url::parse(&w.url).map_err(|e| StepError::invalid(format!("`{}`: {e}", w.url)))?;
     let mut with_body = true;
     let started = Instant::now();
     let mut hops = 0;
@@ -136,7 +136,7 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
         // An unreachable endpoint is a failed health check, not a broken environment:
         // the service under test is what is down.
         let resp =
-            req.send().await.map_err(|e| StepError::Failed(format!("{} {}: {}", w.method, w.url, error_chain(&e))))?;
+            req.send().await.map_err(|e| StepError::failed(format!("{} {}: {}", w.method, w.url, error_chain(&e))))?;
         if let Some(jar) = &jar {
             if let Ok(mut j) = jar.lock() {
                 for v in resp.headers().get_all(reqwest::header::SET_COOKIE) {
@@ -170,7 +170,7 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
     let body = resp
         .text()
         .await
-        .map_err(|e| StepError::Failed(format!("{} {}: reading the body: {}", w.method, w.url, error_chain(&e))))?;
+        .map_err(|e| StepError::failed(format!("{} {}: reading the body: {}", w.method, w.url, error_chain(&e))))?;
     let elapsed = started.elapsed();
     ctx.log(format!("{} {} -> {status} in {} ms", w.method, w.url, elapsed.as_millis()));
     let ok = match &w.status {
@@ -184,12 +184,12 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
             Some(Status::One(s)) => s.to_string(),
             Some(Status::Many(l)) => format!("one of {l:?}"),
         };
-        return Err(StepError::Failed(format!("{} {} answered {status}, expected {want}", w.method, w.url)));
+        return Err(StepError::failed(format!("{} {} answered {status}, expected {want}", w.method, w.url)));
     }
     if let Some(needle) = &w.body_contains {
         if !body.contains(needle.as_str()) {
             let preview: String = body.chars().take(200).collect();
-            return Err(StepError::Failed(format!(
+            return Err(StepError::failed(format!(
                 "{} {}: body does not contain `{needle}` (body starts: {preview:?})",
                 w.method, w.url
             )));

@@ -39,7 +39,7 @@ pub(crate) fn mark(
 
 pub(crate) fn read_required(path: &Path) -> Result<Journal, StepError> {
     Journal::read(path).map_err(StepError::from)?.ok_or_else(|| {
-        StepError::Failed(format!(
+        StepError::failed(format!(
             "the restore journal {} is missing: refusing to go on without the record of this restore",
             path.display()
         ))
@@ -196,12 +196,12 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
     let held = match restore::lock(&w.url, &w.maintenance_db, &w.database).await {
         Ok(l) => l,
         Err(LockError::Held(who)) => {
-            return Err(StepError::Failed(format!(
+            return Err(StepError::failed(format!(
                 "preflight: database `{}` on {server} is being restored by {who}; two restores of one database never overlap, so wait until it ends. Nothing was changed",
                 w.database
             )))
         }
-        Err(LockError::Connect(m) | LockError::Server(m)) => return Err(StepError::Environment(m)),
+        Err(e) => return Err(e.into()),
     };
     let now = current(&held.client, &w.database).await?;
     let key = held.key;
@@ -236,7 +236,7 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
                 settings: serde_json::Value::Null,
             })
         }
-        (None, r) => Err(StepError::Invalid(format!(
+        (None, r) => Err(StepError::invalid(format!(
             "--var recover={r}: there is no unfinished restore of database `{}` in {}: nothing to recover. Nothing was changed",
             w.database,
             path.display()
@@ -248,7 +248,7 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
                 ),
                 None => "`--var recover=rollback` removes the half-made database (it did not exist before)".into(),
             };
-            Err(StepError::Failed(format!(
+            Err(StepError::failed(format!(
                 "preflight: {}. A new restore now would take its safety snapshot of a database that is not the original, so it refuses. Nothing was changed. Finish that restore first with the same command and: {ways}; or `--var recover=forward` restores {} again. (Journal: {})",
                 j.describe(),
                 j.backup,
@@ -261,10 +261,10 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
             client
                 .batch_execute(&format!("drop database if exists {} with (force)", quote_ident(&w.database)))
                 .await
-                .map_err(|e| StepError::Failed(format!("dropping database `{}`: {}", w.database, crate::pg::describe(&e))))?;
+                .map_err(|e| StepError::failed(format!("dropping database `{}`: {}", w.database, crate::pg::describe(&e))))?;
             let mut j = j;
             j.mark(&path, Phase::Finished, "recover=rollback: the half-made database was dropped").map_err(StepError::from)?;
-            Err(StepError::Failed(format!(
+            Err(StepError::failed(format!(
                 "recover=rollback: database `{}` did not exist before the unfinished restore, so there is nothing to put back: the half-made database was dropped and the journal {} is closed; it is as before that restore",
                 w.database,
                 path.display()
@@ -273,14 +273,14 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
         (Some(j), r) => {
             let what = if r == "rollback" { j.snapshot.clone().unwrap_or_default() } else { j.backup.clone() };
             let m = Manifest::read(&ctx.backup_header(&what).await?).map_err(|e| {
-                StepError::Failed(format!(
+                StepError::failed(format!(
                     "recover={r}: {what} from the journal {} is not usable: {}",
                     path.display(),
                     StepError::from(e).message()
                 ))
             })?;
             if r == "rollback" && j.snapshot_sha256.as_deref().is_some_and(|s| s != m.sha256) {
-                return Err(StepError::Failed(format!(
+                return Err(StepError::failed(format!(
                     "recover=rollback: the snapshot {what} is not the one the journal {} recorded (sha256 differs)",
                     path.display()
                 )));
@@ -513,7 +513,7 @@ async fn finish(ctx: StepCtx, w: FinishWith) -> Result<FinishOutputs, StepError>
                 Ok(_) => {}
                 Err(e) => allow_problem = Some(e.message().to_string()),
             },
-            Err(e) => allow_problem = Some(e.0),
+            Err(e) => allow_problem = Some(e.message),
         }
     }
 
@@ -554,7 +554,7 @@ async fn finish(ctx: StepCtx, w: FinishWith) -> Result<FinishOutputs, StepError>
         ctx.notice(msg.clone());
         ctx.keep("notice", msg.clone().into());
         ctx.keep("state", "unfinished".into());
-        return Err(StepError::Failed(msg));
+        return Err(StepError::failed(msg));
     };
     j.recovering.clear();
     j.mark(&path, Phase::Finished, note.clone()).map_err(StepError::from)?;

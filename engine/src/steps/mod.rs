@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value as Yaml;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Class, Classified};
+use crate::error::{Class, Classified, Failure};
 use crate::redact::Redactor;
 use crate::template;
 
@@ -44,22 +44,16 @@ pub type Outputs = serde_json::Map<String, serde_json::Value>;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Why a step did not pass. The kind decides the report entry and the exit code.
+/// Why a step did not pass: a [`Failure`], whose class decides the report entry and the
+/// exit code, or a step that does not apply, which is no error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepError {
-    /// An assertion or expectation did not hold (JUnit `<failure>`, exit 1).
-    Failed(String),
-    /// The environment failed: unreachable server, missing tool (JUnit `<error>`, exit 3).
-    Environment(String),
-    /// The invocation or the runbook is invalid (JUnit `<error>`, exit 2).
-    Invalid(String),
-    /// A field of the rendered `with:` block is invalid (exit 2): the executor locates it in
-    /// the runbook by its path, never by reading the message.
-    Field {
-        /// Dotted path inside `with:` (`retry.attempts`), empty for the block itself.
-        path: String,
-        message: String,
-    },
+    /// A check that did not hold (JUnit `<failure>`, exit 1), a broken environment
+    /// (unreachable server, missing tool: JUnit `<error>`, exit 3) or invalid input (JUnit
+    /// `<error>`, exit 2). A failure about a field of the rendered `with:` block carries its
+    /// path (`Failure::field`): the executor locates it in the runbook by that path, never by
+    /// reading the message.
+    Failure(Failure),
     /// The step does not apply here (for example a comparison without a source fingerprint):
     /// reported as skipped with this reason, never as passed, and the run goes on.
     Skipped(String),
@@ -68,37 +62,42 @@ pub enum StepError {
 impl StepError {
     /// An error of `class` with `message`.
     pub fn new(class: Class, message: impl Into<String>) -> Self {
-        let message = message.into();
-        match class {
-            Class::Failed => StepError::Failed(message),
-            Class::Invalid => StepError::Invalid(message),
-            Class::Environment => StepError::Environment(message),
-        }
+        StepError::Failure(Failure::new(class, message))
+    }
+
+    /// A check that did not hold.
+    pub fn failed(message: impl Into<String>) -> Self {
+        StepError::new(Class::Failed, message)
+    }
+
+    /// The environment failed.
+    pub fn environment(message: impl Into<String>) -> Self {
+        StepError::new(Class::Environment, message)
+    }
+
+    /// The invocation or the runbook is invalid.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        StepError::new(Class::Invalid, message)
+    }
+
+    /// An invalid field at `path` inside the `with:` block (empty for the block itself).
+    pub fn field(path: impl Into<String>, message: impl Into<String>) -> Self {
+        StepError::Failure(Failure::invalid(message).at_field(path))
     }
 
     /// Its class; `None` for `Skipped`, which is no error.
     pub fn class(&self) -> Option<Class> {
         match self {
-            StepError::Failed(_) => Some(Class::Failed),
-            StepError::Environment(_) => Some(Class::Environment),
-            StepError::Invalid(_) | StepError::Field { .. } => Some(Class::Invalid),
+            StepError::Failure(f) => Some(f.class),
             StepError::Skipped(_) => None,
         }
     }
 
     pub fn message(&self) -> &str {
         match self {
-            StepError::Failed(m)
-            | StepError::Environment(m)
-            | StepError::Invalid(m)
-            | StepError::Skipped(m)
-            | StepError::Field { message: m, .. } => m,
+            StepError::Failure(f) => &f.message,
+            StepError::Skipped(m) => m,
         }
-    }
-
-    /// A field error at `path` inside the `with:` block.
-    pub fn field(path: impl Into<String>, message: impl Into<String>) -> Self {
-        StepError::Field { path: path.into(), message: message.into() }
     }
 
     /// Whether the error is about input (exit 2), which trying again cannot change.
@@ -110,7 +109,7 @@ impl StepError {
     /// and locates a field error.
     pub fn describe(&self, with: impl FnOnce() -> String) -> String {
         match self {
-            StepError::Field { path, message } if !path.is_empty() => {
+            StepError::Failure(Failure { field: Some(path), message, .. }) if !path.is_empty() => {
                 format!("{}: field `{path}`: {message}", with())
             }
             e => e.message().to_string(),
@@ -118,16 +117,21 @@ impl StepError {
     }
 }
 
-/// The errors of the layers below keep their class (`Classified`): a backup's invalid input,
-/// environment or failed check; an unreachable server or refused login (environment); a
-/// throwaway server that cannot start; a damaged restore journal (failed).
+/// The library's errors keep their class, their field and their source on the way to a
+/// step's error: a backup's invalid input, environment or failed check; an unreachable
+/// server or refused login (environment); a throwaway server that cannot start; a damaged
+/// restore journal (failed).
+impl From<Failure> for StepError {
+    fn from(f: Failure) -> Self {
+        StepError::Failure(f)
+    }
+}
+
+/// A typed error of a lower layer (a held restore lock, a damaged archive, an untrusted
+/// ledger) by the class it states.
 impl<E: Classified> From<E> for StepError {
     fn from(e: E) -> Self {
-        let (class, field) = (e.class(), e.field().map(str::to_string));
-        match field {
-            Some(path) => StepError::field(path, e.into_message()),
-            None => StepError::new(class, e.into_message()),
-        }
+        StepError::Failure(e.into_failure())
     }
 }
 
@@ -135,7 +139,7 @@ impl<E: Classified> From<E> for StepError {
 /// with the server's message, detail and hint. Steps that treat an error as a failed check
 /// map it themselves.
 pub(crate) fn pg_error(e: tokio_postgres::Error) -> StepError {
-    StepError::Environment(crate::pg::describe(&e))
+    Failure::environment(crate::pg::describe(&e)).with_source(e).into()
 }
 
 // A timestamp as RFC 3339, as every step output, listing and report writes it: one helper.
@@ -281,7 +285,7 @@ impl StepCtx {
 
     pub fn ended(&self, id: &str) -> Result<CancellationToken, StepError> {
         self.siblings.get(id).cloned().ok_or_else(|| {
-            StepError::Invalid(format!(
+            StepError::invalid(format!(
                 "`{id}` is not the id of another step of the same `parallel` group: follow names a step running beside this one"
             ))
         })
@@ -373,8 +377,8 @@ impl StepCtx {
     pub async fn storage_root(&self, location: &str) -> Result<PathBuf, StepError> {
         use crate::storage::remote;
         if remote::is_remote(location) {
-            let r = remote::open(location).map_err(StepError::Invalid)?;
-            r.mirror().await.map_err(StepError::Environment)
+            let r = remote::open(location).map_err(StepError::invalid)?;
+            r.mirror().await.map_err(StepError::environment)
         } else {
             Ok(self.resolve(location))
         }
@@ -385,12 +389,12 @@ impl StepCtx {
     pub async fn backup_file(&self, p: &str) -> Result<PathBuf, StepError> {
         use crate::storage::remote;
         if remote::is_remote(p) {
-            return remote::fetch_url(p).await.map_err(StepError::Environment);
+            return remote::fetch_url(p).await.map_err(StepError::environment);
         }
         let path = self.resolve(p);
         if remote::is_stand_in(&path) {
             if let Some((r, rel)) = remote::for_mirror(&path) {
-                return r.fetch(&rel).await.map_err(StepError::Environment);
+                return r.fetch(&rel).await.map_err(StepError::environment);
             }
         }
         Ok(path)
@@ -404,7 +408,7 @@ impl StepCtx {
     pub async fn backup_stream(&self, p: &str) -> Result<Option<FromStore>, StepError> {
         use crate::storage::remote;
         let (r, rel) = if remote::is_remote(p) {
-            remote::locate(p).map_err(StepError::Invalid)?
+            remote::locate(p).map_err(StepError::invalid)?
         } else {
             match remote::for_mirror(&self.resolve(p)) {
                 Some(found) => found,
@@ -415,12 +419,12 @@ impl StepCtx {
             return Ok(None);
         }
         let path =
-            r.stand_in(&rel, u64::from(crate::archive::MAX_HEADER) + 64).await.map_err(StepError::Environment)?;
+            r.stand_in(&rel, u64::from(crate::archive::MAX_HEADER) + 64).await.map_err(StepError::environment)?;
         if rel.ends_with(".pgdrill") {
             if crate::backup::source::origin(&path) != crate::backup::source::Origin::Pgdrill {
                 return Ok(None);
             }
-            let (reader, _) = r.reader(&rel).await.map_err(StepError::Environment)?;
+            let (reader, _) = r.reader(&rel).await.map_err(StepError::environment)?;
             return Ok(Some(FromStore::Archive(path, reader)));
         }
         if !crate::backup::source::streamable(&path) {
@@ -435,13 +439,13 @@ impl StepCtx {
     pub async fn backup_header(&self, p: &str) -> Result<PathBuf, StepError> {
         use crate::storage::remote;
         let found = if remote::is_remote(p) {
-            Some(remote::locate(p).map_err(StepError::Invalid)?)
+            Some(remote::locate(p).map_err(StepError::invalid)?)
         } else {
             remote::for_mirror(&self.resolve(p))
         };
         match found {
             Some((r, rel)) if !r.is_fetched(&rel) => {
-                r.stand_in(&rel, u64::from(crate::archive::MAX_HEADER) + 64).await.map_err(StepError::Environment)
+                r.stand_in(&rel, u64::from(crate::archive::MAX_HEADER) + 64).await.map_err(StepError::environment)
             }
             _ => self.backup_file(p).await,
         }
@@ -451,7 +455,7 @@ impl StepCtx {
     /// wait on a download).
     pub fn local_only(&self, location: &str, what: &str) -> Result<PathBuf, StepError> {
         if crate::storage::remote::is_remote(location) {
-            return Err(StepError::Invalid(format!(
+            return Err(StepError::invalid(format!(
                 "{what} must be a local directory, not `{}`: a rollback must not depend on a download (give a local path)",
                 location.split('?').next().unwrap_or_default()
             )));
@@ -529,8 +533,8 @@ fn outputs_of<O: serde::Serialize>(o: &O) -> Result<Outputs, StepError> {
     match serde_json::to_value(o) {
         Ok(serde_json::Value::Object(m)) => Ok(m),
         Ok(serde_json::Value::Null) => Ok(Outputs::new()),
-        Ok(other) => Err(StepError::Environment(format!("step outputs are not a map: {other}"))),
-        Err(e) => Err(StepError::Environment(format!("step outputs cannot be serialized: {e}"))),
+        Ok(other) => Err(StepError::environment(format!("step outputs are not a map: {other}"))),
+        Err(e) => Err(StepError::environment(format!("step outputs cannot be serialized: {e}"))),
     }
 }
 
@@ -679,24 +683,14 @@ mod tests {
     /// command line's, and so its exit code.
     #[test]
     fn lower_errors_keep_their_class_through_question_mark() {
-        use crate::backup::BackupError;
         use crate::error::Error;
         use crate::pg::native::ServerError;
         use crate::restore::JournalError;
         let cases: Vec<(StepError, Error, Class)> = vec![
-            (BackupError::Failed("f".into()).into(), BackupError::Failed("f".into()).into(), Class::Failed),
-            (BackupError::Invalid("i".into()).into(), BackupError::Invalid("i".into()).into(), Class::Invalid),
-            (
-                BackupError::Environment("e".into()).into(),
-                BackupError::Environment("e".into()).into(),
-                Class::Environment,
-            ),
+            (Failure::failed("f").into(), Failure::failed("f").into(), Class::Failed),
+            (Failure::invalid("i").into(), Failure::invalid("i").into(), Class::Invalid),
+            (Failure::environment("e").into(), Failure::environment("e").into(), Class::Environment),
             (ServerError::invalid("i").into(), ServerError::invalid("i").into(), Class::Invalid),
-            (
-                crate::pg::ConnectError("c".into()).into(),
-                crate::pg::ConnectError("c".into()).into(),
-                Class::Environment,
-            ),
             (JournalError::failed("d").into(), JournalError::failed("d").into(), Class::Failed),
             (JournalError::environment("o").into(), JournalError::environment("o").into(), Class::Environment),
         ];

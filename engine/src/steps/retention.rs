@@ -86,7 +86,7 @@ impl Step for Prune {
 /// verified backup look unverified, and it would be deleted.
 fn verified(dir: &std::path::Path) -> Result<std::collections::HashSet<String>, StepError> {
     let ledger = crate::backup::ledger::read(&dir.join(crate::backup::ledger::FILE))
-        .map_err(|e| StepError::Failed(format!("nothing deleted: {e}")))?;
+        .map_err(|e| crate::error::Failure::from(e).context("nothing deleted"))?;
     Ok(ledger
         .entries
         .into_iter()
@@ -100,7 +100,7 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
     let pattern = super::backup::name_pattern(w.name_pattern.as_deref())?;
     let entries = LocalStore::new(&storage)
         .list_with(Some(&w.database), pattern.as_ref())
-        .map_err(|e| StepError::Environment(format!("cannot list {}: {e}", storage.display())))?;
+        .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.display())))?;
     // Each folder has its own ledger (pgdrill's per database; other tools' files may sit
     // in several folders).
     let mut ok_verified = std::collections::HashSet::new();
@@ -148,14 +148,14 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
         let shown = crate::storage::remote::display(&e.path);
         if let (true, Some((r, rel))) = (w.apply, crate::storage::remote::for_mirror(&e.path)) {
             // The backup first: a manifest without its backup is reported, never used.
-            r.delete(&rel).await.map_err(StepError::Environment)?;
-            r.delete(&format!("{rel}.manifest.json")).await.map_err(StepError::Environment)?;
+            r.delete(&rel).await.map_err(StepError::environment)?;
+            r.delete(&format!("{rel}.manifest.json")).await.map_err(StepError::environment)?;
             ctx.log(format!("delete {} ({})", d.name, d.reason));
         } else if w.apply {
             // A directory-format dump is one backup: the directory goes as a whole.
             let removed =
                 if e.path.is_dir() { std::fs::remove_dir_all(&e.path) } else { std::fs::remove_file(&e.path) };
-            removed.map_err(|err| StepError::Environment(format!("deleting {}: {err}", e.path.display())))?;
+            removed.map_err(|err| StepError::environment(format!("deleting {}: {err}", e.path.display())))?;
             let _ = std::fs::remove_file(manifest_path(&e.path));
             ctx.log(format!("delete {} ({})", d.name, d.reason));
         } else {
@@ -168,9 +168,9 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
     let mut aborted = Vec::new();
     if let Some((r, _)) = crate::storage::remote::for_mirror(&storage) {
         let after = w.abandoned_uploads_after.unwrap_or(std::time::Duration::from_secs(24 * 3600));
-        for a in r.abandoned(after).await.map_err(StepError::Environment)? {
+        for a in r.abandoned(after).await.map_err(StepError::environment)? {
             if w.apply {
-                r.abort_abandoned(&a).await.map_err(StepError::Environment)?;
+                r.abort_abandoned(&a).await.map_err(StepError::environment)?;
                 ctx.log(format!(
                     "aborted an unfinished upload of {} started at {} (left by a stopped pgdrill)",
                     a.url, a.started

@@ -118,7 +118,7 @@ async fn run(ctx: StepCtx, w: RunWith) -> Result<RunOutputs, StepError> {
             cmd.current_dir(ctx.resolve(dir));
         }
         let mut child = crate::child::spawn_async(&mut cmd)
-            .map_err(|e| StepError::Environment(format!("cannot run `{}`: {e}", argv[0])))?;
+            .map_err(|e| StepError::environment(format!("cannot run `{}`: {e}", argv[0])))?;
         let mut guard = GroupGuard(child.id().map(|p| Pid::from_raw(p as i32)));
 
         if let (Some(text), Some(mut stdin)) = (w.stdin.clone(), child.stdin.take()) {
@@ -129,7 +129,7 @@ async fn run(ctx: StepCtx, w: RunWith) -> Result<RunOutputs, StepError> {
         let out = child.stdout.take().map(|s| tokio::spawn(pump(s, ctx.clone(), "")));
         let err = child.stderr.take().map(|s| tokio::spawn(pump(s, ctx.clone(), "stderr: ")));
         let status =
-            child.wait().await.map_err(|e| StepError::Environment(format!("waiting for `{}`: {e}", argv[0])))?;
+            child.wait().await.map_err(|e| StepError::environment(format!("waiting for `{}`: {e}", argv[0])))?;
         // The leader exited; leave any daemons it started alone.
         guard.0 = None;
         let stdout = match out {
@@ -148,14 +148,14 @@ async fn run(ctx: StepCtx, w: RunWith) -> Result<RunOutputs, StepError> {
             };
             let tail: Vec<&str> = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
             let tail = if tail.is_empty() { String::new() } else { format!("; stderr: {}", tail.join(" | ")) };
-            return Err(StepError::Failed(format!("`{}` ended with {how}, expected {}{tail}", argv[0], w.exit_code)));
+            return Err(StepError::failed(format!("`{}` ended with {how}, expected {}{tail}", argv[0], w.exit_code)));
         }
         Ok(RunOutputs { stdout: stdout.trim_end_matches('\n').to_string(), stderr, exit_code: code })
     }
 }
 
 fn unreachable_argv() -> Result<Vec<String>, StepError> {
-    Err(StepError::Invalid("missing field `argv` (or `script`)".into()))
+    Err(StepError::invalid("missing field `argv` (or `script`)"))
 }
 
 /// Forward lines to the step log and keep up to CAPTURE_LIMIT bytes.

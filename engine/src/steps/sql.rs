@@ -84,9 +84,9 @@ impl Step for Exec {
                 let path = ctx.resolve(f);
                 tokio::fs::read_to_string(&path)
                     .await
-                    .map_err(|e| StepError::Invalid(format!("cannot read SQL file {}: {e}", path.display())))?
+                    .map_err(|e| StepError::invalid(format!("cannot read SQL file {}: {e}", path.display())))?
             }
-            (None, None) => return Err(StepError::Invalid("missing field `sql` (or `file`)".into())),
+            (None, None) => return Err(StepError::invalid("missing field `sql` (or `file`)")),
         };
         let (rows, value) = batch(&w.url, &sql).await?;
         ctx.log(format!("{} on {}: {rows} row(s)", first_line(&sql), pg::display_url(&w.url)));
@@ -103,12 +103,12 @@ impl Step for Assert {
     type Outputs = AssertOutputs;
 
     async fn run(ctx: StepCtx, w: AssertWith) -> Result<AssertOutputs, StepError> {
-        let expect = Expect::parse(&w.expect).map_err(StepError::Invalid)?;
+        let expect = Expect::parse(&w.expect).map_err(StepError::invalid)?;
         let (_, value) = batch(&w.url, &w.query).await?;
         let shown = value.clone().unwrap_or_else(|| "NULL".into());
         ctx.log(format!("{} -> {shown} (expect {})", first_line(&w.query), w.expect));
         expect.holds(value.as_deref()).map_err(|why| {
-            StepError::Failed(format!("`{}` returned {shown}, expected {}{why}", first_line(&w.query), w.expect.trim()))
+            StepError::failed(format!("`{}` returned {shown}, expected {}{why}", first_line(&w.query), w.expect.trim()))
         })?;
         Ok(AssertOutputs { value })
     }
@@ -118,7 +118,7 @@ impl Step for Assert {
 async fn batch(url: &str, sql: &str) -> Result<(u64, Option<String>), StepError> {
     let client = pg::connect(url).await?;
     let msgs =
-        client.simple_query(sql).await.map_err(|e| StepError::Failed(format!("SQL failed: {}", pg::describe(&e))))?;
+        client.simple_query(sql).await.map_err(|e| StepError::failed(format!("SQL failed: {}", pg::describe(&e))))?;
     let mut rows = 0;
     let mut first: Option<Option<String>> = None;
     for m in msgs {

@@ -166,10 +166,10 @@ struct FromManifest {
 
 pub(super) fn sha256_file(path: &Path) -> Result<String, StepError> {
     let f =
-        std::fs::File::open(path).map_err(|e| StepError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+        std::fs::File::open(path).map_err(|e| StepError::invalid(format!("cannot read {}: {e}", path.display())))?;
     let mut hr = crate::archive::HashReader::new(std::io::BufReader::with_capacity(1 << 20, f));
     std::io::copy(&mut hr, &mut std::io::sink())
-        .map_err(|e| StepError::Environment(format!("reading {}: {e}", path.display())))?;
+        .map_err(|e| StepError::environment(format!("reading {}: {e}", path.display())))?;
     Ok(hr.finish().0)
 }
 
@@ -183,11 +183,11 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
         .as_deref()
         .map(crate::storage::names::NamePattern::parse)
         .transpose()
-        .map_err(StepError::Invalid)?;
+        .map_err(StepError::invalid)?;
     let list = |storage: &Path| -> Result<Vec<crate::storage::Entry>, StepError> {
         LocalStore::new(storage)
             .list_with(w.database.as_deref(), pattern.as_ref())
-            .map_err(|e| StepError::Environment(format!("cannot list {}: {e}", storage.display())))
+            .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.display())))
     };
     let mut picked: Option<crate::storage::Entry> = None;
     let where_ = || {
@@ -200,13 +200,13 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
     let path: PathBuf = match w.backup.as_str() {
         "latest" | "random" => {
             let storage =
-                storage.clone().ok_or_else(|| StepError::Invalid(format!("`backup: {}` needs `storage`", w.backup)))?;
+                storage.clone().ok_or_else(|| StepError::invalid(format!("`backup: {}` needs `storage`", w.backup)))?;
             let entries = list(&storage)?;
             // Fail closed: an unreadable manifest of the newest backup is an error, never a
             // reason to quietly verify (and call fresh) an older one.
             let manifest_of = |e: &crate::storage::Entry| -> Result<Manifest, StepError> {
                 Manifest::read(&e.path).map_err(|err| {
-                    StepError::Failed(format!(
+                    StepError::failed(format!(
                         "{err}; refusing to pick another backup in its place: repair it, or move {} and its manifest out of {} to use the older ones",
                         e.name,
                         e.path.parent().unwrap_or(Path::new(".")).display()
@@ -251,7 +251,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                         LocalStore::new(&storage).folder(w.database.as_deref().unwrap_or_default()).display()
                     ))
                     .unwrap_or_default();
-                StepError::Failed(format!("no backup{}{legacy}", where_()))
+                StepError::failed(format!("no backup{}{legacy}", where_()))
             })?
         }
         // Its header and manifest (below: another tool's file is downloaded now).
@@ -269,7 +269,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                 picked = Some(found);
                 p
             } else {
-                return Err(StepError::Invalid(format!(
+                return Err(StepError::invalid(format!(
                     "backup `{named}` not found{}: give `latest`, `random`, a file name in storage or a path",
                     where_()
                 )));
@@ -285,13 +285,13 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
     let path = match crate::storage::remote::for_mirror(&path) {
         Some((r, rel)) if crate::storage::remote::is_stand_in(&path) => {
             if rel.ends_with(".pgdrill") && crate::storage::manifest_path(&path).is_file() {
-                r.fill_head(&rel, u64::from(crate::archive::MAX_HEADER) + 64).await.map_err(StepError::Environment)?;
+                r.fill_head(&rel, u64::from(crate::archive::MAX_HEADER) + 64).await.map_err(StepError::environment)?;
                 path
             } else if !rel.ends_with(".pgdrill") && source::streamable(&path) {
-                store_sha = Some(r.digest(&rel).await.map_err(StepError::Environment)?.0);
+                store_sha = Some(r.digest(&rel).await.map_err(StepError::environment)?.0);
                 path
             } else {
-                r.fetch(&rel).await.map_err(StepError::Environment)?
+                r.fetch(&rel).await.map_err(StepError::environment)?
             }
         }
         _ => path,
@@ -307,14 +307,14 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             let key = w.key.as_deref().filter(|k| !k.is_empty()).map(crate::archive::KeySource::from_secret);
             let trust = tokio::task::spawn_blocking(move || crate::backup::authenticate_manifest(&p, key.as_ref()))
                 .await
-                .map_err(|e| StepError::Environment(e.to_string()))?
+                .map_err(|e| StepError::environment(e.to_string()))?
                 .map_err(StepError::from)?;
             ctx.log(trust.describe());
             // The folder says which database a backup is of; the manifest must agree, or a
             // restore of `acct` could bring back another database's tables.
             if let Some(want) = w.database.as_deref() {
                 if m.stored_as() != want {
-                    return Err(StepError::Failed(format!(
+                    return Err(StepError::failed(format!(
                         "{} is a backup of database `{}`, not `{want}` as asked: refusing it",
                         shown,
                         m.stored_as()
@@ -342,7 +342,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                 Some(
                     tokio::task::spawn_blocking(move || sha256_file(&p))
                         .await
-                        .map_err(|e| StepError::Environment(e.to_string()))??,
+                        .map_err(|e| StepError::environment(e.to_string()))??,
                 )
             } else {
                 None
@@ -382,8 +382,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
     let ledger_file = ledger::path_for(&path);
     let verified = if w.skip_verified && !w.force {
         // Fail closed: an unreadable ledger must not decide that a backup was verified.
-        ledger::passed(&ledger_file, &ledger::name_of(&path), sha.as_deref())
-            .map_err(|e| StepError::Failed(e.to_string()))?
+        ledger::passed(&ledger_file, &ledger::name_of(&path), sha.as_deref())?
     } else {
         ledger::passed(&ledger_file, &ledger::name_of(&path), sha.as_deref()).unwrap_or_else(|e| {
             ctx.log(format!("verification history unknown: {e}"));
@@ -487,7 +486,7 @@ async fn freshness(ctx: StepCtx, w: FreshWith) -> Result<FreshOutputs, StepError
     });
     match w.rpo {
         Some(t) if age > t => {
-            return Err(StepError::Failed(format!(
+            return Err(StepError::failed(format!(
                 "RPO {shown} exceeds the target rpo={}: restoring this backup now would lose everything written in the last {shown}",
                 humantime::format_duration(t)
             )))
@@ -496,7 +495,7 @@ async fn freshness(ctx: StepCtx, w: FreshWith) -> Result<FreshOutputs, StepError
         None => ctx.log(format!("RPO {shown} (no rpo target given)")),
     }
     if age > w.max_age {
-        return Err(StepError::Failed(format!(
+        return Err(StepError::failed(format!(
             "the backup is {shown} old, older than max_age {}",
             humantime::format_duration(w.max_age)
         )));
@@ -757,7 +756,7 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
         ),
     };
     let mode = match w.mode.as_deref() {
-        Some(m) => Mode::parse(m).map_err(StepError::Invalid)?,
+        Some(m) => Mode::parse(m).map_err(StepError::invalid)?,
         None => expect.as_ref().map(|f| f.mode).unwrap_or(Mode::Counts),
     };
     // Comparing hashes needs them on both sides.
@@ -821,13 +820,13 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
         // Equal lines with a different hash: only sequence positions moved.
         let d = fingerprint::schema_differences_across(&expect.schema, &schema, across.is_some());
         if !d.is_empty() {
-            return Err(StepError::Failed(summarize("schema", &d)));
+            return Err(StepError::failed(summarize("schema", &d)));
         }
     }
     if want_tables {
         diffs = fingerprint::table_differences(&expect.tables, &tables);
         if !diffs.is_empty() {
-            return Err(StepError::Failed(summarize("table", &diffs)));
+            return Err(StepError::failed(summarize("table", &diffs)));
         }
         ctx.log(format!(
             "{} tables, {rows} rows match the source ({})",
@@ -863,7 +862,7 @@ pub(super) async fn compare_database(url: &str, expect: &Fingerprint) -> Result<
     }
     diffs.extend(fingerprint::table_differences(&expect.tables, &actual.tables));
     if !diffs.is_empty() {
-        return Err(StepError::Failed(summarize("fingerprint", &diffs)));
+        return Err(StepError::failed(summarize("fingerprint", &diffs)));
     }
     Ok((actual.tables.len(), actual.tables.values().map(|t| t.rows).sum()))
 }
@@ -1006,7 +1005,7 @@ async fn amcheck(ctx: StepCtx, w: AmcheckWith) -> Result<AmcheckOutputs, StepErr
         let _ = client.batch_execute("drop extension amcheck").await;
     }
     if !failures.is_empty() {
-        return Err(StepError::Failed(summarize("index", &failures)));
+        return Err(StepError::failed(summarize("index", &failures)));
     }
     if let Some(id) = w.follow.as_deref().filter(|f| !f.is_empty()) {
         // What was checked is not every index of a restore that stopped half-way.
@@ -1146,15 +1145,15 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
     };
     if crate::storage::remote::is_remote(&w.backup) {
         // An object store has no append: one object per verification, beside the backup.
-        let (r, rel) = crate::storage::remote::locate(&w.backup).map_err(StepError::Invalid)?;
+        let (r, rel) = crate::storage::remote::locate(&w.backup).map_err(StepError::invalid)?;
         let folder = rel.rsplit_once('/').map(|(f, _)| f).unwrap_or("");
-        let url = r.record(folder, &entry).await.map_err(StepError::Environment)?;
+        let url = r.record(folder, &entry).await.map_err(StepError::environment)?;
         ctx.log(format!("{}: {} recorded in {url}", entry.backup, entry.result));
         return Ok(RecordOutputs { ledger: url });
     }
     let file = ledger::path_for(&path);
     ledger::append(&file, &entry)
-        .map_err(|e| StepError::Environment(format!("cannot append to {}: {e}", file.display())))?;
+        .map_err(|e| StepError::environment(format!("cannot append to {}: {e}", file.display())))?;
     ctx.log(format!("{}: {} recorded in {}", entry.backup, entry.result, file.display()));
     Ok(RecordOutputs { ledger: file.display().to_string() })
 }

@@ -29,6 +29,7 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 
 use super::{private_dir, track};
+use crate::error::{Class, Failure};
 
 /// The schemes of object stores.
 const SCHEMES: [&str; 4] = ["s3://", "gs://", "az://", "azure://"];
@@ -560,7 +561,7 @@ impl Remote {
     /// `rel` as a blocking reader, for a thread off the runtime: ranges of `STREAM_PART`
     /// bytes, a few in flight, handed over in order through a bounded channel, so memory stays
     /// bounded and nothing is written locally. A store that fails mid-read is an
-    /// environment error (`StoreReadError`), never a verdict on the backup.
+    /// environment error (`store_failure`), never a verdict on the backup.
     pub async fn reader(&self, rel: &str) -> Result<(Box<dyn std::io::Read + Send>, u64), String> {
         let key = self.key(rel);
         // A stand-in already has the object's size (its HEAD was just made).
@@ -581,7 +582,7 @@ impl Remote {
         // without a copy: at most about 4 x 4 MiB in memory (in flight, queued, being read).
         let ranges: Vec<std::ops::Range<u64>> =
             (0..size).step_by(STREAM_PART).map(|start| start..(start + STREAM_PART as u64).min(size)).collect();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Chunk, String>>(1);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Chunk, Failure>>(1);
         let (store, url) = (self.store.clone(), self.url_of(rel));
         tokio::spawn(async move {
             let mut parts = futures_util::stream::iter(ranges)
@@ -591,8 +592,9 @@ impl Remote {
                 })
                 .buffered(STREAM_INFLIGHT);
             while let Some(chunk) = parts.next().await {
-                let item =
-                    chunk.map(|b| Box::new(b) as Chunk).map_err(|e| format!("downloading {url}: {}", describe(&e)));
+                let item = chunk
+                    .map(|b| Box::new(b) as Chunk)
+                    .map_err(|e| Failure::environment(format!("downloading {url}: {}", describe(&e))).with_source(e));
                 let failed = item.is_err();
                 // The reader was dropped (the check stopped): stop downloading.
                 if tx.send(item).await.is_err() || failed {
@@ -1046,7 +1048,7 @@ fn stand_in(path: &Path, head: &[u8], size: u64, mtime: std::time::SystemTime) -
 type Chunk = Box<dyn std::ops::Deref<Target = [u8]> + Send>;
 
 struct ObjectReader {
-    rx: tokio::sync::mpsc::Receiver<Result<Chunk, String>>,
+    rx: tokio::sync::mpsc::Receiver<Result<Chunk, Failure>>,
     chunk: Chunk,
     at: usize,
     got: u64,
@@ -1062,10 +1064,10 @@ impl std::io::Read for ObjectReader {
                     self.chunk = c;
                     self.at = 0;
                 }
-                Some(Err(m)) => return Err(std::io::Error::other(StoreReadError(m))),
+                Some(Err(f)) => return Err(std::io::Error::other(f)),
                 None if self.got == self.size => return Ok(0),
                 None => {
-                    return Err(std::io::Error::other(StoreReadError(format!(
+                    return Err(std::io::Error::other(Failure::environment(format!(
                         "the download stopped after {} of {} bytes",
                         self.got, self.size
                     ))))
@@ -1079,9 +1081,12 @@ impl std::io::Read for ObjectReader {
     }
 }
 
-/// A read from an object store that failed: the store's problem, not the backup's.
-#[derive(Debug)]
-pub struct StoreReadError(pub String);
+/// The store's failure inside an I/O error from a reader of `Remote::reader`: a read from an
+/// object store that failed is an environment [`Failure`] (the store's problem, not the
+/// backup's), carried through the layers above as the I/O error's inner error.
+pub fn store_failure(e: &std::io::Error) -> Option<&Failure> {
+    e.get_ref().and_then(|i| i.downcast_ref::<Failure>()).filter(|f| f.class == Class::Environment)
+}
 
 /// Keeps the message of a store's read error, whatever the layers above make of it (they
 /// turn a short read into "corrupted"): the caller asks it afterwards and reports the
@@ -1094,8 +1099,8 @@ pub struct Watched {
 impl std::io::Read for Watched {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.inner.read(buf).inspect_err(|e| {
-            if let Some(s) = e.get_ref().and_then(|i| i.downcast_ref::<StoreReadError>()) {
-                *lock(&self.failed) = Some(s.0.clone());
+            if let Some(f) = store_failure(e) {
+                *lock(&self.failed) = Some(f.message.clone());
             }
         })
     }
@@ -1136,14 +1141,6 @@ impl Remote {
         }
     }
 }
-
-impl std::fmt::Display for StoreReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StoreReadError {}
 
 /// Remove mirror files not in `keep` (left from an earlier listing).
 fn prune_mirror(dir: &Path, keep: &HashSet<PathBuf>) {
