@@ -322,7 +322,7 @@ bench_size() {  # scale documents
     rm -rf "$rep"
     settle
     measure "$S/m" "$BIN" run "${2:-verify}" --quiet --var storage="$S/st-full" --var database=bench --var provider=native \
-      --var jobs=2 --var fingerprint="$1" --var force=true --var staging="${4:-}" --report "$rep" --junit "$rep.xml" >/dev/null
+      --var jobs=2 --var fingerprint="$1" --var force=true ${4:+--var staging="$4"} --report "$rep" --junit "$rep.xml" >/dev/null
     python3 - "$rep/run.json" >>"$S/phases-$1${3:-}" <<'PY'
 import json, sys
 steps = json.load(open(sys.argv[1]))["suites"][0]["steps"]
