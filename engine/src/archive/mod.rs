@@ -278,8 +278,8 @@ pub fn write<R: Read, W: Write>(mut input: R, out: W, opts: &WriteOptions) -> io
                 enc.multithread(opts.threads)?;
                 // zstd's default job is four windows (8 MiB at level 3) and it holds several
                 // jobs' input and output at once: about 45 MiB with 2 threads, most of the
-                // backup's memory. 2 MiB jobs compressed the same dump to within 0.1 % at the
-                // same speed, in 17 MiB (README, "Backup speed and memory").
+                // backup's memory. 2 MiB jobs compressed the bench's dump to within 0.2 % in
+                // the same CPU time, in 17 MiB (README, "Backups": the bench's figures).
                 enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB))?;
             }
             let n = io::copy(&mut input, &mut enc)?;

@@ -1306,8 +1306,10 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
         let log_ctx = ctx.clone();
         let log = move |l: String| log_ctx.log(l);
         let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
+        // The restore's own class is kept: a server that went away or a missing tool is the
+        // environment (exit 3), not a verdict on the snapshot.
         restore::restore(opts, &log).await.map_err(|e| {
-            StepError::failed(format!("restoring the safety snapshot {} failed: {}", snap.display(), e.message))
+            StepError::Failure(e.context(format!("restoring the safety snapshot {} failed", snap.display())))
         })?;
         let expect: Option<Fingerprint> = manifest.fingerprint.clone();
         let proof = match &expect {
