@@ -179,7 +179,7 @@ async fn differences_fail_naming_the_table() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_corrupted_archive_fails_at_integrity_before_any_restore_and_a_wrong_key_exits_1() {
+async fn a_corrupted_archive_fails_at_integrity_before_any_restore_a_wrong_key_exits_1_and_no_key_exits_2() {
     let dir = tempfile::tempdir().expect("tmp");
     let storage = dir.path().join("backups");
     let Some((_src, path)) = backed_up(&storage).await else { return };
@@ -215,6 +215,30 @@ async fn a_corrupted_archive_fails_at_integrity_before_any_restore_and_a_wrong_k
     assert!(all.contains("wrong key or corrupted backup"), "{all}");
     assert!(!all.contains("not the key"), "the key leaked: {all}");
     assert!(!all.contains("FAILED       scratch"), "the server start is not a verdict: {all}");
+
+    // No key at all: the input's fault (exit 2), and the ledger records an error, never a
+    // failed verification of a sound backup. (It was once a failed check, exit 1.)
+    let junit = dir.path().join("no-key.xml");
+    let out = pgdrill(&[
+        "run",
+        "verify",
+        "--var",
+        &format!("storage={}", storage.display()),
+        "--var",
+        "provider=native",
+        "--junit",
+        junit.to_str().expect("utf-8"),
+    ])
+    .env_remove("PGDRILL_BACKUP_KEY")
+    .output()
+    .expect("verify");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("the backup is encrypted: a key is needed"), "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "integrity"), "error", "{all}");
+    let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
+    let last: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap_or("{}")).expect("json");
+    assert_eq!(last["result"], "error", "a missing key recorded as a verdict: {ledger}");
 }
 
 fn pg_bin(tool: &str) -> String {

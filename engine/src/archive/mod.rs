@@ -111,10 +111,15 @@ pub enum ArchiveError {
 }
 
 /// Every way an archive cannot be read is a verdict on the backup (not one of ours, damaged,
-/// or not readable with the key given), never the environment's: a failed check.
+/// or not readable with the key given), never the environment's: a failed check. Except a
+/// key that was not given at all: that is the input's (exit 2), and says nothing of the
+/// backup, so the ledger must not record it as a failed verification.
 impl Classified for ArchiveError {
     fn class(&self) -> Class {
-        Class::Failed
+        match self {
+            ArchiveError::KeyNeeded => Class::Invalid,
+            _ => Class::Failed,
+        }
     }
 }
 

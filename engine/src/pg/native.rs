@@ -526,7 +526,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let dir = tmp.path().join(format!("{}999999999-abcdef", super::DIR_PREFIX));
         std::fs::create_dir_all(dir.join("data")).expect("dir");
-        let mut bystander = std::process::Command::new("sleep").arg("60").spawn().expect("sleep");
+        let mut bystander = crate::child::spawn(crate::child::command("sleep").arg("60")).expect("sleep");
         std::fs::write(dir.join("data/postmaster.pid"), format!("{}\n{}\n", bystander.id(), dir.display()))
             .expect("pid file");
         assert_eq!(super::live_postmaster(&dir.join("data")), None, "sleep is not a server in that directory");
@@ -543,7 +543,8 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let data = tmp.path().join("data");
         std::fs::create_dir(&data).expect("dir");
-        let mut server = std::process::Command::new("sleep").arg("60").current_dir(&data).spawn().expect("sleep");
+        let mut server =
+            crate::child::spawn(crate::child::command("sleep").arg("60").current_dir(&data)).expect("sleep");
         std::fs::write(data.join("postmaster.pid"), format!("{}\n", server.id())).expect("pid file");
         assert_eq!(super::live_postmaster(&data), Some(nix::unistd::Pid::from_raw(server.id() as i32)));
         let _ = server.kill();
