@@ -556,3 +556,33 @@ async fn amcheck_names_an_index_missing_heap_tuples_and_only_that_one() {
     let left = client.query_opt("select 1 from pg_extension where extname = 'amcheck'", &[]).await.expect("query");
     assert!(left.is_none(), "amcheck left its extension behind");
 }
+
+/// `--var staging=memory`: the checked plain dump is staged in /dev/shm (it fits), never on
+/// the disk beside the backup, and is gone when the run ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn staging_in_memory_keeps_the_plain_dump_in_dev_shm_and_removes_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((_src, _path)) = backed_up(&storage).await else { return };
+    let junit = dir.path().join("verify.xml");
+    let out = verify(&storage, &["staging=memory"], &junit);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    assert!(xml.contains("staging in memory (/dev/shm)"), "{xml}");
+    let staged = xml
+        .split("staged the checked dump (")
+        .nth(1)
+        .and_then(|r| r.split(" in ").nth(1))
+        .and_then(|r| r.split(" for the restore").next())
+        .expect("the staged file is named")
+        .to_string();
+    assert!(staged.starts_with("/dev/shm/.pgdrill-stage-"), "{staged}");
+    assert!(!std::path::Path::new(&staged).exists(), "the staged plaintext outlived the run: {staged}");
+    let beside: Vec<_> = std::fs::read_dir(storage.join("shop"))
+        .expect("folder")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".pgdrill-stage-"))
+        .collect();
+    assert!(beside.is_empty(), "staged beside the backup too: {beside:?}");
+}

@@ -234,7 +234,9 @@ pub struct CheckWith {
     /// field `staged`), removed when the runbook ends
     #[serde(default, deserialize_with = "super::de::boolean")]
     stage: bool,
-    /// directory for the staged file (default, or empty: beside the backup)
+    /// directory for the staged file (default, or empty: beside the backup; `memory`:
+    /// /dev/shm when the plain dump fits there and in half the available memory, else beside
+    /// the backup)
     #[field(ty = "path")]
     staging: Option<String>,
 }
@@ -267,6 +269,52 @@ impl Step for Check {
     }
 }
 
+/// `staging: memory`: a tmpfs, when the plain dump fits.
+const MEMORY: &str = "memory";
+const TMPFS: &str = "/dev/shm";
+
+/// Where `staging: memory` stages: /dev/shm, when the plain dump (its size from the
+/// manifest) fits there and in half of the memory available; else why not. Staged in
+/// memory, the dump is never written to disk, where at 2.5 GB its write-back slowed the
+/// restore beside it (README, "Verification by restore").
+fn in_memory(backup: &Path) -> Result<PathBuf, String> {
+    let manifest = std::fs::read(crate::storage::manifest_path(backup))
+        .map_err(|_| "the plain dump's size is not known (no pgdrill manifest beside the backup)".to_string())?;
+    let raw = serde_json::from_slice::<Manifest>(&manifest)
+        .map_err(|e| format!("its manifest cannot be read ({e})"))?
+        .sizes
+        .raw;
+    let fs = nix::sys::statvfs::statvfs(TMPFS).map_err(|e| format!("{TMPFS}: {e}"))?;
+    let free = fs.blocks_available() as u64 * fs.fragment_size() as u64;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let available = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .ok_or("the available memory is not known (/proc/meminfo)")?;
+    fits_in_memory(raw, free, available)?;
+    Ok(PathBuf::from(TMPFS))
+}
+
+/// Whether a plain dump of `raw` bytes may be staged in a tmpfs with `free` bytes, on a
+/// machine with `available` bytes of memory: a quarter to spare in the tmpfs, and at most
+/// half of the memory, the rest left to the throwaway server and the page cache.
+fn fits_in_memory(raw: u64, free: u64, available: u64) -> Result<(), String> {
+    let mib = |b: u64| format!("{:.0} MiB", b as f64 / 1048576.0);
+    if raw.saturating_add(raw / 4) > free {
+        return Err(format!("the plain dump ({}) does not fit in {TMPFS} ({} free)", mib(raw), mib(free)));
+    }
+    if raw.saturating_mul(2) > available {
+        return Err(format!(
+            "the plain dump ({}) would take more than half of the available memory ({})",
+            mib(raw),
+            mib(available)
+        ));
+    }
+    Ok(())
+}
+
 async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
     // A pgdrill archive in an object store is read as a stream: checked (and staged)
     // in one pass, with no local copy of it.
@@ -282,9 +330,20 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
         None => ctx.backup_file(&w.path).await?,
     };
     let secret = w.key.clone();
+    let beside = || path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let stage = w.stage.then(|| match w.staging.as_deref().filter(|d| !d.is_empty()) {
+        Some(MEMORY) => match in_memory(&path) {
+            Ok(dir) => {
+                ctx.log(format!("staging in memory ({})", dir.display()));
+                dir
+            }
+            Err(why) => {
+                ctx.log(format!("staging beside the backup, not in memory: {why}"));
+                beside()
+            }
+        },
         Some(d) => ctx.resolve(d),
-        None => path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+        None => beside(),
     });
     let meter = crate::progress::Meter::default();
     let _watch = ctx.watch(&meter);
@@ -505,4 +564,19 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
         w.database.as_deref().map(|d| format!(" of `{d}`")).unwrap_or_default(),
         crate::storage::remote::display(&storage)
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    /// `staging: memory` stages in /dev/shm only with room to spare there and half the
+    /// memory left; otherwise it says why, and the dump is staged beside the backup.
+    #[test]
+    fn a_dump_is_staged_in_memory_only_when_it_fits_with_room_to_spare() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(super::fits_in_memory(2 * GIB, 12 * GIB, 23 * GIB), Ok(()));
+        let tmpfs = super::fits_in_memory(2 * GIB, 2 * GIB, 23 * GIB).expect_err("no quarter to spare");
+        assert!(tmpfs.contains("does not fit in /dev/shm (2048 MiB free)"), "{tmpfs}");
+        let memory = super::fits_in_memory(2 * GIB, 12 * GIB, 3 * GIB).expect_err("over half the memory");
+        assert!(memory.contains("more than half of the available memory (3072 MiB)"), "{memory}");
+    }
 }
