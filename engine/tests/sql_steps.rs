@@ -72,3 +72,29 @@ async fn a_wrong_password_is_an_environment_error_that_does_not_echo_it() {
     assert!(stdout.contains("password authentication failed"), "{stdout}");
     assert!(!stdout.contains("not-the-password"), "{stdout}");
 }
+
+/// A connection string that cannot be read is the input's fault: exit 2 naming what is
+/// wrong, whichever step reads it first. (It was exit 3, "the environment failed", when a
+/// step handed it to the connection without checking it itself.)
+#[test]
+fn a_connection_string_that_cannot_be_read_is_exit_2_naming_it() {
+    let t = tempfile::tempdir().expect("tmp");
+    for (url, says) in [
+        ("host=/tmp dbname=x sslmode=sometimes", "invalid sslmode `sometimes`"),
+        ("host=/tmp dbname=x colour=blue", "unknown connection parameter `colour`"),
+        ("just some words", "a connection is a postgresql:// URL or key=value pairs"),
+    ] {
+        let rb = t.path().join("bad-url.yaml");
+        std::fs::write(
+            &rb,
+            format!(
+                "name: bad-url\nsteps:\n  - id: q\n    uses: sql.exec\n    with: {{ url: \"{url}\", sql: select 1 }}\n"
+            ),
+        )
+        .expect("write");
+        let out = run(&["run", rb.to_str().unwrap_or_default()]);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(2), "{url}: {all}");
+        assert!(all.contains(says), "{url}: {all}");
+    }
+}

@@ -160,7 +160,7 @@ impl Conninfo {
                 ci.params.insert("dbname".into(), (u, Origin::Default));
             }
             if !ci.unix_only() {
-                return Err(Failure::environment(
+                return Err(Failure::invalid(
                     "a container target connects to the server's Unix socket inside: `host` must be a socket directory (for a published port, use a postgres:// URL)"
                 ));
             }
@@ -183,7 +183,7 @@ impl Conninfo {
         ci.add_defaults(env);
         if let Some(m) = ci.get("sslmode") {
             if SslMode::parse(m).is_none() {
-                return Err(Failure::environment(format!(
+                return Err(Failure::invalid(format!(
                     "invalid sslmode `{m}` ({}): use disable, allow, prefer, require, verify-ca or verify-full",
                     ci.origin("sslmode").map(|o| o.to_string()).unwrap_or_default()
                 )));
@@ -434,7 +434,7 @@ fn known(key: &str) -> Result<(), Failure> {
     if KEYWORDS.iter().any(|(k, _)| *k == key) || key == "ssl" {
         Ok(())
     } else {
-        Err(Failure::environment(format!("unknown connection parameter `{key}`")))
+        Err(Failure::invalid(format!("unknown connection parameter `{key}`")))
     }
 }
 
@@ -451,7 +451,7 @@ pub fn parse(s: &str) -> Result<Vec<(String, String)>, Failure> {
         None => {
             let pairs = super::conninfo_pairs(s);
             if !s.is_empty() && (pairs.is_empty() || !s.contains('=')) {
-                return Err(Failure::environment(
+                return Err(Failure::invalid(
                     "a connection is a postgresql:// URL or key=value pairs (host=... dbname=...)",
                 ));
             }
@@ -479,7 +479,7 @@ const CONTAINER_KEYS: &[&str] = &["exec_user"];
 /// `docker://CONTAINER/DATABASE?user=U&...`: the container (a name or id, as the engine
 /// takes it), the database, and libpq keywords for the socket connection inside.
 fn parse_container(engine: &str, rest: &str) -> Result<Vec<(String, String)>, Failure> {
-    let bad = |what: &str| Failure::environment(format!("invalid container target: {what}"));
+    let bad = |what: &str| Failure::invalid(format!("invalid container target: {what}"));
     let (main, query) = match rest.split_once('?') {
         Some((m, q)) => (m, q),
         None => (rest, ""),
@@ -518,7 +518,7 @@ fn parse_container(engine: &str, rest: &str) -> Result<Vec<(String, String)>, Fa
 
 /// `[user[:password]@][host[:port][,...]][/dbname][?key=value&...]`, percent-decoded.
 fn parse_url(rest: &str) -> Result<Vec<(String, String)>, Failure> {
-    let bad = |what: &str| Failure::environment(format!("invalid connection URL: {what}"));
+    let bad = |what: &str| Failure::invalid(format!("invalid connection URL: {what}"));
     let (main, query) = match rest.split_once('?') {
         Some((m, q)) => (m, Some(q)),
         None => (rest, None),

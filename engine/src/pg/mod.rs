@@ -52,7 +52,7 @@ pub fn conninfo(url: &str) -> Result<conninfo::Conninfo, Failure> {
 /// The connection library's configuration for a resolved connection.
 fn tokio_config(ci: &conninfo::Conninfo) -> Result<Config, Failure> {
     let mut cfg = Config::from_str(&ci.tokio_conninfo())
-        .map_err(|e| Failure::environment(format!("invalid connection parameters ({}): {e}", describe_ci(ci))))?;
+        .map_err(|e| Failure::invalid(format!("invalid connection parameters ({}): {e}", describe_ci(ci))))?;
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(Duration::from_secs(10));
     }
