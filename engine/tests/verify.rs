@@ -36,6 +36,11 @@ async fn backed_up(storage: &Path) -> Option<(Ephemeral, PathBuf)> {
 }
 
 fn verify(storage: &Path, extra: &[&str], junit: &Path) -> std::process::Output {
+    verify_command(storage, extra, junit).output().expect("verify runs")
+}
+
+/// `pgdrill run verify` of `shop` in `storage`, with the backup key in its environment.
+fn verify_command(storage: &Path, extra: &[&str], junit: &Path) -> std::process::Command {
     let mut args = vec![
         "run".to_string(),
         "verify".into(),
@@ -53,7 +58,9 @@ fn verify(storage: &Path, extra: &[&str], junit: &Path) -> std::process::Output 
         args.push(e.to_string());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    pgdrill(&args).env("PGDRILL_BACKUP_KEY", KEY).output().expect("verify runs")
+    let mut c = pgdrill(&args);
+    c.env("PGDRILL_BACKUP_KEY", KEY);
+    c
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -219,19 +226,7 @@ async fn a_corrupted_archive_fails_at_integrity_before_any_restore_a_wrong_key_e
     // No key at all: the input's fault (exit 2), and the ledger records an error, never a
     // failed verification of a sound backup. (It was once a failed check, exit 1.)
     let junit = dir.path().join("no-key.xml");
-    let out = pgdrill(&[
-        "run",
-        "verify",
-        "--var",
-        &format!("storage={}", storage.display()),
-        "--var",
-        "provider=native",
-        "--junit",
-        junit.to_str().expect("utf-8"),
-    ])
-    .env_remove("PGDRILL_BACKUP_KEY")
-    .output()
-    .expect("verify");
+    let out = verify_command(&storage, &[], &junit).env_remove("PGDRILL_BACKUP_KEY").output().expect("verify");
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(all.contains("the backup is encrypted: a key is needed"), "{all}");

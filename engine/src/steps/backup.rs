@@ -278,12 +278,8 @@ const TMPFS: &str = "/dev/shm";
 /// memory, the dump is never written to disk, where at 2.5 GB its write-back slowed the
 /// restore beside it (README, "Verification by restore").
 fn in_memory(backup: &Path) -> Result<PathBuf, String> {
-    let manifest = std::fs::read(crate::storage::manifest_path(backup))
-        .map_err(|_| "the plain dump's size is not known (no pgdrill manifest beside the backup)".to_string())?;
-    let raw = serde_json::from_slice::<Manifest>(&manifest)
-        .map_err(|e| format!("its manifest cannot be read ({e})"))?
-        .sizes
-        .raw;
+    let raw =
+        Manifest::read(backup).map_err(|e| format!("the plain dump's size is not known ({})", e.message))?.sizes.raw;
     let fs = nix::sys::statvfs::statvfs(TMPFS).map_err(|e| format!("{TMPFS}: {e}"))?;
     let free = fs.blocks_available() as u64 * fs.fragment_size() as u64;
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
