@@ -447,3 +447,52 @@ fn auto_with_nothing_to_serve_names_the_remedies() {
     assert!(line.contains("install the PostgreSQL 11 server binaries"), "{line}");
     assert!(line.contains("PGDRILL_DOCKER_IMAGE"), "{line}");
 }
+
+/// The first native server keeps its initdb output; the next is a copy of it with a password
+/// of its own (the template's no longer opens it); a damaged template is replaced by the
+/// output of the initdb that then serves the start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_from_the_initdb_template_has_its_own_password_and_a_damaged_template_is_replaced() {
+    use pgdrill::pg::native::{NativeOptions, NativeServer};
+    if !ready("native") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cache = tmp.path().join("cache");
+    // nextest runs each test in a process of its own: this reaches only this test's servers.
+    std::env::set_var("PGDRILL_INITDB_CACHE", &cache);
+    let opts = || NativeOptions { major: Some(15), ..Default::default() };
+    let templates = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&cache).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default()
+    };
+
+    let first = NativeServer::start(opts()).await.expect("first server");
+    let kept = templates();
+    assert_eq!(kept.len(), 1, "one template: {kept:?}");
+    let kept_password = std::fs::read_to_string(kept[0].join("password")).expect("password");
+    assert_eq!(kept_password.trim(), first.password, "the template is the first server's initdb output");
+    first.stop();
+
+    let second = NativeServer::start(opts()).await.expect("second server");
+    assert_ne!(second.password, kept_password.trim(), "a password of its own");
+    let c = pgdrill::pg::connect(&second.url()).await.expect("its own password opens it");
+    let one: i32 = c.query_one("select 1", &[]).await.expect("query").get(0);
+    assert_eq!(one, 1);
+    let old = second.url().replace(&second.password, kept_password.trim());
+    let refused = pgdrill::pg::connect(&old).await.expect_err("the template's password is refused");
+    assert!(format!("{refused}").contains("password"), "{refused}");
+    second.stop();
+
+    // Damaged: pg_control overwritten. The server does not start from it; it is removed and
+    // initdb serves this start.
+    std::fs::write(kept[0].join("data/global/pg_control"), vec![0u8; 8192]).expect("damage");
+    let third = NativeServer::start(opts()).await.expect("third server, by initdb");
+    let c = pgdrill::pg::connect(&third.url()).await.expect("connect");
+    let one: i32 = c.query_one("select 1", &[]).await.expect("query").get(0);
+    assert_eq!(one, 1);
+    let now = templates();
+    assert_eq!(now.len(), 1, "the damaged template was replaced, and nothing else is left: {now:?}");
+    let replaced = std::fs::read_to_string(now[0].join("password")).expect("password");
+    assert_eq!(replaced.trim(), third.password, "kept from this start's initdb");
+    third.stop();
+}

@@ -7,6 +7,7 @@ pub mod docker;
 pub mod ephemeral;
 pub mod fingerprint;
 pub mod image_tools;
+pub mod initdb_cache;
 pub mod native;
 pub mod rights;
 pub mod tls;

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{Pid, User};
 
+/// initdb's arguments besides the data directory, superuser and password file.
+const INITDB_ARGS: &[&str] = &["-A", "scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions"];
+
 /// Prefix of every temp directory a native server lives in (used to reap stale ones).
 pub const DIR_PREFIX: &str = "pgdrill-native-";
 
@@ -122,29 +125,33 @@ impl NativeServer {
         let sock = dir.join("sock");
         fs::create_dir(&sock).map_err(|e| ServerError::environment(format!("creating {}: {e}", sock.display())))?;
         run_as.own(&sock)?;
-        let pwfile = dir.join("pwfile");
-        fs::write(&pwfile, &server.password)
-            .map_err(|e| ServerError::environment(format!("writing {}: {e}", pwfile.display())))?;
-        run_as.own(&pwfile)?;
-
         let data = dir.join("data");
-        let mut initdb = run_as.command(&bin_dir.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .arg("-U")
-            .arg(&server.user)
-            .arg(format!("--pwfile={}", pwfile.display()))
-            .args(["-A", "scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions"])
-            .stdin(Stdio::null());
-        let out = tokio::task::block_in_place(|| crate::child::output(&mut initdb))
-            .map_err(|e| ServerError::environment(format!("cannot run initdb: {e}")))?;
-        let _ = fs::remove_file(&pwfile);
-        if !out.status.success() {
-            return Err(ServerError::environment(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+        // A copy of a kept initdb output when there is one (initdb_cache); else initdb, whose
+        // output is then kept for the next server.
+        let cache = super::initdb_cache::root()
+            .map(|root| (super::initdb_cache::key(&bin_dir, &server.user, run_as.uid(), INITDB_ARGS), root));
+        let mut from_template = None;
+        if let Some((key, root)) = &cache {
+            if let Some(t) = super::initdb_cache::find(root, key, major) {
+                let copied = super::initdb_cache::copy_tree(&t.data, &data)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| run_as.own_tree(&data).map_err(|e| e.to_string()));
+                match copied {
+                    Ok(()) => {
+                        server.password = t.password;
+                        from_template = Some((key.clone(), root.clone()));
+                    }
+                    Err(_) => {
+                        let _ = fs::remove_dir_all(&data);
+                    }
+                }
+            }
+        }
+        if from_template.is_none() {
+            server.initdb(&run_as, &data)?;
+            if let Some((key, root)) = &cache {
+                let _ = super::initdb_cache::store(root, key, &data, &server.password);
+            }
         }
 
         let deadline = opts.ready_timeout.unwrap_or(Duration::from_secs(60));
@@ -175,6 +182,9 @@ impl NativeServer {
             match server.wait_ready(deadline).await {
                 Ok(version) => {
                     server.server_version = version;
+                    if from_template.is_some() {
+                        server.new_password().await?;
+                    }
                     if server.database != "postgres" {
                         server.create_database().await?;
                     }
@@ -183,6 +193,16 @@ impl NativeServer {
                 Err(e) => {
                     last_err = e;
                     server.kill_server();
+                    if let Some((key, root)) = from_template.take() {
+                        // Not this machine's fault, perhaps, but the template's: remove it and
+                        // initialize this server the slow way.
+                        super::initdb_cache::discard(&root, &key);
+                        let _ = fs::remove_dir_all(&data);
+                        server.password = generate_password();
+                        server.initdb(&run_as, &data)?;
+                        let _ = super::initdb_cache::store(&root, &key, &data, &server.password);
+                        continue;
+                    }
                     if !last_err.contains("could not bind") && !last_err.contains("Address already in use") {
                         break;
                     }
@@ -190,6 +210,47 @@ impl NativeServer {
             }
         }
         Err(ServerError::environment(format!("postgres did not start: {last_err}")))
+    }
+
+    /// initdb into `data`, as `run_as`, with this server's superuser and password.
+    fn initdb(&self, run_as: &RunAs, data: &Path) -> Result<(), ServerError> {
+        let pwfile = self.dir.join("pwfile");
+        fs::write(&pwfile, &self.password)
+            .map_err(|e| ServerError::environment(format!("writing {}: {e}", pwfile.display())))?;
+        run_as.own(&pwfile)?;
+        let mut initdb = run_as.command(&self.bin_dir.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(data)
+            .arg("-U")
+            .arg(&self.user)
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .args(INITDB_ARGS)
+            .stdin(Stdio::null());
+        let out = tokio::task::block_in_place(|| crate::child::output(&mut initdb))
+            .map_err(|e| ServerError::environment(format!("cannot run initdb: {e}")));
+        let _ = fs::remove_file(&pwfile);
+        let out = out?;
+        if !out.status.success() {
+            return Err(ServerError::environment(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// A server started from a kept template has the template's password: give it one of its
+    /// own, sent as a SCRAM verifier so the password itself never reaches the server.
+    async fn new_password(&mut self) -> Result<(), ServerError> {
+        let password = generate_password();
+        let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+        let client = crate::pg::connect(&self.url_for("postgres")).await?;
+        client.batch_execute(&format!("alter role {} password '{verifier}'", quote_ident(&self.user))).await.map_err(
+            |e| ServerError::environment(format!("setting the server's password: {}", crate::pg::describe(&e))),
+        )?;
+        self.password = password;
+        Ok(())
     }
 
     async fn wait_ready(&mut self, deadline: Duration) -> Result<String, String> {
@@ -297,6 +358,30 @@ impl RunAs {
         }
         let mode = if path.is_dir() { 0o700 } else { 0o600 };
         let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+        Ok(())
+    }
+
+    /// The user id the server runs as.
+    fn uid(&self) -> u32 {
+        match self {
+            RunAs::Me => nix::unistd::geteuid().as_raw(),
+            RunAs::User { uid, .. } => *uid,
+        }
+    }
+
+    /// `own` for a directory and everything in it.
+    fn own_tree(&self, dir: &Path) -> Result<(), ServerError> {
+        self.own(dir)?;
+        let entries =
+            fs::read_dir(dir).map_err(|e| ServerError::environment(format!("reading {}: {e}", dir.display())))?;
+        for e in entries {
+            let path = e.map_err(|e| ServerError::environment(format!("reading {}: {e}", dir.display())))?.path();
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                self.own_tree(&path)?;
+            } else if !fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                self.own(&path)?;
+            }
+        }
         Ok(())
     }
 
