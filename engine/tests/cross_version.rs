@@ -235,7 +235,7 @@ async fn a_15_backup_verifies_on_a_17_throwaway_and_a_difference_is_still_caught
     let mut m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(pgdrill::storage::manifest_path(&backup)).expect("manifest"))
             .expect("json");
-    m["fingerprint"]["tables"]["public.customers"]["hash"] = serde_json::json!("12345");
+    m["fingerprint"]["tables"]["public.customers"]["field_hash"] = serde_json::json!("12345");
     write_rebound_manifest(&backup, m, KEY);
     let junit = dir.path().join("v2.xml");
     let out = verify(&junit);

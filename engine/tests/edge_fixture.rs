@@ -253,7 +253,9 @@ async fn the_content_hash_is_the_text_earlier_backups_recorded() {
     .await;
     let c = pgdrill::pg::connect(&src.url()).await.expect("connect");
     c.batch_execute("begin isolation level repeatable read read only").await.expect("begin");
-    let prints = pgdrill::pg::fingerprint::compute_tables(&c, Mode::Full).await.expect("tables");
+    let prints = pgdrill::pg::fingerprint::compute_tables(&c, Mode::Full, pgdrill::pg::fingerprint::Content::RowText)
+        .await
+        .expect("tables");
     assert!(prints.len() > 10, "the edge fixture's tables: {prints:?}");
     let mut beyond = false;
     for (table, print) in &prints {
@@ -268,6 +270,46 @@ async fn the_content_hash_is_the_text_earlier_backups_recorded() {
     src.stop().await;
 }
 
+/// The field hashes see a change that the types' own equality hides: under a
+/// nondeterministic collation, in a numeric's scale, a jsonb number's form, an interval's
+/// units, a citext's case. Each change is made to the one row, and each must move the hash.
+#[tokio::test(flavor = "multi_thread")]
+async fn field_hashes_see_changes_that_equality_hides() {
+    use pgdrill::pg::fingerprint::{compute_tables, Content};
+    let Some(src) = common::native_server("fields").await else { return };
+    common::exec(
+        &src.url(),
+        "create extension citext; \
+         create collation nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false); \
+         create table t (id int, name text collate nocase, n numeric, j jsonb, iv interval, ci citext, c char(3)); \
+         insert into t values (1, 'abc', 1.5, '{\"a\": 1}', '1 day', 'MiXeD', 'ab')",
+    )
+    .await;
+    let hash = || async {
+        let c = pgdrill::pg::connect(&src.url()).await.expect("connect");
+        c.batch_execute("begin isolation level repeatable read read only").await.expect("begin");
+        let p = compute_tables(&c, Mode::Full, Content::Fields).await.expect("tables");
+        c.batch_execute("commit").await.expect("commit");
+        p["public.t"].field_hash.clone().expect("a field hash")
+    };
+    let mut before = hash().await;
+    for change in [
+        "update t set name = 'ABC'",
+        "update t set n = 1.50",
+        "update t set j = '{\"a\": 1.0}'",
+        "update t set iv = '24:00:00'",
+        "update t set ci = 'mixed'",
+    ] {
+        common::exec(&src.url(), change).await;
+        let after = hash().await;
+        assert_ne!(after, before, "`{change}` did not change the field hash");
+        before = after;
+    }
+    // The same values again give the same hash (nothing random in it).
+    assert_eq!(hash().await, before);
+    src.stop().await;
+}
+
 /// Restore the newest backup once, then change copies of it (CREATE DATABASE ... TEMPLATE) one
 /// way each and compare each with the source fingerprint through `verify.fingerprint`.
 #[tokio::test(flavor = "multi_thread")]
@@ -278,6 +320,12 @@ async fn each_deliberate_change_to_a_restored_copy_is_caught_by_the_fingerprint(
     let storage = dir.path().join("backups");
     let path = common::backup_to(&src.url(), &storage, KEY, "edge");
     src.stop().await;
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{}.manifest.json", path.display())).expect("manifest"))
+            .expect("json");
+    let expected: pgdrill::pg::fingerprint::Fingerprint =
+        serde_json::from_value(manifest["fingerprint"].clone()).expect("fingerprint");
+    assert_eq!(expected.content(), pgdrill::pg::fingerprint::Content::Fields, "a 15 source hashes fields");
 
     let Some(scratch) = common::native_server("restored").await else { return };
     restore(
@@ -329,6 +377,18 @@ async fn each_deliberate_change_to_a_restored_copy_is_caught_by_the_fingerprint(
         ),
         ("minus_zero", "update edge.every_type set f8 = 0 where id = 4", "edge.every_type: content differs"),
         ("nan", "update edge.every_type set num = 0 where id = 2", "edge.every_type: content differs"),
+        // Equal values with another text: the content hash hashes these types' text, not their
+        // hash functions, which would take each pair for the same value.
+        ("numeric_scale", "update edge.every_type set num = 1.50 where id = 1", "edge.every_type: content differs"),
+        ("citext_case", "update edge.every_type set ci = 'mixed' where id = 1", "edge.every_type: content differs"),
+        ("interval_form", "update edge.every_type set iv = '26:03:04' where id = 1", "edge.every_type: content differs"),
+        ("jsonb_number", "update edge.every_type set jb = '{\"a\": 1.0}' where id = 1", "edge.every_type: content differs"),
+        // Per-column sums would not see this; a hash per row does.
+        (
+            "values_swapped_between_rows",
+            "update edge.every_type set i4 = case id when 1 then 2147483647 else 1 end where id in (1, 3)",
+            "edge.every_type: content differs",
+        ),
         ("large_object", "select lo_put(910001, 0, '\\x58')", "large_objects: missing 3 large objects"),
         (
             "sequence_reset",

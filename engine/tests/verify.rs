@@ -139,6 +139,42 @@ async fn a_clean_backup_passes_every_check_and_is_recorded_then_skipped_unless_f
     }
 }
 
+/// Backups taken before field hashes existed carry row-text hashes (`hash`): they still verify,
+/// hashed the same way, and a difference in one is still caught.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_with_the_first_row_text_hashes_still_verifies_and_its_differences_are_caught() {
+    use pgdrill::pg::fingerprint::{compute_tables, Content, Mode};
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((src, path)) = backed_up(&storage).await else { return };
+    let c = pgdrill::pg::connect(&src.url()).await.expect("connect");
+    c.batch_execute("begin isolation level repeatable read read only").await.expect("begin");
+    let first = compute_tables(&c, Mode::Full, Content::RowText).await.expect("row-text hashes");
+    c.batch_execute("commit").await.expect("commit");
+
+    let manifest_path = pgdrill::storage::manifest_path(&path);
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).expect("manifest")).expect("json");
+    assert!(m["fingerprint"]["tables"]["public.orders"]["field_hash"].is_string(), "a new backup hashes fields");
+    m["fingerprint"]["tables"] = serde_json::to_value(&first).expect("tables");
+    assert!(m["fingerprint"]["tables"]["public.orders"]["field_hash"].is_null());
+    common::write_rebound_manifest(&path, m.clone(), KEY);
+    let junit = dir.path().join("v1.xml");
+    let out = verify(&storage, &["force=true"], &junit);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "tables"), "passed");
+
+    m["fingerprint"]["tables"]["public.orders"]["hash"] = serde_json::json!("12345");
+    common::write_rebound_manifest(&path, m, KEY);
+    let junit = dir.path().join("v1-changed.xml");
+    let out = verify(&storage, &["force=true"], &junit);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("public.orders: content differs"), "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "tables"), "failure");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn differences_fail_naming_the_table() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -149,7 +185,7 @@ async fn differences_fail_naming_the_table() {
     let manifest_path = pgdrill::storage::manifest_path(&path);
     let original = std::fs::read_to_string(&manifest_path).expect("manifest");
     let mut m: serde_json::Value = serde_json::from_str(&original).expect("json");
-    m["fingerprint"]["tables"]["public.customers"]["hash"] = serde_json::json!("12345");
+    m["fingerprint"]["tables"]["public.customers"]["field_hash"] = serde_json::json!("12345");
     // Re-bound with the key, as only a key holder can: otherwise the manifest's MAC fails
     // first (an_edited_manifest_of_an_encrypted_backup_was_trusted) and no table is compared.
     common::write_rebound_manifest(&path, m, KEY);

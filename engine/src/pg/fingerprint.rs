@@ -1,12 +1,25 @@
 //! A fingerprint of a database: its schema and, per table, the row count and an
 //! order-independent, duplicate-sensitive content hash.
 //!
-//! The content hash of a table is the sum of `hashtextextended(row::text, 0)` over its rows
-//! (the sum of a bigint is a numeric, so it never overflows): adding, removing or changing a row
-//! changes it, duplicates count, order does not. Row text depends on session settings, so
+//! The content hash of a table is the sum of one 64-bit hash per row (the sum of a bigint is
+//! a numeric, so it never overflows): adding, removing or changing a row changes it,
+//! duplicates count, order does not. How a row is hashed (`Content`):
+//! - `Fields` (`field_hash`, PostgreSQL 14 and later):
+//!   `hashint8extended(hash_record_extended(row(f1, f2, ...)))`,
+//!   where a field whose type's own hash function sees every difference its text shows
+//!   (integers, bool, bytea, uuid, dates and times, text under the "C" collation) is hashed as
+//!   it is, and every other one (numeric: `1.0` and `1.00` hash alike; floats, json, arrays,
+//!   intervals, user types...) as the text of its output function, as the row's text has it.
+//!   About twice as fast as hashing the row's text.
+//! - `RowText` (`hash`, the first fingerprints, and sources before 14):
+//!   `hashtextextended(row::text, 0)`.
+//! A backup records which; a verify computes the same. Text depends on session settings, so
 //! they are pinned (`SESSION_SETTINGS`) both when a backup is taken and when a restore is
 //! verified. Everything is read in the caller's transaction, which for backups is the
 //! repeatable-read transaction whose snapshot pg_dump uses.
+//!
+//! A pgdrill from before `field_hash` reads such a fingerprint as one without content hashes
+//! and compares row counts only: never a false difference.
 
 use std::collections::BTreeMap;
 
@@ -46,8 +59,40 @@ impl Mode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TablePrint {
     pub rows: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Content hash over each row's text (`Content::RowText`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+    /// Content hash over each row's fields (`Content::Fields`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_hash: Option<String>,
+}
+
+/// How the content hashes of a fingerprint are computed (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    RowText,
+    Fields,
+}
+
+impl Content {
+    /// What a new fingerprint of this server uses: `Fields` from PostgreSQL 14
+    /// (`hash_record_extended`).
+    pub async fn for_server(client: &Client) -> Result<Content, tokio_postgres::Error> {
+        let v: i32 = client.query_one("select current_setting('server_version_num')::int", &[]).await?.get(0);
+        Ok(if v >= 140000 { Content::Fields } else { Content::RowText })
+    }
+}
+
+impl Fingerprint {
+    /// How this fingerprint's content hashes were computed (`RowText` when it has none, as
+    /// every fingerprint before `Fields` existed).
+    pub fn content(&self) -> Content {
+        if self.tables.values().any(|t| t.field_hash.is_some()) {
+            Content::Fields
+        } else {
+            Content::RowText
+        }
+    }
 }
 
 /// The whole fingerprint.
@@ -142,9 +187,20 @@ pub async fn sequence_positions(client: &Client) -> Result<Vec<String>, tokio_po
     Ok(client.query(SEQUENCES, &[]).await?.iter().map(|r| r.get::<_, String>(0)).collect())
 }
 
-/// Compute the fingerprint in the caller's current transaction (settings are `set local`).
+/// Compute the fingerprint in the caller's current transaction (settings are `set local`),
+/// with the content hashes a new fingerprint of this server has.
 pub async fn compute(client: &Client, mode: Mode) -> Result<Option<Fingerprint>, tokio_postgres::Error> {
     compute_with(client, mode, None).await
+}
+
+/// Compute the fingerprint the way `expect` was computed, to compare with it.
+pub async fn compute_like(client: &Client, expect: &Fingerprint) -> Result<Option<Fingerprint>, tokio_postgres::Error> {
+    if expect.mode == Mode::Off {
+        return Ok(None);
+    }
+    let (schema_hash, schema) = compute_schema_with(client, None).await?;
+    let tables = compute_tables(client, expect.mode, expect.content()).await?;
+    Ok(Some(Fingerprint { mode: expect.mode, schema_hash, schema, tables }))
 }
 
 /// `compute`, with sequence positions read earlier (`sequence_positions`) when given.
@@ -157,7 +213,7 @@ pub async fn compute_with(
         return Ok(None);
     }
     let (schema_hash, schema) = compute_schema_with(client, sequences).await?;
-    let tables = compute_tables(client, mode).await?;
+    let tables = compute_tables(client, mode, Content::for_server(client).await?).await?;
     Ok(Some(Fingerprint { mode, schema_hash, schema, tables }))
 }
 
@@ -190,19 +246,89 @@ async fn compute_schema_with(
     Ok((crate::archive::hex(&hasher.finalize()), schema))
 }
 
-/// The per-table part: row counts, and content hashes in `Full` mode, in the caller's
-/// transaction.
+/// The per-table part: row counts, and content hashes computed as `content` says in `Full`
+/// mode, in the caller's transaction.
 pub async fn compute_tables(
     client: &Client,
     mode: Mode,
+    content: Content,
 ) -> Result<BTreeMap<String, TablePrint>, tokio_postgres::Error> {
     client.batch_execute(SESSION_SETTINGS).await?;
+    let fields = if mode == Mode::Full && content == Content::Fields {
+        field_expressions(client).await?
+    } else {
+        BTreeMap::new()
+    };
     let mut prints = BTreeMap::new();
     for t in table_names(client).await? {
-        let p = table_print(client, &t, mode).await?;
-        prints.insert(t, p);
+        let print = match mode {
+            Mode::Full => {
+                let row_hash = match (content, fields.get(&t)) {
+                    // hash_record_extended combines the fields' hashes linearly (h * 31 + next),
+                    // so a sum of it over the rows is a sum of per-column sums, blind to values
+                    // swapped between rows. Hashing it once more makes each row's hash its own.
+                    (Content::Fields, Some(f)) => {
+                        format!("hashint8extended(hash_record_extended(row({}), 0), 0)", f.join(", "))
+                    }
+                    // A table without columns: every row is `()`.
+                    (Content::Fields, None) => "hashtextextended('()', 0)".to_string(),
+                    (Content::RowText, _) => "hashtextextended(x::text, 0)".to_string(),
+                };
+                let q = format!("select count(*), coalesce(sum({row_hash}), 0)::text from {t} x");
+                let row = client.query_one(q.as_str(), &[]).await?;
+                let (rows, hash) = (row.get(0), Some(row.get::<_, String>(1)));
+                match content {
+                    Content::Fields => TablePrint { rows, hash: None, field_hash: hash },
+                    Content::RowText => TablePrint { rows, hash, field_hash: None },
+                }
+            }
+            _ => {
+                let row = client.query_one(format!("select count(*) from {t}").as_str(), &[]).await?;
+                TablePrint { rows: row.get(0), hash: None, field_hash: None }
+            }
+        };
+        prints.insert(t, print);
     }
     Ok(prints)
+}
+
+/// Types whose own hash function sees every difference their text shows: hashed as they are.
+/// By oid (fixed for built-in types): bool, bytea, "char", int8, int2, int4, oid, date, time,
+/// timestamp, timestamptz, uuid.
+const HASHED_AS_IS: &[u32] = &[16, 17, 18, 20, 21, 23, 26, 1082, 1083, 1114, 1184, 2950];
+/// Character types, hashed as they are under the "C" collation (a nondeterministic collation
+/// would hash `a` and `A` alike): text, varchar, and bpchar, whose trailing spaces are not part
+/// of its value. Everything else is hashed as its text.
+const HASHED_AS_C_TEXT: &[u32] = &[25, 1043];
+const BPCHAR: u32 = 1042;
+
+/// Per table, the field expressions of `hash_record_extended(row(...))`, in column order.
+async fn field_expressions(client: &Client) -> Result<BTreeMap<String, Vec<String>>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            format!("select format('%I.%I', n.nspname, c.relname), format('x.%I', a.attname), a.atttypid::oid, t.typoutput::regproc::text from pg_class c join pg_namespace n on n.oid = c.relnamespace join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped join pg_type t on t.oid = a.atttypid where c.relkind = 'r' and {USER_NS} order by 1, a.attnum").as_str(),
+            &[],
+        )
+        .await?;
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in rows {
+        let (table, column, ty, output): (String, String, u32, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        let expr = if HASHED_AS_IS.contains(&ty) {
+            column
+        } else if HASHED_AS_C_TEXT.contains(&ty) {
+            format!("{column}::text collate \"C\"")
+        } else if ty == BPCHAR {
+            format!("{column} collate \"C\"")
+        } else {
+            // The type's output function, as the row's text and the dump have it: a cast to
+            // text can differ (xml's keeps an XML declaration that its output, and so a
+            // restored copy, drops). `search_path` is pinned, so the name is qualified when it
+            // is not in pg_catalog.
+            format!("textin({output}({column})) collate \"C\"")
+        };
+        out.entry(table).or_default().push(expr);
+    }
+    Ok(out)
 }
 
 async fn table_names(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
@@ -217,25 +343,9 @@ async fn table_names(client: &Client) -> Result<Vec<String>, tokio_postgres::Err
         .collect())
 }
 
-/// `sum` of a bigint is already an exact numeric (accumulated in 128 bits): casting each hash
-/// to numeric first, as the first fingerprints wrote it, gives the same text at about a fifth
-/// more CPU (`CONTENT_HASH_AS_FIRST_WRITTEN`, kept for the test that pins the two together).
-async fn table_print(client: &Client, t: &str, mode: Mode) -> Result<TablePrint, tokio_postgres::Error> {
-    Ok(match mode {
-        Mode::Full => {
-            let q = format!("select count(*), coalesce(sum(hashtextextended(x::text, 0)), 0)::text from {t} x");
-            let row = client.query_one(q.as_str(), &[]).await?;
-            TablePrint { rows: row.get(0), hash: Some(row.get::<_, String>(1)) }
-        }
-        _ => {
-            let row = client.query_one(format!("select count(*) from {t}").as_str(), &[]).await?;
-            TablePrint { rows: row.get(0), hash: None }
-        }
-    })
-}
-
-/// The content hash as the first fingerprints computed it; backups carry hashes computed this
-/// way, so the current form must give the same text (`edge_fixture`'s test of it).
+/// The row-text content hash as the first fingerprints computed it (`sum(hash::numeric)`);
+/// backups carry hashes computed this way, so the current `sum(hash)`, a numeric accumulated
+/// in 128 bits at a fifth less CPU, must give the same text (`edge_fixture`'s test of it).
 pub const CONTENT_HASH_AS_FIRST_WRITTEN: &str = "coalesce(sum(hashtextextended(x::text, 0)::numeric), 0)::text";
 
 /// The kinds every fingerprint has; any other kind is compared only when the expected
@@ -352,10 +462,16 @@ pub fn table_differences(
             None => out.push(format!("{t}: missing from the restore ({} rows expected)", e.rows)),
             Some(a) if a.rows != e.rows => out.push(format!("{t}: {} rows, expected {}", a.rows, e.rows)),
             Some(a) => {
-                if let (Some(eh), Some(ah)) = (&e.hash, &a.hash) {
-                    if eh != ah {
-                        out.push(format!("{t}: content differs ({} rows, hash {ah}, expected {eh})", a.rows));
+                for (eh, ah) in [(&e.hash, &a.hash), (&e.field_hash, &a.field_hash)] {
+                    if let (Some(eh), Some(ah)) = (eh, ah) {
+                        if eh != ah {
+                            out.push(format!("{t}: content differs ({} rows, hash {ah}, expected {eh})", a.rows));
+                        }
                     }
+                }
+                // Hashes of different kinds cannot be compared: say so, never pass silently.
+                if (e.hash.is_some() && a.field_hash.is_some()) || (e.field_hash.is_some() && a.hash.is_some()) {
+                    out.push(format!("{t}: content hashed another way than the source's, not comparable"));
                 }
             }
         }

@@ -773,8 +773,16 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
     } else {
         (String::new(), BTreeMap::new())
     };
-    let tables: BTreeMap<String, TablePrint> =
-        if want_tables { fingerprint::compute_tables(&tx, mode).await.map_err(pg_error)? } else { BTreeMap::new() };
+    let tables: BTreeMap<String, TablePrint> = if want_tables {
+        // Content hashed as the expectation's were; without one, as a new backup's would be.
+        let content = match &expect {
+            Some(e) => e.content(),
+            None => fingerprint::Content::for_server(&tx).await.map_err(pg_error)?,
+        };
+        fingerprint::compute_tables(&tx, mode, content).await.map_err(pg_error)?
+    } else {
+        BTreeMap::new()
+    };
     let restored_major = tx
         .query_one("select current_setting('server_version_num')::int / 10000", &[])
         .await
@@ -851,7 +859,7 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
 pub(super) async fn compare_database(url: &str, expect: &Fingerprint) -> Result<(usize, i64), StepError> {
     let client = crate::pg::connect(url).await?;
     client.batch_execute("begin isolation level repeatable read read only").await.map_err(pg_error)?;
-    let actual = fingerprint::compute(&client, expect.mode).await.map_err(pg_error)?;
+    let actual = fingerprint::compute_like(&client, expect).await.map_err(pg_error)?;
     client.batch_execute("commit").await.map_err(pg_error)?;
     let Some(actual) = actual else {
         return Err(StepError::Skipped("the expected fingerprint was taken with fingerprint: off".into()));
