@@ -13,6 +13,7 @@
 //!   About twice as fast as hashing the row's text.
 //! - `RowText` (`hash`, the first fingerprints, and sources before 14):
 //!   `hashtextextended(row::text, 0)`.
+//!
 //! A backup records which; a verify computes the same. Text depends on session settings, so
 //! they are pinned (`SESSION_SETTINGS`) both when a backup is taken and when a restore is
 //! verified. Everything is read in the caller's transaction, which for backups is the
