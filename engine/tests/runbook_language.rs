@@ -462,4 +462,9 @@ fn after_waits_for_a_sibling_and_fail_fast_false_lets_the_group_finish_but_still
     for s in ["slow", "waits", "on_broken"] {
         assert_ne!(step(&steps, s).1, "passed", "{s}: {steps:?}");
     }
+    // Regression (a CI flake): `waits` started once `slow` had been cancelled, and could run
+    // before the cancellation reached it. A step still waiting when the group stops never starts.
+    let (_, outcome, message) = step(&steps, "waits");
+    assert_eq!(outcome, "skipped", "{steps:?}");
+    assert!(message.contains("step `broken` failed") && message.contains("before it started"), "{message}");
 }

@@ -446,7 +446,7 @@ impl Stopper {
     }
 
     /// A sibling's failure, not the suite's own cancellation, stopped the step.
-    fn by_sibling(&self) -> Option<String> {
+    pub(super) fn by_sibling(&self) -> Option<String> {
         self.sibling_failure().filter(|_| !self.suite.token.is_cancelled())
     }
 }
