@@ -133,9 +133,12 @@ impl NativeServer {
         let mut from_template = None;
         if let Some((key, root)) = &cache {
             if let Some(t) = super::initdb_cache::find(root, key, major) {
-                let copied = super::initdb_cache::copy_tree(&t.data, &data)
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| run_as.own_tree(&data).map_err(|e| e.to_string()));
+                // A thousand files: off the async worker, as initdb is.
+                let copied = tokio::task::block_in_place(|| {
+                    super::initdb_cache::copy_tree(&t.data, &data)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| run_as.own_tree(&data).map_err(|e| e.to_string()))
+                });
                 match copied {
                     Ok(()) => {
                         server.password = t.password;
@@ -150,7 +153,7 @@ impl NativeServer {
         if from_template.is_none() {
             server.initdb(&run_as, &data)?;
             if let Some((key, root)) = &cache {
-                let _ = super::initdb_cache::store(root, key, &data, &server.password);
+                let _ = tokio::task::block_in_place(|| super::initdb_cache::store(root, key, &data, &server.password));
             }
         }
 
@@ -200,7 +203,9 @@ impl NativeServer {
                         let _ = fs::remove_dir_all(&data);
                         server.password = generate_password();
                         server.initdb(&run_as, &data)?;
-                        let _ = super::initdb_cache::store(&root, &key, &data, &server.password);
+                        let _ = tokio::task::block_in_place(|| {
+                            super::initdb_cache::store(&root, &key, &data, &server.password)
+                        });
                         continue;
                     }
                     if !last_err.contains("could not bind") && !last_err.contains("Address already in use") {
