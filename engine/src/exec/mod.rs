@@ -430,13 +430,10 @@ impl Executor {
                 }
                 // A sibling's failure that stopped the group while this step waited: it never
                 // starts (it used to start, and run until the cancellation reached it).
-                let stopped = waited.is_none() && !step.after.is_empty() && stopper.token.is_cancelled();
-                let waited = waited.or_else(|| {
-                    stopped
-                        .then(|| stopper.by_sibling())
-                        .flatten()
-                        .map(|why| format!("skipped: cancelled because {why}, before it started"))
-                });
+                if waited.is_none() && !step.after.is_empty() && stopper.token.is_cancelled() {
+                    waited =
+                        stopper.by_sibling().map(|why| format!("skipped: cancelled because {why}, before it started"));
+                }
                 let rec = match waited {
                     Some(why) => self.not_run(suite, rb, step, Outcome::Skipped, None, why),
                     None => self.execute(suite, rb, shared, step, Phase::Main, Some(stopper)).await,

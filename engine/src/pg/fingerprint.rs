@@ -196,12 +196,7 @@ pub async fn compute(client: &Client, mode: Mode) -> Result<Option<Fingerprint>,
 
 /// Compute the fingerprint the way `expect` was computed, to compare with it.
 pub async fn compute_like(client: &Client, expect: &Fingerprint) -> Result<Option<Fingerprint>, tokio_postgres::Error> {
-    if expect.mode == Mode::Off {
-        return Ok(None);
-    }
-    let (schema_hash, schema) = compute_schema_with(client, None).await?;
-    let tables = compute_tables(client, expect.mode, expect.content()).await?;
-    Ok(Some(Fingerprint { mode: expect.mode, schema_hash, schema, tables }))
+    compute_as(client, expect.mode, None, Some(expect.content())).await
 }
 
 /// `compute`, with sequence positions read earlier (`sequence_positions`) when given.
@@ -210,11 +205,26 @@ pub async fn compute_with(
     mode: Mode,
     sequences: Option<Vec<String>>,
 ) -> Result<Option<Fingerprint>, tokio_postgres::Error> {
+    compute_as(client, mode, sequences, None).await
+}
+
+/// The fingerprint with content hashes as `content` says (`None`: as a new one of this
+/// server's).
+async fn compute_as(
+    client: &Client,
+    mode: Mode,
+    sequences: Option<Vec<String>>,
+    content: Option<Content>,
+) -> Result<Option<Fingerprint>, tokio_postgres::Error> {
     if mode == Mode::Off {
         return Ok(None);
     }
     let (schema_hash, schema) = compute_schema_with(client, sequences).await?;
-    let tables = compute_tables(client, mode, Content::for_server(client).await?).await?;
+    let content = match content {
+        Some(c) => c,
+        None => Content::for_server(client).await?,
+    };
+    let tables = compute_tables(client, mode, content).await?;
     Ok(Some(Fingerprint { mode, schema_hash, schema, tables }))
 }
 

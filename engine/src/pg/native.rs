@@ -151,10 +151,7 @@ impl NativeServer {
             }
         }
         if from_template.is_none() {
-            server.initdb(&run_as, &data)?;
-            if let Some((key, root)) = &cache {
-                let _ = tokio::task::block_in_place(|| super::initdb_cache::store(root, key, &data, &server.password));
-            }
+            server.initdb_and_keep(&run_as, &data, cache.as_ref())?;
         }
 
         let deadline = opts.ready_timeout.unwrap_or(Duration::from_secs(60));
@@ -202,10 +199,7 @@ impl NativeServer {
                         super::initdb_cache::discard(&root, &key);
                         let _ = fs::remove_dir_all(&data);
                         server.password = generate_password();
-                        server.initdb(&run_as, &data)?;
-                        let _ = tokio::task::block_in_place(|| {
-                            super::initdb_cache::store(&root, &key, &data, &server.password)
-                        });
+                        server.initdb_and_keep(&run_as, &data, Some(&(key, root)))?;
                         continue;
                     }
                     if !last_err.contains("could not bind") && !last_err.contains("Address already in use") {
@@ -241,6 +235,21 @@ impl NativeServer {
                 "initdb failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
+        }
+        Ok(())
+    }
+
+    /// `initdb`, then keep its output as the template under `cache` (key, root) when there is
+    /// a cache. Keeping is best effort: without it the next server runs initdb again.
+    fn initdb_and_keep(
+        &self,
+        run_as: &RunAs,
+        data: &Path,
+        cache: Option<&(String, PathBuf)>,
+    ) -> Result<(), ServerError> {
+        self.initdb(run_as, data)?;
+        if let Some((key, root)) = cache {
+            let _ = tokio::task::block_in_place(|| super::initdb_cache::store(root, key, data, &self.password));
         }
         Ok(())
     }
@@ -380,11 +389,11 @@ impl RunAs {
         let entries =
             fs::read_dir(dir).map_err(|e| ServerError::environment(format!("reading {}: {e}", dir.display())))?;
         for e in entries {
-            let path = e.map_err(|e| ServerError::environment(format!("reading {}: {e}", dir.display())))?.path();
-            if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-                self.own_tree(&path)?;
-            } else if !fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-                self.own(&path)?;
+            let e = e.map_err(|e| ServerError::environment(format!("reading {}: {e}", dir.display())))?;
+            match e.file_type() {
+                Ok(t) if t.is_dir() => self.own_tree(&e.path())?,
+                Ok(t) if t.is_symlink() => {}
+                _ => self.own(&e.path())?,
             }
         }
         Ok(())
