@@ -357,11 +357,6 @@ async fn killed_then_recovered(at: At, bulk_rows: u32, expect_phase: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn kill_9_after_the_snapshot_is_found_and_recovered_both_ways() {
-    killed_then_recovered(At::AfterSnapshot, 100, "blocking").await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn kill_9_after_the_drop_is_found_and_recovered_both_ways() {
     killed_then_recovered(At::AfterDrop, 100, "creating").await;
 }
@@ -586,4 +581,258 @@ async fn a_killed_restore_into_a_new_name_is_removed_by_rollback_and_finished_by
         assert!(snapshots(&storage).is_empty(), "a new database needs no snapshot");
     }
     assert_eq!(fingerprint_of(&s.url_for("shop")).await, original, "the original was touched");
+}
+
+/// The unfinished journals of `shop` in a shared safety folder, as (server, phase).
+fn journals_in(safety: &Path) -> Vec<(String, String)> {
+    let Ok(dir) = std::fs::read_dir(safety.join(".journal")) else { return Vec::new() };
+    let mut all: Vec<(String, String)> = dir
+        .flatten()
+        .filter_map(|e| serde_json::from_str::<Value>(&std::fs::read_to_string(e.path()).ok()?).ok())
+        .filter(|j| j["database"] == "shop")
+        .map(|j| {
+            (j["server"].as_str().unwrap_or_default().to_string(), j["phase"].as_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+fn address(s: &Ephemeral) -> String {
+    pgdrill::pg::server_id(&s.url_for("postgres")).expect("server id")
+}
+
+/// Regression: the journal was keyed by the database's name alone, so two servers sharing a
+/// safety folder shared it: a restore killed on server A blocked every restore of `shop` on
+/// server B, and `recover=rollback` on B dropped B's `shop` and put A's snapshot in its
+/// place. Now the journal is the server's own: B restores, and a recovery on B finds nothing
+/// of its own and names A's journal as A's; A's journal, untouched, still recovers A.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_journal_of_another_server_sharing_the_safety_folder_never_blocks_nor_is_acted_on() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (storage_a, storage_b, shared) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("shared-safety"));
+    let Some((a, _)) = shop(&storage_a, 100).await else { return };
+    let Some((b, backup_b)) = shop(&storage_b, 100).await else { return };
+    let safety = format!("safety={}", shared.display());
+    let original_a = fingerprint_of(&a.url_for("shop")).await;
+    let original_b = fingerprint_of(&b.url_for("shop")).await;
+    let a_postgres = a.url_for("postgres");
+    if let Ok(mut act) = ACTIVITY.lock() {
+        *act = Some(a_postgres.clone());
+    }
+
+    // A restore on A killed after its drop (CREATE DATABASE waits for the test's lock).
+    let holder = pgdrill::pg::connect(&a_postgres).await.expect("holder");
+    holder.batch_execute("begin; comment on database template0 is 'held by the test'").await.expect("hold");
+    let mut child = spawn_with(&a, &storage_a, &[&safety]);
+    until("A's restore waiting in create database", || async {
+        journals_in(&shared) == vec![(address(&a), "creating".to_string())]
+            && value(
+                &a_postgres,
+                "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query ilike 'create database%'",
+            )
+            .await
+                == Some("1".into())
+    })
+    .await;
+    sigkill(&mut child);
+    holder.batch_execute("rollback").await.expect("release");
+    until("the orphaned create to end", || async {
+        value(
+            &a_postgres,
+            "select count(*) from pg_stat_activity where query ilike 'create database%' and state = 'active'",
+        )
+        .await
+            == Some("0".into())
+    })
+    .await;
+
+    // recover=rollback on B: nothing of B's to recover, and A's journal named as A's.
+    let (code, all) = restore(&b, &storage_b, &[&safety, "recover=rollback"]);
+    assert_eq!(code, Some(2), "{all}");
+    assert!(all.contains("there is no unfinished restore of database `shop` on server"), "{all}");
+    assert!(all.contains(&address(&a)) && all.contains(&address(&b)), "both servers named: {all}");
+    assert!(all.contains("never acted on from"), "{all}");
+    assert_eq!(fingerprint_of(&b.url_for("shop")).await, original_b, "B's database was touched");
+
+    // A plain restore on B is not blocked by A's journal.
+    let (code, all) = restore(&b, &storage_b, &[&safety]);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(fingerprint_of(&b.url_for("shop")).await, backup_b);
+    assert_eq!(
+        journals_in(&shared),
+        {
+            let mut v = vec![(address(&a), "creating".to_string()), (address(&b), "finished".to_string())];
+            v.sort();
+            v
+        },
+        "the journals of the two servers live side by side"
+    );
+
+    // A's journal still recovers A.
+    let (code, all) = restore(&a, &storage_a, &[&safety, "recover=rollback"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(fingerprint_of(&a.url_for("shop")).await, original_a);
+    assert_eq!(fingerprint_of(&b.url_for("shop")).await, backup_b, "A's rollback touched B");
+}
+
+/// Regression: a restore into a new name (`target`) whose database someone else created
+/// after the journal was written (here during `stop_command`) dropped that database without
+/// a snapshot, because the journal said it did not exist. Now every destructive statement
+/// checks the database is the one the journal recorded (its OID): the stranger is left as it
+/// is, connections to it were never blocked, and the journal is closed (nothing changed).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_created_during_stop_command_is_never_dropped() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((s, _)) = shop(&storage, 100).await else { return };
+    let postgres = s.url_for("postgres");
+    let copy = s.url_for("shop_copy");
+    let script = dir.path().join("stop.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "set -e\npsql -q -X -v ON_ERROR_STOP=1 '{postgres}' -c 'create database shop_copy'\n\
+             psql -q -X -v ON_ERROR_STOP=1 '{copy}' -c \"create table theirs (note text); insert into theirs values ('made during stop_command')\"\n"
+        ),
+    )
+    .expect("script");
+    let stop = format!("stop_command=sh {}", script.display());
+    let (code, all) = restore(&s, &storage, &["target=shop_copy", &stop]);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(
+        all.contains("refusing to block connections to and terminate the sessions of database `shop_copy`"),
+        "{all}"
+    );
+    assert!(all.contains("it did not exist when the restore began"), "{all}");
+    assert_eq!(
+        value(&copy, "select string_agg(note, ',') from theirs").await.as_deref(),
+        Some("made during stop_command"),
+        "the database made during stop_command was dropped or changed: {all}"
+    );
+    assert_eq!(
+        value(&postgres, "select datallowconn from pg_database where datname = 'shop_copy'").await.as_deref(),
+        Some("true")
+    );
+    // Open (never advanced) or finished: nothing unfinished blocks the next run.
+    assert!(["open", "finished"].contains(&phase_of(&storage, "shop_copy").as_str()), "{all}");
+}
+
+/// A restore refused in preflight: exit 1, "nothing was changed" and the remedy, no journal
+/// left open, no snapshot, and the database exactly as it was.
+async fn refused_in_preflight(s: &Ephemeral, storage: &Path, target: &str, why: &str, remedy: &str) {
+    let url = s.url_for(target);
+    let before = fingerprint_of(&url).await;
+    let row = "select format('%s %s %s %s', oid, datistemplate, datallowconn, datconnlimit) from pg_database where datname = current_database()";
+    let shape = value(&url, row).await;
+    let (code, all) = restore(s, storage, &[&format!("target={target}")]);
+    assert_eq!(code, Some(1), "{target}: {all}");
+    assert!(all.contains(why), "{target}: expected `{why}` in: {all}");
+    assert!(all.contains(remedy), "{target}: expected `{remedy}` in: {all}");
+    assert!(all.contains("nothing was changed"), "{target}: {all}");
+    assert_eq!(fingerprint_of(&url).await, before, "{target} was changed");
+    assert_eq!(value(&url, row).await, shape, "{target}'s pg_database row changed");
+    assert!(
+        std::fs::read_dir(storage.join(".safety").join(target)).map(|d| d.count()).unwrap_or(0) == 0,
+        "{target}: a snapshot was taken"
+    );
+    assert_ne!(phase_of(storage, target), "dropping", "{target}: {all}");
+}
+
+/// Regression: a template database, a database with a subscription, and the maintenance
+/// database pgdrill connects through passed preflight; the DROP then failed after the
+/// journal had recorded `changed`, and the journal said the database was neither restored
+/// nor put back, blocking every later run. Now preflight refuses each, naming the remedy,
+/// with nothing changed.
+#[tokio::test(flavor = "multi_thread")]
+async fn template_subscription_and_maintenance_databases_are_refused_in_preflight() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((s, _)) = shop(&storage, 100).await else { return };
+    let postgres = s.url_for("postgres");
+    common::exec(&postgres, "create database shop_template is_template true").await;
+    common::exec(&s.url_for("shop_template"), "create table t (n int); insert into t values (1)").await;
+    common::exec(&postgres, "create database shop_subscriber").await;
+    common::exec(
+        &s.url_for("shop_subscriber"),
+        "create table t (n int); insert into t values (1);
+         create subscription shop_sub connection 'host=/nonexistent dbname=nowhere' publication p
+           with (connect = false, slot_name = none, enabled = false)",
+    )
+    .await;
+
+    refused_in_preflight(&s, &storage, "shop_template", "is a template database", "is_template false").await;
+    refused_in_preflight(&s, &storage, "shop_subscriber", "subscription shop_sub", "drop subscription").await;
+    refused_in_preflight(&s, &storage, "postgres", "the maintenance database", "target=").await;
+}
+
+/// Regression: a restore killed while connections were blocked (nothing dropped) was
+/// followed by advice to run `recover=rollback`; after the operator let connections in and
+/// the application wrote rows, that rollback dropped the never-changed database and put the
+/// older snapshot in its place, losing the rows, exit 0. Now the advice is `recover=reopen`,
+/// a rollback or forward of a never-dropped database is refused naming it, and reopen lets
+/// connections in and closes the journal with every row kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_before_the_drop_is_recovered_by_reopen_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((s, backup)) = shop(&storage, 100).await else { return };
+    let shop_url = s.url_for("shop");
+    if let Ok(mut a) = ACTIVITY.lock() {
+        *a = Some(s.url_for("postgres"));
+    }
+    assert_eq!(kill_at(&s, &storage, At::AfterSnapshot).await, "blocking");
+    assert_eq!(allowed(&s).await.as_deref(), Some("false"));
+
+    // The advice names the recovery that loses nothing, and only that one.
+    let (code, all) = restore(&s, &storage, &[]);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("an unfinished restore of database `shop`"), "{all}");
+    assert!(all.contains("--var recover=reopen"), "{all}");
+    assert!(!all.contains("recover=rollback") && !all.contains("recover=forward"), "{all}");
+
+    // The operator lets connections in by hand; the application writes.
+    common::exec(&s.url_for("postgres"), "alter database shop allow_connections true").await;
+    common::exec(&shop_url, "insert into customers (name) values ('written after the crash')").await;
+    let written = fingerprint_of(&shop_url).await;
+    let count = "select count(*) from customers where name = 'written after the crash'";
+
+    for r in ["rollback", "forward"] {
+        let (code, all) = restore(&s, &storage, &[&format!("recover={r}")]);
+        assert_eq!(code, Some(1), "recover={r}: {all}");
+        assert!(all.contains("never dropped the database") && all.contains("--var recover=reopen"), "{all}");
+        assert!(all.contains("Nothing was changed"), "{all}");
+        assert_eq!(fingerprint_of(&shop_url).await, written, "recover={r} changed the database");
+    }
+
+    let (code, all) = restore(&s, &storage, &["recover=reopen"]);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("recover=reopen: database `shop` was never changed by the unfinished restore"), "{all}");
+    assert_eq!(phase(&storage), "finished", "{all}");
+    assert_eq!(value(&shop_url, count).await.as_deref(), Some("1"), "the rows written were lost");
+    assert_eq!(fingerprint_of(&shop_url).await, written);
+    assert_eq!(allowed(&s).await.as_deref(), Some("true"));
+
+    // Recovered: a restore runs again.
+    let (code, all) = restore(&s, &storage, &[]);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(fingerprint_of(&shop_url).await, backup);
+}
+
+/// Reopen also lets connections in when the operator did not: the blocked database is
+/// opened again and the journal closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn recover_reopen_lets_connections_in_again_after_a_crash_while_blocked() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((s, _)) = shop(&storage, 100).await else { return };
+    let original = fingerprint_of(&s.url_for("shop")).await;
+    assert_eq!(kill_at(&s, &storage, At::AfterSnapshot).await, "blocking");
+    assert_eq!(allowed(&s).await.as_deref(), Some("false"));
+    let (code, all) = restore(&s, &storage, &["recover=reopen"]);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("new connections are allowed again"), "{all}");
+    assert_eq!(allowed(&s).await.as_deref(), Some("true"));
+    assert_eq!(phase(&storage), "finished");
+    assert_eq!(fingerprint_of(&s.url_for("shop")).await, original);
 }

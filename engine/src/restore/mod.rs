@@ -8,7 +8,9 @@
 //! - The journal: one small JSON file per database in `<safety>/.journal/`, written
 //!   atomically and fsynced before each destructive phase. A run that finds one unfinished
 //!   (the lock is free, so its writer is gone) refuses a new restore and offers
-//!   `recover=rollback` or `recover=forward`.
+//!   `recover=rollback` or `recover=forward`, or `recover=reopen` when the database was never
+//!   dropped. The file is keyed by the server's identity (system identifier and address) and
+//!   the database, so servers sharing a safety folder never see each other's journals.
 //!
 //! This module knows nothing about steps or runbooks; `steps/database.rs` drives it.
 
@@ -85,7 +87,18 @@ pub struct Journal {
     pub version: u32,
     /// host:port of the server as the operator named it.
     pub server: String,
+    /// The server's `system_identifier` (pg_control_system()): with `server`, the server
+    /// this journal belongs to. Empty in journals of earlier versions.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub system_id: String,
     pub database: String,
+    /// The database's OID when the journal was written (None: it did not exist): a drop
+    /// checks it, so a database that appeared later under the same name is never dropped.
+    #[serde(default)]
+    pub database_oid: Option<u32>,
+    /// The OID of the database this restore created (from `creating` on).
+    #[serde(default)]
+    pub created_oid: Option<u32>,
     /// Who runs it now: process id, machine, and when it started.
     pub pid: u32,
     pub host: String,
@@ -135,9 +148,10 @@ impl Journal {
     pub fn describe(&self) -> String {
         let last = self.history.last().map(|e| rfc3339(e.at)).unwrap_or_default();
         let state = match self.phase {
-            Phase::SnapshotTaken | Phase::Blocking if !self.changed => {
-                "the database was not dropped (it may refuse connections)".to_string()
+            _ if !self.changed && self.existed => {
+                "the database was not dropped, nothing in it was changed (it may refuse connections)".to_string()
             }
+            _ if !self.changed => "the database did not exist before and was not created".to_string(),
             Phase::Verified => "the restore was verified but the run did not finish".to_string(),
             Phase::Dropping if !self.existed => "it did not exist before; it may be half-created".to_string(),
             _ if self.existed => "the database may be gone or half-restored".to_string(),
@@ -157,7 +171,9 @@ impl Journal {
 
     /// Record a phase and write the journal durably before the caller goes on.
     pub fn mark(&mut self, path: &Path, phase: Phase, note: impl Into<String>) -> Result<(), JournalError> {
-        if phase == Phase::Dropping {
+        // `changed` is set by the drop once it succeeded (a failed DROP changed nothing);
+        // every phase after it implies it.
+        if matches!(phase, Phase::Creating | Phase::Restoring | Phase::RollingBack | Phase::RolledBack) {
             self.changed = true;
         }
         self.phase = phase;
@@ -197,15 +213,85 @@ impl Journal {
     }
 }
 
+/// Which server a journal belongs to: its system identifier and its address. Servers made
+/// from one initdb (or a copy of one data directory) share a system identifier, so the
+/// address is part of it too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub system_id: String,
+    pub address: String,
+}
+
+impl Identity {
+    /// The identity of the server `client` is connected to, reached at `address`. A role
+    /// that may not call pg_control_system() gets an empty system identifier: the address
+    /// alone then tells servers apart.
+    pub async fn of(client: &Client, address: &str) -> Identity {
+        let system_id = client
+            .query_one("select system_identifier::text from pg_control_system()", &[])
+            .await
+            .ok()
+            .and_then(|r| r.get::<_, Option<String>>(0))
+            .unwrap_or_default();
+        Identity { system_id, address: address.to_string() }
+    }
+
+    /// Whether `journal` was written for this server.
+    pub fn owns(&self, journal: &Journal) -> bool {
+        journal.server == self.address && (journal.system_id.is_empty() || journal.system_id == self.system_id)
+    }
+
+    /// For messages: "server 127.0.0.1:5432 (system identifier 7381...)".
+    pub fn describe(&self) -> String {
+        describe_server(&self.address, &self.system_id)
+    }
+}
+
+fn describe_server(address: &str, system_id: &str) -> String {
+    match system_id {
+        "" => format!("server {address} (system identifier unknown)"),
+        id => format!("server {address} (system identifier {id})"),
+    }
+}
+
+impl Journal {
+    /// The server this journal belongs to, for messages.
+    pub fn describe_server(&self) -> String {
+        describe_server(&self.server, &self.system_id)
+    }
+}
+
 /// `<safety>/.journal/<name>.<hash>.json`: the visible part keeps only letters, digits, `-`
-/// and `_` of the database name, and the hash of the whole name keeps distinct names apart,
-/// so no database name can leave the folder or share another's journal.
-pub fn journal_path(safety: &Path, database: &str) -> PathBuf {
+/// and `_` of the database name, and the hash of the server's identity and the whole name
+/// keeps distinct names, and the same name on servers sharing a safety folder, apart: no
+/// database name can leave the folder or share another's journal.
+pub fn journal_path(safety: &Path, server: &Identity, database: &str) -> PathBuf {
+    let key = format!("{}\0{}\0{database}", server.system_id, server.address);
+    named_path(safety, database, key.as_bytes())
+}
+
+/// Where pgdrill before server-keyed journals kept the journal of `database`.
+pub fn legacy_journal_path(safety: &Path, database: &str) -> PathBuf {
+    named_path(safety, database, database.as_bytes())
+}
+
+fn named_path(safety: &Path, database: &str, key: &[u8]) -> PathBuf {
     let visible: String =
         database.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(40).collect();
-    let hash = Sha256::digest(database.as_bytes());
+    let hash = Sha256::digest(key);
     let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
     safety.join(".journal").join(format!("{}.{hex}.json", if visible.is_empty() { "db" } else { &visible }))
+}
+
+/// Unfinished journals of `database` in the safety folder that belong to other servers than
+/// `server` (for saying where a journal the operator looks for really is).
+pub fn journals_of_others(safety: &Path, server: &Identity, database: &str) -> Vec<Journal> {
+    let Ok(dir) = std::fs::read_dir(safety.join(".journal")) else { return Vec::new() };
+    dir.flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| Journal::read(&e.path()).ok().flatten())
+        .filter(|j| j.database == database && j.unfinished() && !server.owns(j))
+        .collect()
 }
 
 /// This machine's name, for "who holds the lock".
@@ -356,6 +442,15 @@ pub fn sh_quote(s: &str) -> String {
 /// names travel as data (a `dbname='…'` connection string, quoted identifiers).
 pub fn manual_commands(journal: &Journal, user: &str, host: &str, port: u16) -> String {
     use crate::pg::native::quote_ident;
+    if !journal.changed {
+        // Never dropped: letting connections in again is all there is to do.
+        return format!(
+            "psql -h {h} -p {port} -U {u} -d postgres -c {allow}, then move the journal away",
+            h = sh_quote(host),
+            u = sh_quote(user),
+            allow = sh_quote(&format!("alter database {} allow_connections true", quote_ident(&journal.database)))
+        );
+    }
     let Some(snap) = &journal.snapshot else {
         return format!(
             "psql -h {h} -p {port} -U {u} -d postgres -c {drop}",
@@ -406,13 +501,17 @@ mod tests {
     fn hostile_database_names_stay_inside_the_journal_folder() {
         let safety = Path::new("/safe");
         for name in ["../../etc/passwd", "/abs", ".journal", "a/b", "a_b", "", "..", "dbname=victim port=1"] {
-            let p = journal_path(safety, name);
+            let id = Identity { system_id: "1".into(), address: "h:5432".into() };
+            let p = journal_path(safety, &id, name);
             assert_eq!(p.parent(), Some(Path::new("/safe/.journal")), "{name}: {}", p.display());
             let file = p.file_name().and_then(|f| f.to_str()).unwrap_or_default();
             assert!(!file.starts_with('.') && file.ends_with(".json"), "{file}");
         }
-        assert_ne!(journal_path(safety, "a/b"), journal_path(safety, "a_b"));
-        assert_ne!(journal_path(safety, "shop"), journal_path(safety, "Shop"));
+        let id = Identity { system_id: "1".into(), address: "h:5432".into() };
+        assert_ne!(journal_path(safety, &id, "a/b"), journal_path(safety, &id, "a_b"));
+        assert_ne!(journal_path(safety, &id, "shop"), journal_path(safety, &id, "Shop"));
+        let other = Identity { system_id: "1".into(), address: "h:5433".into() };
+        assert_ne!(journal_path(safety, &id, "shop"), journal_path(safety, &other, "shop"));
     }
 
     #[test]
@@ -431,7 +530,10 @@ mod tests {
         let j = Journal {
             version: 1,
             server: "h:5432".into(),
+            system_id: String::new(),
             database: "dbname=victim port=1'x".into(),
+            database_oid: Some(16384),
+            created_oid: None,
             pid: 1,
             host: "m".into(),
             started_at: OffsetDateTime::now_utc(),

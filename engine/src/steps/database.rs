@@ -83,9 +83,12 @@ struct Shape {
     lc_ctype: Option<String>,
 }
 
-fn create_sql(database: &str, shape: &Shape) -> String {
+fn create_sql(database: &str, shape: &Shape, oid: Option<u32>) -> String {
     let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
     let mut sql = format!("create database {} template template0", quote_ident(database));
+    if let Some(oid) = oid {
+        sql.push_str(&format!(" oid {oid}"));
+    }
     if let Some(o) = &shape.owner {
         sql.push_str(&format!(" owner {}", quote_ident(o)));
     }
@@ -108,9 +111,79 @@ async fn drop_database(client: &Client, database: &str) -> Result<(), StepError>
         .map_err(|e| StepError::failed(format!("dropping database `{database}`: {}", crate::pg::describe(&e))))
 }
 
-async fn create_database(client: &Client, database: &str, shape: &Shape) -> Result<(), StepError> {
+/// The OID of `database` now, if it exists.
+async fn oid_of(client: &Client, database: &str) -> Result<Option<u32>, StepError> {
+    Ok(client
+        .query_opt("select oid from pg_database where datname = $1", &[&database])
+        .await
+        .map_err(pg_error)?
+        .map(|r| r.get(0)))
+}
+
+/// The journal a step was given, read (a given journal that is missing stops the step).
+fn given_journal(ctx: &StepCtx, path: Option<&str>) -> Result<Option<crate::restore::Journal>, StepError> {
+    match path.filter(|p| !p.is_empty()) {
+        Some(p) => super::journal::read_required(&ctx.resolve(p)).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Refuse to `what` database `database` (OID `found`, looked up immediately before) unless it
+/// is one this restore's journal recorded: the original, as it was before anything changed,
+/// or the one this restore created. A database that appeared under the name later (created
+/// by someone else during `stop_command`, say) is never dropped or blocked. Without a
+/// journal there is nothing to compare with.
+fn recorded(j: Option<&crate::restore::Journal>, database: &str, found: u32, what: &str) -> Result<(), StepError> {
+    let Some(j) = j else { return Ok(()) };
+    if (j.existed && j.database_oid == Some(found)) || j.created_oid == Some(found) {
+        return Ok(());
+    }
+    let mut known = Vec::new();
+    match (j.existed, j.database_oid) {
+        (true, Some(o)) => known.push(format!("the original had OID {o}")),
+        (true, None) => known.push("the original's OID was not recorded".to_string()),
+        (false, _) => known.push("it did not exist when the restore began".to_string()),
+    }
+    if let Some(o) = j.created_oid {
+        known.push(format!("this restore created OID {o}"));
+    }
+    Err(StepError::failed(format!(
+        "refusing to {what} database `{database}` (OID {found}): it is not the database this restore's journal recorded ({}), so it appeared after the restore began; it was left as it is",
+        known.join(", ")
+    )))
+}
+
+/// An OID for a database this restore is about to create, chosen before the CREATE so the
+/// journal records it first (PostgreSQL 15 and later take `OID` in CREATE DATABASE): a run
+/// killed while its CREATE DATABASE still runs on the server leaves a database whose OID the
+/// journal knows, and one someone else creates meanwhile never matches it. Drawn from far
+/// above the OIDs the server hands out. None before 15: the OID is recorded right after the
+/// CREATE then.
+async fn planned_oid(client: &Client) -> Result<Option<u32>, StepError> {
+    for _ in 0..5 {
+        let row = client
+            .query_one(
+                "select current_setting('server_version_num')::int >= 150000, c.oid, \
+                 exists (select 1 from pg_database d where d.oid::bigint = c.oid) \
+                 from (select (1073741824 + floor(random() * 3000000000))::bigint as oid) c",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        let (takes_oid, oid, taken): (bool, i64, bool) = (row.get(0), row.get(1), row.get(2));
+        if !takes_oid {
+            return Ok(None);
+        }
+        if !taken {
+            return Ok(u32::try_from(oid).ok());
+        }
+    }
+    Ok(None)
+}
+
+async fn create_database(client: &Client, database: &str, shape: &Shape, oid: Option<u32>) -> Result<(), StepError> {
     client
-        .batch_execute(&create_sql(database, shape))
+        .batch_execute(&create_sql(database, shape, oid))
         .await
         .map_err(|e| StepError::failed(format!("creating database `{database}`: {}", crate::pg::describe(&e))))
 }
@@ -301,6 +374,9 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
 
     let info = db_info(&client, &w.database).await?;
     let ident = quote_ident(&w.database);
+    if info.is_some() {
+        problems.extend(undroppable(&client, &w.database, &w.maintenance_db).await?);
+    }
 
     // Rights: every step, the rollback included, before anything changes.
     let role = rights::role(&client).await.map_err(pg_error)?;
@@ -466,6 +542,58 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         target_ident: ident,
         settings,
     })
+}
+
+/// Why DROP DATABASE would fail on `database`, each with its remedy. `WITH (FORCE)` helps
+/// with none of them, so they are found here, before anything changes, rather than by a
+/// DROP that fails with connections blocked and a snapshot taken.
+async fn undroppable(client: &Client, database: &str, maintenance_db: &str) -> Result<Vec<String>, StepError> {
+    let mut out = Vec::new();
+    let ident = quote_ident(database);
+    let elsewhere = format!("or restore into another name (`--var target={database}_restore`)");
+    if database == maintenance_db {
+        out.push(format!(
+            "database `{database}` is the maintenance database pgdrill connects through to drop and create databases, and no database can be dropped from its own session: restore into another name (`--var target={database}_restore`)"
+        ));
+    }
+    let row = client
+        .query_one(
+            "select d.datistemplate, \
+             coalesce((select string_agg(s.subname::text, ', ' order by s.subname) from pg_subscription s where s.subdbid = d.oid), ''), \
+             coalesce((select string_agg(r.slot_name::text, ', ' order by r.slot_name) from pg_replication_slots r where r.database = d.datname), ''), \
+             (select count(*) from pg_prepared_xacts p where p.database = d.datname) \
+             from pg_database d where d.datname = $1",
+            &[&database],
+        )
+        .await
+        .map_err(pg_error)?;
+    let (template, subs, slots, prepared): (bool, String, String, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    if template {
+        out.push(format!(
+            "database `{database}` is a template database (datistemplate), which DROP DATABASE refuses: run `alter database {ident} is_template false` first (and `is_template true` after the restore), {elsewhere}"
+        ));
+    }
+    if !subs.is_empty() {
+        let many = subs.contains(", ");
+        out.push(format!(
+            "database `{database}` has logical replication subscription{} {subs}, which DROP DATABASE refuses: in that database, `alter subscription NAME disable; alter subscription NAME set (slot_name = none); drop subscription NAME` for {} (and create {} again after the restore), {elsewhere}",
+            if many { "s" } else { "" },
+            if many { "each" } else { "it" },
+            if many { "them" } else { "it" },
+        ));
+    }
+    if !slots.is_empty() {
+        out.push(format!(
+            "database `{database}` is used by logical replication slot(s) {slots}, which DROP DATABASE refuses: drop them first (`select pg_drop_replication_slot('NAME')`), {elsewhere}"
+        ));
+    }
+    if prepared > 0 {
+        out.push(format!(
+            "database `{database}` has {prepared} prepared transaction(s), which DROP DATABASE refuses: finish them first (`commit prepared` or `rollback prepared`; pg_prepared_xacts lists them), {elsewhere}"
+        ));
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -746,10 +874,12 @@ impl Step for Terminate {
 
 async fn terminate(ctx: StepCtx, w: TerminateWith) -> Result<TerminateOutputs, StepError> {
     let client = admin(&w.url, &w.maintenance_db).await?;
-    if db_info(&client, &w.database).await?.is_none() {
+    let Some(oid) = oid_of(&client, &w.database).await? else {
         ctx.log(format!("database {} does not exist: no sessions", w.database));
         return Ok(TerminateOutputs::default());
-    }
+    };
+    let j = given_journal(&ctx, w.journal.as_deref())?;
+    recorded(j.as_ref(), &w.database, oid, "block connections to and terminate the sessions of")?;
     if w.block {
         let allowed: bool = client
             .query_one("select datallowconn from pg_database where datname = $1", &[&w.database])
@@ -899,8 +1029,8 @@ async fn drop_step(ctx: StepCtx, w: DropWith) -> Result<DropOutputs, StepError> 
     };
     // A database that did not exist before this restore (its journal says so) is our own
     // half-made one: there is no original to keep.
-    let ours =
-        super::journal::read_optional(&ctx, w.journal.as_deref()).is_some_and(|j| !j.existed && w.snapshot.is_none());
+    let j = given_journal(&ctx, w.journal.as_deref())?;
+    let ours = j.as_ref().is_some_and(|j| !j.existed && w.snapshot.is_none());
     if !w.without_snapshot && !ours {
         let Some(snap) = w.snapshot.as_deref().map(|s| ctx.resolve(s)) else {
             return Err(StepError::invalid(format!(
@@ -926,7 +1056,17 @@ async fn drop_step(ctx: StepCtx, w: DropWith) -> Result<DropOutputs, StepError> 
         }
     }
     super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Dropping, "", |_| {})?;
+    // Checked again immediately before the DROP (the snapshot took a while).
+    let Some(oid) = oid_of(&client, &w.database).await? else {
+        return Err(StepError::failed(format!(
+            "database `{}` disappeared while its snapshot was taken: someone else dropped it",
+            w.database
+        )));
+    };
+    recorded(j.as_ref(), &w.database, oid, "drop")?;
     drop_database(&client, &w.database).await?;
+    // Only now is anything changed: a DROP that failed left the database as it was.
+    super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Dropping, "dropped", |j| j.changed = true)?;
     ctx.log(format!("dropped database {} (owner {}, {})", w.database, info.owner, mib(info.size)));
     Ok(DropOutputs::Dropped(Dropped {
         existed: true,
@@ -1140,14 +1280,17 @@ impl Step for Create {
 
 async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError> {
     let client = admin(&w.url, &w.maintenance_db).await?;
-    super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Creating, "", |_| {})?;
+    let planned = planned_oid(&client).await?;
+    super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Creating, "", |j| j.created_oid = planned)?;
     let shape = Shape {
         owner: w.owner.clone(),
         encoding: w.encoding.clone(),
         lc_collate: w.lc_collate.clone(),
         lc_ctype: w.lc_ctype.clone(),
     };
-    create_database(&client, &w.database, &shape).await?;
+    create_database(&client, &w.database, &shape, planned).await?;
+    let oid = oid_of(&client, &w.database).await?;
+    super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Creating, "created", |j| j.created_oid = oid)?;
     reapply_settings(&ctx, &client, &w.database, w.settings.as_ref()).await?;
     super::journal::mark(
         &ctx,
@@ -1278,14 +1421,22 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
         let manifest = Manifest::read(&snap).map_err(StepError::from)?;
         let client = admin(&w.url, &w.maintenance_db).await?;
         super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, "", |_| {})?;
-        drop_database(&client, &w.database).await?;
+        if let Some(oid) = oid_of(&client, &w.database).await? {
+            let j = given_journal(ctx, w.journal.as_deref())?;
+            recorded(j.as_ref(), &w.database, oid, "drop")?;
+            drop_database(&client, &w.database).await?;
+        }
         let shape = Shape {
             owner: w.owner.clone(),
             encoding: w.encoding.clone(),
             lc_collate: w.lc_collate.clone(),
             lc_ctype: w.lc_ctype.clone(),
         };
-        create_database(&client, &w.database, &shape).await?;
+        let planned = planned_oid(&client).await?;
+        super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, "creating", |j| j.created_oid = planned)?;
+        create_database(&client, &w.database, &shape, planned).await?;
+        let oid = oid_of(&client, &w.database).await?;
+        super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, "created again", |j| j.created_oid = oid)?;
         reapply_settings(ctx, &client, &w.database, w.settings.as_ref()).await?;
         let url = target_url(&w.url, &w.database)?;
         let opts = RestoreOptions {

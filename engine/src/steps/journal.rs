@@ -66,6 +66,12 @@ pub(crate) fn how_to_recover(url: &str, journal: &Journal, journal_path: &str) -
         }
         Err(_) => ("postgres".into(), "localhost".into(), 5432),
     };
+    if !journal.changed {
+        return format!(
+            "The database was never dropped; once the server answers, run the same `pgdrill run restore` command with `--var recover=reopen` (it lets connections in again and closes the journal {journal_path}; it loses nothing), or by hand: {}",
+            restore::manual_commands(journal, &user, &host, port)
+        );
+    }
     let what = match &journal.snapshot {
         Some(s) => format!("The original is in the safety snapshot {s}"),
         None => "The database did not exist before this restore".to_string(),
@@ -79,6 +85,7 @@ pub(crate) fn how_to_recover(url: &str, journal: &Journal, journal_path: &str) -
 
 /// The database as the server has it now.
 struct Current {
+    oid: u32,
     owner: String,
     encoding: String,
     collate: String,
@@ -90,7 +97,7 @@ async fn current(client: &Client, database: &str) -> Result<Option<Current>, Ste
     let row = client
         .query_opt(
             "select pg_get_userbyid(datdba)::text, pg_encoding_to_char(encoding)::text, datcollate::text, \
-             datctype::text, datallowconn from pg_database where datname = $1",
+             datctype::text, datallowconn, oid from pg_database where datname = $1",
             &[&database],
         )
         .await
@@ -101,6 +108,7 @@ async fn current(client: &Client, database: &str) -> Result<Option<Current>, Ste
         collate: r.get(2),
         ctype: r.get(3),
         allow: r.get(4),
+        oid: r.get(5),
     }))
 }
 
@@ -117,9 +125,10 @@ pub struct LockWith {
     /// safety location; the journal is <safety>/.journal/
     #[field(ty = "path")]
     safety: String,
-    /// finish an unfinished restore: put the original back, or restore its backup again
+    /// finish an unfinished restore: put the original back, restore its backup again, or (when
+    /// it never dropped the database) let connections in again
     #[serde(default, deserialize_with = "super::de::opt_text")]
-    #[field(ty = "rollback|forward")]
+    #[field(ty = "rollback|forward|reopen")]
     recover: Option<String>,
     /// database the lock's session connects to (default postgres)
     #[serde(default = "postgres")]
@@ -129,9 +138,9 @@ pub struct LockWith {
 impl With for LockWith {
     fn check(&self) -> Result<(), WithError> {
         match self.recover.as_deref() {
-            None | Some("rollback" | "forward") => Ok(()),
+            None | Some("rollback" | "forward" | "reopen") => Ok(()),
             Some(r) if crate::template::is_template(r) => Ok(()),
-            Some(r) => Err(WithError::new("recover", format!("`{r}` is not `rollback` or `forward`"))),
+            Some(r) => Err(WithError::new("recover", format!("`{r}` is not `rollback`, `forward` or `reopen`"))),
         }
     }
 }
@@ -203,20 +212,45 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
         }
         Err(e) => return Err(e.into()),
     };
+    let id = restore::Identity::of(&held.client, &server).await;
     let now = current(&held.client, &w.database).await?;
     let key = held.key;
     ctx.resources.push(format!("restore lock of `{}`", w.database), Box::new(HeldLock(held)));
-    ctx.log(format!("took the restore lock of database {} on {server} (advisory lock {key})", w.database));
+    ctx.log(format!("took the restore lock of database {} on {} (advisory lock {key})", w.database, id.describe()));
 
     let safety = ctx.local_only(&w.safety, "the safety location")?;
-    let path = restore::journal_path(&safety, &w.database);
-    let found = Journal::read(&path).map_err(StepError::from)?.filter(Journal::unfinished);
+    let path = restore::journal_path(&safety, &id, &w.database);
+    refuse_legacy_journal(&safety, &id, &w.database)?;
+    // Keyed by the server's identity, so another server's journal is never read here; the
+    // identity inside is checked too (a file copied or renamed by hand).
+    let mut found = Journal::read(&path).map_err(StepError::from)?.filter(Journal::unfinished);
+    if let Some(j) = found.as_ref().filter(|j| !id.owns(j)) {
+        return Err(StepError::failed(format!(
+            "the restore journal {} belongs to {}, not to {} that this run connects to: it is never acted on here. Nothing was changed",
+            path.display(),
+            j.describe_server(),
+            id.describe()
+        )));
+    }
+    // A run killed between a DROP that went through and its record: the server says which.
+    if let Some(j) = found.as_mut().filter(|j| !j.changed && j.existed && j.phase == Phase::Dropping) {
+        if now.as_ref().map(|c| c.oid) != j.database_oid {
+            j.changed = true;
+            j.mark(
+                &path,
+                Phase::Dropping,
+                "the recorded database is gone: the drop went through before it was recorded",
+            )
+            .map_err(StepError::from)?;
+        }
+    }
     let recover = w.recover.clone().unwrap_or_default();
     let journal = path.display().to_string();
     match (found, recover.as_str()) {
         (None, "") => {
             let existed = now.is_some();
             let c = now.unwrap_or(Current {
+                oid: 0,
                 owner: String::new(),
                 encoding: String::new(),
                 collate: String::new(),
@@ -236,9 +270,31 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
                 settings: serde_json::Value::Null,
             })
         }
-        (None, r) => Err(StepError::invalid(format!(
-            "--var recover={r}: there is no unfinished restore of database `{}` in {}: nothing to recover. Nothing was changed",
-            w.database,
+        (None, r) => {
+            let others: Vec<String> = restore::journals_of_others(&safety, &id, &w.database)
+                .iter()
+                .map(|j| format!("{} (stopped at phase `{}`)", j.describe_server(), j.phase.as_str()))
+                .collect();
+            let elsewhere = if others.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; the safety folder holds an unfinished restore of `{}` on {}: that journal belongs to that server and is never acted on from {}; run recover={r} with that server's database_url",
+                    w.database,
+                    others.join(" and "),
+                    id.describe()
+                )
+            };
+            Err(StepError::invalid(format!(
+                "--var recover={r}: there is no unfinished restore of database `{}` on {} in {}: nothing to recover{elsewhere}. Nothing was changed",
+                w.database,
+                id.describe(),
+                path.display()
+            )))
+        }
+        (Some(j), "") if !j.changed => Err(StepError::failed(format!(
+            "preflight: {}. Nothing was changed. The database was never dropped: finish that restore first with the same command and `--var recover=reopen`, which lets connections in again and closes the journal (it loses nothing); then run the restore again if it is still wanted. (Journal: {})",
+            j.describe(),
             path.display()
         ))),
         (Some(j), "") => {
@@ -255,13 +311,44 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
                 path.display()
             )))
         }
-        (Some(j), "rollback") if j.snapshot.is_none() => {
-            // It did not exist before: rolling back means removing what was made.
+        (Some(j), "reopen") if !j.changed => {
             let client = crate::pg::connect_to(&w.url, &w.maintenance_db).await?;
-            client
-                .batch_execute(&format!("drop database if exists {} with (force)", quote_ident(&w.database)))
-                .await
-                .map_err(|e| StepError::failed(format!("dropping database `{}`: {}", w.database, crate::pg::describe(&e))))?;
+            reopen(&ctx, &client, &w.database, j, &path, now.as_ref()).await
+        }
+        (Some(j), "reopen") => Err(StepError::failed(format!(
+            "recover=reopen: {}; letting connections in now would let them into a database that is not the original. Nothing was changed. Use `--var recover=rollback` instead{}. (Journal: {})",
+            j.describe(),
+            j.snapshot.as_deref().map(|s| format!(", which puts back the original from the safety snapshot {s}")).unwrap_or_default(),
+            path.display()
+        ))),
+        (Some(j), r) if !j.changed => Err(StepError::failed(format!(
+            "recover={r}: {}. That restore never dropped the database, so there is nothing to {}: it would replace the database as it is now, with whatever was written since, and lose that. Nothing was changed. Run the same command with `--var recover=reopen` instead: it lets connections in again and closes the journal. (Journal: {})",
+            j.describe(),
+            if r == "rollback" { "roll back" } else { "finish" },
+            path.display()
+        ))),
+        (Some(j), "rollback") if j.snapshot.is_none() => {
+            // It did not exist before: rolling back means removing what this restore made,
+            // and only that (its OID, as the journal recorded it).
+            let admin = crate::pg::connect_to(&w.url, &w.maintenance_db).await?;
+            let found_oid = now.as_ref().map(|c| c.oid);
+            if found_oid.is_some() && found_oid != j.created_oid {
+                return Err(StepError::failed(format!(
+                    "recover=rollback: database `{}` (OID {}) is not the one the unfinished restore created ({}): it is never dropped. Nothing was changed. Look at it; when it is the half-made one, drop it by hand and remove the journal {}",
+                    w.database,
+                    found_oid.unwrap_or_default(),
+                    j.created_oid.map(|o| format!("OID {o}")).unwrap_or_else(|| "its OID was not recorded".into()),
+                    path.display()
+                )));
+            }
+            if found_oid.is_some() {
+                admin
+                    .batch_execute(&format!("drop database if exists {} with (force)", quote_ident(&w.database)))
+                    .await
+                    .map_err(|e| {
+                        StepError::failed(format!("dropping database `{}`: {}", w.database, crate::pg::describe(&e)))
+                    })?;
+            }
             let mut j = j;
             j.mark(&path, Phase::Finished, "recover=rollback: the half-made database was dropped").map_err(StepError::from)?;
             Err(StepError::failed(format!(
@@ -300,6 +387,64 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
             })
         }
     }
+}
+
+/// A journal an earlier pgdrill keyed by the database's name alone: it cannot say which
+/// server it belongs to, so one that names this server's address stops the run rather than
+/// being ignored (a half-restored database must not be snapshotted as the original).
+fn refuse_legacy_journal(safety: &Path, id: &restore::Identity, database: &str) -> Result<(), StepError> {
+    let legacy = restore::legacy_journal_path(safety, database);
+    match Journal::read(&legacy).map_err(StepError::from)?.filter(Journal::unfinished) {
+        Some(old) if old.server == id.address && old.system_id.is_empty() => Err(StepError::failed(format!(
+            "preflight: {} (journal {}, written by an earlier pgdrill that did not record the server's system identifier, so it cannot prove it belongs to {}). Nothing was changed. Check database `{database}` on that server by hand; when it is as it should be, move that file out of {}",
+            old.describe(),
+            legacy.display(),
+            id.describe(),
+            legacy.parent().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `recover=reopen`: the unfinished restore never dropped the database, so the one safe
+/// action is to let connections in again (as they were before it) and close the journal.
+async fn reopen(
+    ctx: &StepCtx,
+    client: &Client,
+    database: &str,
+    mut j: Journal,
+    path: &Path,
+    now: Option<&Current>,
+) -> Result<LockOutputs, StepError> {
+    let allowed_before = j.allowed_connections.unwrap_or(true);
+    let done = match now {
+        Some(c) if Some(c.oid) == j.database_oid => {
+            if allowed_before && !c.allow {
+                client
+                    .batch_execute(&format!("alter database {} allow_connections true", quote_ident(database)))
+                    .await
+                    .map_err(|e| {
+                        StepError::failed(format!(
+                            "recover=reopen: allowing connections to `{database}` again: {}",
+                            crate::pg::describe(&e)
+                        ))
+                    })?;
+                "new connections are allowed again".to_string()
+            } else {
+                "it accepts connections as it did before".to_string()
+            }
+        }
+        Some(c) => format!("it (OID {}) is not the database the journal recorded, so it was left as it is", c.oid),
+        None => "it does not exist, as before that restore".to_string(),
+    };
+    j.recovering = "reopen".into();
+    j.mark(path, Phase::Finished, format!("recover=reopen: {done}")).map_err(StepError::from)?;
+    let msg = format!(
+        "recover=reopen: database `{database}` was never changed by the unfinished restore; {done}, and the journal {} is closed. Nothing else was changed; run the restore again if it is still wanted",
+        path.display()
+    );
+    ctx.log(msg.clone());
+    Err(StepError::failed(msg))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -417,10 +562,14 @@ async fn journal(ctx: StepCtx, w: JournalWith) -> Result<JournalOutputs, StepErr
     let client = crate::pg::connect_to(&url, &w.maintenance_db).await?;
     let now = current(&client, &database).await?;
     let server = crate::pg::server_id(&url)?;
+    let id = restore::Identity::of(&client, &server).await;
     let mut j = Journal {
         version: 1,
         server,
+        system_id: id.system_id,
         database: database.clone(),
+        database_oid: now.as_ref().map(|c| c.oid),
+        created_oid: None,
         pid,
         host,
         started_at: OffsetDateTime::now_utc(),
@@ -501,7 +650,9 @@ async fn finish(ctx: StepCtx, w: FinishWith) -> Result<FinishOutputs, StepError>
     if !w.passed && j.allowed_connections == Some(true) {
         match crate::pg::connect_to(&w.url, &w.maintenance_db).await {
             Ok(client) => match current(&client, &w.database).await {
-                Ok(Some(c)) if !c.allow => {
+                // Only the database the journal recorded: one that appeared under its name
+                // later is not pgdrill's to change.
+                Ok(Some(c)) if !c.allow && Some(c.oid) == j.database_oid => {
                     match client
                         .batch_execute(&format!("alter database {} allow_connections true", quote_ident(&w.database)))
                         .await
