@@ -836,3 +836,99 @@ async fn recover_reopen_lets_connections_in_again_after_a_crash_while_blocked() 
     assert_eq!(phase(&storage), "finished");
     assert_eq!(fingerprint_of(&s.url_for("shop")).await, original);
 }
+
+/// Try, `tries` times over, to connect to `url` and write; how many got in.
+async fn app_writes(url: &str, tries: u32) -> u32 {
+    let mut got_in = 0;
+    for _ in 0..tries {
+        if let Ok(c) = pgdrill::pg::connect(url).await {
+            if c.batch_execute("create table if not exists intruder (n int); insert into intruder values (1)")
+                .await
+                .is_ok()
+            {
+                got_in += 1;
+            }
+        }
+    }
+    got_in
+}
+
+/// Start a restore with `extra`, wait until it recreated `shop` (the database there has the
+/// OID the journal recorded for it) in `phase`, stop pgdrill, let the application try to
+/// reconnect and write, continue; returns how many of its tries got in, and the run's end.
+async fn app_during(
+    s: &Ephemeral,
+    storage: &Path,
+    extra: &[&str],
+    phase_now: &str,
+    app: &str,
+) -> (u32, Option<i32>, String) {
+    let postgres = s.url_for("postgres");
+    let a = args(s, storage, extra);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let child = pgdrill(&a)
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
+    until("shop recreated", || async {
+        let Some(j) = journal(storage) else { return false };
+        // (A pgdrill that records no OID: any `shop` once the phase is reached.)
+        let oid = j["created_oid"].as_i64().map(|o| format!(" and oid = {o}")).unwrap_or_default();
+        // In a rollback, the database it created again (not the restore's, dropped first).
+        let again = j["history"].as_array().is_some_and(|h| h.iter().any(|e| e["note"] == "created again"));
+        j["phase"] == phase_now
+            && (phase_now != "rolling_back" || again)
+            && holds(&watch, &format!("select exists (select 1 from pg_database where datname = 'shop'{oid})")).await
+    })
+    .await;
+    let me = Pid::from_raw(child.id() as i32);
+    kill(me, Signal::SIGSTOP).expect("stop pgdrill");
+    let got_in = app_writes(app, 20).await;
+    kill(me, Signal::SIGCONT).expect("continue pgdrill");
+    let out = child.wait_with_output().expect("wait");
+    (got_in, out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+}
+
+/// Regression: an application reconnecting in a loop as the database's owner (no
+/// stop_command) wrote into the recreated database while it was restored, and while a
+/// rollback put it back: both failed and the database was left as neither. Now the
+/// recreated database is born refusing every connection but pgdrill's (connection limit 0,
+/// which binds the owner) until it is verified, in the restore and in the rollback, and its
+/// own connection limit is put back at the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reconnecting_application_cannot_write_into_the_recreated_database_until_verified() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((s, backup)) = shop(&storage, 100_000).await else { return };
+    if let Ok(mut a) = ACTIVITY.lock() {
+        *a = Some(s.url_for("postgres"));
+    }
+    let postgres = s.url_for("postgres");
+    common::exec(&postgres, "alter role app_owner password 'app-secret'; alter database shop connection limit 50")
+        .await;
+    let app = pgdrill::pg::server_url("app_owner", "app-secret", &s.host, s.port, "shop");
+    assert_eq!(app_writes(&app, 1).await, 1, "the application cannot write at all");
+    common::exec(&s.url_for("shop"), "drop table intruder").await;
+    let limit = "select datconnlimit from pg_database where datname = 'shop'";
+
+    // The restore: refused while pg_restore writes; the backup, verified, then open.
+    let (got_in, code, all) = app_during(&s, &storage, &[], "restoring", &app).await;
+    assert_eq!(got_in, 0, "the application wrote into the database being restored: {all}");
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(fingerprint_of(&s.url_for("shop")).await, backup);
+    assert_eq!(value(&postgres, limit).await.as_deref(), Some("50"), "{all}");
+    let restored = fingerprint_of(&s.url_for("shop")).await;
+
+    // A restore whose smoke check fails rolls back: refused while the snapshot goes back.
+    let (got_in, code, all) = app_during(&s, &storage, &["smoke_sql=select 0"], "rolling_back", &app).await;
+    assert_eq!(got_in, 0, "the application wrote into the database being put back: {all}");
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("was rolled back to the safety snapshot"), "{all}");
+    assert_eq!(fingerprint_of(&s.url_for("shop")).await, restored);
+    assert_eq!(value(&postgres, limit).await.as_deref(), Some("50"), "{all}");
+    assert_eq!(app_writes(&app, 1).await, 1, "the application cannot write after the rollback");
+}

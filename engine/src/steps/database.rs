@@ -81,6 +81,8 @@ struct Shape {
     encoding: Option<String>,
     lc_collate: Option<String>,
     lc_ctype: Option<String>,
+    /// Born refusing connections (CONNECTION LIMIT 0) until it is verified.
+    blocked: bool,
 }
 
 fn create_sql(database: &str, shape: &Shape, oid: Option<u32>) -> String {
@@ -101,7 +103,69 @@ fn create_sql(database: &str, shape: &Shape, oid: Option<u32>) -> String {
     if let Some(c) = &shape.lc_ctype {
         sql.push_str(&format!(" lc_ctype {}", lit(c)));
     }
+    if shape.blocked {
+        sql.push_str(" connection limit 0");
+    }
     sql
+}
+
+/// Whether a database pgdrill recreates can be born refusing connections: CONNECTION LIMIT 0
+/// binds every role but superusers (the owner included), so it works when pgdrill itself
+/// connects as a superuser, and pg_restore and the checks still get in. (ALLOW_CONNECTIONS
+/// false would lock out pg_restore too.) A role that is not a superuser would lock itself
+/// out, so its database is recreated open, as before.
+async fn can_block(ctx: &StepCtx, client: &Client, database: &str) -> Result<bool, StepError> {
+    let superuser: bool = client
+        .query_one("select rolsuper from pg_roles where rolname = current_user", &[])
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    if !superuser {
+        ctx.log(format!(
+            "the connecting role is not a superuser: database {database} accepts connections while it is restored (stop the application with stop_command)"
+        ));
+    }
+    Ok(superuser)
+}
+
+/// The settings to give a database born blocked: without its connection limit, which
+/// `open_connections` puts back once it is verified.
+fn while_blocked(
+    settings: Option<&dbsettings::DatabaseSettings>,
+    blocked: bool,
+) -> Option<dbsettings::DatabaseSettings> {
+    settings.cloned().map(|mut s| {
+        if blocked {
+            s.connection_limit = -1;
+        }
+        s
+    })
+}
+
+/// Let connections into a database that was born refusing them: its connection limit as
+/// captured (none when nothing was captured).
+async fn open_connections(
+    ctx: &StepCtx,
+    client: &Client,
+    database: &str,
+    settings: Option<&dbsettings::DatabaseSettings>,
+) -> Result<(), StepError> {
+    let want = settings.map(|s| s.connection_limit).unwrap_or(-1);
+    let now: Option<i32> = client
+        .query_opt("select datconnlimit from pg_database where datname = $1", &[&database])
+        .await
+        .map_err(pg_error)?
+        .map(|r| r.get(0));
+    if now.is_some_and(|n| n != want) {
+        client
+            .batch_execute(&format!("alter database {} connection limit {want}", quote_ident(database)))
+            .await
+            .map_err(|e| {
+                StepError::failed(format!("letting connections into `{database}` again: {}", crate::pg::describe(&e)))
+            })?;
+        ctx.log(format!("database {database} accepts connections again (connection limit {want})"));
+    }
+    Ok(())
 }
 
 async fn drop_database(client: &Client, database: &str) -> Result<(), StepError> {
@@ -1142,7 +1206,7 @@ pub struct Settings;
 
 impl Step for Settings {
     const NAME: &'static str = "database.settings";
-    const SUMMARY: &'static str = "Compare a database's settings (ALTER DATABASE / ALTER ROLE IN DATABASE ... SET), grants, comment and connection limit with those restore.preflight captured; skipped without any.";
+    const SUMMARY: &'static str = "Once a recreated database is verified: let connections in again (its captured connection limit, or none), then compare its settings (ALTER DATABASE / ALTER ROLE IN DATABASE ... SET), grants, comment and connection limit with those restore.preflight captured.";
     const REPORT_LOG: bool = true;
     type With = SettingsWith;
     type Outputs = SettingsOutputs;
@@ -1156,10 +1220,12 @@ impl Step for Settings {
 }
 
 async fn settings(ctx: StepCtx, w: SettingsWith) -> Result<SettingsOutputs, StepError> {
-    let Some(expected) = w.expect else {
-        return Err(StepError::Skipped("no settings to compare: the database did not exist before".into()));
-    };
     let client = admin(&w.url, &w.maintenance_db).await?;
+    // Verified by now: a database born refusing connections lets them in again.
+    open_connections(&ctx, &client, &w.database, w.expect.as_ref()).await?;
+    let Some(expected) = w.expect else {
+        return Ok(SettingsOutputs { summary: "no settings to compare: the database did not exist before".into() });
+    };
     compare_settings(&client, &w.database, &expected).await?;
     ctx.log(format!("database settings as before: {}", expected.summary()));
     Ok(SettingsOutputs { summary: expected.summary() })
@@ -1282,16 +1348,19 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
     let client = admin(&w.url, &w.maintenance_db).await?;
     let planned = planned_oid(&client).await?;
     super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Creating, "", |j| j.created_oid = planned)?;
+    let blocked = w.journal.is_some() && can_block(&ctx, &client, &w.database).await?;
     let shape = Shape {
         owner: w.owner.clone(),
         encoding: w.encoding.clone(),
         lc_collate: w.lc_collate.clone(),
         lc_ctype: w.lc_ctype.clone(),
+        blocked,
     };
     create_database(&client, &w.database, &shape, planned).await?;
     let oid = oid_of(&client, &w.database).await?;
-    super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Creating, "created", |j| j.created_oid = oid)?;
-    reapply_settings(&ctx, &client, &w.database, w.settings.as_ref()).await?;
+    let note = if blocked { "created, refusing connections until verified" } else { "created" };
+    super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Creating, note, |j| j.created_oid = oid)?;
+    reapply_settings(&ctx, &client, &w.database, while_blocked(w.settings.as_ref(), blocked).as_ref()).await?;
     super::journal::mark(
         &ctx,
         w.journal.as_deref(),
@@ -1426,18 +1495,20 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
             recorded(j.as_ref(), &w.database, oid, "drop")?;
             drop_database(&client, &w.database).await?;
         }
+        let blocked = can_block(ctx, &client, &w.database).await?;
         let shape = Shape {
             owner: w.owner.clone(),
             encoding: w.encoding.clone(),
             lc_collate: w.lc_collate.clone(),
             lc_ctype: w.lc_ctype.clone(),
+            blocked,
         };
         let planned = planned_oid(&client).await?;
         super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, "creating", |j| j.created_oid = planned)?;
         create_database(&client, &w.database, &shape, planned).await?;
         let oid = oid_of(&client, &w.database).await?;
         super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, "created again", |j| j.created_oid = oid)?;
-        reapply_settings(ctx, &client, &w.database, w.settings.as_ref()).await?;
+        reapply_settings(ctx, &client, &w.database, while_blocked(w.settings.as_ref(), blocked).as_ref()).await?;
         let url = target_url(&w.url, &w.database)?;
         let opts = RestoreOptions {
             backup: snap.clone(),
@@ -1478,6 +1549,8 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
             }
             None => "the snapshot has no fingerprint to compare with".to_string(),
         };
+        // Verified: connections come in again, with the limit it had.
+        open_connections(ctx, &client, &w.database, w.settings.as_ref()).await?;
         let proof = match &w.settings {
             Some(expected) => {
                 compare_settings(&client, &w.database, expected).await?;
