@@ -419,3 +419,65 @@ async fn the_health_check_runs_after_the_restart_and_a_failing_one_rolls_back() 
     assert_eq!(app.log(), "stop\nstart\nstop\nstart\n", "{all}");
     assert_eq!(fingerprint_of(&s.url_for("shop")).await, before, "not put back");
 }
+
+/// `shop`'s row in pg_database as CREATE/ALTER DATABASE set it (everything but its OID and
+/// the counters the server keeps), and its words as ORDER BY sorts them.
+async fn shape_of(admin: &str, shop: &str) -> (String, String) {
+    let row = scalar(
+        admin,
+        "select concat_ws(' | ', datname, pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datlocprovider, \
+         datistemplate, datallowconn, datconnlimit, datcollate, datctype, daticulocale, datcollversion, \
+         (select spcname from pg_tablespace t where t.oid = dattablespace), datacl::text) \
+         from pg_database where datname = 'shop'",
+    )
+    .await;
+    (row, scalar(shop, "select string_agg(w, ',' order by w) from words").await)
+}
+
+/// Regression: the restore and its rollback created the database again with owner,
+/// encoding and lc_* only: an ICU database in its own tablespace came back with the libc
+/// provider in pg_default (sorting changed, the data moved to another disk), and both said
+/// it was as it was. Now the journal keeps its locale provider, ICU locale, collation
+/// version and tablespace, and the restore and the rollback create it with them: its
+/// pg_database row and its ORDER BY are unchanged.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_icu_database_in_its_own_tablespace_is_restored_and_rolled_back_as_it_was() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some(s) = common::native_server("postgres").await else { return };
+    let admin = s.url_for("postgres");
+    // The tablespace's folder belongs to the user the server runs as.
+    let data = Path::new(&s.instance).join("data");
+    let meta = std::fs::metadata(&data).expect("data directory");
+    let ts = Path::new(&s.instance).join("tablespace_shop");
+    std::fs::create_dir(&ts).expect("tablespace folder");
+    std::os::unix::fs::chown(&ts, Some(meta.uid()), Some(meta.gid())).expect("chown");
+    common::exec(&admin, "create role app_owner login").await;
+    common::exec(&admin, &format!("create tablespace fast_disk location '{}'", ts.display())).await;
+    common::exec(
+        &admin,
+        "create database shop owner app_owner template template0 encoding 'UTF8' lc_collate 'C' lc_ctype 'C' \
+         locale_provider icu icu_locale 'en-US' tablespace fast_disk",
+    )
+    .await;
+    let shop = s.url_for("shop");
+    common::exec(&shop, "create table words (w text); insert into words values ('b'), ('B'), ('a'), ('A')").await;
+    let backup = common::backup_to(&shop, &storage, KEY, "shop");
+    let before = shape_of(&admin, &shop).await;
+    assert!(before.0.contains(" | i | ") && before.0.contains("fast_disk"), "{before:?}");
+    assert_eq!(before.1, "a,A,b,B", "ICU order");
+
+    let out = restore(&admin, &storage, &[]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert_eq!(shape_of(&admin, &shop).await, before, "restored: {all}");
+    assert_eq!(fingerprint_of(&shop).await, manifest_fingerprint(&backup));
+
+    // A smoke check that fails rolls back: the put-back database is as it was too.
+    let out = restore(&admin, &storage, &["smoke_sql=select 0"]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("was rolled back to the safety snapshot"), "{all}");
+    assert_eq!(shape_of(&admin, &shop).await, before, "rolled back: {all}");
+}

@@ -81,6 +81,117 @@ pub struct Entry {
     pub note: String,
 }
 
+/// What CREATE DATABASE sets beyond owner, encoding and lc_*, as the original had it: lost
+/// by a DROP and not in a dump without `--create`, so the journal keeps them and the
+/// restore, the rollback and a recovery create the database with them again. Empty fields
+/// are the server's defaults (or a server too old to have them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Properties {
+    /// `libc`, `icu` or `builtin` (PostgreSQL 15 and later).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub locale_provider: String,
+    /// The ICU (or builtin) locale.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub locale: String,
+    /// ICU tailoring rules (PostgreSQL 16 and later).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub icu_rules: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub collation_version: String,
+    /// Its default tablespace, when not `pg_default`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tablespace: String,
+}
+
+impl Properties {
+    /// Read from pg_database as a JSON row, so one query serves every server version
+    /// (columns appear and are renamed between majors).
+    pub async fn capture(client: &Client, database: &str) -> Result<Option<Properties>, tokio_postgres::Error> {
+        let row = client
+            .query_opt(
+                "select to_jsonb(d)::text, t.spcname::text from pg_database d \
+                 join pg_tablespace t on t.oid = d.dattablespace where d.datname = $1",
+                &[&database],
+            )
+            .await?;
+        Ok(row.map(|r| {
+            let d: serde_json::Value = serde_json::from_str(&r.get::<_, String>(0)).unwrap_or_default();
+            let text = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let locale_provider = match text("datlocprovider").as_str() {
+                "i" => "icu",
+                "b" => "builtin",
+                "c" => "libc",
+                _ => "",
+            }
+            .to_string();
+            let locale = match text("datlocale") {
+                l if l.is_empty() => text("daticulocale"),
+                l => l,
+            };
+            let tablespace: String = r.get(1);
+            Properties {
+                locale_provider,
+                locale,
+                icu_rules: text("daticurules"),
+                collation_version: text("datcollversion"),
+                tablespace: if tablespace == "pg_default" { String::new() } else { tablespace },
+            }
+        }))
+    }
+
+    /// The CREATE DATABASE options that give them again (names and values quoted).
+    pub fn create_options(&self) -> String {
+        use crate::pg::native::quote_ident;
+        let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let mut sql = String::new();
+        if !self.locale_provider.is_empty() {
+            sql.push_str(&format!(" locale_provider {}", quote_ident(&self.locale_provider)));
+        }
+        if !self.locale.is_empty() {
+            match self.locale_provider.as_str() {
+                "icu" => sql.push_str(&format!(" icu_locale {}", lit(&self.locale))),
+                "builtin" => sql.push_str(&format!(" builtin_locale {}", lit(&self.locale))),
+                _ => {}
+            }
+        }
+        if !self.icu_rules.is_empty() {
+            sql.push_str(&format!(" icu_rules {}", lit(&self.icu_rules)));
+        }
+        if !self.collation_version.is_empty() {
+            sql.push_str(&format!(" collation_version {}", lit(&self.collation_version)));
+        }
+        if !self.tablespace.is_empty() {
+            sql.push_str(&format!(" tablespace {}", quote_ident(&self.tablespace)));
+        }
+        sql
+    }
+
+    /// A short account for logs and messages.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.locale_provider.is_empty() {
+            parts.push(format!("locale provider {}", self.locale_provider));
+        }
+        if !self.locale.is_empty() {
+            parts.push(format!("locale {}", self.locale));
+        }
+        if !self.icu_rules.is_empty() {
+            parts.push("ICU rules".to_string());
+        }
+        if !self.collation_version.is_empty() {
+            parts.push(format!("collation version {}", self.collation_version));
+        }
+        if !self.tablespace.is_empty() {
+            parts.push(format!("tablespace {}", self.tablespace));
+        }
+        if parts.is_empty() {
+            "the server's defaults".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
 /// The durable record of one restore of one database.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Journal {
@@ -117,6 +228,9 @@ pub struct Journal {
     pub encoding: String,
     pub lc_collate: String,
     pub lc_ctype: String,
+    /// Locale provider, ICU locale and rules, collation version, tablespace.
+    #[serde(default)]
+    pub properties: Option<Properties>,
     /// Database-level settings, grants, comment and connection limit as preflight captured
     /// them (opaque here), so a recovery after the drop can give them back.
     #[serde(default)]
@@ -471,6 +585,9 @@ pub fn manual_commands(journal: &Journal, user: &str, host: &str, port: u16) -> 
             create.push_str(&format!(" {k} {}", lit(v)));
         }
     }
+    if let Some(p) = &journal.properties {
+        create.push_str(&p.create_options());
+    }
     let conninfo = format!(
         "host={} port={port} user={} dbname={}",
         conn_value(host),
@@ -546,6 +663,7 @@ mod tests {
             encoding: "UTF8".into(),
             lc_collate: "C".into(),
             lc_ctype: "C".into(),
+            properties: None,
             allowed_connections: Some(true),
             changed: true,
             recovering: String::new(),

@@ -83,6 +83,8 @@ struct Shape {
     lc_ctype: Option<String>,
     /// Born refusing connections (CONNECTION LIMIT 0) until it is verified.
     blocked: bool,
+    /// Locale provider, ICU locale, collation version, tablespace of the original.
+    properties: Option<crate::restore::Properties>,
 }
 
 fn create_sql(database: &str, shape: &Shape, oid: Option<u32>) -> String {
@@ -103,10 +105,31 @@ fn create_sql(database: &str, shape: &Shape, oid: Option<u32>) -> String {
     if let Some(c) = &shape.lc_ctype {
         sql.push_str(&format!(" lc_ctype {}", lit(c)));
     }
+    if let Some(p) = &shape.properties {
+        sql.push_str(&p.create_options());
+    }
     if shape.blocked {
         sql.push_str(" connection limit 0");
     }
     sql
+}
+
+/// For a step's `with:`: restore.lock's `properties`, or nothing (null, "").
+fn opt_properties<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<crate::restore::Properties>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Properties(crate::restore::Properties),
+        Text(String),
+    }
+    match Option::<Given>::deserialize(d)? {
+        None => Ok(None),
+        Some(Given::Properties(p)) => Ok(Some(p)),
+        Some(Given::Text(t)) if t.trim().is_empty() => Ok(None),
+        Some(Given::Text(t)) => Err(serde::de::Error::custom(format!(
+            "`properties` is the map restore.lock outputs as `properties`, not the text `{t}`"
+        ))),
+    }
 }
 
 /// Whether a database pgdrill recreates can be born refusing connections: CONNECTION LIMIT 0
@@ -473,6 +496,29 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
     if let Some(st) = &settings {
         ctx.log(format!("database settings kept across the recreate: {}", st.summary()));
         problems.extend(rights::settings(&client, &role, &w.database, st).await.map_err(pg_error)?);
+    }
+
+    // What CREATE DATABASE carries beyond owner, encoding and lc_*: created again with it, so
+    // the role must be able to (a tablespace needs CREATE on it).
+    if let Some(p) = crate::restore::Properties::capture(&client, &w.database).await.map_err(pg_error)? {
+        ctx.log(format!("database properties kept across the recreate: {}", p.summary()));
+        if !p.tablespace.is_empty() && !role.superuser {
+            let may: bool = client
+                .query_one("select has_tablespace_privilege(current_user, $1, 'CREATE')", &[&p.tablespace])
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            if !may {
+                problems.push(format!(
+                    "role {} cannot create database `{}` again in its tablespace {} (CREATE on it): connect as a superuser or `grant create on tablespace {} to {}`",
+                    role.name,
+                    w.database,
+                    p.tablespace,
+                    quote_ident(&p.tablespace),
+                    quote_ident(&role.name)
+                ));
+            }
+        }
     }
 
     // Disk: the snapshot, and the staged plaintext of a parallel restore.
@@ -1147,12 +1193,15 @@ async fn reapply_settings(
     client: &Client,
     database: &str,
     settings: Option<&dbsettings::DatabaseSettings>,
+    blocked: bool,
 ) -> Result<(), StepError> {
     let Some(st) = settings else { return Ok(()) };
-    dbsettings::apply(client, database, st)
+    let now = while_blocked(Some(st), blocked).unwrap_or_default();
+    dbsettings::apply(client, database, &now)
         .await
         .map_err(|e| StepError::failed(format!("giving database `{database}` its settings and grants again: {e}")))?;
-    ctx.log(format!("database settings applied again: {}", st.summary()));
+    let later = if blocked && st.connection_limit >= 0 { " (the connection limit once it is verified)" } else { "" };
+    ctx.log(format!("database settings applied again: {}{later}", st.summary()));
     Ok(())
 }
 
@@ -1262,6 +1311,8 @@ struct RecreateWith {
     journal: Option<String>,
     #[serde(default, deserialize_with = "dbsettings::opt")]
     settings: Option<dbsettings::DatabaseSettings>,
+    #[serde(default, deserialize_with = "opt_properties")]
+    properties: Option<crate::restore::Properties>,
 }
 
 /// `database.create`'s `with:` block, read as a `RecreateWith`.
@@ -1289,6 +1340,10 @@ pub struct CreateWith {
     /// restore.preflight's `settings`: applied again once it is created
     #[field(ty = "map")]
     settings: Option<dbsettings::DatabaseSettings>,
+    /// restore.lock's `properties`: locale provider, ICU locale and rules, collation version,
+    /// tablespace
+    #[field(ty = "map")]
+    properties: Option<crate::restore::Properties>,
     /// `snapshot` or `key` was given, which belong to database.restore_snapshot.
     #[serde(skip)]
     restores: bool,
@@ -1307,6 +1362,7 @@ impl From<RecreateWith> for CreateWith {
             journal: w.journal,
             maintenance_db: w.maintenance_db,
             settings: w.settings,
+            properties: w.properties,
         }
     }
 }
@@ -1355,12 +1411,13 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
         lc_collate: w.lc_collate.clone(),
         lc_ctype: w.lc_ctype.clone(),
         blocked,
+        properties: w.properties.clone(),
     };
     create_database(&client, &w.database, &shape, planned).await?;
     let oid = oid_of(&client, &w.database).await?;
     let note = if blocked { "created, refusing connections until verified" } else { "created" };
     super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Creating, note, |j| j.created_oid = oid)?;
-    reapply_settings(&ctx, &client, &w.database, while_blocked(w.settings.as_ref(), blocked).as_ref()).await?;
+    reapply_settings(&ctx, &client, &w.database, w.settings.as_ref(), blocked).await?;
     super::journal::mark(
         &ctx,
         w.journal.as_deref(),
@@ -1413,6 +1470,10 @@ pub struct RestoreSnapshotWith {
     /// restore.preflight's `settings`: applied again and compared after the restore
     #[field(ty = "map")]
     settings: Option<dbsettings::DatabaseSettings>,
+    /// restore.lock's `properties`: locale provider, ICU locale and rules, collation version,
+    /// tablespace
+    #[field(ty = "map")]
+    properties: Option<crate::restore::Properties>,
 }
 
 impl From<RecreateWith> for RestoreSnapshotWith {
@@ -1430,6 +1491,7 @@ impl From<RecreateWith> for RestoreSnapshotWith {
             maintenance_db: w.maintenance_db,
             journal: w.journal,
             settings: w.settings,
+            properties: w.properties,
         }
     }
 }
@@ -1502,13 +1564,14 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
             lc_collate: w.lc_collate.clone(),
             lc_ctype: w.lc_ctype.clone(),
             blocked,
+            properties: w.properties.clone(),
         };
         let planned = planned_oid(&client).await?;
         super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, "creating", |j| j.created_oid = planned)?;
         create_database(&client, &w.database, &shape, planned).await?;
         let oid = oid_of(&client, &w.database).await?;
         super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, "created again", |j| j.created_oid = oid)?;
-        reapply_settings(ctx, &client, &w.database, while_blocked(w.settings.as_ref(), blocked).as_ref()).await?;
+        reapply_settings(ctx, &client, &w.database, w.settings.as_ref(), blocked).await?;
         let url = target_url(&w.url, &w.database)?;
         let opts = RestoreOptions {
             backup: snap.clone(),

@@ -173,6 +173,10 @@ pub struct LockOutputs {
     /// the original's settings from the journal (recovery only; null otherwise)
     #[field(ty = "map")]
     settings: serde_json::Value,
+    /// how to create the original again: locale provider, ICU locale and rules, collation
+    /// version, tablespace (null when it did not exist)
+    #[field(ty = "map")]
+    properties: serde_json::Value,
 }
 
 pub struct Lock;
@@ -214,6 +218,7 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
     };
     let id = restore::Identity::of(&held.client, &server).await;
     let now = current(&held.client, &w.database).await?;
+    let properties = restore::Properties::capture(&held.client, &w.database).await.map_err(super::pg_error)?;
     let key = held.key;
     ctx.resources.push(format!("restore lock of `{}`", w.database), Box::new(HeldLock(held)));
     ctx.log(format!("took the restore lock of database {} on {} (advisory lock {key})", w.database, id.describe()));
@@ -268,6 +273,7 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
                 lc_collate: c.collate,
                 lc_ctype: c.ctype,
                 settings: serde_json::Value::Null,
+                properties: serde_json::to_value(&properties).unwrap_or_default(),
             })
         }
         (None, r) => {
@@ -372,6 +378,22 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
                     path.display()
                 )));
             }
+            // What the original was created with must still be there to create it again.
+            if let Some(ts) = j.properties.as_ref().map(|p| p.tablespace.clone()).filter(|t| !t.is_empty()) {
+                let admin = crate::pg::connect_to(&w.url, &w.maintenance_db).await?;
+                let there: bool = admin
+                    .query_one("select exists (select 1 from pg_tablespace where spcname = $1)", &[&ts])
+                    .await
+                    .map_err(super::pg_error)?
+                    .get(0);
+                if !there {
+                    return Err(StepError::failed(format!(
+                        "recover={r}: database `{}` was in tablespace {ts}, which no longer exists on {}: create it again first. Nothing was changed",
+                        w.database,
+                        id.describe()
+                    )));
+                }
+            }
             ctx.log(format!("recover={r}: {}", j.describe()));
             Ok(LockOutputs {
                 journal,
@@ -384,6 +406,7 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
                 lc_collate: j.lc_collate.clone(),
                 lc_ctype: j.lc_ctype.clone(),
                 settings: j.settings.clone().unwrap_or_default(),
+                properties: serde_json::to_value(&j.properties).unwrap_or_default(),
             })
         }
     }
@@ -581,6 +604,7 @@ async fn journal(ctx: StepCtx, w: JournalWith) -> Result<JournalOutputs, StepErr
         encoding: now.as_ref().map(|c| c.encoding.clone()).unwrap_or_default(),
         lc_collate: now.as_ref().map(|c| c.collate.clone()).unwrap_or_default(),
         lc_ctype: now.as_ref().map(|c| c.ctype.clone()).unwrap_or_default(),
+        properties: restore::Properties::capture(&client, &database).await.map_err(super::pg_error)?,
         settings: w.settings.filter(|v| !v.is_null()),
         allowed_connections: None,
         changed: false,
