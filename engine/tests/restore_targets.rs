@@ -463,8 +463,10 @@ async fn an_icu_database_in_its_own_tablespace_is_restored_and_rolled_back_as_it
     .await;
     let shop = s.url_for("shop");
     common::exec(&shop, "create table words (w text); insert into words values ('b'), ('B'), ('a'), ('A')").await;
+    common::exec(&admin, "comment on database shop is 'sorted the ICU way'").await;
     let backup = common::backup_to(&shop, &storage, KEY, "shop");
     let before = shape_of(&admin, &shop).await;
+    let dumped = dumps(&admin, &shop);
     assert!(before.0.contains(" | i | ") && before.0.contains("fast_disk"), "{before:?}");
     assert_eq!(before.1, "a,A,b,B", "ICU order");
 
@@ -472,6 +474,7 @@ async fn an_icu_database_in_its_own_tablespace_is_restored_and_rolled_back_as_it
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{all}");
     assert_eq!(shape_of(&admin, &shop).await, before, "restored: {all}");
+    assert!(dumps(&admin, &shop) == dumped, "pg_dumpall --globals-only and pg_dump --create differ after the restore");
     assert_eq!(fingerprint_of(&shop).await, manifest_fingerprint(&backup));
 
     // A smoke check that fails rolls back: the put-back database is as it was too.
@@ -480,4 +483,18 @@ async fn an_icu_database_in_its_own_tablespace_is_restored_and_rolled_back_as_it
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("was rolled back to the safety snapshot"), "{all}");
     assert_eq!(shape_of(&admin, &shop).await, before, "rolled back: {all}");
+    assert!(dumps(&admin, &shop) == dumped, "pg_dumpall --globals-only and pg_dump --create differ after the rollback");
+}
+
+/// `pg_dumpall --globals-only` and `pg_dump --create` of `shop` (the system's client tools):
+/// what must be byte-identical after a restore and after its rollback.
+fn dumps(admin: &str, shop: &str) -> (String, String) {
+    let run = |tool: &str, args: &[&str]| {
+        let out = std::process::Command::new(tool).args(args).output().expect("dump tool runs");
+        assert!(out.status.success(), "{tool}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    // A fixed \restrict key: pg_dump draws a random one per run otherwise.
+    let key = "--restrict-key=pgdrilltest";
+    (run("pg_dumpall", &["--globals-only", key, "-d", admin]), run("pg_dump", &["--create", key, "-d", shop]))
 }
