@@ -473,6 +473,7 @@ async fn an_icu_database_in_its_own_tablespace_is_restored_and_rolled_back_as_it
     let out = restore(&admin, &storage, &[]);
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("database properties as before: locale provider icu, locale en-US"), "{all}");
     assert_eq!(shape_of(&admin, &shop).await, before, "restored: {all}");
     assert!(dumps(&admin, &shop) == dumped, "pg_dumpall --globals-only and pg_dump --create differ after the restore");
     assert_eq!(fingerprint_of(&shop).await, manifest_fingerprint(&backup));
@@ -482,6 +483,7 @@ async fn an_icu_database_in_its_own_tablespace_is_restored_and_rolled_back_as_it
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("was rolled back to the safety snapshot"), "{all}");
+    assert!(all.contains("created as it was (locale provider icu"), "{all}");
     assert_eq!(shape_of(&admin, &shop).await, before, "rolled back: {all}");
     assert!(dumps(&admin, &shop) == dumped, "pg_dumpall --globals-only and pg_dump --create differ after the rollback");
 }

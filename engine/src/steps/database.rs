@@ -1205,6 +1205,36 @@ async fn reapply_settings(
     Ok(())
 }
 
+/// Fail, naming each difference, unless `database` was created with the `expected`
+/// locale provider, locale, ICU rules, collation version and tablespace.
+async fn compare_properties(
+    client: &Client,
+    database: &str,
+    expected: &crate::restore::Properties,
+) -> Result<(), StepError> {
+    let actual = crate::restore::Properties::capture(client, database)
+        .await
+        .map_err(pg_error)?
+        .ok_or_else(|| StepError::failed(format!("database `{database}` does not exist")))?;
+    let shown = |v: &str| if v.is_empty() { "the default".to_string() } else { format!("`{v}`") };
+    let diff: Vec<String> = [
+        ("locale provider", &expected.locale_provider, &actual.locale_provider),
+        ("locale", &expected.locale, &actual.locale),
+        ("ICU rules", &expected.icu_rules, &actual.icu_rules),
+        ("collation version", &expected.collation_version, &actual.collation_version),
+        ("tablespace", &expected.tablespace, &actual.tablespace),
+    ]
+    .into_iter()
+    .filter(|(_, e, a)| e != a)
+    .map(|(what, e, a)| format!("{what} is {}, expected {}", shown(a), shown(e)))
+    .collect();
+    if diff.is_empty() {
+        Ok(())
+    } else {
+        Err(StepError::failed(format!("database `{database}` was not created as it was: {}", diff.join("; "))))
+    }
+}
+
 /// Fail, naming each difference, unless `database` has exactly the `expected` settings.
 async fn compare_settings(
     client: &Client,
@@ -1237,6 +1267,11 @@ pub struct SettingsWith {
     #[serde(default, deserialize_with = "dbsettings::opt")]
     #[field(ty = "map")]
     expect: Option<dbsettings::DatabaseSettings>,
+    /// restore.lock's `properties`: locale provider, ICU locale and rules, collation version,
+    /// tablespace, compared too
+    #[serde(default, deserialize_with = "opt_properties")]
+    #[field(ty = "map")]
+    properties: Option<crate::restore::Properties>,
     /// database to connect to (default postgres)
     #[serde(default = "postgres")]
     maintenance_db: String,
@@ -1272,6 +1307,10 @@ async fn settings(ctx: StepCtx, w: SettingsWith) -> Result<SettingsOutputs, Step
     let client = admin(&w.url, &w.maintenance_db).await?;
     // Verified by now: a database born refusing connections lets them in again.
     open_connections(&ctx, &client, &w.database, w.expect.as_ref()).await?;
+    if let Some(p) = &w.properties {
+        compare_properties(&client, &w.database, p).await?;
+        ctx.log(format!("database properties as before: {}", p.summary()));
+    }
     let Some(expected) = w.expect else {
         return Ok(SettingsOutputs { summary: "no settings to compare: the database did not exist before".into() });
     };
@@ -1612,6 +1651,13 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
             }
             None => "the snapshot has no fingerprint to compare with".to_string(),
         };
+        let made_as = match &w.properties {
+            Some(p) => {
+                compare_properties(&client, &w.database, p).await?;
+                format!("; created as it was ({})", p.summary())
+            }
+            None => String::new(),
+        };
         // Verified: connections come in again, with the limit it had.
         open_connections(ctx, &client, &w.database, w.settings.as_ref()).await?;
         let proof = match &w.settings {
@@ -1621,8 +1667,11 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
             }
             None => proof,
         };
-        let notice =
-            format!("database `{}` was rolled back to the safety snapshot {}; {proof}", w.database, snap.display());
+        let notice = format!(
+            "database `{}` was rolled back to the safety snapshot {}; {proof}{made_as}",
+            w.database,
+            snap.display()
+        );
         super::journal::mark(ctx, w.journal.as_deref(), JPhase::RolledBack, &proof, |_| {})?;
         ctx.log(notice.clone());
         ctx.notice(notice.clone());
