@@ -932,3 +932,39 @@ async fn a_reconnecting_application_cannot_write_into_the_recreated_database_unt
     assert_eq!(value(&postgres, limit).await.as_deref(), Some("50"), "{all}");
     assert_eq!(app_writes(&app, 1).await, 1, "the application cannot write after the rollback");
 }
+
+/// Regression: the journal recorded `changed` before the DROP ran, so a DROP that failed
+/// (here: a subscription created during `stop_command`, after preflight) left a journal
+/// saying the database was "NOT restored and NOT put back", and every later run, a rollback
+/// included, was stuck on it. Now `changed` is recorded only once the DROP succeeded: the
+/// run says the database was not changed, lets connections in again and closes the journal.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drop_that_fails_changes_nothing_and_leaves_no_unfinished_journal() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((s, _)) = shop(&storage, 100).await else { return };
+    let shop_url = s.url_for("shop");
+    let original = fingerprint_of(&shop_url).await;
+    let script = dir.path().join("stop.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "psql -q -X -v ON_ERROR_STOP=1 '{shop_url}' -c \"create subscription late_sub connection 'host=/nonexistent dbname=nowhere' \
+             publication p with (connect = false, slot_name = none, enabled = false)\"\n"
+        ),
+    )
+    .expect("script");
+    let (code, all) = restore(&s, &storage, &[&format!("stop_command=sh {}", script.display())]);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("FAILED       drop"), "{all}");
+    assert!(!all.contains("NOT restored"), "{all}");
+    assert_eq!(phase(&storage), "finished", "{all}");
+    assert_eq!(journal(&storage).expect("journal")["changed"], false, "{all}");
+    assert_eq!(allowed(&s).await.as_deref(), Some("true"), "{all}");
+    assert_eq!(fingerprint_of(&shop_url).await, original);
+
+    // The next run is not stuck on a journal: preflight names the subscription.
+    let (code, all) = restore(&s, &storage, &[]);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("subscription late_sub") && !all.contains("an unfinished restore"), "{all}");
+}

@@ -306,12 +306,12 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
         (Some(j), "") => {
             let ways = match &j.snapshot {
                 Some(s) => format!(
-                    "`--var recover=rollback` puts back the original from the safety snapshot {s} and verifies it against the snapshot's fingerprint"
+                    "`--var recover=rollback` puts back the original from the safety snapshot {s} and verifies it against the snapshot's fingerprint (it loses nothing)"
                 ),
                 None => "`--var recover=rollback` removes the half-made database (it did not exist before)".into(),
             };
             Err(StepError::failed(format!(
-                "preflight: {}. A new restore now would take its safety snapshot of a database that is not the original, so it refuses. Nothing was changed. Finish that restore first with the same command and: {ways}; or `--var recover=forward` restores {} again. (Journal: {})",
+                "preflight: {}. A new restore now would take its safety snapshot of a database that is not the original, so it refuses. Nothing was changed. Finish that restore first with the same command and: {ways}; or, to finish it as planned instead, `--var recover=forward` restores {} again. (Journal: {})",
                 j.describe(),
                 j.backup,
                 path.display()
