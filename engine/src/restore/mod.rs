@@ -350,9 +350,12 @@ impl Identity {
         Identity { system_id, address: address.to_string() }
     }
 
-    /// Whether `journal` was written for this server.
+    /// Whether `journal` was written for this server. A system identifier one side could not
+    /// read does not tell servers apart: the address decides then, so a journal is never
+    /// lost to a run whose role may not call pg_control_system().
     pub fn owns(&self, journal: &Journal) -> bool {
-        journal.server == self.address && (journal.system_id.is_empty() || journal.system_id == self.system_id)
+        journal.server == self.address
+            && (journal.system_id.is_empty() || self.system_id.is_empty() || journal.system_id == self.system_id)
     }
 
     /// For messages: "server 127.0.0.1:5432 (system identifier 7381...)".
@@ -395,6 +398,17 @@ fn named_path(safety: &Path, database: &str, key: &[u8]) -> PathBuf {
     let hash = Sha256::digest(key);
     let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
     safety.join(".journal").join(format!("{}.{hex}.json", if visible.is_empty() { "db" } else { &visible }))
+}
+
+/// An unfinished journal of `database` on `server` kept under another key than `journal_path`
+/// gives now: written by a run that could, or could not, read the system identifier.
+pub fn journal_under_other_key(safety: &Path, server: &Identity, database: &str) -> Option<(PathBuf, Journal)> {
+    let dir = std::fs::read_dir(safety.join(".journal")).ok()?;
+    dir.flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter_map(|p| Journal::read(&p).ok().flatten().map(|j| (p, j)))
+        .find(|(_, j)| j.database == database && j.unfinished() && server.owns(j))
 }
 
 /// Unfinished journals of `database` in the safety folder that belong to other servers than
@@ -629,6 +643,48 @@ mod tests {
         assert_ne!(journal_path(safety, &id, "shop"), journal_path(safety, &id, "Shop"));
         let other = Identity { system_id: "1".into(), address: "h:5433".into() };
         assert_ne!(journal_path(safety, &id, "shop"), journal_path(safety, &other, "shop"));
+    }
+
+    #[test]
+    fn a_journal_is_found_whether_or_not_its_writer_could_read_the_system_identifier() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let journal = |system_id: &str, server: &str| Journal {
+            version: 1,
+            server: server.into(),
+            system_id: system_id.into(),
+            database: "shop".into(),
+            database_oid: Some(16384),
+            created_oid: None,
+            pid: 1,
+            host: "m".into(),
+            started_at: OffsetDateTime::now_utc(),
+            backup: "/b".into(),
+            snapshot: None,
+            snapshot_sha256: None,
+            existed: true,
+            owner: String::new(),
+            encoding: String::new(),
+            lc_collate: String::new(),
+            lc_ctype: String::new(),
+            properties: None,
+            settings: None,
+            allowed_connections: Some(true),
+            changed: false,
+            recovering: String::new(),
+            phase: Phase::Blocking,
+            history: vec![],
+        };
+        let known = Identity { system_id: "7".into(), address: "h:5432".into() };
+        let unknown = Identity { system_id: String::new(), address: "h:5432".into() };
+        let elsewhere = Identity { system_id: "7".into(), address: "h:5433".into() };
+        let other = Identity { system_id: "8".into(), address: "h:5432".into() };
+        let j = journal("", "h:5432");
+        j.write(&journal_path(dir.path(), &unknown, "shop")).expect("write");
+        assert!(journal_under_other_key(dir.path(), &known, "shop").is_some());
+        assert!(journal_under_other_key(dir.path(), &elsewhere, "shop").is_none());
+        assert!(journals_of_others(dir.path(), &elsewhere, "shop").len() == 1);
+        let j = journal("7", "h:5432");
+        assert!(unknown.owns(&j) && known.owns(&j) && !other.owns(&j) && !elsewhere.owns(&j));
     }
 
     #[test]

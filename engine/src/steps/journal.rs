@@ -225,11 +225,16 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
     ctx.log(format!("took the restore lock of database {} on {} (advisory lock {key})", w.database, id.describe()));
 
     let safety = ctx.local_only(&w.safety, "the safety location")?;
-    let path = restore::journal_path(&safety, &id, &w.database);
+    let mut path = restore::journal_path(&safety, &id, &w.database);
     refuse_legacy_journal(&safety, &id, &w.database)?;
     // Keyed by the server's identity, so another server's journal is never read here; the
     // identity inside is checked too (a file copied or renamed by hand).
     let mut found = Journal::read(&path).map_err(StepError::from)?.filter(Journal::unfinished);
+    if found.is_none() {
+        if let Some((p, j)) = restore::journal_under_other_key(&safety, &id, &w.database) {
+            (path, found) = (p, Some(j));
+        }
+    }
     if let Some(j) = found.as_ref().filter(|j| !id.owns(j)) {
         return Err(StepError::failed(format!(
             "the restore journal {} belongs to {}, not to {} that this run connects to: it is never acted on here. Nothing was changed",
@@ -300,7 +305,7 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
             )))
         }
         (Some(j), "") if !j.changed => Err(StepError::failed(format!(
-            "preflight: {}. Nothing was changed. The database was never dropped: finish that restore first with the same command and `--var recover=reopen`, which lets connections in again and closes the journal (it loses nothing); then run the restore again if it is still wanted. (Journal: {})",
+            "preflight: {}. Nothing was changed. That restore dropped and created nothing: finish it first with the same command and `--var recover=reopen`, which lets connections in again and closes the journal (it loses nothing); then run the restore again if it is still wanted. (Journal: {})",
             j.describe(),
             path.display()
         ))),
