@@ -688,6 +688,24 @@ mod tests {
     }
 
     #[test]
+    fn database_properties_reach_create_database_as_data() {
+        let p = Properties {
+            locale_provider: "icu".into(),
+            locale: "en-US-u-co-x'y".into(),
+            icu_rules: "&a < b".into(),
+            collation_version: "153.120".into(),
+            tablespace: "fast \"disk\"".into(),
+        };
+        assert_eq!(
+            p.create_options(),
+            r#" locale_provider "icu" icu_locale 'en-US-u-co-x''y' icu_rules '&a < b' collation_version '153.120' tablespace "fast ""disk""""#
+        );
+        assert_eq!(Properties::default().create_options(), "");
+        let builtin = Properties { locale_provider: "builtin".into(), locale: "C.UTF-8".into(), ..Default::default() };
+        assert_eq!(builtin.create_options(), r#" locale_provider "builtin" builtin_locale 'C.UTF-8'"#);
+    }
+
+    #[test]
     fn the_lock_holder_is_named_from_its_application_name() {
         let t = time::macros::datetime!(2026-11-22 06:18:03 UTC);
         let name = app_name(t);
