@@ -56,6 +56,30 @@ async fn backup_of(url: &str, storage: &Path, key: Option<&str>) -> (PathBuf, Ma
     (created.path, created.manifest, logged)
 }
 
+/// `pgdrill run backup` of the database `erp` at `url` into `storage`: a server in a
+/// container is dumped with its major's tools.
+fn backup_run(url: &str, storage: &Path) -> PathBuf {
+    let out = pgdrill(&[
+        "run",
+        "backup",
+        "--var",
+        &format!("database_url={url}"),
+        "--var",
+        &format!("storage={}", storage.display()),
+    ])
+    .env("PGDRILL_BACKUP_KEY", KEY)
+    .env(pgdrill::pg::docker::IMAGE_ENV, "pgdrill/postgres-local:{major}")
+    .output()
+    .expect("backup runs");
+    assert!(out.status.success(), "backup: {}{}", text(&out.stdout), text(&out.stderr));
+    std::fs::read_dir(storage.join("erp"))
+        .expect("storage")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
+        .expect("a backup")
+}
+
 async fn docker_server(major: u32, db: &str) -> Option<Ephemeral> {
     let present = std::process::Command::new("docker")
         .args(["image", "inspect", &format!("pgdrill/postgres-local:{major}")])
@@ -173,26 +197,7 @@ fn verify_roles(path: &Path, scratch: &Ephemeral, db: &str, mutate: &str) -> (Op
 async fn deliberate_changes_are_named(src: Ephemeral, scratch: Ephemeral) {
     load(&src.url()).await;
     let dir = tempfile::tempdir().expect("tmp");
-    // Through the binary: a server in a container is dumped with its major's tools.
-    let out = pgdrill(&[
-        "run",
-        "backup",
-        "--var",
-        &format!("database_url={}", src.url()),
-        "--var",
-        &format!("storage={}", dir.path().display()),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .env(pgdrill::pg::docker::IMAGE_ENV, "pgdrill/postgres-local:{major}")
-    .output()
-    .expect("backup runs");
-    assert!(out.status.success(), "backup: {}{}", text(&out.stdout), text(&out.stderr));
-    let path = std::fs::read_dir(dir.path().join("erp"))
-        .expect("storage")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
-        .expect("a backup");
+    let path = backup_run(&src.url(), dir.path());
     src.stop().await;
     let admin = pgdrill::pg::connect(&scratch.url_for("postgres")).await.expect("connect");
     let fresh = |db: &str| format!("create database {db}");
@@ -252,4 +257,50 @@ async fn verify_names_a_revoked_grant_a_changed_owner_and_a_removed_membership_o
     let Some(src) = docker_server(17, "erp").await else { return };
     let Some(scratch) = docker_server(17, "postgres").await else { return };
     deliberate_changes_are_named(src, scratch).await;
+}
+
+/// `pgdrill run verify` of `backup` with `vars`, its run.json written into `report`.
+fn verify_run(backup: &Path, report: &Path, vars: &[&str]) -> (Option<i32>, String, String) {
+    let mut args = vec![
+        "run".to_string(),
+        "verify".into(),
+        "--var".into(),
+        format!("backup={}", backup.display()),
+        "--var".into(),
+        "provider=native".into(),
+        "--var".into(),
+        "force=true".into(),
+        "--report".into(),
+        report.display().to_string(),
+    ];
+    for v in vars {
+        args.extend(["--var".to_string(), v.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = pgdrill(&args).env("PGDRILL_BACKUP_KEY", KEY).output().expect("verify runs");
+    let json = std::fs::read_to_string(report.join("run.json")).unwrap_or_default();
+    (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)), json)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_keeps_owners_by_default_and_calls_no_owner_the_weaker_proof() {
+    let Some(src) = common::native_server("erp").await else { return };
+    load(&src.url()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = backup_run(&src.url(), dir.path());
+    src.stop().await;
+
+    let (code, all, json) = verify_run(&path, &dir.path().join("owned"), &[]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("passed       roles [globals.restore]"), "{all}");
+    assert!(json.contains("5 roles, 1 membership"), "the roles created first: {json}");
+    assert!(
+        json.contains("ownership, privileges (tables, columns, schemas, sequences, routines), default privileges, roles, memberships and role settings match the source"),
+        "{json}"
+    );
+
+    let (code, all, json) = verify_run(&path, &dir.path().join("no_owner"), &["no_owner=true"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("skipped      roles"), "{all}");
+    assert!(json.contains("NOT compared (restored without owners and grants, no_owner): a weaker proof"), "{json}");
 }
