@@ -304,3 +304,53 @@ async fn verify_keeps_owners_by_default_and_calls_no_owner_the_weaker_proof() {
     assert!(all.contains("skipped      roles"), "{all}");
     assert!(json.contains("NOT compared (restored without owners and grants, no_owner): a weaker proof"), "{json}");
 }
+
+/// The shipped disaster-recovery drill with the source server destroyed: `vars` added.
+fn dr_drill(report: &Path, vars: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec![
+        "run".to_string(),
+        "disaster-recovery".into(),
+        "--quiet".into(),
+        "--report".into(),
+        report.display().to_string(),
+    ];
+    for v in ["provider=native", "disaster=destroy_server", "scale=1", "keep_writing=0s", "jobs=1"].iter().chain(vars) {
+        args.extend(["--var".to_string(), v.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = pgdrill(&args).stdin(std::process::Stdio::null()).output().expect("the drill runs");
+    (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+}
+
+#[test]
+fn the_disaster_recovery_drill_passes_only_when_the_application_role_reads_and_writes() {
+    if !require(Path::new("/usr/lib/postgresql/15/bin/initdb").exists(), "PostgreSQL 15 server binaries") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let report = dir.path().join("ok");
+    let (code, all) = dr_drill(&report, &[]);
+    assert_eq!(code, Some(0), "{all}");
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("run.json")).expect("run.json")).expect("json");
+    let steps = run["suites"][0]["steps"].as_array().expect("steps");
+    let step = |id: &str| steps.iter().find(|s| s["id"] == id).unwrap_or_else(|| panic!("no step {id}"));
+    for id in ["recreate_roles", "restore", "verify", "app_read", "app_write"] {
+        assert_eq!(step(id)["outcome"], "passed", "{id}: {}", step(id));
+    }
+    assert!(step("recreate_roles")["outputs"]["created"].as_array().is_some_and(|c| c.iter().any(|r| r == "erp_app")));
+    assert_eq!(step("recreate_roles")["outputs"]["passwords"], 1, "the application's password came back");
+    let phases = &step("rto")["outputs"]["phases"];
+    for phase in ["provision", "fetch_decrypt_decompress", "roles", "restore", "verify", "first_app_query"] {
+        assert!(phases[phase].is_number(), "phase {phase} in {phases}");
+    }
+
+    // The application's INSERT grant lost on the source: every superuser check still
+    // passes, and the drill fails on the application's own write.
+    let (code, all) = dr_drill(
+        &dir.path().join("no_insert"),
+        &["app_grants=grant usage on schema erp to erp_app; grant select, update on all tables in schema erp to erp_app"],
+    );
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("app_write") && all.contains("permission denied for table orders"), "{all}");
+}
