@@ -354,3 +354,45 @@ fn the_disaster_recovery_drill_passes_only_when_the_application_role_reads_and_w
     assert_eq!(code, Some(1), "{all}");
     assert!(all.contains("app_write") && all.contains("permission denied for table orders"), "{all}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_tools_dump_is_unproven_for_roles_unless_a_globals_file_is_beside_it() {
+    let Some(src) = common::native_server("erp").await else { return };
+    load(&src.url()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let folder = dir.path().join("foreign");
+    std::fs::create_dir_all(&folder).expect("dir");
+    let dump = folder.join("erp_20261206_010000.dump");
+    let tool = |name: &str, args: &[&str]| {
+        let out = std::process::Command::new(format!("/usr/lib/postgresql/15/bin/{name}"))
+            .args(["-h", &src.host, "-p", &src.port.to_string(), "-U", &src.user])
+            .args(args)
+            .env("PGPASSWORD", &src.password)
+            .output()
+            .expect("the PostgreSQL 15 client tools");
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+    };
+    tool("pg_dump", &["-Fc", "-d", "erp", "-f", dump.to_str().unwrap_or_default()]);
+
+    let (code, all, json) = verify_run(&dump, &dir.path().join("alone"), &[]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("skipped      roles"), "{all}");
+    assert!(json.contains("roles, ownership and privileges are unproven for it"), "{json}");
+
+    // The classic runbooks' pattern: the cluster's globals beside the per-database dumps.
+    tool("pg_dumpall", &["--globals-only", "-f", folder.join("globals.sql").to_str().unwrap_or_default()]);
+    src.stop().await;
+    let (code, all, json) = verify_run(&dump, &dir.path().join("with_globals"), &[]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("passed       roles [globals.restore]"), "{all}");
+    assert!(all.contains("passed       restore"), "{all}");
+    let run: serde_json::Value = serde_json::from_str(&json).expect("run.json");
+    let roles = run["suites"][0]["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == "roles"))
+        .map(|s| s["outputs"]["created"].clone())
+        .unwrap_or_default();
+    for r in ["erp_app", "erp_owner", "erp reader"] {
+        assert!(roles.as_array().is_some_and(|c| c.iter().any(|x| x == r)), "{r} in {roles}");
+    }
+}

@@ -461,6 +461,124 @@ pub fn verifiers_from(json: &[u8]) -> Result<BTreeMap<String, String>, String> {
     serde_json::from_slice(json).map_err(|e| format!("sealed verifiers unreadable: {e}"))
 }
 
+/// The statements of a `pg_dumpall --globals-only` script, one by one: psql's meta-commands
+/// (`\connect`, `\restrict`) and comments left out; a `;` inside a quoted literal or
+/// identifier does not end a statement.
+pub fn script_statements(script: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    for line in script.lines() {
+        if quote.is_none() && cur.trim().is_empty() {
+            let t = line.trim_start();
+            if t.starts_with('\\') || t.starts_with("--") {
+                continue;
+            }
+        }
+        for c in line.chars() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == '\'' || c == '"' => quote = Some(c),
+                None if c == ';' => {
+                    let stmt = cur.trim().to_string();
+                    if !stmt.is_empty() {
+                        out.push(stmt);
+                    }
+                    cur.clear();
+                    continue;
+                }
+                None => {}
+            }
+            cur.push(c);
+        }
+        cur.push('\n');
+    }
+    let rest = cur.trim();
+    if !rest.is_empty() && !rest.starts_with("--") {
+        out.push(rest.to_string());
+    }
+    out
+}
+
+/// Run a `pg_dumpall --globals-only` script on the server of `client`, statement by
+/// statement: a role or tablespace that exists already (the server's own superuser) or
+/// cannot be made here (a tablespace's directory) is a note, not a failure. Returns the
+/// roles it created and the notes.
+pub async fn apply_script(client: &Client, script: &str) -> Result<(Vec<String>, Vec<String>), String> {
+    let before: Vec<String> = role_names(client).await?;
+    let mut notes = Vec::new();
+    let mut left = BTreeMap::<String, usize>::new();
+    for stmt in script_statements(script) {
+        // An existing role is never altered: the script would give this server's own
+        // superuser the source's password, and the restore could no longer connect.
+        if let Some(r) = role_changed(&stmt).filter(|r| before.contains(r)) {
+            *left.entry(r).or_default() += 1;
+            continue;
+        }
+        if let Err(e) = client.batch_execute(&stmt).await {
+            // A statement with a password is never shown.
+            let shown = match stmt.to_ascii_lowercase().find("password") {
+                Some(i) => format!("{} password ...", &stmt[..i].trim_end()),
+                None => stmt.clone(),
+            };
+            notes.push(format!("`{shown}`: {}", super::describe(&e)));
+        }
+    }
+    for (r, n) in left {
+        notes.push(format!(
+            "role {} exists here: its {n} statement{} in the script left out (an existing role is never altered)",
+            quote_ident(&r),
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    let created = role_names(client).await?.into_iter().filter(|r| !before.contains(r)).collect();
+    Ok((created, notes))
+}
+
+/// The role a globals script's statement creates or changes: `CREATE ROLE r`, `ALTER ROLE
+/// r`, `COMMENT ON ROLE r`, and the member of `GRANT g TO r`.
+fn role_changed(stmt: &str) -> Option<String> {
+    let lower = stmt.to_ascii_lowercase();
+    let rest = ["create role ", "alter role ", "alter user ", "comment on role "]
+        .iter()
+        .find_map(|p| lower.starts_with(p).then(|| &stmt[p.len()..]))
+        .or_else(|| {
+            // `GRANT g TO r [WITH ...] [GRANTED BY ...]`; privileges on objects are not in a
+            // globals script.
+            lower.starts_with("grant ").then(|| lower.rfind(" to ").map(|i| &stmt[i + 4..]))?
+        })?;
+    let rest = rest.trim_start();
+    if let Some(q) = rest.strip_prefix('"') {
+        let mut name = String::new();
+        let mut chars = q.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    name.push('"');
+                    chars.next();
+                }
+                '"' => return Some(name),
+                c => name.push(c),
+            }
+        }
+        None
+    } else {
+        let name: String = rest.chars().take_while(|c| !c.is_whitespace() && *c != ';').collect();
+        (!name.is_empty()).then(|| name.to_lowercase())
+    }
+}
+
+async fn role_names(client: &Client) -> Result<Vec<String>, String> {
+    Ok(client
+        .query("select rolname::text from pg_roles order by 1", &[])
+        .await
+        .map_err(|e| super::describe(&e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,5 +608,30 @@ mod tests {
         assert_eq!(grant_sql(&m, 15), "grant \"ro\" to \"a b\" with admin option");
         let plain = Membership { admin: false, inherit: None, set: None, ..m };
         assert_eq!(grant_sql(&plain, 17), "grant \"ro\" to \"a b\"");
+    }
+
+    #[test]
+    fn the_role_a_globals_statement_changes_is_found() {
+        assert_eq!(role_changed("ALTER ROLE postgres WITH SUPERUSER PASSWORD 'x'").as_deref(), Some("postgres"));
+        assert_eq!(role_changed("CREATE ROLE \"erp \"\"r\"").as_deref(), Some("erp \"r"));
+        assert_eq!(
+            role_changed("GRANT erp_readonly TO \"erp reader\" WITH INHERIT TRUE GRANTED BY postgres").as_deref(),
+            Some("erp reader")
+        );
+        assert_eq!(role_changed("GRANT erp_readonly TO app GRANTED BY postgres").as_deref(), Some("app"));
+        assert_eq!(role_changed("SET default_transaction_read_only = off"), None);
+    }
+
+    #[test]
+    fn a_globals_script_splits_into_statements_without_meta_commands() {
+        let script = "--\n-- PostgreSQL database cluster dump\n--\n\\restrict abc\nSET default_transaction_read_only = off;\n\nCREATE ROLE \"a;b\";\nALTER ROLE \"a;b\" WITH LOGIN PASSWORD 'x;y''z';\n\\unrestrict abc\n";
+        assert_eq!(
+            script_statements(script),
+            vec![
+                "SET default_transaction_read_only = off",
+                "CREATE ROLE \"a;b\"",
+                "ALTER ROLE \"a;b\" WITH LOGIN PASSWORD 'x;y''z'",
+            ]
+        );
     }
 }

@@ -6,6 +6,8 @@
 //! stay unproven.
 
 use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +28,11 @@ pub struct GlobalsWith {
     /// the backup's key: its sealed password verifiers open under it
     #[field(ty = "secret")]
     key: Option<String>,
+    /// for another tool's dump: a `pg_dumpall --globals-only` script (.sql or .sql.gz) to
+    /// take its roles from (default: one beside the dump whose name holds `globals`)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
+    globals: Option<String>,
 }
 
 impl With for GlobalsWith {}
@@ -66,9 +73,16 @@ async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepErr
     let path = ctx.backup_header(&w.backup).await?;
     let shown = crate::storage::remote::display(&path);
     if source::origin(&path) == Origin::Foreign {
-        return Err(StepError::Skipped(format!(
-            "{shown} was not made by pgdrill: it carries no roles (a dump of one database never does); {UNPROVEN}"
-        )));
+        let script = match w.globals.as_deref() {
+            Some(g) => Some(ctx.resolve(g)),
+            None => beside(&path),
+        };
+        let Some(script) = script else {
+            return Err(StepError::Skipped(format!(
+                "{shown} was not made by pgdrill: it carries no roles (a dump of one database never does) and no `pg_dumpall --globals-only` file is beside it; {UNPROVEN}"
+            )));
+        };
+        return from_script(&ctx, &w, &script).await;
     }
     let m = Manifest::read(&path).map_err(StepError::from)?;
     let Some(g) = m.globals.as_ref() else {
@@ -123,6 +137,52 @@ async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepErr
         existing: applied.existing,
         passwords: applied.with_password,
     })
+}
+
+/// A `pg_dumpall --globals-only` script beside another tool's dump: the newest file of the
+/// same directory whose name holds `globals` and ends in `.sql` or `.sql.gz`, the classic
+/// runbooks' pattern.
+fn beside(dump: &Path) -> Option<PathBuf> {
+    let dir = dump.parent()?;
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().to_ascii_lowercase();
+            n.contains("globals") && (n.ends_with(".sql") || n.ends_with(".sql.gz")) && e.path() != dump
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .max()
+        .map(|(_, p)| p)
+}
+
+async fn from_script(ctx: &StepCtx, w: &GlobalsWith, script: &Path) -> Result<GlobalsOutputs, StepError> {
+    let p = script.to_path_buf();
+    let text = tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let f = std::fs::File::open(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        let mut text = String::new();
+        let read = if p.to_string_lossy().ends_with(".gz") {
+            flate2::read::GzDecoder::new(f).read_to_string(&mut text)
+        } else {
+            std::io::BufReader::new(f).read_to_string(&mut text)
+        };
+        read.map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        Ok(text)
+    })
+    .await
+    .map_err(|e| StepError::environment(e.to_string()))?
+    .map_err(StepError::invalid)?;
+    let client = crate::pg::connect(&w.into).await?;
+    let (created, notes) = globals::apply_script(&client, &text).await.map_err(StepError::failed)?;
+    ctx.log(format!(
+        "roles from {} (pg_dumpall --globals-only): {} created; the dump's owners and grants can be restored, but with no source fingerprint they are not compared",
+        script.display(),
+        created.len()
+    ));
+    for n in &notes {
+        ctx.log(format!("note: {n}"));
+    }
+    Ok(GlobalsOutputs { restored: true, created, existing: Vec::new(), passwords: 0 })
 }
 
 /// What `verify.fingerprint` proved of ownership and privileges, in its log.
