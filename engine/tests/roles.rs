@@ -396,3 +396,71 @@ async fn another_tools_dump_is_unproven_for_roles_unless_a_globals_file_is_besid
         assert!(roles.as_array().is_some_and(|c| c.iter().any(|x| x == r)), "{r} in {roles}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_onto_a_rebuilt_server_lists_missing_roles_and_creates_them_only_when_confirmed() {
+    let Some(src) = common::native_server("erp").await else { return };
+    load(&src.url()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = backup_run(&src.url(), dir.path());
+    src.stop().await;
+    // The rebuilt server: the database is there again, empty; one role was recreated by
+    // hand, differently (no login).
+    let Some(target) = common::native_server("erp").await else { return };
+    common::exec(&target.url(), "create role erp_app nologin").await;
+    let run = |report: &str, yes: bool| {
+        let mut args = vec![
+            "run".to_string(),
+            "fixtures/runbooks/restore-rebuilt.yaml".into(),
+            "--var".into(),
+            format!("backup={}", path.display()),
+            "--var".into(),
+            format!("url={}", target.url()),
+            "--report".into(),
+            dir.path().join(report).display().to_string(),
+        ];
+        if yes {
+            args.push("--yes".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out =
+            pgdrill(&args).env("PGDRILL_BACKUP_KEY", KEY).stdin(std::process::Stdio::null()).output().expect("runs");
+        let json = std::fs::read_to_string(dir.path().join(report).join("run.json")).unwrap_or_default();
+        (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)), json)
+    };
+    let roles_here = || async {
+        common::scalar(
+            &target.url(),
+            "select string_agg(rolname, ',' order by rolname) from pg_roles where rolname like 'erp%'",
+        )
+        .await
+    };
+
+    let (code, all, json) = run("refused", false);
+    assert_eq!(code, Some(2), "no confirmation, nothing changes: {all}");
+    assert!(all.contains("create the roles erp reader, erp_owner, erp_readonly from the backup (existing roles are left as they are: 4 differences"), "{all}");
+    assert!(json.contains("role \\\"erp_app\\\": login is false here, true in the backup"), "{json}");
+    assert_eq!(roles_here().await, "erp_app", "nothing created without confirmation");
+
+    let (code, all, _) = run("confirmed", true);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(roles_here().await, "erp reader,erp_app,erp_owner,erp_readonly");
+    assert_eq!(
+        common::scalar(&target.url(), "select rolcanlogin from pg_roles where rolname = 'erp_app'").await,
+        "false",
+        "an existing role is never altered"
+    );
+    assert_eq!(
+        common::scalar(&target.url(), "select tableowner from pg_tables where tablename = 'orders'").await,
+        "erp_owner"
+    );
+    assert_eq!(
+        common::scalar(&target.url(), "has_column_privilege('erp_app', 'erp.users', 'email', 'select')").await,
+        "false"
+    );
+    assert_eq!(
+        common::scalar(&target.url(), "has_column_privilege('erp_app', 'erp.users', 'full_name', 'select')").await,
+        "true"
+    );
+    target.stop().await;
+}

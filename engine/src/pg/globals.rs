@@ -430,6 +430,119 @@ pub async fn apply(
     Ok(out)
 }
 
+/// What bringing `g` to a server would do, before anything changes: the roles it lacks,
+/// and how the roles it has differ from the backup's (attributes, memberships, role
+/// settings), one line each. `apply` creates the missing ones and never alters the others.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub missing: Vec<String>,
+    pub differing: Vec<String>,
+}
+
+pub async fn plan(client: &Client, g: &Globals) -> Result<Plan, String> {
+    let err = |e: tokio_postgres::Error| super::describe(&e);
+    let rows = client
+        .query(
+            "select rolname::text, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, rolreplication, rolbypassrls, rolconnlimit, rolvaliduntil::text from pg_roles",
+            &[],
+        )
+        .await
+        .map_err(err)?;
+    let here: BTreeMap<String, Role> = rows
+        .iter()
+        .map(|r| {
+            let name: String = r.get(0);
+            (
+                name.clone(),
+                Role {
+                    name,
+                    superuser: r.get(1),
+                    inherit: r.get(2),
+                    createrole: r.get(3),
+                    createdb: r.get(4),
+                    login: r.get(5),
+                    replication: r.get(6),
+                    bypassrls: r.get(7),
+                    connection_limit: r.get(8),
+                    valid_until: r.get(9),
+                    bootstrap: false,
+                },
+            )
+        })
+        .collect();
+    let memberships: Vec<(String, String)> = client
+        .query(
+            "select g.rolname::text, u.rolname::text from pg_auth_members m join pg_roles g on g.oid = m.roleid join pg_roles u on u.oid = m.member",
+            &[],
+        )
+        .await
+        .map_err(err)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let settings: Vec<(String, String)> = client
+        .query(
+            "select r.rolname::text, c.setting from pg_db_role_setting s join pg_roles r on r.oid = s.setrole cross join lateral unnest(s.setconfig) c(setting) where s.setdatabase = 0",
+            &[],
+        )
+        .await
+        .map_err(err)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut out = Plan::default();
+    for want in &g.roles {
+        let Some(have) = here.get(&want.name) else {
+            out.missing.push(want.name.clone());
+            continue;
+        };
+        let name = quote_ident(&want.name);
+        for (what, w, h) in [
+            ("superuser", want.superuser, have.superuser),
+            ("inherit", want.inherit, have.inherit),
+            ("createrole", want.createrole, have.createrole),
+            ("createdb", want.createdb, have.createdb),
+            ("login", want.login, have.login),
+            ("replication", want.replication, have.replication),
+            ("bypassrls", want.bypassrls, have.bypassrls),
+        ] {
+            if w != h {
+                out.differing.push(format!("role {name}: {what} is {h} here, {w} in the backup"));
+            }
+        }
+        if want.connection_limit != have.connection_limit {
+            out.differing.push(format!(
+                "role {name}: connection limit is {} here, {} in the backup",
+                have.connection_limit, want.connection_limit
+            ));
+        }
+        if want.valid_until != have.valid_until {
+            let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+            out.differing.push(format!(
+                "role {name}: valid until {} here, {} in the backup",
+                show(&have.valid_until),
+                show(&want.valid_until)
+            ));
+        }
+    }
+    for m in &g.memberships {
+        if here.contains_key(&m.member) && !memberships.iter().any(|(r, u)| *r == m.role && *u == m.member) {
+            out.differing.push(format!(
+                "role {}: not a member of {} here, as in the backup",
+                quote_ident(&m.member),
+                quote_ident(&m.role)
+            ));
+        }
+    }
+    for s in &g.role_settings {
+        let line = format!("{}={}", s.name, s.value);
+        if here.contains_key(&s.role) && !settings.iter().any(|(r, l)| *r == s.role && *l == line) {
+            out.differing.push(format!("role {}: setting {line} of the backup is not set here", quote_ident(&s.role)));
+        }
+    }
+    Ok(out)
+}
+
 /// The globals a manifest keeps: the verifiers sealed under `key` (an encrypted backup), or
 /// left out with the reason (returned for the caller's warning too).
 pub fn keep(captured: Captured, key: Option<&crate::archive::Key>) -> (Globals, Option<String>) {

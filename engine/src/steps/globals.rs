@@ -33,6 +33,10 @@ pub struct GlobalsWith {
     #[serde(default, deserialize_with = "super::de::opt_text")]
     #[field(ty = "path")]
     globals: Option<String>,
+    /// change nothing: list the roles the target lacks (`missing`) and how the roles it has
+    /// differ from the backup's (`differing`), for an operator to confirm first
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    dry_run: bool,
 }
 
 impl With for GlobalsWith {}
@@ -49,6 +53,10 @@ pub struct GlobalsOutputs {
     existing: Vec<String>,
     /// roles created with their password verifier
     passwords: usize,
+    /// roles of the backup the target lacks (before anything was created)
+    missing: Vec<String>,
+    /// how the target's roles differ from the backup's, one line each (never altered)
+    differing: Vec<String>,
 }
 
 pub struct Restore;
@@ -90,6 +98,25 @@ async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepErr
             "{shown} was made before pgdrill kept roles in its manifest; {UNPROVEN}"
         )));
     };
+    let client = crate::pg::connect(&w.into).await?;
+    let plan = globals::plan(&client, g).await.map_err(StepError::environment)?;
+    if plan.missing.is_empty() {
+        ctx.log("every role of the backup exists here");
+    } else {
+        ctx.log(format!("missing here: {}", plan.missing.join(", ")));
+    }
+    for d in &plan.differing {
+        ctx.log(format!("differs (left as it is): {d}"));
+    }
+    if w.dry_run {
+        ctx.log("dry run: nothing created or changed");
+        return Ok(GlobalsOutputs {
+            restored: false,
+            missing: plan.missing,
+            differing: plan.differing,
+            ..Default::default()
+        });
+    }
     let verifiers = match (&g.verifiers, w.key.as_deref().filter(|k| !k.is_empty()), &m.kdf) {
         (Some(sealed), Some(secret), Some(kdf)) => {
             let (sealed, secret, kdf) = (sealed.clone(), secret.to_string(), kdf.clone());
@@ -114,7 +141,6 @@ async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepErr
             BTreeMap::new()
         }
     };
-    let client = crate::pg::connect(&w.into).await?;
     let database: String =
         client.query_one("select current_database()::text", &[]).await.map_err(super::pg_error)?.get(0);
     let applied = globals::apply(&client, &database, g, &verifiers).await.map_err(StepError::failed)?;
@@ -136,6 +162,8 @@ async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepErr
         created: applied.created,
         existing: applied.existing,
         passwords: applied.with_password,
+        missing: plan.missing,
+        differing: plan.differing,
     })
 }
 
@@ -157,6 +185,10 @@ fn beside(dump: &Path) -> Option<PathBuf> {
 }
 
 async fn from_script(ctx: &StepCtx, w: &GlobalsWith, script: &Path) -> Result<GlobalsOutputs, StepError> {
+    if w.dry_run {
+        ctx.log(format!("dry run: the roles of {} are not listed or created", script.display()));
+        return Ok(GlobalsOutputs::default());
+    }
     let p = script.to_path_buf();
     let text = tokio::task::spawn_blocking(move || -> Result<String, String> {
         let f = std::fs::File::open(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
@@ -182,7 +214,7 @@ async fn from_script(ctx: &StepCtx, w: &GlobalsWith, script: &Path) -> Result<Gl
     for n in &notes {
         ctx.log(format!("note: {n}"));
     }
-    Ok(GlobalsOutputs { restored: true, created, existing: Vec::new(), passwords: 0 })
+    Ok(GlobalsOutputs { restored: true, created, ..Default::default() })
 }
 
 /// What `verify.fingerprint` proved of ownership and privileges, in its log.
