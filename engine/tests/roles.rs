@@ -286,6 +286,9 @@ fn verify_run(backup: &Path, report: &Path, vars: &[&str]) -> (Option<i32>, Stri
 async fn verify_keeps_owners_by_default_and_calls_no_owner_the_weaker_proof() {
     let Some(src) = common::native_server("erp").await else { return };
     load(&src.url()).await;
+    // Kept in the backup, but not applied on verify's throwaway server, where it would make
+    // the checks' own sessions read-only (amcheck could not create its extension).
+    common::exec(&src.url(), "alter database erp set default_transaction_read_only = on").await;
     let dir = tempfile::tempdir().expect("tmp");
     let path = backup_run(&src.url(), dir.path());
     src.stop().await;
@@ -401,6 +404,8 @@ async fn another_tools_dump_is_unproven_for_roles_unless_a_globals_file_is_besid
 async fn a_restore_onto_a_rebuilt_server_lists_missing_roles_and_creates_them_only_when_confirmed() {
     let Some(src) = common::native_server("erp").await else { return };
     load(&src.url()).await;
+    // Applied after the restore, never before it (it would stop pg_restore).
+    common::exec(&src.url(), "alter database erp set default_transaction_read_only = on").await;
     let dir = tempfile::tempdir().expect("tmp");
     let path = backup_run(&src.url(), dir.path());
     src.stop().await;
@@ -453,6 +458,15 @@ async fn a_restore_onto_a_rebuilt_server_lists_missing_roles_and_creates_them_on
     assert_eq!(
         common::scalar(&target.url(), "select tableowner from pg_tables where tablename = 'orders'").await,
         "erp_owner"
+    );
+    assert_eq!(
+        common::scalar(
+            &target.url(),
+            "select array_to_string(setconfig, ',') from pg_db_role_setting where setrole = 0 and setdatabase = (select oid from pg_database where datname = 'erp')"
+        )
+        .await,
+        "application_name=erp,default_transaction_read_only=on",
+        "the database's own settings, after the restore"
     );
     assert_eq!(
         common::scalar(&target.url(), "has_column_privilege('erp_app', 'erp.users', 'email', 'select')").await,

@@ -219,10 +219,12 @@ fn schema_queries() -> Vec<(&'static str, String)> {
             "select distinct format('%s in %s admin=%s%s%s', quote_ident(u.rolname), quote_ident(g.rolname), m.admin_option, coalesce(' inherit=' || (to_jsonb(m) ->> 'inherit_option'), ''), coalesce(' set=' || (to_jsonb(m) ->> 'set_option'), '')) from pg_auth_members m join pg_roles g on g.oid = m.roleid join pg_roles u on u.oid = m.member where m.member in ({}) and not u.rolsuper",
             super::globals::ROLES_OF_DATABASE,
         )),
-        // Role settings everywhere and in this database, the database's own settings.
+        // Role settings everywhere and in this database. Not the database's own settings nor a
+        // superuser's: a verify leaves them off its throwaway server, where they could stop its
+        // own checks (a read-only default, a preload library it lacks).
         ("role_settings", format!(
-            "select format('%s %s: %s', case when s.setrole = 0 then 'database' else quote_ident(pg_get_userbyid(s.setrole)) end, case when s.setdatabase = 0 then 'everywhere' else 'in this database' end, c.setting) from pg_db_role_setting s cross join lateral unnest(s.setconfig) c(setting) \
-             where (s.setdatabase = (select oid from pg_database where datname = current_database()) or s.setdatabase = 0 and s.setrole in ({})) and not exists (select 1 from pg_roles r where r.oid = s.setrole and r.rolsuper)",
+            "select format('%s %s: %s', quote_ident(pg_get_userbyid(s.setrole)), case when s.setdatabase = 0 then 'everywhere' else 'in this database' end, c.setting) from pg_db_role_setting s cross join lateral unnest(s.setconfig) c(setting) \
+             where s.setrole <> 0 and (s.setdatabase = (select oid from pg_database where datname = current_database()) or s.setdatabase = 0 and s.setrole in ({})) and not exists (select 1 from pg_roles r where r.oid = s.setrole and r.rolsuper)",
             super::globals::ROLES_OF_DATABASE,
         )),
     ]

@@ -340,11 +340,17 @@ pub fn grant_sql(m: &Membership, target_major: u32) -> String {
 /// about to be): create the roles it lacks (with their verifiers when given), their
 /// memberships and role settings, then give the database its owner and settings. Roles that
 /// exist are left untouched. Predefined roles are never created.
+///
+/// Without `database_settings`, the database's own settings (`ALTER DATABASE ... SET`) and
+/// superusers' settings in it are left out: before a restore they would bind its sessions
+/// (a read-only default stops pg_restore), and on a throwaway server the checks' own (a
+/// preload library the server lacks). Applied again with them once the restore is done.
 pub async fn apply(
     client: &Client,
     database: &str,
     g: &Globals,
     verifiers: &BTreeMap<String, String>,
+    database_settings: bool,
 ) -> Result<Applied, String> {
     let describe = |sql: &str, e: tokio_postgres::Error| {
         // A verifier never reaches a message.
@@ -417,7 +423,20 @@ pub async fn apply(
         };
         client.batch_execute(&sql).await.map_err(|e| describe(&sql, e))?;
     }
-    dbsettings::apply(client, database, &g.database.settings).await?;
+    let mut settings = g.database.settings.clone();
+    if !database_settings {
+        let superuser = |name: &str| g.roles.iter().any(|r| r.name == name && r.superuser);
+        let before = settings.settings.len();
+        settings.settings.retain(|s| !s.role.is_empty() && !superuser(&s.role));
+        if settings.settings.len() < before {
+            out.notes.push(format!(
+                "{} setting{} of the database itself or of a superuser in it not applied (database_settings: false; apply them after the restore)",
+                before - settings.settings.len(),
+                if before - settings.settings.len() == 1 { "" } else { "s" }
+            ));
+        }
+    }
+    dbsettings::apply(client, database, &settings).await?;
     for t in &g.tablespaces {
         if t.name != "pg_default" && t.name != "pg_global" {
             out.notes.push(format!(

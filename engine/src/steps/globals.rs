@@ -37,6 +37,11 @@ pub struct GlobalsWith {
     /// differ from the backup's (`differing`), for an operator to confirm first
     #[serde(default, deserialize_with = "super::de::boolean")]
     dry_run: bool,
+    /// apply the database's own settings (`ALTER DATABASE ... SET`) and superusers' settings
+    /// in it too (default false: before a restore they would bind its sessions, a read-only
+    /// default stopping it; run this step again after the restore with true)
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    database_settings: bool,
 }
 
 impl With for GlobalsWith {}
@@ -143,7 +148,8 @@ async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepErr
     };
     let database: String =
         client.query_one("select current_database()::text", &[]).await.map_err(super::pg_error)?.get(0);
-    let applied = globals::apply(&client, &database, g, &verifiers).await.map_err(StepError::failed)?;
+    let applied =
+        globals::apply(&client, &database, g, &verifiers, w.database_settings).await.map_err(StepError::failed)?;
     ctx.log(format!(
         "{}: {} created ({} with their password), {} there already and left as they are",
         g.summary(),
