@@ -198,6 +198,17 @@ async fn deliberate_changes_are_named(src: Ephemeral, scratch: Ephemeral) {
     load(&src.url()).await;
     let dir = tempfile::tempdir().expect("tmp");
     let path = backup_run(&src.url(), dir.path());
+    // PostgreSQL 16 made inherit and set options of each membership: kept where they exist.
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(pgdrill::storage::manifest_path(&path)).expect("manifest"))
+            .expect("json");
+    let m = manifest.globals.expect("globals").memberships;
+    let reader = m.iter().find(|m| m.member == "erp reader" && m.role == "erp_readonly").expect("membership");
+    if src.major >= 16 {
+        assert_eq!((reader.inherit, reader.set), (Some(true), Some(true)), "{m:?}");
+    } else {
+        assert_eq!((reader.inherit, reader.set), (None, None), "{m:?}");
+    }
     src.stop().await;
     let admin = pgdrill::pg::connect(&scratch.url_for("postgres")).await.expect("connect");
     let fresh = |db: &str| format!("create database {db}");
@@ -212,7 +223,7 @@ async fn deliberate_changes_are_named(src: Ephemeral, scratch: Ephemeral) {
     assert_eq!(common::scalar(&app, "current_setting('work_mem')").await, "8MB");
 
     // Each change on its own restored copy; the membership is the cluster's, so it goes last.
-    let cases: &[(&str, &str, &str)] = &[
+    let mut cases: Vec<(&str, &str, &str)> = vec![
         ("revoked_grant", "revoke insert on erp.orders from erp_app", "privileges: missing relation erp.orders"),
         (
             "revoked_column_grant",
@@ -229,12 +240,19 @@ async fn deliberate_changes_are_named(src: Ephemeral, scratch: Ephemeral) {
             "alter default privileges for role erp_owner in schema erp revoke select on tables from erp_readonly",
             "default_privileges: missing for erp_owner in erp on r",
         ),
-        (
-            "removed_membership",
-            "revoke erp_readonly from \"erp reader\"",
-            "memberships: missing \"erp reader\" in erp_readonly admin=f",
-        ),
     ];
+    if scratch.major >= 16 {
+        cases.push((
+            "membership_no_longer_inherits",
+            "grant erp_readonly to \"erp reader\" with inherit false",
+            "memberships: missing \"erp reader\" in erp_readonly admin=f inherit=true set=true",
+        ));
+    }
+    cases.extend([(
+        "removed_membership",
+        "revoke erp_readonly from \"erp reader\"",
+        "memberships: missing \"erp reader\" in erp_readonly admin=f",
+    )]);
     for (name, sql, expected) in cases {
         let db = format!("m_{name}");
         admin.batch_execute(&fresh(&db)).await.expect("create");
