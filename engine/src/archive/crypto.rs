@@ -175,6 +175,44 @@ impl Key {
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(&self.bytes.into())
     }
+
+    /// A small secret sealed for the manifest (password verifiers): AES-256-GCM under a key
+    /// of its own derived with `label` (never the archive's key itself), a random nonce, the
+    /// label as associated data; hex of nonce and ciphertext.
+    pub fn seal(&self, label: &str, plain: &[u8]) -> Result<String, String> {
+        let n = random::<12>();
+        let mut buf = plain.to_vec();
+        self.sealing(label)
+            .encrypt_in_place(Nonce::from_slice(&n), label.as_bytes(), &mut buf)
+            .map_err(|_| "sealing failed".to_string())?;
+        Ok(format!("{}{}", hex(&n), hex(&buf)))
+    }
+
+    /// What `seal` sealed with the same key and label; an error when it was changed.
+    pub fn unseal(&self, label: &str, sealed: &str) -> Result<Vec<u8>, String> {
+        let bad = || format!("the sealed {label} do not open under this key: changed, or another key");
+        let bytes: Vec<u8> = (0..sealed.len())
+            .step_by(2)
+            .map(|i| sealed.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(bad)?;
+        if bytes.len() < 12 + TAG {
+            return Err(bad());
+        }
+        let (n, ct) = bytes.split_at(12);
+        let mut buf = ct.to_vec();
+        self.sealing(label).decrypt_in_place(Nonce::from_slice(n), label.as_bytes(), &mut buf).map_err(|_| bad())?;
+        Ok(buf)
+    }
+
+    fn sealing(&self, label: &str) -> Aes256Gcm {
+        let mut k = Sha256::new();
+        k.update(b"pgdrill sealed ");
+        k.update(label.as_bytes());
+        k.update(self.bytes);
+        let key: [u8; 32] = k.finalize().into();
+        Aes256Gcm::new(&key.into())
+    }
 }
 
 /// HMAC (RFC 2104) with SHA-256, for a key no longer than the 64-byte block.

@@ -123,6 +123,10 @@ pub struct Manifest {
     /// written before manifests were bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<ManifestAuth>,
+    /// The cluster-level objects the database depends on (roles, memberships, settings,
+    /// tablespaces), read in the dump's snapshot; absent in backups from before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub globals: Option<crate::pg::globals::Globals>,
 }
 
 /// A manifest's MAC.
@@ -633,15 +637,18 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         });
 
     let fp = fingerprint::compute_with(&client, opts.fingerprint, Some(sequences)).await;
+    // In the same snapshot: the roles and settings the dump's owners and grants name.
+    let globals = crate::pg::globals::capture(&client).await;
     let piped = pipeline.await.map_err(|e| Failure::environment(format!("backup pipeline: {e}")))?;
     drop(stage);
     done.store(true, Ordering::SeqCst);
     drop(guard);
     let _ = client.batch_execute("commit").await;
     let fingerprint = fp.map_err(|e| Failure::environment(format!("fingerprint: {}", crate::pg::describe(&e))));
-    let (pending, sizes, sha256, fingerprint) = match (piped, fingerprint) {
-        (Ok((p, s, h)), Ok(f)) => (p, s, h, f),
-        (Err(e), _) | (_, Err(e)) => {
+    let globals = globals.map_err(|e| Failure::environment(format!("roles and settings: {}", crate::pg::describe(&e))));
+    let (pending, sizes, sha256, fingerprint, globals) = match (piped, fingerprint, globals) {
+        (Ok((p, s, h)), Ok(f), Ok(g)) => (p, s, h, f, g),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             // Nothing under the final name: the upload's parts are dropped by the store. When
             // the upload failed first, its error is the cause (the writer only saw it stop).
             let mut e = e;
@@ -655,6 +662,11 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         }
     };
 
+    let (globals, left_out) = crate::pg::globals::keep(globals, mac_key.as_ref());
+    log(format!("globals: {}", globals.summary()));
+    if let Some(why) = left_out {
+        log(format!("warning: {why}"));
+    }
     let manifest = Manifest {
         schema: MANIFEST_SCHEMA.into(),
         pgdrill_version: env!("CARGO_PKG_VERSION").into(),
@@ -675,6 +687,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         fingerprint,
         stored_as,
         authentication: None,
+        globals: Some(globals),
     };
     let (path, header) = match (&remote, uploading, &remote_rel, pending) {
         (Some(r), Some(up), Some(rel), _) => {

@@ -176,7 +176,7 @@ fn list_value(stored: &str) -> String {
     items.iter().map(|i| literal(i)).collect::<Vec<_>>().join(", ")
 }
 
-fn value_sql(name: &str, value: &str) -> String {
+pub(crate) fn value_sql(name: &str, value: &str) -> String {
     if LIST_SETTINGS.contains(&name.to_ascii_lowercase().as_str()) {
         list_value(value)
     } else {

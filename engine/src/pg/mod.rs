@@ -6,6 +6,7 @@ pub mod dbsettings;
 pub mod docker;
 pub mod ephemeral;
 pub mod fingerprint;
+pub mod globals;
 pub mod image_tools;
 pub mod initdb_cache;
 pub mod native;

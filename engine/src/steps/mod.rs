@@ -13,6 +13,7 @@ mod deploy;
 mod drill;
 mod ephemeral;
 mod gates;
+mod globals;
 mod http;
 mod journal;
 pub(crate) mod nested;
@@ -584,7 +585,7 @@ fn normalize_path(p: &str) -> String {
 
 /// Every step kind, in catalogue order.
 pub fn catalogue() -> &'static [StepKind] {
-    static KINDS: [StepKind; 40] = [
+    static KINDS: [StepKind; 41] = [
         kind::<ephemeral::Start>(),
         kind::<backup::Create>(),
         kind::<backup::Check>(),
@@ -594,6 +595,7 @@ pub fn catalogue() -> &'static [StepKind] {
         kind::<verify::Restore>(),
         kind::<verify::Freshness>(),
         kind::<verify::FingerprintCheck>(),
+        kind::<globals::Restore>(),
         kind::<verify::Amcheck>(),
         kind::<verify::Record>(),
         kind::<journal::Lock>(),
@@ -755,6 +757,7 @@ mod tests {
         documented_as_emitted::<verify::Record>();
         documented_as_emitted::<verify::FingerprintCheck>();
         documented_as_emitted::<verify::Pick>();
+        documented_as_emitted::<globals::Restore>();
     }
 
     /// What the derive reads: serde's names, `Option` and `default` for "required", the

@@ -684,6 +684,11 @@ pub struct FingerprintWith {
     #[serde(default)]
     #[field(ty = "integer")]
     source_major: Option<serde_json::Value>,
+    /// compare ownership, privileges, default privileges, roles, memberships and role
+    /// settings: the restore kept owners and grants after `globals.restore` (default false:
+    /// not compared, and the log says the proof is the weaker one)
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    ownership: bool,
 }
 
 fn all() -> String {
@@ -826,7 +831,12 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
     let mut diffs = Vec::new();
     if want_schema && schema_hash != expect.schema_hash {
         // Equal lines with a different hash: only sequence positions moved.
-        let d = fingerprint::schema_differences_across(&expect.schema, &schema, across.is_some());
+        let d = if w.ownership {
+            fingerprint::schema_differences_across(&expect.schema, &schema, across.is_some())
+        } else {
+            let (e, a) = (fingerprint::without_privileges(&expect.schema), fingerprint::without_privileges(&schema));
+            fingerprint::schema_differences_across(&e, &a, across.is_some())
+        };
         if !d.is_empty() {
             return Err(StepError::failed(summarize("schema", &d)));
         }
@@ -844,6 +854,7 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
     }
     if want_schema {
         ctx.log(format!("schema matches the source ({})", &schema_hash[..12.min(schema_hash.len())]));
+        super::globals::log_ownership_proof(&ctx, w.ownership, &expect.schema);
     }
     ctx.fact(crate::exec::Fact::Verified);
     Ok(FingerprintOutputs {

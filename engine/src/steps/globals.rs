@@ -1,0 +1,238 @@
+//! `globals.restore`: before a restore that keeps owners and grants, give the target server
+//! the roles, memberships, role settings and database settings the backup's manifest
+//! recorded (`pg::globals`), so the restored copy is owned and granted as the source was
+//! and the application's roles can log in. A backup without them (another tool's dump, a
+//! pgdrill backup from before them) is skipped with the reason: its roles and privileges
+//! stay unproven.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Fields, Step, StepCtx, StepError, With};
+use crate::backup::source::{self, Origin};
+use crate::backup::Manifest;
+use crate::pg::fingerprint::PRIVILEGE_KINDS;
+use crate::pg::globals;
+
+#[derive(Debug, Deserialize, Fields)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalsWith {
+    /// the backup whose manifest holds the roles (backup.pick's path)
+    #[field(ty = "path")]
+    backup: String,
+    /// the database about to be restored into (a superuser's URL)
+    into: String,
+    /// the backup's key: its sealed password verifiers open under it
+    #[field(ty = "secret")]
+    key: Option<String>,
+    /// for another tool's dump: a `pg_dumpall --globals-only` script (.sql or .sql.gz) to
+    /// take its roles from (default: one beside the dump whose name holds `globals`)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
+    globals: Option<String>,
+    /// change nothing: list the roles the target lacks (`missing`) and how the roles it has
+    /// differ from the backup's (`differing`), for an operator to confirm first
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    dry_run: bool,
+    /// apply the database's own settings (`ALTER DATABASE ... SET`) and superusers' settings
+    /// in it too (default false: before a restore they would bind its sessions, a read-only
+    /// default stopping it; run this step again after the restore with true)
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    database_settings: bool,
+}
+
+impl With for GlobalsWith {}
+
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct GlobalsOutputs {
+    /// the backup's roles and settings are on the target: the restore can keep owners and
+    /// grants
+    restored: bool,
+    /// roles created
+    created: Vec<String>,
+    /// roles that were there already, left as they are
+    existing: Vec<String>,
+    /// roles created with their password verifier
+    passwords: usize,
+    /// roles of the backup the target lacks (before anything was created)
+    missing: Vec<String>,
+    /// how the target's roles differ from the backup's, one line each (never altered)
+    differing: Vec<String>,
+}
+
+pub struct Restore;
+
+impl Step for Restore {
+    const NAME: &'static str = "globals.restore";
+    const SUMMARY: &'static str = "Create the backup's roles (with memberships, role settings and, from an encrypted backup, passwords) and the database's owner and settings on the target, before a restore that keeps owners and grants.";
+    type With = GlobalsWith;
+    type Outputs = GlobalsOutputs;
+
+    fn run(
+        ctx: StepCtx,
+        w: GlobalsWith,
+    ) -> impl std::future::Future<Output = Result<GlobalsOutputs, StepError>> + Send {
+        restore(ctx, w)
+    }
+}
+
+const UNPROVEN: &str = "roles, ownership and privileges are unproven for it: restore with no_owner";
+
+async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepError> {
+    let path = ctx.backup_header(&w.backup).await?;
+    let shown = crate::storage::remote::display(&path);
+    if source::origin(&path) == Origin::Foreign {
+        let script = match w.globals.as_deref() {
+            Some(g) => Some(ctx.resolve(g)),
+            None => beside(&path),
+        };
+        let Some(script) = script else {
+            return Err(StepError::Skipped(format!(
+                "{shown} was not made by pgdrill: it carries no roles (a dump of one database never does) and no `pg_dumpall --globals-only` file is beside it; {UNPROVEN}"
+            )));
+        };
+        return from_script(&ctx, &w, &script).await;
+    }
+    let m = Manifest::read(&path).map_err(StepError::from)?;
+    let Some(g) = m.globals.as_ref() else {
+        return Err(StepError::Skipped(format!(
+            "{shown} was made before pgdrill kept roles in its manifest; {UNPROVEN}"
+        )));
+    };
+    let client = crate::pg::connect(&w.into).await?;
+    let plan = globals::plan(&client, g).await.map_err(StepError::environment)?;
+    if plan.missing.is_empty() {
+        ctx.log("every role of the backup exists here");
+    } else {
+        ctx.log(format!("missing here: {}", plan.missing.join(", ")));
+    }
+    for d in &plan.differing {
+        ctx.log(format!("differs (left as it is): {d}"));
+    }
+    if w.dry_run {
+        ctx.log("dry run: nothing created or changed");
+        return Ok(GlobalsOutputs {
+            restored: false,
+            missing: plan.missing,
+            differing: plan.differing,
+            ..Default::default()
+        });
+    }
+    let verifiers = match (&g.verifiers, w.key.as_deref().filter(|k| !k.is_empty()), &m.kdf) {
+        (Some(sealed), Some(secret), Some(kdf)) => {
+            let (sealed, secret, kdf) = (sealed.clone(), secret.to_string(), kdf.clone());
+            tokio::task::spawn_blocking(move || -> Result<BTreeMap<String, String>, String> {
+                let k = crate::archive::KeySource::from_secret(&secret).derive_for(&kdf)?;
+                globals::verifiers_from(&k.unseal(globals::VERIFIERS, &sealed)?)
+            })
+            .await
+            .map_err(|e| StepError::environment(e.to_string()))?
+            .map_err(|e| StepError::failed(format!("{shown}: {e}")))?
+        }
+        (Some(_), _, _) => {
+            ctx.log(
+                "the backup's password verifiers are sealed and no key was given: roles are created without passwords",
+            );
+            BTreeMap::new()
+        }
+        (None, _, _) => {
+            if let Some(why) = &g.verifiers_left_out {
+                ctx.log(format!("roles are created without passwords: {why}"));
+            }
+            BTreeMap::new()
+        }
+    };
+    let database: String =
+        client.query_one("select current_database()::text", &[]).await.map_err(super::pg_error)?.get(0);
+    let applied =
+        globals::apply(&client, &database, g, &verifiers, w.database_settings).await.map_err(StepError::failed)?;
+    ctx.log(format!(
+        "{}: {} created ({} with their password), {} there already and left as they are",
+        g.summary(),
+        applied.created.len(),
+        applied.with_password,
+        applied.existing.len()
+    ));
+    if !applied.existing.is_empty() {
+        ctx.log(format!("roles there already: {}", applied.existing.join(", ")));
+    }
+    for n in &applied.notes {
+        ctx.log(format!("warning: {n}"));
+    }
+    Ok(GlobalsOutputs {
+        restored: true,
+        created: applied.created,
+        existing: applied.existing,
+        passwords: applied.with_password,
+        missing: plan.missing,
+        differing: plan.differing,
+    })
+}
+
+/// A `pg_dumpall --globals-only` script beside another tool's dump: the newest file of the
+/// same directory whose name holds `globals` and ends in `.sql` or `.sql.gz`, the classic
+/// runbooks' pattern.
+fn beside(dump: &Path) -> Option<PathBuf> {
+    let dir = dump.parent()?;
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().to_ascii_lowercase();
+            n.contains("globals") && (n.ends_with(".sql") || n.ends_with(".sql.gz")) && e.path() != dump
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .max()
+        .map(|(_, p)| p)
+}
+
+async fn from_script(ctx: &StepCtx, w: &GlobalsWith, script: &Path) -> Result<GlobalsOutputs, StepError> {
+    if w.dry_run {
+        ctx.log(format!("dry run: the roles of {} are not listed or created", script.display()));
+        return Ok(GlobalsOutputs::default());
+    }
+    let p = script.to_path_buf();
+    let text = tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let f = std::fs::File::open(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        let mut text = String::new();
+        let read = if p.to_string_lossy().ends_with(".gz") {
+            flate2::read::GzDecoder::new(f).read_to_string(&mut text)
+        } else {
+            std::io::BufReader::new(f).read_to_string(&mut text)
+        };
+        read.map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        Ok(text)
+    })
+    .await
+    .map_err(|e| StepError::environment(e.to_string()))?
+    .map_err(StepError::invalid)?;
+    let client = crate::pg::connect(&w.into).await?;
+    let (created, notes) = globals::apply_script(&client, &text).await.map_err(StepError::failed)?;
+    ctx.log(format!(
+        "roles from {} (pg_dumpall --globals-only): {} created; the dump's owners and grants can be restored, but with no source fingerprint they are not compared",
+        script.display(),
+        created.len()
+    ));
+    for n in &notes {
+        ctx.log(format!("note: {n}"));
+    }
+    Ok(GlobalsOutputs { restored: true, created, ..Default::default() })
+}
+
+/// What `verify.fingerprint` proved of ownership and privileges, in its log.
+pub(super) fn log_ownership_proof(
+    ctx: &StepCtx,
+    compared: bool,
+    expected: &std::collections::BTreeMap<String, Vec<String>>,
+) {
+    let recorded = PRIVILEGE_KINDS.iter().any(|k| expected.contains_key(*k));
+    ctx.log(match (recorded, compared) {
+        (true, true) => "ownership, privileges (tables, columns, schemas, sequences, routines), default privileges, roles, memberships and role settings match the source",
+        (true, false) => "ownership, privileges, memberships and role settings NOT compared (restored without owners and grants, no_owner): a weaker proof, the application's roles and grants are unproven",
+        (false, _) => "the source fingerprint predates ownership and privileges: they are not compared",
+    });
+}
