@@ -305,7 +305,7 @@ fn local_storage(f: &mut Findings, dir: &Path) {
         );
     }
     let free = match nix::sys::statvfs::statvfs(dir) {
-        Ok(s) => u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())),
+        Ok(s) => s.blocks_available().saturating_mul(s.fragment_size()),
         Err(e) => return f.add(State::Warn, what, format!("writable; free space unknown ({e})")),
     };
     let gib = free as f64 / f64::from(1u32 << 30);
