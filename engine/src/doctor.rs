@@ -333,9 +333,8 @@ async fn remote_storage(f: &mut Findings, location: &str) {
         Ok(Ok(names)) => {
             f.add(State::Ok, what, format!("reachable, credentials can list it ({} objects at the top)", names.len()))
         }
-        Ok(Err(e)) => {
-            f.add(State::Fail, what, format!("{e}: check the endpoint and the credentials in the environment"))
-        }
+        // The store's own reason already says what to do (a bucket to create, credentials).
+        Ok(Err(e)) => f.add(State::Fail, what, e),
         Err(_) => f.add(
             State::Fail,
             what,

@@ -183,3 +183,80 @@ fn version_names_the_commit_and_the_tested_majors() {
         _ => assert!(v.contains("(commit unknown,"), "{v}"),
     }
 }
+
+/// A moto S3 server on a free port, killed on drop.
+struct Moto(std::process::Child, u16);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn moto() -> Option<Moto> {
+    let found = Command::new("sh").args(["-c", "command -v moto_server"]).output().is_ok_and(|o| o.status.success());
+    if !require(found, "moto_server (PyPI moto[server])") {
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("addr").port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("moto_server starts");
+    let m = Moto(child, port);
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "moto_server did not listen on {port}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Some(m)
+}
+
+/// Make bucket `name` with a plain HTTP PUT (moto takes unsigned requests).
+fn make_bucket(port: u16, name: &str) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(s, "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("read");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}
+
+const AWS_SECRET: &str = "doctor-aws-secret-never-shown";
+
+fn doctor_s3(location: &str, port: u16) -> (Output, String) {
+    let (out, all) = output(
+        doctor(&["--storage", location])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env_remove("AWS_PROFILE"),
+    );
+    assert!(!all.contains(AWS_SECRET), "the secret access key was printed:\n{all}");
+    (out, all)
+}
+
+#[test]
+fn doctor_lists_an_object_store_and_names_a_missing_bucket_or_a_dead_endpoint() {
+    let Some(moto) = moto() else { return };
+    make_bucket(moto.1, "doctor-bkt");
+    let (out, all) = doctor_s3("s3://doctor-bkt/backups", moto.1);
+    if can_run(&all) {
+        assert_eq!(out.status.code(), Some(0), "{all}");
+    }
+    assert!(line(&all, "storage s3://doctor-bkt/backups").starts_with("ok"), "{all}");
+    let (out, all) = doctor_s3("s3://no-such-bucket/backups", moto.1);
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    assert!(line(&all, "storage s3://no-such-bucket").starts_with("FAIL"), "{all}");
+    let dead = moto.1;
+    drop(moto);
+    let (out, all) = doctor_s3("s3://doctor-bkt/backups", dead);
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    assert!(line(&all, "storage s3://doctor-bkt").starts_with("FAIL"), "{all}");
+}
