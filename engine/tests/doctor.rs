@@ -260,3 +260,31 @@ fn doctor_lists_an_object_store_and_names_a_missing_bucket_or_a_dead_endpoint() 
     assert_eq!(out.status.code(), Some(3), "{all}");
     assert!(line(&all, "storage s3://doctor-bkt").starts_with("FAIL"), "{all}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_names_a_clock_skewed_against_the_database() {
+    let found = Command::new("sh").args(["-c", "command -v faketime"]).output().is_ok_and(|o| o.status.success());
+    if !require(found, "faketime (apt faketime)") {
+        return;
+    }
+    let Some(server) = common::native_server("doctor_skew").await else { return };
+    let url = server.url();
+    // pgdrill's wall clock 10 minutes ahead of the server's (timers keep the real monotonic clock).
+    let run = |offset: &str| {
+        let mut c = Command::new("faketime");
+        c.args(["-f", offset]).arg(common::bin()).args(["doctor", "--database-url", &url]);
+        c.current_dir(common::root())
+            .env("PGDRILL_BACKUP_KEY", KEY)
+            .env("DONT_FAKE_MONOTONIC", "1")
+            .env_remove("PGDRILL_STORAGE");
+        output(c)
+    };
+    let (out, all) = run("+10m");
+    let (_, slight) = run("-5s");
+    server.stop().await;
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    let l = line(&all, "database ");
+    assert!(l.starts_with("FAIL") && l.contains("behind ours") && l.contains("NTP"), "{all}");
+    let l = line(&slight, "database ");
+    assert!(l.starts_with("warn") && l.contains("ahead of ours"), "{slight}");
+}
