@@ -74,6 +74,12 @@ if [ "${#prom[@]}" -gt 0 ]; then
   apt_install --no-install-recommends "${prom[@]}"
 fi
 
+# 2d. faketime: the doctor test runs pgdrill with its clock shifted to see the skew named.
+if ! command -v faketime >/dev/null; then
+  log "installing faketime"
+  apt_install --no-install-recommends faketime
+fi
+
 # 2b. The tools other teams' backups need: openssl enc and gpg --symmetric files; and curl,
 # which the tests and ci/bench.sh use to act on the S3 server as another tool would.
 tools=()

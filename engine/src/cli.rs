@@ -38,7 +38,7 @@ fn write_quietly(w: &mut dyn std::io::Write, text: &str) {
 /// Prove PostgreSQL backups restore: runbooks as code, verification by restore, drills with
 /// measured RTO and RPO.
 #[derive(Debug, Parser)]
-#[command(name = "pgdrill", version, about, long_about = None)]
+#[command(name = "pgdrill", version = crate::doctor::VERSION, about, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -174,6 +174,10 @@ enum Command {
         #[arg(long, value_name = "OUT")]
         html: Option<PathBuf>,
     },
+    /// Check what a run needs (Docker, tools, key, storage, clock); exits 3 if a run would fail.
+    Doctor(crate::doctor::Args),
+    /// Print shell completions: bash, zsh or fish.
+    Completions { shell: clap_complete::Shell },
     /// List the step kinds with their fields and outputs.
     Steps {
         /// Show only this step kind.
@@ -322,6 +326,17 @@ pub fn main() -> i32 {
 async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Validate { files } => validate(&files),
+        Command::Doctor(args) => {
+            let (text, code) = crate::doctor::run(args, &redactor).await;
+            out!("{text}");
+            Ok(code)
+        }
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "pgdrill", &mut buf);
+            out!("{}", String::from_utf8_lossy(&buf));
+            Ok(ExitCode::Passed)
+        }
         Command::Plan { runbook, vars } => {
             let rb = runbook::load_runbook_ref(&runbook)?;
             let env: serde_json::Map<String, serde_json::Value> =
