@@ -251,6 +251,13 @@ pub fn register_run_inputs(
     if let Some(Json::String(pw)) = env.get("PGPASSWORD") {
         r.add(pw);
     }
+    // And its password file (a fleet's `passfile`): every password in it, before a step
+    // can print one or a `shell.run` child can inherit it.
+    if let Some(Json::String(f)) = env.get("PGPASSFILE") {
+        for pw in std::fs::read_to_string(f).unwrap_or_default().lines().filter_map(passfile_password) {
+            r.add(&pw);
+        }
+    }
     // `let` values are built from vars: a URL put together there may carry a password.
     let lets = crate::runbook::resolve_lets(rb, vars, env).unwrap_or_default();
     for v in lets.values() {
@@ -287,6 +294,31 @@ pub fn register_step_inputs(r: &Redactor, kind: &StepKind, with: &Yaml) -> Resul
     }
     each_yaml_string(with, &mut |s| r.add_credentials_in(s));
     Ok(())
+}
+
+/// The password of a `.pgpass` line (`host:port:database:user:password`, `\\` and `\:`
+/// escaped), none for a comment.
+fn passfile_password(line: &str) -> Option<String> {
+    if line.starts_with('#') {
+        return None;
+    }
+    let mut field = 0;
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let n = chars.next()?;
+                if field == 4 {
+                    out.push(n);
+                }
+            }
+            ':' if field < 4 => field += 1,
+            _ if field == 4 => out.push(c),
+            _ => {}
+        }
+    }
+    (field == 4 && !out.is_empty()).then_some(out)
 }
 
 fn each_string(v: &Json, f: &mut dyn FnMut(&str)) {
@@ -379,6 +411,13 @@ mod tests {
         assert!(r.holds_secret("test"));
         assert!(!r.holds_secret("/usr/test/bin:/bin"), "a short secret inside PATH hides PATH");
         assert!(r.holds_secret("https://x:a-long-api-token-value@h"));
+    }
+
+    #[test]
+    fn passfile_passwords_are_read_with_their_escapes() {
+        assert_eq!(passfile_password("db:5432:*:app:pa\\:ss\\\\w"), Some("pa:ss\\w".into()));
+        assert_eq!(passfile_password("# db:5432:*:app:pw"), None);
+        assert_eq!(passfile_password("db:5432:*:app"), None);
     }
 
     #[test]

@@ -274,17 +274,29 @@ impl Notifier {
     /// `database` variable, else the database of its `database_url`), so a run that fails
     /// before any step names a database still lands on that database's series.
     pub fn new(cfg: NotifyFile, redactor: crate::redact::Redactor, database: String) -> Self {
-        // Webhook URLs carry tokens: masked wherever a message might quote them.
-        for n in &cfg.notify {
-            if let Some(u) = n.webhook.as_ref().and_then(webhook_url) {
-                redactor.add(&u);
-            }
-            if let Some(d) = n.sentry.as_ref().and_then(sentry_dsn) {
-                redactor.add(&d);
-            }
+        // Registered before the first step, not when the alert goes out: a step that prints
+        // one must find it masked, and `shell.run` children must not inherit its variable.
+        for s in secret_values(&cfg) {
+            redactor.add(&s);
+        }
+        if let Some(p) = cfg.metrics.as_ref().and_then(|m| m.pushgateway.as_ref()) {
+            redactor.add_credentials_in(&p.url);
         }
         Notifier { cfg, suites: Suites::default(), redactor, database }
     }
+}
+
+/// Every secret a notify file names: webhook URLs (they carry tokens), Sentry DSNs and the
+/// SMTP passwords of its `password_env` variables.
+pub fn secret_values(cfg: &NotifyFile) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in &cfg.notify {
+        out.extend(n.webhook.as_ref().and_then(webhook_url));
+        out.extend(n.sentry.as_ref().and_then(sentry_dsn));
+        let pw = n.email.as_ref().and_then(|e| e.password_env.as_ref()).and_then(|v| std::env::var(v).ok());
+        out.extend(pw.filter(|p| !p.is_empty()));
+    }
+    out
 }
 
 fn webhook_url(w: &Webhook) -> Option<String> {
