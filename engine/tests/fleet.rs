@@ -280,6 +280,40 @@ fn an_invalid_fleet_file_is_shown_at_its_line_by_validate() {
     assert!(!err.contains("s3cret"), "the error shows the password: {err}");
 }
 
+/// Before: a target's `vars.database_url` with a password, or a `storage` with credentials in
+/// its query, passed `validate`; `fleet plan` printed them and `fleet run` put them in argv.
+/// Each is refused at its line by both, and the credential shows nowhere in the output.
+#[test]
+fn credentials_anywhere_in_a_fleet_file_are_refused_at_their_line_without_showing_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fleet = dir.path().join("f.yaml");
+    let cases: &[(&str, &str, &str)] = &[
+        ("      vars: { database_url: \"postgres://u:Pw-in-var-1@h/db\" }\n", "Pw-in-var-1", "user info"),
+        ("      storage: \"s3://b/x?X-Amz-Signature=Sig0123abc&X-Amz-Date=1\"\n", "Sig0123abc", "X-Amz-Signature"),
+        ("      storage: \"https://acct.blob.core.windows.net/c?sv=2024&sig=Az%2Bsig99\"\n", "Az%2Bsig99", "sig"),
+        ("      connection: \"postgres://u@h/db?sslpassword=Ssl-pw-77\"\n", "Ssl-pw-77", "sslpassword"),
+        ("      connection: \"host=h user=u password=kv-pw-55\"\n", "kv-pw-55", "password"),
+        ("      vars: { hook: \"https://h/x?api_key=Api-k3y-0\" }\n", "Api-k3y-0", "api_key"),
+    ];
+    for (line, secret, what) in cases {
+        std::fs::write(
+            &fleet,
+            format!(
+                "defaults: {{ storage: /b, connection: \"postgres://u@h/db\" }}\nprojects:\n  p:\n    defaults:\n{line}    environments:\n      e:\n        databases:\n          a: {{}}\n"
+            ),
+        )
+        .expect("fleet");
+        let f = fleet.to_str().expect("utf-8 path");
+        for args in [vec!["validate", f], vec!["fleet", "plan", f, "backup"]] {
+            let out = run(&args);
+            let (stdout, err) = (text(&out.stdout), text(&out.stderr));
+            assert_eq!(out.status.code(), Some(2), "{args:?} accepted {line}: {stdout}{err}");
+            assert!(err.contains("f.yaml:5:") && err.contains(what), "{args:?} {line}: {err}");
+            assert!(!stdout.contains(secret) && !err.contains(secret), "{args:?} shows the credential: {stdout}{err}");
+        }
+    }
+}
+
 fn have(cmd: &str, args: &[&str]) -> bool {
     std::process::Command::new(cmd).args(args).output().is_ok_and(|o| o.status.success())
 }

@@ -390,6 +390,9 @@ fn check_vars(cx: &mut Cx<'_>, path: &str, vars: Option<&Ordered<serde_yaml::Val
         if matches!(v, serde_yaml::Value::Mapping(_) | serde_yaml::Value::Sequence(_)) {
             cx.at_value(&format!("{path}.{k}"), format!("var `{k}` must be a single value"), None);
         }
+        if let serde_yaml::Value::String(v) = v {
+            refuse_credentials(cx, &format!("{path}.{k}"), v);
+        }
     }
 }
 
@@ -398,27 +401,17 @@ fn check_settings(cx: &mut Cx<'_>, path: &str, s: &Settings, database_level: boo
         cx.at_key(&format!("{path}.database"), "`database` names one database: set it on the database entry", None);
     }
     if let Some(c) = &s.connection {
-        match crate::pg::conninfo::parse(c) {
-            Err(e) => cx.at_value(&format!("{path}.connection"), format!("connection: {e}"), None),
-            Ok(pairs) if pairs.iter().any(|(k, _)| k == "password") => {
-                cx.at_value(
-                    &format!("{path}.connection"),
-                    "the connection holds a password; a fleet file names where secrets are, never the secrets",
-                    Some("remove it and set `password_env: VARIABLE` (or `passfile:`) instead".into()),
-                );
-                // The snippet quotes the line: not the password on it.
-                let pw: Vec<String> = pairs.iter().filter(|(k, _)| k == "password").map(|(_, v)| v.clone()).collect();
-                if let Some(d) = cx.diags.0.last_mut() {
-                    d.source_line = d.source_line.take().map(|mut l| {
-                        for p in pw.iter().filter(|p| !p.is_empty()) {
-                            l = l.replace(p.as_str(), "****").replace(&crate::redact::percent_encode(p), "****");
-                        }
-                        l
-                    });
-                }
-            }
-            Ok(_) => {}
+        if let Err(e) = crate::pg::conninfo::parse(c) {
+            cx.at_value(&format!("{path}.connection"), format!("connection: {e}"), None);
         }
+    }
+    // Any value may be a URL or a connection string: none may carry a credential.
+    let mut values: Vec<(String, &str)> = Vec::new();
+    values.extend(s.connection.as_deref().map(|c| (format!("{path}.connection"), c)));
+    values.extend(s.storage.as_deref().map(|c| (format!("{path}.storage"), c)));
+    values.extend(s.passfile.as_deref().map(|c| (format!("{path}.passfile"), c)));
+    for (at, v) in values {
+        refuse_credentials(cx, &at, v);
     }
     for (field, v) in [("password_env", &s.password_env), ("key_env", &s.key_env)] {
         if let Some(v) = v {
@@ -463,6 +456,125 @@ fn check_settings(cx: &mut Cx<'_>, path: &str, s: &Settings, database_level: boo
         }
     }
     check_vars(cx, &format!("{path}.vars"), s.vars.as_ref());
+}
+
+/// Query parameters that carry a credential (compared lowercased, `-` read as `_`): libpq's
+/// passwords, tokens and API keys, and the signatures and credentials of presigned S3, GCS
+/// and Azure SAS URLs.
+const SECRET_PARAMS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "sslpassword",
+    "secret",
+    "client_secret",
+    "token",
+    "access_token",
+    "auth_token",
+    "api_key",
+    "apikey",
+    "key",
+    "access_key",
+    "secret_key",
+    "account_key",
+    "sig",
+    "signature",
+    "x_amz_signature",
+    "x_amz_credential",
+    "x_amz_security_token",
+    "x_goog_signature",
+    "x_goog_credential",
+];
+
+fn secret_param(name: &str) -> bool {
+    let n = percent_decode_lossy(name).to_ascii_lowercase().replace('-', "_");
+    SECRET_PARAMS.contains(&n.as_str())
+        || ["password", "secret", "token", "signature", "credential"].iter().any(|s| n.ends_with(s))
+}
+
+fn percent_decode_lossy(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The credentials a value holds, each as (what it is, its text as written): the password of
+/// a URL's user info, the values of credential query parameters, and the `password` and
+/// `sslpassword` of a `key=value` connection string.
+pub fn credentials_in(value: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let ends = |c: char| c.is_whitespace() || "\"'<>`".contains(c);
+    if value.contains("://") {
+        let mut from = 0;
+        while let Some(at) = value[from..].find("://") {
+            let start = from + at + 3;
+            let end = value[start..].find(ends).map_or(value.len(), |e| start + e);
+            let url = &value[start..end];
+            let auth_end = url.find(['/', '?', '#']).unwrap_or(url.len());
+            if let Some((userinfo, _)) = url[..auth_end].rsplit_once('@') {
+                if let Some((_, pw)) = userinfo.split_once(':').filter(|(_, p)| !p.is_empty()) {
+                    out.push(("a password in a URL's user info".to_string(), pw.to_string()));
+                }
+            }
+            if let Some(q) = url.split_once('?').map(|(_, q)| q.split('#').next().unwrap_or_default()) {
+                for pair in q.split(['&', ';']) {
+                    if let Some((k, v)) = pair.split_once('=').filter(|(k, v)| !v.is_empty() && secret_param(k)) {
+                        out.push((
+                            format!("a credential in the query parameter `{}`", crate::report::visible(k)),
+                            v.to_string(),
+                        ));
+                    }
+                }
+            }
+            from = end.max(start);
+        }
+    } else if value.contains('=') {
+        if let Ok(pairs) = crate::pg::conninfo::parse(value) {
+            for (k, v) in pairs {
+                if (k == "password" || k == "sslpassword") && !v.is_empty() {
+                    out.push((format!("a `{k}` setting"), v));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Refuse a value holding a credential, at its line, showing neither the credential nor its
+/// encoded forms on the quoted line.
+fn refuse_credentials(cx: &mut Cx<'_>, path: &str, value: &str) {
+    let found = credentials_in(value);
+    let Some((what, _)) = found.first() else { return };
+    cx.at_value(
+        path,
+        format!("`{path}` holds {what}; a fleet file names where secrets are, never the secrets"),
+        Some("remove it: set `password_env: VARIABLE` (or `passfile:`) for database passwords, and give stores their keys through their environment variables".into()),
+    );
+    if let Some(d) = cx.diags.0.last_mut() {
+        d.source_line = d.source_line.take().map(|mut l| {
+            for (_, secret) in &found {
+                for form in [secret.clone(), crate::redact::percent_encode(secret), percent_decode_lossy(secret)] {
+                    if !form.is_empty() {
+                        l = l.replace(&form, "****");
+                    }
+                }
+            }
+            l
+        });
+    }
 }
 
 fn scalar(v: &serde_yaml::Value) -> String {
