@@ -439,6 +439,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 secret,
                 claim,
             };
+            o.check().map_err(Error::invalid)?;
             match format.as_str() {
                 "cron" => out!("{}", crate::fleet::schedule::crontab(&fleet, &o)),
                 "kubernetes" => out!("{}", crate::fleet::schedule::kubernetes(&fleet, &text, &o)),

@@ -654,3 +654,193 @@ fn kill_9_of_a_fleet_run_still_stops_its_runs_through_their_finally_and_its_scra
         .collect();
     assert!(left.is_empty(), "fleet scratch directories left: {left:?}");
 }
+
+/// The next `n` times a cron expression fires after 2026-01-01 00:00 UTC, by croniter.
+fn cron_next_n(expr: &str, n: usize) -> Vec<String> {
+    let py = "import sys, datetime\nfrom croniter import croniter\nit = croniter(sys.argv[1], datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc))\nfor _ in range(int(sys.argv[2])): print(it.get_next(datetime.datetime).strftime('%Y-%m-%d %H:%M:%S'))";
+    let out = std::process::Command::new("python3").args(["-c", py, expr, &n.to_string()]).output().expect("python3");
+    assert!(out.status.success(), "croniter refuses `{expr}`: {}", text(&out.stderr));
+    text(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// The next `n` times a timer with these `OnCalendar=` lines elapses, by systemd's parser.
+fn timer_next_n(on_calendar: &[&str], n: usize) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    for cal in on_calendar {
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["calendar", &format!("--iterations={n}"), "--base-time=2026-01-01 00:00:00 UTC", cal])
+            .env("TZ", "UTC")
+            .output()
+            .expect("systemd-analyze");
+        assert!(out.status.success(), "systemd refuses `{cal}`: {}", text(&out.stderr));
+        all.extend(
+            text(&out.stdout).lines().filter(|l| l.contains("Next elapse:") || l.contains("Iter. #")).filter_map(|l| {
+                l.split_once(": ").map(|(_, t)| t.trim().split(' ').skip(1).take(2).collect::<Vec<_>>().join(" "))
+            }),
+        );
+    }
+    all.sort();
+    all.dedup();
+    all.truncate(n);
+    all
+}
+
+/// Before: `0 6 1 * 0-6` fires daily in cron (day of month OR day of week) and monthly in
+/// the systemd timer pgdrill wrote. For expressions with ranges, steps, lists and both day
+/// fields, the next 50 firings of the crontab line (croniter) and of the timer (systemd)
+/// are the same.
+#[test]
+fn cron_lines_and_systemd_timers_fire_at_the_same_50_next_times() {
+    if !require(
+        have("systemd-analyze", &["--version"]) && have("python3", &["-c", "import croniter"]),
+        "systemd-analyze and croniter (ci/setup.sh installs them)",
+    ) {
+        return;
+    }
+    let exprs = [
+        "0 6 1 * 0-6",
+        "0 2 1,15 * 1",
+        "30 4 1-7 * 0",
+        "*/15 8-17 * * 1-5",
+        "0 */6 * * *",
+        "5 0-23/5 * * *",
+        "0 12 10-20/3 * *",
+        "0 0 * jan,jul 7",
+        "45 23 * 2-11/3 fri",
+        "0 3 13 * 5",
+        "@weekly",
+        "@monthly",
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fleet = dir.path().join("f.yaml");
+    let names: Vec<String> = (0..exprs.len()).map(|i| format!("s{i}")).collect();
+    let mut text_ = format!(
+        "defaults: {{ storage: /b, connection: \"postgres://u@h/db\", schedules: [{}] }}\nschedules:\n",
+        names.join(", ")
+    );
+    for (n, e) in names.iter().zip(exprs) {
+        text_.push_str(&format!("  {n}: {{ runbook: backup, cron: \"{e}\" }}\n"));
+    }
+    text_.push_str("projects: { p: { environments: { e: { databases: { a: {} } } } } }\n");
+    std::fs::write(&fleet, text_).expect("fleet");
+    let f = fleet.to_str().expect("utf-8");
+    let out = run(&["schedule", "cron", f]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let crontab = text(&out.stdout);
+    let units = dir.path().join("units");
+    let out = run(&["schedule", "systemd", f, "--out", units.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (n, e) in names.iter().zip(exprs) {
+        let line = crontab.lines().find(|l| l.contains(&format!("--schedule {n} "))).expect("a crontab line");
+        let expr: String = if line.starts_with('@') {
+            line.split_whitespace().next().expect("shortcut").to_string()
+        } else {
+            line.split_whitespace().take(5).collect::<Vec<_>>().join(" ")
+        };
+        let timer = std::fs::read_to_string(units.join(format!("pgdrill-{n}.timer"))).expect("timer");
+        let cals: Vec<&str> = timer.lines().filter_map(|l| l.strip_prefix("OnCalendar=")).collect();
+        assert_eq!(cron_next_n(&expr, 50), timer_next_n(&cals, 50), "`{e}`: cron and systemd disagree ({cals:?})");
+    }
+}
+
+/// Before: a newline in a schedule's runbook name wrote extra crontab entries and an
+/// `ExecStartPre=` into the unit, `%` specifiers were expanded and a space split the name
+/// into two arguments. A runbook file named with a quote, `$`, `%` and spaces reaches the
+/// command as one argument from the crontab line (run by sh as cron would) and from the
+/// unit (systemd-analyze verify, and its quoting); a newline is refused by `validate`.
+#[test]
+fn hostile_runbook_and_path_names_reach_cron_and_systemd_as_one_argument() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rb_name = "it's $HOME %h `x`.yaml";
+    std::fs::write(dir.path().join(rb_name), "name: x\nsteps: []\n").expect("runbook");
+    let fleet = dir.path().join("f.yaml");
+    std::fs::write(
+        &fleet,
+        format!("defaults: {{ storage: /b, connection: \"postgres://u@h/db\", schedules: [nightly] }}\nschedules:\n  nightly: {{ runbook: \"{}\", cron: \"0 2 * * *\" }}\nprojects: {{ p: {{ environments: {{ e: {{ databases: {{ a: {{}} }} }} }} }} }}\n", rb_name.replace('\\', "\\\\")),
+    )
+    .expect("fleet");
+    let f = fleet.to_str().expect("utf-8");
+    // The "binary" prints its arguments one per line.
+    let bin = dir.path().join("args bin");
+    std::fs::write(&bin, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").expect("bin");
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let env_file = dir.path().join("env %n file");
+    std::fs::write(&env_file, "").expect("env");
+    let reports = dir.path().join("rep %d $x");
+    let (bin_s, env_s, rep_s) = (
+        bin.to_str().expect("utf-8").to_string(),
+        env_file.to_str().expect("utf-8").to_string(),
+        reports.to_str().expect("utf-8").to_string(),
+    );
+    let common_args = ["--binary", &bin_s, "--env-file", &env_s, "--reports", &rep_s];
+    let fleet_path = std::fs::canonicalize(&fleet).expect("canonical").display().to_string();
+    let want = |rep: &str| {
+        vec![
+            "fleet".to_string(),
+            "run".into(),
+            fleet_path.clone(),
+            rb_name.into(),
+            "--schedule".into(),
+            "nightly".into(),
+            "--parallel".into(),
+            "1".into(),
+            "--yes".into(),
+            "--report".into(),
+            format!("{rep}/nightly"),
+            "--junit".into(),
+            format!("{rep}/nightly/junit.xml"),
+        ]
+    };
+
+    let mut args = vec!["schedule", "cron", f];
+    args.extend(common_args);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let crontab = text(&out.stdout);
+    let entries: Vec<&str> = crontab.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+    assert_eq!(entries.len(), 2, "SHELL= and one entry: {crontab}");
+    let line = entries[1];
+    if have("python3", &["-c", "import croniter"]) {
+        let expr = line.split_whitespace().take(5).collect::<Vec<_>>().join(" ");
+        assert_eq!(expr, "0 2 * * *");
+        assert_eq!(cron_next_n(&expr, 2).len(), 2);
+    }
+    // What cron does with the command: `\%` is a `%`, an unescaped `%` would end it.
+    let command = line.splitn(6, ' ').nth(5).expect("command");
+    assert!(!command.replace("\\%", "").contains('%'), "an unescaped % in {command}");
+    let command = command.replace("\\%", "%");
+    let ran = std::process::Command::new("/bin/sh").args(["-c", &command]).output().expect("sh");
+    assert!(ran.status.success(), "{command}: {}", text(&ran.stderr));
+    let log = std::fs::read_to_string(reports.join("nightly.log")).expect("the command's log");
+    assert_eq!(log.lines().map(str::to_string).collect::<Vec<_>>(), want(&rep_s), "{command}");
+
+    let units = dir.path().join("units");
+    let mut args = vec!["schedule", "systemd", f, "--out", units.to_str().expect("utf-8")];
+    args.extend(common_args);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let service = std::fs::read_to_string(units.join("pgdrill-nightly.service")).expect("service");
+    let exec = service.lines().find(|l| l.starts_with("ExecStart=")).expect("ExecStart");
+    assert!(exec.contains(" \"it's $$HOME %%h `x`.yaml\" "), "{exec}");
+    assert!(!service.lines().any(|l| l.starts_with("ExecStartPre")), "{service}");
+    if require(have("systemd-analyze", &["--version"]), "systemd-analyze (ci/setup.sh)") {
+        let files: Vec<String> =
+            std::fs::read_dir(&units).expect("units").flatten().map(|e| e.path().display().to_string()).collect();
+        let out = std::process::Command::new("systemd-analyze").arg("verify").args(&files).output().expect("verify");
+        assert!(out.status.success(), "systemd-analyze verify: {}{}", text(&out.stdout), text(&out.stderr));
+    }
+
+    // A newline in the runbook name is refused where it is written.
+    std::fs::write(
+        &fleet,
+        "defaults: { storage: /b, connection: \"postgres://u@h/db\", schedules: [nightly] }\nschedules:\n  nightly: { runbook: \"backup\\n* * * * * evil\", cron: \"0 2 * * *\" }\nprojects: { p: { environments: { e: { databases: { a: {} } } } } }\n",
+    )
+    .expect("fleet");
+    for args in [vec!["validate", f], vec!["schedule", "cron", f]] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}{}", text(&out.stdout), text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(err.contains("f.yaml:3:") && err.contains("control character"), "{err}");
+        assert!(!text(&out.stdout).contains("evil"), "{}", text(&out.stdout));
+    }
+}

@@ -304,7 +304,15 @@ pub fn parse(file: &str, text: &str, base_dir: PathBuf) -> Result<Fleet, Diagnos
                 Some(NAME_HELP.into()),
             );
         }
-        if crate::shipped::find(&s.runbook).is_none() && !base_dir.join(&s.runbook).is_file() {
+        if let Some(why) = schedule::unsafe_name(&s.runbook) {
+            cx.at_value(
+                &format!("{path}.runbook"),
+                format!("runbook `{}` {why}", schedule::one_line(&s.runbook)),
+                Some(
+                    "rename the runbook file: its name becomes part of crontab lines, unit files and arguments".into(),
+                ),
+            );
+        } else if crate::shipped::find(&s.runbook).is_none() && !base_dir.join(&s.runbook).is_file() {
             cx.at_value(
                 &format!("{path}.runbook"),
                 format!("no shipped runbook or file `{}`", s.runbook),
