@@ -37,7 +37,8 @@ const SCHEMES: [&str; 4] = ["s3://", "gs://", "az://", "azure://"];
 /// Whether `location` names an object store (else it is a local path or `file://`).
 pub fn is_remote(location: &str) -> bool {
     let l = location.trim_start();
-    SCHEMES.iter().any(|s| l.len() >= s.len() && l[..s.len()].eq_ignore_ascii_case(s))
+    // Compared as bytes: the first bytes of `/tmp/çà` may end inside a character.
+    SCHEMES.iter().any(|s| l.as_bytes().get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s.as_bytes())))
 }
 
 /// `file:///srv/backups` -> `/srv/backups`; anything else unchanged.
@@ -109,38 +110,8 @@ pub fn open(location: &str) -> Result<Remote, String> {
     if let Some((_, r)) = lock(&OPEN).iter().find(|(l, _)| l == location) {
         return Ok(r.clone());
     }
-    let (base, query) = match location.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (location, None),
-    };
-    let (scheme, rest) = base.split_once("://").ok_or_else(|| format!("`{base}` is not a storage URL"))?;
-    let scheme = scheme.to_ascii_lowercase();
-    let (bucket, prefix) = match rest.split_once('/') {
-        Some((b, p)) => (b, p.trim_matches('/')),
-        None => (rest, ""),
-    };
-    if bucket.is_empty() {
-        return Err(format!("`{base}` names no bucket: write {scheme}://BUCKET/PREFIX"));
-    }
-    if prefix.split('/').any(|c| c == ".." || c == ".") {
-        return Err(format!("`{base}`: a prefix may not hold `.` or `..` components"));
-    }
-    let mut opts = BTreeMap::new();
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
-        let k = k.to_ascii_lowercase();
-        let v = percent_decode(v);
-        if ["key", "secret", "token", "password", "sas", "credential"].iter().any(|s| k.contains(s)) {
-            return Err(format!(
-                "`{k}` in a storage location: credentials never go in a location (it is shown and logged); set them in the environment ({})",
-                env_hint(&scheme)
-            ));
-        }
-        if !OPTIONS.split(", ").any(|o| o == k) {
-            return Err(format!("unknown storage option `{k}` in `{base}`: the options are {OPTIONS}"));
-        }
-        opts.insert(k, v);
-    }
+    let Location { scheme, bucket, prefix, opts } = parse_location(location)?;
+    let (bucket, prefix) = (bucket.as_str(), prefix.as_str());
     let flag = |k: &str| opts.get(k).map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
     let (store, parts): (Arc<dyn ObjectStore>, Arc<dyn object_store::multipart::MultipartStore>) = match scheme.as_str()
     {
@@ -218,6 +189,53 @@ pub fn open(location: &str) -> Result<Remote, String> {
     Ok(r)
 }
 
+/// A location's parts: scheme (lowercased), bucket, prefix (no leading or trailing `/`),
+/// options (values percent-decoded).
+#[derive(Debug)]
+struct Location {
+    scheme: String,
+    bucket: String,
+    prefix: String,
+    opts: BTreeMap<String, String>,
+}
+
+/// Split and check a location without opening anything.
+fn parse_location(location: &str) -> Result<Location, String> {
+    let (base, query) = match location.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (location, None),
+    };
+    let (scheme, rest) = base.split_once("://").ok_or_else(|| format!("`{base}` is not a storage URL"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    let (bucket, prefix) = match rest.split_once('/') {
+        Some((b, p)) => (b, p.trim_matches('/')),
+        None => (rest, ""),
+    };
+    if bucket.is_empty() {
+        return Err(format!("`{base}` names no bucket: write {scheme}://BUCKET/PREFIX"));
+    }
+    if prefix.split('/').any(|c| c == ".." || c == ".") {
+        return Err(format!("`{base}`: a prefix may not hold `.` or `..` components"));
+    }
+    let mut opts = BTreeMap::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
+        let k = k.to_ascii_lowercase();
+        let v = percent_decode(v);
+        if ["key", "secret", "token", "password", "sas", "credential"].iter().any(|s| k.contains(s)) {
+            return Err(format!(
+                "`{k}` in a storage location: credentials never go in a location (it is shown and logged); set them in the environment ({})",
+                env_hint(&scheme)
+            ));
+        }
+        if !OPTIONS.split(", ").any(|o| o == k) {
+            return Err(format!("unknown storage option `{k}` in `{base}`: the options are {OPTIONS}"));
+        }
+        opts.insert(k, v);
+    }
+    Ok(Location { scheme, bucket: bucket.to_string(), prefix: prefix.to_string(), opts })
+}
+
 fn env_hint(scheme: &str) -> &'static str {
     match scheme {
         "s3" => "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN or AWS_PROFILE",
@@ -231,9 +249,11 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
+        // By bytes: the two after a `%` may be part of a multibyte character.
+        let hex = |c: u8| (c as char).to_digit(16);
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
                 i += 3;
                 continue;
             }
@@ -1453,5 +1473,88 @@ mod tests {
         assert!(e.contains("names no bucket"), "{e}");
         let e = refused("s3://b/a/../c");
         assert!(e.contains("`..`"), "{e}");
+    }
+
+    /// Pieces of hostile locations, paths and keys: multibyte characters at every offset,
+    /// broken and half percent-escapes, separators, control characters, long components.
+    const PIECES: &[&str] = &[
+        "s3://",
+        "S3://",
+        "gs://",
+        "az://",
+        "/tmp/",
+        "ç",
+        "çà",
+        "€",
+        "😀",
+        "%",
+        "%c3",
+        "%C3%A7",
+        "%zz",
+        "%4",
+        "?",
+        "&",
+        "=",
+        "endpoint=",
+        "/",
+        "..",
+        ".",
+        "b",
+        "\n",
+        "\0",
+        "\u{fffd}",
+        "file://",
+        ":",
+        "@",
+        "{db}",
+        "*",
+    ];
+
+    /// Every sequence of up to three pieces: no parser in storage/ panics on any of them,
+    /// whatever its byte offsets; decoding works on bytes.
+    #[test]
+    fn hostile_locations_paths_and_keys_never_panic_any_storage_parser() {
+        let long = "é".repeat(200);
+        let mut inputs: Vec<String> = vec![String::new(), long.clone(), format!("s3://b/{long}/x.dump")];
+        for a in PIECES {
+            inputs.push(a.to_string());
+            for b in PIECES {
+                inputs.push(format!("{a}{b}"));
+                for c in PIECES {
+                    inputs.push(format!("{a}{b}{c}"));
+                }
+            }
+        }
+        for t in &inputs {
+            let _ = is_remote(t);
+            let _ = local_path(t);
+            let _ = percent_decode(t);
+            if let Ok(l) = parse_location(t) {
+                assert!(!l.bucket.is_empty(), "{t:?}");
+            }
+            let _ = crate::storage::names::parse(t);
+            let _ = crate::storage::names::looks_like_backup(t);
+            let _ = crate::storage::names::pgdrill_stamp(t);
+            if let Some(p) = t.contains('{').then(|| crate::storage::names::NamePattern::parse(t).ok()).flatten() {
+                let _ = p.matches(t);
+            }
+            let folder = crate::storage::folder_name(t);
+            assert_eq!(crate::storage::database_of_folder(&folder).as_deref(), Some(t.as_str()), "{t:?}");
+            let _ = crate::storage::database_of_folder(t);
+            let _ = crate::storage::legacy_folder_name(t);
+            let _ = display(Path::new(t));
+        }
+        // Paths that are not UTF-8 at all (a report or storage directory given as bytes).
+        use std::os::unix::ffi::OsStrExt;
+        for bytes in [&b"/tmp/\xff\xfe"[..], b"\xc3", b"s3://b/\xe2\x82", b"/tmp/\xc3\xa7\xc3"] {
+            let p = Path::new(std::ffi::OsStr::from_bytes(bytes));
+            let lossy = p.to_string_lossy();
+            let _ = is_remote(&lossy);
+            let _ = parse_location(&lossy);
+            let _ = display(p);
+            let _ = crate::storage::manifest_path(p);
+        }
+        assert!(!is_remote("/tmp/çà") && !is_remote("/tmpçà") && is_remote("S3://b"));
+        assert_eq!(percent_decode("%C3%A7%zz%c3"), "ç%zz\u{fffd}");
     }
 }
