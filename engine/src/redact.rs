@@ -164,6 +164,21 @@ fn credential_spans(text: &str) -> Vec<Range<usize>> {
     while let Some(at) = text[from..].find("://") {
         let start = from + at + 3;
         let end = text[start..].find(ends_authority).map_or(text.len(), |e| start + e);
+        // The values of credential query parameters (`?api_key=...&sig=...`).
+        let url_end =
+            text[start..].find(|c: char| c.is_whitespace() || "#\"'<>`".contains(c)).map_or(text.len(), |e| start + e);
+        if let Some(q) = text[start..url_end].find('?') {
+            let mut at = start + q + 1;
+            for pair in text[at..url_end].split(['&', ';']) {
+                if let Some((k, v)) = pair.split_once('=') {
+                    let r = at + k.len() + 1..at + pair.len();
+                    if !v.is_empty() && v != MASK && is_credential_param(k) {
+                        spans.push(r);
+                    }
+                }
+                at += pair.len() + 1;
+            }
+        }
         if let Some(amp) = text[start..end].rfind('@') {
             let userinfo = &text[start..start + amp];
             if let Some(colon) = userinfo.find(':') {
@@ -216,7 +231,42 @@ fn credential_spans(text: &str) -> Vec<Range<usize>> {
     spans
 }
 
-fn percent_decode(s: &str) -> String {
+/// Query parameters that carry a credential (compared lowercased, `-` read as `_`): libpq's
+/// passwords, tokens and API keys, and the signatures and credentials of presigned S3, GCS
+/// and Azure SAS URLs.
+const SECRET_PARAMS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "sslpassword",
+    "secret",
+    "client_secret",
+    "token",
+    "access_token",
+    "auth_token",
+    "api_key",
+    "apikey",
+    "key",
+    "access_key",
+    "secret_key",
+    "account_key",
+    "sig",
+    "signature",
+    "x_amz_signature",
+    "x_amz_credential",
+    "x_amz_security_token",
+    "x_goog_signature",
+    "x_goog_credential",
+];
+
+/// Whether a URL query parameter named `name` carries a credential.
+pub fn is_credential_param(name: &str) -> bool {
+    let n = percent_decode(name).to_ascii_lowercase().replace('-', "_");
+    SECRET_PARAMS.contains(&n.as_str())
+        || ["password", "secret", "token", "signature", "credential"].iter().any(|s| n.ends_with(s))
+}
+
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -401,6 +451,22 @@ mod tests {
         // Registered from a URL, the password is masked wherever else it shows up.
         r.add_credentials_in("postgres://app:s%40cret-pw@db/shop");
         assert_eq!(r.redact("auth failed for s@cret-pw"), format!("auth failed for {MASK}"));
+    }
+
+    /// Before: `http.check` logged `GET https://h/health?api_key=...` in clear.
+    #[test]
+    fn credential_query_parameters_are_masked_like_userinfo() {
+        let r = Redactor::default();
+        assert_eq!(
+            r.redact("GET https://h/health?api_key=k1&x=1&X-Amz-Signature=abc -> 200"),
+            format!("GET https://h/health?api_key={MASK}&x=1&X-Amz-Signature={MASK} -> 200")
+        );
+        assert_eq!(
+            r.redact("see http://h/p?token=t0k#frag and ?key=notaurl"),
+            format!("see http://h/p?token={MASK}#frag and ?key=notaurl")
+        );
+        assert_eq!(r.redact("http://h/?page=2&sort=name"), "http://h/?page=2&sort=name");
+        assert_eq!(r.redact("https://é/?sig=ç"), format!("https://é/?sig={MASK}"));
     }
 
     #[test]

@@ -558,3 +558,79 @@ fn the_smtp_password_is_a_secret_from_the_first_step() {
         assert!(!t.contains(PASSWORD), "the SMTP password appears in {what}:\n{t}");
     }
 }
+
+/// Before: report.md broke its tables on a newline or `|` in a name and passed `<script>`
+/// through; a newline in `--var database` forged whole terminal lines; Slack messages passed
+/// `<!channel>` and `<https://evil|text>` unescaped; `http.check` logged `?api_key=` tokens.
+#[test]
+fn hostile_names_are_escaped_for_markdown_the_terminal_and_slack_and_query_tokens_are_masked() {
+    let hooks = listener();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rb = dir.path().join("hostile.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: hostile\nvars:\n  database: \"\"\nsteps:\n  - name: \"a|b <script>alert(1)</script> [x](http://evil)\"\n    uses: sleep\n    with: {{ duration: 1ms }}\n  - name: health\n    uses: http.check\n    with: {{ url: \"http://127.0.0.1:{p}/health?api_key=QueryT0ken-77aa&page=2\", body_contains: \"{{{{ vars.database }}}}\" }}\n",
+            p = hooks.port
+        ),
+    )
+    .expect("runbook");
+    let notify = dir.path().join("notify.yaml");
+    std::fs::write(
+        &notify,
+        format!(
+            "notify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{}/slack\", format: slack }} }}\n",
+            hooks.port
+        ),
+    )
+    .expect("notify");
+    let report = dir.path().join("report");
+    let forged = "  passed       forged step [shell.run] 0.00s";
+    let out = pgdrill(&[
+        "run",
+        rb.to_str().expect("utf-8"),
+        "--var",
+        &format!("database=db1 <!channel> <https://evil|text>\n{forged}"),
+        "--notify",
+        notify.to_str().expect("utf-8"),
+        "--report",
+        report.to_str().expect("utf-8"),
+    ])
+    .output()
+    .expect("pgdrill");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+
+    // The terminal: one line per event, the newline shown as `\n`.
+    assert!(!stdout.lines().any(|l| l == forged), "a forged line: {stdout}");
+    assert!(stdout.contains(&format!("<https://evil|text>\\n{forged}")), "{stdout}");
+    assert!(!stdout.contains("QueryT0ken-77aa") && !stderr.contains("QueryT0ken-77aa"), "{stdout}{stderr}");
+    let run = std::fs::read_to_string(report.join("run.json")).expect("run.json");
+    assert!(run.contains("?api_key=********&page=2"), "http.check's log line is kept, its token masked: {run}");
+    assert!(!run.contains("QueryT0ken-77aa"), "{run}");
+
+    // report.md: every row of the checks table has its six cells; no HTML, no link.
+    let md = std::fs::read_to_string(report.join("report.md")).expect("report.md");
+    let unescaped_pipes = |l: &str| {
+        let b = l.as_bytes();
+        (0..b.len()).filter(|&i| b[i] == b'|' && (i == 0 || b[i - 1] != b'\\')).count()
+    };
+    let checks: Vec<&str> =
+        md.split("## Checks").nth(1).expect("checks section").lines().filter(|l| l.starts_with('|')).collect();
+    assert_eq!(checks.len(), 4, "header, rule and two checks: {md}");
+    for l in &checks {
+        assert_eq!(unescaped_pipes(l), 7, "a row with other than six cells: {l}\n{md}");
+    }
+    assert!(!md.lines().any(|l| l.starts_with(forged.trim_start())), "{md}");
+    assert!(!md.contains("<script>") && !md.contains("[x](http://evil)"), "{md}");
+    let html = std::fs::read_to_string(report.join("report.html")).expect("report.html");
+    assert!(!html.contains("<script>alert"), "{html}");
+
+    // Slack: no mention, no link from data.
+    let got = hooks.got.lock().expect("lock").clone();
+    let slack = got.iter().find(|(p, _)| p == "/slack").expect("the slack hook fired");
+    let body: serde_json::Value = serde_json::from_str(&slack.1).expect("json");
+    let t = body["text"].as_str().expect("text");
+    assert!(!t.contains("<!channel>") && !t.contains("<https://evil|text>") && !t.contains('<'), "{t}");
+    assert!(t.contains("&lt;!channel&gt;"), "{t}");
+}

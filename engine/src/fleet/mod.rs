@@ -466,59 +466,6 @@ fn check_settings(cx: &mut Cx<'_>, path: &str, s: &Settings, database_level: boo
     check_vars(cx, &format!("{path}.vars"), s.vars.as_ref());
 }
 
-/// Query parameters that carry a credential (compared lowercased, `-` read as `_`): libpq's
-/// passwords, tokens and API keys, and the signatures and credentials of presigned S3, GCS
-/// and Azure SAS URLs.
-const SECRET_PARAMS: &[&str] = &[
-    "password",
-    "passwd",
-    "pwd",
-    "sslpassword",
-    "secret",
-    "client_secret",
-    "token",
-    "access_token",
-    "auth_token",
-    "api_key",
-    "apikey",
-    "key",
-    "access_key",
-    "secret_key",
-    "account_key",
-    "sig",
-    "signature",
-    "x_amz_signature",
-    "x_amz_credential",
-    "x_amz_security_token",
-    "x_goog_signature",
-    "x_goog_credential",
-];
-
-fn secret_param(name: &str) -> bool {
-    let n = percent_decode_lossy(name).to_ascii_lowercase().replace('-', "_");
-    SECRET_PARAMS.contains(&n.as_str())
-        || ["password", "secret", "token", "signature", "credential"].iter().any(|s| n.ends_with(s))
-}
-
-fn percent_decode_lossy(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The credentials a value holds, each as (what it is, its text as written): the password of
 /// a URL's user info, the values of credential query parameters, and the `password` and
 /// `sslpassword` of a `key=value` connection string.
@@ -539,7 +486,9 @@ pub fn credentials_in(value: &str) -> Vec<(String, String)> {
             }
             if let Some(q) = url.split_once('?').map(|(_, q)| q.split('#').next().unwrap_or_default()) {
                 for pair in q.split(['&', ';']) {
-                    if let Some((k, v)) = pair.split_once('=').filter(|(k, v)| !v.is_empty() && secret_param(k)) {
+                    if let Some((k, v)) =
+                        pair.split_once('=').filter(|(k, v)| !v.is_empty() && crate::redact::is_credential_param(k))
+                    {
                         out.push((
                             format!("a credential in the query parameter `{}`", crate::report::visible(k)),
                             v.to_string(),
@@ -574,7 +523,9 @@ fn refuse_credentials(cx: &mut Cx<'_>, path: &str, value: &str) {
     if let Some(d) = cx.diags.0.last_mut() {
         d.source_line = d.source_line.take().map(|mut l| {
             for (_, secret) in &found {
-                for form in [secret.clone(), crate::redact::percent_encode(secret), percent_decode_lossy(secret)] {
+                for form in
+                    [secret.clone(), crate::redact::percent_encode(secret), crate::redact::percent_decode(secret)]
+                {
                     if !form.is_empty() {
                         l = l.replace(&form, "****");
                     }

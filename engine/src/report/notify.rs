@@ -531,15 +531,26 @@ fn push_body(f: &Facts) -> String {
 }
 
 fn text_of(f: &Facts) -> String {
-    let db = if f.database.is_empty() { String::new() } else { format!(" ({})", f.database) };
-    let mut t = format!("pgdrill: runbook {}{db} {} in {:.1} s", f.runbook, f.outcome, f.duration_s);
+    text_with(f, &|s| s.to_string())
+}
+
+/// Slack's mrkdwn reads `<...>` as a link or a mention (`<!channel>`, `<https://x|text>`) and
+/// `&` as the start of an entity: names and messages come from data, so those three are
+/// escaped as Slack asks.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn text_with(f: &Facts, esc: &dyn Fn(&str) -> String) -> String {
+    let db = if f.database.is_empty() { String::new() } else { format!(" ({})", esc(&f.database)) };
+    let mut t = format!("pgdrill: runbook {}{db} {} in {:.1} s", esc(&f.runbook), f.outcome, f.duration_s);
     if let Some(m) = f.message.as_deref().filter(|_| !f.passed) {
-        t.push_str(&format!("\n{m}"));
+        t.push_str(&format!("\n{}", esc(m)));
     }
     for o in &f.objectives {
         t.push_str(&format!(
             "\n{}: {} s (target {})",
-            o["name"].as_str().unwrap_or(""),
+            esc(o["name"].as_str().unwrap_or("")),
             o["measured_s"],
             o["target_s"]
         ));
@@ -625,7 +636,7 @@ impl Reporter for Notifier {
                 continue;
             };
             let body = match webhook.format {
-                Format::Slack => json!({ "text": text_of(&f) }),
+                Format::Slack => json!({ "text": text_with(&f, &slack_escape) }),
                 Format::Json => json!({
                     "runbook": f.runbook,
                     "database": f.database,
