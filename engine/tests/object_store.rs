@@ -1569,3 +1569,23 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     }
     srv.stop().await;
 }
+
+/// Before: one object whose last key part was longer than 255 bytes made every listing of
+/// its prefix fail (exit 3, "File name too long" on the local mirror), blocking list,
+/// verify and prune for every database there. It is skipped with a warning that names it;
+/// the other objects are listed.
+#[test]
+fn an_object_whose_name_no_file_can_have_is_skipped_with_a_warning_naming_it() {
+    let Some(s3) = moto() else { return };
+    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200, "bucket created");
+    let long = format!("shop_{}.dump", "x".repeat(300));
+    for key in [format!("p/shop/{long}"), "p/shop/shop_2026-01-01_020000.dump".to_string()] {
+        let (status, body) = http_body(s3.port, "PUT", &format!("/bkt/{key}"), &[], b"PGDMP not really a dump");
+        assert_eq!(status, 200, "{key}: {body}");
+    }
+    let (code, log) =
+        out_of(&mut with_aws(pgdrill(&["backups", "list", "--storage", "s3://bkt/p", "--json"]), s3.port));
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains(&format!("warning: s3://bkt/p/shop/{long} cannot be mirrored")), "{log}");
+    assert!(log.contains("s3://bkt/p/shop/shop_2026-01-01_020000.dump"), "the other object is listed: {log}");
+}

@@ -55,6 +55,15 @@ const READBACK_INFLIGHT: usize = 3;
 /// Range size of a streamed read (`Remote::reader`), and how many are in flight.
 const STREAM_PART: usize = 4 << 20;
 const STREAM_INFLIGHT: usize = 2;
+/// The longest file name (bytes) the local mirror can hold: Linux's NAME_MAX.
+const NAME_MAX: usize = 255;
+
+/// Whether a mirror file could not be made because of the object's name (too long, or a
+/// name the filesystem refuses), not because the disk or the directory failed.
+fn unmirrorable(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(nix::errno::Errno::ENAMETOOLONG as i32) || e.kind() == std::io::ErrorKind::InvalidFilename
+}
+
 /// Bytes of each foreign object read into its sparse mirror, to tell its kind.
 const HEAD_BYTES: u64 = 4096;
 
@@ -430,12 +439,24 @@ impl Remote {
             if parts.len() > 2 || parts.iter().any(|p| p.starts_with('.') || p.is_empty()) {
                 continue;
             }
+            // One object whose name no local file can have must not hide every other one.
+            if let Some(p) = parts.iter().find(|p| p.len() > NAME_MAX) {
+                self.skipped(&rel, &format!("a key part of {} bytes (a file name has at most {NAME_MAX})", p.len()));
+                continue;
+            }
             let local = self.mirror_of(&rel);
             keep.insert(local.clone());
             let tag = self.pin(&rel, m.e_tag.as_deref());
             if rel.ends_with(".manifest.json") {
                 let bytes = self.get_bytes(&m.location).await?;
-                super::write_replace(&local, &bytes).map_err(|e| format!("mirroring {}: {e}", local.display()))?;
+                if let Err(e) = super::write_replace(&local, &bytes) {
+                    if unmirrorable(&e) {
+                        keep.remove(&local);
+                        self.skipped(&rel, &e.to_string());
+                        continue;
+                    }
+                    return Err(format!("mirroring {}: {e}", local.display()));
+                }
                 continue;
             }
             let same_size = std::fs::metadata(&local).map(|md| md.len()).ok() == Some(m.size);
@@ -452,8 +473,14 @@ impl Remote {
                     .map_err(|e| format!("reading {}: {}", self.url_of(&rel), describe(&e)))?
                     .to_vec()
             };
-            stand_in(&local, &head, m.size, m.last_modified.into())
-                .map_err(|e| format!("mirroring {}: {e}", local.display()))?;
+            if let Err(e) = stand_in(&local, &head, m.size, m.last_modified.into()) {
+                if unmirrorable(&e) {
+                    keep.remove(&local);
+                    self.skipped(&rel, &e.to_string());
+                    continue;
+                }
+                return Err(format!("mirroring {}: {e}", local.display()));
+            }
         }
         for (folder, mut items) in ledgers {
             // Names begin with the time of the verification: in order.
@@ -477,6 +504,17 @@ impl Remote {
         }
         prune_mirror(&self.cache, &keep);
         Ok(self.cache.clone())
+    }
+
+    /// Say that an object is left out of the listing, and why (the run goes on without it).
+    fn skipped(&self, rel: &str, why: &str) {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "warning: {} cannot be mirrored locally ({}): left out of the listing; rename it in the store to list it",
+            crate::report::visible(&self.url_of(rel)),
+            crate::report::visible(why)
+        );
     }
 
     async fn get_bytes(&self, key: &Key) -> Result<Vec<u8>, String> {
