@@ -82,6 +82,8 @@ pub struct Remote {
     blocks: bool,
     /// The private local mirror.
     cache: PathBuf,
+    /// How long one request may take.
+    timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Remote {
@@ -111,7 +113,33 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The option keys a location may carry after `?`.
-const OPTIONS: &str = "endpoint, region, path_style, allow_http, storage_class, account, use_emulator";
+const OPTIONS: &str = "endpoint, region, path_style, allow_http, storage_class, account, use_emulator, timeout";
+
+/// How long one request may take (connect, answer and body), unless the location's
+/// `timeout=` or PGDRILL_STORE_TIMEOUT says otherwise; connecting alone gets at most
+/// `CONNECT_TIMEOUT`. A store that accepts connections and never answers is then an error
+/// within seconds, not after object_store's three minutes of retries.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The request timeout of a location: its `timeout=` option, else PGDRILL_STORE_TIMEOUT,
+/// else `REQUEST_TIMEOUT` (`30s`, `2m` or plain seconds).
+fn request_timeout(opts: &BTreeMap<String, String>) -> Result<std::time::Duration, String> {
+    let (v, from) = match (opts.get("timeout"), std::env::var("PGDRILL_STORE_TIMEOUT").ok().filter(|v| !v.is_empty())) {
+        (Some(v), _) => (v.clone(), "the location's `timeout`"),
+        (None, Some(v)) => (v, "PGDRILL_STORE_TIMEOUT"),
+        (None, None) => return Ok(REQUEST_TIMEOUT),
+    };
+    let d = v
+        .parse::<u64>()
+        .map(std::time::Duration::from_secs)
+        .or_else(|_| humantime::parse_duration(&v))
+        .map_err(|_| format!("{from} `{}` is not a duration: write `20s` or `2m`", crate::report::visible(&v)))?;
+    if d.is_zero() {
+        return Err(format!("{from} is 0: a request needs some time"));
+    }
+    Ok(d)
+}
 
 /// Open `location` (once per process; later calls share it and its mirror).
 pub fn open(location: &str) -> Result<Remote, String> {
@@ -122,10 +150,23 @@ pub fn open(location: &str) -> Result<Remote, String> {
     let Location { scheme, bucket, prefix, opts } = parse_location(location)?;
     let (bucket, prefix) = (bucket.as_str(), prefix.as_str());
     let flag = |k: &str| opts.get(k).map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
+    let timeout = request_timeout(&opts)?;
+    // Set key by key: the builders' other client settings (AWS_ALLOW_HTTP...) come from the
+    // environment and must stay.
+    let timeouts = [
+        (object_store::ClientConfigKey::Timeout, humantime::format_duration(timeout).to_string()),
+        (
+            object_store::ClientConfigKey::ConnectTimeout,
+            humantime::format_duration(CONNECT_TIMEOUT.min(timeout)).to_string(),
+        ),
+    ];
     let (store, parts): (Arc<dyn ObjectStore>, Arc<dyn object_store::multipart::MultipartStore>) = match scheme.as_str()
     {
         "s3" => {
             let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            for (k, v) in &timeouts {
+                b = b.with_config(object_store::aws::AmazonS3ConfigKey::Client(*k), v);
+            }
             b = aws_profile(b)?;
             if let Some(e) = opts.get("endpoint") {
                 b = b.with_endpoint(e);
@@ -144,6 +185,9 @@ pub fn open(location: &str) -> Result<Remote, String> {
         }
         "az" | "azure" => {
             let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(bucket);
+            for (k, v) in &timeouts {
+                b = b.with_config(object_store::azure::AzureConfigKey::Client(*k), v);
+            }
             if let Ok(cs) = std::env::var("AZURE_STORAGE_CONNECTION_STRING") {
                 for part in cs.split(';').filter(|p| !p.is_empty()) {
                     let Some((k, v)) = part.split_once('=') else { continue };
@@ -172,7 +216,10 @@ pub fn open(location: &str) -> Result<Remote, String> {
             (built.clone(), built)
         }
         "gs" => {
-            let b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+            for (k, v) in &timeouts {
+                b = b.with_config(object_store::gcp::GoogleConfigKey::Client(*k), v);
+            }
             if opts.contains_key("endpoint") {
                 return Err("`endpoint` is not supported for gs:// locations: Google Cloud Storage is reached at its own address (for another server, use its S3-compatible endpoint with s3://)".into());
             }
@@ -193,6 +240,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
         storage_class: opts.get("storage_class").cloned(),
         blocks: matches!(scheme.as_str(), "az" | "azure"),
         cache,
+        timeout,
     };
     lock(&OPEN).push((location.to_string(), r.clone()));
     Ok(r)
@@ -416,9 +464,27 @@ impl Remote {
         self.cache.join(rel)
     }
 
+    /// Whether the store answers: one listing request (the bucket exists, the credentials
+    /// are taken) that must answer within the request timeout, retries included. Called
+    /// before anything that holds a resource while it waits (pg_dump's snapshot).
+    pub async fn probe(&self) -> Result<(), String> {
+        let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
+        let mut listing = self.store.list(prefix.as_ref());
+        match tokio::time::timeout(self.timeout, listing.next()).await {
+            Err(_) => Err(format!(
+                "the store cannot be reached: {} did not answer within {} (set the location's `timeout=` or PGDRILL_STORE_TIMEOUT for a slower store)",
+                self.url,
+                humantime::format_duration(self.timeout)
+            )),
+            Ok(Some(Err(e))) => Err(format!("cannot list {}: {}", self.url, describe(&e))),
+            Ok(_) => Ok(()),
+        }
+    }
+
     /// Mirror the location: manifests and ledgers, and a sparse stand-in for each backup.
     /// Returns the mirror's root, to be listed as a local store.
     pub async fn mirror(&self) -> Result<PathBuf, String> {
+        self.probe().await?;
         let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
         let mut listing = self.store.list(prefix.as_ref());
         let mut objects = Vec::new();
