@@ -442,7 +442,9 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             o.check().map_err(Error::invalid)?;
             match format.as_str() {
                 "cron" => out!("{}", crate::fleet::schedule::crontab(&fleet, &o)),
-                "kubernetes" => out!("{}", crate::fleet::schedule::kubernetes(&fleet, &text, &o)),
+                "kubernetes" => {
+                    out!("{}", crate::fleet::schedule::kubernetes(&fleet, &text, &o).map_err(Error::invalid)?)
+                }
                 _ => {
                     let units = crate::fleet::schedule::systemd(&fleet, &o);
                     match out {

@@ -844,3 +844,70 @@ fn hostile_runbook_and_path_names_reach_cron_and_systemd_as_one_argument() {
         assert!(!text(&out.stdout).contains("evil"), "{}", text(&out.stdout));
     }
 }
+
+/// Before: a fleet file whose first line is indented gave an invalid ConfigMap with exit 0;
+/// pods lacked `seccompProfile: RuntimeDefault` (Pod Security "restricted" refuses them) and
+/// `resources`; a runbook given as a file beside the fleet file was not shipped into the
+/// pod. The manifests parse back (the ConfigMap holds both files byte for byte), pass
+/// `kubernetes-validate --strict`, and each pod meets "restricted" with the fleet's
+/// requests and limits.
+#[test]
+fn kubernetes_manifests_ship_the_exact_files_and_meet_pod_security_restricted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rb_text = "name: nightly-own\n# a runbook of our own: with  # and : inside\nsteps:\n  - uses: sleep\n    with: { duration: 1ms }\n";
+    std::fs::write(dir.path().join("own runbook %h.yaml"), rb_text).expect("runbook");
+    // Indented from its first line, a trailing space, a `|` and a `---` inside a value.
+    let fleet_text = "  defaults:\n    storage: /var/lib/pgdrill/backups/{project} \n    connection: \"postgres://u@h/db\"\n    resources: { requests: { cpu: 300m, memory: 384Mi }, limits: { cpu: \"1\", memory: 1Gi } }\n    vars: { note: \"a | b --- c: d\" }\n  schedules:\n    nightly: { runbook: \"own runbook %h.yaml\", cron: \"0 2 * * *\" }\n    weekly: { runbook: verify, cron: \"0 5 * * 0\" }\n  projects:\n    p: { defaults: { schedules: [nightly, weekly] }, environments: { e: { databases: { a: {}, b: {} } } } }\n\n";
+    let fleet = dir.path().join("pgdrill.fleet.yaml");
+    std::fs::write(&fleet, fleet_text).expect("fleet");
+    let out = run(&["schedule", "kubernetes", fleet.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let manifests = text(&out.stdout);
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&manifests)
+        .map(|d| serde::Deserialize::deserialize(d).expect("each document parses"))
+        .collect();
+    let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").expect("the ConfigMap");
+    assert_eq!(cm["data"]["pgdrill.fleet.yaml"].as_str(), Some(fleet_text), "{manifests}");
+    assert_eq!(cm["data"]["runbook.nightly.yaml"].as_str(), Some(rb_text), "{manifests}");
+    let jobs: Vec<&serde_yaml::Value> = docs.iter().filter(|d| d["kind"] == "CronJob").collect();
+    assert_eq!(jobs.len(), 2);
+    for job in &jobs {
+        let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], serde_yaml::Value::Bool(true));
+        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+        let c = &pod["containers"][0];
+        let sc = &c["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], serde_yaml::Value::Bool(false));
+        assert_eq!(sc["readOnlyRootFilesystem"], serde_yaml::Value::Bool(true));
+        assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+        assert_eq!(c["resources"]["requests"]["cpu"], "300m");
+        assert_eq!(c["resources"]["requests"]["memory"], "384Mi");
+        assert_eq!(c["resources"]["limits"]["cpu"], "1");
+        assert_eq!(c["resources"]["limits"]["memory"], "1Gi");
+        let runbook = c["args"][3].as_str().expect("runbook arg");
+        if job["metadata"]["name"] == "pgdrill-nightly" {
+            assert_eq!(runbook, "/etc/pgdrill/runbook.nightly.yaml", "the file runbook is shipped and named");
+        } else {
+            assert_eq!(runbook, "verify", "a shipped runbook is in the image");
+        }
+    }
+    if require(have("kubernetes-validate", &["--version"]), "kubernetes-validate (ci/setup.sh installs it)") {
+        let path = dir.path().join("k8s.yaml");
+        std::fs::write(&path, &manifests).expect("write");
+        let v = std::process::Command::new("kubernetes-validate")
+            .args(["--strict", path.to_str().expect("utf-8")])
+            .output()
+            .expect("kubernetes-validate");
+        assert!(v.status.success(), "{}{}\n{manifests}", text(&v.stdout), text(&v.stderr));
+    }
+    // A quantity Kubernetes would refuse is refused at its line.
+    std::fs::write(&fleet, fleet_text.replace("memory: 1Gi", "memory: lots")).expect("fleet");
+    let out = run(&["validate", fleet.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("pgdrill.fleet.yaml:4:") && text(&out.stderr).contains("quantity"),
+        "{}",
+        text(&out.stderr)
+    );
+}

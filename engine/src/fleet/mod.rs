@@ -111,6 +111,34 @@ pub struct Settings {
     pub schedules: Option<Vec<String>>,
     /// Extra runbook variables.
     pub vars: Option<Ordered<serde_yaml::Value>>,
+    /// Kubernetes pods' requests and limits (top-level `defaults:` only: one CronJob runs
+    /// every target of a cadence).
+    pub resources: Option<Resources>,
+}
+
+/// A container's CPU and memory requests and limits, as Kubernetes quantities.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    pub requests: Option<Quantities>,
+    pub limits: Option<Quantities>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Quantities {
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+}
+
+/// Whether `q` is a Kubernetes quantity (`500m`, `2`, `1.5`, `512Mi`, `1G`, `1e3`).
+fn valid_quantity(q: &str) -> bool {
+    let num_end = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
+    let (num, suffix) = q.split_at(num_end);
+    let num_ok = !num.is_empty() && num.matches('.').count() <= 1 && num != ".";
+    let suffix_ok = ["", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"].contains(&suffix)
+        || suffix.strip_prefix(['e', 'E']).is_some_and(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_digit()));
+    num_ok && suffix_ok
 }
 
 /// A cadence: which runbook, when.
@@ -194,6 +222,8 @@ pub struct Fleet {
     pub base_dir: PathBuf,
     pub schedules: Vec<(String, Schedule)>,
     pub targets: Vec<Target>,
+    /// Requests and limits of Kubernetes pods (top-level `defaults.resources`).
+    pub resources: Resources,
 }
 
 impl Fleet {
@@ -385,7 +415,8 @@ pub fn parse(file: &str, text: &str, base_dir: PathBuf) -> Result<Fleet, Diagnos
         cx.at_key("projects", "the fleet has no databases", Some("each environment lists its `databases:`".into()));
     }
     if cx.diags.is_empty() {
-        Ok(Fleet { file: PathBuf::from(file), base_dir, schedules, targets })
+        let resources = root.resources.clone().unwrap_or_default();
+        Ok(Fleet { file: PathBuf::from(file), base_dir, schedules, targets, resources })
     } else {
         Err(cx.diags)
     }
@@ -464,6 +495,26 @@ fn check_settings(cx: &mut Cx<'_>, path: &str, s: &Settings, database_level: boo
         }
     }
     check_vars(cx, &format!("{path}.vars"), s.vars.as_ref());
+    if let Some(r) = &s.resources {
+        if path != "defaults" {
+            cx.at_key(
+                &format!("{path}.resources"),
+                "`resources` are the Kubernetes pods' of a whole cadence: set them in the top-level `defaults:`",
+                None,
+            );
+        }
+        for (kind, q) in [("requests", &r.requests), ("limits", &r.limits)] {
+            for (what, v) in q.iter().flat_map(|q| [("cpu", &q.cpu), ("memory", &q.memory)]) {
+                if let Some(v) = v.as_ref().filter(|v| !valid_quantity(v)) {
+                    cx.at_value(
+                        &format!("{path}.resources.{kind}.{what}"),
+                        format!("`{}` is not a Kubernetes quantity", schedule::one_line(v)),
+                        Some("write `500m` or `2` for CPU, `512Mi` or `2Gi` for memory".into()),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// The credentials a value holds, each as (what it is, its text as written): the password of
