@@ -911,3 +911,62 @@ fn kubernetes_manifests_ship_the_exact_files_and_meet_pod_security_restricted() 
         text(&out.stderr)
     );
 }
+
+/// Before: two `fleet run`s with the same `--report` directory overwrote each other's
+/// per-target files with no lock, and a read-only `--report`/`--junit` location was found
+/// only after every step, with its side effects, had run. A second fleet run (or run) on a
+/// directory a fleet run holds is refused naming the holder, and an unwritable location is
+/// refused before the first step (its mark is never made).
+#[test]
+fn a_report_directory_is_one_run_s_and_an_unwritable_one_is_refused_before_any_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fleet, rb) = sleepy_fleet(dir.path());
+    let (f, r) = (fleet.to_str().expect("utf-8"), rb.to_str().expect("utf-8"));
+    let report = dir.path().join("reports");
+    let rep = report.to_str().expect("utf-8");
+    std::fs::create_dir_all(dir.path().join("tmp")).expect("tmp");
+    let mut first = pgdrill(&["fleet", "run", f, r, "--only", "p/e/a", "--report", rep])
+        .env("TMPDIR", dir.path().join("tmp"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("fleet run");
+    for _ in 0..600 {
+        if dir.path().join("marks/began-a").is_file() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(dir.path().join("marks/began-a").is_file(), "the first fleet run did not start");
+    let second = run(&["fleet", "run", f, r, "--only", "p/e/b", "--report", rep]);
+    let third = run(&["run", r, "--var", "database=c", "--report", rep]);
+    // Stop the first run (it rolls back through its `finally`).
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = first.wait();
+    for (what, out) in [("fleet run", &second), ("run", &third)] {
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{what}: {}{err}", text(&out.stdout));
+        assert!(err.contains(&format!("is in use by another pgdrill run (pid {})", first.id())), "{what}: {err}");
+    }
+    assert!(!dir.path().join("marks/began-b").exists() && !dir.path().join("marks/began-c").exists());
+
+    // A location that cannot be written (under a regular file: refused even for root).
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").expect("file");
+    let bad = file.join("sub");
+    let bad_s = bad.to_str().expect("utf-8");
+    let junit_s = bad.join("junit.xml").display().to_string();
+    for args in [
+        vec!["run", r, "--var", "database=d", "--report", bad_s],
+        vec!["run", r, "--var", "database=d", "--junit", &junit_s],
+        vec!["fleet", "run", f, r, "--only", "p/e/c", "--report", bad_s],
+        vec!["fleet", "run", f, r, "--only", "p/e/c", "--junit", &junit_s],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}{}", text(&out.stdout), text(&out.stderr));
+        assert!(text(&out.stderr).contains("a-file/sub"), "{args:?}: {}", text(&out.stderr));
+        for m in ["began-d", "began-c"] {
+            assert!(!dir.path().join("marks").join(m).exists(), "{args:?} ran a step before refusing");
+        }
+    }
+}

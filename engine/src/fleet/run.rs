@@ -197,6 +197,12 @@ pub async fn run(fleet: &Fleet, o: &Options, cancel: CancellationToken) -> Resul
         println!("fleet {}: no target selected, nothing to do", fleet.file.display());
         return Ok(ExitCode::Passed);
     }
+    // Two fleet runs sharing a report directory would overwrite each other's per-target
+    // files: it is this run's alone. Both locations are proven writable before any run starts.
+    let _report_lock = o.report.as_deref().map(|d| crate::report::lock::lock_dir(d, "--report")).transpose()?;
+    if let Some(j) = &o.junit {
+        crate::report::lock::check_writable(j, "--junit")?;
+    }
     let exe =
         std::env::current_exe().map_err(|e| Error::environment(format!("cannot find the pgdrill binary: {e}")))?;
     // Without --report the runs' reports live until the summary is written, in a directory
