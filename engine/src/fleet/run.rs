@@ -185,7 +185,14 @@ fn reap_scratch() {
         };
         let alive = crate::child::is_alive(pid);
         if !alive && e.file_type().is_ok_and(|t| t.is_dir()) {
-            let _ = std::fs::remove_dir_all(e.path());
+            // The killed fleet's orphaned runs may still be writing their last report there
+            // (a file made during the removal fails it with "not empty"): a few tries.
+            for _ in 0..5 {
+                if std::fs::remove_dir_all(e.path()).is_ok() || !e.path().exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
         }
     }
 }
