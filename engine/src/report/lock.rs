@@ -15,7 +15,7 @@ const LOCK_FILE: &str = ".pgdrill.lock";
 /// Held for the whole run; the lock goes with it (or with the process).
 #[derive(Debug)]
 pub struct DirLock {
-    _file: std::fs::File,
+    _file: nix::fcntl::Flock<std::fs::File>,
     pub dir: PathBuf,
 }
 
@@ -26,16 +26,16 @@ pub fn lock_dir(dir: &Path, what: &str) -> Result<DirLock, Error> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::environment(format!("{what} {shown}: cannot create the directory: {e}")))?;
     let path = dir.join(LOCK_FILE);
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(&path)
         .map_err(|e| Error::environment(format!("{what} {shown} is not writable: {e}")))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
+    let mut file = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(f) => f,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
             let holder = holder.trim();
             let by = if holder.is_empty() { String::new() } else { format!(" (pid {})", super::visible(holder)) };
@@ -43,10 +43,8 @@ pub fn lock_dir(dir: &Path, what: &str) -> Result<DirLock, Error> {
                 "{what} {shown} is in use by another pgdrill run{by}: give each run its own directory"
             )));
         }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(Error::environment(format!("{what} {shown}: cannot lock it: {e}")))
-        }
-    }
+        Err((_, e)) => return Err(Error::environment(format!("{what} {shown}: cannot lock it: {e}"))),
+    };
     file.set_len(0)
         .and_then(|_| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
         .map_err(|e| Error::environment(format!("{what} {shown} is not writable: {e}")))?;
