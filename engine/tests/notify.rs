@@ -469,7 +469,8 @@ while True:
 /// that printed it put it in clear in the terminal, JUnit, run.json, the reports, the
 /// webhook bodies, the Sentry event and the email itself. Here a step prints it (read from
 /// a file, as a misconfigured script would) and dumps its environment; the password is in
-/// none of them, the mail still went out with it.
+/// none of them, the mail still went out with it. The same holds for a password of the
+/// libpq password file a fleet target names (PGPASSFILE).
 #[test]
 fn the_smtp_password_is_a_secret_from_the_first_step() {
     let ok = std::process::Command::new("/usr/bin/python3")
@@ -480,13 +481,18 @@ fn the_smtp_password_is_a_secret_from_the_first_step() {
         return;
     }
     const PASSWORD: &str = "smtp-S3cret-pass-71c4e2";
+    // A fleet target's libpq password file: its passwords are secrets of the run too.
+    const PASSFILE_PW: &str = "passfile-Pw-0042-9d1e";
     let dir = tempfile::tempdir().expect("tempdir");
+    let passfile = dir.path().join("pgpass");
+    std::fs::write(&passfile, format!("db.example:5432:*:app:{PASSFILE_PW}\n")).expect("passfile");
+    std::fs::set_permissions(&passfile, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
     let maildir = dir.path().join("maildir");
     let port = free_port();
     let _smtp = smtp_with_auth(port, &maildir, PASSWORD);
     let hooks = listener();
     let pwfile = dir.path().join("pw.txt");
-    std::fs::write(&pwfile, format!("{PASSWORD}\n")).expect("pw file");
+    std::fs::write(&pwfile, format!("{PASSWORD}\n{PASSFILE_PW}\n")).expect("pw file");
     let envdump = dir.path().join("env.txt");
     let rb = dir.path().join("leaky.yaml");
     std::fs::write(
@@ -520,6 +526,7 @@ fn the_smtp_password_is_a_secret_from_the_first_step() {
         junit.to_str().expect("utf-8"),
     ])
     .env("SMTP_PW", PASSWORD)
+    .env("PGPASSFILE", &passfile)
     .output()
     .expect("pgdrill");
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
@@ -556,6 +563,7 @@ fn the_smtp_password_is_a_secret_from_the_first_step() {
     seen.push(("the email".into(), std::fs::read_to_string(mails[0].path()).expect("mail")));
     for (what, t) in &seen {
         assert!(!t.contains(PASSWORD), "the SMTP password appears in {what}:\n{t}");
+        assert!(!t.contains(PASSFILE_PW), "the passfile's password appears in {what}:\n{t}");
     }
 }
 
