@@ -362,6 +362,17 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             if rto.is_some() {
                 rb.targets.rto = rto;
             }
+            // Where the evidence goes is proven writable, and the report directory is this
+            // run's alone, before any step changes anything.
+            let _report_lock = match &report {
+                Some(d) if !crate::storage::remote::is_remote(&d.to_string_lossy()) => {
+                    Some(crate::report::lock::lock_dir(d, "--report")?)
+                }
+                _ => None,
+            };
+            if let Some(j) = &junit {
+                crate::report::lock::check_writable(j, "--junit")?;
+            }
             let mut reporters: Vec<Box<dyn Reporter>> =
                 vec![Box::new(Terminal::new(!quiet && std::io::stdout().is_terminal()))];
             if let Some(p) = junit {
@@ -454,9 +465,12 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 secret,
                 claim,
             };
+            o.check().map_err(Error::invalid)?;
             match format.as_str() {
                 "cron" => out!("{}", crate::fleet::schedule::crontab(&fleet, &o)),
-                "kubernetes" => out!("{}", crate::fleet::schedule::kubernetes(&fleet, &text, &o)),
+                "kubernetes" => {
+                    out!("{}", crate::fleet::schedule::kubernetes(&fleet, &text, &o).map_err(Error::invalid)?)
+                }
                 _ => {
                     let units = crate::fleet::schedule::systemd(&fleet, &o);
                     match out {

@@ -164,6 +164,21 @@ fn credential_spans(text: &str) -> Vec<Range<usize>> {
     while let Some(at) = text[from..].find("://") {
         let start = from + at + 3;
         let end = text[start..].find(ends_authority).map_or(text.len(), |e| start + e);
+        // The values of credential query parameters (`?api_key=...&sig=...`).
+        let url_end =
+            text[start..].find(|c: char| c.is_whitespace() || "#\"'<>`".contains(c)).map_or(text.len(), |e| start + e);
+        if let Some(q) = text[start..url_end].find('?') {
+            let mut at = start + q + 1;
+            for pair in text[at..url_end].split(['&', ';']) {
+                if let Some((k, v)) = pair.split_once('=') {
+                    let r = at + k.len() + 1..at + pair.len();
+                    if !v.is_empty() && v != MASK && is_credential_param(k) {
+                        spans.push(r);
+                    }
+                }
+                at += pair.len() + 1;
+            }
+        }
         if let Some(amp) = text[start..end].rfind('@') {
             let userinfo = &text[start..start + amp];
             if let Some(colon) = userinfo.find(':') {
@@ -216,7 +231,42 @@ fn credential_spans(text: &str) -> Vec<Range<usize>> {
     spans
 }
 
-fn percent_decode(s: &str) -> String {
+/// Query parameters that carry a credential (compared lowercased, `-` read as `_`): libpq's
+/// passwords, tokens and API keys, and the signatures and credentials of presigned S3, GCS
+/// and Azure SAS URLs.
+const SECRET_PARAMS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "sslpassword",
+    "secret",
+    "client_secret",
+    "token",
+    "access_token",
+    "auth_token",
+    "api_key",
+    "apikey",
+    "key",
+    "access_key",
+    "secret_key",
+    "account_key",
+    "sig",
+    "signature",
+    "x_amz_signature",
+    "x_amz_credential",
+    "x_amz_security_token",
+    "x_goog_signature",
+    "x_goog_credential",
+];
+
+/// Whether a URL query parameter named `name` carries a credential.
+pub fn is_credential_param(name: &str) -> bool {
+    let n = percent_decode(name).to_ascii_lowercase().replace('-', "_");
+    SECRET_PARAMS.contains(&n.as_str())
+        || ["password", "secret", "token", "signature", "credential"].iter().any(|s| n.ends_with(s))
+}
+
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -250,6 +300,13 @@ pub fn register_run_inputs(
     // libpq's own password variable reaches connections whose URL has none.
     if let Some(Json::String(pw)) = env.get("PGPASSWORD") {
         r.add(pw);
+    }
+    // And its password file (a fleet's `passfile`): every password in it, before a step
+    // can print one or a `shell.run` child can inherit it.
+    if let Some(Json::String(f)) = env.get("PGPASSFILE") {
+        for pw in std::fs::read_to_string(f).unwrap_or_default().lines().filter_map(passfile_password) {
+            r.add(&pw);
+        }
     }
     // `let` values are built from vars: a URL put together there may carry a password.
     let lets = crate::runbook::resolve_lets(rb, vars, env).unwrap_or_default();
@@ -287,6 +344,31 @@ pub fn register_step_inputs(r: &Redactor, kind: &StepKind, with: &Yaml) -> Resul
     }
     each_yaml_string(with, &mut |s| r.add_credentials_in(s));
     Ok(())
+}
+
+/// The password of a `.pgpass` line (`host:port:database:user:password`, `\\` and `\:`
+/// escaped), none for a comment.
+fn passfile_password(line: &str) -> Option<String> {
+    if line.starts_with('#') {
+        return None;
+    }
+    let mut field = 0;
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let n = chars.next()?;
+                if field == 4 {
+                    out.push(n);
+                }
+            }
+            ':' if field < 4 => field += 1,
+            _ if field == 4 => out.push(c),
+            _ => {}
+        }
+    }
+    (field == 4 && !out.is_empty()).then_some(out)
 }
 
 fn each_string(v: &Json, f: &mut dyn FnMut(&str)) {
@@ -371,6 +453,22 @@ mod tests {
         assert_eq!(r.redact("auth failed for s@cret-pw"), format!("auth failed for {MASK}"));
     }
 
+    /// Before: `http.check` logged `GET https://h/health?api_key=...` in clear.
+    #[test]
+    fn credential_query_parameters_are_masked_like_userinfo() {
+        let r = Redactor::default();
+        assert_eq!(
+            r.redact("GET https://h/health?api_key=k1&x=1&X-Amz-Signature=abc -> 200"),
+            format!("GET https://h/health?api_key={MASK}&x=1&X-Amz-Signature={MASK} -> 200")
+        );
+        assert_eq!(
+            r.redact("see http://h/p?token=t0k#frag and ?key=notaurl"),
+            format!("see http://h/p?token={MASK}#frag and ?key=notaurl")
+        );
+        assert_eq!(r.redact("http://h/?page=2&sort=name"), "http://h/?page=2&sort=name");
+        assert_eq!(r.redact("https://é/?sig=ç"), format!("https://é/?sig={MASK}"));
+    }
+
     #[test]
     fn a_variable_holds_a_secret_when_it_contains_a_long_one_or_is_a_short_one() {
         let r = Redactor::default();
@@ -379,6 +477,13 @@ mod tests {
         assert!(r.holds_secret("test"));
         assert!(!r.holds_secret("/usr/test/bin:/bin"), "a short secret inside PATH hides PATH");
         assert!(r.holds_secret("https://x:a-long-api-token-value@h"));
+    }
+
+    #[test]
+    fn passfile_passwords_are_read_with_their_escapes() {
+        assert_eq!(passfile_password("db:5432:*:app:pa\\:ss\\\\w"), Some("pa:ss\\w".into()));
+        assert_eq!(passfile_password("# db:5432:*:app:pw"), None);
+        assert_eq!(passfile_password("db:5432:*:app"), None);
     }
 
     #[test]

@@ -282,3 +282,20 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// Before: a `docker://` target with an `exec_user` the container does not have failed after
+/// 31 s of retries with "the container has no perl": docker's own words went to stdout,
+/// where the relay's protocol read them. The error now quotes the engine, and it is the
+/// URL's mistake (exit 2, no retries).
+#[test]
+fn a_docker_exec_failure_names_the_engine_s_cause() {
+    let Some(c) = Container::start("execuser") else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("database_url=docker://{}/app?user=postgres&exec_user=nosuchuser", c.name);
+    let st = format!("storage={}", dir.path().join("backups").display());
+    let out = pgdrill(&["run", "backup", "--var", &url, "--var", &st]).output().expect("runs");
+    let log = all(&out);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(log.contains("docker said: unable to find user nosuchuser"), "{log}");
+    assert!(!log.contains("has no perl") && !log.contains("attempts"), "{log}");
+}

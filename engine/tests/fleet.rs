@@ -280,6 +280,40 @@ fn an_invalid_fleet_file_is_shown_at_its_line_by_validate() {
     assert!(!err.contains("s3cret"), "the error shows the password: {err}");
 }
 
+/// Before: a target's `vars.database_url` with a password, or a `storage` with credentials in
+/// its query, passed `validate`; `fleet plan` printed them and `fleet run` put them in argv.
+/// Each is refused at its line by both, and the credential shows nowhere in the output.
+#[test]
+fn credentials_anywhere_in_a_fleet_file_are_refused_at_their_line_without_showing_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fleet = dir.path().join("f.yaml");
+    let cases: &[(&str, &str, &str)] = &[
+        ("      vars: { database_url: \"postgres://u:Pw-in-var-1@h/db\" }\n", "Pw-in-var-1", "user info"),
+        ("      storage: \"s3://b/x?X-Amz-Signature=Sig0123abc&X-Amz-Date=1\"\n", "Sig0123abc", "X-Amz-Signature"),
+        ("      storage: \"https://acct.blob.core.windows.net/c?sv=2024&sig=Az%2Bsig99\"\n", "Az%2Bsig99", "sig"),
+        ("      connection: \"postgres://u@h/db?sslpassword=Ssl-pw-77\"\n", "Ssl-pw-77", "sslpassword"),
+        ("      connection: \"host=h user=u password=kv-pw-55\"\n", "kv-pw-55", "password"),
+        ("      vars: { hook: \"https://h/x?api_key=Api-k3y-0\" }\n", "Api-k3y-0", "api_key"),
+    ];
+    for (line, secret, what) in cases {
+        std::fs::write(
+            &fleet,
+            format!(
+                "defaults: {{ storage: /b, connection: \"postgres://u@h/db\" }}\nprojects:\n  p:\n    defaults:\n{line}    environments:\n      e:\n        databases:\n          a: {{}}\n"
+            ),
+        )
+        .expect("fleet");
+        let f = fleet.to_str().expect("utf-8 path");
+        for args in [vec!["validate", f], vec!["fleet", "plan", f, "backup"]] {
+            let out = run(&args);
+            let (stdout, err) = (text(&out.stdout), text(&out.stderr));
+            assert_eq!(out.status.code(), Some(2), "{args:?} accepted {line}: {stdout}{err}");
+            assert!(err.contains("f.yaml:5:") && err.contains(what), "{args:?} {line}: {err}");
+            assert!(!stdout.contains(secret) && !err.contains(secret), "{args:?} shows the credential: {stdout}{err}");
+        }
+    }
+}
+
 fn have(cmd: &str, args: &[&str]) -> bool {
     std::process::Command::new(cmd).args(args).output().is_ok_and(|o| o.status.success())
 }
@@ -619,4 +653,320 @@ fn kill_9_of_a_fleet_run_still_stops_its_runs_through_their_finally_and_its_scra
         .filter(|n| n.starts_with("pgdrill-fleet-"))
         .collect();
     assert!(left.is_empty(), "fleet scratch directories left: {left:?}");
+}
+
+/// The next `n` times a cron expression fires after 2026-01-01 00:00 UTC, by croniter.
+fn cron_next_n(expr: &str, n: usize) -> Vec<String> {
+    let py = "import sys, datetime\nfrom croniter import croniter\nit = croniter(sys.argv[1], datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc))\nfor _ in range(int(sys.argv[2])): print(it.get_next(datetime.datetime).strftime('%Y-%m-%d %H:%M:%S'))";
+    let out = std::process::Command::new("python3").args(["-c", py, expr, &n.to_string()]).output().expect("python3");
+    assert!(out.status.success(), "croniter refuses `{expr}`: {}", text(&out.stderr));
+    text(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// The next `n` times a timer with these `OnCalendar=` lines elapses, by systemd's parser.
+fn timer_next_n(on_calendar: &[&str], n: usize) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    for cal in on_calendar {
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["calendar", &format!("--iterations={n}"), "--base-time=2026-01-01 00:00:00 UTC", cal])
+            .env("TZ", "UTC")
+            .output()
+            .expect("systemd-analyze");
+        assert!(out.status.success(), "systemd refuses `{cal}`: {}", text(&out.stderr));
+        all.extend(
+            text(&out.stdout).lines().filter(|l| l.contains("Next elapse:") || l.contains("Iter. #")).filter_map(|l| {
+                l.split_once(": ").map(|(_, t)| t.trim().split(' ').skip(1).take(2).collect::<Vec<_>>().join(" "))
+            }),
+        );
+    }
+    all.sort();
+    all.dedup();
+    all.truncate(n);
+    all
+}
+
+/// Before: `0 6 1 * 0-6` fires daily in cron (day of month OR day of week) and monthly in
+/// the systemd timer pgdrill wrote. For expressions with ranges, steps, lists and both day
+/// fields, the next 50 firings of the crontab line (croniter) and of the timer (systemd)
+/// are the same.
+#[test]
+fn cron_lines_and_systemd_timers_fire_at_the_same_50_next_times() {
+    if !require(
+        have("systemd-analyze", &["--version"]) && have("python3", &["-c", "import croniter"]),
+        "systemd-analyze and croniter (ci/setup.sh installs them)",
+    ) {
+        return;
+    }
+    let exprs = [
+        "0 6 1 * 0-6",
+        "0 2 1,15 * 1",
+        "30 4 1-7 * 0",
+        "*/15 8-17 * * 1-5",
+        "0 */6 * * *",
+        "5 0-23/5 * * *",
+        "0 12 10-20/3 * *",
+        "0 0 * jan,jul 7",
+        "45 23 * 2-11/3 fri",
+        "0 3 13 * 5",
+        "@weekly",
+        "@monthly",
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fleet = dir.path().join("f.yaml");
+    let names: Vec<String> = (0..exprs.len()).map(|i| format!("s{i}")).collect();
+    let mut text_ = format!(
+        "defaults: {{ storage: /b, connection: \"postgres://u@h/db\", schedules: [{}] }}\nschedules:\n",
+        names.join(", ")
+    );
+    for (n, e) in names.iter().zip(exprs) {
+        text_.push_str(&format!("  {n}: {{ runbook: backup, cron: \"{e}\" }}\n"));
+    }
+    text_.push_str("projects: { p: { environments: { e: { databases: { a: {} } } } } }\n");
+    std::fs::write(&fleet, text_).expect("fleet");
+    let f = fleet.to_str().expect("utf-8");
+    let out = run(&["schedule", "cron", f]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let crontab = text(&out.stdout);
+    let units = dir.path().join("units");
+    let out = run(&["schedule", "systemd", f, "--out", units.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (n, e) in names.iter().zip(exprs) {
+        let line = crontab.lines().find(|l| l.contains(&format!("--schedule {n} "))).expect("a crontab line");
+        let expr: String = if line.starts_with('@') {
+            line.split_whitespace().next().expect("shortcut").to_string()
+        } else {
+            line.split_whitespace().take(5).collect::<Vec<_>>().join(" ")
+        };
+        let timer = std::fs::read_to_string(units.join(format!("pgdrill-{n}.timer"))).expect("timer");
+        let cals: Vec<&str> = timer.lines().filter_map(|l| l.strip_prefix("OnCalendar=")).collect();
+        assert_eq!(cron_next_n(&expr, 50), timer_next_n(&cals, 50), "`{e}`: cron and systemd disagree ({cals:?})");
+    }
+}
+
+/// Before: a newline in a schedule's runbook name wrote extra crontab entries and an
+/// `ExecStartPre=` into the unit, `%` specifiers were expanded and a space split the name
+/// into two arguments. A runbook file named with a quote, `$`, `%` and spaces reaches the
+/// command as one argument from the crontab line (run by sh as cron would) and from the
+/// unit (systemd-analyze verify, and its quoting); a newline is refused by `validate`.
+#[test]
+fn hostile_runbook_and_path_names_reach_cron_and_systemd_as_one_argument() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rb_name = "it's $HOME %h `x`.yaml";
+    std::fs::write(dir.path().join(rb_name), "name: x\nsteps: []\n").expect("runbook");
+    let fleet = dir.path().join("f.yaml");
+    std::fs::write(
+        &fleet,
+        format!("defaults: {{ storage: /b, connection: \"postgres://u@h/db\", schedules: [nightly] }}\nschedules:\n  nightly: {{ runbook: \"{}\", cron: \"0 2 * * *\" }}\nprojects: {{ p: {{ environments: {{ e: {{ databases: {{ a: {{}} }} }} }} }} }}\n", rb_name.replace('\\', "\\\\")),
+    )
+    .expect("fleet");
+    let f = fleet.to_str().expect("utf-8");
+    // The "binary" prints its arguments one per line.
+    let bin = dir.path().join("args bin");
+    std::fs::write(&bin, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").expect("bin");
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let env_file = dir.path().join("env %n file");
+    std::fs::write(&env_file, "").expect("env");
+    let reports = dir.path().join("rep %d $x");
+    let (bin_s, env_s, rep_s) = (
+        bin.to_str().expect("utf-8").to_string(),
+        env_file.to_str().expect("utf-8").to_string(),
+        reports.to_str().expect("utf-8").to_string(),
+    );
+    let common_args = ["--binary", &bin_s, "--env-file", &env_s, "--reports", &rep_s];
+    let fleet_path = std::fs::canonicalize(&fleet).expect("canonical").display().to_string();
+    let want = |rep: &str| {
+        vec![
+            "fleet".to_string(),
+            "run".into(),
+            fleet_path.clone(),
+            rb_name.into(),
+            "--schedule".into(),
+            "nightly".into(),
+            "--parallel".into(),
+            "1".into(),
+            "--yes".into(),
+            "--report".into(),
+            format!("{rep}/nightly"),
+            "--junit".into(),
+            format!("{rep}/nightly/junit.xml"),
+        ]
+    };
+
+    let mut args = vec!["schedule", "cron", f];
+    args.extend(common_args);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let crontab = text(&out.stdout);
+    let entries: Vec<&str> = crontab.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+    assert_eq!(entries.len(), 2, "SHELL= and one entry: {crontab}");
+    let line = entries[1];
+    if have("python3", &["-c", "import croniter"]) {
+        let expr = line.split_whitespace().take(5).collect::<Vec<_>>().join(" ");
+        assert_eq!(expr, "0 2 * * *");
+        assert_eq!(cron_next_n(&expr, 2).len(), 2);
+    }
+    // What cron does with the command: `\%` is a `%`, an unescaped `%` would end it.
+    let command = line.splitn(6, ' ').nth(5).expect("command");
+    assert!(!command.replace("\\%", "").contains('%'), "an unescaped % in {command}");
+    let command = command.replace("\\%", "%");
+    let ran = std::process::Command::new("/bin/sh").args(["-c", &command]).output().expect("sh");
+    assert!(ran.status.success(), "{command}: {}", text(&ran.stderr));
+    let log = std::fs::read_to_string(reports.join("nightly.log")).expect("the command's log");
+    assert_eq!(log.lines().map(str::to_string).collect::<Vec<_>>(), want(&rep_s), "{command}");
+
+    let units = dir.path().join("units");
+    let mut args = vec!["schedule", "systemd", f, "--out", units.to_str().expect("utf-8")];
+    args.extend(common_args);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let service = std::fs::read_to_string(units.join("pgdrill-nightly.service")).expect("service");
+    let exec = service.lines().find(|l| l.starts_with("ExecStart=")).expect("ExecStart");
+    assert!(exec.contains(" \"it's $$HOME %%h `x`.yaml\" "), "{exec}");
+    assert!(!service.lines().any(|l| l.starts_with("ExecStartPre")), "{service}");
+    if require(have("systemd-analyze", &["--version"]), "systemd-analyze (ci/setup.sh)") {
+        let files: Vec<String> =
+            std::fs::read_dir(&units).expect("units").flatten().map(|e| e.path().display().to_string()).collect();
+        let out = std::process::Command::new("systemd-analyze").arg("verify").args(&files).output().expect("verify");
+        assert!(out.status.success(), "systemd-analyze verify: {}{}", text(&out.stdout), text(&out.stderr));
+    }
+
+    // A newline in the runbook name is refused where it is written.
+    std::fs::write(
+        &fleet,
+        "defaults: { storage: /b, connection: \"postgres://u@h/db\", schedules: [nightly] }\nschedules:\n  nightly: { runbook: \"backup\\n* * * * * evil\", cron: \"0 2 * * *\" }\nprojects: { p: { environments: { e: { databases: { a: {} } } } } }\n",
+    )
+    .expect("fleet");
+    for args in [vec!["validate", f], vec!["schedule", "cron", f]] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}{}", text(&out.stdout), text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(err.contains("f.yaml:3:") && err.contains("control character"), "{err}");
+        assert!(!text(&out.stdout).contains("evil"), "{}", text(&out.stdout));
+    }
+}
+
+/// Before: a fleet file whose first line is indented gave an invalid ConfigMap with exit 0;
+/// pods lacked `seccompProfile: RuntimeDefault` (Pod Security "restricted" refuses them) and
+/// `resources`; a runbook given as a file beside the fleet file was not shipped into the
+/// pod. The manifests parse back (the ConfigMap holds both files byte for byte), pass
+/// `kubernetes-validate --strict`, and each pod meets "restricted" with the fleet's
+/// requests and limits.
+#[test]
+fn kubernetes_manifests_ship_the_exact_files_and_meet_pod_security_restricted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rb_text = "name: nightly-own\n# a runbook of our own: with  # and : inside\nsteps:\n  - uses: sleep\n    with: { duration: 1ms }\n";
+    std::fs::write(dir.path().join("own runbook %h.yaml"), rb_text).expect("runbook");
+    // Indented from its first line, a trailing space, a `|` and a `---` inside a value.
+    let fleet_text = "  defaults:\n    storage: /var/lib/pgdrill/backups/{project} \n    connection: \"postgres://u@h/db\"\n    resources: { requests: { cpu: 300m, memory: 384Mi }, limits: { cpu: \"1\", memory: 1Gi } }\n    vars: { note: \"a | b --- c: d\" }\n  schedules:\n    nightly: { runbook: \"own runbook %h.yaml\", cron: \"0 2 * * *\" }\n    weekly: { runbook: verify, cron: \"0 5 * * 0\" }\n  projects:\n    p: { defaults: { schedules: [nightly, weekly] }, environments: { e: { databases: { a: {}, b: {} } } } }\n\n";
+    let fleet = dir.path().join("pgdrill.fleet.yaml");
+    std::fs::write(&fleet, fleet_text).expect("fleet");
+    let out = run(&["schedule", "kubernetes", fleet.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let manifests = text(&out.stdout);
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&manifests)
+        .map(|d| serde::Deserialize::deserialize(d).expect("each document parses"))
+        .collect();
+    let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").expect("the ConfigMap");
+    assert_eq!(cm["data"]["pgdrill.fleet.yaml"].as_str(), Some(fleet_text), "{manifests}");
+    assert_eq!(cm["data"]["runbook.nightly.yaml"].as_str(), Some(rb_text), "{manifests}");
+    let jobs: Vec<&serde_yaml::Value> = docs.iter().filter(|d| d["kind"] == "CronJob").collect();
+    assert_eq!(jobs.len(), 2);
+    for job in &jobs {
+        let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], serde_yaml::Value::Bool(true));
+        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+        let c = &pod["containers"][0];
+        let sc = &c["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], serde_yaml::Value::Bool(false));
+        assert_eq!(sc["readOnlyRootFilesystem"], serde_yaml::Value::Bool(true));
+        assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+        assert_eq!(c["resources"]["requests"]["cpu"], "300m");
+        assert_eq!(c["resources"]["requests"]["memory"], "384Mi");
+        assert_eq!(c["resources"]["limits"]["cpu"], "1");
+        assert_eq!(c["resources"]["limits"]["memory"], "1Gi");
+        let runbook = c["args"][3].as_str().expect("runbook arg");
+        if job["metadata"]["name"] == "pgdrill-nightly" {
+            assert_eq!(runbook, "/etc/pgdrill/runbook.nightly.yaml", "the file runbook is shipped and named");
+        } else {
+            assert_eq!(runbook, "verify", "a shipped runbook is in the image");
+        }
+    }
+    if require(have("kubernetes-validate", &["--version"]), "kubernetes-validate (ci/setup.sh installs it)") {
+        let path = dir.path().join("k8s.yaml");
+        std::fs::write(&path, &manifests).expect("write");
+        let v = std::process::Command::new("kubernetes-validate")
+            .args(["--strict", path.to_str().expect("utf-8")])
+            .output()
+            .expect("kubernetes-validate");
+        assert!(v.status.success(), "{}{}\n{manifests}", text(&v.stdout), text(&v.stderr));
+    }
+    // A quantity Kubernetes would refuse is refused at its line.
+    std::fs::write(&fleet, fleet_text.replace("memory: 1Gi", "memory: lots")).expect("fleet");
+    let out = run(&["validate", fleet.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("pgdrill.fleet.yaml:4:") && text(&out.stderr).contains("quantity"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Before: two `fleet run`s with the same `--report` directory overwrote each other's
+/// per-target files with no lock, and a read-only `--report`/`--junit` location was found
+/// only after every step, with its side effects, had run. A second fleet run (or run) on a
+/// directory a fleet run holds is refused naming the holder, and an unwritable location is
+/// refused before the first step (its mark is never made).
+#[test]
+fn a_report_directory_is_one_run_s_and_an_unwritable_one_is_refused_before_any_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fleet, rb) = sleepy_fleet(dir.path());
+    let (f, r) = (fleet.to_str().expect("utf-8"), rb.to_str().expect("utf-8"));
+    let report = dir.path().join("reports");
+    let rep = report.to_str().expect("utf-8");
+    std::fs::create_dir_all(dir.path().join("tmp")).expect("tmp");
+    let mut first = pgdrill(&["fleet", "run", f, r, "--only", "p/e/a", "--report", rep])
+        .env("TMPDIR", dir.path().join("tmp"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("fleet run");
+    for _ in 0..600 {
+        if dir.path().join("marks/began-a").is_file() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(dir.path().join("marks/began-a").is_file(), "the first fleet run did not start");
+    let second = run(&["fleet", "run", f, r, "--only", "p/e/b", "--report", rep]);
+    let third = run(&["run", r, "--var", "database=c", "--report", rep]);
+    // Stop the first run (it rolls back through its `finally`).
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = first.wait();
+    for (what, out) in [("fleet run", &second), ("run", &third)] {
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{what}: {}{err}", text(&out.stdout));
+        assert!(err.contains(&format!("is in use by another pgdrill run (pid {})", first.id())), "{what}: {err}");
+    }
+    assert!(!dir.path().join("marks/began-b").exists() && !dir.path().join("marks/began-c").exists());
+
+    // A location that cannot be written (under a regular file: refused even for root).
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").expect("file");
+    let bad = file.join("sub");
+    let bad_s = bad.to_str().expect("utf-8");
+    let junit_s = bad.join("junit.xml").display().to_string();
+    for args in [
+        vec!["run", r, "--var", "database=d", "--report", bad_s],
+        vec!["run", r, "--var", "database=d", "--junit", &junit_s],
+        vec!["fleet", "run", f, r, "--only", "p/e/c", "--report", bad_s],
+        vec!["fleet", "run", f, r, "--only", "p/e/c", "--junit", &junit_s],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}{}", text(&out.stdout), text(&out.stderr));
+        assert!(text(&out.stderr).contains("a-file/sub"), "{args:?}: {}", text(&out.stderr));
+        for m in ["began-d", "began-c"] {
+            assert!(!dir.path().join("marks").join(m).exists(), "{args:?} ran a step before refusing");
+        }
+    }
 }

@@ -427,3 +427,218 @@ fn a_runbook_s_own_notify_section_fires_and_a_bad_one_is_shown_at_its_line() {
     let err = text(&out.stderr);
     assert!(err.contains("r.yaml:3:") && err.contains("webhook url must be an http(s) URL"), "{err}");
 }
+
+/// An SMTP server (aiosmtpd) that delivers to `maildir` and takes AUTH PLAIN with the
+/// password in its SMTP_TEST_PASSWORD variable, without TLS (a relay on localhost).
+fn smtp_with_auth(port: u16, maildir: &Path, password: &str) -> Smtp {
+    let script = r#"
+import os, sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import AuthResult, LoginPassword
+want = os.environ["SMTP_TEST_PASSWORD"].encode()
+def check(server, session, envelope, mechanism, data):
+    return AuthResult(success=isinstance(data, LoginPassword) and data.password == want)
+c = Controller(Mailbox(sys.argv[2]), hostname="127.0.0.1", port=int(sys.argv[1]), authenticator=check,
+               auth_require_tls=False)
+c.start()
+while True:
+    time.sleep(3600)
+"#;
+    let smtp = Smtp(
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-c", script, &port.to_string()])
+            .arg(maildir)
+            .env("SMTP_TEST_PASSWORD", password)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("aiosmtpd"),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    smtp
+}
+
+/// Before: the SMTP password named by an email sink's `password_env` was known to the
+/// redactor only when the alert went out, and stayed in `shell.run`'s environment: a step
+/// that printed it put it in clear in the terminal, JUnit, run.json, the reports, the
+/// webhook bodies, the Sentry event and the email itself. Here a step prints it (read from
+/// a file, as a misconfigured script would) and dumps its environment; the password is in
+/// none of them, the mail still went out with it. The same holds for a password of the
+/// libpq password file a fleet target names (PGPASSFILE).
+#[test]
+fn the_smtp_password_is_a_secret_from_the_first_step() {
+    let ok = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import aiosmtpd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require(ok, "python3-aiosmtpd (Debian package, ci/setup.sh)") {
+        return;
+    }
+    const PASSWORD: &str = "smtp-S3cret-pass-71c4e2";
+    // A fleet target's libpq password file: its passwords are secrets of the run too.
+    const PASSFILE_PW: &str = "passfile-Pw-0042-9d1e";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let passfile = dir.path().join("pgpass");
+    std::fs::write(&passfile, format!("db.example:5432:*:app:{PASSFILE_PW}\n")).expect("passfile");
+    std::fs::set_permissions(&passfile, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let maildir = dir.path().join("maildir");
+    let port = free_port();
+    let _smtp = smtp_with_auth(port, &maildir, PASSWORD);
+    let hooks = listener();
+    let pwfile = dir.path().join("pw.txt");
+    std::fs::write(&pwfile, format!("{PASSWORD}\n{PASSFILE_PW}\n")).expect("pw file");
+    let envdump = dir.path().join("env.txt");
+    let rb = dir.path().join("leaky.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: leaky\nsteps:\n  - id: leak\n    uses: shell.run\n    with: {{ argv: [sh, -c, 'cat \"$0\"; cat \"$0\" >&2; env > \"$1\"; exit 1', \"{}\", \"{}\"] }}\n",
+            pwfile.display(),
+            envdump.display()
+        ),
+    )
+    .expect("runbook");
+    let notify = dir.path().join("notify.yaml");
+    std::fs::write(
+        &notify,
+        format!(
+            "notify:\n  - {{ name: mail, when: failure, email: {{ smtp: \"127.0.0.1:{port}\", tls: none, user: pgdrill, password_env: SMTP_PW, from: pgdrill@example.com, to: [ops@example.com] }} }}\n  - {{ name: slack, when: always, webhook: {{ url: \"http://127.0.0.1:{hp}/slack\", format: slack }} }}\n  - {{ name: json, when: always, webhook: {{ url: \"http://127.0.0.1:{hp}/json\", format: json }} }}\n  - {{ name: sentry, when: failure, sentry: {{ dsn: \"http://sentrykey@127.0.0.1:{hp}/7\" }} }}\n",
+            hp = hooks.port
+        ),
+    )
+    .expect("notify");
+    let report = dir.path().join("report");
+    let junit = dir.path().join("junit.xml");
+    let out = pgdrill(&[
+        "run",
+        rb.to_str().expect("utf-8"),
+        "--notify",
+        notify.to_str().expect("utf-8"),
+        "--report",
+        report.to_str().expect("utf-8"),
+        "--junit",
+        junit.to_str().expect("utf-8"),
+    ])
+    .env("SMTP_PW", PASSWORD)
+    .env("PGPASSFILE", &passfile)
+    .output()
+    .expect("pgdrill");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(!stderr.contains("warning:"), "a sink failed: {stderr}");
+
+    let mut seen: Vec<(String, String)> = vec![("stdout".into(), stdout), ("stderr".into(), stderr)];
+    let env = std::fs::read_to_string(&envdump).expect("the step ran");
+    assert!(env.contains("PATH="), "not an environment: {env}");
+    seen.push(("shell.run's environment".into(), env));
+    seen.push(("junit".into(), std::fs::read_to_string(&junit).expect("junit")));
+    let mut reports = 0;
+    for e in std::fs::read_dir(&report).expect("report dir").flatten() {
+        if e.path().is_file() {
+            reports += 1;
+            seen.push((
+                e.path().display().to_string(),
+                String::from_utf8_lossy(&std::fs::read(e.path()).expect("read")).into(),
+            ));
+        }
+    }
+    assert!(reports >= 2, "run.json and the reports were written");
+    let run = std::fs::read_to_string(report.join("run.json")).expect("run.json");
+    assert!(run.contains("********"), "the step's output was recorded, masked: {run}");
+    let got = hooks.got.lock().expect("lock").clone();
+    for p in ["/slack", "/json", "/api/7/envelope/"] {
+        assert!(got.iter().any(|(path, _)| path == p), "{p} got nothing: {got:?}");
+    }
+    for (p, body) in got {
+        seen.push((format!("the body sent to {p}"), body));
+    }
+    let mails: Vec<_> = std::fs::read_dir(maildir.join("new")).expect("maildir").flatten().collect();
+    assert_eq!(mails.len(), 1, "the mail went out, authenticated with the password");
+    seen.push(("the email".into(), std::fs::read_to_string(mails[0].path()).expect("mail")));
+    for (what, t) in &seen {
+        assert!(!t.contains(PASSWORD), "the SMTP password appears in {what}:\n{t}");
+        assert!(!t.contains(PASSFILE_PW), "the passfile's password appears in {what}:\n{t}");
+    }
+}
+
+/// Before: report.md broke its tables on a newline or `|` in a name and passed `<script>`
+/// through; a newline in `--var database` forged whole terminal lines; Slack messages passed
+/// `<!channel>` and `<https://evil|text>` unescaped; `http.check` logged `?api_key=` tokens.
+#[test]
+fn hostile_names_are_escaped_for_markdown_the_terminal_and_slack_and_query_tokens_are_masked() {
+    let hooks = listener();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rb = dir.path().join("hostile.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: hostile\nvars:\n  database: \"\"\nsteps:\n  - name: \"a|b <script>alert(1)</script> [x](http://evil)\"\n    uses: sleep\n    with: {{ duration: 1ms }}\n  - name: health\n    uses: http.check\n    with: {{ url: \"http://127.0.0.1:{p}/health?api_key=QueryT0ken-77aa&page=2\", body_contains: \"{{{{ vars.database }}}}\" }}\n",
+            p = hooks.port
+        ),
+    )
+    .expect("runbook");
+    let notify = dir.path().join("notify.yaml");
+    std::fs::write(
+        &notify,
+        format!(
+            "notify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{}/slack\", format: slack }} }}\n",
+            hooks.port
+        ),
+    )
+    .expect("notify");
+    let report = dir.path().join("report");
+    let forged = "  passed       forged step [shell.run] 0.00s";
+    let out = pgdrill(&[
+        "run",
+        rb.to_str().expect("utf-8"),
+        "--var",
+        &format!("database=db1 <!channel> <https://evil|text>\n{forged}"),
+        "--notify",
+        notify.to_str().expect("utf-8"),
+        "--report",
+        report.to_str().expect("utf-8"),
+    ])
+    .output()
+    .expect("pgdrill");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+
+    // The terminal: one line per event, the newline shown as `\n`.
+    assert!(!stdout.lines().any(|l| l == forged), "a forged line: {stdout}");
+    assert!(stdout.contains(&format!("<https://evil|text>\\n{forged}")), "{stdout}");
+    assert!(!stdout.contains("QueryT0ken-77aa") && !stderr.contains("QueryT0ken-77aa"), "{stdout}{stderr}");
+    let run = std::fs::read_to_string(report.join("run.json")).expect("run.json");
+    assert!(run.contains("?api_key=********&page=2"), "http.check's log line is kept, its token masked: {run}");
+    assert!(!run.contains("QueryT0ken-77aa"), "{run}");
+
+    // report.md: every row of the checks table has its six cells; no HTML, no link.
+    let md = std::fs::read_to_string(report.join("report.md")).expect("report.md");
+    let unescaped_pipes = |l: &str| {
+        let b = l.as_bytes();
+        (0..b.len()).filter(|&i| b[i] == b'|' && (i == 0 || b[i - 1] != b'\\')).count()
+    };
+    let checks: Vec<&str> =
+        md.split("## Checks").nth(1).expect("checks section").lines().filter(|l| l.starts_with('|')).collect();
+    assert_eq!(checks.len(), 4, "header, rule and two checks: {md}");
+    for l in &checks {
+        assert_eq!(unescaped_pipes(l), 7, "a row with other than six cells: {l}\n{md}");
+    }
+    assert!(!md.lines().any(|l| l.starts_with(forged.trim_start())), "{md}");
+    assert!(!md.contains("<script>") && !md.contains("[x](http://evil)"), "{md}");
+    let html = std::fs::read_to_string(report.join("report.html")).expect("report.html");
+    assert!(!html.contains("<script>alert"), "{html}");
+
+    // Slack: no mention, no link from data.
+    let got = hooks.got.lock().expect("lock").clone();
+    let slack = got.iter().find(|(p, _)| p == "/slack").expect("the slack hook fired");
+    let body: serde_json::Value = serde_json::from_str(&slack.1).expect("json");
+    let t = body["text"].as_str().expect("text");
+    assert!(!t.contains("<!channel>") && !t.contains("<https://evil|text>") && !t.contains('<'), "{t}");
+    assert!(t.contains("&lt;!channel&gt;"), "{t}");
+}

@@ -1569,3 +1569,81 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     }
     srv.stop().await;
 }
+
+/// Before: one object whose last key part was longer than 255 bytes made every listing of
+/// its prefix fail (exit 3, "File name too long" on the local mirror), blocking list,
+/// verify and prune for every database there. It is skipped with a warning that names it;
+/// the other objects are listed.
+#[test]
+fn an_object_whose_name_no_file_can_have_is_skipped_with_a_warning_naming_it() {
+    let Some(s3) = moto() else { return };
+    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200, "bucket created");
+    let long = format!("shop_{}.dump", "x".repeat(300));
+    for key in [format!("p/shop/{long}"), "p/shop/shop_2026-01-01_020000.dump".to_string()] {
+        let (status, body) = http_body(s3.port, "PUT", &format!("/bkt/{key}"), &[], b"PGDMP not really a dump");
+        assert_eq!(status, 200, "{key}: {body}");
+    }
+    let (code, log) =
+        out_of(&mut with_aws(pgdrill(&["backups", "list", "--storage", "s3://bkt/p", "--json"]), s3.port));
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains(&format!("warning: s3://bkt/p/shop/{long} cannot be mirrored")), "{log}");
+    assert!(log.contains("s3://bkt/p/shop/shop_2026-01-01_020000.dump"), "the other object is listed: {log}");
+}
+
+/// A TCP listener that accepts every connection and never answers; it lives as long as
+/// the value.
+struct Silent {
+    port: u16,
+    _held: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+fn silent_listener() -> Silent {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            h.lock().expect("lock").push(c);
+        }
+    });
+    Silent { port, _held: held }
+}
+
+/// Before: an S3 endpoint that accepts TCP and never answers held `backups list` for 181 s
+/// and `backup` for 182 s (pg_dump's snapshot open all along) before exit 3. Every request
+/// has a timeout (here PGDRILL_STORE_TIMEOUT=2s, and a location's `timeout=`), the listing
+/// and the backup fail with it, and the backup fails before it connects to its database (a
+/// database that does not exist: reaching it would be another error).
+#[test]
+fn a_store_that_never_answers_fails_within_the_request_timeout_before_pg_dump_starts() {
+    let silent = silent_listener();
+    let (code, log) = out_of(
+        with_aws(pgdrill(&["backups", "list", "--storage", "s3://bkt/p"]), silent.port)
+            .env("PGDRILL_STORE_TIMEOUT", "2s"),
+    );
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("s3://bkt/p did not answer within 2s"), "{log}");
+    let (code, log) =
+        out_of(&mut with_aws(pgdrill(&["backups", "list", "--storage", "s3://bkt/p?timeout=1s"]), silent.port));
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("did not answer within 1s"), "{log}");
+
+    let (code, log) = out_of(
+        with_aws(
+            pgdrill(&[
+                "run",
+                "backup",
+                "--var",
+                "database_url=postgres://nobody@127.0.0.1:1/nothing",
+                "--var",
+                "storage=s3://bkt/p",
+            ]),
+            silent.port,
+        )
+        .env("PGDRILL_STORE_TIMEOUT", "2s"),
+    );
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("did not answer within 2s"), "{log}");
+    assert!(!log.contains("127.0.0.1:1/"), "the backup reached for its database first: {log}");
+}

@@ -111,6 +111,34 @@ pub struct Settings {
     pub schedules: Option<Vec<String>>,
     /// Extra runbook variables.
     pub vars: Option<Ordered<serde_yaml::Value>>,
+    /// Kubernetes pods' requests and limits (top-level `defaults:` only: one CronJob runs
+    /// every target of a cadence).
+    pub resources: Option<Resources>,
+}
+
+/// A container's CPU and memory requests and limits, as Kubernetes quantities.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    pub requests: Option<Quantities>,
+    pub limits: Option<Quantities>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Quantities {
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+}
+
+/// Whether `q` is a Kubernetes quantity (`500m`, `2`, `1.5`, `512Mi`, `1G`, `1e3`).
+fn valid_quantity(q: &str) -> bool {
+    let num_end = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
+    let (num, suffix) = q.split_at(num_end);
+    let num_ok = !num.is_empty() && num.matches('.').count() <= 1 && num != ".";
+    let suffix_ok = ["", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"].contains(&suffix)
+        || suffix.strip_prefix(['e', 'E']).is_some_and(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_digit()));
+    num_ok && suffix_ok
 }
 
 /// A cadence: which runbook, when.
@@ -194,6 +222,8 @@ pub struct Fleet {
     pub base_dir: PathBuf,
     pub schedules: Vec<(String, Schedule)>,
     pub targets: Vec<Target>,
+    /// Requests and limits of Kubernetes pods (top-level `defaults.resources`).
+    pub resources: Resources,
 }
 
 impl Fleet {
@@ -304,7 +334,15 @@ pub fn parse(file: &str, text: &str, base_dir: PathBuf) -> Result<Fleet, Diagnos
                 Some(NAME_HELP.into()),
             );
         }
-        if crate::shipped::find(&s.runbook).is_none() && !base_dir.join(&s.runbook).is_file() {
+        if let Some(why) = schedule::unsafe_name(&s.runbook) {
+            cx.at_value(
+                &format!("{path}.runbook"),
+                format!("runbook `{}` {why}", schedule::one_line(&s.runbook)),
+                Some(
+                    "rename the runbook file: its name becomes part of crontab lines, unit files and arguments".into(),
+                ),
+            );
+        } else if crate::shipped::find(&s.runbook).is_none() && !base_dir.join(&s.runbook).is_file() {
             cx.at_value(
                 &format!("{path}.runbook"),
                 format!("no shipped runbook or file `{}`", s.runbook),
@@ -377,7 +415,8 @@ pub fn parse(file: &str, text: &str, base_dir: PathBuf) -> Result<Fleet, Diagnos
         cx.at_key("projects", "the fleet has no databases", Some("each environment lists its `databases:`".into()));
     }
     if cx.diags.is_empty() {
-        Ok(Fleet { file: PathBuf::from(file), base_dir, schedules, targets })
+        let resources = root.resources.clone().unwrap_or_default();
+        Ok(Fleet { file: PathBuf::from(file), base_dir, schedules, targets, resources })
     } else {
         Err(cx.diags)
     }
@@ -390,6 +429,9 @@ fn check_vars(cx: &mut Cx<'_>, path: &str, vars: Option<&Ordered<serde_yaml::Val
         if matches!(v, serde_yaml::Value::Mapping(_) | serde_yaml::Value::Sequence(_)) {
             cx.at_value(&format!("{path}.{k}"), format!("var `{k}` must be a single value"), None);
         }
+        if let serde_yaml::Value::String(v) = v {
+            refuse_credentials(cx, &format!("{path}.{k}"), v);
+        }
     }
 }
 
@@ -398,27 +440,17 @@ fn check_settings(cx: &mut Cx<'_>, path: &str, s: &Settings, database_level: boo
         cx.at_key(&format!("{path}.database"), "`database` names one database: set it on the database entry", None);
     }
     if let Some(c) = &s.connection {
-        match crate::pg::conninfo::parse(c) {
-            Err(e) => cx.at_value(&format!("{path}.connection"), format!("connection: {e}"), None),
-            Ok(pairs) if pairs.iter().any(|(k, _)| k == "password") => {
-                cx.at_value(
-                    &format!("{path}.connection"),
-                    "the connection holds a password; a fleet file names where secrets are, never the secrets",
-                    Some("remove it and set `password_env: VARIABLE` (or `passfile:`) instead".into()),
-                );
-                // The snippet quotes the line: not the password on it.
-                let pw: Vec<String> = pairs.iter().filter(|(k, _)| k == "password").map(|(_, v)| v.clone()).collect();
-                if let Some(d) = cx.diags.0.last_mut() {
-                    d.source_line = d.source_line.take().map(|mut l| {
-                        for p in pw.iter().filter(|p| !p.is_empty()) {
-                            l = l.replace(p.as_str(), "****").replace(&crate::redact::percent_encode(p), "****");
-                        }
-                        l
-                    });
-                }
-            }
-            Ok(_) => {}
+        if let Err(e) = crate::pg::conninfo::parse(c) {
+            cx.at_value(&format!("{path}.connection"), format!("connection: {e}"), None);
         }
+    }
+    // Any value may be a URL or a connection string: none may carry a credential.
+    let mut values: Vec<(String, &str)> = Vec::new();
+    values.extend(s.connection.as_deref().map(|c| (format!("{path}.connection"), c)));
+    values.extend(s.storage.as_deref().map(|c| (format!("{path}.storage"), c)));
+    values.extend(s.passfile.as_deref().map(|c| (format!("{path}.passfile"), c)));
+    for (at, v) in values {
+        refuse_credentials(cx, &at, v);
     }
     for (field, v) in [("password_env", &s.password_env), ("key_env", &s.key_env)] {
         if let Some(v) = v {
@@ -463,6 +495,96 @@ fn check_settings(cx: &mut Cx<'_>, path: &str, s: &Settings, database_level: boo
         }
     }
     check_vars(cx, &format!("{path}.vars"), s.vars.as_ref());
+    if let Some(r) = &s.resources {
+        if path != "defaults" {
+            cx.at_key(
+                &format!("{path}.resources"),
+                "`resources` are the Kubernetes pods' of a whole cadence: set them in the top-level `defaults:`",
+                None,
+            );
+        }
+        for (kind, q) in [("requests", &r.requests), ("limits", &r.limits)] {
+            for (what, v) in q.iter().flat_map(|q| [("cpu", &q.cpu), ("memory", &q.memory)]) {
+                if let Some(v) = v.as_ref().filter(|v| !valid_quantity(v)) {
+                    cx.at_value(
+                        &format!("{path}.resources.{kind}.{what}"),
+                        format!("`{}` is not a Kubernetes quantity", schedule::one_line(v)),
+                        Some("write `500m` or `2` for CPU, `512Mi` or `2Gi` for memory".into()),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The credentials a value holds, each as (what it is, its text as written): the password of
+/// a URL's user info, the values of credential query parameters, and the `password` and
+/// `sslpassword` of a `key=value` connection string.
+pub fn credentials_in(value: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let ends = |c: char| c.is_whitespace() || "\"'<>`".contains(c);
+    if value.contains("://") {
+        let mut from = 0;
+        while let Some(at) = value[from..].find("://") {
+            let start = from + at + 3;
+            let end = value[start..].find(ends).map_or(value.len(), |e| start + e);
+            let url = &value[start..end];
+            let auth_end = url.find(['/', '?', '#']).unwrap_or(url.len());
+            if let Some((userinfo, _)) = url[..auth_end].rsplit_once('@') {
+                if let Some((_, pw)) = userinfo.split_once(':').filter(|(_, p)| !p.is_empty()) {
+                    out.push(("a password in a URL's user info".to_string(), pw.to_string()));
+                }
+            }
+            if let Some(q) = url.split_once('?').map(|(_, q)| q.split('#').next().unwrap_or_default()) {
+                for pair in q.split(['&', ';']) {
+                    if let Some((k, v)) =
+                        pair.split_once('=').filter(|(k, v)| !v.is_empty() && crate::redact::is_credential_param(k))
+                    {
+                        out.push((
+                            format!("a credential in the query parameter `{}`", crate::report::visible(k)),
+                            v.to_string(),
+                        ));
+                    }
+                }
+            }
+            from = end.max(start);
+        }
+    } else if value.contains('=') {
+        if let Ok(pairs) = crate::pg::conninfo::parse(value) {
+            for (k, v) in pairs {
+                if (k == "password" || k == "sslpassword") && !v.is_empty() {
+                    out.push((format!("a `{k}` setting"), v));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Refuse a value holding a credential, at its line, showing neither the credential nor its
+/// encoded forms on the quoted line.
+fn refuse_credentials(cx: &mut Cx<'_>, path: &str, value: &str) {
+    let found = credentials_in(value);
+    let Some((what, _)) = found.first() else { return };
+    cx.at_value(
+        path,
+        format!("`{path}` holds {what}; a fleet file names where secrets are, never the secrets"),
+        Some("remove it: set `password_env: VARIABLE` (or `passfile:`) for database passwords, and give stores their keys through their environment variables".into()),
+    );
+    if let Some(d) = cx.diags.0.last_mut() {
+        d.source_line = d.source_line.take().map(|mut l| {
+            for (_, secret) in &found {
+                for form in
+                    [secret.clone(), crate::redact::percent_encode(secret), crate::redact::percent_decode(secret)]
+                {
+                    if !form.is_empty() {
+                        l = l.replace(&form, "****");
+                    }
+                }
+            }
+            l
+        });
+    }
 }
 
 fn scalar(v: &serde_yaml::Value) -> String {

@@ -185,7 +185,14 @@ fn reap_scratch() {
         };
         let alive = crate::child::is_alive(pid);
         if !alive && e.file_type().is_ok_and(|t| t.is_dir()) {
-            let _ = std::fs::remove_dir_all(e.path());
+            // The killed fleet's orphaned runs may still be writing their last report there
+            // (a file made during the removal fails it with "not empty"): a few tries.
+            for _ in 0..5 {
+                if std::fs::remove_dir_all(e.path()).is_ok() || !e.path().exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
         }
     }
 }
@@ -196,6 +203,12 @@ pub async fn run(fleet: &Fleet, o: &Options, cancel: CancellationToken) -> Resul
     if ts.is_empty() {
         println!("fleet {}: no target selected, nothing to do", fleet.file.display());
         return Ok(ExitCode::Passed);
+    }
+    // Two fleet runs sharing a report directory would overwrite each other's per-target
+    // files: it is this run's alone. Both locations are proven writable before any run starts.
+    let _report_lock = o.report.as_deref().map(|d| crate::report::lock::lock_dir(d, "--report")).transpose()?;
+    if let Some(j) = &o.junit {
+        crate::report::lock::check_writable(j, "--junit")?;
     }
     let exe =
         std::env::current_exe().map_err(|e| Error::environment(format!("cannot find the pgdrill binary: {e}")))?;

@@ -120,6 +120,32 @@ impl Target {
     }
 }
 
+/// A reader that keeps the first bytes that pass through it.
+struct Recorded<R> {
+    inner: R,
+    head: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+/// How much of the relay's output `Recorded` keeps: an engine's message fits.
+const HEAD_KEPT: usize = 512;
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Recorded<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Ok(mut h) = self.head.lock() {
+            let room = HEAD_KEPT.saturating_sub(h.len());
+            let new = &buf.filled()[before..];
+            h.extend_from_slice(&new[..new.len().min(room)]);
+        }
+        r
+    }
+}
+
 fn first_line(s: &str) -> &str {
     s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
 }
@@ -171,7 +197,10 @@ pub async fn open(t: &Target, ci: &Conninfo, cfg: &Config) -> Result<Client, Fai
     else {
         return Err(Failure::environment("the relay has no stdio"));
     };
-    let stream = tokio::io::join(stdout, stdin);
+    // The engine's own complaints (an unknown `exec_user`, no perl) come on stdout, where
+    // the protocol reads them as garbage: its first bytes are kept to tell the cause.
+    let head = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stream = tokio::io::join(Recorded { inner: stdout, head: head.clone() }, stdin);
     let timeout = cfg.get_connect_timeout().copied().unwrap_or(Duration::from_secs(10));
     let connected = tokio::time::timeout(timeout, cfg.connect_raw(stream, NoTls)).await;
     let (client, conn) = match connected {
@@ -180,8 +209,10 @@ pub async fn open(t: &Target, ci: &Conninfo, cfg: &Config) -> Result<Client, Fai
             let _ = child.start_kill();
             return Err(Failure::environment(super::describe(&e)).with_source(e));
         }
-        Ok(Err(e)) => return Err(relay_failed(t, child, stderr, super::describe(&e)).await),
-        Err(_) => return Err(relay_failed(t, child, stderr, format!("no answer within {} s", timeout.as_secs())).await),
+        Ok(Err(e)) => return Err(relay_failed(t, child, stderr, &head, super::describe(&e)).await),
+        Err(_) => {
+            return Err(relay_failed(t, child, stderr, &head, format!("no answer within {} s", timeout.as_secs())).await)
+        }
     };
     tokio::spawn(async move {
         let _ = conn.await;
@@ -197,10 +228,26 @@ async fn relay_failed(
     t: &Target,
     mut child: tokio::process::Child,
     mut stderr: tokio::process::ChildStderr,
+    head: &std::sync::Mutex<Vec<u8>>,
     why: String,
 ) -> Failure {
     let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await.ok().and_then(Result::ok);
     let _ = child.start_kill();
+    // What the engine printed instead of the server's first message: text, not protocol.
+    let said = head.lock().map(|h| String::from_utf8_lossy(&h).into_owned()).unwrap_or_default();
+    let engine_said = status.and_then(|s| s.code()).is_some_and(|c| c == 126 || c == 127)
+        && !said.trim().is_empty()
+        && said.chars().all(|c| !c.is_control() || c == '\n' || c == '\r' || c == '\t');
+    if engine_said && !said.contains("\"perl\"") {
+        let line = crate::report::visible(first_line(&said)).into_owned();
+        let msg = format!("cannot run in the container {} ({} said: {line})", t.label(), t.engine);
+        // A user the container does not have is the URL's mistake: no retry mends it.
+        return if said.contains("unable to find user") {
+            Failure::invalid(format!("{msg}; check the URL's exec_user"))
+        } else {
+            Failure::environment(msg)
+        };
+    }
     // 126 and 127: the engine could not start perl (its message went to stdout, which the
     // protocol already consumed).
     if status.and_then(|s| s.code()).is_some_and(|c| c == 126 || c == 127) {

@@ -20,7 +20,7 @@ const MARKDOWN: &str = r#"# pgdrill report: {{ r.runbook }} — {{ r.outcome | u
 
 | | |
 |---|---|
-| runbook | `{{ r.runbook }}` ({{ r.file }}) |
+| runbook | {{ r.runbook }} ({{ r.file }}) |
 | started | {{ r.started_at }} |
 | finished | {{ r.finished_at }} ({{ r.duration_s }} s) |
 | host | {{ r.host }} |
@@ -30,7 +30,7 @@ const MARKDOWN: &str = r#"# pgdrill report: {{ r.runbook }} — {{ r.outcome | u
 {% endif %}
 ## Backups tested
 {% for b in r.backups %}
-- `{{ b.path }}` sha256 `{{ b.sha256 or "n/a" }}`{% if b.age_s is not none %}, {{ b.age_s }} s old{% endif %}{% if b.created %}, created {{ b.created }}{% endif %} ({{ b.step }})
+- {{ b.path }} sha256 {{ b.sha256 or "n/a" }}{% if b.age_s is not none %}, {{ b.age_s }} s old{% endif %}{% if b.created %}, created {{ b.created }}{% endif %} ({{ b.step }})
 {%- else %}
 - none
 {%- endfor %}
@@ -50,7 +50,7 @@ const MARKDOWN: &str = r#"# pgdrill report: {{ r.runbook }} — {{ r.outcome | u
 ## Checks
 | suite | check | step | result | seconds | detail |
 |---|---|---|---|---|---|
-{% for c in r.checks %}| {{ c.suite }} | {{ c.name }} | `{{ c.uses }}` | {{ c.outcome }}{% if c.rollback %}, {{ c.rollback }}{% endif %} | {{ c.duration_s }} | {{ (c.message or "") | replace("|", "\\|") | replace("\n", " ") }} |
+{% for c in r.checks %}| {{ c.suite }} | {{ c.name }} | {{ c.uses }} | {{ c.outcome }}{% if c.rollback %}, {{ c.rollback }}{% endif %} | {{ c.duration_s }} | {{ c.message or "" }} |
 {% endfor %}"#;
 
 const HTML: &str = r#"<!doctype html>
@@ -238,6 +238,24 @@ fn clean_strings(v: &Value) -> Value {
     }
 }
 
+/// `s` as literal Markdown text on one line (GFM tables included): line breaks become
+/// spaces, the punctuation Markdown and HTML act on is backslash-escaped.
+pub fn markdown_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '~' | '&' | '#' | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn render(template: &str, report: &Value) -> Result<String, Error> {
     let report = &clean_strings(report);
     let mut env = minijinja::Environment::new();
@@ -249,6 +267,16 @@ fn render(template: &str, report: &Value) -> Result<String, Error> {
         }
     });
     let name = if template == HTML { "report.html" } else { "report.md" };
+    if name == "report.md" {
+        // Every value printed into the Markdown is text: it cannot end a table cell or row,
+        // open a link or emphasis, or carry HTML.
+        env.set_formatter(|out, state, value| match value.as_str() {
+            Some(s) => out
+                .write_str(&markdown_text(s))
+                .map_err(|_| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "writing report.md")),
+            None => minijinja::escape_formatter(out, state, value),
+        });
+    }
     env.add_template(name, template).map_err(|e| Error::invalid(format!("report template: {e}")))?;
     env.get_template(name)
         .and_then(|t| t.render(minijinja::context! { r => minijinja::Value::from_serialize(report) }))

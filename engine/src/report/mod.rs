@@ -7,6 +7,7 @@ pub mod charts;
 pub mod compliance;
 mod json;
 mod junit;
+pub mod lock;
 pub mod notify;
 pub mod remote;
 mod smtp;

@@ -274,17 +274,29 @@ impl Notifier {
     /// `database` variable, else the database of its `database_url`), so a run that fails
     /// before any step names a database still lands on that database's series.
     pub fn new(cfg: NotifyFile, redactor: crate::redact::Redactor, database: String) -> Self {
-        // Webhook URLs carry tokens: masked wherever a message might quote them.
-        for n in &cfg.notify {
-            if let Some(u) = n.webhook.as_ref().and_then(webhook_url) {
-                redactor.add(&u);
-            }
-            if let Some(d) = n.sentry.as_ref().and_then(sentry_dsn) {
-                redactor.add(&d);
-            }
+        // Registered before the first step, not when the alert goes out: a step that prints
+        // one must find it masked, and `shell.run` children must not inherit its variable.
+        for s in secret_values(&cfg) {
+            redactor.add(&s);
+        }
+        if let Some(p) = cfg.metrics.as_ref().and_then(|m| m.pushgateway.as_ref()) {
+            redactor.add_credentials_in(&p.url);
         }
         Notifier { cfg, suites: Suites::default(), redactor, database }
     }
+}
+
+/// Every secret a notify file names: webhook URLs (they carry tokens), Sentry DSNs and the
+/// SMTP passwords of its `password_env` variables.
+pub fn secret_values(cfg: &NotifyFile) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in &cfg.notify {
+        out.extend(n.webhook.as_ref().and_then(webhook_url));
+        out.extend(n.sentry.as_ref().and_then(sentry_dsn));
+        let pw = n.email.as_ref().and_then(|e| e.password_env.as_ref()).and_then(|v| std::env::var(v).ok());
+        out.extend(pw.filter(|p| !p.is_empty()));
+    }
+    out
 }
 
 fn webhook_url(w: &Webhook) -> Option<String> {
@@ -519,15 +531,26 @@ fn push_body(f: &Facts) -> String {
 }
 
 fn text_of(f: &Facts) -> String {
-    let db = if f.database.is_empty() { String::new() } else { format!(" ({})", f.database) };
-    let mut t = format!("pgdrill: runbook {}{db} {} in {:.1} s", f.runbook, f.outcome, f.duration_s);
+    text_with(f, &|s| s.to_string())
+}
+
+/// Slack's mrkdwn reads `<...>` as a link or a mention (`<!channel>`, `<https://x|text>`) and
+/// `&` as the start of an entity: names and messages come from data, so those three are
+/// escaped as Slack asks.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn text_with(f: &Facts, esc: &dyn Fn(&str) -> String) -> String {
+    let db = if f.database.is_empty() { String::new() } else { format!(" ({})", esc(&f.database)) };
+    let mut t = format!("pgdrill: runbook {}{db} {} in {:.1} s", esc(&f.runbook), f.outcome, f.duration_s);
     if let Some(m) = f.message.as_deref().filter(|_| !f.passed) {
-        t.push_str(&format!("\n{m}"));
+        t.push_str(&format!("\n{}", esc(m)));
     }
     for o in &f.objectives {
         t.push_str(&format!(
             "\n{}: {} s (target {})",
-            o["name"].as_str().unwrap_or(""),
+            esc(o["name"].as_str().unwrap_or("")),
             o["measured_s"],
             o["target_s"]
         ));
@@ -613,7 +636,7 @@ impl Reporter for Notifier {
                 continue;
             };
             let body = match webhook.format {
-                Format::Slack => json!({ "text": text_of(&f) }),
+                Format::Slack => json!({ "text": text_with(&f, &slack_escape) }),
                 Format::Json => json!({
                     "runbook": f.runbook,
                     "database": f.database,

@@ -200,6 +200,11 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
         name: w.name.clone(),
         meter: Some(crate::progress::Meter::default()),
     };
+    // A store that does not answer is found before pg_dump takes its snapshot, not while
+    // the snapshot is held open.
+    if let Some(r) = &opts.remote {
+        r.probe().await.map_err(StepError::environment)?;
+    }
     match (w.encrypt, opts.key.is_some()) {
         (Some(true), false) => {
             return Err(StepError::invalid(

@@ -37,7 +37,8 @@ const SCHEMES: [&str; 4] = ["s3://", "gs://", "az://", "azure://"];
 /// Whether `location` names an object store (else it is a local path or `file://`).
 pub fn is_remote(location: &str) -> bool {
     let l = location.trim_start();
-    SCHEMES.iter().any(|s| l.len() >= s.len() && l[..s.len()].eq_ignore_ascii_case(s))
+    // Compared as bytes: the first bytes of `/tmp/çà` may end inside a character.
+    SCHEMES.iter().any(|s| l.as_bytes().get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s.as_bytes())))
 }
 
 /// `file:///srv/backups` -> `/srv/backups`; anything else unchanged.
@@ -54,6 +55,15 @@ const READBACK_INFLIGHT: usize = 3;
 /// Range size of a streamed read (`Remote::reader`), and how many are in flight.
 const STREAM_PART: usize = 4 << 20;
 const STREAM_INFLIGHT: usize = 2;
+/// The longest file name (bytes) the local mirror can hold: Linux's NAME_MAX.
+const NAME_MAX: usize = 255;
+
+/// Whether a mirror file could not be made because of the object's name (too long, or a
+/// name the filesystem refuses), not because the disk or the directory failed.
+fn unmirrorable(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(nix::errno::Errno::ENAMETOOLONG as i32) || e.kind() == std::io::ErrorKind::InvalidFilename
+}
+
 /// Bytes of each foreign object read into its sparse mirror, to tell its kind.
 const HEAD_BYTES: u64 = 4096;
 
@@ -72,6 +82,8 @@ pub struct Remote {
     blocks: bool,
     /// The private local mirror.
     cache: PathBuf,
+    /// How long one request may take.
+    timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Remote {
@@ -101,7 +113,33 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The option keys a location may carry after `?`.
-const OPTIONS: &str = "endpoint, region, path_style, allow_http, storage_class, account, use_emulator";
+const OPTIONS: &str = "endpoint, region, path_style, allow_http, storage_class, account, use_emulator, timeout";
+
+/// How long one request may take (connect, answer and body), unless the location's
+/// `timeout=` or PGDRILL_STORE_TIMEOUT says otherwise; connecting alone gets at most
+/// `CONNECT_TIMEOUT`. A store that accepts connections and never answers is then an error
+/// within seconds, not after object_store's three minutes of retries.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The request timeout of a location: its `timeout=` option, else PGDRILL_STORE_TIMEOUT,
+/// else `REQUEST_TIMEOUT` (`30s`, `2m` or plain seconds).
+fn request_timeout(opts: &BTreeMap<String, String>) -> Result<std::time::Duration, String> {
+    let (v, from) = match (opts.get("timeout"), std::env::var("PGDRILL_STORE_TIMEOUT").ok().filter(|v| !v.is_empty())) {
+        (Some(v), _) => (v.clone(), "the location's `timeout`"),
+        (None, Some(v)) => (v, "PGDRILL_STORE_TIMEOUT"),
+        (None, None) => return Ok(REQUEST_TIMEOUT),
+    };
+    let d = v
+        .parse::<u64>()
+        .map(std::time::Duration::from_secs)
+        .or_else(|_| humantime::parse_duration(&v))
+        .map_err(|_| format!("{from} `{}` is not a duration: write `20s` or `2m`", crate::report::visible(&v)))?;
+    if d.is_zero() {
+        return Err(format!("{from} is 0: a request needs some time"));
+    }
+    Ok(d)
+}
 
 /// Open `location` (once per process; later calls share it and its mirror).
 pub fn open(location: &str) -> Result<Remote, String> {
@@ -109,6 +147,117 @@ pub fn open(location: &str) -> Result<Remote, String> {
     if let Some((_, r)) = lock(&OPEN).iter().find(|(l, _)| l == location) {
         return Ok(r.clone());
     }
+    let Location { scheme, bucket, prefix, opts } = parse_location(location)?;
+    let (bucket, prefix) = (bucket.as_str(), prefix.as_str());
+    let flag = |k: &str| opts.get(k).map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
+    let timeout = request_timeout(&opts)?;
+    // Set key by key: the builders' other client settings (AWS_ALLOW_HTTP...) come from the
+    // environment and must stay.
+    let timeouts = [
+        (object_store::ClientConfigKey::Timeout, humantime::format_duration(timeout).to_string()),
+        (
+            object_store::ClientConfigKey::ConnectTimeout,
+            humantime::format_duration(CONNECT_TIMEOUT.min(timeout)).to_string(),
+        ),
+    ];
+    let (store, parts): (Arc<dyn ObjectStore>, Arc<dyn object_store::multipart::MultipartStore>) = match scheme.as_str()
+    {
+        "s3" => {
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            for (k, v) in &timeouts {
+                b = b.with_config(object_store::aws::AmazonS3ConfigKey::Client(*k), v);
+            }
+            b = aws_profile(b)?;
+            if let Some(e) = opts.get("endpoint") {
+                b = b.with_endpoint(e);
+            }
+            if let Some(r) = opts.get("region") {
+                b = b.with_region(r);
+            }
+            if let Some(p) = flag("path_style") {
+                b = b.with_virtual_hosted_style_request(!p);
+            }
+            if let Some(h) = flag("allow_http") {
+                b = b.with_allow_http(h);
+            }
+            let built = Arc::new(b.build().map_err(|e| describe(&e))?);
+            (built.clone(), built)
+        }
+        "az" | "azure" => {
+            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(bucket);
+            for (k, v) in &timeouts {
+                b = b.with_config(object_store::azure::AzureConfigKey::Client(*k), v);
+            }
+            if let Ok(cs) = std::env::var("AZURE_STORAGE_CONNECTION_STRING") {
+                for part in cs.split(';').filter(|p| !p.is_empty()) {
+                    let Some((k, v)) = part.split_once('=') else { continue };
+                    b = match k.trim() {
+                        "AccountName" => b.with_account(v),
+                        "AccountKey" => b.with_access_key(v),
+                        "BlobEndpoint" => b.with_endpoint(v.to_string()),
+                        "DefaultEndpointsProtocol" if v.eq_ignore_ascii_case("http") => b.with_allow_http(true),
+                        _ => b,
+                    };
+                }
+            }
+            if let Some(a) = opts.get("account") {
+                b = b.with_account(a);
+            }
+            if let Some(e) = opts.get("endpoint") {
+                b = b.with_endpoint(e.clone());
+            }
+            if let Some(h) = flag("allow_http") {
+                b = b.with_allow_http(h);
+            }
+            if let Some(u) = flag("use_emulator") {
+                b = b.with_use_emulator(u);
+            }
+            let built = Arc::new(b.build().map_err(|e| describe(&e))?);
+            (built.clone(), built)
+        }
+        "gs" => {
+            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+            for (k, v) in &timeouts {
+                b = b.with_config(object_store::gcp::GoogleConfigKey::Client(*k), v);
+            }
+            if opts.contains_key("endpoint") {
+                return Err("`endpoint` is not supported for gs:// locations: Google Cloud Storage is reached at its own address (for another server, use its S3-compatible endpoint with s3://)".into());
+            }
+            let built = Arc::new(b.build().map_err(|e| describe(&e))?);
+            (built.clone(), built)
+        }
+        other => return Err(format!("unknown storage scheme `{other}://`: use s3://, gs://, az:// or a local path")),
+    };
+    let parent = std::env::temp_dir().join("pgdrill-mirror");
+    let cache = private_dir(&parent, "mirror")
+        .map_err(|e| format!("cannot make a private directory in {}: {e}", parent.display()))?;
+    track(&cache);
+    let r = Remote {
+        url: format!("{scheme}://{bucket}{}{prefix}", if prefix.is_empty() { "" } else { "/" }),
+        store,
+        parts,
+        prefix: prefix.to_string(),
+        storage_class: opts.get("storage_class").cloned(),
+        blocks: matches!(scheme.as_str(), "az" | "azure"),
+        cache,
+        timeout,
+    };
+    lock(&OPEN).push((location.to_string(), r.clone()));
+    Ok(r)
+}
+
+/// A location's parts: scheme (lowercased), bucket, prefix (no leading or trailing `/`),
+/// options (values percent-decoded).
+#[derive(Debug)]
+struct Location {
+    scheme: String,
+    bucket: String,
+    prefix: String,
+    opts: BTreeMap<String, String>,
+}
+
+/// Split and check a location without opening anything.
+fn parse_location(location: &str) -> Result<Location, String> {
     let (base, query) = match location.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (location, None),
@@ -141,81 +290,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
         }
         opts.insert(k, v);
     }
-    let flag = |k: &str| opts.get(k).map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
-    let (store, parts): (Arc<dyn ObjectStore>, Arc<dyn object_store::multipart::MultipartStore>) = match scheme.as_str()
-    {
-        "s3" => {
-            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-            b = aws_profile(b)?;
-            if let Some(e) = opts.get("endpoint") {
-                b = b.with_endpoint(e);
-            }
-            if let Some(r) = opts.get("region") {
-                b = b.with_region(r);
-            }
-            if let Some(p) = flag("path_style") {
-                b = b.with_virtual_hosted_style_request(!p);
-            }
-            if let Some(h) = flag("allow_http") {
-                b = b.with_allow_http(h);
-            }
-            let built = Arc::new(b.build().map_err(|e| describe(&e))?);
-            (built.clone(), built)
-        }
-        "az" | "azure" => {
-            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(bucket);
-            if let Ok(cs) = std::env::var("AZURE_STORAGE_CONNECTION_STRING") {
-                for part in cs.split(';').filter(|p| !p.is_empty()) {
-                    let Some((k, v)) = part.split_once('=') else { continue };
-                    b = match k.trim() {
-                        "AccountName" => b.with_account(v),
-                        "AccountKey" => b.with_access_key(v),
-                        "BlobEndpoint" => b.with_endpoint(v.to_string()),
-                        "DefaultEndpointsProtocol" if v.eq_ignore_ascii_case("http") => b.with_allow_http(true),
-                        _ => b,
-                    };
-                }
-            }
-            if let Some(a) = opts.get("account") {
-                b = b.with_account(a);
-            }
-            if let Some(e) = opts.get("endpoint") {
-                b = b.with_endpoint(e.clone());
-            }
-            if let Some(h) = flag("allow_http") {
-                b = b.with_allow_http(h);
-            }
-            if let Some(u) = flag("use_emulator") {
-                b = b.with_use_emulator(u);
-            }
-            let built = Arc::new(b.build().map_err(|e| describe(&e))?);
-            (built.clone(), built)
-        }
-        "gs" => {
-            let b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
-            if opts.contains_key("endpoint") {
-                return Err("`endpoint` is not supported for gs:// locations: Google Cloud Storage is reached at its own address (for another server, use its S3-compatible endpoint with s3://)".into());
-            }
-            let built = Arc::new(b.build().map_err(|e| describe(&e))?);
-            (built.clone(), built)
-        }
-        other => return Err(format!("unknown storage scheme `{other}://`: use s3://, gs://, az:// or a local path")),
-    };
-    let parent = std::env::temp_dir().join("pgdrill-mirror");
-    let cache = private_dir(&parent, "mirror")
-        .map_err(|e| format!("cannot make a private directory in {}: {e}", parent.display()))?;
-    track(&cache);
-    let r = Remote {
-        url: format!("{scheme}://{bucket}{}{prefix}", if prefix.is_empty() { "" } else { "/" }),
-        store,
-        parts,
-        prefix: prefix.to_string(),
-        storage_class: opts.get("storage_class").cloned(),
-        blocks: matches!(scheme.as_str(), "az" | "azure"),
-        cache,
-    };
-    lock(&OPEN).push((location.to_string(), r.clone()));
-    Ok(r)
+    Ok(Location { scheme, bucket: bucket.to_string(), prefix: prefix.to_string(), opts })
 }
 
 fn env_hint(scheme: &str) -> &'static str {
@@ -231,9 +306,11 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
+        // By bytes: the two after a `%` may be part of a multibyte character.
+        let hex = |c: u8| (c as char).to_digit(16);
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
                 i += 3;
                 continue;
             }
@@ -387,9 +464,27 @@ impl Remote {
         self.cache.join(rel)
     }
 
+    /// Whether the store answers: one listing request (the bucket exists, the credentials
+    /// are taken) that must answer within the request timeout, retries included. Called
+    /// before anything that holds a resource while it waits (pg_dump's snapshot).
+    pub async fn probe(&self) -> Result<(), String> {
+        let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
+        let mut listing = self.store.list(prefix.as_ref());
+        match tokio::time::timeout(self.timeout, listing.next()).await {
+            Err(_) => Err(format!(
+                "the store cannot be reached: {} did not answer within {} (set the location's `timeout=` or PGDRILL_STORE_TIMEOUT for a slower store)",
+                self.url,
+                humantime::format_duration(self.timeout)
+            )),
+            Ok(Some(Err(e))) => Err(format!("cannot list {}: {}", self.url, describe(&e))),
+            Ok(_) => Ok(()),
+        }
+    }
+
     /// Mirror the location: manifests and ledgers, and a sparse stand-in for each backup.
     /// Returns the mirror's root, to be listed as a local store.
     pub async fn mirror(&self) -> Result<PathBuf, String> {
+        self.probe().await?;
         let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
         let mut listing = self.store.list(prefix.as_ref());
         let mut objects = Vec::new();
@@ -410,12 +505,24 @@ impl Remote {
             if parts.len() > 2 || parts.iter().any(|p| p.starts_with('.') || p.is_empty()) {
                 continue;
             }
+            // One object whose name no local file can have must not hide every other one.
+            if let Some(p) = parts.iter().find(|p| p.len() > NAME_MAX) {
+                self.skipped(&rel, &format!("a key part of {} bytes (a file name has at most {NAME_MAX})", p.len()));
+                continue;
+            }
             let local = self.mirror_of(&rel);
             keep.insert(local.clone());
             let tag = self.pin(&rel, m.e_tag.as_deref());
             if rel.ends_with(".manifest.json") {
                 let bytes = self.get_bytes(&m.location).await?;
-                super::write_replace(&local, &bytes).map_err(|e| format!("mirroring {}: {e}", local.display()))?;
+                if let Err(e) = super::write_replace(&local, &bytes) {
+                    if unmirrorable(&e) {
+                        keep.remove(&local);
+                        self.skipped(&rel, &e.to_string());
+                        continue;
+                    }
+                    return Err(format!("mirroring {}: {e}", local.display()));
+                }
                 continue;
             }
             let same_size = std::fs::metadata(&local).map(|md| md.len()).ok() == Some(m.size);
@@ -432,8 +539,14 @@ impl Remote {
                     .map_err(|e| format!("reading {}: {}", self.url_of(&rel), describe(&e)))?
                     .to_vec()
             };
-            stand_in(&local, &head, m.size, m.last_modified.into())
-                .map_err(|e| format!("mirroring {}: {e}", local.display()))?;
+            if let Err(e) = stand_in(&local, &head, m.size, m.last_modified.into()) {
+                if unmirrorable(&e) {
+                    keep.remove(&local);
+                    self.skipped(&rel, &e.to_string());
+                    continue;
+                }
+                return Err(format!("mirroring {}: {e}", local.display()));
+            }
         }
         for (folder, mut items) in ledgers {
             // Names begin with the time of the verification: in order.
@@ -457,6 +570,17 @@ impl Remote {
         }
         prune_mirror(&self.cache, &keep);
         Ok(self.cache.clone())
+    }
+
+    /// Say that an object is left out of the listing, and why (the run goes on without it).
+    fn skipped(&self, rel: &str, why: &str) {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "warning: {} cannot be mirrored locally ({}): left out of the listing; rename it in the store to list it",
+            crate::report::visible(&self.url_of(rel)),
+            crate::report::visible(why)
+        );
     }
 
     async fn get_bytes(&self, key: &Key) -> Result<Vec<u8>, String> {
@@ -1453,5 +1577,88 @@ mod tests {
         assert!(e.contains("names no bucket"), "{e}");
         let e = refused("s3://b/a/../c");
         assert!(e.contains("`..`"), "{e}");
+    }
+
+    /// Pieces of hostile locations, paths and keys: multibyte characters at every offset,
+    /// broken and half percent-escapes, separators, control characters, long components.
+    const PIECES: &[&str] = &[
+        "s3://",
+        "S3://",
+        "gs://",
+        "az://",
+        "/tmp/",
+        "ç",
+        "çà",
+        "€",
+        "😀",
+        "%",
+        "%c3",
+        "%C3%A7",
+        "%zz",
+        "%4",
+        "?",
+        "&",
+        "=",
+        "endpoint=",
+        "/",
+        "..",
+        ".",
+        "b",
+        "\n",
+        "\0",
+        "\u{fffd}",
+        "file://",
+        ":",
+        "@",
+        "{db}",
+        "*",
+    ];
+
+    /// Every sequence of up to three pieces: no parser in storage/ panics on any of them,
+    /// whatever its byte offsets; decoding works on bytes.
+    #[test]
+    fn hostile_locations_paths_and_keys_never_panic_any_storage_parser() {
+        let long = "é".repeat(200);
+        let mut inputs: Vec<String> = vec![String::new(), long.clone(), format!("s3://b/{long}/x.dump")];
+        for a in PIECES {
+            inputs.push(a.to_string());
+            for b in PIECES {
+                inputs.push(format!("{a}{b}"));
+                for c in PIECES {
+                    inputs.push(format!("{a}{b}{c}"));
+                }
+            }
+        }
+        for t in &inputs {
+            let _ = is_remote(t);
+            let _ = local_path(t);
+            let _ = percent_decode(t);
+            if let Ok(l) = parse_location(t) {
+                assert!(!l.bucket.is_empty(), "{t:?}");
+            }
+            let _ = crate::storage::names::parse(t);
+            let _ = crate::storage::names::looks_like_backup(t);
+            let _ = crate::storage::names::pgdrill_stamp(t);
+            if let Some(p) = t.contains('{').then(|| crate::storage::names::NamePattern::parse(t).ok()).flatten() {
+                let _ = p.matches(t);
+            }
+            let folder = crate::storage::folder_name(t);
+            assert_eq!(crate::storage::database_of_folder(&folder).as_deref(), Some(t.as_str()), "{t:?}");
+            let _ = crate::storage::database_of_folder(t);
+            let _ = crate::storage::legacy_folder_name(t);
+            let _ = display(Path::new(t));
+        }
+        // Paths that are not UTF-8 at all (a report or storage directory given as bytes).
+        use std::os::unix::ffi::OsStrExt;
+        for bytes in [&b"/tmp/\xff\xfe"[..], b"\xc3", b"s3://b/\xe2\x82", b"/tmp/\xc3\xa7\xc3"] {
+            let p = Path::new(std::ffi::OsStr::from_bytes(bytes));
+            let lossy = p.to_string_lossy();
+            let _ = is_remote(&lossy);
+            let _ = parse_location(&lossy);
+            let _ = display(p);
+            let _ = crate::storage::manifest_path(p);
+        }
+        assert!(!is_remote("/tmp/çà") && !is_remote("/tmpçà") && is_remote("S3://b"));
+        assert_eq!(percent_decode("%C3%A7%zz%c3"), "ç%zz\u{fffd}");
     }
 }
