@@ -2,7 +2,7 @@
 //! manifest holding the source fingerprint taken in pg_dump's own snapshot; and checks of
 //! stored backups without restoring them.
 
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -19,6 +19,7 @@ use crate::pg::fingerprint::{self, Fingerprint, Mode};
 use crate::pg::native::parse_major;
 use crate::storage::{self, LocalStore};
 
+pub mod complete;
 pub mod ledger;
 pub mod listing;
 pub mod offsets;
@@ -981,31 +982,23 @@ fn tar_toc_tables(plain: Box<dyn Read + Send + '_>, backup: &Path, server_major:
 /// Tables in a plain dump: the `-- Name: ...; Type: TABLE; Schema: ...` header pg_dump writes
 /// before each table's definition, counted outside COPY data. Not `CREATE TABLE` lines: that
 /// misses `CREATE UNLOGGED TABLE` and counts data rows and function bodies that begin with
-/// those words (a migrations table holding DDL).
+/// those words (a migrations table holding DDL). A dump without pg_dump's completion line,
+/// or cut inside a table's data, is a failed check naming where it stops (`complete`).
 fn count_create_table(plain: Box<dyn Read + Send + '_>) -> Result<usize, Failure> {
-    // Bytes, not text: a dump of a LATIN1 database is not UTF-8.
-    let mut r = BufReader::with_capacity(1 << 20, plain);
-    let mut line = Vec::with_capacity(4096);
-    let mut n = 0;
-    let mut in_copy = false;
+    let mut r = plain;
+    let mut scan = complete::PlainScan::default();
+    let mut buf = vec![0u8; 1 << 20];
     loop {
-        line.clear();
-        if r.read_until(b'\n', &mut line).map_err(|e| io_error("reading the backup", e))? == 0 {
-            return Ok(n);
+        let n = match r.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_error("reading the backup", e)),
+        };
+        if n == 0 {
+            return scan.finish().map_err(Failure::failed);
         }
-        let l = line.strip_suffix(b"\n").unwrap_or(&line);
-        if in_copy {
-            in_copy = l != b"\\.";
-        } else if l.starts_with(b"COPY ") && l.ends_with(b" FROM stdin;") {
-            in_copy = true;
-        } else if l.starts_with(b"-- Name: ") && contains(l, b"; Type: TABLE; Schema: ") {
-            n += 1;
-        }
+        scan.feed(&buf[..n]);
     }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Tables in `pg_restore --list` output: entries `ID; 1259 OID TABLE schema name owner`.
@@ -1219,7 +1212,27 @@ pub fn decrypt_to(
             )));
         }
         let mut opened = source::open(path, key, secret)?;
-        return std::io::copy(&mut opened.reader, out).map_err(|e| Failure::failed(io_message(&e)));
+        if opened.content != source::Content::Plain {
+            return std::io::copy(&mut opened.reader, out).map_err(|e| Failure::failed(io_message(&e)));
+        }
+        // An SQL script is checked as it passes: a cut one is written out (the pipe is
+        // already running) but the exit says it was not complete.
+        let mut scan = complete::PlainScan::default();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = match opened.reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_error(&path.display().to_string(), e)),
+            };
+            scan.feed(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(|e| Failure::environment(format!("writing stdout: {e}")))?;
+            total += n as u64;
+        }
+        scan.finish().map_err(|m| Failure::failed(format!("{}: {m}", path.display())))?;
+        return Ok(total);
     }
     let f = std::fs::File::open(path).map_err(|e| Failure::invalid(format!("cannot open {}: {e}", path.display())))?;
     let (_, mut plain) = archive::open(BufReader::with_capacity(1 << 20, f), key)?;

@@ -237,6 +237,21 @@ fn peel(
     // At most a few layers: pgdrill, openssl or gpg, then a compressor, then the dump itself.
     for _ in 0..4 {
         let (head, peeked) = peek(reader).map_err(|e| failed(format!("read error: {e}")))?;
+        // Nothing at all (a 0-byte file, `gzip -c </dev/null`, a pg_dump that failed before
+        // writing) is no backup: without this it read as an empty SQL script.
+        if head.is_empty() {
+            return Err(failed(match layers.last() {
+                None => "the file is empty (0 bytes): not a backup".into(),
+                Some(l) => format!("it holds nothing inside its {l} layer (0 bytes of dump): not a backup"),
+            }));
+        }
+        // The first bytes of a pgdrill header and nothing more: an archive cut inside it.
+        if head.len() < archive::MAGIC.len() && archive::MAGIC.starts_with(&head) {
+            return Err(failed(format!(
+                "a pgdrill archive cut inside its header ({} bytes): not a complete backup",
+                head.len()
+            )));
+        }
         if head.starts_with(archive::MAGIC) {
             let (_, plain) = archive::open(peeked, key).map_err(|e| Failure::from(e).context(path.display()))?;
             layers.push("pgdrill");
