@@ -466,10 +466,8 @@ async fn decrypt_of_an_empty_or_headerless_file_exited_0() {
     let empty = t.path().join("app-20261205T130000.sql");
     std::fs::write(&empty, b"").expect("write");
     let gz = t.path().join("app-20261205T130000.sql.gz");
-    let out = Command::new("bash")
-        .args(["-c", &format!("gzip -c </dev/null > {}", gz.display())])
-        .status()
-        .expect("gzip");
+    let out =
+        Command::new("bash").args(["-c", &format!("gzip -c </dev/null > {}", gz.display())]).status().expect("gzip");
     assert!(out.success());
     let headerless = t.path().join("app.dump.pgdrill");
     std::fs::write(&headerless, b"PGDRI").expect("write");
@@ -485,11 +483,8 @@ async fn decrypt_of_an_empty_or_headerless_file_exited_0() {
     // A real pg_dump's output cut short (what `pg_dump | gzip` leaves when pg_dump dies).
     let Some(src) = source(0).await else { return };
     let cut = t.path().join("shop-20261205T130000.sql.gz");
-    let script = format!(
-        "/usr/lib/postgresql/15/bin/pg_dump '{}' | head -c 100000 | gzip > {}",
-        src.url(),
-        cut.display()
-    );
+    let script =
+        format!("/usr/lib/postgresql/15/bin/pg_dump '{}' | head -c 100000 | gzip > {}", src.url(), cut.display());
     assert!(Command::new("bash").args(["-c", &script]).status().expect("bash").success());
     let out = pgdrill(&["decrypt", cut.to_str().unwrap_or_default()]).stdin(Stdio::null()).output().expect("run");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));

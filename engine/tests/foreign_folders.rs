@@ -383,3 +383,182 @@ fn backups_list_table_is_golden() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
     assert!(text(&out.stderr).contains("no-such-dir does not exist"), "{}", text(&out.stderr));
 }
+
+/// A three-table source (`app`), and a runner of shell pipelines against it as the classic
+/// runbooks run them: without pipefail, so a pg_dump that dies still leaves a file.
+async fn three_tables() -> Option<pgdrill::pg::ephemeral::Ephemeral> {
+    let src = common::native_server("app").await?;
+    let client = pgdrill::pg::connect(&src.url()).await.expect("connect");
+    client
+        .batch_execute(
+            "create table accounts (id int primary key, name text not null);
+             insert into accounts select g, repeat('n', 40) || g from generate_series(1, 1000) g;
+             create table payments (id int primary key, account int references accounts, amount numeric);
+             insert into payments select g, 1 + g % 1000, g * 0.5 from generate_series(1, 1000) g;
+             create table audit (id int, what text);
+             insert into audit select g, 'x' from generate_series(1, 500) g;
+             create index audit_id on audit (id);",
+        )
+        .await
+        .expect("load");
+    client.batch_execute("create database empty_db").await.expect("create database");
+    Some(src)
+}
+
+fn field_sh(src: &pgdrill::pg::ephemeral::Ephemeral, script: &str, gnupghome: &Path) {
+    // No pipefail: `pg_dump | head | gzip` exits 0 although pg_dump died of SIGPIPE.
+    let out = Command::new("bash")
+        .args(["-c", script])
+        .env("PGHOST", &src.host)
+        .env("PGPORT", src.port.to_string())
+        .env("PGUSER", &src.user)
+        .env("PGPASSWORD", &src.password)
+        .env("PGDATABASE", "app")
+        .env("BACKUP_PASS", PASS)
+        .env("GNUPGHOME", gnupghome)
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash");
+    assert!(out.status.success(), "{script}: {}", text(&out.stderr));
+}
+
+fn verify_app(backup: &Path, vars: &[&str], junit: &Path) -> (Option<i32>, String) {
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "verify".into(),
+        "--var".into(),
+        format!("backup={}", backup.display()),
+        "--var".into(),
+        "provider=native".into(),
+        "--var".into(),
+        "max_age=100000d".into(),
+        "--junit".into(),
+        junit.display().to_string(),
+    ];
+    for v in vars {
+        args.push("--var".into());
+        args.push((*v).into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = pgdrill(&args).env("PGDRILL_BACKUP_KEY", PASS).output().expect("verify runs");
+    (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+}
+
+/// Issue 35, cases 1 and 2: `gzip -c </dev/null`, a 0-byte `.sql`, a pg_dump killed half-way
+/// with its output piped into gzip (and on into `openssl enc` and `gpg`), a custom dump cut
+/// at several points and a directory dump missing a file all verified green ("the restored
+/// copy has 1 tables"), and so did a complete dump of an empty database.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_or_cut_dump_without_a_manifest_verified_green() {
+    if !common::require(have("gpg", "--version") && have("openssl", "version"), "gpg and openssl") {
+        return;
+    }
+    let Some(src) = three_tables().await else { return };
+    let t = tempfile::tempdir().expect("tmp");
+    let d = t.path().join("backups");
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let gnupg = t.path().join("gnupg");
+    std::fs::create_dir_all(&gnupg).expect("mkdir");
+    std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
+    let dump = pg_bin("pg_dump");
+    let full = d.join("app-full.sql");
+    field_sh(&src, &format!("{dump} > {}", full.display()), &gnupg);
+    let sql = std::fs::read_to_string(&full).expect("dump");
+    // Cut inside the second table's data: the first table whole, the rest and every index
+    // missing, as pg_dump leaves it when it dies there.
+    let inside_second = sql.find("COPY public.payments").expect("payments data") + 2000;
+    let after_first = sql.find("-- Data for Name: payments").expect("payments header");
+    let gpg = format!(
+        "gpg --batch --pinentry-mode loopback --passphrase-fd 3 --symmetric --cipher-algo AES256 3<<<\"$BACKUP_PASS\""
+    );
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("app-20261205T130000.sql.gz", "gzip -c </dev/null > {f}".into(), "holds nothing inside its gzip layer"),
+        ("app-20261205T130100.sql", ": > {f}".into(), "the file is empty (0 bytes)"),
+        (
+            "app-20261205T130200.sql.gz",
+            format!("{dump} | head -c {inside_second} | gzip > {{f}}"),
+            "cut inside the data of public.payments",
+        ),
+        (
+            "app-20261205T130300.sql.gz",
+            format!("{dump} | head -c {after_first} | gzip > {{f}}"),
+            "no `-- PostgreSQL database dump complete` line",
+        ),
+        (
+            "app-20261205T130400.sql.gz.enc",
+            format!(
+                "{dump} | head -c {inside_second} | gzip | openssl enc -aes-256-cbc -salt -pbkdf2 -pass env:BACKUP_PASS > {{f}}"
+            ),
+            "cut inside the data of public.payments",
+        ),
+        (
+            "app-20261205T130500.sql.gz.gpg",
+            format!("{dump} | head -c {inside_second} | gzip | {gpg} -o {{f}}; gpgconf --kill gpg-agent"),
+            "cut inside the data of public.payments",
+        ),
+    ];
+    for (name, script, says) in &cases {
+        let f = d.join(name);
+        field_sh(&src, &script.replace("{f}", &f.display().to_string()), &gnupg);
+        let junit = t.path().join(format!("{name}.xml"));
+        let (code, all) = verify_app(&f, &[], &junit);
+        assert_eq!(code, Some(1), "{name}: {all}");
+        assert!(all.contains(says), "{name}: expected `{says}`: {all}");
+        let cases = junit_cases(&junit);
+        assert_eq!(status_of(&cases, "integrity"), "failure", "{name}: {cases:?}");
+        assert_ne!(status_of(&cases, "restore"), "passed", "{name}: {cases:?}");
+    }
+
+    // A custom dump cut at several points: in its header, in its TOC, inside each table's
+    // data block, and one byte short of its end.
+    let custom = d.join("app-full.dump");
+    field_sh(&src, &format!("{dump} -Fc -Z0 -f {}", custom.display()), &gnupg);
+    let bytes = std::fs::read(&custom).expect("custom");
+    std::fs::remove_file(&custom).expect("rm");
+    let at = |needle: &[u8]| bytes.windows(needle.len()).rposition(|w| w == needle).expect("in the dump");
+    let name_end = at(b"nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn1000");
+    for (i, cut) in [3usize, 200, name_end - 30_000, name_end, bytes.len() - 1].into_iter().enumerate() {
+        let f = d.join(format!("app-2026120{}T140000.dump", i + 1));
+        std::fs::write(&f, &bytes[..cut]).expect("write");
+        let junit = t.path().join(format!("custom-{cut}.xml"));
+        let (code, all) = verify_app(&f, &[], &junit);
+        assert_eq!(code, Some(1), "custom cut at {cut} of {}: {all}", bytes.len());
+        assert_eq!(status_of(&junit_cases(&junit), "integrity"), "failure", "cut at {cut}: {all}");
+        assert!(all.contains("incomplete dump") || all.contains("cut inside its header"), "cut at {cut}: {all}");
+    }
+
+    // A directory dump missing one table's data file.
+    let dir = d.join("app-20261206T150000");
+    field_sh(&src, &format!("{dump} -Fd -f {}", dir.display()), &gnupg);
+    let data: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(".dat.")))
+        .collect();
+    assert_eq!(data.len(), 3, "{data:?}");
+    std::fs::remove_file(&data[1]).expect("rm");
+    let missing = data[1].file_name().map(|n| n.to_string_lossy().replace(".gz", "")).unwrap_or_default();
+    let junit = t.path().join("dir.xml");
+    let (code, all) = verify_app(&dir, &[], &junit);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains(&missing), "names the missing file {missing}: {all}");
+
+    // A complete dump of a database without tables: failed unless expected to be empty.
+    let empty = d.join("empty_db-20261206T160000.sql.gz");
+    field_sh(&src, &format!("{dump} -d empty_db | gzip > {}", empty.display()), &gnupg);
+    let junit = t.path().join("empty.xml");
+    let (code, all) = verify_app(&empty, &[], &junit);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("defines no table") && all.contains("expect_empty"), "{all}");
+    let (_, all) = verify_app(&empty, &["expect_empty=true"], &junit);
+    assert_eq!(status_of(&junit_cases(&junit), "integrity"), "passed", "{all}");
+
+    // The complete dump still passes its integrity check and restores.
+    let junit = t.path().join("full.xml");
+    let (_, all) = verify_app(&full, &[], &junit);
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "integrity"), "passed", "{all}");
+    assert_eq!(status_of(&cases, "restore"), "passed", "{all}");
+    src.stop().await;
+}

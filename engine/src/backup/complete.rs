@@ -87,9 +87,9 @@ impl PlainScan {
         }
     }
 
-    /// Tables defined (`-- Name: ...; Type: TABLE; ...` headers outside COPY data).
-    pub fn tables(&self) -> usize {
-        self.tables
+    /// The last entry header read (`Data for Name: t; Type: TABLE DATA; ...`).
+    pub fn last_entry(&self) -> Option<&str> {
+        self.last_entry.as_deref()
     }
 
     /// The tables defined, or what shows the dump is not complete, naming what is missing.

@@ -824,18 +824,11 @@ pub(crate) fn check_and_stage(
     if source::origin(path) == source::Origin::Pgdrill {
         return check_inner(path, key.as_ref(), stage, meter);
     }
-    let failed = |m: String| Failure::failed(format!("{}: {m}", path.display()));
     if let source::Located::Directory(dir) = source::locate(path)? {
         let (pg_restore, _, _) = find_tool("pg_restore", None, 0)?;
-        let out = crate::child::output(crate::child::command(&pg_restore).arg("--list").arg(&dir))
-            .map_err(|e| Failure::environment(format!("cannot run pg_restore: {e}")))?;
-        if !out.status.success() {
-            return Err(failed(format!(
-                "pg_restore --list cannot read the directory dump: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        let tables = count_toc_tables(&String::from_utf8_lossy(&out.stdout));
+        let mut cmd = crate::child::command(&pg_restore);
+        cmd.arg(&dir);
+        let tables = script_tables(cmd, None).map_err(|e| e.context(path.display()))?;
         return Ok((Checked { manifest: None, tables, layers: vec!["directory"], trust: None }, None));
     }
     check_opened(path, source::open(path, key.as_ref(), secret)?, stage, true)
@@ -874,7 +867,10 @@ fn check_opened(
     let tables = match opened.content {
         source::Content::Custom => {
             let stage = stage.filter(|_| !layers.is_empty() || !local);
-            let (tables, s) = toc_tables_staged(&mut opened.reader, 0, stage).map_err(|e| e.context(path.display()))?;
+            // Without a manifest nothing says the dump is whole: it is read through
+            // `pg_restore -f -`, every data block to its end, not only its TOC.
+            let (tables, s) =
+                toc_tables_staged(&mut opened.reader, 0, stage, true).map_err(|e| e.context(path.display()))?;
             staged = s;
             tables
         }
@@ -909,21 +905,32 @@ impl<W: Write> Read for Tee<'_, W> {
     }
 }
 
-/// `toc_tables`, keeping the plaintext in a staged file in `stage` when given.
+/// `toc_tables` (with `whole`, `script_tables`), keeping the plaintext in a staged file in
+/// `stage` when given.
 fn toc_tables_staged(
     plain: &mut (dyn Read + Send + '_),
     server_major: u32,
     stage: Option<&Path>,
+    whole: bool,
 ) -> Result<(usize, Option<StagedDump>), Failure> {
+    let tables_of = |r: &mut dyn Read| {
+        if whole {
+            let (cmd, _env) =
+                crate::pg::image_tools::tool_command("pg_restore", server_major, &[]).map_err(Failure::environment)?;
+            script_tables(cmd, Some(r))
+        } else {
+            toc_tables(r, server_major)
+        }
+    };
     let Some(dir) = stage else {
-        return toc_tables(plain, server_major).map(|t| (t, None));
+        return tables_of(plain).map(|t| (t, None));
     };
     let staged = Staged::new(dir, ".dump")?;
     let file =
         staged.create_file().map_err(|e| Failure::environment(format!("cannot stage in {}: {e}", dir.display())))?;
     let copy = offsets::OffsetRecorder::new(BufWriter::with_capacity(1 << 20, file));
     let mut tee = Tee { inner: plain, copy, failed: None };
-    let listed = toc_tables(&mut tee, server_major);
+    let listed = tables_of(&mut tee);
     let flushed = tee.copy.flush();
     let staging =
         |e: &std::io::Error| Failure::environment(format!("staging the checked dump in {}: {e}", dir.display()));
@@ -1066,7 +1073,7 @@ fn list_archive(
 ) -> Result<(usize, Option<StagedDump>), Failure> {
     let (tables, staged) = match manifest.format {
         Format::Custom => {
-            toc_tables_staged(&mut plain, manifest.server_major, stage).map_err(|e| e.context(path.display()))?
+            toc_tables_staged(&mut plain, manifest.server_major, stage, false).map_err(|e| e.context(path.display()))?
         }
         Format::Plain => (count_create_table(plain).map_err(|e| e.context(path.display()))?, None),
         Format::Directory => {
@@ -1194,6 +1201,73 @@ fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, Failure>
         return Err(Failure::failed(format!("pg_restore --list cannot read the dump ({status})")));
     }
     Ok(count_toc_tables(&list))
+}
+
+/// A custom-format dump (fed from `input`) or a directory dump (`cmd` names it) written out
+/// by `pg_restore -f -` as the script it holds, and that script scanned (`complete`): every
+/// TOC entry's data block, or every file a directory's TOC names, is read to its end, so a
+/// dump cut after its TOC, inside a data block or missing a file fails here, naming the
+/// entry pg_restore stopped at. `pg_restore --list` reads only the TOC and passed them all.
+fn script_tables(mut cmd: std::process::Command, input: Option<&mut dyn Read>) -> Result<usize, Failure> {
+    cmd.args(["-f", "-"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child =
+        crate::child::spawn(&mut cmd).map_err(|e| Failure::environment(format!("cannot run pg_restore: {e}")))?;
+    let stdout = child.stdout.take();
+    let scanner = std::thread::spawn(move || {
+        let mut scan = complete::PlainScan::default();
+        let mut buf = vec![0u8; 1 << 16];
+        if let Some(mut o) = stdout {
+            loop {
+                match o.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => scan.feed(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        scan
+    });
+    let stderr = child.stderr.take();
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    if let Some(plain) = input {
+        let copied = match child.stdin.take() {
+            Some(mut stdin) => std::io::copy(plain, &mut stdin),
+            None => Ok(0),
+        };
+        if let Err(e) = copied {
+            // The read side failed (the backup, or the disk a copy is staged on): that is
+            // the error; a broken pipe is pg_restore giving up, which its status says.
+            if archive::archive_error(&e).is_some() || is_environment(&e) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io_error("reading the backup", e));
+            }
+            // The rest must still decompress and decrypt, for the staged copy.
+            std::io::copy(plain, &mut std::io::sink()).map_err(|e| io_error("reading the backup", e))?;
+        }
+    }
+    let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_restore: {e}")))?;
+    let scan = scanner.join().unwrap_or_default();
+    let stderr = errors.join().unwrap_or_default();
+    if !status.success() {
+        let said = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+        let at = match scan.last_entry() {
+            Some(e) => {
+                format!(" It stopped at `{e}`: that entry's data and every entry after it are missing or unreadable.")
+            }
+            None => " It stopped before the first entry.".into(),
+        };
+        return Err(Failure::failed(format!("incomplete dump: pg_restore cannot read it to its end ({said}).{at}")));
+    }
+    scan.finish().map_err(Failure::failed)
 }
 
 /// Decrypt and decompress a backup to `out` (for `pgdrill decrypt`): a pgdrill archive with

@@ -245,12 +245,16 @@ fn peel(
                 Some(l) => format!("it holds nothing inside its {l} layer (0 bytes of dump): not a backup"),
             }));
         }
-        // The first bytes of a pgdrill header and nothing more: an archive cut inside it.
-        if head.len() < archive::MAGIC.len() && archive::MAGIC.starts_with(&head) {
-            return Err(failed(format!(
-                "a pgdrill archive cut inside its header ({} bytes): not a complete backup",
-                head.len()
-            )));
+        // The first bytes of a pgdrill or custom-format header and nothing more: a file cut
+        // inside its header (`PGD` starts both).
+        let what = match (archive::MAGIC.starts_with(&head), PGDMP.starts_with(&head)) {
+            (true, true) => Some("a pgdrill archive or pg_dump custom-format dump"),
+            (true, false) if head.len() < archive::MAGIC.len() => Some("a pgdrill archive"),
+            (false, true) if head.len() < PGDMP.len() => Some("a pg_dump custom-format dump"),
+            _ => None,
+        };
+        if let Some(what) = what {
+            return Err(failed(format!("{what} cut inside its header ({} bytes): not a complete backup", head.len())));
         }
         if head.starts_with(archive::MAGIC) {
             let (_, plain) = archive::open(peeked, key).map_err(|e| Failure::from(e).context(path.display()))?;

@@ -239,6 +239,11 @@ pub struct CheckWith {
     /// the backup)
     #[field(ty = "path")]
     staging: Option<String>,
+    /// the database is expected to be empty: a dump without a manifest that defines no table
+    /// passes (by default it fails: an empty dump is what a backup job writes when it dumps
+    /// the wrong database or fails before its first table)
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    expect_empty: bool,
 }
 
 impl With for CheckWith {}
@@ -392,10 +397,19 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
                 ));
             }
             ctx.log(format!(
-                "not a pgdrill backup: read through {} and listed {} tables; without a manifest there is no checksum to compare",
+                "not a pgdrill backup: read through {} to pg_dump's completion line and found {} tables; without a manifest there is no checksum to compare",
                 if checked.layers.is_empty() { "the file".to_string() } else { checked.layers.join(", ") },
                 checked.tables
             ));
+            if checked.tables == 0 {
+                if !w.expect_empty {
+                    return Err(StepError::failed(format!(
+                        "{}: a complete dump that defines no table: nothing says the database it claims to hold was empty (a job that dumped the wrong database, or an empty one, writes exactly this); if that database is expected to be empty, say so with `expect_empty: true` (verify: --var expect_empty=true)",
+                        w.path
+                    )));
+                }
+                ctx.log("no tables, as expected (expect_empty)");
+            }
             None
         }
     };
