@@ -635,8 +635,10 @@ fn backups_table(list: &[Listed]) -> Vec<String> {
     };
     let verified = |v: &Option<LastVerification>| match v {
         None => "never".to_string(),
-        Some(LastVerification::Recorded { result, verified_at, .. }) => {
-            format!("{} {}", result, verified_at.get(..16).unwrap_or("?").replace('T', " "))
+        Some(LastVerification::Recorded { result, verified_at, age, .. }) => {
+            // The age verdict beside the content's: a stale backup is not a failed one.
+            let stale = if age.as_deref() == Some("stale") { " (stale)" } else { "" };
+            format!("{result}{stale} {}", verified_at.get(..16).unwrap_or("?").replace('T', " "))
         }
         Some(LastVerification::Unknown { result, .. }) => format!("{result} ?"),
     };

@@ -122,6 +122,9 @@ fn verify(storage: &Path, vars: &[&str], junit: &Path) -> (Option<i32>, String) 
         "provider=native".into(),
         "--var".into(),
         "force=true".into(),
+        // These runs are about folders; ground truth is the test below's.
+        "--var".into(),
+        "accept_unproven=true".into(),
         "--junit".into(),
         junit.display().to_string(),
     ];
@@ -432,6 +435,8 @@ fn verify_app(backup: &Path, vars: &[&str], junit: &Path) -> (Option<i32>, Strin
         "provider=native".into(),
         "--var".into(),
         "max_age=100000d".into(),
+        "--var".into(),
+        "force=true".into(),
         "--junit".into(),
         junit.display().to_string(),
     ];
@@ -472,27 +477,27 @@ async fn an_empty_or_cut_dump_without_a_manifest_verified_green() {
         "gpg --batch --pinentry-mode loopback --passphrase-fd 3 --symmetric --cipher-algo AES256 3<<<\"$BACKUP_PASS\""
     );
     let cases: Vec<(&str, String, &str)> = vec![
-        ("app-20261205T130000.sql.gz", "gzip -c </dev/null > {f}".into(), "holds nothing inside its gzip layer"),
-        ("app-20261205T130100.sql", ": > {f}".into(), "the file is empty (0 bytes)"),
+        ("app-20240105T130000.sql.gz", "gzip -c </dev/null > {f}".into(), "holds nothing inside its gzip layer"),
+        ("app-20240105T130100.sql", ": > {f}".into(), "the file is empty (0 bytes)"),
         (
-            "app-20261205T130200.sql.gz",
+            "app-20240105T130200.sql.gz",
             format!("{dump} | head -c {inside_second} | gzip > {{f}}"),
             "cut inside the data of public.payments",
         ),
         (
-            "app-20261205T130300.sql.gz",
+            "app-20240105T130300.sql.gz",
             format!("{dump} | head -c {after_first} | gzip > {{f}}"),
             "no `-- PostgreSQL database dump complete` line",
         ),
         (
-            "app-20261205T130400.sql.gz.enc",
+            "app-20240105T130400.sql.gz.enc",
             format!(
                 "{dump} | head -c {inside_second} | gzip | openssl enc -aes-256-cbc -salt -pbkdf2 -pass env:BACKUP_PASS > {{f}}"
             ),
             "cut inside the data of public.payments",
         ),
         (
-            "app-20261205T130500.sql.gz.gpg",
+            "app-20240105T130500.sql.gz.gpg",
             format!("{dump} | head -c {inside_second} | gzip | {gpg} -o {{f}}; gpgconf --kill gpg-agent"),
             "cut inside the data of public.payments",
         ),
@@ -518,7 +523,7 @@ async fn an_empty_or_cut_dump_without_a_manifest_verified_green() {
     let at = |needle: &[u8]| bytes.windows(needle.len()).rposition(|w| w == needle).expect("in the dump");
     let name_end = at(b"nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn1000");
     for (i, cut) in [3usize, 200, name_end - 30_000, name_end, bytes.len() - 1].into_iter().enumerate() {
-        let f = d.join(format!("app-2026120{}T140000.dump", i + 1));
+        let f = d.join(format!("app-2024010{}T140000.dump", i + 1));
         std::fs::write(&f, &bytes[..cut]).expect("write");
         let junit = t.path().join(format!("custom-{cut}.xml"));
         let (code, all) = verify_app(&f, &[], &junit);
@@ -528,7 +533,7 @@ async fn an_empty_or_cut_dump_without_a_manifest_verified_green() {
     }
 
     // A directory dump missing one table's data file.
-    let dir = d.join("app-20261206T150000");
+    let dir = d.join("app-20240106T150000");
     field_sh(&src, &format!("{dump} -Fd -f {}", dir.display()), &gnupg);
     let data: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("dir")
@@ -545,7 +550,7 @@ async fn an_empty_or_cut_dump_without_a_manifest_verified_green() {
     assert!(all.contains(&missing), "names the missing file {missing}: {all}");
 
     // A complete dump of a database without tables: failed unless expected to be empty.
-    let empty = d.join("empty_db-20261206T160000.sql.gz");
+    let empty = d.join("empty_db-20240106T160000.sql.gz");
     field_sh(&src, &format!("{dump} -d empty_db | gzip > {}", empty.display()), &gnupg);
     let junit = t.path().join("empty.xml");
     let (code, all) = verify_app(&empty, &[], &junit);
@@ -560,5 +565,91 @@ async fn an_empty_or_cut_dump_without_a_manifest_verified_green() {
     let cases = junit_cases(&junit);
     assert_eq!(status_of(&cases, "integrity"), "passed", "{all}");
     assert_eq!(status_of(&cases, "restore"), "passed", "{all}");
+    src.stop().await;
+}
+
+fn last_ledger_entry(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("ledger.jsonl")).expect("ledger");
+    serde_json::from_str(text.lines().last().expect("an entry")).expect("json")
+}
+
+/// Issue 35, "no green without ground truth": another tool's complete dump verified with
+/// exit 0 while `tables` and `schema` said "skipped: no source fingerprint", and the ledger
+/// recorded it as passed. Now the verdict is "restorable, content unproven" (exit 1, its own
+/// result in JUnit, the ledger and `backups list`) unless the run accepts it, and the live
+/// source or declared expectations are ground truth that can fail.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dump_without_ground_truth_verified_green() {
+    let Some(src) = three_tables().await else { return };
+    let t = tempfile::tempdir().expect("tmp");
+    let d = t.path().join("backups");
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let f = d.join("app-20240105T130000.sql.gz");
+    field_sh(&src, &format!("{} | gzip > {}", pg_bin("pg_dump"), f.display()), t.path());
+    let junit = t.path().join("j.xml");
+
+    // No ground truth: unproven, exit 1, recorded as such.
+    let (code, all) = verify_app(&f, &[], &junit);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("restorable, content unproven"), "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "restore"), "passed", "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "tables"), "failure", "{all}");
+    let e = last_ledger_entry(&d);
+    assert_eq!((e["result"].as_str(), e["content"].as_str()), (Some("unproven"), Some("unproven")), "{e}");
+    let out = pgdrill(&["backups", "list", "--storage", d.to_str().unwrap_or_default()]).output().expect("list");
+    assert!(text(&out.stdout).contains("unproven"), "{}", text(&out.stdout));
+
+    // Accepted explicitly: exit 0, but still unproven, never passed.
+    let (code, all) = verify_app(&f, &["accept_unproven=true"], &junit);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "tables"), "skipped", "{all}");
+    assert_eq!(last_ledger_entry(&d)["result"], "unproven");
+
+    // Declared expectations: they hold, or they name what is missing.
+    let (code, all) = verify_app(&f, &["expect_tables=public.accounts>=1000, payments>=1000, audit"], &junit);
+    assert_eq!(code, Some(0), "{all}");
+    let e = last_ledger_entry(&d);
+    assert_eq!((e["content"].as_str(), e["ground_truth"].as_str()), (Some("proven"), Some("expectations")), "{e}");
+    let (code, all) = verify_app(&f, &["expect_tables=accounts>=5000, invoices"], &junit);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(
+        all.contains("public.accounts: 1000 rows restored, at least 5000") && all.contains("public.invoices: missing")
+    );
+
+    // The live source: its table set and row counts now, within the tolerance.
+    let run_with_source = |vars: &[&str]| {
+        let mut args = vec![
+            "run".to_string(),
+            "verify".into(),
+            "--var".into(),
+            format!("backup={}", f.display()),
+            "--var".into(),
+            "provider=native".into(),
+            "--var".into(),
+            "max_age=100000d".into(),
+            "--var".into(),
+            "force=true".into(),
+            "--junit".into(),
+            junit.display().to_string(),
+        ];
+        for v in vars {
+            args.push("--var".into());
+            args.push(v.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = pgdrill(&args).env("PGDRILL_SOURCE_URL", src.url()).output().expect("verify");
+        (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+    };
+    let (code, all) = run_with_source(&[]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(!all.contains(&src.password), "the source's password never shows");
+    assert_eq!(last_ledger_entry(&d)["ground_truth"], "source");
+    // Half of a table deleted since: beyond 10 %, named.
+    common::exec(&src.url(), "delete from audit where id > 250").await;
+    let (code, all) = run_with_source(&[]);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("public.audit: 500 rows restored, the source has 250 now"), "{all}");
+    let (code, all) = run_with_source(&["tolerance_pct=60"]);
+    assert_eq!(code, Some(0), "{all}");
     src.stop().await;
 }

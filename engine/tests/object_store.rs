@@ -294,6 +294,9 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
         "backup=shop_20261101_020000.sql.gz",
         "--var",
         "max_age=3650d",
+        // Issue 35: without ground truth the content is unproven; this test is about reading.
+        "--var",
+        "accept_unproven=true",
         "--junit",
         foreign_junit.to_str().expect("utf-8"),
     ]);
@@ -325,6 +328,9 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
         "backup=shop_20261102_020000.sql.gz.enc",
         "--var",
         "max_age=3650d",
+        // Issue 35: without ground truth the content is unproven; this test is about reading.
+        "--var",
+        "accept_unproven=true",
         "--junit",
         enc_junit.to_str().expect("utf-8"),
     ]);
@@ -1546,7 +1552,14 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     assert_eq!(http_body(s3.port, "PUT", &format!("/bkt/{gz}"), &auth, &dump.stdout).0, 200);
     let foreign = |junit: &std::path::Path, endpoint: u16| {
         let mut c = verify(junit);
-        c.args(["--var", "backup=big_20261101_020000.sql.gz", "--var", "max_age=3650d"]);
+        c.args([
+            "--var",
+            "backup=big_20261101_020000.sql.gz",
+            "--var",
+            "max_age=3650d",
+            "--var",
+            "accept_unproven=true",
+        ]);
         c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{endpoint}"));
         out_of(&mut c)
     };

@@ -93,12 +93,18 @@ pub enum LastVerification {
         result: String,
         verified_at: String,
         sha256: Option<String>,
+        /// The content's verdict (proven, unproven, failed, error), apart from its age's.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content: Option<String>,
+        /// What the content was proven against (manifest, source, expectations).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ground_truth: Option<String>,
+        /// fresh, stale or unknown when it was verified.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        age: Option<String>,
     },
     /// The ledger cannot be read: unknown is not "never", so say why.
-    Unknown {
-        result: &'static str,
-        error: String,
-    },
+    Unknown { result: &'static str, error: String },
 }
 
 impl Listed {
@@ -150,6 +156,9 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                 result: l.result.clone(),
                 verified_at: l.verified_at.clone(),
                 sha256: l.sha256.clone(),
+                content: l.content.clone(),
+                ground_truth: l.ground_truth.clone(),
+                age: l.age.clone(),
             }),
             Err(err) => Some(LastVerification::Unknown { result: "unknown", error: err.to_string() }),
         }

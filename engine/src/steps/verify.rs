@@ -374,7 +374,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                     e.database
                 ));
             }
-            ctx.log(format!("{shown} was not made by pgdrill: no manifest, so checks that need the source fingerprint will be skipped"));
+            ctx.log(format!("{shown} was not made by pgdrill: no manifest: its completeness is checked by its format, its content against the live source or declared expectations, else it stays unproven"));
             (sha, made, None)
         }
     };
@@ -684,6 +684,26 @@ pub struct FingerprintWith {
     #[serde(default)]
     #[field(ty = "integer")]
     source_major: Option<serde_json::Value>,
+    /// without `expect`: the live source's connection, whose table set and per-table row
+    /// counts now are the ground truth (within `tolerance`)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "secret")]
+    source: Option<String>,
+    /// without `expect` and `source`: tables that must exist, with minimum rows, e.g.
+    /// `public.accounts>=1000, payments` (a name without a schema is in public)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    expect_tables: Option<String>,
+    /// with `source`: how far a table's rows may differ from the source's now, in percent of
+    /// the larger count (tables grow and shrink after the backup; default 10)
+    #[serde(default = "ten", deserialize_with = "super::de::int")]
+    tolerance_pct: u32,
+    /// without any ground truth, report the content as unproven and skip instead of failing
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    accept_unproven: bool,
+}
+
+fn ten() -> u32 {
+    10
 }
 
 fn all() -> String {
@@ -716,6 +736,10 @@ pub struct FingerprintOutputs {
     /// the computed fingerprint
     #[field(ty = "map")]
     fingerprint: serde_json::Value,
+    /// what the restored copy was compared with: manifest, source, expectations, or none
+    /// (kept when the step fails)
+    #[field(ty = "manifest|source|expectations|none")]
+    ground_truth: String,
 }
 
 pub struct FingerprintCheck;
@@ -818,9 +842,51 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
         for (t, p) in &tables {
             ctx.log(format!("{t}: {} rows", p.rows));
         }
-        return Err(StepError::Skipped(format!(
-            "no source fingerprint to compare with (a backup made by another tool, or fingerprint: off); {counts}"
-        )));
+        if !want_tables {
+            return Err(StepError::Skipped(format!(
+                "no source fingerprint to compare the schema with (a backup made by another tool, or fingerprint: off); {counts}"
+            )));
+        }
+        let out = |truth: &str| FingerprintOutputs {
+            tables: tables.len(),
+            rows,
+            differences: Vec::new(),
+            fingerprint: serde_json::to_value(&computed).unwrap_or_default(),
+            ground_truth: truth.into(),
+        };
+        let diffs = if let Some(url) = w.source.as_deref() {
+            ctx.keep("ground_truth", json!("source"));
+            ctx.log(format!(
+                "ground truth: the live source's table set and row counts now (tolerance {} %)",
+                w.tolerance_pct
+            ));
+            let live = source_counts(url).await?;
+            against_source(&live, &tables, w.tolerance_pct)
+        } else if let Some(spec) = w.expect_tables.as_deref() {
+            ctx.keep("ground_truth", json!("expectations"));
+            ctx.log(format!("ground truth: the declared expectations `{spec}`"));
+            against_expectations(&parse_expectations(spec).map_err(|m| StepError::field("expect_tables", m))?, &tables)
+        } else {
+            // Nothing to compare with: the dump restored, but nothing says it holds the
+            // database it claims (every table, every row). Never green.
+            ctx.keep("ground_truth", json!("none"));
+            let why = format!(
+                "restorable, content unproven: no manifest, no live source and no declared expectations to compare the restored copy with; {counts}"
+            );
+            if w.accept_unproven {
+                return Err(StepError::Skipped(format!("{why} (accepted: accept_unproven)")));
+            }
+            return Err(StepError::failed(format!(
+                "{why}. Give the live source (secret PGDRILL_SOURCE_URL), declare what it must hold (--var expect_tables='public.accounts>=1000, ...'), or accept unproven content explicitly (--var accept_unproven=true)"
+            )));
+        };
+        if !diffs.is_empty() {
+            return Err(StepError::failed(summarize("table", &diffs)));
+        }
+        let o = out(if w.source.is_some() { "source" } else { "expectations" });
+        ctx.log(format!("{} tables, {rows} rows hold against the {}", tables.len(), o.ground_truth));
+        ctx.fact(crate::exec::Fact::Verified);
+        return Ok(o);
     };
 
     let mut diffs = Vec::new();
@@ -851,7 +917,81 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
         rows,
         differences: diffs,
         fingerprint: serde_json::to_value(&computed).unwrap_or_default(),
+        ground_truth: "manifest".into(),
     })
+}
+
+/// The live source's tables and exact row counts, in one consistent view.
+async fn source_counts(url: &str) -> Result<BTreeMap<String, TablePrint>, StepError> {
+    let c = crate::pg::connect(url).await?;
+    c.batch_execute("begin isolation level repeatable read read only").await.map_err(pg_error)?;
+    let content = fingerprint::Content::for_server(&c).await.map_err(pg_error)?;
+    let t = fingerprint::compute_tables(&c, Mode::Counts, content).await.map_err(pg_error)?;
+    c.batch_execute("commit").await.map_err(pg_error)?;
+    Ok(t)
+}
+
+/// Differences between the restored copy and the live source now: a table on one side
+/// only, or rows differing by more than `pct` percent of the larger count.
+fn against_source(
+    live: &BTreeMap<String, TablePrint>,
+    restored: &BTreeMap<String, TablePrint>,
+    pct: u32,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (t, l) in live {
+        match restored.get(t) {
+            None => out.push(format!("{t}: missing from the restore (the source has it, {} rows)", l.rows)),
+            Some(r) => {
+                let (a, b) = (r.rows.max(0) as u128, l.rows.max(0) as u128);
+                if a.abs_diff(b) * 100 > a.max(b) * pct as u128 {
+                    out.push(format!(
+                        "{t}: {} rows restored, the source has {} now (more than {pct} % apart)",
+                        r.rows, l.rows
+                    ));
+                }
+            }
+        }
+    }
+    for t in restored.keys().filter(|t| !live.contains_key(*t)) {
+        out.push(format!("{t}: in the restore but not in the source"));
+    }
+    out
+}
+
+/// `expect_tables`: `schema.table>=N` or `table` entries, comma or space separated.
+fn parse_expectations(spec: &str) -> Result<Vec<(String, i64)>, String> {
+    let mut out = Vec::new();
+    for item in spec.split([',', ' ', '\n']).map(str::trim).filter(|i| !i.is_empty()) {
+        let (name, min) = match item.split_once(">=") {
+            Some((n, m)) => (
+                n.trim(),
+                m.trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("`{item}`: the minimum rows after >= must be a whole number"))?,
+            ),
+            None => (item, 0),
+        };
+        if name.is_empty() {
+            return Err(format!("`{item}`: no table name"));
+        }
+        let name = if name.contains('.') { name.to_string() } else { format!("public.{name}") };
+        out.push((name, min));
+    }
+    if out.is_empty() {
+        return Err("no table named: use `schema.table>=ROWS` entries, comma separated".into());
+    }
+    Ok(out)
+}
+
+fn against_expectations(want: &[(String, i64)], restored: &BTreeMap<String, TablePrint>) -> Vec<String> {
+    want.iter()
+        .filter_map(|(t, min)| match restored.get(t) {
+            None => Some(format!("{t}: missing from the restore (declared in expect_tables)")),
+            Some(r) if r.rows < *min => Some(format!("{t}: {} rows restored, at least {min} declared", r.rows)),
+            Some(_) => None,
+        })
+        .collect()
 }
 
 /// Fingerprint the database at `url` the way `expect` was taken, in one consistent view, and
@@ -1087,9 +1227,77 @@ pub struct RecordWith {
     /// why the run ended (`{{ run.message }}`), kept unless passed
     #[serde(default, deserialize_with = "super::de::opt_text")]
     message: Option<String>,
+    /// the check whose outcome is the content verdict (proven, unproven, failed)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    content_check: Option<String>,
+    /// the check whose outcome is the age verdict (fresh, stale, unknown); its failure is
+    /// not a failure of the backup's content
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    age_check: Option<String>,
 }
 
 impl With for RecordWith {}
+
+fn outcome_of<'a>(steps: &'a serde_json::Map<String, serde_json::Value>, id: &str) -> Option<&'a str> {
+    steps.get(id).and_then(|s| s.get("outcome")).and_then(|o| o.as_str())
+}
+
+/// The ledger's verdicts of one verification: `result` (passed, failed, unproven, error,
+/// interrupted), the content's (proven, unproven, failed, error) with the ground truth it was
+/// proven against, and the age's (fresh, stale, unknown). The age check's failure does not
+/// make the result failed: a backup whose content was proven stays proven when it is old.
+fn verdicts(w: &RecordWith) -> (String, Option<String>, Option<String>, Option<String>) {
+    let age_id = w.age_check.as_deref();
+    let age = age_id.map(|id| match outcome_of(&w.steps, id) {
+        Some("passed") => "fresh".to_string(),
+        Some("failed") => "stale".into(),
+        _ => "unknown".into(),
+    });
+    // Every step but the age check decides the result.
+    let rest: serde_json::Map<String, serde_json::Value> =
+        w.steps.iter().filter(|(k, _)| Some(k.as_str()) != age_id).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let failed_ids: Vec<&str> = rest
+        .iter()
+        .filter(|(_, s)| matches!(s.get("outcome").and_then(|o| o.as_str()), Some("failed" | "timed_out")))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let age_failed = age_id.is_some_and(|id| outcome_of(&w.steps, id) == Some("failed"));
+    // Only the age check failed: the rest of the run is the verdict on the backup.
+    let status = if w.result == "failed"
+        && failed_ids.is_empty()
+        && age_failed
+        && !rest.values().any(|s| s.get("outcome").and_then(|o| o.as_str()) == Some("errored"))
+    {
+        "passed"
+    } else {
+        w.result.as_str()
+    };
+    let mut result = ledger_result(status, &rest);
+    let Some(cid) = w.content_check.as_deref() else { return (result, None, None, age) };
+    let truth = w
+        .steps
+        .get(cid)
+        .and_then(|s| s.get("outputs"))
+        .and_then(|o| o.get("ground_truth"))
+        .and_then(|g| g.as_str())
+        .map(str::to_string);
+    let content = match outcome_of(&w.steps, cid) {
+        Some("passed") => "proven",
+        Some("failed" | "timed_out") if truth.as_deref() == Some("none") => "unproven",
+        Some("failed" | "timed_out") => "failed",
+        Some("errored") => "error",
+        // Skipped: accepted as unproven when nothing else failed or errored.
+        _ if result == "error" => "error",
+        _ if failed_ids.iter().any(|f| *f != cid) => "failed",
+        _ if result == "interrupted" => "unknown",
+        _ => "unproven",
+    };
+    if content == "unproven" && failed_ids.iter().all(|f| *f == cid) && matches!(result.as_str(), "passed" | "failed") {
+        result = "unproven".into();
+    }
+    let truth = if content == "proven" { truth } else { None };
+    (result, Some(content.to_string()), truth, age)
+}
 
 /// The ledger's result for a run that ended `status`: a run that failed only because the
 /// environment did (a step errored: full disk, missing tool, unreachable server) and no
@@ -1141,11 +1349,15 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
             }),
         );
     }
+    let (result, content, ground_truth, age) = verdicts(&w);
     let entry = ledger::Entry {
         backup: ledger::name_of(&path),
         sha256: w.sha256.clone(),
         verified_at: rfc3339(OffsetDateTime::now_utc()),
-        result: ledger_result(&w.result, &w.steps),
+        result,
+        content,
+        ground_truth,
+        age,
         error: w.message.as_deref().filter(|_| w.result != "passed").map(|m| ctx.redactor.redact(m)),
         duration_s: w.duration_s.as_deref().and_then(|d| d.trim().parse().ok()),
         checks,
