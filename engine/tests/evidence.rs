@@ -637,3 +637,79 @@ async fn an_unencrypted_backup_did_not_say_its_manifest_is_unauthenticated() {
     assert!(report.contains("manifest UNAUTHENTICATED: the backup is not encrypted"), "{report}");
     s.stop().await;
 }
+
+/// Issue 35, case 3: with a key set, a backup planted unencrypted with its own manifest
+/// (anyone who can write to the storage can) was picked as the newest, logged "manifest
+/// UNAUTHENTICATED", verified with exit 0 and recorded as passed; `backup.check` and
+/// `backup.restore` took it too. Now pick, check and restore refuse it unless the run
+/// allows unauthenticated backups, and `latest` names what it refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unencrypted_backup_planted_beside_encrypted_ones_was_verified_with_the_key() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    common::backup_to(&s.url(), &storage, KEY, "shop");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let planted = pgdrill::backup::CreateOptions {
+        url: s.url(),
+        storage: storage.clone(),
+        format: pgdrill::backup::Format::Custom,
+        codec: pgdrill::archive::Codec::Zstd,
+        level: 3,
+        threads: 1,
+        jobs: 1,
+        key: None,
+        fingerprint: pgdrill::pg::fingerprint::Mode::Full,
+        pg_dump: None,
+        name: None,
+        meter: None,
+        remote: None,
+    };
+    let planted = pgdrill::backup::create(planted, &|_| {}).await.expect("backup").path;
+    let name = planted.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    assert_eq!(backups_in(&storage.join("shop")).pop().as_ref(), Some(&planted), "the planted one is the newest");
+
+    let junit = t.path().join("v.xml");
+    let out = run_verify(&storage, "shop", &["force=true"], &junit);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(all(&out).contains("the latest backup") && all(&out).contains(&name), "{}", all(&out));
+    assert!(all(&out).contains("refused: manifest UNAUTHENTICATED"), "{}", all(&out));
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "pick"), "failure", "{cases:?}");
+    assert_ne!(status_of(&cases, "restore"), "passed", "{cases:?}");
+
+    // backup.check and backup.restore refuse it too, given the key.
+    let rb = t.path().join("check.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: check\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - uses: backup.check\n    with: {{ path: \"{p}\", key: \"{{{{ secrets.key }}}}\" }}\n  - uses: backup.restore\n    continue_on_error: true\n    with: {{ backup: \"{p}\", into: \"{u}\", key: \"{{{{ secrets.key }}}}\" }}\n",
+            p = planted.display(),
+            u = s.url_for("shop"),
+        ),
+    )
+    .expect("runbook");
+    let out = pgdrill(&["run", rb.to_str().unwrap_or_default()]).env("PGDRILL_BACKUP_KEY", KEY).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(all(&out).contains("refused: manifest UNAUTHENTICATED"), "{}", all(&out));
+    let rb2 = t.path().join("restore.yaml");
+    std::fs::write(
+        &rb2,
+        format!(
+            "name: restore\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - uses: backup.restore\n    with: {{ backup: \"{}\", into: \"postgresql://127.0.0.1:1/nowhere\", key: \"{{{{ secrets.key }}}}\" }}\n",
+            planted.display()
+        ),
+    )
+    .expect("runbook");
+    let out = pgdrill(&["run", rb2.to_str().unwrap_or_default()]).env("PGDRILL_BACKUP_KEY", KEY).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(all(&out).contains("refused: manifest UNAUTHENTICATED"), "{}", all(&out));
+
+    // Allowed explicitly: verified, and the log says it was unauthenticated.
+    let out = run_verify(&storage, "shop", &["force=true", "allow_unauthenticated=true"], &junit);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let report = std::fs::read_to_string(&junit).expect("junit");
+    assert!(report.contains("accepted although unauthenticated"), "{report}");
+    s.stop().await;
+}

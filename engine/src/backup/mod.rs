@@ -162,6 +162,21 @@ impl ManifestTrust {
     }
 }
 
+/// With a key given, only authenticated pgdrill backups are accepted: anyone who can write
+/// to the storage can plant an unencrypted backup with a manifest of their own (or one
+/// claiming to predate manifest binding), and it would be picked as the newest, verified
+/// and restored. `allow` (the run's `allow_unauthenticated`) lets them through, logged.
+pub fn require_authenticated(shown: &str, trust: ManifestTrust, key_given: bool, allow: bool) -> Result<(), Failure> {
+    let unauthenticated = matches!(trust, ManifestTrust::Unencrypted | ManifestTrust::Legacy);
+    if !key_given || !unauthenticated || allow {
+        return Ok(());
+    }
+    Err(Failure::failed(format!(
+        "{shown}: refused: {}; a key was given, so only backups whose manifest is authenticated under it are accepted (an unencrypted backup with its own manifest is what anyone who can write to the storage can plant); to use it anyway, allow unauthenticated backups explicitly (`allow_unauthenticated: true`, verify: --var allow_unauthenticated=true)",
+        trust.describe()
+    )))
+}
+
 /// The bytes a manifest's MAC covers: its JSON with `authentication` taken out, compact and
 /// with sorted keys, so the file's formatting does not matter but every value does.
 pub fn manifest_bytes(mut v: serde_json::Value) -> Vec<u8> {

@@ -244,6 +244,10 @@ pub struct CheckWith {
     /// the wrong database or fails before its first table)
     #[serde(default, deserialize_with = "super::de::boolean")]
     expect_empty: bool,
+    /// with a key, accept a pgdrill backup whose manifest is not authenticated (by default
+    /// refused)
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    allow_unauthenticated: bool,
 }
 
 impl With for CheckWith {}
@@ -386,6 +390,8 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
         Some(m) => {
             if let Some(t) = checked.trust {
                 ctx.log(t.describe());
+                let key_given = w.key.as_deref().is_some_and(|k| !k.is_empty());
+                backup::require_authenticated(&w.path, t, key_given, w.allow_unauthenticated)?;
             }
             ctx.log(format!("{} tables, sha256 {}", checked.tables, m.sha256));
             Some(m.sha256.clone())

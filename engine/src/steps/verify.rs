@@ -56,6 +56,10 @@ pub struct PickWith {
     /// the backup's key: its manifest is authenticated before anything in it is used
     #[field(ty = "secret")]
     key: Option<String>,
+    /// with a key, accept a pgdrill backup whose manifest is not authenticated (unencrypted,
+    /// or written before binding); by default it is refused, and `latest` names it
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    allow_unauthenticated: bool,
 }
 
 fn latest() -> String {
@@ -310,6 +314,23 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                 .map_err(|e| StepError::environment(e.to_string()))?
                 .map_err(StepError::from)?;
             ctx.log(trust.describe());
+            let refused = crate::backup::require_authenticated(
+                &shown,
+                trust,
+                w.key.as_deref().is_some_and(|k| !k.is_empty()),
+                w.allow_unauthenticated,
+            );
+            if let Err(e) = refused {
+                // `latest` never falls back to an older backup in silence: it names what it
+                // refused, and the run stops.
+                let what = if w.backup == "latest" { "the latest backup" } else { "the backup asked for" };
+                return Err(StepError::from(e.context(what)));
+            }
+            if w.allow_unauthenticated
+                && matches!(trust, crate::backup::ManifestTrust::Unencrypted | crate::backup::ManifestTrust::Legacy)
+            {
+                ctx.log("accepted although unauthenticated: allow_unauthenticated is set");
+            }
             // The folder says which database a backup is of; the manifest must agree, or a
             // restore of `acct` could bring back another database's tables.
             if let Some(want) = w.database.as_deref() {
@@ -543,6 +564,10 @@ pub struct RestoreWith {
     /// directory of pg_restore and psql
     #[field(ty = "path")]
     bin_dir: Option<String>,
+    /// with a key, restore a pgdrill backup whose manifest is not authenticated (by default
+    /// refused)
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    allow_unauthenticated: bool,
     /// pg_restore's sections to restore: pre-data, data, post-data (default all). Restoring
     /// pre-data and data first and post-data in a second step lets the data be read while
     /// the indexes are built; a dump that cannot be split (a SQL script, a stream) is
@@ -622,6 +647,17 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
             None => (ctx.backup_file(&w.backup).await?, None),
         }
     };
+    if let Some(k) = w.key.as_deref().filter(|k| !k.is_empty()) {
+        if source::origin(&backup) == Origin::Pgdrill {
+            let (p, key) = (backup.clone(), crate::archive::KeySource::from_secret(k));
+            let trust = tokio::task::spawn_blocking(move || crate::backup::authenticate_manifest(&p, Some(&key)))
+                .await
+                .map_err(|e| StepError::environment(e.to_string()))?
+                .map_err(StepError::from)?;
+            let shown = crate::storage::remote::display(&backup);
+            crate::backup::require_authenticated(&shown, trust, true, w.allow_unauthenticated)?;
+        }
+    }
     let opts = RestoreOptions {
         backup,
         into: w.into.clone(),
