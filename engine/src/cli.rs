@@ -625,11 +625,18 @@ fn backups_table(list: &[Listed]) -> Vec<String> {
     let shown = |t: &str| crate::report::visible(t).into_owned();
     let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
     // The time to the second, and `(mtime)` where it is only the file's modification time.
-    let created = |t: &str, from_mtime: bool| {
+    let created = |t: &str, from_mtime: bool, ahead: Option<i64>| {
         let mut c = shown(t).replace('T', " ");
         c.truncate(19);
         if from_mtime {
             c.push_str(" (mtime)");
+        }
+        // Dated in the future: never "0 s old"; the skew is named.
+        if let Some(s) = ahead {
+            c.push_str(&format!(
+                " (IN THE FUTURE by {})",
+                humantime::format_duration(std::time::Duration::from_secs(s.max(0) as u64 / 60 * 60))
+            ));
         }
         c
     };
@@ -655,7 +662,7 @@ fn backups_table(list: &[Listed]) -> Vec<String> {
                 [q(), database, q(), q(), q(), q(), q(), format!("{} ({})", shown(&u.path), shown(&u.error))]
             }
             Listed::Foreign(f) => [
-                created(&f.created, f.created_from == crate::storage::MadeFrom::Mtime),
+                created(&f.created, f.created_from == crate::storage::MadeFrom::Mtime, f.future_s),
                 database,
                 crate::report::human_bytes(f.size),
                 shown(&f.format),
@@ -666,7 +673,7 @@ fn backups_table(list: &[Listed]) -> Vec<String> {
                 shown(&f.path),
             ],
             Listed::Pgdrill(p) => [
-                created(&p.created, false),
+                created(&p.created, false, p.future_s),
                 database,
                 crate::report::human_bytes(p.size),
                 format!("pgdrill/{}", shown(&p.format)),

@@ -77,8 +77,19 @@ async fn databases_acct_and_dot_acct_shared_a_folder_and_pick_restored_the_wrong
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
     assert!(all(&out).contains(&acct.display().to_string()), "{}", all(&out));
 
-    // Storage written by the old scheme: `.acct`'s backup, newer, in `acct`'s folder.
-    let planted = acct.with_file_name("29990101T000000.000Z.dump.pgdrill");
+    // Storage written by the old scheme: `.acct`'s backup, newer, in `acct`'s folder (a
+    // minute ahead: within the clock tolerance, so it is the latest).
+    let soon = time::OffsetDateTime::now_utc() + std::time::Duration::from_secs(60);
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.000Z",
+        soon.year(),
+        u8::from(soon.month()),
+        soon.day(),
+        soon.hour(),
+        soon.minute(),
+        soon.second()
+    );
+    let planted = acct.with_file_name(format!("{stamp}.dump.pgdrill"));
     std::fs::copy(&dot, &planted).expect("copy");
     std::fs::copy(pgdrill::storage::manifest_path(&dot), pgdrill::storage::manifest_path(&planted)).expect("copy");
     let out = run_verify(&storage, "acct", &[], &junit);

@@ -653,3 +653,69 @@ async fn a_dump_without_ground_truth_verified_green() {
     assert_eq!(code, Some(0), "{all}");
     src.stop().await;
 }
+
+fn stamp_at(t: time::OffsetDateTime) -> String {
+    format!("{:04}{:02}{:02}_{:02}{:02}{:02}", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second())
+}
+
+/// Issue 35, case 6: a file dated in the future (a host with a skewed clock, another tool's
+/// file) was picked as `latest`, shown as "0s old", and passed an rpo of one hour while the
+/// real newest backup was 16 days old.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_dated_in_the_future_was_latest_and_0s_old() {
+    let Some(src) = three_tables().await else { return };
+    let t = tempfile::tempdir().expect("tmp");
+    let d = t.path().join("backups");
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let now = time::OffsetDateTime::now_utc();
+    let old = d.join(format!("app_{}.sql.gz", stamp_at(now - std::time::Duration::from_secs(16 * 86_400))));
+    field_sh(&src, &format!("{} | gzip > {}", pg_bin("pg_dump"), old.display()), t.path());
+    let ahead = d.join(format!("app_{}.sql.gz", stamp_at(now + std::time::Duration::from_secs(3 * 3600))));
+    std::fs::copy(&old, &ahead).expect("copy");
+    let ahead_name = ahead.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+
+    let out = pgdrill(&["backups", "list", "--storage", d.to_str().unwrap_or_default()]).output().expect("list");
+    let listing = text(&out.stdout);
+    let row = listing.lines().find(|l| l.contains(&ahead_name)).unwrap_or_default();
+    assert!(row.contains("IN THE FUTURE by 2h 59m") || row.contains("IN THE FUTURE by 3h"), "{listing}");
+
+    let run = |vars: &[&str], junit: &Path| {
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "verify".into(),
+            "--var".into(),
+            format!("storage={}", d.display()),
+            "--var".into(),
+            "database=app".into(),
+            "--var".into(),
+            "provider=native".into(),
+            "--var".into(),
+            "accept_unproven=true".into(),
+            "--var".into(),
+            "rpo=1h".into(),
+            "--junit".into(),
+            junit.display().to_string(),
+        ];
+        for v in vars {
+            args.push("--var".into());
+            args.push(v.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = pgdrill(&args).output().expect("verify");
+        (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+    };
+    // `latest` names the future file with its skew and takes the real newest, which is stale.
+    let junit = t.path().join("latest.xml");
+    let (code, all) = run(&[], &junit);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains(&format!("not picking {ahead_name}")) && all.contains("in the future"), "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "freshness"), "failure", "{all}");
+    assert!(all.contains("RPO 16days"), "{all}");
+    // Asked for by name: its age is unknown, and freshness fails closed.
+    let junit = t.path().join("named.xml");
+    let (code, all) = run(&[&format!("backup={ahead_name}")], &junit);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("age is unknown"), "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "freshness"), "failure", "{all}");
+    src.stop().await;
+}

@@ -53,6 +53,9 @@ pub struct PgdrillBackup {
     pub started_epoch: f64,
     pub origin: Origin,
     pub last_verification: Option<LastVerification>,
+    /// Seconds it is dated in the future (a skewed clock): its age is unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub future_s: Option<i64>,
 }
 
 /// Another tool's backup file (or directory).
@@ -74,6 +77,10 @@ pub struct ForeignBackup {
     /// Always `none`: another tool's file has no manifest.
     pub manifest_auth: &'static str,
     pub last_verification: Option<LastVerification>,
+    /// Seconds it is dated in the future (a skewed clock, a misnamed file): its age is
+    /// unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub future_s: Option<i64>,
 }
 
 /// A pgdrill backup whose manifest cannot be read, and why.
@@ -187,6 +194,7 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                     format: kind,
                     manifest_auth: "none",
                     last_verification: last_of(e),
+                    future_s: super::dated_ahead(e.made),
                 });
             }
             match Manifest::read(&e.path) {
@@ -208,6 +216,7 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                     started_epoch: m.started_at.unix_timestamp_nanos() as f64 / 1e9,
                     origin: Origin::Pgdrill,
                     last_verification: last_of(e),
+                    future_s: super::dated_ahead(m.finished_at),
                 })),
                 Err(err) => Listed::Unreadable(UnreadableBackup {
                     path: remote::display(&e.path),

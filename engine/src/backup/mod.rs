@@ -63,6 +63,16 @@ pub(crate) fn io_error(context: &str, e: std::io::Error) -> Failure {
     }
 }
 
+/// How far in the future a backup's time may be before its age is unknown: the clocks of
+/// the machines that write and read backups differ by a little, never by hours.
+pub const FUTURE_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Seconds a backup made at `t` is dated in the future beyond `FUTURE_TOLERANCE`, if it is.
+pub fn dated_ahead(t: OffsetDateTime) -> Option<i64> {
+    let now = OffsetDateTime::now_utc();
+    (t > now + FUTURE_TOLERANCE).then(|| (t - now).whole_seconds())
+}
+
 /// pg_dump output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -62,6 +62,12 @@ pub struct PickWith {
     allow_unauthenticated: bool,
 }
 
+/// How far `t` is ahead of now, for messages.
+fn skew(t: OffsetDateTime) -> String {
+    let s = (t - OffsetDateTime::now_utc()).whole_seconds().max(0) as u64;
+    humantime::format_duration(Duration::from_secs(s)).to_string()
+}
+
 fn latest() -> String {
     "latest".into()
 }
@@ -98,6 +104,9 @@ pub struct Picked {
     sha256: Option<String>,
     /// seconds since it was made (file time for foreign ones)
     age_s: i64,
+    /// seconds it is dated in the future beyond the tolerance (0 normally): its age is
+    /// unknown
+    future_s: i64,
     /// last passed verification in the ledger
     verified_at: Option<String>,
     /// skip_verified and already verified
@@ -119,6 +128,7 @@ pub struct PickedForeign {
     created: String,
     sha256: Option<String>,
     age_s: i64,
+    future_s: i64,
     verified_at: Option<String>,
     skip: bool,
     manifest_authenticated: bool,
@@ -205,7 +215,20 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
         "latest" | "random" => {
             let storage =
                 storage.clone().ok_or_else(|| StepError::invalid(format!("`backup: {}` needs `storage`", w.backup)))?;
-            let entries = list(&storage)?;
+            let mut entries = list(&storage)?;
+            // A backup dated in the future is never `latest` in silence: it would be "0 s
+            // old" and pass any max_age and rpo while the real newest may be weeks old.
+            // Each is named with its skew, and the choice is made among the others.
+            let horizon = OffsetDateTime::now_utc() + crate::backup::FUTURE_TOLERANCE;
+            for e in entries.iter().filter(|e| e.made > horizon) {
+                ctx.log(format!(
+                    "not picking {}: dated {} ({} in the future: a skewed clock, or a file that is not what its name says); its age is unknown",
+                    e.name,
+                    rfc3339(e.made),
+                    skew(e.made)
+                ));
+            }
+            entries.retain(|e| e.made <= horizon);
             // Fail closed: an unreadable manifest of the newest backup is an error, never a
             // reason to quietly verify (and call fresh) an older one.
             let manifest_of = |e: &crate::storage::Entry| -> Result<Manifest, StepError> {
@@ -399,6 +422,14 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             (sha, made, None)
         }
     };
+    let future_s = crate::backup::dated_ahead(made).unwrap_or(0);
+    if future_s > 0 {
+        ctx.log(format!(
+            "{shown} is dated {} ({} in the future): its age is unknown, and freshness fails closed",
+            rfc3339(made),
+            skew(made)
+        ));
+    }
     let age = (OffsetDateTime::now_utc() - made).whole_seconds().max(0);
     let ledger_file = ledger::path_for(&path);
     let verified = if w.skip_verified && !w.force {
@@ -428,6 +459,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             encrypted: m.encrypted,
             sha256: sha,
             age_s: age,
+            future_s,
             verified_at,
             skip,
             manifest_authenticated: m.authenticated,
@@ -440,6 +472,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             created: rfc3339(made),
             sha256: sha,
             age_s: age,
+            future_s,
             verified_at,
             skip,
             manifest_authenticated: false,
@@ -464,6 +497,10 @@ pub struct FreshWith {
     /// RPO target, e.g. 24h: an older backup fails the check
     #[serde(default, deserialize_with = "super::de::opt_duration")]
     rpo: Option<Duration>,
+    /// how far the backup is dated in the future (backup.pick's future_s): more than 0 makes
+    /// its age unknown, and the check fails closed
+    #[serde(default, deserialize_with = "super::de::int")]
+    future_s: u64,
 }
 
 impl With for FreshWith {}
@@ -491,6 +528,15 @@ impl Step for Freshness {
 }
 
 async fn freshness(ctx: StepCtx, w: FreshWith) -> Result<FreshOutputs, StepError> {
+    // A backup dated in the future (a host with a skewed clock, another tool's file) has
+    // no age anyone can judge: "0 s old" would pass any max_age and rpo. Fail closed, and
+    // report no RPO measurement.
+    if w.future_s > 0 {
+        return Err(StepError::failed(format!(
+            "the backup's age is unknown: it is dated {} in the future (a skewed clock, or a file that is not what its name says); neither max_age nor the RPO can be judged",
+            humantime::format_duration(Duration::from_secs(w.future_s))
+        )));
+    }
     let age = Duration::from_secs(w.age_s);
     let shown = humantime::format_duration(Duration::from_secs(w.age_s / 60 * 60));
     // The RPO this backup implies: restoring it now loses everything written since it
