@@ -260,6 +260,18 @@ fn stamp(days_ago: i64) -> String {
     format!("{:04}{:02}{:02}_020000", t.year(), u8::from(t.month()), t.day())
 }
 
+/// What a file pg_dump wrote through gzip starts with.
+fn sql_gz() -> Vec<u8> {
+    gzip(b"--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\n")
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).expect("gzip");
+    e.finish().expect("gzip")
+}
+
 #[test]
 fn prune_keep_within_deletes_exactly_the_older_files_after_a_dry_run() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -269,8 +281,8 @@ fn prune_keep_within_deletes_exactly_the_older_files_after_a_dry_run() {
     let mut expect_kept = Vec::new();
     for days in [1, 10, 29, 31, 40, 100] {
         let name = format!("billing_{}.sql.gz", stamp(days));
-        // Content does not matter to retention; the mtime is today for all (a fresh copy).
-        std::fs::write(storage.join(&name), b"\x1f\x8b").expect("write");
+        // The mtime is today for all (a fresh copy); the content is a dump's opening.
+        std::fs::write(storage.join(&name), sql_gz()).expect("write");
         if days < 30 {
             expect_kept.push(name);
         } else {
@@ -278,11 +290,11 @@ fn prune_keep_within_deletes_exactly_the_older_files_after_a_dry_run() {
         }
     }
     // No time in the name: judged by its mtime (200 days), and the log says so.
-    std::fs::write(storage.join("billing.sql.gz"), b"\x1f\x8b").expect("write");
+    std::fs::write(storage.join("billing.sql.gz"), sql_gz()).expect("write");
     set_mtime(&storage.join("billing.sql.gz"), 200);
     expect_deleted.push("billing.sql.gz".into());
     // Another database's old file is not touched.
-    std::fs::write(storage.join(format!("other_{}.sql.gz", stamp(300))), b"\x1f\x8b").expect("write");
+    std::fs::write(storage.join(format!("other_{}.sql.gz", stamp(300))), sql_gz()).expect("write");
 
     let prune = |apply: bool| {
         let out = pgdrill(&[
@@ -718,4 +730,64 @@ async fn a_backup_dated_in_the_future_was_latest_and_0s_old() {
     assert!(all.contains("age is unknown"), "{all}");
     assert_eq!(status_of(&junit_cases(&junit), "freshness"), "failure", "{all}");
     src.stop().await;
+}
+
+/// Issue 35, case 5: prune deleted `DB-2020-01-05.log.gz` and `DB_2019-01-01.csv.gz` from a
+/// backup folder: a name with a date and `.gz` was enough. Now only files whose content is
+/// recognisably a dump (or an encryption envelope whose name reads as one) are judged; the
+/// rest are listed as "not a backup, left alone" and never deleted.
+#[test]
+fn prune_deleted_a_log_and_a_csv_whose_names_had_a_date_and_gz() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    std::fs::create_dir_all(&storage).expect("mkdir");
+    let mut salted = b"Salted__".to_vec();
+    salted.extend((0u8..64).map(|i| i.wrapping_mul(37)));
+    let files: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("DB-2020-01-05.log.gz", gzip(b"2020-01-05 02:00:01 backup started\n"), false),
+        ("DB_2019-01-01.csv.gz", gzip(b"id,amount\n1,2\n"), false),
+        ("DB_2019-01-06.csv.gz.enc", salted.clone(), false),
+        ("DB_2019-01-02.sql.gz", sql_gz(), true),
+        ("DB_2019-01-03.dump", b"PGDMP\x01\x0e\x00\x04\x08\x01".to_vec(), true),
+        ("DB_2019-01-04.sql.gz.enc", salted, true),
+    ];
+    // The newest dump is always kept; it makes the ones above deletable.
+    std::fs::write(storage.join("DB_2019-01-09.sql.gz"), sql_gz()).expect("write");
+    for (name, bytes, _) in &files {
+        std::fs::write(storage.join(name), bytes).expect("write");
+    }
+    let out = pgdrill(&[
+        "run",
+        "prune",
+        "--var",
+        &format!("storage={}", storage.display()),
+        "--var",
+        "database=DB",
+        "--var",
+        "keep_within=30d",
+        "--var",
+        "keep_daily=0",
+        "--var",
+        "keep_weekly=0",
+        "--var",
+        "keep_monthly=0",
+        "--var",
+        "min_keep=0",
+        "--var",
+        "apply=true",
+    ])
+    .output()
+    .expect("prune");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    for (name, _, backup) in &files {
+        let exists = storage.join(name).exists();
+        if *backup {
+            assert!(!exists, "{name}: a recognised dump outside the policy is deleted: {all}");
+        } else {
+            assert!(exists, "{name} was deleted: {all}");
+            assert!(all.contains(&format!("not a backup, left alone: {name}")), "{name}: {all}");
+        }
+    }
+    assert!(storage.join("DB_2019-01-09.sql.gz").exists(), "{all}");
 }
