@@ -724,3 +724,82 @@ async fn an_unencrypted_backup_planted_beside_encrypted_ones_was_verified_with_t
     assert!(report.contains("accepted although unauthenticated"), "{report}");
     s.stop().await;
 }
+
+/// Issue 35, case 7: the throwaway server's disk filling during verify's restore (SQLSTATE
+/// 53100) was recorded as a failed backup (exit 1, JUnit failure, ledger `failed`), and
+/// `backups list` then showed a good backup as failed. The throwaway's data directory is
+/// put on a small tmpfs (its TMPDIR), as a full disk happens in the field.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throwaway_disk_filling_during_restore_was_recorded_as_a_failed_backup() {
+    let Some(s) = common::native_server("shop").await else { return };
+    // ~80 MB of heap once restored (rows under the TOAST threshold stay uncompressed); the
+    // backup compresses to almost nothing.
+    common::exec(
+        &s.url(),
+        "create table t (id int, pad text); insert into t select g, repeat('x', 1000) from generate_series(1, 80000) g",
+    )
+    .await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    common::backup_to(&s.url(), &storage, KEY, "shop");
+    let Some(disk) = SmallDisk::mount(&t.path().join("small"), "64m") else { return };
+    std::fs::set_permissions(&disk.0, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).expect("chmod");
+    let junit = t.path().join("v.xml");
+    let out = pgdrill(&[
+        "run",
+        "verify",
+        "--var",
+        &format!("storage={}", storage.display()),
+        "--var",
+        "database=shop",
+        "--var",
+        "provider=native",
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+    ])
+    .env("PGDRILL_BACKUP_KEY", KEY)
+    .env("TMPDIR", &disk.0)
+    .output()
+    .expect("verify");
+    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
+    assert!(all(&out).contains("disk is full"), "{}", all(&out));
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "scratch"), "passed", "{cases:?}");
+    assert_eq!(status_of(&cases, "restore"), "error", "{cases:?}");
+    let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
+    let line: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap_or("{}")).expect("json");
+    assert_eq!(line["result"], "error", "{ledger}");
+    let listed = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default()]).output().expect("ls");
+    assert!(!text(&listed.stdout).contains("failed"), "{}", text(&listed.stdout));
+    drop(disk);
+    s.stop().await;
+}
+
+/// Issue 35, case 7: a freshness or RPO failure marked the backup itself "failed" in the
+/// ledger and `backups list`, though its content was proven. Content and age are separate
+/// verdicts now: the run still fails (exit 1), the backup stays proven, shown as stale.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_backup_whose_content_was_proven_was_recorded_as_failed() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    common::backup_to(&s.url(), &storage, KEY, "shop");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let junit = t.path().join("v.xml");
+    let out = run_verify(&storage, "shop", &["max_age=1s"], &junit);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "freshness"), "failure", "{cases:?}");
+    assert_eq!(status_of(&cases, "tables"), "passed", "{cases:?}");
+    let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
+    let line: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap_or("{}")).expect("json");
+    assert_eq!(
+        (line["result"].as_str(), line["content"].as_str(), line["ground_truth"].as_str(), line["age"].as_str()),
+        (Some("passed"), Some("proven"), Some("manifest"), Some("stale")),
+        "{ledger}"
+    );
+    let listed = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default()]).output().expect("ls");
+    assert!(text(&listed.stdout).contains("passed (stale)"), "{}", text(&listed.stdout));
+    s.stop().await;
+}

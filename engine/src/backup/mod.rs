@@ -73,6 +73,54 @@ pub fn dated_ahead(t: OffsetDateTime) -> Option<i64> {
     (t > now + FUTURE_TOLERANCE).then(|| (t - now).whole_seconds())
 }
 
+/// What in a PostgreSQL client tool's stderr (pg_restore, psql) says the server's
+/// environment failed rather than the backup: SQLSTATE class 53 (insufficient resources:
+/// disk full 53100, out of memory 53200, too many connections 53300), an administrator's or
+/// a crash's shutdown (57P01-57P03), and a lost connection. The tools print the server's
+/// message, not its SQLSTATE (psql prints it only with VERBOSITY verbose), so the
+/// server's own words are matched; each is phrased by PostgreSQL itself, never by a dump.
+pub fn environment_in_stderr(stderr: &str) -> Option<&'static str> {
+    const SIGNS: &[(&str, &str)] = &[
+        ("No space left on device", "the server's disk is full (SQLSTATE 53100)"),
+        ("could not extend file", "the server's disk is full (SQLSTATE 53100)"),
+        ("Disk quota exceeded", "the server's disk quota is exhausted (SQLSTATE 53100)"),
+        ("out of memory", "the server ran out of memory (SQLSTATE 53200)"),
+        ("too many connections", "the server has no connection left (SQLSTATE 53300)"),
+        ("remaining connection slots are reserved", "the server has no connection left (SQLSTATE 53300)"),
+        ("terminating connection due to administrator command", "the server was shut down (SQLSTATE 57P01)"),
+        ("the database system is shutting down", "the server was shut down (SQLSTATE 57P03)"),
+        ("the database system is in recovery mode", "the server crashed and is recovering (SQLSTATE 57P03)"),
+        ("terminating connection because of crash of another server process", "the server crashed (SQLSTATE 57P02)"),
+        ("server closed the connection unexpectedly", "the connection to the server was lost"),
+        ("could not receive data from server", "the connection to the server was lost"),
+        ("could not send data to server", "the connection to the server was lost"),
+        ("no connection to the server", "the connection to the server was lost"),
+        ("connection to server was lost", "the connection to the server was lost"),
+        ("SSL SYSCALL error", "the connection to the server was lost"),
+    ];
+    // Only the tools' and the server's own lines: a failing statement's text (`Command
+    // was: ...`, a function body) is the dump's and may hold any words.
+    let said = |l: &&str| {
+        !l.trim_start().starts_with("Command was:")
+            && ["error:", "ERROR:", "FATAL:", "PANIC:", "server closed", "connection to server", "SSL SYSCALL"]
+                .iter()
+                .any(|m| l.contains(m))
+    };
+    let lines: Vec<&str> = stderr.lines().filter(said).collect();
+    SIGNS.iter().find(|(sign, _)| lines.iter().any(|l| l.contains(sign))).map(|(_, what)| *what)
+}
+
+#[cfg(test)]
+mod environment_tests {
+    #[test]
+    fn a_full_disk_is_the_environment_and_a_statement_text_is_not() {
+        let full = "pg_restore: error: could not execute query: ERROR:  could not extend file \"base/16384/16390\": No space left on device\nHINT:  Check free disk space.\nCommand was: COPY public.t (id, pad) FROM stdin;";
+        assert_eq!(super::environment_in_stderr(full), Some("the server's disk is full (SQLSTATE 53100)"));
+        let syntax = "pg_restore: error: could not execute query: ERROR:  syntax error at or near \"x\"\nCommand was: CREATE FUNCTION f() RETURNS text AS 'select ''out of memory''';";
+        assert_eq!(super::environment_in_stderr(syntax), None);
+    }
+}
+
 /// pg_dump output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -726,7 +726,17 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
         Some(reader) => restore::restore_stream(opts, reader, &log).await,
         None => restore::restore(opts, &log).await,
     }
-    .map_err(StepError::from)?;
+    .map_err(|f| {
+        // A throwaway whose disk filled, which ran out of memory, crashed or was shut down,
+        // or a lost connection, says nothing about the backup: exit 3, never a verdict.
+        match crate::backup::environment_in_stderr(&f.message).filter(|_| f.class == crate::error::Class::Failed) {
+            Some(what) => {
+                let why = format!("{what}: the environment failed, not the backup");
+                StepError::from(f.context(why).in_class(crate::error::Class::Environment))
+            }
+            None => StepError::from(f),
+        }
+    })?;
     ctx.log(format!("{} restored {} tables in {:.1}s", r.tool, r.tables, r.seconds));
     ctx.fact(crate::exec::Fact::Verified);
     Ok(RestoreOutputs {
