@@ -485,9 +485,8 @@ async fn an_empty_or_cut_dump_without_a_manifest_verified_green() {
     // missing, as pg_dump leaves it when it dies there.
     let inside_second = sql.find("COPY public.payments").expect("payments data") + 2000;
     let after_first = sql.find("-- Data for Name: payments").expect("payments header");
-    let gpg = format!(
-        "gpg --batch --pinentry-mode loopback --passphrase-fd 3 --symmetric --cipher-algo AES256 3<<<\"$BACKUP_PASS\""
-    );
+    let gpg =
+        "gpg --batch --pinentry-mode loopback --passphrase-fd 3 --symmetric --cipher-algo AES256 3<<<\"$BACKUP_PASS\"";
     let cases: Vec<(&str, String, &str)> = vec![
         ("app-20240105T130000.sql.gz", "gzip -c </dev/null > {f}".into(), "holds nothing inside its gzip layer"),
         ("app-20240105T130100.sql", ": > {f}".into(), "the file is empty (0 bytes)"),

@@ -68,7 +68,7 @@ impl PlainScan {
             self.done = false;
             return;
         }
-        if DONE.iter().any(|d| l == *d) {
+        if DONE.contains(&l) {
             self.done = true;
             return;
         }
@@ -146,7 +146,7 @@ mod tests {
 
     #[test]
     fn every_cut_of_a_dump_is_incomplete() {
-        let end = DUMP.find("-- PostgreSQL database dump complete").unwrap() + 30;
+        let end = DUMP.find("-- PostgreSQL database dump complete").expect("in the dump") + 30;
         for cut in 0..end {
             assert!(scan(&DUMP[..cut], 5).is_err(), "cut at {cut} passed");
         }
@@ -154,8 +154,8 @@ mod tests {
 
     #[test]
     fn a_cut_inside_copy_names_the_table() {
-        let cut = DUMP.find("2\n").unwrap();
-        let e = scan(&DUMP[..cut], 4096).unwrap_err();
+        let cut = DUMP.find("2\n").expect("in the dump");
+        let e = scan(&DUMP[..cut], 4096).expect_err("cut");
         assert!(e.contains("public.a"), "{e}");
     }
 

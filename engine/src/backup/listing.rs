@@ -19,7 +19,7 @@ use crate::storage::{self, remote, LocalStore, MadeFrom};
 #[serde(untagged)]
 pub enum Listed {
     Pgdrill(Box<PgdrillBackup>),
-    Foreign(ForeignBackup),
+    Foreign(Box<ForeignBackup>),
     /// A pgdrill backup whose manifest cannot be read.
     Unreadable(UnreadableBackup),
 }
@@ -182,7 +182,7 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                 } else {
                     std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0)
                 };
-                return Listed::Foreign(ForeignBackup {
+                return Listed::Foreign(Box::new(ForeignBackup {
                     path: remote::display(&e.path),
                     database: e.database.clone(),
                     database_assumed: e.database_assumed,
@@ -195,7 +195,7 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                     manifest_auth: "none",
                     last_verification: last_of(e),
                     future_s: super::dated_ahead(e.made),
-                });
+                }));
             }
             match Manifest::read(&e.path) {
                 Ok(m) => Listed::Pgdrill(Box::new(PgdrillBackup {
