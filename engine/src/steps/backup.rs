@@ -549,9 +549,20 @@ impl Step for Latest {
 async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError> {
     let storage = ctx.storage_root(&w.storage).await?;
     let pattern = name_pattern(w.name_pattern.as_deref())?;
-    let entries = LocalStore::new(&storage)
+    let mut entries = LocalStore::new(&storage)
         .list_with(w.database.as_deref(), pattern.as_ref())
         .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.display())))?;
+    // Dated in the future (a skewed clock): never the latest in silence, as in backup.pick.
+    entries.retain(|e| match backup::dated_ahead(e.made) {
+        Some(s) => {
+            ctx.log(format!(
+                "not taking {} as the latest: dated {s} s in the future (a skewed clock?); its age is unknown",
+                e.name
+            ));
+            false
+        }
+        None => true,
+    });
     if let Some(e) = entries.first().filter(|e| e.foreign) {
         // Another tool's file: what its name (or, failing that, its mtime) says.
         let age = (time::OffsetDateTime::now_utc() - e.made).whole_seconds().max(0);

@@ -789,9 +789,12 @@ pub struct FingerprintWith {
     /// the larger count (tables grow and shrink after the backup; default 10)
     #[serde(default = "ten", deserialize_with = "super::de::int")]
     tolerance_pct: u32,
-    /// without any ground truth, report the content as unproven and skip instead of failing
-    #[serde(default, deserialize_with = "super::de::boolean")]
-    accept_unproven: bool,
+    /// without any ground truth: false fails the check as "restorable, content unproven"
+    /// (verify), true accepts that and skips; unset skips, as a check after an operator's
+    /// restore always did
+    #[serde(default, deserialize_with = "super::de::opt_bool")]
+    #[field(ty = "boolean")]
+    accept_unproven: Option<bool>,
 }
 
 fn ten() -> u32 {
@@ -965,8 +968,10 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
             let why = format!(
                 "restorable, content unproven: no manifest, no live source and no declared expectations to compare the restored copy with; {counts}"
             );
-            if w.accept_unproven {
-                return Err(StepError::Skipped(format!("{why} (accepted: accept_unproven)")));
+            match w.accept_unproven {
+                Some(true) => return Err(StepError::Skipped(format!("{why} (accepted: accept_unproven)"))),
+                None => return Err(StepError::Skipped(why)),
+                Some(false) => {}
             }
             return Err(StepError::failed(format!(
                 "{why}. Give the live source (secret PGDRILL_SOURCE_URL), declare what it must hold (--var expect_tables='public.accounts>=1000, ...'), or accept unproven content explicitly (--var accept_unproven=true)"
