@@ -1582,3 +1582,47 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     }
     srv.stop().await;
 }
+
+/// Issue 35, case 4 (messages only): a backup in a bucket whose manifest is missing (a
+/// pgdrill killed between completing the upload and writing the manifest leaves this) made
+/// verify of the latest backup fail naming a path in this run's local mirror as the thing
+/// to repair. The message names the store's objects.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_without_its_manifest_in_a_bucket_was_named_by_its_local_mirror_path() {
+    let Some(s3) = moto() else { return };
+    let Some(srv) = native_server("shop").await else { return };
+    let url = srv.url();
+    exec(&url, "create table t(id int); insert into t values (1)").await;
+    assert_eq!(http(s3.port, "PUT", "/backups", &[]).0, 200, "bucket created");
+    let loc = "s3://backups/prod";
+    let (code, log) = out_of(&mut with_aws(
+        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]),
+        s3.port,
+    ));
+    assert_eq!(code, 0, "{log}");
+    let keys = s3_keys(s3.port, "backups", "prod/");
+    let manifest = keys.iter().find(|k| k.ends_with(".manifest.json")).expect("a manifest").clone();
+    let auth = [(
+        "Authorization",
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+    )];
+    assert_eq!(http(s3.port, "DELETE", &format!("/backups/{manifest}"), &auth).0, 204, "manifest removed");
+    let (code, log) = out_of(&mut with_aws(
+        pgdrill(&[
+            "run",
+            "verify",
+            "--var",
+            &format!("storage={loc}"),
+            "--var",
+            "database=shop",
+            "--var",
+            "provider=native",
+        ]),
+        s3.port,
+    ));
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains(&format!("s3://backups/{manifest}")), "names the object: {log}");
+    assert!(log.contains("out of s3://backups/prod/shop"), "names the folder in the bucket: {log}");
+    assert!(!log.contains("pgdrill-mirror"), "never the local mirror: {log}");
+    srv.stop().await;
+}

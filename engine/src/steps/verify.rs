@@ -233,10 +233,18 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             // reason to quietly verify (and call fresh) an older one.
             let manifest_of = |e: &crate::storage::Entry| -> Result<Manifest, StepError> {
                 Manifest::read(&e.path).map_err(|err| {
+                    // In an object store the message names the object, never this run's
+                    // local mirror of it (which the operator cannot see or repair).
+                    let mp = crate::storage::manifest_path(&e.path);
+                    let err = err
+                        .to_string()
+                        .replace(&mp.display().to_string(), &crate::storage::remote::display(&mp))
+                        .replace(&e.path.display().to_string(), &crate::storage::remote::display(&e.path));
+                    let folder = e.path.parent().unwrap_or(Path::new("."));
                     StepError::failed(format!(
                         "{err}; refusing to pick another backup in its place: repair it, or move {} and its manifest out of {} to use the older ones",
                         e.name,
-                        e.path.parent().unwrap_or(Path::new(".")).display()
+                        crate::storage::remote::display(folder)
                     ))
                 })
             };
