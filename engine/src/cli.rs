@@ -654,18 +654,27 @@ fn backups_table(list: &[Listed]) -> Vec<String> {
     let shown = |t: &str| crate::report::visible(t).into_owned();
     let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
     // The time to the second, and `(mtime)` where it is only the file's modification time.
-    let created = |t: &str, from_mtime: bool| {
+    let created = |t: &str, from_mtime: bool, ahead: Option<i64>| {
         let mut c = shown(t).replace('T', " ");
         c.truncate(19);
         if from_mtime {
             c.push_str(" (mtime)");
         }
+        // Dated in the future: never "0 s old"; the skew is named.
+        if let Some(s) = ahead {
+            c.push_str(&format!(
+                " (IN THE FUTURE by {})",
+                humantime::format_duration(std::time::Duration::from_secs(s.max(0) as u64 / 60 * 60))
+            ));
+        }
         c
     };
     let verified = |v: &Option<LastVerification>| match v {
         None => "never".to_string(),
-        Some(LastVerification::Recorded { result, verified_at, .. }) => {
-            format!("{} {}", result, verified_at.get(..16).unwrap_or("?").replace('T', " "))
+        Some(LastVerification::Recorded { result, verified_at, age, .. }) => {
+            // The age verdict beside the content's: a stale backup is not a failed one.
+            let stale = if age.as_deref() == Some("stale") { " (stale)" } else { "" };
+            format!("{result}{stale} {}", verified_at.get(..16).unwrap_or("?").replace('T', " "))
         }
         Some(LastVerification::Unknown { result, .. }) => format!("{result} ?"),
     };
@@ -682,7 +691,7 @@ fn backups_table(list: &[Listed]) -> Vec<String> {
                 [q(), database, q(), q(), q(), q(), q(), format!("{} ({})", shown(&u.path), shown(&u.error))]
             }
             Listed::Foreign(f) => [
-                created(&f.created, f.created_from == crate::storage::MadeFrom::Mtime),
+                created(&f.created, f.created_from == crate::storage::MadeFrom::Mtime, f.future_s),
                 database,
                 crate::report::human_bytes(f.size),
                 shown(&f.format),
@@ -693,7 +702,7 @@ fn backups_table(list: &[Listed]) -> Vec<String> {
                 shown(&f.path),
             ],
             Listed::Pgdrill(p) => [
-                created(&p.created, false),
+                created(&p.created, false, p.future_s),
                 database,
                 crate::report::human_bytes(p.size),
                 format!("pgdrill/{}", shown(&p.format)),

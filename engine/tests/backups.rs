@@ -456,3 +456,38 @@ async fn offsets_recorded_while_staging_equal_those_pg_dump_writes_into_a_regula
     let differ: Vec<usize> = got.iter().zip(&want).enumerate().filter(|(_, (a, b))| a != b).map(|(i, _)| i).collect();
     assert!(differ.iter().all(|&i| i < 64), "bytes differ at {:?}", &differ[..differ.len().min(10)]);
 }
+
+/// `pgdrill decrypt` of a 0-byte file, of a gzip stream of nothing, of a pgdrill archive
+/// cut inside its header and of a plain dump cut short exited 0 with short or empty output:
+/// an emergency pipe into pg_restore or psql then "restored" nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn decrypt_of_an_empty_or_headerless_file_exited_0() {
+    let t = tempfile::tempdir().expect("tmp");
+    let empty = t.path().join("app-20261205T130000.sql");
+    std::fs::write(&empty, b"").expect("write");
+    let gz = t.path().join("app-20261205T130000.sql.gz");
+    let out =
+        Command::new("bash").args(["-c", &format!("gzip -c </dev/null > {}", gz.display())]).status().expect("gzip");
+    assert!(out.success());
+    let headerless = t.path().join("app.dump.pgdrill");
+    std::fs::write(&headerless, b"PGDRI").expect("write");
+    for (p, says) in [
+        (&empty, "empty (0 bytes)"),
+        (&gz, "holds nothing inside its gzip layer"),
+        (&headerless, "cut inside its header"),
+    ] {
+        let out = pgdrill(&["decrypt", p.to_str().unwrap_or_default()]).stdin(Stdio::null()).output().expect("run");
+        assert_eq!(out.status.code(), Some(1), "{}: {}", p.display(), text(&out.stderr));
+        assert!(text(&out.stderr).contains(says), "{}: {}", p.display(), text(&out.stderr));
+    }
+    // A real pg_dump's output cut short (what `pg_dump | gzip` leaves when pg_dump dies).
+    let Some(src) = source(0).await else { return };
+    let cut = t.path().join("shop-20261205T130000.sql.gz");
+    let script =
+        format!("/usr/lib/postgresql/15/bin/pg_dump '{}' | head -c 100000 | gzip > {}", src.url(), cut.display());
+    assert!(Command::new("bash").args(["-c", &script]).status().expect("bash").success());
+    let out = pgdrill(&["decrypt", cut.to_str().unwrap_or_default()]).stdin(Stdio::null()).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("incomplete dump") || text(&out.stderr).contains("cut inside the data"));
+    src.stop().await;
+}

@@ -77,8 +77,19 @@ async fn databases_acct_and_dot_acct_shared_a_folder_and_pick_restored_the_wrong
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
     assert!(all(&out).contains(&acct.display().to_string()), "{}", all(&out));
 
-    // Storage written by the old scheme: `.acct`'s backup, newer, in `acct`'s folder.
-    let planted = acct.with_file_name("29990101T000000.000Z.dump.pgdrill");
+    // Storage written by the old scheme: `.acct`'s backup, newer, in `acct`'s folder (a
+    // minute ahead: within the clock tolerance, so it is the latest).
+    let soon = time::OffsetDateTime::now_utc() + std::time::Duration::from_secs(60);
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.000Z",
+        soon.year(),
+        u8::from(soon.month()),
+        soon.day(),
+        soon.hour(),
+        soon.minute(),
+        soon.second()
+    );
+    let planted = acct.with_file_name(format!("{stamp}.dump.pgdrill"));
     std::fs::copy(&dot, &planted).expect("copy");
     std::fs::copy(pgdrill::storage::manifest_path(&dot), pgdrill::storage::manifest_path(&planted)).expect("copy");
     let out = run_verify(&storage, "acct", &[], &junit);
@@ -635,5 +646,160 @@ async fn an_unencrypted_backup_did_not_say_its_manifest_is_unauthenticated() {
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
     let report = std::fs::read_to_string(&junit).expect("junit");
     assert!(report.contains("manifest UNAUTHENTICATED: the backup is not encrypted"), "{report}");
+    s.stop().await;
+}
+
+/// Issue 35, case 3: with a key set, a backup planted unencrypted with its own manifest
+/// (anyone who can write to the storage can) was picked as the newest, logged "manifest
+/// UNAUTHENTICATED", verified with exit 0 and recorded as passed; `backup.check` and
+/// `backup.restore` took it too. Now pick, check and restore refuse it unless the run
+/// allows unauthenticated backups, and `latest` names what it refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unencrypted_backup_planted_beside_encrypted_ones_was_verified_with_the_key() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    common::backup_to(&s.url(), &storage, KEY, "shop");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let planted = pgdrill::backup::CreateOptions {
+        url: s.url(),
+        storage: storage.clone(),
+        format: pgdrill::backup::Format::Custom,
+        codec: pgdrill::archive::Codec::Zstd,
+        level: 3,
+        threads: 1,
+        jobs: 1,
+        key: None,
+        fingerprint: pgdrill::pg::fingerprint::Mode::Full,
+        pg_dump: None,
+        name: None,
+        meter: None,
+        remote: None,
+    };
+    let planted = pgdrill::backup::create(planted, &|_| {}).await.expect("backup").path;
+    let name = planted.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    assert_eq!(backups_in(&storage.join("shop")).pop().as_ref(), Some(&planted), "the planted one is the newest");
+
+    let junit = t.path().join("v.xml");
+    let out = run_verify(&storage, "shop", &["force=true"], &junit);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(all(&out).contains("the latest backup") && all(&out).contains(&name), "{}", all(&out));
+    assert!(all(&out).contains("refused: manifest UNAUTHENTICATED"), "{}", all(&out));
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "pick"), "failure", "{cases:?}");
+    assert_ne!(status_of(&cases, "restore"), "passed", "{cases:?}");
+
+    // backup.check and backup.restore refuse it too, given the key.
+    let rb = t.path().join("check.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: check\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - uses: backup.check\n    with: {{ path: \"{p}\", key: \"{{{{ secrets.key }}}}\" }}\n  - uses: backup.restore\n    continue_on_error: true\n    with: {{ backup: \"{p}\", into: \"{u}\", key: \"{{{{ secrets.key }}}}\" }}\n",
+            p = planted.display(),
+            u = s.url_for("shop"),
+        ),
+    )
+    .expect("runbook");
+    let out = pgdrill(&["run", rb.to_str().unwrap_or_default()]).env("PGDRILL_BACKUP_KEY", KEY).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(all(&out).contains("refused: manifest UNAUTHENTICATED"), "{}", all(&out));
+    let rb2 = t.path().join("restore.yaml");
+    std::fs::write(
+        &rb2,
+        format!(
+            "name: restore\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - uses: backup.restore\n    with: {{ backup: \"{}\", into: \"postgresql://127.0.0.1:1/nowhere\", key: \"{{{{ secrets.key }}}}\" }}\n",
+            planted.display()
+        ),
+    )
+    .expect("runbook");
+    let out = pgdrill(&["run", rb2.to_str().unwrap_or_default()]).env("PGDRILL_BACKUP_KEY", KEY).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(all(&out).contains("refused: manifest UNAUTHENTICATED"), "{}", all(&out));
+
+    // Allowed explicitly: verified, and the log says it was unauthenticated.
+    let out = run_verify(&storage, "shop", &["force=true", "allow_unauthenticated=true"], &junit);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let report = std::fs::read_to_string(&junit).expect("junit");
+    assert!(report.contains("accepted although unauthenticated"), "{report}");
+    s.stop().await;
+}
+
+/// Issue 35, case 7: the throwaway server's disk filling during verify's restore (SQLSTATE
+/// 53100) was recorded as a failed backup (exit 1, JUnit failure, ledger `failed`), and
+/// `backups list` then showed a good backup as failed. The throwaway's data directory is
+/// put on a small tmpfs (its TMPDIR), as a full disk happens in the field.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throwaway_disk_filling_during_restore_was_recorded_as_a_failed_backup() {
+    let Some(s) = common::native_server("shop").await else { return };
+    // ~80 MB of heap once restored (rows under the TOAST threshold stay uncompressed); the
+    // backup compresses to almost nothing.
+    common::exec(
+        &s.url(),
+        "create table t (id int, pad text); insert into t select g, repeat('x', 1000) from generate_series(1, 80000) g",
+    )
+    .await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    common::backup_to(&s.url(), &storage, KEY, "shop");
+    let Some(disk) = SmallDisk::mount(&t.path().join("small"), "64m") else { return };
+    std::fs::set_permissions(&disk.0, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).expect("chmod");
+    let junit = t.path().join("v.xml");
+    let out = pgdrill(&[
+        "run",
+        "verify",
+        "--var",
+        &format!("storage={}", storage.display()),
+        "--var",
+        "database=shop",
+        "--var",
+        "provider=native",
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+    ])
+    .env("PGDRILL_BACKUP_KEY", KEY)
+    .env("TMPDIR", &disk.0)
+    .output()
+    .expect("verify");
+    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
+    assert!(all(&out).contains("disk is full"), "{}", all(&out));
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "scratch"), "passed", "{cases:?}");
+    assert_eq!(status_of(&cases, "restore"), "error", "{cases:?}");
+    let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
+    let line: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap_or("{}")).expect("json");
+    assert_eq!(line["result"], "error", "{ledger}");
+    let listed = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default()]).output().expect("ls");
+    assert!(!text(&listed.stdout).contains("failed"), "{}", text(&listed.stdout));
+    drop(disk);
+    s.stop().await;
+}
+
+/// Issue 35, case 7: a freshness or RPO failure marked the backup itself "failed" in the
+/// ledger and `backups list`, though its content was proven. Content and age are separate
+/// verdicts now: the run still fails (exit 1), the backup stays proven, shown as stale.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_backup_whose_content_was_proven_was_recorded_as_failed() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    common::backup_to(&s.url(), &storage, KEY, "shop");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let junit = t.path().join("v.xml");
+    let out = run_verify(&storage, "shop", &["max_age=1s"], &junit);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "freshness"), "failure", "{cases:?}");
+    assert_eq!(status_of(&cases, "tables"), "passed", "{cases:?}");
+    let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
+    let line: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap_or("{}")).expect("json");
+    assert_eq!(
+        (line["result"].as_str(), line["content"].as_str(), line["ground_truth"].as_str(), line["age"].as_str()),
+        (Some("passed"), Some("proven"), Some("manifest"), Some("stale")),
+        "{ledger}"
+    );
+    let listed = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default()]).output().expect("ls");
+    assert!(text(&listed.stdout).contains("passed (stale)"), "{}", text(&listed.stdout));
     s.stop().await;
 }

@@ -294,6 +294,9 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
         "backup=shop_20261101_020000.sql.gz",
         "--var",
         "max_age=3650d",
+        // Issue 35: without ground truth the content is unproven; this test is about reading.
+        "--var",
+        "accept_unproven=true",
         "--junit",
         foreign_junit.to_str().expect("utf-8"),
     ]);
@@ -325,6 +328,9 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
         "backup=shop_20261102_020000.sql.gz.enc",
         "--var",
         "max_age=3650d",
+        // Issue 35: without ground truth the content is unproven; this test is about reading.
+        "--var",
+        "accept_unproven=true",
         "--junit",
         enc_junit.to_str().expect("utf-8"),
     ]);
@@ -1546,7 +1552,14 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     assert_eq!(http_body(s3.port, "PUT", &format!("/bkt/{gz}"), &auth, &dump.stdout).0, 200);
     let foreign = |junit: &std::path::Path, endpoint: u16| {
         let mut c = verify(junit);
-        c.args(["--var", "backup=big_20261101_020000.sql.gz", "--var", "max_age=3650d"]);
+        c.args([
+            "--var",
+            "backup=big_20261101_020000.sql.gz",
+            "--var",
+            "max_age=3650d",
+            "--var",
+            "accept_unproven=true",
+        ]);
         c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{endpoint}"));
         out_of(&mut c)
     };
@@ -1646,4 +1659,48 @@ fn a_store_that_never_answers_fails_within_the_request_timeout_before_pg_dump_st
     assert_eq!(code, 3, "{log}");
     assert!(log.contains("did not answer within 2s"), "{log}");
     assert!(!log.contains("127.0.0.1:1/"), "the backup reached for its database first: {log}");
+}
+
+/// Issue 35, case 4 (messages only): a backup in a bucket whose manifest is missing (a
+/// pgdrill killed between completing the upload and writing the manifest leaves this) made
+/// verify of the latest backup fail naming a path in this run's local mirror as the thing
+/// to repair. The message names the store's objects.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_without_its_manifest_in_a_bucket_was_named_by_its_local_mirror_path() {
+    let Some(s3) = moto() else { return };
+    let Some(srv) = native_server("shop").await else { return };
+    let url = srv.url();
+    exec(&url, "create table t(id int); insert into t values (1)").await;
+    assert_eq!(http(s3.port, "PUT", "/backups", &[]).0, 200, "bucket created");
+    let loc = "s3://backups/prod";
+    let (code, log) = out_of(&mut with_aws(
+        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]),
+        s3.port,
+    ));
+    assert_eq!(code, 0, "{log}");
+    let keys = s3_keys(s3.port, "backups", "prod/");
+    let manifest = keys.iter().find(|k| k.ends_with(".manifest.json")).expect("a manifest").clone();
+    let auth = [(
+        "Authorization",
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+    )];
+    assert_eq!(http(s3.port, "DELETE", &format!("/backups/{manifest}"), &auth).0, 204, "manifest removed");
+    let (code, log) = out_of(&mut with_aws(
+        pgdrill(&[
+            "run",
+            "verify",
+            "--var",
+            &format!("storage={loc}"),
+            "--var",
+            "database=shop",
+            "--var",
+            "provider=native",
+        ]),
+        s3.port,
+    ));
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains(&format!("s3://backups/{manifest}")), "names the object: {log}");
+    assert!(log.contains("out of s3://backups/prod/shop"), "names the folder in the bucket: {log}");
+    assert!(!log.contains("pgdrill-mirror"), "never the local mirror: {log}");
+    srv.stop().await;
 }

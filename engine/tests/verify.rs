@@ -313,7 +313,11 @@ async fn dumps_made_by_other_tools_verify_with_fingerprint_checks_skipped() {
         assert!(out.status.success(), "{script}: {}", text(&out.stderr));
 
         let junit = dir.path().join(format!("{name}.xml"));
-        let out = verify(Path::new(""), &[&format!("backup={}/{name}", foreign.display()), "max_age=1h"], &junit);
+        let out = verify(
+            Path::new(""),
+            &[&format!("backup={}/{name}", foreign.display()), "max_age=1h", "accept_unproven=true"],
+            &junit,
+        );
         let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
         assert_eq!(out.status.code(), Some(0), "{name}: {all}");
         let cases = junit_cases(&junit);
@@ -322,6 +326,7 @@ async fn dumps_made_by_other_tools_verify_with_fingerprint_checks_skipped() {
         assert_eq!(status_of(&cases, "schema"), "skipped", "{name}: never passed without a source: {cases:?}");
         assert_eq!(status_of(&cases, "tables"), "skipped", "{name}: {cases:?}");
         assert!(all.contains("the restored copy has 2 tables, 5500 rows"), "{name}: counts still reported: {all}");
+        assert!(all.contains("content unproven"), "{name}: never passed without ground truth: {all}");
     }
 
     // The wrong openssl passphrase is a failure, not a partial restore.

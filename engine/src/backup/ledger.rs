@@ -64,6 +64,15 @@ pub struct Entry {
     /// Why a run that did not pass ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The content's verdict apart from the age's: proven, unproven, failed, error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// What the content was proven against: manifest, source, expectations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ground_truth: Option<String>,
+    /// The age's verdict when verified: fresh, stale, unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age: Option<String>,
 }
 
 /// The ledger that covers a backup: in its directory.
@@ -183,6 +192,9 @@ mod tests {
             checks: Default::default(),
             pgdrill_version: None,
             error: None,
+            content: None,
+            ground_truth: None,
+            age: None,
         }
     }
 

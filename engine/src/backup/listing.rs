@@ -19,7 +19,7 @@ use crate::storage::{self, remote, LocalStore, MadeFrom};
 #[serde(untagged)]
 pub enum Listed {
     Pgdrill(Box<PgdrillBackup>),
-    Foreign(ForeignBackup),
+    Foreign(Box<ForeignBackup>),
     /// A pgdrill backup whose manifest cannot be read.
     Unreadable(UnreadableBackup),
 }
@@ -53,6 +53,9 @@ pub struct PgdrillBackup {
     pub started_epoch: f64,
     pub origin: Origin,
     pub last_verification: Option<LastVerification>,
+    /// Seconds it is dated in the future (a skewed clock): its age is unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub future_s: Option<i64>,
 }
 
 /// Another tool's backup file (or directory).
@@ -74,6 +77,10 @@ pub struct ForeignBackup {
     /// Always `none`: another tool's file has no manifest.
     pub manifest_auth: &'static str,
     pub last_verification: Option<LastVerification>,
+    /// Seconds it is dated in the future (a skewed clock, a misnamed file): its age is
+    /// unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub future_s: Option<i64>,
 }
 
 /// A pgdrill backup whose manifest cannot be read, and why.
@@ -93,12 +100,18 @@ pub enum LastVerification {
         result: String,
         verified_at: String,
         sha256: Option<String>,
+        /// The content's verdict (proven, unproven, failed, error), apart from its age's.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content: Option<String>,
+        /// What the content was proven against (manifest, source, expectations).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ground_truth: Option<String>,
+        /// fresh, stale or unknown when it was verified.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        age: Option<String>,
     },
     /// The ledger cannot be read: unknown is not "never", so say why.
-    Unknown {
-        result: &'static str,
-        error: String,
-    },
+    Unknown { result: &'static str, error: String },
 }
 
 impl Listed {
@@ -150,6 +163,9 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                 result: l.result.clone(),
                 verified_at: l.verified_at.clone(),
                 sha256: l.sha256.clone(),
+                content: l.content.clone(),
+                ground_truth: l.ground_truth.clone(),
+                age: l.age.clone(),
             }),
             Err(err) => Some(LastVerification::Unknown { result: "unknown", error: err.to_string() }),
         }
@@ -166,7 +182,7 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                 } else {
                     std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0)
                 };
-                return Listed::Foreign(ForeignBackup {
+                return Listed::Foreign(Box::new(ForeignBackup {
                     path: remote::display(&e.path),
                     database: e.database.clone(),
                     database_assumed: e.database_assumed,
@@ -178,7 +194,8 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                     format: kind,
                     manifest_auth: "none",
                     last_verification: last_of(e),
-                });
+                    future_s: super::dated_ahead(e.made),
+                }));
             }
             match Manifest::read(&e.path) {
                 Ok(m) => Listed::Pgdrill(Box::new(PgdrillBackup {
@@ -199,6 +216,7 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                     started_epoch: m.started_at.unix_timestamp_nanos() as f64 / 1e9,
                     origin: Origin::Pgdrill,
                     last_verification: last_of(e),
+                    future_s: super::dated_ahead(m.finished_at),
                 })),
                 Err(err) => Listed::Unreadable(UnreadableBackup {
                     path: remote::display(&e.path),

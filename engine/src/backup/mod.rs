@@ -2,7 +2,7 @@
 //! manifest holding the source fingerprint taken in pg_dump's own snapshot; and checks of
 //! stored backups without restoring them.
 
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -19,6 +19,7 @@ use crate::pg::fingerprint::{self, Fingerprint, Mode};
 use crate::pg::native::parse_major;
 use crate::storage::{self, LocalStore};
 
+pub mod complete;
 pub mod ledger;
 pub mod listing;
 pub mod offsets;
@@ -59,6 +60,64 @@ pub(crate) fn io_error(context: &str, e: std::io::Error) -> Failure {
         Failure::environment(format!("{context}: {e}")).with_source(e)
     } else {
         Failure::failed(format!("{context}: {}", io_message(&e))).with_source(e)
+    }
+}
+
+/// How far in the future a backup's time may be before its age is unknown: the clocks of
+/// the machines that write and read backups differ by a little, never by hours.
+pub const FUTURE_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Seconds a backup made at `t` is dated in the future beyond `FUTURE_TOLERANCE`, if it is.
+pub fn dated_ahead(t: OffsetDateTime) -> Option<i64> {
+    let now = OffsetDateTime::now_utc();
+    (t > now + FUTURE_TOLERANCE).then(|| (t - now).whole_seconds())
+}
+
+/// What in a PostgreSQL client tool's stderr (pg_restore, psql) says the server's
+/// environment failed rather than the backup: SQLSTATE class 53 (insufficient resources:
+/// disk full 53100, out of memory 53200, too many connections 53300), an administrator's or
+/// a crash's shutdown (57P01-57P03), and a lost connection. The tools print the server's
+/// message, not its SQLSTATE (psql prints it only with VERBOSITY verbose), so the
+/// server's own words are matched; each is phrased by PostgreSQL itself, never by a dump.
+pub fn environment_in_stderr(stderr: &str) -> Option<&'static str> {
+    const SIGNS: &[(&str, &str)] = &[
+        ("No space left on device", "the server's disk is full (SQLSTATE 53100)"),
+        ("could not extend file", "the server's disk is full (SQLSTATE 53100)"),
+        ("Disk quota exceeded", "the server's disk quota is exhausted (SQLSTATE 53100)"),
+        ("out of memory", "the server ran out of memory (SQLSTATE 53200)"),
+        ("too many connections", "the server has no connection left (SQLSTATE 53300)"),
+        ("remaining connection slots are reserved", "the server has no connection left (SQLSTATE 53300)"),
+        ("terminating connection due to administrator command", "the server was shut down (SQLSTATE 57P01)"),
+        ("the database system is shutting down", "the server was shut down (SQLSTATE 57P03)"),
+        ("the database system is in recovery mode", "the server crashed and is recovering (SQLSTATE 57P03)"),
+        ("terminating connection because of crash of another server process", "the server crashed (SQLSTATE 57P02)"),
+        ("server closed the connection unexpectedly", "the connection to the server was lost"),
+        ("could not receive data from server", "the connection to the server was lost"),
+        ("could not send data to server", "the connection to the server was lost"),
+        ("no connection to the server", "the connection to the server was lost"),
+        ("connection to server was lost", "the connection to the server was lost"),
+        ("SSL SYSCALL error", "the connection to the server was lost"),
+    ];
+    // Only the tools' and the server's own lines: a failing statement's text (`Command
+    // was: ...`, a function body) is the dump's and may hold any words.
+    let said = |l: &&str| {
+        !l.trim_start().starts_with("Command was:")
+            && ["error:", "ERROR:", "FATAL:", "PANIC:", "server closed", "connection to server", "SSL SYSCALL"]
+                .iter()
+                .any(|m| l.contains(m))
+    };
+    let lines: Vec<&str> = stderr.lines().filter(said).collect();
+    SIGNS.iter().find(|(sign, _)| lines.iter().any(|l| l.contains(sign))).map(|(_, what)| *what)
+}
+
+#[cfg(test)]
+mod environment_tests {
+    #[test]
+    fn a_full_disk_is_the_environment_and_a_statement_text_is_not() {
+        let full = "pg_restore: error: could not execute query: ERROR:  could not extend file \"base/16384/16390\": No space left on device\nHINT:  Check free disk space.\nCommand was: COPY public.t (id, pad) FROM stdin;";
+        assert_eq!(super::environment_in_stderr(full), Some("the server's disk is full (SQLSTATE 53100)"));
+        let syntax = "pg_restore: error: could not execute query: ERROR:  syntax error at or near \"x\"\nCommand was: CREATE FUNCTION f() RETURNS text AS 'select ''out of memory''';";
+        assert_eq!(super::environment_in_stderr(syntax), None);
     }
 }
 
@@ -163,6 +222,21 @@ impl ManifestTrust {
             ManifestTrust::NoKey => "manifest not authenticated here: no key given",
         }
     }
+}
+
+/// With a key given, only authenticated pgdrill backups are accepted: anyone who can write
+/// to the storage can plant an unencrypted backup with a manifest of their own (or one
+/// claiming to predate manifest binding), and it would be picked as the newest, verified
+/// and restored. `allow` (the run's `allow_unauthenticated`) lets them through, logged.
+pub fn require_authenticated(shown: &str, trust: ManifestTrust, key_given: bool, allow: bool) -> Result<(), Failure> {
+    let unauthenticated = matches!(trust, ManifestTrust::Unencrypted | ManifestTrust::Legacy);
+    if !key_given || !unauthenticated || allow {
+        return Ok(());
+    }
+    Err(Failure::failed(format!(
+        "{shown}: refused: {}; a key was given, so only backups whose manifest is authenticated under it are accepted (an unencrypted backup with its own manifest is what anyone who can write to the storage can plant); to use it anyway, allow unauthenticated backups explicitly (`allow_unauthenticated: true`, verify: --var allow_unauthenticated=true)",
+        trust.describe()
+    )))
 }
 
 /// The bytes a manifest's MAC covers: its JSON with `authentication` taken out, compact and
@@ -836,18 +910,11 @@ pub(crate) fn check_and_stage(
     if source::origin(path) == source::Origin::Pgdrill {
         return check_inner(path, key.as_ref(), stage, meter);
     }
-    let failed = |m: String| Failure::failed(format!("{}: {m}", path.display()));
     if let source::Located::Directory(dir) = source::locate(path)? {
         let (pg_restore, _, _) = find_tool("pg_restore", None, 0)?;
-        let out = crate::child::output(crate::child::command(&pg_restore).arg("--list").arg(&dir))
-            .map_err(|e| Failure::environment(format!("cannot run pg_restore: {e}")))?;
-        if !out.status.success() {
-            return Err(failed(format!(
-                "pg_restore --list cannot read the directory dump: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        let tables = count_toc_tables(&String::from_utf8_lossy(&out.stdout));
+        let mut cmd = crate::child::command(&pg_restore);
+        cmd.arg(&dir);
+        let tables = script_tables(cmd, None).map_err(|e| e.context(path.display()))?;
         return Ok((Checked { manifest: None, tables, layers: vec!["directory"], trust: None }, None));
     }
     check_opened(path, source::open(path, key.as_ref(), secret)?, stage, true)
@@ -886,7 +953,10 @@ fn check_opened(
     let tables = match opened.content {
         source::Content::Custom => {
             let stage = stage.filter(|_| !layers.is_empty() || !local);
-            let (tables, s) = toc_tables_staged(&mut opened.reader, 0, stage).map_err(|e| e.context(path.display()))?;
+            // Without a manifest nothing says the dump is whole: it is read through
+            // `pg_restore -f -`, every data block to its end, not only its TOC.
+            let (tables, s) =
+                toc_tables_staged(&mut opened.reader, 0, stage, true).map_err(|e| e.context(path.display()))?;
             staged = s;
             tables
         }
@@ -921,21 +991,32 @@ impl<W: Write> Read for Tee<'_, W> {
     }
 }
 
-/// `toc_tables`, keeping the plaintext in a staged file in `stage` when given.
+/// `toc_tables` (with `whole`, `script_tables`), keeping the plaintext in a staged file in
+/// `stage` when given.
 fn toc_tables_staged(
     plain: &mut (dyn Read + Send + '_),
     server_major: u32,
     stage: Option<&Path>,
+    whole: bool,
 ) -> Result<(usize, Option<StagedDump>), Failure> {
+    let tables_of = |r: &mut dyn Read| {
+        if whole {
+            let (cmd, _env) =
+                crate::pg::image_tools::tool_command("pg_restore", server_major, &[]).map_err(Failure::environment)?;
+            script_tables(cmd, Some(r))
+        } else {
+            toc_tables(r, server_major)
+        }
+    };
     let Some(dir) = stage else {
-        return toc_tables(plain, server_major).map(|t| (t, None));
+        return tables_of(plain).map(|t| (t, None));
     };
     let staged = Staged::new(dir, ".dump")?;
     let file =
         staged.create_file().map_err(|e| Failure::environment(format!("cannot stage in {}: {e}", dir.display())))?;
     let copy = offsets::OffsetRecorder::new(BufWriter::with_capacity(1 << 20, file));
     let mut tee = Tee { inner: plain, copy, failed: None };
-    let listed = toc_tables(&mut tee, server_major);
+    let listed = tables_of(&mut tee);
     let flushed = tee.copy.flush();
     let staging =
         |e: &std::io::Error| Failure::environment(format!("staging the checked dump in {}: {e}", dir.display()));
@@ -994,31 +1075,23 @@ fn tar_toc_tables(plain: Box<dyn Read + Send + '_>, backup: &Path, server_major:
 /// Tables in a plain dump: the `-- Name: ...; Type: TABLE; Schema: ...` header pg_dump writes
 /// before each table's definition, counted outside COPY data. Not `CREATE TABLE` lines: that
 /// misses `CREATE UNLOGGED TABLE` and counts data rows and function bodies that begin with
-/// those words (a migrations table holding DDL).
+/// those words (a migrations table holding DDL). A dump without pg_dump's completion line,
+/// or cut inside a table's data, is a failed check naming where it stops (`complete`).
 fn count_create_table(plain: Box<dyn Read + Send + '_>) -> Result<usize, Failure> {
-    // Bytes, not text: a dump of a LATIN1 database is not UTF-8.
-    let mut r = BufReader::with_capacity(1 << 20, plain);
-    let mut line = Vec::with_capacity(4096);
-    let mut n = 0;
-    let mut in_copy = false;
+    let mut r = plain;
+    let mut scan = complete::PlainScan::default();
+    let mut buf = vec![0u8; 1 << 20];
     loop {
-        line.clear();
-        if r.read_until(b'\n', &mut line).map_err(|e| io_error("reading the backup", e))? == 0 {
-            return Ok(n);
+        let n = match r.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_error("reading the backup", e)),
+        };
+        if n == 0 {
+            return scan.finish().map_err(Failure::failed);
         }
-        let l = line.strip_suffix(b"\n").unwrap_or(&line);
-        if in_copy {
-            in_copy = l != b"\\.";
-        } else if l.starts_with(b"COPY ") && l.ends_with(b" FROM stdin;") {
-            in_copy = true;
-        } else if l.starts_with(b"-- Name: ") && contains(l, b"; Type: TABLE; Schema: ") {
-            n += 1;
-        }
+        scan.feed(&buf[..n]);
     }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Tables in `pg_restore --list` output: entries `ID; 1259 OID TABLE schema name owner`.
@@ -1086,7 +1159,7 @@ fn list_archive(
 ) -> Result<(usize, Option<StagedDump>), Failure> {
     let (tables, staged) = match manifest.format {
         Format::Custom => {
-            toc_tables_staged(&mut plain, manifest.server_major, stage).map_err(|e| e.context(path.display()))?
+            toc_tables_staged(&mut plain, manifest.server_major, stage, false).map_err(|e| e.context(path.display()))?
         }
         Format::Plain => (count_create_table(plain).map_err(|e| e.context(path.display()))?, None),
         Format::Directory => {
@@ -1216,6 +1289,73 @@ fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, Failure>
     Ok(count_toc_tables(&list))
 }
 
+/// A custom-format dump (fed from `input`) or a directory dump (`cmd` names it) written out
+/// by `pg_restore -f -` as the script it holds, and that script scanned (`complete`): every
+/// TOC entry's data block, or every file a directory's TOC names, is read to its end, so a
+/// dump cut after its TOC, inside a data block or missing a file fails here, naming the
+/// entry pg_restore stopped at. `pg_restore --list` reads only the TOC and passed them all.
+fn script_tables(mut cmd: std::process::Command, input: Option<&mut dyn Read>) -> Result<usize, Failure> {
+    cmd.args(["-f", "-"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child =
+        crate::child::spawn(&mut cmd).map_err(|e| Failure::environment(format!("cannot run pg_restore: {e}")))?;
+    let stdout = child.stdout.take();
+    let scanner = std::thread::spawn(move || {
+        let mut scan = complete::PlainScan::default();
+        let mut buf = vec![0u8; 1 << 16];
+        if let Some(mut o) = stdout {
+            loop {
+                match o.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => scan.feed(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        scan
+    });
+    let stderr = child.stderr.take();
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    if let Some(plain) = input {
+        let copied = match child.stdin.take() {
+            Some(mut stdin) => std::io::copy(plain, &mut stdin),
+            None => Ok(0),
+        };
+        if let Err(e) = copied {
+            // The read side failed (the backup, or the disk a copy is staged on): that is
+            // the error; a broken pipe is pg_restore giving up, which its status says.
+            if archive::archive_error(&e).is_some() || is_environment(&e) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io_error("reading the backup", e));
+            }
+            // The rest must still decompress and decrypt, for the staged copy.
+            std::io::copy(plain, &mut std::io::sink()).map_err(|e| io_error("reading the backup", e))?;
+        }
+    }
+    let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_restore: {e}")))?;
+    let scan = scanner.join().unwrap_or_default();
+    let stderr = errors.join().unwrap_or_default();
+    if !status.success() {
+        let said = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+        let at = match scan.last_entry() {
+            Some(e) => {
+                format!(" It stopped at `{e}`: that entry's data and every entry after it are missing or unreadable.")
+            }
+            None => " It stopped before the first entry.".into(),
+        };
+        return Err(Failure::failed(format!("incomplete dump: pg_restore cannot read it to its end ({said}).{at}")));
+    }
+    scan.finish().map_err(Failure::failed)
+}
+
 /// Decrypt and decompress a backup to `out` (for `pgdrill decrypt`): a pgdrill archive with
 /// `key`, another tool's file (openssl, gpg, gzip, zstd) with `secret` as its passphrase.
 pub fn decrypt_to(
@@ -1232,7 +1372,27 @@ pub fn decrypt_to(
             )));
         }
         let mut opened = source::open(path, key, secret)?;
-        return std::io::copy(&mut opened.reader, out).map_err(|e| Failure::failed(io_message(&e)));
+        if opened.content != source::Content::Plain {
+            return std::io::copy(&mut opened.reader, out).map_err(|e| Failure::failed(io_message(&e)));
+        }
+        // An SQL script is checked as it passes: a cut one is written out (the pipe is
+        // already running) but the exit says it was not complete.
+        let mut scan = complete::PlainScan::default();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = match opened.reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_error(&path.display().to_string(), e)),
+            };
+            scan.feed(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(|e| Failure::environment(format!("writing stdout: {e}")))?;
+            total += n as u64;
+        }
+        scan.finish().map_err(|m| Failure::failed(format!("{}: {m}", path.display())))?;
+        return Ok(total);
     }
     let f = std::fs::File::open(path).map_err(|e| Failure::invalid(format!("cannot open {}: {e}", path.display())))?;
     let (_, mut plain) = archive::open(BufReader::with_capacity(1 << 20, f), key)?;

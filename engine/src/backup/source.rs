@@ -179,6 +179,96 @@ pub fn sniff(path: &Path) -> String {
     layers.join("/")
 }
 
+/// Up to `n` bytes from `r`, keeping what was read before an error (a stand-in of an object
+/// holds only its first bytes; a decompressor fails past them).
+fn head_of(r: &mut dyn Read, n: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match r.read(&mut out[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got += k,
+        }
+    }
+    out.truncate(got);
+    out
+}
+
+/// Name endings of a pg_dump output under encryption: what an encryption envelope's name
+/// must read as before prune takes it for a backup (its content cannot be seen without the
+/// passphrase).
+const DUMP_EXTS: &[&str] = &["sql", "dump", "backup", "pgdump", "custom", "tar", "pgsql", "psql"];
+
+/// Whether another tool's file is recognisably a pg_dump output, from its content: a
+/// custom-format header (`PGDMP`), a tar dump's `toc.dat`, a directory dump, or pg_dump's
+/// opening comment (`-- PostgreSQL database dump`) after decompression; or an encryption
+/// envelope (openssl, gpg) whose name reads as a dump (`.sql.gz.enc`, `.dump.gpg`). `Ok`
+/// says what it is; `Err` why it is not taken for a backup. Prune deletes only the former:
+/// a name with a date and `.gz` is not enough (`DB-2020-01-05.log.gz`).
+pub fn recognise(path: &Path) -> Result<String, String> {
+    if path.is_dir() {
+        return if path.join("toc.dat").is_file() {
+            Ok("directory dump".into())
+        } else {
+            Err("a directory without toc.dat".into())
+        };
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("unreadable: {e}"))?;
+    let mut r: Box<dyn Read + Send> = Box::new(io::BufReader::new(file));
+    let mut layers: Vec<&str> = Vec::new();
+    for _ in 0..3 {
+        let head = head_of(&mut r, 4096);
+        let again = Cursor::new(head.clone());
+        if head.starts_with(OPENSSL) || gpg_kind(&head).is_some() {
+            let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+            let mut parts: Vec<&str> = name.split('.').skip(1).collect();
+            while parts
+                .last()
+                .is_some_and(|p| matches!(*p, "enc" | "gpg" | "pgp" | "asc" | "gz" | "zst" | "bz2" | "xz"))
+            {
+                parts.pop();
+            }
+            let what = if head.starts_with(OPENSSL) { "openssl" } else { "gpg" };
+            return match parts.last() {
+                Some(ext) if DUMP_EXTS.contains(ext) => Ok(format!("{what}-encrypted dump (by its name)")),
+                _ => Err(format!(
+                    "{what}-encrypted, and its name does not read as a dump (.sql, .dump, ... before the compression and encryption endings)"
+                )),
+            };
+        }
+        if head.starts_with(GZIP) {
+            layers.push("gzip");
+            r = Box::new(flate2::read::MultiGzDecoder::new(again));
+            continue;
+        }
+        if head.starts_with(ZSTD) {
+            layers.push("zstd");
+            match zstd::stream::read::Decoder::new(again) {
+                Ok(d) => r = Box::new(d),
+                Err(e) => return Err(format!("zstd: {e}")),
+            }
+            continue;
+        }
+        let inside = if layers.is_empty() { String::new() } else { format!(" inside {}", layers.join("/")) };
+        if head.starts_with(PGDMP) {
+            return Ok(format!("custom-format dump{inside}"));
+        }
+        if is_tar(&head) && head.starts_with(b"toc.dat") {
+            return Ok(format!("tar-format dump{inside}"));
+        }
+        let text = String::from_utf8_lossy(&head[..head.len().min(1024)]).into_owned();
+        if text.contains("-- PostgreSQL database dump") || text.contains("-- PostgreSQL database cluster dump") {
+            return Ok(format!("SQL dump{inside}"));
+        }
+        return Err(if head.is_empty() {
+            format!("empty{inside}")
+        } else {
+            format!("its content{inside} is not a pg_dump output (no PGDMP header, no `-- PostgreSQL database dump` opening)")
+        });
+    }
+    Err("too many layers".into())
+}
+
 /// Whether another tool's file, known by its first bytes (a store's stand-in), can be read
 /// as a stream: everything but gpg (which reads a path), directory dumps and unknown kinds.
 pub fn streamable(path: &Path) -> bool {
@@ -237,6 +327,25 @@ fn peel(
     // At most a few layers: pgdrill, openssl or gpg, then a compressor, then the dump itself.
     for _ in 0..4 {
         let (head, peeked) = peek(reader).map_err(|e| failed(format!("read error: {e}")))?;
+        // Nothing at all (a 0-byte file, `gzip -c </dev/null`, a pg_dump that failed before
+        // writing) is no backup: without this it read as an empty SQL script.
+        if head.is_empty() {
+            return Err(failed(match layers.last() {
+                None => "the file is empty (0 bytes): not a backup".into(),
+                Some(l) => format!("it holds nothing inside its {l} layer (0 bytes of dump): not a backup"),
+            }));
+        }
+        // The first bytes of a pgdrill or custom-format header and nothing more: a file cut
+        // inside its header (`PGD` starts both).
+        let what = match (archive::MAGIC.starts_with(&head), PGDMP.starts_with(&head)) {
+            (true, true) => Some("a pgdrill archive or pg_dump custom-format dump"),
+            (true, false) if head.len() < archive::MAGIC.len() => Some("a pgdrill archive"),
+            (false, true) if head.len() < PGDMP.len() => Some("a pg_dump custom-format dump"),
+            _ => None,
+        };
+        if let Some(what) = what {
+            return Err(failed(format!("{what} cut inside its header ({} bytes): not a complete backup", head.len())));
+        }
         if head.starts_with(archive::MAGIC) {
             let (_, plain) = archive::open(peeked, key).map_err(|e| Failure::from(e).context(path.display()))?;
             layers.push("pgdrill");

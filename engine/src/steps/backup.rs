@@ -244,6 +244,15 @@ pub struct CheckWith {
     /// the backup)
     #[field(ty = "path")]
     staging: Option<String>,
+    /// the database is expected to be empty: a dump without a manifest that defines no table
+    /// passes (by default it fails: an empty dump is what a backup job writes when it dumps
+    /// the wrong database or fails before its first table)
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    expect_empty: bool,
+    /// with a key, accept a pgdrill backup whose manifest is not authenticated (by default
+    /// refused)
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    allow_unauthenticated: bool,
 }
 
 impl With for CheckWith {}
@@ -386,6 +395,8 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
         Some(m) => {
             if let Some(t) = checked.trust {
                 ctx.log(t.describe());
+                let key_given = w.key.as_deref().is_some_and(|k| !k.is_empty());
+                backup::require_authenticated(&w.path, t, key_given, w.allow_unauthenticated)?;
             }
             ctx.log(format!("{} tables, sha256 {}", checked.tables, m.sha256));
             Some(m.sha256.clone())
@@ -397,10 +408,19 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
                 ));
             }
             ctx.log(format!(
-                "not a pgdrill backup: read through {} and listed {} tables; without a manifest there is no checksum to compare",
+                "not a pgdrill backup: read through {} to pg_dump's completion line and found {} tables; without a manifest there is no checksum to compare",
                 if checked.layers.is_empty() { "the file".to_string() } else { checked.layers.join(", ") },
                 checked.tables
             ));
+            if checked.tables == 0 {
+                if !w.expect_empty {
+                    return Err(StepError::failed(format!(
+                        "{}: a complete dump that defines no table: nothing says the database it claims to hold was empty (a job that dumped the wrong database, or an empty one, writes exactly this); if that database is expected to be empty, say so with `expect_empty: true` (verify: --var expect_empty=true)",
+                        w.path
+                    )));
+                }
+                ctx.log("no tables, as expected (expect_empty)");
+            }
             None
         }
     };
@@ -534,9 +554,20 @@ impl Step for Latest {
 async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError> {
     let storage = ctx.storage_root(&w.storage).await?;
     let pattern = name_pattern(w.name_pattern.as_deref())?;
-    let entries = LocalStore::new(&storage)
+    let mut entries = LocalStore::new(&storage)
         .list_with(w.database.as_deref(), pattern.as_ref())
         .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.display())))?;
+    // Dated in the future (a skewed clock): never the latest in silence, as in backup.pick.
+    entries.retain(|e| match backup::dated_ahead(e.made) {
+        Some(s) => {
+            ctx.log(format!(
+                "not taking {} as the latest: dated {s} s in the future (a skewed clock?); its age is unknown",
+                e.name
+            ));
+            false
+        }
+        None => true,
+    });
     if let Some(e) = entries.first().filter(|e| e.foreign) {
         // Another tool's file: what its name (or, failing that, its mtime) says.
         let age = (time::OffsetDateTime::now_utc() - e.made).whole_seconds().max(0);

@@ -64,6 +64,8 @@ pub struct PruneOutputs {
     applied: bool,
     /// object stores: unfinished uploads aborted (apply) or that would be
     aborted_uploads: Vec<String>,
+    /// files named like backups whose content is not recognisably a dump: never deleted
+    left_alone: usize,
 }
 
 pub struct Prune;
@@ -111,8 +113,22 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
         ok_verified.extend(verified(d)?.into_iter().map(|n| d.join(n)));
     }
     let mut items = Vec::new();
+    let mut left_alone = 0usize;
     for e in &entries {
         if e.foreign {
+            // Only what is recognisably a dump is judged (and may be deleted): a name with
+            // a date and `.gz` is not enough (`DB-2020-01-05.log.gz`, `DB_2019-01-01.csv.gz`).
+            let seen = {
+                let p = e.path.clone();
+                tokio::task::spawn_blocking(move || crate::backup::source::recognise(&p))
+                    .await
+                    .map_err(|err| StepError::environment(err.to_string()))?
+            };
+            if let Err(why) = seen {
+                ctx.log(format!("not a backup, left alone: {} ({why})", e.name));
+                left_alone += 1;
+                continue;
+            }
             if e.made_from == crate::storage::MadeFrom::Mtime {
                 ctx.log(format!("{}: no time in its name, judged by its modification time", e.name));
             }
@@ -184,5 +200,11 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
     if !w.apply && !deleted.is_empty() {
         ctx.log(format!("dry run: {} backup(s) would be deleted; set apply: true to delete", deleted.len()));
     }
-    Ok(PruneOutputs { kept: kept + entries.len() - items.len(), deleted, applied: w.apply, aborted_uploads: aborted })
+    Ok(PruneOutputs {
+        kept: kept + entries.len() - items.len() - left_alone,
+        deleted,
+        applied: w.apply,
+        aborted_uploads: aborted,
+        left_alone,
+    })
 }

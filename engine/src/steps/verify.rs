@@ -56,6 +56,16 @@ pub struct PickWith {
     /// the backup's key: its manifest is authenticated before anything in it is used
     #[field(ty = "secret")]
     key: Option<String>,
+    /// with a key, accept a pgdrill backup whose manifest is not authenticated (unencrypted,
+    /// or written before binding); by default it is refused, and `latest` names it
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    allow_unauthenticated: bool,
+}
+
+/// How far `t` is ahead of now, for messages.
+fn skew(t: OffsetDateTime) -> String {
+    let s = (t - OffsetDateTime::now_utc()).whole_seconds().max(0) as u64;
+    humantime::format_duration(Duration::from_secs(s)).to_string()
 }
 
 fn latest() -> String {
@@ -94,6 +104,9 @@ pub struct Picked {
     sha256: Option<String>,
     /// seconds since it was made (file time for foreign ones)
     age_s: i64,
+    /// seconds it is dated in the future beyond the tolerance (0 normally): its age is
+    /// unknown
+    future_s: i64,
     /// last passed verification in the ledger
     verified_at: Option<String>,
     /// skip_verified and already verified
@@ -115,6 +128,7 @@ pub struct PickedForeign {
     created: String,
     sha256: Option<String>,
     age_s: i64,
+    future_s: i64,
     verified_at: Option<String>,
     skip: bool,
     manifest_authenticated: bool,
@@ -201,15 +215,36 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
         "latest" | "random" => {
             let storage =
                 storage.clone().ok_or_else(|| StepError::invalid(format!("`backup: {}` needs `storage`", w.backup)))?;
-            let entries = list(&storage)?;
+            let mut entries = list(&storage)?;
+            // A backup dated in the future is never `latest` in silence: it would be "0 s
+            // old" and pass any max_age and rpo while the real newest may be weeks old.
+            // Each is named with its skew, and the choice is made among the others.
+            let horizon = OffsetDateTime::now_utc() + crate::backup::FUTURE_TOLERANCE;
+            for e in entries.iter().filter(|e| e.made > horizon) {
+                ctx.log(format!(
+                    "not picking {}: dated {} ({} in the future: a skewed clock, or a file that is not what its name says); its age is unknown",
+                    e.name,
+                    rfc3339(e.made),
+                    skew(e.made)
+                ));
+            }
+            entries.retain(|e| e.made <= horizon);
             // Fail closed: an unreadable manifest of the newest backup is an error, never a
             // reason to quietly verify (and call fresh) an older one.
             let manifest_of = |e: &crate::storage::Entry| -> Result<Manifest, StepError> {
                 Manifest::read(&e.path).map_err(|err| {
+                    // In an object store the message names the object, never this run's
+                    // local mirror of it (which the operator cannot see or repair).
+                    let mp = crate::storage::manifest_path(&e.path);
+                    let err = err
+                        .to_string()
+                        .replace(&mp.display().to_string(), &crate::storage::remote::display(&mp))
+                        .replace(&e.path.display().to_string(), &crate::storage::remote::display(&e.path));
+                    let folder = e.path.parent().unwrap_or(Path::new("."));
                     StepError::failed(format!(
                         "{err}; refusing to pick another backup in its place: repair it, or move {} and its manifest out of {} to use the older ones",
                         e.name,
-                        e.path.parent().unwrap_or(Path::new(".")).display()
+                        crate::storage::remote::display(folder)
                     ))
                 })
             };
@@ -310,6 +345,23 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                 .map_err(|e| StepError::environment(e.to_string()))?
                 .map_err(StepError::from)?;
             ctx.log(trust.describe());
+            let refused = crate::backup::require_authenticated(
+                &shown,
+                trust,
+                w.key.as_deref().is_some_and(|k| !k.is_empty()),
+                w.allow_unauthenticated,
+            );
+            if let Err(e) = refused {
+                // `latest` never falls back to an older backup in silence: it names what it
+                // refused, and the run stops.
+                let what = if w.backup == "latest" { "the latest backup" } else { "the backup asked for" };
+                return Err(StepError::from(e.context(what)));
+            }
+            if w.allow_unauthenticated
+                && matches!(trust, crate::backup::ManifestTrust::Unencrypted | crate::backup::ManifestTrust::Legacy)
+            {
+                ctx.log("accepted although unauthenticated: allow_unauthenticated is set");
+            }
             // The folder says which database a backup is of; the manifest must agree, or a
             // restore of `acct` could bring back another database's tables.
             if let Some(want) = w.database.as_deref() {
@@ -374,10 +426,18 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                     e.database
                 ));
             }
-            ctx.log(format!("{shown} was not made by pgdrill: no manifest, so checks that need the source fingerprint will be skipped"));
+            ctx.log(format!("{shown} was not made by pgdrill: no manifest: its completeness is checked by its format, its content against the live source or declared expectations, else it stays unproven"));
             (sha, made, None)
         }
     };
+    let future_s = crate::backup::dated_ahead(made).unwrap_or(0);
+    if future_s > 0 {
+        ctx.log(format!(
+            "{shown} is dated {} ({} in the future): its age is unknown, and freshness fails closed",
+            rfc3339(made),
+            skew(made)
+        ));
+    }
     let age = (OffsetDateTime::now_utc() - made).whole_seconds().max(0);
     let ledger_file = ledger::path_for(&path);
     let verified = if w.skip_verified && !w.force {
@@ -407,6 +467,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             encrypted: m.encrypted,
             sha256: sha,
             age_s: age,
+            future_s,
             verified_at,
             skip,
             manifest_authenticated: m.authenticated,
@@ -419,6 +480,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             created: rfc3339(made),
             sha256: sha,
             age_s: age,
+            future_s,
             verified_at,
             skip,
             manifest_authenticated: false,
@@ -443,6 +505,10 @@ pub struct FreshWith {
     /// RPO target, e.g. 24h: an older backup fails the check
     #[serde(default, deserialize_with = "super::de::opt_duration")]
     rpo: Option<Duration>,
+    /// how far the backup is dated in the future (backup.pick's future_s): more than 0 makes
+    /// its age unknown, and the check fails closed
+    #[serde(default, deserialize_with = "super::de::int")]
+    future_s: u64,
 }
 
 impl With for FreshWith {}
@@ -470,6 +536,15 @@ impl Step for Freshness {
 }
 
 async fn freshness(ctx: StepCtx, w: FreshWith) -> Result<FreshOutputs, StepError> {
+    // A backup dated in the future (a host with a skewed clock, another tool's file) has
+    // no age anyone can judge: "0 s old" would pass any max_age and rpo. Fail closed, and
+    // report no RPO measurement.
+    if w.future_s > 0 {
+        return Err(StepError::failed(format!(
+            "the backup's age is unknown: it is dated {} in the future (a skewed clock, or a file that is not what its name says); neither max_age nor the RPO can be judged",
+            humantime::format_duration(Duration::from_secs(w.future_s))
+        )));
+    }
     let age = Duration::from_secs(w.age_s);
     let shown = humantime::format_duration(Duration::from_secs(w.age_s / 60 * 60));
     // The RPO this backup implies: restoring it now loses everything written since it
@@ -543,6 +618,10 @@ pub struct RestoreWith {
     /// directory of pg_restore and psql
     #[field(ty = "path")]
     bin_dir: Option<String>,
+    /// with a key, restore a pgdrill backup whose manifest is not authenticated (by default
+    /// refused)
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    allow_unauthenticated: bool,
     /// pg_restore's sections to restore: pre-data, data, post-data (default all). Restoring
     /// pre-data and data first and post-data in a second step lets the data be read while
     /// the indexes are built; a dump that cannot be split (a SQL script, a stream) is
@@ -622,6 +701,17 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
             None => (ctx.backup_file(&w.backup).await?, None),
         }
     };
+    if let Some(k) = w.key.as_deref().filter(|k| !k.is_empty()) {
+        if source::origin(&backup) == Origin::Pgdrill {
+            let (p, key) = (backup.clone(), crate::archive::KeySource::from_secret(k));
+            let trust = tokio::task::spawn_blocking(move || crate::backup::authenticate_manifest(&p, Some(&key)))
+                .await
+                .map_err(|e| StepError::environment(e.to_string()))?
+                .map_err(StepError::from)?;
+            let shown = crate::storage::remote::display(&backup);
+            crate::backup::require_authenticated(&shown, trust, true, w.allow_unauthenticated)?;
+        }
+    }
     let opts = RestoreOptions {
         backup,
         into: w.into.clone(),
@@ -644,7 +734,17 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
         Some(reader) => restore::restore_stream(opts, reader, &log).await,
         None => restore::restore(opts, &log).await,
     }
-    .map_err(StepError::from)?;
+    .map_err(|f| {
+        // A throwaway whose disk filled, which ran out of memory, crashed or was shut down,
+        // or a lost connection, says nothing about the backup: exit 3, never a verdict.
+        match crate::backup::environment_in_stderr(&f.message).filter(|_| f.class == crate::error::Class::Failed) {
+            Some(what) => {
+                let why = format!("{what}: the environment failed, not the backup");
+                StepError::from(f.context(why).in_class(crate::error::Class::Environment))
+            }
+            None => StepError::from(f),
+        }
+    })?;
     ctx.log(format!("{} restored {} tables in {:.1}s", r.tool, r.tables, r.seconds));
     ctx.fact(crate::exec::Fact::Verified);
     Ok(RestoreOutputs {
@@ -689,6 +789,29 @@ pub struct FingerprintWith {
     /// not compared, and the log says the proof is the weaker one)
     #[serde(default, deserialize_with = "super::de::boolean")]
     ownership: bool,
+    /// without `expect`: the live source's connection, whose table set and per-table row
+    /// counts now are the ground truth (within `tolerance`)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "secret")]
+    source: Option<String>,
+    /// without `expect` and `source`: tables that must exist, with minimum rows, e.g.
+    /// `public.accounts>=1000, payments` (a name without a schema is in public)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    expect_tables: Option<String>,
+    /// with `source`: how far a table's rows may differ from the source's now, in percent of
+    /// the larger count (tables grow and shrink after the backup; default 10)
+    #[serde(default = "ten", deserialize_with = "super::de::int")]
+    tolerance_pct: u32,
+    /// without any ground truth: false fails the check as "restorable, content unproven"
+    /// (verify), true accepts that and skips; unset skips, as a check after an operator's
+    /// restore always did
+    #[serde(default, deserialize_with = "super::de::opt_bool")]
+    #[field(ty = "boolean")]
+    accept_unproven: Option<bool>,
+}
+
+fn ten() -> u32 {
+    10
 }
 
 fn all() -> String {
@@ -721,6 +844,10 @@ pub struct FingerprintOutputs {
     /// the computed fingerprint
     #[field(ty = "map")]
     fingerprint: serde_json::Value,
+    /// what the restored copy was compared with: manifest, source, expectations, or none
+    /// (kept when the step fails)
+    #[field(ty = "manifest|source|expectations|none")]
+    ground_truth: String,
 }
 
 pub struct FingerprintCheck;
@@ -823,9 +950,53 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
         for (t, p) in &tables {
             ctx.log(format!("{t}: {} rows", p.rows));
         }
-        return Err(StepError::Skipped(format!(
-            "no source fingerprint to compare with (a backup made by another tool, or fingerprint: off); {counts}"
-        )));
+        if !want_tables {
+            return Err(StepError::Skipped(format!(
+                "no source fingerprint to compare the schema with (a backup made by another tool, or fingerprint: off); {counts}"
+            )));
+        }
+        let out = |truth: &str| FingerprintOutputs {
+            tables: tables.len(),
+            rows,
+            differences: Vec::new(),
+            fingerprint: serde_json::to_value(&computed).unwrap_or_default(),
+            ground_truth: truth.into(),
+        };
+        let diffs = if let Some(url) = w.source.as_deref() {
+            ctx.keep("ground_truth", json!("source"));
+            ctx.log(format!(
+                "ground truth: the live source's table set and row counts now (tolerance {} %)",
+                w.tolerance_pct
+            ));
+            let live = source_counts(url).await?;
+            against_source(&live, &tables, w.tolerance_pct)
+        } else if let Some(spec) = w.expect_tables.as_deref() {
+            ctx.keep("ground_truth", json!("expectations"));
+            ctx.log(format!("ground truth: the declared expectations `{spec}`"));
+            against_expectations(&parse_expectations(spec).map_err(|m| StepError::field("expect_tables", m))?, &tables)
+        } else {
+            // Nothing to compare with: the dump restored, but nothing says it holds the
+            // database it claims (every table, every row). Never green.
+            ctx.keep("ground_truth", json!("none"));
+            let why = format!(
+                "restorable, content unproven: no manifest, no live source and no declared expectations to compare the restored copy with; {counts}"
+            );
+            match w.accept_unproven {
+                Some(true) => return Err(StepError::Skipped(format!("{why} (accepted: accept_unproven)"))),
+                None => return Err(StepError::Skipped(why)),
+                Some(false) => {}
+            }
+            return Err(StepError::failed(format!(
+                "{why}. Give the live source (secret PGDRILL_SOURCE_URL), declare what it must hold (--var expect_tables='public.accounts>=1000, ...'), or accept unproven content explicitly (--var accept_unproven=true)"
+            )));
+        };
+        if !diffs.is_empty() {
+            return Err(StepError::failed(summarize("table", &diffs)));
+        }
+        let o = out(if w.source.is_some() { "source" } else { "expectations" });
+        ctx.log(format!("{} tables, {rows} rows hold against the {}", tables.len(), o.ground_truth));
+        ctx.fact(crate::exec::Fact::Verified);
+        return Ok(o);
     };
 
     let mut diffs = Vec::new();
@@ -862,7 +1033,81 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
         rows,
         differences: diffs,
         fingerprint: serde_json::to_value(&computed).unwrap_or_default(),
+        ground_truth: "manifest".into(),
     })
+}
+
+/// The live source's tables and exact row counts, in one consistent view.
+async fn source_counts(url: &str) -> Result<BTreeMap<String, TablePrint>, StepError> {
+    let c = crate::pg::connect(url).await?;
+    c.batch_execute("begin isolation level repeatable read read only").await.map_err(pg_error)?;
+    let content = fingerprint::Content::for_server(&c).await.map_err(pg_error)?;
+    let t = fingerprint::compute_tables(&c, Mode::Counts, content).await.map_err(pg_error)?;
+    c.batch_execute("commit").await.map_err(pg_error)?;
+    Ok(t)
+}
+
+/// Differences between the restored copy and the live source now: a table on one side
+/// only, or rows differing by more than `pct` percent of the larger count.
+fn against_source(
+    live: &BTreeMap<String, TablePrint>,
+    restored: &BTreeMap<String, TablePrint>,
+    pct: u32,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (t, l) in live {
+        match restored.get(t) {
+            None => out.push(format!("{t}: missing from the restore (the source has it, {} rows)", l.rows)),
+            Some(r) => {
+                let (a, b) = (r.rows.max(0) as u128, l.rows.max(0) as u128);
+                if a.abs_diff(b) * 100 > a.max(b) * pct as u128 {
+                    out.push(format!(
+                        "{t}: {} rows restored, the source has {} now (more than {pct} % apart)",
+                        r.rows, l.rows
+                    ));
+                }
+            }
+        }
+    }
+    for t in restored.keys().filter(|t| !live.contains_key(*t)) {
+        out.push(format!("{t}: in the restore but not in the source"));
+    }
+    out
+}
+
+/// `expect_tables`: `schema.table>=N` or `table` entries, comma or space separated.
+fn parse_expectations(spec: &str) -> Result<Vec<(String, i64)>, String> {
+    let mut out = Vec::new();
+    for item in spec.split([',', ' ', '\n']).map(str::trim).filter(|i| !i.is_empty()) {
+        let (name, min) = match item.split_once(">=") {
+            Some((n, m)) => (
+                n.trim(),
+                m.trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("`{item}`: the minimum rows after >= must be a whole number"))?,
+            ),
+            None => (item, 0),
+        };
+        if name.is_empty() {
+            return Err(format!("`{item}`: no table name"));
+        }
+        let name = if name.contains('.') { name.to_string() } else { format!("public.{name}") };
+        out.push((name, min));
+    }
+    if out.is_empty() {
+        return Err("no table named: use `schema.table>=ROWS` entries, comma separated".into());
+    }
+    Ok(out)
+}
+
+fn against_expectations(want: &[(String, i64)], restored: &BTreeMap<String, TablePrint>) -> Vec<String> {
+    want.iter()
+        .filter_map(|(t, min)| match restored.get(t) {
+            None => Some(format!("{t}: missing from the restore (declared in expect_tables)")),
+            Some(r) if r.rows < *min => Some(format!("{t}: {} rows restored, at least {min} declared", r.rows)),
+            Some(_) => None,
+        })
+        .collect()
 }
 
 /// Fingerprint the database at `url` the way `expect` was taken, in one consistent view, and
@@ -1098,9 +1343,77 @@ pub struct RecordWith {
     /// why the run ended (`{{ run.message }}`), kept unless passed
     #[serde(default, deserialize_with = "super::de::opt_text")]
     message: Option<String>,
+    /// the check whose outcome is the content verdict (proven, unproven, failed)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    content_check: Option<String>,
+    /// the check whose outcome is the age verdict (fresh, stale, unknown); its failure is
+    /// not a failure of the backup's content
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    age_check: Option<String>,
 }
 
 impl With for RecordWith {}
+
+fn outcome_of<'a>(steps: &'a serde_json::Map<String, serde_json::Value>, id: &str) -> Option<&'a str> {
+    steps.get(id).and_then(|s| s.get("outcome")).and_then(|o| o.as_str())
+}
+
+/// The ledger's verdicts of one verification: `result` (passed, failed, unproven, error,
+/// interrupted), the content's (proven, unproven, failed, error) with the ground truth it was
+/// proven against, and the age's (fresh, stale, unknown). The age check's failure does not
+/// make the result failed: a backup whose content was proven stays proven when it is old.
+fn verdicts(w: &RecordWith) -> (String, Option<String>, Option<String>, Option<String>) {
+    let age_id = w.age_check.as_deref();
+    let age = age_id.map(|id| match outcome_of(&w.steps, id) {
+        Some("passed") => "fresh".to_string(),
+        Some("failed") => "stale".into(),
+        _ => "unknown".into(),
+    });
+    // Every step but the age check decides the result.
+    let rest: serde_json::Map<String, serde_json::Value> =
+        w.steps.iter().filter(|(k, _)| Some(k.as_str()) != age_id).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let failed_ids: Vec<&str> = rest
+        .iter()
+        .filter(|(_, s)| matches!(s.get("outcome").and_then(|o| o.as_str()), Some("failed" | "timed_out")))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let age_failed = age_id.is_some_and(|id| outcome_of(&w.steps, id) == Some("failed"));
+    // Only the age check failed: the rest of the run is the verdict on the backup.
+    let status = if w.result == "failed"
+        && failed_ids.is_empty()
+        && age_failed
+        && !rest.values().any(|s| s.get("outcome").and_then(|o| o.as_str()) == Some("errored"))
+    {
+        "passed"
+    } else {
+        w.result.as_str()
+    };
+    let mut result = ledger_result(status, &rest);
+    let Some(cid) = w.content_check.as_deref() else { return (result, None, None, age) };
+    let truth = w
+        .steps
+        .get(cid)
+        .and_then(|s| s.get("outputs"))
+        .and_then(|o| o.get("ground_truth"))
+        .and_then(|g| g.as_str())
+        .map(str::to_string);
+    let content = match outcome_of(&w.steps, cid) {
+        Some("passed") => "proven",
+        Some("failed" | "timed_out") if truth.as_deref() == Some("none") => "unproven",
+        Some("failed" | "timed_out") => "failed",
+        Some("errored") => "error",
+        // Skipped: accepted as unproven when nothing else failed or errored.
+        _ if result == "error" => "error",
+        _ if failed_ids.iter().any(|f| *f != cid) => "failed",
+        _ if result == "interrupted" => "unknown",
+        _ => "unproven",
+    };
+    if content == "unproven" && failed_ids.iter().all(|f| *f == cid) && matches!(result.as_str(), "passed" | "failed") {
+        result = "unproven".into();
+    }
+    let truth = if content == "proven" { truth } else { None };
+    (result, Some(content.to_string()), truth, age)
+}
 
 /// The ledger's result for a run that ended `status`: a run that failed only because the
 /// environment did (a step errored: full disk, missing tool, unreachable server) and no
@@ -1152,11 +1465,15 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
             }),
         );
     }
+    let (result, content, ground_truth, age) = verdicts(&w);
     let entry = ledger::Entry {
         backup: ledger::name_of(&path),
         sha256: w.sha256.clone(),
         verified_at: rfc3339(OffsetDateTime::now_utc()),
-        result: ledger_result(&w.result, &w.steps),
+        result,
+        content,
+        ground_truth,
+        age,
         error: w.message.as_deref().filter(|_| w.result != "passed").map(|m| ctx.redactor.redact(m)),
         duration_s: w.duration_s.as_deref().and_then(|d| d.trim().parse().ok()),
         checks,
