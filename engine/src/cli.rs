@@ -297,7 +297,16 @@ pub fn main() -> i32 {
     for v in crate::storage::remote::credential_values() {
         redactor.add(&v);
     }
-    let result = rt.block_on(dispatch(cli, redactor.clone()));
+    // A panic is a bug: its message goes through the redactor like any other text, and the
+    // process still ends with a documented code (3), never Rust's 101.
+    let hook_redactor = redactor.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = crate::report::visible(&hook_redactor.redact(&info.to_string())).into_owned();
+        errln!("internal error (a bug in pgdrill, please report it): {text}");
+    }));
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(dispatch(cli, redactor.clone()))))
+            .unwrap_or_else(|_| Ok(ExitCode::Environment));
     let code = match result {
         Ok(code) => code,
         Err(e) => {

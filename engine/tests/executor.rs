@@ -835,3 +835,59 @@ fn a_failure_points_at_its_runbook_line_in_the_terminal_junit_and_run_json() {
     assert_eq!(at("first"), Some(serde_json::json!(format!("{file}:3:5"))), "{v}");
     assert_eq!(at("undo"), Some(serde_json::json!(format!("{file}:7:9"))), "{v}");
 }
+
+/// Regression: a panic inside a step (here forced by the debug-build hook) used to end the
+/// process with Rust's exit code 101, skipping rollbacks and `finally`. It is now the step's
+/// error: the rollbacks of the steps before it run in reverse, then `finally`, and the run
+/// exits with a documented code.
+#[test]
+fn a_panic_in_a_step_still_rolls_back_and_runs_finally_and_never_exits_101() {
+    let t = tmp();
+    let log = t.path().join("order.log");
+    let report = t.path().join("report");
+    let out = pgdrill(&[
+        "run",
+        "fixtures/runbooks/rollback-order.yaml",
+        "--var",
+        &format!("log={}", log.display()),
+        "--report",
+        report.to_str().unwrap_or_default(),
+    ])
+    .env("PGDRILL_PANIC_IN_STEP", "steps[2]")
+    .output()
+    .expect("run pgdrill");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stdout: {}\nstderr: {stderr}", text(&out.stdout));
+    let ran = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(ran.lines().collect::<Vec<_>>(), ["step1", "step2", "undo2", "undo1", "finally"]);
+    let rec = read_json(&report.join("run.json"));
+    let step3 = rec["suites"][0]["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["label"] == "step3"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(step3["outcome"], "errored", "{step3}");
+    assert!(step3["message"].as_str().unwrap_or_default().contains("internal error"), "{step3}");
+}
+
+/// Regression: `retry.backoff: 1e300` passed validate and panicked when the delay grew after
+/// the first failure (exit 101, no `finally`); it is now refused before anything runs.
+#[test]
+fn a_huge_retry_backoff_is_refused_before_the_run_not_a_panic() {
+    let t = tmp();
+    let rb = t.path().join("backoff.yaml");
+    let log = t.path().join("ran.log");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: backoff\nsteps:\n  - id: fails\n    uses: shell.run\n    with: {{ argv: [sh, -c, 'echo ran >> {}; exit 1'] }}\n    retry: {{ count: 1, delay: 1ms, backoff: 1e300 }}\n",
+            log.display()
+        ),
+    )
+    .expect("write runbook");
+    let out = run(&["run", rb.to_str().unwrap_or_default()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("retry backoff 1e300 must be a number from 1 to 100"), "{stderr}");
+    assert!(!log.exists(), "the step ran although the runbook is invalid");
+}
