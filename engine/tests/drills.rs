@@ -191,3 +191,30 @@ fn the_quickstart_drill_runs_end_to_end() {
     let ws = step(&run, "workspace")["outputs"]["path"].as_str().expect("path").to_string();
     assert!(!Path::new(&ws).exists(), "{ws} left behind");
 }
+
+/// Regression: the postmaster `destroy_server` killed stayed a zombie child of pgdrill, which
+/// `kill(pid, 0)` kept finding, so the disaster step waited its full 5 s and every such RTO
+/// was 5 s too long. The server dies at once on SIGQUIT; the step now sees it. (A correctness
+/// bound, not a benchmark: far below the old 5 s wait however loaded the machine is.)
+#[test]
+fn destroy_server_sees_the_killed_postmaster_die_at_once() {
+    if !have_server() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let out = drill(
+        "disaster-recovery",
+        &report,
+        &junit,
+        &["scale=1", "keep_writing=0s", "disaster=destroy_server", "jobs=1"],
+        &[],
+    );
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let run = read_json(&report.join("run.json"));
+    let disaster = step(&run, "disaster");
+    let took = disaster["duration"].as_f64().expect("the disaster step's duration");
+    assert!(took < 2.0, "the disaster step took {took} s: it did not see the server die\n{disaster}");
+    assert!(disaster["log"].to_string().contains("stopped the server"), "{disaster}");
+}

@@ -455,11 +455,11 @@ async fn disaster(ctx: StepCtx, w: DisasterWith) -> Result<DisasterOutputs, Step
             let at = OffsetDateTime::now_utc();
             // An immediate stop, as a crash: no checkpoint, clients cut off.
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGQUIT);
-            for _ in 0..100 {
-                if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+            for _ in 0..500 {
+                if has_exited(pid) {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| StepError::environment(format!("deleting {}: {e}", dir.display())))?;
@@ -468,6 +468,23 @@ async fn disaster(ctx: StepCtx, w: DisasterWith) -> Result<DisasterOutputs, Step
         }
     };
     Ok(DisasterOutputs { at: rfc3339(at), at_epoch: at.unix_timestamp_nanos() as f64 / 1e9 })
+}
+
+/// Whether the process `pid` has ended. A server pgdrill started itself (the native
+/// provider) is its child: once dead it stays a zombie that `kill(pid, 0)` still finds, which
+/// made every `destroy_server` wait its full 5 s and put them into the RTO. So it is asked as
+/// its parent, with `WNOWAIT`: that sees the death at once and leaves the zombie for the
+/// server's own handle to reap at teardown, so its pid cannot be reused by another process
+/// while that handle still holds it. A server another process started (not our child) is
+/// gone when no signal reaches it.
+fn has_exited(pid: i32) -> bool {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    match waitid(Id::Pid(nix::unistd::Pid::from_raw(pid)), flags) {
+        Ok(WaitStatus::StillAlive) => false,
+        Ok(_) => true,
+        Err(_) => !crate::child::is_alive(pid),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
