@@ -891,3 +891,38 @@ fn a_huge_retry_backoff_is_refused_before_the_run_not_a_panic() {
     assert!(stderr.contains("retry backoff 1e300 must be a number from 1 to 100"), "{stderr}");
     assert!(!log.exists(), "the step ran although the runbook is invalid");
 }
+
+/// Regression: `shell.run` waited for end of file on stdout, which a daemon the script
+/// started without redirecting (`app &`, `pg_ctl start` without `-l`) holds open: the step
+/// lasted as long as the daemon, and with a `timeout` a script that exited 0 was reported
+/// TIMED OUT. The step now ends with its script, keeps what the script wrote, and leaves the
+/// daemon running.
+#[test]
+fn shell_run_ends_when_its_script_exits_though_a_daemon_holds_stdout() {
+    let t = tmp();
+    let pidfile = t.path().join("daemon.pid");
+    let rb = t.path().join("daemon.yaml");
+    let report = t.path().join("report");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: daemon\nsteps:\n  - id: start\n    uses: shell.run\n    with: {{ script: 'echo before; sleep 30 & echo $! > {}; echo after' }}\n    timeout: 5s\n",
+            pidfile.display()
+        ),
+    )
+    .expect("write runbook");
+    let out =
+        run(&["run", rb.to_str().unwrap_or_default(), "--quiet", "--report", report.to_str().unwrap_or_default()]);
+    let daemon = std::fs::read_to_string(&pidfile).unwrap_or_default().trim().parse::<i32>().ok();
+    let daemon_alive = daemon.is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok());
+    // Leave nothing behind, whatever the verdict.
+    if let Some(p) = daemon {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert_eq!(out.status.code(), Some(0), "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    let rec = read_json(&report.join("run.json"));
+    let step = &rec["suites"][0]["steps"][0];
+    assert_eq!(step["outcome"], "passed", "{step}");
+    assert_eq!(step["outputs"]["stdout"], "before\nafter", "{step}");
+    assert!(daemon_alive, "the daemon the script started keeps running after the step");
+}
