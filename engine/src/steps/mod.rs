@@ -19,7 +19,7 @@ pub(crate) mod nested;
 mod retention;
 mod shell;
 mod sleep;
-pub(crate) mod sql;
+pub mod sql;
 mod verify;
 
 use std::future::Future;
