@@ -218,3 +218,125 @@ fn destroy_server_sees_the_killed_postmaster_die_at_once() {
     assert!(took < 2.0, "the disaster step took {took} s: it did not see the server die\n{disaster}");
     assert!(disaster["log"].to_string().contains("stopped the server"), "{disaster}");
 }
+
+/// A drill's verdict is its checks' verdict: no shipped drill or runbook lets a step fail
+/// without failing the run. (The upgrade drill's `schema` and `tables` did, so no difference
+/// could ever fail an upgrade rehearsal.)
+#[test]
+fn no_shipped_drill_or_runbook_lets_a_step_fail_quietly() {
+    for s in pgdrill::shipped::all() {
+        let rb = pgdrill::runbook::parse(s.path, s.text, std::path::PathBuf::new())
+            .unwrap_or_else(|d| panic!("{} does not parse: {d}", s.path));
+        for step in rb.all_steps() {
+            assert!(!step.continue_on_error, "{}: step `{}` is continue_on_error", s.path, step.label());
+        }
+    }
+}
+
+/// The shipped drill `name`'s text with `injected` (steps, indented as top-level steps)
+/// inserted right after the step with id `after`.
+fn inject_after(name: &str, after: &str, injected: &str) -> String {
+    let shipped = pgdrill::shipped::all().iter().find(|s| s.name == name).expect("a shipped drill");
+    let marker = format!("  - id: {after}\n");
+    let start = shipped.text.find(&marker).unwrap_or_else(|| panic!("{name} has no step {after}")) + marker.len();
+    // The next top-level entry of `steps:` after that one.
+    let next = shipped.text[start..].find("\n  - ").map(|i| start + i + 1).expect("a step after it");
+    format!("{}{injected}{}", &shipped.text[..next], &shipped.text[next..])
+}
+
+/// Regression: the upgrade drill passed (exit 0) with its schema and tables checks failed,
+/// because both were `continue_on_error`. With a row deleted from the upgraded copy after
+/// the restore, the drill must fail (exit 1) and say which check did. Run to the same major
+/// here (native servers), so the test needs no container.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upgrade_drill_fails_when_the_upgraded_copy_differs() {
+    let Some(pg) = common::native_server("app").await else { return };
+    let client = pgdrill::pg::connect(&pg.url()).await.expect("connect");
+    client
+        .batch_execute("create table orders(id int primary key, total numeric); insert into orders select g, g * 2 from generate_series(1, 100) g")
+        .await
+        .expect("source data");
+    let dir = tempfile::tempdir().expect("tmp");
+    let rb = dir.path().join("upgrade-injected.yaml");
+    let injected = "  - id: injected\n    uses: sql.exec\n    with: { url: \"{{ steps.target.outputs.url }}\", sql: delete from orders where id = 1 }\n";
+    std::fs::write(&rb, inject_after("upgrade", "restore", injected)).expect("write");
+    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let out = drill(
+        rb.to_str().unwrap_or_default(),
+        &report,
+        &junit,
+        &[&format!("database_url={}", pg.url()), "version=15"],
+        &[],
+    );
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "tables"), "failure", "{all}");
+    assert!(all.contains("public.orders"), "the difference is named: {all}");
+    let c = read_json(&report.join("report.json"));
+    assert_eq!(c["outcome"], "failed", "{c}");
+    pg.stop().await;
+}
+
+/// Every shipped drill fails when its proof fails: the disaster-recovery drill with a row
+/// deleted from the recovered copy after the restore exits 1 at its fingerprint check.
+#[test]
+fn the_disaster_recovery_drill_fails_when_the_recovered_copy_differs() {
+    if !have_server() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let rb = dir.path().join("dr-injected.yaml");
+    let injected = "  - id: injected\n    uses: sql.exec\n    with: { url: \"{{ steps.provision.outputs.url }}\", sql: \"delete from erp.orders where ctid in (select ctid from erp.orders limit 1)\" }\n";
+    std::fs::write(&rb, inject_after("disaster-recovery", "restore", injected)).expect("write");
+    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let out = drill(rb.to_str().unwrap_or_default(), &report, &junit, &["scale=1", "keep_writing=0s", "jobs=1"], &[]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "verify"), "failure", "{all}");
+}
+
+/// The one difference expected across majors, extension versions, is compared as such: a
+/// source on 15 with the contrib extensions the edge fixture uses, upgraded into 17 (a
+/// container from the local image; fuzzystrmatch 1.1 -> 1.2, ltree 1.2 -> 1.3 there), passes its
+/// schema check with every extension present.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upgrade_drill_across_majors_expects_new_extension_versions_only() {
+    let image = std::process::Command::new("docker")
+        .args(["image", "inspect", "pgdrill/postgres-local:17"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !common::require(image, "Docker with the image pgdrill/postgres-local:17 (bash ci/setup.sh)") {
+        return;
+    }
+    let Some(pg) = common::native_server("app").await else { return };
+    let client = pgdrill::pg::connect(&pg.url()).await.expect("connect");
+    client
+        .batch_execute(
+            "create extension hstore; create extension citext; create extension pgcrypto; create extension btree_gist; create extension pg_trgm; create extension fuzzystrmatch; create extension ltree;
+             create table notes(id int primary key, body citext, tags hstore); insert into notes select g, 'n' || g, 'a=>1' from generate_series(1, 50) g",
+        )
+        .await
+        .expect("source with extensions");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let out = pgdrill(&[
+        "run",
+        "upgrade",
+        "--quiet",
+        "--report",
+        report.to_str().unwrap_or_default(),
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+        "--var",
+        &format!("database_url={}", pg.url()),
+        "--var",
+        "provider=docker",
+    ])
+    .env("PGDRILL_DOCKER_IMAGE", "pgdrill/postgres-local:{major}")
+    .output()
+    .expect("pgdrill");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert_eq!(status_of(&junit_cases(&junit), "schema"), "passed", "{all}");
+    pg.stop().await;
+}
