@@ -80,8 +80,8 @@ enum Command {
         /// is not a terminal.
         #[arg(long, short = 'y')]
         yes: bool,
-        /// Keep only the newest N dated reports (report-YYYYMMDDhhmmss.html) in --report DIR
-        /// (default: all of them, one per run).
+        /// Keep only the newest N dated reports (report-YYYYMMDDhhmmss-NNNNNNNNN.html) in
+        /// --report DIR (default: all of them, one per run); this run's page always stays.
         #[arg(long, value_name = "N", env = "PGDRILL_REPORT_KEEP")]
         keep: Option<usize>,
         /// Alerts and metrics after the run: webhooks, a node_exporter textfile, a Pushgateway

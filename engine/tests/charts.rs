@@ -62,3 +62,74 @@ fn reports_carry_svg_charts_of_the_history_and_dated_copies_are_bounded() {
     let page = std::fs::read_to_string(&page).expect("page");
     assert_eq!(svgs_parse(&page), 4);
 }
+
+fn dated_pages(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("report-") && n.ends_with(".html"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Regression: dated copies were named to the second, so three runs in one second left one
+/// page and the failed run's page, the auditor's file, was lost; and `--keep 0` deleted the
+/// current run's page too. Names now carry the nanoseconds, and the current page stays.
+#[test]
+fn dated_reports_are_unique_per_run_and_keep_0_keeps_the_current_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rb = dir.path().join("nightly.yaml");
+    std::fs::write(
+        &rb,
+        "name: nightly\nvars: { fail: 'no' }\nsteps:\n  - uses: shell.run\n    with: { script: \"test '{{ vars.fail }}' = no\" }\n",
+    )
+    .expect("runbook");
+    let report = dir.path().join("report");
+    let (rb, rep) = (rb.to_str().expect("utf-8"), report.to_str().expect("utf-8"));
+    for fail in ["no", "yes", "no"] {
+        let out = run(&["run", rb, "--quiet", "--var", &format!("fail={fail}"), "--report", rep]);
+        assert_eq!(out.status.code(), Some(if fail == "no" { 0 } else { 1 }), "{}", text(&out.stdout));
+    }
+    let pages = dated_pages(&report);
+    assert_eq!(pages.len(), 3, "one page per run: {pages:?}");
+    let failed: Vec<&String> = pages
+        .iter()
+        .filter(|p| std::fs::read_to_string(report.join(p)).unwrap_or_default().contains("FAILED"))
+        .collect();
+    assert_eq!(failed.len(), 1, "the failed run's page is kept: {pages:?}");
+
+    let out = run(&["run", rb, "--quiet", "--report", rep, "--keep", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let pages = dated_pages(&report);
+    assert_eq!(pages.len(), 1, "--keep 0 keeps only the current run's page: {pages:?}");
+    let current = std::fs::read_to_string(report.join("report.html")).expect("report.html");
+    assert_eq!(std::fs::read_to_string(report.join(&pages[0])).expect("page"), current, "it is this run's page");
+}
+
+/// Regression: a run that ended with an environment error (exit 3: a server unreachable)
+/// was recorded in the history as `failed`, a verdict on the backup it never reached. It is
+/// `errored`, with its exit code, in the history and the compliance record.
+#[test]
+fn an_environment_error_is_recorded_in_the_history_as_errored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("report");
+    let out = run(&[
+        "run",
+        "fixtures/runbooks/unreachable.yaml",
+        "--quiet",
+        "--var",
+        "url=postgres://nobody@127.0.0.1:1/postgres?connect_timeout=2",
+        "--report",
+        report.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}{}", text(&out.stdout), text(&out.stderr));
+    let history = std::fs::read_to_string(report.join("history.jsonl")).expect("history");
+    let line: serde_json::Value = serde_json::from_str(history.lines().last().expect("a line")).expect("json");
+    assert_eq!(line["outcome"], "errored", "{line}");
+    assert_eq!(line["exit_code"], 3, "{line}");
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).expect("report.json")).expect("json");
+    assert_eq!(c["outcome"], "errored", "{c}");
+}

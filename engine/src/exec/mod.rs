@@ -253,6 +253,7 @@ impl Executor {
             suite,
             name: rb.name.clone(),
             outcome,
+            exit,
             duration: started.elapsed(),
             message: message.clone(),
         });
