@@ -45,7 +45,7 @@ fn reports_carry_svg_charts_of_the_history_and_dated_copies_are_bounded() {
     assert_eq!(svgs_parse(&html), 4, "RTO, RPO, duration and size charts");
     assert!(!html.contains("<script"), "the page runs no script");
     let rto = html.split("<figure").find(|f| f.contains("RTO (recovery time)")).expect("RTO chart");
-    let points = rto.split("points=\"").nth(1).and_then(|p| p.split('"').next()).expect("polyline");
+    let points = rto.split("stroke-width=\"2\" points=\"").nth(1).and_then(|p| p.split('"').next()).expect("polyline");
     assert_eq!(points.split(' ').count(), 2, "one point per run: {rto}");
     assert!(rto.contains("class=\"target\""), "the RTO target is drawn: {rto}");
     let dated: Vec<String> = std::fs::read_dir(dir.path())
@@ -132,4 +132,78 @@ fn an_environment_error_is_recorded_in_the_history_as_errored() {
     let c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).expect("report.json")).expect("json");
     assert_eq!(c["outcome"], "errored", "{c}");
+}
+
+/// Regression: every point was coloured against the newest run's target, so a run that met
+/// its 600 s target was drawn red against a later 0.1 s one. Each point is judged against
+/// its own run's target.
+#[test]
+fn each_chart_point_is_coloured_against_its_own_runs_target() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let line = |at: &str, outcome: &str, rto: f64, target: f64| {
+        serde_json::json!({"schema": "pgdrill.history/1", "kind": "drill", "finished_at": at, "runbook": "dr",
+            "outcome": outcome, "duration_s": 10.0, "rto_s": rto, "rto_target_s": target, "rpo_s": 1.0, "rpo_target_s": 60.0})
+        .to_string()
+    };
+    let history =
+        [line("2026-12-01T00:00:00Z", "passed", 5.0, 600.0), line("2026-12-02T00:00:00Z", "failed", 0.5, 0.1)]
+            .join("\n");
+    std::fs::write(dir.path().join("history.jsonl"), history + "\n").expect("history");
+    let page = dir.path().join("history.html");
+    let out = run(&["report", dir.path().to_str().expect("utf-8"), "--html", page.to_str().expect("utf-8")]);
+    assert!(page.exists(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let html = std::fs::read_to_string(&page).expect("page");
+    let rto = html.split("<figure").find(|f| f.contains("RTO (recovery time)")).expect("RTO chart");
+    let fills: Vec<&str> =
+        rto.split("<circle").skip(1).filter_map(|c| c.split("fill=\"").nth(1)?.split('"').next()).collect();
+    assert_eq!(fills, ["#036", "#c00"], "the first run met its own 600 s target, the second missed 0.1 s: {rto}");
+    assert!(rto.contains("(target 10.0 min)") && rto.contains("(target 0.1 s)"), "{rto}");
+}
+
+/// Regression: the budget objective had `target_s: null`; the JUnit suite time counted the
+/// run twice (the budget testcase carried the whole run's time); `<skipped/>` said nothing.
+#[test]
+fn budgets_carry_their_target_junit_counts_time_once_and_skips_say_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rb = dir.path().join("b.yaml");
+    std::fs::write(
+        &rb,
+        "name: b\ntargets: { rto: 1h }\nsteps:\n  - id: work\n    uses: sleep\n    with: { duration: 200ms }\n  - id: never\n    when: false\n    uses: sleep\n    with: { duration: 1s }\n",
+    )
+    .expect("runbook");
+    let (report, junit) = (dir.path().join("report"), dir.path().join("j.xml"));
+    let out = run(&[
+        "run",
+        rb.to_str().expect("utf-8"),
+        "--quiet",
+        "--report",
+        report.to_str().expect("utf-8"),
+        "--junit",
+        junit.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).expect("report.json")).expect("json");
+    let budget = c["objectives"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["name"].as_str().is_some_and(|n| n.contains("budget"))))
+        .cloned()
+        .expect("budget objective");
+    assert_eq!(budget["target_s"].as_f64(), Some(3600.0), "{budget}");
+
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    let attr = |tag: &str, name: &str| -> Vec<f64> {
+        xml.split(&format!("<{tag} "))
+            .skip(1)
+            .filter_map(|t| t.split(&format!(" {name}=\"")).nth(1)?.split('"').next()?.parse().ok())
+            .collect()
+    };
+    let suite_time = attr("testsuite", "time");
+    let case_times = attr("testcase", "time");
+    assert_eq!(suite_time.len(), 1, "{xml}");
+    let sum: f64 = case_times.iter().sum();
+    assert!((suite_time[0] - sum).abs() < 1e-6, "the suite's time is its testcases' sum: {xml}");
+    let budget_case = xml.split("<testcase ").find(|t| t.contains("rto ")).expect("budget testcase");
+    assert!(budget_case.contains(" time=\"0\""), "the budget's testcase does not count the run again: {budget_case}");
+    assert!(xml.contains("<skipped message=\"skipped: `when: false` is false\"/>"), "{xml}");
 }

@@ -223,7 +223,7 @@ impl Executor {
                 if ok { "within" } else { "exceeds budget" },
                 humantime::format_duration(target)
             );
-            self.emit_budget(suite, "rto", took, ok, &msg);
+            self.emit_budget(suite, "rto", (took, target), ok, &msg);
             if !ok {
                 state.budget_missed(&msg);
             }
@@ -283,7 +283,9 @@ impl Executor {
         }));
     }
 
-    fn emit_budget(&self, suite: usize, name: &str, took: Duration, ok: bool, msg: &str) {
+    /// A budget's record: what it measured and its target in its outputs, for every report.
+    fn emit_budget(&self, suite: usize, name: &str, (took, target): (Duration, Duration), ok: bool, msg: &str) {
+        let secs = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
         self.sink.emit(Event::StepFinished(StepRecord {
             suite,
             path: format!("targets.{name}"),
@@ -298,7 +300,7 @@ impl Executor {
             duration: took,
             attempts: 1,
             message: Some(msg.to_string()),
-            outputs: Json::Object(Map::new()),
+            outputs: json!({ "measured_s": secs(took), "target_s": secs(target) }),
             log: Vec::new(),
             rollback: None,
             notice: None,

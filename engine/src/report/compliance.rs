@@ -159,7 +159,7 @@ pub fn build(run: &Value) -> Value {
                 objectives.push(json!({
                     "name": format!("{} budget of {}", s["label"].as_str().unwrap_or_default(), suite["name"].as_str().unwrap_or_default()),
                     "measured_s": s["duration"],
-                    "target_s": Value::Null,
+                    "target_s": s["outputs"]["target_s"],
                     "outcome": s["outcome"],
                     "message": s["message"],
                 }));
