@@ -186,6 +186,15 @@ fn the_quickstart_drill_runs_end_to_end() {
     for case in ["load", "backup", "integrity", "restore", "schema", "tables", "amcheck"] {
         assert_eq!(status_of(&cases, case), "passed", "{case} in {cases:?}");
     }
+    // Regression: the backup's age was filed as the quickstart's "RPO" (0 s), which RPO is
+    // not: it is only measured from the data a drill recovers. It has its own name.
+    let c = read_json(&report.join("report.json"));
+    let names: Vec<&str> =
+        c["objectives"].as_array().expect("objectives").iter().filter_map(|o| o["name"].as_str()).collect();
+    assert!(names.contains(&"Backup age") && !names.contains(&"RPO"), "{names:?}");
+    let history = std::fs::read_to_string(report.join("history.jsonl")).expect("history");
+    let line: Value = serde_json::from_str(history.lines().last().expect("a line")).expect("json");
+    assert!(line["rpo_s"].is_null() && line["backup_age_s"].is_number(), "{line}");
     // The workspace (backups, key) is gone afterwards.
     let run = read_json(&report.join("run.json"));
     let ws = step(&run, "workspace")["outputs"]["path"].as_str().expect("path").to_string();
@@ -339,4 +348,32 @@ async fn the_upgrade_drill_across_majors_expects_new_extension_versions_only() {
     assert_eq!(out.status.code(), Some(0), "{all}");
     assert_eq!(status_of(&junit_cases(&junit), "schema"), "passed", "{all}");
     pg.stop().await;
+}
+
+/// Regression: `run --rto D` on a drill changed only the whole run's wall-clock budget while
+/// the drill's own RTO kept its 600 s target, so report.json held two contradictory RTOs. It
+/// now sets the drill's recovery objective; the run's budget has its own flag, `--budget`.
+#[test]
+fn run_rto_sets_the_drills_recovery_objective_and_budget_the_runs() {
+    if !have_server() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let out = drill(
+        "disaster-recovery",
+        &report,
+        &junit,
+        &["scale=1", "keep_writing=0s", "jobs=1"],
+        &["--rto", "7m", "--budget", "2h"],
+    );
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let c = read_json(&report.join("report.json"));
+    let objectives = c["objectives"].as_array().cloned().unwrap_or_default();
+    let target = |pred: &dyn Fn(&str) -> bool| {
+        objectives.iter().find(|o| o["name"].as_str().is_some_and(pred)).map(|o| o["target_s"].clone())
+    };
+    assert_eq!(target(&|n| n == "RTO").and_then(|t| t.as_f64()), Some(420.0), "{objectives:?}");
+    assert_eq!(target(&|n| n.contains("budget")).and_then(|t| t.as_f64()), Some(7200.0), "{objectives:?}");
 }

@@ -267,6 +267,7 @@ impl Executor {
             siblings: stopper.map(|s| s.ended.clone()).unwrap_or_default(),
             sibling_outcomes: stopper.map(|s| s.outcomes.clone()).unwrap_or_default(),
             assume_yes: self.assume_yes.load(Ordering::SeqCst),
+            rto_objective: self.rto_objective.lock().ok().and_then(|r| *r),
             kept: kept.clone(),
             notice: notice.clone(),
             facts: facts.clone(),

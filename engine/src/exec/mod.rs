@@ -84,6 +84,8 @@ pub struct Executor {
     next_suite: AtomicUsize,
     /// `--yes`: confirmation steps pass without asking.
     assume_yes: AtomicBool,
+    /// `--rto`: the recovery objective of the drill's `drill.rto` steps.
+    rto_objective: Mutex<Option<Duration>>,
     me: Weak<Executor>,
 }
 
@@ -101,6 +103,7 @@ impl Executor {
             cause,
             next_suite: AtomicUsize::new(0),
             assume_yes: AtomicBool::new(false),
+            rto_objective: Mutex::new(None),
             me: me.clone(),
         })
     }
@@ -108,6 +111,14 @@ impl Executor {
     /// Confirm on the operator's behalf (`pgdrill run --yes`).
     pub fn assume_yes(&self, yes: bool) {
         self.assume_yes.store(yes, Ordering::SeqCst);
+    }
+
+    /// Hold every `drill.rto` step to this recovery time objective instead of its `target`
+    /// (`pgdrill run --rto`).
+    pub fn rto_objective(&self, rto: Option<Duration>) {
+        if let Ok(mut r) = self.rto_objective.lock() {
+            *r = rto;
+        }
     }
 
     pub fn sink(&self) -> &Sink {

@@ -546,14 +546,16 @@ async fn rto(ctx: StepCtx, w: RtoWith) -> Result<RtoOutputs, StepError> {
             (k.clone(), s)
         })
         .collect();
-    let target = w.target.as_secs_f64();
+    // `run --rto` is the drill's recovery objective: it replaces the step's own target.
+    let target_d = ctx.rto_objective.unwrap_or(w.target);
+    let target = target_d.as_secs_f64();
     let out = RtoOutputs { rto_s: (rto * 1000.0).round() / 1000.0, target_s: target, phases: phases.clone() };
     // Kept and reported even when the target is missed, so as the map later steps read.
     let o = super::outputs_of(&out)?;
     let msg = format!(
         "RTO {} (target {}){}",
         secs(rto),
-        humantime::format_duration(w.target),
+        humantime::format_duration(target_d),
         if phases.is_empty() { String::new() } else { format!(": {}", phase_text(&phases)) }
     );
     ctx.log(msg.clone());
@@ -570,7 +572,7 @@ async fn rto(ctx: StepCtx, w: RtoWith) -> Result<RtoOutputs, StepError> {
         return Err(StepError::failed(format!(
             "RTO {} exceeds the budget rto={} ({})",
             secs(rto),
-            humantime::format_duration(w.target),
+            humantime::format_duration(target_d),
             phase_text(&phases)
         )));
     }
