@@ -448,14 +448,15 @@ fn steps_json_lists_every_kind_with_typed_fields_and_outputs() {
 }
 
 /// A field that is wrong only once rendered is located by its path in the `with:` block (the
-/// executor reads the error's path, not its text), and nothing is retried.
+/// executor reads the error's path, not its text), and nothing is retried. (The value comes
+/// from an earlier step's output: one from the variables is refused before any step runs.)
 #[test]
 fn rendered_field_error_names_runbook_step_and_field() {
     let dir = tmp();
     let rb = dir.path().join("late.yaml");
     std::fs::write(
         &rb,
-        "name: late\nvars:\n  d: ~\nsteps:\n  - id: nap\n    uses: sleep\n    with:\n      duration: \"{{ vars.d }}\"\n    retry: { count: 3, delay: 10ms }\n",
+        "name: late\nvars:\n  d: ~\nsteps:\n  - id: say\n    uses: shell.run\n    with: { argv: [echo, \"{{ vars.d }}\"] }\n  - id: nap\n    uses: sleep\n    with:\n      duration: \"{{ steps.say.outputs.stdout }}\"\n    retry: { count: 3, delay: 10ms }\n",
     )
     .expect("write runbook");
     let report = dir.path().join("r");
@@ -471,7 +472,7 @@ fn rendered_field_error_names_runbook_step_and_field() {
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(all.contains("runbook `late`, step `nap`, field `with`: field `duration`:"), "{all}");
     let rec = read_json(&report.join("run.json"));
-    assert_eq!(rec["suites"][0]["steps"][0]["attempts"], 1, "an invalid field is not retried");
+    assert_eq!(rec["suites"][0]["steps"][1]["attempts"], 1, "an invalid field is not retried");
 }
 
 fn process_running(cmdline_part: &str) -> bool {

@@ -505,7 +505,7 @@ fn record_emitted(kind: &steps::StepKind, o: &Map<String, Json>) {
 /// environment variable's value) a number or boolean is given as its text, as it was before
 /// fields kept their types, so `env: { PGPORT: "{{ steps.db.outputs.port }}" }` still works.
 /// Only values that came from a template change, and only on a type error at their path.
-fn text_where_text_is_wanted(kind: &steps::StepKind, written: &Yaml, rendered: &mut Yaml) {
+pub(super) fn text_where_text_is_wanted(kind: &steps::StepKind, written: &Yaml, rendered: &mut Yaml) {
     let mut templated = Vec::new();
     template::templated_strings(written, "", &mut templated);
     for _ in 0..=templated.len() {
@@ -528,7 +528,7 @@ fn text_where_text_is_wanted(kind: &steps::StepKind, written: &Yaml, rendered: &
 }
 
 /// The value at a path of [`template::templated_strings`] (`env.PGPORT`, `argv[2]`).
-fn value_at<'a>(v: &'a mut Yaml, path: &str) -> Option<&'a mut Yaml> {
+pub(super) fn value_at<'a>(v: &'a mut Yaml, path: &str) -> Option<&'a mut Yaml> {
     let mut cur = v;
     for part in path.split('.').filter(|p| !p.is_empty()) {
         let (key, indexes) = match part.find('[') {

@@ -13,6 +13,7 @@
 mod attempt;
 pub mod event;
 mod nested;
+mod preflight;
 mod scope;
 pub mod signal;
 mod sink;
@@ -166,6 +167,7 @@ impl Executor {
         let secrets = scope::load_secrets(&self.redactor, rb, given)?;
         let vars = runbook::resolve_vars(rb, overrides, &env)?;
         let lets = runbook::resolve_lets(rb, &vars, &env)?;
+        preflight::check(rb, &vars, &lets, &env)?;
         crate::redact::register_run_inputs(&self.redactor, rb, &vars, &env, &secrets);
         let run = json!({ "status": "running", "message": null, "elapsed_s": 0 });
         let run = run.as_object().cloned().unwrap_or_default();
