@@ -895,6 +895,29 @@ impl Checker<'_> {
         }
     }
 
+    /// A `when:` that reads an output of step `id`, which its own `when:` (or its group's)
+    /// may skip: a skipped step has no outputs, so the condition would fail at run time,
+    /// after the steps before it ran. Written guards (`steps.x.outcome == 'passed' and ...`,
+    /// `... is defined`) make it safe.
+    fn check_maybe_skipped(&mut self, rb: &Runbook, id: &str, r: &str, src: &str, pos: Pos) {
+        let Some(target) = rb.all_steps().find(|s| s.id.as_deref() == Some(id)) else { return };
+        if target.when.is_none() && target.group_when.is_none() {
+            return;
+        }
+        let squeezed: String = src.split_whitespace().collect::<Vec<_>>().join(" ");
+        let guarded = squeezed.contains(&format!("steps.{id}.outcome"))
+            || squeezed.contains(&format!("steps.{id} is defined"))
+            || squeezed.contains(&format!("{r} is defined"));
+        if guarded {
+            return;
+        }
+        let d = self.diag(
+            pos,
+            format!("`when:` reads `{r}`, but step `{id}` may be skipped (it has a `when:`), and a skipped step has no outputs"),
+        );
+        self.diags.push(d.with_help(Some(format!("test `steps.{id}.outcome == 'passed'` first, or `{r} is defined`"))));
+    }
+
     fn check_var(&mut self, rb: &Runbook, v: &str, pos: Pos) {
         if rb.vars.contains_key(v) {
             return;
@@ -992,6 +1015,11 @@ impl Checker<'_> {
                         self.diags.push(self.diag(pos, msg).with_help(help));
                     }
                     ("steps", Some(id)) => {
+                        if is_condition
+                            && (field == Some("outputs") || field.is_some_and(|f| !STEP_FIELDS.contains(&f)))
+                        {
+                            self.check_maybe_skipped(rb, id, &r, &src, pos);
+                        }
                         if let Some(out) = field.filter(|f| !STEP_FIELDS.contains(f)) {
                             let d =
                                 self.diag(pos, format!("`steps.{id}.{out}` reads an output the old way (deprecated)"));
