@@ -171,7 +171,8 @@ impl Executor {
         crate::redact::register_run_inputs(&self.redactor, rb, &vars, &env, &secrets);
         let run = json!({ "status": "running", "message": null, "elapsed_s": 0 });
         let run = run.as_object().cloned().unwrap_or_default();
-        let mut scope = Scope { cx, resources: Resources::default(), vars, lets, env, secrets, steps: Map::new(), run };
+        let mut scope =
+            Scope { cx, resources: Resources::default(), vars, lets, env, secrets, steps: Arc::default(), run };
 
         let suite = self.next_suite.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
@@ -270,7 +271,7 @@ impl Executor {
             duration: started.elapsed(),
             message: message.clone(),
         });
-        Ok(SuiteResult { outcome, exit, message, outputs: scope.steps })
+        Ok(SuiteResult { outcome, exit, message, outputs: Arc::unwrap_or_clone(scope.steps) })
     }
 
     fn emit_not_run(&self, suite: usize, rb: &Runbook, step: &StepDef, phase: Phase, why: &str) {

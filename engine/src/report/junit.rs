@@ -29,9 +29,14 @@ impl Junit {
             let mut suite = TestSuiteBuilder::new(&xml_text(&s.name));
             suite.set_timestamp(s.started_at);
             let names: Vec<String> = s.steps.iter().map(display_name).collect();
+            // How many steps share each name, counted once (counting per step was n²).
+            let mut shared: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+            for n in &names {
+                *shared.entry(n.as_str()).or_default() += 1;
+            }
             for (r, shown) in s.steps.iter().zip(&names) {
                 // Steps are told apart by position: a name two steps share gets it added.
-                let name = if names.iter().filter(|n| *n == shown).count() > 1 {
+                let name = if shared.get(shown.as_str()).copied().unwrap_or(0) > 1 {
                     format!("{shown} [{}]", r.path)
                 } else {
                     shown.clone()
