@@ -80,6 +80,9 @@ pub struct FixturesWith {
     scale: u32,
 }
 
+/// The largest fixture scale: about 100 GB of data.
+const MAX_SCALE: u32 = 100_000;
+
 fn all_fixtures() -> Vec<String> {
     DEFAULT_FIXTURES.iter().map(|n| n.to_string()).collect()
 }
@@ -91,6 +94,13 @@ impl With for FixturesWith {
     fn check(&self) -> Result<(), WithError> {
         if self.scale == 0 {
             return Err(WithError::new("scale", "scale must be at least 1"));
+        }
+        // Scale 1 is about 1 MB: beyond this the load would fill any disk before it ended.
+        if self.scale > MAX_SCALE {
+            return Err(WithError::new(
+                "scale",
+                format!("scale {} is more than {MAX_SCALE} (about 1 MB each)", self.scale),
+            ));
         }
         Ok(())
     }
