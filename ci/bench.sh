@@ -33,6 +33,11 @@
 #   drill     (only with BENCH=drill) wall time and measured RTO/RPO of the quickstart drill
 #             at its default scale and of the disaster-recovery drill at DRILL_SCALE (default
 #             480: about 520 MB of fixtures), both on PROVIDER (default native).
+#   steps     (only with BENCH=steps) the engine alone: a runbook of STEPS (default 10000)
+#             trivial steps (`sleep 0s`), wall seconds and peak RSS, without and with
+#             --report and --junit. The goal: under 10 s and 100 MB; the cost must grow
+#             linearly with the number of steps (it was n²: every step converted every
+#             earlier step's outputs for its templates, and JUnit counted shared names per step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-5}"
@@ -81,6 +86,22 @@ shell_docker() {  # docker run + poll until the first query succeeds
 }
 
 BENCH="${BENCH:-all}"
+if [ "$BENCH" = steps ]; then
+  n="${STEPS:-10000}"
+  python3 -c 'import sys
+n = int(sys.argv[1])
+print("name: many-steps\nsteps:")
+for i in range(n):
+    print("  - id: s%d\n    uses: sleep\n    with: { duration: 0s }" % i)' "$n" >"$WORK/steps.yaml"
+  printf '%-16s %8s %10s %10s\n' run steps 'wall s' 'peak MiB'
+  for mode in plain reports; do
+    extra=(); [ "$mode" = reports ] && extra=(--report "$WORK/steps-report" --junit "$WORK/steps.xml")
+    /usr/bin/time -f '%e %M' -o "$WORK/steps.time" "$BIN" run "$WORK/steps.yaml" --quiet "${extra[@]}" >/dev/null
+    read -r wall kb <"$WORK/steps.time"
+    printf '%-16s %8s %10s %10s\n' "$mode" "$n" "$wall" "$((kb / 1024))"
+  done
+  exit 0
+fi
 if [ "$BENCH" = drill ]; then
   PROVIDER="${PROVIDER:-native}"
   field() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(next((o['measured_s'] for o in r['objectives'] if o['name']==sys.argv[2]), '-'))" "$@"; }

@@ -80,18 +80,24 @@ enum Command {
         /// is not a terminal.
         #[arg(long, short = 'y')]
         yes: bool,
-        /// Keep only the newest N dated reports (report-YYYYMMDDhhmmss.html) in --report DIR
-        /// (default: all of them, one per run).
+        /// Keep only the newest N dated reports (report-YYYYMMDDhhmmss-NNNNNNNNN.html) in
+        /// --report DIR (default: all of them, one per run); this run's page always stays.
         #[arg(long, value_name = "N", env = "PGDRILL_REPORT_KEEP")]
         keep: Option<usize>,
         /// Alerts and metrics after the run: webhooks, a node_exporter textfile, a Pushgateway
         /// (see the README's "Alerts and metrics").
         #[arg(long, value_name = "FILE", env = "PGDRILL_NOTIFY")]
         notify: Option<PathBuf>,
-        /// Hold the run to this recovery time objective instead of the runbook's
-        /// `targets.rto` (a fleet passes each database's own).
+        /// The drill's recovery time objective: every `drill.rto` step (disaster to verified
+        /// service) is held to it instead of its own `target`. A runbook that measures no
+        /// recovery time (no `drill.rto`) holds its whole run to it instead, as `--budget`
+        /// (a fleet passes each database's own).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
         rto: Option<std::time::Duration>,
+        /// The whole run's wall-clock budget (server start, fixtures, backup and waits
+        /// included), instead of the runbook's `targets.rto`; reported as its own testcase.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        budget: Option<std::time::Duration>,
     },
     /// Many databases from one fleet file: plan or run a runbook once per target.
     Fleet {
@@ -301,7 +307,16 @@ pub fn main() -> i32 {
     for v in crate::storage::remote::credential_values() {
         redactor.add(&v);
     }
-    let result = rt.block_on(dispatch(cli, redactor.clone()));
+    // A panic is a bug: its message goes through the redactor like any other text, and the
+    // process still ends with a documented code (3), never Rust's 101.
+    let hook_redactor = redactor.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = crate::report::visible(&hook_redactor.redact(&info.to_string())).into_owned();
+        errln!("internal error (a bug in pgdrill, please report it): {text}");
+    }));
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(dispatch(cli, redactor.clone()))))
+            .unwrap_or_else(|_| Ok(ExitCode::Environment));
     let code = match result {
         Ok(code) => code,
         Err(e) => {
@@ -345,7 +360,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             out!("{}", plan::render(&rb, &vars));
             Ok(ExitCode::Passed)
         }
-        Command::Run { runbook, vars, junit, report, quiet, yes, rto, notify, keep } => {
+        Command::Run { runbook, vars, junit, report, quiet, yes, rto, budget, notify, keep } => {
             let mut rb = runbook::load_checked(&runbook)?;
             let operator = notify.map(|p| crate::report::notify::load(&p)).transpose()?;
             // The runbook's own sinks, and the operator file's for every run on this host.
@@ -359,8 +374,15 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                     Some(r)
                 }
             };
-            if rto.is_some() {
-                rb.targets.rto = rto;
+            // `--rto` is the drill's recovery objective, measured from the disaster; only a
+            // runbook that measures none takes it as its run's budget.
+            let measures_rto = rb.all_steps().any(|s| s.uses == "drill.rto");
+            let rto_objective = rto.filter(|_| measures_rto);
+            if let Some(r) = rto.filter(|_| !measures_rto) {
+                rb.targets.rto = Some(r);
+            }
+            if budget.is_some() {
+                rb.targets.rto = budget;
             }
             // Where the evidence goes is proven writable, and the report directory is this
             // run's alone, before any step changes anything.
@@ -404,6 +426,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 .map_err(|e| Error::environment(format!("cannot install signal handlers: {e}")))?;
             let executor = Executor::new(sink.clone(), redactor, cancel, cause);
             executor.assume_yes(yes);
+            executor.rto_objective(rto_objective);
             let res = executor.run(&rb, &runbook::overrides_from_pairs(&vars), None).await;
             // Reports are written whatever happened, so a failed run still leaves evidence.
             let finished = sink.finish();

@@ -448,14 +448,15 @@ fn steps_json_lists_every_kind_with_typed_fields_and_outputs() {
 }
 
 /// A field that is wrong only once rendered is located by its path in the `with:` block (the
-/// executor reads the error's path, not its text), and nothing is retried.
+/// executor reads the error's path, not its text), and nothing is retried. (The value comes
+/// from an earlier step's output: one from the variables is refused before any step runs.)
 #[test]
 fn rendered_field_error_names_runbook_step_and_field() {
     let dir = tmp();
     let rb = dir.path().join("late.yaml");
     std::fs::write(
         &rb,
-        "name: late\nvars:\n  d: ~\nsteps:\n  - id: nap\n    uses: sleep\n    with:\n      duration: \"{{ vars.d }}\"\n    retry: { count: 3, delay: 10ms }\n",
+        "name: late\nvars:\n  d: ~\nsteps:\n  - id: say\n    uses: shell.run\n    with: { argv: [echo, \"{{ vars.d }}\"] }\n  - id: nap\n    uses: sleep\n    with:\n      duration: \"{{ steps.say.outputs.stdout }}\"\n    retry: { count: 3, delay: 10ms }\n",
     )
     .expect("write runbook");
     let report = dir.path().join("r");
@@ -471,7 +472,7 @@ fn rendered_field_error_names_runbook_step_and_field() {
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(all.contains("runbook `late`, step `nap`, field `with`: field `duration`:"), "{all}");
     let rec = read_json(&report.join("run.json"));
-    assert_eq!(rec["suites"][0]["steps"][0]["attempts"], 1, "an invalid field is not retried");
+    assert_eq!(rec["suites"][0]["steps"][1]["attempts"], 1, "an invalid field is not retried");
 }
 
 fn process_running(cmdline_part: &str) -> bool {
@@ -834,4 +835,95 @@ fn a_failure_points_at_its_runbook_line_in_the_terminal_junit_and_run_json() {
     let at = |label: &str| steps.iter().find(|s| s["label"] == label).map(|s| s["location"].clone());
     assert_eq!(at("first"), Some(serde_json::json!(format!("{file}:3:5"))), "{v}");
     assert_eq!(at("undo"), Some(serde_json::json!(format!("{file}:7:9"))), "{v}");
+}
+
+/// Regression: a panic inside a step (here forced by the debug-build hook) used to end the
+/// process with Rust's exit code 101, skipping rollbacks and `finally`. It is now the step's
+/// error: the rollbacks of the steps before it run in reverse, then `finally`, and the run
+/// exits with a documented code.
+#[test]
+fn a_panic_in_a_step_still_rolls_back_and_runs_finally_and_never_exits_101() {
+    let t = tmp();
+    let log = t.path().join("order.log");
+    let report = t.path().join("report");
+    let out = pgdrill(&[
+        "run",
+        "fixtures/runbooks/rollback-order.yaml",
+        "--var",
+        &format!("log={}", log.display()),
+        "--report",
+        report.to_str().unwrap_or_default(),
+    ])
+    .env("PGDRILL_PANIC_IN_STEP", "steps[2]")
+    .output()
+    .expect("run pgdrill");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stdout: {}\nstderr: {stderr}", text(&out.stdout));
+    let ran = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(ran.lines().collect::<Vec<_>>(), ["step1", "step2", "undo2", "undo1", "finally"]);
+    let rec = read_json(&report.join("run.json"));
+    let step3 = rec["suites"][0]["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["label"] == "step3"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(step3["outcome"], "errored", "{step3}");
+    assert!(step3["message"].as_str().unwrap_or_default().contains("internal error"), "{step3}");
+}
+
+/// Regression: `retry.backoff: 1e300` passed validate and panicked when the delay grew after
+/// the first failure (exit 101, no `finally`); it is now refused before anything runs.
+#[test]
+fn a_huge_retry_backoff_is_refused_before_the_run_not_a_panic() {
+    let t = tmp();
+    let rb = t.path().join("backoff.yaml");
+    let log = t.path().join("ran.log");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: backoff\nsteps:\n  - id: fails\n    uses: shell.run\n    with: {{ argv: [sh, -c, 'echo ran >> {}; exit 1'] }}\n    retry: {{ count: 1, delay: 1ms, backoff: 1e300 }}\n",
+            log.display()
+        ),
+    )
+    .expect("write runbook");
+    let out = run(&["run", rb.to_str().unwrap_or_default()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("retry backoff 1e300 must be a number from 1 to 100"), "{stderr}");
+    assert!(!log.exists(), "the step ran although the runbook is invalid");
+}
+
+/// Regression: `shell.run` waited for end of file on stdout, which a daemon the script
+/// started without redirecting (`app &`, `pg_ctl start` without `-l`) holds open: the step
+/// lasted as long as the daemon, and with a `timeout` a script that exited 0 was reported
+/// TIMED OUT. The step now ends with its script, keeps what the script wrote, and leaves the
+/// daemon running.
+#[test]
+fn shell_run_ends_when_its_script_exits_though_a_daemon_holds_stdout() {
+    let t = tmp();
+    let pidfile = t.path().join("daemon.pid");
+    let rb = t.path().join("daemon.yaml");
+    let report = t.path().join("report");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: daemon\nsteps:\n  - id: start\n    uses: shell.run\n    with: {{ script: 'echo before; sleep 30 & echo $! > {}; echo after' }}\n    timeout: 5s\n",
+            pidfile.display()
+        ),
+    )
+    .expect("write runbook");
+    let out =
+        run(&["run", rb.to_str().unwrap_or_default(), "--quiet", "--report", report.to_str().unwrap_or_default()]);
+    let daemon = std::fs::read_to_string(&pidfile).unwrap_or_default().trim().parse::<i32>().ok();
+    let daemon_alive = daemon.is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok());
+    // Leave nothing behind, whatever the verdict.
+    if let Some(p) = daemon {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert_eq!(out.status.code(), Some(0), "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    let rec = read_json(&report.join("run.json"));
+    let step = &rec["suites"][0]["steps"][0];
+    assert_eq!(step["outcome"], "passed", "{step}");
+    assert_eq!(step["outputs"]["stdout"], "before\nafter", "{step}");
+    assert!(daemon_alive, "the daemon the script started keeps running after the step");
 }

@@ -468,3 +468,24 @@ fn after_waits_for_a_sibling_and_fail_fast_false_lets_the_group_finish_but_still
     assert_eq!(outcome, "skipped", "{steps:?}");
     assert!(message.contains("step `broken` failed") && message.contains("before it started"), "{message}");
 }
+
+/// Regression: a variable the README says takes a number accepted `abc`, and a value only a
+/// step kind can reject (`disaster=flood` for `drill.disaster`'s mode) was found by that step,
+/// after servers were started and fixtures loaded. Both are exit 2 before any step starts,
+/// naming the field's file:line:col.
+#[test]
+fn bad_variable_values_are_refused_before_any_step_starts() {
+    let out = run(&["run", "disaster-recovery", "--var", "scale=abc"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--var scale: `abc` is not a number"), "{stderr}");
+
+    let out = run(&["run", "disaster-recovery", "--var", "disaster=flood", "--quiet"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("disaster-recovery.yaml:53:13: step 7, field `with.mode`: unknown mode `flood`"),
+        "{stderr}"
+    );
+    assert!(!text(&out.stdout).contains("workspace"), "no step ran: {}", text(&out.stdout));
+}

@@ -98,3 +98,109 @@ fn a_connection_string_that_cannot_be_read_is_exit_2_naming_it() {
         assert!(all.contains(says), "{url}: {all}");
     }
 }
+
+/// Regression: `sql.assert` compared numbers as f64 (`9007199254740993 == 9007199254740992`
+/// held, `NaN == NaN` did not) and judged a multi-row query by its first row only (`values
+/// (5),(0)` passed `> 1`). Numbers now compare as PostgreSQL's numeric, every row is judged
+/// by default (`rows: all`), and a mismatch names the row.
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_assert_compares_numbers_exactly_and_judges_every_row() {
+    let Some(pg) = server().await else { return };
+    let t = tempfile::tempdir().expect("tmp");
+    let rb = t.path().join("numbers.yaml");
+    let report = t.path().join("report");
+    let step = |id: &str, query: &str, expect: &str, rows: &str| {
+        let rows = if rows.is_empty() { String::new() } else { format!(", rows: {rows}") };
+        format!("  - id: {id}\n    uses: sql.assert\n    continue_on_error: true\n    with: {{ url: \"{{{{ vars.url }}}}\", query: \"{query}\", expect: \"{expect}\"{rows} }}\n")
+    };
+    let steps = [
+        step("big_eq", "select 9007199254740993::bigint", "== 9007199254740992", ""),
+        step("big_ne", "select 9007199254740993::bigint", "!= 9007199254740992", ""),
+        step("nan", "select 'NaN'::float8", "== NaN", ""),
+        step("nan_above", "select 'NaN'::numeric", "> 1e300", ""),
+        step("all_rows", "values (5),(0)", "> 1", ""),
+        step("any_row", "values (0),(5)", "> 1", "any"),
+        step("first_row", "values (5),(0)", "> 1", "first"),
+    ];
+    std::fs::write(&rb, format!("name: numbers\nvars: {{ url: ~ }}\nsteps:\n{}", steps.concat())).expect("write");
+    let out = run(&[
+        "run",
+        rb.to_str().unwrap_or_default(),
+        "--var",
+        &format!("url={}", pg.url()),
+        "--report",
+        report.to_str().unwrap_or_default(),
+    ]);
+    // Each step continues on error, so every verdict is in run.json.
+    assert!(report.join("run.json").exists(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("run.json")).expect("run.json")).expect("json");
+    let steps = rec["suites"][0]["steps"].as_array().cloned().unwrap_or_default();
+    let of = |id: &str| steps.iter().find(|s| s["id"] == id).cloned().unwrap_or_default();
+    for (id, want) in [
+        ("big_eq", "failed"),
+        ("big_ne", "passed"),
+        ("nan", "passed"),
+        ("nan_above", "passed"),
+        ("all_rows", "failed"),
+        ("any_row", "passed"),
+        ("first_row", "passed"),
+    ] {
+        assert_eq!(of(id)["outcome"], want, "{id}: {}", of(id));
+    }
+    let msg = of("all_rows")["message"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains("returned 0 in row 2, expected > 1"), "{msg}");
+    assert_eq!(of("any_row")["outputs"]["rows"], 2, "{}", of("any_row"));
+}
+
+/// The assertion grammar agrees with PostgreSQL: every pair of a table of number texts
+/// (integers past 2^53, decimals, exponents, NaN, infinities) is compared by the server as
+/// `numeric` and by `Expect`, for every operator.
+#[tokio::test(flavor = "multi_thread")]
+async fn number_comparisons_agree_with_postgresql() {
+    use pgdrill::steps::sql::Expect;
+    let Some(pg) = server().await else { return };
+    let numbers = [
+        "0",
+        "-0",
+        "1",
+        "-1",
+        "0.5",
+        "-0.5",
+        "1.50",
+        "9007199254740992",
+        "9007199254740993",
+        "-9007199254740993",
+        "123456789012345678901234567890",
+        "1e300",
+        "-1e300",
+        "1.5e-07",
+        "0.00000015",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1e3",
+        "1000",
+        "999.999999999999999999",
+    ];
+    let values = numbers.iter().map(|n| format!("('{n}')")).collect::<Vec<_>>().join(",");
+    let sql = format!(
+        "select x.t, y.t, x.t::numeric = y.t::numeric, x.t::numeric < y.t::numeric, x.t::numeric > y.t::numeric \
+         from (values {values}) x(t), (values {values}) y(t)"
+    );
+    let client = pgdrill::pg::connect(&pg.url()).await.expect("connect");
+    let rows = client.query(&sql, &[]).await.expect("query");
+    assert_eq!(rows.len(), numbers.len() * numbers.len());
+    let mut disagree = Vec::new();
+    for r in rows {
+        let (x, y): (String, String) = (r.get(0), r.get(1));
+        let (eq, lt, gt): (bool, bool, bool) = (r.get(2), r.get(3), r.get(4));
+        for (op, pg_says) in [("==", eq), ("!=", !eq), ("<", lt), ("<=", lt || eq), (">", gt), (">=", gt || eq)] {
+            let ours = Expect::parse(&format!("{op} {y}")).map(|e| e.holds(Some(&x)).is_ok());
+            if ours != Ok(pg_says) {
+                disagree.push(format!("{x} {op} {y}: PostgreSQL {pg_says}, pgdrill {ours:?}"));
+            }
+        }
+    }
+    assert!(disagree.is_empty(), "{}", disagree.join("\n"));
+}

@@ -185,7 +185,7 @@ impl Executor {
                 token.cancel();
             })
         });
-        let r = (kind.run)(ctx, rendered.clone()).await;
+        let r = guarded(step, (kind.run)(ctx, rendered.clone())).await;
         if let Some(t) = timer {
             t.abort();
         }
@@ -267,6 +267,7 @@ impl Executor {
             siblings: stopper.map(|s| s.ended.clone()).unwrap_or_default(),
             sibling_outcomes: stopper.map(|s| s.outcomes.clone()).unwrap_or_default(),
             assume_yes: self.assume_yes.load(Ordering::SeqCst),
+            rto_objective: self.rto_objective.lock().ok().and_then(|r| *r),
             kept: kept.clone(),
             notice: notice.clone(),
             facts: facts.clone(),
@@ -337,10 +338,10 @@ impl Executor {
                 };
                 self.retry_or_give_up(suite, step, label, (attempt, total, delay), (outcome, kind, msg, retryable))?;
                 tokio::time::sleep(delay).await;
-                delay = delay.mul_f64(step.retry.backoff);
+                delay = crate::runbook::next_delay(delay, step.retry.backoff);
                 continue;
             }
-            let fut = (kind.run)(step_ctx.clone(), rendered.clone());
+            let fut = guarded(step, (kind.run)(step_ctx.clone(), rendered.clone()));
             let timed = async {
                 match step.timeout {
                     Some(t) => match tokio::time::timeout(t, fut).await {
@@ -410,9 +411,41 @@ impl Executor {
                     format!("interrupted by {} while waiting to retry", scope.cx.cancel.reason()),
                 ));
             }
-            delay = delay.mul_f64(step.retry.backoff);
+            delay = crate::runbook::next_delay(delay, step.retry.backoff);
         }
         Err((Outcome::Errored, ErrorKind::Class(Class::Environment), "no attempt was made".into()))
+    }
+}
+
+/// A step's run with a panic inside it caught and made the step's error: a bug in one step
+/// must still leave the run able to roll back and run `finally`, and the process able to
+/// exit with its documented codes (never Rust's 101). Debug builds panic on purpose in the
+/// step at the path `PGDRILL_PANIC_IN_STEP` names, so a test can prove it.
+async fn guarded(
+    step: &StepDef,
+    fut: steps::BoxFuture<'static, Result<Outputs, StepError>>,
+) -> Result<Outputs, StepError> {
+    use futures_util::FutureExt;
+    let forced =
+        cfg!(debug_assertions) && std::env::var("PGDRILL_PANIC_IN_STEP").is_ok_and(|p| !p.is_empty() && p == step.path);
+    let fut = async move {
+        if forced {
+            panic!("PGDRILL_PANIC_IN_STEP asked for a panic here");
+        }
+        fut.await
+    };
+    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(r) => r,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(StepError::environment(format!(
+                "pgdrill hit an internal error in this step ({what}): this is a bug, please report it"
+            )))
+        }
     }
 }
 
@@ -472,7 +505,7 @@ fn record_emitted(kind: &steps::StepKind, o: &Map<String, Json>) {
 /// environment variable's value) a number or boolean is given as its text, as it was before
 /// fields kept their types, so `env: { PGPORT: "{{ steps.db.outputs.port }}" }` still works.
 /// Only values that came from a template change, and only on a type error at their path.
-fn text_where_text_is_wanted(kind: &steps::StepKind, written: &Yaml, rendered: &mut Yaml) {
+pub(super) fn text_where_text_is_wanted(kind: &steps::StepKind, written: &Yaml, rendered: &mut Yaml) {
     let mut templated = Vec::new();
     template::templated_strings(written, "", &mut templated);
     for _ in 0..=templated.len() {
@@ -495,7 +528,7 @@ fn text_where_text_is_wanted(kind: &steps::StepKind, written: &Yaml, rendered: &
 }
 
 /// The value at a path of [`template::templated_strings`] (`env.PGPORT`, `argv[2]`).
-fn value_at<'a>(v: &'a mut Yaml, path: &str) -> Option<&'a mut Yaml> {
+pub(super) fn value_at<'a>(v: &'a mut Yaml, path: &str) -> Option<&'a mut Yaml> {
     let mut cur = v;
     for part in path.split('.').filter(|p| !p.is_empty()) {
         let (key, indexes) = match part.find('[') {

@@ -256,6 +256,9 @@ pub enum Event {
         suite: usize,
         name: String,
         outcome: SuiteOutcome,
+        /// The exit code the run of this suite comes to: an environment error (3) or invalid
+        /// input (2) is not a failed check, and the history keeps them apart.
+        exit: crate::error::ExitCode,
         duration: Duration,
         message: Option<String>,
     },

@@ -13,6 +13,7 @@
 mod attempt;
 pub mod event;
 mod nested;
+mod preflight;
 mod scope;
 pub mod signal;
 mod sink;
@@ -84,6 +85,8 @@ pub struct Executor {
     next_suite: AtomicUsize,
     /// `--yes`: confirmation steps pass without asking.
     assume_yes: AtomicBool,
+    /// `--rto`: the recovery objective of the drill's `drill.rto` steps.
+    rto_objective: Mutex<Option<Duration>>,
     me: Weak<Executor>,
 }
 
@@ -101,6 +104,7 @@ impl Executor {
             cause,
             next_suite: AtomicUsize::new(0),
             assume_yes: AtomicBool::new(false),
+            rto_objective: Mutex::new(None),
             me: me.clone(),
         })
     }
@@ -108,6 +112,14 @@ impl Executor {
     /// Confirm on the operator's behalf (`pgdrill run --yes`).
     pub fn assume_yes(&self, yes: bool) {
         self.assume_yes.store(yes, Ordering::SeqCst);
+    }
+
+    /// Hold every `drill.rto` step to this recovery time objective instead of its `target`
+    /// (`pgdrill run --rto`).
+    pub fn rto_objective(&self, rto: Option<Duration>) {
+        if let Ok(mut r) = self.rto_objective.lock() {
+            *r = rto;
+        }
     }
 
     pub fn sink(&self) -> &Sink {
@@ -155,10 +167,12 @@ impl Executor {
         let secrets = scope::load_secrets(&self.redactor, rb, given)?;
         let vars = runbook::resolve_vars(rb, overrides, &env)?;
         let lets = runbook::resolve_lets(rb, &vars, &env)?;
+        preflight::check(rb, &vars, &lets, &env)?;
         crate::redact::register_run_inputs(&self.redactor, rb, &vars, &env, &secrets);
         let run = json!({ "status": "running", "message": null, "elapsed_s": 0 });
         let run = run.as_object().cloned().unwrap_or_default();
-        let mut scope = Scope { cx, resources: Resources::default(), vars, lets, env, secrets, steps: Map::new(), run };
+        let mut scope =
+            Scope { cx, resources: Resources::default(), vars, lets, env, secrets, steps: Arc::default(), run };
 
         let suite = self.next_suite.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
@@ -223,7 +237,7 @@ impl Executor {
                 if ok { "within" } else { "exceeds budget" },
                 humantime::format_duration(target)
             );
-            self.emit_budget(suite, "rto", took, ok, &msg);
+            self.emit_budget(suite, "rto", (took, target), ok, &msg);
             if !ok {
                 state.budget_missed(&msg);
             }
@@ -253,10 +267,11 @@ impl Executor {
             suite,
             name: rb.name.clone(),
             outcome,
+            exit,
             duration: started.elapsed(),
             message: message.clone(),
         });
-        Ok(SuiteResult { outcome, exit, message, outputs: scope.steps })
+        Ok(SuiteResult { outcome, exit, message, outputs: Arc::unwrap_or_clone(scope.steps) })
     }
 
     fn emit_not_run(&self, suite: usize, rb: &Runbook, step: &StepDef, phase: Phase, why: &str) {
@@ -282,7 +297,9 @@ impl Executor {
         }));
     }
 
-    fn emit_budget(&self, suite: usize, name: &str, took: Duration, ok: bool, msg: &str) {
+    /// A budget's record: what it measured and its target in its outputs, for every report.
+    fn emit_budget(&self, suite: usize, name: &str, (took, target): (Duration, Duration), ok: bool, msg: &str) {
+        let secs = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
         self.sink.emit(Event::StepFinished(StepRecord {
             suite,
             path: format!("targets.{name}"),
@@ -297,7 +314,7 @@ impl Executor {
             duration: took,
             attempts: 1,
             message: Some(msg.to_string()),
-            outputs: Json::Object(Map::new()),
+            outputs: json!({ "measured_s": secs(took), "target_s": secs(target) }),
             log: Vec::new(),
             rollback: None,
             notice: None,

@@ -3,6 +3,7 @@
 //! outputs for the steps after it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value as Json};
 
@@ -22,18 +23,42 @@ pub(super) struct Scope {
     pub(super) lets: Map<String, Json>,
     pub(super) env: Map<String, Json>,
     pub(super) secrets: Map<String, Json>,
-    pub(super) steps: Map<String, Json>,
+    /// Shared with the template contexts of running steps (see [`StepsView`]); a finished
+    /// step's outputs are added with `Arc::make_mut`, when no context holds it any more.
+    pub(super) steps: Arc<Map<String, Json>>,
     /// `run.status` (`running`, then `passed`, `failed` or `interrupted` for `finally`),
     /// `run.message` and `run.elapsed_s`: what a `finally` step needs to record a result.
     pub(super) run: Map<String, Json>,
 }
 
 impl Scope {
+    /// What a step's templates read. `steps` is a view of the map, not a copy: converting
+    /// every earlier step's outputs for each step made a run of n steps cost n² (10,000
+    /// trivial steps took minutes); a view converts only what a template reads.
     pub(super) fn context(&self) -> minijinja::Value {
-        minijinja::Value::from_serialize(json!({
-            "vars": self.vars, "let": self.lets, "env": self.env, "secrets": self.secrets, "steps": self.steps,
-            "run": self.run,
-        }))
+        use minijinja::Value;
+        minijinja::context! {
+            vars => Value::from_serialize(&self.vars),
+            let => Value::from_serialize(&self.lets),
+            env => Value::from_serialize(&self.env),
+            secrets => Value::from_serialize(&self.secrets),
+            steps => Value::from_object(StepsView(self.steps.clone())),
+            run => Value::from_serialize(&self.run),
+        }
+    }
+}
+
+/// The `steps` of a template context: each step's entry converted when a template reads it.
+#[derive(Debug)]
+struct StepsView(Arc<Map<String, Json>>);
+
+impl minijinja::value::Object for StepsView {
+    fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        self.0.get(key.as_str()?).map(minijinja::Value::from_serialize)
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Values(self.0.keys().map(|k| minijinja::Value::from(k.as_str())).collect())
     }
 }
 
@@ -103,5 +128,5 @@ pub(super) fn store_outputs(scope: &mut Scope, step: &StepDef, rec: &StepRecord)
         ),
     );
     o.insert("duration_s".into(), json!((rec.duration.as_secs_f64() * 1000.0).round() / 1000.0));
-    scope.steps.insert(id.clone(), Json::Object(o));
+    Arc::make_mut(&mut scope.steps).insert(id.clone(), Json::Object(o));
 }

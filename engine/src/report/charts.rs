@@ -21,14 +21,21 @@ fn fmt_value(v: f64, unit: &str) -> String {
     }
 }
 
-/// One chart: `points` (label, value) oldest first, an optional target line.
-pub fn chart(title: &str, unit: &str, points: &[(String, f64)], target: Option<f64>) -> String {
+/// One point of a chart: its label (the run's time), its value and the target that run was
+/// held to (targets change between runs: each point is judged against its own).
+pub type Point = (String, f64, Option<f64>);
+
+/// One chart: `points` oldest first. The targets are drawn as a dashed line through each
+/// run's own target, and a point is red when it exceeded its own run's target, never a
+/// later run's.
+pub fn chart(title: &str, unit: &str, points: &[Point]) -> String {
     let mut out = format!("<figure class=\"chart\"><figcaption>{}</figcaption>", esc(title));
     if points.is_empty() {
         out.push_str("<p>not measured in these runs</p></figure>");
         return out;
     }
-    let max = points.iter().map(|p| p.1).chain(target).fold(0.0_f64, f64::max).max(1e-9) * 1.1;
+    let target = points.iter().rev().find_map(|p| p.2);
+    let max = points.iter().flat_map(|p| [Some(p.1), p.2]).flatten().fold(0.0_f64, f64::max).max(1e-9) * 1.1;
     let n = points.len();
     let x =
         |i: usize| if n == 1 { PAD + (W - 2.0 * PAD) / 2.0 } else { PAD + i as f64 * (W - 2.0 * PAD) / (n - 1) as f64 };
@@ -50,25 +57,41 @@ pub fn chart(title: &str, unit: &str, points: &[(String, f64)], target: Option<f
         H - PAD / 2.0
     ));
     if let Some(t) = target {
+        // A step line through each run's own target (flat when it never changed), from the
+        // chart's left edge to its right one.
+        let mut steps = Vec::new();
+        let mut last: Option<f64> = None;
+        for (i, p) in points.iter().enumerate() {
+            let Some(pt) = p.2 else { continue };
+            let left = if steps.is_empty() { PAD } else { x(i) };
+            if let Some(prev) = last {
+                steps.push(format!("{left:.1},{:.1}", y(prev)));
+            }
+            steps.push(format!("{left:.1},{:.1}", y(pt)));
+            last = Some(pt);
+        }
+        steps.push(format!("{:.1},{:.1}", W - PAD, y(t)));
         out.push_str(&format!(
-            "<line class=\"target\" x1=\"{PAD}\" y1=\"{yt:.1}\" x2=\"{r}\" y2=\"{yt:.1}\" stroke=\"#c00\" stroke-dasharray=\"6 4\"/><text x=\"{r}\" y=\"{ty:.1}\" font-size=\"10\" text-anchor=\"end\" fill=\"#c00\">target {}</text>",
+            "<polyline class=\"target\" fill=\"none\" points=\"{}\" stroke=\"#c00\" stroke-dasharray=\"6 4\"/><text x=\"{r}\" y=\"{ty:.1}\" font-size=\"10\" text-anchor=\"end\" fill=\"#c00\">target {}</text>",
+            steps.join(" "),
             esc(&fmt_value(t, unit)),
             r = W - PAD,
-            yt = y(t),
             ty = y(t) - 3.0
         ));
     }
     let pts: Vec<String> = points.iter().enumerate().map(|(i, p)| format!("{:.1},{:.1}", x(i), y(p.1))).collect();
     out.push_str(&format!("<polyline fill=\"none\" stroke=\"#036\" stroke-width=\"2\" points=\"{}\"/>", pts.join(" ")));
-    for (i, (label, v)) in points.iter().enumerate() {
-        let over = target.is_some_and(|t| *v > t);
+    for (i, (label, v, own)) in points.iter().enumerate() {
+        let over = own.is_some_and(|t| *v > t);
+        let against = own.map(|t| format!(" (target {})", fmt_value(t, unit))).unwrap_or_default();
         out.push_str(&format!(
-            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{}\"><title>{}: {}</title></circle>",
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{}\"><title>{}: {}{}</title></circle>",
             x(i),
             y(*v),
             if over { "#c00" } else { "#036" },
             esc(label),
-            esc(&fmt_value(*v, unit))
+            esc(&fmt_value(*v, unit)),
+            esc(&against)
         ));
     }
     if let (Some(first), Some(last)) = (points.first(), points.last()) {
@@ -93,24 +116,25 @@ pub fn section(history: &str, runbook: Option<&str>, last: usize) -> String {
     lines.sort_by_key(|v| v["finished_at"].as_str().unwrap_or_default().to_string());
     let start = lines.len().saturating_sub(last);
     let lines = &lines[start..];
-    let series = |key: &str| -> Vec<(String, f64)> {
+    // Each run's value with the target that run was held to.
+    let series = |key: &str, target: Option<&str>| -> Vec<Point> {
         lines
             .iter()
             .filter_map(|v| {
-                v[key].as_f64().map(|x| (v["finished_at"].as_str().unwrap_or("").chars().take(16).collect(), x))
+                let own = target.and_then(|t| v[t].as_f64());
+                v[key].as_f64().map(|x| (v["finished_at"].as_str().unwrap_or("").chars().take(16).collect(), x, own))
             })
             .collect()
     };
-    let target = |key: &str| lines.iter().rev().find_map(|v| v[key].as_f64());
     let mut out = format!(
         "<section class=\"history\"><h2>History: the last {} run(s){}</h2>",
         lines.len(),
         runbook.map(|r| format!(" of {}", esc(r))).unwrap_or_default()
     );
-    out.push_str(&chart("RTO (recovery time)", "s", &series("rto_s"), target("rto_target_s")));
-    out.push_str(&chart("RPO (data that would be lost)", "s", &series("rpo_s"), target("rpo_target_s")));
-    out.push_str(&chart("Run duration", "s", &series("duration_s"), None));
-    out.push_str(&chart("Backup size", "bytes", &series("backup_size_bytes"), None));
+    out.push_str(&chart("RTO (recovery time)", "s", &series("rto_s", Some("rto_target_s"))));
+    out.push_str(&chart("RPO (data that would be lost)", "s", &series("rpo_s", Some("rpo_target_s"))));
+    out.push_str(&chart("Run duration", "s", &series("duration_s", None)));
+    out.push_str(&chart("Backup size", "bytes", &series("backup_size_bytes", None)));
     out.push_str("</section>");
     out
 }

@@ -139,8 +139,15 @@ pub fn build(run: &Value) -> Value {
                         "size": f["size"],
                     })),
                     "objective" => {
-                        // A verify's RPO is the age of the backup it proved restorable.
-                        let name = if f["objective"] == "rto" { "RTO" } else { "RPO" };
+                        // RPO is only ever measured from the data a drill found in the recovered
+                        // copy; the age of the backup a verify proved restorable is filed under
+                        // its own name (it once went in as "RPO", and a quickstart among drills
+                        // made the RPO trend "fall" to 0 s).
+                        let name = match f["objective"].as_str() {
+                            Some("rto") => "RTO",
+                            Some("rpo") => "RPO",
+                            _ => "Backup age",
+                        };
                         objectives.push(json!({
                             "name": name,
                             "measured_s": f["measured_s"],
@@ -159,7 +166,7 @@ pub fn build(run: &Value) -> Value {
                 objectives.push(json!({
                     "name": format!("{} budget of {}", s["label"].as_str().unwrap_or_default(), suite["name"].as_str().unwrap_or_default()),
                     "measured_s": s["duration"],
-                    "target_s": Value::Null,
+                    "target_s": s["outputs"]["target_s"],
                     "outcome": s["outcome"],
                     "message": s["message"],
                 }));
@@ -171,7 +178,8 @@ pub fn build(run: &Value) -> Value {
         "kind": run_kind(&suites),
         "runbook": top["name"],
         "file": top["file"],
-        "outcome": run["outcome"],
+        "outcome": run_outcome(run),
+        "exit_code": run["exit_code"],
         "message": top["message"],
         "started_at": run["started_at"],
         "finished_at": run["finished_at"],
@@ -184,6 +192,16 @@ pub fn build(run: &Value) -> Value {
         "phases": phases,
         "checks": checks,
     })
+}
+
+/// The run's outcome for the compliance record and the history: `errored` when it ended
+/// with an environment error (exit 3) or invalid input (exit 2), which are no verdict on a
+/// backup; else what the run record says (`passed`, `failed`, `interrupted`).
+fn run_outcome(run: &Value) -> Value {
+    match run["exit_code"].as_i64() {
+        Some(2 | 3) => Value::from("errored"),
+        _ => run["outcome"].clone(),
+    }
 }
 
 /// What a run was, for `pgdrill report`, which judges drills apart from the daily backup
@@ -291,8 +309,10 @@ fn objective(report: &Value, name: &str) -> (Value, Value) {
         .unwrap_or((Value::Null, Value::Null))
 }
 
-/// Write report.json, report.md, report.html and append to history.jsonl in `dir`.
-pub fn write(dir: &Path, run: &Value) -> Result<(), Error> {
+/// Write report.json, report.md, report.html and append to history.jsonl in `dir`. Returns
+/// the dated copy of this run's page (`report-YYYYMMDDhhmmss-NNNNNNNNN.html`), which
+/// `prune_dated` never removes.
+pub fn write(dir: &Path, run: &Value) -> Result<Option<std::path::PathBuf>, Error> {
     let report = build(run);
     write_atomic(&dir.join("report.json"), |w| {
         serde_json::to_writer_pretty(&mut *w, &report).map_err(std::io::Error::other)?;
@@ -305,17 +325,21 @@ pub fn write(dir: &Path, run: &Value) -> Result<(), Error> {
 
     let (rto, rto_target) = objective(&report, "RTO");
     let (rpo, rpo_target) = objective(&report, "RPO");
+    let (backup_age, backup_age_target) = objective(&report, "Backup age");
     let line = json!({
         "schema": HISTORY_SCHEMA,
         "kind": report["kind"],
         "finished_at": report["finished_at"],
         "runbook": report["runbook"],
         "outcome": report["outcome"],
+        "exit_code": report["exit_code"],
         "duration_s": report["duration_s"],
         "rto_s": rto,
         "rto_target_s": rto_target,
         "rpo_s": rpo,
         "rpo_target_s": rpo_target,
+        "backup_age_s": backup_age,
+        "backup_age_target_s": backup_age_target,
         "backup_sha256": report["backups"].as_array().and_then(|b| b.first()).map(|b| b["sha256"].clone()),
         "backup_size_bytes": report["backups"].as_array().and_then(|b| b.first()).map(|b| b["size"].clone()),
     });
@@ -334,31 +358,68 @@ pub fn write(dir: &Path, run: &Value) -> Result<(), Error> {
     let charts = super::charts::section(&history, report["runbook"].as_str(), 50);
     let html = html.replacen("</body>", &format!("{charts}</body>"), 1);
     write_atomic(&dir.join("report.html"), |w| w.write_all(html.as_bytes()))?;
-    let stamp: String =
-        report["finished_at"].as_str().unwrap_or_default().chars().filter(|c| c.is_ascii_digit()).take(14).collect();
-    if !stamp.is_empty() {
-        write_atomic(&dir.join(format!("report-{stamp}.html")), |w| w.write_all(html.as_bytes()))?;
-    }
-    Ok(())
+    let Some(dated) = dated_name(dir, report["finished_at"].as_str().unwrap_or_default()) else { return Ok(None) };
+    write_atomic(&dated, |w| w.write_all(html.as_bytes()))?;
+    Ok(Some(dated))
 }
 
-/// Keep the newest `keep` dated reports (`report-YYYYMMDDhhmmss.html`) in `dir`.
-pub fn prune_dated(dir: &Path, keep: usize) -> Result<usize, Error> {
-    let mut dated: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+/// A dated page's name for a run that finished at `finished_at` (RFC 3339): to the
+/// nanosecond, so runs in the same second keep a page each (one-second names let three runs
+/// leave one page, and the failed run's page, the auditor's evidence, was lost); a name
+/// already taken gets `-2`, `-3`... rather than replacing another run's page.
+fn dated_name(dir: &Path, finished_at: &str) -> Option<std::path::PathBuf> {
+    let (date, rest) = finished_at.split_once('T')?;
+    let secs: String = date.chars().chain(rest.chars().take(8)).filter(|c| c.is_ascii_digit()).collect();
+    if secs.len() != 14 {
+        return None;
+    }
+    let frac: String =
+        rest.split_once('.').map(|(_, f)| f.chars().take_while(char::is_ascii_digit).collect()).unwrap_or_default();
+    let stamp = format!("{secs}-{frac:0<9}");
+    (1..)
+        .map(|n| if n == 1 { format!("report-{stamp}.html") } else { format!("report-{stamp}-{n}.html") })
+        .map(|name| dir.join(name))
+        .take(1000)
+        .find(|p| !p.exists())
+}
+
+/// The sort key of a dated page's file name: (`YYYYMMDDhhmmss`, nanoseconds, `-N`), or
+/// `None` for any other file. One-second names of earlier versions sort before the
+/// sub-second names of the same second.
+pub(super) fn dated_key(name: &str) -> Option<(String, u32, u32)> {
+    let stamp = name.strip_prefix("report-")?.strip_suffix(".html")?;
+    let mut parts = stamp.split('-');
+    let secs = parts.next().filter(|d| d.len() == 14 && d.bytes().all(|b| b.is_ascii_digit()))?;
+    let nanos = match parts.next() {
+        None => 0,
+        Some(n) if n.len() == 9 && n.bytes().all(|b| b.is_ascii_digit()) => n.parse().ok()?,
+        Some(_) => return None,
+    };
+    let nth = match parts.next() {
+        None => 1,
+        Some(n) => n.parse().ok().filter(|n| *n >= 2)?,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((secs.to_string(), nanos, nth))
+}
+
+/// Keep the newest `keep` dated reports (`report-YYYYMMDDhhmmss-NNNNNNNNN.html`) in `dir`.
+/// `current`, this run's own page, is never removed and counts as one of them: `--keep 0`
+/// keeps it alone.
+pub fn prune_dated(dir: &Path, keep: usize, current: Option<&Path>) -> Result<usize, Error> {
+    let mut dated: Vec<((String, u32, u32), std::path::PathBuf)> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(format!("reading {}", dir.display()), e))?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.strip_prefix("report-")
-                    .and_then(|r| r.strip_suffix(".html"))
-                    .is_some_and(|d| d.len() == 14 && d.chars().all(|c| c.is_ascii_digit()))
-            })
-        })
+        .filter(|p| current.is_none_or(|c| c.file_name() != p.file_name()))
+        .filter_map(|p| p.file_name().and_then(|n| n.to_str()).and_then(dated_key).map(|k| (k, p.clone())))
         .collect();
     dated.sort();
-    let extra = dated.len().saturating_sub(keep);
-    for p in &dated[..extra] {
+    let keep_others = keep.saturating_sub(usize::from(current.is_some()));
+    let extra = dated.len().saturating_sub(keep_others);
+    for (_, p) in &dated[..extra] {
         std::fs::remove_file(p).map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
     }
     Ok(extra)

@@ -60,18 +60,21 @@ impl JsonRecord {
                     "started_at": s.started_at.format(fmt).unwrap_or_default(),
                     "duration": (s.duration.as_secs_f64() * 1000.0).round() / 1000.0,
                     "outcome": s.outcome,
+                    "exit_code": s.exit.map(|e| e.code()),
                     "message": s.message,
                     "steps": s.steps,
                 })
             })
             .collect();
         let outcome = self.suites.list.first().and_then(|s| s.outcome);
+        let exit_code = self.suites.list.first().and_then(|s| s.exit).map(|e| e.code());
         json!({
             "schema": SCHEMA,
             "pgdrill_version": env!("CARGO_PKG_VERSION"),
             "started_at": self.started_at.format(fmt).unwrap_or_default(),
             "finished_at": time::OffsetDateTime::now_utc().format(fmt).unwrap_or_default(),
             "outcome": outcome,
+            "exit_code": exit_code,
             "suites": suites,
         })
     }
@@ -88,13 +91,14 @@ impl Reporter for JsonRecord {
             serde_json::to_writer_pretty(&mut *w, &v).map_err(std::io::Error::other)?;
             w.write_all(b"\n")
         })?;
-        super::compliance::write(&self.dir, &v)?;
+        let dated = super::compliance::write(&self.dir, &v)?;
         if let Some(r) = &self.remote {
             let handle = tokio::runtime::Handle::current();
-            return tokio::task::block_in_place(|| handle.block_on(r.publish(self.keep)));
+            let current = dated.as_deref().and_then(|p| p.file_name()).and_then(|n| n.to_str());
+            return tokio::task::block_in_place(|| handle.block_on(r.publish(self.keep, current)));
         }
         if let Some(k) = self.keep {
-            super::compliance::prune_dated(&self.dir, k)?;
+            super::compliance::prune_dated(&self.dir, k, dated.as_deref())?;
         }
         Ok(())
     }

@@ -20,21 +20,36 @@ impl Junit {
         Junit { path, suites: Suites::default() }
     }
 
-    fn xml(&self) -> junit_report::Report {
+    /// The report, and the reason of each skipped testcase in document order (the library
+    /// writes `<skipped/>` without one; `with_skip_reasons` adds them).
+    fn xml(&self) -> (junit_report::Report, Vec<String>) {
+        let mut skipped = Vec::new();
         let mut report = ReportBuilder::new();
         for s in &self.suites.list {
             let mut suite = TestSuiteBuilder::new(&xml_text(&s.name));
             suite.set_timestamp(s.started_at);
             let names: Vec<String> = s.steps.iter().map(display_name).collect();
+            // How many steps share each name, counted once (counting per step was n²).
+            let mut shared: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+            for n in &names {
+                *shared.entry(n.as_str()).or_default() += 1;
+            }
             for (r, shown) in s.steps.iter().zip(&names) {
                 // Steps are told apart by position: a name two steps share gets it added.
-                let name = if names.iter().filter(|n| *n == shown).count() > 1 {
+                let name = if shared.get(shown.as_str()).copied().unwrap_or(0) > 1 {
                     format!("{shown} [{}]", r.path)
                 } else {
                     shown.clone()
                 };
                 let name = xml_text(&name);
-                let time = junit_report::Duration::try_from(r.duration).unwrap_or_default();
+                // A budget's measure is the whole run, whose steps are already counted: as its
+                // own time it would count the run twice in the suite's (its value is in the
+                // message).
+                let time = if r.phase == crate::exec::Phase::Budget {
+                    junit_report::Duration::ZERO
+                } else {
+                    junit_report::Duration::try_from(r.duration).unwrap_or_default()
+                };
                 let msg = xml_text(r.message.as_deref().unwrap_or_default());
                 // A failure's message ends with where the step is written, so a CI page links
                 // the failure to its runbook line.
@@ -46,7 +61,10 @@ impl Junit {
                 };
                 let mut tc = match r.outcome {
                     Outcome::Passed => TestCase::success(&name, time),
-                    Outcome::Skipped => TestCase::skipped(&name),
+                    Outcome::Skipped => {
+                        skipped.push(if msg.is_empty() { "skipped".to_string() } else { msg.clone() });
+                        TestCase::skipped(&name)
+                    }
                     Outcome::Failed => TestCase::failure(&name, time, "failed", &failure),
                     Outcome::TimedOut => TestCase::failure(&name, time, "timed_out", &failure),
                     Outcome::Errored => {
@@ -87,8 +105,45 @@ impl Junit {
             }
             report.add_testsuite(suite.build());
         }
-        report.build()
+        (report.build(), skipped)
     }
+}
+
+/// `xml` with each `<skipped/>` element, in order, given its reason as `message`. Only
+/// markup counts: text inside CDATA sections (a step's log) is copied as it is.
+fn with_skip_reasons(xml: &str, reasons: &[String]) -> String {
+    const SKIPPED: &str = "<skipped/>";
+    let mut out = String::with_capacity(xml.len() + reasons.iter().map(String::len).sum::<usize>() * 2);
+    let mut rest = xml;
+    let mut reasons = reasons.iter();
+    loop {
+        let next_cdata = rest.find("<![CDATA[");
+        let next_skip = rest.find(SKIPPED);
+        match (next_skip, next_cdata) {
+            (Some(s), c) if c.is_none_or(|c| s < c) => {
+                out.push_str(&rest[..s]);
+                match reasons.next() {
+                    Some(why) => out.push_str(&format!("<skipped message=\"{}\"/>", attr(why))),
+                    None => out.push_str(SKIPPED),
+                }
+                rest = &rest[s + SKIPPED.len()..];
+            }
+            (_, Some(c)) => {
+                let end = rest[c..].find("]]>").map(|e| c + e + 3).unwrap_or(rest.len());
+                out.push_str(&rest[..end]);
+                rest = &rest[end..];
+            }
+            _ => {
+                out.push_str(rest);
+                return out;
+            }
+        }
+    }
+}
+
+/// Text as an XML attribute value.
+fn attr(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\n', "&#10;")
 }
 
 impl Reporter for Junit {
@@ -97,7 +152,12 @@ impl Reporter for Junit {
     }
 
     fn finish(&mut self) -> crate::Result<()> {
-        let report = self.xml();
-        write_atomic(&self.path, |w| report.write_xml(w).map_err(std::io::Error::other))
+        let (report, skipped) = self.xml();
+        let mut xml = Vec::new();
+        report
+            .write_xml(&mut xml)
+            .map_err(|e| crate::Error::io("writing the JUnit report", std::io::Error::other(e)))?;
+        let xml = with_skip_reasons(&String::from_utf8_lossy(&xml), &skipped);
+        write_atomic(&self.path, |w| w.write_all(xml.as_bytes()))
     }
 }

@@ -90,6 +90,7 @@ struct SuiteData {
     kind: Option<crate::runbook::RunKind>,
     started_at: time::OffsetDateTime,
     outcome: Option<crate::exec::SuiteOutcome>,
+    exit: Option<crate::error::ExitCode>,
     duration: std::time::Duration,
     message: Option<String>,
     steps: Vec<StepRecord>,
@@ -107,6 +108,7 @@ impl Suites {
                 kind: *kind,
                 started_at: *started_at,
                 outcome: None,
+                exit: None,
                 duration: std::time::Duration::ZERO,
                 message: None,
                 steps: Vec::new(),
@@ -124,9 +126,10 @@ impl Suites {
                     }
                 }
             }
-            Event::SuiteFinished { suite, outcome, duration, message, .. } => {
+            Event::SuiteFinished { suite, outcome, exit, duration, message, .. } => {
                 if let Some(s) = self.get(*suite) {
                     s.outcome = Some(*outcome);
+                    s.exit = Some(*exit);
                     s.duration = *duration;
                     s.message = message.clone();
                 }

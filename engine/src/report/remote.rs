@@ -3,7 +3,7 @@
 //! the store's history so the page's charts cover earlier runs, then publishes them:
 //!
 //! - `run.json`, `report.json`, `report.md`, `report.html`: the latest run's, replaced;
-//! - `report-YYYYMMDDhhmmss.html`: one per run, kept (`--keep N` deletes the oldest);
+//! - `report-YYYYMMDDhhmmss-NNNNNNNNN.html`: one per run, kept (`--keep N` deletes the oldest);
 //! - the history, with append semantics on a store that has none: one object per run,
 //!   `history/<time>-<random>.jsonl`, created without replacing anything; readers
 //!   (`pgdrill report`, the next run's charts) concatenate them in name order.
@@ -44,8 +44,9 @@ impl RemoteReport {
         &self.local
     }
 
-    /// Publish what the reporters wrote; keep only the newest `keep` dated pages.
-    pub async fn publish(&self, keep: Option<usize>) -> Result<(), Error> {
+    /// Publish what the reporters wrote; keep only the newest `keep` dated pages, never
+    /// removing `current`, this run's own (it counts as one of them).
+    pub async fn publish(&self, keep: Option<usize>, current: Option<&str>) -> Result<(), Error> {
         let env = |m: String| Error::environment(m);
         let mut files: Vec<String> = std::fs::read_dir(self.dir())
             .map_err(|e| Error::io(format!("reading {}", self.dir().display()), e))?
@@ -75,16 +76,19 @@ impl RemoteReport {
             self.remote.create(&name, history[self.seeded..].to_vec()).await.map_err(env)?;
         }
         if let Some(k) = keep {
-            let dated: Vec<String> = self
+            let mut dated: Vec<((String, u32, u32), String)> = self
                 .remote
                 .names_in("")
                 .await
                 .map_err(env)?
                 .into_iter()
-                .filter(|n| n.starts_with("report-") && n.ends_with(".html"))
+                .filter(|n| Some(n.as_str()) != current)
+                .filter_map(|n| super::compliance::dated_key(&n).map(|k| (k, n)))
                 .collect();
             // Names carry the time: the oldest sort first.
-            for old in dated.iter().take(dated.len().saturating_sub(k)) {
+            dated.sort();
+            let keep_others = k.saturating_sub(usize::from(current.is_some()));
+            for (_, old) in dated.iter().take(dated.len().saturating_sub(keep_others)) {
                 self.remote.delete(old).await.map_err(env)?;
             }
         }

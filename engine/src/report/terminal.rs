@@ -230,7 +230,7 @@ impl Reporter for Terminal {
                 let why = message.as_deref().map(|m| format!(": {}", visible(m))).unwrap_or_default();
                 self.line(&format!("{}  {word:<12} {}{why}", self.indent(*suite), visible(label)));
             }
-            Event::SuiteFinished { suite, name, outcome, duration, message } => {
+            Event::SuiteFinished { suite, name, outcome, duration, message, .. } => {
                 let word = match outcome {
                     SuiteOutcome::Passed => "passed",
                     SuiteOutcome::Failed => "FAILED",

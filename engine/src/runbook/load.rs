@@ -59,7 +59,63 @@ pub fn load_checked(path: &Path) -> Result<Runbook, Error> {
         all.push(d);
         return Err(Error::Runbook(all));
     }
+    let mut diags = Diagnostics::default();
+    nested_vars(&rb, &mut Vec::new(), &mut diags);
+    if !diags.is_empty() {
+        return Err(Error::Runbook(diags));
+    }
     Ok(rb)
+}
+
+/// Every written-out `runbook` step's `vars:` against the nested runbook's declarations: a
+/// name it does not declare, or a variable it needs (declared `~`) that is not given, is
+/// found here, not when the nested runbook starts after the steps before it have run.
+fn nested_vars(rb: &Runbook, done: &mut Vec<String>, diags: &mut Diagnostics) {
+    let key = nesting_key(rb);
+    if done.contains(&key) || done.len() > MAX_NESTING {
+        return;
+    }
+    done.push(key);
+    for step in rb.all_steps().filter(|s| s.uses == steps::nested::RUNBOOK.name) {
+        let Some(p) = step.with.get("path").and_then(Yaml::as_str).filter(|p| !p.contains("{{")) else { continue };
+        let full = if Path::new(p).is_absolute() { PathBuf::from(p) } else { rb.base_dir.join(p) };
+        let Ok(child) = load_runbook_ref(&full) else { continue };
+        let given = match step.with.get("vars") {
+            None => serde_yaml::Mapping::new(),
+            Some(Yaml::Mapping(m)) => m.clone(),
+            // A templated `vars:` is known only when the step runs.
+            Some(_) => continue,
+        };
+        for k in given.keys().filter_map(Yaml::as_str) {
+            if !child.vars.contains_key(k) {
+                let help = suggest::help(k, child.vars.keys().map(String::as_str))
+                    .or_else(|| Some(format!("runbook `{}` declares: {}", child.name, declared(&child))));
+                let d = rb.diagnostic_at(
+                    &format!("{}.with.vars.{k}", step.path),
+                    format!("runbook `{}` ({p}) has no variable `{k}`", child.name),
+                );
+                diags.push(d.with_help(help));
+            }
+        }
+        for (name, default) in &child.vars {
+            if default.is_none() && !given.contains_key(name.as_str()) {
+                let at = if step.with.get("vars").is_some() { ".with.vars" } else { ".with" };
+                let d = rb.diagnostic_at(
+                    &format!("{}{at}", step.path),
+                    format!("runbook `{}` ({p}) needs a value for variable `{name}`", child.name),
+                );
+                diags.push(d.with_help(Some(format!("give it under `vars:`, for example `{name}: ...`"))));
+            }
+        }
+        nested_vars(&child, done, diags);
+    }
+}
+
+fn declared(rb: &Runbook) -> String {
+    if rb.vars.is_empty() {
+        return "no variables".into();
+    }
+    rb.vars.keys().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ")
 }
 
 /// A nesting cycle: every hop as (`file:line:col` of the `path:` that nests, key of the

@@ -668,7 +668,18 @@ impl Checker<'_> {
 
     /// The typed step; `uses` is checked by the caller.
     fn step_def(&mut self, raw: RawStep, uses: String, path: String, ids: &mut HashMap<String, String>) -> StepDef {
-        let timeout = raw.timeout.as_deref().and_then(|t| self.duration(t, &format!("{path}.timeout")));
+        let timeout_path = format!("{path}.timeout");
+        let timeout = raw.timeout.as_deref().and_then(|t| self.duration(t, &timeout_path));
+        // A zero timeout races the step's first poll: its verdict would be chance.
+        if timeout == Some(Duration::ZERO) {
+            let d = self.diag(
+                self.spans.value(&timeout_path),
+                format!("{}: a timeout of 0 ends the step before it can start", describe_path(&timeout_path)),
+            );
+            self.diags.push(
+                d.with_help(Some("give the longest the step may take (`90s`, `15m`), or remove `timeout`".into())),
+            );
+        }
         let retry = match raw.retry {
             None => Retry::default(),
             Some(RawRetry::Count(n)) => Retry { count: n, ..Retry::default() },
@@ -680,13 +691,19 @@ impl Checker<'_> {
                     .and_then(|d| self.duration(d, &format!("{path}.retry.delay")))
                     .unwrap_or(Duration::from_secs(1)),
                 backoff: match f.backoff {
-                    Some(b) if b >= 1.0 && b.is_finite() => b,
+                    Some(b) if (1.0..=MAX_BACKOFF).contains(&b) => b,
                     Some(b) => {
                         let d = self.diag(
                             self.spans.value(&format!("{path}.retry.backoff")),
-                            format!("retry backoff {b} must be a number of at least 1"),
+                            format!(
+                                "{}: retry backoff {} must be a number from 1 to {MAX_BACKOFF}",
+                                describe_path(&format!("{path}.retry.backoff")),
+                                steps::de::float_text(b)
+                            ),
                         );
-                        self.diags.push(d);
+                        self.diags.push(d.with_help(Some(
+                            "each retry waits `backoff` times longer than the one before: 2 doubles the wait".into(),
+                        )));
                         1.0
                     }
                     None => 1.0,
@@ -878,6 +895,29 @@ impl Checker<'_> {
         }
     }
 
+    /// A `when:` that reads an output of step `id`, which its own `when:` (or its group's)
+    /// may skip: a skipped step has no outputs, so the condition would fail at run time,
+    /// after the steps before it ran. Written guards (`steps.x.outcome == 'passed' and ...`,
+    /// `... is defined`) make it safe.
+    fn check_maybe_skipped(&mut self, rb: &Runbook, id: &str, r: &str, src: &str, pos: Pos) {
+        let Some(target) = rb.all_steps().find(|s| s.id.as_deref() == Some(id)) else { return };
+        if target.when.is_none() && target.group_when.is_none() {
+            return;
+        }
+        let squeezed: String = src.split_whitespace().collect::<Vec<_>>().join(" ");
+        let guarded = squeezed.contains(&format!("steps.{id}.outcome"))
+            || squeezed.contains(&format!("steps.{id} is defined"))
+            || squeezed.contains(&format!("{r} is defined"));
+        if guarded {
+            return;
+        }
+        let d = self.diag(
+            pos,
+            format!("`when:` reads `{r}`, but step `{id}` may be skipped (it has a `when:`), and a skipped step has no outputs"),
+        );
+        self.diags.push(d.with_help(Some(format!("test `steps.{id}.outcome == 'passed'` first, or `{r} is defined`"))));
+    }
+
     fn check_var(&mut self, rb: &Runbook, v: &str, pos: Pos) {
         if rb.vars.contains_key(v) {
             return;
@@ -975,6 +1015,11 @@ impl Checker<'_> {
                         self.diags.push(self.diag(pos, msg).with_help(help));
                     }
                     ("steps", Some(id)) => {
+                        if is_condition
+                            && (field == Some("outputs") || field.is_some_and(|f| !STEP_FIELDS.contains(&f)))
+                        {
+                            self.check_maybe_skipped(rb, id, &r, &src, pos);
+                        }
                         if let Some(out) = field.filter(|f| !STEP_FIELDS.contains(f)) {
                             let d =
                                 self.diag(pos, format!("`steps.{id}.{out}` reads an output the old way (deprecated)"));
@@ -1006,16 +1051,33 @@ fn condition_text(w: Yaml) -> String {
     }
 }
 
-/// Parse `90s`, `15m`, `1h 30m`, or a bare number of seconds.
+/// The longest duration pgdrill accepts anywhere (a timeout, a delay, a retention window):
+/// a century. Longer is a typo (`1e300`), and the bound keeps every sum made from durations
+/// (a deadline, a retry's grown delay, a date minus a window) far from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600); // humantime's year: 365.25 days
+
+/// Parse `90s`, `15m`, `1h 30m`, or a bare number of seconds, up to [`MAX_DURATION`]. Never
+/// panics: a number too large for a `Duration` is an error like any other typo.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    if let Ok(secs) = t.parse::<f64>() {
-        if secs >= 0.0 && secs.is_finite() {
-            return Ok(Duration::from_secs_f64(secs));
-        }
+    let d = match t.parse::<f64>() {
+        Ok(secs) if secs >= 0.0 && secs.is_finite() => Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX),
+        _ => humantime::parse_duration(t).map_err(|e| e.to_string())?,
+    };
+    if d > MAX_DURATION {
+        return Err(format!("`{t}` is longer than the longest duration pgdrill accepts (100 years)"));
     }
-    humantime::parse_duration(t).map_err(|e| e.to_string())
+    Ok(d)
 }
+
+/// The delay before the next retry: `delay` times `backoff`, held at [`MAX_DURATION`] so that
+/// many retries of a large backoff grow the wait, never overflow it.
+pub fn next_delay(delay: Duration, backoff: f64) -> Duration {
+    Duration::try_from_secs_f64(delay.as_secs_f64() * backoff).unwrap_or(MAX_DURATION).min(MAX_DURATION)
+}
+
+/// The largest `retry.backoff`: each retry waits at most this many times the one before.
+pub const MAX_BACKOFF: f64 = 100.0;
 
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
@@ -1091,6 +1153,67 @@ mod tests {
             let rb = parse(s.path, s.text, PathBuf::new()).map_err(|d| d.to_string());
             assert!(rb.as_ref().is_ok_and(|r| r.kind.is_some()), "{} declares no kind: {:?}", s.path, rb.err());
         }
+    }
+
+    /// Regression: `1e300` as a duration panicked (`Duration::from_secs_f64`). A generated
+    /// table over the duration grammar (numbers in every form, every unit, combinations):
+    /// no entry panics, and whatever parses is at most `MAX_DURATION`.
+    #[test]
+    fn no_duration_text_panics_or_exceeds_the_bound() {
+        let numbers = [
+            "0",
+            "1",
+            "1.5",
+            "-1",
+            "-0",
+            "0.000000001",
+            "1e-300",
+            "1e300",
+            "1e19",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999",
+            "NaN",
+            "nan",
+            "inf",
+            "-inf",
+            "infinity",
+            "1_000",
+            "0x10",
+            ".",
+            "",
+            " ",
+            "5.",
+            ".5",
+            "1e",
+            "e5",
+            "3153600000",
+            "3153600001",
+            "3153600000.5",
+        ];
+        let units = ["", "s", "sec", "ns", "ms", "m", "min", "h", "d", "days", "w", "M", "y", "years", " parsecs"];
+        let mut seen = 0;
+        for n in numbers {
+            for u in units {
+                for text in [format!("{n}{u}"), format!("{n}{u} {n}{u}"), format!("1h {n}{u}")] {
+                    seen += 1;
+                    if let Ok(d) = parse_duration(&text) {
+                        assert!(d <= MAX_DURATION, "`{text}` gave {d:?}");
+                    }
+                }
+            }
+        }
+        assert!(seen > 1000);
+        assert!(parse_duration("1e300").is_err());
+        assert!(parse_duration("101y").is_err());
+        assert_eq!(parse_duration("100y").map(|d| d <= MAX_DURATION), Ok(true));
+        // Growing delays saturate.
+        let mut d = Duration::from_secs(1);
+        for _ in 0..100 {
+            d = next_delay(d, MAX_BACKOFF);
+        }
+        assert_eq!(d, MAX_DURATION);
+        assert_eq!(next_delay(Duration::from_secs(2), 1.5), Duration::from_secs(3));
     }
 
     #[test]

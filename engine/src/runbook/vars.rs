@@ -112,11 +112,13 @@ fn typed_like(v: &Yaml, default: Option<&Yaml>) -> Result<Yaml, String> {
             "false" | "no" | "off" | "0" | "" => Ok(Yaml::Bool(false)),
             _ => Err(format!("`{text}` is not true or false")),
         },
-        Some(Yaml::Number(_)) => Ok(t
+        // The README promises a number: `abc` is refused here, before any step starts,
+        // not found by the step that reads it after servers were started.
+        Some(Yaml::Number(_)) => t
             .parse::<i64>()
             .map(|n| Yaml::Number(n.into()))
-            .or_else(|_| t.parse::<f64>().map(|f| Yaml::Number(f.into())))
-            .unwrap_or_else(|_| v.clone())),
+            .or_else(|_| t.parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| Yaml::Number(f.into())).ok_or(()))
+            .map_err(|_| format!("`{text}` is not a number")),
         _ => Ok(v.clone()),
     }
 }

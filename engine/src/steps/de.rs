@@ -13,6 +13,15 @@ enum NumOrText {
     Text(String),
 }
 
+/// A float as a person wrote it: `1e300`, not its three hundred digits.
+pub fn float_text(f: f64) -> String {
+    if f.is_finite() && f.abs() >= 1e15 {
+        format!("{f:e}")
+    } else {
+        f.to_string()
+    }
+}
+
 /// An integer written as a number or as text.
 pub fn int<'de, D, T>(d: D) -> Result<T, D::Error>
 where
@@ -44,7 +53,7 @@ where
 pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = match NumOrText::deserialize(d)? {
         NumOrText::Int(i) => i.to_string(),
-        NumOrText::Float(f) => f.to_string(),
+        NumOrText::Float(f) => float_text(f),
         NumOrText::Text(s) => s,
     };
     crate::runbook::parse_duration(&text)
@@ -55,7 +64,7 @@ pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = match NumOrText::deserialize(d)? {
         NumOrText::Int(i) => i.to_string(),
-        NumOrText::Float(f) => f.to_string(),
+        NumOrText::Float(f) => float_text(f),
         NumOrText::Text(s) => s,
     };
     if text.trim().is_empty() {
@@ -70,7 +79,7 @@ pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>,
 pub fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(Some(match NumOrText::deserialize(d)? {
         NumOrText::Int(i) => i.to_string(),
-        NumOrText::Float(f) => f.to_string(),
+        NumOrText::Float(f) => float_text(f),
         // An empty rendering (`{{ x or '' }}`) means "not given".
         NumOrText::Text(s) if s.trim().is_empty() => return Ok(None),
         NumOrText::Text(s) => s,

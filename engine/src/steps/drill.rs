@@ -80,6 +80,9 @@ pub struct FixturesWith {
     scale: u32,
 }
 
+/// The largest fixture scale: about 100 GB of data.
+const MAX_SCALE: u32 = 100_000;
+
 fn all_fixtures() -> Vec<String> {
     DEFAULT_FIXTURES.iter().map(|n| n.to_string()).collect()
 }
@@ -91,6 +94,13 @@ impl With for FixturesWith {
     fn check(&self) -> Result<(), WithError> {
         if self.scale == 0 {
             return Err(WithError::new("scale", "scale must be at least 1"));
+        }
+        // Scale 1 is about 1 MB: beyond this the load would fill any disk before it ended.
+        if self.scale > MAX_SCALE {
+            return Err(WithError::new(
+                "scale",
+                format!("scale {} is more than {MAX_SCALE} (about 1 MB each)", self.scale),
+            ));
         }
         Ok(())
     }
@@ -455,11 +465,11 @@ async fn disaster(ctx: StepCtx, w: DisasterWith) -> Result<DisasterOutputs, Step
             let at = OffsetDateTime::now_utc();
             // An immediate stop, as a crash: no checkpoint, clients cut off.
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGQUIT);
-            for _ in 0..100 {
-                if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+            for _ in 0..500 {
+                if has_exited(pid) {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| StepError::environment(format!("deleting {}: {e}", dir.display())))?;
@@ -468,6 +478,23 @@ async fn disaster(ctx: StepCtx, w: DisasterWith) -> Result<DisasterOutputs, Step
         }
     };
     Ok(DisasterOutputs { at: rfc3339(at), at_epoch: at.unix_timestamp_nanos() as f64 / 1e9 })
+}
+
+/// Whether the process `pid` has ended. A server pgdrill started itself (the native
+/// provider) is its child: once dead it stays a zombie that `kill(pid, 0)` still finds, which
+/// made every `destroy_server` wait its full 5 s and put them into the RTO. So it is asked as
+/// its parent, with `WNOWAIT`: that sees the death at once and leaves the zombie for the
+/// server's own handle to reap at teardown, so its pid cannot be reused by another process
+/// while that handle still holds it. A server another process started (not our child) is
+/// gone when no signal reaches it.
+fn has_exited(pid: i32) -> bool {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    match waitid(Id::Pid(nix::unistd::Pid::from_raw(pid)), flags) {
+        Ok(WaitStatus::StillAlive) => false,
+        Ok(_) => true,
+        Err(_) => !crate::child::is_alive(pid),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -529,14 +556,16 @@ async fn rto(ctx: StepCtx, w: RtoWith) -> Result<RtoOutputs, StepError> {
             (k.clone(), s)
         })
         .collect();
-    let target = w.target.as_secs_f64();
+    // `run --rto` is the drill's recovery objective: it replaces the step's own target.
+    let target_d = ctx.rto_objective.unwrap_or(w.target);
+    let target = target_d.as_secs_f64();
     let out = RtoOutputs { rto_s: (rto * 1000.0).round() / 1000.0, target_s: target, phases: phases.clone() };
     // Kept and reported even when the target is missed, so as the map later steps read.
     let o = super::outputs_of(&out)?;
     let msg = format!(
         "RTO {} (target {}){}",
         secs(rto),
-        humantime::format_duration(w.target),
+        humantime::format_duration(target_d),
         if phases.is_empty() { String::new() } else { format!(": {}", phase_text(&phases)) }
     );
     ctx.log(msg.clone());
@@ -553,7 +582,7 @@ async fn rto(ctx: StepCtx, w: RtoWith) -> Result<RtoOutputs, StepError> {
         return Err(StepError::failed(format!(
             "RTO {} exceeds the budget rto={} ({})",
             secs(rto),
-            humantime::format_duration(w.target),
+            humantime::format_duration(target_d),
             phase_text(&phases)
         )));
     }

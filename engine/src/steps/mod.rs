@@ -20,7 +20,7 @@ pub(crate) mod nested;
 mod retention;
 mod shell;
 mod sleep;
-pub(crate) mod sql;
+pub mod sql;
 mod verify;
 
 use std::future::Future;
@@ -263,6 +263,9 @@ pub struct StepCtx {
     pub sibling_outcomes: Arc<std::sync::Mutex<std::collections::HashMap<String, crate::exec::Outcome>>>,
     /// The operator confirmed in advance (`pgdrill run --yes`).
     pub assume_yes: bool,
+    /// `pgdrill run --rto D`: the recovery time objective every `drill.rto` step is held to
+    /// instead of its own `target`.
+    pub rto_objective: Option<std::time::Duration>,
     pub redactor: Redactor,
     pub nested: Arc<dyn NestedRunner>,
     /// Where to put resources that live until the runbook ends.

@@ -6,12 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
 
 use super::{Fields, Step, StepCtx, StepError, With, WithError};
 
@@ -126,12 +128,16 @@ async fn run(ctx: StepCtx, w: RunWith) -> Result<RunOutputs, StepError> {
                 let _ = stdin.write_all(text.as_bytes()).await;
             });
         }
-        let out = child.stdout.take().map(|s| tokio::spawn(pump(s, ctx.clone(), "")));
-        let err = child.stderr.take().map(|s| tokio::spawn(pump(s, ctx.clone(), "stderr: ")));
+        let exited = CancellationToken::new();
+        let out = child.stdout.take().map(|s| tokio::spawn(pump(s, ctx.clone(), "", exited.clone())));
+        let err = child.stderr.take().map(|s| tokio::spawn(pump(s, ctx.clone(), "stderr: ", exited.clone())));
         let status =
             child.wait().await.map_err(|e| StepError::environment(format!("waiting for `{}`: {e}", argv[0])))?;
         // The leader exited; leave any daemons it started alone.
         guard.0 = None;
+        // The step ends with its script: what the script wrote is already in the pipes, and
+        // a daemon that inherited them may hold them open for as long as it lives.
+        exited.cancel();
         let stdout = match out {
             Some(h) => h.await.unwrap_or_default(),
             None => String::new(),
@@ -158,16 +164,76 @@ fn unreachable_argv() -> Result<Vec<String>, StepError> {
     Err(StepError::invalid("missing field `argv` (or `script`)"))
 }
 
-/// Forward lines to the step log and keep up to CAPTURE_LIMIT bytes.
-async fn pump<R: AsyncRead + Unpin>(r: R, ctx: StepCtx, prefix: &'static str) -> String {
-    let mut lines = BufReader::new(r).lines();
+/// After the script exits, how long a pipe may stay silent before what it held is taken as
+/// all there is: what the script wrote before exiting is already in the pipe and arrives in
+/// microseconds; only a daemon's later output would take longer.
+const DRAIN_QUIET: Duration = Duration::from_millis(100);
+
+/// The longest the output is read after the script exits, for a daemon that never stops
+/// writing to the pipe it inherited.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// Forward lines to the step log and keep up to CAPTURE_LIMIT bytes, until end of file or,
+/// once `exited` is cancelled, until the pipe has nothing more buffered. A daemon the script
+/// left running may still hold the pipe: the rest is read and dropped in the background, so
+/// its writes do not kill it with SIGPIPE.
+async fn pump<R: AsyncRead + Unpin + Send + 'static>(
+    mut r: R,
+    ctx: StepCtx,
+    prefix: &'static str,
+    exited: CancellationToken,
+) -> String {
     let mut kept = String::new();
-    while let Ok(Some(line)) = lines.next_line().await {
-        ctx.log(format!("{prefix}{line}"));
-        if kept.len() + line.len() < CAPTURE_LIMIT {
-            kept.push_str(&line);
-            kept.push('\n');
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    let mut quiet_after_exit = false;
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        let read = if exited.is_cancelled() {
+            let until = *drain_until.get_or_insert_with(|| Instant::now() + DRAIN_LIMIT);
+            let wait = until.saturating_duration_since(Instant::now()).min(DRAIN_QUIET);
+            match tokio::time::timeout(wait, r.read(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    quiet_after_exit = true;
+                    break;
+                }
+            }
+        } else {
+            tokio::select! {
+                r = r.read(&mut buf) => r,
+                _ = exited.cancelled() => continue,
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                pending.extend_from_slice(&buf[..n]);
+                while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=i).collect();
+                    keep_line(&ctx, prefix, &line[..i], &mut kept);
+                }
+            }
         }
     }
+    if !pending.is_empty() {
+        keep_line(&ctx, prefix, &pending, &mut kept);
+    }
+    if quiet_after_exit {
+        tokio::spawn(async move {
+            let mut sink = tokio::io::sink();
+            let _ = tokio::io::copy(&mut r, &mut sink).await;
+        });
+    }
     kept
+}
+
+fn keep_line(ctx: &StepCtx, prefix: &str, line: &[u8], kept: &mut String) {
+    let line = String::from_utf8_lossy(line);
+    let line = line.strip_suffix('\r').unwrap_or(&line);
+    ctx.log(format!("{prefix}{line}"));
+    if kept.len() + line.len() < CAPTURE_LIMIT {
+        kept.push_str(line);
+        kept.push('\n');
+    }
 }

@@ -47,13 +47,34 @@ pub struct AssertWith {
     query: String,
     /// `> 0`, `>= n`, `== 42`, `!= x`, `between a and b`, `is null`, `is not null`
     expect: String,
+    /// which rows the expectation judges: `all` (the default: every row's first column must
+    /// hold it), `any` (one row is enough) or `first`; no rows is judged as one NULL
+    #[serde(default)]
+    #[field(ty = "all|any|first")]
+    rows: Rows,
+}
+
+/// Which rows of a query `sql.assert` judges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rows {
+    /// Every row must hold the expectation: the safe default, since a query that returns
+    /// one bad row among good ones is a failure.
+    #[default]
+    All,
+    /// At least one row must hold it.
+    Any,
+    /// Only the first row is judged (the order is the query's `order by`).
+    First,
 }
 
 #[derive(Debug, Default, Serialize, Fields)]
 #[fields(outputs)]
 pub struct AssertOutputs {
-    /// the value the query returned
+    /// the value the query returned (first column of the first row)
     value: Option<String>,
+    /// how many rows the query returned
+    rows: u64,
 }
 
 impl With for AssertWith {
@@ -104,31 +125,79 @@ impl Step for Assert {
 
     async fn run(ctx: StepCtx, w: AssertWith) -> Result<AssertOutputs, StepError> {
         let expect = Expect::parse(&w.expect).map_err(StepError::invalid)?;
-        let (_, value) = batch(&w.url, &w.query).await?;
-        let shown = value.clone().unwrap_or_else(|| "NULL".into());
-        ctx.log(format!("{} -> {shown} (expect {})", first_line(&w.query), w.expect));
-        expect.holds(value.as_deref()).map_err(|why| {
-            StepError::failed(format!("`{}` returned {shown}, expected {}{why}", first_line(&w.query), w.expect.trim()))
-        })?;
-        Ok(AssertOutputs { value })
+        let (values, _) = rows_of(&w.url, &w.query).await?;
+        let value = values.first().cloned().flatten();
+        let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "NULL".into());
+        let q = first_line(&w.query);
+        let how_many = values.len();
+        ctx.log(format!(
+            "{q} -> {}{} (expect {}, rows: {})",
+            shown(&value),
+            if how_many > 1 { format!(" and {} more row(s)", how_many - 1) } else { String::new() },
+            w.expect,
+            w.rows.as_str()
+        ));
+        // No row at all is judged as one NULL, as a scalar subquery would be.
+        let judged: Vec<Option<String>> = if values.is_empty() { vec![None] } else { values };
+        let expected = w.expect.trim();
+        let failed = |i: usize, v: &Option<String>, why: String| {
+            let which = if how_many > 1 { format!(" in row {}", i + 1) } else { String::new() };
+            StepError::failed(format!("`{q}` returned {}{which}, expected {expected}{why}", shown(v)))
+        };
+        match w.rows {
+            Rows::First => {
+                expect.holds(judged[0].as_deref()).map_err(|why| failed(0, &judged[0], why))?;
+            }
+            Rows::All => {
+                for (i, v) in judged.iter().enumerate() {
+                    expect.holds(v.as_deref()).map_err(|why| failed(i, v, why))?;
+                }
+            }
+            Rows::Any => {
+                if !judged.iter().any(|v| expect.holds(v.as_deref()).is_ok()) {
+                    return Err(StepError::failed(format!(
+                        "`{q}` returned {how_many} row(s), none of them {expected} (first: {}; rows: any)",
+                        shown(&judged[0])
+                    )));
+                }
+            }
+        }
+        Ok(AssertOutputs { value, rows: how_many as u64 })
     }
 }
 
-/// Results of a batch: (rows of the last statement, first value returned).
-async fn batch(url: &str, sql: &str) -> Result<(u64, Option<String>), StepError> {
+impl Rows {
+    fn as_str(self) -> &'static str {
+        match self {
+            Rows::All => "all",
+            Rows::Any => "any",
+            Rows::First => "first",
+        }
+    }
+}
+
+/// The first column of every row a query returned (of every statement of it), and the rows
+/// the last statement returned or affected.
+async fn rows_of(url: &str, sql: &str) -> Result<(Vec<Option<String>>, u64), StepError> {
     let client = pg::connect(url).await?;
     let msgs =
         client.simple_query(sql).await.map_err(|e| StepError::failed(format!("SQL failed: {}", pg::describe(&e))))?;
     let mut rows = 0;
-    let mut first: Option<Option<String>> = None;
+    let mut values = Vec::new();
     for m in msgs {
         match m {
-            SimpleQueryMessage::Row(r) if first.is_none() => first = Some(r.get(0).map(str::to_string)),
+            SimpleQueryMessage::Row(r) => values.push(r.get(0).map(str::to_string)),
             SimpleQueryMessage::CommandComplete(n) => rows = n,
             _ => {}
         }
     }
-    Ok((rows, first.flatten()))
+    Ok((values, rows))
+}
+
+/// Results of a batch: (rows of the last statement, first value returned).
+async fn batch(url: &str, sql: &str) -> Result<(u64, Option<String>), StepError> {
+    let (values, rows) = rows_of(url, sql).await?;
+    Ok((rows, values.into_iter().next().flatten()))
 }
 
 fn first_line(sql: &str) -> String {
@@ -141,7 +210,7 @@ fn first_line(sql: &str) -> String {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Op {
+pub enum Op {
     Eq,
     Ne,
     Gt,
@@ -152,14 +221,14 @@ pub(crate) enum Op {
 
 /// An expectation on a scalar; also what a step's generic `assert:` is written in.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Expect {
+pub enum Expect {
     Cmp(Op, String),
     Between(String, String),
     Null(bool),
 }
 
 impl Expect {
-    pub(crate) fn parse(s: &str) -> Result<Expect, String> {
+    pub fn parse(s: &str) -> Result<Expect, String> {
         let t = s.trim();
         let lower = t.to_ascii_lowercase();
         if lower == "is null" {
@@ -175,7 +244,7 @@ impl Expect {
                 return Err(format!("`{t}`: `between` needs `between LOW and HIGH`"));
             };
             let (lo, hi) = (unquote(&rest_orig[..i]), unquote(&rest_orig[i + 5..]));
-            if lo.parse::<f64>().is_err() || hi.parse::<f64>().is_err() {
+            if Num::parse(&lo).is_none() || Num::parse(&hi).is_none() {
                 return Err(format!("`{t}`: `between` needs two numbers"));
             }
             return Ok(Expect::Between(lo, hi));
@@ -195,7 +264,7 @@ impl Expect {
                 if v.is_empty() {
                     return Err(format!("`{t}`: nothing to compare with after `{tok}`"));
                 }
-                if matches!(op, Op::Gt | Op::Ge | Op::Lt | Op::Le) && v.parse::<f64>().is_err() {
+                if matches!(op, Op::Gt | Op::Ge | Op::Lt | Op::Le) && Num::parse(&v).is_none() {
                     return Err(format!("`{t}`: `{tok}` compares numbers, and `{v}` is not a number"));
                 }
                 return Ok(Expect::Cmp(op, v));
@@ -208,7 +277,7 @@ impl Expect {
     }
 
     /// Ok if the value satisfies the expectation, else a reason suffix.
-    pub(crate) fn holds(&self, value: Option<&str>) -> Result<(), String> {
+    pub fn holds(&self, value: Option<&str>) -> Result<(), String> {
         let ok = match (self, value) {
             (Expect::Null(want_null), v) => v.is_none() == *want_null,
             (_, None) => false,
@@ -218,8 +287,8 @@ impl Expect {
             }
             (Expect::Cmp(op, want), Some(v)) => {
                 let v = normalize_bool(v, want);
-                match (v.parse::<f64>(), want.parse::<f64>()) {
-                    (Ok(a), Ok(b)) => match op {
+                match (Num::parse(v), Num::parse(want)) {
+                    (Some(a), Some(b)) => match op {
                         Op::Eq => a == b,
                         Op::Ne => a != b,
                         Op::Gt => a > b,
@@ -243,8 +312,132 @@ impl Expect {
     }
 }
 
-fn num(s: &str) -> Result<f64, String> {
-    s.trim().parse::<f64>().map_err(|_| format!(" (`{s}` is not a number)"))
+fn num(s: &str) -> Result<Num, String> {
+    Num::parse(s).ok_or_else(|| format!(" (`{s}` is not a number)"))
+}
+
+/// A number as PostgreSQL's `numeric` compares it, parsed exactly from its text (never
+/// through a float, which made `9007199254740993 == 9007199254740992` hold): integers and
+/// decimals of any length, an exponent (`1.5e-07`, as `float8` prints), `Infinity`,
+/// `-Infinity` and `NaN`. Ordered as PostgreSQL orders them: -Infinity, the finite numbers,
+/// Infinity, then NaN, which equals NaN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Num {
+    NegInf,
+    /// `-0.d1d2d3... x 10^exp` and its positive twin; zero is `Pos` with no digits.
+    Neg(Mag),
+    Pos(Mag),
+    PosInf,
+    NaN,
+}
+
+/// The magnitude of a finite number: `0.DIGITS x 10^exp`, digits without leading or trailing
+/// zeros (none for zero). Ordered by magnitude: for non-zero values a larger exponent is
+/// larger, then the digits compare as text (a prefix is smaller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mag {
+    exp: i64,
+    digits: Vec<u8>,
+}
+
+impl Ord for Mag {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match (self.digits.is_empty(), other.digits.is_empty()) {
+            (true, true) => std::cmp::Ordering::Equal,
+            (true, false) => std::cmp::Ordering::Less,
+            (false, true) => std::cmp::Ordering::Greater,
+            (false, false) => self.exp.cmp(&other.exp).then_with(|| self.digits.cmp(&other.digits)),
+        }
+    }
+}
+
+impl PartialOrd for Mag {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialOrd for Num {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Num {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        fn rank(n: &Num) -> u8 {
+            match n {
+                Num::NegInf => 0,
+                Num::Neg(_) => 1,
+                Num::Pos(_) => 2,
+                Num::PosInf => 3,
+                Num::NaN => 4,
+            }
+        }
+        match (self, other) {
+            (Num::Pos(a), Num::Pos(b)) => a.cmp(b),
+            // The larger magnitude is the smaller negative number.
+            (Num::Neg(a), Num::Neg(b)) => b.cmp(a),
+            _ => rank(self).cmp(&rank(other)),
+        }
+    }
+}
+
+/// The longest number text compared (PostgreSQL's numeric holds 131072 digits before the
+/// point and 16383 after); longer is not taken as a number.
+const MAX_NUMBER_TEXT: usize = 150_000;
+
+impl Num {
+    /// The number `text` spells, or `None` when it is not one.
+    pub fn parse(text: &str) -> Option<Num> {
+        let t = text.trim();
+        if t.len() > MAX_NUMBER_TEXT {
+            return None;
+        }
+        let (neg, body) = match t.as_bytes().first()? {
+            b'-' => (true, &t[1..]),
+            b'+' => (false, &t[1..]),
+            _ => (false, t),
+        };
+        let lower = body.to_ascii_lowercase();
+        match lower.as_str() {
+            "nan" => return Some(Num::NaN),
+            "inf" | "infinity" => return Some(if neg { Num::NegInf } else { Num::PosInf }),
+            _ => {}
+        }
+        let (mantissa, exp) = match body.find(['e', 'E']) {
+            Some(i) => {
+                let e = &body[i + 1..];
+                let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+                // An exponent of more than 18 digits is no number anything returns.
+                if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                (&body[..i], e.parse::<i64>().ok()?)
+            }
+            None => (body, 0),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if int.is_empty() && frac.is_empty() {
+            return None;
+        }
+        if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        // 0.DIGITS x 10^point: the point sits after the integer part's digits.
+        let all: Vec<u8> = int.bytes().chain(frac.bytes()).map(|b| b - b'0').collect();
+        let lead = all.iter().take_while(|d| **d == 0).count();
+        let mut digits = all[lead..].to_vec();
+        while digits.last() == Some(&0) {
+            digits.pop();
+        }
+        if digits.is_empty() {
+            return Some(Num::Pos(Mag { exp: 0, digits }));
+        }
+        let exp = (int.len() as i64 - lead as i64).checked_add(exp)?;
+        let mag = Mag { exp, digits };
+        Some(if neg { Num::Neg(mag) } else { Num::Pos(mag) })
+    }
 }
 
 /// PostgreSQL's text form of booleans is `t`/`f`; let `== true` match it.
@@ -290,6 +483,108 @@ mod tests {
             let x = Expect::parse(e).unwrap_or(Expect::Null(true));
             assert_eq!(x.holds(*v).is_ok(), *want, "{e} on {v:?}");
         }
+    }
+
+    /// Regression: numbers were compared as f64, so `9007199254740993` equalled
+    /// `9007199254740992` and `NaN` equalled nothing. They compare as PostgreSQL's numeric.
+    #[test]
+    fn numbers_compare_exactly_and_nan_and_infinities_as_postgresql_does() {
+        let holds = |e: &str, v: &str| Expect::parse(e).map(|x| x.holds(Some(v)).is_ok()).unwrap_or(false);
+        assert!(!holds("== 9007199254740992", "9007199254740993"));
+        assert!(holds("!= 9007199254740992", "9007199254740993"));
+        assert!(holds("> 9007199254740992", "9007199254740993"));
+        assert!(holds("== 123456789012345678901234567890.5", "123456789012345678901234567890.50"));
+        assert!(!holds("== 0.1", "0.10000000000000001"));
+        assert!(holds("== NaN", "NaN"));
+        assert!(holds("> 1e300", "NaN"));
+        assert!(holds("> Infinity", "NaN"));
+        assert!(holds("> 1e300", "Infinity"));
+        assert!(holds("< -1e300", "-Infinity"));
+        assert!(holds("== 1e3", "1000"));
+        assert!(holds("== 0", "-0"));
+        assert!(holds("== 1.5e-07", "0.00000015"));
+        assert!(holds("< 0", "-0.000001"));
+        assert!(holds("< -1", "-2"));
+        assert!(holds("between -1 and 1", "0"));
+        assert!(!holds("between 1 and NaN", "Infinity") || holds("< NaN", "Infinity"));
+    }
+
+    /// A generated table over the number grammar: parsing and comparing never panic, the
+    /// order is total and consistent (antisymmetric, transitive over the table), and it
+    /// agrees with f64 wherever f64 is exact (small integers and halves).
+    #[test]
+    fn the_number_order_is_total_and_agrees_with_exact_floats() {
+        let mut texts: Vec<String> = vec![
+            "NaN",
+            "nan",
+            "-NaN",
+            "Infinity",
+            "-Infinity",
+            "inf",
+            "+inf",
+            "0",
+            "-0",
+            "0.0",
+            "00",
+            ".5",
+            "5.",
+            "-.5",
+            "1e999999999999999999",
+            "1e-999999999999999999",
+            "1e18446744073709551616",
+            "e5",
+            "1e",
+            "1e+",
+            ".",
+            "-",
+            "+",
+            "",
+            "1..2",
+            "1e5e5",
+            "0x10",
+            "1_0",
+            " 7 ",
+            "9007199254740993",
+            "9007199254740992",
+            "-9007199254740993",
+            "1.5e-07",
+            "1E3",
+            "123456789012345678901234567890",
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+        for i in -20..=20 {
+            texts.push(format!("{}", f64::from(i) / 2.0));
+            texts.push(format!("{i}e1"));
+        }
+        texts.push("1".repeat(MAX_NUMBER_TEXT + 1));
+        let nums: Vec<(String, Num)> = texts.iter().filter_map(|t| Num::parse(t).map(|n| (t.clone(), n))).collect();
+        for (ta, a) in &nums {
+            for (tb, b) in &nums {
+                assert_eq!(a.cmp(b), b.cmp(a).reverse(), "{ta} vs {tb}");
+                let short = ta.len() <= 10 && tb.len() <= 10;
+                if let (true, Ok(x), Ok(y)) = (short, ta.trim().parse::<f64>(), tb.trim().parse::<f64>()) {
+                    let exact = |v: f64| v.is_finite() && v.abs() < 1e6 && (v * 2.0).fract() == 0.0;
+                    if exact(x) && exact(y) {
+                        assert_eq!(a.cmp(b), x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal), "{ta} vs {tb}");
+                    }
+                }
+                for (tc, c) in &nums {
+                    if a <= b && b <= c {
+                        assert!(a <= c, "{ta} <= {tb} <= {tc}");
+                    }
+                }
+            }
+            for e in ["==", "!=", ">", ">=", "<", "<=", "between 0 and"] {
+                if let Ok(x) = Expect::parse(&format!("{e} {ta}")) {
+                    let _ = x.holds(Some(ta));
+                }
+            }
+        }
+        assert!(Num::parse(&"1".repeat(MAX_NUMBER_TEXT + 1)).is_none());
+        assert!(Num::parse("1e9999999999999999999").is_none());
+        assert!(Num::parse("1e-999999999999999999") > Num::parse("0"));
     }
 
     #[test]
