@@ -177,7 +177,7 @@ async fn a_classic_folder_is_listed_picked_by_name_time_and_verified_in_every_fo
     // `latest` of auth_db is the newest by name (gpg), although its mtime is the oldest.
     let dir = tempfile::tempdir().expect("tmp");
     let junit = dir.path().join("latest.xml");
-    let (code, all) = verify(&f.storage, &["max_age=100000d"], &junit);
+    let (code, all) = verify(&f.storage, &["max_age=36000d"], &junit);
     assert_eq!(code, Some(0), "{all}");
     assert!(all.contains("auth_db_20240117_020000.sql.gz.gpg"), "{all}");
     assert!(all.contains("made at 2024-01-17T02:00:00Z (from its name)"), "{all}");
@@ -193,7 +193,7 @@ async fn a_classic_folder_is_listed_picked_by_name_time_and_verified_in_every_fo
         ["auth_db_20240115_020000.sql.gz.enc", "auth_db_20240116_020000.sql.gz.enc", "auth_db_20240114_020000.dump"]
     {
         let junit = dir.path().join(format!("{name}.xml"));
-        let (code, all) = verify(&f.storage, &[&format!("backup={name}"), "max_age=100000d"], &junit);
+        let (code, all) = verify(&f.storage, &[&format!("backup={name}"), "max_age=36000d"], &junit);
         assert_eq!(code, Some(0), "{name}: {all}");
         assert_eq!(status_of(&junit_cases(&junit), "restore"), "passed", "{name}");
         if name == "auth_db_20240115_020000.sql.gz.enc" {
@@ -220,7 +220,7 @@ async fn a_classic_folder_is_listed_picked_by_name_time_and_verified_in_every_fo
         "--var",
         "provider=native",
         "--var",
-        "max_age=100000d",
+        "max_age=36000d",
         "--var",
         "force=true",
         "--junit",
@@ -249,7 +249,7 @@ async fn unnamed_backups_in_a_folder_of_one_database_are_taken_as_the_asked_ones
     .expect("copy");
     let dir = tempfile::tempdir().expect("tmp");
     let junit = dir.path().join("flat.xml");
-    let (code, all) = verify(&flat, &["max_age=100000d"], &junit);
+    let (code, all) = verify(&flat, &["max_age=36000d"], &junit);
     assert_eq!(code, Some(0), "{all}");
     assert!(all.contains("backup_20240315_143022.sql.gz"), "{all}");
     assert!(all.contains("nothing in storage names one, so it is taken as `auth_db`'s"), "{all}");
@@ -446,7 +446,7 @@ fn verify_app(backup: &Path, vars: &[&str], junit: &Path) -> (Option<i32>, Strin
         "--var".into(),
         "provider=native".into(),
         "--var".into(),
-        "max_age=100000d".into(),
+        "max_age=36000d".into(),
         "--var".into(),
         "force=true".into(),
         "--junit".into(),
@@ -637,7 +637,7 @@ async fn a_dump_without_ground_truth_verified_green() {
             "--var".into(),
             "provider=native".into(),
             "--var".into(),
-            "max_age=100000d".into(),
+            "max_age=36000d".into(),
             "--var".into(),
             "force=true".into(),
             "--junit".into(),
