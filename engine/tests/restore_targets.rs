@@ -63,6 +63,18 @@ fn manifest_fingerprint(backup: &Path) -> Fingerprint {
     serde_json::from_value(m["fingerprint"].clone()).expect("fingerprint")
 }
 
+/// A fingerprint without its cluster-level kinds (roles, memberships, role settings): those
+/// describe the server's roles, which these tests change after the backup on purpose (a role
+/// given CREATEDB, a role's setting in the database), while what is compared here is the
+/// database the restore put back.
+fn database_part(mut f: Fingerprint) -> Fingerprint {
+    for kind in ["roles", "memberships", "role_settings"] {
+        f.schema.remove(kind);
+    }
+    f.schema_hash.clear();
+    f
+}
+
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
@@ -245,7 +257,7 @@ async fn an_owner_without_createdb_is_refused_in_preflight_and_nothing_changes()
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{all}");
     assert!(all.contains("rights: app_owner may drop `shop`"), "{all}");
-    assert_eq!(fingerprint_of(&s.url_for("shop")).await, manifest_fingerprint(&backup));
+    assert_eq!(database_part(fingerprint_of(&s.url_for("shop")).await), database_part(manifest_fingerprint(&backup)));
     assert_eq!(safety_snapshots(&storage), 1);
 }
 
@@ -292,7 +304,7 @@ async fn database_settings_and_grants_are_kept_by_a_restore_and_by_a_rollback() 
         "{all}"
     );
     assert_eq!(settings_of(&admin, "shop").await, before);
-    assert_eq!(fingerprint_of(&s.url_for("shop")).await, manifest_fingerprint(&backup));
+    assert_eq!(database_part(fingerprint_of(&s.url_for("shop")).await), database_part(manifest_fingerprint(&backup)));
     // The role-specific setting works as the application sees it.
     let owner_url = {
         common::exec(&admin, "alter role app_owner password 'app-pass'").await;

@@ -484,7 +484,7 @@ fn bad_variable_values_are_refused_before_any_step_starts() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("disaster-recovery.yaml:53:13: step 7, field `with.mode`: unknown mode `flood`"),
+        stderr.contains("disaster-recovery.yaml:86:13: step 8, field `with.mode`: unknown mode `flood`"),
         "{stderr}"
     );
     assert!(!text(&out.stdout).contains("workspace"), "no step ran: {}", text(&out.stdout));
