@@ -458,6 +458,11 @@ pub struct Plan {
     pub differing: Vec<String>,
 }
 
+/// The rows of a two-column text query, as pairs.
+async fn text_pairs(client: &Client, sql: &str) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+    Ok(client.query(sql, &[]).await?.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 pub async fn plan(client: &Client, g: &Globals) -> Result<Plan, String> {
     let err = |e: tokio_postgres::Error| super::describe(&e);
     let rows = client
@@ -489,26 +494,18 @@ pub async fn plan(client: &Client, g: &Globals) -> Result<Plan, String> {
             )
         })
         .collect();
-    let memberships: Vec<(String, String)> = client
-        .query(
-            "select g.rolname::text, u.rolname::text from pg_auth_members m join pg_roles g on g.oid = m.roleid join pg_roles u on u.oid = m.member",
-            &[],
-        )
-        .await
-        .map_err(err)?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let settings: Vec<(String, String)> = client
-        .query(
-            "select r.rolname::text, c.setting from pg_db_role_setting s join pg_roles r on r.oid = s.setrole cross join lateral unnest(s.setconfig) c(setting) where s.setdatabase = 0",
-            &[],
-        )
-        .await
-        .map_err(err)?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let memberships = text_pairs(
+        client,
+        "select g.rolname::text, u.rolname::text from pg_auth_members m join pg_roles g on g.oid = m.roleid join pg_roles u on u.oid = m.member",
+    )
+    .await
+    .map_err(err)?;
+    let settings = text_pairs(
+        client,
+        "select r.rolname::text, c.setting from pg_db_role_setting s join pg_roles r on r.oid = s.setrole cross join lateral unnest(s.setconfig) c(setting) where s.setdatabase = 0",
+    )
+    .await
+    .map_err(err)?;
     let mut out = Plan::default();
     for want in &g.roles {
         let Some(have) = here.get(&want.name) else {
