@@ -362,7 +362,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         }
         Command::Run { runbook, vars, junit, report, quiet, yes, rto, budget, notify, keep } => {
             let mut rb = runbook::load_checked(&runbook)?;
-            let operator = notify.map(|p| crate::report::notify::load(&p)).transpose()?;
+            let operator = notify.map(|p| crate::runbook::notify::load(&p)).transpose()?;
             // The runbook's own sinks, and the operator file's for every run on this host.
             let notify = match (rb.notify.clone(), operator) {
                 (None, None) => None,

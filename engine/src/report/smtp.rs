@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufStream};
 
-use super::notify::{Email, TlsMode};
+use crate::runbook::notify::{Email, TlsMode};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
