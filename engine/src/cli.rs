@@ -9,9 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backup::listing::{LastVerification, Listed};
 use crate::error::ExitCode;
-use crate::exec::{self, Executor, Reporter, Sink};
+use crate::exec::{self, Executor, Sink};
 use crate::redact::Redactor;
-use crate::report::{JsonRecord, Junit, Terminal};
+use crate::report::{JsonRecord, Junit, ReportSink, Terminal};
 use crate::{plan, runbook, shipped, steps, Error};
 
 // Output goes through these instead of `print!`, which panics (exit 101) when the reader
@@ -395,7 +395,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             if let Some(j) = &junit {
                 crate::report::lock::check_writable(j, "--junit")?;
             }
-            let mut reporters: Vec<Box<dyn Reporter>> =
+            let mut reporters: Vec<Box<dyn ReportSink>> =
                 vec![Box::new(Terminal::new(!quiet && std::io::stdout().is_terminal()))];
             if let Some(p) = junit {
                 reporters.push(Box::new(Junit::new(p)));
@@ -410,16 +410,19 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 reporters.push(Box::new(record.keep(keep)));
             }
             if let Some(n) = notify {
-                let var = |k: &str| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-                let database = var("database").filter(|d| !d.is_empty()).unwrap_or_else(|| {
-                    var("database_url")
-                        .and_then(|u| crate::pg::conninfo::parse(&u).ok())
-                        .and_then(|p| p.into_iter().rev().find(|(k, _)| k == "dbname").map(|(_, v)| v))
-                        .unwrap_or_default()
-                });
-                reporters.push(Box::new(crate::report::notify::Notifier::new(n, redactor.clone(), database)));
+                reporters.push(Box::new(crate::report::notify::Notifier::new(n, redactor.clone())));
             }
-            let sink = Sink::new(redactor.clone(), reporters);
+            // What the run is about, as it was asked: its `database` variable, else the
+            // database of its `database_url`.
+            let var = |k: &str| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let database = var("database").filter(|d| !d.is_empty()).unwrap_or_else(|| {
+                var("database_url")
+                    .and_then(|u| crate::pg::conninfo::parse(&u).ok())
+                    .and_then(|p| p.into_iter().rev().find(|(k, _)| k == "dbname").map(|(_, v)| v))
+                    .unwrap_or_default()
+            });
+            let reports = crate::report::Reports::new(redactor.clone(), database, reporters);
+            let sink = Sink::new(redactor.clone(), vec![Box::new(reports)]);
             let cancel = CancellationToken::new();
             let cause = Arc::new(Mutex::new(None));
             exec::signal::install(cancel.clone(), cause.clone())

@@ -27,7 +27,9 @@ use serde_json::{json, Map, Value as Json};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-pub use event::{BackupRole, ErrorKind, Event, Fact, Objective, Outcome, Phase, Rollback, StepRecord, SuiteOutcome};
+pub use event::{
+    BackupRole, ErrorKind, Event, Fact, Objective, Outcome, Phase, Rollback, StepId, StepRecord, SuiteOutcome,
+};
 pub use sink::{Reporter, Sink};
 
 use crate::error::{Class, ExitCode};
@@ -225,7 +227,7 @@ impl Executor {
                 recs.push(self.run_step(suite, rb, &mut scope, rbk, Phase::Rollback { of: of.clone() }, false).await);
             }
             let (result, message) = state.rolled_back(done, &recs);
-            self.sink.emit(Event::StepRolledBack { suite, path: done.path.clone(), label: of, result, message });
+            self.sink.emit(Event::StepRolledBack { step: StepId::new(suite, done.path.clone(), of), result, message });
         }
 
         if let Some(target) = rb.targets.rto {
@@ -254,9 +256,7 @@ impl Executor {
         // Servers and other resources end with the runbook, after `finally` used them.
         for (what, r) in scope.resources.drain() {
             self.sink.emit(Event::StepLog {
-                suite,
-                path: "teardown".into(),
-                label: "teardown".into(),
+                step: StepId::new(suite, "teardown", "teardown"),
                 line: format!("tearing down {what}"),
             });
             r.teardown().await;

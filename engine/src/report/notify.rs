@@ -3,8 +3,9 @@
 //! push, and webhooks (Slack-compatible or a generic JSON body) sent on failure, success,
 //! always, or when a run passes after a failure.
 //!
-//! This is a reporter like JUnit and run.json: it sees the run's (already redacted) events
-//! and acts once at the end. A sink that fails is a warning on stderr; it never changes the
+//! This is a reporter like JUnit and run.json: it reads the run's (already redacted) summary
+//! and acts once at the end. What it may send is configured in the runbook model
+//! (`runbook::notify`). A sink that fails is a warning on stderr; it never changes the
 //! run's exit code and never keeps another sink from being tried.
 
 use std::collections::BTreeMap;
@@ -13,8 +14,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{write_atomic, Suites};
-use crate::exec::{BackupRole, Event, Fact, Objective, Outcome, Reporter, SuiteOutcome};
+use super::summary::Measure;
+use super::{write_atomic, ReportSink, RunSummary};
+use crate::exec::{BackupRole, Objective, Outcome, SuiteOutcome};
 use crate::runbook::notify::{sentry_target, Email, Format, NotifyFile, Sentry, Webhook, When};
 
 /// One HTTP POST of a sink: what it is (for warnings), URL, content type, body, headers.
@@ -24,19 +26,15 @@ fn sentry_dsn(s: &Sentry) -> Option<String> {
     s.dsn.clone().or_else(|| s.dsn_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|d| !d.is_empty()))
 }
 
-/// The reporter.
+/// The reporter. The database that labels the run's metrics and alerts is the summary's
+/// (`RunSummary::database`).
 pub struct Notifier {
     cfg: NotifyFile,
-    suites: Suites,
     redactor: crate::redact::Redactor,
-    database: String,
 }
 
 impl Notifier {
-    /// `database` labels the run's metrics and alerts: what the run was asked about (its
-    /// `database` variable, else the database of its `database_url`), so a run that fails
-    /// before any step names a database still lands on that database's series.
-    pub fn new(cfg: NotifyFile, redactor: crate::redact::Redactor, database: String) -> Self {
+    pub fn new(cfg: NotifyFile, redactor: crate::redact::Redactor) -> Self {
         // Registered before the first step, not when the alert goes out: a step that prints
         // one must find it masked, and `shell.run` children must not inherit its variable.
         for s in secret_values(&cfg) {
@@ -45,7 +43,7 @@ impl Notifier {
         if let Some(p) = cfg.metrics.as_ref().and_then(|m| m.pushgateway.as_ref()) {
             redactor.add_credentials_in(&p.url);
         }
-        Notifier { cfg, suites: Suites::default(), redactor, database }
+        Notifier { cfg, redactor }
     }
 }
 
@@ -91,12 +89,13 @@ struct Facts {
     failed: Vec<serde_json::Value>,
 }
 
-fn facts(s: &Suites, database: &str) -> Option<Facts> {
-    let top = s.list.first()?;
+/// What the alerts and metrics say of a run: a view of its summary in their words.
+fn facts(s: &RunSummary) -> Option<Facts> {
+    let top = s.top()?;
     let mut f = Facts {
         runbook: top.name.clone(),
-        database: database.to_string(),
-        passed: top.outcome == Some(SuiteOutcome::Passed),
+        database: s.database.clone(),
+        passed: s.passed(),
         outcome: match top.outcome {
             Some(SuiteOutcome::Passed) => "passed",
             Some(SuiteOutcome::Interrupted) => "interrupted",
@@ -105,53 +104,40 @@ fn facts(s: &Suites, database: &str) -> Option<Facts> {
         .into(),
         duration_s: top.duration.as_secs_f64(),
         message: top.message.clone(),
-        finished_epoch: time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9,
+        finished_epoch: s.finished.unix_timestamp_nanos() as f64 / 1e9,
         ..Default::default()
     };
-    let mut verify_steps = 0;
-    for r in s.list.iter().flat_map(|x| x.steps.iter()) {
-        let out = &r.outputs;
-        if f.database.is_empty() {
-            if let Some(d) = out.get("database").and_then(|d| d.as_str()) {
-                f.database = d.to_string();
-            }
-        }
-        let passed = r.outcome == Outcome::Passed;
-        // What the step established (its facts), whatever its kind.
-        for fact in &r.facts {
-            match fact {
-                Fact::Backup { role: BackupRole::Written, path, size, .. } if passed => {
-                    let size = size.as_u64().unwrap_or(0);
-                    let location = path
-                        .as_str()
-                        .and_then(|p| Path::new(p).parent().and_then(Path::parent))
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default();
-                    f.backup = Some((r.duration.as_secs_f64(), size, location));
-                }
-                Fact::Verified if passed => verify_steps += 1,
-                Fact::Objective { objective, measured_s, target_s, .. } => {
-                    let Some(m) = measured_s.as_f64() else { continue };
-                    let name = match objective {
-                        Objective::Rto => {
-                            f.rto_s = Some(m);
-                            "RTO"
-                        }
-                        Objective::Rpo => {
-                            f.rpo_s = Some(m);
-                            "RPO"
-                        }
-                        Objective::BackupAge => "RPO (backup age)",
-                    };
-                    f.objectives.push(json!({ "name": name, "measured_s": m, "target_s": target_s, "passed": passed }));
-                }
-                _ => {}
-            }
-        }
-        if matches!(r.outcome, Outcome::Failed | Outcome::Errored | Outcome::TimedOut) {
-            f.failed.push(json!({ "step": r.label, "kind": r.uses, "message": r.message }));
-        }
+    // The last backup a passed step wrote.
+    if let Some(b) = s.backups.iter().rev().find(|b| b.role == BackupRole::Written && b.outcome == Outcome::Passed) {
+        let location = b
+            .path
+            .as_str()
+            .and_then(|p| Path::new(p).parent().and_then(Path::parent))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        f.backup = Some((b.duration.as_secs_f64(), b.size.as_u64().unwrap_or(0), location));
     }
+    for o in &s.objectives {
+        let Measure::Objective(objective) = o.what else { continue };
+        let Some(m) = o.measured_s.as_f64() else { continue };
+        let name = match objective {
+            Objective::Rto => {
+                f.rto_s = Some(m);
+                "RTO"
+            }
+            Objective::Rpo => {
+                f.rpo_s = Some(m);
+                "RPO"
+            }
+            Objective::BackupAge => "RPO (backup age)",
+        };
+        let passed = o.outcome == Outcome::Passed;
+        f.objectives.push(json!({ "name": name, "measured_s": m, "target_s": o.target_s, "passed": passed }));
+    }
+    for c in &s.failed {
+        f.failed.push(json!({ "step": c.step.label, "kind": c.uses, "message": c.message }));
+    }
+    let verify_steps = s.verified.iter().filter(|(_, o)| *o == Outcome::Passed).count();
     f.verified = f.passed && verify_steps > 0 && f.backup.is_none();
     Some(f)
 }
@@ -321,13 +307,9 @@ fn text_with(f: &Facts, esc: &dyn Fn(&str) -> String) -> String {
     t
 }
 
-impl Reporter for Notifier {
-    fn on_event(&mut self, event: &Event) {
-        self.suites.on_event(event);
-    }
-
-    fn finish(&mut self) -> crate::Result<()> {
-        let Some(f) = facts(&self.suites, &self.database) else { return Ok(()) };
+impl ReportSink for Notifier {
+    fn finish(&mut self, summary: &RunSummary) -> crate::Result<()> {
+        let Some(f) = facts(summary) else { return Ok(()) };
         let mut warnings = Vec::new();
         if let Some(p) = self.cfg.metrics.as_ref().and_then(|m| m.textfile.as_ref()) {
             if let Err(e) = write_textfile(p, &f) {
