@@ -464,3 +464,109 @@ fn combined_junit(path: &Path, results: &[TargetResult], runbook: &str) -> Resul
         .collect();
     crate::report::junit::write(path, &parts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::{Event, Outcome, Phase, StepRecord, SuiteOutcome};
+    use crate::report::summary::SummaryBuilder;
+
+    /// The summary of a run of `runbook` whose one step ended `outcome` saying `message`.
+    fn summary(runbook: &str, outcome: Outcome, message: &str) -> crate::report::RunSummary {
+        let mut b = SummaryBuilder::default();
+        let now = time::OffsetDateTime::now_utc();
+        b.on_event(&Event::SuiteStarted {
+            suite: 0,
+            parent: None,
+            name: runbook.into(),
+            file: format!("{runbook}.yaml"),
+            kind: None,
+            started_at: now,
+        });
+        b.on_event(&Event::StepFinished(StepRecord {
+            suite: 0,
+            path: "steps[0]".into(),
+            label: "dump".into(),
+            id: None,
+            uses: "shell.run".into(),
+            location: Some(format!("{runbook}.yaml:4:5")),
+            phase: Phase::Main,
+            outcome,
+            error_kind: None,
+            started_at: now,
+            duration: std::time::Duration::from_millis(20),
+            attempts: 1,
+            message: Some(message.into()),
+            outputs: serde_json::json!({}),
+            log: vec![],
+            rollback: None,
+            notice: None,
+            facts: vec![],
+        }));
+        let (o, exit) = match outcome {
+            Outcome::Passed => (SuiteOutcome::Passed, ExitCode::Passed),
+            _ => (SuiteOutcome::Failed, ExitCode::Failed),
+        };
+        b.on_event(&Event::SuiteFinished {
+            suite: 0,
+            name: runbook.into(),
+            outcome: o,
+            exit,
+            duration: std::time::Duration::from_millis(30),
+            message: (outcome != Outcome::Passed).then(|| format!("step `dump` failed: {message}")),
+        });
+        b.summary(&crate::redact::Redactor::default(), "")
+    }
+
+    fn result(target: &str, exit: Option<i32>, summary: Option<crate::report::RunSummary>) -> TargetResult {
+        TargetResult {
+            target: target.into(),
+            database: "db".into(),
+            exit,
+            outcome: exit.map(outcome_of).unwrap_or("environment"),
+            duration_s: 0.1,
+            report: None,
+            message: exit.filter(|c| *c != 0).map(|_| why_failed(summary.as_ref())),
+            summary: summary.map(Box::new),
+        }
+    }
+
+    /// A fleet's JUnit was the targets' files spliced as strings: every suite kept its own
+    /// `id="0"`. It is now written by the one builder from the targets' summaries.
+    #[test]
+    fn fleet_junit_suites_had_duplicate_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("all.xml");
+        let results = [
+            result("p/e/a", Some(0), Some(summary("backup", Outcome::Passed, "ok"))),
+            result("p/e/b", Some(1), Some(summary("backup", Outcome::Failed, "pg_dump said <no>"))),
+            result("p/e/c", None, None),
+        ];
+        combined_junit(&path, &results, "backup").expect("junit");
+        let xml = std::fs::read_to_string(&path).expect("read");
+        for (i, target) in ["p/e/a", "p/e/b", "p/e/c"].iter().enumerate() {
+            assert!(xml.contains(&format!("<testsuite id=\"{i}\" name=\"{target}: backup\"")), "{target}: {xml}");
+        }
+        assert!(xml.contains("package=\"testsuite/backup\""), "{xml}");
+        assert!(xml.contains("message=\"pg_dump said &lt;no&gt; (at backup.yaml:4:5)\""), "{xml}");
+        assert_eq!(xml.matches("<failure").count(), 1, "{xml}");
+        assert_eq!(xml.matches("<error").count(), 1, "the target that never ran has its errored case: {xml}");
+    }
+
+    /// Why a target failed comes from the run.json it wrote, not from its output.
+    #[test]
+    fn a_target_s_failure_is_read_from_its_run_summary_not_its_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = summary("verify", Outcome::Failed, "3 rows,\nexpected 4");
+        let record = serde_json::to_string(&s.record).expect("json");
+        std::fs::write(dir.path().join("run.json"), record).expect("run.json");
+        std::fs::write(dir.path().join("output.log"), "error: a decoy line\n").expect("log");
+        let back = summary_of(dir.path(), "app").expect("the run.json reads back");
+        assert_eq!(back.database, "app");
+        assert_eq!(back.failed.len(), 1);
+        assert_eq!(why_failed(Some(&back)), "step `dump` failed: 3 rows, expected 4");
+        let none = tempfile::tempdir().expect("tempdir");
+        assert!(summary_of(none.path(), "app").is_none());
+        assert!(why_failed(None).contains("no run.json"), "{}", why_failed(None));
+    }
+}

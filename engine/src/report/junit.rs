@@ -140,7 +140,10 @@ fn xml(parts: &[Part<'_>]) -> (junit_report::Report, Vec<String>) {
             if let Some(m) = &s.message {
                 suite.set_system_err(&cdata_text(m));
             }
-            report.add_testsuite(suite.build());
+            let mut built = suite.build();
+            // The package stays the runbook's, prefix or not (as in the run's own file).
+            built.package = format!("testsuite/{}", xml_text(&s.name));
+            report.add_testsuite(built);
         }
     }
     (report.build(), skipped)
