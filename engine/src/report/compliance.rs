@@ -615,7 +615,10 @@ mod tests {
 
     #[test]
     fn a_declared_kind_wins_over_what_the_steps_did() {
-        assert_eq!(build(&record(Some(RunKind::Drill), "backup.create", vec![backup(BackupRole::Written)]))["kind"], "drill");
+        assert_eq!(
+            build(&record(Some(RunKind::Drill), "backup.create", vec![backup(BackupRole::Written)]))["kind"],
+            "drill"
+        );
         assert_eq!(build(&record(None, "backup.create", vec![backup(BackupRole::Written)]))["kind"], "backup");
     }
 

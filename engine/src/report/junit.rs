@@ -34,9 +34,7 @@ pub enum Part<'a> {
 pub fn write(path: &Path, parts: &[Part<'_>]) -> crate::Result<()> {
     let (report, skipped) = xml(parts);
     let mut xml = Vec::new();
-    report
-        .write_xml(&mut xml)
-        .map_err(|e| crate::Error::io("writing the JUnit report", std::io::Error::other(e)))?;
+    report.write_xml(&mut xml).map_err(|e| crate::Error::io("writing the JUnit report", std::io::Error::other(e)))?;
     let xml = with_skip_reasons(&String::from_utf8_lossy(&xml), &skipped);
     write_atomic(path, |w| w.write_all(xml.as_bytes()))
 }

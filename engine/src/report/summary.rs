@@ -181,7 +181,9 @@ impl RunSummary {
         }
         for fact in &r.facts {
             match fact {
-                Fact::Server { version } => self.servers.push(ServerUsed { step: id.clone(), version: version.clone() }),
+                Fact::Server { version } => {
+                    self.servers.push(ServerUsed { step: id.clone(), version: version.clone() })
+                }
                 Fact::Backup { role, path, sha256, size, created, age_s } => self.backups.push(BackupSeen {
                     step: id.clone(),
                     suite: suite.name.clone(),
@@ -461,7 +463,10 @@ mod tests {
         assert_eq!(f.message.as_deref(), Some("3 rows, expected 4"));
         assert_eq!(f.location.as_deref(), Some("verify.yaml:7:5"));
         assert_eq!(f.error_kind, Some(ErrorKind::Class(Class::Failed)));
-        assert_eq!(s.skipped, vec![SkippedStep { step: StepId::new(0, "steps[2]", "amcheck"), reason: Some("when: false".into()) }]);
+        assert_eq!(
+            s.skipped,
+            vec![SkippedStep { step: StepId::new(0, "steps[2]", "amcheck"), reason: Some("when: false".into()) }]
+        );
         assert_eq!((s.record.outcome, s.record.exit_code), (Some(SuiteOutcome::Failed), Some(1)));
         assert!(!s.passed());
     }
