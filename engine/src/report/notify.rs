@@ -119,7 +119,7 @@ pub struct Sentry {
     pub environment: Option<String>,
 }
 
-fn sentry_dsn(s: &Sentry) -> Option<String> {
+pub(super) fn sentry_dsn(s: &Sentry) -> Option<String> {
     s.dsn.clone().or_else(|| s.dsn_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|d| !d.is_empty()))
 }
 
@@ -299,7 +299,7 @@ pub fn secret_values(cfg: &NotifyFile) -> Vec<String> {
     out
 }
 
-fn webhook_url(w: &Webhook) -> Option<String> {
+pub(super) fn webhook_url(w: &Webhook) -> Option<String> {
     w.url.clone().or_else(|| w.url_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|s| !s.is_empty()))
 }
 
