@@ -367,3 +367,32 @@ fn doctor_names_a_notify_file_that_does_not_parse() {
     assert!(l.starts_with("FAIL") && l.contains("notify.yaml:2"), "{all}");
     assert_eq!(out.status.code(), Some(3), "{all}");
 }
+
+/// A small file system mounted for one test and unmounted on drop.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A storage folder on a nearly full file system (a 16 MiB tmpfs, under the 64 MiB a backup
+/// needs at least) is named before a backup would fail on it, with the free space.
+#[test]
+fn doctor_names_a_storage_folder_on_a_full_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "pgdrill-doctor-test"])
+        .arg(dir.path())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require(mounted, "mounting a tmpfs (root)") {
+        return;
+    }
+    let _guard = Mounted(dir.path().to_path_buf());
+    let (out, all) = output(doctor(&["--storage", &dir.path().to_string_lossy()]));
+    let l = line(&all, "storage");
+    assert!(l.starts_with("FAIL") && l.contains("free"), "{all}");
+    assert_eq!(out.status.code(), Some(3), "{all}");
+}
