@@ -111,8 +111,9 @@ enum Command {
         format: String,
         /// The fleet file.
         file: PathBuf,
-        /// The pgdrill binary the schedule runs (cron, systemd).
-        #[arg(long, default_value = "/usr/local/bin/pgdrill")]
+        /// The pgdrill binary the schedule runs (cron, systemd); the Debian package installs it
+        /// in /usr/bin.
+        #[arg(long, default_value = "/usr/bin/pgdrill")]
         binary: String,
         /// The fleet file's path where the schedule runs (default: its absolute path here;
         /// Kubernetes mounts it at /etc/pgdrill).
@@ -184,6 +185,13 @@ enum Command {
     Doctor(crate::doctor::Args),
     /// Print shell completions: bash, zsh or fish.
     Completions { shell: clap_complete::Shell },
+    /// Write the manual pages (pgdrill.1 and one pgdrill-COMMAND.1 per subcommand) into DIR;
+    /// the package build uses it.
+    #[command(hide = true)]
+    Man {
+        /// The directory to write the pages into (created if missing).
+        dir: PathBuf,
+    },
     /// List the step kinds with their fields and outputs.
     Steps {
         /// Show only this step kind.
@@ -350,6 +358,12 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "pgdrill", &mut buf);
             out!("{}", String::from_utf8_lossy(&buf));
+            Ok(ExitCode::Passed)
+        }
+        Command::Man { dir } => {
+            let written = crate::manpages::write_all(<Cli as clap::CommandFactory>::command(), &dir)
+                .map_err(|e| Error::io(format!("writing manual pages into {}", dir.display()), e))?;
+            outln!("{written} manual pages in {}", dir.display());
             Ok(ExitCode::Passed)
         }
         Command::Plan { runbook, vars } => {

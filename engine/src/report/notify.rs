@@ -22,7 +22,7 @@ use crate::runbook::notify::{sentry_target, Email, Format, NotifyFile, Sentry, W
 /// One HTTP POST of a sink: what it is (for warnings), URL, content type, body, headers.
 type Post = (String, String, Option<&'static str>, String, Vec<(String, String)>);
 
-fn sentry_dsn(s: &Sentry) -> Option<String> {
+pub(super) fn sentry_dsn(s: &Sentry) -> Option<String> {
     s.dsn.clone().or_else(|| s.dsn_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|d| !d.is_empty()))
 }
 
@@ -60,7 +60,7 @@ pub fn secret_values(cfg: &NotifyFile) -> Vec<String> {
     out
 }
 
-fn webhook_url(w: &Webhook) -> Option<String> {
+pub(super) fn webhook_url(w: &Webhook) -> Option<String> {
     w.url.clone().or_else(|| w.url_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|s| !s.is_empty()))
 }
 
