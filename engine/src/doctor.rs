@@ -132,7 +132,7 @@ pub async fn run(args: Args, redactor: &Redactor) -> (String, ExitCode) {
 
 /// The notify file parses and each sink would get an alert through.
 async fn notify(f: &mut Findings, file: &Path, redactor: &Redactor) {
-    let cfg = match crate::report::notify::load(file) {
+    let cfg = match crate::runbook::notify::load(file) {
         Ok(cfg) => cfg,
         Err(e) => {
             // One line: where (file:line:col) and what, from the diagnostic's first lines.

@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use super::notify::{sentry_dsn, webhook_url, NotifyFile};
+use super::notify::{sentry_dsn, webhook_url};
+use crate::runbook::notify::NotifyFile;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
