@@ -23,5 +23,6 @@ pub mod shipped;
 pub mod steps;
 pub mod storage;
 pub mod template;
+pub mod util;
 
 pub use error::{Error, ExitCode, Result};

@@ -18,6 +18,7 @@ use serde_yaml::Value as Yaml;
 
 use crate::runbook::{Runbook, StepDef};
 use crate::steps::StepKind;
+use crate::util::{percent_decode, percent_encode_keep};
 
 /// What a redacted value is replaced with.
 pub const MASK: &str = "********";
@@ -266,24 +267,6 @@ pub fn is_credential_param(name: &str) -> bool {
         || ["password", "secret", "token", "signature", "credential"].iter().any(|s| n.ends_with(s))
 }
 
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Register, before a run's first event, what its inputs hold that must be masked: the
 /// passwords in its variables' URLs, and the values that reach its steps' key and password
 /// fields when those are known from vars, env and secrets alone (`key: "{{ vars.key }}"`).
@@ -387,24 +370,6 @@ fn each_yaml_string(v: &Yaml, f: &mut dyn FnMut(&str)) {
         Yaml::Mapping(m) => m.values().for_each(|i| each_yaml_string(i, f)),
         _ => {}
     }
-}
-
-/// RFC 3986 percent-encoding of everything but unreserved characters, as URLs carry passwords.
-pub fn percent_encode(s: &str) -> String {
-    percent_encode_keep(s, "")
-}
-
-/// Percent-encoding that leaves the characters in `keep` as they are.
-fn percent_encode_keep(s: &str, keep: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || keep.as_bytes().contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -780,7 +780,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
             }
             log(format!(
                 "read back {} from the store in {:.1} s: size and sha256 match what was written",
-                crate::report::human_bytes(size),
+                crate::util::human_bytes(size),
                 t.elapsed().as_secs_f64()
             ));
             let head = r.head_bytes(rel, u64::from(archive::MAX_HEADER) + 64).await.ok();
@@ -821,11 +821,11 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     log(format!(
         "wrote {} ({}; pg_dump produced {}, {ratio:.1}x smaller) in {:.1} s, {}; peak RSS {}",
         path.display(),
-        crate::report::human_bytes(manifest.sizes.stored),
-        crate::report::human_bytes(manifest.sizes.raw),
+        crate::util::human_bytes(manifest.sizes.stored),
+        crate::util::human_bytes(manifest.sizes.raw),
         started.elapsed().as_secs_f64(),
         if manifest.cipher == "none" { "NOT encrypted" } else { "encrypted" },
-        crate::report::human_bytes(peak_rss_kib().unwrap_or(0) * 1024),
+        crate::util::human_bytes(peak_rss_kib().unwrap_or(0) * 1024),
     ));
     Ok(Created { path, manifest })
 }

@@ -13,6 +13,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Failure;
+use crate::util::{conninfo_quote, percent_decode_strict};
 
 /// Where a parameter's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,7 +257,7 @@ impl Conninfo {
             .params
             .iter()
             .filter(|(k, _)| PASSED.contains(&k.as_str()))
-            .map(|(k, (v, _))| format!("{k}={}", quote(v)))
+            .map(|(k, (v, _))| format!("{k}={}", conninfo_quote(v)))
             .collect();
         // `allow` and `prefer` both try TLS and fall back (allow's order differs, see
         // `super::connect_config`); the verify modes are `require` plus certificate checks.
@@ -268,7 +269,7 @@ impl Conninfo {
         };
         out.push(format!("sslmode={mode}"));
         if let Some(v) = self.get("keepalives_count") {
-            out.push(format!("keepalives_retries={}", quote(v)));
+            out.push(format!("keepalives_retries={}", conninfo_quote(v)));
         }
         out.join(" ")
     }
@@ -488,7 +489,7 @@ fn parse_container(engine: &str, rest: &str) -> Result<Vec<(String, String)>, Fa
         Some((n, d)) => (n, d),
         None => (main, ""),
     };
-    let name = decode(name).ok_or_else(|| bad("bad percent-encoding in the container's name"))?;
+    let name = percent_decode_strict(name).ok_or_else(|| bad("bad percent-encoding in the container's name"))?;
     // The engines' own rule for names; ids are hex, so they pass too. A leading `-` would be
     // an option to the engine's CLI.
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -501,12 +502,15 @@ fn parse_container(engine: &str, rest: &str) -> Result<Vec<(String, String)>, Fa
     }
     let mut out = vec![("container".to_string(), name), ("container_engine".to_string(), engine.to_string())];
     if !db.is_empty() {
-        out.push(("dbname".into(), decode(db).ok_or_else(|| bad("bad percent-encoding in the database"))?));
+        out.push((
+            "dbname".into(),
+            percent_decode_strict(db).ok_or_else(|| bad("bad percent-encoding in the database"))?,
+        ));
     }
     for kv in query.split('&').filter(|s| !s.is_empty()) {
         let (k, v) = kv.split_once('=').ok_or_else(|| bad(&format!("`{kv}` is not key=value")))?;
-        let k = decode(k).ok_or_else(|| bad("bad percent-encoding in a parameter"))?;
-        let v = decode(v).ok_or_else(|| bad(&format!("bad percent-encoding in `{k}`")))?;
+        let k = percent_decode_strict(k).ok_or_else(|| bad("bad percent-encoding in a parameter"))?;
+        let v = percent_decode_strict(v).ok_or_else(|| bad(&format!("bad percent-encoding in `{k}`")))?;
         if !CONTAINER_KEYS.contains(&k.as_str()) {
             known(&k)?;
         }
@@ -536,10 +540,16 @@ fn parse_url(rest: &str) -> Result<Vec<(String, String)>, Failure> {
                 None => (userinfo, None),
             };
             if !u.is_empty() {
-                out.push(("user".into(), decode(u).ok_or_else(|| bad("bad percent-encoding in the user"))?));
+                out.push((
+                    "user".into(),
+                    percent_decode_strict(u).ok_or_else(|| bad("bad percent-encoding in the user"))?,
+                ));
             }
             if let Some(p) = p {
-                out.push(("password".into(), decode(p).ok_or_else(|| bad("bad percent-encoding in the password"))?));
+                out.push((
+                    "password".into(),
+                    percent_decode_strict(p).ok_or_else(|| bad("bad percent-encoding in the password"))?,
+                ));
             }
             &authority[i + 1..]
         }
@@ -561,7 +571,7 @@ fn parse_url(rest: &str) -> Result<Vec<(String, String)>, Failure> {
             if !p.is_empty() && p.parse::<u16>().is_err() {
                 return Err(bad(&format!("invalid port `{p}`")));
             }
-            hosts.push(decode(h).ok_or_else(|| bad("bad percent-encoding in a host"))?);
+            hosts.push(percent_decode_strict(h).ok_or_else(|| bad("bad percent-encoding in a host"))?);
             ports.push(p.to_string());
         }
         if hosts.iter().any(|h| !h.is_empty()) {
@@ -572,38 +582,19 @@ fn parse_url(rest: &str) -> Result<Vec<(String, String)>, Failure> {
         }
     }
     if let Some(db) = path.filter(|d| !d.is_empty()) {
-        out.push(("dbname".into(), decode(db).ok_or_else(|| bad("bad percent-encoding in the database"))?));
+        out.push((
+            "dbname".into(),
+            percent_decode_strict(db).ok_or_else(|| bad("bad percent-encoding in the database"))?,
+        ));
     }
     for kv in query.unwrap_or_default().split('&').filter(|s| !s.is_empty()) {
         let (k, v) = kv.split_once('=').ok_or_else(|| bad(&format!("`{kv}` is not key=value")))?;
-        let k = decode(k).ok_or_else(|| bad("bad percent-encoding in a parameter"))?;
-        let v = decode(v).ok_or_else(|| bad(&format!("bad percent-encoding in `{k}`")))?;
+        let k = percent_decode_strict(k).ok_or_else(|| bad("bad percent-encoding in a parameter"))?;
+        let v = percent_decode_strict(v).ok_or_else(|| bad(&format!("bad percent-encoding in `{k}`")))?;
         out.retain(|(old, _)| *old != k);
         out.push((k, v));
     }
     Ok(out)
-}
-
-fn decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// A value quoted for a key=value string.
-fn quote(v: &str) -> String {
-    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 #[cfg(test)]

@@ -239,7 +239,7 @@ async fn relay_failed(
         && !said.trim().is_empty()
         && said.chars().all(|c| !c.is_control() || c == '\n' || c == '\r' || c == '\t');
     if engine_said && !said.contains("\"perl\"") {
-        let line = crate::report::visible(first_line(&said)).into_owned();
+        let line = crate::util::visible(first_line(&said)).into_owned();
         let msg = format!("cannot run in the container {} ({} said: {line})", t.label(), t.engine);
         // A user the container does not have is the URL's mistake: no retry mends it.
         return if said.contains("unable to find user") {

@@ -184,7 +184,7 @@ pub fn build(run: &Value) -> Value {
         "started_at": run["started_at"],
         "finished_at": run["finished_at"],
         "duration_s": top["duration"],
-        "host": nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
+        "host": crate::util::hostname().unwrap_or_default(),
         "pgdrill_version": run["pgdrill_version"],
         "versions": { "servers": servers },
         "backups": backups,

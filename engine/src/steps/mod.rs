@@ -144,7 +144,7 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StepError {
 }
 
 // A timestamp as RFC 3339, as every step output, listing and report writes it: one helper.
-pub(crate) use crate::backup::listing::rfc3339;
+pub(crate) use crate::util::rfc3339;
 
 /// A documented field of a step's `with:` block or of its outputs.
 #[derive(Debug, Clone, Copy)]
