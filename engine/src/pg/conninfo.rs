@@ -13,7 +13,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Failure;
-use crate::util::{conninfo_quote, percent_decode_strict};
+// Strict: a `%` without two hex digits, or bytes that are not UTF-8, make the URL invalid.
+use crate::util::{conninfo_quote as quote, percent_decode_strict as decode};
 
 /// Where a parameter's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,7 +258,7 @@ impl Conninfo {
             .params
             .iter()
             .filter(|(k, _)| PASSED.contains(&k.as_str()))
-            .map(|(k, (v, _))| format!("{k}={}", conninfo_quote(v)))
+            .map(|(k, (v, _))| format!("{k}={}", quote(v)))
             .collect();
         // `allow` and `prefer` both try TLS and fall back (allow's order differs, see
         // `super::connect_config`); the verify modes are `require` plus certificate checks.
@@ -269,7 +270,7 @@ impl Conninfo {
         };
         out.push(format!("sslmode={mode}"));
         if let Some(v) = self.get("keepalives_count") {
-            out.push(format!("keepalives_retries={}", conninfo_quote(v)));
+            out.push(format!("keepalives_retries={}", quote(v)));
         }
         out.join(" ")
     }
@@ -489,7 +490,7 @@ fn parse_container(engine: &str, rest: &str) -> Result<Vec<(String, String)>, Fa
         Some((n, d)) => (n, d),
         None => (main, ""),
     };
-    let name = percent_decode_strict(name).ok_or_else(|| bad("bad percent-encoding in the container's name"))?;
+    let name = decode(name).ok_or_else(|| bad("bad percent-encoding in the container's name"))?;
     // The engines' own rule for names; ids are hex, so they pass too. A leading `-` would be
     // an option to the engine's CLI.
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -502,15 +503,12 @@ fn parse_container(engine: &str, rest: &str) -> Result<Vec<(String, String)>, Fa
     }
     let mut out = vec![("container".to_string(), name), ("container_engine".to_string(), engine.to_string())];
     if !db.is_empty() {
-        out.push((
-            "dbname".into(),
-            percent_decode_strict(db).ok_or_else(|| bad("bad percent-encoding in the database"))?,
-        ));
+        out.push(("dbname".into(), decode(db).ok_or_else(|| bad("bad percent-encoding in the database"))?));
     }
     for kv in query.split('&').filter(|s| !s.is_empty()) {
         let (k, v) = kv.split_once('=').ok_or_else(|| bad(&format!("`{kv}` is not key=value")))?;
-        let k = percent_decode_strict(k).ok_or_else(|| bad("bad percent-encoding in a parameter"))?;
-        let v = percent_decode_strict(v).ok_or_else(|| bad(&format!("bad percent-encoding in `{k}`")))?;
+        let k = decode(k).ok_or_else(|| bad("bad percent-encoding in a parameter"))?;
+        let v = decode(v).ok_or_else(|| bad(&format!("bad percent-encoding in `{k}`")))?;
         if !CONTAINER_KEYS.contains(&k.as_str()) {
             known(&k)?;
         }
@@ -540,16 +538,10 @@ fn parse_url(rest: &str) -> Result<Vec<(String, String)>, Failure> {
                 None => (userinfo, None),
             };
             if !u.is_empty() {
-                out.push((
-                    "user".into(),
-                    percent_decode_strict(u).ok_or_else(|| bad("bad percent-encoding in the user"))?,
-                ));
+                out.push(("user".into(), decode(u).ok_or_else(|| bad("bad percent-encoding in the user"))?));
             }
             if let Some(p) = p {
-                out.push((
-                    "password".into(),
-                    percent_decode_strict(p).ok_or_else(|| bad("bad percent-encoding in the password"))?,
-                ));
+                out.push(("password".into(), decode(p).ok_or_else(|| bad("bad percent-encoding in the password"))?));
             }
             &authority[i + 1..]
         }
@@ -571,7 +563,7 @@ fn parse_url(rest: &str) -> Result<Vec<(String, String)>, Failure> {
             if !p.is_empty() && p.parse::<u16>().is_err() {
                 return Err(bad(&format!("invalid port `{p}`")));
             }
-            hosts.push(percent_decode_strict(h).ok_or_else(|| bad("bad percent-encoding in a host"))?);
+            hosts.push(decode(h).ok_or_else(|| bad("bad percent-encoding in a host"))?);
             ports.push(p.to_string());
         }
         if hosts.iter().any(|h| !h.is_empty()) {
@@ -582,15 +574,12 @@ fn parse_url(rest: &str) -> Result<Vec<(String, String)>, Failure> {
         }
     }
     if let Some(db) = path.filter(|d| !d.is_empty()) {
-        out.push((
-            "dbname".into(),
-            percent_decode_strict(db).ok_or_else(|| bad("bad percent-encoding in the database"))?,
-        ));
+        out.push(("dbname".into(), decode(db).ok_or_else(|| bad("bad percent-encoding in the database"))?));
     }
     for kv in query.unwrap_or_default().split('&').filter(|s| !s.is_empty()) {
         let (k, v) = kv.split_once('=').ok_or_else(|| bad(&format!("`{kv}` is not key=value")))?;
-        let k = percent_decode_strict(k).ok_or_else(|| bad("bad percent-encoding in a parameter"))?;
-        let v = percent_decode_strict(v).ok_or_else(|| bad(&format!("bad percent-encoding in `{k}`")))?;
+        let k = decode(k).ok_or_else(|| bad("bad percent-encoding in a parameter"))?;
+        let v = decode(v).ok_or_else(|| bad(&format!("bad percent-encoding in `{k}`")))?;
         out.retain(|(old, _)| *old != k);
         out.push((k, v));
     }
