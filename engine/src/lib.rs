@@ -8,6 +8,7 @@ pub mod archive;
 pub mod backup;
 pub mod child;
 pub mod cli;
+pub mod diag;
 pub mod doctor;
 pub mod error;
 pub mod exec;

@@ -7,10 +7,7 @@
 //! `with:` blocks stay as YAML trees and are typed by each step kind, after templating, at
 //! execution time. `vars.rs` types `--var` values and computes defaults and `let:` values.
 
-mod diag;
 mod load;
-pub mod spans;
-pub mod suggest;
 mod vars;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,7 +17,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_yaml::Value as Yaml;
 
-pub use diag::{Diagnostic, Diagnostics};
+// Diagnostics live below the error type (which carries them); named here too, where
+// runbooks' readers have always found them.
+pub use crate::diag::{spans, suggest, Diagnostic, Diagnostics};
 pub use load::{load, load_checked, load_runbook_ref, MAX_NESTING};
 use spans::{Pos, SpanIndex};
 pub use vars::{overrides_from_pairs, resolve_lets, resolve_vars, VarMap};
