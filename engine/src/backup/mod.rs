@@ -16,7 +16,8 @@ use time::OffsetDateTime;
 use crate::archive::{self, Codec, Kdf, KeySource, Sizes, WriteOptions};
 use crate::error::{Class, Failure};
 use crate::pg::fingerprint::{self, Fingerprint, Mode};
-use crate::pg::native::parse_major;
+// Found by pg/ (it also runs the tools from an image); named here for the pipeline.
+pub use crate::pg::native::find_tool;
 use crate::storage::{self, LocalStore};
 
 pub mod complete;
@@ -402,40 +403,6 @@ impl Sink {
 pub struct Created {
     pub path: PathBuf,
     pub manifest: Manifest,
-}
-
-/// Find pg_dump (or pg_restore): explicit, the server's major under /usr/lib/postgresql, the
-/// newest there, then PATH.
-pub fn find_tool(tool: &str, explicit: Option<&Path>, server_major: u32) -> Result<(PathBuf, String, u32), Failure> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = explicit {
-        candidates.push(p.to_path_buf());
-    } else {
-        candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{server_major}/bin/{tool}")));
-        for m in crate::pg::native::installed_majors().into_iter().rev() {
-            candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{m}/bin/{tool}")));
-        }
-        candidates.push(PathBuf::from(tool));
-    }
-    let mut best: Option<(PathBuf, String, u32)> = None;
-    for c in candidates {
-        let Ok(out) = crate::child::output(crate::child::command(&c).arg("--version")) else { continue };
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let Some(major) = parse_major(&text) else { continue };
-        if major >= server_major {
-            return Ok((c, text, major));
-        }
-        if best.is_none() {
-            best = Some((c, text, major));
-        }
-    }
-    match best {
-        Some((p, text, major)) => Err(Failure::environment(format!(
-            "{tool} {major} ({}, `{text}`) is older than the server (PostgreSQL {server_major}); install the {server_major} client tools or set `{tool}:`",
-            p.display()
-        ))),
-        None => Err(Failure::environment(format!("{tool} not found: install the PostgreSQL client tools or set `{tool}:`"))),
-    }
 }
 
 /// A staged file or directory (`.0`, not yet created), inside a private directory of its

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{Pid, User};
 
+use crate::error::Failure;
+
 /// initdb's arguments besides the data directory, superuser and password file.
 const INITDB_ARGS: &[&str] = &["-A", "scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions"];
 
@@ -513,6 +515,40 @@ pub fn installed_majors() -> Vec<u32> {
         .collect();
     v.sort_unstable();
     v
+}
+
+/// Find pg_dump (or pg_restore): explicit, the server's major under /usr/lib/postgresql, the
+/// newest there, then PATH.
+pub fn find_tool(tool: &str, explicit: Option<&Path>, server_major: u32) -> Result<(PathBuf, String, u32), Failure> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = explicit {
+        candidates.push(p.to_path_buf());
+    } else {
+        candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{server_major}/bin/{tool}")));
+        for m in installed_majors().into_iter().rev() {
+            candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{m}/bin/{tool}")));
+        }
+        candidates.push(PathBuf::from(tool));
+    }
+    let mut best: Option<(PathBuf, String, u32)> = None;
+    for c in candidates {
+        let Ok(out) = crate::child::output(crate::child::command(&c).arg("--version")) else { continue };
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let Some(major) = parse_major(&text) else { continue };
+        if major >= server_major {
+            return Ok((c, text, major));
+        }
+        if best.is_none() {
+            best = Some((c, text, major));
+        }
+    }
+    match best {
+        Some((p, text, major)) => Err(Failure::environment(format!(
+            "{tool} {major} ({}, `{text}`) is older than the server (PostgreSQL {server_major}); install the {server_major} client tools or set `{tool}:`",
+            p.display()
+        ))),
+        None => Err(Failure::environment(format!("{tool} not found: install the PostgreSQL client tools or set `{tool}:`"))),
+    }
 }
 
 fn describe_available() -> String {
