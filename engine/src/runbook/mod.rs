@@ -8,6 +8,7 @@
 //! execution time. `vars.rs` types `--var` values and computes defaults and `let:` values.
 
 mod load;
+mod secrets;
 mod vars;
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +22,7 @@ use serde_yaml::Value as Yaml;
 // runbooks' readers have always found them.
 pub use crate::diag::{spans, suggest, Diagnostic, Diagnostics};
 pub use load::{load, load_checked, load_runbook_ref, MAX_NESTING};
+pub use secrets::{register_run_inputs, secret_fields};
 use spans::{Pos, SpanIndex};
 pub use vars::{overrides_from_pairs, resolve_lets, resolve_vars, VarMap};
 
