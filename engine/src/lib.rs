@@ -12,6 +12,7 @@ pub mod diag;
 pub mod doctor;
 pub mod error;
 pub mod exec;
+pub mod facts;
 pub mod fleet;
 pub mod pg;
 pub mod plan;

@@ -634,7 +634,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         size: 0,
         sessions: 0,
     });
-    ctx.fact(crate::exec::Fact::Server { version: server_version.clone() });
+    ctx.fact(crate::facts::Fact::Server { version: server_version.clone() });
     Ok(PreflightOutputs {
         target_url: url,
         admin_url,
@@ -917,7 +917,7 @@ async fn snapshot(ctx: StepCtx, w: SnapshotWith) -> Result<SnapshotOutputs, Step
         kept_until: rfc3339(kept_until),
         pruned,
     };
-    ctx.backup_fact(crate::exec::BackupRole::Snapshot, &super::outputs_of(&out)?);
+    ctx.backup_fact(crate::facts::BackupRole::Snapshot, &super::outputs_of(&out)?);
     Ok(out)
 }
 
