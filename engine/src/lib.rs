@@ -14,6 +14,8 @@ pub mod error;
 pub mod exec;
 pub mod facts;
 pub mod fleet;
+#[cfg(test)]
+mod layers;
 pub mod pg;
 pub mod plan;
 pub mod progress;
