@@ -16,6 +16,9 @@ use crate::error::Failure;
 // Strict: a `%` without two hex digits, or bytes that are not UTF-8, make the URL invalid.
 use crate::util::{conninfo_quote as quote, percent_decode_strict as decode};
 
+/// Where PostgreSQL's Debian packages and the official image put the socket.
+pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
+
 /// Where a parameter's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -148,12 +151,8 @@ impl Conninfo {
         if ci.params.contains_key("container") {
             // Inside a container only its own socket counts: this machine's service file,
             // environment and password file describe other servers (see `super::container`).
-            let defaults = [
-                ("host", super::container::DEFAULT_SOCKET_DIR),
-                ("port", "5432"),
-                ("user", "postgres"),
-                ("sslmode", "disable"),
-            ];
+            let defaults =
+                [("host", DEFAULT_SOCKET_DIR), ("port", "5432"), ("user", "postgres"), ("sslmode", "disable")];
             for (k, v) in defaults {
                 ci.params.entry(k.into()).or_insert_with(|| (v.into(), Origin::Default));
             }

@@ -176,8 +176,8 @@ fn socket_path(ci: &Conninfo) -> String {
     format!("{host}/.s.PGSQL.{port}")
 }
 
-/// Where PostgreSQL's Debian packages and the official image put the socket.
-pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
+// Defined with the connection parameters, which default to it inside a container.
+pub use super::conninfo::DEFAULT_SOCKET_DIR;
 
 /// Open `cfg` on the server inside the container, through the relay.
 pub async fn open(t: &Target, ci: &Conninfo, cfg: &Config) -> Result<Client, Failure> {
