@@ -454,6 +454,12 @@ pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// `'text'` with embedded quotes doubled: a string literal under `standard_conforming_strings`
+/// (on since PostgreSQL 9.1), where a backslash is an ordinary character.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// Find the directory with initdb and postgres: bin_dir, pg_config, Debian's layout, PATH.
 pub fn find_bin_dir(bin_dir: Option<&Path>, major: Option<u32>) -> Result<PathBuf, ServerError> {
     if let Some(d) = bin_dir {
@@ -630,6 +636,13 @@ fn reap_stale_in(tmp: &Path) {
 #[cfg(test)]
 mod tests {
     use super::parse_major;
+
+    #[test]
+    fn names_and_literals_are_quoted_with_their_quotes_doubled() {
+        assert_eq!(super::quote_ident(r#"a "b""#), r#""a ""b""""#);
+        assert_eq!(super::quote_literal("it's"), "'it''s'");
+        assert_eq!(super::quote_literal(r"a\b"), r"'a\b'", "a backslash is an ordinary character");
+    }
 
     /// Found as a flake: a directory another pgdrill had just made (before its `owner.pid`)
     /// was removed as stale, and that server's start failed with ENOENT.

@@ -139,7 +139,7 @@ impl Properties {
     /// The CREATE DATABASE options that give them again (names and values quoted).
     pub fn create_options(&self) -> String {
         use crate::pg::native::quote_ident;
-        let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let lit = crate::pg::native::quote_literal;
         let mut sql = String::new();
         if !self.locale_provider.is_empty() {
             sql.push_str(&format!(" locale_provider {}", quote_ident(&self.locale_provider)));
@@ -576,7 +576,7 @@ pub fn manual_commands(journal: &Journal, user: &str, host: &str, port: u16) -> 
             drop = shell_quote(&format!("drop database if exists {} with (force)", quote_ident(&journal.database)))
         );
     };
-    let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let lit = crate::pg::native::quote_literal;
     let mut create = format!("create database {} template template0", quote_ident(&journal.database));
     if !journal.owner.is_empty() {
         create.push_str(&format!(" owner {}", quote_ident(&journal.owner)));

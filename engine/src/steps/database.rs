@@ -88,7 +88,7 @@ struct Shape {
 }
 
 fn create_sql(database: &str, shape: &Shape, oid: Option<u32>) -> String {
-    let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let lit = crate::pg::native::quote_literal;
     let mut sql = format!("create database {} template template0", quote_ident(database));
     if let Some(oid) = oid {
         sql.push_str(&format!(" oid {oid}"));

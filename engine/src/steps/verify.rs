@@ -1220,8 +1220,11 @@ async fn amcheck(ctx: StepCtx, w: AmcheckWith) -> Result<AmcheckOutputs, StepErr
             loop {
                 let next = work.lock().await.recv().await;
                 let Some(name) = next else { return Ok::<(), StepError>(()) };
-                let q =
-                    format!("select bt_index_check('{}'::regclass, {})", name.replace('\'', "''"), w.heapallindexed);
+                let q = format!(
+                    "select bt_index_check({}::regclass, {})",
+                    crate::pg::native::quote_literal(&name),
+                    w.heapallindexed
+                );
                 if let Err(e) = c.batch_execute(&q).await {
                     if let Ok(mut f) = failures.lock() {
                         f.push(format!("{name}: {}", crate::pg::describe(&e)));
