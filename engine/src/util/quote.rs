@@ -100,16 +100,6 @@ pub fn visible(s: &str) -> Cow<'_, str> {
 mod tests {
     use super::*;
 
-    /// Run `sh -c 'printf %s WORD'` and read back what the shell made of the quoted word.
-    fn through_sh(word: &str) -> String {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("printf %s {}", shell_quote(word)))
-            .output()
-            .expect("sh runs");
-        String::from_utf8(out.stdout).expect("utf-8")
-    }
-
     #[test]
     fn shell_quote_leaves_plain_words_bare_and_quotes_the_rest() {
         assert_eq!(shell_quote("/usr/bin/pgdrill"), "/usr/bin/pgdrill");
@@ -121,15 +111,6 @@ mod tests {
         assert_eq!(shell_quote("50%"), "'50%'");
         assert_eq!(shell_quote("a+b,c"), "'a+b,c'");
         assert_eq!(shell_quote("$HOME"), "'$HOME'");
-    }
-
-    #[test]
-    fn shell_quoted_words_reach_the_shell_unchanged() {
-        for w in
-            ["", "a b", "it's", "'", "''", "$(touch /nonexistent)", "`id`", "a\nb", "*", "~", "-n", "x;y|z&", "é ç"]
-        {
-            assert_eq!(through_sh(w), w, "{w:?} quoted as {}", shell_quote(w));
-        }
     }
 
     #[test]
