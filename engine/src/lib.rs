@@ -8,11 +8,15 @@ pub mod archive;
 pub mod backup;
 pub mod child;
 pub mod cli;
+pub mod diag;
 pub mod doctor;
 pub mod error;
 pub mod exec;
+pub mod facts;
 pub mod fleet;
 pub mod manpages;
+#[cfg(test)]
+mod layers;
 pub mod pg;
 pub mod plan;
 pub mod progress;
@@ -24,5 +28,6 @@ pub mod shipped;
 pub mod steps;
 pub mod storage;
 pub mod template;
+pub mod util;
 
 pub use error::{Error, ExitCode, Result};

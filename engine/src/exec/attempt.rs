@@ -233,9 +233,9 @@ impl Executor {
             )
         })?;
         text_where_text_is_wanted(kind, &step.with, &mut rendered);
-        crate::redact::register_step_inputs(&self.redactor, kind, &rendered).map_err(|(path, m)| {
-            (Outcome::Errored, ErrorKind::Class(Class::Invalid), format!("{}: {m}", where_(&path)))
-        })?;
+        crate::redact::register_step_inputs(&self.redactor, crate::runbook::secret_fields(kind), &rendered).map_err(
+            |(path, m)| (Outcome::Errored, ErrorKind::Class(Class::Invalid), format!("{}: {m}", where_(&path))),
+        )?;
 
         let sink = self.sink.clone();
         let log_store = log.clone();

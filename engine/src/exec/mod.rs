@@ -170,7 +170,7 @@ impl Executor {
         let vars = runbook::resolve_vars(rb, overrides, &env)?;
         let lets = runbook::resolve_lets(rb, &vars, &env)?;
         preflight::check(rb, &vars, &lets, &env)?;
-        crate::redact::register_run_inputs(&self.redactor, rb, &vars, &env, &secrets);
+        crate::runbook::register_run_inputs(&self.redactor, rb, &vars, &env, &secrets);
         let run = json!({ "status": "running", "message": null, "elapsed_s": 0 });
         let run = run.as_object().cloned().unwrap_or_default();
         let mut scope =

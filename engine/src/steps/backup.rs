@@ -222,7 +222,7 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
     let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
     let created = backup::create(opts, &log).await.map_err(StepError::from)?;
     let out = CreateOutputs::described(&created.path, &created.manifest, backup::peak_rss_kib().unwrap_or(0));
-    ctx.backup_fact(crate::exec::BackupRole::Written, &super::outputs_of(&out)?);
+    ctx.backup_fact(crate::facts::BackupRole::Written, &super::outputs_of(&out)?);
     Ok(out)
 }
 

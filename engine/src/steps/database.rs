@@ -88,7 +88,7 @@ struct Shape {
 }
 
 fn create_sql(database: &str, shape: &Shape, oid: Option<u32>) -> String {
-    let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let lit = crate::pg::native::quote_literal;
     let mut sql = format!("create database {} template template0", quote_ident(database));
     if let Some(oid) = oid {
         sql.push_str(&format!(" oid {oid}"));
@@ -634,7 +634,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         size: 0,
         sessions: 0,
     });
-    ctx.fact(crate::exec::Fact::Server { version: server_version.clone() });
+    ctx.fact(crate::facts::Fact::Server { version: server_version.clone() });
     Ok(PreflightOutputs {
         target_url: url,
         admin_url,
@@ -917,7 +917,7 @@ async fn snapshot(ctx: StepCtx, w: SnapshotWith) -> Result<SnapshotOutputs, Step
         kept_until: rfc3339(kept_until),
         pruned,
     };
-    ctx.backup_fact(crate::exec::BackupRole::Snapshot, &super::outputs_of(&out)?);
+    ctx.backup_fact(crate::facts::BackupRole::Snapshot, &super::outputs_of(&out)?);
     Ok(out)
 }
 

@@ -572,8 +572,8 @@ async fn rto(ctx: StepCtx, w: RtoWith) -> Result<RtoOutputs, StepError> {
     for (k, v) in &o {
         ctx.keep(k, v.clone());
     }
-    ctx.fact(crate::exec::Fact::Objective {
-        objective: crate::exec::Objective::Rto,
+    ctx.fact(crate::facts::Fact::Objective {
+        objective: crate::facts::Objective::Rto,
         measured_s: o["rto_s"].clone(),
         target_s: o["target_s"].clone(),
         phases: Some(o["phases"].clone()),
@@ -664,8 +664,8 @@ async fn rpo(ctx: StepCtx, w: RpoWith) -> Result<RpoOutputs, StepError> {
     for (k, v) in &o {
         ctx.keep(k, v.clone());
     }
-    ctx.fact(crate::exec::Fact::Objective {
-        objective: crate::exec::Objective::Rpo,
+    ctx.fact(crate::facts::Fact::Objective {
+        objective: crate::facts::Objective::Rpo,
         measured_s: o["rpo_s"].clone(),
         target_s: o["target_s"].clone(),
         phases: None,

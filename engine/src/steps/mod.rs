@@ -144,7 +144,7 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StepError {
 }
 
 // A timestamp as RFC 3339, as every step output, listing and report writes it: one helper.
-pub(crate) use crate::backup::listing::rfc3339;
+pub(crate) use crate::util::rfc3339;
 
 /// A documented field of a step's `with:` block or of its outputs.
 #[derive(Debug, Clone, Copy)]
@@ -260,7 +260,7 @@ pub struct StepCtx {
     /// (see `ended`); empty elsewhere.
     pub siblings: Arc<std::collections::HashMap<String, CancellationToken>>,
     /// How each sibling of the `parallel` group that has ended ended (see `ended`).
-    pub sibling_outcomes: Arc<std::sync::Mutex<std::collections::HashMap<String, crate::exec::Outcome>>>,
+    pub sibling_outcomes: Arc<std::sync::Mutex<std::collections::HashMap<String, crate::facts::Outcome>>>,
     /// The operator confirmed in advance (`pgdrill run --yes`).
     pub assume_yes: bool,
     /// `pgdrill run --rto D`: the recovery time objective every `drill.rto` step is held to
@@ -275,7 +275,7 @@ pub struct StepCtx {
     /// What the run's final message must say about this step (see `notice`).
     pub notice: Arc<std::sync::Mutex<Option<String>>>,
     /// What the step established for the reports (see `fact`).
-    pub facts: Arc<std::sync::Mutex<Vec<crate::exec::Fact>>>,
+    pub facts: Arc<std::sync::Mutex<Vec<crate::facts::Fact>>>,
 }
 
 impl StepCtx {
@@ -283,7 +283,7 @@ impl StepCtx {
     /// its outcome (a failure also cancels this step through `cancel`): for a step that works
     /// beside another one, such as amcheck checking each index while the restore builds them.
     /// How the sibling `id` ended, once it has (see `ended`).
-    pub fn sibling_outcome(&self, id: &str) -> Option<crate::exec::Outcome> {
+    pub fn sibling_outcome(&self, id: &str) -> Option<crate::facts::Outcome> {
         self.sibling_outcomes.lock().ok().and_then(|o| o.get(id).copied())
     }
 
@@ -298,17 +298,17 @@ impl StepCtx {
     /// Report a fact (a server used, a backup written or tested, an objective measured):
     /// reporters read facts, not step kinds. Facts stand whether the step then passes or
     /// fails (an RTO over its target is still reported).
-    pub fn fact(&self, f: crate::exec::Fact) {
+    pub fn fact(&self, f: crate::facts::Fact) {
         if let Ok(mut l) = self.facts.lock() {
             l.push(f);
         }
     }
 
     /// A backup fact from a step's outputs (`path`, `sha256`, `size`, `created`, `age_s`).
-    pub fn backup_fact(&self, role: crate::exec::BackupRole, o: &Outputs) {
+    pub fn backup_fact(&self, role: crate::facts::BackupRole, o: &Outputs) {
         let v = |k: &str| o.get(k).cloned().unwrap_or(serde_json::Value::Null);
         if o.get("path").is_some_and(|p| p.is_string()) {
-            self.fact(crate::exec::Fact::Backup {
+            self.fact(crate::facts::Fact::Backup {
                 role,
                 path: v("path"),
                 sha256: v("sha256"),
