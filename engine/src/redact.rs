@@ -321,7 +321,7 @@ pub fn register_run_inputs(
     while let Some(step) = stack.pop() {
         stack.extend(step.rollback.iter());
         let Some(kind) = crate::steps::find(&step.uses) else { continue };
-        for f in kind.fields.iter().filter(|f| f.ty == "secret") {
+        for f in kind.fields.iter().filter(|f| f.secret) {
             let Some(Yaml::String(src)) = step.with.get(f.name) else { continue };
             // Fields that depend on step outputs are registered when the step renders them.
             if let Ok(Yaml::String(v)) = crate::template::render_str(&tenv, src, &ctx) {
@@ -334,7 +334,7 @@ pub fn register_run_inputs(
 /// Register the rendered values of a step's key and password fields and the passwords in
 /// its URLs; refuse a key or passphrase that is too short (the message names the field).
 pub fn register_step_inputs(r: &Redactor, kind: &StepKind, with: &Yaml) -> Result<(), (String, String)> {
-    for f in kind.fields.iter().filter(|f| f.ty == "secret") {
+    for f in kind.fields.iter().filter(|f| f.secret) {
         if let Some(Yaml::String(v)) = with.get(f.name) {
             r.add(v);
             if f.name == "key" {

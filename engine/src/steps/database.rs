@@ -6,7 +6,6 @@
 //! snapshot of it on disk (`database.drop` checks), and nothing changes before the operator
 //! confirmed (`operator.confirm`, or `pgdrill run --yes`).
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -738,6 +737,7 @@ impl Step for Confirm {
     const NAME: &'static str = "operator.confirm";
     const SUMMARY: &'static str = "Ask the operator to confirm by typing an answer on the terminal; `pgdrill run --yes` confirms in advance; without either it refuses (exit 2).";
     const REPORT_LOG: bool = true;
+    const DESTRUCTIVE: bool = true;
     const INTERACTIVE: bool = true;
     type With = ConfirmWith;
     type Outputs = ConfirmOutputs;
@@ -755,23 +755,13 @@ async fn confirm(ctx: StepCtx, w: ConfirmWith) -> Result<ConfirmOutputs, StepErr
         ctx.log(format!("{} (confirmed by --yes)", w.message.trim()));
         return Ok(ConfirmOutputs { confirmed_by: "--yes".into() });
     }
-    if !std::io::stdin().is_terminal() {
+    let prompt = format!("\n{}\nType `{}` to continue: ", w.message.trim(), w.answer);
+    let Some(typed_answer) = ctx.ask(prompt).await? else {
         return Err(StepError::invalid(format!(
             "refusing without confirmation: {}; stdin is not a terminal, so pass --yes to confirm. Nothing was changed",
             w.message.trim()
         )));
-    }
-    let prompt = format!("\n{}\nType `{}` to continue: ", w.message.trim(), w.answer);
-    let typed_answer = tokio::task::spawn_blocking(move || {
-        let mut err = std::io::stderr().lock();
-        let _ = err.write_all(prompt.as_bytes());
-        let _ = err.flush();
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).map(|_| line)
-    })
-    .await
-    .map_err(|e| StepError::environment(e.to_string()))?
-    .map_err(|e| StepError::environment(format!("reading the answer: {e}")))?;
+    };
     if typed_answer.trim() != w.answer {
         return Err(StepError::failed(format!("not confirmed (expected `{}`): nothing was changed", w.answer)));
     }
@@ -794,7 +784,7 @@ pub struct SnapshotWith {
     safety: String,
     /// encrypt the snapshot with this key or passphrase
     #[serde(default, deserialize_with = "super::de::opt_text")]
-    #[field(ty = "secret")]
+    #[field(secret)]
     key: Option<String>,
     /// older snapshots of this database are pruned (default 7d)
     #[serde(default = "week", deserialize_with = "super::de::duration")]
@@ -1123,6 +1113,7 @@ impl Step for DropDatabase {
     const NAME: &'static str = "database.drop";
     const SUMMARY: &'static str = "Drop a database, only once a safety snapshot of it is on disk; outputs its owner, encoding and locale to recreate it.";
     const REPORT_LOG: bool = true;
+    const DESTRUCTIVE: bool = true;
     type With = DropWith;
     type Outputs = DropOutputs;
 
@@ -1487,7 +1478,7 @@ pub struct RestoreSnapshotWith {
     #[field(ty = "path", required)]
     snapshot: Option<String>,
     /// the snapshot's key
-    #[field(ty = "secret")]
+    #[field(secret)]
     key: Option<String>,
     /// as database.drop reported them
     owner: Option<String>,
@@ -1557,6 +1548,7 @@ impl Step for RestoreSnapshot {
     const NAME: &'static str = "database.restore_snapshot";
     const SUMMARY: &'static str = "Put a database back from its safety snapshot: drop what is there, recreate it (owner kept), restore, and prove its fingerprint equals the snapshot's.";
     const REPORT_LOG: bool = true;
+    const DESTRUCTIVE: bool = true;
     type With = RestoreSnapshotWith;
     type Outputs = RestoreSnapshotOutputs;
 

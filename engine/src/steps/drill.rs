@@ -193,7 +193,7 @@ pub struct WorkspaceOutputs {
     #[field(ty = "path")]
     path: String,
     /// a random 256-bit key (hex), masked everywhere
-    #[field(ty = "secret")]
+    #[field(secret)]
     key: String,
 }
 

@@ -36,6 +36,8 @@ pub const RUNBOOK: StepKind = super::kind::<Runbook>();
 impl Step for Runbook {
     const NAME: &'static str = "runbook";
     const SUMMARY: &'static str = "Run another runbook as a sub-suite, passing variables.";
+    // Its rollbacks and `finally` must run: it is told to stop, never dropped.
+    const FINISHES_ITSELF: bool = true;
     type With = NestedWith;
     type Outputs = NestedOutputs;
 
