@@ -80,7 +80,10 @@ fn expand_kinds(entries: Vec<KindEntry>) -> syn::Result<TokenStream2> {
         if seen.contains(&name) {
             // One module, one visibility: say it where the module is declared.
             if !matches!(e.vis, Visibility::Inherited) {
-                return Err(syn::Error::new(e.module.span(), format!("give `{name}`'s visibility on its first line only")));
+                return Err(syn::Error::new(
+                    e.module.span(),
+                    format!("give `{name}`'s visibility on its first line only"),
+                ));
             }
             continue;
         }

@@ -1670,3 +1670,65 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
         Ok(RestoreSnapshotOutputs { notice })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::error::Failure;
+    use crate::steps::{test_ctx, BoxFuture, Operator};
+
+    /// An operator who answers from a script and remembers what they were asked.
+    struct Scripted(Option<&'static str>, Mutex<Vec<String>>);
+
+    impl Operator for Scripted {
+        fn ask(&self, prompt: String) -> BoxFuture<'static, Result<Option<String>, Failure>> {
+            if let Ok(mut asked) = self.1.lock() {
+                asked.push(prompt);
+            }
+            let answer = self.0.map(|a| format!("{a}\n"));
+            Box::pin(async move { Ok(answer) })
+        }
+    }
+
+    fn confirm_with(answer: &str) -> ConfirmWith {
+        ConfirmWith { message: "drop database `shop` on db1 ".into(), answer: answer.into() }
+    }
+
+    /// `operator.confirm` asks through its context, which the executor answers from the
+    /// terminal: the step itself never reads stdin (it used to, so it could not be driven by
+    /// anything but a terminal).
+    #[tokio::test]
+    async fn confirm_asks_the_operator_through_its_context() {
+        let operator = Arc::new(Scripted(Some("yes"), Mutex::new(Vec::new())));
+        let (ctx, log) = test_ctx(operator.clone());
+        let out = confirm(ctx, confirm_with("yes")).await.map_err(|e| e.message().to_string());
+        assert_eq!(out.map(|o| o.confirmed_by), Ok("terminal".to_string()));
+        let asked = operator.1.lock().map(|a| a.clone()).unwrap_or_default();
+        assert_eq!(asked, ["\ndrop database `shop` on db1\nType `yes` to continue: "]);
+        assert_eq!(log.lock().map(|l| l.clone()).unwrap_or_default(), ["confirmed on the terminal"]);
+
+        let (ctx, _) = test_ctx(Arc::new(Scripted(Some("no"), Mutex::new(Vec::new()))));
+        let e = confirm(ctx, confirm_with("yes")).await.err();
+        assert_eq!(e.as_ref().and_then(StepError::class), Some(Class::Failed), "{e:?}");
+        assert_eq!(e.map(|e| e.message().to_string()).as_deref(), Some("not confirmed (expected `yes`): nothing was changed"));
+    }
+
+    /// Without anyone to answer, nothing is asked for twice and nothing changes: invalid
+    /// input (exit 2), naming `--yes`; with `--yes` the operator is not asked at all.
+    #[tokio::test]
+    async fn confirm_without_a_terminal_refuses_and_with_yes_does_not_ask() {
+        let (ctx, _) = test_ctx(Arc::new(Scripted(None, Mutex::new(Vec::new()))));
+        let e = confirm(ctx, confirm_with("yes")).await.err();
+        assert_eq!(e.as_ref().and_then(StepError::class), Some(Class::Invalid), "{e:?}");
+        assert!(e.is_some_and(|e| e.message().contains("pass --yes")));
+
+        let operator = Arc::new(Scripted(Some("no"), Mutex::new(Vec::new())));
+        let (mut ctx, _) = test_ctx(operator.clone());
+        ctx.assume_yes = true;
+        let out = confirm(ctx, confirm_with("yes")).await.map_err(|e| e.message().to_string());
+        assert_eq!(out.map(|o| o.confirmed_by), Ok("--yes".to_string()));
+        assert!(operator.1.lock().map(|a| a.is_empty()).unwrap_or(false), "asked despite --yes");
+    }
+}

@@ -478,6 +478,48 @@ impl StepCtx {
     }
 }
 
+/// A context for running one step in a unit test: `operator` answers its questions, its log
+/// lines are collected in the returned list, nothing else is connected (a nested runbook
+/// is refused).
+#[cfg(test)]
+pub(crate) fn test_ctx(operator: Arc<dyn Operator>) -> (StepCtx, Arc<std::sync::Mutex<Vec<String>>>) {
+    struct NoNesting;
+    impl NestedRunner for NoNesting {
+        fn run_nested(
+            &self,
+            _: StepCtx,
+            _: PathBuf,
+            _: serde_yaml::Mapping,
+            _: Outputs,
+        ) -> BoxFuture<'static, Result<Outputs, StepError>> {
+            Box::pin(async { Err(StepError::invalid("no nested runbooks in a unit test")) })
+        }
+    }
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = lines.clone();
+    let ctx = StepCtx {
+        runbook_name: "test".into(),
+        base_dir: PathBuf::from("."),
+        step: "test".into(),
+        suite: 0,
+        log: Arc::new(move |l: String| log.lock().map(|mut v| v.push(l)).unwrap_or_default()),
+        progress: Arc::new(|_, _| {}),
+        cancel: CancellationToken::new(),
+        siblings: Arc::default(),
+        sibling_outcomes: Arc::default(),
+        assume_yes: false,
+        operator,
+        rto_objective: None,
+        redactor: Redactor::default(),
+        nested: Arc::new(NoNesting),
+        resources: Resources::default(),
+        kept: Arc::default(),
+        notice: Arc::default(),
+        facts: Arc::default(),
+    };
+    (ctx, lines)
+}
+
 /// A backup in an object store read as a stream (see `StepCtx::backup_stream`).
 pub enum FromStore {
     Archive(PathBuf, Box<dyn std::io::Read + Send>),
@@ -782,6 +824,9 @@ mod tests {
             /// one of two, checked by `With::check`
             #[field(required)]
             either: Option<String>,
+            /// the key
+            #[field(secret)]
+            key: Option<String>,
         }
         #[derive(Fields)]
         #[fields(outputs)]
@@ -793,7 +838,11 @@ mod tests {
             ratio: f64,
         }
         let show = |fs: &[Field]| {
-            fs.iter().map(|f| format!("{} {} {} {}", f.name, f.ty, f.required, f.doc)).collect::<Vec<_>>()
+            fs.iter()
+                .map(|f| {
+                    format!("{} {} {} {}{}", f.name, f.ty, f.required, f.doc, if f.secret { " (secret)" } else { "" })
+                })
+                .collect::<Vec<_>>()
         };
         assert_eq!(
             show(<Probe as Fields>::FIELDS),
@@ -803,12 +852,70 @@ mod tests {
                 "tries integer false how many",
                 "names list of strings true called so",
                 "either string true one of two, checked by `With::check`",
+                "key secret false the key (secret)",
             ]
         );
         assert_eq!(
             show(<ProbeOutputs as Fields>::FIELDS),
             ["size integer|null false the size, when known", "ratio number false the ratio"]
         );
+    }
+
+    /// Steps talk to the operator through their context (`StepCtx::log`, `StepCtx::ask`),
+    /// never on the terminal themselves: `operator.confirm` used to prompt on stderr and read
+    /// stdin on its own.
+    #[test]
+    fn steps_never_print_or_read_stdin() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/steps");
+        // Spelled in two halves so this file does not find itself.
+        let banned = [
+            concat!("print", "ln!"),
+            concat!("eprint", "!"),
+            concat!("print", "!("),
+            concat!("dbg", "!("),
+            concat!("io::std", "in"),
+            concat!("io::std", "out"),
+            concat!("io::std", "err"),
+        ];
+        let mut found = Vec::new();
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
+        let mut files = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            files += 1;
+            for (n, line) in text.lines().enumerate() {
+                for b in banned.iter().filter(|b| line.contains(**b)) {
+                    found.push(format!("{}:{}: `{b}`", path.display(), n + 1));
+                }
+            }
+        }
+        assert!(files > 10, "found only {files} step files in {}", dir.display());
+        assert!(
+            found.is_empty(),
+            "steps must say things through StepCtx::log and ask through StepCtx::ask:\n{}",
+            found.join("\n")
+        );
+    }
+
+    /// The flags other layers act on are declared by the kinds themselves: fleet's
+    /// one-target rule (destructive), the executor's way of stopping a step (finishes
+    /// itself), the terminal's (interactive, report log) and the redactor's (secret fields).
+    #[test]
+    fn kinds_declare_what_the_other_layers_act_on() {
+        let with = |flag: fn(&StepKind) -> bool| names().filter(|n| find(n).is_some_and(flag)).collect::<Vec<_>>();
+        assert_eq!(with(|k| k.destructive), ["operator.confirm", "database.drop", "database.restore_snapshot"]);
+        assert_eq!(with(|k| k.finishes_itself), ["runbook"]);
+        assert_eq!(with(|k| k.interactive), ["operator.confirm"]);
+        // Every key and password the catalogue shows is a secret the redactor masks.
+        for k in catalogue() {
+            for f in k.fields {
+                assert_eq!(f.secret, f.ty == "secret", "`{}`'s `{}`", k.name, f.name);
+                if f.name == "key" || f.name == "password" {
+                    assert!(f.secret, "`{}`'s `{}` is not declared #[field(secret)]", k.name, f.name);
+                }
+            }
+        }
     }
 
     #[test]
