@@ -686,6 +686,7 @@ pgdrill_derive::kinds! {
     drill::Rpo,
     pub sql::Exec,
     sql::Assert,
+    ping::Ping,
     shell::Run,
     http::Check,
     sleep::Sleep,
