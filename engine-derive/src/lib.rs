@@ -8,8 +8,9 @@
 //! a map, `PathBuf` a path, `Duration` a duration). Where the Rust type says less than the
 //! runbook author needs (a `String` that is a path), `#[field(ty = "path")]` says it; a field
 //! whose presence is checked by hand rather than by its type takes `#[field(required)]`, and a
-//! key or password `#[field(secret)]` (shown as type `secret`; the redactor masks its value,
-//! reading the flag, never the type's name).
+//! password or connection string with one `#[field(secret)]` (shown as type `secret`; the
+//! redactor masks its value, reading the flag, never the type's name), and a key or
+//! passphrase `#[field(key)]` (a secret that is also refused when too short).
 //!
 //! `#[fields(outputs)]` on the struct marks a step's outputs: none is "required" (they are
 //! what a step hands on, not what a runbook writes) and an `Option` is shown as `T|null`,
@@ -134,6 +135,7 @@ struct FieldAttrs {
     ty: Option<String>,
     required: bool,
     secret: bool,
+    key: bool,
 }
 
 fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
@@ -192,9 +194,9 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
             None => inferred,
         };
         let required = !st.outputs && (fa.required || !(optional || fa.default || st.default));
-        let secret = fa.secret;
+        let (secret, key) = (fa.secret, fa.key);
         entries.push(quote! {
-            crate::steps::Field { name: #name, ty: #ty, required: #required, doc: #doc, secret: #secret }
+            crate::steps::Field { name: #name, ty: #ty, required: #required, doc: #doc, secret: #secret, key: #key }
         });
     }
 
@@ -262,8 +264,13 @@ fn field_attrs(attrs: &[Attribute], outputs: bool) -> syn::Result<FieldAttrs> {
                 } else if meta.path.is_ident("secret") {
                     out.secret = true;
                     Ok(())
+                } else if meta.path.is_ident("key") {
+                    // A key or passphrase is a secret that must also be long enough.
+                    out.secret = true;
+                    out.key = true;
+                    Ok(())
                 } else {
-                    Err(meta.error("expected `ty = \"...\"`, `required` or `secret`"))
+                    Err(meta.error("expected `ty = \"...\"`, `required`, `secret` or `key`"))
                 }
             })?;
         } else if a.path().is_ident("serde") {

@@ -337,7 +337,7 @@ pub fn register_step_inputs(r: &Redactor, kind: &StepKind, with: &Yaml) -> Resul
     for f in kind.fields.iter().filter(|f| f.secret) {
         if let Some(Yaml::String(v)) = with.get(f.name) {
             r.add(v);
-            if f.name == "key" {
+            if f.key {
                 check_key(v).map_err(|m| (format!("with.{}", f.name), m))?;
             }
         }

@@ -784,7 +784,7 @@ pub struct SnapshotWith {
     safety: String,
     /// encrypt the snapshot with this key or passphrase
     #[serde(default, deserialize_with = "super::de::opt_text")]
-    #[field(secret)]
+    #[field(key)]
     key: Option<String>,
     /// older snapshots of this database are pruned (default 7d)
     #[serde(default = "week", deserialize_with = "super::de::duration")]
@@ -1478,7 +1478,7 @@ pub struct RestoreSnapshotWith {
     #[field(ty = "path", required)]
     snapshot: Option<String>,
     /// the snapshot's key
-    #[field(secret)]
+    #[field(key)]
     key: Option<String>,
     /// as database.drop reported them
     owner: Option<String>,

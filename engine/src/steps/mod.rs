@@ -137,8 +137,12 @@ pub struct Field {
     pub ty: &'static str,
     pub required: bool,
     pub doc: &'static str,
-    /// A key or password (`#[field(secret)]`): the redactor masks its value.
+    /// A password, a key or anything that holds one (`#[field(secret)]`, `#[field(key)]`):
+    /// the redactor masks its value.
     pub secret: bool,
+    /// A key or passphrase (`#[field(key)]`, also `secret`): refused below
+    /// `redact::MIN_KEY_CHARS`.
+    pub key: bool,
 }
 
 /// The documented fields of a `with:` block or of a step's outputs, in the order they are
@@ -826,8 +830,11 @@ mod tests {
             #[field(required)]
             either: Option<String>,
             /// the key
-            #[field(secret)]
+            #[field(key)]
             key: Option<String>,
+            /// the password
+            #[field(secret)]
+            password: Option<String>,
         }
         #[derive(Fields)]
         #[fields(outputs)]
@@ -841,7 +848,13 @@ mod tests {
         let show = |fs: &[Field]| {
             fs.iter()
                 .map(|f| {
-                    format!("{} {} {} {}{}", f.name, f.ty, f.required, f.doc, if f.secret { " (secret)" } else { "" })
+                    let flags = match (f.secret, f.key) {
+                        (true, true) => " (secret, key)",
+                        (true, false) => " (secret)",
+                        (false, true) => " (key, not secret)",
+                        (false, false) => "",
+                    };
+                    format!("{} {} {} {}{flags}", f.name, f.ty, f.required, f.doc)
                 })
                 .collect::<Vec<_>>()
         };
@@ -853,7 +866,8 @@ mod tests {
                 "tries integer false how many",
                 "names list of strings true called so",
                 "either string true one of two, checked by `With::check`",
-                "key secret false the key (secret)",
+                "key secret false the key (secret, key)",
+                "password secret false the password (secret)",
             ]
         );
         assert_eq!(
@@ -912,8 +926,11 @@ mod tests {
         for k in catalogue() {
             for f in k.fields {
                 assert_eq!(f.secret, f.ty == "secret", "`{}`'s `{}`", k.name, f.name);
-                if f.name == "key" || f.name == "password" {
+                if f.name == "password" {
                     assert!(f.secret, "`{}`'s `{}` is not declared #[field(secret)]", k.name, f.name);
+                }
+                if f.name == "key" {
+                    assert!(f.key, "`{}`'s `{}` is not declared #[field(key)]", k.name, f.name);
                 }
             }
         }

@@ -54,7 +54,7 @@ pub struct PickWith {
     #[serde(default, deserialize_with = "super::de::boolean")]
     force: bool,
     /// the backup's key: its manifest is authenticated before anything in it is used
-    #[field(secret)]
+    #[field(key)]
     key: Option<String>,
     /// with a key, accept a pgdrill backup whose manifest is not authenticated (unencrypted,
     /// or written before binding); by default it is refused, and `latest` names it
@@ -591,7 +591,7 @@ pub struct RestoreWith {
     /// target database URL
     into: String,
     /// pgdrill key/passphrase, or the openssl enc passphrase
-    #[field(secret)]
+    #[field(key)]
     key: Option<String>,
     /// parallel pg_restore jobs (default 1: streamed, nothing staged)
     #[serde(default = "one", deserialize_with = "super::de::int")]
