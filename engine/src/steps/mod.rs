@@ -191,6 +191,9 @@ pub struct StepKind {
     /// never dropped half-way on a timeout or signal: a nested runbook, whose rollbacks and
     /// `finally` a dropped future would skip.
     pub finishes_itself: bool,
+    /// Whether the step measures the recovery time from a disaster: `pgdrill run --rto`
+    /// replaces its target (`StepCtx::rto_objective`) instead of being the run's budget.
+    pub measures_rto: bool,
     /// Run with a rendered `with:` block.
     pub run: fn(StepCtx, Yaml) -> BoxFuture<'static, Result<Outputs, StepError>>,
 }
@@ -564,6 +567,8 @@ pub trait Step: 'static {
     /// Whether the step must be told to stop rather than dropped (see
     /// `StepKind::finishes_itself`).
     const FINISHES_ITSELF: bool = false;
+    /// Whether the step measures the run's recovery time (see `StepKind::measures_rto`).
+    const MEASURES_RTO: bool = false;
     /// The `with:` block; its `Fields` are the catalogue's `with:` list.
     type With: With + Fields;
     /// Serialized to a JSON object for `steps.<id>.<name>`; `()` for none. Its `Fields` are
@@ -584,6 +589,7 @@ pub const fn kind<S: Step>() -> StepKind {
         interactive: S::INTERACTIVE,
         destructive: S::DESTRUCTIVE,
         finishes_itself: S::FINISHES_ITSELF,
+        measures_rto: S::MEASURES_RTO,
         run: run_typed::<S>,
     }
 }
@@ -922,6 +928,7 @@ mod tests {
         assert_eq!(with(|k| k.destructive), ["operator.confirm", "database.drop", "database.restore_snapshot"]);
         assert_eq!(with(|k| k.finishes_itself), ["runbook"]);
         assert_eq!(with(|k| k.interactive), ["operator.confirm"]);
+        assert_eq!(with(|k| k.measures_rto), ["drill.rto"]);
         // Every key and password the catalogue shows is a secret the redactor masks.
         for k in catalogue() {
             for f in k.fields {

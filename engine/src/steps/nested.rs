@@ -29,8 +29,8 @@ pub struct NestedOutputs {
 
 pub struct Runbook;
 
-/// The catalogue entry, which the executor also knows by name (a nested suite reports its
-/// own end).
+/// The catalogue entry, which the runbook loader knows by name (to follow nesting and refuse
+/// a cycle).
 pub const RUNBOOK: StepKind = super::kind::<Runbook>();
 
 impl Step for Runbook {
