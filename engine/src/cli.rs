@@ -390,7 +390,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             };
             // `--rto` is the drill's recovery objective, measured from the disaster; only a
             // runbook that measures none takes it as its run's budget.
-            let measures_rto = rb.all_steps().any(|s| s.uses == "drill.rto");
+            let measures_rto = rb.all_steps().any(|s| steps::find(&s.uses).is_some_and(|k| k.measures_rto));
             let rto_objective = rto.filter(|_| measures_rto);
             if let Some(r) = rto.filter(|_| !measures_rto) {
                 rb.targets.rto = Some(r);

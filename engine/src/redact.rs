@@ -290,18 +290,19 @@ pub fn register_run_values(r: &Redactor, vars: &Map<String, Json>, env: &Map<Str
     }
 }
 
-/// Register the rendered values of a step's key and password fields (`secret_fields`, named
-/// by the caller, which knows the step's kind) and the passwords in its URLs; refuse a key or
-/// passphrase that is too short (the message names the field).
+/// Register the rendered values of a step's key and password fields (`secret_fields`: each
+/// field's name and whether it is a key, named by the caller, which knows the step's kind)
+/// and the passwords in its URLs; refuse a key or passphrase that is too short (the message
+/// names the field).
 pub fn register_step_inputs<'a>(
     r: &Redactor,
-    secret_fields: impl IntoIterator<Item = &'a str>,
+    secret_fields: impl IntoIterator<Item = (&'a str, bool)>,
     with: &Yaml,
 ) -> Result<(), (String, String)> {
-    for name in secret_fields {
+    for (name, is_key) in secret_fields {
         if let Some(Yaml::String(v)) = with.get(name) {
             r.add(v);
-            if name == "key" {
+            if is_key {
                 check_key(v).map_err(|m| (format!("with.{name}"), m))?;
             }
         }

@@ -13,6 +13,7 @@
 mod attempt;
 pub mod event;
 mod nested;
+mod operator;
 mod preflight;
 mod scope;
 pub mod signal;

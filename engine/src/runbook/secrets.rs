@@ -8,10 +8,10 @@ use super::{resolve_lets, Runbook, StepDef};
 use crate::redact::Redactor;
 use crate::steps::StepKind;
 
-/// The fields of a kind whose values are secrets (keys, passwords): registered with the
-/// redactor whatever they hold, and keys checked for length.
-pub fn secret_fields(kind: &StepKind) -> impl Iterator<Item = &'static str> {
-    kind.fields.iter().filter(|f| f.ty == "secret").map(|f| f.name)
+/// The fields a kind declares secret (keys, passwords), each with whether it is a key:
+/// registered with the redactor whatever they hold, and keys checked for length.
+pub fn secret_fields(kind: &StepKind) -> impl Iterator<Item = (&'static str, bool)> {
+    kind.fields.iter().filter(|f| f.secret).map(|f| (f.name, f.key))
 }
 
 /// Register, before a run's first event, what its inputs hold that must be masked: the
@@ -34,7 +34,7 @@ pub fn register_run_inputs(
     while let Some(step) = stack.pop() {
         stack.extend(step.rollback.iter());
         let Some(kind) = crate::steps::find(&step.uses) else { continue };
-        for name in secret_fields(kind) {
+        for (name, _) in secret_fields(kind) {
             let Some(Yaml::String(src)) = step.with.get(name) else { continue };
             // Fields that depend on step outputs are registered when the step renders them.
             if let Ok(Yaml::String(v)) = crate::template::render_str(&tenv, src, &ctx) {

@@ -193,7 +193,7 @@ pub struct WorkspaceOutputs {
     #[field(ty = "path")]
     path: String,
     /// a random 256-bit key (hex), masked everywhere
-    #[field(ty = "secret")]
+    #[field(secret)]
     key: String,
 }
 
@@ -534,6 +534,7 @@ impl Step for Rto {
     const SUMMARY: &'static str =
         "Recovery time: from the disaster to now (verified service), with a per-phase breakdown, against its target.";
     const REPORT_LOG: bool = true;
+    const MEASURES_RTO: bool = true;
     type With = RtoWith;
     type Outputs = RtoOutputs;
 

@@ -64,7 +64,7 @@ pub struct EphemeralOutputs {
     /// superuser
     user: String,
     /// generated per instance, redacted everywhere
-    #[field(ty = "secret")]
+    #[field(secret)]
     password: String,
     /// database name
     database: String,

@@ -54,7 +54,7 @@ pub struct PickWith {
     #[serde(default, deserialize_with = "super::de::boolean")]
     force: bool,
     /// the backup's key: its manifest is authenticated before anything in it is used
-    #[field(ty = "secret")]
+    #[field(key)]
     key: Option<String>,
     /// with a key, accept a pgdrill backup whose manifest is not authenticated (unencrypted,
     /// or written before binding); by default it is refused, and `latest` names it
@@ -591,7 +591,7 @@ pub struct RestoreWith {
     /// target database URL
     into: String,
     /// pgdrill key/passphrase, or the openssl enc passphrase
-    #[field(ty = "secret")]
+    #[field(key)]
     key: Option<String>,
     /// parallel pg_restore jobs (default 1: streamed, nothing staged)
     #[serde(default = "one", deserialize_with = "super::de::int")]
@@ -792,7 +792,7 @@ pub struct FingerprintWith {
     /// without `expect`: the live source's connection, whose table set and per-table row
     /// counts now are the ground truth (within `tolerance`)
     #[serde(default, deserialize_with = "super::de::opt_text")]
-    #[field(ty = "secret")]
+    #[field(secret)]
     source: Option<String>,
     /// without `expect` and `source`: tables that must exist, with minimum rows, e.g.
     /// `public.accounts>=1000, payments` (a name without a schema is in public)
