@@ -518,7 +518,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         Command::Backups { command: BackupsCommand::List { storage, database, name_pattern, json } } => {
             let storage = if crate::storage::remote::is_remote(&storage) {
                 let r = crate::storage::remote::open(&storage).map_err(Error::invalid)?;
-                r.mirror().await.map_err(Error::environment)?
+                crate::backup::ledger::mirrored(&r).await.map_err(Error::environment)?
             } else {
                 PathBuf::from(crate::storage::remote::local_path(&storage))
             };

@@ -382,7 +382,7 @@ impl StepCtx {
         use crate::storage::remote;
         if remote::is_remote(location) {
             let r = remote::open(location).map_err(StepError::invalid)?;
-            r.mirror().await.map_err(StepError::environment)
+            crate::backup::ledger::mirrored(&r).await.map_err(StepError::environment)
         } else {
             Ok(self.resolve(location))
         }

@@ -1483,7 +1483,7 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
         // An object store has no append: one object per verification, beside the backup.
         let (r, rel) = crate::storage::remote::locate(&w.backup).map_err(StepError::invalid)?;
         let folder = rel.rsplit_once('/').map(|(f, _)| f).unwrap_or("");
-        let url = r.record(folder, &entry).await.map_err(StepError::environment)?;
+        let url = ledger::record(&r, folder, &entry).await.map_err(StepError::environment)?;
         ctx.log(format!("{}: {} recorded in {url}", entry.backup, entry.result));
         return Ok(RecordOutputs { ledger: url });
     }

@@ -19,8 +19,11 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
 use time::OffsetDateTime;
 
+pub mod local;
 pub mod names;
 pub mod remote;
+pub mod store;
+pub use store::{open, Meta, Space, Store, Writer};
 use names::NamePattern;
 
 /// Temp files being written right now. A cancelled backup's writer thread may still be

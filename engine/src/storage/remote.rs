@@ -1,19 +1,16 @@
 //! Object-store locations: `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`
-//! (and `azure://`), through the `object_store` crate.
+//! (and `azure://`), through the `object_store` crate: the `Store` of those schemes.
 //!
-//! The layout in a bucket is the local one (`<prefix>/<folder>/<stamp>.<ext>.pgdrill` with its
-//! `.manifest.json`), so other tools' files in a bucket are read by the same name rules. Two
-//! things differ, because an object store has no rename and no append:
-//! - A backup is uploaded as a multipart upload, which nobody sees until it completes; its
-//!   manifest is created after it, with a conditional create that never replaces an object.
-//!   An interrupted upload is aborted.
-//! - The ledger is one object per verification, `<folder>/.ledger/<time>-<random>.json`,
-//!   never a rewritten file.
+//! An object store has no rename and no append: a written object is a multipart upload,
+//! which nobody sees until it completes, and an interrupted upload is aborted (uploads are
+//! recorded under `.pgdrill-uploads/` so a killed run's can be found and ended later). What
+//! the objects mean (backups, manifests, ledger records) is backup/'s business.
 //!
-//! Steps keep working on local paths: a location is mirrored into a private directory of
-//! this process (manifests and ledgers as they are, each backup as a sparse file of its size
-//! and time, with its first bytes so its kind can be told). A backup's contents are only
-//! downloaded when a step reads it (`fetch`). Steps show the object's URL, never the mirror.
+//! Steps still work on local paths: a location is mirrored into a private directory of
+//! this process (manifests, `*.manifest.json`, as they are; every other object as a sparse file of
+//! its size and time, with its first bytes so its kind can be told). An object's contents
+//! are only downloaded when a step reads it (`fetch`). Steps show the object's URL, never
+//! the mirror.
 //!
 //! Credentials come from the environment, as each ecosystem expects (see `open`); a location
 //! carries only options (`?endpoint=...&region=...&path_style=true&storage_class=...`), never
@@ -31,15 +28,7 @@ use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use super::{private_dir, track};
 use crate::error::{Class, Failure};
 
-/// The schemes of object stores.
-const SCHEMES: [&str; 4] = ["s3://", "gs://", "az://", "azure://"];
-
-/// Whether `location` names an object store (else it is a local path or `file://`).
-pub fn is_remote(location: &str) -> bool {
-    let l = location.trim_start();
-    // Compared as bytes: the first bytes of `/tmp/çà` may end inside a character.
-    SCHEMES.iter().any(|s| l.as_bytes().get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s.as_bytes())))
-}
+pub use super::store::is_remote;
 
 /// `file:///srv/backups` -> `/srv/backups`; anything else unchanged.
 pub fn local_path(location: &str) -> &str {
@@ -481,8 +470,9 @@ impl Remote {
         }
     }
 
-    /// Mirror the location: manifests and ledgers, and a sparse stand-in for each backup.
-    /// Returns the mirror's root, to be listed as a local store.
+    /// Mirror the location: small objects (manifests) as they are, and a sparse stand-in for
+    /// each other object; hidden ones (`.ledger/`, uploads) are left to their owners (see
+    /// `backup::ledger::gather`). Returns the mirror's root, to be listed as a local store.
     pub async fn mirror(&self) -> Result<PathBuf, String> {
         self.probe().await?;
         let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
@@ -494,14 +484,9 @@ impl Remote {
         }
         // What the mirror held that the store no longer has goes (a prune elsewhere).
         let mut keep: HashSet<PathBuf> = HashSet::new();
-        let mut ledgers: BTreeMap<String, Vec<(String, Key)>> = BTreeMap::new();
         for m in &objects {
             let Some(rel) = self.rel_of(&m.location).map(str::to_string) else { continue };
             let parts: Vec<&str> = rel.split('/').collect();
-            if parts.len() == 3 && parts[1] == ".ledger" && parts[2].ends_with(".json") {
-                ledgers.entry(parts[0].to_string()).or_default().push((parts[2].to_string(), m.location.clone()));
-                continue;
-            }
             if parts.len() > 2 || parts.iter().any(|p| p.starts_with('.') || p.is_empty()) {
                 continue;
             }
@@ -547,26 +532,6 @@ impl Remote {
                 }
                 return Err(format!("mirroring {}: {e}", local.display()));
             }
-        }
-        for (folder, mut items) in ledgers {
-            // Names begin with the time of the verification: in order.
-            items.sort();
-            let mut text = Vec::new();
-            for (name, key) in items {
-                let bytes = self.get_bytes(&key).await?;
-                let line: Vec<u8> = bytes.iter().copied().filter(|b| *b != b'\n').collect();
-                if serde_json::from_slice::<crate::backup::ledger::Entry>(&line).is_err() {
-                    return Err(format!(
-                        "{}: not a ledger entry; the ledger is evidence and is not read past a damaged record: fix or remove that object (keep a copy), then run again",
-                        self.url_of(&format!("{folder}/.ledger/{name}"))
-                    ));
-                }
-                text.extend_from_slice(&line);
-                text.push(b'\n');
-            }
-            let local = self.mirror_of(&format!("{folder}/{}", crate::backup::ledger::FILE));
-            super::write_replace(&local, &text).map_err(|e| format!("mirroring {}: {e}", local.display()))?;
-            keep.insert(local);
         }
         prune_mirror(&self.cache, &keep);
         Ok(self.cache.clone())
@@ -702,10 +667,17 @@ impl Remote {
                 (meta.size, self.pin(rel, meta.e_tag.as_deref()))
             }
         };
+        Ok((self.ranges(rel, 0..size, tag), size))
+    }
+
+    /// `range` of `rel` (of the version `tag` when given) as a blocking reader: see `reader`.
+    fn ranges(&self, rel: &str, range: std::ops::Range<u64>, tag: Option<String>) -> Box<dyn std::io::Read + Send> {
+        let key = self.key(rel);
+        let size = range.end.saturating_sub(range.start);
         // Smaller ranges than an upload's parts, one waiting in the channel, each handed on
         // without a copy: at most about 4 x 4 MiB in memory (in flight, queued, being read).
         let ranges: Vec<std::ops::Range<u64>> =
-            (0..size).step_by(STREAM_PART).map(|start| start..(start + STREAM_PART as u64).min(size)).collect();
+            (range.start..range.end).step_by(STREAM_PART).map(|start| start..(start + STREAM_PART as u64).min(range.end)).collect();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Chunk, Failure>>(1);
         let (store, url) = (self.store.clone(), self.url_of(rel));
         tokio::spawn(async move {
@@ -726,7 +698,7 @@ impl Remote {
                 }
             }
         });
-        Ok((Box::new(ObjectReader { rx, chunk: Box::new(Vec::new()), at: 0, got: 0, size }), size))
+        Box::new(ObjectReader { rx, chunk: Box::new(Vec::new()), at: 0, got: 0, size })
     }
 
     /// Write the first `n` bytes of `rel` into its stand-in (an archive's header, for a
@@ -858,21 +830,6 @@ impl Remote {
             .await
             .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
         Ok(r.to_vec())
-    }
-
-    /// Record one verification: a new object in the folder's `.ledger/`, never a rewrite.
-    pub async fn record(&self, folder: &str, entry: &crate::backup::ledger::Entry) -> Result<String, String> {
-        let mut bytes = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
-        bytes.push(b'\n');
-        let stamp: String = entry.verified_at.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-        let rand = crate::archive::hex(&crate::archive::crypto::random::<6>());
-        let rel = if folder.is_empty() {
-            format!(".ledger/{stamp}-{rand}.json")
-        } else {
-            format!("{folder}/.ledger/{stamp}-{rand}.json")
-        };
-        self.create(&rel, bytes).await?;
-        Ok(self.url_of(&rel))
     }
 
     /// Start a streamed upload of `rel`: bytes written to the returned writer (from a
@@ -1263,6 +1220,135 @@ impl Remote {
             handle: tokio::runtime::Handle::current(),
             failed: Arc::default(),
         }
+    }
+}
+
+/// Open `location` as a `Store` (see `storage::store::BACKENDS`).
+pub fn open_store(location: &str) -> Result<Arc<dyn super::Store>, String> {
+    Ok(Arc::new(open(location)?))
+}
+
+/// An upload as a `Writer`: parts go up as they fill, the object appears on `publish`.
+struct ObjectWriter {
+    w: UploadWriter,
+    up: Uploading,
+}
+
+impl Write for ObjectWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.w.write(data)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl super::store::Writer for ObjectWriter {
+    async fn publish(self: Box<Self>) -> Result<u64, String> {
+        let ObjectWriter { mut w, mut up } = *self;
+        // The last part, sent without blocking the runtime, then the end of the parts.
+        let last = std::mem::take(&mut w.buf);
+        if let Some(tx) = w.tx.take() {
+            if !last.is_empty() && tx.send(last).await.is_err() {
+                let why = up.failure().await.unwrap_or_else(|| format!("uploading {}: the upload stopped", up.url));
+                up.abort().await;
+                return Err(why);
+            }
+        }
+        up.finish().await
+    }
+
+    async fn abort(self: Box<Self>) {
+        let ObjectWriter { w, mut up } = *self;
+        drop(w);
+        up.abort().await;
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Store for Remote {
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    async fn probe(&self) -> Result<(), String> {
+        Remote::probe(self).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<super::Meta>, String> {
+        let base = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
+        let mut listing = self.store.list(base.as_ref());
+        let mut out = Vec::new();
+        while let Some(m) = listing.next().await {
+            let m = m.map_err(|e| format!("cannot list {}: {}", self.url, describe(&e)))?;
+            let Some(rel) = self.rel_of(&m.location) else { continue };
+            if !rel.starts_with(prefix) || rel.split('/').any(|p| p.starts_with(UPLOADS_DIR)) {
+                continue;
+            }
+            out.push(super::Meta {
+                key: rel.to_string(),
+                size: m.size,
+                modified: m.last_modified.into(),
+                version: m.e_tag.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<super::Meta>, String> {
+        match self.store.head(&self.key(key)).await {
+            Ok(m) => Ok(Some(super::Meta {
+                key: key.to_string(),
+                size: m.size,
+                modified: m.last_modified.into(),
+                version: m.e_tag,
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(format!("reading {}: {}", self.url_of(key), describe(&e))),
+        }
+    }
+
+    async fn open(
+        &self,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+        version: Option<&str>,
+    ) -> Result<Box<dyn std::io::Read + Send>, String> {
+        let range = match range {
+            Some(r) => r,
+            None => 0..self.size(key).await?,
+        };
+        Ok(self.ranges(key, range, version.map(str::to_string)))
+    }
+
+    async fn read(&self, key: &str) -> Result<Vec<u8>, String> {
+        Remote::read(self, key).await
+    }
+
+    async fn create(&self, key: &str) -> Result<Box<dyn super::store::Writer>, String> {
+        let (w, up) = self.upload(key).await?;
+        Ok(Box::new(ObjectWriter { w, up }))
+    }
+
+    async fn put_new(&self, key: &str, bytes: Vec<u8>) -> Result<(), String> {
+        Remote::create(self, key, bytes).await
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), String> {
+        Remote::put(self, key, bytes).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), String> {
+        Remote::delete(self, key).await
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<(), String> {
+        // A server-side copy: the object appears whole or not at all.
+        self.store
+            .copy(&self.key(from), &self.key(to))
+            .await
+            .map_err(|e| format!("copying {} to {}: {}", self.url_of(from), self.url_of(to), describe(&e)))
     }
 }
 
