@@ -73,6 +73,26 @@ pub struct Remote {
     cache: PathBuf,
     /// How long one request may take.
     timeout: std::time::Duration,
+    /// What this location's objects looked like to this run (shared by its clones).
+    seen: Arc<Seen>,
+}
+
+/// A location's state in this run.
+#[derive(Default)]
+struct Seen {
+    /// Mirror files whose contents were really downloaded.
+    fetched: Mutex<HashSet<PathBuf>>,
+    /// The version (ETag) of each object as pgdrill first saw it in this run, by key: every
+    /// later read of it asks for that version (If-Match), so an object replaced in the middle
+    /// of a run fails to read ("changed") instead of mixing two versions' bytes into
+    /// something that looks damaged.
+    etags: Mutex<HashMap<String, String>>,
+    /// Stand-ins whose archive header (and manifest) were already read from the store in
+    /// this run: pick, preflight, the check and the restore each need them, and fetch them
+    /// once.
+    headed: Mutex<HashSet<PathBuf>>,
+    /// Multipart uploads in flight, aborted if the process is stopped (`abort_uploads`).
+    uploads: Arc<Mutex<Vec<Upload>>>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -83,19 +103,7 @@ impl std::fmt::Debug for Remote {
 
 /// Locations opened by this process, by the text that named them.
 static OPEN: LazyLock<Mutex<Vec<(String, Remote)>>> = LazyLock::new(|| Mutex::new(Vec::new()));
-/// Mirror files whose contents were really downloaded.
-static FETCHED: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
-/// The version (ETag) of each object as pgdrill first saw it in this run, by mirror path:
-/// every later read of it asks for that version (If-Match), so an object replaced in the
-/// middle of a run fails to read ("changed") instead of mixing two versions' bytes into
-/// something that looks damaged.
-static ETAGS: LazyLock<Mutex<HashMap<PathBuf, String>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
-/// Stand-ins whose archive header (and manifest) were already read from the store in this
-/// run: pick, preflight, the check and the restore each need them, and fetch them once.
-static HEADED: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
-/// Multipart uploads in flight, aborted if the process is stopped (`abort_uploads`).
 type Upload = Arc<tokio::sync::Mutex<Option<Box<dyn object_store::MultipartUpload>>>>;
-static UPLOADS: LazyLock<Mutex<Vec<Upload>>> = LazyLock::new(|| Mutex::new(Vec::new()));
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -230,6 +238,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
         blocks: matches!(scheme.as_str(), "az" | "azure"),
         cache,
         timeout,
+        seen: Arc::default(),
     };
     lock(&OPEN).push((location.to_string(), r.clone()));
     Ok(r)
@@ -511,10 +520,10 @@ impl Remote {
                 continue;
             }
             let same_size = std::fs::metadata(&local).map(|md| md.len()).ok() == Some(m.size);
-            if same_size && (lock(&FETCHED).contains(&local) || lock(&HEADED).contains(&local)) {
+            if same_size && (lock(&self.seen.fetched).contains(&local) || lock(&self.seen.headed).contains(&local)) {
                 continue;
             }
-            lock(&HEADED).remove(&local);
+            lock(&self.seen.headed).remove(&local);
             let head = if rel.ends_with(".pgdrill") || m.size == 0 {
                 Vec::new()
             } else {
@@ -524,7 +533,7 @@ impl Remote {
                     .map_err(|e| format!("reading {}: {}", self.url_of(&rel), describe(&e)))?
                     .to_vec()
             };
-            if let Err(e) = stand_in(&local, &head, m.size, m.last_modified.into()) {
+            if let Err(e) = self.make_stand_in(&local, &head, m.size, m.last_modified.into()) {
                 if unmirrorable(&e) {
                     keep.remove(&local);
                     self.skipped(&rel, &e.to_string());
@@ -533,7 +542,7 @@ impl Remote {
                 return Err(format!("mirroring {}: {e}", local.display()));
             }
         }
-        prune_mirror(&self.cache, &keep);
+        self.prune_mirror(&self.cache, &keep);
         Ok(self.cache.clone())
     }
 
@@ -557,7 +566,7 @@ impl Remote {
     /// already there. Returns the local path.
     pub async fn fetch(&self, rel: &str) -> Result<PathBuf, String> {
         let local = self.mirror_of(rel);
-        if lock(&FETCHED).contains(&local) && local.exists() {
+        if lock(&self.seen.fetched).contains(&local) && local.exists() {
             return Ok(local);
         }
         let key = self.key(rel);
@@ -600,7 +609,7 @@ impl Remote {
         }
         let _ = tmp.as_file().set_modified(modified);
         tmp.persist(&local).map_err(|e| format!("cannot write {}: {}", local.display(), e.error))?;
-        lock(&FETCHED).insert(local.clone());
+        lock(&self.seen.fetched).insert(local.clone());
         // Its manifest and ledger, for a backup named directly rather than listed.
         let manifest = format!("{rel}.manifest.json");
         if let Ok(r) = self.store.get(&self.key(&manifest)).await {
@@ -614,7 +623,7 @@ impl Remote {
     /// Whether `rel`'s contents were downloaded into the mirror.
     pub fn is_fetched(&self, rel: &str) -> bool {
         let local = self.mirror_of(rel);
-        lock(&FETCHED).contains(&local) && local.exists()
+        lock(&self.seen.fetched).contains(&local) && local.exists()
     }
 
     /// The mirror's stand-in of `rel` with its first `head` bytes (an archive's header, for
@@ -622,7 +631,7 @@ impl Remote {
     /// needs locally. Made when the location was never listed (a backup named by URL).
     pub async fn stand_in(&self, rel: &str, head: u64) -> Result<PathBuf, String> {
         let local = self.mirror_of(rel);
-        if lock(&HEADED).contains(&local) && is_stand_in(&local) {
+        if lock(&self.seen.headed).contains(&local) && self.is_stand_in(&local) {
             return Ok(local);
         }
         let key = self.key(rel);
@@ -634,7 +643,7 @@ impl Remote {
         let bytes = get_range_of(&self.store, &key, 0..head.min(meta.size), tag)
             .await
             .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
-        stand_in(&local, &bytes, meta.size, meta.last_modified.into())
+        self.make_stand_in(&local, &bytes, meta.size, meta.last_modified.into())
             .map_err(|e| format!("mirroring {}: {e}", local.display()))?;
         let manifest = format!("{rel}.manifest.json");
         if let Ok(r) = self.store.get(&self.key(&manifest)).await {
@@ -643,7 +652,7 @@ impl Remote {
                     .map_err(|e| format!("mirroring {}: {e}", self.mirror_of(&manifest).display()))?;
             }
         }
-        lock(&HEADED).insert(local.clone());
+        lock(&self.seen.headed).insert(local.clone());
         Ok(local)
     }
 
@@ -655,7 +664,7 @@ impl Remote {
         let key = self.key(rel);
         // A stand-in already has the object's size (its HEAD was just made).
         let local = self.mirror_of(rel);
-        let known = if is_stand_in(&local) { std::fs::metadata(&local).ok().map(|m| m.len()) } else { None };
+        let known = if self.is_stand_in(&local) { std::fs::metadata(&local).ok().map(|m| m.len()) } else { None };
         let (size, tag) = match known {
             Some(n) => (n, self.pin(rel, None)),
             None => {
@@ -706,7 +715,7 @@ impl Remote {
     pub async fn fill_head(&self, rel: &str, n: u64) -> Result<(), String> {
         use std::io::{Seek, SeekFrom};
         let local = self.mirror_of(rel);
-        if !is_stand_in(&local) {
+        if !self.is_stand_in(&local) {
             return Ok(());
         }
         let size = std::fs::metadata(&local).map(|m| m.len()).map_err(|e| format!("{}: {e}", local.display()))?;
@@ -719,7 +728,7 @@ impl Remote {
         // A listed stand-in has its manifest beside it already.
         if n >= u64::from(crate::archive::MAX_HEADER) + 64 && self.mirror_of(&format!("{rel}.manifest.json")).is_file()
         {
-            lock(&HEADED).insert(local);
+            lock(&self.seen.headed).insert(local);
         }
         Ok(())
     }
@@ -788,7 +797,7 @@ impl Remote {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {
                 let local = self.mirror_of(rel);
                 let _ = std::fs::remove_file(&local);
-                lock(&FETCHED).remove(&local);
+                lock(&self.seen.fetched).remove(&local);
                 Ok(())
             }
             Err(e) => Err(format!("deleting {}: {}", self.url_of(rel), describe(&e))),
@@ -850,7 +859,7 @@ impl Remote {
             None => Box::new(self.tracked(rel).await?),
         };
         let up: Upload = Arc::new(tokio::sync::Mutex::new(Some(up)));
-        lock(&UPLOADS).push(up.clone());
+        lock(&self.seen.uploads).push(up.clone());
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
         let url = self.url_of(rel);
         let task_up = up.clone();
@@ -878,7 +887,7 @@ impl Remote {
         });
         Ok((
             UploadWriter { tx: Some(tx), buf: Vec::with_capacity(PART) },
-            Uploading { up, task: Some(task), url, done: false },
+            Uploading { up, inflight: self.seen.uploads.clone(), task: Some(task), url, done: false },
         ))
     }
 }
@@ -929,12 +938,11 @@ async fn get_range_of(
 impl Remote {
     /// The version of `rel` first seen in this run; the first call records `seen`.
     fn pin(&self, rel: &str, seen: Option<&str>) -> Option<String> {
-        let mut tags = lock(&ETAGS);
-        let local = self.mirror_of(rel);
-        if let (None, Some(t)) = (tags.get(&local), seen) {
-            tags.insert(local.clone(), t.to_string());
+        let mut tags = lock(&self.seen.etags);
+        if let (None, Some(t)) = (tags.get(rel), seen) {
+            tags.insert(rel.to_string(), t.to_string());
         }
-        tags.get(&local).cloned()
+        tags.get(rel).cloned()
     }
 
     async fn tracked(&self, rel: &str) -> Result<Tracked, String> {
@@ -1110,18 +1118,45 @@ async fn abort_upload(
     Ok(())
 }
 
-/// Replace `path` with a sparse stand-in: `head` then zeros up to `size`, with `mtime`.
-fn stand_in(path: &Path, head: &[u8], size: u64, mtime: std::time::SystemTime) -> std::io::Result<()> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
+impl Remote {
+    /// Replace `path` with a sparse stand-in: `head` then zeros up to `size`, with `mtime`.
+    fn make_stand_in(&self, path: &Path, head: &[u8], size: u64, mtime: std::time::SystemTime) -> std::io::Result<()> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        let _ = std::fs::remove_file(path);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+        f.write_all(head)?;
+        f.set_len(size)?;
+        f.set_modified(mtime)?;
+        lock(&self.seen.fetched).remove(path);
+        Ok(())
     }
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
-    f.write_all(head)?;
-    f.set_len(size)?;
-    f.set_modified(mtime)?;
-    lock(&FETCHED).remove(path);
-    Ok(())
+
+    /// Whether `path`, in this location's mirror, is a stand-in whose contents were not
+    /// downloaded.
+    fn is_stand_in(&self, path: &Path) -> bool {
+        path.starts_with(&self.cache) && !lock(&self.seen.fetched).contains(path)
+    }
+
+    /// Remove mirror files not in `keep` (left from an earlier listing).
+    fn prune_mirror(&self, dir: &Path, keep: &HashSet<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            // Hidden entries are in use by this run: downloads in progress, and the private
+            // directories a check stages a dump in (a later listing must not take them away).
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                self.prune_mirror(&p, keep);
+            } else if !keep.contains(&p) {
+                let _ = std::fs::remove_file(&p);
+                lock(&self.seen.fetched).remove(&p);
+            }
+        }
+    }
 }
 
 /// An object read through `Remote::reader`.
@@ -1352,25 +1387,6 @@ impl super::Store for Remote {
     }
 }
 
-/// Remove mirror files not in `keep` (left from an earlier listing).
-fn prune_mirror(dir: &Path, keep: &HashSet<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let p = e.path();
-        // Hidden entries are in use by this run: downloads in progress, and the private
-        // directories a check stages a dump in (a later listing must not take them away).
-        if e.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            prune_mirror(&p, keep);
-        } else if !keep.contains(&p) {
-            let _ = std::fs::remove_file(&p);
-            lock(&FETCHED).remove(&p);
-        }
-    }
-}
-
 /// The writing end of an upload: fills parts of `PART` bytes and hands each to the uploader,
 /// waiting while `INFLIGHT` parts are in flight (memory stays bounded).
 pub struct UploadWriter {
@@ -1416,6 +1432,8 @@ impl Write for UploadWriter {
 /// An upload in progress.
 pub struct Uploading {
     up: Upload,
+    /// The location's uploads in flight, this one among them until it ends.
+    inflight: Arc<Mutex<Vec<Upload>>>,
     task: Option<tokio::task::JoinHandle<Result<u64, String>>>,
     url: String,
     done: bool,
@@ -1443,12 +1461,12 @@ impl Uploading {
         match u.complete().await {
             Ok(_) => {
                 self.done = true;
-                forget(&self.up);
+                forget(&self.inflight, &self.up);
                 Ok(sent)
             }
             Err(e) => {
                 let _ = u.abort().await;
-                forget(&self.up);
+                forget(&self.inflight, &self.up);
                 Err(format!("completing the upload of {}: {}", self.url, describe(&e)))
             }
         }
@@ -1473,7 +1491,7 @@ impl Uploading {
         if let Some(mut u) = self.up.lock().await.take() {
             let _ = u.abort().await;
         }
-        forget(&self.up);
+        forget(&self.inflight, &self.up);
     }
 }
 
@@ -1487,25 +1505,25 @@ impl Drop for Uploading {
         }
         // Dropped unfinished (the step was cancelled): abort in the background; if the
         // process exits first, `abort_uploads` does it.
-        let up = self.up.clone();
+        let (up, inflight) = (self.up.clone(), self.inflight.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 if let Some(mut u) = up.lock().await.take() {
                     let _ = u.abort().await;
                 }
-                forget(&up);
+                forget(&inflight, &up);
             });
         }
     }
 }
 
-fn forget(up: &Upload) {
-    lock(&UPLOADS).retain(|u| !Arc::ptr_eq(u, up));
+fn forget(inflight: &Mutex<Vec<Upload>>, up: &Upload) {
+    lock(inflight).retain(|u| !Arc::ptr_eq(u, up));
 }
 
 /// Abort every multipart upload still in flight (a stopped run, before the process exits).
 pub async fn abort_uploads() {
-    let ups: Vec<Upload> = lock(&UPLOADS).drain(..).collect();
+    let ups: Vec<Upload> = lock(&OPEN).iter().flat_map(|(_, r)| lock(&r.seen.uploads).drain(..).collect::<Vec<_>>()).collect();
     for up in ups {
         if let Some(mut u) = up.lock().await.take() {
             let _ = tokio::time::timeout(ABORT_WAIT + std::time::Duration::from_secs(10), u.abort()).await;
@@ -1561,7 +1579,7 @@ pub async fn fetch_url(url: &str) -> Result<PathBuf, String> {
 
 /// Whether `path` is a mirror stand-in whose contents were not downloaded.
 pub fn is_stand_in(path: &Path) -> bool {
-    for_mirror(path).is_some() && !lock(&FETCHED).contains(path)
+    for_mirror(path).is_some_and(|(r, _)| r.is_stand_in(path))
 }
 
 /// Values of the object stores' credential variables, for the redactor.
