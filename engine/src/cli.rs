@@ -532,7 +532,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             }
             let pattern = name_pattern
                 .as_deref()
-                .map(crate::storage::names::NamePattern::parse)
+                .map(crate::backup::names::NamePattern::parse)
                 .transpose()
                 .map_err(Error::invalid)?;
             let list = crate::backup::listing::list(&storage, database.as_deref(), pattern.as_ref())?;
@@ -714,7 +714,7 @@ fn backups_table(list: &[Listed]) -> Vec<String> {
                 [q(), database, q(), q(), q(), q(), q(), format!("{} ({})", shown(&u.path), shown(&u.error))]
             }
             Listed::Foreign(f) => [
-                created(&f.created, f.created_from == crate::storage::MadeFrom::Mtime, f.future_s),
+                created(&f.created, f.created_from == crate::backup::layout::MadeFrom::Mtime, f.future_s),
                 database,
                 crate::report::human_bytes(f.size),
                 shown(&f.format),

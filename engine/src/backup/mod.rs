@@ -17,11 +17,14 @@ use crate::archive::{self, Codec, Kdf, KeySource, Sizes, WriteOptions};
 use crate::error::{Class, Failure};
 use crate::pg::fingerprint::{self, Fingerprint, Mode};
 use crate::pg::native::parse_major;
-use crate::storage::{self, LocalStore};
+use crate::storage;
+use layout::LocalStore;
 
 pub mod complete;
+pub mod layout;
 pub mod ledger;
 pub mod listing;
+pub mod names;
 pub mod offsets;
 pub mod restore;
 pub mod retention;
@@ -256,7 +259,7 @@ pub fn manifest_bytes(mut v: serde_json::Value) -> Vec<u8> {
 /// written before manifests were bound. The manifest's cipher must agree with the
 /// archive's, so an edit cannot claim "not encrypted" to escape the check.
 pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<ManifestTrust, Failure> {
-    let mp = storage::manifest_path(backup);
+    let mp = layout::manifest_path(backup);
     let failed = |m: String| Failure::failed(format!("{}: {m}", mp.display()));
     let text = std::fs::read(&mp).map_err(|e| failed(format!("cannot read: {e}")))?;
     let value: serde_json::Value =
@@ -327,7 +330,7 @@ impl Manifest {
     }
 
     pub fn read(backup: &Path) -> Result<Manifest, Failure> {
-        let p = storage::manifest_path(backup);
+        let p = layout::manifest_path(backup);
         let text = std::fs::read_to_string(&p)
             .map_err(|e| Failure::failed(format!("missing manifest {}: {e}", p.display())))?;
         serde_json::from_str(&text).map_err(|e| Failure::failed(format!("unreadable manifest {}: {e}", p.display())))
@@ -608,7 +611,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let remote = opts.remote.clone();
     let mut upload = None;
     if let Some(r) = &remote {
-        let folder = storage::folder_name(&dir_name);
+        let folder = layout::folder_name(&dir_name);
         let mut n = 0;
         let rel = loop {
             let name = if n == 0 { format!("{name_stamp}.{ext}") } else { format!("{name_stamp}-{n}.{ext}") };
@@ -667,48 +670,46 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let mac_key = key.clone();
     let wopts = WriteOptions { codec: opts.codec, level: opts.level, threads: opts.threads, key };
     let cancel_flag = cancelled.clone();
-    let pipeline =
-        tokio::task::spawn_blocking(move || -> Result<(Option<storage::Pending>, Sizes, String), Failure> {
-            let (pending, sink) = match writer {
-                Some(w) => (None, Sink::Upload(w)),
-                None => {
-                    let mut pending = store.begin(&dir_name, &name_stamp, ext).map_err(|e| {
-                        Failure::environment(format!("cannot write to {}: {e}", store.root().display()))
-                    })?;
-                    let file = pending.file().try_clone().map_err(|e| Failure::environment(e.to_string()))?;
-                    (Some(pending), Sink::File(file))
-                }
-            };
-            let out = archive::HashWriter::new(BufWriter::with_capacity(1 << 20, sink));
-            let written = match (stdout, stage_path) {
-                (Some(stdout), _) => match meter {
-                    Some(m) => archive::write(crate::progress::Counted::new(stdout, m), out, &wopts),
-                    None => archive::write(stdout, out, &wopts),
-                },
-                (None, Some(dir)) => {
-                    let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
-                    if !status.success() || cancel_flag.load(Ordering::SeqCst) {
-                        let errors = stderr_thread.join().unwrap_or_default();
-                        return Err(pg_dump_failed(status, &errors));
-                    }
-                    tar_stream(&dir, out, &wopts)
-                }
-                (None, None) => return Err(Failure::environment("pg_dump has no stdout")),
-            };
-            let status = child.wait();
-            let errors = stderr_thread.join().unwrap_or_default();
-            let status = status.map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
-            // A failed write (disk full) kills pg_dump with SIGPIPE: report the cause, not that.
-            let (hw, sizes) = written.map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
-            if !status.success() || cancel_flag.load(Ordering::SeqCst) {
-                return Err(pg_dump_failed(status, &errors));
+    let pipeline = tokio::task::spawn_blocking(move || -> Result<(Option<layout::Pending>, Sizes, String), Failure> {
+        let (pending, sink) = match writer {
+            Some(w) => (None, Sink::Upload(w)),
+            None => {
+                let mut pending = store
+                    .begin(&dir_name, &name_stamp, ext)
+                    .map_err(|e| Failure::environment(format!("cannot write to {}: {e}", store.root().display())))?;
+                let file = pending.file().try_clone().map_err(|e| Failure::environment(e.to_string()))?;
+                (Some(pending), Sink::File(file))
             }
-            let (bw, sha, _) = hw.finish();
-            let sink =
-                bw.into_inner().map_err(|e| Failure::environment(format!("writing the backup: {}", e.error())))?;
-            sink.close().map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
-            Ok((pending, sizes, sha))
-        });
+        };
+        let out = archive::HashWriter::new(BufWriter::with_capacity(1 << 20, sink));
+        let written = match (stdout, stage_path) {
+            (Some(stdout), _) => match meter {
+                Some(m) => archive::write(crate::progress::Counted::new(stdout, m), out, &wopts),
+                None => archive::write(stdout, out, &wopts),
+            },
+            (None, Some(dir)) => {
+                let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
+                if !status.success() || cancel_flag.load(Ordering::SeqCst) {
+                    let errors = stderr_thread.join().unwrap_or_default();
+                    return Err(pg_dump_failed(status, &errors));
+                }
+                tar_stream(&dir, out, &wopts)
+            }
+            (None, None) => return Err(Failure::environment("pg_dump has no stdout")),
+        };
+        let status = child.wait();
+        let errors = stderr_thread.join().unwrap_or_default();
+        let status = status.map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
+        // A failed write (disk full) kills pg_dump with SIGPIPE: report the cause, not that.
+        let (hw, sizes) = written.map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
+        if !status.success() || cancel_flag.load(Ordering::SeqCst) {
+            return Err(pg_dump_failed(status, &errors));
+        }
+        let (bw, sha, _) = hw.finish();
+        let sink = bw.into_inner().map_err(|e| Failure::environment(format!("writing the backup: {}", e.error())))?;
+        sink.close().map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
+        Ok((pending, sizes, sha))
+    });
 
     let fp = fingerprint::compute_with(&client, opts.fingerprint, Some(sequences)).await;
     // In the same snapshot: the roles and settings the dump's owners and grants name.
@@ -811,7 +812,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
             let _ = r.delete(rel).await;
             return Err(Failure::environment(format!("writing the manifest: {e}")));
         }
-    } else if let Err(e) = storage::write_small(&storage::manifest_path(&path), &json) {
+    } else if let Err(e) = storage::write_small(&layout::manifest_path(&path), &json) {
         // A backup without its manifest cannot be verified: do not leave it looking complete.
         let _ = std::fs::remove_file(&path);
         return Err(Failure::environment(format!("writing the manifest: {e}")));

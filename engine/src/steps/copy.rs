@@ -70,7 +70,7 @@ impl Step for Copy {
                 "{shown_src} is a directory dump: copy it as a tar or with the store's own tools"
             )));
         }
-        let manifest_file = crate::storage::manifest_path(&src);
+        let manifest_file = crate::backup::layout::manifest_path(&src);
         let manifest = std::fs::read(&manifest_file).ok();
         let recorded: Option<crate::backup::Manifest> =
             manifest.as_deref().and_then(|b| serde_json::from_slice(b).ok());
@@ -81,10 +81,10 @@ impl Step for Copy {
                 .parent()
                 .and_then(|p| p.file_name())
                 .map(|f| f.to_string_lossy().into_owned())
-                .and_then(|f| crate::storage::database_of_folder(&f))
+                .and_then(|f| crate::backup::layout::database_of_folder(&f))
                 .ok_or_else(|| StepError::invalid(format!("which database is {shown_src} of? give `database`")))?,
         };
-        let folder = crate::storage::folder_name(&folder_db);
+        let folder = crate::backup::layout::folder_name(&folder_db);
         let rel = format!("{folder}/{name}");
         let (sha, size) = {
             let p = src.clone();
@@ -222,7 +222,7 @@ fn to_local(src: &Path, dest: &Path, manifest: Option<&[u8]>, sha: &str, size: u
     }
     tmp.persist_noclobber(dest).map_err(|e| env(e.error))?;
     if let Some(m) = manifest {
-        if let Err(e) = crate::storage::write_small(&crate::storage::manifest_path(dest), m) {
+        if let Err(e) = crate::storage::write_small(&crate::backup::layout::manifest_path(dest), m) {
             let _ = std::fs::remove_file(dest);
             return Err(env(e));
         }

@@ -174,7 +174,7 @@ impl Step for SizeChange {
 
     async fn run(ctx: StepCtx, w: SizeChangeWith) -> Result<SizeChangeOutputs, StepError> {
         let root = ctx.storage_root(&w.storage).await?;
-        let list = crate::storage::LocalStore::new(&root)
+        let list = crate::backup::layout::LocalStore::new(&root)
             .list(Some(&w.database))
             .map_err(|e| StepError::environment(format!("cannot list {}: {e}", root.display())))?;
         let size_of = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);

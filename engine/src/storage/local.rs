@@ -94,7 +94,8 @@ impl FsWriter {
         if let Some(f) = self.file.take() {
             f.sync_all()?;
         }
-        renameat2(AT_FDCWD, &self.tmp, AT_FDCWD, &self.target, RenameFlags::RENAME_NOREPLACE).map_err(io::Error::from)?;
+        renameat2(AT_FDCWD, &self.tmp, AT_FDCWD, &self.target, RenameFlags::RENAME_NOREPLACE)
+            .map_err(io::Error::from)?;
         self.tmp = PathBuf::new();
         let _ = fs::remove_dir(&self.private);
         untrack(&self.private);
