@@ -670,46 +670,48 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let mac_key = key.clone();
     let wopts = WriteOptions { codec: opts.codec, level: opts.level, threads: opts.threads, key };
     let cancel_flag = cancelled.clone();
-    let pipeline = tokio::task::spawn_blocking(move || -> Result<(Option<layout::Pending>, Sizes, String), Failure> {
-        let (pending, sink) = match writer {
-            Some(w) => (None, Sink::Upload(w)),
-            None => {
-                let mut pending = store
-                    .begin(&dir_name, &name_stamp, ext)
-                    .map_err(|e| Failure::environment(format!("cannot write to {}: {e}", store.root().display())))?;
-                let file = pending.file().try_clone().map_err(|e| Failure::environment(e.to_string()))?;
-                (Some(pending), Sink::File(file))
-            }
-        };
-        let out = archive::HashWriter::new(BufWriter::with_capacity(1 << 20, sink));
-        let written = match (stdout, stage_path) {
-            (Some(stdout), _) => match meter {
-                Some(m) => archive::write(crate::progress::Counted::new(stdout, m), out, &wopts),
-                None => archive::write(stdout, out, &wopts),
-            },
-            (None, Some(dir)) => {
-                let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
-                if !status.success() || cancel_flag.load(Ordering::SeqCst) {
-                    let errors = stderr_thread.join().unwrap_or_default();
-                    return Err(pg_dump_failed(status, &errors));
+    let pipeline =
+        tokio::task::spawn_blocking(move || -> Result<(Option<self::layout::Pending>, Sizes, String), Failure> {
+            let (pending, sink) = match writer {
+                Some(w) => (None, Sink::Upload(w)),
+                None => {
+                    let mut pending = store.begin(&dir_name, &name_stamp, ext).map_err(|e| {
+                        Failure::environment(format!("cannot write to {}: {e}", store.root().display()))
+                    })?;
+                    let file = pending.file().try_clone().map_err(|e| Failure::environment(e.to_string()))?;
+                    (Some(pending), Sink::File(file))
                 }
-                tar_stream(&dir, out, &wopts)
+            };
+            let out = archive::HashWriter::new(BufWriter::with_capacity(1 << 20, sink));
+            let written = match (stdout, stage_path) {
+                (Some(stdout), _) => match meter {
+                    Some(m) => archive::write(crate::progress::Counted::new(stdout, m), out, &wopts),
+                    None => archive::write(stdout, out, &wopts),
+                },
+                (None, Some(dir)) => {
+                    let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
+                    if !status.success() || cancel_flag.load(Ordering::SeqCst) {
+                        let errors = stderr_thread.join().unwrap_or_default();
+                        return Err(pg_dump_failed(status, &errors));
+                    }
+                    tar_stream(&dir, out, &wopts)
+                }
+                (None, None) => return Err(Failure::environment("pg_dump has no stdout")),
+            };
+            let status = child.wait();
+            let errors = stderr_thread.join().unwrap_or_default();
+            let status = status.map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
+            // A failed write (disk full) kills pg_dump with SIGPIPE: report the cause, not that.
+            let (hw, sizes) = written.map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
+            if !status.success() || cancel_flag.load(Ordering::SeqCst) {
+                return Err(pg_dump_failed(status, &errors));
             }
-            (None, None) => return Err(Failure::environment("pg_dump has no stdout")),
-        };
-        let status = child.wait();
-        let errors = stderr_thread.join().unwrap_or_default();
-        let status = status.map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
-        // A failed write (disk full) kills pg_dump with SIGPIPE: report the cause, not that.
-        let (hw, sizes) = written.map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
-        if !status.success() || cancel_flag.load(Ordering::SeqCst) {
-            return Err(pg_dump_failed(status, &errors));
-        }
-        let (bw, sha, _) = hw.finish();
-        let sink = bw.into_inner().map_err(|e| Failure::environment(format!("writing the backup: {}", e.error())))?;
-        sink.close().map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
-        Ok((pending, sizes, sha))
-    });
+            let (bw, sha, _) = hw.finish();
+            let sink =
+                bw.into_inner().map_err(|e| Failure::environment(format!("writing the backup: {}", e.error())))?;
+            sink.close().map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
+            Ok((pending, sizes, sha))
+        });
 
     let fp = fingerprint::compute_with(&client, opts.fingerprint, Some(sequences)).await;
     // In the same snapshot: the roles and settings the dump's owners and grants name.
