@@ -225,6 +225,12 @@ fn foreign_entry(path: &Path, name: &str, is_dir: bool, pattern: Option<&NamePat
     })
 }
 
+/// The key of a backup's manifest in a store: `app/x.dump.pgdrill` ->
+/// `app/x.dump.pgdrill.manifest.json`.
+pub fn manifest_key(backup: &str) -> String {
+    format!("{backup}.manifest.json")
+}
+
 /// `x.dump.pgdrill` -> `x.dump.pgdrill.manifest.json`
 pub fn manifest_path(backup: &Path) -> PathBuf {
     let mut s = backup.as_os_str().to_owned();

@@ -375,6 +375,12 @@ impl StepCtx {
         }
     }
 
+    /// The store a location names: an object store by its scheme, else a local directory
+    /// (relative to the runbook's directory). A bad location is invalid.
+    pub fn store(&self, location: &str) -> Result<std::sync::Arc<dyn crate::storage::Store>, StepError> {
+        crate::storage::open_in(location, &self.base_dir).map_err(StepError::invalid)
+    }
+
     /// A storage location as a local root to list: the directory, or an object store's
     /// mirror (see `storage::remote`). A bad location is invalid; a store that cannot be
     /// read is an environment problem.

@@ -241,15 +241,13 @@ impl Store for FsStore {
         w.publish().await.map(|_| ())
     }
 
-    fn space(&self) -> Option<Space> {
-        // The nearest existing directory: the root is made on the first write.
-        let mut dir = self.root.as_path();
-        while !dir.exists() {
-            dir = dir.parent()?;
-        }
-        let st = nix::sys::statvfs::statvfs(dir).ok()?;
-        let frag = st.fragment_size() as u64;
-        Some(Space { free: st.blocks_available() as u64 * frag, total: st.blocks() as u64 * frag })
+    fn space(&self) -> Option<Result<Space>> {
+        let st = match nix::sys::statvfs::statvfs(&self.root) {
+            Ok(st) => st,
+            Err(e) => return Some(Err(format!("cannot measure the filesystem of {}: {e}", self.root.display()))),
+        };
+        let frag = st.fragment_size().max(1);
+        Some(Ok(Space { free: st.blocks_available() * frag, total: st.blocks() * frag }))
     }
 }
 
@@ -305,6 +303,7 @@ mod tests {
         for bad in ["../x", "/etc/passwd", "a//b", "a/./b", ""] {
             assert!(s.path_of(bad).is_err(), "{bad}");
         }
-        assert!(s.space().is_some_and(|sp| sp.total > 0));
+        assert!(s.space().is_some_and(|sp| sp.is_ok_and(|sp| sp.total > 0)));
+        assert!(FsStore::new(t.path().join("absent")).space().is_some_and(|sp| sp.is_err()));
     }
 }

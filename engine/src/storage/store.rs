@@ -107,8 +107,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Copy `from` to `to` inside the store, whole or not at all.
     async fn copy(&self, from: &str, to: &str) -> Result<()>;
 
-    /// Free and total bytes where the store writes, when the backend can say.
-    fn space(&self) -> Option<Space> {
+    /// Free and total bytes where the store writes: `None` when the backend has no such
+    /// thing (an object store), an error when it has but cannot say.
+    fn space(&self) -> Option<Result<Space>> {
         None
     }
 }
@@ -141,10 +142,15 @@ pub fn is_remote(location: &str) -> bool {
 }
 
 /// Open `location`: an object store by its scheme, else the local directory it names
-/// (`file://` stripped; a relative path is taken as it is, resolve it first).
+/// (`file://` stripped; a relative path is taken as it is, see `open_in`).
 pub fn open(location: &str) -> Result<Arc<dyn Store>> {
+    open_in(location, std::path::Path::new(""))
+}
+
+/// As `open`, a relative local path taken relative to `base` (a runbook's directory).
+pub fn open_in(location: &str, base: &std::path::Path) -> Result<Arc<dyn Store>> {
     match backend(location) {
         Some(open) => open(location.trim()),
-        None => Ok(Arc::new(super::local::FsStore::new(super::remote::local_path(location)))),
+        None => Ok(Arc::new(super::local::FsStore::new(base.join(super::remote::local_path(location))))),
     }
 }
