@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 pub mod local;
 pub mod remote;
 pub mod store;
-pub use store::{open, open_in, Meta, Space, Store, Writer};
+pub use store::{canonical_in, local_dir_in, open, open_in, Meta, Space, Store, Writer};
 
 /// Temp files being written right now. A cancelled backup's writer thread may still be
 /// running when the process exits; `remove_partials` (called by the CLI before exit)

@@ -154,3 +154,22 @@ pub fn open_in(location: &str, base: &std::path::Path) -> Result<Arc<dyn Store>>
         None => Ok(Arc::new(super::local::FsStore::new(base.join(super::remote::local_path(location))))),
     }
 }
+
+/// The local directory `location` names (relative to `base`), or `None` for a store that
+/// is not one: for what needs a filesystem (a lock, a safety snapshot a rollback must not
+/// download).
+pub fn local_dir_in(location: &str, base: &std::path::Path) -> Option<std::path::PathBuf> {
+    match backend(location) {
+        Some(_) => None,
+        None => Some(base.join(super::remote::local_path(location))),
+    }
+}
+
+/// How an object is named for good (a deployment record): an object's URL as it is, a local
+/// file's canonical path (an error when it is not there).
+pub fn canonical_in(location: &str, base: &std::path::Path) -> std::io::Result<String> {
+    match local_dir_in(location, base) {
+        None => Ok(location.trim().to_string()),
+        Some(p) => std::fs::canonicalize(p).map(|p| p.display().to_string()),
+    }
+}
