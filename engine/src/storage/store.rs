@@ -173,3 +173,22 @@ pub fn canonical_in(location: &str, base: &std::path::Path) -> std::io::Result<S
         Some(p) => std::fs::canonicalize(p).map(|p| p.display().to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_location_without_a_backend_scheme_is_a_local_directory_relative_to_its_base() {
+        let base = std::path::Path::new("/srv/runbooks");
+        assert_eq!(open_in("backups", base).expect("opens").url(), "/srv/runbooks/backups");
+        assert_eq!(open_in("file:///var/b", base).expect("opens").url(), "/var/b");
+        assert_eq!(local_dir_in("/tmp/çà", base).as_deref(), Some(std::path::Path::new("/tmp/çà")));
+        for remote in ["s3://b/p", " S3://b", "gs://b", "az://c/p", "azure://c"] {
+            assert!(is_remote(remote), "{remote}");
+            assert_eq!(local_dir_in(remote, base), None, "{remote}");
+            assert_eq!(canonical_in(remote, base).expect("named"), remote.trim());
+        }
+        assert!(canonical_in("no-such-backup.dump", base).is_err(), "a missing local file was named");
+    }
+}
