@@ -30,7 +30,7 @@ impl FsStore {
     /// The path of `key`: refused when a component could leave the root or is not a name.
     pub fn path_of(&self, key: &str) -> Result<PathBuf> {
         if key.is_empty() || key.starts_with('/') || key.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-            return Err(format!("`{}` is not an object's key under {}", crate::report::visible(key), self.url()));
+            return Err(format!("`{}` is not an object's key under {}", key.escape_debug(), self.url()));
         }
         Ok(self.root.join(key))
     }
