@@ -535,7 +535,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         Command::Backups { command: BackupsCommand::List { storage, database, name_pattern, json } } => {
             let storage = if crate::storage::remote::is_remote(&storage) {
                 let r = crate::storage::remote::open(&storage).map_err(Error::invalid)?;
-                r.mirror().await.map_err(Error::environment)?
+                crate::backup::ledger::mirrored(&r).await.map_err(Error::environment)?
             } else {
                 PathBuf::from(crate::storage::remote::local_path(&storage))
             };
@@ -549,7 +549,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             }
             let pattern = name_pattern
                 .as_deref()
-                .map(crate::storage::names::NamePattern::parse)
+                .map(crate::backup::names::NamePattern::parse)
                 .transpose()
                 .map_err(Error::invalid)?;
             let list = crate::backup::listing::list(&storage, database.as_deref(), pattern.as_ref())?;
@@ -731,7 +731,7 @@ fn backups_table(list: &[Listed]) -> Vec<String> {
                 [q(), database, q(), q(), q(), q(), q(), format!("{} ({})", shown(&u.path), shown(&u.error))]
             }
             Listed::Foreign(f) => [
-                created(&f.created, f.created_from == crate::storage::MadeFrom::Mtime, f.future_s),
+                created(&f.created, f.created_from == crate::backup::layout::MadeFrom::Mtime, f.future_s),
                 database,
                 crate::report::human_bytes(f.size),
                 shown(&f.format),

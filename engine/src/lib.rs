@@ -14,9 +14,9 @@ pub mod error;
 pub mod exec;
 pub mod facts;
 pub mod fleet;
-pub mod manpages;
 #[cfg(test)]
 mod layers;
+pub mod manpages;
 pub mod pg;
 pub mod plan;
 pub mod progress;

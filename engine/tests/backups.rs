@@ -156,7 +156,7 @@ async fn backup_check_names_every_kind_of_damage() {
         .expect("backup");
     src.stop().await;
     let good = std::fs::read(&created.path).expect("read");
-    let manifest = std::fs::read(pgdrill::storage::manifest_path(&created.path)).expect("manifest");
+    let manifest = std::fs::read(pgdrill::backup::layout::manifest_path(&created.path)).expect("manifest");
     assert!(good.len() > 3 << 20, "several chunks: {}", good.len());
     let header = 13 + u32::from_be_bytes([good[9], good[10], good[11], good[12]]) as usize;
     let chunk = 4 + (1 << 20) + 16;
@@ -166,7 +166,7 @@ async fn backup_check_names_every_kind_of_damage() {
         std::fs::create_dir_all(&dir).expect("dir");
         let p = dir.join(format!("{name}.dump.pgdrill"));
         std::fs::write(&p, bytes).expect("write");
-        let mp = pgdrill::storage::manifest_path(&p);
+        let mp = pgdrill::backup::layout::manifest_path(&p);
         if with_manifest {
             // The manifest's sha256 is updated so that the content checks, not the checksum, speak;
             // and its MAC recomputed with the key (as only a key holder can), or the manifest

@@ -65,7 +65,7 @@ async fn a_postgresql_17_server_is_backed_up_with_the_17_tools_from_its_image_an
         .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
         .expect("backup");
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(pgdrill::storage::manifest_path(&backup)).expect("manifest"))
+        serde_json::from_slice(&std::fs::read(pgdrill::backup::layout::manifest_path(&backup)).expect("manifest"))
             .expect("json");
     assert!(
         manifest["pg_dump_version"].as_str().is_some_and(|v| v.contains("17") && v.contains("from the image")),
@@ -233,7 +233,7 @@ async fn a_15_backup_verifies_on_a_17_throwaway_and_a_difference_is_still_caught
 
     // A real difference between source and restored copy is still caught across majors.
     let mut m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(pgdrill::storage::manifest_path(&backup)).expect("manifest"))
+        serde_json::from_slice(&std::fs::read(pgdrill::backup::layout::manifest_path(&backup)).expect("manifest"))
             .expect("json");
     m["fingerprint"]["tables"]["public.customers"]["field_hash"] = serde_json::json!("12345");
     write_rebound_manifest(&backup, m, KEY);

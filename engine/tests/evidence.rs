@@ -91,7 +91,8 @@ async fn databases_acct_and_dot_acct_shared_a_folder_and_pick_restored_the_wrong
     );
     let planted = acct.with_file_name(format!("{stamp}.dump.pgdrill"));
     std::fs::copy(&dot, &planted).expect("copy");
-    std::fs::copy(pgdrill::storage::manifest_path(&dot), pgdrill::storage::manifest_path(&planted)).expect("copy");
+    std::fs::copy(pgdrill::backup::layout::manifest_path(&dot), pgdrill::backup::layout::manifest_path(&planted))
+        .expect("copy");
     let out = run_verify(&storage, "acct", &[], &junit);
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     assert!(all(&out).contains("is a backup of database `.acct`, not `acct`"), "{}", all(&out));
@@ -120,7 +121,7 @@ async fn a_truncated_newest_manifest_made_latest_pick_an_older_backup() {
     .expect("backup");
     assert!(out.status.success(), "{}", all(&out));
     let newest = backups_in(&storage.join("shop")).pop().expect("two backups");
-    let manifest = pgdrill::storage::manifest_path(&newest);
+    let manifest = pgdrill::backup::layout::manifest_path(&newest);
     let bytes = std::fs::read(&manifest).expect("manifest");
     std::fs::write(&manifest, &bytes[..bytes.len() / 2]).expect("truncate");
 
@@ -490,7 +491,7 @@ async fn staged_plaintext_and_partial_backups_were_world_readable_and_survived_a
 }
 
 fn edit_manifest(backup: &Path, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
-    let p = pgdrill::storage::manifest_path(backup);
+    let p = pgdrill::backup::layout::manifest_path(backup);
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).expect("manifest")).expect("json");
     f(v.as_object_mut().expect("object"));
     std::fs::write(&p, serde_json::to_vec_pretty(&v).expect("json")).expect("write");
@@ -503,7 +504,7 @@ async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
     let t = tempfile::tempdir().expect("tmp");
     let storage = t.path().join("backups");
     let backup = common::backup_to(&s.url(), &storage, KEY, "shop");
-    let original = std::fs::read(pgdrill::storage::manifest_path(&backup)).expect("manifest");
+    let original = std::fs::read(pgdrill::backup::layout::manifest_path(&backup)).expect("manifest");
     let junit = t.path().join("v.xml");
     let out = run_verify(&storage, "shop", &[], &junit);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
@@ -555,7 +556,7 @@ async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
         ),
     ];
     for (what, edit, expect) in edits {
-        std::fs::write(pgdrill::storage::manifest_path(&backup), &original).expect("restore manifest");
+        std::fs::write(pgdrill::backup::layout::manifest_path(&backup), &original).expect("restore manifest");
         edit_manifest(&backup, edit);
         let out = run_verify(&storage, "shop", &[], &junit);
         assert_eq!(out.status.code(), Some(1), "{what}: {}", all(&out));
@@ -579,7 +580,7 @@ async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
         assert!(all(&out).contains(expect), "{what}: {}", all(&out));
     }
     // A manifest moved from another backup of the same database does not fit this archive.
-    std::fs::write(pgdrill::storage::manifest_path(&backup), &original).expect("restore manifest");
+    std::fs::write(pgdrill::backup::layout::manifest_path(&backup), &original).expect("restore manifest");
     let out = pgdrill(&[
         "run",
         "backup",
@@ -593,7 +594,8 @@ async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
     .expect("backup");
     assert!(out.status.success(), "{}", all(&out));
     let newest = backups_in(&storage.join("shop")).pop().expect("newest");
-    std::fs::copy(pgdrill::storage::manifest_path(&backup), pgdrill::storage::manifest_path(&newest)).expect("copy");
+    std::fs::copy(pgdrill::backup::layout::manifest_path(&backup), pgdrill::backup::layout::manifest_path(&newest))
+        .expect("copy");
     let out = run_verify(&storage, "shop", &[], &junit);
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     assert!(all(&out).contains("fails authentication"), "{}", all(&out));

@@ -1704,3 +1704,71 @@ async fn a_backup_without_its_manifest_in_a_bucket_was_named_by_its_local_mirror
     assert!(!log.contains("pgdrill-mirror"), "never the local mirror: {log}");
     srv.stop().await;
 }
+
+/// The object store's `Store` keeps the trait's promises on a real S3 server: nothing under a
+/// key until the writer publishes (a backup is more than one part), an aborted writer leaves
+/// no object and no open upload, `put_new` never replaces, reads are ranged and pinned to
+/// the version seen, copy and delete.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_s3_store_shows_an_object_only_once_published_and_an_abort_leaves_nothing() {
+    let Some(s3) = moto() else { return };
+    assert_eq!(http(s3.port, "PUT", "/store", &[]).0, 200, "bucket created");
+    // This test's own process: the store's client reads its keys from the environment.
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", AWS_SECRET);
+    std::env::remove_var("AWS_PROFILE");
+    let loc =
+        format!("s3://store/t?endpoint=http://127.0.0.1:{}&region=us-east-1&allow_http=true&path_style=true", s3.port);
+    let store = pgdrill::storage::open(&loc).expect("the location opens");
+    assert_eq!(store.url(), "s3://store/t");
+    store.probe().await.expect("the store answers");
+
+    let size: usize = 9 << 20;
+    let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let w = store.create("app/a.bin").await.expect("create");
+    let (w, wrote) = tokio::task::spawn_blocking(move || {
+        let mut w = w;
+        let r = w.write_all(&body);
+        (w, r)
+    })
+    .await
+    .expect("writer thread");
+    wrote.expect("write");
+    assert!(s3_keys(s3.port, "store", "t/app/").is_empty(), "an object is visible before publish");
+    assert_eq!(w.publish().await.expect("publish"), size as u64);
+    let meta = store.head("app/a.bin").await.expect("head").expect("published");
+    assert_eq!(meta.size, size as u64);
+    let mut r = store.open("app/a.bin", Some(10..20), meta.version.as_deref()).await.expect("open");
+    let got = tokio::task::spawn_blocking(move || {
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).map(|_| v)
+    })
+    .await
+    .expect("reader thread")
+    .expect("read");
+    assert_eq!(got, (10..20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+
+    let w = store.create("app/b.bin").await.expect("create");
+    let w = tokio::task::spawn_blocking(move || {
+        let mut w = w;
+        w.write_all(&vec![1u8; 9 << 20]).expect("write");
+        w
+    })
+    .await
+    .expect("writer thread");
+    w.abort().await;
+    assert_eq!(store.head("app/b.bin").await.expect("head"), None, "an aborted object is there");
+    assert_eq!(s3_uploads(s3.port, "store"), 0, "an aborted upload stayed open");
+
+    store.put_new("app/m.json", b"one".to_vec()).await.expect("put_new");
+    let e = store.put_new("app/m.json", b"two".to_vec()).await.expect_err("an object was replaced");
+    assert!(e.contains("already exists"), "{e}");
+    assert_eq!(store.read("app/m.json").await.expect("read"), b"one");
+    store.copy("app/m.json", "app/n.json").await.expect("copy");
+    let mut keys: Vec<String> = store.list("app/").await.expect("list").into_iter().map(|m| m.key).collect();
+    keys.sort();
+    assert_eq!(keys, ["app/a.bin", "app/m.json", "app/n.json"]);
+    store.delete("app/n.json").await.expect("delete");
+    store.delete("app/n.json").await.expect("a missing object is not an error");
+    assert!(store.space().is_none(), "an object store has no free space to measure");
+}

@@ -143,7 +143,7 @@ async fn a_database_named_like_a_connection_string_restores_into_itself() {
             "{name}: recreated with its owner"
         );
         // The safety snapshot is of this database: it holds what was there before.
-        let safety = storage.join(".safety").join(pgdrill::storage::folder_name(&name));
+        let safety = storage.join(".safety").join(pgdrill::backup::layout::folder_name(&name));
         let mut snaps: Vec<PathBuf> = std::fs::read_dir(&safety)
             .expect("snapshot directory")
             .flatten()
@@ -172,7 +172,7 @@ async fn a_database_named_like_a_connection_string_restores_into_itself() {
     .output()
     .expect("backup");
     assert!(out.status.success(), "backup: {}{}", text(&out.stdout), text(&out.stderr));
-    let dumped: Vec<PathBuf> = std::fs::read_dir(backups.join(pgdrill::storage::folder_name(&name)))
+    let dumped: Vec<PathBuf> = std::fs::read_dir(backups.join(pgdrill::backup::layout::folder_name(&name)))
         .expect("backup directory")
         .flatten()
         .map(|e| e.path())

@@ -151,7 +151,7 @@ async fn a_backup_keeps_the_roles_grants_and_settings_its_database_depends_on() 
     assert!(lines("memberships").iter().any(|l| l == "\"erp reader\" in erp_readonly admin=f"));
 
     // Encrypted: the verifiers are kept, sealed; nothing of them is readable in the manifest.
-    let text_of = |p: &Path| std::fs::read_to_string(pgdrill::storage::manifest_path(p)).expect("manifest");
+    let text_of = |p: &Path| std::fs::read_to_string(pgdrill::backup::layout::manifest_path(p)).expect("manifest");
     let sealed = g.verifiers.as_deref().expect("sealed verifiers in an encrypted backup");
     assert!(!text_of(&path).contains("SCRAM-SHA-256"), "a verifier in the clear");
     let k = KeySource::from_secret(KEY).derive_for(m.kdf.as_ref().expect("kdf")).expect("key");
@@ -200,7 +200,7 @@ async fn deliberate_changes_are_named(src: Ephemeral, scratch: Ephemeral) {
     let path = backup_run(&src.url(), dir.path());
     // PostgreSQL 16 made inherit and set options of each membership: kept where they exist.
     let manifest: Manifest =
-        serde_json::from_slice(&std::fs::read(pgdrill::storage::manifest_path(&path)).expect("manifest"))
+        serde_json::from_slice(&std::fs::read(pgdrill::backup::layout::manifest_path(&path)).expect("manifest"))
             .expect("json");
     let m = manifest.globals.expect("globals").memberships;
     let reader = m.iter().find(|m| m.member == "erp reader" && m.role == "erp_readonly").expect("membership");

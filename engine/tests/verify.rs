@@ -152,7 +152,7 @@ async fn a_backup_with_the_first_row_text_hashes_still_verifies_and_its_differen
     let first = compute_tables(&c, Mode::Full, Content::RowText).await.expect("row-text hashes");
     c.batch_execute("commit").await.expect("commit");
 
-    let manifest_path = pgdrill::storage::manifest_path(&path);
+    let manifest_path = pgdrill::backup::layout::manifest_path(&path);
     let mut m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&manifest_path).expect("manifest")).expect("json");
     assert!(m["fingerprint"]["tables"]["public.orders"]["field_hash"].is_string(), "a new backup hashes fields");
@@ -182,7 +182,7 @@ async fn differences_fail_naming_the_table() {
     let Some((_src, path)) = backed_up(&storage).await else { return };
 
     // A manifest whose hash for one table was edited.
-    let manifest_path = pgdrill::storage::manifest_path(&path);
+    let manifest_path = pgdrill::backup::layout::manifest_path(&path);
     let original = std::fs::read_to_string(&manifest_path).expect("manifest");
     let mut m: serde_json::Value = serde_json::from_str(&original).expect("json");
     m["fingerprint"]["tables"]["public.customers"]["field_hash"] = serde_json::json!("12345");

@@ -75,6 +75,67 @@ pub struct Entry {
     pub age: Option<String>,
 }
 
+/// Where an object store keeps a folder's ledger: an object store has no append, so each
+/// verification is one object, `<folder>/.ledger/<time>-<random>.json`, never a rewrite.
+pub const RECORDS: &str = ".ledger";
+
+/// Record one verification in `store`: a new object in `folder`'s `.ledger/`. Returns its URL.
+pub async fn record(store: &dyn crate::storage::Store, folder: &str, entry: &Entry) -> Result<String, String> {
+    let mut bytes = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
+    bytes.push(b'\n');
+    let stamp: String = entry.verified_at.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let rand = crate::archive::hex(&crate::archive::crypto::random::<6>());
+    let key = if folder.is_empty() {
+        format!("{RECORDS}/{stamp}-{rand}.json")
+    } else {
+        format!("{folder}/{RECORDS}/{stamp}-{rand}.json")
+    };
+    store.put_new(&key, bytes).await?;
+    Ok(store.url_of(&key))
+}
+
+/// Gather `store`'s ledger records into one `ledger.jsonl` per folder under `root` (the
+/// store's local mirror), in the order they were made, so the mirror reads as a local
+/// location. A record that is not a ledger entry stops it (the ledger fails closed).
+pub async fn gather(store: &dyn crate::storage::Store, root: &Path) -> Result<(), String> {
+    let mut folders: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    for m in store.list("").await? {
+        let parts: Vec<&str> = m.key.split('/').collect();
+        if parts.len() == 3 && parts[1] == RECORDS && parts[2].ends_with(".json") {
+            folders.entry(parts[0].to_string()).or_default().push(parts[2].to_string());
+        }
+    }
+    for (folder, mut names) in folders {
+        // Names begin with the time of the verification: in order.
+        names.sort();
+        let mut text = Vec::new();
+        for name in names {
+            let key = format!("{folder}/{RECORDS}/{name}");
+            let bytes = store.read(&key).await?;
+            let line: Vec<u8> = bytes.iter().copied().filter(|b| *b != b'\n').collect();
+            if serde_json::from_slice::<Entry>(&line).is_err() {
+                return Err(format!(
+                    "{}: not a ledger entry; the ledger is evidence and is not read past a damaged record: fix or remove that object (keep a copy), then run again",
+                    store.url_of(&key)
+                ));
+            }
+            text.extend_from_slice(&line);
+            text.push(b'\n');
+        }
+        let local = root.join(&folder).join(FILE);
+        crate::storage::write_replace(&local, &text).map_err(|e| format!("mirroring {}: {e}", local.display()))?;
+    }
+    Ok(())
+}
+
+/// An object store mirrored as a local location (see `storage::remote`), its ledger
+/// records gathered: the root to list.
+pub async fn mirrored(r: &crate::storage::remote::Remote) -> Result<PathBuf, String> {
+    let root = r.mirror().await?;
+    gather(r, &root).await?;
+    Ok(root)
+}
+
 /// The ledger that covers a backup: in its directory.
 pub fn path_for(backup: &Path) -> PathBuf {
     backup.parent().unwrap_or(Path::new(".")).join(FILE)

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::layout::{self, LocalStore, MadeFrom};
 use super::{ledger, source, Manifest};
+use crate::backup::names::NamePattern;
 use crate::error::Failure;
-use crate::storage::names::NamePattern;
-use crate::storage::{self, remote, LocalStore, MadeFrom};
+use crate::storage::remote;
 use crate::util::rfc3339;
 
 /// One backup in storage. The JSON of each case is what `backup.list` and `backups list
@@ -152,7 +153,7 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
         .map_err(|e| Failure::environment(format!("cannot list {}: {e}", storage.display())))?;
     // One ledger per database folder, read once however many backups it covers.
     let mut ledgers: HashMap<PathBuf, _> = HashMap::new();
-    let mut last_of = |e: &storage::Entry| {
+    let mut last_of = |e: &layout::Entry| {
         let ledger_path = ledger::path_for(&e.path);
         match ledgers.entry(ledger_path.clone()).or_insert_with(|| ledger::last_by_backup(&ledger_path)) {
             Ok(by_name) => by_name.get(&e.name).map(|l| LastVerification::Recorded {
@@ -196,7 +197,7 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
             match Manifest::read(&e.path) {
                 Ok(m) => Listed::Pgdrill(Box::new(PgdrillBackup {
                     path: remote::display(&e.path),
-                    manifest: remote::display(&storage::manifest_path(&e.path)),
+                    manifest: remote::display(&layout::manifest_path(&e.path)),
                     sha256: m.sha256.clone(),
                     size: m.sizes.stored,
                     raw_size: m.sizes.raw,

@@ -18,11 +18,14 @@ use crate::error::{Class, Failure};
 use crate::pg::fingerprint::{self, Fingerprint, Mode};
 // Found by pg/ (it also runs the tools from an image); named here for the pipeline.
 pub use crate::pg::native::find_tool;
-use crate::storage::{self, LocalStore};
+use crate::storage;
+use layout::LocalStore;
 
 pub mod complete;
+pub mod layout;
 pub mod ledger;
 pub mod listing;
+pub mod names;
 pub mod offsets;
 pub mod restore;
 pub mod retention;
@@ -257,7 +260,7 @@ pub fn manifest_bytes(mut v: serde_json::Value) -> Vec<u8> {
 /// written before manifests were bound. The manifest's cipher must agree with the
 /// archive's, so an edit cannot claim "not encrypted" to escape the check.
 pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<ManifestTrust, Failure> {
-    let mp = storage::manifest_path(backup);
+    let mp = layout::manifest_path(backup);
     let failed = |m: String| Failure::failed(format!("{}: {m}", mp.display()));
     let text = std::fs::read(&mp).map_err(|e| failed(format!("cannot read: {e}")))?;
     let value: serde_json::Value =
@@ -328,7 +331,7 @@ impl Manifest {
     }
 
     pub fn read(backup: &Path) -> Result<Manifest, Failure> {
-        let p = storage::manifest_path(backup);
+        let p = layout::manifest_path(backup);
         let text = std::fs::read_to_string(&p)
             .map_err(|e| Failure::failed(format!("missing manifest {}: {e}", p.display())))?;
         serde_json::from_str(&text).map_err(|e| Failure::failed(format!("unreadable manifest {}: {e}", p.display())))
@@ -575,7 +578,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let remote = opts.remote.clone();
     let mut upload = None;
     if let Some(r) = &remote {
-        let folder = storage::folder_name(&dir_name);
+        let folder = layout::folder_name(&dir_name);
         let mut n = 0;
         let rel = loop {
             let name = if n == 0 { format!("{name_stamp}.{ext}") } else { format!("{name_stamp}-{n}.{ext}") };
@@ -635,7 +638,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let wopts = WriteOptions { codec: opts.codec, level: opts.level, threads: opts.threads, key };
     let cancel_flag = cancelled.clone();
     let pipeline =
-        tokio::task::spawn_blocking(move || -> Result<(Option<storage::Pending>, Sizes, String), Failure> {
+        tokio::task::spawn_blocking(move || -> Result<(Option<self::layout::Pending>, Sizes, String), Failure> {
             let (pending, sink) = match writer {
                 Some(w) => (None, Sink::Upload(w)),
                 None => {
@@ -778,7 +781,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
             let _ = r.delete(rel).await;
             return Err(Failure::environment(format!("writing the manifest: {e}")));
         }
-    } else if let Err(e) = storage::write_small(&storage::manifest_path(&path), &json) {
+    } else if let Err(e) = storage::write_small(&layout::manifest_path(&path), &json) {
         // A backup without its manifest cannot be verified: do not leave it looking complete.
         let _ = std::fs::remove_file(&path);
         return Err(Failure::environment(format!("writing the manifest: {e}")));

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Field, Fields, Step, StepCtx, StepError, With, WithError};
 use crate::archive::{Codec, KeySource};
+use crate::backup::layout::LocalStore;
 use crate::backup::{self, CreateOptions, Format, Manifest};
 use crate::pg::fingerprint::Mode;
-use crate::storage::LocalStore;
 use crate::template::is_template;
 
 fn key_of(k: &Option<String>) -> Option<KeySource> {
@@ -134,7 +134,7 @@ macro_rules! described {
             fn described(path: &Path, m: &Manifest, $($field: $ty),*) -> Self {
                 $name {
                     path: crate::storage::remote::display(path),
-                    manifest: crate::storage::remote::display(&crate::storage::manifest_path(path)),
+                    manifest: crate::storage::remote::display(&crate::backup::layout::manifest_path(path)),
                     sha256: m.sha256.clone(),
                     size: m.sizes.stored,
                     raw_size: m.sizes.raw,
@@ -449,8 +449,8 @@ pub struct ListWith {
 }
 
 /// A `name_pattern:` field, checked.
-pub(super) fn name_pattern(p: Option<&str>) -> Result<Option<crate::storage::names::NamePattern>, StepError> {
-    p.map(crate::storage::names::NamePattern::parse).transpose().map_err(StepError::invalid)
+pub(super) fn name_pattern(p: Option<&str>) -> Result<Option<crate::backup::names::NamePattern>, StepError> {
+    p.map(crate::backup::names::NamePattern::parse).transpose().map_err(StepError::invalid)
 }
 
 impl With for ListWith {}
@@ -514,7 +514,7 @@ pub struct LatestForeign {
     server_major: Option<u32>,
     /// Always null: there is no fingerprint without a manifest.
     fingerprint: Option<serde_json::Value>,
-    created_from: crate::storage::MadeFrom,
+    created_from: crate::backup::layout::MadeFrom,
     age_s: i64,
 }
 

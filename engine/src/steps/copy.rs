@@ -4,13 +4,13 @@
 //! Nothing is replaced: a copy already there with the same sha256 is reported as such, one
 //! with other contents is a failure.
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Fields, Step, StepCtx, StepError, With, WithError};
-use crate::storage::remote;
+use crate::storage::{remote, Store};
 
 #[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
@@ -70,7 +70,7 @@ impl Step for Copy {
                 "{shown_src} is a directory dump: copy it as a tar or with the store's own tools"
             )));
         }
-        let manifest_file = crate::storage::manifest_path(&src);
+        let manifest_file = crate::backup::layout::manifest_path(&src);
         let manifest = std::fs::read(&manifest_file).ok();
         let recorded: Option<crate::backup::Manifest> =
             manifest.as_deref().and_then(|b| serde_json::from_slice(b).ok());
@@ -81,10 +81,10 @@ impl Step for Copy {
                 .parent()
                 .and_then(|p| p.file_name())
                 .map(|f| f.to_string_lossy().into_owned())
-                .and_then(|f| crate::storage::database_of_folder(&f))
+                .and_then(|f| crate::backup::layout::database_of_folder(&f))
                 .ok_or_else(|| StepError::invalid(format!("which database is {shown_src} of? give `database`")))?,
         };
-        let folder = crate::storage::folder_name(&folder_db);
+        let folder = crate::backup::layout::folder_name(&folder_db);
         let rel = format!("{folder}/{name}");
         let (sha, size) = {
             let p = src.clone();
@@ -101,19 +101,9 @@ impl Step for Copy {
                 )));
             }
         }
-        let (dest, copied) = if remote::is_remote(&w.to) {
-            let r = remote::open(&w.to).map_err(StepError::invalid)?;
-            let copied = to_remote(&r, &rel, &src, manifest.as_deref(), &sha, size).await?;
-            (r.url_of(&rel), copied)
-        } else {
-            let dir = ctx.resolve(&w.to).join(&folder);
-            let d = dir.join(&name);
-            let (s2, m2, sha2) = (src.clone(), manifest.clone(), sha.clone());
-            let copied = tokio::task::spawn_blocking(move || to_local(&s2, &d, m2.as_deref(), &sha2, size))
-                .await
-                .map_err(|e| StepError::environment(e.to_string()))??;
-            (dir.join(&name).display().to_string(), copied)
-        };
+        let to = ctx.store(&w.to)?;
+        let copied = to_store(&*to, &rel, &src, manifest.as_deref(), &sha, size).await?;
+        let dest = to.url_of(&rel);
         if copied {
             ctx.log(format!("copied {shown_src} to {dest} ({size} bytes, sha256 {sha}, read back and matched)"));
         } else {
@@ -140,91 +130,79 @@ fn digest_file(p: &Path) -> std::io::Result<(String, u64)> {
     Ok((crate::archive::hex(&h.finalize()), n))
 }
 
-async fn to_remote(
-    r: &remote::Remote,
-    rel: &str,
+/// sha256 and size of `key` in `store`, read back as a stream (memory stays bounded).
+async fn digest_in(store: &dyn Store, key: &str) -> Result<(String, u64), String> {
+    let mut r = store.open(key, None, None).await?;
+    tokio::task::spawn_blocking(move || {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            let k = r.read(&mut buf)?;
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k as u64;
+        }
+        Ok::<_, std::io::Error>((crate::archive::hex(&h.finalize()), n))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("reading {}: {e}", store.url_of(key)))
+}
+
+/// Copy `src` (and its manifest) to `key` in `store`: nothing under the key until the copy
+/// is whole, read back and matched; an existing copy with the same sha256 is kept
+/// (`false`), one with other contents is never replaced.
+async fn to_store(
+    store: &dyn Store,
+    key: &str,
     src: &Path,
     manifest: Option<&[u8]>,
     sha: &str,
     size: u64,
 ) -> Result<bool, StepError> {
     let env = StepError::environment;
-    if r.exists(rel).await.map_err(env)? {
-        let (there, n) = r.digest(rel).await.map_err(env)?;
+    if store.head(key).await.map_err(env)?.is_some() {
+        let (there, n) = digest_in(store, key).await.map_err(env)?;
         if there == sha && n == size {
             return Ok(false);
         }
         return Err(StepError::failed(format!(
             "{} already exists with other contents (sha256 {there}): nothing was replaced",
-            r.url_of(rel)
+            store.url_of(key)
         )));
     }
-    let (mut writer, uploading) = r.upload(rel).await.map_err(env)?;
+    let mut writer = store.create(key).await.map_err(env)?;
     let p = src.to_path_buf();
-    let sent = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let mut f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&p)?);
-        std::io::copy(&mut f, &mut writer)?;
-        writer.close()
+    let (writer, sent) = tokio::task::spawn_blocking(move || {
+        let sent = std::fs::File::open(&p).and_then(|f| {
+            let mut f = std::io::BufReader::with_capacity(1 << 20, f);
+            std::io::copy(&mut f, &mut writer)
+        });
+        (writer, sent)
     })
     .await
     .map_err(|e| StepError::environment(e.to_string()))?;
     if let Err(e) = sent {
-        let mut u = uploading;
-        u.abort().await;
-        return Err(StepError::environment(format!("uploading {}: {e}", r.url_of(rel))));
+        writer.abort().await;
+        return Err(StepError::environment(format!("copying to {}: {e}", store.url_of(key))));
     }
-    uploading.finish().await.map_err(env)?;
-    let (back, n) = r.digest(rel).await.map_err(env)?;
+    writer.publish().await.map_err(env)?;
+    let (back, n) = digest_in(store, key).await.map_err(env)?;
     if back != sha || n != size {
-        let _ = r.delete(rel).await;
+        let _ = store.delete(key).await;
         return Err(StepError::environment(format!(
             "the copy {} reads back as {n} bytes with sha256 {back}, not {size} bytes with {sha}: it was removed",
-            r.url_of(rel)
+            store.url_of(key)
         )));
     }
     if let Some(m) = manifest {
-        if let Err(e) = r.create(&format!("{rel}.manifest.json"), m.to_vec()).await {
-            let _ = r.delete(rel).await;
+        if let Err(e) = store.put_new(&crate::backup::layout::manifest_key(key), m.to_vec()).await {
+            let _ = store.delete(key).await;
             return Err(StepError::environment(format!("writing the copy's manifest: {e}")));
-        }
-    }
-    Ok(true)
-}
-
-fn to_local(src: &Path, dest: &Path, manifest: Option<&[u8]>, sha: &str, size: u64) -> Result<bool, StepError> {
-    let env = |e: std::io::Error| StepError::environment(format!("copying to {}: {e}", dest.display()));
-    if dest.exists() {
-        let (there, n) = digest_file(dest).map_err(env)?;
-        if there == sha && n == size {
-            return Ok(false);
-        }
-        return Err(StepError::failed(format!(
-            "{} already exists with other contents (sha256 {there}): nothing was replaced",
-            dest.display()
-        )));
-    }
-    let dir: PathBuf = dest.parent().map(Path::to_path_buf).unwrap_or_default();
-    std::fs::create_dir_all(&dir).map_err(env)?;
-    let mut tmp = tempfile::Builder::new().prefix(".copy-").suffix(".partial").tempfile_in(&dir).map_err(env)?;
-    {
-        let mut f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(src).map_err(env)?);
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        std::io::copy(&mut f, &mut out).map_err(env)?;
-        out.flush().map_err(env)?;
-    }
-    tmp.as_file().sync_all().map_err(env)?;
-    let (back, n) = digest_file(tmp.path()).map_err(env)?;
-    if back != sha || n != size {
-        return Err(StepError::environment(format!(
-            "the copy {} reads back as {n} bytes with sha256 {back}, not {size} bytes with {sha}: it was removed",
-            dest.display()
-        )));
-    }
-    tmp.persist_noclobber(dest).map_err(|e| env(e.error))?;
-    if let Some(m) = manifest {
-        if let Err(e) = crate::storage::write_small(&crate::storage::manifest_path(dest), m) {
-            let _ = std::fs::remove_file(dest);
-            return Err(env(e));
         }
     }
     Ok(true)

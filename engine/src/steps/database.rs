@@ -15,6 +15,7 @@ use tokio_postgres::Client;
 
 use super::{pg_error, rfc3339, Field, Fields, Step, StepCtx, StepError, With, WithError};
 use crate::archive::{Codec, KeySource};
+use crate::backup::layout::LocalStore;
 use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::{self, find_tool, CreateOptions, Format, Manifest};
 use crate::error::Class;
@@ -22,7 +23,6 @@ use crate::pg::fingerprint::{Fingerprint, Mode};
 use crate::pg::native::{parse_major, quote_ident};
 use crate::pg::{dbsettings, rights};
 use crate::restore::Phase as JPhase;
-use crate::storage::LocalStore;
 
 fn postgres() -> String {
     "postgres".into()

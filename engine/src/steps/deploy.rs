@@ -78,18 +78,14 @@ impl Step for Record {
 
     async fn run(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError> {
         let path = ctx.resolve(&w.manifest);
-        let backup = if crate::storage::remote::is_remote(&w.backup) {
-            std::path::PathBuf::from(w.backup.trim())
-        } else {
-            std::fs::canonicalize(ctx.resolve(&w.backup))
-                .map_err(|e| StepError::environment(format!("backup {}: {e}", w.backup)))?
-        };
+        let backup = crate::storage::canonical_in(&w.backup, &ctx.base_dir)
+            .map_err(|e| StepError::environment(format!("backup {}: {e}", w.backup)))?;
         let d = Deployment {
             format: FORMAT.into(),
             label: w.label,
             database: w.database,
             target: w.target,
-            backup: backup.display().to_string(),
+            backup,
             sha256: w.sha256,
             recorded_at: super::rfc3339(time::OffsetDateTime::now_utc()),
             pgdrill: env!("CARGO_PKG_VERSION").into(),

@@ -66,12 +66,16 @@ impl Step for Space {
     type Outputs = SpaceOutputs;
 
     async fn run(ctx: StepCtx, w: SpaceWith) -> Result<SpaceOutputs, StepError> {
-        let path = ctx.local_only(&w.storage, "storage.space measures a filesystem: its storage")?;
-        let st = nix::sys::statvfs::statvfs(&path)
-            .map_err(|e| StepError::environment(format!("cannot measure the filesystem of {}: {e}", path.display())))?;
-        let frag = st.fragment_size().max(1);
-        let total = st.blocks() * frag;
-        let free = st.blocks_available() * frag;
+        let store = ctx.store(&w.storage)?;
+        let crate::storage::Space { free, total } = match store.space() {
+            Some(measured) => measured.map_err(StepError::environment)?,
+            None => {
+                return Err(StepError::invalid(format!(
+                    "storage.space measures a filesystem: its storage must be a local directory, not `{}` (an object store has no free space to measure)",
+                    w.storage.split('?').next().unwrap_or_default()
+                )))
+            }
+        };
         let ratio = if total == 0 { 0.0 } else { free as f64 / total as f64 };
         let mut needed = w.min_free_ratio.map(|r| (r * total as f64).ceil() as u64).unwrap_or(0);
         let mut database_bytes = None;
@@ -95,7 +99,7 @@ impl Step for Space {
         let h = crate::util::human_bytes;
         ctx.log(format!(
             "{}: {} free of {} ({:.1} %), {} needed",
-            path.display(),
+            store.url(),
             h(free),
             h(total),
             ratio * 100.0,
@@ -104,7 +108,7 @@ impl Step for Space {
         if free < needed {
             return Err(StepError::failed(format!(
                 "{} has {} free ({:.1} %), {} is needed{}: free space or move the backups",
-                path.display(),
+                store.url(),
                 h(free),
                 ratio * 100.0,
                 h(needed),
@@ -174,7 +178,7 @@ impl Step for SizeChange {
 
     async fn run(ctx: StepCtx, w: SizeChangeWith) -> Result<SizeChangeOutputs, StepError> {
         let root = ctx.storage_root(&w.storage).await?;
-        let list = crate::storage::LocalStore::new(&root)
+        let list = crate::backup::layout::LocalStore::new(&root)
             .list(Some(&w.database))
             .map_err(|e| StepError::environment(format!("cannot list {}: {e}", root.display())))?;
         let size_of = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);

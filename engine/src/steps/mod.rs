@@ -381,15 +381,13 @@ impl StepCtx {
     /// A path from the runbook, resolved against the runbook's directory.
     pub fn resolve(&self, p: &str) -> PathBuf {
         // An object's URL stays as it is (see `backup_file` to read it).
-        if crate::storage::remote::is_remote(p) {
-            return PathBuf::from(p.trim());
-        }
-        let path = Path::new(crate::storage::remote::local_path(p));
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.base_dir.join(path)
-        }
+        crate::storage::local_dir_in(p, &self.base_dir).unwrap_or_else(|| PathBuf::from(p.trim()))
+    }
+
+    /// The store a location names: an object store by its scheme, else a local directory
+    /// (relative to the runbook's directory). A bad location is invalid.
+    pub fn store(&self, location: &str) -> Result<std::sync::Arc<dyn crate::storage::Store>, StepError> {
+        crate::storage::open_in(location, &self.base_dir).map_err(StepError::invalid)
     }
 
     /// A storage location as a local root to list: the directory, or an object store's
@@ -399,7 +397,7 @@ impl StepCtx {
         use crate::storage::remote;
         if remote::is_remote(location) {
             let r = remote::open(location).map_err(StepError::invalid)?;
-            r.mirror().await.map_err(StepError::environment)
+            crate::backup::ledger::mirrored(&r).await.map_err(StepError::environment)
         } else {
             Ok(self.resolve(location))
         }
@@ -475,13 +473,12 @@ impl StepCtx {
     /// A location that must be a local directory (a safety snapshot: a rollback must not
     /// wait on a download).
     pub fn local_only(&self, location: &str, what: &str) -> Result<PathBuf, StepError> {
-        if crate::storage::remote::is_remote(location) {
-            return Err(StepError::invalid(format!(
+        crate::storage::local_dir_in(location, &self.base_dir).ok_or_else(|| {
+            StepError::invalid(format!(
                 "{what} must be a local directory, not `{}`: a rollback must not depend on a download (give a local path)",
                 location.split('?').next().unwrap_or_default()
-            )));
-        }
-        Ok(self.resolve(location))
+            ))
+        })
     }
 }
 

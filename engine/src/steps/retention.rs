@@ -4,9 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Fields, Step, StepCtx, StepError, With};
+use crate::backup::layout::{manifest_path, LocalStore};
 use crate::backup::retention::{decide, Item, Policy};
 use crate::backup::Manifest;
-use crate::storage::{manifest_path, LocalStore};
 
 #[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
@@ -129,7 +129,7 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
                 left_alone += 1;
                 continue;
             }
-            if e.made_from == crate::storage::MadeFrom::Mtime {
+            if e.made_from == crate::backup::layout::MadeFrom::Mtime {
                 ctx.log(format!("{}: no time in its name, judged by its modification time", e.name));
             }
             items.push(Item { name: e.name.clone(), at: e.made, verified: ok_verified.contains(&e.path) });

@@ -14,12 +14,12 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::{pg_error, rfc3339, Field, Fields, Step, StepCtx, StepError, With, WithError};
+use crate::backup::layout::LocalStore;
 use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::source::{self, Origin};
 use crate::backup::{ledger, Manifest};
 use crate::facts::Outcome;
 use crate::pg::fingerprint::{self, Fingerprint, Mode, TablePrint};
-use crate::storage::LocalStore;
 use crate::template::is_template;
 
 // ---------------------------------------------------------------------------------------
@@ -195,15 +195,15 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
     let pattern = w
         .name_pattern
         .as_deref()
-        .map(crate::storage::names::NamePattern::parse)
+        .map(crate::backup::names::NamePattern::parse)
         .transpose()
         .map_err(StepError::invalid)?;
-    let list = |storage: &Path| -> Result<Vec<crate::storage::Entry>, StepError> {
+    let list = |storage: &Path| -> Result<Vec<crate::backup::layout::Entry>, StepError> {
         LocalStore::new(storage)
             .list_with(w.database.as_deref(), pattern.as_ref())
             .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.display())))
     };
-    let mut picked: Option<crate::storage::Entry> = None;
+    let mut picked: Option<crate::backup::layout::Entry> = None;
     let where_ = || {
         format!(
             "{}{}",
@@ -231,11 +231,11 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             entries.retain(|e| e.made <= horizon);
             // Fail closed: an unreadable manifest of the newest backup is an error, never a
             // reason to quietly verify (and call fresh) an older one.
-            let manifest_of = |e: &crate::storage::Entry| -> Result<Manifest, StepError> {
+            let manifest_of = |e: &crate::backup::layout::Entry| -> Result<Manifest, StepError> {
                 Manifest::read(&e.path).map_err(|err| {
                     // In an object store the message names the object, never this run's
                     // local mirror of it (which the operator cannot see or repair).
-                    let mp = crate::storage::manifest_path(&e.path);
+                    let mp = crate::backup::layout::manifest_path(&e.path);
                     let err = err
                         .to_string()
                         .replace(&mp.display().to_string(), &crate::storage::remote::display(&mp))
@@ -319,7 +319,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
     let mut store_sha = None;
     let path = match crate::storage::remote::for_mirror(&path) {
         Some((r, rel)) if crate::storage::remote::is_stand_in(&path) => {
-            if rel.ends_with(".pgdrill") && crate::storage::manifest_path(&path).is_file() {
+            if rel.ends_with(".pgdrill") && crate::backup::layout::manifest_path(&path).is_file() {
                 r.fill_head(&rel, u64::from(crate::archive::MAX_HEADER) + 64).await.map_err(StepError::environment)?;
                 path
             } else if !rel.ends_with(".pgdrill") && source::streamable(&path) {
@@ -403,9 +403,9 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             // the file's mtime only when the name has none, and then the log says so.
             let name = ledger::name_of(&path);
             let from_name = match (&picked, &pattern) {
-                (Some(e), _) => (e.made_from == crate::storage::MadeFrom::Name).then_some(e.made),
+                (Some(e), _) => (e.made_from == crate::backup::layout::MadeFrom::Name).then_some(e.made),
                 (None, Some(p)) => p.matches(&name).and_then(|i| i.at),
-                (None, None) => crate::storage::names::parse(&name).at,
+                (None, None) => crate::backup::names::parse(&name).at,
             };
             let made = match from_name {
                 Some(t) => {
@@ -1486,7 +1486,7 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
         // An object store has no append: one object per verification, beside the backup.
         let (r, rel) = crate::storage::remote::locate(&w.backup).map_err(StepError::invalid)?;
         let folder = rel.rsplit_once('/').map(|(f, _)| f).unwrap_or("");
-        let url = r.record(folder, &entry).await.map_err(StepError::environment)?;
+        let url = ledger::record(&r, folder, &entry).await.map_err(StepError::environment)?;
         ctx.log(format!("{}: {} recorded in {url}", entry.backup, entry.result));
         return Ok(RecordOutputs { ledger: url });
     }

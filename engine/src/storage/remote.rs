@@ -1,19 +1,16 @@
 //! Object-store locations: `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`
-//! (and `azure://`), through the `object_store` crate.
+//! (and `azure://`), through the `object_store` crate: the `Store` of those schemes.
 //!
-//! The layout in a bucket is the local one (`<prefix>/<folder>/<stamp>.<ext>.pgdrill` with its
-//! `.manifest.json`), so other tools' files in a bucket are read by the same name rules. Two
-//! things differ, because an object store has no rename and no append:
-//! - A backup is uploaded as a multipart upload, which nobody sees until it completes; its
-//!   manifest is created after it, with a conditional create that never replaces an object.
-//!   An interrupted upload is aborted.
-//! - The ledger is one object per verification, `<folder>/.ledger/<time>-<random>.json`,
-//!   never a rewritten file.
+//! An object store has no rename and no append: a written object is a multipart upload,
+//! which nobody sees until it completes, and an interrupted upload is aborted (uploads are
+//! recorded under `.pgdrill-uploads/` so a killed run's can be found and ended later). What
+//! the objects mean (backups, manifests, ledger records) is backup/'s business.
 //!
-//! Steps keep working on local paths: a location is mirrored into a private directory of
-//! this process (manifests and ledgers as they are, each backup as a sparse file of its size
-//! and time, with its first bytes so its kind can be told). A backup's contents are only
-//! downloaded when a step reads it (`fetch`). Steps show the object's URL, never the mirror.
+//! Steps still work on local paths: a location is mirrored into a private directory of
+//! this process (manifests, `*.manifest.json`, as they are; every other object as a sparse file of
+//! its size and time, with its first bytes so its kind can be told). An object's contents
+//! are only downloaded when a step reads it (`fetch`). Steps show the object's URL, never
+//! the mirror.
 //!
 //! Credentials come from the environment, as each ecosystem expects (see `open`); a location
 //! carries only options (`?endpoint=...&region=...&path_style=true&storage_class=...`), never
@@ -30,16 +27,9 @@ use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 
 use super::{private_dir, track};
 use crate::error::{Class, Failure};
+use crate::util::percent_decode;
 
-/// The schemes of object stores.
-const SCHEMES: [&str; 4] = ["s3://", "gs://", "az://", "azure://"];
-
-/// Whether `location` names an object store (else it is a local path or `file://`).
-pub fn is_remote(location: &str) -> bool {
-    let l = location.trim_start();
-    // Compared as bytes: the first bytes of `/tmp/çà` may end inside a character.
-    SCHEMES.iter().any(|s| l.as_bytes().get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s.as_bytes())))
-}
+pub use super::store::is_remote;
 
 /// `file:///srv/backups` -> `/srv/backups`; anything else unchanged.
 pub fn local_path(location: &str) -> &str {
@@ -84,6 +74,26 @@ pub struct Remote {
     cache: PathBuf,
     /// How long one request may take.
     timeout: std::time::Duration,
+    /// What this location's objects looked like to this run (shared by its clones).
+    seen: Arc<Seen>,
+}
+
+/// A location's state in this run.
+#[derive(Default)]
+struct Seen {
+    /// Mirror files whose contents were really downloaded.
+    fetched: Mutex<HashSet<PathBuf>>,
+    /// The version (ETag) of each object as pgdrill first saw it in this run, by key: every
+    /// later read of it asks for that version (If-Match), so an object replaced in the middle
+    /// of a run fails to read ("changed") instead of mixing two versions' bytes into
+    /// something that looks damaged.
+    etags: Mutex<HashMap<String, String>>,
+    /// Stand-ins whose archive header (and manifest) were already read from the store in
+    /// this run: pick, preflight, the check and the restore each need them, and fetch them
+    /// once.
+    headed: Mutex<HashSet<PathBuf>>,
+    /// Multipart uploads in flight, aborted if the process is stopped (`abort_uploads`).
+    uploads: Arc<Mutex<Vec<Upload>>>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -94,19 +104,7 @@ impl std::fmt::Debug for Remote {
 
 /// Locations opened by this process, by the text that named them.
 static OPEN: LazyLock<Mutex<Vec<(String, Remote)>>> = LazyLock::new(|| Mutex::new(Vec::new()));
-/// Mirror files whose contents were really downloaded.
-static FETCHED: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
-/// The version (ETag) of each object as pgdrill first saw it in this run, by mirror path:
-/// every later read of it asks for that version (If-Match), so an object replaced in the
-/// middle of a run fails to read ("changed") instead of mixing two versions' bytes into
-/// something that looks damaged.
-static ETAGS: LazyLock<Mutex<HashMap<PathBuf, String>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
-/// Stand-ins whose archive header (and manifest) were already read from the store in this
-/// run: pick, preflight, the check and the restore each need them, and fetch them once.
-static HEADED: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
-/// Multipart uploads in flight, aborted if the process is stopped (`abort_uploads`).
 type Upload = Arc<tokio::sync::Mutex<Option<Box<dyn object_store::MultipartUpload>>>>;
-static UPLOADS: LazyLock<Mutex<Vec<Upload>>> = LazyLock::new(|| Mutex::new(Vec::new()));
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -134,7 +132,7 @@ fn request_timeout(opts: &BTreeMap<String, String>) -> Result<std::time::Duratio
         .parse::<u64>()
         .map(std::time::Duration::from_secs)
         .or_else(|_| humantime::parse_duration(&v))
-        .map_err(|_| format!("{from} `{}` is not a duration: write `20s` or `2m`", crate::report::visible(&v)))?;
+        .map_err(|_| format!("{from} `{}` is not a duration: write `20s` or `2m`", crate::util::visible(&v)))?;
     if d.is_zero() {
         return Err(format!("{from} is 0: a request needs some time"));
     }
@@ -241,6 +239,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
         blocks: matches!(scheme.as_str(), "az" | "azure"),
         cache,
         timeout,
+        seen: Arc::default(),
     };
     lock(&OPEN).push((location.to_string(), r.clone()));
     Ok(r)
@@ -299,26 +298,6 @@ fn env_hint(scheme: &str) -> &'static str {
         "gs" => "GOOGLE_APPLICATION_CREDENTIALS",
         _ => "AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY, or AZURE_STORAGE_CONNECTION_STRING",
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        // By bytes: the two after a `%` may be part of a multibyte character.
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// AWS_PROFILE: the keys and region of that profile in ~/.aws/credentials and ~/.aws/config
@@ -481,8 +460,9 @@ impl Remote {
         }
     }
 
-    /// Mirror the location: manifests and ledgers, and a sparse stand-in for each backup.
-    /// Returns the mirror's root, to be listed as a local store.
+    /// Mirror the location: small objects (manifests) as they are, and a sparse stand-in for
+    /// each other object; hidden ones (`.ledger/`, uploads) are left to their owners (see
+    /// `backup::ledger::gather`). Returns the mirror's root, to be listed as a local store.
     pub async fn mirror(&self) -> Result<PathBuf, String> {
         self.probe().await?;
         let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
@@ -494,14 +474,9 @@ impl Remote {
         }
         // What the mirror held that the store no longer has goes (a prune elsewhere).
         let mut keep: HashSet<PathBuf> = HashSet::new();
-        let mut ledgers: BTreeMap<String, Vec<(String, Key)>> = BTreeMap::new();
         for m in &objects {
             let Some(rel) = self.rel_of(&m.location).map(str::to_string) else { continue };
             let parts: Vec<&str> = rel.split('/').collect();
-            if parts.len() == 3 && parts[1] == ".ledger" && parts[2].ends_with(".json") {
-                ledgers.entry(parts[0].to_string()).or_default().push((parts[2].to_string(), m.location.clone()));
-                continue;
-            }
             if parts.len() > 2 || parts.iter().any(|p| p.starts_with('.') || p.is_empty()) {
                 continue;
             }
@@ -526,10 +501,10 @@ impl Remote {
                 continue;
             }
             let same_size = std::fs::metadata(&local).map(|md| md.len()).ok() == Some(m.size);
-            if same_size && (lock(&FETCHED).contains(&local) || lock(&HEADED).contains(&local)) {
+            if same_size && (lock(&self.seen.fetched).contains(&local) || lock(&self.seen.headed).contains(&local)) {
                 continue;
             }
-            lock(&HEADED).remove(&local);
+            lock(&self.seen.headed).remove(&local);
             let head = if rel.ends_with(".pgdrill") || m.size == 0 {
                 Vec::new()
             } else {
@@ -539,7 +514,7 @@ impl Remote {
                     .map_err(|e| format!("reading {}: {}", self.url_of(&rel), describe(&e)))?
                     .to_vec()
             };
-            if let Err(e) = stand_in(&local, &head, m.size, m.last_modified.into()) {
+            if let Err(e) = self.make_stand_in(&local, &head, m.size, m.last_modified.into()) {
                 if unmirrorable(&e) {
                     keep.remove(&local);
                     self.skipped(&rel, &e.to_string());
@@ -548,27 +523,7 @@ impl Remote {
                 return Err(format!("mirroring {}: {e}", local.display()));
             }
         }
-        for (folder, mut items) in ledgers {
-            // Names begin with the time of the verification: in order.
-            items.sort();
-            let mut text = Vec::new();
-            for (name, key) in items {
-                let bytes = self.get_bytes(&key).await?;
-                let line: Vec<u8> = bytes.iter().copied().filter(|b| *b != b'\n').collect();
-                if serde_json::from_slice::<crate::backup::ledger::Entry>(&line).is_err() {
-                    return Err(format!(
-                        "{}: not a ledger entry; the ledger is evidence and is not read past a damaged record: fix or remove that object (keep a copy), then run again",
-                        self.url_of(&format!("{folder}/.ledger/{name}"))
-                    ));
-                }
-                text.extend_from_slice(&line);
-                text.push(b'\n');
-            }
-            let local = self.mirror_of(&format!("{folder}/{}", crate::backup::ledger::FILE));
-            super::write_replace(&local, &text).map_err(|e| format!("mirroring {}: {e}", local.display()))?;
-            keep.insert(local);
-        }
-        prune_mirror(&self.cache, &keep);
+        self.prune_mirror(&self.cache, &keep);
         Ok(self.cache.clone())
     }
 
@@ -578,8 +533,8 @@ impl Remote {
         let _ = writeln!(
             std::io::stderr().lock(),
             "warning: {} cannot be mirrored locally ({}): left out of the listing; rename it in the store to list it",
-            crate::report::visible(&self.url_of(rel)),
-            crate::report::visible(why)
+            crate::util::visible(&self.url_of(rel)),
+            crate::util::visible(why)
         );
     }
 
@@ -592,7 +547,7 @@ impl Remote {
     /// already there. Returns the local path.
     pub async fn fetch(&self, rel: &str) -> Result<PathBuf, String> {
         let local = self.mirror_of(rel);
-        if lock(&FETCHED).contains(&local) && local.exists() {
+        if lock(&self.seen.fetched).contains(&local) && local.exists() {
             return Ok(local);
         }
         let key = self.key(rel);
@@ -635,7 +590,7 @@ impl Remote {
         }
         let _ = tmp.as_file().set_modified(modified);
         tmp.persist(&local).map_err(|e| format!("cannot write {}: {}", local.display(), e.error))?;
-        lock(&FETCHED).insert(local.clone());
+        lock(&self.seen.fetched).insert(local.clone());
         // Its manifest and ledger, for a backup named directly rather than listed.
         let manifest = format!("{rel}.manifest.json");
         if let Ok(r) = self.store.get(&self.key(&manifest)).await {
@@ -649,7 +604,7 @@ impl Remote {
     /// Whether `rel`'s contents were downloaded into the mirror.
     pub fn is_fetched(&self, rel: &str) -> bool {
         let local = self.mirror_of(rel);
-        lock(&FETCHED).contains(&local) && local.exists()
+        lock(&self.seen.fetched).contains(&local) && local.exists()
     }
 
     /// The mirror's stand-in of `rel` with its first `head` bytes (an archive's header, for
@@ -657,7 +612,7 @@ impl Remote {
     /// needs locally. Made when the location was never listed (a backup named by URL).
     pub async fn stand_in(&self, rel: &str, head: u64) -> Result<PathBuf, String> {
         let local = self.mirror_of(rel);
-        if lock(&HEADED).contains(&local) && is_stand_in(&local) {
+        if lock(&self.seen.headed).contains(&local) && self.is_stand_in(&local) {
             return Ok(local);
         }
         let key = self.key(rel);
@@ -669,7 +624,7 @@ impl Remote {
         let bytes = get_range_of(&self.store, &key, 0..head.min(meta.size), tag)
             .await
             .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
-        stand_in(&local, &bytes, meta.size, meta.last_modified.into())
+        self.make_stand_in(&local, &bytes, meta.size, meta.last_modified.into())
             .map_err(|e| format!("mirroring {}: {e}", local.display()))?;
         let manifest = format!("{rel}.manifest.json");
         if let Ok(r) = self.store.get(&self.key(&manifest)).await {
@@ -678,7 +633,7 @@ impl Remote {
                     .map_err(|e| format!("mirroring {}: {e}", self.mirror_of(&manifest).display()))?;
             }
         }
-        lock(&HEADED).insert(local.clone());
+        lock(&self.seen.headed).insert(local.clone());
         Ok(local)
     }
 
@@ -690,7 +645,7 @@ impl Remote {
         let key = self.key(rel);
         // A stand-in already has the object's size (its HEAD was just made).
         let local = self.mirror_of(rel);
-        let known = if is_stand_in(&local) { std::fs::metadata(&local).ok().map(|m| m.len()) } else { None };
+        let known = if self.is_stand_in(&local) { std::fs::metadata(&local).ok().map(|m| m.len()) } else { None };
         let (size, tag) = match known {
             Some(n) => (n, self.pin(rel, None)),
             None => {
@@ -702,10 +657,19 @@ impl Remote {
                 (meta.size, self.pin(rel, meta.e_tag.as_deref()))
             }
         };
+        Ok((self.ranges(rel, 0..size, tag), size))
+    }
+
+    /// `range` of `rel` (of the version `tag` when given) as a blocking reader: see `reader`.
+    fn ranges(&self, rel: &str, range: std::ops::Range<u64>, tag: Option<String>) -> Box<dyn std::io::Read + Send> {
+        let key = self.key(rel);
+        let size = range.end.saturating_sub(range.start);
         // Smaller ranges than an upload's parts, one waiting in the channel, each handed on
         // without a copy: at most about 4 x 4 MiB in memory (in flight, queued, being read).
-        let ranges: Vec<std::ops::Range<u64>> =
-            (0..size).step_by(STREAM_PART).map(|start| start..(start + STREAM_PART as u64).min(size)).collect();
+        let ranges: Vec<std::ops::Range<u64>> = (range.start..range.end)
+            .step_by(STREAM_PART)
+            .map(|start| start..(start + STREAM_PART as u64).min(range.end))
+            .collect();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Chunk, Failure>>(1);
         let (store, url) = (self.store.clone(), self.url_of(rel));
         tokio::spawn(async move {
@@ -726,7 +690,7 @@ impl Remote {
                 }
             }
         });
-        Ok((Box::new(ObjectReader { rx, chunk: Box::new(Vec::new()), at: 0, got: 0, size }), size))
+        Box::new(ObjectReader { rx, chunk: Box::new(Vec::new()), at: 0, got: 0, size })
     }
 
     /// Write the first `n` bytes of `rel` into its stand-in (an archive's header, for a
@@ -734,7 +698,7 @@ impl Remote {
     pub async fn fill_head(&self, rel: &str, n: u64) -> Result<(), String> {
         use std::io::{Seek, SeekFrom};
         let local = self.mirror_of(rel);
-        if !is_stand_in(&local) {
+        if !self.is_stand_in(&local) {
             return Ok(());
         }
         let size = std::fs::metadata(&local).map(|m| m.len()).map_err(|e| format!("{}: {e}", local.display()))?;
@@ -747,7 +711,7 @@ impl Remote {
         // A listed stand-in has its manifest beside it already.
         if n >= u64::from(crate::archive::MAX_HEADER) + 64 && self.mirror_of(&format!("{rel}.manifest.json")).is_file()
         {
-            lock(&HEADED).insert(local);
+            lock(&self.seen.headed).insert(local);
         }
         Ok(())
     }
@@ -816,7 +780,7 @@ impl Remote {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {
                 let local = self.mirror_of(rel);
                 let _ = std::fs::remove_file(&local);
-                lock(&FETCHED).remove(&local);
+                lock(&self.seen.fetched).remove(&local);
                 Ok(())
             }
             Err(e) => Err(format!("deleting {}: {}", self.url_of(rel), describe(&e))),
@@ -860,21 +824,6 @@ impl Remote {
         Ok(r.to_vec())
     }
 
-    /// Record one verification: a new object in the folder's `.ledger/`, never a rewrite.
-    pub async fn record(&self, folder: &str, entry: &crate::backup::ledger::Entry) -> Result<String, String> {
-        let mut bytes = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
-        bytes.push(b'\n');
-        let stamp: String = entry.verified_at.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-        let rand = crate::archive::hex(&crate::archive::crypto::random::<6>());
-        let rel = if folder.is_empty() {
-            format!(".ledger/{stamp}-{rand}.json")
-        } else {
-            format!("{folder}/.ledger/{stamp}-{rand}.json")
-        };
-        self.create(&rel, bytes).await?;
-        Ok(self.url_of(&rel))
-    }
-
     /// Start a streamed upload of `rel`: bytes written to the returned writer (from a
     /// blocking thread) go up in parts as they come. Nothing is visible under `rel` until
     /// `Uploading::finish`; dropped or failed, the upload is aborted.
@@ -893,7 +842,7 @@ impl Remote {
             None => Box::new(self.tracked(rel).await?),
         };
         let up: Upload = Arc::new(tokio::sync::Mutex::new(Some(up)));
-        lock(&UPLOADS).push(up.clone());
+        lock(&self.seen.uploads).push(up.clone());
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
         let url = self.url_of(rel);
         let task_up = up.clone();
@@ -921,7 +870,7 @@ impl Remote {
         });
         Ok((
             UploadWriter { tx: Some(tx), buf: Vec::with_capacity(PART) },
-            Uploading { up, task: Some(task), url, done: false },
+            Uploading { up, inflight: self.seen.uploads.clone(), task: Some(task), url, done: false },
         ))
     }
 }
@@ -972,12 +921,11 @@ async fn get_range_of(
 impl Remote {
     /// The version of `rel` first seen in this run; the first call records `seen`.
     fn pin(&self, rel: &str, seen: Option<&str>) -> Option<String> {
-        let mut tags = lock(&ETAGS);
-        let local = self.mirror_of(rel);
-        if let (None, Some(t)) = (tags.get(&local), seen) {
-            tags.insert(local.clone(), t.to_string());
+        let mut tags = lock(&self.seen.etags);
+        if let (None, Some(t)) = (tags.get(rel), seen) {
+            tags.insert(rel.to_string(), t.to_string());
         }
-        tags.get(&local).cloned()
+        tags.get(rel).cloned()
     }
 
     async fn tracked(&self, rel: &str) -> Result<Tracked, String> {
@@ -996,7 +944,7 @@ impl Remote {
         let m = Marker {
             key: key.to_string(),
             id: id.clone(),
-            started: now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            started: crate::util::rfc3339(now),
             pid: std::process::id(),
         };
         let body = serde_json::to_vec(&m).map_err(|e| e.to_string())?;
@@ -1153,18 +1101,45 @@ async fn abort_upload(
     Ok(())
 }
 
-/// Replace `path` with a sparse stand-in: `head` then zeros up to `size`, with `mtime`.
-fn stand_in(path: &Path, head: &[u8], size: u64, mtime: std::time::SystemTime) -> std::io::Result<()> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
+impl Remote {
+    /// Replace `path` with a sparse stand-in: `head` then zeros up to `size`, with `mtime`.
+    fn make_stand_in(&self, path: &Path, head: &[u8], size: u64, mtime: std::time::SystemTime) -> std::io::Result<()> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        let _ = std::fs::remove_file(path);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+        f.write_all(head)?;
+        f.set_len(size)?;
+        f.set_modified(mtime)?;
+        lock(&self.seen.fetched).remove(path);
+        Ok(())
     }
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
-    f.write_all(head)?;
-    f.set_len(size)?;
-    f.set_modified(mtime)?;
-    lock(&FETCHED).remove(path);
-    Ok(())
+
+    /// Whether `path`, in this location's mirror, is a stand-in whose contents were not
+    /// downloaded.
+    fn is_stand_in(&self, path: &Path) -> bool {
+        path.starts_with(&self.cache) && !lock(&self.seen.fetched).contains(path)
+    }
+
+    /// Remove mirror files not in `keep` (left from an earlier listing).
+    fn prune_mirror(&self, dir: &Path, keep: &HashSet<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            // Hidden entries are in use by this run: downloads in progress, and the private
+            // directories a check stages a dump in (a later listing must not take them away).
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                self.prune_mirror(&p, keep);
+            } else if !keep.contains(&p) {
+                let _ = std::fs::remove_file(&p);
+                lock(&self.seen.fetched).remove(&p);
+            }
+        }
+    }
 }
 
 /// An object read through `Remote::reader`.
@@ -1266,22 +1241,132 @@ impl Remote {
     }
 }
 
-/// Remove mirror files not in `keep` (left from an earlier listing).
-fn prune_mirror(dir: &Path, keep: &HashSet<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let p = e.path();
-        // Hidden entries are in use by this run: downloads in progress, and the private
-        // directories a check stages a dump in (a later listing must not take them away).
-        if e.file_name().to_string_lossy().starts_with('.') {
-            continue;
+/// Open `location` as a `Store` (see `storage::store::BACKENDS`).
+pub fn open_store(location: &str) -> Result<Arc<dyn super::Store>, String> {
+    Ok(Arc::new(open(location)?))
+}
+
+/// An upload as a `Writer`: parts go up as they fill, the object appears on `publish`.
+struct ObjectWriter {
+    w: UploadWriter,
+    up: Uploading,
+}
+
+impl Write for ObjectWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.w.write(data)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl super::store::Writer for ObjectWriter {
+    async fn publish(self: Box<Self>) -> Result<u64, String> {
+        let ObjectWriter { mut w, mut up } = *self;
+        // The last part, sent without blocking the runtime, then the end of the parts.
+        let last = std::mem::take(&mut w.buf);
+        if let Some(tx) = w.tx.take() {
+            if !last.is_empty() && tx.send(last).await.is_err() {
+                let why = up.failure().await.unwrap_or_else(|| format!("uploading {}: the upload stopped", up.url));
+                up.abort().await;
+                return Err(why);
+            }
         }
-        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            prune_mirror(&p, keep);
-        } else if !keep.contains(&p) {
-            let _ = std::fs::remove_file(&p);
-            lock(&FETCHED).remove(&p);
+        up.finish().await
+    }
+
+    async fn abort(self: Box<Self>) {
+        let ObjectWriter { w, mut up } = *self;
+        drop(w);
+        up.abort().await;
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Store for Remote {
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    async fn probe(&self) -> Result<(), String> {
+        Remote::probe(self).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<super::Meta>, String> {
+        let base = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
+        let mut listing = self.store.list(base.as_ref());
+        let mut out = Vec::new();
+        while let Some(m) = listing.next().await {
+            let m = m.map_err(|e| format!("cannot list {}: {}", self.url, describe(&e)))?;
+            let Some(rel) = self.rel_of(&m.location) else { continue };
+            if !rel.starts_with(prefix) || rel.split('/').any(|p| p.starts_with(UPLOADS_DIR)) {
+                continue;
+            }
+            out.push(super::Meta {
+                key: rel.to_string(),
+                size: m.size,
+                modified: m.last_modified.into(),
+                version: m.e_tag.clone(),
+            });
         }
+        Ok(out)
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<super::Meta>, String> {
+        match self.store.head(&self.key(key)).await {
+            Ok(m) => Ok(Some(super::Meta {
+                key: key.to_string(),
+                size: m.size,
+                modified: m.last_modified.into(),
+                version: m.e_tag,
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(format!("reading {}: {}", self.url_of(key), describe(&e))),
+        }
+    }
+
+    async fn open(
+        &self,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+        version: Option<&str>,
+    ) -> Result<Box<dyn std::io::Read + Send>, String> {
+        let range = match range {
+            Some(r) => r,
+            None => 0..self.size(key).await?,
+        };
+        Ok(self.ranges(key, range, version.map(str::to_string)))
+    }
+
+    async fn read(&self, key: &str) -> Result<Vec<u8>, String> {
+        Remote::read(self, key).await
+    }
+
+    async fn create(&self, key: &str) -> Result<Box<dyn super::store::Writer>, String> {
+        let (w, up) = self.upload(key).await?;
+        Ok(Box::new(ObjectWriter { w, up }))
+    }
+
+    async fn put_new(&self, key: &str, bytes: Vec<u8>) -> Result<(), String> {
+        Remote::create(self, key, bytes).await
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), String> {
+        Remote::put(self, key, bytes).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), String> {
+        Remote::delete(self, key).await
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<(), String> {
+        // A server-side copy: the object appears whole or not at all.
+        self.store
+            .copy(&self.key(from), &self.key(to))
+            .await
+            .map_err(|e| format!("copying {} to {}: {}", self.url_of(from), self.url_of(to), describe(&e)))
     }
 }
 
@@ -1330,6 +1415,8 @@ impl Write for UploadWriter {
 /// An upload in progress.
 pub struct Uploading {
     up: Upload,
+    /// The location's uploads in flight, this one among them until it ends.
+    inflight: Arc<Mutex<Vec<Upload>>>,
     task: Option<tokio::task::JoinHandle<Result<u64, String>>>,
     url: String,
     done: bool,
@@ -1357,12 +1444,12 @@ impl Uploading {
         match u.complete().await {
             Ok(_) => {
                 self.done = true;
-                forget(&self.up);
+                forget(&self.inflight, &self.up);
                 Ok(sent)
             }
             Err(e) => {
                 let _ = u.abort().await;
-                forget(&self.up);
+                forget(&self.inflight, &self.up);
                 Err(format!("completing the upload of {}: {}", self.url, describe(&e)))
             }
         }
@@ -1387,7 +1474,7 @@ impl Uploading {
         if let Some(mut u) = self.up.lock().await.take() {
             let _ = u.abort().await;
         }
-        forget(&self.up);
+        forget(&self.inflight, &self.up);
     }
 }
 
@@ -1401,25 +1488,26 @@ impl Drop for Uploading {
         }
         // Dropped unfinished (the step was cancelled): abort in the background; if the
         // process exits first, `abort_uploads` does it.
-        let up = self.up.clone();
+        let (up, inflight) = (self.up.clone(), self.inflight.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 if let Some(mut u) = up.lock().await.take() {
                     let _ = u.abort().await;
                 }
-                forget(&up);
+                forget(&inflight, &up);
             });
         }
     }
 }
 
-fn forget(up: &Upload) {
-    lock(&UPLOADS).retain(|u| !Arc::ptr_eq(u, up));
+fn forget(inflight: &Mutex<Vec<Upload>>, up: &Upload) {
+    lock(inflight).retain(|u| !Arc::ptr_eq(u, up));
 }
 
 /// Abort every multipart upload still in flight (a stopped run, before the process exits).
 pub async fn abort_uploads() {
-    let ups: Vec<Upload> = lock(&UPLOADS).drain(..).collect();
+    let ups: Vec<Upload> =
+        lock(&OPEN).iter().flat_map(|(_, r)| lock(&r.seen.uploads).drain(..).collect::<Vec<_>>()).collect();
     for up in ups {
         if let Some(mut u) = up.lock().await.take() {
             let _ = tokio::time::timeout(ABORT_WAIT + std::time::Duration::from_secs(10), u.abort()).await;
@@ -1475,7 +1563,7 @@ pub async fn fetch_url(url: &str) -> Result<PathBuf, String> {
 
 /// Whether `path` is a mirror stand-in whose contents were not downloaded.
 pub fn is_stand_in(path: &Path) -> bool {
-    for_mirror(path).is_some() && !lock(&FETCHED).contains(path)
+    for_mirror(path).is_some_and(|(r, _)| r.is_stand_in(path))
 }
 
 /// Values of the object stores' credential variables, for the redactor.
@@ -1501,7 +1589,7 @@ pub fn credential_values() -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -1614,10 +1702,9 @@ mod tests {
         "*",
     ];
 
-    /// Every sequence of up to three pieces: no parser in storage/ panics on any of them,
-    /// whatever its byte offsets; decoding works on bytes.
-    #[test]
-    fn hostile_locations_paths_and_keys_never_panic_any_storage_parser() {
+    /// Every sequence of up to three pieces (and long ones): hostile input for parsers of
+    /// locations, paths and names (backup/'s layout tests use them too).
+    pub(crate) fn hostile_inputs() -> Vec<String> {
         let long = "é".repeat(200);
         let mut inputs: Vec<String> = vec![String::new(), long.clone(), format!("s3://b/{long}/x.dump")];
         for a in PIECES {
@@ -1629,23 +1716,20 @@ mod tests {
                 }
             }
         }
-        for t in &inputs {
+        inputs
+    }
+
+    /// No parser in storage/ panics on any hostile input, whatever its byte offsets;
+    /// decoding works on bytes.
+    #[test]
+    fn hostile_locations_paths_and_keys_never_panic_any_storage_parser() {
+        for t in &hostile_inputs() {
             let _ = is_remote(t);
             let _ = local_path(t);
             let _ = percent_decode(t);
             if let Ok(l) = parse_location(t) {
                 assert!(!l.bucket.is_empty(), "{t:?}");
             }
-            let _ = crate::storage::names::parse(t);
-            let _ = crate::storage::names::looks_like_backup(t);
-            let _ = crate::storage::names::pgdrill_stamp(t);
-            if let Some(p) = t.contains('{').then(|| crate::storage::names::NamePattern::parse(t).ok()).flatten() {
-                let _ = p.matches(t);
-            }
-            let folder = crate::storage::folder_name(t);
-            assert_eq!(crate::storage::database_of_folder(&folder).as_deref(), Some(t.as_str()), "{t:?}");
-            let _ = crate::storage::database_of_folder(t);
-            let _ = crate::storage::legacy_folder_name(t);
             let _ = display(Path::new(t));
         }
         // Paths that are not UTF-8 at all (a report or storage directory given as bytes).
@@ -1656,7 +1740,6 @@ mod tests {
             let _ = is_remote(&lossy);
             let _ = parse_location(&lossy);
             let _ = display(p);
-            let _ = crate::storage::manifest_path(p);
         }
         assert!(!is_remote("/tmp/çà") && !is_remote("/tmpçà") && is_remote("S3://b"));
         assert_eq!(percent_decode("%C3%A7%zz%c3"), "ç%zz\u{fffd}");

@@ -129,7 +129,8 @@ pub fn write_rebound_manifest(backup: &Path, mut m: serde_json::Value, key: &str
     let k = pgdrill::archive::KeySource::from_secret(key).derive_for(h.kdf.as_ref().expect("kdf")).expect("key");
     m["authentication"]["mac"] =
         k.manifest_mac(h.nonce_prefix.as_deref().expect("prefix"), &pgdrill::backup::manifest_bytes(m.clone())).into();
-    std::fs::write(pgdrill::storage::manifest_path(backup), serde_json::to_vec(&m).expect("json")).expect("write");
+    std::fs::write(pgdrill::backup::layout::manifest_path(backup), serde_json::to_vec(&m).expect("json"))
+        .expect("write");
 }
 
 /// The full fingerprint of a database, read in one repeatable-read snapshot.

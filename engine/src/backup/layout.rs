@@ -1,0 +1,393 @@
+//! The backup layout: where archives, manifests and ledgers live in a location, and which
+//! name is the manifest of which archive. Another tool's files are recognized by `names`;
+//! the ledger's records are `ledger`'s.
+//!
+//! Layout: `<root>/<folder>/<UTC timestamp>.<ext>` with `<same>.manifest.json` beside it, where
+//! `<folder>` is the database name encoded by `folder_name`: letters, digits, `_`, `-` and a
+//! `.` that is not the first character stay as they are (so `app` is `app`); every other
+//! byte, and `%` itself, becomes `%XX`. The encoding is injective, so no two databases share
+//! a folder (`acct` and `.acct`, `a/b` and `a_b` used to), and no name escapes the root.
+//! Writes are atomic: data goes to a hidden temp file (mode 0600) in the same directory, is
+//! fsynced, renamed without replacing anything (two backups in the same millisecond get
+//! distinct names), and the directory is fsynced. A write that is not committed (error,
+//! Ctrl-C, panic) removes its temp file on drop.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+use time::OffsetDateTime;
+
+use super::names::{self, NamePattern};
+use crate::storage::{private_dir, track, untrack};
+
+/// One stored backup, found by listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The database it is of: its folder for pgdrill's files, its name for other tools'
+    /// (empty when the name does not say).
+    pub database: String,
+    /// File name, e.g. `20261121T154500.123Z.dump.pgdrill` or `auth_db_20240115_020000.sql.gz`.
+    pub name: String,
+    pub path: PathBuf,
+    pub manifest: PathBuf,
+    /// Made by another tool: no manifest; `made` comes from its name (or its mtime).
+    pub foreign: bool,
+    /// When it was made: the stamp in its name, else the file's mtime (`made_from`).
+    pub made: OffsetDateTime,
+    pub made_from: MadeFrom,
+    /// A foreign file whose name names no database, taken as the asked database's because
+    /// nothing in storage names any database.
+    pub database_assumed: bool,
+}
+
+/// Where an entry's time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MadeFrom {
+    Name,
+    /// The name has no time: the file's modification time, which a copy or download resets.
+    Mtime,
+}
+
+fn mtime(p: &Path) -> OffsetDateTime {
+    fs::symlink_metadata(p).and_then(|m| m.modified()).map(OffsetDateTime::from).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A local directory of backups.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+/// A file being written; `commit` publishes it under its final name.
+pub struct Pending {
+    file: Option<File>,
+    tmp: PathBuf,
+    /// The private directory `tmp` is in (see `private_dir`).
+    private: PathBuf,
+    dir: PathBuf,
+    stem: String,
+    ext: String,
+}
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStore { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder of `database`'s backups.
+    pub fn folder(&self, database: &str) -> PathBuf {
+        self.root.join(folder_name(database))
+    }
+
+    /// The folder the old lossy scheme would have used for `database`, when it differs from
+    /// the current one and exists: backups written there before the change.
+    pub fn legacy_folder(&self, database: &str) -> Option<PathBuf> {
+        let old = legacy_folder_name(database);
+        (old != folder_name(database) && !old.is_empty()).then(|| self.root.join(old)).filter(|p| p.is_dir())
+    }
+
+    /// Start writing a backup of `database` named after `stamp` with extension `ext`.
+    pub fn begin(&self, database: &str, stamp: &str, ext: &str) -> io::Result<Pending> {
+        if database.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "an empty database name has no folder"));
+        }
+        let dir = self.folder(database);
+        let private = private_dir(&dir, "partial")?;
+        track(&private);
+        // tempfile creates with mode 0600 and a random suffix.
+        let (file, tmp) = tempfile::Builder::new()
+            .prefix(&format!("{stamp}.{ext}."))
+            .suffix(".partial")
+            .tempfile_in(&private)?
+            .into_parts();
+        let tmp = tmp.keep().map_err(|e| e.error)?;
+        Ok(Pending { file: Some(file), tmp, private, dir, stem: stamp.to_string(), ext: ext.to_string() })
+    }
+
+    /// Backups of `database` (or of every database), newest first. Files without a manifest
+    /// are listed too: `backup.check` reports them.
+    pub fn list(&self, database: Option<&str>) -> io::Result<Vec<Entry>> {
+        self.list_with(database, None)
+    }
+
+    /// As `list`, with other tools' files too: in the root and one level of folders (per
+    /// database or per server, as teams keep them), recognized by `pattern` when given, else
+    /// by the default naming rules (`names`). A directory dump (`toc.dat`) is one entry;
+    /// symlinks (`auth_db_LATEST.sql.gz`) are pointers to backups, never backups.
+    pub fn list_with(&self, database: Option<&str>, pattern: Option<&NamePattern>) -> io::Result<Vec<Entry>> {
+        let mut all = Vec::new();
+        let root = match fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(all),
+            Err(e) => return Err(e),
+        };
+        let mut folders = Vec::new();
+        for e in root.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(ft) = e.file_type() else { continue };
+            // Hidden entries are pgdrill's own (staging) or the user's, never backups.
+            if name.starts_with('.') || ft.is_symlink() {
+                continue;
+            }
+            if ft.is_dir() && !e.path().join("toc.dat").is_file() {
+                folders.push((name, e.path()));
+            } else if let Some(entry) = foreign_entry(&e.path(), &name, ft.is_dir(), pattern) {
+                all.push(entry);
+            }
+        }
+        for (folder, dir) in folders {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let folder_db = database_of_folder(&folder).unwrap_or_else(|| folder.clone());
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Ok(ft) = e.file_type() else { continue };
+                if name.starts_with('.') || ft.is_symlink() {
+                    continue;
+                }
+                let path = e.path();
+                if name.ends_with(".pgdrill") && ft.is_file() {
+                    let (made, made_from) = match names::pgdrill_stamp(&name) {
+                        Some(t) => (t, MadeFrom::Name),
+                        None => (mtime(&path), MadeFrom::Mtime),
+                    };
+                    all.push(Entry {
+                        database: folder_db.clone(),
+                        manifest: manifest_path(&path),
+                        name,
+                        path,
+                        foreign: false,
+                        made,
+                        made_from,
+                        database_assumed: false,
+                    });
+                } else if ft.is_file() || (ft.is_dir() && path.join("toc.dat").is_file()) {
+                    if let Some(entry) = foreign_entry(&path, &name, ft.is_dir(), pattern) {
+                        all.push(entry);
+                    }
+                }
+            }
+        }
+        let mut out: Vec<Entry> = match database {
+            None => all,
+            Some(want) => {
+                let mine: Vec<Entry> = all.iter().filter(|e| e.database == want).cloned().collect();
+                // A folder of one database's dumps named `backup_<stamp>.sql.gz`: when nothing in
+                // storage names any database, they are the asked one's, and entries say so.
+                if mine.is_empty() && all.iter().all(|e| e.foreign && e.database.is_empty()) {
+                    all.into_iter()
+                        .map(|mut e| {
+                            e.database = want.to_string();
+                            e.database_assumed = true;
+                            e
+                        })
+                        .collect()
+                } else {
+                    mine
+                }
+            }
+        };
+        out.sort_by(|a, b| b.made.cmp(&a.made).then(b.name.cmp(&a.name)).then(a.database.cmp(&b.database)));
+        Ok(out)
+    }
+}
+
+/// Another tool's backup at `path`, when its name says it is one.
+fn foreign_entry(path: &Path, name: &str, is_dir: bool, pattern: Option<&NamePattern>) -> Option<Entry> {
+    let info = match pattern {
+        Some(p) => p.matches(name)?,
+        None if is_dir || names::looks_like_backup(name) => names::parse(name),
+        None => return None,
+    };
+    let (made, made_from) = match info.at {
+        Some(t) => (t, MadeFrom::Name),
+        None => (mtime(path), MadeFrom::Mtime),
+    };
+    Some(Entry {
+        database: info.database.unwrap_or_default(),
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        manifest: manifest_path(path),
+        foreign: true,
+        made,
+        made_from,
+        database_assumed: false,
+    })
+}
+
+/// The key of a backup's manifest in a store: `app/x.dump.pgdrill` ->
+/// `app/x.dump.pgdrill.manifest.json`.
+pub fn manifest_key(backup: &str) -> String {
+    format!("{backup}.manifest.json")
+}
+
+/// `x.dump.pgdrill` -> `x.dump.pgdrill.manifest.json`
+pub fn manifest_path(backup: &Path) -> PathBuf {
+    let mut s = backup.as_os_str().to_owned();
+    s.push(".manifest.json");
+    PathBuf::from(s)
+}
+
+/// The folder of a database: an injective encoding (see the module docs). Decoding is
+/// unambiguous because kept characters never include `%` and `%` is always followed by
+/// exactly two hex digits.
+pub fn folder_name(database: &str) -> String {
+    let mut out = String::with_capacity(database.len());
+    for (i, c) in database.char_indices() {
+        let keep = c.is_alphanumeric() || c == '_' || c == '-' || (c == '.' && i > 0);
+        if keep {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
+/// The database a folder holds, when the folder name is an encoding `folder_name` makes.
+pub fn database_of_folder(folder: &str) -> Option<String> {
+    let name = crate::util::percent_decode_strict(folder)?;
+    (folder_name(&name) == folder).then_some(name)
+}
+
+/// The folder pgdrill before the injective encoding used: `/`, `\` and NUL replaced by `_`,
+/// leading dots dropped. Only used to point at backups written there.
+pub fn legacy_folder_name(database: &str) -> String {
+    let cleaned: String = database.chars().map(|c| if c == '/' || c == '\\' || c == '\0' { '_' } else { c }).collect();
+    cleaned.trim_start_matches('.').to_string()
+}
+
+impl Pending {
+    pub fn file(&mut self) -> &mut File {
+        // Present until commit consumes self.
+        self.file.as_mut().unwrap_or_else(|| unreachable_file())
+    }
+
+    /// fsync, rename to a name no other backup has, fsync the directory. Returns the path.
+    pub fn commit(mut self) -> io::Result<PathBuf> {
+        if let Some(f) = self.file.take() {
+            f.sync_all()?;
+        }
+        let mut n = 0;
+        loop {
+            let name =
+                if n == 0 { format!("{}.{}", self.stem, self.ext) } else { format!("{}-{n}.{}", self.stem, self.ext) };
+            let target = self.dir.join(&name);
+            match renameat2(AT_FDCWD, &self.tmp, AT_FDCWD, &target, RenameFlags::RENAME_NOREPLACE) {
+                Ok(()) => {
+                    self.tmp = PathBuf::new();
+                    let _ = fs::remove_dir(&self.private);
+                    untrack(&self.private);
+                    File::open(&self.dir)?.sync_all()?;
+                    return Ok(target);
+                }
+                Err(nix::errno::Errno::EEXIST) if n < 1000 => n += 1,
+                Err(e) => return Err(io::Error::from(e)),
+            }
+        }
+    }
+}
+
+fn unreachable_file() -> &'static mut File {
+    panic!("Pending used after commit")
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_dir_all(&self.private);
+            untrack(&self.private);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn commit_is_atomic_private_and_never_replaces() {
+        let t = tempfile::tempdir().expect("tmp");
+        let store = LocalStore::new(t.path());
+        let mut a = store.begin("app", "20261121T000000.000Z", "dump.pgdrill").expect("begin");
+        a.file().write_all(b"one").expect("write");
+        let mut b = store.begin("app", "20261121T000000.000Z", "dump.pgdrill").expect("begin");
+        b.file().write_all(b"two").expect("write");
+        let pa = a.commit().expect("commit");
+        let pb = b.commit().expect("commit");
+        assert_ne!(pa, pb);
+        assert_eq!(fs::read(&pa).expect("read"), b"one");
+        assert_eq!(fs::read(&pb).expect("read"), b"two");
+        assert_eq!(fs::metadata(&pa).expect("meta").permissions().mode() & 0o777, 0o600);
+        assert_eq!(store.list(Some("app")).expect("list").len(), 2);
+    }
+
+    #[test]
+    fn folder_names_are_injective_readable_and_never_escape() {
+        let names =
+            ["app", "acct", ".acct", "a/b", "a_b", "a%2Fb", "..", ".", "a.b", "Grüße", "a b", "a\\b", "-x", "%"];
+        let folders: Vec<String> = names.iter().map(|n| folder_name(n)).collect();
+        let unique: std::collections::HashSet<&String> = folders.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{folders:?}");
+        assert_eq!(folder_name("app"), "app");
+        assert_eq!(folder_name("shop_eu-2.old"), "shop_eu-2.old");
+        assert_eq!(folder_name(".acct"), "%2Eacct");
+        assert_eq!(folder_name("a/b"), "a%2Fb");
+        for (n, f) in names.iter().zip(&folders) {
+            assert!(!f.contains('/') && !f.starts_with('.') && !f.is_empty(), "{n} -> {f}");
+            assert_eq!(database_of_folder(f).as_deref(), Some(*n));
+        }
+        // Not an encoding this scheme makes: listed under its own name.
+        assert_eq!(database_of_folder("a%2fb"), None);
+    }
+
+    #[test]
+    fn an_uncommitted_write_leaves_nothing() {
+        let t = tempfile::tempdir().expect("tmp");
+        let store = LocalStore::new(t.path());
+        {
+            let mut p = store.begin("app", "20261121T000000.000Z", "dump.pgdrill").expect("begin");
+            p.file().write_all(b"partial").expect("write");
+        }
+        assert_eq!(fs::read_dir(t.path().join("app")).expect("dir").count(), 0);
+    }
+
+    /// No parser of the layout panics on hostile names (see `storage::remote`'s), and every
+    /// name's folder decodes back to it.
+    #[test]
+    fn hostile_names_never_panic_any_layout_parser() {
+        use super::names;
+        for t in &crate::storage::remote::tests::hostile_inputs() {
+            let _ = names::parse(t);
+            let _ = names::looks_like_backup(t);
+            let _ = names::pgdrill_stamp(t);
+            if let Some(p) = t.contains('{').then(|| names::NamePattern::parse(t).ok()).flatten() {
+                let _ = p.matches(t);
+            }
+            let folder = folder_name(t);
+            assert_eq!(database_of_folder(&folder).as_deref(), Some(t.as_str()), "{t:?}");
+            let _ = database_of_folder(t);
+            let _ = legacy_folder_name(t);
+        }
+        use std::os::unix::ffi::OsStrExt;
+        for bytes in [&b"/tmp/\xff\xfe"[..], b"\xc3", b"s3://b/\xe2\x82", b"/tmp/\xc3\xa7\xc3"] {
+            let _ = manifest_path(Path::new(std::ffi::OsStr::from_bytes(bytes)));
+        }
+    }
+}
