@@ -38,9 +38,11 @@ pub fn render(rb: &Runbook, vars: &Map<String, Json>) -> String {
     }
     if !lets.is_empty() {
         out.push_str("let:\n");
-        // In the order written: each may read the ones above it.
-        for (k, _) in &rb.lets {
-            out.push_str(&format!("  {k}: {}\n", lets.get(k).unwrap_or(&Json::Null)));
+        // In the order written: each may read the ones above it. One that reads step outputs
+        // is computed during the run, and shows as written.
+        for (k, v) in &rb.lets {
+            let shown = lets.get(k).cloned().unwrap_or_else(|| serde_json::to_value(v).unwrap_or(Json::Null));
+            out.push_str(&format!("  {k}: {shown}\n"));
         }
     }
     if let Some(rto) = rb.targets.rto {
@@ -58,7 +60,7 @@ pub fn render(rb: &Runbook, vars: &Map<String, Json>) -> String {
             Some(_) if s.group == group => step(&mut out, &tenv, &ctx, s, "-", 3),
             Some(_) => {
                 out.push_str(&format!("  {n}. parallel (at the same time):\n"));
-                if let Some(w) = &s.group_when {
+                if let Some(w) = rb.group_of(s).and_then(|g| g.when.as_ref()) {
                     out.push_str(&format!("       when: {w}\n"));
                 }
                 step(&mut out, &tenv, &ctx, s, "-", 3);
