@@ -237,6 +237,13 @@ finally:
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     let ran = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(ran.lines().collect::<Vec<_>>(), ["hello HELLO", "finally hello"]);
+    // plan shows such a value as written: it is known only during the run.
+    let out = run(&["plan", rb.to_str().unwrap_or_default()]);
+    assert!(
+        text(&out.stdout).contains("let:\n  word: \"{{ steps.first.outputs.stdout }}\"\n"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
