@@ -418,6 +418,23 @@ steps:
         assert_eq!(late, [("url", vec!["server".to_string()]), ("conn", vec!["server".to_string()])]);
     }
 
+    /// A `when:` that reads a `let` value of a step that may be skipped must test it first,
+    /// as it must for the step's own outputs: a skipped step leaves the value undefined.
+    #[test]
+    fn a_when_reading_a_let_of_a_step_that_may_be_skipped_must_test_it_first() {
+        let text = |cond: &str| {
+            format!(
+                "name: w\nvars: {{ go: true }}\nlet:\n  out: \"{{{{ steps.maybe.outputs.stdout }}}}\"\nsteps:\n  - id: maybe\n    when: vars.go\n    uses: shell.run\n    with: {{ script: \"echo x\" }}\n  - id: after\n    when: {cond}\n    uses: shell.run\n    with: {{ script: \"echo y\" }}\n"
+            )
+        };
+        let err = crate::runbook::parse("t.yaml", &text("let.out == 'x'"), PathBuf::new()).err().map(|d| d.to_string());
+        let err = err.unwrap_or_default();
+        assert!(err.contains("`when:` reads `let.out`, but step `maybe` may be skipped"), "{err}");
+        assert!(err.contains("t.yaml:11:"), "{err}");
+        let guarded = crate::runbook::parse("t.yaml", &text("let.out is defined and let.out == 'x'"), PathBuf::new());
+        assert!(guarded.is_ok(), "{:?}", guarded.err().map(|d| d.to_string()));
+    }
+
     /// Regression for the `let:` extension: a `let` reading a step that has not run yet at the
     /// point of use is refused by validate, at the line of the use.
     #[test]
