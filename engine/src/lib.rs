@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod error;
 pub mod exec;
 pub mod fleet;
+pub mod manpages;
 pub mod pg;
 pub mod plan;
 pub mod progress;

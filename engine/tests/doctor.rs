@@ -288,3 +288,111 @@ async fn doctor_names_a_clock_skewed_against_the_database() {
     let l = line(&slight, "database ");
     assert!(l.starts_with("warn") && l.contains("ahead of ours"), "{slight}");
 }
+
+fn aiosmtpd_ok() -> bool {
+    Command::new("/usr/bin/python3").args(["-c", "import aiosmtpd"]).output().is_ok_and(|o| o.status.success())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("addr").port()
+}
+
+/// `doctor --notify` tries every sink without sending anything: the SMTP server takes the
+/// login, the sender and the recipient (the mailbox stays empty); a webhook whose variable
+/// is unset and one whose host does not answer are each named, with what to do; neither the
+/// SMTP password nor a webhook's token is printed; a wrong SMTP password is a failure too.
+#[test]
+fn doctor_tries_the_notify_sinks_without_sending_and_names_each_one_that_would_fail() {
+    if !require(aiosmtpd_ok(), "python3-aiosmtpd (Debian package, ci/setup.sh)") {
+        return;
+    }
+    const PASSWORD: &str = "doctor-smtp-Pw-5e0c1a";
+    const TOKEN: &str = "T0KEN-doctor-hook-77";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let maildir = dir.path().join("maildir");
+    let smtp_port = free_port();
+    let _smtp = common::smtp_with_auth(smtp_port, &maildir, PASSWORD);
+    let dead_port = free_port();
+    let file = dir.path().join("notify.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "notify:
+  - name: oncall-mail
+    when: failure
+    email: {{ smtp: '127.0.0.1:{smtp_port}', tls: none, user: pgdrill, password_env: DOCTOR_SMTP_PW,
+             from: pgdrill@example.org, to: [dba@example.org] }}
+  - name: chat
+    when: failure
+    webhook: {{ url_env: DOCTOR_HOOK_URL, format: slack }}
+  - name: dead-hook
+    when: always
+    webhook: {{ url: 'http://127.0.0.1:{dead_port}/hooks/{TOKEN}' }}
+"
+        ),
+    )
+    .expect("notify file");
+    let (out, all) = output(
+        doctor(&["--notify", &file.to_string_lossy()]).env("DOCTOR_SMTP_PW", PASSWORD).env_remove("DOCTOR_HOOK_URL"),
+    );
+    assert!(!all.contains(PASSWORD) && !all.contains(TOKEN), "a notify secret was printed:\n{all}");
+    let mail = line(&all, "oncall-mail (email)");
+    assert!(mail.starts_with("ok") && mail.contains("after AUTH") && mail.contains("1 recipient"), "{mail}");
+    let delivered = std::fs::read_dir(maildir.join("new")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(delivered, 0, "doctor sent a message");
+    let chat = line(&all, "chat (webhook)");
+    assert!(chat.starts_with("FAIL") && chat.contains("DOCTOR_HOOK_URL is not set"), "{chat}");
+    let dead = line(&all, "dead-hook (webhook)");
+    assert!(dead.starts_with("FAIL") && dead.contains(&format!("127.0.0.1:{dead_port}")), "{dead}");
+    assert_eq!(out.status.code(), Some(3), "{all}");
+
+    let (_, all) = output(
+        doctor(&["--notify", &file.to_string_lossy()])
+            .env("DOCTOR_SMTP_PW", "not-the-password")
+            .env("DOCTOR_HOOK_URL", format!("http://127.0.0.1:{smtp_port}/x")),
+    );
+    let mail = line(&all, "oncall-mail (email)");
+    assert!(mail.starts_with("FAIL") && mail.contains("authentication refused"), "{mail}");
+    assert!(line(&all, "chat (webhook)").starts_with("ok"), "{all}");
+}
+
+/// A notify file that does not parse is named with its line, and stops the run (exit 3).
+#[test]
+fn doctor_names_a_notify_file_that_does_not_parse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("notify.yaml");
+    std::fs::write(&file, "notify:\n  - when: sometimes\n").expect("notify file");
+    let (out, all) = output(doctor(&["--notify", &file.to_string_lossy()]));
+    let l = line(&all, "notify file");
+    assert!(l.starts_with("FAIL") && l.contains("notify.yaml:2"), "{all}");
+    assert_eq!(out.status.code(), Some(3), "{all}");
+}
+
+/// A small file system mounted for one test and unmounted on drop.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A storage folder on a nearly full file system (a 16 MiB tmpfs, under the 64 MiB a backup
+/// needs at least) is named before a backup would fail on it, with the free space.
+#[test]
+fn doctor_names_a_storage_folder_on_a_full_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "pgdrill-doctor-test"])
+        .arg(dir.path())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require(mounted, "mounting a tmpfs (root)") {
+        return;
+    }
+    let _guard = Mounted(dir.path().to_path_buf());
+    let (out, all) = output(doctor(&["--storage", &dir.path().to_string_lossy()]));
+    let l = line(&all, "storage");
+    assert!(l.starts_with("FAIL") && l.contains("free"), "{all}");
+    assert_eq!(out.status.code(), Some(3), "{all}");
+}

@@ -305,15 +305,6 @@ fn the_shipped_alert_rules_pass_promtool_and_their_unit_tests() {
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
 }
 
-struct Smtp(std::process::Child);
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn an_email_goes_out_over_starttls_and_a_wrong_ca_is_a_warning_not_a_verdict() {
     let ok = std::process::Command::new("/usr/bin/python3")
@@ -426,42 +417,6 @@ fn a_runbook_s_own_notify_section_fires_and_a_bad_one_is_shown_at_its_line() {
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("r.yaml:3:") && err.contains("webhook url must be an http(s) URL"), "{err}");
-}
-
-/// An SMTP server (aiosmtpd) that delivers to `maildir` and takes AUTH PLAIN with the
-/// password in its SMTP_TEST_PASSWORD variable, without TLS (a relay on localhost).
-fn smtp_with_auth(port: u16, maildir: &Path, password: &str) -> Smtp {
-    let script = r#"
-import os, sys, time
-from aiosmtpd.controller import Controller
-from aiosmtpd.handlers import Mailbox
-from aiosmtpd.smtp import AuthResult, LoginPassword
-want = os.environ["SMTP_TEST_PASSWORD"].encode()
-def check(server, session, envelope, mechanism, data):
-    return AuthResult(success=isinstance(data, LoginPassword) and data.password == want)
-c = Controller(Mailbox(sys.argv[2]), hostname="127.0.0.1", port=int(sys.argv[1]), authenticator=check,
-               auth_require_tls=False)
-c.start()
-while True:
-    time.sleep(3600)
-"#;
-    let smtp = Smtp(
-        std::process::Command::new("/usr/bin/python3")
-            .args(["-c", script, &port.to_string()])
-            .arg(maildir)
-            .env("SMTP_TEST_PASSWORD", password)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("aiosmtpd"),
-    );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    smtp
 }
 
 /// Before: the SMTP password named by an email sink's `password_env` was known to the

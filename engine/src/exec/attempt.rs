@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::nested::NestedHandle;
 use super::scope::Scope;
-use super::{location, Cancel, ErrorKind, Event, Executor, Fact, Outcome, Phase, StepRecord, SuiteCtx};
+use super::{location, Cancel, ErrorKind, Event, Executor, Fact, Outcome, Phase, StepId, StepRecord, SuiteCtx};
 use crate::error::Class;
 use crate::plan::PlanStep;
 use crate::runbook::{Runbook, StepDef};
@@ -53,12 +53,11 @@ impl Executor {
         let started = Instant::now();
         let log: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
         self.sink.emit(Event::StepStarted {
-            suite,
-            path: step.path.clone(),
-            label: label.clone(),
+            step: StepId::new(suite, step.path.clone(), label.clone()),
             uses: step.uses.clone(),
             phase: phase.clone(),
             interactive: planned.kind.interactive,
+            report_log: planned.kind.report_log,
         });
 
         let mut rec = StepRecord {
@@ -123,9 +122,7 @@ impl Executor {
             return Err((outcome, kind, msg));
         }
         self.sink.emit(Event::StepRetrying {
-            suite,
-            path: step.path.clone(),
-            label: label.to_string(),
+            step: StepId::new(suite, step.path.clone(), label),
             attempt,
             attempts: total,
             message: msg,
@@ -243,8 +240,7 @@ impl Executor {
 
         let sink = self.sink.clone();
         let log_store = log.clone();
-        let log_label = label.to_string();
-        let log_path = step.path.clone();
+        let log_id = StepId::new(suite, step.path.clone(), label.to_string());
         let step_ctx = StepCtx {
             runbook_name: rb.name.clone(),
             base_dir: rb.base_dir.clone(),
@@ -254,13 +250,13 @@ impl Executor {
                 if let Ok(mut l) = log_store.lock() {
                     l.push(line.clone());
                 }
-                sink.emit(Event::StepLog { suite, path: log_path.clone(), label: log_label.clone(), line });
+                sink.emit(Event::StepLog { step: log_id.clone(), line });
             }),
             progress: {
                 let sink = self.sink.clone();
-                let (path, label) = (step.path.clone(), label.to_string());
+                let id = StepId::new(suite, step.path.clone(), label.to_string());
                 Arc::new(move |done: u64, total: Option<u64>| {
-                    sink.emit(Event::StepProgress { suite, path: path.clone(), label: label.clone(), done, total });
+                    sink.emit(Event::StepProgress { step: id.clone(), done, total });
                 })
             },
             // Rollbacks and `finally` are not cut short by the signal that stopped the run.

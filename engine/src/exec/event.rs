@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Class, ExitCode};
 use time::OffsetDateTime;
 
 /// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Passed,
@@ -32,7 +32,7 @@ impl Outcome {
 
 /// What became of a completed step's rollback after a later failure. A fact added to the
 /// step's record: the step's own outcome (passed, or failed under `continue_on_error`) stays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rollback {
     /// Every rollback step passed.
@@ -54,7 +54,7 @@ impl Rollback {
 }
 
 /// Which part of a runbook a step belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Phase {
     Main,
@@ -67,8 +67,26 @@ pub enum Phase {
     Budget,
 }
 
-/// The finished record of one step (or rollback, finally step, budget).
-#[derive(Debug, Clone, Serialize)]
+/// Which step an event is about: its suite, its position in the file (`steps[2]`,
+/// `steps[1].parallel[0]`, `finally[0]`: unique within a suite whatever its label) and the
+/// label reports show. Reporters tell steps apart by `(suite, path)`, never by label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StepId {
+    pub suite: usize,
+    pub path: String,
+    /// What it is called in reports: `name:`, else `id:`, else its kind and line.
+    pub label: String,
+}
+
+impl StepId {
+    pub fn new(suite: usize, path: impl Into<String>, label: impl Into<String>) -> Self {
+        StepId { suite, path: path.into(), label: label.into() }
+    }
+}
+
+/// The finished record of one step (or rollback, finally step, budget). Also read back from
+/// run.json (`Deserialize`) by a fleet run, which summarises its targets' runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {
     pub suite: usize,
     /// The step's identity: its position in the file (`steps[2]`, `steps[1].parallel[0]`,
@@ -79,36 +97,43 @@ pub struct StepRecord {
     pub id: Option<String>,
     pub uses: String,
     /// Where the step is written: `FILE:LINE:COL` of its runbook (none for a budget).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     pub phase: Phase,
     pub outcome: Outcome,
     /// The exit-code class of a failure: `failed`, `environment`, `invalid`, `interrupted`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<ErrorKind>,
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
-    #[serde(serialize_with = "as_secs")]
+    #[serde(serialize_with = "as_secs", deserialize_with = "from_secs")]
     pub duration: Duration,
     pub attempts: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub outputs: serde_json::Value,
     pub log: Vec<String>,
     /// Set when a later failure made its rollback run.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<Rollback>,
     /// What a rollback step said must reach the run's final message (`StepCtx::notice`).
     #[serde(skip)]
     pub notice: Option<String>,
     /// What the step established for the reports (`StepCtx::fact`): reporters read these,
     /// never the step's kind or its output names.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub facts: Vec<Fact>,
 }
 
+impl StepRecord {
+    /// The step's identity, as the events before its record named it.
+    pub fn id(&self) -> StepId {
+        StepId::new(self.suite, self.path.clone(), self.label.clone())
+    }
+}
+
 /// A fact a step reports through its context, whatever its kind.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "fact", rename_all = "snake_case")]
 pub enum Fact {
     /// A PostgreSQL server the run used (a throwaway, a restore target).
@@ -135,7 +160,7 @@ pub enum Fact {
     Verified,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackupRole {
     Written,
@@ -143,7 +168,7 @@ pub enum BackupRole {
     Snapshot,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Objective {
     /// A drill's recovery time.
@@ -177,6 +202,20 @@ impl Serialize for ErrorKind {
     }
 }
 
+impl<'de> Deserialize<'de> for ErrorKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        match name.as_str() {
+            "interrupted" => Ok(ErrorKind::Interrupted),
+            _ => Class::ALL
+                .into_iter()
+                .find(|c| serde_json::to_value(c).ok().and_then(|v| v.as_str().map(|v| v == name)).unwrap_or(false))
+                .map(ErrorKind::Class)
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown error kind `{name}`"))),
+        }
+    }
+}
+
 impl ErrorKind {
     /// The exit code of a run this ended: its class's ([`Class::exit_code`]), or 130.
     pub fn exit_code(self) -> ExitCode {
@@ -188,7 +227,7 @@ impl ErrorKind {
 }
 
 /// How a suite (one runbook) ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SuiteOutcome {
     Passed,
@@ -210,44 +249,37 @@ pub enum Event {
         started_at: OffsetDateTime,
     },
     StepStarted {
-        suite: usize,
-        path: String,
-        label: String,
+        step: StepId,
         uses: String,
         phase: Phase,
         /// The step talks to the operator on the terminal (`StepKind::interactive`).
         interactive: bool,
+        /// The step's log is what it reports: shown in full, not only on failure
+        /// (`StepKind::report_log`).
+        report_log: bool,
     },
     StepRetrying {
-        suite: usize,
-        path: String,
-        label: String,
+        step: StepId,
         attempt: u32,
         attempts: u32,
         message: String,
         delay: Duration,
     },
     StepLog {
-        suite: usize,
-        path: String,
-        label: String,
+        step: StepId,
         line: String,
     },
     /// Bytes a running step has moved so far (a dump, a staging pass, a restore), and the
     /// expected total when known.
     StepProgress {
-        suite: usize,
-        path: String,
-        label: String,
+        step: StepId,
         done: u64,
         total: Option<u64>,
     },
     StepFinished(StepRecord),
     /// A completed step's rollback ran (or was skipped); the step keeps its outcome.
     StepRolledBack {
-        suite: usize,
-        path: String,
-        label: String,
+        step: StepId,
         result: Rollback,
         /// Why a rollback failed or was skipped.
         message: Option<String>,
@@ -262,6 +294,11 @@ pub enum Event {
         duration: Duration,
         message: Option<String>,
     },
+}
+
+fn from_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let secs = f64::deserialize(d)?;
+    Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
 }
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

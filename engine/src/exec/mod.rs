@@ -28,7 +28,9 @@ use serde_json::{json, Map, Value as Json};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-pub use event::{BackupRole, ErrorKind, Event, Fact, Objective, Outcome, Phase, Rollback, StepRecord, SuiteOutcome};
+pub use event::{
+    BackupRole, ErrorKind, Event, Fact, Objective, Outcome, Phase, Rollback, StepId, StepRecord, SuiteOutcome,
+};
 pub use sink::{Reporter, Sink};
 
 use crate::error::{Class, ExitCode};
@@ -235,7 +237,11 @@ impl Executor {
                 recs.push(self.run_step(suite, rb, &mut scope, rbk, Phase::Rollback { of: of.clone() }, false).await);
             }
             let (result, message) = state.rolled_back(done.def, &recs);
-            self.sink.emit(Event::StepRolledBack { suite, path: done.def.path.clone(), label: of, result, message });
+            self.sink.emit(Event::StepRolledBack {
+                step: StepId::new(suite, done.def.path.clone(), of),
+                result,
+                message,
+            });
         }
 
         if let Some(target) = rb.targets.rto {
@@ -264,9 +270,7 @@ impl Executor {
         // Servers and other resources end with the runbook, after `finally` used them.
         for (what, r) in scope.resources.drain() {
             self.sink.emit(Event::StepLog {
-                suite,
-                path: "teardown".into(),
-                label: "teardown".into(),
+                step: StepId::new(suite, "teardown", "teardown"),
                 line: format!("tearing down {what}"),
             });
             r.teardown().await;

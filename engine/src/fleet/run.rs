@@ -137,8 +137,12 @@ pub struct TargetResult {
     pub outcome: &'static str,
     pub duration_s: f64,
     pub report: Option<PathBuf>,
-    /// Why it failed, in one line (the run's last error line, or why it did not start).
+    /// Why it failed, in one line (from the run's summary, or why it did not start).
     pub message: Option<String>,
+    /// The run's summary, read back from the run.json it wrote (none when it stopped before
+    /// its runbook ran).
+    #[serde(skip)]
+    pub summary: Option<Box<crate::report::RunSummary>>,
 }
 
 fn outcome_of(code: i32) -> &'static str {
@@ -152,16 +156,24 @@ fn outcome_of(code: i32) -> &'static str {
     }
 }
 
-/// The last line of a run's output that says what went wrong.
-fn last_error(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    lines
-        .iter()
-        .rev()
-        .find(|l| l.starts_with("error") || l.contains("FAILED") || l.contains("failed"))
-        .or(lines.last())
-        .map(|l| l.chars().take(300).collect())
+/// The summary a target's run wrote (its run.json), if it got as far as running its runbook.
+fn summary_of(dir: &Path, database: &str) -> Option<crate::report::RunSummary> {
+    let text = std::fs::read_to_string(dir.join("run.json")).ok()?;
+    let record: crate::report::RunRecord = serde_json::from_str(&text).ok()?;
+    Some(crate::report::RunSummary::from_record(record, database, time::OffsetDateTime::now_utc()))
+}
+
+/// Why a run failed, in one line: what its summary says (its runbook's message, else its
+/// first failed check's), or that it left none.
+fn why_failed(summary: Option<&crate::report::RunSummary>) -> String {
+    let said = summary.and_then(|s| {
+        s.top().and_then(|t| t.message.clone()).or_else(|| s.failed.first().and_then(|f| f.message.clone()))
+    });
+    match said {
+        Some(m) => m.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(300).collect(),
+        None if summary.is_some() => "no message".into(),
+        None => "it stopped before its runbook ran (no run.json); its output.log says why".into(),
+    }
 }
 
 /// `fleet run`: the runbook once per selected target, at most `parallel` at a time; then a
@@ -270,6 +282,7 @@ pub async fn run(fleet: &Fleet, o: &Options, cancel: CancellationToken) -> Resul
                 duration_s: 0.0,
                 report: None,
                 message: Some(why),
+                summary: None,
             };
             if cancel.is_cancelled() {
                 return not_run("not started: the fleet run was interrupted".into(), None, "interrupted");
@@ -354,7 +367,8 @@ pub async fn run(fleet: &Fleet, o: &Options, cancel: CancellationToken) -> Resul
                 Err(_) => 3,
             };
             let outcome = outcome_of(code);
-            let message = (code != 0).then(|| last_error(&log)).flatten();
+            let summary = summary_of(&dir, &t.database);
+            let message = (code != 0).then(|| why_failed(summary.as_ref()));
             println!("{:<11} {}  {:.1} s", outcome, t.id, elapsed.as_secs_f64());
             TargetResult {
                 target: t.id.clone(),
@@ -364,6 +378,7 @@ pub async fn run(fleet: &Fleet, o: &Options, cancel: CancellationToken) -> Resul
                 duration_s: (elapsed.as_secs_f64() * 10.0).round() / 10.0,
                 report: Some(dir),
                 message,
+                summary: summary.map(Box::new),
             }
         }));
     }
@@ -425,52 +440,133 @@ pub fn table(results: &[TargetResult], kept: bool) -> String {
     out
 }
 
-fn xml_escape(s: &str) -> String {
-    crate::report::xml_text(s).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-/// The `<testsuite>` elements of a JUnit file, each renamed `target: name`.
-fn suites_of(xml: &str, target: &str) -> Option<String> {
-    let start = xml.find("<testsuite ").or_else(|| xml.find("<testsuite>"))?;
-    let end = xml.rfind("</testsuites>").unwrap_or(xml.len());
-    let body = &xml[start..end];
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some(i) = rest.find("<testsuite") {
-        // `<testsuites` never appears inside; `<testsuite ` opens a suite.
-        out.push_str(&rest[..i]);
-        let tag_end = rest[i..].find('>').map(|j| i + j).unwrap_or(rest.len());
-        let tag = &rest[i..tag_end];
-        let renamed = match tag.find(" name=\"") {
-            Some(n) => format!("{} name=\"{}: {}", &tag[..n], xml_escape(target), &tag[n + 7..]),
-            None => tag.to_string(),
-        };
-        out.push_str(&renamed);
-        rest = &rest[tag_end..];
-    }
-    out.push_str(rest);
-    Some(out)
-}
-
-/// One JUnit file with every target's suites; a target that left none (it never started,
-/// or its runbook was invalid) gets a suite with one errored case saying why.
+/// One JUnit file with every target's suites, named `target: runbook`, through the one
+/// JUnit builder; a target that left none (it never started, or its runbook was invalid)
+/// gets a suite with one errored case saying why.
 fn combined_junit(path: &Path, results: &[TargetResult], runbook: &str) -> Result<(), Error> {
-    let mut body = String::new();
-    for r in results {
-        let own = r.report.as_ref().and_then(|d| std::fs::read_to_string(d.join("junit.xml")).ok());
-        match own.as_deref().and_then(|x| suites_of(x, &r.target)) {
-            Some(s) if r.exit != Some(2) || s.contains("<testcase") => body.push_str(&s),
-            _ => {
-                let msg = xml_escape(r.message.as_deref().unwrap_or(r.outcome));
-                body.push_str(&format!(
-                    "<testsuite name=\"{t}: {rb}\" tests=\"1\" errors=\"1\" failures=\"0\" skipped=\"0\"><testcase name=\"run\" classname=\"{t}\"><error type=\"{o}\" message=\"{msg}\"/></testcase></testsuite>\n",
-                    t = xml_escape(&r.target),
-                    rb = xml_escape(runbook),
-                    o = r.outcome,
-                ));
+    use crate::report::junit::Part;
+    let parts: Vec<Part<'_>> = results
+        .iter()
+        .map(|r| match r.summary.as_deref() {
+            Some(s)
+                if !s.record.suites.is_empty()
+                    && (r.exit != Some(2) || s.record.suites.iter().any(|x| !x.steps.is_empty())) =>
+            {
+                Part::Run { prefix: Some(&r.target), summary: s }
             }
+            _ => Part::NotRun {
+                suite: format!("{}: {runbook}", r.target),
+                classname: &r.target,
+                kind: r.outcome,
+                message: r.message.as_deref().unwrap_or(r.outcome),
+            },
+        })
+        .collect();
+    crate::report::junit::write(path, &parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::{Event, Outcome, Phase, StepRecord, SuiteOutcome};
+    use crate::report::summary::SummaryBuilder;
+
+    /// The summary of a run of `runbook` whose one step ended `outcome` saying `message`.
+    fn summary(runbook: &str, outcome: Outcome, message: &str) -> crate::report::RunSummary {
+        let mut b = SummaryBuilder::default();
+        let now = time::OffsetDateTime::now_utc();
+        b.on_event(&Event::SuiteStarted {
+            suite: 0,
+            parent: None,
+            name: runbook.into(),
+            file: format!("{runbook}.yaml"),
+            kind: None,
+            started_at: now,
+        });
+        b.on_event(&Event::StepFinished(StepRecord {
+            suite: 0,
+            path: "steps[0]".into(),
+            label: "dump".into(),
+            id: None,
+            uses: "shell.run".into(),
+            location: Some(format!("{runbook}.yaml:4:5")),
+            phase: Phase::Main,
+            outcome,
+            error_kind: None,
+            started_at: now,
+            duration: std::time::Duration::from_millis(20),
+            attempts: 1,
+            message: Some(message.into()),
+            outputs: serde_json::json!({}),
+            log: vec![],
+            rollback: None,
+            notice: None,
+            facts: vec![],
+        }));
+        let (o, exit) = match outcome {
+            Outcome::Passed => (SuiteOutcome::Passed, ExitCode::Passed),
+            _ => (SuiteOutcome::Failed, ExitCode::Failed),
+        };
+        b.on_event(&Event::SuiteFinished {
+            suite: 0,
+            name: runbook.into(),
+            outcome: o,
+            exit,
+            duration: std::time::Duration::from_millis(30),
+            message: (outcome != Outcome::Passed).then(|| format!("step `dump` failed: {message}")),
+        });
+        b.summary(&crate::redact::Redactor::default(), "")
+    }
+
+    fn result(target: &str, exit: Option<i32>, summary: Option<crate::report::RunSummary>) -> TargetResult {
+        TargetResult {
+            target: target.into(),
+            database: "db".into(),
+            exit,
+            outcome: exit.map(outcome_of).unwrap_or("environment"),
+            duration_s: 0.1,
+            report: None,
+            message: exit.filter(|c| *c != 0).map(|_| why_failed(summary.as_ref())),
+            summary: summary.map(Box::new),
         }
     }
-    let xml = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<testsuites>\n{body}</testsuites>\n");
-    crate::report::write_atomic(path, |w| w.write_all(xml.as_bytes()))
+
+    /// A fleet's JUnit was the targets' files spliced as strings: every suite kept its own
+    /// `id="0"`. It is now written by the one builder from the targets' summaries.
+    #[test]
+    fn fleet_junit_suites_had_duplicate_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("all.xml");
+        let results = [
+            result("p/e/a", Some(0), Some(summary("backup", Outcome::Passed, "ok"))),
+            result("p/e/b", Some(1), Some(summary("backup", Outcome::Failed, "pg_dump said <no>"))),
+            result("p/e/c", None, None),
+        ];
+        combined_junit(&path, &results, "backup").expect("junit");
+        let xml = std::fs::read_to_string(&path).expect("read");
+        for (i, target) in ["p/e/a", "p/e/b", "p/e/c"].iter().enumerate() {
+            assert!(xml.contains(&format!("<testsuite id=\"{i}\" name=\"{target}: backup\"")), "{target}: {xml}");
+        }
+        assert!(xml.contains("package=\"testsuite/backup\""), "{xml}");
+        assert!(xml.contains("message=\"pg_dump said &lt;no&gt; (at backup.yaml:4:5)\""), "{xml}");
+        assert_eq!(xml.matches("<failure").count(), 1, "{xml}");
+        assert_eq!(xml.matches("<error").count(), 1, "the target that never ran has its errored case: {xml}");
+    }
+
+    /// Why a target failed comes from the run.json it wrote, not from its output.
+    #[test]
+    fn a_target_s_failure_is_read_from_its_run_summary_not_its_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = summary("verify", Outcome::Failed, "3 rows,\nexpected 4");
+        let record = serde_json::to_string(&s.record).expect("json");
+        std::fs::write(dir.path().join("run.json"), record).expect("run.json");
+        std::fs::write(dir.path().join("output.log"), "error: a decoy line\n").expect("log");
+        let back = summary_of(dir.path(), "app").expect("the run.json reads back");
+        assert_eq!(back.database, "app");
+        assert_eq!(back.failed.len(), 1);
+        assert_eq!(why_failed(Some(&back)), "step `dump` failed: 3 rows, expected 4");
+        let none = tempfile::tempdir().expect("tempdir");
+        assert!(summary_of(none.path(), "app").is_none());
+        assert!(why_failed(None).contains("no run.json"), "{}", why_failed(None));
+    }
 }

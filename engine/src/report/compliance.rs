@@ -1,7 +1,7 @@
 //! Compliance evidence for every run with `--report DIR`: `report.json` (schema
 //! `pgdrill.compliance/1`), the same as `report.md` and `report.html` rendered with minijinja
 //! templates, and one line per run appended to `history.jsonl`, which `pgdrill report DIR`
-//! summarises. Everything is built from the (already redacted) run record.
+//! summarises. Everything is built from the run's (already redacted) summary.
 
 use std::io::Write;
 use std::path::Path;
@@ -9,8 +9,9 @@ use std::path::Path;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::write_atomic;
-use crate::runbook::RunKind;
+use super::summary::{secs, Measure};
+use super::{display_name, write_atomic, RunSummary};
+use crate::exec::{Objective, Rollback};
 use crate::Error;
 
 pub const SCHEMA: &str = "pgdrill.compliance/1";
@@ -82,110 +83,84 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top
 </body></html>
 "#;
 
-fn step_name(s: &Value) -> String {
-    let label = s["label"].as_str().unwrap_or_default();
-    match (&s["phase"]["kind"], &s["phase"]["of"]) {
-        (Value::String(p), Value::String(of)) if p == "rollback" => format!("rollback of {of}: {label}"),
-        (Value::String(p), _) if p == "finally" => format!("finally: {label}"),
-        _ => label.to_string(),
-    }
-}
-
-/// The compliance record of one run, from its run record.
-pub fn build(run: &Value) -> Value {
-    let suites = run["suites"].as_array().cloned().unwrap_or_default();
-    let top = suites.first().cloned().unwrap_or(Value::Null);
+/// The compliance record of one run, from its summary.
+pub fn build(run: &RunSummary) -> Value {
+    let record = &run.record;
+    let top = run.top();
     let mut checks = Vec::new();
-    let mut backups = Vec::new();
+    for suite in &record.suites {
+        for s in &suite.steps {
+            checks.push(json!({
+                "suite": suite.name,
+                "step": s.path,
+                "name": display_name(s),
+                "uses": s.uses,
+                "outcome": s.outcome,
+                // An added fact: the outcome stays what the step did.
+                "rollback": s.rollback.map(Rollback::as_str),
+                "duration_s": secs(s.duration),
+                "message": s.message,
+            }));
+        }
+    }
     let mut servers: Vec<String> = Vec::new();
+    for s in &run.servers {
+        let v = format!("{} ({})", s.version, s.step.label);
+        if !servers.contains(&v) {
+            servers.push(v);
+        }
+    }
+    let backups: Vec<Value> = run
+        .backups
+        .iter()
+        .map(|b| {
+            json!({
+                "step": format!("{} {}", b.suite, b.step.label),
+                "path": b.path,
+                "sha256": b.sha256,
+                "age_s": b.age_s,
+                "created": b.created,
+                "size": b.size,
+            })
+        })
+        .collect();
     let mut objectives = Vec::new();
     let mut phases = Value::Null;
-    for suite in &suites {
-        for s in suite["steps"].as_array().into_iter().flatten() {
-            let uses = s["uses"].as_str().unwrap_or_default();
-            checks.push(json!({
-                "suite": suite["name"],
-                "step": s["path"],
-                "name": step_name(s),
-                "uses": uses,
-                "outcome": s["outcome"],
-                // An added fact: the outcome stays what the step did.
-                "rollback": match s["rollback"].as_str() {
-                    Some("rolled_back") => Value::from("rolled back"),
-                    Some("failed") => Value::from("rollback FAILED"),
-                    Some("skipped") => Value::from("rollback skipped"),
-                    _ => Value::Null,
-                },
-                "duration_s": s["duration"],
-                "message": s["message"],
-            }));
-            // What the step established (its facts), whatever its kind.
-            for f in s["facts"].as_array().into_iter().flatten() {
-                match f["fact"].as_str().unwrap_or_default() {
-                    "server" => {
-                        if let Some(v) = f["version"].as_str() {
-                            let v = format!("{v} ({})", s["label"].as_str().unwrap_or_default());
-                            if !servers.contains(&v) {
-                                servers.push(v);
-                            }
-                        }
-                    }
-                    "backup" => backups.push(json!({
-                        "step": format!("{} {}", suite["name"].as_str().unwrap_or_default(), s["label"].as_str().unwrap_or_default()),
-                        "path": f["path"],
-                        "sha256": f["sha256"],
-                        "age_s": f["age_s"],
-                        "created": f["created"],
-                        "size": f["size"],
-                    })),
-                    "objective" => {
-                        // RPO is only ever measured from the data a drill found in the recovered
-                        // copy; the age of the backup a verify proved restorable is filed under
-                        // its own name (it once went in as "RPO", and a quickstart among drills
-                        // made the RPO trend "fall" to 0 s).
-                        let name = match f["objective"].as_str() {
-                            Some("rto") => "RTO",
-                            Some("rpo") => "RPO",
-                            _ => "Backup age",
-                        };
-                        objectives.push(json!({
-                            "name": name,
-                            "measured_s": f["measured_s"],
-                            "target_s": f["target_s"],
-                            "outcome": s["outcome"],
-                            "message": s["message"],
-                        }));
-                        if f["phases"].is_object() {
-                            phases = f["phases"].clone();
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if s["phase"]["kind"] == "budget" {
-                objectives.push(json!({
-                    "name": format!("{} budget of {}", s["label"].as_str().unwrap_or_default(), suite["name"].as_str().unwrap_or_default()),
-                    "measured_s": s["duration"],
-                    "target_s": s["outputs"]["target_s"],
-                    "outcome": s["outcome"],
-                    "message": s["message"],
-                }));
-            }
+    for o in &run.objectives {
+        let name = match &o.what {
+            // RPO is only ever measured from the data a drill found in the recovered copy;
+            // the age of the backup a verify proved restorable is filed under its own name
+            // (it once went in as "RPO", and a quickstart among drills made the RPO trend
+            // "fall" to 0 s).
+            Measure::Objective(Objective::Rto) => "RTO".to_string(),
+            Measure::Objective(Objective::Rpo) => "RPO".to_string(),
+            Measure::Objective(Objective::BackupAge) => "Backup age".to_string(),
+            Measure::Budget { label, suite } => format!("{label} budget of {suite}"),
+        };
+        objectives.push(json!({
+            "name": name,
+            "measured_s": o.measured_s,
+            "target_s": o.target_s,
+            "outcome": o.outcome,
+            "message": o.message,
+        }));
+        if let Some(p) = o.phases.as_ref().filter(|p| p.is_object()) {
+            phases = p.clone();
         }
     }
     json!({
         "schema": SCHEMA,
-        "kind": run_kind(&suites),
-        "runbook": top["name"],
-        "file": top["file"],
+        "kind": run.kind().as_str(),
+        "runbook": top.map(|t| t.name.as_str()),
+        "file": top.map(|t| t.file.as_str()),
         "outcome": run_outcome(run),
-        "exit_code": run["exit_code"],
-        "message": top["message"],
-        "started_at": run["started_at"],
-        "finished_at": run["finished_at"],
-        "duration_s": top["duration"],
+        "exit_code": record.exit_code,
+        "message": top.and_then(|t| t.message.as_deref()),
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "duration_s": top.map(|t| secs(t.duration)),
         "host": nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
-        "pgdrill_version": run["pgdrill_version"],
+        "pgdrill_version": record.pgdrill_version,
         "versions": { "servers": servers },
         "backups": backups,
         "objectives": objectives,
@@ -197,42 +172,11 @@ pub fn build(run: &Value) -> Value {
 /// The run's outcome for the compliance record and the history: `errored` when it ended
 /// with an environment error (exit 3) or invalid input (exit 2), which are no verdict on a
 /// backup; else what the run record says (`passed`, `failed`, `interrupted`).
-fn run_outcome(run: &Value) -> Value {
-    match run["exit_code"].as_i64() {
+fn run_outcome(run: &RunSummary) -> Value {
+    match run.record.exit_code {
         Some(2 | 3) => Value::from("errored"),
-        _ => run["outcome"].clone(),
+        _ => json!(run.record.outcome),
     }
-}
-
-/// What a run was, for `pgdrill report`, which judges drills apart from the daily backup
-/// and verify runs (a fresh backup is no evidence that a drill was run): what the top
-/// runbook declares (`kind:`), else what its steps established, in this order: an RTO or RPO
-/// measured (a drill), a backup written (a backup run), a safety snapshot of a database (a
-/// restore), a part of a verification (a verify), else other. Step kind names never count.
-fn run_kind(suites: &[Value]) -> String {
-    if let Some(declared) = suites.first().and_then(|s| s["kind"].as_str()) {
-        return declared.to_string();
-    }
-    let facts: Vec<&Value> = suites
-        .iter()
-        .flat_map(|s| s["steps"].as_array().into_iter().flatten())
-        .flat_map(|s| s["facts"].as_array().into_iter().flatten())
-        .collect();
-    let has = |fact: &str, field: &str, values: &[&str]| {
-        facts.iter().any(|f| f["fact"] == fact && (values.is_empty() || values.iter().any(|v| f[field] == *v)))
-    };
-    let kind = if has("objective", "objective", &["rto", "rpo"]) {
-        RunKind::Drill
-    } else if has("backup", "role", &["written"]) {
-        RunKind::Backup
-    } else if has("backup", "role", &["snapshot"]) {
-        RunKind::Restore
-    } else if has("verified", "", &[]) {
-        RunKind::Verify
-    } else {
-        RunKind::Other
-    };
-    kind.as_str().to_string()
 }
 
 /// The kind of a history line; lines written before kinds were recorded are drills when they
@@ -312,7 +256,7 @@ fn objective(report: &Value, name: &str) -> (Value, Value) {
 /// Write report.json, report.md, report.html and append to history.jsonl in `dir`. Returns
 /// the dated copy of this run's page (`report-YYYYMMDDhhmmss-NNNNNNNNN.html`), which
 /// `prune_dated` never removes.
-pub fn write(dir: &Path, run: &Value) -> Result<Option<std::path::PathBuf>, Error> {
+pub fn write(dir: &Path, run: &RunSummary) -> Result<Option<std::path::PathBuf>, Error> {
     let report = build(run);
     write_atomic(&dir.join("report.json"), |w| {
         serde_json::to_writer_pretty(&mut *w, &report).map_err(std::io::Error::other)?;
@@ -567,6 +511,8 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::{BackupRole, Fact};
+    use crate::runbook::RunKind;
 
     fn line(at: &str, outcome: &str, rto: f64, rpo: f64) -> String {
         json!({"schema": HISTORY_SCHEMA, "finished_at": at, "runbook": "disaster-recovery", "outcome": outcome,
@@ -603,31 +549,92 @@ mod tests {
         assert!(text.contains("STALE"), "{text}");
     }
 
-    /// A run record of one suite whose steps established `facts`, declaring `kind` if given.
-    fn record(kind: Option<&str>, uses: &str, facts: Value) -> Value {
-        json!({"suites": [{"name": "r", "kind": kind, "steps": [{"uses": uses, "facts": facts}]}]})
+    /// The summary of a run of one suite whose one step established `facts`, declaring
+    /// `kind` if given.
+    fn record(kind: Option<RunKind>, uses: &str, facts: Vec<Fact>) -> RunSummary {
+        let now = OffsetDateTime::now_utc();
+        let step = crate::exec::StepRecord {
+            suite: 0,
+            path: "steps[0]".into(),
+            label: "s".into(),
+            id: None,
+            uses: uses.into(),
+            location: None,
+            phase: crate::exec::Phase::Main,
+            outcome: crate::exec::Outcome::Passed,
+            error_kind: None,
+            started_at: now,
+            duration: std::time::Duration::ZERO,
+            attempts: 1,
+            message: None,
+            outputs: json!({}),
+            log: vec![],
+            rollback: None,
+            notice: None,
+            facts,
+        };
+        let suite = crate::report::summary::SuiteRecord {
+            id: 0,
+            parent: None,
+            name: "r".into(),
+            file: "r.yaml".into(),
+            kind,
+            started_at: now,
+            duration: std::time::Duration::ZERO,
+            outcome: None,
+            exit_code: None,
+            message: None,
+            steps: vec![step],
+        };
+        let record = crate::report::RunRecord {
+            schema: crate::report::summary::SCHEMA.into(),
+            pgdrill_version: String::new(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            outcome: None,
+            exit_code: None,
+            suites: vec![suite],
+        };
+        RunSummary::from_record(record, "", now)
+    }
+
+    fn backup(role: BackupRole) -> Fact {
+        Fact::Backup {
+            role,
+            path: Value::Null,
+            sha256: Value::Null,
+            size: Value::Null,
+            created: Value::Null,
+            age_s: Value::Null,
+        }
+    }
+
+    fn objective(objective: Objective) -> Fact {
+        Fact::Objective { objective, measured_s: json!(1.0), target_s: Value::Null, phases: None }
     }
 
     #[test]
     fn a_declared_kind_wins_over_what_the_steps_did() {
-        let backup = json!([{"fact": "backup", "role": "written"}]);
-        assert_eq!(build(&record(Some("drill"), "backup.create", backup.clone()))["kind"], "drill");
-        assert_eq!(build(&record(None, "backup.create", backup))["kind"], "backup");
+        assert_eq!(
+            build(&record(Some(RunKind::Drill), "backup.create", vec![backup(BackupRole::Written)]))["kind"],
+            "drill"
+        );
+        assert_eq!(build(&record(None, "backup.create", vec![backup(BackupRole::Written)]))["kind"], "backup");
     }
 
     #[test]
     fn an_undeclared_kind_is_told_from_facts_not_step_kind_names() {
         let cases = [
-            (json!([{"fact": "objective", "objective": "rto"}, {"fact": "backup", "role": "written"}]), "drill"),
-            (json!([{"fact": "objective", "objective": "backup_age"}, {"fact": "verified"}]), "verify"),
-            (json!([{"fact": "backup", "role": "picked"}, {"fact": "backup", "role": "snapshot"}]), "restore"),
-            (json!([{"fact": "server", "version": "17.2"}]), "other"),
+            (vec![objective(Objective::Rto), backup(BackupRole::Written)], "drill"),
+            (vec![objective(Objective::BackupAge), Fact::Verified], "verify"),
+            (vec![backup(BackupRole::Picked), backup(BackupRole::Snapshot)], "restore"),
+            (vec![Fact::Server { version: "17.2".into() }], "other"),
         ];
         for (facts, kind) in cases {
-            assert_eq!(build(&record(None, "shell.run", facts.clone()))["kind"], kind, "{facts}");
+            assert_eq!(build(&record(None, "shell.run", facts.clone()))["kind"], kind, "{facts:?}");
         }
         // A step named like a drill establishes nothing by its name.
-        assert_eq!(build(&record(None, "drill.workspace", json!([])))["kind"], "other");
+        assert_eq!(build(&record(None, "drill.workspace", vec![]))["kind"], "other");
     }
 
     #[test]

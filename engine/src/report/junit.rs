@@ -1,32 +1,67 @@
 //! JUnit XML: one testsuite per runbook, one testcase per step, rollback and `finally` step;
 //! budgets as their own testcases. `<failure>` for failed assertions, timeouts and budgets,
 //! `<error>` for environment and input errors, `<skipped>` for steps that did not run.
+//! One builder for a run's file and a fleet's combined file (`xml` of several parts).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use junit_report::{ReportBuilder, TestCase, TestSuiteBuilder};
 
-use super::{cdata_text, display_name, write_atomic, xml_text, Suites};
+use super::{cdata_text, display_name, write_atomic, xml_text, ReportSink, RunSummary};
 use crate::error::Class;
-use crate::exec::{ErrorKind, Event, Outcome, Reporter, Rollback};
+use crate::exec::{ErrorKind, Outcome, Rollback};
 
 pub struct Junit {
     path: PathBuf,
-    suites: Suites,
 }
 
 impl Junit {
     pub fn new(path: PathBuf) -> Self {
-        Junit { path, suites: Suites::default() }
+        Junit { path }
     }
+}
 
-    /// The report, and the reason of each skipped testcase in document order (the library
-    /// writes `<skipped/>` without one; `with_skip_reasons` adds them).
-    fn xml(&self) -> (junit_report::Report, Vec<String>) {
-        let mut skipped = Vec::new();
-        let mut report = ReportBuilder::new();
-        for s in &self.suites.list {
-            let mut suite = TestSuiteBuilder::new(&xml_text(&s.name));
+/// What goes into a JUnit file.
+pub enum Part<'a> {
+    /// A run's suites, each named `PREFIX: name` when a prefix is given (a fleet's target).
+    Run { prefix: Option<&'a str>, summary: &'a RunSummary },
+    /// A run that left no summary (it never started, or stopped before its runbook ran): one
+    /// suite `suite` with one errored case `run` of type `kind` saying why.
+    NotRun { suite: String, classname: &'a str, kind: &'a str, message: &'a str },
+}
+
+/// Write the JUnit file of `parts` at `path`, atomically.
+pub fn write(path: &Path, parts: &[Part<'_>]) -> crate::Result<()> {
+    let (report, skipped) = xml(parts);
+    let mut xml = Vec::new();
+    report.write_xml(&mut xml).map_err(|e| crate::Error::io("writing the JUnit report", std::io::Error::other(e)))?;
+    let xml = with_skip_reasons(&String::from_utf8_lossy(&xml), &skipped);
+    write_atomic(path, |w| w.write_all(xml.as_bytes()))
+}
+
+/// The report, and the reason of each skipped testcase in document order (the library
+/// writes `<skipped/>` without one; `with_skip_reasons` adds them).
+fn xml(parts: &[Part<'_>]) -> (junit_report::Report, Vec<String>) {
+    let mut skipped = Vec::new();
+    let mut report = ReportBuilder::new();
+    for part in parts {
+        let (prefix, summary) = match part {
+            Part::Run { prefix, summary } => (prefix, summary),
+            Part::NotRun { suite, classname, kind, message } => {
+                let mut tc = TestCase::error("run", junit_report::Duration::ZERO, kind, &xml_text(message));
+                tc.set_classname(&xml_text(classname));
+                let mut s = TestSuiteBuilder::new(&xml_text(suite));
+                s.add_testcase(tc);
+                report.add_testsuite(s.build());
+                continue;
+            }
+        };
+        for s in &summary.record.suites {
+            let name = match prefix {
+                Some(p) => format!("{p}: {}", s.name),
+                None => s.name.clone(),
+            };
+            let mut suite = TestSuiteBuilder::new(&xml_text(&name));
             suite.set_timestamp(s.started_at);
             let names: Vec<String> = s.steps.iter().map(display_name).collect();
             // How many steps share each name, counted once (counting per step was n²).
@@ -103,10 +138,13 @@ impl Junit {
             if let Some(m) = &s.message {
                 suite.set_system_err(&cdata_text(m));
             }
-            report.add_testsuite(suite.build());
+            let mut built = suite.build();
+            // The package stays the runbook's, prefix or not (as in the run's own file).
+            built.package = format!("testsuite/{}", xml_text(&s.name));
+            report.add_testsuite(built);
         }
-        (report.build(), skipped)
     }
+    (report.build(), skipped)
 }
 
 /// `xml` with each `<skipped/>` element, in order, given its reason as `message`. Only
@@ -146,18 +184,8 @@ fn attr(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\n', "&#10;")
 }
 
-impl Reporter for Junit {
-    fn on_event(&mut self, event: &Event) {
-        self.suites.on_event(event);
-    }
-
-    fn finish(&mut self) -> crate::Result<()> {
-        let (report, skipped) = self.xml();
-        let mut xml = Vec::new();
-        report
-            .write_xml(&mut xml)
-            .map_err(|e| crate::Error::io("writing the JUnit report", std::io::Error::other(e)))?;
-        let xml = with_skip_reasons(&String::from_utf8_lossy(&xml), &skipped);
-        write_atomic(&self.path, |w| w.write_all(xml.as_bytes()))
+impl ReportSink for Junit {
+    fn finish(&mut self, summary: &RunSummary) -> crate::Result<()> {
+        write(&self.path, &[Part::Run { prefix: None, summary }])
     }
 }

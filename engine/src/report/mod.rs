@@ -6,11 +6,13 @@
 pub mod charts;
 pub mod compliance;
 mod json;
-mod junit;
+pub mod junit;
 pub mod lock;
 pub mod notify;
+pub mod probe;
 pub mod remote;
 mod smtp;
+pub mod summary;
 mod terminal;
 
 use std::io::Write;
@@ -18,10 +20,64 @@ use std::path::Path;
 
 pub use json::JsonRecord;
 pub use junit::Junit;
+pub use summary::{RunRecord, RunSummary};
 pub use terminal::Terminal;
 
-use crate::exec::{Phase, StepRecord};
+use crate::exec::{Event, Phase, StepRecord};
+use crate::redact::Redactor;
 use crate::Error;
+
+/// A reporter: it may follow the run as it goes (`on_event`, the terminal does), and it
+/// writes or sends its output once at the end from the run's summary (`finish`). Adding a
+/// sink is a file implementing this and one line where the command line lists them
+/// (ARCHITECTURE.md, "Adding a sink").
+pub trait ReportSink: Send {
+    /// An event of the run, already redacted, as it happens.
+    fn on_event(&mut self, _event: &Event) {}
+    /// Once after the run, with the summary built from every event.
+    fn finish(&mut self, summary: &RunSummary) -> crate::Result<()>;
+}
+
+/// The run's reporters behind the executor's one `Reporter`: every event goes to each of
+/// them and into the one summary, which each of them gets at the end.
+pub struct Reports {
+    builder: summary::SummaryBuilder,
+    sinks: Vec<Box<dyn ReportSink>>,
+    redactor: Redactor,
+    database: String,
+}
+
+impl Reports {
+    /// `database` is what the run is about as its caller knows it (its `database` variable,
+    /// else the database of its `database_url`; may be empty): it labels metrics and alerts,
+    /// so a run that fails before any step names a database is still filed under it.
+    pub fn new(redactor: Redactor, database: String, sinks: Vec<Box<dyn ReportSink>>) -> Self {
+        Reports { builder: summary::SummaryBuilder::default(), sinks, redactor, database }
+    }
+}
+
+impl crate::exec::Reporter for Reports {
+    fn on_event(&mut self, event: &Event) {
+        self.builder.on_event(event);
+        for s in self.sinks.iter_mut() {
+            s.on_event(event);
+        }
+    }
+
+    /// Every sink is tried; the first error wins.
+    fn finish(&mut self) -> crate::Result<()> {
+        let summary = self.builder.summary(&self.redactor, &self.database);
+        let mut first = Ok(());
+        for s in self.sinks.iter_mut() {
+            if let Err(e) = s.finish(&summary) {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+}
 
 /// The name a step has in reports: rollbacks and `finally` steps say what they are.
 pub fn display_name(rec: &StepRecord) -> String {
@@ -72,75 +128,6 @@ pub fn xml_text(s: &str) -> String {
 /// is split across two sections (`]]` `]]><![CDATA[` `>`).
 pub fn cdata_text(s: &str) -> String {
     xml_text(s).replace("]]>", "]]]]><![CDATA[>")
-}
-
-/// Collected suites, in start order, shared by the file reporters.
-#[derive(Debug, Default)]
-struct Suites {
-    list: Vec<SuiteData>,
-}
-
-#[derive(Debug)]
-struct SuiteData {
-    id: usize,
-    parent: Option<usize>,
-    name: String,
-    file: String,
-    /// What the runbook declares it is (`kind:`), if it does.
-    kind: Option<crate::runbook::RunKind>,
-    started_at: time::OffsetDateTime,
-    outcome: Option<crate::exec::SuiteOutcome>,
-    exit: Option<crate::error::ExitCode>,
-    duration: std::time::Duration,
-    message: Option<String>,
-    steps: Vec<StepRecord>,
-}
-
-impl Suites {
-    fn on_event(&mut self, e: &crate::exec::Event) {
-        use crate::exec::Event;
-        match e {
-            Event::SuiteStarted { suite, parent, name, file, kind, started_at } => self.list.push(SuiteData {
-                id: *suite,
-                parent: *parent,
-                name: name.clone(),
-                file: file.clone(),
-                kind: *kind,
-                started_at: *started_at,
-                outcome: None,
-                exit: None,
-                duration: std::time::Duration::ZERO,
-                message: None,
-                steps: Vec::new(),
-            }),
-            Event::StepFinished(rec) => {
-                if let Some(s) = self.get(rec.suite) {
-                    s.steps.push(rec.clone());
-                }
-            }
-            Event::StepRolledBack { suite, path, result, .. } => {
-                // By position, not label: two steps may share a `name:`.
-                if let Some(s) = self.get(*suite) {
-                    if let Some(r) = s.steps.iter_mut().rev().find(|r| r.phase == Phase::Main && &r.path == path) {
-                        r.rollback = Some(*result);
-                    }
-                }
-            }
-            Event::SuiteFinished { suite, outcome, exit, duration, message, .. } => {
-                if let Some(s) = self.get(*suite) {
-                    s.outcome = Some(*outcome);
-                    s.exit = Some(*exit);
-                    s.duration = *duration;
-                    s.message = message.clone();
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn get(&mut self, id: usize) -> Option<&mut SuiteData> {
-        self.list.iter_mut().find(|s| s.id == id)
-    }
 }
 
 /// Write a file atomically: a temp file beside it, then rename, so readers never see half.

@@ -3,277 +3,38 @@
 //! push, and webhooks (Slack-compatible or a generic JSON body) sent on failure, success,
 //! always, or when a run passes after a failure.
 //!
-//! This is a reporter like JUnit and run.json: it sees the run's (already redacted) events
-//! and acts once at the end. A sink that fails is a warning on stderr; it never changes the
+//! This is a reporter like JUnit and run.json: it reads the run's (already redacted) summary
+//! and acts once at the end. What it may send is configured in the runbook model
+//! (`runbook::notify`). A sink that fails is a warning on stderr; it never changes the
 //! run's exit code and never keeps another sink from being tried.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::json;
 
-use super::{write_atomic, Suites};
-use crate::exec::{BackupRole, Event, Fact, Objective, Outcome, Reporter, SuiteOutcome};
-use crate::runbook::spans::SpanIndex;
-use crate::runbook::Diagnostic;
-
-/// The operator file.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotifyFile {
-    #[serde(default)]
-    pub metrics: Option<Metrics>,
-    #[serde(default)]
-    pub notify: Vec<Notification>,
-    /// Where the last outcome of each runbook and database is kept (for `when: recovered`);
-    /// default `$HOME/.local/state/pgdrill/outcomes.json`.
-    #[serde(default)]
-    pub state: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Metrics {
-    /// A `.prom` file in node_exporter's textfile directory; written atomically, shared by
-    /// every runbook and database (each run replaces only its own samples).
-    pub textfile: Option<PathBuf>,
-    pub pushgateway: Option<Pushgateway>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Pushgateway {
-    pub url: String,
-    #[serde(default = "default_job")]
-    pub job: String,
-}
-
-fn default_job() -> String {
-    "pgdrill".into()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum When {
-    Failure,
-    Success,
-    Always,
-    /// A pass right after a failure of the same runbook and database.
-    Recovered,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Notification {
-    #[serde(default)]
-    pub name: Option<String>,
-    pub when: When,
-    #[serde(default)]
-    pub webhook: Option<Webhook>,
-    #[serde(default)]
-    pub sentry: Option<Sentry>,
-    #[serde(default)]
-    pub email: Option<Email>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TlsMode {
-    /// Upgrade the connection with STARTTLS (port 587); refused if the server cannot.
-    #[default]
-    Starttls,
-    /// TLS from the first byte (port 465).
-    Tls,
-    /// No TLS (a relay on localhost).
-    None,
-}
-
-/// An email through an SMTP server.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Email {
-    /// `host:port`.
-    pub smtp: String,
-    #[serde(default)]
-    pub tls: TlsMode,
-    /// A CA certificate file for a private CA (default: the system's roots).
-    pub ca_file: Option<PathBuf>,
-    pub user: Option<String>,
-    /// The variable holding the password.
-    pub password_env: Option<String>,
-    pub from: String,
-    pub to: Vec<String>,
-}
-
-/// A Sentry project: events go to its envelope endpoint, tagged runbook, database, step.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Sentry {
-    /// `https://PUBLIC_KEY@HOST/PROJECT_ID` (a secret: masked everywhere).
-    pub dsn: Option<String>,
-    /// Or the environment variable holding it (SENTRY_DSN).
-    pub dsn_env: Option<String>,
-    /// Sentry's `environment` of the event (production, staging).
-    pub environment: Option<String>,
-}
-
-fn sentry_dsn(s: &Sentry) -> Option<String> {
-    s.dsn.clone().or_else(|| s.dsn_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|d| !d.is_empty()))
-}
-
-/// The envelope endpoint and the auth header of a DSN.
-fn sentry_target(dsn: &str) -> Result<(String, String), String> {
-    let u = reqwest::Url::parse(dsn).map_err(|_| "the DSN is not a URL".to_string())?;
-    let key = u.username();
-    if key.is_empty() {
-        return Err("the DSN has no public key (https://KEY@host/PROJECT)".into());
-    }
-    let path = u.path().trim_end_matches('/');
-    let (prefix, project) = path.rsplit_once('/').ok_or("the DSN has no project id")?;
-    if project.is_empty() {
-        return Err("the DSN has no project id".into());
-    }
-    let host = u.host_str().ok_or("the DSN has no host")?;
-    let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-    let url = format!("{}://{host}{port}{prefix}/api/{project}/envelope/", u.scheme());
-    let auth =
-        format!("Sentry sentry_version=7, sentry_client=pgdrill/{}, sentry_key={key}", env!("CARGO_PKG_VERSION"));
-    Ok((url, auth))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    /// `{"text": ...}`: Slack, Mattermost, Rocket.Chat, Teams' Slack-compatible hooks.
-    Slack,
-    /// The run's facts as JSON.
-    #[default]
-    Json,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Webhook {
-    /// The URL (its path and query are treated as a secret: hooks carry their token there).
-    pub url: Option<String>,
-    /// Or the environment variable holding it.
-    pub url_env: Option<String>,
-    #[serde(default)]
-    pub format: Format,
-}
-
-/// Read and check a notify file; problems come with file:line:col.
-pub fn load(path: &Path) -> Result<NotifyFile, crate::Error> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        crate::Error::invalid(format!("cannot read notify file {file}: {e} (--notify or PGDRILL_NOTIFY)"))
-    })?;
-    let located = |p: &str, msg: String| {
-        let pos = SpanIndex::build(&text).key(p);
-        let mut d = crate::runbook::Diagnostics::default();
-        d.push(Diagnostic::new(&file, &text, pos, msg));
-        crate::Error::Runbook(d)
-    };
-    let n: NotifyFile = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text)).map_err(|e| {
-        let p = e.path().to_string();
-        let mut msg = e.into_inner().to_string();
-        if let Some(i) = msg.find(" at line ") {
-            msg.truncate(i);
-        }
-        located(if p == "." { "" } else { &p }, format!("notify file: {msg}"))
-    })?;
-    validate(&n).map_err(|(p, m)| located(&p, m))?;
-    Ok(n)
-}
+use super::summary::Measure;
+use super::{write_atomic, ReportSink, RunSummary};
+use crate::exec::{BackupRole, Objective, Outcome, SuiteOutcome};
+use crate::runbook::notify::{sentry_target, Email, Format, NotifyFile, Sentry, Webhook, When};
 
 /// One HTTP POST of a sink: what it is (for warnings), URL, content type, body, headers.
 type Post = (String, String, Option<&'static str>, String, Vec<(String, String)>);
 
-/// Checks beyond types, for the operator file and a runbook's `notify:` section alike:
-/// `(key path, message)` of the first problem.
-pub fn validate(n: &NotifyFile) -> Result<(), (String, String)> {
-    for (i, s) in n.notify.iter().enumerate() {
-        match (&s.webhook, &s.sentry, &s.email) {
-            (None, None, Some(e)) => {
-                let bad_addr = |a: &str| a.is_empty() || a.contains(['<', '>', '\r', '\n', ' ']) || !a.contains('@');
-                if !e.smtp.contains(':') {
-                    return Err((
-                        format!("notify[{i}].email.smtp"),
-                        "smtp is host:port, e.g. smtp.example.com:587".into(),
-                    ));
-                }
-                if bad_addr(&e.from) || e.to.is_empty() || e.to.iter().any(|t| bad_addr(t)) {
-                    return Err((
-                        format!("notify[{i}].email"),
-                        "email needs `from` and `to` (a list) of plain addresses".into(),
-                    ));
-                }
-                continue;
-            }
-            (Some(_), None, None) => {}
-            (None, Some(sentry), None) => {
-                match (&sentry.dsn, &sentry.dsn_env) {
-                    (Some(d), None) => {
-                        if let Err(e) = sentry_target(d) {
-                            return Err((format!("notify[{i}].sentry.dsn"), format!("sentry: {e}")));
-                        }
-                    }
-                    (None, Some(_)) => {}
-                    _ => {
-                        return Err((
-                            format!("notify[{i}].sentry"),
-                            "sentry takes `dsn` or `dsn_env` (the variable holding it), one of them".into(),
-                        ))
-                    }
-                }
-                continue;
-            }
-            _ => {
-                return Err((
-                    format!("notify[{i}]"),
-                    "each notification has one sink: `webhook:`, `sentry:` or `email:`".into(),
-                ))
-            }
-        }
-        let Some(webhook) = &s.webhook else { continue };
-        match (&webhook.url, &webhook.url_env) {
-            (Some(u), None) => {
-                if reqwest::Url::parse(u).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) {
-                    return Err((format!("notify[{i}].webhook.url"), "webhook url must be an http(s) URL".into()));
-                }
-            }
-            (None, Some(_)) => {}
-            _ => {
-                return Err((
-                    format!("notify[{i}].webhook"),
-                    "a webhook takes `url` or `url_env` (the variable holding it), one of them".into(),
-                ))
-            }
-        }
-    }
-    if let Some(p) = n.metrics.as_ref().and_then(|m| m.pushgateway.as_ref()) {
-        if reqwest::Url::parse(&p.url).is_err() {
-            return Err(("metrics.pushgateway.url".to_string(), format!("`{}` is not a URL", p.url)));
-        }
-    }
-    Ok(())
+pub(super) fn sentry_dsn(s: &Sentry) -> Option<String> {
+    s.dsn.clone().or_else(|| s.dsn_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|d| !d.is_empty()))
 }
 
-/// The reporter.
+/// The reporter. The database that labels the run's metrics and alerts is the summary's
+/// (`RunSummary::database`).
 pub struct Notifier {
     cfg: NotifyFile,
-    suites: Suites,
     redactor: crate::redact::Redactor,
-    database: String,
 }
 
 impl Notifier {
-    /// `database` labels the run's metrics and alerts: what the run was asked about (its
-    /// `database` variable, else the database of its `database_url`), so a run that fails
-    /// before any step names a database still lands on that database's series.
-    pub fn new(cfg: NotifyFile, redactor: crate::redact::Redactor, database: String) -> Self {
+    pub fn new(cfg: NotifyFile, redactor: crate::redact::Redactor) -> Self {
         // Registered before the first step, not when the alert goes out: a step that prints
         // one must find it masked, and `shell.run` children must not inherit its variable.
         for s in secret_values(&cfg) {
@@ -282,7 +43,7 @@ impl Notifier {
         if let Some(p) = cfg.metrics.as_ref().and_then(|m| m.pushgateway.as_ref()) {
             redactor.add_credentials_in(&p.url);
         }
-        Notifier { cfg, suites: Suites::default(), redactor, database }
+        Notifier { cfg, redactor }
     }
 }
 
@@ -299,7 +60,7 @@ pub fn secret_values(cfg: &NotifyFile) -> Vec<String> {
     out
 }
 
-fn webhook_url(w: &Webhook) -> Option<String> {
+pub(super) fn webhook_url(w: &Webhook) -> Option<String> {
     w.url.clone().or_else(|| w.url_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|s| !s.is_empty()))
 }
 
@@ -328,12 +89,13 @@ struct Facts {
     failed: Vec<serde_json::Value>,
 }
 
-fn facts(s: &Suites, database: &str) -> Option<Facts> {
-    let top = s.list.first()?;
+/// What the alerts and metrics say of a run: a view of its summary in their words.
+fn facts(s: &RunSummary) -> Option<Facts> {
+    let top = s.top()?;
     let mut f = Facts {
         runbook: top.name.clone(),
-        database: database.to_string(),
-        passed: top.outcome == Some(SuiteOutcome::Passed),
+        database: s.database.clone(),
+        passed: s.passed(),
         outcome: match top.outcome {
             Some(SuiteOutcome::Passed) => "passed",
             Some(SuiteOutcome::Interrupted) => "interrupted",
@@ -342,53 +104,40 @@ fn facts(s: &Suites, database: &str) -> Option<Facts> {
         .into(),
         duration_s: top.duration.as_secs_f64(),
         message: top.message.clone(),
-        finished_epoch: time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9,
+        finished_epoch: s.finished.unix_timestamp_nanos() as f64 / 1e9,
         ..Default::default()
     };
-    let mut verify_steps = 0;
-    for r in s.list.iter().flat_map(|x| x.steps.iter()) {
-        let out = &r.outputs;
-        if f.database.is_empty() {
-            if let Some(d) = out.get("database").and_then(|d| d.as_str()) {
-                f.database = d.to_string();
-            }
-        }
-        let passed = r.outcome == Outcome::Passed;
-        // What the step established (its facts), whatever its kind.
-        for fact in &r.facts {
-            match fact {
-                Fact::Backup { role: BackupRole::Written, path, size, .. } if passed => {
-                    let size = size.as_u64().unwrap_or(0);
-                    let location = path
-                        .as_str()
-                        .and_then(|p| Path::new(p).parent().and_then(Path::parent))
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default();
-                    f.backup = Some((r.duration.as_secs_f64(), size, location));
-                }
-                Fact::Verified if passed => verify_steps += 1,
-                Fact::Objective { objective, measured_s, target_s, .. } => {
-                    let Some(m) = measured_s.as_f64() else { continue };
-                    let name = match objective {
-                        Objective::Rto => {
-                            f.rto_s = Some(m);
-                            "RTO"
-                        }
-                        Objective::Rpo => {
-                            f.rpo_s = Some(m);
-                            "RPO"
-                        }
-                        Objective::BackupAge => "RPO (backup age)",
-                    };
-                    f.objectives.push(json!({ "name": name, "measured_s": m, "target_s": target_s, "passed": passed }));
-                }
-                _ => {}
-            }
-        }
-        if matches!(r.outcome, Outcome::Failed | Outcome::Errored | Outcome::TimedOut) {
-            f.failed.push(json!({ "step": r.label, "kind": r.uses, "message": r.message }));
-        }
+    // The last backup a passed step wrote.
+    if let Some(b) = s.backups.iter().rev().find(|b| b.role == BackupRole::Written && b.outcome == Outcome::Passed) {
+        let location = b
+            .path
+            .as_str()
+            .and_then(|p| Path::new(p).parent().and_then(Path::parent))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        f.backup = Some((b.duration.as_secs_f64(), b.size.as_u64().unwrap_or(0), location));
     }
+    for o in &s.objectives {
+        let Measure::Objective(objective) = o.what else { continue };
+        let Some(m) = o.measured_s.as_f64() else { continue };
+        let name = match objective {
+            Objective::Rto => {
+                f.rto_s = Some(m);
+                "RTO"
+            }
+            Objective::Rpo => {
+                f.rpo_s = Some(m);
+                "RPO"
+            }
+            Objective::BackupAge => "RPO (backup age)",
+        };
+        let passed = o.outcome == Outcome::Passed;
+        f.objectives.push(json!({ "name": name, "measured_s": m, "target_s": o.target_s, "passed": passed }));
+    }
+    for c in &s.failed {
+        f.failed.push(json!({ "step": c.step.label, "kind": c.uses, "message": c.message }));
+    }
+    let verify_steps = s.verified.iter().filter(|(_, o)| *o == Outcome::Passed).count();
     f.verified = f.passed && verify_steps > 0 && f.backup.is_none();
     Some(f)
 }
@@ -558,13 +307,9 @@ fn text_with(f: &Facts, esc: &dyn Fn(&str) -> String) -> String {
     t
 }
 
-impl Reporter for Notifier {
-    fn on_event(&mut self, event: &Event) {
-        self.suites.on_event(event);
-    }
-
-    fn finish(&mut self) -> crate::Result<()> {
-        let Some(f) = facts(&self.suites, &self.database) else { return Ok(()) };
+impl ReportSink for Notifier {
+    fn finish(&mut self, summary: &RunSummary) -> crate::Result<()> {
+        let Some(f) = facts(summary) else { return Ok(()) };
         let mut warnings = Vec::new();
         if let Some(p) = self.cfg.metrics.as_ref().and_then(|m| m.textfile.as_ref()) {
             if let Err(e) = write_textfile(p, &f) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufStream};
 
-use super::notify::{Email, TlsMode};
+use crate::runbook::notify::{Email, TlsMode};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -61,12 +61,14 @@ async fn tls<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(s)
 }
 
-/// After the greeting (and TLS, when there is any): EHLO, AUTH, the message.
+/// After the greeting (and TLS, when there is any): EHLO, AUTH, the envelope, the message.
+/// Without a message (`pgdrill doctor`) the envelope is reset once the server took the
+/// sender and every recipient: nothing is sent.
 async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut BufStream<S>,
     e: &Email,
     password: Option<&str>,
-    message: &str,
+    message: Option<&str>,
 ) -> Result<(), String> {
     command(s, "EHLO pgdrill", &["250"]).await?;
     if let (Some(user), Some(pw)) = (e.user.as_deref(), password) {
@@ -80,6 +82,11 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     for to in &e.to {
         command(s, &format!("RCPT TO:<{to}>"), &["250", "251"]).await?;
     }
+    let Some(message) = message else {
+        command(s, "RSET", &["250"]).await?;
+        let _ = command(s, "QUIT", &["221"]).await;
+        return Ok(());
+    };
     command(s, "DATA", &["354"]).await?;
     // Dot-stuffing: a line that starts with `.` gets another one.
     let mut data = String::new();
@@ -100,6 +107,16 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Send `message` (headers and body, `\n` line ends) as configured.
 pub async fn send(e: &Email, password: Option<&str>, message: &str) -> Result<(), String> {
+    deliver(e, password, Some(message)).await
+}
+
+/// Everything `send` does short of the message: connect, TLS as configured, EHLO, AUTH, the
+/// sender and every recipient accepted, then RSET and QUIT.
+pub async fn probe(e: &Email, password: Option<&str>) -> Result<(), String> {
+    deliver(e, password, None).await
+}
+
+async fn deliver(e: &Email, password: Option<&str>, message: Option<&str>) -> Result<(), String> {
     let host = e.smtp.rsplit_once(':').map(|(h, _)| h).unwrap_or(&e.smtp).to_string();
     let tcp = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(&e.smtp))
         .await

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use super::display_name;
-use crate::exec::{Event, Outcome, Phase, Reporter, Rollback, SuiteOutcome};
+use super::{display_name, ReportSink, RunSummary};
+use crate::exec::{Event, Outcome, Phase, Rollback, SuiteOutcome};
 
 pub struct Terminal {
     multi: MultiProgress,
@@ -21,6 +21,8 @@ pub struct Terminal {
     /// printed.
     progress: HashMap<(usize, String), (std::time::Instant, std::time::Instant)>,
     plain_every: Duration,
+    /// Running steps whose log is what they report (`report_log` when they started).
+    report_log: std::collections::HashSet<(usize, String)>,
 }
 
 impl Terminal {
@@ -33,6 +35,7 @@ impl Terminal {
             depth: HashMap::new(),
             progress: HashMap::new(),
             plain_every: crate::progress::plain_interval(),
+            report_log: std::collections::HashSet::new(),
         }
     }
 
@@ -88,7 +91,7 @@ fn secs(d: Duration) -> String {
     format!("{:.2}s", d.as_secs_f64())
 }
 
-impl Reporter for Terminal {
+impl ReportSink for Terminal {
     fn on_event(&mut self, event: &Event) {
         match event {
             Event::SuiteStarted { suite, parent, name, file, .. } => {
@@ -96,7 +99,11 @@ impl Reporter for Terminal {
                 self.depth.insert(*suite, d);
                 self.line(&format!("{}runbook {} ({})", self.indent(*suite), visible(name), visible(file)));
             }
-            Event::StepStarted { suite, path, label, uses, phase, interactive } => {
+            Event::StepStarted { step, uses, phase, interactive, report_log } => {
+                let (suite, path, label) = (&step.suite, &step.path, &step.label);
+                if *report_log {
+                    self.report_log.insert((*suite, path.clone()));
+                }
                 if *interactive {
                     // The step talks to the operator on the terminal: no spinner over it.
                     self.clear_spinners();
@@ -119,14 +126,15 @@ impl Reporter for Terminal {
                     }
                 }
             }
-            Event::StepLog { suite, path, label, line } => {
-                if let Some(pb) = self.spinners.get(&(*suite, path.clone())) {
-                    pb.set_message(format!("{}: {}", visible(label), visible(line)));
+            Event::StepLog { step, line } => {
+                if let Some(pb) = self.spinners.get(&(step.suite, step.path.clone())) {
+                    pb.set_message(format!("{}: {}", visible(&step.label), visible(line)));
                 }
             }
-            Event::StepProgress { suite, path, label, done, total } => {
+            Event::StepProgress { step, done, total } => {
+                let (suite, label) = (&step.suite, &step.label);
                 let now = std::time::Instant::now();
-                let key = (*suite, path.clone());
+                let key = (step.suite, step.path.clone());
                 let first = self.progress.get(&key).map(|p| p.0).unwrap_or(now);
                 let elapsed = now - first;
                 if let Some(pb) = self.spinners.get(&key) {
@@ -164,11 +172,11 @@ impl Reporter for Terminal {
                     }
                 }
             }
-            Event::StepRetrying { suite, label, attempt, attempts, message, delay, .. } => {
+            Event::StepRetrying { step, attempt, attempts, message, delay } => {
                 self.line(&format!(
                     "{}  retry        {}: attempt {attempt}/{attempts} failed ({}); next in {}",
-                    self.indent(*suite),
-                    visible(label),
+                    self.indent(step.suite),
+                    visible(&step.label),
                     visible(message),
                     humantime::format_duration(*delay)
                 ));
@@ -178,6 +186,7 @@ impl Reporter for Terminal {
                     pb.finish_and_clear();
                 }
                 self.progress.remove(&(rec.suite, rec.path.clone()));
+                let report_log = self.report_log.remove(&(rec.suite, rec.path.clone()));
                 let word = match rec.outcome {
                     Outcome::Passed => "passed",
                     Outcome::Failed => "FAILED",
@@ -203,7 +212,7 @@ impl Reporter for Terminal {
                 {
                     self.line(&format!("{}      at {}", self.indent(rec.suite), visible(at)));
                 }
-                if crate::steps::find(&rec.uses).is_some_and(|k| k.report_log) {
+                if report_log {
                     for l in &rec.log {
                         self.line(&format!("{}      {}", self.indent(rec.suite), visible(l)));
                     }
@@ -219,7 +228,8 @@ impl Reporter for Terminal {
                     }
                 }
             }
-            Event::StepRolledBack { suite, label, result, message, .. } => {
+            Event::StepRolledBack { step, result, message } => {
+                let (suite, label) = (&step.suite, &step.label);
                 // Only a rollback whose steps passed is "rolled back"; a failed or skipped one
                 // says so, with why.
                 let word = match result {
@@ -247,7 +257,8 @@ impl Reporter for Terminal {
         }
     }
 
-    fn finish(&mut self) -> crate::Result<()> {
+    /// The terminal has shown the run as it went; the summary adds nothing to it.
+    fn finish(&mut self, _summary: &RunSummary) -> crate::Result<()> {
         self.clear_spinners();
         Ok(())
     }

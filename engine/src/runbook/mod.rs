@@ -9,6 +9,7 @@
 
 mod diag;
 mod load;
+pub mod notify;
 pub mod spans;
 pub mod suggest;
 mod vars;
@@ -101,7 +102,7 @@ pub struct Runbook {
     /// `validate` to show; they never make the runbook invalid.
     pub warnings: Vec<Diagnostic>,
     /// Alerts and metrics for runs of this runbook (the same form as a `--notify` file).
-    pub notify: Option<crate::report::notify::NotifyFile>,
+    pub notify: Option<notify::NotifyFile>,
 }
 
 impl Runbook {
@@ -477,7 +478,7 @@ impl Checker<'_> {
 
         // A list of notifications, as under `notify:` in a --notify file.
         let notify = raw.notify.and_then(|y| {
-            let checked = serde_path_to_error::deserialize::<_, Vec<crate::report::notify::Notification>>(y)
+            let checked = serde_path_to_error::deserialize::<_, Vec<notify::Notification>>(y)
                 .map_err(|e| {
                     let p = e.path().to_string();
                     let p = if p == "." || p == "?" { String::new() } else { p };
@@ -485,8 +486,8 @@ impl Checker<'_> {
                     (format!("notify{sep}{p}"), strip_location(&e.into_inner().to_string()))
                 })
                 .and_then(|list| {
-                    let n = crate::report::notify::NotifyFile { notify: list, ..Default::default() };
-                    crate::report::notify::validate(&n)?;
+                    let n = notify::NotifyFile { notify: list, ..Default::default() };
+                    notify::validate(&n)?;
                     Ok(n)
                 });
             match checked {

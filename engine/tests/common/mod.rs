@@ -158,3 +158,49 @@ pub fn snapshots(storage: &Path) -> Vec<PathBuf> {
         .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".pgdrill")).collect())
         .unwrap_or_default()
 }
+
+/// A mail server child process, killed on drop.
+pub struct Smtp(pub std::process::Child);
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An SMTP server (aiosmtpd) that delivers to `maildir` and takes AUTH PLAIN with the
+/// password in its SMTP_TEST_PASSWORD variable, without TLS (a relay on localhost).
+pub fn smtp_with_auth(port: u16, maildir: &std::path::Path, password: &str) -> Smtp {
+    let script = r#"
+import os, sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import AuthResult, LoginPassword
+want = os.environ["SMTP_TEST_PASSWORD"].encode()
+def check(server, session, envelope, mechanism, data):
+    return AuthResult(success=isinstance(data, LoginPassword) and data.password == want)
+c = Controller(Mailbox(sys.argv[2]), hostname="127.0.0.1", port=int(sys.argv[1]), authenticator=check,
+               auth_require_tls=False)
+c.start()
+while True:
+    time.sleep(3600)
+"#;
+    let smtp = Smtp(
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-c", script, &port.to_string()])
+            .arg(maildir)
+            .env("SMTP_TEST_PASSWORD", password)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("aiosmtpd"),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    smtp
+}

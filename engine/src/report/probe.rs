@@ -1,0 +1,115 @@
+//! Dry connections to a notify file's sinks, for `pgdrill doctor --notify`: each says whether
+//! the alert would get through, without sending one. Webhooks and Sentry: the variable that
+//! holds the URL is set and its host answers on its port (a POST would post a message);
+//! email: the SMTP server takes EHLO, TLS as configured, AUTH and the sender and every
+//! recipient, then the envelope is reset; metrics: the textfile's directory is writable and
+//! the Pushgateway answers `/-/ready`. Nothing here prints a URL's path or query, a DSN's
+//! key or a password: hosts and ports only.
+
+use std::time::Duration;
+
+use super::notify::{sentry_dsn, webhook_url};
+use crate::runbook::notify::NotifyFile;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One sink's finding: what it is, and `Ok(what was checked)` or `Err(what to do)`.
+pub struct Probe {
+    pub what: String,
+    pub result: Result<String, String>,
+}
+
+/// Check every sink and the metrics of `cfg`.
+pub async fn all(cfg: &NotifyFile) -> Vec<Probe> {
+    let mut out = Vec::new();
+    if let Some(m) = &cfg.metrics {
+        if let Some(file) = &m.textfile {
+            out.push(Probe { what: "metrics textfile".into(), result: textfile(file) });
+        }
+        if let Some(p) = &m.pushgateway {
+            out.push(Probe { what: "Pushgateway".into(), result: pushgateway(&p.url).await });
+        }
+    }
+    for (i, n) in cfg.notify.iter().enumerate() {
+        let name = n.name.clone().unwrap_or_else(|| format!("notify #{}", i + 1));
+        if let Some(w) = &n.webhook {
+            let result = match webhook_url(w) {
+                Some(url) => reachable(&url).await,
+                None => Err(match &w.url_env {
+                    Some(v) => format!("{v} is not set: set it to the webhook's URL where the run starts"),
+                    None => "the webhook has no URL".into(),
+                }),
+            };
+            out.push(Probe { what: format!("{name} (webhook)"), result });
+        }
+        if let Some(s) = &n.sentry {
+            let result = match sentry_dsn(s) {
+                Some(dsn) => reachable(&dsn).await,
+                None => Err(match &s.dsn_env {
+                    Some(v) => format!("{v} is not set: set it to the project's DSN where the run starts"),
+                    None => "the Sentry sink has no DSN".into(),
+                }),
+            };
+            out.push(Probe { what: format!("{name} (Sentry)"), result });
+        }
+        if let Some(e) = &n.email {
+            let password = e.password_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|p| !p.is_empty());
+            let result = match (&e.user, &e.password_env, &password) {
+                (Some(_), Some(v), None) => {
+                    Err(format!("{v} is not set: the SMTP user needs its password where the run starts"))
+                }
+                _ => super::smtp::probe(e, password.as_deref())
+                    .await
+                    .map(|()| {
+                        format!(
+                            "{} took the sender and {} recipient(s){} (no message sent)",
+                            e.smtp,
+                            e.to.len(),
+                            if password.is_some() { " after AUTH" } else { "" }
+                        )
+                    })
+                    .map_err(|err| format!("{}: {err}", e.smtp)),
+            };
+            out.push(Probe { what: format!("{name} (email)"), result });
+        }
+    }
+    out
+}
+
+/// The host and port of a URL answer a TCP connection.
+async fn reachable(url: &str) -> Result<String, String> {
+    let u = reqwest::Url::parse(url).map_err(|_| "the URL does not parse".to_string())?;
+    let host = u.host_str().ok_or("the URL has no host")?.to_string();
+    let port = u.port_or_known_default().ok_or("the URL has no port")?;
+    let shown = format!("{}://{host}:{port}", u.scheme());
+    match tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect((host.as_str(), port))).await {
+        Ok(Ok(_)) => Ok(format!("{shown} answers")),
+        Ok(Err(e)) => Err(format!("{shown}: {e}")),
+        Err(_) => Err(format!("{shown} did not answer in {} s", TIMEOUT.as_secs())),
+    }
+}
+
+async fn pushgateway(url: &str) -> Result<String, String> {
+    let base = reqwest::Url::parse(url).map_err(|_| "the Pushgateway URL does not parse".to_string())?;
+    let shown =
+        format!("{}://{}:{}", base.scheme(), base.host_str().unwrap_or(""), base.port_or_known_default().unwrap_or(0));
+    let ready = base.join("/-/ready").map_err(|_| "the Pushgateway URL does not parse".to_string())?;
+    let client = reqwest::Client::builder().timeout(TIMEOUT).build().map_err(|e| e.to_string())?;
+    match client.get(ready).send().await {
+        Ok(r) if r.status().is_success() => Ok(format!("{shown} is ready")),
+        Ok(r) => Err(format!("{shown} answered {} to /-/ready", r.status())),
+        Err(e) if e.is_timeout() => Err(format!("{shown} did not answer in {} s", TIMEOUT.as_secs())),
+        Err(_) => Err(format!("{shown} does not answer")),
+    }
+}
+
+fn textfile(file: &std::path::Path) -> Result<String, String> {
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        return Err(format!("{} does not exist: create node_exporter's textfile directory", dir.display()));
+    }
+    match tempfile::NamedTempFile::new_in(dir) {
+        Ok(_) => Ok(format!("{} is writable", dir.display())),
+        Err(e) => Err(format!("{} is not writable: {e}", dir.display())),
+    }
+}

@@ -1,0 +1,528 @@
+//! The one typed summary of a run, built once from its events and handed to every reporter
+//! at the end (`ReportSink::finish`): compliance, notify, JUnit and run.json read it, and a
+//! fleet run reads its targets' runs back into it from the run.json each wrote. No reporter
+//! re-reads a file another one wrote, looks at a step's kind or an output's name, or
+//! summarises the run a second time.
+//!
+//! Everything in it is redacted with the run's final list of secrets: a secret registered
+//! after an event went out (a notify password, a value a later step made secret) is masked
+//! here even where the event carried it in clear.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::exec::{BackupRole, ErrorKind, Event, Fact, Objective, Outcome, Phase, StepId, StepRecord, SuiteOutcome};
+use crate::redact::Redactor;
+use crate::runbook::RunKind;
+
+/// run.json's `schema`: versions the format for tools that read it.
+pub const SCHEMA: &str = "pgdrill.run/1";
+
+/// The run record, as run.json holds it: every suite (runbook) and step in start order.
+/// Field order is run.json's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub schema: String,
+    pub pgdrill_version: String,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339.
+    pub finished_at: String,
+    /// The top suite's outcome.
+    pub outcome: Option<SuiteOutcome>,
+    /// The top suite's exit code.
+    pub exit_code: Option<i32>,
+    pub suites: Vec<SuiteRecord>,
+}
+
+/// One runbook's part of a run (a nested runbook is a suite of its own).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SuiteRecord {
+    pub id: usize,
+    pub parent: Option<usize>,
+    pub name: String,
+    pub file: String,
+    /// What the runbook declares it is (`kind:`), if it does.
+    pub kind: Option<RunKind>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// Seconds, to the millisecond, in run.json; exact within the run.
+    #[serde(serialize_with = "as_secs", deserialize_with = "from_secs")]
+    pub duration: Duration,
+    pub outcome: Option<SuiteOutcome>,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+    pub steps: Vec<StepRecord>,
+}
+
+/// A server the run used, and the step that told of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerUsed {
+    pub step: StepId,
+    pub version: String,
+}
+
+/// A backup a step wrote, picked or snapshotted (values as the step output them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupSeen {
+    pub step: StepId,
+    /// The name of the step's suite (its runbook).
+    pub suite: String,
+    pub role: BackupRole,
+    pub path: Value,
+    pub sha256: Value,
+    pub size: Value,
+    pub created: Value,
+    pub age_s: Value,
+    /// How the step that told of it ended, and how long it took.
+    pub outcome: Outcome,
+    pub duration: Duration,
+}
+
+/// What was measured against a target.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Measure {
+    /// A recovery objective a step measured (`Fact::Objective`).
+    Objective(Objective),
+    /// A budget of `targets:` (its label, say `rto`, and its suite's name).
+    Budget { label: String, suite: String },
+}
+
+/// An objective or budget, measured (as the step reported it) against its target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    pub step: StepId,
+    pub what: Measure,
+    pub measured_s: Value,
+    pub target_s: Value,
+    /// Where the recovery time went, phase name -> seconds (RTO only).
+    pub phases: Option<Value>,
+    /// How the step ended: a missed objective is a failed step.
+    pub outcome: Outcome,
+    pub message: Option<String>,
+}
+
+/// A step that failed, errored or timed out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedCheck {
+    pub step: StepId,
+    pub uses: String,
+    pub outcome: Outcome,
+    pub error_kind: Option<ErrorKind>,
+    pub message: Option<String>,
+    /// `FILE:LINE:COL` of the step in its runbook.
+    pub location: Option<String>,
+}
+
+/// A step that did not run, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkippedStep {
+    pub step: StepId,
+    pub reason: Option<String>,
+}
+
+/// The summary every reporter reads.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// The record run.json holds (already redacted).
+    pub record: RunRecord,
+    /// When the summary was made: the run's end.
+    pub finished: OffsetDateTime,
+    /// The database the run is about (its `database` variable or its `database_url`'s, else
+    /// the first `database` a step reported); empty when none.
+    pub database: String,
+    pub servers: Vec<ServerUsed>,
+    pub backups: Vec<BackupSeen>,
+    pub objectives: Vec<Measured>,
+    /// Steps that established part of proving a backup restores (`Fact::Verified`), with
+    /// how they ended.
+    pub verified: Vec<(StepId, Outcome)>,
+    pub failed: Vec<FailedCheck>,
+    pub skipped: Vec<SkippedStep>,
+}
+
+impl RunSummary {
+    /// The typed facts of a run record: what a run built from its events, and what a fleet
+    /// run reads back from a target's run.json. `database` is the run's subject as its
+    /// caller knows it (may be empty).
+    pub fn from_record(mut record: RunRecord, database: &str, finished: OffsetDateTime) -> Self {
+        let suites = std::mem::take(&mut record.suites);
+        let mut s = RunSummary {
+            finished,
+            database: database.to_string(),
+            servers: Vec::new(),
+            backups: Vec::new(),
+            objectives: Vec::new(),
+            verified: Vec::new(),
+            failed: Vec::new(),
+            skipped: Vec::new(),
+            record,
+        };
+        for suite in &suites {
+            for r in &suite.steps {
+                s.add_step(suite, r);
+            }
+        }
+        s.record.suites = suites;
+        s
+    }
+
+    fn add_step(&mut self, suite: &SuiteRecord, r: &StepRecord) {
+        let id = r.id();
+        if self.database.is_empty() {
+            // The one place an output is read by name: a run not told its database (a drill
+            // of a throwaway) is filed under the first database a step worked on.
+            if let Some(d) = r.outputs.get("database").and_then(Value::as_str) {
+                self.database = d.to_string();
+            }
+        }
+        for fact in &r.facts {
+            match fact {
+                Fact::Server { version } => {
+                    self.servers.push(ServerUsed { step: id.clone(), version: version.clone() })
+                }
+                Fact::Backup { role, path, sha256, size, created, age_s } => self.backups.push(BackupSeen {
+                    step: id.clone(),
+                    suite: suite.name.clone(),
+                    role: *role,
+                    path: path.clone(),
+                    sha256: sha256.clone(),
+                    size: size.clone(),
+                    created: created.clone(),
+                    age_s: age_s.clone(),
+                    outcome: r.outcome,
+                    duration: r.duration,
+                }),
+                Fact::Objective { objective, measured_s, target_s, phases } => self.objectives.push(Measured {
+                    step: id.clone(),
+                    what: Measure::Objective(*objective),
+                    measured_s: measured_s.clone(),
+                    target_s: target_s.clone(),
+                    phases: phases.clone(),
+                    outcome: r.outcome,
+                    message: r.message.clone(),
+                }),
+                Fact::Verified => self.verified.push((id.clone(), r.outcome)),
+            }
+        }
+        if r.phase == Phase::Budget {
+            self.objectives.push(Measured {
+                step: id.clone(),
+                what: Measure::Budget { label: r.label.clone(), suite: suite.name.clone() },
+                measured_s: Value::from(secs(r.duration)),
+                target_s: r.outputs["target_s"].clone(),
+                phases: None,
+                outcome: r.outcome,
+                message: r.message.clone(),
+            });
+        }
+        match r.outcome {
+            Outcome::Failed | Outcome::Errored | Outcome::TimedOut => self.failed.push(FailedCheck {
+                step: id,
+                uses: r.uses.clone(),
+                outcome: r.outcome,
+                error_kind: r.error_kind,
+                message: r.message.clone(),
+                location: r.location.clone(),
+            }),
+            Outcome::Skipped => self.skipped.push(SkippedStep { step: id, reason: r.message.clone() }),
+            Outcome::Passed => {}
+        }
+    }
+
+    /// The top suite: the runbook that was run.
+    pub fn top(&self) -> Option<&SuiteRecord> {
+        self.record.suites.first()
+    }
+
+    /// Whether the run passed.
+    pub fn passed(&self) -> bool {
+        self.top().and_then(|t| t.outcome) == Some(SuiteOutcome::Passed)
+    }
+
+    /// What a run was, for `pgdrill report`, which judges drills apart from the daily backup
+    /// and verify runs (a fresh backup is no evidence that a drill was run): what the top
+    /// runbook declares (`kind:`), else what its steps established, in this order: an RTO or
+    /// RPO measured (a drill), a backup written (a backup run), a safety snapshot of a
+    /// database (a restore), a part of a verification (a verify), else other. Step kind names
+    /// never count.
+    pub fn kind(&self) -> RunKind {
+        if let Some(declared) = self.top().and_then(|s| s.kind) {
+            return declared;
+        }
+        let measured = |o: Objective| self.objectives.iter().any(|m| m.what == Measure::Objective(o));
+        let backup = |role: BackupRole| self.backups.iter().any(|b| b.role == role);
+        if measured(Objective::Rto) || measured(Objective::Rpo) {
+            RunKind::Drill
+        } else if backup(BackupRole::Written) {
+            RunKind::Backup
+        } else if backup(BackupRole::Snapshot) {
+            RunKind::Restore
+        } else if !self.verified.is_empty() {
+            RunKind::Verify
+        } else {
+            RunKind::Other
+        }
+    }
+}
+
+/// Collects a run's events into its record; `summary` makes the `RunSummary` at the end.
+#[derive(Debug)]
+pub struct SummaryBuilder {
+    started_at: OffsetDateTime,
+    suites: Vec<SuiteRecord>,
+}
+
+impl Default for SummaryBuilder {
+    fn default() -> Self {
+        SummaryBuilder { started_at: OffsetDateTime::now_utc(), suites: Vec::new() }
+    }
+}
+
+impl SummaryBuilder {
+    pub fn on_event(&mut self, e: &Event) {
+        match e {
+            Event::SuiteStarted { suite, parent, name, file, kind, started_at } => self.suites.push(SuiteRecord {
+                id: *suite,
+                parent: *parent,
+                name: name.clone(),
+                file: file.clone(),
+                kind: *kind,
+                started_at: *started_at,
+                duration: Duration::ZERO,
+                outcome: None,
+                exit_code: None,
+                message: None,
+                steps: Vec::new(),
+            }),
+            Event::StepFinished(rec) => {
+                if let Some(s) = self.get(rec.suite) {
+                    s.steps.push(rec.clone());
+                }
+            }
+            Event::StepRolledBack { step, result, .. } => {
+                // By position, not label: two steps may share a `name:`.
+                if let Some(s) = self.get(step.suite) {
+                    if let Some(r) = s.steps.iter_mut().rev().find(|r| r.phase == Phase::Main && r.path == step.path) {
+                        r.rollback = Some(*result);
+                    }
+                }
+            }
+            Event::SuiteFinished { suite, outcome, exit, duration, message, .. } => {
+                if let Some(s) = self.get(*suite) {
+                    s.outcome = Some(*outcome);
+                    s.exit_code = Some(exit.code());
+                    s.duration = *duration;
+                    s.message = message.clone();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn get(&mut self, id: usize) -> Option<&mut SuiteRecord> {
+        self.suites.iter_mut().find(|s| s.id == id)
+    }
+
+    /// The summary of the events so far, every text masked with `redactor`'s secrets as they
+    /// are now (the events were masked with those known when each went out).
+    pub fn summary(&self, redactor: &Redactor, database: &str) -> RunSummary {
+        let fmt = &time::format_description::well_known::Rfc3339;
+        let finished = OffsetDateTime::now_utc();
+        let mut suites = self.suites.clone();
+        for s in &mut suites {
+            redact_suite(redactor, s);
+        }
+        let top = suites.first();
+        let record = RunRecord {
+            schema: SCHEMA.to_string(),
+            pgdrill_version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: self.started_at.format(fmt).unwrap_or_default(),
+            finished_at: finished.format(fmt).unwrap_or_default(),
+            outcome: top.and_then(|s| s.outcome),
+            exit_code: top.and_then(|s| s.exit_code),
+            suites,
+        };
+        RunSummary::from_record(record, database, finished)
+    }
+}
+
+fn redact_suite(r: &Redactor, s: &mut SuiteRecord) {
+    if let Some(m) = &mut s.message {
+        *m = r.redact(m);
+    }
+    for rec in &mut s.steps {
+        if let Some(m) = &mut rec.message {
+            *m = r.redact(m);
+        }
+        for l in rec.log.iter_mut() {
+            *l = r.redact(l);
+        }
+        r.redact_json(&mut rec.outputs);
+        for f in rec.facts.iter_mut() {
+            match f {
+                Fact::Server { version } => *version = r.redact(version),
+                Fact::Backup { path, sha256, size, created, age_s, .. } => {
+                    for v in [path, sha256, size, created, age_s] {
+                        r.redact_json(v);
+                    }
+                }
+                Fact::Objective { measured_s, target_s, phases, .. } => {
+                    r.redact_json(measured_s);
+                    r.redact_json(target_s);
+                    if let Some(p) = phases {
+                        r.redact_json(p);
+                    }
+                }
+                Fact::Verified => {}
+            }
+        }
+    }
+}
+
+/// Seconds to the millisecond, as run.json and the reports write durations.
+pub fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(secs(*d))
+}
+
+fn from_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    Duration::try_from_secs_f64(f64::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Class, ExitCode};
+
+    fn started(b: &mut SummaryBuilder) {
+        b.on_event(&Event::SuiteStarted {
+            suite: 0,
+            parent: None,
+            name: "verify".into(),
+            file: "verify.yaml".into(),
+            kind: None,
+            started_at: OffsetDateTime::now_utc(),
+        });
+    }
+
+    fn step(path: &str, label: &str, outcome: Outcome, message: Option<&str>) -> StepRecord {
+        StepRecord {
+            suite: 0,
+            path: path.into(),
+            label: label.into(),
+            id: None,
+            uses: "sql.assert".into(),
+            location: Some("verify.yaml:7:5".into()),
+            phase: Phase::Main,
+            outcome,
+            error_kind: (outcome == Outcome::Failed).then_some(ErrorKind::Class(Class::Failed)),
+            started_at: OffsetDateTime::now_utc(),
+            duration: Duration::from_millis(1500),
+            attempts: 1,
+            message: message.map(String::from),
+            outputs: serde_json::json!({}),
+            log: Vec::new(),
+            rollback: None,
+            notice: None,
+            facts: Vec::new(),
+        }
+    }
+
+    fn finished(b: &mut SummaryBuilder, message: &str) {
+        b.on_event(&Event::SuiteFinished {
+            suite: 0,
+            name: "verify".into(),
+            outcome: SuiteOutcome::Failed,
+            exit: ExitCode::Failed,
+            duration: Duration::from_secs(2),
+            message: Some(message.into()),
+        });
+    }
+
+    /// Two steps share a label: the failed one is named by its position, and the skipped one
+    /// keeps its reason.
+    #[test]
+    fn a_failed_check_appears_with_its_step_id() {
+        let mut b = SummaryBuilder::default();
+        started(&mut b);
+        b.on_event(&Event::StepFinished(step("steps[0]", "count", Outcome::Passed, None)));
+        b.on_event(&Event::StepFinished(step("steps[1]", "count", Outcome::Failed, Some("3 rows, expected 4"))));
+        b.on_event(&Event::StepFinished(step("steps[2]", "amcheck", Outcome::Skipped, Some("when: false"))));
+        finished(&mut b, "step count failed");
+        let s = b.summary(&Redactor::default(), "app");
+        assert_eq!(s.failed.len(), 1, "{:?}", s.failed);
+        let f = &s.failed[0];
+        assert_eq!(f.step, StepId::new(0, "steps[1]", "count"));
+        assert_eq!(f.message.as_deref(), Some("3 rows, expected 4"));
+        assert_eq!(f.location.as_deref(), Some("verify.yaml:7:5"));
+        assert_eq!(f.error_kind, Some(ErrorKind::Class(Class::Failed)));
+        assert_eq!(
+            s.skipped,
+            vec![SkippedStep { step: StepId::new(0, "steps[2]", "amcheck"), reason: Some("when: false".into()) }]
+        );
+        assert_eq!((s.record.outcome, s.record.exit_code), (Some(SuiteOutcome::Failed), Some(1)));
+        assert!(!s.passed());
+    }
+
+    /// A secret learned after the events that carried it went out (so they carried it in
+    /// clear) is masked in the summary every reporter reads.
+    #[test]
+    fn a_secret_registered_mid_run_is_already_redacted_in_the_summary() {
+        let secret = "Zq8-late-secret-7731";
+        let redactor = Redactor::default();
+        let mut b = SummaryBuilder::default();
+        started(&mut b);
+        let mut rec = step("steps[0]", "hook", Outcome::Failed, Some(&format!("answered 500 for {secret}")));
+        rec.log.push(format!("token={secret}"));
+        rec.outputs = serde_json::json!({ "body": secret });
+        rec.facts.push(Fact::Backup {
+            role: BackupRole::Written,
+            path: Value::from(format!("/backups/{secret}/x.pgdrill")),
+            sha256: Value::Null,
+            size: Value::from(10),
+            created: Value::Null,
+            age_s: Value::Null,
+        });
+        b.on_event(&Event::StepFinished(rec));
+        finished(&mut b, &format!("step hook failed: {secret}"));
+        redactor.add(secret);
+        let s = b.summary(&redactor, "app");
+        let text = serde_json::to_string(&s.record).expect("json");
+        assert!(!text.contains(secret), "the summary holds the secret: {text}");
+        assert!(text.contains(crate::redact::MASK), "{text}");
+        assert!(!format!("{:?}", s.failed).contains(secret));
+        assert!(!format!("{:?}", s.backups).contains(secret));
+    }
+
+    /// run.json read back (a fleet run reading its targets) gives the same summary facts.
+    #[test]
+    fn a_run_record_read_back_from_json_summarises_the_same() {
+        let mut b = SummaryBuilder::default();
+        started(&mut b);
+        let mut rec = step("steps[0]", "rto", Outcome::Failed, Some("rto 90 s exceeds 60 s"));
+        rec.facts.push(Fact::Objective {
+            objective: Objective::Rto,
+            measured_s: Value::from(90.0),
+            target_s: Value::from(60),
+            phases: None,
+        });
+        rec.rollback = Some(crate::exec::Rollback::RolledBack);
+        b.on_event(&Event::StepFinished(rec));
+        finished(&mut b, "rto missed");
+        let s = b.summary(&Redactor::default(), "");
+        let text = serde_json::to_string(&s.record).expect("json");
+        let back: RunRecord = serde_json::from_str(&text).expect("run.json reads back");
+        let again = RunSummary::from_record(back, "", s.finished);
+        assert_eq!(again.failed, s.failed);
+        assert_eq!(again.objectives, s.objectives);
+        assert_eq!(again.kind(), RunKind::Drill);
+        assert_eq!(serde_json::to_string(&again.record).expect("json"), text);
+    }
+}
