@@ -250,6 +250,32 @@ mod tests {
         assert_eq!(cmd.get_program(), "true", "spawn must hand the command back");
     }
 
+    /// A word quoted by `util::shell_quote` (the cron lines and the operator's restore
+    /// commands) reaches `sh` as itself, whatever it holds. Here, where children are started.
+    #[test]
+    fn shell_quoted_words_reach_the_shell_unchanged() {
+        use crate::util::shell_quote;
+        for w in [
+            "",
+            "a b",
+            "it's",
+            "'",
+            "''",
+            "$(touch /nonexistent)",
+            "`id`",
+            "a\nb",
+            "*",
+            "~",
+            "-n",
+            "x;y|z&",
+            "é ç",
+            "50%",
+        ] {
+            let out = output(command("sh").arg("-c").arg(format!("printf %s {}", shell_quote(w)))).expect("sh runs");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), w, "{w:?} quoted as {}", shell_quote(w));
+        }
+    }
+
     /// Every child goes through this module: no other source file builds a Command itself.
     #[test]
     fn no_command_is_built_outside_this_module() {

@@ -390,7 +390,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             };
             // `--rto` is the drill's recovery objective, measured from the disaster; only a
             // runbook that measures none takes it as its run's budget.
-            let measures_rto = rb.all_steps().any(|s| s.uses == "drill.rto");
+            let measures_rto = rb.all_steps().any(|s| steps::find(&s.uses).is_some_and(|k| k.measures_rto));
             let rto_objective = rto.filter(|_| measures_rto);
             if let Some(r) = rto.filter(|_| !measures_rto) {
                 rb.targets.rto = Some(r);
@@ -781,4 +781,22 @@ fn backups_table(list: &[Listed]) -> Vec<String> {
         out.push("(no backups)".into());
     }
     out
+}
+
+#[cfg(test)]
+mod manpage_tests {
+    use crate::manpages::write_all;
+
+    #[test]
+    fn every_visible_subcommand_gets_a_page_that_names_its_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let n = write_all(<super::Cli as clap::CommandFactory>::command(), dir.path()).expect("pages");
+        assert!(n > 10, "only {n} pages");
+        let run = std::fs::read_to_string(dir.path().join("pgdrill-run.1")).expect("pgdrill-run.1");
+        assert!(run.contains("junit"), "pgdrill-run.1 does not document --junit:\n{run}");
+        assert!(dir.path().join("pgdrill-backups-list.1").exists(), "no page for a nested subcommand");
+        assert!(!dir.path().join("pgdrill-man.1").exists(), "the hidden subcommand got a page");
+        let top = std::fs::read_to_string(dir.path().join("pgdrill.1")).expect("pgdrill.1");
+        assert!(top.contains("doctor"), "pgdrill.1 does not list doctor");
+    }
 }

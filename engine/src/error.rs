@@ -16,7 +16,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::runbook::Diagnostics;
+use crate::diag::Diagnostics;
 
 /// Process exit codes, documented in the README and tested.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -8,10 +8,14 @@ pub mod archive;
 pub mod backup;
 pub mod child;
 pub mod cli;
+pub mod diag;
 pub mod doctor;
 pub mod error;
 pub mod exec;
+pub mod facts;
 pub mod fleet;
+#[cfg(test)]
+mod layers;
 pub mod manpages;
 pub mod pg;
 pub mod plan;
@@ -24,5 +28,6 @@ pub mod shipped;
 pub mod steps;
 pub mod storage;
 pub mod template;
+pub mod util;
 
 pub use error::{Error, ExitCode, Result};

@@ -33,21 +33,3 @@ fn write_tree(cmd: &clap::Command, name: &str, dir: &Path, written: &mut usize) 
     }
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_visible_subcommand_gets_a_page_that_names_its_flags() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let n = write_all(<crate::cli::Cli as clap::CommandFactory>::command(), dir.path()).expect("pages");
-        assert!(n > 10, "only {n} pages");
-        let run = std::fs::read_to_string(dir.path().join("pgdrill-run.1")).expect("pgdrill-run.1");
-        assert!(run.contains("junit"), "pgdrill-run.1 does not document --junit:\n{run}");
-        assert!(dir.path().join("pgdrill-backups-list.1").exists(), "no page for a nested subcommand");
-        assert!(!dir.path().join("pgdrill-man.1").exists(), "the hidden subcommand got a page");
-        let top = std::fs::read_to_string(dir.path().join("pgdrill.1")).expect("pgdrill.1");
-        assert!(top.contains("doctor"), "pgdrill.1 does not list doctor");
-    }
-}

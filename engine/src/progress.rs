@@ -67,14 +67,14 @@ impl<R: Read> Read for Counted<R> {
 pub fn plain_interval() -> std::time::Duration {
     std::env::var("PGDRILL_PROGRESS_INTERVAL")
         .ok()
-        .and_then(|v| crate::runbook::parse_duration(&v).ok())
+        .and_then(|v| crate::util::parse_duration(&v).ok())
         .filter(|d| !d.is_zero())
         .unwrap_or(std::time::Duration::from_secs(10))
 }
 
 /// `1.2 GiB of ~4.0 GiB (30%), 85.3 MiB/s, about 36s left` or `1.2 GiB, 85.3 MiB/s`.
 pub fn describe(done: u64, total: Option<u64>, elapsed: std::time::Duration) -> String {
-    let hb = crate::report::human_bytes;
+    let hb = crate::util::human_bytes;
     let secs = elapsed.as_secs_f64();
     let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
     let rate_text = format!("{}/s", hb(rate as u64));

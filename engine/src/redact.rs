@@ -16,8 +16,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::{Map, Value as Json};
 use serde_yaml::Value as Yaml;
 
-use crate::runbook::{Runbook, StepDef};
-use crate::steps::StepKind;
+use crate::util::{percent_decode, percent_encode_keep};
 
 /// What a redacted value is replaced with.
 pub const MASK: &str = "********";
@@ -266,34 +265,11 @@ pub fn is_credential_param(name: &str) -> bool {
         || ["password", "secret", "token", "signature", "credential"].iter().any(|s| n.ends_with(s))
 }
 
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Register, before a run's first event, what its inputs hold that must be masked: the
-/// passwords in its variables' URLs, and the values that reach its steps' key and password
-/// fields when those are known from vars, env and secrets alone (`key: "{{ vars.key }}"`).
-pub fn register_run_inputs(
-    r: &Redactor,
-    rb: &Runbook,
-    vars: &Map<String, Json>,
-    env: &Map<String, Json>,
-    secrets: &Map<String, Json>,
-) {
+/// Register, before a run's first event, the secrets its values hold: the passwords in its
+/// variables' and `let:` values' URLs, libpq's `PGPASSWORD` and every password of its
+/// `PGPASSFILE`. The values that reach steps' key and password fields are the caller's to
+/// add (`runbook::register_run_inputs` renders them): this module knows values, not runbooks.
+pub fn register_run_values(r: &Redactor, vars: &Map<String, Json>, env: &Map<String, Json>, lets: &Map<String, Json>) {
     for v in vars.values() {
         each_string(v, &mut |s| r.add_credentials_in(s));
     }
@@ -309,36 +285,25 @@ pub fn register_run_inputs(
         }
     }
     // `let` values are built from vars: a URL put together there may carry a password.
-    let lets = crate::runbook::resolve_lets(rb, vars, env).unwrap_or_default();
     for v in lets.values() {
         each_string(v, &mut |s| r.add_credentials_in(s));
     }
-    let ctx = minijinja::Value::from_serialize(serde_json::json!({
-        "vars": vars, "let": lets, "env": env, "secrets": secrets, "steps": {}, "run": { "status": "running" }
-    }));
-    let tenv = crate::template::environment();
-    let mut stack: Vec<&StepDef> = rb.steps.iter().chain(rb.finally.iter()).collect();
-    while let Some(step) = stack.pop() {
-        stack.extend(step.rollback.iter());
-        let Some(kind) = crate::steps::find(&step.uses) else { continue };
-        for f in kind.fields.iter().filter(|f| f.ty == "secret") {
-            let Some(Yaml::String(src)) = step.with.get(f.name) else { continue };
-            // Fields that depend on step outputs are registered when the step renders them.
-            if let Ok(Yaml::String(v)) = crate::template::render_str(&tenv, src, &ctx) {
-                r.add(&v);
-            }
-        }
-    }
 }
 
-/// Register the rendered values of a step's key and password fields and the passwords in
-/// its URLs; refuse a key or passphrase that is too short (the message names the field).
-pub fn register_step_inputs(r: &Redactor, kind: &StepKind, with: &Yaml) -> Result<(), (String, String)> {
-    for f in kind.fields.iter().filter(|f| f.ty == "secret") {
-        if let Some(Yaml::String(v)) = with.get(f.name) {
+/// Register the rendered values of a step's key and password fields (`secret_fields`: each
+/// field's name and whether it is a key, named by the caller, which knows the step's kind)
+/// and the passwords in its URLs; refuse a key or passphrase that is too short (the message
+/// names the field).
+pub fn register_step_inputs<'a>(
+    r: &Redactor,
+    secret_fields: impl IntoIterator<Item = (&'a str, bool)>,
+    with: &Yaml,
+) -> Result<(), (String, String)> {
+    for (name, is_key) in secret_fields {
+        if let Some(Yaml::String(v)) = with.get(name) {
             r.add(v);
-            if f.name == "key" {
-                check_key(v).map_err(|m| (format!("with.{}", f.name), m))?;
+            if is_key {
+                check_key(v).map_err(|m| (format!("with.{name}"), m))?;
             }
         }
     }
@@ -387,24 +352,6 @@ fn each_yaml_string(v: &Yaml, f: &mut dyn FnMut(&str)) {
         Yaml::Mapping(m) => m.values().for_each(|i| each_yaml_string(i, f)),
         _ => {}
     }
-}
-
-/// RFC 3986 percent-encoding of everything but unreserved characters, as URLs carry passwords.
-pub fn percent_encode(s: &str) -> String {
-    percent_encode_keep(s, "")
-}
-
-/// Percent-encoding that leaves the characters in `keep` as they are.
-fn percent_encode_keep(s: &str, keep: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || keep.as_bytes().contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -204,3 +204,38 @@ async fn number_comparisons_agree_with_postgresql() {
     }
     assert!(disagree.is_empty(), "{}", disagree.join("\n"));
 }
+
+/// `pg.ping` (the kind ARCHITECTURE.md's recipe adds) reports a real server's major version
+/// and that it is no standby; a port where nothing listens, and one that accepts but never
+/// answers (within `timeout`), are the environment's failure (exit 3), naming the server.
+#[tokio::test(flavor = "multi_thread")]
+async fn pg_ping_reports_the_server_and_an_unreachable_one_is_exit_3() {
+    let Some(pg) = server().await else { return };
+    let t = tempfile::tempdir().expect("tmp");
+    let rb = t.path().join("ping.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: ping\nvars: {{ url: ~, timeout: 5s }}\nsteps:\n  - id: ping\n    uses: pg.ping\n    with: {{ url: \"{{{{ vars.url }}}}\", timeout: \"{{{{ vars.timeout }}}}\" }}\n    assert: {{ server_major: \"== {}\", in_recovery: \"== false\" }}\n",
+            pg.major
+        ),
+    )
+    .expect("write");
+    let rb = rb.to_str().unwrap_or_default();
+    let out = run(&["run", rb, "--var", &format!("url={}", pg.url())]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let out = run(&["run", rb, "--var", &format!("url=postgres://postgres@127.0.0.1:{closed}/postgres")]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains(&format!("127.0.0.1:{closed}")), "{}", text(&out.stdout));
+
+    // Accepted by the kernel, never answered: only the step's own timeout ends the wait.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = silent.local_addr().expect("addr").port();
+    let url = format!("url=postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable");
+    let out = run(&["run", rb, "--var", &url, "--var", "timeout=1s"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("no answer from postgres://postgres@127.0.0.1"), "{}", text(&out.stdout));
+    drop(silent);
+}

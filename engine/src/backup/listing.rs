@@ -12,6 +12,7 @@ use super::{ledger, source, Manifest};
 use crate::error::Failure;
 use crate::storage::names::NamePattern;
 use crate::storage::{self, remote, LocalStore, MadeFrom};
+use crate::util::rfc3339;
 
 /// One backup in storage. The JSON of each case is what `backup.list` and `backups list
 /// --json` have always shown, so the cases are untagged; `origin` tells them apart.
@@ -140,11 +141,6 @@ pub fn manifest_auth(m: &Manifest) -> &'static str {
         (None, "none") => "unauthenticated (not encrypted)",
         (None, _) => "unauthenticated (written before binding)",
     }
-}
-
-/// RFC 3339 text of a time, as every listing and output shows it.
-pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// Backups in `storage`, newest first, of `database` if given, other tools' files read with

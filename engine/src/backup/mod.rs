@@ -16,7 +16,8 @@ use time::OffsetDateTime;
 use crate::archive::{self, Codec, Kdf, KeySource, Sizes, WriteOptions};
 use crate::error::{Class, Failure};
 use crate::pg::fingerprint::{self, Fingerprint, Mode};
-use crate::pg::native::parse_major;
+// Found by pg/ (it also runs the tools from an image); named here for the pipeline.
+pub use crate::pg::native::find_tool;
 use crate::storage::{self, LocalStore};
 
 pub mod complete;
@@ -404,40 +405,6 @@ pub struct Created {
     pub manifest: Manifest,
 }
 
-/// Find pg_dump (or pg_restore): explicit, the server's major under /usr/lib/postgresql, the
-/// newest there, then PATH.
-pub fn find_tool(tool: &str, explicit: Option<&Path>, server_major: u32) -> Result<(PathBuf, String, u32), Failure> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(p) = explicit {
-        candidates.push(p.to_path_buf());
-    } else {
-        candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{server_major}/bin/{tool}")));
-        for m in crate::pg::native::installed_majors().into_iter().rev() {
-            candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{m}/bin/{tool}")));
-        }
-        candidates.push(PathBuf::from(tool));
-    }
-    let mut best: Option<(PathBuf, String, u32)> = None;
-    for c in candidates {
-        let Ok(out) = crate::child::output(crate::child::command(&c).arg("--version")) else { continue };
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let Some(major) = parse_major(&text) else { continue };
-        if major >= server_major {
-            return Ok((c, text, major));
-        }
-        if best.is_none() {
-            best = Some((c, text, major));
-        }
-    }
-    match best {
-        Some((p, text, major)) => Err(Failure::environment(format!(
-            "{tool} {major} ({}, `{text}`) is older than the server (PostgreSQL {server_major}); install the {server_major} client tools or set `{tool}:`",
-            p.display()
-        ))),
-        None => Err(Failure::environment(format!("{tool} not found: install the PostgreSQL client tools or set `{tool}:`"))),
-    }
-}
-
 /// A staged file or directory (`.0`, not yet created), inside a private directory of its
 /// own (`storage::private_dir`: mode 0700, owner recorded in its name, reaped after a
 /// crash); both are removed on drop and at process exit. Plaintext only ever lives here.
@@ -780,7 +747,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
             }
             log(format!(
                 "read back {} from the store in {:.1} s: size and sha256 match what was written",
-                crate::report::human_bytes(size),
+                crate::util::human_bytes(size),
                 t.elapsed().as_secs_f64()
             ));
             let head = r.head_bytes(rel, u64::from(archive::MAX_HEADER) + 64).await.ok();
@@ -821,11 +788,11 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     log(format!(
         "wrote {} ({}; pg_dump produced {}, {ratio:.1}x smaller) in {:.1} s, {}; peak RSS {}",
         path.display(),
-        crate::report::human_bytes(manifest.sizes.stored),
-        crate::report::human_bytes(manifest.sizes.raw),
+        crate::util::human_bytes(manifest.sizes.stored),
+        crate::util::human_bytes(manifest.sizes.raw),
         started.elapsed().as_secs_f64(),
         if manifest.cipher == "none" { "NOT encrypted" } else { "encrypted" },
-        crate::report::human_bytes(peak_rss_kib().unwrap_or(0) * 1024),
+        crate::util::human_bytes(peak_rss_kib().unwrap_or(0) * 1024),
     ));
     Ok(Created { path, manifest })
 }

@@ -234,9 +234,9 @@ impl Executor {
             )
         })?;
         text_where_text_is_wanted(kind, &step.with, &mut rendered);
-        crate::redact::register_step_inputs(&self.redactor, kind, &rendered).map_err(|(path, m)| {
-            (Outcome::Errored, ErrorKind::Class(Class::Invalid), format!("{}: {m}", where_(&path)))
-        })?;
+        crate::redact::register_step_inputs(&self.redactor, crate::runbook::secret_fields(kind), &rendered).map_err(
+            |(path, m)| (Outcome::Errored, ErrorKind::Class(Class::Invalid), format!("{}: {m}", where_(&path))),
+        )?;
 
         let sink = self.sink.clone();
         let log_store = log.clone();
@@ -264,6 +264,7 @@ impl Executor {
             siblings: stopper.map(|s| s.ended.clone()).unwrap_or_default(),
             sibling_outcomes: stopper.map(|s| s.outcomes.clone()).unwrap_or_default(),
             assume_yes: self.assume_yes.load(Ordering::SeqCst),
+            operator: Arc::new(super::operator::Terminal),
             rto_objective: self.rto_objective.lock().ok().and_then(|r| *r),
             kept: kept.clone(),
             notice: notice.clone(),
@@ -273,9 +274,10 @@ impl Executor {
             nested: Arc::new(NestedHandle { exec: self.me.clone(), cx: scope.cx.clone() }),
         };
 
-        // A nested runbook is never dropped half-way: it is told to stop and finishes its own
-        // rollbacks and `finally` first (a dropped future would skip them).
-        let finishes_itself = kind.name == steps::nested::RUNBOOK.name;
+        // A kind that finishes itself (a nested runbook) is never dropped half-way: it is told
+        // to stop and finishes its own rollbacks and `finally` first (a dropped future would
+        // skip them).
+        let finishes_itself = kind.finishes_itself;
         let total = step.retry.count + 1;
         let mut delay = step.retry.delay;
         for attempt in 1..=total {

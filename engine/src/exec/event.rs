@@ -5,30 +5,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Class, ExitCode};
+// What a step tells: its outcome and facts are the step contract's words, kept beside it.
+pub use crate::facts::{BackupRole, Fact, Objective, Outcome};
 use time::OffsetDateTime;
-
-/// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Passed,
-    Failed,
-    Errored,
-    TimedOut,
-    Skipped,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Passed => "passed",
-            Outcome::Failed => "failed",
-            Outcome::Errored => "errored",
-            Outcome::TimedOut => "timed out",
-            Outcome::Skipped => "skipped",
-        }
-    }
-}
 
 /// What became of a completed step's rollback after a later failure. A fact added to the
 /// step's record: the step's own outcome (passed, or failed under `continue_on_error`) stays.
@@ -130,53 +109,6 @@ impl StepRecord {
     pub fn id(&self) -> StepId {
         StepId::new(self.suite, self.path.clone(), self.label.clone())
     }
-}
-
-/// A fact a step reports through its context, whatever its kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "fact", rename_all = "snake_case")]
-pub enum Fact {
-    /// A PostgreSQL server the run used (a throwaway, a restore target).
-    Server { version: String },
-    /// A backup the step wrote, picked or snapshotted (values as the step output them).
-    Backup {
-        role: BackupRole,
-        path: serde_json::Value,
-        sha256: serde_json::Value,
-        size: serde_json::Value,
-        created: serde_json::Value,
-        age_s: serde_json::Value,
-    },
-    /// A recovery objective measured against its target (reported pass or fail).
-    Objective {
-        objective: Objective,
-        measured_s: serde_json::Value,
-        target_s: serde_json::Value,
-        /// Where the recovery time went, phase name -> seconds (RTO only).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        phases: Option<serde_json::Value>,
-    },
-    /// Part of proving a backup restores: restored, fingerprint compared, amcheck run.
-    Verified,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackupRole {
-    Written,
-    Picked,
-    Snapshot,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Objective {
-    /// A drill's recovery time.
-    Rto,
-    /// A drill's data loss.
-    Rpo,
-    /// The age of the backup a verify proved restorable: the RPO it implies.
-    BackupAge,
 }
 
 /// What class of problem ended a step: an error's [`Class`], or the run's interruption.

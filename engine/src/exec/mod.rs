@@ -14,6 +14,7 @@
 mod attempt;
 pub mod event;
 mod nested;
+mod operator;
 mod preflight;
 mod scope;
 pub mod signal;
@@ -174,7 +175,7 @@ impl Executor {
         // The plan is built before anything starts: it is what runs.
         let plan = Plan::build(rb)?;
         preflight::check(&plan, &vars, &lets, &env)?;
-        crate::redact::register_run_inputs(&self.redactor, rb, &vars, &env, &secrets);
+        crate::runbook::register_run_inputs(&self.redactor, rb, &vars, &env, &secrets);
         let run = json!({ "status": "running", "message": null, "elapsed_s": 0 });
         let run = run.as_object().cloned().unwrap_or_default();
         let late_lets = plan.late_lets.iter().map(scope::LateLet::from).collect();

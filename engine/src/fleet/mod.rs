@@ -574,9 +574,7 @@ fn refuse_credentials(cx: &mut Cx<'_>, path: &str, value: &str) {
     if let Some(d) = cx.diags.0.last_mut() {
         d.source_line = d.source_line.take().map(|mut l| {
             for (_, secret) in &found {
-                for form in
-                    [secret.clone(), crate::redact::percent_encode(secret), crate::redact::percent_decode(secret)]
-                {
+                for form in [secret.clone(), crate::util::percent_encode(secret), crate::util::percent_decode(secret)] {
                     if !form.is_empty() {
                         l = l.replace(&form, "****");
                     }

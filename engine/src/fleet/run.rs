@@ -17,10 +17,6 @@ use crate::error::ExitCode;
 use crate::runbook::Runbook;
 use crate::Error;
 
-/// Step kinds that change or replace a database: a runbook using one runs for exactly one
-/// target (`--only project/environment/database`).
-const DESTRUCTIVE: &[&str] = &["database.drop", "operator.confirm", "database.restore_snapshot"];
-
 /// What `fleet run` was asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -65,7 +61,9 @@ pub fn targets<'a>(fleet: &'a Fleet, rb: &Runbook, o: &Options) -> Result<Vec<&'
         };
         ts = vec![t];
     }
-    if let Some(step) = rb.all_steps().find(|s| DESTRUCTIVE.contains(&s.uses.as_str())) {
+    // A runbook with a step that changes or replaces a database (its kind says so:
+    // `StepKind::destructive`) runs for exactly one target (`--only project/environment/database`).
+    if let Some(step) = rb.all_steps().find(|s| crate::steps::find(&s.uses).is_some_and(|k| k.destructive)) {
         let exactly_one = ts.len() == 1 && (o.index.is_some() || o.only.iter().any(|x| x.split('/').count() == 3));
         if !exactly_one {
             return Err(Error::invalid(format!(

@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::{select, Fleet, Schedule};
+use crate::util::shell_quote;
 
 pub const CRON_HELP: &str =
     "five fields: minute hour day-of-month month day-of-week, e.g. `0 2 * * *` (02:00 daily), `30 4 * * 0` (Sundays 04:30), or @hourly/@daily/@weekly/@monthly";
@@ -213,14 +214,6 @@ fn dot_path(p: &str) -> String {
         p.to_string()
     } else {
         format!("./{p}")
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-=:@".contains(c)) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 

@@ -13,6 +13,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Failure;
+// Strict: a `%` without two hex digits, or bytes that are not UTF-8, make the URL invalid.
+use crate::util::{conninfo_quote as quote, percent_decode_strict as decode};
+
+/// Where PostgreSQL's Debian packages and the official image put the socket.
+pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
 
 /// Where a parameter's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,12 +151,8 @@ impl Conninfo {
         if ci.params.contains_key("container") {
             // Inside a container only its own socket counts: this machine's service file,
             // environment and password file describe other servers (see `super::container`).
-            let defaults = [
-                ("host", super::container::DEFAULT_SOCKET_DIR),
-                ("port", "5432"),
-                ("user", "postgres"),
-                ("sslmode", "disable"),
-            ];
+            let defaults =
+                [("host", DEFAULT_SOCKET_DIR), ("port", "5432"), ("user", "postgres"), ("sslmode", "disable")];
             for (k, v) in defaults {
                 ci.params.entry(k.into()).or_insert_with(|| (v.into(), Origin::Default));
             }
@@ -582,28 +583,6 @@ fn parse_url(rest: &str) -> Result<Vec<(String, String)>, Failure> {
         out.push((k, v));
     }
     Ok(out)
-}
-
-fn decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// A value quoted for a key=value string.
-fn quote(v: &str) -> String {
-    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 #[cfg(test)]

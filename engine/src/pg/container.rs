@@ -176,8 +176,8 @@ fn socket_path(ci: &Conninfo) -> String {
     format!("{host}/.s.PGSQL.{port}")
 }
 
-/// Where PostgreSQL's Debian packages and the official image put the socket.
-pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
+// Defined with the connection parameters, which default to it inside a container.
+pub use super::conninfo::DEFAULT_SOCKET_DIR;
 
 /// Open `cfg` on the server inside the container, through the relay.
 pub async fn open(t: &Target, ci: &Conninfo, cfg: &Config) -> Result<Client, Failure> {
@@ -239,7 +239,7 @@ async fn relay_failed(
         && !said.trim().is_empty()
         && said.chars().all(|c| !c.is_control() || c == '\n' || c == '\r' || c == '\t');
     if engine_said && !said.contains("\"perl\"") {
-        let line = crate::report::visible(first_line(&said)).into_owned();
+        let line = crate::util::visible(first_line(&said)).into_owned();
         let msg = format!("cannot run in the container {} ({} said: {line})", t.label(), t.engine);
         // A user the container does not have is the URL's mistake: no retry mends it.
         return if said.contains("unable to find user") {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tokio_postgres::Client;
 
 use super::native::quote_ident;
+use super::native::quote_literal as literal;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Setting {
@@ -137,10 +138,6 @@ pub async fn capture(client: &Client, database: &str) -> Result<Option<DatabaseS
         .collect();
     settings.sort();
     Ok(Some(DatabaseSettings { settings, grants, comment, connection_limit }))
-}
-
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// Settings whose stored value is a list of (possibly double-quoted) names, which SET takes

@@ -193,7 +193,7 @@ pub async fn local_tags_of(docker: &Docker, image: &str) -> String {
 }
 
 fn owner() -> String {
-    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+    let host = crate::util::hostname().unwrap_or_default();
     format!("{host}:{}", std::process::id())
 }
 

@@ -31,7 +31,7 @@ impl std::str::FromStr for Provider {
             "docker" => Ok(Provider::Docker),
             "native" => Ok(Provider::Native),
             other => {
-                let help = crate::runbook::suggest::help(other, ["auto", "docker", "native"])
+                let help = crate::diag::suggest::help(other, ["auto", "docker", "native"])
                     .map(|h| format!("; {h}"))
                     .unwrap_or_default();
                 Err(ServerError::invalid(format!("unknown provider `{other}`: use auto, docker or native{help}")))

@@ -20,6 +20,7 @@ use tokio_postgres::Client;
 
 use super::dbsettings::{self, DatabaseSettings};
 use super::native::quote_ident;
+use super::native::quote_literal as literal;
 
 /// The roles a database references and the roles around them, by oid (a SQL fragment
 /// selecting `oid`). Referenced: the database's owner, grantees of the database, roles with
@@ -282,10 +283,6 @@ pub struct Applied {
     pub with_password: usize,
     /// Lines for the log: what could not be brought over, and why.
     pub notes: Vec<String>,
-}
-
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// `CREATE ROLE` for `r`, with its verifier when there is one.

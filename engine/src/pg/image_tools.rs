@@ -107,7 +107,7 @@ pub fn in_image_named(
 /// local one when it is new enough, else the one in that major's image (`mounts`: the
 /// directories of the files it reads). The env file, if any, must live until it ends.
 pub fn tool_command(tool: &str, major: u32, mounts: &[&std::path::Path]) -> Result<(Command, Option<EnvFile>), String> {
-    match crate::backup::find_tool(tool, None, major) {
+    match super::native::find_tool(tool, None, major) {
         Ok((p, _, _)) => Ok((crate::child::command(p), None)),
         Err(local) => {
             let (image, _) = find(tool, major).map_err(|why| {

@@ -116,7 +116,7 @@ pub fn store(root: &Path, key: &str, data: &Path, password: &str) -> Result<(), 
         .create(root)
         .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
     reap(root);
-    let tmp = root.join(format!(".tmp-{}-{}", std::process::id(), crate::pg::native::generate_password()));
+    let tmp = root.join(format!(".tmp-{}-{}", std::process::id(), unique()));
     let written = (|| -> io::Result<()> {
         fs::DirBuilder::new().mode(0o700).create(&tmp)?;
         copy_tree(data, &tmp.join("data"))?;
@@ -149,10 +149,15 @@ pub fn store(root: &Path, key: &str, data: &Path, password: &str) -> Result<(), 
     }
 }
 
+/// A random part for a name of this process's own (a template being written or discarded).
+fn unique() -> String {
+    crate::archive::hex(&crate::archive::crypto::random::<18>())
+}
+
 /// Remove the template under `key` (a server did not start from it). Renamed aside first, so
 /// a run that finds it in the meantime finds it whole or not at all.
 pub fn discard(root: &Path, key: &str) {
-    let aside = root.join(format!(".discard-{}-{}", std::process::id(), crate::pg::native::generate_password()));
+    let aside = root.join(format!(".discard-{}-{}", std::process::id(), unique()));
     if fs::rename(root.join(key), &aside).is_ok() {
         let _ = fs::remove_dir_all(&aside);
     }

@@ -185,7 +185,7 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 /// a `postgres://` URL is replaced, a key=value string gets its `dbname` replaced.
 pub fn with_database(url: &str, database: &str) -> Result<String, Failure> {
     config(url)?;
-    let enc = crate::redact::percent_encode(database);
+    let enc = crate::util::percent_encode(database);
     for scheme in ["docker://", "podman://"] {
         if let Some(rest) = url.trim().strip_prefix(scheme) {
             let (main, query) = match rest.find('?') {
@@ -213,7 +213,7 @@ pub fn with_database(url: &str, database: &str) -> Result<String, Failure> {
     let mut out: Vec<String> = conninfo_pairs(url)
         .into_iter()
         .filter(|(k, _)| k != "dbname")
-        .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
+        .map(|(k, v)| format!("{k}={}", crate::util::conninfo_quote(&v)))
         .collect();
     out.push(dbname_arg(database));
     Ok(out.join(" "))
@@ -267,7 +267,7 @@ pub(crate) fn conninfo_pairs(s: &str) -> Vec<(String, String)> {
 
 /// `postgres://user:password@host:port/database`, each part percent-encoded.
 pub fn server_url(user: &str, password: &str, host: &str, port: u16, database: &str) -> String {
-    use crate::redact::percent_encode as enc;
+    use crate::util::percent_encode as enc;
     format!("postgres://{}:{}@{host}:{port}/{}", enc(user), enc(password), enc(database))
 }
 
@@ -317,7 +317,7 @@ fn split_pgpass(line: &str) -> Vec<String> {
 /// database named `dbname=victim port=5433` would point pg_restore at another server; the
 /// value of a quoted `dbname='...'` keyword is never expanded a second time.
 pub fn dbname_arg(database: &str) -> String {
-    format!("dbname='{}'", database.replace('\\', "\\\\").replace('\'', "\\'"))
+    format!("dbname={}", crate::util::conninfo_quote(database))
 }
 
 /// libpq environment variables that configure a connection without holding a secret.

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{Pid, User};
 
+use crate::error::Failure;
+
 /// initdb's arguments besides the data directory, superuser and password file.
 const INITDB_ARGS: &[&str] = &["-A", "scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions"];
 
@@ -452,6 +454,12 @@ pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// `'text'` with embedded quotes doubled: a string literal under `standard_conforming_strings`
+/// (on since PostgreSQL 9.1), where a backslash is an ordinary character.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// Find the directory with initdb and postgres: bin_dir, pg_config, Debian's layout, PATH.
 pub fn find_bin_dir(bin_dir: Option<&Path>, major: Option<u32>) -> Result<PathBuf, ServerError> {
     if let Some(d) = bin_dir {
@@ -513,6 +521,40 @@ pub fn installed_majors() -> Vec<u32> {
         .collect();
     v.sort_unstable();
     v
+}
+
+/// Find pg_dump (or pg_restore): explicit, the server's major under /usr/lib/postgresql, the
+/// newest there, then PATH.
+pub fn find_tool(tool: &str, explicit: Option<&Path>, server_major: u32) -> Result<(PathBuf, String, u32), Failure> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = explicit {
+        candidates.push(p.to_path_buf());
+    } else {
+        candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{server_major}/bin/{tool}")));
+        for m in installed_majors().into_iter().rev() {
+            candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{m}/bin/{tool}")));
+        }
+        candidates.push(PathBuf::from(tool));
+    }
+    let mut best: Option<(PathBuf, String, u32)> = None;
+    for c in candidates {
+        let Ok(out) = crate::child::output(crate::child::command(&c).arg("--version")) else { continue };
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let Some(major) = parse_major(&text) else { continue };
+        if major >= server_major {
+            return Ok((c, text, major));
+        }
+        if best.is_none() {
+            best = Some((c, text, major));
+        }
+    }
+    match best {
+        Some((p, text, major)) => Err(Failure::environment(format!(
+            "{tool} {major} ({}, `{text}`) is older than the server (PostgreSQL {server_major}); install the {server_major} client tools or set `{tool}:`",
+            p.display()
+        ))),
+        None => Err(Failure::environment(format!("{tool} not found: install the PostgreSQL client tools or set `{tool}:`"))),
+    }
 }
 
 fn describe_available() -> String {
@@ -594,6 +636,13 @@ fn reap_stale_in(tmp: &Path) {
 #[cfg(test)]
 mod tests {
     use super::parse_major;
+
+    #[test]
+    fn names_and_literals_are_quoted_with_their_quotes_doubled() {
+        assert_eq!(super::quote_ident(r#"a "b""#), r#""a ""b""""#);
+        assert_eq!(super::quote_literal("it's"), "'it''s'");
+        assert_eq!(super::quote_literal(r"a\b"), r"'a\b'", "a backslash is an ordinary character");
+    }
 
     /// Found as a flake: a directory another pgdrill had just made (before its `owner.pid`)
     /// was removed as stale, and that server's start failed with ENOENT.

@@ -26,7 +26,7 @@ pub fn render(rb: &Runbook, vars: &Map<String, Json>) -> String {
     );
     let tenv = template::environment();
     let redactor = Redactor::default();
-    crate::redact::register_run_inputs(&redactor, rb, vars, &env, &secrets);
+    crate::runbook::register_run_inputs(&redactor, rb, vars, &env, &secrets);
 
     let mut out = format!("plan for runbook {} ({})\n", rb.name, rb.file);
     if let Some(d) = &rb.description {

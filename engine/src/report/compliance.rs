@@ -159,7 +159,7 @@ pub fn build(run: &RunSummary) -> Value {
         "started_at": record.started_at,
         "finished_at": record.finished_at,
         "duration_s": top.map(|t| secs(t.duration)),
-        "host": nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
+        "host": crate::util::hostname().unwrap_or_default(),
         "pgdrill_version": record.pgdrill_version,
         "versions": { "servers": servers },
         "backups": backups,

@@ -88,23 +88,7 @@ pub fn display_name(rec: &StepRecord) -> String {
     }
 }
 
-/// Text from data (names, messages, logs) made safe for a terminal: control characters
-/// (ESC, BEL, ...) are shown as `\x1b` instead of acting on the terminal. Newlines and tabs
-/// stay.
-pub fn visible(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
-            out.push_str(&format!("\\x{:02x}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
+pub use crate::util::visible;
 
 /// Text that is a valid XML 1.0 character sequence: characters XML forbids (most control
 /// characters) and the discouraged C1 controls shown as `\x1b`, like the terminal shows them.
@@ -145,17 +129,4 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::
     Ok(())
 }
 
-/// `12.4 MiB`: binary units, one decimal from KiB up.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
+pub use crate::util::human_bytes;

@@ -391,7 +391,7 @@ impl ReportSink for Notifier {
                     "message": f.message,
                     "objectives": f.objectives,
                     "failed_checks": f.failed,
-                    "host": nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()),
+                    "host": crate::util::hostname(),
                     "pgdrill_version": env!("CARGO_PKG_VERSION"),
                 }),
             };
@@ -473,7 +473,7 @@ fn mail_text(f: &Facts) -> String {
             ));
         }
     }
-    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+    let host = crate::util::hostname().unwrap_or_default();
     body.push_str(&format!("\n\nhost {host}, pgdrill {}", env!("CARGO_PKG_VERSION")));
     // Header values are single lines; the subject is plain ASCII-safe text.
     let subject: String =
@@ -488,7 +488,7 @@ fn sentry_envelope(f: &Facts, environment: Option<&str>) -> String {
     let now = time::OffsetDateTime::now_utc();
     let seed = format!("{}{}{}", now.unix_timestamp_nanos(), std::process::id(), f.runbook);
     let id: String = sha2::Sha256::digest(seed.as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect();
-    let ts = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let ts = crate::util::rfc3339(now);
     let step = f.failed.first().and_then(|s| s["step"].as_str()).unwrap_or("");
     let event = json!({
         "event_id": id,

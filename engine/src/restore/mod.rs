@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 use tokio_postgres::Client;
 
 use crate::error::{Class, Classified, Failure};
+use crate::util::{conninfo_quote, rfc3339, shell_quote};
 
 /// The phases of an operator restore, in order. Each is written before the step it names
 /// starts changing anything (after, for `SnapshotTaken`, `Restoring` and `Verified`).
@@ -64,10 +65,6 @@ impl Phase {
             Phase::Finished => "finished",
         }
     }
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// One line of the journal's history.
@@ -142,7 +139,7 @@ impl Properties {
     /// The CREATE DATABASE options that give them again (names and values quoted).
     pub fn create_options(&self) -> String {
         use crate::pg::native::quote_ident;
-        let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let lit = crate::pg::native::quote_literal;
         let mut sql = String::new();
         if !self.locale_provider.is_empty() {
             sql.push_str(&format!(" locale_provider {}", quote_ident(&self.locale_provider)));
@@ -424,7 +421,7 @@ pub fn journals_of_others(safety: &Path, server: &Identity, database: &str) -> V
 
 /// This machine's name, for "who holds the lock".
 pub fn hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown".into())
+    crate::util::hostname().unwrap_or_else(|| "unknown".into())
 }
 
 /// The advisory lock key of a database: the first 8 bytes of a hash of a fixed prefix and
@@ -558,14 +555,6 @@ fn server_error(e: tokio_postgres::Error) -> LockError {
     LockError::Unreachable(Failure::environment(crate::pg::describe(&e)).with_source(e))
 }
 
-/// Quote a word for a POSIX shell.
-pub fn sh_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c)) {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
 /// The commands that put the original back by hand, for when the server or pgdrill cannot:
 /// names travel as data (a `dbname='…'` connection string, quoted identifiers).
 pub fn manual_commands(journal: &Journal, user: &str, host: &str, port: u16) -> String {
@@ -574,20 +563,20 @@ pub fn manual_commands(journal: &Journal, user: &str, host: &str, port: u16) -> 
         // Never dropped: letting connections in again is all there is to do.
         return format!(
             "psql -h {h} -p {port} -U {u} -d postgres -c {allow}, then move the journal away",
-            h = sh_quote(host),
-            u = sh_quote(user),
-            allow = sh_quote(&format!("alter database {} allow_connections true", quote_ident(&journal.database)))
+            h = shell_quote(host),
+            u = shell_quote(user),
+            allow = shell_quote(&format!("alter database {} allow_connections true", quote_ident(&journal.database)))
         );
     }
     let Some(snap) = &journal.snapshot else {
         return format!(
             "psql -h {h} -p {port} -U {u} -d postgres -c {drop}",
-            h = sh_quote(host),
-            u = sh_quote(user),
-            drop = sh_quote(&format!("drop database if exists {} with (force)", quote_ident(&journal.database)))
+            h = shell_quote(host),
+            u = shell_quote(user),
+            drop = shell_quote(&format!("drop database if exists {} with (force)", quote_ident(&journal.database)))
         );
     };
-    let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let lit = crate::pg::native::quote_literal;
     let mut create = format!("create database {} template template0", quote_ident(&journal.database));
     if !journal.owner.is_empty() {
         create.push_str(&format!(" owner {}", quote_ident(&journal.owner)));
@@ -604,24 +593,19 @@ pub fn manual_commands(journal: &Journal, user: &str, host: &str, port: u16) -> 
     }
     let conninfo = format!(
         "host={} port={port} user={} dbname={}",
-        conn_value(host),
-        conn_value(user),
-        conn_value(&journal.database)
+        conninfo_quote(host),
+        conninfo_quote(user),
+        conninfo_quote(&journal.database)
     );
     format!(
         "psql -h {h} -p {port} -U {u} -d postgres -c {drop} -c {create}; pgdrill decrypt {snap} | pg_restore --no-password -d {conninfo}",
-        h = sh_quote(host),
-        u = sh_quote(user),
-        drop = sh_quote(&format!("drop database if exists {} with (force)", quote_ident(&journal.database))),
-        create = sh_quote(&create),
-        snap = sh_quote(snap),
-        conninfo = sh_quote(&conninfo),
+        h = shell_quote(host),
+        u = shell_quote(user),
+        drop = shell_quote(&format!("drop database if exists {} with (force)", quote_ident(&journal.database))),
+        create = shell_quote(&create),
+        snap = shell_quote(snap),
+        conninfo = shell_quote(&conninfo),
     )
-}
-
-/// A libpq connection-string value, quoted so that spaces and `=` stay data.
-fn conn_value(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 #[cfg(test)]

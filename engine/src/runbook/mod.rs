@@ -7,11 +7,9 @@
 //! `with:` blocks stay as YAML trees and are typed by each step kind, after templating, at
 //! execution time. `vars.rs` types `--var` values and computes defaults and `let:` values.
 
-mod diag;
 mod load;
 pub mod notify;
-pub mod spans;
-pub mod suggest;
+mod secrets;
 mod vars;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -21,8 +19,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_yaml::Value as Yaml;
 
-pub use diag::{Diagnostic, Diagnostics};
+// Diagnostics live below the error type (which carries them); named here too, where
+// runbooks' readers have always found them.
+pub use crate::diag::{spans, suggest, Diagnostic, Diagnostics};
 pub use load::{load, load_checked, load_runbook_ref, MAX_NESTING};
+pub use secrets::{register_run_inputs, secret_fields};
 use spans::{Pos, SpanIndex};
 pub use vars::{overrides_from_pairs, resolve_lets, resolve_vars, VarMap};
 
@@ -1136,24 +1137,7 @@ fn condition_text(w: Yaml) -> String {
     }
 }
 
-/// The longest duration pgdrill accepts anywhere (a timeout, a delay, a retention window):
-/// a century. Longer is a typo (`1e300`), and the bound keeps every sum made from durations
-/// (a deadline, a retry's grown delay, a date minus a window) far from overflowing.
-pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600); // humantime's year: 365.25 days
-
-/// Parse `90s`, `15m`, `1h 30m`, or a bare number of seconds, up to [`MAX_DURATION`]. Never
-/// panics: a number too large for a `Duration` is an error like any other typo.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let d = match t.parse::<f64>() {
-        Ok(secs) if secs >= 0.0 && secs.is_finite() => Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX),
-        _ => humantime::parse_duration(t).map_err(|e| e.to_string())?,
-    };
-    if d > MAX_DURATION {
-        return Err(format!("`{t}` is longer than the longest duration pgdrill accepts (100 years)"));
-    }
-    Ok(d)
-}
+pub use crate::util::{parse_duration, MAX_DURATION};
 
 /// The delay before the next retry: `delay` times `backoff`, held at [`MAX_DURATION`] so that
 /// many retries of a large backoff grow the wait, never overflow it.

@@ -42,7 +42,7 @@ pub struct CreateWith {
     #[serde(default = "two", deserialize_with = "super::de::int")]
     jobs: u32,
     /// 64 hex digits, base64 of 32 bytes, or a passphrase (Argon2id); absent: not encrypted
-    #[field(ty = "secret")]
+    #[field(key)]
     key: Option<String>,
     /// true: a key is required; false: not encrypted even with a key (a warning in the log
     /// and reports); unset: encrypted when a key is given
@@ -222,7 +222,7 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
     let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
     let created = backup::create(opts, &log).await.map_err(StepError::from)?;
     let out = CreateOutputs::described(&created.path, &created.manifest, backup::peak_rss_kib().unwrap_or(0));
-    ctx.backup_fact(crate::exec::BackupRole::Written, &super::outputs_of(&out)?);
+    ctx.backup_fact(crate::facts::BackupRole::Written, &super::outputs_of(&out)?);
     Ok(out)
 }
 
@@ -233,7 +233,7 @@ pub struct CheckWith {
     #[field(ty = "path")]
     path: String,
     /// key for an encrypted backup
-    #[field(ty = "secret")]
+    #[field(key)]
     key: Option<String>,
     /// keep the checked plaintext of a custom dump for a parallel restore (`backup.restore`
     /// field `staged`), removed when the runbook ends

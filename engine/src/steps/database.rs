@@ -6,7 +6,6 @@
 //! snapshot of it on disk (`database.drop` checks), and nothing changes before the operator
 //! confirmed (`operator.confirm`, or `pgdrill run --yes`).
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -88,7 +87,7 @@ struct Shape {
 }
 
 fn create_sql(database: &str, shape: &Shape, oid: Option<u32>) -> String {
-    let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let lit = crate::pg::native::quote_literal;
     let mut sql = format!("create database {} template template0", quote_ident(database));
     if let Some(oid) = oid {
         sql.push_str(&format!(" oid {oid}"));
@@ -634,7 +633,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         size: 0,
         sessions: 0,
     });
-    ctx.fact(crate::exec::Fact::Server { version: server_version.clone() });
+    ctx.fact(crate::facts::Fact::Server { version: server_version.clone() });
     Ok(PreflightOutputs {
         target_url: url,
         admin_url,
@@ -738,6 +737,7 @@ impl Step for Confirm {
     const NAME: &'static str = "operator.confirm";
     const SUMMARY: &'static str = "Ask the operator to confirm by typing an answer on the terminal; `pgdrill run --yes` confirms in advance; without either it refuses (exit 2).";
     const REPORT_LOG: bool = true;
+    const DESTRUCTIVE: bool = true;
     const INTERACTIVE: bool = true;
     type With = ConfirmWith;
     type Outputs = ConfirmOutputs;
@@ -755,23 +755,13 @@ async fn confirm(ctx: StepCtx, w: ConfirmWith) -> Result<ConfirmOutputs, StepErr
         ctx.log(format!("{} (confirmed by --yes)", w.message.trim()));
         return Ok(ConfirmOutputs { confirmed_by: "--yes".into() });
     }
-    if !std::io::stdin().is_terminal() {
+    let prompt = format!("\n{}\nType `{}` to continue: ", w.message.trim(), w.answer);
+    let Some(typed_answer) = ctx.ask(prompt).await? else {
         return Err(StepError::invalid(format!(
             "refusing without confirmation: {}; stdin is not a terminal, so pass --yes to confirm. Nothing was changed",
             w.message.trim()
         )));
-    }
-    let prompt = format!("\n{}\nType `{}` to continue: ", w.message.trim(), w.answer);
-    let typed_answer = tokio::task::spawn_blocking(move || {
-        let mut err = std::io::stderr().lock();
-        let _ = err.write_all(prompt.as_bytes());
-        let _ = err.flush();
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).map(|_| line)
-    })
-    .await
-    .map_err(|e| StepError::environment(e.to_string()))?
-    .map_err(|e| StepError::environment(format!("reading the answer: {e}")))?;
+    };
     if typed_answer.trim() != w.answer {
         return Err(StepError::failed(format!("not confirmed (expected `{}`): nothing was changed", w.answer)));
     }
@@ -794,7 +784,7 @@ pub struct SnapshotWith {
     safety: String,
     /// encrypt the snapshot with this key or passphrase
     #[serde(default, deserialize_with = "super::de::opt_text")]
-    #[field(ty = "secret")]
+    #[field(key)]
     key: Option<String>,
     /// older snapshots of this database are pruned (default 7d)
     #[serde(default = "week", deserialize_with = "super::de::duration")]
@@ -917,7 +907,7 @@ async fn snapshot(ctx: StepCtx, w: SnapshotWith) -> Result<SnapshotOutputs, Step
         kept_until: rfc3339(kept_until),
         pruned,
     };
-    ctx.backup_fact(crate::exec::BackupRole::Snapshot, &super::outputs_of(&out)?);
+    ctx.backup_fact(crate::facts::BackupRole::Snapshot, &super::outputs_of(&out)?);
     Ok(out)
 }
 
@@ -1123,6 +1113,7 @@ impl Step for DropDatabase {
     const NAME: &'static str = "database.drop";
     const SUMMARY: &'static str = "Drop a database, only once a safety snapshot of it is on disk; outputs its owner, encoding and locale to recreate it.";
     const REPORT_LOG: bool = true;
+    const DESTRUCTIVE: bool = true;
     type With = DropWith;
     type Outputs = DropOutputs;
 
@@ -1487,7 +1478,7 @@ pub struct RestoreSnapshotWith {
     #[field(ty = "path", required)]
     snapshot: Option<String>,
     /// the snapshot's key
-    #[field(ty = "secret")]
+    #[field(key)]
     key: Option<String>,
     /// as database.drop reported them
     owner: Option<String>,
@@ -1557,6 +1548,7 @@ impl Step for RestoreSnapshot {
     const NAME: &'static str = "database.restore_snapshot";
     const SUMMARY: &'static str = "Put a database back from its safety snapshot: drop what is there, recreate it (owner kept), restore, and prove its fingerprint equals the snapshot's.";
     const REPORT_LOG: bool = true;
+    const DESTRUCTIVE: bool = true;
     type With = RestoreSnapshotWith;
     type Outputs = RestoreSnapshotOutputs;
 
@@ -1676,5 +1668,67 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
         ctx.log(notice.clone());
         ctx.notice(notice.clone());
         Ok(RestoreSnapshotOutputs { notice })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::error::Failure;
+    use crate::steps::{test_ctx, BoxFuture, Operator};
+
+    /// An operator who answers from a script and remembers what they were asked.
+    struct Scripted(Option<&'static str>, Mutex<Vec<String>>);
+
+    impl Operator for Scripted {
+        fn ask(&self, prompt: String) -> BoxFuture<'static, Result<Option<String>, Failure>> {
+            if let Ok(mut asked) = self.1.lock() {
+                asked.push(prompt);
+            }
+            let answer = self.0.map(|a| format!("{a}\n"));
+            Box::pin(async move { Ok(answer) })
+        }
+    }
+
+    fn confirm_with(answer: &str) -> ConfirmWith {
+        ConfirmWith { message: "drop database `shop` on db1 ".into(), answer: answer.into() }
+    }
+
+    /// `operator.confirm` asks through its context, which the executor answers from the
+    /// terminal: the step itself never reads stdin (it used to, so it could not be driven by
+    /// anything but a terminal).
+    #[tokio::test]
+    async fn confirm_asks_the_operator_through_its_context() {
+        let operator = Arc::new(Scripted(Some("yes"), Mutex::new(Vec::new())));
+        let (ctx, log) = test_ctx(operator.clone());
+        let out = confirm(ctx, confirm_with("yes")).await.map_err(|e| e.message().to_string());
+        assert_eq!(out.map(|o| o.confirmed_by), Ok("terminal".to_string()));
+        let asked = operator.1.lock().map(|a| a.clone()).unwrap_or_default();
+        assert_eq!(asked, ["\ndrop database `shop` on db1\nType `yes` to continue: "]);
+        assert_eq!(log.lock().map(|l| l.clone()).unwrap_or_default(), ["confirmed on the terminal"]);
+
+        let (ctx, _) = test_ctx(Arc::new(Scripted(Some("no"), Mutex::new(Vec::new()))));
+        let e = confirm(ctx, confirm_with("yes")).await.err();
+        assert_eq!(e.as_ref().and_then(StepError::class), Some(Class::Failed), "{e:?}");
+        assert_eq!(e.map(|e| e.message().to_string()).as_deref(), Some("not confirmed (expected `yes`): nothing was changed"));
+    }
+
+    /// Without anyone to answer, nothing is asked for twice and nothing changes: invalid
+    /// input (exit 2), naming `--yes`; with `--yes` the operator is not asked at all.
+    #[tokio::test]
+    async fn confirm_without_a_terminal_refuses_and_with_yes_does_not_ask() {
+        let (ctx, _) = test_ctx(Arc::new(Scripted(None, Mutex::new(Vec::new()))));
+        let e = confirm(ctx, confirm_with("yes")).await.err();
+        assert_eq!(e.as_ref().and_then(StepError::class), Some(Class::Invalid), "{e:?}");
+        assert!(e.is_some_and(|e| e.message().contains("pass --yes")));
+
+        let operator = Arc::new(Scripted(Some("no"), Mutex::new(Vec::new())));
+        let (mut ctx, _) = test_ctx(operator.clone());
+        ctx.assume_yes = true;
+        let out = confirm(ctx, confirm_with("yes")).await.map_err(|e| e.message().to_string());
+        assert_eq!(out.map(|o| o.confirmed_by), Ok("--yes".to_string()));
+        assert!(operator.1.lock().map(|a| a.is_empty()).unwrap_or(false), "asked despite --yes");
     }
 }

@@ -56,7 +56,7 @@ pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         NumOrText::Float(f) => float_text(f),
         NumOrText::Text(s) => s,
     };
-    crate::runbook::parse_duration(&text)
+    crate::util::parse_duration(&text)
         .map_err(|e| serde::de::Error::custom(format!("invalid duration `{text}`: {e} (write `90s`, `15m`, `1h 30m`)")))
 }
 
@@ -70,7 +70,7 @@ pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>,
     if text.trim().is_empty() {
         return Ok(None);
     }
-    crate::runbook::parse_duration(&text).map(Some).map_err(|e| {
+    crate::util::parse_duration(&text).map(Some).map_err(|e| {
         serde::de::Error::custom(format!("invalid duration `{text}`: {e} (write `90s`, `15m`, `1h 30m`, `30d`)"))
     })
 }

@@ -193,7 +193,7 @@ pub struct WorkspaceOutputs {
     #[field(ty = "path")]
     path: String,
     /// a random 256-bit key (hex), masked everywhere
-    #[field(ty = "secret")]
+    #[field(secret)]
     key: String,
 }
 
@@ -534,6 +534,7 @@ impl Step for Rto {
     const SUMMARY: &'static str =
         "Recovery time: from the disaster to now (verified service), with a per-phase breakdown, against its target.";
     const REPORT_LOG: bool = true;
+    const MEASURES_RTO: bool = true;
     type With = RtoWith;
     type Outputs = RtoOutputs;
 
@@ -572,8 +573,8 @@ async fn rto(ctx: StepCtx, w: RtoWith) -> Result<RtoOutputs, StepError> {
     for (k, v) in &o {
         ctx.keep(k, v.clone());
     }
-    ctx.fact(crate::exec::Fact::Objective {
-        objective: crate::exec::Objective::Rto,
+    ctx.fact(crate::facts::Fact::Objective {
+        objective: crate::facts::Objective::Rto,
         measured_s: o["rto_s"].clone(),
         target_s: o["target_s"].clone(),
         phases: Some(o["phases"].clone()),
@@ -664,8 +665,8 @@ async fn rpo(ctx: StepCtx, w: RpoWith) -> Result<RpoOutputs, StepError> {
     for (k, v) in &o {
         ctx.keep(k, v.clone());
     }
-    ctx.fact(crate::exec::Fact::Objective {
-        objective: crate::exec::Objective::Rpo,
+    ctx.fact(crate::facts::Fact::Objective {
+        objective: crate::facts::Objective::Rpo,
         measured_s: o["rpo_s"].clone(),
         target_s: o["target_s"].clone(),
         phases: None,

@@ -64,7 +64,7 @@ pub struct EphemeralOutputs {
     /// superuser
     user: String,
     /// generated per instance, redacted everywhere
-    #[field(ty = "secret")]
+    #[field(secret)]
     password: String,
     /// database name
     database: String,
@@ -143,7 +143,7 @@ async fn start(ctx: StepCtx, w: EphemeralWith) -> Result<EphemeralOutputs, StepE
         instance: server.instance.clone(),
         startup_ms: startup.as_millis() as u64,
     };
-    ctx.fact(crate::exec::Fact::Server { version: server.server_version.clone() });
+    ctx.fact(crate::facts::Fact::Server { version: server.server_version.clone() });
     ctx.resources.push(format!("{} server of step `{}`", server.provider, ctx.step), Box::new(server));
     Ok(o)
 }

@@ -92,7 +92,7 @@ impl Step for Space {
             database_bytes,
             needed_bytes: needed,
         };
-        let h = crate::report::human_bytes;
+        let h = crate::util::human_bytes;
         ctx.log(format!(
             "{}: {} free of {} ({:.1} %), {} needed",
             path.display(),
@@ -188,7 +188,7 @@ impl Step for SizeChange {
         };
         let (size, prev) = (size_of(&newest.path), size_of(&previous.path));
         let change = if prev == 0 { f64::INFINITY } else { (size as f64 - prev as f64) / prev as f64 };
-        let h = crate::report::human_bytes;
+        let h = crate::util::human_bytes;
         ctx.log(format!(
             "{} ({}) against {} ({}): {:+.1} %",
             newest.name,

@@ -26,7 +26,7 @@ pub struct GlobalsWith {
     /// the database about to be restored into (a superuser's URL)
     into: String,
     /// the backup's key: its sealed password verifiers open under it
-    #[field(ty = "secret")]
+    #[field(key)]
     key: Option<String>,
     /// for another tool's dump: a `pg_dumpall --globals-only` script (.sql or .sql.gz) to
     /// take its roles from (default: one beside the dump whose name holds `globals`)

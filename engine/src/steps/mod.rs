@@ -5,23 +5,7 @@
 //! into events. They never touch the runbook's YAML either: they receive their `with:` block
 //! already rendered, and deserialize it into their own struct.
 
-mod backup;
-mod copy;
-mod database;
 pub mod de;
-mod deploy;
-mod drill;
-mod ephemeral;
-mod gates;
-mod globals;
-mod http;
-mod journal;
-pub(crate) mod nested;
-mod retention;
-mod shell;
-mod sleep;
-pub mod sql;
-mod verify;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -144,7 +128,7 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StepError {
 }
 
 // A timestamp as RFC 3339, as every step output, listing and report writes it: one helper.
-pub(crate) use crate::backup::listing::rfc3339;
+pub(crate) use crate::util::rfc3339;
 
 /// A documented field of a step's `with:` block or of its outputs.
 #[derive(Debug, Clone, Copy)]
@@ -153,6 +137,12 @@ pub struct Field {
     pub ty: &'static str,
     pub required: bool,
     pub doc: &'static str,
+    /// A password, a key or anything that holds one (`#[field(secret)]`, `#[field(key)]`):
+    /// the redactor masks its value.
+    pub secret: bool,
+    /// A key or passphrase (`#[field(key)]`, also `secret`): refused below
+    /// `redact::MIN_KEY_CHARS`.
+    pub key: bool,
 }
 
 /// The documented fields of a `with:` block or of a step's outputs, in the order they are
@@ -194,6 +184,16 @@ pub struct StepKind {
     pub report_log: bool,
     /// Whether the step talks to the operator on the terminal (no spinner over it).
     pub interactive: bool,
+    /// Whether the step changes or replaces a database: `fleet run` runs a runbook using one
+    /// for exactly one named target.
+    pub destructive: bool,
+    /// Whether the step, once started, must be told to stop (cancelled) and left to finish,
+    /// never dropped half-way on a timeout or signal: a nested runbook, whose rollbacks and
+    /// `finally` a dropped future would skip.
+    pub finishes_itself: bool,
+    /// Whether the step measures the recovery time from a disaster: `pgdrill run --rto`
+    /// replaces its target (`StepCtx::rto_objective`) instead of being the run's budget.
+    pub measures_rto: bool,
     /// Run with a rendered `with:` block.
     pub run: fn(StepCtx, Yaml) -> BoxFuture<'static, Result<Outputs, StepError>>,
 }
@@ -207,6 +207,14 @@ pub trait NestedRunner: Send + Sync {
         vars: serde_yaml::Mapping,
         secrets: Outputs,
     ) -> BoxFuture<'static, Result<Outputs, StepError>>;
+}
+
+/// The operator, as a step may ask them something (implemented on the executor's side,
+/// `exec::operator`): steps never read stdin or write to the terminal themselves.
+pub trait Operator: Send + Sync {
+    /// Show `prompt` and read one line of answer; `None` when no one can answer (stdin is
+    /// not a terminal). An error is the environment's (the terminal could not be read).
+    fn ask(&self, prompt: String) -> BoxFuture<'static, Result<Option<String>, Failure>>;
 }
 
 /// Something a step started that must outlive the step and end with the runbook.
@@ -260,9 +268,11 @@ pub struct StepCtx {
     /// (see `ended`); empty elsewhere.
     pub siblings: Arc<std::collections::HashMap<String, CancellationToken>>,
     /// How each sibling of the `parallel` group that has ended ended (see `ended`).
-    pub sibling_outcomes: Arc<std::sync::Mutex<std::collections::HashMap<String, crate::exec::Outcome>>>,
+    pub sibling_outcomes: Arc<std::sync::Mutex<std::collections::HashMap<String, crate::facts::Outcome>>>,
     /// The operator confirmed in advance (`pgdrill run --yes`).
     pub assume_yes: bool,
+    /// Whom to ask (see `ask`).
+    pub operator: Arc<dyn Operator>,
     /// `pgdrill run --rto D`: the recovery time objective every `drill.rto` step is held to
     /// instead of its own `target`.
     pub rto_objective: Option<std::time::Duration>,
@@ -275,7 +285,7 @@ pub struct StepCtx {
     /// What the run's final message must say about this step (see `notice`).
     pub notice: Arc<std::sync::Mutex<Option<String>>>,
     /// What the step established for the reports (see `fact`).
-    pub facts: Arc<std::sync::Mutex<Vec<crate::exec::Fact>>>,
+    pub facts: Arc<std::sync::Mutex<Vec<crate::facts::Fact>>>,
 }
 
 impl StepCtx {
@@ -283,7 +293,7 @@ impl StepCtx {
     /// its outcome (a failure also cancels this step through `cancel`): for a step that works
     /// beside another one, such as amcheck checking each index while the restore builds them.
     /// How the sibling `id` ended, once it has (see `ended`).
-    pub fn sibling_outcome(&self, id: &str) -> Option<crate::exec::Outcome> {
+    pub fn sibling_outcome(&self, id: &str) -> Option<crate::facts::Outcome> {
         self.sibling_outcomes.lock().ok().and_then(|o| o.get(id).copied())
     }
 
@@ -298,17 +308,17 @@ impl StepCtx {
     /// Report a fact (a server used, a backup written or tested, an objective measured):
     /// reporters read facts, not step kinds. Facts stand whether the step then passes or
     /// fails (an RTO over its target is still reported).
-    pub fn fact(&self, f: crate::exec::Fact) {
+    pub fn fact(&self, f: crate::facts::Fact) {
         if let Ok(mut l) = self.facts.lock() {
             l.push(f);
         }
     }
 
     /// A backup fact from a step's outputs (`path`, `sha256`, `size`, `created`, `age_s`).
-    pub fn backup_fact(&self, role: crate::exec::BackupRole, o: &Outputs) {
+    pub fn backup_fact(&self, role: crate::facts::BackupRole, o: &Outputs) {
         let v = |k: &str| o.get(k).cloned().unwrap_or(serde_json::Value::Null);
         if o.get("path").is_some_and(|p| p.is_string()) {
-            self.fact(crate::exec::Fact::Backup {
+            self.fact(crate::facts::Fact::Backup {
                 role,
                 path: v("path"),
                 sha256: v("sha256"),
@@ -337,6 +347,13 @@ impl StepCtx {
 
     pub fn log(&self, line: impl Into<String>) {
         (self.log)(line.into());
+    }
+
+    /// Ask the operator: `prompt` shown, one line of answer read; `None` when no one can
+    /// answer (stdin is not a terminal). A kind that asks sets `Step::INTERACTIVE`, so the
+    /// terminal keeps its spinners off the prompt.
+    pub async fn ask(&self, prompt: impl Into<String>) -> Result<Option<String>, StepError> {
+        Ok(self.operator.ask(prompt.into()).await?)
     }
 
     /// Report `meter` as this step's progress until the returned guard drops (a few times a
@@ -468,6 +485,48 @@ impl StepCtx {
     }
 }
 
+/// A context for running one step in a unit test: `operator` answers its questions, its log
+/// lines are collected in the returned list, nothing else is connected (a nested runbook
+/// is refused).
+#[cfg(test)]
+pub(crate) fn test_ctx(operator: Arc<dyn Operator>) -> (StepCtx, Arc<std::sync::Mutex<Vec<String>>>) {
+    struct NoNesting;
+    impl NestedRunner for NoNesting {
+        fn run_nested(
+            &self,
+            _: StepCtx,
+            _: PathBuf,
+            _: serde_yaml::Mapping,
+            _: Outputs,
+        ) -> BoxFuture<'static, Result<Outputs, StepError>> {
+            Box::pin(async { Err(StepError::invalid("no nested runbooks in a unit test")) })
+        }
+    }
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = lines.clone();
+    let ctx = StepCtx {
+        runbook_name: "test".into(),
+        base_dir: PathBuf::from("."),
+        step: "test".into(),
+        suite: 0,
+        log: Arc::new(move |l: String| log.lock().map(|mut v| v.push(l)).unwrap_or_default()),
+        progress: Arc::new(|_, _| {}),
+        cancel: CancellationToken::new(),
+        siblings: Arc::default(),
+        sibling_outcomes: Arc::default(),
+        assume_yes: false,
+        operator,
+        rto_objective: None,
+        redactor: Redactor::default(),
+        nested: Arc::new(NoNesting),
+        resources: Resources::default(),
+        kept: Arc::default(),
+        notice: Arc::default(),
+        facts: Arc::default(),
+    };
+    (ctx, lines)
+}
+
 /// A backup in an object store read as a stream (see `StepCtx::backup_stream`).
 pub enum FromStore {
     Archive(PathBuf, Box<dyn std::io::Read + Send>),
@@ -503,6 +562,13 @@ pub trait Step: 'static {
     const REPORT_LOG: bool = false;
     /// Whether the step talks to the operator (see `StepKind::interactive`).
     const INTERACTIVE: bool = false;
+    /// Whether the step changes or replaces a database (see `StepKind::destructive`).
+    const DESTRUCTIVE: bool = false;
+    /// Whether the step must be told to stop rather than dropped (see
+    /// `StepKind::finishes_itself`).
+    const FINISHES_ITSELF: bool = false;
+    /// Whether the step measures the run's recovery time (see `StepKind::measures_rto`).
+    const MEASURES_RTO: bool = false;
     /// The `with:` block; its `Fields` are the catalogue's `with:` list.
     type With: With + Fields;
     /// Serialized to a JSON object for `steps.<id>.<name>`; `()` for none. Its `Fields` are
@@ -521,6 +587,9 @@ pub const fn kind<S: Step>() -> StepKind {
         check: check_with::<S::With>,
         report_log: S::REPORT_LOG,
         interactive: S::INTERACTIVE,
+        destructive: S::DESTRUCTIVE,
+        finishes_itself: S::FINISHES_ITSELF,
+        measures_rto: S::MEASURES_RTO,
         run: run_typed::<S>,
     }
 }
@@ -586,52 +655,58 @@ fn normalize_path(p: &str) -> String {
     }
 }
 
-/// Every step kind, in catalogue order.
-pub fn catalogue() -> &'static [StepKind] {
-    static KINDS: [StepKind; 41] = [
-        kind::<ephemeral::Start>(),
-        kind::<backup::Create>(),
-        kind::<backup::Check>(),
-        kind::<backup::List>(),
-        kind::<backup::Latest>(),
-        kind::<verify::Pick>(),
-        kind::<verify::Restore>(),
-        kind::<verify::Freshness>(),
-        kind::<verify::FingerprintCheck>(),
-        kind::<globals::Restore>(),
-        kind::<verify::Amcheck>(),
-        kind::<verify::Record>(),
-        kind::<journal::Lock>(),
-        kind::<journal::WriteJournal>(),
-        kind::<database::Preflight>(),
-        kind::<database::Confirm>(),
-        kind::<database::Snapshot>(),
-        kind::<database::Terminate>(),
-        kind::<database::DropDatabase>(),
-        kind::<database::Create>(),
-        kind::<database::RestoreSnapshot>(),
-        kind::<database::Settings>(),
-        kind::<journal::Finish>(),
-        kind::<retention::Prune>(),
-        kind::<copy::Copy>(),
-        kind::<deploy::Record>(),
-        kind::<deploy::Read>(),
-        kind::<gates::Space>(),
-        kind::<gates::SizeChange>(),
-        kind::<drill::FixturesLoad>(),
-        kind::<drill::Workspace>(),
-        kind::<drill::Heartbeat>(),
-        kind::<drill::Disaster>(),
-        kind::<drill::Rto>(),
-        kind::<drill::Rpo>(),
-        kind::<sql::Exec>(),
-        kind::<sql::Assert>(),
-        kind::<shell::Run>(),
-        kind::<http::Check>(),
-        kind::<sleep::Sleep>(),
-        kind::<nested::Runbook>(),
-    ];
-    &KINDS
+// The one list of step kinds, in catalogue order: it declares each kind's module (on the
+// module's first line, with its visibility) and generates `catalogue()` and `visit_kinds`, so
+// a new kind is its file and one line here (see ARCHITECTURE.md, "Adding a step kind").
+pgdrill_derive::kinds! {
+    ephemeral::Start,
+    backup::Create,
+    backup::Check,
+    backup::List,
+    backup::Latest,
+    verify::Pick,
+    verify::Restore,
+    verify::Freshness,
+    verify::FingerprintCheck,
+    globals::Restore,
+    verify::Amcheck,
+    verify::Record,
+    journal::Lock,
+    journal::WriteJournal,
+    database::Preflight,
+    database::Confirm,
+    database::Snapshot,
+    database::Terminate,
+    database::DropDatabase,
+    database::Create,
+    database::RestoreSnapshot,
+    database::Settings,
+    journal::Finish,
+    retention::Prune,
+    copy::Copy,
+    deploy::Record,
+    deploy::Read,
+    gates::Space,
+    gates::SizeChange,
+    drill::FixturesLoad,
+    drill::Workspace,
+    drill::Heartbeat,
+    drill::Disaster,
+    drill::Rto,
+    drill::Rpo,
+    pub sql::Exec,
+    sql::Assert,
+    ping::Ping,
+    shell::Run,
+    http::Check,
+    sleep::Sleep,
+    pub(crate) nested::Runbook,
+}
+
+/// Something that needs each step kind's types rather than its catalogue entry (the outputs
+/// test): `visit_kinds` calls `visit` once per kind, in catalogue order.
+pub trait KindVisitor {
+    fn visit<S: Step>(&mut self);
 }
 
 pub fn find(name: &str) -> Option<&'static StepKind> {
@@ -711,56 +786,27 @@ mod tests {
         assert!(StepError::field("jobs", "not a number").is_invalid());
     }
 
-    /// Each output a typed step emits is documented, and each documented output is emitted.
-    fn documented_as_emitted<S: Step>() {
-        let mut documented: Vec<String> = <S::Outputs as Fields>::FIELDS.iter().map(|f| f.name.to_string()).collect();
-        documented.sort();
-        assert_eq!(emitted::<S>(), documented, "outputs of `{}` and its documentation differ", S::NAME);
-    }
-
+    /// Each output of every kind is documented, and each documented output is emitted: the
+    /// kinds come from the one generated list, so a new kind cannot be left out of the check.
     #[test]
     fn typed_steps_document_exactly_the_outputs_they_emit() {
-        documented_as_emitted::<sleep::Sleep>();
-        documented_as_emitted::<shell::Run>();
-        documented_as_emitted::<copy::Copy>();
-        documented_as_emitted::<deploy::Record>();
-        documented_as_emitted::<deploy::Read>();
-        documented_as_emitted::<gates::Space>();
-        documented_as_emitted::<gates::SizeChange>();
-        documented_as_emitted::<sql::Exec>();
-        documented_as_emitted::<sql::Assert>();
-        documented_as_emitted::<http::Check>();
-        documented_as_emitted::<nested::Runbook>();
-        documented_as_emitted::<ephemeral::Start>();
-        documented_as_emitted::<retention::Prune>();
-        documented_as_emitted::<drill::FixturesLoad>();
-        documented_as_emitted::<drill::Workspace>();
-        documented_as_emitted::<drill::Heartbeat>();
-        documented_as_emitted::<drill::Disaster>();
-        documented_as_emitted::<drill::Rto>();
-        documented_as_emitted::<drill::Rpo>();
-        documented_as_emitted::<database::Preflight>();
-        documented_as_emitted::<database::Confirm>();
-        documented_as_emitted::<database::Terminate>();
-        documented_as_emitted::<database::Snapshot>();
-        documented_as_emitted::<database::DropDatabase>();
-        documented_as_emitted::<database::Settings>();
-        documented_as_emitted::<database::Create>();
-        documented_as_emitted::<database::RestoreSnapshot>();
-        documented_as_emitted::<backup::Create>();
-        documented_as_emitted::<backup::Check>();
-        documented_as_emitted::<backup::List>();
-        documented_as_emitted::<backup::Latest>();
-        documented_as_emitted::<journal::Lock>();
-        documented_as_emitted::<journal::WriteJournal>();
-        documented_as_emitted::<journal::Finish>();
-        documented_as_emitted::<verify::Freshness>();
-        documented_as_emitted::<verify::Restore>();
-        documented_as_emitted::<verify::Amcheck>();
-        documented_as_emitted::<verify::Record>();
-        documented_as_emitted::<verify::FingerprintCheck>();
-        documented_as_emitted::<verify::Pick>();
-        documented_as_emitted::<globals::Restore>();
+        struct Outputs(Vec<&'static str>, Vec<String>);
+        impl KindVisitor for Outputs {
+            fn visit<S: Step>(&mut self) {
+                let mut documented: Vec<String> =
+                    <S::Outputs as Fields>::FIELDS.iter().map(|f| f.name.to_string()).collect();
+                documented.sort();
+                let emitted = emitted::<S>();
+                if emitted != documented {
+                    self.1.push(format!("`{}` emits {emitted:?} but documents {documented:?}", S::NAME));
+                }
+                self.0.push(S::NAME);
+            }
+        }
+        let mut seen = Outputs(Vec::new(), Vec::new());
+        visit_kinds(&mut seen);
+        assert_eq!(seen.0, names().collect::<Vec<_>>(), "the visited kinds are the catalogue's");
+        assert!(seen.1.is_empty(), "outputs and their documentation differ:\n{}", seen.1.join("\n"));
     }
 
     /// What the derive reads: serde's names, `Option` and `default` for "required", the
@@ -789,6 +835,12 @@ mod tests {
             /// one of two, checked by `With::check`
             #[field(required)]
             either: Option<String>,
+            /// the key
+            #[field(key)]
+            key: Option<String>,
+            /// the password
+            #[field(secret)]
+            password: Option<String>,
         }
         #[derive(Fields)]
         #[fields(outputs)]
@@ -800,7 +852,17 @@ mod tests {
             ratio: f64,
         }
         let show = |fs: &[Field]| {
-            fs.iter().map(|f| format!("{} {} {} {}", f.name, f.ty, f.required, f.doc)).collect::<Vec<_>>()
+            fs.iter()
+                .map(|f| {
+                    let flags = match (f.secret, f.key) {
+                        (true, true) => " (secret, key)",
+                        (true, false) => " (secret)",
+                        (false, true) => " (key, not secret)",
+                        (false, false) => "",
+                    };
+                    format!("{} {} {} {}{flags}", f.name, f.ty, f.required, f.doc)
+                })
+                .collect::<Vec<_>>()
         };
         assert_eq!(
             show(<Probe as Fields>::FIELDS),
@@ -810,12 +872,75 @@ mod tests {
                 "tries integer false how many",
                 "names list of strings true called so",
                 "either string true one of two, checked by `With::check`",
+                "key secret false the key (secret, key)",
+                "password secret false the password (secret)",
             ]
         );
         assert_eq!(
             show(<ProbeOutputs as Fields>::FIELDS),
             ["size integer|null false the size, when known", "ratio number false the ratio"]
         );
+    }
+
+    /// Steps talk to the operator through their context (`StepCtx::log`, `StepCtx::ask`),
+    /// never on the terminal themselves: `operator.confirm` used to prompt on stderr and read
+    /// stdin on its own.
+    #[test]
+    fn steps_never_print_or_read_stdin() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/steps");
+        // Spelled in two halves so this file does not find itself.
+        let banned = [
+            concat!("print", "ln!"),
+            concat!("eprint", "!"),
+            concat!("print", "!("),
+            concat!("dbg", "!("),
+            concat!("io::std", "in"),
+            concat!("io::std", "out"),
+            concat!("io::std", "err"),
+        ];
+        let mut found = Vec::new();
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
+        let mut files = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            files += 1;
+            for (n, line) in text.lines().enumerate() {
+                for b in banned.iter().filter(|b| line.contains(**b)) {
+                    found.push(format!("{}:{}: `{b}`", path.display(), n + 1));
+                }
+            }
+        }
+        assert!(files > 10, "found only {files} step files in {}", dir.display());
+        assert!(
+            found.is_empty(),
+            "steps must say things through StepCtx::log and ask through StepCtx::ask:\n{}",
+            found.join("\n")
+        );
+    }
+
+    /// The flags other layers act on are declared by the kinds themselves: fleet's
+    /// one-target rule (destructive), the executor's way of stopping a step (finishes
+    /// itself), the terminal's (interactive, report log) and the redactor's (secret fields).
+    #[test]
+    fn kinds_declare_what_the_other_layers_act_on() {
+        let with = |flag: fn(&StepKind) -> bool| names().filter(|n| find(n).is_some_and(flag)).collect::<Vec<_>>();
+        assert_eq!(with(|k| k.destructive), ["operator.confirm", "database.drop", "database.restore_snapshot"]);
+        assert_eq!(with(|k| k.finishes_itself), ["runbook"]);
+        assert_eq!(with(|k| k.interactive), ["operator.confirm"]);
+        assert_eq!(with(|k| k.measures_rto), ["drill.rto"]);
+        // Every key and password the catalogue shows is a secret the redactor masks.
+        for k in catalogue() {
+            for f in k.fields {
+                assert_eq!(f.secret, f.ty == "secret", "`{}`'s `{}`", k.name, f.name);
+                if f.name == "password" {
+                    assert!(f.secret, "`{}`'s `{}` is not declared #[field(secret)]", k.name, f.name);
+                }
+                if f.name == "key" {
+                    assert!(f.key, "`{}`'s `{}` is not declared #[field(key)]", k.name, f.name);
+                }
+            }
+        }
     }
 
     #[test]

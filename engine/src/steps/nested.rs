@@ -29,13 +29,15 @@ pub struct NestedOutputs {
 
 pub struct Runbook;
 
-/// The catalogue entry, which the executor also knows by name (a nested suite reports its
-/// own end).
+/// The catalogue entry, which the runbook loader knows by name (to follow nesting and refuse
+/// a cycle).
 pub const RUNBOOK: StepKind = super::kind::<Runbook>();
 
 impl Step for Runbook {
     const NAME: &'static str = "runbook";
     const SUMMARY: &'static str = "Run another runbook as a sub-suite, passing variables.";
+    // Its rollbacks and `finally` must run: it is told to stop, never dropped.
+    const FINISHES_ITSELF: bool = true;
     type With = NestedWith;
     type Outputs = NestedOutputs;
 

@@ -17,7 +17,7 @@ use super::{pg_error, rfc3339, Field, Fields, Step, StepCtx, StepError, With, Wi
 use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::source::{self, Origin};
 use crate::backup::{ledger, Manifest};
-use crate::exec::Outcome;
+use crate::facts::Outcome;
 use crate::pg::fingerprint::{self, Fingerprint, Mode, TablePrint};
 use crate::storage::LocalStore;
 use crate::template::is_template;
@@ -54,7 +54,7 @@ pub struct PickWith {
     #[serde(default, deserialize_with = "super::de::boolean")]
     force: bool,
     /// the backup's key: its manifest is authenticated before anything in it is used
-    #[field(ty = "secret")]
+    #[field(key)]
     key: Option<String>,
     /// with a key, accept a pgdrill backup whose manifest is not authenticated (unencrypted,
     /// or written before binding); by default it is refused, and `latest` names it
@@ -486,7 +486,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             manifest_authenticated: false,
         }),
     };
-    ctx.backup_fact(crate::exec::BackupRole::Picked, &super::outputs_of(&out)?);
+    ctx.backup_fact(crate::facts::BackupRole::Picked, &super::outputs_of(&out)?);
     Ok(out)
 }
 
@@ -553,8 +553,8 @@ async fn freshness(ctx: StepCtx, w: FreshWith) -> Result<FreshOutputs, StepError
     for (k, v) in &super::outputs_of(&out)? {
         ctx.keep(k, v.clone());
     }
-    ctx.fact(crate::exec::Fact::Objective {
-        objective: crate::exec::Objective::BackupAge,
+    ctx.fact(crate::facts::Fact::Objective {
+        objective: crate::facts::Objective::BackupAge,
         measured_s: json!(out.rpo_s),
         target_s: json!(out.target_s),
         phases: None,
@@ -591,7 +591,7 @@ pub struct RestoreWith {
     /// target database URL
     into: String,
     /// pgdrill key/passphrase, or the openssl enc passphrase
-    #[field(ty = "secret")]
+    #[field(key)]
     key: Option<String>,
     /// parallel pg_restore jobs (default 1: streamed, nothing staged)
     #[serde(default = "one", deserialize_with = "super::de::int")]
@@ -746,7 +746,7 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
         }
     })?;
     ctx.log(format!("{} restored {} tables in {:.1}s", r.tool, r.tables, r.seconds));
-    ctx.fact(crate::exec::Fact::Verified);
+    ctx.fact(crate::facts::Fact::Verified);
     Ok(RestoreOutputs {
         tables: r.tables,
         seconds: r.seconds,
@@ -792,7 +792,7 @@ pub struct FingerprintWith {
     /// without `expect`: the live source's connection, whose table set and per-table row
     /// counts now are the ground truth (within `tolerance`)
     #[serde(default, deserialize_with = "super::de::opt_text")]
-    #[field(ty = "secret")]
+    #[field(secret)]
     source: Option<String>,
     /// without `expect` and `source`: tables that must exist, with minimum rows, e.g.
     /// `public.accounts>=1000, payments` (a name without a schema is in public)
@@ -995,7 +995,7 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
         }
         let o = out(if w.source.is_some() { "source" } else { "expectations" });
         ctx.log(format!("{} tables, {rows} rows hold against the {}", tables.len(), o.ground_truth));
-        ctx.fact(crate::exec::Fact::Verified);
+        ctx.fact(crate::facts::Fact::Verified);
         return Ok(o);
     };
 
@@ -1027,7 +1027,7 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
         ctx.log(format!("schema matches the source ({})", &schema_hash[..12.min(schema_hash.len())]));
         super::globals::log_ownership_proof(&ctx, w.ownership, &expect.schema);
     }
-    ctx.fact(crate::exec::Fact::Verified);
+    ctx.fact(crate::facts::Fact::Verified);
     Ok(FingerprintOutputs {
         tables: tables.len(),
         rows,
@@ -1220,8 +1220,11 @@ async fn amcheck(ctx: StepCtx, w: AmcheckWith) -> Result<AmcheckOutputs, StepErr
             loop {
                 let next = work.lock().await.recv().await;
                 let Some(name) = next else { return Ok::<(), StepError>(()) };
-                let q =
-                    format!("select bt_index_check('{}'::regclass, {})", name.replace('\'', "''"), w.heapallindexed);
+                let q = format!(
+                    "select bt_index_check({}::regclass, {})",
+                    crate::pg::native::quote_literal(&name),
+                    w.heapallindexed
+                );
                 if let Err(e) = c.batch_execute(&q).await {
                     if let Ok(mut f) = failures.lock() {
                         f.push(format!("{name}: {}", crate::pg::describe(&e)));
@@ -1291,7 +1294,7 @@ async fn amcheck(ctx: StepCtx, w: AmcheckWith) -> Result<AmcheckOutputs, StepErr
             "structure only, without heapallindexed"
         }
     ));
-    ctx.fact(crate::exec::Fact::Verified);
+    ctx.fact(crate::facts::Fact::Verified);
     Ok(AmcheckOutputs { indexes: indexes.len() })
 }
 

@@ -81,7 +81,7 @@ fn rand_u64() -> u64 {
 /// A short tag of this host's name (names may hold `-`, and need not be shown).
 fn host_tag() -> String {
     use sha2::Digest;
-    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let host = crate::util::hostname().unwrap_or_default();
     crate::archive::hex(&sha2::Sha256::digest(host.as_bytes())[..4])
 }
 
@@ -364,20 +364,7 @@ pub fn folder_name(database: &str) -> String {
 
 /// The database a folder holds, when the folder name is an encoding `folder_name` makes.
 pub fn database_of_folder(folder: &str) -> Option<String> {
-    let bytes = folder.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = folder.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok().filter(|_| hex.chars().all(|c| c.is_ascii_hexdigit()))?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    let name = String::from_utf8(out).ok()?;
+    let name = crate::util::percent_decode_strict(folder)?;
     (folder_name(&name) == folder).then_some(name)
 }
 

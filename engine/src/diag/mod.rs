@@ -1,8 +1,14 @@
-//! Diagnostics about a user's runbook: message, file:line:col, a caret snippet, a hint.
+//! Diagnostics about a user's file (a runbook, a fleet): message, file:line:col, a caret
+//! snippet, a hint; with where each node of a YAML file sits (`spans`) and "did you mean"
+//! (`suggest`). At the bottom: the error type carries them, and every layer may point into
+//! a file.
 
 use std::fmt;
 
-use super::spans::Pos;
+pub mod spans;
+pub mod suggest;
+
+use spans::Pos;
 
 /// One problem in a runbook file.
 #[derive(Debug, Clone, PartialEq, Eq)]
