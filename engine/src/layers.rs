@@ -22,8 +22,10 @@ const LAYERS: &[&[&str]] = &[
     &["steps"],
     // The runbook model.
     &["runbook"],
-    // Running a runbook, and showing its plan.
-    &["exec", "plan"],
+    // The plan built from the runbook model (and `pgdrill plan`'s text of it).
+    &["plan"],
+    // Running a runbook's plan.
+    &["exec"],
     // Reporters.
     &["report"],
     // Commands built on runs and reports.

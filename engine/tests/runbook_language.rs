@@ -189,6 +189,63 @@ fn let_errors_name_the_place_with_a_suggestion() {
     assert!(stderr.contains("bad.yaml:10:"), "{stderr}");
 }
 
+/// The `let:` extension: a value that reads a step's outputs is computed once that step has
+/// run, keeps its type, and is read by the steps after it, their `when:`, a rollback and
+/// `finally`; one that reads a skipped step is undefined, and a guarded `when:` skips on it.
+#[test]
+fn a_let_reading_a_step_output_is_computed_once_the_step_has_run() {
+    let t = tmp();
+    let log = t.path().join("log");
+    let rb = write(
+        t.path(),
+        "late.yaml",
+        &format!(
+            r#"
+name: late
+vars: {{ log: "{}" }}
+let:
+  word: "{{{{ steps.first.outputs.stdout }}}}"
+  shout: "{{{{ let.word | upper }}}}"
+  code: "{{{{ steps.first.outputs.exit_code }}}}"
+  never: "{{{{ steps.skipped.outputs.stdout }}}}"
+steps:
+  - id: first
+    uses: shell.run
+    with: {{ script: "echo hello" }}
+  - id: skipped
+    when: false
+    uses: shell.run
+    with: {{ script: "echo never" }}
+  - id: second
+    when: let.code == 0 and let.code is number
+    uses: shell.run
+    with: {{ script: "echo {{{{ let.word }}}} {{{{ let.shout }}}} >> '{{{{ vars.log }}}}'" }}
+  - id: guarded
+    when: let.never is defined
+    uses: shell.run
+    with: {{ script: "echo {{{{ let.never }}}} >> '{{{{ vars.log }}}}'" }}
+finally:
+  - uses: shell.run
+    with: {{ script: "echo finally {{{{ let.word }}}} >> '{{{{ vars.log }}}}'" }}
+"#,
+            log.display()
+        ),
+    );
+    let out = run(&["validate", rb.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(&["run", rb.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let ran = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(ran.lines().collect::<Vec<_>>(), ["hello HELLO", "finally hello"]);
+    // plan shows such a value as written: it is known only during the run.
+    let out = run(&["plan", rb.to_str().unwrap_or_default()]);
+    assert!(
+        text(&out.stdout).contains("let:\n  word: \"{{ steps.first.outputs.stdout }}\"\n"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
 #[test]
 fn a_whole_expression_keeps_its_type_and_text_fields_still_take_numbers() {
     let t = tmp();

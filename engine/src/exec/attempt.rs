@@ -17,6 +17,7 @@ use super::nested::NestedHandle;
 use super::scope::Scope;
 use super::{location, Cancel, ErrorKind, Event, Executor, Fact, Outcome, Phase, StepId, StepRecord, SuiteCtx};
 use crate::error::Class;
+use crate::plan::PlanStep;
 use crate::runbook::{Runbook, StepDef};
 use crate::steps::{self, Outputs, StepCtx, StepError};
 use crate::template;
@@ -42,10 +43,11 @@ impl Executor {
         suite: usize,
         rb: &Runbook,
         scope: &Scope,
-        step: &StepDef,
+        planned: &PlanStep<'_>,
         phase: Phase,
         cancel: Option<&Stopper>,
     ) -> StepRecord {
+        let step = planned.def;
         let label = step.label();
         let started_at = OffsetDateTime::now_utc();
         let started = Instant::now();
@@ -54,8 +56,8 @@ impl Executor {
             step: StepId::new(suite, step.path.clone(), label.clone()),
             uses: step.uses.clone(),
             phase: phase.clone(),
-            interactive: steps::find(&step.uses).is_some_and(|k| k.interactive),
-            report_log: steps::find(&step.uses).is_some_and(|k| k.report_log),
+            interactive: planned.kind.interactive,
+            report_log: planned.kind.report_log,
         });
 
         let mut rec = StepRecord {
@@ -82,7 +84,7 @@ impl Executor {
         let notice: Shared<Option<String>> = Arc::default();
         let facts: Shared<Vec<Fact>> = Arc::default();
         let result =
-            self.attempts(suite, rb, scope, step, &label, (&log, &kept, &notice, &facts), cancel, &mut rec).await;
+            self.attempts(suite, rb, scope, planned, &label, (&log, &kept, &notice, &facts), cancel, &mut rec).await;
         rec.notice = notice.lock().ok().and_then(|n| n.clone());
         rec.facts = facts.lock().map(|f| f.clone()).unwrap_or_default();
         match result {
@@ -201,17 +203,18 @@ impl Executor {
         suite: usize,
         rb: &Runbook,
         scope: &Scope,
-        step: &StepDef,
+        planned: &PlanStep<'_>,
         label: &str,
         (log, kept, notice, facts): Captures<'_>,
         stopper: Option<&Stopper>,
         rec: &mut StepRecord,
     ) -> Result<Attempted, (Outcome, ErrorKind, String)> {
+        let step = planned.def;
         let env = template::environment();
         let ctx = scope.context();
         let where_ = |field: &str| format!("runbook `{}`, step `{label}`, field `{field}`", rb.name);
-        if let Some(cond) = &step.when {
-            let go = template::eval_condition(&env, cond, &ctx).map_err(|e| {
+        if let Some(cond) = &planned.when {
+            let go = cond.eval(&env, &ctx).map_err(|e| {
                 (
                     Outcome::Errored,
                     ErrorKind::Class(Class::Invalid),
@@ -219,12 +222,10 @@ impl Executor {
                 )
             })?;
             if !go {
-                return Ok(Attempted::Skipped(format!("`when: {}` is false", cond.trim())));
+                return Ok(Attempted::Skipped(format!("`when: {}` is false", cond.text())));
             }
         }
-        let kind = steps::find(&step.uses).ok_or_else(|| {
-            (Outcome::Errored, ErrorKind::Class(Class::Invalid), format!("unknown step kind `{}`", step.uses))
-        })?;
+        let kind = planned.kind;
         let mut rendered = template::render_tree(&env, &step.with, &ctx, "with").map_err(|(path, e)| {
             (
                 Outcome::Errored,
@@ -289,7 +290,7 @@ impl Executor {
             // A step that ran but whose `assert:` does not hold failed this attempt; what it
             // emitted is kept for the reports, which show the output, expected and actual.
             let asserted = |o: Outputs| -> Result<Outputs, (Outcome, ErrorKind, String, bool)> {
-                match check_asserts(&env, &ctx, step, &o, attempt_started.elapsed()) {
+                match check_asserts(&env, &ctx, planned, &o, attempt_started.elapsed()) {
                     Ok(()) => Ok(o),
                     Err(e) => {
                         if let Ok(mut k) = kept.lock() {
@@ -544,70 +545,22 @@ pub(super) fn value_at<'a>(v: &'a mut Yaml, path: &str) -> Option<&'a mut Yaml> 
     Some(cur)
 }
 
-/// A step's `assert:` against what it emitted (and its `outcome`, passed so far, and
-/// `duration_s`): every failing entry named with its expectation and the actual value.
+/// A step's `assert:` (typed by the plan) against what it emitted (and its `outcome`, passed
+/// so far, and `duration_s`): every failing entry named with its expectation and the actual
+/// value.
 fn check_asserts(
     env: &minijinja::Environment<'_>,
     ctx: &minijinja::Value,
-    step: &StepDef,
+    step: &PlanStep<'_>,
     outputs: &Outputs,
     took: Duration,
 ) -> Result<(), (Outcome, ErrorKind, String, bool)> {
     let mut failed = Vec::new();
-    for a in &step.assert {
-        let expect = if template::is_template(&a.expect) {
-            match template::render_str(env, &a.expect, ctx) {
-                Ok(Yaml::String(t)) => t,
-                Ok(other) => serde_yaml::to_string(&other).unwrap_or_default().trim().to_string(),
-                Err(e) => {
-                    return Err((
-                        Outcome::Errored,
-                        ErrorKind::Class(Class::Invalid),
-                        format!(
-                            "template error in step `{}`, `assert.{}`: {}",
-                            step.label(),
-                            a.output,
-                            template::describe(&e)
-                        ),
-                        false,
-                    ))
-                }
-            }
-        } else {
-            a.expect.clone()
-        };
-        let parsed = steps::sql::Expect::parse(&expect).map_err(|m| {
-            (
-                Outcome::Errored,
-                ErrorKind::Class(Class::Invalid),
-                format!("step `{}`, `assert.{}`: {m}", step.label(), a.output),
-                false,
-            )
-        })?;
-        let value = match a.output.as_str() {
-            "outcome" => Some(Json::String("passed".into())),
-            "duration_s" => Some(json!((took.as_secs_f64() * 1000.0).round() / 1000.0)),
-            name => outputs.get(name).cloned(),
-        };
-        let Some(value) = value else {
-            let mut names: Vec<&str> = outputs.keys().map(String::as_str).collect();
-            names.sort_unstable();
-            failed.push(format!(
-                "assert `{}` {expect}: the step emitted no output `{}` (it emitted: {})",
-                a.output,
-                a.output,
-                names.join(", ")
-            ));
-            continue;
-        };
-        let text = match &value {
-            Json::Null => None,
-            Json::String(t) => Some(t.clone()),
-            other => Some(other.to_string()),
-        };
-        if let Err(why) = parsed.holds(text.as_deref()) {
-            let actual = text.as_deref().map(|t| format!("`{t}`")).unwrap_or_else(|| "null".into());
-            failed.push(format!("assert `{}` {expect} failed: the output is {actual}{why}", a.output));
+    for check in &step.checks {
+        match check.judge(env, ctx, &step.def.label(), outputs, took) {
+            Ok(None) => {}
+            Ok(Some(why)) => failed.push(why),
+            Err(e) => return Err((Outcome::Errored, ErrorKind::Class(Class::Invalid), e, false)),
         }
     }
     if failed.is_empty() {

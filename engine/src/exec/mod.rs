@@ -1,5 +1,6 @@
-//! The executor: runs a runbook's steps in order with `when`, `timeout`, `retry`,
-//! `continue_on_error` and `rollback`, then `finally`, and reports everything as events.
+//! The executor: runs a runbook's plan (`plan::Plan`, built once from the parsed file) step
+//! by step with `when`, `timeout`, `retry`, `continue_on_error` and `rollback`, then
+//! `finally`, and reports everything as events.
 //!
 //! It never prints. Every event passes through the run's redactor before any reporter sees
 //! it (`sink.rs`), so a secret's value cannot reach the terminal, JUnit or run.json.
@@ -34,6 +35,7 @@ pub use event::{
 pub use sink::{Reporter, Sink};
 
 use crate::error::{Class, ExitCode};
+use crate::plan::{Group, Node, Plan, PlanStep};
 use crate::redact::Redactor;
 use crate::runbook::{self, Runbook, StepDef};
 // Loading moved to `runbook/`; these paths stay for callers of the library.
@@ -170,12 +172,24 @@ impl Executor {
         let secrets = scope::load_secrets(&self.redactor, rb, given)?;
         let vars = runbook::resolve_vars(rb, overrides, &env)?;
         let lets = runbook::resolve_lets(rb, &vars, &env)?;
-        preflight::check(rb, &vars, &lets, &env)?;
+        // The plan is built before anything starts: it is what runs.
+        let plan = Plan::build(rb)?;
+        preflight::check(&plan, &vars, &lets, &env)?;
         crate::runbook::register_run_inputs(&self.redactor, rb, &vars, &env, &secrets);
         let run = json!({ "status": "running", "message": null, "elapsed_s": 0 });
         let run = run.as_object().cloned().unwrap_or_default();
-        let mut scope =
-            Scope { cx, resources: Resources::default(), vars, lets, env, secrets, steps: Arc::default(), run };
+        let late_lets = plan.late_lets.iter().map(scope::LateLet::from).collect();
+        let mut scope = Scope {
+            cx,
+            resources: Resources::default(),
+            vars,
+            lets,
+            late_lets,
+            env,
+            secrets,
+            steps: Arc::default(),
+            run,
+        };
 
         let suite = self.next_suite.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
@@ -189,32 +203,28 @@ impl Executor {
         });
 
         let mut state = RunState::default();
-        let mut next = 0;
-        while next < rb.steps.len() {
+        for node in &plan.nodes {
             // One step, or every step of a `parallel` group.
-            let batch = match rb.steps[next].group {
-                Some(g) => {
-                    let n = rb.steps[next..].iter().take_while(|s| s.group == Some(g)).count();
-                    &rb.steps[next..next + n]
-                }
-                None => &rb.steps[next..=next],
-            };
-            next += batch.len();
+            let batch = node.steps();
             if scope.cx.cancel.token.is_cancelled() {
                 state.interrupt(scope.cx.cancel.reason());
             }
             if state.stopped() {
                 for step in batch {
-                    self.emit_not_run(suite, rb, step, Phase::Main, state.not_run_reason());
+                    self.emit_not_run(suite, rb, step.def, Phase::Main, state.not_run_reason());
                 }
                 continue;
             }
-            let recs = if let Some(recs) = self.group_skipped(suite, rb, &mut scope, batch) {
-                recs
-            } else if batch.len() == 1 {
-                vec![self.run_step(suite, rb, &mut scope, &batch[0], Phase::Main, true).await]
-            } else {
-                self.run_group(suite, rb, &mut scope, batch).await
+            let recs = match node {
+                Node::Group(g) => match self.group_skipped(suite, rb, &mut scope, g) {
+                    Some(recs) => recs,
+                    // A group of one step runs as a step of its own.
+                    None if g.steps.len() == 1 => {
+                        vec![self.run_step(suite, rb, &mut scope, &g.steps[0], Phase::Main, true).await]
+                    }
+                    None => self.run_group(suite, rb, &mut scope, g).await,
+                },
+                Node::Step(step) => vec![self.run_step(suite, rb, &mut scope, step, Phase::Main, true).await],
             };
             for (step, rec) in batch.iter().zip(&recs) {
                 state.main_step_ended(step, rec);
@@ -222,13 +232,17 @@ impl Executor {
         }
 
         for done in state.to_roll_back() {
-            let of = done.label();
+            let of = done.def.label();
             let mut recs = Vec::new();
             for rbk in &done.rollback {
                 recs.push(self.run_step(suite, rb, &mut scope, rbk, Phase::Rollback { of: of.clone() }, false).await);
             }
-            let (result, message) = state.rolled_back(done, &recs);
-            self.sink.emit(Event::StepRolledBack { step: StepId::new(suite, done.path.clone(), of), result, message });
+            let (result, message) = state.rolled_back(done.def, &recs);
+            self.sink.emit(Event::StepRolledBack {
+                step: StepId::new(suite, done.def.path.clone(), of),
+                result,
+                message,
+            });
         }
 
         if let Some(target) = rb.targets.rto {
@@ -250,9 +264,9 @@ impl Executor {
         scope.run.insert("status".into(), json!(status));
         scope.run.insert("message".into(), json!(message));
         scope.run.insert("elapsed_s".into(), json!((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0));
-        for step in &rb.finally {
+        for step in &plan.finally {
             let rec = self.run_step(suite, rb, &mut scope, step, Phase::Finally, false).await;
-            state.finally_ended(step, &rec);
+            state.finally_ended(step.def, &rec);
         }
         // Servers and other resources end with the runbook, after `finally` used them.
         for (what, r) in scope.resources.drain() {
@@ -330,14 +344,14 @@ impl Executor {
         suite: usize,
         rb: &Runbook,
         scope: &mut Scope,
-        step: &StepDef,
+        step: &PlanStep<'_>,
         phase: Phase,
         cancellable: bool,
     ) -> StepRecord {
         let cancel =
             if cancellable { Some(Stopper::new(scope.cx.cancel.token.clone(), &scope.cx.cancel)) } else { None };
         let rec = self.execute(suite, rb, scope, step, phase, cancel.as_ref()).await;
-        store_outputs(scope, step, &rec);
+        store_outputs(scope, step.def, &rec);
         rec
     }
 
@@ -349,14 +363,14 @@ impl Executor {
         suite: usize,
         rb: &Runbook,
         scope: &mut Scope,
-        batch: &[StepDef],
+        group: &Group<'_>,
     ) -> Option<Vec<StepRecord>> {
-        let cond = batch.first()?.group_when.as_deref()?;
+        let cond = group.when.as_ref()?;
         let env = template::environment();
-        let (outcome, kind, message) = match template::eval_condition(&env, cond, &scope.context()) {
+        let (outcome, kind, message) = match cond.eval(&env, &scope.context()) {
             Ok(true) => return None,
             Ok(false) => {
-                (Outcome::Skipped, None, format!("skipped: `when: {}` of its `parallel` group is false", cond.trim()))
+                (Outcome::Skipped, None, format!("skipped: `when: {}` of its `parallel` group is false", cond.text()))
             }
             Err(e) => (
                 Outcome::Errored,
@@ -364,16 +378,17 @@ impl Executor {
                 format!(
                     "template error in runbook `{}`, {}, field `when`: {}",
                     rb.name,
-                    runbook::describe_path(batch[0].path.split(".parallel").next().unwrap_or_default()),
+                    runbook::describe_path(&group.def.path),
                     template::describe(&e)
                 ),
             ),
         };
-        let recs: Vec<StepRecord> = batch
+        let recs: Vec<StepRecord> = group
+            .steps
             .iter()
             .map(|step| {
-                let rec = self.not_run(suite, rb, step, outcome, kind, message.clone());
-                store_outputs(scope, step, &rec);
+                let rec = self.not_run(suite, rb, step.def, outcome, kind, message.clone());
+                store_outputs(scope, step.def, &rec);
                 rec
             })
             .collect();
@@ -420,21 +435,22 @@ impl Executor {
     /// sequence stops the steps after it, unless the group says `fail_fast: false`; a signal
     /// cancels them all as usual. A step with `after: <id>` starts when that sibling has
     /// passed, and is skipped when it did not.
-    async fn run_group(&self, suite: usize, rb: &Runbook, scope: &mut Scope, batch: &[StepDef]) -> Vec<StepRecord> {
+    async fn run_group(&self, suite: usize, rb: &Runbook, scope: &mut Scope, group: &Group<'_>) -> Vec<StepRecord> {
+        let batch = &group.steps;
         let mut stopper = Stopper::new(scope.cx.cancel.token.child_token(), &scope.cx.cancel);
         // Each sibling's end, for a step that follows another of its group (`StepCtx::ended`)
         // or waits for it (`after`).
         stopper.ended =
-            Arc::new(batch.iter().filter_map(|s| s.id.clone()).map(|id| (id, CancellationToken::new())).collect());
+            Arc::new(batch.iter().filter_map(|s| s.def.id.clone()).map(|id| (id, CancellationToken::new())).collect());
         let outcomes = stopper.outcomes.clone();
-        let fail_fast = batch.first().is_none_or(|s| s.group_fail_fast);
+        let fail_fast = group.fail_fast;
         let shared: &Scope = scope;
         let runs = batch.iter().map(|step| {
             let stopper = &stopper;
             let outcomes = outcomes.clone();
             async move {
                 let mut waited = None;
-                for id in &step.after {
+                for id in &step.def.after {
                     let Some(ended) = stopper.ended.get(id) else { continue };
                     tokio::select! {
                         _ = ended.cancelled() => {}
@@ -448,15 +464,15 @@ impl Executor {
                 }
                 // A sibling's failure that stopped the group while this step waited: it never
                 // starts (it used to start, and run until the cancellation reached it).
-                if waited.is_none() && !step.after.is_empty() && stopper.token.is_cancelled() {
+                if waited.is_none() && !step.def.after.is_empty() && stopper.token.is_cancelled() {
                     waited =
                         stopper.by_sibling().map(|why| format!("skipped: cancelled because {why}, before it started"));
                 }
                 let rec = match waited {
-                    Some(why) => self.not_run(suite, rb, step, Outcome::Skipped, None, why),
+                    Some(why) => self.not_run(suite, rb, step.def, Outcome::Skipped, None, why),
                     None => self.execute(suite, rb, shared, step, Phase::Main, Some(stopper)).await,
                 };
-                if let Some(id) = &step.id {
+                if let Some(id) = &step.def.id {
                     if let Ok(mut o) = outcomes.lock() {
                         o.insert(id.clone(), rec.outcome);
                     }
@@ -465,7 +481,7 @@ impl Executor {
                     }
                 }
                 let failed = !matches!(rec.outcome, Outcome::Passed | Outcome::Skipped);
-                if failed && fail_fast && !step.continue_on_error && !stopper.token.is_cancelled() {
+                if failed && fail_fast && !step.def.continue_on_error && !stopper.token.is_cancelled() {
                     if let Ok(mut why) = stopper.why.lock() {
                         *why = Some(format!("step `{}` {}", rec.label, rec.outcome.as_str()));
                     }
@@ -476,7 +492,7 @@ impl Executor {
         });
         let recs = futures_util::future::join_all(runs).await;
         for (step, rec) in batch.iter().zip(&recs) {
-            store_outputs(scope, step, rec);
+            store_outputs(scope, step.def, rec);
         }
         recs
     }

@@ -7,26 +7,42 @@
 use serde_json::{json, Map, Value as Json};
 
 use super::attempt::{text_where_text_is_wanted, value_at};
-use crate::runbook::{describe_path, Runbook};
-use crate::{steps, template, Error};
+use crate::plan::{Condition, Node, Plan, PlanStep};
+use crate::runbook::describe_path;
+use crate::{template, Error};
 
 pub(super) fn check(
-    rb: &Runbook,
+    plan: &Plan<'_>,
     vars: &Map<String, Json>,
     lets: &Map<String, Json>,
     env: &Map<String, Json>,
 ) -> Result<(), Error> {
     let tenv = template::environment();
     let ctx = minijinja::Value::from_serialize(json!({ "vars": vars, "let": lets, "env": env }));
-    for step in rb.all_steps() {
-        let Some(kind) = steps::find(&step.uses) else { continue };
+    let rb = plan.runbook;
+    // Every step in the order written (each main step followed by its rollbacks), with its
+    // group's `when` for a step of a `parallel` group.
+    let mut todo: Vec<(&PlanStep<'_>, Option<&Condition>)> = Vec::new();
+    for node in &plan.nodes {
+        let group_when = match node {
+            Node::Group(g) => g.when.as_ref(),
+            Node::Step(_) => None,
+        };
+        for s in node.steps() {
+            todo.push((s, group_when));
+            todo.extend(s.rollback.iter().map(|r| (r, None)));
+        }
+    }
+    todo.extend(plan.finally.iter().map(|s| (s, None)));
+    for (planned, group_when) in todo {
+        let (step, kind) = (planned.def, planned.kind);
         // Only a step known to run is held to its fields now: one whose `when:` is false
         // (`when: vars.health_url != ""`) never reads them, and one whose `when:` reads other
         // steps is judged when it runs.
-        let runs = [&step.when, &step.group_when]
+        let runs = [planned.when.as_ref(), group_when]
             .into_iter()
             .flatten()
-            .all(|cond| matches!(template::eval_condition(&tenv, cond, &ctx), Ok(true)));
+            .all(|cond| matches!(cond.eval(&tenv, &ctx), Ok(true)));
         if !runs {
             continue;
         }

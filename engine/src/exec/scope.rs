@@ -2,16 +2,31 @@
 //! resources its steps started, with the loading of secrets and the keeping of each step's
 //! outputs for the steps after it.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value as Json};
+use serde_yaml::Value as Yaml;
 
 use super::{StepRecord, SuiteCtx};
 use crate::redact::Redactor;
 use crate::runbook::{Runbook, StepDef};
 use crate::steps::Resources;
-use crate::Error;
+use crate::{plan, template, Error};
+
+/// A `let:` value that reads step outputs, waiting for them.
+pub(super) struct LateLet {
+    name: String,
+    value: Yaml,
+    reads: BTreeSet<String>,
+}
+
+impl From<&plan::LateLet<'_>> for LateLet {
+    fn from(l: &plan::LateLet<'_>) -> Self {
+        LateLet { name: l.name.to_string(), value: l.value.clone(), reads: l.reads.clone() }
+    }
+}
 
 /// One suite's values for its templates, and the resources (servers) its steps started,
 /// which end with the suite after `finally`.
@@ -19,8 +34,11 @@ pub(super) struct Scope {
     pub(super) cx: SuiteCtx,
     pub(super) resources: Resources,
     pub(super) vars: Map<String, Json>,
-    /// `let:` values, computed once when the suite starts.
+    /// `let:` values: those known at the start computed when the suite starts, the others
+    /// added as they are computed (`late_lets`).
     pub(super) lets: Map<String, Json>,
+    /// `let:` values that read step outputs and are not computed yet, in the order written.
+    pub(super) late_lets: Vec<LateLet>,
     pub(super) env: Map<String, Json>,
     pub(super) secrets: Map<String, Json>,
     /// Shared with the template contexts of running steps (see [`StepsView`]); a finished
@@ -129,4 +147,25 @@ pub(super) fn store_outputs(scope: &mut Scope, step: &StepDef, rec: &StepRecord)
     );
     o.insert("duration_s".into(), json!((rec.duration.as_secs_f64() * 1000.0).round() / 1000.0));
     Arc::make_mut(&mut scope.steps).insert(id.clone(), Json::Object(o));
+    compute_late_lets(scope);
+}
+
+/// The `let` values that read step outputs, each computed once, as soon as every step it
+/// reads has its record (passed, failed or skipped): in the order written, so one that reads
+/// another is computed after it. One that cannot be computed (a step it reads was skipped and
+/// has no outputs) stays undefined, and a field that reads it fails as a field reading that
+/// missing output itself would; validate asks a `when:` that reads it to test it first.
+fn compute_late_lets(scope: &mut Scope) {
+    let mut i = 0;
+    while i < scope.late_lets.len() {
+        if !scope.late_lets[i].reads.iter().all(|id| scope.steps.contains_key(id)) {
+            i += 1;
+            continue;
+        }
+        let l = scope.late_lets.remove(i);
+        let env = template::environment();
+        if let Ok(v) = template::render_tree(&env, &l.value, &scope.context(), &format!("let.{}", l.name)) {
+            scope.lets.insert(l.name, serde_json::to_value(&v).unwrap_or(Json::Null));
+        }
+    }
 }

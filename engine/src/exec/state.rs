@@ -8,6 +8,7 @@
 
 use super::{ErrorKind, Outcome, Rollback, StepRecord, SuiteOutcome};
 use crate::error::{Class, ExitCode};
+use crate::plan::PlanStep;
 use crate::runbook::{self, StepDef};
 
 /// Everything a suite decides while its steps run.
@@ -19,7 +20,7 @@ pub(super) struct RunState<'rb> {
     not_run: String,
     /// Main steps that completed (passed, or failed under `continue_on_error`), in order; a
     /// later failure rolls them back in reverse.
-    completed: Vec<&'rb StepDef>,
+    completed: Vec<&'rb PlanStep<'rb>>,
     /// A rollback that failed or was skipped, for the final message (never "rolled back").
     rollback_problems: Vec<String>,
     /// What rollback steps told the operator (`StepCtx::notice`), for the final message.
@@ -55,11 +56,13 @@ impl<'rb> RunState<'rb> {
     }
 
     /// What a main step came to: completed (to roll back later), skipped, or the stop.
-    pub fn main_step_ended(&mut self, step: &'rb StepDef, rec: &StepRecord) {
+    pub fn main_step_ended(&mut self, step: &'rb PlanStep<'rb>, rec: &StepRecord) {
         match rec.outcome {
             Outcome::Passed => self.completed.push(step),
             Outcome::Skipped => {}
-            _ if step.continue_on_error && rec.error_kind != Some(ErrorKind::Interrupted) => self.completed.push(step),
+            _ if step.def.continue_on_error && rec.error_kind != Some(ErrorKind::Interrupted) => {
+                self.completed.push(step)
+            }
             _ if self.stop.is_some() => {}
             outcome => {
                 let message = rec.message.clone().unwrap_or_default();
@@ -70,7 +73,7 @@ impl<'rb> RunState<'rb> {
     }
 
     /// The completed steps that have rollbacks, last first; none when nothing stopped the run.
-    pub fn to_roll_back(&self) -> Vec<&'rb StepDef> {
+    pub fn to_roll_back(&self) -> Vec<&'rb PlanStep<'rb>> {
         if self.stop.is_none() {
             return Vec::new();
         }
@@ -202,18 +205,20 @@ mod tests {
     #[test]
     fn a_failed_rollback_is_never_rolled_back_and_reaches_the_message() {
         let rb = runbook();
+        let Ok(plan) = crate::plan::Plan::build(&rb) else { panic!("the runbook plans") };
+        let steps: Vec<_> = plan.nodes.iter().flat_map(|n| n.steps()).collect();
         let mut state = RunState::default();
-        state.main_step_ended(&rb.steps[0], &rec("a", Outcome::Passed, None, ""));
-        state.main_step_ended(
-            &rb.steps[1],
-            &rec("b", Outcome::Errored, Some(ErrorKind::Class(Class::Environment)), "gone"),
-        );
+        state.main_step_ended(steps[0], &rec("a", Outcome::Passed, None, ""));
+        state
+            .main_step_ended(steps[1], &rec("b", Outcome::Errored, Some(ErrorKind::Class(Class::Environment)), "gone"));
         assert!(state.stopped());
         assert_eq!(state.not_run_reason(), "step `b` errored");
         let to_roll_back = state.to_roll_back();
         assert_eq!(to_roll_back.len(), 1);
-        let (result, _) = state
-            .rolled_back(to_roll_back[0], &[rec("undo", Outcome::Failed, Some(ErrorKind::Class(Class::Failed)), "no")]);
+        let (result, _) = state.rolled_back(
+            to_roll_back[0].def,
+            &[rec("undo", Outcome::Failed, Some(ErrorKind::Class(Class::Failed)), "no")],
+        );
         assert_eq!(result, Rollback::Failed);
         let s = state.summarize();
         assert_eq!((s.outcome, s.exit), (SuiteOutcome::Failed, ExitCode::Environment));
@@ -225,8 +230,10 @@ mod tests {
     #[test]
     fn a_failed_finally_step_fails_a_passing_run_and_the_first_stop_wins() {
         let rb = runbook();
+        let Ok(plan) = crate::plan::Plan::build(&rb) else { panic!("the runbook plans") };
+        let steps: Vec<_> = plan.nodes.iter().flat_map(|n| n.steps()).collect();
         let mut state = RunState::default();
-        state.main_step_ended(&rb.steps[0], &rec("a", Outcome::Passed, None, ""));
+        state.main_step_ended(steps[0], &rec("a", Outcome::Passed, None, ""));
         assert!(state.to_roll_back().is_empty(), "nothing failed: nothing is rolled back");
         assert_eq!(state.status().0, "passed");
         state.finally_ended(&rb.finally[0], &rec("f", Outcome::Errored, Some(ErrorKind::Class(Class::Invalid)), "bad"));
@@ -236,7 +243,7 @@ mod tests {
 
         let mut state = RunState::default();
         state.interrupt("SIGINT".into());
-        state.main_step_ended(&rb.steps[1], &rec("b", Outcome::Failed, Some(ErrorKind::Class(Class::Failed)), "late"));
+        state.main_step_ended(steps[1], &rec("b", Outcome::Failed, Some(ErrorKind::Class(Class::Failed)), "late"));
         state.budget_missed("rto exceeds budget");
         let s = state.summarize();
         assert_eq!((s.outcome, s.exit), (SuiteOutcome::Interrupted, ExitCode::Interrupted));

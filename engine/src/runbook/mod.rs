@@ -12,7 +12,7 @@ pub mod notify;
 mod secrets;
 mod vars;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -78,13 +78,21 @@ pub struct Runbook {
     pub kind: Option<RunKind>,
     /// Declared variables with their defaults (`None`: must be given with `--var`).
     pub vars: BTreeMap<String, Option<Yaml>>,
-    /// `let:` values, in the order written: computed once per run from vars, env and the
-    /// values above them, and read as `let.NAME` wherever a var can be read.
+    /// `let:` values, in the order written: computed once per run from vars, env, the values
+    /// above them and the outputs of steps (once those have run), and read as `let.NAME`
+    /// wherever a var can be read.
     pub lets: Vec<(String, Yaml)>,
     pub secrets: BTreeMap<String, SecretSource>,
     pub targets: Targets,
+    /// `steps:` with the steps of each `parallel` group in place, marked with their group.
     pub steps: Vec<StepDef>,
+    /// The `parallel` groups of `steps:`, each with its own `when` and `fail_fast`.
+    pub groups: Vec<GroupDef>,
     pub finally: Vec<StepDef>,
+    /// For each `let` value that reads step outputs (itself or through the `let` values above
+    /// it): the ids of the steps it reads. It is computed once they have run; validate refuses a
+    /// read of it where one of them has not.
+    pub let_reads: BTreeMap<String, BTreeSet<String>>,
     /// Where the file came from, as the user named it (for messages).
     pub file: String,
     /// Directory that relative paths in the runbook resolve against.
@@ -115,6 +123,26 @@ impl Runbook {
         let pos = SpanIndex::build(&self.source).value(path);
         format!("{}:{}:{}", self.file, pos.line, pos.col)
     }
+
+    /// The `parallel` group a step of `steps:` belongs to.
+    pub fn group_of(&self, step: &StepDef) -> Option<&GroupDef> {
+        let g = step.group?;
+        self.groups.iter().find(|d| d.index == g)
+    }
+}
+
+/// A `parallel:` entry of `steps:`, a node of its own: its `when:` is evaluated once for the
+/// group, before any of its steps (false skips them all), and its `fail_fast:` (default true)
+/// says whether a failing step stops its siblings (false lets them finish; the group still
+/// fails).
+#[derive(Debug, Clone)]
+pub struct GroupDef {
+    /// Its index in `steps:` as written, which its steps carry as their `group`.
+    pub index: usize,
+    pub when: Option<String>,
+    pub fail_fast: bool,
+    /// Key path in the file (`steps[2]`), for messages.
+    pub path: String,
 }
 
 /// Where a declared secret's value comes from.
@@ -146,12 +174,6 @@ pub struct StepDef {
     pub uses: String,
     pub with: Yaml,
     pub when: Option<String>,
-    /// The `when:` of the `parallel` group the step belongs to: evaluated once for the group,
-    /// before any of its steps; false skips them all.
-    pub group_when: Option<String>,
-    /// The `fail_fast:` of the `parallel` group the step belongs to (default true): a failing
-    /// step stops its siblings; false lets them finish, and the group still fails.
-    pub group_fail_fast: bool,
     /// In a `parallel` group: the ids of siblings this step waits for; the step runs when
     /// they have passed (or were skipped), and is skipped when one did not.
     pub after: Vec<String>,
@@ -267,7 +289,7 @@ struct RawStep {
     /// `when` and `fail_fast`).
     #[serde(default)]
     parallel: Vec<RawStep>,
-    /// Of a `parallel` group (see `StepDef::group_fail_fast`).
+    /// Of a `parallel` group (see `GroupDef::fail_fast`).
     fail_fast: Option<bool>,
 }
 
@@ -480,7 +502,8 @@ impl Checker<'_> {
         });
 
         let mut ids: HashMap<String, String> = HashMap::new();
-        let steps = self.main_steps(raw.steps, &mut ids);
+        let mut groups = Vec::new();
+        let steps = self.main_steps(raw.steps, &mut ids, &mut groups);
         let finally = self.steps(raw.finally, "finally", &mut ids);
 
         let rb = Runbook {
@@ -492,7 +515,9 @@ impl Checker<'_> {
             secrets: raw.secrets,
             targets,
             steps,
+            groups,
             finally,
+            let_reads: BTreeMap::new(),
             file: self.file.to_string(),
             base_dir,
             source: self.text.into(),
@@ -500,6 +525,7 @@ impl Checker<'_> {
             notify,
         };
         let mut rb = rb;
+        rb.let_reads = self.check_lets(&rb);
         rb.warnings = self.check_references(&rb);
         rb
     }
@@ -542,7 +568,12 @@ impl Checker<'_> {
 
     /// `steps:`, where an entry may be a `parallel:` group: its steps are flattened into the
     /// list, marked with the group they belong to.
-    fn main_steps(&mut self, raw: Vec<RawStep>, ids: &mut HashMap<String, String>) -> Vec<StepDef> {
+    fn main_steps(
+        &mut self,
+        raw: Vec<RawStep>,
+        ids: &mut HashMap<String, String>,
+        groups: &mut Vec<GroupDef>,
+    ) -> Vec<StepDef> {
         let mut out = Vec::new();
         for (i, s) in raw.into_iter().enumerate() {
             let path = format!("steps[{i}]");
@@ -572,8 +603,12 @@ impl Checker<'_> {
                     "a `parallel` entry holds only its steps, a `when` and `fail_fast`: move `{field}` into the steps it applies to"
                 ))));
             }
-            let group_when = s.when.map(condition_text);
-            let fail_fast = s.fail_fast.unwrap_or(true);
+            groups.push(GroupDef {
+                index: i,
+                when: s.when.map(condition_text),
+                fail_fast: s.fail_fast.unwrap_or(true),
+                path: path.clone(),
+            });
             let siblings: Vec<Option<String>> = s.parallel.iter().map(|p| p.id.clone()).collect();
             for (j, inner) in s.parallel.iter().enumerate() {
                 let at = self.spans.value(&format!("{path}.parallel[{j}].after"));
@@ -606,8 +641,6 @@ impl Checker<'_> {
                 }
                 let mut step = self.step(inner, inner_path, ids);
                 step.group = Some(i);
-                step.group_when = group_when.clone();
-                step.group_fail_fast = fail_fast;
                 out.push(step);
             }
         }
@@ -722,8 +755,6 @@ impl Checker<'_> {
             uses,
             with: raw.with.unwrap_or(Yaml::Mapping(Default::default())),
             when,
-            group_when: None,
-            group_fail_fast: true,
             after: raw.after.as_ref().map(OneOrMany::list).unwrap_or_default(),
             assert,
             timeout,
@@ -806,13 +837,16 @@ impl Checker<'_> {
         pos
     }
 
-    /// Templates may only read declared vars, `let` values and secrets, and outputs of steps
-    /// that ran before. Returns the warnings (deprecated forms) found on the way.
-    fn check_references(&mut self, rb: &Runbook) -> Vec<Diagnostic> {
+    /// `let` values are computed in the order written, from vars, env, the `let` values above
+    /// them and the outputs of steps of `steps:`; one that reads steps is computed once they
+    /// have run. Returns, for each `let` value that reads steps (itself or through the values
+    /// above it), the ids of those steps.
+    fn check_lets(&mut self, rb: &Runbook) -> BTreeMap<String, BTreeSet<String>> {
         let env = template::environment();
-        let mut warnings = Vec::new();
-        // `let` values are computed once, before any step: from vars, env and the ones above.
+        let main_ids: Vec<&str> = rb.steps.iter().filter_map(|s| s.id.as_deref()).collect();
+        let mut let_reads: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (i, (name, value)) in rb.lets.iter().enumerate() {
+            let mut reads = BTreeSet::new();
             let mut found = Vec::new();
             template::templated_strings(value, &format!("let.{name}"), &mut found);
             for (path, src) in found {
@@ -825,6 +859,7 @@ impl Checker<'_> {
                         ("vars", Some(v)) => self.check_var(rb, v, pos),
                         ("let", Some(v)) => {
                             if rb.lets[..i].iter().any(|(n, _)| n == v) {
+                                reads.extend(let_reads.get(v).into_iter().flatten().cloned());
                                 continue;
                             }
                             let d = if rb.lets[i..].iter().any(|(n, _)| n == v) {
@@ -838,17 +873,47 @@ impl Checker<'_> {
                             };
                             self.diags.push(d);
                         }
+                        ("steps", Some(id)) if main_ids.contains(&id) => {
+                            reads.insert(id.to_string());
+                        }
+                        ("steps", Some(id)) => {
+                            let d = if rb.all_steps().any(|s| s.id.as_deref() == Some(id)) {
+                                self.diag(pos, format!("`let.{name}` reads `steps.{id}`, a rollback or `finally` step"))
+                                    .with_help(Some(
+                                        "a `let` value reads the steps of `steps:`; read this one where it is used"
+                                            .into(),
+                                    ))
+                            } else {
+                                self.diag(pos, format!("`steps.{id}` refers to a step id that does not exist"))
+                                    .with_help(suggest::help(id, main_ids.iter().copied()))
+                            };
+                            self.diags.push(d);
+                        }
                         (other, _) => {
                             let d = self.diag(pos, format!("`let.{name}` cannot read `{other}`"));
-                            self.diags.push(d.with_help(Some(
-                                "a `let` value is computed once before any step runs: it reads `vars`, `env` and the `let` values above it".into(),
-                            )));
+                            let help = if other == "steps" {
+                                "name the step a `let` value reads: `steps.<id>.outputs.<name>`"
+                            } else {
+                                "a `let` value reads `vars`, `env`, the `let` values above it and the outputs of steps (`steps.<id>.outputs.<name>`)"
+                            };
+                            self.diags.push(d.with_help(Some(help.into())));
                         }
                     }
                 }
             }
+            if !reads.is_empty() {
+                let_reads.insert(name.clone(), reads);
+            }
         }
+        let_reads
+    }
 
+    /// Templates may only read declared vars, `let` values and secrets, and outputs of steps
+    /// that ran before (themselves, or through a `let` value that reads them). Returns the
+    /// warnings (deprecated forms) found on the way.
+    fn check_references(&mut self, rb: &Runbook) -> Vec<Diagnostic> {
+        let env = template::environment();
+        let mut warnings = Vec::new();
         let main_ids: Vec<&str> = rb.steps.iter().filter_map(|s| s.id.as_deref()).collect();
         for (i, step) in rb.steps.iter().enumerate() {
             // A step of a `parallel` group sees the steps before the group, not its siblings.
@@ -858,7 +923,8 @@ impl Checker<'_> {
                 .filter_map(|s| s.id.as_deref())
                 .collect();
             // The group's own `when`, once, at its first step.
-            if let (Some(g), Some(cond)) = (step.group, &step.group_when) {
+            if let Some(GroupDef { index: g, when: Some(cond), .. }) = rb.group_of(step) {
+                let g = *g;
                 if i == 0 || rb.steps[i - 1].group != Some(g) {
                     let sources = vec![(format!("steps[{g}].when"), cond.clone(), true)];
                     self.check_sources(&env, rb, None, sources, &before, &main_ids, &mut warnings);
@@ -903,7 +969,7 @@ impl Checker<'_> {
     /// `... is defined`) make it safe.
     fn check_maybe_skipped(&mut self, rb: &Runbook, id: &str, r: &str, src: &str, pos: Pos) {
         let Some(target) = rb.all_steps().find(|s| s.id.as_deref() == Some(id)) else { return };
-        if target.when.is_none() && target.group_when.is_none() {
+        if target.when.is_none() && rb.group_of(target).is_none_or(|g| g.when.is_none()) {
             return;
         }
         let squeezed: String = src.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -985,6 +1051,24 @@ impl Checker<'_> {
                     ("let", Some(v)) if !rb.lets.iter().any(|(n, _)| n == v) => {
                         let d = self.unknown_let(rb, v, pos);
                         self.diags.push(d);
+                    }
+                    ("let", Some(v)) => {
+                        for id in rb.let_reads.get(v).into_iter().flatten() {
+                            if visible.contains(&id.as_str()) {
+                                if is_condition {
+                                    self.check_maybe_skipped(rb, id, &r, &src, pos);
+                                }
+                                continue;
+                            }
+                            let what = if step.is_some() { "this step" } else { "this `parallel` group" };
+                            let d = self.diag(
+                                pos,
+                                format!("`let.{v}` reads `steps.{id}`, which has not run yet at this point"),
+                            );
+                            self.diags.push(d.with_help(Some(format!(
+                                "a `let` value that reads a step is there once the step has run: move `{id}` before {what}"
+                            ))));
+                        }
                     }
                     ("secrets", Some(v)) if !rb.secrets.contains_key(v) => {
                         let d = self.diag(pos, format!("`secrets.{v}` is not declared"));

@@ -1,6 +1,6 @@
 //! A run's variables: `--var` pairs typed like the declared default (`--var skip=false` is
 //! false, not the text "false"), declared defaults rendered against the environment, and the
-//! `let:` values computed once from them.
+//! `let:` values computed once from them (those that read step outputs are the executor's).
 
 use std::collections::BTreeMap;
 
@@ -77,8 +77,10 @@ pub fn resolve_vars(
     Ok(out)
 }
 
-/// The `let:` values, in the order written, each from vars, env and the values above it.
-/// A value that is one expression keeps its type, like any field.
+/// The `let:` values known before any step runs, in the order written, each from vars, env
+/// and the values above it. A value that reads step outputs (`Runbook::let_reads`) is left
+/// out: the executor computes it once the steps it reads have run. A value that is one
+/// expression keeps its type, like any field.
 pub fn resolve_lets(
     rb: &Runbook,
     vars: &Map<String, Json>,
@@ -86,7 +88,7 @@ pub fn resolve_lets(
 ) -> Result<Map<String, Json>, Error> {
     let tenv = template::environment();
     let mut lets = Map::new();
-    for (name, value) in &rb.lets {
+    for (name, value) in rb.lets.iter().filter(|(n, _)| !rb.let_reads.contains_key(n)) {
         let ctx = minijinja::Value::from_serialize(json!({ "vars": vars, "env": env, "let": lets }));
         let v = template::render_tree(&tenv, value, &ctx, &format!("let.{name}")).map_err(|(_, e)| {
             Error::invalid(format!(

@@ -219,12 +219,28 @@ pub enum Op {
     Le,
 }
 
-/// An expectation on a scalar; also what a step's generic `assert:` is written in.
+/// An expectation on a scalar; also what a step's generic `assert:` is written in. Parsed
+/// once: the numbers it compares with are held as numbers ([`Num`], exact), never re-read
+/// from text at each comparison.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expect {
-    Cmp(Op, String),
-    Between(String, String),
+    Cmp(Op, Operand),
+    Between(Num, Num),
     Null(bool),
+}
+
+/// What an expectation compares with: its text as written (unquoted), and the number it
+/// spells, if it spells one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Operand {
+    pub text: String,
+    pub num: Option<Num>,
+}
+
+impl Operand {
+    fn new(text: String) -> Operand {
+        Operand { num: Num::parse(&text), text }
+    }
 }
 
 impl Expect {
@@ -244,9 +260,9 @@ impl Expect {
                 return Err(format!("`{t}`: `between` needs `between LOW and HIGH`"));
             };
             let (lo, hi) = (unquote(&rest_orig[..i]), unquote(&rest_orig[i + 5..]));
-            if Num::parse(&lo).is_none() || Num::parse(&hi).is_none() {
+            let (Some(lo), Some(hi)) = (Num::parse(&lo), Num::parse(&hi)) else {
                 return Err(format!("`{t}`: `between` needs two numbers"));
-            }
+            };
             return Ok(Expect::Between(lo, hi));
         }
         for (tok, op) in [
@@ -260,12 +276,12 @@ impl Expect {
             ("=", Op::Eq),
         ] {
             if let Some(rest) = t.strip_prefix(tok) {
-                let v = unquote(rest);
-                if v.is_empty() {
+                let v = Operand::new(unquote(rest));
+                if v.text.is_empty() {
                     return Err(format!("`{t}`: nothing to compare with after `{tok}`"));
                 }
-                if matches!(op, Op::Gt | Op::Ge | Op::Lt | Op::Le) && Num::parse(&v).is_none() {
-                    return Err(format!("`{t}`: `{tok}` compares numbers, and `{v}` is not a number"));
+                if matches!(op, Op::Gt | Op::Ge | Op::Lt | Op::Le) && v.num.is_none() {
+                    return Err(format!("`{t}`: `{tok}` compares numbers, and `{}` is not a number", v.text));
                 }
                 return Ok(Expect::Cmp(op, v));
             }
@@ -273,7 +289,7 @@ impl Expect {
         if t.is_empty() {
             return Err("the expectation is empty".into());
         }
-        Ok(Expect::Cmp(Op::Eq, unquote(t)))
+        Ok(Expect::Cmp(Op::Eq, Operand::new(unquote(t))))
     }
 
     /// Ok if the value satisfies the expectation, else a reason suffix.
@@ -283,22 +299,22 @@ impl Expect {
             (_, None) => false,
             (Expect::Between(lo, hi), Some(v)) => {
                 let x = num(v)?;
-                x >= num(lo)? && x <= num(hi)?
+                x >= *lo && x <= *hi
             }
             (Expect::Cmp(op, want), Some(v)) => {
-                let v = normalize_bool(v, want);
-                match (Num::parse(v), Num::parse(want)) {
+                let v = normalize_bool(v, &want.text);
+                match (Num::parse(v), &want.num) {
                     (Some(a), Some(b)) => match op {
-                        Op::Eq => a == b,
-                        Op::Ne => a != b,
-                        Op::Gt => a > b,
-                        Op::Ge => a >= b,
-                        Op::Lt => a < b,
-                        Op::Le => a <= b,
+                        Op::Eq => a == *b,
+                        Op::Ne => a != *b,
+                        Op::Gt => a > *b,
+                        Op::Ge => a >= *b,
+                        Op::Lt => a < *b,
+                        Op::Le => a <= *b,
                     },
                     _ => match op {
-                        Op::Eq => v == want.as_str(),
-                        Op::Ne => v != want.as_str(),
+                        Op::Eq => v == want.text,
+                        Op::Ne => v != want.text,
                         _ => return Err(format!(" (`{v}` is not a number)")),
                     },
                 }

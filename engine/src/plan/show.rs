@@ -1,11 +1,13 @@
-//! `pgdrill plan`: the steps a run would take, with every value rendered that can be known
-//! before running (vars, env); values that depend on earlier steps' outputs stay as written.
+//! `pgdrill plan`: the steps a run would take, as the [`Plan`] orders them, with every value
+//! rendered that can be known before running (vars, env, the `let` values that read no step);
+//! values that depend on steps' outputs stay as written.
 //! Secrets are never read for a plan: they show as a mask, and so do values that reach key
 //! and password fields from `--var` or env, and passwords inside URLs. No side effects.
 
 use serde_json::{json, Map, Value as Json};
 use serde_yaml::Value as Yaml;
 
+use super::{Node, Plan};
 use crate::redact::{Redactor, MASK};
 use crate::runbook::{Runbook, StepDef};
 use crate::template;
@@ -36,11 +38,13 @@ pub fn render(rb: &Runbook, vars: &Map<String, Json>) -> String {
             out.push_str(&format!("  {k}: {v}\n"));
         }
     }
-    if !lets.is_empty() {
+    if !rb.lets.is_empty() {
         out.push_str("let:\n");
-        // In the order written: each may read the ones above it.
-        for (k, _) in &rb.lets {
-            out.push_str(&format!("  {k}: {}\n", lets.get(k).unwrap_or(&Json::Null)));
+        // In the order written: each may read the ones above it. One that reads step outputs
+        // is computed during the run, and shows as written.
+        for (k, v) in &rb.lets {
+            let shown = lets.get(k).cloned().unwrap_or_else(|| serde_json::to_value(v).unwrap_or(Json::Null));
+            out.push_str(&format!("  {k}: {shown}\n"));
         }
     }
     if let Some(rto) = rb.targets.rto {
@@ -48,24 +52,25 @@ pub fn render(rb: &Runbook, vars: &Map<String, Json>) -> String {
     }
     out.push_str("steps:\n");
     // Numbered as written: a `parallel` group is one entry, its steps listed under it.
-    let mut n = 0;
-    let mut group = None;
-    for s in &rb.steps {
-        if s.group.is_none() || s.group != group {
-            n += 1;
-        }
-        match s.group {
-            Some(_) if s.group == group => step(&mut out, &tenv, &ctx, s, "-", 3),
-            Some(_) => {
-                out.push_str(&format!("  {n}. parallel (at the same time):\n"));
-                if let Some(w) = &s.group_when {
-                    out.push_str(&format!("       when: {w}\n"));
+    match Plan::build(rb) {
+        Ok(plan) => {
+            for (i, node) in plan.nodes.iter().enumerate() {
+                let n = i + 1;
+                match node {
+                    Node::Step(s) => step(&mut out, &tenv, &ctx, s.def, &format!("{n}."), 1),
+                    Node::Group(g) => {
+                        out.push_str(&format!("  {n}. parallel (at the same time):\n"));
+                        if let Some(w) = &g.def.when {
+                            out.push_str(&format!("       when: {w}\n"));
+                        }
+                        for s in &g.steps {
+                            step(&mut out, &tenv, &ctx, s.def, "-", 3);
+                        }
+                    }
                 }
-                step(&mut out, &tenv, &ctx, s, "-", 3);
             }
-            None => step(&mut out, &tenv, &ctx, s, &format!("{n}."), 1),
         }
-        group = s.group;
+        Err(e) => out.push_str(&format!("  {e}\n")),
     }
     if !rb.finally.is_empty() {
         out.push_str("finally:\n");
