@@ -4,12 +4,11 @@
 //! any restore; another tool's `.sql.gz` and openssl-encrypted dump pass with the
 //! fingerprint checks reported as skipped; a wrong key fails with exit 1 and leaves no server.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{junit_cases, pgdrill, status_of, text};
+use crate::common;
+use crate::common::{junit_cases, pgdrill, status_of, text};
 use pgdrill::pg::ephemeral::Ephemeral;
 
 const KEY: &str = "verify-test passphrase";

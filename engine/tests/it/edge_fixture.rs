@@ -4,11 +4,10 @@
 //! every check (native, and Docker when the local image is there); and each deliberate
 //! change to a restored copy is named by the fingerprint comparison.
 
-mod common;
-
 use std::path::Path;
 
-use common::{junit_cases, pgdrill, status_of, text};
+use crate::common;
+use crate::common::{junit_cases, pgdrill, status_of, text};
 use pgdrill::archive::{Codec, KeySource};
 use pgdrill::backup::restore::{restore, RestoreOptions};
 use pgdrill::backup::{self, CreateOptions, Format};

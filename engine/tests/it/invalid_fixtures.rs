@@ -2,9 +2,7 @@
 //! and print exactly the diagnostic stored beside it (`NAME.expected`). Set
 //! PGDRILL_BLESS=1 to rewrite the expected files after an intended change.
 
-mod common;
-
-use common::{root, run, text};
+use crate::common::{root, run, text};
 
 #[test]
 fn each_invalid_fixture_prints_its_expected_diagnostic() {

@@ -5,12 +5,11 @@
 //! (refused in preflight, nothing changed), database-level settings, grants and comments
 //! (kept across drop and recreate), and health checks after the application restarted.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use common::{fingerprint_of, pgdrill, scalar, text};
+use crate::common;
+use crate::common::{fingerprint_of, pgdrill, scalar, text};
 use pgdrill::pg::ephemeral::Ephemeral;
 use pgdrill::pg::fingerprint::Fingerprint;
 

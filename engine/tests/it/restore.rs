@@ -4,13 +4,12 @@
 //! (fingerprints equal) and say where the snapshot is; without confirmation nothing changes;
 //! open connections are terminated; a backup the target cannot take fails in preflight.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fingerprint_of, junit_cases, pgdrill, scalar, snapshots, status_of, text};
+use crate::common;
+use crate::common::{fingerprint_of, junit_cases, pgdrill, scalar, snapshots, status_of, text};
 use pgdrill::pg::ephemeral::Ephemeral;
 use pgdrill::pg::fingerprint::Fingerprint;
 

@@ -9,13 +9,12 @@
 //! stopped backend (terminate waits), a lock on template0 (CREATE DATABASE waits), pg_restore
 //! seen running, and a lock on a restored table (the fingerprint compare waits).
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fingerprint_of, pgdrill, snapshots, text};
+use crate::common;
+use crate::common::{fingerprint_of, pgdrill, snapshots, text};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pgdrill::pg::ephemeral::Ephemeral;

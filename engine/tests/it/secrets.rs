@@ -4,14 +4,13 @@
 //! pgdrill's settings and secrets; after `kill -9` of pgdrill, no pg_restore or pg_dump it
 //! started keeps running.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{pgdrill, text};
+use crate::common;
+use crate::common::{pgdrill, text};
 
 const KEY: &str = "secrets-test passphrase 7f3a";
 

@@ -1,9 +1,8 @@
 //! sql.exec and sql.assert against a real PostgreSQL server started by the test (local
 //! binaries through the native provider).
 
-mod common;
-
-use common::{run, text};
+use crate::common;
+use crate::common::{run, text};
 use pgdrill::pg::native::{NativeOptions, NativeServer};
 
 async fn server() -> Option<NativeServer> {

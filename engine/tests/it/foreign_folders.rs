@@ -2,12 +2,11 @@
 //! picked by the time in their names (never their mtime), verified (gzip, custom, openssl
 //! with and without -pbkdf2, gpg --symmetric), and pruned by age, dry run first.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{junit_cases, pgdrill, status_of, text};
+use crate::common;
+use crate::common::{junit_cases, pgdrill, status_of, text};
 
 const PASS: &str = "classic runbook passphrase";
 

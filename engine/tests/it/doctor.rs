@@ -2,11 +2,10 @@
 //! machine's real Docker engine, PostgreSQL binaries and file systems; each missing piece is
 //! taken away for real (the variable removed, a dead Docker socket, an empty PATH).
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::{pgdrill, require, text};
+use crate::common;
+use crate::common::{pgdrill, require, text};
 
 /// A passphrase long enough to pass; it must never appear in doctor's output.
 const KEY: &str = "doctor test passphrase Never-Shown 42";

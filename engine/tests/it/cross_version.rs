@@ -1,9 +1,7 @@
 //! A second real major: PostgreSQL 17 in a container from the local image (ci/setup.sh
 //! builds it from Debian trixie), while this machine's client tools are 15.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use pgdrill::pg::ephemeral::{Ephemeral, Options, Provider};
 
 const KEY: &str = "cross-version-key-0123456789abcdef";

@@ -2,11 +2,10 @@
 //! size, an unencrypted backup on request (with a warning everywhere it is reported), and the
 //! RPO a verified backup implies against an `rpo` target.
 
-mod common;
-
 use std::path::Path;
 
-use common::{junit_cases, pgdrill, status_of, text};
+use crate::common;
+use crate::common::{junit_cases, pgdrill, status_of, text};
 
 fn run(args: &[&str], key: Option<&str>) -> (Option<i32>, String) {
     let mut c = pgdrill(args);

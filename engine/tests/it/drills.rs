@@ -4,11 +4,10 @@
 //! time fails with exit 1 and names the budget; the compliance report and history are
 //! written; the A/B drill passes, and fails when its restore is skipped; the quickstart runs.
 
-mod common;
-
 use std::path::Path;
 
-use common::{junit_cases, pgdrill, status_of, text};
+use crate::common;
+use crate::common::{junit_cases, pgdrill, status_of, text};
 use serde_json::Value;
 
 fn drill(name: &str, report: &Path, junit: &Path, vars: &[&str], extra: &[&str]) -> std::process::Output {

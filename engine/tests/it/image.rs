@@ -2,9 +2,7 @@
 //! local Debian packages, runs as a non-root user, and its pgdrill runs the quickstart drill
 //! inside a container with a read-only root filesystem, as a Kubernetes pod would.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn docker_ok() -> bool {
     std::process::Command::new("docker")

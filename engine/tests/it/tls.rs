@@ -2,12 +2,11 @@
 //! each test creates with the openssl CLI. pg_hba refuses every TCP connection without TLS,
 //! so a success proves that pgdrill and the tools it started both used TLS.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::text;
+use crate::common;
+use crate::common::text;
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 const PASSWORD: &str = "tls-secret-pw-4711";

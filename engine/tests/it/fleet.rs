@@ -1,10 +1,8 @@
 //! Fleets: one file, many databases on real servers, each run its own pgdrill process.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 const KEY: &str = "fleet-test-backup-key-0123456789";
 

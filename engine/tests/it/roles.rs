@@ -4,12 +4,11 @@
 //! removed membership; the disaster-recovery drill passes only when the application's own
 //! role can read and write. Real servers: PostgreSQL 15 (native) and 17 (Docker image).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use common::{pgdrill, require, root, text};
+use crate::common;
+use crate::common::{pgdrill, require, root, text};
 use pgdrill::archive::{Codec, KeySource};
 use pgdrill::backup::{self, CreateOptions, Format, Manifest};
 use pgdrill::pg::ephemeral::{Ephemeral, Options, Provider};

@@ -4,12 +4,11 @@
 //! silently; freshness runs even when the restore is skipped; a hostile archive header
 //! cannot make pgdrill allocate or spin without bound.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::{junit_cases, pgdrill, status_of, text};
+use crate::common;
+use crate::common::{junit_cases, pgdrill, status_of, text};
 
 const KEY: &str = "evidence-test passphrase";
 

@@ -3,11 +3,10 @@
 //! that cookie, a header and a JSON body, as the classic runbooks' `curl -c jar -b jar`
 //! smoke tests do.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 
-use common::{pgdrill, text};
+use crate::common;
+use crate::common::{pgdrill, text};
 
 const SERVER: &str = r#"
 import sys

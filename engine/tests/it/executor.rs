@@ -1,12 +1,11 @@
 //! The executor's behaviour through the real binary: rollback order, finally, timeouts,
 //! retries, signals, exit codes, nesting, and the reports that show them.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{pgdrill, root, run, text};
+use crate::common;
+use crate::common::{pgdrill, root, run, text};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")

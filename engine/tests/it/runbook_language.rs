@@ -3,11 +3,10 @@
 //! step's outputs, and `steps.x.outputs.y` kept apart from `steps.x.outcome` (with the old
 //! `steps.x.y` still working and reported as deprecated by `validate`).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{junit_cases, run, status_of, text};
+use crate::common;
+use crate::common::{junit_cases, run, status_of, text};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")

@@ -2,14 +2,13 @@
 //! cipher matrix, tampering caught by backup.check, failures that must leave no file under
 //! a final name, and the pg_dump version gate.
 
-mod common;
-
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{pgdrill, text};
+use crate::common;
+use crate::common::{pgdrill, text};
 use pgdrill::archive::{Codec, KeySource};
 use pgdrill::backup::{self, CreateOptions, Format};
 use pgdrill::error::Class;

@@ -2,11 +2,9 @@
 //! the rest run with PGDRILL_RECORD_OUTPUTS, and each kind's emitted output names are held
 //! against the outputs `pgdrill steps --json` documents, both ways.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::*;
+use crate::common::*;
 
 /// Kinds no runbook here runs, each with the reason. A new kind must be run or listed.
 const NOT_RUN: &[(&str, &str)] = &[(

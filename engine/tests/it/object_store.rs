@@ -2,14 +2,12 @@
 //! server mode (S3; it checks signatures only with its access control on, as one test
 //! does) and Azurite (Azure Blob; it does). Each test has its own server on its own port.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const KEY: &str = "object-store-test-backup-key-0123456789";
 const AWS_SECRET: &str = "moto-secret-access-key-never-shown-4242";

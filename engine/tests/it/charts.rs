@@ -2,9 +2,7 @@
 //! duration and size with their targets, is kept under its date (bounded by --keep), and
 //! `pgdrill report DIR --html OUT` writes the same charts on a page of their own.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// Every `<svg>...</svg>` of a page, each checked as well-formed XML by Python's parser.
 fn svgs_parse(html: &str) -> usize {

@@ -2,11 +2,9 @@
 //! says why each would go; `apply=true` deletes exactly those; the newest and the newest
 //! verified backups survive any policy.
 
-mod common;
-
 use std::path::Path;
 
-use common::{run, text};
+use crate::common::{run, text};
 
 fn fake_backup(dir: &Path, stamp: &str, at: &str) {
     let name = format!("{stamp}.dump.pgdrill");

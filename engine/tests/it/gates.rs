@@ -1,8 +1,6 @@
 //! The gate steps on real filesystems and real backups: storage.space and backup.size_change.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const KEY: &str = "gates-test-backup-key-0123456789";
 

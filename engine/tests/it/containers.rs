@@ -1,12 +1,11 @@
 //! Databases inside containers (`docker://CONTAINER/DATABASE?user=U`): a real container started
 //! from the local PostgreSQL image with no published port, reached only through `docker exec`.
 
-mod common;
-
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::text;
+use crate::common;
+use crate::common::text;
 
 const KEY: &str = "container-test-key-0123456789";
 

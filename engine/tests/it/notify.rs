@@ -1,13 +1,11 @@
 //! Alerts and metrics (`--notify FILE`) against real servers: a Pushgateway, promtool, and
 //! an HTTP listener that receives webhooks.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use crate::common::*;
 
 const KEY: &str = "notify-test-backup-key-0123456789";
 const TOKEN: &str = "T0KEN-s3cret-hook-9f8e7d";

@@ -2,13 +2,12 @@
 //! and is gone afterwards whether the run passed, failed, timed out, was interrupted by
 //! SIGINT, or pgdrill itself was killed (then the next start reaps it) or panicked.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pgdrill, run, text};
+use crate::common;
+use crate::common::{pgdrill, run, text};
 
 const DOCKER_IMAGE: &str = "pgdrill/postgres-local:{major}";
 
