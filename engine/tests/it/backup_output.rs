@@ -18,26 +18,7 @@ fn run(args: &[&str], key: Option<&str>) -> (Option<i32>, String) {
 }
 
 fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in walk(dir) {
-        out.push(e);
-    }
-    out
-}
-
-fn walk(dir: &Path) -> Vec<String> {
-    let mut v = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                v.extend(walk(&p));
-            } else {
-                v.push(p.display().to_string());
-            }
-        }
-    }
-    v
+    common::walk(dir).iter().map(|p| p.display().to_string()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -67,22 +67,9 @@ fn decrypt_with_cli(path: &Path, key: Option<&str>) -> Vec<u8> {
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = walk(dir).into_iter().map(|p| p.display().to_string()).collect();
+    let mut v: Vec<String> = common::walk(dir).into_iter().map(|p| p.display().to_string()).collect();
     v.sort();
     v
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -133,8 +120,10 @@ async fn every_format_codec_and_cipher_round_trips() {
                     }
                 }
                 // Nothing staged is left beside the backups.
-                let stray: Vec<_> =
-                    walk(t.path()).into_iter().filter(|p| p.to_string_lossy().contains(".pgdrill-stage-")).collect();
+                let stray: Vec<_> = common::walk(t.path())
+                    .into_iter()
+                    .filter(|p| p.to_string_lossy().contains(".pgdrill-stage-"))
+                    .collect();
                 assert!(stray.is_empty(), "{what}: staging left behind: {stray:?}");
                 let mode = std::fs::metadata(&created.path).expect("meta").permissions().mode() & 0o777;
                 assert_eq!(mode, 0o600, "{what}: backups are private");

@@ -5,24 +5,12 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::text;
+use crate::common::{docker_ready, test_image, text};
 
 const KEY: &str = "container-test-key-0123456789";
 
-fn image() -> String {
-    std::env::var("PGDRILL_TEST_IMAGE").unwrap_or_else(|_| "pgdrill/postgres-local:15".into())
-}
-
 fn docker(args: &[&str]) -> Output {
     Command::new("docker").args(args).output().expect("docker runs")
-}
-
-fn docker_ready() -> bool {
-    let ok = |args: &[&str]| Command::new("docker").args(args).output().is_ok_and(|o| o.status.success());
-    common::require(
-        ok(&["info"]) && ok(&["image", "inspect", &image()]),
-        "a Docker engine with the local image pgdrill/postgres-local:15 (ci/setup.sh builds it)",
-    )
 }
 
 /// A PostgreSQL container of the test's own, removed on drop.
@@ -34,7 +22,7 @@ impl Container {
     /// Started (no published port) with database `app`; `None` when Docker is missing
     /// outside CI.
     fn start(tag: &str) -> Option<Container> {
-        if !docker_ready() {
+        if !docker_ready(&test_image()) {
             return None;
         }
         let name = format!("pgdrill-test-ctr-{}-{tag}", std::process::id());
@@ -48,7 +36,7 @@ impl Container {
             "POSTGRES_PASSWORD=unused-in-container",
             "-e",
             "POSTGRES_DB=app",
-            &image(),
+            &test_image(),
         ]);
         assert!(out.status.success(), "docker run: {}", text(&out.stderr));
         let c = Container { name };
@@ -218,8 +206,9 @@ fn kill_9_during_a_container_restore_leaves_nothing_running_inside_and_is_found_
 
 /// The phase in the one restore journal under `dir` ("" while there is none).
 fn phase(dir: &std::path::Path) -> String {
-    walk(dir)
+    common::walk(dir)
         .iter()
+        .map(|p| p.display().to_string())
         .filter(|p| p.ends_with(".json"))
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
@@ -265,21 +254,8 @@ fn a_missing_or_stopped_container_or_one_without_perl_or_pg_dump_is_exit_3_with_
     expect(backup(&c.url("app")), 3, &format!("the container docker://{} is not running", c.name));
 
     // Nothing was written under a final name.
-    let written: Vec<_> = walk(&dir.path().join("backups"));
+    let written: Vec<_> = common::walk(&dir.path().join("backups")).iter().map(|p| p.display().to_string()).collect();
     assert!(written.iter().all(|p| !p.ends_with(".dump.pgdrill")), "a backup was written: {written:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p.display().to_string());
-        }
-    }
-    out
 }
 
 /// Before: a `docker://` target with an `exec_user` the container does not have failed after

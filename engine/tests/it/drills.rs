@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::common;
-use crate::common::{junit_cases, pgdrill, status_of, text};
+use crate::common::{junit_cases, pgdrill, read_json, status_of, text};
 use serde_json::Value;
 
 fn drill(name: &str, report: &Path, junit: &Path, vars: &[&str], extra: &[&str]) -> std::process::Output {
@@ -36,10 +36,6 @@ fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
         .as_array()
         .and_then(|s| s.iter().find(|s| s["id"] == id))
         .unwrap_or_else(|| panic!("no step {id}"))
-}
-
-fn read_json(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).expect("file")).expect("json")
 }
 
 /// Skip (outside CI) or fail (in CI) when the PostgreSQL server binaries are missing.

@@ -75,15 +75,6 @@ fn assert_every_check_passed(out: &std::process::Output, junit: &Path, what: &st
     }
 }
 
-fn docker_ready() -> bool {
-    let image = std::env::var("PGDRILL_TEST_IMAGE").unwrap_or_else(|_| "pgdrill/postgres-local:15".into());
-    let ok = |args: &[&str]| std::process::Command::new("docker").args(args).output().is_ok_and(|o| o.status.success());
-    common::require(
-        ok(&["info"]) && ok(&["image", "inspect", &image]),
-        "a Docker engine with the local image pgdrill/postgres-local:15 (ci/setup.sh builds it)",
-    )
-}
-
 /// Regression: `backup.check` counted `TABLE ATTACH` entries of `pg_restore --list` as tables,
 /// so any database with declarative partitions failed its own backup ("the dump lists 18
 /// tables, the manifest 15"); it missed a table in a schema named `DATA` (its entry reads
@@ -231,7 +222,7 @@ async fn the_edge_fixture_round_trips_through_backup_and_verify_with_every_check
         assert_every_check_passed(&out, &junit, format);
     }
 
-    if docker_ready() {
+    if common::docker_ready(&common::test_image()) {
         let out = verify(&storage, "edge", "docker", &junit);
         assert_every_check_passed(&out, &junit, "docker");
     }

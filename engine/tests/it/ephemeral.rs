@@ -19,21 +19,9 @@ struct Record {
     major: u32,
 }
 
-fn docker_ready() -> bool {
-    let info = std::process::Command::new("docker").args(["info"]).output().is_ok_and(|o| o.status.success());
-    let image = std::process::Command::new("docker")
-        .args(["image", "inspect", &DOCKER_IMAGE.replace("{major}", "15")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    common::require(
-        info && image,
-        "a Docker engine with the local image pgdrill/postgres-local:15 (ci/setup.sh builds it)",
-    )
-}
-
 fn ready(provider: &str) -> bool {
     match provider {
-        "docker" => docker_ready(),
+        "docker" => common::docker_ready(&DOCKER_IMAGE.replace("{major}", "15")),
         _ => common::require(Path::new("/usr/lib/postgresql/15/bin/initdb").exists(), "PostgreSQL 15 server binaries"),
     }
 }
@@ -324,7 +312,7 @@ fn image_present(image: &str) -> bool {
 /// builds (or the local binaries), says so, and leaves nothing behind.
 #[test]
 fn quickstart_works_without_an_image_registry() {
-    if !docker_ready() {
+    if !common::docker_ready(&DOCKER_IMAGE.replace("{major}", "15")) {
         return;
     }
     let official_was_here = image_present("postgres:15");
@@ -384,7 +372,7 @@ fn quickstart_works_without_a_docker_engine_on_native_binaries() {
 /// naming the remedies, no container.
 #[test]
 fn docker_with_an_unpullable_image_fails_with_exit_3_naming_the_remedy() {
-    if !docker_ready() {
+    if !common::docker_ready(&DOCKER_IMAGE.replace("{major}", "15")) {
         return;
     }
     let t = tempfile::tempdir().expect("tmp");
@@ -408,7 +396,7 @@ fn docker_with_an_unpullable_image_fails_with_exit_3_naming_the_remedy() {
 /// auto with an image that cannot be had falls back to the local binaries and says why.
 #[test]
 fn auto_with_an_unpullable_image_falls_back_to_native_and_says_why() {
-    if !docker_ready() || !ready("native") {
+    if !common::docker_ready(&DOCKER_IMAGE.replace("{major}", "15")) || !ready("native") {
         return;
     }
     let t = tempfile::tempdir().expect("tmp");
@@ -429,7 +417,7 @@ fn auto_with_an_unpullable_image_falls_back_to_native_and_says_why() {
 /// and the remedies.
 #[test]
 fn auto_with_nothing_to_serve_names_the_remedies() {
-    if !docker_ready() {
+    if !common::docker_ready(&DOCKER_IMAGE.replace("{major}", "15")) {
         return;
     }
     let t = tempfile::tempdir().expect("tmp");

@@ -5,15 +5,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::{pgdrill, root, run, text};
+use crate::common::{pgdrill, read_json, root, run, text};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
-}
-
-fn read_json(path: &std::path::Path) -> serde_json::Value {
-    let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&s).expect("valid JSON")
 }
 
 /// Steps of the first suite in run.json as (label, phase kind, outcome).

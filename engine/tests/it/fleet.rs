@@ -101,21 +101,6 @@ fn backups_of(storage: &Path) -> Vec<String> {
     out
 }
 
-fn walk(p: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                out.extend(walk(&path));
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn fleet_of_two_servers_backs_up_in_parallel_and_one_failure_stops_no_other() {
     let Some(s) = setup().await else { return };

@@ -55,10 +55,6 @@ fn listener() -> Listener {
     Listener { port, got }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port()
-}
-
 struct Gateway(std::process::Child, u16);
 
 impl Drop for Gateway {

@@ -49,10 +49,6 @@ fn server_log() -> (tempfile::NamedTempFile, Stdio, Stdio) {
     (f, Stdio::from(out), Stdio::from(err))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("addr").port()
-}
-
 fn wait_listening(port: u16, what: &str) {
     let t = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {

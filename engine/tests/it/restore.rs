@@ -18,26 +18,12 @@ const KEY: &str = "restore-test passphrase";
 /// A server with database `shop` (owned by `app_owner`, a table owned by it too), backed up
 /// into `storage`; `extra_rows` large rows are added first to make the restore take a while.
 async fn backed_up(storage: &Path, extra_rows: u32) -> Option<(Ephemeral, PathBuf)> {
-    let s = common::native_server("postgres").await?;
-    let admin = pgdrill::pg::connect(&s.url_for("postgres")).await.expect("connect");
-    admin.batch_execute("create role app_owner login").await.expect("role");
-    admin.batch_execute("create database shop owner app_owner").await.expect("db");
-    let client = pgdrill::pg::connect(&s.url_for("shop")).await.expect("connect shop");
-    client
-        .batch_execute(&format!(
-            "create table customers (id serial primary key, name text not null);
-             insert into customers (name) select 'c' || g from generate_series(1, 500) g;
-             create table orders (id bigserial primary key, customer int references customers, total numeric(12,2));
-             insert into orders (customer, total) select 1 + g % 500, g * 0.25 from generate_series(1, 5000) g;
-             alter table orders owner to app_owner;
-             create table bulk (id int, payload text);
-             insert into bulk select g, repeat(md5(g::text), 8) from generate_series(1, {extra_rows}) g;
-             create index bulk_id on bulk (id); create index bulk_payload on bulk (payload);"
-        ))
-        .await
-        .expect("load");
-    let path = common::backup_to(&s.url_for("shop"), storage, KEY, "shop");
-    Some((s, path))
+    let bulk = format!(
+        "create table bulk (id int, payload text);
+         insert into bulk select g, repeat(md5(g::text), 8) from generate_series(1, {extra_rows}) g;
+         create index bulk_id on bulk (id); create index bulk_payload on bulk (payload);"
+    );
+    common::shop_backed_up(storage, KEY, (500, 5000), &bulk).await
 }
 
 fn restore_args(s: &Ephemeral, storage: &Path, junit: &Path, extra: &[&str]) -> Vec<String> {

@@ -17,20 +17,7 @@ const KEY: &str = "restore-targets passphrase";
 
 /// A server with database `shop` (owner `app_owner`), backed up into `storage`.
 async fn backed_up(storage: &Path) -> Option<(Ephemeral, PathBuf)> {
-    let s = common::native_server("postgres").await?;
-    common::exec(&s.url_for("postgres"), "create role app_owner login").await;
-    common::exec(&s.url_for("postgres"), "create database shop owner app_owner").await;
-    common::exec(
-        &s.url_for("shop"),
-        "create table customers (id serial primary key, name text not null);
-         insert into customers (name) select 'c' || g from generate_series(1, 300) g;
-         create table orders (id bigserial primary key, customer int references customers, total numeric(12,2));
-         insert into orders (customer, total) select 1 + g % 300, g * 0.25 from generate_series(1, 2000) g;
-         alter table orders owner to app_owner;",
-    )
-    .await;
-    let path = common::backup_to(&s.url_for("shop"), storage, KEY, "shop");
-    Some((s, path))
+    common::shop_backed_up(storage, KEY, (300, 2000), "").await
 }
 
 /// `pgdrill run restore` of `shop`'s latest backup, with `--var` for every `k=v` in `extra`.

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::common;
-use crate::common::{junit_cases, run, status_of, text};
+use crate::common::{junit_cases, read_json, run, status_of, text};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -16,11 +16,6 @@ fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, body).expect("write runbook");
     p
-}
-
-fn read_json(path: &Path) -> serde_json::Value {
-    let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&s).expect("valid JSON")
 }
 
 /// (label, outcome, message) of every step of the first suite in run.json.

@@ -289,23 +289,6 @@ async fn pg_dump_dies_with_a_killed_pgdrill() {
     );
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 /// Assert that none of `secrets` appears in `what` (output text or a file's bytes).
 fn assert_clean(what: &str, data: &[u8], secrets: &[&str]) {
     let text = String::from_utf8_lossy(data);
@@ -422,7 +405,7 @@ async fn a_secret_given_any_way_appears_in_no_output_file_or_child_environment()
     for (what, data) in &outputs {
         assert_clean(what, data, &secrets);
     }
-    let files: Vec<_> = files_under(work.path());
+    let files: Vec<_> = common::walk(work.path());
     assert!(files.iter().any(|f| f.ends_with("run.json")), "no run.json written: {files:?}");
     assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "xml")), "no JUnit written");
     for f in files {

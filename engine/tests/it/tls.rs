@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common;
-use crate::common::text;
+use crate::common::{free_port, text};
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 const PASSWORD: &str = "tls-secret-pw-4711";
@@ -102,10 +102,6 @@ fn pg(program: &str) -> Command {
     } else {
         Command::new(format!("{BIN}/{program}"))
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// A server with ssl=on, a CA, a server certificate for `localhost` only, a client

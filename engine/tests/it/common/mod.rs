@@ -1,8 +1,19 @@
-//! Helpers shared by the integration tests: run the real binary from the repository root.
+//! Helpers shared by the integration tests: run the real binary from the repository root
+//! ([`Run`]), read what it wrote ([`Junit`], [`RunJson`]), and the fixtures, servers and
+//! small helpers more than one area uses: one copy each.
 #![allow(dead_code)]
+
+mod builder;
+mod junit;
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub use builder::{Ran, Run, KEY_ENV};
+pub use junit::{Case, Junit, Status};
+pub use report::{RunJson, Step, Suite};
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
@@ -56,25 +67,9 @@ pub async fn native_server(db: &str) -> Option<pgdrill::pg::ephemeral::Ephemeral
     }
 }
 
-/// `name -> (failure/error/skipped or "passed")` from a JUnit file.
+/// `name -> (failure/error/skipped or "passed")` from a JUnit file, parsed ([`Junit`]).
 pub fn junit_cases(path: &Path) -> Vec<(String, String)> {
-    let xml = std::fs::read_to_string(path).expect("junit");
-    let mut out = Vec::new();
-    for part in xml.split("<testcase ").skip(1) {
-        let name = part.split("name=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_string();
-        let body = part.split("</testcase>").next().unwrap_or_default();
-        let status = if body.contains("<failure") {
-            "failure"
-        } else if body.contains("<error") {
-            "error"
-        } else if body.contains("<skipped") {
-            "skipped"
-        } else {
-            "passed"
-        };
-        out.push((name, status.to_string()));
-    }
-    out
+    Junit::read(path).cases.into_iter().map(|c| (c.name, c.status.as_str().to_string())).collect()
 }
 
 pub fn status_of<'a>(cases: &'a [(String, String)], name: &str) -> &'a str {
@@ -157,4 +152,88 @@ pub fn snapshots(storage: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(storage.join(".safety/shop"))
         .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".pgdrill")).collect())
         .unwrap_or_default()
+}
+
+/// Every file under `dir`, at any depth (none when it does not exist).
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// A JSON file, parsed; a missing or invalid file fails the test, naming it.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The PostgreSQL 15 image the Docker tests use: `PGDRILL_TEST_IMAGE`, else the one
+/// ci/setup.sh builds.
+pub fn test_image() -> String {
+    std::env::var("PGDRILL_TEST_IMAGE").unwrap_or_else(|_| "pgdrill/postgres-local:15".into())
+}
+
+/// A Docker engine with `image` present locally: skipped (outside CI) or failed (in CI) when not.
+pub fn docker_ready(image: &str) -> bool {
+    let ok = |args: &[&str]| Command::new("docker").args(args).output().is_ok_and(|o| o.status.success());
+    require(
+        ok(&["info"]) && ok(&["image", "inspect", image]),
+        "a Docker engine with the local image pgdrill/postgres-local:15 (ci/setup.sh builds it)",
+    )
+}
+
+/// Poll `f` until it gives a value or `limit` has passed (a test's bound on waiting for a
+/// server or a file, never a timing it asserts).
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `shop` database of the restore tests, owned by the login role `app_owner`, on a new
+/// native server: `customers` and `orders` with `rows` rows each, plus `more_sql` run in it,
+/// then backed up into `storage` with `key`. The server and the backup's path.
+pub async fn shop_backed_up(
+    storage: &Path,
+    key: &str,
+    rows: (u32, u32),
+    more_sql: &str,
+) -> Option<(pgdrill::pg::ephemeral::Ephemeral, PathBuf)> {
+    let s = native_server("postgres").await?;
+    exec(&s.url_for("postgres"), "create role app_owner login").await;
+    exec(&s.url_for("postgres"), "create database shop owner app_owner").await;
+    let (customers, orders) = rows;
+    exec(
+        &s.url_for("shop"),
+        &format!(
+            "create table customers (id serial primary key, name text not null);
+             insert into customers (name) select 'c' || g from generate_series(1, {customers}) g;
+             create table orders (id bigserial primary key, customer int references customers, total numeric(12,2));
+             insert into orders (customer, total) select 1 + g % {customers}, g * 0.25 from generate_series(1, {orders}) g;
+             alter table orders owner to app_owner;
+             {more_sql}"
+        ),
+    )
+    .await;
+    let path = backup_to(&s.url_for("shop"), storage, key, "shop");
+    Some((s, path))
 }
