@@ -183,37 +183,6 @@ fn version_names_the_commit_and_the_tested_majors() {
     }
 }
 
-/// A moto S3 server on a free port, killed on drop.
-struct Moto(std::process::Child, u16);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn moto() -> Option<Moto> {
-    let found = Command::new("sh").args(["-c", "command -v moto_server"]).output().is_ok_and(|o| o.status.success());
-    if !require(found, "moto_server (PyPI moto[server])") {
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("addr").port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("moto_server starts");
-    let m = Moto(child, port);
-    let start = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < std::time::Duration::from_secs(60), "moto_server did not listen on {port}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    Some(m)
-}
-
 /// Make bucket `name` with a plain HTTP PUT (moto takes unsigned requests).
 fn make_bucket(port: u16, name: &str) {
     use std::io::{Read, Write};
@@ -243,17 +212,17 @@ fn doctor_s3(location: &str, port: u16) -> (Output, String) {
 
 #[test]
 fn doctor_lists_an_object_store_and_names_a_missing_bucket_or_a_dead_endpoint() {
-    let Some(moto) = moto() else { return };
-    make_bucket(moto.1, "doctor-bkt");
-    let (out, all) = doctor_s3("s3://doctor-bkt/backups", moto.1);
+    let Some(moto) = common::moto() else { return };
+    make_bucket(moto.port, "doctor-bkt");
+    let (out, all) = doctor_s3("s3://doctor-bkt/backups", moto.port);
     if can_run(&all) {
         assert_eq!(out.status.code(), Some(0), "{all}");
     }
     assert!(line(&all, "storage s3://doctor-bkt/backups").starts_with("ok"), "{all}");
-    let (out, all) = doctor_s3("s3://no-such-bucket/backups", moto.1);
+    let (out, all) = doctor_s3("s3://no-such-bucket/backups", moto.port);
     assert_eq!(out.status.code(), Some(3), "{all}");
     assert!(line(&all, "storage s3://no-such-bucket").starts_with("FAIL"), "{all}");
-    let dead = moto.1;
+    let dead = moto.port;
     drop(moto);
     let (out, all) = doctor_s3("s3://doctor-bkt/backups", dead);
     assert_eq!(out.status.code(), Some(3), "{all}");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::common;
-use crate::common::{junit_cases, pgdrill, status_of, text};
+use crate::common::{text, Run, KEY_ENV};
 use pgdrill::pg::ephemeral::Ephemeral;
 
 const KEY: &str = "verify-test passphrase";
@@ -34,32 +34,16 @@ async fn backed_up(storage: &Path) -> Option<(Ephemeral, PathBuf)> {
     Some((s, path))
 }
 
-fn verify(storage: &Path, extra: &[&str], junit: &Path) -> std::process::Output {
-    verify_command(storage, extra, junit).output().expect("verify runs")
-}
-
-/// `pgdrill run verify` of `shop` in `storage`, with the backup key in its environment.
-fn verify_command(storage: &Path, extra: &[&str], junit: &Path) -> std::process::Command {
-    let mut args = vec![
-        "run".to_string(),
-        "verify".into(),
-        "--var".into(),
-        format!("storage={}", storage.display()),
-        "--var".into(),
-        "database=shop".into(),
-        "--var".into(),
-        "provider=native".into(),
-        "--junit".into(),
-        junit.display().to_string(),
-    ];
-    for e in extra {
-        args.push("--var".into());
-        args.push(e.to_string());
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut c = pgdrill(&args);
-    c.env("PGDRILL_BACKUP_KEY", KEY);
-    c
+/// `pgdrill run verify` of `shop` in `storage` with the vars `extra`, the backup key in its
+/// environment.
+fn verify(storage: &Path, extra: &[&str], junit: &Path) -> Run {
+    Run::new("verify")
+        .var("storage", storage.display())
+        .var("database", "shop")
+        .var("provider", "native")
+        .junit(junit)
+        .vars(extra)
+        .key(KEY)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -68,19 +52,17 @@ async fn a_clean_backup_passes_every_check_and_is_recorded_then_skipped_unless_f
     let storage = dir.path().join("backups");
     let Some((src, path)) = backed_up(&storage).await else { return };
     let junit = dir.path().join("verify.xml");
-    let out = verify(&storage, &[], &junit);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{all}");
-    let cases = junit_cases(&junit);
+    let ran = verify(&storage, &[], &junit).expect(0);
+    let cases = ran.junit();
     for check in ["integrity", "restore", "schema", "tables", "amcheck", "freshness", "rto"] {
-        assert_eq!(status_of(&cases, check), "passed", "{check} in {cases:?}");
+        assert_eq!(cases.status(check), "passed", "{check} in {cases:?}");
     }
-    let junit_text = std::fs::read_to_string(&junit).expect("junit");
+    let junit_text = cases.all_text();
     assert!(junit_text.contains("4 B-tree indexes checked"), "{junit_text}");
     assert!(junit_text.contains("match the source (counts and content hashes)"), "{junit_text}");
     // fingerprint=full (the default) checks every heap tuple is indexed.
     assert!(junit_text.contains("structure and heapallindexed"), "{junit_text}");
-    assert!(!all.contains(KEY), "the key leaked: {all}");
+    assert!(!ran.all().contains(KEY), "the key leaked: {}", ran.all());
 
     let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
     let line: serde_json::Value = serde_json::from_str(ledger.lines().next().unwrap_or("{}")).expect("json");
@@ -88,53 +70,39 @@ async fn a_clean_backup_passes_every_check_and_is_recorded_then_skipped_unless_f
     assert_eq!(line["backup"], path.file_name().and_then(|n| n.to_str()).unwrap_or_default());
     assert_eq!(line["checks"]["tables"]["outcome"], "passed");
 
-    let listed = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default(), "--json"])
-        .output()
-        .expect("list");
-    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("list json");
+    let listed = Run::cli(["backups", "list", "--json", "--storage"]).arg(&storage).expect(0);
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).expect("list json");
     assert_eq!(listed[0]["last_verification"]["result"], "passed", "{listed}");
 
     // Already verified: nothing is restored again...
-    let again = verify(&storage, &[], &junit);
-    assert_eq!(again.status.code(), Some(0));
-    assert_eq!(status_of(&junit_cases(&junit), "restore"), "skipped");
-    assert!(text(&again.stdout).contains("already verified"), "{}", text(&again.stdout));
+    let again = verify(&storage, &[], &junit).expect(0);
+    assert_eq!(again.junit().status("restore"), "skipped");
+    assert!(again.stdout.contains("already verified"), "{}", again.stdout);
     // ...unless forced. fingerprint=counts is the quick level: row counts, and amcheck
     // checks index structure without the heapallindexed scan.
-    let forced = verify(&storage, &["force=true", "fingerprint=counts"], &junit);
-    assert_eq!(forced.status.code(), Some(0));
-    assert_eq!(status_of(&junit_cases(&junit), "restore"), "passed");
-    assert_eq!(status_of(&junit_cases(&junit), "amcheck"), "passed");
-    let junit_text = std::fs::read_to_string(&junit).expect("junit");
+    let forced = verify(&storage, &["force=true", "fingerprint=counts"], &junit).expect(0);
+    assert_eq!(forced.junit().status("restore"), "passed");
+    assert_eq!(forced.junit().status("amcheck"), "passed");
+    let junit_text = forced.junit().all_text();
     assert!(junit_text.contains("structure only, without heapallindexed"), "{junit_text}");
     assert!(!junit_text.contains("structure and heapallindexed"), "{junit_text}");
     assert!(junit_text.contains("match the source (row counts)"), "{junit_text}");
     assert_eq!(std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger").lines().count(), 2);
     let left = common::staged_leftovers(&storage.join("shop"));
     assert!(left.is_empty(), "the staged dump is removed when the run ends: {left:?}");
-    assert!(text(&forced.stdout).contains("passed       integrity"), "{}", text(&forced.stdout));
+    assert!(forced.stdout.contains("passed       integrity"), "{}", forced.stdout);
 
     // A directory-format backup (pg_dump -Fd -j, stored as tar) verifies the same way.
-    let out = pgdrill(&[
-        "run",
-        "backup",
-        "--var",
-        &format!("database_url={}", src.url()),
-        "--var",
-        &format!("storage={}", storage.display()),
-        "--var",
-        "format=directory",
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .output()
-    .expect("backup");
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    let out = verify(&storage, &[], &junit);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{all}");
-    assert!(all.contains(".dir.tar.pgdrill"), "the newest (directory) backup was verified: {all}");
+    Run::new("backup")
+        .var("database_url", src.url())
+        .var("storage", storage.display())
+        .var("format", "directory")
+        .key(KEY)
+        .expect(0);
+    let ran = verify(&storage, &[], &junit).expect(0);
+    assert!(ran.all().contains(".dir.tar.pgdrill"), "the newest (directory) backup was verified: {}", ran.all());
     for check in ["integrity", "restore", "schema", "tables"] {
-        assert_eq!(status_of(&junit_cases(&junit), check), "passed", "{check}");
+        assert_eq!(ran.junit().status(check), "passed", "{check}");
     }
 }
 
@@ -158,20 +126,14 @@ async fn a_backup_with_the_first_row_text_hashes_still_verifies_and_its_differen
     m["fingerprint"]["tables"] = serde_json::to_value(&first).expect("tables");
     assert!(m["fingerprint"]["tables"]["public.orders"]["field_hash"].is_null());
     common::write_rebound_manifest(&path, m.clone(), KEY);
-    let junit = dir.path().join("v1.xml");
-    let out = verify(&storage, &["force=true"], &junit);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{all}");
-    assert_eq!(status_of(&junit_cases(&junit), "tables"), "passed");
+    let ran = verify(&storage, &["force=true"], &dir.path().join("v1.xml")).expect(0);
+    assert_eq!(ran.junit().status("tables"), "passed");
 
     m["fingerprint"]["tables"]["public.orders"]["hash"] = serde_json::json!("12345");
     common::write_rebound_manifest(&path, m, KEY);
-    let junit = dir.path().join("v1-changed.xml");
-    let out = verify(&storage, &["force=true"], &junit);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{all}");
-    assert!(all.contains("public.orders: content differs"), "{all}");
-    assert_eq!(status_of(&junit_cases(&junit), "tables"), "failure");
+    let ran = verify(&storage, &["force=true"], &dir.path().join("v1-changed.xml")).expect(1);
+    assert!(ran.all().contains("public.orders: content differs"), "{}", ran.all());
+    assert_eq!(ran.junit().status("tables"), "failure");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -188,14 +150,12 @@ async fn differences_fail_naming_the_table() {
     // Re-bound with the key, as only a key holder can: otherwise the manifest's MAC fails
     // first (an_edited_manifest_of_an_encrypted_backup_was_trusted) and no table is compared.
     common::write_rebound_manifest(&path, m, KEY);
-    let junit = dir.path().join("verify.xml");
-    let out = verify(&storage, &[], &junit);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{all}");
+    let ran = verify(&storage, &[], &dir.path().join("verify.xml")).expect(1);
+    let all = ran.all();
     assert!(all.contains("public.customers: content differs"), "{all}");
     assert!(!all.contains("public.orders:"), "only the edited table is named: {all}");
-    assert_eq!(status_of(&junit_cases(&junit), "tables"), "failure");
-    assert_eq!(status_of(&junit_cases(&junit), "schema"), "passed");
+    assert_eq!(ran.junit().status("tables"), "failure");
+    assert_eq!(ran.junit().status("schema"), "passed");
     std::fs::write(&manifest_path, &original).expect("restore manifest");
 
     // A table left out of the restore, and a row deleted from the restored copy.
@@ -203,20 +163,12 @@ async fn differences_fail_naming_the_table() {
         ("drop table orders", "public.orders: missing from the restore (5000 rows expected)"),
         ("delete from orders where id = 7", "public.orders: 4999 rows, expected 5000"),
     ] {
-        let out = pgdrill(&[
-            "run",
-            "fixtures/runbooks/verify-mutated.yaml",
-            "--var",
-            &format!("backup={}", path.display()),
-            "--var",
-            &format!("mutate={mutate}"),
-        ])
-        .env("PGDRILL_BACKUP_KEY", KEY)
-        .output()
-        .expect("run");
-        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-        assert_eq!(out.status.code(), Some(1), "{mutate}: {all}");
-        assert!(all.contains(expected), "{mutate}: {all}");
+        let ran = Run::new("fixtures/runbooks/verify-mutated.yaml")
+            .var("backup", path.display())
+            .var("mutate", mutate)
+            .key(KEY)
+            .expect(1);
+        assert!(ran.all().contains(expected), "{mutate}: {}", ran.all());
     }
 }
 
@@ -232,40 +184,36 @@ async fn a_corrupted_archive_fails_at_integrity_before_any_restore_a_wrong_key_e
     let mid = bad.len() / 2;
     bad[mid] ^= 0x01;
     std::fs::write(&path, &bad).expect("write");
-    let out = verify(&storage, &[], &junit);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{all}");
-    let cases = junit_cases(&junit);
-    assert_eq!(status_of(&cases, "integrity"), "failure", "{cases:?}");
+    let ran = verify(&storage, &[], &junit).expect(1);
+    let all = ran.all();
+    let cases = ran.junit();
+    assert_eq!(cases.status("integrity"), "failure", "{cases:?}");
     // The server starts beside the integrity check. Which finishes first depends on the
     // machine's load, so both are allowed: a start cancelled by the failure is reported as
     // skipped, one that was ready first as passed (and torn down); never as a failure.
-    assert!(matches!(status_of(&cases, "scratch"), "skipped" | "passed"), "{cases:?}");
-    assert_eq!(status_of(&cases, "restore"), "skipped", "{cases:?}");
+    assert!(matches!(cases.status("scratch"), "skipped" | "passed"), "{cases:?}");
+    assert_eq!(cases.status("restore"), "skipped", "{cases:?}");
     assert!(all.contains("corrupted backup"), "{all}");
     let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
     assert!(ledger.contains("\"result\":\"failed\""), "{ledger}");
     std::fs::write(&path, &good).expect("write");
 
-    let out =
-        pgdrill(&["run", "verify", "--var", &format!("storage={}", storage.display()), "--var", "provider=native"])
-            .env("PGDRILL_BACKUP_KEY", "not the right key")
-            .output()
-            .expect("verify");
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{all}");
+    let all = Run::new("verify")
+        .var("storage", storage.display())
+        .var("provider", "native")
+        .key("not the right key")
+        .expect(1)
+        .all();
     assert!(all.contains("wrong key or corrupted backup"), "{all}");
     assert!(!all.contains("not the key"), "the key leaked: {all}");
     assert!(!all.contains("FAILED       scratch"), "the server start is not a verdict: {all}");
 
     // No key at all: the input's fault (exit 2), and the ledger records an error, never a
     // failed verification of a sound backup. (It was once a failed check, exit 1.)
-    let junit = dir.path().join("no-key.xml");
-    let out = verify_command(&storage, &[], &junit).env_remove("PGDRILL_BACKUP_KEY").output().expect("verify");
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(2), "{all}");
+    let ran = verify(&storage, &[], &dir.path().join("no-key.xml")).env_remove(KEY_ENV).expect(2);
+    let all = ran.all();
     assert!(all.contains("the backup is encrypted: a key is needed"), "{all}");
-    assert_eq!(status_of(&junit_cases(&junit), "integrity"), "error", "{all}");
+    assert_eq!(ran.junit().status("integrity"), "error", "{all}");
     let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
     let last: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap_or("{}")).expect("json");
     assert_eq!(last["result"], "error", "a missing key recorded as a verdict: {ledger}");
@@ -312,43 +260,32 @@ async fn dumps_made_by_other_tools_verify_with_fingerprint_checks_skipped() {
         assert!(out.status.success(), "{script}: {}", text(&out.stderr));
 
         let junit = dir.path().join(format!("{name}.xml"));
-        let out = verify(
+        let ran = verify(
             Path::new(""),
             &[&format!("backup={}/{name}", foreign.display()), "max_age=1h", "accept_unproven=true"],
             &junit,
-        );
-        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-        assert_eq!(out.status.code(), Some(0), "{name}: {all}");
-        let cases = junit_cases(&junit);
-        assert_eq!(status_of(&cases, "integrity"), "passed", "{name}: {cases:?}");
-        assert_eq!(status_of(&cases, "restore"), "passed", "{name}: {cases:?}");
-        assert_eq!(status_of(&cases, "schema"), "skipped", "{name}: never passed without a source: {cases:?}");
-        assert_eq!(status_of(&cases, "tables"), "skipped", "{name}: {cases:?}");
+        )
+        .expect(0);
+        let all = ran.all();
+        let cases = ran.junit();
+        assert_eq!(cases.status("integrity"), "passed", "{name}: {cases:?}");
+        assert_eq!(cases.status("restore"), "passed", "{name}: {cases:?}");
+        assert_eq!(cases.status("schema"), "skipped", "{name}: never passed without a source: {cases:?}");
+        assert_eq!(cases.status("tables"), "skipped", "{name}: {cases:?}");
         assert!(all.contains("the restored copy has 2 tables, 5500 rows"), "{name}: counts still reported: {all}");
         assert!(all.contains("content unproven"), "{name}: never passed without ground truth: {all}");
     }
 
     // The wrong openssl passphrase is a failure, not a partial restore.
-    let junit = dir.path().join("wrong.xml");
-    let out = pgdrill(&[
-        "run",
-        "verify",
-        "--var",
-        &format!("backup={}/shop.sql.gz.enc", foreign.display()),
-        "--var",
-        "provider=native",
-        "--var",
-        "force=true",
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-    ])
-    .env("PGDRILL_BACKUP_KEY", "incorrect-secret-123")
-    .output()
-    .expect("verify");
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{all}");
-    assert!(all.contains("wrong passphrase or corrupted backup"), "{all}");
-    assert_eq!(status_of(&junit_cases(&junit), "restore"), "skipped");
+    let ran = Run::new("verify")
+        .var("backup", format!("{}/shop.sql.gz.enc", foreign.display()))
+        .var("provider", "native")
+        .var("force", true)
+        .junit(dir.path().join("wrong.xml"))
+        .key("incorrect-secret-123")
+        .expect(1);
+    assert!(ran.all().contains("wrong passphrase or corrupted backup"), "{}", ran.all());
+    assert_eq!(ran.junit().status("restore"), "skipped");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -356,21 +293,11 @@ async fn missing_roles_fail_with_advice_or_are_mapped() {
     let dir = tempfile::tempdir().expect("tmp");
     let storage = dir.path().join("backups");
     let Some((_src, path)) = backed_up(&storage).await else { return };
-    let out = pgdrill(&["run", "fixtures/runbooks/restore-roles.yaml", "--var", &format!("backup={}", path.display())])
-        .env("PGDRILL_BACKUP_KEY", KEY)
-        .output()
-        .expect("run");
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{all}");
+    Run::new("fixtures/runbooks/restore-roles.yaml").var("backup", path.display()).key(KEY).expect(0);
 
     // Verify keeps ownership: the backup's roles are created first (issue 43), so the missing
     // role is no failure there any more.
-    let out = pgdrill(&["run", "verify", "--var", &format!("backup={}", path.display()), "--var", "provider=native"])
-        .env("PGDRILL_BACKUP_KEY", KEY)
-        .output()
-        .expect("run");
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{all}");
+    let all = Run::new("verify").var("backup", path.display()).var("provider", "native").key(KEY).expect(0).all();
     assert!(all.contains("passed       roles [globals.restore]"), "{all}");
 
     // Without a mapping, with ownership kept and without the roles, the missing role is named,
@@ -381,13 +308,7 @@ async fn missing_roles_fail_with_advice_or_are_mapped() {
         "name: restore-owned\nvars: { backup: ~ }\nsecrets:\n  key: { env: PGDRILL_BACKUP_KEY }\nsteps:\n  - id: scratch\n    uses: postgres.ephemeral\n    with: { provider: native }\n  - id: restore\n    uses: backup.restore\n    with: { backup: \"{{ vars.backup }}\", into: \"{{ steps.scratch.outputs.url }}\", key: \"{{ secrets.key }}\" }\n",
     )
     .expect("runbook");
-    let out =
-        pgdrill(&["run", runbook.path().to_str().unwrap_or_default(), "--var", &format!("backup={}", path.display())])
-            .env("PGDRILL_BACKUP_KEY", KEY)
-            .output()
-            .expect("run");
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{all}");
+    let all = Run::new(runbook.path()).var("backup", path.display()).key(KEY).expect(1).all();
     assert!(all.contains("role \"app_owner\" does not exist"), "{all}");
     assert!(all.contains("map them with `role_map`"), "{all}");
 }
@@ -419,15 +340,15 @@ async fn a_failure_building_indexes_after_the_data_fails_restore_and_nothing_pas
     std::fs::write(&dump, edited).expect("write");
 
     let junit = dir.path().join("edited.xml");
-    let out = verify(Path::new(""), &[&format!("backup={}", dump.display()), "max_age=1h"], &junit);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "a failed restore is a failed verify: {all}");
-    let cases = junit_cases(&junit);
-    assert_eq!(status_of(&cases, "integrity"), "passed", "{cases:?}");
-    assert_eq!(status_of(&cases, "restore"), "failure", "{cases:?}");
+    // A failed restore is a failed verify.
+    let ran = verify(Path::new(""), &[&format!("backup={}", dump.display()), "max_age=1h"], &junit).expect(1);
+    let all = ran.all();
+    let cases = ran.junit();
+    assert_eq!(cases.status("integrity"), "passed", "{cases:?}");
+    assert_eq!(cases.status("restore"), "failure", "{cases:?}");
     assert!(all.contains("could not create unique index"), "the server's reason is shown: {all}");
     for check in ["schema", "tables", "amcheck"] {
-        assert_ne!(status_of(&cases, check), "passed", "{check} after a failed restore: {cases:?}");
+        assert_ne!(cases.status(check), "passed", "{check} after a failed restore: {cases:?}");
     }
 }
 
@@ -460,15 +381,12 @@ async fn an_index_that_cannot_be_built_fails_the_restore_and_in_sections_fails_p
         .await
         .expect("load");
     let path = common::backup_to(&s.url(), &storage, KEY, "shop");
-    let junit = dir.path().join("verify.xml");
-    let out = verify(&storage, &[], &junit);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{all}");
-    assert!(all.contains("picky refuses pg_restore"), "the server's reason is shown: {all}");
-    let cases = junit_cases(&junit);
-    assert_eq!(status_of(&cases, "restore"), "failure", "{cases:?}");
+    let ran = verify(&storage, &[], &dir.path().join("verify.xml")).expect(1);
+    assert!(ran.all().contains("picky refuses pg_restore"), "the server's reason is shown: {}", ran.all());
+    let cases = ran.junit();
+    assert_eq!(cases.status("restore"), "failure", "{cases:?}");
     for check in ["amcheck", "tables", "schema"] {
-        assert_eq!(status_of(&cases, check), "skipped", "{check} after a failed restore: {cases:?}");
+        assert_eq!(cases.status(check), "skipped", "{check} after a failed restore: {cases:?}");
     }
     let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
     let line: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap_or("{}")).expect("json");
@@ -497,30 +415,18 @@ steps:
 "#,
     )
     .expect("write");
-    let report = dir.path().join("report");
-    let out = pgdrill(&[
-        "run",
-        rb.to_str().unwrap_or_default(),
-        "--var",
-        &format!("backup={}", path.display()),
-        "--var",
-        &format!("into={into}"),
-        "--report",
-        report.to_str().unwrap_or_default(),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .output()
-    .expect("run");
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{all}");
-    let run: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(report.join("run.json")).expect("run.json")).expect("json");
-    let steps = run["suites"][0]["steps"].as_array().cloned().unwrap_or_default();
-    let of = |id: &str| steps.iter().find(|s| s["label"] == id).cloned().unwrap_or_default();
-    assert_eq!(of("data")["outcome"], "passed", "{all}");
-    assert_eq!(of("data")["outputs"]["sections"], serde_json::json!(["pre-data", "data"]), "{all}");
-    assert_eq!(of("post")["outcome"], "failed", "{all}");
-    assert!(of("post")["message"].as_str().unwrap_or_default().contains("picky refuses pg_restore"), "{all}");
+    let ran = Run::new(&rb)
+        .var("backup", path.display())
+        .var("into", &into)
+        .report(dir.path().join("report"))
+        .key(KEY)
+        .expect(1);
+    let all = ran.all();
+    let run = ran.run_json();
+    assert_eq!(run.step("data").outcome, "passed", "{all}");
+    assert_eq!(run.step("data").outputs["sections"], serde_json::json!(["pre-data", "data"]), "{all}");
+    assert_eq!(run.step("post").outcome, "failed", "{all}");
+    assert!(run.step("post").message.as_deref().unwrap_or_default().contains("picky refuses pg_restore"), "{all}");
     let parts = pgdrill::pg::connect(&into).await.expect("connect parts");
     let rows: i64 = parts.query_one("select count(*) from items", &[]).await.expect("count").get(0);
     assert_eq!(rows, 1000, "the data section was restored");
@@ -533,18 +439,7 @@ steps:
         "name: sections\nvars: { backup: ~, into: ~ }\nsteps:\n  - id: post\n    uses: backup.restore\n    with: { backup: \"{{ vars.backup }}\", into: \"{{ vars.into }}\", sections: [post-data] }\n",
     )
     .expect("write");
-    let out = pgdrill(&[
-        "run",
-        rb.to_str().unwrap_or_default(),
-        "--var",
-        &format!("backup={}", sql.display()),
-        "--var",
-        &format!("into={into}"),
-    ])
-    .output()
-    .expect("run");
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(2), "{all}");
+    let all = Run::new(&rb).var("backup", sql.display()).var("into", &into).expect(2).all();
     assert!(all.contains("this one is a SQL script"), "{all}");
 }
 
@@ -575,25 +470,12 @@ async fn amcheck_names_an_index_missing_heap_tuples_and_only_that_one() {
         "name: amcheck\nvars: { url: ~, heap: true }\nsteps:\n  - parallel:\n      - id: build\n        uses: sleep\n        with: { duration: 1s }\n      - id: amcheck\n        uses: verify.amcheck\n        with: { url: \"{{ vars.url }}\", heapallindexed: \"{{ vars.heap }}\", jobs: 2, follow: build }\n",
     )
     .expect("write");
-    let run = |heap: bool| {
-        let out = pgdrill(&[
-            "run",
-            rb.to_str().unwrap_or_default(),
-            "--var",
-            &format!("url={}", s.url()),
-            "--var",
-            &format!("heap={heap}"),
-        ])
-        .output()
-        .expect("run");
-        (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
-    };
-    let (code, all) = run(true);
-    assert_eq!(code, Some(1), "{all}");
+    let run = |heap: bool| Run::new(&rb).var("url", s.url()).var("heap", heap);
+    let all = run(true).expect(1).all();
     assert!(all.contains("1 index difference: t_lying:"), "only the lying index is named: {all}");
     assert!(!all.contains("t_sound:"), "{all}");
-    let (code, all) = run(false);
-    assert_eq!(code, Some(0), "structure only does not see a missing heap tuple: {all}");
+    // Structure only does not see a missing heap tuple.
+    run(false).expect(0);
     // The extension the check added is gone again.
     let left = client.query_opt("select 1 from pg_extension where extname = 'amcheck'", &[]).await.expect("query");
     assert!(left.is_none(), "amcheck left its extension behind");
@@ -606,11 +488,8 @@ async fn staging_in_memory_keeps_the_plain_dump_in_dev_shm_and_removes_it() {
     let dir = tempfile::tempdir().expect("tmp");
     let storage = dir.path().join("backups");
     let Some((_src, _path)) = backed_up(&storage).await else { return };
-    let junit = dir.path().join("verify.xml");
-    let out = verify(&storage, &["staging=memory"], &junit);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{all}");
-    let xml = std::fs::read_to_string(&junit).expect("junit");
+    let ran = verify(&storage, &["staging=memory"], &dir.path().join("verify.xml")).expect(0);
+    let xml = ran.junit().all_text();
     assert!(xml.contains("staging in memory (/dev/shm)"), "{xml}");
     let staged = xml
         .split("staged the checked dump (")

@@ -6,14 +6,16 @@
 mod builder;
 mod junit;
 mod report;
+mod servers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-pub use builder::{Ran, Run, KEY_ENV};
-pub use junit::{Case, Junit, Status};
-pub use report::{RunJson, Step, Suite};
+pub use builder::{Run, KEY_ENV};
+pub use junit::Junit;
+pub use report::RunJson;
+pub use servers::{moto, on_path, server_log, wait_listening, Server};
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
