@@ -278,10 +278,8 @@ async fn the_upgrade_drill_rehearses_15_to_17_and_reports_its_rto() {
             "{step}: {stdout}"
         );
     }
-    let run: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run.json")).expect("run.json")).expect("json");
-    let rto =
-        run["suites"][0]["steps"].as_array().expect("steps").iter().find(|s| s["label"] == "rto").expect("rto step");
-    assert!(rto["outputs"]["rto_s"].as_f64().is_some_and(|s| s > 0.0), "{rto}");
+    let run = RunJson::read(dir.path());
+    let rto = run.step("rto");
+    assert!(rto.outputs["rto_s"].as_f64().is_some_and(|s| s > 0.0), "{rto:?}");
     pg15.stop().await;
 }

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::common;
-use crate::common::{junit_cases, pgdrill, read_json, status_of, text};
+use crate::common::{junit_cases, pgdrill, read_json, status_of, text, RunJson};
 use serde_json::Value;
 
 fn drill(name: &str, report: &Path, junit: &Path, vars: &[&str], extra: &[&str]) -> std::process::Output {
@@ -31,12 +31,6 @@ fn drill(name: &str, report: &Path, junit: &Path, vars: &[&str], extra: &[&str])
     pgdrill(&args).stdin(std::process::Stdio::null()).output().expect("pgdrill runs")
 }
 
-fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
-    run["suites"][0]["steps"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["id"] == id))
-        .unwrap_or_else(|| panic!("no step {id}"))
-}
 
 /// Skip (outside CI) or fail (in CI) when the PostgreSQL server binaries are missing.
 fn have_server() -> bool {
@@ -61,9 +55,9 @@ fn rpo_is_measured_from_the_data_and_the_report_is_written() {
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{all}");
 
-    let run = read_json(&report.join("run.json"));
-    let disaster = step(&run, "disaster")["outputs"]["at_epoch"].as_f64().expect("disaster time");
-    let backup = &step(&run, "backup")["outputs"];
+    let run = RunJson::read(&report);
+    let disaster = run.step("disaster").outputs["at_epoch"].as_f64().expect("disaster time");
+    let backup = &run.step("backup").outputs;
     let started = backup["started_epoch"].as_f64().expect("snapshot time");
     let finished = time::OffsetDateTime::parse(
         backup["created"].as_str().expect("backup's end"),
@@ -72,7 +66,7 @@ fn rpo_is_measured_from_the_data_and_the_report_is_written() {
     .expect("rfc3339")
     .unix_timestamp_nanos() as f64
         / 1e9;
-    let rpo = step(&run, "rpo")["outputs"]["rpo_s"].as_f64().expect("rpo");
+    let rpo = run.step("rpo").outputs["rpo_s"].as_f64().expect("rpo");
     // Bounds that hold however loaded the machine is (no timing tolerance): the dump's
     // snapshot is taken between the backup's recorded start and its end, so the newest
     // heartbeat it holds is no later than the end, and no earlier than the start less the
@@ -86,7 +80,7 @@ fn rpo_is_measured_from_the_data_and_the_report_is_written() {
     );
     assert!(rpo <= high + 1.0, "RPO {rpo:.3} s is more than disaster - start of backup ({high:.3} s) plus 1 s");
     assert!(rpo >= 1.5, "the source kept writing 1.5 s after the backup: RPO {rpo}");
-    let rto = step(&run, "rto")["outputs"]["rto_s"].as_f64().expect("rto");
+    let rto = run.step("rto").outputs["rto_s"].as_f64().expect("rto");
     assert!(rto > 0.0);
 
     // Compliance evidence: JSON with a schema version, Markdown, HTML, and history.
@@ -95,7 +89,7 @@ fn rpo_is_measured_from_the_data_and_the_report_is_written() {
     assert_eq!(c["outcome"], "passed");
     // The drill declares its kind (`kind: drill`), which the record carries and the report reads.
     assert_eq!(c["kind"], "drill");
-    assert_eq!(run["suites"][0]["kind"], "drill");
+    assert_eq!(run.main().kind, "drill");
     let names: Vec<&str> =
         c["objectives"].as_array().expect("objectives").iter().filter_map(|o| o["name"].as_str()).collect();
     assert!(names.contains(&"RTO") && names.contains(&"RPO"), "{names:?}");
@@ -113,7 +107,7 @@ fn rpo_is_measured_from_the_data_and_the_report_is_written() {
     assert_eq!(line["outcome"], "passed");
     assert_eq!(line["rpo_s"].as_f64(), Some(rpo));
     // No secret (the generated key) reaches any report.
-    let key = step(&run, "workspace")["outputs"]["key"].as_str().expect("key").to_string();
+    let key = run.step("workspace").outputs["key"].as_str().expect("key").to_string();
     assert_eq!(key, "********", "the key is masked in run.json");
 
     let summary = pgdrill(&["report", &report.display().to_string()]).output().expect("report");
@@ -191,8 +185,7 @@ fn the_quickstart_drill_runs_end_to_end() {
     let line: Value = serde_json::from_str(history.lines().last().expect("a line")).expect("json");
     assert!(line["rpo_s"].is_null() && line["backup_age_s"].is_number(), "{line}");
     // The workspace (backups, key) is gone afterwards.
-    let run = read_json(&report.join("run.json"));
-    let ws = step(&run, "workspace")["outputs"]["path"].as_str().expect("path").to_string();
+    let ws = RunJson::read(&report).step("workspace").outputs["path"].as_str().expect("path").to_string();
     assert!(!Path::new(&ws).exists(), "{ws} left behind");
 }
 
@@ -216,11 +209,11 @@ fn destroy_server_sees_the_killed_postmaster_die_at_once() {
     );
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{all}");
-    let run = read_json(&report.join("run.json"));
-    let disaster = step(&run, "disaster");
-    let took = disaster["duration"].as_f64().expect("the disaster step's duration");
-    assert!(took < 2.0, "the disaster step took {took} s: it did not see the server die\n{disaster}");
-    assert!(disaster["log"].to_string().contains("stopped the server"), "{disaster}");
+    let run = RunJson::read(&report);
+    let disaster = run.step("disaster");
+    let took = disaster.duration;
+    assert!(took < 2.0, "the disaster step took {took} s: it did not see the server die\n{disaster:?}");
+    assert!(disaster.log.join("\n").contains("stopped the server"), "{disaster:?}");
 }
 
 /// A drill's verdict is its checks' verdict: no shipped drill or runbook lets a step fail

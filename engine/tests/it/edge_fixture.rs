@@ -161,11 +161,8 @@ async fn amcheck_failed_on_the_index_of_a_partitioned_table() {
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{all}");
     // The leaves' indexes are checked: p_1 and p_2_0, a primary key and a kind index each.
-    let run: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(report.join("run.json")).expect("run.json")).expect("json");
-    let amcheck =
-        run["suites"][0]["steps"].as_array().and_then(|s| s.iter().find(|s| s["id"] == "amcheck")).expect("amcheck");
-    assert_eq!(amcheck["outputs"]["indexes"], 4, "{amcheck}");
+    let amcheck = common::RunJson::read(&report).step("amcheck").clone();
+    assert_eq!(amcheck.outputs["indexes"], 4, "{amcheck:?}");
 }
 
 /// Regression: the columns fingerprint held `attnum`, so a table that once lost a column in

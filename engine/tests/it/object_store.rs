@@ -135,6 +135,12 @@ fn with_aws(mut c: Command, port: u16) -> Command {
     c
 }
 
+/// `run` against the moto on `port` (see `with_aws`): its exit code and output, neither
+/// secret in it.
+fn s3_run(run: Run, port: u16) -> (i32, String) {
+    out_of(&mut with_aws(run.command(), port))
+}
+
 fn out_of(c: &mut Command) -> (i32, String) {
     let o = c.output().expect("pgdrill runs");
     let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
@@ -155,14 +161,7 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
     let junit = dir.path().join("junit.xml");
 
     // 1. Backup straight into the bucket: the backup and its manifest, nothing else.
-    let (code, log) = out_of(
-        with_aws(
-            pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]),
-            s3.port,
-        )
-        .arg("--junit")
-        .arg(&junit),
-    );
+    let (code, log) = s3_run(Run::new("backup").var("database_url", &url).var("storage", loc).junit(&junit), s3.port);
     assert_eq!(code, 0, "{log}");
     let keys = s3_keys(s3.port, "backups", "prod/");
     assert_eq!(keys.len(), 2, "{keys:?}");
@@ -174,7 +173,7 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
     assert_eq!(s3_uploads(s3.port, "backups"), 0, "no multipart upload left open");
 
     // 2. List: the object's URL, its database, pgdrill's.
-    let (code, list) = out_of(&mut with_aws(pgdrill(&["backups", "list", "--storage", loc, "--json"]), s3.port));
+    let (code, list) = s3_run(Run::cli(["backups", "list", "--storage", loc, "--json"]), s3.port);
     assert_eq!(code, 0, "{list}");
     let v: serde_json::Value = serde_json::from_str(list.trim()).expect("json");
     assert_eq!(v[0]["path"], backup_url, "{list}");
@@ -182,26 +181,15 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
 
     // 3. Verify from the bucket: passes, and the verification is recorded as one object in
     // the bucket; a second verify reads it back and skips the verified backup.
-    let verify = |extra: &[&str]| {
-        let mut args = vec![
-            "run",
-            "verify",
-            "--var",
-            "storage=s3://backups/prod",
-            "--var",
-            "database=shop",
-            "--var",
-            "provider=native",
-        ];
-        args.extend_from_slice(extra);
-        out_of(&mut with_aws(pgdrill(&args), s3.port))
+    let verify = |run: Run| {
+        s3_run(run.var("storage", "s3://backups/prod").var("database", "shop").var("provider", "native"), s3.port)
     };
-    let (code, log) = verify(&[]);
+    let (code, log) = verify(Run::new("verify"));
     assert_eq!(code, 0, "{log}");
     let ledger: Vec<String> =
         s3_keys(s3.port, "backups", "prod/shop/.ledger/").into_iter().filter(|k| k.ends_with(".json")).collect();
     assert_eq!(ledger.len(), 1, "one ledger object per verification: {ledger:?}");
-    let (code, log) = verify(&[]);
+    let (code, log) = verify(Run::new("verify"));
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("already verified"), "the ledger in the bucket was read back: {log}");
 
@@ -217,17 +205,14 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
     assert!(dump.status.success() && dump.stdout.len() > 100, "{}", text(&dump.stderr));
     assert_eq!(http_body(s3.port, "PUT", "/backups/prod/shop_20261101_020000.sql.gz", &[], &dump.stdout).0, 200);
     let foreign_junit = dir.path().join("foreign.xml");
-    let (code, log) = verify(&[
-        "--var",
-        "backup=shop_20261101_020000.sql.gz",
-        "--var",
-        "max_age=3650d",
-        // Issue 35: without ground truth the content is unproven; this test is about reading.
-        "--var",
-        "accept_unproven=true",
-        "--junit",
-        foreign_junit.to_str().expect("utf-8"),
-    ]);
+    let (code, log) = verify(
+        Run::new("verify")
+            .var("backup", "shop_20261101_020000.sql.gz")
+            .var("max_age", "3650d")
+            // Issue 35: without ground truth the content is unproven; this test is about reading.
+            .var("accept_unproven", true)
+            .junit(&foreign_junit),
+    );
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("s3://backups/prod/shop_20261101_020000.sql.gz"), "{log}");
     // Read as a stream by the check and again by the restore (psql reads SQL once, so
@@ -251,17 +236,14 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
     assert!(enc.status.success() && enc.stdout.starts_with(b"Salted__"), "{}", text(&enc.stderr));
     assert_eq!(http_body(s3.port, "PUT", "/backups/prod/shop_20261102_020000.sql.gz.enc", &[], &enc.stdout).0, 200);
     let enc_junit = dir.path().join("enc.xml");
-    let (code, log) = verify(&[
-        "--var",
-        "backup=shop_20261102_020000.sql.gz.enc",
-        "--var",
-        "max_age=3650d",
-        // Issue 35: without ground truth the content is unproven; this test is about reading.
-        "--var",
-        "accept_unproven=true",
-        "--junit",
-        enc_junit.to_str().expect("utf-8"),
-    ]);
+    let (code, log) = verify(
+        Run::new("verify")
+            .var("backup", "shop_20261102_020000.sql.gz.enc")
+            .var("max_age", "3650d")
+            // Issue 35: without ground truth the content is unproven; this test is about reading.
+            .var("accept_unproven", true)
+            .junit(&enc_junit),
+    );
     assert_eq!(code, 0, "{log}");
     let xml = std::fs::read_to_string(&enc_junit).expect("junit");
     assert!(xml.contains("legacy key derivation: EVP_BytesToKey, md5"), "the legacy derivation was found: {xml}");
@@ -276,26 +258,17 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
     // 4. Operator restore from the bucket into a new database.
     let safety = dir.path().join("safety");
     let restore_junit = dir.path().join("restore.xml");
-    let (code, log) = out_of(&mut with_aws(
-        pgdrill(&[
-            "run",
-            "restore",
-            "--yes",
-            "--var",
-            &format!("database_url={url}"),
-            "--var",
-            &format!("storage={loc}"),
-            "--var",
-            "database=shop",
-            "--var",
-            "target=shop_copy",
-            "--var",
-            &format!("safety={}", safety.display()),
-            "--junit",
-            restore_junit.to_str().expect("utf-8"),
-        ]),
+    let (code, log) = s3_run(
+        Run::new("restore")
+            .arg("--yes")
+            .var("database_url", &url)
+            .var("storage", loc)
+            .var("database", "shop")
+            .var("target", "shop_copy")
+            .var("safety", safety.display())
+            .junit(&restore_junit),
         s3.port,
-    ));
+    );
     assert_eq!(code, 0, "{log}");
     // Read once, as a stream: preflight took only the header and manifest, so the check
     // found no local copy to read and staged the plaintext from the store.
@@ -312,7 +285,7 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
         format!("name: copy\nsteps:\n  - id: copy\n    uses: backup.copy\n    with: {{ backup: \"{backup_url}\", to: \"{}\" }}\n", local.display()),
     )
     .expect("runbook");
-    let (code, log) = out_of(&mut with_aws(pgdrill(&["run", rb.to_str().expect("utf-8")]), s3.port));
+    let (code, log) = s3_run(Run::new(&rb), s3.port);
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("read back and matched"), "{log}");
     let name = backup_key.rsplit('/').next().expect("name");
@@ -323,21 +296,14 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
     // 6. The offsite runbook: the newest local backup to another prefix, checked, then each
     // location's retention; run again, the copy is already there and nothing is copied.
     let offsite = |apply: &str| {
-        out_of(&mut with_aws(
-            pgdrill(&[
-                "run",
-                "offsite",
-                "--var",
-                &format!("storage={}", local.display()),
-                "--var",
-                "offsite=s3://backups/offsite",
-                "--var",
-                "database=shop",
-                "--var",
-                &format!("apply={apply}"),
-            ]),
+        s3_run(
+            Run::new("offsite")
+                .var("storage", local.display())
+                .var("offsite", "s3://backups/offsite")
+                .var("database", "shop")
+                .var("apply", apply),
             s3.port,
-        ))
+        )
     };
     let (code, log) = offsite("true");
     assert_eq!(code, 0, "{log}");
@@ -354,36 +320,14 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
     // nothing; apply deletes exactly those (keeping the newest verified).
     for _ in 0..2 {
         std::thread::sleep(Duration::from_millis(20));
-        let (code, log) = out_of(&mut with_aws(
-            pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]),
-            s3.port,
-        ));
+        let (code, log) = s3_run(Run::new("backup").var("database_url", &url).var("storage", loc), s3.port);
         assert_eq!(code, 0, "{log}");
     }
     let backups = |keys: Vec<String>| keys.into_iter().filter(|k| k.ends_with(".dump.pgdrill")).count();
     assert_eq!(backups(s3_keys(s3.port, "backups", "prod/shop/")), 3);
     let prune = |apply: &str| {
-        out_of(&mut with_aws(
-            pgdrill(&[
-                "run",
-                "prune",
-                "--var",
-                &format!("storage={loc}"),
-                "--var",
-                "database=shop",
-                "--var",
-                "keep_daily=0",
-                "--var",
-                "keep_weekly=0",
-                "--var",
-                "keep_monthly=0",
-                "--var",
-                "min_keep=1",
-                "--var",
-                &format!("apply={apply}"),
-            ]),
-            s3.port,
-        ))
+        let keep = ["database=shop", "keep_daily=0", "keep_weekly=0", "keep_monthly=0", "min_keep=1"];
+        s3_run(Run::new("prune").var("storage", loc).vars(&keep).var("apply", apply), s3.port)
     };
     let (code, log) = prune("false");
     assert_eq!(code, 0, "{log}");

@@ -49,6 +49,9 @@ pub struct Step {
     #[serde(default)]
     pub error_kind: Option<String>,
     pub attempts: u32,
+    /// Seconds.
+    #[serde(default)]
+    pub duration: f64,
     #[serde(default)]
     pub message: Option<String>,
     #[serde(default)]
