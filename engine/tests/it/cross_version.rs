@@ -2,7 +2,7 @@
 //! builds it from Debian trixie), while this machine's client tools are 15.
 
 use crate::common::*;
-use pgdrill::pg::ephemeral::{Ephemeral, Options, Provider};
+use pgdrill::pg::ephemeral::Ephemeral;
 
 const KEY: &str = "cross-version-key-0123456789abcdef";
 const IMAGES: &str = "pgdrill/postgres-local:{major}";
@@ -14,18 +14,12 @@ fn image_17_present() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// A server of `major` in a container; the tests that use one also need the image of 17.
 async fn server(major: u32, db: &str) -> Option<Ephemeral> {
     if !require(image_17_present(), "Docker with the image pgdrill/postgres-local:17 (bash ci/setup.sh)") {
         return None;
     }
-    let opts = Options {
-        provider: Provider::Docker,
-        major: Some(major),
-        image: Some(format!("pgdrill/postgres-local:{major}")),
-        database: Some(db.into()),
-        ..Default::default()
-    };
-    Some(Ephemeral::start(opts).await.expect("a server in a container"))
+    docker_server(major, db).await
 }
 
 fn pgdrill_with_images(args: &[&str]) -> std::process::Output {

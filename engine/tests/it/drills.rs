@@ -31,7 +31,6 @@ fn drill(name: &str, report: &Path, junit: &Path, vars: &[&str], extra: &[&str])
     pgdrill(&args).stdin(std::process::Stdio::null()).output().expect("pgdrill runs")
 }
 
-
 /// Skip (outside CI) or fail (in CI) when the PostgreSQL server binaries are missing.
 fn have_server() -> bool {
     common::require(Path::new("/usr/lib/postgresql/15/bin/initdb").exists(), "PostgreSQL 15 server binaries")

@@ -8,29 +8,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::common;
-use crate::common::{junit_cases, pgdrill, status_of, text};
+use crate::common::{junit_cases, pgdrill, status_of, text, Ran, Run};
 
 const KEY: &str = "evidence-test passphrase";
 
-fn run_verify(storage: &Path, database: &str, extra: &[&str], junit: &Path) -> std::process::Output {
-    let mut args = vec![
-        "run".to_string(),
-        "verify".into(),
-        "--var".into(),
-        format!("storage={}", storage.display()),
-        "--var".into(),
-        format!("database={database}"),
-        "--var".into(),
-        "provider=native".into(),
-        "--junit".into(),
-        junit.display().to_string(),
-    ];
-    for e in extra {
-        args.push("--var".into());
-        args.push(e.to_string());
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    pgdrill(&args).env("PGDRILL_BACKUP_KEY", KEY).output().expect("verify runs")
+fn run_verify(storage: &Path, database: &str, extra: &[&str], junit: &Path) -> Ran {
+    Run::new("verify")
+        .var("storage", storage.display())
+        .var("database", database)
+        .var("provider", "native")
+        .junit(junit)
+        .vars(extra)
+        .key(KEY)
+        .output()
 }
 
 fn backups_in(dir: &Path) -> Vec<PathBuf> {
@@ -73,8 +63,8 @@ async fn databases_acct_and_dot_acct_shared_a_folder_and_pick_restored_the_wrong
 
     let junit = t.path().join("v.xml");
     let out = run_verify(&storage, "acct", &[], &junit);
-    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-    assert!(all(&out).contains(&acct.display().to_string()), "{}", all(&out));
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(out.all().contains(&acct.display().to_string()), "{}", out.all());
 
     // Storage written by the old scheme: `.acct`'s backup, newer, in `acct`'s folder (a
     // minute ahead: within the clock tolerance, so it is the latest).
@@ -92,8 +82,8 @@ async fn databases_acct_and_dot_acct_shared_a_folder_and_pick_restored_the_wrong
     std::fs::copy(&dot, &planted).expect("copy");
     std::fs::copy(pgdrill::storage::manifest_path(&dot), pgdrill::storage::manifest_path(&planted)).expect("copy");
     let out = run_verify(&storage, "acct", &[], &junit);
-    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
-    assert!(all(&out).contains("is a backup of database `.acct`, not `acct`"), "{}", all(&out));
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.all().contains("is a backup of database `.acct`, not `acct`"), "{}", out.all());
     assert_ne!(status_of(&junit_cases(&junit), "restore"), "passed");
     s.stop().await;
 }
@@ -125,16 +115,16 @@ async fn a_truncated_newest_manifest_made_latest_pick_an_older_backup() {
 
     let junit = t.path().join("v.xml");
     let out = run_verify(&storage, "shop", &[], &junit);
-    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
-    assert!(all(&out).contains(&format!("unreadable manifest {}", manifest.display())), "{}", all(&out));
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.all().contains(&format!("unreadable manifest {}", manifest.display())), "{}", out.all());
     assert_ne!(status_of(&junit_cases(&junit), "restore"), "passed", "nothing else was verified in its place");
 
     // An unreadable one (permissions do not stop root: a directory in its place).
     std::fs::remove_file(&manifest).expect("rm");
     std::fs::create_dir(&manifest).expect("dir");
     let out = run_verify(&storage, "shop", &[], &junit);
-    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
-    assert!(all(&out).contains(&manifest.display().to_string()), "{}", all(&out));
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.all().contains(&manifest.display().to_string()), "{}", out.all());
     s.stop().await;
 }
 
@@ -170,7 +160,7 @@ async fn one_bad_ledger_line_made_prune_delete_the_newest_verified_backup() {
     common::backup_to(&s.url(), &storage, KEY, "erp");
     let junit = t.path().join("v.xml");
     let out = run_verify(&storage, "erp", &[], &junit);
-    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert_eq!(out.code, Some(0), "{}", out.all());
     // Two newer, never verified backups: the verified one is kept only as "newest verified".
     for _ in 0..2 {
         let out = pgdrill(&[
@@ -201,7 +191,7 @@ async fn one_bad_ledger_line_made_prune_delete_the_newest_verified_backup() {
         assert_eq!(backups_in(&dir).len(), 3, "{what}: nothing deleted");
         // Nor does verify take it as "never verified" silently.
         let out = run_verify(&storage, "erp", &[], &junit);
-        assert_eq!(out.status.code(), Some(1), "{what}: {}", all(&out));
+        assert_eq!(out.code, Some(1), "{what}: {}", out.all());
     }
 
     // A torn last line (a crash while appending) is the one damage that is recoverable.
@@ -224,7 +214,7 @@ async fn freshness_was_skipped_with_the_restore_of_an_already_verified_backup() 
     common::backup_to(&s.url(), &storage, KEY, "shop");
     let junit = t.path().join("v.xml");
     let out = run_verify(&storage, "shop", &[], &junit);
-    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert_eq!(out.code, Some(0), "{}", out.all());
     // Verified, and then no new backup: the next run skips the restore but not max_age (the
     // pause only makes the backup at least a second old, so max_age 0s is exceeded).
     std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -232,7 +222,7 @@ async fn freshness_was_skipped_with_the_restore_of_an_already_verified_backup() 
     let cases = junit_cases(&junit);
     assert_eq!(status_of(&cases, "restore"), "skipped", "{cases:?}");
     assert_eq!(status_of(&cases, "freshness"), "failure", "{cases:?}");
-    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert_eq!(out.code, Some(1), "{}", out.all());
     s.stop().await;
 }
 
@@ -303,8 +293,8 @@ async fn a_disk_full_while_verify_staged_was_recorded_as_a_failed_backup() {
     common::backup_to(&s.url(), &storage, KEY, "shop");
     let junit = t.path().join("v.xml");
     let out = run_verify(&storage, "shop", &["jobs=2"], &junit);
-    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
-    assert!(all(&out).contains("No space left on device"), "{}", all(&out));
+    assert_eq!(out.code, Some(3), "{}", out.all());
+    assert!(out.all().contains("No space left on device"), "{}", out.all());
     assert_eq!(status_of(&junit_cases(&junit), "integrity"), "error");
     let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
     let line: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap_or("{}")).expect("json");
@@ -505,8 +495,8 @@ async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
     let original = std::fs::read(pgdrill::storage::manifest_path(&backup)).expect("manifest");
     let junit = t.path().join("v.xml");
     let out = run_verify(&storage, "shop", &[], &junit);
-    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-    assert!(all(&out).contains("manifest authenticated"), "{}", all(&out));
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(out.all().contains("manifest authenticated"), "{}", out.all());
     let listed = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default(), "--json"])
         .output()
         .expect("list");
@@ -557,8 +547,8 @@ async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
         std::fs::write(pgdrill::storage::manifest_path(&backup), &original).expect("restore manifest");
         edit_manifest(&backup, edit);
         let out = run_verify(&storage, "shop", &[], &junit);
-        assert_eq!(out.status.code(), Some(1), "{what}: {}", all(&out));
-        assert!(all(&out).contains(expect), "{what}: {}", all(&out));
+        assert_eq!(out.code, Some(1), "{what}: {}", out.all());
+        assert!(out.all().contains(expect), "{what}: {}", out.all());
         let cases = junit_cases(&junit);
         assert_eq!(status_of(&cases, "pick"), "failure", "{what}: {cases:?}");
         assert_ne!(status_of(&cases, "freshness"), "passed", "{what}: {cases:?}");
@@ -594,8 +584,8 @@ async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
     let newest = backups_in(&storage.join("shop")).pop().expect("newest");
     std::fs::copy(pgdrill::storage::manifest_path(&backup), pgdrill::storage::manifest_path(&newest)).expect("copy");
     let out = run_verify(&storage, "shop", &[], &junit);
-    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
-    assert!(all(&out).contains("fails authentication"), "{}", all(&out));
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.all().contains("fails authentication"), "{}", out.all());
     s.stop().await;
 }
 
@@ -682,9 +672,9 @@ async fn an_unencrypted_backup_planted_beside_encrypted_ones_was_verified_with_t
 
     let junit = t.path().join("v.xml");
     let out = run_verify(&storage, "shop", &["force=true"], &junit);
-    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
-    assert!(all(&out).contains("the latest backup") && all(&out).contains(&name), "{}", all(&out));
-    assert!(all(&out).contains("refused: manifest UNAUTHENTICATED"), "{}", all(&out));
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.all().contains("the latest backup") && out.all().contains(&name), "{}", out.all());
+    assert!(out.all().contains("refused: manifest UNAUTHENTICATED"), "{}", out.all());
     let cases = junit_cases(&junit);
     assert_eq!(status_of(&cases, "pick"), "failure", "{cases:?}");
     assert_ne!(status_of(&cases, "restore"), "passed", "{cases:?}");
@@ -718,7 +708,7 @@ async fn an_unencrypted_backup_planted_beside_encrypted_ones_was_verified_with_t
 
     // Allowed explicitly: verified, and the log says it was unauthenticated.
     let out = run_verify(&storage, "shop", &["force=true", "allow_unauthenticated=true"], &junit);
-    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert_eq!(out.code, Some(0), "{}", out.all());
     let report = std::fs::read_to_string(&junit).expect("junit");
     assert!(report.contains("accepted although unauthenticated"), "{report}");
     s.stop().await;
@@ -787,7 +777,7 @@ async fn a_stale_backup_whose_content_was_proven_was_recorded_as_failed() {
     std::thread::sleep(std::time::Duration::from_secs(2));
     let junit = t.path().join("v.xml");
     let out = run_verify(&storage, "shop", &["max_age=1s"], &junit);
-    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert_eq!(out.code, Some(1), "{}", out.all());
     let cases = junit_cases(&junit);
     assert_eq!(status_of(&cases, "freshness"), "failure", "{cases:?}");
     assert_eq!(status_of(&cases, "tables"), "passed", "{cases:?}");

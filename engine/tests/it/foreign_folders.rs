@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::common;
-use crate::common::{junit_cases, pgdrill, status_of, text};
+use crate::common::{junit_cases, pgdrill, status_of, text, Run};
 
 const PASS: &str = "classic runbook passphrase";
 
@@ -110,30 +110,18 @@ async fn classic_folder() -> Option<Folder> {
 }
 
 fn verify(storage: &Path, vars: &[&str], junit: &Path) -> (Option<i32>, String) {
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        "verify".into(),
-        "--var".into(),
-        format!("storage={}", storage.display()),
-        "--var".into(),
-        "database=auth_db".into(),
-        "--var".into(),
-        "provider=native".into(),
-        "--var".into(),
-        "force=true".into(),
+    let ran = Run::new("verify")
+        .var("storage", storage.display())
+        .var("database", "auth_db")
+        .var("provider", "native")
+        .var("force", true)
         // These runs are about folders; ground truth is the test below's.
-        "--var".into(),
-        "accept_unproven=true".into(),
-        "--junit".into(),
-        junit.display().to_string(),
-    ];
-    for v in vars {
-        args.push("--var".into());
-        args.push((*v).into());
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = pgdrill(&args).env("PGDRILL_BACKUP_KEY", PASS).output().expect("verify runs");
-    (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+        .var("accept_unproven", true)
+        .junit(junit)
+        .vars(vars)
+        .key(PASS)
+        .output();
+    (ran.code, ran.all())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -437,27 +425,16 @@ fn field_sh(src: &pgdrill::pg::ephemeral::Ephemeral, script: &str, gnupghome: &P
 }
 
 fn verify_app(backup: &Path, vars: &[&str], junit: &Path) -> (Option<i32>, String) {
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        "verify".into(),
-        "--var".into(),
-        format!("backup={}", backup.display()),
-        "--var".into(),
-        "provider=native".into(),
-        "--var".into(),
-        "max_age=36000d".into(),
-        "--var".into(),
-        "force=true".into(),
-        "--junit".into(),
-        junit.display().to_string(),
-    ];
-    for v in vars {
-        args.push("--var".into());
-        args.push((*v).into());
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = pgdrill(&args).env("PGDRILL_BACKUP_KEY", PASS).output().expect("verify runs");
-    (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+    let ran = Run::new("verify")
+        .var("backup", backup.display())
+        .var("provider", "native")
+        .var("max_age", "36000d")
+        .var("force", true)
+        .junit(junit)
+        .vars(vars)
+        .key(PASS)
+        .output();
+    (ran.code, ran.all())
 }
 
 /// Issue 35, cases 1 and 2: `gzip -c </dev/null`, a 0-byte `.sql`, a pg_dump killed half-way

@@ -11,7 +11,7 @@ use crate::common;
 use crate::common::{pgdrill, require, root, text};
 use pgdrill::archive::{Codec, KeySource};
 use pgdrill::backup::{self, CreateOptions, Format, Manifest};
-use pgdrill::pg::ephemeral::{Ephemeral, Options, Provider};
+use pgdrill::pg::ephemeral::Ephemeral;
 use pgdrill::pg::fingerprint::Mode;
 
 const KEY: &str = "roles-test passphrase";
@@ -77,24 +77,6 @@ fn backup_run(url: &str, storage: &Path) -> PathBuf {
         .map(|e| e.path())
         .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
         .expect("a backup")
-}
-
-async fn docker_server(major: u32, db: &str) -> Option<Ephemeral> {
-    let present = std::process::Command::new("docker")
-        .args(["image", "inspect", &format!("pgdrill/postgres-local:{major}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !require(present, &format!("Docker with the image pgdrill/postgres-local:{major} (bash ci/setup.sh)")) {
-        return None;
-    }
-    let opts = Options {
-        provider: Provider::Docker,
-        major: Some(major),
-        image: Some(format!("pgdrill/postgres-local:{major}")),
-        database: Some(db.into()),
-        ..Default::default()
-    };
-    Some(Ephemeral::start(opts).await.expect("a server in a container"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -271,8 +253,8 @@ async fn verify_names_a_revoked_grant_a_changed_owner_and_a_removed_membership_o
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_names_a_revoked_grant_a_changed_owner_and_a_removed_membership_on_17() {
-    let Some(src) = docker_server(17, "erp").await else { return };
-    let Some(scratch) = docker_server(17, "postgres").await else { return };
+    let Some(src) = common::docker_server(17, "erp").await else { return };
+    let Some(scratch) = common::docker_server(17, "postgres").await else { return };
     deliberate_changes_are_named(src, scratch).await;
 }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-pub use builder::{Run, KEY_ENV};
+pub use builder::{Ran, Run, KEY_ENV};
 pub use junit::Junit;
 pub use report::RunJson;
 pub use servers::{moto, on_path, server_log, wait_listening, Server};
@@ -238,4 +238,26 @@ pub async fn shop_backed_up(
     .await;
     let path = backup_to(&s.url_for("shop"), storage, key, "shop");
     Some((s, path))
+}
+
+/// A throwaway server of PostgreSQL `major` in a container of the local image
+/// pgdrill/postgres-local:MAJOR (ci/setup.sh builds 15 and 17), with database `db`; `None`
+/// (a printed skip) when the image is missing outside CI, a failure in CI.
+pub async fn docker_server(major: u32, db: &str) -> Option<pgdrill::pg::ephemeral::Ephemeral> {
+    use pgdrill::pg::ephemeral::{Ephemeral, Options, Provider};
+    let present = std::process::Command::new("docker")
+        .args(["image", "inspect", &format!("pgdrill/postgres-local:{major}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require(present, &format!("Docker with the image pgdrill/postgres-local:{major} (bash ci/setup.sh)")) {
+        return None;
+    }
+    let opts = Options {
+        provider: Provider::Docker,
+        major: Some(major),
+        image: Some(format!("pgdrill/postgres-local:{major}")),
+        database: Some(db.into()),
+        ..Default::default()
+    };
+    Some(Ephemeral::start(opts).await.expect("a server in a container"))
 }
