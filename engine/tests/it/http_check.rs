@@ -3,7 +3,7 @@
 //! that cookie, a header and a JSON body, as the classic runbooks' `curl -c jar -b jar`
 //! smoke tests do.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use crate::common;
 use crate::common::{pgdrill, text};
@@ -48,15 +48,6 @@ class H(BaseHTTPRequestHandler):
 HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 "#;
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn runbook(port: u16, cookies: bool) -> String {
     format!(
         r#"name: login-then-health
@@ -95,26 +86,18 @@ fn a_login_then_health_sequence_shares_the_cookie_jar() {
     }
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(dir.path().join("server.py"), SERVER).expect("server");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let _server = Server(
-        Command::new("python3")
-            .arg(dir.path().join("server.py"))
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("server starts"),
-    );
+    let port = common::free_port();
+    let (log, out, err) = common::server_log();
+    let child = Command::new("python3")
+        .arg(dir.path().join("server.py"))
+        .arg(port.to_string())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("server starts");
+    let _server = common::Server { child, port, log: Some(log) };
     // Wait until it listens (connect, not a sleep).
-    let mut up = false;
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            up = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    assert!(up, "the test server never listened");
+    common::wait_listening(port, "the test server");
 
     let file = dir.path().join("smoke.yaml");
     std::fs::write(&file, runbook(port, true)).expect("runbook");
