@@ -36,6 +36,8 @@ pub struct Case {
     pub name: String,
     pub classname: String,
     pub status: Status,
+    /// Its `time` attribute, in seconds (0 when absent).
+    pub time: f64,
     /// The `message` of its `<failure>`, `<error>` or `<skipped>`.
     pub message: String,
     /// The text inside its `<failure>` or `<error>`.
@@ -44,9 +46,12 @@ pub struct Case {
     pub system_out: String,
 }
 
-/// A whole JUnit file: its testcases in document order and each suite's `<system-err>`.
+/// A whole JUnit file: its suites and testcases in document order and each suite's
+/// `<system-err>`.
 #[derive(Debug, Clone, Default)]
 pub struct Junit {
+    /// Each `<testsuite>`'s name and `time`.
+    pub suites: Vec<(String, f64)>,
     pub cases: Vec<Case>,
     pub system_err: Vec<String>,
 }
@@ -68,7 +73,10 @@ impl Junit {
         loop {
             let event = reader.read_event().map_err(|e| format!("at byte {}: {e}", reader.buffer_position()))?;
             match event {
-                Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"testsuite" => suite = attr(&e, "name")?,
+                Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"testsuite" => {
+                    suite = attr(&e, "name")?;
+                    out.suites.push((suite.clone(), seconds(&e)?));
+                }
                 Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"testcase" => {
                     out.cases.push(case(&e, &suite)?)
                 }
@@ -167,10 +175,20 @@ fn case(e: &BytesStart<'_>, suite: &str) -> Result<Case, String> {
         name: attr(e, "name")?,
         classname: attr(e, "classname")?,
         status: Status::Passed,
+        time: seconds(e)?,
         message: String::new(),
         detail: String::new(),
         system_out: String::new(),
     })
+}
+
+/// The element's `time` attribute, 0 when it has none.
+fn seconds(e: &BytesStart<'_>) -> Result<f64, String> {
+    let t = attr(e, "time")?;
+    if t.is_empty() {
+        return Ok(0.0);
+    }
+    t.parse().map_err(|_| format!("time={t:?} is not a number of seconds"))
 }
 
 /// An attribute's unescaped value, empty when the element has none.
@@ -184,8 +202,8 @@ fn attr(e: &BytesStart<'_>, name: &str) -> Result<String, String> {
 #[test]
 fn a_failure_inside_another_cases_text_is_not_its_status() {
     let xml = r#"<?xml version="1.0" encoding="utf-8"?>
-<testsuites><testsuite name="verify &amp; more" tests="3">
-<testcase name="restore [backup.restore]" classname="verify"><system-out><![CDATA[said <failure here & "quoted"]]></system-out></testcase>
+<testsuites><testsuite name="verify &amp; more" tests="3" time="1.5">
+<testcase name="restore [backup.restore]" classname="verify" time="1.25"><system-out><![CDATA[said <failure here & "quoted"]]></system-out></testcase>
 <testcase name="tables [verify.tables]" classname="verify"><failure type="failed" message="public.orders: 4999 rows &lt; 5000">detail &amp; more</failure></testcase>
 <testcase name="amcheck [verify.amcheck]" classname="verify"><skipped message="after a failure"/></testcase>
 </testsuite></testsuites>"#;
@@ -199,5 +217,8 @@ fn a_failure_inside_another_cases_text_is_not_its_status() {
     assert_eq!(j.case("tables").map(|c| c.suite.as_str()), Some("verify & more"));
     assert_eq!(j.status("amcheck"), "skipped");
     assert_eq!(j.status("schema"), "absent");
+    assert_eq!(j.suites, vec![("verify & more".to_string(), 1.5)]);
+    assert_eq!(j.case("restore").map(|c| c.time), Some(1.25));
+    assert_eq!(j.case("tables").map(|c| c.time), Some(0.0));
     assert!(Junit::parse("<testsuite><testcase name=\"x\"></testsuite>").is_err(), "mismatched tags are an error");
 }

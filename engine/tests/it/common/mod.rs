@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub use builder::{Ran, Run, KEY_ENV};
-pub use junit::Junit;
+pub use junit::{Junit, Status};
 pub use report::RunJson;
 pub use servers::{moto, on_path, server_log, wait_listening, Server};
 
