@@ -1,0 +1,310 @@
+//! Helpers shared by the integration tests: run the real binary from the repository root
+//! ([`Run`]), read what it wrote ([`Junit`], [`RunJson`]), and the fixtures, servers and
+//! small helpers more than one area uses: one copy each.
+#![allow(dead_code)]
+
+mod builder;
+mod junit;
+mod report;
+mod servers;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub use builder::{Ran, Run, KEY_ENV};
+pub use junit::{Junit, Status};
+pub use report::RunJson;
+pub use servers::{moto, on_path, server_log, wait_listening, Server};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pgdrill"))
+}
+
+/// `pgdrill ARGS` run in the repository root, with a clean environment for our own vars.
+pub fn pgdrill(args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args).current_dir(root()).env_remove("PGDRILL_JUNIT").env_remove("PGDRILL_REPORT");
+    c
+}
+
+pub fn run(args: &[&str]) -> Output {
+    pgdrill(args).output().expect("the pgdrill binary runs")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// True under CI, where a missing prerequisite must fail rather than skip.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// Skip (outside CI) or fail (in CI) when a prerequisite is missing.
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    assert!(!in_ci(), "{what} is required in CI (CI is set) but missing");
+    eprintln!("SKIPPED: {what} is missing (set up with ci/setup.sh); CI fails instead of skipping");
+    false
+}
+
+/// A throwaway PostgreSQL 15 server (native provider) with database `db`; `None` (a printed
+/// skip) when the server binaries are missing outside CI, a failure in CI.
+pub async fn native_server(db: &str) -> Option<pgdrill::pg::ephemeral::Ephemeral> {
+    use pgdrill::pg::ephemeral::{Ephemeral, Options, Provider};
+    let opts = Options { provider: Provider::Native, major: Some(15), database: Some(db.into()), ..Default::default() };
+    match Ephemeral::start(opts).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            require(false, &format!("PostgreSQL 15 server binaries ({e})"));
+            None
+        }
+    }
+}
+
+/// `name -> (failure/error/skipped or "passed")` from a JUnit file, parsed ([`Junit`]).
+pub fn junit_cases(path: &Path) -> Vec<(String, String)> {
+    Junit::read(path).cases.into_iter().map(|c| (c.name, c.status.as_str().to_string())).collect()
+}
+
+pub fn status_of<'a>(cases: &'a [(String, String)], name: &str) -> &'a str {
+    cases.iter().find(|(n, _)| n.starts_with(name)).map(|(_, s)| s.as_str()).unwrap_or("absent")
+}
+
+/// `pgdrill run backup` of `url` into `storage` with `key`; the path of the backup of `db`.
+pub fn backup_to(url: &str, storage: &std::path::Path, key: &str, db: &str) -> PathBuf {
+    let out = pgdrill(&[
+        "run",
+        "backup",
+        "--var",
+        &format!("database_url={url}"),
+        "--var",
+        &format!("storage={}", storage.display()),
+    ])
+    .env("PGDRILL_BACKUP_KEY", key)
+    .output()
+    .expect("backup");
+    assert!(out.status.success(), "backup: {}{}", text(&out.stdout), text(&out.stderr));
+    std::fs::read_dir(storage.join(db))
+        .expect("storage")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
+        .expect("a backup")
+}
+
+/// Run SQL in the database at `url`.
+pub async fn exec(url: &str, sql: &str) {
+    pgdrill::pg::connect(url).await.expect("connect").batch_execute(sql).await.expect("sql");
+}
+
+/// Staged dumps (`.pgdrill-stage-*`) still in `dir`: there must be none once a run ended.
+pub fn staged_leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .filter(|n| n.starts_with(".pgdrill-stage"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Write manifest `m` beside the encrypted backup at `backup`, bound again with `key` as only
+/// a key holder can: a test that edits a manifest on purpose (to reach a later check) must
+/// not be stopped by the manifest's MAC.
+pub fn write_rebound_manifest(backup: &Path, mut m: serde_json::Value, key: &str) {
+    let archive = std::fs::read(backup).expect("backup");
+    let (h, _) = pgdrill::archive::read_header(&mut &archive[..]).expect("header");
+    let k = pgdrill::archive::KeySource::from_secret(key).derive_for(h.kdf.as_ref().expect("kdf")).expect("key");
+    m["authentication"]["mac"] =
+        k.manifest_mac(h.nonce_prefix.as_deref().expect("prefix"), &pgdrill::backup::manifest_bytes(m.clone())).into();
+    std::fs::write(pgdrill::backup::layout::manifest_path(backup), serde_json::to_vec(&m).expect("json"))
+        .expect("write");
+}
+
+/// The full fingerprint of a database, read in one repeatable-read snapshot.
+pub async fn fingerprint_of(url: &str) -> pgdrill::pg::fingerprint::Fingerprint {
+    use pgdrill::pg::fingerprint::{compute, Mode};
+    let c = pgdrill::pg::connect(url).await.expect("connect");
+    c.batch_execute("begin isolation level repeatable read read only").await.expect("begin");
+    let f = compute(&c, Mode::Full).await.expect("fingerprint").expect("full");
+    c.batch_execute("commit").await.expect("commit");
+    f
+}
+
+/// One value from the server as text (empty for NULL).
+pub async fn scalar(url: &str, sql: &str) -> String {
+    let c = pgdrill::pg::connect(url).await.expect("connect");
+    c.query_one(&format!("select ({sql})::text"), &[])
+        .await
+        .expect("query")
+        .get::<_, Option<String>>(0)
+        .unwrap_or_default()
+}
+
+/// The safety snapshots an operator restore of database `shop` left in `storage`.
+pub fn snapshots(storage: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(storage.join(".safety/shop"))
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".pgdrill")).collect())
+        .unwrap_or_default()
+}
+
+/// A mail server child process, killed on drop.
+pub struct Smtp(pub std::process::Child);
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An SMTP server (aiosmtpd) that delivers to `maildir` and takes AUTH PLAIN with the
+/// password in its SMTP_TEST_PASSWORD variable, without TLS (a relay on localhost).
+pub fn smtp_with_auth(port: u16, maildir: &std::path::Path, password: &str) -> Smtp {
+    let script = r#"
+import os, sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import AuthResult, LoginPassword
+want = os.environ["SMTP_TEST_PASSWORD"].encode()
+def check(server, session, envelope, mechanism, data):
+    return AuthResult(success=isinstance(data, LoginPassword) and data.password == want)
+c = Controller(Mailbox(sys.argv[2]), hostname="127.0.0.1", port=int(sys.argv[1]), authenticator=check,
+               auth_require_tls=False)
+c.start()
+while True:
+    time.sleep(3600)
+"#;
+    let smtp = Smtp(
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-c", script, &port.to_string()])
+            .arg(maildir)
+            .env("SMTP_TEST_PASSWORD", password)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("aiosmtpd"),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    smtp
+}
+
+/// Every file under `dir`, at any depth (none when it does not exist).
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// A JSON file, parsed; a missing or invalid file fails the test, naming it.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The PostgreSQL 15 image the Docker tests use: `PGDRILL_TEST_IMAGE`, else the one
+/// ci/setup.sh builds.
+pub fn test_image() -> String {
+    std::env::var("PGDRILL_TEST_IMAGE").unwrap_or_else(|_| "pgdrill/postgres-local:15".into())
+}
+
+/// A Docker engine with `image` present locally: skipped (outside CI) or failed (in CI) when not.
+pub fn docker_ready(image: &str) -> bool {
+    let ok = |args: &[&str]| Command::new("docker").args(args).output().is_ok_and(|o| o.status.success());
+    require(
+        ok(&["info"]) && ok(&["image", "inspect", image]),
+        "a Docker engine with the local image pgdrill/postgres-local:15 (ci/setup.sh builds it)",
+    )
+}
+
+/// Poll `f` until it gives a value or `limit` has passed (a test's bound on waiting for a
+/// server or a file, never a timing it asserts).
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `shop` database of the restore tests, owned by the login role `app_owner`, on a new
+/// native server: `customers` and `orders` with `rows` rows each, plus `more_sql` run in it,
+/// then backed up into `storage` with `key`. The server and the backup's path.
+pub async fn shop_backed_up(
+    storage: &Path,
+    key: &str,
+    rows: (u32, u32),
+    more_sql: &str,
+) -> Option<(pgdrill::pg::ephemeral::Ephemeral, PathBuf)> {
+    let s = native_server("postgres").await?;
+    exec(&s.url_for("postgres"), "create role app_owner login").await;
+    exec(&s.url_for("postgres"), "create database shop owner app_owner").await;
+    let (customers, orders) = rows;
+    exec(
+        &s.url_for("shop"),
+        &format!(
+            "create table customers (id serial primary key, name text not null);
+             insert into customers (name) select 'c' || g from generate_series(1, {customers}) g;
+             create table orders (id bigserial primary key, customer int references customers, total numeric(12,2));
+             insert into orders (customer, total) select 1 + g % {customers}, g * 0.25 from generate_series(1, {orders}) g;
+             alter table orders owner to app_owner;
+             {more_sql}"
+        ),
+    )
+    .await;
+    let path = backup_to(&s.url_for("shop"), storage, key, "shop");
+    Some((s, path))
+}
+
+/// A throwaway server of PostgreSQL `major` in a container of the local image
+/// pgdrill/postgres-local:MAJOR (ci/setup.sh builds 15 and 17), with database `db`; `None`
+/// (a printed skip) when the image is missing outside CI, a failure in CI.
+pub async fn docker_server(major: u32, db: &str) -> Option<pgdrill::pg::ephemeral::Ephemeral> {
+    use pgdrill::pg::ephemeral::{Ephemeral, Options, Provider};
+    let present = std::process::Command::new("docker")
+        .args(["image", "inspect", &format!("pgdrill/postgres-local:{major}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require(present, &format!("Docker with the image pgdrill/postgres-local:{major} (bash ci/setup.sh)")) {
+        return None;
+    }
+    let opts = Options {
+        provider: Provider::Docker,
+        major: Some(major),
+        image: Some(format!("pgdrill/postgres-local:{major}")),
+        database: Some(db.into()),
+        ..Default::default()
+    };
+    Some(Ephemeral::start(opts).await.expect("a server in a container"))
+}

@@ -1,0 +1,78 @@
+//! Servers the tests start on 127.0.0.1 and stop when they end: moto (S3), and the process
+//! guard the others use.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{free_port, require};
+
+/// A server process killed when the test ends. When the test failed, whether the server was
+/// still running and the end of its log are printed: a store that stopped answering in the
+/// middle of a test must be told apart from pgdrill misreading it.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub log: Option<tempfile::NamedTempFile>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let state = match self.child.try_wait() {
+                Ok(Some(status)) => format!("had exited ({status})"),
+                Ok(None) => "was still running".to_string(),
+                Err(e) => format!("could not be asked ({e})"),
+            };
+            let log = self.log.as_ref().and_then(|f| std::fs::read_to_string(f.path()).ok()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "the server on port {} {state}; its log ends:\n{}",
+                self.port,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A file for a server's output, read back when a test fails.
+pub fn server_log() -> (tempfile::NamedTempFile, Stdio, Stdio) {
+    let f = tempfile::NamedTempFile::new().expect("a log file");
+    let (out, err) = (f.reopen().expect("log"), f.reopen().expect("log"));
+    (f, Stdio::from(out), Stdio::from(err))
+}
+
+/// Wait (at most a minute) until something listens on 127.0.0.1:`port`.
+pub fn wait_listening(port: u16, what: &str) {
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(60), "{what} did not start listening on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether `cmd` is a command on the PATH.
+pub fn on_path(cmd: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+/// A moto S3 server on a port of its own (it takes unsigned requests); `None` (a printed
+/// skip, or a failure in CI) when moto_server is not installed.
+pub fn moto() -> Option<Server> {
+    if !require(on_path("moto_server"), "moto_server (PyPI moto[server])") {
+        return None;
+    }
+    let port = free_port();
+    let (log, out, err) = server_log();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("moto_server starts");
+    let s = Server { child, port, log: Some(log) };
+    wait_listening(port, "moto_server");
+    Some(s)
+}

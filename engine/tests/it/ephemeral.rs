@@ -1,0 +1,485 @@
+//! The provider test suite, run against both providers: a throwaway server starts, answers,
+//! and is gone afterwards whether the run passed, failed, timed out, was interrupted by
+//! SIGINT, or pgdrill itself was killed (then the next start reaps it) or panicked.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common;
+use crate::common::{pgdrill, run, text};
+
+const DOCKER_IMAGE: &str = "pgdrill/postgres-local:{major}";
+
+#[derive(Debug)]
+struct Record {
+    provider: String,
+    instance: String,
+    port: u16,
+    major: u32,
+}
+
+fn ready(provider: &str) -> bool {
+    match provider {
+        "docker" => common::docker_ready(&DOCKER_IMAGE.replace("{major}", "15")),
+        _ => common::require(Path::new("/usr/lib/postgresql/15/bin/initdb").exists(), "PostgreSQL 15 server binaries"),
+    }
+}
+
+fn command(provider: &str, mode: &str, out: &Path) -> std::process::Command {
+    let mut c = pgdrill(&[
+        "run",
+        "fixtures/runbooks/ephemeral.yaml",
+        "--var",
+        &format!("provider={provider}"),
+        "--var",
+        &format!("mode={mode}"),
+        "--var",
+        &format!("out={}", out.display()),
+    ]);
+    c.env("PGDRILL_DOCKER_IMAGE", DOCKER_IMAGE);
+    c
+}
+
+fn record(out: &Path) -> Record {
+    let s = std::fs::read_to_string(out).unwrap_or_else(|e| panic!("record {}: {e}", out.display()));
+    let l: Vec<&str> = s.lines().collect();
+    Record {
+        provider: l[0].to_string(),
+        instance: l[1].to_string(),
+        port: l[2].parse().unwrap_or(0),
+        major: l[3].parse().unwrap_or(0),
+    }
+}
+
+fn run_mode(provider: &str, mode: &str) -> (Output, Record) {
+    let t = tempfile::tempdir().expect("tmp");
+    let out_file = t.path().join("record");
+    let out = command(provider, mode, &out_file).output().expect("run");
+    let rec = record(&out_file);
+    (out, rec)
+}
+
+/// Nothing of the server is left: no container, no process, no files, no listener.
+fn assert_gone(rec: &Record) {
+    if rec.provider == "docker" {
+        let inspect = std::process::Command::new("docker").args(["inspect", &rec.instance]).output().expect("docker");
+        assert!(!inspect.status.success(), "container {} still exists", rec.instance);
+    } else {
+        assert!(!Path::new(&rec.instance).exists(), "{} still exists", rec.instance);
+        assert!(!process_with(&rec.instance), "a postgres process for {} is still running", rec.instance);
+    }
+    assert!(std::net::TcpStream::connect(("127.0.0.1", rec.port)).is_err(), "port {} still answers", rec.port);
+}
+
+fn process_with(part: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(part))
+}
+
+fn passes_and_leaves_nothing(provider: &str) {
+    if !ready(provider) {
+        return;
+    }
+    let (out, rec) = run_mode(provider, "pass");
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(rec.provider, provider);
+    assert_eq!(rec.major, 15);
+    assert_gone(&rec);
+}
+
+fn failure_leaves_nothing(provider: &str) {
+    if !ready(provider) {
+        return;
+    }
+    let (out, rec) = run_mode(provider, "fail");
+    assert_eq!(out.status.code(), Some(1));
+    assert_gone(&rec);
+}
+
+fn timeout_leaves_nothing(provider: &str) {
+    if !ready(provider) {
+        return;
+    }
+    let (out, rec) = run_mode(provider, "timeout");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("timed out after 1s"));
+    assert_gone(&rec);
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(path).map(|s| s.lines().count() < 4).unwrap_or(true) {
+        assert!(Instant::now() < deadline, "the server never came up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigint_leaves_nothing(provider: &str) {
+    if !ready(provider) {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let out_file = t.path().join("record");
+    let mut child = command(provider, "sleep", &out_file).stdout(Stdio::null()).spawn().expect("spawn");
+    wait_for(&out_file);
+    let rec = record(&out_file);
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .expect("kill");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+    assert_gone(&rec);
+}
+
+/// pgdrill killed outright: native servers die with their parent; docker containers are
+/// removed by the next start, which reaps everything whose owner is gone.
+fn crash_is_cleaned_up(provider: &str) {
+    if !ready(provider) {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let out_file = t.path().join("record");
+    let mut child = command(provider, "sleep", &out_file).stdout(Stdio::null()).spawn().expect("spawn");
+    wait_for(&out_file);
+    let rec = record(&out_file);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL)
+        .expect("kill");
+    let _ = child.wait();
+    if provider == "native" {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_with(&rec.instance) {
+            assert!(Instant::now() < deadline, "the postmaster outlived its parent");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // The next start reaps what is left (the directory; the container).
+    let (out, rec2) = run_mode(provider, "pass");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_gone(&rec);
+    assert_gone(&rec2);
+}
+
+fn panic_leaves_nothing(provider: &str) {
+    if !ready(provider) {
+        return;
+    }
+    let instance = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = instance.clone();
+    let p = provider.to_string();
+    let joined = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            // SAFETY of env: this test binary sets the variable before any server starts.
+            let opts = pgdrill::pg::ephemeral::Options {
+                provider: p.parse().expect("provider"),
+                major: Some(15),
+                image: Some(DOCKER_IMAGE.replace("{major}", "15")),
+                ..Default::default()
+            };
+            let server = pgdrill::pg::ephemeral::Ephemeral::start(opts).await.expect("server starts");
+            if let Ok(mut s) = seen.lock() {
+                *s = server.instance.clone();
+            }
+            panic!("deliberate panic while the server {} runs", server.port);
+        })
+    })
+    .join();
+    assert!(joined.is_err(), "the thread panicked");
+    let instance = instance.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(!instance.is_empty());
+    let rec = Record { provider: provider.to_string(), instance, port: 1, major: 15 };
+    assert_gone(&rec);
+}
+
+macro_rules! provider_suite {
+    ($name:ident, $provider:literal) => {
+        mod $name {
+            #[test]
+            fn passes_and_leaves_nothing() {
+                super::passes_and_leaves_nothing($provider);
+            }
+            #[test]
+            fn failure_leaves_nothing() {
+                super::failure_leaves_nothing($provider);
+            }
+            #[test]
+            fn timeout_leaves_nothing() {
+                super::timeout_leaves_nothing($provider);
+            }
+            #[test]
+            fn sigint_leaves_nothing() {
+                super::sigint_leaves_nothing($provider);
+            }
+            #[test]
+            fn crash_is_cleaned_up() {
+                super::crash_is_cleaned_up($provider);
+            }
+            #[test]
+            fn panic_leaves_nothing() {
+                super::panic_leaves_nothing($provider);
+            }
+        }
+    };
+}
+
+provider_suite!(docker, "docker");
+provider_suite!(native, "native");
+
+#[test]
+fn docker_provider_without_an_engine_fails_with_exit_3_and_one_line() {
+    let t = tempfile::tempdir().expect("tmp");
+    let out = command("docker", "pass", &t.path().join("r"))
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    let line = text(&out.stdout).lines().find(|l| l.contains("ERROR")).unwrap_or_default().to_string();
+    assert!(line.contains("provider docker: no Docker engine configured: Socket not found"), "{line}");
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains("Socket not found")).count(),
+        2,
+        "one line in the step, one in the summary"
+    );
+}
+
+#[test]
+fn auto_falls_back_to_native_and_says_why() {
+    if !ready("native") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let out_file = t.path().join("r");
+    let report = t.path().join("rep");
+    let out = command("auto", "pass", &out_file)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args(["--report", report.to_str().unwrap_or_default()])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(record(&out_file).provider, "native");
+    let json = std::fs::read_to_string(report.join("run.json")).unwrap_or_default();
+    assert!(json.contains("native: auto, no Docker engine configured"), "{json}");
+    assert!(!json.contains(&format!(":{}@", "postgres")), "no password-bearing URL in clear");
+}
+
+#[test]
+fn a_major_the_provider_cannot_supply_says_what_is_available() {
+    if !ready("native") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let out = command("native", "pass", &t.path().join("r")).args(["--var", "version=11"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stdout).contains("PostgreSQL 11 server binaries not found; available: 15"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn a_bin_dir_without_initdb_is_invalid_input() {
+    let t = tempfile::tempdir().expect("tmp");
+    let rb = t.path().join("rb.yaml");
+    std::fs::write(&rb, "name: bad-bin-dir\nsteps:\n  - id: db\n    uses: postgres.ephemeral\n    with: { provider: native, bin_dir: /usr/bin }\n").expect("write");
+    let out = run(&["run", rb.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("bin_dir /usr/bin has no initdb and postgres"), "{}", text(&out.stdout));
+}
+
+/// Containers a finished pgdrill process (by pid) still owns.
+fn containers_owned_by(pid: u32) -> String {
+    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=pgdrill.owner={host}:{pid}")])
+        .output()
+        .expect("docker ps");
+    text(&out.stdout).trim().to_string()
+}
+
+fn image_present(image: &str) -> bool {
+    std::process::Command::new("docker").args(["image", "inspect", image]).output().is_ok_and(|o| o.status.success())
+}
+
+/// The README's main job on a machine where Docker runs but no registry answers: it used to
+/// pick Docker, fail to pull postgres:15 and exit 3. Now it uses the local image setup.sh
+/// builds (or the local binaries), says so, and leaves nothing behind.
+#[test]
+fn quickstart_works_without_an_image_registry() {
+    if !common::docker_ready(&DOCKER_IMAGE.replace("{major}", "15")) {
+        return;
+    }
+    let official_was_here = image_present("postgres:15");
+    let t = tempfile::tempdir().expect("tmp");
+    let report = t.path().join("rep");
+    let child = pgdrill(&["run", "quickstart", "--report", report.to_str().unwrap_or_default()])
+        .env_remove("PGDRILL_DOCKER_IMAGE")
+        .env_remove("PGDRILL_TEST_IMAGE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    if !official_was_here && !image_present("postgres:15") {
+        // The official image could not be had, so the local one served, and the log says why.
+        assert!(
+            stdout.contains("postgres:15 cannot be pulled")
+                && stdout.contains("using the local image pgdrill/postgres-local:15"),
+            "{stdout}"
+        );
+        let json = std::fs::read_to_string(report.join("run.json")).unwrap_or_default();
+        assert!(json.contains("\"image\": \"pgdrill/postgres-local:15\""), "{json}");
+    }
+    assert_eq!(containers_owned_by(pid), "", "containers left behind");
+}
+
+/// The README's main job on a machine where no Docker engine answers (here: DOCKER_HOST
+/// names a socket that does not exist, so the tests beside it keep their Docker): the
+/// throwaway servers are the local binaries, and each server's line says why.
+#[test]
+fn quickstart_works_without_a_docker_engine_on_native_binaries() {
+    if !ready("native") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let report = t.path().join("rep");
+    let out = pgdrill(&["run", "quickstart", "--report", report.to_str().unwrap_or_default()])
+        .env_remove("PGDRILL_DOCKER_IMAGE")
+        .env_remove("PGDRILL_TEST_IMAGE")
+        .env("DOCKER_HOST", format!("unix://{}/no-docker.sock", t.path().display()))
+        .output()
+        .expect("run");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let servers: Vec<&str> =
+        stdout.lines().filter(|l| l.contains("PostgreSQL 15") && l.contains(" on 127.0.0.1:")).collect();
+    assert_eq!(servers.len(), 2, "source and scratch: {stdout}");
+    assert!(servers.iter().all(|l| l.trim_start().starts_with("native (native: auto")), "{servers:?}");
+    let json = std::fs::read_to_string(report.join("run.json")).unwrap_or_default();
+    assert!(!json.contains("\"provider\": \"docker\""), "{json}");
+}
+
+/// An image named explicitly that cannot be pulled, with provider docker: exit 3, one line
+/// naming the remedies, no container.
+#[test]
+fn docker_with_an_unpullable_image_fails_with_exit_3_naming_the_remedy() {
+    if !common::docker_ready(&DOCKER_IMAGE.replace("{major}", "15")) {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let child = command("docker", "pass", &t.path().join("r"))
+        .env("PGDRILL_DOCKER_IMAGE", "pgdrill-test/no-such-image:{major}")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    let line = stdout.lines().find(|l| l.contains("ERROR")).unwrap_or_default().to_string();
+    assert!(line.contains("provider docker: image pgdrill-test/no-such-image:15 cannot be pulled"), "{line}");
+    assert!(line.contains("bash ci/setup.sh"), "{line}");
+    assert!(line.contains("--var provider=native"), "{line}");
+    assert!(line.contains("PGDRILL_DOCKER_IMAGE"), "{line}");
+    assert_eq!(containers_owned_by(pid), "", "containers left behind");
+}
+
+/// auto with an image that cannot be had falls back to the local binaries and says why.
+#[test]
+fn auto_with_an_unpullable_image_falls_back_to_native_and_says_why() {
+    if !common::docker_ready(&DOCKER_IMAGE.replace("{major}", "15")) || !ready("native") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let out_file = t.path().join("r");
+    let out = command("auto", "pass", &out_file)
+        .env("PGDRILL_DOCKER_IMAGE", "pgdrill-test/no-such-image:{major}")
+        .output()
+        .expect("run");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let rec = record(&out_file);
+    assert_eq!(rec.provider, "native");
+    assert!(stdout.contains("native: auto, Docker image pgdrill-test/no-such-image:15 cannot be pulled"), "{stdout}");
+    assert_gone(&rec);
+}
+
+/// auto where neither Docker nor the binaries can serve: exit 3, one line with both reasons
+/// and the remedies.
+#[test]
+fn auto_with_nothing_to_serve_names_the_remedies() {
+    if !common::docker_ready(&DOCKER_IMAGE.replace("{major}", "15")) {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let out = command("auto", "pass", &t.path().join("r"))
+        .env("PGDRILL_DOCKER_IMAGE", "pgdrill-test/no-such-image:{major}")
+        .args(["--var", "version=11"])
+        .output()
+        .expect("run");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    let line = stdout.lines().find(|l| l.contains("ERROR")).unwrap_or_default().to_string();
+    assert!(line.contains("no throwaway PostgreSQL 11 server"), "{line}");
+    assert!(line.contains("pgdrill-test/no-such-image:11 cannot be pulled"), "{line}");
+    assert!(line.contains("install the PostgreSQL 11 server binaries"), "{line}");
+    assert!(line.contains("PGDRILL_DOCKER_IMAGE"), "{line}");
+}
+
+/// The first native server keeps its initdb output; the next is a copy of it with a password
+/// of its own (the template's no longer opens it); a damaged template is replaced by the
+/// output of the initdb that then serves the start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_from_the_initdb_template_has_its_own_password_and_a_damaged_template_is_replaced() {
+    use pgdrill::pg::native::{NativeOptions, NativeServer};
+    if !ready("native") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cache = tmp.path().join("cache");
+    // nextest runs each test in a process of its own: this reaches only this test's servers.
+    std::env::set_var("PGDRILL_INITDB_CACHE", &cache);
+    let opts = || NativeOptions { major: Some(15), ..Default::default() };
+    let templates = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&cache).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default()
+    };
+
+    let first = NativeServer::start(opts()).await.expect("first server");
+    let kept = templates();
+    assert_eq!(kept.len(), 1, "one template: {kept:?}");
+    let kept_password = std::fs::read_to_string(kept[0].join("password")).expect("password");
+    assert_eq!(kept_password.trim(), first.password, "the template is the first server's initdb output");
+    first.stop();
+
+    let second = NativeServer::start(opts()).await.expect("second server");
+    assert_ne!(second.password, kept_password.trim(), "a password of its own");
+    let c = pgdrill::pg::connect(&second.url()).await.expect("its own password opens it");
+    let one: i32 = c.query_one("select 1", &[]).await.expect("query").get(0);
+    assert_eq!(one, 1);
+    let old = second.url().replace(&second.password, kept_password.trim());
+    let refused = pgdrill::pg::connect(&old).await.expect_err("the template's password is refused");
+    assert!(format!("{refused}").contains("password"), "{refused}");
+    second.stop();
+
+    // Damaged: pg_control overwritten. The server does not start from it; it is removed and
+    // initdb serves this start.
+    std::fs::write(kept[0].join("data/global/pg_control"), vec![0u8; 8192]).expect("damage");
+    let third = NativeServer::start(opts()).await.expect("third server, by initdb");
+    let c = pgdrill::pg::connect(&third.url()).await.expect("connect");
+    let one: i32 = c.query_one("select 1", &[]).await.expect("query").get(0);
+    assert_eq!(one, 1);
+    let now = templates();
+    assert_eq!(now.len(), 1, "the damaged template was replaced, and nothing else is left: {now:?}");
+    let replaced = std::fs::read_to_string(now[0].join("password")).expect("password");
+    assert_eq!(replaced.trim(), third.password, "kept from this start's initdb");
+    third.stop();
+}

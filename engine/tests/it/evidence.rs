@@ -1,0 +1,796 @@
+//! Regression tests for state beside the backups that must fail closed (issue 14): folders
+//! no two databases share and a picked backup of the database asked for; an unreadable
+//! newest manifest and a damaged ledger stop the run loudly instead of choosing or deleting
+//! silently; freshness runs even when the restore is skipped; a hostile archive header
+//! cannot make pgdrill allocate or spin without bound.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::common;
+use crate::common::{junit_cases, pgdrill, status_of, text, Ran, Run};
+
+const KEY: &str = "evidence-test passphrase";
+
+fn run_verify(storage: &Path, database: &str, extra: &[&str], junit: &Path) -> Ran {
+    Run::new("verify")
+        .var("storage", storage.display())
+        .var("database", database)
+        .var("provider", "native")
+        .junit(junit)
+        .vars(extra)
+        .key(KEY)
+        .output()
+}
+
+fn backups_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".pgdrill")).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn all(out: &std::process::Output) -> String {
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn databases_acct_and_dot_acct_shared_a_folder_and_pick_restored_the_wrong_one() {
+    let Some(s) = common::native_server("acct").await else { return };
+    common::exec(&s.url(), "create database \".acct\"").await;
+    common::exec(&s.url(), "create table only_in_acct (id int); insert into only_in_acct values (1)").await;
+    common::exec(
+        &s.url_for(".acct"),
+        "create table only_in_dot_acct (id int); insert into only_in_dot_acct values (2)",
+    )
+    .await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    let acct = common::backup_to(&s.url(), &storage, KEY, "acct");
+    let dot = common::backup_to(&s.url_for(".acct"), &storage, KEY, "%2Eacct");
+    assert_ne!(acct.parent(), dot.parent(), "one folder per database");
+    assert_eq!(backups_in(&storage.join("acct")).len(), 1, "`acct` keeps its readable folder name");
+
+    // `backups list` names each database by its real name.
+    let listed = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default(), "--json"])
+        .output()
+        .expect("list");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+    let mut dbs: Vec<&str> = listed.as_array().expect("list").iter().filter_map(|b| b["database"].as_str()).collect();
+    dbs.sort();
+    assert_eq!(dbs, [".acct", "acct"]);
+
+    let junit = t.path().join("v.xml");
+    let out = run_verify(&storage, "acct", &[], &junit);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(out.all().contains(&acct.display().to_string()), "{}", out.all());
+
+    // Storage written by the old scheme: `.acct`'s backup, newer, in `acct`'s folder (a
+    // minute ahead: within the clock tolerance, so it is the latest).
+    let soon = time::OffsetDateTime::now_utc() + std::time::Duration::from_secs(60);
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.000Z",
+        soon.year(),
+        u8::from(soon.month()),
+        soon.day(),
+        soon.hour(),
+        soon.minute(),
+        soon.second()
+    );
+    let planted = acct.with_file_name(format!("{stamp}.dump.pgdrill"));
+    std::fs::copy(&dot, &planted).expect("copy");
+    std::fs::copy(pgdrill::backup::layout::manifest_path(&dot), pgdrill::backup::layout::manifest_path(&planted))
+        .expect("copy");
+    let out = run_verify(&storage, "acct", &[], &junit);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.all().contains("is a backup of database `.acct`, not `acct`"), "{}", out.all());
+    assert_ne!(status_of(&junit_cases(&junit), "restore"), "passed");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_truncated_newest_manifest_made_latest_pick_an_older_backup() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    common::backup_to(&s.url(), &storage, KEY, "shop");
+    // A second, newer backup whose manifest is cut short.
+    let out = pgdrill(&[
+        "run",
+        "backup",
+        "--var",
+        &format!("database_url={}", s.url()),
+        "--var",
+        &format!("storage={}", storage.display()),
+    ])
+    .env("PGDRILL_BACKUP_KEY", KEY)
+    .output()
+    .expect("backup");
+    assert!(out.status.success(), "{}", all(&out));
+    let newest = backups_in(&storage.join("shop")).pop().expect("two backups");
+    let manifest = pgdrill::backup::layout::manifest_path(&newest);
+    let bytes = std::fs::read(&manifest).expect("manifest");
+    std::fs::write(&manifest, &bytes[..bytes.len() / 2]).expect("truncate");
+
+    let junit = t.path().join("v.xml");
+    let out = run_verify(&storage, "shop", &[], &junit);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.all().contains(&format!("unreadable manifest {}", manifest.display())), "{}", out.all());
+    assert_ne!(status_of(&junit_cases(&junit), "restore"), "passed", "nothing else was verified in its place");
+
+    // An unreadable one (permissions do not stop root: a directory in its place).
+    std::fs::remove_file(&manifest).expect("rm");
+    std::fs::create_dir(&manifest).expect("dir");
+    let out = run_verify(&storage, "shop", &[], &junit);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.all().contains(&manifest.display().to_string()), "{}", out.all());
+    s.stop().await;
+}
+
+fn prune(storage: &Path, database: &str) -> std::process::Output {
+    pgdrill(&[
+        "run",
+        "prune",
+        "--var",
+        &format!("storage={}", storage.display()),
+        "--var",
+        &format!("database={database}"),
+        "--var",
+        "keep_daily=0",
+        "--var",
+        "keep_weekly=0",
+        "--var",
+        "keep_monthly=0",
+        "--var",
+        "min_keep=1",
+        "--var",
+        "apply=true",
+    ])
+    .output()
+    .expect("prune")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_bad_ledger_line_made_prune_delete_the_newest_verified_backup() {
+    let Some(s) = common::native_server("erp").await else { return };
+    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    common::backup_to(&s.url(), &storage, KEY, "erp");
+    let junit = t.path().join("v.xml");
+    let out = run_verify(&storage, "erp", &[], &junit);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    // Two newer, never verified backups: the verified one is kept only as "newest verified".
+    for _ in 0..2 {
+        let out = pgdrill(&[
+            "run",
+            "backup",
+            "--var",
+            &format!("database_url={}", s.url()),
+            "--var",
+            &format!("storage={}", storage.display()),
+        ])
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .output()
+        .expect("backup");
+        assert!(out.status.success(), "{}", all(&out));
+    }
+    let dir = storage.join("erp");
+    let ledger = dir.join("ledger.jsonl");
+    let good = std::fs::read(&ledger).expect("ledger");
+    for (what, damaged) in [
+        ("a stray byte", [&b"\x00"[..], &good].concat()),
+        ("a BOM", [&b"\xEF\xBB\xBF"[..], &good].concat()),
+        ("a line cut in the middle", [&good[..good.len() / 2], b"\n", &good].concat()),
+    ] {
+        std::fs::write(&ledger, &damaged).expect("damage");
+        let out = prune(&storage, "erp");
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", all(&out));
+        assert!(all(&out).contains(&format!("{}:1: ", ledger.display())), "{what}: {}", all(&out));
+        assert_eq!(backups_in(&dir).len(), 3, "{what}: nothing deleted");
+        // Nor does verify take it as "never verified" silently.
+        let out = run_verify(&storage, "erp", &[], &junit);
+        assert_eq!(out.code, Some(1), "{what}: {}", out.all());
+    }
+
+    // A torn last line (a crash while appending) is the one damage that is recoverable.
+    let oldest = backups_in(&dir).remove(0);
+    std::fs::write(&ledger, [&good[..], &good[..good.len() / 2]].concat()).expect("torn");
+    let out = prune(&storage, "erp");
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let left = backups_in(&dir);
+    assert!(left.contains(&oldest), "the newest verified backup survives: {left:?}");
+    assert_eq!(left.len(), 2, "{}", all(&out));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn freshness_was_skipped_with_the_restore_of_an_already_verified_backup() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    common::backup_to(&s.url(), &storage, KEY, "shop");
+    let junit = t.path().join("v.xml");
+    let out = run_verify(&storage, "shop", &[], &junit);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    // Verified, and then no new backup: the next run skips the restore but not max_age (the
+    // pause only makes the backup at least a second old, so max_age 0s is exceeded).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = run_verify(&storage, "shop", &["max_age=0s"], &junit);
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "restore"), "skipped", "{cases:?}");
+    assert_eq!(status_of(&cases, "freshness"), "failure", "{cases:?}");
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    s.stop().await;
+}
+
+#[test]
+fn a_huge_argon2_cost_in_an_archive_header_aborted_or_hung_the_process() {
+    let t = tempfile::tempdir().expect("tmp");
+    for (m, tc, what) in [(u32::MAX, 2, "m_cost"), (19 * 1024, u32::MAX, "t_cost")] {
+        let header = serde_json::json!({
+            "codec": "zstd", "cipher": "aes-256-gcm",
+            "kdf": { "alg": "argon2id", "salt": "00112233445566778899aabbccddeeff", "m_cost": m, "t_cost": tc, "p_cost": 1 },
+            "chunk_size": 1048576, "nonce_prefix": "00000000000000", "key_check": "00000000000000000000000000000000"
+        })
+        .to_string();
+        let path = t.path().join(format!("{what}.dump.pgdrill"));
+        let mut f = std::fs::File::create(&path).expect("create");
+        f.write_all(b"PGDRILL\x00\x01").expect("w");
+        f.write_all(&(header.len() as u32).to_be_bytes()).expect("w");
+        f.write_all(header.as_bytes()).expect("w");
+        drop(f);
+        let out = pgdrill(&["decrypt", path.to_str().unwrap_or_default()])
+            .env("PGDRILL_BACKUP_KEY", KEY)
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .expect("decrypt");
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", all(&out));
+        assert!(text(&out.stderr).contains(&format!("Argon2id {what}")), "{what}: {}", all(&out));
+        assert!(text(&out.stderr).contains("corrupted or hostile archive header"), "{}", all(&out));
+    }
+}
+
+/// A small tmpfs mounted for one test and unmounted whatever happens.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).expect("mount point");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .arg(at)
+            .output();
+        let ok = out.as_ref().is_ok_and(|o| o.status.success());
+        if !common::require(ok, &format!("permission to mount a tmpfs ({out:?})")) {
+            return None;
+        }
+        Some(SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disk_full_while_verify_staged_was_recorded_as_a_failed_backup() {
+    let Some(s) = common::native_server("shop").await else { return };
+    // ~40 MB of plaintext that compresses to almost nothing: the backup fits on the small
+    // disk, the plaintext staged for a parallel restore does not.
+    common::exec(
+        &s.url(),
+        "create table t (id int, pad text); insert into t select g, repeat('x', 1000) from generate_series(1, 40000) g",
+    )
+    .await;
+    let t = tempfile::tempdir().expect("tmp");
+    let Some(disk) = SmallDisk::mount(&t.path().join("small"), "8m") else { return };
+    let storage = disk.0.join("backups");
+    common::backup_to(&s.url(), &storage, KEY, "shop");
+    let junit = t.path().join("v.xml");
+    let out = run_verify(&storage, "shop", &["jobs=2"], &junit);
+    assert_eq!(out.code, Some(3), "{}", out.all());
+    assert!(out.all().contains("No space left on device"), "{}", out.all());
+    assert_eq!(status_of(&junit_cases(&junit), "integrity"), "error");
+    let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
+    let line: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap_or("{}")).expect("json");
+    assert_eq!(line["result"], "error", "{ledger}");
+    assert!(line["error"].as_str().unwrap_or_default().contains("No space left"), "{ledger}");
+    assert!(common::staged_leftovers(&storage.join("shop")).is_empty());
+    drop(disk);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_openssl_binary_was_recorded_as_a_failed_backup() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let file = t.path().join("shop.sql.enc");
+    let pg_dump =
+        std::process::Command::new("/usr/lib/postgresql/15/bin/pg_dump").arg(s.url()).output().expect("pg_dump");
+    assert!(pg_dump.status.success());
+    let mut enc = std::process::Command::new("openssl")
+        .args(["enc", "-aes-256-cbc", "-pbkdf2", "-pass", "env:P", "-out"])
+        .arg(&file)
+        .env("P", KEY)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    enc.stdin.take().expect("stdin").write_all(&pg_dump.stdout).expect("write");
+    assert!(enc.wait().expect("openssl").success());
+    // Everything on PATH but openssl.
+    let bin = t.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin");
+    for dir in ["/usr/local/bin", "/usr/bin", "/bin"] {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            if name != "openssl" && !bin.join(&name).exists() {
+                let _ = std::os::unix::fs::symlink(e.path(), bin.join(&name));
+            }
+        }
+    }
+    let junit = t.path().join("v.xml");
+    let out = pgdrill(&[
+        "run",
+        "verify",
+        "--var",
+        &format!("backup={}", file.display()),
+        "--var",
+        "provider=native",
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+    ])
+    .env("PGDRILL_BACKUP_KEY", KEY)
+    .env("PATH", &bin)
+    .output()
+    .expect("verify");
+    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
+    assert!(all(&out).contains("cannot run openssl"), "{}", all(&out));
+    assert_eq!(status_of(&junit_cases(&junit), "integrity"), "error");
+    let ledger = std::fs::read_to_string(t.path().join("ledger.jsonl")).expect("ledger");
+    assert!(ledger.contains("\"result\":\"error\""), "{ledger}");
+    s.stop().await;
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+}
+
+/// The private directories (`.pgdrill-<kind>-*`) in `dir`.
+fn private_dirs(dir: &Path, kind: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!(".pgdrill-{kind}-")))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Wait (without a deadline of our own: nextest's timeout ends a hang) until `f` holds.
+fn wait_for(mut f: impl FnMut() -> bool) {
+    while !f() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn staged_plaintext_and_partial_backups_were_world_readable_and_survived_a_kill_9() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(
+        &s.url(),
+        "create table t (id int, pad text); insert into t select g, md5(g::text) from generate_series(1, 20000) g",
+    )
+    .await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    let backup = common::backup_to(&s.url(), &storage, KEY, "shop");
+    let folder = storage.join("shop");
+
+    // Staged plaintext: backup.check keeps it for the rest of the runbook; kill -9 then.
+    let runbook = t.path().join("stage.yaml");
+    std::fs::write(
+        &runbook,
+        format!(
+            "name: stage\nvars:\n  pause: 0s\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - id: check\n    uses: backup.check\n    with: {{ path: \"{}\", key: \"{{{{ secrets.key }}}}\", stage: true }}\n  - uses: sleep\n    with: {{ duration: \"{{{{ vars.pause }}}}\" }}\n",
+            backup.display()
+        ),
+    )
+    .expect("runbook");
+    let mut child = pgdrill(&["run", runbook.to_str().unwrap_or_default(), "--var", "pause=10m"])
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run");
+    wait_for(|| private_dirs(&folder, "stage").iter().any(|d| d.join("staged.dump").exists()));
+    let staged = private_dirs(&folder, "stage").remove(0);
+    assert_eq!(mode(&staged), 0o700, "{}", staged.display());
+    assert_eq!(mode(&staged.join("staged.dump")), 0o600);
+    child.kill().expect("kill -9");
+    child.wait().expect("wait");
+    assert!(staged.exists(), "a kill -9 leaves it behind");
+    // The next start that stages there reaps it (its owner is gone) and cleans up after itself.
+    let out =
+        pgdrill(&["run", runbook.to_str().unwrap_or_default()]).env("PGDRILL_BACKUP_KEY", KEY).output().expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(!staged.exists(), "reaped");
+    assert!(common::staged_leftovers(&folder).is_empty(), "{:?}", common::staged_leftovers(&folder));
+
+    // A partial backup: pg_dump stalls after some output (it never ends by itself: the
+    // test kills it); kill -9 pgdrill while the partial file exists.
+    let real = "/usr/lib/postgresql/15/bin/pg_dump";
+    let pidfile = t.path().join("pg_dump.pid");
+    let fake = t.path().join("pg_dump");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\nif [ \"$1\" = --version ]; then exec {real} --version; fi\necho $$ > {}\nhead -c 200000 /dev/urandom\nexec sleep 600\n", pidfile.display()),
+    )
+    .expect("fake");
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let create = t.path().join("create.yaml");
+    std::fs::write(
+        &create,
+        format!(
+            "name: create\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - uses: backup.create\n    with: {{ database_url: \"{}\", storage: \"{}\", key: \"{{{{ secrets.key }}}}\", pg_dump: \"{}\" }}\n",
+            s.url(),
+            storage.display(),
+            fake.display()
+        ),
+    )
+    .expect("runbook");
+    let mut child = pgdrill(&["run", create.to_str().unwrap_or_default()])
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run");
+    wait_for(|| {
+        pidfile.exists()
+            && private_dirs(&folder, "partial")
+                .iter()
+                .any(|d| std::fs::read_dir(d).into_iter().flatten().flatten().next().is_some())
+    });
+    let partial = private_dirs(&folder, "partial").remove(0);
+    assert_eq!(mode(&partial), 0o700);
+    for f in std::fs::read_dir(&partial).expect("partial").flatten() {
+        assert_eq!(mode(&f.path()), 0o600, "{}", f.path().display());
+        assert!(f.file_name().to_string_lossy().ends_with(".partial"));
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("wait");
+    // pg_dump runs in its own process group: it outlives a kill -9 of pgdrill; end it here.
+    let pid: i32 = std::fs::read_to_string(&pidfile).expect("pid").trim().parse().expect("pid");
+    let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+    assert!(partial.exists(), "a kill -9 leaves it behind");
+    common::backup_to(&s.url(), &storage, KEY, "shop");
+    assert!(!partial.exists(), "the next backup into the folder reaped it");
+    assert!(private_dirs(&folder, "partial").is_empty());
+    s.stop().await;
+}
+
+fn edit_manifest(backup: &Path, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+    let p = pgdrill::backup::layout::manifest_path(backup);
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).expect("manifest")).expect("json");
+    f(v.as_object_mut().expect("object"));
+    std::fs::write(&p, serde_json::to_vec_pretty(&v).expect("json")).expect("write");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    let backup = common::backup_to(&s.url(), &storage, KEY, "shop");
+    let original = std::fs::read(pgdrill::backup::layout::manifest_path(&backup)).expect("manifest");
+    let junit = t.path().join("v.xml");
+    let out = run_verify(&storage, "shop", &[], &junit);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(out.all().contains("manifest authenticated"), "{}", out.all());
+    let listed = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default(), "--json"])
+        .output()
+        .expect("list");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+    assert_eq!(listed[0]["manifest_auth"], "mac", "{listed}");
+
+    type Edit = fn(&mut serde_json::Map<String, serde_json::Value>);
+    let edits: [(&str, Edit, &str); 5] = [
+        // A stale backup made to look fresh: the skip path (already verified) trusted it.
+        (
+            "finished_at in the future",
+            |m| {
+                m.insert("finished_at".into(), "2999-01-01T00:00:00Z".into());
+            },
+            "fails authentication",
+        ),
+        (
+            "database renamed",
+            |m| {
+                m.insert("database".into(), "other".into());
+            },
+            "fails authentication",
+        ),
+        (
+            "MAC removed",
+            |m| {
+                m.remove("authentication");
+            },
+            "has no MAC",
+        ),
+        (
+            "claims not encrypted",
+            |m| {
+                m.remove("authentication");
+                m.insert("cipher".into(), "none".into());
+            },
+            "the manifest was changed",
+        ),
+        (
+            "fingerprint changed",
+            |m| {
+                m["fingerprint"]["schema_hash"] = "0".repeat(64).into();
+            },
+            "fails authentication",
+        ),
+    ];
+    for (what, edit, expect) in edits {
+        std::fs::write(pgdrill::backup::layout::manifest_path(&backup), &original).expect("restore manifest");
+        edit_manifest(&backup, edit);
+        let out = run_verify(&storage, "shop", &[], &junit);
+        assert_eq!(out.code, Some(1), "{what}: {}", out.all());
+        assert!(out.all().contains(expect), "{what}: {}", out.all());
+        let cases = junit_cases(&junit);
+        assert_eq!(status_of(&cases, "pick"), "failure", "{what}: {cases:?}");
+        assert_ne!(status_of(&cases, "freshness"), "passed", "{what}: {cases:?}");
+        // backup.check (the backup runbook's own check) refuses it too.
+        let check = t.path().join("check.yaml");
+        std::fs::write(
+            &check,
+            format!(
+                "name: check\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - uses: backup.check\n    with: {{ path: \"{}\", key: \"{{{{ secrets.key }}}}\" }}\n",
+                backup.display()
+            ),
+        )
+        .expect("runbook");
+        let out =
+            pgdrill(&["run", check.to_str().unwrap_or_default()]).env("PGDRILL_BACKUP_KEY", KEY).output().expect("run");
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", all(&out));
+        assert!(all(&out).contains(expect), "{what}: {}", all(&out));
+    }
+    // A manifest moved from another backup of the same database does not fit this archive.
+    std::fs::write(pgdrill::backup::layout::manifest_path(&backup), &original).expect("restore manifest");
+    let out = pgdrill(&[
+        "run",
+        "backup",
+        "--var",
+        &format!("database_url={}", s.url()),
+        "--var",
+        &format!("storage={}", storage.display()),
+    ])
+    .env("PGDRILL_BACKUP_KEY", KEY)
+    .output()
+    .expect("backup");
+    assert!(out.status.success(), "{}", all(&out));
+    let newest = backups_in(&storage.join("shop")).pop().expect("newest");
+    std::fs::copy(pgdrill::backup::layout::manifest_path(&backup), pgdrill::backup::layout::manifest_path(&newest))
+        .expect("copy");
+    let out = run_verify(&storage, "shop", &[], &junit);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.all().contains("fails authentication"), "{}", out.all());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unencrypted_backup_did_not_say_its_manifest_is_unauthenticated() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    let opts = pgdrill::backup::CreateOptions {
+        url: s.url(),
+        storage: storage.clone(),
+        format: pgdrill::backup::Format::Custom,
+        codec: pgdrill::archive::Codec::Zstd,
+        level: 3,
+        threads: 1,
+        jobs: 1,
+        key: None,
+        fingerprint: pgdrill::pg::fingerprint::Mode::Full,
+        pg_dump: None,
+        name: None,
+        meter: None,
+        remote: None,
+    };
+    let created = pgdrill::backup::create(opts, &|_| {}).await.expect("backup");
+    assert!(created.manifest.authentication.is_none());
+    let out = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default()]).output().expect("list");
+    let listing = text(&out.stdout);
+    assert!(listing.lines().next().unwrap_or_default().contains("manifest"), "{listing}");
+    assert!(listing.lines().nth(1).unwrap_or_default().contains(" UNAUTH "), "{listing}");
+    let junit = t.path().join("v.xml");
+    let out = pgdrill(&[
+        "run",
+        "verify",
+        "--var",
+        &format!("storage={}", storage.display()),
+        "--var",
+        "database=shop",
+        "--var",
+        "provider=native",
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+    ])
+    .env_remove("PGDRILL_BACKUP_KEY")
+    .output()
+    .expect("verify");
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let report = std::fs::read_to_string(&junit).expect("junit");
+    assert!(report.contains("manifest UNAUTHENTICATED: the backup is not encrypted"), "{report}");
+    s.stop().await;
+}
+
+/// Issue 35, case 3: with a key set, a backup planted unencrypted with its own manifest
+/// (anyone who can write to the storage can) was picked as the newest, logged "manifest
+/// UNAUTHENTICATED", verified with exit 0 and recorded as passed; `backup.check` and
+/// `backup.restore` took it too. Now pick, check and restore refuse it unless the run
+/// allows unauthenticated backups, and `latest` names what it refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unencrypted_backup_planted_beside_encrypted_ones_was_verified_with_the_key() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    common::backup_to(&s.url(), &storage, KEY, "shop");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let planted = pgdrill::backup::CreateOptions {
+        url: s.url(),
+        storage: storage.clone(),
+        format: pgdrill::backup::Format::Custom,
+        codec: pgdrill::archive::Codec::Zstd,
+        level: 3,
+        threads: 1,
+        jobs: 1,
+        key: None,
+        fingerprint: pgdrill::pg::fingerprint::Mode::Full,
+        pg_dump: None,
+        name: None,
+        meter: None,
+        remote: None,
+    };
+    let planted = pgdrill::backup::create(planted, &|_| {}).await.expect("backup").path;
+    let name = planted.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    assert_eq!(backups_in(&storage.join("shop")).pop().as_ref(), Some(&planted), "the planted one is the newest");
+
+    let junit = t.path().join("v.xml");
+    let out = run_verify(&storage, "shop", &["force=true"], &junit);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.all().contains("the latest backup") && out.all().contains(&name), "{}", out.all());
+    assert!(out.all().contains("refused: manifest UNAUTHENTICATED"), "{}", out.all());
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "pick"), "failure", "{cases:?}");
+    assert_ne!(status_of(&cases, "restore"), "passed", "{cases:?}");
+
+    // backup.check and backup.restore refuse it too, given the key.
+    let rb = t.path().join("check.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: check\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - uses: backup.check\n    with: {{ path: \"{p}\", key: \"{{{{ secrets.key }}}}\" }}\n  - uses: backup.restore\n    continue_on_error: true\n    with: {{ backup: \"{p}\", into: \"{u}\", key: \"{{{{ secrets.key }}}}\" }}\n",
+            p = planted.display(),
+            u = s.url_for("shop"),
+        ),
+    )
+    .expect("runbook");
+    let out = pgdrill(&["run", rb.to_str().unwrap_or_default()]).env("PGDRILL_BACKUP_KEY", KEY).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(all(&out).contains("refused: manifest UNAUTHENTICATED"), "{}", all(&out));
+    let rb2 = t.path().join("restore.yaml");
+    std::fs::write(
+        &rb2,
+        format!(
+            "name: restore\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - uses: backup.restore\n    with: {{ backup: \"{}\", into: \"postgresql://127.0.0.1:1/nowhere\", key: \"{{{{ secrets.key }}}}\" }}\n",
+            planted.display()
+        ),
+    )
+    .expect("runbook");
+    let out = pgdrill(&["run", rb2.to_str().unwrap_or_default()]).env("PGDRILL_BACKUP_KEY", KEY).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(all(&out).contains("refused: manifest UNAUTHENTICATED"), "{}", all(&out));
+
+    // Allowed explicitly: verified, and the log says it was unauthenticated.
+    let out = run_verify(&storage, "shop", &["force=true", "allow_unauthenticated=true"], &junit);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let report = std::fs::read_to_string(&junit).expect("junit");
+    assert!(report.contains("accepted although unauthenticated"), "{report}");
+    s.stop().await;
+}
+
+/// Issue 35, case 7: the throwaway server's disk filling during verify's restore (SQLSTATE
+/// 53100) was recorded as a failed backup (exit 1, JUnit failure, ledger `failed`), and
+/// `backups list` then showed a good backup as failed. The throwaway's data directory is
+/// put on a small tmpfs (its TMPDIR), as a full disk happens in the field.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throwaway_disk_filling_during_restore_was_recorded_as_a_failed_backup() {
+    let Some(s) = common::native_server("shop").await else { return };
+    // ~80 MB of heap once restored (rows under the TOAST threshold stay uncompressed); the
+    // backup compresses to almost nothing.
+    common::exec(
+        &s.url(),
+        "create table t (id int, pad text); insert into t select g, repeat('x', 1000) from generate_series(1, 80000) g",
+    )
+    .await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    common::backup_to(&s.url(), &storage, KEY, "shop");
+    let Some(disk) = SmallDisk::mount(&t.path().join("small"), "64m") else { return };
+    std::fs::set_permissions(&disk.0, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).expect("chmod");
+    let junit = t.path().join("v.xml");
+    let out = pgdrill(&[
+        "run",
+        "verify",
+        "--var",
+        &format!("storage={}", storage.display()),
+        "--var",
+        "database=shop",
+        "--var",
+        "provider=native",
+        "--junit",
+        junit.to_str().unwrap_or_default(),
+    ])
+    .env("PGDRILL_BACKUP_KEY", KEY)
+    .env("TMPDIR", &disk.0)
+    .output()
+    .expect("verify");
+    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
+    assert!(all(&out).contains("disk is full"), "{}", all(&out));
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "scratch"), "passed", "{cases:?}");
+    assert_eq!(status_of(&cases, "restore"), "error", "{cases:?}");
+    let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
+    let line: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap_or("{}")).expect("json");
+    assert_eq!(line["result"], "error", "{ledger}");
+    let listed = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default()]).output().expect("ls");
+    assert!(!text(&listed.stdout).contains("failed"), "{}", text(&listed.stdout));
+    drop(disk);
+    s.stop().await;
+}
+
+/// Issue 35, case 7: a freshness or RPO failure marked the backup itself "failed" in the
+/// ledger and `backups list`, though its content was proven. Content and age are separate
+/// verdicts now: the run still fails (exit 1), the backup stays proven, shown as stale.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_backup_whose_content_was_proven_was_recorded_as_failed() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    common::backup_to(&s.url(), &storage, KEY, "shop");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let junit = t.path().join("v.xml");
+    let out = run_verify(&storage, "shop", &["max_age=1s"], &junit);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "freshness"), "failure", "{cases:?}");
+    assert_eq!(status_of(&cases, "tables"), "passed", "{cases:?}");
+    let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
+    let line: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap_or("{}")).expect("json");
+    assert_eq!(
+        (line["result"].as_str(), line["content"].as_str(), line["ground_truth"].as_str(), line["age"].as_str()),
+        (Some("passed"), Some("proven"), Some("manifest"), Some("stale")),
+        "{ledger}"
+    );
+    let listed = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default()]).output().expect("ls");
+    assert!(text(&listed.stdout).contains("passed (stale)"), "{}", text(&listed.stdout));
+    s.stop().await;
+}

