@@ -401,7 +401,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             // Where the evidence goes is proven writable, and the report directory is this
             // run's alone, before any step changes anything.
             let _report_lock = match &report {
-                Some(d) if !crate::storage::remote::is_remote(&d.to_string_lossy()) => {
+                Some(d) if !crate::storage::is_remote(&d.to_string_lossy()) => {
                     Some(crate::report::lock::lock_dir(d, "--report")?)
                 }
                 _ => None,
@@ -416,7 +416,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             }
             if let Some(d) = report {
                 let text = d.to_string_lossy().into_owned();
-                let record = if crate::storage::remote::is_remote(&text) {
+                let record = if crate::storage::is_remote(&text) {
                     JsonRecord::remote(crate::report::remote::RemoteReport::open(&text).await?)
                 } else {
                     JsonRecord::new(d)
@@ -461,7 +461,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let fleet = crate::fleet::load(&select.file)?;
             let mut o = fleet_options(&fleet, select);
             if let Some(r) = report.as_ref().map(|r| r.to_string_lossy().into_owned()) {
-                if crate::storage::remote::is_remote(&r) {
+                if crate::storage::is_remote(&r) {
                     return Err(Error::invalid(format!(
                         "fleet run --report {}: a fleet's reports (each target's run, JUnit and output, and fleet.json) go to a local directory; `pgdrill run --report URL` publishes one run's reports to a store",
                         crate::report::visible(&r)
@@ -533,7 +533,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             Ok(ExitCode::Passed)
         }
         Command::Backups { command: BackupsCommand::List { storage, database, name_pattern, json } } => {
-            let storage = if crate::storage::remote::is_remote(&storage) {
+            let storage = if crate::storage::is_remote(&storage) {
                 let r = crate::storage::remote::open(&storage).map_err(Error::invalid)?;
                 crate::backup::ledger::mirrored(&r).await.map_err(Error::environment)?
             } else {
@@ -590,7 +590,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         }
         Command::Report { dir, last, runbook, stale_after, json, html } => {
             let text = dir.to_string_lossy().into_owned();
-            let history = if crate::storage::remote::is_remote(&text) {
+            let history = if crate::storage::is_remote(&text) {
                 let h = crate::report::remote::read_history(&text).await?;
                 if h.is_empty() {
                     return Err(Error::invalid(format!(

@@ -99,7 +99,7 @@ pub async fn run(args: Args, redactor: &Redactor) -> (String, ExitCode) {
     tools(&mut f, images.as_deref());
     backup_key(&mut f, &args.key_env, key.as_deref());
     match &args.storage {
-        Some(s) if crate::storage::remote::is_remote(s) => remote_storage(&mut f, s).await,
+        Some(s) if crate::storage::is_remote(s) => remote_storage(&mut f, s).await,
         Some(s) => local_storage(&mut f, Path::new(crate::storage::remote::local_path(s))),
         None => f.add(State::Ok, "storage", "not checked (give --storage LOCATION or set PGDRILL_STORAGE)"),
     }

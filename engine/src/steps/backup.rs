@@ -183,8 +183,8 @@ impl Step for Create {
 async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError> {
     let opts = CreateOptions {
         url: w.database_url.clone(),
-        storage: if crate::storage::remote::is_remote(&w.storage) { PathBuf::new() } else { ctx.resolve(&w.storage) },
-        remote: if crate::storage::remote::is_remote(&w.storage) {
+        storage: if crate::storage::is_remote(&w.storage) { PathBuf::new() } else { ctx.resolve(&w.storage) },
+        remote: if crate::storage::is_remote(&w.storage) {
             Some(crate::storage::remote::open(&w.storage).map_err(StepError::invalid)?)
         } else {
             None

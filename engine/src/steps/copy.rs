@@ -60,7 +60,7 @@ impl Step for Copy {
 
     async fn run(ctx: StepCtx, w: CopyWith) -> Result<CopyOutputs, StepError> {
         let src = ctx.backup_file(&w.backup).await?;
-        let shown_src = if remote::is_remote(&w.backup) { w.backup.trim().to_string() } else { remote::display(&src) };
+        let shown_src = if crate::storage::is_remote(&w.backup) { w.backup.trim().to_string() } else { remote::display(&src) };
         let name = src
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -395,7 +395,7 @@ impl StepCtx {
     /// read is an environment problem.
     pub async fn storage_root(&self, location: &str) -> Result<PathBuf, StepError> {
         use crate::storage::remote;
-        if remote::is_remote(location) {
+        if crate::storage::is_remote(location) {
             let r = remote::open(location).map_err(StepError::invalid)?;
             crate::backup::ledger::mirrored(&r).await.map_err(StepError::environment)
         } else {
@@ -407,7 +407,7 @@ impl StepCtx {
     /// per run; a local path is resolved.
     pub async fn backup_file(&self, p: &str) -> Result<PathBuf, StepError> {
         use crate::storage::remote;
-        if remote::is_remote(p) {
+        if crate::storage::is_remote(p) {
             return remote::fetch_url(p).await.map_err(StepError::environment);
         }
         let path = self.resolve(p);
@@ -426,7 +426,7 @@ impl StepCtx {
     /// downloaded, and what needs a local file (gpg, a directory dump, an unknown kind).
     pub async fn backup_stream(&self, p: &str) -> Result<Option<FromStore>, StepError> {
         use crate::storage::remote;
-        let (r, rel) = if remote::is_remote(p) {
+        let (r, rel) = if crate::storage::is_remote(p) {
             remote::locate(p).map_err(StepError::invalid)?
         } else {
             match remote::for_mirror(&self.resolve(p)) {
@@ -457,7 +457,7 @@ impl StepCtx {
     /// `staged`); a local backup's path as it is.
     pub async fn backup_header(&self, p: &str) -> Result<PathBuf, StepError> {
         use crate::storage::remote;
-        let found = if remote::is_remote(p) {
+        let found = if crate::storage::is_remote(p) {
             Some(remote::locate(p).map_err(StepError::invalid)?)
         } else {
             remote::for_mirror(&self.resolve(p))

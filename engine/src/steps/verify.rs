@@ -290,7 +290,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             })?
         }
         // Its header and manifest (below: another tool's file is downloaded now).
-        named if crate::storage::remote::is_remote(named) => ctx.backup_header(named).await?,
+        named if crate::storage::is_remote(named) => ctx.backup_header(named).await?,
         named => {
             let direct = ctx.resolve(named);
             if direct.exists() {
@@ -1482,7 +1482,7 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
         checks,
         pgdrill_version: Some(env!("CARGO_PKG_VERSION").into()),
     };
-    if crate::storage::remote::is_remote(&w.backup) {
+    if crate::storage::is_remote(&w.backup) {
         // An object store has no append: one object per verification, beside the backup.
         let (r, rel) = crate::storage::remote::locate(&w.backup).map_err(StepError::invalid)?;
         let folder = rel.rsplit_once('/').map(|(f, _)| f).unwrap_or("");

@@ -8,9 +8,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub mod local;
+pub mod location;
 pub mod remote;
 pub mod store;
-pub use store::{canonical_in, local_dir_in, open, open_in, Meta, Space, Store, Writer};
+pub use location::{canonical_in, is_remote, local_dir_in, open, open_in};
+pub use store::{Meta, Space, Store, Writer};
 
 /// Temp files being written right now. A cancelled backup's writer thread may still be
 /// running when the process exits; `remove_partials` (called by the CLI before exit)

@@ -12,9 +12,8 @@
 //!   versions), so an object replaced mid-run fails to read instead of mixing two versions;
 //! - errors are one line that names the object and what to change, never a credential.
 //!
-//! Adding a backend: one file implementing `Store`, and one line in `BACKENDS` below.
-
-use std::sync::Arc;
+//! Adding a backend: one file implementing `Store`, and one line in `storage::location`'s
+//! `BACKENDS`.
 
 /// An object as a listing or `head` sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,84 +110,5 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// thing (an object store), an error when it has but cannot say.
     fn space(&self) -> Option<Result<Space>> {
         None
-    }
-}
-
-/// How a location with a scheme is opened: the text as given (options included).
-type Opener = fn(&str) -> Result<Arc<dyn Store>>;
-
-/// The backends that a location names by scheme (`s3://...`): one line per backend. A
-/// location without one of these schemes is a local directory (or `file://`).
-const BACKENDS: &[(&str, Opener)] = &[
-    ("s3://", super::remote::open_store),
-    ("gs://", super::remote::open_store),
-    ("az://", super::remote::open_store),
-    ("azure://", super::remote::open_store),
-];
-
-/// The backend `location` names by its scheme, if any.
-fn backend(location: &str) -> Option<Opener> {
-    let l = location.trim_start();
-    // Compared as bytes: the first bytes of `/tmp/çà` may end inside a character.
-    BACKENDS
-        .iter()
-        .find(|(s, _)| l.as_bytes().get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s.as_bytes())))
-        .map(|(_, open)| *open)
-}
-
-/// Whether `location` names a store other than a local directory.
-pub fn is_remote(location: &str) -> bool {
-    backend(location).is_some()
-}
-
-/// Open `location`: an object store by its scheme, else the local directory it names
-/// (`file://` stripped; a relative path is taken as it is, see `open_in`).
-pub fn open(location: &str) -> Result<Arc<dyn Store>> {
-    open_in(location, std::path::Path::new(""))
-}
-
-/// As `open`, a relative local path taken relative to `base` (a runbook's directory).
-pub fn open_in(location: &str, base: &std::path::Path) -> Result<Arc<dyn Store>> {
-    match backend(location) {
-        Some(open) => open(location.trim()),
-        None => Ok(Arc::new(super::local::FsStore::new(base.join(super::remote::local_path(location))))),
-    }
-}
-
-/// The local directory `location` names (relative to `base`), or `None` for a store that
-/// is not one: for what needs a filesystem (a lock, a safety snapshot a rollback must not
-/// download).
-pub fn local_dir_in(location: &str, base: &std::path::Path) -> Option<std::path::PathBuf> {
-    match backend(location) {
-        Some(_) => None,
-        None => Some(base.join(super::remote::local_path(location))),
-    }
-}
-
-/// How an object is named for good (a deployment record): an object's URL as it is, a local
-/// file's canonical path (an error when it is not there).
-pub fn canonical_in(location: &str, base: &std::path::Path) -> std::io::Result<String> {
-    match local_dir_in(location, base) {
-        None => Ok(location.trim().to_string()),
-        Some(p) => std::fs::canonicalize(p).map(|p| p.display().to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_location_without_a_backend_scheme_is_a_local_directory_relative_to_its_base() {
-        let base = std::path::Path::new("/srv/runbooks");
-        assert_eq!(open_in("backups", base).expect("opens").url(), "/srv/runbooks/backups");
-        assert_eq!(open_in("file:///var/b", base).expect("opens").url(), "/var/b");
-        assert_eq!(local_dir_in("/tmp/çà", base).as_deref(), Some(std::path::Path::new("/tmp/çà")));
-        for remote in ["s3://b/p", " S3://b", "gs://b", "az://c/p", "azure://c"] {
-            assert!(is_remote(remote), "{remote}");
-            assert_eq!(local_dir_in(remote, base), None, "{remote}");
-            assert_eq!(canonical_in(remote, base).expect("named"), remote.trim());
-        }
-        assert!(canonical_in("no-such-backup.dump", base).is_err(), "a missing local file was named");
     }
 }
