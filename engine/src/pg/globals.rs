@@ -168,10 +168,7 @@ pub async fn capture(client: &Client) -> Result<Captured, tokio_postgres::Error>
             &[],
         )
         .await?;
-    let roles: Vec<Role> = rows
-        .iter()
-        .map(|r| role_of(r, r.get(10)))
-        .collect();
+    let roles: Vec<Role> = rows.iter().map(|r| role_of(r, r.get(10))).collect();
     let options = if major >= 16 { "m.inherit_option, m.set_option" } else { "null::bool, null::bool" };
     let rows = client
         .query(
