@@ -551,10 +551,7 @@ impl Remote {
             return Ok(local);
         }
         let key = self.key(rel);
-        let meta = self.store.head(&key).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => format!("{} does not exist", self.url_of(rel)),
-            e => format!("reading {}: {}", self.url_of(rel), describe(&e)),
-        })?;
+        let meta = self.head_of(rel, &key).await?;
         let modified: std::time::SystemTime = meta.last_modified.into();
         let size = meta.size;
         let tag = self.pin(rel, meta.e_tag.as_deref());
@@ -608,10 +605,7 @@ impl Remote {
             return Ok(local);
         }
         let key = self.key(rel);
-        let meta = self.store.head(&key).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => format!("{} does not exist", self.url_of(rel)),
-            e => format!("reading {}: {}", self.url_of(rel), describe(&e)),
-        })?;
+        let meta = self.head_of(rel, &key).await?;
         let tag = self.pin(rel, meta.e_tag.as_deref());
         let bytes = get_range_of(&self.store, &key, 0..head.min(meta.size), tag)
             .await
@@ -921,6 +915,15 @@ async fn get_range_of(
 }
 
 impl Remote {
+    /// What the store says of `rel` (stored under `key`): its size, time and version; an
+    /// error that says whether it is missing or could not be read.
+    async fn head_of(&self, rel: &str, key: &Key) -> Result<object_store::ObjectMeta, String> {
+        self.store.head(key).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => format!("{} does not exist", self.url_of(rel)),
+            e => format!("reading {}: {}", self.url_of(rel), describe(&e)),
+        })
+    }
+
     /// The version of `rel` first seen in this run; the first call records `seen`.
     fn pin(&self, rel: &str, seen: Option<&str>) -> Option<String> {
         let mut tags = lock(&self.seen.etags);
