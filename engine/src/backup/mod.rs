@@ -1216,6 +1216,37 @@ fn io_message(e: &std::io::Error) -> String {
     }
 }
 
+/// All a child's pipe (stdout or stderr) says, read on a thread of its own so that the
+/// child never blocks on a full pipe while its stdin is fed.
+fn read_in_thread(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_string(&mut s);
+        }
+        s
+    })
+}
+
+/// `plain` copied into the child's stdin, which is closed after. When the read side fails
+/// (the backup, or the disk a copy is staged on) that is the error, and the child is
+/// stopped; false when the write side failed: the child stopped reading (a broken pipe).
+fn feed(child: &mut std::process::Child, plain: &mut dyn Read) -> Result<bool, Failure> {
+    let copied = match child.stdin.take() {
+        Some(mut stdin) => std::io::copy(plain, &mut stdin),
+        None => Ok(0),
+    };
+    match copied {
+        Ok(_) => Ok(true),
+        Err(e) if archive::archive_error(&e).is_some() || is_environment(&e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(io_error("reading the backup", e))
+        }
+        Err(_) => Ok(false),
+    }
+}
+
 /// Feed a custom-format dump to `pg_restore --list` and count its TABLE entries.
 fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, Failure> {
     let (mut cmd, _env) =
@@ -1223,32 +1254,10 @@ fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, Failure>
     let mut child =
         crate::child::spawn(cmd.arg("--list").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()))
             .map_err(|e| Failure::environment(format!("cannot run pg_restore: {e}")))?;
-    let stdout = child.stdout.take();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut o) = stdout {
-            let _ = o.read_to_string(&mut s);
-        }
-        s
-    });
-    let copied = match child.stdin.take() {
-        Some(mut stdin) => {
-            let r = std::io::copy(plain, &mut stdin);
-            drop(stdin);
-            r
-        }
-        None => Ok(0),
-    };
+    let reader = read_in_thread(child.stdout.take());
     // pg_restore --list may stop reading once it has the TOC; a broken pipe then is fine,
     // but an archive error is not.
-    if let Err(e) = copied {
-        // The read side failed (the backup, or the disk a copy is staged on), not the pipe.
-        if archive::archive_error(&e).is_some() || is_environment(&e) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(io_error("reading the backup", e));
-        }
-    }
+    feed(&mut child, plain)?;
     // Whatever pg_restore did not read must still authenticate and decompress.
     std::io::copy(plain, &mut std::io::sink()).map_err(|e| io_error("reading the backup", e))?;
     let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_restore: {e}")))?;
@@ -1285,27 +1294,10 @@ fn script_tables(mut cmd: std::process::Command, input: Option<&mut dyn Read>) -
         }
         scan
     });
-    let stderr = child.stderr.take();
-    let errors = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut e) = stderr {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    });
+    let errors = read_in_thread(child.stderr.take());
     if let Some(plain) = input {
-        let copied = match child.stdin.take() {
-            Some(mut stdin) => std::io::copy(plain, &mut stdin),
-            None => Ok(0),
-        };
-        if let Err(e) = copied {
-            // The read side failed (the backup, or the disk a copy is staged on): that is
-            // the error; a broken pipe is pg_restore giving up, which its status says.
-            if archive::archive_error(&e).is_some() || is_environment(&e) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(io_error("reading the backup", e));
-            }
+        // A broken pipe is pg_restore giving up, which its status says.
+        if !feed(&mut child, plain)? {
             // The rest must still decompress and decrypt, for the staged copy.
             std::io::copy(plain, &mut std::io::sink()).map_err(|e| io_error("reading the backup", e))?;
         }

@@ -308,10 +308,7 @@ impl Executor {
                         Err(e) => e,
                     },
                     Ended::Done(Err(StepError::Skipped(m))) => return Ok(Attempted::Skipped(m)),
-                    Ended::Done(Err(e)) => {
-                        let (outcome, kind) = error_class(&e);
-                        (outcome, kind, e.describe(|| where_("with")), !e.is_invalid())
-                    }
+                    Ended::Done(Err(e)) => failure_of(&e, || where_("with")),
                     Ended::TimedOut(t) => (
                         Outcome::TimedOut,
                         ErrorKind::Class(Class::Failed),
@@ -368,10 +365,7 @@ impl Executor {
                 Ended::Done(Err(StepError::Skipped(m))) => return Ok(Attempted::Skipped(m)),
                 // A field error is located in the runbook; a refusal (no confirmation) is
                 // about the invocation and says so itself.
-                Ended::Done(Err(e)) => {
-                    let (outcome, kind) = error_class(&e);
-                    (outcome, kind, e.describe(|| where_("with")), !e.is_invalid())
-                }
+                Ended::Done(Err(e)) => failure_of(&e, || where_("with")),
                 Ended::TimedOut(t) => (
                     Outcome::TimedOut,
                     ErrorKind::Class(Class::Failed),
@@ -574,6 +568,13 @@ fn check_asserts(
 type Shared<T> = Arc<Mutex<T>>;
 
 /// The outcome and error class of a step error (not `Skipped`, which is no error).
+/// A step's error as an attempt's failure: its outcome and kind, its message (a field error
+/// located by `with`), and whether another attempt may help (never for invalid input).
+fn failure_of(e: &StepError, with: impl FnOnce() -> String) -> (Outcome, ErrorKind, String, bool) {
+    let (outcome, kind) = error_class(e);
+    (outcome, kind, e.describe(with), !e.is_invalid())
+}
+
 fn error_class(e: &StepError) -> (Outcome, ErrorKind) {
     match e.class() {
         Some(Class::Failed) | None => (Outcome::Failed, ErrorKind::Class(Class::Failed)),

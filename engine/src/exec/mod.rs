@@ -290,26 +290,8 @@ impl Executor {
     }
 
     fn emit_not_run(&self, suite: usize, rb: &Runbook, step: &StepDef, phase: Phase, why: &str) {
-        self.sink.emit(Event::StepFinished(StepRecord {
-            suite,
-            path: step.path.clone(),
-            label: step.label(),
-            id: step.id.clone(),
-            uses: step.uses.clone(),
-            location: Some(location(rb, step)),
-            phase,
-            outcome: Outcome::Skipped,
-            error_kind: None,
-            started_at: OffsetDateTime::now_utc(),
-            duration: Duration::ZERO,
-            attempts: 0,
-            message: Some(format!("not run: {why}")),
-            outputs: Json::Object(Map::new()),
-            log: Vec::new(),
-            rollback: None,
-            notice: None,
-            facts: Vec::new(),
-        }));
+        let message = format!("not run: {why}");
+        self.sink.emit(Event::StepFinished(unrun_record(suite, rb, step, phase, Outcome::Skipped, None, message)));
     }
 
     /// A budget's record: what it measured and its target in its outputs, for every report.
@@ -406,26 +388,7 @@ impl Executor {
         kind: Option<ErrorKind>,
         message: String,
     ) -> StepRecord {
-        let rec = StepRecord {
-            suite,
-            path: step.path.clone(),
-            label: step.label(),
-            id: step.id.clone(),
-            uses: step.uses.clone(),
-            location: Some(location(rb, step)),
-            phase: Phase::Main,
-            outcome,
-            error_kind: kind,
-            started_at: OffsetDateTime::now_utc(),
-            duration: Duration::ZERO,
-            attempts: 0,
-            message: Some(message),
-            outputs: Json::Object(Map::new()),
-            log: Vec::new(),
-            rollback: None,
-            notice: None,
-            facts: Vec::new(),
-        };
+        let rec = unrun_record(suite, rb, step, Phase::Main, outcome, kind, message);
         self.sink.emit(Event::StepFinished(rec.clone()));
         rec
     }
@@ -495,6 +458,39 @@ impl Executor {
             store_outputs(scope, step.def, rec);
         }
         recs
+    }
+}
+
+/// The record of a step that never started (skipped, or an error before it could start):
+/// no attempts, no time, no outputs.
+fn unrun_record(
+    suite: usize,
+    rb: &Runbook,
+    step: &StepDef,
+    phase: Phase,
+    outcome: Outcome,
+    kind: Option<ErrorKind>,
+    message: String,
+) -> StepRecord {
+    StepRecord {
+        suite,
+        path: step.path.clone(),
+        label: step.label(),
+        id: step.id.clone(),
+        uses: step.uses.clone(),
+        location: Some(location(rb, step)),
+        phase,
+        outcome,
+        error_kind: kind,
+        started_at: OffsetDateTime::now_utc(),
+        duration: Duration::ZERO,
+        attempts: 0,
+        message: Some(message),
+        outputs: Json::Object(Map::new()),
+        log: Vec::new(),
+        rollback: None,
+        notice: None,
+        facts: Vec::new(),
     }
 }
 

@@ -136,6 +136,25 @@ async fn major(client: &Client) -> Result<u32, tokio_postgres::Error> {
         as u32)
 }
 
+/// A role from a row whose first ten columns are, in order, `rolname::text, rolsuper,
+/// rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, rolreplication, rolbypassrls,
+/// rolconnlimit, rolvaliduntil::text`: the column list `capture` and `plan` both select.
+fn role_of(r: &tokio_postgres::Row, bootstrap: bool) -> Role {
+    Role {
+        name: r.get(0),
+        superuser: r.get(1),
+        inherit: r.get(2),
+        createrole: r.get(3),
+        createdb: r.get(4),
+        login: r.get(5),
+        replication: r.get(6),
+        bypassrls: r.get(7),
+        connection_limit: r.get(8),
+        valid_until: r.get(9),
+        bootstrap,
+    }
+}
+
 /// Read the globals of the connected database, in the caller's transaction.
 pub async fn capture(client: &Client) -> Result<Captured, tokio_postgres::Error> {
     let major = major(client).await?;
@@ -149,22 +168,7 @@ pub async fn capture(client: &Client) -> Result<Captured, tokio_postgres::Error>
             &[],
         )
         .await?;
-    let roles: Vec<Role> = rows
-        .iter()
-        .map(|r| Role {
-            name: r.get(0),
-            superuser: r.get(1),
-            inherit: r.get(2),
-            createrole: r.get(3),
-            createdb: r.get(4),
-            login: r.get(5),
-            replication: r.get(6),
-            bypassrls: r.get(7),
-            connection_limit: r.get(8),
-            valid_until: r.get(9),
-            bootstrap: r.get(10),
-        })
-        .collect();
+    let roles: Vec<Role> = rows.iter().map(|r| role_of(r, r.get(10))).collect();
     let options = if major >= 16 { "m.inherit_option, m.set_option" } else { "null::bool, null::bool" };
     let rows = client
         .query(
@@ -472,23 +476,8 @@ pub async fn plan(client: &Client, g: &Globals) -> Result<Plan, String> {
     let here: BTreeMap<String, Role> = rows
         .iter()
         .map(|r| {
-            let name: String = r.get(0);
-            (
-                name.clone(),
-                Role {
-                    name,
-                    superuser: r.get(1),
-                    inherit: r.get(2),
-                    createrole: r.get(3),
-                    createdb: r.get(4),
-                    login: r.get(5),
-                    replication: r.get(6),
-                    bypassrls: r.get(7),
-                    connection_limit: r.get(8),
-                    valid_until: r.get(9),
-                    bootstrap: false,
-                },
-            )
+            let role = role_of(r, false);
+            (role.name.clone(), role)
         })
         .collect();
     let memberships = text_pairs(

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Field, Fields, Step, StepCtx, StepError, With, WithError};
+use super::{Fields, Step, StepCtx, StepError, With, WithError};
 use crate::archive::{Codec, KeySource};
 use crate::backup::layout::LocalStore;
 use crate::backup::{self, CreateOptions, Format, Manifest};
@@ -518,24 +518,10 @@ pub struct LatestForeign {
     age_s: i64,
 }
 
-/// What `backup.latest` hands on: a pgdrill backup's manifest outputs, or the fewer of
-/// another tool's file.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub enum LatestOutputs {
-    Pgdrill(LatestBackup),
-    Foreign(LatestForeign),
-}
-
-impl Default for LatestOutputs {
-    fn default() -> Self {
-        LatestOutputs::Pgdrill(LatestBackup::default())
-    }
-}
-
-/// The catalogue documents a pgdrill backup's outputs, derived from `LatestBackup`.
-impl Fields for LatestOutputs {
-    const FIELDS: &'static [Field] = <LatestBackup as Fields>::FIELDS;
+super::one_of_outputs! {
+    /// What `backup.latest` hands on: a pgdrill backup's manifest outputs, or the fewer of
+    /// another tool's file.
+    LatestOutputs { Pgdrill(LatestBackup), Foreign(LatestForeign) }
 }
 
 pub struct Latest;

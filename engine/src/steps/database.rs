@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
-use super::{pg_error, rfc3339, Field, Fields, Step, StepCtx, StepError, With, WithError};
+use super::{pg_error, rfc3339, Fields, Step, StepCtx, StepError, With, WithError};
 use crate::archive::{Codec, KeySource};
 use crate::backup::layout::LocalStore;
 use crate::backup::restore::{self, RestoreOptions};
@@ -1087,24 +1087,10 @@ pub struct NothingDropped {
     existed: bool,
 }
 
-/// What `database.drop` hands on: what the dropped database was created with, or that there
-/// was none.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub enum DropOutputs {
-    Dropped(Dropped),
-    Nothing(NothingDropped),
-}
-
-impl Default for DropOutputs {
-    fn default() -> Self {
-        DropOutputs::Dropped(Dropped::default())
-    }
-}
-
-/// The catalogue documents a dropped database's outputs, derived from `Dropped`.
-impl Fields for DropOutputs {
-    const FIELDS: &'static [Field] = <Dropped as Fields>::FIELDS;
+super::one_of_outputs! {
+    /// What `database.drop` hands on: what the dropped database was created with, or that there
+    /// was none.
+    DropOutputs { Dropped(Dropped), Nothing(NothingDropped) }
 }
 
 pub struct DropDatabase;

@@ -152,6 +152,33 @@ pub trait Fields {
     const FIELDS: &'static [Field];
 }
 
+/// The outputs of a step that hands on one of two shapes: the first, what the catalogue
+/// documents and the default, or the second, the fewer fields of a case that has no more
+/// (another tool's file, nothing dropped). Serialized as whichever it is.
+macro_rules! one_of_outputs {
+    ($(#[$doc:meta])* $name:ident { $full:ident($full_ty:ty), $less:ident($less_ty:ty) $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, serde::Serialize)]
+        #[serde(untagged)]
+        pub enum $name {
+            $full($full_ty),
+            $less($less_ty),
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name::$full(<$full_ty>::default())
+            }
+        }
+
+        /// The catalogue documents the first shape's outputs.
+        impl $crate::steps::Fields for $name {
+            const FIELDS: &'static [$crate::steps::Field] = <$full_ty as $crate::steps::Fields>::FIELDS;
+        }
+    };
+}
+pub(crate) use one_of_outputs;
+
 /// A step without outputs documents none.
 impl Fields for () {
     const FIELDS: &'static [Field] = &[];

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{pg_error, rfc3339, Field, Fields, Step, StepCtx, StepError, With, WithError};
+use super::{pg_error, rfc3339, Fields, Step, StepCtx, StepError, With, WithError};
 use crate::backup::layout::LocalStore;
 use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::source::{self, Origin};
@@ -134,24 +134,10 @@ pub struct PickedForeign {
     manifest_authenticated: bool,
 }
 
-/// What `backup.pick` hands on: a pgdrill backup's outputs, or the fewer of another tool's
-/// file.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub enum PickOutputs {
-    Pgdrill(Picked),
-    Foreign(PickedForeign),
-}
-
-impl Default for PickOutputs {
-    fn default() -> Self {
-        PickOutputs::Pgdrill(Picked::default())
-    }
-}
-
-/// The catalogue documents a pgdrill backup's outputs, derived from `Picked`.
-impl Fields for PickOutputs {
-    const FIELDS: &'static [Field] = <Picked as Fields>::FIELDS;
+super::one_of_outputs! {
+    /// What `backup.pick` hands on: a pgdrill backup's outputs, or the fewer of another tool's
+    /// file.
+    PickOutputs { Pgdrill(Picked), Foreign(PickedForeign) }
 }
 
 pub struct Pick;

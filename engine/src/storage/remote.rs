@@ -549,10 +549,7 @@ impl Remote {
             return Ok(local);
         }
         let key = self.key(rel);
-        let meta = self.store.head(&key).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => format!("{} does not exist", self.url_of(rel)),
-            e => format!("reading {}: {}", self.url_of(rel), describe(&e)),
-        })?;
+        let meta = self.head_of(rel, &key).await?;
         let modified: std::time::SystemTime = meta.last_modified.into();
         let size = meta.size;
         let tag = self.pin(rel, meta.e_tag.as_deref());
@@ -563,15 +560,7 @@ impl Remote {
             .tempfile_in(&dir)
             .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
         // Ranges, a few in flight, written in order: memory stays bounded.
-        let ranges: Vec<std::ops::Range<u64>> =
-            (0..size).step_by(PART).map(|start| start..(start + PART as u64).min(size)).collect();
-        let store = self.store.clone();
-        let mut parts = futures_util::stream::iter(ranges)
-            .map(|r| {
-                let (store, key, tag) = (store.clone(), key.clone(), tag.clone());
-                async move { get_range_of(&store, &key, r, tag).await }
-            })
-            .buffered(READBACK_INFLIGHT);
+        let mut parts = parts_of(self.store.clone(), key.clone(), size, tag);
         let mut n = 0u64;
         {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
@@ -614,10 +603,7 @@ impl Remote {
             return Ok(local);
         }
         let key = self.key(rel);
-        let meta = self.store.head(&key).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => format!("{} does not exist", self.url_of(rel)),
-            e => format!("reading {}: {}", self.url_of(rel), describe(&e)),
-        })?;
+        let meta = self.head_of(rel, &key).await?;
         let tag = self.pin(rel, meta.e_tag.as_deref());
         let bytes = get_range_of(&self.store, &key, 0..head.min(meta.size), tag)
             .await
@@ -794,15 +780,7 @@ impl Remote {
         let meta =
             self.store.head(&key).await.map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
         let (size, tag) = (meta.size, self.pin(rel, meta.e_tag.as_deref()));
-        let ranges: Vec<std::ops::Range<u64>> =
-            (0..size).step_by(PART).map(|start| start..(start + PART as u64).min(size)).collect();
-        let store = self.store.clone();
-        let mut parts = futures_util::stream::iter(ranges)
-            .map(|r| {
-                let (store, key, tag) = (store.clone(), key.clone(), tag.clone());
-                async move { get_range_of(&store, &key, r, tag).await }
-            })
-            .buffered(READBACK_INFLIGHT);
+        let mut parts = parts_of(self.store.clone(), key.clone(), size, tag);
         let mut h = sha2::Sha256::new();
         let mut n = 0u64;
         while let Some(chunk) = parts.next().await {
@@ -901,6 +879,24 @@ pub struct Abandoned {
     id: String,
 }
 
+/// The whole object `key` (`size` bytes, of the version `etag` when given) as its parts of
+/// `PART` bytes, a few fetched at a time and handed on in order: memory stays bounded.
+fn parts_of(
+    store: Arc<dyn ObjectStore>,
+    key: Key,
+    size: u64,
+    etag: Option<String>,
+) -> impl futures_util::Stream<Item = object_store::Result<impl std::ops::Deref<Target = [u8]> + Send + 'static>> {
+    let ranges: Vec<std::ops::Range<u64>> =
+        (0..size).step_by(PART).map(|start| start..(start + PART as u64).min(size)).collect();
+    futures_util::stream::iter(ranges)
+        .map(move |r| {
+            let (store, key, tag) = (store.clone(), key.clone(), etag.clone());
+            async move { get_range_of(&store, &key, r, tag).await }
+        })
+        .buffered(READBACK_INFLIGHT)
+}
+
 /// A range of an object, of the version `etag` when given.
 async fn get_range_of(
     store: &Arc<dyn ObjectStore>,
@@ -917,6 +913,15 @@ async fn get_range_of(
 }
 
 impl Remote {
+    /// What the store says of `rel` (stored under `key`): its size, time and version; an
+    /// error that says whether it is missing or could not be read.
+    async fn head_of(&self, rel: &str, key: &Key) -> Result<object_store::ObjectMeta, String> {
+        self.store.head(key).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => format!("{} does not exist", self.url_of(rel)),
+            e => format!("reading {}: {}", self.url_of(rel), describe(&e)),
+        })
+    }
+
     /// The version of `rel` first seen in this run; the first call records `seen`.
     fn pin(&self, rel: &str, seen: Option<&str>) -> Option<String> {
         let mut tags = lock(&self.seen.etags);
