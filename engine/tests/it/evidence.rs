@@ -23,6 +23,17 @@ fn run_verify(storage: &Path, database: &str, extra: &[&str], junit: &Path) -> R
         .output()
 }
 
+/// A server with database `shop` holding table `t` with one row, a temporary folder, and a
+/// backup of `shop` (with [`KEY`]) in its `backups` folder: the storage and the backup.
+async fn shop_backed_up() -> Option<(pgdrill::pg::ephemeral::Ephemeral, tempfile::TempDir, PathBuf, PathBuf)> {
+    let s = common::native_server("shop").await?;
+    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    let backup = common::backup_to(&s.url(), &storage, KEY, "shop");
+    Some((s, t, storage, backup))
+}
+
 fn backups_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".pgdrill")).collect())
@@ -91,11 +102,7 @@ async fn databases_acct_and_dot_acct_shared_a_folder_and_pick_restored_the_wrong
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_truncated_newest_manifest_made_latest_pick_an_older_backup() {
-    let Some(s) = common::native_server("shop").await else { return };
-    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
-    let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("backups");
-    common::backup_to(&s.url(), &storage, KEY, "shop");
+    let Some((s, t, storage, _)) = shop_backed_up().await else { return };
     // A second, newer backup whose manifest is cut short.
     let out = pgdrill(&[
         "run",
@@ -208,11 +215,7 @@ async fn one_bad_ledger_line_made_prune_delete_the_newest_verified_backup() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn freshness_was_skipped_with_the_restore_of_an_already_verified_backup() {
-    let Some(s) = common::native_server("shop").await else { return };
-    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
-    let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("backups");
-    common::backup_to(&s.url(), &storage, KEY, "shop");
+    let Some((s, t, storage, _)) = shop_backed_up().await else { return };
     let junit = t.path().join("v.xml");
     let out = run_verify(&storage, "shop", &[], &junit);
     assert_eq!(out.code, Some(0), "{}", out.all());
@@ -488,11 +491,7 @@ fn edit_manifest(backup: &Path, f: impl FnOnce(&mut serde_json::Map<String, serd
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
-    let Some(s) = common::native_server("shop").await else { return };
-    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
-    let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("backups");
-    let backup = common::backup_to(&s.url(), &storage, KEY, "shop");
+    let Some((s, t, storage, backup)) = shop_backed_up().await else { return };
     let original = std::fs::read(pgdrill::backup::layout::manifest_path(&backup)).expect("manifest");
     let junit = t.path().join("v.xml");
     let out = run_verify(&storage, "shop", &[], &junit);
@@ -647,11 +646,7 @@ async fn an_unencrypted_backup_did_not_say_its_manifest_is_unauthenticated() {
 /// allows unauthenticated backups, and `latest` names what it refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unencrypted_backup_planted_beside_encrypted_ones_was_verified_with_the_key() {
-    let Some(s) = common::native_server("shop").await else { return };
-    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
-    let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("backups");
-    common::backup_to(&s.url(), &storage, KEY, "shop");
+    let Some((s, t, storage, _)) = shop_backed_up().await else { return };
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let planted = pgdrill::backup::CreateOptions {
         url: s.url(),
@@ -771,11 +766,7 @@ async fn a_throwaway_disk_filling_during_restore_was_recorded_as_a_failed_backup
 /// verdicts now: the run still fails (exit 1), the backup stays proven, shown as stale.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_backup_whose_content_was_proven_was_recorded_as_failed() {
-    let Some(s) = common::native_server("shop").await else { return };
-    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
-    let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("backups");
-    common::backup_to(&s.url(), &storage, KEY, "shop");
+    let Some((s, t, storage, _)) = shop_backed_up().await else { return };
     std::thread::sleep(std::time::Duration::from_secs(2));
     let junit = t.path().join("v.xml");
     let out = run_verify(&storage, "shop", &["max_age=1s"], &junit);

@@ -17,20 +17,8 @@ const AWS_SECRET: &str = "moto-secret-access-key-never-shown-4242";
 /// access key id and secret of a user allowed `s3:*`, made during those requests (with
 /// bucket `bkt`).
 fn moto_checking_signatures() -> Option<(Server, String, String)> {
-    if !require(on_path("moto_server"), "moto_server (PyPI moto[server])") {
-        return None;
-    }
-    let port = free_port();
-    let (log, out, err) = server_log();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env("INITIAL_NO_AUTH_ACTION_COUNT", "4")
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("moto_server starts");
-    let s = Server { child, port, log: Some(log) };
-    wait_listening(port, "moto_server");
+    let s = moto_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")])?;
+    let port = s.port;
     let as_service = |service: &str| {
         format!("AWS4-HMAC-SHA256 Credential=setup/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0")
     };
@@ -1046,31 +1034,8 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
 
     // 4. An upload stopped by SIGINT: exit 130, no blob under a final name, no record of it.
     exec(&url, "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text || g::text || i::text), '') from generate_series(1, 16) i) from generate_series(1, 200000) g").await;
-    let mut child = with_azure(
-        pgdrill(&[
-            "run",
-            "backup",
-            "--var",
-            &format!("database_url={url}"),
-            "--var",
-            "storage=az://backups/big",
-            "--var",
-            "encrypt=false",
-        ]),
-        az.port,
-        AZURITE_KEY,
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("pgdrill");
     // Stop it once its first blocks are in the store.
-    let t = Instant::now();
-    while !azure_blobs(az.port, "backups", "big/", true).iter().any(|n| n.ends_with(".dump.pgdrill")) {
-        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
-        assert!(child.try_wait().expect("wait").is_none(), "the backup ended before its upload was seen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = big_azure_upload_started(&url, az.port, Stdio::piped(), Stdio::piped());
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
         .expect("SIGINT");
     let out = child.wait_with_output().expect("ends");
@@ -1082,29 +1047,7 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
 
     // 5. kill -9 in the middle of an upload: its blocks stay (uncommitted, unseen) with its
     //    record; prune's dry run names it, apply deletes the blocks and the record.
-    let mut child = with_azure(
-        pgdrill(&[
-            "run",
-            "backup",
-            "--var",
-            &format!("database_url={url}"),
-            "--var",
-            "storage=az://backups/big",
-            "--var",
-            "encrypt=false",
-        ]),
-        az.port,
-        AZURITE_KEY,
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("pgdrill");
-    let t = Instant::now();
-    while !azure_blobs(az.port, "backups", "big/", true).iter().any(|n| n.ends_with(".dump.pgdrill")) {
-        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut child = big_azure_upload_started(&url, az.port, Stdio::null(), Stdio::null());
     child.kill().expect("kill -9");
     let _ = child.wait();
     let committed = |port: u16| {
@@ -1157,6 +1100,27 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
     );
     assert!(azure_blobs(az.port, "backups", "prod/.pgdrill-uploads/", false).is_empty(), "the record is gone");
     srv.stop().await;
+}
+
+/// `pgdrill run backup` of `url` to az://backups/big (unencrypted), spawned; returned once
+/// the first blocks of its upload are in the store, while it still runs.
+fn big_azure_upload_started(url: &str, port: u16, out: Stdio, err: Stdio) -> std::process::Child {
+    let mut child = with_azure(
+        Run::new("backup").var("database_url", url).var("storage", "az://backups/big").var("encrypt", false).command(),
+        port,
+        AZURITE_KEY,
+    )
+    .stdout(out)
+    .stderr(err)
+    .spawn()
+    .expect("pgdrill");
+    let t = Instant::now();
+    while !azure_blobs(port, "backups", "big/", true).iter().any(|n| n.ends_with(".dump.pgdrill")) {
+        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
+        assert!(child.try_wait().expect("wait").is_none(), "the backup ended before its upload was seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }
 
 /// `--report s3://...`: the latest views replaced, one dated page per run (`--keep` prunes

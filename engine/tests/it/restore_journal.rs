@@ -125,6 +125,39 @@ async fn value(url: &str, sql: &str) -> Option<String> {
     c.query_one(&format!("select ({sql})::text"), &[]).await.ok()?.get::<_, Option<String>>(0)
 }
 
+/// A session holding a lock CREATE DATABASE waits for (template0 commented on in an open
+/// transaction), so a restore can be stopped while its CREATE DATABASE waits.
+async fn hold_create_database(postgres: &str) -> tokio_postgres::Client {
+    let holder = pgdrill::pg::connect(postgres).await.expect("holder");
+    holder.batch_execute("begin; comment on database template0 is 'held by the test'").await.expect("hold");
+    holder
+}
+
+/// Whether one CREATE DATABASE on the server at `postgres` waits for a lock.
+async fn create_database_waits(postgres: &str) -> bool {
+    value(
+        postgres,
+        "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query ilike 'create database%'",
+    )
+    .await
+        == Some("1".into())
+}
+
+/// Release the [`hold_create_database`] lock; the orphaned CREATE DATABASE then finishes on
+/// its own: wait until it has.
+async fn release_create_database(holder: tokio_postgres::Client, postgres: &str) {
+    holder.batch_execute("rollback").await.expect("release");
+    until("the orphaned create to end", || async {
+        value(
+            postgres,
+            "select count(*) from pg_stat_activity where query ilike 'create database%' and state = 'active'",
+        )
+        .await
+            == Some("0".into())
+    })
+    .await;
+}
+
 /// Poll until `cond` holds; fails the test after 90 s (a hang, not a timing assertion),
 /// showing what the server was doing.
 async fn until<F, Fut>(what: &str, mut cond: F)
@@ -198,31 +231,14 @@ async fn kill_at(s: &Ephemeral, storage: &Path, at: At) -> String {
             drop(app);
         }
         At::AfterDrop => {
-            let holder = pgdrill::pg::connect(&postgres).await.expect("holder");
-            holder.batch_execute("begin; comment on database template0 is 'held by the test'").await.expect("hold");
+            let holder = hold_create_database(&postgres).await;
             let mut child = spawn(s, storage);
             until("create database waiting", || async {
-                phase(storage) == "creating"
-                    && value(
-                        &postgres,
-                        "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query ilike 'create database%'",
-                    )
-                    .await
-                        == Some("1".into())
+                phase(storage) == "creating" && create_database_waits(&postgres).await
             })
             .await;
             sigkill(&mut child);
-            holder.batch_execute("rollback").await.expect("release");
-            // The orphaned CREATE DATABASE finishes on its own; wait until it has.
-            until("the orphaned create to end", || async {
-                value(
-                    &postgres,
-                    "select count(*) from pg_stat_activity where query ilike 'create database%' and state = 'active'",
-                )
-                .await
-                    == Some("0".into())
-            })
-            .await;
+            release_create_database(holder, &postgres).await;
         }
         At::DuringRestore => {
             // One session kept open for the polling: a new connection per poll could take
@@ -621,30 +637,14 @@ async fn a_journal_of_another_server_sharing_the_safety_folder_never_blocks_nor_
     }
 
     // A restore on A killed after its drop (CREATE DATABASE waits for the test's lock).
-    let holder = pgdrill::pg::connect(&a_postgres).await.expect("holder");
-    holder.batch_execute("begin; comment on database template0 is 'held by the test'").await.expect("hold");
+    let holder = hold_create_database(&a_postgres).await;
     let mut child = spawn_with(&a, &storage_a, &[&safety]);
     until("A's restore waiting in create database", || async {
-        journals_in(&shared) == vec![(address(&a), "creating".to_string())]
-            && value(
-                &a_postgres,
-                "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query ilike 'create database%'",
-            )
-            .await
-                == Some("1".into())
+        journals_in(&shared) == vec![(address(&a), "creating".to_string())] && create_database_waits(&a_postgres).await
     })
     .await;
     sigkill(&mut child);
-    holder.batch_execute("rollback").await.expect("release");
-    until("the orphaned create to end", || async {
-        value(
-            &a_postgres,
-            "select count(*) from pg_stat_activity where query ilike 'create database%' and state = 'active'",
-        )
-        .await
-            == Some("0".into())
-    })
-    .await;
+    release_create_database(holder, &a_postgres).await;
 
     // recover=rollback on B: nothing of B's to recover, and A's journal named as A's.
     let (code, all) = restore(&b, &storage_b, &[&safety, "recover=rollback"]);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 pub use builder::{Ran, Run, KEY_ENV};
 pub use junit::{Junit, Status};
 pub use report::RunJson;
-pub use servers::{moto, on_path, server_log, wait_listening, Server};
+pub use servers::{moto, moto_with_env, on_path, server_log, wait_listening, Server};
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
@@ -160,6 +160,19 @@ pub fn snapshots(storage: &Path) -> Vec<PathBuf> {
 /// A mail server child process, killed on drop.
 pub struct Smtp(pub std::process::Child);
 
+impl Smtp {
+    /// Give the server (at most five seconds) to listen on 127.0.0.1:`port`; a server that is
+    /// not listening by then is left for the test's own check to find.
+    pub fn wait_listening(&self, port: u16) {
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Smtp {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -194,12 +207,7 @@ while True:
             .spawn()
             .expect("aiosmtpd"),
     );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    smtp.wait_listening(port);
     smtp
 }
 
