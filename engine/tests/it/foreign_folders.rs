@@ -290,29 +290,12 @@ fn prune_keep_within_deletes_exactly_the_older_files_after_a_dry_run() {
     std::fs::write(storage.join(format!("other_{}.sql.gz", stamp(300))), sql_gz()).expect("write");
 
     let prune = |apply: bool| {
-        let out = pgdrill(&[
-            "run",
-            "prune",
-            "--var",
-            &format!("storage={}", storage.display()),
-            "--var",
-            "database=billing",
-            "--var",
-            "keep_within=30d",
-            "--var",
-            "keep_daily=0",
-            "--var",
-            "keep_weekly=0",
-            "--var",
-            "keep_monthly=0",
-            "--var",
-            &format!("apply={apply}"),
-        ])
-        .output()
-        .expect("prune");
-        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-        assert_eq!(out.status.code(), Some(0), "{all}");
-        all
+        Run::new("prune")
+            .var("storage", storage.display())
+            .vars(&["database=billing", "keep_within=30d", "keep_daily=0", "keep_weekly=0", "keep_monthly=0"])
+            .var("apply", apply)
+            .expect(0)
+            .all()
     };
     let files = || {
         let mut v: Vec<String> = std::fs::read_dir(&storage)

@@ -14,7 +14,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::{fingerprint_of, pgdrill, snapshots, text};
+use crate::common::{fingerprint_of, snapshots, text, Run};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pgdrill::pg::ephemeral::Ephemeral;
@@ -56,29 +56,12 @@ async fn shop(storage: &Path, bulk_rows: u32) -> Option<(Ephemeral, Fingerprint)
     Some((s, expected))
 }
 
-fn args(s: &Ephemeral, storage: &Path, extra: &[&str]) -> Vec<String> {
-    let mut a = vec![
-        "run".to_string(),
-        "restore".into(),
-        "--yes".into(),
-        "--var".into(),
-        format!("database_url={}", s.url_for("postgres")),
-        "--var".into(),
-        format!("storage={}", storage.display()),
-        "--var".into(),
-        "database=shop".into(),
-    ];
-    for e in extra {
-        a.push("--var".into());
-        a.push(e.to_string());
-    }
-    a
+fn args(s: &Ephemeral, storage: &Path, extra: &[&str]) -> Run {
+    common::restore_shop(s, storage, KEY).arg("--yes").vars(extra)
 }
 
 fn restore(s: &Ephemeral, storage: &Path, extra: &[&str]) -> (Option<i32>, String) {
-    let a = args(s, storage, extra);
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    let out: Output = pgdrill(&a).env("PGDRILL_BACKUP_KEY", KEY).stdin(Stdio::null()).output().expect("runs");
+    let out: Output = args(s, storage, extra).command().stdin(Stdio::null()).output().expect("runs");
     (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
 }
 
@@ -87,10 +70,8 @@ fn spawn(s: &Ephemeral, storage: &Path) -> Child {
 }
 
 fn spawn_with(s: &Ephemeral, storage: &Path, extra: &[&str]) -> Child {
-    let a = args(s, storage, extra);
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    pgdrill(&a)
-        .env("PGDRILL_BACKUP_KEY", KEY)
+    args(s, storage, extra)
+        .command()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -487,11 +468,9 @@ async fn the_server_stopped_during_the_restore_is_said_plainly_then_recover_roll
     let original = fingerprint_of(&shop_url).await;
     let (pm, argv) = postmaster(&s);
 
-    let a = args(&s, &storage, &[]);
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
-    let child = pgdrill(&a)
-        .env("PGDRILL_BACKUP_KEY", KEY)
+    let child = args(&s, &storage, &[])
+        .command()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -864,10 +843,8 @@ async fn app_during(
     app: &str,
 ) -> (u32, Option<i32>, String) {
     let postgres = s.url_for("postgres");
-    let a = args(s, storage, extra);
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    let child = pgdrill(&a)
-        .env("PGDRILL_BACKUP_KEY", KEY)
+    let child = args(s, storage, extra)
+        .command()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
