@@ -920,6 +920,7 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
     assert_eq!(azure_create_container(az.port, "backups"), 201);
     let loc = "az://backups/prod";
     let run = |args: &[&str]| out_of(&mut with_azure(pgdrill(args), az.port, AZURITE_KEY));
+    let az_run = |r: Run| out_of(&mut with_azure(r.command(), az.port, AZURITE_KEY));
     let backups = |port: u16| {
         azure_blobs(port, "backups", "prod/shop/", false).into_iter().filter(|n| n.ends_with(".dump.pgdrill")).count()
     };
@@ -940,25 +941,17 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
     //    job (streamed twice: checked, then restored) and two (checked and staged once).
     for (jobs, target) in [("1", "shop_one"), ("2", "shop_two")] {
         let junit = dir.path().join(format!("restore-{jobs}.xml"));
-        let (code, log) = run(&[
-            "run",
-            "restore",
-            "--yes",
-            "--var",
-            &format!("database_url={url}"),
-            "--var",
-            &format!("storage={loc}"),
-            "--var",
-            "database=shop",
-            "--var",
-            &format!("target={target}"),
-            "--var",
-            &format!("jobs={jobs}"),
-            "--var",
-            &format!("safety={}", dir.path().join("safety").display()),
-            "--junit",
-            junit.to_str().expect("utf-8"),
-        ]);
+        let (code, log) = az_run(
+            Run::new("restore")
+                .arg("--yes")
+                .var("database_url", &url)
+                .var("storage", loc)
+                .var("database", "shop")
+                .var("target", target)
+                .var("jobs", jobs)
+                .var("safety", dir.path().join("safety").display())
+                .junit(&junit),
+        );
         assert_eq!(code, 0, "{log}");
         let xml = std::fs::read_to_string(&junit).expect("junit");
         assert!(xml.contains(&newest), "the latest backup was restored: {xml}");
@@ -968,28 +961,15 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
 
     // 2. Copy a local backup into the container, read back and checked; again: already there.
     let local = dir.path().join("local");
-    let (code, log) = run(&[
-        "run",
-        "backup",
-        "--var",
-        &format!("database_url={url}"),
-        "--var",
-        &format!("storage={}", local.display()),
-    ]);
+    let (code, log) = az_run(Run::new("backup").var("database_url", &url).var("storage", local.display()));
     assert_eq!(code, 0, "{log}");
     let copy = |apply: &str| {
-        run(&[
-            "run",
-            "offsite",
-            "--var",
-            &format!("storage={}", local.display()),
-            "--var",
-            "offsite=az://backups/offsite",
-            "--var",
-            "database=shop",
-            "--var",
-            &format!("apply={apply}"),
-        ])
+        az_run(
+            Run::new("offsite")
+                .var("storage", local.display())
+                .vars(&["offsite=az://backups/offsite", "database=shop"])
+                .var("apply", apply),
+        )
     };
     let (code, log) = copy("false");
     assert_eq!(code, 0, "{log}");
@@ -1002,24 +982,12 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
 
     // 3. Prune to one: the dry run deletes nothing; apply deletes all but the newest.
     let prune = |apply: &str| {
-        run(&[
-            "run",
-            "prune",
-            "--var",
-            &format!("storage={loc}"),
-            "--var",
-            "database=shop",
-            "--var",
-            "keep_daily=0",
-            "--var",
-            "keep_weekly=0",
-            "--var",
-            "keep_monthly=0",
-            "--var",
-            "min_keep=1",
-            "--var",
-            &format!("apply={apply}"),
-        ])
+        az_run(
+            Run::new("prune")
+                .var("storage", loc)
+                .vars(&["database=shop", "keep_daily=0", "keep_weekly=0", "keep_monthly=0", "min_keep=1"])
+                .var("apply", apply),
+        )
     };
     let (code, log) = prune("false");
     assert_eq!(code, 0, "{log}");
@@ -1069,18 +1037,13 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
         azure_send(az.port, "PUT", "/backups/prod/.pgdrill-uploads/1-000000000000.json", &[], record.as_bytes());
     assert_eq!(status, 201, "{body}");
     let prune_uploads = |storage: &str, database: &str, apply: &str| {
-        run(&[
-            "run",
-            "prune",
-            "--var",
-            &format!("storage={storage}"),
-            "--var",
-            &format!("database={database}"),
-            "--var",
-            "abandoned_uploads_after=0s",
-            "--var",
-            &format!("apply={apply}"),
-        ])
+        az_run(
+            Run::new("prune")
+                .var("storage", storage)
+                .var("database", database)
+                .var("abandoned_uploads_after", "0s")
+                .var("apply", apply),
+        )
     };
     let (code, log) = prune_uploads("az://backups/big", "big", "false");
     assert_eq!(code, 0, "{log}");
@@ -1131,12 +1094,7 @@ async fn reports_are_published_to_the_store_with_appended_history_and_kept_pages
     let Some(s3) = moto() else { return };
     assert_eq!(http(s3.port, "PUT", "/reports", &[]).0, 200, "bucket created");
     let dir = tempfile::tempdir().expect("tempdir");
-    let rb = dir.path().join("nightly.yaml");
-    std::fs::write(
-        &rb,
-        "name: nightly\nvars: { fail: 'no' }\nsteps:\n  - uses: shell.run\n    with: { script: \"test '{{ vars.fail }}' = no\" }\n",
-    )
-    .expect("runbook");
+    let rb = nightly_runbook(dir.path());
     let rb = rb.to_str().expect("utf-8");
     let loc = "s3://reports/team-a";
     let dated = |keys: &[String]| keys.iter().filter(|k| k.starts_with("team-a/report-")).count();
