@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::common;
-use crate::common::{junit_cases, pgdrill, status_of, text};
+use crate::common::{junit_cases, pgdrill, status_of, text, Run};
 
 fn run(args: &[&str], key: Option<&str>) -> (Option<i32>, String) {
     let mut c = pgdrill(args);
@@ -132,31 +132,17 @@ fn a_backup_older_than_the_rpo_target_fails_and_the_rpo_is_still_reported() {
     .expect("write");
     let report_dir = dir.path().join("report");
     let junit = dir.path().join("v.xml");
-    let (code, all) = run(
-        &[
-            "run",
-            "verify",
-            "--var",
-            &format!("storage={}", storage.display()),
-            "--var",
-            "database=shop",
-            "--var",
-            "provider=native",
-            "--var",
-            "max_age=36000d",
-            "--var",
-            "rpo=24h",
-            // Another tool's dump with no ground truth: its content is accepted as unproven so
-            // that the age verdict is what this test reads.
-            "--var",
-            "accept_unproven=true",
-            "--junit",
-            junit.to_str().unwrap_or_default(),
-            "--report",
-            report_dir.to_str().unwrap_or_default(),
-        ],
-        None,
-    );
+    let ran = Run::new("verify")
+        .var("storage", storage.display())
+        .vars(&["database=shop", "provider=native", "max_age=36000d", "rpo=24h"])
+        // Another tool's dump with no ground truth: its content is accepted as unproven so
+        // that the age verdict is what this test reads.
+        .var("accept_unproven", true)
+        .junit(&junit)
+        .report(&report_dir)
+        .env_remove(common::KEY_ENV)
+        .output();
+    let (code, all) = (ran.code, ran.all());
     if !common::require(!all.contains("no PostgreSQL server binaries"), "PostgreSQL 15 server binaries") {
         return;
     }

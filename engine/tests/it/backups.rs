@@ -13,7 +13,6 @@ use pgdrill::archive::{Codec, KeySource};
 use pgdrill::backup::{self, CreateOptions, Format};
 use pgdrill::error::Class;
 use pgdrill::pg::ephemeral::Ephemeral;
-use pgdrill::pg::fingerprint::Mode;
 
 const KEY_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
@@ -36,21 +35,7 @@ async fn source(random_mb: usize) -> Option<Ephemeral> {
 }
 
 fn opts(url: &str, storage: &Path, format: Format, codec: Codec, key: Option<&str>) -> CreateOptions {
-    CreateOptions {
-        url: url.to_string(),
-        storage: storage.to_path_buf(),
-        format,
-        codec,
-        level: 3,
-        threads: 2,
-        jobs: 2,
-        key: key.map(KeySource::from_secret),
-        fingerprint: Mode::Full,
-        pg_dump: None,
-        name: None,
-        meter: None,
-        remote: None,
-    }
+    common::create_options(url, storage, format, codec, key)
 }
 
 fn no_log(_: String) {}

@@ -78,12 +78,7 @@ fn dated_pages(dir: &std::path::Path) -> Vec<String> {
 #[test]
 fn dated_reports_are_unique_per_run_and_keep_0_keeps_the_current_page() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rb = dir.path().join("nightly.yaml");
-    std::fs::write(
-        &rb,
-        "name: nightly\nvars: { fail: 'no' }\nsteps:\n  - uses: shell.run\n    with: { script: \"test '{{ vars.fail }}' = no\" }\n",
-    )
-    .expect("runbook");
+    let rb = nightly_runbook(dir.path());
     let report = dir.path().join("report");
     let (rb, rep) = (rb.to_str().expect("utf-8"), report.to_str().expect("utf-8"));
     for fail in ["no", "yes", "no"] {

@@ -109,19 +109,25 @@ fn restore_args<'a>(url: &'a str, st: &'a str) -> Vec<&'a str> {
     vec!["run", "restore", "--var", url, "--var", st, "--var", "database=app", "--yes"]
 }
 
+/// `pgdrill run backup` of the container's database `app` into a new folder, which must
+/// succeed: the folder, its `storage=` var, and what pgdrill did.
+fn backup_app(c: &Container) -> (tempfile::TempDir, String, std::process::Output) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = format!("storage={}", dir.path().join("backups").display());
+    let out = pgdrill(&["run", "backup", "--var", &format!("database_url={}", c.url("app")), "--var", &st])
+        .output()
+        .expect("backup runs");
+    assert_eq!(out.status.code(), Some(0), "backup: {}", all(&out));
+    (dir, st, out)
+}
+
 #[test]
 fn a_database_in_a_container_with_no_published_port_is_backed_up_verified_and_restored_through_docker() {
     let Some(c) = Container::start("roundtrip") else { return };
     assert_eq!(text(&docker(&["port", &c.name]).stdout).trim(), "", "the container publishes no port");
     c.psql("create table t as select g as id, md5(g::text) as v from generate_series(1, 1000) g; create table \"we'ird = 🐘\" (x int); insert into \"we'ird = 🐘\" values (1)");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let st = format!("storage={}", dir.path().join("backups").display());
-
     // Backup with the container's own pg_dump.
-    let out = pgdrill(&["run", "backup", "--var", &format!("database_url={}", c.url("app")), "--var", &st])
-        .output()
-        .expect("backup runs");
-    assert_eq!(out.status.code(), Some(0), "backup: {}", all(&out));
+    let (_dir, st, out) = backup_app(&c);
     assert!(all(&out).contains(&format!("(in docker://{})", c.name)), "the container's pg_dump: {}", all(&out));
     c.assert_nothing_left_running(Duration::from_secs(10));
 
@@ -153,12 +159,7 @@ fn kill_9_during_a_container_restore_leaves_nothing_running_inside_and_is_found_
         "create function slow(i int) returns int language plpgsql immutable as $$ begin perform pg_sleep(0.004); return i; end $$;
          create table t as select g as id from generate_series(1, 1500) g; create index t_slow on t (slow(id))",
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let st = format!("storage={}", dir.path().join("backups").display());
-    let out = pgdrill(&["run", "backup", "--var", &format!("database_url={}", c.url("app")), "--var", &st])
-        .output()
-        .expect("backup runs");
-    assert_eq!(out.status.code(), Some(0), "backup: {}", all(&out));
+    let (dir, st, _) = backup_app(&c);
     c.psql("delete from t where id > 5");
 
     let url = format!("database_url={}", c.url("postgres"));

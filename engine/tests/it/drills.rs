@@ -7,28 +7,17 @@
 use std::path::Path;
 
 use crate::common;
-use crate::common::{junit_cases, pgdrill, read_json, status_of, text, RunJson};
+use crate::common::{junit_cases, pgdrill, read_json, status_of, text, Run, RunJson};
 use serde_json::Value;
 
-fn drill(name: &str, report: &Path, junit: &Path, vars: &[&str], extra: &[&str]) -> std::process::Output {
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        name.into(),
-        "--quiet".into(),
-        "--report".into(),
-        report.display().to_string(),
-        "--junit".into(),
-        junit.display().to_string(),
-        "--var".into(),
-        "provider=native".into(),
-    ];
-    for v in vars {
-        args.push("--var".into());
-        args.push(v.to_string());
+/// `pgdrill run NAME` on the native provider with `--report`, `--junit`, `vars` and `extra`
+/// arguments; fails the test unless it exits `code`. What it printed.
+fn drill(name: &str, report: &Path, junit: &Path, vars: &[&str], extra: &[&str], code: i32) -> String {
+    let mut run = Run::new(name).arg("--quiet").report(report).junit(junit).var("provider", "native").vars(vars);
+    for a in extra {
+        run = run.arg(a);
     }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    pgdrill(&args).stdin(std::process::Stdio::null()).output().expect("pgdrill runs")
+    run.expect(code).all()
 }
 
 /// Skip (outside CI) or fail (in CI) when the PostgreSQL server binaries are missing.
@@ -44,15 +33,14 @@ fn rpo_is_measured_from_the_data_and_the_report_is_written() {
     let dir = tempfile::tempdir().expect("tmp");
     let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
     let interval = 0.1;
-    let out = drill(
+    drill(
         "disaster-recovery",
         &report,
         &junit,
         &["scale=1", "heartbeat=100ms", "keep_writing=1500ms", "jobs=1"],
         &[],
+        0,
     );
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{all}");
 
     let run = RunJson::read(&report);
     let disaster = run.step("disaster").outputs["at_epoch"].as_f64().expect("disaster time");
@@ -122,9 +110,7 @@ fn an_rto_target_below_the_real_time_fails_and_names_the_budget() {
     }
     let dir = tempfile::tempdir().expect("tmp");
     let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
-    let out = drill("disaster-recovery", &report, &junit, &["scale=1", "keep_writing=0s", "rto_target=10ms"], &[]);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{all}");
+    let all = drill("disaster-recovery", &report, &junit, &["scale=1", "keep_writing=0s", "rto_target=10ms"], &[], 1);
     assert!(all.contains("exceeds the budget rto=10ms"), "{all}");
     assert_eq!(status_of(&junit_cases(&junit), "rto"), "failure");
     assert_eq!(status_of(&junit_cases(&junit), "rpo"), "passed");
@@ -145,17 +131,13 @@ fn the_ab_drill_passes_and_fails_when_the_restore_is_skipped() {
     }
     let dir = tempfile::tempdir().expect("tmp");
     let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
-    let out = drill("ab", &report, &junit, &[], &["--yes"]);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{all}");
+    drill("ab", &report, &junit, &[], &["--yes"], 0);
     let cases = junit_cases(&junit);
     for case in ["a_exists", "b_absent", "restore", "drop", "snapshot"] {
         assert_eq!(status_of(&cases, case), "passed", "{case} in {cases:?}");
     }
 
-    let out = drill("ab", &report, &junit, &["skip_restore=true"], &["--yes"]);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{all}");
+    let all = drill("ab", &report, &junit, &["skip_restore=true"], &["--yes"], 1);
     assert!(all.contains("step `b_absent` failed"), "{all}");
     assert_eq!(status_of(&junit_cases(&junit), "a_exists"), "passed");
 }
@@ -167,9 +149,7 @@ fn the_quickstart_drill_runs_end_to_end() {
     }
     let dir = tempfile::tempdir().expect("tmp");
     let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
-    let out = drill("quickstart", &report, &junit, &["scale=2"], &[]);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{all}");
+    drill("quickstart", &report, &junit, &["scale=2"], &[], 0);
     let cases = junit_cases(&junit);
     for case in ["load", "backup", "integrity", "restore", "schema", "tables", "amcheck"] {
         assert_eq!(status_of(&cases, case), "passed", "{case} in {cases:?}");
@@ -199,15 +179,14 @@ fn destroy_server_sees_the_killed_postmaster_die_at_once() {
     }
     let dir = tempfile::tempdir().expect("tmp");
     let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
-    let out = drill(
+    drill(
         "disaster-recovery",
         &report,
         &junit,
         &["scale=1", "keep_writing=0s", "disaster=destroy_server", "jobs=1"],
         &[],
+        0,
     );
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{all}");
     let run = RunJson::read(&report);
     let disaster = run.step("disaster");
     let took = disaster.duration;
@@ -257,15 +236,14 @@ async fn the_upgrade_drill_fails_when_the_upgraded_copy_differs() {
     let injected = "  - id: injected\n    uses: sql.exec\n    with: { url: \"{{ steps.target.outputs.url }}\", sql: delete from orders where id = 1 }\n";
     std::fs::write(&rb, inject_after("upgrade", "restore", injected)).expect("write");
     let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
-    let out = drill(
+    let all = drill(
         rb.to_str().unwrap_or_default(),
         &report,
         &junit,
         &[&format!("database_url={}", pg.url()), "version=15"],
         &[],
+        1,
     );
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{all}");
     assert_eq!(status_of(&junit_cases(&junit), "tables"), "failure", "{all}");
     assert!(all.contains("public.orders"), "the difference is named: {all}");
     let c = read_json(&report.join("report.json"));
@@ -285,9 +263,8 @@ fn the_disaster_recovery_drill_fails_when_the_recovered_copy_differs() {
     let injected = "  - id: injected\n    uses: sql.exec\n    with: { url: \"{{ steps.provision.outputs.url }}\", sql: \"delete from erp.orders where ctid in (select ctid from erp.orders limit 1)\" }\n";
     std::fs::write(&rb, inject_after("disaster-recovery", "restore", injected)).expect("write");
     let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
-    let out = drill(rb.to_str().unwrap_or_default(), &report, &junit, &["scale=1", "keep_writing=0s", "jobs=1"], &[]);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{all}");
+    let all =
+        drill(rb.to_str().unwrap_or_default(), &report, &junit, &["scale=1", "keep_writing=0s", "jobs=1"], &[], 1);
     assert_eq!(status_of(&junit_cases(&junit), "verify"), "failure", "{all}");
 }
 
@@ -315,24 +292,15 @@ async fn the_upgrade_drill_across_majors_expects_new_extension_versions_only() {
         .expect("source with extensions");
     let dir = tempfile::tempdir().expect("tmp");
     let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
-    let out = pgdrill(&[
-        "run",
-        "upgrade",
-        "--quiet",
-        "--report",
-        report.to_str().unwrap_or_default(),
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-        "--var",
-        &format!("database_url={}", pg.url()),
-        "--var",
-        "provider=docker",
-    ])
-    .env("PGDRILL_DOCKER_IMAGE", "pgdrill/postgres-local:{major}")
-    .output()
-    .expect("pgdrill");
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{all}");
+    let all = Run::new("upgrade")
+        .arg("--quiet")
+        .report(&report)
+        .junit(&junit)
+        .var("database_url", pg.url())
+        .var("provider", "docker")
+        .env("PGDRILL_DOCKER_IMAGE", "pgdrill/postgres-local:{major}")
+        .expect(0)
+        .all();
     assert_eq!(status_of(&junit_cases(&junit), "schema"), "passed", "{all}");
     pg.stop().await;
 }
@@ -347,15 +315,14 @@ fn run_rto_sets_the_drills_recovery_objective_and_budget_the_runs() {
     }
     let dir = tempfile::tempdir().expect("tmp");
     let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
-    let out = drill(
+    drill(
         "disaster-recovery",
         &report,
         &junit,
         &["scale=1", "keep_writing=0s", "jobs=1"],
         &["--rto", "7m", "--budget", "2h"],
+        0,
     );
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{all}");
     let c = read_json(&report.join("report.json"));
     let objectives = c["objectives"].as_array().cloned().unwrap_or_default();
     let target = |pred: &dyn Fn(&str) -> bool| {

@@ -198,31 +198,17 @@ fn panic_leaves_nothing(provider: &str) {
 
 macro_rules! provider_suite {
     ($name:ident, $provider:literal) => {
+        provider_suite!(@tests $name, $provider, passes_and_leaves_nothing, failure_leaves_nothing,
+            timeout_leaves_nothing, sigint_leaves_nothing, crash_is_cleaned_up, panic_leaves_nothing);
+    };
+    (@tests $name:ident, $provider:literal, $($test:ident),*) => {
         mod $name {
-            #[test]
-            fn passes_and_leaves_nothing() {
-                super::passes_and_leaves_nothing($provider);
-            }
-            #[test]
-            fn failure_leaves_nothing() {
-                super::failure_leaves_nothing($provider);
-            }
-            #[test]
-            fn timeout_leaves_nothing() {
-                super::timeout_leaves_nothing($provider);
-            }
-            #[test]
-            fn sigint_leaves_nothing() {
-                super::sigint_leaves_nothing($provider);
-            }
-            #[test]
-            fn crash_is_cleaned_up() {
-                super::crash_is_cleaned_up($provider);
-            }
-            #[test]
-            fn panic_leaves_nothing() {
-                super::panic_leaves_nothing($provider);
-            }
+            $(
+                #[test]
+                fn $test() {
+                    super::$test($provider);
+                }
+            )*
         }
     };
 }

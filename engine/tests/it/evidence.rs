@@ -8,11 +8,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::common;
-use crate::common::{junit_cases, pgdrill, status_of, text, Ran, Run};
+use crate::common::{junit_cases, pgdrill, status_of, text, Ran, Run, KEY_ENV};
 
 const KEY: &str = "evidence-test passphrase";
 
 fn run_verify(storage: &Path, database: &str, extra: &[&str], junit: &Path) -> Ran {
+    verify_run(storage, database, extra, junit).output()
+}
+
+/// `pgdrill run verify` of `database` in `storage` on the native provider, with the key, not run yet.
+fn verify_run(storage: &Path, database: &str, extra: &[&str], junit: &Path) -> Run {
     Run::new("verify")
         .var("storage", storage.display())
         .var("database", database)
@@ -20,7 +25,17 @@ fn run_verify(storage: &Path, database: &str, extra: &[&str], junit: &Path) -> R
         .junit(junit)
         .vars(extra)
         .key(KEY)
-        .output()
+}
+
+/// A server with database `shop` holding table `t` with one row, a temporary folder, and a
+/// backup of `shop` (with [`KEY`]) in its `backups` folder: the storage and the backup.
+async fn shop_backed_up() -> Option<(pgdrill::pg::ephemeral::Ephemeral, tempfile::TempDir, PathBuf, PathBuf)> {
+    let s = common::native_server("shop").await?;
+    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    let backup = common::backup_to(&s.url(), &storage, KEY, "shop");
+    Some((s, t, storage, backup))
 }
 
 fn backups_in(dir: &Path) -> Vec<PathBuf> {
@@ -91,11 +106,7 @@ async fn databases_acct_and_dot_acct_shared_a_folder_and_pick_restored_the_wrong
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_truncated_newest_manifest_made_latest_pick_an_older_backup() {
-    let Some(s) = common::native_server("shop").await else { return };
-    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
-    let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("backups");
-    common::backup_to(&s.url(), &storage, KEY, "shop");
+    let Some((s, t, storage, _)) = shop_backed_up().await else { return };
     // A second, newer backup whose manifest is cut short.
     let out = pgdrill(&[
         "run",
@@ -130,26 +141,13 @@ async fn a_truncated_newest_manifest_made_latest_pick_an_older_backup() {
 }
 
 fn prune(storage: &Path, database: &str) -> std::process::Output {
-    pgdrill(&[
-        "run",
-        "prune",
-        "--var",
-        &format!("storage={}", storage.display()),
-        "--var",
-        &format!("database={database}"),
-        "--var",
-        "keep_daily=0",
-        "--var",
-        "keep_weekly=0",
-        "--var",
-        "keep_monthly=0",
-        "--var",
-        "min_keep=1",
-        "--var",
-        "apply=true",
-    ])
-    .output()
-    .expect("prune")
+    Run::new("prune")
+        .var("storage", storage.display())
+        .var("database", database)
+        .vars(&["keep_daily=0", "keep_weekly=0", "keep_monthly=0", "min_keep=1", "apply=true"])
+        .command()
+        .output()
+        .expect("prune")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,11 +206,7 @@ async fn one_bad_ledger_line_made_prune_delete_the_newest_verified_backup() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn freshness_was_skipped_with_the_restore_of_an_already_verified_backup() {
-    let Some(s) = common::native_server("shop").await else { return };
-    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
-    let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("backups");
-    common::backup_to(&s.url(), &storage, KEY, "shop");
+    let Some((s, t, storage, _)) = shop_backed_up().await else { return };
     let junit = t.path().join("v.xml");
     let out = run_verify(&storage, "shop", &[], &junit);
     assert_eq!(out.code, Some(0), "{}", out.all());
@@ -488,11 +482,7 @@ fn edit_manifest(backup: &Path, f: impl FnOnce(&mut serde_json::Map<String, serd
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
-    let Some(s) = common::native_server("shop").await else { return };
-    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
-    let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("backups");
-    let backup = common::backup_to(&s.url(), &storage, KEY, "shop");
+    let Some((s, t, storage, backup)) = shop_backed_up().await else { return };
     let original = std::fs::read(pgdrill::backup::layout::manifest_path(&backup)).expect("manifest");
     let junit = t.path().join("v.xml");
     let out = run_verify(&storage, "shop", &[], &junit);
@@ -619,22 +609,8 @@ async fn an_unencrypted_backup_did_not_say_its_manifest_is_unauthenticated() {
     assert!(listing.lines().next().unwrap_or_default().contains("manifest"), "{listing}");
     assert!(listing.lines().nth(1).unwrap_or_default().contains(" UNAUTH "), "{listing}");
     let junit = t.path().join("v.xml");
-    let out = pgdrill(&[
-        "run",
-        "verify",
-        "--var",
-        &format!("storage={}", storage.display()),
-        "--var",
-        "database=shop",
-        "--var",
-        "provider=native",
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-    ])
-    .env_remove("PGDRILL_BACKUP_KEY")
-    .output()
-    .expect("verify");
-    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let out = verify_run(&storage, "shop", &[], &junit).env_remove(KEY_ENV).output();
+    assert_eq!(out.code, Some(0), "{}", out.all());
     let report = std::fs::read_to_string(&junit).expect("junit");
     assert!(report.contains("manifest UNAUTHENTICATED: the backup is not encrypted"), "{report}");
     s.stop().await;
@@ -647,11 +623,7 @@ async fn an_unencrypted_backup_did_not_say_its_manifest_is_unauthenticated() {
 /// allows unauthenticated backups, and `latest` names what it refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unencrypted_backup_planted_beside_encrypted_ones_was_verified_with_the_key() {
-    let Some(s) = common::native_server("shop").await else { return };
-    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
-    let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("backups");
-    common::backup_to(&s.url(), &storage, KEY, "shop");
+    let Some((s, t, storage, _)) = shop_backed_up().await else { return };
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let planted = pgdrill::backup::CreateOptions {
         url: s.url(),
@@ -736,24 +708,9 @@ async fn a_throwaway_disk_filling_during_restore_was_recorded_as_a_failed_backup
     let Some(disk) = SmallDisk::mount(&t.path().join("small"), "64m") else { return };
     std::fs::set_permissions(&disk.0, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).expect("chmod");
     let junit = t.path().join("v.xml");
-    let out = pgdrill(&[
-        "run",
-        "verify",
-        "--var",
-        &format!("storage={}", storage.display()),
-        "--var",
-        "database=shop",
-        "--var",
-        "provider=native",
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .env("TMPDIR", &disk.0)
-    .output()
-    .expect("verify");
-    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
-    assert!(all(&out).contains("disk is full"), "{}", all(&out));
+    let out = verify_run(&storage, "shop", &[], &junit).env("TMPDIR", &disk.0).output();
+    assert_eq!(out.code, Some(3), "{}", out.all());
+    assert!(out.all().contains("disk is full"), "{}", out.all());
     let cases = junit_cases(&junit);
     assert_eq!(status_of(&cases, "scratch"), "passed", "{cases:?}");
     assert_eq!(status_of(&cases, "restore"), "error", "{cases:?}");
@@ -771,11 +728,7 @@ async fn a_throwaway_disk_filling_during_restore_was_recorded_as_a_failed_backup
 /// verdicts now: the run still fails (exit 1), the backup stays proven, shown as stale.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_backup_whose_content_was_proven_was_recorded_as_failed() {
-    let Some(s) = common::native_server("shop").await else { return };
-    common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
-    let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("backups");
-    common::backup_to(&s.url(), &storage, KEY, "shop");
+    let Some((s, t, storage, _)) = shop_backed_up().await else { return };
     std::thread::sleep(std::time::Duration::from_secs(2));
     let junit = t.path().join("v.xml");
     let out = run_verify(&storage, "shop", &["max_age=1s"], &junit);

@@ -542,18 +542,28 @@ fn sigterm_during_a_nested_runbook_runs_the_childs_rollbacks_and_finally_before_
     signal_during_a_nested_runbook(nix::sys::signal::Signal::SIGTERM, "SIGTERM");
 }
 
-#[test]
-fn a_nested_runbook_past_its_steps_timeout_runs_its_rollbacks_and_finally_before_the_parents() {
+/// [`nested_interrupt`] `case` run to its end: exit 1, the child wound down first; its run.json.
+fn nested_run_failed(case: &str) -> serde_json::Value {
     let t = tmp();
     let (log, report) = (t.path().join("log"), t.path().join("r"));
-    let out = nested_interrupt("timeout", &log, &report).output().expect("run");
+    let out = nested_interrupt(case, &log, &report).output().expect("run");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert_child_wound_down_first(&log, &report, "interrupted");
-    let rec = read_json(&report.join("run.json"));
-    let timed = rec["suites"][0]["steps"]
+    read_json(&report.join("run.json"))
+}
+
+/// The parent's step `label` in run.json `rec` (null when it has none).
+fn parent_step(rec: &serde_json::Value, label: &str) -> serde_json::Value {
+    rec["suites"][0]["steps"]
         .as_array()
-        .and_then(|a| a.iter().find(|s| s["label"] == "nest_timed").cloned())
-        .unwrap_or_default();
+        .and_then(|a| a.iter().find(|s| s["label"] == label).cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_nested_runbook_past_its_steps_timeout_runs_its_rollbacks_and_finally_before_the_parents() {
+    let rec = nested_run_failed("timeout");
+    let timed = parent_step(&rec, "nest_timed");
     assert_eq!(timed["outcome"], "timed_out", "{timed}");
     let wait = &rec["suites"][1]["steps"][1];
     assert!(wait["message"].as_str().unwrap_or_default().contains("the timeout of step `nest_timed`"), "{wait}");
@@ -561,16 +571,8 @@ fn a_nested_runbook_past_its_steps_timeout_runs_its_rollbacks_and_finally_before
 
 #[test]
 fn a_failing_sibling_of_a_nested_runbook_lets_the_child_roll_back_and_finish_first() {
-    let t = tmp();
-    let (log, report) = (t.path().join("log"), t.path().join("r"));
-    let out = nested_interrupt("sibling", &log, &report).output().expect("run");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    assert_child_wound_down_first(&log, &report, "interrupted");
-    let rec = read_json(&report.join("run.json"));
-    let beside = rec["suites"][0]["steps"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["label"] == "nest_beside").cloned())
-        .unwrap_or_default();
+    let rec = nested_run_failed("sibling");
+    let beside = parent_step(&rec, "nest_beside");
     assert_eq!(beside["outcome"], "skipped", "{beside}");
     assert!(beside["message"].as_str().unwrap_or_default().contains("step `failing` failed"), "{beside}");
 }

@@ -226,15 +226,17 @@ async fn each_target_run_sees_only_its_own_secrets() {
     s.stop().await;
 }
 
+/// Fleet file `f.yaml` in `dir`, holding `text`.
+fn fleet_file(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let fleet = dir.join("f.yaml");
+    std::fs::write(&fleet, text).expect("fleet");
+    fleet
+}
+
 #[test]
 fn a_restore_runs_for_exactly_one_named_target() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let fleet = dir.path().join("f.yaml");
-    std::fs::write(
-        &fleet,
-        "defaults: { storage: /nonexistent, connection: 'host=127.0.0.1 port=1 user=x' }\nprojects:\n  p:\n    environments:\n      e:\n        databases:\n          a: {}\n          b: {}\n",
-    )
-    .expect("fleet");
+    let fleet = fleet_file(dir.path(), "defaults: { storage: /nonexistent, connection: 'host=127.0.0.1 port=1 user=x' }\nprojects:\n  p:\n    environments:\n      e:\n        databases:\n          a: {}\n          b: {}\n");
     let f = fleet.to_str().expect("ok");
     for args in
         [vec!["fleet", "run", f, "restore", "--yes"], vec!["fleet", "run", f, "restore", "--only", "p/e", "--yes"]]
@@ -254,12 +256,7 @@ fn a_restore_runs_for_exactly_one_named_target() {
 #[test]
 fn an_invalid_fleet_file_is_shown_at_its_line_by_validate() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let fleet = dir.path().join("f.yaml");
-    std::fs::write(
-        &fleet,
-        "defaults: { storage: /b }\nprojects:\n  p:\n    defaults:\n      connection: postgres://u:s3cret@h/db\n    environments:\n      e:\n        databases:\n          a: {}\n",
-    )
-    .expect("fleet");
+    let fleet = fleet_file(dir.path(), "defaults: { storage: /b }\nprojects:\n  p:\n    defaults:\n      connection: postgres://u:s3cret@h/db\n    environments:\n      e:\n        databases:\n          a: {}\n");
     let out = run(&["validate", fleet.to_str().expect("utf-8 path")]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -429,16 +426,9 @@ async fn a_predeployment_manifest_rolls_the_database_back_to_exactly_its_backup(
     let st = storage.to_str().expect("utf-8");
     let with_key = |args: &[&str]| pgdrill(args).env("PGDRILL_BACKUP_KEY", KEY).output().expect("pgdrill");
     let url = srv.url();
-    let out = with_key(&[
-        "run",
-        "predeploy",
-        "--var",
-        &format!("database_url={url}"),
-        "--var",
-        &format!("storage={st}"),
-        "--var",
-        "label=v2.14.0",
-    ]);
+    let (db_var, st_var) = (format!("database_url={url}"), format!("storage={st}"));
+    let predeploy = || with_key(&["run", "predeploy", "--var", &db_var, "--var", &st_var, "--var", "label=v2.14.0"]);
+    let out = predeploy();
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let manifest = storage.join("deployments/app/v2.14.0.json");
     let m: serde_json::Value =
@@ -448,16 +438,7 @@ async fn a_predeployment_manifest_rolls_the_database_back_to_exactly_its_backup(
     assert_eq!(m["sha256"].as_str().map(str::len), Some(64));
     assert!(Path::new(m["backup"].as_str().expect("backup")).is_file());
     // The same label again never replaces the first manifest.
-    let out = with_key(&[
-        "run",
-        "predeploy",
-        "--var",
-        &format!("database_url={url}"),
-        "--var",
-        &format!("storage={st}"),
-        "--var",
-        "label=v2.14.0",
-    ]);
+    let out = predeploy();
     assert_eq!(out.status.code(), Some(2), "{}{}", text(&out.stdout), text(&out.stderr));
     let again: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&manifest).expect("manifest")).expect("json");

@@ -27,13 +27,19 @@ fn set_mtime(p: &Path, days_ago: i64) {
 
 /// Run a shell pipeline with the source server in the libpq environment, as the seeds do.
 fn sh(src: &pgdrill::pg::ephemeral::Ephemeral, script: &str, gnupghome: &Path) {
+    bash_on(src, "auth_db", script, &format!("set -euo pipefail; {script}"), gnupghome);
+}
+
+/// Run `bash -c RUN` with database `database` of `src` in the libpq environment, the backup
+/// passphrase and `gnupghome`; it must succeed (a failure names `script`).
+fn bash_on(src: &pgdrill::pg::ephemeral::Ephemeral, database: &str, script: &str, run: &str, gnupghome: &Path) {
     let out = Command::new("bash")
-        .args(["-c", &format!("set -euo pipefail; {script}")])
+        .args(["-c", run])
         .env("PGHOST", &src.host)
         .env("PGPORT", src.port.to_string())
         .env("PGUSER", &src.user)
         .env("PGPASSWORD", &src.password)
-        .env("PGDATABASE", "auth_db")
+        .env("PGDATABASE", database)
         .env("BACKUP_PASS", PASS)
         .env("GNUPGHOME", gnupghome)
         .stdin(Stdio::null())
@@ -284,29 +290,12 @@ fn prune_keep_within_deletes_exactly_the_older_files_after_a_dry_run() {
     std::fs::write(storage.join(format!("other_{}.sql.gz", stamp(300))), sql_gz()).expect("write");
 
     let prune = |apply: bool| {
-        let out = pgdrill(&[
-            "run",
-            "prune",
-            "--var",
-            &format!("storage={}", storage.display()),
-            "--var",
-            "database=billing",
-            "--var",
-            "keep_within=30d",
-            "--var",
-            "keep_daily=0",
-            "--var",
-            "keep_weekly=0",
-            "--var",
-            "keep_monthly=0",
-            "--var",
-            &format!("apply={apply}"),
-        ])
-        .output()
-        .expect("prune");
-        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-        assert_eq!(out.status.code(), Some(0), "{all}");
-        all
+        Run::new("prune")
+            .var("storage", storage.display())
+            .vars(&["database=billing", "keep_within=30d", "keep_daily=0", "keep_weekly=0", "keep_monthly=0"])
+            .var("apply", apply)
+            .expect(0)
+            .all()
     };
     let files = || {
         let mut v: Vec<String> = std::fs::read_dir(&storage)
@@ -409,19 +398,7 @@ async fn three_tables() -> Option<pgdrill::pg::ephemeral::Ephemeral> {
 
 fn field_sh(src: &pgdrill::pg::ephemeral::Ephemeral, script: &str, gnupghome: &Path) {
     // No pipefail: `pg_dump | head | gzip` exits 0 although pg_dump died of SIGPIPE.
-    let out = Command::new("bash")
-        .args(["-c", script])
-        .env("PGHOST", &src.host)
-        .env("PGPORT", src.port.to_string())
-        .env("PGUSER", &src.user)
-        .env("PGPASSWORD", &src.password)
-        .env("PGDATABASE", "app")
-        .env("BACKUP_PASS", PASS)
-        .env("GNUPGHOME", gnupghome)
-        .stdin(Stdio::null())
-        .output()
-        .expect("bash");
-    assert!(out.status.success(), "{script}: {}", text(&out.stderr));
+    bash_on(src, "app", script, script, gnupghome);
 }
 
 fn verify_app(backup: &Path, vars: &[&str], junit: &Path) -> (Option<i32>, String) {

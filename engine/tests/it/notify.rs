@@ -93,24 +93,13 @@ fn http_get(port: u16, path: &str) -> String {
     out
 }
 
+/// `pgdrill run backup --notify NOTIFY` of `url` into `storage` with the key, not run yet.
+fn backup_run(notify: &Path, url: &str, storage: &Path) -> Run {
+    Run::new("backup").arg("--notify").arg(notify).var("database_url", url).var("storage", storage.display()).key(KEY)
+}
+
 fn backup(notify: &Path, url: &str, storage: &Path, report: &Path) -> std::process::Output {
-    pgdrill(&[
-        "run",
-        "backup",
-        "--notify",
-        notify.to_str().expect("utf-8"),
-        "--report",
-        report.to_str().expect("utf-8"),
-        "--var",
-        &format!("database_url={url}"),
-        "--var",
-        &format!("storage={}", storage.display()),
-        "--var",
-        "fingerprint=counts",
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .output()
-    .expect("pgdrill")
+    backup_run(notify, url, storage).report(report).var("fingerprint", "counts").command().output().expect("pgdrill")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -147,24 +136,13 @@ async fn metrics_reach_the_textfile_and_the_pushgateway_and_webhooks_fire_when_a
     let report = dir.path().join("r1");
 
     // 1. A passing backup, with one webhook that cannot be reached.
-    let out = {
-        let mut c = pgdrill(&[
-            "run",
-            "backup",
-            "--notify",
-            notify.to_str().expect("utf-8"),
-            "--report",
-            report.to_str().expect("utf-8"),
-            "--var",
-            &format!("database_url={}", srv.url()),
-            "--var",
-            &format!("storage={}", storage.display()),
-            "--var",
-            "fingerprint=counts",
-        ]);
-        c.env("PGDRILL_BACKUP_KEY", KEY).env("HOOK_URL", format!("http://127.0.0.1:{}/always/{TOKEN}", hooks.port));
-        c.output().expect("pgdrill")
-    };
+    let out = backup_run(&notify, &srv.url(), &storage)
+        .report(&report)
+        .var("fingerprint", "counts")
+        .env("HOOK_URL", format!("http://127.0.0.1:{}/always/{TOKEN}", hooks.port))
+        .command()
+        .output()
+        .expect("pgdrill");
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "a failing sink changed the verdict: {stdout}{stderr}");
     assert!(
@@ -214,20 +192,11 @@ async fn metrics_reach_the_textfile_and_the_pushgateway_and_webhooks_fire_when_a
 
     // 2. The same backup fails (its database is gone): success 0, the last success stays.
     exec(&srv.url_for("postgres"), "drop database app with (force)").await;
-    let out = {
-        let mut c = pgdrill(&[
-            "run",
-            "backup",
-            "--notify",
-            notify.to_str().expect("utf-8"),
-            "--var",
-            &format!("database_url={}", srv.url()),
-            "--var",
-            &format!("storage={}", storage.display()),
-        ]);
-        c.env("PGDRILL_BACKUP_KEY", KEY).env("HOOK_URL", format!("http://127.0.0.1:{}/always/{TOKEN}", hooks.port));
-        c.output().expect("pgdrill")
-    };
+    let out = backup_run(&notify, &srv.url(), &storage)
+        .env("HOOK_URL", format!("http://127.0.0.1:{}/always/{TOKEN}", hooks.port))
+        .command()
+        .output()
+        .expect("pgdrill");
     assert!(!out.status.success());
     let prom = std::fs::read_to_string(&textfile).expect("textfile");
     // On the database's own series, though no step got far enough to name it.
@@ -346,12 +315,7 @@ fn an_email_goes_out_over_starttls_and_a_wrong_ca_is_a_warning_not_a_verdict() {
             .spawn()
             .expect("aiosmtpd"),
     );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    _smtp.wait_listening(port);
     let rb = dir.path().join("fails.yaml");
     std::fs::write(&rb, "name: nightly\nsteps:\n  - id: gate\n    uses: shell.run\n    with: { argv: [\"false\"] }\n")
         .expect("runbook");

@@ -17,20 +17,8 @@ const AWS_SECRET: &str = "moto-secret-access-key-never-shown-4242";
 /// access key id and secret of a user allowed `s3:*`, made during those requests (with
 /// bucket `bkt`).
 fn moto_checking_signatures() -> Option<(Server, String, String)> {
-    if !require(on_path("moto_server"), "moto_server (PyPI moto[server])") {
-        return None;
-    }
-    let port = free_port();
-    let (log, out, err) = server_log();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env("INITIAL_NO_AUTH_ACTION_COUNT", "4")
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("moto_server starts");
-    let s = Server { child, port, log: Some(log) };
-    wait_listening(port, "moto_server");
+    let s = moto_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")])?;
+    let port = s.port;
     let as_service = |service: &str| {
         format!("AWS4-HMAC-SHA256 Credential=setup/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0")
     };
@@ -932,6 +920,7 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
     assert_eq!(azure_create_container(az.port, "backups"), 201);
     let loc = "az://backups/prod";
     let run = |args: &[&str]| out_of(&mut with_azure(pgdrill(args), az.port, AZURITE_KEY));
+    let az_run = |r: Run| out_of(&mut with_azure(r.command(), az.port, AZURITE_KEY));
     let backups = |port: u16| {
         azure_blobs(port, "backups", "prod/shop/", false).into_iter().filter(|n| n.ends_with(".dump.pgdrill")).count()
     };
@@ -952,25 +941,17 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
     //    job (streamed twice: checked, then restored) and two (checked and staged once).
     for (jobs, target) in [("1", "shop_one"), ("2", "shop_two")] {
         let junit = dir.path().join(format!("restore-{jobs}.xml"));
-        let (code, log) = run(&[
-            "run",
-            "restore",
-            "--yes",
-            "--var",
-            &format!("database_url={url}"),
-            "--var",
-            &format!("storage={loc}"),
-            "--var",
-            "database=shop",
-            "--var",
-            &format!("target={target}"),
-            "--var",
-            &format!("jobs={jobs}"),
-            "--var",
-            &format!("safety={}", dir.path().join("safety").display()),
-            "--junit",
-            junit.to_str().expect("utf-8"),
-        ]);
+        let (code, log) = az_run(
+            Run::new("restore")
+                .arg("--yes")
+                .var("database_url", &url)
+                .var("storage", loc)
+                .var("database", "shop")
+                .var("target", target)
+                .var("jobs", jobs)
+                .var("safety", dir.path().join("safety").display())
+                .junit(&junit),
+        );
         assert_eq!(code, 0, "{log}");
         let xml = std::fs::read_to_string(&junit).expect("junit");
         assert!(xml.contains(&newest), "the latest backup was restored: {xml}");
@@ -980,28 +961,15 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
 
     // 2. Copy a local backup into the container, read back and checked; again: already there.
     let local = dir.path().join("local");
-    let (code, log) = run(&[
-        "run",
-        "backup",
-        "--var",
-        &format!("database_url={url}"),
-        "--var",
-        &format!("storage={}", local.display()),
-    ]);
+    let (code, log) = az_run(Run::new("backup").var("database_url", &url).var("storage", local.display()));
     assert_eq!(code, 0, "{log}");
     let copy = |apply: &str| {
-        run(&[
-            "run",
-            "offsite",
-            "--var",
-            &format!("storage={}", local.display()),
-            "--var",
-            "offsite=az://backups/offsite",
-            "--var",
-            "database=shop",
-            "--var",
-            &format!("apply={apply}"),
-        ])
+        az_run(
+            Run::new("offsite")
+                .var("storage", local.display())
+                .vars(&["offsite=az://backups/offsite", "database=shop"])
+                .var("apply", apply),
+        )
     };
     let (code, log) = copy("false");
     assert_eq!(code, 0, "{log}");
@@ -1014,24 +982,12 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
 
     // 3. Prune to one: the dry run deletes nothing; apply deletes all but the newest.
     let prune = |apply: &str| {
-        run(&[
-            "run",
-            "prune",
-            "--var",
-            &format!("storage={loc}"),
-            "--var",
-            "database=shop",
-            "--var",
-            "keep_daily=0",
-            "--var",
-            "keep_weekly=0",
-            "--var",
-            "keep_monthly=0",
-            "--var",
-            "min_keep=1",
-            "--var",
-            &format!("apply={apply}"),
-        ])
+        az_run(
+            Run::new("prune")
+                .var("storage", loc)
+                .vars(&["database=shop", "keep_daily=0", "keep_weekly=0", "keep_monthly=0", "min_keep=1"])
+                .var("apply", apply),
+        )
     };
     let (code, log) = prune("false");
     assert_eq!(code, 0, "{log}");
@@ -1046,31 +1002,8 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
 
     // 4. An upload stopped by SIGINT: exit 130, no blob under a final name, no record of it.
     exec(&url, "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text || g::text || i::text), '') from generate_series(1, 16) i) from generate_series(1, 200000) g").await;
-    let mut child = with_azure(
-        pgdrill(&[
-            "run",
-            "backup",
-            "--var",
-            &format!("database_url={url}"),
-            "--var",
-            "storage=az://backups/big",
-            "--var",
-            "encrypt=false",
-        ]),
-        az.port,
-        AZURITE_KEY,
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("pgdrill");
     // Stop it once its first blocks are in the store.
-    let t = Instant::now();
-    while !azure_blobs(az.port, "backups", "big/", true).iter().any(|n| n.ends_with(".dump.pgdrill")) {
-        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
-        assert!(child.try_wait().expect("wait").is_none(), "the backup ended before its upload was seen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = big_azure_upload_started(&url, az.port, Stdio::piped(), Stdio::piped());
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
         .expect("SIGINT");
     let out = child.wait_with_output().expect("ends");
@@ -1082,29 +1015,7 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
 
     // 5. kill -9 in the middle of an upload: its blocks stay (uncommitted, unseen) with its
     //    record; prune's dry run names it, apply deletes the blocks and the record.
-    let mut child = with_azure(
-        pgdrill(&[
-            "run",
-            "backup",
-            "--var",
-            &format!("database_url={url}"),
-            "--var",
-            "storage=az://backups/big",
-            "--var",
-            "encrypt=false",
-        ]),
-        az.port,
-        AZURITE_KEY,
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("pgdrill");
-    let t = Instant::now();
-    while !azure_blobs(az.port, "backups", "big/", true).iter().any(|n| n.ends_with(".dump.pgdrill")) {
-        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut child = big_azure_upload_started(&url, az.port, Stdio::null(), Stdio::null());
     child.kill().expect("kill -9");
     let _ = child.wait();
     let committed = |port: u16| {
@@ -1126,18 +1037,13 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
         azure_send(az.port, "PUT", "/backups/prod/.pgdrill-uploads/1-000000000000.json", &[], record.as_bytes());
     assert_eq!(status, 201, "{body}");
     let prune_uploads = |storage: &str, database: &str, apply: &str| {
-        run(&[
-            "run",
-            "prune",
-            "--var",
-            &format!("storage={storage}"),
-            "--var",
-            &format!("database={database}"),
-            "--var",
-            "abandoned_uploads_after=0s",
-            "--var",
-            &format!("apply={apply}"),
-        ])
+        az_run(
+            Run::new("prune")
+                .var("storage", storage)
+                .var("database", database)
+                .var("abandoned_uploads_after", "0s")
+                .var("apply", apply),
+        )
     };
     let (code, log) = prune_uploads("az://backups/big", "big", "false");
     assert_eq!(code, 0, "{log}");
@@ -1159,6 +1065,27 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
     srv.stop().await;
 }
 
+/// `pgdrill run backup` of `url` to az://backups/big (unencrypted), spawned; returned once
+/// the first blocks of its upload are in the store, while it still runs.
+fn big_azure_upload_started(url: &str, port: u16, out: Stdio, err: Stdio) -> std::process::Child {
+    let mut child = with_azure(
+        Run::new("backup").var("database_url", url).var("storage", "az://backups/big").var("encrypt", false).command(),
+        port,
+        AZURITE_KEY,
+    )
+    .stdout(out)
+    .stderr(err)
+    .spawn()
+    .expect("pgdrill");
+    let t = Instant::now();
+    while !azure_blobs(port, "backups", "big/", true).iter().any(|n| n.ends_with(".dump.pgdrill")) {
+        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
+        assert!(child.try_wait().expect("wait").is_none(), "the backup ended before its upload was seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
 /// `--report s3://...`: the latest views replaced, one dated page per run (`--keep` prunes
 /// them in the store), the history appended as one object per run and read back by the
 /// next run's charts and by `pgdrill report URL`; a failed run publishes too.
@@ -1167,12 +1094,7 @@ async fn reports_are_published_to_the_store_with_appended_history_and_kept_pages
     let Some(s3) = moto() else { return };
     assert_eq!(http(s3.port, "PUT", "/reports", &[]).0, 200, "bucket created");
     let dir = tempfile::tempdir().expect("tempdir");
-    let rb = dir.path().join("nightly.yaml");
-    std::fs::write(
-        &rb,
-        "name: nightly\nvars: { fail: 'no' }\nsteps:\n  - uses: shell.run\n    with: { script: \"test '{{ vars.fail }}' = no\" }\n",
-    )
-    .expect("runbook");
+    let rb = nightly_runbook(dir.path());
     let rb = rb.to_str().expect("utf-8");
     let loc = "s3://reports/team-a";
     let dated = |keys: &[String]| keys.iter().filter(|k| k.starts_with("team-a/report-")).count();

@@ -9,7 +9,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::{fingerprint_of, junit_cases, pgdrill, scalar, snapshots, status_of, text};
+use crate::common::{fingerprint_of, junit_cases, scalar, snapshots, status_of, text, Run};
 use pgdrill::pg::ephemeral::Ephemeral;
 use pgdrill::pg::fingerprint::Fingerprint;
 
@@ -26,34 +26,18 @@ async fn backed_up(storage: &Path, extra_rows: u32) -> Option<(Ephemeral, PathBu
     common::shop_backed_up(storage, KEY, (500, 5000), &bulk).await
 }
 
-fn restore_args(s: &Ephemeral, storage: &Path, junit: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "run".to_string(),
-        "restore".into(),
-        "--var".into(),
-        format!("database_url={}", s.url_for("postgres")),
-        "--var".into(),
-        format!("storage={}", storage.display()),
-        "--var".into(),
-        "database=shop".into(),
-        "--junit".into(),
-        junit.display().to_string(),
-    ];
+/// A restore of `shop` with `junit`; each of `extra` is a flag when it starts with `--`,
+/// else a `--var`.
+fn restore_args(s: &Ephemeral, storage: &Path, junit: &Path, extra: &[&str]) -> Run {
+    let mut run = common::restore_shop(s, storage, KEY).junit(junit);
     for e in extra {
-        if e.starts_with("--") {
-            args.push(e.to_string());
-        } else {
-            args.push("--var".into());
-            args.push(e.to_string());
-        }
+        run = if e.starts_with("--") { run.arg(e) } else { run.vars(&[e]) };
     }
-    args
+    run
 }
 
 fn restore(s: &Ephemeral, storage: &Path, junit: &Path, extra: &[&str]) -> Output {
-    let args = restore_args(s, storage, junit, extra);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    pgdrill(&args).env("PGDRILL_BACKUP_KEY", KEY).stdin(Stdio::null()).output().expect("restore runs")
+    restore_args(s, storage, junit, extra).command().stdin(Stdio::null()).output().expect("restore runs")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -221,10 +205,8 @@ async fn sigint_during_the_restore_rolls_back() {
     let before = fingerprint_of(&shop).await;
 
     let junit = dir.path().join("restore.xml");
-    let args = restore_args(&s, &storage, &junit, &["--yes", "--quiet"]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let child = pgdrill(&args)
-        .env("PGDRILL_BACKUP_KEY", KEY)
+    let child = restore_args(&s, &storage, &junit, &["--yes", "--quiet"])
+        .command()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

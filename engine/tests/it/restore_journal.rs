@@ -14,7 +14,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::{fingerprint_of, pgdrill, snapshots, text};
+use crate::common::{fingerprint_of, snapshots, text, Run};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pgdrill::pg::ephemeral::Ephemeral;
@@ -56,29 +56,12 @@ async fn shop(storage: &Path, bulk_rows: u32) -> Option<(Ephemeral, Fingerprint)
     Some((s, expected))
 }
 
-fn args(s: &Ephemeral, storage: &Path, extra: &[&str]) -> Vec<String> {
-    let mut a = vec![
-        "run".to_string(),
-        "restore".into(),
-        "--yes".into(),
-        "--var".into(),
-        format!("database_url={}", s.url_for("postgres")),
-        "--var".into(),
-        format!("storage={}", storage.display()),
-        "--var".into(),
-        "database=shop".into(),
-    ];
-    for e in extra {
-        a.push("--var".into());
-        a.push(e.to_string());
-    }
-    a
+fn args(s: &Ephemeral, storage: &Path, extra: &[&str]) -> Run {
+    common::restore_shop(s, storage, KEY).arg("--yes").vars(extra)
 }
 
 fn restore(s: &Ephemeral, storage: &Path, extra: &[&str]) -> (Option<i32>, String) {
-    let a = args(s, storage, extra);
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    let out: Output = pgdrill(&a).env("PGDRILL_BACKUP_KEY", KEY).stdin(Stdio::null()).output().expect("runs");
+    let out: Output = args(s, storage, extra).command().stdin(Stdio::null()).output().expect("runs");
     (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
 }
 
@@ -87,10 +70,8 @@ fn spawn(s: &Ephemeral, storage: &Path) -> Child {
 }
 
 fn spawn_with(s: &Ephemeral, storage: &Path, extra: &[&str]) -> Child {
-    let a = args(s, storage, extra);
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    pgdrill(&a)
-        .env("PGDRILL_BACKUP_KEY", KEY)
+    args(s, storage, extra)
+        .command()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -123,6 +104,39 @@ fn phase_of(storage: &Path, database: &str) -> String {
 async fn value(url: &str, sql: &str) -> Option<String> {
     let c = pgdrill::pg::connect(url).await.ok()?;
     c.query_one(&format!("select ({sql})::text"), &[]).await.ok()?.get::<_, Option<String>>(0)
+}
+
+/// A session holding a lock CREATE DATABASE waits for (template0 commented on in an open
+/// transaction), so a restore can be stopped while its CREATE DATABASE waits.
+async fn hold_create_database(postgres: &str) -> tokio_postgres::Client {
+    let holder = pgdrill::pg::connect(postgres).await.expect("holder");
+    holder.batch_execute("begin; comment on database template0 is 'held by the test'").await.expect("hold");
+    holder
+}
+
+/// Whether one CREATE DATABASE on the server at `postgres` waits for a lock.
+async fn create_database_waits(postgres: &str) -> bool {
+    value(
+        postgres,
+        "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query ilike 'create database%'",
+    )
+    .await
+        == Some("1".into())
+}
+
+/// Release the [`hold_create_database`] lock; the orphaned CREATE DATABASE then finishes on
+/// its own: wait until it has.
+async fn release_create_database(holder: tokio_postgres::Client, postgres: &str) {
+    holder.batch_execute("rollback").await.expect("release");
+    until("the orphaned create to end", || async {
+        value(
+            postgres,
+            "select count(*) from pg_stat_activity where query ilike 'create database%' and state = 'active'",
+        )
+        .await
+            == Some("0".into())
+    })
+    .await;
 }
 
 /// Poll until `cond` holds; fails the test after 90 s (a hang, not a timing assertion),
@@ -198,31 +212,14 @@ async fn kill_at(s: &Ephemeral, storage: &Path, at: At) -> String {
             drop(app);
         }
         At::AfterDrop => {
-            let holder = pgdrill::pg::connect(&postgres).await.expect("holder");
-            holder.batch_execute("begin; comment on database template0 is 'held by the test'").await.expect("hold");
+            let holder = hold_create_database(&postgres).await;
             let mut child = spawn(s, storage);
             until("create database waiting", || async {
-                phase(storage) == "creating"
-                    && value(
-                        &postgres,
-                        "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query ilike 'create database%'",
-                    )
-                    .await
-                        == Some("1".into())
+                phase(storage) == "creating" && create_database_waits(&postgres).await
             })
             .await;
             sigkill(&mut child);
-            holder.batch_execute("rollback").await.expect("release");
-            // The orphaned CREATE DATABASE finishes on its own; wait until it has.
-            until("the orphaned create to end", || async {
-                value(
-                    &postgres,
-                    "select count(*) from pg_stat_activity where query ilike 'create database%' and state = 'active'",
-                )
-                .await
-                    == Some("0".into())
-            })
-            .await;
+            release_create_database(holder, &postgres).await;
         }
         At::DuringRestore => {
             // One session kept open for the polling: a new connection per poll could take
@@ -471,11 +468,9 @@ async fn the_server_stopped_during_the_restore_is_said_plainly_then_recover_roll
     let original = fingerprint_of(&shop_url).await;
     let (pm, argv) = postmaster(&s);
 
-    let a = args(&s, &storage, &[]);
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
-    let child = pgdrill(&a)
-        .env("PGDRILL_BACKUP_KEY", KEY)
+    let child = args(&s, &storage, &[])
+        .command()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -621,30 +616,14 @@ async fn a_journal_of_another_server_sharing_the_safety_folder_never_blocks_nor_
     }
 
     // A restore on A killed after its drop (CREATE DATABASE waits for the test's lock).
-    let holder = pgdrill::pg::connect(&a_postgres).await.expect("holder");
-    holder.batch_execute("begin; comment on database template0 is 'held by the test'").await.expect("hold");
+    let holder = hold_create_database(&a_postgres).await;
     let mut child = spawn_with(&a, &storage_a, &[&safety]);
     until("A's restore waiting in create database", || async {
-        journals_in(&shared) == vec![(address(&a), "creating".to_string())]
-            && value(
-                &a_postgres,
-                "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query ilike 'create database%'",
-            )
-            .await
-                == Some("1".into())
+        journals_in(&shared) == vec![(address(&a), "creating".to_string())] && create_database_waits(&a_postgres).await
     })
     .await;
     sigkill(&mut child);
-    holder.batch_execute("rollback").await.expect("release");
-    until("the orphaned create to end", || async {
-        value(
-            &a_postgres,
-            "select count(*) from pg_stat_activity where query ilike 'create database%' and state = 'active'",
-        )
-        .await
-            == Some("0".into())
-    })
-    .await;
+    release_create_database(holder, &a_postgres).await;
 
     // recover=rollback on B: nothing of B's to recover, and A's journal named as A's.
     let (code, all) = restore(&b, &storage_b, &[&safety, "recover=rollback"]);
@@ -864,10 +843,8 @@ async fn app_during(
     app: &str,
 ) -> (u32, Option<i32>, String) {
     let postgres = s.url_for("postgres");
-    let a = args(s, storage, extra);
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    let child = pgdrill(&a)
-        .env("PGDRILL_BACKUP_KEY", KEY)
+    let child = args(s, storage, extra)
+        .command()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -10,9 +10,8 @@ use std::sync::{Arc, Mutex};
 use crate::common;
 use crate::common::{pgdrill, require, root, text};
 use pgdrill::archive::{Codec, KeySource};
-use pgdrill::backup::{self, CreateOptions, Format, Manifest};
+use pgdrill::backup::{self, Format, Manifest};
 use pgdrill::pg::ephemeral::Ephemeral;
-use pgdrill::pg::fingerprint::Mode;
 
 const KEY: &str = "roles-test passphrase";
 const APP_PASSWORD: &str = "app secret 'quoted'";
@@ -31,26 +30,9 @@ async fn backup_of(url: &str, storage: &Path, key: Option<&str>) -> (PathBuf, Ma
     let lines = Arc::new(Mutex::new(Vec::new()));
     let l = lines.clone();
     let log = move |s: String| l.lock().expect("log").push(s);
-    let created = backup::create(
-        CreateOptions {
-            url: url.to_string(),
-            storage: storage.to_path_buf(),
-            format: Format::Custom,
-            codec: Codec::Zstd,
-            level: 3,
-            threads: 2,
-            jobs: 2,
-            key: key.map(KeySource::from_secret),
-            fingerprint: Mode::Full,
-            pg_dump: None,
-            name: None,
-            meter: None,
-            remote: None,
-        },
-        &log,
-    )
-    .await
-    .expect("backup");
+    let created = backup::create(common::create_options(url, storage, Format::Custom, Codec::Zstd, key), &log)
+        .await
+        .expect("backup");
     let logged = lines.lock().expect("log").clone();
     (created.path, created.manifest, logged)
 }
@@ -58,25 +40,13 @@ async fn backup_of(url: &str, storage: &Path, key: Option<&str>) -> (PathBuf, Ma
 /// `pgdrill run backup` of the database `erp` at `url` into `storage`: a server in a
 /// container is dumped with its major's tools.
 fn backup_run(url: &str, storage: &Path) -> PathBuf {
-    let out = pgdrill(&[
-        "run",
-        "backup",
-        "--var",
-        &format!("database_url={url}"),
-        "--var",
-        &format!("storage={}", storage.display()),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .env(pgdrill::pg::docker::IMAGE_ENV, "pgdrill/postgres-local:{major}")
-    .output()
-    .expect("backup runs");
-    assert!(out.status.success(), "backup: {}{}", text(&out.stdout), text(&out.stderr));
-    std::fs::read_dir(storage.join("erp"))
-        .expect("storage")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
-        .expect("a backup")
+    common::backup_to_with_env(
+        url,
+        storage,
+        KEY,
+        "erp",
+        &[(pgdrill::pg::docker::IMAGE_ENV, "pgdrill/postgres-local:{major}")],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -281,15 +251,22 @@ fn verify_run(backup: &Path, report: &Path, vars: &[&str]) -> (Option<i32>, Stri
     (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)), json)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn verify_keeps_owners_by_default_and_calls_no_owner_the_weaker_proof() {
-    let Some(src) = common::native_server("erp").await else { return };
+/// Server `erp` loaded, with `default_transaction_read_only = on` set on the database (kept in
+/// the backup), and a backup of it in a new folder: the server, the folder and the backup.
+async fn read_only_erp_backed_up() -> Option<(Ephemeral, tempfile::TempDir, PathBuf)> {
+    let src = common::native_server("erp").await?;
     load(&src.url()).await;
-    // Kept in the backup, but not applied on verify's throwaway server, where it would make
-    // the checks' own sessions read-only (amcheck could not create its extension).
     common::exec(&src.url(), "alter database erp set default_transaction_read_only = on").await;
     let dir = tempfile::tempdir().expect("tmp");
     let path = backup_run(&src.url(), dir.path());
+    Some((src, dir, path))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_keeps_owners_by_default_and_calls_no_owner_the_weaker_proof() {
+    // Kept in the backup, but not applied on verify's throwaway server, where it would make
+    // the checks' own sessions read-only (amcheck could not create its extension).
+    let Some((src, dir, path)) = read_only_erp_backed_up().await else { return };
     src.stop().await;
 
     let (code, all, json) = verify_run(&path, &dir.path().join("owned"), &[]);
@@ -403,12 +380,8 @@ async fn another_tools_dump_is_unproven_for_roles_unless_a_globals_file_is_besid
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restore_onto_a_rebuilt_server_lists_missing_roles_and_creates_them_only_when_confirmed() {
-    let Some(src) = common::native_server("erp").await else { return };
-    load(&src.url()).await;
     // Applied after the restore, never before it (it would stop pg_restore).
-    common::exec(&src.url(), "alter database erp set default_transaction_read_only = on").await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = backup_run(&src.url(), dir.path());
+    let Some((src, dir, path)) = read_only_erp_backed_up().await else { return };
     src.stop().await;
     // The rebuilt server: the database is there again, empty; one role was recreated by
     // hand, differently (no login).

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::{pgdrill, text, wait_for};
+use crate::common::{pgdrill, text, wait_for, Run};
 
 const KEY: &str = "secrets-test passphrase 7f3a";
 
@@ -31,6 +31,21 @@ fn children_named(parent: u32, comm: &str) -> Vec<u32> {
         }
     }
     out
+}
+
+/// `run` with the backup key, spawned with its output discarded.
+fn spawn_quiet(run: Run) -> std::process::Child {
+    run.key(KEY).command().stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("run")
+}
+
+/// Whether process `pid` is gone within 30 s; one still running then is killed (SIGKILL), so
+/// that no test leaves it behind.
+fn gone_or_killed(pid: u32) -> bool {
+    let gone = wait_for(Duration::from_secs(30), || (!running(pid)).then_some(())).is_some();
+    if !gone {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+    gone
 }
 
 fn running(pid: u32) -> bool {
@@ -190,29 +205,14 @@ steps:
 ",
     )
     .expect("runbook");
-    let mut run = pgdrill(&[
-        "run",
-        &rb.display().to_string(),
-        "--var",
-        &format!("backup={}", backup.display()),
-        "--var",
-        &format!("into={target}"),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("run");
+    let mut run = spawn_quiet(Run::new(&rb).var("backup", backup.display()).var("into", &target));
     let pid = run.id();
     let restore = wait_for(Duration::from_secs(120), || children_named(pid, "pg_restore").first().copied());
     let _ = run.kill();
     let _ = run.wait();
     let restore = restore.expect("pg_restore never started");
-    let gone = wait_for(Duration::from_secs(30), || (!running(restore)).then_some(()));
-    if gone.is_none() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(restore as i32), nix::sys::signal::Signal::SIGKILL);
-    }
-    assert!(gone.is_some(), "pg_restore {restore} kept running after pgdrill was killed");
+    let gone = gone_or_killed(restore);
+    assert!(gone, "pg_restore {restore} kept running after pgdrill was killed");
 }
 
 /// Before: pg_dump outlived a killed pgdrill (here it waits for a lock another session
@@ -224,19 +224,8 @@ async fn pg_dump_dies_with_a_killed_pgdrill() {
     common::exec(&src.url(), "create table t (id int); insert into t values (1);").await;
     let holder = pgdrill::pg::connect(&src.url()).await.expect("connect");
     holder.batch_execute("begin; lock table t in access exclusive mode;").await.expect("lock");
-    let mut run = pgdrill(&[
-        "run",
-        "backup",
-        "--var",
-        &format!("database_url={}", src.url()),
-        "--var",
-        &format!("storage={}", storage.path().display()),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("run");
+    let mut run =
+        spawn_quiet(Run::new("backup").var("database_url", src.url()).var("storage", storage.path().display()));
     let pid = run.id();
     let dump = wait_for(Duration::from_secs(120), || children_named(pid, "pg_dump").first().copied());
     // Kill only once pg_dump waits for the lock with the snapshot imported: killed earlier,
@@ -261,12 +250,9 @@ async fn pg_dump_dies_with_a_killed_pgdrill() {
     let _ = run.wait();
     let dump = dump.expect("pg_dump never started");
     assert!(blocked, "pg_dump never waited for the lock");
-    let gone = wait_for(Duration::from_secs(30), || (!running(dump)).then_some(()));
-    if gone.is_none() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(dump as i32), nix::sys::signal::Signal::SIGKILL);
-    }
+    let gone = gone_or_killed(dump);
     let _ = holder.batch_execute("rollback").await;
-    assert!(gone.is_some(), "pg_dump {dump} kept running after pgdrill was killed");
+    assert!(gone, "pg_dump {dump} kept running after pgdrill was killed");
     assert!(
         !Path::new(&storage.path().join("locked")).exists()
             || std::fs::read_dir(storage.path().join("locked"))

@@ -43,6 +43,17 @@ fn sh(cmd: &mut Command) {
     assert!(out.status.success(), "{cmd:?}: {}{}", text(&out.stdout), text(&out.stderr));
 }
 
+/// A self-signed CA (`ca.key`, `ca.crt`, two days) named `subject`, made in `dir`.
+fn make_ca(dir: &std::path::Path, subject: &str) {
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", subject,
+        ],
+    );
+}
+
 fn openssl(dir: &Path, args: &[&str]) {
     sh(Command::new("openssl").current_dir(dir).args(args));
 }
@@ -115,24 +126,7 @@ fn tls_server() -> Option<TlsServer> {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=pgdrill test CA",
-        ],
-    );
+    make_ca(d, "/CN=pgdrill test CA");
     signed(d, "server", "localhost", Some("DNS:localhost"));
     signed(d, "client", "certuser", None);
     std::fs::write(d.join("pw"), PASSWORD).expect("pw");
@@ -251,24 +245,7 @@ fn verify_full_against_a_name_the_certificate_lacks_is_exit_3_naming_sslmode() {
 fn an_unknown_ca_is_exit_3_naming_sslrootcert() {
     let Some(s) = tls_server() else { return };
     let other = tempfile::tempdir().expect("tempdir");
-    openssl(
-        other.path(),
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=another CA",
-        ],
-    );
+    make_ca(other.path(), "/CN=another CA");
     let url = format!(
         "host=localhost port={} dbname=app user=postgres sslmode=verify-ca sslrootcert={}",
         s.port,

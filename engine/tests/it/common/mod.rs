@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 pub use builder::{Ran, Run, KEY_ENV};
 pub use junit::{Junit, Status};
 pub use report::RunJson;
-pub use servers::{moto, on_path, server_log, wait_listening, Server};
+pub use servers::{moto, moto_with_env, on_path, server_log, wait_listening, Server};
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
@@ -80,6 +80,11 @@ pub fn status_of<'a>(cases: &'a [(String, String)], name: &str) -> &'a str {
 
 /// `pgdrill run backup` of `url` into `storage` with `key`; the path of the backup of `db`.
 pub fn backup_to(url: &str, storage: &std::path::Path, key: &str, db: &str) -> PathBuf {
+    backup_to_with_env(url, storage, key, db, &[])
+}
+
+/// [`backup_to`] with `env` set for pgdrill (such as the image for a server in a container).
+pub fn backup_to_with_env(url: &str, storage: &Path, key: &str, db: &str, env: &[(&str, &str)]) -> PathBuf {
     let out = pgdrill(&[
         "run",
         "backup",
@@ -89,6 +94,7 @@ pub fn backup_to(url: &str, storage: &std::path::Path, key: &str, db: &str) -> P
         &format!("storage={}", storage.display()),
     ])
     .env("PGDRILL_BACKUP_KEY", key)
+    .envs(env.iter().copied())
     .output()
     .expect("backup");
     assert!(out.status.success(), "backup: {}{}", text(&out.stdout), text(&out.stderr));
@@ -98,6 +104,53 @@ pub fn backup_to(url: &str, storage: &std::path::Path, key: &str, db: &str) -> P
         .map(|e| e.path())
         .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
         .expect("a backup")
+}
+
+/// How the library tests make a backup: custom format, zstd level 3, two threads and jobs,
+/// a full fingerprint, encrypted with `key` (None: not encrypted).
+pub fn create_options(
+    url: &str,
+    storage: &Path,
+    format: pgdrill::backup::Format,
+    codec: pgdrill::archive::Codec,
+    key: Option<&str>,
+) -> pgdrill::backup::CreateOptions {
+    pgdrill::backup::CreateOptions {
+        url: url.to_string(),
+        storage: storage.to_path_buf(),
+        format,
+        codec,
+        level: 3,
+        threads: 2,
+        jobs: 2,
+        key: key.map(pgdrill::archive::KeySource::from_secret),
+        fingerprint: pgdrill::pg::fingerprint::Mode::Full,
+        pg_dump: None,
+        name: None,
+        meter: None,
+        remote: None,
+    }
+}
+
+/// `pgdrill run restore` of database `shop` from `storage` on the server `s` (reached through
+/// its `postgres` database), with the backup key `key`; not run yet.
+pub fn restore_shop(s: &pgdrill::pg::ephemeral::Ephemeral, storage: &Path, key: &str) -> Run {
+    Run::new("restore")
+        .var("database_url", s.url_for("postgres"))
+        .var("storage", storage.display())
+        .var("database", "shop")
+        .key(key)
+}
+
+/// Runbook `nightly.yaml` in `dir`: one step that passes, or fails when `--var fail=yes`.
+pub fn nightly_runbook(dir: &Path) -> PathBuf {
+    let rb = dir.join("nightly.yaml");
+    std::fs::write(
+        &rb,
+        "name: nightly\nvars: { fail: 'no' }\nsteps:\n  - uses: shell.run\n    with: { script: \"test '{{ vars.fail }}' = no\" }\n",
+    )
+    .expect("runbook");
+    rb
 }
 
 /// Run SQL in the database at `url`.
@@ -160,6 +213,19 @@ pub fn snapshots(storage: &Path) -> Vec<PathBuf> {
 /// A mail server child process, killed on drop.
 pub struct Smtp(pub std::process::Child);
 
+impl Smtp {
+    /// Give the server (at most five seconds) to listen on 127.0.0.1:`port`; a server that is
+    /// not listening by then is left for the test's own check to find.
+    pub fn wait_listening(&self, port: u16) {
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Smtp {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -194,12 +260,7 @@ while True:
             .spawn()
             .expect("aiosmtpd"),
     );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    smtp.wait_listening(port);
     smtp
 }
 

@@ -61,6 +61,11 @@ pub fn on_path(cmd: &str) -> bool {
 /// A moto S3 server on a port of its own (it takes unsigned requests); `None` (a printed
 /// skip, or a failure in CI) when moto_server is not installed.
 pub fn moto() -> Option<Server> {
+    moto_with_env(&[])
+}
+
+/// [`moto`] with `env` in its environment (its settings, such as when its access control starts).
+pub fn moto_with_env(env: &[(&str, &str)]) -> Option<Server> {
     if !require(on_path("moto_server"), "moto_server (PyPI moto[server])") {
         return None;
     }
@@ -68,6 +73,7 @@ pub fn moto() -> Option<Server> {
     let (log, out, err) = server_log();
     let child = Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .envs(env.iter().copied())
         .stdout(out)
         .stderr(err)
         .spawn()
