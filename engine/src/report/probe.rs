@@ -33,23 +33,11 @@ pub async fn all(cfg: &NotifyFile) -> Vec<Probe> {
     for (i, n) in cfg.notify.iter().enumerate() {
         let name = n.name.clone().unwrap_or_else(|| format!("notify #{}", i + 1));
         if let Some(w) = &n.webhook {
-            let result = match webhook_url(w) {
-                Some(url) => reachable(&url).await,
-                None => Err(match &w.url_env {
-                    Some(v) => format!("{v} is not set: set it to the webhook's URL where the run starts"),
-                    None => "the webhook has no URL".into(),
-                }),
-            };
+            let result = url_sink(webhook_url(w), w.url_env.as_deref(), "the webhook's URL").await;
             out.push(Probe { what: format!("{name} (webhook)"), result });
         }
         if let Some(s) = &n.sentry {
-            let result = match sentry_dsn(s) {
-                Some(dsn) => reachable(&dsn).await,
-                None => Err(match &s.dsn_env {
-                    Some(v) => format!("{v} is not set: set it to the project's DSN where the run starts"),
-                    None => "the Sentry sink has no DSN".into(),
-                }),
-            };
+            let result = url_sink(sentry_dsn(s), s.dsn_env.as_deref(), "the project's DSN").await;
             out.push(Probe { what: format!("{name} (Sentry)"), result });
         }
         if let Some(e) = &n.email {
@@ -74,6 +62,16 @@ pub async fn all(cfg: &NotifyFile) -> Vec<Probe> {
         }
     }
     out
+}
+
+/// A sink reached at a URL (a webhook, Sentry): its host answers, or what is missing, the
+/// variable `env` that should hold `what` named.
+async fn url_sink(url: Option<String>, env: Option<&str>, what: &str) -> Result<String, String> {
+    match (url, env) {
+        (Some(url), _) => reachable(&url).await,
+        (None, Some(v)) => Err(format!("{v} is not set: set it to {what} where the run starts")),
+        (None, None) => Err(format!("no {}", what.trim_start_matches("the "))),
+    }
 }
 
 /// The host and port of a URL answer a TCP connection.
