@@ -117,7 +117,7 @@ pub async fn run(args: Args, redactor: &Redactor) -> (String, ExitCode) {
             State::Warn => "warn",
             State::Fail => "FAIL",
         };
-        let _ = writeln!(out, "{tag}  {}: {}", i.what, crate::report::visible(&i.text));
+        let _ = writeln!(out, "{tag}  {}: {}", crate::report::visible(&i.what), crate::report::visible(&i.text));
     }
     let failed = f.0.iter().filter(|i| i.state == State::Fail).count();
     let code = if failed == 0 {

@@ -286,7 +286,7 @@ fn doctor_tries_the_notify_sinks_without_sending_and_names_each_one_that_would_f
     when: failure
     email: {{ smtp: '127.0.0.1:{smtp_port}', tls: none, user: pgdrill, password_env: DOCTOR_SMTP_PW,
              from: pgdrill@example.org, to: [dba@example.org] }}
-  - name: chat
+  - name: \"chat\\e[2J\"
     when: failure
     webhook: {{ url_env: DOCTOR_HOOK_URL, format: slack }}
   - name: dead-hook
@@ -304,7 +304,9 @@ fn doctor_tries_the_notify_sinks_without_sending_and_names_each_one_that_would_f
     assert!(mail.starts_with("ok") && mail.contains("after AUTH") && mail.contains("1 recipient"), "{mail}");
     let delivered = std::fs::read_dir(maildir.join("new")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(delivered, 0, "doctor sent a message");
-    let chat = line(&all, "chat (webhook)");
+    // A sink's name is the user's text: shown, never sent to the terminal as a control.
+    assert!(!all.contains('\u{1b}'), "an escape from a sink's name reached the terminal:\n{all}");
+    let chat = line(&all, "(webhook)");
     assert!(chat.starts_with("FAIL") && chat.contains("DOCTOR_HOOK_URL is not set"), "{chat}");
     let dead = line(&all, "dead-hook (webhook)");
     assert!(dead.starts_with("FAIL") && dead.contains(&format!("127.0.0.1:{dead_port}")), "{dead}");
@@ -317,7 +319,7 @@ fn doctor_tries_the_notify_sinks_without_sending_and_names_each_one_that_would_f
     );
     let mail = line(&all, "oncall-mail (email)");
     assert!(mail.starts_with("FAIL") && mail.contains("authentication refused"), "{mail}");
-    assert!(line(&all, "chat (webhook)").starts_with("ok"), "{all}");
+    assert!(line(&all, "2J (webhook)").starts_with("ok"), "{all}");
 }
 
 /// A notify file that does not parse is named with its line, and stops the run (exit 3).
