@@ -736,6 +736,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let (path, header) = match (&remote, uploading, &remote_rel, pending) {
         (Some(r), Some(up), Some(rel), _) => {
             let sent = up.finish().await.map_err(Failure::environment)?;
+            crate::util::test_pause("backup-uploaded");
             // What the store holds is what was written: size and sha256, read back.
             let t = Instant::now();
             let (back, size) = r.digest(rel).await.map_err(Failure::environment)?;
@@ -753,6 +754,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
                 crate::util::human_bytes(size),
                 t.elapsed().as_secs_f64()
             ));
+            crate::util::test_pause("backup-read-back");
             let head = r.head_bytes(rel, u64::from(archive::MAX_HEADER) + 64).await.ok();
             let header = head.and_then(|b| archive::read_header(&mut std::io::Cursor::new(b)).ok()).map(|(h, _)| h);
             (PathBuf::from(r.url_of(rel)), header)
@@ -760,6 +762,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         (_, _, _, Some(pending)) => {
             let path = tokio::task::block_in_place(|| pending.commit())
                 .map_err(|e| Failure::environment(format!("publishing the backup: {e}")))?;
+            crate::util::test_pause("backup-uploaded");
             let header = read_header_of(&path);
             (path, header)
         }
@@ -786,6 +789,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         let _ = std::fs::remove_file(&path);
         return Err(Failure::environment(format!("writing the manifest: {e}")));
     }
+    crate::util::test_pause("backup-committed");
     // Where it went and what it cost, in the units people read.
     let ratio = if manifest.sizes.stored > 0 { manifest.sizes.raw as f64 / manifest.sizes.stored as f64 } else { 0.0 };
     log(format!(

@@ -202,6 +202,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             let storage =
                 storage.clone().ok_or_else(|| StepError::invalid(format!("`backup: {}` needs `storage`", w.backup)))?;
             let mut entries = list(&storage)?;
+            let unfinished = super::backup::say_unfinished(&ctx, &storage, w.database.as_deref());
             // A backup dated in the future is never `latest` in silence: it would be "0 s
             // old" and pass any max_age and rpo while the real newest may be weeks old.
             // Each is named with its skew, and the choice is made among the others.
@@ -272,7 +273,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                         LocalStore::new(&storage).folder(w.database.as_deref().unwrap_or_default()).display()
                     ))
                     .unwrap_or_default();
-                StepError::failed(format!("no backup{}{legacy}", where_()))
+                StepError::failed(format!("no backup{}{legacy}{unfinished}", where_()))
             })?
         }
         // Its header and manifest (below: another tool's file is downloaded now).

@@ -874,6 +874,10 @@ struct Marker {
 pub struct Abandoned {
     pub url: String,
     pub started: String,
+    /// The upload had completed (its object is in the store) before its record was removed:
+    /// a pgdrill killed between the two. Nothing is left to abort; the object is what the
+    /// layout says it is (a backup, or an unfinished one without its manifest).
+    pub completed: bool,
     marker: String,
     key: String,
     id: String,
@@ -985,9 +989,15 @@ impl Remote {
             }
             let shown =
                 self.rel_of(&Key::from(marker.key.as_str())).map(|r| self.url_of(r)).unwrap_or(marker.key.clone());
+            let completed = match self.store.head(&Key::from(marker.key.as_str())).await {
+                Ok(_) => true,
+                Err(object_store::Error::NotFound { .. }) => false,
+                Err(e) => return Err(format!("reading {shown}: {}", describe(&e))),
+            };
             out.push(Abandoned {
                 url: shown,
                 started: marker.started,
+                completed,
                 marker: m.location.to_string(),
                 key: marker.key,
                 id: marker.id,
@@ -998,7 +1008,11 @@ impl Remote {
 
     /// Abort an abandoned upload: the store drops its parts, and its record goes.
     pub async fn abort_abandoned(&self, a: &Abandoned) -> Result<(), String> {
-        if let Err(e) = abort_upload(&self.store, &self.parts, &Key::from(a.key.as_str()), &a.id, self.blocks).await {
+        if a.completed {
+            // Nothing to abort, and the object is never deleted here: only its record goes.
+        } else if let Err(e) =
+            abort_upload(&self.store, &self.parts, &Key::from(a.key.as_str()), &a.id, self.blocks).await
+        {
             return Err(format!("aborting the upload of {}: {}", a.url, describe(&e)));
         }
         match self.store.delete(&Key::from(a.marker.as_str())).await {

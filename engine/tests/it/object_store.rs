@@ -1455,10 +1455,11 @@ fn a_store_that_never_answers_fails_within_the_request_timeout_before_pg_dump_st
     assert!(!log.contains("127.0.0.1:1/"), "the backup reached for its database first: {log}");
 }
 
-/// Issue 35, case 4 (messages only): a backup in a bucket whose manifest is missing (a
-/// pgdrill killed between completing the upload and writing the manifest leaves this) made
-/// verify of the latest backup fail naming a path in this run's local mirror as the thing
-/// to repair. The message names the store's objects.
+/// Issue 35, case 4 (messages): a backup in a bucket whose manifest is missing (a pgdrill
+/// killed between completing the upload and writing the manifest leaves this) made verify
+/// of the latest backup fail naming a path in this run's local mirror as the thing to
+/// repair. It is not a backup (the manifest is the commit marker): none is found, and the
+/// message names the unfinished object in the store.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_without_its_manifest_in_a_bucket_was_named_by_its_local_mirror_path() {
     let Some(s3) = moto() else { return };
@@ -1493,8 +1494,12 @@ async fn a_backup_without_its_manifest_in_a_bucket_was_named_by_its_local_mirror
         s3.port,
     ));
     assert_eq!(code, 1, "{log}");
-    assert!(log.contains(&format!("s3://backups/{manifest}")), "names the object: {log}");
-    assert!(log.contains("out of s3://backups/prod/shop"), "names the folder in the bucket: {log}");
+    let archive = manifest.trim_end_matches(".manifest.json");
+    assert!(log.contains("no backup of `shop` in s3://backups/prod"), "{log}");
+    assert!(
+        log.contains(&format!("1 unfinished (no manifest, the commit marker written last): s3://backups/{archive}")),
+        "names the object: {log}"
+    );
     assert!(!log.contains("pgdrill-mirror"), "never the local mirror: {log}");
     srv.stop().await;
 }
@@ -1565,4 +1570,112 @@ async fn the_s3_store_shows_an_object_only_once_published_and_an_abort_leaves_no
     store.delete("app/n.json").await.expect("delete");
     store.delete("app/n.json").await.expect("a missing object is not an error");
     assert!(store.space().is_none(), "an object store has no free space to measure");
+}
+
+/// Issue 35, case 4: publishing to a bucket completed the upload and then wrote the
+/// manifest, so a kill -9 between the two left the dump under its final name with no
+/// manifest: `backups list` showed it, `latest` took it, and prune kept it forever (saying
+/// it "aborted an unfinished upload"). The manifest is the commit marker now. pgdrill is
+/// killed at each phase of publication (stopped there by its debug-build hook, not by a
+/// timing): after the manifest the backup is complete and verifies; before it, the archive
+/// is never listed nor picked, and prune removes it once it is old enough.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_killed_between_its_upload_and_its_manifest_left_an_orphan_that_was_picked_and_kept() {
+    let Some(s3) = moto() else { return };
+    let Some(srv) = native_server("shop").await else { return };
+    let url = srv.url();
+    exec(&url, "create table t(id int primary key); insert into t select generate_series(1, 100)").await;
+    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200, "bucket created");
+    let loc = "s3://bkt/p";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let archives = || -> Vec<String> {
+        let mut a: Vec<String> =
+            s3_keys(s3.port, "bkt", "p/shop/").into_iter().filter(|k| k.ends_with(".dump.pgdrill")).collect();
+        a.sort();
+        a
+    };
+    let committed = |k: &str| s3_keys(s3.port, "bkt", "p/shop/").contains(&format!("{k}.manifest.json"));
+    // The committed phase first, so each later orphan is the newest archive in the folder.
+    let mut orphans = Vec::new();
+    let mut complete = Vec::new();
+    for phase in ["backup-committed", "backup-uploaded", "backup-read-back"] {
+        let before = archives();
+        let flag = tmp.path().join(phase);
+        let mut child = with_aws(
+            pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]),
+            s3.port,
+        )
+        .env("PGDRILL_TEST_PAUSE_AT", phase)
+        .env("PGDRILL_TEST_PAUSE_FLAG", &flag)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pgdrill");
+        let t = Instant::now();
+        while !flag.exists() {
+            assert!(t.elapsed() < Duration::from_secs(120), "{phase}: never reached");
+            assert!(child.try_wait().expect("wait").is_none(), "{phase}: the backup ended before it");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        let new: Vec<String> = archives().into_iter().filter(|k| !before.contains(k)).collect();
+        assert_eq!(new.len(), 1, "{phase}: the archive is in the store: {new:?}");
+        let done = committed(&new[0]);
+        assert_eq!(done, phase == "backup-committed", "{phase}: manifest written: {done}");
+        if done {
+            complete.push(new[0].clone())
+        } else {
+            orphans.push(new[0].clone())
+        }
+    }
+    let visible: Vec<String> =
+        s3_keys(s3.port, "bkt", "p/").into_iter().filter(|k| k.contains("/.pgdrill-uploads/")).collect();
+    assert!(visible.is_empty(), "every upload completed, no record left: {visible:?}");
+
+    // Listed: the complete backup only.
+    let (code, list) = out_of(&mut with_aws(pgdrill(&["backups", "list", "--storage", loc, "--json"]), s3.port));
+    assert_eq!(code, 0, "{list}");
+    let listed: serde_json::Value = serde_json::from_str(list.trim()).expect("json");
+    let paths: Vec<&str> = listed.as_array().expect("array").iter().filter_map(|e| e["path"].as_str()).collect();
+    assert_eq!(paths, [format!("s3://bkt/{}", complete[0])], "{list}");
+
+    // Picked: the complete backup, verified; each orphan named as passed over.
+    let (code, log) =
+        s3_run(Run::new("verify").var("storage", loc).var("database", "shop").var("provider", "native"), s3.port);
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains(&format!("s3://bkt/{}", complete[0])), "verified the complete backup: {log}");
+    for o in &orphans {
+        assert!(log.contains(&format!("not taking s3://bkt/{o}: unfinished")), "{o}: {log}");
+    }
+    assert!(!log.contains("pgdrill-mirror"), "never the local mirror: {log}");
+
+    // Pruned: young debris is kept and named, old debris goes; the backup stays.
+    let prune = |after: &str, apply: &str| {
+        s3_run(
+            Run::new("prune")
+                .var("storage", loc)
+                .var("database", "shop")
+                .var("abandoned_uploads_after", after)
+                .var("apply", apply),
+            s3.port,
+        )
+    };
+    let (code, log) = prune("24h", "true");
+    assert_eq!(code, 0, "{log}");
+    for o in &orphans {
+        let name = o.rsplit('/').next().expect("name");
+        assert!(log.contains(&format!("keep   {name} (unfinished: no manifest")), "{log}");
+    }
+    assert_eq!(archives().len(), 3, "nothing deleted yet");
+    let (code, log) = prune("0s", "false");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("would delete") && log.contains("(unfinished: its manifest was never written"), "{log}");
+    assert_eq!(archives().len(), 3, "a dry run deletes nothing");
+    let (code, log) = prune("0s", "true");
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("aborted an unfinished upload"), "nothing was aborted: {log}");
+    assert_eq!(archives(), complete, "only the complete backup is left: {log}");
+    assert!(committed(&complete[0]));
+    srv.stop().await;
 }
