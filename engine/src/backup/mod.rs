@@ -190,6 +190,79 @@ pub struct Manifest {
     /// tablespaces), read in the dump's snapshot; absent in backups from before them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub globals: Option<crate::pg::globals::Globals>,
+    /// What CREATE DATABASE gave the source database (encoding, locale, provider), read in
+    /// the dump's snapshot: verify creates its throwaway database with them, so an ICU
+    /// database is verified under its own collation. Absent in backups from before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_properties: Option<DatabaseProperties>,
+}
+
+/// A database's CREATE DATABASE properties, as pg_database holds them. Empty fields are
+/// what the server does not have (a provider before 15, ICU rules before 16). The names
+/// are those `database.create`'s `properties` reads (with `encoding`, `lc_collate` and
+/// `lc_ctype` as its own fields), so a step hands them on as they are; the source's
+/// collation version is kept apart (`source_collation_version`): a throwaway server's
+/// library has its own, and claiming the source's would hide a difference.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseProperties {
+    pub encoding: String,
+    pub lc_collate: String,
+    pub lc_ctype: String,
+    /// `libc`, `icu` or `builtin`; empty before PostgreSQL 15.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub locale_provider: String,
+    /// The ICU (or builtin) locale.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub locale: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub icu_rules: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source_collation_version: String,
+}
+
+impl DatabaseProperties {
+    /// The current database's, read as a JSON row so one query serves every major (columns
+    /// appear and are renamed between them).
+    pub async fn capture(client: &tokio_postgres::Client) -> Result<DatabaseProperties, tokio_postgres::Error> {
+        let row = client
+            .query_one(
+                "select to_jsonb(d)::text, pg_encoding_to_char(d.encoding)::text from pg_database d \
+                 where d.datname = current_database()",
+                &[],
+            )
+            .await?;
+        let d: serde_json::Value = serde_json::from_str(&row.get::<_, String>(0)).unwrap_or_default();
+        let text = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let locale_provider = match text("datlocprovider").as_str() {
+            "i" => "icu",
+            "b" => "builtin",
+            "c" => "libc",
+            _ => "",
+        };
+        let locale = match text("datlocale") {
+            l if l.is_empty() => text("daticulocale"),
+            l => l,
+        };
+        Ok(DatabaseProperties {
+            encoding: row.get(1),
+            lc_collate: text("datcollate"),
+            lc_ctype: text("datctype"),
+            locale_provider: locale_provider.into(),
+            locale,
+            icu_rules: text("daticurules"),
+            source_collation_version: text("datcollversion"),
+        })
+    }
+
+    /// One line for a log: `UTF8, icu de-DE (lc_collate C, lc_ctype C)`.
+    pub fn summary(&self) -> String {
+        let provider = match (self.locale_provider.as_str(), self.locale.as_str()) {
+            ("", _) => String::new(),
+            (p, "") => format!(", {p}"),
+            (p, l) => format!(", {p} {l}"),
+        };
+        format!("{}{provider} (lc_collate {}, lc_ctype {})", self.encoding, self.lc_collate, self.lc_ctype)
+    }
 }
 
 /// A manifest's MAC.
@@ -683,6 +756,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let fp = fingerprint::compute_with(&client, opts.fingerprint, Some(sequences)).await;
     // In the same snapshot: the roles and settings the dump's owners and grants name.
     let globals = crate::pg::globals::capture(&client).await;
+    let properties = DatabaseProperties::capture(&client).await;
     let piped = pipeline.await.map_err(|e| Failure::environment(format!("backup pipeline: {e}")))?;
     drop(stage);
     done.store(true, Ordering::SeqCst);
@@ -706,6 +780,19 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         }
     };
 
+    let database_properties = match properties {
+        Ok(p) => {
+            log(format!("database properties: {}", p.summary()));
+            Some(p)
+        }
+        Err(e) => {
+            log(format!(
+                "warning: the database's encoding and locale could not be read ({}): verify will use its server's defaults",
+                crate::pg::describe(&e)
+            ));
+            None
+        }
+    };
     let (globals, left_out) = crate::pg::globals::keep(globals, mac_key.as_ref());
     log(format!("globals: {}", globals.summary()));
     if let Some(why) = left_out {
@@ -732,6 +819,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         stored_as,
         authentication: None,
         globals: Some(globals),
+        database_properties,
     };
     let (path, header) = match (&remote, uploading, &remote_rel, pending) {
         (Some(r), Some(up), Some(rel), _) => {

@@ -113,6 +113,10 @@ pub struct Picked {
     skip: bool,
     /// the manifest's MAC under the key holds (false: unencrypted, older, or no key)
     manifest_authenticated: bool,
+    /// the source database's encoding, locale and locale provider (null when the manifest
+    /// predates them): database.create's `like_source`
+    #[field(ty = "map|null")]
+    database_properties: Option<crate::backup::DatabaseProperties>,
 }
 
 /// `backup.pick`'s outputs for another tool's file: no manifest says its database, format or
@@ -132,6 +136,8 @@ pub struct PickedForeign {
     verified_at: Option<String>,
     skip: bool,
     manifest_authenticated: bool,
+    /// Always null: nothing records the source database's locale.
+    database_properties: Option<crate::backup::DatabaseProperties>,
 }
 
 super::one_of_outputs! {
@@ -162,6 +168,7 @@ struct FromManifest {
     encrypted: bool,
     database: String,
     authenticated: bool,
+    properties: Option<crate::backup::DatabaseProperties>,
 }
 
 pub(super) fn sha256_file(path: &Path) -> Result<String, StepError> {
@@ -370,6 +377,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                 encrypted: m.cipher != "none",
                 database: m.database.clone(),
                 authenticated: trust == crate::backup::ManifestTrust::Authenticated,
+                properties: m.database_properties.clone(),
             };
             (Some(m.sha256.clone()), m.finished_at, Some(from))
         }
@@ -458,6 +466,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             verified_at,
             skip,
             manifest_authenticated: m.authenticated,
+            database_properties: m.properties,
         }),
         None => PickOutputs::Foreign(PickedForeign {
             path: shown,
@@ -471,6 +480,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             verified_at,
             skip,
             manifest_authenticated: false,
+            database_properties: None,
         }),
     };
     ctx.backup_fact(crate::facts::BackupRole::Picked, &super::outputs_of(&out)?);
