@@ -188,7 +188,10 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
     // debris, never a backup. A young one may be a backup still being committed elsewhere
     // (its upload read back before the manifest is written), so only old ones go.
     let mut unfinished = Vec::new();
-    let cutoff = time::OffsetDateTime::now_utc() - time::Duration::try_from(after).unwrap_or(time::Duration::MAX);
+    let cutoff = time::Duration::try_from(after)
+        .ok()
+        .and_then(|a| time::OffsetDateTime::now_utc().checked_sub(a))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let left = LocalStore::new(&storage)
         .unfinished(Some(&w.database))
         .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.display())))?;

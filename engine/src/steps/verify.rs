@@ -75,7 +75,21 @@ fn seven() -> u32 {
     7
 }
 
-impl With for PickWith {}
+/// `within_days` at most: 100 years, as every duration is bounded (`util::MAX_DURATION`).
+/// More reached back before the clock's range and panicked in the date arithmetic.
+const MAX_WITHIN_DAYS: u32 = 36_525;
+
+impl With for PickWith {
+    fn check(&self) -> Result<(), WithError> {
+        if self.within_days > MAX_WITHIN_DAYS {
+            return Err(WithError::new(
+                "within_days",
+                format!("{} days is beyond the bound of {MAX_WITHIN_DAYS} (100 years)", self.within_days),
+            ));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Default, Serialize, Fields)]
 #[fields(outputs)]
@@ -254,7 +268,9 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                     None => None,
                 }
             } else {
-                let cutoff = OffsetDateTime::now_utc() - Duration::from_secs(u64::from(w.within_days) * 86_400);
+                let cutoff = OffsetDateTime::now_utc()
+                    .checked_sub(time::Duration::days(i64::from(w.within_days.min(MAX_WITHIN_DAYS))))
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH);
                 let mut recent = Vec::new();
                 for e in &entries {
                     let made = if e.foreign { e.made } else { manifest_of(e)?.finished_at };
