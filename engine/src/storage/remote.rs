@@ -72,8 +72,9 @@ pub struct Remote {
     cache: PathBuf,
     /// How long one request may take.
     timeout: std::time::Duration,
-    /// How long a read may wait for its answer to begin.
-    first_byte: std::time::Duration,
+    /// How long a read may wait for its answer to begin, in milliseconds (kept small: a
+    /// `Remote` travels inside readers' enums).
+    first_byte_ms: u32,
     /// What this location's objects looked like to this run (shared by its clones).
     seen: Arc<Seen>,
 }
@@ -154,7 +155,7 @@ fn parse_timeout(v: &str, from: &str) -> Result<std::time::Duration, String> {
     let d = v
         .parse::<u64>()
         .map(std::time::Duration::from_secs)
-        .or_else(|_| humantime::parse_duration(&v))
+        .or_else(|_| humantime::parse_duration(v))
         .map_err(|_| format!("{from} `{}` is not a duration: write `20s` or `2m`", crate::util::visible(v)))?;
     if d.is_zero() {
         return Err(format!("{from} is 0: a request needs some time"));
@@ -263,7 +264,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
         blocks: matches!(scheme.as_str(), "az" | "azure"),
         cache,
         timeout,
-        first_byte,
+        first_byte_ms: u32::try_from(first_byte.as_millis()).unwrap_or(u32::MAX),
         seen: Arc::default(),
     };
     lock(&OPEN).push((location.to_string(), r.clone()));
@@ -534,7 +535,7 @@ impl Remote {
                 Vec::new()
             } else {
                 let end = m.size.min(HEAD_BYTES);
-                get_range_of(&self.store, &m.location, 0..end, tag, self.first_byte)
+                get_range_of(&self.store, &m.location, 0..end, tag, self.first_byte())
                     .await
                     .map_err(|e| format!("reading {}: {}", self.url_of(&rel), describe(&e)))?
                     .to_vec()
@@ -587,7 +588,7 @@ impl Remote {
             .tempfile_in(&dir)
             .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
         // Ranges, a few in flight, written in order: memory stays bounded.
-        let mut parts = parts_of(self.store.clone(), key.clone(), size, tag, self.first_byte);
+        let mut parts = parts_of(self.store.clone(), key.clone(), size, tag, self.first_byte());
         let mut n = 0u64;
         {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
@@ -632,7 +633,7 @@ impl Remote {
         let key = self.key(rel);
         let meta = self.head_of(rel, &key).await?;
         let tag = self.pin(rel, meta.e_tag.as_deref());
-        let bytes = get_range_of(&self.store, &key, 0..head.min(meta.size), tag, self.first_byte)
+        let bytes = get_range_of(&self.store, &key, 0..head.min(meta.size), tag, self.first_byte())
             .await
             .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
         self.make_stand_in(&local, &bytes, meta.size, meta.last_modified.into())
@@ -682,7 +683,7 @@ impl Remote {
             .map(|start| start..(start + STREAM_PART as u64).min(range.end))
             .collect();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Chunk, Failure>>(1);
-        let (store, url, first_byte) = (self.store.clone(), self.url_of(rel), self.first_byte);
+        let (store, url, first_byte) = (self.store.clone(), self.url_of(rel), self.first_byte());
         tokio::spawn(async move {
             let mut parts = futures_util::stream::iter(ranges)
                 .map(|r| {
@@ -713,7 +714,7 @@ impl Remote {
             return Ok(());
         }
         let size = std::fs::metadata(&local).map(|m| m.len()).map_err(|e| format!("{}: {e}", local.display()))?;
-        let head = get_range_of(&self.store, &self.key(rel), 0..n.min(size), self.pin(rel, None), self.first_byte)
+        let head = get_range_of(&self.store, &self.key(rel), 0..n.min(size), self.pin(rel, None), self.first_byte())
             .await
             .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
         let mut f =
@@ -807,7 +808,7 @@ impl Remote {
         let meta =
             self.store.head(&key).await.map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
         let (size, tag) = (meta.size, self.pin(rel, meta.e_tag.as_deref()));
-        let mut parts = parts_of(self.store.clone(), key.clone(), size, tag, self.first_byte);
+        let mut parts = parts_of(self.store.clone(), key.clone(), size, tag, self.first_byte());
         let mut h = sha2::Sha256::new();
         let mut n = 0u64;
         while let Some(chunk) = parts.next().await {
@@ -821,7 +822,7 @@ impl Remote {
     /// The first `n` bytes of `rel`.
     pub async fn head_bytes(&self, rel: &str, n: u64) -> Result<Vec<u8>, String> {
         let size = self.size(rel).await?;
-        let r = get_range_of(&self.store, &self.key(rel), 0..n.min(size), self.pin(rel, None), self.first_byte)
+        let r = get_range_of(&self.store, &self.key(rel), 0..n.min(size), self.pin(rel, None), self.first_byte())
             .await
             .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
         Ok(r.to_vec())
@@ -958,6 +959,10 @@ async fn get_range_of(
 }
 
 impl Remote {
+    fn first_byte(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from(self.first_byte_ms))
+    }
+
     /// What the store says of `rel` (stored under `key`): its size, time and version; an
     /// error that says whether it is missing or could not be read.
     async fn head_of(&self, rel: &str, key: &Key) -> Result<object_store::ObjectMeta, String> {
