@@ -1616,6 +1616,10 @@ pub struct RestoreSnapshotWith {
     /// tablespace
     #[field(ty = "map")]
     properties: Option<crate::restore::Properties>,
+    /// `like_source` was given, which belongs to database.create (a snapshot is put back as
+    /// the original was).
+    #[serde(skip)]
+    likes_source: bool,
 }
 
 impl From<RecreateWith> for RestoreSnapshotWith {
@@ -1634,6 +1638,7 @@ impl From<RecreateWith> for RestoreSnapshotWith {
             journal: w.journal,
             settings: w.settings,
             properties: w.properties,
+            likes_source: w.like_source.is_some(),
         }
     }
 }
@@ -1642,6 +1647,12 @@ impl With for RestoreSnapshotWith {
     fn check(&self) -> Result<(), WithError> {
         if self.snapshot.is_none() {
             return Err(WithError::new("snapshot", "the safety snapshot to restore is required"));
+        }
+        if self.likes_source {
+            return Err(WithError::new(
+                "like_source",
+                "database.restore_snapshot puts the original back as it was: `like_source` belongs to database.create",
+            ));
         }
         Ok(())
     }
