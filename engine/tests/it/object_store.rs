@@ -1056,7 +1056,9 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
     assert!(azure_blobs(az.port, "backups", "big/", false).is_empty(), "and so is its record");
     let (code, log) = prune_uploads(loc, "shop", "true");
     assert_eq!(code, 0, "{log}");
-    assert!(log.contains("aborted an unfinished upload"), "the stale record was handled: {log}");
+    // Issue 35, case 4: this was reported as "aborted an unfinished upload", which it was not.
+    assert!(!log.contains("aborted an unfinished upload"), "{log}");
+    assert!(log.contains(&format!("the upload of az://backups/{complete} started at 2026-01-01T00:00:00Z had completed; its record is removed")), "the stale record was handled: {log}");
     assert!(
         azure_blobs(az.port, "backups", "prod/shop/", false).contains(&complete),
         "the completed backup a stale record named is still there"
