@@ -1,0 +1,248 @@
+//! `pgdrill evidence verify LOCATION`: every signature, every link of the chain, the signed
+//! checkpoint, and no record missing, edited, signed by another key or replayed. Each
+//! problem is a finding that names the record and what happened to it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::dsse::{Envelope, IN_TOTO};
+use super::keys::{sha256_hex, PublicKey};
+use super::log::{described, parse_record_name, record_name, sequences, CHECKPOINT, PUBLIC_KEY, RECORDS};
+use super::statement::{Statement, CHECKPOINT_TYPE, RUN_PREDICATE, STATEMENT_TYPE};
+use crate::Error;
+
+/// One problem, about a record (by sequence) or the log as a whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub record: Option<u64>,
+    pub problem: String,
+}
+
+/// A record that passed every check of its own (signature, form, sequence).
+#[derive(Debug, Clone)]
+pub struct Good {
+    pub sequence: u64,
+    pub sha256: String,
+    pub bytes: Vec<u8>,
+    pub statement: Statement,
+}
+
+#[derive(Debug, Default)]
+pub struct Verified {
+    pub good: Vec<Good>,
+    pub findings: Vec<Finding>,
+    /// The checkpoint's envelope, as its file holds it, when it verified.
+    pub checkpoint: Option<Vec<u8>>,
+    pub keyid: String,
+}
+
+impl Verified {
+    pub fn ok(&self) -> bool {
+        self.findings.is_empty()
+    }
+
+    /// What `evidence verify` prints.
+    pub fn text(&self, location: &str) -> String {
+        let loc = crate::util::visible(location);
+        if self.ok() {
+            let head = self
+                .good
+                .last()
+                .map(|g| format!(", head record {} sha256 {}", g.sequence, g.sha256))
+                .unwrap_or_default();
+            return format!(
+                "ok: {loc}: {} records, every signature checks with keyid {}, chain and signed checkpoint intact{head}\n",
+                self.good.len(),
+                self.keyid
+            );
+        }
+        let mut out = format!("FAILED: {loc}: {} problems\n", self.findings.len());
+        for f in &self.findings {
+            match f.record {
+                Some(n) => out.push_str(&format!("  record {n}: {}\n", f.problem)),
+                None => out.push_str(&format!("  {}\n", f.problem)),
+            }
+        }
+        out
+    }
+}
+
+/// Check the log in `dir` against `key`. An `Err` is a location that holds no log at all.
+pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
+    let mut v = Verified { keyid: key.keyid(), ..Default::default() };
+    let mut find = |record: Option<u64>, problem: String| v.findings.push(Finding { record, problem });
+    match std::fs::read(dir.join(PUBLIC_KEY)) {
+        Ok(b) => match PublicKey::from_pem(&b, PUBLIC_KEY) {
+            Ok(stored) if stored.keyid() != key.keyid() => find(
+                None,
+                format!(
+                    "{PUBLIC_KEY} beside the evidence (keyid {}) is not the public key given (keyid {}): it was replaced, or this is another key's log",
+                    stored.keyid(),
+                    key.keyid()
+                ),
+            ),
+            Ok(_) => {}
+            Err(e) => find(None, format!("{PUBLIC_KEY} beside the evidence is unreadable: {e}")),
+        },
+        Err(_) => find(None, format!("{PUBLIC_KEY} is missing beside the evidence")),
+    }
+    let seqs = sequences(dir)?;
+    // Files under records/ that are not records: something put there by hand.
+    if let Ok(rd) = std::fs::read_dir(dir.join(RECORDS)) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if parse_record_name(&name).is_none() {
+                find(None, format!("{RECORDS}/{} is not a record of this log", crate::util::visible(&name)));
+            }
+        }
+    }
+    let mut digests: BTreeMap<u64, String> = BTreeMap::new();
+    let mut links: BTreeMap<u64, Value> = BTreeMap::new();
+    let mut payloads: BTreeMap<String, u64> = BTreeMap::new();
+    let mut good = Vec::new();
+    for &n in &seqs {
+        let path = dir.join(RECORDS).join(record_name(n));
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                find(Some(n), format!("unreadable: {e}"));
+                continue;
+            }
+        };
+        digests.insert(n, sha256_hex(&bytes));
+        let envelope = match Envelope::from_bytes(&bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                find(Some(n), e);
+                continue;
+            }
+        };
+        let payload = match envelope.verify(key) {
+            Ok(p) => p,
+            Err(e) => {
+                find(Some(n), e);
+                continue;
+            }
+        };
+        if envelope.payload_type != IN_TOTO {
+            find(Some(n), format!("its payload type is {}, not an in-toto statement", envelope.payload_type));
+            continue;
+        }
+        let statement: Statement = match serde_json::from_slice(&payload) {
+            Ok(s) => s,
+            Err(e) => {
+                find(Some(n), format!("its signed payload is not an in-toto statement: {e}"));
+                continue;
+            }
+        };
+        if statement.type_ != STATEMENT_TYPE || statement.predicate_type != RUN_PREDICATE {
+            find(
+                Some(n),
+                format!("it is a {} / {}, not a pgdrill run statement", statement.type_, statement.predicate_type),
+            );
+            continue;
+        }
+        let chain = &statement.predicate["chain"];
+        let signed = chain["sequence"].as_u64();
+        let payload_digest = sha256_hex(&payload);
+        if signed != Some(n) {
+            let was = signed.map(|s| s.to_string()).unwrap_or_else(|| "none".into());
+            let copy_of = payloads
+                .get(&payload_digest)
+                .map(|o| format!(", the same statement as record {o}"))
+                .unwrap_or_default();
+            find(
+                Some(n),
+                format!("replayed: its signed sequence is {was}, not {n}: an old statement put in as new{copy_of}"),
+            );
+            continue;
+        }
+        if let Some(first) = payloads.insert(payload_digest, n) {
+            find(Some(n), format!("replayed: the same signed statement as record {first}"));
+            continue;
+        }
+        links.insert(n, chain["previous"].clone());
+        good.push(Good { sequence: n, sha256: digests[&n].clone(), bytes, statement });
+    }
+    // Every link: the predecessor it signed is there, unchanged.
+    let mut named: Vec<u64> = Vec::new();
+    for (&n, prev) in &links {
+        if n == 1 {
+            if !prev.is_null() {
+                find(Some(1), "the first record links to a predecessor: records before it were removed".into());
+            }
+            continue;
+        }
+        let want = prev["sequence"].as_u64();
+        if want != Some(n - 1) {
+            find(Some(n), format!("its signed link names record {want:?}, not {}", n - 1));
+            continue;
+        }
+        match digests.get(&(n - 1)) {
+            None => {
+                named.push(n - 1);
+                find(
+                    Some(n - 1),
+                    format!("missing: {} (named by record {n}'s signed link)", described(&prev["record"])),
+                );
+            }
+            Some(d) if Some(d.as_str()) != prev["record_sha256"].as_str() => find(
+                Some(n - 1),
+                format!(
+                    "edited or replaced: record {n} signed its sha256 as {}, the file's is {d}",
+                    prev["record_sha256"].as_str().unwrap_or("?")
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    // The checkpoint: the head the log had at its last append.
+    let last = seqs.last().copied().unwrap_or(0);
+    let mut head = last;
+    match std::fs::read(dir.join(CHECKPOINT)) {
+        Err(_) => find(None, format!("{CHECKPOINT} is missing: the log's last records cannot be checked")),
+        Ok(bytes) => match Envelope::from_bytes(&bytes).and_then(|e| {
+            let p = e.verify(key)?;
+            if e.payload_type != CHECKPOINT_TYPE {
+                return Err(format!("its payload type is {}", e.payload_type));
+            }
+            serde_json::from_slice::<Value>(&p).map_err(|e| e.to_string())
+        }) {
+            Err(e) => find(None, format!("{CHECKPOINT}: {e}")),
+            Ok(c) => {
+                let s = c["sequence"].as_u64().unwrap_or(0);
+                head = head.max(s);
+                if s > last {
+                    named.push(s);
+                    find(
+                        Some(s),
+                        format!(
+                            "missing: {} (named by the signed checkpoint, which counts {s} records)",
+                            described(&c["record"])
+                        ),
+                    );
+                } else if s < last {
+                    find(
+                        None,
+                        format!("{CHECKPOINT} counts {s} records but the log holds {last}: an old checkpoint put back, or records added without the key"),
+                    );
+                } else if digests.get(&s).map(String::as_str) != c["record_sha256"].as_str() {
+                    find(Some(s), "edited or replaced: the signed checkpoint names another sha256 for it".into());
+                } else {
+                    v.checkpoint = Some(bytes);
+                }
+            }
+        },
+    }
+    // Numbers with no file that no link named.
+    for n in 1..=head {
+        if !digests.contains_key(&n) && !named.contains(&n) {
+            find(Some(n), "missing".into());
+        }
+    }
+    v.findings.sort_by_key(|f| f.record.unwrap_or(0));
+    v.good = good;
+    Ok(v)
+}
