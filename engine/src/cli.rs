@@ -98,6 +98,25 @@ enum Command {
         /// included), instead of the runbook's `targets.rto`; reported as its own testcase.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
         budget: Option<std::time::Duration>,
+        /// Sign the run's statement (pass or fail) and append it to the evidence log in this
+        /// directory (default with a signing key: the --report directory's `evidence/`).
+        #[arg(long, value_name = "DIR", env = "PGDRILL_EVIDENCE")]
+        evidence: Option<PathBuf>,
+        /// The Ed25519 private key (PEM, from `pgdrill keygen`) that signs the run's evidence;
+        /// or its text in the PGDRILL_SIGNING_KEY variable.
+        #[arg(long, value_name = "FILE", env = "PGDRILL_SIGNING_KEY_FILE")]
+        signing_key: Option<PathBuf>,
+    },
+    /// Write a new Ed25519 signing key for evidence to FILE (0600) and its public key to
+    /// FILE.pub; print the public key.
+    Keygen {
+        /// Where the private key goes; refused if it exists.
+        out: PathBuf,
+    },
+    /// Signed evidence: check a log, pack a period for an auditor.
+    Evidence {
+        #[command(subcommand)]
+        command: EvidenceCommand,
     },
     /// Many databases from one fleet file: plan or run a runbook once per target.
     Fleet {
@@ -270,6 +289,20 @@ fn fleet_options(fleet: &crate::fleet::Fleet, s: FleetSelect) -> crate::fleet::r
 }
 
 #[derive(Debug, Subcommand)]
+enum EvidenceCommand {
+    /// Check every signature, the chain and the signed checkpoint of an evidence log; names
+    /// every record missing, edited, signed by another key or replayed. Exits 1 on any.
+    Verify {
+        /// The evidence directory (a run's --evidence, or REPORT/evidence).
+        location: PathBuf,
+        /// The public key to trust (PEM); default: the one stored beside the evidence, which
+        /// proves nothing against someone who could replace it.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum BackupsCommand {
     /// What is there, newest first.
     List {
@@ -374,8 +407,9 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             out!("{}", plan::render(&rb, &vars));
             Ok(ExitCode::Passed)
         }
-        Command::Run { runbook, vars, junit, report, quiet, yes, rto, budget, notify, keep } => {
+        Command::Run { runbook, vars, junit, report, quiet, yes, rto, budget, notify, keep, evidence, signing_key } => {
             let mut rb = runbook::load_checked(&runbook)?;
+            let evidence = evidence_sink(evidence, signing_key.as_deref(), report.as_deref(), &redactor, &rb.source)?;
             let operator = notify.map(|p| crate::runbook::notify::load(&p)).transpose()?;
             // The runbook's own sinks, and the operator file's for every run on this host.
             let notify = match (rb.notify.clone(), operator) {
@@ -426,6 +460,9 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             if let Some(n) = notify {
                 reporters.push(Box::new(crate::report::notify::Notifier::new(n, redactor.clone())));
             }
+            if let Some(e) = evidence {
+                reporters.push(Box::new(e));
+            }
             // What the run is about, as it was asked: its `database` variable, else the
             // database of its `database_url`.
             let var = |k: &str| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -450,6 +487,19 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let res = res?;
             finished?;
             Ok(res.exit)
+        }
+        Command::Keygen { out } => keygen(&out),
+        Command::Evidence { command: EvidenceCommand::Verify { location, public_key } } => {
+            let key = match &public_key {
+                Some(p) => crate::evidence::keys::PublicKey::from_file(p)?,
+                None => {
+                    errln!("warning: no --public-key: trusting the key stored beside the evidence, which whoever could edit the evidence could also replace");
+                    crate::evidence::keys::PublicKey::from_file(&location.join(crate::evidence::log::PUBLIC_KEY))?
+                }
+            };
+            let v = crate::evidence::verify::verify(&location, &key)?;
+            out!("{}", v.text(&location.display().to_string()));
+            Ok(if v.ok() { ExitCode::Passed } else { ExitCode::Failed })
         }
         Command::Fleet { command: FleetCommand::Plan { select } } => {
             let fleet = crate::fleet::load(&select.file)?;
@@ -644,6 +694,108 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             Ok(ExitCode::Passed)
         }
     }
+}
+
+/// The signing key of a run's evidence: from `--signing-key FILE`, else from the
+/// PGDRILL_SIGNING_KEY variable; registered as a secret either way.
+fn signing_key(
+    file: Option<&std::path::Path>,
+    redactor: &Redactor,
+) -> Result<Option<crate::evidence::keys::SigningKey>, Error> {
+    use crate::evidence::keys::{SigningKey, KEY_ENV};
+    let key = match file {
+        Some(p) => Some(SigningKey::from_file(p)?),
+        None => match std::env::var(KEY_ENV).ok().filter(|v| !v.trim().is_empty()) {
+            Some(pem) => {
+                redactor.add(&pem);
+                Some(SigningKey::from_pem(&pem, KEY_ENV)?)
+            }
+            None => None,
+        },
+    };
+    if let Some(k) = &key {
+        redactor.add(k.pem());
+        // The PEM's base64 lines too: a log that shows one line of it leaks part of the key.
+        for line in k.pem().lines().filter(|l| !l.starts_with("-----")) {
+            redactor.add(line);
+        }
+    }
+    Ok(key)
+}
+
+/// The run's signed-evidence sink, if asked for: a key and where its log is. Checked before
+/// the run changes anything (the key reads, the location takes it).
+fn evidence_sink(
+    evidence: Option<PathBuf>,
+    key_file: Option<&std::path::Path>,
+    report: Option<&std::path::Path>,
+    redactor: &Redactor,
+    runbook_source: &str,
+) -> Result<Option<crate::report::signed::SignedEvidence>, Error> {
+    let key = signing_key(key_file, redactor)?;
+    let (key, dir) = match (key, evidence) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => {
+            return Err(Error::invalid(
+                "--evidence needs a signing key: --signing-key FILE (PGDRILL_SIGNING_KEY_FILE) or the key's text in PGDRILL_SIGNING_KEY; write one with `pgdrill keygen FILE`",
+            ))
+        }
+        (Some(k), Some(d)) => (k, d),
+        (Some(k), None) => match report {
+            Some(r) if !crate::storage::is_remote(&r.to_string_lossy()) => (k, r.join("evidence")),
+            _ => {
+                return Err(Error::invalid(
+                    "a signing key is set but the evidence has nowhere to go: give --evidence DIR (a local directory), or a local --report DIR (evidence goes to DIR/evidence)",
+                ))
+            }
+        },
+    };
+    if crate::storage::is_remote(&dir.to_string_lossy()) {
+        return Err(Error::invalid(format!(
+            "--evidence {}: the evidence log is a local directory (copy it to a store after the run)",
+            crate::report::visible(&dir.to_string_lossy())
+        )));
+    }
+    crate::evidence::log::prepare(&dir, &key)?;
+    Ok(Some(crate::report::signed::SignedEvidence::new(dir, Arc::new(key), runbook_source)))
+}
+
+/// `pgdrill keygen OUT`: the private key, 0600, never replacing a file; the public key
+/// beside it and on stdout.
+fn keygen(out: &std::path::Path) -> Result<ExitCode, Error> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let shown = crate::report::visible(&out.display().to_string()).into_owned();
+    let key = crate::evidence::keys::SigningKey::generate()?;
+    let public = key.public().pem();
+    let pub_path = PathBuf::from(format!("{}.pub", out.display()));
+    if pub_path.exists() {
+        return Err(Error::invalid(format!("{}.pub exists: keygen never replaces a key", shown)));
+    }
+    // A temporary file (0600 from the start) renamed into place without replacing anything:
+    // a crash never leaves half a key under its name.
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".pgdrill-key-")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io(format!("writing {shown}"), e))?;
+    tmp.as_file_mut()
+        .write_all(key.pem().as_bytes())
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| Error::io(format!("writing {shown}"), e))?;
+    tmp.persist_noclobber(out).map_err(|e| match e.error.kind() {
+        std::io::ErrorKind::AlreadyExists => Error::invalid(format!("{shown} exists: keygen never replaces a key")),
+        _ => Error::io(format!("writing {shown}"), e.error),
+    })?;
+    crate::report::write_atomic(&pub_path, |w| w.write_all(public.as_bytes()))?;
+    errln!("private key: {shown} (0600; keep it secret, give it to runs with --signing-key or PGDRILL_SIGNING_KEY)");
+    errln!("public key: {shown}.pub (keyid {}); give it to auditors:", key.public().keyid());
+    out!("{public}");
+    Ok(ExitCode::Passed)
 }
 
 fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {

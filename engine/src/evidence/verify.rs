@@ -58,7 +58,8 @@ impl Verified {
                 self.keyid
             );
         }
-        let mut out = format!("FAILED: {loc}: {} problems\n", self.findings.len());
+        let n = self.findings.len();
+        let mut out = format!("FAILED: {loc}: {n} problem{}\n", if n == 1 { "" } else { "s" });
         for f in &self.findings {
             match f.record {
                 Some(n) => out.push_str(&format!("  record {n}: {}\n", f.problem)),

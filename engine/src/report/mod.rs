@@ -11,6 +11,7 @@ pub mod lock;
 pub mod notify;
 pub mod probe;
 pub mod remote;
+pub mod signed;
 mod smtp;
 pub mod summary;
 mod terminal;
