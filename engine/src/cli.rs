@@ -300,6 +300,25 @@ enum EvidenceCommand {
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
     },
+    /// One tar for an auditor: the log's signed statements and checkpoint (the chain proof),
+    /// the public key, the period's compliance report, the auditor's text and the openssl
+    /// commands that check it all. Refused when `evidence verify` finds a problem.
+    Pack {
+        /// The evidence directory.
+        #[arg(long, value_name = "DIR", env = "PGDRILL_EVIDENCE")]
+        evidence: PathBuf,
+        /// First day of the period (YYYY-MM-DD, UTC) or an RFC 3339 time.
+        #[arg(long, value_name = "DATE")]
+        from: String,
+        /// Last day of the period (inclusive) or an RFC 3339 time.
+        #[arg(long, value_name = "DATE")]
+        to: String,
+        /// The public key to check the log with before packing (default: the stored one).
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// The tar file to write.
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -500,6 +519,9 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let v = crate::evidence::verify::verify(&location, &key)?;
             out!("{}", v.text(&location.display().to_string()));
             Ok(if v.ok() { ExitCode::Passed } else { ExitCode::Failed })
+        }
+        Command::Evidence { command: EvidenceCommand::Pack { evidence, from, to, public_key, out } } => {
+            evidence_pack(&evidence, &from, &to, public_key.as_deref(), &out)
         }
         Command::Fleet { command: FleetCommand::Plan { select } } => {
             let fleet = crate::fleet::load(&select.file)?;
@@ -758,6 +780,40 @@ fn evidence_sink(
     }
     crate::evidence::log::prepare(&dir, &key)?;
     Ok(Some(crate::report::signed::SignedEvidence::new(dir, Arc::new(key), runbook_source)))
+}
+
+/// `pgdrill evidence pack`: verified first; a log with a problem is not packed as if it
+/// were whole.
+fn evidence_pack(
+    location: &std::path::Path,
+    from: &str,
+    to: &str,
+    public_key: Option<&std::path::Path>,
+    out: &std::path::Path,
+) -> Result<ExitCode, Error> {
+    use crate::evidence::{keys::PublicKey, log::PUBLIC_KEY, pack, verify};
+    let period = pack::Period::parse(from, to)?;
+    let key = match public_key {
+        Some(p) => PublicKey::from_file(p)?,
+        None => PublicKey::from_file(&location.join(PUBLIC_KEY))?,
+    };
+    let v = verify::verify(location, &key)?;
+    if !v.ok() {
+        out!("{}", v.text(&location.display().to_string()));
+        errln!("error: the evidence log has problems (above): not packed");
+        return Ok(ExitCode::Failed);
+    }
+    let extra = crate::report::compliance::period_files(&v, &period)?;
+    pack::write(out, location, &v, from, to, &|t| period.contains(t), &extra)?;
+    let n =
+        v.good.iter().filter(|g| period.contains(g.statement.predicate["finished_at"].as_str().unwrap_or(""))).count();
+    outln!(
+        "wrote {}: {n} records in the period, {} in the log, head sha256 {}",
+        crate::report::visible(&out.display().to_string()),
+        v.good.len(),
+        v.good.last().map(|g| g.sha256.as_str()).unwrap_or("-")
+    );
+    Ok(ExitCode::Passed)
 }
 
 /// `pgdrill keygen OUT`: the private key, 0600, never replacing a file; the public key

@@ -10,5 +10,6 @@
 pub mod dsse;
 pub mod keys;
 pub mod log;
+pub mod pack;
 pub mod statement;
 pub mod verify;

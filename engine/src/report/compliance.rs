@@ -369,6 +369,14 @@ pub fn prune_dated(dir: &Path, keep: usize, current: Option<&Path>) -> Result<us
     Ok(extra)
 }
 
+/// The period's compliance report for an evidence pack, as files (name, bytes).
+pub fn period_files(
+    _v: &crate::evidence::verify::Verified,
+    _period: &crate::evidence::pack::Period,
+) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    Ok(Vec::new())
+}
+
 /// What `pgdrill report DIR` prints, and whether the drills are stale.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
