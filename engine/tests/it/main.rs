@@ -31,6 +31,7 @@ mod retention;
 mod roles;
 mod runbook_language;
 mod secrets;
+mod signed_evidence;
 mod sql_steps;
 mod tls;
 mod verify;

@@ -1,0 +1,229 @@
+//! Signed evidence (issue 42): real runs (a backup, a verify, a failing verify) each append a
+//! signed in-toto statement to the evidence log; `pgdrill evidence verify` and the pack's
+//! openssl commands accept the log, and an edited byte, a removed failed run, a record
+//! re-signed with another key and an old statement replayed as new are each detected and
+//! named.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+
+use crate::common;
+use crate::common::{on_path, require, Run};
+
+const KEY: &str = "signed-evidence test passphrase";
+
+fn record(dir: &Path, n: u64) -> PathBuf {
+    dir.join("records").join(format!("{n:08}.dsse.json"))
+}
+
+/// The signed statement inside a record's envelope.
+fn statement(path: &Path) -> serde_json::Value {
+    let env = common::read_json(path);
+    let payload =
+        base64::engine::general_purpose::STANDARD.decode(env["payload"].as_str().expect("payload")).expect("b64");
+    serde_json::from_slice(&payload).expect("statement")
+}
+
+/// A copy of the evidence directory to damage.
+fn copy_of(dir: &Path, to: &Path) -> PathBuf {
+    let out = to.to_path_buf();
+    std::fs::create_dir_all(out.join("records")).expect("mkdir");
+    for name in ["public-key.pem", "checkpoint.dsse.json"] {
+        std::fs::copy(dir.join(name), out.join(name)).expect("copy");
+    }
+    for e in std::fs::read_dir(dir.join("records")).expect("records").flatten() {
+        std::fs::copy(e.path(), out.join("records").join(e.file_name())).expect("copy");
+    }
+    out
+}
+
+fn verify(dir: &Path, public: &Path) -> common::Ran {
+    Run::cli(["evidence", "verify"]).arg(dir).arg("--public-key").arg(public).output()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_sign_their_evidence_and_a_removed_failed_verify_is_named() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int primary key); insert into t values (1), (2)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    let evidence = t.path().join("evidence");
+    let key = t.path().join("signing.pem");
+    let public = t.path().join("signing.pem.pub");
+
+    // keygen: a private key 0600, the public key printed and beside it.
+    let ran = Run::cli(["keygen"]).arg(&key).expect(0);
+    assert!(ran.stdout.starts_with("-----BEGIN PUBLIC KEY-----"), "{}", ran.all());
+    assert!(!ran.all().contains("PRIVATE"), "keygen printed the private key: {}", ran.all());
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&key).expect("key").permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(&public).expect("pub"), ran.stdout);
+    Run::cli(["keygen"]).arg(&key).expect(2);
+    let private = std::fs::read_to_string(&key).expect("key");
+    let private_body: String = private.lines().filter(|l| !l.starts_with("-----")).collect();
+
+    let signed = |r: Run| r.arg("--signing-key").arg(&key).arg("--evidence").arg(&evidence);
+    // 1: a backup.
+    let backup =
+        signed(Run::new("backup")).var("database_url", s.url()).var("storage", storage.display()).key(KEY).expect(0);
+    // 2: a verify that passes.
+    let verified = signed(Run::new("verify"))
+        .var("storage", storage.display())
+        .var("database", "shop")
+        .var("provider", "native")
+        .key(KEY)
+        .expect(0);
+    // 3: a verify that fails (the backup is older than a second by now), key in a variable.
+    let failed = Run::new("verify")
+        .var("storage", storage.display())
+        .var("database", "shop")
+        .var("provider", "native")
+        .var("force", "true")
+        .var("max_age", "1s")
+        .key(KEY)
+        .env("PGDRILL_SIGNING_KEY", &private)
+        .arg("--evidence")
+        .arg(&evidence)
+        .expect(1);
+    for r in [&backup, &verified, &failed] {
+        assert!(!r.all().contains(&private_body), "the signing key reached the output: {}", r.all());
+        assert!(r.stderr.contains("evidence: signed statement"), "{}", r.all());
+    }
+
+    // What the statements say.
+    let b = statement(&record(&evidence, 1));
+    assert_eq!(b["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(b["predicateType"], "https://pgdrill.dev/evidence/run/v1");
+    assert_eq!(b["predicate"]["kind"], "backup");
+    assert_eq!(b["predicate"]["outcome"], "passed");
+    let file = std::fs::read_dir(storage.join("shop"))
+        .expect("storage")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
+        .expect("a backup");
+    let manifest = common::read_json(&pgdrill::backup::layout::manifest_path(&file));
+    let subject = b["subject"].as_array().expect("subject");
+    assert!(
+        subject.iter().any(|s| s["digest"]["sha256"] == manifest["sha256"]),
+        "no subject with the manifest's sha256 {}: {subject:?}",
+        manifest["sha256"]
+    );
+    let runbook = std::fs::read(common::root().join("runbooks/backup.yaml")).expect("runbook");
+    let runbook_sha = pgdrill::evidence::keys::sha256_hex(&runbook);
+    assert_eq!(b["predicate"]["runbook"]["sha256"], runbook_sha.as_str());
+    assert!(subject.iter().any(|s| s["name"] == "runbook:backup" && s["digest"]["sha256"] == runbook_sha.as_str()));
+
+    let v = statement(&record(&evidence, 2));
+    let p = &v["predicate"];
+    assert_eq!((p["kind"].as_str(), p["outcome"].as_str()), (Some("verify"), Some("passed")), "{p}");
+    assert!(v["subject"].as_array().expect("subject").iter().any(|s| s["digest"]["sha256"] == manifest["sha256"]));
+    let checks = p["checks"].as_array().expect("checks");
+    assert!(checks.iter().any(|c| c["ground_truth"] == "manifest" && c["verdict"] == "passed"), "{checks:?}");
+    assert_eq!(p["target"]["segregated_from_source"], true, "{p}");
+    assert_eq!(p["target"]["throwaway_servers"][0]["provider"], "native", "{p}");
+    assert!(p["versions"]["servers"][0].as_str().is_some_and(|v| v.starts_with("15")), "{p}");
+    assert!(p["started_at"].is_string() && p["finished_at"].is_string());
+    assert_eq!(p["chain"]["sequence"], 2);
+    assert_eq!(p["chain"]["previous"]["sequence"], 1);
+
+    let f = statement(&record(&evidence, 3));
+    assert_eq!(f["predicate"]["outcome"], "failed", "{f}");
+    assert!(f["predicate"]["checks"].as_array().expect("checks").iter().any(|c| c["verdict"] == "failed"), "{f}");
+
+    // The log verifies.
+    let ok = verify(&evidence, &public);
+    assert_eq!(ok.code, Some(0), "{}", ok.all());
+    assert!(ok.stdout.contains("3 records"), "{}", ok.all());
+
+    // The pack verifies with openssl alone.
+    let pack = t.path().join("pack.tar");
+    Run::cli(["evidence", "pack", "--from", "2000-01-01", "--to", "2100-01-01", "--public-key"])
+        .arg(&public)
+        .arg("--evidence")
+        .arg(&evidence)
+        .arg(&pack)
+        .expect(0);
+    let unpacked = t.path().join("unpacked");
+    std::fs::create_dir_all(&unpacked).expect("mkdir");
+    tar::Archive::new(std::fs::File::open(&pack).expect("pack")).unpack(&unpacked).expect("untar");
+    let readme = std::fs::read_to_string(unpacked.join("README.txt")).expect("README.txt");
+    assert!(readme.contains("openssl pkeyutl -verify -pubin -inkey public-key.pem -rawin"), "{readme}");
+    if require(on_path("openssl"), "the openssl command") {
+        let sh = |dir: &Path| {
+            std::process::Command::new("sh").arg(dir.join("verify.sh")).arg(&public).output().expect("sh verify.sh")
+        };
+        let out = sh(&unpacked);
+        let text = common::text(&out.stdout);
+        assert!(out.status.success(), "verify.sh: {text}{}", common::text(&out.stderr));
+        assert_eq!(text.matches("signature ok, chain ok").count(), 4, "{text}");
+        // openssl alone sees the failed run removed, too.
+        std::fs::remove_file(unpacked.join("records/00000003.dsse.json")).expect("rm");
+        let out = sh(&unpacked);
+        assert!(!out.status.success(), "verify.sh accepted a removed record: {}", common::text(&out.stdout));
+        assert!(common::text(&out.stdout).contains("checkpoint.dsse.json: signature ok, chain BROKEN"));
+    }
+
+    // The failed run's record removed: named by its successor... here the checkpoint.
+    let d = copy_of(&evidence, &t.path().join("removed"));
+    std::fs::remove_file(record(&d, 3)).expect("rm");
+    let r = verify(&d, &public);
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(r.stdout.contains("record 3: missing: the failed verify `verify`"), "{}", r.all());
+    // ... and from the middle of the chain: named by the next record's signed link.
+    let d = copy_of(&evidence, &t.path().join("removed-middle"));
+    std::fs::remove_file(record(&d, 2)).expect("rm");
+    let r = verify(&d, &public);
+    assert!(
+        r.stdout.contains("record 2: missing: the passed verify `verify`")
+            && r.stdout.contains("record 3's signed link"),
+        "{}",
+        r.all()
+    );
+
+    // Any byte edited: the payload, the key id, the signature, the layout.
+    let bytes = std::fs::read(record(&evidence, 2)).expect("record");
+    let text = String::from_utf8(bytes.clone()).expect("utf8");
+    let at = |needle: &str| text.find(needle).expect(needle) + needle.len() + 2;
+    for (what, i) in [
+        ("payload", at("\"payload\": \"") + 40),
+        ("keyid", at("\"keyid\": \"")),
+        ("sig", at("\"sig\": \"") + 5),
+        ("layout", 1),
+    ] {
+        let d = copy_of(&evidence, &t.path().join(format!("edited-{what}")));
+        let mut b = bytes.clone();
+        b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+        std::fs::write(record(&d, 2), &b).expect("write");
+        let r = verify(&d, &public);
+        assert_eq!(r.code, Some(1), "{what} edited and accepted: {}", r.all());
+        assert!(r.stdout.contains("record 2:"), "{what}: {}", r.all());
+    }
+
+    // Re-signed with another key.
+    let other = pgdrill::evidence::keys::SigningKey::generate().expect("key");
+    let env: pgdrill::evidence::dsse::Envelope = serde_json::from_slice(&bytes).expect("envelope");
+    let payload = env.payload_bytes().expect("payload");
+    let resigned = pgdrill::evidence::dsse::Envelope::sign(&env.payload_type, &payload, &other).expect("sign");
+    let d = copy_of(&evidence, &t.path().join("resigned"));
+    std::fs::write(record(&d, 2), resigned.to_bytes()).expect("write");
+    let r = verify(&d, &public);
+    assert!(r.stdout.contains("record 2: signed with another key"), "{}", r.all());
+
+    // An old statement replayed as new: the passed verify put in as record 4.
+    let d = copy_of(&evidence, &t.path().join("replayed"));
+    std::fs::copy(record(&d, 2), record(&d, 4)).expect("copy");
+    let r = verify(&d, &public);
+    assert!(r.stdout.contains("record 4: replayed: its signed sequence is 2"), "{}", r.all());
+
+    // Another key's public key: every record refused, and the stored one named as different.
+    let r = verify(&evidence, &{
+        let p = t.path().join("other.pub");
+        std::fs::write(&p, other.public().pem()).expect("write");
+        p
+    });
+    assert_eq!(r.code, Some(1));
+    assert!(r.stdout.contains("public-key.pem beside the evidence"), "{}", r.all());
+    s.stop().await;
+}
