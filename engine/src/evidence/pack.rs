@@ -226,6 +226,11 @@ impl Period {
         Ok(p)
     }
 
+    /// Whether an instant falls in the period.
+    pub fn contains_time(&self, t: time::OffsetDateTime) -> bool {
+        t >= self.from && t < self.to
+    }
+
     /// Whether an RFC 3339 instant falls in the period.
     pub fn contains(&self, rfc3339: &str) -> bool {
         time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
