@@ -137,9 +137,12 @@ async fn runs_sign_their_evidence_and_a_removed_failed_verify_is_named() {
     assert_eq!(ok.code, Some(0), "{}", ok.all());
     assert!(ok.stdout.contains("3 records"), "{}", ok.all());
 
-    // The pack verifies with openssl alone.
+    // The pack verifies with openssl alone. Its period: yesterday and today (UTC), which
+    // hold every run of this test whenever it runs.
     let pack = t.path().join("pack.tar");
-    Run::cli(["evidence", "pack", "--from", "2000-01-01", "--to", "2100-01-01", "--public-key"])
+    let today = time::OffsetDateTime::now_utc().date();
+    let yesterday = today.previous_day().expect("a day before");
+    Run::cli(["evidence", "pack", "--from", &yesterday.to_string(), "--to", &today.to_string(), "--public-key"])
         .arg(&public)
         .arg("--evidence")
         .arg(&evidence)
@@ -150,6 +153,57 @@ async fn runs_sign_their_evidence_and_a_removed_failed_verify_is_named() {
     tar::Archive::new(std::fs::File::open(&pack).expect("pack")).unpack(&unpacked).expect("untar");
     let readme = std::fs::read_to_string(unpacked.join("README.txt")).expect("README.txt");
     assert!(readme.contains("openssl pkeyutl -verify -pubin -inkey public-key.pem -rawin"), "{readme}");
+    // The period's compliance report: backups and a verify proven against its manifest
+    // meet ISO/IEC 27001 A.8.13; no drill was run, so NIST CP-4 is not met, and says so.
+    let report = common::read_json(&unpacked.join("compliance.json"));
+    let control = |id: &str| {
+        report["controls"].as_array().expect("controls").iter().find(|c| c["control"] == id).cloned().expect(id)
+    };
+    assert_eq!(control("A.8.13")["verdict"], "met", "{}", control("A.8.13"));
+    assert_eq!(control("CP-9")["verdict"], "met", "{}", control("CP-9"));
+    let cp4 = control("CP-4");
+    assert_eq!(cp4["verdict"], "not_met", "{cp4}");
+    assert!(cp4["judged"][0]["missing"].as_str().is_some_and(|m| m.contains("no passed recovery drill")), "{cp4}");
+    let a813 = control("A.8.13");
+    let supporting: Vec<u64> = a813["judged"]
+        .as_array()
+        .expect("judged")
+        .iter()
+        .flat_map(|j| j["supporting"].as_array().cloned().unwrap_or_default())
+        .filter_map(|n| n.as_u64())
+        .collect();
+    assert!(supporting.contains(&1) && supporting.contains(&2) && !supporting.contains(&3), "{a813}");
+    assert!(std::fs::read_to_string(unpacked.join("compliance.html")).expect("html").contains("A.8.13"));
+    if require(on_path("pdftotext") && on_path("pdfinfo"), "poppler-utils (pdftotext, pdfinfo)") {
+        let pdf = unpacked.join("compliance.pdf");
+        let info = std::process::Command::new("pdfinfo").arg(&pdf).output().expect("pdfinfo");
+        assert!(info.status.success(), "pdfinfo: {}", common::text(&info.stderr));
+        assert!(
+            common::text(&info.stdout).contains("Title:           pgdrill compliance report"),
+            "{}",
+            common::text(&info.stdout)
+        );
+        let text =
+            std::process::Command::new("pdftotext").arg("-layout").arg(&pdf).arg("-").output().expect("pdftotext");
+        let text = common::text(&text.stdout);
+        assert!(text.contains("ISO/IEC 27001:2022 Annex A A.8.13: MET"), "{text}");
+        assert!(text.contains("CP-4: NOT MET"), "{text}");
+        // Every page renders.
+        if on_path("pdftoppm") {
+            let out = std::process::Command::new("pdftoppm")
+                .args(["-r", "20", "-png"])
+                .arg(&pdf)
+                .arg(t.path().join("page"))
+                .output()
+                .expect("pdftoppm");
+            assert!(
+                out.status.success() && common::text(&out.stderr).is_empty(),
+                "pdftoppm: {}",
+                common::text(&out.stderr)
+            );
+        }
+    }
+
     if require(on_path("openssl"), "the openssl command") {
         let sh = |dir: &Path| {
             std::process::Command::new("sh").arg(dir.join("verify.sh")).arg(&public).output().expect("sh verify.sh")
