@@ -106,6 +106,10 @@ enum Command {
         /// or its text in the PGDRILL_SIGNING_KEY variable.
         #[arg(long, value_name = "FILE", env = "PGDRILL_SIGNING_KEY_FILE")]
         signing_key: Option<PathBuf>,
+        /// An RFC 3161 time-stamping authority: each evidence record's sha256 is timestamped
+        /// there, the answer kept beside the record (RECORD.tsr).
+        #[arg(long, value_name = "URL", env = "PGDRILL_TSA_URL")]
+        tsa: Option<String>,
     },
     /// Write a new Ed25519 signing key for evidence to FILE (0600) and its public key to
     /// FILE.pub; print the public key.
@@ -299,6 +303,10 @@ enum EvidenceCommand {
         /// proves nothing against someone who could replace it.
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
+        /// Also check every record's RFC 3161 timestamp against this TSA's CA certificates
+        /// (PEM); a record without one is a problem.
+        #[arg(long, value_name = "FILE")]
+        tsa_ca: Option<PathBuf>,
     },
     /// One tar for an auditor: the log's signed statements and checkpoint (the chain proof),
     /// the public key, the period's compliance report, the auditor's text and the openssl
@@ -426,9 +434,35 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             out!("{}", plan::render(&rb, &vars));
             Ok(ExitCode::Passed)
         }
-        Command::Run { runbook, vars, junit, report, quiet, yes, rto, budget, notify, keep, evidence, signing_key } => {
+        Command::Run {
+            runbook,
+            vars,
+            junit,
+            report,
+            quiet,
+            yes,
+            rto,
+            budget,
+            notify,
+            keep,
+            evidence,
+            signing_key,
+            tsa,
+        } => {
             let mut rb = runbook::load_checked(&runbook)?;
             let evidence = evidence_sink(evidence, signing_key.as_deref(), report.as_deref(), &redactor, &rb.source)?;
+            if let Some(url) = &tsa {
+                redactor.add_credentials_in(url);
+                if evidence.is_none() {
+                    return Err(Error::invalid(
+                        "--tsa timestamps signed evidence: give a signing key too (--signing-key)",
+                    ));
+                }
+                if !url.starts_with("http://") && !url.starts_with("https://") {
+                    return Err(Error::invalid("--tsa takes the time-stamping authority's http:// or https:// URL"));
+                }
+            }
+            let evidence = evidence.map(|e| e.tsa(tsa));
             let operator = notify.map(|p| crate::runbook::notify::load(&p)).transpose()?;
             // The runbook's own sinks, and the operator file's for every run on this host.
             let notify = match (rb.notify.clone(), operator) {
@@ -508,7 +542,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             Ok(res.exit)
         }
         Command::Keygen { out } => keygen(&out),
-        Command::Evidence { command: EvidenceCommand::Verify { location, public_key } } => {
+        Command::Evidence { command: EvidenceCommand::Verify { location, public_key, tsa_ca } } => {
             let key = match &public_key {
                 Some(p) => crate::evidence::keys::PublicKey::from_file(p)?,
                 None => {
@@ -516,7 +550,10 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                     crate::evidence::keys::PublicKey::from_file(&location.join(crate::evidence::log::PUBLIC_KEY))?
                 }
             };
-            let v = crate::evidence::verify::verify(&location, &key)?;
+            let v = match &tsa_ca {
+                Some(ca) => crate::evidence::verify::verify_with_timestamps(&location, &key, ca)?,
+                None => crate::evidence::verify::verify(&location, &key)?,
+            };
             out!("{}", v.text(&location.display().to_string()));
             Ok(if v.ok() { ExitCode::Passed } else { ExitCode::Failed })
         }

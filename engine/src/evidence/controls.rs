@@ -325,7 +325,7 @@ mod tests {
                 "target": {"segregated_from_source": true},
             }),
         );
-        Good { sequence: seq, sha256: String::new(), bytes: Vec::new(), statement }
+        Good { sequence: seq, sha256: String::new(), bytes: Vec::new(), statement, timestamp: None }
     }
 
     /// A month of runs: daily backups, weekly verifies, a drill. Every control is met; each

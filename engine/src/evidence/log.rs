@@ -3,6 +3,7 @@
 //! ```text
 //! LOCATION/public-key.pem            the key that checks every signature here
 //! LOCATION/records/00000001.dsse.json one DSSE envelope per run, numbered from 1
+//! LOCATION/records/00000001.tsr       its RFC 3161 timestamp, when a TSA is configured
 //! LOCATION/checkpoint.dsse.json      the signed head: last sequence and its digest
 //! LOCATION/.evidence.lock            taken while appending
 //! ```
@@ -103,7 +104,7 @@ pub fn prepare(dir: &Path, key: &SigningKey) -> Result<(), Error> {
 
 /// Write `bytes` under `path` whole or not at all (a temporary file in `dir`, then a rename);
 /// `replace` false never overwrites an existing file.
-fn write_new(dir: &Path, path: &Path, bytes: &[u8], replace: bool) -> Result<(), Error> {
+pub(crate) fn write_new(dir: &Path, path: &Path, bytes: &[u8], replace: bool) -> Result<(), Error> {
     use std::io::Write as _;
     let err = |e: std::io::Error| Error::environment(format!("evidence: writing {}: {e}", shown(path)));
     let mut tmp = tempfile::Builder::new().prefix(".evidence-").tempfile_in(dir).map_err(err)?;
@@ -188,6 +189,11 @@ pub fn append(dir: &Path, key: &SigningKey, mut statement: Statement) -> Result<
     let signed = Envelope::sign(CHECKPOINT_TYPE, &payload, key)?.to_bytes();
     write_new(dir, &dir.join(CHECKPOINT), &signed, true)?;
     Ok(Appended { sequence, path, sha256 })
+}
+
+/// Keep the TSA's timestamp `tsr` of record `sequence` beside it (never replacing one).
+pub fn add_timestamp(dir: &Path, sequence: u64, tsr: &[u8]) -> Result<(), Error> {
+    write_new(dir, &dir.join(RECORDS).join(super::timestamp::tsr_name(sequence)), tsr, false)
 }
 
 #[cfg(test)]

@@ -13,4 +13,5 @@ pub mod keys;
 pub mod log;
 pub mod pack;
 pub mod statement;
+pub mod timestamp;
 pub mod verify;

@@ -18,11 +18,15 @@ pub const VERIFY_SH: &str = r#"#!/bin/sh
 #  1. each envelope's Ed25519 signature over its DSSE pre-authentication encoding (PAE),
 #  2. that each record names the sha256 of the record before it (nothing removed or edited),
 #  3. that the signed checkpoint names the sha256 of the last record (nothing cut off the end).
-# Usage: sh verify.sh [PUBLIC_KEY_PEM]   (default: public-key.pem, the one in this pack;
-# better: the public key you were given separately)
+#  4. with a TSA's CA certificates, each record's RFC 3161 timestamp (records/NNNNNNNN.tsr).
+# Usage: sh verify.sh [PUBLIC_KEY_PEM [TSA_CA_PEM]]   (default: public-key.pem, the one in
+# this pack; better: the public key you were given separately)
 set -eu
-cd "$(dirname "$0")"
 key=${1:-public-key.pem}
+ca=${2:-}
+case $key in /*) ;; *) key=$PWD/$key ;; esac
+case $ca in /* | '') ;; *) ca=$PWD/$ca ;; esac
+cd "$(dirname "$0")"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 bad=0
@@ -52,8 +56,17 @@ check() {
         link="BROKEN (names a record before the first one: records were removed)"
         bad=1
     fi
-    echo "$f: signature $sig, chain $link"
     prev=$(openssl dgst -sha256 -r "$f" | cut -c1-64)
+    stamp=""
+    if [ -n "$ca" ] && [ "$f" != checkpoint.dsse.json ]; then
+        if openssl ts -verify -digest "$prev" -in "${f%.dsse.json}.tsr" -CAfile "$ca" > /dev/null 2>&1; then
+            stamp=", timestamp ok"
+        else
+            stamp=", timestamp BAD"
+            bad=1
+        fi
+    fi
+    echo "$f: signature $sig, chain $link$stamp"
 }
 for f in records/*.dsse.json; do
     check "$f"
@@ -93,7 +106,13 @@ back to an earlier checkpoint is then visible too.
 
 Check it with openssl alone (verify.sh does this for every record):
 
-  sh verify.sh /path/to/the/public-key/you/were/given.pem
+  sh verify.sh /path/to/the/public-key/you/were/given.pem [/path/to/the/TSA-CA.pem]
+
+With a time-stamping authority configured, records/NNNNNNNN.tsr is the RFC 3161 timestamp
+of the record's sha256; check one by hand with
+  openssl ts -verify -digest "$(openssl dgst -sha256 -r records/00000001.dsse.json | cut -c1-64)" \
+    -in records/00000001.tsr -CAfile TSA-CA.pem
+  openssl ts -reply -in records/00000001.tsr -text     # the time it states
 
 By hand, for one record, say records/00000001.dsse.json:
 
@@ -176,6 +195,10 @@ pub fn write(
     add("index.txt", index(v, in_period).as_bytes(), 0o644).map_err(err)?;
     for g in &v.good {
         add(&format!("{RECORDS}/{}", record_name(g.sequence)), &g.bytes, 0o644).map_err(err)?;
+        let tsr = super::timestamp::tsr_name(g.sequence);
+        if let Ok(bytes) = std::fs::read(location.join(RECORDS).join(&tsr)) {
+            add(&format!("{RECORDS}/{tsr}"), &bytes, 0o644).map_err(err)?;
+        }
     }
     if let Some(c) = &v.checkpoint {
         add(CHECKPOINT, c, 0o644).map_err(err)?;

@@ -27,6 +27,8 @@ pub struct Good {
     pub sha256: String,
     pub bytes: Vec<u8>,
     pub statement: Statement,
+    /// The time its RFC 3161 timestamp states, when checked against a TSA's CA.
+    pub timestamp: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -52,8 +54,10 @@ impl Verified {
                 .last()
                 .map(|g| format!(", head record {} sha256 {}", g.sequence, g.sha256))
                 .unwrap_or_default();
+            let stamped = self.good.iter().filter(|g| g.timestamp.is_some()).count();
+            let stamped = if stamped > 0 { format!(", {stamped} RFC 3161 timestamps verified") } else { String::new() };
             return format!(
-                "ok: {loc}: {} records, every signature checks with keyid {}, chain and signed checkpoint intact{head}\n",
+                "ok: {loc}: {} records, every signature checks with keyid {}, chain and signed checkpoint intact{stamped}{head}\n",
                 self.good.len(),
                 self.keyid
             );
@@ -68,6 +72,26 @@ impl Verified {
         }
         out
     }
+}
+
+/// [`verify`], and every record's RFC 3161 timestamp against the TSA's CA certificates
+/// `tsa_ca`: a record without one, or whose timestamp does not verify for its sha256, is a
+/// finding.
+pub fn verify_with_timestamps(dir: &Path, key: &PublicKey, tsa_ca: &Path) -> Result<Verified, Error> {
+    let mut v = verify(dir, key)?;
+    for g in v.good.iter_mut() {
+        let tsr = dir.join(RECORDS).join(super::timestamp::tsr_name(g.sequence));
+        if !tsr.exists() {
+            v.findings.push(Finding { record: Some(g.sequence), problem: "it has no RFC 3161 timestamp".into() });
+            continue;
+        }
+        match super::timestamp::verify(&tsr, &g.sha256, tsa_ca) {
+            Ok(t) => g.timestamp = Some(t),
+            Err(e) => v.findings.push(Finding { record: Some(g.sequence), problem: e }),
+        }
+    }
+    v.findings.sort_by_key(|f| f.record.unwrap_or(0));
+    Ok(v)
 }
 
 /// Check the log in `dir` against `key`. An `Err` is a location that holds no log at all.
@@ -94,7 +118,9 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
     if let Ok(rd) = std::fs::read_dir(dir.join(RECORDS)) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if parse_record_name(&name).is_none() {
+            let timestamp =
+                name.strip_suffix(".tsr").is_some_and(|n| parse_record_name(&format!("{n}.dsse.json")).is_some());
+            if parse_record_name(&name).is_none() && !timestamp {
                 find(None, format!("{RECORDS}/{} is not a record of this log", crate::util::visible(&name)));
             }
         }
@@ -165,7 +191,7 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
             continue;
         }
         links.insert(n, chain["previous"].clone());
-        good.push(Good { sequence: n, sha256: digests[&n].clone(), bytes, statement });
+        good.push(Good { sequence: n, sha256: digests[&n].clone(), bytes, statement, timestamp: None });
     }
     // Every link: the predecessor it signed is there, unchanged.
     let mut named: Vec<u64> = Vec::new();

@@ -19,11 +19,24 @@ pub struct SignedEvidence {
     key: Arc<SigningKey>,
     /// The runbook's text's sha256, as it was run.
     runbook_sha256: String,
+    /// An RFC 3161 time-stamping authority's URL: each record is timestamped.
+    tsa: Option<String>,
 }
 
 impl SignedEvidence {
     pub fn new(dir: PathBuf, key: Arc<SigningKey>, runbook_source: &str) -> Self {
-        SignedEvidence { dir, key, runbook_sha256: crate::evidence::keys::sha256_hex(runbook_source.as_bytes()) }
+        SignedEvidence {
+            dir,
+            key,
+            runbook_sha256: crate::evidence::keys::sha256_hex(runbook_source.as_bytes()),
+            tsa: None,
+        }
+    }
+
+    /// Timestamp each record with the TSA at `url`.
+    pub fn tsa(mut self, url: Option<String>) -> Self {
+        self.tsa = url;
+        self
     }
 }
 
@@ -145,21 +158,41 @@ pub fn statement(run: &RunSummary, runbook_sha256: &str) -> Statement {
     )
 }
 
+/// Where a TSA URL points, without what may identify the caller (path, query, credentials).
+fn tsa_shown(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .map(|u| format!("{}://{}:{}", u.scheme(), u.host_str().unwrap_or("?"), u.port_or_known_default().unwrap_or(0)))
+        .unwrap_or_else(|_| "an invalid URL".into())
+}
+
 impl ReportSink for SignedEvidence {
     fn finish(&mut self, summary: &RunSummary) -> crate::Result<()> {
         let s = statement(summary, &self.runbook_sha256);
         // An evidence log that cannot take the record is the run's environment error: the
         // run's side effects happened, and its evidence must not be silently lost.
         let appended = crate::evidence::log::append(&self.dir, &self.key, s)?;
-        let _ = std::io::Write::write_all(
-            &mut std::io::stderr(),
-            format!(
-                "evidence: signed statement {} appended to {}\n",
-                appended.sequence,
-                crate::util::visible(&appended.path.display().to_string())
-            )
-            .as_bytes(),
+        let mut said = format!(
+            "evidence: signed statement {} appended to {}",
+            appended.sequence,
+            crate::util::visible(&appended.path.display().to_string())
         );
+        // The record is signed and chained already: a TSA that does not answer costs the
+        // timestamp, which `evidence verify --tsa-ca` then names, never the record.
+        if let Some(url) = &self.tsa {
+            let stamped = match tokio::runtime::Handle::try_current() {
+                Ok(h) => tokio::task::block_in_place(|| {
+                    h.block_on(crate::evidence::timestamp::request(url, &appended.sha256))
+                }),
+                Err(_) => Err("no async runtime".to_string()),
+            };
+            match stamped.and_then(|tsr| {
+                crate::evidence::log::add_timestamp(&self.dir, appended.sequence, &tsr).map_err(|e| e.to_string())
+            }) {
+                Ok(()) => said.push_str(", timestamped"),
+                Err(e) => said.push_str(&format!("; warning: no RFC 3161 timestamp from {}: {e}", tsa_shown(url))),
+            }
+        }
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{said}\n").as_bytes());
         Ok(())
     }
 }

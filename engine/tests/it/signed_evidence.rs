@@ -281,3 +281,224 @@ async fn runs_sign_their_evidence_and_a_removed_failed_verify_is_named() {
     assert!(r.stdout.contains("public-key.pem beside the evidence"), "{}", r.all());
     s.stop().await;
 }
+
+/// A time-stamping authority on loopback: a CA, a TSA certificate it issued for time
+/// stamping, and a thread answering RFC 3161 queries over HTTP with `openssl ts -reply`.
+struct LocalTsa {
+    url: String,
+    ca: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for LocalTsa {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn openssl_ok(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+    assert!(out.status.success(), "openssl {}: {}", args.join(" "), common::text(&out.stderr));
+}
+
+fn local_tsa(dir: &Path) -> LocalTsa {
+    use std::io::{BufRead, BufReader, Read, Write};
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl_ok(
+        dir,
+        &[
+            &["req", "-x509", "-new"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=pgdrill test TSA CA", "-days", "2"],
+        ]
+        .concat(),
+    );
+    openssl_ok(
+        dir,
+        &[&["req", "-new"][..], &ec, &["-keyout", "tsa.key", "-out", "tsa.csr", "-subj", "/CN=pgdrill test TSA"]]
+            .concat(),
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=critical,timeStamping\n",
+    )
+    .expect("ext");
+    openssl_ok(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "tsa.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "tsa.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    std::fs::write(dir.join("serial"), "01\n").expect("serial");
+    std::fs::write(
+        dir.join("tsa.cnf"),
+        format!(
+            "[ tsa ]\ndefault_tsa = tsa1\n[ tsa1 ]\ndir = {}\nserial = $dir/serial\nsigner_cert = $dir/tsa.pem\ncerts = $dir/tsa.pem\nsigner_key = $dir/tsa.key\nsigner_digest = sha256\ndefault_policy = 1.2.3.4.1\ndigests = sha256\naccuracy = secs:1\ness_cert_id_alg = sha256\n",
+            dir.display()
+        ),
+    )
+    .expect("tsa.cnf");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!("http://{}/tsa", listener.local_addr().expect("addr"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop2, dir2) = (stop.clone(), dir.to_path_buf());
+    let thread = std::thread::spawn(move || {
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            let Ok((stream, _)) = listener.accept() else {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            };
+            stream.set_nonblocking(false).expect("blocking");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut length = 0usize;
+            let mut line = String::new();
+            let mut content_type = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if let Some(v) = lower.strip_prefix("content-type:") {
+                    content_type = v.trim().to_string();
+                }
+                line.clear();
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).expect("body");
+            // The documented media type of an RFC 3161 query, else refused.
+            let reply = if content_type == "application/timestamp-query" {
+                std::fs::write(dir2.join("q.tsq"), &body).expect("query");
+                let out = std::process::Command::new("openssl")
+                    .args(["ts", "-reply", "-config", "tsa.cnf", "-queryfile", "q.tsq", "-out", "r.tsr"])
+                    .current_dir(&dir2)
+                    .output()
+                    .expect("openssl ts -reply");
+                out.status.success().then(|| std::fs::read(dir2.join("r.tsr")).expect("reply"))
+            } else {
+                None
+            };
+            let mut stream = stream;
+            let _ = match reply {
+                Some(r) => stream
+                    .write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/timestamp-reply\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", r.len()).as_bytes())
+                    .and_then(|_| stream.write_all(&r)),
+                None => stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            };
+        }
+    });
+    LocalTsa { url, ca: dir.join("ca.pem"), stop, thread: Some(thread) }
+}
+
+#[test]
+fn a_record_s_rfc3161_timestamp_from_a_local_tsa_verifies_and_its_loss_is_named() {
+    if !require(on_path("openssl"), "the openssl command") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let tsa = local_tsa(&t.path().join("tsa"));
+    let key = t.path().join("k.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let runbook = t.path().join("tiny.yaml");
+    std::fs::write(
+        &runbook,
+        "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
+    )
+    .expect("runbook");
+    let evidence = t.path().join("evidence");
+    let ran = Run::new(&runbook)
+        .arg("--signing-key")
+        .arg(&key)
+        .arg("--evidence")
+        .arg(&evidence)
+        .arg("--tsa")
+        .arg(&tsa.url)
+        .expect(0);
+    assert!(
+        ran.stderr.contains("evidence: signed statement 1 appended") && ran.stderr.contains("timestamped"),
+        "{}",
+        ran.all()
+    );
+    let public = t.path().join("k.pem.pub");
+    let verify = |ca: &Path| {
+        Run::cli(["evidence", "verify"])
+            .arg(&evidence)
+            .arg("--public-key")
+            .arg(&public)
+            .arg("--tsa-ca")
+            .arg(ca)
+            .output()
+    };
+    let ok = verify(&tsa.ca);
+    assert_eq!(ok.code, Some(0), "{}", ok.all());
+    assert!(ok.stdout.contains("1 RFC 3161 timestamps verified"), "{}", ok.all());
+
+    // The auditor's script checks it with openssl alone.
+    let pack = t.path().join("pack.tar");
+    Run::cli(["evidence", "pack", "--from", "2000-01-01", "--to", "2100-01-01", "--evidence"])
+        .arg(&evidence)
+        .arg(&pack)
+        .expect(0);
+    let unpacked = t.path().join("unpacked");
+    tar::Archive::new(std::fs::File::open(&pack).expect("pack")).unpack(&unpacked).expect("untar");
+    let out = std::process::Command::new("sh")
+        .arg(unpacked.join("verify.sh"))
+        .arg(&public)
+        .arg(&tsa.ca)
+        .output()
+        .expect("sh");
+    assert!(out.status.success(), "{}{}", common::text(&out.stdout), common::text(&out.stderr));
+    assert!(common::text(&out.stdout).contains("records/00000001.dsse.json: signature ok, chain ok, timestamp ok"));
+
+    // Another CA's view: the timestamp does not verify.
+    let other = t.path().join("other");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    openssl_ok(
+        &other,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "o.key",
+            "-out",
+            "o.pem",
+            "-subj",
+            "/CN=other",
+            "-days",
+            "2",
+        ],
+    );
+    let r = verify(&other.join("o.pem"));
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(r.stdout.contains("record 1: its timestamp does not verify"), "{}", r.all());
+
+    // The timestamp removed: named.
+    std::fs::remove_file(evidence.join("records/00000001.tsr")).expect("rm");
+    let r = verify(&tsa.ca);
+    assert!(r.stdout.contains("record 1: it has no RFC 3161 timestamp"), "{}", r.all());
+}
