@@ -327,6 +327,23 @@ enum EvidenceCommand {
         /// The tar file to write.
         out: PathBuf,
     },
+    /// Copy an evidence log into an S3 bucket with Object Lock: every object written with a
+    /// retention, so no one can delete or overwrite it before the date. Refused when the
+    /// bucket has no Object Lock configuration. Credentials from AWS_* variables.
+    Publish {
+        /// The evidence directory.
+        location: PathBuf,
+        /// Where: s3://BUCKET/PREFIX.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// How long each object is retained from now (e.g. 400d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        retain: std::time::Duration,
+        /// governance (users with a special permission may still lift it) or compliance
+        /// (no one can, until the date).
+        #[arg(long, value_parser = ["governance", "compliance"], default_value = "governance")]
+        mode: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -556,6 +573,20 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             };
             out!("{}", v.text(&location.display().to_string()));
             Ok(if v.ok() { ExitCode::Passed } else { ExitCode::Failed })
+        }
+        Command::Evidence { command: EvidenceCommand::Publish { location, to, retain, mode } } => {
+            use crate::evidence::immutable::{publish, Mode};
+            let mode = if mode == "compliance" { Mode::Compliance } else { Mode::Governance };
+            let p = publish(&location, &to, mode, retain).await?;
+            outln!(
+                "published to {}: {} objects written, {} already there; retained ({}) until {}",
+                crate::report::visible(&to),
+                p.written.len(),
+                p.already.len(),
+                if mode == Mode::Compliance { "compliance" } else { "governance" },
+                p.retain_until
+            );
+            Ok(ExitCode::Passed)
         }
         Command::Evidence { command: EvidenceCommand::Pack { evidence, from, to, public_key, out } } => {
             evidence_pack(&evidence, &from, &to, public_key.as_deref(), &out)

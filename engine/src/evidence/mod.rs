@@ -9,6 +9,7 @@
 
 pub mod controls;
 pub mod dsse;
+pub mod immutable;
 pub mod keys;
 pub mod log;
 pub mod pack;

@@ -502,3 +502,88 @@ fn a_record_s_rfc3161_timestamp_from_a_local_tsa_verifies_and_its_loss_is_named(
     let r = verify(&tsa.ca);
     assert!(r.stdout.contains("record 1: it has no RFC 3161 timestamp"), "{}", r.all());
 }
+
+/// One request to the S3-compatible server on loopback as the account that published (moto
+/// reads the account from the credential and does not check the signature): the status and
+/// the response's head and body as text.
+fn s3(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out)
+}
+
+#[test]
+fn object_lock_keeps_published_evidence_from_deletion_and_a_bucket_without_it_is_refused() {
+    let Some(moto) = common::moto() else { return };
+    let port = moto.port;
+    assert_eq!(s3(port, "PUT", "/locked-evidence", &[("x-amz-bucket-object-lock-enabled", "true")]).0, 200);
+    assert_eq!(s3(port, "PUT", "/plain-evidence", &[]).0, 200);
+    let t = tempfile::tempdir().expect("tmp");
+    let key = t.path().join("k.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let runbook = t.path().join("tiny.yaml");
+    std::fs::write(
+        &runbook,
+        "name: tiny\nkind: backup\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
+    )
+    .expect("runbook");
+    let evidence = t.path().join("evidence");
+    for _ in 0..2 {
+        Run::new(&runbook).arg("--signing-key").arg(&key).arg("--evidence").arg(&evidence).expect(0);
+    }
+    const SECRET: &str = "object-lock-secret-access-key-never-shown";
+    let publish = |to: &str| {
+        let mut run = Run::cli(["evidence", "publish"]).arg(&evidence);
+        for a in ["--to", to, "--retain", "30d", "--mode", "governance"] {
+            run = run.arg(a);
+        }
+        run.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+            .output()
+    };
+    // A bucket without Object Lock: refused, nothing written.
+    let r = publish("s3://plain-evidence/prod");
+    assert_eq!(r.code, Some(2), "{}", r.all());
+    assert!(r.all().contains("plain-evidence: it has no Object Lock configuration"), "{}", r.all());
+    assert!(s3(port, "GET", "/plain-evidence?list-type=2", &[]).1.contains("<KeyCount>0</KeyCount>"));
+
+    let r = publish("s3://locked-evidence/prod");
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    assert!(r.stdout.contains("4 objects written, 0 already there; retained (governance) until"), "{}", r.all());
+    assert!(!r.all().contains(SECRET));
+    let (status, head) = s3(port, "HEAD", "/locked-evidence/prod/records/00000001.dsse.json", &[]);
+    assert_eq!(status, 200, "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("x-amz-object-lock-mode: governance"), "{head}");
+    let version = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("x-amz-version-id:"))
+        .map(|v| v.trim().to_string())
+        .expect("a version id");
+    // Deleting the record's version before the date is refused by the store.
+    let (status, body) =
+        s3(port, "DELETE", &format!("/locked-evidence/prod/records/00000001.dsse.json?versionId={version}"), &[]);
+    assert_eq!(status, 403, "a locked record was deleted: {body}");
+    assert_eq!(s3(port, "GET", "/locked-evidence/prod/records/00000001.dsse.json", &[]).0, 200);
+
+    // Again: the records are there already; only the checkpoint is written (a new version).
+    let r = publish("s3://locked-evidence/prod");
+    assert!(r.stdout.contains("1 objects written, 3 already there"), "{}", r.all());
+    drop(moto);
+}
