@@ -9,6 +9,7 @@ mod json;
 pub mod junit;
 pub mod lock;
 pub mod notify;
+pub mod oncall;
 pub mod pdf;
 pub mod probe;
 pub mod remote;
