@@ -74,13 +74,23 @@ async fn runs_sign_their_evidence_and_a_removed_failed_verify_is_named() {
         .var("provider", "native")
         .key(KEY)
         .expect(0);
-    // 3: a verify that fails (the backup is older than a second by now), key in a variable.
+    // 3: a verify that fails (the archive damaged since), the key in a variable.
+    let file = std::fs::read_dir(storage.join("shop"))
+        .expect("storage")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
+        .expect("a backup");
+    let manifest = common::read_json(&pgdrill::backup::layout::manifest_path(&file));
+    let mut damaged = std::fs::read(&file).expect("backup");
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xff;
+    std::fs::write(&file, &damaged).expect("damage");
     let failed = Run::new("verify")
         .var("storage", storage.display())
         .var("database", "shop")
         .var("provider", "native")
         .var("force", "true")
-        .var("max_age", "1s")
         .key(KEY)
         .env("PGDRILL_SIGNING_KEY", &private)
         .arg("--evidence")
@@ -97,13 +107,6 @@ async fn runs_sign_their_evidence_and_a_removed_failed_verify_is_named() {
     assert_eq!(b["predicateType"], "https://pgdrill.dev/evidence/run/v1");
     assert_eq!(b["predicate"]["kind"], "backup");
     assert_eq!(b["predicate"]["outcome"], "passed");
-    let file = std::fs::read_dir(storage.join("shop"))
-        .expect("storage")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
-        .expect("a backup");
-    let manifest = common::read_json(&pgdrill::backup::layout::manifest_path(&file));
     let subject = b["subject"].as_array().expect("subject");
     assert!(
         subject.iter().any(|s| s["digest"]["sha256"] == manifest["sha256"]),
