@@ -479,7 +479,6 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                     return Err(Error::invalid("--tsa takes the time-stamping authority's http:// or https:// URL"));
                 }
             }
-            let evidence = evidence.map(|e| e.tsa(tsa));
             let operator = notify.map(|p| crate::runbook::notify::load(&p)).transpose()?;
             // The runbook's own sinks, and the operator file's for every run on this host.
             let notify = match (rb.notify.clone(), operator) {
@@ -489,9 +488,16 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                     r.notify.extend(o.notify);
                     r.metrics = o.metrics.or(r.metrics);
                     r.state = o.state.or(r.state);
+                    r.tsa = o.tsa.or(r.tsa);
                     Some(r)
                 }
             };
+            // The flag's TSA, else the notify file's (unused by a run that signs nothing).
+            let tsa = tsa.or_else(|| notify.as_ref().and_then(|n| n.tsa.clone()));
+            if let Some(url) = &tsa {
+                redactor.add_credentials_in(url);
+            }
+            let evidence = evidence.map(|e| e.tsa(tsa));
             // `--rto` is the drill's recovery objective, measured from the disaster; only a
             // runbook that measures none takes it as its run's budget.
             let measures_rto = rb.all_steps().any(|s| steps::find(&s.uses).is_some_and(|k| k.measures_rto));

@@ -21,6 +21,10 @@ pub struct NotifyFile {
     /// default `$HOME/.local/state/pgdrill/outcomes.json`.
     #[serde(default)]
     pub state: Option<PathBuf>,
+    /// An RFC 3161 time-stamping authority's URL: a run that signs its evidence has each
+    /// record timestamped there (as `--tsa` does; the flag wins).
+    #[serde(default)]
+    pub tsa: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -362,6 +366,11 @@ pub fn validate(n: &NotifyFile) -> Result<(), (String, String)> {
                     "a webhook takes `url` or `url_env` (the variable holding it), one of them".into(),
                 ))
             }
+        }
+    }
+    if let Some(u) = &n.tsa {
+        if reqwest::Url::parse(u).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) {
+            return Err(("tsa".to_string(), "tsa is the time-stamping authority's http(s) URL".into()));
         }
     }
     if let Some(p) = n.metrics.as_ref().and_then(|m| m.pushgateway.as_ref()) {

@@ -441,6 +441,22 @@ fn a_record_s_rfc3161_timestamp_from_a_local_tsa_verifies_and_its_loss_is_named(
         "{}",
         ran.all()
     );
+    // The TSA from the notify file instead of the flag.
+    let notify = t.path().join("notify.yaml");
+    std::fs::write(&notify, format!("tsa: \"{}\"\n", tsa.url)).expect("notify");
+    let ran = Run::new(&runbook)
+        .arg("--signing-key")
+        .arg(&key)
+        .arg("--evidence")
+        .arg(&evidence)
+        .arg("--notify")
+        .arg(&notify)
+        .expect(0);
+    assert!(
+        ran.stderr.contains("evidence: signed statement 2 appended") && ran.stderr.contains("timestamped"),
+        "{}",
+        ran.all()
+    );
     let public = t.path().join("k.pem.pub");
     let verify = |ca: &Path| {
         Run::cli(["evidence", "verify"])
@@ -453,7 +469,7 @@ fn a_record_s_rfc3161_timestamp_from_a_local_tsa_verifies_and_its_loss_is_named(
     };
     let ok = verify(&tsa.ca);
     assert_eq!(ok.code, Some(0), "{}", ok.all());
-    assert!(ok.stdout.contains("1 RFC 3161 timestamps verified"), "{}", ok.all());
+    assert!(ok.stdout.contains("2 RFC 3161 timestamps verified"), "{}", ok.all());
 
     // The auditor's script checks it with openssl alone.
     let pack = t.path().join("pack.tar");
