@@ -207,7 +207,7 @@ fn judge(r: &Requirement, database: Option<&str>, log: &[Good], period: &Period)
         start = t;
     }
     let what = describe(r);
-    let of = database.map(|d| format!(" of `{}`", crate::util::visible(d))).unwrap_or_default();
+    let of = database.map(|d| format!(" of `{}`", crate::util::one_line(d))).unwrap_or_default();
     let rfc = |t: OffsetDateTime| crate::util::rfc3339(t);
     let (verdict, missing) = if r.if_any && !any_of_kind {
         (Verdict::NotApplicable, Some(format!("no {} run{of} in the period", r.kind)))

@@ -192,7 +192,7 @@ pub struct Published {
 /// (they cannot change); one that differs from the local copy is an error naming it. The
 /// checkpoint is written again (a new version; the old ones stay locked).
 pub async fn publish(dir: &Path, location: &str, mode: Mode, retain: Duration) -> Result<Published, Error> {
-    let shown = crate::util::visible(location).into_owned();
+    let shown = crate::util::one_line(location).into_owned();
     let rest = location
         .strip_prefix("s3://")
         .ok_or_else(|| Error::invalid(format!("{shown}: Object Lock is an S3 feature: give s3://BUCKET/PREFIX")))?;
@@ -271,7 +271,7 @@ pub async fn publish(dir: &Path, location: &str, mode: Mode, retain: Duration) -
             let reason = text.split("<Code>").nth(1).and_then(|t| t.split('<').next()).unwrap_or("");
             return Err(Error::environment(format!(
                 "writing s3://{bucket}/{key} with Object Lock: HTTP {code} {}",
-                crate::util::visible(reason)
+                crate::util::one_line(reason)
             )));
         }
         out.written.push(name);

@@ -79,7 +79,7 @@ impl SigningKey {
 
     /// The key from a file.
     pub fn from_file(path: &Path) -> Result<SigningKey, Error> {
-        let shown = crate::util::visible(&path.display().to_string()).into_owned();
+        let shown = crate::util::one_line(&path.display().to_string()).into_owned();
         let pem = std::fs::read_to_string(path)
             .map_err(|e| Error::invalid(format!("cannot read the signing key {shown}: {e}")))?;
         SigningKey::from_pem(&pem, &format!("the signing key file {shown}"))
@@ -115,7 +115,7 @@ impl PublicKey {
     }
 
     pub fn from_file(path: &Path) -> Result<PublicKey, Error> {
-        let shown = crate::util::visible(&path.display().to_string()).into_owned();
+        let shown = crate::util::one_line(&path.display().to_string()).into_owned();
         let pem =
             std::fs::read(path).map_err(|e| Error::invalid(format!("cannot read the public key {shown}: {e}")))?;
         PublicKey::from_pem(&pem, &format!("the public key file {shown}"))

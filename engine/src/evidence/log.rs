@@ -54,7 +54,7 @@ pub fn describe(statement: &Statement) -> Value {
 
 /// A link's description as a phrase: "the failed drill `dr` that finished at ...".
 pub fn described(d: &Value) -> String {
-    let s = |k: &str| d[k].as_str().map(|v| crate::util::visible(v).into_owned()).unwrap_or_else(|| "?".into());
+    let s = |k: &str| d[k].as_str().map(|v| crate::util::one_line(v).into_owned()).unwrap_or_else(|| "?".into());
     format!("the {} {} `{}` that finished at {}", s("outcome"), s("kind"), s("runbook"), s("finished_at"))
 }
 
@@ -67,7 +67,7 @@ pub struct Appended {
 }
 
 fn shown(p: &Path) -> String {
-    crate::util::visible(&p.display().to_string()).into_owned()
+    crate::util::one_line(&p.display().to_string()).into_owned()
 }
 
 /// Make `dir` ready for `key`'s statements before a run changes anything: created, its
@@ -235,5 +235,49 @@ mod tests {
         assert_eq!(sequences(dir.path()).expect("list"), (1..=20).collect::<Vec<_>>());
         let v = super::super::verify::verify(dir.path(), &key.public()).expect("verify");
         assert!(v.findings.is_empty(), "{:?}", v.findings);
+    }
+}
+
+#[cfg(test)]
+mod interrupted {
+    use super::*;
+
+    fn passed(name: &str) -> Statement {
+        Statement::run(
+            vec![super::super::statement::Subject::sha256("x", "00")],
+            json!({"runbook": {"name": name}, "kind": "verify", "outcome": "passed", "finished_at": "2026-12-01T00:00:00Z"}),
+        )
+    }
+
+    /// A run killed (or out of disk) after its record was renamed into place but before the
+    /// checkpoint was: the log then holds the same files as after the interruption. Its
+    /// records are all signed and chained, so `evidence verify` must not call it tampered,
+    /// and the next append must chain to the interrupted record and re-sign the checkpoint.
+    #[test]
+    fn an_append_interrupted_before_its_checkpoint_is_not_reported_as_tampering() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = SigningKey::generate().expect("key");
+        append(dir.path(), &key, passed("one")).expect("append 1");
+        let checkpoint_1 = std::fs::read(dir.path().join(CHECKPOINT)).expect("checkpoint");
+        append(dir.path(), &key, passed("two")).expect("append 2");
+        // The state a crash between the record's rename and the checkpoint's leaves.
+        std::fs::write(dir.path().join(CHECKPOINT), &checkpoint_1).expect("interrupt");
+        let v = super::super::verify::verify(dir.path(), &key.public()).expect("verify");
+        assert!(v.ok(), "an interrupted append reads as tampering: {:?}", v.findings);
+        assert_eq!(v.good.len(), 2);
+        assert!(v.text("loc").contains("interrupted"), "{}", v.text("loc"));
+        // The checkpoint still verifies and is packed: it covers records 1..=1.
+        assert_eq!(v.checkpoint.as_deref(), Some(&checkpoint_1[..]));
+        // The next run heals it: no fork, checkpoint at 3.
+        append(dir.path(), &key, passed("three")).expect("append 3");
+        let v = super::super::verify::verify(dir.path(), &key.public()).expect("verify");
+        assert!(v.ok() && v.good.len() == 3, "{:?}", v.findings);
+        assert!(!v.text("loc").contains("interrupted"), "{}", v.text("loc"));
+        // A checkpoint that names another sha256 for its record is still an edit.
+        std::fs::write(dir.path().join(RECORDS).join(record_name(1)), b"{}\n").expect("damage 1");
+        std::fs::write(dir.path().join(CHECKPOINT), &checkpoint_1).expect("old checkpoint");
+        let v = super::super::verify::verify(dir.path(), &key.public()).expect("verify");
+        assert!(!v.ok(), "a damaged record 1 under an old checkpoint is accepted");
+        assert!(v.findings.iter().any(|f| f.record == Some(1)), "{:?}", v.findings);
     }
 }

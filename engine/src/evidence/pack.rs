@@ -31,16 +31,24 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 bad=0
 prev=""
+seen=""
 check() {
     f=$1
     # The envelope's fields, one per line as pgdrill writes them.
     type=$(sed -n 's/^  "payloadType": "\(.*\)",$/\1/p' "$f")
+    # The type is signed, but a good signature over the other kind of envelope (a checkpoint
+    # put in as a record) must not count.
+    want=application/vnd.in-toto+json
+    [ "$f" = checkpoint.dsse.json ] && want=application/vnd.pgdrill.checkpoint+json
     sed -n 's/^  "payload": "\(.*\)",$/\1/p' "$f" | openssl base64 -d -A > "$tmp/payload"
     sed -n 's/^      "sig": "\(.*\)"$/\1/p' "$f" | openssl base64 -d -A > "$tmp/sig"
     # PAE: "DSSEv1" SP len(type) SP type SP len(payload) SP payload
     printf 'DSSEv1 %d %s %d ' "${#type}" "$type" "$(($(wc -c < "$tmp/payload")))" > "$tmp/pae"
     cat "$tmp/payload" >> "$tmp/pae"
-    if openssl pkeyutl -verify -pubin -inkey "$key" -rawin -in "$tmp/pae" -sigfile "$tmp/sig" > /dev/null 2>&1; then
+    if [ "$type" != "$want" ]; then
+        sig="BAD (its payload type is not $want)"
+        bad=1
+    elif openssl pkeyutl -verify -pubin -inkey "$key" -rawin -in "$tmp/pae" -sigfile "$tmp/sig" > /dev/null 2>&1; then
         sig=ok
     else
         sig=BAD
@@ -48,7 +56,11 @@ check() {
     fi
     named=$(sed -n 's/.*"record_sha256":"\([0-9a-f]*\)".*/\1/p' "$tmp/payload")
     link=ok
-    if [ -n "$prev" ] && [ "$named" != "$prev" ]; then
+    if [ "$f" = checkpoint.dsse.json ] && [ -n "$named" ] && [ "$named" != "$prev" ] && case " $seen " in *" $named "*) true ;; *) false ;; esac; then
+        # An append interrupted before its checkpoint: the records after the one it names
+        # were checked above (signed, chained); an old checkpoint removes nothing.
+        link="ok (it covers an earlier record: the records after it were appended after an interrupted run)"
+    elif [ -n "$prev" ] && [ "$named" != "$prev" ]; then
         link="BROKEN (names ${named:-nothing}, the record before is $prev)"
         bad=1
     fi
@@ -57,6 +69,7 @@ check() {
         bad=1
     fi
     prev=$(openssl dgst -sha256 -r "$f" | cut -c1-64)
+    seen="$seen $prev"
     stamp=""
     if [ -n "$ca" ] && [ "$f" != checkpoint.dsse.json ]; then
         if openssl ts -verify -digest "$prev" -in "${f%.dsse.json}.tsr" -CAfile "$ca" > /dev/null 2>&1; then
@@ -140,7 +153,7 @@ fn index(v: &Verified, in_period: &dyn Fn(&str) -> bool) -> String {
     let mut out = String::from("  sequence  finished_at                     kind     outcome  runbook  sha256\n");
     for g in &v.good {
         let p = &g.statement.predicate;
-        let s = |k: &str| p[k].as_str().map(|v| crate::util::visible(v).into_owned()).unwrap_or_default();
+        let s = |k: &str| p[k].as_str().map(|v| crate::util::one_line(v).into_owned()).unwrap_or_default();
         let finished = s("finished_at");
         out.push_str(&format!(
             "{} {:>8}  {:<30}  {:<7}  {:<7}  {}  {}\n",
@@ -149,7 +162,7 @@ fn index(v: &Verified, in_period: &dyn Fn(&str) -> bool) -> String {
             finished,
             s("kind"),
             s("outcome"),
-            p["runbook"]["name"].as_str().map(crate::util::visible).unwrap_or_default(),
+            p["runbook"]["name"].as_str().map(crate::util::one_line).unwrap_or_default(),
             g.sha256
         ));
     }
@@ -170,7 +183,7 @@ pub fn write(
     in_period: &dyn Fn(&str) -> bool,
     extra: &[(String, Vec<u8>)],
 ) -> Result<(), Error> {
-    let shown = crate::util::visible(&out.display().to_string()).into_owned();
+    let shown = crate::util::one_line(&out.display().to_string()).into_owned();
     let err = |e: std::io::Error| Error::io(format!("writing the evidence pack {shown}"), e);
     let dir = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -236,7 +249,7 @@ impl Period {
             let d = time::Date::parse(s, &fmt).map_err(|_| {
                 Error::invalid(format!(
                     "`{}` is not a date: write YYYY-MM-DD (UTC) or an RFC 3339 time",
-                    crate::util::visible(s)
+                    crate::util::one_line(s)
                 ))
             })?;
             let d = if end { d.next_day().unwrap_or(d) } else { d };
@@ -275,5 +288,65 @@ mod tests {
         assert!(!p.contains("not a time"));
         assert!(Period::parse("2026-11-30", "2026-11-01").is_err());
         assert!(Period::parse("yesterday", "2026-11-01").expect_err("refused").to_string().contains("YYYY-MM-DD"));
+    }
+
+    /// The pack's verify.sh under dash (`sh`), on a log whose last append was interrupted
+    /// before its checkpoint, with hostile runbook names: it accepts the log (no false
+    /// tamper), runs nothing a name holds, and still refuses a checkpoint envelope put in as
+    /// a record (a signed file of the other kind).
+    #[test]
+    fn verify_sh_accepts_an_interrupted_append_and_refuses_a_checkpoint_as_a_record() {
+        use super::super::{keys::SigningKey, log, statement::Statement, statement::Subject, verify};
+        use serde_json::json;
+        let on_path = |p: &str| std::process::Command::new(p).arg("version").output().is_ok();
+        if !on_path("openssl") {
+            assert!(std::env::var_os("CI").is_none(), "the openssl command is missing (CI)");
+            eprintln!("skipped: no openssl command");
+            return;
+        }
+        let t = tempfile::tempdir().expect("tmp");
+        let (dir, key) = (t.path().join("log"), SigningKey::generate().expect("key"));
+        let pwned = t.path().join("pwned");
+        let hostile = [
+            format!("$(touch {})", pwned.display()),
+            format!("`touch {}`; \"q\" 'q' \n%s%n ../.. \u{1b}[31m жур (x) \\", pwned.display()),
+            "plain".to_string(),
+        ];
+        let mut checkpoints = Vec::new();
+        for name in &hostile {
+            let s = Statement::run(
+                vec![Subject::sha256(name.clone(), "00")],
+                json!({"runbook": {"name": name}, "kind": "drill", "outcome": "failed", "finished_at": "2026-12-01T00:00:00Z"}),
+            );
+            log::append(&dir, &key, s).expect("append");
+            checkpoints.push(std::fs::read(dir.join(log::CHECKPOINT)).expect("checkpoint"));
+        }
+        // Interrupted: the last record is in place, its checkpoint is not.
+        std::fs::write(dir.join(log::CHECKPOINT), &checkpoints[1]).expect("interrupt");
+        let v = verify::verify(&dir, &key.public()).expect("verify");
+        assert!(v.ok(), "{:?}", v.findings);
+        let idx = index(&v, &|_| true);
+        assert!(!idx.contains('\u{1b}') && idx.lines().count() == 5, "a name broke index.txt's lines: {idx}");
+        let out = t.path().join("pack.tar");
+        write(&out, &dir, &v, "2026-12-01", "2026-12-01", &|_| true, &[]).expect("pack");
+        let unpacked = t.path().join("unpacked");
+        tar::Archive::new(std::fs::File::open(&out).expect("open")).unpack(&unpacked).expect("unpack");
+        let sh = || {
+            let o = std::process::Command::new("sh")
+                .arg(unpacked.join("verify.sh"))
+                .arg(dir.join(log::PUBLIC_KEY))
+                .output()
+                .expect("sh verify.sh");
+            (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+        };
+        let (ok, text) = sh();
+        assert!(ok, "verify.sh calls an interrupted append tampering: {text}");
+        assert!(text.contains("interrupted"), "{text}");
+        assert!(!pwned.exists(), "verify.sh ran a command from a runbook name");
+        // The old checkpoint 1 put in as record 2: its signature is good, its kind is not.
+        std::fs::write(unpacked.join("records/00000002.dsse.json"), &checkpoints[0]).expect("swap");
+        let (ok, text) = sh();
+        assert!(!ok, "verify.sh accepted a checkpoint as a record: {text}");
+        assert!(text.contains("00000002.dsse.json: signature BAD (its payload type"), "{text}");
     }
 }

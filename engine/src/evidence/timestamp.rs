@@ -97,7 +97,7 @@ pub fn verify(tsr: &Path, digest: &str, ca: &Path) -> Result<String, String> {
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() || !said.contains("Verification: OK") {
         let why = said.lines().find(|l| l.contains("error") || l.contains("Verification")).unwrap_or("").trim();
-        return Err(format!("its timestamp does not verify with the TSA's CA ({})", crate::util::visible(why)));
+        return Err(format!("its timestamp does not verify with the TSA's CA ({})", crate::util::one_line(why)));
     }
     let text = openssl(&["-reply".as_ref(), "-in".as_ref(), tsr.as_os_str(), "-text".as_ref()])?;
     let text = String::from_utf8_lossy(&text.stdout).into_owned();

@@ -38,6 +38,8 @@ pub struct Verified {
     /// The checkpoint's envelope, as its file holds it, when it verified.
     pub checkpoint: Option<Vec<u8>>,
     pub keyid: String,
+    /// What is worth saying but is no problem (an append interrupted before its checkpoint).
+    pub notes: Vec<String>,
 }
 
 impl Verified {
@@ -47,7 +49,7 @@ impl Verified {
 
     /// What `evidence verify` prints.
     pub fn text(&self, location: &str) -> String {
-        let loc = crate::util::visible(location);
+        let loc = crate::util::one_line(location);
         if self.ok() {
             let head = self
                 .good
@@ -56,11 +58,15 @@ impl Verified {
                 .unwrap_or_default();
             let stamped = self.good.iter().filter(|g| g.timestamp.is_some()).count();
             let stamped = if stamped > 0 { format!(", {stamped} RFC 3161 timestamps verified") } else { String::new() };
-            return format!(
+            let mut out = format!(
                 "ok: {loc}: {} records, every signature checks with keyid {}, chain and signed checkpoint intact{stamped}{head}\n",
                 self.good.len(),
                 self.keyid
             );
+            for n in &self.notes {
+                out.push_str(&format!("  note: {n}\n"));
+            }
+            return out;
         }
         let n = self.findings.len();
         let mut out = format!("FAILED: {loc}: {n} problem{}\n", if n == 1 { "" } else { "s" });
@@ -121,7 +127,7 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
             let timestamp =
                 name.strip_suffix(".tsr").is_some_and(|n| parse_record_name(&format!("{n}.dsse.json")).is_some());
             if parse_record_name(&name).is_none() && !timestamp {
-                find(None, format!("{RECORDS}/{} is not a record of this log", crate::util::visible(&name)));
+                find(None, format!("{RECORDS}/{} is not a record of this log", crate::util::one_line(&name)));
             }
         }
     }
@@ -251,10 +257,20 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
                         ),
                     );
                 } else if s < last {
-                    find(
-                        None,
-                        format!("{CHECKPOINT} counts {s} records but the log holds {last}: an old checkpoint put back, or records added without the key"),
-                    );
+                    // Records after it passed their own checks above (signed with the key,
+                    // chained): only a run with the key appends those, and one killed (or out
+                    // of disk) between its record and its checkpoint leaves exactly this. An
+                    // old checkpoint put back removes nothing, so it is no finding; the
+                    // checkpoint must still name its own record truly.
+                    if digests.get(&s).map(String::as_str) != c["record_sha256"].as_str() {
+                        find(Some(s), "edited or replaced: the signed checkpoint names another sha256 for it".into());
+                    } else {
+                        v.notes.push(format!(
+                            "{CHECKPOINT} covers records 1 to {s}; records {} to {last} were appended after it (an append interrupted before its checkpoint, or an older checkpoint put back): they are signed and chained, and the next signed run re-signs the checkpoint",
+                            s + 1
+                        ));
+                        v.checkpoint = Some(bytes);
+                    }
                 } else if digests.get(&s).map(String::as_str) != c["record_sha256"].as_str() {
                     find(Some(s), "edited or replaced: the signed checkpoint names another sha256 for it".into());
                 } else {

@@ -13,6 +13,7 @@ pub use bytes::human_bytes;
 pub use duration::{parse_duration, MAX_DURATION};
 pub use host::hostname;
 pub use quote::{
-    conninfo_quote, percent_decode, percent_decode_strict, percent_encode, percent_encode_keep, shell_quote, visible,
+    conninfo_quote, one_line, percent_decode, percent_decode_strict, percent_encode, percent_encode_keep, shell_quote,
+    visible,
 };
 pub use time::rfc3339;

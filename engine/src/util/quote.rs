@@ -78,6 +78,16 @@ fn decode(s: &str, strict: bool) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// `s` on one line: like [`visible`], and newlines and tabs too shown as `\xNN`, for text
+/// that must stay one line (an index row, a line of a report a reader trusts line by line):
+/// a name holding a newline can then never forge another line.
+pub fn one_line(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(s.chars().map(|c| if c.is_control() { format!("\\x{:02x}", c as u32) } else { c.to_string() }).collect())
+}
+
 /// Text from data (names, messages, logs) made safe for a terminal: control characters
 /// (ESC, BEL, ...) are shown as `\x1b` instead of acting on the terminal. Newlines and tabs
 /// stay.
