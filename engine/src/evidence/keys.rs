@@ -77,9 +77,22 @@ impl SigningKey {
         SigningKey::with_public(key, pem.to_string())
     }
 
-    /// The key from a file.
+    /// The key from a file, refused when others may read it (the rule PostgreSQL applies to
+    /// its own TLS key: owner only, or root's and group-readable for a group it gives to a
+    /// service): a key readable by others may already be someone else's.
     pub fn from_file(path: &Path) -> Result<SigningKey, Error> {
+        use std::os::unix::fs::MetadataExt as _;
         let shown = crate::util::one_line(&path.display().to_string()).into_owned();
+        let meta =
+            std::fs::metadata(path).map_err(|e| Error::invalid(format!("cannot read the signing key {shown}: {e}")))?;
+        let loose = if meta.uid() == 0 { meta.mode() & 0o037 } else { meta.mode() & 0o077 };
+        if loose != 0 {
+            return Err(Error::invalid(format!(
+                "the signing key {shown} may be read by others (mode {:04o}): `chmod 600 {}` (owner only), then sign with it; if others did read it, write a new one with `pgdrill keygen`",
+                meta.mode() & 0o7777,
+                crate::util::shell_quote(&path.display().to_string())
+            )));
+        }
         let pem = std::fs::read_to_string(path)
             .map_err(|e| Error::invalid(format!("cannot read the signing key {shown}: {e}")))?;
         SigningKey::from_pem(&pem, &format!("the signing key file {shown}"))
@@ -176,5 +189,25 @@ mod tests {
         assert!(e.to_string().contains("not Ed25519"), "{e}");
         let e = SigningKey::from_pem("garbage", "PGDRILL_SIGNING_KEY").expect_err("refused");
         assert!(e.to_string().contains("PGDRILL_SIGNING_KEY") && e.to_string().contains("pgdrill keygen"), "{e}");
+    }
+
+    /// A private key file that group or others may read was used to sign (the key had
+    /// perhaps leaked already): it is refused, naming the file and the chmod that fixes it.
+    #[test]
+    fn a_signing_key_file_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let t = tempfile::tempdir().expect("tmp");
+        let path = t.path().join("it's key.pem");
+        let k = SigningKey::generate().expect("key");
+        std::fs::write(&path, k.pem()).expect("write");
+        for mode in [0o644, 0o660, 0o604] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let e = SigningKey::from_file(&path).expect_err("a loose key file is accepted");
+            let e = e.to_string();
+            assert!(e.contains("may be read by others") && e.contains("chmod 600 '"), "{e}");
+            assert!(!e.contains("PRIVATE"), "{e}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(SigningKey::from_file(&path).expect("0600 reads").public().keyid(), k.public().keyid());
     }
 }
