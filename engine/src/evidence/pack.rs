@@ -169,6 +169,11 @@ fn index(v: &Verified, in_period: &dyn Fn(&str) -> bool) -> String {
     if let Some(g) = v.good.last() {
         out.push_str(&format!("head: sequence {} sha256 {}\n", g.sequence, g.sha256));
     }
+    // What `evidence verify` noted (a clock that went back, an interrupted append): the
+    // auditor reads it here too.
+    for n in &v.notes {
+        out.push_str(&format!("note: {}\n", crate::util::one_line(n)));
+    }
     out
 }
 
@@ -326,7 +331,8 @@ mod tests {
         let v = verify::verify(&dir, &key.public()).expect("verify");
         assert!(v.ok(), "{:?}", v.findings);
         let idx = index(&v, &|_| true);
-        assert!(!idx.contains('\u{1b}') && idx.lines().count() == 5, "a name broke index.txt's lines: {idx}");
+        assert!(!idx.contains('\u{1b}') && idx.lines().count() == 6, "a name broke index.txt's lines: {idx}");
+        assert!(idx.lines().last().is_some_and(|l| l.starts_with("note: ") && l.contains("interrupted")), "{idx}");
         let out = t.path().join("pack.tar");
         write(&out, &dir, &v, "2026-12-01", "2026-12-01", &|_| true, &[]).expect("pack");
         let unpacked = t.path().join("unpacked");

@@ -92,12 +92,94 @@ pub fn verify_with_timestamps(dir: &Path, key: &PublicKey, tsa_ca: &Path) -> Res
             continue;
         }
         match super::timestamp::verify(&tsr, &g.sha256, tsa_ca) {
-            Ok(t) => g.timestamp = Some(t),
+            Ok(t) => {
+                // The TSA's time is the one an auditor can trust; the statement's is the
+                // signing host's clock, which its owner sets.
+                if let Some(p) = tsa_disagrees(g.statement.predicate["finished_at"].as_str().unwrap_or(""), &t) {
+                    v.findings.push(Finding { record: Some(g.sequence), problem: p });
+                }
+                g.timestamp = Some(t)
+            }
             Err(e) => v.findings.push(Finding { record: Some(g.sequence), problem: e }),
         }
     }
     v.findings.sort_by_key(|f| f.record.unwrap_or(0));
     Ok(v)
+}
+
+/// How far a statement's end time may be from its TSA time: the timestamp is asked for
+/// right after the record is appended, once the run's other reports are written.
+const TSA_SLACK: time::Duration = time::Duration::minutes(10);
+
+/// The time `openssl ts -reply -text` prints (`Dec  6 08:00:00 2026 GMT`, seconds perhaps
+/// with a fraction).
+fn tsa_time(s: &str) -> Option<time::OffsetDateTime> {
+    let f: Vec<&str> = s.split_whitespace().collect();
+    let [mon, day, hms, year, "GMT"] = f[..] else { return None };
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| *m == mon)
+        .and_then(|i| time::Month::try_from(i as u8 + 1).ok())?;
+    let mut t = hms.split(':');
+    let (h, m, sec) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?, t.next()?);
+    let sec: f64 = sec.parse().ok()?;
+    let date = time::Date::from_calendar_date(year.parse().ok()?, month, day.parse().ok()?).ok()?;
+    let at = time::Time::from_hms(h, m, sec.trunc() as u8).ok()?;
+    Some(time::PrimitiveDateTime::new(date, at).assume_utc() + time::Duration::seconds_f64(sec.fract()))
+}
+
+/// Why a statement that says it finished at `finished_at` (RFC 3339) cannot be right when
+/// its TSA stamped it at `tsa` (openssl's text), if it cannot: a clock set back to date a
+/// late drill on time, or one ahead.
+fn tsa_disagrees(finished_at: &str, tsa: &str) -> Option<String> {
+    let Some(at) = tsa_time(tsa) else {
+        return Some(format!("its timestamp's time `{}` does not read", crate::util::one_line(tsa)));
+    };
+    let Ok(finished) = time::OffsetDateTime::parse(finished_at, &time::format_description::well_known::Rfc3339) else {
+        return Some(format!("it states no end time the TSA's ({tsa}) can be held against"));
+    };
+    let off = finished - at;
+    (off.abs() > TSA_SLACK).then(|| {
+        format!(
+            "it says it finished at {finished_at}, but the TSA stamped it at {tsa}: the signing host's clock was {} by {} min",
+            if off.is_negative() { "behind (a back-dated record?)" } else { "ahead" },
+            off.whole_minutes().abs()
+        )
+    })
+}
+
+/// Notes on the statements' own times (the signing host's clock): a record that says it
+/// finished before its predecessor, or after now. No finding: a clock stepped by NTP does
+/// this too, and an append-only log keeps it; but an auditor should see it.
+fn clock_notes(good: &[Good], now: time::OffsetDateTime) -> Vec<String> {
+    let at = |g: &Good| {
+        g.statement.predicate["finished_at"]
+            .as_str()
+            .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+    };
+    let mut notes = Vec::new();
+    let mut before: Option<(u64, time::OffsetDateTime)> = None;
+    for g in good {
+        let Some(t) = at(g) else { continue };
+        if let Some((n, p)) = before.filter(|(_, p)| t < *p) {
+            notes.push(format!(
+                "record {} says it finished at {}, before record {n} ({}): the signing host's clock went back (a back-dated record?)",
+                g.sequence,
+                crate::util::rfc3339(t),
+                crate::util::rfc3339(p)
+            ));
+        }
+        if t > now + time::Duration::minutes(5) {
+            notes.push(format!(
+                "record {} says it finished at {}, later than now ({}): the signing host's clock was ahead",
+                g.sequence,
+                crate::util::rfc3339(t),
+                crate::util::rfc3339(now)
+            ));
+        }
+        before = Some((g.sequence, t));
+    }
+    notes
 }
 
 /// Check the log in `dir` against `key`. An `Err` is a location that holds no log at all.
@@ -286,6 +368,45 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
         }
     }
     v.findings.sort_by_key(|f| f.record.unwrap_or(0));
+    v.notes.extend(clock_notes(&good, time::OffsetDateTime::now_utc()));
     v.good = good;
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::{keys::SigningKey, log, statement::Subject};
+    use serde_json::json;
+
+    /// A signing host whose clock was set back (to date a late drill on time) or ahead:
+    /// `evidence verify` trusted the statements' own times and said nothing. The chain now
+    /// shows it as a note, and the TSA's time, when there is one, as a finding.
+    #[test]
+    fn a_clock_set_back_or_ahead_is_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = SigningKey::generate().expect("key");
+        for at in ["2026-11-20T10:00:00Z", "2026-11-01T10:00:00Z", "2999-01-01T00:00:00Z"] {
+            let s = Statement::run(
+                vec![Subject::sha256("x", "00")],
+                json!({"runbook": {"name": "dr"}, "kind": "drill", "outcome": "passed", "finished_at": at}),
+            );
+            log::append(dir.path(), &key, s).expect("append");
+        }
+        let v = verify(dir.path(), &key.public()).expect("verify");
+        let text = v.text("loc");
+        assert!(v.ok(), "{text}");
+        assert!(text.contains("record 2 says it finished at 2026-11-01T10:00:00Z, before record 1"), "{text}");
+        assert!(text.contains("record 3 says it finished at 2999-01-01T00:00:00Z, later than now"), "{text}");
+        assert!(!text.contains("record 1 says"), "{text}");
+
+        assert_eq!(tsa_time("Dec  6 08:00:00.5 2026 GMT"), Some(time::macros::datetime!(2026-12-06 08:00:00.5 UTC)));
+        assert_eq!(tsa_time("Dec  6 08:00:00 2026 GMT"), Some(time::macros::datetime!(2026-12-06 08:00:00 UTC)));
+        assert_eq!(tsa_disagrees("2026-12-06T07:59:30Z", "Dec  6 08:00:00 2026 GMT"), None);
+        let back = tsa_disagrees("2026-12-01T08:00:00Z", "Dec  6 08:00:00 2026 GMT").expect("back-dated");
+        assert!(back.contains("behind (a back-dated record?) by 7200 min"), "{back}");
+        let ahead = tsa_disagrees("2026-12-06T09:00:00Z", "Dec  6 08:00:00 2026 GMT").expect("ahead");
+        assert!(ahead.contains("ahead by 60 min"), "{ahead}");
+        assert!(tsa_disagrees("2026-12-06T08:00:00Z", "yesterday").is_some());
+    }
 }
