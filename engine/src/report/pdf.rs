@@ -12,8 +12,10 @@ const LEADING: u32 = 12;
 /// Courier is 0.6 em wide: 9 pt characters in 495 pt.
 const COLUMNS: usize = 90;
 
-/// Text as a PDF literal string in WinAnsi: `\`, `(` and `)` escaped, anything else outside
-/// printable ASCII shown as `?` (names are data: a control character never reaches a reader).
+/// Text as a PDF literal string in WinAnsi: `\`, `(` and `)` escaped, Latin-1 letters as
+/// their WinAnsi byte, and any other character as its code point (`\u{436}`, `\x1b` for a
+/// control character, which never reaches a reader): names are data, and two names that
+/// differ must never print alike (all of `жур` and `шур` were `???`).
 fn literal(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('(');
@@ -24,7 +26,10 @@ fn literal(s: &str) -> String {
                 out.push(c);
             }
             ' '..='~' => out.push(c),
-            _ => out.push('?'),
+            // WinAnsi is Latin-1 from 0xA0 up: an octal escape keeps the file ASCII.
+            '\u{a0}'..='\u{ff}' => out.push_str(&format!("\\{:03o}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\\\u{{{:x}}}", c as u32)),
         }
     }
     out.push(')');
@@ -106,7 +111,20 @@ mod tests {
     #[test]
     fn text_is_escaped_and_control_characters_never_reach_the_reader() {
         assert_eq!(literal("a (b) \\ c"), "(a \\(b\\) \\\\ c)");
-        assert_eq!(literal("db\u{1b}[31m é"), "(db?[31m ?)");
+        assert_eq!(literal("db\u{1b}[31m é"), "(db\\\\x1b[31m \\351)");
+        assert_ne!(literal("жур"), literal("шур"), "two names print alike");
+        assert_eq!(literal("жур"), "(\\\\u{436}\\\\u{443}\\\\u{440})");
+        // What a reader shows: poppler's text of a page with them.
+        if std::process::Command::new("pdftotext").arg("-v").output().is_ok() {
+            let t = tempfile::tempdir().expect("tmp");
+            let pdf = t.path().join("a.pdf");
+            std::fs::write(&pdf, render("t", &["café (x) \\ жур \u{1b}".to_string()])).expect("write");
+            let o = std::process::Command::new("pdftotext").arg(&pdf).arg("-").output().expect("pdftotext");
+            let text = String::from_utf8_lossy(&o.stdout);
+            assert!(text.contains("café (x) \\ \\u{436}\\u{443}\\u{440} \\x1b"), "{text}");
+        } else {
+            assert!(std::env::var_os("CI").is_none(), "pdftotext (poppler-utils) is missing (CI)");
+        }
     }
 
     #[test]
