@@ -280,4 +280,48 @@ mod interrupted {
         assert!(!v.ok(), "a damaged record 1 under an old checkpoint is accepted");
         assert!(v.findings.iter().any(|f| f.record == Some(1)), "{:?}", v.findings);
     }
+
+    /// Two processes (two runs, not two threads of one) appending to one log at once: the
+    /// lock is a file lock, so they take turns and the chain never forks. The test runs
+    /// itself twice as the two appenders.
+    #[test]
+    fn two_processes_appending_at_once_do_not_fork_the_chain() {
+        const CHILD: &str = "PGDRILL_TEST_APPEND_DIR";
+        const NAME: &str = "evidence::log::interrupted::two_processes_appending_at_once_do_not_fork_the_chain";
+        let key_pem = "PGDRILL_TEST_APPEND_KEY";
+        if let Some(dir) = std::env::var_os(CHILD) {
+            let key = SigningKey::from_pem(&std::env::var(key_pem).expect("key"), "test").expect("key");
+            for i in 0..15 {
+                append(std::path::Path::new(&dir), &key, passed(&format!("p{}-{i}", std::process::id())))
+                    .expect("append");
+            }
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = SigningKey::generate().expect("key");
+        let exe = std::env::current_exe().expect("the test binary");
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                std::process::Command::new(&exe)
+                    .args(["--exact", NAME, "--nocapture"])
+                    .env(CHILD, dir.path())
+                    .env(key_pem, key.pem())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().expect("wait").success(), "an appending process failed");
+        }
+        assert_eq!(sequences(dir.path()).expect("list"), (1..=30).collect::<Vec<_>>());
+        let v = super::super::verify::verify(dir.path(), &key.public()).expect("verify");
+        assert!(v.ok() && v.notes.is_empty(), "{}", v.text("two processes"));
+        let runbooks: std::collections::BTreeSet<String> = v
+            .good
+            .iter()
+            .filter_map(|g| g.statement.predicate["runbook"]["name"].as_str())
+            .map(|n| n.split('-').next().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(runbooks.len(), 2, "both processes appended: {runbooks:?}");
+    }
 }
