@@ -18,7 +18,7 @@ use openssl::pkey::PKey;
 use openssl::sign::Signer;
 
 use super::keys::{hex, sha256_hex};
-use super::log::{parse_record_name, CHECKPOINT, PUBLIC_KEY, RECORDS};
+use super::log::{record_name, CHECKPOINT, PUBLIC_KEY, RECORDS};
 use crate::Error;
 
 /// Object Lock retention mode.
@@ -187,6 +187,10 @@ pub struct Published {
     pub retain_until: String,
 }
 
+fn shown_path(p: &Path) -> String {
+    crate::util::one_line(&p.display().to_string()).into_owned()
+}
+
 /// Copy the log in `dir` to `s3://BUCKET/PREFIX` (`location`) with Object Lock retention
 /// `mode` for `retain` from now. Records and timestamps already there are left as they are
 /// (they cannot change); one that differs from the local copy is an error naming it. The
@@ -201,6 +205,40 @@ pub async fn publish(dir: &Path, location: &str, mode: Mode, retain: Duration) -
     if bucket.is_empty() || rest.contains('?') || prefix.split('/').any(|c| c == "." || c == "..") {
         return Err(Error::invalid(format!("{shown}: write s3://BUCKET/PREFIX (no options, no `.` or `..`)")));
     }
+    // What is published is one verified state of the log, read under its lock: a log with
+    // a problem is not made undeletable as if it were whole, and a run appending meanwhile
+    // cannot leave the store a checkpoint that counts a record it never got (which would
+    // read there as a removed record, kept for the whole retention).
+    let snapshot = {
+        let key_path = dir.join(PUBLIC_KEY);
+        let key = super::keys::PublicKey::from_file(&key_path)?;
+        let _lock = super::log::lock(dir)?;
+        let v = super::verify::verify(dir, &key)?;
+        if !v.ok() {
+            return Err(Error::new(
+                crate::error::Class::Failed,
+                format!(
+                    "{}the evidence log has problems: not published (check it with `pgdrill evidence verify`)",
+                    v.text(&dir.display().to_string())
+                ),
+            ));
+        }
+        let mut files: Vec<(String, Vec<u8>, bool)> = Vec::new();
+        let public =
+            std::fs::read(&key_path).map_err(|e| Error::io(format!("reading {}", shown_path(&key_path)), e))?;
+        files.push((PUBLIC_KEY.into(), public, false));
+        for g in &v.good {
+            files.push((format!("{RECORDS}/{}", record_name(g.sequence)), g.bytes.clone(), false));
+            let tsr = super::timestamp::tsr_name(g.sequence);
+            if let Ok(b) = std::fs::read(dir.join(RECORDS).join(&tsr)) {
+                files.push((format!("{RECORDS}/{tsr}"), b, false));
+            }
+        }
+        if let Some(c) = v.checkpoint {
+            files.push((CHECKPOINT.into(), c, true));
+        }
+        files
+    };
     let s3 = S3::from_env(bucket)?;
     // The bucket must lock: without it, retention headers are refused or ignored.
     let r = s3.send(reqwest::Method::GET, "", "object-lock=", Vec::new(), Vec::new()).await?;
@@ -219,26 +257,9 @@ pub async fn publish(dir: &Path, location: &str, mode: Mode, retain: Duration) -
     let until = time::OffsetDateTime::now_utc() + retain;
     let until = until.replace_nanosecond(0).unwrap_or(until);
     let until = crate::util::rfc3339(until);
-    let mut files: Vec<(String, std::path::PathBuf, bool)> = Vec::new();
-    files.push((PUBLIC_KEY.into(), dir.join(PUBLIC_KEY), false));
-    let mut records: Vec<String> = std::fs::read_dir(dir.join(RECORDS))
-        .map_err(|e| Error::invalid(format!("{} holds no evidence log: {e}", dir.display())))?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().map(String::from))
-        .filter(|n| {
-            parse_record_name(n).is_some()
-                || n.strip_suffix(".tsr").is_some_and(|b| parse_record_name(&format!("{b}.dsse.json")).is_some())
-        })
-        .collect();
-    records.sort();
-    for n in records {
-        files.push((format!("{RECORDS}/{n}"), dir.join(RECORDS).join(&n), false));
-    }
-    files.push((CHECKPOINT.into(), dir.join(CHECKPOINT), true));
     let mut out = Published { retain_until: until.clone(), ..Default::default() };
-    for (name, path, again) in files {
+    for (name, body, again) in snapshot {
         let key = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
-        let body = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         if !again {
             let r = s3.send(reqwest::Method::GET, &key, "", Vec::new(), Vec::new()).await?;
             if r.status().is_success() {
@@ -300,5 +321,28 @@ mod tests {
         );
         assert_eq!(uri_encode("records/00000001.dsse.json", true), "records/00000001.dsse.json");
         assert_eq!(uri_encode("a b+c", false), "a%20b%2Bc");
+    }
+
+    /// `evidence publish` uploaded whatever the directory held, unchecked: a log with a
+    /// removed record was made undeletable as if it were whole. It is now verified first
+    /// (before any store is asked) and refused, naming the problem.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_log_with_a_problem_is_not_published() {
+        use crate::evidence::{keys::SigningKey, log, statement::Statement, statement::Subject};
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = SigningKey::generate().expect("key");
+        for outcome in ["failed", "passed"] {
+            let s = Statement::run(
+                vec![Subject::sha256("x", "00")],
+                serde_json::json!({"runbook": {"name": "dr"}, "kind": "drill", "outcome": outcome, "finished_at": "2026-12-01T00:00:00Z"}),
+            );
+            log::append(dir.path(), &key, s).expect("append");
+        }
+        std::fs::remove_file(dir.path().join(RECORDS).join(record_name(1))).expect("rm");
+        let e = publish(dir.path(), "s3://bucket/evidence", Mode::Governance, Duration::from_secs(60))
+            .await
+            .expect_err("a log with a removed record was published");
+        let e = e.to_string();
+        assert!(e.contains("record 1: missing: the failed drill") && e.contains("not published"), "{e}");
     }
 }

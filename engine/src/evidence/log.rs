@@ -137,11 +137,9 @@ pub fn statement_of(bytes: &[u8]) -> Option<Statement> {
     serde_json::from_slice(&e.payload_bytes().ok()?).ok()
 }
 
-/// Append `statement` to the log in `dir`, signed with `key`: chained to the last record and
-/// followed by a new signed checkpoint, under the log's lock.
-pub fn append(dir: &Path, key: &SigningKey, mut statement: Statement) -> Result<Appended, Error> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::environment(format!("evidence location {}: cannot create it: {e}", shown(dir))))?;
+/// The log's lock, held until dropped: appends take it, and so does whoever must read the
+/// log as one consistent state (the checkpoint and the records it counts) while runs append.
+pub fn lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
     let lock_path = dir.join(LOCK);
     let lock_file = std::fs::OpenOptions::new()
         .create(true)
@@ -150,8 +148,16 @@ pub fn append(dir: &Path, key: &SigningKey, mut statement: Statement) -> Result<
         .open(&lock_path)
         .map_err(|e| Error::environment(format!("evidence: cannot open {}: {e}", shown(&lock_path))))?;
     // Blocking: another run's append takes milliseconds, and its record must come first.
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::environment(format!("evidence: cannot lock {}: {e}", shown(&lock_path))))?;
+    nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::environment(format!("evidence: cannot lock {}: {e}", shown(&lock_path))))
+}
+
+/// Append `statement` to the log in `dir`, signed with `key`: chained to the last record and
+/// followed by a new signed checkpoint, under the log's lock.
+pub fn append(dir: &Path, key: &SigningKey, mut statement: Statement) -> Result<Appended, Error> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::environment(format!("evidence location {}: cannot create it: {e}", shown(dir))))?;
+    let _lock = lock(dir)?;
     prepare(dir, key)?;
 
     let last = sequences(dir)?.last().copied();
