@@ -81,10 +81,15 @@ check() {
     fi
     echo "$f: signature $sig, chain $link$stamp"
 }
-for f in records/*.dsse.json; do
+for f in records/*.dsse.json checkpoint.dsse.json; do
+    if [ ! -f "$f" ]; then
+        # No record at all, or no checkpoint: nothing here can show that none was removed.
+        echo "$f: MISSING"
+        bad=1
+        continue
+    fi
     check "$f"
 done
-check checkpoint.dsse.json
 if [ "$bad" -ne 0 ]; then
     echo "FAILED: see the lines above"
     exit 1
@@ -354,5 +359,9 @@ mod tests {
         let (ok, text) = sh();
         assert!(!ok, "verify.sh accepted a checkpoint as a record: {text}");
         assert!(text.contains("00000002.dsse.json: signature BAD (its payload type"), "{text}");
+        // The checkpoint removed: said plainly, not a sed error.
+        std::fs::remove_file(unpacked.join("checkpoint.dsse.json")).expect("rm");
+        let (ok, text) = sh();
+        assert!(!ok && text.contains("checkpoint.dsse.json: MISSING") && text.contains("FAILED"), "{text}");
     }
 }
