@@ -330,4 +330,39 @@ mod interrupted {
             .collect();
         assert_eq!(runbooks.len(), 2, "both processes appended: {runbooks:?}");
     }
+
+    /// `evidence verify` (and so `evidence pack`) reading a log while a run appends to it,
+    /// without the lock (an auditor's read-only copy has none to take): it listed the
+    /// records, then read a checkpoint a newer append had written, and named a record it
+    /// had not listed as removed. It reads the checkpoint first now: a record appended
+    /// meanwhile is only one past the checkpoint, which is no finding.
+    #[test]
+    fn verifying_while_a_run_appends_never_reports_a_removed_record() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = std::sync::Arc::new(SigningKey::generate().expect("key"));
+        for i in 0..20 {
+            append(dir.path(), &key, passed(&format!("seed{i}"))).expect("append");
+        }
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (dir, key, done) = (dir.path().to_path_buf(), key.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) && i < 400 {
+                    append(&dir, &key, passed(&format!("w{i}"))).expect("append");
+                    i += 1;
+                }
+            })
+        };
+        let mut false_alarms = Vec::new();
+        for _ in 0..20 {
+            let v = super::super::verify::verify(dir.path(), &key.public()).expect("verify");
+            if !v.ok() {
+                false_alarms.push(v.text("busy log"));
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().expect("writer");
+        assert!(false_alarms.is_empty(), "{} verifies saw tampering: {}", false_alarms.len(), false_alarms[0]);
+    }
 }

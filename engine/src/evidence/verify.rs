@@ -201,6 +201,10 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
         },
         Err(_) => find(None, format!("{PUBLIC_KEY} is missing beside the evidence")),
     }
+    // The checkpoint before the records: a run appending meanwhile then only adds records
+    // past it (no finding), never a checkpoint counting a record not listed (a false
+    // "missing").
+    let checkpoint = std::fs::read(dir.join(CHECKPOINT));
     let seqs = sequences(dir)?;
     // Files under records/ that are not records: something put there by hand.
     if let Ok(rd) = std::fs::read_dir(dir.join(RECORDS)) {
@@ -316,7 +320,7 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
     // The checkpoint: the head the log had at its last append.
     let last = seqs.last().copied().unwrap_or(0);
     let mut head = last;
-    match std::fs::read(dir.join(CHECKPOINT)) {
+    match checkpoint {
         Err(_) => find(None, format!("{CHECKPOINT} is missing: the log's last records cannot be checked")),
         Ok(bytes) => match Envelope::from_bytes(&bytes).and_then(|e| {
             let p = e.verify(key)?;
