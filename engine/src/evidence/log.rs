@@ -137,6 +137,20 @@ pub fn statement_of(bytes: &[u8]) -> Option<Statement> {
     serde_json::from_slice(&e.payload_bytes().ok()?).ok()
 }
 
+/// Remove what a run killed mid-write left (`.evidence-*` temporaries, never under a final
+/// name) once it is an hour old: a younger one may be a write that runs outside the lock
+/// (the public key's, a timestamp's) still under way.
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for e in rd.flatten() {
+        let temporary = e.file_name().to_str().is_some_and(|n| n.starts_with(".evidence-"));
+        if temporary && e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < hour_ago) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// The log's lock, held until dropped: appends take it, and so does whoever must read the
 /// log as one consistent state (the checkpoint and the records it counts) while runs append.
 pub fn lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
@@ -159,6 +173,7 @@ pub fn append(dir: &Path, key: &SigningKey, mut statement: Statement) -> Result<
         .map_err(|e| Error::environment(format!("evidence location {}: cannot create it: {e}", shown(dir))))?;
     let _lock = lock(dir)?;
     prepare(dir, key)?;
+    remove_stale_temporaries(dir);
 
     let last = sequences(dir)?.last().copied();
     let previous = match last {
@@ -364,5 +379,25 @@ mod interrupted {
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         writer.join().expect("writer");
         assert!(false_alarms.is_empty(), "{} verifies saw tampering: {}", false_alarms.len(), false_alarms[0]);
+    }
+
+    /// A run killed while writing its record left `.evidence-XXXX` beside the log, and every
+    /// such run one more, forever. The next append removes those an hour old.
+    #[test]
+    fn temporaries_a_killed_run_left_are_removed_by_the_next_append() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = SigningKey::generate().expect("key");
+        append(dir.path(), &key, passed("one")).expect("append");
+        let (old, young) = (dir.path().join(".evidence-old123"), dir.path().join(".evidence-new456"));
+        for p in [&old, &young] {
+            std::fs::write(p, b"half a rec").expect("write");
+        }
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        std::fs::File::options().write(true).open(&old).and_then(|f| f.set_modified(two_hours_ago)).expect("age");
+        append(dir.path(), &key, passed("two")).expect("append");
+        assert!(!old.exists(), "a killed run's temporary is still there");
+        assert!(young.exists(), "a write that may be under way was removed");
+        let v = super::super::verify::verify(dir.path(), &key.public()).expect("verify");
+        assert!(v.ok(), "{:?}", v.findings);
     }
 }
