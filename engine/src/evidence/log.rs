@@ -323,7 +323,7 @@ mod interrupted {
         let exe = std::env::current_exe().expect("the test binary");
         let children: Vec<_> = (0..2)
             .map(|_| {
-                std::process::Command::new(&exe)
+                crate::child::command(&exe)
                     .args(["--exact", NAME, "--nocapture"])
                     .env(CHILD, dir.path())
                     .env(key_pem, key.pem())

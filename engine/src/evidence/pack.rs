@@ -308,7 +308,7 @@ mod tests {
     fn verify_sh_accepts_an_interrupted_append_and_refuses_a_checkpoint_as_a_record() {
         use super::super::{keys::SigningKey, log, statement::Statement, statement::Subject, verify};
         use serde_json::json;
-        let on_path = |p: &str| std::process::Command::new(p).arg("version").output().is_ok();
+        let on_path = |p: &str| crate::child::command(p).arg("version").output().is_ok();
         if !on_path("openssl") {
             assert!(std::env::var_os("CI").is_none(), "the openssl command is missing (CI)");
             eprintln!("skipped: no openssl command");
@@ -343,7 +343,7 @@ mod tests {
         let unpacked = t.path().join("unpacked");
         tar::Archive::new(std::fs::File::open(&out).expect("open")).unpack(&unpacked).expect("unpack");
         let sh = || {
-            let o = std::process::Command::new("sh")
+            let o = crate::child::command("sh")
                 .arg(unpacked.join("verify.sh"))
                 .arg(dir.join(log::PUBLIC_KEY))
                 .output()

@@ -115,11 +115,11 @@ mod tests {
         assert_ne!(literal("жур"), literal("шур"), "two names print alike");
         assert_eq!(literal("жур"), "(\\\\u{436}\\\\u{443}\\\\u{440})");
         // What a reader shows: poppler's text of a page with them.
-        if std::process::Command::new("pdftotext").arg("-v").output().is_ok() {
+        if crate::child::command("pdftotext").arg("-v").output().is_ok() {
             let t = tempfile::tempdir().expect("tmp");
             let pdf = t.path().join("a.pdf");
             std::fs::write(&pdf, render("t", &["café (x) \\ жур \u{1b}".to_string()])).expect("write");
-            let o = std::process::Command::new("pdftotext").arg(&pdf).arg("-").output().expect("pdftotext");
+            let o = crate::child::command("pdftotext").arg(&pdf).arg("-").output().expect("pdftotext");
             let text = String::from_utf8_lossy(&o.stdout);
             assert!(text.contains("café (x) \\ \\u{436}\\u{443}\\u{440} \\x1b"), "{text}");
         } else {
