@@ -338,7 +338,7 @@ fn conn_string(socket: &Path, port: u16, user: &str, database: &str) -> String {
 }
 
 /// Immediate shutdown (SIGQUIT), then SIGKILL; waits for the postmaster.
-fn stop_child(child: &mut Option<Child>) {
+pub(super) fn stop_child(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
         let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGQUIT);
         let until = Instant::now() + Duration::from_secs(5);
@@ -634,6 +634,11 @@ pub fn read_recovery_log(log: &str) -> LogFacts {
     let mut f = LogFacts::default();
     for line in log.lines() {
         let Some((sev, msg)) = message_of(line) else { continue };
+        // Our own connection attempts while recovery runs are refused with a FATAL of
+        // their own ("the database system is starting up"): not the server's verdict.
+        if sev == "FATAL" && msg.starts_with("the database system is ") {
+            continue;
+        }
         if sev == "FATAL" || sev == "PANIC" {
             f.fatal.push(msg.to_string());
             f.evidence.push(format!("{sev}: {msg}"));
@@ -694,9 +699,11 @@ fn failure_from_log(opts: &RecoverOptions, log: &str, what: &str) -> Failure {
     if fatal.contains("recovery ended before configured recovery target was reached") {
         return Failure::failed(format!("recovery did not reach {}: the server says \"{fatal}\" ({end})", opts.target));
     }
-    if fatal.contains("from different database system") {
+    // WAL of another cluster is logged before the FATAL it leads to ("could not locate
+    // required checkpoint record"): it is the cause to name.
+    if let Some(other) = facts.fatal.iter().find(|m| m.contains("from different database system")) {
         return Failure::failed(format!(
-            "recovery did not reach {}: the archive holds WAL of another cluster (\"{fatal}\"; {end})",
+            "recovery did not reach {}: the archive holds WAL of another cluster (\"{other}\"; {end})",
             opts.target
         ));
     }
