@@ -254,3 +254,50 @@ async fn every_field_failure_fails_the_recovery_never_passes_it() {
     let e = pitr::run(&foreign, options(TargetKind::Latest, any)).await.expect_err("another cluster's WAL");
     assert!(e.message.contains("WAL of another cluster"), "{}", e.message);
 }
+
+/// The shipped PITR drill end to end: the incident undone, RPO measured from the data and
+/// RTO with its phases, both against their targets, in JUnit and the compliance report.
+#[test]
+fn the_pitr_drill_brings_back_what_the_incident_destroyed_and_reports_rpo_and_rto() {
+    if !common::require(Path::new("/usr/lib/postgresql/15/bin/initdb").exists(), "PostgreSQL 15 server binaries") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let ran = common::Run::new("pitr-drill").var("version", 15).junit(&junit).report(&report).expect(0);
+    let j = ran.junit();
+    for case in ["recover", "table_back", "rows_back", "amcheck", "rpo", "rto"] {
+        assert_eq!(j.status(case), "passed", "{case}: {}", ran.all());
+    }
+    let run = ran.run_json();
+    let incident: f64 = run.step("incident").outputs["value"].as_str().and_then(|v| v.parse().ok()).expect("incident");
+    let rec = &run.step("recover").outputs;
+    assert!(rec["stop_line"].as_str().is_some_and(|l| l.starts_with("recovery stopping before commit")), "{rec}");
+    let achieved = rec["achieved_epoch"].as_f64().expect("achieved");
+    assert!(achieved < incident, "the data is from before the incident: {rec}");
+    assert_eq!(rec["new_timeline"], 2, "{rec}");
+    assert!(rec["backup_check"].as_str().is_some_and(|c| c.contains("match backup_manifest")), "{rec}");
+    // RPO is the incident minus the newest heartbeat recovered, which committed no later
+    // than the last transaction replayed.
+    let rpo = &run.step("rpo").outputs;
+    let newest = time::OffsetDateTime::parse(
+        rpo["newest"].as_str().expect("newest"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("rfc3339")
+    .unix_timestamp_nanos() as f64
+        / 1e9;
+    assert!(newest <= achieved + 0.001, "heartbeat {newest} after the point reached {achieved}");
+    let rpo_s = rpo["rpo_s"].as_f64().expect("rpo_s");
+    assert!((rpo_s - (incident - newest)).abs() < 0.002, "RPO {rpo_s} is not incident - newest heartbeat");
+    let c = common::read_json(&report.join("report.json"));
+    let objective = |name: &str| {
+        c["objectives"].as_array().and_then(|o| o.iter().find(|o| o["name"] == name)).cloned().expect("objective")
+    };
+    assert_eq!(objective("RPO")["target_s"].as_f64(), Some(5.0), "{c}");
+    assert_eq!(objective("RPO")["outcome"], "passed");
+    assert_eq!(objective("RTO")["target_s"].as_f64(), Some(600.0), "{c}");
+    for phase in ["base_restore", "wal_replay", "check_backup", "checks"] {
+        assert!(c["phases"][phase].is_number(), "phase {phase} in {}", c["phases"]);
+    }
+}
