@@ -171,6 +171,21 @@ async fn recovery_to_a_time_an_lsn_a_restore_point_and_latest_is_each_proven_and
     let e = pitr::run(&folder, options(TargetKind::Time(t_a), &count("'a','b'", 200))).await.expect_err("marker");
     assert!(e.message.contains("marker"), "{}", e.message);
 
+    // The shipped runbook: the same recovery, then verify's checks and RTO with its phases.
+    let junit = tmp.path().join("junit.xml");
+    let ran = common::Run::new("pitr")
+        .var("backups", tmp.path().join("backups").display())
+        .var("wal", archive.display())
+        .var("target_name", "before d")
+        .var("marker", count("'a','b','c'", 300))
+        .var("expect_tables", "public.t>=300")
+        .junit(&junit)
+        .expect(0);
+    for case in ["recover", "amcheck", "tables", "rto"] {
+        assert_eq!(ran.junit().status(case), "passed", "{case}: {}", ran.all());
+    }
+    assert!(ran.all().contains("recovery stopping at restore point \"before d\""), "{}", ran.all());
+
     assert_eq!(listing(&archive), before, "a throwaway recovery wrote to the archive");
 }
 
@@ -300,4 +315,97 @@ fn the_pitr_drill_brings_back_what_the_incident_destroyed_and_reports_rpo_and_rt
     for phase in ["base_restore", "wal_replay", "check_backup", "checks"] {
         assert!(c["phases"][phase].is_number(), "phase {phase} in {}", c["phases"]);
     }
+}
+
+/// Hand `dir` to the user the server runs as (`nobody` when the tests run as root).
+fn server_owns(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).expect("dir");
+    if nix::unistd::geteuid().is_root() {
+        let nobody = nix::unistd::User::from_name("nobody").expect("users").expect("nobody");
+        nix::unistd::chown(dir, Some(nobody.uid), Some(nobody.gid)).expect("chown");
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+}
+
+/// pg_basebackup's other shapes: plain with its WAL inside and no manifest, and tar with a
+/// tablespace and the WAL apart as gzip'd segments; the tablespace lands in the throwaway's
+/// own folder, never where the source had it.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_and_tar_folders_with_wal_inside_or_gzipped_apart_and_a_tablespace_recover() {
+    let Some(src) = source().await else { return };
+    let url = src.server.url();
+    let ts = src.tmp.path().join("ts");
+    server_owns(&ts);
+    common::exec(&url, &format!("create tablespace ts location '{}'", ts.display())).await;
+    common::exec(
+        &url,
+        "create table u (id int primary key) tablespace ts; insert into u select generate_series(1, 10)",
+    )
+    .await;
+    let s = &src.server;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(s.bin_dir.join("pg_basebackup"))
+            .args(["-h", "127.0.0.1", "-p", &s.port.to_string(), "-U", &s.user, "-c", "fast"])
+            .args(args)
+            .env("PGPASSWORD", &s.password)
+            .output()
+            .expect("pg_basebackup");
+        assert!(out.status.success(), "pg_basebackup {args:?}: {}", common::text(&out.stderr));
+    };
+    let plain = src.tmp.path().join("plain");
+    let ts_copy = src.tmp.path().join("ts_copy");
+    run(&[
+        "-Fp",
+        "-X",
+        "stream",
+        "--no-manifest",
+        &format!("--tablespace-mapping={}={}", ts.display(), ts_copy.display()),
+        "-D",
+        plain.to_str().expect("utf-8"),
+    ]);
+    basebackup(s, &src.backups().join("tar"));
+    common::exec(&url, "insert into u select generate_series(11, 20)").await;
+    switch_and_archive(s, &src.archive()).await;
+    let Source { tmp, server } = src;
+    server.stop();
+    // The archive again, each segment gzip'd (what `archive_command = gzip ...` keeps).
+    let gz = tmp.path().join("gz");
+    std::fs::create_dir(&gz).expect("dir");
+    for (name, _) in listing(&tmp.path().join("archive")) {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("gzip -c \"$1\" > \"$2\"")
+            .arg("sh")
+            .arg(tmp.path().join("archive").join(&name))
+            .arg(gz.join(format!("{name}.gz")))
+            .output()
+            .expect("gzip");
+        assert!(out.status.success());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&gz, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for (name, _) in listing(&gz) {
+        std::fs::set_permissions(gz.join(name), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let elsewhere = "select pg_tablespace_location(oid) not like '/tmp/pgdrill-native-%/tablespaces/%' from pg_tablespace where spcname = 'ts'";
+
+    // Plain, WAL inside, no archive: recovered to its own end.
+    let folder = BasebackupFolder::new(plain.clone(), None).expect("folder");
+    let p = pitr::run(&folder, options(TargetKind::Immediate, "select count(*) = 10 from u")).await.expect("plain");
+    assert!(p.server.facts.stop_line.as_deref().is_some_and(|l| l.contains("consistency")), "{:?}", p.server.facts);
+    assert_eq!(p.backup_check, None, "no manifest, nothing to check with");
+    let c = pgdrill::pg::connect(&p.server.url()).await.expect("connect");
+    let moved: bool = c.query_one(elsewhere, &[]).await.expect("location").get(0);
+    assert!(!moved, "the tablespace is in the throwaway's folder");
+    drop(p);
+
+    // Tar with a tablespace, WAL apart and gzip'd: latest brings the later rows.
+    let folder = BasebackupFolder::new(tmp.path().join("backups"), Some(gz.clone())).expect("folder");
+    let p = pitr::run(&folder, options(TargetKind::Latest, "select count(*) = 20 from u")).await.expect("tar");
+    assert!(p.backup_check.as_deref().is_some_and(|c| c.contains("WAL not parsed")), "{:?}", p.backup_check);
+    let c = pgdrill::pg::connect(&p.server.url()).await.expect("connect");
+    let moved: bool = c.query_one(elsewhere, &[]).await.expect("location").get(0);
+    assert!(!moved, "the tablespace is in the throwaway's folder");
+    drop(p);
 }
