@@ -770,7 +770,7 @@ pub fn prove(opts: &RecoverOptions, log: &str, q: &Queried) -> Result<RecoveryFa
             }
         }
         TargetKind::Name(n) => {
-            if quoted_after(&stop, "restore point").as_deref() != Some(n.as_str()) {
+            if quoted_after(&stop, "restore point") != Some(n.as_str()) {
                 return Err(no_stop());
             }
         }
