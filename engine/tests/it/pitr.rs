@@ -409,3 +409,82 @@ async fn plain_and_tar_folders_with_wal_inside_or_gzipped_apart_and_a_tablespace
     assert!(!moved, "the tablespace is in the throwaway's folder");
     drop(p);
 }
+
+/// A source whose WAL fetch hangs (a store that stops answering), around a real folder.
+struct Hanging(BasebackupFolder);
+
+impl pgdrill::physical::source::PhysicalSource for Hanging {
+    fn tool(&self) -> pgdrill::physical::source::Tool {
+        self.0.tool()
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn list(&self) -> Result<Vec<pgdrill::physical::source::BaseBackup>, pgdrill::error::Failure> {
+        self.0.list()
+    }
+    fn materialize(
+        &self,
+        b: &pgdrill::physical::source::BaseBackup,
+        into: &pgdrill::physical::source::MaterializeInto,
+    ) -> Result<pgdrill::physical::source::Materialized, pgdrill::error::Failure> {
+        self.0.materialize(b, into)
+    }
+    fn restore_command(
+        &self,
+        _: &pgdrill::physical::source::BaseBackup,
+    ) -> Result<Option<String>, pgdrill::error::Failure> {
+        Ok(Some("sleep 600".into()))
+    }
+}
+
+/// This process's throwaway directories (`pgdrill-native-<pid>-*`) still in the temp dir.
+fn my_server_dirs() -> Vec<PathBuf> {
+    let prefix = format!("pgdrill-native-{}-", std::process::id());
+    std::fs::read_dir(std::env::temp_dir())
+        .expect("tmp")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Processes whose command line holds `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+/// A recovery whose WAL never comes times out as a failure, and one abandoned midway (the
+/// run interrupted: its future dropped) leaves no server, no restore_command and no files.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_recovery_times_out_and_an_abandoned_one_leaves_no_server_behind() {
+    let Some(src) = source().await else { return };
+    basebackup(&src.server, &src.backups().join("b1"));
+    let Source { tmp, server } = src;
+    server.stop();
+    let hanging =
+        Hanging(BasebackupFolder::new(tmp.path().join("backups"), Some(tmp.path().join("archive"))).expect("folder"));
+    let before = my_server_dirs();
+
+    let mut o = options(TargetKind::Latest, "select true");
+    o.recover.timeout = Duration::from_secs(3);
+    let e = pitr::run(&hanging, o.clone()).await.expect_err("times out");
+    assert!(e.message.contains("did not finish within 3s"), "{}", e.message);
+    assert_eq!(e.class, pgdrill::error::Class::Failed);
+    assert_eq!(my_server_dirs(), before, "the timed-out server's files are removed");
+
+    o.recover.timeout = Duration::from_secs(600);
+    let abandoned = tokio::time::timeout(Duration::from_secs(3), pitr::run(&hanging, o)).await;
+    assert!(abandoned.is_err(), "still recovering when abandoned");
+    assert_eq!(my_server_dirs(), before, "the abandoned server's files are removed");
+    let left = common::wait_for(Duration::from_secs(10), || processes_with("sleep 600").is_empty().then_some(()));
+    assert!(left.is_some(), "restore_command left running: {:?}", processes_with("sleep 600"));
+    let servers = processes_with(&format!("pgdrill-native-{}-", std::process::id()));
+    assert!(servers.is_empty(), "servers left running: {servers:?}");
+}
