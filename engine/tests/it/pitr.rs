@@ -122,7 +122,18 @@ async fn recovery_to_a_time_an_lsn_a_restore_point_and_latest_is_each_proven_and
     let t_a = moment().await;
     insert(&url, "b", 100).await;
     let lsn_b = Lsn::parse(&common::scalar(&url, "pg_current_wal_insert_lsn()").await).expect("lsn");
-    insert(&url, "c", 100).await;
+    // Phase c in one transaction whose id is the xid target.
+    let c = pgdrill::pg::connect(&url).await.expect("connect");
+    let xid_c: String = c
+        .query_one(
+            "with i as (insert into t (phase) select 'c' from generate_series(1, 100) returning 1) \
+             select txid_current()::text from (select count(*) from i) n",
+            &[],
+        )
+        .await
+        .expect("insert c")
+        .get(0);
+    drop(c);
     common::exec(&url, "select pg_create_restore_point('before d')").await;
     insert(&url, "d", 100).await;
     switch_and_archive(&src.server, &src.archive()).await;
@@ -152,6 +163,14 @@ async fn recovery_to_a_time_an_lsn_a_restore_point_and_latest_is_each_proven_and
     let p = pitr::run(&folder, options(TargetKind::Lsn(lsn_b), &count("'a','b'", 200))).await.expect("lsn target");
     assert!(p.server.facts.replay_lsn >= lsn_b, "{:?}", p.server.facts);
     assert!(p.server.facts.stop_line.as_deref().is_some_and(|l| l.contains("WAL location")), "{:?}", p.server.facts);
+    drop(p);
+
+    // To transaction c, exclusive: a and b in, c not.
+    let mut o = options(TargetKind::Xid(xid_c.parse().expect("xid")), &count("'a','b'", 200));
+    o.recover.target.inclusive = false;
+    let p = pitr::run(&folder, o).await.expect("xid target");
+    let stop = p.server.facts.stop_line.clone().unwrap_or_default();
+    assert!(stop.starts_with(&format!("recovery stopping before commit of transaction {xid_c},")), "{stop}");
     drop(p);
 
     // To the restore point: c in, d not.
@@ -248,6 +267,12 @@ async fn every_field_failure_fails_the_recovery_never_passes_it() {
     let e = pitr::run(&gap, options(TargetKind::Latest, any)).await.expect_err("a gap");
     assert!(e.message.contains("missing or unreadable"), "{}", e.message);
     assert!(e.message.contains(&newest), "{}", e.message);
+
+    // A short segment (half written) is no segment.
+    let full = std::fs::read(archive.join(middle)).expect("segment");
+    std::fs::write(holey.join(middle), &full[..full.len() / 2]).expect("short");
+    let e = pitr::run(&gap, options(TargetKind::Latest, any)).await.expect_err("short segment");
+    assert!(e.message.contains("has wrong size"), "{}", e.message);
 
     // A 0-byte segment is no segment.
     std::fs::write(holey.join(middle), b"").expect("empty");
