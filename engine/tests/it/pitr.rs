@@ -334,6 +334,8 @@ fn the_pitr_drill_brings_back_what_the_incident_destroyed_and_reports_rpo_and_rt
     let objective = |name: &str| {
         c["objectives"].as_array().and_then(|o| o.iter().find(|o| o["name"] == name)).cloned().expect("objective")
     };
+    let tested = c["backups"][0]["path"].as_str().unwrap_or_default();
+    assert!(tested.starts_with("pg_basebackup folder ") && tested.ends_with(" nightly"), "{}", c["backups"]);
     assert_eq!(objective("RPO")["target_s"].as_f64(), Some(5.0), "{c}");
     assert_eq!(objective("RPO")["outcome"], "passed");
     assert_eq!(objective("RTO")["target_s"].as_f64(), Some(600.0), "{c}");
