@@ -114,10 +114,12 @@ fn system_identifier(pg_control: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(pg_control.get(..8)?.try_into().ok()?))
 }
 
+/// A tar, gzip'd or not. pg_basebackup writes `pg_wal.tar.gz` as several gzip members one
+/// after the other: a reader of the first member only saw an empty pg_wal.
 fn open_tar(path: &Path, gz: bool) -> Result<tar::Archive<Box<dyn Read>>, Failure> {
     let f = fs::File::open(path).map_err(|e| io_err(path, e))?;
     let r: Box<dyn Read> =
-        if gz { Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(f))) } else { Box::new(f) };
+        if gz { Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(f))) } else { Box::new(f) };
     Ok(tar::Archive::new(r))
 }
 

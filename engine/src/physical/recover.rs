@@ -444,6 +444,13 @@ pub async fn recover(ws: Workspace, opts: RecoverOptions) -> Result<Recovered, F
                 data.display()
             ))
         })?;
+    // recovery.signal and the recovery_target_* settings in postgresql.conf are
+    // PostgreSQL 12's; older servers read recovery.conf, which this does not write.
+    if major < 12 {
+        return Err(Failure::invalid(format!(
+            "the base backup is of PostgreSQL {major}: point-in-time recovery here needs PostgreSQL 12 or later"
+        )));
+    }
     let bin_dir = native::find_bin_dir(opts.bin_dir.as_deref(), Some(major))?;
     let run_as = RunAs::detect()?;
     prepare(&ws, &opts, major)?;

@@ -392,6 +392,8 @@ async fn plain_and_tar_folders_with_wal_inside_or_gzipped_apart_and_a_tablespace
         plain.to_str().expect("utf-8"),
     ]);
     basebackup(s, &src.backups().join("tar"));
+    let tar_gz = src.tmp.path().join("tar_gz");
+    run(&["-Ft", "-z", "-X", "stream", "-D", tar_gz.to_str().expect("utf-8")]);
     common::exec(&url, "insert into u select generate_series(11, 20)").await;
     switch_and_archive(s, &src.archive()).await;
     let Source { tmp, server } = src;
@@ -425,6 +427,12 @@ async fn plain_and_tar_folders_with_wal_inside_or_gzipped_apart_and_a_tablespace
     let c = pgdrill::pg::connect(&p.server.url()).await.expect("connect");
     let moved: bool = c.query_one(elsewhere, &[]).await.expect("location").get(0);
     assert!(!moved, "the tablespace is in the throwaway's folder");
+    drop(p);
+
+    // Tar, gzip'd, WAL inside (pg_wal.tar.gz), manifest checked with that WAL.
+    let folder = BasebackupFolder::new(tar_gz, None).expect("folder");
+    let p = pitr::run(&folder, options(TargetKind::Immediate, "select count(*) = 10 from u")).await.expect("tar.gz");
+    assert!(p.backup_check.as_deref().is_some_and(|c| c.contains("WAL parsed from")), "{:?}", p.backup_check);
     drop(p);
 
     // Tar with a tablespace, WAL apart and gzip'd: latest brings the later rows.
