@@ -321,7 +321,7 @@ fn the_pitr_drill_brings_back_what_the_incident_destroyed_and_reports_rpo_and_rt
     let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
     let ran = common::Run::new("pitr-drill").var("version", 15).junit(&junit).report(&report).expect(0);
     let j = ran.junit();
-    for case in ["recover", "table_back", "rows_back", "amcheck", "rpo", "rto"] {
+    for case in ["recover", "table_back", "rows_back", "nothing_after", "amcheck", "rpo", "rto"] {
         assert_eq!(j.status(case), "passed", "{case}: {}", ran.all());
     }
     let run = ran.run_json();
