@@ -385,8 +385,23 @@ impl PhysicalSource for BasebackupFolder {
             return Ok(None);
         }
         let major = backup.pg_major.unwrap_or(15);
-        let (tool, version, _) = crate::pg::native::find_tool("pg_verifybackup", None, major)?;
-        let mut cmd = crate::child::command(&tool);
+        // The local pg_verifybackup when it is of the backup's major or newer, else the one
+        // in that major's image, reading the files at the same paths.
+        let (mut cmd, version) = match crate::pg::native::find_tool("pg_verifybackup", None, major) {
+            Ok((path, text, _)) => (crate::child::command(path), text),
+            Err(local) => {
+                let image = super::recover::docker_image_for(major).ok_or_else(|| {
+                    local.context(format!("checking a PostgreSQL {major} backup (and Docker has no image of {major})"))
+                })?;
+                let mut d = crate::pg::image_tools::docker();
+                d.args(["run", "--rm", "--network", "none"]);
+                for m in [&dir, &into.data_dir, &into.tablespaces_dir].into_iter().chain(self.wal_dir.as_ref()) {
+                    d.arg("--volume").arg(format!("{}:{}:ro", m.display(), m.display()));
+                }
+                d.args(["--entrypoint", &format!("/usr/lib/postgresql/{major}/bin/pg_verifybackup"), &image]);
+                (d, format!("pg_verifybackup of PostgreSQL {major} ({image})"))
+            }
+        };
         cmd.arg("--quiet").arg("-m").arg(&manifest);
         if into.data_dir.join("tablespace_map").is_file() && !dir.join("tablespace_map").is_file() {
             // Rewritten by materialize to point at our tablespace folders.
@@ -426,6 +441,10 @@ impl PhysicalSource for BasebackupFolder {
             )));
         }
         Ok(Some(format!("{version}: the files match backup_manifest; {how}")))
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        self.wal_dir.iter().cloned().collect()
     }
 
     fn restore_command(&self, _backup: &BaseBackup) -> Result<Option<String>, Failure> {
