@@ -378,6 +378,15 @@ fn read_log(path: &Path) -> String {
     s
 }
 
+/// The 32-bit transaction id of `x`. `txid_current()` and `pg_current_xact_id()` give the
+/// epoch too (`epoch << 32 | xid`: 4294968108 is xid 812 after one wraparound); the server
+/// keeps the low 32 bits of `recovery_target_xid` and logs those, so the setting and the
+/// proof use them (the proof compared 4294968108 with the log's 812 and failed a recovery
+/// that had stopped right there).
+fn xid32(x: u64) -> u64 {
+    x & 0xFFFF_FFFF
+}
+
 /// A configuration file value: single-quoted, quotes doubled. PostgreSQL reads a backslash
 /// in a quoted value as an escape (`\t` is a tab) and a raw newline as a syntax error, so
 /// backslashes are doubled and line breaks written as escapes: a restore point's name or an
@@ -418,7 +427,7 @@ pub fn recovery_settings(opts: &RecoverOptions, major: u32) -> String {
     match &opts.target.kind {
         TargetKind::Time(t) => set("recovery_target_time", &pg_time(*t)),
         TargetKind::Lsn(l) => set("recovery_target_lsn", &l.to_string()),
-        TargetKind::Xid(x) => set("recovery_target_xid", &x.to_string()),
+        TargetKind::Xid(x) => set("recovery_target_xid", &xid32(*x).to_string()),
         TargetKind::Name(n) => set("recovery_target_name", n),
         TargetKind::Immediate => set("recovery_target", "immediate"),
         TargetKind::Latest => {}
@@ -891,7 +900,7 @@ pub fn prove(opts: &RecoverOptions, log: &str, q: &Queried) -> Result<RecoveryFa
         }
         TargetKind::Xid(x) => {
             // `transaction 81,` is not `transaction 812,`.
-            if !stop.contains(&format!(" of transaction {x}, ")) {
+            if !stop.contains(&format!(" of transaction {}, ", xid32(*x))) {
                 return Err(no_stop());
             }
         }
@@ -1071,5 +1080,18 @@ mod tests {
             let got = String::from_utf8_lossy(&out.stdout);
             assert_eq!(got.strip_suffix('\n').unwrap_or(&got), want, "{key}");
         }
+    }
+
+    /// Regression: an xid as `txid_current()` gives it after a wraparound (epoch 1, xid
+    /// 812) failed the proof of a recovery that stopped at 812.
+    #[test]
+    fn an_xid_with_its_epoch_is_proven_by_its_low_32_bits() {
+        let stop = "recovery stopping after commit of transaction 812, time 2026-12-06 06:59:30.5+00";
+        let log =
+            TIME_LOG.replace("recovery stopping before commit of transaction 812, time 2026-12-06 06:59:30.5+00", stop);
+        let o = opts(TargetKind::Xid((1 << 32) + 812));
+        assert!(prove(&o, &log, &Queried::default()).is_ok());
+        assert!(recovery_settings(&o, 15).contains("recovery_target_xid = '812'\n"));
+        assert!(prove(&opts(TargetKind::Xid((1 << 32) + 81)), &log, &Queried::default()).is_err());
     }
 }
