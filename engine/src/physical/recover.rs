@@ -418,6 +418,11 @@ pub fn recovery_settings(opts: &RecoverOptions, major: u32) -> String {
     set("restore_command", opts.restore_command.as_deref().unwrap_or("false"));
     set("archive_mode", "off");
     set("archive_command", "");
+    // A standby's configuration (a base backup taken from one) often cleans the archive
+    // at each restartpoint (`pg_archivecleanup`) or runs a command at recovery's end: in the
+    // throwaway, those would delete from, or write to, the production archive.
+    set("archive_cleanup_command", "");
+    set("recovery_end_command", "");
     if major >= 15 {
         set("archive_library", "");
     }
@@ -456,6 +461,8 @@ fn command_line(ws: &Workspace, hba: &Path, ident: &Path, major: u32) -> Vec<Str
         ("hot_standby", "off".into()),
         ("archive_mode", "off".into()),
         ("archive_command", String::new()),
+        ("archive_cleanup_command", String::new()),
+        ("recovery_end_command", String::new()),
         // Speed over durability: the server is deleted afterwards.
         ("fsync", "off".into()),
         ("synchronous_commit", "off".into()),
@@ -1093,5 +1100,31 @@ mod tests {
         assert!(prove(&o, &log, &Queried::default()).is_ok());
         assert!(recovery_settings(&o, 15).contains("recovery_target_xid = '812'\n"));
         assert!(prove(&opts(TargetKind::Xid((1 << 32) + 81)), &log, &Queried::default()).is_err());
+    }
+
+    /// Regression: a base backup of a standby brings its `archive_cleanup_command`
+    /// (`pg_archivecleanup` on the archive) and `recovery_end_command`; the throwaway ran
+    /// them, deleting from the production archive. The server reads the settings back.
+    #[test]
+    fn a_standbys_archive_cleanup_and_end_commands_never_run_in_the_throwaway() {
+        let Ok((postgres, _, _)) = crate::pg::native::find_tool("postgres", None, 15) else {
+            assert!(std::env::var_os("CI").is_none(), "CI: no PostgreSQL 15 postgres binary");
+            eprintln!("skipped: no PostgreSQL 15 postgres binary");
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backed_up =
+            "archive_cleanup_command = 'pg_archivecleanup /archive %r'\nrecovery_end_command = 'touch /archive/x'\n";
+        let text = format!("{backed_up}{}", recovery_settings(&opts(TargetKind::Latest), 15));
+        fs::write(dir.path().join("postgresql.conf"), text).expect("conf");
+        let run_as = RunAs::detect().expect("run as");
+        run_as.own_tree(dir.path()).expect("own");
+        for key in ["archive_cleanup_command", "recovery_end_command", "archive_command", "archive_mode"] {
+            let out = crate::child::output(run_as.command(&postgres).arg("-D").arg(dir.path()).arg("-C").arg(key))
+                .expect("postgres -C");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            assert!(got.is_empty() || got == "off", "{key} = {got}");
+        }
     }
 }
