@@ -472,6 +472,15 @@ fn command_line(ws: &Workspace, hba: &Path, ident: &Path, major: u32) -> Vec<Str
     if major >= 15 {
         v.push(("archive_library", String::new()));
     }
+    // Paths the backed-up configuration may name outside the workspace: `data_directory`
+    // (the server would open that cluster, the production one, instead of ours), a pid file
+    // and, before PostgreSQL 15, the statistics' temp folder (both where the source's
+    // server keeps its own).
+    v.push(("data_directory", ws.data_dir().display().to_string()));
+    v.push(("external_pid_file", String::new()));
+    if major < 15 {
+        v.push(("stats_temp_directory", ws.data_dir().join("pg_stat_tmp").display().to_string()));
+    }
     v.into_iter().flat_map(|(k, val)| ["-c".to_string(), format!("{k}={val}")]).collect()
 }
 
@@ -1126,5 +1135,36 @@ mod tests {
             let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
             assert!(got.is_empty() || got == "off", "{key} = {got}");
         }
+    }
+
+    /// Regression: a backed-up postgresql.conf naming `data_directory` (its own cluster's)
+    /// or an `external_pid_file` had the throwaway open that cluster and write that file.
+    #[test]
+    fn the_backups_paths_never_lead_the_throwaway_out_of_its_workspace() {
+        let Ok((postgres, _, _)) = crate::pg::native::find_tool("postgres", None, 15) else {
+            assert!(std::env::var_os("CI").is_none(), "CI: no PostgreSQL 15 postgres binary");
+            eprintln!("skipped: no PostgreSQL 15 postgres binary");
+            return;
+        };
+        let ws = Workspace::new().expect("workspace");
+        let conf =
+            "data_directory = '/var/lib/postgresql/15/main'\nexternal_pid_file = '/run/postgresql/15-main.pid'\n";
+        fs::write(ws.data_dir().join("postgresql.conf"), conf).expect("conf");
+        let run_as = RunAs::detect().expect("run as");
+        run_as.own_tree(ws.dir()).expect("own");
+        let args = command_line(&ws, &ws.dir().join("hba"), &ws.dir().join("ident"), 15);
+        for (key, want) in
+            [("data_directory", ws.data_dir().display().to_string()), ("external_pid_file", String::new())]
+        {
+            let out = crate::child::output(
+                run_as.command(&postgres).arg("-D").arg(ws.data_dir()).args(&args).arg("-C").arg(key),
+            )
+            .expect("postgres -C");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want, "{key}");
+        }
+        assert!(command_line(&ws, Path::new("h"), Path::new("i"), 14)
+            .iter()
+            .any(|a| a.starts_with("stats_temp_directory=")));
     }
 }
