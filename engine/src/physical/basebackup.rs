@@ -123,6 +123,30 @@ fn open_tar(path: &Path, gz: bool) -> Result<tar::Archive<Box<dyn Read>>, Failur
     Ok(tar::Archive::new(r))
 }
 
+/// A reader that counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// `open_tar`, counting into `read` the tar's bytes read (after decompression).
+fn open_tar_counted(
+    path: &Path,
+    gz: bool,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Result<tar::Archive<Counted<Box<dyn Read>>>, Failure> {
+    let inner = open_tar(path, gz)?.into_inner();
+    Ok(tar::Archive::new(Counted { inner, read }))
+}
+
 /// Files of a base tar by name, read without extracting: `backup_label`, `PG_VERSION`,
 /// `global/pg_control`.
 fn tar_files(path: &Path, gz: bool, want: &[&str]) -> Result<Vec<(String, Vec<u8>)>, Failure> {
@@ -344,8 +368,12 @@ fn copy_tree_in(
 /// entry that would land outside (`..`, an absolute path) is refused too, never skipped.
 fn unpack(tar_path: &Path, gz: bool, into: &Path) -> Result<u64, Failure> {
     fs::create_dir_all(into).map_err(|e| io_err(into, e))?;
-    let mut a = open_tar(tar_path, gz)?;
+    // Bytes read from the (decompressed) tar: a tar cut at an entry's end reads as a shorter
+    // whole one (its end-of-archive blocks are what says it is whole), so they are required.
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut a = open_tar_counted(tar_path, gz, read.clone())?;
     a.set_preserve_permissions(false);
+    let mut last_end = 0u64;
     let bad = |what: String| {
         Failure::failed(format!(
             "extracting {}: {what}; pg_basebackup writes no such entry: the tar is damaged or not the backup's",
@@ -375,10 +403,17 @@ fn unpack(tar_path: &Path, gz: bool, into: &Path) -> Result<u64, Failure> {
                 )));
             }
         }
+        last_end = e.raw_file_position() + e.size().div_ceil(512) * 512;
         let placed = e.unpack_in(into).map_err(|e| bad(format!("{shown}: {e}")))?;
         if !placed {
             return Err(bad(format!("the entry {shown} would land outside the data directory")));
         }
+    }
+    if read.load(std::sync::atomic::Ordering::Relaxed) < last_end + 512 {
+        return Err(Failure::failed(format!(
+            "{} is truncated: it ends without tar's end-of-archive blocks (copy it again from where the backup was written)",
+            tar_path.display()
+        )));
     }
     Ok(tree_size(into))
 }
@@ -747,5 +782,28 @@ mod tests {
             }
         }
         v
+    }
+
+    /// Regression: a base.tar cut at an entry's end (a copy that stopped) was extracted as
+    /// a whole one, files missing.
+    #[test]
+    fn a_tar_cut_at_an_entrys_end_is_refused_as_truncated() {
+        let d = tempfile::tempdir().expect("tmp");
+        let src = hostile_backup(d.path(), |t| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(3);
+            h.set_mode(0o600);
+            h.set_cksum();
+            t.append_data(&mut h, "global/pg_control", &b"abc"[..]).expect("append");
+        });
+        let tar = d.path().join("b1/base.tar");
+        let whole = fs::read(&tar).expect("tar");
+        materialize_into(&src, &d.path().join("whole")).expect("a whole tar extracts");
+        // Without the end-of-archive blocks (1024 zero bytes) and the last entry.
+        fs::write(&tar, &whole[..whole.len() - 1024 - 1024]).expect("cut");
+        let err = materialize_into(&src, &d.path().join("cut")).expect_err("refused");
+        assert!(err.to_string().contains("truncated"), "{err}");
+        fs::write(&tar, b"").expect("empty");
+        assert!(src.list().is_err(), "an empty base.tar");
     }
 }
