@@ -19,6 +19,7 @@ pub mod fleet;
 mod layers;
 pub mod manpages;
 pub mod pg;
+pub mod physical;
 pub mod plan;
 pub mod progress;
 pub mod redact;
