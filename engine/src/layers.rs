@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     // PostgreSQL and storage.
     &["pg", "storage"],
     // The backup pipeline, the restore journal, the redactor.
-    &["backup", "restore", "redact"],
+    &["backup", "restore", "redact", "wal"],
     // What steps tell the reports (outcomes, facts).
     &["facts"],
     // The step catalogue.
