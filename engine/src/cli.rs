@@ -147,6 +147,13 @@ enum Command {
         #[command(subcommand)]
         command: BackupsCommand,
     },
+    /// The WAL archive: `push` is PostgreSQL's archive_command, `fetch` its restore_command
+    /// (exit 1 only when the file is not archived; any other failure exits 200, so recovery
+    /// stops instead of ending early), `list` shows each timeline and recoverable window.
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
     /// Write an archive's plain pg_dump stream to stdout (for an emergency pipe into
     /// pg_restore). Refuses to write to a terminal.
     Decrypt {
@@ -269,6 +276,62 @@ fn fleet_options(fleet: &crate::fleet::Fleet, s: FleetSelect) -> crate::fleet::r
     }
 }
 
+/// Where the WAL archive is and where its key comes from (README, "WAL archive").
+#[derive(Debug, clap::Args)]
+struct WalConf {
+    /// A small file of `name = value` lines: storage, key_file, key_env, level.
+    #[arg(long, value_name = "FILE", env = "PGDRILL_WAL_CONFIG")]
+    config: Option<PathBuf>,
+    /// The archive's location (a directory, s3://, gs://, az://); overrides the file's.
+    #[arg(long, value_name = "LOCATION", env = "PGDRILL_WAL_STORAGE")]
+    storage: Option<String>,
+    /// File holding the key or passphrase; overrides the file's.
+    #[arg(long, value_name = "PATH", env = "PGDRILL_WAL_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// Variable holding the key or passphrase when no key file is named (default
+    /// PGDRILL_BACKUP_KEY).
+    #[arg(long, value_name = "VAR")]
+    key_env: Option<String>,
+}
+
+impl WalConf {
+    fn given(self) -> crate::wal::Given {
+        crate::wal::Given { config: self.config, storage: self.storage, key_file: self.key_file, key_env: self.key_env }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum WalCommand {
+    /// Archive one WAL file: archive_command = 'pgdrill wal push --config FILE %p'.
+    Push {
+        /// The file, relative to the data directory (PostgreSQL's %p).
+        path: PathBuf,
+        #[command(flatten)]
+        conf: WalConf,
+    },
+    /// Restore one archived file: restore_command = 'pgdrill wal fetch --config FILE %f %p'.
+    Fetch {
+        /// The file's name (PostgreSQL's %f).
+        name: String,
+        /// Where to write it, relative to the data directory (PostgreSQL's %p).
+        dest: PathBuf,
+        /// The system whose archive to read (default: the data directory's, from
+        /// global/pg_control).
+        #[arg(long, value_name = "ID")]
+        system_identifier: Option<u64>,
+        #[command(flatten)]
+        conf: WalConf,
+    },
+    /// Each system's timelines, gaps and recoverable windows.
+    List {
+        #[command(flatten)]
+        conf: WalConf,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum BackupsCommand {
     /// What is there, newest first.
@@ -322,6 +385,21 @@ pub fn main() -> i32 {
         let text = crate::report::visible(&hook_redactor.redact(&info.to_string())).into_owned();
         errln!("internal error (a bug in pgdrill, please report it): {text}");
     }));
+    // `wal` answers PostgreSQL, whose exit codes mean other things than a run's.
+    let cli = match cli.command {
+        Command::Wal { command } => {
+            let fatal = if matches!(command, WalCommand::Fetch { .. }) { crate::wal::FETCH_FATAL } else { 3 };
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rt.block_on(wal_command(command, redactor.clone()))
+            }))
+            .unwrap_or(fatal);
+            rt.block_on(crate::storage::remote::abort_uploads());
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+            crate::storage::remove_partials();
+            return code;
+        }
+        command => Cli { command },
+    };
     let result =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(dispatch(cli, redactor.clone()))))
             .unwrap_or_else(|_| Ok(ExitCode::Environment));
@@ -349,6 +427,8 @@ pub fn main() -> i32 {
 async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Validate { files } => validate(&files),
+        // Answered before dispatch (`main`), with PostgreSQL's exit codes.
+        Command::Wal { .. } => Err(Error::environment("`pgdrill wal` is not a run")),
         Command::Doctor(args) => {
             let (text, code) = crate::doctor::run(args, &redactor).await;
             out!("{text}");
@@ -799,4 +879,82 @@ mod manpage_tests {
         let top = std::fs::read_to_string(dir.path().join("pgdrill.1")).expect("pgdrill.1");
         assert!(top.contains("doctor"), "pgdrill.1 does not list doctor");
     }
+}
+
+/// `pgdrill wal ...`: its own exit codes (PostgreSQL reads them), messages on stderr through
+/// the redactor.
+async fn wal_command(command: WalCommand, redactor: Redactor) -> i32 {
+    let say = |text: &str| errln!("{}", crate::report::visible(&redactor.redact(text)));
+    match command {
+        WalCommand::Push { path, conf } => {
+            let (cfg, secret) = match crate::wal::Config::load(&conf.given()) {
+                Ok(c) => c,
+                Err(e) => {
+                    say(&format!("error: wal push: {e}"));
+                    return crate::wal::push_exit(&e);
+                }
+            };
+            redactor.add(&secret);
+            match crate::wal::push(&cfg, &path, std::path::Path::new(".")).await {
+                Ok(crate::wal::Pushed::Stored { .. }) => 0,
+                Ok(crate::wal::Pushed::AlreadyThere { key }) => {
+                    say(&format!("wal push: {key} is already archived with the same content"));
+                    0
+                }
+                Err(e) => {
+                    say(&format!("error: wal push {}: {e}", path.display()));
+                    crate::wal::push_exit(&e)
+                }
+            }
+        }
+        WalCommand::Fetch { name, dest, system_identifier, conf } => {
+            let (cfg, secret) = match crate::wal::Config::load(&conf.given()) {
+                Ok(c) => c,
+                Err(e) => {
+                    say(&format!("error: wal fetch: {e}"));
+                    return crate::wal::FETCH_FATAL;
+                }
+            };
+            redactor.add(&secret);
+            match crate::wal::fetch(&cfg, &name, &dest, std::path::Path::new("."), system_identifier).await {
+                Ok(_) => 0,
+                // PostgreSQL asks for files past the archive's end: its normal way to stop.
+                Err(crate::wal::FetchError::Absent(_)) => 1,
+                Err(crate::wal::FetchError::Fatal(e)) => {
+                    say(&format!("error: wal fetch {name}: {e} (exit {}: recovery stops)", crate::wal::FETCH_FATAL));
+                    crate::wal::FETCH_FATAL
+                }
+            }
+        }
+        WalCommand::List { conf, json } => match wal_list(conf, json, &redactor).await {
+            Ok(()) => 0,
+            Err(e) => {
+                say(&format!("error: wal list: {e}"));
+                crate::wal::push_exit(&e)
+            }
+        },
+    }
+}
+
+async fn wal_list(conf: WalConf, json: bool, redactor: &Redactor) -> Result<(), crate::error::Failure> {
+    let (cfg, secret) = crate::wal::Config::load(&conf.given())?;
+    redactor.add(&secret);
+    let store = crate::storage::open(&cfg.storage).map_err(crate::error::Failure::invalid)?;
+    let mut systems: Vec<crate::steps::wal::SystemView> = Vec::new();
+    for system in crate::wal::systems(store.as_ref()).await? {
+        systems.push(crate::steps::wal::system_view(store.as_ref(), system, &cfg.key).await?);
+    }
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&systems).unwrap_or_default());
+        return Ok(());
+    }
+    if systems.is_empty() {
+        outln!("{}: no WAL archive and no base backups", crate::report::visible(&store.url()));
+    }
+    for s in &systems {
+        for line in crate::steps::wal::lines(s) {
+            outln!("{}", crate::report::visible(&line));
+        }
+    }
+    Ok(())
 }

@@ -688,6 +688,8 @@ pgdrill_derive::kinds! {
     backup::Check,
     backup::List,
     backup::Latest,
+    base::Base,
+    pub wal::WalCheck,
     verify::Pick,
     verify::Restore,
     verify::Freshness,

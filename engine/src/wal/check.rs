@@ -204,10 +204,8 @@ pub async fn continuity(
         .find(|(t, h)| **t > base_tli && h.iter().any(|s| s.tli == base_tli))
         .map(|(t, _)| *t)
         .unwrap_or(base_tli);
-    let switches: Vec<Switch> = histories
-        .get(&target)
-        .map(|h| h.iter().copied().filter(|s| s.tli >= base_tli).collect())
-        .unwrap_or_default();
+    let switches: Vec<Switch> =
+        histories.get(&target).map(|h| h.iter().copied().filter(|s| s.tli >= base_tli).collect()).unwrap_or_default();
     let mut spans: Vec<(u32, u64, Option<u64>)> = Vec::new();
     let mut cur = start_lsn.segno(seg_size);
     for (i, s) in switches.iter().enumerate() {

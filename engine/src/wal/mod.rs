@@ -295,7 +295,10 @@ fn check_segment(name: &str, bytes: &[u8], system: Option<u64>) -> Result<(u64, 
         return Err(format!("{name}: its header gives an impossible segment size {seg_size}"));
     }
     if bytes.len() as u64 != seg_size {
-        return Err(format!("{name} is {} bytes, but its segments are {seg_size} bytes: cut short or padded", bytes.len()));
+        return Err(format!(
+            "{name} is {} bytes, but its segments are {seg_size} bytes: cut short or padded",
+            bytes.len()
+        ));
     }
     let expected = segno_of(log, seg, seg_size) * seg_size;
     if pageaddr != expected {
@@ -352,8 +355,7 @@ pub fn unseal(name: &str, object: &[u8], key: &KeySource) -> Result<(Preamble, V
         .map_err(|e| failed(archive::archive_error(&e).map_or_else(|| e.to_string(), |a| a.to_string())))?;
     let rest = all.strip_prefix(PREAMBLE).ok_or_else(|| failed("no WAL preamble: not a WAL object".into()))?;
     let nl = rest.iter().position(|b| *b == b'\n').ok_or_else(|| failed("preamble cut short".into()))?;
-    let pre: Preamble =
-        serde_json::from_slice(&rest[..nl]).map_err(|e| failed(format!("unreadable preamble: {e}")))?;
+    let pre: Preamble = serde_json::from_slice(&rest[..nl]).map_err(|e| failed(format!("unreadable preamble: {e}")))?;
     let body = rest[nl + 1..].to_vec();
     if pre.name != name {
         return Err(failed(format!("the object holds {}, not {name}: copied or renamed in the archive", pre.name)));
@@ -399,7 +401,8 @@ pub async fn push_to(store: &dyn Store, cfg: &Config, path: &Path, data_dir: &Pa
     if len > MAX_FILE {
         return Err(Failure::invalid(format!("{} is {len} bytes: more than a WAL file can be", full.display())));
     }
-    let bytes = std::fs::read(&full).map_err(|e| Failure::environment(format!("cannot read {}: {e}", full.display())))?;
+    let bytes =
+        std::fs::read(&full).map_err(|e| Failure::environment(format!("cannot read {}: {e}", full.display())))?;
     let control = system_of_data_dir(data_dir);
     let system = match kind {
         WalName::Segment { .. } | WalName::Partial { .. } => {
@@ -484,7 +487,13 @@ impl From<Failure> for FetchError {
 
 /// Restore the archived `name` to `dest` (`%p`, relative to `data_dir`). The system is the
 /// data directory's (from its `pg_control`, which came with the base backup) unless given.
-pub async fn fetch(cfg: &Config, name: &str, dest: &Path, data_dir: &Path, system: Option<u64>) -> Result<u64, FetchError> {
+pub async fn fetch(
+    cfg: &Config,
+    name: &str,
+    dest: &Path,
+    data_dir: &Path,
+    system: Option<u64>,
+) -> Result<u64, FetchError> {
     let store = crate::storage::open(&cfg.storage).map_err(Failure::invalid)?;
     fetch_from(store.as_ref(), &cfg.key, name, dest, data_dir, system).await
 }
