@@ -34,3 +34,4 @@ mod secrets;
 mod sql_steps;
 mod tls;
 mod verify;
+mod wal_archive;
