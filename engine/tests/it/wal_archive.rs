@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use crate::common::*;
 
-const KEY: &str = "wal-archive-test-passphrase-0123456789";
+// A raw key: a passphrase costs an Argon2id derivation per segment pushed and fetched.
+const KEY: &str = "6b1f3c2a9d8e7f60112233445566778899aabbccddeeff00112233445566aa77";
 const SEG: u64 = 16 << 20;
 
 /// The user the server runs as: `nobody` when the tests run as root (PostgreSQL refuses root).
@@ -243,6 +244,26 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
     let taken =
         pgdrill::backup::base::materialize(s.clone(), &base.key, Some(&key), &data).await.expect_err("not empty");
     assert!(taken.message.contains("not empty"), "{}", taken.message);
+
+    // The same backup and archive as a PhysicalSource: recovered to the archive's end in a
+    // throwaway server through `wal fetch`, with the rows written after the backup back.
+    let source = pgdrill::physical::own::OwnSource::new(&store.display().to_string(), root.path(), KEY, None)
+        .expect("source")
+        .with_exe(bin());
+    let opts = pgdrill::physical::pitr::PitrOptions {
+        backup: None,
+        recover: pgdrill::physical::recover::RecoverOptions {
+            target: pgdrill::physical::recover::Target::latest(),
+            marker: Some("select count(*) = 1 from after_two".into()),
+            ..Default::default()
+        },
+    };
+    let p =
+        pgdrill::physical::pitr::run(&source, opts).await.expect("recovered to the archive's end through wal fetch");
+    assert_eq!(p.server.facts.marker, Some(true), "{:?}", p.server.facts);
+    assert!(p.server.facts.segments_restored >= 2, "{:?}", p.server.facts);
+    assert!(p.backup_check.as_deref().is_some_and(|c| c.contains("manifest authenticated")), "{:?}", p.backup_check);
+    p.server.stop();
 
     let conf_s = conf.to_str().expect("utf-8");
     let first = segment_name(1, start.segno(SEG));
