@@ -613,6 +613,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             Ok(ExitCode::Passed)
         }
         Command::Backups { command: BackupsCommand::List { storage, database, name_pattern, json } } => {
+            let location = storage.clone();
             let storage = if crate::storage::is_remote(&storage) {
                 let r = crate::storage::remote::open(&storage).map_err(Error::invalid)?;
                 crate::backup::ledger::mirrored(&r).await.map_err(Error::environment)?
@@ -633,11 +634,42 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 .transpose()
                 .map_err(Error::invalid)?;
             let list = crate::backup::listing::list(&storage, database.as_deref(), pattern.as_ref())?;
+            // Base backups are of a whole cluster, not of a database: listed when no database
+            // is asked for, with what the WAL archive lets each reach.
+            let physical = match database {
+                Some(_) => Vec::new(),
+                None => physical_of(&location, &redactor).await?,
+            };
             if json {
-                outln!("{}", serde_json::to_string_pretty(&crate::backup::listing::to_json(&list)).unwrap_or_default());
+                let mut all = crate::backup::listing::to_json(&list);
+                for s in &physical {
+                    for b in &s.base_backups {
+                        let mut v = serde_json::to_value(b).unwrap_or_default();
+                        if let Some(o) = v.as_object_mut() {
+                            o.insert("kind".into(), "base".into());
+                            o.insert("origin".into(), "pgdrill".into());
+                            o.insert("system_identifier".into(), s.system_identifier.clone().into());
+                        }
+                        all.push(v);
+                    }
+                }
+                outln!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
             } else {
-                for line in backups_table(&list) {
+                for line in backups_table(&list, &physical) {
                     outln!("{line}");
+                }
+                for s in &physical {
+                    for w in &s.windows {
+                        outln!(
+                            "system {} timeline {}: recoverable from {} ({}) to {} ({})",
+                            s.system_identifier,
+                            w.timeline,
+                            w.earliest_time,
+                            w.earliest_lsn,
+                            w.latest_time,
+                            w.latest_lsn
+                        );
+                    }
                 }
             }
             Ok(ExitCode::Passed)
@@ -769,7 +801,7 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
 
 /// The `backups list` table: one header, columns as wide as their widest cell, sizes right
 /// aligned, the path last. Names and paths are data: control characters are shown, not sent.
-fn backups_table(list: &[Listed]) -> Vec<String> {
+fn backups_table(list: &[Listed], physical: &[crate::steps::wal::SystemView]) -> Vec<String> {
     let header = ["created", "database", "size", "kind", "encrypted", "manifest", "last verified", "path"];
     let shown = |t: &str| crate::report::visible(t).into_owned();
     let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
@@ -833,6 +865,23 @@ fn backups_table(list: &[Listed]) -> Vec<String> {
                 shown(&p.path),
             ],
         });
+    }
+    for s in physical {
+        for b in &s.base_backups {
+            rows.push([
+                created(&b.created, false, None),
+                format!("(cluster {})", s.system_identifier),
+                crate::report::human_bytes(b.size),
+                "base".into(),
+                yes_no(b.encrypted),
+                if b.encrypted { "mac" } else { "UNAUTH" }.into(),
+                match &b.window {
+                    Some(w) => format!("WAL to {}", w.latest_time.get(..19).unwrap_or("?").replace('T', " ")),
+                    None => "WAL incomplete".into(),
+                },
+                shown(&b.path),
+            ]);
+        }
     }
     let mut width = header.map(|h| h.chars().count());
     for r in &rows {
@@ -957,4 +1006,23 @@ async fn wal_list(conf: WalConf, json: bool, redactor: &Redactor) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// The physical backups in `location`: each system's base backups and recoverable windows.
+/// The WAL archive's history files open with the key in PGDRILL_BACKUP_KEY when set; without
+/// it a window that crosses a timeline switch is shown as unknown.
+async fn physical_of(location: &str, redactor: &Redactor) -> Result<Vec<crate::steps::wal::SystemView>, Error> {
+    let store = crate::storage::open(location).map_err(Error::invalid)?;
+    let secret = std::env::var("PGDRILL_BACKUP_KEY").unwrap_or_default();
+    redactor.add(&secret);
+    let key = crate::archive::KeySource::from_secret(if secret.is_empty() {
+        "no key given to backups list"
+    } else {
+        &secret
+    });
+    let mut out = Vec::new();
+    for system in crate::wal::systems(store.as_ref()).await? {
+        out.push(crate::steps::wal::system_view(store.as_ref(), system, &key).await?);
+    }
+    Ok(out)
 }

@@ -235,6 +235,14 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
         listed.stdout
     );
 
+    let beside = Run::cli(["backups", "list", "--storage"]).arg(&store).env("PGDRILL_BACKUP_KEY", KEY).expect(0);
+    assert!(
+        beside.stdout.contains(&format!("(cluster {system})")) && beside.stdout.contains(" base "),
+        "{}",
+        beside.stdout
+    );
+    assert!(beside.stdout.contains(&format!("system {system} timeline 1: recoverable from ")), "{}", beside.stdout);
+
     // Put back into an empty directory: every byte authenticated, pg_verifybackup agrees.
     let data = root.path().join("restored");
     let key = pgdrill::archive::KeySource::from_secret(KEY);
