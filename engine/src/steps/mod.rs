@@ -690,6 +690,7 @@ pgdrill_derive::kinds! {
     backup::Latest,
     base::Base,
     pub wal::WalCheck,
+    wal::WalPrune,
     verify::Pick,
     verify::Restore,
     verify::Freshness,

@@ -320,3 +320,266 @@ impl Step for WalCheck {
         Ok(out)
     }
 }
+
+/// What `prune_physical` decided for one system.
+#[derive(Debug, Default, Clone)]
+pub struct Pruned {
+    pub kept_bases: Vec<String>,
+    pub deleted_bases: Vec<String>,
+    pub deleted_wal: Vec<String>,
+    /// The first segment every kept base backup's chain starts at or after.
+    pub horizon: Option<String>,
+}
+
+/// Retention of one system's base backups (grandfather-father-son, as for dumps) and of the
+/// WAL: every segment from the oldest kept base backup's start on is kept, older ones (and
+/// older `.partial` and `.backup` files) go; history files always stay. Without a kept base
+/// backup no WAL is deleted. `log` gets one line per object; deletes only when `apply`.
+pub async fn prune_physical(
+    store: &dyn Store,
+    system: u64,
+    policy: crate::backup::retention::Policy,
+    now: time::OffsetDateTime,
+    apply: bool,
+    log: &(dyn Fn(String) + Send + Sync),
+) -> Result<Pruned, Failure> {
+    use crate::backup::retention::{decide_at, Item};
+    let bases = base::list(store, Some(system)).await?;
+    let items: Vec<Item> =
+        bases.iter().map(|b| Item { name: b.key.clone(), at: b.manifest.started_at, verified: false }).collect();
+    let mut out = Pruned::default();
+    let verb = if apply { "delete" } else { "would delete" };
+    let mut kept: Vec<&ListedBase> = Vec::new();
+    for d in decide_at(&items, policy, now) {
+        let Some(b) = bases.iter().find(|b| b.key == d.name) else { continue };
+        if d.keep {
+            log(format!("keep   {} ({})", b.url, d.reason));
+            out.kept_bases.push(b.url.clone());
+            kept.push(b);
+            continue;
+        }
+        if apply {
+            // The backup first: a manifest without its backup is reported, never used.
+            store.delete(&b.key).await.map_err(Failure::environment)?;
+            store.delete(&crate::backup::layout::manifest_key(&b.key)).await.map_err(Failure::environment)?;
+        }
+        log(format!("{verb} {} ({})", b.url, d.reason));
+        out.deleted_bases.push(b.url.clone());
+    }
+    // The WAL every kept base backup needs starts at the oldest one's start.
+    let horizon = kept
+        .iter()
+        .filter_map(|b| Lsn::parse(&b.manifest.start_lsn).map(|l| (l.segno(b.manifest.wal_segment_size), b)))
+        .min_by_key(|(s, _)| *s);
+    let Some((horizon, oldest)) = horizon else {
+        log(format!("system {system}: no base backup kept, so no WAL is deleted"));
+        return Ok(out);
+    };
+    let seg_size = oldest.manifest.wal_segment_size;
+    out.horizon = Some(crate::wal::segment_name(oldest.manifest.timeline, horizon, seg_size));
+    let inv = check::inventory(store, system, seg_size).await?;
+    let mut old: Vec<(u64, String, String)> = Vec::new();
+    for ((tli, segno), m) in inv.segments.iter().chain(inv.partials.iter()) {
+        if *segno < horizon {
+            old.push((*segno, m.key.clone(), crate::wal::segment_name(*tli, *segno, seg_size)));
+        }
+    }
+    for m in &inv.backups {
+        let name = m.key.rsplit('/').next().unwrap_or(&m.key).trim_end_matches(".pgdrill");
+        if let Some(crate::wal::WalName::Backup { log, seg, .. }) = crate::wal::WalName::parse(name) {
+            let segno = crate::wal::segno_of(log, seg, seg_size);
+            if segno < horizon {
+                old.push((segno, m.key.clone(), name.to_string()));
+            }
+        }
+    }
+    old.sort();
+    for (_, key, name) in &old {
+        if apply {
+            store.delete(key).await.map_err(Failure::environment)?;
+        }
+        out.deleted_wal.push(name.clone());
+    }
+    if let (Some(first), Some(last)) = (old.first(), old.last()) {
+        log(format!(
+            "{verb} {} WAL files {} .. {} (before {}, where the oldest kept base backup starts)",
+            old.len(),
+            first.2,
+            last.2,
+            out.horizon.as_deref().unwrap_or("")
+        ));
+    } else {
+        log(format!("keep   every WAL file (none before {})", out.horizon.as_deref().unwrap_or("")));
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize, Fields)]
+#[serde(deny_unknown_fields)]
+pub struct PruneWith {
+    /// where the base backups and the WAL archive are: a directory, s3://, gs://, az://
+    #[field(ty = "path")]
+    storage: String,
+    /// the system to prune (default: every system in storage)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    system_identifier: Option<String>,
+    /// newest base backup of each of the last N days
+    #[serde(default, deserialize_with = "super::de::int")]
+    keep_daily: usize,
+    /// newest of each of the last N ISO weeks
+    #[serde(default, deserialize_with = "super::de::int")]
+    keep_weekly: usize,
+    /// newest of each of the last N months
+    #[serde(default, deserialize_with = "super::de::int")]
+    keep_monthly: usize,
+    /// newest of each of the last N years
+    #[serde(default, deserialize_with = "super::de::int")]
+    keep_yearly: usize,
+    /// never fewer than this many base backups (default 1)
+    #[serde(default = "one", deserialize_with = "super::de::int")]
+    min_keep: usize,
+    /// keep every base backup younger than this, e.g. 30d
+    #[serde(default, deserialize_with = "super::de::opt_duration")]
+    keep_within: Option<Duration>,
+    /// delete (default false: a dry run that lists what would go)
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    apply: bool,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl With for PruneWith {}
+
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct PruneOutputs {
+    /// base backups kept
+    kept: usize,
+    /// base backups deleted (or that would be, in a dry run)
+    deleted: Vec<String>,
+    /// WAL files deleted (or that would be)
+    deleted_wal: Vec<String>,
+    /// whether anything was deleted (apply: true)
+    applied: bool,
+}
+
+pub struct WalPrune;
+
+impl Step for WalPrune {
+    const NAME: &'static str = "wal.prune";
+    const SUMMARY: &'static str = "Retention of base backups (grandfather-father-son) and of the WAL archive: every WAL file a kept base backup needs stays, older ones go; a dry run unless apply: true.";
+    const REPORT_LOG: bool = true;
+    type With = PruneWith;
+    type Outputs = PruneOutputs;
+
+    async fn run(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
+        let store = ctx.store(&w.storage)?;
+        let systems = match w.system_identifier.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => vec![s
+                .parse::<u64>()
+                .map_err(|_| StepError::field("system_identifier", format!("`{s}` is not a system identifier")))?],
+            None => crate::wal::systems(store.as_ref()).await?,
+        };
+        let policy = crate::backup::retention::Policy {
+            daily: w.keep_daily,
+            weekly: w.keep_weekly,
+            monthly: w.keep_monthly,
+            yearly: w.keep_yearly,
+            min_keep: w.min_keep,
+            within: w.keep_within.map(|d| time::Duration::try_from(d).unwrap_or(time::Duration::MAX)),
+        };
+        let mut out = PruneOutputs { applied: w.apply, ..Default::default() };
+        let log = |l: String| ctx.log(l);
+        for system in systems {
+            let p = prune_physical(store.as_ref(), system, policy, time::OffsetDateTime::now_utc(), w.apply, &log).await?;
+            out.kept += p.kept_bases.len();
+            out.deleted.extend(p.deleted_bases);
+            out.deleted_wal.extend(p.deleted_wal);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::local::FsStore;
+    use std::path::Path;
+
+    const SEG: u64 = 1 << 20;
+    const SYSTEM: u64 = 7_700_000_000_000_000_001;
+
+    fn segment(segno: u64) -> Vec<u8> {
+        let mut b = vec![0u8; SEG as usize];
+        b[2..4].copy_from_slice(&0x0006u16.to_ne_bytes());
+        b[8..16].copy_from_slice(&(segno * SEG).to_ne_bytes());
+        b[24..32].copy_from_slice(&SYSTEM.to_ne_bytes());
+        b[32..36].copy_from_slice(&(SEG as u32).to_ne_bytes());
+        b
+    }
+
+    async fn base(store: &FsStore, stamp: &str, started: time::OffsetDateTime, start_segno: u64) -> String {
+        let key = format!("{}{stamp}.base.tar.pgdrill", base::base_prefix(SYSTEM));
+        store.put_new(&key, b"not read by retention".to_vec()).await.expect("object");
+        let m = serde_json::json!({
+            "schema": base::BASE_SCHEMA, "kind": "base", "pgdrill_version": "0", "system_identifier": SYSTEM.to_string(),
+            "timeline": 1, "start_lsn": Lsn(start_segno * SEG + 40).to_string(), "stop_lsn": Lsn(start_segno * SEG + 400).to_string(),
+            "server_version": "15", "server_major": 15, "pg_basebackup_version": "15", "wal_segment_size": SEG,
+            "wal_method": "none", "tablespaces": [], "files": 1, "backup_manifest_sha256": "", "codec": "zstd", "level": 3,
+            "cipher": "none", "sizes": {"raw": 1, "compressed": 1, "stored": 1}, "sha256": "",
+            "started_at": crate::util::rfc3339(started), "finished_at": crate::util::rfc3339(started),
+        });
+        store.put_new(&format!("{key}.manifest.json"), serde_json::to_vec(&m).expect("json")).await.expect("manifest");
+        key
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn retention_deletes_only_wal_older_than_the_oldest_kept_base_backup_and_a_dry_run_deletes_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let data = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir_all(data.path().join("global")).expect("global");
+        std::fs::create_dir_all(data.path().join("pg_wal")).expect("pg_wal");
+        let mut control = SYSTEM.to_ne_bytes().to_vec();
+        control.resize(8192, 0);
+        std::fs::write(data.path().join("global/pg_control"), control).expect("pg_control");
+        let store = FsStore::new(dir.path());
+        let cfg = crate::wal::Config {
+            storage: dir.path().display().to_string(),
+            key: KeySource::from_secret("6b1f3c2a9d8e7f60112233445566778899aabbccddeeff00112233445566aa77"),
+            level: 1,
+        };
+        for segno in 1..=6 {
+            let name = crate::wal::segment_name(1, segno, SEG);
+            std::fs::write(data.path().join("pg_wal").join(&name), segment(segno)).expect("write");
+            crate::wal::push_to(&store, &cfg, &Path::new("pg_wal").join(&name), data.path()).await.expect("push");
+        }
+        std::fs::write(data.path().join("pg_wal/00000002.history"), "1\t0/100000\tx\n").expect("history");
+        crate::wal::push_to(&store, &cfg, Path::new("pg_wal/00000002.history"), data.path()).await.expect("push");
+        let now = time::OffsetDateTime::now_utc();
+        let old = base(&store, "20260101T000000.000Z", now - time::Duration::days(10), 2).await;
+        let new = base(&store, "20260111T000000.000Z", now, 4).await;
+        let policy = crate::backup::retention::Policy { min_keep: 1, ..Default::default() };
+        let lines = std::sync::Mutex::new(Vec::new());
+        let log = |l: String| lines.lock().expect("lock").push(l);
+
+        let dry = prune_physical(&store, SYSTEM, policy, now, false, &log).await.expect("dry run");
+        assert_eq!(dry.deleted_bases.len(), 1);
+        assert_eq!(dry.deleted_wal, (1..=3).map(|s| crate::wal::segment_name(1, s, SEG)).collect::<Vec<_>>());
+        assert!(store.head(&old).await.expect("head").is_some(), "a dry run deleted a base backup");
+        assert!(lines.lock().expect("lock").iter().any(|l| l.starts_with("would delete 3 WAL files")), "{lines:?}");
+
+        prune_physical(&store, SYSTEM, policy, now, true, &log).await.expect("apply");
+        assert!(store.head(&old).await.expect("head").is_none() && store.head(&new).await.expect("head").is_some());
+        let inv = check::inventory(&store, SYSTEM, SEG).await.expect("inventory");
+        assert_eq!(inv.segments.keys().map(|(_, s)| *s).collect::<Vec<_>>(), vec![4, 5, 6]);
+        assert_eq!(inv.histories.len(), 1, "a history file was deleted");
+
+        // No base backup left to keep: no WAL is deleted.
+        store.delete(&new).await.expect("delete");
+        store.delete(&format!("{new}.manifest.json")).await.expect("delete");
+        let none = prune_physical(&store, SYSTEM, policy, now, true, &log).await.expect("apply");
+        assert!(none.deleted_wal.is_empty());
+    }
+}
