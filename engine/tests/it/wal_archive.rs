@@ -159,6 +159,10 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+fn first_segment(start: pgdrill::wal::Lsn) -> String {
+    segment_name(1, start.segno(SEG))
+}
+
 fn segment_name(tli: u32, segno: u64) -> String {
     pgdrill::wal::segment_name(tli, segno, SEG)
 }
@@ -185,6 +189,7 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
         .spawn()
         .expect("pgbench");
     let junit = root.path().join("base.xml");
+    let record = root.path().join("emitted.jsonl");
     let ran = Run::new("base-backup")
         .var("database_url", pg.url())
         .var("storage", store.display())
@@ -192,6 +197,7 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
         .env("PGDRILL_BACKUP_KEY", KEY)
         .junit(&junit)
         .report(root.path().join("report"))
+        .env("PGDRILL_RECORD_OUTPUTS", &record)
         .expect(0);
     let checked = ran.run_json();
     let segments = checked.step("wal").outputs["segments"].as_u64().unwrap_or_default();
@@ -242,6 +248,52 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
         beside.stdout
     );
     assert!(beside.stdout.contains(&format!("system {system} timeline 1: recoverable from ")), "{}", beside.stdout);
+
+    // Retention's dry run: the WAL before the (kept) base backup's start would go, nothing goes.
+    let prune = root.path().join("prune.yaml");
+    std::fs::write(
+        &prune,
+        format!(
+            "name: prune\nsteps:\n  - id: prune\n    uses: wal.prune\n    with: {{ storage: \"{}\", min_keep: 1 }}\n",
+            store.display()
+        ),
+    )
+    .expect("runbook");
+    let before = walk(&store).len();
+    let pruned = Run::new(&prune).env("PGDRILL_RECORD_OUTPUTS", &record).report(root.path().join("prune")).expect(0);
+    let would: Vec<String> = pruned.run_json().step("prune").outputs["deleted_wal"]
+        .as_array()
+        .expect("deleted_wal")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    assert!(!would.is_empty() && would.iter().all(|n| n.as_str() < first_segment(start).as_str()), "{would:?}");
+    assert_eq!(walk(&store).len(), before, "a dry run deleted something");
+    assert!(pruned.all().contains("would delete"), "{}", pruned.all());
+    // What the three kinds emitted is what the catalogue documents (catalogue.rs lists them as
+    // run here).
+    let catalogue: serde_json::Value = serde_json::from_slice(&run(&["steps", "--json"]).stdout).expect("steps --json");
+    let emitted = std::fs::read_to_string(&record).expect("record");
+    for kind in ["backup.base", "wal.check", "wal.prune"] {
+        let documented: std::collections::BTreeSet<String> = catalogue
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|k| k["name"] == kind)
+            .and_then(|k| k["outputs"].as_array())
+            .expect(kind)
+            .iter()
+            .filter_map(|f| f["name"].as_str().map(str::to_string))
+            .collect();
+        let got: std::collections::BTreeSet<String> = emitted
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["kind"] == kind)
+            .flat_map(|v| v["outputs"].as_array().cloned().unwrap_or_default())
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect();
+        assert_eq!(got, documented, "{kind}: emitted outputs against the catalogue's");
+    }
 
     // Put back into an empty directory: every byte authenticated, pg_verifybackup agrees.
     let data = root.path().join("restored");
