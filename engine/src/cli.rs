@@ -912,24 +912,6 @@ fn backups_table(list: &[Listed], physical: &[crate::steps::wal::SystemView]) ->
     out
 }
 
-#[cfg(test)]
-mod manpage_tests {
-    use crate::manpages::write_all;
-
-    #[test]
-    fn every_visible_subcommand_gets_a_page_that_names_its_flags() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let n = write_all(<super::Cli as clap::CommandFactory>::command(), dir.path()).expect("pages");
-        assert!(n > 10, "only {n} pages");
-        let run = std::fs::read_to_string(dir.path().join("pgdrill-run.1")).expect("pgdrill-run.1");
-        assert!(run.contains("junit"), "pgdrill-run.1 does not document --junit:\n{run}");
-        assert!(dir.path().join("pgdrill-backups-list.1").exists(), "no page for a nested subcommand");
-        assert!(!dir.path().join("pgdrill-man.1").exists(), "the hidden subcommand got a page");
-        let top = std::fs::read_to_string(dir.path().join("pgdrill.1")).expect("pgdrill.1");
-        assert!(top.contains("doctor"), "pgdrill.1 does not list doctor");
-    }
-}
-
 /// `pgdrill wal ...`: its own exit codes (PostgreSQL reads them), messages on stderr through
 /// the redactor.
 async fn wal_command(command: WalCommand, redactor: Redactor) -> i32 {
@@ -1025,4 +1007,22 @@ async fn physical_of(location: &str, redactor: &Redactor) -> Result<Vec<crate::s
         out.push(crate::steps::wal::system_view(store.as_ref(), system, &key).await?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod manpage_tests {
+    use crate::manpages::write_all;
+
+    #[test]
+    fn every_visible_subcommand_gets_a_page_that_names_its_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let n = write_all(<super::Cli as clap::CommandFactory>::command(), dir.path()).expect("pages");
+        assert!(n > 10, "only {n} pages");
+        let run = std::fs::read_to_string(dir.path().join("pgdrill-run.1")).expect("pgdrill-run.1");
+        assert!(run.contains("junit"), "pgdrill-run.1 does not document --junit:\n{run}");
+        assert!(dir.path().join("pgdrill-backups-list.1").exists(), "no page for a nested subcommand");
+        assert!(!dir.path().join("pgdrill-man.1").exists(), "the hidden subcommand got a page");
+        let top = std::fs::read_to_string(dir.path().join("pgdrill.1")).expect("pgdrill.1");
+        assert!(top.contains("doctor"), "pgdrill.1 does not list doctor");
+    }
 }

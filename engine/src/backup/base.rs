@@ -474,7 +474,7 @@ pub async fn list(store: &dyn Store, system: Option<u64>) -> Result<Vec<ListedBa
             .map_err(|e| Failure::failed(format!("{}: unreadable manifest: {e}", store.url_of(&m.key))))?;
         out.push(ListedBase { key: object.to_string(), url: store.url_of(object), manifest });
     }
-    out.sort_by(|a, b| b.manifest.finished_at.cmp(&a.manifest.finished_at));
+    out.sort_by_key(|b| std::cmp::Reverse(b.manifest.finished_at));
     Ok(out)
 }
 
