@@ -770,12 +770,14 @@ pub fn prove(opts: &RecoverOptions, log: &str, q: &Queried) -> Result<RecoveryFa
             }
         }
         TargetKind::Name(n) => {
-            if quoted_after(&stop, "restore point").as_deref() != Some(n.as_str()) {
+            // The name is printed as it is, quotes and all: `at restore point "a"b", time`.
+            if !stop.starts_with(&format!("recovery stopping at restore point \"{n}\", time ")) {
                 return Err(no_stop());
             }
         }
         TargetKind::Xid(x) => {
-            if !stop.contains(&format!("transaction {x}")) {
+            // `transaction 81,` is not `transaction 812,`.
+            if !stop.contains(&format!(" of transaction {x}, ")) {
                 return Err(no_stop());
             }
         }
@@ -897,6 +899,22 @@ mod tests {
         );
         let e = prove(&opts(TargetKind::Latest), &other, &q).expect_err("other cluster");
         assert!(e.message.contains("another cluster"), "{}", e.message);
+    }
+
+    /// A stop at another restore point or transaction whose text starts like the target's
+    /// is no proof.
+    #[test]
+    fn a_stop_at_a_similar_name_or_a_longer_xid_is_no_proof() {
+        let log = |stop: &str| {
+            TIME_LOG.replace("recovery stopping before commit of transaction 812, time 2026-12-06 06:59:30.5+00", stop)
+        };
+        let q = Queried::default();
+        let named = log("recovery stopping at restore point \"a\"b\", time 2026-12-06 06:59:30.5+00");
+        assert!(prove(&opts(TargetKind::Name("a\"b".into())), &named, &q).is_ok(), "quotes in a name");
+        assert!(prove(&opts(TargetKind::Name("a".into())), &named, &q).is_err(), "another restore point");
+        let xid = log("recovery stopping after commit of transaction 812, time 2026-12-06 06:59:30.5+00");
+        assert!(prove(&opts(TargetKind::Xid(812)), &xid, &q).is_ok());
+        assert!(prove(&opts(TargetKind::Xid(81)), &xid, &q).is_err(), "81 is not 812");
     }
 
     #[test]

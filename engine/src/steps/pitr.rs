@@ -294,6 +294,18 @@ async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepErr
         achieved.map(|a| format!("; the data is as of {}", rfc3339(a))).unwrap_or_default()
     ));
     ctx.fact(crate::facts::Fact::Server { version: f.server_version.clone() });
+    // The base backup this recovery proved, for the report's backups tested: by the source
+    // and its id (other tools' backups have no single file), with its end as its time.
+    let age = p.backup.ended.map(|e| ((OffsetDateTime::now_utc() - e).as_seconds_f64() * 1000.0).round() / 1000.0);
+    ctx.fact(crate::facts::Fact::Backup {
+        role: crate::facts::BackupRole::Picked,
+        path: format!("{} {}", source.describe(), p.backup.id).into(),
+        sha256: serde_json::Value::Null,
+        size: p.backup.size.into(),
+        created: p.backup.ended.map(rfc3339).into(),
+        age_s: age.into(),
+    });
+    ctx.fact(crate::facts::Fact::Verified);
     let out = RestoreOutputs {
         url: p.server.url(),
         database: p.server.database.clone(),

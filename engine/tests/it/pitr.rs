@@ -122,7 +122,18 @@ async fn recovery_to_a_time_an_lsn_a_restore_point_and_latest_is_each_proven_and
     let t_a = moment().await;
     insert(&url, "b", 100).await;
     let lsn_b = Lsn::parse(&common::scalar(&url, "pg_current_wal_insert_lsn()").await).expect("lsn");
-    insert(&url, "c", 100).await;
+    // Phase c in one transaction whose id is the xid target.
+    let c = pgdrill::pg::connect(&url).await.expect("connect");
+    let xid_c: String = c
+        .query_one(
+            "with i as (insert into t (phase) select 'c' from generate_series(1, 100) returning 1) \
+             select txid_current()::text from (select count(*) from i) n",
+            &[],
+        )
+        .await
+        .expect("insert c")
+        .get(0);
+    drop(c);
     common::exec(&url, "select pg_create_restore_point('before d')").await;
     insert(&url, "d", 100).await;
     switch_and_archive(&src.server, &src.archive()).await;
@@ -154,6 +165,14 @@ async fn recovery_to_a_time_an_lsn_a_restore_point_and_latest_is_each_proven_and
     assert!(p.server.facts.stop_line.as_deref().is_some_and(|l| l.contains("WAL location")), "{:?}", p.server.facts);
     drop(p);
 
+    // To transaction c, exclusive: a and b in, c not.
+    let mut o = options(TargetKind::Xid(xid_c.parse().expect("xid")), &count("'a','b'", 200));
+    o.recover.target.inclusive = false;
+    let p = pitr::run(&folder, o).await.expect("xid target");
+    let stop = p.server.facts.stop_line.clone().unwrap_or_default();
+    assert!(stop.starts_with(&format!("recovery stopping before commit of transaction {xid_c},")), "{stop}");
+    drop(p);
+
     // To the restore point: c in, d not.
     let p = pitr::run(&folder, options(TargetKind::Name("before d".into()), &count("'a','b','c'", 300)))
         .await
@@ -170,6 +189,21 @@ async fn recovery_to_a_time_an_lsn_a_restore_point_and_latest_is_each_proven_and
     // A marker that is not there fails the recovery, whatever the server said.
     let e = pitr::run(&folder, options(TargetKind::Time(t_a), &count("'a','b'", 200))).await.expect_err("marker");
     assert!(e.message.contains("marker"), "{}", e.message);
+
+    // The shipped runbook: the same recovery, then verify's checks and RTO with its phases.
+    let junit = tmp.path().join("junit.xml");
+    let ran = common::Run::new("pitr")
+        .var("backups", tmp.path().join("backups").display())
+        .var("wal", archive.display())
+        .var("target_name", "before d")
+        .var("marker", count("'a','b','c'", 300))
+        .var("expect_tables", "public.t>=300")
+        .junit(&junit)
+        .expect(0);
+    for case in ["recover", "amcheck", "tables", "rto"] {
+        assert_eq!(ran.junit().status(case), "passed", "{case}: {}", ran.all());
+    }
+    assert!(ran.all().contains("recovery stopping at restore point \"before d\""), "{}", ran.all());
 
     assert_eq!(listing(&archive), before, "a throwaway recovery wrote to the archive");
 }
@@ -234,6 +268,12 @@ async fn every_field_failure_fails_the_recovery_never_passes_it() {
     assert!(e.message.contains("missing or unreadable"), "{}", e.message);
     assert!(e.message.contains(&newest), "{}", e.message);
 
+    // A short segment (half written) is no segment.
+    let full = std::fs::read(archive.join(middle)).expect("segment");
+    std::fs::write(holey.join(middle), &full[..full.len() / 2]).expect("short");
+    let e = pitr::run(&gap, options(TargetKind::Latest, any)).await.expect_err("short segment");
+    assert!(e.message.contains("has wrong size"), "{}", e.message);
+
     // A 0-byte segment is no segment.
     std::fs::write(holey.join(middle), b"").expect("empty");
     let e = pitr::run(&gap, options(TargetKind::Latest, any)).await.expect_err("0-byte segment");
@@ -294,10 +334,184 @@ fn the_pitr_drill_brings_back_what_the_incident_destroyed_and_reports_rpo_and_rt
     let objective = |name: &str| {
         c["objectives"].as_array().and_then(|o| o.iter().find(|o| o["name"] == name)).cloned().expect("objective")
     };
+    let tested = c["backups"][0]["path"].as_str().unwrap_or_default();
+    assert!(tested.starts_with("pg_basebackup folder ") && tested.ends_with(" nightly"), "{}", c["backups"]);
     assert_eq!(objective("RPO")["target_s"].as_f64(), Some(5.0), "{c}");
     assert_eq!(objective("RPO")["outcome"], "passed");
     assert_eq!(objective("RTO")["target_s"].as_f64(), Some(600.0), "{c}");
     for phase in ["base_restore", "wal_replay", "check_backup", "checks"] {
         assert!(c["phases"][phase].is_number(), "phase {phase} in {}", c["phases"]);
     }
+}
+
+/// Hand `dir` to the user the server runs as (`nobody` when the tests run as root).
+fn server_owns(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).expect("dir");
+    if nix::unistd::geteuid().is_root() {
+        let nobody = nix::unistd::User::from_name("nobody").expect("users").expect("nobody");
+        nix::unistd::chown(dir, Some(nobody.uid), Some(nobody.gid)).expect("chown");
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+}
+
+/// pg_basebackup's other shapes: plain with its WAL inside and no manifest, and tar with a
+/// tablespace and the WAL apart as gzip'd segments; the tablespace lands in the throwaway's
+/// own folder, never where the source had it.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_and_tar_folders_with_wal_inside_or_gzipped_apart_and_a_tablespace_recover() {
+    let Some(src) = source().await else { return };
+    let url = src.server.url();
+    let ts = src.tmp.path().join("ts");
+    server_owns(&ts);
+    common::exec(&url, &format!("create tablespace ts location '{}'", ts.display())).await;
+    common::exec(
+        &url,
+        "create table u (id int primary key) tablespace ts; insert into u select generate_series(1, 10)",
+    )
+    .await;
+    let s = &src.server;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(s.bin_dir.join("pg_basebackup"))
+            .args(["-h", "127.0.0.1", "-p", &s.port.to_string(), "-U", &s.user, "-c", "fast"])
+            .args(args)
+            .env("PGPASSWORD", &s.password)
+            .output()
+            .expect("pg_basebackup");
+        assert!(out.status.success(), "pg_basebackup {args:?}: {}", common::text(&out.stderr));
+    };
+    let plain = src.tmp.path().join("plain");
+    let ts_copy = src.tmp.path().join("ts_copy");
+    run(&[
+        "-Fp",
+        "-X",
+        "stream",
+        "--no-manifest",
+        &format!("--tablespace-mapping={}={}", ts.display(), ts_copy.display()),
+        "-D",
+        plain.to_str().expect("utf-8"),
+    ]);
+    basebackup(s, &src.backups().join("tar"));
+    common::exec(&url, "insert into u select generate_series(11, 20)").await;
+    switch_and_archive(s, &src.archive()).await;
+    let Source { tmp, server } = src;
+    server.stop();
+    // The archive again, each segment gzip'd (what `archive_command = gzip ...` keeps).
+    let gz = tmp.path().join("gz");
+    std::fs::create_dir(&gz).expect("dir");
+    for (name, _) in listing(&tmp.path().join("archive")) {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("gzip -c \"$1\" > \"$2\"")
+            .arg("sh")
+            .arg(tmp.path().join("archive").join(&name))
+            .arg(gz.join(format!("{name}.gz")))
+            .output()
+            .expect("gzip");
+        assert!(out.status.success());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&gz, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for (name, _) in listing(&gz) {
+        std::fs::set_permissions(gz.join(name), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let elsewhere = "select pg_tablespace_location(oid) not like '/tmp/pgdrill-native-%/tablespaces/%' from pg_tablespace where spcname = 'ts'";
+
+    // Plain, WAL inside, no archive: recovered to its own end.
+    let folder = BasebackupFolder::new(plain.clone(), None).expect("folder");
+    let p = pitr::run(&folder, options(TargetKind::Immediate, "select count(*) = 10 from u")).await.expect("plain");
+    assert!(p.server.facts.stop_line.as_deref().is_some_and(|l| l.contains("consistency")), "{:?}", p.server.facts);
+    assert_eq!(p.backup_check, None, "no manifest, nothing to check with");
+    let c = pgdrill::pg::connect(&p.server.url()).await.expect("connect");
+    let moved: bool = c.query_one(elsewhere, &[]).await.expect("location").get(0);
+    assert!(!moved, "the tablespace is in the throwaway's folder");
+    drop(p);
+
+    // Tar with a tablespace, WAL apart and gzip'd: latest brings the later rows.
+    let folder = BasebackupFolder::new(tmp.path().join("backups"), Some(gz.clone())).expect("folder");
+    let p = pitr::run(&folder, options(TargetKind::Latest, "select count(*) = 20 from u")).await.expect("tar");
+    assert!(p.backup_check.as_deref().is_some_and(|c| c.contains("WAL not parsed")), "{:?}", p.backup_check);
+    let c = pgdrill::pg::connect(&p.server.url()).await.expect("connect");
+    let moved: bool = c.query_one(elsewhere, &[]).await.expect("location").get(0);
+    assert!(!moved, "the tablespace is in the throwaway's folder");
+    drop(p);
+}
+
+/// A source whose WAL fetch hangs (a store that stops answering), around a real folder.
+struct Hanging(BasebackupFolder);
+
+impl pgdrill::physical::source::PhysicalSource for Hanging {
+    fn tool(&self) -> pgdrill::physical::source::Tool {
+        self.0.tool()
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn list(&self) -> Result<Vec<pgdrill::physical::source::BaseBackup>, pgdrill::error::Failure> {
+        self.0.list()
+    }
+    fn materialize(
+        &self,
+        b: &pgdrill::physical::source::BaseBackup,
+        into: &pgdrill::physical::source::MaterializeInto,
+    ) -> Result<pgdrill::physical::source::Materialized, pgdrill::error::Failure> {
+        self.0.materialize(b, into)
+    }
+    fn restore_command(
+        &self,
+        _: &pgdrill::physical::source::BaseBackup,
+    ) -> Result<Option<String>, pgdrill::error::Failure> {
+        Ok(Some("sleep 600".into()))
+    }
+}
+
+/// This process's throwaway directories (`pgdrill-native-<pid>-*`) still in the temp dir.
+fn my_server_dirs() -> Vec<PathBuf> {
+    let prefix = format!("pgdrill-native-{}-", std::process::id());
+    std::fs::read_dir(std::env::temp_dir())
+        .expect("tmp")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Processes whose command line holds `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+/// A recovery whose WAL never comes times out as a failure, and one abandoned midway (the
+/// run interrupted: its future dropped) leaves no server, no restore_command and no files.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_recovery_times_out_and_an_abandoned_one_leaves_no_server_behind() {
+    let Some(src) = source().await else { return };
+    basebackup(&src.server, &src.backups().join("b1"));
+    let Source { tmp, server } = src;
+    server.stop();
+    let hanging =
+        Hanging(BasebackupFolder::new(tmp.path().join("backups"), Some(tmp.path().join("archive"))).expect("folder"));
+    let before = my_server_dirs();
+
+    let mut o = options(TargetKind::Latest, "select true");
+    o.recover.timeout = Duration::from_secs(3);
+    let e = pitr::run(&hanging, o.clone()).await.expect_err("times out");
+    assert!(e.message.contains("did not finish within 3s"), "{}", e.message);
+    assert_eq!(e.class, pgdrill::error::Class::Failed);
+    assert_eq!(my_server_dirs(), before, "the timed-out server's files are removed");
+
+    o.recover.timeout = Duration::from_secs(600);
+    let abandoned = tokio::time::timeout(Duration::from_secs(3), pitr::run(&hanging, o)).await;
+    assert!(abandoned.is_err(), "still recovering when abandoned");
+    assert_eq!(my_server_dirs(), before, "the abandoned server's files are removed");
+    let left = common::wait_for(Duration::from_secs(10), || processes_with("sleep 600").is_empty().then_some(()));
+    assert!(left.is_some(), "restore_command left running: {:?}", processes_with("sleep 600"));
+    let servers = processes_with(&format!("pgdrill-native-{}-", std::process::id()));
+    assert!(servers.is_empty(), "servers left running: {servers:?}");
 }
