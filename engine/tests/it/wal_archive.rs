@@ -182,7 +182,7 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
     // The base backup runs while pgbench writes.
     let init = pg.pgbench(&["-i", "-s", "1", "-q"]).output().expect("pgbench -i");
     assert!(init.status.success(), "{}", text(&init.stderr));
-    let mut load = pg
+    let load = pg
         .pgbench(&["-n", "-T", "4", "-c", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
