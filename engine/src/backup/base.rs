@@ -63,6 +63,10 @@ pub struct BaseManifest {
     /// WAL archive only.
     pub wal_method: String,
     pub tablespaces: Vec<Tablespace>,
+    /// `tars`: a tar of pg_basebackup's tars (`base.tar`, one `<oid>.tar` per tablespace,
+    /// `backup_manifest`), written when the cluster has tablespaces; absent: one tar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
     /// Files in the tar (PostgreSQL's backup_manifest lists them with their SHA-256).
     pub files: u64,
     /// SHA-256 of PostgreSQL's own backup_manifest inside the tar.
@@ -179,6 +183,53 @@ fn read_tar(input: impl Read) -> TarSeen {
     seen
 }
 
+/// What pg_basebackup wrote into a directory (`base.tar`, `<oid>.tar`, `backup_manifest`).
+fn seen_on_disk(dir: &Path) -> TarSeen {
+    let mut seen = TarSeen { backup_manifest: std::fs::read(dir.join("backup_manifest")).ok(), ..Default::default() };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        seen.error = Some(format!("cannot read {}", dir.display()));
+        return seen;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".tar") {
+            continue;
+        }
+        let inner = match std::fs::File::open(e.path()) {
+            Ok(f) => read_tar(std::io::BufReader::new(f)),
+            Err(err) => TarSeen { error: Some(err.to_string()), ..Default::default() },
+        };
+        seen.files += inner.files;
+        if name == "base.tar" {
+            seen.backup_label = inner.backup_label;
+        }
+        seen.error = seen.error.or(inner.error);
+    }
+    seen
+}
+
+/// The staged tars as one tar through the archive pipeline (the tar writer and the archive
+/// writer meet at a pipe: memory stays flat).
+fn tars_stream<W: Write>(dir: &Path, out: W, wopts: &WriteOptions) -> std::io::Result<(W, Sizes)> {
+    let (reader, writer) = std::io::pipe()?;
+    let dir = dir.to_path_buf();
+    let tarrer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(&dir)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        let mut b = tar::Builder::new(writer);
+        for n in names {
+            b.append_path_with_name(dir.join(&n), &n)?;
+        }
+        b.into_inner()?.flush()
+    });
+    let written = archive::write(reader, out, wopts);
+    let tarred = tarrer.join().map_err(|_| std::io::Error::other("the tar writer panicked"))?;
+    let written = written?;
+    tarred?;
+    Ok(written)
+}
+
 /// The WAL range PostgreSQL's backup_manifest records.
 fn wal_range(manifest: &[u8]) -> Result<(u32, String, String), String> {
     let v: serde_json::Value = serde_json::from_slice(manifest).map_err(|e| format!("unreadable: {e}"))?;
@@ -260,16 +311,10 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
         .map(|r| Tablespace { oid: r.get::<_, i64>(0) as u32, name: r.get(1), location: r.get(2) })
         .collect();
     drop(client);
-    if !tablespaces.is_empty() {
-        // pg_basebackup writes one tar per tablespace and only to a directory then; pgdrill
-        // streams a single tar and never stages a cluster's plaintext on disk.
-        let names: Vec<String> = tablespaces.iter().map(|t| format!("\"{}\" ({})", t.name, t.location)).collect();
-        return Err(Failure::invalid(format!(
-            "the cluster has tablespaces besides pg_default ({}): backup.base streams one tar from pg_basebackup's stdout, which PostgreSQL allows only without them; this is not supported yet",
-            names.join(", ")
-        )));
-    }
-
+    // With tablespaces pg_basebackup writes one tar per tablespace, and only into a
+    // directory: they are staged (a private 0700 directory, removed whatever happens) and
+    // streamed as one tar of tars. Without, its one tar streams from stdout, never on disk.
+    let staged = if tablespaces.is_empty() { None } else { Some(super::Staged::new(&std::env::temp_dir(), ".base")?) };
     let (tool, tool_version, image) =
         match crate::pg::native::find_tool("pg_basebackup", opts.pg_basebackup.as_deref(), server_major) {
             Ok((p, v, _)) => (p, v, None),
@@ -312,8 +357,17 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
         store.url_of(&object)
     ));
 
+    if staged.is_some() && image.is_some() {
+        return Err(Failure::invalid(format!(
+            "the cluster has tablespaces, so pg_basebackup must write files here, and PostgreSQL {server_major}'s pg_basebackup is only in its image: install the PostgreSQL {server_major} client tools"
+        )));
+    }
     let mut cmd = crate::child::command(&tool);
-    cmd.args(["-D", "-", "-Ft", "--manifest-checksums=SHA256", "--no-password"])
+    match &staged {
+        None => cmd.args(["-D", "-"]),
+        Some(st) => cmd.arg("-D").arg(&st.0),
+    };
+    cmd.args(["-Ft", "--manifest-checksums=SHA256", "--no-password"])
         .arg(format!("--wal-method={}", opts.wal_method))
         .arg(format!("--checkpoint={}", opts.checkpoint))
         .arg(format!("--label=pgdrill {name_stamp}"))
@@ -326,33 +380,53 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
         cmd = c;
         _env_file = Some(f);
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(if staged.is_some() { Stdio::null() } else { Stdio::piped() })
+        .stderr(Stdio::piped());
     let mut child = crate::child::spawn(&mut cmd)
         .map_err(|e| Failure::environment(format!("cannot run {}: {e}", tool.display())))?;
-    let stdout = child.stdout.take().ok_or_else(|| Failure::environment("pg_basebackup has no stdout"))?;
+    let stdout = child.stdout.take();
     let stderr = super::stderr_of(&mut child);
+    let stage_dir = staged.as_ref().map(|s| s.0.clone());
     let writer = store.create(&object).await.map_err(Failure::environment)?;
     let mac_key = key.clone();
     let wopts = WriteOptions { codec: Codec::Zstd, level: opts.level, threads: opts.threads, key };
     let piped = tokio::task::spawn_blocking(move || {
-        let (side_r, side_w) = match std::io::pipe() {
-            Ok(p) => p,
-            Err(e) => return (Err(e), TarSeen::default(), None, child),
-        };
-        let reader = std::thread::spawn(move || read_tar(side_r));
-        let tee = Tee { inner: stdout, side: Some(side_w) };
         let out = archive::HashWriter::new(HeadCapture {
             inner: BufWriter::with_capacity(1 << 20, writer),
             head: Vec::new(),
         });
-        let written = archive::write(tee, out, &wopts);
-        let seen = reader.join().unwrap_or_default();
-        let status = child.wait().ok();
-        (written, seen, status, child)
+        match (stdout, stage_dir) {
+            (Some(stdout), _) => {
+                let (side_r, side_w) = match std::io::pipe() {
+                    Ok(p) => p,
+                    Err(e) => return (Err(e), TarSeen::default(), None, child),
+                };
+                let reader = std::thread::spawn(move || read_tar(side_r));
+                let tee = Tee { inner: stdout, side: Some(side_w) };
+                let written = archive::write(tee, out, &wopts);
+                let seen = reader.join().unwrap_or_default();
+                let status = child.wait().ok();
+                (written, seen, status, child)
+            }
+            (None, Some(dir)) => {
+                let status = child.wait().ok();
+                if !status.is_some_and(|s| s.success()) {
+                    return (Err(std::io::Error::other("pg_basebackup failed")), TarSeen::default(), status, child);
+                }
+                let seen = seen_on_disk(&dir);
+                let written = tars_stream(&dir, out, &wopts);
+                (written, seen, status, child)
+            }
+            (None, None) => {
+                (Err(std::io::Error::other("pg_basebackup has no output")), TarSeen::default(), None, child)
+            }
+        }
     })
     .await
     .map_err(|e| Failure::environment(format!("base backup pipeline: {e}")))?;
     let (written, seen, status, _child) = piped;
+    drop(staged);
     let errors = stderr.join().unwrap_or_default();
     let ok = status.is_some_and(|s| s.success());
     let written = match written {
@@ -409,6 +483,7 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
         pg_basebackup_version: tool_version,
         wal_segment_size: seg_size,
         wal_method: opts.wal_method.clone(),
+        layout: (!tablespaces.is_empty()).then(|| "tars".to_string()),
         tablespaces,
         files: seen.files,
         backup_manifest_sha256: archive::hex(&<sha2::Sha256 as sha2::Digest>::digest(&pg_manifest)),
@@ -535,6 +610,8 @@ pub struct Materialized {
     pub manifest: BaseManifest,
     pub files: u64,
     pub bytes: u64,
+    /// Each tablespace: its OID and where it now is.
+    pub tablespaces: Vec<(u32, PathBuf)>,
     /// `pg_verifybackup`'s verdict on the files against PostgreSQL's backup_manifest, or why
     /// it did not run.
     pub verified: Result<String, String>,
@@ -551,6 +628,7 @@ pub async fn materialize(
     object: &str,
     key: Option<&KeySource>,
     dest: &Path,
+    tablespaces_dir: Option<&Path>,
 ) -> Result<Materialized, Failure> {
     let (manifest, _) = read_manifest(store.as_ref(), object, key).await?;
     match std::fs::read_dir(dest) {
@@ -577,42 +655,86 @@ pub async fn materialize(
     let to = dest.to_path_buf();
     let expected_sha = manifest.sha256.clone();
     let shown = store.url_of(object);
-    let extracted = tokio::task::spawn_blocking(move || -> Result<(u64, u64), Failure> {
+    let tars = manifest.layout.as_deref() == Some("tars");
+    let ts_dir = tablespaces_dir.map(Path::to_path_buf);
+    if tars && ts_dir.is_none() {
+        return Err(Failure::invalid(format!("{object} holds tablespaces: give a directory to put them in")));
+    }
+    let extracted = tokio::task::spawn_blocking(move || -> Result<(u64, u64, Vec<(u32, PathBuf)>), Failure> {
         let mut hashed = archive::HashReader::new(std::io::BufReader::with_capacity(1 << 20, reader));
-        let (n, bytes) = {
+        let (n, bytes, spaces) = {
             let (_, plain) = archive::open(&mut hashed, key.as_ref()).map_err(|e| Failure::from(e).context(&shown))?;
             let mut a = tar::Archive::new(plain);
-            a.set_preserve_permissions(true);
             let mut n = 0u64;
             let mut bytes = 0u64;
+            let mut spaces = Vec::new();
             let entries = a.entries().map_err(|e| extract_error(&shown, &e))?;
             for e in entries {
                 let mut e = e.map_err(|e| extract_error(&shown, &e))?;
-                bytes += e.header().size().unwrap_or(0);
-                n += u64::from(e.header().entry_type().is_file());
-                // unpack_in refuses paths that would leave `to`.
-                if !e.unpack_in(&to).map_err(|err| extract_error(&shown, &err))? {
-                    return Err(Failure::failed(format!(
-                        "{shown}: an entry would be written outside the data directory"
-                    )));
+                let name = e.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                // A tar of tars: each inner tar goes where it belongs.
+                let place = match (tars, name.strip_suffix(".tar")) {
+                    (true, Some("base")) => Some(to.clone()),
+                    (true, Some(oid)) => {
+                        let oid: u32 = oid.parse().map_err(|_| {
+                            Failure::failed(format!("{shown}: `{}` is no tablespace's tar", name.escape_debug()))
+                        })?;
+                        let d = ts_dir.as_deref().unwrap_or(&to).join(oid.to_string());
+                        spaces.push((oid, d.clone()));
+                        Some(d)
+                    }
+                    _ => None,
+                };
+                match place {
+                    Some(d) => {
+                        std::fs::create_dir_all(&d).map_err(|err| extract_error(&shown, &err))?;
+                        let (k, b) = unpack_all(tar::Archive::new(&mut e), &d, &shown)?;
+                        n += k;
+                        bytes += b;
+                    }
+                    None => {
+                        bytes += e.header().size().unwrap_or(0);
+                        n += u64::from(e.header().entry_type().is_file());
+                        // unpack_in refuses paths that would leave `to`.
+                        e.set_preserve_permissions(true);
+                        if !e.unpack_in(&to).map_err(|err| extract_error(&shown, &err))? {
+                            return Err(Failure::failed(format!(
+                                "{shown}: an entry would be written outside the data directory"
+                            )));
+                        }
+                    }
                 }
             }
             // The rest (tar padding, the last chunk) is read, so every byte is authenticated.
             let mut rest = a.into_inner();
             std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| extract_error(&shown, &e))?;
-            (n, bytes)
+            (n, bytes, spaces)
         };
+        if !spaces.is_empty() {
+            // The server makes pg_tblspc's links from tablespace_map when recovery starts:
+            // point it (and the links, which pg_verifybackup follows) at the new places, never
+            // where the source cluster had them.
+            // (The map is rewritten after pg_verifybackup, which checks it against the
+            // manifest and follows the links.)
+            let links = to.join("pg_tblspc");
+            std::fs::create_dir_all(&links).map_err(|e| extract_error(&shown, &e))?;
+            for (oid, p) in &spaces {
+                let link = links.join(oid.to_string());
+                let _ = std::fs::remove_file(&link);
+                std::os::unix::fs::symlink(p, &link).map_err(|e| extract_error(&shown, &e))?;
+            }
+        }
         let (sha, _) = hashed.finish();
         if sha != expected_sha {
             return Err(Failure::failed(format!(
                 "{shown}: the stored object's sha256 is {sha}, its manifest says {expected_sha}"
             )));
         }
-        Ok((n, bytes))
+        Ok((n, bytes, spaces))
     })
     .await
     .map_err(|e| Failure::environment(format!("extracting: {e}")))?;
-    let (files, bytes) = match extracted {
+    let (files, bytes, tablespaces) = match extracted {
         Ok(v) => v,
         Err(e) => {
             remove_contents(dest);
@@ -630,7 +752,31 @@ pub async fn materialize(
             return Err(Failure::failed(format!("{object}: pg_verifybackup: {why}")));
         }
     }
-    Ok(Materialized { manifest, files, bytes, verified })
+    if !tablespaces.is_empty() {
+        let map: String = tablespaces.iter().map(|(oid, p)| format!("{oid} {}\n", p.display())).collect();
+        let m = dest.join("tablespace_map");
+        let _ = std::fs::remove_file(&m);
+        if let Err(e) = std::fs::write(&m, map) {
+            remove_contents(dest);
+            return Err(Failure::environment(format!("writing {}: {e}", m.display())));
+        }
+    }
+    Ok(Materialized { manifest, files, bytes, tablespaces, verified })
+}
+
+/// Every entry of an inner tar into `dir` (never outside it): files and bytes.
+fn unpack_all<R: Read>(mut a: tar::Archive<R>, dir: &Path, shown: &str) -> Result<(u64, u64), Failure> {
+    let (mut n, mut bytes) = (0u64, 0u64);
+    for e in a.entries().map_err(|e| extract_error(shown, &e))? {
+        let mut e = e.map_err(|e| extract_error(shown, &e))?;
+        bytes += e.header().size().unwrap_or(0);
+        n += u64::from(e.header().entry_type().is_file());
+        e.set_preserve_permissions(true);
+        if !e.unpack_in(dir).map_err(|err| extract_error(shown, &err))? {
+            return Err(Failure::failed(format!("{shown}: an entry would be written outside {}", dir.display())));
+        }
+    }
+    Ok((n, bytes))
 }
 
 fn extract_error(shown: &str, e: &std::io::Error) -> Failure {

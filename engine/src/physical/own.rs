@@ -169,7 +169,13 @@ impl PhysicalSource for OwnSource {
     }
 
     fn materialize(&self, backup: &BaseBackup, into: &MaterializeInto) -> Result<Materialized, Failure> {
-        let got = self.block_on(base::materialize(self.store.clone(), &backup.id, Some(&self.key), &into.data_dir))?;
+        let got = self.block_on(base::materialize(
+            self.store.clone(),
+            &backup.id,
+            Some(&self.key),
+            &into.data_dir,
+            Some(&into.tablespaces_dir),
+        ))?;
         // The fetch settings beside the data directory, inside the workspace the recovery
         // hands to the server's user and removes afterwards.
         let dir = into.data_dir.parent().unwrap_or(&into.data_dir).join("pgdrill-wal");
@@ -184,7 +190,7 @@ impl PhysicalSource for OwnSource {
         );
         write_private(&conf, text.as_bytes())?;
         *self.fetch_config.lock().unwrap_or_else(|e| e.into_inner()) = Some(conf);
-        Ok(Materialized { bytes: got.bytes, tablespaces: Vec::new() })
+        Ok(Materialized { bytes: got.bytes, tablespaces: got.tablespaces })
     }
 
     fn restore_command(&self, backup: &BaseBackup) -> Result<Option<String>, Failure> {
