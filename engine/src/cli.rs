@@ -329,6 +329,10 @@ enum WalCommand {
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also write them as a node_exporter textfile (replaced atomically):
+        /// pgdrill_wal_last_archived_timestamp_seconds, the windows' ends, pgdrill_wal_gaps.
+        #[arg(long, value_name = "FILE")]
+        metrics: Option<PathBuf>,
     },
 }
 
@@ -957,7 +961,7 @@ async fn wal_command(command: WalCommand, redactor: Redactor) -> i32 {
                 }
             }
         }
-        WalCommand::List { conf, json } => match wal_list(conf, json, &redactor).await {
+        WalCommand::List { conf, json, metrics } => match wal_list(conf, json, metrics, &redactor).await {
             Ok(()) => 0,
             Err(e) => {
                 say(&format!("error: wal list: {e}"));
@@ -967,13 +971,23 @@ async fn wal_command(command: WalCommand, redactor: Redactor) -> i32 {
     }
 }
 
-async fn wal_list(conf: WalConf, json: bool, redactor: &Redactor) -> Result<(), crate::error::Failure> {
+async fn wal_list(
+    conf: WalConf,
+    json: bool,
+    metrics: Option<PathBuf>,
+    redactor: &Redactor,
+) -> Result<(), crate::error::Failure> {
     let (cfg, secret) = crate::wal::Config::load(&conf.given())?;
     redactor.add(&secret);
     let store = crate::storage::open(&cfg.storage).map_err(crate::error::Failure::invalid)?;
     let mut systems: Vec<crate::steps::wal::SystemView> = Vec::new();
     for system in crate::wal::systems(store.as_ref()).await? {
         systems.push(crate::steps::wal::system_view(store.as_ref(), system, &cfg.key).await?);
+    }
+    if let Some(path) = &metrics {
+        let text = crate::steps::wal::metrics(&systems);
+        crate::report::write_atomic(path, |w| w.write_all(text.as_bytes()))
+            .map_err(|e| crate::error::Failure::environment(format!("metrics {}: {e}", path.display())))?;
     }
     if json {
         outln!("{}", serde_json::to_string_pretty(&systems).unwrap_or_default());

@@ -136,6 +136,57 @@ async fn chain_of(
     check::continuity(store, system, key, b.manifest.wal_segment_size, (b.manifest.timeline, start), stop, verify).await
 }
 
+/// The systems as a node_exporter textfile: when each last archived, each timeline's
+/// recoverable window, and how many gaps its timelines have (the alert rules read them).
+pub fn metrics(systems: &[SystemView]) -> String {
+    let epoch = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .map(|t| t.unix_timestamp_nanos() as f64 / 1e9)
+            .ok()
+    };
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, samples: Vec<(String, f64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for (labels, v) in samples {
+            out.push_str(&format!("{name}{{{labels}}} {v}\n"));
+        }
+    };
+    // System identifiers are digits and timelines numbers: nothing to escape in a label.
+    let sys = |s: &SystemView| format!("system=\"{}\"", s.system_identifier);
+    gauge(
+        "pgdrill_wal_last_archived_timestamp_seconds",
+        "When the newest WAL file of the system was archived (Unix seconds).",
+        systems.iter().filter_map(|s| Some((sys(s), s.last_archived_epoch?))).collect(),
+    );
+    let window = |end: bool| -> Vec<(String, f64)> {
+        systems
+            .iter()
+            .flat_map(|s| {
+                s.windows.iter().filter_map(move |w| {
+                    let t = if end { &w.latest_time } else { &w.earliest_time };
+                    Some((format!("{},timeline=\"{}\"", sys(s), w.timeline), epoch(t)?))
+                })
+            })
+            .collect()
+    };
+    gauge(
+        "pgdrill_wal_window_start_timestamp_seconds",
+        "The earliest point a point-in-time recovery can reach (the oldest covered base backup's end).",
+        window(false),
+    );
+    gauge(
+        "pgdrill_wal_window_end_timestamp_seconds",
+        "The latest point a point-in-time recovery can reach (the end of the unbroken WAL chain).",
+        window(true),
+    );
+    gauge(
+        "pgdrill_wal_gaps",
+        "Gaps (missing segments) between the first and last archived segment of each timeline.",
+        systems.iter().map(|s| (sys(s), s.timelines.iter().map(|t| t.gaps.len()).sum::<usize>() as f64)).collect(),
+    );
+    out
+}
+
 /// `wal list`'s text for one system.
 pub fn lines(s: &SystemView) -> Vec<String> {
     let mut out = vec![format!("system {} (WAL segments of {})", s.system_identifier, crate::util::human_bytes(s.wal_segment_size))];

@@ -240,8 +240,22 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
     assert!(start < stop && m.authentication.is_some(), "{m:?}");
     assert_eq!((m.tablespaces.len(), m.layout.as_deref()), (1, Some("tars")), "{m:?}");
 
-    let listed = wal(root.path(), &["list", "--config", conf.to_str().expect("utf-8")]);
+    let prom = root.path().join("wal.prom");
+    let listed = wal(
+        root.path(),
+        &["list", "--config", conf.to_str().expect("utf-8"), "--metrics", prom.to_str().expect("utf-8")],
+    );
     assert_eq!(listed.code, Some(0), "{}", listed.all());
+    let metrics = std::fs::read_to_string(&prom).expect("metrics");
+    assert!(
+        metrics.contains(&format!("pgdrill_wal_last_archived_timestamp_seconds{{system=\"{system}\"}} ")),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!("pgdrill_wal_gaps{{system=\"{system}\"}} 0\n")), "{metrics}");
+    assert!(
+        metrics.contains(&format!("pgdrill_wal_window_end_timestamp_seconds{{system=\"{system}\",timeline=\"1\"}} ")),
+        "{metrics}"
+    );
     assert!(listed.stdout.contains(&format!("system {system}")), "{}", listed.stdout);
     assert!(
         listed.stdout.contains(&format!("recoverable window, timeline 1: {}", pgdrill::util::rfc3339(m.finished_at))),
@@ -411,6 +425,10 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
     )
     .expect("runbook");
     let failed = Run::new(&check).env("PGDRILL_BACKUP_KEY", KEY).expect(1);
+    let gapped = wal(root.path(), &["list", "--config", dconf_s, "--metrics", prom.to_str().expect("utf-8")]);
+    assert!(gapped.stdout.contains(&format!("GAP: segment {missing} is missing")), "{}", gapped.all());
+    let metrics = std::fs::read_to_string(&prom).expect("metrics");
+    assert!(metrics.contains(&format!("pgdrill_wal_gaps{{system=\"{system}\"}} 1\n")), "{metrics}");
     let said = failed.all();
     let before = segment_name(1, stop.segno(SEG));
     assert!(said.contains(&format!("segment {missing} is missing after {before} (archived ")), "{said}");
