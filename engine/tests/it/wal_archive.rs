@@ -542,3 +542,87 @@ fn an_object_store_archive_restores_what_was_pushed_says_absent_and_stops_on_a_0
     assert_eq!(r.code, Some(200), "{}", r.all());
     assert!(r.stderr.contains("0 bytes"), "{}", r.all());
 }
+
+/// A PostgreSQL 17 server in the image, allowing replication connections (a base backup is
+/// one); removed on drop.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", "-v", &self.0]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_17_base_backup_is_taken_with_its_image_tools_when_the_local_ones_are_older() {
+    let image = "pgdrill/postgres-local:17";
+    if !docker_ready(image) {
+        return;
+    }
+    let password = "base-backup-test-password-17";
+    let name = format!("pgdrill-test-base17-{}", std::process::id());
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "-e",
+            &format!("POSTGRES_PASSWORD={password}"),
+            "-p",
+            "127.0.0.1::5432",
+            image,
+        ])
+        .args(["postgres", "-c", "wal_level=replica", "-c", "max_wal_senders=4"])
+        .output()
+        .expect("docker run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let c = Container(name.clone());
+    let ready = wait_for(Duration::from_secs(60), || {
+        let o = Command::new("docker")
+            .args(["exec", &c.0, "pg_isready", "-U", "postgres", "-h", "127.0.0.1"])
+            .output()
+            .ok()?;
+        o.status.success().then_some(())
+    });
+    assert!(ready.is_some(), "the container's server did not start");
+    // The image's entrypoint allows `all` databases from anywhere, which excludes replication.
+    let hba = Command::new("docker")
+        .args(["exec", &c.0, "sh", "-c", "echo 'host replication all all scram-sha-256' >> \"$PGDATA/pg_hba.conf\" && psql -U postgres -c 'select pg_reload_conf()'"])
+        .output()
+        .expect("docker exec");
+    assert!(hba.status.success(), "{}", text(&hba.stderr));
+    let port = text(&Command::new("docker").args(["port", &c.0, "5432/tcp"]).output().expect("docker port").stdout)
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let root = tempfile::tempdir().expect("tmp");
+    let store = root.path().join("store");
+    let ran = Run::new("base-backup")
+        .var("database_url", format!("postgres://postgres:{password}@127.0.0.1:{port}/postgres"))
+        .var("storage", store.display())
+        .var("check_wal", "false")
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .env("PGDRILL_DOCKER_IMAGE", "pgdrill/postgres-local:{major}")
+        .expect(0);
+    let s: std::sync::Arc<dyn pgdrill::storage::Store> =
+        std::sync::Arc::new(pgdrill::storage::local::FsStore::new(&store));
+    let bases = pgdrill::backup::base::list(s.as_ref(), None).await.expect("list");
+    let m = &bases.first().expect("a base backup").manifest;
+    assert_eq!(m.server_major, 17, "{m:?}");
+    assert!(
+        m.pg_basebackup_version.contains("17") && m.pg_basebackup_version.contains("from the image"),
+        "{}",
+        ran.all()
+    );
+    let data = root.path().join("data");
+    let key = pgdrill::archive::KeySource::from_secret(KEY);
+    let got = pgdrill::backup::base::materialize(s.clone(), &bases[0].key, Some(&key), &data, None)
+        .await
+        .expect("materialize");
+    assert_eq!(std::fs::read_to_string(data.join("PG_VERSION")).expect("PG_VERSION").trim(), "17");
+    assert!(got.files > 900 && data.join("backup_manifest").is_file(), "{got:?}");
+    assert!(!ran.all().contains(password), "the password was shown");
+}
