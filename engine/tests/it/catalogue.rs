@@ -8,15 +8,15 @@ use crate::common::*;
 
 /// Kinds no runbook here runs, each with the reason. A new kind must be run or listed.
 const NOT_RUN: &[(&str, &str)] = &[
-    (
-        "database.restore_snapshot",
-        "runs only as the rollback of a failed restore; restore.rs's rollback tests cover it",
-    ),
     // These need a server archiving through `pgdrill wal push`: wal_archive.rs runs them and
     // holds their outputs against the catalogue.
     ("backup.base", "run by wal_archive.rs"),
     ("wal.check", "run by wal_archive.rs"),
     ("wal.prune", "run by wal_archive.rs"),
+    (
+        "database.restore_snapshot",
+        "runs only as the rollback of a failed restore; restore.rs's rollback tests cover it",
+    ),
 ];
 
 #[test]
