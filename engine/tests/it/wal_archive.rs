@@ -317,6 +317,32 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
         assert_eq!(got, documented, "{kind}: emitted outputs against the catalogue's");
     }
 
+    // The same into an object store (moto): streamed as a multipart upload, listed there.
+    if let Some(s3) = moto() {
+        let port = s3.port;
+        let made = Command::new("curl").args(["-s", "-X", "PUT", &format!("http://127.0.0.1:{port}/bkt")]).status();
+        assert!(made.is_ok_and(|s| s.success()), "bucket");
+        let aws = |run: Run| {
+            run.env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing-secret")
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+                .env("AWS_ALLOW_HTTP", "true")
+                .env_remove("AWS_PROFILE")
+                .env("PGDRILL_BACKUP_KEY", KEY)
+        };
+        aws(Run::new("base-backup")
+            .var("database_url", pg.url())
+            .var("storage", "s3://bkt/p")
+            .var("check_wal", "false"))
+        .expect(0);
+        let listed = aws(Run::cli(["backups", "list", "--storage", "s3://bkt/p", "--json"])).expect(0);
+        let all: serde_json::Value = serde_json::from_str(&listed.stdout).expect("json");
+        let remote = all.as_array().expect("list").iter().find(|b| b["kind"] == "base").expect("a base backup in s3");
+        assert_eq!(remote["system_identifier"], system.to_string());
+        assert!(remote["path"].as_str().is_some_and(|p| p.starts_with("s3://bkt/p/.cluster/")), "{remote}");
+    }
+
     // Put back into an empty directory: every byte authenticated, pg_verifybackup agrees.
     let data = root.path().join("restored");
     let spaces = root.path().join("spaces");
