@@ -259,6 +259,23 @@ impl<W: Write> Write for HeadCapture<W> {
     }
 }
 
+/// Kills a child (by pid) when dropped armed.
+struct KillOnDrop(Option<u32>);
+
+impl KillOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 fn stamp(t: OffsetDateTime) -> String {
     format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
@@ -388,6 +405,9 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
     let stdout = child.stdout.take();
     let stderr = super::stderr_of(&mut child);
     let stage_dir = staged.as_ref().map(|s| s.0.clone());
+    // A step stopped (timeout, signal) drops this future: pg_basebackup is killed with it,
+    // rather than left running to its end (its writer then publishes nothing).
+    let guard = KillOnDrop(Some(child.id()));
     let writer = store.create(&object).await.map_err(Failure::environment)?;
     let mac_key = key.clone();
     let wopts = WriteOptions { codec: Codec::Zstd, level: opts.level, threads: opts.threads, key };
@@ -426,6 +446,7 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
     .await
     .map_err(|e| Failure::environment(format!("base backup pipeline: {e}")))?;
     let (written, seen, status, _child) = piped;
+    guard.disarm();
     drop(staged);
     let errors = stderr.join().unwrap_or_default();
     let ok = status.is_some_and(|s| s.success());
