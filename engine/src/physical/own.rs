@@ -211,6 +211,16 @@ impl PhysicalSource for OwnSource {
         )))
     }
 
+    /// The pgdrill binary `restore_command` runs and a local archive's directory, for a
+    /// throwaway in Docker (not tested there yet).
+    fn paths(&self) -> Vec<PathBuf> {
+        let mut out = vec![self.exe.clone()];
+        if !crate::storage::is_remote(&self.location) {
+            out.push(PathBuf::from(&self.location));
+        }
+        out
+    }
+
     fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
         let Some(system) = self.system.or_else(|| self.listed().ok()?.first()?.manifest.system()) else {
             return Ok(None);
