@@ -681,7 +681,7 @@ pub async fn materialize(
     if tars && ts_dir.is_none() {
         return Err(Failure::invalid(format!("{object} holds tablespaces: give a directory to put them in")));
     }
-    let extracted = tokio::task::spawn_blocking(move || -> Result<(u64, u64, Vec<(u32, PathBuf)>), Failure> {
+    let extracted = tokio::task::spawn_blocking(move || -> Result<Extracted, Failure> {
         let mut hashed = archive::HashReader::new(std::io::BufReader::with_capacity(1 << 20, reader));
         let (n, bytes, spaces) = {
             let (_, plain) = archive::open(&mut hashed, key.as_ref()).map_err(|e| Failure::from(e).context(&shown))?;
@@ -799,6 +799,9 @@ fn unpack_all<R: Read>(mut a: tar::Archive<R>, dir: &Path, shown: &str) -> Resul
     }
     Ok((n, bytes))
 }
+
+/// Files, bytes, and each tablespace's OID and new place.
+type Extracted = (u64, u64, Vec<(u32, PathBuf)>);
 
 fn extract_error(shown: &str, e: &std::io::Error) -> Failure {
     match archive::archive_error(e) {
