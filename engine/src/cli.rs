@@ -369,7 +369,20 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
 
 /// Entry point used by `main`: returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // A `restore_command` with a mistyped argument must stop recovery, never read as
+        // "segment absent" (clap's 2 is below PostgreSQL's fatal threshold of 125).
+        Err(e)
+            if !matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion)
+                && std::env::args().nth(1).as_deref() == Some("wal")
+                && std::env::args().nth(2).as_deref() == Some("fetch") =>
+        {
+            let _ = e.print();
+            return crate::wal::FETCH_FATAL;
+        }
+        Err(e) => e.exit(),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

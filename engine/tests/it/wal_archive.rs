@@ -652,3 +652,16 @@ async fn a_postgresql_17_base_backup_is_taken_with_its_image_tools_when_the_loca
     assert!(got.files > 900 && data.join("backup_manifest").is_file(), "{got:?}");
     assert!(!ran.all().contains(password), "the password was shown");
 }
+
+#[test]
+fn a_mistyped_restore_command_stops_recovery_instead_of_reading_as_absent() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let r = wal(dir.path(), &["fetch", "--no-such-option", "000000010000000000000003", "pg_wal/RECOVERYXLOG"]);
+    assert_eq!(r.code, Some(200), "{}", r.all());
+    let r = wal(dir.path(), &["fetch", "000000010000000000000003"]);
+    assert_eq!(r.code, Some(200), "{}", r.all());
+    // No settings at all is fatal too, naming what to set.
+    let r = wal(dir.path(), &["fetch", "000000010000000000000003", "pg_wal/RECOVERYXLOG"]);
+    assert_eq!(r.code, Some(200), "{}", r.all());
+    assert!(r.stderr.contains("PGDRILL_WAL_CONFIG"), "{}", r.all());
+}
