@@ -272,6 +272,21 @@ impl BasebackupFolder {
 /// Copy `from` into `to` (a new directory), following no symlink but those the caller
 /// resolves: pg_tblspc's links become directories under `tablespaces`.
 fn copy_tree(from: &Path, to: &Path, tablespaces: Option<&Path>, out: &mut Materialized) -> Result<(), Failure> {
+    copy_tree_in(from, from, to, tablespaces, out)
+}
+
+/// `copy_tree` of `from`, a folder within the backup folder `root`. Only pg_basebackup's own
+/// links are followed: `pg_tblspc/<oid>` (a tablespace) and a top-level `pg_wal` (`--waldir`),
+/// and never to a folder holding the backup (`..`: a copy without end). Any other link is
+/// refused by name: followed, it copied whatever folder it named (`/`, a home) into a data
+/// directory handed to the server's user.
+fn copy_tree_in(
+    root: &Path,
+    from: &Path,
+    to: &Path,
+    tablespaces: Option<&Path>,
+    out: &mut Materialized,
+) -> Result<(), Failure> {
     fs::create_dir_all(to).map_err(|e| io_err(to, e))?;
     for e in fs::read_dir(from).map_err(|e| io_err(from, e))? {
         let e = e.map_err(|e| io_err(from, e))?;
@@ -281,21 +296,39 @@ fn copy_tree(from: &Path, to: &Path, tablespaces: Option<&Path>, out: &mut Mater
             let target = fs::read_link(&src).map_err(|e| io_err(&src, e))?;
             let target = if target.is_relative() { from.join(target) } else { target };
             let oid = e.file_name().to_string_lossy().parse::<u32>().ok();
+            let refuse = |why: &str| {
+                Failure::failed(format!(
+                    "{} is a link to {}: {why}; copy what it names into the backup folder, or remove the link",
+                    src.display(),
+                    target.display()
+                ))
+            };
+            let wal = from == root && e.file_name() == "pg_wal";
+            if !(wal || (tablespaces.is_some() && oid.is_some())) {
+                return Err(refuse("pg_basebackup makes no such link (only pg_wal and pg_tblspc's)"));
+            }
+            let real = fs::canonicalize(&target).map_err(|e| io_err(&target, e))?;
+            if !real.is_dir() {
+                return Err(refuse("it is not a folder"));
+            }
+            if fs::canonicalize(root).is_ok_and(|r| r.starts_with(&real)) {
+                return Err(refuse("that folder holds the backup itself"));
+            }
             match (tablespaces, oid) {
                 // A tablespace: its files go under our tablespaces folder, never back where
                 // the source cluster had them.
-                (Some(ts), Some(oid)) => {
+                (Some(ts), Some(oid)) if !wal => {
                     let place = ts.join(oid.to_string());
-                    copy_tree(&target, &place, None, out)?;
+                    copy_tree_in(&real, &real, &place, None, out)?;
                     std::os::unix::fs::symlink(&place, &dst).map_err(|e| io_err(&dst, e))?;
                     out.tablespaces.push((oid, place));
                 }
                 // pg_wal kept elsewhere (`--waldir`): a directory of its own here.
-                _ => copy_tree(&target, &dst, None, out)?,
+                _ => copy_tree_in(&real, &real, &dst, None, out)?,
             }
         } else if meta.is_dir() {
             let ts = (e.file_name() == "pg_tblspc").then_some(tablespaces).flatten();
-            copy_tree(&src, &dst, ts, out)?;
+            copy_tree_in(root, &src, &dst, ts, out)?;
         } else {
             out.bytes += fs::copy(&src, &dst).map_err(|e| io_err(&src, e))?;
         }
@@ -303,13 +336,76 @@ fn copy_tree(from: &Path, to: &Path, tablespaces: Option<&Path>, out: &mut Mater
     Ok(())
 }
 
+/// Extract a tar of pg_basebackup into `into`, entry by entry. pg_basebackup writes no hard
+/// link and no link pointing out of the data directory (tablespaces come with
+/// `tablespace_map`; pg_tblspc's links, from older servers, are made here anew), so such an
+/// entry is refused by name: a link to a file outside is where pgdrill would then write
+/// `postgresql.auto.conf` and the throwaway server its files, as root or as its user. An
+/// entry that would land outside (`..`, an absolute path) is refused too, never skipped.
 fn unpack(tar_path: &Path, gz: bool, into: &Path) -> Result<u64, Failure> {
     fs::create_dir_all(into).map_err(|e| io_err(into, e))?;
     let mut a = open_tar(tar_path, gz)?;
     a.set_preserve_permissions(false);
-    // `unpack` refuses entries that would land outside `into` (`..`, absolute paths).
-    a.unpack(into).map_err(|e| Failure::failed(format!("extracting {}: {e}", tar_path.display())))?;
+    let bad = |what: String| {
+        Failure::failed(format!(
+            "extracting {}: {what}; pg_basebackup writes no such entry: the tar is damaged or not the backup's",
+            tar_path.display()
+        ))
+    };
+    let entries = a.entries().map_err(|e| bad(e.to_string()))?;
+    for entry in entries {
+        let mut e = entry.map_err(|e| bad(e.to_string()))?;
+        let path = e.path().map_err(|e| bad(e.to_string()))?.into_owned();
+        let shown = format!("{:?}", path.display().to_string());
+        let kind = e.header().entry_type();
+        if kind.is_hard_link() {
+            return Err(bad(format!("the entry {shown} is a hard link")));
+        }
+        if kind.is_symlink() {
+            let in_tblspc =
+                path.components().filter(|c| c.as_os_str() != ".").next().is_some_and(|c| c.as_os_str() == "pg_tblspc");
+            if in_tblspc {
+                continue;
+            }
+            let target = e.link_name().map_err(|e| bad(e.to_string()))?.unwrap_or_default().into_owned();
+            if !stays_inside(&path, &target) {
+                return Err(bad(format!(
+                    "the entry {shown} is a link to {:?}, outside the data directory",
+                    target.display().to_string()
+                )));
+            }
+        }
+        let placed = e.unpack_in(into).map_err(|e| bad(format!("{shown}: {e}")))?;
+        if !placed {
+            return Err(bad(format!("the entry {shown} would land outside the data directory")));
+        }
+    }
     Ok(tree_size(into))
+}
+
+/// Whether a relative link at `at` (a path inside the tar) to `target` resolves inside the
+/// tar's root, lexically (no `..` above the root, not absolute).
+fn stays_inside(at: &Path, target: &Path) -> bool {
+    use std::path::Component;
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth: i64 = 0;
+    let parent = at.parent().unwrap_or(Path::new(""));
+    for c in parent.components().chain(target.components()) {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
 }
 
 impl PhysicalSource for BasebackupFolder {
@@ -527,5 +623,129 @@ mod tests {
         let c = folder_restore_command(Path::new("/wal it's%"));
         assert!(c.starts_with("if [ -f '/wal it'\\''s%%'/%f ]; then cp '/wal it'\\''s%%'/%f %p || exit 200;"), "{c}");
         assert!(c.ends_with("else exit 1; fi"));
+    }
+
+    /// A base.tar made by hand: `PG_VERSION`, `backup_label`, then `extra`.
+    fn hostile_backup(root: &Path, extra: impl FnOnce(&mut tar::Builder<fs::File>)) -> BasebackupFolder {
+        let dir = root.join("b1");
+        fs::create_dir_all(&dir).expect("dir");
+        let mut t = tar::Builder::new(fs::File::create(dir.join("base.tar")).expect("tar"));
+        let label = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIMELINE: 1\n";
+        for (name, body) in [("PG_VERSION", "15\n"), ("backup_label", label)] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o600);
+            h.set_cksum();
+            t.append_data(&mut h, name, body.as_bytes()).expect("append");
+        }
+        extra(&mut t);
+        t.finish().expect("finish");
+        BasebackupFolder::new(dir, None).expect("folder")
+    }
+
+    fn link(t: &mut tar::Builder<fs::File>, kind: tar::EntryType, name: &str, target: &str) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(0);
+        h.set_mode(0o777);
+        t.append_link(&mut h, name, target).expect("link");
+    }
+
+    fn materialize_into(src: &BasebackupFolder, root: &Path) -> Result<Materialized, Failure> {
+        let backup = src.list().expect("list").pop().expect("a backup");
+        let into = MaterializeInto { data_dir: root.join("data"), tablespaces_dir: root.join("ts") };
+        fs::create_dir_all(&into.data_dir).expect("data");
+        fs::create_dir_all(&into.tablespaces_dir).expect("ts");
+        src.materialize(&backup, &into)
+    }
+
+    /// Regression: a base.tar whose `postgresql.auto.conf` was a link to a file outside was
+    /// extracted as is, and pgdrill then appended its recovery settings to that file.
+    #[test]
+    fn a_tar_with_links_out_of_the_data_directory_is_refused_by_name() {
+        let d = tempfile::tempdir().expect("tmp");
+        let outside = d.path().join("outside.conf");
+        fs::write(&outside, "precious\n").expect("outside");
+        for (kind, name, target) in [
+            (tar::EntryType::Symlink, "postgresql.auto.conf", outside.display().to_string()),
+            (tar::EntryType::Symlink, "global", "../../..".to_string()),
+            (tar::EntryType::Link, "postgresql.auto.conf", outside.display().to_string()),
+        ] {
+            let case = tempfile::tempdir_in(d.path()).expect("case");
+            let src = hostile_backup(case.path(), |t| link(t, kind, name, &target));
+            let err = materialize_into(&src, case.path()).expect_err("a link out is refused");
+            assert!(err.to_string().contains(&format!("{name:?}")), "{name}: {err}");
+            assert!(!case.path().join("data").join(name).exists(), "{name} was made");
+        }
+        assert_eq!(fs::read_to_string(&outside).expect("outside"), "precious\n");
+        // A link inside the data directory, and pg_tblspc's links (made anew), are fine.
+        let case = tempfile::tempdir_in(d.path()).expect("case");
+        let src = hostile_backup(case.path(), |t| {
+            link(t, tar::EntryType::Symlink, "conf/postgresql.conf", "../PG_VERSION");
+            link(t, tar::EntryType::Symlink, "pg_tblspc/16384", "/srv/ts");
+        });
+        materialize_into(&src, case.path()).expect("inside links are fine");
+        assert!(!case.path().join("data/pg_tblspc/16384").exists());
+    }
+
+    /// Regression: an entry `../x` was skipped without a word (the tar crate's `unpack`),
+    /// so a damaged tar came out incomplete but "extracted".
+    #[test]
+    fn a_tar_entry_that_climbs_out_is_refused_not_skipped() {
+        let d = tempfile::tempdir().expect("tmp");
+        let src = hostile_backup(d.path(), |t| {
+            let mut h = tar::Header::new_gnu();
+            let body = b"x";
+            h.as_gnu_mut().expect("gnu").name[..12].copy_from_slice(b"../escape.tx");
+            h.set_size(1);
+            h.set_mode(0o600);
+            h.set_cksum();
+            t.append(&h, &body[..]).expect("append");
+        });
+        let err = materialize_into(&src, d.path()).expect_err("refused");
+        assert!(err.to_string().contains("escape.tx"), "{err}");
+        assert!(!d.path().join("escape.tx").exists());
+    }
+
+    /// Regression: a plain backup's links were all followed: `base/loop -> ..` copied the
+    /// backup into itself without end, and a link to a folder outside copied that folder.
+    #[test]
+    fn a_plain_backup_with_a_link_out_or_a_loop_is_refused_by_name() {
+        let d = tempfile::tempdir().expect("tmp");
+        let secret = d.path().join("home");
+        fs::create_dir_all(&secret).expect("home");
+        fs::write(secret.join("id_rsa"), "secret").expect("secret");
+        for (name, target) in [
+            ("base/loop", PathBuf::from("..")),
+            ("pg_wal", PathBuf::from("..")),
+            ("base/home", secret.clone()),
+            ("pg_tblspc/16384", d.path().to_path_buf()),
+        ] {
+            let case = tempfile::tempdir_in(d.path()).expect("case");
+            let dir = case.path().join("b1");
+            fs::create_dir_all(dir.join("base")).expect("base");
+            fs::create_dir_all(dir.join("pg_tblspc")).expect("pg_tblspc");
+            fs::write(dir.join("PG_VERSION"), "15\n").expect("version");
+            fs::write(dir.join("backup_label"), "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n")
+                .expect("label");
+            std::os::unix::fs::symlink(&target, dir.join(name)).expect("link");
+            let src = BasebackupFolder::new(dir.clone(), None).expect("folder");
+            let err = materialize_into(&src, case.path()).expect_err("refused");
+            assert!(err.to_string().contains(&format!("{} is a link", dir.join(name).display())), "{name}: {err}");
+            let copied = walk(&case.path().join("data"));
+            assert!(copied.iter().all(|p| !p.ends_with("id_rsa")), "{name}: {copied:?}");
+            assert!(copied.len() < 20, "{name}: {copied:?}");
+        }
+    }
+
+    fn walk(p: &Path) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for e in fs::read_dir(p).into_iter().flatten().flatten() {
+            v.push(e.path());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                v.extend(walk(&e.path()));
+            }
+        }
+        v
     }
 }
