@@ -964,6 +964,10 @@ async fn wal_command(command: WalCommand, redactor: Redactor) -> i32 {
                 }
             };
             redactor.add(&secret);
+            // Credentials a credentials_file gave are masked like the environment's.
+            for v in crate::storage::remote::credential_values() {
+                redactor.add(&v);
+            }
             match crate::wal::fetch(&cfg, &name, &dest, std::path::Path::new("."), system_identifier).await {
                 Ok(_) => 0,
                 // PostgreSQL asks for files past the archive's end: its normal way to stop.

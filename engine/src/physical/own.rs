@@ -5,8 +5,10 @@
 //! `restore_command`. That command reads its settings from a small file written into the
 //! recovery's workspace beside the data directory (mode 0600, the key in a file of its own,
 //! removed with the workspace), never from its argv. The server runs with a clean
-//! environment, so an object store's credentials do not reach it: recovery from an object
-//! store stops at the first fetch (exit 200) rather than end early; a local archive works.
+//! environment, so an object store's credentials (AWS_*, AZURE_*, GOOGLE_* of pgdrill's
+//! environment) go into a third 0600 file of that workspace that the config names, deleted
+//! with it after recovery. Credentials kept in files the variables only point to (AWS_PROFILE,
+//! GOOGLE_APPLICATION_CREDENTIALS) must be readable by the server's user.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -183,11 +185,20 @@ impl PhysicalSource for OwnSource {
         let key_file = dir.join("wal.key");
         write_private(&key_file, format!("{}\n", self.secret).as_bytes())?;
         let conf = dir.join("wal.conf");
-        let text = format!(
+        let mut text = format!(
             "# written by pgdrill for this recovery's restore_command\nstorage = {}\nkey_file = {}\n",
             self.location,
             key_file.display()
         );
+        // The server runs with a clean environment: an object store's credentials reach
+        // `wal fetch` through a 0600 file of the workspace, never its argv or environment.
+        let creds = crate::wal::store_credentials(&self.location);
+        if !creds.is_empty() {
+            let file = dir.join("store.env");
+            let body: String = creds.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            write_private(&file, body.as_bytes())?;
+            text.push_str(&format!("credentials_file = {}\n", file.display()));
+        }
         write_private(&conf, text.as_bytes())?;
         *self.fetch_config.lock().unwrap_or_else(|e| e.into_inner()) = Some(conf);
         Ok(Materialized { bytes: got.bytes, tablespaces: got.tablespaces })

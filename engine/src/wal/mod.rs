@@ -217,6 +217,9 @@ impl Config {
                     "storage" => storage = Some(v),
                     "key_file" => key_file = Some(PathBuf::from(v)),
                     "key_env" => key_env = Some(v),
+                    // The object store's credentials, for a process started without them in
+                    // its environment (a throwaway server's restore_command).
+                    "credentials_file" => crate::storage::remote::give_credentials(read_credentials(Path::new(&v))?),
                     "level" => {
                         level = v.parse().map_err(|_| {
                             Failure::invalid(format!("{}: level `{v}` is not a number (zstd 1-19)", at()))
@@ -224,7 +227,7 @@ impl Config {
                     }
                     other => {
                         return Err(Failure::invalid(format!(
-                            "{}: unknown setting `{other}`: use storage, key_file, key_env or level",
+                            "{}: unknown setting `{other}`: use storage, key_file, key_env, credentials_file or level",
                             at()
                         )))
                     }
@@ -252,6 +255,47 @@ impl Config {
         }
         Ok((Config { storage, key: KeySource::from_secret(&secret), level }, secret))
     }
+}
+
+/// `NAME=value` lines (AWS_*, AZURE_*, GOOGLE_*): an object store's settings, written 0600 by
+/// pgdrill for a recovery's restore_command. Values may hold `=` and `#`; nothing is trimmed
+/// but the line end.
+pub fn read_credentials(path: &Path) -> Result<Vec<(String, String)>, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::invalid(format!("cannot read the credentials file {}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match line.split_once('=') {
+            Some((k, v)) if ["AWS_", "AZURE_", "GOOGLE_"].iter().any(|p| k.starts_with(p)) => {
+                out.push((k.to_string(), v.to_string()))
+            }
+            // Never the line itself: it may hold a secret.
+            _ => {
+                return Err(Failure::invalid(format!(
+                    "{}:{}: not an AWS_, AZURE_ or GOOGLE_ setting as NAME=value",
+                    path.display(),
+                    i + 1
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The object store's settings in this process's environment, for `location`'s scheme: what a
+/// process started without them (a throwaway server's restore_command) needs to reach it.
+pub fn store_credentials(location: &str) -> Vec<(String, String)> {
+    let prefix = match location.trim().split_once("://").map(|(s, _)| s) {
+        Some("s3") => "AWS_",
+        Some("az" | "azure") => "AZURE_",
+        Some("gs") => "GOOGLE_",
+        _ => return Vec::new(),
+    };
+    // A value spanning lines cannot be written as one NAME=value line.
+    std::env::vars().filter(|(k, v)| k.starts_with(prefix) && !v.contains(['\n', '\r'])).collect()
 }
 
 /// The system identifier of the cluster in `data_dir` (`global/pg_control` starts with it,
