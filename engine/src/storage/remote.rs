@@ -261,7 +261,16 @@ pub fn open(location: &str) -> Result<Remote, String> {
         other => return Err(format!("unknown storage scheme `{other}://`: use s3://, gs://, az:// or a local path")),
     };
     let parent = std::env::temp_dir().join("pgdrill-mirror");
+    // Another user's pgdrill may have made the shared folder (root's runs, then `wal push` or
+    // `wal fetch` as the server's user): then a folder of this user's own.
     let cache = private_dir(&parent, "mirror")
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied => private_dir(
+                &std::env::temp_dir().join(format!("pgdrill-mirror-{}", nix::unistd::geteuid())),
+                "mirror",
+            ),
+            _ => Err(e),
+        })
         .map_err(|e| format!("cannot make a private directory in {}: {e}", parent.display()))?;
     track(&cache);
     let r = Remote {
