@@ -943,6 +943,9 @@ async fn wal_command(command: WalCommand, redactor: Redactor) -> i32 {
                 }
             };
             redactor.add(&secret);
+            for v in crate::storage::remote::credential_values() {
+                redactor.add(&v);
+            }
             match crate::wal::push(&cfg, &path, std::path::Path::new(".")).await {
                 Ok(crate::wal::Pushed::Stored { .. }) => 0,
                 Ok(crate::wal::Pushed::AlreadyThere { key }) => {
@@ -996,6 +999,9 @@ async fn wal_list(
 ) -> Result<(), crate::error::Failure> {
     let (cfg, secret) = crate::wal::Config::load(&conf.given())?;
     redactor.add(&secret);
+    for v in crate::storage::remote::credential_values() {
+        redactor.add(&v);
+    }
     let store = crate::storage::open(&cfg.storage).map_err(crate::error::Failure::invalid)?;
     let mut systems: Vec<crate::steps::wal::SystemView> = Vec::new();
     for system in crate::wal::systems(store.as_ref()).await? {

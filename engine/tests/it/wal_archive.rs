@@ -665,3 +665,117 @@ fn a_mistyped_restore_command_stops_recovery_instead_of_reading_as_absent() {
     assert_eq!(r.code, Some(200), "{}", r.all());
     assert!(r.stderr.contains("PGDRILL_WAL_CONFIG"), "{}", r.all());
 }
+
+/// The monthly drill as the README gives it, against a source archiving with `pgdrill wal
+/// push` into a folder and into an object store (moto) at once: base backups by the shipped
+/// base-backup runbook, a restore point, then `pgdrill run pitr --var source=pgdrill` to it
+/// from each. Recovery from the object store stopped at the first `wal fetch` (exit 200)
+/// while the throwaway's clean environment kept the store's credentials from it.
+#[test]
+fn a_pitr_drill_from_pgdrills_own_backups_in_a_folder_and_an_object_store_reaches_the_restore_point() {
+    let Some(pgbin) = pg15() else { return };
+    let Some(s3) = moto() else { return };
+    // Distinctive, to be searched for in every output file.
+    const SECRET: &str = "moto-secret-7f3e9a1c5b";
+    let port = s3.port;
+    let made = Command::new("curl").args(["-s", "-X", "PUT", &format!("http://127.0.0.1:{port}/drill")]).status();
+    assert!(made.is_ok_and(|s| s.success()), "bucket");
+    let root = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store = root.path().join("store");
+    std::fs::create_dir(&store).expect("store");
+    give(&store, 0o700);
+    let local = config(root.path(), "local", &store, KEY);
+    // The object store's archive_command gets its credentials from a 0600 file its config
+    // names, not from the server's environment.
+    let remote = "s3://drill/pg";
+    let creds = root.path().join("s3.env");
+    std::fs::write(
+        &creds,
+        format!(
+            "AWS_ACCESS_KEY_ID=moto-id\nAWS_SECRET_ACCESS_KEY={SECRET}\nAWS_REGION=us-east-1\nAWS_ENDPOINT_URL=http://127.0.0.1:{port}\nAWS_ALLOW_HTTP=true\n"
+        ),
+    )
+    .expect("creds");
+    give(&creds, 0o600);
+    let s3conf = root.path().join("s3.conf");
+    std::fs::write(
+        &s3conf,
+        format!(
+            "storage = {remote}\nkey_file = {}\ncredentials_file = {}\n",
+            root.path().join("local.key").display(),
+            creds.display()
+        ),
+    )
+    .expect("conf");
+    give(&s3conf, 0o600);
+    let push = |c: &Path| format!("{} wal push --config {} %p", bin().display(), c.display());
+    let pg = Cluster::start(&pgbin, &root.path().join("pg"), &format!("{} && {}", push(&local), push(&s3conf)));
+    let aws = |run: Run| {
+        run.env("AWS_ACCESS_KEY_ID", "moto-id")
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env_remove("AWS_PROFILE")
+            .env("PGDRILL_BACKUP_KEY", KEY)
+    };
+
+    pg.psql("create table kept as select generate_series(1, 100) as g");
+    // Both archives take the first segment before any backup (the server's log tells why not).
+    let first = pg.psql("select pg_walfile_name(pg_switch_wal())");
+    let archived = wait_for(Duration::from_secs(60), || {
+        let s = pg.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
+        (s >= first).then_some(s)
+    });
+    assert!(
+        archived.is_some(),
+        "{}",
+        std::fs::read_to_string(root.path().join("pg/server.log")).unwrap_or_default()
+    );
+    let reports = root.path().join("reports");
+    for storage in [store.display().to_string(), remote.to_string()] {
+        aws(Run::new("base-backup").var("database_url", pg.url()).var("storage", &storage).var("wait", "60s"))
+            .report(&reports)
+            .expect(0);
+    }
+    pg.psql("insert into kept values (101)");
+    pg.psql("select pg_create_restore_point('before_incident')");
+    pg.psql("insert into kept values (102)");
+    pg.psql("create table lost as select 1 as x");
+    let switched = pg.psql("select pg_walfile_name(pg_switch_wal())");
+    let caught_up = wait_for(Duration::from_secs(90), || {
+        let s = pg.psql("select coalesce(last_archived_wal, ''), failed_count from pg_stat_archiver");
+        (s.split('|').next() >= Some(switched.as_str())).then_some(s)
+    });
+    let archiver = caught_up.unwrap_or_else(|| pg.psql("select * from pg_stat_archiver"));
+    assert!(archiver.ends_with("|0"), "the archiver failed or fell behind: {archiver}");
+
+    let marker = "select (select count(*) from kept) = 101 and to_regclass('lost') is null";
+    for storage in [store.display().to_string(), remote.to_string()] {
+        let ran = aws(Run::new("pitr")
+            .var("source", "pgdrill")
+            .var("storage", &storage)
+            .var("target_name", "before_incident")
+            .var("marker", marker))
+        .report(&reports)
+        .expect(0);
+        let json = ran.run_json();
+        let out = &json.step("recover").outputs;
+        assert!(
+            out["stop_line"].as_str().is_some_and(|l| l.contains("recovery stopping at restore point \"before_incident\"")),
+            "{storage}: {out}"
+        );
+        assert!(out["segments_restored"].as_u64().is_some_and(|n| n >= 1), "{storage}: {out}");
+        assert!(out["tool"].as_str().is_some_and(|t| t.starts_with("pgdrill")), "{storage}: {out}");
+        assert!(!ran.all().contains(SECRET), "{storage}: the store's secret in the run's output");
+    }
+    // The marker proved the rows before the restore point back and those after absent; the
+    // store's secret is in no file the runs wrote.
+    let files = walk(&reports);
+    assert!(files.len() > 4, "{files:?}");
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&bytes).contains(SECRET), "the store's secret in {}", f.display());
+    }
+}
