@@ -185,3 +185,20 @@ fn the_config_file_names_its_line_and_never_holds_the_key() {
     let (c, secret) = Config::load(&Given { config: Some(f), ..Default::default() }).expect("loads");
     assert_eq!((c.storage.as_str(), secret.as_str()), ("/srv/wal", "a WAL test passphrase"));
 }
+
+#[test]
+fn a_credentials_file_keeps_values_whole_and_never_echoes_a_bad_line() {
+    let d = tempfile::tempdir().expect("tmp");
+    let p = d.path().join("s3.env");
+    std::fs::write(&p, "AWS_ACCESS_KEY_ID=id\nAWS_SECRET_ACCESS_KEY=a=b#c \n\n").expect("write");
+    let got = read_credentials(&p).expect("read");
+    assert_eq!(
+        got,
+        vec![("AWS_ACCESS_KEY_ID".into(), "id".into()), ("AWS_SECRET_ACCESS_KEY".into(), "a=b#c ".into())]
+    );
+    std::fs::write(&p, "AWS_REGION=x\nPATH=/tmp/s3cr3t\n").expect("write");
+    let e = read_credentials(&p).expect_err("not a store setting");
+    assert!(e.message.contains("s3.env:2") && !e.message.contains("s3cr3t"), "{}", e.message);
+    // Only the variables of the location's own scheme are carried, and no local path's.
+    assert!(store_credentials("/srv/backups").is_empty());
+}
