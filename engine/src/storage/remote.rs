@@ -121,7 +121,11 @@ pub fn give_credentials(vars: Vec<(String, String)>) {
 
 /// The given settings whose names start with `prefix`, lower-cased as the builders parse them.
 fn given(prefix: &str) -> Vec<(String, String)> {
-    lock(&GIVEN).iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect()
+    lock(&GIVEN)
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect()
 }
 
 /// A setting from the given ones, else the environment.
@@ -265,10 +269,9 @@ pub fn open(location: &str) -> Result<Remote, String> {
     // `wal fetch` as the server's user): then a folder of this user's own.
     let cache = private_dir(&parent, "mirror")
         .or_else(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied => private_dir(
-                &std::env::temp_dir().join(format!("pgdrill-mirror-{}", nix::unistd::geteuid())),
-                "mirror",
-            ),
+            std::io::ErrorKind::PermissionDenied => {
+                private_dir(&std::env::temp_dir().join(format!("pgdrill-mirror-{}", nix::unistd::geteuid())), "mirror")
+            }
             _ => Err(e),
         })
         .map_err(|e| format!("cannot make a private directory in {}: {e}", parent.display()))?;

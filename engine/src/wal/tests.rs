@@ -192,10 +192,7 @@ fn a_credentials_file_keeps_values_whole_and_never_echoes_a_bad_line() {
     let p = d.path().join("s3.env");
     std::fs::write(&p, "AWS_ACCESS_KEY_ID=id\nAWS_SECRET_ACCESS_KEY=a=b#c \n\n").expect("write");
     let got = read_credentials(&p).expect("read");
-    assert_eq!(
-        got,
-        vec![("AWS_ACCESS_KEY_ID".into(), "id".into()), ("AWS_SECRET_ACCESS_KEY".into(), "a=b#c ".into())]
-    );
+    assert_eq!(got, vec![("AWS_ACCESS_KEY_ID".into(), "id".into()), ("AWS_SECRET_ACCESS_KEY".into(), "a=b#c ".into())]);
     std::fs::write(&p, "AWS_REGION=x\nPATH=/tmp/s3cr3t\n").expect("write");
     let e = read_credentials(&p).expect_err("not a store setting");
     assert!(e.message.contains("s3.env:2") && !e.message.contains("s3cr3t"), "{}", e.message);

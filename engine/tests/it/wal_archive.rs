@@ -728,11 +728,7 @@ fn a_pitr_drill_from_pgdrills_own_backups_in_a_folder_and_an_object_store_reache
         let s = pg.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
         (s >= first).then_some(s)
     });
-    assert!(
-        archived.is_some(),
-        "{}",
-        std::fs::read_to_string(root.path().join("pg/server.log")).unwrap_or_default()
-    );
+    assert!(archived.is_some(), "{}", std::fs::read_to_string(root.path().join("pg/server.log")).unwrap_or_default());
     let reports = root.path().join("reports");
     for storage in [store.display().to_string(), remote.to_string()] {
         aws(Run::new("base-backup").var("database_url", pg.url()).var("storage", &storage).var("wait", "60s"))
@@ -763,7 +759,9 @@ fn a_pitr_drill_from_pgdrills_own_backups_in_a_folder_and_an_object_store_reache
         let json = ran.run_json();
         let out = &json.step("recover").outputs;
         assert!(
-            out["stop_line"].as_str().is_some_and(|l| l.contains("recovery stopping at restore point \"before_incident\"")),
+            out["stop_line"]
+                .as_str()
+                .is_some_and(|l| l.contains("recovery stopping at restore point \"before_incident\"")),
             "{storage}: {out}"
         );
         assert!(out["segments_restored"].as_u64().is_some_and(|n| n >= 1), "{storage}: {out}");
