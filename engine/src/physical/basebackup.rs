@@ -363,7 +363,7 @@ fn unpack(tar_path: &Path, gz: bool, into: &Path) -> Result<u64, Failure> {
         }
         if kind.is_symlink() {
             let in_tblspc =
-                path.components().filter(|c| c.as_os_str() != ".").next().is_some_and(|c| c.as_os_str() == "pg_tblspc");
+                path.components().find(|c| c.as_os_str() != ".").is_some_and(|c| c.as_os_str() == "pg_tblspc");
             if in_tblspc {
                 continue;
             }

@@ -1088,7 +1088,8 @@ mod tests {
         fs::write(&conf, recovery_settings(&o, 15)).expect("conf");
         let run_as = RunAs::detect().expect("run as");
         run_as.own_tree(dir.path()).expect("own");
-        for (key, want) in [("recovery_target_name", name), ("restore_command", o.restore_command.as_deref().unwrap())]
+        for (key, want) in
+            [("recovery_target_name", name), ("restore_command", o.restore_command.as_deref().expect("set above"))]
         {
             let out = crate::child::output(run_as.command(&postgres).arg("-D").arg(dir.path()).arg("-C").arg(key))
                 .expect("postgres -C");
