@@ -40,6 +40,11 @@
 #             proof) and the whole runbook (plus amcheck and counts) vs the same by hand (tar
 #             -xf, recovery.signal, restore_command = cp, pg_ctl start until promoted), RUNS
 #             rounds, medians. The goal: the recovery <= 1.25x by hand.
+#   base      (only with BENCH=base) backup.base (pg_basebackup -Ft streamed through zstd and
+#             AES-256-GCM, wal none) vs pg_basebackup -Ft -X none to a local folder without
+#             compression, RUNS rounds, medians (goal <= 1.2x); then the WAL archive under a
+#             pgbench load with `pgdrill wal push` as archive_command: segments archived per
+#             second against segments generated per second (goal: it keeps up).
 #   steps     (only with BENCH=steps) the engine alone: a runbook of STEPS (default 10000)
 #             trivial steps (`sleep 0s`), wall seconds and peak RSS, without and with
 #             --report and --junit. The goal: under 10 s and 100 MB; the cost must grow
@@ -192,6 +197,48 @@ if [ "$BENCH" = pitr ]; then
   printf '%-34s %10s %8s\n' "by hand (tar + cp + replay)" "$h" 1.00
   printf '%-34s %10s %8s\n' "pitr.restore (check+restore+proof)" "$r" "$(awk -v a="$r" -v b="$h" 'BEGIN { printf "%.2f", a / b }')"
   printf '%-34s %10s %8s\n' "pitr runbook (+ amcheck, counts)" "$w" "$(awk -v a="$w" -v b="$h" 'BEGIN { printf "%.2f", a / b }')"
+  exit 0
+fi
+if [ "$BENCH" = base ]; then
+  B="$WORK/base"; mkdir -p "$B/store"
+  PORT=$((20000 + RANDOM % 20000))
+  [ "$(id -u)" = 0 ] && chown nobody "$B" "$B/store" && chmod 755 "$WORK"
+  openssl rand -hex 32 >"$B/wal.key"
+  printf 'storage = %s\nkey_file = %s\n' "$B/store" "$B/wal.key" >"$B/wal.conf"
+  [ "$(id -u)" = 0 ] && chown nobody "$B/wal.key" "$B/wal.conf"; chmod 600 "$B/wal.key" "$B/wal.conf"
+  as_user "$PGBIN/initdb" -D "$B/src" -U postgres -A trust --no-sync >/dev/null
+  as_user "$PGBIN/pg_ctl" -D "$B/src" -l "$B/src.log" -w start -o "-p $PORT -k $B -c listen_addresses=127.0.0.1 \
+    -c wal_level=replica -c archive_mode=on -c archive_timeout=5s -c max_wal_senders=4 \
+    -c archive_command='$BIN wal push --config $B/wal.conf %p'" >/dev/null
+  "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -i -q -s "${BASE_SCALE:-30}" postgres >/dev/null 2>&1
+  url="postgres://postgres@127.0.0.1:$PORT/postgres"
+  by_hand() {  # -> ms of pg_basebackup -Ft -X none into a fresh folder
+    local t0 t1; rm -rf "$B/plain"; sync; sleep 2; t0=$(now_ms)
+    "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$PORT" -U postgres -Ft -X none -c fast -D "$B/plain" >/dev/null
+    t1=$(now_ms); echo $((t1 - t0))
+  }
+  with_pgdrill() {  # -> ms of the base-backup runbook's backup.base (no WAL check)
+    local t0 t1; sync; sleep 2; t0=$(now_ms)
+    PGDRILL_BACKUP_KEY="$(cat "$B/wal.key")" "$BIN" run base-backup --quiet --var database_url="$url" \
+      --var storage="$B/store" --var wal=none --var check_wal=false >"$B/pgdrill.log" 2>&1 || { cat "$B/pgdrill.log"; exit 1; }
+    t1=$(now_ms); echo $((t1 - t0))
+  }
+  hand=(); mine=()
+  for i in $(seq 1 "$RUNS"); do
+    if [ $((i % 2)) = 1 ]; then hand+=("$(by_hand)"); mine+=("$(with_pgdrill)"); else mine+=("$(with_pgdrill)"); hand+=("$(by_hand)"); fi
+  done
+  h=$(printf '%s\n' "${hand[@]}" | median); m=$(printf '%s\n' "${mine[@]}" | median)
+  printf '%-44s %10s %8s\n' run 'median ms' ratio
+  printf '%-44s %10s %8s\n' "pg_basebackup -Ft -X none (local, plain)" "$h" 1.00
+  printf '%-44s %10s %8s\n' "backup.base (zstd + AES-256-GCM, streamed)" "$m" "$(awk -v a="$m" -v b="$h" 'BEGIN { printf "%.2f", a / b }')"
+  # The archive under load: WAL generated vs archived over the same window.
+  q() { "$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -Atc "$1" postgres; }
+  lsn0=$(q "select pg_current_wal_lsn() - '0/0'"); arch0=$(q "select archived_count from pg_stat_archiver"); t0=$(now_ms)
+  "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -T "${BASE_LOAD:-30}" -c 2 postgres >/dev/null 2>&1
+  lsn1=$(q "select pg_current_wal_lsn() - '0/0'"); arch1=$(q "select archived_count from pg_stat_archiver"); t1=$(now_ms)
+  awk -v l0="$lsn0" -v l1="$lsn1" -v a0="$arch0" -v a1="$arch1" -v ms=$((t1 - t0)) 'BEGIN {
+    s = ms / 1000; printf "WAL generated %.2f segments/s, archived by wal push %.2f segments/s (failed: see pg_stat_archiver)\n", (l1 - l0) / 16777216 / s, (a1 - a0) / s }'
+  as_user "$PGBIN/pg_ctl" -D "$B/src" -m fast -w stop >/dev/null
   exit 0
 fi
 declare -A results

@@ -170,6 +170,13 @@ enum Command {
         #[command(subcommand)]
         command: BackupsCommand,
     },
+    /// The WAL archive: `push` is PostgreSQL's archive_command, `fetch` its restore_command
+    /// (exit 1 only when the file is not archived; any other failure exits 200, so recovery
+    /// stops instead of ending early), `list` shows each timeline and recoverable window.
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
     /// Write an archive's plain pg_dump stream to stdout (for an emergency pipe into
     /// pg_restore). Refuses to write to a terminal.
     Decrypt {
@@ -292,6 +299,66 @@ fn fleet_options(fleet: &crate::fleet::Fleet, s: FleetSelect) -> crate::fleet::r
     }
 }
 
+/// Where the WAL archive is and where its key comes from (README, "WAL archive").
+#[derive(Debug, clap::Args)]
+struct WalConf {
+    /// A small file of `name = value` lines: storage, key_file, key_env, level.
+    #[arg(long, value_name = "FILE", env = "PGDRILL_WAL_CONFIG")]
+    config: Option<PathBuf>,
+    /// The archive's location (a directory, s3://, gs://, az://); overrides the file's.
+    #[arg(long, value_name = "LOCATION", env = "PGDRILL_WAL_STORAGE")]
+    storage: Option<String>,
+    /// File holding the key or passphrase; overrides the file's.
+    #[arg(long, value_name = "PATH", env = "PGDRILL_WAL_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// Variable holding the key or passphrase when no key file is named (default
+    /// PGDRILL_BACKUP_KEY).
+    #[arg(long, value_name = "VAR")]
+    key_env: Option<String>,
+}
+
+impl WalConf {
+    fn given(self) -> crate::wal::Given {
+        crate::wal::Given { config: self.config, storage: self.storage, key_file: self.key_file, key_env: self.key_env }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum WalCommand {
+    /// Archive one WAL file: archive_command = 'pgdrill wal push --config FILE %p'.
+    Push {
+        /// The file, relative to the data directory (PostgreSQL's %p).
+        path: PathBuf,
+        #[command(flatten)]
+        conf: WalConf,
+    },
+    /// Restore one archived file: restore_command = 'pgdrill wal fetch --config FILE %f %p'.
+    Fetch {
+        /// The file's name (PostgreSQL's %f).
+        name: String,
+        /// Where to write it, relative to the data directory (PostgreSQL's %p).
+        dest: PathBuf,
+        /// The system whose archive to read (default: the data directory's, from
+        /// global/pg_control).
+        #[arg(long, value_name = "ID")]
+        system_identifier: Option<u64>,
+        #[command(flatten)]
+        conf: WalConf,
+    },
+    /// Each system's timelines, gaps and recoverable windows.
+    List {
+        #[command(flatten)]
+        conf: WalConf,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also write them as a node_exporter textfile (replaced atomically):
+        /// pgdrill_wal_last_archived_timestamp_seconds, the windows' ends, pgdrill_wal_gaps.
+        #[arg(long, value_name = "FILE")]
+        metrics: Option<PathBuf>,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum EvidenceCommand {
     /// Check every signature, the chain and the signed checkpoint of an evidence log; names
@@ -379,7 +446,20 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
 
 /// Entry point used by `main`: returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // A `restore_command` with a mistyped argument must stop recovery, never read as
+        // "segment absent" (clap's 2 is below PostgreSQL's fatal threshold of 125).
+        Err(e)
+            if !matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion)
+                && std::env::args().nth(1).as_deref() == Some("wal")
+                && std::env::args().nth(2).as_deref() == Some("fetch") =>
+        {
+            let _ = e.print();
+            return crate::wal::FETCH_FATAL;
+        }
+        Err(e) => e.exit(),
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -399,6 +479,21 @@ pub fn main() -> i32 {
         let text = crate::report::visible(&hook_redactor.redact(&info.to_string())).into_owned();
         errln!("internal error (a bug in pgdrill, please report it): {text}");
     }));
+    // `wal` answers PostgreSQL, whose exit codes mean other things than a run's.
+    let cli = match cli.command {
+        Command::Wal { command } => {
+            let fatal = if matches!(command, WalCommand::Fetch { .. }) { crate::wal::FETCH_FATAL } else { 3 };
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rt.block_on(wal_command(command, redactor.clone()))
+            }))
+            .unwrap_or(fatal);
+            rt.block_on(crate::storage::remote::abort_uploads());
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+            crate::storage::remove_partials();
+            return code;
+        }
+        command => Cli { command },
+    };
     let result =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(dispatch(cli, redactor.clone()))))
             .unwrap_or_else(|_| Ok(ExitCode::Environment));
@@ -426,6 +521,8 @@ pub fn main() -> i32 {
 async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Validate { files } => validate(&files),
+        // Answered before dispatch (`main`), with PostgreSQL's exit codes.
+        Command::Wal { .. } => Err(Error::environment("`pgdrill wal` is not a run")),
         Command::Doctor(args) => {
             let (text, code) = crate::doctor::run(args, &redactor).await;
             out!("{text}");
@@ -686,6 +783,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             Ok(ExitCode::Passed)
         }
         Command::Backups { command: BackupsCommand::List { storage, database, name_pattern, json } } => {
+            let location = storage.clone();
             let storage = if crate::storage::is_remote(&storage) {
                 let r = crate::storage::remote::open(&storage).map_err(Error::invalid)?;
                 crate::backup::ledger::mirrored(&r).await.map_err(Error::environment)?
@@ -706,11 +804,42 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 .transpose()
                 .map_err(Error::invalid)?;
             let list = crate::backup::listing::list(&storage, database.as_deref(), pattern.as_ref())?;
+            // Base backups are of a whole cluster, not of a database: listed when no database
+            // is asked for, with what the WAL archive lets each reach.
+            let physical = match database {
+                Some(_) => Vec::new(),
+                None => physical_of(&location, &redactor).await?,
+            };
             if json {
-                outln!("{}", serde_json::to_string_pretty(&crate::backup::listing::to_json(&list)).unwrap_or_default());
+                let mut all = crate::backup::listing::to_json(&list);
+                for s in &physical {
+                    for b in &s.base_backups {
+                        let mut v = serde_json::to_value(b).unwrap_or_default();
+                        if let Some(o) = v.as_object_mut() {
+                            o.insert("kind".into(), "base".into());
+                            o.insert("origin".into(), "pgdrill".into());
+                            o.insert("system_identifier".into(), s.system_identifier.clone().into());
+                        }
+                        all.push(v);
+                    }
+                }
+                outln!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
             } else {
-                for line in backups_table(&list) {
+                for line in backups_table(&list, &physical) {
                     outln!("{line}");
+                }
+                for s in &physical {
+                    for w in &s.windows {
+                        outln!(
+                            "system {} timeline {}: recoverable from {} ({}) to {} ({})",
+                            s.system_identifier,
+                            w.timeline,
+                            w.earliest_time,
+                            w.earliest_lsn,
+                            w.latest_time,
+                            w.latest_lsn
+                        );
+                    }
                 }
             }
             Ok(ExitCode::Passed)
@@ -978,7 +1107,7 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
 
 /// The `backups list` table: one header, columns as wide as their widest cell, sizes right
 /// aligned, the path last. Names and paths are data: control characters are shown, not sent.
-fn backups_table(list: &[Listed]) -> Vec<String> {
+fn backups_table(list: &[Listed], physical: &[crate::steps::wal::SystemView]) -> Vec<String> {
     let header = ["created", "database", "size", "kind", "encrypted", "manifest", "last verified", "path"];
     let shown = |t: &str| crate::report::visible(t).into_owned();
     let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
@@ -1043,6 +1172,23 @@ fn backups_table(list: &[Listed]) -> Vec<String> {
             ],
         });
     }
+    for s in physical {
+        for b in &s.base_backups {
+            rows.push([
+                created(&b.created, false, None),
+                format!("(cluster {})", s.system_identifier),
+                crate::report::human_bytes(b.size),
+                "base".into(),
+                yes_no(b.encrypted),
+                if b.encrypted { "mac" } else { "UNAUTH" }.into(),
+                match &b.window {
+                    Some(w) => format!("WAL to {}", w.latest_time.get(..19).unwrap_or("?").replace('T', " ")),
+                    None => "WAL incomplete".into(),
+                },
+                shown(&b.path),
+            ]);
+        }
+    }
     let mut width = header.map(|h| h.chars().count());
     for r in &rows {
         for (w, c) in width.iter_mut().zip(r.iter()) {
@@ -1070,6 +1216,123 @@ fn backups_table(list: &[Listed]) -> Vec<String> {
         out.push("(no backups)".into());
     }
     out
+}
+
+/// `pgdrill wal ...`: its own exit codes (PostgreSQL reads them), messages on stderr through
+/// the redactor.
+async fn wal_command(command: WalCommand, redactor: Redactor) -> i32 {
+    let say = |text: &str| errln!("{}", crate::report::visible(&redactor.redact(text)));
+    match command {
+        WalCommand::Push { path, conf } => {
+            let (cfg, secret) = match crate::wal::Config::load(&conf.given()) {
+                Ok(c) => c,
+                Err(e) => {
+                    say(&format!("error: wal push: {e}"));
+                    return crate::wal::push_exit(&e);
+                }
+            };
+            redactor.add(&secret);
+            for v in crate::storage::remote::credential_values() {
+                redactor.add(&v);
+            }
+            match crate::wal::push(&cfg, &path, std::path::Path::new(".")).await {
+                Ok(crate::wal::Pushed::Stored { .. }) => 0,
+                Ok(crate::wal::Pushed::AlreadyThere { key }) => {
+                    say(&format!("wal push: {key} is already archived with the same content"));
+                    0
+                }
+                Err(e) => {
+                    say(&format!("error: wal push {}: {e}", path.display()));
+                    crate::wal::push_exit(&e)
+                }
+            }
+        }
+        WalCommand::Fetch { name, dest, system_identifier, conf } => {
+            let (cfg, secret) = match crate::wal::Config::load(&conf.given()) {
+                Ok(c) => c,
+                Err(e) => {
+                    say(&format!("error: wal fetch: {e}"));
+                    return crate::wal::FETCH_FATAL;
+                }
+            };
+            redactor.add(&secret);
+            // Credentials a credentials_file gave are masked like the environment's.
+            for v in crate::storage::remote::credential_values() {
+                redactor.add(&v);
+            }
+            match crate::wal::fetch(&cfg, &name, &dest, std::path::Path::new("."), system_identifier).await {
+                Ok(_) => 0,
+                // PostgreSQL asks for files past the archive's end: its normal way to stop.
+                Err(crate::wal::FetchError::Absent(_)) => 1,
+                Err(crate::wal::FetchError::Fatal(e)) => {
+                    say(&format!("error: wal fetch {name}: {e} (exit {}: recovery stops)", crate::wal::FETCH_FATAL));
+                    crate::wal::FETCH_FATAL
+                }
+            }
+        }
+        WalCommand::List { conf, json, metrics } => match wal_list(conf, json, metrics, &redactor).await {
+            Ok(()) => 0,
+            Err(e) => {
+                say(&format!("error: wal list: {e}"));
+                crate::wal::push_exit(&e)
+            }
+        },
+    }
+}
+
+async fn wal_list(
+    conf: WalConf,
+    json: bool,
+    metrics: Option<PathBuf>,
+    redactor: &Redactor,
+) -> Result<(), crate::error::Failure> {
+    let (cfg, secret) = crate::wal::Config::load(&conf.given())?;
+    redactor.add(&secret);
+    for v in crate::storage::remote::credential_values() {
+        redactor.add(&v);
+    }
+    let store = crate::storage::open(&cfg.storage).map_err(crate::error::Failure::invalid)?;
+    let mut systems: Vec<crate::steps::wal::SystemView> = Vec::new();
+    for system in crate::wal::systems(store.as_ref()).await? {
+        systems.push(crate::steps::wal::system_view(store.as_ref(), system, &cfg.key).await?);
+    }
+    if let Some(path) = &metrics {
+        let text = crate::steps::wal::metrics(&systems);
+        crate::report::write_atomic(path, |w| w.write_all(text.as_bytes()))
+            .map_err(|e| crate::error::Failure::environment(format!("metrics {}: {e}", path.display())))?;
+    }
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&systems).unwrap_or_default());
+        return Ok(());
+    }
+    if systems.is_empty() {
+        outln!("{}: no WAL archive and no base backups", crate::report::visible(&store.url()));
+    }
+    for s in &systems {
+        for line in crate::steps::wal::lines(s) {
+            outln!("{}", crate::report::visible(&line));
+        }
+    }
+    Ok(())
+}
+
+/// The physical backups in `location`: each system's base backups and recoverable windows.
+/// The WAL archive's history files open with the key in PGDRILL_BACKUP_KEY when set; without
+/// it a window that crosses a timeline switch is shown as unknown.
+async fn physical_of(location: &str, redactor: &Redactor) -> Result<Vec<crate::steps::wal::SystemView>, Error> {
+    let store = crate::storage::open(location).map_err(Error::invalid)?;
+    let secret = std::env::var("PGDRILL_BACKUP_KEY").unwrap_or_default();
+    redactor.add(&secret);
+    let key = crate::archive::KeySource::from_secret(if secret.is_empty() {
+        "no key given to backups list"
+    } else {
+        &secret
+    });
+    let mut out = Vec::new();
+    for system in crate::wal::systems(store.as_ref()).await? {
+        out.push(crate::steps::wal::system_view(store.as_ref(), system, &key).await?);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     // PostgreSQL and storage.
     &["pg", "storage"],
     // The backup pipeline, the restore journal, the redactor.
-    &["backup", "restore", "redact"],
+    &["backup", "restore", "redact", "wal"],
     // Physical backups recovered to a point in time in a throwaway server, and proven.
     &["physical"],
     // What steps tell the reports (outcomes, facts).

@@ -31,5 +31,6 @@ pub mod steps;
 pub mod storage;
 pub mod template;
 pub mod util;
+pub mod wal;
 
 pub use error::{Error, ExitCode, Result};

@@ -16,6 +16,11 @@ const ALL: &[Shipped] = &[
     Shipped { name: "offsite", path: "runbooks/offsite.yaml", text: include_str!("../../runbooks/offsite.yaml") },
     Shipped { name: "predeploy", path: "runbooks/predeploy.yaml", text: include_str!("../../runbooks/predeploy.yaml") },
     Shipped { name: "smoke", path: "runbooks/smoke.yaml", text: include_str!("../../runbooks/smoke.yaml") },
+    Shipped {
+        name: "base-backup",
+        path: "runbooks/base-backup.yaml",
+        text: include_str!("../../runbooks/base-backup.yaml"),
+    },
     Shipped { name: "quickstart", path: "drills/quickstart.yaml", text: include_str!("../../drills/quickstart.yaml") },
     Shipped {
         name: "disaster-recovery",

@@ -21,6 +21,7 @@ pub use crate::pg::native::find_tool;
 use crate::storage;
 use layout::LocalStore;
 
+pub mod base;
 pub mod complete;
 pub mod layout;
 pub mod ledger;

@@ -20,18 +20,30 @@ use crate::template::is_template;
 // pitr.restore
 
 /// The kinds of source `pitr.restore` reads.
-const SOURCES: &[&str] = &["pg_basebackup"];
+const SOURCES: &[&str] = &["pg_basebackup", "pgdrill"];
 
 #[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreWith {
-    /// where the base backups come from: pg_basebackup (a folder of pg_basebackup output)
+    /// where the base backups come from: pg_basebackup (a folder of pg_basebackup output) or
+    /// pgdrill (`backup.base` and `pgdrill wal push`, in `storage`)
     #[serde(default = "basebackup_source")]
-    #[field(ty = "pg_basebackup")]
+    #[field(ty = "pg_basebackup|pgdrill")]
     source: String,
     /// pg_basebackup: the folder of one backup, or a folder of backups (one sub-folder each)
+    #[serde(default)]
     #[field(ty = "path")]
     backups: String,
+    /// pgdrill: the storage holding the base backups and the WAL archive (folder, s3://...)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    storage: Option<String>,
+    /// pgdrill: the key or passphrase the base backups and the archive are sealed with
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(key)]
+    key: Option<String>,
+    /// pgdrill: the system identifier whose backups to use (when the storage holds several)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    system_identifier: Option<String>,
     /// the WAL archive folder (plain or gzip'd segments); empty: only the backups' own WAL
     #[serde(default, deserialize_with = "super::de::opt_text")]
     #[field(ty = "path")]
@@ -239,6 +251,21 @@ fn open_source(ctx: &StepCtx, w: &RestoreWith) -> Result<Box<dyn PhysicalSource>
             BasebackupFolder::new(ctx.resolve(&w.backups), w.wal.as_deref().filter(|d| !d.is_empty()).map(|d| ctx.resolve(d)))
                 .map_err(|e| e.at_field("backups"))?,
         )),
+        "pgdrill" => {
+            let storage = w.storage.as_deref().filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+                StepError::field("storage", "source pgdrill needs `storage`: where backup.base and `pgdrill wal push` write")
+            })?;
+            let key = w.key.as_deref().unwrap_or("");
+            let system = match w.system_identifier.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+                Some(s) => Some(s.parse::<u64>().map_err(|_| {
+                    StepError::field("system_identifier", format!("`{s}` is not a system identifier (a number)"))
+                })?),
+                None => None,
+            };
+            let own = crate::physical::own::OwnSource::new(storage, &ctx.resolve("."), key, system)
+                .map_err(|e| e.at_field("storage"))?;
+            Ok(Box::new(own))
+        }
         other => Err(StepError::field("source", format!("unknown source `{other}`: {}", SOURCES.join(", ")))),
     }
 }

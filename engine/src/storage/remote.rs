@@ -111,6 +111,31 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Object-store settings given from a file instead of the environment (`NAME`, value):
+/// `wal fetch` as a throwaway server's restore_command, which runs with a clean environment,
+/// reads them from its 0600 config. Applied over the environment's.
+static GIVEN: LazyLock<Mutex<Vec<(String, String)>>> = LazyLock::new(|| Mutex::new(Vec::new()));
+
+/// Settings for the stores this process opens next, as if they were in its environment
+/// (only AWS_*, AZURE_* and GOOGLE_* names are used).
+pub fn give_credentials(vars: Vec<(String, String)>) {
+    *lock(&GIVEN) = vars;
+}
+
+/// The given settings whose names start with `prefix`, lower-cased as the builders parse them.
+fn given(prefix: &str) -> Vec<(String, String)> {
+    lock(&GIVEN)
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect()
+}
+
+/// A setting from the given ones, else the environment.
+fn given_or_env(name: &str) -> Option<String> {
+    lock(&GIVEN).iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| std::env::var(name).ok())
+}
+
 /// The option keys a location may carry after `?`.
 const OPTIONS: &str =
     "endpoint, region, path_style, allow_http, storage_class, account, use_emulator, timeout, first_byte_timeout";
@@ -187,6 +212,11 @@ pub fn open(location: &str) -> Result<Remote, String> {
     {
         "s3" => {
             let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            for (k, v) in given("AWS_") {
+                if let Ok(key) = k.parse::<object_store::aws::AmazonS3ConfigKey>() {
+                    b = b.with_config(key, v);
+                }
+            }
             for (k, v) in &timeouts {
                 b = b.with_config(object_store::aws::AmazonS3ConfigKey::Client(*k), v);
             }
@@ -208,10 +238,15 @@ pub fn open(location: &str) -> Result<Remote, String> {
         }
         "az" | "azure" => {
             let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(bucket);
+            for (k, v) in given("AZURE_") {
+                if let Ok(key) = k.parse::<object_store::azure::AzureConfigKey>() {
+                    b = b.with_config(key, v);
+                }
+            }
             for (k, v) in &timeouts {
                 b = b.with_config(object_store::azure::AzureConfigKey::Client(*k), v);
             }
-            if let Ok(cs) = std::env::var("AZURE_STORAGE_CONNECTION_STRING") {
+            if let Some(cs) = given_or_env("AZURE_STORAGE_CONNECTION_STRING") {
                 for part in cs.split(';').filter(|p| !p.is_empty()) {
                     let Some((k, v)) = part.split_once('=') else { continue };
                     b = match k.trim() {
@@ -240,6 +275,11 @@ pub fn open(location: &str) -> Result<Remote, String> {
         }
         "gs" => {
             let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+            for (k, v) in given("GOOGLE_") {
+                if let Ok(key) = k.parse::<object_store::gcp::GoogleConfigKey>() {
+                    b = b.with_config(key, v);
+                }
+            }
             for (k, v) in &timeouts {
                 b = b.with_config(object_store::gcp::GoogleConfigKey::Client(*k), v);
             }
@@ -252,7 +292,15 @@ pub fn open(location: &str) -> Result<Remote, String> {
         other => return Err(format!("unknown storage scheme `{other}://`: use s3://, gs://, az:// or a local path")),
     };
     let parent = std::env::temp_dir().join("pgdrill-mirror");
+    // Another user's pgdrill may have made the shared folder (root's runs, then `wal push` or
+    // `wal fetch` as the server's user): then a folder of this user's own.
     let cache = private_dir(&parent, "mirror")
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                private_dir(&std::env::temp_dir().join(format!("pgdrill-mirror-{}", nix::unistd::geteuid())), "mirror")
+            }
+            _ => Err(e),
+        })
         .map_err(|e| format!("cannot make a private directory in {}: {e}", parent.display()))?;
     track(&cache);
     let r = Remote {
@@ -1641,7 +1689,7 @@ pub fn credential_values() -> Vec<String> {
         "AZURE_STORAGE_CONNECTION_STRING",
         "AZURE_CLIENT_SECRET",
     ] {
-        if let Ok(v) = std::env::var(k) {
+        if let Some(v) = given_or_env(k) {
             if k == "AZURE_STORAGE_CONNECTION_STRING" {
                 out.extend(v.split(';').filter_map(|p| p.strip_prefix("AccountKey=")).map(str::to_string));
             }

@@ -37,3 +37,4 @@ mod signed_evidence;
 mod sql_steps;
 mod tls;
 mod verify;
+mod wal_archive;

@@ -1,0 +1,840 @@
+//! Base backups: `pg_basebackup` of a whole cluster (tar format, with PostgreSQL's SHA-256
+//! backup manifest) streamed through pgdrill's archive writer (zstd, AES-256-GCM) into any
+//! store, with a manifest of pgdrill's own bound to the archive by the key like a dump's;
+//! their listing; and `materialize`, which puts one back into an empty data directory (what a
+//! point-in-time recovery starts from).
+//!
+//! Layout: `.cluster/<system identifier>/base/<UTC stamp>.base.tar.pgdrill` with
+//! `<same>.manifest.json` beside it (the WAL archive is `.cluster/<system>/wal/`, see `wal`).
+//! Streamed: `pg_basebackup -D - -Ft` writes one tar to stdout, which goes through the
+//! pipeline to the store's writer and appears under its key only when whole. A cluster with
+//! extra tablespaces cannot be written to stdout; that is refused with the reason (see
+//! `create`).
+//!
+//! What this module must not do: read the WAL archive (the caller checks continuity with
+//! `wal::check`, handing it the LSNs recorded here).
+
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::archive::{self, Codec, Kdf, KeySource, Sizes, WriteOptions};
+use crate::error::{Class, Failure};
+use crate::storage::Store;
+
+pub const BASE_SCHEMA: &str = "pgdrill.base/1";
+/// The top of pgdrill's physical tree (the same as `wal::ROOT`).
+pub const ROOT: &str = ".cluster";
+const EXT: &str = "base.tar.pgdrill";
+
+/// The key prefix of a system's base backups.
+pub fn base_prefix(system: u64) -> String {
+    format!("{ROOT}/{system}/base/")
+}
+
+/// A tablespace other than the two built-in ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tablespace {
+    pub oid: u32,
+    pub name: String,
+    pub location: String,
+}
+
+/// What is recorded beside every base backup. Never key material.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BaseManifest {
+    pub schema: String,
+    pub kind: String,
+    pub pgdrill_version: String,
+    /// As text: JSON numbers lose digits past 2^53 in many readers.
+    pub system_identifier: String,
+    pub timeline: u32,
+    pub start_lsn: String,
+    pub stop_lsn: String,
+    pub server_version: String,
+    pub server_major: u32,
+    pub pg_basebackup_version: String,
+    pub wal_segment_size: u64,
+    /// `fetch`: the WAL from start to stop is inside (restorable alone); `none`: it is in the
+    /// WAL archive only.
+    pub wal_method: String,
+    pub tablespaces: Vec<Tablespace>,
+    /// `tars`: a tar of pg_basebackup's tars (`base.tar`, one `<oid>.tar` per tablespace,
+    /// `backup_manifest`), written when the cluster has tablespaces; absent: one tar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
+    /// Files in the tar (PostgreSQL's backup_manifest lists them with their SHA-256).
+    pub files: u64,
+    /// SHA-256 of PostgreSQL's own backup_manifest inside the tar.
+    pub backup_manifest_sha256: String,
+    pub codec: Codec,
+    pub level: i32,
+    pub cipher: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kdf: Option<Kdf>,
+    pub sizes: Sizes,
+    /// SHA-256 of the stored object.
+    pub sha256: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<super::ManifestAuth>,
+}
+
+impl BaseManifest {
+    pub fn system(&self) -> Option<u64> {
+        self.system_identifier.parse().ok()
+    }
+}
+
+/// Options for `create`.
+#[derive(Debug, Clone)]
+pub struct BaseOptions {
+    pub url: String,
+    /// Where it goes: a directory, s3://, gs://, az://.
+    pub storage: String,
+    pub key: Option<KeySource>,
+    pub level: i32,
+    pub threads: u32,
+    /// `fetch` (default) or `none`.
+    pub wal_method: String,
+    /// `fast` (default: an immediate checkpoint) or `spread`.
+    pub checkpoint: String,
+    pub pg_basebackup: Option<PathBuf>,
+}
+
+/// A base backup written.
+#[derive(Debug, Clone)]
+pub struct BaseCreated {
+    pub key: String,
+    pub url: String,
+    pub manifest: BaseManifest,
+}
+
+/// What the tar stream held, read on the side as it passed.
+#[derive(Debug, Default)]
+struct TarSeen {
+    files: u64,
+    backup_manifest: Option<Vec<u8>>,
+    backup_label: Option<String>,
+    error: Option<String>,
+}
+
+/// Copies what is read into a pipe for the tar reader on the side; a reader that went away
+/// does not stop the backup (its absence is noticed afterwards).
+struct Tee<R> {
+    inner: R,
+    side: Option<std::io::PipeWriter>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(s) = self.side.as_mut() {
+            if s.write_all(&buf[..n]).is_err() {
+                self.side = None;
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn read_tar(input: impl Read) -> TarSeen {
+    let mut seen = TarSeen::default();
+    let mut reader = input;
+    {
+        let mut a = tar::Archive::new(&mut reader);
+        match a.entries() {
+            Ok(entries) => {
+                for e in entries {
+                    let mut e = match e {
+                        Ok(e) => e,
+                        Err(err) => {
+                            seen.error = Some(err.to_string());
+                            break;
+                        }
+                    };
+                    seen.files += u64::from(e.header().entry_type().is_file());
+                    let path = e.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                    let small = |e: &mut tar::Entry<'_, _>| {
+                        let mut v = Vec::new();
+                        e.by_ref().take(256 << 20).read_to_end(&mut v).map(|_| v)
+                    };
+                    match path.as_str() {
+                        "backup_manifest" => seen.backup_manifest = small(&mut e).ok(),
+                        "backup_label" => {
+                            seen.backup_label = small(&mut e).ok().map(|v| String::from_utf8_lossy(&v).into_owned())
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(err) => seen.error = Some(err.to_string()),
+        }
+    }
+    // Whatever follows the end of the archive is drained, so the writer never blocks.
+    let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    seen
+}
+
+/// What pg_basebackup wrote into a directory (`base.tar`, `<oid>.tar`, `backup_manifest`).
+fn seen_on_disk(dir: &Path) -> TarSeen {
+    let mut seen = TarSeen { backup_manifest: std::fs::read(dir.join("backup_manifest")).ok(), ..Default::default() };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        seen.error = Some(format!("cannot read {}", dir.display()));
+        return seen;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".tar") {
+            continue;
+        }
+        let inner = match std::fs::File::open(e.path()) {
+            Ok(f) => read_tar(std::io::BufReader::new(f)),
+            Err(err) => TarSeen { error: Some(err.to_string()), ..Default::default() },
+        };
+        seen.files += inner.files;
+        if name == "base.tar" {
+            seen.backup_label = inner.backup_label;
+        }
+        seen.error = seen.error.or(inner.error);
+    }
+    seen
+}
+
+/// The staged tars as one tar through the archive pipeline (the tar writer and the archive
+/// writer meet at a pipe: memory stays flat).
+fn tars_stream<W: Write>(dir: &Path, out: W, wopts: &WriteOptions) -> std::io::Result<(W, Sizes)> {
+    let (reader, writer) = std::io::pipe()?;
+    let dir = dir.to_path_buf();
+    let tarrer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(&dir)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        let mut b = tar::Builder::new(writer);
+        for n in names {
+            b.append_path_with_name(dir.join(&n), &n)?;
+        }
+        b.into_inner()?.flush()
+    });
+    let written = archive::write(reader, out, wopts);
+    let tarred = tarrer.join().map_err(|_| std::io::Error::other("the tar writer panicked"))?;
+    let written = written?;
+    tarred?;
+    Ok(written)
+}
+
+/// The WAL range PostgreSQL's backup_manifest records.
+fn wal_range(manifest: &[u8]) -> Result<(u32, String, String), String> {
+    let v: serde_json::Value = serde_json::from_slice(manifest).map_err(|e| format!("unreadable: {e}"))?;
+    let r = v.get("WAL-Ranges").and_then(|r| r.as_array()).and_then(|r| r.last()).ok_or("it has no WAL-Ranges")?;
+    let tli = r.get("Timeline").and_then(|t| t.as_u64()).ok_or("no Timeline")? as u32;
+    let start = r.get("Start-LSN").and_then(|t| t.as_str()).ok_or("no Start-LSN")?.to_string();
+    let end = r.get("End-LSN").and_then(|t| t.as_str()).ok_or("no End-LSN")?.to_string();
+    Ok((tli, start, end))
+}
+
+/// Remembers the first bytes written (the archive's header, which holds the nonce prefix the
+/// manifest's MAC is bound to).
+struct HeadCapture<W> {
+    inner: W,
+    head: Vec<u8>,
+}
+
+impl<W: Write> Write for HeadCapture<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let room = (archive::MAX_HEADER as usize + 64).saturating_sub(self.head.len());
+        self.head.extend_from_slice(&buf[..n.min(room)]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Kills a child (by pid) when dropped armed.
+struct KillOnDrop(Option<u32>);
+
+impl KillOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+fn stamp(t: OffsetDateTime) -> String {
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// Take a base backup of the server at `opts.url` into `opts.storage`.
+pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> Result<BaseCreated, Failure> {
+    let started_at = OffsetDateTime::now_utc();
+    let env_err = |e: tokio_postgres::Error| Failure::environment(crate::pg::describe(&e));
+    crate::pg::config(&opts.url).map_err(|e| e.in_class(Class::Invalid))?;
+    if !matches!(opts.wal_method.as_str(), "fetch" | "none") {
+        return Err(Failure::invalid(format!("wal `{}`: use fetch or none", opts.wal_method)));
+    }
+    if !matches!(opts.checkpoint.as_str(), "fast" | "spread") {
+        return Err(Failure::invalid(format!("checkpoint `{}`: use fast or spread", opts.checkpoint)));
+    }
+    let client = crate::pg::connect(&opts.url).await?;
+    let row = client
+        .query_one(
+            "select current_setting('server_version'), current_setting('server_version_num')::int, \
+             (select system_identifier::text from pg_control_system()), current_database(), \
+             (select setting::bigint * case unit when 'B' then 1 when 'kB' then 1024 when '8kB' then 8192 when 'MB' then 1048576 else 1 end \
+                from pg_settings where name = 'wal_segment_size')",
+            &[],
+        )
+        .await
+        .map_err(env_err)?;
+    let server_version: String = row.get(0);
+    let server_major = (row.get::<_, i32>(1) / 10000) as u32;
+    let system: String = row.get(2);
+    let database: String = row.get(3);
+    let seg_size = row.get::<_, i64>(4) as u64;
+    let tablespaces: Vec<Tablespace> = client
+        .query(
+            "select oid::int8, spcname::text, pg_tablespace_location(oid) from pg_tablespace \
+             where spcname not in ('pg_default', 'pg_global') order by oid",
+            &[],
+        )
+        .await
+        .map_err(env_err)?
+        .iter()
+        .map(|r| Tablespace { oid: r.get::<_, i64>(0) as u32, name: r.get(1), location: r.get(2) })
+        .collect();
+    drop(client);
+    // With tablespaces pg_basebackup writes one tar per tablespace, and only into a
+    // directory: they are staged (a private 0700 directory, removed whatever happens) and
+    // streamed as one tar of tars. Without, its one tar streams from stdout, never on disk.
+    let staged = if tablespaces.is_empty() { None } else { Some(super::Staged::new(&std::env::temp_dir(), ".base")?) };
+    let (tool, tool_version, image) =
+        match crate::pg::native::find_tool("pg_basebackup", opts.pg_basebackup.as_deref(), server_major) {
+            Ok((p, v, _)) => (p, v, None),
+            Err(local) if local.class == Class::Environment && opts.pg_basebackup.is_none() => {
+                match crate::pg::image_tools::find("pg_basebackup", server_major) {
+                    Ok((image, v)) => {
+                        (PathBuf::from("pg_basebackup"), format!("{v} (from the image {image})"), Some(image))
+                    }
+                    Err(why) => {
+                        return Err(Failure::environment(format!(
+                            "{local}; the tools of PostgreSQL {server_major} cannot come from Docker either: {why}"
+                        )))
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        };
+    let key = match &opts.key {
+        Some(k) => Some(k.derive_new().map_err(Failure::invalid)?),
+        None => None,
+    };
+    let store = crate::storage::open(&opts.storage).map_err(Failure::invalid)?;
+    store.probe().await.map_err(Failure::environment)?;
+    let prefix = base_prefix(system.parse().unwrap_or_default());
+    let name_stamp = stamp(started_at);
+    let mut n = 0;
+    let object = loop {
+        let k = if n == 0 { format!("{prefix}{name_stamp}.{EXT}") } else { format!("{prefix}{name_stamp}-{n}.{EXT}") };
+        if store.head(&k).await.map_err(Failure::environment)?.is_none()
+            && store.head(&super::layout::manifest_key(&k)).await.map_err(Failure::environment)?.is_none()
+        {
+            break k;
+        }
+        n += 1;
+    };
+    log(format!(
+        "{tool_version}; server {server_version}, system {system}; streaming a base backup (wal {}, checkpoint {}) to {}",
+        opts.wal_method,
+        opts.checkpoint,
+        store.url_of(&object)
+    ));
+
+    if staged.is_some() && image.is_some() {
+        return Err(Failure::invalid(format!(
+            "the cluster has tablespaces, so pg_basebackup must write files here, and PostgreSQL {server_major}'s pg_basebackup is only in its image: install the PostgreSQL {server_major} client tools"
+        )));
+    }
+    let mut cmd = crate::child::command(&tool);
+    match &staged {
+        None => cmd.args(["-D", "-"]),
+        Some(st) => cmd.arg("-D").arg(&st.0),
+    };
+    cmd.args(["-Ft", "--manifest-checksums=SHA256", "--no-password"])
+        .arg(format!("--wal-method={}", opts.wal_method))
+        .arg(format!("--checkpoint={}", opts.checkpoint))
+        .arg(format!("--label=pgdrill {name_stamp}"))
+        .env("LC_ALL", "C");
+    // Connection through the environment, never argv (visible in ps).
+    crate::pg::libpq_env(&mut cmd, &opts.url, &database);
+    let mut _env_file = None;
+    if let Some(image) = &image {
+        let (c, f) = crate::pg::image_tools::in_image(&cmd, image, &[]).map_err(Failure::environment)?;
+        cmd = c;
+        _env_file = Some(f);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(if staged.is_some() { Stdio::null() } else { Stdio::piped() })
+        .stderr(Stdio::piped());
+    let mut child = crate::child::spawn(&mut cmd)
+        .map_err(|e| Failure::environment(format!("cannot run {}: {e}", tool.display())))?;
+    let stdout = child.stdout.take();
+    let stderr = super::stderr_of(&mut child);
+    let stage_dir = staged.as_ref().map(|s| s.0.clone());
+    // A step stopped (timeout, signal) drops this future: pg_basebackup is killed with it,
+    // rather than left running to its end (its writer then publishes nothing).
+    let guard = KillOnDrop(Some(child.id()));
+    let writer = store.create(&object).await.map_err(Failure::environment)?;
+    let mac_key = key.clone();
+    let wopts = WriteOptions { codec: Codec::Zstd, level: opts.level, threads: opts.threads, key };
+    let piped = tokio::task::spawn_blocking(move || {
+        let out = archive::HashWriter::new(HeadCapture {
+            inner: BufWriter::with_capacity(1 << 20, writer),
+            head: Vec::new(),
+        });
+        match (stdout, stage_dir) {
+            (Some(stdout), _) => {
+                let (side_r, side_w) = match std::io::pipe() {
+                    Ok(p) => p,
+                    Err(e) => return (Err(e), TarSeen::default(), None, child),
+                };
+                let reader = std::thread::spawn(move || read_tar(side_r));
+                let tee = Tee { inner: stdout, side: Some(side_w) };
+                let written = archive::write(tee, out, &wopts);
+                let seen = reader.join().unwrap_or_default();
+                let status = child.wait().ok();
+                (written, seen, status, child)
+            }
+            (None, Some(dir)) => {
+                let status = child.wait().ok();
+                if !status.is_some_and(|s| s.success()) {
+                    return (Err(std::io::Error::other("pg_basebackup failed")), TarSeen::default(), status, child);
+                }
+                let seen = seen_on_disk(&dir);
+                let written = tars_stream(&dir, out, &wopts);
+                (written, seen, status, child)
+            }
+            (None, None) => {
+                (Err(std::io::Error::other("pg_basebackup has no output")), TarSeen::default(), None, child)
+            }
+        }
+    })
+    .await
+    .map_err(|e| Failure::environment(format!("base backup pipeline: {e}")))?;
+    let (written, seen, status, _child) = piped;
+    guard.disarm();
+    drop(staged);
+    let errors = stderr.join().unwrap_or_default();
+    let ok = status.is_some_and(|s| s.success());
+    let written = match written {
+        Ok(w) if ok => w,
+        Ok(_) | Err(_) => {
+            let why = match (&written, ok) {
+                (Err(e), true) => format!("writing the base backup: {e}"),
+                _ => format!("pg_basebackup failed: {}", super::stderr_tail(&errors, 5)),
+            };
+            // The writer is dropped unpublished: nothing appears under the key.
+            return Err(Failure::environment(why));
+        }
+    };
+    let (hw, sizes) = written;
+    let (capture, sha256, _) = hw.finish();
+    let head = capture.head;
+    let writer = capture
+        .inner
+        .into_inner()
+        .map_err(|e| Failure::environment(format!("writing the base backup: {}", e.error())))?;
+    if let Some(e) = &seen.error {
+        return Err(Failure::failed(format!("pg_basebackup's output is not a readable tar ({e}): nothing was kept")));
+    }
+    let pg_manifest = seen.backup_manifest.ok_or_else(|| {
+        Failure::failed(
+            "pg_basebackup's tar holds no backup_manifest (PostgreSQL 13 or later writes one): nothing was kept",
+        )
+    })?;
+    if seen.backup_label.is_none() {
+        return Err(Failure::failed("pg_basebackup's tar holds no backup_label: nothing was kept"));
+    }
+    let (timeline, start_lsn, stop_lsn) = wal_range(&pg_manifest)
+        .map_err(|m| Failure::failed(format!("the tar's backup_manifest: {m}: nothing was kept")))?;
+    let stored = writer.publish().await.map_err(Failure::environment)?;
+    if stored != sizes.stored {
+        let _ = store.delete(&object).await;
+        return Err(Failure::environment(format!(
+            "{} took {stored} bytes but {} were written: removed",
+            store.url_of(&object),
+            sizes.stored
+        )));
+    }
+    let header = archive::read_header(&mut std::io::Cursor::new(&head)).ok().map(|(h, _)| h);
+    let mut manifest = BaseManifest {
+        schema: BASE_SCHEMA.into(),
+        kind: "base".into(),
+        pgdrill_version: env!("CARGO_PKG_VERSION").into(),
+        system_identifier: system.clone(),
+        timeline,
+        start_lsn,
+        stop_lsn,
+        server_version,
+        server_major,
+        pg_basebackup_version: tool_version,
+        wal_segment_size: seg_size,
+        wal_method: opts.wal_method.clone(),
+        layout: (!tablespaces.is_empty()).then(|| "tars".to_string()),
+        tablespaces,
+        files: seen.files,
+        backup_manifest_sha256: archive::hex(&<sha2::Sha256 as sha2::Digest>::digest(&pg_manifest)),
+        codec: Codec::Zstd,
+        level: opts.level,
+        cipher: if mac_key.is_some() { "aes-256-gcm".into() } else { "none".into() },
+        kdf: header.as_ref().and_then(|h| h.kdf.clone()),
+        sizes,
+        sha256,
+        started_at,
+        finished_at: OffsetDateTime::now_utc(),
+        authentication: None,
+    };
+    if let (Some(k), Some(prefix)) = (&mac_key, header.as_ref().and_then(|h| h.nonce_prefix.clone())) {
+        let value = serde_json::to_value(&manifest).map_err(|e| Failure::environment(e.to_string()))?;
+        manifest.authentication = Some(super::ManifestAuth {
+            alg: archive::MANIFEST_MAC.into(),
+            mac: k.manifest_mac(&prefix, &super::manifest_bytes(value)),
+        });
+    }
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Failure::environment(e.to_string()))?;
+    if let Err(e) = store.put_new(&super::layout::manifest_key(&object), json).await {
+        // A base backup without its manifest cannot be trusted: do not leave it looking whole.
+        let _ = store.delete(&object).await;
+        return Err(Failure::environment(format!("writing the manifest: {e}")));
+    }
+    log(format!(
+        "wrote {} ({}, {} files, timeline {}, WAL {}..{}; {})",
+        store.url_of(&object),
+        crate::util::human_bytes(manifest.sizes.stored),
+        manifest.files,
+        manifest.timeline,
+        manifest.start_lsn,
+        manifest.stop_lsn,
+        if manifest.cipher == "none" { "NOT encrypted" } else { "encrypted" }
+    ));
+    Ok(BaseCreated { url: store.url_of(&object), key: object, manifest })
+}
+
+/// A base backup found in a store.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedBase {
+    pub key: String,
+    pub url: String,
+    pub manifest: BaseManifest,
+}
+
+/// Every base backup in `store` (of `system` when given), newest first. A manifest that
+/// does not parse is an error naming it (state beside backups fails closed).
+pub async fn list(store: &dyn Store, system: Option<u64>) -> Result<Vec<ListedBase>, Failure> {
+    let prefix = match system {
+        Some(s) => base_prefix(s),
+        None => format!("{ROOT}/"),
+    };
+    let mut out = Vec::new();
+    for m in store.list(&prefix).await.map_err(Failure::environment)? {
+        let Some(object) = m.key.strip_suffix(".manifest.json") else { continue };
+        if !object.ends_with(EXT) || !object.contains("/base/") {
+            continue;
+        }
+        let bytes = store.read(&m.key).await.map_err(Failure::environment)?;
+        let manifest: BaseManifest = serde_json::from_slice(&bytes)
+            .map_err(|e| Failure::failed(format!("{}: unreadable manifest: {e}", store.url_of(&m.key))))?;
+        out.push(ListedBase { key: object.to_string(), url: store.url_of(object), manifest });
+    }
+    out.sort_by_key(|b| std::cmp::Reverse(b.manifest.finished_at));
+    Ok(out)
+}
+
+/// Read `object`'s manifest and prove it belongs to the archive under `key`: the MAC over
+/// its bytes and the archive's nonce prefix must hold. Without a key, or for an unencrypted
+/// base backup, it is returned with `false` (unauthenticated).
+pub async fn read_manifest(
+    store: &dyn Store,
+    object: &str,
+    key: Option<&KeySource>,
+) -> Result<(BaseManifest, bool), Failure> {
+    let mk = super::layout::manifest_key(object);
+    let failed = |m: String| Failure::failed(format!("{}: {m}", store.url_of(&mk)));
+    let bytes = store.read(&mk).await.map_err(Failure::environment)?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| failed(format!("unreadable manifest: {e}")))?;
+    let manifest: BaseManifest =
+        serde_json::from_value(value.clone()).map_err(|e| failed(format!("unreadable manifest: {e}")))?;
+    let head = {
+        let mut r = store
+            .open(object, Some(0..u64::from(archive::MAX_HEADER) + 64), None)
+            .await
+            .map_err(Failure::environment)?;
+        let mut v = Vec::new();
+        tokio::task::block_in_place(|| r.read_to_end(&mut v))
+            .map_err(|e| Failure::environment(format!("reading {}: {e}", store.url_of(object))))?;
+        v
+    };
+    let (header, _) = archive::read_header(&mut std::io::Cursor::new(head))
+        .map_err(|e| Failure::from(e).context(store.url_of(object)))?;
+    if header.cipher != manifest.cipher {
+        return Err(failed(format!(
+            "says cipher `{}` but the backup's is `{}`: the manifest was changed",
+            manifest.cipher, header.cipher
+        )));
+    }
+    let Some(key) = key.filter(|_| header.cipher != "none") else { return Ok((manifest, false)) };
+    let kdf = header.kdf.clone().ok_or_else(|| failed("its backup's header names no key derivation".into()))?;
+    let k = key.derive_for(&kdf).map_err(|e| failed(format!("its backup: {e}")))?;
+    if header.key_check.as_deref() != Some(k.check().as_str()) {
+        return Err(Failure::from(archive::ArchiveError::WrongKey).context(store.url_of(object)));
+    }
+    let expected = k.manifest_mac(header.nonce_prefix.as_deref().unwrap_or_default(), &super::manifest_bytes(value));
+    match &manifest.authentication {
+        Some(a) if a.alg == archive::MANIFEST_MAC && archive::crypto::same_mac(&a.mac, &expected) => {
+            Ok((manifest, true))
+        }
+        _ => Err(failed(
+            "fails authentication: changed after the backup was written, or another backup's; nothing in it is used"
+                .into(),
+        )),
+    }
+}
+
+/// What `materialize` put back.
+#[derive(Debug, Clone)]
+pub struct Materialized {
+    pub manifest: BaseManifest,
+    pub files: u64,
+    pub bytes: u64,
+    /// Each tablespace: its OID and where it now is.
+    pub tablespaces: Vec<(u32, PathBuf)>,
+    /// `pg_verifybackup`'s verdict on the files against PostgreSQL's backup_manifest, or why
+    /// it did not run.
+    pub verified: Result<String, String>,
+}
+
+/// Decrypt and extract the base backup `object` into `dest`, an empty or absent directory
+/// (made with mode 0700): the data directory a recovery starts from. Its manifest is
+/// authenticated first when a key is given; every byte of the archive is authenticated as it
+/// is read; the stored object's SHA-256 must be the manifest's; then `pg_verifybackup` (of
+/// the backup's major, when it is installed) checks every file against PostgreSQL's own
+/// manifest. On any failure what was extracted is removed.
+pub async fn materialize(
+    store: Arc<dyn Store>,
+    object: &str,
+    key: Option<&KeySource>,
+    dest: &Path,
+    tablespaces_dir: Option<&Path>,
+) -> Result<Materialized, Failure> {
+    let (manifest, _) = read_manifest(store.as_ref(), object, key).await?;
+    match std::fs::read_dir(dest) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                return Err(Failure::invalid(format!(
+                    "{} is not empty: a base backup goes into an empty directory",
+                    dest.display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dest)
+                .map_err(|e| Failure::environment(format!("cannot create {}: {e}", dest.display())))?;
+        }
+        Err(e) => return Err(Failure::environment(format!("cannot read {}: {e}", dest.display()))),
+    }
+    let reader = store.open(object, None, None).await.map_err(Failure::environment)?;
+    let key = key.cloned();
+    let to = dest.to_path_buf();
+    let expected_sha = manifest.sha256.clone();
+    let shown = store.url_of(object);
+    let tars = manifest.layout.as_deref() == Some("tars");
+    let ts_dir = tablespaces_dir.map(Path::to_path_buf);
+    if tars && ts_dir.is_none() {
+        return Err(Failure::invalid(format!("{object} holds tablespaces: give a directory to put them in")));
+    }
+    let extracted = tokio::task::spawn_blocking(move || -> Result<Extracted, Failure> {
+        let mut hashed = archive::HashReader::new(std::io::BufReader::with_capacity(1 << 20, reader));
+        let (n, bytes, spaces) = {
+            let (_, plain) = archive::open(&mut hashed, key.as_ref()).map_err(|e| Failure::from(e).context(&shown))?;
+            let mut a = tar::Archive::new(plain);
+            let mut n = 0u64;
+            let mut bytes = 0u64;
+            let mut spaces = Vec::new();
+            let entries = a.entries().map_err(|e| extract_error(&shown, &e))?;
+            for e in entries {
+                let mut e = e.map_err(|e| extract_error(&shown, &e))?;
+                let name = e.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                // A tar of tars: each inner tar goes where it belongs.
+                let place = match (tars, name.strip_suffix(".tar")) {
+                    (true, Some("base")) => Some(to.clone()),
+                    (true, Some(oid)) => {
+                        let oid: u32 = oid.parse().map_err(|_| {
+                            Failure::failed(format!("{shown}: `{}` is no tablespace's tar", name.escape_debug()))
+                        })?;
+                        let d = ts_dir.as_deref().unwrap_or(&to).join(oid.to_string());
+                        spaces.push((oid, d.clone()));
+                        Some(d)
+                    }
+                    _ => None,
+                };
+                match place {
+                    Some(d) => {
+                        std::fs::create_dir_all(&d).map_err(|err| extract_error(&shown, &err))?;
+                        let (k, b) = unpack_all(tar::Archive::new(&mut e), &d, &shown)?;
+                        n += k;
+                        bytes += b;
+                    }
+                    None => {
+                        bytes += e.header().size().unwrap_or(0);
+                        n += u64::from(e.header().entry_type().is_file());
+                        // unpack_in refuses paths that would leave `to`.
+                        e.set_preserve_permissions(true);
+                        if !e.unpack_in(&to).map_err(|err| extract_error(&shown, &err))? {
+                            return Err(Failure::failed(format!(
+                                "{shown}: an entry would be written outside the data directory"
+                            )));
+                        }
+                    }
+                }
+            }
+            // The rest (tar padding, the last chunk) is read, so every byte is authenticated.
+            let mut rest = a.into_inner();
+            std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| extract_error(&shown, &e))?;
+            (n, bytes, spaces)
+        };
+        if !spaces.is_empty() {
+            // The server makes pg_tblspc's links from tablespace_map when recovery starts:
+            // point it (and the links, which pg_verifybackup follows) at the new places, never
+            // where the source cluster had them.
+            // (The map is rewritten after pg_verifybackup, which checks it against the
+            // manifest and follows the links.)
+            let links = to.join("pg_tblspc");
+            std::fs::create_dir_all(&links).map_err(|e| extract_error(&shown, &e))?;
+            for (oid, p) in &spaces {
+                let link = links.join(oid.to_string());
+                let _ = std::fs::remove_file(&link);
+                std::os::unix::fs::symlink(p, &link).map_err(|e| extract_error(&shown, &e))?;
+            }
+        }
+        let (sha, _) = hashed.finish();
+        if sha != expected_sha {
+            return Err(Failure::failed(format!(
+                "{shown}: the stored object's sha256 is {sha}, its manifest says {expected_sha}"
+            )));
+        }
+        Ok((n, bytes, spaces))
+    })
+    .await
+    .map_err(|e| Failure::environment(format!("extracting: {e}")))?;
+    let (files, bytes, tablespaces) = match extracted {
+        Ok(v) => v,
+        Err(e) => {
+            remove_contents(dest);
+            return Err(e);
+        }
+    };
+    if !dest.join("backup_manifest").is_file() || !dest.join("global/pg_control").is_file() {
+        remove_contents(dest);
+        return Err(Failure::failed(format!("{object}: extracted, but it holds no backup_manifest or pg_control")));
+    }
+    let verified = verify_files(dest, &manifest).await;
+    if let Err(why) = &verified {
+        if why.starts_with("FAILED") {
+            remove_contents(dest);
+            return Err(Failure::failed(format!("{object}: pg_verifybackup: {why}")));
+        }
+    }
+    if !tablespaces.is_empty() {
+        let map: String = tablespaces.iter().map(|(oid, p)| format!("{oid} {}\n", p.display())).collect();
+        let m = dest.join("tablespace_map");
+        let _ = std::fs::remove_file(&m);
+        if let Err(e) = std::fs::write(&m, map) {
+            remove_contents(dest);
+            return Err(Failure::environment(format!("writing {}: {e}", m.display())));
+        }
+    }
+    Ok(Materialized { manifest, files, bytes, tablespaces, verified })
+}
+
+/// Every entry of an inner tar into `dir` (never outside it): files and bytes.
+fn unpack_all<R: Read>(mut a: tar::Archive<R>, dir: &Path, shown: &str) -> Result<(u64, u64), Failure> {
+    let (mut n, mut bytes) = (0u64, 0u64);
+    for e in a.entries().map_err(|e| extract_error(shown, &e))? {
+        let mut e = e.map_err(|e| extract_error(shown, &e))?;
+        bytes += e.header().size().unwrap_or(0);
+        n += u64::from(e.header().entry_type().is_file());
+        e.set_preserve_permissions(true);
+        if !e.unpack_in(dir).map_err(|err| extract_error(shown, &err))? {
+            return Err(Failure::failed(format!("{shown}: an entry would be written outside {}", dir.display())));
+        }
+    }
+    Ok((n, bytes))
+}
+
+/// Files, bytes, and each tablespace's OID and new place.
+type Extracted = (u64, u64, Vec<(u32, PathBuf)>);
+
+fn extract_error(shown: &str, e: &std::io::Error) -> Failure {
+    match archive::archive_error(e) {
+        Some(a) => Failure::from(a.clone()).context(shown),
+        None if super::is_environment(e) => Failure::environment(format!("{shown}: {e}")),
+        None => Failure::failed(format!("{shown}: {e}")),
+    }
+}
+
+fn remove_contents(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let _ = if p.is_dir() && !p.is_symlink() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        }
+    }
+}
+
+/// `pg_verifybackup` on an extracted base backup. Ok: what it said; Err("FAILED ...") when it
+/// found a difference, Err(other) when it could not run here.
+async fn verify_files(dest: &Path, m: &BaseManifest) -> Result<String, String> {
+    let (tool, _, _) =
+        crate::pg::native::find_tool("pg_verifybackup", None, m.server_major).map_err(|e| format!("not run: {e}"))?;
+    let mut cmd = crate::child::command(&tool);
+    // The WAL is parsed too when it is inside (`fetch`); else it is in the archive only.
+    if m.wal_method != "fetch" {
+        cmd.arg("--no-parse-wal");
+    }
+    cmd.arg("--quiet").arg(dest).env("LC_ALL", "C").stdin(Stdio::null());
+    let out = tokio::task::block_in_place(|| crate::child::output(&mut cmd)).map_err(|e| format!("not run: {e}"))?;
+    if out.status.success() {
+        Ok(format!("{} verified every file against the backup's manifest", tool.display()))
+    } else {
+        Err(format!("FAILED: {}", super::stderr_tail(&String::from_utf8_lossy(&out.stderr), 5)))
+    }
+}

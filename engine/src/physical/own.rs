@@ -1,0 +1,268 @@
+//! pgdrill's own physical backups as a `PhysicalSource`: the base backups `backup.base`
+//! wrote (`backup::base`) and the WAL archive `pgdrill wal push` fills (`wal`), in one store.
+//!
+//! The WAL comes back through `pgdrill wal fetch` as the throwaway server's
+//! `restore_command`. That command reads its settings from a small file written into the
+//! recovery's workspace beside the data directory (mode 0600, the key in a file of its own,
+//! removed with the workspace), never from its argv. The server runs with a clean
+//! environment, so an object store's credentials (AWS_*, AZURE_*, GOOGLE_* of pgdrill's
+//! environment) go into a third 0600 file of that workspace that the config names, deleted
+//! with it after recovery. Credentials kept in files the variables only point to (AWS_PROFILE,
+//! GOOGLE_APPLICATION_CREDENTIALS) must be readable by the server's user.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use time::OffsetDateTime;
+
+use super::source::{
+    ArchiveEnd, BaseBackup, Lsn, MaterializeInto, Materialized, PhysicalSource, Tool, DEFAULT_SEGMENT_SIZE,
+};
+use crate::archive::KeySource;
+use crate::backup::base;
+use crate::error::Failure;
+use crate::storage::Store;
+
+/// A store holding pgdrill's base backups and WAL archive.
+pub struct OwnSource {
+    store: Arc<dyn Store>,
+    /// The location as `wal fetch` opens it (absolute for a local directory).
+    location: String,
+    secret: String,
+    key: KeySource,
+    system: Option<u64>,
+    /// The pgdrill binary `restore_command` runs (default: this process's).
+    exe: PathBuf,
+    handle: tokio::runtime::Handle,
+    /// The fetch settings written by `materialize`.
+    fetch_config: Mutex<Option<PathBuf>>,
+}
+
+impl OwnSource {
+    /// `location` (relative paths taken from `base_dir`), the key or passphrase, and the
+    /// system whose backups to use (needed when the store holds several). Call from within
+    /// the runtime: the blocking trait's methods run their store calls on it.
+    pub fn new(location: &str, base_dir: &Path, secret: &str, system: Option<u64>) -> Result<OwnSource, Failure> {
+        let store = crate::storage::open_in(location, base_dir).map_err(Failure::invalid)?;
+        let location = match crate::storage::local_dir_in(location, base_dir) {
+            Some(p) => std::path::absolute(&p).unwrap_or(p).display().to_string(),
+            None => location.trim().to_string(),
+        };
+        if secret.is_empty() {
+            return Err(Failure::invalid("no key: pgdrill's WAL archive is always encrypted"));
+        }
+        let exe = std::env::current_exe()
+            .map_err(|e| Failure::environment(format!("cannot find the pgdrill binary for restore_command: {e}")))?;
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| Failure::environment("OwnSource::new must be called within the runtime"))?;
+        Ok(OwnSource {
+            store,
+            location,
+            secret: secret.to_string(),
+            key: KeySource::from_secret(secret),
+            system,
+            exe,
+            handle,
+            fetch_config: Mutex::new(None),
+        })
+    }
+
+    /// Another pgdrill binary for `restore_command` (a test runs the built binary).
+    pub fn with_exe(mut self, exe: PathBuf) -> OwnSource {
+        self.exe = exe;
+        self
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.handle.block_on(f)
+    }
+
+    fn listed(&self) -> Result<Vec<base::ListedBase>, Failure> {
+        let all = self.block_on(base::list(self.store.as_ref(), self.system))?;
+        let mut systems: Vec<&str> = all.iter().map(|b| b.manifest.system_identifier.as_str()).collect();
+        systems.sort_unstable();
+        systems.dedup();
+        if self.system.is_none() && systems.len() > 1 {
+            return Err(Failure::invalid(format!(
+                "{} holds base backups of several systems ({}): name the one to recover",
+                self.store.url(),
+                systems.join(", ")
+            )));
+        }
+        Ok(all)
+    }
+}
+
+fn as_base_backup(b: &base::ListedBase) -> BaseBackup {
+    let m = &b.manifest;
+    BaseBackup {
+        id: b.key.clone(),
+        started: Some(m.started_at),
+        ended: Some(m.finished_at),
+        start_lsn: Lsn::parse(&m.start_lsn),
+        stop_lsn: Lsn::parse(&m.stop_lsn),
+        system_identifier: m.system(),
+        timeline: Some(m.timeline),
+        pg_major: Some(m.server_major),
+        size: Some(m.sizes.stored),
+        has_manifest: true,
+        wal_included: m.wal_method == "fetch",
+    }
+}
+
+impl PhysicalSource for OwnSource {
+    fn tool(&self) -> Tool {
+        Tool { name: "pgdrill".into(), version: format!("pgdrill {}", env!("CARGO_PKG_VERSION")) }
+    }
+
+    fn describe(&self) -> String {
+        format!("pgdrill base backups and WAL archive in {}", self.store.url())
+    }
+
+    fn list(&self) -> Result<Vec<BaseBackup>, Failure> {
+        let mut out: Vec<BaseBackup> = self.listed()?.iter().map(as_base_backup).collect();
+        out.sort_by_key(|b| b.ended.unwrap_or(OffsetDateTime::UNIX_EPOCH));
+        Ok(out)
+    }
+
+    /// The manifest authenticated under the key, and the archive's chain from the backup's
+    /// start through its end present (a backup without its own WAL cannot be made
+    /// consistent without it).
+    fn verify(&self, backup: &BaseBackup) -> Result<Option<String>, Failure> {
+        let (m, authenticated) =
+            self.block_on(base::read_manifest(self.store.as_ref(), &backup.id, Some(&self.key)))?;
+        if !authenticated {
+            return Err(Failure::failed(format!(
+                "{}: not encrypted, so its manifest is bound to nothing; pgdrill's point-in-time recovery takes authenticated base backups only",
+                self.store.url_of(&backup.id)
+            )));
+        }
+        let (Some(system), Some(start), Some(stop)) = (m.system(), backup.start_lsn, backup.stop_lsn) else {
+            return Err(Failure::failed(format!("{}: its manifest lacks the system or LSNs", backup.id)));
+        };
+        let c = self.block_on(crate::wal::check::continuity(
+            self.store.as_ref(),
+            system,
+            &self.key,
+            m.wal_segment_size,
+            (m.timeline, crate::wal::Lsn(start.0)),
+            crate::wal::Lsn(stop.0),
+            false,
+        ))?;
+        if !c.reaches_stop && m.wal_method != "fetch" {
+            return Err(Failure::failed(format!(
+                "the WAL archive does not hold the base backup's own WAL ({}..{}), and the backup does not either (wal: none): {}",
+                m.start_lsn,
+                m.stop_lsn,
+                c.gaps.first().map(|g| g.describe()).unwrap_or_else(|| "nothing archived".into())
+            )));
+        }
+        let gaps = if c.gaps.is_empty() {
+            String::new()
+        } else {
+            format!("; {} gap(s), the first: {}", c.gaps.len(), c.gaps[0].describe())
+        };
+        Ok(Some(format!(
+            "manifest authenticated; the archive holds {} segments from its start to {} (archived {}){gaps}",
+            c.segments,
+            c.end_lsn,
+            c.end_time.as_deref().unwrap_or("?")
+        )))
+    }
+
+    fn materialize(&self, backup: &BaseBackup, into: &MaterializeInto) -> Result<Materialized, Failure> {
+        let got = self.block_on(base::materialize(
+            self.store.clone(),
+            &backup.id,
+            Some(&self.key),
+            &into.data_dir,
+            Some(&into.tablespaces_dir),
+        ))?;
+        // The fetch settings beside the data directory, inside the workspace the recovery
+        // hands to the server's user and removes afterwards.
+        let dir = into.data_dir.parent().unwrap_or(&into.data_dir).join("pgdrill-wal");
+        write_private_dir(&dir)?;
+        let key_file = dir.join("wal.key");
+        write_private(&key_file, format!("{}\n", self.secret).as_bytes())?;
+        let conf = dir.join("wal.conf");
+        let mut text = format!(
+            "# written by pgdrill for this recovery's restore_command\nstorage = {}\nkey_file = {}\n",
+            self.location,
+            key_file.display()
+        );
+        // The server runs with a clean environment: an object store's credentials reach
+        // `wal fetch` through a 0600 file of the workspace, never its argv or environment.
+        let creds = crate::wal::store_credentials(&self.location);
+        if !creds.is_empty() {
+            let file = dir.join("store.env");
+            let body: String = creds.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            write_private(&file, body.as_bytes())?;
+            text.push_str(&format!("credentials_file = {}\n", file.display()));
+        }
+        write_private(&conf, text.as_bytes())?;
+        *self.fetch_config.lock().unwrap_or_else(|e| e.into_inner()) = Some(conf);
+        Ok(Materialized { bytes: got.bytes, tablespaces: got.tablespaces })
+    }
+
+    fn restore_command(&self, backup: &BaseBackup) -> Result<Option<String>, Failure> {
+        let conf = self.fetch_config.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(|| {
+            Failure::environment(
+                "the restore_command of pgdrill's archive is known once the base backup is materialized",
+            )
+        })?;
+        let system = backup
+            .system_identifier
+            .ok_or_else(|| Failure::failed(format!("{}: its manifest names no system", backup.id)))?;
+        // `%` is PostgreSQL's escape in the command: a `%` of a path is written `%%`.
+        let q = |s: &str| crate::util::shell_quote(s).replace('%', "%%");
+        Ok(Some(format!(
+            "{} wal fetch --config {} --system-identifier {system} %f %p",
+            q(&self.exe.display().to_string()),
+            q(&conf.display().to_string())
+        )))
+    }
+
+    /// The pgdrill binary `restore_command` runs and a local archive's directory, for a
+    /// throwaway in Docker (not tested there yet).
+    fn paths(&self) -> Vec<PathBuf> {
+        let mut out = vec![self.exe.clone()];
+        if !crate::storage::is_remote(&self.location) {
+            out.push(PathBuf::from(&self.location));
+        }
+        out
+    }
+
+    fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
+        let Some(system) = self.system.or_else(|| self.listed().ok()?.first()?.manifest.system()) else {
+            return Ok(None);
+        };
+        let seg = self.listed()?.first().map(|b| b.manifest.wal_segment_size).unwrap_or(DEFAULT_SEGMENT_SIZE);
+        let inv = self.block_on(crate::wal::check::inventory(self.store.as_ref(), system, seg))?;
+        let newest = inv.segments.iter().filter(|((t, _), _)| *t >= timeline).max_by_key(|((t, s), _)| (*t, *s));
+        Ok(newest.map(|((t, s), m)| ArchiveEnd {
+            segment: crate::wal::segment_name(*t, *s, seg),
+            segment_start: Lsn(s * seg),
+            archived: Some(OffsetDateTime::from(m.modified)),
+        }))
+    }
+}
+
+fn write_private_dir(dir: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Failure::environment(format!("cannot create {}: {e}", dir.display())))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| Failure::environment(format!("writing {}: {e}", path.display())))
+}

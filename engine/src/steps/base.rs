@@ -1,0 +1,168 @@
+//! `backup.base`: a base backup of a whole cluster (`backup::base`), streamed encrypted into
+//! any store, beside the WAL archive `pgdrill wal push` fills.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Fields, Step, StepCtx, StepError, With, WithError};
+use crate::archive::KeySource;
+use crate::backup::base::{self, BaseOptions};
+use crate::template::is_template;
+
+#[derive(Debug, Deserialize, Fields)]
+#[serde(deny_unknown_fields)]
+pub struct BaseWith {
+    /// the server (a role with REPLICATION; password from the URL, PGPASSWORD or ~/.pgpass)
+    #[field(secret)]
+    database_url: String,
+    /// where it goes: a directory, s3://, gs://, az://; stored under
+    /// .cluster/<system identifier>/base/
+    #[field(ty = "path")]
+    storage: String,
+    /// 64 hex digits, base64 of 32 bytes, or a passphrase (Argon2id); absent: not encrypted
+    #[field(key)]
+    key: Option<String>,
+    /// true: a key is required; false: not encrypted even with a key; unset: encrypted when
+    /// a key is given
+    #[serde(default, deserialize_with = "super::de::opt_bool")]
+    encrypt: Option<bool>,
+    /// zstd level (default 3)
+    #[serde(default = "three", deserialize_with = "super::de::int")]
+    level: i32,
+    /// zstd threads (default 2)
+    #[serde(default = "two", deserialize_with = "super::de::int")]
+    threads: u32,
+    /// fetch (default): the WAL the backup needs is inside it; none: only in the WAL archive
+    #[serde(default = "fetch")]
+    #[field(ty = "fetch|none")]
+    wal: String,
+    /// fast (default): an immediate checkpoint; spread: the server's pace
+    #[serde(default = "fast")]
+    #[field(ty = "fast|spread")]
+    checkpoint: String,
+    /// pg_basebackup to use (default: found for the server's major, else from its image)
+    #[field(ty = "path")]
+    pg_basebackup: Option<String>,
+}
+
+fn three() -> i32 {
+    3
+}
+fn two() -> u32 {
+    2
+}
+fn fetch() -> String {
+    "fetch".into()
+}
+fn fast() -> String {
+    "fast".into()
+}
+
+impl With for BaseWith {
+    fn check(&self) -> Result<(), WithError> {
+        if !is_template(&self.wal) && !matches!(self.wal.as_str(), "fetch" | "none") {
+            return Err(WithError::new("wal", format!("`{}`: use fetch or none", self.wal)));
+        }
+        if !is_template(&self.checkpoint) && !matches!(self.checkpoint.as_str(), "fast" | "spread") {
+            return Err(WithError::new("checkpoint", format!("`{}`: use fast or spread", self.checkpoint)));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct BaseOutputs {
+    /// the stored base backup (URL or path)
+    path: String,
+    /// its key inside the storage (what `wal.check`'s `base` and a restore take)
+    key: String,
+    /// its manifest
+    manifest: String,
+    /// the cluster's system identifier (text: it has 20 digits)
+    system_identifier: String,
+    /// the timeline it was taken on
+    timeline: u32,
+    /// where its WAL starts (`X/Y`)
+    start_lsn: String,
+    /// where it is consistent (`X/Y`): recovery must replay to here at least
+    stop_lsn: String,
+    /// the server's major version
+    server_major: u32,
+    /// stored bytes
+    size: u64,
+    /// bytes pg_basebackup produced
+    raw_size: u64,
+    /// of the stored object
+    sha256: String,
+    /// files in the backup
+    files: u64,
+    /// whether it is encrypted
+    encrypted: bool,
+    /// when it finished (RFC 3339)
+    created: String,
+}
+
+pub struct Base;
+
+impl Step for Base {
+    const NAME: &'static str = "backup.base";
+    const SUMMARY: &'static str = "Base backup of a whole cluster: pg_basebackup (tar, SHA-256 backup manifest) streamed through zstd and AES-256-GCM into any storage, with an authenticated manifest (system identifier, timeline, start and stop LSN).";
+    type With = BaseWith;
+    type Outputs = BaseOutputs;
+
+    async fn run(ctx: StepCtx, w: BaseWith) -> Result<BaseOutputs, StepError> {
+        let key = w.key.as_deref().filter(|k| !k.is_empty()).map(KeySource::from_secret);
+        let key = match (w.encrypt, key) {
+            (Some(true), None) => {
+                return Err(StepError::invalid(
+                    "no key to encrypt with: set the key (PGDRILL_BACKUP_KEY for the shipped base-backup runbook), or encrypt: false",
+                ))
+            }
+            (Some(false), _) => {
+                ctx.log("warning: this base backup is NOT encrypted (encrypt: false)");
+                None
+            }
+            (None, None) => {
+                ctx.log("warning: no key: this base backup is NOT encrypted");
+                None
+            }
+            (_, k) => k,
+        };
+        let storage = match crate::storage::local_dir_in(&w.storage, &ctx.resolve(".")) {
+            Some(_) => ctx.resolve(&w.storage).display().to_string(),
+            None => w.storage.clone(),
+        };
+        let opts = BaseOptions {
+            url: w.database_url.clone(),
+            storage,
+            key,
+            level: w.level,
+            threads: w.threads,
+            wal_method: w.wal.clone(),
+            checkpoint: w.checkpoint.clone(),
+            pg_basebackup: w.pg_basebackup.as_deref().map(|p| ctx.resolve(p)),
+        };
+        let log = |l: String| ctx.log(l);
+        let made = base::create(opts, &log).await?;
+        let m = &made.manifest;
+        let out = BaseOutputs {
+            path: made.url.clone(),
+            manifest: crate::backup::layout::manifest_key(&made.url),
+            key: made.key.clone(),
+            system_identifier: m.system_identifier.clone(),
+            timeline: m.timeline,
+            start_lsn: m.start_lsn.clone(),
+            stop_lsn: m.stop_lsn.clone(),
+            server_major: m.server_major,
+            size: m.sizes.stored,
+            raw_size: m.sizes.raw,
+            sha256: m.sha256.clone(),
+            files: m.files,
+            encrypted: m.cipher != "none",
+            created: crate::util::rfc3339(m.finished_at),
+        };
+        ctx.fact(crate::facts::Fact::Server { version: m.server_version.clone() });
+        ctx.backup_fact(crate::facts::BackupRole::Written, &super::outputs_of(&out)?);
+        Ok(out)
+    }
+}

@@ -1,0 +1,779 @@
+//! Base backups and the WAL archive against a real PostgreSQL 15 server started here with
+//! `archive_mode=on` and `archive_command = 'pgdrill wal push ...'` (the built binary), and
+//! the object store case against moto: the archive keeps up under a pgbench load, the base
+//! backup's WAL is proven whole by wal.check, and each field failure is made to happen and
+//! shown to fail (a missing segment named, 0-byte, short and wrong-key objects and an
+//! unreadable store fatal to recovery, an absent segment the only exit 1, different content
+//! refused, a killed push leaving nothing visible).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+// A raw key: a passphrase costs an Argon2id derivation per segment pushed and fetched.
+const KEY: &str = "6b1f3c2a9d8e7f60112233445566778899aabbccddeeff00112233445566aa77";
+const SEG: u64 = 16 << 20;
+
+/// The user the server runs as: `nobody` when the tests run as root (PostgreSQL refuses root).
+fn as_server(program: &Path) -> Command {
+    if nix::unistd::geteuid().is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Hand `p` to the server's user (root only), with `mode`.
+fn give(p: &Path, mode: u32) {
+    if nix::unistd::geteuid().is_root() {
+        let nobody = nix::unistd::User::from_name("nobody").ok().flatten().expect("a nobody user");
+        nix::unistd::chown(p, Some(nobody.uid), Some(nobody.gid)).expect("chown");
+    }
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// A PostgreSQL 15 server archiving through `archive_command`; stopped (immediate) on drop.
+struct Cluster {
+    child: Child,
+    port: u16,
+    bin: PathBuf,
+}
+
+impl Cluster {
+    fn start(bin: &Path, dir: &Path, archive_command: &str) -> Cluster {
+        std::fs::create_dir_all(dir).expect("dir");
+        give(dir, 0o700);
+        let data = dir.join("data");
+        let out = as_server(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+            .output()
+            .expect("initdb runs");
+        assert!(out.status.success(), "initdb: {}", text(&out.stderr));
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("server.log")).expect("log");
+        let child = as_server(&bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", dir.display()))
+            .args(["-c", "wal_level=replica", "-c", "archive_mode=on", "-c", "archive_timeout=1", "-c", "fsync=off"])
+            .arg("-c")
+            .arg(format!("archive_command={archive_command}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("postgres starts");
+        let c = Cluster { child, port, bin: bin.to_path_buf() };
+        let ready = wait_for(Duration::from_secs(60), || {
+            let out = Command::new(bin.join("pg_isready")).args(["-h", "127.0.0.1", "-p", &port.to_string()]).output();
+            out.ok().filter(|o| o.status.success())
+        });
+        assert!(
+            ready.is_some(),
+            "the server did not start: {}",
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+        );
+        c
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn psql(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-AtX", "-c", sql])
+            .output()
+            .expect("psql runs");
+        assert!(out.status.success(), "{sql}: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    }
+
+    fn pgbench(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(self.bin.join("pgbench"));
+        c.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"]).args(args).arg("postgres");
+        c
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // SIGQUIT: an immediate shutdown; nothing here needs to survive.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGQUIT,
+        );
+        if wait_for(Duration::from_secs(10), || self.child.try_wait().ok().flatten()).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn pg15() -> Option<PathBuf> {
+    let found = pgdrill::pg::native::find_bin_dir(None, Some(15)).ok().filter(|b| b.join("pg_basebackup").exists());
+    require(found.is_some(), "PostgreSQL 15 server binaries and pg_basebackup").then(|| found.expect("checked"))
+}
+
+/// `pgdrill wal ARGS` run in `cwd` (a data directory, as PostgreSQL runs it).
+fn wal(cwd: &Path, args: &[&str]) -> Ran {
+    let mut run = Run::cli(["wal"]).current_dir(cwd).env_remove("PGDRILL_WAL_CONFIG").env_remove("PGDRILL_BACKUP_KEY");
+    for a in args {
+        run = run.arg(a);
+    }
+    run.output()
+}
+
+fn config(dir: &Path, name: &str, storage: &Path, key: &str) -> PathBuf {
+    let key_file = dir.join(format!("{name}.key"));
+    std::fs::write(&key_file, format!("{key}\n")).expect("key");
+    give(&key_file, 0o600);
+    let conf = dir.join(format!("{name}.conf"));
+    std::fs::write(
+        &conf,
+        format!("# the test's WAL archive\nstorage = {}\nkey_file = {}\n", storage.display(), key_file.display()),
+    )
+    .expect("conf");
+    give(&conf, 0o600);
+    conf
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_tree(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).expect("copy");
+        }
+    }
+}
+
+fn first_segment(start: pgdrill::wal::Lsn) -> String {
+    segment_name(1, start.segno(SEG))
+}
+
+fn segment_name(tli: u32, segno: u64) -> String {
+    pgdrill::wal::segment_name(tli, segno, SEG)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_broken_archive_fails() {
+    let Some(pgbin) = pg15() else { return };
+    let root = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store = root.path().join("store");
+    std::fs::create_dir(&store).expect("store");
+    give(&store, 0o700);
+    let conf = config(root.path(), "wal", &store, KEY);
+    let archive_command = format!("{} wal push --config {} %p", bin().display(), conf.display());
+    let pg = Cluster::start(&pgbin, &root.path().join("pg"), &archive_command);
+
+    // A tablespace: pg_basebackup then writes one tar per tablespace, staged and streamed.
+    let ts = root.path().join("ts");
+    std::fs::create_dir(&ts).expect("ts");
+    give(&ts, 0o700);
+    pg.psql(&format!("create tablespace ts location '{}'", ts.display()));
+    pg.psql("create table in_ts tablespace ts as select generate_series(1, 1000) as g");
+
+    // The base backup runs while pgbench writes.
+    let init = pg.pgbench(&["-i", "-s", "1", "-q"]).output().expect("pgbench -i");
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let load = pg
+        .pgbench(&["-n", "-T", "4", "-c", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pgbench");
+    let junit = root.path().join("base.xml");
+    let record = root.path().join("emitted.jsonl");
+    let ran = Run::new("base-backup")
+        .var("database_url", pg.url())
+        .var("storage", store.display())
+        .var("wait", "90s")
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .junit(&junit)
+        .report(root.path().join("report"))
+        .env("PGDRILL_RECORD_OUTPUTS", &record)
+        .expect(0);
+    let checked = ran.run_json();
+    let segments = checked.step("wal").outputs["segments"].as_u64().unwrap_or_default();
+    assert!(segments >= 1, "{:?}", checked.step("wal").outputs);
+    let loaded = load.wait_with_output().expect("pgbench ends");
+    assert!(loaded.status.success(), "pgbench: {}", text(&loaded.stderr));
+    assert_eq!(Junit::read(&junit).status("wal"), "passed");
+
+    // The archive keeps up: after a switch, the archiver catches up with no failure.
+    // Two more segments after the backup's end, archived: the chain goes on past it.
+    pg.psql("create table after_one as select 1 as x");
+    pg.psql("select pg_switch_wal()");
+    pg.psql("create table after_two as select 2 as x");
+    let switched = pg.psql("select pg_walfile_name(pg_switch_wal())");
+    let caught_up = wait_for(Duration::from_secs(90), || {
+        let s = pg.psql("select coalesce(last_archived_wal, ''), failed_count from pg_stat_archiver");
+        (s.split('|').next() >= Some(switched.as_str())).then_some(s)
+    });
+    let archiver = caught_up.unwrap_or_else(|| pg.psql("select * from pg_stat_archiver"));
+    assert!(archiver.ends_with("|0"), "the archiver failed or fell behind: {archiver}");
+
+    let s: std::sync::Arc<dyn pgdrill::storage::Store> =
+        std::sync::Arc::new(pgdrill::storage::local::FsStore::new(&store));
+    let bases = pgdrill::backup::base::list(s.as_ref(), None).await.expect("list");
+    assert_eq!(bases.len(), 1, "{bases:?}");
+    let base = &bases[0];
+    let m = &base.manifest;
+    assert_eq!((m.server_major, m.timeline, m.wal_method.as_str(), m.cipher.as_str()), (15, 1, "fetch", "aes-256-gcm"));
+    let system = m.system().expect("system identifier");
+    assert_eq!(system.to_string(), pg.psql("select system_identifier from pg_control_system()"));
+    let start = pgdrill::wal::Lsn::parse(&m.start_lsn).expect("start");
+    let stop = pgdrill::wal::Lsn::parse(&m.stop_lsn).expect("stop");
+    assert!(start < stop && m.authentication.is_some(), "{m:?}");
+    assert_eq!((m.tablespaces.len(), m.layout.as_deref()), (1, Some("tars")), "{m:?}");
+
+    let prom = root.path().join("wal.prom");
+    let listed = wal(
+        root.path(),
+        &["list", "--config", conf.to_str().expect("utf-8"), "--metrics", prom.to_str().expect("utf-8")],
+    );
+    assert_eq!(listed.code, Some(0), "{}", listed.all());
+    let metrics = std::fs::read_to_string(&prom).expect("metrics");
+    assert!(
+        metrics.contains(&format!("pgdrill_wal_last_archived_timestamp_seconds{{system=\"{system}\"}} ")),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!("pgdrill_wal_gaps{{system=\"{system}\"}} 0\n")), "{metrics}");
+    assert!(
+        metrics.contains(&format!("pgdrill_wal_window_end_timestamp_seconds{{system=\"{system}\",timeline=\"1\"}} ")),
+        "{metrics}"
+    );
+    assert!(listed.stdout.contains(&format!("system {system}")), "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains(&format!("recoverable window, timeline 1: {}", pgdrill::util::rfc3339(m.finished_at))),
+        "{}",
+        listed.stdout
+    );
+
+    let beside = Run::cli(["backups", "list", "--storage"]).arg(&store).env("PGDRILL_BACKUP_KEY", KEY).expect(0);
+    assert!(
+        beside.stdout.contains(&format!("(cluster {system})")) && beside.stdout.contains(" base "),
+        "{}",
+        beside.stdout
+    );
+    assert!(beside.stdout.contains(&format!("system {system} timeline 1: recoverable from ")), "{}", beside.stdout);
+
+    // Retention's dry run: the WAL before the (kept) base backup's start would go, nothing goes.
+    let prune = root.path().join("prune.yaml");
+    std::fs::write(
+        &prune,
+        format!(
+            "name: prune\nsteps:\n  - id: prune\n    uses: wal.prune\n    with: {{ storage: \"{}\", min_keep: 1 }}\n",
+            store.display()
+        ),
+    )
+    .expect("runbook");
+    let before = walk(&store).len();
+    let pruned = Run::new(&prune).env("PGDRILL_RECORD_OUTPUTS", &record).report(root.path().join("prune")).expect(0);
+    let would: Vec<String> = pruned.run_json().step("prune").outputs["deleted_wal"]
+        .as_array()
+        .expect("deleted_wal")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    assert!(!would.is_empty() && would.iter().all(|n| n.as_str() < first_segment(start).as_str()), "{would:?}");
+    assert_eq!(walk(&store).len(), before, "a dry run deleted something");
+    assert!(pruned.all().contains("would delete"), "{}", pruned.all());
+    // What the three kinds emitted is what the catalogue documents (catalogue.rs lists them as
+    // run here).
+    let catalogue: serde_json::Value = serde_json::from_slice(&run(&["steps", "--json"]).stdout).expect("steps --json");
+    let emitted = std::fs::read_to_string(&record).expect("record");
+    for kind in ["backup.base", "wal.check", "wal.prune"] {
+        let documented: std::collections::BTreeSet<String> = catalogue
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|k| k["name"] == kind)
+            .and_then(|k| k["outputs"].as_array())
+            .expect(kind)
+            .iter()
+            .filter_map(|f| f["name"].as_str().map(str::to_string))
+            .collect();
+        let got: std::collections::BTreeSet<String> = emitted
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["kind"] == kind)
+            .flat_map(|v| v["outputs"].as_array().cloned().unwrap_or_default())
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect();
+        assert_eq!(got, documented, "{kind}: emitted outputs against the catalogue's");
+    }
+
+    // The same into an object store (moto): streamed as a multipart upload, listed there.
+    if let Some(s3) = moto() {
+        let port = s3.port;
+        let made = Command::new("curl").args(["-s", "-X", "PUT", &format!("http://127.0.0.1:{port}/bkt")]).status();
+        assert!(made.is_ok_and(|s| s.success()), "bucket");
+        let aws = |run: Run| {
+            run.env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing-secret")
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+                .env("AWS_ALLOW_HTTP", "true")
+                .env_remove("AWS_PROFILE")
+                .env("PGDRILL_BACKUP_KEY", KEY)
+        };
+        aws(Run::new("base-backup")
+            .var("database_url", pg.url())
+            .var("storage", "s3://bkt/p")
+            .var("check_wal", "false"))
+        .expect(0);
+        let listed = aws(Run::cli(["backups", "list", "--storage", "s3://bkt/p", "--json"])).expect(0);
+        let all: serde_json::Value = serde_json::from_str(&listed.stdout).expect("json");
+        let remote = all.as_array().expect("list").iter().find(|b| b["kind"] == "base").expect("a base backup in s3");
+        assert_eq!(remote["system_identifier"], system.to_string());
+        assert!(remote["path"].as_str().is_some_and(|p| p.starts_with("s3://bkt/p/.cluster/")), "{remote}");
+    }
+
+    // Put back into an empty directory: every byte authenticated, pg_verifybackup agrees.
+    let data = root.path().join("restored");
+    let spaces = root.path().join("spaces");
+    let key = pgdrill::archive::KeySource::from_secret(KEY);
+    let got = pgdrill::backup::base::materialize(s.clone(), &base.key, Some(&key), &data, Some(&spaces))
+        .await
+        .expect("materialize");
+    assert!(got.verified.as_ref().is_ok_and(|v| v.contains("verified every file")), "{:?}", got.verified);
+    assert!(data.join("PG_VERSION").is_file() && got.files > 900, "{got:?}");
+    let oid = &m.tablespaces[0].oid;
+    assert_eq!(got.tablespaces, vec![(*oid, spaces.join(oid.to_string()))]);
+    let moved = std::fs::read_dir(spaces.join(oid.to_string())).expect("the tablespace's place").count();
+    assert!(
+        moved > 0
+            && !std::fs::read_to_string(data.join("tablespace_map")).expect("map").contains(&ts.display().to_string())
+    );
+    let taken = pgdrill::backup::base::materialize(s.clone(), &base.key, Some(&key), &data, Some(&spaces))
+        .await
+        .expect_err("not empty");
+    assert!(taken.message.contains("not empty"), "{}", taken.message);
+
+    // The same backup and archive as a PhysicalSource: recovered to the archive's end in a
+    // throwaway server through `wal fetch`, with the rows written after the backup back.
+    let source = pgdrill::physical::own::OwnSource::new(&store.display().to_string(), root.path(), KEY, None)
+        .expect("source")
+        .with_exe(bin());
+    let opts = pgdrill::physical::pitr::PitrOptions {
+        backup: None,
+        recover: pgdrill::physical::recover::RecoverOptions {
+            target: pgdrill::physical::recover::Target::latest(),
+            marker: Some("select (select count(*) from after_two) = 1 and (select count(*) from in_ts) = 1000".into()),
+            ..Default::default()
+        },
+    };
+    let p =
+        pgdrill::physical::pitr::run(&source, opts).await.expect("recovered to the archive's end through wal fetch");
+    assert_eq!(p.server.facts.marker, Some(true), "{:?}", p.server.facts);
+    assert!(p.server.facts.segments_restored >= 2, "{:?}", p.server.facts);
+    assert!(p.backup_check.as_deref().is_some_and(|c| c.contains("manifest authenticated")), "{:?}", p.backup_check);
+    p.server.stop();
+
+    let conf_s = conf.to_str().expect("utf-8");
+    let first = segment_name(1, start.segno(SEG));
+    // Absent: exit 1, PostgreSQL's end of the archive. Present: restored whole.
+    let absent = wal(&data, &["fetch", "--config", conf_s, "0000000100000000000000FE", "pg_wal/RECOVERYXLOG"]);
+    assert_eq!(absent.code, Some(1), "{}", absent.all());
+    assert_eq!(wal(&data, &["fetch", "--config", conf_s, &first, "pg_wal/RECOVERYXLOG"]).code, Some(0));
+    let fetched = std::fs::read(data.join("pg_wal/RECOVERYXLOG")).expect("fetched");
+    assert_eq!(fetched.len() as u64, SEG);
+
+    // Pushed again with the same bytes: success; with other bytes: refused, nothing replaced.
+    let object = store.join(pgdrill::wal::wal_key(system, &first));
+    let stored = std::fs::read(&object).expect("object");
+    let again = data.join("pg_wal").join(&first);
+    std::fs::write(&again, &fetched).expect("write");
+    let same = wal(&data, &["push", "--config", conf_s, &format!("pg_wal/{first}")]);
+    assert_eq!(same.code, Some(0), "{}", same.all());
+    assert!(same.stderr.contains("already archived with the same content"), "{}", same.all());
+    let mut changed = fetched.clone();
+    changed[1 << 20] ^= 0xFF;
+    std::fs::write(&again, &changed).expect("write");
+    let refused = wal(&data, &["push", "--config", conf_s, &format!("pg_wal/{first}")]);
+    assert_eq!(refused.code, Some(1), "{}", refused.all());
+    assert!(
+        refused.stderr.contains("different content") && refused.stderr.contains("nothing was replaced"),
+        "{}",
+        refused.all()
+    );
+    assert_eq!(std::fs::read(&object).expect("object"), stored, "the archived segment was replaced");
+
+    // Damage, on a copy: each is fatal to recovery (above 125), never "absent".
+    let damaged = root.path().join("damaged");
+    copy_tree(&store, &damaged);
+    let dconf = config(root.path(), "damaged", &damaged, KEY);
+    let dconf_s = dconf.to_str().expect("utf-8");
+    let last = stop.segno(SEG) + 1;
+    let zero = segment_name(1, start.segno(SEG));
+    let short = segment_name(1, last + 1);
+    let dkey = |n: &str| damaged.join(pgdrill::wal::wal_key(system, n));
+    std::fs::write(dkey(&zero), b"").expect("0-byte");
+    let whole = std::fs::read(dkey(&short)).expect("a second segment after the backup's end is archived");
+    std::fs::write(dkey(&short), &whole[..whole.len() / 2]).expect("short");
+    for (name, why) in [(&zero, "0 bytes"), (&short, "")] {
+        let r = wal(&data, &["fetch", "--config", dconf_s, name, "pg_wal/RECOVERYXLOG"]);
+        assert_eq!(r.code, Some(200), "{}", r.all());
+        assert!(r.stderr.contains(why) && r.stderr.contains("recovery stops"), "{}", r.all());
+    }
+    let wrong = config(root.path(), "wrong", &store, "another-passphrase-entirely-0123456789");
+    let r = wal(&data, &["fetch", "--config", wrong.to_str().expect("utf-8"), &first, "pg_wal/RECOVERYXLOG"]);
+    assert_eq!(r.code, Some(200), "{}", r.all());
+    assert!(r.stderr.contains("wrong key"), "{}", r.all());
+    // A store that cannot be read (here a file where the directory should be).
+    let unreadable = config(root.path(), "unreadable", &conf, KEY);
+    let r = wal(&data, &["fetch", "--config", unreadable.to_str().expect("utf-8"), &first, "pg_wal/RECOVERYXLOG"]);
+    assert_eq!(r.code, Some(200), "{}", r.all());
+    // A missing segment in the middle is named by wal.check, with the damaged ones.
+    let missing = segment_name(1, last);
+    std::fs::remove_file(dkey(&missing)).expect("the segment after the backup's end is archived");
+    let check = root.path().join("check.yaml");
+    std::fs::write(
+        &check,
+        format!(
+            "name: check\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - id: wal\n    uses: wal.check\n    with: {{ storage: \"{}\", key: \"{{{{ secrets.key }}}}\", wait: 1s }}\n",
+            damaged.display()
+        ),
+    )
+    .expect("runbook");
+    let failed = Run::new(&check).env("PGDRILL_BACKUP_KEY", KEY).expect(1);
+    let gapped = wal(root.path(), &["list", "--config", dconf_s, "--metrics", prom.to_str().expect("utf-8")]);
+    assert!(gapped.stdout.contains(&format!("GAP: segment {missing} is missing")), "{}", gapped.all());
+    let metrics = std::fs::read_to_string(&prom).expect("metrics");
+    assert!(metrics.contains(&format!("pgdrill_wal_gaps{{system=\"{system}\"}} 1\n")), "{metrics}");
+    let said = failed.all();
+    let before = segment_name(1, stop.segno(SEG));
+    assert!(said.contains(&format!("segment {missing} is missing after {before} (archived ")), "{said}");
+    assert!(
+        said.contains(&format!("{zero} does not open")) && said.contains(&format!("{short} does not open")),
+        "{said}"
+    );
+
+    // kill -9 of a push mid-way leaves nothing visible under the final name; the retry works.
+    let killed = root.path().join("killed");
+    copy_tree(&store, &killed);
+    let kconf = config(root.path(), "killed", &killed, KEY);
+    let kconf_s = kconf.to_str().expect("utf-8");
+    let name = segment_name(1, 0xF0);
+    let mut seg = fetched.clone();
+    seg[8..16].copy_from_slice(&(0xF0 * SEG).to_ne_bytes());
+    std::fs::write(data.join("pg_wal").join(&name), &seg).expect("write");
+    let wal_dir = killed.join(pgdrill::wal::wal_prefix(system));
+    let mut push = Run::cli(["wal", "push", "--config", kconf_s, &format!("pg_wal/{name}")])
+        .current_dir(&data)
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("push");
+    // Killed as soon as its partial file exists (or at once when it is already done).
+    wait_for(Duration::from_secs(30), || {
+        let partial = std::fs::read_dir(&wal_dir)
+            .ok()?
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".pgdrill-partial-"));
+        (partial || push.try_wait().ok().flatten().is_some()).then_some(())
+    });
+    let _ = push.kill();
+    let _ = push.wait();
+    let after = wal(&data, &["fetch", "--config", kconf_s, &name, "pg_wal/RECOVERYXLOG"]);
+    assert!(matches!(after.code, Some(0 | 1)), "a killed push left a damaged object: {}", after.all());
+    let retry = wal(&data, &["push", "--config", kconf_s, &format!("pg_wal/{name}")]);
+    assert_eq!(retry.code, Some(0), "{}", retry.all());
+    assert_eq!(wal(&data, &["fetch", "--config", kconf_s, &name, "pg_wal/RECOVERYXLOG"]).code, Some(0));
+    assert_eq!(std::fs::read(data.join("pg_wal/RECOVERYXLOG")).expect("fetched"), seg);
+    let leftovers: Vec<_> =
+        walk(&killed).into_iter().filter(|p| p.to_string_lossy().contains(".pgdrill-partial-")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// A segment of 16 MiB whose long page header names `system` and `segno`.
+fn fake_segment(system: u64, segno: u64) -> Vec<u8> {
+    let mut b = vec![0u8; SEG as usize];
+    b[2..4].copy_from_slice(&0x0006u16.to_ne_bytes());
+    b[4..8].copy_from_slice(&1u32.to_ne_bytes());
+    b[8..16].copy_from_slice(&(segno * SEG).to_ne_bytes());
+    b[24..32].copy_from_slice(&system.to_ne_bytes());
+    b[32..36].copy_from_slice(&(SEG as u32).to_ne_bytes());
+    b
+}
+
+#[test]
+fn an_object_store_archive_restores_what_was_pushed_says_absent_and_stops_on_a_0_byte_object() {
+    let Some(s3) = moto() else { return };
+    let port = s3.port;
+    let created = Command::new("curl").args(["-sf", "-X", "PUT", &format!("http://127.0.0.1:{port}/bkt")]).status();
+    assert!(created.is_ok_and(|s| s.success()), "bucket");
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("global")).expect("global");
+    std::fs::create_dir_all(data.join("pg_wal")).expect("pg_wal");
+    let system: u64 = 7_000_000_000_000_000_123;
+    let mut control = system.to_ne_bytes().to_vec();
+    control.resize(8192, 0);
+    std::fs::write(data.join("global/pg_control"), control).expect("pg_control");
+    let name = segment_name(1, 3);
+    std::fs::write(data.join("pg_wal").join(&name), fake_segment(system, 3)).expect("segment");
+    let key_file = dir.path().join("k");
+    std::fs::write(&key_file, KEY).expect("key");
+    let aws = |args: &[&str]| {
+        let mut run = Run::cli(["wal"]).current_dir(&data);
+        for a in args {
+            run = run.arg(a);
+        }
+        run.arg("--storage")
+            .arg("s3://bkt/wal")
+            .arg("--key-file")
+            .arg(&key_file)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing-secret")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env_remove("AWS_PROFILE")
+            .output()
+    };
+    let pushed = aws(&["push", &format!("pg_wal/{name}")]);
+    assert_eq!(pushed.code, Some(0), "{}", pushed.all());
+    assert_eq!(aws(&["push", &format!("pg_wal/{name}")]).code, Some(0), "the same segment again");
+    let back = aws(&["fetch", &name, "pg_wal/RECOVERYXLOG"]);
+    assert_eq!(back.code, Some(0), "{}", back.all());
+    assert_eq!(std::fs::read(data.join("pg_wal/RECOVERYXLOG")).expect("fetched"), fake_segment(system, 3));
+    assert_eq!(aws(&["fetch", &segment_name(1, 4), "pg_wal/RECOVERYXLOG"]).code, Some(1));
+    // A 0-byte object where the segment was.
+    let key = pgdrill::wal::wal_key(system, &name);
+    let emptied = Command::new("curl")
+        .args(["-s", "-w", "%{http_code}", "-X", "PUT", "--data-binary", ""])
+        .arg("-H")
+        .arg("Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0")
+        .arg(format!("http://127.0.0.1:{port}/bkt/wal/{key}"))
+        .output()
+        .expect("curl");
+    assert_eq!(text(&emptied.stdout), "200", "0-byte object: {}", text(&emptied.stderr));
+    let r = aws(&["fetch", &name, "pg_wal/RECOVERYXLOG"]);
+    assert_eq!(r.code, Some(200), "{}", r.all());
+    assert!(r.stderr.contains("0 bytes"), "{}", r.all());
+}
+
+/// A PostgreSQL 17 server in the image, allowing replication connections (a base backup is
+/// one); removed on drop.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", "-v", &self.0]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_17_base_backup_is_taken_with_its_image_tools_when_the_local_ones_are_older() {
+    let image = "pgdrill/postgres-local:17";
+    if !docker_ready(image) {
+        return;
+    }
+    let password = "base-backup-test-password-17";
+    let name = format!("pgdrill-test-base17-{}", std::process::id());
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "-e",
+            &format!("POSTGRES_PASSWORD={password}"),
+            "-p",
+            "127.0.0.1::5432",
+            image,
+        ])
+        .args(["postgres", "-c", "wal_level=replica", "-c", "max_wal_senders=4"])
+        .output()
+        .expect("docker run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let c = Container(name.clone());
+    let ready = wait_for(Duration::from_secs(60), || {
+        let o = Command::new("docker")
+            .args(["exec", &c.0, "pg_isready", "-U", "postgres", "-h", "127.0.0.1"])
+            .output()
+            .ok()?;
+        o.status.success().then_some(())
+    });
+    assert!(ready.is_some(), "the container's server did not start");
+    // The image's entrypoint allows `all` databases from anywhere, which excludes replication.
+    let hba = Command::new("docker")
+        .args(["exec", &c.0, "sh", "-c", "echo 'host replication all all scram-sha-256' >> \"$PGDATA/pg_hba.conf\" && psql -U postgres -c 'select pg_reload_conf()'"])
+        .output()
+        .expect("docker exec");
+    assert!(hba.status.success(), "{}", text(&hba.stderr));
+    let port = text(&Command::new("docker").args(["port", &c.0, "5432/tcp"]).output().expect("docker port").stdout)
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let root = tempfile::tempdir().expect("tmp");
+    let store = root.path().join("store");
+    let ran = Run::new("base-backup")
+        .var("database_url", format!("postgres://postgres:{password}@127.0.0.1:{port}/postgres"))
+        .var("storage", store.display())
+        .var("check_wal", "false")
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .env("PGDRILL_DOCKER_IMAGE", "pgdrill/postgres-local:{major}")
+        .expect(0);
+    let s: std::sync::Arc<dyn pgdrill::storage::Store> =
+        std::sync::Arc::new(pgdrill::storage::local::FsStore::new(&store));
+    let bases = pgdrill::backup::base::list(s.as_ref(), None).await.expect("list");
+    let m = &bases.first().expect("a base backup").manifest;
+    assert_eq!(m.server_major, 17, "{m:?}");
+    assert!(
+        m.pg_basebackup_version.contains("17") && m.pg_basebackup_version.contains("from the image"),
+        "{}",
+        ran.all()
+    );
+    let data = root.path().join("data");
+    let key = pgdrill::archive::KeySource::from_secret(KEY);
+    let got = pgdrill::backup::base::materialize(s.clone(), &bases[0].key, Some(&key), &data, None)
+        .await
+        .expect("materialize");
+    assert_eq!(std::fs::read_to_string(data.join("PG_VERSION")).expect("PG_VERSION").trim(), "17");
+    assert!(got.files > 900 && data.join("backup_manifest").is_file(), "{got:?}");
+    assert!(!ran.all().contains(password), "the password was shown");
+}
+
+#[test]
+fn a_mistyped_restore_command_stops_recovery_instead_of_reading_as_absent() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let r = wal(dir.path(), &["fetch", "--no-such-option", "000000010000000000000003", "pg_wal/RECOVERYXLOG"]);
+    assert_eq!(r.code, Some(200), "{}", r.all());
+    let r = wal(dir.path(), &["fetch", "000000010000000000000003"]);
+    assert_eq!(r.code, Some(200), "{}", r.all());
+    // No settings at all is fatal too, naming what to set.
+    let r = wal(dir.path(), &["fetch", "000000010000000000000003", "pg_wal/RECOVERYXLOG"]);
+    assert_eq!(r.code, Some(200), "{}", r.all());
+    assert!(r.stderr.contains("PGDRILL_WAL_CONFIG"), "{}", r.all());
+}
+
+/// The monthly drill as the README gives it, against a source archiving with `pgdrill wal
+/// push` into a folder and into an object store (moto) at once: base backups by the shipped
+/// base-backup runbook, a restore point, then `pgdrill run pitr --var source=pgdrill` to it
+/// from each. Recovery from the object store stopped at the first `wal fetch` (exit 200)
+/// while the throwaway's clean environment kept the store's credentials from it.
+#[test]
+fn a_pitr_drill_from_pgdrills_own_backups_in_a_folder_and_an_object_store_reaches_the_restore_point() {
+    let Some(pgbin) = pg15() else { return };
+    let Some(s3) = moto() else { return };
+    // Distinctive, to be searched for in every output file.
+    const SECRET: &str = "moto-secret-7f3e9a1c5b";
+    let port = s3.port;
+    let made = Command::new("curl").args(["-s", "-X", "PUT", &format!("http://127.0.0.1:{port}/drill")]).status();
+    assert!(made.is_ok_and(|s| s.success()), "bucket");
+    let root = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store = root.path().join("store");
+    std::fs::create_dir(&store).expect("store");
+    give(&store, 0o700);
+    let local = config(root.path(), "local", &store, KEY);
+    // The object store's archive_command gets its credentials from a 0600 file its config
+    // names, not from the server's environment.
+    let remote = "s3://drill/pg";
+    let creds = root.path().join("s3.env");
+    std::fs::write(
+        &creds,
+        format!(
+            "AWS_ACCESS_KEY_ID=moto-id\nAWS_SECRET_ACCESS_KEY={SECRET}\nAWS_REGION=us-east-1\nAWS_ENDPOINT_URL=http://127.0.0.1:{port}\nAWS_ALLOW_HTTP=true\n"
+        ),
+    )
+    .expect("creds");
+    give(&creds, 0o600);
+    let s3conf = root.path().join("s3.conf");
+    std::fs::write(
+        &s3conf,
+        format!(
+            "storage = {remote}\nkey_file = {}\ncredentials_file = {}\n",
+            root.path().join("local.key").display(),
+            creds.display()
+        ),
+    )
+    .expect("conf");
+    give(&s3conf, 0o600);
+    let push = |c: &Path| format!("{} wal push --config {} %p", bin().display(), c.display());
+    let pg = Cluster::start(&pgbin, &root.path().join("pg"), &format!("{} && {}", push(&local), push(&s3conf)));
+    let aws = |run: Run| {
+        run.env("AWS_ACCESS_KEY_ID", "moto-id")
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env_remove("AWS_PROFILE")
+            .env("PGDRILL_BACKUP_KEY", KEY)
+    };
+
+    pg.psql("create table kept as select generate_series(1, 100) as g");
+    // Both archives take the first segment before any backup (the server's log tells why not).
+    let first = pg.psql("select pg_walfile_name(pg_switch_wal())");
+    let archived = wait_for(Duration::from_secs(60), || {
+        let s = pg.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
+        (s >= first).then_some(s)
+    });
+    assert!(archived.is_some(), "{}", std::fs::read_to_string(root.path().join("pg/server.log")).unwrap_or_default());
+    let reports = root.path().join("reports");
+    for storage in [store.display().to_string(), remote.to_string()] {
+        aws(Run::new("base-backup").var("database_url", pg.url()).var("storage", &storage).var("wait", "60s"))
+            .report(&reports)
+            .expect(0);
+    }
+    pg.psql("insert into kept values (101)");
+    pg.psql("select pg_create_restore_point('before_incident')");
+    pg.psql("insert into kept values (102)");
+    pg.psql("create table lost as select 1 as x");
+    let switched = pg.psql("select pg_walfile_name(pg_switch_wal())");
+    let caught_up = wait_for(Duration::from_secs(90), || {
+        let s = pg.psql("select coalesce(last_archived_wal, ''), failed_count from pg_stat_archiver");
+        (s.split('|').next() >= Some(switched.as_str())).then_some(s)
+    });
+    let archiver = caught_up.unwrap_or_else(|| pg.psql("select * from pg_stat_archiver"));
+    assert!(archiver.ends_with("|0"), "the archiver failed or fell behind: {archiver}");
+
+    let marker = "select (select count(*) from kept) = 101 and to_regclass('lost') is null";
+    for storage in [store.display().to_string(), remote.to_string()] {
+        let ran = aws(Run::new("pitr")
+            .var("source", "pgdrill")
+            .var("storage", &storage)
+            .var("target_name", "before_incident")
+            .var("marker", marker))
+        .report(&reports)
+        .expect(0);
+        let json = ran.run_json();
+        let out = &json.step("recover").outputs;
+        assert!(
+            out["stop_line"]
+                .as_str()
+                .is_some_and(|l| l.contains("recovery stopping at restore point \"before_incident\"")),
+            "{storage}: {out}"
+        );
+        assert!(out["segments_restored"].as_u64().is_some_and(|n| n >= 1), "{storage}: {out}");
+        assert!(out["tool"].as_str().is_some_and(|t| t.starts_with("pgdrill")), "{storage}: {out}");
+        assert!(!ran.all().contains(SECRET), "{storage}: the store's secret in the run's output");
+    }
+    // The marker proved the rows before the restore point back and those after absent; the
+    // store's secret is in no file the runs wrote.
+    let files = walk(&reports);
+    assert!(files.len() > 4, "{files:?}");
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&bytes).contains(SECRET), "the store's secret in {}", f.display());
+    }
+}
