@@ -846,7 +846,7 @@ mod tests {
         });
         let full = d.path().join("full");
         fs::create_dir_all(&full).expect("mount point");
-        let mounted = std::process::Command::new("mount")
+        let mounted = crate::child::command("mount")
             .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
             .arg(&full)
             .status()
@@ -859,7 +859,7 @@ mod tests {
         struct Unmount(PathBuf);
         impl Drop for Unmount {
             fn drop(&mut self) {
-                let _ = std::process::Command::new("umount").arg(&self.0).status();
+                let _ = crate::child::command("umount").arg(&self.0).status();
             }
         }
         let _guard = Unmount(full.clone());

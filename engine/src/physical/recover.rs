@@ -1186,7 +1186,7 @@ mod tests {
             eprintln!("skipped: no Docker image of PostgreSQL 17");
             return;
         };
-        let mut gone = std::process::Command::new("true").spawn().expect("true");
+        let mut gone = crate::child::command("true").spawn().expect("true");
         let dead = gone.id();
         gone.wait().expect("wait");
         let owner = format!("{}:{dead}", crate::util::hostname().unwrap_or_default());
