@@ -1,0 +1,315 @@
+//! A pgBackRest repository as a source of physical backups: listed with `pgbackrest info
+//! --output=json`, restored with `pgbackrest restore` into the throwaway's data directory,
+//! its WAL fetched by `pgbackrest archive-get` as the throwaway's restore_command. The team's
+//! own configuration file and stanza are used as they are; pgdrill adds only what keeps the
+//! team's server out of it (`--pg1-path` of the throwaway, always on the command line, so a
+//! configuration's `pg1-path` naming the production data directory is never restored into).
+//!
+//! Secrets (`PGBACKREST_REPO1_CIPHER_PASS`, `PGBACKREST_REPO1_S3_KEY`, ...) reach the tool
+//! from the environment only (`tools::tool_env`), never argv, never a log line.
+//!
+//! This module must not read the repository's files itself: pgBackRest is the one reader of
+//! its format (checksums, encryption, compression, incremental references).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::tools::{self, Tool};
+use crate::error::Failure;
+
+/// How a pgBackRest source is written: `pgbackrest://STANZA?config=PATH&repo=PATH&bin=PATH`.
+pub const SCHEME: &str = "pgbackrest://";
+
+/// The Debian package holding the binary (named when it is missing).
+pub const PACKAGE: &str = "pgbackrest";
+
+/// A stanza of a pgBackRest repository, as the team configured it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repo {
+    pub stanza: String,
+    /// `--config`: the team's pgbackrest.conf (default: pgBackRest's own default).
+    pub config: Option<PathBuf>,
+    /// `--repo1-path`: a local repository's path, when it is not (or not only) in the config.
+    pub repo_path: Option<PathBuf>,
+    /// The pgbackrest binary to run (default: `pgbackrest` on PATH).
+    pub bin: Option<PathBuf>,
+}
+
+/// One backup as `pgbackrest info` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    /// The backup's label, e.g. `20261206-064957F_20261206-064959I`.
+    pub label: String,
+    /// `full`, `diff` or `incr`.
+    pub kind: String,
+    /// Unix seconds.
+    pub started: i64,
+    pub stopped: i64,
+    pub start_lsn: u64,
+    pub stop_lsn: u64,
+    /// The first and last WAL segments the backup needs to be consistent.
+    pub wal_start: String,
+    pub wal_stop: String,
+    pub timeline: u32,
+    pub system_id: u64,
+    /// PostgreSQL major of the backed-up server, as pgBackRest records it (`15`).
+    pub pg_version: String,
+    /// The database's size, and the backup's size in the repository (with its references).
+    pub size: u64,
+    pub repo_size: u64,
+    /// pgBackRest found an error in a page checksum while taking it.
+    pub error: bool,
+    /// The pgBackRest version that made it.
+    pub made_by: String,
+}
+
+/// What `pgbackrest info` says about a stanza.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// Oldest first, as pgBackRest lists them.
+    pub backups: Vec<Backup>,
+    /// The oldest and newest WAL segment in the archive of the current database.
+    pub archive_min: Option<String>,
+    pub archive_max: Option<String>,
+    /// `none` or the cipher type.
+    pub cipher: String,
+}
+
+impl Repo {
+    /// Parse `pgbackrest://STANZA?config=PATH&repo=PATH&bin=PATH`.
+    pub fn parse(location: &str) -> Result<Repo, Failure> {
+        let rest = location.strip_prefix(SCHEME).ok_or_else(|| {
+            Failure::invalid(format!("`{}` is not a pgBackRest source (pgbackrest://STANZA?config=PATH)", crate::util::visible(location)))
+        })?;
+        let (stanza, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let stanza = crate::util::percent_decode_strict(stanza).unwrap_or_default();
+        if stanza.is_empty() || stanza.contains('/') || stanza.chars().any(char::is_control) {
+            return Err(Failure::invalid(format!(
+                "the pgBackRest source `{}` names no stanza: write pgbackrest://STANZA?config=/etc/pgbackrest/pgbackrest.conf",
+                crate::util::visible(location)
+            )));
+        }
+        let mut repo = Repo { stanza, config: None, repo_path: None, bin: None };
+        for (k, v) in tools::options(query, &["config", "repo", "bin"], location)? {
+            let v = Some(PathBuf::from(v));
+            match k.as_str() {
+                "config" => repo.config = v,
+                "repo" => repo.repo_path = v,
+                _ => repo.bin = v,
+            }
+        }
+        Ok(repo)
+    }
+
+    /// The binary that serves this source, and its version (`pgBackRest 2.45`).
+    pub fn tool(&self) -> Result<Tool, Failure> {
+        tools::find("pgbackrest", self.bin.as_deref(), &["version"], PACKAGE)
+    }
+
+    /// The options naming the team's configuration, repository and stanza, for every command.
+    fn common(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(c) = &self.config {
+            a.push(format!("--config={}", c.display()));
+        }
+        if let Some(r) = &self.repo_path {
+            a.push(format!("--repo1-path={}", r.display()));
+        }
+        a.push(format!("--stanza={}", self.stanza));
+        a
+    }
+
+    /// `pgbackrest info --output=json` for the stanza. A repository pgBackRest cannot read (a
+    /// wrong cipher passphrase, a missing stanza, no repository) is the environment's
+    /// failure, with pgBackRest's own words: no backup was judged.
+    pub fn info(&self, tool: &Tool) -> Result<Info, Failure> {
+        let mut cmd = tools::tool_command(&tool.path);
+        cmd.args(self.common()).args(["--output=json", "--log-level-console=error", "--log-level-file=off", "info"]);
+        let out = tools::run(&mut cmd, "pgbackrest info")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(self.unreadable(&tools::both(&out)));
+        }
+        let info = parse_info(&text, &self.stanza)?;
+        Ok(info)
+    }
+
+    /// The repository could not be read: say what pgBackRest said, and name the passphrase
+    /// when that is what it was about.
+    fn unreadable(&self, output: &str) -> Failure {
+        let said = tools::last_lines(output, 3);
+        let lower = said.to_lowercase();
+        let hint = if lower.contains("cipher") || lower.contains("decrypt") || lower.contains("passphrase") {
+            " (is PGBACKREST_REPO1_CIPHER_PASS the repository's cipher passphrase?)"
+        } else {
+            ""
+        };
+        Failure::environment(format!("pgbackrest cannot read the stanza `{}`{hint}: {said}", self.stanza))
+    }
+
+    /// Restore the backup `label` into the empty directory `data` with `pgbackrest restore
+    /// --type=none`: the files, no recovery target (the caller writes the recovery settings
+    /// and proves the target). `--pg1-path` is the throwaway's directory, whatever the
+    /// configuration says. A backup pgBackRest cannot restore (a file removed or altered in
+    /// the repository, a checksum that does not match) is a failed verification.
+    pub fn restore(&self, tool: &Tool, label: &str, data: &Path) -> Result<(), Failure> {
+        let mut cmd = tools::tool_command(&tool.path);
+        cmd.args(self.common()).args([
+            format!("--pg1-path={}", data.display()),
+            format!("--set={label}"),
+            "--type=none".into(),
+            "--log-level-console=warn".into(),
+            "--log-level-file=off".into(),
+            "restore".into(),
+        ]);
+        let out = tools::run(&mut cmd, "pgbackrest restore")?;
+        if !out.status.success() {
+            return Err(Failure::failed(format!(
+                "pgbackrest restore of the backup `{label}` of the stanza `{}` failed (exit {}): {}",
+                self.stanza,
+                out.status.code().unwrap_or(-1),
+                tools::last_lines(&tools::both(&out), 4)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The restore_command a throwaway server on `data` fetches WAL with: `pgbackrest
+    /// archive-get`, with the same configuration, repository and stanza, every word quoted
+    /// for the shell the server runs it in.
+    pub fn restore_command(&self, tool: &Tool, data: &Path) -> String {
+        let mut words = vec![tool.path.display().to_string()];
+        words.extend(self.common());
+        words.push(format!("--pg1-path={}", data.display()));
+        words.push("--log-level-file=off".into());
+        words.push("archive-get".into());
+        let mut s: Vec<String> = words.iter().map(|w| tools::server_escape(&crate::util::shell_quote(w))).collect();
+        // %f and %p are the server's, replaced before the shell sees them.
+        s.push("%f".into());
+        s.push("\"%p\"".into());
+        s.join(" ")
+    }
+}
+
+/// Read `pgbackrest info --output=json`'s answer for `stanza`. A stanza whose status is not
+/// ok (and that is not just "no valid backups") is the environment's failure naming it.
+pub fn parse_info(json: &str, stanza: &str) -> Result<Info, Failure> {
+    let v: Value = serde_json::from_str(json)
+        .map_err(|e| Failure::environment(format!("pgbackrest info --output=json did not answer JSON ({e})")))?;
+    let s = v
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"].as_str() == Some(stanza)))
+        .ok_or_else(|| Failure::environment(format!("pgbackrest info does not list the stanza `{stanza}`")))?;
+    let code = s["status"]["code"].as_i64().unwrap_or(99);
+    // 0 ok, 2 no valid backups (an empty list, judged by the caller); anything else means
+    // pgBackRest cannot read the stanza.
+    if code != 0 && code != 2 {
+        let mut said = s["status"]["message"].as_str().unwrap_or("unknown").to_string();
+        for r in s["repo"].as_array().into_iter().flatten() {
+            if let Some(m) = r["status"]["message"].as_str().filter(|m| *m != "ok") {
+                said.push_str(" / ");
+                said.push_str(m);
+            }
+        }
+        let lower = said.to_lowercase();
+        let hint = if lower.contains("cipher") || lower.contains("decrypt") || lower.contains("passphrase") {
+            " (is PGBACKREST_REPO1_CIPHER_PASS the repository's cipher passphrase?)"
+        } else {
+            ""
+        };
+        return Err(Failure::environment(format!(
+            "pgbackrest cannot read the stanza `{stanza}`{hint}: {}",
+            crate::util::visible(&said)
+        )));
+    }
+    let dbs: Vec<&Value> = s["db"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let db_of = |id: &Value| dbs.iter().find(|d| d["id"] == *id).copied();
+    let mut backups = Vec::new();
+    for b in s["backup"].as_array().into_iter().flatten() {
+        let db = db_of(&b["database"]["id"]);
+        let wal_start = b["archive"]["start"].as_str().unwrap_or_default().to_string();
+        backups.push(Backup {
+            label: b["label"].as_str().unwrap_or_default().to_string(),
+            kind: b["type"].as_str().unwrap_or_default().to_string(),
+            started: b["timestamp"]["start"].as_i64().unwrap_or_default(),
+            stopped: b["timestamp"]["stop"].as_i64().unwrap_or_default(),
+            start_lsn: b["lsn"]["start"].as_str().and_then(tools::parse_lsn).unwrap_or_default(),
+            stop_lsn: b["lsn"]["stop"].as_str().and_then(tools::parse_lsn).unwrap_or_default(),
+            timeline: tools::segment_timeline(&wal_start).unwrap_or(1),
+            wal_stop: b["archive"]["stop"].as_str().unwrap_or_default().to_string(),
+            wal_start,
+            system_id: db.and_then(|d| d["system-id"].as_u64()).unwrap_or_default(),
+            pg_version: db.and_then(|d| d["version"].as_str()).unwrap_or_default().to_string(),
+            size: b["info"]["size"].as_u64().unwrap_or_default(),
+            repo_size: b["info"]["repository"]["size"].as_u64().unwrap_or_default(),
+            error: b["error"].as_bool().unwrap_or(false),
+            made_by: b["backrest"]["version"].as_str().unwrap_or_default().to_string(),
+        });
+    }
+    if backups.iter().any(|b| b.label.is_empty()) {
+        return Err(Failure::environment(format!("pgbackrest info lists a backup of `{stanza}` without a label")));
+    }
+    // The archive of the newest database (after a stanza-upgrade, older ids hold older WAL).
+    let archive = s["archive"].as_array().and_then(|a| a.last());
+    Ok(Info {
+        backups,
+        archive_min: archive.and_then(|a| a["min"].as_str()).map(str::to_string),
+        archive_max: archive.and_then(|a| a["max"].as_str()).map(str::to_string),
+        cipher: s["cipher"].as_str().unwrap_or("none").to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"15-1","max":"000000010000000000000007","min":"000000010000000000000001"}],
+      "backup":[{"archive":{"start":"000000010000000000000002","stop":"000000010000000000000003"},"backrest":{"format":5,"version":"2.45"},
+        "database":{"id":1,"repo-key":1},"error":false,"info":{"delta":22992374,"repository":{"delta":3043376,"size":3043376},"size":22992374},
+        "label":"20261206-064957F","lsn":{"start":"0/2000028","stop":"0/3000050"},"prior":null,"reference":null,
+        "timestamp":{"start":1796539797,"stop":1796539799},"type":"full"}],
+      "cipher":"none","db":[{"id":1,"repo-key":1,"system-id":7716079656920169398,"version":"15"}],"name":"demo",
+      "repo":[{"cipher":"none","key":1,"status":{"code":0,"message":"ok"}}],"status":{"code":0,"lock":{"backup":{"held":false}},"message":"ok"}}]"#;
+
+    #[test]
+    fn info_json_of_pgbackrest_2_45_is_read() {
+        let i = parse_info(INFO, "demo").unwrap();
+        assert_eq!(i.archive_max.as_deref(), Some("000000010000000000000007"));
+        let b = &i.backups[0];
+        assert_eq!(b.label, "20261206-064957F");
+        assert_eq!((b.start_lsn, b.stop_lsn), (0x200_0028, 0x300_0050));
+        assert_eq!(b.system_id, 7716079656920169398);
+        assert_eq!((b.timeline, b.pg_version.as_str(), b.made_by.as_str()), (1, "15", "2.45"));
+        assert!(parse_info(INFO, "other").is_err());
+    }
+
+    #[test]
+    fn a_stanza_pgbackrest_cannot_read_is_the_environments_failure_naming_the_passphrase() {
+        let bad = r#"[{"name":"demo","status":{"code":99,"message":"other"},"cipher":"aes-256-cbc",
+          "repo":[{"key":1,"cipher":"aes-256-cbc","status":{"code":99,"message":"[CryptoError] cipher header invalid"}}]}]"#;
+        let e = parse_info(bad, "demo").unwrap_err();
+        assert_eq!(e.class, crate::error::Class::Environment);
+        assert!(e.message.contains("PGBACKREST_REPO1_CIPHER_PASS"), "{e}");
+    }
+
+    #[test]
+    fn a_location_names_stanza_config_and_repository() {
+        let r = Repo::parse("pgbackrest://main?config=/etc/pgbackrest/pgbackrest.conf&repo=/var/lib/pgbackrest").unwrap();
+        assert_eq!(r.stanza, "main");
+        assert_eq!(r.config.as_deref(), Some(Path::new("/etc/pgbackrest/pgbackrest.conf")));
+        assert_eq!(r.repo_path.as_deref(), Some(Path::new("/var/lib/pgbackrest")));
+        assert!(Repo::parse("pgbackrest://?config=/x").is_err());
+        assert!(Repo::parse("pgbackrest://a?cipher-pass=secret").is_err(), "no secret in a location");
+    }
+
+    #[test]
+    fn the_restore_command_quotes_every_word_and_never_holds_a_secret() {
+        let r = Repo::parse("pgbackrest://my%20stanza?config=/etc/p%27b.conf").unwrap();
+        let t = Tool { path: PathBuf::from("/usr/bin/pgbackrest"), version: "pgBackRest 2.45".into() };
+        let c = r.restore_command(&t, Path::new("/tmp/d"));
+        assert!(c.contains("'--config=/etc/p'\\''b.conf'") || c.contains("--config=/etc/p'\\''b.conf"), "{c}");
+        assert!(c.contains("'--stanza=my stanza'"), "{c}");
+        assert!(c.ends_with("archive-get %f \"%p\""), "{c}");
+    }
+}
