@@ -16,6 +16,8 @@ const LAYERS: &[&[&str]] = &[
     &["pg", "storage"],
     // The backup pipeline, the restore journal, the redactor.
     &["backup", "restore", "redact"],
+    // Physical backups recovered to a point in time in a throwaway server, and proven.
+    &["physical"],
     // What steps tell the reports (outcomes, facts).
     &["facts"],
     // The step catalogue.

@@ -18,6 +18,7 @@ pub mod fleet;
 mod layers;
 pub mod manpages;
 pub mod pg;
+pub mod physical;
 pub mod plan;
 pub mod progress;
 pub mod redact;

@@ -348,8 +348,8 @@ impl Drop for NativeServer {
     }
 }
 
-/// Who the server processes run as.
-enum RunAs {
+/// Who the server processes run as (`physical::recover` starts its servers the same way).
+pub enum RunAs {
     /// Not root: run as ourselves.
     Me,
     /// Root: drop to an unprivileged user, because initdb and postgres refuse root.
@@ -357,7 +357,7 @@ enum RunAs {
 }
 
 impl RunAs {
-    fn detect() -> Result<RunAs, ServerError> {
+    pub fn detect() -> Result<RunAs, ServerError> {
         if !nix::unistd::geteuid().is_root() {
             return Ok(RunAs::Me);
         }
@@ -367,7 +367,7 @@ impl RunAs {
         Ok(RunAs::User { uid: user.uid.as_raw(), gid: user.gid.as_raw(), name: user.name })
     }
 
-    fn own(&self, path: &Path) -> Result<(), ServerError> {
+    pub fn own(&self, path: &Path) -> Result<(), ServerError> {
         if let RunAs::User { uid, gid, name } = self {
             nix::unistd::chown(path, Some((*uid).into()), Some((*gid).into()))
                 .map_err(|e| ServerError::environment(format!("cannot hand {} to {name}: {e}", path.display())))?;
@@ -378,7 +378,7 @@ impl RunAs {
     }
 
     /// The user id the server runs as.
-    fn uid(&self) -> u32 {
+    pub fn uid(&self) -> u32 {
         match self {
             RunAs::Me => nix::unistd::geteuid().as_raw(),
             RunAs::User { uid, .. } => *uid,
@@ -386,7 +386,7 @@ impl RunAs {
     }
 
     /// `own` for a directory and everything in it.
-    fn own_tree(&self, dir: &Path) -> Result<(), ServerError> {
+    pub fn own_tree(&self, dir: &Path) -> Result<(), ServerError> {
         self.own(dir)?;
         let entries =
             fs::read_dir(dir).map_err(|e| ServerError::environment(format!("reading {}: {e}", dir.display())))?;
@@ -403,7 +403,7 @@ impl RunAs {
 
     /// A command for `program` (through crate::child, so it dies with pgdrill), dropping
     /// privileges if root.
-    fn command(&self, program: &Path) -> Command {
+    pub fn command(&self, program: &Path) -> Command {
         let setpriv = Path::new("/usr/bin/setpriv");
         let mut args: Vec<String> = Vec::new();
         if let RunAs::User { uid, gid, .. } = self {

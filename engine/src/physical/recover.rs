@@ -1,0 +1,908 @@
+//! Point-in-time recovery in a throwaway server, shared by every physical source: on a data
+//! directory a source has materialized, write the recovery settings, start a native server
+//! that only this process can reach, wait for recovery to end, and PROVE the target was
+//! reached before anyone reads the data.
+//!
+//! A recovery that "worked" is not taken on trust, because that is where PITR drills pass
+//! wrongly in the field: a gap in the archive ends recovery early and the server promotes
+//! anyway; a time target with no later commit is never confirmed; the default
+//! `recovery_target_action` leaves a paused, read-only server; a throwaway clone archives
+//! into the production archive. So:
+//!
+//! - the throwaway never archives: `archive_mode=off` and an empty `archive_command` (and
+//!   `archive_library`), written last in `postgresql.auto.conf` and given on the command
+//!   line, which wins over every file the backup brought;
+//! - `recovery_target_action=promote`, and the server must have left recovery;
+//! - the server's own log must say it stopped at the target (`recovery stopping ...`), the
+//!   replayed LSN must be at or past an LSN target, the last completed transaction must not
+//!   be later than a time target, and "latest" must have replayed the archive's newest
+//!   segment (a gap ends recovery silently before it);
+//! - WAL of another cluster ("from different database system"), a FATAL or PANIC, and
+//!   PostgreSQL 14+'s "recovery ended before configured recovery target was reached" are
+//!   failures naming the archive's end.
+//!
+//! The server listens on a unix socket only, in a 0700 directory of its own, with `trust`
+//! for local connections: the restored cluster's passwords are not ours to know, and no
+//! other user of the machine can reach it. It dies with pgdrill (parent-death signal), is
+//! stopped on drop, and its directory has the native servers' prefix, so `pg::native`'s
+//! reaper removes what a killed pgdrill left.
+
+use std::fmt;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use time::OffsetDateTime;
+
+use super::source::{ArchiveEnd, Lsn, MaterializeInto};
+use crate::error::Failure;
+use crate::pg::native::{self, RunAs};
+
+/// Where recovery should stop.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetKind {
+    /// `recovery_target_time`.
+    Time(OffsetDateTime),
+    /// `recovery_target_lsn`.
+    Lsn(Lsn),
+    /// `recovery_target_xid`.
+    Xid(u64),
+    /// `recovery_target_name`: a restore point made with `pg_create_restore_point`.
+    Name(String),
+    /// `recovery_target = 'immediate'`: the end of the base backup.
+    Immediate,
+    /// No target: replay all the archive holds.
+    Latest,
+}
+
+/// A recovery target and whether it is inclusive (`recovery_target_inclusive`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub kind: TargetKind,
+    /// Stop just after the target (true, PostgreSQL's default) or just before it.
+    pub inclusive: bool,
+}
+
+impl Target {
+    pub fn latest() -> Target {
+        Target { kind: TargetKind::Latest, inclusive: true }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = if self.inclusive { "" } else { " (exclusive)" };
+        match &self.kind {
+            TargetKind::Time(t) => write!(f, "time {}{how}", pg_time(*t)),
+            TargetKind::Lsn(l) => write!(f, "LSN {l}{how}"),
+            TargetKind::Xid(x) => write!(f, "transaction {x}{how}"),
+            TargetKind::Name(n) => write!(f, "restore point {n:?}"),
+            TargetKind::Immediate => write!(f, "the end of the base backup (immediate)"),
+            TargetKind::Latest => write!(f, "the end of the archive (latest)"),
+        }
+    }
+}
+
+/// `2026-12-06 06:55:00.123456+00`: a time as PostgreSQL reads and (with `timezone=UTC`)
+/// writes it.
+pub fn pg_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}+00",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+/// PostgreSQL's `2026-12-06 06:55:00.123456+00` (fraction and minutes of the offset
+/// optional) -> the time.
+pub fn parse_pg_time(text: &str) -> Option<OffsetDateTime> {
+    let text = text.trim();
+    // The offset starts at the last `+` or at a `-` after the time of day.
+    let cut = text.rfind(['+', '-']).filter(|i| *i > 10)?;
+    let (stamp, offset) = text.split_at(cut);
+    let sign: i32 = if offset.starts_with('-') { -1 } else { 1 };
+    let mut parts = offset[1..].split(':');
+    let oh: i32 = parts.next()?.parse().ok()?;
+    let om: i32 = parts.next().map(str::parse).transpose().ok()?.unwrap_or(0);
+    let (date, clock) = stamp.split_once(' ')?;
+    let mut d = date.split('-');
+    let (y, mo, da): (i32, u8, u8) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
+    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut c = hms.split(':');
+    let (h, mi, se): (u8, u8, u8) = (c.next()?.parse().ok()?, c.next()?.parse().ok()?, c.next()?.parse().ok()?);
+    if d.next().is_some() || c.next().is_some() || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanos: u32 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().ok()? };
+    let date = time::Date::from_calendar_date(y, time::Month::try_from(mo).ok()?, da).ok()?;
+    let local = time::PrimitiveDateTime::new(date, time::Time::from_hms_nano(h, mi, se, nanos).ok()?);
+    let offset = time::UtcOffset::from_whole_seconds(sign * (oh * 3600 + om * 60)).ok()?;
+    Some(local.assume_offset(offset).to_offset(time::UtcOffset::UTC))
+}
+
+/// The directory a recovery works in: the data directory, the tablespaces, the socket and
+/// the server's log, all under one temp directory with the native servers' prefix. Dropped,
+/// it is removed.
+#[derive(Debug)]
+pub struct Workspace {
+    dir: PathBuf,
+}
+
+impl Workspace {
+    /// A new, empty workspace under the temp directory.
+    pub fn new() -> Result<Workspace, Failure> {
+        native::reap_stale();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}{}-", native::DIR_PREFIX, std::process::id()))
+            .tempdir()
+            .map_err(|e| Failure::environment(format!("cannot create a temp directory: {e}")))?
+            .keep();
+        let ws = Workspace { dir };
+        fs::write(ws.dir.join("owner.pid"), std::process::id().to_string())
+            .map_err(|e| Failure::environment(format!("writing {}: {e}", ws.dir.display())))?;
+        for d in [ws.data_dir(), ws.tablespaces_dir(), ws.socket_dir()] {
+            fs::create_dir(&d).map_err(|e| Failure::environment(format!("creating {}: {e}", d.display())))?;
+            let _ = fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        }
+        Ok(ws)
+    }
+
+    /// The workspace's top directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The (empty until materialized) data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Where tablespaces go, one directory per OID.
+    pub fn tablespaces_dir(&self) -> PathBuf {
+        self.dir.join("tablespaces")
+    }
+
+    fn socket_dir(&self) -> PathBuf {
+        self.dir.join("sock")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    /// Where a source materializes into.
+    pub fn materialize_into(&self) -> MaterializeInto {
+        MaterializeInto { data_dir: self.data_dir(), tablespaces_dir: self.tablespaces_dir() }
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if !self.dir.as_os_str().is_empty() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// How to recover.
+#[derive(Debug, Clone)]
+pub struct RecoverOptions {
+    /// The `restore_command` (`PhysicalSource::restore_command`); `None`: the backup's own
+    /// WAL (pg_wal) is all there is.
+    pub restore_command: Option<String>,
+    pub target: Target,
+    /// `recovery_target_timeline` (default `latest`).
+    pub timeline: Option<String>,
+    /// Directory of the server binaries; default: the backup's major under
+    /// /usr/lib/postgresql, pg_config, PATH.
+    pub bin_dir: Option<PathBuf>,
+    /// A superuser of the restored cluster to connect as (default `postgres`).
+    pub user: Option<String>,
+    /// Database the marker query runs in (default `postgres`).
+    pub database: Option<String>,
+    /// How long recovery may take, server start to promotion.
+    pub timeout: Duration,
+    /// A query that must return one row whose first column is true once recovered (a
+    /// marker row the target should have brought back).
+    pub marker: Option<String>,
+    /// The archive's newest segment: "latest" must reach it, and an unreachable target's
+    /// failure names it.
+    pub archive_end: Option<ArchiveEnd>,
+    /// The system identifier the backup should have (the source's), if known.
+    pub system_identifier: Option<u64>,
+}
+
+impl Default for RecoverOptions {
+    fn default() -> Self {
+        RecoverOptions {
+            restore_command: None,
+            target: Target::latest(),
+            timeline: None,
+            bin_dir: None,
+            user: None,
+            database: None,
+            timeout: Duration::from_secs(600),
+            marker: None,
+            archive_end: None,
+            system_identifier: None,
+        }
+    }
+}
+
+/// What the recovery proved, for reports (RTO phases, the achieved point, RPO).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecoveryFacts {
+    /// The target as asked.
+    pub target: String,
+    /// The server's own line saying where it stopped (`recovery stopping before commit of
+    /// transaction 812, time ...`); `None` for "latest", which has no stop.
+    pub stop_line: Option<String>,
+    /// The commit time of the last transaction replayed ("last completed transaction was
+    /// at log time"): the point in time the data now reflects.
+    pub achieved_time: Option<OffsetDateTime>,
+    /// Where replay started (the backup's checkpoint redo) and became consistent.
+    pub redo_start: Option<Lsn>,
+    pub consistent_at: Option<Lsn>,
+    /// `pg_last_wal_replay_lsn()` after promotion: the end of the last record replayed.
+    pub replay_lsn: Lsn,
+    /// The timeline the server promoted to (`selected new timeline ID`).
+    pub new_timeline: Option<u32>,
+    /// The restored cluster's system identifier (`pg_control_system()`).
+    pub system_identifier: u64,
+    /// Segments fetched with restore_command, and the last of them.
+    pub segments_restored: u32,
+    pub last_segment: Option<String>,
+    /// Bytes of WAL replayed (replay LSN minus redo start).
+    pub replayed_bytes: u64,
+    /// Server start to promotion.
+    pub replay: Duration,
+    /// Replay rate in MB/s (10^6 bytes).
+    pub replay_mb_s: f64,
+    /// The marker query's answer, when one was given.
+    pub marker: Option<bool>,
+    /// `server_version` of the throwaway.
+    pub server_version: String,
+    /// The log lines the proof rests on, in order.
+    pub evidence: Vec<String>,
+}
+
+/// A recovered, promoted throwaway server. Dropped or stopped, the server is shut down and
+/// the workspace removed.
+#[derive(Debug)]
+pub struct Recovered {
+    child: Option<Child>,
+    ws: Workspace,
+    pub user: String,
+    pub database: String,
+    /// The socket's port number (the server has no TCP listener).
+    pub port: u16,
+    pub major: u32,
+    pub facts: RecoveryFacts,
+}
+
+/// The socket port every recovered server uses: its socket lives in a directory of its
+/// own, so no two servers share a socket path.
+const PORT: u16 = 5432;
+
+impl Recovered {
+    /// A libpq key=value connection string for `database` over the server's socket.
+    pub fn url_for(&self, database: &str) -> String {
+        conn_string(&self.ws.socket_dir(), PORT, &self.user, database)
+    }
+
+    /// The connection string for the options' database.
+    pub fn url(&self) -> String {
+        self.url_for(&self.database)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        read_log(&self.ws.log_path())
+    }
+
+    /// The workspace (data directory, log).
+    pub fn workspace(&self) -> &Workspace {
+        &self.ws
+    }
+
+    /// Shut the server down and remove its files.
+    pub fn stop(mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+impl Drop for Recovered {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+fn conn_string(socket: &Path, port: u16, user: &str, database: &str) -> String {
+    use crate::util::conninfo_quote as q;
+    format!(
+        "host={} port={port} user={} dbname={} sslmode=disable",
+        q(&socket.display().to_string()),
+        q(user),
+        q(database)
+    )
+}
+
+/// Immediate shutdown (SIGQUIT), then SIGKILL; waits for the postmaster.
+fn stop_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGQUIT);
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            match c.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() > until => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+}
+
+fn read_log(path: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = fs::File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}
+
+/// A configuration file value: single-quoted, quotes doubled.
+fn conf_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+/// The lines appended to `postgresql.auto.conf`. They come last in the last file read, so
+/// they win over anything the backup brought (an `ALTER SYSTEM SET archive_command` of the
+/// source included).
+pub fn recovery_settings(opts: &RecoverOptions, major: u32) -> String {
+    let mut s = String::from("\n# pgdrill: point-in-time recovery in a throwaway server. Never archive.\n");
+    let mut set = |k: &str, v: &str| s.push_str(&format!("{k} = {}\n", conf_quote(v)));
+    // Without an archive the backup's own pg_wal is read; `false` says "absent" for every
+    // segment, so recovery still runs (and is proven) the same way.
+    set("restore_command", opts.restore_command.as_deref().unwrap_or("false"));
+    set("archive_mode", "off");
+    set("archive_command", "");
+    if major >= 15 {
+        set("archive_library", "");
+    }
+    set("recovery_target_action", "promote");
+    set("recovery_target_timeline", opts.timeline.as_deref().unwrap_or("latest"));
+    set("recovery_target_inclusive", if opts.target.inclusive { "on" } else { "off" });
+    match &opts.target.kind {
+        TargetKind::Time(t) => set("recovery_target_time", &pg_time(*t)),
+        TargetKind::Lsn(l) => set("recovery_target_lsn", &l.to_string()),
+        TargetKind::Xid(x) => set("recovery_target_xid", &x.to_string()),
+        TargetKind::Name(n) => set("recovery_target_name", n),
+        TargetKind::Immediate => set("recovery_target", "immediate"),
+        TargetKind::Latest => {}
+    }
+    s
+}
+
+/// Settings given on the command line: they beat every configuration file. Where the
+/// server listens (a socket in our directory, no TCP), where it logs and in which words,
+/// and that it never archives.
+fn command_line(ws: &Workspace, hba: &Path, ident: &Path, major: u32) -> Vec<String> {
+    let mut v: Vec<(&str, String)> = vec![
+        ("listen_addresses", String::new()),
+        ("unix_socket_directories", ws.socket_dir().display().to_string()),
+        ("hba_file", hba.display().to_string()),
+        ("ident_file", ident.display().to_string()),
+        // The proof reads the server's own words: in English, in UTC, on stderr (our file).
+        ("lc_messages", "C".into()),
+        ("log_timezone", "UTC".into()),
+        ("timezone", "UTC".into()),
+        ("log_destination", "stderr".into()),
+        ("logging_collector", "off".into()),
+        ("log_min_messages", "warning".into()),
+        ("log_line_prefix", "%m [%p] ".into()),
+        // No connection before recovery ended: whoever connects sees the promoted server.
+        ("hot_standby", "off".into()),
+        ("archive_mode", "off".into()),
+        ("archive_command", String::new()),
+        // Speed over durability: the server is deleted afterwards.
+        ("fsync", "off".into()),
+        ("synchronous_commit", "off".into()),
+        ("autovacuum", "off".into()),
+        ("ssl", "off".into()),
+    ];
+    if major >= 15 {
+        v.push(("archive_library", String::new()));
+    }
+    v.into_iter().flat_map(|(k, val)| ["-c".to_string(), format!("{k}={val}")]).collect()
+}
+
+/// Recover the backup materialized in `ws` and prove the target was reached. On success the
+/// server runs (promoted) for the caller's checks; on failure it is stopped and the message
+/// says what the server reported and where the archive ends.
+pub async fn recover(ws: Workspace, opts: RecoverOptions) -> Result<Recovered, Failure> {
+    let data = ws.data_dir();
+    let major: u32 = fs::read_to_string(data.join("PG_VERSION"))
+        .ok()
+        .and_then(|v| v.trim().split('.').next().and_then(|m| m.parse().ok()))
+        .ok_or_else(|| {
+            Failure::failed(format!(
+                "{} has no readable PG_VERSION: the base backup was not materialized completely",
+                data.display()
+            ))
+        })?;
+    let bin_dir = native::find_bin_dir(opts.bin_dir.as_deref(), Some(major))?;
+    let run_as = RunAs::detect()?;
+    prepare(&ws, &opts, major)?;
+    tokio::task::block_in_place(|| run_as.own_tree(ws.dir()))?;
+
+    let user = opts.user.clone().unwrap_or_else(|| "postgres".into());
+    let database = opts.database.clone().unwrap_or_else(|| "postgres".into());
+    let log = fs::File::create(ws.log_path())
+        .map_err(|e| Failure::environment(format!("creating {}: {e}", ws.log_path().display())))?;
+    run_as.own(&ws.log_path())?;
+    let mut cmd = run_as.command(&bin_dir.join("postgres"));
+    cmd.arg("-D")
+        .arg(&data)
+        .arg("-p")
+        .arg(PORT.to_string())
+        .args(command_line(&ws, &ws.dir().join("pgdrill_hba.conf"), &ws.dir().join("pgdrill_ident.conf"), major))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    let started = Instant::now();
+    let child =
+        crate::child::spawn(&mut cmd).map_err(|e| Failure::environment(format!("cannot start postgres: {e}")))?;
+    let mut server = Recovered {
+        child: Some(child),
+        ws,
+        user,
+        database,
+        port: PORT,
+        major,
+        facts: RecoveryFacts { target: opts.target.to_string(), ..Default::default() },
+    };
+    let client = wait_promoted(&mut server, &opts, started).await?;
+    let replay = started.elapsed();
+    let row = client
+        .query_one(
+            "select pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn()::text, ''), \
+             (select system_identifier from pg_control_system())::text, current_setting('server_version')",
+            &[],
+        )
+        .await
+        .map_err(|e| Failure::environment(format!("querying the recovered server: {}", crate::pg::describe(&e))))?;
+    let queried = Queried {
+        in_recovery: row.get(0),
+        replay_lsn: Lsn::parse(row.get::<_, &str>(1)),
+        system_identifier: row.get::<_, &str>(2).parse().unwrap_or_default(),
+    };
+    server.facts.server_version = row.get(3);
+    let log_text = server.log();
+    let mut facts = prove(&opts, &log_text, &queried)?;
+    facts.server_version = std::mem::take(&mut server.facts.server_version);
+    facts.replay = replay;
+    facts.replay_mb_s = mb_per_s(facts.replayed_bytes, replay);
+    if let Some(sql) = &opts.marker {
+        let marker_client = crate::pg::connect(&server.url()).await?;
+        let found = marker_client.query_opt(sql.as_str(), &[]).await.map_err(|e| {
+            Failure::failed(format!("the marker query failed on the recovered server: {}", crate::pg::describe(&e)))
+        })?;
+        let ok = found.and_then(|r| r.try_get::<_, bool>(0).ok()).unwrap_or(false);
+        facts.marker = Some(ok);
+        if !ok {
+            return Err(Failure::failed(format!(
+                "recovered to {} but the marker query did not return true: the data is not at the target",
+                opts.target
+            )));
+        }
+    }
+    server.facts = facts;
+    Ok(server)
+}
+
+fn mb_per_s(bytes: u64, d: Duration) -> f64 {
+    let s = d.as_secs_f64();
+    if s <= 0.0 {
+        0.0
+    } else {
+        bytes as f64 / 1e6 / s
+    }
+}
+
+/// Files and settings in the data directory before the start.
+fn prepare(ws: &Workspace, opts: &RecoverOptions, major: u32) -> Result<(), Failure> {
+    let data = ws.data_dir();
+    let write = |p: PathBuf, text: &str| {
+        fs::write(&p, text).map_err(|e| Failure::environment(format!("writing {}: {e}", p.display())))
+    };
+    // Left by the source's server or a standby: they would stop the start or change the mode.
+    for f in ["postmaster.pid", "postmaster.opts", "standby.signal", "recovery.conf"] {
+        let _ = fs::remove_file(data.join(f));
+    }
+    // Clusters laid out the Debian way keep their configuration outside the data directory,
+    // so a backup of one has none; postgres needs the file to exist.
+    if !data.join("postgresql.conf").exists() {
+        write(data.join("postgresql.conf"), "# pgdrill: the base backup had no postgresql.conf\n")?;
+    }
+    // Only local connections, over a socket in a 0700 directory: trust is safe, and the
+    // restored cluster's passwords are not needed.
+    write(ws.dir().join("pgdrill_hba.conf"), "local all all trust\n")?;
+    write(ws.dir().join("pgdrill_ident.conf"), "")?;
+    let auto = data.join("postgresql.auto.conf");
+    let mut text = fs::read_to_string(&auto).unwrap_or_default();
+    text.push_str(&recovery_settings(opts, major));
+    write(auto, &text)?;
+    write(data.join("recovery.signal"), "")?;
+    Ok(())
+}
+
+/// Wait until the server accepts a connection (with `hot_standby=off`, only after recovery
+/// ended and it promoted), it exits, or the timeout passes.
+async fn wait_promoted(
+    server: &mut Recovered,
+    opts: &RecoverOptions,
+    started: Instant,
+) -> Result<tokio_postgres::Client, Failure> {
+    let url = server.url_for("postgres");
+    let mut last: String;
+    loop {
+        if let Some(child) = server.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                server.child = None;
+                let log = server.log();
+                return Err(failure_from_log(opts, &log, &format!("the server exited ({status})")));
+            }
+        }
+        match crate::pg::connect(&url).await {
+            Ok(c) => match c.query_one("select pg_is_in_recovery()", &[]).await {
+                Ok(r) if !r.get::<_, bool>(0) => return Ok(c),
+                Ok(_) => last = "still in recovery".into(),
+                Err(e) => last = crate::pg::describe(&e),
+            },
+            Err(e) => {
+                last = e.to_string();
+                // A role the restored cluster lacks is no reason to wait for the timeout.
+                if last.contains("does not exist") && last.contains("role") {
+                    return Err(Failure::invalid(format!(
+                        "recovery ended, but {last}: set `user:` to a superuser of the backed-up cluster"
+                    )));
+                }
+            }
+        }
+        if started.elapsed() > opts.timeout {
+            let log = server.log();
+            return Err(failure_from_log(
+                opts,
+                &log,
+                &format!("recovery did not finish within {}s ({last})", opts.timeout.as_secs()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the server said, read from its log.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct LogFacts {
+    pub stop_line: Option<String>,
+    pub last_commit: Option<OffsetDateTime>,
+    pub redo_start: Option<Lsn>,
+    pub consistent_at: Option<Lsn>,
+    pub redo_done: Option<Lsn>,
+    pub new_timeline: Option<u32>,
+    pub restored: u32,
+    pub last_segment: Option<String>,
+    /// FATAL and PANIC lines, and WAL from another cluster.
+    pub fatal: Vec<String>,
+    pub evidence: Vec<String>,
+}
+
+/// The text after `LOG:  `, `FATAL:  ` ... of a log line, and its severity.
+fn message_of(line: &str) -> Option<(&str, &str)> {
+    for sev in ["LOG:  ", "FATAL:  ", "PANIC:  ", "WARNING:  ", "DETAIL:  ", "HINT:  "] {
+        if let Some(i) = line.find(sev) {
+            return Some((sev.trim_end().trim_end_matches(':'), &line[i + sev.len()..]));
+        }
+    }
+    None
+}
+
+/// The first `"..."`-quoted word after `key`.
+fn quoted_after<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let rest = &text[text.find(key)? + key.len()..];
+    let start = rest.find('"')? + 1;
+    let end = rest[start..].find('"')?;
+    Some(&rest[start..start + end])
+}
+
+/// Read the server log's recovery lines.
+pub fn read_recovery_log(log: &str) -> LogFacts {
+    let mut f = LogFacts::default();
+    for line in log.lines() {
+        let Some((sev, msg)) = message_of(line) else { continue };
+        if sev == "FATAL" || sev == "PANIC" {
+            f.fatal.push(msg.to_string());
+            f.evidence.push(format!("{sev}: {msg}"));
+            continue;
+        }
+        if msg.contains("from different database system") {
+            f.fatal.push(msg.to_string());
+            f.evidence.push(msg.to_string());
+        } else if msg.starts_with("restored log file ") {
+            f.restored += 1;
+            f.last_segment = quoted_after(msg, "restored log file").map(str::to_string);
+        } else if let Some(rest) = msg.strip_prefix("redo starts at ") {
+            f.redo_start = Lsn::parse(rest.split_whitespace().next().unwrap_or_default());
+            f.evidence.push(msg.to_string());
+        } else if let Some(rest) = msg.strip_prefix("consistent recovery state reached at ") {
+            f.consistent_at = Lsn::parse(rest.split_whitespace().next().unwrap_or_default());
+            f.evidence.push(msg.to_string());
+        } else if msg.starts_with("recovery stopping ") {
+            f.stop_line = Some(msg.to_string());
+            f.evidence.push(msg.to_string());
+        } else if let Some(rest) = msg.strip_prefix("redo done at ") {
+            f.redo_done = Lsn::parse(rest.split_whitespace().next().unwrap_or_default());
+            f.evidence.push(msg.to_string());
+        } else if let Some(rest) = msg.strip_prefix("last completed transaction was at log time ") {
+            f.last_commit = parse_pg_time(rest);
+            f.evidence.push(msg.to_string());
+        } else if let Some(rest) = msg.strip_prefix("selected new timeline ID: ") {
+            f.new_timeline = rest.trim().parse().ok();
+            f.evidence.push(msg.to_string());
+        } else if msg.starts_with("starting point-in-time recovery") || msg.starts_with("archive recovery complete") {
+            f.evidence.push(msg.to_string());
+        }
+    }
+    f
+}
+
+/// Where the archive ends, for messages.
+fn archive_end_text(opts: &RecoverOptions, log: &LogFacts) -> String {
+    let mut parts = Vec::new();
+    if let Some(end) = &opts.archive_end {
+        parts.push(format!("the archive's newest segment is {}", end.segment));
+    }
+    match &log.last_segment {
+        Some(s) => parts.push(format!("the last segment restored was {s}")),
+        None => parts.push("no segment was restored from the archive".into()),
+    }
+    if let Some(l) = log.redo_done {
+        parts.push(format!("redo ended at {l}"));
+    }
+    parts.join("; ")
+}
+
+/// The failure for a server that stopped (or did not finish) without reaching the target.
+fn failure_from_log(opts: &RecoverOptions, log: &str, what: &str) -> Failure {
+    let facts = read_recovery_log(log);
+    let fatal = facts.fatal.last().cloned().unwrap_or_default();
+    let end = archive_end_text(opts, &facts);
+    if fatal.contains("recovery ended before configured recovery target was reached") {
+        return Failure::failed(format!("recovery did not reach {}: the server says \"{fatal}\" ({end})", opts.target));
+    }
+    if fatal.contains("from different database system") {
+        return Failure::failed(format!(
+            "recovery did not reach {}: the archive holds WAL of another cluster (\"{fatal}\"; {end})",
+            opts.target
+        ));
+    }
+    let said = if fatal.is_empty() { tail(log, 5) } else { fatal };
+    Failure::failed(format!("recovery did not reach {}: {what}; the server says \"{said}\" ({end})", opts.target))
+}
+
+fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().rev().take(n).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
+/// What the promoted server answered.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Queried {
+    pub in_recovery: bool,
+    pub replay_lsn: Option<Lsn>,
+    pub system_identifier: u64,
+}
+
+/// The proof that the target was reached, from the server's log and answers. Every check
+/// that fails is a failed `Failure` naming what the server said.
+pub fn prove(opts: &RecoverOptions, log: &str, q: &Queried) -> Result<RecoveryFacts, Failure> {
+    let lf = read_recovery_log(log);
+    let target = &opts.target;
+    let end = archive_end_text(opts, &lf);
+    let fail = |why: String| Failure::failed(format!("recovery did not reach {target}: {why} ({end})"));
+    if q.in_recovery {
+        return Err(fail("the server is still in recovery (not promoted)".into()));
+    }
+    if let Some(bad) = lf.fatal.iter().find(|m| m.contains("from different database system")) {
+        return Err(fail(format!("the archive holds WAL of another cluster: \"{bad}\"")));
+    }
+    if let Some(want) = opts.system_identifier {
+        if want != q.system_identifier {
+            return Err(fail(format!(
+                "the base backup is of system {} but the source is system {want}",
+                q.system_identifier
+            )));
+        }
+    }
+    let replay = q.replay_lsn.or(lf.redo_done).unwrap_or_default();
+    let stop = lf.stop_line.clone().unwrap_or_default();
+    let no_stop =
+        || fail("the server never logged \"recovery stopping\" at the target: it ran out of WAL and promoted".into());
+    match &target.kind {
+        TargetKind::Latest => {
+            if !stop.is_empty() {
+                return Err(fail(format!("the server stopped early: \"{stop}\"")));
+            }
+            if let Some(end) = &opts.archive_end {
+                if replay < end.segment_start {
+                    return Err(fail(format!(
+                        "replay ended at {replay}, before the archive's newest segment {} (starts at {}): a segment \
+                         in between is missing or unreadable",
+                        end.segment, end.segment_start
+                    )));
+                }
+            }
+        }
+        TargetKind::Immediate => {
+            if !stop.contains("reaching consistency") {
+                return Err(no_stop());
+            }
+        }
+        TargetKind::Name(n) => {
+            if quoted_after(&stop, "restore point").as_deref() != Some(n.as_str()) {
+                return Err(no_stop());
+            }
+        }
+        TargetKind::Xid(x) => {
+            if !stop.contains(&format!("transaction {x}")) {
+                return Err(no_stop());
+            }
+        }
+        TargetKind::Lsn(l) => {
+            if !stop.contains("WAL location") {
+                return Err(no_stop());
+            }
+            if target.inclusive && replay < *l {
+                return Err(fail(format!("the replayed LSN {replay} is before the target {l}")));
+            }
+        }
+        TargetKind::Time(t) => {
+            // PostgreSQL stops before the first commit later than the target (at or later
+            // when exclusive): that commit's time must be past the target, and the last one
+            // replayed must not be.
+            if !stop.starts_with("recovery stopping before") {
+                return Err(no_stop());
+            }
+            let stopped_at = stop.rsplit_once(", time ").and_then(|(_, t)| parse_pg_time(t));
+            match stopped_at {
+                Some(s) if s > *t || (!target.inclusive && s >= *t) => {}
+                _ => return Err(fail(format!("the stop is not past the target: \"{stop}\""))),
+            }
+            if let Some(last) = lf.last_commit {
+                if last > *t {
+                    return Err(fail(format!("a transaction of {} was replayed, after the target", pg_time(last))));
+                }
+            }
+        }
+    }
+    Ok(RecoveryFacts {
+        target: target.to_string(),
+        stop_line: lf.stop_line.clone(),
+        achieved_time: lf.last_commit,
+        redo_start: lf.redo_start,
+        consistent_at: lf.consistent_at,
+        replay_lsn: replay,
+        new_timeline: lf.new_timeline,
+        system_identifier: q.system_identifier,
+        segments_restored: lf.restored,
+        last_segment: lf.last_segment.clone(),
+        replayed_bytes: lf.redo_start.map(|s| replay.0.saturating_sub(s.0)).unwrap_or_default(),
+        evidence: lf.evidence,
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIME_LOG: &str = "\
+2026-12-06 07:00:00.000 UTC [10] LOG:  starting point-in-time recovery to 2026-12-06 06:59:30.000000+00
+2026-12-06 07:00:00.010 UTC [10] LOG:  restored log file \"000000010000000000000002\" from archive
+2026-12-06 07:00:00.020 UTC [10] LOG:  redo starts at 0/2000028
+2026-12-06 07:00:00.030 UTC [10] LOG:  consistent recovery state reached at 0/2000100
+2026-12-06 07:00:00.040 UTC [10] LOG:  restored log file \"000000010000000000000003\" from archive
+2026-12-06 07:00:00.050 UTC [10] LOG:  recovery stopping before commit of transaction 812, time 2026-12-06 06:59:30.5+00
+2026-12-06 07:00:00.060 UTC [10] LOG:  redo done at 0/3000200 system usage: CPU: user: 0.00 s
+2026-12-06 07:00:00.070 UTC [10] LOG:  last completed transaction was at log time 2026-12-06 06:59:29.9+00
+2026-12-06 07:00:00.080 UTC [10] LOG:  selected new timeline ID: 2
+";
+
+    fn opts(kind: TargetKind) -> RecoverOptions {
+        RecoverOptions { target: Target { kind, inclusive: true }, ..Default::default() }
+    }
+
+    fn at(text: &str) -> OffsetDateTime {
+        parse_pg_time(text).expect("time")
+    }
+
+    #[test]
+    fn times_read_and_written_as_postgresql_does() {
+        let t = at("2026-12-06 06:59:30.5+00");
+        assert_eq!(pg_time(t), "2026-12-06 06:59:30.500000+00");
+        assert_eq!(at("2026-12-06 08:59:30+02"), t - Duration::from_millis(500));
+        assert_eq!(at("2026-12-06 01:29:30.5-05:30"), t);
+        assert_eq!(parse_pg_time("yesterday"), None);
+    }
+
+    #[test]
+    fn a_time_target_is_proven_by_the_servers_stop_line_and_last_commit() {
+        let q = Queried { replay_lsn: Lsn::parse("0/3000200"), system_identifier: 7, ..Default::default() };
+        let f = prove(&opts(TargetKind::Time(at("2026-12-06 06:59:30+00"))), TIME_LOG, &q).expect("proven");
+        assert_eq!(f.achieved_time, Some(at("2026-12-06 06:59:29.9+00")));
+        assert_eq!(f.segments_restored, 2);
+        assert_eq!(f.new_timeline, Some(2));
+        assert_eq!(f.replayed_bytes, 0x3000200 - 0x2000028);
+        // A target after the stop line's commit: that commit should have been replayed.
+        let e = prove(&opts(TargetKind::Time(at("2026-12-06 06:59:31+00"))), TIME_LOG, &q).expect_err("refused");
+        assert!(e.message.contains("not past the target"), "{}", e.message);
+    }
+
+    #[test]
+    fn latest_that_stopped_before_the_archives_end_is_a_gap() {
+        let log = TIME_LOG.replace("recovery stopping", "ignored");
+        let mut o = opts(TargetKind::Latest);
+        o.archive_end = Some(ArchiveEnd {
+            segment: "000000010000000000000005".into(),
+            segment_start: Lsn(0x5000000),
+            archived: None,
+        });
+        let q = Queried { replay_lsn: Lsn::parse("0/3000200"), ..Default::default() };
+        let e = prove(&o, &log, &q).expect_err("a gap");
+        assert!(e.message.contains("000000010000000000000005"), "{}", e.message);
+        assert!(e.message.contains("last segment restored was 000000010000000000000003"), "{}", e.message);
+        o.archive_end = None;
+        assert!(prove(&o, &log, &q).is_ok());
+    }
+
+    #[test]
+    fn no_stop_line_is_no_proof_and_another_clusters_wal_fails() {
+        let log = TIME_LOG.replace("recovery stopping before commit of transaction 812", "something else");
+        let q = Queried::default();
+        let e = prove(&opts(TargetKind::Name("before".into())), &log, &q).expect_err("no stop");
+        assert!(e.message.contains("never logged"), "{}", e.message);
+        let other = format!(
+            "{TIME_LOG}2026-12-06 07:00:00.100 UTC [10] LOG:  WAL file is from different database system: WAL file database system identifier is 1, pg_control database system identifier is 2\n"
+        );
+        let e = prove(&opts(TargetKind::Latest), &other, &q).expect_err("other cluster");
+        assert!(e.message.contains("another cluster"), "{}", e.message);
+    }
+
+    #[test]
+    fn settings_never_archive_and_always_promote() {
+        let mut o = opts(TargetKind::Name("it's".into()));
+        o.restore_command = Some("cp '/a b/%f' \"%p\"".into());
+        let s = recovery_settings(&o, 15);
+        assert!(s.contains("archive_mode = 'off'\n"));
+        assert!(s.contains("archive_command = ''\n"));
+        assert!(s.contains("archive_library = ''\n"));
+        assert!(s.contains("recovery_target_action = 'promote'\n"));
+        assert!(s.contains("recovery_target_name = 'it''s'\n"), "{s}");
+        assert!(s.contains("restore_command = 'cp ''/a b/%f'' \"%p\"'\n"), "{s}");
+        assert!(!recovery_settings(&o, 14).contains("archive_library"));
+    }
+}
