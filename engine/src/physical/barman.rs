@@ -11,11 +11,12 @@
 //! This module must not read barman-cloud's objects itself: barman-cloud's tools are the
 //! readers of their format (compression, encryption, tablespaces).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::tools::{self, Tool};
+use super::source::{BaseBackup, Lsn, MaterializeInto, Materialized, PhysicalSource, Tool};
+use super::tools::{self, Binary};
 use crate::error::Failure;
 
 /// How a barman-cloud source is written: `barman-cloud:s3://BUCKET/PATH?server=NAME`
@@ -42,26 +43,16 @@ pub struct Cloud {
 }
 
 /// One backup as `barman-cloud-backup-list` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Backup {
-    pub id: String,
+    /// The backup id (`20261206T065035`) is the id.
+    pub base: BaseBackup,
     /// `DONE`, `FAILED`, `STARTED`, ... as barman-cloud wrote it.
     pub status: String,
-    /// Unix seconds.
-    pub started: i64,
-    pub stopped: i64,
-    pub start_lsn: u64,
-    pub stop_lsn: u64,
-    pub wal_start: String,
-    pub wal_stop: String,
-    pub timeline: u32,
-    pub system_id: u64,
-    /// `server_version_num` of the backed-up server (150018).
-    pub pg_version: u32,
-    /// The size barman-cloud recorded, if it did.
-    pub size: Option<u64>,
     /// The error barman-cloud recorded for a backup that did not finish.
     pub error: Option<String>,
+    /// Each tablespace's name and OID (barman-cloud-restore maps them by name).
+    pub tablespaces: Vec<(String, u32)>,
 }
 
 impl Cloud {
@@ -108,14 +99,14 @@ impl Cloud {
         }
     }
 
-    fn find(&self, name: &str) -> Result<Tool, Failure> {
+    fn find(&self, name: &str) -> Result<Binary, Failure> {
         let explicit = self.bin_dir.as_ref().map(|_| self.program(name));
         tools::find(name, explicit.as_deref(), &["-V"], CLOUD_PACKAGE)
     }
 
     /// The binary that restores (`barman-cloud-restore`) and its version; the listing and
     /// WAL tools come from the same package and directory.
-    pub fn tool(&self) -> Result<Tool, Failure> {
+    pub fn binary(&self) -> Result<Binary, Failure> {
         self.find("barman-cloud-wal-restore")?;
         self.find("barman-cloud-backup-list")?;
         self.find("barman-cloud-restore")
@@ -133,13 +124,13 @@ impl Cloud {
         a
     }
 
-    fn sibling(tool: &Tool, name: &str) -> PathBuf {
+    fn sibling(tool: &Binary, name: &str) -> PathBuf {
         tool.path.parent().map(|d| d.join(name)).unwrap_or_else(|| PathBuf::from(name))
     }
 
     /// The server's backups, oldest first. A destination barman-cloud cannot read (no
     /// bucket, no credentials, no such server) is the environment's failure with its words.
-    pub fn list(&self, tool: &Tool) -> Result<Vec<Backup>, Failure> {
+    pub fn list(&self, tool: &Binary) -> Result<Vec<Backup>, Failure> {
         let mut cmd = tools::tool_command(&Self::sibling(tool, "barman-cloud-backup-list"));
         cmd.args(self.common()).args(["--format", "json"]).arg(&self.url).arg(&self.server);
         let out = tools::run(&mut cmd, "barman-cloud-backup-list")?;
@@ -152,16 +143,22 @@ impl Cloud {
             )));
         }
         let mut v = parse_list(&String::from_utf8_lossy(&out.stdout))?;
-        v.sort_by(|a, b| (a.started, &a.id).cmp(&(b.started, &b.id)));
+        v.sort_by(|a, b| (a.base.started, &a.base.id).cmp(&(b.base.started, &b.base.id)));
         Ok(v)
     }
 
     /// Restore the backup `id` into the empty directory `data` with `barman-cloud-restore`
     /// (files only: the caller writes the recovery settings). A backup barman-cloud cannot
     /// restore is a failed verification.
-    pub fn restore(&self, tool: &Tool, id: &str, data: &Path) -> Result<(), Failure> {
+    pub fn restore(&self, tool: &Binary, backup: &Backup, into: &MaterializeInto) -> Result<(), Failure> {
+        let id = &backup.base.id;
         let mut cmd = tools::tool_command(&tool.path);
-        cmd.args(self.common()).arg(&self.url).arg(&self.server).arg(id).arg(data);
+        cmd.args(self.common());
+        // Every tablespace under the throwaway's directory, never where the team's server had it.
+        for (name, oid) in &backup.tablespaces {
+            cmd.arg(format!("--tablespace={name}:{}", into.tablespaces_dir.join(oid.to_string()).display()));
+        }
+        cmd.arg(&self.url).arg(&self.server).arg(id).arg(&into.data_dir);
         let out = tools::run(&mut cmd, "barman-cloud-restore")?;
         if !out.status.success() {
             return Err(Failure::failed(format!(
@@ -174,17 +171,91 @@ impl Cloud {
         Ok(())
     }
 
-    /// The restore_command a throwaway server fetches WAL with: `barman-cloud-wal-restore`
-    /// with the same destination and server, every word quoted for the shell.
-    pub fn restore_command(&self, tool: &Tool) -> String {
+    /// The words of the command a throwaway server fetches WAL with:
+    /// `barman-cloud-wal-restore` with the same destination and server; the segment's name
+    /// and path follow them.
+    pub fn wal_restore(&self, tool: &Binary) -> Vec<String> {
         let mut words = vec![Self::sibling(tool, "barman-cloud-wal-restore").display().to_string()];
         words.extend(self.common());
         words.push(self.url.clone());
         words.push(self.server.clone());
-        let mut s: Vec<String> = words.iter().map(|w| tools::server_escape(&crate::util::shell_quote(w))).collect();
-        s.push("%f".into());
-        s.push("%p".into());
-        s.join(" ")
+        words
+    }
+}
+
+/// A barman-cloud destination's server as a [`PhysicalSource`].
+#[derive(Debug)]
+pub struct BarmanCloud {
+    cloud: Cloud,
+    bin: Binary,
+    list: std::sync::Mutex<Vec<Backup>>,
+    scripts: tools::Scripts,
+}
+
+impl BarmanCloud {
+    /// The source, with its binaries found and barman-cloud-restore's version asked.
+    pub fn open(cloud: Cloud) -> Result<BarmanCloud, Failure> {
+        let bin = cloud.binary()?;
+        Ok(BarmanCloud { cloud, bin, list: Default::default(), scripts: Default::default() })
+    }
+
+    fn listed(&self, id: &str) -> Result<Backup, Failure> {
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        if !list.iter().any(|b| b.base.id == id) {
+            *list = self.cloud.list(&self.bin)?;
+        }
+        list.iter()
+            .find(|b| b.base.id == id)
+            .cloned()
+            .ok_or_else(|| Failure::failed(format!("barman-cloud-backup-list no longer lists the backup `{id}`")))
+    }
+}
+
+impl PhysicalSource for BarmanCloud {
+    fn tool(&self) -> Tool {
+        Tool { name: "barman-cloud".into(), version: format!("{} ({})", self.bin.version, self.bin.path.display()) }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "barman-cloud server `{}` at {}",
+            crate::util::visible(&self.cloud.server),
+            crate::util::visible(&self.cloud.url)
+        )
+    }
+
+    fn list(&self) -> Result<Vec<BaseBackup>, Failure> {
+        let v = self.cloud.list(&self.bin)?;
+        let out = v.iter().map(|b| b.base.clone()).collect();
+        *self.list.lock().unwrap_or_else(|e| e.into_inner()) = v;
+        Ok(out)
+    }
+
+    /// A backup barman-cloud did not finish (`FAILED`, `STARTED`, ...) never passes.
+    fn verify(&self, backup: &BaseBackup) -> Result<Option<String>, Failure> {
+        let b = self.listed(&backup.id)?;
+        if b.status != "DONE" {
+            return Err(Failure::failed(format!(
+                "barman-cloud marks the backup `{}` {}{}",
+                b.base.id,
+                crate::util::visible(&b.status),
+                b.error.as_deref().map(|e| format!(": {}", crate::util::visible(e))).unwrap_or_default()
+            )));
+        }
+        Ok(Some(format!("barman-cloud backup `{}` is DONE", b.base.id)))
+    }
+
+    fn materialize(&self, backup: &BaseBackup, into: &MaterializeInto) -> Result<Materialized, Failure> {
+        let b = self.listed(&backup.id)?;
+        self.cloud.restore(&self.bin, &b, into)?;
+        Ok(Materialized {
+            bytes: tools::tree_bytes(&into.data_dir) + tools::tree_bytes(&into.tablespaces_dir),
+            tablespaces: tools::tablespaces(&into.data_dir),
+        })
+    }
+
+    fn restore_command(&self, _backup: &BaseBackup) -> Result<Option<String>, Failure> {
+        self.scripts.restore_command("barman-cloud-wal-restore", &self.cloud.wal_restore(&self.bin)).map(Some)
     }
 }
 
@@ -217,24 +288,32 @@ pub fn parse_list(json: &str) -> Result<Vec<Backup>, Failure> {
         let started = label_start.or(begin_naive.map(|n| n - offset)).unwrap_or_default();
         let stopped = end_naive.map(|n| n - offset).unwrap_or(started);
         let wal_start = text("begin_wal");
+        let at = |t: i64| time::OffsetDateTime::from_unix_timestamp(t).ok();
+        let tablespaces = b["tablespaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| Some((t[0].as_str()?.to_string(), t[1].as_u64()? as u32)))
+            .collect();
         out.push(Backup {
+            base: BaseBackup {
+                id,
+                started: at(started),
+                ended: at(stopped),
+                start_lsn: b["begin_xlog"].as_str().and_then(Lsn::parse),
+                stop_lsn: b["end_xlog"].as_str().and_then(Lsn::parse),
+                timeline: b["timeline"].as_u64().map(|t| t as u32).or_else(|| {
+                    super::source::parse_segment_name(&wal_start, super::source::DEFAULT_SEGMENT_SIZE).map(|(t, _)| t)
+                }),
+                system_identifier: b["systemid"].as_str().and_then(|s| s.parse().ok()).or_else(|| b["systemid"].as_u64()),
+                pg_major: b["version"].as_u64().map(|v| (v / 10000) as u32),
+                size: b["size"].as_u64(),
+                has_manifest: false,
+                wal_included: false,
+            },
             status: text("status"),
-            started,
-            stopped,
-            start_lsn: b["begin_xlog"].as_str().and_then(tools::parse_lsn).unwrap_or_default(),
-            stop_lsn: b["end_xlog"].as_str().and_then(tools::parse_lsn).unwrap_or_default(),
-            timeline: b["timeline"].as_u64().map(|t| t as u32).or_else(|| tools::segment_timeline(&wal_start)).unwrap_or(1),
-            wal_stop: text("end_wal"),
-            wal_start,
-            system_id: b["systemid"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .or_else(|| b["systemid"].as_u64())
-                .unwrap_or_default(),
-            pg_version: b["version"].as_u64().unwrap_or_default() as u32,
-            size: b["size"].as_u64(),
             error: b["error"].as_str().map(str::to_string),
-            id,
+            tablespaces,
         });
     }
     Ok(out)
@@ -299,13 +378,14 @@ mod tests {
     fn backup_list_json_of_barman_cloud_3_4_is_read_with_its_zone() {
         let v = parse_list(LIST).unwrap();
         let b = &v[0];
-        assert_eq!(b.id, "20261206T075035");
+        assert_eq!(b.base.id, "20261206T075035");
         assert_eq!(b.status, "DONE");
-        assert_eq!((b.start_lsn, b.stop_lsn, b.timeline, b.pg_version), (0x500_0028, 0x500_0100, 1, 150018));
-        assert_eq!(b.system_id, 7716079782318763570);
+        assert_eq!((b.base.start_lsn, b.base.stop_lsn), (Some(Lsn(0x500_0028)), Some(Lsn(0x500_0100))));
+        assert_eq!((b.base.timeline, b.base.pg_major), (Some(1), Some(15)));
+        assert_eq!(b.base.system_identifier, Some(7716079782318763570));
         // 07:50:36 +01 is 06:50:36 UTC; the end (07:50:46 on the host's clock) is 06:50:46 UTC.
-        let six_fifty = time::macros::datetime!(2026-12-06 06:50:36 UTC).unix_timestamp();
-        assert_eq!((b.started, b.stopped), (six_fifty, six_fifty + 10));
+        let six_fifty = time::macros::datetime!(2026-12-06 06:50:36 UTC);
+        assert_eq!((b.base.started, b.base.ended), (Some(six_fifty), Some(six_fifty + time::Duration::seconds(10))));
     }
 
     #[test]
@@ -319,11 +399,11 @@ mod tests {
     }
 
     #[test]
-    fn the_wal_restore_command_quotes_every_word() {
-        let c = Cloud::parse("barman-cloud:s3://bkt/my%20dir?server=a%25b").unwrap();
-        let t = Tool { path: PathBuf::from("/usr/bin/barman-cloud-restore"), version: "x".into() };
-        let cmd = c.restore_command(&t);
-        assert!(cmd.starts_with("/usr/bin/barman-cloud-wal-restore "), "{cmd}");
-        assert!(cmd.ends_with(" 'a%%b' %f %p"), "{cmd}");
+    fn the_wal_restore_names_destination_and_server() {
+        let c = Cloud::parse("barman-cloud:s3://bkt/my%20dir?server=a%25b&endpoint=http://127.0.0.1:9").unwrap();
+        let t = Binary { path: PathBuf::from("/usr/bin/barman-cloud-restore"), version: "x".into() };
+        let w = c.wal_restore(&t);
+        assert_eq!(w[0], "/usr/bin/barman-cloud-wal-restore");
+        assert_eq!(&w[1..], ["--endpoint-url=http://127.0.0.1:9", "s3://bkt/my%20dir", "a%b"]);
     }
 }

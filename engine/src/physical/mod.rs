@@ -7,3 +7,7 @@
 
 pub mod recover;
 pub mod source;
+
+pub mod barman;
+pub mod pgbackrest;
+pub mod tools;

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::tools::{self, Tool};
+use super::source::{self, ArchiveEnd, BaseBackup, Lsn, MaterializeInto, Materialized, PhysicalSource, Tool};
+use super::tools::{self, Binary};
 use crate::error::Failure;
 
 /// How a pgBackRest source is written: `pgbackrest://STANZA?config=PATH&repo=PATH&bin=PATH`.
@@ -37,35 +38,20 @@ pub struct Repo {
 }
 
 /// One backup as `pgbackrest info` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Backup {
-    /// The backup's label, e.g. `20261206-064957F_20261206-064959I`.
-    pub label: String,
+    /// The label (`20261206-064957F_20261206-064959I`) is the id.
+    pub base: BaseBackup,
     /// `full`, `diff` or `incr`.
     pub kind: String,
-    /// Unix seconds.
-    pub started: i64,
-    pub stopped: i64,
-    pub start_lsn: u64,
-    pub stop_lsn: u64,
-    /// The first and last WAL segments the backup needs to be consistent.
-    pub wal_start: String,
-    pub wal_stop: String,
-    pub timeline: u32,
-    pub system_id: u64,
-    /// PostgreSQL major of the backed-up server, as pgBackRest records it (`15`).
-    pub pg_version: String,
-    /// The database's size, and the backup's size in the repository (with its references).
-    pub size: u64,
-    pub repo_size: u64,
-    /// pgBackRest found an error in a page checksum while taking it.
+    /// pgBackRest found page checksum errors while taking it.
     pub error: bool,
     /// The pgBackRest version that made it.
     pub made_by: String,
 }
 
 /// What `pgbackrest info` says about a stanza.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Info {
     /// Oldest first, as pgBackRest lists them.
     pub backups: Vec<Backup>,
@@ -103,7 +89,7 @@ impl Repo {
     }
 
     /// The binary that serves this source, and its version (`pgBackRest 2.45`).
-    pub fn tool(&self) -> Result<Tool, Failure> {
+    pub fn binary(&self) -> Result<Binary, Failure> {
         tools::find("pgbackrest", self.bin.as_deref(), &["version"], PACKAGE)
     }
 
@@ -123,7 +109,7 @@ impl Repo {
     /// `pgbackrest info --output=json` for the stanza. A repository pgBackRest cannot read (a
     /// wrong cipher passphrase, a missing stanza, no repository) is the environment's
     /// failure, with pgBackRest's own words: no backup was judged.
-    pub fn info(&self, tool: &Tool) -> Result<Info, Failure> {
+    pub fn info(&self, tool: &Binary) -> Result<Info, Failure> {
         let mut cmd = tools::tool_command(&tool.path);
         cmd.args(self.common()).args(["--output=json", "--log-level-console=error", "--log-level-file=off", "info"]);
         let out = tools::run(&mut cmd, "pgbackrest info")?;
@@ -148,15 +134,18 @@ impl Repo {
         Failure::environment(format!("pgbackrest cannot read the stanza `{}`{hint}: {said}", self.stanza))
     }
 
-    /// Restore the backup `label` into the empty directory `data` with `pgbackrest restore
-    /// --type=none`: the files, no recovery target (the caller writes the recovery settings
-    /// and proves the target). `--pg1-path` is the throwaway's directory, whatever the
-    /// configuration says. A backup pgBackRest cannot restore (a file removed or altered in
-    /// the repository, a checksum that does not match) is a failed verification.
-    pub fn restore(&self, tool: &Tool, label: &str, data: &Path) -> Result<(), Failure> {
+    /// Restore the backup `label` into the empty directory `into.data_dir` with `pgbackrest
+    /// restore --type=none`: the files, no recovery target (recover.rs writes the recovery
+    /// settings and proves the target). `--pg1-path` is the throwaway's directory and every
+    /// tablespace goes under `into.tablespaces_dir` (`--tablespace-map-all`), whatever the
+    /// configuration says: a restore never writes where the team's server lives. A backup
+    /// pgBackRest cannot restore (a file removed or altered in the repository, a checksum
+    /// that does not match) is a failed verification.
+    pub fn restore(&self, tool: &Binary, label: &str, into: &MaterializeInto) -> Result<(), Failure> {
         let mut cmd = tools::tool_command(&tool.path);
         cmd.args(self.common()).args([
-            format!("--pg1-path={}", data.display()),
+            format!("--pg1-path={}", into.data_dir.display()),
+            format!("--tablespace-map-all={}", into.tablespaces_dir.display()),
             format!("--set={label}"),
             "--type=none".into(),
             "--log-level-console=warn".into(),
@@ -175,20 +164,112 @@ impl Repo {
         Ok(())
     }
 
-    /// The restore_command a throwaway server on `data` fetches WAL with: `pgbackrest
-    /// archive-get`, with the same configuration, repository and stanza, every word quoted
-    /// for the shell the server runs it in.
-    pub fn restore_command(&self, tool: &Tool, data: &Path) -> String {
+    /// The words of the command a throwaway server on `data` fetches WAL with (`pgbackrest
+    /// archive-get`, the same configuration, repository and stanza); the segment's name and
+    /// path follow them.
+    pub fn archive_get(&self, tool: &Binary, data: &Path) -> Vec<String> {
         let mut words = vec![tool.path.display().to_string()];
         words.extend(self.common());
         words.push(format!("--pg1-path={}", data.display()));
+        words.push("--log-level-console=off".into());
+        words.push("--log-level-stderr=warn".into());
         words.push("--log-level-file=off".into());
         words.push("archive-get".into());
-        let mut s: Vec<String> = words.iter().map(|w| tools::server_escape(&crate::util::shell_quote(w))).collect();
-        // %f and %p are the server's, replaced before the shell sees them.
-        s.push("%f".into());
-        s.push("\"%p\"".into());
-        s.join(" ")
+        words
+    }
+}
+
+/// A pgBackRest stanza as a [`PhysicalSource`].
+#[derive(Debug)]
+pub struct PgBackRest {
+    repo: Repo,
+    bin: Binary,
+    /// The last listing, for what the contract's `BaseBackup` does not carry.
+    info: std::sync::Mutex<Option<Info>>,
+    /// The throwaway's data directory of the last materialize (archive-get's `--pg1-path`).
+    data_dir: std::sync::Mutex<Option<std::path::PathBuf>>,
+    scripts: tools::Scripts,
+}
+
+impl PgBackRest {
+    /// The source, with its binary found and its version asked.
+    pub fn open(repo: Repo) -> Result<PgBackRest, Failure> {
+        let bin = repo.binary()?;
+        Ok(PgBackRest { repo, bin, info: Default::default(), data_dir: Default::default(), scripts: Default::default() })
+    }
+
+    fn info(&self) -> Result<Info, Failure> {
+        let mut cached = self.info.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.is_none() {
+            *cached = Some(self.repo.info(&self.bin)?);
+        }
+        Ok(cached.clone().unwrap_or_else(|| unreachable!("set above")))
+    }
+}
+
+impl PhysicalSource for PgBackRest {
+    fn tool(&self) -> Tool {
+        Tool { name: "pgbackrest".into(), version: format!("{} ({})", self.bin.version, self.bin.path.display()) }
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!("pgBackRest stanza `{}`", crate::util::visible(&self.repo.stanza));
+        if let Some(c) = &self.repo.config {
+            s.push_str(&format!(" (config {})", c.display()));
+        }
+        if let Some(r) = &self.repo.repo_path {
+            s.push_str(&format!(" (repository {})", r.display()));
+        }
+        s
+    }
+
+    fn list(&self) -> Result<Vec<BaseBackup>, Failure> {
+        *self.info.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(self.info()?.backups.into_iter().map(|b| b.base).collect())
+    }
+
+    /// A backup pgBackRest itself marked as holding page checksum errors is not a backup to
+    /// pass; the files are checked by `pgbackrest restore` itself (each file's checksum).
+    fn verify(&self, backup: &BaseBackup) -> Result<Option<String>, Failure> {
+        let info = self.info()?;
+        let Some(b) = info.backups.iter().find(|b| b.base.id == backup.id) else {
+            return Err(Failure::failed(format!("pgbackrest info no longer lists the backup `{}`", backup.id)));
+        };
+        if b.error {
+            return Err(Failure::failed(format!(
+                "pgBackRest recorded page checksum errors in the backup `{}` (see `pgbackrest info --set={}`)",
+                b.base.id, b.base.id
+            )));
+        }
+        Ok(Some(format!(
+            "pgBackRest {} backup `{}` made by pgBackRest {}; files checked against their checksums by pgbackrest restore",
+            b.kind, b.base.id, b.made_by
+        )))
+    }
+
+    fn materialize(&self, backup: &BaseBackup, into: &MaterializeInto) -> Result<Materialized, Failure> {
+        self.repo.restore(&self.bin, &backup.id, into)?;
+        // pgBackRest writes recovery.signal even with --type=none; recover.rs writes its own.
+        let _ = std::fs::remove_file(into.data_dir.join("recovery.signal"));
+        *self.data_dir.lock().unwrap_or_else(|e| e.into_inner()) = Some(into.data_dir.clone());
+        Ok(Materialized { bytes: tools::tree_bytes(&into.data_dir) + tools::tree_bytes(&into.tablespaces_dir), tablespaces: tools::tablespaces(&into.data_dir) })
+    }
+
+    fn restore_command(&self, _backup: &BaseBackup) -> Result<Option<String>, Failure> {
+        let data = self.data_dir.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(|| {
+            Failure::environment("the pgBackRest restore_command was asked for before the backup was materialized")
+        })?;
+        let words = self.repo.archive_get(&self.bin, &data);
+        self.scripts.restore_command("pgbackrest archive-get", &words).map(Some)
+    }
+
+    fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
+        let info = self.info()?;
+        let Some(max) = info.archive_max else { return Ok(None) };
+        match source::parse_segment_name(&max, source::DEFAULT_SEGMENT_SIZE) {
+            Some((t, start)) if t == timeline => Ok(Some(ArchiveEnd { segment: max, segment_start: start, archived: None })),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -228,26 +309,29 @@ pub fn parse_info(json: &str, stanza: &str) -> Result<Info, Failure> {
     let mut backups = Vec::new();
     for b in s["backup"].as_array().into_iter().flatten() {
         let db = db_of(&b["database"]["id"]);
-        let wal_start = b["archive"]["start"].as_str().unwrap_or_default().to_string();
+        let wal_start = b["archive"]["start"].as_str().unwrap_or_default();
+        let ts = |k: &str| b["timestamp"][k].as_i64().and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok());
+        let lsn = |k: &str| b["lsn"][k].as_str().and_then(Lsn::parse);
         backups.push(Backup {
-            label: b["label"].as_str().unwrap_or_default().to_string(),
+            base: BaseBackup {
+                id: b["label"].as_str().unwrap_or_default().to_string(),
+                started: ts("start"),
+                ended: ts("stop"),
+                start_lsn: lsn("start"),
+                stop_lsn: lsn("stop"),
+                system_identifier: db.and_then(|d| d["system-id"].as_u64()),
+                timeline: source::parse_segment_name(&wal_start, source::DEFAULT_SEGMENT_SIZE).map(|(t, _)| t),
+                pg_major: db.and_then(|d| d["version"].as_str()).and_then(|v| v.split('.').next()?.parse().ok()),
+                size: b["info"]["repository"]["size"].as_u64(),
+                has_manifest: false,
+                wal_included: false,
+            },
             kind: b["type"].as_str().unwrap_or_default().to_string(),
-            started: b["timestamp"]["start"].as_i64().unwrap_or_default(),
-            stopped: b["timestamp"]["stop"].as_i64().unwrap_or_default(),
-            start_lsn: b["lsn"]["start"].as_str().and_then(tools::parse_lsn).unwrap_or_default(),
-            stop_lsn: b["lsn"]["stop"].as_str().and_then(tools::parse_lsn).unwrap_or_default(),
-            timeline: tools::segment_timeline(&wal_start).unwrap_or(1),
-            wal_stop: b["archive"]["stop"].as_str().unwrap_or_default().to_string(),
-            wal_start,
-            system_id: db.and_then(|d| d["system-id"].as_u64()).unwrap_or_default(),
-            pg_version: db.and_then(|d| d["version"].as_str()).unwrap_or_default().to_string(),
-            size: b["info"]["size"].as_u64().unwrap_or_default(),
-            repo_size: b["info"]["repository"]["size"].as_u64().unwrap_or_default(),
             error: b["error"].as_bool().unwrap_or(false),
             made_by: b["backrest"]["version"].as_str().unwrap_or_default().to_string(),
         });
     }
-    if backups.iter().any(|b| b.label.is_empty()) {
+    if backups.iter().any(|b| b.base.id.is_empty()) {
         return Err(Failure::environment(format!("pgbackrest info lists a backup of `{stanza}` without a label")));
     }
     // The archive of the newest database (after a stanza-upgrade, older ids hold older WAL).
@@ -277,10 +361,11 @@ mod tests {
         let i = parse_info(INFO, "demo").unwrap();
         assert_eq!(i.archive_max.as_deref(), Some("000000010000000000000007"));
         let b = &i.backups[0];
-        assert_eq!(b.label, "20261206-064957F");
-        assert_eq!((b.start_lsn, b.stop_lsn), (0x200_0028, 0x300_0050));
-        assert_eq!(b.system_id, 7716079656920169398);
-        assert_eq!((b.timeline, b.pg_version.as_str(), b.made_by.as_str()), (1, "15", "2.45"));
+        assert_eq!(b.base.id, "20261206-064957F");
+        assert_eq!((b.base.start_lsn, b.base.stop_lsn), (Some(Lsn(0x200_0028)), Some(Lsn(0x300_0050))));
+        assert_eq!(b.base.system_identifier, Some(7716079656920169398));
+        assert_eq!((b.base.timeline, b.base.pg_major, b.made_by.as_str()), (Some(1), Some(15), "2.45"));
+        assert_eq!(b.base.ended.map(|t| t.unix_timestamp()), Some(1796539799));
         assert!(parse_info(INFO, "other").is_err());
     }
 
@@ -304,12 +389,14 @@ mod tests {
     }
 
     #[test]
-    fn the_restore_command_quotes_every_word_and_never_holds_a_secret() {
-        let r = Repo::parse("pgbackrest://my%20stanza?config=/etc/p%27b.conf").unwrap();
-        let t = Tool { path: PathBuf::from("/usr/bin/pgbackrest"), version: "pgBackRest 2.45".into() };
-        let c = r.restore_command(&t, Path::new("/tmp/d"));
-        assert!(c.contains("'--config=/etc/p'\\''b.conf'") || c.contains("--config=/etc/p'\\''b.conf"), "{c}");
-        assert!(c.contains("'--stanza=my stanza'"), "{c}");
-        assert!(c.ends_with("archive-get %f \"%p\""), "{c}");
+    fn archive_get_runs_on_the_throwaway_with_the_teams_configuration() {
+        let r = Repo::parse("pgbackrest://my%20stanza?config=/etc/p.conf").unwrap();
+        let t = Binary { path: PathBuf::from("/usr/bin/pgbackrest"), version: "pgBackRest 2.45".into() };
+        let w = r.archive_get(&t, Path::new("/tmp/d"));
+        assert_eq!(w[0], "/usr/bin/pgbackrest");
+        assert!(w.contains(&"--config=/etc/p.conf".to_string()), "{w:?}");
+        assert!(w.contains(&"--stanza=my stanza".to_string()), "{w:?}");
+        assert!(w.contains(&"--pg1-path=/tmp/d".to_string()), "{w:?}");
+        assert_eq!(w.last().map(String::as_str), Some("archive-get"));
     }
 }

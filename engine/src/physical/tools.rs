@@ -10,12 +10,87 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use std::sync::Mutex;
+
+use super::source::PhysicalSource;
 use crate::error::Failure;
+use crate::pg::native::{RunAs, DIR_PREFIX};
+
+/// The source a location names: `pgbackrest://STANZA?...` or `barman-cloud:URL?server=...`.
+/// The tool's binary is found (and its version asked) here, so a missing tool is the
+/// environment's failure before anything else runs.
+pub fn open(location: &str) -> Result<Box<dyn PhysicalSource>, Failure> {
+    if location.starts_with(super::pgbackrest::SCHEME) {
+        return Ok(Box::new(super::pgbackrest::PgBackRest::open(super::pgbackrest::Repo::parse(location)?)?));
+    }
+    if location.starts_with(super::barman::CLOUD_SCHEME) {
+        return Ok(Box::new(super::barman::BarmanCloud::open(super::barman::Cloud::parse(location)?)?));
+    }
+    Err(Failure::invalid(format!(
+        "`{}` names no physical backup source: write pgbackrest://STANZA?config=PATH or barman-cloud:s3://BUCKET/PATH?server=NAME",
+        crate::util::visible(location)
+    )))
+}
+
+/// The restore_command scripts a source wrote, one per recovery, removed with the source
+/// (their directories have the native servers' prefix, so `pg::native::reap_stale` removes
+/// what a killed pgdrill left).
+#[derive(Debug, Default)]
+pub struct Scripts(Mutex<Vec<tempfile::TempDir>>);
+
+impl Scripts {
+    /// Write a restore_command script that runs `words` (the tool and its options) with the
+    /// segment's name and path appended, and return the restore_command that calls it.
+    ///
+    /// A script rather than a command line, for two reasons. The throwaway server starts
+    /// with a clean environment, so the tool's secrets (a cipher passphrase, S3 keys) reach
+    /// it only through this file, which is the server user's alone (0700 in a 0700
+    /// directory) and deleted after the recovery, never through argv. And PostgreSQL reads
+    /// any exit code up to 125 as "this segment does not exist", which ends recovery early
+    /// and promotes: the tools exit 1 for a missing segment, so every other failure (a wrong
+    /// passphrase, an unreachable bucket) becomes 126, which stops recovery instead.
+    pub fn restore_command(&self, tool: &str, words: &[String]) -> Result<String, Failure> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let run_as = RunAs::detect()?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+            .tempdir()
+            .map_err(|e| Failure::environment(format!("cannot create a temp directory: {e}")))?;
+        let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700));
+        let path = dir.path().join("restore_command.sh");
+        let mut text = String::from("#!/bin/sh\n# pgdrill: the restore_command of one throwaway recovery; deleted after it.\n");
+        for (k, v) in tool_env() {
+            let (Some(k), Some(v)) = (k.to_str(), v.to_str()) else { continue };
+            if k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                text.push_str(&format!("export {k}={}\n", crate::util::shell_quote(v)));
+            }
+        }
+        let quoted: Vec<String> = words.iter().map(|w| crate::util::shell_quote(w)).collect();
+        text.push_str(&format!("{} \"$1\" \"$2\"\n", quoted.join(" ")));
+        text.push_str(&format!(
+            "rc=$?\ncase $rc in 0|1) exit $rc ;; esac\necho \"pgdrill: {tool} failed (exit $rc) fetching $1: recovery stops here\" >&2\nexit 126\n"
+        ));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o700)
+            .open(&path)
+            .map_err(|e| Failure::environment(format!("writing {}: {e}", path.display())))?;
+        f.write_all(text.as_bytes()).map_err(|e| Failure::environment(format!("writing {}: {e}", path.display())))?;
+        drop(f);
+        run_as.own(dir.path())?;
+        run_as.own(&path)?;
+        let command = format!("{} %f \"%p\"", server_escape(&crate::util::shell_quote(&path.display().to_string())));
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(dir);
+        Ok(command)
+    }
+}
 
 /// A tool's binary as found, with the version it reported (the log and the report say
 /// which binary served).
 #[derive(Debug, Clone)]
-pub struct Tool {
+pub struct Binary {
     pub path: PathBuf,
     /// As the tool printed it, e.g. `pgBackRest 2.45`.
     pub version: String,
@@ -43,7 +118,7 @@ pub fn tool_command(program: &Path) -> Command {
 
 /// Find `program` (`explicit`, else on PATH) and ask its version with `version_args`. A
 /// missing tool is the environment's failure naming the Debian package that holds it.
-pub fn find(program: &str, explicit: Option<&Path>, version_args: &[&str], package: &str) -> Result<Tool, Failure> {
+pub fn find(program: &str, explicit: Option<&Path>, version_args: &[&str], package: &str) -> Result<Binary, Failure> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => on_path(program).ok_or_else(|| {
@@ -68,7 +143,7 @@ pub fn find(program: &str, explicit: Option<&Path>, version_args: &[&str], packa
             last_lines(&text, 3)
         )));
     }
-    Ok(Tool { path, version })
+    Ok(Binary { path, version })
 }
 
 /// The first `program` in PATH's directories that is an executable file.
@@ -126,47 +201,40 @@ pub fn is_tool_location(location: &str) -> bool {
     location.starts_with(super::pgbackrest::SCHEME) || location.starts_with(super::barman::CLOUD_SCHEME)
 }
 
+/// Bytes of the regular files under `dir` (symbolic links not followed).
+pub fn tree_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The tablespaces of a materialized data directory: each `pg_tblspc/<oid>` link and where
+/// it points.
+pub fn tablespaces(data: &Path) -> Vec<(u32, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(data.join("pg_tblspc")) else { return Vec::new() };
+    let mut v: Vec<(u32, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, std::fs::read_link(e.path()).ok()?)))
+        .collect();
+    v.sort();
+    v
+}
+
 /// A word of a restore_command as the server reads it: `%` is the server's escape (`%f`,
 /// `%p`), so a `%` of a path or a name is written `%%`.
 pub fn server_escape(word: &str) -> String {
     word.replace('%', "%%")
 }
 
-/// `0/5000028` -> 0x5000028.
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.trim().split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
-}
-
-/// The timeline of a WAL segment's name (its first eight hex digits).
-pub fn segment_timeline(segment: &str) -> Option<u32> {
-    u32::from_str_radix(segment.get(..8)?, 16).ok()
-}
-
-/// The LSN where WAL segment `segment` (24 hex digits) starts, for 16 MiB segments.
-pub fn segment_start_lsn(segment: &str, segment_size: u64) -> Option<u64> {
-    if segment.len() < 24 || segment_size == 0 {
-        return None;
-    }
-    let log = u64::from_str_radix(&segment[8..16], 16).ok()?;
-    let seg = u64::from_str_radix(&segment[16..24], 16).ok()?;
-    Some(log * (0x1_0000_0000 / segment_size) * segment_size + seg * segment_size)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lsns_and_segments_read_as_postgresql_writes_them() {
-        assert_eq!(parse_lsn("0/5000028"), Some(0x500_0028));
-        assert_eq!(parse_lsn("1/0"), Some(1 << 32));
-        assert_eq!(parse_lsn("nonsense"), None);
-        assert_eq!(segment_timeline("000000020000000000000005"), Some(2));
-        assert_eq!(segment_start_lsn("000000010000000000000005", 16 << 20), Some(0x500_0000));
-        assert_eq!(segment_start_lsn("000000010000000100000002", 16 << 20), Some((1 << 32) + 0x200_0000));
-        assert_eq!(segment_start_lsn("short", 16 << 20), None);
-    }
 
     #[test]
     fn an_unknown_option_in_a_source_is_named() {

@@ -1,0 +1,289 @@
+//! `physical.verify`: prove that another tool's physical backup (a pgBackRest stanza, a
+//! barman-cloud server) restores to a point in time. The tool restores its own backup into a
+//! throwaway data directory, the throwaway server replays the tool's WAL archive up to the
+//! target, and `physical::recover` proves the target was reached before the step passes.
+//!
+//! The step never changes the team's backup setup: it reads the tool's configuration as it
+//! is, never writes into its repository, and its throwaway never archives.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Fields, Step, StepCtx, StepError, With, WithError};
+use crate::physical::recover::{self, RecoverOptions, Target, TargetKind, Workspace};
+use crate::physical::source::{BaseBackup, Lsn, PhysicalSource};
+
+#[derive(Debug, Deserialize, Fields)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyWith {
+    /// the backups: `pgbackrest://STANZA?config=PATH` or `barman-cloud:s3://BUCKET/PATH?server=NAME` (secrets from the environment)
+    source: String,
+    /// the tool's backup id (pgBackRest label, barman-cloud backup id); default: the newest that can reach the target
+    #[serde(default)]
+    backup: Option<String>,
+    /// recover to this time (`2026-12-06 06:55:00+00`, RFC 3339 too); at most one target, none: the end of the archive
+    #[serde(default)]
+    target_time: Option<String>,
+    /// recover to this WAL location (`0/5000028`)
+    #[serde(default)]
+    target_lsn: Option<String>,
+    /// recover to this transaction id
+    #[serde(default, deserialize_with = "super::de::opt_int")]
+    target_xid: Option<u64>,
+    /// recover to this restore point (`pg_create_restore_point`)
+    #[serde(default)]
+    target_name: Option<String>,
+    /// recover only to the end of the base backup
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    target_immediate: bool,
+    /// stop just after the target (true, PostgreSQL's default) or just before it
+    #[serde(default = "yes", deserialize_with = "super::de::boolean")]
+    inclusive: bool,
+    /// a query that must return true on the recovered server (a row the target should have brought back)
+    #[serde(default)]
+    marker: Option<String>,
+    /// database the marker query runs in (default `postgres`)
+    #[serde(default)]
+    database: Option<String>,
+    /// a superuser of the restored cluster (default `postgres`)
+    #[serde(default)]
+    user: Option<String>,
+    /// directory of the PostgreSQL server binaries (default: the backup's major under /usr/lib/postgresql)
+    #[serde(default)]
+    #[field(ty = "path")]
+    bin_dir: Option<String>,
+    /// how long recovery may take, server start to promotion (default 10m)
+    #[serde(default = "ten_minutes", deserialize_with = "super::de::duration")]
+    timeout: Duration,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn ten_minutes() -> Duration {
+    Duration::from_secs(600)
+}
+
+impl With for VerifyWith {
+    fn check(&self) -> Result<(), WithError> {
+        let given = [
+            self.target_time.is_some(),
+            self.target_lsn.is_some(),
+            self.target_xid.is_some(),
+            self.target_name.is_some(),
+            self.target_immediate,
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(WithError::new(
+                "target_time",
+                "give at most one of target_time, target_lsn, target_xid, target_name, target_immediate",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl VerifyWith {
+    fn target(&self) -> Result<Target, StepError> {
+        let kind = if let Some(t) = &self.target_time {
+            // RFC 3339 is read as PostgreSQL's form: `T` -> space, `Z` -> +00.
+            let pgform = t.trim().replacen('T', " ", 1).replace('Z', "+00");
+            TargetKind::Time(recover::parse_pg_time(&pgform).ok_or_else(|| {
+                StepError::invalid(format!("target_time `{}` is not a time with its zone (2026-12-06 06:55:00+00)", crate::util::visible(t)))
+            })?)
+        } else if let Some(l) = &self.target_lsn {
+            TargetKind::Lsn(Lsn::parse(l).ok_or_else(|| {
+                StepError::invalid(format!("target_lsn `{}` is not a WAL location (0/5000028)", crate::util::visible(l)))
+            })?)
+        } else if let Some(x) = self.target_xid {
+            TargetKind::Xid(x)
+        } else if let Some(n) = &self.target_name {
+            TargetKind::Name(n.clone())
+        } else if self.target_immediate {
+            TargetKind::Immediate
+        } else {
+            TargetKind::Latest
+        };
+        Ok(Target { kind, inclusive: self.inclusive })
+    }
+}
+
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct VerifyOutputs {
+    /// the tool that restored the backup (`pgbackrest`, `barman-cloud`)
+    tool: String,
+    /// the tool's version and the binary that served
+    tool_version: String,
+    /// the source, without secrets
+    source: String,
+    /// the tool's id of the backup recovered
+    backup: String,
+    /// when that backup ended (RFC 3339)
+    backup_ended: Option<String>,
+    /// the target, as recovered to
+    target: String,
+    /// the server's own line saying where recovery stopped (none for the end of the archive)
+    stop_line: Option<String>,
+    /// the commit time of the last transaction replayed: the point the data now reflects (RFC 3339)
+    achieved_time: Option<String>,
+    /// the last WAL location replayed
+    replay_lsn: String,
+    /// the restored cluster's system identifier
+    system_identifier: String,
+    /// WAL segments the tool fetched for the recovery
+    segments_restored: u32,
+    /// seconds the tool took to restore the base backup
+    restore_s: f64,
+    /// seconds from server start to promotion
+    replay_s: f64,
+    /// the throwaway's `server_version`
+    server_version: String,
+    /// the marker query's answer, when one was given
+    marker: Option<bool>,
+}
+
+pub struct Verify;
+
+impl Step for Verify {
+    const NAME: &'static str = "physical.verify";
+    const SUMMARY: &'static str = "Prove another tool's physical backup (pgBackRest, barman-cloud) restores to a point in time: the tool restores it into a throwaway, its WAL is replayed to the target, and the target is proven reached. A missing tool: exit 3.";
+    type With = VerifyWith;
+    type Outputs = VerifyOutputs;
+
+    async fn run(ctx: StepCtx, w: VerifyWith) -> Result<VerifyOutputs, StepError> {
+        let target = w.target()?;
+        let location = w.source.clone();
+        let source: Box<dyn PhysicalSource> =
+            tokio::task::block_in_place(|| crate::physical::tools::open(&location)).map_err(|e| e.at_field("source"))?;
+        let tool = source.tool();
+        ctx.log(format!("{}: served by {} {}", source.describe(), tool.name, tool.version));
+        let backups = tokio::task::block_in_place(|| source.list())?;
+        let picked = pick(&backups, &target, w.backup.as_deref())?.clone();
+        ctx.log(format!("base backup {} for {target}", picked.describe()));
+        if let Some(found) = tokio::task::block_in_place(|| source.verify(&picked))? {
+            ctx.log(found);
+        }
+        let ws = Workspace::new()?;
+        let started = Instant::now();
+        let materialized = tokio::task::block_in_place(|| source.materialize(&picked, &ws.materialize_into()))?;
+        let restore_s = started.elapsed().as_secs_f64();
+        ctx.log(format!(
+            "{} restored {} in {restore_s:.1}s",
+            tool.name,
+            crate::util::human_bytes(materialized.bytes)
+        ));
+        let restore_command = tokio::task::block_in_place(|| source.restore_command(&picked))?;
+        let archive_end = match picked.timeline {
+            Some(t) => tokio::task::block_in_place(|| source.archive_end(t))?,
+            None => None,
+        };
+        let opts = RecoverOptions {
+            restore_command,
+            target: target.clone(),
+            bin_dir: w.bin_dir.as_ref().map(Into::into),
+            user: w.user.clone(),
+            database: w.database.clone(),
+            timeout: w.timeout,
+            marker: w.marker.clone(),
+            archive_end,
+            system_identifier: picked.system_identifier,
+            ..Default::default()
+        };
+        let recovered = recover::recover(ws, opts).await?;
+        let f = recovered.facts.clone();
+        for line in &f.evidence {
+            ctx.log(format!("server: {line}"));
+        }
+        ctx.fact(crate::facts::Fact::Server { version: f.server_version.clone() });
+        ctx.fact(crate::facts::Fact::Verified);
+        let out = VerifyOutputs {
+            tool: tool.name,
+            tool_version: tool.version,
+            source: source.describe(),
+            backup: picked.id.clone(),
+            backup_ended: picked.ended.map(crate::util::rfc3339),
+            target: f.target.clone(),
+            stop_line: f.stop_line.clone(),
+            achieved_time: f.achieved_time.map(crate::util::rfc3339),
+            replay_lsn: f.replay_lsn.to_string(),
+            system_identifier: f.system_identifier.to_string(),
+            segments_restored: f.segments_restored,
+            restore_s,
+            replay_s: f.replay.as_secs_f64(),
+            server_version: f.server_version.clone(),
+            marker: f.marker,
+        };
+        recovered.stop();
+        Ok(out)
+    }
+}
+
+/// The base backup to recover: `id` when given, else the newest one that ended before a time
+/// target (a backup that ends after the target is already past it) or the newest of all.
+fn pick<'a>(backups: &'a [BaseBackup], target: &Target, id: Option<&str>) -> Result<&'a BaseBackup, StepError> {
+    if let Some(id) = id {
+        return backups.iter().find(|b| b.id == id).ok_or_else(|| {
+            let ids: Vec<&str> = backups.iter().map(|b| b.id.as_str()).collect();
+            StepError::failed(format!("the source holds no backup `{}` (it holds: {})", crate::util::visible(id), ids.join(", ")))
+        });
+    }
+    let usable = |b: &&BaseBackup| match &target.kind {
+        TargetKind::Time(t) => b.ended.is_some_and(|e| e < *t),
+        TargetKind::Lsn(l) => b.stop_lsn.is_some_and(|s| s <= *l),
+        _ => true,
+    };
+    backups.iter().rev().find(usable).ok_or_else(|| {
+        if backups.is_empty() {
+            StepError::failed("the source holds no backup")
+        } else {
+            StepError::failed(format!("no backup of the source ends before {target}"))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> time::OffsetDateTime {
+        recover::parse_pg_time(s).expect("time")
+    }
+
+    #[test]
+    fn a_time_target_picks_the_newest_backup_that_ended_before_it() {
+        let b = |id: &str, end: &str| BaseBackup { id: id.into(), ended: Some(at(end)), ..Default::default() };
+        let list = [b("a", "2026-12-06 06:00:00+00"), b("b", "2026-12-06 07:00:00+00")];
+        let t = |s: &str| Target { kind: TargetKind::Time(at(s)), inclusive: true };
+        assert_eq!(pick(&list, &t("2026-12-06 06:30:00+00"), None).unwrap().id, "a");
+        assert_eq!(pick(&list, &t("2026-12-06 08:00:00+00"), None).unwrap().id, "b");
+        assert!(pick(&list, &t("2026-12-06 05:00:00+00"), None).is_err());
+        assert_eq!(pick(&list, &Target::latest(), None).unwrap().id, "b");
+        assert!(pick(&list, &Target::latest(), Some("zz")).is_err());
+    }
+
+    #[test]
+    fn rfc3339_and_postgresql_times_are_both_read() {
+        let w = |t: &str| VerifyWith {
+            source: "x".into(),
+            backup: None,
+            target_time: Some(t.into()),
+            target_lsn: None,
+            target_xid: None,
+            target_name: None,
+            target_immediate: false,
+            inclusive: true,
+            marker: None,
+            database: None,
+            user: None,
+            bin_dir: None,
+            timeout: ten_minutes(),
+        };
+        let a = w("2026-12-06T06:55:00Z").target().unwrap();
+        let b = w("2026-12-06 06:55:00+00").target().unwrap();
+        assert_eq!(a, b);
+        assert!(w("yesterday").target().is_err());
+    }
+}
