@@ -131,7 +131,7 @@ impl Repo {
         } else {
             ""
         };
-        Failure::environment(format!("pgbackrest cannot read the stanza `{}`{hint}: {said}", self.stanza))
+        Failure::environment(format!("pgbackrest cannot read the stanza `{}`{hint}: {}", self.stanza, readable(&said)))
     }
 
     /// Restore the backup `label` into the empty directory `into.data_dir` with `pgbackrest
@@ -273,10 +273,36 @@ impl PhysicalSource for PgBackRest {
     }
 }
 
+/// pgBackRest's words for a message: what a file that did not decrypt showed of itself (bytes
+/// that are no text) is left out, and the message is cut at 400 characters.
+fn readable(said: &str) -> String {
+    let mut out = String::new();
+    let mut dropped = false;
+    for c in said.chars() {
+        if c == '\u{fffd}' || c.is_control() {
+            dropped = true;
+            continue;
+        }
+        if dropped && !out.ends_with(' ') {
+            out.push_str(" ... ");
+        }
+        dropped = false;
+        out.push(c);
+    }
+    let mut cut: String = out.chars().take(400).collect();
+    if cut.len() < out.len() {
+        cut.push_str(" ...");
+    }
+    cut
+}
+
 /// Read `pgbackrest info --output=json`'s answer for `stanza`. A stanza whose status is not
 /// ok (and that is not just "no valid backups") is the environment's failure naming it.
 pub fn parse_info(json: &str, stanza: &str) -> Result<Info, Failure> {
-    let v: Value = serde_json::from_str(json)
+    // pgBackRest 2.45 puts a multi-line status message (an error with its HINT lines) into
+    // a JSON string unescaped; as a space it reads the same and the JSON parses.
+    let json: String = json.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let v: Value = serde_json::from_str(&json)
         .map_err(|e| Failure::environment(format!("pgbackrest info --output=json did not answer JSON ({e})")))?;
     let s = v
         .as_array()
@@ -294,15 +320,15 @@ pub fn parse_info(json: &str, stanza: &str) -> Result<Info, Failure> {
             }
         }
         let lower = said.to_lowercase();
-        let hint = if lower.contains("cipher") || lower.contains("decrypt") || lower.contains("passphrase") {
-            " (is PGBACKREST_REPO1_CIPHER_PASS the repository's cipher passphrase?)"
-        } else {
-            ""
+        let cipher = s["cipher"].as_str().filter(|c| *c != "none");
+        let hint = match cipher {
+            Some(c) => format!(" (the repository is encrypted, {c}: is PGBACKREST_REPO1_CIPHER_PASS its cipher passphrase?)"),
+            None if lower.contains("cipher") || lower.contains("decrypt") || lower.contains("passphrase") => {
+                " (is PGBACKREST_REPO1_CIPHER_PASS the repository's cipher passphrase?)".to_string()
+            }
+            None => String::new(),
         };
-        return Err(Failure::environment(format!(
-            "pgbackrest cannot read the stanza `{stanza}`{hint}: {}",
-            crate::util::visible(&said)
-        )));
+        return Err(Failure::environment(format!("pgbackrest cannot read the stanza `{stanza}`{hint}: {}", readable(&said))));
     }
     let dbs: Vec<&Value> = s["db"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
     let db_of = |id: &Value| dbs.iter().find(|d| d["id"] == *id).copied();
@@ -370,8 +396,16 @@ mod tests {
     }
 
     #[test]
+    fn a_status_message_over_several_lines_is_read() {
+        let bad = "[{\"name\":\"demo\",\"status\":{\"code\":99,\"message\":\"other\"},\"cipher\":\"aes-256-cbc\",\"repo\":[{\"key\":1,\"status\":{\"code\":99,\"message\":\"[CryptoError] unable to load info file\n       HINT: is or was the repo encrypted?\"}}]}]";
+        let e = parse_info(bad, "demo").unwrap_err();
+        assert!(e.message.contains("HINT: is or was the repo encrypted?"), "{e}");
+        assert!(e.message.contains("PGBACKREST_REPO1_CIPHER_PASS"), "{e}");
+    }
+
+    #[test]
     fn a_stanza_pgbackrest_cannot_read_is_the_environments_failure_naming_the_passphrase() {
-        let bad = r#"[{"name":"demo","status":{"code":99,"message":"other"},"cipher":"aes-256-cbc",
+        let bad = r#"[{"name":"demo","status":{"code":99,"message":"other"},"cipher":"none",
           "repo":[{"key":1,"cipher":"aes-256-cbc","status":{"code":99,"message":"[CryptoError] cipher header invalid"}}]}]"#;
         let e = parse_info(bad, "demo").unwrap_err();
         assert_eq!(e.class, crate::error::Class::Environment);

@@ -81,6 +81,9 @@ impl Scripts {
         drop(f);
         run_as.own(dir.path())?;
         run_as.own(&path)?;
+        // Handing a file over leaves it readable and writable only: the server must run it.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Failure::environment(format!("making {} executable: {e}", path.display())))?;
         let command = format!("{} %f \"%p\"", server_escape(&crate::util::shell_quote(&path.display().to_string())));
         self.0.lock().unwrap_or_else(|e| e.into_inner()).push(dir);
         Ok(command)

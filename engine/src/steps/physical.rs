@@ -20,19 +20,19 @@ pub struct VerifyWith {
     /// the backups: `pgbackrest://STANZA?config=PATH` or `barman-cloud:s3://BUCKET/PATH?server=NAME` (secrets from the environment)
     source: String,
     /// the tool's backup id (pgBackRest label, barman-cloud backup id); default: the newest that can reach the target
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::de::opt_text")]
     backup: Option<String>,
     /// recover to this time (`2026-12-06 06:55:00+00`, RFC 3339 too); at most one target, none: the end of the archive
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::de::opt_text")]
     target_time: Option<String>,
     /// recover to this WAL location (`0/5000028`)
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::de::opt_text")]
     target_lsn: Option<String>,
     /// recover to this transaction id
-    #[serde(default, deserialize_with = "super::de::opt_int")]
-    target_xid: Option<u64>,
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    target_xid: Option<String>,
     /// recover to this restore point (`pg_create_restore_point`)
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::de::opt_text")]
     target_name: Option<String>,
     /// recover only to the end of the base backup
     #[serde(default, deserialize_with = "super::de::boolean")]
@@ -41,16 +41,16 @@ pub struct VerifyWith {
     #[serde(default = "yes", deserialize_with = "super::de::boolean")]
     inclusive: bool,
     /// a query that must return true on the recovered server (a row the target should have brought back)
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::de::opt_text")]
     marker: Option<String>,
     /// database the marker query runs in (default `postgres`)
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::de::opt_text")]
     database: Option<String>,
     /// a superuser of the restored cluster (default `postgres`)
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::de::opt_text")]
     user: Option<String>,
     /// directory of the PostgreSQL server binaries (default: the backup's major under /usr/lib/postgresql)
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::de::opt_text")]
     #[field(ty = "path")]
     bin_dir: Option<String>,
     /// how long recovery may take, server start to promotion (default 10m)
@@ -66,20 +66,21 @@ fn ten_minutes() -> Duration {
     Duration::from_secs(600)
 }
 
+/// Which of the targets are given; a templated value counts only once rendered (empty: not given).
+fn targets_given(w: &VerifyWith, rendered: bool) -> usize {
+    let given = |v: &Option<String>| v.as_deref().is_some_and(|v| rendered || !v.contains("{{"));
+    [given(&w.target_time), given(&w.target_lsn), given(&w.target_xid), given(&w.target_name), w.target_immediate]
+        .iter()
+        .filter(|g| **g)
+        .count()
+}
+
+const ONE_TARGET: &str = "give at most one of target_time, target_lsn, target_xid, target_name, target_immediate";
+
 impl With for VerifyWith {
     fn check(&self) -> Result<(), WithError> {
-        let given = [
-            self.target_time.is_some(),
-            self.target_lsn.is_some(),
-            self.target_xid.is_some(),
-            self.target_name.is_some(),
-            self.target_immediate,
-        ];
-        if given.iter().filter(|g| **g).count() > 1 {
-            return Err(WithError::new(
-                "target_time",
-                "give at most one of target_time, target_lsn, target_xid, target_name, target_immediate",
-            ));
+        if targets_given(self, false) > 1 {
+            return Err(WithError::new("target_time", ONE_TARGET));
         }
         Ok(())
     }
@@ -87,6 +88,9 @@ impl With for VerifyWith {
 
 impl VerifyWith {
     fn target(&self) -> Result<Target, StepError> {
+        if targets_given(self, true) > 1 {
+            return Err(StepError::invalid(ONE_TARGET));
+        }
         let kind = if let Some(t) = &self.target_time {
             // RFC 3339 is read as PostgreSQL's form: `T` -> space, `Z` -> +00.
             let pgform = t.trim().replacen('T', " ", 1).replace('Z', "+00");
@@ -97,8 +101,10 @@ impl VerifyWith {
             TargetKind::Lsn(Lsn::parse(l).ok_or_else(|| {
                 StepError::invalid(format!("target_lsn `{}` is not a WAL location (0/5000028)", crate::util::visible(l)))
             })?)
-        } else if let Some(x) = self.target_xid {
-            TargetKind::Xid(x)
+        } else if let Some(x) = &self.target_xid {
+            TargetKind::Xid(x.trim().parse().map_err(|_| {
+                StepError::invalid(format!("target_xid `{}` is not a transaction id", crate::util::visible(x)))
+            })?)
         } else if let Some(n) = &self.target_name {
             TargetKind::Name(n.clone())
         } else if self.target_immediate {

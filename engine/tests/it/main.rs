@@ -24,6 +24,7 @@ mod image;
 mod invalid_fixtures;
 mod notify;
 mod object_store;
+mod physical_tools;
 mod restore;
 mod restore_journal;
 mod restore_targets;
