@@ -394,6 +394,7 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
     std::fs::rename(gap, &aside).expect("take a segment out");
     let ran = verify(&book, &source, &t1, &counts, true).env(env[0].0, env[0].1).output();
     assert_eq!(ran.code, Some(1), "a gap in the archive must fail the verification:\n{}", ran.all());
+    assert!(ran.all().contains("did not reach the end of the archive"), "{}", ran.all());
     std::fs::rename(&aside, gap).expect("put the segment back");
     drop(c);
 }
@@ -481,5 +482,6 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
     }
     let ran = run.output();
     assert_eq!(ran.code, Some(1), "a 0-byte WAL object must fail the verification:\n{}", ran.all());
+    assert!(ran.all().contains("wrong size"), "the server's own words about the empty segment:\n{}", ran.all());
     drop(c);
 }
