@@ -24,6 +24,11 @@ const ALL: &[Shipped] = &[
     },
     Shipped { name: "ab", path: "drills/ab.yaml", text: include_str!("../../drills/ab.yaml") },
     Shipped { name: "upgrade", path: "drills/upgrade.yaml", text: include_str!("../../drills/upgrade.yaml") },
+    Shipped {
+        name: "verify-physical",
+        path: "runbooks/verify-physical.yaml",
+        text: include_str!("../../runbooks/verify-physical.yaml"),
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Shipped> {
