@@ -59,9 +59,11 @@ impl Cloud {
     /// Parse `barman-cloud:s3://BUCKET/PATH?server=NAME&endpoint=URL&provider=P&bin=DIR`.
     pub fn parse(location: &str) -> Result<Cloud, Failure> {
         let shown = crate::util::visible(location);
-        let rest = location
-            .strip_prefix(CLOUD_SCHEME)
-            .ok_or_else(|| Failure::invalid(format!("`{shown}` is not a barman-cloud source (barman-cloud:s3://BUCKET/PATH?server=NAME)")))?;
+        let rest = location.strip_prefix(CLOUD_SCHEME).ok_or_else(|| {
+            Failure::invalid(format!(
+                "`{shown}` is not a barman-cloud source (barman-cloud:s3://BUCKET/PATH?server=NAME)"
+            ))
+        })?;
         let (url, query) = rest.split_once('?').unwrap_or((rest, ""));
         let scheme_ok = ["s3://", "azure://", "gs://", "https://"].iter().any(|s| url.starts_with(s));
         let host = url.split_once("://").map(|(_, r)| r).unwrap_or_default();
@@ -75,7 +77,8 @@ impl Cloud {
                 "the barman-cloud source `{shown}` holds credentials: give them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_*, GOOGLE_APPLICATION_CREDENTIALS)"
             )));
         }
-        let mut c = Cloud { url: url.to_string(), server: String::new(), endpoint: None, provider: None, bin_dir: None };
+        let mut c =
+            Cloud { url: url.to_string(), server: String::new(), endpoint: None, provider: None, bin_dir: None };
         for (k, v) in tools::options(query, &["server", "endpoint", "provider", "bin"], location)? {
             match k.as_str() {
                 "server" => c.server = v,
@@ -261,8 +264,9 @@ impl PhysicalSource for BarmanCloud {
 
 /// Read `barman-cloud-backup-list --format json`'s answer.
 pub fn parse_list(json: &str) -> Result<Vec<Backup>, Failure> {
-    let v: Value = serde_json::from_str(json)
-        .map_err(|e| Failure::environment(format!("barman-cloud-backup-list --format json did not answer JSON ({e})")))?;
+    let v: Value = serde_json::from_str(json).map_err(|e| {
+        Failure::environment(format!("barman-cloud-backup-list --format json did not answer JSON ({e})"))
+    })?;
     let list = v["backups_list"]
         .as_array()
         .ok_or_else(|| Failure::environment("barman-cloud-backup-list's JSON holds no `backups_list`"))?;
@@ -305,7 +309,10 @@ pub fn parse_list(json: &str) -> Result<Vec<Backup>, Failure> {
                 timeline: b["timeline"].as_u64().map(|t| t as u32).or_else(|| {
                     super::source::parse_segment_name(&wal_start, super::source::DEFAULT_SEGMENT_SIZE).map(|(t, _)| t)
                 }),
-                system_identifier: b["systemid"].as_str().and_then(|s| s.parse().ok()).or_else(|| b["systemid"].as_u64()),
+                system_identifier: b["systemid"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .or_else(|| b["systemid"].as_u64()),
                 pg_major: b["version"].as_u64().map(|v| (v / 10000) as u32),
                 size: b["size"].as_u64(),
                 has_manifest: false,
@@ -327,7 +334,9 @@ fn parse_ctime(s: &str) -> Option<i64> {
     let month = months.iter().position(|m| m == month)? as u8 + 1;
     let mut hms = clock.split(':').map(|p| p.parse::<u8>().ok());
     let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    let date = time::Date::from_calendar_date(year.parse().ok()?, time::Month::try_from(month).ok()?, day.parse().ok()?).ok()?;
+    let date =
+        time::Date::from_calendar_date(year.parse().ok()?, time::Month::try_from(month).ok()?, day.parse().ok()?)
+            .ok()?;
     let t = time::Time::from_hms(h, m, sec).ok()?;
     Some(time::PrimitiveDateTime::new(date, t).assume_utc().unix_timestamp())
 }
@@ -335,14 +344,22 @@ fn parse_ctime(s: &str) -> Option<i64> {
 /// The `START TIME: 2026-12-06 06:50:36 UTC` line of a backup label, as Unix seconds, when
 /// its zone is UTC/GMT or a numeric offset.
 fn label_start_time(label: &str) -> Option<i64> {
-    let line = label.split("\\n").chain(label.lines()).find_map(|l| l.trim_start_matches('\'').strip_prefix("START TIME: "))?;
+    let line = label
+        .split("\\n")
+        .chain(label.lines())
+        .find_map(|l| l.trim_start_matches('\'').strip_prefix("START TIME: "))?;
     let mut parts = line.trim().splitn(3, ' ');
     let (date, clock, zone) = (parts.next()?, parts.next()?, parts.next().unwrap_or("UTC"));
     let d: Vec<&str> = date.split('-').collect();
     let c: Vec<&str> = clock.split(':').collect();
     let [y, mo, da] = d.as_slice() else { return None };
     let [h, mi, s] = c.as_slice() else { return None };
-    let date = time::Date::from_calendar_date(y.parse().ok()?, time::Month::try_from(mo.parse::<u8>().ok()?).ok()?, da.parse().ok()?).ok()?;
+    let date = time::Date::from_calendar_date(
+        y.parse().ok()?,
+        time::Month::try_from(mo.parse::<u8>().ok()?).ok()?,
+        da.parse().ok()?,
+    )
+    .ok()?;
     let t = time::Time::from_hms(h.parse().ok()?, mi.parse().ok()?, s.parse().ok()?).ok()?;
     let utc = time::PrimitiveDateTime::new(date, t).assume_utc().unix_timestamp();
     let zone = zone.trim().trim_end_matches('\'');
@@ -376,7 +393,7 @@ mod tests {
 
     #[test]
     fn backup_list_json_of_barman_cloud_3_4_is_read_with_its_zone() {
-        let v = parse_list(LIST).unwrap();
+        let v = parse_list(LIST).expect("parsed");
         let b = &v[0];
         assert_eq!(b.base.id, "20261206T075035");
         assert_eq!(b.status, "DONE");
@@ -390,7 +407,7 @@ mod tests {
 
     #[test]
     fn a_location_names_destination_server_and_endpoint() {
-        let c = Cloud::parse("barman-cloud:s3://bkt/pg?server=main&endpoint=http://127.0.0.1:9000").unwrap();
+        let c = Cloud::parse("barman-cloud:s3://bkt/pg?server=main&endpoint=http://127.0.0.1:9000").expect("parsed");
         assert_eq!((c.url.as_str(), c.server.as_str()), ("s3://bkt/pg", "main"));
         assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
         assert!(Cloud::parse("barman-cloud:s3://bkt/pg").is_err(), "no server");
@@ -400,7 +417,8 @@ mod tests {
 
     #[test]
     fn the_wal_restore_names_destination_and_server() {
-        let c = Cloud::parse("barman-cloud:s3://bkt/my%20dir?server=a%25b&endpoint=http://127.0.0.1:9").unwrap();
+        let c =
+            Cloud::parse("barman-cloud:s3://bkt/my%20dir?server=a%25b&endpoint=http://127.0.0.1:9").expect("parsed");
         let t = Binary { path: PathBuf::from("/usr/bin/barman-cloud-restore"), version: "x".into() };
         let w = c.wal_restore(&t);
         assert_eq!(w[0], "/usr/bin/barman-cloud-wal-restore");

@@ -66,7 +66,10 @@ impl Repo {
     /// Parse `pgbackrest://STANZA?config=PATH&repo=PATH&bin=PATH`.
     pub fn parse(location: &str) -> Result<Repo, Failure> {
         let rest = location.strip_prefix(SCHEME).ok_or_else(|| {
-            Failure::invalid(format!("`{}` is not a pgBackRest source (pgbackrest://STANZA?config=PATH)", crate::util::visible(location)))
+            Failure::invalid(format!(
+                "`{}` is not a pgBackRest source (pgbackrest://STANZA?config=PATH)",
+                crate::util::visible(location)
+            ))
         })?;
         let (stanza, query) = rest.split_once('?').unwrap_or((rest, ""));
         let stanza = crate::util::percent_decode_strict(stanza).unwrap_or_default();
@@ -195,7 +198,13 @@ impl PgBackRest {
     /// The source, with its binary found and its version asked.
     pub fn open(repo: Repo) -> Result<PgBackRest, Failure> {
         let bin = repo.binary()?;
-        Ok(PgBackRest { repo, bin, info: Default::default(), data_dir: Default::default(), scripts: Default::default() })
+        Ok(PgBackRest {
+            repo,
+            bin,
+            info: Default::default(),
+            data_dir: Default::default(),
+            scripts: Default::default(),
+        })
     }
 
     fn info(&self) -> Result<Info, Failure> {
@@ -252,7 +261,10 @@ impl PhysicalSource for PgBackRest {
         // pgBackRest writes recovery.signal even with --type=none; recover.rs writes its own.
         let _ = std::fs::remove_file(into.data_dir.join("recovery.signal"));
         *self.data_dir.lock().unwrap_or_else(|e| e.into_inner()) = Some(into.data_dir.clone());
-        Ok(Materialized { bytes: tools::tree_bytes(&into.data_dir) + tools::tree_bytes(&into.tablespaces_dir), tablespaces: tools::tablespaces(&into.data_dir) })
+        Ok(Materialized {
+            bytes: tools::tree_bytes(&into.data_dir) + tools::tree_bytes(&into.tablespaces_dir),
+            tablespaces: tools::tablespaces(&into.data_dir),
+        })
     }
 
     fn restore_command(&self, _backup: &BaseBackup) -> Result<Option<String>, Failure> {
@@ -267,7 +279,9 @@ impl PhysicalSource for PgBackRest {
         let info = self.info()?;
         let Some(max) = info.archive_max else { return Ok(None) };
         match source::parse_segment_name(&max, source::DEFAULT_SEGMENT_SIZE) {
-            Some((t, start)) if t == timeline => Ok(Some(ArchiveEnd { segment: max, segment_start: start, archived: None })),
+            Some((t, start)) if t == timeline => {
+                Ok(Some(ArchiveEnd { segment: max, segment_start: start, archived: None }))
+            }
             _ => Ok(None),
         }
     }
@@ -322,13 +336,18 @@ pub fn parse_info(json: &str, stanza: &str) -> Result<Info, Failure> {
         let lower = said.to_lowercase();
         let cipher = s["cipher"].as_str().filter(|c| *c != "none");
         let hint = match cipher {
-            Some(c) => format!(" (the repository is encrypted, {c}: is PGBACKREST_REPO1_CIPHER_PASS its cipher passphrase?)"),
+            Some(c) => {
+                format!(" (the repository is encrypted, {c}: is PGBACKREST_REPO1_CIPHER_PASS its cipher passphrase?)")
+            }
             None if lower.contains("cipher") || lower.contains("decrypt") || lower.contains("passphrase") => {
                 " (is PGBACKREST_REPO1_CIPHER_PASS the repository's cipher passphrase?)".to_string()
             }
             None => String::new(),
         };
-        return Err(Failure::environment(format!("pgbackrest cannot read the stanza `{stanza}`{hint}: {}", readable(&said))));
+        return Err(Failure::environment(format!(
+            "pgbackrest cannot read the stanza `{stanza}`{hint}: {}",
+            readable(&said)
+        )));
     }
     let dbs: Vec<&Value> = s["db"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
     let db_of = |id: &Value| dbs.iter().find(|d| d["id"] == *id).copied();
@@ -346,7 +365,7 @@ pub fn parse_info(json: &str, stanza: &str) -> Result<Info, Failure> {
                 start_lsn: lsn("start"),
                 stop_lsn: lsn("stop"),
                 system_identifier: db.and_then(|d| d["system-id"].as_u64()),
-                timeline: source::parse_segment_name(&wal_start, source::DEFAULT_SEGMENT_SIZE).map(|(t, _)| t),
+                timeline: source::parse_segment_name(wal_start, source::DEFAULT_SEGMENT_SIZE).map(|(t, _)| t),
                 pg_major: db.and_then(|d| d["version"].as_str()).and_then(|v| v.split('.').next()?.parse().ok()),
                 size: b["info"]["repository"]["size"].as_u64(),
                 has_manifest: false,
@@ -384,7 +403,7 @@ mod tests {
 
     #[test]
     fn info_json_of_pgbackrest_2_45_is_read() {
-        let i = parse_info(INFO, "demo").unwrap();
+        let i = parse_info(INFO, "demo").expect("parsed");
         assert_eq!(i.archive_max.as_deref(), Some("000000010000000000000007"));
         let b = &i.backups[0];
         assert_eq!(b.base.id, "20261206-064957F");
@@ -398,7 +417,7 @@ mod tests {
     #[test]
     fn a_status_message_over_several_lines_is_read() {
         let bad = "[{\"name\":\"demo\",\"status\":{\"code\":99,\"message\":\"other\"},\"cipher\":\"aes-256-cbc\",\"repo\":[{\"key\":1,\"status\":{\"code\":99,\"message\":\"[CryptoError] unable to load info file\n       HINT: is or was the repo encrypted?\"}}]}]";
-        let e = parse_info(bad, "demo").unwrap_err();
+        let e = parse_info(bad, "demo").expect_err("an error");
         assert!(e.message.contains("HINT: is or was the repo encrypted?"), "{e}");
         assert!(e.message.contains("PGBACKREST_REPO1_CIPHER_PASS"), "{e}");
     }
@@ -407,14 +426,15 @@ mod tests {
     fn a_stanza_pgbackrest_cannot_read_is_the_environments_failure_naming_the_passphrase() {
         let bad = r#"[{"name":"demo","status":{"code":99,"message":"other"},"cipher":"none",
           "repo":[{"key":1,"cipher":"aes-256-cbc","status":{"code":99,"message":"[CryptoError] cipher header invalid"}}]}]"#;
-        let e = parse_info(bad, "demo").unwrap_err();
+        let e = parse_info(bad, "demo").expect_err("an error");
         assert_eq!(e.class, crate::error::Class::Environment);
         assert!(e.message.contains("PGBACKREST_REPO1_CIPHER_PASS"), "{e}");
     }
 
     #[test]
     fn a_location_names_stanza_config_and_repository() {
-        let r = Repo::parse("pgbackrest://main?config=/etc/pgbackrest/pgbackrest.conf&repo=/var/lib/pgbackrest").unwrap();
+        let r = Repo::parse("pgbackrest://main?config=/etc/pgbackrest/pgbackrest.conf&repo=/var/lib/pgbackrest")
+            .expect("parsed");
         assert_eq!(r.stanza, "main");
         assert_eq!(r.config.as_deref(), Some(Path::new("/etc/pgbackrest/pgbackrest.conf")));
         assert_eq!(r.repo_path.as_deref(), Some(Path::new("/var/lib/pgbackrest")));
@@ -424,7 +444,7 @@ mod tests {
 
     #[test]
     fn archive_get_runs_on_the_throwaway_with_the_teams_configuration() {
-        let r = Repo::parse("pgbackrest://my%20stanza?config=/etc/p.conf").unwrap();
+        let r = Repo::parse("pgbackrest://my%20stanza?config=/etc/p.conf").expect("parsed");
         let t = Binary { path: PathBuf::from("/usr/bin/pgbackrest"), version: "pgBackRest 2.45".into() };
         let w = r.archive_get(&t, Path::new("/tmp/d"));
         assert_eq!(w[0], "/usr/bin/pgbackrest");

@@ -59,7 +59,8 @@ impl Scripts {
             .map_err(|e| Failure::environment(format!("cannot create a temp directory: {e}")))?;
         let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700));
         let path = dir.path().join("restore_command.sh");
-        let mut text = String::from("#!/bin/sh\n# pgdrill: the restore_command of one throwaway recovery; deleted after it.\n");
+        let mut text =
+            String::from("#!/bin/sh\n# pgdrill: the restore_command of one throwaway recovery; deleted after it.\n");
         for (k, v) in tool_env() {
             let (Some(k), Some(v)) = (k.to_str(), v.to_str()) else { continue };
             if k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
@@ -153,9 +154,9 @@ pub fn find(program: &str, explicit: Option<&Path>, version_args: &[&str], packa
 fn on_path(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// Run a tool child to its end with stdout and stderr captured; a child that could not be
@@ -192,7 +193,10 @@ pub fn options(query: &str, known: &[&str], location: &str) -> Result<Vec<(Strin
             )));
         }
         let v = crate::util::percent_decode_strict(v).ok_or_else(|| {
-            Failure::invalid(format!("the option `{k}` of the source `{}` is not valid percent-encoding", crate::util::visible(location)))
+            Failure::invalid(format!(
+                "the option `{k}` of the source `{}` is not valid percent-encoding",
+                crate::util::visible(location)
+            ))
         })?;
         out.push((k.to_string(), v));
     }
@@ -241,15 +245,15 @@ mod tests {
 
     #[test]
     fn an_unknown_option_in_a_source_is_named() {
-        let e = options("stanza=a&colour=red", &["stanza"], "pgbackrest://a?colour=red").unwrap_err();
+        let e = options("stanza=a&colour=red", &["stanza"], "pgbackrest://a?colour=red").expect_err("an error");
         assert!(e.to_string().contains("`colour`"), "{e}");
-        let ok = options("config=%2Fetc%2Fp.conf", &["config"], "x").unwrap();
+        let ok = options("config=%2Fetc%2Fp.conf", &["config"], "x").expect("parsed");
         assert_eq!(ok, vec![("config".to_string(), "/etc/p.conf".to_string())]);
     }
 
     #[test]
     fn a_missing_tool_names_its_debian_package() {
-        let e = find("pgdrill-no-such-tool", None, &["version"], "pgbackrest").unwrap_err();
+        let e = find("pgdrill-no-such-tool", None, &["version"], "pgbackrest").expect_err("an error");
         assert_eq!(e.class, crate::error::Class::Environment);
         assert!(e.to_string().contains("apt-get install pgbackrest"), "{e}");
     }

@@ -263,10 +263,10 @@ mod tests {
         let b = |id: &str, end: &str| BaseBackup { id: id.into(), ended: Some(at(end)), ..Default::default() };
         let list = [b("a", "2026-12-06 06:00:00+00"), b("b", "2026-12-06 07:00:00+00")];
         let t = |s: &str| Target { kind: TargetKind::Time(at(s)), inclusive: true };
-        assert_eq!(pick(&list, &t("2026-12-06 06:30:00+00"), None).unwrap().id, "a");
-        assert_eq!(pick(&list, &t("2026-12-06 08:00:00+00"), None).unwrap().id, "b");
+        assert_eq!(pick(&list, &t("2026-12-06 06:30:00+00"), None).expect("parsed").id, "a");
+        assert_eq!(pick(&list, &t("2026-12-06 08:00:00+00"), None).expect("parsed").id, "b");
         assert!(pick(&list, &t("2026-12-06 05:00:00+00"), None).is_err());
-        assert_eq!(pick(&list, &Target::latest(), None).unwrap().id, "b");
+        assert_eq!(pick(&list, &Target::latest(), None).expect("parsed").id, "b");
         assert!(pick(&list, &Target::latest(), Some("zz")).is_err());
     }
 
@@ -287,8 +287,8 @@ mod tests {
             bin_dir: None,
             timeout: ten_minutes(),
         };
-        let a = w("2026-12-06T06:55:00Z").target().unwrap();
-        let b = w("2026-12-06 06:55:00+00").target().unwrap();
+        let a = w("2026-12-06T06:55:00Z").target().expect("parsed");
+        let b = w("2026-12-06 06:55:00+00").target().expect("parsed");
         assert_eq!(a, b);
         assert!(w("yesterday").target().is_err());
     }

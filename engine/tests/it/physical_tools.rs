@@ -29,7 +29,13 @@ fn as_server(program: &str, env: &[(&str, &str)]) -> Command {
     let mut c = match server_user() {
         Some((uid, gid)) => {
             let mut c = Command::new("setpriv");
-            c.args([format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".into(), "--".into(), program.into()]);
+            c.args([
+                format!("--reuid={uid}"),
+                format!("--regid={gid}"),
+                "--clear-groups".into(),
+                "--".into(),
+                program.into(),
+            ]);
             c
         }
         None => Command::new(program),
@@ -75,7 +81,9 @@ impl Cluster {
         let pg = owned_dir(&dir.path().join("pg"));
         let data = pg.join("data");
         ok(
-            as_server(&format!("{BIN}/initdb"), &[]).args(["-U", "postgres", "-A", "trust", "--no-sync", "-D"]).arg(&data),
+            as_server(&format!("{BIN}/initdb"), &[])
+                .args(["-U", "postgres", "-A", "trust", "--no-sync", "-D"])
+                .arg(&data),
             "initdb",
         );
         let port = free_port();
@@ -258,8 +266,12 @@ fn outputs_match_the_catalogue(record: &Path) {
         .collect();
     let steps: serde_json::Value = serde_json::from_slice(&run(&["steps", "--json"]).stdout).expect("steps --json");
     let k = steps.as_array().expect("list").iter().find(|k| k["name"] == "physical.verify").expect("physical.verify");
-    let documented: std::collections::BTreeSet<String> =
-        k["outputs"].as_array().expect("outputs").iter().filter_map(|f| f["name"].as_str().map(str::to_string)).collect();
+    let documented: std::collections::BTreeSet<String> = k["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .filter_map(|f| f["name"].as_str().map(str::to_string))
+        .collect();
     assert_eq!(emitted, documented, "physical.verify emits what it documents");
 }
 
@@ -333,16 +345,24 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
         let s = rj.step(id);
         assert_eq!(s.outcome, "passed", "{id}: {:?}", s.message);
         assert_eq!(s.outputs["tool"], "pgbackrest", "{id}");
-        assert!(s.outputs["tool_version"].as_str().unwrap_or_default().contains("pgBackRest 2."), "{id}: {}", s.outputs);
+        assert!(
+            s.outputs["tool_version"].as_str().unwrap_or_default().contains("pgBackRest 2."),
+            "{id}: {}",
+            s.outputs
+        );
         assert_eq!(s.outputs["backup"], label.as_str(), "{id}");
         assert_eq!(s.outputs["marker"], true, "{id}");
-        assert!(s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1, "{id}: the WAL came from pgBackRest: {}", s.outputs);
+        assert!(
+            s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1,
+            "{id}: the WAL came from pgBackRest: {}",
+            s.outputs
+        );
     }
     for id in ["at_time", "at_name"] {
         let line = rj.step(id).outputs["stop_line"].as_str().unwrap_or_default().to_string();
         assert!(line.contains("recovery stopping"), "{id}: the server's own stop line: {line}");
     }
-    assert!(!std::fs::read_to_string(&report.join("run.json")).unwrap_or_default().contains(PASSPHRASE));
+    assert!(!std::fs::read_to_string(report.join("run.json")).unwrap_or_default().contains(PASSPHRASE));
     outputs_match_the_catalogue(&record);
 
     // A wrong cipher passphrase: the environment's failure naming it, never a pass.
@@ -455,7 +475,11 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
     for id in ["latest", "at_time", "at_name"] {
         let s = rj.step(id);
         assert_eq!(s.outputs["tool"], "barman-cloud", "{id}");
-        assert!(s.outputs["tool_version"].as_str().unwrap_or_default().contains("barman-cloud-restore 3."), "{}", s.outputs);
+        assert!(
+            s.outputs["tool_version"].as_str().unwrap_or_default().contains("barman-cloud-restore 3."),
+            "{}",
+            s.outputs
+        );
         assert_eq!(s.outputs["marker"], true, "{id}");
         assert!(s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1, "{id}: {}", s.outputs);
     }
