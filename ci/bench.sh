@@ -33,6 +33,13 @@
 #   drill     (only with BENCH=drill) wall time and measured RTO/RPO of the quickstart drill
 #             at its default scale and of the disaster-recovery drill at DRILL_SCALE (default
 #             480: about 520 MB of fixtures), both on PROVIDER (default native).
+#   pitr      (only with BENCH=pitr) point-in-time recovery of a pg_basebackup folder (tar,
+#             manifest) and its cp archive, pgbench scale PITR_SCALE (default 30) plus
+#             PITR_LOAD seconds (default 20) of pgbench writes after the base backup, to
+#             latest: the pitr runbook's pitr.restore step (pg_verifybackup, extract, replay,
+#             proof) and the whole runbook (plus amcheck and counts) vs the same by hand (tar
+#             -xf, recovery.signal, restore_command = cp, pg_ctl start until promoted), RUNS
+#             rounds, medians. The goal: the recovery <= 1.25x by hand.
 #   steps     (only with BENCH=steps) the engine alone: a runbook of STEPS (default 10000)
 #             trivial steps (`sleep 0s`), wall seconds and peak RSS, without and with
 #             --report and --junit. The goal: under 10 s and 100 MB; the cost must grow
@@ -115,6 +122,56 @@ if [ "$BENCH" = drill ]; then
     printf '%-20s %8s %10s %8s %8s\n' "$d" "$(awk -v b="$(size "$WORK/$d/run.json")" 'BEGIN { printf "%.0f", b / 1048576 }')" \
       "$(awk -v m=$((t1 - t0)) 'BEGIN { printf "%.1f", m / 1000 }')" "$(field "$WORK/$d/report.json" RTO)" "$(field "$WORK/$d/report.json" RPO)"
   done
+  exit 0
+fi
+if [ "$BENCH" = pitr ]; then
+  P="$WORK/pitr"; mkdir -p "$P/archive" "$P/base"
+  PORT=$((20000 + RANDOM % 20000))
+  as_user true 2>/dev/null || true
+  [ "$(id -u)" = 0 ] && chown nobody "$P" "$P/archive" && chmod 755 "$WORK"
+  as_user "$PGBIN/initdb" -D "$P/src" -U postgres -A trust --no-sync >/dev/null
+  as_user "$PGBIN/pg_ctl" -D "$P/src" -l "$P/src.log" -w start -o "-p $PORT -k $P -c listen_addresses=127.0.0.1 \
+    -c wal_level=replica -c archive_mode=on -c archive_timeout=5s -c max_wal_senders=4 \
+    -c archive_command='test ! -f $P/archive/%f && cp %p $P/archive/%f'" >/dev/null
+  "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -i -q -s "${PITR_SCALE:-30}" postgres >/dev/null 2>&1
+  "$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$PORT" -U postgres -Ft -X none -c fast -D "$P/base/b1"
+  "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -T "${PITR_LOAD:-20}" -c 2 postgres >/dev/null 2>&1
+  seg=$("$PGBIN/psql" -h 127.0.0.1 -p "$PORT" -U postgres -Atc "select pg_walfile_name(pg_switch_wal())" postgres)
+  for _ in $(seq 1 300); do [ -f "$P/archive/$seg" ] && break; sleep 0.1; done
+  as_user "$PGBIN/pg_ctl" -D "$P/src" -m fast -w stop >/dev/null
+  [ "$(id -u)" = 0 ] && chmod -R a+rX "$P/archive"
+  by_hand() {  # -> ms: extract, recover with cp, until promoted
+    local d="$P/hand" t0 t1
+    rm -rf "$d"; t0=$(now_ms)
+    mkdir -p "$d"; tar -xf "$P/base/b1/base.tar" -C "$d"
+    touch "$d/recovery.signal"
+    printf "restore_command = 'cp %s/%%f %%p'\narchive_mode = off\nrecovery_target_action = promote\n" "$P/archive" >>"$d/postgresql.auto.conf"
+    [ "$(id -u)" = 0 ] && chown -R nobody "$d"; chmod 700 "$d"
+    as_user "$PGBIN/pg_ctl" -D "$d" -l "$P/hand.log" -w -t 3600 start -o "-p $PORT -k $P -c listen_addresses=''" >/dev/null
+    until [ "$("$PGBIN/psql" -h "$P" -p "$PORT" -U postgres -Atc 'select pg_is_in_recovery()' postgres 2>/dev/null)" = f ]; do sleep 0.05; done
+    t1=$(now_ms)
+    as_user "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null; rm -rf "$d"
+    echo $((t1 - t0))
+  }
+  with_pgdrill() {  # -> "recover_ms runbook_ms"
+    local t0 t1 step
+    t0=$(now_ms)
+    "$BIN" run pitr --quiet --var backups="$P/base" --var wal="$P/archive" --var expect_tables=pgbench_accounts \
+      --report "$P/report" >"$P/pgdrill.log" 2>&1 || { cat "$P/pgdrill.log"; exit 1; }
+    t1=$(now_ms)
+    step=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(int(1000*next(s['duration'] for s in r['suites'][0]['steps'] if s.get('id')=='recover')))" "$P/report/run.json")
+    echo "$step $((t1 - t0))"
+  }
+  hand=(); rec=(); whole=()
+  for i in $(seq 1 "$RUNS"); do
+    if [ $((i % 2)) = 1 ]; then hand+=("$(by_hand)"); read -r a b <<<"$(with_pgdrill)"; else read -r a b <<<"$(with_pgdrill)"; hand+=("$(by_hand)"); fi
+    rec+=("$a"); whole+=("$b")
+  done
+  h=$(printf '%s\n' "${hand[@]}" | median); r=$(printf '%s\n' "${rec[@]}" | median); w=$(printf '%s\n' "${whole[@]}" | median)
+  printf '%-34s %10s %8s\n' run 'median ms' ratio
+  printf '%-34s %10s %8s\n' "by hand (tar + cp + replay)" "$h" 1.00
+  printf '%-34s %10s %8s\n' "pitr.restore (check+restore+proof)" "$r" "$(awk -v a="$r" -v b="$h" 'BEGIN { printf "%.2f", a / b }')"
+  printf '%-34s %10s %8s\n' "pitr runbook (+ amcheck, counts)" "$w" "$(awk -v a="$w" -v b="$h" 'BEGIN { printf "%.2f", a / b }')"
   exit 0
 fi
 declare -A results

@@ -24,6 +24,8 @@ const ALL: &[Shipped] = &[
     },
     Shipped { name: "ab", path: "drills/ab.yaml", text: include_str!("../../drills/ab.yaml") },
     Shipped { name: "upgrade", path: "drills/upgrade.yaml", text: include_str!("../../drills/upgrade.yaml") },
+    Shipped { name: "pitr", path: "runbooks/pitr.yaml", text: include_str!("../../runbooks/pitr.yaml") },
+    Shipped { name: "pitr-drill", path: "drills/pitr-drill.yaml", text: include_str!("../../drills/pitr-drill.yaml") },
     Shipped {
         name: "verify-physical",
         path: "runbooks/verify-physical.yaml",

@@ -5,6 +5,9 @@
 //! This layer stands above `backup` and `wal` (it may use both) and below the step contract:
 //! steps (`pitr.restore`) call it, it never knows about steps or runbooks.
 
+pub mod archiving;
+pub mod basebackup;
+pub mod pitr;
 pub mod recover;
 pub mod source;
 

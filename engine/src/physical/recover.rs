@@ -338,7 +338,7 @@ fn conn_string(socket: &Path, port: u16, user: &str, database: &str) -> String {
 }
 
 /// Immediate shutdown (SIGQUIT), then SIGKILL; waits for the postmaster.
-fn stop_child(child: &mut Option<Child>) {
+pub(super) fn stop_child(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
         let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGQUIT);
         let until = Instant::now() + Duration::from_secs(5);
@@ -444,6 +444,13 @@ pub async fn recover(ws: Workspace, opts: RecoverOptions) -> Result<Recovered, F
                 data.display()
             ))
         })?;
+    // recovery.signal and the recovery_target_* settings in postgresql.conf are
+    // PostgreSQL 12's; older servers read recovery.conf, which this does not write.
+    if major < 12 {
+        return Err(Failure::invalid(format!(
+            "the base backup is of PostgreSQL {major}: point-in-time recovery here needs PostgreSQL 12 or later"
+        )));
+    }
     let bin_dir = native::find_bin_dir(opts.bin_dir.as_deref(), Some(major))?;
     let run_as = RunAs::detect()?;
     prepare(&ws, &opts, major)?;
@@ -634,6 +641,11 @@ pub fn read_recovery_log(log: &str) -> LogFacts {
     let mut f = LogFacts::default();
     for line in log.lines() {
         let Some((sev, msg)) = message_of(line) else { continue };
+        // Our own connection attempts while recovery runs are refused with a FATAL of
+        // their own ("the database system is starting up"): not the server's verdict.
+        if sev == "FATAL" && msg.starts_with("the database system is ") {
+            continue;
+        }
         if sev == "FATAL" || sev == "PANIC" {
             f.fatal.push(msg.to_string());
             f.evidence.push(format!("{sev}: {msg}"));
@@ -694,9 +706,11 @@ fn failure_from_log(opts: &RecoverOptions, log: &str, what: &str) -> Failure {
     if fatal.contains("recovery ended before configured recovery target was reached") {
         return Failure::failed(format!("recovery did not reach {}: the server says \"{fatal}\" ({end})", opts.target));
     }
-    if fatal.contains("from different database system") {
+    // WAL of another cluster is logged before the FATAL it leads to ("could not locate
+    // required checkpoint record"): it is the cause to name.
+    if let Some(other) = facts.fatal.iter().find(|m| m.contains("from different database system")) {
         return Failure::failed(format!(
-            "recovery did not reach {}: the archive holds WAL of another cluster (\"{fatal}\"; {end})",
+            "recovery did not reach {}: the archive holds WAL of another cluster (\"{other}\"; {end})",
             opts.target
         ));
     }
@@ -763,12 +777,14 @@ pub fn prove(opts: &RecoverOptions, log: &str, q: &Queried) -> Result<RecoveryFa
             }
         }
         TargetKind::Name(n) => {
-            if quoted_after(&stop, "restore point").as_deref() != Some(n.as_str()) {
+            // The name is printed as it is, quotes and all: `at restore point "a"b", time`.
+            if !stop.starts_with(&format!("recovery stopping at restore point \"{n}\", time ")) {
                 return Err(no_stop());
             }
         }
         TargetKind::Xid(x) => {
-            if !stop.contains(&format!("transaction {x}")) {
+            // `transaction 81,` is not `transaction 812,`.
+            if !stop.contains(&format!(" of transaction {x}, ")) {
                 return Err(no_stop());
             }
         }
@@ -890,6 +906,22 @@ mod tests {
         );
         let e = prove(&opts(TargetKind::Latest), &other, &q).expect_err("other cluster");
         assert!(e.message.contains("another cluster"), "{}", e.message);
+    }
+
+    /// A stop at another restore point or transaction whose text starts like the target's
+    /// is no proof.
+    #[test]
+    fn a_stop_at_a_similar_name_or_a_longer_xid_is_no_proof() {
+        let log = |stop: &str| {
+            TIME_LOG.replace("recovery stopping before commit of transaction 812, time 2026-12-06 06:59:30.5+00", stop)
+        };
+        let q = Queried::default();
+        let named = log("recovery stopping at restore point \"a\"b\", time 2026-12-06 06:59:30.5+00");
+        assert!(prove(&opts(TargetKind::Name("a\"b".into())), &named, &q).is_ok(), "quotes in a name");
+        assert!(prove(&opts(TargetKind::Name("a".into())), &named, &q).is_err(), "another restore point");
+        let xid = log("recovery stopping after commit of transaction 812, time 2026-12-06 06:59:30.5+00");
+        assert!(prove(&opts(TargetKind::Xid(812)), &xid, &q).is_ok());
+        assert!(prove(&opts(TargetKind::Xid(81)), &xid, &q).is_err(), "81 is not 812");
     }
 
     #[test]

@@ -170,6 +170,14 @@ pub trait PhysicalSource: Send + Sync {
         Ok(None)
     }
 
+    /// Check the materialized copy where the backup's files can only be checked once
+    /// extracted (pg_verifybackup of PostgreSQL 15-17 reads plain directories only): the
+    /// same answers as `verify`, run after `materialize` and before recovery writes its
+    /// settings. The default checks nothing.
+    fn verify_materialized(&self, _backup: &BaseBackup, _into: &MaterializeInto) -> Result<Option<String>, Failure> {
+        Ok(None)
+    }
+
     /// Write the backup into `into.data_dir` (empty), tablespaces under
     /// `into.tablespaces_dir`, ready for `physical::recover` (no `recovery.signal`, no
     /// recovery settings: recover writes those).

@@ -718,6 +718,8 @@ pgdrill_derive::kinds! {
     drill::Disaster,
     drill::Rto,
     drill::Rpo,
+    pitr::Restore,
+    pitr::Source,
     pub sql::Exec,
     sql::Assert,
     ping::Ping,

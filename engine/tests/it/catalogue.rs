@@ -47,6 +47,7 @@ fn every_step_emits_exactly_its_documented_outputs() {
         vec!["quickstart".into(), "--var".into(), "provider=native".into()],
         vec!["disaster-recovery".into(), "--var".into(), "provider=native".into(), "--var".into(), "scale=2".into()],
         vec!["ab".into(), "--var".into(), "provider=native".into()],
+        vec!["pitr-drill".into(), "--var".into(), "version=15".into()],
         vec!["fixtures/runbooks/catalogue.yaml".into(), "--var".into(), format!("http_url={url}")],
     ];
     for args in &runs {

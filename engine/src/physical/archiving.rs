@@ -1,0 +1,237 @@
+//! A throwaway source cluster that archives its WAL: what a PITR drill (and its tests)
+//! recover from. Native binaries, initdb into a temp directory with the native servers'
+//! prefix (reaped after a crash), `wal_level=replica`, `archive_mode=on`, a short
+//! `archive_timeout`, and an `archive_command` that copies each segment into a folder
+//! (written under a temporary name, then renamed: a reader never sees half a segment; an
+//! existing segment is never overwritten) or a command of the caller's (`pgdrill wal push
+//! %p`). Dropped, it is stopped and its files removed; the archive folder is the caller's
+//! and stays.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::Failure;
+use crate::pg::native::{self, RunAs};
+
+/// What to start.
+#[derive(Debug, Clone, Default)]
+pub struct ArchivingOptions {
+    /// The folder segments are copied into (created if missing). Ignored when
+    /// `archive_command` is given.
+    pub archive_dir: Option<PathBuf>,
+    /// An `archive_command` of the caller's instead of the copy into `archive_dir`.
+    pub archive_command: Option<String>,
+    /// `archive_timeout` (default 1s: a segment at least every second under load, so the
+    /// archive is never far behind the data).
+    pub archive_timeout: Option<Duration>,
+    /// PostgreSQL major (default: the newest installed).
+    pub major: Option<u32>,
+    pub bin_dir: Option<PathBuf>,
+    /// Database created besides `postgres`.
+    pub database: Option<String>,
+}
+
+/// A running archiving server.
+#[derive(Debug)]
+pub struct ArchivingServer {
+    child: Option<Child>,
+    dir: PathBuf,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    pub major: u32,
+    pub bin_dir: PathBuf,
+    /// The `archive_command` in force.
+    pub archive_command: String,
+}
+
+/// `archive_command` that copies `%p` into `dir` as `%f`: never over an existing file (the
+/// copy fails and PostgreSQL retries, so a conflict is seen, not hidden), through a
+/// temporary name renamed at the end.
+pub fn copy_archive_command(dir: &Path) -> String {
+    // PostgreSQL expands `%` sequences first: a `%` of the path is written `%%`. Then the
+    // shell reads the path as one quoted word.
+    let d = crate::util::shell_quote(&dir.display().to_string()).replace('%', "%%");
+    format!("test ! -f {d}/%f && cp %p {d}/%f.part && mv {d}/%f.part {d}/%f")
+}
+
+impl ArchivingServer {
+    /// initdb and start.
+    pub async fn start(opts: ArchivingOptions) -> Result<ArchivingServer, Failure> {
+        native::reap_stale();
+        let major = match opts.major {
+            Some(m) => m,
+            None => *native::installed_majors()
+                .last()
+                .ok_or_else(|| Failure::environment("no PostgreSQL server binaries under /usr/lib/postgresql"))?,
+        };
+        let bin_dir = native::find_bin_dir(opts.bin_dir.as_deref(), Some(major))?;
+        let run_as = RunAs::detect()?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}{}-", native::DIR_PREFIX, std::process::id()))
+            .tempdir()
+            .map_err(|e| Failure::environment(format!("cannot create a temp directory: {e}")))?
+            .keep();
+        let archive_command = match (&opts.archive_command, &opts.archive_dir) {
+            (Some(c), _) => c.clone(),
+            (None, Some(d)) => {
+                fs::create_dir_all(d).map_err(|e| Failure::environment(format!("creating {}: {e}", d.display())))?;
+                // The server (as `nobody` when pgdrill is root) writes there.
+                run_as.own(d)?;
+                copy_archive_command(d)
+            }
+            (None, None) => return Err(Failure::invalid("an archiving server needs an archive folder or command")),
+        };
+        let mut server = ArchivingServer {
+            child: None,
+            dir: dir.clone(),
+            port: 0,
+            user: "postgres".into(),
+            password: native::generate_password(),
+            database: opts.database.clone().unwrap_or_else(|| "postgres".into()),
+            major,
+            bin_dir: bin_dir.clone(),
+            archive_command: archive_command.clone(),
+        };
+        let io = |what: &Path, e: std::io::Error| Failure::environment(format!("writing {}: {e}", what.display()));
+        fs::write(dir.join("owner.pid"), std::process::id().to_string()).map_err(|e| io(&dir, e))?;
+        run_as.own(&dir)?;
+        let pwfile = dir.join("pwfile");
+        fs::write(&pwfile, &server.password).map_err(|e| io(&pwfile, e))?;
+        run_as.own(&pwfile)?;
+        let data = dir.join("data");
+        let mut initdb = run_as.command(&bin_dir.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .arg("-U")
+            .arg(&server.user)
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .args(["-A", "scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions"])
+            .stdin(Stdio::null());
+        let out = tokio::task::block_in_place(|| crate::child::output(&mut initdb))
+            .map_err(|e| Failure::environment(format!("cannot run initdb: {e}")))?;
+        let _ = fs::remove_file(&pwfile);
+        if !out.status.success() {
+            return Err(Failure::environment(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        // pg_basebackup connects for replication over TCP.
+        let hba = data.join("pg_hba.conf");
+        let mut text = fs::read_to_string(&hba).unwrap_or_default();
+        text.push_str("\nhost replication all 127.0.0.1/32 scram-sha-256\n");
+        fs::write(&hba, text).map_err(|e| io(&hba, e))?;
+        let sock = dir.join("sock");
+        fs::create_dir(&sock).map_err(|e| io(&sock, e))?;
+        run_as.own(&sock)?;
+        let timeout = opts.archive_timeout.unwrap_or(Duration::from_secs(1));
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")
+                .map_err(|e| Failure::environment(format!("no free port on 127.0.0.1: {e}")))?;
+            l.local_addr().map_err(|e| Failure::environment(format!("no free port: {e}")))?.port()
+        };
+        server.port = port;
+        let log = fs::File::create(dir.join("server.log")).map_err(|e| io(&dir, e))?;
+        run_as.own(&dir.join("server.log"))?;
+        let settings: Vec<(&str, String)> = vec![
+            ("listen_addresses", "127.0.0.1".into()),
+            ("unix_socket_directories", sock.display().to_string()),
+            ("wal_level", "replica".into()),
+            ("archive_mode", "on".into()),
+            ("archive_command", archive_command),
+            ("archive_timeout", format!("{}s", timeout.as_secs().max(1))),
+            ("max_wal_senders", "4".into()),
+            ("fsync", "off".into()),
+            ("lc_messages", "C".into()),
+            ("timezone", "UTC".into()),
+            ("log_timezone", "UTC".into()),
+        ];
+        let mut cmd = run_as.command(&bin_dir.join("postgres"));
+        cmd.arg("-D").arg(&data).arg("-p").arg(port.to_string());
+        for (k, v) in settings {
+            cmd.arg("-c").arg(format!("{k}={v}"));
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(log));
+        server.child = Some(
+            crate::child::spawn(&mut cmd).map_err(|e| Failure::environment(format!("cannot start postgres: {e}")))?,
+        );
+        let started = Instant::now();
+        loop {
+            if let Some(Ok(Some(status))) = server.child.as_mut().map(Child::try_wait) {
+                server.child = None;
+                return Err(Failure::environment(format!(
+                    "the archiving server exited ({status}): {}",
+                    fs::read_to_string(dir.join("server.log")).unwrap_or_default().trim()
+                )));
+            }
+            if crate::pg::connect(&server.url_for("postgres")).await.is_ok() {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(Failure::environment("the archiving server did not accept connections within 60s"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if server.database != "postgres" {
+            let c = crate::pg::connect(&server.url_for("postgres")).await?;
+            c.batch_execute(&format!("create database {}", native::quote_ident(&server.database)))
+                .await
+                .map_err(|e| Failure::environment(format!("creating the database: {}", crate::pg::describe(&e))))?;
+        }
+        Ok(server)
+    }
+
+    pub fn url(&self) -> String {
+        self.url_for(&self.database)
+    }
+
+    pub fn url_for(&self, database: &str) -> String {
+        crate::pg::server_url(&self.user, &self.password, "127.0.0.1", self.port, database)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The server's log.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Stop the server and remove its files.
+    pub fn stop(mut self) {
+        self.teardown();
+    }
+
+    fn teardown(&mut self) {
+        super::recover::stop_child(&mut self.child);
+        if !self.dir.as_os_str().is_empty() {
+            let _ = fs::remove_dir_all(&self.dir);
+            self.dir = PathBuf::new();
+        }
+    }
+}
+
+impl Drop for ArchivingServer {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_copy_command_quotes_the_folder_and_doubles_its_percent_signs() {
+        let c = super::copy_archive_command(std::path::Path::new("/tmp/a b%c"));
+        assert_eq!(
+            c,
+            "test ! -f '/tmp/a b%%c'/%f && cp %p '/tmp/a b%%c'/%f.part && mv '/tmp/a b%%c'/%f.part '/tmp/a b%%c'/%f"
+        );
+    }
+}

@@ -1,0 +1,487 @@
+//! pg_basebackup output as a physical source: a folder holding one backup, or a folder of
+//! backups (one sub-folder each), in tar format (`base.tar`, `base.tar.gz`, `<oid>.tar`
+//! per tablespace, `pg_wal.tar` with `-X stream`) or plain, with or without a
+//! `backup_manifest`, its WAL included (`-X fetch|stream`) or in a separate archive folder
+//! of plain or gzip'd segments (what an `archive_command` of `cp` or `gzip` writes).
+//!
+//! Nothing here is reimplemented from PostgreSQL beyond reading the text files pg_basebackup
+//! writes (`backup_label`, the backup history file, `backup_manifest`) and the first field of
+//! `global/pg_control` (the system identifier): the files are checked by `pg_verifybackup`
+//! and the WAL replayed by the server.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+use super::source::{
+    parse_segment_name, ArchiveEnd, BaseBackup, Lsn, MaterializeInto, Materialized, PhysicalSource, Tool,
+    DEFAULT_SEGMENT_SIZE,
+};
+use crate::error::Failure;
+
+/// A folder of pg_basebackup output, and where its WAL archive is (if apart).
+#[derive(Debug, Clone)]
+pub struct BasebackupFolder {
+    root: PathBuf,
+    wal_dir: Option<PathBuf>,
+}
+
+/// The two layouts pg_basebackup writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Plain,
+    /// `base.tar` or `base.tar.gz`.
+    Tar {
+        gz: bool,
+    },
+}
+
+fn format_of(dir: &Path) -> Option<Format> {
+    if dir.join("base.tar").is_file() {
+        Some(Format::Tar { gz: false })
+    } else if dir.join("base.tar.gz").is_file() {
+        Some(Format::Tar { gz: true })
+    } else if dir.join("PG_VERSION").is_file() {
+        Some(Format::Plain)
+    } else {
+        None
+    }
+}
+
+fn io_err(what: &Path, e: std::io::Error) -> Failure {
+    Failure::environment(format!("{}: {e}", what.display()))
+}
+
+/// The fields of a `backup_label` or a backup history file (`KEY: value` lines).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Label {
+    pub start_lsn: Option<Lsn>,
+    pub stop_lsn: Option<Lsn>,
+    pub start_time: Option<OffsetDateTime>,
+    pub stop_time: Option<OffsetDateTime>,
+    pub timeline: Option<u32>,
+    /// The segment holding the start (the history file's name starts with it).
+    pub start_segment: Option<String>,
+}
+
+/// `2026-12-06 07:00:00 UTC` (the zone PostgreSQL's log_timezone wrote; UTC and numeric
+/// offsets are read, a named zone is not).
+fn label_time(text: &str) -> Option<OffsetDateTime> {
+    let t = text.trim();
+    let t = t.strip_suffix(" UTC").or_else(|| t.strip_suffix(" GMT")).map(|s| format!("{s}+00"));
+    super::recover::parse_pg_time(t.as_deref().unwrap_or(text))
+}
+
+/// Read a `backup_label` or backup history file.
+pub fn parse_label(text: &str) -> Label {
+    let mut l = Label::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(": ") else { continue };
+        let first = v.split_whitespace().next().unwrap_or_default();
+        match k {
+            "START WAL LOCATION" => {
+                l.start_lsn = Lsn::parse(first);
+                l.start_segment = v.split("(file ").nth(1).map(|s| s.trim_end_matches(')').to_string());
+            }
+            "STOP WAL LOCATION" => l.stop_lsn = Lsn::parse(first),
+            "START TIME" => l.start_time = label_time(v),
+            "STOP TIME" => l.stop_time = label_time(v),
+            "START TIMELINE" => l.timeline = first.parse().ok(),
+            _ => {}
+        }
+    }
+    l
+}
+
+/// From a `backup_manifest`: the WAL range (timeline, start, end) and, PostgreSQL 17+, the
+/// system identifier.
+fn manifest_facts(text: &str) -> (Option<(u32, Lsn, Lsn)>, Option<u64>) {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else { return (None, None) };
+    let range = v["WAL-Ranges"].as_array().and_then(|a| a.last()).and_then(|r| {
+        Some((
+            r["Timeline"].as_u64()? as u32,
+            Lsn::parse(r["Start-LSN"].as_str()?)?,
+            Lsn::parse(r["End-LSN"].as_str()?)?,
+        ))
+    });
+    (range, v["System-Identifier"].as_u64())
+}
+
+/// The system identifier: the first 8 bytes of `global/pg_control` (little-endian here).
+fn system_identifier(pg_control: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(pg_control.get(..8)?.try_into().ok()?))
+}
+
+/// A tar, gzip'd or not. pg_basebackup writes `pg_wal.tar.gz` as several gzip members one
+/// after the other: a reader of the first member only saw an empty pg_wal.
+fn open_tar(path: &Path, gz: bool) -> Result<tar::Archive<Box<dyn Read>>, Failure> {
+    let f = fs::File::open(path).map_err(|e| io_err(path, e))?;
+    let r: Box<dyn Read> =
+        if gz { Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(f))) } else { Box::new(f) };
+    Ok(tar::Archive::new(r))
+}
+
+/// Files of a base tar by name, read without extracting: `backup_label`, `PG_VERSION`,
+/// `global/pg_control`.
+fn tar_files(path: &Path, gz: bool, want: &[&str]) -> Result<Vec<(String, Vec<u8>)>, Failure> {
+    let mut a = open_tar(path, gz)?;
+    let mut out = Vec::new();
+    let bad = |e: std::io::Error| Failure::failed(format!("{} is not a readable tar: {e}", path.display()));
+    for entry in a.entries().map_err(bad)? {
+        let mut e = entry.map_err(bad)?;
+        let name = e.path().map_err(bad)?.to_string_lossy().trim_start_matches("./").to_string();
+        if want.contains(&name.as_str()) {
+            let mut buf = Vec::new();
+            e.read_to_end(&mut buf).map_err(bad)?;
+            out.push((name, buf));
+            if out.len() == want.len() {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn tree_size(p: &Path) -> u64 {
+    let Ok(m) = fs::symlink_metadata(p) else { return 0 };
+    if m.is_dir() {
+        fs::read_dir(p).into_iter().flatten().flatten().map(|e| tree_size(&e.path())).sum()
+    } else {
+        m.len()
+    }
+}
+
+/// A segment file in the archive folder: plain or gzip'd.
+fn archived(dir: &Path, segment: &str) -> Option<PathBuf> {
+    [dir.join(segment), dir.join(format!("{segment}.gz"))].into_iter().find(|p| p.is_file())
+}
+
+impl BasebackupFolder {
+    /// `root`: one backup's folder, or a folder of them; `wal_dir`: the WAL archive folder,
+    /// if the WAL is kept apart.
+    pub fn new(root: PathBuf, wal_dir: Option<PathBuf>) -> Result<BasebackupFolder, Failure> {
+        if !root.is_dir() {
+            return Err(Failure::invalid(format!("{} is not a folder of pg_basebackup output", root.display())));
+        }
+        if let Some(w) = &wal_dir {
+            if !w.is_dir() {
+                return Err(Failure::invalid(format!("the WAL archive folder {} does not exist", w.display())));
+            }
+        }
+        Ok(BasebackupFolder { root, wal_dir })
+    }
+
+    fn backup_dirs(&self) -> Vec<PathBuf> {
+        if format_of(&self.root).is_some() {
+            return vec![self.root.clone()];
+        }
+        let mut v: Vec<PathBuf> = fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir() && format_of(p).is_some())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn dir_of(&self, b: &BaseBackup) -> Result<PathBuf, Failure> {
+        self.backup_dirs()
+            .into_iter()
+            .find(|d| d.file_name().is_some_and(|n| n.to_string_lossy() == b.id))
+            .ok_or_else(|| Failure::invalid(format!("no backup `{}` in {}", b.id, self.root.display())))
+    }
+
+    /// The backup history file (`<segment>.<offset>.backup`) the archive holds for a backup
+    /// that started in `start_segment`: it has the stop LSN and time.
+    fn history_label(&self, start: &Label) -> Option<Label> {
+        let (dir, seg, lsn) = (self.wal_dir.as_ref()?, start.start_segment.as_ref()?, start.start_lsn?);
+        let offset = lsn.0 % DEFAULT_SEGMENT_SIZE;
+        let name = format!("{seg}.{offset:08X}.backup");
+        let text = fs::read_to_string(archived(dir, &name)?).ok()?;
+        Some(parse_label(&text))
+    }
+
+    fn read_backup(&self, dir: &Path) -> Result<BaseBackup, Failure> {
+        let format =
+            format_of(dir).ok_or_else(|| Failure::invalid(format!("{} holds no base backup", dir.display())))?;
+        let (label, version, control) = match format {
+            Format::Plain => (
+                fs::read_to_string(dir.join("backup_label")).unwrap_or_default(),
+                fs::read_to_string(dir.join("PG_VERSION")).unwrap_or_default(),
+                fs::read(dir.join("global/pg_control")).unwrap_or_default(),
+            ),
+            Format::Tar { gz } => {
+                let name = if gz { "base.tar.gz" } else { "base.tar" };
+                let files = tar_files(&dir.join(name), gz, &["backup_label", "PG_VERSION", "global/pg_control"])?;
+                let get = |n: &str| files.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap_or_default();
+                (
+                    String::from_utf8_lossy(&get("backup_label")).into_owned(),
+                    String::from_utf8_lossy(&get("PG_VERSION")).into_owned(),
+                    get("global/pg_control"),
+                )
+            }
+        };
+        if label.is_empty() {
+            return Err(Failure::failed(format!(
+                "{} has no backup_label: it is not pg_basebackup output, or it is damaged",
+                dir.display()
+            )));
+        }
+        let start = parse_label(&label);
+        let manifest = fs::read_to_string(dir.join("backup_manifest")).ok();
+        let (range, manifest_sysid) = manifest.as_deref().map(manifest_facts).unwrap_or((None, None));
+        let history = self.history_label(&start);
+        // The stop: the archive's history file says when; else the manifest, written last,
+        // says by its time (never earlier than the true end: a backup is refused rather
+        // than used for a target it does not reach).
+        let ended = history.as_ref().and_then(|h| h.stop_time).or_else(|| {
+            fs::metadata(dir.join("backup_manifest"))
+                .or_else(|_| fs::metadata(dir))
+                .and_then(|m| m.modified())
+                .ok()
+                .map(OffsetDateTime::from)
+        });
+        let wal_included = match format {
+            Format::Plain => fs::read_dir(dir.join("pg_wal"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| parse_segment_name(&e.file_name().to_string_lossy(), DEFAULT_SEGMENT_SIZE).is_some()),
+            Format::Tar { .. } => dir.join("pg_wal.tar").is_file() || dir.join("pg_wal.tar.gz").is_file(),
+        };
+        Ok(BaseBackup {
+            id: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            started: start.start_time,
+            ended,
+            start_lsn: start.start_lsn,
+            stop_lsn: history.as_ref().and_then(|h| h.stop_lsn).or(range.map(|r| r.2)),
+            system_identifier: manifest_sysid.or_else(|| system_identifier(&control)),
+            timeline: start.timeline.or(range.map(|r| r.0)),
+            pg_major: version.trim().split('.').next().and_then(|m| m.parse().ok()),
+            size: Some(tree_size(dir)),
+            has_manifest: manifest.is_some(),
+            wal_included,
+        })
+    }
+}
+
+/// Copy `from` into `to` (a new directory), following no symlink but those the caller
+/// resolves: pg_tblspc's links become directories under `tablespaces`.
+fn copy_tree(from: &Path, to: &Path, tablespaces: Option<&Path>, out: &mut Materialized) -> Result<(), Failure> {
+    fs::create_dir_all(to).map_err(|e| io_err(to, e))?;
+    for e in fs::read_dir(from).map_err(|e| io_err(from, e))? {
+        let e = e.map_err(|e| io_err(from, e))?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let meta = fs::symlink_metadata(&src).map_err(|e| io_err(&src, e))?;
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(&src).map_err(|e| io_err(&src, e))?;
+            let target = if target.is_relative() { from.join(target) } else { target };
+            let oid = e.file_name().to_string_lossy().parse::<u32>().ok();
+            match (tablespaces, oid) {
+                // A tablespace: its files go under our tablespaces folder, never back where
+                // the source cluster had them.
+                (Some(ts), Some(oid)) => {
+                    let place = ts.join(oid.to_string());
+                    copy_tree(&target, &place, None, out)?;
+                    std::os::unix::fs::symlink(&place, &dst).map_err(|e| io_err(&dst, e))?;
+                    out.tablespaces.push((oid, place));
+                }
+                // pg_wal kept elsewhere (`--waldir`): a directory of its own here.
+                _ => copy_tree(&target, &dst, None, out)?,
+            }
+        } else if meta.is_dir() {
+            let ts = (e.file_name() == "pg_tblspc").then_some(tablespaces).flatten();
+            copy_tree(&src, &dst, ts, out)?;
+        } else {
+            out.bytes += fs::copy(&src, &dst).map_err(|e| io_err(&src, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn unpack(tar_path: &Path, gz: bool, into: &Path) -> Result<u64, Failure> {
+    fs::create_dir_all(into).map_err(|e| io_err(into, e))?;
+    let mut a = open_tar(tar_path, gz)?;
+    a.set_preserve_permissions(false);
+    // `unpack` refuses entries that would land outside `into` (`..`, absolute paths).
+    a.unpack(into).map_err(|e| Failure::failed(format!("extracting {}: {e}", tar_path.display())))?;
+    Ok(tree_size(into))
+}
+
+impl PhysicalSource for BasebackupFolder {
+    fn tool(&self) -> Tool {
+        let version = crate::child::output(crate::child::command("pg_basebackup").arg("--version"))
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        Tool { name: "pg_basebackup".into(), version }
+    }
+
+    fn describe(&self) -> String {
+        match &self.wal_dir {
+            Some(w) => format!("pg_basebackup folder {} (WAL archive {})", self.root.display(), w.display()),
+            None => format!("pg_basebackup folder {}", self.root.display()),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<BaseBackup>, Failure> {
+        let mut v = Vec::new();
+        for d in self.backup_dirs() {
+            v.push(self.read_backup(&d)?);
+        }
+        v.sort_by(|a, b| a.ended.cmp(&b.ended).then(a.id.cmp(&b.id)));
+        Ok(v)
+    }
+
+    fn materialize(&self, backup: &BaseBackup, into: &MaterializeInto) -> Result<Materialized, Failure> {
+        let dir = self.dir_of(backup)?;
+        let mut out = Materialized::default();
+        match format_of(&dir) {
+            Some(Format::Plain) => copy_tree(&dir, &into.data_dir, Some(&into.tablespaces_dir), &mut out)?,
+            Some(Format::Tar { gz }) => {
+                let base = dir.join(if gz { "base.tar.gz" } else { "base.tar" });
+                out.bytes += unpack(&base, gz, &into.data_dir)?;
+                for e in fs::read_dir(&dir).map_err(|e| io_err(&dir, e))?.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let (stem, gz) = match name.strip_suffix(".tar.gz") {
+                        Some(s) => (s.to_string(), true),
+                        None => (name.strip_suffix(".tar").unwrap_or_default().to_string(), false),
+                    };
+                    if stem == "pg_wal" {
+                        out.bytes += unpack(&e.path(), gz, &into.data_dir.join("pg_wal"))?;
+                    } else if let Ok(oid) = stem.parse::<u32>() {
+                        let place = into.tablespaces_dir.join(oid.to_string());
+                        out.bytes += unpack(&e.path(), gz, &place)?;
+                        out.tablespaces.push((oid, place));
+                    }
+                }
+                if !out.tablespaces.is_empty() {
+                    // The server makes pg_tblspc's links from tablespace_map when recovery
+                    // starts: point it at our folders (the links too, for pg_verifybackup).
+                    let map: String =
+                        out.tablespaces.iter().map(|(oid, p)| format!("{oid} {}\n", p.display())).collect();
+                    let path = into.data_dir.join("tablespace_map");
+                    fs::write(&path, map).map_err(|e| io_err(&path, e))?;
+                    let links = into.data_dir.join("pg_tblspc");
+                    fs::create_dir_all(&links).map_err(|e| io_err(&links, e))?;
+                    for (oid, p) in &out.tablespaces {
+                        let link = links.join(oid.to_string());
+                        std::os::unix::fs::symlink(p, &link).map_err(|e| io_err(&link, e))?;
+                    }
+                }
+            }
+            None => return Err(Failure::invalid(format!("{} holds no base backup", dir.display()))),
+        }
+        Ok(out)
+    }
+
+    fn verify_materialized(&self, backup: &BaseBackup, into: &MaterializeInto) -> Result<Option<String>, Failure> {
+        let dir = self.dir_of(backup)?;
+        let manifest = dir.join("backup_manifest");
+        if !manifest.is_file() {
+            return Ok(None);
+        }
+        let major = backup.pg_major.unwrap_or(15);
+        let (tool, version, _) = crate::pg::native::find_tool("pg_verifybackup", None, major)?;
+        let mut cmd = crate::child::command(&tool);
+        cmd.arg("--quiet").arg("-m").arg(&manifest);
+        if into.data_dir.join("tablespace_map").is_file() && !dir.join("tablespace_map").is_file() {
+            // Rewritten by materialize to point at our tablespace folders.
+            cmd.arg("-i").arg("tablespace_map");
+        }
+        // The WAL of the backup's range: inside it, or in the archive folder. pg_waldump
+        // reads plain segments only: gzip'd ones are not parsed (-n), and that is said.
+        let wal = if backup.wal_included {
+            Some(into.data_dir.join("pg_wal"))
+        } else {
+            let start = backup.start_lsn.map(|l| l.segment_name(backup.timeline.unwrap_or(1), DEFAULT_SEGMENT_SIZE));
+            match (&self.wal_dir, start) {
+                (Some(w), Some(s)) if w.join(&s).is_file() => Some(w.clone()),
+                _ => None,
+            }
+        };
+        let how = match &wal {
+            Some(w) => {
+                cmd.arg("-w").arg(w);
+                format!("WAL parsed from {}", w.display())
+            }
+            None => {
+                cmd.arg("-n");
+                "WAL not parsed (gzip'd or absent here; recovery replays it)".to_string()
+            }
+        };
+        cmd.arg(&into.data_dir);
+        let out =
+            crate::child::output(&mut cmd).map_err(|e| Failure::environment(format!("running {version}: {e}")))?;
+        if !out.status.success() {
+            let text = String::from_utf8_lossy(&out.stderr);
+            let first: Vec<&str> = text.lines().take(5).collect();
+            return Err(Failure::failed(format!(
+                "pg_verifybackup found the backup {} damaged: {}",
+                backup.id,
+                first.join("; ")
+            )));
+        }
+        Ok(Some(format!("{version}: the files match backup_manifest; {how}")))
+    }
+
+    fn restore_command(&self, _backup: &BaseBackup) -> Result<Option<String>, Failure> {
+        Ok(self.wal_dir.as_deref().map(folder_restore_command))
+    }
+
+    fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
+        let Some(dir) = &self.wal_dir else { return Ok(None) };
+        let mut best: Option<ArchiveEnd> = None;
+        for e in fs::read_dir(dir).map_err(|e| io_err(dir, e))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let seg = name.strip_suffix(".gz").unwrap_or(&name);
+            let Some((tli, start)) = parse_segment_name(seg, DEFAULT_SEGMENT_SIZE) else { continue };
+            if tli < timeline || best.as_ref().is_some_and(|b| b.segment_start >= start) {
+                continue;
+            }
+            let archived = e.metadata().and_then(|m| m.modified()).ok().map(OffsetDateTime::from);
+            best = Some(ArchiveEnd { segment: seg.to_string(), segment_start: start, archived });
+        }
+        Ok(best)
+    }
+}
+
+/// `restore_command` for a folder of plain or gzip'd segments. Exit 1 only when the
+/// segment is in neither form; a copy or decompression that fails exits 200 (above 125), so
+/// the server stops recovery rather than take the failure for the archive's end.
+pub fn folder_restore_command(dir: &Path) -> String {
+    // `%` is PostgreSQL's escape in the command: a `%` of the path is written `%%`.
+    let d = crate::util::shell_quote(&dir.display().to_string()).replace('%', "%%");
+    format!(
+        "if [ -f {d}/%f ]; then cp {d}/%f %p || exit 200; \
+         elif [ -f {d}/%f.gz ]; then gzip -dc {d}/%f.gz > %p.part && mv %p.part %p || exit 200; \
+         else exit 1; fi"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_history_files_are_read() {
+        let l = parse_label(
+            "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTOP WAL LOCATION: 0/2000100 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000060\nSTART TIME: 2026-12-06 07:00:00 UTC\nSTOP TIME: 2026-12-06 07:00:01 UTC\nSTART TIMELINE: 1\n",
+        );
+        assert_eq!(l.start_lsn, Lsn::parse("0/2000028"));
+        assert_eq!(l.stop_lsn, Lsn::parse("0/2000100"));
+        assert_eq!(l.start_segment.as_deref(), Some("000000010000000000000002"));
+        assert_eq!(l.timeline, Some(1));
+        assert_eq!(l.stop_time.map(|t| t.unix_timestamp()), l.start_time.map(|t| t.unix_timestamp() + 1));
+    }
+
+    #[test]
+    fn the_folder_restore_command_quotes_the_folder_and_fails_hard_on_a_bad_copy() {
+        let c = folder_restore_command(Path::new("/wal it's%"));
+        assert!(c.starts_with("if [ -f '/wal it'\\''s%%'/%f ]; then cp '/wal it'\\''s%%'/%f %p || exit 200;"), "{c}");
+        assert!(c.ends_with("else exit 1; fi"));
+    }
+}

@@ -1,0 +1,468 @@
+//! `pitr.restore`: recover a physical backup to a point in time in a throwaway server and
+//! prove the target was reached (`physical::pitr`); the server stays up for the runbook's
+//! checks and is torn down with it. `pitr.source`: a throwaway source cluster that archives
+//! its WAL, for PITR drills.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{rfc3339, BoxFuture, Fields, Step, StepCtx, StepError, Teardown, With, WithError};
+use crate::physical::archiving::{ArchivingOptions, ArchivingServer};
+use crate::physical::basebackup::BasebackupFolder;
+use crate::physical::pitr::{self, PitrOptions};
+use crate::physical::recover::{parse_pg_time, RecoverOptions, Recovered, Target, TargetKind};
+use crate::physical::source::{Lsn, PhysicalSource};
+use crate::template::is_template;
+
+// ---------------------------------------------------------------------------------------
+// pitr.restore
+
+/// The kinds of source `pitr.restore` reads.
+const SOURCES: &[&str] = &["pg_basebackup"];
+
+#[derive(Debug, Deserialize, Fields)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreWith {
+    /// where the base backups come from: pg_basebackup (a folder of pg_basebackup output)
+    #[serde(default = "basebackup_source")]
+    #[field(ty = "pg_basebackup")]
+    source: String,
+    /// pg_basebackup: the folder of one backup, or a folder of backups (one sub-folder each)
+    #[field(ty = "path")]
+    backups: String,
+    /// the WAL archive folder (plain or gzip'd segments); empty: only the backups' own WAL
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
+    wal: Option<String>,
+    /// latest (default: the archive's end) or immediate (the base backup's end)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "latest|immediate")]
+    target: Option<String>,
+    /// recover to this time (RFC 3339, `2026-12-06 07:00:00+00`, or Unix seconds)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    target_time: Option<String>,
+    /// recover to this WAL location (`0/3000028`)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    target_lsn: Option<String>,
+    /// recover to this transaction id
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    target_xid: Option<String>,
+    /// recover to this restore point (`pg_create_restore_point`)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    target_name: Option<String>,
+    /// stop just after the target (default true) or just before it
+    #[serde(default = "yes", deserialize_with = "super::de::boolean")]
+    inclusive: bool,
+    /// the base backup's id; default: the newest that ends before the target
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    backup: Option<String>,
+    /// a superuser of the backed-up cluster to connect as (default postgres)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    user: Option<String>,
+    /// the database the output `url` names, and the marker query runs in (default postgres)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    database: Option<String>,
+    /// a query that must return true on the recovered server (a row the target brings back)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    marker: Option<String>,
+    /// how long recovery may take, server start to promotion (default 30m)
+    #[serde(default = "half_hour", deserialize_with = "super::de::duration")]
+    timeout: Duration,
+    /// directory with the server binaries of the backup's major (default: found)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
+    bin_dir: Option<String>,
+}
+
+fn basebackup_source() -> String {
+    "pg_basebackup".into()
+}
+fn yes() -> bool {
+    true
+}
+fn half_hour() -> Duration {
+    Duration::from_secs(1800)
+}
+
+/// Unix seconds, RFC 3339 (`2026-12-06T07:00:00Z`) or PostgreSQL's `2026-12-06 07:00:00+00`.
+pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return OffsetDateTime::from_unix_timestamp_nanos((secs * 1e9) as i128).ok();
+    }
+    let t = t.replacen('T', " ", 1);
+    let t = match t.strip_suffix('Z') {
+        Some(s) => format!("{s}+00"),
+        None => t,
+    };
+    parse_pg_time(&t)
+}
+
+impl RestoreWith {
+    /// The one target the fields name.
+    fn target(&self) -> Result<Target, WithError> {
+        let set: Vec<&str> = [
+            ("target", &self.target),
+            ("target_time", &self.target_time),
+            ("target_lsn", &self.target_lsn),
+            ("target_xid", &self.target_xid),
+            ("target_name", &self.target_name),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.as_deref().is_some_and(|v| !v.is_empty()))
+        .map(|(k, _)| k)
+        .collect();
+        if set.len() > 1 {
+            return Err(WithError::new(set[1], format!("give one target, not {}", set.join(" and "))));
+        }
+        let nonempty = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        let kind = if let Some(t) = nonempty(&self.target_time) {
+            TargetKind::Time(parse_time(&t).ok_or_else(|| {
+                WithError::new("target_time", format!("`{t}` is not a time: write 2026-12-06T07:00:00Z or Unix seconds"))
+            })?)
+        } else if let Some(l) = nonempty(&self.target_lsn) {
+            TargetKind::Lsn(
+                Lsn::parse(&l)
+                    .ok_or_else(|| WithError::new("target_lsn", format!("`{l}` is not a WAL location (0/3000028)")))?,
+            )
+        } else if let Some(x) = nonempty(&self.target_xid) {
+            TargetKind::Xid(
+                x.trim()
+                    .parse()
+                    .map_err(|_| WithError::new("target_xid", format!("`{x}` is not a transaction id")))?,
+            )
+        } else if let Some(n) = nonempty(&self.target_name) {
+            TargetKind::Name(n)
+        } else {
+            match nonempty(&self.target).as_deref() {
+                None | Some("latest") => TargetKind::Latest,
+                Some("immediate") => TargetKind::Immediate,
+                Some(other) => {
+                    return Err(WithError::new(
+                        "target",
+                        format!("unknown target `{other}`: latest or immediate (or target_time, target_lsn, target_xid, target_name)"),
+                    ))
+                }
+            }
+        };
+        Ok(Target { kind, inclusive: self.inclusive })
+    }
+}
+
+impl With for RestoreWith {
+    fn check(&self) -> Result<(), WithError> {
+        if !is_template(&self.source) && !SOURCES.contains(&self.source.as_str()) {
+            return Err(WithError::new("source", format!("unknown source `{}`: {}", self.source, SOURCES.join(", "))));
+        }
+        let templated = [&self.target, &self.target_time, &self.target_lsn, &self.target_xid, &self.target_name]
+            .iter()
+            .any(|v| v.as_deref().is_some_and(is_template));
+        if !templated {
+            self.target()?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct RestoreOutputs {
+    /// libpq connection string of the recovered server (a unix socket; no password)
+    url: String,
+    /// the database `url` names
+    database: String,
+    /// the base backup used (the source's id)
+    backup: String,
+    /// when that backup ended (RFC 3339)
+    backup_ended: Option<String>,
+    /// the tool behind the source and its version
+    tool: String,
+    /// what checking the backup's files said (pg_verifybackup), if they could be checked
+    backup_check: Option<String>,
+    /// the target as asked
+    target: String,
+    /// the server's own line saying where it stopped (none for latest)
+    stop_line: Option<String>,
+    /// the commit time of the last transaction replayed (RFC 3339): the point in time reached
+    achieved_time: Option<String>,
+    /// the same, as Unix seconds
+    achieved_epoch: Option<f64>,
+    /// the target time minus the achieved time, in seconds (time targets only)
+    rpo_s: Option<f64>,
+    /// pg_last_wal_replay_lsn() after promotion
+    replay_lsn: String,
+    /// the timeline the server promoted to
+    new_timeline: Option<u32>,
+    /// WAL segments fetched with restore_command
+    segments_restored: u32,
+    /// the last of them
+    last_segment: Option<String>,
+    /// MB (10^6 bytes) of WAL replayed
+    replayed_mb: f64,
+    /// replay rate, MB/s
+    replay_mb_s: f64,
+    /// seconds checking the backup (listing, pg_verifybackup)
+    check_backup_s: f64,
+    /// seconds writing the base backup into the data directory
+    base_restore_s: f64,
+    /// seconds from server start to promotion (WAL replay)
+    replay_s: f64,
+    /// when this step started, as Unix seconds (the start of the recovery time)
+    started_epoch: f64,
+    /// the recovered cluster's system identifier
+    system_identifier: String,
+    /// server_version of the throwaway
+    server_version: String,
+}
+
+pub struct Restore;
+
+impl Step for Restore {
+    const NAME: &'static str = "pitr.restore";
+    const SUMMARY: &'static str = "Recover a physical backup to a point in time (time, LSN, xid, restore point, immediate, latest) in a throwaway server and prove the target was reached.";
+    const REPORT_LOG: bool = true;
+    type With = RestoreWith;
+    type Outputs = RestoreOutputs;
+
+    fn run(ctx: StepCtx, w: RestoreWith) -> impl std::future::Future<Output = Result<RestoreOutputs, StepError>> + Send {
+        restore(ctx, w)
+    }
+}
+
+/// The source `w` names.
+fn open_source(ctx: &StepCtx, w: &RestoreWith) -> Result<Box<dyn PhysicalSource>, StepError> {
+    match w.source.as_str() {
+        "pg_basebackup" => Ok(Box::new(
+            BasebackupFolder::new(ctx.resolve(&w.backups), w.wal.as_deref().filter(|d| !d.is_empty()).map(|d| ctx.resolve(d)))
+                .map_err(|e| e.at_field("backups"))?,
+        )),
+        other => Err(StepError::field("source", format!("unknown source `{other}`: {}", SOURCES.join(", ")))),
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepError> {
+    let started = OffsetDateTime::now_utc();
+    let target = w.target().map_err(|e| StepError::field(e.path.clone(), e.message.clone()))?;
+    let source = open_source(&ctx, &w)?;
+    ctx.log(format!("recovering {} to {target}", source.describe()));
+    let opts = PitrOptions {
+        backup: w.backup.clone().filter(|b| !b.is_empty()),
+        recover: RecoverOptions {
+            target: target.clone(),
+            bin_dir: w.bin_dir.as_deref().map(|d| ctx.resolve(d)),
+            user: w.user.clone(),
+            database: w.database.clone(),
+            timeout: w.timeout,
+            marker: w.marker.clone().filter(|m| !m.is_empty()),
+            ..Default::default()
+        },
+    };
+    let p = pitr::run(source.as_ref(), opts).await?;
+    let f = &p.server.facts;
+    // A version text usually names its tool already (`pg_basebackup (PostgreSQL) 15.18`).
+    let tool = if p.tool.version.starts_with(&p.tool.name) {
+        p.tool.version.clone()
+    } else {
+        format!("{} {}", p.tool.name, p.tool.version).trim().to_string()
+    };
+    ctx.log(format!("base backup {} ({tool}), {} restored in {:.1} s", p.backup.describe(), crate::util::human_bytes(p.base_bytes), p.phases.base_restore.as_secs_f64()));
+    if let Some(c) = &p.backup_check {
+        ctx.log(c.clone());
+    }
+    for line in &f.evidence {
+        ctx.log(format!("server: {line}"));
+    }
+    let achieved = f.achieved_time;
+    let rpo = match &target.kind {
+        TargetKind::Time(t) => pitr::rpo_seconds(*t, achieved),
+        _ => None,
+    };
+    ctx.log(format!(
+        "target reached: {}; replayed to {} ({} segments, {:.1} MB at {:.1} MB/s in {:.1} s){}",
+        f.stop_line.as_deref().unwrap_or("end of the archive"),
+        f.replay_lsn,
+        f.segments_restored,
+        f.replayed_bytes as f64 / 1e6,
+        f.replay_mb_s,
+        f.replay.as_secs_f64(),
+        achieved.map(|a| format!("; the data is as of {}", rfc3339(a))).unwrap_or_default()
+    ));
+    ctx.fact(crate::facts::Fact::Server { version: f.server_version.clone() });
+    // The base backup this recovery proved, for the report's backups tested: by the source
+    // and its id (other tools' backups have no single file), with its end as its time.
+    let age = p.backup.ended.map(|e| ((OffsetDateTime::now_utc() - e).as_seconds_f64() * 1000.0).round() / 1000.0);
+    ctx.fact(crate::facts::Fact::Backup {
+        role: crate::facts::BackupRole::Picked,
+        path: format!("{} {}", source.describe(), p.backup.id).into(),
+        sha256: serde_json::Value::Null,
+        size: p.backup.size.into(),
+        created: p.backup.ended.map(rfc3339).into(),
+        age_s: age.into(),
+    });
+    ctx.fact(crate::facts::Fact::Verified);
+    let out = RestoreOutputs {
+        url: p.server.url(),
+        database: p.server.database.clone(),
+        backup: p.backup.id.clone(),
+        backup_ended: p.backup.ended.map(rfc3339),
+        tool,
+        backup_check: p.backup_check.clone(),
+        target: f.target.clone(),
+        stop_line: f.stop_line.clone(),
+        achieved_time: achieved.map(rfc3339),
+        achieved_epoch: achieved.map(|a| a.unix_timestamp_nanos() as f64 / 1e9),
+        rpo_s: rpo.map(|r| (r * 1000.0).round() / 1000.0),
+        replay_lsn: f.replay_lsn.to_string(),
+        new_timeline: f.new_timeline,
+        segments_restored: f.segments_restored,
+        last_segment: f.last_segment.clone(),
+        replayed_mb: (f.replayed_bytes as f64 / 1e3).round() / 1e3,
+        replay_mb_s: (f.replay_mb_s * 1000.0).round() / 1000.0,
+        check_backup_s: secs(p.phases.check_backup),
+        base_restore_s: secs(p.phases.base_restore),
+        replay_s: secs(p.phases.replay),
+        started_epoch: started.unix_timestamp_nanos() as f64 / 1e9,
+        system_identifier: f.system_identifier.to_string(),
+        server_version: f.server_version.clone(),
+    };
+    ctx.resources.push(format!("recovered server of step `{}`", ctx.step), Box::new(p.server));
+    Ok(out)
+}
+
+impl Teardown for Recovered {
+    fn teardown(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move { tokio::task::block_in_place(|| self.stop()) })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// pitr.source
+
+#[derive(Debug, Deserialize, Fields)]
+#[serde(deny_unknown_fields)]
+pub struct SourceWith {
+    /// the folder each WAL segment is copied into (archive_command = cp)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
+    archive: Option<String>,
+    /// an archive_command instead of the copy into `archive` (e.g. `pgdrill wal push %p`)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    archive_command: Option<String>,
+    /// archive_timeout: a segment at least this often under load (default 1s)
+    #[serde(default, deserialize_with = "super::de::opt_duration")]
+    archive_timeout: Option<Duration>,
+    /// PostgreSQL major, e.g. 15 (default: the newest installed)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "major version")]
+    version: Option<String>,
+    /// database to create (default postgres)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    database: Option<String>,
+}
+
+impl With for SourceWith {
+    fn check(&self) -> Result<(), WithError> {
+        let none = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
+        if none(&self.archive) && none(&self.archive_command) {
+            return Err(WithError::new("archive", "give `archive` (a folder) or `archive_command`"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct SourceOutputs {
+    /// connection URL (contains the password; redacted in reports)
+    url: String,
+    /// 127.0.0.1
+    host: String,
+    /// its port
+    port: u16,
+    /// superuser
+    user: String,
+    /// generated per instance, redacted everywhere
+    #[field(secret)]
+    password: String,
+    /// database name
+    database: String,
+    /// the archive_command in force
+    archive_command: String,
+    /// major version
+    major: u32,
+    /// directory with the server's binaries (pg_basebackup is there)
+    bin_dir: String,
+}
+
+pub struct Source;
+
+impl Step for Source {
+    const NAME: &'static str = "pitr.source";
+    const SUMMARY: &'static str = "Start a throwaway source server (local binaries) that archives its WAL, for point-in-time recovery drills.";
+    type With = SourceWith;
+    type Outputs = SourceOutputs;
+
+    fn run(ctx: StepCtx, w: SourceWith) -> impl std::future::Future<Output = Result<SourceOutputs, StepError>> + Send {
+        source(ctx, w)
+    }
+}
+
+async fn source(ctx: StepCtx, w: SourceWith) -> Result<SourceOutputs, StepError> {
+    let major = w
+        .version
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map(crate::pg::ephemeral::parse_major)
+        .transpose()
+        .map_err(|e| e.at_field("version"))?;
+    let opts = ArchivingOptions {
+        archive_dir: w.archive.as_deref().filter(|a| !a.is_empty()).map(|a| ctx.resolve(a)),
+        archive_command: w.archive_command.clone().filter(|c| !c.is_empty()),
+        archive_timeout: w.archive_timeout,
+        major,
+        bin_dir: None,
+        database: w.database.clone(),
+    };
+    let s = ArchivingServer::start(opts).await?;
+    ctx.redactor.add(&s.password);
+    ctx.log(format!("PostgreSQL {} on 127.0.0.1:{}, archive_command {}", s.major, s.port, s.archive_command));
+    let out = SourceOutputs {
+        url: s.url(),
+        host: "127.0.0.1".into(),
+        port: s.port,
+        user: s.user.clone(),
+        password: s.password.clone(),
+        database: s.database.clone(),
+        archive_command: s.archive_command.clone(),
+        major: s.major,
+        bin_dir: s.bin_dir.display().to_string(),
+    };
+    ctx.resources.push(format!("archiving source server of step `{}`", ctx.step), Box::new(s));
+    Ok(out)
+}
+
+impl Teardown for ArchivingServer {
+    fn teardown(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move { tokio::task::block_in_place(|| self.stop()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_times_are_read_in_three_spellings() {
+        let a = parse_time("2026-12-06T07:00:00Z");
+        assert!(a.is_some());
+        assert_eq!(parse_time("2026-12-06 07:00:00+00"), a);
+        assert_eq!(parse_time("1796540400"), a);
+        assert_eq!(parse_time("yesterday"), None);
+    }
+}

@@ -1,0 +1,525 @@
+//! Point-in-time recovery against real PostgreSQL 15 (native binaries): a source cluster
+//! archiving with its own `archive_command` into a folder, real `pg_basebackup`, recovery
+//! in a throwaway server by `pgdrill::physical`, and each target proven. Every field
+//! failure is made to happen and must fail, never pass.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pgdrill::physical::archiving::{ArchivingOptions, ArchivingServer};
+use pgdrill::physical::basebackup::BasebackupFolder;
+use pgdrill::physical::pitr::{self, PitrOptions};
+use pgdrill::physical::recover::{RecoverOptions, Target, TargetKind};
+use pgdrill::physical::source::Lsn;
+use time::OffsetDateTime;
+
+use crate::common;
+
+/// A source cluster archiving into `<tmp>/archive`, base backups under `<tmp>/backups`.
+struct Source {
+    tmp: tempfile::TempDir,
+    server: ArchivingServer,
+}
+
+impl Source {
+    fn archive(&self) -> PathBuf {
+        self.tmp.path().join("archive")
+    }
+    fn backups(&self) -> PathBuf {
+        self.tmp.path().join("backups")
+    }
+}
+
+async fn source() -> Option<Source> {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let opts = ArchivingOptions {
+        archive_dir: Some(tmp.path().join("archive")),
+        archive_timeout: Some(Duration::from_secs(1)),
+        major: Some(15),
+        ..Default::default()
+    };
+    match ArchivingServer::start(opts).await {
+        Ok(server) => {
+            common::exec(
+                &server.url(),
+                "create table t (id bigserial primary key, phase text not null, at timestamptz default clock_timestamp())",
+            )
+            .await;
+            Some(Source { tmp, server })
+        }
+        Err(e) => {
+            common::require(false, &format!("PostgreSQL 15 server binaries ({e})"));
+            None
+        }
+    }
+}
+
+/// `pg_basebackup -Ft -X none` (with its backup_manifest) into `<backups>/<name>`.
+fn basebackup(s: &ArchivingServer, into: &Path) {
+    let out = std::process::Command::new(s.bin_dir.join("pg_basebackup"))
+        .args(["-h", "127.0.0.1", "-p", &s.port.to_string(), "-U", &s.user, "-Ft", "-X", "none", "-c", "fast", "-D"])
+        .arg(into)
+        .env("PGPASSWORD", &s.password)
+        .output()
+        .expect("pg_basebackup");
+    assert!(out.status.success(), "pg_basebackup: {}", common::text(&out.stderr));
+}
+
+async fn insert(url: &str, phase: &str, n: u32) {
+    common::exec(url, &format!("insert into t (phase) select '{phase}' from generate_series(1, {n})")).await;
+}
+
+/// Switch to a new segment and wait until the finished one is in the archive.
+async fn switch_and_archive(s: &ArchivingServer, archive: &Path) {
+    let seg = common::scalar(&s.url(), "pg_walfile_name(pg_switch_wal())").await;
+    let found = common::wait_for(Duration::from_secs(30), || archive.join(&seg).is_file().then_some(()));
+    assert!(found.is_some(), "segment {seg} was not archived: {}", s.log());
+}
+
+/// Names, sizes and modification times of the archive's files.
+fn listing(dir: &Path) -> BTreeMap<String, (u64, std::time::SystemTime)> {
+    std::fs::read_dir(dir)
+        .expect("archive")
+        .flatten()
+        .map(|e| {
+            let m = e.metadata().expect("meta");
+            (e.file_name().to_string_lossy().into_owned(), (m.len(), m.modified().expect("mtime")))
+        })
+        .collect()
+}
+
+fn target(kind: TargetKind) -> Target {
+    Target { kind, inclusive: true }
+}
+
+fn options(kind: TargetKind, marker: &str) -> PitrOptions {
+    PitrOptions {
+        backup: None,
+        recover: RecoverOptions {
+            target: target(kind),
+            marker: Some(marker.to_string()),
+            timeout: Duration::from_secs(120),
+            ..Default::default()
+        },
+    }
+}
+
+/// A moment between two commits, with some space either side.
+async fn moment() -> OffsetDateTime {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = OffsetDateTime::now_utc();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_to_a_time_an_lsn_a_restore_point_and_latest_is_each_proven_and_never_writes_the_archive() {
+    let Some(src) = source().await else { return };
+    let url = src.server.url();
+    basebackup(&src.server, &src.backups().join("b1"));
+    insert(&url, "a", 100).await;
+    let t_a = moment().await;
+    insert(&url, "b", 100).await;
+    let lsn_b = Lsn::parse(&common::scalar(&url, "pg_current_wal_insert_lsn()").await).expect("lsn");
+    // Phase c in one transaction whose id is the xid target.
+    let c = pgdrill::pg::connect(&url).await.expect("connect");
+    let xid_c: String = c
+        .query_one(
+            "with i as (insert into t (phase) select 'c' from generate_series(1, 100) returning 1) \
+             select txid_current()::text from (select count(*) from i) n",
+            &[],
+        )
+        .await
+        .expect("insert c")
+        .get(0);
+    drop(c);
+    common::exec(&url, "select pg_create_restore_point('before d')").await;
+    insert(&url, "d", 100).await;
+    switch_and_archive(&src.server, &src.archive()).await;
+    // The source stops, so nothing but a recovery could change the archive from here on.
+    let archive = src.archive();
+    let Source { tmp, server } = src;
+    server.stop();
+    let before = listing(&archive);
+    let folder = BasebackupFolder::new(tmp.path().join("backups"), Some(archive.clone())).expect("folder");
+
+    let count = |phases: &str, n: u32| format!("select count(*) = {n} and bool_and(phase in ({phases})) from t");
+    // To a time: phase a in, b (committed after the time) not.
+    let p = pitr::run(&folder, options(TargetKind::Time(t_a), &count("'a'", 100))).await.expect("time target");
+    let f = &p.server.facts;
+    assert!(f.stop_line.as_deref().is_some_and(|l| l.starts_with("recovery stopping before commit")), "{f:?}");
+    assert!(f.achieved_time.is_some_and(|a| a <= t_a && t_a - a < time::Duration::seconds(5)), "{f:?}");
+    assert_eq!(f.new_timeline, Some(2), "promoted to a new timeline: {f:?}");
+    assert!(f.segments_restored >= 1, "{f:?}");
+    assert!(p.backup_check.as_deref().is_some_and(|c| c.contains("match backup_manifest")), "{:?}", p.backup_check);
+    assert!(pitr::rpo_seconds(t_a, f.achieved_time).is_some_and(|r| r < 5.0));
+    let dir = p.server.workspace().dir().to_path_buf();
+    assert!(dir.is_dir());
+    p.server.stop();
+    assert!(!dir.exists(), "the throwaway's files are removed when it stops");
+
+    // To an LSN: b in (committed before the LSN), c not.
+    let p = pitr::run(&folder, options(TargetKind::Lsn(lsn_b), &count("'a','b'", 200))).await.expect("lsn target");
+    assert!(p.server.facts.replay_lsn >= lsn_b, "{:?}", p.server.facts);
+    assert!(p.server.facts.stop_line.as_deref().is_some_and(|l| l.contains("WAL location")), "{:?}", p.server.facts);
+    drop(p);
+
+    // To transaction c, exclusive: a and b in, c not.
+    let mut o = options(TargetKind::Xid(xid_c.parse().expect("xid")), &count("'a','b'", 200));
+    o.recover.target.inclusive = false;
+    let p = pitr::run(&folder, o).await.expect("xid target");
+    let stop = p.server.facts.stop_line.clone().unwrap_or_default();
+    assert!(stop.starts_with(&format!("recovery stopping before commit of transaction {xid_c},")), "{stop}");
+    drop(p);
+
+    // To the restore point: c in, d not.
+    let p = pitr::run(&folder, options(TargetKind::Name("before d".into()), &count("'a','b','c'", 300)))
+        .await
+        .expect("restore point");
+    assert!(p.server.facts.stop_line.as_deref().is_some_and(|l| l.contains("\"before d\"")), "{:?}", p.server.facts);
+    drop(p);
+
+    // Latest: everything, through the archive's newest segment.
+    let p = pitr::run(&folder, options(TargetKind::Latest, &count("'a','b','c','d'", 400))).await.expect("latest");
+    let end = p.server.facts.last_segment.clone().expect("segments restored");
+    assert_eq!(Some(end.as_str()), before.keys().filter(|k| k.len() == 24).max().map(String::as_str));
+    drop(p);
+
+    // A marker that is not there fails the recovery, whatever the server said.
+    let e = pitr::run(&folder, options(TargetKind::Time(t_a), &count("'a','b'", 200))).await.expect_err("marker");
+    assert!(e.message.contains("marker"), "{}", e.message);
+
+    // The shipped runbook: the same recovery, then verify's checks and RTO with its phases.
+    let junit = tmp.path().join("junit.xml");
+    let ran = common::Run::new("pitr")
+        .var("backups", tmp.path().join("backups").display())
+        .var("wal", archive.display())
+        .var("target_name", "before d")
+        .var("marker", count("'a','b','c'", 300))
+        .var("expect_tables", "public.t>=300")
+        .junit(&junit)
+        .expect(0);
+    for case in ["recover", "amcheck", "tables", "rto"] {
+        assert_eq!(ran.junit().status(case), "passed", "{case}: {}", ran.all());
+    }
+    assert!(ran.all().contains("recovery stopping at restore point \"before d\""), "{}", ran.all());
+
+    assert_eq!(listing(&archive), before, "a throwaway recovery wrote to the archive");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_field_failure_fails_the_recovery_never_passes_it() {
+    let Some(src) = source().await else { return };
+    let url = src.server.url();
+    basebackup(&src.server, &src.backups().join("b1"));
+    let backup_done = OffsetDateTime::now_utc();
+    for phase in ["a", "b", "c"] {
+        insert(&url, phase, 50).await;
+        switch_and_archive(&src.server, &src.archive()).await;
+    }
+    // No commit after this moment: a time target here cannot be confirmed.
+    let after_last_commit = moment().await;
+    switch_and_archive(&src.server, &src.archive()).await;
+    let archive = src.archive();
+    let folder = BasebackupFolder::new(src.backups(), Some(archive.clone())).expect("folder");
+    let newest = listing(&archive).into_keys().filter(|k| k.len() == 24).max().expect("segments");
+    let any = "select true";
+
+    // A target beyond the archive's end: PostgreSQL 14+ stops with a FATAL; the failure
+    // names the archive's end.
+    let beyond = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let e = pitr::run(&folder, options(TargetKind::Time(beyond), any)).await.expect_err("beyond the end");
+    assert!(e.message.contains("recovery ended before configured recovery target was reached"), "{}", e.message);
+    assert!(e.message.contains(&newest), "names the archive's end {newest}: {}", e.message);
+    assert_eq!(e.class, pgdrill::error::Class::Failed);
+
+    // A time target with no later commit is never confirmed.
+    let e = pitr::run(&folder, options(TargetKind::Time(after_last_commit), any)).await.expect_err("no later commit");
+    assert!(e.message.contains("recovery ended before configured recovery target was reached"), "{}", e.message);
+
+    // A base backup that ends after the target is refused, never used.
+    let before_backup = backup_done - time::Duration::minutes(10);
+    let mut o = options(TargetKind::Time(before_backup), any);
+    let e = pitr::run(&folder, o.clone()).await.expect_err("ends after");
+    assert!(e.message.contains("no base backup ends before"), "{}", e.message);
+    o.backup = Some("b1".into());
+    let e = pitr::run(&folder, o).await.expect_err("ends after");
+    assert!(e.message.contains("after the target"), "{}", e.message);
+
+    // A segment missing in the middle: "latest" stops at the gap and the server promotes,
+    // which is caught by the archive's end not being reached.
+    let holey = src.tmp.path().join("holey");
+    std::fs::create_dir(&holey).expect("dir");
+    let mut segments: Vec<String> = listing(&archive).into_keys().collect();
+    segments.sort();
+    // Readable by the server, which runs as `nobody` when the tests run as root.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&holey, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for s in &segments {
+        std::fs::copy(archive.join(s), holey.join(s)).expect("copy");
+        std::fs::set_permissions(holey.join(s), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let wal: Vec<&String> = segments.iter().filter(|s| s.len() == 24).collect();
+    let middle = wal[wal.len() - 2];
+    std::fs::remove_file(holey.join(middle)).expect("remove");
+    let gap = BasebackupFolder::new(src.backups(), Some(holey.clone())).expect("folder");
+    let e = pitr::run(&gap, options(TargetKind::Latest, any)).await.expect_err("a gap");
+    assert!(e.message.contains("missing or unreadable"), "{}", e.message);
+    assert!(e.message.contains(&newest), "{}", e.message);
+
+    // A short segment (half written) is no segment.
+    let full = std::fs::read(archive.join(middle)).expect("segment");
+    std::fs::write(holey.join(middle), &full[..full.len() / 2]).expect("short");
+    let e = pitr::run(&gap, options(TargetKind::Latest, any)).await.expect_err("short segment");
+    assert!(e.message.contains("has wrong size"), "{}", e.message);
+
+    // A 0-byte segment is no segment.
+    std::fs::write(holey.join(middle), b"").expect("empty");
+    let e = pitr::run(&gap, options(TargetKind::Latest, any)).await.expect_err("0-byte segment");
+    assert!(e.message.contains("has wrong size: 0"), "{}", e.message);
+
+    // A base backup of another cluster, recovered with this cluster's WAL.
+    let tmp2 = tempfile::tempdir().expect("tmp");
+    let other = ArchivingServer::start(ArchivingOptions {
+        archive_dir: Some(tmp2.path().join("archive")),
+        major: Some(15),
+        ..Default::default()
+    })
+    .await
+    .expect("second cluster");
+    basebackup(&other, &tmp2.path().join("backups").join("other"));
+    other.stop();
+    let foreign = BasebackupFolder::new(tmp2.path().join("backups"), Some(archive.clone())).expect("folder");
+    let e = pitr::run(&foreign, options(TargetKind::Latest, any)).await.expect_err("another cluster's WAL");
+    assert!(e.message.contains("WAL of another cluster"), "{}", e.message);
+}
+
+/// The shipped PITR drill end to end: the incident undone, RPO measured from the data and
+/// RTO with its phases, both against their targets, in JUnit and the compliance report.
+#[test]
+fn the_pitr_drill_brings_back_what_the_incident_destroyed_and_reports_rpo_and_rto() {
+    if !common::require(Path::new("/usr/lib/postgresql/15/bin/initdb").exists(), "PostgreSQL 15 server binaries") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let ran = common::Run::new("pitr-drill").var("version", 15).junit(&junit).report(&report).expect(0);
+    let j = ran.junit();
+    for case in ["recover", "table_back", "rows_back", "amcheck", "rpo", "rto"] {
+        assert_eq!(j.status(case), "passed", "{case}: {}", ran.all());
+    }
+    let run = ran.run_json();
+    let incident: f64 = run.step("incident").outputs["value"].as_str().and_then(|v| v.parse().ok()).expect("incident");
+    let rec = &run.step("recover").outputs;
+    assert!(rec["stop_line"].as_str().is_some_and(|l| l.starts_with("recovery stopping before commit")), "{rec}");
+    let achieved = rec["achieved_epoch"].as_f64().expect("achieved");
+    assert!(achieved < incident, "the data is from before the incident: {rec}");
+    assert_eq!(rec["new_timeline"], 2, "{rec}");
+    assert!(rec["backup_check"].as_str().is_some_and(|c| c.contains("match backup_manifest")), "{rec}");
+    // RPO is the incident minus the newest heartbeat recovered, which committed no later
+    // than the last transaction replayed.
+    let rpo = &run.step("rpo").outputs;
+    let newest = time::OffsetDateTime::parse(
+        rpo["newest"].as_str().expect("newest"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("rfc3339")
+    .unix_timestamp_nanos() as f64
+        / 1e9;
+    assert!(newest <= achieved + 0.001, "heartbeat {newest} after the point reached {achieved}");
+    let rpo_s = rpo["rpo_s"].as_f64().expect("rpo_s");
+    assert!((rpo_s - (incident - newest)).abs() < 0.002, "RPO {rpo_s} is not incident - newest heartbeat");
+    let c = common::read_json(&report.join("report.json"));
+    let objective = |name: &str| {
+        c["objectives"].as_array().and_then(|o| o.iter().find(|o| o["name"] == name)).cloned().expect("objective")
+    };
+    let tested = c["backups"][0]["path"].as_str().unwrap_or_default();
+    assert!(tested.starts_with("pg_basebackup folder ") && tested.ends_with(" nightly"), "{}", c["backups"]);
+    assert_eq!(objective("RPO")["target_s"].as_f64(), Some(5.0), "{c}");
+    assert_eq!(objective("RPO")["outcome"], "passed");
+    assert_eq!(objective("RTO")["target_s"].as_f64(), Some(600.0), "{c}");
+    for phase in ["base_restore", "wal_replay", "check_backup", "checks"] {
+        assert!(c["phases"][phase].is_number(), "phase {phase} in {}", c["phases"]);
+    }
+}
+
+/// Hand `dir` to the user the server runs as (`nobody` when the tests run as root).
+fn server_owns(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).expect("dir");
+    if nix::unistd::geteuid().is_root() {
+        let nobody = nix::unistd::User::from_name("nobody").expect("users").expect("nobody");
+        nix::unistd::chown(dir, Some(nobody.uid), Some(nobody.gid)).expect("chown");
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+}
+
+/// pg_basebackup's other shapes: plain with its WAL inside and no manifest, and tar with a
+/// tablespace and the WAL apart as gzip'd segments; the tablespace lands in the throwaway's
+/// own folder, never where the source had it.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_and_tar_folders_with_wal_inside_or_gzipped_apart_and_a_tablespace_recover() {
+    let Some(src) = source().await else { return };
+    let url = src.server.url();
+    let ts = src.tmp.path().join("ts");
+    server_owns(&ts);
+    common::exec(&url, &format!("create tablespace ts location '{}'", ts.display())).await;
+    common::exec(
+        &url,
+        "create table u (id int primary key) tablespace ts; insert into u select generate_series(1, 10)",
+    )
+    .await;
+    let s = &src.server;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(s.bin_dir.join("pg_basebackup"))
+            .args(["-h", "127.0.0.1", "-p", &s.port.to_string(), "-U", &s.user, "-c", "fast"])
+            .args(args)
+            .env("PGPASSWORD", &s.password)
+            .output()
+            .expect("pg_basebackup");
+        assert!(out.status.success(), "pg_basebackup {args:?}: {}", common::text(&out.stderr));
+    };
+    let plain = src.tmp.path().join("plain");
+    let ts_copy = src.tmp.path().join("ts_copy");
+    run(&[
+        "-Fp",
+        "-X",
+        "stream",
+        "--no-manifest",
+        &format!("--tablespace-mapping={}={}", ts.display(), ts_copy.display()),
+        "-D",
+        plain.to_str().expect("utf-8"),
+    ]);
+    basebackup(s, &src.backups().join("tar"));
+    let tar_gz = src.tmp.path().join("tar_gz");
+    run(&["-Ft", "-z", "-X", "stream", "-D", tar_gz.to_str().expect("utf-8")]);
+    common::exec(&url, "insert into u select generate_series(11, 20)").await;
+    switch_and_archive(s, &src.archive()).await;
+    let Source { tmp, server } = src;
+    server.stop();
+    // The archive again, each segment gzip'd (what `archive_command = gzip ...` keeps).
+    let gz = tmp.path().join("gz");
+    std::fs::create_dir(&gz).expect("dir");
+    for (name, _) in listing(&tmp.path().join("archive")) {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("gzip -c \"$1\" > \"$2\"")
+            .arg("sh")
+            .arg(tmp.path().join("archive").join(&name))
+            .arg(gz.join(format!("{name}.gz")))
+            .output()
+            .expect("gzip");
+        assert!(out.status.success());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&gz, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for (name, _) in listing(&gz) {
+        std::fs::set_permissions(gz.join(name), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let elsewhere = "select pg_tablespace_location(oid) not like '/tmp/pgdrill-native-%/tablespaces/%' from pg_tablespace where spcname = 'ts'";
+
+    // Plain, WAL inside, no archive: recovered to its own end.
+    let folder = BasebackupFolder::new(plain.clone(), None).expect("folder");
+    let p = pitr::run(&folder, options(TargetKind::Immediate, "select count(*) = 10 from u")).await.expect("plain");
+    assert!(p.server.facts.stop_line.as_deref().is_some_and(|l| l.contains("consistency")), "{:?}", p.server.facts);
+    assert_eq!(p.backup_check, None, "no manifest, nothing to check with");
+    let c = pgdrill::pg::connect(&p.server.url()).await.expect("connect");
+    let moved: bool = c.query_one(elsewhere, &[]).await.expect("location").get(0);
+    assert!(!moved, "the tablespace is in the throwaway's folder");
+    drop(p);
+
+    // Tar, gzip'd, WAL inside (pg_wal.tar.gz), manifest checked with that WAL.
+    let folder = BasebackupFolder::new(tar_gz, None).expect("folder");
+    let p = pitr::run(&folder, options(TargetKind::Immediate, "select count(*) = 10 from u")).await.expect("tar.gz");
+    assert!(p.backup_check.as_deref().is_some_and(|c| c.contains("WAL parsed from")), "{:?}", p.backup_check);
+    drop(p);
+
+    // Tar with a tablespace, WAL apart and gzip'd: latest brings the later rows.
+    let folder = BasebackupFolder::new(tmp.path().join("backups"), Some(gz.clone())).expect("folder");
+    let p = pitr::run(&folder, options(TargetKind::Latest, "select count(*) = 20 from u")).await.expect("tar");
+    assert!(p.backup_check.as_deref().is_some_and(|c| c.contains("WAL not parsed")), "{:?}", p.backup_check);
+    let c = pgdrill::pg::connect(&p.server.url()).await.expect("connect");
+    let moved: bool = c.query_one(elsewhere, &[]).await.expect("location").get(0);
+    assert!(!moved, "the tablespace is in the throwaway's folder");
+    drop(p);
+}
+
+/// A source whose WAL fetch hangs (a store that stops answering), around a real folder.
+struct Hanging(BasebackupFolder);
+
+impl pgdrill::physical::source::PhysicalSource for Hanging {
+    fn tool(&self) -> pgdrill::physical::source::Tool {
+        self.0.tool()
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn list(&self) -> Result<Vec<pgdrill::physical::source::BaseBackup>, pgdrill::error::Failure> {
+        self.0.list()
+    }
+    fn materialize(
+        &self,
+        b: &pgdrill::physical::source::BaseBackup,
+        into: &pgdrill::physical::source::MaterializeInto,
+    ) -> Result<pgdrill::physical::source::Materialized, pgdrill::error::Failure> {
+        self.0.materialize(b, into)
+    }
+    fn restore_command(
+        &self,
+        _: &pgdrill::physical::source::BaseBackup,
+    ) -> Result<Option<String>, pgdrill::error::Failure> {
+        Ok(Some("sleep 600".into()))
+    }
+}
+
+/// This process's throwaway directories (`pgdrill-native-<pid>-*`) still in the temp dir.
+fn my_server_dirs() -> Vec<PathBuf> {
+    let prefix = format!("pgdrill-native-{}-", std::process::id());
+    std::fs::read_dir(std::env::temp_dir())
+        .expect("tmp")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Processes whose command line holds `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+/// A recovery whose WAL never comes times out as a failure, and one abandoned midway (the
+/// run interrupted: its future dropped) leaves no server, no restore_command and no files.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_recovery_times_out_and_an_abandoned_one_leaves_no_server_behind() {
+    let Some(src) = source().await else { return };
+    basebackup(&src.server, &src.backups().join("b1"));
+    let Source { tmp, server } = src;
+    server.stop();
+    let hanging =
+        Hanging(BasebackupFolder::new(tmp.path().join("backups"), Some(tmp.path().join("archive"))).expect("folder"));
+    let before = my_server_dirs();
+
+    let mut o = options(TargetKind::Latest, "select true");
+    o.recover.timeout = Duration::from_secs(3);
+    let e = pitr::run(&hanging, o.clone()).await.expect_err("times out");
+    assert!(e.message.contains("did not finish within 3s"), "{}", e.message);
+    assert_eq!(e.class, pgdrill::error::Class::Failed);
+    assert_eq!(my_server_dirs(), before, "the timed-out server's files are removed");
+
+    o.recover.timeout = Duration::from_secs(600);
+    let abandoned = tokio::time::timeout(Duration::from_secs(3), pitr::run(&hanging, o)).await;
+    assert!(abandoned.is_err(), "still recovering when abandoned");
+    assert_eq!(my_server_dirs(), before, "the abandoned server's files are removed");
+    let left = common::wait_for(Duration::from_secs(10), || processes_with("sleep 600").is_empty().then_some(()));
+    assert!(left.is_some(), "restore_command left running: {:?}", processes_with("sleep 600"));
+    let servers = processes_with(&format!("pgdrill-native-{}-", std::process::id()));
+    assert!(servers.is_empty(), "servers left running: {servers:?}");
+}
