@@ -6,13 +6,14 @@
 //! The step never changes the team's backup setup: it reads the tool's configuration as it
 //! is, never writes into its repository, and its throwaway never archives.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Fields, Step, StepCtx, StepError, With, WithError};
-use crate::physical::recover::{self, RecoverOptions, Target, TargetKind, Workspace};
-use crate::physical::source::{BaseBackup, Lsn, PhysicalSource};
+use crate::physical::pitr::{self, PitrOptions};
+use crate::physical::recover::{self, RecoverOptions, Target, TargetKind};
+use crate::physical::source::{Lsn, PhysicalSource};
 
 #[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
@@ -164,41 +165,37 @@ impl Step for Verify {
         let location = w.source.clone();
         let source: Box<dyn PhysicalSource> =
             tokio::task::block_in_place(|| crate::physical::tools::open(&location)).map_err(|e| e.at_field("source"))?;
-        let tool = source.tool();
-        ctx.log(format!("{}: served by {} {}", source.describe(), tool.name, tool.version));
-        let backups = tokio::task::block_in_place(|| source.list())?;
-        let picked = pick(&backups, &target, w.backup.as_deref())?.clone();
-        ctx.log(format!("base backup {} for {target}", picked.describe()));
-        if let Some(found) = tokio::task::block_in_place(|| source.verify(&picked))? {
-            ctx.log(found);
-        }
-        let ws = Workspace::new()?;
-        let started = Instant::now();
-        let materialized = tokio::task::block_in_place(|| source.materialize(&picked, &ws.materialize_into()))?;
-        let restore_s = started.elapsed().as_secs_f64();
+        ctx.log(format!("recovering {} to {target}", source.describe()));
+        // The same recovery and proof as pitr.restore: pick, the tool's own check, restore,
+        // replay through the tool's WAL command, prove the target.
+        let opts = PitrOptions {
+            backup: w.backup.clone(),
+            recover: RecoverOptions {
+                target: target.clone(),
+                bin_dir: w.bin_dir.as_ref().map(Into::into),
+                user: w.user.clone(),
+                database: w.database.clone(),
+                timeout: w.timeout,
+                marker: w.marker.clone(),
+                ..Default::default()
+            },
+        };
+        let p = pitr::run(source.as_ref(), opts).await?;
+        let tool = p.tool.clone();
+        ctx.log(format!("served by {} {}", tool.name, tool.version));
         ctx.log(format!(
-            "{} restored {} in {restore_s:.1}s",
+            "base backup {}: {} restored by {} in {:.1}s",
+            p.backup.describe(),
+            crate::util::human_bytes(p.base_bytes),
             tool.name,
-            crate::util::human_bytes(materialized.bytes)
+            p.phases.base_restore.as_secs_f64()
         ));
-        let restore_command = tokio::task::block_in_place(|| source.restore_command(&picked))?;
-        let archive_end = match picked.timeline {
-            Some(t) => tokio::task::block_in_place(|| source.archive_end(t))?,
-            None => None,
-        };
-        let opts = RecoverOptions {
-            restore_command,
-            target: target.clone(),
-            bin_dir: w.bin_dir.as_ref().map(Into::into),
-            user: w.user.clone(),
-            database: w.database.clone(),
-            timeout: w.timeout,
-            marker: w.marker.clone(),
-            archive_end,
-            system_identifier: picked.system_identifier,
-            ..Default::default()
-        };
-        let recovered = recover::recover(ws, opts).await?;
+        if let Some(found) = &p.backup_check {
+            ctx.log(found.clone());
+        }
+        let picked = p.backup.clone();
+        let restore_s = p.phases.base_restore.as_secs_f64();
+        let recovered = p.server;
         let f = recovered.facts.clone();
         for line in &f.evidence {
             ctx.log(format!("server: {line}"));
@@ -227,48 +224,9 @@ impl Step for Verify {
     }
 }
 
-/// The base backup to recover: `id` when given, else the newest one that ended before a time
-/// target (a backup that ends after the target is already past it) or the newest of all.
-fn pick<'a>(backups: &'a [BaseBackup], target: &Target, id: Option<&str>) -> Result<&'a BaseBackup, StepError> {
-    if let Some(id) = id {
-        return backups.iter().find(|b| b.id == id).ok_or_else(|| {
-            let ids: Vec<&str> = backups.iter().map(|b| b.id.as_str()).collect();
-            StepError::failed(format!("the source holds no backup `{}` (it holds: {})", crate::util::visible(id), ids.join(", ")))
-        });
-    }
-    let usable = |b: &&BaseBackup| match &target.kind {
-        TargetKind::Time(t) => b.ended.is_some_and(|e| e < *t),
-        TargetKind::Lsn(l) => b.stop_lsn.is_some_and(|s| s <= *l),
-        _ => true,
-    };
-    backups.iter().rev().find(usable).ok_or_else(|| {
-        if backups.is_empty() {
-            StepError::failed("the source holds no backup")
-        } else {
-            StepError::failed(format!("no backup of the source ends before {target}"))
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(s: &str) -> time::OffsetDateTime {
-        recover::parse_pg_time(s).expect("time")
-    }
-
-    #[test]
-    fn a_time_target_picks_the_newest_backup_that_ended_before_it() {
-        let b = |id: &str, end: &str| BaseBackup { id: id.into(), ended: Some(at(end)), ..Default::default() };
-        let list = [b("a", "2026-12-06 06:00:00+00"), b("b", "2026-12-06 07:00:00+00")];
-        let t = |s: &str| Target { kind: TargetKind::Time(at(s)), inclusive: true };
-        assert_eq!(pick(&list, &t("2026-12-06 06:30:00+00"), None).expect("parsed").id, "a");
-        assert_eq!(pick(&list, &t("2026-12-06 08:00:00+00"), None).expect("parsed").id, "b");
-        assert!(pick(&list, &t("2026-12-06 05:00:00+00"), None).is_err());
-        assert_eq!(pick(&list, &Target::latest(), None).expect("parsed").id, "b");
-        assert!(pick(&list, &Target::latest(), Some("zz")).is_err());
-    }
 
     #[test]
     fn rfc3339_and_postgresql_times_are_both_read() {
