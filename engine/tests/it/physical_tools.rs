@@ -432,7 +432,7 @@ fn put(port: u16, path: &str) {
 }
 
 #[test]
-fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_byte_wal_fails() {
+fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_byte_wal_or_failed_backup_fails() {
     if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
         || !require(on_path("barman-cloud-backup"), "barman-cloud (Debian package barman-cli-cloud)")
     {
@@ -508,5 +508,30 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
     let ran = run.output();
     assert_eq!(ran.code, Some(1), "a 0-byte WAL object must fail the verification:\n{}", ran.all());
     assert!(ran.all().contains("wrong size"), "the server's own words about the empty segment:\n{}", ran.all());
+
+    // The backup marked FAILED in its backup.info (as barman-cloud leaves one that broke
+    // off): never a pass, and nothing is restored.
+    let backup_id = rj.step("latest").outputs["backup"].as_str().unwrap_or_default().to_string();
+    ok(
+        Command::new("python3").args([
+            "-c",
+            &format!(
+                "import boto3; s=boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='t', aws_secret_access_key='t', region_name='us-east-1')\n\
+                 k='pg/demo/base/{backup_id}/backup.info'\n\
+                 t=s.get_object(Bucket='drill-bkt', Key=k)['Body'].read().decode()\n\
+                 assert 'status=DONE' in t, t\n\
+                 s.put_object(Bucket='drill-bkt', Key=k, Body=t.replace('status=DONE', 'status=FAILED').encode())"
+            ),
+        ]),
+        "mark the backup FAILED",
+    );
+    let mut run = shipped(&source, counts.latest);
+    for (k, v) in env {
+        run = run.env(k, v);
+    }
+    let ran = run.output();
+    assert_eq!(ran.code, Some(1), "a backup marked FAILED must fail the verification:\n{}", ran.all());
+    assert!(ran.all().contains("FAILED"), "{}", ran.all());
+    assert!(!ran.all().contains("restored"), "nothing is restored from a FAILED backup:\n{}", ran.all());
     drop(c);
 }
