@@ -365,6 +365,15 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
     assert!(!std::fs::read_to_string(report.join("run.json")).unwrap_or_default().contains(PASSPHRASE));
     outputs_match_the_catalogue(&record);
 
+    // `backups list` names the source the same way, and lists what pgBackRest lists.
+    let listed = Run::cli(["backups", "list", "--json", "--storage", &source]).env(env[0].0, env[0].1).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
+    assert_eq!(v[0]["id"], label.as_str(), "{}", listed.stdout);
+    assert_eq!(v[0]["tool"], "pgbackrest", "{}", listed.stdout);
+    assert!(v[0]["stop_lsn"].as_str().is_some_and(|l| l.contains('/')), "{}", listed.stdout);
+    let table = Run::cli(["backups", "list", "--storage", &source]).env(env[0].0, env[0].1).expect(0);
+    assert!(table.stdout.contains(&label), "{}", table.stdout);
+
     // A wrong cipher passphrase: the environment's failure naming it, never a pass.
     let ran = shipped(&source, counts.latest).env(env[0].0, "not-the-passphrase").output();
     assert_eq!(ran.code, Some(3), "{}", ran.all());
@@ -471,6 +480,14 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
     let ran = run.output();
     assert_eq!(ran.code, Some(0), "{}\nsource server log:\n{}", ran.all(), c.log());
     assert!(!ran.all().contains(env[1].1), "the S3 secret was shown:\n{}", ran.all());
+    let mut list = Run::cli(["backups", "list", "--json", "--storage", &source]);
+    for (k, v) in env {
+        list = list.env(k, v);
+    }
+    let listed = list.expect(0);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
+    assert_eq!(v[0]["tool"], "barman-cloud", "{}", listed.stdout);
+    assert!(v[0]["ended"].as_str().is_some(), "{}", listed.stdout);
     let rj = ran.run_json();
     for id in ["latest", "at_time", "at_name"] {
         let s = rj.step(id);
