@@ -203,7 +203,7 @@ if [ "$BENCH" = pgbackrest ]; then
     local d="$P/hand" t0 t1
     rm -rf "$d"; mkdir -p "$d"; chmod 700 "$d"; [ "$(id -u)" = 0 ] && chown nobody "$d"
     t0=$(now_ms)
-    # A lock directory of its own: pgdrill, as root, leaves root-owned lock files in lock-path.
+    # A lock directory of its own: by hand and pgdrill (root) never share lock files.
     as_user pgbackrest --config="$P/pgbackrest.conf" --stanza=bench --pg1-path="$d" --lock-path="$P/lock-hand" --type=default \
       --target-action=promote --archive-mode=off restore >/dev/null
     as_user "$PGBIN/pg_ctl" -D "$d" -l "$P/hand.log" -w -t 3600 start -o "-p $PORT -k $P -c listen_addresses=''" >/dev/null

@@ -374,6 +374,28 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
     let table = Run::cli(["backups", "list", "--storage", &source]).env(env[0].0, env[0].1).expect(0);
     assert!(table.stdout.contains(&label), "{}", table.stdout);
 
+    // A fleet target whose backups pgBackRest makes: its storage names the source.
+    let fleet = work.path().join("pgdrill.fleet.yaml");
+    std::fs::write(
+        &fleet,
+        format!(
+            "projects:\n  team:\n    environments:\n      prod:\n        databases:\n          postgres:\n            connection: \"host=127.0.0.1\"\n            storage: \"{source}\"\n            vars: {{ marker: \"select count(*) = {} from drill\" }}\n",
+            counts.latest
+        ),
+    )
+    .expect("fleet file");
+    let fleet_report = work.path().join("fleet");
+    let ran = Run::cli(["fleet", "run"])
+        .arg(&fleet)
+        .arg("verify-physical")
+        .arg("--report")
+        .arg(&fleet_report)
+        .env(env[0].0, env[0].1)
+        .output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let target = RunJson::read(&fleet_report.join("team/prod/postgres"));
+    assert_eq!(target.main().steps[0].outputs["marker"], true, "{:?}", target.main().steps[0].outputs);
+
     // A wrong cipher passphrase: the environment's failure naming it, never a pass.
     let ran = shipped(&source, counts.latest).env(env[0].0, "not-the-passphrase").output();
     assert_eq!(ran.code, Some(3), "{}", ran.all());
