@@ -34,8 +34,9 @@ pub fn find(tool: &str, major: u32) -> Result<(String, String), String> {
     }
 }
 
-/// The docker CLI with the variables that say which engine to talk to.
-fn docker() -> Command {
+/// The docker CLI with the variables that say which engine to talk to (`physical::recover`
+/// runs a throwaway of a major without local binaries with it).
+pub fn docker() -> Command {
     let mut c = crate::child::command("docker");
     for k in ["DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY"] {
         if let Some(v) = std::env::var_os(k) {

@@ -385,8 +385,23 @@ impl PhysicalSource for BasebackupFolder {
             return Ok(None);
         }
         let major = backup.pg_major.unwrap_or(15);
-        let (tool, version, _) = crate::pg::native::find_tool("pg_verifybackup", None, major)?;
-        let mut cmd = crate::child::command(&tool);
+        // The local pg_verifybackup when it is of the backup's major or newer, else the one
+        // in that major's image, reading the files at the same paths.
+        let (mut cmd, version) = match crate::pg::native::find_tool("pg_verifybackup", None, major) {
+            Ok((path, text, _)) => (crate::child::command(path), text),
+            Err(local) => {
+                let image = super::recover::docker_image_for(major).ok_or_else(|| {
+                    local.context(format!("checking a PostgreSQL {major} backup (and Docker has no image of {major})"))
+                })?;
+                let mut d = crate::pg::image_tools::docker();
+                d.args(["run", "--rm", "--network", "none"]);
+                for m in [&dir, &into.data_dir, &into.tablespaces_dir].into_iter().chain(self.wal_dir.as_ref()) {
+                    d.arg("--volume").arg(format!("{}:{}:ro", m.display(), m.display()));
+                }
+                d.args(["--entrypoint", &format!("/usr/lib/postgresql/{major}/bin/pg_verifybackup"), &image]);
+                (d, format!("pg_verifybackup of PostgreSQL {major} ({image})"))
+            }
+        };
         cmd.arg("--quiet").arg("-m").arg(&manifest);
         if into.data_dir.join("tablespace_map").is_file() && !dir.join("tablespace_map").is_file() {
             // Rewritten by materialize to point at our tablespace folders.
@@ -428,25 +443,36 @@ impl PhysicalSource for BasebackupFolder {
         Ok(Some(format!("{version}: the files match backup_manifest; {how}")))
     }
 
+    fn paths(&self) -> Vec<PathBuf> {
+        self.wal_dir.iter().cloned().collect()
+    }
+
     fn restore_command(&self, _backup: &BaseBackup) -> Result<Option<String>, Failure> {
         Ok(self.wal_dir.as_deref().map(folder_restore_command))
     }
 
     fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
         let Some(dir) = &self.wal_dir else { return Ok(None) };
-        let mut best: Option<ArchiveEnd> = None;
-        for e in fs::read_dir(dir).map_err(|e| io_err(dir, e))?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let seg = name.strip_suffix(".gz").unwrap_or(&name);
-            let Some((tli, start)) = parse_segment_name(seg, DEFAULT_SEGMENT_SIZE) else { continue };
-            if tli < timeline || best.as_ref().is_some_and(|b| b.segment_start >= start) {
-                continue;
-            }
-            let archived = e.metadata().and_then(|m| m.modified()).ok().map(OffsetDateTime::from);
-            best = Some(ArchiveEnd { segment: seg.to_string(), segment_start: start, archived });
-        }
-        Ok(best)
+        archive_end_in(dir, timeline)
     }
+}
+
+/// The newest segment of the newest timeline (at or after `timeline`) in an archive folder:
+/// recovery follows the newest timeline (`recovery_target_timeline=latest`), so segments an
+/// old primary kept archiving on its own timeline after a failover are not its end.
+fn archive_end_in(dir: &Path, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
+    let mut best: Option<(u32, ArchiveEnd)> = None;
+    for e in fs::read_dir(dir).map_err(|e| io_err(dir, e))?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let seg = name.strip_suffix(".gz").unwrap_or(&name);
+        let Some((tli, start)) = parse_segment_name(seg, DEFAULT_SEGMENT_SIZE) else { continue };
+        if tli < timeline || best.as_ref().is_some_and(|(t, b)| (*t, b.segment_start) >= (tli, start)) {
+            continue;
+        }
+        let archived = e.metadata().and_then(|m| m.modified()).ok().map(OffsetDateTime::from);
+        best = Some((tli, ArchiveEnd { segment: seg.to_string(), segment_start: start, archived }));
+    }
+    Ok(best.map(|(_, end)| end))
 }
 
 /// `restore_command` for a folder of plain or gzip'd segments. Exit 1 only when the
@@ -476,6 +502,24 @@ mod tests {
         assert_eq!(l.start_segment.as_deref(), Some("000000010000000000000002"));
         assert_eq!(l.timeline, Some(1));
         assert_eq!(l.stop_time.map(|t| t.unix_timestamp()), l.start_time.map(|t| t.unix_timestamp() + 1));
+    }
+
+    #[test]
+    fn the_archives_end_is_on_its_newest_timeline() {
+        let d = tempfile::tempdir().expect("tmp");
+        for f in [
+            "000000010000000000000003",
+            "000000010000000000000009.gz",
+            "00000002.history",
+            "000000020000000000000005",
+            "000000020000000000000004.gz",
+            "000000010000000000000002.00000028.backup",
+        ] {
+            fs::write(d.path().join(f), b"").expect("file");
+        }
+        let end = archive_end_in(d.path(), 1).expect("read").expect("an end");
+        assert_eq!(end.segment, "000000020000000000000005");
+        assert_eq!(archive_end_in(d.path(), 3).expect("read"), None);
     }
 
     #[test]

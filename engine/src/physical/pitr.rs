@@ -117,6 +117,7 @@ pub async fn run(source: &dyn PhysicalSource, opts: PitrOptions) -> Result<Pitr,
     let check_time = check_time + t2.elapsed();
     let mut ro = opts.recover.clone();
     ro.restore_command = source.restore_command(&backup)?;
+    ro.mounts.extend(source.paths());
     ro.archive_end = tokio::task::block_in_place(|| source.archive_end(backup.timeline.unwrap_or(1)))?;
     if ro.system_identifier.is_none() {
         ro.system_identifier = backup.system_identifier;

@@ -220,6 +220,9 @@ pub struct RecoverOptions {
     pub archive_end: Option<ArchiveEnd>,
     /// The system identifier the backup should have (the source's), if known.
     pub system_identifier: Option<u64>,
+    /// Local folders `restore_command` reads (`PhysicalSource::paths`): mounted read-only,
+    /// at the same paths, into a throwaway that runs in Docker.
+    pub mounts: Vec<PathBuf>,
 }
 
 impl Default for RecoverOptions {
@@ -235,6 +238,7 @@ impl Default for RecoverOptions {
             marker: None,
             archive_end: None,
             system_identifier: None,
+            mounts: Vec::new(),
         }
     }
 }
@@ -281,6 +285,8 @@ pub struct RecoveryFacts {
 #[derive(Debug)]
 pub struct Recovered {
     child: Option<Child>,
+    /// The container's name when the server runs in Docker (the child is its docker CLI).
+    container: Option<String>,
     ws: Workspace,
     pub user: String,
     pub database: String,
@@ -317,13 +323,21 @@ impl Recovered {
 
     /// Shut the server down and remove its files.
     pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
         stop_child(&mut self.child);
+        // Killing the docker CLI does not stop its container.
+        if let Some(name) = self.container.take() {
+            crate::pg::image_tools::remove(&name);
+        }
     }
 }
 
 impl Drop for Recovered {
     fn drop(&mut self) {
-        stop_child(&mut self.child);
+        self.shut_down();
     }
 }
 
@@ -451,7 +465,7 @@ pub async fn recover(ws: Workspace, opts: RecoverOptions) -> Result<Recovered, F
             "the base backup is of PostgreSQL {major}: point-in-time recovery here needs PostgreSQL 12 or later"
         )));
     }
-    let bin_dir = native::find_bin_dir(opts.bin_dir.as_deref(), Some(major))?;
+    let runner = choose_runner(opts.bin_dir.as_deref(), major)?;
     let run_as = RunAs::detect()?;
     prepare(&ws, &opts, major)?;
     tokio::task::block_in_place(|| run_as.own_tree(ws.dir()))?;
@@ -461,7 +475,13 @@ pub async fn recover(ws: Workspace, opts: RecoverOptions) -> Result<Recovered, F
     let log = fs::File::create(ws.log_path())
         .map_err(|e| Failure::environment(format!("creating {}: {e}", ws.log_path().display())))?;
     run_as.own(&ws.log_path())?;
-    let mut cmd = run_as.command(&bin_dir.join("postgres"));
+    let (mut cmd, container) = match &runner {
+        Runner::Native(bin_dir) => (run_as.command(&bin_dir.join("postgres")), None),
+        Runner::Docker(image) => {
+            let (c, name) = docker_command(image, major, &ws, &opts.mounts, &run_as);
+            (c, Some(name))
+        }
+    };
     cmd.arg("-D")
         .arg(&data)
         .arg("-p")
@@ -475,6 +495,7 @@ pub async fn recover(ws: Workspace, opts: RecoverOptions) -> Result<Recovered, F
         crate::child::spawn(&mut cmd).map_err(|e| Failure::environment(format!("cannot start postgres: {e}")))?;
     let mut server = Recovered {
         child: Some(child),
+        container,
         ws,
         user,
         database,
@@ -519,6 +540,77 @@ pub async fn recover(ws: Workspace, opts: RecoverOptions) -> Result<Recovered, F
     }
     server.facts = facts;
     Ok(server)
+}
+
+/// Where the throwaway's server binary comes from.
+enum Runner {
+    /// The local binaries of the backup's major.
+    Native(PathBuf),
+    /// That major's Docker image, when this machine has no such binaries (PostgreSQL 17 on a
+    /// machine with 15 only).
+    Docker(String),
+}
+
+/// The local binaries of `major`, else an image of that major Docker has here (the
+/// configured or official one, else `ci/setup.sh`'s local one). A `bin_dir` given is
+/// never replaced.
+fn choose_runner(bin_dir: Option<&Path>, major: u32) -> Result<Runner, Failure> {
+    let native = match native::find_bin_dir(bin_dir, Some(major)) {
+        Ok(b) => return Ok(Runner::Native(b)),
+        Err(e) if bin_dir.is_some() => return Err(e),
+        Err(e) => e,
+    };
+    match docker_image_for(major) {
+        Some(image) => Ok(Runner::Docker(image)),
+        None => {
+            Err(native
+                .context(format!("recovering a PostgreSQL {major} backup (and Docker has no image of {major} here)")))
+        }
+    }
+}
+
+/// An image of PostgreSQL `major` Docker has here: the configured or official one, else
+/// `ci/setup.sh`'s local one. Its binaries are under /usr/lib/postgresql/<major>/bin.
+pub fn docker_image_for(major: u32) -> Option<String> {
+    let candidates = [
+        crate::pg::docker::image_for(major, None),
+        crate::pg::docker::LOCAL_IMAGE.replace("{major}", &major.to_string()),
+    ];
+    candidates.into_iter().find(|image| {
+        let mut inspect = crate::pg::image_tools::docker();
+        inspect.args(["image", "inspect", "--format", "{{.Id}}", image]);
+        crate::child::output(&mut inspect).is_ok_and(|o| o.status.success())
+    })
+}
+
+/// `docker run` of the image's own postgres on the workspace, mounted at the same path, as
+/// the user that owns it, without a network (it listens on the socket in the workspace),
+/// labelled as pgdrill's so a crashed pgdrill's container is removed by the next one.
+fn docker_command(
+    image: &str,
+    major: u32,
+    ws: &Workspace,
+    mounts: &[PathBuf],
+    run_as: &RunAs,
+) -> (std::process::Command, String) {
+    let name =
+        format!("pgdrill-recover-{}-{}", std::process::id(), native::generate_password().get(..8).unwrap_or("0"));
+    let (uid, gid) = match run_as {
+        RunAs::User { uid, gid, .. } => (*uid, *gid),
+        RunAs::Me => (run_as.uid(), nix::unistd::getegid().as_raw()),
+    };
+    let owner = format!("{}:{}", crate::util::hostname().unwrap_or_default(), std::process::id());
+    let mut d = crate::pg::image_tools::docker();
+    d.args(["run", "--rm", "--name", &name, "--network", "none", "--user", &format!("{uid}:{gid}")])
+        .args(["--label", &format!("{}=1", crate::pg::docker::LABEL)])
+        .args(["--label", &format!("{}={owner}", crate::pg::docker::OWNER_LABEL)])
+        .arg("--volume")
+        .arg(format!("{}:{}", ws.dir().display(), ws.dir().display()));
+    for m in mounts {
+        d.arg("--volume").arg(format!("{}:{}:ro", m.display(), m.display()));
+    }
+    d.args(["--entrypoint", &format!("/usr/lib/postgresql/{major}/bin/postgres"), image]);
+    (d, name)
 }
 
 fn mb_per_s(bytes: u64, d: Duration) -> f64 {

@@ -189,6 +189,12 @@ pub trait PhysicalSource: Send + Sync {
     /// other failure, so recovery stops instead of ending early and promoting.
     fn restore_command(&self, backup: &BaseBackup) -> Result<Option<String>, Failure>;
 
+    /// Local folders `restore_command` reads, mounted read-only at the same paths into a
+    /// throwaway that runs in Docker (a major without local binaries). Default: none.
+    fn paths(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
     /// The newest segment the archive holds on `timeline`, if the source can tell. Recovery
     /// to `latest` must reach it, or the archive has a gap.
     fn archive_end(&self, _timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {

@@ -234,6 +234,19 @@ async fn every_field_failure_fails_the_recovery_never_passes_it() {
     assert!(e.message.contains(&newest), "names the archive's end {newest}: {}", e.message);
     assert_eq!(e.class, pgdrill::error::Class::Failed);
 
+    // The same through the shipped runbook: exit 1, the recovery a JUnit failure, and the
+    // checks after it not run (never passed).
+    let junit = src.tmp.path().join("beyond.xml");
+    let ran = common::Run::new("pitr")
+        .var("backups", src.backups().display())
+        .var("wal", archive.display())
+        .var("target_time", "2099-01-01T00:00:00Z")
+        .junit(&junit)
+        .expect(1);
+    assert_eq!(ran.junit().status("recover"), "failure", "{}", ran.all());
+    assert_eq!(ran.junit().status("amcheck"), "skipped", "{}", ran.all());
+    assert!(ran.all().contains(&newest), "{}", ran.all());
+
     // A time target with no later commit is never confirmed.
     let e = pitr::run(&folder, options(TargetKind::Time(after_last_commit), any)).await.expect_err("no later commit");
     assert!(e.message.contains("recovery ended before configured recovery target was reached"), "{}", e.message);
@@ -271,13 +284,15 @@ async fn every_field_failure_fails_the_recovery_never_passes_it() {
     // A short segment (half written) is no segment.
     let full = std::fs::read(archive.join(middle)).expect("segment");
     std::fs::write(holey.join(middle), &full[..full.len() / 2]).expect("short");
+    // Found by pg_verifybackup (pg_waldump reads the folder) or by the server ("has wrong
+    // size"), whichever reads it first: either way named.
     let e = pitr::run(&gap, options(TargetKind::Latest, any)).await.expect_err("short segment");
-    assert!(e.message.contains("has wrong size"), "{}", e.message);
+    assert!(e.message.contains(middle.as_str()), "{}", e.message);
 
     // A 0-byte segment is no segment.
     std::fs::write(holey.join(middle), b"").expect("empty");
     let e = pitr::run(&gap, options(TargetKind::Latest, any)).await.expect_err("0-byte segment");
-    assert!(e.message.contains("has wrong size: 0"), "{}", e.message);
+    assert!(e.message.contains(middle.as_str()), "{}", e.message);
 
     // A base backup of another cluster, recovered with this cluster's WAL.
     let tmp2 = tempfile::tempdir().expect("tmp");
@@ -306,7 +321,7 @@ fn the_pitr_drill_brings_back_what_the_incident_destroyed_and_reports_rpo_and_rt
     let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
     let ran = common::Run::new("pitr-drill").var("version", 15).junit(&junit).report(&report).expect(0);
     let j = ran.junit();
-    for case in ["recover", "table_back", "rows_back", "amcheck", "rpo", "rto"] {
+    for case in ["recover", "table_back", "rows_back", "nothing_after", "amcheck", "rpo", "rto"] {
         assert_eq!(j.status(case), "passed", "{case}: {}", ran.all());
     }
     let run = ran.run_json();
@@ -522,4 +537,138 @@ async fn a_hanging_recovery_times_out_and_an_abandoned_one_leaves_no_server_behi
     assert!(left.is_some(), "restore_command left running: {:?}", processes_with("sleep 600"));
     let servers = processes_with(&format!("pgdrill-native-{}-", std::process::id()));
     assert!(servers.is_empty(), "servers left running: {servers:?}");
+}
+
+/// `docker` with `args`; its stdout, or the test fails with its stderr.
+fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker").args(args).output().expect("docker");
+    assert!(out.status.success(), "docker {args:?}: {}", common::text(&out.stderr));
+    common::text(&out.stdout).trim().to_string()
+}
+
+/// Removes the test's source container however the test ends.
+struct Container(String);
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker").args(["rm", "--force", &self.0]).output();
+    }
+}
+
+/// PostgreSQL 17, which this machine has only as a Docker image: a source archiving with
+/// its own `cp` into a folder, pg_basebackup 17, then recovery to a restore point in a
+/// throwaway running the image's own server (and pg_verifybackup 17), proven the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgresql_17_backup_recovers_to_a_restore_point_in_its_docker_image() {
+    let image = "pgdrill/postgres-local:17";
+    let have = std::process::Command::new("docker")
+        .args(["image", "inspect", image])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !common::require(have, &format!("Docker with the image {image}")) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (arch, bk) = (tmp.path().join("archive"), tmp.path().join("backups"));
+    use std::os::unix::fs::PermissionsExt;
+    for d in [tmp.path(), &arch, &bk] {
+        std::fs::create_dir_all(d).expect("dir");
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    }
+    let name = format!("pgdrill-test-pitr17-{}", std::process::id());
+    let (a, b) = (arch.display().to_string(), bk.display().to_string());
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "pgdrill.ephemeral=1",
+        "--label",
+        &format!("pgdrill.owner={}:{}", pgdrill::util::hostname().unwrap_or_default(), std::process::id()),
+        "-e",
+        "POSTGRES_PASSWORD=pitr17",
+        "-v",
+        &format!("{a}:{a}"),
+        "-v",
+        &format!("{b}:{b}"),
+        image,
+        "-c",
+        "wal_level=replica",
+        "-c",
+        "archive_mode=on",
+        "-c",
+        "archive_timeout=1",
+        "-c",
+        &format!("archive_command=cp %p {a}/%f"),
+    ]);
+    let _guard = Container(name.clone());
+    // The final server listens on TCP; the entrypoint's initdb-time server does not.
+    let psql = |sql: &str| {
+        docker(&["exec", "-e", "PGPASSWORD=pitr17", &name, "psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", sql])
+    };
+    let up = common::wait_for(Duration::from_secs(60), || {
+        std::process::Command::new("docker")
+            .args([
+                "exec",
+                "-e",
+                "PGPASSWORD=pitr17",
+                &name,
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-Atc",
+                "select 1",
+            ])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    });
+    assert!(up.is_some(), "the PostgreSQL 17 source did not start");
+    psql("create table t (id serial primary key, phase text); insert into t (phase) select 'a' from generate_series(1, 10)");
+    docker(&[
+        "exec",
+        "-e",
+        "PGPASSWORD=pitr17",
+        &name,
+        "pg_basebackup",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-Ft",
+        "-X",
+        "none",
+        "-c",
+        "fast",
+        "-D",
+        &format!("{b}/b17"),
+    ]);
+    psql("insert into t (phase) select 'b' from generate_series(1, 10)");
+    psql("select pg_create_restore_point('before c')");
+    psql("insert into t (phase) select 'c' from generate_series(1, 10)");
+    let seg = psql("select pg_walfile_name(pg_switch_wal())");
+    assert!(
+        common::wait_for(Duration::from_secs(30), || arch.join(&seg).is_file().then_some(())).is_some(),
+        "not archived"
+    );
+    drop(_guard);
+    // What the container's postgres wrote (0600) is read by the throwaway's user too.
+    let _ = std::process::Command::new("chmod").args(["-R", "a+rX", &a, &b]).output();
+
+    let folder = BasebackupFolder::new(bk, Some(arch)).expect("folder");
+    let p = pitr::run(
+        &folder,
+        options(TargetKind::Name("before c".into()), "select count(*) = 20 and bool_and(phase in ('a', 'b')) from t"),
+    )
+    .await
+    .expect("PostgreSQL 17 recovered to the restore point");
+    assert!(p.server.facts.server_version.starts_with("17."), "{:?}", p.server.facts);
+    assert!(p.server.facts.stop_line.as_deref().is_some_and(|l| l.contains("\"before c\"")), "{:?}", p.server.facts);
+    assert!(p.backup_check.as_deref().is_some_and(|c| c.contains("match backup_manifest")), "{:?}", p.backup_check);
+    let container = format!("pgdrill-recover-{}-", std::process::id());
+    p.server.stop();
+    let left = docker(&["ps", "-a", "--filter", &format!("name={container}"), "--format", "{{.Names}}"]);
+    assert!(left.is_empty(), "the throwaway's container is removed: {left}");
 }
