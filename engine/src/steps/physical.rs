@@ -166,6 +166,19 @@ impl Step for Verify {
         let source: Box<dyn PhysicalSource> =
             tokio::task::block_in_place(|| crate::physical::tools::open(&location)).map_err(|e| e.at_field("source"))?;
         ctx.log(format!("recovering {} to {target}", source.describe()));
+        // The tool's restore_command runs on this machine's binaries, so the throwaway must
+        // too: a major without local server binaries (which pitr.restore recovers in a Docker
+        // image) is the environment's failure here, named, before anything is restored.
+        if w.bin_dir.is_none() {
+            let list = tokio::task::block_in_place(|| source.list())?;
+            let major = pitr::pick(&list, &target, w.backup.as_deref()).ok().and_then(|b| b.pg_major);
+            if let Some(m) = major.filter(|m| crate::pg::native::find_bin_dir(None, Some(*m)).is_err()) {
+                return Err(StepError::environment(format!(
+                    "the backup is of PostgreSQL {m}, whose server binaries are not installed here: install postgresql-{m} (apt-get install postgresql-{m}) or set bin_dir; {}'s WAL command runs on this machine, so the recovery cannot run in a Docker image",
+                    source.tool().name
+                )));
+            }
+        }
         // The same recovery and proof as pitr.restore: pick, the tool's own check, restore,
         // replay through the tool's WAL command, prove the target.
         let opts = PitrOptions {
