@@ -120,6 +120,16 @@ impl VerifyWith {
 #[derive(Debug, Default, Serialize, Fields)]
 #[fields(outputs)]
 pub struct VerifyOutputs {
+    /// the recovered server (a unix socket, no password), up until the runbook ends, for checks
+    url: String,
+    /// the database `url` names
+    database: String,
+    /// Unix time the step started (the RTO's start)
+    started_epoch: f64,
+    /// seconds listing, picking and checking the backup
+    check_backup_s: f64,
+    /// for a time target: seconds between the target and the last transaction replayed
+    rpo_s: Option<f64>,
     /// the tool that restored the backup (`pgbackrest`, `barman-cloud`)
     tool: String,
     /// the tool's version and the binary that served
@@ -161,6 +171,7 @@ impl Step for Verify {
     type Outputs = VerifyOutputs;
 
     async fn run(ctx: StepCtx, w: VerifyWith) -> Result<VerifyOutputs, StepError> {
+        let started = time::OffsetDateTime::now_utc();
         let target = w.target()?;
         let location = w.source.clone();
         let source: Box<dyn PhysicalSource> =
@@ -208,14 +219,35 @@ impl Step for Verify {
         }
         let picked = p.backup.clone();
         let restore_s = p.phases.base_restore.as_secs_f64();
+        let p_check_s = p.phases.check_backup.as_secs_f64();
         let recovered = p.server;
         let f = recovered.facts.clone();
         for line in &f.evidence {
             ctx.log(format!("server: {line}"));
         }
         ctx.fact(crate::facts::Fact::Server { version: f.server_version.clone() });
+        // The backup this recovery proved, for the report's backups tested: the tool's source
+        // and its id (a physical backup has no single file), its end as its time.
+        let age = picked.ended.map(|e| ((time::OffsetDateTime::now_utc() - e).as_seconds_f64() * 1000.0).round() / 1000.0);
+        ctx.fact(crate::facts::Fact::Backup {
+            role: crate::facts::BackupRole::Picked,
+            path: format!("{} {}", source.describe(), picked.id).into(),
+            sha256: serde_json::Value::Null,
+            size: picked.size.into(),
+            created: picked.ended.map(crate::util::rfc3339).into(),
+            age_s: age.into(),
+        });
         ctx.fact(crate::facts::Fact::Verified);
+        let rpo_s = match &target.kind {
+            TargetKind::Time(t) => pitr::rpo_seconds(*t, f.achieved_time).map(|r| (r * 1000.0).round() / 1000.0),
+            _ => None,
+        };
         let out = VerifyOutputs {
+            url: recovered.url(),
+            database: recovered.database.clone(),
+            started_epoch: started.unix_timestamp_nanos() as f64 / 1e9,
+            check_backup_s: p_check_s,
+            rpo_s,
             tool: tool.name,
             tool_version: tool.version,
             source: source.describe(),
@@ -232,7 +264,8 @@ impl Step for Verify {
             server_version: f.server_version.clone(),
             marker: f.marker,
         };
-        recovered.stop();
+        // Up for the runbook's checks (amcheck, counts); stopped and removed when it ends.
+        ctx.resources.push(format!("recovered server of step `{}`", ctx.step), Box::new(recovered));
         Ok(out)
     }
 }

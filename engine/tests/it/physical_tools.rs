@@ -358,6 +358,10 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
             s.outputs
         );
     }
+    // A time target's RPO: the target minus the last transaction replayed, which is the first
+    // batch's commit, made before the target (the pause between them).
+    let rpo = rj.step("at_time").outputs["rpo_s"].as_f64().expect("rpo_s for a time target");
+    assert!(rpo > 0.0, "rpo_s {rpo}");
     for id in ["at_time", "at_name"] {
         let line = rj.step(id).outputs["stop_line"].as_str().unwrap_or_default().to_string();
         assert!(line.contains("recovery stopping"), "{id}: the server's own stop line: {line}");
@@ -394,7 +398,12 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
         .output();
     assert_eq!(ran.code, Some(0), "{}", ran.all());
     let target = RunJson::read(&fleet_report.join("team/prod/postgres"));
-    assert_eq!(target.main().steps[0].outputs["marker"], true, "{:?}", target.main().steps[0].outputs);
+    assert_eq!(target.step("recover").outputs["marker"], true, "{:?}", target.step("recover").outputs);
+    // The shipped runbook's checks ran on the recovered server, and the RTO has its phases.
+    assert_eq!(target.step("amcheck").outcome, "passed", "{:?}", target.step("amcheck").message);
+    let rto = &target.step("rto").outputs;
+    assert!(rto["phases"]["base_restore"].as_f64().is_some_and(|s| s > 0.0), "{rto}");
+    assert!(rto["phases"]["wal_replay"].as_f64().is_some_and(|s| s > 0.0), "{rto}");
 
     // A wrong cipher passphrase: the environment's failure naming it, never a pass.
     let ran = shipped(&source, counts.latest).env(env[0].0, "not-the-passphrase").output();
