@@ -130,6 +130,10 @@ pub struct VerifyOutputs {
     check_backup_s: f64,
     /// for a time target: seconds between the target and the last transaction replayed
     rpo_s: Option<f64>,
+    /// the age in seconds of the source's newest backup (whichever was recovered): its freshness
+    newest_age_s: u64,
+    /// how far the newest backup is dated in the future (clock skew): its age is then unknown
+    newest_future_s: u64,
     /// the tool that restored the backup (`pgbackrest`, `barman-cloud`)
     tool: String,
     /// the tool's version and the binary that served
@@ -242,7 +246,17 @@ impl Step for Verify {
             TargetKind::Time(t) => pitr::rpo_seconds(*t, f.achieved_time).map(|r| (r * 1000.0).round() / 1000.0),
             _ => None,
         };
+        // Freshness is the source's newest backup, not the one a past target picked.
+        let now = time::OffsetDateTime::now_utc();
+        let newest = tokio::task::block_in_place(|| source.list())?.into_iter().filter_map(|b| b.ended).max();
+        let (newest_age_s, newest_future_s) = match newest {
+            Some(e) if e <= now => ((now - e).whole_seconds().max(0) as u64, 0),
+            Some(e) => (0, (e - now).whole_seconds().max(1) as u64),
+            None => (0, 0),
+        };
         let out = VerifyOutputs {
+            newest_age_s,
+            newest_future_s,
             url: recovered.url(),
             database: recovered.database.clone(),
             started_epoch: started.unix_timestamp_nanos() as f64 / 1e9,

@@ -401,6 +401,7 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
     assert_eq!(target.step("recover").outputs["marker"], true, "{:?}", target.step("recover").outputs);
     // The shipped runbook's checks ran on the recovered server, and the RTO has its phases.
     assert_eq!(target.step("amcheck").outcome, "passed", "{:?}", target.step("amcheck").message);
+    assert_eq!(target.step("freshness").outcome, "passed", "{:?}", target.step("freshness").message);
     let rto = &target.step("rto").outputs;
     assert!(rto["phases"]["base_restore"].as_f64().is_some_and(|s| s > 0.0), "{rto}");
     assert!(rto["phases"]["wal_replay"].as_f64().is_some_and(|s| s > 0.0), "{rto}");
