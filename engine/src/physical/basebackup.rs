@@ -303,13 +303,76 @@ fn copy_tree(from: &Path, to: &Path, tablespaces: Option<&Path>, out: &mut Mater
     Ok(())
 }
 
+/// Extract a tar of pg_basebackup into `into`, entry by entry. pg_basebackup writes no hard
+/// link and no link pointing out of the data directory (tablespaces come with
+/// `tablespace_map`; pg_tblspc's links, from older servers, are made here anew), so such an
+/// entry is refused by name: a link to a file outside is where pgdrill would then write
+/// `postgresql.auto.conf` and the throwaway server its files, as root or as its user. An
+/// entry that would land outside (`..`, an absolute path) is refused too, never skipped.
 fn unpack(tar_path: &Path, gz: bool, into: &Path) -> Result<u64, Failure> {
     fs::create_dir_all(into).map_err(|e| io_err(into, e))?;
     let mut a = open_tar(tar_path, gz)?;
     a.set_preserve_permissions(false);
-    // `unpack` refuses entries that would land outside `into` (`..`, absolute paths).
-    a.unpack(into).map_err(|e| Failure::failed(format!("extracting {}: {e}", tar_path.display())))?;
+    let bad = |what: String| {
+        Failure::failed(format!(
+            "extracting {}: {what}; pg_basebackup writes no such entry: the tar is damaged or not the backup's",
+            tar_path.display()
+        ))
+    };
+    let entries = a.entries().map_err(|e| bad(e.to_string()))?;
+    for entry in entries {
+        let mut e = entry.map_err(|e| bad(e.to_string()))?;
+        let path = e.path().map_err(|e| bad(e.to_string()))?.into_owned();
+        let shown = format!("{:?}", path.display().to_string());
+        let kind = e.header().entry_type();
+        if kind.is_hard_link() {
+            return Err(bad(format!("the entry {shown} is a hard link")));
+        }
+        if kind.is_symlink() {
+            let in_tblspc =
+                path.components().filter(|c| c.as_os_str() != ".").next().is_some_and(|c| c.as_os_str() == "pg_tblspc");
+            if in_tblspc {
+                continue;
+            }
+            let target = e.link_name().map_err(|e| bad(e.to_string()))?.unwrap_or_default().into_owned();
+            if !stays_inside(&path, &target) {
+                return Err(bad(format!(
+                    "the entry {shown} is a link to {:?}, outside the data directory",
+                    target.display().to_string()
+                )));
+            }
+        }
+        let placed = e.unpack_in(into).map_err(|e| bad(format!("{shown}: {e}")))?;
+        if !placed {
+            return Err(bad(format!("the entry {shown} would land outside the data directory")));
+        }
+    }
     Ok(tree_size(into))
+}
+
+/// Whether a relative link at `at` (a path inside the tar) to `target` resolves inside the
+/// tar's root, lexically (no `..` above the root, not absolute).
+fn stays_inside(at: &Path, target: &Path) -> bool {
+    use std::path::Component;
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth: i64 = 0;
+    let parent = at.parent().unwrap_or(Path::new(""));
+    for c in parent.components().chain(target.components()) {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
 }
 
 impl PhysicalSource for BasebackupFolder {
@@ -527,5 +590,87 @@ mod tests {
         let c = folder_restore_command(Path::new("/wal it's%"));
         assert!(c.starts_with("if [ -f '/wal it'\\''s%%'/%f ]; then cp '/wal it'\\''s%%'/%f %p || exit 200;"), "{c}");
         assert!(c.ends_with("else exit 1; fi"));
+    }
+
+    /// A base.tar made by hand: `PG_VERSION`, `backup_label`, then `extra`.
+    fn hostile_backup(root: &Path, extra: impl FnOnce(&mut tar::Builder<fs::File>)) -> BasebackupFolder {
+        let dir = root.join("b1");
+        fs::create_dir_all(&dir).expect("dir");
+        let mut t = tar::Builder::new(fs::File::create(dir.join("base.tar")).expect("tar"));
+        let label = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIMELINE: 1\n";
+        for (name, body) in [("PG_VERSION", "15\n"), ("backup_label", label)] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o600);
+            h.set_cksum();
+            t.append_data(&mut h, name, body.as_bytes()).expect("append");
+        }
+        extra(&mut t);
+        t.finish().expect("finish");
+        BasebackupFolder::new(dir, None).expect("folder")
+    }
+
+    fn link(t: &mut tar::Builder<fs::File>, kind: tar::EntryType, name: &str, target: &str) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(0);
+        h.set_mode(0o777);
+        t.append_link(&mut h, name, target).expect("link");
+    }
+
+    fn materialize_into(src: &BasebackupFolder, root: &Path) -> Result<Materialized, Failure> {
+        let backup = src.list().expect("list").pop().expect("a backup");
+        let into = MaterializeInto { data_dir: root.join("data"), tablespaces_dir: root.join("ts") };
+        fs::create_dir_all(&into.data_dir).expect("data");
+        fs::create_dir_all(&into.tablespaces_dir).expect("ts");
+        src.materialize(&backup, &into)
+    }
+
+    /// Regression: a base.tar whose `postgresql.auto.conf` was a link to a file outside was
+    /// extracted as is, and pgdrill then appended its recovery settings to that file.
+    #[test]
+    fn a_tar_with_links_out_of_the_data_directory_is_refused_by_name() {
+        let d = tempfile::tempdir().expect("tmp");
+        let outside = d.path().join("outside.conf");
+        fs::write(&outside, "precious\n").expect("outside");
+        for (kind, name, target) in [
+            (tar::EntryType::Symlink, "postgresql.auto.conf", outside.display().to_string()),
+            (tar::EntryType::Symlink, "global", "../../..".to_string()),
+            (tar::EntryType::Link, "postgresql.auto.conf", outside.display().to_string()),
+        ] {
+            let case = tempfile::tempdir_in(d.path()).expect("case");
+            let src = hostile_backup(case.path(), |t| link(t, kind, name, &target));
+            let err = materialize_into(&src, case.path()).expect_err("a link out is refused");
+            assert!(err.to_string().contains(&format!("{name:?}")), "{name}: {err}");
+            assert!(!case.path().join("data").join(name).exists(), "{name} was made");
+        }
+        assert_eq!(fs::read_to_string(&outside).expect("outside"), "precious\n");
+        // A link inside the data directory, and pg_tblspc's links (made anew), are fine.
+        let case = tempfile::tempdir_in(d.path()).expect("case");
+        let src = hostile_backup(case.path(), |t| {
+            link(t, tar::EntryType::Symlink, "conf/postgresql.conf", "../PG_VERSION");
+            link(t, tar::EntryType::Symlink, "pg_tblspc/16384", "/srv/ts");
+        });
+        materialize_into(&src, case.path()).expect("inside links are fine");
+        assert!(!case.path().join("data/pg_tblspc/16384").exists());
+    }
+
+    /// Regression: an entry `../x` was skipped without a word (the tar crate's `unpack`),
+    /// so a damaged tar came out incomplete but "extracted".
+    #[test]
+    fn a_tar_entry_that_climbs_out_is_refused_not_skipped() {
+        let d = tempfile::tempdir().expect("tmp");
+        let src = hostile_backup(d.path(), |t| {
+            let mut h = tar::Header::new_gnu();
+            let body = b"x";
+            h.as_gnu_mut().expect("gnu").name[..12].copy_from_slice(b"../escape.tx");
+            h.set_size(1);
+            h.set_mode(0o600);
+            h.set_cksum();
+            t.append(&h, &body[..]).expect("append");
+        });
+        let err = materialize_into(&src, d.path()).expect_err("refused");
+        assert!(err.to_string().contains("escape.tx"), "{err}");
+        assert!(!d.path().join("escape.tx").exists());
     }
 }

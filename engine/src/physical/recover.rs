@@ -378,9 +378,24 @@ fn read_log(path: &Path) -> String {
     s
 }
 
-/// A configuration file value: single-quoted, quotes doubled.
+/// A configuration file value: single-quoted, quotes doubled. PostgreSQL reads a backslash
+/// in a quoted value as an escape (`\t` is a tab) and a raw newline as a syntax error, so
+/// backslashes are doubled and line breaks written as escapes: a restore point's name or an
+/// archive folder's path reaches the server as given, whatever it holds.
 fn conf_quote(v: &str) -> String {
-    format!("'{}'", v.replace('\'', "''"))
+    let mut s = String::with_capacity(v.len() + 2);
+    s.push('\'');
+    for c in v.chars() {
+        match c {
+            '\'' => s.push_str("''"),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            c => s.push(c),
+        }
+    }
+    s.push('\'');
+    s
 }
 
 /// The lines appended to `postgresql.auto.conf`. They come last in the last file read, so
@@ -1028,5 +1043,33 @@ mod tests {
         assert!(s.contains("recovery_target_name = 'it''s'\n"), "{s}");
         assert!(s.contains("restore_command = 'cp ''/a b/%f'' \"%p\"'\n"), "{s}");
         assert!(!recovery_settings(&o, 14).contains("archive_library"));
+    }
+
+    /// Regression: a backslash in a restore point's name or an archive folder's path was
+    /// read by PostgreSQL as an escape (`a\tb` became a tab), and a newline made the
+    /// configuration unreadable. The server itself reads the settings back here.
+    #[test]
+    fn hostile_names_and_paths_reach_the_server_as_given() {
+        let Ok((postgres, _, _)) = crate::pg::native::find_tool("postgres", None, 15) else {
+            assert!(std::env::var_os("CI").is_none(), "CI: no PostgreSQL 15 postgres binary");
+            eprintln!("skipped: no PostgreSQL 15 postgres binary");
+            return;
+        };
+        let name = "it's a\\tb\\'; c\nrestore_command = 'rm -rf /' %p \u{e9}\u{6f22}\r";
+        let mut o = opts(TargetKind::Name(name.into()));
+        o.restore_command = Some(super::super::basebackup::folder_restore_command(Path::new("/wal\\n it's %f\n")));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("postgresql.conf");
+        fs::write(&conf, recovery_settings(&o, 15)).expect("conf");
+        let run_as = RunAs::detect().expect("run as");
+        run_as.own_tree(dir.path()).expect("own");
+        for (key, want) in [("recovery_target_name", name), ("restore_command", o.restore_command.as_deref().unwrap())]
+        {
+            let out = crate::child::output(run_as.command(&postgres).arg("-D").arg(dir.path()).arg("-C").arg(key))
+                .expect("postgres -C");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let got = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(got.strip_suffix('\n').unwrap_or(&got), want, "{key}");
+        }
     }
 }

@@ -72,7 +72,11 @@ async fn insert(url: &str, phase: &str, n: u32) {
 
 /// Switch to a new segment and wait until the finished one is in the archive.
 async fn switch_and_archive(s: &ArchivingServer, archive: &Path) {
-    let seg = common::scalar(&s.url(), "pg_walfile_name(pg_switch_wal())").await;
+    // The segment holding the last byte written: pg_switch_wal() completes it, unless
+    // archive_timeout already did (then pg_switch_wal's own answer would name the next,
+    // empty segment, never archived).
+    let seg = common::scalar(&s.url(), "pg_walfile_name(pg_current_wal_lsn() - 1)").await;
+    common::exec(&s.url(), "select pg_switch_wal()").await;
     let found = common::wait_for(Duration::from_secs(30), || archive.join(&seg).is_file().then_some(()));
     assert!(found.is_some(), "segment {seg} was not archived: {}", s.log());
 }
@@ -648,7 +652,8 @@ async fn a_postgresql_17_backup_recovers_to_a_restore_point_in_its_docker_image(
     psql("insert into t (phase) select 'b' from generate_series(1, 10)");
     psql("select pg_create_restore_point('before c')");
     psql("insert into t (phase) select 'c' from generate_series(1, 10)");
-    let seg = psql("select pg_walfile_name(pg_switch_wal())");
+    let seg = psql("select pg_walfile_name(pg_current_wal_lsn() - 1)");
+    psql("select pg_switch_wal()");
     assert!(
         common::wait_for(Duration::from_secs(30), || arch.join(&seg).is_file().then_some(())).is_some(),
         "not archived"
