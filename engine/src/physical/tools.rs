@@ -251,6 +251,25 @@ mod tests {
         assert_eq!(ok, vec![("config".to_string(), "/etc/p.conf".to_string())]);
     }
 
+    /// The script keeps PostgreSQL's contract: 0 and 1 (no such segment) pass through, any
+    /// other failure of the tool becomes 126, which stops recovery instead of ending it.
+    #[test]
+    fn a_tools_failure_other_than_a_missing_segment_stops_recovery() {
+        let scripts = Scripts::default();
+        let run = |code: &str| {
+            let cmd = scripts
+                .restore_command("test", &["/bin/sh".into(), "-c".into(), format!("exit {code}"), "sh".into()])
+                .expect("a script");
+            assert!(!cmd.contains("exit"), "the restore_command names the script, not the tool's words: {cmd}");
+            let cmd = cmd.replace("%f", "000000010000000000000001").replace("%p", "pg_wal/RECOVERYXLOG");
+            crate::child::output(crate::child::command("/bin/sh").args(["-c", &cmd])).expect("sh").status.code()
+        };
+        assert_eq!(run("0"), Some(0));
+        assert_eq!(run("1"), Some(1));
+        assert_eq!(run("3"), Some(126));
+        assert_eq!(run("55"), Some(126));
+    }
+
     #[test]
     fn a_missing_tool_names_its_debian_package() {
         let e = find("pgdrill-no-such-tool", None, &["version"], "pgbackrest").expect_err("an error");
