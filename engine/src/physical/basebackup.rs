@@ -123,6 +123,30 @@ fn open_tar(path: &Path, gz: bool) -> Result<tar::Archive<Box<dyn Read>>, Failur
     Ok(tar::Archive::new(r))
 }
 
+/// A reader that counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// `open_tar`, counting into `read` the tar's bytes read (after decompression).
+fn open_tar_counted(
+    path: &Path,
+    gz: bool,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Result<tar::Archive<Counted<Box<dyn Read>>>, Failure> {
+    let inner = open_tar(path, gz)?.into_inner();
+    Ok(tar::Archive::new(Counted { inner, read }))
+}
+
 /// Files of a base tar by name, read without extracting: `backup_label`, `PG_VERSION`,
 /// `global/pg_control`.
 fn tar_files(path: &Path, gz: bool, want: &[&str]) -> Result<Vec<(String, Vec<u8>)>, Failure> {
@@ -272,6 +296,21 @@ impl BasebackupFolder {
 /// Copy `from` into `to` (a new directory), following no symlink but those the caller
 /// resolves: pg_tblspc's links become directories under `tablespaces`.
 fn copy_tree(from: &Path, to: &Path, tablespaces: Option<&Path>, out: &mut Materialized) -> Result<(), Failure> {
+    copy_tree_in(from, from, to, tablespaces, out)
+}
+
+/// `copy_tree` of `from`, a folder within the backup folder `root`. Only pg_basebackup's own
+/// links are followed: `pg_tblspc/<oid>` (a tablespace) and a top-level `pg_wal` (`--waldir`),
+/// and never to a folder holding the backup (`..`: a copy without end). Any other link is
+/// refused by name: followed, it copied whatever folder it named (`/`, a home) into a data
+/// directory handed to the server's user.
+fn copy_tree_in(
+    root: &Path,
+    from: &Path,
+    to: &Path,
+    tablespaces: Option<&Path>,
+    out: &mut Materialized,
+) -> Result<(), Failure> {
     fs::create_dir_all(to).map_err(|e| io_err(to, e))?;
     for e in fs::read_dir(from).map_err(|e| io_err(from, e))? {
         let e = e.map_err(|e| io_err(from, e))?;
@@ -281,21 +320,39 @@ fn copy_tree(from: &Path, to: &Path, tablespaces: Option<&Path>, out: &mut Mater
             let target = fs::read_link(&src).map_err(|e| io_err(&src, e))?;
             let target = if target.is_relative() { from.join(target) } else { target };
             let oid = e.file_name().to_string_lossy().parse::<u32>().ok();
+            let refuse = |why: &str| {
+                Failure::failed(format!(
+                    "{} is a link to {}: {why}; copy what it names into the backup folder, or remove the link",
+                    src.display(),
+                    target.display()
+                ))
+            };
+            let wal = from == root && e.file_name() == "pg_wal";
+            if !(wal || (tablespaces.is_some() && oid.is_some())) {
+                return Err(refuse("pg_basebackup makes no such link (only pg_wal and pg_tblspc's)"));
+            }
+            let real = fs::canonicalize(&target).map_err(|e| io_err(&target, e))?;
+            if !real.is_dir() {
+                return Err(refuse("it is not a folder"));
+            }
+            if fs::canonicalize(root).is_ok_and(|r| r.starts_with(&real)) {
+                return Err(refuse("that folder holds the backup itself"));
+            }
             match (tablespaces, oid) {
                 // A tablespace: its files go under our tablespaces folder, never back where
                 // the source cluster had them.
-                (Some(ts), Some(oid)) => {
+                (Some(ts), Some(oid)) if !wal => {
                     let place = ts.join(oid.to_string());
-                    copy_tree(&target, &place, None, out)?;
+                    copy_tree_in(&real, &real, &place, None, out)?;
                     std::os::unix::fs::symlink(&place, &dst).map_err(|e| io_err(&dst, e))?;
                     out.tablespaces.push((oid, place));
                 }
                 // pg_wal kept elsewhere (`--waldir`): a directory of its own here.
-                _ => copy_tree(&target, &dst, None, out)?,
+                _ => copy_tree_in(&real, &real, &dst, None, out)?,
             }
         } else if meta.is_dir() {
             let ts = (e.file_name() == "pg_tblspc").then_some(tablespaces).flatten();
-            copy_tree(&src, &dst, ts, out)?;
+            copy_tree_in(root, &src, &dst, ts, out)?;
         } else {
             out.bytes += fs::copy(&src, &dst).map_err(|e| io_err(&src, e))?;
         }
@@ -311,8 +368,12 @@ fn copy_tree(from: &Path, to: &Path, tablespaces: Option<&Path>, out: &mut Mater
 /// entry that would land outside (`..`, an absolute path) is refused too, never skipped.
 fn unpack(tar_path: &Path, gz: bool, into: &Path) -> Result<u64, Failure> {
     fs::create_dir_all(into).map_err(|e| io_err(into, e))?;
-    let mut a = open_tar(tar_path, gz)?;
+    // Bytes read from the (decompressed) tar: a tar cut at an entry's end reads as a shorter
+    // whole one (its end-of-archive blocks are what says it is whole), so they are required.
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut a = open_tar_counted(tar_path, gz, read.clone())?;
     a.set_preserve_permissions(false);
+    let mut last_end = 0u64;
     let bad = |what: String| {
         Failure::failed(format!(
             "extracting {}: {what}; pg_basebackup writes no such entry: the tar is damaged or not the backup's",
@@ -342,10 +403,17 @@ fn unpack(tar_path: &Path, gz: bool, into: &Path) -> Result<u64, Failure> {
                 )));
             }
         }
+        last_end = e.raw_file_position() + e.size().div_ceil(512) * 512;
         let placed = e.unpack_in(into).map_err(|e| bad(format!("{shown}: {e}")))?;
         if !placed {
             return Err(bad(format!("the entry {shown} would land outside the data directory")));
         }
+    }
+    if read.load(std::sync::atomic::Ordering::Relaxed) < last_end + 512 {
+        return Err(Failure::failed(format!(
+            "{} is truncated: it ends without tar's end-of-archive blocks (copy it again from where the backup was written)",
+            tar_path.display()
+        )));
     }
     Ok(tree_size(into))
 }
@@ -672,5 +740,70 @@ mod tests {
         let err = materialize_into(&src, d.path()).expect_err("refused");
         assert!(err.to_string().contains("escape.tx"), "{err}");
         assert!(!d.path().join("escape.tx").exists());
+    }
+
+    /// Regression: a plain backup's links were all followed: `base/loop -> ..` copied the
+    /// backup into itself without end, and a link to a folder outside copied that folder.
+    #[test]
+    fn a_plain_backup_with_a_link_out_or_a_loop_is_refused_by_name() {
+        let d = tempfile::tempdir().expect("tmp");
+        let secret = d.path().join("home");
+        fs::create_dir_all(&secret).expect("home");
+        fs::write(secret.join("id_rsa"), "secret").expect("secret");
+        for (name, target) in [
+            ("base/loop", PathBuf::from("..")),
+            ("pg_wal", PathBuf::from("..")),
+            ("base/home", secret.clone()),
+            ("pg_tblspc/16384", d.path().to_path_buf()),
+        ] {
+            let case = tempfile::tempdir_in(d.path()).expect("case");
+            let dir = case.path().join("b1");
+            fs::create_dir_all(dir.join("base")).expect("base");
+            fs::create_dir_all(dir.join("pg_tblspc")).expect("pg_tblspc");
+            fs::write(dir.join("PG_VERSION"), "15\n").expect("version");
+            fs::write(dir.join("backup_label"), "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n")
+                .expect("label");
+            std::os::unix::fs::symlink(&target, dir.join(name)).expect("link");
+            let src = BasebackupFolder::new(dir.clone(), None).expect("folder");
+            let err = materialize_into(&src, case.path()).expect_err("refused");
+            assert!(err.to_string().contains(&format!("{} is a link", dir.join(name).display())), "{name}: {err}");
+            let copied = walk(&case.path().join("data"));
+            assert!(copied.iter().all(|p| !p.ends_with("id_rsa")), "{name}: {copied:?}");
+            assert!(copied.len() < 20, "{name}: {copied:?}");
+        }
+    }
+
+    fn walk(p: &Path) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for e in fs::read_dir(p).into_iter().flatten().flatten() {
+            v.push(e.path());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                v.extend(walk(&e.path()));
+            }
+        }
+        v
+    }
+
+    /// Regression: a base.tar cut at an entry's end (a copy that stopped) was extracted as
+    /// a whole one, files missing.
+    #[test]
+    fn a_tar_cut_at_an_entrys_end_is_refused_as_truncated() {
+        let d = tempfile::tempdir().expect("tmp");
+        let src = hostile_backup(d.path(), |t| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(3);
+            h.set_mode(0o600);
+            h.set_cksum();
+            t.append_data(&mut h, "global/pg_control", &b"abc"[..]).expect("append");
+        });
+        let tar = d.path().join("b1/base.tar");
+        let whole = fs::read(&tar).expect("tar");
+        materialize_into(&src, &d.path().join("whole")).expect("a whole tar extracts");
+        // Without the end-of-archive blocks (1024 zero bytes) and the last entry.
+        fs::write(&tar, &whole[..whole.len() - 1024 - 1024]).expect("cut");
+        let err = materialize_into(&src, &d.path().join("cut")).expect_err("refused");
+        assert!(err.to_string().contains("truncated"), "{err}");
+        fs::write(&tar, b"").expect("empty");
+        assert!(src.list().is_err(), "an empty base.tar");
     }
 }

@@ -378,6 +378,15 @@ fn read_log(path: &Path) -> String {
     s
 }
 
+/// The 32-bit transaction id of `x`. `txid_current()` and `pg_current_xact_id()` give the
+/// epoch too (`epoch << 32 | xid`: 4294968108 is xid 812 after one wraparound); the server
+/// keeps the low 32 bits of `recovery_target_xid` and logs those, so the setting and the
+/// proof use them (the proof compared 4294968108 with the log's 812 and failed a recovery
+/// that had stopped right there).
+fn xid32(x: u64) -> u64 {
+    x & 0xFFFF_FFFF
+}
+
 /// A configuration file value: single-quoted, quotes doubled. PostgreSQL reads a backslash
 /// in a quoted value as an escape (`\t` is a tab) and a raw newline as a syntax error, so
 /// backslashes are doubled and line breaks written as escapes: a restore point's name or an
@@ -409,6 +418,11 @@ pub fn recovery_settings(opts: &RecoverOptions, major: u32) -> String {
     set("restore_command", opts.restore_command.as_deref().unwrap_or("false"));
     set("archive_mode", "off");
     set("archive_command", "");
+    // A standby's configuration (a base backup taken from one) often cleans the archive
+    // at each restartpoint (`pg_archivecleanup`) or runs a command at recovery's end: in the
+    // throwaway, those would delete from, or write to, the production archive.
+    set("archive_cleanup_command", "");
+    set("recovery_end_command", "");
     if major >= 15 {
         set("archive_library", "");
     }
@@ -418,7 +432,7 @@ pub fn recovery_settings(opts: &RecoverOptions, major: u32) -> String {
     match &opts.target.kind {
         TargetKind::Time(t) => set("recovery_target_time", &pg_time(*t)),
         TargetKind::Lsn(l) => set("recovery_target_lsn", &l.to_string()),
-        TargetKind::Xid(x) => set("recovery_target_xid", &x.to_string()),
+        TargetKind::Xid(x) => set("recovery_target_xid", &xid32(*x).to_string()),
         TargetKind::Name(n) => set("recovery_target_name", n),
         TargetKind::Immediate => set("recovery_target", "immediate"),
         TargetKind::Latest => {}
@@ -447,6 +461,8 @@ fn command_line(ws: &Workspace, hba: &Path, ident: &Path, major: u32) -> Vec<Str
         ("hot_standby", "off".into()),
         ("archive_mode", "off".into()),
         ("archive_command", String::new()),
+        ("archive_cleanup_command", String::new()),
+        ("recovery_end_command", String::new()),
         // Speed over durability: the server is deleted afterwards.
         ("fsync", "off".into()),
         ("synchronous_commit", "off".into()),
@@ -455,6 +471,15 @@ fn command_line(ws: &Workspace, hba: &Path, ident: &Path, major: u32) -> Vec<Str
     ];
     if major >= 15 {
         v.push(("archive_library", String::new()));
+    }
+    // Paths the backed-up configuration may name outside the workspace: `data_directory`
+    // (the server would open that cluster, the production one, instead of ours), a pid file
+    // and, before PostgreSQL 15, the statistics' temp folder (both where the source's
+    // server keeps its own).
+    v.push(("data_directory", ws.data_dir().display().to_string()));
+    v.push(("external_pid_file", String::new()));
+    if major < 15 {
+        v.push(("stats_temp_directory", ws.data_dir().join("pg_stat_tmp").display().to_string()));
     }
     v.into_iter().flat_map(|(k, val)| ["-c".to_string(), format!("{k}={val}")]).collect()
 }
@@ -891,7 +916,7 @@ pub fn prove(opts: &RecoverOptions, log: &str, q: &Queried) -> Result<RecoveryFa
         }
         TargetKind::Xid(x) => {
             // `transaction 81,` is not `transaction 812,`.
-            if !stop.contains(&format!(" of transaction {x}, ")) {
+            if !stop.contains(&format!(" of transaction {}, ", xid32(*x))) {
                 return Err(no_stop());
             }
         }
@@ -1071,5 +1096,75 @@ mod tests {
             let got = String::from_utf8_lossy(&out.stdout);
             assert_eq!(got.strip_suffix('\n').unwrap_or(&got), want, "{key}");
         }
+    }
+
+    /// Regression: an xid as `txid_current()` gives it after a wraparound (epoch 1, xid
+    /// 812) failed the proof of a recovery that stopped at 812.
+    #[test]
+    fn an_xid_with_its_epoch_is_proven_by_its_low_32_bits() {
+        let stop = "recovery stopping after commit of transaction 812, time 2026-12-06 06:59:30.5+00";
+        let log =
+            TIME_LOG.replace("recovery stopping before commit of transaction 812, time 2026-12-06 06:59:30.5+00", stop);
+        let o = opts(TargetKind::Xid((1 << 32) + 812));
+        assert!(prove(&o, &log, &Queried::default()).is_ok());
+        assert!(recovery_settings(&o, 15).contains("recovery_target_xid = '812'\n"));
+        assert!(prove(&opts(TargetKind::Xid((1 << 32) + 81)), &log, &Queried::default()).is_err());
+    }
+
+    /// Regression: a base backup of a standby brings its `archive_cleanup_command`
+    /// (`pg_archivecleanup` on the archive) and `recovery_end_command`; the throwaway ran
+    /// them, deleting from the production archive. The server reads the settings back.
+    #[test]
+    fn a_standbys_archive_cleanup_and_end_commands_never_run_in_the_throwaway() {
+        let Ok((postgres, _, _)) = crate::pg::native::find_tool("postgres", None, 15) else {
+            assert!(std::env::var_os("CI").is_none(), "CI: no PostgreSQL 15 postgres binary");
+            eprintln!("skipped: no PostgreSQL 15 postgres binary");
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backed_up =
+            "archive_cleanup_command = 'pg_archivecleanup /archive %r'\nrecovery_end_command = 'touch /archive/x'\n";
+        let text = format!("{backed_up}{}", recovery_settings(&opts(TargetKind::Latest), 15));
+        fs::write(dir.path().join("postgresql.conf"), text).expect("conf");
+        let run_as = RunAs::detect().expect("run as");
+        run_as.own_tree(dir.path()).expect("own");
+        for key in ["archive_cleanup_command", "recovery_end_command", "archive_command", "archive_mode"] {
+            let out = crate::child::output(run_as.command(&postgres).arg("-D").arg(dir.path()).arg("-C").arg(key))
+                .expect("postgres -C");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            assert!(got.is_empty() || got == "off", "{key} = {got}");
+        }
+    }
+
+    /// Regression: a backed-up postgresql.conf naming `data_directory` (its own cluster's)
+    /// or an `external_pid_file` had the throwaway open that cluster and write that file.
+    #[test]
+    fn the_backups_paths_never_lead_the_throwaway_out_of_its_workspace() {
+        let Ok((postgres, _, _)) = crate::pg::native::find_tool("postgres", None, 15) else {
+            assert!(std::env::var_os("CI").is_none(), "CI: no PostgreSQL 15 postgres binary");
+            eprintln!("skipped: no PostgreSQL 15 postgres binary");
+            return;
+        };
+        let ws = Workspace::new().expect("workspace");
+        let conf =
+            "data_directory = '/var/lib/postgresql/15/main'\nexternal_pid_file = '/run/postgresql/15-main.pid'\n";
+        fs::write(ws.data_dir().join("postgresql.conf"), conf).expect("conf");
+        let run_as = RunAs::detect().expect("run as");
+        run_as.own_tree(ws.dir()).expect("own");
+        let args = command_line(&ws, &ws.dir().join("hba"), &ws.dir().join("ident"), 15);
+        for (key, want) in
+            [("data_directory", ws.data_dir().display().to_string()), ("external_pid_file", String::new())]
+        {
+            let out = crate::child::output(
+                run_as.command(&postgres).arg("-D").arg(ws.data_dir()).args(&args).arg("-C").arg(key),
+            )
+            .expect("postgres -C");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want, "{key}");
+        }
+        assert!(command_line(&ws, Path::new("h"), Path::new("i"), 14)
+            .iter()
+            .any(|a| a.starts_with("stats_temp_directory=")));
     }
 }

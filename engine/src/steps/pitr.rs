@@ -89,7 +89,8 @@ fn half_hour() -> Duration {
 /// Unix seconds, RFC 3339 (`2026-12-06T07:00:00Z`) or PostgreSQL's `2026-12-06 07:00:00+00`.
 pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
     let t = text.trim();
-    if let Ok(secs) = t.parse::<f64>() {
+    // `NaN` and `inf` parse as numbers too: NaN became 1970-01-01.
+    if let Some(secs) = t.parse::<f64>().ok().filter(|s| s.is_finite()) {
         return OffsetDateTime::from_unix_timestamp_nanos((secs * 1e9) as i128).ok();
     }
     let t = t.replacen('T', " ", 1);
@@ -464,5 +465,17 @@ mod tests {
         assert_eq!(parse_time("2026-12-06 07:00:00+00"), a);
         assert_eq!(parse_time("1796540400"), a);
         assert_eq!(parse_time("yesterday"), None);
+    }
+
+    /// Regression: `target_time: NaN` was read as Unix second 0 (1970), and a time without
+    /// its zone must be refused, never guessed.
+    #[test]
+    fn a_target_time_that_is_no_time_or_has_no_zone_is_refused() {
+        for t in ["NaN", "nan", "inf", "-inf", "1e400", "2026-12-06 07:00:00", "2026-12-06T07:00:00", "07:00:00+00"] {
+            assert_eq!(parse_time(t), None, "{t}");
+        }
+        let a = parse_time("2026-12-06T07:00:00Z");
+        assert_eq!(parse_time("2026-12-06T09:00:00+02:00"), a);
+        assert_eq!(parse_time("2026-12-06 01:30:00-05:30"), a);
     }
 }
