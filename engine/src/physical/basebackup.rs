@@ -391,7 +391,7 @@ fn unpack(tar_path: &Path, gz: bool, into: &Path) -> Result<u64, Failure> {
         }
         if kind.is_symlink() {
             let in_tblspc =
-                path.components().filter(|c| c.as_os_str() != ".").next().is_some_and(|c| c.as_os_str() == "pg_tblspc");
+                path.components().find(|c| c.as_os_str() != ".").is_some_and(|c| c.as_os_str() == "pg_tblspc");
             if in_tblspc {
                 continue;
             }
@@ -404,7 +404,19 @@ fn unpack(tar_path: &Path, gz: bool, into: &Path) -> Result<u64, Failure> {
             }
         }
         last_end = e.raw_file_position() + e.size().div_ceil(512) * 512;
-        let placed = e.unpack_in(into).map_err(|e| bad(format!("{shown}: {e}")))?;
+        // A tar that ends inside an entry is damaged; any other failure here is a write
+        // (a full disk), said as it is, not as a damaged tar.
+        let placed = e.unpack_in(into).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => bad(format!("{shown}: {e}")),
+            _ => {
+                let why = error_chain(&e);
+                Failure::environment(format!(
+                    "extracting {} into {}: {shown}: {why}",
+                    tar_path.display(),
+                    into.display()
+                ))
+            }
+        })?;
         if !placed {
             return Err(bad(format!("the entry {shown} would land outside the data directory")));
         }
@@ -416,6 +428,18 @@ fn unpack(tar_path: &Path, gz: bool, into: &Path) -> Result<u64, Failure> {
         )));
     }
     Ok(tree_size(into))
+}
+
+/// An error and its causes: the tar crate's says "failed to unpack" and keeps the reason
+/// (no space left on device) as its source.
+fn error_chain(e: &std::io::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.get_ref().and_then(|inner| inner.source());
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 /// Whether a relative link at `at` (a path inside the tar) to `target` resolves inside the
@@ -805,5 +829,43 @@ mod tests {
         assert!(err.to_string().contains("truncated"), "{err}");
         fs::write(&tar, b"").expect("empty");
         assert!(src.list().is_err(), "an empty base.tar");
+    }
+
+    /// Regression: a disk that filled during extraction was reported as a damaged tar
+    /// ("pg_basebackup writes no such entry"), sending the operator after the backup.
+    #[test]
+    fn a_disk_that_fills_during_extraction_is_said_as_such_not_as_a_damaged_backup() {
+        let d = tempfile::tempdir().expect("tmp");
+        let src = hostile_backup(d.path(), |t| {
+            let body = vec![7u8; 1 << 20];
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o600);
+            h.set_cksum();
+            t.append_data(&mut h, "base/1/16384", &body[..]).expect("append");
+        });
+        let full = d.path().join("full");
+        fs::create_dir_all(&full).expect("mount point");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&full)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            assert!(std::env::var_os("CI").is_none(), "CI: cannot mount a small tmpfs (root needed)");
+            eprintln!("skipped: cannot mount a small tmpfs (not root?)");
+            return;
+        }
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+            }
+        }
+        let _guard = Unmount(full.clone());
+        let err = materialize_into(&src, &full).expect_err("the disk is full");
+        let text = err.to_string();
+        assert!(text.contains("base/1/16384") && !text.contains("damaged"), "{text}");
+        assert!(text.to_lowercase().contains("no space"), "{text}");
     }
 }

@@ -515,6 +515,13 @@ pub async fn recover(ws: Workspace, opts: RecoverOptions) -> Result<Recovered, F
     let log = fs::File::create(ws.log_path())
         .map_err(|e| Failure::environment(format!("creating {}: {e}", ws.log_path().display())))?;
     run_as.own(&ws.log_path())?;
+    if matches!(runner, Runner::Docker(_)) {
+        // A throwaway container outlives a pgdrill killed with -9 (`docker run`'s client
+        // dies, the container does not): the next recovery removes those whose owner is gone.
+        if let Ok(engine) = crate::pg::docker::engine().await {
+            crate::pg::docker::reap_stale(&engine).await;
+        }
+    }
     let (mut cmd, container) = match &runner {
         Runner::Native(bin_dir) => (run_as.command(&bin_dir.join("postgres")), None),
         Runner::Docker(image) => {
@@ -1088,8 +1095,10 @@ mod tests {
         fs::write(&conf, recovery_settings(&o, 15)).expect("conf");
         let run_as = RunAs::detect().expect("run as");
         run_as.own_tree(dir.path()).expect("own");
-        for (key, want) in [("recovery_target_name", name), ("restore_command", o.restore_command.as_deref().unwrap())]
-        {
+        for (key, want) in [
+            ("recovery_target_name", name),
+            ("restore_command", o.restore_command.as_deref().expect("a restore_command")),
+        ] {
             let out = crate::child::output(run_as.command(&postgres).arg("-D").arg(dir.path()).arg("-C").arg(key))
                 .expect("postgres -C");
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -1166,5 +1175,60 @@ mod tests {
         assert!(command_line(&ws, Path::new("h"), Path::new("i"), 14)
             .iter()
             .any(|a| a.starts_with("stats_temp_directory=")));
+    }
+
+    /// Regression: the Docker throwaway of a pgdrill killed with -9 kept running, and no
+    /// later recovery removed it (only Docker-server steps reaped labelled containers).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_docker_recovery_removes_the_throwaway_of_a_killed_pgdrill() {
+        let Some(image) = docker_image_for(17) else {
+            assert!(std::env::var_os("CI").is_none(), "CI: no Docker image of PostgreSQL 17");
+            eprintln!("skipped: no Docker image of PostgreSQL 17");
+            return;
+        };
+        let mut gone = std::process::Command::new("true").spawn().expect("true");
+        let dead = gone.id();
+        gone.wait().expect("wait");
+        let owner = format!("{}:{dead}", crate::util::hostname().unwrap_or_default());
+        let name = format!("pgdrill-test-orphan-{}", std::process::id());
+        let run = crate::child::output(crate::pg::image_tools::docker().args([
+            "run",
+            "-d",
+            "--rm",
+            "--network",
+            "none",
+            "--name",
+            &name,
+            "--label",
+            &format!("{}=1", crate::pg::docker::LABEL),
+            "--label",
+            &format!("{}={owner}", crate::pg::docker::OWNER_LABEL),
+            "--entrypoint",
+            "sleep",
+            &image,
+            "300",
+        ]))
+        .expect("docker run");
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let running = |n: &str| {
+            let o = crate::child::output(crate::pg::image_tools::docker().args([
+                "ps",
+                "-q",
+                "--filter",
+                &format!("name=^{n}$"),
+            ]))
+            .expect("docker ps");
+            !o.stdout.is_empty()
+        };
+        assert!(running(&name));
+        // A recovery in PostgreSQL 17's image (of a data directory that is no backup: it fails).
+        let ws = Workspace::new().expect("workspace");
+        fs::write(ws.data_dir().join("PG_VERSION"), "17\n").expect("version");
+        let mut o = opts(TargetKind::Latest);
+        o.timeout = Duration::from_secs(20);
+        assert!(recover(ws, o).await.is_err());
+        let left = running(&name);
+        let _ = crate::child::output(crate::pg::image_tools::docker().args(["rm", "-f", &name]));
+        assert!(!left, "the orphan throwaway was not removed");
     }
 }

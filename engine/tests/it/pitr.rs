@@ -655,7 +655,12 @@ async fn a_postgresql_17_backup_recovers_to_a_restore_point_in_its_docker_image(
     let seg = psql("select pg_walfile_name(pg_current_wal_lsn() - 1)");
     psql("select pg_switch_wal()");
     assert!(
-        common::wait_for(Duration::from_secs(30), || arch.join(&seg).is_file().then_some(())).is_some(),
+        // Whole, not just there: the source's `cp` is not atomic, and stopping the source
+        // mid-copy left a 12 MiB segment that recovery rightly refused (a flake).
+        common::wait_for(Duration::from_secs(30), || {
+            std::fs::metadata(arch.join(&seg)).ok().filter(|m| m.len() == 16 * 1024 * 1024).map(|_| ())
+        })
+        .is_some(),
         "not archived"
     );
     drop(_guard);
