@@ -45,6 +45,13 @@
 #             compression, RUNS rounds, medians (goal <= 1.2x); then the WAL archive under a
 #             pgbench load with `pgdrill wal push` as archive_command: segments archived per
 #             second against segments generated per second (goal: it keeps up).
+#   pgbackrest (only with BENCH=pgbackrest) pgdrill's verify of a pgBackRest backup next to
+#             the same by hand: a local repository, pgbench scale PGBR_SCALE (default 30) plus
+#             PGBR_LOAD seconds (default 20) of writes after a full backup, to latest:
+#             `pgdrill run verify-physical` (the physical.verify step, with how much of it was
+#             pgbackrest restore and the replay; the rest is pgdrill's checks) vs `pgbackrest
+#             restore --type=default --target-action=promote --archive-mode=off` + pg_ctl start
+#             until promoted, RUNS rounds, medians. The goal: <= 1.15x by hand.
 #   steps     (only with BENCH=steps) the engine alone: a runbook of STEPS (default 10000)
 #             trivial steps (`sleep 0s`), wall seconds and peak RSS, without and with
 #             --report and --junit. The goal: under 10 s and 100 MB; the cost must grow
@@ -239,6 +246,62 @@ if [ "$BENCH" = base ]; then
   awk -v l0="$lsn0" -v l1="$lsn1" -v a0="$arch0" -v a1="$arch1" -v ms=$((t1 - t0)) 'BEGIN {
     s = ms / 1000; printf "WAL generated %.2f segments/s, archived by wal push %.2f segments/s (failed: see pg_stat_archiver)\n", (l1 - l0) / 16777216 / s, (a1 - a0) / s }'
   as_user "$PGBIN/pg_ctl" -D "$B/src" -m fast -w stop >/dev/null
+  exit 0
+fi
+if [ "$BENCH" = pgbackrest ]; then
+  P="$WORK/pgbr"; mkdir -p "$P/repo"
+  PORT=$((20000 + RANDOM % 20000))
+  chmod 755 "$WORK"
+  [ "$(id -u)" = 0 ] && chown -R nobody "$P"
+  printf '[global]\nrepo1-path=%s/repo\nlog-path=%s\nlock-path=%s/lock\nlog-level-file=off\nstart-fast=y\n\n[bench]\npg1-path=%s/src\npg1-port=%s\npg1-socket-path=%s\npg1-user=postgres\n' \
+    "$P" "$P" "$P" "$P" "$PORT" "$P" >"$P/pgbackrest.conf"
+  chmod 644 "$P/pgbackrest.conf"
+  as_user "$PGBIN/initdb" -D "$P/src" -U postgres -A trust --no-sync >/dev/null
+  as_user "$PGBIN/pg_ctl" -D "$P/src" -l "$P/src.log" -w start -o "-p $PORT -k $P -c listen_addresses='' \
+    -c wal_level=replica -c archive_mode=on -c archive_timeout=5s \
+    -c archive_command='pgbackrest --config=$P/pgbackrest.conf --stanza=bench archive-push %p'" >/dev/null
+  as_user pgbackrest --config="$P/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
+  "$PGBIN/pgbench" -h "$P" -p "$PORT" -U postgres -i -q -s "${PGBR_SCALE:-30}" postgres >/dev/null 2>&1
+  as_user pgbackrest --config="$P/pgbackrest.conf" --stanza=bench --type=full backup >/dev/null
+  "$PGBIN/pgbench" -h "$P" -p "$PORT" -U postgres -T "${PGBR_LOAD:-20}" -c 2 postgres >/dev/null 2>&1
+  "$PGBIN/psql" -h "$P" -p "$PORT" -U postgres -Atc "select pg_switch_wal()" postgres >/dev/null
+  as_user "$PGBIN/pg_ctl" -D "$P/src" -m fast -w stop >/dev/null
+  by_hand() {  # -> ms: pgbackrest restore to latest, start, until promoted
+    local d="$P/hand" t0 t1
+    rm -rf "$d"; mkdir -p "$d"; chmod 700 "$d"; [ "$(id -u)" = 0 ] && chown nobody "$d"
+    t0=$(now_ms)
+    # A lock directory of its own: by hand and pgdrill (root) never share lock files.
+    as_user pgbackrest --config="$P/pgbackrest.conf" --stanza=bench --pg1-path="$d" --lock-path="$P/lock-hand" --type=default \
+      --target-action=promote --archive-mode=off restore >/dev/null
+    as_user "$PGBIN/pg_ctl" -D "$d" -l "$P/hand.log" -w -t 3600 start -o "-p $PORT -k $P -c listen_addresses=''" >/dev/null
+    until [ "$("$PGBIN/psql" -h "$P" -p "$PORT" -U postgres -Atc 'select pg_is_in_recovery()' postgres 2>/dev/null)" = f ]; do sleep 0.05; done
+    t1=$(now_ms)
+    as_user "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null; rm -rf "$d"
+    echo $((t1 - t0))
+  }
+  with_pgdrill() {  # -> "step_ms restore_ms replay_ms runbook_ms"
+    local t0 t1
+    t0=$(now_ms)
+    "$BIN" run verify-physical --quiet --var "source=pgbackrest://bench?config=$P/pgbackrest.conf" \
+      --var 'marker=select count(*) > 0 from pgbench_accounts' --report "$P/report" >"$P/pgdrill.log" 2>&1 || { cat "$P/pgdrill.log"; exit 1; }
+    t1=$(now_ms)
+    python3 -c "import json,sys
+r = json.load(open(sys.argv[1]))
+s = next(s for s in r['suites'][0]['steps'] if s.get('id') == 'recover')
+print(int(1000 * s['duration']), int(1000 * s['outputs']['restore_s']), int(1000 * s['outputs']['replay_s']), sys.argv[2])" "$P/report/run.json" $((t1 - t0))
+  }
+  hand=(); step=(); rest=(); repl=(); whole=()
+  for i in $(seq 1 "$RUNS"); do
+    if [ $((i % 2)) = 1 ]; then hand+=("$(by_hand)"); read -r a b c d <<<"$(with_pgdrill)"; else read -r a b c d <<<"$(with_pgdrill)"; hand+=("$(by_hand)"); fi
+    step+=("$a"); rest+=("$b"); repl+=("$c"); whole+=("$d")
+  done
+  h=$(printf '%s\n' "${hand[@]}" | median); r=$(printf '%s\n' "${step[@]}" | median); w=$(printf '%s\n' "${whole[@]}" | median)
+  printf '%-40s %10s %8s\n' run 'median ms' ratio
+  printf '%-40s %10s %8s\n' "by hand (pgbackrest restore + replay)" "$h" 1.00
+  printf '%-40s %10s %8s\n' "physical.verify (restore+replay+proof)" "$r" "$(awk -v a="$r" -v b="$h" 'BEGIN { printf "%.2f", a / b }')"
+  printf '%-40s %10s %8s\n' "verify-physical runbook" "$w" "$(awk -v a="$w" -v b="$h" 'BEGIN { printf "%.2f", a / b }')"
+  printf '%-40s %10s\n' "  of which pgbackrest restore" "$(printf '%s\n' "${rest[@]}" | median)"
+  printf '%-40s %10s\n' "  of which replay (start to promotion)" "$(printf '%s\n' "${repl[@]}" | median)"
   exit 0
 fi
 declare -A results

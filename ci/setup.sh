@@ -108,6 +108,17 @@ if [ "${#tools[@]}" -gt 0 ]; then
   apt_install "${tools[@]}"
 fi
 
+# 2f. Other tools' physical backups (tests/it/physical_tools.rs): pgBackRest, and barman-cloud
+# with the AWS SDK it runs on (Debian's own python3). pgdrill runs these as children.
+phys=()
+command -v pgbackrest >/dev/null || phys+=(pgbackrest)
+command -v barman-cloud-backup >/dev/null || phys+=(barman-cli-cloud)
+/usr/bin/python3 -c 'import boto3' 2>/dev/null || phys+=(python3-boto3)
+if [ "${#phys[@]}" -gt 0 ]; then
+  log "installing ${phys[*]}"
+  apt_install --no-install-recommends "${phys[@]}"
+fi
+
 # 3. Docker.
 missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)

@@ -417,7 +417,9 @@ enum EvidenceCommand {
 enum BackupsCommand {
     /// What is there, newest first.
     List {
-        /// Backup directory, or an object store: s3://BUCKET/PREFIX, gs://..., az://...
+        /// Backup directory, or an object store: s3://BUCKET/PREFIX, gs://..., az://...; or
+        /// another tool's physical backups: pgbackrest://STANZA?config=PATH,
+        /// barman-cloud:s3://BUCKET/PATH?server=NAME
         #[arg(long, env = "PGDRILL_STORAGE")]
         storage: String,
         /// Only this database.
@@ -783,6 +785,10 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             Ok(ExitCode::Passed)
         }
         Command::Backups { command: BackupsCommand::List { storage, database, name_pattern, json } } => {
+            // Another tool's physical backups (pgBackRest, barman-cloud), as the tool lists them.
+            if crate::physical::tools::is_tool_location(&storage) {
+                return physical_backups(&storage, json);
+            }
             let location = storage.clone();
             let storage = if crate::storage::is_remote(&storage) {
                 let r = crate::storage::remote::open(&storage).map_err(Error::invalid)?;
@@ -1107,6 +1113,61 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
 
 /// The `backups list` table: one header, columns as wide as their widest cell, sizes right
 /// aligned, the path last. Names and paths are data: control characters are shown, not sent.
+/// `backups list` of another tool's physical backups, newest first, listed by the tool itself.
+fn physical_backups(location: &str, json: bool) -> Result<ExitCode, Error> {
+    let source = crate::physical::tools::open(location)?;
+    let tool = source.tool();
+    let mut list = source.list()?;
+    list.reverse();
+    let time = |t: Option<time::OffsetDateTime>| t.map(crate::util::rfc3339);
+    if json {
+        let v: Vec<serde_json::Value> = list
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "id": b.id,
+                    "started": time(b.started),
+                    "ended": time(b.ended),
+                    "start_lsn": b.start_lsn.map(|l| l.to_string()),
+                    "stop_lsn": b.stop_lsn.map(|l| l.to_string()),
+                    "timeline": b.timeline,
+                    "system_identifier": b.system_identifier.map(|s| s.to_string()),
+                    "pg_major": b.pg_major,
+                    "size": b.size,
+                    "tool": tool.name,
+                    "tool_version": tool.version,
+                })
+            })
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(ExitCode::Passed);
+    }
+    outln!("{} ({} {})", crate::report::visible(&source.describe()), tool.name, tool.version);
+    let rows: Vec<[String; 5]> = list
+        .iter()
+        .map(|b| {
+            [
+                time(b.ended).unwrap_or_else(|| "?".into()),
+                crate::report::visible(&b.id).into_owned(),
+                b.stop_lsn.map(|l| l.to_string()).unwrap_or_default(),
+                b.timeline.map(|t| t.to_string()).unwrap_or_default(),
+                b.size.map(crate::report::human_bytes).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let header = ["ended", "backup", "stop LSN", "timeline", "size"].map(String::from);
+    let widths: Vec<usize> =
+        (0..5).map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+    for r in std::iter::once(&header).chain(rows.iter()) {
+        let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        outln!("{}", cells.join("  ").trim_end());
+    }
+    if list.is_empty() {
+        outln!("(no backups)");
+    }
+    Ok(ExitCode::Passed)
+}
+
 fn backups_table(list: &[Listed], physical: &[crate::steps::wal::SystemView]) -> Vec<String> {
     let header = ["created", "database", "size", "kind", "encrypted", "manifest", "last verified", "path"];
     let shown = |t: &str| crate::report::visible(t).into_owned();

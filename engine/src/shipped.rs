@@ -31,6 +31,11 @@ const ALL: &[Shipped] = &[
     Shipped { name: "upgrade", path: "drills/upgrade.yaml", text: include_str!("../../drills/upgrade.yaml") },
     Shipped { name: "pitr", path: "runbooks/pitr.yaml", text: include_str!("../../runbooks/pitr.yaml") },
     Shipped { name: "pitr-drill", path: "drills/pitr-drill.yaml", text: include_str!("../../drills/pitr-drill.yaml") },
+    Shipped {
+        name: "verify-physical",
+        path: "runbooks/verify-physical.yaml",
+        text: include_str!("../../runbooks/verify-physical.yaml"),
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Shipped> {

@@ -11,3 +11,7 @@ pub mod own;
 pub mod pitr;
 pub mod recover;
 pub mod source;
+
+pub mod barman;
+pub mod pgbackrest;
+pub mod tools;

@@ -142,6 +142,10 @@ fn connections(out: &mut String, pad: &str, with: &Yaml) {
         if v.contains("{{") || !(v.contains("://") || v.contains('=')) {
             continue;
         }
+        // physical.verify's `source` names another tool's backups, not a server.
+        if crate::physical::tools::is_tool_location(v) {
+            continue;
+        }
         match crate::pg::conninfo(v) {
             Ok(ci) => {
                 out.push_str(&format!("{pad}     connection ({key}):\n"));

@@ -730,6 +730,7 @@ pgdrill_derive::kinds! {
     http::Check,
     sleep::Sleep,
     pub(crate) nested::Runbook,
+    physical::Verify,
 }
 
 /// Something that needs each step kind's types rather than its catalogue entry (the outputs

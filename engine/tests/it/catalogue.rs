@@ -17,6 +17,10 @@ const NOT_RUN: &[(&str, &str)] = &[
         "database.restore_snapshot",
         "runs only as the rollback of a failed restore; restore.rs's rollback tests cover it",
     ),
+    (
+        "physical.verify",
+        "needs pgBackRest or barman-cloud and a server archiving into them; physical_tools.rs runs it and holds its outputs against the catalogue",
+    ),
 ];
 
 #[test]

@@ -25,6 +25,7 @@ mod invalid_fixtures;
 mod notify;
 mod object_store;
 mod oncall;
+mod physical_tools;
 mod pitr;
 mod restore;
 mod restore_journal;

@@ -1,0 +1,427 @@
+//! barman-cloud's object layout (S3, Azure, GCS; what CloudNativePG writes) as a source of
+//! physical backups: listed with `barman-cloud-backup-list --format json`, restored with
+//! `barman-cloud-restore` into the throwaway's data directory, its WAL fetched by
+//! `barman-cloud-wal-restore` as the throwaway's restore_command. The layout is
+//! `<url>/<server>/base/<backup id>/backup.info` + `data.tar*` and `<url>/<server>/wals/`.
+//!
+//! Credentials reach the tools from the environment only (`AWS_*`, `AZURE_*`,
+//! `GOOGLE_APPLICATION_CREDENTIALS`: `tools::tool_env`), never argv, never a log line; a
+//! location that holds one is refused.
+//!
+//! This module must not read barman-cloud's objects itself: barman-cloud's tools are the
+//! readers of their format (compression, encryption, tablespaces).
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use super::source::{BaseBackup, Lsn, MaterializeInto, Materialized, PhysicalSource, Tool};
+use super::tools::{self, Binary};
+use crate::error::Failure;
+
+/// How a barman-cloud source is written: `barman-cloud:s3://BUCKET/PATH?server=NAME`
+/// (`&endpoint=URL`, `&provider=aws-s3|azure-blob-storage|google-cloud-storage`,
+/// `&bin=DIR`).
+pub const CLOUD_SCHEME: &str = "barman-cloud:";
+
+/// The Debian package holding the barman-cloud tools (named when they are missing).
+pub const CLOUD_PACKAGE: &str = "barman-cli-cloud";
+
+/// A server's backups in a barman-cloud destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cloud {
+    /// The destination as barman-cloud takes it: `s3://bucket/path`, `azure://...`, `gs://...`.
+    pub url: String,
+    /// The server name the backups were taken under (barman-cloud-backup's `SERVER_NAME`).
+    pub server: String,
+    /// `--endpoint-url`, for an S3-compatible store other than AWS.
+    pub endpoint: Option<String>,
+    /// `--cloud-provider` (barman-cloud's default is aws-s3).
+    pub provider: Option<String>,
+    /// The directory holding the barman-cloud-* binaries (default: PATH).
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// One backup as `barman-cloud-backup-list` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backup {
+    /// The backup id (`20261206T065035`) is the id.
+    pub base: BaseBackup,
+    /// `DONE`, `FAILED`, `STARTED`, ... as barman-cloud wrote it.
+    pub status: String,
+    /// The error barman-cloud recorded for a backup that did not finish.
+    pub error: Option<String>,
+    /// Each tablespace's name and OID (barman-cloud-restore maps them by name).
+    pub tablespaces: Vec<(String, u32)>,
+}
+
+impl Cloud {
+    /// Parse `barman-cloud:s3://BUCKET/PATH?server=NAME&endpoint=URL&provider=P&bin=DIR`.
+    pub fn parse(location: &str) -> Result<Cloud, Failure> {
+        let shown = crate::util::visible(location);
+        let rest = location.strip_prefix(CLOUD_SCHEME).ok_or_else(|| {
+            Failure::invalid(format!(
+                "`{shown}` is not a barman-cloud source (barman-cloud:s3://BUCKET/PATH?server=NAME)"
+            ))
+        })?;
+        let (url, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let scheme_ok = ["s3://", "azure://", "gs://", "https://"].iter().any(|s| url.starts_with(s));
+        let host = url.split_once("://").map(|(_, r)| r).unwrap_or_default();
+        if !scheme_ok || host.is_empty() {
+            return Err(Failure::invalid(format!(
+                "the barman-cloud source `{shown}` names no destination: write barman-cloud:s3://BUCKET/PATH?server=NAME"
+            )));
+        }
+        if host.split('/').next().is_some_and(|h| h.contains('@')) {
+            return Err(Failure::invalid(format!(
+                "the barman-cloud source `{shown}` holds credentials: give them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_*, GOOGLE_APPLICATION_CREDENTIALS)"
+            )));
+        }
+        let mut c =
+            Cloud { url: url.to_string(), server: String::new(), endpoint: None, provider: None, bin_dir: None };
+        for (k, v) in tools::options(query, &["server", "endpoint", "provider", "bin"], location)? {
+            match k.as_str() {
+                "server" => c.server = v,
+                "endpoint" => c.endpoint = Some(v),
+                "provider" => c.provider = Some(v),
+                _ => c.bin_dir = Some(PathBuf::from(v)),
+            }
+        }
+        if c.server.is_empty() || c.server.contains('/') || c.server.chars().any(char::is_control) {
+            return Err(Failure::invalid(format!(
+                "the barman-cloud source `{shown}` names no server: add ?server=NAME (the SERVER_NAME barman-cloud-backup was given)"
+            )));
+        }
+        Ok(c)
+    }
+
+    fn program(&self, name: &str) -> PathBuf {
+        match &self.bin_dir {
+            Some(d) => d.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+
+    fn find(&self, name: &str) -> Result<Binary, Failure> {
+        let explicit = self.bin_dir.as_ref().map(|_| self.program(name));
+        tools::find(name, explicit.as_deref(), &["-V"], CLOUD_PACKAGE)
+    }
+
+    /// The binary that restores (`barman-cloud-restore`) and its version; the listing and
+    /// WAL tools come from the same package and directory.
+    pub fn binary(&self) -> Result<Binary, Failure> {
+        self.find("barman-cloud-wal-restore")?;
+        self.find("barman-cloud-backup-list")?;
+        self.find("barman-cloud-restore")
+    }
+
+    /// The options every barman-cloud command gets before its positional arguments.
+    fn common(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(p) = &self.provider {
+            a.push(format!("--cloud-provider={p}"));
+        }
+        if let Some(e) = &self.endpoint {
+            a.push(format!("--endpoint-url={e}"));
+        }
+        a
+    }
+
+    fn sibling(tool: &Binary, name: &str) -> PathBuf {
+        tool.path.parent().map(|d| d.join(name)).unwrap_or_else(|| PathBuf::from(name))
+    }
+
+    /// The server's backups, oldest first. A destination barman-cloud cannot read (no
+    /// bucket, no credentials, no such server) is the environment's failure with its words.
+    pub fn list(&self, tool: &Binary) -> Result<Vec<Backup>, Failure> {
+        let mut cmd = tools::tool_command(&Self::sibling(tool, "barman-cloud-backup-list"));
+        cmd.args(self.common()).args(["--format", "json"]).arg(&self.url).arg(&self.server);
+        let out = tools::run(&mut cmd, "barman-cloud-backup-list")?;
+        if !out.status.success() {
+            return Err(Failure::environment(format!(
+                "barman-cloud-backup-list cannot read the server `{}` at {}: {}",
+                self.server,
+                crate::util::visible(&self.url),
+                tools::last_lines(&tools::both(&out), 3)
+            )));
+        }
+        let mut v = parse_list(&String::from_utf8_lossy(&out.stdout))?;
+        v.sort_by(|a, b| (a.base.started, &a.base.id).cmp(&(b.base.started, &b.base.id)));
+        Ok(v)
+    }
+
+    /// Restore the backup `id` into the empty directory `data` with `barman-cloud-restore`
+    /// (files only: the caller writes the recovery settings). A backup barman-cloud cannot
+    /// restore is a failed verification.
+    pub fn restore(&self, tool: &Binary, backup: &Backup, into: &MaterializeInto) -> Result<(), Failure> {
+        let id = &backup.base.id;
+        let mut cmd = tools::tool_command(&tool.path);
+        cmd.args(self.common());
+        // Every tablespace under the throwaway's directory, never where the team's server had it.
+        for (name, oid) in &backup.tablespaces {
+            cmd.arg(format!("--tablespace={name}:{}", into.tablespaces_dir.join(oid.to_string()).display()));
+        }
+        cmd.arg(&self.url).arg(&self.server).arg(id).arg(&into.data_dir);
+        let out = tools::run(&mut cmd, "barman-cloud-restore")?;
+        if !out.status.success() {
+            return Err(Failure::failed(format!(
+                "barman-cloud-restore of the backup `{id}` of the server `{}` failed (exit {}): {}",
+                self.server,
+                out.status.code().unwrap_or(-1),
+                tools::last_lines(&tools::both(&out), 4)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The words of the command a throwaway server fetches WAL with:
+    /// `barman-cloud-wal-restore` with the same destination and server; the segment's name
+    /// and path follow them.
+    pub fn wal_restore(&self, tool: &Binary) -> Vec<String> {
+        let mut words = vec![Self::sibling(tool, "barman-cloud-wal-restore").display().to_string()];
+        words.extend(self.common());
+        words.push(self.url.clone());
+        words.push(self.server.clone());
+        words
+    }
+}
+
+/// A barman-cloud destination's server as a [`PhysicalSource`].
+#[derive(Debug)]
+pub struct BarmanCloud {
+    cloud: Cloud,
+    bin: Binary,
+    list: std::sync::Mutex<Vec<Backup>>,
+    scripts: tools::Scripts,
+}
+
+impl BarmanCloud {
+    /// The source, with its binaries found and barman-cloud-restore's version asked.
+    pub fn open(cloud: Cloud) -> Result<BarmanCloud, Failure> {
+        let bin = cloud.binary()?;
+        Ok(BarmanCloud { cloud, bin, list: Default::default(), scripts: Default::default() })
+    }
+
+    fn listed(&self, id: &str) -> Result<Backup, Failure> {
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        if !list.iter().any(|b| b.base.id == id) {
+            *list = self.cloud.list(&self.bin)?;
+        }
+        list.iter()
+            .find(|b| b.base.id == id)
+            .cloned()
+            .ok_or_else(|| Failure::failed(format!("barman-cloud-backup-list no longer lists the backup `{id}`")))
+    }
+}
+
+impl PhysicalSource for BarmanCloud {
+    fn tool(&self) -> Tool {
+        Tool { name: "barman-cloud".into(), version: format!("{} ({})", self.bin.version, self.bin.path.display()) }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "barman-cloud server `{}` at {}",
+            crate::util::visible(&self.cloud.server),
+            crate::util::visible(&self.cloud.url)
+        )
+    }
+
+    fn list(&self) -> Result<Vec<BaseBackup>, Failure> {
+        let v = self.cloud.list(&self.bin)?;
+        let out = v.iter().map(|b| b.base.clone()).collect();
+        *self.list.lock().unwrap_or_else(|e| e.into_inner()) = v;
+        Ok(out)
+    }
+
+    /// A backup barman-cloud did not finish (`FAILED`, `STARTED`, ...) never passes.
+    fn verify(&self, backup: &BaseBackup) -> Result<Option<String>, Failure> {
+        let b = self.listed(&backup.id)?;
+        if b.status != "DONE" {
+            return Err(Failure::failed(format!(
+                "barman-cloud marks the backup `{}` {}{}",
+                b.base.id,
+                crate::util::visible(&b.status),
+                b.error.as_deref().map(|e| format!(": {}", crate::util::visible(e))).unwrap_or_default()
+            )));
+        }
+        Ok(Some(format!("barman-cloud backup `{}` is DONE", b.base.id)))
+    }
+
+    fn materialize(&self, backup: &BaseBackup, into: &MaterializeInto) -> Result<Materialized, Failure> {
+        let b = self.listed(&backup.id)?;
+        self.cloud.restore(&self.bin, &b, into)?;
+        Ok(Materialized {
+            bytes: tools::tree_bytes(&into.data_dir) + tools::tree_bytes(&into.tablespaces_dir),
+            tablespaces: tools::tablespaces(&into.data_dir),
+        })
+    }
+
+    fn restore_command(&self, _backup: &BaseBackup) -> Result<Option<String>, Failure> {
+        self.scripts.restore_command("barman-cloud-wal-restore", &self.cloud.wal_restore(&self.bin)).map(Some)
+    }
+}
+
+/// Read `barman-cloud-backup-list --format json`'s answer.
+pub fn parse_list(json: &str) -> Result<Vec<Backup>, Failure> {
+    let v: Value = serde_json::from_str(json).map_err(|e| {
+        Failure::environment(format!("barman-cloud-backup-list --format json did not answer JSON ({e})"))
+    })?;
+    let list = v["backups_list"]
+        .as_array()
+        .ok_or_else(|| Failure::environment("barman-cloud-backup-list's JSON holds no `backups_list`"))?;
+    let mut out = Vec::new();
+    for b in list {
+        let text = |k: &str| b[k].as_str().unwrap_or_default().to_string();
+        let id = text("backup_id");
+        if id.is_empty() {
+            return Err(Failure::environment("barman-cloud-backup-list lists a backup without a backup_id"));
+        }
+        // begin_time and end_time are printed without a zone (Python's ctime() of the backup
+        // host's time); the backup label's START TIME has one, so the begin time read both
+        // ways gives the offset to apply to the end time.
+        let begin_naive = b["begin_time"].as_str().and_then(parse_ctime);
+        let end_naive = b["end_time"].as_str().and_then(parse_ctime);
+        let label_start = b["backup_label"].as_str().and_then(label_start_time);
+        let offset = match (label_start, begin_naive) {
+            // The label's START TIME is taken a moment after begin_time: round the offset to
+            // whole quarter hours, the granularity of every zone in use.
+            (Some(l), Some(n)) => ((n - l) as f64 / 900.0).round() as i64 * 900,
+            _ => 0,
+        };
+        let started = label_start.or(begin_naive.map(|n| n - offset)).unwrap_or_default();
+        let stopped = end_naive.map(|n| n - offset).unwrap_or(started);
+        let wal_start = text("begin_wal");
+        let at = |t: i64| time::OffsetDateTime::from_unix_timestamp(t).ok();
+        let tablespaces = b["tablespaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| Some((t[0].as_str()?.to_string(), t[1].as_u64()? as u32)))
+            .collect();
+        out.push(Backup {
+            base: BaseBackup {
+                id,
+                started: at(started),
+                ended: at(stopped),
+                start_lsn: b["begin_xlog"].as_str().and_then(Lsn::parse),
+                stop_lsn: b["end_xlog"].as_str().and_then(Lsn::parse),
+                timeline: b["timeline"].as_u64().map(|t| t as u32).or_else(|| {
+                    super::source::parse_segment_name(&wal_start, super::source::DEFAULT_SEGMENT_SIZE).map(|(t, _)| t)
+                }),
+                system_identifier: b["systemid"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .or_else(|| b["systemid"].as_u64()),
+                pg_major: b["version"].as_u64().map(|v| (v / 10000) as u32),
+                size: b["size"].as_u64(),
+                has_manifest: false,
+                wal_included: false,
+            },
+            status: text("status"),
+            error: b["error"].as_str().map(str::to_string),
+            tablespaces,
+        });
+    }
+    Ok(out)
+}
+
+/// `Sun Dec  6 06:50:35 2026` (no zone) as Unix seconds read as UTC.
+fn parse_ctime(s: &str) -> Option<i64> {
+    let words: Vec<&str> = s.split_whitespace().collect();
+    let [_, month, day, clock, year] = words.as_slice() else { return None };
+    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let month = months.iter().position(|m| m == month)? as u8 + 1;
+    let mut hms = clock.split(':').map(|p| p.parse::<u8>().ok());
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    let date =
+        time::Date::from_calendar_date(year.parse().ok()?, time::Month::try_from(month).ok()?, day.parse().ok()?)
+            .ok()?;
+    let t = time::Time::from_hms(h, m, sec).ok()?;
+    Some(time::PrimitiveDateTime::new(date, t).assume_utc().unix_timestamp())
+}
+
+/// The `START TIME: 2026-12-06 06:50:36 UTC` line of a backup label, as Unix seconds, when
+/// its zone is UTC/GMT or a numeric offset.
+fn label_start_time(label: &str) -> Option<i64> {
+    let line = label
+        .split("\\n")
+        .chain(label.lines())
+        .find_map(|l| l.trim_start_matches('\'').strip_prefix("START TIME: "))?;
+    let mut parts = line.trim().splitn(3, ' ');
+    let (date, clock, zone) = (parts.next()?, parts.next()?, parts.next().unwrap_or("UTC"));
+    let d: Vec<&str> = date.split('-').collect();
+    let c: Vec<&str> = clock.split(':').collect();
+    let [y, mo, da] = d.as_slice() else { return None };
+    let [h, mi, s] = c.as_slice() else { return None };
+    let date = time::Date::from_calendar_date(
+        y.parse().ok()?,
+        time::Month::try_from(mo.parse::<u8>().ok()?).ok()?,
+        da.parse().ok()?,
+    )
+    .ok()?;
+    let t = time::Time::from_hms(h.parse().ok()?, mi.parse().ok()?, s.parse().ok()?).ok()?;
+    let utc = time::PrimitiveDateTime::new(date, t).assume_utc().unix_timestamp();
+    let zone = zone.trim().trim_end_matches('\'');
+    if zone == "UTC" || zone == "GMT" {
+        return Some(utc);
+    }
+    // `+01`, `-0530`, `+05:30`
+    let (sign, digits) = match zone.as_bytes().first()? {
+        b'+' => (1, &zone[1..]),
+        b'-' => (-1, &zone[1..]),
+        _ => return None,
+    };
+    let digits: String = digits.chars().filter(char::is_ascii_digit).collect();
+    let (hh, mm) = match digits.len() {
+        2 => (digits.parse::<i64>().ok()?, 0),
+        4 => (digits[..2].parse::<i64>().ok()?, digits[2..].parse::<i64>().ok()?),
+        _ => return None,
+    };
+    Some(utc - sign * (hh * 3600 + mm * 60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIST: &str = r#"{"backups_list": [{"backup_label": "'START WAL LOCATION: 0/5000028 (file 000000010000000000000005)\\nCHECKPOINT LOCATION: 0/5000060\\nBACKUP METHOD: streamed\\nBACKUP FROM: primary\\nSTART TIME: 2026-12-06 07:50:36 +01\\nLABEL: Barman backup cloud 20261206T075035\\nSTART TIMELINE: 1\\n'",
+      "begin_time": "Sun Dec  6 07:50:35 2026", "begin_wal": "000000010000000000000005", "begin_xlog": "0/5000028",
+      "end_time": "Sun Dec  6 07:50:46 2026", "end_wal": "000000010000000000000005", "end_xlog": "0/5000100", "error": null,
+      "server_name": "cloud", "size": null, "status": "DONE", "systemid": "7716079782318763570", "timeline": 1,
+      "version": 150018, "xlog_segment_size": 16777216, "backup_id": "20261206T075035"}]}"#;
+
+    #[test]
+    fn backup_list_json_of_barman_cloud_3_4_is_read_with_its_zone() {
+        let v = parse_list(LIST).expect("parsed");
+        let b = &v[0];
+        assert_eq!(b.base.id, "20261206T075035");
+        assert_eq!(b.status, "DONE");
+        assert_eq!((b.base.start_lsn, b.base.stop_lsn), (Some(Lsn(0x500_0028)), Some(Lsn(0x500_0100))));
+        assert_eq!((b.base.timeline, b.base.pg_major), (Some(1), Some(15)));
+        assert_eq!(b.base.system_identifier, Some(7716079782318763570));
+        // 07:50:36 +01 is 06:50:36 UTC; the end (07:50:46 on the host's clock) is 06:50:46 UTC.
+        let six_fifty = time::macros::datetime!(2026-12-06 06:50:36 UTC);
+        assert_eq!((b.base.started, b.base.ended), (Some(six_fifty), Some(six_fifty + time::Duration::seconds(10))));
+    }
+
+    #[test]
+    fn a_location_names_destination_server_and_endpoint() {
+        let c = Cloud::parse("barman-cloud:s3://bkt/pg?server=main&endpoint=http://127.0.0.1:9000").expect("parsed");
+        assert_eq!((c.url.as_str(), c.server.as_str()), ("s3://bkt/pg", "main"));
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(Cloud::parse("barman-cloud:s3://bkt/pg").is_err(), "no server");
+        assert!(Cloud::parse("barman-cloud:s3://key:secret@bkt/pg?server=a").is_err(), "credentials");
+        assert!(Cloud::parse("barman-cloud:ftp://x?server=a").is_err());
+    }
+
+    #[test]
+    fn the_wal_restore_names_destination_and_server() {
+        let c =
+            Cloud::parse("barman-cloud:s3://bkt/my%20dir?server=a%25b&endpoint=http://127.0.0.1:9").expect("parsed");
+        let t = Binary { path: PathBuf::from("/usr/bin/barman-cloud-restore"), version: "x".into() };
+        let w = c.wal_restore(&t);
+        assert_eq!(w[0], "/usr/bin/barman-cloud-wal-restore");
+        assert_eq!(&w[1..], ["--endpoint-url=http://127.0.0.1:9", "s3://bkt/my%20dir", "a%b"]);
+    }
+}

@@ -1,0 +1,456 @@
+//! A pgBackRest repository as a source of physical backups: listed with `pgbackrest info
+//! --output=json`, restored with `pgbackrest restore` into the throwaway's data directory,
+//! its WAL fetched by `pgbackrest archive-get` as the throwaway's restore_command. The team's
+//! own configuration file and stanza are used as they are; pgdrill adds only what keeps the
+//! team's server out of it (`--pg1-path` of the throwaway, always on the command line, so a
+//! configuration's `pg1-path` naming the production data directory is never restored into).
+//!
+//! Secrets (`PGBACKREST_REPO1_CIPHER_PASS`, `PGBACKREST_REPO1_S3_KEY`, ...) reach the tool
+//! from the environment only (`tools::tool_env`), never argv, never a log line.
+//!
+//! This module must not read the repository's files itself: pgBackRest is the one reader of
+//! its format (checksums, encryption, compression, incremental references).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::source::{self, ArchiveEnd, BaseBackup, Lsn, MaterializeInto, Materialized, PhysicalSource, Tool};
+use super::tools::{self, Binary};
+use crate::error::Failure;
+
+/// How a pgBackRest source is written: `pgbackrest://STANZA?config=PATH&repo=PATH&bin=PATH`.
+pub const SCHEME: &str = "pgbackrest://";
+
+/// The Debian package holding the binary (named when it is missing).
+pub const PACKAGE: &str = "pgbackrest";
+
+/// A stanza of a pgBackRest repository, as the team configured it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repo {
+    pub stanza: String,
+    /// `--config`: the team's pgbackrest.conf (default: pgBackRest's own default).
+    pub config: Option<PathBuf>,
+    /// `--repo1-path`: a local repository's path, when it is not (or not only) in the config.
+    pub repo_path: Option<PathBuf>,
+    /// The pgbackrest binary to run (default: `pgbackrest` on PATH).
+    pub bin: Option<PathBuf>,
+}
+
+/// One backup as `pgbackrest info` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backup {
+    /// The label (`20261206-064957F_20261206-064959I`) is the id.
+    pub base: BaseBackup,
+    /// `full`, `diff` or `incr`.
+    pub kind: String,
+    /// pgBackRest found page checksum errors while taking it.
+    pub error: bool,
+    /// The pgBackRest version that made it.
+    pub made_by: String,
+}
+
+/// What `pgbackrest info` says about a stanza.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Info {
+    /// Oldest first, as pgBackRest lists them.
+    pub backups: Vec<Backup>,
+    /// The oldest and newest WAL segment in the archive of the current database.
+    pub archive_min: Option<String>,
+    pub archive_max: Option<String>,
+    /// `none` or the cipher type.
+    pub cipher: String,
+}
+
+impl Repo {
+    /// Parse `pgbackrest://STANZA?config=PATH&repo=PATH&bin=PATH`.
+    pub fn parse(location: &str) -> Result<Repo, Failure> {
+        let rest = location.strip_prefix(SCHEME).ok_or_else(|| {
+            Failure::invalid(format!(
+                "`{}` is not a pgBackRest source (pgbackrest://STANZA?config=PATH)",
+                crate::util::visible(location)
+            ))
+        })?;
+        let (stanza, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let stanza = crate::util::percent_decode_strict(stanza).unwrap_or_default();
+        if stanza.is_empty() || stanza.contains('/') || stanza.chars().any(char::is_control) {
+            return Err(Failure::invalid(format!(
+                "the pgBackRest source `{}` names no stanza: write pgbackrest://STANZA?config=/etc/pgbackrest/pgbackrest.conf",
+                crate::util::visible(location)
+            )));
+        }
+        let mut repo = Repo { stanza, config: None, repo_path: None, bin: None };
+        for (k, v) in tools::options(query, &["config", "repo", "bin"], location)? {
+            let v = Some(PathBuf::from(v));
+            match k.as_str() {
+                "config" => repo.config = v,
+                "repo" => repo.repo_path = v,
+                _ => repo.bin = v,
+            }
+        }
+        Ok(repo)
+    }
+
+    /// The binary that serves this source, and its version (`pgBackRest 2.45`).
+    pub fn binary(&self) -> Result<Binary, Failure> {
+        tools::find("pgbackrest", self.bin.as_deref(), &["version"], PACKAGE)
+    }
+
+    /// The options naming the team's configuration, repository and stanza, for every command.
+    fn common(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(c) = &self.config {
+            a.push(format!("--config={}", c.display()));
+        }
+        if let Some(r) = &self.repo_path {
+            a.push(format!("--repo1-path={}", r.display()));
+        }
+        a.push(format!("--stanza={}", self.stanza));
+        a
+    }
+
+    /// `pgbackrest info --output=json` for the stanza. A repository pgBackRest cannot read (a
+    /// wrong cipher passphrase, a missing stanza, no repository) is the environment's
+    /// failure, with pgBackRest's own words: no backup was judged.
+    pub fn info(&self, tool: &Binary) -> Result<Info, Failure> {
+        let mut cmd = tools::tool_command(&tool.path);
+        cmd.args(self.common()).args(["--output=json", "--log-level-console=error", "--log-level-file=off", "info"]);
+        let out = tools::run(&mut cmd, "pgbackrest info")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(self.unreadable(&tools::both(&out)));
+        }
+        let info = parse_info(&text, &self.stanza)?;
+        Ok(info)
+    }
+
+    /// The repository could not be read: say what pgBackRest said, and name the passphrase
+    /// when that is what it was about.
+    fn unreadable(&self, output: &str) -> Failure {
+        let said = tools::last_lines(output, 3);
+        let lower = said.to_lowercase();
+        let hint = if lower.contains("cipher") || lower.contains("decrypt") || lower.contains("passphrase") {
+            " (is PGBACKREST_REPO1_CIPHER_PASS the repository's cipher passphrase?)"
+        } else {
+            ""
+        };
+        Failure::environment(format!("pgbackrest cannot read the stanza `{}`{hint}: {}", self.stanza, readable(&said)))
+    }
+
+    /// Restore the backup `label` into the empty directory `into.data_dir` with `pgbackrest
+    /// restore --type=none`: the files, no recovery target (recover.rs writes the recovery
+    /// settings and proves the target). `--pg1-path` is the throwaway's directory and every
+    /// tablespace goes under `into.tablespaces_dir` (`--tablespace-map-all`), whatever the
+    /// configuration says: a restore never writes where the team's server lives. A backup
+    /// pgBackRest cannot restore (a file removed or altered in the repository, a checksum
+    /// that does not match) is a failed verification.
+    pub fn restore(&self, tool: &Binary, label: &str, into: &MaterializeInto) -> Result<(), Failure> {
+        let mut cmd = tools::tool_command(&tool.path);
+        cmd.args(self.common()).args([
+            format!("--pg1-path={}", into.data_dir.display()),
+            format!("--tablespace-map-all={}", into.tablespaces_dir.display()),
+            format!("--set={label}"),
+            "--type=none".into(),
+            "--log-level-console=warn".into(),
+            "--log-level-file=off".into(),
+            "restore".into(),
+        ]);
+        let out = tools::run(&mut cmd, "pgbackrest restore")?;
+        if !out.status.success() {
+            return Err(Failure::failed(format!(
+                "pgbackrest restore of the backup `{label}` of the stanza `{}` failed (exit {}): {}",
+                self.stanza,
+                out.status.code().unwrap_or(-1),
+                tools::last_lines(&tools::both(&out), 4)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The words of the command a throwaway server on `data` fetches WAL with (`pgbackrest
+    /// archive-get`, the same configuration, repository and stanza); the segment's name and
+    /// path follow them.
+    pub fn archive_get(&self, tool: &Binary, data: &Path) -> Vec<String> {
+        let mut words = vec![tool.path.display().to_string()];
+        words.extend(self.common());
+        words.push(format!("--pg1-path={}", data.display()));
+        words.push("--log-level-console=off".into());
+        words.push("--log-level-stderr=warn".into());
+        words.push("--log-level-file=off".into());
+        words.push("archive-get".into());
+        words
+    }
+}
+
+/// A pgBackRest stanza as a [`PhysicalSource`].
+#[derive(Debug)]
+pub struct PgBackRest {
+    repo: Repo,
+    bin: Binary,
+    /// The last listing, for what the contract's `BaseBackup` does not carry.
+    info: std::sync::Mutex<Option<Info>>,
+    /// The throwaway's data directory of the last materialize (archive-get's `--pg1-path`).
+    data_dir: std::sync::Mutex<Option<std::path::PathBuf>>,
+    scripts: tools::Scripts,
+}
+
+impl PgBackRest {
+    /// The source, with its binary found and its version asked.
+    pub fn open(repo: Repo) -> Result<PgBackRest, Failure> {
+        let bin = repo.binary()?;
+        Ok(PgBackRest {
+            repo,
+            bin,
+            info: Default::default(),
+            data_dir: Default::default(),
+            scripts: Default::default(),
+        })
+    }
+
+    fn info(&self) -> Result<Info, Failure> {
+        let mut cached = self.info.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.is_none() {
+            *cached = Some(self.repo.info(&self.bin)?);
+        }
+        Ok(cached.clone().unwrap_or_else(|| unreachable!("set above")))
+    }
+}
+
+impl PhysicalSource for PgBackRest {
+    fn tool(&self) -> Tool {
+        Tool { name: "pgbackrest".into(), version: format!("{} ({})", self.bin.version, self.bin.path.display()) }
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!("pgBackRest stanza `{}`", crate::util::visible(&self.repo.stanza));
+        if let Some(c) = &self.repo.config {
+            s.push_str(&format!(" (config {})", c.display()));
+        }
+        if let Some(r) = &self.repo.repo_path {
+            s.push_str(&format!(" (repository {})", r.display()));
+        }
+        s
+    }
+
+    fn list(&self) -> Result<Vec<BaseBackup>, Failure> {
+        *self.info.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(self.info()?.backups.into_iter().map(|b| b.base).collect())
+    }
+
+    /// A backup pgBackRest itself marked as holding page checksum errors is not a backup to
+    /// pass; the files are checked by `pgbackrest restore` itself (each file's checksum).
+    fn verify(&self, backup: &BaseBackup) -> Result<Option<String>, Failure> {
+        let info = self.info()?;
+        let Some(b) = info.backups.iter().find(|b| b.base.id == backup.id) else {
+            return Err(Failure::failed(format!("pgbackrest info no longer lists the backup `{}`", backup.id)));
+        };
+        if b.error {
+            return Err(Failure::failed(format!(
+                "pgBackRest recorded page checksum errors in the backup `{}` (see `pgbackrest info --set={}`)",
+                b.base.id, b.base.id
+            )));
+        }
+        Ok(Some(format!(
+            "pgBackRest {} backup `{}` made by pgBackRest {}; files checked against their checksums by pgbackrest restore",
+            b.kind, b.base.id, b.made_by
+        )))
+    }
+
+    fn materialize(&self, backup: &BaseBackup, into: &MaterializeInto) -> Result<Materialized, Failure> {
+        self.repo.restore(&self.bin, &backup.id, into)?;
+        // pgBackRest writes recovery.signal even with --type=none; recover.rs writes its own.
+        let _ = std::fs::remove_file(into.data_dir.join("recovery.signal"));
+        *self.data_dir.lock().unwrap_or_else(|e| e.into_inner()) = Some(into.data_dir.clone());
+        Ok(Materialized {
+            bytes: tools::tree_bytes(&into.data_dir) + tools::tree_bytes(&into.tablespaces_dir),
+            tablespaces: tools::tablespaces(&into.data_dir),
+        })
+    }
+
+    fn restore_command(&self, _backup: &BaseBackup) -> Result<Option<String>, Failure> {
+        let data = self.data_dir.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(|| {
+            Failure::environment("the pgBackRest restore_command was asked for before the backup was materialized")
+        })?;
+        let words = self.repo.archive_get(&self.bin, &data);
+        self.scripts.restore_command("pgbackrest archive-get", &words).map(Some)
+    }
+
+    fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
+        let info = self.info()?;
+        let Some(max) = info.archive_max else { return Ok(None) };
+        match source::parse_segment_name(&max, source::DEFAULT_SEGMENT_SIZE) {
+            Some((t, start)) if t == timeline => {
+                Ok(Some(ArchiveEnd { segment: max, segment_start: start, archived: None }))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// pgBackRest's words for a message: what a file that did not decrypt showed of itself (bytes
+/// that are no text) is left out, and the message is cut at 400 characters.
+fn readable(said: &str) -> String {
+    let mut out = String::new();
+    let mut dropped = false;
+    for c in said.chars() {
+        if c == '\u{fffd}' || c.is_control() {
+            dropped = true;
+            continue;
+        }
+        if dropped && !out.ends_with(' ') {
+            out.push_str(" ... ");
+        }
+        dropped = false;
+        out.push(c);
+    }
+    let mut cut: String = out.chars().take(400).collect();
+    if cut.len() < out.len() {
+        cut.push_str(" ...");
+    }
+    cut
+}
+
+/// Read `pgbackrest info --output=json`'s answer for `stanza`. A stanza whose status is not
+/// ok (and that is not just "no valid backups") is the environment's failure naming it.
+pub fn parse_info(json: &str, stanza: &str) -> Result<Info, Failure> {
+    // pgBackRest 2.45 puts a multi-line status message (an error with its HINT lines) into
+    // a JSON string unescaped; as a space it reads the same and the JSON parses.
+    let json: String = json.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let v: Value = serde_json::from_str(&json)
+        .map_err(|e| Failure::environment(format!("pgbackrest info --output=json did not answer JSON ({e})")))?;
+    let s = v
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"].as_str() == Some(stanza)))
+        .ok_or_else(|| Failure::environment(format!("pgbackrest info does not list the stanza `{stanza}`")))?;
+    let code = s["status"]["code"].as_i64().unwrap_or(99);
+    // 0 ok, 2 no valid backups (an empty list, judged by the caller); anything else means
+    // pgBackRest cannot read the stanza.
+    if code != 0 && code != 2 {
+        let mut said = s["status"]["message"].as_str().unwrap_or("unknown").to_string();
+        for r in s["repo"].as_array().into_iter().flatten() {
+            if let Some(m) = r["status"]["message"].as_str().filter(|m| *m != "ok") {
+                said.push_str(" / ");
+                said.push_str(m);
+            }
+        }
+        let lower = said.to_lowercase();
+        let cipher = s["cipher"].as_str().filter(|c| *c != "none");
+        let hint = match cipher {
+            Some(c) => {
+                format!(" (the repository is encrypted, {c}: is PGBACKREST_REPO1_CIPHER_PASS its cipher passphrase?)")
+            }
+            None if lower.contains("cipher") || lower.contains("decrypt") || lower.contains("passphrase") => {
+                " (is PGBACKREST_REPO1_CIPHER_PASS the repository's cipher passphrase?)".to_string()
+            }
+            None => String::new(),
+        };
+        return Err(Failure::environment(format!(
+            "pgbackrest cannot read the stanza `{stanza}`{hint}: {}",
+            readable(&said)
+        )));
+    }
+    let dbs: Vec<&Value> = s["db"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let db_of = |id: &Value| dbs.iter().find(|d| d["id"] == *id).copied();
+    let mut backups = Vec::new();
+    for b in s["backup"].as_array().into_iter().flatten() {
+        let db = db_of(&b["database"]["id"]);
+        let wal_start = b["archive"]["start"].as_str().unwrap_or_default();
+        let ts = |k: &str| b["timestamp"][k].as_i64().and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok());
+        let lsn = |k: &str| b["lsn"][k].as_str().and_then(Lsn::parse);
+        backups.push(Backup {
+            base: BaseBackup {
+                id: b["label"].as_str().unwrap_or_default().to_string(),
+                started: ts("start"),
+                ended: ts("stop"),
+                start_lsn: lsn("start"),
+                stop_lsn: lsn("stop"),
+                system_identifier: db.and_then(|d| d["system-id"].as_u64()),
+                timeline: source::parse_segment_name(wal_start, source::DEFAULT_SEGMENT_SIZE).map(|(t, _)| t),
+                pg_major: db.and_then(|d| d["version"].as_str()).and_then(|v| v.split('.').next()?.parse().ok()),
+                size: b["info"]["repository"]["size"].as_u64(),
+                has_manifest: false,
+                wal_included: false,
+            },
+            kind: b["type"].as_str().unwrap_or_default().to_string(),
+            error: b["error"].as_bool().unwrap_or(false),
+            made_by: b["backrest"]["version"].as_str().unwrap_or_default().to_string(),
+        });
+    }
+    if backups.iter().any(|b| b.base.id.is_empty()) {
+        return Err(Failure::environment(format!("pgbackrest info lists a backup of `{stanza}` without a label")));
+    }
+    // The archive of the newest database (after a stanza-upgrade, older ids hold older WAL).
+    let archive = s["archive"].as_array().and_then(|a| a.last());
+    Ok(Info {
+        backups,
+        archive_min: archive.and_then(|a| a["min"].as_str()).map(str::to_string),
+        archive_max: archive.and_then(|a| a["max"].as_str()).map(str::to_string),
+        cipher: s["cipher"].as_str().unwrap_or("none").to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"15-1","max":"000000010000000000000007","min":"000000010000000000000001"}],
+      "backup":[{"archive":{"start":"000000010000000000000002","stop":"000000010000000000000003"},"backrest":{"format":5,"version":"2.45"},
+        "database":{"id":1,"repo-key":1},"error":false,"info":{"delta":22992374,"repository":{"delta":3043376,"size":3043376},"size":22992374},
+        "label":"20261206-064957F","lsn":{"start":"0/2000028","stop":"0/3000050"},"prior":null,"reference":null,
+        "timestamp":{"start":1796539797,"stop":1796539799},"type":"full"}],
+      "cipher":"none","db":[{"id":1,"repo-key":1,"system-id":7716079656920169398,"version":"15"}],"name":"demo",
+      "repo":[{"cipher":"none","key":1,"status":{"code":0,"message":"ok"}}],"status":{"code":0,"lock":{"backup":{"held":false}},"message":"ok"}}]"#;
+
+    #[test]
+    fn info_json_of_pgbackrest_2_45_is_read() {
+        let i = parse_info(INFO, "demo").expect("parsed");
+        assert_eq!(i.archive_max.as_deref(), Some("000000010000000000000007"));
+        let b = &i.backups[0];
+        assert_eq!(b.base.id, "20261206-064957F");
+        assert_eq!((b.base.start_lsn, b.base.stop_lsn), (Some(Lsn(0x200_0028)), Some(Lsn(0x300_0050))));
+        assert_eq!(b.base.system_identifier, Some(7716079656920169398));
+        assert_eq!((b.base.timeline, b.base.pg_major, b.made_by.as_str()), (Some(1), Some(15), "2.45"));
+        assert_eq!(b.base.ended.map(|t| t.unix_timestamp()), Some(1796539799));
+        assert!(parse_info(INFO, "other").is_err());
+    }
+
+    #[test]
+    fn a_status_message_over_several_lines_is_read() {
+        let bad = "[{\"name\":\"demo\",\"status\":{\"code\":99,\"message\":\"other\"},\"cipher\":\"aes-256-cbc\",\"repo\":[{\"key\":1,\"status\":{\"code\":99,\"message\":\"[CryptoError] unable to load info file\n       HINT: is or was the repo encrypted?\"}}]}]";
+        let e = parse_info(bad, "demo").expect_err("an error");
+        assert!(e.message.contains("HINT: is or was the repo encrypted?"), "{e}");
+        assert!(e.message.contains("PGBACKREST_REPO1_CIPHER_PASS"), "{e}");
+    }
+
+    #[test]
+    fn a_stanza_pgbackrest_cannot_read_is_the_environments_failure_naming_the_passphrase() {
+        let bad = r#"[{"name":"demo","status":{"code":99,"message":"other"},"cipher":"none",
+          "repo":[{"key":1,"cipher":"aes-256-cbc","status":{"code":99,"message":"[CryptoError] cipher header invalid"}}]}]"#;
+        let e = parse_info(bad, "demo").expect_err("an error");
+        assert_eq!(e.class, crate::error::Class::Environment);
+        assert!(e.message.contains("PGBACKREST_REPO1_CIPHER_PASS"), "{e}");
+    }
+
+    #[test]
+    fn a_location_names_stanza_config_and_repository() {
+        let r = Repo::parse("pgbackrest://main?config=/etc/pgbackrest/pgbackrest.conf&repo=/var/lib/pgbackrest")
+            .expect("parsed");
+        assert_eq!(r.stanza, "main");
+        assert_eq!(r.config.as_deref(), Some(Path::new("/etc/pgbackrest/pgbackrest.conf")));
+        assert_eq!(r.repo_path.as_deref(), Some(Path::new("/var/lib/pgbackrest")));
+        assert!(Repo::parse("pgbackrest://?config=/x").is_err());
+        assert!(Repo::parse("pgbackrest://a?cipher-pass=secret").is_err(), "no secret in a location");
+    }
+
+    #[test]
+    fn archive_get_runs_on_the_throwaway_with_the_teams_configuration() {
+        let r = Repo::parse("pgbackrest://my%20stanza?config=/etc/p.conf").expect("parsed");
+        let t = Binary { path: PathBuf::from("/usr/bin/pgbackrest"), version: "pgBackRest 2.45".into() };
+        let w = r.archive_get(&t, Path::new("/tmp/d"));
+        assert_eq!(w[0], "/usr/bin/pgbackrest");
+        assert!(w.contains(&"--config=/etc/p.conf".to_string()), "{w:?}");
+        assert!(w.contains(&"--stanza=my stanza".to_string()), "{w:?}");
+        assert!(w.contains(&"--pg1-path=/tmp/d".to_string()), "{w:?}");
+        assert_eq!(w.last().map(String::as_str), Some("archive-get"));
+    }
+}

@@ -1,0 +1,279 @@
+//! Other tools' physical backups as sources: where they are (a location string, named in
+//! runbooks and `backups list` the way a storage is), the tool's binary and version, and how
+//! its child processes are run. The tools restore their own backups: pgdrill runs them as
+//! children and never reads their repository formats itself.
+//!
+//! This module must not start servers nor judge a recovery (recover.rs does both); it only
+//! turns a location into a source and a tool's failure into an error of the right class.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use std::sync::Mutex;
+
+use super::source::PhysicalSource;
+use crate::error::Failure;
+use crate::pg::native::{RunAs, DIR_PREFIX};
+
+/// The source a location names: `pgbackrest://STANZA?...` or `barman-cloud:URL?server=...`.
+/// The tool's binary is found (and its version asked) here, so a missing tool is the
+/// environment's failure before anything else runs.
+pub fn open(location: &str) -> Result<Box<dyn PhysicalSource>, Failure> {
+    if location.starts_with(super::pgbackrest::SCHEME) {
+        return Ok(Box::new(super::pgbackrest::PgBackRest::open(super::pgbackrest::Repo::parse(location)?)?));
+    }
+    if location.starts_with(super::barman::CLOUD_SCHEME) {
+        return Ok(Box::new(super::barman::BarmanCloud::open(super::barman::Cloud::parse(location)?)?));
+    }
+    Err(Failure::invalid(format!(
+        "`{}` names no physical backup source: write pgbackrest://STANZA?config=PATH or barman-cloud:s3://BUCKET/PATH?server=NAME",
+        crate::util::visible(location)
+    )))
+}
+
+/// The restore_command scripts a source wrote, one per recovery, removed with the source
+/// (their directories have the native servers' prefix, so `pg::native::reap_stale` removes
+/// what a killed pgdrill left).
+#[derive(Debug, Default)]
+pub struct Scripts(Mutex<Vec<tempfile::TempDir>>);
+
+impl Scripts {
+    /// Write a restore_command script that runs `words` (the tool and its options) with the
+    /// segment's name and path appended, and return the restore_command that calls it.
+    ///
+    /// A script rather than a command line, for two reasons. The throwaway server starts
+    /// with a clean environment, so the tool's secrets (a cipher passphrase, S3 keys) reach
+    /// it only through this file, which is the server user's alone (0700 in a 0700
+    /// directory) and deleted after the recovery, never through argv. And PostgreSQL reads
+    /// any exit code up to 125 as "this segment does not exist", which ends recovery early
+    /// and promotes: the tools exit 1 for a missing segment, so every other failure (a wrong
+    /// passphrase, an unreachable bucket) becomes 126, which stops recovery instead.
+    pub fn restore_command(&self, tool: &str, words: &[String]) -> Result<String, Failure> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let run_as = RunAs::detect()?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+            .tempdir()
+            .map_err(|e| Failure::environment(format!("cannot create a temp directory: {e}")))?;
+        let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700));
+        let path = dir.path().join("restore_command.sh");
+        let mut text =
+            String::from("#!/bin/sh\n# pgdrill: the restore_command of one throwaway recovery; deleted after it.\n");
+        for (k, v) in tool_env() {
+            let (Some(k), Some(v)) = (k.to_str(), v.to_str()) else { continue };
+            if k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                text.push_str(&format!("export {k}={}\n", crate::util::shell_quote(v)));
+            }
+        }
+        let quoted: Vec<String> = words.iter().map(|w| crate::util::shell_quote(w)).collect();
+        text.push_str(&format!("{} \"$1\" \"$2\"\n", quoted.join(" ")));
+        text.push_str(&format!(
+            "rc=$?\ncase $rc in 0|1) exit $rc ;; esac\necho \"pgdrill: {tool} failed (exit $rc) fetching $1: recovery stops here\" >&2\nexit 126\n"
+        ));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o700)
+            .open(&path)
+            .map_err(|e| Failure::environment(format!("writing {}: {e}", path.display())))?;
+        f.write_all(text.as_bytes()).map_err(|e| Failure::environment(format!("writing {}: {e}", path.display())))?;
+        drop(f);
+        run_as.own(dir.path())?;
+        run_as.own(&path)?;
+        // Handing a file over leaves it readable and writable only: the server must run it.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Failure::environment(format!("making {} executable: {e}", path.display())))?;
+        let command = format!("{} %f \"%p\"", server_escape(&crate::util::shell_quote(&path.display().to_string())));
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(dir);
+        Ok(command)
+    }
+}
+
+/// A tool's binary as found, with the version it reported (the log and the report say
+/// which binary served).
+#[derive(Debug, Clone)]
+pub struct Binary {
+    pub path: PathBuf,
+    /// As the tool printed it, e.g. `pgBackRest 2.45`.
+    pub version: String,
+}
+
+/// Environment variables a tool child gets from pgdrill's environment, by prefix: the
+/// tool's own settings (`PGBACKREST_REPO1_CIPHER_PASS`, S3 keys) and the cloud SDKs'
+/// credentials. Secrets reach the tool through these, never through argv.
+pub const TOOL_ENV_PREFIXES: &[&str] =
+    &["PGBACKREST_", "AWS_", "AZURE_", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "BOTO_"];
+
+/// The variables of pgdrill's environment a tool child gets (names and values).
+pub fn tool_env() -> Vec<(OsString, OsString)> {
+    std::env::vars_os()
+        .filter(|(k, _)| k.to_str().is_some_and(|k| TOOL_ENV_PREFIXES.iter().any(|p| k.starts_with(p))))
+        .collect()
+}
+
+/// A command for a tool: a clean environment (`child::command`) plus the tool's variables.
+pub fn tool_command(program: &Path) -> Command {
+    let mut cmd = crate::child::command(program);
+    cmd.envs(tool_env());
+    cmd
+}
+
+/// Find `program` (`explicit`, else on PATH) and ask its version with `version_args`. A
+/// missing tool is the environment's failure naming the Debian package that holds it.
+pub fn find(program: &str, explicit: Option<&Path>, version_args: &[&str], package: &str) -> Result<Binary, Failure> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => on_path(program).ok_or_else(|| {
+            Failure::environment(format!(
+                "{program} not found on PATH: install the Debian package `{package}` (apt-get install {package}) or give the binary's path"
+            ))
+        })?,
+    };
+    let out = crate::child::output(tool_command(&path).args(version_args)).map_err(|e| {
+        Failure::environment(format!(
+            "cannot run {} ({e}): install the Debian package `{package}` or give the binary's path",
+            path.display()
+        ))
+    })?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let version = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default().to_string();
+    if !out.status.success() || version.is_empty() {
+        return Err(Failure::environment(format!(
+            "{} {} did not report its version ({}): check the installation of `{package}`",
+            path.display(),
+            version_args.join(" "),
+            last_lines(&text, 3)
+        )));
+    }
+    Ok(Binary { path, version })
+}
+
+/// The first `program` in PATH's directories that is an executable file.
+fn on_path(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+/// Run a tool child to its end with stdout and stderr captured; a child that could not be
+/// started is the environment's failure.
+pub fn run(cmd: &mut Command, what: &str) -> Result<Output, Failure> {
+    crate::child::output(cmd).map_err(|e| Failure::environment(format!("cannot run {what}: {e}")).with_source(e))
+}
+
+/// The last `n` non-empty lines of a tool's output, joined with " / ": what a one-line
+/// message quotes of a failure.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let from = lines.len().saturating_sub(n);
+    crate::util::visible(&lines[from..].join(" / ")).into_owned()
+}
+
+/// Both streams of a finished child, as text.
+pub fn both(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Options after `?` in a location: `k=v` pairs separated by `&`, values percent-decoded
+/// strictly. An unknown option or a bad encoding is invalid input naming it.
+pub fn options(query: &str, known: &[&str], location: &str) -> Result<Vec<(String, String)>, Failure> {
+    let mut out = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if !known.contains(&k) {
+            return Err(Failure::invalid(format!(
+                "unknown option `{}` in the source `{}` (known: {})",
+                crate::util::visible(k),
+                crate::util::visible(location),
+                known.join(", ")
+            )));
+        }
+        let v = crate::util::percent_decode_strict(v).ok_or_else(|| {
+            Failure::invalid(format!(
+                "the option `{k}` of the source `{}` is not valid percent-encoding",
+                crate::util::visible(location)
+            ))
+        })?;
+        out.push((k.to_string(), v));
+    }
+    Ok(out)
+}
+
+/// Whether the string names a source of another tool (rather than a pgdrill storage).
+pub fn is_tool_location(location: &str) -> bool {
+    location.starts_with(super::pgbackrest::SCHEME) || location.starts_with(super::barman::CLOUD_SCHEME)
+}
+
+/// Bytes of the regular files under `dir` (symbolic links not followed).
+pub fn tree_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The tablespaces of a materialized data directory: each `pg_tblspc/<oid>` link and where
+/// it points.
+pub fn tablespaces(data: &Path) -> Vec<(u32, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(data.join("pg_tblspc")) else { return Vec::new() };
+    let mut v: Vec<(u32, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, std::fs::read_link(e.path()).ok()?)))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A word of a restore_command as the server reads it: `%` is the server's escape (`%f`,
+/// `%p`), so a `%` of a path or a name is written `%%`.
+pub fn server_escape(word: &str) -> String {
+    word.replace('%', "%%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_option_in_a_source_is_named() {
+        let e = options("stanza=a&colour=red", &["stanza"], "pgbackrest://a?colour=red").expect_err("an error");
+        assert!(e.to_string().contains("`colour`"), "{e}");
+        let ok = options("config=%2Fetc%2Fp.conf", &["config"], "x").expect("parsed");
+        assert_eq!(ok, vec![("config".to_string(), "/etc/p.conf".to_string())]);
+    }
+
+    /// The script keeps PostgreSQL's contract: 0 and 1 (no such segment) pass through, any
+    /// other failure of the tool becomes 126, which stops recovery instead of ending it.
+    #[test]
+    fn a_tools_failure_other_than_a_missing_segment_stops_recovery() {
+        let scripts = Scripts::default();
+        let run = |code: &str| {
+            let cmd = scripts
+                .restore_command("test", &["/bin/sh".into(), "-c".into(), format!("exit {code}"), "sh".into()])
+                .expect("a script");
+            assert!(!cmd.contains("exit"), "the restore_command names the script, not the tool's words: {cmd}");
+            let cmd = cmd.replace("%f", "000000010000000000000001").replace("%p", "pg_wal/RECOVERYXLOG");
+            crate::child::output(crate::child::command("/bin/sh").args(["-c", &cmd])).expect("sh").status.code()
+        };
+        assert_eq!(run("0"), Some(0));
+        assert_eq!(run("1"), Some(1));
+        assert_eq!(run("3"), Some(126));
+        assert_eq!(run("55"), Some(126));
+    }
+
+    #[test]
+    fn a_missing_tool_names_its_debian_package() {
+        let e = find("pgdrill-no-such-tool", None, &["version"], "pgbackrest").expect_err("an error");
+        assert_eq!(e.class, crate::error::Class::Environment);
+        assert!(e.to_string().contains("apt-get install pgbackrest"), "{e}");
+    }
+}

@@ -1,0 +1,313 @@
+//! `physical.verify`: prove that another tool's physical backup (a pgBackRest stanza, a
+//! barman-cloud server) restores to a point in time. The tool restores its own backup into a
+//! throwaway data directory, the throwaway server replays the tool's WAL archive up to the
+//! target, and `physical::recover` proves the target was reached before the step passes.
+//!
+//! The step never changes the team's backup setup: it reads the tool's configuration as it
+//! is, never writes into its repository, and its throwaway never archives.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Fields, Step, StepCtx, StepError, With, WithError};
+use crate::physical::pitr::{self, PitrOptions};
+use crate::physical::recover::{self, RecoverOptions, Target, TargetKind};
+use crate::physical::source::{Lsn, PhysicalSource};
+
+#[derive(Debug, Deserialize, Fields)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyWith {
+    /// the backups: `pgbackrest://STANZA?config=PATH` or `barman-cloud:s3://BUCKET/PATH?server=NAME` (secrets from the environment)
+    source: String,
+    /// the tool's backup id (pgBackRest label, barman-cloud backup id); default: the newest that can reach the target
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    backup: Option<String>,
+    /// recover to this time (`2026-12-06 06:55:00+00`, RFC 3339 too); at most one target, none: the end of the archive
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    target_time: Option<String>,
+    /// recover to this WAL location (`0/5000028`)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    target_lsn: Option<String>,
+    /// recover to this transaction id
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    target_xid: Option<String>,
+    /// recover to this restore point (`pg_create_restore_point`)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    target_name: Option<String>,
+    /// recover only to the end of the base backup
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    target_immediate: bool,
+    /// stop just after the target (true, PostgreSQL's default) or just before it
+    #[serde(default = "yes", deserialize_with = "super::de::boolean")]
+    inclusive: bool,
+    /// a query that must return true on the recovered server (a row the target should have brought back)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    marker: Option<String>,
+    /// database the marker query runs in (default `postgres`)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    database: Option<String>,
+    /// a superuser of the restored cluster (default `postgres`)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    user: Option<String>,
+    /// directory of the PostgreSQL server binaries (default: the backup's major under /usr/lib/postgresql)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
+    bin_dir: Option<String>,
+    /// how long recovery may take, server start to promotion (default 10m)
+    #[serde(default = "ten_minutes", deserialize_with = "super::de::duration")]
+    timeout: Duration,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn ten_minutes() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// Which of the targets are given; a templated value counts only once rendered (empty: not given).
+fn targets_given(w: &VerifyWith, rendered: bool) -> usize {
+    let given = |v: &Option<String>| v.as_deref().is_some_and(|v| rendered || !v.contains("{{"));
+    [given(&w.target_time), given(&w.target_lsn), given(&w.target_xid), given(&w.target_name), w.target_immediate]
+        .iter()
+        .filter(|g| **g)
+        .count()
+}
+
+const ONE_TARGET: &str = "give at most one of target_time, target_lsn, target_xid, target_name, target_immediate";
+
+impl With for VerifyWith {
+    fn check(&self) -> Result<(), WithError> {
+        if targets_given(self, false) > 1 {
+            return Err(WithError::new("target_time", ONE_TARGET));
+        }
+        Ok(())
+    }
+}
+
+impl VerifyWith {
+    fn target(&self) -> Result<Target, StepError> {
+        if targets_given(self, true) > 1 {
+            return Err(StepError::invalid(ONE_TARGET));
+        }
+        let kind = if let Some(t) = &self.target_time {
+            // RFC 3339 is read as PostgreSQL's form: `T` -> space, `Z` -> +00.
+            let pgform = t.trim().replacen('T', " ", 1).replace('Z', "+00");
+            TargetKind::Time(recover::parse_pg_time(&pgform).ok_or_else(|| {
+                StepError::invalid(format!("target_time `{}` is not a time with its zone (2026-12-06 06:55:00+00)", crate::util::visible(t)))
+            })?)
+        } else if let Some(l) = &self.target_lsn {
+            TargetKind::Lsn(Lsn::parse(l).ok_or_else(|| {
+                StepError::invalid(format!("target_lsn `{}` is not a WAL location (0/5000028)", crate::util::visible(l)))
+            })?)
+        } else if let Some(x) = &self.target_xid {
+            TargetKind::Xid(x.trim().parse().map_err(|_| {
+                StepError::invalid(format!("target_xid `{}` is not a transaction id", crate::util::visible(x)))
+            })?)
+        } else if let Some(n) = &self.target_name {
+            TargetKind::Name(n.clone())
+        } else if self.target_immediate {
+            TargetKind::Immediate
+        } else {
+            TargetKind::Latest
+        };
+        Ok(Target { kind, inclusive: self.inclusive })
+    }
+}
+
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct VerifyOutputs {
+    /// the recovered server (a unix socket, no password), up until the runbook ends, for checks
+    url: String,
+    /// the database `url` names
+    database: String,
+    /// Unix time the step started (the RTO's start)
+    started_epoch: f64,
+    /// seconds listing, picking and checking the backup
+    check_backup_s: f64,
+    /// for a time target: seconds between the target and the last transaction replayed
+    rpo_s: Option<f64>,
+    /// the age in seconds of the source's newest backup (whichever was recovered): its freshness
+    newest_age_s: u64,
+    /// how far the newest backup is dated in the future (clock skew): its age is then unknown
+    newest_future_s: u64,
+    /// the tool that restored the backup (`pgbackrest`, `barman-cloud`)
+    tool: String,
+    /// the tool's version and the binary that served
+    tool_version: String,
+    /// the source, without secrets
+    source: String,
+    /// the tool's id of the backup recovered
+    backup: String,
+    /// when that backup ended (RFC 3339)
+    backup_ended: Option<String>,
+    /// the target, as recovered to
+    target: String,
+    /// the server's own line saying where recovery stopped (none for the end of the archive)
+    stop_line: Option<String>,
+    /// the commit time of the last transaction replayed: the point the data now reflects (RFC 3339)
+    achieved_time: Option<String>,
+    /// the last WAL location replayed
+    replay_lsn: String,
+    /// the restored cluster's system identifier
+    system_identifier: String,
+    /// WAL segments the tool fetched for the recovery
+    segments_restored: u32,
+    /// seconds the tool took to restore the base backup
+    restore_s: f64,
+    /// seconds from server start to promotion
+    replay_s: f64,
+    /// the throwaway's `server_version`
+    server_version: String,
+    /// the marker query's answer, when one was given
+    marker: Option<bool>,
+}
+
+pub struct Verify;
+
+impl Step for Verify {
+    const NAME: &'static str = "physical.verify";
+    const SUMMARY: &'static str = "Prove another tool's physical backup (pgBackRest, barman-cloud) restores to a point in time: the tool restores it into a throwaway, its WAL is replayed to the target, and the target is proven reached. A missing tool: exit 3.";
+    type With = VerifyWith;
+    type Outputs = VerifyOutputs;
+
+    async fn run(ctx: StepCtx, w: VerifyWith) -> Result<VerifyOutputs, StepError> {
+        let started = time::OffsetDateTime::now_utc();
+        let target = w.target()?;
+        let location = w.source.clone();
+        let source: Box<dyn PhysicalSource> =
+            tokio::task::block_in_place(|| crate::physical::tools::open(&location)).map_err(|e| e.at_field("source"))?;
+        ctx.log(format!("recovering {} to {target}", source.describe()));
+        // The tool's restore_command runs on this machine's binaries, so the throwaway must
+        // too: a major without local server binaries (which pitr.restore recovers in a Docker
+        // image) is the environment's failure here, named, before anything is restored.
+        if w.bin_dir.is_none() {
+            let list = tokio::task::block_in_place(|| source.list())?;
+            let major = pitr::pick(&list, &target, w.backup.as_deref()).ok().and_then(|b| b.pg_major);
+            if let Some(m) = major.filter(|m| crate::pg::native::find_bin_dir(None, Some(*m)).is_err()) {
+                return Err(StepError::environment(format!(
+                    "the backup is of PostgreSQL {m}, whose server binaries are not installed here: install postgresql-{m} (apt-get install postgresql-{m}) or set bin_dir; {}'s WAL command runs on this machine, so the recovery cannot run in a Docker image",
+                    source.tool().name
+                )));
+            }
+        }
+        // The same recovery and proof as pitr.restore: pick, the tool's own check, restore,
+        // replay through the tool's WAL command, prove the target.
+        let opts = PitrOptions {
+            backup: w.backup.clone(),
+            recover: RecoverOptions {
+                target: target.clone(),
+                bin_dir: w.bin_dir.as_ref().map(Into::into),
+                user: w.user.clone(),
+                database: w.database.clone(),
+                timeout: w.timeout,
+                marker: w.marker.clone(),
+                ..Default::default()
+            },
+        };
+        let p = pitr::run(source.as_ref(), opts).await?;
+        let tool = p.tool.clone();
+        ctx.log(format!("served by {} {}", tool.name, tool.version));
+        ctx.log(format!(
+            "base backup {}: {} restored by {} in {:.1}s",
+            p.backup.describe(),
+            crate::util::human_bytes(p.base_bytes),
+            tool.name,
+            p.phases.base_restore.as_secs_f64()
+        ));
+        if let Some(found) = &p.backup_check {
+            ctx.log(found.clone());
+        }
+        let picked = p.backup.clone();
+        let restore_s = p.phases.base_restore.as_secs_f64();
+        let p_check_s = p.phases.check_backup.as_secs_f64();
+        let recovered = p.server;
+        let f = recovered.facts.clone();
+        for line in &f.evidence {
+            ctx.log(format!("server: {line}"));
+        }
+        ctx.fact(crate::facts::Fact::Server { version: f.server_version.clone() });
+        // The backup this recovery proved, for the report's backups tested: the tool's source
+        // and its id (a physical backup has no single file), its end as its time.
+        let age = picked.ended.map(|e| ((time::OffsetDateTime::now_utc() - e).as_seconds_f64() * 1000.0).round() / 1000.0);
+        ctx.fact(crate::facts::Fact::Backup {
+            role: crate::facts::BackupRole::Picked,
+            path: format!("{} {}", source.describe(), picked.id).into(),
+            sha256: serde_json::Value::Null,
+            size: picked.size.into(),
+            created: picked.ended.map(crate::util::rfc3339).into(),
+            age_s: age.into(),
+        });
+        ctx.fact(crate::facts::Fact::Verified);
+        let rpo_s = match &target.kind {
+            TargetKind::Time(t) => pitr::rpo_seconds(*t, f.achieved_time).map(|r| (r * 1000.0).round() / 1000.0),
+            _ => None,
+        };
+        // Freshness is the source's newest backup, not the one a past target picked.
+        let now = time::OffsetDateTime::now_utc();
+        let newest = tokio::task::block_in_place(|| source.list())?.into_iter().filter_map(|b| b.ended).max();
+        let (newest_age_s, newest_future_s) = match newest {
+            Some(e) if e <= now => ((now - e).whole_seconds().max(0) as u64, 0),
+            Some(e) => (0, (e - now).whole_seconds().max(1) as u64),
+            None => (0, 0),
+        };
+        let out = VerifyOutputs {
+            newest_age_s,
+            newest_future_s,
+            url: recovered.url(),
+            database: recovered.database.clone(),
+            started_epoch: started.unix_timestamp_nanos() as f64 / 1e9,
+            check_backup_s: p_check_s,
+            rpo_s,
+            tool: tool.name,
+            tool_version: tool.version,
+            source: source.describe(),
+            backup: picked.id.clone(),
+            backup_ended: picked.ended.map(crate::util::rfc3339),
+            target: f.target.clone(),
+            stop_line: f.stop_line.clone(),
+            achieved_time: f.achieved_time.map(crate::util::rfc3339),
+            replay_lsn: f.replay_lsn.to_string(),
+            system_identifier: f.system_identifier.to_string(),
+            segments_restored: f.segments_restored,
+            restore_s,
+            replay_s: f.replay.as_secs_f64(),
+            server_version: f.server_version.clone(),
+            marker: f.marker,
+        };
+        // Up for the runbook's checks (amcheck, counts); stopped and removed when it ends.
+        ctx.resources.push(format!("recovered server of step `{}`", ctx.step), Box::new(recovered));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_and_postgresql_times_are_both_read() {
+        let w = |t: &str| VerifyWith {
+            source: "x".into(),
+            backup: None,
+            target_time: Some(t.into()),
+            target_lsn: None,
+            target_xid: None,
+            target_name: None,
+            target_immediate: false,
+            inclusive: true,
+            marker: None,
+            database: None,
+            user: None,
+            bin_dir: None,
+            timeout: ten_minutes(),
+        };
+        let a = w("2026-12-06T06:55:00Z").target().expect("parsed");
+        let b = w("2026-12-06 06:55:00+00").target().expect("parsed");
+        assert_eq!(a, b);
+        assert!(w("yesterday").target().is_err());
+    }
+}

@@ -1,0 +1,586 @@
+//! Other tools' physical backups proven by `physical.verify`: a native PostgreSQL 15 server
+//! archives with the tool's own archive_command, the tool takes a real backup under a write
+//! load, and pgdrill recovers it to the end of the archive, a time and a restore point, each
+//! proven by a marker count. Then each tool's failure modes are made to happen and shown to
+//! fail: never a pass.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Who the test's server and the tool's commands run as: `nobody` when the tests run as root
+/// (initdb refuses root, and pgdrill's throwaway runs as `nobody` too, so it reads what the
+/// server archived), else the current user.
+fn server_user() -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let u = nix::unistd::User::from_name("nobody").ok().flatten().expect("a `nobody` user");
+    Some((u.uid.as_raw(), u.gid.as_raw()))
+}
+
+/// `program` run as the server's user, with `env`.
+fn as_server(program: &str, env: &[(&str, &str)]) -> Command {
+    let mut c = match server_user() {
+        Some((uid, gid)) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                format!("--reuid={uid}"),
+                format!("--regid={gid}"),
+                "--clear-groups".into(),
+                "--".into(),
+                program.into(),
+            ]);
+            c
+        }
+        None => Command::new(program),
+    };
+    c.envs(env.iter().copied()).env("HOME", "/tmp");
+    c
+}
+
+fn own(path: &Path) {
+    if let Some((uid, gid)) = server_user() {
+        nix::unistd::chown(path, Some(uid.into()), Some(gid.into())).expect("chown");
+    }
+}
+
+/// A directory the server's user owns.
+fn owned_dir(path: &Path) -> PathBuf {
+    std::fs::create_dir_all(path).expect("mkdir");
+    own(path);
+    path.to_path_buf()
+}
+
+#[track_caller]
+fn ok(c: &mut Command, what: &str) -> String {
+    let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{what} failed: {all}");
+    text(&out.stdout)
+}
+
+/// A PostgreSQL 15 cluster of the test's, archiving with `archive_command`, on a socket in
+/// its own directory. Stopped (immediately) when dropped.
+struct Cluster {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    port: u16,
+    env: Vec<(String, String)>,
+}
+
+impl Cluster {
+    fn start(archive_command: &str, env: &[(&str, &str)]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let pg = owned_dir(&dir.path().join("pg"));
+        let data = pg.join("data");
+        ok(
+            as_server(&format!("{BIN}/initdb"), &[])
+                .args(["-U", "postgres", "-A", "trust", "--no-sync", "-D"])
+                .arg(&data),
+            "initdb",
+        );
+        let port = free_port();
+        let conf = format!(
+            "port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'\nwal_level = replica\narchive_mode = on\n\
+             archive_command = '{}'\nmax_wal_senders = 2\nfsync = off\nlc_messages = 'C'\n",
+            pg.display(),
+            archive_command.replace('\'', "''")
+        );
+        std::fs::write(data.join("postgresql.auto.conf"), conf).expect("conf");
+        own(&data.join("postgresql.auto.conf"));
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        ok(
+            as_server(&format!("{BIN}/pg_ctl"), &pairs)
+                .args(["-w", "-l"])
+                .arg(pg.join("log"))
+                .arg("-D")
+                .arg(&data)
+                .arg("start")
+                .stdout(Stdio::null()),
+            "pg_ctl start",
+        );
+        Cluster { dir, data, port, env }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("pg")
+    }
+
+    /// One query's answer, unaligned.
+    #[track_caller]
+    fn sql(&self, sql: &str) -> String {
+        ok(
+            Command::new(format!("{BIN}/psql"))
+                .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres", "-h"])
+                .arg(self.socket())
+                .args(["-p", &self.port.to_string(), "-c", sql]),
+            sql,
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// Switch to a new WAL segment and wait until the one it closed is archived.
+    fn archive_now(&self) {
+        let seg = self.sql("select pg_walfile_name(pg_switch_wal())");
+        let done = wait_for(Duration::from_secs(60), || {
+            let last = self.sql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
+            (last.as_str() >= seg.as_str()).then_some(())
+        });
+        let failed = self.sql("select coalesce(last_failed_wal, '') || ' ' || failed_count from pg_stat_archiver");
+        assert!(done.is_some(), "{seg} was not archived within a minute (failed: {failed}); log:\n{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pg/log")).unwrap_or_default()
+    }
+
+    /// A write load in the background: small transactions for about `seconds`.
+    fn load(&self, seconds: u32) -> std::process::Child {
+        self.sql("create table if not exists load(id bigserial, at timestamptz default clock_timestamp(), pad text)");
+        // A DO block commits only when it is a statement of its own (not in -c's implicit
+        // transaction with others).
+        let sql = format!(
+            "do $$ begin for i in 1..{} loop insert into load(pad) select repeat('x', 200) from generate_series(1, 50); commit; perform pg_sleep(0.1); end loop; end $$",
+            seconds * 10
+        );
+        Command::new(format!("{BIN}/psql"))
+            .args(["-X", "-q", "-U", "postgres", "-d", "postgres", "-h"])
+            .arg(self.socket())
+            .args(["-p", &self.port.to_string(), "-c", &sql])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("psql load")
+    }
+
+    /// Three batches of marker rows around a time (after the first) and a restore point
+    /// (after the second), archived: what the three recoveries must find.
+    fn batches(&self) -> (String, Counts) {
+        self.sql("insert into drill(batch) select 1 from generate_series(1, 100)");
+        // A time between two commits: the first batch is before it, the second after.
+        std::thread::sleep(Duration::from_millis(1100));
+        let t1 = self.sql("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US+00')");
+        std::thread::sleep(Duration::from_millis(1100));
+        self.sql("insert into drill(batch) select 2 from generate_series(1, 100)");
+        self.sql("select pg_create_restore_point('before_batch_3')");
+        // The last batch in a segment of its own: a gap can be made before it.
+        self.archive_now();
+        self.sql("insert into drill(batch) select 3 from generate_series(1, 100)");
+        self.archive_now();
+        (t1, Counts { at_time: 110, at_name: 210, latest: 310 })
+    }
+}
+
+struct Counts {
+    at_time: u32,
+    at_name: u32,
+    latest: u32,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let pairs: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let _ = as_server(&format!("{BIN}/pg_ctl"), &pairs)
+            .args(["-m", "immediate", "-D"])
+            .arg(&self.data)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The runbook: the end of the archive, a time and a restore point, each proven by the
+/// marker rows it must hold.
+fn runbook(dir: &Path) -> PathBuf {
+    let p = dir.join("physical.yaml");
+    std::fs::write(
+        &p,
+        r#"name: physical-tools
+vars:
+  source: ""
+  t1: ""
+  latest: 0
+  at_time: 0
+  at_name: 0
+steps:
+  - id: latest
+    uses: physical.verify
+    with:
+      source: "{{ vars.source }}"
+      marker: "select count(*) = {{ vars.latest }} from drill"
+      timeout: 3m
+  - id: at_time
+    uses: physical.verify
+    with:
+      source: "{{ vars.source }}"
+      target_time: "{{ vars.t1 }}"
+      marker: "select count(*) = {{ vars.at_time }} from drill"
+      timeout: 3m
+  - id: at_name
+    uses: physical.verify
+    with:
+      source: "{{ vars.source }}"
+      target_name: before_batch_3
+      marker: "select count(*) = {{ vars.at_name }} from drill"
+      timeout: 3m
+"#,
+    )
+    .expect("runbook");
+    p
+}
+
+fn verify(book: &Path, source: &str, t1: &str, c: &Counts) -> Run {
+    Run::new(book)
+        .var("source", source)
+        .var("t1", t1)
+        .var("latest", c.latest)
+        .var("at_time", c.at_time)
+        .var("at_name", c.at_name)
+}
+
+/// The shipped runbook, to the end of the archive, which must hold `rows` marker rows.
+fn shipped(source: &str, rows: u32) -> Run {
+    Run::new("verify-physical").var("source", source).var("marker", format!("select count(*) = {rows} from drill"))
+}
+
+/// The step's emitted output names equal its documented ones (the catalogue test lists
+/// physical.verify as run here).
+fn outputs_match_the_catalogue(record: &Path) {
+    let emitted: std::collections::BTreeSet<String> = std::fs::read_to_string(record)
+        .expect("recorded outputs")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .filter(|v| v["kind"] == "physical.verify")
+        .flat_map(|v| v["outputs"].as_array().cloned().unwrap_or_default())
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect();
+    let steps: serde_json::Value = serde_json::from_slice(&run(&["steps", "--json"]).stdout).expect("steps --json");
+    let k = steps.as_array().expect("list").iter().find(|k| k["name"] == "physical.verify").expect("physical.verify");
+    let documented: std::collections::BTreeSet<String> = k["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .filter_map(|f| f["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(emitted, documented, "physical.verify emits what it documents");
+}
+
+const PASSPHRASE: &str = "pgbackrest-cipher-never-shown-4f1c";
+
+#[test]
+fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_failure_mode_fails() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
+    {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let br = owned_dir(&work.path().join("pgbackrest"));
+    let repo = owned_dir(&br.join("repo"));
+    let config = br.join("pgbackrest.conf");
+    let env = [("PGBACKREST_REPO1_CIPHER_PASS", PASSPHRASE)];
+    // The team's configuration: an encrypted local repository. job-retry=0: a damaged file
+    // fails at once instead of after pgBackRest's retries.
+    let write_config = |c: &Cluster| {
+        std::fs::write(
+            &config,
+            format!(
+                "[global]\nrepo1-path={}\nrepo1-cipher-type=aes-256-cbc\nrepo1-retention-full=2\nlog-path={}\nlock-path={}\n\
+                 log-level-file=off\nstart-fast=y\njob-retry=0\narchive-timeout=60\n\n[demo]\npg1-path={}\npg1-port={}\npg1-socket-path={}\npg1-user=postgres\n",
+                repo.display(),
+                br.display(),
+                br.join("lock").display(),
+                c.data.display(),
+                c.port,
+                c.socket().display()
+            ),
+        )
+        .expect("pgbackrest.conf");
+        own(&config);
+    };
+    let archive_command = format!("pgbackrest --config={} --stanza=demo archive-push %p", config.display());
+    let c = Cluster::start(&archive_command, &env);
+    write_config(&c);
+    let pgbackrest = |args: &[&str]| {
+        let mut cmd = as_server("pgbackrest", &env);
+        cmd.arg(format!("--config={}", config.display())).arg("--stanza=demo").args(args);
+        ok(&mut cmd, &format!("pgbackrest {}", args.join(" ")))
+    };
+    pgbackrest(&["stanza-create"]);
+    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
+    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    // The backup is taken under a short write load.
+    let mut load = c.load(4);
+    pgbackrest(&["--type=full", "backup"]);
+    let _ = load.wait();
+    let (t1, counts) = c.batches();
+    let info: serde_json::Value =
+        serde_json::from_str(&pgbackrest(&["--output=json", "info"])).expect("pgbackrest info json");
+    let label = info[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
+
+    let book = runbook(work.path());
+    let source = format!("pgbackrest://demo?config={}", config.display());
+    let record = work.path().join("emitted.jsonl");
+    let report = work.path().join("report");
+    let ran = verify(&book, &source, &t1, &counts)
+        .env(env[0].0, env[0].1)
+        .env("PGDRILL_RECORD_OUTPUTS", &record)
+        .report(&report)
+        .output();
+    assert_eq!(ran.code, Some(0), "{}\nsource server log:\n{}", ran.all(), c.log());
+    assert!(!ran.all().contains(PASSPHRASE), "the cipher passphrase was shown:\n{}", ran.all());
+    let rj = ran.run_json();
+    for id in ["latest", "at_time", "at_name"] {
+        let s = rj.step(id);
+        assert_eq!(s.outcome, "passed", "{id}: {:?}", s.message);
+        assert_eq!(s.outputs["tool"], "pgbackrest", "{id}");
+        assert!(
+            s.outputs["tool_version"].as_str().unwrap_or_default().contains("pgBackRest 2."),
+            "{id}: {}",
+            s.outputs
+        );
+        assert_eq!(s.outputs["backup"], label.as_str(), "{id}");
+        assert_eq!(s.outputs["marker"], true, "{id}");
+        assert!(
+            s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1,
+            "{id}: the WAL came from pgBackRest: {}",
+            s.outputs
+        );
+    }
+    // A time target's RPO: the target minus the last transaction replayed, which is the first
+    // batch's commit, made before the target (the pause between them).
+    let rpo = rj.step("at_time").outputs["rpo_s"].as_f64().expect("rpo_s for a time target");
+    assert!(rpo > 0.0, "rpo_s {rpo}");
+    for id in ["at_time", "at_name"] {
+        let line = rj.step(id).outputs["stop_line"].as_str().unwrap_or_default().to_string();
+        assert!(line.contains("recovery stopping"), "{id}: the server's own stop line: {line}");
+    }
+    assert!(!std::fs::read_to_string(report.join("run.json")).unwrap_or_default().contains(PASSPHRASE));
+    outputs_match_the_catalogue(&record);
+
+    // `backups list` names the source the same way, and lists what pgBackRest lists.
+    let listed = Run::cli(["backups", "list", "--json", "--storage", &source]).env(env[0].0, env[0].1).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
+    assert_eq!(v[0]["id"], label.as_str(), "{}", listed.stdout);
+    assert_eq!(v[0]["tool"], "pgbackrest", "{}", listed.stdout);
+    assert!(v[0]["stop_lsn"].as_str().is_some_and(|l| l.contains('/')), "{}", listed.stdout);
+    let table = Run::cli(["backups", "list", "--storage", &source]).env(env[0].0, env[0].1).expect(0);
+    assert!(table.stdout.contains(&label), "{}", table.stdout);
+
+    // A fleet target whose backups pgBackRest makes: its storage names the source.
+    let fleet = work.path().join("pgdrill.fleet.yaml");
+    std::fs::write(
+        &fleet,
+        format!(
+            "projects:\n  team:\n    environments:\n      prod:\n        databases:\n          postgres:\n            connection: \"host=127.0.0.1\"\n            storage: \"{source}\"\n            vars: {{ marker: \"select count(*) = {} from drill\" }}\n",
+            counts.latest
+        ),
+    )
+    .expect("fleet file");
+    let fleet_report = work.path().join("fleet");
+    let ran = Run::cli(["fleet", "run"])
+        .arg(&fleet)
+        .arg("verify-physical")
+        .arg("--report")
+        .arg(&fleet_report)
+        .env(env[0].0, env[0].1)
+        .output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let target = RunJson::read(&fleet_report.join("team/prod/postgres"));
+    assert_eq!(target.step("recover").outputs["marker"], true, "{:?}", target.step("recover").outputs);
+    // The shipped runbook's checks ran on the recovered server, and the RTO has its phases.
+    assert_eq!(target.step("amcheck").outcome, "passed", "{:?}", target.step("amcheck").message);
+    assert_eq!(target.step("freshness").outcome, "passed", "{:?}", target.step("freshness").message);
+    let rto = &target.step("rto").outputs;
+    assert!(rto["phases"]["base_restore"].as_f64().is_some_and(|s| s > 0.0), "{rto}");
+    assert!(rto["phases"]["wal_replay"].as_f64().is_some_and(|s| s > 0.0), "{rto}");
+
+    // A wrong cipher passphrase: the environment's failure naming it, never a pass.
+    let ran = shipped(&source, counts.latest).env(env[0].0, "not-the-passphrase").output();
+    assert_eq!(ran.code, Some(3), "{}", ran.all());
+    assert!(ran.all().contains("PGBACKREST_REPO1_CIPHER_PASS"), "{}", ran.all());
+    // No passphrase at all: the same.
+    let ran = shipped(&source, counts.latest).env_remove(env[0].0).output();
+    assert_eq!(ran.code, Some(3), "{}", ran.all());
+    assert!(ran.all().contains("PGBACKREST_REPO1_CIPHER_PASS"), "{}", ran.all());
+
+    // A file of the backup altered in the repository: pgbackrest restore refuses it.
+    let backup_dir = repo.join("backup/demo").join(&label);
+    let file = walk(&backup_dir.join("pg_data/base"))
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 4096))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a data file in the backup");
+    let original = std::fs::read(&file).expect("read");
+    let mut altered = original.clone();
+    let mid = altered.len() / 2;
+    altered[mid] ^= 0xff;
+    std::fs::write(&file, &altered).expect("alter");
+    let ran = shipped(&source, counts.latest).env(env[0].0, env[0].1).output();
+    assert_eq!(ran.code, Some(1), "an altered file must fail the verification:\n{}", ran.all());
+    assert!(ran.all().contains("pgbackrest restore"), "{}", ran.all());
+    // ... and removed.
+    std::fs::remove_file(&file).expect("remove");
+    let ran = shipped(&source, counts.latest).env(env[0].0, env[0].1).output();
+    assert_eq!(ran.code, Some(1), "a removed file must fail the verification:\n{}", ran.all());
+    std::fs::write(&file, &original).expect("put back");
+    own(&file);
+
+    // A missing WAL range: a segment after the backup's end taken out of the archive.
+    // Recovery stops at the gap; "latest" must not pass.
+    let stop = info[0]["backup"][0]["archive"]["stop"].as_str().expect("stop segment").to_string();
+    let max = info[0]["archive"][0]["max"].as_str().unwrap_or_default().to_string();
+    let segments: Vec<PathBuf> = walk(&repo.join("archive/demo"))
+        .into_iter()
+        .filter(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            n.len() > 24 && n.as_bytes()[24] == b'-' && n[..24] > *stop.as_str()
+        })
+        .collect();
+    let mut segments = segments;
+    segments.sort();
+    assert!(segments.len() >= 2, "the archive holds WAL after the backup: {segments:?} (max {max})");
+    let gap = &segments[0];
+    let aside = work.path().join("aside");
+    std::fs::rename(gap, &aside).expect("take a segment out");
+    let ran = shipped(&source, counts.latest).env(env[0].0, env[0].1).output();
+    assert_eq!(ran.code, Some(1), "a gap in the archive must fail the verification:\n{}", ran.all());
+    assert!(ran.all().contains("did not reach the end of the archive"), "{}", ran.all());
+    std::fs::rename(&aside, gap).expect("put the segment back");
+    drop(c);
+}
+
+/// An empty object (or bucket) at `path`, with a plain HTTP PUT (moto takes unsigned requests).
+fn put(port: u16, path: &str) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(s, "PUT /{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("read");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}
+
+#[test]
+fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_byte_wal_or_failed_backup_fails() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("barman-cloud-backup"), "barman-cloud (Debian package barman-cli-cloud)")
+    {
+        return;
+    }
+    let Some(moto) = moto() else { return };
+    put(moto.port, "drill-bkt");
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "barman-cloud-secret-never-shown"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ];
+    let archive_command = format!("barman-cloud-wal-archive --endpoint-url {endpoint} s3://drill-bkt/pg demo %p");
+    let c = Cluster::start(&archive_command, &env);
+    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
+    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    let mut load = c.load(4);
+    let mut backup = as_server("barman-cloud-backup", &env);
+    backup
+        .args(["--endpoint-url", &endpoint, "-U", "postgres", "-p", &c.port.to_string(), "-h"])
+        .arg(c.socket())
+        .args(["s3://drill-bkt/pg", "demo"]);
+    ok(&mut backup, "barman-cloud-backup");
+    let _ = load.wait();
+    let (t1, counts) = c.batches();
+
+    let work = tempfile::tempdir().expect("tempdir");
+    let book = runbook(work.path());
+    let source = format!("barman-cloud:s3://drill-bkt/pg?server=demo&endpoint={endpoint}");
+    let report = work.path().join("report");
+    let mut run = verify(&book, &source, &t1, &counts).report(&report);
+    for (k, v) in env {
+        run = run.env(k, v);
+    }
+    let ran = run.output();
+    assert_eq!(ran.code, Some(0), "{}\nsource server log:\n{}", ran.all(), c.log());
+    assert!(!ran.all().contains(env[1].1), "the S3 secret was shown:\n{}", ran.all());
+    let mut list = Run::cli(["backups", "list", "--json", "--storage", &source]);
+    for (k, v) in env {
+        list = list.env(k, v);
+    }
+    let listed = list.expect(0);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
+    assert_eq!(v[0]["tool"], "barman-cloud", "{}", listed.stdout);
+    assert!(v[0]["ended"].as_str().is_some(), "{}", listed.stdout);
+    let rj = ran.run_json();
+    for id in ["latest", "at_time", "at_name"] {
+        let s = rj.step(id);
+        assert_eq!(s.outputs["tool"], "barman-cloud", "{id}");
+        assert!(
+            s.outputs["tool_version"].as_str().unwrap_or_default().contains("barman-cloud-restore 3."),
+            "{}",
+            s.outputs
+        );
+        assert_eq!(s.outputs["marker"], true, "{id}");
+        assert!(s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1, "{id}: {}", s.outputs);
+    }
+
+    // A 0-byte WAL object where a segment after the backup was: never a pass.
+    let end_wal = c.sql("select pg_walfile_name(pg_current_wal_lsn())");
+    let objects = ok(
+        Command::new("python3").args([
+            "-c",
+            &format!(
+                "import boto3; s=boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='t', aws_secret_access_key='t', region_name='us-east-1')\n\
+                 print('\\n'.join(o['Key'] for o in s.list_objects_v2(Bucket='drill-bkt', Prefix='pg/demo/wals/')['Contents']))"
+            ),
+        ]),
+        "list WAL objects",
+    );
+    let mut wals: Vec<&str> = objects.lines().filter(|k| k.rsplit('/').next().is_some_and(|n| n.len() == 24)).collect();
+    wals.sort();
+    // The newest segment: it holds the last batch, which the end of the archive must reach.
+    let victim = *wals.last().unwrap_or_else(|| panic!("WAL objects: {objects} (now {end_wal})"));
+    put(moto.port, &format!("drill-bkt/{victim}"));
+    let mut run = shipped(&source, counts.latest);
+    for (k, v) in env {
+        run = run.env(k, v);
+    }
+    let ran = run.output();
+    assert_eq!(ran.code, Some(1), "a 0-byte WAL object must fail the verification:\n{}", ran.all());
+    assert!(ran.all().contains("wrong size"), "the server's own words about the empty segment:\n{}", ran.all());
+
+    // The backup marked FAILED in its backup.info (as barman-cloud leaves one that broke
+    // off): never a pass, and nothing is restored.
+    let backup_id = rj.step("latest").outputs["backup"].as_str().unwrap_or_default().to_string();
+    ok(
+        Command::new("python3").args([
+            "-c",
+            &format!(
+                "import boto3; s=boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='t', aws_secret_access_key='t', region_name='us-east-1')\n\
+                 k='pg/demo/base/{backup_id}/backup.info'\n\
+                 t=s.get_object(Bucket='drill-bkt', Key=k)['Body'].read().decode()\n\
+                 assert 'status=DONE' in t, t\n\
+                 s.put_object(Bucket='drill-bkt', Key=k, Body=t.replace('status=DONE', 'status=FAILED').encode())"
+            ),
+        ]),
+        "mark the backup FAILED",
+    );
+    let mut run = shipped(&source, counts.latest);
+    for (k, v) in env {
+        run = run.env(k, v);
+    }
+    let ran = run.output();
+    assert_eq!(ran.code, Some(1), "a backup marked FAILED must fail the verification:\n{}", ran.all());
+    assert!(ran.all().contains("FAILED"), "{}", ran.all());
+    assert!(!ran.all().contains("restored"), "nothing is restored from a FAILED backup:\n{}", ran.all());
+    drop(c);
+}
