@@ -27,6 +27,7 @@ pub mod ledger;
 pub mod listing;
 pub mod names;
 pub mod offsets;
+pub mod rekey;
 pub mod restore;
 pub mod retention;
 pub mod source;
@@ -190,6 +191,11 @@ pub struct Manifest {
     /// tablespaces), read in the dump's snapshot; absent in backups from before them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub globals: Option<crate::pg::globals::Globals>,
+    /// For encrypted backups: the fingerprint of the key they are written with
+    /// (`KeySource::fingerprint`, never the key), so an operator holding a keyring knows which
+    /// key a backup needs; absent in backups from before keyrings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<String>,
 }
 
 /// A manifest's MAC.
@@ -289,10 +295,10 @@ pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<M
     }
     let Some(key) = key else { return Ok(ManifestTrust::NoKey) };
     let kdf = header.kdf.clone().ok_or_else(|| failed("its backup's header names no key derivation".into()))?;
-    let k = key.derive_for(&kdf).map_err(|e| failed(format!("its backup: {e}")))?;
-    if header.key_check.as_deref() != Some(k.check().as_str()) {
-        return Err(Failure::from(archive::ArchiveError::WrongKey).context(backup.display()));
-    }
+    let (k, _) = key.unlock(&kdf, header.key_check.as_deref()).map_err(|e| match e {
+        archive::ArchiveError::BadHeader(e) => failed(format!("its backup: {e}")),
+        e => Failure::from(e).context(backup.display()),
+    })?;
     match &manifest.authentication {
         // The MAC's key comes from the archive key: only a key holder can make it hold, and
         // the nonce prefix in it ties it to this archive's header.
@@ -732,6 +738,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         stored_as,
         authentication: None,
         globals: Some(globals),
+        key_fingerprint: opts.key.as_ref().map(KeySource::fingerprint),
     };
     let (path, header) = match (&remote, uploading, &remote_rel, pending) {
         (Some(r), Some(up), Some(rel), _) => {
@@ -794,7 +801,10 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         crate::util::human_bytes(manifest.sizes.stored),
         crate::util::human_bytes(manifest.sizes.raw),
         started.elapsed().as_secs_f64(),
-        if manifest.cipher == "none" { "NOT encrypted" } else { "encrypted" },
+        match &manifest.key_fingerprint {
+            Some(fp) if manifest.cipher != "none" => format!("encrypted with key {fp}"),
+            _ => "NOT encrypted".to_string(),
+        },
         crate::util::human_bytes(peak_rss_kib().unwrap_or(0) * 1024),
     ));
     Ok(Created { path, manifest })

@@ -149,14 +149,24 @@ pub struct GroupDef {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSource {
-    /// An environment variable holding the value.
-    pub env: Option<String>,
+    /// An environment variable holding the value, or a list of them (a keyring: the first
+    /// set is the newest key, the others older ones, joined one per line).
+    pub env: Option<EnvNames>,
     /// A file holding the value (trailing newline trimmed).
     pub file: Option<String>,
     /// An optional secret that is not set renders as an empty string (for example the key of
     /// a verify run, which unencrypted backups do not need).
     #[serde(default)]
     pub optional: bool,
+}
+
+/// The variables of a secret's `env:`: one name, or a list whose set values are joined one
+/// per line (a keyring, newest first).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum EnvNames {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Budgets the whole run is held to.

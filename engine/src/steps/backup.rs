@@ -395,6 +395,10 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
         Some(m) => {
             if let Some(t) = checked.trust {
                 ctx.log(t.describe());
+                // The MAC held under the key that wrote the backup: the manifest names it.
+                if let (backup::ManifestTrust::Authenticated, Some(fp)) = (t, &m.key_fingerprint) {
+                    ctx.log(format!("read with key {fp}"));
+                }
                 let key_given = w.key.as_deref().is_some_and(|k| !k.is_empty());
                 backup::require_authenticated(&w.path, t, key_given, w.allow_unauthenticated)?;
             }

@@ -21,6 +21,7 @@ mod foreign_folders;
 mod gates;
 mod http_check;
 mod image;
+mod keyring;
 mod invalid_fixtures;
 mod notify;
 mod object_store;
