@@ -654,7 +654,11 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                     }
                     Ok(crate::backup::rekey::Rekeyed::Finished(new)) => {
                         moved += 1;
-                        outln!("{}: an interrupted rekey had published {}; the old file was removed", p.display(), new.display());
+                        outln!(
+                            "{}: an interrupted rekey had published {}; the old file was removed",
+                            p.display(),
+                            new.display()
+                        );
                     }
                     Ok(crate::backup::rekey::Rekeyed::NotEncrypted) => {
                         outln!("{}: not encrypted, no key to move from", p.display())
@@ -667,7 +671,10 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             }
             outln!("{moved} moved, {failed} failed, of {} backups", paths.len());
             if failed > 0 {
-                return Err(Error::new(crate::error::Class::Failed, format!("{failed} of {} backups were not moved to the new key", paths.len())));
+                return Err(Error::new(
+                    crate::error::Class::Failed,
+                    format!("{failed} of {} backups were not moved to the new key", paths.len()),
+                ));
             }
             Ok(ExitCode::Passed)
         }

@@ -402,10 +402,19 @@ pub fn authenticate_header<R: Read>(mut input: R, key: &KeySource) -> Result<(He
 /// and a header naming the new key. Returns the new header and what was written (`raw` is
 /// unknown here and left 0: the caller keeps the manifest's). A chunk that fails
 /// authentication stops it before its bytes are sealed again.
-pub fn reseal<R: Read, W: Write>(mut input: R, out: W, old: &KeySource, new: &Key) -> Result<(Header, W, Sizes), io::Error> {
+pub fn reseal<R: Read, W: Write>(
+    mut input: R,
+    out: W,
+    old: &KeySource,
+    new: &Key,
+) -> Result<(Header, W, Sizes), io::Error> {
     let (header, aad) = read_header(&mut input)?;
     if header.cipher != "aes-256-gcm" {
-        return Err(ArchiveError::BadHeader(format!("cipher `{}`: not encrypted, nothing to move to another key", header.cipher)).into());
+        return Err(ArchiveError::BadHeader(format!(
+            "cipher `{}`: not encrypted, nothing to move to another key",
+            header.cipher
+        ))
+        .into());
     }
     let kdf = header.kdf.clone().ok_or_else(|| ArchiveError::BadHeader("no kdf".into()))?;
     let (old_key, _) = old.unlock(&kdf, header.key_check.as_deref())?;

@@ -86,10 +86,12 @@ pub fn rekey(path: &Path, ring: &KeySource) -> Result<Rekeyed, Failure> {
     let staged = Staged::new(dir, ".rekey")?;
     let new_key = newest.derive_new().map_err(Failure::invalid)?;
     let file = staged.create_file().map_err(|e| Failure::environment(format!("staging in {}: {e}", dir.display())))?;
-    let (new_header, out, sizes) = archive::reseal(open(path)?, BufWriter::with_capacity(1 << 20, file), ring, &new_key)
-        .map_err(|e| match archive::archive_error(&e) {
-            Some(a) => Failure::from(a.clone()).context(&shown),
-            None => Failure::environment(format!("writing the new copy of {shown}: {e}")),
+    let (new_header, out, sizes) =
+        archive::reseal(open(path)?, BufWriter::with_capacity(1 << 20, file), ring, &new_key).map_err(|e| {
+            match archive::archive_error(&e) {
+                Some(a) => Failure::from(a.clone()).context(&shown),
+                None => Failure::environment(format!("writing the new copy of {shown}: {e}")),
+            }
         })?;
     let file = out.into_inner().map_err(|e| Failure::environment(format!("writing the new copy: {}", e.error())))?;
     file.sync_all().map_err(|e| Failure::environment(format!("writing the new copy: {e}")))?;
@@ -122,8 +124,10 @@ pub fn rekey(path: &Path, ring: &KeySource) -> Result<Rekeyed, Failure> {
     }
     let value = serde_json::to_value(&m).map_err(|e| Failure::environment(e.to_string()))?;
     let prefix = new_header.nonce_prefix.clone().unwrap_or_default();
-    m.authentication =
-        Some(ManifestAuth { alg: archive::MANIFEST_MAC.into(), mac: new_key.manifest_mac(&prefix, &manifest_bytes(value)) });
+    m.authentication = Some(ManifestAuth {
+        alg: archive::MANIFEST_MAC.into(),
+        mac: new_key.manifest_mac(&prefix, &manifest_bytes(value)),
+    });
     let json = serde_json::to_vec_pretty(&m).map_err(|e| Failure::environment(e.to_string()))?;
 
     // 4. Published without replacing anything, manifest first, then the old pair removed.

@@ -111,7 +111,9 @@ pub(super) fn load_secrets(
                 }
                 set.join("\n")
             }
-            (Some(EnvNames::One(var)), _) if src.optional && std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) => {
+            (Some(EnvNames::One(var)), _)
+                if src.optional && std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) =>
+            {
                 out.insert(name.clone(), Json::String(String::new()));
                 continue;
             }

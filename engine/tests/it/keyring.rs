@@ -81,8 +81,7 @@ async fn after_a_key_rotation_old_and_new_backups_verify_with_the_keyring_and_re
     // After it: B writes, A (in the second variable the runbooks read) is kept for reading.
     client.batch_execute("insert into marker values (201, 'after the rotation')").await.expect("insert");
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let second =
-        backup(&s.url(), &storage, &[(KEY_ENV, KEY_B), ("PGDRILL_BACKUP_KEY_PREVIOUS", KEY_A)]).expect(0);
+    let second = backup(&s.url(), &storage, &[(KEY_ENV, KEY_B), ("PGDRILL_BACKUP_KEY_PREVIOUS", KEY_A)]).expect(0);
     assert!(second.all().contains(&format!("encrypted with key {fp_b}")), "{}", second.all());
     let new = archives(&folder).into_iter().find(|p| *p != old).expect("the second backup");
     assert_eq!(manifest(&new)["key_fingerprint"], fp_b.as_str());
