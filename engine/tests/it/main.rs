@@ -20,6 +20,7 @@ mod fleet;
 mod foreign_folders;
 mod gates;
 mod http_check;
+mod http_tls;
 mod image;
 mod invalid_fixtures;
 mod keyring;

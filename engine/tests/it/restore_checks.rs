@@ -1,7 +1,8 @@
 //! The team's own smoke checks inside the operator restore (issue 40 item 5): a checks
 //! runbook given to restore.yaml (`--var checks=FILE`) runs against the restored database
 //! before the restore is declared done, and a failing check rolls the restore back: the
-//! marker row written after the backup is there again and the database is as before.
+//! marker row written after the backup is there again and the database is as before. The
+//! health checks are a list of HTTPS endpoints behind a private CA (issue 40 item 4).
 
 use crate::common::{self, fingerprint_of, scalar, snapshots, Run};
 
@@ -21,10 +22,23 @@ async fn a_failing_team_check_rolls_the_restore_back_and_the_marker_row_is_there
     common::exec(&shop, "insert into bookings (booked_at) values (now())").await;
     let before = fingerprint_of(&shop).await;
 
+    // The application's endpoints, behind a certificate of the team's own CA: all checked.
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("mkdir");
+    let Some(tls) = crate::http_tls::tls_endpoint(&certs, false) else { return };
+    let base = format!("https://127.0.0.1:{}", tls.port);
+
     let checks = common::root().join("fixtures/restore-checks/shop-smoke.yaml");
     let junit = dir.path().join("restore.xml");
-    let ran =
-        common::restore_shop(&s, &storage, KEY).var("checks", checks.display()).arg("--yes").junit(&junit).expect(1);
+    let report = dir.path().join("report");
+    let ran = common::restore_shop(&s, &storage, KEY)
+        .var("health_url", format!("{base}/api {base}/worker {base}/dashboard"))
+        .var("health_ca_file", tls.ca.display())
+        .var("checks", checks.display())
+        .report(&report)
+        .arg("--yes")
+        .junit(&junit)
+        .expect(1);
     let all = ran.all();
     let last = all.lines().last().unwrap_or_default();
     assert!(last.contains("step `team_checks` failed"), "{all}");
@@ -38,6 +52,11 @@ async fn a_failing_team_check_rolls_the_restore_back_and_the_marker_row_is_there
     assert_eq!(cases.status("customers"), "passed", "{all}");
     assert_eq!(cases.status("recent_bookings"), "failure", "{all}");
     assert_eq!(cases.status("rollback of drop: put_back"), "passed", "{all}");
+    assert_eq!(cases.status("smoke_http"), "passed", "{all}");
+    let health = ran.run_json().main().step("smoke_http").log.join("\n");
+    for path in ["/api", "/worker", "/dashboard"] {
+        assert!(health.contains(&format!("GET {base}{path} -> 200")), "{health}");
+    }
     // As before the restore: the marker row is back, and everything else too.
     assert_eq!(scalar(&shop, "select count(*) from bookings where booked_at > now() - interval '1 day'").await, "1");
     assert_eq!(fingerprint_of(&shop).await, before, "the database is not what it was before the restore");
