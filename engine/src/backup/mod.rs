@@ -448,6 +448,25 @@ pub(crate) struct StagedDump {
     pub(crate) offsets: Result<usize, String>,
 }
 
+/// Passes writes on, keeping the first `MAX_HEADER` + 13 bytes (an archive's magic, header
+/// length and header).
+struct HeadTee<W> {
+    inner: W,
+    head: Vec<u8>,
+}
+
+impl<W: Write> Write for HeadTee<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let room = (archive::MAX_HEADER as usize + 13).saturating_sub(self.head.len());
+        self.head.extend_from_slice(&buf[..n.min(room)]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Kills pg_dump if the backup is abandoned (error, cancellation).
 struct ChildGuard {
     pid: u32,
@@ -643,8 +662,8 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let mac_key = key.clone();
     let wopts = WriteOptions { codec: opts.codec, level: opts.level, threads: opts.threads, key };
     let cancel_flag = cancelled.clone();
-    let pipeline =
-        tokio::task::spawn_blocking(move || -> Result<(Option<self::layout::Pending>, Sizes, String), Failure> {
+    let pipeline = tokio::task::spawn_blocking(
+        move || -> Result<(Option<self::layout::Pending>, Sizes, String, Vec<u8>), Failure> {
             let (pending, sink) = match writer {
                 Some(w) => (None, Sink::Upload(w)),
                 None => {
@@ -655,7 +674,10 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
                     (Some(pending), Sink::File(file))
                 }
             };
-            let out = archive::HashWriter::new(BufWriter::with_capacity(1 << 20, sink));
+            // The archive's first bytes are kept: its header, for the manifest, without asking
+            // a store for what was just sent (an archive class would refuse the read).
+            let out =
+                HeadTee { inner: archive::HashWriter::new(BufWriter::with_capacity(1 << 20, sink)), head: Vec::new() };
             let written = match (stdout, stage_path) {
                 (Some(stdout), _) => match meter {
                     Some(m) => archive::write(crate::progress::Counted::new(stdout, m), out, &wopts),
@@ -679,12 +701,14 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
             if !status.success() || cancel_flag.load(Ordering::SeqCst) {
                 return Err(pg_dump_failed(status, &errors));
             }
+            let HeadTee { inner: hw, head } = hw;
             let (bw, sha, _) = hw.finish();
             let sink =
                 bw.into_inner().map_err(|e| Failure::environment(format!("writing the backup: {}", e.error())))?;
             sink.close().map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
-            Ok((pending, sizes, sha))
-        });
+            Ok((pending, sizes, sha, head))
+        },
+    );
 
     let fp = fingerprint::compute_with(&client, opts.fingerprint, Some(sequences)).await;
     // In the same snapshot: the roles and settings the dump's owners and grants name.
@@ -696,8 +720,8 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let _ = client.batch_execute("commit").await;
     let fingerprint = fp.map_err(|e| Failure::environment(format!("fingerprint: {}", crate::pg::describe(&e))));
     let globals = globals.map_err(|e| Failure::environment(format!("roles and settings: {}", crate::pg::describe(&e))));
-    let (pending, sizes, sha256, fingerprint, globals) = match (piped, fingerprint, globals) {
-        (Ok((p, s, h)), Ok(f), Ok(g)) => (p, s, h, f, g),
+    let (pending, sizes, sha256, head, fingerprint, globals) = match (piped, fingerprint, globals) {
+        (Ok((p, s, h, head)), Ok(f), Ok(g)) => (p, s, h, head, f, g),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             // Nothing under the final name: the upload's parts are dropped by the store. When
             // the upload failed first, its error is the cause (the writer only saw it stop).
@@ -742,26 +766,42 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     };
     let (path, header) = match (&remote, uploading, &remote_rel, pending) {
         (Some(r), Some(up), Some(rel), _) => {
-            let sent = up.finish().await.map_err(Failure::environment)?;
-            // What the store holds is what was written: size and sha256, read back.
-            let t = Instant::now();
-            let (back, size) = r.digest(rel).await.map_err(Failure::environment)?;
+            let (sent, etag) = up.finish_tagged().await.map_err(Failure::environment)?;
+            if r.archival_class().is_some() {
+                // Nothing in an archive class can be read back until it is restored: what the
+                // store says of the object (size, ETag) is compared with what was sent instead.
+                let checked =
+                    r.check_archived(rel, sizes.stored, &etag).await.and_then(|line| match sent == sizes.stored {
+                        true => Ok(line),
+                        false => Err(format!("{sent} bytes were sent, but the archive is {} bytes", sizes.stored)),
+                    });
+                match checked {
+                    Ok(line) => log(line),
+                    Err(e) => {
+                        let _ = r.delete(rel).await;
+                        return Err(Failure::environment(format!("{e}: the object was removed")));
+                    }
+                }
+            } else {
+                // What the store holds is what was written: size and sha256, read back.
+                let t = Instant::now();
+                let (back, size) = r.digest(rel).await.map_err(Failure::environment)?;
 
-            if size != sizes.stored || sent != sizes.stored || back != sha256 {
-                let _ = r.delete(rel).await;
-                return Err(Failure::environment(format!(
-                    "{} holds {size} bytes with sha256 {back}, but {} bytes with sha256 {sha256} were written: the object was removed",
-                    r.url_of(rel),
-                    sizes.stored
-                )));
+                if size != sizes.stored || sent != sizes.stored || back != sha256 {
+                    let _ = r.delete(rel).await;
+                    return Err(Failure::environment(format!(
+                        "{} holds {size} bytes with sha256 {back}, but {} bytes with sha256 {sha256} were written: the object was removed",
+                        r.url_of(rel),
+                        sizes.stored
+                    )));
+                }
+                log(format!(
+                    "read back {} from the store in {:.1} s: size and sha256 match what was written",
+                    crate::util::human_bytes(size),
+                    t.elapsed().as_secs_f64()
+                ));
             }
-            log(format!(
-                "read back {} from the store in {:.1} s: size and sha256 match what was written",
-                crate::util::human_bytes(size),
-                t.elapsed().as_secs_f64()
-            ));
-            let head = r.head_bytes(rel, u64::from(archive::MAX_HEADER) + 64).await.ok();
-            let header = head.and_then(|b| archive::read_header(&mut std::io::Cursor::new(b)).ok()).map(|(h, _)| h);
+            let header = archive::read_header(&mut std::io::Cursor::new(head)).ok().map(|(h, _)| h);
             (PathBuf::from(r.url_of(rel)), header)
         }
         (_, _, _, Some(pending)) => {

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod archival;
 mod backup_output;
 mod backups;
 mod catalogue;
