@@ -35,6 +35,32 @@ fn write_quietly(w: &mut dyn std::io::Write, text: &str) {
     let _ = w.write_all(text.as_bytes()).and_then(|_| w.flush());
 }
 
+/// A writer that remembers whether its reader went away (a broken pipe).
+struct PipeWatch<W> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W: std::io::Write> PipeWatch<W> {
+    fn seen<T>(&mut self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &r {
+            self.closed |= e.kind() == std::io::ErrorKind::BrokenPipe;
+        }
+        r
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for PipeWatch<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.seen(r)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.seen(r)
+    }
+}
+
 /// Prove PostgreSQL backups restore: runbooks as code, verification by restore, drills with
 /// measured RTO and RPO.
 #[derive(Debug, Parser)]
@@ -601,13 +627,22 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 }
             }
             let key = secret.as_deref().map(crate::archive::KeySource::from_secret);
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            let mut out = PipeWatch {
+                inner: std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()),
+                closed: false,
+            };
             let r = tokio::task::block_in_place(|| {
                 crate::backup::decrypt_to(&file, key.as_ref(), secret.as_deref(), &mut out)
             });
+            let flushed = std::io::Write::flush(&mut out);
+            // The reader stopped reading (`| head`, a pager quit): what it wanted it has, and
+            // there is no one to tell. Quiet, as `backups list | head` is.
+            if out.closed {
+                return Ok(ExitCode::Passed);
+            }
             // A damaged archive is a failed check (exit 1), with its class like any error.
             r?;
-            std::io::Write::flush(&mut out).map_err(|e| Error::environment(format!("writing stdout: {e}")))?;
+            flushed.map_err(|e| Error::environment(format!("writing stdout: {e}")))?;
             Ok(ExitCode::Passed)
         }
         Command::Rekey { files, storage, database, key_env, key_file } => {

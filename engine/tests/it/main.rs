@@ -35,6 +35,7 @@ mod retention;
 mod roles;
 mod runbook_language;
 mod secrets;
+mod small_items;
 mod sql_steps;
 mod tls;
 mod verify;
