@@ -57,3 +57,21 @@ fn decrypt_into_a_pipe_closed_early_ends_quietly() {
     assert_eq!(status.code(), Some(0), "{said}");
     assert_eq!(said, "", "nothing on stderr");
 }
+
+/// Regression: `storage.space` had no absolute threshold ("alert below 10 GB").
+#[test]
+fn storage_space_takes_an_absolute_min_free() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("space.yaml");
+    std::fs::write(
+        &file,
+        "name: space\nvars: { min_free: 1kB }\nsteps:\n  - id: space\n    uses: storage.space\n    with: { storage: \".\", min_free: \"{{ vars.min_free }}\" }\n",
+    )
+    .expect("runbook");
+    Run::new(&file).expect(0);
+    // More than any disk of this machine has: the step fails, naming what is needed.
+    let ran = Run::new(&file).var("min_free", "100000TB").expect(1);
+    assert!(ran.all().contains("is needed"), "{}", ran.all());
+    let ran = Run::new(&file).var("min_free", "10 furlongs").expect(2);
+    assert!(ran.all().contains("unknown unit `furlongs`"), "{}", ran.all());
+}
