@@ -75,3 +75,126 @@ fn storage_space_takes_an_absolute_min_free() {
     let ran = Run::new(&file).var("min_free", "10 furlongs").expect(2);
     assert!(ran.all().contains("unknown unit `furlongs`"), "{}", ran.all());
 }
+
+/// A little HTTP server that keeps every request's path and body.
+fn receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let mut r = BufReader::new(conn.try_clone().expect("clone"));
+            let mut first = String::new();
+            let _ = r.read_line(&mut first);
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            let path = first.split(' ').nth(1).unwrap_or_default().to_string();
+            g.lock().expect("lock").push((path, String::from_utf8_lossy(&body).into_owned()));
+            let mut c = conn;
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    (port, got)
+}
+
+/// Regression: the success email (and webhooks, Sentry) said "passed in 12.3 s" and nothing
+/// of the backup: its size, how long it took, how old it is, the objectives.
+#[tokio::test(flavor = "multi_thread")]
+async fn success_messages_carry_the_backup_s_size_duration_age_and_the_objectives() {
+    let smtp_ok = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import aiosmtpd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !common::require(smtp_ok, "python3-aiosmtpd (Debian package, ci/setup.sh)") {
+        return;
+    }
+    let Some(srv) = common::native_server("app").await else { return };
+    common::exec(&srv.url(), "create table t (id int primary key); insert into t select generate_series(1, 500)").await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (port, got) = receiver();
+    let smtp_port = common::free_port();
+    let maildir = dir.path().join("maildir");
+    let _smtp = common::Smtp(
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{smtp_port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("aiosmtpd"),
+    );
+    _smtp.wait_listening(smtp_port);
+    let notify = dir.path().join("notify.yaml");
+    std::fs::write(
+        &notify,
+        format!(
+            "notify:\n  - {{ name: hook, when: success, webhook: {{ url: http://127.0.0.1:{port}/json, format: json }} }}\n  - {{ name: chat, when: success, webhook: {{ url: http://127.0.0.1:{port}/slack, format: slack }} }}\n  - {{ name: sentry, when: success, sentry: {{ dsn: \"http://sentrykey@127.0.0.1:{port}/42\" }} }}\n  - {{ name: mail, when: success, email: {{ smtp: \"127.0.0.1:{smtp_port}\", tls: none, from: pgdrill@example.com, to: [ops@example.com] }} }}\n"
+        ),
+    )
+    .expect("notify");
+    let storage = dir.path().join("backups");
+    let key = "success-message passphrase";
+    Run::new("backup")
+        .arg("--notify")
+        .arg(&notify)
+        .var("database_url", srv.url())
+        .var("storage", storage.display())
+        .key(key)
+        .expect(0);
+    let sent = std::mem::take(&mut *got.lock().expect("lock"));
+    let body = |path: &str, sent: &[(String, String)]| {
+        sent.iter().find(|(p, _)| p.starts_with(path)).map(|(_, b)| b.clone()).unwrap_or_default()
+    };
+    let json: serde_json::Value = serde_json::from_str(&body("/json", &sent)).expect("json webhook");
+    let b = &json["backups"][0];
+    assert_eq!(b["role"], "written", "{json}");
+    assert!(b["size_bytes"].as_u64().is_some_and(|n| n > 0), "{json}");
+    assert!(b["duration_s"].as_f64().is_some(), "{json}");
+    assert!(b["path"].as_str().is_some_and(|p| p.ends_with(".dump.pgdrill")), "{json}");
+    let slack = body("/slack", &sent);
+    assert!(slack.contains("backup written: ") && slack.contains("written in"), "{slack}");
+    let sentry = body("/api/42/envelope", &sent);
+    assert!(sentry.contains("\"backups\"") && sentry.contains("\"size_bytes\""), "{sentry}");
+    let mails: Vec<_> = std::fs::read_dir(maildir.join("new")).expect("maildir").flatten().collect();
+    let mail = std::fs::read_to_string(mails[0].path()).expect("mail");
+    assert!(mail.contains("backup written: ") && mail.contains("written in"), "{mail}");
+
+    // A verify's messages: the backup it proved, how old it is, and the objectives.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    Run::new("verify")
+        .arg("--notify")
+        .arg(&notify)
+        .var("storage", storage.display())
+        .var("database", "app")
+        .var("provider", "native")
+        .var("rpo", "7d")
+        .key(key)
+        .expect(0);
+    let sent = std::mem::take(&mut *got.lock().expect("lock"));
+    let json: serde_json::Value = serde_json::from_str(&body("/json", &sent)).expect("json webhook");
+    let b = &json["backups"][0];
+    assert_eq!(b["role"], "picked", "{json}");
+    assert!(b["age_s"].as_f64().is_some_and(|a| a > 0.0), "{json}");
+    assert!(b["size_bytes"].as_u64().is_some_and(|n| n > 0), "{json}");
+    let objectives = json["objectives"].as_array().cloned().unwrap_or_default();
+    assert!(objectives.iter().any(|o| o["name"] == "RPO (backup age)" && o["target_s"].is_number()), "{json}");
+    let slack = body("/slack", &sent);
+    assert!(
+        slack.contains("backup picked: ") && slack.contains(" old") && slack.contains("RPO (backup age)"),
+        "{slack}"
+    );
+    let mails = std::fs::read_dir(maildir.join("new")).expect("maildir").count();
+    assert_eq!(mails, 2, "one mail per run");
+}
