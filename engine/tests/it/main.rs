@@ -27,6 +27,7 @@ mod invalid_fixtures;
 mod keyring;
 mod notify;
 mod object_store;
+mod offsite_all;
 mod restore;
 mod restore_checks;
 mod restore_journal;
