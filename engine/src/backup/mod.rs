@@ -567,6 +567,9 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         Some(k) => Some(k.derive_new().map_err(Failure::invalid)?),
         None => None,
     };
+    // Beside the derivation above (a passphrase's fingerprint is one more Argon2id): on the
+    // same thread, so its memory is the same arena's.
+    let key_fingerprint = opts.key.as_ref().map(KeySource::fingerprint);
 
     // One snapshot for pg_dump and the fingerprint.
     client.batch_execute("begin isolation level repeatable read read only").await.map_err(env_err)?;
@@ -762,7 +765,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         stored_as,
         authentication: None,
         globals: Some(globals),
-        key_fingerprint: opts.key.as_ref().map(KeySource::fingerprint),
+        key_fingerprint,
     };
     let (path, header) = match (&remote, uploading, &remote_rel, pending) {
         (Some(r), Some(up), Some(rel), _) => {

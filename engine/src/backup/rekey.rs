@@ -40,6 +40,8 @@ pub enum Rekeyed {
 pub fn rekey(path: &Path, ring: &KeySource) -> Result<Rekeyed, Failure> {
     let shown = path.display().to_string();
     let failed = |m: String| Failure::failed(format!("{shown}: {m}"));
+    // The staging of a rekey that was killed (its owner gone) is removed first.
+    crate::storage::reap(path.parent().unwrap_or(Path::new(".")));
     let manifest = Manifest::read(path)?;
     // Nothing in a manifest is carried over (and signed under the new key) unless its MAC
     // held under the old one: rekey must never launder an edited manifest.
@@ -65,6 +67,7 @@ pub fn rekey(path: &Path, ring: &KeySource) -> Result<Rekeyed, Failure> {
     })?;
     let newest = ring.writing();
     if std::ptr::eq(member, newest) {
+        remove_orphan_manifests(path, &manifest);
         return Ok(Rekeyed::Already(newest.fingerprint()));
     }
     if let Some(new) = interrupted_sibling(path, &manifest, newest)? {
@@ -96,6 +99,7 @@ pub fn rekey(path: &Path, ring: &KeySource) -> Result<Rekeyed, Failure> {
     let file = out.into_inner().map_err(|e| Failure::environment(format!("writing the new copy: {}", e.error())))?;
     file.sync_all().map_err(|e| Failure::environment(format!("writing the new copy: {e}")))?;
     drop(file);
+    stop_here("staged");
 
     // 3. Proved before anything is replaced: it opens under the new key alone and holds
     // exactly what the old one held.
@@ -132,6 +136,7 @@ pub fn rekey(path: &Path, ring: &KeySource) -> Result<Rekeyed, Failure> {
 
     // 4. Published without replacing anything, manifest first, then the old pair removed.
     let new_path = publish(path, &m, &staged, &json)?;
+    stop_here("published");
     remove_pair(path)?;
     Ok(Rekeyed::Moved { from: member.fingerprint(), to: newest.fingerprint(), path: new_path, plain_sha256: plain_sha })
 }
@@ -177,14 +182,25 @@ fn publish(old: &Path, m: &Manifest, staged: &Staged, json: &[u8]) -> Result<Pat
     for n in 0..1000 {
         let candidate = dir.join(if n == 0 { format!("{stem}.{ext}") } else { format!("{stem}-{n}.{ext}") });
         let mp = layout::manifest_path(&candidate);
-        if candidate.exists() || mp.exists() {
+        if candidate.exists() {
             continue;
+        }
+        // A manifest without its archive, of this same dump: what a rekey killed between
+        // the two left. It is this run's to replace.
+        if mp.exists() {
+            match Manifest::read(&candidate) {
+                Ok(o) if same_dump(&o, m) => std::fs::remove_file(&mp)
+                    .map_err(|e| env("removing a manifest left by an interrupted rekey", &e))?,
+                _ => continue,
+            }
         }
         match renameat2(AT_FDCWD, &staged_manifest, AT_FDCWD, &mp, RenameFlags::RENAME_NOREPLACE) {
             Ok(()) => {}
             Err(nix::errno::Errno::EEXIST) => continue,
             Err(e) => return Err(env("publishing the manifest", &e)),
         }
+        sync_dir()?;
+        stop_here("manifest");
         match renameat2(AT_FDCWD, &staged.0, AT_FDCWD, &candidate, RenameFlags::RENAME_NOREPLACE) {
             Ok(()) => {
                 sync_dir()?;
@@ -208,13 +224,46 @@ fn publish(old: &Path, m: &Manifest, staged: &Staged, json: &[u8]) -> Result<Pat
 /// removal made durable.
 fn remove_pair(path: &Path) -> Result<(), Failure> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    for p in [path.to_path_buf(), layout::manifest_path(path)] {
+    for (i, p) in [path.to_path_buf(), layout::manifest_path(path)].into_iter().enumerate() {
+        if i == 1 {
+            stop_here("removed");
+        }
         std::fs::remove_file(&p).map_err(|e| Failure::environment(format!("removing {}: {e}", p.display())))?;
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| Failure::environment(format!("syncing {}: {e}", dir.display())))?;
     }
     Ok(())
+}
+
+/// Whether two manifests describe the same dump (database, snapshot, start).
+fn same_dump(a: &Manifest, b: &Manifest) -> bool {
+    a.database == b.database && a.snapshot == b.snapshot && a.started_at == b.started_at
+}
+
+/// Manifests beside `path` of the same dump whose archive is gone: what a rekey killed after
+/// removing the old archive left. Removed; nothing else is touched.
+fn remove_orphan_manifests(path: &Path, manifest: &Manifest) {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(archive) = name.strip_suffix(".manifest.json").map(|a| dir.join(a)) else { continue };
+        if name.starts_with('.') || archive.exists() || archive == path {
+            continue;
+        }
+        if Manifest::read(&archive).is_ok_and(|o| same_dump(&o, manifest)) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// A kill -9 at a named point of a rekey, for the test that proves each leaves a whole
+/// backup (debug builds only): the process sends itself SIGKILL there.
+fn stop_here(point: &str) {
+    if cfg!(debug_assertions) && std::env::var("PGDRILL_REKEY_STOP").is_ok_and(|p| p == point) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
 }
 
 /// A backup beside `path` that is the same dump (database, snapshot and start) already under

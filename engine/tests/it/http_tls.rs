@@ -181,4 +181,15 @@ fn a_private_ca_and_client_certificate_endpoint_is_checked_as_curl_cacert_and_ce
     assert!(ran.stdout.contains(warning), "terminal: {}", ran.stdout);
     assert!(ran.junit().all_text().contains(warning), "junit");
     assert!(ran.run_json().main().step("health").log.iter().any(|l| l.starts_with(warning)), "run.json");
+    // The compliance report too: its JSON, Markdown and HTML.
+    let compliance = common::read_json(&report.join("report.json"));
+    let listed = compliance["warnings"].as_array().cloned().unwrap_or_default();
+    assert!(
+        listed.iter().any(|w| w["warning"].as_str().is_some_and(|t| t.starts_with("insecure: true"))),
+        "{compliance}"
+    );
+    for page in ["report.md", "report.html"] {
+        let text = std::fs::read_to_string(report.join(page)).expect(page);
+        assert!(text.contains("Warnings") && text.contains("is NOT verified"), "{page}: {text}");
+    }
 }

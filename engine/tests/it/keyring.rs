@@ -141,3 +141,64 @@ async fn after_a_key_rotation_old_and_new_backups_verify_with_the_keyring_and_re
     assert_eq!(archives(&folder), after, "the old copy removed, nothing else");
     assert!(!PathBuf::from(format!("{}.manifest.json", old.display())).exists());
 }
+
+/// Copy every file of `from` into `to` (one folder level, as a backup folder is).
+fn copy_folder(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read").flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        }
+    }
+}
+
+/// A rekey killed with SIGKILL at each point of its publishing (it sends itself the signal
+/// there, in debug builds, when PGDRILL_REKEY_STOP names the point) leaves the old backup whole or the new one whole, never
+/// a half-written file under a final name; the next rekey finishes, leaving one backup under
+/// the new key and nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rekey_killed_at_any_point_leaves_a_whole_backup_and_the_next_one_finishes() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(
+        &s.url(),
+        "create table marker (id int primary key); insert into marker select generate_series(1, 100)",
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let made = dir.path().join("made");
+    backup(&s.url(), &made, &[(KEY_ENV, KEY_A)]).expect(0);
+    let ring_text = format!("{KEY_B}\n{KEY_A}");
+    let ring = pgdrill::archive::KeySource::from_secret(&ring_text);
+    let newest = pgdrill::archive::KeySource::from_secret(KEY_B);
+    for point in ["staged", "manifest", "published", "removed"] {
+        let storage = dir.path().join(point);
+        let folder = storage.join("shop");
+        copy_folder(&made.join("shop"), &folder);
+        let killed =
+            Run::cli(["rekey", "--storage"]).arg(&storage).key(&ring_text).env("PGDRILL_REKEY_STOP", point).output();
+        assert_eq!(killed.code, None, "{point}: it was not killed there: {}", killed.all());
+        // Every archive under a final name that has its manifest is whole and opens.
+        let whole: Vec<PathBuf> = archives(&folder)
+            .into_iter()
+            .filter(|p| PathBuf::from(format!("{}.manifest.json", p.display())).exists())
+            .collect();
+        assert!(!whole.is_empty(), "{point}: neither the old nor the new backup is whole: {:?}", archives(&folder));
+        for p in &whole {
+            pgdrill::backup::check(p, Some(&ring))
+                .unwrap_or_else(|e| panic!("{point}: {} does not read: {e}", p.display()));
+        }
+        // The next rekey finishes the job: one backup, under the new key alone.
+        let again = Run::cli(["rekey", "--storage"]).arg(&storage).key(&ring_text).expect(0);
+        let left = archives(&folder);
+        assert_eq!(left.len(), 1, "{point}: {left:?}\n{}", again.all());
+        assert_eq!(manifest(&left[0])["key_fingerprint"], fingerprint(KEY_B).as_str(), "{point}");
+        pgdrill::backup::check(&left[0], Some(&newest)).unwrap_or_else(|e| panic!("{point}: {e}"));
+        let manifests = std::fs::read_dir(&folder)
+            .expect("folder")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".manifest.json"))
+            .count();
+        assert_eq!(manifests, 1, "{point}: a manifest was left without its backup");
+        assert!(common::staged_leftovers(&folder).is_empty(), "{point}: {:?}", common::staged_leftovers(&folder));
+    }
+}
