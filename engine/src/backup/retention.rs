@@ -58,15 +58,13 @@ fn year(t: &OffsetDateTime) -> (i32, u32) {
 /// The period a backup's name labels it with: a word `daily`, `weekly`, `monthly` or `yearly`
 /// (any case) between separators, as in `db_20261201_daily.sql.gz` or `db-weekly-1.dump`.
 pub fn label_of(name: &str) -> Option<&'static str> {
-    name.split(|c: char| !c.is_ascii_alphanumeric())
-        .filter_map(|w| match w.to_ascii_lowercase().as_str() {
-            "daily" => Some("daily"),
-            "weekly" => Some("weekly"),
-            "monthly" => Some("monthly"),
-            "yearly" => Some("yearly"),
-            _ => None,
-        })
-        .last()
+    name.rsplit(|c: char| !c.is_ascii_alphanumeric()).find_map(|w| match w.to_ascii_lowercase().as_str() {
+        "daily" => Some("daily"),
+        "weekly" => Some("weekly"),
+        "monthly" => Some("monthly"),
+        "yearly" => Some("yearly"),
+        _ => None,
+    })
 }
 
 /// Decide for every item (any order in, newest first out), as of now.

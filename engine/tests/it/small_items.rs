@@ -76,8 +76,11 @@ fn storage_space_takes_an_absolute_min_free() {
     assert!(ran.all().contains("unknown unit `furlongs`"), "{}", ran.all());
 }
 
+/// What the little HTTP server received: each request's path and body.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
 /// A little HTTP server that keeps every request's path and body.
-fn receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+fn receiver() -> (u16, Received) {
     use std::io::{BufRead, BufReader, Read, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = l.local_addr().expect("addr").port();
