@@ -414,6 +414,33 @@ pub fn describe(e: &object_store::Error) -> String {
     format!("{hint}{short}")
 }
 
+/// The ETag S3 gives the object `upload` makes of the file at `path`: the MD5 of the MD5s of
+/// its parts of `PART` bytes, and their count.
+fn multipart_etag(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let md5 = |b: &[u8]| openssl::hash::hash(openssl::hash::MessageDigest::md5(), b).map_err(std::io::Error::other);
+    let mut f = std::fs::File::open(path)?;
+    let mut part = vec![0u8; PART];
+    let mut md5s = Vec::new();
+    loop {
+        let mut got = 0;
+        while got < PART {
+            match f.read(&mut part[got..])? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        if got == 0 {
+            break;
+        }
+        md5s.extend_from_slice(&md5(&part[..got])?);
+        if got < PART {
+            break;
+        }
+    }
+    Ok(format!("{}-{}", crate::archive::hex(&md5(&md5s)?), md5s.len() / 16))
+}
+
 /// What a read of an object in an archive storage class is told.
 pub const ARCHIVED: &str = "the object is in an archive storage class (GLACIER, DEEP_ARCHIVE or Azure's Archive tier) and cannot be read until it is restored: restore it from the archive tier first (`aws s3api restore-object`, or set the blob's tier to Hot or Cool), then run again; nothing was judged";
 
@@ -1428,6 +1455,20 @@ impl super::Store for Remote {
 
     async fn delete(&self, key: &str) -> Result<(), String> {
         Remote::delete(self, key).await
+    }
+
+    fn archival_class(&self) -> Option<String> {
+        Remote::archival_class(self).map(str::to_string)
+    }
+
+    async fn check_archived(&self, key: &str, size: u64, source: &Path) -> Result<String, String> {
+        // The ETag S3 gives a multipart upload, from the file as `upload` cuts it into parts.
+        let p = source.to_path_buf();
+        let etag = tokio::task::spawn_blocking(move || multipart_etag(&p))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("reading {}: {e}", source.display()))?;
+        Remote::check_archived(self, key, size, &etag).await
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<(), String> {

@@ -1,7 +1,8 @@
 //! Archive storage classes on the S3-compatible server (issue 40 item 6): a backup uploaded
 //! with `storage_class=GLACIER` is checked from the store's metadata (size and the ETag the
-//! parts make) instead of a read-back that S3 refuses, says so, and stays; verify refuses it
-//! with "restore it from the archive tier first", never as a refused credential.
+//! parts make) instead of a read-back that S3 refuses, says so, and stays, and so is an
+//! offsite copy into that class; verify refuses it with "restore it from the archive tier
+//! first", never as a refused credential.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -57,6 +58,24 @@ async fn a_glacier_upload_is_checked_by_metadata_and_verify_asks_for_a_restore_f
     // The object stays, in the class asked for, with its manifest beside it.
     let listing = http(moto.port, "GET", "/cold?list-type=2&prefix=prod/shop/");
     assert!(listing.contains(".dump.pgdrill</Key>") && listing.contains(".manifest.json</Key>"), "{listing}");
+    assert!(listing.contains("<StorageClass>GLACIER</StorageClass>"), "{listing}");
+
+    // The offsite copy of a local backup into the archive class: checked the same way.
+    let dir = tempfile::tempdir().expect("tmp");
+    let local = dir.path().join("backups");
+    s3(Run::new("backup").var("database_url", srv.url()).var("storage", local.display()), moto.port).expect(0);
+    let ran = s3(
+        Run::new("offsite")
+            .var("storage", local.display())
+            .var("offsite", "s3://cold/off?storage_class=GLACIER")
+            .var("database", "shop"),
+        moto.port,
+    )
+    .expect(0);
+    let out = ran.all();
+    assert!(out.contains("stored in GLACIER, which cannot be read back until restored"), "{out}");
+    assert!(!out.contains("read back and matched"), "{out}");
+    let listing = http(moto.port, "GET", "/cold?list-type=2&prefix=off/shop/");
     assert!(listing.contains("<StorageClass>GLACIER</StorageClass>"), "{listing}");
 
     let ran = s3(
