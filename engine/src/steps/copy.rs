@@ -113,7 +113,7 @@ async fn copy_one(
             && to.read(&crate::backup::layout::manifest_key(&rel)).await.ok().as_deref() == Some(bytes.as_slice())
         {
             ctx.log(format!(
-                "{dest} is already there with the same manifest (sha256 {}; read back when it was copied): nothing copied",
+                "{dest} is already there with the same sha256 {} and the same manifest (read back when it was copied, not read again): nothing copied",
                 m.sha256
             ));
             return Ok(CopyOutputs { path: dest, sha256: m.sha256.clone(), size: m.sizes.stored, copied: false });

@@ -202,3 +202,20 @@ async fn a_rekey_killed_at_any_point_leaves_a_whole_backup_and_the_next_one_fini
         assert!(common::staged_leftovers(&folder).is_empty(), "{point}: {:?}", common::staged_leftovers(&folder));
     }
 }
+
+/// `pgdrill doctor` names a keyring's keys by fingerprint, the writing one first, never by value.
+#[test]
+fn doctor_names_a_keyring_s_keys_by_fingerprint_never_by_value() {
+    let ran = Run::cli(["doctor"]).key(&format!("{KEY_B}\n{KEY_A}")).env_remove("PGDRILL_STORAGE").output();
+    let all = ran.all();
+    let line = all.lines().find(|l| l.contains("backup key (PGDRILL_BACKUP_KEY)")).unwrap_or_default();
+    assert!(line.starts_with("ok"), "{all}");
+    let (b, a) = (fingerprint(KEY_B), fingerprint(KEY_A));
+    assert!(
+        line.contains(&format!(
+            "a keyring of 2 keys; new backups are written with key {b}, older ones also read with {a}"
+        )),
+        "{all}"
+    );
+    assert!(!all.contains(KEY_A) && !all.contains(KEY_B), "a key was printed: {all}");
+}

@@ -66,5 +66,9 @@ async fn offsite_copies_every_backup_not_there_yet_and_a_second_run_resumes_a_st
     assert_eq!(copy.outputs["copied"], 1, "only the missing one: {}", ran.all());
     assert_eq!(copy.outputs["present"], 2, "{}", ran.all());
     assert_eq!(files(&to), source, "complete again, the missing manifest written");
-    assert!(copy.log.iter().any(|l| l.contains("already there with the same manifest")), "{:?}", copy.log);
+    assert!(
+        copy.log.iter().any(|l| l.contains("and the same manifest (read back when it was copied, not read again)")),
+        "{:?}",
+        copy.log
+    );
 }
