@@ -201,3 +201,52 @@ async fn success_messages_carry_the_backup_s_size_duration_age_and_the_objective
     let mails = std::fs::read_dir(maildir.join("new")).expect("maildir").count();
     assert_eq!(mails, 2, "one mail per run");
 }
+
+/// Regression: GFS ignored `_daily/_weekly/_monthly` in names. A team's folder, its files
+/// made by its own command (`pg_dump | gzip`, named by tier), pruned with 3 daily, 2 weekly
+/// and 1 monthly: each tier keeps its own newest files, a weekly never counts as a day.
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_keeps_each_labelled_tier_on_its_own_terms() {
+    let Some(s) = common::native_server("erp").await else { return };
+    common::exec(&s.url(), "create table ledger (id int primary key); insert into ledger values (1)").await;
+    let dump = Command::new("sh")
+        .arg("-c")
+        .arg("pg_dump -d \"$U\" | gzip")
+        .env("U", s.url())
+        .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
+        .output()
+        .expect("pg_dump");
+    assert!(dump.status.success() && dump.stdout.len() > 100, "{}", common::text(&dump.stderr));
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut names = Vec::new();
+    // Dailies on 1-10 January, weeklies on the Sundays (4 and 11), a monthly on the 1st.
+    for d in 1..=10 {
+        names.push(format!("erp_202601{d:02}_020000_daily.sql.gz"));
+    }
+    names.extend(["erp_20260104_030000_weekly.sql.gz".into(), "erp_20260111_030000_weekly.sql.gz".into()]);
+    names.extend(["erp_20251201_040000_monthly.sql.gz".into(), "erp_20260101_040000_monthly.sql.gz".into()]);
+    for n in &names {
+        std::fs::write(dir.path().join(n), &dump.stdout).expect("write");
+    }
+    let ran = Run::new("prune")
+        .var("storage", dir.path().display())
+        .var("database", "erp")
+        .var("keep_daily", 3)
+        .var("keep_weekly", 2)
+        .var("keep_monthly", 1)
+        .expect(0);
+    let out = ran.all();
+    let kept = |n: &str| out.lines().any(|l| l.contains(&format!("keep   {n} (")));
+    for n in
+        ["erp_20260110_020000_daily.sql.gz", "erp_20260109_020000_daily.sql.gz", "erp_20260108_020000_daily.sql.gz"]
+    {
+        assert!(kept(n), "{n}: {out}");
+    }
+    assert!(!kept("erp_20260107_020000_daily.sql.gz"), "only three days: {out}");
+    for n in ["erp_20260111_030000_weekly.sql.gz", "erp_20260104_030000_weekly.sql.gz"] {
+        assert!(kept(n), "{n}: {out}");
+    }
+    assert!(out.contains("erp_20260111_030000_weekly.sql.gz (kept: weekly 1/2 (labelled in its name)"), "{out}");
+    assert!(kept("erp_20260101_040000_monthly.sql.gz") && !kept("erp_20251201_040000_monthly.sql.gz"), "{out}");
+    assert!(out.contains("would delete erp_20251201_040000_monthly.sql.gz"), "{out}");
+}
