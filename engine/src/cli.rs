@@ -433,13 +433,20 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                     Some(r)
                 }
             };
-            // `--rto` is the drill's recovery objective, measured from the disaster; only a
-            // runbook that measures none takes it as its run's budget.
-            let measures_rto = rb.all_steps().any(|s| steps::find(&s.uses).is_some_and(|k| k.measures_rto));
-            let rto_objective = rto.filter(|_| measures_rto);
-            if let Some(r) = rto.filter(|_| !measures_rto) {
-                rb.targets.rto = Some(r);
-            }
+            // `--rto` means one thing: the recovery objective of the runbook's `drill.rto`
+            // steps, measured from the disaster. A runbook that measures no recovery time
+            // refuses it rather than quietly taking it as its wall-clock budget (`--budget`).
+            let rto_objective = match rto {
+                Some(r) if !crate::fleet::run::measures_rto(&rb) => {
+                    return Err(Error::invalid(format!(
+                        "--rto {}: runbook {} measures no recovery time (it has no drill.rto step), so it has no recovery objective to set; its whole run's wall-clock budget is --budget {}",
+                        humantime::format_duration(r),
+                        rb.name,
+                        humantime::format_duration(r)
+                    )));
+                }
+                r => r,
+            };
             if budget.is_some() {
                 rb.targets.rto = budget;
             }

@@ -11,6 +11,13 @@
 //! fsynced, renamed without replacing anything (two backups in the same millisecond get
 //! distinct names), and the directory is fsynced. A write that is not committed (error,
 //! Ctrl-C, panic) removes its temp file on drop.
+//!
+//! Publication is two writes, in this order: the archive under its final name (a rename
+//! here, a completed multipart upload in an object store), then its manifest. The manifest
+//! is the commit marker: an archive without one is unfinished (`LocalStore::unfinished`),
+//! never listed nor picked as a backup, and `retention.prune` removes it once it is older
+//! than `abandoned_uploads_after`. A kill -9 at any instant thus leaves a complete backup or
+//! debris that prune names, never a half-written backup that looks like one.
 
 use std::fs::{self, File};
 use std::io;
@@ -111,10 +118,23 @@ impl LocalStore {
         Ok(Pending { file: Some(file), tmp, private, dir, stem: stamp.to_string(), ext: ext.to_string() })
     }
 
-    /// Backups of `database` (or of every database), newest first. Files without a manifest
-    /// are listed too: `backup.check` reports them.
+    /// Backups of `database` (or of every database), newest first. A pgdrill archive without
+    /// its manifest is not one (see `unfinished`); one whose manifest cannot be read is
+    /// listed, and `backup.check` reports it.
     pub fn list(&self, database: Option<&str>) -> io::Result<Vec<Entry>> {
         self.list_with(database, None)
+    }
+
+    /// pgdrill archives of `database` (or of every database) with no manifest beside them,
+    /// newest first: a backup is published in two steps (its archive, then its manifest as
+    /// the commit marker), so one a killed pgdrill left half-published, or one still being
+    /// written, is this. Never a backup to pick; prune removes them once old enough (their
+    /// `made` here is the archive's modification time: when its upload completed, not when
+    /// its dump started).
+    pub fn unfinished(&self, database: Option<&str>) -> io::Result<Vec<Entry>> {
+        let (_, mut out) = self.scan(database, None)?;
+        out.retain(|e| database.is_none_or(|d| e.database == d));
+        Ok(out)
     }
 
     /// As `list`, with other tools' files too: in the root and one level of folders (per
@@ -122,10 +142,16 @@ impl LocalStore {
     /// by the default naming rules (`names`). A directory dump (`toc.dat`) is one entry;
     /// symlinks (`auth_db_LATEST.sql.gz`) are pointers to backups, never backups.
     pub fn list_with(&self, database: Option<&str>, pattern: Option<&NamePattern>) -> io::Result<Vec<Entry>> {
+        Ok(self.scan(database, pattern)?.0)
+    }
+
+    /// The backups `list_with` returns, and every unfinished archive (`unfinished`).
+    fn scan(&self, database: Option<&str>, pattern: Option<&NamePattern>) -> io::Result<(Vec<Entry>, Vec<Entry>)> {
         let mut all = Vec::new();
+        let mut unfinished = Vec::new();
         let root = match fs::read_dir(&self.root) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(all),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((all, unfinished)),
             Err(e) => return Err(e),
         };
         let mut folders = Vec::new();
@@ -157,6 +183,21 @@ impl LocalStore {
                 }
                 let path = e.path();
                 if name.ends_with(".pgdrill") && ft.is_file() {
+                    let manifest = manifest_path(&path);
+                    if fs::symlink_metadata(&manifest).is_err() {
+                        // Not committed: its manifest, written last, is missing.
+                        unfinished.push(Entry {
+                            database: folder_db.clone(),
+                            manifest,
+                            made: mtime(&path),
+                            name,
+                            path,
+                            foreign: false,
+                            made_from: MadeFrom::Mtime,
+                            database_assumed: false,
+                        });
+                        continue;
+                    }
                     let (made, made_from) = match names::pgdrill_stamp(&name) {
                         Some(t) => (t, MadeFrom::Name),
                         None => (mtime(&path), MadeFrom::Mtime),
@@ -198,7 +239,8 @@ impl LocalStore {
             }
         };
         out.sort_by(|a, b| b.made.cmp(&a.made).then(b.name.cmp(&a.name)).then(a.database.cmp(&b.database)));
-        Ok(out)
+        unfinished.sort_by(|a, b| b.made.cmp(&a.made).then(b.name.cmp(&a.name)));
+        Ok((out, unfinished))
     }
 }
 
@@ -335,7 +377,36 @@ mod tests {
         assert_eq!(fs::read(&pa).expect("read"), b"one");
         assert_eq!(fs::read(&pb).expect("read"), b"two");
         assert_eq!(fs::metadata(&pa).expect("meta").permissions().mode() & 0o777, 0o600);
+        // Their manifests, the commit markers, are not written yet: not backups.
+        assert_eq!(store.list(Some("app")).expect("list").len(), 0);
+        assert_eq!(store.unfinished(Some("app")).expect("unfinished").len(), 2);
+        for p in [&pa, &pb] {
+            crate::storage::write_small(&manifest_path(p), b"{}").expect("manifest");
+        }
         assert_eq!(store.list(Some("app")).expect("list").len(), 2);
+        assert!(store.unfinished(None).expect("unfinished").is_empty());
+    }
+
+    /// Issue 35, case 4: an archive whose manifest was never written (pgdrill killed between
+    /// the two) was listed as a backup (a `?` row) and could be taken as the latest. It is
+    /// unfinished: never listed, found by `unfinished` with its own time, not its name's.
+    #[test]
+    fn an_archive_whose_manifest_was_never_written_is_unfinished_never_a_backup() {
+        let t = tempfile::tempdir().expect("tmp");
+        let store = LocalStore::new(t.path());
+        let dir = store.folder("app");
+        fs::create_dir_all(&dir).expect("dir");
+        fs::write(dir.join("20261120T000000.000Z.dump.pgdrill"), b"old").expect("write");
+        crate::storage::write_small(&dir.join("20261120T000000.000Z.dump.pgdrill.manifest.json"), b"{}").expect("m");
+        fs::write(dir.join("20261121T000000.000Z.dump.pgdrill"), b"orphan").expect("write");
+        let listed: Vec<String> = store.list(Some("app")).expect("list").into_iter().map(|e| e.name).collect();
+        assert_eq!(listed, ["20261120T000000.000Z.dump.pgdrill"]);
+        let left = store.unfinished(Some("app")).expect("unfinished");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].name, "20261121T000000.000Z.dump.pgdrill");
+        assert_eq!(left[0].made_from, MadeFrom::Mtime);
+        assert!(OffsetDateTime::now_utc() - left[0].made < time::Duration::minutes(5), "its mtime, not its name");
+        assert!(store.unfinished(Some("other")).expect("unfinished").is_empty());
     }
 
     #[test]

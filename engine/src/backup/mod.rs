@@ -196,6 +196,79 @@ pub struct Manifest {
     /// key a backup needs; absent in backups from before keyrings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_fingerprint: Option<String>,
+    /// What CREATE DATABASE gave the source database (encoding, locale, provider), read in
+    /// the dump's snapshot: verify creates its throwaway database with them, so an ICU
+    /// database is verified under its own collation. Absent in backups from before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_properties: Option<DatabaseProperties>,
+}
+
+/// A database's CREATE DATABASE properties, as pg_database holds them. Empty fields are
+/// what the server does not have (a provider before 15, ICU rules before 16). The names
+/// are those `database.create`'s `properties` reads (with `encoding`, `lc_collate` and
+/// `lc_ctype` as its own fields), so a step hands them on as they are; the source's
+/// collation version is kept apart (`source_collation_version`): a throwaway server's
+/// library has its own, and claiming the source's would hide a difference.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseProperties {
+    pub encoding: String,
+    pub lc_collate: String,
+    pub lc_ctype: String,
+    /// `libc`, `icu` or `builtin`; empty before PostgreSQL 15.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub locale_provider: String,
+    /// The ICU (or builtin) locale.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub locale: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub icu_rules: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source_collation_version: String,
+}
+
+impl DatabaseProperties {
+    /// The current database's, read as a JSON row so one query serves every major (columns
+    /// appear and are renamed between them).
+    pub async fn capture(client: &tokio_postgres::Client) -> Result<DatabaseProperties, tokio_postgres::Error> {
+        let row = client
+            .query_one(
+                "select to_jsonb(d)::text, pg_encoding_to_char(d.encoding)::text from pg_database d \
+                 where d.datname = current_database()",
+                &[],
+            )
+            .await?;
+        let d: serde_json::Value = serde_json::from_str(&row.get::<_, String>(0)).unwrap_or_default();
+        let text = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let locale_provider = match text("datlocprovider").as_str() {
+            "i" => "icu",
+            "b" => "builtin",
+            "c" => "libc",
+            _ => "",
+        };
+        let locale = match text("datlocale") {
+            l if l.is_empty() => text("daticulocale"),
+            l => l,
+        };
+        Ok(DatabaseProperties {
+            encoding: row.get(1),
+            lc_collate: text("datcollate"),
+            lc_ctype: text("datctype"),
+            locale_provider: locale_provider.into(),
+            locale,
+            icu_rules: text("daticurules"),
+            source_collation_version: text("datcollversion"),
+        })
+    }
+
+    /// One line for a log: `UTF8, icu de-DE (lc_collate C, lc_ctype C)`.
+    pub fn summary(&self) -> String {
+        let provider = match (self.locale_provider.as_str(), self.locale.as_str()) {
+            ("", _) => String::new(),
+            (p, "") => format!(", {p}"),
+            (p, l) => format!(", {p} {l}"),
+        };
+        format!("{}{provider} (lc_collate {}, lc_ctype {})", self.encoding, self.lc_collate, self.lc_ctype)
+    }
 }
 
 /// A manifest's MAC.
@@ -716,6 +789,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let fp = fingerprint::compute_with(&client, opts.fingerprint, Some(sequences)).await;
     // In the same snapshot: the roles and settings the dump's owners and grants name.
     let globals = crate::pg::globals::capture(&client).await;
+    let properties = DatabaseProperties::capture(&client).await;
     let piped = pipeline.await.map_err(|e| Failure::environment(format!("backup pipeline: {e}")))?;
     drop(stage);
     done.store(true, Ordering::SeqCst);
@@ -739,6 +813,19 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         }
     };
 
+    let database_properties = match properties {
+        Ok(p) => {
+            log(format!("database properties: {}", p.summary()));
+            Some(p)
+        }
+        Err(e) => {
+            log(format!(
+                "warning: the database's encoding and locale could not be read ({}): verify will use its server's defaults",
+                crate::pg::describe(&e)
+            ));
+            None
+        }
+    };
     let (globals, left_out) = crate::pg::globals::keep(globals, mac_key.as_ref());
     log(format!("globals: {}", globals.summary()));
     if let Some(why) = left_out {
@@ -766,10 +853,12 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         authentication: None,
         globals: Some(globals),
         key_fingerprint,
+        database_properties,
     };
     let (path, header) = match (&remote, uploading, &remote_rel, pending) {
         (Some(r), Some(up), Some(rel), _) => {
             let (sent, etag) = up.finish_tagged().await.map_err(Failure::environment)?;
+            crate::util::test_pause("backup-uploaded");
             if r.archival_class().is_some() {
                 // Nothing in an archive class can be read back until it is restored: what the
                 // store says of the object (size, ETag) is compared with what was sent instead.
@@ -804,12 +893,14 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
                     t.elapsed().as_secs_f64()
                 ));
             }
+            crate::util::test_pause("backup-read-back");
             let header = archive::read_header(&mut std::io::Cursor::new(head)).ok().map(|(h, _)| h);
             (PathBuf::from(r.url_of(rel)), header)
         }
         (_, _, _, Some(pending)) => {
             let path = tokio::task::block_in_place(|| pending.commit())
                 .map_err(|e| Failure::environment(format!("publishing the backup: {e}")))?;
+            crate::util::test_pause("backup-uploaded");
             let header = read_header_of(&path);
             (path, header)
         }
@@ -836,6 +927,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         let _ = std::fs::remove_file(&path);
         return Err(Failure::environment(format!("writing the manifest: {e}")));
     }
+    crate::util::test_pause("backup-committed");
     // Where it went and what it cost, in the units people read.
     let ratio = if manifest.sizes.stored > 0 { manifest.sizes.raw as f64 / manifest.sizes.stored as f64 } else { 0.0 };
     log(format!(

@@ -77,6 +77,23 @@ pub fn targets<'a>(fleet: &'a Fleet, rb: &Runbook, o: &Options) -> Result<Vec<&'
     Ok(ts)
 }
 
+/// Whether `rb` measures a recovery time (a `drill.rto` step), so `run --rto` sets its
+/// objective; any other runbook refuses `--rto`.
+pub fn measures_rto(rb: &Runbook) -> bool {
+    rb.all_steps().any(|s| crate::steps::find(&s.uses).is_some_and(|k| k.measures_rto))
+}
+
+/// How a target's `rto` reaches its run: the drill's recovery objective (`--rto`) when the
+/// runbook measures one, else the time the whole run may take (`--budget`), which for a
+/// verify or a restore is its time to a verified copy.
+fn rto_flag(rb: &Runbook) -> &'static str {
+    if measures_rto(rb) {
+        "--rto"
+    } else {
+        "--budget"
+    }
+}
+
 /// Secrets a target's run needs that are not in the environment.
 fn missing_secrets(t: &Target) -> Vec<&str> {
     [t.password_env.as_deref(), t.key_env.as_deref()]
@@ -103,7 +120,7 @@ pub fn plan(fleet: &Fleet, o: &Options) -> Result<String, Error> {
         out.push_str(&format!("\n{}\n", t.id));
         out.push_str(&format!("  pgdrill run {reference}"));
         if let Some(r) = &t.rto {
-            out.push_str(&format!(" --rto {r}"));
+            out.push_str(&format!(" {} {r}", rto_flag(&rb)));
         }
         out.push('\n');
         for (k, v) in vars_for(&rb, t, schedule, &o.vars) {
@@ -209,6 +226,7 @@ fn reap_scratch() {
 
 pub async fn run(fleet: &Fleet, o: &Options, cancel: CancellationToken) -> Result<ExitCode, Error> {
     let (rb, reference) = runbook(fleet, &o.runbook)?;
+    let rto_flag = rto_flag(&rb);
     let ts: Vec<Target> = targets(fleet, &rb, o)?.into_iter().cloned().collect();
     if ts.is_empty() {
         println!("fleet {}: no target selected, nothing to do", fleet.file.display());
@@ -314,7 +332,7 @@ pub async fn run(fleet: &Fleet, o: &Options, cancel: CancellationToken) -> Resul
             cmd.arg("run").arg(&reference).arg("--quiet");
             cmd.arg("--report").arg(&dir).arg("--junit").arg(dir.join("junit.xml"));
             if let Some(r) = &t.rto {
-                cmd.arg("--rto").arg(r);
+                cmd.arg(rto_flag).arg(r);
             }
             if yes {
                 cmd.arg("--yes");

@@ -353,14 +353,29 @@ pub async fn apply(
     verifiers: &BTreeMap<String, String>,
     database_settings: bool,
 ) -> Result<Applied, String> {
-    let describe = |sql: &str, e: tokio_postgres::Error| {
-        // A verifier never reaches a message.
-        let shown = match sql.find(" password '") {
-            Some(i) => format!("{} password ...", &sql[..i]),
-            None => sql.to_string(),
-        };
-        format!("`{shown}`: {}", super::describe(&e))
+    let mut out = apply_roles(client, g, verifiers).await?;
+    apply_database(client, database, g, database_settings, &mut out).await?;
+    Ok(out)
+}
+
+/// A verifier never reaches a message.
+fn describe_sql(sql: &str, e: tokio_postgres::Error) -> String {
+    let shown = match sql.find(" password '") {
+        Some(i) => format!("{} password ...", &sql[..i]),
+        None => sql.to_string(),
     };
+    format!("`{shown}`: {}", super::describe(&e))
+}
+
+/// The roles part of `apply` alone: the roles the server lacks, with their memberships and
+/// role settings; nothing of any database (an operator restore keeps the target's own owner
+/// and settings, and may run this connected to the maintenance database).
+pub async fn apply_roles(
+    client: &Client,
+    g: &Globals,
+    verifiers: &BTreeMap<String, String>,
+) -> Result<Applied, String> {
+    let describe = describe_sql;
     let target_major = major(client).await.map_err(|e| super::describe(&e))?;
     let existing: Vec<String> = client
         .query("select rolname::text from pg_roles", &[])
@@ -407,6 +422,18 @@ pub async fn apply(
             out.notes.push(describe(&sql, e));
         }
     }
+    Ok(out)
+}
+
+/// The database part of `apply`: its owner and settings, and the tablespaces it used, named.
+async fn apply_database(
+    client: &Client,
+    database: &str,
+    g: &Globals,
+    database_settings: bool,
+    out: &mut Applied,
+) -> Result<(), String> {
+    let describe = describe_sql;
     let sql = format!("alter database {} owner to {}", quote_ident(database), quote_ident(&g.database.owner));
     client.batch_execute(&sql).await.map_err(|e| describe(&sql, e))?;
     // Settings the target has already (an earlier run, a template) are replaced.
@@ -447,7 +474,7 @@ pub async fn apply(
             ));
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// What bringing `g` to a server would do, before anything changes: the roles it lacks,

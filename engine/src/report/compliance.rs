@@ -228,6 +228,7 @@ pub fn markdown_text(s: &str) -> String {
                 out.push(c);
             }
             c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if crate::util::is_bidi_control(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
             c => out.push(c),
         }
     }

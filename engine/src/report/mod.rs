@@ -101,6 +101,9 @@ pub fn xml_text(s: &str) -> String {
     for c in s.chars() {
         if bad(c) {
             out.push_str(&format!("\\x{:02x}", c as u32));
+        } else if crate::util::is_bidi_control(c) {
+            // Valid XML, but it reorders what a reader of the report or the CI page sees.
+            out.push_str(&format!("\\u{{{:04x}}}", c as u32));
         } else {
             out.push(c);
         }

@@ -297,14 +297,21 @@ fn push_body(f: &Facts) -> String {
 }
 
 fn text_of(f: &Facts) -> String {
-    text_with(f, &|s| s.to_string())
+    text_with(f, &one_line)
+}
+
+/// A value from data (a name, a message) inside a text message whose lines are pgdrill's:
+/// a line break in it would forge a line of its own (a "passed" line in an alert email), so
+/// it is shown as the terminal shows it (`util::one_line`).
+fn one_line(s: &str) -> String {
+    crate::util::one_line(s).into_owned()
 }
 
 /// Slack's mrkdwn reads `<...>` as a link or a mention (`<!channel>`, `<https://x|text>`) and
 /// `&` as the start of an entity: names and messages come from data, so those three are
-/// escaped as Slack asks.
+/// escaped as Slack asks (after `one_line`).
 fn slack_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    one_line(s).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 fn text_with(f: &Facts, esc: &dyn Fn(&str) -> String) -> String {

@@ -66,25 +66,11 @@ impl Terminal {
     }
 }
 
-/// Text from data (names, messages, logs) on one terminal line: every control character,
-/// newlines and carriage returns too, is shown escaped (`\n`, `\x1b`), so a name holding a
-/// newline cannot print a line that looks like another event, and ESC cannot act on the
-/// terminal.
+/// Text from data (names, messages, logs) on one terminal line (see `util::one_line`): a
+/// name holding a newline cannot print a line that looks like another event, and ESC cannot
+/// act on the terminal.
 fn visible(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(|c| c.is_control() && c != '\t') {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push(c),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(out)
+    crate::util::one_line(s)
 }
 
 fn secs(d: Duration) -> String {

@@ -552,6 +552,7 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
     let mut entries = LocalStore::new(&storage)
         .list_with(w.database.as_deref(), pattern.as_ref())
         .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.display())))?;
+    let unfinished = say_unfinished(&ctx, &storage, w.database.as_deref());
     // Dated in the future (a skewed clock): never the latest in silence, as in backup.pick.
     entries.retain(|e| match backup::dated_ahead(e.made) {
         Some(s) => {
@@ -587,10 +588,32 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
         return Ok(LatestOutputs::Pgdrill(LatestBackup::described(&e.path, &m, age)));
     }
     Err(StepError::failed(format!(
-        "no backup{} in {}",
+        "no backup{} in {}{unfinished}",
         w.database.as_deref().map(|d| format!(" of `{d}`")).unwrap_or_default(),
         crate::storage::remote::display(&storage)
     )))
+}
+
+/// Name each archive left without its manifest (the commit marker): never taken as a
+/// backup, and the operator should know why the newest file in the folder was passed over.
+/// Returns what to add to a "no backup" error: the unfinished ones, named.
+pub(super) fn say_unfinished(ctx: &StepCtx, storage: &std::path::Path, database: Option<&str>) -> String {
+    let left = LocalStore::new(storage).unfinished(database).unwrap_or_default();
+    for e in &left {
+        ctx.log(format!(
+            "not taking {}: unfinished, its manifest (written last) is missing: a backup killed before it finished, or one still finishing; retention.prune removes it",
+            crate::storage::remote::display(&e.path)
+        ));
+    }
+    if left.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = left.iter().map(|e| crate::storage::remote::display(&e.path)).collect();
+    format!(
+        "; not taken: {} unfinished (no manifest, the commit marker written last): {}",
+        left.len(),
+        names.join(", ")
+    )
 }
 
 #[cfg(test)]

@@ -274,6 +274,43 @@ async fn create_database(client: &Client, database: &str, shape: &Shape, oid: Op
         .map_err(|e| StepError::failed(format!("creating database `{database}`: {}", crate::pg::describe(&e))))
 }
 
+/// The locales of `src` the server of `client` lacks, each named: a libc locale is tried
+/// as a temporary collation (rolled back), an ICU locale must be one of the server's ICU
+/// collations' (ICU itself accepts any name, falling back to its root collation, which is
+/// not the source's order).
+async fn lacking_locales(client: &Client, src: &crate::backup::DatabaseProperties) -> Result<Vec<String>, tokio_postgres::Error> {
+    let mut out = Vec::new();
+    let mut libc: Vec<&str> = vec![&src.lc_collate, &src.lc_ctype];
+    libc.dedup();
+    for l in libc {
+        if l.is_empty() || ["C", "POSIX", "C.UTF-8", "C.utf8"].contains(&l) {
+            continue;
+        }
+        let probe = format!(
+            "begin; create collation pg_temp.pgdrill_locale_probe (provider = libc, locale = {}); rollback",
+            crate::pg::native::quote_literal(l)
+        );
+        if client.batch_execute(&probe).await.is_err() {
+            let _ = client.batch_execute("rollback").await;
+            out.push(format!("the operating system locale {}", crate::pg::native::quote_literal(l)));
+        }
+    }
+    if src.locale_provider == "icu" && !src.locale.is_empty() {
+        let known: bool = client
+            .query_one(
+                "select exists (select 1 from pg_collation c where c.collprovider = 'i' \
+                 and coalesce(to_jsonb(c)->>'colllocale', to_jsonb(c)->>'colliculocale') = $1)",
+                &[&src.locale],
+            )
+            .await?
+            .get(0);
+        if !known {
+            out.push(format!("the ICU locale {}", crate::pg::native::quote_literal(&src.locale)));
+        }
+    }
+    Ok(out)
+}
+
 fn target_url(url: &str, database: &str) -> Result<String, StepError> {
     crate::pg::with_database(url, database).map_err(|e| e.in_class(Class::Invalid).into())
 }
@@ -517,6 +554,23 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
                     quote_ident(&role.name)
                 ));
             }
+        }
+    }
+
+    // A database created here for the first time is created as the backup's source was
+    // (database.create's `like_source`): the server must have its locales.
+    if let (None, Some(src)) = (&info, manifest.as_ref().and_then(|m| m.database_properties.as_ref())) {
+        let lacking = lacking_locales(&client, src).await.map_err(pg_error)?;
+        if lacking.is_empty() {
+            ctx.log(format!("`{}` will be created as the backup's source database: {}", w.database, src.summary()));
+        }
+        for l in lacking {
+            problems.push(format!(
+                "`{}` does not exist here and is created as the backup's source database ({}), but this server lacks {l}: install it on the server (and run `pg_import_system_collations` / restart), or create `{}` yourself first with the locale you want (a restore keeps an existing database's properties)",
+                w.database,
+                src.summary(),
+                w.database
+            ));
         }
     }
 
@@ -1329,6 +1383,29 @@ struct RecreateWith {
     settings: Option<dbsettings::DatabaseSettings>,
     #[serde(default, deserialize_with = "opt_properties")]
     properties: Option<crate::restore::Properties>,
+    #[serde(default, deserialize_with = "opt_like_source")]
+    like_source: Option<crate::backup::DatabaseProperties>,
+}
+
+/// For a step's `with:`: backup.pick's `database_properties`, or nothing (null, "": another
+/// tool's dump, or a backup from before they were recorded).
+fn opt_like_source<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::backup::DatabaseProperties>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Properties(crate::backup::DatabaseProperties),
+        Text(String),
+    }
+    match Option::<Given>::deserialize(d)? {
+        None => Ok(None),
+        Some(Given::Properties(p)) => Ok(Some(p)),
+        Some(Given::Text(t)) if t.trim().is_empty() => Ok(None),
+        Some(Given::Text(t)) => Err(serde::de::Error::custom(format!(
+            "`like_source` is the map backup.pick outputs as `database_properties`, not the text `{t}`"
+        ))),
+    }
 }
 
 /// `database.create`'s `with:` block, read as a `RecreateWith`.
@@ -1360,6 +1437,12 @@ pub struct CreateWith {
     /// tablespace
     #[field(ty = "map")]
     properties: Option<crate::restore::Properties>,
+    /// backup.pick's `database_properties`: create it as the backup's source was (encoding,
+    /// locale, locale provider, ICU locale and rules), for a throwaway copy; on a server
+    /// that lacks that locale it is created with the server's defaults, and the log says
+    /// what stays unproven
+    #[field(ty = "map")]
+    like_source: Option<crate::backup::DatabaseProperties>,
     /// `snapshot` or `key` was given, which belong to database.restore_snapshot.
     #[serde(skip)]
     restores: bool,
@@ -1379,6 +1462,7 @@ impl From<RecreateWith> for CreateWith {
             maintenance_db: w.maintenance_db,
             settings: w.settings,
             properties: w.properties,
+            like_source: w.like_source,
         }
     }
 }
@@ -1429,7 +1513,49 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
         blocked,
         properties: w.properties.clone(),
     };
-    create_database(&client, &w.database, &shape, planned).await?;
+    match &w.like_source {
+        Some(src) => {
+            // The source's shape, where the step does not say otherwise.
+            let like = Shape {
+                encoding: shape.encoding.clone().or_else(|| Some(src.encoding.clone()).filter(|e| !e.is_empty())),
+                lc_collate: shape.lc_collate.clone().or_else(|| Some(src.lc_collate.clone()).filter(|e| !e.is_empty())),
+                lc_ctype: shape.lc_ctype.clone().or_else(|| Some(src.lc_ctype.clone()).filter(|e| !e.is_empty())),
+                properties: shape.properties.clone().or_else(|| {
+                    Some(crate::restore::Properties {
+                        locale_provider: src.locale_provider.clone(),
+                        locale: src.locale.clone(),
+                        icu_rules: src.icu_rules.clone(),
+                        ..Default::default()
+                    })
+                }),
+                ..shape.clone()
+            };
+            match client.batch_execute(&create_sql(&w.database, &like, planned)).await {
+                Ok(()) => ctx.log(format!("created as the backup's source database: {}", src.summary())),
+                // An operator restore (journaled) never settles for another collation: its
+                // preflight checked the locales, so this is a failure to look at.
+                Err(e) if w.journal.is_some() => {
+                    return Err(StepError::failed(format!(
+                        "creating database `{}` as the backup's source ({}): {}",
+                        w.database,
+                        src.summary(),
+                        crate::pg::describe(&e)
+                    )))
+                }
+                Err(e) => {
+                    // A throwaway server without the source's locale (an OS or ICU library
+                    // that lacks it): still a restore test, but not of its collation.
+                    ctx.log(format!(
+                        "warning: this server cannot create the database as the source's ({}): {}; created with the server's defaults instead, so collation-dependent behaviour (sort order, unique indexes on text) is not proven as the source's",
+                        src.summary(),
+                        crate::pg::describe(&e)
+                    ));
+                    create_database(&client, &w.database, &shape, planned).await?;
+                }
+            }
+        }
+        None => create_database(&client, &w.database, &shape, planned).await?,
+    }
     let oid = oid_of(&client, &w.database).await?;
     let note = if blocked { "created, refusing connections until verified" } else { "created" };
     super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Creating, note, |j| j.created_oid = oid)?;
@@ -1490,6 +1616,10 @@ pub struct RestoreSnapshotWith {
     /// tablespace
     #[field(ty = "map")]
     properties: Option<crate::restore::Properties>,
+    /// `like_source` was given, which belongs to database.create (a snapshot is put back as
+    /// the original was).
+    #[serde(skip)]
+    likes_source: bool,
 }
 
 impl From<RecreateWith> for RestoreSnapshotWith {
@@ -1508,6 +1638,7 @@ impl From<RecreateWith> for RestoreSnapshotWith {
             journal: w.journal,
             settings: w.settings,
             properties: w.properties,
+            likes_source: w.like_source.is_some(),
         }
     }
 }
@@ -1516,6 +1647,12 @@ impl With for RestoreSnapshotWith {
     fn check(&self) -> Result<(), WithError> {
         if self.snapshot.is_none() {
             return Err(WithError::new("snapshot", "the safety snapshot to restore is required"));
+        }
+        if self.likes_source {
+            return Err(WithError::new(
+                "like_source",
+                "database.restore_snapshot puts the original back as it was: `like_source` belongs to database.create",
+            ));
         }
         Ok(())
     }

@@ -42,6 +42,15 @@ pub struct GlobalsWith {
     /// default stopping it; run this step again after the restore with true)
     #[serde(default, deserialize_with = "super::de::boolean")]
     database_settings: bool,
+    /// create the missing roles (memberships, role settings) only, and leave every
+    /// database's owner and settings alone: the operator restore keeps the target's own, and
+    /// `into` may be the maintenance database (default false)
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    roles_only: bool,
+    /// change nothing and fail when the target lacks roles of the backup, naming them; this
+    /// text is the remedy the error gives (a restore that may not create roles)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    refuse_missing: Option<String>,
 }
 
 impl With for GlobalsWith {}
@@ -113,6 +122,13 @@ async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepErr
     for d in &plan.differing {
         ctx.log(format!("differs (left as it is): {d}"));
     }
+    if let (Some(remedy), false) = (w.refuse_missing.as_deref(), plan.missing.is_empty()) {
+        return Err(StepError::failed(format!(
+            "{} lacks the backup's roles {}, which its owners and grants name: nothing was changed; {remedy}",
+            crate::pg::display_url(&w.into),
+            plan.missing.iter().map(|r| crate::pg::native::quote_ident(r)).collect::<Vec<_>>().join(", ")
+        )));
+    }
     if w.dry_run {
         ctx.log("dry run: nothing created or changed");
         return Ok(GlobalsOutputs {
@@ -154,10 +170,13 @@ async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepErr
             BTreeMap::new()
         }
     };
-    let database: String =
-        client.query_one("select current_database()::text", &[]).await.map_err(super::pg_error)?.get(0);
-    let applied =
-        globals::apply(&client, &database, g, &verifiers, w.database_settings).await.map_err(StepError::failed)?;
+    let applied = if w.roles_only {
+        globals::apply_roles(&client, g, &verifiers).await.map_err(StepError::failed)?
+    } else {
+        let database: String =
+            client.query_one("select current_database()::text", &[]).await.map_err(super::pg_error)?.get(0);
+        globals::apply(&client, &database, g, &verifiers, w.database_settings).await.map_err(StepError::failed)?
+    };
     ctx.log(format!(
         "{}: {} created ({} with their password), {} there already and left as they are",
         g.summary(),

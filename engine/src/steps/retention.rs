@@ -41,7 +41,8 @@ pub struct PruneWith {
     /// really delete (default false: dry run)
     #[serde(default, deserialize_with = "super::de::boolean")]
     apply: bool,
-    /// object stores: abort pgdrill's unfinished uploads started longer ago than this
+    /// abort pgdrill's unfinished uploads (object stores) started longer ago than this, and
+    /// delete its archives left without a manifest (unfinished backups) older than this
     /// (default 24h; a killed pgdrill leaves them)
     #[serde(default, deserialize_with = "super::de::opt_duration")]
     abandoned_uploads_after: Option<std::time::Duration>,
@@ -64,6 +65,9 @@ pub struct PruneOutputs {
     applied: bool,
     /// object stores: unfinished uploads aborted (apply) or that would be
     aborted_uploads: Vec<String>,
+    /// pgdrill archives without a manifest (a backup killed before its manifest, the
+    /// commit marker, was written) deleted (apply) or that would be
+    unfinished_deleted: Vec<String>,
     /// files named like backups whose content is not recognisably a dump: never deleted
     left_alone: usize,
 }
@@ -179,12 +183,55 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
         }
         deleted.push(shown);
     }
+    let after = w.abandoned_uploads_after.unwrap_or(std::time::Duration::from_secs(24 * 3600));
+    // Archives whose manifest, the commit marker written last, never came: a killed backup's
+    // debris, never a backup. A young one may be a backup still being committed elsewhere
+    // (its upload read back before the manifest is written), so only old ones go.
+    let mut unfinished = Vec::new();
+    let cutoff = time::Duration::try_from(after)
+        .ok()
+        .and_then(|a| time::OffsetDateTime::now_utc().checked_sub(a))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let left = LocalStore::new(&storage)
+        .unfinished(Some(&w.database))
+        .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.display())))?;
+    for e in left {
+        let shown = crate::storage::remote::display(&e.path);
+        let at = crate::util::rfc3339(e.made);
+        if e.made > cutoff {
+            ctx.log(format!(
+                "keep   {} (unfinished: no manifest; written at {at}, a backup may still be committing it; removed once older than abandoned_uploads_after)",
+                e.name
+            ));
+            continue;
+        }
+        if !w.apply {
+            ctx.log(format!("would delete {} (unfinished: its manifest was never written; written at {at})", e.name));
+        } else if let Some((r, rel)) = crate::storage::remote::for_mirror(&e.path) {
+            r.delete(&rel).await.map_err(StepError::environment)?;
+            ctx.log(format!("delete {} (unfinished: its manifest was never written; written at {at})", e.name));
+        } else {
+            std::fs::remove_file(&e.path)
+                .map_err(|err| StepError::environment(format!("deleting {}: {err}", e.path.display())))?;
+            ctx.log(format!("delete {} (unfinished: its manifest was never written; written at {at})", e.name));
+        }
+        unfinished.push(shown);
+    }
     // Uploads a killed pgdrill left open in an object store: invisible to listings, but
     // paid for until aborted.
     let mut aborted = Vec::new();
     if let Some((r, _)) = crate::storage::remote::for_mirror(&storage) {
-        let after = w.abandoned_uploads_after.unwrap_or(std::time::Duration::from_secs(24 * 3600));
         for a in r.abandoned(after).await.map_err(StepError::environment)? {
+            if a.completed {
+                // Killed after the upload completed, before its record went: nothing to
+                // abort (the object itself is judged above, as a backup or unfinished).
+                if w.apply {
+                    r.abort_abandoned(&a).await.map_err(StepError::environment)?;
+                }
+                let done = if w.apply { "is removed" } else { "would be removed" };
+                ctx.log(format!("the upload of {} started at {} had completed; its record {done}", a.url, a.started));
+                continue;
+            }
             if w.apply {
                 r.abort_abandoned(&a).await.map_err(StepError::environment)?;
                 ctx.log(format!(
@@ -205,6 +252,7 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
         deleted,
         applied: w.apply,
         aborted_uploads: aborted,
+        unfinished_deleted: unfinished,
         left_alone,
     })
 }

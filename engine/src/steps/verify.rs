@@ -75,7 +75,21 @@ fn seven() -> u32 {
     7
 }
 
-impl With for PickWith {}
+/// `within_days` at most: 100 years, as every duration is bounded (`util::MAX_DURATION`).
+/// More reached back before the clock's range and panicked in the date arithmetic.
+const MAX_WITHIN_DAYS: u32 = 36_525;
+
+impl With for PickWith {
+    fn check(&self) -> Result<(), WithError> {
+        if self.within_days > MAX_WITHIN_DAYS {
+            return Err(WithError::new(
+                "within_days",
+                format!("{} days is beyond the bound of {MAX_WITHIN_DAYS} (100 years)", self.within_days),
+            ));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Default, Serialize, Fields)]
 #[fields(outputs)]
@@ -115,6 +129,10 @@ pub struct Picked {
     skip: bool,
     /// the manifest's MAC under the key holds (false: unencrypted, older, or no key)
     manifest_authenticated: bool,
+    /// the source database's encoding, locale and locale provider (null when the manifest
+    /// predates them): database.create's `like_source`
+    #[field(ty = "map|null")]
+    database_properties: Option<crate::backup::DatabaseProperties>,
 }
 
 /// `backup.pick`'s outputs for another tool's file: no manifest says its database, format or
@@ -135,6 +153,8 @@ pub struct PickedForeign {
     verified_at: Option<String>,
     skip: bool,
     manifest_authenticated: bool,
+    /// Always null: nothing records the source database's locale.
+    database_properties: Option<crate::backup::DatabaseProperties>,
 }
 
 super::one_of_outputs! {
@@ -166,6 +186,7 @@ struct FromManifest {
     database: String,
     authenticated: bool,
     size: u64,
+    properties: Option<crate::backup::DatabaseProperties>,
 }
 
 pub(super) fn sha256_file(path: &Path) -> Result<String, StepError> {
@@ -206,6 +227,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             let storage =
                 storage.clone().ok_or_else(|| StepError::invalid(format!("`backup: {}` needs `storage`", w.backup)))?;
             let mut entries = list(&storage)?;
+            let unfinished = super::backup::say_unfinished(&ctx, &storage, w.database.as_deref());
             // A backup dated in the future is never `latest` in silence: it would be "0 s
             // old" and pass any max_age and rpo while the real newest may be weeks old.
             // Each is named with its skew, and the choice is made among the others.
@@ -250,7 +272,9 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                     None => None,
                 }
             } else {
-                let cutoff = OffsetDateTime::now_utc() - Duration::from_secs(u64::from(w.within_days) * 86_400);
+                let cutoff = OffsetDateTime::now_utc()
+                    .checked_sub(time::Duration::days(i64::from(w.within_days.min(MAX_WITHIN_DAYS))))
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH);
                 let mut recent = Vec::new();
                 for e in &entries {
                     let made = if e.foreign { e.made } else { manifest_of(e)?.finished_at };
@@ -276,7 +300,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                         LocalStore::new(&storage).folder(w.database.as_deref().unwrap_or_default()).display()
                     ))
                     .unwrap_or_default();
-                StepError::failed(format!("no backup{}{legacy}", where_()))
+                StepError::failed(format!("no backup{}{legacy}{unfinished}", where_()))
             })?
         }
         // Its header and manifest (below: another tool's file is downloaded now).
@@ -374,6 +398,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                 database: m.database.clone(),
                 authenticated: trust == crate::backup::ManifestTrust::Authenticated,
                 size: m.sizes.stored,
+                properties: m.database_properties.clone(),
             };
             (Some(m.sha256.clone()), m.finished_at, Some(from))
         }
@@ -465,6 +490,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             verified_at,
             skip,
             manifest_authenticated: m.authenticated,
+            database_properties: m.properties,
         }),
         None => PickOutputs::Foreign(PickedForeign {
             path: shown,
@@ -479,6 +505,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             verified_at,
             skip,
             manifest_authenticated: false,
+            database_properties: None,
         }),
     };
     ctx.backup_fact(crate::facts::BackupRole::Picked, &super::outputs_of(&out)?);

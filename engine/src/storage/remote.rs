@@ -72,6 +72,9 @@ pub struct Remote {
     cache: PathBuf,
     /// How long one request may take.
     timeout: std::time::Duration,
+    /// How long a read may wait for its answer to begin, in milliseconds (kept small: a
+    /// `Remote` travels inside readers' enums).
+    first_byte_ms: u32,
     /// What this location's objects looked like to this run (shared by its clones).
     seen: Arc<Seen>,
 }
@@ -109,7 +112,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The option keys a location may carry after `?`.
-const OPTIONS: &str = "endpoint, region, path_style, allow_http, storage_class, account, use_emulator, timeout";
+const OPTIONS: &str =
+    "endpoint, region, path_style, allow_http, storage_class, account, use_emulator, timeout, first_byte_timeout";
 
 /// How long one request may take (connect, answer and body), unless the location's
 /// `timeout=` or PGDRILL_STORE_TIMEOUT says otherwise; connecting alone gets at most
@@ -117,6 +121,11 @@ const OPTIONS: &str = "endpoint, region, path_style, allow_http, storage_class, 
 /// within seconds, not after object_store's three minutes of retries.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a read waits for the store's answer to begin (its headers), unless the
+/// location's `first_byte_timeout=` says otherwise; never longer than the request timeout.
+/// A read is a part of at most 8 MiB, so the request timeout must leave room for its bytes;
+/// a store that takes the request and then says nothing is caught sooner by this.
+const FIRST_BYTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The request timeout of a location: its `timeout=` option, else PGDRILL_STORE_TIMEOUT,
 /// else `REQUEST_TIMEOUT` (`30s`, `2m` or plain seconds).
@@ -126,11 +135,28 @@ fn request_timeout(opts: &BTreeMap<String, String>) -> Result<std::time::Duratio
         (None, Some(v)) => (v, "PGDRILL_STORE_TIMEOUT"),
         (None, None) => return Ok(REQUEST_TIMEOUT),
     };
+    parse_timeout(&v, from)
+}
+
+/// The first-byte timeout of a location: its `first_byte_timeout=` option, else
+/// `FIRST_BYTE_TIMEOUT`, at most `request`.
+fn first_byte_timeout(
+    opts: &BTreeMap<String, String>,
+    request: std::time::Duration,
+) -> Result<std::time::Duration, String> {
+    let d = match opts.get("first_byte_timeout") {
+        Some(v) => parse_timeout(v, "the location's `first_byte_timeout`")?,
+        None => FIRST_BYTE_TIMEOUT,
+    };
+    Ok(d.min(request))
+}
+
+fn parse_timeout(v: &str, from: &str) -> Result<std::time::Duration, String> {
     let d = v
         .parse::<u64>()
         .map(std::time::Duration::from_secs)
-        .or_else(|_| humantime::parse_duration(&v))
-        .map_err(|_| format!("{from} `{}` is not a duration: write `20s` or `2m`", crate::util::visible(&v)))?;
+        .or_else(|_| humantime::parse_duration(v))
+        .map_err(|_| format!("{from} `{}` is not a duration: write `20s` or `2m`", crate::util::visible(v)))?;
     if d.is_zero() {
         return Err(format!("{from} is 0: a request needs some time"));
     }
@@ -147,6 +173,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
     let (bucket, prefix) = (bucket.as_str(), prefix.as_str());
     let flag = |k: &str| opts.get(k).map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
     let timeout = request_timeout(&opts)?;
+    let first_byte = first_byte_timeout(&opts, timeout)?;
     // Set key by key: the builders' other client settings (AWS_ALLOW_HTTP...) come from the
     // environment and must stay.
     let timeouts = [
@@ -237,6 +264,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
         blocks: matches!(scheme.as_str(), "az" | "azure"),
         cache,
         timeout,
+        first_byte_ms: u32::try_from(first_byte.as_millis()).unwrap_or(u32::MAX),
         seen: Arc::default(),
     };
     lock(&OPEN).push((location.to_string(), r.clone()));
@@ -594,7 +622,7 @@ impl Remote {
                 Vec::new()
             } else {
                 let end = m.size.min(HEAD_BYTES);
-                get_range_of(&self.store, &m.location, 0..end, tag)
+                get_range_of(&self.store, &m.location, 0..end, tag, self.first_byte())
                     .await
                     .map_err(|e| format!("reading {}: {}", self.url_of(&rel), describe(&e)))?
                     .to_vec()
@@ -647,7 +675,7 @@ impl Remote {
             .tempfile_in(&dir)
             .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
         // Ranges, a few in flight, written in order: memory stays bounded.
-        let mut parts = parts_of(self.store.clone(), key.clone(), size, tag);
+        let mut parts = parts_of(self.store.clone(), key.clone(), size, tag, self.first_byte());
         let mut n = 0u64;
         {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
@@ -692,7 +720,7 @@ impl Remote {
         let key = self.key(rel);
         let meta = self.head_of(rel, &key).await?;
         let tag = self.pin(rel, meta.e_tag.as_deref());
-        let bytes = get_range_of(&self.store, &key, 0..head.min(meta.size), tag)
+        let bytes = get_range_of(&self.store, &key, 0..head.min(meta.size), tag, self.first_byte())
             .await
             .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
         self.make_stand_in(&local, &bytes, meta.size, meta.last_modified.into())
@@ -742,12 +770,12 @@ impl Remote {
             .map(|start| start..(start + STREAM_PART as u64).min(range.end))
             .collect();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Chunk, Failure>>(1);
-        let (store, url) = (self.store.clone(), self.url_of(rel));
+        let (store, url, first_byte) = (self.store.clone(), self.url_of(rel), self.first_byte());
         tokio::spawn(async move {
             let mut parts = futures_util::stream::iter(ranges)
                 .map(|r| {
                     let (store, key, tag) = (store.clone(), key.clone(), tag.clone());
-                    async move { get_range_of(&store, &key, r, tag).await }
+                    async move { get_range_of(&store, &key, r, tag, first_byte).await }
                 })
                 .buffered(STREAM_INFLIGHT);
             while let Some(chunk) = parts.next().await {
@@ -773,7 +801,7 @@ impl Remote {
             return Ok(());
         }
         let size = std::fs::metadata(&local).map(|m| m.len()).map_err(|e| format!("{}: {e}", local.display()))?;
-        let head = get_range_of(&self.store, &self.key(rel), 0..n.min(size), self.pin(rel, None))
+        let head = get_range_of(&self.store, &self.key(rel), 0..n.min(size), self.pin(rel, None), self.first_byte())
             .await
             .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
         let mut f =
@@ -867,7 +895,7 @@ impl Remote {
         let meta =
             self.store.head(&key).await.map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
         let (size, tag) = (meta.size, self.pin(rel, meta.e_tag.as_deref()));
-        let mut parts = parts_of(self.store.clone(), key.clone(), size, tag);
+        let mut parts = parts_of(self.store.clone(), key.clone(), size, tag, self.first_byte());
         let mut h = sha2::Sha256::new();
         let mut n = 0u64;
         while let Some(chunk) = parts.next().await {
@@ -881,7 +909,7 @@ impl Remote {
     /// The first `n` bytes of `rel`.
     pub async fn head_bytes(&self, rel: &str, n: u64) -> Result<Vec<u8>, String> {
         let size = self.size(rel).await?;
-        let r = get_range_of(&self.store, &self.key(rel), 0..n.min(size), self.pin(rel, None))
+        let r = get_range_of(&self.store, &self.key(rel), 0..n.min(size), self.pin(rel, None), self.first_byte())
             .await
             .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?;
         Ok(r.to_vec())
@@ -967,6 +995,10 @@ struct Marker {
 pub struct Abandoned {
     pub url: String,
     pub started: String,
+    /// The upload had completed (its object is in the store) before its record was removed:
+    /// a pgdrill killed between the two. Nothing is left to abort; the object is what the
+    /// layout says it is (a backup, or an unfinished one without its manifest).
+    pub completed: bool,
     marker: String,
     key: String,
     id: String,
@@ -979,13 +1011,14 @@ fn parts_of(
     key: Key,
     size: u64,
     etag: Option<String>,
+    first_byte: std::time::Duration,
 ) -> impl futures_util::Stream<Item = object_store::Result<impl std::ops::Deref<Target = [u8]> + Send + 'static>> {
     let ranges: Vec<std::ops::Range<u64>> =
         (0..size).step_by(PART).map(|start| start..(start + PART as u64).min(size)).collect();
     futures_util::stream::iter(ranges)
         .map(move |r| {
             let (store, key, tag) = (store.clone(), key.clone(), etag.clone());
-            async move { get_range_of(&store, &key, r, tag).await }
+            async move { get_range_of(&store, &key, r, tag, first_byte).await }
         })
         .buffered(READBACK_INFLIGHT)
 }
@@ -996,16 +1029,33 @@ async fn get_range_of(
     key: &Key,
     range: std::ops::Range<u64>,
     etag: Option<String>,
+    first_byte: std::time::Duration,
 ) -> object_store::Result<impl std::ops::Deref<Target = [u8]> + Send + 'static> {
     let opts = object_store::GetOptions {
         range: Some(object_store::GetRange::Bounded(range)),
         if_match: etag,
         ..Default::default()
     };
-    store.get_opts(key, opts).await?.bytes().await
+    // The answer's head within `first_byte` (retries included), its body within the
+    // request timeout.
+    let answer = tokio::time::timeout(first_byte, store.get_opts(key, opts)).await.map_err(|_| {
+        object_store::Error::Generic {
+            store: "pgdrill",
+            source: format!(
+                "no answer began within the first-byte timeout of {} (the store took the request and sent nothing; set the location's `first_byte_timeout=` for a slower store)",
+                humantime::format_duration(first_byte)
+            )
+            .into(),
+        }
+    })??;
+    answer.bytes().await
 }
 
 impl Remote {
+    fn first_byte(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from(self.first_byte_ms))
+    }
+
     /// What the store says of `rel` (stored under `key`): its size, time and version; an
     /// error that says whether it is missing or could not be read.
     async fn head_of(&self, rel: &str, key: &Key) -> Result<object_store::ObjectMeta, String> {
@@ -1078,9 +1128,15 @@ impl Remote {
             }
             let shown =
                 self.rel_of(&Key::from(marker.key.as_str())).map(|r| self.url_of(r)).unwrap_or(marker.key.clone());
+            let completed = match self.store.head(&Key::from(marker.key.as_str())).await {
+                Ok(_) => true,
+                Err(object_store::Error::NotFound { .. }) => false,
+                Err(e) => return Err(format!("reading {shown}: {}", describe(&e))),
+            };
             out.push(Abandoned {
                 url: shown,
                 started: marker.started,
+                completed,
                 marker: m.location.to_string(),
                 key: marker.key,
                 id: marker.id,
@@ -1091,7 +1147,11 @@ impl Remote {
 
     /// Abort an abandoned upload: the store drops its parts, and its record goes.
     pub async fn abort_abandoned(&self, a: &Abandoned) -> Result<(), String> {
-        if let Err(e) = abort_upload(&self.store, &self.parts, &Key::from(a.key.as_str()), &a.id, self.blocks).await {
+        if a.completed {
+            // Nothing to abort, and the object is never deleted here: only its record goes.
+        } else if let Err(e) =
+            abort_upload(&self.store, &self.parts, &Key::from(a.key.as_str()), &a.id, self.blocks).await
+        {
             return Err(format!("aborting the upload of {}: {}", a.url, describe(&e)));
         }
         match self.store.delete(&Key::from(a.marker.as_str())).await {

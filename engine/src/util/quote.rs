@@ -82,18 +82,49 @@ fn decode(s: &str, strict: bool) -> Option<Vec<u8>> {
 /// (ESC, BEL, ...) are shown as `\x1b` instead of acting on the terminal. Newlines and tabs
 /// stay.
 pub fn visible(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if !s.chars().any(|c| (c.is_control() && c != '\n' && c != '\t') || is_bidi_control(c)) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         if c.is_control() && c != '\n' && c != '\t' {
             out.push_str(&format!("\\x{:02x}", c as u32));
+        } else if is_bidi_control(c) {
+            out.push_str(&format!("\\u{{{:04x}}}", c as u32));
         } else {
             out.push(c);
         }
     }
     Cow::Owned(out)
+}
+
+/// Text from data (a name, a message) on one line of pgdrill's own output (the terminal, an
+/// alert's text): every control character, line breaks and carriage returns too, is shown
+/// escaped (`\n`, `\x1b`), and so are the bidirectional overrides, so a name cannot print a
+/// line that looks like another event, act on a terminal, or display as what it is not.
+pub fn one_line(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| (c.is_control() && c != '\t') || is_bidi_control(c)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push(c),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if is_bidi_control(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The Unicode bidirectional embeddings, overrides and isolates (U+202A..U+202E,
+/// U+2066..U+2069): not control characters to Rust, but they reorder the text a reader sees
+/// after them (a name that displays as something it is not), so they are shown escaped.
+pub fn is_bidi_control(c: char) -> bool {
+    ('\u{202A}'..='\u{202E}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c)
 }
 
 #[cfg(test)]

@@ -331,3 +331,81 @@ fn run_rto_sets_the_drills_recovery_objective_and_budget_the_runs() {
     assert_eq!(target(&|n| n == "RTO").and_then(|t| t.as_f64()), Some(420.0), "{objectives:?}");
     assert_eq!(target(&|n| n.contains("budget")).and_then(|t| t.as_f64()), Some(7200.0), "{objectives:?}");
 }
+
+/// Issue 45, case 5: `--rto` had two meanings: a drill's recovery objective, and on a
+/// runbook without a `drill.rto` step (verify, backup) the whole run's budget. It has one:
+/// such a runbook refuses `--rto` (exit 2, naming `--budget`), and a fleet's `rto` reaches
+/// each run as the flag its runbook means: `--rto` for a drill, `--budget` for the others.
+#[test]
+fn run_rto_on_a_runbook_without_a_recovery_objective_silently_became_its_budget() {
+    let out = pgdrill(&["run", "verify", "--rto", "10m", "--var", "storage=/nonexistent", "--var", "database=app"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--rto 10m: runbook verify measures no recovery time (it has no drill.rto step)")
+            && text(&out.stderr).contains("its whole run's wall-clock budget is --budget 10m"),
+        "{}",
+        text(&out.stderr)
+    );
+    let plan = |runbook: &str| {
+        let out = pgdrill(&["fleet", "plan", "fixtures/fleet/pgdrill.fleet.yaml", runbook, "--index", "1"])
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert!(plan("verify").contains("pgdrill run verify --budget 30m"), "{}", plan("verify"));
+    assert!(
+        plan("disaster-recovery").contains("pgdrill run disaster-recovery --rto 30m"),
+        "{}",
+        plan("disaster-recovery")
+    );
+}
+
+/// Issue 45, case 1: every shipped drill fails when its proof fails. The quickstart's proof
+/// is its nested verify: a row deleted from the restored copy (a step injected into that
+/// verify, before its `tables` check) must fail the quickstart (exit 1) naming the table,
+/// not pass it with the nested runbook's failure inside.
+#[test]
+fn the_quickstart_drill_fails_when_the_restored_copy_differs() {
+    if !have_server() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let verify = pgdrill::shipped::all().iter().find(|s| s.name == "verify").expect("verify").text;
+    let tables = "      - id: tables\n        after: restore\n";
+    assert!(verify.contains(tables), "verify's tables check follows its restore");
+    let injected = "      - id: injected\n        after: restore\n        uses: sql.exec\n        with: { url: \"{{ let.scratch }}\", sql: \"delete from erp.orders where ctid in (select ctid from erp.orders limit 1)\" }\n      - id: tables\n        after: injected\n";
+    let verify_rb = dir.path().join("verify-injected.yaml");
+    std::fs::write(&verify_rb, verify.replace(tables, injected)).expect("write");
+    let quickstart = pgdrill::shipped::all().iter().find(|s| s.name == "quickstart").expect("quickstart").text;
+    assert!(quickstart.contains("      path: verify\n"));
+    let rb = dir.path().join("quickstart-injected.yaml");
+    std::fs::write(&rb, quickstart.replace("      path: verify\n", &format!("      path: {}\n", verify_rb.display())))
+        .expect("write");
+    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let all = drill(rb.to_str().unwrap_or_default(), &report, &junit, &["scale=1", "jobs=1"], &[], 1);
+    assert_eq!(status_of(&junit_cases(&junit), "tables"), "failure", "{all}");
+    assert!(all.contains("erp.orders"), "the difference is named: {all}");
+    assert_eq!(read_json(&report.join("report.json"))["outcome"], "failed");
+}
+
+/// Issue 45, case 1, for the A/B drill: record A removed after the restore (a restore that
+/// lost data) fails `a_exists` and the drill (exit 1).
+#[test]
+fn the_ab_drill_fails_when_the_restored_copy_differs() {
+    if !have_server() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let rb = dir.path().join("ab-injected.yaml");
+    let injected = "  - id: injected\n    uses: sql.exec\n    with: { url: \"{{ steps.server.outputs.url }}\", sql: \"delete from records where name = 'A'\" }\n";
+    std::fs::write(&rb, inject_after("ab", "restore", injected)).expect("write");
+    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let all = drill(rb.to_str().unwrap_or_default(), &report, &junit, &[], &["--yes"], 1);
+    assert!(all.contains("step `a_exists` failed"), "{all}");
+    let cases = junit_cases(&junit);
+    assert_eq!(status_of(&cases, "a_exists"), "failure", "{cases:?}");
+    assert_eq!(read_json(&report.join("report.json"))["outcome"], "failed");
+}

@@ -555,3 +555,136 @@ fn hostile_names_are_escaped_for_markdown_the_terminal_and_slack_and_query_token
     assert!(!t.contains("<!channel>") && !t.contains("<https://evil|text>") && !t.contains('<'), "{t}");
     assert!(t.contains("&lt;!channel&gt;"), "{t}");
 }
+
+/// Issue 36: hostile names were tested one output format at a time. Here each hostile text
+/// (quotes, `=`, `..`, newlines, `%`, control characters, bidi overrides, multibyte) goes,
+/// as a step's name and as a value in a failing step's message, through every output of one
+/// run: the terminal, JUnit, run.json, report.md/html/json and the JSON and Slack webhook
+/// bodies. Each must stay well-formed (parses; a table row keeps its cells), carry no raw
+/// control character where one can do harm, and never forge a line or markup.
+#[test]
+fn hostile_names_never_break_any_output_format() {
+    // YAML double-quoted escapes reach the runbook as the characters themselves.
+    let hostile: Vec<&str> = vec![
+        r#"it's \"quoted\" 'twice'"#,
+        "a=b&c=d; k==v",
+        "../../etc/passwd/..",
+        r"line one\nline two\r\nthree",
+        "100% %s %n %x %%",
+        r"\e[31mred\e[0m \e]0;title\a",
+        r"bell\a back\b nul\0 tab\t vt\v del\x7f",
+        r"\u202Eevil\u202C \u200Bzero",
+        "Grüße 東京 🚀 ǅ",
+        "a|b|c <script>alert(1)</script> [x](http://evil) `code`",
+        r"back\\slash \\n",
+        r"\x85next\u2028line\u2029para",
+    ];
+    let hooks = listener();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let notify = dir.path().join("notify.yaml");
+    std::fs::write(
+        &notify,
+        format!(
+            "notify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{p}/slack\", format: slack }} }}\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{p}/json\", format: json }} }}\n",
+            p = hooks.port
+        ),
+    )
+    .expect("notify");
+    // Characters no output may carry raw: C0 controls but newline and tab, DEL, C1, and the
+    // bidi overrides that reorder what a reader sees.
+    let harmful = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || ('\u{202A}'..='\u{202E}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    for (i, h) in hostile.iter().enumerate() {
+        let rb = dir.path().join(format!("hostile-{i}.yaml"));
+        std::fs::write(
+            &rb,
+            format!(
+                "name: hostile\nsteps:\n  - name: \"MARK{i} {h}\"\n    uses: sleep\n    with: {{ duration: 1ms }}\n  - name: \"FAIL{i} {h}\"\n    uses: http.check\n    with: {{ url: \"http://127.0.0.1:{p}/health\", body_contains: \"NEEDLE{i} {h}\" }}\n",
+                p = hooks.port
+            ),
+        )
+        .expect("runbook");
+        let report = dir.path().join(format!("report-{i}"));
+        let junit = dir.path().join(format!("junit-{i}.xml"));
+        let out = pgdrill(&[
+            "run",
+            rb.to_str().expect("utf-8"),
+            "--notify",
+            notify.to_str().expect("utf-8"),
+            "--report",
+            report.to_str().expect("utf-8"),
+            "--junit",
+            junit.to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("pgdrill");
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        let case = format!("hostile #{i} {h:?}");
+        assert_eq!(out.status.code(), Some(1), "{case}: {stdout}{stderr}");
+
+        // The terminal: nothing raw, and each hostile text stays on its step's line.
+        for (what, t) in [("stdout", &stdout), ("stderr", &stderr)] {
+            assert!(!t.chars().any(harmful), "{case}: a raw control character on {what}: {t:?}");
+        }
+        for l in stdout.lines().chain(stderr.lines()) {
+            for part in ["line two", "three", "next"] {
+                assert!(!l.trim_start().starts_with(part), "{case}: a forged line: {l:?}");
+            }
+        }
+        assert!(stdout.contains(&format!("MARK{i}")), "{case}: {stdout}");
+
+        // JUnit: well-formed (parsed), no character XML 1.0 forbids, both steps as cases.
+        let raw = std::fs::read_to_string(&junit).expect("junit");
+        assert!(!raw.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')), "{case}: {raw:?}");
+        let cases = junit_cases(&junit);
+        assert!(cases.iter().any(|(n, s)| n.starts_with(&format!("MARK{i}")) && s == "passed"), "{case}: {cases:?}");
+        assert!(cases.iter().any(|(n, s)| n.starts_with(&format!("FAIL{i}")) && s == "failure"), "{case}: {cases:?}");
+
+        // run.json and report.json: JSON, which carries any text; the step's name survives.
+        let run: serde_json::Value = read_json(&report.join("run.json"));
+        let labels = run.to_string();
+        assert!(labels.contains(&format!("MARK{i}")), "{case}: {labels}");
+        let _: serde_json::Value = read_json(&report.join("report.json"));
+
+        // report.md: every row of the checks table keeps its six cells; no raw control
+        // character, no markup from data.
+        let md = std::fs::read_to_string(report.join("report.md")).expect("report.md");
+        assert!(!md.chars().any(harmful), "{case}: {md:?}");
+        let unescaped_pipes = |l: &str| {
+            let b = l.as_bytes();
+            (0..b.len()).filter(|&k| b[k] == b'|' && (k == 0 || b[k - 1] != b'\\')).count()
+        };
+        let rows: Vec<&str> =
+            md.split("## Checks").nth(1).expect("checks").lines().filter(|l| l.starts_with('|')).collect();
+        assert_eq!(rows.len(), 4, "{case}: header, rule and two checks: {md}");
+        for l in &rows {
+            assert_eq!(unescaped_pipes(l), 7, "{case}: a row with other than six cells: {l}");
+        }
+        assert!(!md.contains("<script>") && !md.contains("[x](http"), "{case}: {md}");
+
+        // report.html: no markup or raw control character from data.
+        let html = std::fs::read_to_string(report.join("report.html")).expect("report.html");
+        assert!(!html.contains("<script>alert"), "{case}");
+        // A carriage return is whitespace to HTML, as to XML: normalised, never shown.
+        let raw_in_html: Vec<char> = html.chars().filter(|c| harmful(*c) && *c != '\r').collect();
+        assert!(raw_in_html.is_empty(), "{case}: raw control characters in report.html: {raw_in_html:?}");
+        assert_eq!(html.matches("<tr").count(), html.matches("</tr>").count(), "{case}: table rows");
+
+        // Webhooks: JSON bodies that parse; Slack text with no markup and nothing raw.
+        let got: Vec<(String, String)> = std::mem::take(&mut *hooks.got.lock().expect("lock"));
+        for path in ["/slack", "/json"] {
+            let body =
+                &got.iter().find(|(p, _)| p == path).unwrap_or_else(|| panic!("{case}: {path} fired: {got:?}")).1;
+            let v: serde_json::Value =
+                serde_json::from_str(body).unwrap_or_else(|e| panic!("{case}: {path} body is not JSON ({e}): {body}"));
+            if path == "/slack" {
+                let t = v["text"].as_str().expect("text");
+                assert!(!t.contains("<script") && !t.contains("<http"), "{case}: {t}");
+                assert!(!t.chars().any(harmful), "{case}: {t:?}");
+            }
+        }
+    }
+}

@@ -1056,7 +1056,9 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
     assert!(azure_blobs(az.port, "backups", "big/", false).is_empty(), "and so is its record");
     let (code, log) = prune_uploads(loc, "shop", "true");
     assert_eq!(code, 0, "{log}");
-    assert!(log.contains("aborted an unfinished upload"), "the stale record was handled: {log}");
+    // Issue 35, case 4: this was reported as "aborted an unfinished upload", which it was not.
+    assert!(!log.contains("aborted an unfinished upload"), "{log}");
+    assert!(log.contains(&format!("the upload of az://backups/{complete} started at 2026-01-01T00:00:00Z had completed; its record is removed")), "the stale record was handled: {log}");
     assert!(
         azure_blobs(az.port, "backups", "prod/shop/", false).contains(&complete),
         "the completed backup a stale record named is still there"
@@ -1455,10 +1457,11 @@ fn a_store_that_never_answers_fails_within_the_request_timeout_before_pg_dump_st
     assert!(!log.contains("127.0.0.1:1/"), "the backup reached for its database first: {log}");
 }
 
-/// Issue 35, case 4 (messages only): a backup in a bucket whose manifest is missing (a
-/// pgdrill killed between completing the upload and writing the manifest leaves this) made
-/// verify of the latest backup fail naming a path in this run's local mirror as the thing
-/// to repair. The message names the store's objects.
+/// Issue 35, case 4 (messages): a backup in a bucket whose manifest is missing (a pgdrill
+/// killed between completing the upload and writing the manifest leaves this) made verify
+/// of the latest backup fail naming a path in this run's local mirror as the thing to
+/// repair. It is not a backup (the manifest is the commit marker): none is found, and the
+/// message names the unfinished object in the store.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_without_its_manifest_in_a_bucket_was_named_by_its_local_mirror_path() {
     let Some(s3) = moto() else { return };
@@ -1493,8 +1496,12 @@ async fn a_backup_without_its_manifest_in_a_bucket_was_named_by_its_local_mirror
         s3.port,
     ));
     assert_eq!(code, 1, "{log}");
-    assert!(log.contains(&format!("s3://backups/{manifest}")), "names the object: {log}");
-    assert!(log.contains("out of s3://backups/prod/shop"), "names the folder in the bucket: {log}");
+    let archive = manifest.trim_end_matches(".manifest.json");
+    assert!(log.contains("no backup of `shop` in s3://backups/prod"), "{log}");
+    assert!(
+        log.contains(&format!("1 unfinished (no manifest, the commit marker written last): s3://backups/{archive}")),
+        "names the object: {log}"
+    );
     assert!(!log.contains("pgdrill-mirror"), "never the local mirror: {log}");
     srv.stop().await;
 }
@@ -1565,4 +1572,186 @@ async fn the_s3_store_shows_an_object_only_once_published_and_an_abort_leaves_no
     store.delete("app/n.json").await.expect("delete");
     store.delete("app/n.json").await.expect("a missing object is not an error");
     assert!(store.space().is_none(), "an object store has no free space to measure");
+}
+
+/// Issue 35, case 4: publishing to a bucket completed the upload and then wrote the
+/// manifest, so a kill -9 between the two left the dump under its final name with no
+/// manifest: `backups list` showed it, `latest` took it, and prune kept it forever (saying
+/// it "aborted an unfinished upload"). The manifest is the commit marker now. pgdrill is
+/// killed at each phase of publication (stopped there by its debug-build hook, not by a
+/// timing): after the manifest the backup is complete and verifies; before it, the archive
+/// is never listed nor picked, and prune removes it once it is old enough.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_killed_between_its_upload_and_its_manifest_left_an_orphan_that_was_picked_and_kept() {
+    let Some(s3) = moto() else { return };
+    let Some(srv) = native_server("shop").await else { return };
+    let url = srv.url();
+    exec(&url, "create table t(id int primary key); insert into t select generate_series(1, 100)").await;
+    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200, "bucket created");
+    let loc = "s3://bkt/p";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let archives = || -> Vec<String> {
+        let mut a: Vec<String> =
+            s3_keys(s3.port, "bkt", "p/shop/").into_iter().filter(|k| k.ends_with(".dump.pgdrill")).collect();
+        a.sort();
+        a
+    };
+    let committed = |k: &str| s3_keys(s3.port, "bkt", "p/shop/").contains(&format!("{k}.manifest.json"));
+    // The committed phase first, so each later orphan is the newest archive in the folder.
+    let mut orphans = Vec::new();
+    let mut complete = Vec::new();
+    for phase in ["backup-committed", "backup-uploaded", "backup-read-back"] {
+        let before = archives();
+        let flag = tmp.path().join(phase);
+        let mut child = with_aws(
+            pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]),
+            s3.port,
+        )
+        .env("PGDRILL_TEST_PAUSE_AT", phase)
+        .env("PGDRILL_TEST_PAUSE_FLAG", &flag)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pgdrill");
+        let t = Instant::now();
+        while !flag.exists() {
+            assert!(t.elapsed() < Duration::from_secs(120), "{phase}: never reached");
+            assert!(child.try_wait().expect("wait").is_none(), "{phase}: the backup ended before it");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        let new: Vec<String> = archives().into_iter().filter(|k| !before.contains(k)).collect();
+        assert_eq!(new.len(), 1, "{phase}: the archive is in the store: {new:?}");
+        let done = committed(&new[0]);
+        assert_eq!(done, phase == "backup-committed", "{phase}: manifest written: {done}");
+        if done {
+            complete.push(new[0].clone())
+        } else {
+            orphans.push(new[0].clone())
+        }
+    }
+    let visible: Vec<String> =
+        s3_keys(s3.port, "bkt", "p/").into_iter().filter(|k| k.contains("/.pgdrill-uploads/")).collect();
+    assert!(visible.is_empty(), "every upload completed, no record left: {visible:?}");
+
+    // Listed: the complete backup only.
+    let (code, list) = out_of(&mut with_aws(pgdrill(&["backups", "list", "--storage", loc, "--json"]), s3.port));
+    assert_eq!(code, 0, "{list}");
+    let listed: serde_json::Value = serde_json::from_str(list.trim()).expect("json");
+    let paths: Vec<&str> = listed.as_array().expect("array").iter().filter_map(|e| e["path"].as_str()).collect();
+    assert_eq!(paths, [format!("s3://bkt/{}", complete[0])], "{list}");
+
+    // Picked: the complete backup, verified; each orphan named as passed over.
+    let (code, log) =
+        s3_run(Run::new("verify").var("storage", loc).var("database", "shop").var("provider", "native"), s3.port);
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains(&format!("s3://bkt/{}", complete[0])), "verified the complete backup: {log}");
+    for o in &orphans {
+        assert!(log.contains(&format!("not taking s3://bkt/{o}: unfinished")), "{o}: {log}");
+    }
+    assert!(!log.contains("pgdrill-mirror"), "never the local mirror: {log}");
+
+    // Pruned: young debris is kept and named, old debris goes; the backup stays.
+    let prune = |after: &str, apply: &str| {
+        s3_run(
+            Run::new("prune")
+                .var("storage", loc)
+                .var("database", "shop")
+                .var("abandoned_uploads_after", after)
+                .var("apply", apply),
+            s3.port,
+        )
+    };
+    let (code, log) = prune("24h", "true");
+    assert_eq!(code, 0, "{log}");
+    for o in &orphans {
+        let name = o.rsplit('/').next().expect("name");
+        assert!(log.contains(&format!("keep   {name} (unfinished: no manifest")), "{log}");
+    }
+    assert_eq!(archives().len(), 3, "nothing deleted yet");
+    let (code, log) = prune("0s", "false");
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("would delete") && log.contains("(unfinished: its manifest was never written"), "{log}");
+    assert_eq!(archives().len(), 3, "a dry run deletes nothing");
+    let (code, log) = prune("0s", "true");
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("aborted an unfinished upload"), "nothing was aborted: {log}");
+    assert_eq!(archives(), complete, "only the complete backup is left: {log}");
+    assert!(committed(&complete[0]));
+    srv.stop().await;
+}
+
+/// A TCP relay to a store on 127.0.0.1 that takes every request but, for a GET whose request
+/// line holds `stall`, forwards nothing and answers nothing: a store that accepts a read
+/// and never begins its answer.
+fn stalling_relay(upstream: u16, stall: &'static str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+            let (mut c_in, mut s_out) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                loop {
+                    let n = match c_in.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let head = String::from_utf8_lossy(&buf[..n]);
+                    if head.starts_with("GET ") && head.lines().next().is_some_and(|l| l.contains(stall)) {
+                        // Held open, silent, until the client gives up and closes it.
+                        let _ = c_in.read(&mut buf);
+                        return;
+                    }
+                    if s_out.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s_in, &mut c_out);
+            });
+        }
+    });
+    port
+}
+
+/// Issue 36, case 7: an object store had one timeout for a whole request (20 s, for parts
+/// of up to 8 MiB), so a store that took a read and never began its answer held a run that
+/// long, times its retries. A read's answer must begin within the first-byte timeout
+/// (`first_byte_timeout=`, default 10 s): past it the run stops with exit 3 naming it, never a
+/// verdict on the backup.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_takes_a_read_and_never_answers_was_waited_on_for_the_whole_request_timeout() {
+    let Some(s3) = moto() else { return };
+    let Some(srv) = native_server("shop").await else { return };
+    let url = srv.url();
+    exec(&url, "create table t(id int); insert into t values (1)").await;
+    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200, "bucket created");
+    let (code, log) = out_of(&mut with_aws(
+        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt/p"]),
+        s3.port,
+    ));
+    assert_eq!(code, 0, "{log}");
+    let relay = stalling_relay(s3.port, ".dump.pgdrill HTTP/1.1");
+    let (code, log) = out_of(&mut with_aws(
+        pgdrill(&[
+            "run",
+            "verify",
+            "--var",
+            "storage=s3://bkt/p?first_byte_timeout=2s&timeout=30s",
+            "--var",
+            "database=shop",
+            "--var",
+            "provider=native",
+        ]),
+        relay,
+    ));
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("no answer began within the first-byte timeout of 2s"), "{log}");
+    assert!(log.contains("s3://bkt/p/shop/"), "names the object: {log}");
+    srv.stop().await;
 }

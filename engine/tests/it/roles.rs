@@ -452,3 +452,85 @@ async fn a_restore_onto_a_rebuilt_server_lists_missing_roles_and_creates_them_on
     );
     target.stop().await;
 }
+
+/// Issue 43, case 4: the shipped `restore` runbook restored onto a rebuilt server that lacks
+/// the backup's roles without a word about them (pg_restore then failed on every owner and
+/// grant, or the operator had to know `no_owner`). Its preflight now lists the roles the
+/// restore needs; a run confirmed by `--yes` stops before changing anything unless
+/// `create_roles=true`, and with it creates them (existing roles never altered), keeping
+/// the target's own database owner and settings.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_restore_onto_a_rebuilt_server_did_not_create_or_name_the_missing_roles() {
+    let Some((src, dir, _path)) = read_only_erp_backed_up().await else { return };
+    src.stop().await;
+    let Some(target) = common::native_server("erp").await else { return };
+    common::exec(&target.url(), "create table before_restore(x int)").await;
+    let run = |vars: &[&str]| {
+        let mut args: Vec<String> = ["run", "restore", "--yes"].iter().map(|s| s.to_string()).collect();
+        for v in [
+            format!("database_url={}", target.url()),
+            format!("storage={}", dir.path().display()),
+            "database=erp".into(),
+            "jobs=1".into(),
+        ]
+        .into_iter()
+        .chain(vars.iter().map(|v| v.to_string()))
+        {
+            args.push("--var".into());
+            args.push(v);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out =
+            pgdrill(&args).env("PGDRILL_BACKUP_KEY", KEY).stdin(std::process::Stdio::null()).output().expect("runs");
+        (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+    };
+    let roles_here = || async {
+        common::scalar(
+            &target.url(),
+            "select coalesce(string_agg(rolname, ',' order by rolname), '') from pg_roles where rolname like 'erp%'",
+        )
+        .await
+    };
+    let kept = || async {
+        common::scalar(&target.url(), "select count(*) from pg_tables where tablename = 'before_restore'").await
+    };
+
+    // --yes alone: the roles are named, nothing is created, nothing dropped.
+    let (code, all) = run(&[]);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(
+        all.contains("missing here: erp reader, erp_app, erp_owner, erp_readonly"),
+        "the preflight names them: {all}"
+    );
+    assert!(
+        all.contains("lacks the backup's roles \"erp reader\", \"erp_app\", \"erp_owner\", \"erp_readonly\", which its owners and grants name: nothing was changed"),
+        "{all}"
+    );
+    assert!(all.contains("--var create_roles=true"), "the remedy: {all}");
+    assert_eq!(roles_here().await, "", "no role created");
+    assert_eq!(kept().await, "1", "the target was not touched");
+
+    // create_roles=false says so in its own words.
+    let (code, all) = run(&["create_roles=false"]);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("create_roles=false: create them by hand"), "{all}");
+    assert_eq!(kept().await, "1", "the target was not touched");
+
+    // create_roles=true: created, then the restore keeps owners and grants.
+    let (code, all) = run(&["create_roles=true"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(roles_here().await, "erp reader,erp_app,erp_owner,erp_readonly");
+    assert_eq!(kept().await, "0", "restored");
+    assert_eq!(
+        common::scalar(&target.url(), "select tableowner from pg_tables where tablename = 'orders'").await,
+        "erp_owner"
+    );
+    assert_eq!(
+        common::scalar(&target.url(), "has_column_privilege('erp_app', 'erp.users', 'full_name', 'select')").await,
+        "true"
+    );
+    // A second restore finds every role there: nothing to confirm, nothing refused.
+    let (code, all) = run(&[]);
+    assert_eq!(code, Some(0), "{all}");
+    target.stop().await;
+}

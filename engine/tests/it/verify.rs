@@ -507,3 +507,129 @@ async fn staging_in_memory_keeps_the_plain_dump_in_dev_shm_and_removes_it() {
         .collect();
     assert!(beside.is_empty(), "staged beside the backup too: {beside:?}");
 }
+
+/// Issue 34, case 4 (the verify half): the manifest did not record the database's
+/// encoding, locale provider and ICU locale, and verify restored every backup into the
+/// throwaway's `postgres` database (C locale), so an ICU database was verified as another
+/// database's collation. The manifest records them now and the throwaway database is
+/// created with them; a server that lacks the locale creates it with its defaults and says
+/// what stays unproven.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_icu_database_was_verified_in_a_c_locale_throwaway() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some(s) = common::native_server("postgres").await else { return };
+    common::exec(
+        &s.url(),
+        "create database icu_app template template0 encoding 'UTF8' locale_provider icu icu_locale 'sv-SE'",
+    )
+    .await;
+    let url = s.url_for("icu_app");
+    common::exec(&url, "create table words(w text primary key); insert into words values ('a'), ('B'), ('ä'), ('z')")
+        .await;
+    let path = common::backup_to(&url, &storage, KEY, "icu_app");
+    let m = pgdrill::backup::Manifest::read(&path).expect("manifest");
+    let p = m.database_properties.expect("the manifest records the database's properties");
+    assert_eq!((p.encoding.as_str(), p.locale_provider.as_str(), p.locale.as_str()), ("UTF8", "icu", "sv-SE"), "{p:?}");
+
+    let verify = |storage: &Path, report: &Path| {
+        Run::new("verify")
+            .var("storage", storage.display())
+            .var("database", "icu_app")
+            .var("provider", "native")
+            .var("force", "true")
+            .report(report)
+            .key(KEY)
+            .expect(0)
+    };
+    let ran = verify(&storage, &dir.path().join("icu"));
+    let json = ran.run_json();
+    let created = json.step("scratch_db");
+    assert_eq!(created.outcome, "passed");
+    assert!(
+        created.log.iter().any(|l| l.contains("created as the backup's source database: UTF8, icu sv-SE")),
+        "{:?}",
+        created.log
+    );
+
+    // A throwaway without the source's locale: an unencrypted backup whose manifest names
+    // one no server here has (nothing binds an unencrypted manifest, so it can be edited).
+    let plain = dir.path().join("plain");
+    let out = common::pgdrill(&[
+        "run",
+        "backup",
+        "--var",
+        &format!("database_url={url}"),
+        "--var",
+        &format!("storage={}", plain.display()),
+        "--var",
+        "encrypt=false",
+    ])
+    .env_remove(KEY_ENV)
+    .output()
+    .expect("backup");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let backup = std::fs::read_dir(plain.join("icu_app"))
+        .expect("folder")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
+        .expect("backup");
+    let mp = pgdrill::backup::layout::manifest_path(&backup);
+    let edited = std::fs::read_to_string(&mp)
+        .expect("manifest")
+        .replace("\"sv-SE\"", "\"xx-nowhere@colStrength=bogus\"")
+        .replace("\"lc_collate\": \"C\"", "\"lc_collate\": \"xx_XX.NOPE\"");
+    assert!(edited.contains("xx_XX.NOPE"), "{edited}");
+    std::fs::write(&mp, edited).expect("write");
+    let ran = Run::new("verify")
+        .var("storage", plain.display())
+        .var("database", "icu_app")
+        .var("provider", "native")
+        .report(dir.path().join("fallback"))
+        .env_remove(KEY_ENV)
+        .expect(0);
+    let json = ran.run_json();
+    let created = json.step("scratch_db");
+    assert!(
+        created.log.iter().any(|l| l.contains("warning: this server cannot create the database as the source's")
+            && l.contains("xx_XX.NOPE")
+            && l.contains("is not proven as the source's")),
+        "{:?}",
+        created.log
+    );
+
+    // The operator restore creates a database new to its server as the source was, and
+    // its preflight refuses, changing nothing, a server that lacks the source's locales.
+    let restore = |storage: &Path, target: &str, key: bool| {
+        let r = Run::new("restore")
+            .var("database_url", s.url())
+            .var("storage", storage.display())
+            .var("database", "icu_app")
+            .var("target", target)
+            .var("jobs", "1")
+            .arg("--yes");
+        if key { r.key(KEY) } else { r.env_remove(KEY_ENV) }.output()
+    };
+    let ran = restore(&storage, "icu_copy", true);
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    assert_eq!(
+        common::scalar(
+            &s.url(),
+            "select datlocprovider::text || ' ' || daticulocale from pg_database where datname = 'icu_copy'"
+        )
+        .await,
+        "i sv-SE"
+    );
+    let ran = restore(&plain, "icu_nowhere", false);
+    assert_eq!(ran.code, Some(1), "{}", ran.all());
+    let all = ran.all();
+    assert!(all.contains("this server lacks the operating system locale 'xx_XX.NOPE'"), "{all}");
+    assert!(all.contains("this server lacks the ICU locale 'xx-nowhere@colStrength=bogus'"), "{all}");
+    assert_eq!(
+        common::scalar(&s.url(), "select count(*) from pg_database where datname = 'icu_nowhere'").await,
+        "0",
+        "nothing created"
+    );
+    s.stop().await;
+}
