@@ -38,6 +38,9 @@
 #             --report and --junit. The goal: under 10 s and 100 MB; the cost must grow
 #             linearly with the number of steps (it was n²: every step converted every
 #             earlier step's outputs for its templates, and JUnit counted shared names per step).
+#   evidence  (only with BENCH=evidence) what signing and chaining add to a run: a runbook of
+#             one trivial step run EVIDENCE_RUNS times (default 20) without and with
+#             --signing-key/--evidence, median wall ms of each; the goal is under 50 ms added.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-5}"
@@ -100,6 +103,23 @@ for i in range(n):
     read -r wall kb <"$WORK/steps.time"
     printf '%-16s %8s %10s %10s\n' "$mode" "$n" "$wall" "$((kb / 1024))"
   done
+  exit 0
+fi
+if [ "$BENCH" = evidence ]; then
+  n="${EVIDENCE_RUNS:-20}"
+  printf 'name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n' >"$WORK/tiny.yaml"
+  "$BIN" keygen "$WORK/evidence.pem" >/dev/null 2>&1
+  for mode in plain signed; do
+    extra=(); [ "$mode" = signed ] && extra=(--signing-key "$WORK/evidence.pem" --evidence "$WORK/evidence")
+    for _ in $(seq "$n"); do
+      t0=$(now_ms)
+      "$BIN" run "$WORK/tiny.yaml" --quiet "${extra[@]}" >/dev/null 2>&1
+      echo $(($(now_ms) - t0))
+    done | median >"$WORK/evidence-$mode.ms"
+  done
+  plain=$(cat "$WORK/evidence-plain.ms"); signed=$(cat "$WORK/evidence-signed.ms")
+  printf '%-10s %10s\n%-10s %10s\n%-10s %10s\n' 'plain ms' "$plain" 'signed ms' "$signed" 'added ms' "$((signed - plain))"
+  "$BIN" evidence verify "$WORK/evidence" --public-key "$WORK/evidence.pem.pub" | head -1
   exit 0
 fi
 if [ "$BENCH" = drill ]; then

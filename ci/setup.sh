@@ -101,6 +101,8 @@ command -v curl >/dev/null || tools+=(curl)
 command -v openssl >/dev/null || tools+=(openssl)
 command -v gpg >/dev/null || tools+=(gpg)
 command -v gpgconf >/dev/null || tools+=(gpgconf)
+# poppler-utils: the tests check the evidence pack's PDF (pdftotext, pdfinfo, pdftoppm).
+command -v pdftotext >/dev/null || tools+=(poppler-utils)
 if [ "${#tools[@]}" -gt 0 ]; then
   log "installing ${tools[*]}"
   apt_install "${tools[@]}"

@@ -124,6 +124,29 @@ enum Command {
         /// included), instead of the runbook's `targets.rto`; reported as its own testcase.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
         budget: Option<std::time::Duration>,
+        /// Sign the run's statement (pass or fail) and append it to the evidence log in this
+        /// directory (default with a signing key: the --report directory's `evidence/`).
+        #[arg(long, value_name = "DIR", env = "PGDRILL_EVIDENCE")]
+        evidence: Option<PathBuf>,
+        /// The Ed25519 private key (PEM, from `pgdrill keygen`) that signs the run's evidence;
+        /// or its text in the PGDRILL_SIGNING_KEY variable.
+        #[arg(long, value_name = "FILE", env = "PGDRILL_SIGNING_KEY_FILE")]
+        signing_key: Option<PathBuf>,
+        /// An RFC 3161 time-stamping authority: each evidence record's sha256 is timestamped
+        /// there, the answer kept beside the record (RECORD.tsr).
+        #[arg(long, value_name = "URL", env = "PGDRILL_TSA_URL")]
+        tsa: Option<String>,
+    },
+    /// Write a new Ed25519 signing key for evidence to FILE (0600) and its public key to
+    /// FILE.pub; print the public key.
+    Keygen {
+        /// Where the private key goes; refused if it exists.
+        out: PathBuf,
+    },
+    /// Signed evidence: check a log, pack a period for an auditor.
+    Evidence {
+        #[command(subcommand)]
+        command: EvidenceCommand,
     },
     /// Many databases from one fleet file: plan or run a runbook once per target.
     Fleet {
@@ -315,6 +338,60 @@ fn fleet_options(fleet: &crate::fleet::Fleet, s: FleetSelect) -> crate::fleet::r
 }
 
 #[derive(Debug, Subcommand)]
+enum EvidenceCommand {
+    /// Check every signature, the chain and the signed checkpoint of an evidence log; names
+    /// every record missing, edited, signed by another key or replayed. Exits 1 on any.
+    Verify {
+        /// The evidence directory (a run's --evidence, or REPORT/evidence).
+        location: PathBuf,
+        /// The public key to trust (PEM); default: the one stored beside the evidence, which
+        /// proves nothing against someone who could replace it.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// Also check every record's RFC 3161 timestamp against this TSA's CA certificates
+        /// (PEM); a record without one is a problem.
+        #[arg(long, value_name = "FILE")]
+        tsa_ca: Option<PathBuf>,
+    },
+    /// One tar for an auditor: the log's signed statements and checkpoint (the chain proof),
+    /// the public key, the period's compliance report, the auditor's text and the openssl
+    /// commands that check it all. Refused when `evidence verify` finds a problem.
+    Pack {
+        /// The evidence directory.
+        #[arg(long, value_name = "DIR", env = "PGDRILL_EVIDENCE")]
+        evidence: PathBuf,
+        /// First day of the period (YYYY-MM-DD, UTC) or an RFC 3339 time.
+        #[arg(long, value_name = "DATE")]
+        from: String,
+        /// Last day of the period (inclusive) or an RFC 3339 time.
+        #[arg(long, value_name = "DATE")]
+        to: String,
+        /// The public key to check the log with before packing (default: the stored one).
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// The tar file to write.
+        out: PathBuf,
+    },
+    /// Copy an evidence log into an S3 bucket with Object Lock: every object written with a
+    /// retention, so no one can delete or overwrite it before the date. Refused when the
+    /// bucket has no Object Lock configuration. Credentials from AWS_* variables.
+    Publish {
+        /// The evidence directory.
+        location: PathBuf,
+        /// Where: s3://BUCKET/PREFIX.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// How long each object is retained from now (e.g. 400d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        retain: std::time::Duration,
+        /// governance (users with a special permission may still lift it) or compliance
+        /// (no one can, until the date).
+        #[arg(long, value_parser = ["governance", "compliance"], default_value = "governance")]
+        mode: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum BackupsCommand {
     /// What is there, newest first.
     List {
@@ -419,8 +496,34 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             out!("{}", plan::render(&rb, &vars));
             Ok(ExitCode::Passed)
         }
-        Command::Run { runbook, vars, junit, report, quiet, yes, rto, budget, notify, keep } => {
+        Command::Run {
+            runbook,
+            vars,
+            junit,
+            report,
+            quiet,
+            yes,
+            rto,
+            budget,
+            notify,
+            keep,
+            evidence,
+            signing_key,
+            tsa,
+        } => {
             let mut rb = runbook::load_checked(&runbook)?;
+            let evidence = evidence_sink(evidence, signing_key.as_deref(), report.as_deref(), &redactor, &rb.source)?;
+            if let Some(url) = &tsa {
+                redactor.add_credentials_in(url);
+                if evidence.is_none() {
+                    return Err(Error::invalid(
+                        "--tsa timestamps signed evidence: give a signing key too (--signing-key)",
+                    ));
+                }
+                if !url.starts_with("http://") && !url.starts_with("https://") {
+                    return Err(Error::invalid("--tsa takes the time-stamping authority's http:// or https:// URL"));
+                }
+            }
             let operator = notify.map(|p| crate::runbook::notify::load(&p)).transpose()?;
             // The runbook's own sinks, and the operator file's for every run on this host.
             let notify = match (rb.notify.clone(), operator) {
@@ -430,9 +533,16 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                     r.notify.extend(o.notify);
                     r.metrics = o.metrics.or(r.metrics);
                     r.state = o.state.or(r.state);
+                    r.tsa = o.tsa.or(r.tsa);
                     Some(r)
                 }
             };
+            // The flag's TSA, else the notify file's (unused by a run that signs nothing).
+            let tsa = tsa.or_else(|| notify.as_ref().and_then(|n| n.tsa.clone()));
+            if let Some(url) = &tsa {
+                redactor.add_credentials_in(url);
+            }
+            let evidence = evidence.map(|e| e.tsa(tsa));
             // `--rto` means one thing: the recovery objective of the runbook's `drill.rto`
             // steps, measured from the disaster. A runbook that measures no recovery time
             // refuses it rather than quietly taking it as its wall-clock budget (`--budget`).
@@ -478,6 +588,9 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             if let Some(n) = notify {
                 reporters.push(Box::new(crate::report::notify::Notifier::new(n, redactor.clone())));
             }
+            if let Some(e) = evidence {
+                reporters.push(Box::new(e));
+            }
             // What the run is about, as it was asked: its `database` variable, else the
             // database of its `database_url`.
             let var = |k: &str| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -502,6 +615,39 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let res = res?;
             finished?;
             Ok(res.exit)
+        }
+        Command::Keygen { out } => keygen(&out),
+        Command::Evidence { command: EvidenceCommand::Verify { location, public_key, tsa_ca } } => {
+            let key = match &public_key {
+                Some(p) => crate::evidence::keys::PublicKey::from_file(p)?,
+                None => {
+                    errln!("warning: no --public-key: trusting the key stored beside the evidence, which whoever could edit the evidence could also replace");
+                    crate::evidence::keys::PublicKey::from_file(&location.join(crate::evidence::log::PUBLIC_KEY))?
+                }
+            };
+            let v = match &tsa_ca {
+                Some(ca) => crate::evidence::verify::verify_with_timestamps(&location, &key, ca)?,
+                None => crate::evidence::verify::verify(&location, &key)?,
+            };
+            out!("{}", v.text(&location.display().to_string()));
+            Ok(if v.ok() { ExitCode::Passed } else { ExitCode::Failed })
+        }
+        Command::Evidence { command: EvidenceCommand::Publish { location, to, retain, mode } } => {
+            use crate::evidence::immutable::{publish, Mode};
+            let mode = if mode == "compliance" { Mode::Compliance } else { Mode::Governance };
+            let p = publish(&location, &to, mode, retain).await?;
+            outln!(
+                "published to {}: {} objects written, {} already there; retained ({}) until {}",
+                crate::report::visible(&to),
+                p.written.len(),
+                p.already.len(),
+                if mode == Mode::Compliance { "compliance" } else { "governance" },
+                p.retain_until
+            );
+            Ok(ExitCode::Passed)
+        }
+        Command::Evidence { command: EvidenceCommand::Pack { evidence, from, to, public_key, out } } => {
+            evidence_pack(&evidence, &from, &to, public_key.as_deref(), &out)
         }
         Command::Fleet { command: FleetCommand::Plan { select } } => {
             let fleet = crate::fleet::load(&select.file)?;
@@ -776,6 +922,142 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             Ok(ExitCode::Passed)
         }
     }
+}
+
+/// The signing key of a run's evidence: from `--signing-key FILE`, else from the
+/// PGDRILL_SIGNING_KEY variable; registered as a secret either way.
+fn signing_key(
+    file: Option<&std::path::Path>,
+    redactor: &Redactor,
+) -> Result<Option<crate::evidence::keys::SigningKey>, Error> {
+    use crate::evidence::keys::{SigningKey, KEY_ENV};
+    let key = match file {
+        Some(p) => Some(SigningKey::from_file(p)?),
+        None => match std::env::var(KEY_ENV).ok().filter(|v| !v.trim().is_empty()) {
+            Some(pem) => {
+                redactor.add(&pem);
+                Some(SigningKey::from_pem(&pem, KEY_ENV)?)
+            }
+            None => None,
+        },
+    };
+    if let Some(k) = &key {
+        redactor.add(k.pem());
+        // The PEM's base64 lines too: a log that shows one line of it leaks part of the key.
+        for line in k.pem().lines().filter(|l| !l.starts_with("-----")) {
+            redactor.add(line);
+        }
+    }
+    Ok(key)
+}
+
+/// The run's signed-evidence sink, if asked for: a key and where its log is. Checked before
+/// the run changes anything (the key reads, the location takes it).
+fn evidence_sink(
+    evidence: Option<PathBuf>,
+    key_file: Option<&std::path::Path>,
+    report: Option<&std::path::Path>,
+    redactor: &Redactor,
+    runbook_source: &str,
+) -> Result<Option<crate::report::signed::SignedEvidence>, Error> {
+    let key = signing_key(key_file, redactor)?;
+    let (key, dir) = match (key, evidence) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => {
+            return Err(Error::invalid(
+                "--evidence needs a signing key: --signing-key FILE (PGDRILL_SIGNING_KEY_FILE) or the key's text in PGDRILL_SIGNING_KEY; write one with `pgdrill keygen FILE`",
+            ))
+        }
+        (Some(k), Some(d)) => (k, d),
+        (Some(k), None) => match report {
+            Some(r) if !crate::storage::is_remote(&r.to_string_lossy()) => (k, r.join("evidence")),
+            _ => {
+                return Err(Error::invalid(
+                    "a signing key is set but the evidence has nowhere to go: give --evidence DIR (a local directory), or a local --report DIR (evidence goes to DIR/evidence)",
+                ))
+            }
+        },
+    };
+    if crate::storage::is_remote(&dir.to_string_lossy()) {
+        return Err(Error::invalid(format!(
+            "--evidence {}: the evidence log is a local directory (copy it to a store after the run)",
+            crate::report::visible(&dir.to_string_lossy())
+        )));
+    }
+    crate::evidence::log::prepare(&dir, &key)?;
+    Ok(Some(crate::report::signed::SignedEvidence::new(dir, Arc::new(key), runbook_source)))
+}
+
+/// `pgdrill evidence pack`: verified first; a log with a problem is not packed as if it
+/// were whole.
+fn evidence_pack(
+    location: &std::path::Path,
+    from: &str,
+    to: &str,
+    public_key: Option<&std::path::Path>,
+    out: &std::path::Path,
+) -> Result<ExitCode, Error> {
+    use crate::evidence::{keys::PublicKey, log::PUBLIC_KEY, pack, verify};
+    let period = pack::Period::parse(from, to)?;
+    let key = match public_key {
+        Some(p) => PublicKey::from_file(p)?,
+        None => PublicKey::from_file(&location.join(PUBLIC_KEY))?,
+    };
+    let v = verify::verify(location, &key)?;
+    if !v.ok() {
+        out!("{}", v.text(&location.display().to_string()));
+        errln!("error: the evidence log has problems (above): not packed");
+        return Ok(ExitCode::Failed);
+    }
+    let extra = crate::report::compliance::period_files(&v, &period)?;
+    pack::write(out, location, &v, from, to, &|t| period.contains(t), &extra)?;
+    let n =
+        v.good.iter().filter(|g| period.contains(g.statement.predicate["finished_at"].as_str().unwrap_or(""))).count();
+    outln!(
+        "wrote {}: {n} records in the period, {} in the log, head sha256 {}",
+        crate::report::visible(&out.display().to_string()),
+        v.good.len(),
+        v.good.last().map(|g| g.sha256.as_str()).unwrap_or("-")
+    );
+    Ok(ExitCode::Passed)
+}
+
+/// `pgdrill keygen OUT`: the private key, 0600, never replacing a file; the public key
+/// beside it and on stdout.
+fn keygen(out: &std::path::Path) -> Result<ExitCode, Error> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let shown = crate::report::visible(&out.display().to_string()).into_owned();
+    let key = crate::evidence::keys::SigningKey::generate()?;
+    let public = key.public().pem();
+    let pub_path = PathBuf::from(format!("{}.pub", out.display()));
+    if pub_path.exists() {
+        return Err(Error::invalid(format!("{}.pub exists: keygen never replaces a key", shown)));
+    }
+    // A temporary file (0600 from the start) renamed into place without replacing anything:
+    // a crash never leaves half a key under its name.
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".pgdrill-key-")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io(format!("writing {shown}"), e))?;
+    tmp.as_file_mut()
+        .write_all(key.pem().as_bytes())
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| Error::io(format!("writing {shown}"), e))?;
+    tmp.persist_noclobber(out).map_err(|e| match e.error.kind() {
+        std::io::ErrorKind::AlreadyExists => Error::invalid(format!("{shown} exists: keygen never replaces a key")),
+        _ => Error::io(format!("writing {shown}"), e.error),
+    })?;
+    crate::report::write_atomic(&pub_path, |w| w.write_all(public.as_bytes()))?;
+    errln!("private key: {shown} (0600; keep it secret, give it to runs with --signing-key or PGDRILL_SIGNING_KEY)");
+    errln!("public key: {shown}.pub (keyid {}); give it to auditors:", key.public().keyid());
+    out!("{public}");
+    Ok(ExitCode::Passed)
 }
 
 fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {

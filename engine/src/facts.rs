@@ -55,6 +55,13 @@ pub enum Fact {
     },
     /// Part of proving a backup restores: restored, fingerprint compared, amcheck run.
     Verified,
+    /// What a check judged the restored copy's content against: `manifest` (the fingerprint
+    /// taken with the backup), `source` (the live source now), `expectations` (declared by
+    /// the runbook) or `none` (content unproven). Signed evidence states it per check.
+    GroundTruth { basis: String },
+    /// A throwaway server the run started for itself and removes at the end (a restore
+    /// target apart from every source server: what DORA Art. 12 calls segregated).
+    Throwaway { provider: String, version: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

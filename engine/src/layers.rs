@@ -26,6 +26,8 @@ const LAYERS: &[&[&str]] = &[
     &["plan"],
     // Running a runbook's plan.
     &["exec"],
+    // Signed evidence: statements, the chained log, its checks (the reporters feed it).
+    &["evidence"],
     // Reporters.
     &["report"],
     // Commands built on runs and reports.

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod diag;
 pub mod doctor;
 pub mod error;
+pub mod evidence;
 pub mod exec;
 pub mod facts;
 pub mod fleet;

@@ -196,7 +196,7 @@ impl Options {
 /// `s` on one line: control characters (newlines too) shown as `\xNN`, for comments and
 /// descriptions.
 pub fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { format!("\\x{:02x}", c as u32) } else { c.to_string() }).collect()
+    crate::util::one_line(s).into_owned()
 }
 
 /// Why a name cannot become part of a generated file, if it cannot.

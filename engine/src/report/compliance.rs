@@ -386,6 +386,162 @@ pub fn prune_dated(dir: &Path, keep: usize, current: Option<&Path>) -> Result<us
     Ok(extra)
 }
 
+/// The schema of the period's compliance report (`compliance.json` in an evidence pack).
+pub const PERIOD_SCHEMA: &str = "pgdrill.compliance-period/1";
+
+const PERIOD_HTML: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>pgdrill compliance report {{ r.period.from }} to {{ r.period.to }}</title>
+<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:75em}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}.met,.passed{color:#070}.not_met,.failed,.errored{color:#b00}
+.not_applicable{color:#777}</style></head><body>
+<h1>pgdrill compliance report</h1>
+<table>
+<tr><th>period</th><td>{{ r.period.from }} to {{ r.period.to }} (UTC, end exclusive)</td></tr>
+<tr><th>records in the period</th><td>{{ r.records | length }}</td></tr>
+<tr><th>signing key id</th><td><code>{{ r.keyid }}</code></td></tr>
+<tr><th>log head</th><td>{% if r.head %}record {{ r.head.sequence }}, sha256 <code>{{ r.head.sha256 }}</code>{% else %}empty{% endif %}</td></tr>
+</table>
+<h2>Controls</h2>
+<table><tr><th>framework</th><th>control</th><th>verdict</th><th>evidence asked, cadence asked / longest gap observed</th><th>supporting records</th><th>missing</th></tr>
+{% for c in r.controls %}{% for j in c.judged %}<tr>{% if loop.first %}<td rowspan="{{ c.judged | length }}">{{ c.framework_name }}</td><td rowspan="{{ c.judged | length }}"><b>{{ c.control }}</b><br><small>{{ c.text }}</small><br><i>{{ c.why }}</i></td><td rowspan="{{ c.judged | length }}" class="{{ c.verdict }}">{{ c.verdict | replace("_", " ") }}</td>{% endif %}
+<td>{{ j.requirement }}{% if j.database %} (<code>{{ j.database }}</code>){% endif %}<br>every {{ (j.every_s / 86400) | round(1) }} d / longest gap {{ (j.longest_gap_s / 86400) | round(1) }} d</td>
+<td>{% for n in j.supporting %}{{ n }}{% if not loop.last %}, {% endif %}{% else %}none{% endfor %}</td><td>{{ j.missing or "" }}</td></tr>
+{% endfor %}{% endfor %}</table>
+<h2>Records in the period</h2>
+<table><tr><th>record</th><th>finished</th><th>kind</th><th>runbook</th><th>database</th><th>outcome</th><th>sha256</th></tr>
+{% for x in r.records %}<tr><td>{{ x.sequence }}</td><td>{{ x.finished_at }}</td><td>{{ x.kind }}</td><td>{{ x.runbook }}</td><td>{{ x.database }}</td><td class="{{ x.outcome }}">{{ x.outcome }}</td><td><code>{{ x.sha256 }}</code></td></tr>
+{% else %}<tr><td colspan="7">none</td></tr>{% endfor %}</table>
+</body></html>
+"#;
+
+/// The period's compliance report: every control of the mapping judged from the verified
+/// records, and the period's records.
+pub fn period_report(
+    v: &crate::evidence::verify::Verified,
+    period: &crate::evidence::pack::Period,
+) -> Result<Value, Error> {
+    let mapping = crate::evidence::controls::mapping().map_err(Error::invalid)?;
+    let controls = crate::evidence::controls::evaluate(&mapping, &v.good, period);
+    let s = |g: &crate::evidence::verify::Good, k: &str| g.statement.predicate[k].clone();
+    let records: Vec<Value> = v
+        .good
+        .iter()
+        .filter(|g| period.contains(g.statement.predicate["finished_at"].as_str().unwrap_or("")))
+        .map(|g| {
+            json!({
+                "sequence": g.sequence,
+                "finished_at": s(g, "finished_at"),
+                "kind": s(g, "kind"),
+                "runbook": g.statement.predicate["runbook"]["name"],
+                "database": s(g, "database"),
+                "outcome": s(g, "outcome"),
+                "sha256": g.sha256,
+            })
+        })
+        .collect();
+    let rfc = |t| crate::util::rfc3339(t);
+    Ok(json!({
+        "schema": PERIOD_SCHEMA,
+        "period": { "from": rfc(period.from), "to": rfc(period.to) },
+        "keyid": v.keyid,
+        "head": v.good.last().map(|g| json!({ "sequence": g.sequence, "sha256": g.sha256 })),
+        "records": records,
+        "controls": controls,
+    }))
+}
+
+/// The period report as lines of text (the PDF's content).
+fn period_lines(r: &Value) -> Vec<String> {
+    let t = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let mut out = vec![
+        "pgdrill compliance report".to_string(),
+        String::new(),
+        format!("Period: {} to {} (UTC, end exclusive)", t(&r["period"]["from"]), t(&r["period"]["to"])),
+        format!("Signing key id: {}", t(&r["keyid"])),
+        format!("Log head: record {} sha256 {}", t(&r["head"]["sequence"]), t(&r["head"]["sha256"])),
+        format!("Records in the period: {}", r["records"].as_array().map(Vec::len).unwrap_or(0)),
+        String::new(),
+        "CONTROLS".to_string(),
+    ];
+    for c in r["controls"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        out.push(String::new());
+        out.push(format!(
+            "{} {}: {}",
+            t(&c["framework_name"]),
+            t(&c["control"]),
+            t(&c["verdict"]).replace('_', " ").to_uppercase()
+        ));
+        out.push(format!("  Control: {}", t(&c["text"])));
+        out.push(format!("  Answered by: {}", t(&c["why"])));
+        for j in c["judged"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let db = j["database"].as_str().map(|d| format!(" ({d})")).unwrap_or_default();
+            let records: Vec<String> =
+                j["supporting"].as_array().map(Vec::as_slice).unwrap_or_default().iter().map(t).collect();
+            out.push(format!(
+                "  - {}{db}: {}; cadence asked {:.1} d, longest gap observed {:.1} d; records: {}",
+                t(&j["requirement"]),
+                t(&j["verdict"]).replace('_', " "),
+                j["every_s"].as_f64().unwrap_or(0.0) / 86400.0,
+                j["longest_gap_s"].as_f64().unwrap_or(0.0) / 86400.0,
+                if records.is_empty() { "none".to_string() } else { records.join(", ") }
+            ));
+            if let Some(m) = j["missing"].as_str() {
+                out.push(format!("    missing: {m}"));
+            }
+        }
+    }
+    out.push(String::new());
+    out.push("RECORDS IN THE PERIOD".to_string());
+    for x in r["records"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        out.push(format!(
+            "{:>6}  {}  {} {} {} {}  sha256 {}",
+            t(&x["sequence"]),
+            t(&x["finished_at"]),
+            t(&x["kind"]),
+            t(&x["runbook"]),
+            t(&x["database"]),
+            t(&x["outcome"]),
+            t(&x["sha256"])
+        ));
+    }
+    out
+}
+
+/// The period's compliance report for an evidence pack, as files (name, bytes):
+/// compliance.json, compliance.html and compliance.pdf.
+pub fn period_files(
+    v: &crate::evidence::verify::Verified,
+    period: &crate::evidence::pack::Period,
+) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    let report = period_report(v, period)?;
+    let mut json_bytes =
+        serde_json::to_vec_pretty(&report).map_err(|e| Error::invalid(format!("compliance.json: {e}")))?;
+    json_bytes.push(b'\n');
+    let clean = clean_strings(&report);
+    let mut env = minijinja::Environment::new();
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+    env.add_template("compliance.html", PERIOD_HTML).map_err(|e| Error::invalid(format!("report template: {e}")))?;
+    let html = env
+        .get_template("compliance.html")
+        .and_then(|t| t.render(minijinja::context! { r => minijinja::Value::from_serialize(&clean) }))
+        .map_err(|e| Error::invalid(format!("rendering compliance.html: {e}")))?;
+    let title = format!(
+        "pgdrill compliance report {} to {}",
+        report["period"]["from"].as_str().unwrap_or(""),
+        report["period"]["to"].as_str().unwrap_or("")
+    );
+    let pdf = super::pdf::render(&title, &period_lines(&clean));
+    Ok(vec![
+        ("compliance.json".into(), json_bytes),
+        ("compliance.html".into(), html.into_bytes()),
+        ("compliance.pdf".into(), pdf),
+    ])
+}
+
 /// What `pgdrill report DIR` prints, and whether the drills are stale.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {

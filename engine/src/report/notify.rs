@@ -56,6 +56,10 @@ pub fn secret_values(cfg: &NotifyFile) -> Vec<String> {
         out.extend(n.sentry.as_ref().and_then(sentry_dsn));
         let pw = n.email.as_ref().and_then(|e| e.password_env.as_ref()).and_then(|v| std::env::var(v).ok());
         out.extend(pw.filter(|p| !p.is_empty()));
+        let var = |v: &String| std::env::var(v).ok().filter(|s| !s.is_empty());
+        out.extend(n.pagerduty.as_ref().and_then(|p| var(&p.routing_key_env)));
+        out.extend(n.opsgenie.as_ref().and_then(|o| var(&o.api_key_env)));
+        out.extend(n.teams.as_ref().and_then(|t| t.url.clone().or_else(|| t.url_env.as_ref().and_then(var))));
     }
     out
 }
@@ -347,6 +351,97 @@ fn text_with(f: &Facts, esc: &dyn Fn(&str) -> String) -> String {
     t
 }
 
+impl Notifier {
+    /// An on-call sink's request (PagerDuty, Opsgenie, Teams), or a syslog message sent
+    /// here; problems go to `warnings` like every sink's.
+    fn oncall(&self, n: &crate::runbook::notify::Notification, f: &Facts, warnings: &mut Vec<String>) -> Option<Post> {
+        use super::oncall;
+        let alert = oncall::Alert {
+            runbook: &f.runbook,
+            database: &f.database,
+            passed: f.passed,
+            outcome: &f.outcome,
+            summary: text_of(f).lines().next().unwrap_or_default().to_string(),
+            text: text_of(f),
+            details: json!({
+                "runbook": f.runbook,
+                "database": f.database,
+                "outcome": f.outcome,
+                "duration_s": (f.duration_s * 1000.0).round() / 1000.0,
+                "message": f.message,
+                "objectives": f.objectives,
+                "failed_checks": f.failed,
+                "pgdrill_version": env!("CARGO_PKG_VERSION"),
+            }),
+        };
+        let secret = |var: &str, what: &str, warnings: &mut Vec<String>| match std::env::var(var) {
+            Ok(v) if !v.is_empty() => {
+                self.redactor.add(&v);
+                Some(v)
+            }
+            _ => {
+                warnings.push(format!("{what}: {var} is not set"));
+                None
+            }
+        };
+        if let Some(p) = &n.pagerduty {
+            let what = n.name.clone().unwrap_or_else(|| "pagerduty".into());
+            let key = secret(&p.routing_key_env, &what, warnings)?;
+            let url = p.url.clone().unwrap_or_else(|| "https://events.pagerduty.com/v2/enqueue".into());
+            let body = oncall::pagerduty(&alert, &key, p.severity.as_deref().unwrap_or("critical"));
+            return Some((
+                format!("{what} to {}", shown(&url)),
+                url,
+                Some("application/json"),
+                body.to_string(),
+                vec![],
+            ));
+        }
+        if let Some(o) = &n.opsgenie {
+            let what = n.name.clone().unwrap_or_else(|| "opsgenie".into());
+            let key = secret(&o.api_key_env, &what, warnings)?;
+            let base = o.url.clone().unwrap_or_else(|| "https://api.opsgenie.com/v2/alerts".into());
+            let (path, body) = oncall::opsgenie(&alert, o.priority.as_deref().unwrap_or("P2"));
+            let url = format!("{}{path}", base.trim_end_matches('/'));
+            return Some((
+                format!("{what} to {}", shown(&base)),
+                url,
+                Some("application/json"),
+                body.to_string(),
+                vec![("Authorization".into(), format!("GenieKey {key}"))],
+            ));
+        }
+        if let Some(t) = &n.teams {
+            let what = n.name.clone().unwrap_or_else(|| "teams".into());
+            let Some(url) = t
+                .url
+                .clone()
+                .or_else(|| t.url_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|s| !s.is_empty()))
+            else {
+                warnings.push(format!("{what}: {} is not set", t.url_env.as_deref().unwrap_or("its URL")));
+                return None;
+            };
+            let body = oncall::teams(&alert);
+            return Some((
+                format!("{what} to {}", shown(&url)),
+                url,
+                Some("application/json"),
+                body.to_string(),
+                vec![],
+            ));
+        }
+        if let Some(l) = &n.syslog {
+            let what = n.name.clone().unwrap_or_else(|| "syslog".into());
+            let message = oncall::syslog_message(&alert, l.facility.unwrap_or(16), time::OffsetDateTime::now_utc());
+            let tcp = l.transport == crate::runbook::notify::SyslogTransport::Tcp;
+            if let Err(e) = oncall::send_syslog(&l.address, tcp, &self.redactor.redact(&message)) {
+                warnings.push(format!("{what} to {}: {e}", super::visible(&l.address)));
+            }
+        }
+        None
+    }
+}
+
 impl ReportSink for Notifier {
     fn finish(&mut self, summary: &RunSummary) -> crate::Result<()> {
         let Some(f) = facts(summary) else { return Ok(()) };
@@ -385,6 +480,13 @@ impl ReportSink for Notifier {
                 When::Recovered => recovered,
             };
             if !send {
+                continue;
+            }
+            if let Some(post) = self.oncall(n, &f, &mut warnings) {
+                posts.push(post);
+                continue;
+            }
+            if n.syslog.is_some() {
                 continue;
             }
             if let Some(e) = &n.email {

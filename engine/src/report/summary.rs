@@ -142,6 +142,10 @@ pub struct RunSummary {
     pub verified: Vec<(StepId, Outcome)>,
     pub failed: Vec<FailedCheck>,
     pub skipped: Vec<SkippedStep>,
+    /// What each check judged content against (`Fact::GroundTruth`).
+    pub ground_truths: Vec<(StepId, String)>,
+    /// Throwaway servers the run started (`Fact::Throwaway`): step, provider, version.
+    pub throwaways: Vec<(StepId, String, String)>,
 }
 
 impl RunSummary {
@@ -159,6 +163,8 @@ impl RunSummary {
             verified: Vec::new(),
             failed: Vec::new(),
             skipped: Vec::new(),
+            ground_truths: Vec::new(),
+            throwaways: Vec::new(),
             record,
         };
         for suite in &suites {
@@ -206,6 +212,10 @@ impl RunSummary {
                     message: r.message.clone(),
                 }),
                 Fact::Verified => self.verified.push((id.clone(), r.outcome)),
+                Fact::GroundTruth { basis } => self.ground_truths.push((id.clone(), basis.clone())),
+                Fact::Throwaway { provider, version } => {
+                    self.throwaways.push((id.clone(), provider.clone(), version.clone()))
+                }
             }
         }
         if r.phase == Phase::Budget {
@@ -378,6 +388,11 @@ fn redact_suite(r: &Redactor, s: &mut SuiteRecord) {
                     }
                 }
                 Fact::Verified => {}
+                Fact::GroundTruth { basis } => *basis = r.redact(basis),
+                Fact::Throwaway { provider, version } => {
+                    *provider = r.redact(provider);
+                    *version = r.redact(version);
+                }
             }
         }
     }

@@ -21,6 +21,10 @@ pub struct NotifyFile {
     /// default `$HOME/.local/state/pgdrill/outcomes.json`.
     #[serde(default)]
     pub state: Option<PathBuf>,
+    /// An RFC 3161 time-stamping authority's URL: a run that signs its evidence has each
+    /// record timestamped there (as `--tsa` does; the flag wins).
+    #[serde(default)]
+    pub tsa: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -66,6 +70,73 @@ pub struct Notification {
     pub sentry: Option<Sentry>,
     #[serde(default)]
     pub email: Option<Email>,
+    #[serde(default)]
+    pub pagerduty: Option<PagerDuty>,
+    #[serde(default)]
+    pub opsgenie: Option<Opsgenie>,
+    #[serde(default)]
+    pub teams: Option<Teams>,
+    #[serde(default)]
+    pub syslog: Option<Syslog>,
+}
+
+/// PagerDuty Events API v2: a failed run triggers an incident, a passed one resolves it
+/// (one incident per runbook and database: the dedup key).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDuty {
+    /// The variable holding the integration's routing key (a secret).
+    pub routing_key_env: String,
+    /// The events endpoint (default https://events.pagerduty.com/v2/enqueue; EU:
+    /// https://events.eu.pagerduty.com/v2/enqueue).
+    pub url: Option<String>,
+    /// critical, error, warning or info (default critical).
+    pub severity: Option<String>,
+}
+
+/// Opsgenie Alert API: a failed run creates an alert, a passed one closes it (by alias).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Opsgenie {
+    /// The variable holding the API integration key (a secret).
+    pub api_key_env: String,
+    /// The alerts endpoint (default https://api.opsgenie.com/v2/alerts; EU:
+    /// https://api.eu.opsgenie.com/v2/alerts).
+    pub url: Option<String>,
+    /// P1 to P5 (default P2).
+    pub priority: Option<String>,
+}
+
+/// A Microsoft Teams incoming webhook (a Workflows "post to a channel when a webhook request
+/// is received" URL): an Adaptive Card.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Teams {
+    /// The URL (a secret: it carries the token).
+    pub url: Option<String>,
+    /// Or the environment variable holding it.
+    pub url_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyslogTransport {
+    #[default]
+    Udp,
+    /// Octet-counted frames (RFC 6587).
+    Tcp,
+}
+
+/// A syslog collector, RFC 5424 messages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Syslog {
+    /// `host:port` (514 is the usual port).
+    pub address: String,
+    #[serde(default)]
+    pub transport: SyslogTransport,
+    /// The facility number, 0-23 (default 16, local0).
+    pub facility: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -174,10 +245,71 @@ pub fn load(path: &Path) -> Result<NotifyFile, crate::Error> {
     Ok(n)
 }
 
+fn validate_oncall(i: usize, s: &Notification) -> Result<(), (String, String)> {
+    let http = |key: &str, u: &Option<String>| match u {
+        Some(u) if reqwest::Url::parse(u).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) => {
+            Err((format!("notify[{i}].{key}.url"), format!("{key} url must be an http(s) URL")))
+        }
+        _ => Ok(()),
+    };
+    if let Some(p) = &s.pagerduty {
+        http("pagerduty", &p.url)?;
+        if let Some(sev) = p.severity.as_deref().filter(|v| !["critical", "error", "warning", "info"].contains(v)) {
+            return Err((
+                format!("notify[{i}].pagerduty.severity"),
+                format!("severity `{sev}`: one of critical, error, warning, info"),
+            ));
+        }
+    }
+    if let Some(o) = &s.opsgenie {
+        http("opsgenie", &o.url)?;
+        if let Some(p) = o.priority.as_deref().filter(|v| !["P1", "P2", "P3", "P4", "P5"].contains(v)) {
+            return Err((format!("notify[{i}].opsgenie.priority"), format!("priority `{p}`: one of P1 to P5")));
+        }
+    }
+    if let Some(t) = &s.teams {
+        if t.url.is_some() == t.url_env.is_some() {
+            return Err((
+                format!("notify[{i}].teams"),
+                "teams takes `url` or `url_env` (the variable holding it), one of them".into(),
+            ));
+        }
+        http("teams", &t.url)?;
+    }
+    if let Some(l) = &s.syslog {
+        if l.address.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+            return Err((
+                format!("notify[{i}].syslog.address"),
+                "syslog address is host:port, e.g. logs.example.com:514".into(),
+            ));
+        }
+        if l.facility.is_some_and(|f| f > 23) {
+            return Err((format!("notify[{i}].syslog.facility"), "facility is 0 to 23 (16 is local0)".into()));
+        }
+    }
+    Ok(())
+}
+
 /// Checks beyond types, for the operator file and a runbook's `notify:` section alike:
 /// `(key path, message)` of the first problem.
 pub fn validate(n: &NotifyFile) -> Result<(), (String, String)> {
     for (i, s) in n.notify.iter().enumerate() {
+        // The on-call sinks: each alone in its notification.
+        let oncall = [s.pagerduty.is_some(), s.opsgenie.is_some(), s.teams.is_some(), s.syslog.is_some()];
+        if oncall.iter().any(|b| *b) {
+            if oncall.iter().filter(|b| **b).count() > 1
+                || s.webhook.is_some()
+                || s.sentry.is_some()
+                || s.email.is_some()
+            {
+                return Err((
+                    format!("notify[{i}]"),
+                    "each notification has one sink: `webhook:`, `sentry:`, `email:`, `pagerduty:`, `opsgenie:`, `teams:` or `syslog:`".into(),
+                ));
+            }
+            validate_oncall(i, s)?;
+            continue;
+        }
         match (&s.webhook, &s.sentry, &s.email) {
             (None, None, Some(e)) => {
                 let bad_addr = |a: &str| a.is_empty() || a.contains(['<', '>', '\r', '\n', ' ']) || !a.contains('@');
@@ -234,6 +366,11 @@ pub fn validate(n: &NotifyFile) -> Result<(), (String, String)> {
                     "a webhook takes `url` or `url_env` (the variable holding it), one of them".into(),
                 ))
             }
+        }
+    }
+    if let Some(u) = &n.tsa {
+        if reqwest::Url::parse(u).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true) {
+            return Err(("tsa".to_string(), "tsa is the time-stamping authority's http(s) URL".into()));
         }
     }
     if let Some(p) = n.metrics.as_ref().and_then(|m| m.pushgateway.as_ref()) {

@@ -144,6 +144,10 @@ async fn start(ctx: StepCtx, w: EphemeralWith) -> Result<EphemeralOutputs, StepE
         startup_ms: startup.as_millis() as u64,
     };
     ctx.fact(crate::facts::Fact::Server { version: server.server_version.clone() });
+    ctx.fact(crate::facts::Fact::Throwaway {
+        provider: server.provider.to_string(),
+        version: server.server_version.clone(),
+    });
     ctx.resources.push(format!("{} server of step `{}`", server.provider, ctx.step), Box::new(server));
     Ok(o)
 }

@@ -986,6 +986,7 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
         };
         let diffs = if let Some(url) = w.source.as_deref() {
             ctx.keep("ground_truth", json!("source"));
+            ctx.fact(crate::facts::Fact::GroundTruth { basis: "source".into() });
             ctx.log(format!(
                 "ground truth: the live source's table set and row counts now (tolerance {} %)",
                 w.tolerance_pct
@@ -994,12 +995,14 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
             against_source(&live, &tables, w.tolerance_pct)
         } else if let Some(spec) = w.expect_tables.as_deref() {
             ctx.keep("ground_truth", json!("expectations"));
+            ctx.fact(crate::facts::Fact::GroundTruth { basis: "expectations".into() });
             ctx.log(format!("ground truth: the declared expectations `{spec}`"));
             against_expectations(&parse_expectations(spec).map_err(|m| StepError::field("expect_tables", m))?, &tables)
         } else {
             // Nothing to compare with: the dump restored, but nothing says it holds the
             // database it claims (every table, every row). Never green.
             ctx.keep("ground_truth", json!("none"));
+            ctx.fact(crate::facts::Fact::GroundTruth { basis: "none".into() });
             let why = format!(
                 "restorable, content unproven: no manifest, no live source and no declared expectations to compare the restored copy with; {counts}"
             );
@@ -1050,6 +1053,7 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
         super::globals::log_ownership_proof(&ctx, w.ownership, &expect.schema);
     }
     ctx.fact(crate::facts::Fact::Verified);
+    ctx.fact(crate::facts::Fact::GroundTruth { basis: "manifest".into() });
     Ok(FingerprintOutputs {
         tables: tables.len(),
         rows,

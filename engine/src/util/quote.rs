@@ -192,4 +192,10 @@ mod tests {
         assert_eq!(visible("a\x1b[31mred"), "a\\x1b[31mred");
         assert!(matches!(visible("ok"), Cow::Borrowed(_)));
     }
+
+    #[test]
+    fn one_line_keeps_a_name_on_one_line() {
+        assert_eq!(one_line("a\nb\tc\x1b жур\r"), "a\\nb\tc\\x1b жур\\r");
+        assert!(matches!(one_line("ok (x)"), Cow::Borrowed(_)));
+    }
 }

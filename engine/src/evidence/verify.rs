@@ -1,0 +1,416 @@
+//! `pgdrill evidence verify LOCATION`: every signature, every link of the chain, the signed
+//! checkpoint, and no record missing, edited, signed by another key or replayed. Each
+//! problem is a finding that names the record and what happened to it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::dsse::{Envelope, IN_TOTO};
+use super::keys::{sha256_hex, PublicKey};
+use super::log::{described, parse_record_name, record_name, sequences, CHECKPOINT, PUBLIC_KEY, RECORDS};
+use super::statement::{Statement, CHECKPOINT_TYPE, RUN_PREDICATE, STATEMENT_TYPE};
+use crate::Error;
+
+/// One problem, about a record (by sequence) or the log as a whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub record: Option<u64>,
+    pub problem: String,
+}
+
+/// A record that passed every check of its own (signature, form, sequence).
+#[derive(Debug, Clone)]
+pub struct Good {
+    pub sequence: u64,
+    pub sha256: String,
+    pub bytes: Vec<u8>,
+    pub statement: Statement,
+    /// The time its RFC 3161 timestamp states, when checked against a TSA's CA.
+    pub timestamp: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Verified {
+    pub good: Vec<Good>,
+    pub findings: Vec<Finding>,
+    /// The checkpoint's envelope, as its file holds it, when it verified.
+    pub checkpoint: Option<Vec<u8>>,
+    pub keyid: String,
+    /// What is worth saying but is no problem (an append interrupted before its checkpoint).
+    pub notes: Vec<String>,
+}
+
+impl Verified {
+    pub fn ok(&self) -> bool {
+        self.findings.is_empty()
+    }
+
+    /// What `evidence verify` prints.
+    pub fn text(&self, location: &str) -> String {
+        let loc = crate::util::one_line(location);
+        if self.ok() {
+            let head = self
+                .good
+                .last()
+                .map(|g| format!(", head record {} sha256 {}", g.sequence, g.sha256))
+                .unwrap_or_default();
+            let stamped = self.good.iter().filter(|g| g.timestamp.is_some()).count();
+            let stamped = if stamped > 0 { format!(", {stamped} RFC 3161 timestamps verified") } else { String::new() };
+            let mut out = format!(
+                "ok: {loc}: {} records, every signature checks with keyid {}, chain and signed checkpoint intact{stamped}{head}\n",
+                self.good.len(),
+                self.keyid
+            );
+            for n in &self.notes {
+                out.push_str(&format!("  note: {n}\n"));
+            }
+            return out;
+        }
+        let n = self.findings.len();
+        let mut out = format!("FAILED: {loc}: {n} problem{}\n", if n == 1 { "" } else { "s" });
+        for f in &self.findings {
+            match f.record {
+                Some(n) => out.push_str(&format!("  record {n}: {}\n", f.problem)),
+                None => out.push_str(&format!("  {}\n", f.problem)),
+            }
+        }
+        out
+    }
+}
+
+/// [`verify`], and every record's RFC 3161 timestamp against the TSA's CA certificates
+/// `tsa_ca`: a record without one, or whose timestamp does not verify for its sha256, is a
+/// finding.
+pub fn verify_with_timestamps(dir: &Path, key: &PublicKey, tsa_ca: &Path) -> Result<Verified, Error> {
+    let mut v = verify(dir, key)?;
+    for g in v.good.iter_mut() {
+        let tsr = dir.join(RECORDS).join(super::timestamp::tsr_name(g.sequence));
+        if !tsr.exists() {
+            v.findings.push(Finding { record: Some(g.sequence), problem: "it has no RFC 3161 timestamp".into() });
+            continue;
+        }
+        match super::timestamp::verify(&tsr, &g.sha256, tsa_ca) {
+            Ok(t) => {
+                // The TSA's time is the one an auditor can trust; the statement's is the
+                // signing host's clock, which its owner sets.
+                if let Some(p) = tsa_disagrees(g.statement.predicate["finished_at"].as_str().unwrap_or(""), &t) {
+                    v.findings.push(Finding { record: Some(g.sequence), problem: p });
+                }
+                g.timestamp = Some(t)
+            }
+            Err(e) => v.findings.push(Finding { record: Some(g.sequence), problem: e }),
+        }
+    }
+    v.findings.sort_by_key(|f| f.record.unwrap_or(0));
+    Ok(v)
+}
+
+/// How far a statement's end time may be from its TSA time: the timestamp is asked for
+/// right after the record is appended, once the run's other reports are written.
+const TSA_SLACK: time::Duration = time::Duration::minutes(10);
+
+/// The time `openssl ts -reply -text` prints (`Dec  6 08:00:00 2026 GMT`, seconds perhaps
+/// with a fraction).
+fn tsa_time(s: &str) -> Option<time::OffsetDateTime> {
+    let f: Vec<&str> = s.split_whitespace().collect();
+    let [mon, day, hms, year, "GMT"] = f[..] else { return None };
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| *m == mon)
+        .and_then(|i| time::Month::try_from(i as u8 + 1).ok())?;
+    let mut t = hms.split(':');
+    let (h, m, sec) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?, t.next()?);
+    let sec: f64 = sec.parse().ok()?;
+    let date = time::Date::from_calendar_date(year.parse().ok()?, month, day.parse().ok()?).ok()?;
+    let at = time::Time::from_hms(h, m, sec.trunc() as u8).ok()?;
+    Some(time::PrimitiveDateTime::new(date, at).assume_utc() + time::Duration::seconds_f64(sec.fract()))
+}
+
+/// Why a statement that says it finished at `finished_at` (RFC 3339) cannot be right when
+/// its TSA stamped it at `tsa` (openssl's text), if it cannot: a clock set back to date a
+/// late drill on time, or one ahead.
+fn tsa_disagrees(finished_at: &str, tsa: &str) -> Option<String> {
+    let Some(at) = tsa_time(tsa) else {
+        return Some(format!("its timestamp's time `{}` does not read", crate::util::one_line(tsa)));
+    };
+    let Ok(finished) = time::OffsetDateTime::parse(finished_at, &time::format_description::well_known::Rfc3339) else {
+        return Some(format!("it states no end time the TSA's ({tsa}) can be held against"));
+    };
+    let off = finished - at;
+    (off.abs() > TSA_SLACK).then(|| {
+        format!(
+            "it says it finished at {finished_at}, but the TSA stamped it at {tsa}: the signing host's clock was {} by {} min",
+            if off.is_negative() { "behind (a back-dated record?)" } else { "ahead" },
+            off.whole_minutes().abs()
+        )
+    })
+}
+
+/// Notes on the statements' own times (the signing host's clock): a record that says it
+/// finished before its predecessor, or after now. No finding: a clock stepped by NTP does
+/// this too, and an append-only log keeps it; but an auditor should see it.
+fn clock_notes(good: &[Good], now: time::OffsetDateTime) -> Vec<String> {
+    let at = |g: &Good| {
+        g.statement.predicate["finished_at"]
+            .as_str()
+            .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+    };
+    let mut notes = Vec::new();
+    let mut before: Option<(u64, time::OffsetDateTime)> = None;
+    for g in good {
+        let Some(t) = at(g) else { continue };
+        if let Some((n, p)) = before.filter(|(_, p)| t < *p) {
+            notes.push(format!(
+                "record {} says it finished at {}, before record {n} ({}): the signing host's clock went back (a back-dated record?)",
+                g.sequence,
+                crate::util::rfc3339(t),
+                crate::util::rfc3339(p)
+            ));
+        }
+        if t > now + time::Duration::minutes(5) {
+            notes.push(format!(
+                "record {} says it finished at {}, later than now ({}): the signing host's clock was ahead",
+                g.sequence,
+                crate::util::rfc3339(t),
+                crate::util::rfc3339(now)
+            ));
+        }
+        before = Some((g.sequence, t));
+    }
+    notes
+}
+
+/// Check the log in `dir` against `key`. An `Err` is a location that holds no log at all.
+pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
+    let mut v = Verified { keyid: key.keyid(), ..Default::default() };
+    let mut find = |record: Option<u64>, problem: String| v.findings.push(Finding { record, problem });
+    match std::fs::read(dir.join(PUBLIC_KEY)) {
+        Ok(b) => match PublicKey::from_pem(&b, PUBLIC_KEY) {
+            Ok(stored) if stored.keyid() != key.keyid() => find(
+                None,
+                format!(
+                    "{PUBLIC_KEY} beside the evidence (keyid {}) is not the public key given (keyid {}): it was replaced, or this is another key's log",
+                    stored.keyid(),
+                    key.keyid()
+                ),
+            ),
+            Ok(_) => {}
+            Err(e) => find(None, format!("{PUBLIC_KEY} beside the evidence is unreadable: {e}")),
+        },
+        Err(_) => find(None, format!("{PUBLIC_KEY} is missing beside the evidence")),
+    }
+    // The checkpoint before the records: a run appending meanwhile then only adds records
+    // past it (no finding), never a checkpoint counting a record not listed (a false
+    // "missing").
+    let checkpoint = std::fs::read(dir.join(CHECKPOINT));
+    let seqs = sequences(dir)?;
+    // Files under records/ that are not records: something put there by hand.
+    if let Ok(rd) = std::fs::read_dir(dir.join(RECORDS)) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let timestamp =
+                name.strip_suffix(".tsr").is_some_and(|n| parse_record_name(&format!("{n}.dsse.json")).is_some());
+            if parse_record_name(&name).is_none() && !timestamp {
+                find(None, format!("{RECORDS}/{} is not a record of this log", crate::util::one_line(&name)));
+            }
+        }
+    }
+    let mut digests: BTreeMap<u64, String> = BTreeMap::new();
+    let mut links: BTreeMap<u64, Value> = BTreeMap::new();
+    let mut payloads: BTreeMap<String, u64> = BTreeMap::new();
+    let mut good = Vec::new();
+    for &n in &seqs {
+        let path = dir.join(RECORDS).join(record_name(n));
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                find(Some(n), format!("unreadable: {e}"));
+                continue;
+            }
+        };
+        digests.insert(n, sha256_hex(&bytes));
+        let envelope = match Envelope::from_bytes(&bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                find(Some(n), e);
+                continue;
+            }
+        };
+        let payload = match envelope.verify(key) {
+            Ok(p) => p,
+            Err(e) => {
+                find(Some(n), e);
+                continue;
+            }
+        };
+        if envelope.payload_type != IN_TOTO {
+            find(Some(n), format!("its payload type is {}, not an in-toto statement", envelope.payload_type));
+            continue;
+        }
+        let statement: Statement = match serde_json::from_slice(&payload) {
+            Ok(s) => s,
+            Err(e) => {
+                find(Some(n), format!("its signed payload is not an in-toto statement: {e}"));
+                continue;
+            }
+        };
+        if statement.type_ != STATEMENT_TYPE || statement.predicate_type != RUN_PREDICATE {
+            find(
+                Some(n),
+                format!("it is a {} / {}, not a pgdrill run statement", statement.type_, statement.predicate_type),
+            );
+            continue;
+        }
+        let chain = &statement.predicate["chain"];
+        let signed = chain["sequence"].as_u64();
+        let payload_digest = sha256_hex(&payload);
+        if signed != Some(n) {
+            let was = signed.map(|s| s.to_string()).unwrap_or_else(|| "none".into());
+            let copy_of = payloads
+                .get(&payload_digest)
+                .map(|o| format!(", the same statement as record {o}"))
+                .unwrap_or_default();
+            find(
+                Some(n),
+                format!("replayed: its signed sequence is {was}, not {n}: an old statement put in as new{copy_of}"),
+            );
+            continue;
+        }
+        if let Some(first) = payloads.insert(payload_digest, n) {
+            find(Some(n), format!("replayed: the same signed statement as record {first}"));
+            continue;
+        }
+        links.insert(n, chain["previous"].clone());
+        good.push(Good { sequence: n, sha256: digests[&n].clone(), bytes, statement, timestamp: None });
+    }
+    // Every link: the predecessor it signed is there, unchanged.
+    let mut named: Vec<u64> = Vec::new();
+    for (&n, prev) in &links {
+        if n == 1 {
+            if !prev.is_null() {
+                find(Some(1), "the first record links to a predecessor: records before it were removed".into());
+            }
+            continue;
+        }
+        let want = prev["sequence"].as_u64();
+        if want != Some(n - 1) {
+            find(Some(n), format!("its signed link names record {want:?}, not {}", n - 1));
+            continue;
+        }
+        match digests.get(&(n - 1)) {
+            None => {
+                named.push(n - 1);
+                find(
+                    Some(n - 1),
+                    format!("missing: {} (named by record {n}'s signed link)", described(&prev["record"])),
+                );
+            }
+            Some(d) if Some(d.as_str()) != prev["record_sha256"].as_str() => find(
+                Some(n - 1),
+                format!(
+                    "edited or replaced: record {n} signed its sha256 as {}, the file's is {d}",
+                    prev["record_sha256"].as_str().unwrap_or("?")
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    // The checkpoint: the head the log had at its last append.
+    let last = seqs.last().copied().unwrap_or(0);
+    let mut head = last;
+    match checkpoint {
+        Err(_) => find(None, format!("{CHECKPOINT} is missing: the log's last records cannot be checked")),
+        Ok(bytes) => match Envelope::from_bytes(&bytes).and_then(|e| {
+            let p = e.verify(key)?;
+            if e.payload_type != CHECKPOINT_TYPE {
+                return Err(format!("its payload type is {}", e.payload_type));
+            }
+            serde_json::from_slice::<Value>(&p).map_err(|e| e.to_string())
+        }) {
+            Err(e) => find(None, format!("{CHECKPOINT}: {e}")),
+            Ok(c) => {
+                let s = c["sequence"].as_u64().unwrap_or(0);
+                head = head.max(s);
+                if s > last {
+                    named.push(s);
+                    find(
+                        Some(s),
+                        format!(
+                            "missing: {} (named by the signed checkpoint, which counts {s} records)",
+                            described(&c["record"])
+                        ),
+                    );
+                } else if s < last {
+                    // Records after it passed their own checks above (signed with the key,
+                    // chained): only a run with the key appends those, and one killed (or out
+                    // of disk) between its record and its checkpoint leaves exactly this. An
+                    // old checkpoint put back removes nothing, so it is no finding; the
+                    // checkpoint must still name its own record truly.
+                    if digests.get(&s).map(String::as_str) != c["record_sha256"].as_str() {
+                        find(Some(s), "edited or replaced: the signed checkpoint names another sha256 for it".into());
+                    } else {
+                        v.notes.push(format!(
+                            "{CHECKPOINT} covers records 1 to {s}; records {} to {last} were appended after it (an append interrupted before its checkpoint, or an older checkpoint put back): they are signed and chained, and the next signed run re-signs the checkpoint",
+                            s + 1
+                        ));
+                        v.checkpoint = Some(bytes);
+                    }
+                } else if digests.get(&s).map(String::as_str) != c["record_sha256"].as_str() {
+                    find(Some(s), "edited or replaced: the signed checkpoint names another sha256 for it".into());
+                } else {
+                    v.checkpoint = Some(bytes);
+                }
+            }
+        },
+    }
+    // Numbers with no file that no link named.
+    for n in 1..=head {
+        if !digests.contains_key(&n) && !named.contains(&n) {
+            find(Some(n), "missing".into());
+        }
+    }
+    v.findings.sort_by_key(|f| f.record.unwrap_or(0));
+    v.notes.extend(clock_notes(&good, time::OffsetDateTime::now_utc()));
+    v.good = good;
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::{keys::SigningKey, log, statement::Subject};
+    use serde_json::json;
+
+    /// A signing host whose clock was set back (to date a late drill on time) or ahead:
+    /// `evidence verify` trusted the statements' own times and said nothing. The chain now
+    /// shows it as a note, and the TSA's time, when there is one, as a finding.
+    #[test]
+    fn a_clock_set_back_or_ahead_is_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = SigningKey::generate().expect("key");
+        for at in ["2026-11-20T10:00:00Z", "2026-11-01T10:00:00Z", "2999-01-01T00:00:00Z"] {
+            let s = Statement::run(
+                vec![Subject::sha256("x", "00")],
+                json!({"runbook": {"name": "dr"}, "kind": "drill", "outcome": "passed", "finished_at": at}),
+            );
+            log::append(dir.path(), &key, s).expect("append");
+        }
+        let v = verify(dir.path(), &key.public()).expect("verify");
+        let text = v.text("loc");
+        assert!(v.ok(), "{text}");
+        assert!(text.contains("record 2 says it finished at 2026-11-01T10:00:00Z, before record 1"), "{text}");
+        assert!(text.contains("record 3 says it finished at 2999-01-01T00:00:00Z, later than now"), "{text}");
+        assert!(!text.contains("record 1 says"), "{text}");
+
+        assert_eq!(tsa_time("Dec  6 08:00:00.5 2026 GMT"), Some(time::macros::datetime!(2026-12-06 08:00:00.5 UTC)));
+        assert_eq!(tsa_time("Dec  6 08:00:00 2026 GMT"), Some(time::macros::datetime!(2026-12-06 08:00:00 UTC)));
+        assert_eq!(tsa_disagrees("2026-12-06T07:59:30Z", "Dec  6 08:00:00 2026 GMT"), None);
+        let back = tsa_disagrees("2026-12-01T08:00:00Z", "Dec  6 08:00:00 2026 GMT").expect("back-dated");
+        assert!(back.contains("behind (a back-dated record?) by 7200 min"), "{back}");
+        let ahead = tsa_disagrees("2026-12-06T09:00:00Z", "Dec  6 08:00:00 2026 GMT").expect("ahead");
+        assert!(ahead.contains("ahead by 60 min"), "{ahead}");
+        assert!(tsa_disagrees("2026-12-06T08:00:00Z", "yesterday").is_some());
+    }
+}

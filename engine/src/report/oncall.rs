@@ -1,0 +1,167 @@
+//! The on-call sinks' payloads (issue 42): PagerDuty Events API v2, the Opsgenie Alert API,
+//! a Microsoft Teams Adaptive Card, and RFC 5424 syslog messages. Built from the same
+//! masked facts as the other alerts; sending is `notify`'s (HTTP) or `send_syslog`'s.
+
+use serde_json::{json, Value};
+
+/// What an on-call alert says of a run.
+pub struct Alert<'a> {
+    pub runbook: &'a str,
+    pub database: &'a str,
+    pub passed: bool,
+    pub outcome: &'a str,
+    /// One line: "pgdrill: runbook verify (app) failed in 3.2 s".
+    pub summary: String,
+    /// The whole text (message, objectives).
+    pub text: String,
+    pub details: Value,
+}
+
+/// One incident per runbook and database: a pass resolves what a failure triggered.
+fn dedup_key(a: &Alert<'_>) -> String {
+    format!("pgdrill/{}/{}", a.runbook, a.database)
+}
+
+fn cut(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// The PagerDuty Events API v2 event: `trigger` on a failure, `resolve` on a pass.
+pub fn pagerduty(a: &Alert<'_>, routing_key: &str, severity: &str) -> Value {
+    if a.passed {
+        return json!({ "routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key(a) });
+    }
+    json!({
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": dedup_key(a),
+        "payload": {
+            // The API takes at most 1024 characters of summary.
+            "summary": cut(&a.summary, 1024),
+            "source": crate::util::hostname().unwrap_or_else(|| "pgdrill".into()),
+            "severity": severity,
+            "component": a.database,
+            "group": a.runbook,
+            "class": a.outcome,
+            "custom_details": a.details,
+        },
+    })
+}
+
+/// The Opsgenie request: (path suffix under the alerts URL, body). A failure creates an
+/// alert (message at most 130 characters, alias 512); a pass closes it by alias.
+pub fn opsgenie(a: &Alert<'_>, priority: &str) -> (String, Value) {
+    let alias = cut(&dedup_key(a), 512);
+    if a.passed {
+        let path = format!("/{}/close?identifierType=alias", crate::util::percent_encode(&alias));
+        return (path, json!({ "source": "pgdrill", "note": cut(&a.summary, 25000) }));
+    }
+    (
+        String::new(),
+        json!({
+            "message": cut(&a.summary, 130),
+            "alias": alias,
+            "description": cut(&a.text, 15000),
+            "priority": priority,
+            "source": "pgdrill",
+            "tags": ["pgdrill", a.outcome],
+            "details": {
+                "runbook": a.runbook,
+                "database": a.database,
+                "outcome": a.outcome,
+                "host": crate::util::hostname().unwrap_or_default(),
+            },
+        }),
+    )
+}
+
+/// A Teams message holding one Adaptive Card; every value from data is Markdown-escaped
+/// (a name cannot become a link or emphasis).
+pub fn teams(a: &Alert<'_>) -> Value {
+    let md = |s: &str| super::compliance::markdown_text(s);
+    let facts: Vec<Value> = [("runbook", a.runbook), ("database", a.database), ("outcome", a.outcome)]
+        .iter()
+        .map(|(k, v)| json!({ "title": k, "value": md(v) }))
+        .collect();
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": [
+                    { "type": "TextBlock", "size": "Medium", "weight": "Bolder", "wrap": true, "text": md(&a.summary),
+                      "color": if a.passed { "Good" } else { "Attention" } },
+                    { "type": "FactSet", "facts": facts },
+                    { "type": "TextBlock", "wrap": true, "text": md(&a.text) },
+                ],
+            },
+        }],
+    })
+}
+
+/// An RFC 5424 SD-PARAM value: `"`, `\` and `]` escaped; control characters shown.
+fn sd_value(s: &str) -> String {
+    let mut out = String::new();
+    for c in crate::util::visible(s).chars() {
+        if matches!(c, '"' | '\\' | ']') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// An RFC 5424 header field (HOSTNAME, APP-NAME): printable ASCII without spaces, else `-`.
+fn header_field(s: &str, max: usize) -> String {
+    let f: String = s.chars().filter(|c| c.is_ascii_graphic()).take(max).collect();
+    if f.is_empty() {
+        "-".into()
+    } else {
+        f
+    }
+}
+
+/// The RFC 5424 message: `<PRI>1 TIMESTAMP HOSTNAME pgdrill PROCID run [pgdrill@32473 ...] MSG`,
+/// severity err (3) for a failure and info (6) for a pass.
+pub fn syslog_message(a: &Alert<'_>, facility: u8, at: time::OffsetDateTime) -> String {
+    let severity = if a.passed { 6 } else { 3 };
+    let pri = u16::from(facility) * 8 + severity;
+    let ts = at.replace_nanosecond(at.nanosecond() / 1000 * 1000).unwrap_or(at);
+    // 32473 is the example enterprise number RFC 5612 reserves for documentation; a private
+    // SD-ID must carry one.
+    format!(
+        "<{pri}>1 {} {} pgdrill {} run [pgdrill@32473 runbook=\"{}\" database=\"{}\" outcome=\"{}\"] {}",
+        crate::util::rfc3339(ts),
+        header_field(&crate::util::hostname().unwrap_or_default(), 255),
+        std::process::id(),
+        sd_value(a.runbook),
+        sd_value(a.database),
+        sd_value(a.outcome),
+        crate::util::visible(&a.text.replace('\n', "; ")),
+    )
+}
+
+/// Send `message` to `address` over UDP, or TCP with octet counting (RFC 6587).
+pub fn send_syslog(address: &str, tcp: bool, message: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::net::ToSocketAddrs as _;
+    let to = address
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {}: {e}", crate::util::visible(address)))?
+        .next()
+        .ok_or_else(|| format!("{} resolves to no address", crate::util::visible(address)))?;
+    let timeout = std::time::Duration::from_secs(5);
+    if tcp {
+        let mut s = std::net::TcpStream::connect_timeout(&to, timeout).map_err(|e| format!("cannot connect: {e}"))?;
+        s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        s.write_all(format!("{} {message}", message.len()).as_bytes()).map_err(|e| format!("cannot send: {e}"))
+    } else {
+        let bind = if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+        let s = std::net::UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+        s.send_to(message.as_bytes(), to).map(|_| ()).map_err(|e| format!("cannot send: {e}"))
+    }
+}

@@ -1,0 +1,608 @@
+//! Signed evidence (issue 42): real runs (a backup, a verify, a failing verify) each append a
+//! signed in-toto statement to the evidence log; `pgdrill evidence verify` and the pack's
+//! openssl commands accept the log, and an edited byte, a removed failed run, a record
+//! re-signed with another key and an old statement replayed as new are each detected and
+//! named.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+
+use crate::common;
+use crate::common::{on_path, require, Run};
+
+const KEY: &str = "signed-evidence test passphrase";
+
+fn record(dir: &Path, n: u64) -> PathBuf {
+    dir.join("records").join(format!("{n:08}.dsse.json"))
+}
+
+/// The signed statement inside a record's envelope.
+fn statement(path: &Path) -> serde_json::Value {
+    let env = common::read_json(path);
+    let payload =
+        base64::engine::general_purpose::STANDARD.decode(env["payload"].as_str().expect("payload")).expect("b64");
+    serde_json::from_slice(&payload).expect("statement")
+}
+
+/// A copy of the evidence directory to damage.
+fn copy_of(dir: &Path, to: &Path) -> PathBuf {
+    let out = to.to_path_buf();
+    std::fs::create_dir_all(out.join("records")).expect("mkdir");
+    for name in ["public-key.pem", "checkpoint.dsse.json"] {
+        std::fs::copy(dir.join(name), out.join(name)).expect("copy");
+    }
+    for e in std::fs::read_dir(dir.join("records")).expect("records").flatten() {
+        std::fs::copy(e.path(), out.join("records").join(e.file_name())).expect("copy");
+    }
+    out
+}
+
+fn verify(dir: &Path, public: &Path) -> common::Ran {
+    Run::cli(["evidence", "verify"]).arg(dir).arg("--public-key").arg(public).output()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_sign_their_evidence_and_a_removed_failed_verify_is_named() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int primary key); insert into t values (1), (2)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let storage = t.path().join("backups");
+    let evidence = t.path().join("evidence");
+    let key = t.path().join("signing.pem");
+    let public = t.path().join("signing.pem.pub");
+
+    // keygen: a private key 0600, the public key printed and beside it.
+    let ran = Run::cli(["keygen"]).arg(&key).expect(0);
+    assert!(ran.stdout.starts_with("-----BEGIN PUBLIC KEY-----"), "{}", ran.all());
+    assert!(!ran.all().contains("PRIVATE"), "keygen printed the private key: {}", ran.all());
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&key).expect("key").permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(&public).expect("pub"), ran.stdout);
+    Run::cli(["keygen"]).arg(&key).expect(2);
+    let private = std::fs::read_to_string(&key).expect("key");
+    let private_body: String = private.lines().filter(|l| !l.starts_with("-----")).collect();
+
+    let signed = |r: Run| r.arg("--signing-key").arg(&key).arg("--evidence").arg(&evidence);
+    // 1: a backup.
+    let backup =
+        signed(Run::new("backup")).var("database_url", s.url()).var("storage", storage.display()).key(KEY).expect(0);
+    // 2: a verify that passes.
+    let verified = signed(Run::new("verify"))
+        .var("storage", storage.display())
+        .var("database", "shop")
+        .var("provider", "native")
+        .key(KEY)
+        .expect(0);
+    // 3: a verify that fails (the archive damaged since), the key in a variable.
+    let file = std::fs::read_dir(storage.join("shop"))
+        .expect("storage")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
+        .expect("a backup");
+    let manifest = common::read_json(&pgdrill::backup::layout::manifest_path(&file));
+    let mut damaged = std::fs::read(&file).expect("backup");
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xff;
+    std::fs::write(&file, &damaged).expect("damage");
+    let failed = Run::new("verify")
+        .var("storage", storage.display())
+        .var("database", "shop")
+        .var("provider", "native")
+        .var("force", "true")
+        .key(KEY)
+        .env("PGDRILL_SIGNING_KEY", &private)
+        .arg("--evidence")
+        .arg(&evidence)
+        .expect(1);
+    for r in [&backup, &verified, &failed] {
+        assert!(!r.all().contains(&private_body), "the signing key reached the output: {}", r.all());
+        assert!(r.stderr.contains("evidence: signed statement"), "{}", r.all());
+    }
+
+    // What the statements say.
+    let b = statement(&record(&evidence, 1));
+    assert_eq!(b["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(b["predicateType"], "https://pgdrill.dev/evidence/run/v1");
+    assert_eq!(b["predicate"]["kind"], "backup");
+    assert_eq!(b["predicate"]["outcome"], "passed");
+    let subject = b["subject"].as_array().expect("subject");
+    assert!(
+        subject.iter().any(|s| s["digest"]["sha256"] == manifest["sha256"]),
+        "no subject with the manifest's sha256 {}: {subject:?}",
+        manifest["sha256"]
+    );
+    let runbook = std::fs::read(common::root().join("runbooks/backup.yaml")).expect("runbook");
+    let runbook_sha = pgdrill::evidence::keys::sha256_hex(&runbook);
+    assert_eq!(b["predicate"]["runbook"]["sha256"], runbook_sha.as_str());
+    assert!(subject.iter().any(|s| s["name"] == "runbook:backup" && s["digest"]["sha256"] == runbook_sha.as_str()));
+
+    let v = statement(&record(&evidence, 2));
+    let p = &v["predicate"];
+    assert_eq!((p["kind"].as_str(), p["outcome"].as_str()), (Some("verify"), Some("passed")), "{p}");
+    assert!(v["subject"].as_array().expect("subject").iter().any(|s| s["digest"]["sha256"] == manifest["sha256"]));
+    let checks = p["checks"].as_array().expect("checks");
+    assert!(checks.iter().any(|c| c["ground_truth"] == "manifest" && c["verdict"] == "passed"), "{checks:?}");
+    assert_eq!(p["target"]["segregated_from_source"], true, "{p}");
+    assert_eq!(p["target"]["throwaway_servers"][0]["provider"], "native", "{p}");
+    assert!(p["versions"]["servers"][0].as_str().is_some_and(|v| v.starts_with("15")), "{p}");
+    assert!(p["started_at"].is_string() && p["finished_at"].is_string());
+    assert_eq!(p["chain"]["sequence"], 2);
+    assert_eq!(p["chain"]["previous"]["sequence"], 1);
+
+    let f = statement(&record(&evidence, 3));
+    assert_eq!(f["predicate"]["outcome"], "failed", "{f}");
+    assert!(f["predicate"]["checks"].as_array().expect("checks").iter().any(|c| c["verdict"] == "failed"), "{f}");
+
+    // The log verifies.
+    let ok = verify(&evidence, &public);
+    assert_eq!(ok.code, Some(0), "{}", ok.all());
+    assert!(ok.stdout.contains("3 records"), "{}", ok.all());
+
+    // The pack verifies with openssl alone. Its period: yesterday and today (UTC), which
+    // hold every run of this test whenever it runs.
+    let pack = t.path().join("pack.tar");
+    let today = time::OffsetDateTime::now_utc().date();
+    let yesterday = today.previous_day().expect("a day before");
+    Run::cli(["evidence", "pack", "--from", &yesterday.to_string(), "--to", &today.to_string(), "--public-key"])
+        .arg(&public)
+        .arg("--evidence")
+        .arg(&evidence)
+        .arg(&pack)
+        .expect(0);
+    let unpacked = t.path().join("unpacked");
+    std::fs::create_dir_all(&unpacked).expect("mkdir");
+    tar::Archive::new(std::fs::File::open(&pack).expect("pack")).unpack(&unpacked).expect("untar");
+    let readme = std::fs::read_to_string(unpacked.join("README.txt")).expect("README.txt");
+    assert!(readme.contains("openssl pkeyutl -verify -pubin -inkey public-key.pem -rawin"), "{readme}");
+    // The period's compliance report: backups and a verify proven against its manifest
+    // meet ISO/IEC 27001 A.8.13; no drill was run, so NIST CP-4 is not met, and says so.
+    let report = common::read_json(&unpacked.join("compliance.json"));
+    let control = |id: &str| {
+        report["controls"].as_array().expect("controls").iter().find(|c| c["control"] == id).cloned().expect(id)
+    };
+    assert_eq!(control("A.8.13")["verdict"], "met", "{}", control("A.8.13"));
+    assert_eq!(control("CP-9")["verdict"], "met", "{}", control("CP-9"));
+    let cp4 = control("CP-4");
+    assert_eq!(cp4["verdict"], "not_met", "{cp4}");
+    assert!(cp4["judged"][0]["missing"].as_str().is_some_and(|m| m.contains("no passed recovery drill")), "{cp4}");
+    let a813 = control("A.8.13");
+    let supporting: Vec<u64> = a813["judged"]
+        .as_array()
+        .expect("judged")
+        .iter()
+        .flat_map(|j| j["supporting"].as_array().cloned().unwrap_or_default())
+        .filter_map(|n| n.as_u64())
+        .collect();
+    assert!(supporting.contains(&1) && supporting.contains(&2) && !supporting.contains(&3), "{a813}");
+    assert!(std::fs::read_to_string(unpacked.join("compliance.html")).expect("html").contains("A.8.13"));
+    if require(on_path("pdftotext") && on_path("pdfinfo"), "poppler-utils (pdftotext, pdfinfo)") {
+        let pdf = unpacked.join("compliance.pdf");
+        let info = std::process::Command::new("pdfinfo").arg(&pdf).output().expect("pdfinfo");
+        assert!(info.status.success(), "pdfinfo: {}", common::text(&info.stderr));
+        assert!(
+            common::text(&info.stdout).contains("Title:           pgdrill compliance report"),
+            "{}",
+            common::text(&info.stdout)
+        );
+        let text =
+            std::process::Command::new("pdftotext").arg("-layout").arg(&pdf).arg("-").output().expect("pdftotext");
+        let text = common::text(&text.stdout);
+        assert!(text.contains("ISO/IEC 27001:2022 Annex A A.8.13: MET"), "{text}");
+        assert!(text.contains("CP-4: NOT MET"), "{text}");
+        // Every page renders.
+        if on_path("pdftoppm") {
+            let out = std::process::Command::new("pdftoppm")
+                .args(["-r", "20", "-png"])
+                .arg(&pdf)
+                .arg(t.path().join("page"))
+                .output()
+                .expect("pdftoppm");
+            assert!(
+                out.status.success() && common::text(&out.stderr).is_empty(),
+                "pdftoppm: {}",
+                common::text(&out.stderr)
+            );
+        }
+    }
+
+    if require(on_path("openssl"), "the openssl command") {
+        let sh = |dir: &Path| {
+            std::process::Command::new("sh").arg(dir.join("verify.sh")).arg(&public).output().expect("sh verify.sh")
+        };
+        let out = sh(&unpacked);
+        let text = common::text(&out.stdout);
+        assert!(out.status.success(), "verify.sh: {text}{}", common::text(&out.stderr));
+        assert_eq!(text.matches("signature ok, chain ok").count(), 4, "{text}");
+        // openssl alone sees the failed run removed, too.
+        std::fs::remove_file(unpacked.join("records/00000003.dsse.json")).expect("rm");
+        let out = sh(&unpacked);
+        assert!(!out.status.success(), "verify.sh accepted a removed record: {}", common::text(&out.stdout));
+        assert!(common::text(&out.stdout).contains("checkpoint.dsse.json: signature ok, chain BROKEN"));
+    }
+
+    // The failed run's record removed: named by its successor... here the checkpoint.
+    let d = copy_of(&evidence, &t.path().join("removed"));
+    std::fs::remove_file(record(&d, 3)).expect("rm");
+    let r = verify(&d, &public);
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(r.stdout.contains("record 3: missing: the failed verify `verify`"), "{}", r.all());
+    // ... and from the middle of the chain: named by the next record's signed link.
+    let d = copy_of(&evidence, &t.path().join("removed-middle"));
+    std::fs::remove_file(record(&d, 2)).expect("rm");
+    let r = verify(&d, &public);
+    assert!(
+        r.stdout.contains("record 2: missing: the passed verify `verify`")
+            && r.stdout.contains("record 3's signed link"),
+        "{}",
+        r.all()
+    );
+
+    // Any byte edited: the payload, the key id, the signature, the layout.
+    let bytes = std::fs::read(record(&evidence, 2)).expect("record");
+    let text = String::from_utf8(bytes.clone()).expect("utf8");
+    let at = |needle: &str| text.find(needle).expect(needle) + needle.len() + 2;
+    for (what, i) in [
+        ("payload", at("\"payload\": \"") + 40),
+        ("keyid", at("\"keyid\": \"")),
+        ("sig", at("\"sig\": \"") + 5),
+        ("layout", 1),
+    ] {
+        let d = copy_of(&evidence, &t.path().join(format!("edited-{what}")));
+        let mut b = bytes.clone();
+        b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+        std::fs::write(record(&d, 2), &b).expect("write");
+        let r = verify(&d, &public);
+        assert_eq!(r.code, Some(1), "{what} edited and accepted: {}", r.all());
+        assert!(r.stdout.contains("record 2:"), "{what}: {}", r.all());
+    }
+
+    // Re-signed with another key.
+    let other = pgdrill::evidence::keys::SigningKey::generate().expect("key");
+    let env: pgdrill::evidence::dsse::Envelope = serde_json::from_slice(&bytes).expect("envelope");
+    let payload = env.payload_bytes().expect("payload");
+    let resigned = pgdrill::evidence::dsse::Envelope::sign(&env.payload_type, &payload, &other).expect("sign");
+    let d = copy_of(&evidence, &t.path().join("resigned"));
+    std::fs::write(record(&d, 2), resigned.to_bytes()).expect("write");
+    let r = verify(&d, &public);
+    assert!(r.stdout.contains("record 2: signed with another key"), "{}", r.all());
+
+    // An old statement replayed as new: the passed verify put in as record 4.
+    let d = copy_of(&evidence, &t.path().join("replayed"));
+    std::fs::copy(record(&d, 2), record(&d, 4)).expect("copy");
+    let r = verify(&d, &public);
+    assert!(r.stdout.contains("record 4: replayed: its signed sequence is 2"), "{}", r.all());
+
+    // Another key's public key: every record refused, and the stored one named as different.
+    let r = verify(&evidence, &{
+        let p = t.path().join("other.pub");
+        std::fs::write(&p, other.public().pem()).expect("write");
+        p
+    });
+    assert_eq!(r.code, Some(1));
+    assert!(r.stdout.contains("public-key.pem beside the evidence"), "{}", r.all());
+    s.stop().await;
+}
+
+/// A time-stamping authority on loopback: a CA, a TSA certificate it issued for time
+/// stamping, and a thread answering RFC 3161 queries over HTTP with `openssl ts -reply`.
+struct LocalTsa {
+    url: String,
+    ca: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for LocalTsa {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn openssl_ok(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+    assert!(out.status.success(), "openssl {}: {}", args.join(" "), common::text(&out.stderr));
+}
+
+fn local_tsa(dir: &Path) -> LocalTsa {
+    use std::io::{BufRead, BufReader, Read, Write};
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl_ok(
+        dir,
+        &[
+            &["req", "-x509", "-new"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=pgdrill test TSA CA", "-days", "2"],
+        ]
+        .concat(),
+    );
+    openssl_ok(
+        dir,
+        &[&["req", "-new"][..], &ec, &["-keyout", "tsa.key", "-out", "tsa.csr", "-subj", "/CN=pgdrill test TSA"]]
+            .concat(),
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=critical,timeStamping\n",
+    )
+    .expect("ext");
+    openssl_ok(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "tsa.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "tsa.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    std::fs::write(dir.join("serial"), "01\n").expect("serial");
+    std::fs::write(
+        dir.join("tsa.cnf"),
+        format!(
+            "[ tsa ]\ndefault_tsa = tsa1\n[ tsa1 ]\ndir = {}\nserial = $dir/serial\nsigner_cert = $dir/tsa.pem\ncerts = $dir/tsa.pem\nsigner_key = $dir/tsa.key\nsigner_digest = sha256\ndefault_policy = 1.2.3.4.1\ndigests = sha256\naccuracy = secs:1\ness_cert_id_alg = sha256\n",
+            dir.display()
+        ),
+    )
+    .expect("tsa.cnf");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!("http://{}/tsa", listener.local_addr().expect("addr"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop2, dir2) = (stop.clone(), dir.to_path_buf());
+    let thread = std::thread::spawn(move || {
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            let Ok((stream, _)) = listener.accept() else {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            };
+            stream.set_nonblocking(false).expect("blocking");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut length = 0usize;
+            let mut line = String::new();
+            let mut content_type = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if let Some(v) = lower.strip_prefix("content-type:") {
+                    content_type = v.trim().to_string();
+                }
+                line.clear();
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).expect("body");
+            // The documented media type of an RFC 3161 query, else refused.
+            let reply = if content_type == "application/timestamp-query" {
+                std::fs::write(dir2.join("q.tsq"), &body).expect("query");
+                let out = std::process::Command::new("openssl")
+                    .args(["ts", "-reply", "-config", "tsa.cnf", "-queryfile", "q.tsq", "-out", "r.tsr"])
+                    .current_dir(&dir2)
+                    .output()
+                    .expect("openssl ts -reply");
+                out.status.success().then(|| std::fs::read(dir2.join("r.tsr")).expect("reply"))
+            } else {
+                None
+            };
+            let mut stream = stream;
+            let _ = match reply {
+                Some(r) => stream
+                    .write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/timestamp-reply\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", r.len()).as_bytes())
+                    .and_then(|_| stream.write_all(&r)),
+                None => stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            };
+        }
+    });
+    LocalTsa { url, ca: dir.join("ca.pem"), stop, thread: Some(thread) }
+}
+
+#[test]
+fn a_record_s_rfc3161_timestamp_from_a_local_tsa_verifies_and_its_loss_is_named() {
+    if !require(on_path("openssl"), "the openssl command") {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tmp");
+    let tsa = local_tsa(&t.path().join("tsa"));
+    let key = t.path().join("k.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let runbook = t.path().join("tiny.yaml");
+    std::fs::write(
+        &runbook,
+        "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
+    )
+    .expect("runbook");
+    let evidence = t.path().join("evidence");
+    let ran = Run::new(&runbook)
+        .arg("--signing-key")
+        .arg(&key)
+        .arg("--evidence")
+        .arg(&evidence)
+        .arg("--tsa")
+        .arg(&tsa.url)
+        .expect(0);
+    assert!(
+        ran.stderr.contains("evidence: signed statement 1 appended") && ran.stderr.contains("timestamped"),
+        "{}",
+        ran.all()
+    );
+    // The TSA from the notify file instead of the flag.
+    let notify = t.path().join("notify.yaml");
+    std::fs::write(&notify, format!("tsa: \"{}\"\n", tsa.url)).expect("notify");
+    let ran = Run::new(&runbook)
+        .arg("--signing-key")
+        .arg(&key)
+        .arg("--evidence")
+        .arg(&evidence)
+        .arg("--notify")
+        .arg(&notify)
+        .expect(0);
+    assert!(
+        ran.stderr.contains("evidence: signed statement 2 appended") && ran.stderr.contains("timestamped"),
+        "{}",
+        ran.all()
+    );
+    let public = t.path().join("k.pem.pub");
+    let verify = |ca: &Path| {
+        Run::cli(["evidence", "verify"])
+            .arg(&evidence)
+            .arg("--public-key")
+            .arg(&public)
+            .arg("--tsa-ca")
+            .arg(ca)
+            .output()
+    };
+    let ok = verify(&tsa.ca);
+    assert_eq!(ok.code, Some(0), "{}", ok.all());
+    assert!(ok.stdout.contains("2 RFC 3161 timestamps verified"), "{}", ok.all());
+
+    // The auditor's script checks it with openssl alone.
+    let pack = t.path().join("pack.tar");
+    Run::cli(["evidence", "pack", "--from", "2000-01-01", "--to", "2100-01-01", "--evidence"])
+        .arg(&evidence)
+        .arg(&pack)
+        .expect(0);
+    let unpacked = t.path().join("unpacked");
+    tar::Archive::new(std::fs::File::open(&pack).expect("pack")).unpack(&unpacked).expect("untar");
+    let out = std::process::Command::new("sh")
+        .arg(unpacked.join("verify.sh"))
+        .arg(&public)
+        .arg(&tsa.ca)
+        .output()
+        .expect("sh");
+    assert!(out.status.success(), "{}{}", common::text(&out.stdout), common::text(&out.stderr));
+    assert!(common::text(&out.stdout).contains("records/00000001.dsse.json: signature ok, chain ok, timestamp ok"));
+
+    // Another CA's view: the timestamp does not verify.
+    let other = t.path().join("other");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    openssl_ok(
+        &other,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "o.key",
+            "-out",
+            "o.pem",
+            "-subj",
+            "/CN=other",
+            "-days",
+            "2",
+        ],
+    );
+    let r = verify(&other.join("o.pem"));
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(r.stdout.contains("record 1: its timestamp does not verify"), "{}", r.all());
+
+    // The timestamp removed: named.
+    std::fs::remove_file(evidence.join("records/00000001.tsr")).expect("rm");
+    let r = verify(&tsa.ca);
+    assert!(r.stdout.contains("record 1: it has no RFC 3161 timestamp"), "{}", r.all());
+}
+
+/// One request to the S3-compatible server on loopback as the account that published (moto
+/// reads the account from the credential and does not check the signature): the status and
+/// the response's head and body as text.
+fn s3(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out)
+}
+
+#[test]
+fn object_lock_keeps_published_evidence_from_deletion_and_a_bucket_without_it_is_refused() {
+    let Some(moto) = common::moto() else { return };
+    let port = moto.port;
+    assert_eq!(s3(port, "PUT", "/locked-evidence", &[("x-amz-bucket-object-lock-enabled", "true")]).0, 200);
+    assert_eq!(s3(port, "PUT", "/plain-evidence", &[]).0, 200);
+    let t = tempfile::tempdir().expect("tmp");
+    let key = t.path().join("k.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let runbook = t.path().join("tiny.yaml");
+    std::fs::write(
+        &runbook,
+        "name: tiny\nkind: backup\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
+    )
+    .expect("runbook");
+    let evidence = t.path().join("evidence");
+    for _ in 0..2 {
+        Run::new(&runbook).arg("--signing-key").arg(&key).arg("--evidence").arg(&evidence).expect(0);
+    }
+    const SECRET: &str = "object-lock-secret-access-key-never-shown";
+    let publish = |to: &str| {
+        let mut run = Run::cli(["evidence", "publish"]).arg(&evidence);
+        for a in ["--to", to, "--retain", "30d", "--mode", "governance"] {
+            run = run.arg(a);
+        }
+        run.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+            .output()
+    };
+    // A bucket without Object Lock: refused, nothing written.
+    let r = publish("s3://plain-evidence/prod");
+    assert_eq!(r.code, Some(2), "{}", r.all());
+    assert!(r.all().contains("plain-evidence: it has no Object Lock configuration"), "{}", r.all());
+    assert!(s3(port, "GET", "/plain-evidence?list-type=2", &[]).1.contains("<KeyCount>0</KeyCount>"));
+
+    let r = publish("s3://locked-evidence/prod");
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    assert!(r.stdout.contains("4 objects written, 0 already there; retained (governance) until"), "{}", r.all());
+    assert!(!r.all().contains(SECRET));
+    let (status, head) = s3(port, "HEAD", "/locked-evidence/prod/records/00000001.dsse.json", &[]);
+    assert_eq!(status, 200, "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("x-amz-object-lock-mode: governance"), "{head}");
+    let version = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("x-amz-version-id:"))
+        .map(|v| v.trim().to_string())
+        .expect("a version id");
+    // Deleting the record's version before the date is refused by the store.
+    let (status, body) =
+        s3(port, "DELETE", &format!("/locked-evidence/prod/records/00000001.dsse.json?versionId={version}"), &[]);
+    assert_eq!(status, 403, "a locked record was deleted: {body}");
+    assert_eq!(s3(port, "GET", "/locked-evidence/prod/records/00000001.dsse.json", &[]).0, 200);
+
+    // Again: the records are there already; only the checkpoint is written (a new version).
+    let r = publish("s3://locked-evidence/prod");
+    assert!(r.stdout.contains("1 objects written, 3 already there"), "{}", r.all());
+    drop(moto);
+}
