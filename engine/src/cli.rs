@@ -35,6 +35,32 @@ fn write_quietly(w: &mut dyn std::io::Write, text: &str) {
     let _ = w.write_all(text.as_bytes()).and_then(|_| w.flush());
 }
 
+/// A writer that remembers whether its reader went away (a broken pipe).
+struct PipeWatch<W> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W: std::io::Write> PipeWatch<W> {
+    fn seen<T>(&mut self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &r {
+            self.closed |= e.kind() == std::io::ErrorKind::BrokenPipe;
+        }
+        r
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for PipeWatch<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.seen(r)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.seen(r)
+    }
+}
+
 /// Prove PostgreSQL backups restore: runbooks as code, verification by restore, drills with
 /// measured RTO and RPO.
 #[derive(Debug, Parser)]
@@ -186,6 +212,25 @@ enum Command {
         #[arg(long, value_name = "VAR", default_value = "PGDRILL_BACKUP_KEY")]
         key_env: String,
         /// File holding the key or passphrase (instead of --key-env).
+        #[arg(long, value_name = "PATH")]
+        key_file: Option<PathBuf>,
+    },
+    /// Move encrypted backups to the newest key of a keyring (after a key rotation), each
+    /// re-encrypted as it streams, proved to decrypt to the same content under the new key
+    /// alone, then published beside the old one, which is removed. Local storage only.
+    Rekey {
+        /// Backup files to move (default: every pgdrill backup in --storage).
+        files: Vec<PathBuf>,
+        /// A local backup directory: every pgdrill backup in it (or of --database).
+        #[arg(long, value_name = "DIR")]
+        storage: Option<PathBuf>,
+        /// Only the backups of this database.
+        #[arg(long)]
+        database: Option<String>,
+        /// Environment variable holding the keyring: one key per line, the newest first.
+        #[arg(long, value_name = "VAR", default_value = "PGDRILL_BACKUP_KEY")]
+        key_env: String,
+        /// File holding the keyring (instead of --key-env).
         #[arg(long, value_name = "PATH")]
         key_file: Option<PathBuf>,
     },
@@ -865,15 +910,95 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             };
             if let Some(s) = &secret {
                 redactor.add(s);
+                for k in crate::archive::crypto::keyring_lines(s) {
+                    redactor.add(k);
+                }
             }
             let key = secret.as_deref().map(crate::archive::KeySource::from_secret);
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            let mut out = PipeWatch {
+                inner: std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()),
+                closed: false,
+            };
             let r = tokio::task::block_in_place(|| {
                 crate::backup::decrypt_to(&file, key.as_ref(), secret.as_deref(), &mut out)
             });
+            let flushed = std::io::Write::flush(&mut out);
+            // The reader stopped reading (`| head`, a pager quit): what it wanted it has, and
+            // there is no one to tell. Quiet, as `backups list | head` is.
+            if out.closed {
+                return Ok(ExitCode::Passed);
+            }
             // A damaged archive is a failed check (exit 1), with its class like any error.
             r?;
-            std::io::Write::flush(&mut out).map_err(|e| Error::environment(format!("writing stdout: {e}")))?;
+            flushed.map_err(|e| Error::environment(format!("writing stdout: {e}")))?;
+            Ok(ExitCode::Passed)
+        }
+        Command::Rekey { files, storage, database, key_env, key_file } => {
+            let secret = match &key_file {
+                Some(p) => std::fs::read_to_string(p)
+                    .map_err(|e| Error::invalid(format!("cannot read key file {}: {e}", p.display())))?,
+                None => std::env::var(&key_env).map_err(|_| {
+                    Error::invalid(format!("{key_env} is not set: rekey needs the keyring, the newest key first and the keys it replaces after it, one per line (or --key-file)"))
+                })?,
+            };
+            redactor.add(&secret);
+            for k in crate::archive::crypto::keyring_lines(&secret) {
+                redactor.add(k);
+            }
+            crate::redact::check_key(&secret).map_err(Error::invalid)?;
+            let ring = crate::archive::KeySource::from_secret(&secret);
+            let mut paths = files;
+            if let Some(dir) = &storage {
+                if crate::storage::is_remote(&dir.to_string_lossy()) {
+                    return Err(Error::invalid("rekey works on a local backup directory; for an object store, rekey a local copy and upload it with `pgdrill run offsite`"));
+                }
+                let listed = crate::backup::layout::LocalStore::new(dir)
+                    .list(database.as_deref())
+                    .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+                paths.extend(listed.into_iter().filter(|e| !e.foreign).map(|e| e.path));
+            }
+            if paths.is_empty() {
+                return Err(Error::invalid("nothing to rekey: name backup files or --storage DIR"));
+            }
+            let (mut moved, mut failed) = (0, 0);
+            for p in &paths {
+                let r = tokio::task::block_in_place(|| crate::backup::rekey::rekey(p, &ring));
+                match r {
+                    Ok(crate::backup::rekey::Rekeyed::Moved { from, to, path, plain_sha256 }) => {
+                        moved += 1;
+                        outln!(
+                            "{}: moved from key {from} to key {to} as {}; the new file decrypts under key {to} alone to the same content (sha256 {plain_sha256})",
+                            p.display(),
+                            path.display()
+                        );
+                    }
+                    Ok(crate::backup::rekey::Rekeyed::Already(fp)) => {
+                        outln!("{}: already under key {fp}", p.display())
+                    }
+                    Ok(crate::backup::rekey::Rekeyed::Finished(new)) => {
+                        moved += 1;
+                        outln!(
+                            "{}: an interrupted rekey had published {}; the old file was removed",
+                            p.display(),
+                            new.display()
+                        );
+                    }
+                    Ok(crate::backup::rekey::Rekeyed::NotEncrypted) => {
+                        outln!("{}: not encrypted, no key to move from", p.display())
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        errln!("{}", redactor.redact(&e.to_string()));
+                    }
+                }
+            }
+            outln!("{moved} moved, {failed} failed, of {} backups", paths.len());
+            if failed > 0 {
+                return Err(Error::new(
+                    crate::error::Class::Failed,
+                    format!("{failed} of {} backups were not moved to the new key", paths.len()),
+                ));
+            }
             Ok(ExitCode::Passed)
         }
         Command::Report { dir, last, runbook, stale_after, json, html } => {

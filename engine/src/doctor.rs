@@ -301,6 +301,20 @@ fn backup_key(f: &mut Findings, var: &str, key: Option<&str>) {
         return;
     }
     match crate::archive::crypto::KeySource::from_secret(key) {
+        ring @ crate::archive::crypto::KeySource::Ring(_) => {
+            // Fingerprints only: which key writes, which are kept for reading older backups.
+            let prints: Vec<String> = ring.members().iter().map(|k| k.fingerprint()).collect();
+            f.add(
+                State::Ok,
+                what,
+                format!(
+                    "set: a keyring of {} keys; new backups are written with key {}, older ones also read with {} (`pgdrill rekey` moves them to the newest)",
+                    prints.len(),
+                    prints[0],
+                    prints[1..].join(", ")
+                ),
+            )
+        }
         crate::archive::crypto::KeySource::Raw(_) => f.add(State::Ok, what, "set: a raw 256-bit key"),
         crate::archive::crypto::KeySource::Passphrase(p) => {
             let n = p.chars().count();

@@ -30,8 +30,13 @@ const ANYWHERE_CHARS: usize = 12;
 /// Shorter values are not masked by value: "a", "on" or "1" would garble every message.
 const MIN_CHARS: usize = 4;
 
-/// Why a key or passphrase is refused, if it is.
+/// Why a key or passphrase is refused, if it is. Each key of a keyring (one per line) is held
+/// to it.
 pub fn check_key(key: &str) -> Result<(), String> {
+    let lines = crate::archive::crypto::keyring_lines(key);
+    if lines.len() > 1 {
+        return lines.into_iter().try_for_each(check_key);
+    }
     let n = key.chars().count();
     if n == 0 || n >= MIN_KEY_CHARS {
         return Ok(());
@@ -303,6 +308,10 @@ pub fn register_step_inputs<'a>(
         if let Some(Yaml::String(v)) = with.get(name) {
             r.add(v);
             if is_key {
+                // Each key of a keyring is masked on its own, wherever one turns up alone.
+                for k in crate::archive::crypto::keyring_lines(v) {
+                    r.add(k);
+                }
                 check_key(v).map_err(|m| (format!("with.{name}"), m))?;
             }
         }

@@ -24,11 +24,15 @@ pub fn random<const N: usize>() -> [u8; N] {
     b
 }
 
-/// A secret as the operator gave it: a raw key or a passphrase.
+/// A secret as the operator gave it: a raw key, a passphrase, or a keyring of them.
 #[derive(Clone)]
 pub enum KeySource {
     Raw([u8; 32]),
     Passphrase(String),
+    /// Several keys, newest first (`from_secret` of a text of one key per line): the first
+    /// writes, every one is tried for reading, so backups written before a rotation keep
+    /// opening until `pgdrill rekey` has moved them to the newest key.
+    Ring(Vec<KeySource>),
 }
 
 impl std::fmt::Debug for KeySource {
@@ -36,13 +40,24 @@ impl std::fmt::Debug for KeySource {
         f.write_str(match self {
             KeySource::Raw(_) => "KeySource::Raw(..)",
             KeySource::Passphrase(_) => "KeySource::Passphrase(..)",
+            KeySource::Ring(_) => "KeySource::Ring(..)",
         })
     }
 }
 
 impl KeySource {
-    /// 64 hex digits or base64 of 32 bytes is a raw key; anything else is a passphrase.
+    /// A text of several keys, one per line (`keyring_lines`), is a keyring, newest first;
+    /// one key is as `one`.
     pub fn from_secret(s: &str) -> KeySource {
+        let lines = keyring_lines(s);
+        if lines.len() > 1 {
+            return KeySource::Ring(lines.into_iter().map(KeySource::one).collect());
+        }
+        KeySource::one(s)
+    }
+
+    /// 64 hex digits or base64 of 32 bytes is a raw key; anything else is a passphrase.
+    fn one(s: &str) -> KeySource {
         let t = s.trim();
         if let Some(k) = unhex::<32>(t) {
             return KeySource::Raw(k);
@@ -55,10 +70,65 @@ impl KeySource {
         KeySource::Passphrase(s.to_string())
     }
 
-    /// A key for a new archive (a fresh salt for passphrases).
-    pub fn derive_new(&self) -> Result<Key, String> {
+    /// The keys to try for reading, newest first (one for a single key).
+    pub fn members(&self) -> Vec<&KeySource> {
         match self {
+            KeySource::Ring(keys) => keys.iter().flat_map(KeySource::members).collect(),
+            k => vec![k],
+        }
+    }
+
+    /// The key that writes: the newest of a keyring.
+    pub fn writing(&self) -> &KeySource {
+        match self {
+            KeySource::Ring(keys) => keys.first().map(KeySource::writing).unwrap_or(self),
+            k => k,
+        }
+    }
+
+    /// How the logs and manifests name the writing key, never the key itself: 16 hex digits
+    /// of SHA-256 over a label and the key. For a passphrase the hash is over its Argon2id
+    /// derivation with a fixed salt (cached as any derivation), so the fingerprint is no
+    /// cheaper a way to guess the passphrase than an archive's key check is.
+    pub fn fingerprint(&self) -> String {
+        let bytes = match self.writing() {
+            KeySource::Raw(k) => *k,
+            KeySource::Passphrase(p) => {
+                let kdf = Kdf::Argon2id {
+                    salt: "pgdrill key fingerprint".into(),
+                    m_cost: M_COST,
+                    t_cost: T_COST,
+                    p_cost: P_COST,
+                };
+                // Within the costs argon2 checks, so it cannot fail; an empty keyring (no key)
+                // hashes nothing.
+                argon2(p, &kdf).unwrap_or_default()
+            }
+            KeySource::Ring(_) => [0u8; 32],
+        };
+        let mut h = Sha256::new();
+        h.update(b"pgdrill key fingerprint");
+        h.update(bytes);
+        hex(&h.finalize()[..8])
+    }
+
+    /// The key of a keyring that opens an archive written with `kdf` and `key_check`, tried
+    /// newest first, with the member it came from; `WrongKey` when none does.
+    pub fn unlock(&self, kdf: &Kdf, key_check: Option<&str>) -> Result<(Key, &KeySource), super::ArchiveError> {
+        for k in self.members() {
+            let key = k.derive_for(kdf).map_err(super::ArchiveError::BadHeader)?;
+            if key_check == Some(key.check().as_str()) {
+                return Ok((key, k));
+            }
+        }
+        Err(super::ArchiveError::WrongKey)
+    }
+
+    /// A key for a new archive (a fresh salt for passphrases), from the writing key.
+    pub fn derive_new(&self) -> Result<Key, String> {
+        match self.writing() {
             KeySource::Raw(k) => Ok(Key { bytes: *k, kdf: Kdf::Raw }),
+            KeySource::Ring(_) => Err("an empty keyring holds no key".into()),
             KeySource::Passphrase(p) => {
                 let kdf = Kdf::Argon2id { salt: hex(&random::<16>()), m_cost: M_COST, t_cost: T_COST, p_cost: P_COST };
                 Ok(Key { bytes: argon2(p, &kdf)?, kdf })
@@ -68,7 +138,7 @@ impl KeySource {
 
     /// The key for an existing archive, by its recorded derivation.
     pub fn derive_for(&self, kdf: &Kdf) -> Result<Key, String> {
-        match (self, kdf) {
+        match (self.writing(), kdf) {
             (KeySource::Raw(k), Kdf::Raw) => Ok(Key { bytes: *k, kdf: Kdf::Raw }),
             (KeySource::Passphrase(p), Kdf::Argon2id { .. }) => Ok(Key { bytes: argon2(p, kdf)?, kdf: kdf.clone() }),
             // A raw key where a passphrase was used (or the reverse) is simply the wrong key:
@@ -77,8 +147,16 @@ impl KeySource {
             (KeySource::Passphrase(p), Kdf::Raw) => {
                 Ok(Key { bytes: Sha256::digest(p.as_bytes()).into(), kdf: Kdf::Raw })
             }
+            (KeySource::Ring(_), _) => Err("an empty keyring holds no key".into()),
         }
     }
+}
+
+/// The keys of a keyring text, newest first: one per line, blank lines and lines starting
+/// with `#` left out, spaces around a key not part of it. One line (or none) is one key,
+/// which `from_secret` reads whole, as before keyrings.
+pub fn keyring_lines(s: &str) -> Vec<&str> {
+    s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
 }
 
 /// The most an archive header may ask of Argon2id. The header is read before anything is

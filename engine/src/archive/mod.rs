@@ -365,10 +365,7 @@ pub fn open<'a, R: Read + Send + 'a>(
         "aes-256-gcm" => {
             let src = key.ok_or(ArchiveError::KeyNeeded)?;
             let kdf = header.kdf.clone().ok_or_else(|| ArchiveError::BadHeader("no kdf".into()))?;
-            let key = src.derive_for(&kdf).map_err(ArchiveError::BadHeader)?;
-            if header.key_check.as_deref() != Some(key.check().as_str()) {
-                return Err(ArchiveError::WrongKey);
-            }
+            let (key, _) = src.unlock(&kdf, header.key_check.as_deref())?;
             Box::new(crypto::OpenReader::new(input, &key, &header, aad)?)
         }
         other => return Err(ArchiveError::BadHeader(format!("unknown cipher `{other}`"))),
@@ -392,14 +389,59 @@ pub fn authenticate_header<R: Read>(mut input: R, key: &KeySource) -> Result<(He
         return Err(ArchiveError::BadHeader(format!("cipher `{}` is not authenticated", header.cipher)));
     }
     let kdf = header.kdf.clone().ok_or_else(|| ArchiveError::BadHeader("no kdf".into()))?;
-    let k = key.derive_for(&kdf).map_err(ArchiveError::BadHeader)?;
-    if header.key_check.as_deref() != Some(k.check().as_str()) {
-        return Err(ArchiveError::WrongKey);
-    }
+    let (k, _) = key.unlock(&kdf, header.key_check.as_deref())?;
     let mut r = crypto::OpenReader::new(input, &k, &header, aad)?;
     let mut one = [0u8; 1];
     r.read(&mut one).map_err(|e| archive_error(&e).cloned().unwrap_or(ArchiveError::ChunkAuth(0)))?;
     Ok((header, k))
+}
+
+/// Move an encrypted archive to another key without decompressing it or writing any
+/// plaintext anywhere: each chunk of `input` is opened with whichever key of `old` unlocks it
+/// and its compressed bytes sealed again under `new` into `out`, with a fresh nonce prefix
+/// and a header naming the new key. Returns the new header and what was written (`raw` is
+/// unknown here and left 0: the caller keeps the manifest's). A chunk that fails
+/// authentication stops it before its bytes are sealed again.
+pub fn reseal<R: Read, W: Write>(
+    mut input: R,
+    out: W,
+    old: &KeySource,
+    new: &Key,
+) -> Result<(Header, W, Sizes), io::Error> {
+    let (header, aad) = read_header(&mut input)?;
+    if header.cipher != "aes-256-gcm" {
+        return Err(ArchiveError::BadHeader(format!(
+            "cipher `{}`: not encrypted, nothing to move to another key",
+            header.cipher
+        ))
+        .into());
+    }
+    let kdf = header.kdf.clone().ok_or_else(|| ArchiveError::BadHeader("no kdf".into()))?;
+    let (old_key, _) = old.unlock(&kdf, header.key_check.as_deref())?;
+    let opened = crypto::OpenReader::new(input, &old_key, &header, aad)?;
+    let mut out = CountWriter { inner: out, bytes: 0 };
+    let new_header = Header {
+        codec: header.codec,
+        cipher: "aes-256-gcm".into(),
+        kdf: Some(new.kdf.clone()),
+        chunk_size: Some(CHUNK_SIZE),
+        nonce_prefix: Some(hex(&crypto::random::<7>())),
+        key_check: Some(new.check()),
+        manifest: Some(MANIFEST_MAC.into()),
+    };
+    let header_bytes = serde_json::to_vec(&new_header).map_err(io::Error::other)?;
+    let mut new_aad = MAGIC.to_vec();
+    new_aad.extend_from_slice(&(header_bytes.len() as u32).to_be_bytes());
+    new_aad.extend_from_slice(&header_bytes);
+    out.write_all(&new_aad)?;
+    let mut sealed = Box::new(crypto::SealWriter::new(out, new, &new_header, new_aad)?);
+    let mut opened = opened;
+    let compressed = io::copy(&mut opened, &mut sealed)?;
+    let out = sealed.finish()?;
+    let stored = out.bytes;
+    let mut inner = out.inner;
+    inner.flush()?;
+    Ok((new_header, inner, Sizes { raw: 0, compressed, stored }))
 }
 
 /// Decoder errors that are not ours (authentication) read as "decompression failed".

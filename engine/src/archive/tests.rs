@@ -144,3 +144,41 @@ fn a_corrupted_unencrypted_archive_fails_decompression() {
     let e = unseal(&b, None).expect_err("corrupt");
     assert!(e.starts_with("corrupted backup: decompression failed"), "{e}");
 }
+
+#[test]
+fn a_keyring_writes_with_its_first_key_and_reads_with_any() {
+    let input = data(2 * CHUNK_SIZE + 7);
+    let a = "cd".repeat(32);
+    let b = "the newer passphrase of the ring";
+    let old = seal(&input, Codec::Zstd, Some(&KeySource::from_secret(&a)));
+    let ring = KeySource::from_secret(&format!("# newest first\n{b}\n\n  {a}  \n"));
+    assert_eq!(ring.members().len(), 2);
+    assert_eq!(ring.fingerprint(), KeySource::from_secret(b).fingerprint(), "the newest writes");
+    assert_ne!(ring.fingerprint(), KeySource::from_secret(&a).fingerprint());
+    assert_eq!(unseal(&old, Some(&ring)).expect("an old archive opens with the ring"), input);
+    let new = seal(&input, Codec::Zstd, Some(&ring));
+    assert_eq!(unseal(&new, Some(&KeySource::from_secret(b))).expect("written with the newest"), input);
+    assert!(unseal(&new, Some(&KeySource::from_secret(&a))).expect_err("not with the old").contains("wrong key"));
+    // One line is one key, as before keyrings: a passphrase is not split or trimmed.
+    assert!(matches!(KeySource::from_secret(" one passphrase "), KeySource::Passphrase(p) if p == " one passphrase "));
+}
+
+#[test]
+fn reseal_moves_an_archive_to_the_new_key_without_changing_its_content() {
+    let input = data(CHUNK_SIZE + 99);
+    let a = KeySource::from_secret(&"ef".repeat(32));
+    let b = KeySource::from_secret("the key after the rotation");
+    let old = seal(&input, Codec::Gzip, Some(&a));
+    let ring = KeySource::from_secret(&format!("the key after the rotation\n{}", "ef".repeat(32)));
+    let new_key = ring.derive_new().expect("key");
+    let (header, out, sizes) = reseal(old.as_slice(), Vec::new(), &ring, &new_key).expect("reseal");
+    assert_eq!(sizes.stored, out.len() as u64);
+    assert_eq!(header.key_check, Some(new_key.check()));
+    assert_eq!(unseal(&out, Some(&b)).expect("opens under the new key alone"), input);
+    assert!(unseal(&out, Some(&a)).is_err(), "no longer under the old key");
+    // A damaged chunk stops it: nothing unauthenticated is sealed again.
+    let mut bad = old.clone();
+    let n = bad.len();
+    bad[n - 40] ^= 1;
+    assert!(reseal(bad.as_slice(), Vec::new(), &ring, &new_key).is_err());
+}

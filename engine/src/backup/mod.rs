@@ -28,6 +28,7 @@ pub mod ledger;
 pub mod listing;
 pub mod names;
 pub mod offsets;
+pub mod rekey;
 pub mod restore;
 pub mod retention;
 pub mod source;
@@ -191,6 +192,11 @@ pub struct Manifest {
     /// tablespaces), read in the dump's snapshot; absent in backups from before them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub globals: Option<crate::pg::globals::Globals>,
+    /// For encrypted backups: the fingerprint of the key they are written with
+    /// (`KeySource::fingerprint`, never the key), so an operator holding a keyring knows which
+    /// key a backup needs; absent in backups from before keyrings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<String>,
     /// What CREATE DATABASE gave the source database (encoding, locale, provider), read in
     /// the dump's snapshot: verify creates its throwaway database with them, so an ICU
     /// database is verified under its own collation. Absent in backups from before them.
@@ -363,10 +369,10 @@ pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<M
     }
     let Some(key) = key else { return Ok(ManifestTrust::NoKey) };
     let kdf = header.kdf.clone().ok_or_else(|| failed("its backup's header names no key derivation".into()))?;
-    let k = key.derive_for(&kdf).map_err(|e| failed(format!("its backup: {e}")))?;
-    if header.key_check.as_deref() != Some(k.check().as_str()) {
-        return Err(Failure::from(archive::ArchiveError::WrongKey).context(backup.display()));
-    }
+    let (k, _) = key.unlock(&kdf, header.key_check.as_deref()).map_err(|e| match e {
+        archive::ArchiveError::BadHeader(e) => failed(format!("its backup: {e}")),
+        e => Failure::from(e).context(backup.display()),
+    })?;
     match &manifest.authentication {
         // The MAC's key comes from the archive key: only a key holder can make it hold, and
         // the nonce prefix in it ties it to this archive's header.
@@ -516,6 +522,25 @@ pub(crate) struct StagedDump {
     pub(crate) offsets: Result<usize, String>,
 }
 
+/// Passes writes on, keeping the first `MAX_HEADER` + 13 bytes (an archive's magic, header
+/// length and header).
+struct HeadTee<W> {
+    inner: W,
+    head: Vec<u8>,
+}
+
+impl<W: Write> Write for HeadTee<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let room = (archive::MAX_HEADER as usize + 13).saturating_sub(self.head.len());
+        self.head.extend_from_slice(&buf[..n.min(room)]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Kills pg_dump if the backup is abandoned (error, cancellation).
 struct ChildGuard {
     pid: u32,
@@ -616,6 +641,9 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         Some(k) => Some(k.derive_new().map_err(Failure::invalid)?),
         None => None,
     };
+    // Beside the derivation above (a passphrase's fingerprint is one more Argon2id): on the
+    // same thread, so its memory is the same arena's.
+    let key_fingerprint = opts.key.as_ref().map(KeySource::fingerprint);
 
     // One snapshot for pg_dump and the fingerprint.
     client.batch_execute("begin isolation level repeatable read read only").await.map_err(env_err)?;
@@ -711,8 +739,8 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let mac_key = key.clone();
     let wopts = WriteOptions { codec: opts.codec, level: opts.level, threads: opts.threads, key };
     let cancel_flag = cancelled.clone();
-    let pipeline =
-        tokio::task::spawn_blocking(move || -> Result<(Option<self::layout::Pending>, Sizes, String), Failure> {
+    let pipeline = tokio::task::spawn_blocking(
+        move || -> Result<(Option<self::layout::Pending>, Sizes, String, Vec<u8>), Failure> {
             let (pending, sink) = match writer {
                 Some(w) => (None, Sink::Upload(w)),
                 None => {
@@ -723,7 +751,10 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
                     (Some(pending), Sink::File(file))
                 }
             };
-            let out = archive::HashWriter::new(BufWriter::with_capacity(1 << 20, sink));
+            // The archive's first bytes are kept: its header, for the manifest, without asking
+            // a store for what was just sent (an archive class would refuse the read).
+            let out =
+                HeadTee { inner: archive::HashWriter::new(BufWriter::with_capacity(1 << 20, sink)), head: Vec::new() };
             let written = match (stdout, stage_path) {
                 (Some(stdout), _) => match meter {
                     Some(m) => archive::write(crate::progress::Counted::new(stdout, m), out, &wopts),
@@ -747,12 +778,14 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
             if !status.success() || cancel_flag.load(Ordering::SeqCst) {
                 return Err(pg_dump_failed(status, &errors));
             }
+            let HeadTee { inner: hw, head } = hw;
             let (bw, sha, _) = hw.finish();
             let sink =
                 bw.into_inner().map_err(|e| Failure::environment(format!("writing the backup: {}", e.error())))?;
             sink.close().map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
-            Ok((pending, sizes, sha))
-        });
+            Ok((pending, sizes, sha, head))
+        },
+    );
 
     let fp = fingerprint::compute_with(&client, opts.fingerprint, Some(sequences)).await;
     // In the same snapshot: the roles and settings the dump's owners and grants name.
@@ -765,8 +798,8 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let _ = client.batch_execute("commit").await;
     let fingerprint = fp.map_err(|e| Failure::environment(format!("fingerprint: {}", crate::pg::describe(&e))));
     let globals = globals.map_err(|e| Failure::environment(format!("roles and settings: {}", crate::pg::describe(&e))));
-    let (pending, sizes, sha256, fingerprint, globals) = match (piped, fingerprint, globals) {
-        (Ok((p, s, h)), Ok(f), Ok(g)) => (p, s, h, f, g),
+    let (pending, sizes, sha256, head, fingerprint, globals) = match (piped, fingerprint, globals) {
+        (Ok((p, s, h, head)), Ok(f), Ok(g)) => (p, s, h, head, f, g),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             // Nothing under the final name: the upload's parts are dropped by the store. When
             // the upload failed first, its error is the cause (the writer only saw it stop).
@@ -820,32 +853,49 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         stored_as,
         authentication: None,
         globals: Some(globals),
+        key_fingerprint,
         database_properties,
     };
     let (path, header) = match (&remote, uploading, &remote_rel, pending) {
         (Some(r), Some(up), Some(rel), _) => {
-            let sent = up.finish().await.map_err(Failure::environment)?;
+            let (sent, etag) = up.finish_tagged().await.map_err(Failure::environment)?;
             crate::util::test_pause("backup-uploaded");
-            // What the store holds is what was written: size and sha256, read back.
-            let t = Instant::now();
-            let (back, size) = r.digest(rel).await.map_err(Failure::environment)?;
+            if r.archival_class().is_some() {
+                // Nothing in an archive class can be read back until it is restored: what the
+                // store says of the object (size, ETag) is compared with what was sent instead.
+                let checked =
+                    r.check_archived(rel, sizes.stored, &etag).await.and_then(|line| match sent == sizes.stored {
+                        true => Ok(line),
+                        false => Err(format!("{sent} bytes were sent, but the archive is {} bytes", sizes.stored)),
+                    });
+                match checked {
+                    Ok(line) => log(line),
+                    Err(e) => {
+                        let _ = r.delete(rel).await;
+                        return Err(Failure::environment(format!("{e}: the object was removed")));
+                    }
+                }
+            } else {
+                // What the store holds is what was written: size and sha256, read back.
+                let t = Instant::now();
+                let (back, size) = r.digest(rel).await.map_err(Failure::environment)?;
 
-            if size != sizes.stored || sent != sizes.stored || back != sha256 {
-                let _ = r.delete(rel).await;
-                return Err(Failure::environment(format!(
-                    "{} holds {size} bytes with sha256 {back}, but {} bytes with sha256 {sha256} were written: the object was removed",
-                    r.url_of(rel),
-                    sizes.stored
-                )));
+                if size != sizes.stored || sent != sizes.stored || back != sha256 {
+                    let _ = r.delete(rel).await;
+                    return Err(Failure::environment(format!(
+                        "{} holds {size} bytes with sha256 {back}, but {} bytes with sha256 {sha256} were written: the object was removed",
+                        r.url_of(rel),
+                        sizes.stored
+                    )));
+                }
+                log(format!(
+                    "read back {} from the store in {:.1} s: size and sha256 match what was written",
+                    crate::util::human_bytes(size),
+                    t.elapsed().as_secs_f64()
+                ));
             }
-            log(format!(
-                "read back {} from the store in {:.1} s: size and sha256 match what was written",
-                crate::util::human_bytes(size),
-                t.elapsed().as_secs_f64()
-            ));
             crate::util::test_pause("backup-read-back");
-            let head = r.head_bytes(rel, u64::from(archive::MAX_HEADER) + 64).await.ok();
-            let header = head.and_then(|b| archive::read_header(&mut std::io::Cursor::new(b)).ok()).map(|(h, _)| h);
+            let header = archive::read_header(&mut std::io::Cursor::new(head)).ok().map(|(h, _)| h);
             (PathBuf::from(r.url_of(rel)), header)
         }
         (_, _, _, Some(pending)) => {
@@ -887,7 +937,10 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         crate::util::human_bytes(manifest.sizes.stored),
         crate::util::human_bytes(manifest.sizes.raw),
         started.elapsed().as_secs_f64(),
-        if manifest.cipher == "none" { "NOT encrypted" } else { "encrypted" },
+        match &manifest.key_fingerprint {
+            Some(fp) if manifest.cipher != "none" => format!("encrypted with key {fp}"),
+            _ => "NOT encrypted".to_string(),
+        },
         crate::util::human_bytes(peak_rss_kib().unwrap_or(0) * 1024),
     ));
     Ok(Created { path, manifest })

@@ -1,6 +1,11 @@
 //! Grandfather-father-son retention: keep the newest backup of each of the last N days,
 //! ISO weeks, months and years; never the newest backup nor the newest verified one; at
 //! least `min_keep`. Pure decisions here; deleting is the caller's choice (dry run first).
+//!
+//! Teams that label their backups by tier in the name (`erp_20261201_daily.sql.gz`,
+//! `erp_20261130_weekly.sql.gz`, `..._monthly...`) keep each tier on its own terms: a backup
+//! whose name carries a label is judged by that label's rule only (a `_weekly` file is one of
+//! the weeks kept, never one of the days), and one without a label by every rule, as before.
 
 use std::collections::HashSet;
 
@@ -50,6 +55,18 @@ fn year(t: &OffsetDateTime) -> (i32, u32) {
     (t.year(), 0)
 }
 
+/// The period a backup's name labels it with: a word `daily`, `weekly`, `monthly` or `yearly`
+/// (any case) between separators, as in `db_20261201_daily.sql.gz` or `db-weekly-1.dump`.
+pub fn label_of(name: &str) -> Option<&'static str> {
+    name.rsplit(|c: char| !c.is_ascii_alphanumeric()).find_map(|w| match w.to_ascii_lowercase().as_str() {
+        "daily" => Some("daily"),
+        "weekly" => Some("weekly"),
+        "monthly" => Some("monthly"),
+        "yearly" => Some("yearly"),
+        _ => None,
+    })
+}
+
 /// Decide for every item (any order in, newest first out), as of now.
 pub fn decide(items: &[Item], policy: Policy) -> Vec<Decision> {
     decide_at(items, policy, OffsetDateTime::now_utc())
@@ -73,9 +90,15 @@ pub fn decide_at(items: &[Item], policy: Policy, now: OffsetDateTime) -> Vec<Dec
             if seen.len() >= n {
                 break;
             }
+            // A backup labelled for another period is not one of this rule's.
+            let label = label_of(&it.name);
+            if label.is_some_and(|l| l != rule) {
+                continue;
+            }
             // The newest backup of a period not seen yet represents it.
             if seen.insert(key(&it.at)) {
-                reasons[i].push(format!("{rule} {}/{n}", seen.len()));
+                let by = if label.is_some() { " (labelled in its name)" } else { "" };
+                reasons[i].push(format!("{rule} {}/{n}{by}", seen.len()));
             }
         }
     }
@@ -136,6 +159,40 @@ mod tests {
 
     fn kept(ds: &[Decision]) -> Vec<&str> {
         ds.iter().filter(|d| d.keep).map(|d| d.name.as_str()).collect()
+    }
+
+    /// Regression: GFS ignored `_daily/_weekly/_monthly` in names, so a team's weekly and
+    /// monthly files were counted as days and deleted once seven newer dailies existed.
+    #[test]
+    fn labels_in_names_put_each_backup_in_its_own_tier() {
+        assert_eq!(label_of("automated_full_backup_20231215_120000_daily.sql.gz.enc"), Some("daily"));
+        assert_eq!(label_of("erp-Weekly-2026-11-29.dump"), Some("weekly"));
+        assert_eq!(label_of("monthlyreport_20261201.sql.gz"), None, "a word, not a part of one");
+        assert_eq!(label_of("20261201T020000.000Z.dump.pgdrill"), None);
+        let start = datetime!(2026-01-01 02:00 UTC);
+        let mut items = Vec::new();
+        // 60 days of dailies; a weekly every Sunday; a monthly on the 1st: as the team's job writes them.
+        for d in 0..60 {
+            let at = start + Duration::days(d);
+            items.push(Item { name: format!("erp_{}_daily.sql.gz", at.date()), at, verified: false });
+            if at.weekday() == time::Weekday::Sunday {
+                items.push(Item { name: format!("erp_{}_weekly.sql.gz", at.date()), at, verified: false });
+            }
+            if at.day() == 1 {
+                items.push(Item { name: format!("erp_{}_monthly.sql.gz", at.date()), at, verified: false });
+            }
+        }
+        let policy = Policy { daily: 7, weekly: 4, monthly: 12, ..Default::default() };
+        let ds = decide_at(&items, policy, start + Duration::days(60));
+        let kept = kept(&ds);
+        let count = |l: &str| kept.iter().filter(|n| label_of(n) == Some(l)).count();
+        assert_eq!(count("daily"), 7, "{kept:?}");
+        assert_eq!(count("weekly"), 4, "the newest weekly files, not days: {kept:?}");
+        assert_eq!(count("monthly"), 3, "every monthly file (three months so far): {kept:?}");
+        assert!(kept.contains(&"erp_2026-01-01_monthly.sql.gz"), "{kept:?}");
+        assert!(!kept.contains(&"erp_2026-01-04_weekly.sql.gz"), "only four weeks: {kept:?}");
+        let why = ds.iter().find(|d| d.name == "erp_2026-01-01_monthly.sql.gz").map(|d| d.reason.clone());
+        assert_eq!(why.as_deref(), Some("kept: monthly 3/12 (labelled in its name)"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_yaml::Value as Yaml;
 
 use super::{StepRecord, SuiteCtx};
 use crate::redact::Redactor;
-use crate::runbook::{Runbook, StepDef};
+use crate::runbook::{EnvNames, Runbook, StepDef};
 use crate::steps::Resources;
 use crate::{plan, template, Error};
 
@@ -95,11 +95,29 @@ pub(super) fn load_secrets(
             continue;
         }
         let value = match (&src.env, &src.file) {
-            (Some(var), _) if src.optional && std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) => {
+            (Some(EnvNames::Many(vars)), _) => {
+                let set: Vec<String> =
+                    vars.iter().filter_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty())).collect();
+                if set.is_empty() && src.optional {
+                    out.insert(name.clone(), Json::String(String::new()));
+                    continue;
+                }
+                if set.is_empty() {
+                    return Err(Error::invalid(format!(
+                        "secret `{name}` of runbook `{}`: none of the environment variables {} is set",
+                        rb.name,
+                        vars.join(", ")
+                    )));
+                }
+                set.join("\n")
+            }
+            (Some(EnvNames::One(var)), _)
+                if src.optional && std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) =>
+            {
                 out.insert(name.clone(), Json::String(String::new()));
                 continue;
             }
-            (Some(var), _) => std::env::var(var).map_err(|_| {
+            (Some(EnvNames::One(var)), _) => std::env::var(var).map_err(|_| {
                 Error::invalid(format!(
                     "secret `{name}` of runbook `{}`: environment variable {var} is not set",
                     rb.name
@@ -122,6 +140,10 @@ pub(super) fn load_secrets(
             return Err(Error::invalid(format!("secret `{name}` of runbook `{}` is empty", rb.name)));
         }
         redactor.add(&value);
+        // Each key of a keyring (one per line) is masked on its own too.
+        for line in crate::archive::crypto::keyring_lines(&value) {
+            redactor.add(line);
+        }
         out.insert(name.clone(), Json::String(value));
     }
     Ok(out)

@@ -48,6 +48,12 @@ const MARKDOWN: &str = r#"# pgdrill report: {{ r.runbook }} — {{ r.outcome | u
 |---|---|
 {% for k, v in r.phases | items %}| {{ k }} | {{ v }} |
 {% endfor %}{% endif %}
+{% if r.warnings %}
+## Warnings
+{% for w in r.warnings %}
+- {{ w.suite }} / {{ w.name }}: {{ w.warning }}
+{%- endfor %}
+{% endif %}
 ## Checks
 | suite | check | step | result | seconds | detail |
 |---|---|---|---|---|---|
@@ -77,6 +83,9 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top
 {% else %}<tr><td colspan="4">none measured</td></tr>{% endfor %}</table>
 {% if r.phases %}<h2>Recovery phases</h2><table><tr><th>phase</th><th>seconds</th></tr>
 {% for k, v in r.phases | items %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>{% endfor %}</table>{% endif %}
+{% if r.warnings %}<h2>Warnings</h2><ul>
+{% for w in r.warnings %}<li class="failure">{{ w.suite }} / {{ w.name }}: {{ w.warning }}</li>
+{% endfor %}</ul>{% endif %}
 <h2>Checks</h2><table><tr><th>suite</th><th>check</th><th>step</th><th>result</th><th>seconds</th><th>detail</th></tr>
 {% for c in r.checks %}<tr><td>{{ c.suite }}</td><td>{{ c.name }}</td><td><code>{{ c.uses }}</code></td><td class="{{ c.outcome }}">{{ c.outcome }}{% if c.rollback %}, {{ c.rollback }}{% endif %}</td><td>{{ c.duration_s }}</td><td>{{ c.message or "" }}</td></tr>
 {% endfor %}</table>
@@ -88,8 +97,14 @@ pub fn build(run: &RunSummary) -> Value {
     let record = &run.record;
     let top = run.top();
     let mut checks = Vec::new();
+    // What a step warned of (`warning: ...` in its log: a backup not encrypted, a certificate
+    // not verified) is part of the record, whatever the step's outcome.
+    let mut warnings = Vec::new();
     for suite in &record.suites {
         for s in &suite.steps {
+            for l in s.log.iter().filter_map(|l| l.strip_prefix("warning: ")) {
+                warnings.push(json!({ "suite": suite.name, "name": display_name(s), "warning": l }));
+            }
             checks.push(json!({
                 "suite": suite.name,
                 "step": s.path,
@@ -166,6 +181,7 @@ pub fn build(run: &RunSummary) -> Value {
         "objectives": objectives,
         "phases": phases,
         "checks": checks,
+        "warnings": warnings,
     })
 }
 

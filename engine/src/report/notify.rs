@@ -91,6 +91,9 @@ struct Facts {
     rpo_s: Option<f64>,
     objectives: Vec<serde_json::Value>,
     failed: Vec<serde_json::Value>,
+    /// The backups the run wrote or picked (a verify's), as a success message promises them:
+    /// where, how big, how long the writing took, how old.
+    backups: Vec<serde_json::Value>,
 }
 
 /// What the alerts and metrics say of a run: a view of its summary in their words.
@@ -120,6 +123,20 @@ fn facts(s: &RunSummary) -> Option<Facts> {
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         f.backup = Some((b.duration.as_secs_f64(), b.size.as_u64().unwrap_or(0), location));
+    }
+    for b in s.backups.iter().filter(|b| b.outcome == Outcome::Passed && b.role != BackupRole::Snapshot) {
+        let role = match b.role {
+            BackupRole::Written => "written",
+            _ => "picked",
+        };
+        let mut v = json!({ "role": role, "path": b.path, "size_bytes": b.size, "created": b.created });
+        if b.role == BackupRole::Written {
+            v["duration_s"] = json!((b.duration.as_secs_f64() * 1000.0).round() / 1000.0);
+        }
+        if b.age_s.as_f64().is_some_and(|a| a > 0.0) {
+            v["age_s"] = b.age_s.clone();
+        }
+        f.backups.push(v);
     }
     for o in &s.objectives {
         let Measure::Objective(objective) = o.what else { continue };
@@ -306,6 +323,22 @@ fn text_with(f: &Facts, esc: &dyn Fn(&str) -> String) -> String {
     let mut t = format!("pgdrill: runbook {}{db} {} in {:.1} s", esc(&f.runbook), f.outcome, f.duration_s);
     if let Some(m) = f.message.as_deref().filter(|_| !f.passed) {
         t.push_str(&format!("\n{}", esc(m)));
+    }
+    for b in &f.backups {
+        let mut line = format!(
+            "\nbackup {}: {}, {}",
+            b["role"].as_str().unwrap_or(""),
+            esc(b["path"].as_str().unwrap_or("")),
+            crate::util::human_bytes(b["size_bytes"].as_u64().unwrap_or(0))
+        );
+        if let Some(d) = b["duration_s"].as_f64() {
+            line.push_str(&format!(", written in {d:.1} s"));
+        }
+        if let Some(a) = b["age_s"].as_f64() {
+            let age = humantime::format_duration(Duration::from_secs(a.round() as u64));
+            line.push_str(&format!(", {age} old"));
+        }
+        t.push_str(&line);
     }
     for o in &f.objectives {
         t.push_str(&format!(
@@ -499,6 +532,7 @@ impl ReportSink for Notifier {
                     "duration_s": (f.duration_s * 1000.0).round() / 1000.0,
                     "message": f.message,
                     "objectives": f.objectives,
+                    "backups": f.backups,
                     "failed_checks": f.failed,
                     "host": crate::util::hostname(),
                     "pgdrill_version": env!("CARGO_PKG_VERSION"),
@@ -608,7 +642,7 @@ fn sentry_envelope(f: &Facts, environment: Option<&str>) -> String {
         "environment": environment,
         "message": { "formatted": text_of(f) },
         "tags": { "runbook": f.runbook, "database": f.database, "step": step, "outcome": f.outcome },
-        "extra": { "duration_s": f.duration_s, "objectives": f.objectives, "failed_checks": f.failed },
+        "extra": { "duration_s": f.duration_s, "objectives": f.objectives, "backups": f.backups, "failed_checks": f.failed },
         "release": format!("pgdrill@{}", env!("CARGO_PKG_VERSION")),
     });
     format!("{}\n{}\n{}\n", json!({ "event_id": id, "sent_at": ts }), json!({ "type": "event" }), event)

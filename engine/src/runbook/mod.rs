@@ -149,14 +149,24 @@ pub struct GroupDef {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSource {
-    /// An environment variable holding the value.
-    pub env: Option<String>,
+    /// An environment variable holding the value, or a list of them (a keyring: the first
+    /// set is the newest key, the others older ones, joined one per line).
+    pub env: Option<EnvNames>,
     /// A file holding the value (trailing newline trimmed).
     pub file: Option<String>,
     /// An optional secret that is not set renders as an empty string (for example the key of
     /// a verify run, which unencrypted backups do not need).
     #[serde(default)]
     pub optional: bool,
+}
+
+/// The variables of a secret's `env:`: one name, or a list whose set values are joined one
+/// per line (a keyring, newest first).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum EnvNames {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Budgets the whole run is held to.
@@ -789,7 +799,11 @@ impl Checker<'_> {
                     continue;
                 }
             };
-            if let Err(e) = steps::sql::Expect::parse(&expect) {
+            // A templated expectation (`>= {{ vars.min_rows }}`) is parsed once rendered, when the
+            // step has run (as the README says); its template is checked with the others.
+            let parsed =
+                if template::is_template(&expect) { Ok(()) } else { steps::sql::Expect::parse(&expect).map(|_| ()) };
+            if let Err(e) = parsed {
                 let d = self.diag(self.spans.value(&at), format!("{}: {e}", describe_path(&at)));
                 self.diags.push(d.with_help(Some("write `== VALUE`, `!= VALUE`, `> N`, `>= N`, `< N`, `<= N`, `between LOW and HIGH`, `is null` or `is not null`".into())));
                 continue;

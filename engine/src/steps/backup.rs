@@ -162,6 +162,9 @@ described! {
     CreateOutputs {
         /// pgdrill's peak memory so far
         peak_rss_kib: u64,
+        /// the archive storage class it went to (`GLACIER`, `DEEP_ARCHIVE`, Azure `Archive`),
+        /// which nothing can read until it is restored; empty for a backup readable at once
+        archived: String,
     }
 }
 
@@ -217,11 +220,13 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
         (None, false) => ctx.log("warning: no key: this backup is NOT encrypted"),
         _ => {}
     }
+    let archived = opts.remote.as_ref().and_then(|r| r.archival_class()).unwrap_or_default().to_string();
     let log_ctx = ctx.clone();
     let log = move |l: String| log_ctx.log(l);
     let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
     let created = backup::create(opts, &log).await.map_err(StepError::from)?;
-    let out = CreateOutputs::described(&created.path, &created.manifest, backup::peak_rss_kib().unwrap_or(0));
+    let out =
+        CreateOutputs::described(&created.path, &created.manifest, backup::peak_rss_kib().unwrap_or(0), archived);
     ctx.backup_fact(crate::facts::BackupRole::Written, &super::outputs_of(&out)?);
     Ok(out)
 }
@@ -395,6 +400,10 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
         Some(m) => {
             if let Some(t) = checked.trust {
                 ctx.log(t.describe());
+                // The MAC held under the key that wrote the backup: the manifest names it.
+                if let (backup::ManifestTrust::Authenticated, Some(fp)) = (t, &m.key_fingerprint) {
+                    ctx.log(format!("read with key {fp}"));
+                }
                 let key_given = w.key.as_deref().is_some_and(|k| !k.is_empty());
                 backup::require_authenticated(&w.path, t, key_given, w.allow_unauthenticated)?;
             }

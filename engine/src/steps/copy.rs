@@ -59,58 +59,96 @@ impl Step for Copy {
     type Outputs = CopyOutputs;
 
     async fn run(ctx: StepCtx, w: CopyWith) -> Result<CopyOutputs, StepError> {
-        let src = ctx.backup_file(&w.backup).await?;
-        let shown_src = if crate::storage::is_remote(&w.backup) { w.backup.trim().to_string() } else { remote::display(&src) };
-        let name = src
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| StepError::invalid(format!("{shown_src} names no file")))?;
-        if src.is_dir() {
-            return Err(StepError::invalid(format!(
-                "{shown_src} is a directory dump: copy it as a tar or with the store's own tools"
+        let to = ctx.store(&w.to)?;
+        copy_one(&ctx, &w.backup, &*to, w.database.as_deref(), None).await
+    }
+}
+
+/// Copy one backup (`backup`: a path or an object URL) and its manifest into `to`: under
+/// `rel` when given (a folder's layout kept by `backup.sync`), else under the database's
+/// folder and the file's name.
+async fn copy_one(
+    ctx: &StepCtx,
+    backup: &str,
+    to: &dyn Store,
+    database: Option<&str>,
+    rel: Option<String>,
+) -> Result<CopyOutputs, StepError> {
+    let src = ctx.backup_file(backup).await?;
+    let shown_src = if crate::storage::is_remote(backup) { backup.trim().to_string() } else { remote::display(&src) };
+    let name = src
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| StepError::invalid(format!("{shown_src} names no file")))?;
+    if src.is_dir() {
+        return Err(StepError::invalid(format!(
+            "{shown_src} is a directory dump: copy it as a tar or with the store's own tools"
+        )));
+    }
+    let manifest_file = crate::backup::layout::manifest_path(&src);
+    let manifest = std::fs::read(&manifest_file).ok();
+    let recorded: Option<crate::backup::Manifest> = manifest.as_deref().and_then(|b| serde_json::from_slice(b).ok());
+    let rel = match rel {
+        Some(r) => r,
+        None => {
+            let folder_db = match (database, &recorded) {
+                (Some(d), _) if !d.is_empty() => d.to_string(),
+                (_, Some(m)) => m.stored_as().to_string(),
+                _ => src
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .and_then(|f| crate::backup::layout::database_of_folder(&f))
+                    .ok_or_else(|| StepError::invalid(format!("which database is {shown_src} of? give `database`")))?,
+            };
+            format!("{}/{name}", crate::backup::layout::folder_name(&folder_db))
+        }
+    };
+    let dest = to.url_of(&rel);
+    // Resuming: a copy whose manifest is there, the same as the source's, was read back and
+    // matched when it was made (the manifest goes last); the source is not read again.
+    if let (Some(m), Some(bytes)) = (&recorded, &manifest) {
+        let size_there = to.head(&rel).await.ok().flatten().map(|h| h.size);
+        if size_there == Some(m.sizes.stored)
+            && to.read(&crate::backup::layout::manifest_key(&rel)).await.ok().as_deref() == Some(bytes.as_slice())
+        {
+            ctx.log(format!(
+                "{dest} is already there with the same sha256 {} and the same manifest (read back when it was copied, not read again): nothing copied",
+                m.sha256
+            ));
+            return Ok(CopyOutputs { path: dest, sha256: m.sha256.clone(), size: m.sizes.stored, copied: false });
+        }
+    }
+    let (sha, size) = {
+        let p = src.clone();
+        tokio::task::spawn_blocking(move || digest_file(&p))
+            .await
+            .map_err(|e| StepError::environment(e.to_string()))?
+            .map_err(|e| StepError::environment(format!("reading {shown_src}: {e}")))?
+    };
+    if let Some(m) = &recorded {
+        if m.sha256 != sha || m.sizes.stored != size {
+            return Err(StepError::failed(format!(
+                "{shown_src} does not match its manifest (sha256 {sha}, {size} bytes; the manifest says {}, {} bytes): refusing to copy a damaged backup",
+                m.sha256, m.sizes.stored
             )));
         }
-        let manifest_file = crate::backup::layout::manifest_path(&src);
-        let manifest = std::fs::read(&manifest_file).ok();
-        let recorded: Option<crate::backup::Manifest> =
-            manifest.as_deref().and_then(|b| serde_json::from_slice(b).ok());
-        let folder_db = match (&w.database, &recorded) {
-            (Some(d), _) if !d.is_empty() => d.clone(),
-            (_, Some(m)) => m.stored_as().to_string(),
-            _ => src
-                .parent()
-                .and_then(|p| p.file_name())
-                .map(|f| f.to_string_lossy().into_owned())
-                .and_then(|f| crate::backup::layout::database_of_folder(&f))
-                .ok_or_else(|| StepError::invalid(format!("which database is {shown_src} of? give `database`")))?,
-        };
-        let folder = crate::backup::layout::folder_name(&folder_db);
-        let rel = format!("{folder}/{name}");
-        let (sha, size) = {
-            let p = src.clone();
-            tokio::task::spawn_blocking(move || digest_file(&p))
-                .await
-                .map_err(|e| StepError::environment(e.to_string()))?
-                .map_err(|e| StepError::environment(format!("reading {shown_src}: {e}")))?
-        };
-        if let Some(m) = &recorded {
-            if m.sha256 != sha || m.sizes.stored != size {
-                return Err(StepError::failed(format!(
-                    "{shown_src} does not match its manifest (sha256 {sha}, {size} bytes; the manifest says {}, {} bytes): refusing to copy a damaged backup",
-                    m.sha256, m.sizes.stored
-                )));
-            }
-        }
-        let to = ctx.store(&w.to)?;
-        let copied = to_store(&*to, &rel, &src, manifest.as_deref(), &sha, size).await?;
-        let dest = to.url_of(&rel);
-        if copied {
-            ctx.log(format!("copied {shown_src} to {dest} ({size} bytes, sha256 {sha}, read back and matched)"));
-        } else {
-            ctx.log(format!("{dest} is already there with the same sha256 {sha}: nothing copied"));
-        }
-        Ok(CopyOutputs { path: dest, sha256: sha, size, copied })
     }
+    let copied = match to_store(to, &rel, &src, manifest.as_deref(), &sha, size).await? {
+        Copied::Now(None) => {
+            ctx.log(format!("copied {shown_src} to {dest} ({size} bytes, sha256 {sha}, read back and matched)"));
+            true
+        }
+        Copied::Now(Some(checked)) => {
+            ctx.log(format!("copied {shown_src} to {dest} ({size} bytes, sha256 {sha}): {checked}"));
+            true
+        }
+        Copied::Already => {
+            ctx.log(format!("{dest} is already there with the same sha256 {sha}: nothing copied"));
+            false
+        }
+    };
+    Ok(CopyOutputs { path: dest, sha256: sha, size, copied })
 }
 
 fn digest_file(p: &Path) -> std::io::Result<(String, u64)> {
@@ -163,12 +201,19 @@ async fn to_store(
     manifest: Option<&[u8]>,
     sha: &str,
     size: u64,
-) -> Result<bool, StepError> {
+) -> Result<Copied, StepError> {
     let env = StepError::environment;
     if store.head(key).await.map_err(env)?.is_some() {
         let (there, n) = digest_in(store, key).await.map_err(env)?;
         if there == sha && n == size {
-            return Ok(false);
+            // A copy stopped after the archive and before its manifest: the manifest now.
+            if let Some(m) = manifest {
+                let mk = crate::backup::layout::manifest_key(key);
+                if store.head(&mk).await.map_err(env)?.is_none() {
+                    store.put_new(&mk, m.to_vec()).await.map_err(env)?;
+                }
+            }
+            return Ok(Copied::Already);
         }
         return Err(StepError::failed(format!(
             "{} already exists with other contents (sha256 {there}): nothing was replaced",
@@ -191,13 +236,25 @@ async fn to_store(
         return Err(StepError::environment(format!("copying to {}: {e}", store.url_of(key))));
     }
     writer.publish().await.map_err(env)?;
-    let (back, n) = digest_in(store, key).await.map_err(env)?;
-    if back != sha || n != size {
-        let _ = store.delete(key).await;
-        return Err(StepError::environment(format!(
-            "the copy {} reads back as {n} bytes with sha256 {back}, not {size} bytes with {sha}: it was removed",
-            store.url_of(key)
-        )));
+    // An archive class refuses the read-back: the store's metadata is compared instead.
+    let mut archived = None;
+    if store.archival_class().is_some() {
+        match store.check_archived(key, size, src).await {
+            Ok(line) => archived = Some(line),
+            Err(e) => {
+                let _ = store.delete(key).await;
+                return Err(StepError::environment(format!("{e}: the copy was removed")));
+            }
+        }
+    } else {
+        let (back, n) = digest_in(store, key).await.map_err(env)?;
+        if back != sha || n != size {
+            let _ = store.delete(key).await;
+            return Err(StepError::environment(format!(
+                "the copy {} reads back as {n} bytes with sha256 {back}, not {size} bytes with {sha}: it was removed",
+                store.url_of(key)
+            )));
+        }
     }
     if let Some(m) = manifest {
         if let Err(e) = store.put_new(&crate::backup::layout::manifest_key(key), m.to_vec()).await {
@@ -205,5 +262,106 @@ async fn to_store(
             return Err(StepError::environment(format!("writing the copy's manifest: {e}")));
         }
     }
-    Ok(true)
+    Ok(Copied::Now(archived))
+}
+
+/// What `to_store` did.
+enum Copied {
+    /// The same copy was already there.
+    Already,
+    /// Copied now; for an archive class, the line saying how it was checked instead of read
+    /// back.
+    Now(Option<String>),
+}
+
+#[derive(Debug, Deserialize, Fields)]
+#[serde(deny_unknown_fields)]
+pub struct SyncWith {
+    /// where the backups are: a directory or s3://, gs://, az:// URL
+    #[field(ty = "path")]
+    storage: String,
+    /// the destination storage: a directory or s3://, gs://, az:// URL
+    #[field(ty = "path")]
+    to: String,
+    /// only this database's backups (default, or empty: every database's, and other tools'
+    /// files found in the folder)
+    #[serde(default)]
+    database: Option<String>,
+}
+
+impl With for SyncWith {
+    fn check(&self) -> Result<(), WithError> {
+        if self.to.trim().is_empty() {
+            return Err(WithError::new("to", "no destination: give a directory or an object store URL (s3://...)"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct SyncOutputs {
+    /// backups copied by this run
+    copied: u64,
+    /// backups already at the destination (copied by an earlier run)
+    present: u64,
+    /// bytes copied by this run
+    bytes: u64,
+}
+
+pub struct CopyAll;
+
+impl Step for CopyAll {
+    const NAME: &'static str = "backup.sync";
+    const SUMMARY: &'static str = "Copy every backup of a location (or of one database) that the destination does not have yet, each checked as backup.copy checks one; run again to resume.";
+    const REPORT_LOG: bool = true;
+    type With = SyncWith;
+    type Outputs = SyncOutputs;
+
+    async fn run(ctx: StepCtx, w: SyncWith) -> Result<SyncOutputs, StepError> {
+        let root = ctx.storage_root(&w.storage).await?;
+        let database = w.database.as_deref().filter(|d| !d.is_empty());
+        let entries = crate::backup::layout::LocalStore::new(&root)
+            .list(database)
+            .map_err(|e| StepError::environment(format!("cannot list {}: {e}", remote::display(&root))))?;
+        let to = ctx.store(&w.to)?;
+        let mut out = SyncOutputs::default();
+        let mut failed = Vec::new();
+        // Newest first: a run stopped half-way has put the most recent ones offsite.
+        for e in &entries {
+            if e.path.is_dir() {
+                ctx.log(format!("{}: a directory dump, left out: copy it as a tar", e.name));
+                continue;
+            }
+            // The folder's layout is kept: `app/x.dump.pgdrill`, `db_20261201.sql.gz`.
+            let Some(rel) = e.path.strip_prefix(&root).ok().and_then(|r| r.to_str()).map(str::to_string) else {
+                continue;
+            };
+            match copy_one(&ctx, &e.path.display().to_string(), &*to, None, Some(rel)).await {
+                Ok(c) if c.copied => {
+                    out.copied += 1;
+                    out.bytes += c.size;
+                }
+                Ok(_) => out.present += 1,
+                Err(err) => failed.push(format!("{}: {}", e.name, err.message())),
+            }
+        }
+        ctx.log(format!(
+            "{} copied ({}), {} already at {}, {} failed",
+            out.copied,
+            crate::util::human_bytes(out.bytes),
+            out.present,
+            to.url(),
+            failed.len()
+        ));
+        if !failed.is_empty() {
+            return Err(StepError::failed(format!(
+                "{} of {} backups were not copied (run again to copy them: those already there are kept): {}",
+                failed.len(),
+                entries.len(),
+                failed.join("; ")
+            )));
+        }
+        Ok(out)
+    }
 }

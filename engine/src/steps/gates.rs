@@ -17,6 +17,12 @@ pub struct SpaceWith {
     /// Free space / size of the filesystem must be at least this (0.2 = 20 %).
     #[serde(default, deserialize_with = "super::de::opt_number")]
     min_free_ratio: Option<f64>,
+    /// free at least this much, e.g. `10GB` (powers of 1000), `10GiB` or `10G` (of 1024)
+    ///
+    /// An absolute floor ("alert below 10 GB"), besides or instead of the ratio.
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "string")]
+    min_free: Option<String>,
     /// free at least this times the database's size, e.g. 2
     #[serde(default, deserialize_with = "super::de::opt_number")]
     database_size_multiple: Option<f64>,
@@ -27,8 +33,14 @@ pub struct SpaceWith {
 
 impl With for SpaceWith {
     fn check(&self) -> Result<(), WithError> {
-        if self.min_free_ratio.is_none() && self.database_size_multiple.is_none() {
-            return Err(WithError::new("", "give min_free_ratio (e.g. 0.2) and/or database_size_multiple (e.g. 2)"));
+        if self.min_free_ratio.is_none() && self.database_size_multiple.is_none() && self.min_free.is_none() {
+            return Err(WithError::new(
+                "",
+                "give min_free (e.g. 10GB), min_free_ratio (e.g. 0.2) and/or database_size_multiple (e.g. 2)",
+            ));
+        }
+        if let Some(t) = self.min_free.as_deref().filter(|t| !crate::template::is_template(t)) {
+            crate::util::parse_bytes(t).map_err(|e| WithError::new("min_free", e))?;
         }
         if self.min_free_ratio.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
             return Err(WithError::new("min_free_ratio", "a ratio between 0 and 1 (0.2 = 20 % free)"));
@@ -60,7 +72,7 @@ pub struct Space;
 impl Step for Space {
     const NAME: &'static str = "storage.space";
     const SUMMARY: &'static str =
-        "Fail when the storage location has too little free space: below a ratio, or below a multiple of the database's size.";
+        "Fail when the storage location has too little free space: below an absolute size, a ratio, or a multiple of the database's size.";
     const REPORT_LOG: bool = true;
     type With = SpaceWith;
     type Outputs = SpaceOutputs;
@@ -78,6 +90,9 @@ impl Step for Space {
         };
         let ratio = if total == 0 { 0.0 } else { free as f64 / total as f64 };
         let mut needed = w.min_free_ratio.map(|r| (r * total as f64).ceil() as u64).unwrap_or(0);
+        if let Some(t) = &w.min_free {
+            needed = needed.max(crate::util::parse_bytes(t).map_err(|e| StepError::field("with.min_free", e))?);
+        }
         let mut database_bytes = None;
         if let (Some(m), Some(url)) = (w.database_size_multiple, w.database_url.as_deref()) {
             let client = crate::pg::connect(url).await?;

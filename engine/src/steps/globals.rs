@@ -142,8 +142,16 @@ async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepErr
         (Some(sealed), Some(secret), Some(kdf)) => {
             let (sealed, secret, kdf) = (sealed.clone(), secret.to_string(), kdf.clone());
             tokio::task::spawn_blocking(move || -> Result<BTreeMap<String, String>, String> {
-                let k = crate::archive::KeySource::from_secret(&secret).derive_for(&kdf)?;
-                globals::verifiers_from(&k.unseal(globals::VERIFIERS, &sealed)?)
+                // Sealed under the backup's key: with a keyring, whichever of its keys opens them.
+                let ring = crate::archive::KeySource::from_secret(&secret);
+                let mut opened = Err(String::from("no key"));
+                for k in ring.members() {
+                    opened = k.derive_for(&kdf)?.unseal(globals::VERIFIERS, &sealed);
+                    if opened.is_ok() {
+                        break;
+                    }
+                }
+                globals::verifiers_from(&opened?)
             })
             .await
             .map_err(|e| StepError::environment(e.to_string()))?

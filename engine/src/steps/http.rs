@@ -21,11 +21,49 @@ enum Status {
     Many(Vec<u16>),
 }
 
+/// One URL, or several: a list, or one text of URLs separated by spaces (a `--var` holds
+/// one text; a URL never holds a raw space).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Urls {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Urls {
+    fn list(&self) -> Vec<String> {
+        let texts = match self {
+            Urls::One(u) => std::slice::from_ref(u),
+            Urls::Many(l) => l.as_slice(),
+        };
+        texts.iter().flat_map(|t| t.split_whitespace()).map(str::to_string).collect()
+    }
+}
+
 #[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
 pub struct CheckWith {
-    /// http:// or https:// URL
-    url: String,
+    /// http:// or https:// URL, or several (a list, or separated by spaces): each is requested
+    /// in turn and each must pass
+    #[field(ty = "string or list")]
+    url: Urls,
+    /// PEM file of the CA certificates that sign the endpoint's certificate (a private CA or
+    /// a self-signed certificate: `curl --cacert`), trusted besides the system's
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
+    ca_file: Option<String>,
+    /// PEM file of a client certificate to present (mutual TLS), with `client_key`
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
+    client_cert: Option<String>,
+    /// PEM file of the client certificate's private key
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
+    client_key: Option<String>,
+    /// do not verify the endpoint's certificate at all (`curl -k`): a `warning:` in the
+    /// step's log, so in every report; prefer `ca_file`
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    insecure: bool,
     /// HTTP method (default GET)
     #[serde(default = "default_method")]
     method: String,
@@ -65,9 +103,28 @@ fn default_timeout() -> Duration {
 
 impl With for CheckWith {
     fn check(&self) -> Result<(), WithError> {
-        let is_http = self.url.starts_with("http://") || self.url.starts_with("https://");
-        if !is_http && !crate::template::is_template(&self.url) {
-            return Err(WithError::new("url", format!("`{}` is not an http:// or https:// URL", self.url)));
+        // A template is checked once rendered (its spaces are not between URLs).
+        let texts = match &self.url {
+            Urls::One(u) => vec![u.clone()],
+            Urls::Many(l) => l.clone(),
+        };
+        if !texts.iter().any(|t| crate::template::is_template(t)) {
+            let urls = self.url.list();
+            if urls.is_empty() {
+                return Err(WithError::new("url", "no URL given"));
+            }
+            for url in urls {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(WithError::new("url", format!("`{url}` is not an http:// or https:// URL")));
+                }
+            }
+        }
+        let given = |o: &Option<String>| o.as_deref().is_some_and(|v| !v.trim().is_empty());
+        if given(&self.client_cert) != given(&self.client_key) {
+            return Err(WithError::new(
+                if given(&self.client_cert) { "client_key" } else { "client_cert" },
+                "a client certificate needs both `client_cert` and `client_key`",
+            ));
         }
         if reqwest::Method::from_bytes(self.method.as_bytes()).is_err() {
             return Err(WithError::new("method", format!("`{}` is not an HTTP method", self.method)));
@@ -102,16 +159,58 @@ impl Step for Check {
 }
 
 async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
+    let client = client(&ctx, &w)?;
+    let (mut last, mut total) = (CheckOutputs::default(), 0);
+    for url in w.url.list() {
+        last = check_one(&ctx, &w, &client, &url).await?;
+        total += last.elapsed_ms;
+    }
+    Ok(CheckOutputs { status: last.status, elapsed_ms: total })
+}
+
+/// The client of a step's requests: its timeout, redirects left to `check_one`, and the TLS
+/// settings (CA file, client certificate, or no verification at all, said as a warning).
+fn client(ctx: &StepCtx, w: &CheckWith) -> Result<reqwest::Client, StepError> {
+    let read = |field: &str, p: &str| {
+        let path = ctx.resolve(p);
+        std::fs::read(&path)
+            .map_err(|e| StepError::field(format!("with.{field}"), format!("cannot read {}: {e}", path.display())))
+    };
     // Redirects by hand: a login's Set-Cookie is often on its 302.
-    let client = reqwest::Client::builder()
-        .timeout(w.timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| StepError::environment(format!("cannot build an HTTP client: {e}")))?;
+    let mut b = reqwest::Client::builder().timeout(w.timeout).redirect(reqwest::redirect::Policy::none());
+    if let Some(p) = w.ca_file.as_deref().filter(|p| !p.trim().is_empty()) {
+        let certs = reqwest::Certificate::from_pem_bundle(&read("ca_file", p)?)
+            .map_err(|e| StepError::field("with.ca_file", format!("{p}: not PEM certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(StepError::field("with.ca_file", format!("{p} holds no PEM certificate")));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if let (Some(c), Some(k)) = (
+        w.client_cert.as_deref().filter(|p| !p.trim().is_empty()),
+        w.client_key.as_deref().filter(|p| !p.trim().is_empty()),
+    ) {
+        let mut pem = read("client_cert", c)?;
+        pem.push(b'\n');
+        pem.extend(read("client_key", k)?);
+        let id = reqwest::Identity::from_pem(&pem)
+            .map_err(|e| StepError::field("with.client_cert", format!("{c} with {k}: not a PEM certificate and key: {e}")))?;
+        b = b.identity(id);
+    }
+    if w.insecure {
+        ctx.log("warning: insecure: true: the endpoint's TLS certificate is NOT verified, so anyone on the path can answer for it; give its CA with `ca_file` instead");
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build().map_err(|e| StepError::environment(format!("cannot build an HTTP client: {}", error_chain(&e))))
+}
+
+async fn check_one(ctx: &StepCtx, w: &CheckWith, client: &reqwest::Client, target: &str) -> Result<CheckOutputs, StepError> {
     let mut method = reqwest::Method::from_bytes(w.method.as_bytes())
         .map_err(|_| StepError::invalid(format!("`{}` is not an HTTP method", w.method)))?;
-    let jar = w.cookies.then(|| jar_for(&ctx));
-    let mut url = reqwest::Url::parse(&w.url).map_err(|e| StepError::invalid(format!("`{}`: {e}", w.url)))?;
+    let jar = w.cookies.then(|| jar_for(ctx));
+    let mut url = reqwest::Url::parse(target).map_err(|e| StepError::invalid(format!("`{target}`: {e}")))?;
     let mut with_body = true;
     let started = Instant::now();
     let mut hops = 0;
@@ -135,8 +234,7 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
         }
         // An unreachable endpoint is a failed health check, not a broken environment:
         // the service under test is what is down.
-        let resp =
-            req.send().await.map_err(|e| StepError::failed(format!("{} {}: {}", w.method, w.url, error_chain(&e))))?;
+        let resp = req.send().await.map_err(|e| StepError::failed(format!("{} {target}: {}", w.method, send_error(&e))))?;
         if let Some(jar) = &jar {
             if let Ok(mut j) = jar.lock() {
                 for v in resp.headers().get_all(reqwest::header::SET_COOKIE) {
@@ -170,9 +268,9 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
     let body = resp
         .text()
         .await
-        .map_err(|e| StepError::failed(format!("{} {}: reading the body: {}", w.method, w.url, error_chain(&e))))?;
+        .map_err(|e| StepError::failed(format!("{} {}: reading the body: {}", w.method, target, error_chain(&e))))?;
     let elapsed = started.elapsed();
-    ctx.log(format!("{} {} -> {status} in {} ms", w.method, w.url, elapsed.as_millis()));
+    ctx.log(format!("{} {target} -> {status} in {} ms", w.method, elapsed.as_millis()));
     let ok = match &w.status {
         None => (200..300).contains(&status),
         Some(Status::One(s)) => status == *s,
@@ -184,18 +282,28 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
             Some(Status::One(s)) => s.to_string(),
             Some(Status::Many(l)) => format!("one of {l:?}"),
         };
-        return Err(StepError::failed(format!("{} {} answered {status}, expected {want}", w.method, w.url)));
+        return Err(StepError::failed(format!("{} {} answered {status}, expected {want}", w.method, target)));
     }
     if let Some(needle) = &w.body_contains {
         if !body.contains(needle.as_str()) {
             let preview: String = body.chars().take(200).collect();
             return Err(StepError::failed(format!(
                 "{} {}: body does not contain `{needle}` (body starts: {preview:?})",
-                w.method, w.url
+                w.method, target
             )));
         }
     }
     Ok(CheckOutputs { status, elapsed_ms: elapsed.as_millis() as u64 })
+}
+
+/// Why a request got no answer; a certificate that does not verify says what to give.
+fn send_error(e: &reqwest::Error) -> String {
+    let chain = error_chain(e);
+    if chain.contains("certificate") || chain.contains("UnknownIssuer") {
+        format!("{chain} (a private CA or self-signed certificate: give its CA with `ca_file`, as `curl --cacert`; or `insecure: true`, as `curl -k`, which verifies nothing)")
+    } else {
+        chain
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -711,6 +711,7 @@ pgdrill_derive::kinds! {
     journal::Finish,
     retention::Prune,
     copy::Copy,
+    copy::CopyAll,
     deploy::Record,
     deploy::Read,
     gates::Space,

@@ -116,6 +116,8 @@ pub struct Picked {
     encrypted: bool,
     /// of the file (null for a directory)
     sha256: Option<String>,
+    /// stored bytes (null for a directory)
+    size: Option<u64>,
     /// seconds since it was made (file time for foreign ones)
     age_s: i64,
     /// seconds it is dated in the future beyond the tolerance (0 normally): its age is
@@ -145,6 +147,7 @@ pub struct PickedForeign {
     fingerprint: Option<serde_json::Value>,
     created: String,
     sha256: Option<String>,
+    size: Option<u64>,
     age_s: i64,
     future_s: i64,
     verified_at: Option<String>,
@@ -182,6 +185,7 @@ struct FromManifest {
     encrypted: bool,
     database: String,
     authenticated: bool,
+    size: u64,
     properties: Option<crate::backup::DatabaseProperties>,
 }
 
@@ -393,6 +397,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                 encrypted: m.cipher != "none",
                 database: m.database.clone(),
                 authenticated: trust == crate::backup::ManifestTrust::Authenticated,
+                size: m.sizes.stored,
                 properties: m.database_properties.clone(),
             };
             (Some(m.sha256.clone()), m.finished_at, Some(from))
@@ -441,6 +446,8 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             (sha, made, None)
         }
     };
+    // A directory dump has no one size; a file (or an object's stand-in) has its length.
+    let foreign_size = std::fs::metadata(&path).ok().filter(|m| m.is_file()).map(|m| m.len());
     let future_s = crate::backup::dated_ahead(made).unwrap_or(0);
     if future_s > 0 {
         ctx.log(format!(
@@ -477,6 +484,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             format: m.format,
             encrypted: m.encrypted,
             sha256: sha,
+            size: Some(m.size),
             age_s: age,
             future_s,
             verified_at,
@@ -491,6 +499,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             fingerprint: None,
             created: rfc3339(made),
             sha256: sha,
+            size: foreign_size,
             age_s: age,
             future_s,
             verified_at,

@@ -433,6 +433,16 @@ pub fn describe(e: &object_store::Error) -> String {
     }
     let text = e.to_string();
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    // S3 answers a read of an object in GLACIER or DEEP_ARCHIVE with 403, which reads as a
+    // refused credential unless its code is looked at; Azure's archive tier says
+    // BlobArchived (409). Neither is about keys: the object must be brought back first.
+    let lower = flat.to_ascii_lowercase();
+    if lower.contains("invalidobjectstate") {
+        return format!("{ARCHIVED} (the store answered InvalidObjectState)");
+    }
+    if lower.contains("blobarchived") {
+        return format!("{ARCHIVED} (the store answered BlobArchived)");
+    }
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     let mut unanswered = false;
     while let Some(c) = cause {
@@ -480,9 +490,86 @@ pub fn describe(e: &object_store::Error) -> String {
     format!("{hint}{short}")
 }
 
+/// The ETag S3 gives the object `upload` makes of the file at `path`: the MD5 of the MD5s of
+/// its parts of `PART` bytes, and their count.
+fn multipart_etag(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let md5 = |b: &[u8]| openssl::hash::hash(openssl::hash::MessageDigest::md5(), b).map_err(std::io::Error::other);
+    let mut f = std::fs::File::open(path)?;
+    let mut part = vec![0u8; PART];
+    let mut md5s = Vec::new();
+    loop {
+        let mut got = 0;
+        while got < PART {
+            match f.read(&mut part[got..])? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        if got == 0 {
+            break;
+        }
+        md5s.extend_from_slice(&md5(&part[..got])?);
+        if got < PART {
+            break;
+        }
+    }
+    Ok(format!("{}-{}", crate::archive::hex(&md5(&md5s)?), md5s.len() / 16))
+}
+
+/// What a read of an object in an archive storage class is told.
+pub const ARCHIVED: &str = "the object is in an archive storage class (GLACIER, DEEP_ARCHIVE or Azure's Archive tier) and cannot be read until it is restored: restore it from the archive tier first (`aws s3api restore-object`, or set the blob's tier to Hot or Cool), then run again; nothing was judged";
+
 impl Remote {
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The storage class uploads go to when objects in it cannot be read back at once
+    /// (S3 GLACIER and DEEP_ARCHIVE, Azure's Archive tier): an upload there is checked from
+    /// the store's metadata (`check_archived`) instead of a read-back. GLACIER_IR, and GCS's
+    /// ARCHIVE class, are read at once like any other.
+    pub fn archival_class(&self) -> Option<&str> {
+        let c = self.storage_class.as_deref()?;
+        let up = c.to_ascii_uppercase();
+        let archival = matches!(up.as_str(), "GLACIER" | "DEEP_ARCHIVE") || (self.blocks && up == "ARCHIVE");
+        archival.then_some(c)
+    }
+
+    /// An object just uploaded into an archive class, checked by what the store says of it
+    /// (a read-back would be refused until it is restored): its size, and on S3 its ETag,
+    /// which for a multipart upload is the MD5 of the MD5s of the parts the store received,
+    /// against `etag`, computed from the parts as they were sent. Azure keeps no such digest
+    /// of a block list: there the size alone is compared, and the line says so.
+    pub async fn check_archived(&self, rel: &str, size: u64, etag: &str) -> Result<String, String> {
+        let meta = self
+            .store
+            .head(&self.key(rel))
+            .await
+            .map_err(|e| format!("reading the metadata of {}: {}", self.url_of(rel), describe(&e)))?;
+        let class = self.archival_class().unwrap_or_default();
+        if meta.size != size {
+            return Err(format!(
+                "{} holds {} bytes by the store's metadata, but {size} bytes were written",
+                self.url_of(rel),
+                meta.size
+            ));
+        }
+        if self.blocks {
+            return Ok(format!(
+                "stored in {class}, which cannot be read back until restored: checked by the store's metadata only, size {size} bytes (Azure keeps no checksum of a block list to compare)"
+            ));
+        }
+        let there = meta.e_tag.as_deref().unwrap_or_default().trim_matches('"').to_ascii_lowercase();
+        if there != etag {
+            return Err(format!(
+                "{} has ETag {there} by the store's metadata, but the parts sent make {etag}",
+                self.url_of(rel)
+            ));
+        }
+        Ok(format!(
+            "stored in {class}, which cannot be read back until restored: checked by the store's metadata instead, size {size} bytes and ETag {etag} (the MD5 of the MD5s of the parts as sent) match; not read back"
+        ))
     }
 
     /// The local mirror's root: steps list and read it as a local store.
@@ -901,8 +988,13 @@ impl Remote {
         let task = tokio::spawn(async move {
             let mut inflight = futures_util::stream::FuturesUnordered::new();
             let mut total = 0u64;
+            // The MD5 of each part, in the order sent: S3's ETag of the completed object is
+            // the MD5 of these, which is how an upload nothing can read back is checked.
+            let mut md5s = Vec::new();
             while let Some(part) = rx.recv().await {
                 total += part.len() as u64;
+                let d = openssl::hash::hash(openssl::hash::MessageDigest::md5(), &part).map_err(|e| e.to_string())?;
+                md5s.extend_from_slice(&d);
                 let fut = {
                     let mut g = task_up.lock().await;
                     let Some(u) = g.as_mut() else { return Err("the upload was aborted".to_string()) };
@@ -918,7 +1010,8 @@ impl Remote {
             while let Some(r) = inflight.next().await {
                 r.map_err(|e| describe(&e))?;
             }
-            Ok(total)
+            let all = openssl::hash::hash(openssl::hash::MessageDigest::md5(), &md5s).map_err(|e| e.to_string())?;
+            Ok((total, format!("{}-{}", crate::archive::hex(&all), md5s.len() / 16)))
         });
         Ok((
             UploadWriter { tx: Some(tx), buf: Vec::with_capacity(PART) },
@@ -1472,6 +1565,20 @@ impl super::Store for Remote {
         Remote::delete(self, key).await
     }
 
+    fn archival_class(&self) -> Option<String> {
+        Remote::archival_class(self).map(str::to_string)
+    }
+
+    async fn check_archived(&self, key: &str, size: u64, source: &Path) -> Result<String, String> {
+        // The ETag S3 gives a multipart upload, from the file as `upload` cuts it into parts.
+        let p = source.to_path_buf();
+        let etag = tokio::task::spawn_blocking(move || multipart_etag(&p))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("reading {}: {e}", source.display()))?;
+        Remote::check_archived(self, key, size, &etag).await
+    }
+
     async fn copy(&self, from: &str, to: &str) -> Result<(), String> {
         // A server-side copy: the object appears whole or not at all.
         self.store
@@ -1528,7 +1635,7 @@ pub struct Uploading {
     up: Upload,
     /// The location's uploads in flight, this one among them until it ends.
     inflight: Arc<Mutex<Vec<Upload>>>,
-    task: Option<tokio::task::JoinHandle<Result<u64, String>>>,
+    task: Option<tokio::task::JoinHandle<Result<(u64, String), String>>>,
     url: String,
     done: bool,
 }
@@ -1536,7 +1643,12 @@ pub struct Uploading {
 impl Uploading {
     /// Wait for the parts, then complete: the object appears under its name. Returns the
     /// bytes uploaded. On error the upload is aborted.
-    pub async fn finish(mut self) -> Result<u64, String> {
+    pub async fn finish(self) -> Result<u64, String> {
+        self.finish_tagged().await.map(|(n, _)| n)
+    }
+
+    /// `finish`, with the ETag S3 gives the completed object: `MD5(MD5 of each part)-N`.
+    pub async fn finish_tagged(mut self) -> Result<(u64, String), String> {
         let task = self.task.take();
         let sent = match task {
             Some(t) => t.await.map_err(|e| e.to_string()).and_then(|r| r),

@@ -9,7 +9,7 @@ mod host;
 mod quote;
 mod time;
 
-pub use bytes::human_bytes;
+pub use bytes::{human_bytes, parse_bytes};
 pub use duration::{parse_duration, MAX_DURATION};
 pub use host::hostname;
 pub use quote::{

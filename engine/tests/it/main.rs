@@ -4,6 +4,7 @@
 
 mod common;
 
+mod archival;
 mod backup_output;
 mod backups;
 mod catalogue;
@@ -20,14 +21,18 @@ mod fleet;
 mod foreign_folders;
 mod gates;
 mod http_check;
+mod http_tls;
 mod image;
 mod invalid_fixtures;
+mod keyring;
 mod notify;
 mod object_store;
+mod offsite_all;
 mod oncall;
 mod physical_tools;
 mod pitr;
 mod restore;
+mod restore_checks;
 mod restore_journal;
 mod restore_targets;
 mod retention;
@@ -35,6 +40,7 @@ mod roles;
 mod runbook_language;
 mod secrets;
 mod signed_evidence;
+mod small_items;
 mod sql_steps;
 mod tls;
 mod verify;
