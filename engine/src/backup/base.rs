@@ -240,25 +240,6 @@ fn wal_range(manifest: &[u8]) -> Result<(u32, String, String), String> {
     Ok((tli, start, end))
 }
 
-/// Remembers the first bytes written (the archive's header, which holds the nonce prefix the
-/// manifest's MAC is bound to).
-struct HeadCapture<W> {
-    inner: W,
-    head: Vec<u8>,
-}
-
-impl<W: Write> Write for HeadCapture<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        let room = (archive::MAX_HEADER as usize + 64).saturating_sub(self.head.len());
-        self.head.extend_from_slice(&buf[..n.min(room)]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Kills a child (by pid) when dropped armed.
 struct KillOnDrop(Option<u32>);
 
@@ -412,7 +393,7 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
     let mac_key = key.clone();
     let wopts = WriteOptions { codec: Codec::Zstd, level: opts.level, threads: opts.threads, key };
     let piped = tokio::task::spawn_blocking(move || {
-        let out = archive::HashWriter::new(HeadCapture {
+        let out = archive::HashWriter::new(super::HeadTee {
             inner: BufWriter::with_capacity(1 << 20, writer),
             head: Vec::new(),
         });

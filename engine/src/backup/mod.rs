@@ -523,10 +523,11 @@ pub(crate) struct StagedDump {
 }
 
 /// Passes writes on, keeping the first `MAX_HEADER` + 13 bytes (an archive's magic, header
-/// length and header).
-struct HeadTee<W> {
-    inner: W,
-    head: Vec<u8>,
+/// length and header): what a manifest's MAC is bound to. Dumps and base backups both
+/// write through it.
+pub(super) struct HeadTee<W> {
+    pub(super) inner: W,
+    pub(super) head: Vec<u8>,
 }
 
 impl<W: Write> Write for HeadTee<W> {
