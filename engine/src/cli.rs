@@ -831,7 +831,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         }
         Command::Backups { command: BackupsCommand::List { storage, database, name_pattern, json } } => {
             // Another tool's physical backups (pgBackRest, barman-cloud), as the tool lists them.
-            if crate::physical::tools::is_tool_location(&storage) {
+            if crate::physical::is_tool_location(&storage) {
                 return physical_backups(&storage, json);
             }
             let location = storage.clone();
@@ -1240,7 +1240,7 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
 /// aligned, the path last. Names and paths are data: control characters are shown, not sent.
 /// `backups list` of another tool's physical backups, newest first, listed by the tool itself.
 fn physical_backups(location: &str, json: bool) -> Result<ExitCode, Error> {
-    let source = crate::physical::tools::open(location)?;
+    let source = crate::physical::open(location)?;
     let tool = source.tool();
     let mut list = source.list()?;
     list.reverse();

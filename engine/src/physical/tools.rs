@@ -12,25 +12,8 @@ use std::process::{Command, Output};
 
 use std::sync::Mutex;
 
-use super::source::PhysicalSource;
 use crate::error::Failure;
 use crate::pg::native::{RunAs, DIR_PREFIX};
-
-/// The source a location names: `pgbackrest://STANZA?...` or `barman-cloud:URL?server=...`.
-/// The tool's binary is found (and its version asked) here, so a missing tool is the
-/// environment's failure before anything else runs.
-pub fn open(location: &str) -> Result<Box<dyn PhysicalSource>, Failure> {
-    if location.starts_with(super::pgbackrest::SCHEME) {
-        return Ok(Box::new(super::pgbackrest::PgBackRest::open(super::pgbackrest::Repo::parse(location)?)?));
-    }
-    if location.starts_with(super::barman::CLOUD_SCHEME) {
-        return Ok(Box::new(super::barman::BarmanCloud::open(super::barman::Cloud::parse(location)?)?));
-    }
-    Err(Failure::invalid(format!(
-        "`{}` names no physical backup source: write pgbackrest://STANZA?config=PATH or barman-cloud:s3://BUCKET/PATH?server=NAME",
-        crate::util::visible(location)
-    )))
-}
 
 /// The restore_command scripts a source wrote, one per recovery, removed with the source
 /// (their directories have the native servers' prefix, so `pg::native::reap_stale` removes
@@ -201,11 +184,6 @@ pub fn options(query: &str, known: &[&str], location: &str) -> Result<Vec<(Strin
         out.push((k.to_string(), v));
     }
     Ok(out)
-}
-
-/// Whether the string names a source of another tool (rather than a pgdrill storage).
-pub fn is_tool_location(location: &str) -> bool {
-    location.starts_with(super::pgbackrest::SCHEME) || location.starts_with(super::barman::CLOUD_SCHEME)
 }
 
 /// Bytes of the regular files under `dir` (symbolic links not followed).

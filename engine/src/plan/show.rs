@@ -143,7 +143,7 @@ fn connections(out: &mut String, pad: &str, with: &Yaml) {
             continue;
         }
         // physical.verify's `source` names another tool's backups, not a server.
-        if crate::physical::tools::is_tool_location(v) {
+        if crate::physical::is_tool_location(v) {
             continue;
         }
         match crate::pg::conninfo(v) {

@@ -179,7 +179,7 @@ impl Step for Verify {
         let target = w.target()?;
         let location = w.source.clone();
         let source: Box<dyn PhysicalSource> =
-            tokio::task::block_in_place(|| crate::physical::tools::open(&location)).map_err(|e| e.at_field("source"))?;
+            tokio::task::block_in_place(|| crate::physical::open(&location)).map_err(|e| e.at_field("source"))?;
         ctx.log(format!("recovering {} to {target}", source.describe()));
         // The tool's restore_command runs on this machine's binaries, so the throwaway must
         // too: a major without local server binaries (which pitr.restore recovers in a Docker
