@@ -58,7 +58,9 @@ pub struct Args {
     key_env: String,
     /// A notify file whose sinks to try without sending anything: webhook and Sentry hosts
     /// answer, the SMTP server takes the login, sender and recipients, the Pushgateway is
-    /// ready, the textfile directory is writable.
+    /// ready, the textfile directory is writable, PagerDuty's, Opsgenie's and Teams' keys or
+    /// URLs are set and their hosts answer, a syslog collector takes a TCP connection (over
+    /// UDP: its address resolves).
     #[arg(long, value_name = "FILE", env = "PGDRILL_NOTIFY")]
     notify: Option<PathBuf>,
 }

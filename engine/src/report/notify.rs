@@ -22,6 +22,10 @@ use crate::runbook::notify::{sentry_target, Email, Format, NotifyFile, Sentry, W
 /// One HTTP POST of a sink: what it is (for warnings), URL, content type, body, headers.
 type Post = (String, String, Option<&'static str>, String, Vec<(String, String)>);
 
+/// The services' default endpoints, where an alert goes and `doctor` looks.
+pub(super) const PAGERDUTY_EVENTS: &str = "https://events.pagerduty.com/v2/enqueue";
+pub(super) const OPSGENIE_ALERTS: &str = "https://api.opsgenie.com/v2/alerts";
+
 pub(super) fn sentry_dsn(s: &Sentry) -> Option<String> {
     s.dsn.clone().or_else(|| s.dsn_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|d| !d.is_empty()))
 }
@@ -387,7 +391,7 @@ impl Notifier {
         if let Some(p) = &n.pagerduty {
             let what = n.name.clone().unwrap_or_else(|| "pagerduty".into());
             let key = secret(&p.routing_key_env, &what, warnings)?;
-            let url = p.url.clone().unwrap_or_else(|| "https://events.pagerduty.com/v2/enqueue".into());
+            let url = p.url.clone().unwrap_or_else(|| PAGERDUTY_EVENTS.into());
             let body = oncall::pagerduty(&alert, &key, p.severity.as_deref().unwrap_or("critical"));
             return Some((
                 format!("{what} to {}", shown(&url)),
@@ -400,7 +404,7 @@ impl Notifier {
         if let Some(o) = &n.opsgenie {
             let what = n.name.clone().unwrap_or_else(|| "opsgenie".into());
             let key = secret(&o.api_key_env, &what, warnings)?;
-            let base = o.url.clone().unwrap_or_else(|| "https://api.opsgenie.com/v2/alerts".into());
+            let base = o.url.clone().unwrap_or_else(|| OPSGENIE_ALERTS.into());
             let (path, body) = oncall::opsgenie(&alert, o.priority.as_deref().unwrap_or("P2"));
             let url = format!("{}{path}", base.trim_end_matches('/'));
             return Some((

@@ -3,12 +3,16 @@
 //! holds the URL is set and its host answers on its port (a POST would post a message);
 //! email: the SMTP server takes EHLO, TLS as configured, AUTH and the sender and every
 //! recipient, then the envelope is reset; metrics: the textfile's directory is writable and
-//! the Pushgateway answers `/-/ready`. Nothing here prints a URL's path or query, a DSN's
-//! key or a password: hosts and ports only.
+//! the Pushgateway answers `/-/ready`; on-call sinks (PagerDuty, Opsgenie, Teams): the
+//! variable holding the key or URL is set and the endpoint's host answers on its port (an
+//! event would page someone); syslog over TCP: the collector takes a connection, closed
+//! before a byte is written; over UDP: the address resolves (UDP has no answer to wait for
+//! short of sending a message). Nothing here prints a URL's path or query, a DSN's key, a
+//! routing key or a password: hosts and ports only.
 
 use std::time::Duration;
 
-use super::notify::{sentry_dsn, webhook_url};
+use super::notify::{sentry_dsn, webhook_url, OPSGENIE_ALERTS, PAGERDUTY_EVENTS};
 use crate::runbook::notify::NotifyFile;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,8 +64,60 @@ pub async fn all(cfg: &NotifyFile) -> Vec<Probe> {
             };
             out.push(Probe { what: format!("{name} (email)"), result });
         }
+        if let Some(p) = &n.pagerduty {
+            let url = p.url.as_deref().unwrap_or(PAGERDUTY_EVENTS);
+            let result = keyed_sink(&p.routing_key_env, "the integration's routing key", url).await;
+            out.push(Probe { what: format!("{name} (PagerDuty)"), result });
+        }
+        if let Some(o) = &n.opsgenie {
+            let url = o.url.as_deref().unwrap_or(OPSGENIE_ALERTS);
+            let result = keyed_sink(&o.api_key_env, "the API integration's key", url).await;
+            out.push(Probe { what: format!("{name} (Opsgenie)"), result });
+        }
+        if let Some(t) = &n.teams {
+            let url = t
+                .url
+                .clone()
+                .or_else(|| t.url_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|s| !s.is_empty()));
+            let result = url_sink(url, t.url_env.as_deref(), "the channel's webhook URL").await;
+            out.push(Probe { what: format!("{name} (Teams)"), result });
+        }
+        if let Some(l) = &n.syslog {
+            let tcp = l.transport == crate::runbook::notify::SyslogTransport::Tcp;
+            let result = syslog(&l.address, tcp).await;
+            out.push(Probe { what: format!("{name} (syslog)"), result });
+        }
     }
     out
+}
+
+/// An on-call service reached with a key from the variable `env`: the key is there (never
+/// shown) and the endpoint's host answers.
+async fn keyed_sink(env: &str, what: &str, url: &str) -> Result<String, String> {
+    if std::env::var(env).map_or(true, |k| k.is_empty()) {
+        return Err(format!("{env} is not set: set it to {what} where the run starts"));
+    }
+    reachable(url).await.map(|r| format!("{env} is set; {r}"))
+}
+
+/// A syslog collector at `host:port`: over TCP it takes a connection (closed before anything
+/// is written, so no message reaches it); over UDP the address resolves, which is all UDP
+/// can show without sending a message.
+async fn syslog(address: &str, tcp: bool) -> Result<String, String> {
+    let resolved = match tokio::time::timeout(TIMEOUT, tokio::net::lookup_host(address)).await {
+        Ok(Ok(mut addrs)) => addrs.next(),
+        Ok(Err(e)) => return Err(format!("{address} does not resolve: {e}")),
+        Err(_) => return Err(format!("{address} did not resolve in {} s", TIMEOUT.as_secs())),
+    };
+    let Some(to) = resolved else { return Err(format!("{address} resolves to no address")) };
+    if !tcp {
+        return Ok(format!("udp {address} resolves to {to} (UDP has no answer to check without sending a message)"));
+    }
+    match tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(to)).await {
+        Ok(Ok(_)) => Ok(format!("tcp {address} takes a connection (no message sent)")),
+        Ok(Err(e)) => Err(format!("tcp {address}: {e}")),
+        Err(_) => Err(format!("tcp {address} did not answer in {} s", TIMEOUT.as_secs())),
+    }
 }
 
 /// A sink reached at a URL (a webhook, Sentry): its host answers, or what is missing, the

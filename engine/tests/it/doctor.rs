@@ -362,3 +362,99 @@ fn doctor_names_a_storage_folder_on_a_full_disk() {
     assert!(l.starts_with("FAIL") && l.contains("free"), "{all}");
     assert_eq!(out.status.code(), Some(3), "{all}");
 }
+
+/// A TCP receiver on loopback that counts the connections it took and the bytes that came
+/// over them, so a test can prove a probe connected and sent nothing.
+fn counting_listener() -> (u16, std::sync::Arc<(std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicUsize)>) {
+    use std::io::Read as _;
+    use std::sync::atomic::Ordering;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let seen = std::sync::Arc::new((std::sync::atomic::AtomicUsize::new(0), std::sync::atomic::AtomicUsize::new(0)));
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for mut conn in l.incoming().flatten() {
+            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+            let mut got = Vec::new();
+            let _ = conn.read_to_end(&mut got);
+            s.1.fetch_add(got.len(), Ordering::SeqCst);
+            s.0.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (port, seen)
+}
+
+/// `doctor --notify` probes the on-call sinks (issue 42's PagerDuty, Opsgenie, Teams and
+/// syslog) without sending an event: a set routing key and an answering endpoint are ok, an
+/// unset key variable, a dead Teams host and a syslog collector that refuses TCP are each a
+/// FAIL naming what to do; the TCP collector and the PagerDuty endpoint take a connection
+/// and receive no byte, the UDP collector no datagram; no key or token is printed.
+#[test]
+fn doctor_probes_the_on_call_sinks_without_sending_an_event() {
+    use std::sync::atomic::Ordering;
+    const ROUTING_KEY: &str = "R0UTING-doctor-pagerduty-9f8e7d";
+    const TEAMS_TOKEN: &str = "T3AMS-doctor-token-1a2b3c";
+    let (pd_port, pd_seen) = counting_listener();
+    let (syslog_port, syslog_seen) = counting_listener();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+    let udp_port = udp.local_addr().expect("addr").port();
+    let dead_port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("notify.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "notify:
+  - name: pager
+    when: failure
+    pagerduty: {{ routing_key_env: DOCTOR_PD_KEY, url: 'http://127.0.0.1:{pd_port}/v2/enqueue' }}
+  - name: genie
+    when: failure
+    opsgenie: {{ api_key_env: DOCTOR_GENIE_KEY, url: 'http://127.0.0.1:{pd_port}/v2/alerts' }}
+  - name: channel
+    when: always
+    teams: {{ url: 'http://127.0.0.1:{dead_port}/webhookb2/{TEAMS_TOKEN}' }}
+  - name: collector-tcp
+    when: always
+    syslog: {{ address: '127.0.0.1:{syslog_port}', transport: tcp }}
+  - name: collector-udp
+    when: always
+    syslog: {{ address: '127.0.0.1:{udp_port}' }}
+  - name: collector-gone
+    when: always
+    syslog: {{ address: '127.0.0.1:{dead_port}', transport: tcp }}
+"
+        ),
+    )
+    .expect("notify file");
+    let (out, all) = output(
+        doctor(&["--notify", &file.to_string_lossy()]).env("DOCTOR_PD_KEY", ROUTING_KEY).env_remove("DOCTOR_GENIE_KEY"),
+    );
+    assert!(!all.contains(ROUTING_KEY) && !all.contains(TEAMS_TOKEN), "an on-call secret was printed:\n{all}");
+    let pager = line(&all, "pager (PagerDuty)");
+    assert!(pager.starts_with("ok") && pager.contains("DOCTOR_PD_KEY is set"), "{pager}");
+    assert!(pager.contains(&format!("127.0.0.1:{pd_port} answers")), "{pager}");
+    let genie = line(&all, "genie (Opsgenie)");
+    assert!(genie.starts_with("FAIL") && genie.contains("DOCTOR_GENIE_KEY is not set"), "{genie}");
+    let teams = line(&all, "channel (Teams)");
+    assert!(teams.starts_with("FAIL") && teams.contains(&format!("127.0.0.1:{dead_port}")), "{teams}");
+    let tcp = line(&all, "collector-tcp (syslog)");
+    assert!(tcp.starts_with("ok") && tcp.contains("takes a connection"), "{tcp}");
+    let udp_line = line(&all, "collector-udp (syslog)");
+    assert!(udp_line.starts_with("ok") && udp_line.contains("resolves"), "{udp_line}");
+    let gone = line(&all, "collector-gone (syslog)");
+    assert!(gone.starts_with("FAIL") && gone.contains(&format!("127.0.0.1:{dead_port}")), "{gone}");
+    assert_eq!(out.status.code(), Some(3), "{all}");
+
+    // Connected, and nothing sent: no event, no syslog line.
+    let took = |seen: &std::sync::Arc<(std::sync::atomic::AtomicUsize, std::sync::atomic::AtomicUsize)>| {
+        common::wait_for(std::time::Duration::from_secs(15), || (seen.0.load(Ordering::SeqCst) > 0).then_some(()))
+    };
+    assert!(took(&pd_seen).is_some(), "doctor did not connect to the PagerDuty endpoint");
+    assert!(took(&syslog_seen).is_some(), "doctor did not connect to the syslog collector");
+    assert_eq!(pd_seen.1.load(Ordering::SeqCst), 0, "doctor sent bytes to the PagerDuty endpoint");
+    assert_eq!(syslog_seen.1.load(Ordering::SeqCst), 0, "doctor sent a syslog message over TCP");
+    udp.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 64];
+    assert!(udp.recv_from(&mut buf).is_err(), "doctor sent a syslog datagram over UDP");
+}
