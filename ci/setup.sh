@@ -170,4 +170,40 @@ build_image() {  # major suite image
 }
 build_image 15 bookworm "$IMAGE"
 build_image 17 trixie "${PGDRILL_TEST_IMAGE_17:-pgdrill/postgres-local:17}"
+# 5. A bare Debian trixie root for the package test (tests/it/image.rs): nothing of PostgreSQL
+# installed, but trixie's package lists and the .debs of postgresql-17 in apt's cache, so
+# `apt-get install ./pgdrill_*.deb postgresql-17` resolves the package's Depends (libssl3t64,
+# postgresql-client-17) against trixie's own archive with no network when the test runs.
+# Built once; services are kept from starting in it (policy-rc.d), as in Debian's images.
+TRIXIE="pgdrill/debian-local:trixie"
+if ! docker image inspect "$TRIXIE" >/dev/null 2>&1; then
+  rootfs=$(mktemp -d /var/tmp/pgdrill-rootfs.XXXXXX)
+  log "debootstrap trixie for $TRIXIE from $mirror (a minute or two)"
+  if ! debootstrap --variant=minbase trixie "$rootfs" "$mirror" >/var/tmp/pgdrill-debootstrap-trixie.log 2>&1; then
+    tail -20 /var/tmp/pgdrill-debootstrap-trixie.log >&2
+    rm -rf "$rootfs"
+    exit 3
+  fi
+  printf '#!/bin/sh\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d"
+  chmod 0755 "$rootfs/usr/sbin/policy-rc.d"
+  cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
+  if ! { chroot "$rootfs" apt-get update -qq &&
+    chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --download-only \
+      --no-install-recommends postgresql-17 postgresql-client-17; } >>/var/tmp/pgdrill-debootstrap-trixie.log 2>&1; then
+    tail -20 /var/tmp/pgdrill-debootstrap-trixie.log >&2
+    rm -rf "$rootfs"
+    exit 3
+  fi
+  : >"$rootfs/etc/resolv.conf"
+  tar -C "$rootfs" -c . | docker import - "$TRIXIE" >/dev/null
+  rm -rf "$rootfs"
+fi
+
+# 6. Headless chromium: the screenshot test (tests/it/screenshot.rs) renders report.html and
+# the history page as a browser does and measures its charts and tables.
+if ! command -v chromium >/dev/null; then
+  log "installing chromium"
+  apt_install --no-install-recommends chromium fonts-dejavu-core
+fi
+
 log "ready: PostgreSQL $(/usr/lib/postgresql/15/bin/postgres --version | awk '{print $3}'), docker $(docker version --format '{{.Server.Version}}'), images $IMAGE, ${PGDRILL_TEST_IMAGE_17:-pgdrill/postgres-local:17}"
