@@ -70,6 +70,10 @@ COPY
 mkdir -p "$work/shlibs/debian"
 echo "Source: pgdrill" >"$work/shlibs/debian/control"
 shlibs=$(cd "$work/shlibs" && dpkg-shlibdeps -O "$pgdrill" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+# Debian trixie renamed OpenSSL's library package libssl3t64 (the 64-bit time_t move). On
+# 64-bit architectures it also provides libssl3, but not on the 32-bit ones; naming both keeps
+# one package installable on bookworm and trixie everywhere.
+shlibs=$(printf '%s' "$shlibs" | sed -E 's/libssl3 (\([^)]*\))/libssl3 \1 | libssl3t64 \1/')
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 cat >"$root/DEBIAN/control" <<CONTROL
 Package: pgdrill

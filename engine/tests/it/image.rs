@@ -43,10 +43,11 @@ fn the_image_builds_runs_as_non_root_and_runs_the_quickstart_inside_a_container(
     assert!(stdout.contains("native"), "the throwaway server did not run natively in the container: {stdout}");
 }
 
-/// `ci/package.sh` builds a .deb that installs with apt on a Debian container that has only
-/// Debian's own packages (no registry, no repository checkout), and the installed pgdrill
-/// runs the quickstart as a non-root user on the local PostgreSQL binaries, with its manual
-/// pages and completions where man and the shells look.
+/// `ci/package.sh` builds a .deb that installs with apt on Debian bookworm and trixie
+/// containers that have only Debian's own packages (no registry, no repository checkout, no
+/// network), and the installed pgdrill runs the quickstart as a non-root user on the local
+/// PostgreSQL binaries (15 on bookworm, 17 on trixie), with its manual pages and completions
+/// where man and the shells look.
 #[test]
 fn the_debian_package_installs_with_apt_and_runs_the_quickstart_natively() {
     if !require(docker_ok(), "Docker with the local base image pgdrill/debian-postgresql:15 (bash ci/setup.sh)") {
@@ -99,31 +100,55 @@ fn the_debian_package_installs_with_apt_and_runs_the_quickstart_natively() {
     ] {
         assert!(listing.contains(path), "{path} is not in the package:\n{listing}");
     }
-    let name = format!("pgdrill-test-package-{}", std::process::id());
-    let script = "set -e
-        apt-get install -y -q /pkg/$(basename \"$DEB\") >/tmp/apt.log 2>&1 || { cat /tmp/apt.log; exit 9; }
-        useradd --create-home drillop
-        su drillop -c 'pgdrill run quickstart --quiet'
-        bash -c '. /usr/share/bash-completion/completions/pgdrill && complete -p pgdrill'
-        zcat /usr/share/man/man1/pgdrill-run.1.gz | grep -q -- junit && echo man-ok
-        apt-get remove -y -q pgdrill >/dev/null 2>&1
-        test ! -e /usr/bin/pgdrill && echo removed";
-    let out = std::process::Command::new("docker")
-        .args(["run", "--rm", "--name", &name, "-e"])
-        .arg(format!("DEB={}", deb.display()))
-        .arg("-v")
-        .arg(format!("{}:/pkg:ro", dist.path().display()))
-        .args(["pgdrill/debian-postgresql:15", "bash", "-c", script])
+    assert!(
+        info.contains("libssl3 (>= 3.0.0) | libssl3t64"),
+        "the package's OpenSSL dependency does not name trixie's libssl3t64: {info}"
+    );
+    // The same steps on bookworm (PostgreSQL 15 already there, the lists removed: apt resolves
+    // against what is installed) and on a bare trixie root (no PostgreSQL: apt resolves the
+    // Depends against trixie's own lists and takes postgresql-17 from its cache, no network).
+    let trixie = "pgdrill/debian-local:trixie";
+    let have_trixie = std::process::Command::new("docker")
+        .args(["image", "inspect", trixie])
         .output()
-        .expect("docker run");
-    let _ = std::process::Command::new("docker").args(["rm", "-f", &name]).output();
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "in the container: {stdout}{}", text(&out.stderr));
-    assert!(stdout.contains("runbook quickstart passed"), "{stdout}");
-    assert!(stdout.contains("native"), "the installed pgdrill did not run its server natively: {stdout}");
-    assert!(stdout.contains("-F _pgdrill pgdrill"), "the bash completion did not load: {stdout}");
-    assert!(stdout.contains("man-ok"), "pgdrill-run(1) does not document --junit: {stdout}");
-    assert!(stdout.contains("removed"), "apt-get remove left /usr/bin/pgdrill: {stdout}");
+        .is_ok_and(|o| o.status.success());
+    let mut systems = vec![("bookworm", "pgdrill/debian-postgresql:15", "", 15)];
+    if require(have_trixie, "the bare trixie root pgdrill/debian-local:trixie (bash ci/setup.sh)") {
+        systems.push(("trixie", trixie, "--no-install-recommends postgresql-17", 17));
+    }
+    for (suite, image, extra, major) in systems {
+        let name = format!("pgdrill-test-package-{suite}-{}", std::process::id());
+        let script = format!(
+            "set -e
+            apt-get install -y -q /pkg/$(basename \"$DEB\") {extra} >/tmp/apt.log 2>&1 || {{ cat /tmp/apt.log; exit 9; }}
+            dpkg-query -W -f '${{Package}} ${{Status}}\\n' pgdrill libssl3 libssl3t64 'postgresql-client-*' 2>/dev/null || true
+            useradd --create-home drillop
+            su drillop -c 'pgdrill run quickstart --quiet'
+            bash -c '. /usr/share/bash-completion/completions/pgdrill && complete -p pgdrill'
+            zcat /usr/share/man/man1/pgdrill-run.1.gz | grep -q -- junit && echo man-ok
+            apt-get remove -y -q pgdrill >/dev/null 2>&1
+            test ! -e /usr/bin/pgdrill && echo removed"
+        );
+        let out = std::process::Command::new("docker")
+            .args(["run", "--rm", "--network", "none", "--name", &name, "-e"])
+            .arg(format!("DEB={}", deb.display()))
+            .arg("-v")
+            .arg(format!("{}:/pkg:ro", dist.path().display()))
+            .args([image, "bash", "-c", &script])
+            .output()
+            .expect("docker run");
+        let _ = std::process::Command::new("docker").args(["rm", "-f", &name]).output();
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{suite}: in the container: {stdout}{}", text(&out.stderr));
+        assert!(stdout.contains("pgdrill install ok installed"), "{suite}: {stdout}");
+        let client = format!("postgresql-client-{major} install ok installed");
+        assert!(stdout.contains(&client), "{suite}: apt did not install {client}: {stdout}");
+        assert!(stdout.contains("runbook quickstart passed"), "{suite}: {stdout}");
+        assert!(stdout.contains("native"), "{suite}: the installed pgdrill did not run its server natively: {stdout}");
+        assert!(stdout.contains("-F _pgdrill pgdrill"), "{suite}: the bash completion did not load: {stdout}");
+        assert!(stdout.contains("man-ok"), "{suite}: pgdrill-run(1) does not document --junit: {stdout}");
+        assert!(stdout.contains("removed"), "{suite}: apt-get remove left /usr/bin/pgdrill: {stdout}");
+    }
 }
 
 fn build_image(tag: &str) {
