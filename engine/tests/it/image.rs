@@ -215,11 +215,10 @@ fn ci_variables(location: &str) -> Vec<(&'static str, String)> {
 }
 
 /// The GitHub Actions and GitLab CI examples in ci/workflows/ pass actionlint and run as
-/// written from a directory that is not pgdrill's repository: the GitHub verify job's shell
-/// (docker run of the image) and the GitLab verify job's script (inside the image) each
+/// written from a directory that is not pgdrill's repository: the GitHub jobs' shell steps
+/// (docker run of the image) and the GitLab jobs' scripts (inside the image): the verify jobs each
 /// verify a team's backup in an S3-compatible bucket with the key and credentials from the
-/// CI's variables; the GitLab drill job runs the disaster-recovery drill and its history
-/// check in the image. Each leaves a passing JUnit file and a compliance report, and never
+/// CI's variables; the drill jobs run the disaster-recovery drill and its history check. Each leaves a passing JUnit file and a compliance report, and never
 /// writes a secret into either.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ci_examples_pass_actionlint_and_their_jobs_run_as_written_in_the_image() {
@@ -272,27 +271,44 @@ async fn the_ci_examples_pass_actionlint_and_their_jobs_run_as_written_in_the_im
         }
     };
 
-    // GitHub: the verify job's one shell step, with its `env:` resolved from the variables
-    // and secrets, run by bash in a checkout of some other repository.
+    // GitHub: each job's shell steps in order (the verify job's restore; the drill job's drill
+    // and its history check), run by bash in a checkout of some other repository, with each
+    // step's `env:` resolved from the variables and secrets and the workflow's PGDRILL_IMAGE
+    // set to the image built here, as the example's comment tells a team to do. The `uses:`
+    // steps (publishing JUnit, keeping the artifact) are GitHub's own actions.
     let workflow: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(&github).expect("github example")).expect("yaml");
-    let step = &workflow["jobs"]["verify"]["steps"][0];
-    let script = step["run"].as_str().expect("the verify job's first step runs a shell");
-    let repo = tempfile::tempdir().expect("a repository checkout");
-    let mut job = std::process::Command::new("bash");
-    job.args(["-e", "-c", script]).current_dir(repo.path());
-    job.env("PGDRILL_IMAGE", &tag);
-    for (name, value) in step["env"].as_mapping().expect("the step's env") {
-        let name = name.as_str().expect("a name");
-        let expr = value.as_str().expect("an expression");
-        let var = expr.trim_start_matches("${{").trim_end_matches("}}").trim();
-        let var = var.rsplit('.').next().expect("a variable");
-        let v = vars.iter().find(|(k, _)| *k == var).unwrap_or_else(|| panic!("{name}: no CI variable {var}"));
-        job.env(name, &v.1);
+    assert!(workflow["env"]["PGDRILL_IMAGE"].is_string(), "the workflow does not name its image in env:");
+    for (job_name, junit) in [("verify", "verify-junit.xml"), ("drill", "drill-junit.xml")] {
+        let steps = workflow["jobs"][job_name]["steps"].as_sequence().expect("the job's steps");
+        let repo = tempfile::tempdir().expect("a repository checkout");
+        let mut ran = 0;
+        for step in steps {
+            let Some(script) = step["run"].as_str() else { continue };
+            // A later step runs after an earlier one failed only under `if: always()`; here
+            // every step must pass, so each runs.
+            let cond = step["if"].as_str().unwrap_or("success()");
+            assert!(matches!(cond, "success()" | "always()"), "GitHub {job_name}: a step's if: {cond}");
+            let mut job = std::process::Command::new("bash");
+            job.args(["-e", "-c", script]).current_dir(repo.path());
+            job.env("PGDRILL_IMAGE", &tag);
+            for (name, value) in step["env"].as_mapping().into_iter().flatten() {
+                let name = name.as_str().expect("a name");
+                let expr = value.as_str().expect("an expression");
+                let var = expr.trim_start_matches("${{").trim_end_matches("}}").trim();
+                let var = var.rsplit('.').next().expect("a variable");
+                let v = vars.iter().find(|(k, _)| *k == var).unwrap_or_else(|| panic!("{name}: no CI variable {var}"));
+                job.env(name, &v.1);
+            }
+            let out = job.output().expect("the GitHub job's shell");
+            let what = step["name"].as_str().unwrap_or("a step");
+            assert!(out.status.success(), "GitHub {job_name} job, {what}: {}{}", text(&out.stdout), text(&out.stderr));
+            ran += 1;
+        }
+        let expected = if job_name == "drill" { 2 } else { 1 };
+        assert_eq!(ran, expected, "GitHub {job_name}: shell steps run");
+        check_outputs(repo.path(), junit, &format!("GitHub {job_name} job"));
     }
-    let out = job.output().expect("the GitHub job's shell");
-    assert!(out.status.success(), "GitHub verify job: {}{}", text(&out.stdout), text(&out.stderr));
-    check_outputs(repo.path(), "verify-junit.xml", "GitHub verify job");
 
     // GitLab: each job's script inside the job's image (its entrypoint emptied, the project
     // checked out in the build directory with the runner's umask 0000), the CI/CD variables
