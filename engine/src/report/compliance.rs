@@ -159,8 +159,11 @@ pub fn build(run: &RunSummary) -> Value {
             "outcome": o.outcome,
             "message": o.message,
         }));
-        if let Some(p) = o.phases.as_ref().filter(|p| p.is_object()) {
-            phases = p.clone();
+        if let Some(Value::Object(p)) = o.phases.as_ref() {
+            // A phase is a sum of measured seconds: to the millisecond, as every other time
+            // in the report (`2.5389999999999997` in report.html was float noise).
+            let ms = |v: &Value| v.as_f64().map_or_else(|| v.clone(), |s| json!((s * 1000.0).round() / 1000.0));
+            phases = Value::Object(p.iter().map(|(k, v)| (k.clone(), ms(v))).collect());
         }
     }
     json!({

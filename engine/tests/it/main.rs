@@ -38,6 +38,7 @@ mod restore_targets;
 mod retention;
 mod roles;
 mod runbook_language;
+mod screenshot;
 mod secrets;
 mod signed_evidence;
 mod small_items;
