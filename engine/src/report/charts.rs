@@ -40,8 +40,10 @@ pub fn chart(title: &str, unit: &str, points: &[Point]) -> String {
     let x =
         |i: usize| if n == 1 { PAD + (W - 2.0 * PAD) / 2.0 } else { PAD + i as f64 * (W - 2.0 * PAD) / (n - 1) as f64 };
     let y = |v: f64| H - PAD / 2.0 - v / max * (H - PAD);
+    // Scaled down, never cut, in a window narrower than the chart (its viewBox keeps the
+    // drawing whole); 640 px wide where there is room.
     out.push_str(&format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{}\">",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" style=\"max-width:100%;height:auto\" role=\"img\" aria-label=\"{}\">",
         esc(title)
     ));
     out.push_str(&format!(

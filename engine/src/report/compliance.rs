@@ -63,7 +63,7 @@ const MARKDOWN: &str = r#"# pgdrill report: {{ r.runbook }} — {{ r.outcome | u
 const HTML: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pgdrill report: {{ r.runbook }}</title>
 <style>body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}
-td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}.passed{color:#070}.failed,.errored,.timed_out,.failure{color:#b00}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top;overflow-wrap:anywhere}code{overflow-wrap:anywhere}.passed{color:#070}.failed,.errored,.timed_out,.failure{color:#b00}
 .skipped{color:#777}</style></head><body>
 <h1>pgdrill report: {{ r.runbook }} — <span class="{{ r.outcome }}">{{ r.outcome | upper }}</span></h1>
 <table>

@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-/// The page width the report is judged at: a laptop's browser window.
+/// The page widths the report is judged at: a laptop's browser window (also the
+/// screenshots'), and half of it (a window beside another, a phone held sideways).
 const WIDTH: u32 = 1024;
+const NARROW: u32 = 600;
 
 /// Measures the rendered page and writes the result, as JSON, into `<pre id="pgdrill-measure">`
 /// (measured before that element is added, so it cannot widen the page it measures).
@@ -80,12 +82,12 @@ impl Drop for Browser {
 /// Run headless chromium on `page` with `args` (`--screenshot=...`, `--dump-dom`), a private
 /// profile and a bound of two minutes; its stdout. The browser's whole process group is gone
 /// when this returns, which is checked.
-fn chromium(page: &Path, args: &[String]) -> String {
+fn chromium(page: &Path, width: u32, args: &[String]) -> String {
     let profile = tempfile::tempdir().expect("a profile directory");
     let mut cmd = std::process::Command::new("chromium");
     cmd.args(["--headless", "--disable-gpu", "--no-first-run", "--no-default-browser-check", "--hide-scrollbars"])
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--window-size={WIDTH},2400"))
+        .arg(format!("--window-size={width},2400"))
         .args(args)
         .arg(format!("file://{}", page.display()))
         .stdout(std::process::Stdio::piped())
@@ -129,12 +131,12 @@ fn chromium(page: &Path, args: &[String]) -> String {
 
 /// The page's measurements: the page copied beside itself with the measuring script added
 /// before `</body>` (the report itself runs no script), rendered, its DOM read back.
-fn measure(page: &Path) -> serde_json::Value {
+fn measure(page: &Path, width: u32) -> serde_json::Value {
     let html = std::fs::read_to_string(page).expect("page");
     assert!(!html.contains("<script"), "{} runs a script of its own", page.display());
     let probe = page.with_extension("measure.html");
     std::fs::write(&probe, html.replacen("</body>", &format!("{MEASURE}</body>"), 1)).expect("probe page");
-    let dom = chromium(&probe, &["--dump-dom".into()]);
+    let dom = chromium(&probe, width, &["--dump-dom".into()]);
     let json = dom
         .split("<pre id=\"pgdrill-measure\">")
         .nth(1)
@@ -151,7 +153,7 @@ fn screenshot(page: &Path, name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("screenshots directory");
     let png = dir.join(name);
     let _ = std::fs::remove_file(&png);
-    chromium(page, &[format!("--screenshot={}", png.display())]);
+    chromium(page, WIDTH, &[format!("--screenshot={}", png.display())]);
     let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", png.display()));
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 24, "{} is not a PNG", png.display());
     let width = u32::from_be_bytes(bytes[16..20].try_into().expect("IHDR width"));
@@ -214,9 +216,9 @@ fn history_line(at: &str, rto: f64, rto_target: f64, rpo: f64, size: u64) -> Str
     .to_string()
 }
 
-/// A drill's report.html and the history page, rendered by chromium, measured and kept as
-/// screenshots: six earlier runs (one over the RTO target it had then, the target lowered
-/// since) and this run make seven points on each chart.
+/// A drill's report.html and the history page, rendered by chromium and measured at a
+/// laptop's width and at half of it, screenshots kept: six earlier runs (one over the RTO
+/// target it had then, the target lowered since) and this run make seven points per chart.
 #[test]
 fn the_report_and_history_pages_render_in_chromium_with_every_chart_drawn_and_no_table_past_the_page() {
     if !require(on_path("chromium"), "chromium (Debian package, bash ci/setup.sh)")
@@ -252,7 +254,9 @@ fn the_report_and_history_pages_render_in_chromium_with_every_chart_drawn_and_no
         [("report.html", report.join("report.html"), "report.png"), ("the history page", history_page, "history.png")]
     {
         screenshot(&page, png);
-        let m = measure(&page);
-        check_page(what, &m, 7, &red);
+        for width in [WIDTH, NARROW] {
+            let m = measure(&page, width);
+            check_page(&format!("{what} at {width} px"), &m, 7, &red);
+        }
     }
 }
