@@ -178,6 +178,14 @@ fn tree_size(p: &Path) -> u64 {
 }
 
 /// A segment file in the archive folder: plain or gzip'd.
+/// The sha256 (hex) of what `r` reads from `path`.
+fn sha256_of(r: &mut dyn Read, path: &Path) -> Result<String, Failure> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(r, &mut h).map_err(|e| io_err(path, e))?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn archived(dir: &Path, segment: &str) -> Option<PathBuf> {
     [dir.join(segment), dir.join(format!("{segment}.gz"))].into_iter().find(|p| p.is_file())
 }
@@ -489,6 +497,29 @@ impl PhysicalSource for BasebackupFolder {
         }
         v.sort_by(|a, b| a.ended.cmp(&b.ended).then(a.id.cmp(&b.id)));
         Ok(v)
+    }
+
+    /// PostgreSQL's own `backup_manifest` (it lists every file with its checksum), by its
+    /// path and the sha256 of its bytes; a backup without one has nothing to name.
+    fn digest(&self, backup: &BaseBackup) -> Result<Option<(String, String)>, Failure> {
+        let manifest = self.dir_of(backup)?.join("backup_manifest");
+        match fs::read(&manifest) {
+            Ok(bytes) => Ok(Some((manifest.display().to_string(), sha256_of(&mut bytes.as_slice(), &manifest)?))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&manifest, e)),
+        }
+    }
+
+    /// The segment's content as the archive folder holds it (gunzipped when it is `.gz`).
+    fn wal_sha256(&self, _backup: &BaseBackup, segment: &str) -> Result<Option<String>, Failure> {
+        let Some(path) = self.wal_dir.as_deref().and_then(|d| archived(d, segment)) else { return Ok(None) };
+        let f = fs::File::open(&path).map_err(|e| io_err(&path, e))?;
+        let mut r: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+            Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(f)))
+        } else {
+            Box::new(f)
+        };
+        sha256_of(&mut r, &path).map(Some)
     }
 
     fn materialize(&self, backup: &BaseBackup, into: &MaterializeInto) -> Result<Materialized, Failure> {
