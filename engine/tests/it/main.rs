@@ -45,3 +45,4 @@ mod sql_steps;
 mod tls;
 mod verify;
 mod wal_archive;
+mod physical_evidence;
