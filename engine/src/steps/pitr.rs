@@ -405,7 +405,12 @@ pub(crate) fn recovery_evidence(ctx: &StepCtx, source: &dyn PhysicalSource, p: &
         wal_segments: Some(f.segments_restored),
         wal_from_lsn: f.redo_start.or(p.backup.start_lsn).map(|l| l.to_string()),
         wal_to_lsn: Some(f.replay_lsn.to_string()),
-        wal_basis: if recorded { "pgdrill archive" } else { "server log" }.into(),
+        wal_basis: match (recorded, p.tool.name.as_str()) {
+            (true, "pgdrill") => "pgdrill archive",
+            (true, _) => "archive folder",
+            (false, _) => "server log",
+        }
+        .into(),
         recovery: Some(RecoveryProof {
             target: f.target.clone(),
             // Recovery returns only once the proof held (`physical::recover`).
