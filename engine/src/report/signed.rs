@@ -21,6 +21,8 @@ pub struct SignedEvidence {
     runbook_sha256: String,
     /// An RFC 3161 time-stamping authority's URL: each record is timestamped.
     tsa: Option<String>,
+    /// The log is in an object store: `dir` is its local staging, published after the append.
+    remote: Option<crate::evidence::remote::RemoteLog>,
 }
 
 impl SignedEvidence {
@@ -30,7 +32,15 @@ impl SignedEvidence {
             key,
             runbook_sha256: crate::evidence::keys::sha256_hex(runbook_source.as_bytes()),
             tsa: None,
+            remote: None,
         }
+    }
+
+    /// Evidence for a log in an object store, staged (`RemoteLog`).
+    pub fn remote(log: crate::evidence::remote::RemoteLog, key: Arc<SigningKey>, runbook_source: &str) -> Self {
+        let mut e = SignedEvidence::new(log.dir().to_path_buf(), key, runbook_source);
+        e.remote = Some(log);
+        e
     }
 
     /// Timestamp each record with the TSA at `url`.
@@ -255,6 +265,53 @@ fn tsa_shown(url: &str) -> String {
 
 impl ReportSink for SignedEvidence {
     fn finish(&mut self, summary: &RunSummary) -> crate::Result<()> {
+        // A log in a store: another run may take the sequence number this one staged for;
+        // then the head is staged again and the statement appended after it (a few tries:
+        // each loss means another run's record went in).
+        for _ in 0..8 {
+            let (said, sequence) = self.append(summary)?;
+            let Some(remote) = &mut self.remote else {
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{said}\n").as_bytes());
+                return Ok(());
+            };
+            match block_on(remote.publish(sequence))? {
+                crate::evidence::remote::Publish::Done(url) => {
+                    // The staging path means nothing to the reader: the store's URL does.
+                    let staged = self.dir.join(crate::evidence::log::RECORDS).join(crate::evidence::log::record_name(sequence));
+                    let staged = crate::util::visible(&staged.display().to_string()).into_owned();
+                    let text = said.replace(&staged, &crate::util::visible(&url));
+                    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{text}\n").as_bytes());
+                    return Ok(());
+                }
+                crate::evidence::remote::Publish::Taken(_) => {
+                    let key = self.key.clone();
+                    block_on(remote.stage(&key))?;
+                }
+            }
+        }
+        Err(crate::Error::environment(format!(
+            "evidence location {}: other runs kept taking the next sequence number; this run's statement was not stored",
+            self.remote.as_ref().map(|r| crate::util::visible(r.location())).unwrap_or_default()
+        )))
+    }
+}
+
+/// Run `f` to its end from a reporter (called on the runtime's thread).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => tokio::task::block_in_place(|| h.block_on(f)),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the evidence upload")
+            .block_on(f),
+    }
+}
+
+impl SignedEvidence {
+    /// Sign and append the run's statement to the (local or staged) log, timestamped when a
+    /// TSA is set: what to say, and the record's sequence number.
+    fn append(&mut self, summary: &RunSummary) -> crate::Result<(String, u64)> {
         let s = statement(summary, &self.runbook_sha256);
         // An evidence log that cannot take the record is the run's environment error: the
         // run's side effects happened, and its evidence must not be silently lost.
@@ -280,8 +337,7 @@ impl ReportSink for SignedEvidence {
                 Err(e) => said.push_str(&format!("; warning: no RFC 3161 timestamp from {}: {e}", tsa_shown(url))),
             }
         }
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{said}\n").as_bytes());
-        Ok(())
+        Ok((said, appended.sequence))
     }
 }
 
