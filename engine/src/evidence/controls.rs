@@ -327,11 +327,21 @@ mod tests {
                 assert!(!c.source.trim().is_empty(), "{} {}: no source", f.id, c.id);
                 // The clause itself is named in the source (`A1.3`, `12.10.2`, `Article 12`).
                 let clause = c.id.trim_start_matches("Art. ").trim_start_matches("A.");
-                assert!(c.source.contains(clause), "{} {}: the source does not name the clause: {}", f.id, c.id, c.source);
+                assert!(
+                    c.source.contains(clause),
+                    "{} {}: the source does not name the clause: {}",
+                    f.id,
+                    c.id,
+                    c.source
+                );
             }
         }
         let control = |f: &str, id: &str| {
-            m.frameworks.iter().find(|x| x.id == f).and_then(|x| x.controls.iter().find(|c| c.id == id)).expect("mapped")
+            m.frameworks
+                .iter()
+                .find(|x| x.id == f)
+                .and_then(|x| x.controls.iter().find(|c| c.id == id))
+                .expect("mapped")
         };
         let pci = control("pci-dss", "12.10.2");
         assert!(pci.text.contains("every element Requirement 12.10.1 lists"), "{}", pci.text);

@@ -253,7 +253,11 @@ impl Locked {
             return Ok(None);
         }
         if !r.status().is_success() {
-            return Err(Error::environment(format!("reading s3://{}/{key}: HTTP {}", self.bucket, r.status().as_u16())));
+            return Err(Error::environment(format!(
+                "reading s3://{}/{key}: HTTP {}",
+                self.bucket,
+                r.status().as_u16()
+            )));
         }
         let bytes = r
             .bytes()
@@ -265,7 +269,14 @@ impl Locked {
     /// Write `name` with retention `mode` until `until` (RFC 3339). `create_only`: never
     /// over an existing object (S3's conditional create, `If-None-Match: *`), so two runs
     /// appending at once cannot both take one sequence number.
-    pub(crate) async fn put(&self, name: &str, body: Vec<u8>, mode: Mode, until: &str, create_only: bool) -> Result<Put, Error> {
+    pub(crate) async fn put(
+        &self,
+        name: &str,
+        body: Vec<u8>,
+        mode: Mode,
+        until: &str,
+        create_only: bool,
+    ) -> Result<Put, Error> {
         let key = self.key(name);
         let md5 = base64::Engine::encode(
             &base64::engine::general_purpose::STANDARD,

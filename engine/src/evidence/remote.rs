@@ -31,7 +31,7 @@ enum Target {
     /// Any object store: conditional create for records, the checkpoint replaced.
     Store(Arc<dyn Store>),
     /// An S3 bucket with Object Lock: every object written with retention.
-    Locked { bucket: Locked, mode: Mode, retain: Duration },
+    Locked { bucket: Box<Locked>, mode: Mode, retain: Duration },
 }
 
 /// An evidence log in an object store, staged in a private local directory.
@@ -62,7 +62,7 @@ impl RemoteLog {
     /// A log of another key is refused here, before the run changes anything.
     pub async fn open(location: &str, key: &SigningKey, lock: Option<(Mode, Duration)>) -> Result<RemoteLog, Error> {
         let target = match lock {
-            Some((mode, retain)) => Target::Locked { bucket: Locked::open(location).await?, mode, retain },
+            Some((mode, retain)) => Target::Locked { bucket: Box::new(Locked::open(location).await?), mode, retain },
             None => {
                 let store = crate::storage::open(location).map_err(Error::invalid)?;
                 store.probe().await.map_err(env(location))?;
@@ -102,10 +102,7 @@ impl RemoteLog {
         match &self.target {
             Target::Store(s) => {
                 let metas = s.list(&format!("{RECORDS}/")).await.map_err(env(&self.location))?;
-                Ok(metas
-                    .iter()
-                    .filter_map(|m| m.key.rsplit('/').next().and_then(parse_record_name))
-                    .max())
+                Ok(metas.iter().filter_map(|m| m.key.rsplit('/').next().and_then(parse_record_name)).max())
             }
             // Listing through the S3 client is not needed: records are numbered from 1, so
             // the newest is found by probing upwards from the checkpoint's sequence.
@@ -239,7 +236,8 @@ pub async fn download(location: &str, dir: &Path) -> Result<usize, Error> {
             continue;
         }
         let bytes = store.read(name).await.map_err(env(location))?;
-        std::fs::write(dir.join(name), bytes).map_err(|e| Error::io(format!("writing {}", dir.join(name).display()), e))?;
+        std::fs::write(dir.join(name), bytes)
+            .map_err(|e| Error::io(format!("writing {}", dir.join(name).display()), e))?;
         n += 1;
     }
     Ok(n)

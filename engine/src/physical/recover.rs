@@ -801,7 +801,8 @@ pub fn read_recovery_log(log: &str) -> LogFacts {
             f.restored += 1;
             f.last_segment = quoted_after(msg, "restored log file").map(str::to_string);
             if f.first_segment.is_none() {
-                f.first_segment = f.last_segment.clone().filter(|s| parse_segment_name(s, DEFAULT_SEGMENT_SIZE).is_some());
+                f.first_segment =
+                    f.last_segment.clone().filter(|s| parse_segment_name(s, DEFAULT_SEGMENT_SIZE).is_some());
             }
         } else if let Some(rest) = msg.strip_prefix("redo starts at ") {
             f.redo_start = Lsn::parse(rest.split_whitespace().next().unwrap_or_default());

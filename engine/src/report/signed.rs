@@ -220,7 +220,9 @@ pub fn segregation(run: &RunSummary) -> (Value, Vec<String>) {
         let physical_copy = run.physical.iter().any(|(s, _, _)| s == step);
         let label = format!("throwaway of step `{}` ({provider})", step.label);
         if sources.is_empty() {
-            compared.push(format!("{label}: started by this run; no source known to compare with (no database_url or manifest named one)"));
+            compared.push(format!(
+                "{label}: started by this run; no source known to compare with (no database_url or manifest named one)"
+            ));
             continue;
         }
         for src in &sources {
@@ -277,7 +279,8 @@ impl ReportSink for SignedEvidence {
             match block_on(remote.publish(sequence))? {
                 crate::evidence::remote::Publish::Done(url) => {
                     // The staging path means nothing to the reader: the store's URL does.
-                    let staged = self.dir.join(crate::evidence::log::RECORDS).join(crate::evidence::log::record_name(sequence));
+                    let staged =
+                        self.dir.join(crate::evidence::log::RECORDS).join(crate::evidence::log::record_name(sequence));
                     let staged = crate::util::visible(&staged.display().to_string()).into_owned();
                     let text = said.replace(&staged, &crate::util::visible(&url));
                     let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{text}\n").as_bytes());
@@ -421,10 +424,17 @@ mod tests {
     /// host with the source's where the source is known, and says what it compared.
     #[test]
     fn segregation_compares_the_throwaway_with_the_source_and_says_what_it_compared() {
-        let (v, said) = segregation(&run(vec![source(Some("7001"), Some("db:5432")), throwaway("7999", "127.0.0.1:40001")]));
+        let (v, said) =
+            segregation(&run(vec![source(Some("7001"), Some("db:5432")), throwaway("7999", "127.0.0.1:40001")]));
         assert_eq!(v, Value::Bool(true), "{said:?}");
-        assert!(said.iter().any(|s| s.contains("system identifier: 7999 against the source's 7001, different")), "{said:?}");
-        assert!(said.iter().any(|s| s.contains("host: 127.0.0.1:40001 against the source's db:5432, different")), "{said:?}");
+        assert!(
+            said.iter().any(|s| s.contains("system identifier: 7999 against the source's 7001, different")),
+            "{said:?}"
+        );
+        assert!(
+            said.iter().any(|s| s.contains("host: 127.0.0.1:40001 against the source's db:5432, different")),
+            "{said:?}"
+        );
 
         // The "throwaway" is the source: same system identifier and host.
         let (v, said) = segregation(&run(vec![source(Some("7001"), Some("db:5432")), throwaway("7001", "db:5432")]));

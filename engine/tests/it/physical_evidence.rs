@@ -90,9 +90,8 @@ async fn a_pitr_run_signs_its_base_backup_and_wal_range_by_sha256_and_the_proof_
     Run::cli(["keygen"]).arg(&signing).expect(0);
     let public = root.path().join("signing.pem.pub");
     let evidence = root.path().join("evidence");
-    let signed = |r: Run| {
-        r.arg("--signing-key").arg(&signing).arg("--evidence").arg(&evidence).env("PGDRILL_BACKUP_KEY", KEY)
-    };
+    let signed =
+        |r: Run| r.arg("--signing-key").arg(&signing).arg("--evidence").arg(&evidence).env("PGDRILL_BACKUP_KEY", KEY);
 
     common::exec(&s.url(), "create table kept as select generate_series(1, 100) as g").await;
     let first = common::scalar(&s.url(), "pg_walfile_name(pg_switch_wal())").await;

@@ -627,7 +627,9 @@ fn evidence_goes_straight_into_an_object_store_and_an_object_lock_bucket_keeps_e
         let p = t.path().join(format!("{name}.yaml"));
         std::fs::write(
             &p,
-            format!("name: {name}\nkind: verify\nsteps:\n  - id: s\n    uses: shell.run\n    with: {{ argv: [{cmd}] }}\n"),
+            format!(
+                "name: {name}\nkind: verify\nsteps:\n  - id: s\n    uses: shell.run\n    with: {{ argv: [{cmd}] }}\n"
+            ),
         )
         .expect("runbook");
         p
@@ -653,12 +655,17 @@ fn evidence_goes_straight_into_an_object_store_and_an_object_lock_bucket_keeps_e
         assert!(!r.all().contains(SECRET), "{}", r.all());
     }
     let listing = s3(port, "GET", "/run-evidence?list-type=2&prefix=reports/evidence/", &[]).1;
-    for name in ["records/00000001.dsse.json", "records/00000002.dsse.json", "records/00000003.dsse.json", "checkpoint.dsse.json", "public-key.pem"] {
+    for name in [
+        "records/00000001.dsse.json",
+        "records/00000002.dsse.json",
+        "records/00000003.dsse.json",
+        "checkpoint.dsse.json",
+        "public-key.pem",
+    ] {
         assert!(listing.contains(&format!("reports/evidence/{name}")), "{name} not in the store: {listing}");
     }
-    let verify_store = |location: &str| {
-        aws(Run::cli(["evidence", "verify"]).arg(location).arg("--public-key").arg(&public)).output()
-    };
+    let verify_store =
+        |location: &str| aws(Run::cli(["evidence", "verify"]).arg(location).arg("--public-key").arg(&public)).output();
     let v = verify_store("s3://run-evidence/reports/evidence");
     assert_eq!(v.code, Some(0), "{}", v.all());
     // The failed run's record removed from the store is named.
@@ -705,9 +712,7 @@ fn evidence_goes_straight_into_an_object_store_and_an_object_lock_bucket_keeps_e
     // Four runs at once into one store log: the store's conditional create lets one take
     // each sequence number, the others stage again, and the chain does not fork.
     let children: Vec<_> = (0..4)
-        .map(|_| {
-            signed(&ok).arg("--evidence").arg("s3://run-evidence/race").command().spawn().expect("a run starts")
-        })
+        .map(|_| signed(&ok).arg("--evidence").arg("s3://run-evidence/race").command().spawn().expect("a run starts"))
         .collect();
     for mut c in children {
         assert!(c.wait().expect("the run ends").success());
