@@ -678,6 +678,38 @@ pub fn folder_restore_command(dir: &Path) -> String {
 mod tests {
     use super::*;
 
+    /// Signed evidence (issue 42) names a pg_basebackup backup by its `backup_manifest`'s
+    /// sha256, and each WAL segment by the sha256 of its content, the same whether the
+    /// archive keeps it plain or gzip'd.
+    #[test]
+    fn a_folder_backup_is_named_by_its_manifest_and_a_segment_by_its_content_plain_or_gzipped() {
+        use sha2::Digest as _;
+        let hex = |b: &[u8]| -> String { sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect() };
+        let d = tempfile::tempdir().expect("tmp");
+        let backup = d.path().join("base").join("nightly");
+        let wal = d.path().join("wal");
+        fs::create_dir_all(&backup).expect("mkdir");
+        fs::create_dir_all(&wal).expect("mkdir");
+        fs::write(backup.join("base.tar"), b"").expect("tar");
+        fs::write(backup.join("backup_manifest"), b"{\"PostgreSQL-Backup-Manifest-Version\": 1}\n").expect("manifest");
+        let segment = vec![7u8; 4096];
+        fs::write(wal.join("000000010000000000000003"), &segment).expect("plain");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &segment).expect("gzip");
+        fs::write(wal.join("000000010000000000000004.gz"), gz.finish().expect("gzip")).expect("gz");
+        let src = BasebackupFolder::new(d.path().join("base"), Some(wal)).expect("folder");
+        let b = BaseBackup { id: "nightly".into(), ..Default::default() };
+        let (name, sha) = src.digest(&b).expect("digest").expect("a manifest");
+        assert!(name.ends_with("nightly/backup_manifest"), "{name}");
+        assert_eq!(sha, hex(&fs::read(backup.join("backup_manifest")).expect("read")));
+        let want = Some(hex(&segment));
+        assert_eq!(src.wal_sha256(&b, "000000010000000000000003").expect("plain"), want);
+        assert_eq!(src.wal_sha256(&b, "000000010000000000000004").expect("gz"), want);
+        assert_eq!(src.wal_sha256(&b, "000000010000000000000005").expect("absent"), None);
+        fs::remove_file(backup.join("backup_manifest")).expect("rm");
+        assert_eq!(src.digest(&b).expect("no manifest"), None);
+    }
+
     #[test]
     fn labels_and_history_files_are_read() {
         let l = parse_label(
