@@ -212,6 +212,14 @@ impl Locked {
     /// ignored, and a copy that can be deleted is no better than the local one.
     pub(crate) async fn open(location: &str) -> Result<Locked, Error> {
         let shown = crate::util::one_line(location).into_owned();
+        // Azure's immutability policies and legal holds are not written: Azurite, the only
+        // Azure the tests can reach, answers them with 501 (not implemented), so nothing
+        // could prove pgdrill sets them right. Said, rather than silently skipped.
+        if location.starts_with("az://") || location.starts_with("azure://") {
+            return Err(Error::invalid(format!(
+                "{shown}: retention is written only as S3 Object Lock; Azure immutability policies are not supported (give s3://BUCKET/PREFIX, or drop the retention and rely on the container's own immutability policy)"
+            )));
+        }
         let rest = location
             .strip_prefix("s3://")
             .ok_or_else(|| Error::invalid(format!("{shown}: Object Lock is an S3 feature: give s3://BUCKET/PREFIX")))?;
@@ -405,6 +413,18 @@ mod tests {
         );
         assert_eq!(uri_encode("records/00000001.dsse.json", true), "records/00000001.dsse.json");
         assert_eq!(uri_encode("a b+c", false), "a%20b%2Bc");
+    }
+
+    /// Azure immutability is not written (Azurite does not implement it, so nothing could
+    /// prove it): retention asked of an Azure location is refused, saying so, before any
+    /// request, never silently dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn retention_on_an_azure_location_is_refused_saying_azure_immutability_is_unsupported() {
+        for loc in ["az://evidence/prod", "azure://evidence/prod"] {
+            let e = Locked::open(loc).await.err().expect("an Azure location was taken");
+            assert_eq!(e.class(), crate::error::Class::Invalid, "{e}");
+            assert!(e.to_string().contains("Azure immutability policies are not supported"), "{e}");
+        }
     }
 
     /// `evidence publish` uploaded whatever the directory held, unchecked: a log with a
