@@ -136,6 +136,14 @@ enum Command {
         /// there, the answer kept beside the record (RECORD.tsr).
         #[arg(long, value_name = "URL", env = "PGDRILL_TSA_URL")]
         tsa: Option<String>,
+        /// Evidence in an S3 bucket with Object Lock: each record and checkpoint is written
+        /// retained this long from now (e.g. 400d); refused unless the bucket locks.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, env = "PGDRILL_EVIDENCE_RETAIN")]
+        evidence_retain: Option<std::time::Duration>,
+        /// With --evidence-retain: governance (a special permission may still lift it) or
+        /// compliance (no one can, until the date).
+        #[arg(long, value_parser = ["governance", "compliance"], default_value = "governance", env = "PGDRILL_EVIDENCE_LOCK_MODE")]
+        evidence_lock_mode: String,
     },
     /// Write a new Ed25519 signing key for evidence to FILE (0600) and its public key to
     /// FILE.pub; print the public key.
@@ -609,9 +617,13 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             evidence,
             signing_key,
             tsa,
+            evidence_retain,
+            evidence_lock_mode,
         } => {
             let mut rb = runbook::load_checked(&runbook)?;
-            let evidence = evidence_sink(evidence, signing_key.as_deref(), report.as_deref(), &redactor, &rb.source)?;
+            let lock = evidence_retain.map(|r| (evidence_mode(&evidence_lock_mode), r));
+            let evidence =
+                evidence_sink(evidence, signing_key.as_deref(), report.as_deref(), &redactor, &rb.source, lock).await?;
             if let Some(url) = &tsa {
                 redactor.add_credentials_in(url);
                 if evidence.is_none() {
@@ -717,6 +729,19 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         }
         Command::Keygen { out } => keygen(&out),
         Command::Evidence { command: EvidenceCommand::Verify { location, public_key, tsa_ca } } => {
+            // A log in an object store is checked in a private local copy of it.
+            let shown_location = location.display().to_string();
+            let _copy;
+            let location = if crate::storage::is_remote(&shown_location) {
+                let parent = std::env::temp_dir().join("pgdrill-mirror");
+                let dir = crate::storage::private_dir(&parent, "evidence")
+                    .map_err(|e| Error::io(format!("creating a private directory in {}", parent.display()), e))?;
+                _copy = RemoveOnDrop(dir.clone());
+                crate::evidence::remote::download(&shown_location, &dir).await?;
+                dir
+            } else {
+                location
+            };
             let key = match &public_key {
                 Some(p) => crate::evidence::keys::PublicKey::from_file(p)?,
                 None => {
@@ -728,7 +753,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 Some(ca) => crate::evidence::verify::verify_with_timestamps(&location, &key, ca)?,
                 None => crate::evidence::verify::verify(&location, &key)?,
             };
-            out!("{}", v.text(&location.display().to_string()));
+            out!("{}", v.text(&shown_location));
             Ok(if v.ok() { ExitCode::Passed } else { ExitCode::Failed })
         }
         Command::Evidence { command: EvidenceCommand::Publish { location, to, retain, mode } } => {
@@ -1088,12 +1113,29 @@ fn signing_key(
 
 /// The run's signed-evidence sink, if asked for: a key and where its log is. Checked before
 /// the run changes anything (the key reads, the location takes it).
-fn evidence_sink(
+/// A private copy removed when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn evidence_mode(text: &str) -> crate::evidence::immutable::Mode {
+    match text {
+        "compliance" => crate::evidence::immutable::Mode::Compliance,
+        _ => crate::evidence::immutable::Mode::Governance,
+    }
+}
+
+async fn evidence_sink(
     evidence: Option<PathBuf>,
     key_file: Option<&std::path::Path>,
     report: Option<&std::path::Path>,
     redactor: &Redactor,
     runbook_source: &str,
+    lock: Option<(crate::evidence::immutable::Mode, std::time::Duration)>,
 ) -> Result<Option<crate::report::signed::SignedEvidence>, Error> {
     let key = signing_key(key_file, redactor)?;
     let (key, dir) = match (key, evidence) {
@@ -1106,17 +1148,26 @@ fn evidence_sink(
         (Some(k), Some(d)) => (k, d),
         (Some(k), None) => match report {
             Some(r) if !crate::storage::is_remote(&r.to_string_lossy()) => (k, r.join("evidence")),
-            _ => {
+            // An object-store report keeps its evidence under its own `evidence/`.
+            Some(r) => (k, PathBuf::from(format!("{}/evidence", r.to_string_lossy().trim_end_matches('/')))),
+            None => {
                 return Err(Error::invalid(
-                    "a signing key is set but the evidence has nowhere to go: give --evidence DIR (a local directory), or a local --report DIR (evidence goes to DIR/evidence)",
+                    "a signing key is set but the evidence has nowhere to go: give --evidence DIR (a directory or s3://, gs://, az:// location), or --report DIR (evidence goes to DIR/evidence)",
                 ))
             }
         },
     };
-    if crate::storage::is_remote(&dir.to_string_lossy()) {
+    let text = dir.to_string_lossy().into_owned();
+    if crate::storage::is_remote(&text) {
+        // Staged before the run: a store that cannot be read, a bucket without Object Lock
+        // when retention is asked, or another key's log stop the run before it starts.
+        let log = crate::evidence::remote::RemoteLog::open(&text, &key, lock).await?;
+        return Ok(Some(crate::report::signed::SignedEvidence::remote(log, Arc::new(key), runbook_source)));
+    }
+    if lock.is_some() {
         return Err(Error::invalid(format!(
-            "--evidence {}: the evidence log is a local directory (copy it to a store after the run)",
-            crate::report::visible(&dir.to_string_lossy())
+            "--evidence-retain: Object Lock is an S3 bucket's; {} is a local directory (give --evidence s3://BUCKET/PREFIX, or publish it with `pgdrill evidence publish`)",
+            crate::report::visible(&text)
         )));
     }
     crate::evidence::log::prepare(&dir, &key)?;

@@ -32,6 +32,8 @@ pub struct Framework {
 #[serde(deny_unknown_fields)]
 pub struct Control {
     pub id: String,
+    /// The document and clause the text was reviewed against.
+    pub source: String,
     pub text: String,
     pub why: String,
     pub requires: Vec<Requirement>,
@@ -111,6 +113,7 @@ pub struct ControlVerdict {
     pub framework: String,
     pub framework_name: String,
     pub control: String,
+    pub source: String,
     pub text: String,
     pub why: String,
     pub verdict: Verdict,
@@ -273,6 +276,7 @@ pub fn evaluate(mapping: &Mapping, log: &[Good], period: &Period) -> Vec<Control
                 framework: f.id.clone(),
                 framework_name: f.name.clone(),
                 control: c.id.clone(),
+                source: c.source.clone(),
                 text: c.text.clone(),
                 why: c.why.clone(),
                 verdict,
@@ -307,6 +311,47 @@ mod tests {
         ] {
             assert!(ids.contains(&(f.into(), c.into())), "{f} {c} is not mapped");
         }
+    }
+
+    /// Regression (issue 42 item 5): no control said which document and clause its text was
+    /// checked against, and three summaries claimed more than their controls (PCI DSS
+    /// 12.10.2's test covers every element of 12.10.1, not only recovery and backup; DORA
+    /// Art. 12's integrity checks of 12(7) and RTO/RPO of 12(6) were unplaced; CP-4's review
+    /// and corrective actions were left out). Each control now names its source, and where a
+    /// run can answer only part of a control, its `why` says what is outside.
+    #[test]
+    fn each_control_names_its_source_clause_and_the_part_a_run_cannot_show() {
+        let m = mapping().expect("mapping");
+        for f in &m.frameworks {
+            for c in &f.controls {
+                assert!(!c.source.trim().is_empty(), "{} {}: no source", f.id, c.id);
+                // The clause itself is named in the source (`A1.3`, `12.10.2`, `Article 12`).
+                let clause = c.id.trim_start_matches("Art. ").trim_start_matches("A.");
+                assert!(
+                    c.source.contains(clause),
+                    "{} {}: the source does not name the clause: {}",
+                    f.id,
+                    c.id,
+                    c.source
+                );
+            }
+        }
+        let control = |f: &str, id: &str| {
+            m.frameworks
+                .iter()
+                .find(|x| x.id == f)
+                .and_then(|x| x.controls.iter().find(|c| c.id == id))
+                .expect("mapped")
+        };
+        let pci = control("pci-dss", "12.10.2");
+        assert!(pci.text.contains("every element Requirement 12.10.1 lists"), "{}", pci.text);
+        assert!(pci.why.contains("outside"), "{}", pci.why);
+        let dora = control("dora", "Art. 12");
+        for part in ["12(2)", "12(3)", "12(6)", "12(7)"] {
+            assert!(dora.text.contains(part), "DORA Art. 12 text lacks {part}: {}", dora.text);
+        }
+        assert!(control("nist-800-53", "CP-4").why.contains("corrective actions"));
+        assert!(control("hipaa", "164.308(a)(7)(ii)(D)").why.contains("revising the plan is outside"));
     }
 
     fn run(seq: u64, kind: &str, db: &str, day: u8, proven: bool) -> Good {

@@ -191,6 +191,137 @@ fn shown_path(p: &Path) -> String {
     crate::util::one_line(&p.display().to_string()).into_owned()
 }
 
+/// An S3 prefix in a bucket with Object Lock, ready for objects written with retention.
+pub(crate) struct Locked {
+    s3: S3,
+    bucket: String,
+    prefix: String,
+}
+
+/// What a locked write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Put {
+    Written,
+    /// `create_only`, and the key was taken (S3's conditional create answered 412).
+    Taken,
+}
+
+impl Locked {
+    /// `s3://BUCKET/PREFIX`, its credentials from the environment, and the bucket's Object
+    /// Lock configuration proven enabled: without it, retention headers are refused or
+    /// ignored, and a copy that can be deleted is no better than the local one.
+    pub(crate) async fn open(location: &str) -> Result<Locked, Error> {
+        let shown = crate::util::one_line(location).into_owned();
+        // Azure's immutability policies and legal holds are not written: Azurite, the only
+        // Azure the tests can reach, answers them with 501 (not implemented), so nothing
+        // could prove pgdrill sets them right. Said, rather than silently skipped.
+        if location.starts_with("az://") || location.starts_with("azure://") {
+            return Err(Error::invalid(format!(
+                "{shown}: retention is written only as S3 Object Lock; Azure immutability policies are not supported (give s3://BUCKET/PREFIX, or drop the retention and rely on the container's own immutability policy)"
+            )));
+        }
+        let rest = location
+            .strip_prefix("s3://")
+            .ok_or_else(|| Error::invalid(format!("{shown}: Object Lock is an S3 feature: give s3://BUCKET/PREFIX")))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let prefix = prefix.trim_matches('/');
+        if bucket.is_empty() || rest.contains('?') || prefix.split('/').any(|c| c == "." || c == "..") {
+            return Err(Error::invalid(format!("{shown}: write s3://BUCKET/PREFIX (no options, no `.` or `..`)")));
+        }
+        let s3 = S3::from_env(bucket)?;
+        let r = s3.send(reqwest::Method::GET, "", "object-lock=", Vec::new(), Vec::new()).await?;
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        if !status.is_success() || !text.contains("<ObjectLockEnabled>Enabled</ObjectLockEnabled>") {
+            let why = if text.contains("ObjectLockConfigurationNotFound") {
+                "it has no Object Lock configuration".to_string()
+            } else {
+                format!("asking for its Object Lock configuration answered HTTP {}", status.as_u16())
+            };
+            return Err(Error::invalid(format!(
+                "S3 bucket {bucket}: {why}; evidence is published only where it cannot be deleted: create a bucket with Object Lock enabled (aws s3api create-bucket --object-lock-enabled-for-bucket)"
+            )));
+        }
+        Ok(Locked { s3, bucket: bucket.to_string(), prefix: prefix.to_string() })
+    }
+
+    fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.prefix)
+        }
+    }
+
+    /// The object `name` (relative to the prefix), if there is one.
+    pub(crate) async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        let key = self.key(name);
+        let r = self.s3.send(reqwest::Method::GET, &key, "", Vec::new(), Vec::new()).await?;
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !r.status().is_success() {
+            return Err(Error::environment(format!(
+                "reading s3://{}/{key}: HTTP {}",
+                self.bucket,
+                r.status().as_u16()
+            )));
+        }
+        let bytes = r
+            .bytes()
+            .await
+            .map_err(|e| Error::environment(format!("reading s3://{}/{key}: {}", self.bucket, e.without_url())))?;
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// Write `name` with retention `mode` until `until` (RFC 3339). `create_only`: never
+    /// over an existing object (S3's conditional create, `If-None-Match: *`), so two runs
+    /// appending at once cannot both take one sequence number.
+    pub(crate) async fn put(
+        &self,
+        name: &str,
+        body: Vec<u8>,
+        mode: Mode,
+        until: &str,
+        create_only: bool,
+    ) -> Result<Put, Error> {
+        let key = self.key(name);
+        let md5 = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            hash(MessageDigest::md5(), &body).map_err(|e| Error::environment(format!("MD5: {e}")))?,
+        );
+        let mut headers = vec![
+            ("content-md5".to_string(), md5),
+            ("x-amz-object-lock-mode".to_string(), mode.header().to_string()),
+            ("x-amz-object-lock-retain-until-date".to_string(), until.to_string()),
+        ];
+        if create_only {
+            headers.push(("if-none-match".to_string(), "*".to_string()));
+        }
+        let r = self.s3.send(reqwest::Method::PUT, &key, "", headers, body).await?;
+        if create_only && r.status() == reqwest::StatusCode::PRECONDITION_FAILED {
+            return Ok(Put::Taken);
+        }
+        if !r.status().is_success() {
+            let code = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            let reason = text.split("<Code>").nth(1).and_then(|t| t.split('<').next()).unwrap_or("");
+            return Err(Error::environment(format!(
+                "writing s3://{}/{key} with Object Lock: HTTP {code} {}",
+                self.bucket,
+                crate::util::one_line(reason)
+            )));
+        }
+        Ok(Put::Written)
+    }
+}
+
+/// `retain` from now, as the RFC 3339 date S3 takes (whole seconds).
+pub(crate) fn retain_until(retain: Duration) -> String {
+    let until = time::OffsetDateTime::now_utc() + retain;
+    crate::util::rfc3339(until.replace_nanosecond(0).unwrap_or(until))
+}
+
 /// Copy the log in `dir` to `s3://BUCKET/PREFIX` (`location`) with Object Lock retention
 /// `mode` for `retain` from now. Records and timestamps already there are left as they are
 /// (they cannot change); one that differs from the local copy is an error naming it. The
@@ -239,62 +370,23 @@ pub async fn publish(dir: &Path, location: &str, mode: Mode, retain: Duration) -
         }
         files
     };
-    let s3 = S3::from_env(bucket)?;
-    // The bucket must lock: without it, retention headers are refused or ignored.
-    let r = s3.send(reqwest::Method::GET, "", "object-lock=", Vec::new(), Vec::new()).await?;
-    let status = r.status();
-    let text = r.text().await.unwrap_or_default();
-    if !status.is_success() || !text.contains("<ObjectLockEnabled>Enabled</ObjectLockEnabled>") {
-        let why = if text.contains("ObjectLockConfigurationNotFound") {
-            "it has no Object Lock configuration".to_string()
-        } else {
-            format!("asking for its Object Lock configuration answered HTTP {}", status.as_u16())
-        };
-        return Err(Error::invalid(format!(
-            "S3 bucket {bucket}: {why}; evidence is published only where it cannot be deleted: create a bucket with Object Lock enabled (aws s3api create-bucket --object-lock-enabled-for-bucket)"
-        )));
-    }
-    let until = time::OffsetDateTime::now_utc() + retain;
-    let until = until.replace_nanosecond(0).unwrap_or(until);
-    let until = crate::util::rfc3339(until);
+    let locked = Locked::open(location).await?;
+    let until = retain_until(retain);
     let mut out = Published { retain_until: until.clone(), ..Default::default() };
     for (name, body, again) in snapshot {
-        let key = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
         if !again {
-            let r = s3.send(reqwest::Method::GET, &key, "", Vec::new(), Vec::new()).await?;
-            if r.status().is_success() {
-                let there = r
-                    .bytes()
-                    .await
-                    .map_err(|e| Error::environment(format!("reading s3://{bucket}/{key}: {}", e.without_url())))?;
-                if there.as_ref() != body.as_slice() {
+            if let Some(there) = locked.get(&name).await? {
+                if there != body {
                     return Err(Error::new(crate::error::Class::Failed, format!(
-                        "s3://{bucket}/{key} differs from the local {name}: one of the two copies was changed; check both with `pgdrill evidence verify`"
+                        "s3://{bucket}/{} differs from the local {name}: one of the two copies was changed; check both with `pgdrill evidence verify`",
+                        locked.key(&name)
                     )));
                 }
                 out.already.push(name);
                 continue;
             }
         }
-        let md5 = base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            hash(MessageDigest::md5(), &body).map_err(|e| Error::environment(format!("MD5: {e}")))?,
-        );
-        let headers = vec![
-            ("content-md5".to_string(), md5),
-            ("x-amz-object-lock-mode".to_string(), mode.header().to_string()),
-            ("x-amz-object-lock-retain-until-date".to_string(), until.clone()),
-        ];
-        let r = s3.send(reqwest::Method::PUT, &key, "", headers, body).await?;
-        if !r.status().is_success() {
-            let code = r.status().as_u16();
-            let text = r.text().await.unwrap_or_default();
-            let reason = text.split("<Code>").nth(1).and_then(|t| t.split('<').next()).unwrap_or("");
-            return Err(Error::environment(format!(
-                "writing s3://{bucket}/{key} with Object Lock: HTTP {code} {}",
-                crate::util::one_line(reason)
-            )));
-        }
+        locked.put(&name, body, mode, &until, false).await?;
         out.written.push(name);
     }
     Ok(out)
@@ -321,6 +413,18 @@ mod tests {
         );
         assert_eq!(uri_encode("records/00000001.dsse.json", true), "records/00000001.dsse.json");
         assert_eq!(uri_encode("a b+c", false), "a%20b%2Bc");
+    }
+
+    /// Azure immutability is not written (Azurite does not implement it, so nothing could
+    /// prove it): retention asked of an Azure location is refused, saying so, before any
+    /// request, never silently dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn retention_on_an_azure_location_is_refused_saying_azure_immutability_is_unsupported() {
+        for loc in ["az://evidence/prod", "azure://evidence/prod"] {
+            let e = Locked::open(loc).await.err().expect("an Azure location was taken");
+            assert_eq!(e.class(), crate::error::Class::Invalid, "{e}");
+            assert!(e.to_string().contains("Azure immutability policies are not supported"), "{e}");
+        }
     }
 
     /// `evidence publish` uploaded whatever the directory held, unchecked: a log with a

@@ -13,6 +13,7 @@ pub mod immutable;
 pub mod keys;
 pub mod log;
 pub mod pack;
+pub mod remote;
 pub mod statement;
 pub mod timestamp;
 pub mod verify;

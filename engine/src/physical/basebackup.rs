@@ -178,6 +178,14 @@ fn tree_size(p: &Path) -> u64 {
 }
 
 /// A segment file in the archive folder: plain or gzip'd.
+/// The sha256 (hex) of what `r` reads from `path`.
+fn sha256_of(r: &mut dyn Read, path: &Path) -> Result<String, Failure> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(r, &mut h).map_err(|e| io_err(path, e))?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn archived(dir: &Path, segment: &str) -> Option<PathBuf> {
     [dir.join(segment), dir.join(format!("{segment}.gz"))].into_iter().find(|p| p.is_file())
 }
@@ -491,6 +499,29 @@ impl PhysicalSource for BasebackupFolder {
         Ok(v)
     }
 
+    /// PostgreSQL's own `backup_manifest` (it lists every file with its checksum), by its
+    /// path and the sha256 of its bytes; a backup without one has nothing to name.
+    fn digest(&self, backup: &BaseBackup) -> Result<Option<(String, String)>, Failure> {
+        let manifest = self.dir_of(backup)?.join("backup_manifest");
+        match fs::read(&manifest) {
+            Ok(bytes) => Ok(Some((manifest.display().to_string(), sha256_of(&mut bytes.as_slice(), &manifest)?))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&manifest, e)),
+        }
+    }
+
+    /// The segment's content as the archive folder holds it (gunzipped when it is `.gz`).
+    fn wal_sha256(&self, _backup: &BaseBackup, segment: &str) -> Result<Option<String>, Failure> {
+        let Some(path) = self.wal_dir.as_deref().and_then(|d| archived(d, segment)) else { return Ok(None) };
+        let f = fs::File::open(&path).map_err(|e| io_err(&path, e))?;
+        let mut r: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+            Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(f)))
+        } else {
+            Box::new(f)
+        };
+        sha256_of(&mut r, &path).map(Some)
+    }
+
     fn materialize(&self, backup: &BaseBackup, into: &MaterializeInto) -> Result<Materialized, Failure> {
         let dir = self.dir_of(backup)?;
         let mut out = Materialized::default();
@@ -646,6 +677,38 @@ pub fn folder_restore_command(dir: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Signed evidence (issue 42) names a pg_basebackup backup by its `backup_manifest`'s
+    /// sha256, and each WAL segment by the sha256 of its content, the same whether the
+    /// archive keeps it plain or gzip'd.
+    #[test]
+    fn a_folder_backup_is_named_by_its_manifest_and_a_segment_by_its_content_plain_or_gzipped() {
+        use sha2::Digest as _;
+        let hex = |b: &[u8]| -> String { sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect() };
+        let d = tempfile::tempdir().expect("tmp");
+        let backup = d.path().join("base").join("nightly");
+        let wal = d.path().join("wal");
+        fs::create_dir_all(&backup).expect("mkdir");
+        fs::create_dir_all(&wal).expect("mkdir");
+        fs::write(backup.join("base.tar"), b"").expect("tar");
+        fs::write(backup.join("backup_manifest"), b"{\"PostgreSQL-Backup-Manifest-Version\": 1}\n").expect("manifest");
+        let segment = vec![7u8; 4096];
+        fs::write(wal.join("000000010000000000000003"), &segment).expect("plain");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &segment).expect("gzip");
+        fs::write(wal.join("000000010000000000000004.gz"), gz.finish().expect("gzip")).expect("gz");
+        let src = BasebackupFolder::new(d.path().join("base"), Some(wal)).expect("folder");
+        let b = BaseBackup { id: "nightly".into(), ..Default::default() };
+        let (name, sha) = src.digest(&b).expect("digest").expect("a manifest");
+        assert!(name.ends_with("nightly/backup_manifest"), "{name}");
+        assert_eq!(sha, hex(&fs::read(backup.join("backup_manifest")).expect("read")));
+        let want = Some(hex(&segment));
+        assert_eq!(src.wal_sha256(&b, "000000010000000000000003").expect("plain"), want);
+        assert_eq!(src.wal_sha256(&b, "000000010000000000000004").expect("gz"), want);
+        assert_eq!(src.wal_sha256(&b, "000000010000000000000005").expect("absent"), None);
+        fs::remove_file(backup.join("backup_manifest")).expect("rm");
+        assert_eq!(src.digest(&b).expect("no manifest"), None);
+    }
 
     #[test]
     fn labels_and_history_files_are_read() {

@@ -232,6 +232,28 @@ impl PhysicalSource for OwnSource {
         out
     }
 
+    /// The stored archive by its URL and its sha256, from its manifest once authenticated
+    /// under the key (an unauthenticated manifest's sha256 proves nothing).
+    fn digest(&self, backup: &BaseBackup) -> Result<Option<(String, String)>, Failure> {
+        let (m, authenticated) =
+            self.block_on(base::read_manifest(self.store.as_ref(), &backup.id, Some(&self.key)))?;
+        Ok(authenticated.then(|| (self.store.url_of(&backup.id), m.sha256)))
+    }
+
+    /// The segment's sha256 from its authenticated preamble: the object is read and unsealed
+    /// as `wal fetch` does, so a segment changed since it was pushed is an error, never a
+    /// digest.
+    fn wal_sha256(&self, backup: &BaseBackup, segment: &str) -> Result<Option<String>, Failure> {
+        let Some(system) = backup.system_identifier.or(self.system) else { return Ok(None) };
+        let key = crate::wal::wal_key(system, segment);
+        if self.block_on(self.store.head(&key)).map_err(Failure::environment)?.is_none() {
+            return Ok(None);
+        }
+        let object = self.block_on(self.store.read(&key)).map_err(Failure::environment)?;
+        let (pre, _) = crate::wal::unseal(segment, &object, &self.key)?;
+        Ok(Some(pre.sha256))
+    }
+
     fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
         let Some(system) = self.system.or_else(|| self.listed().ok()?.first()?.manifest.system()) else {
             return Ok(None);

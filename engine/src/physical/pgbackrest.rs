@@ -167,6 +167,24 @@ impl Repo {
         Ok(())
     }
 
+    /// The backup `label`'s `backup.manifest` (every file with its checksum, and pgBackRest's
+    /// own checksum of the manifest) as `pgbackrest repo-get` gives it back, decrypted: what
+    /// signed evidence names the backup by.
+    pub fn manifest(&self, tool: &Binary, label: &str) -> Result<Vec<u8>, Failure> {
+        let mut cmd = tools::tool_command(&tool.path);
+        cmd.args(self.common()).args([
+            "--log-level-console=error".to_string(),
+            "--log-level-file=off".into(),
+            "repo-get".into(),
+            format!("backup/{}/{label}/backup.manifest", self.stanza),
+        ]);
+        let out = tools::run(&mut cmd, "pgbackrest repo-get")?;
+        if !out.status.success() || out.stdout.is_empty() {
+            return Err(self.unreadable(&tools::both(&out)));
+        }
+        Ok(out.stdout)
+    }
+
     /// The words of the command a throwaway server on `data` fetches WAL with (`pgbackrest
     /// archive-get`, the same configuration, repository and stanza); the segment's name and
     /// path follow them.
@@ -273,6 +291,15 @@ impl PhysicalSource for PgBackRest {
         })?;
         let words = self.repo.archive_get(&self.bin, &data);
         self.scripts.restore_command("pgbackrest archive-get", &words).map(Some)
+    }
+
+    /// The backup by its label and the sha256 of its `backup.manifest` (pgBackRest's own
+    /// record of every file and its checksum), for signed evidence.
+    fn digest(&self, backup: &BaseBackup) -> Result<Option<(String, String)>, Failure> {
+        use sha2::Digest as _;
+        let bytes = self.repo.manifest(&self.bin, &backup.id)?;
+        let sha: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Some((format!("pgbackrest:{}/{}/backup.manifest", self.repo.stanza, backup.id), sha)))
     }
 
     fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
@@ -400,6 +427,40 @@ mod tests {
         "timestamp":{"start":1796539797,"stop":1796539799},"type":"full"}],
       "cipher":"none","db":[{"id":1,"repo-key":1,"system-id":7716079656920169398,"version":"15"}],"name":"demo",
       "repo":[{"cipher":"none","key":1,"status":{"code":0,"message":"ok"}}],"status":{"code":0,"lock":{"backup":{"held":false}},"message":"ok"}}]"#;
+
+    /// Signed evidence (issue 42) names a pgBackRest backup by its label and the sha256 of
+    /// its `backup.manifest`, read back through `pgbackrest repo-get` (which decrypts an
+    /// encrypted repository); a label the repository lacks is an error, never a digest.
+    #[test]
+    fn a_backup_is_named_by_the_sha256_of_its_manifest_read_through_repo_get() {
+        use sha2::Digest as _;
+        let Ok(bin) = Repo::parse("pgbackrest://demo").and_then(|r| r.binary()) else {
+            assert!(std::env::var_os("CI").is_none(), "pgbackrest is not installed (Debian package pgbackrest)");
+            eprintln!("skipped: pgbackrest is not installed");
+            return;
+        };
+        let d = tempfile::tempdir().expect("tmp");
+        let label = "20261206-064957F";
+        let dir = d.path().join("backup/demo").join(label);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let manifest = b"[backrest]\nbackrest-format=5\n\n[backup]\nbackup-label=\"20261206-064957F\"\n";
+        std::fs::write(dir.join("backup.manifest"), manifest).expect("manifest");
+        let repo = Repo::parse(&format!("pgbackrest://demo?repo={}", d.path().display())).expect("repo");
+        let src = PgBackRest {
+            repo,
+            bin,
+            info: Default::default(),
+            data_dir: Default::default(),
+            scripts: Default::default(),
+        };
+        let b = BaseBackup { id: label.into(), ..Default::default() };
+        let (name, sha) = src.digest(&b).expect("digest").expect("a digest");
+        assert_eq!(name, format!("pgbackrest:demo/{label}/backup.manifest"));
+        let want: String = sha2::Sha256::digest(manifest).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(sha, want);
+        let missing = BaseBackup { id: "20261206-000000F".into(), ..Default::default() };
+        assert!(src.digest(&missing).is_err(), "a missing manifest gave a digest");
+    }
 
     #[test]
     fn info_json_of_pgbackrest_2_45_is_read() {

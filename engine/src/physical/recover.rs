@@ -38,7 +38,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use time::OffsetDateTime;
 
-use super::source::{ArchiveEnd, Lsn, MaterializeInto};
+use super::source::{parse_segment_name, ArchiveEnd, Lsn, MaterializeInto, DEFAULT_SEGMENT_SIZE};
 use crate::error::Failure;
 use crate::pg::native::{self, RunAs};
 
@@ -266,6 +266,8 @@ pub struct RecoveryFacts {
     /// Segments fetched with restore_command, and the last of them.
     pub segments_restored: u32,
     pub last_segment: Option<String>,
+    /// The first WAL segment (not a history file) restored from the archive.
+    pub first_segment: Option<String>,
     /// Bytes of WAL replayed (replay LSN minus redo start).
     pub replayed_bytes: u64,
     /// Server start to promotion.
@@ -752,6 +754,8 @@ pub struct LogFacts {
     pub new_timeline: Option<u32>,
     pub restored: u32,
     pub last_segment: Option<String>,
+    /// The first WAL segment (24 hex digits, not a history file) restored.
+    pub first_segment: Option<String>,
     /// FATAL and PANIC lines, and WAL from another cluster.
     pub fatal: Vec<String>,
     pub evidence: Vec<String>,
@@ -796,6 +800,10 @@ pub fn read_recovery_log(log: &str) -> LogFacts {
         } else if msg.starts_with("restored log file ") {
             f.restored += 1;
             f.last_segment = quoted_after(msg, "restored log file").map(str::to_string);
+            if f.first_segment.is_none() {
+                f.first_segment =
+                    f.last_segment.clone().filter(|s| parse_segment_name(s, DEFAULT_SEGMENT_SIZE).is_some());
+            }
         } else if let Some(rest) = msg.strip_prefix("redo starts at ") {
             f.redo_start = Lsn::parse(rest.split_whitespace().next().unwrap_or_default());
             f.evidence.push(msg.to_string());
@@ -965,6 +973,7 @@ pub fn prove(opts: &RecoverOptions, log: &str, q: &Queried) -> Result<RecoveryFa
         system_identifier: q.system_identifier,
         segments_restored: lf.restored,
         last_segment: lf.last_segment.clone(),
+        first_segment: lf.first_segment.clone(),
         replayed_bytes: lf.redo_start.map(|s| replay.0.saturating_sub(s.0)).unwrap_or_default(),
         evidence: lf.evidence,
         ..Default::default()
@@ -1010,6 +1019,9 @@ mod tests {
         let f = prove(&opts(TargetKind::Time(at("2026-12-06 06:59:30+00"))), TIME_LOG, &q).expect("proven");
         assert_eq!(f.achieved_time, Some(at("2026-12-06 06:59:29.9+00")));
         assert_eq!(f.segments_restored, 2);
+        // The range replayed from the archive, for the signed evidence (issue 42).
+        assert_eq!(f.first_segment.as_deref(), Some("000000010000000000000002"));
+        assert_eq!(f.last_segment.as_deref(), Some("000000010000000000000003"));
         assert_eq!(f.new_timeline, Some(2));
         assert_eq!(f.replayed_bytes, 0x3000200 - 0x2000028);
         // A target after the stop line's commit: that commit should have been replayed.

@@ -195,6 +195,19 @@ pub trait PhysicalSource: Send + Sync {
         Vec::new()
     }
 
+    /// What an auditor can check the backup by: a name and the sha256 of what it names (the
+    /// stored archive, or the tool's own manifest), where the source keeps one. Signed
+    /// evidence makes it a subject of the run's statement. Default: none.
+    fn digest(&self, _backup: &BaseBackup) -> Result<Option<(String, String)>, Failure> {
+        Ok(None)
+    }
+
+    /// The sha256 of an archived WAL segment's content as the archive recorded it when it
+    /// was pushed (and checked when it was fetched), for `backup`'s system. Default: none.
+    fn wal_sha256(&self, _backup: &BaseBackup, _segment: &str) -> Result<Option<String>, Failure> {
+        Ok(None)
+    }
+
     /// The newest segment the archive holds on `timeline`, if the source can tell. Recovery
     /// to `latest` must reach it, or the archive has a gap.
     fn archive_end(&self, _timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {

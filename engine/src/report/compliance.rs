@@ -406,7 +406,7 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top
 </table>
 <h2>Controls</h2>
 <table><tr><th>framework</th><th>control</th><th>verdict</th><th>evidence asked, cadence asked / longest gap observed</th><th>supporting records</th><th>missing</th></tr>
-{% for c in r.controls %}{% for j in c.judged %}<tr>{% if loop.first %}<td rowspan="{{ c.judged | length }}">{{ c.framework_name }}</td><td rowspan="{{ c.judged | length }}"><b>{{ c.control }}</b><br><small>{{ c.text }}</small><br><i>{{ c.why }}</i></td><td rowspan="{{ c.judged | length }}" class="{{ c.verdict }}">{{ c.verdict | replace("_", " ") }}</td>{% endif %}
+{% for c in r.controls %}{% for j in c.judged %}<tr>{% if loop.first %}<td rowspan="{{ c.judged | length }}">{{ c.framework_name }}</td><td rowspan="{{ c.judged | length }}"><b>{{ c.control }}</b><br><small>{{ c.text }}</small><br><small>source: {{ c.source }}</small><br><i>{{ c.why }}</i></td><td rowspan="{{ c.judged | length }}" class="{{ c.verdict }}">{{ c.verdict | replace("_", " ") }}</td>{% endif %}
 <td>{{ j.requirement }}{% if j.database %} (<code>{{ j.database }}</code>){% endif %}<br>every {{ (j.every_s / 86400) | round(1) }} d / longest gap {{ (j.longest_gap_s / 86400) | round(1) }} d</td>
 <td>{% for n in j.supporting %}{{ n }}{% if not loop.last %}, {% endif %}{% else %}none{% endfor %}</td><td>{{ j.missing or "" }}</td></tr>
 {% endfor %}{% endfor %}</table>

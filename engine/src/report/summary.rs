@@ -146,6 +146,20 @@ pub struct RunSummary {
     pub ground_truths: Vec<(StepId, String)>,
     /// Throwaway servers the run started (`Fact::Throwaway`): step, provider, version.
     pub throwaways: Vec<(StepId, String, String)>,
+    /// The throwaways' identities, where their steps told them (`Fact::Throwaway`).
+    pub throwaway_ids: Vec<Identity>,
+    /// What the run knew of the servers its backups came from (`Fact::Source`).
+    pub sources: Vec<Identity>,
+    /// Physical backups taken or recovered (`Fact::Physical`), with how their steps ended.
+    pub physical: Vec<(StepId, Outcome, crate::facts::PhysicalFact)>,
+}
+
+/// A server's identity as a step told it: its system identifier and where it listens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub step: StepId,
+    pub system_identifier: Option<String>,
+    pub host: Option<String>,
 }
 
 impl RunSummary {
@@ -165,6 +179,9 @@ impl RunSummary {
             skipped: Vec::new(),
             ground_truths: Vec::new(),
             throwaways: Vec::new(),
+            throwaway_ids: Vec::new(),
+            sources: Vec::new(),
+            physical: Vec::new(),
             record,
         };
         for suite in &suites {
@@ -213,9 +230,20 @@ impl RunSummary {
                 }),
                 Fact::Verified => self.verified.push((id.clone(), r.outcome)),
                 Fact::GroundTruth { basis } => self.ground_truths.push((id.clone(), basis.clone())),
-                Fact::Throwaway { provider, version } => {
-                    self.throwaways.push((id.clone(), provider.clone(), version.clone()))
+                Fact::Throwaway { provider, version, system_identifier, host } => {
+                    self.throwaways.push((id.clone(), provider.clone(), version.clone()));
+                    self.throwaway_ids.push(Identity {
+                        step: id.clone(),
+                        system_identifier: system_identifier.clone(),
+                        host: host.clone(),
+                    });
                 }
+                Fact::Source { system_identifier, host } => self.sources.push(Identity {
+                    step: id.clone(),
+                    system_identifier: system_identifier.clone(),
+                    host: host.clone(),
+                }),
+                Fact::Physical(p) => self.physical.push((id.clone(), r.outcome, (**p).clone())),
             }
         }
         if r.phase == Phase::Budget {
@@ -389,9 +417,27 @@ fn redact_suite(r: &Redactor, s: &mut SuiteRecord) {
                 }
                 Fact::Verified => {}
                 Fact::GroundTruth { basis } => *basis = r.redact(basis),
-                Fact::Throwaway { provider, version } => {
+                Fact::Throwaway { provider, version, system_identifier, host } => {
                     *provider = r.redact(provider);
                     *version = r.redact(version);
+                    for v in [system_identifier, host].into_iter().flatten() {
+                        *v = r.redact(v);
+                    }
+                }
+                Fact::Source { system_identifier, host } => {
+                    for v in [system_identifier, host].into_iter().flatten() {
+                        *v = r.redact(v);
+                    }
+                }
+                Fact::Physical(p) => {
+                    // Every text of it through the redactor, as JSON: the fact's own
+                    // shape is kept when nothing needed masking.
+                    if let Ok(mut v) = serde_json::to_value(&**p) {
+                        r.redact_json(&mut v);
+                        if let Ok(back) = serde_json::from_value(v) {
+                            **p = back;
+                        }
+                    }
                 }
             }
         }

@@ -224,10 +224,14 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
     let log_ctx = ctx.clone();
     let log = move |l: String| log_ctx.log(l);
     let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
+    let source_url = opts.url.clone();
     let created = backup::create(opts, &log).await.map_err(StepError::from)?;
     let out =
         CreateOutputs::described(&created.path, &created.manifest, backup::peak_rss_kib().unwrap_or(0), archived);
     ctx.backup_fact(crate::facts::BackupRole::Written, &super::outputs_of(&out)?);
+    // The source's identity, for the evidence's segregation check of a restore in this run.
+    let (system_identifier, host) = super::ephemeral::identity(&source_url).await;
+    ctx.fact(crate::facts::Fact::Source { system_identifier, host });
     Ok(out)
 }
 

@@ -163,6 +163,35 @@ impl Step for Base {
         };
         ctx.fact(crate::facts::Fact::Server { version: m.server_version.clone() });
         ctx.backup_fact(crate::facts::BackupRole::Written, &super::outputs_of(&out)?);
+        ctx.fact(crate::facts::Fact::Source {
+            system_identifier: Some(m.system_identifier.clone()),
+            host: crate::pg::server_id(&w.database_url).ok(),
+        });
+        ctx.fact(crate::facts::Fact::Physical(Box::new(base_fact(&made))));
         Ok(out)
+    }
+}
+
+/// What a base backup taken is, for the evidence: the stored archive by its sha256, and the
+/// WAL range from its start to its stop (inside it with `wal: fetch`; else the archive must
+/// hold it, which `wal.check` proves).
+fn base_fact(made: &base::BaseCreated) -> crate::facts::PhysicalFact {
+    use crate::facts::{Artefact, PhysicalFact};
+    use crate::physical::source::Lsn;
+    let m = &made.manifest;
+    let segment = |lsn: &str| {
+        Lsn::parse(lsn).map(|l| Artefact { name: l.segment_name(m.timeline, m.wal_segment_size), sha256: None })
+    };
+    PhysicalFact {
+        tool: format!("pgdrill {} ({})", m.pgdrill_version, m.pg_basebackup_version),
+        base: Artefact { name: made.url.clone(), sha256: Some(m.sha256.clone()) },
+        system_identifier: Some(m.system_identifier.clone()),
+        wal_first: segment(&m.start_lsn),
+        wal_last: segment(&m.stop_lsn),
+        wal_segments: None,
+        wal_from_lsn: Some(m.start_lsn.clone()),
+        wal_to_lsn: Some(m.stop_lsn.clone()),
+        wal_basis: if m.wal_method == "fetch" { "backup" } else { "backup manifest (the WAL is in the archive only)" }.into(),
+        recovery: None,
     }
 }

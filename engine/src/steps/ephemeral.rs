@@ -144,12 +144,29 @@ async fn start(ctx: StepCtx, w: EphemeralWith) -> Result<EphemeralOutputs, StepE
         startup_ms: startup.as_millis() as u64,
     };
     ctx.fact(crate::facts::Fact::Server { version: server.server_version.clone() });
+    // Its identity, for the evidence's segregation check: a throwaway made by its own
+    // initdb has a system identifier of its own, which a source's never equals.
+    let (system_identifier, host) = identity(&server.url()).await;
     ctx.fact(crate::facts::Fact::Throwaway {
         provider: server.provider.to_string(),
         version: server.server_version.clone(),
+        system_identifier,
+        host,
     });
     ctx.resources.push(format!("{} server of step `{}`", server.provider, ctx.step), Box::new(server));
     Ok(o)
+}
+
+/// The system identifier and `host:port` of the server `url` names, where they can be
+/// read (a role that may not call pg_control_system() leaves the identifier unknown).
+pub(crate) async fn identity(url: &str) -> (Option<String>, Option<String>) {
+    let host = crate::pg::server_id(url).ok();
+    let system_identifier = match crate::pg::connect(url).await {
+        Ok(client) => Some(crate::restore::Identity::of(&client, host.as_deref().unwrap_or_default()).await.system_id)
+            .filter(|s| !s.is_empty()),
+        Err(_) => None,
+    };
+    (system_identifier, host)
 }
 
 impl super::Teardown for Ephemeral {

@@ -221,6 +221,7 @@ impl Step for Verify {
         if let Some(found) = &p.backup_check {
             ctx.log(found.clone());
         }
+        super::pitr::recovery_evidence(&ctx, source.as_ref(), &p);
         let picked = p.backup.clone();
         let restore_s = p.phases.base_restore.as_secs_f64();
         let p_check_s = p.phases.check_backup.as_secs_f64();

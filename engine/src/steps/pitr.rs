@@ -334,6 +334,7 @@ async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepErr
         age_s: age.into(),
     });
     ctx.fact(crate::facts::Fact::Verified);
+    recovery_evidence(&ctx, source.as_ref(), &p);
     let out = RestoreOutputs {
         url: p.server.url(),
         database: p.server.database.clone(),
@@ -361,6 +362,79 @@ async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepErr
     };
     ctx.resources.push(format!("recovered server of step `{}`", ctx.step), Box::new(p.server));
     Ok(out)
+}
+
+/// Tell the evidence what a recovery proved (`Fact::Physical`), that its server was a
+/// throwaway this run started, and what the backup says of its source: the base backup and
+/// the WAL range replayed by their sha256 where the source records one, and the target with
+/// the server's own word that it was reached. A digest that cannot be read costs only the
+/// digest (said in the log): the recovery's proof stands on its own.
+pub(crate) fn recovery_evidence(ctx: &StepCtx, source: &dyn PhysicalSource, p: &pitr::Pitr) {
+    use crate::facts::{Artefact, Fact, PhysicalFact, RecoveryProof};
+    let f = &p.server.facts;
+    let base = match tokio::task::block_in_place(|| source.digest(&p.backup)) {
+        Ok(Some((name, sha))) => Artefact { name, sha256: Some(sha) },
+        Ok(None) => Artefact { name: format!("{} {}", source.describe(), p.backup.id), sha256: None },
+        Err(e) => {
+            ctx.log(format!("evidence: no sha256 of base backup {}: {}", p.backup.id, e.message));
+            Artefact { name: format!("{} {}", source.describe(), p.backup.id), sha256: None }
+        }
+    };
+    let segment = |name: Option<&String>| -> Option<Artefact> {
+        let name = name.filter(|n| crate::physical::source::parse_segment_name(n, 1 << 24).is_some())?;
+        let sha256 = match tokio::task::block_in_place(|| source.wal_sha256(&p.backup, name)) {
+            Ok(s) => s,
+            Err(e) => {
+                ctx.log(format!("evidence: no sha256 of WAL segment {name}: {}", e.message));
+                None
+            }
+        };
+        Some(Artefact { name: name.clone(), sha256 })
+    };
+    let wal_first = segment(f.first_segment.as_ref());
+    let wal_last = segment(f.last_segment.as_ref());
+    let recorded = [&wal_first, &wal_last].iter().any(|a| a.as_ref().is_some_and(|a| a.sha256.is_some()));
+    let tool = if p.tool.version.is_empty() { p.tool.name.clone() } else { p.tool.version.clone() };
+    let system = p.backup.system_identifier.map(|s| s.to_string());
+    ctx.fact(Fact::Physical(Box::new(PhysicalFact {
+        tool,
+        base,
+        system_identifier: system.clone(),
+        wal_first,
+        wal_last,
+        wal_segments: Some(f.segments_restored),
+        wal_from_lsn: f.redo_start.or(p.backup.start_lsn).map(|l| l.to_string()),
+        wal_to_lsn: Some(f.replay_lsn.to_string()),
+        wal_basis: match (recorded, p.tool.name.as_str()) {
+            (true, "pgdrill") => "pgdrill archive",
+            (true, _) => "archive folder",
+            (false, _) => "server log",
+        }
+        .into(),
+        recovery: Some(RecoveryProof {
+            target: f.target.clone(),
+            // Recovery returns only once the proof held (`physical::recover`).
+            reached: true,
+            stop_line: f.stop_line.clone(),
+            achieved_time: f.achieved_time.map(rfc3339),
+            replay_lsn: f.replay_lsn.to_string(),
+            new_timeline: f.new_timeline,
+            marker: f.marker,
+            server_log: f.evidence.clone(),
+        }),
+    })));
+    // The recovered server is a copy of the source's data directory, so it shares the
+    // source's system identifier: what sets it apart is where it runs (a socket of its own
+    // in a workspace this run made, no TCP listener).
+    ctx.fact(Fact::Throwaway {
+        provider: "recovery".into(),
+        version: f.server_version.clone(),
+        system_identifier: Some(f.system_identifier.to_string()),
+        host: crate::pg::server_id(&p.server.url()).ok(),
+    });
+    if system.is_some() {
+        ctx.fact(Fact::Source { system_identifier: system, host: None });
+    }
 }
 
 impl Teardown for Recovered {
@@ -460,6 +534,9 @@ async fn source(ctx: StepCtx, w: SourceWith) -> Result<SourceOutputs, StepError>
     let s = ArchivingServer::start(opts).await?;
     ctx.redactor.add(&s.password);
     ctx.log(format!("PostgreSQL {} on 127.0.0.1:{}, archive_command {}", s.major, s.port, s.archive_command));
+    // The drill's source, for the evidence's segregation check of the recovery.
+    let (system_identifier, host) = super::ephemeral::identity(&s.url()).await;
+    ctx.fact(crate::facts::Fact::Source { system_identifier, host });
     let out = SourceOutputs {
         url: s.url(),
         host: "127.0.0.1".into(),

@@ -992,6 +992,8 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
                 w.tolerance_pct
             ));
             let live = source_counts(url).await?;
+            let (system_identifier, host) = super::ephemeral::identity(url).await;
+            ctx.fact(crate::facts::Fact::Source { system_identifier, host });
             against_source(&live, &tables, w.tolerance_pct)
         } else if let Some(spec) = w.expect_tables.as_deref() {
             ctx.keep("ground_truth", json!("expectations"));

@@ -29,6 +29,7 @@ mod notify;
 mod object_store;
 mod offsite_all;
 mod oncall;
+mod physical_evidence;
 mod physical_tools;
 mod pitr;
 mod restore;

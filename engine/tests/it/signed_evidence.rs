@@ -606,3 +606,120 @@ fn object_lock_keeps_published_evidence_from_deletion_and_a_bucket_without_it_is
     assert!(r.stdout.contains("1 objects written, 3 already there"), "{}", r.all());
     drop(moto);
 }
+
+/// Regression (issue 42): an object-store `--report` or `--evidence` with a signing key was
+/// refused ("the evidence log is a local directory"). The log is now written straight into
+/// the store, one chain across runs, a failed run included, checked there by `evidence
+/// verify`; into a bucket with Object Lock each record and the checkpoint are written with
+/// retention (deleting the record's version is refused), and asking for retention on a
+/// bucket without Object Lock stops the run before it starts.
+#[test]
+fn evidence_goes_straight_into_an_object_store_and_an_object_lock_bucket_keeps_each_record() {
+    let Some(moto) = common::moto() else { return };
+    let port = moto.port;
+    assert_eq!(s3(port, "PUT", "/run-evidence", &[]).0, 200);
+    assert_eq!(s3(port, "PUT", "/locked-runs", &[("x-amz-bucket-object-lock-enabled", "true")]).0, 200);
+    let t = tempfile::tempdir().expect("tmp");
+    let key = t.path().join("k.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let public = t.path().join("k.pem.pub");
+    let runbook = |name: &str, cmd: &str| {
+        let p = t.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &p,
+            format!(
+                "name: {name}\nkind: verify\nsteps:\n  - id: s\n    uses: shell.run\n    with: {{ argv: [{cmd}] }}\n"
+            ),
+        )
+        .expect("runbook");
+        p
+    };
+    let (ok, bad) = (runbook("fine", "\"true\""), runbook("broken", "\"false\""));
+    const SECRET: &str = "store-evidence-secret-never-shown";
+    let aws = |run: Run| {
+        run.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("PGDRILL_EVIDENCE")
+    };
+    let signed = |rb: &Path| aws(Run::new(rb).arg("--signing-key").arg(&key));
+
+    // --report s3://...: the evidence goes to its evidence/, three runs, the middle one failing.
+    for (rb, code) in [(&ok, 0), (&bad, 1), (&ok, 0)] {
+        let r = signed(rb).arg("--report").arg("s3://run-evidence/reports").expect(code);
+        assert!(r.stderr.contains("appended to s3://run-evidence/reports/evidence/records/"), "{}", r.all());
+        assert!(!r.all().contains(SECRET), "{}", r.all());
+    }
+    let listing = s3(port, "GET", "/run-evidence?list-type=2&prefix=reports/evidence/", &[]).1;
+    for name in [
+        "records/00000001.dsse.json",
+        "records/00000002.dsse.json",
+        "records/00000003.dsse.json",
+        "checkpoint.dsse.json",
+        "public-key.pem",
+    ] {
+        assert!(listing.contains(&format!("reports/evidence/{name}")), "{name} not in the store: {listing}");
+    }
+    let verify_store =
+        |location: &str| aws(Run::cli(["evidence", "verify"]).arg(location).arg("--public-key").arg(&public)).output();
+    let v = verify_store("s3://run-evidence/reports/evidence");
+    assert_eq!(v.code, Some(0), "{}", v.all());
+    // The failed run's record removed from the store is named.
+    assert_eq!(s3(port, "DELETE", "/run-evidence/reports/evidence/records/00000002.dsse.json", &[]).0, 204);
+    let v = verify_store("s3://run-evidence/reports/evidence");
+    assert_eq!(v.code, Some(1), "{}", v.all());
+    assert!(v.stdout.contains("record 2: missing: the failed verify `broken`"), "{}", v.all());
+
+    // Retention asked of a bucket without Object Lock: refused before the run (exit 2).
+    let r = signed(&ok).arg("--evidence").arg("s3://run-evidence/other").arg("--evidence-retain").arg("30d").output();
+    assert_eq!(r.code, Some(2), "{}", r.all());
+    assert!(r.all().contains("run-evidence: it has no Object Lock configuration"), "{}", r.all());
+
+    // Straight into an Object Lock bucket: every record and the checkpoint retained.
+    for (rb, code) in [(&ok, 0), (&bad, 1)] {
+        signed(rb)
+            .arg("--evidence")
+            .arg("s3://locked-runs/prod")
+            .arg("--evidence-retain")
+            .arg("30d")
+            .arg("--evidence-lock-mode")
+            .arg("governance")
+            .expect(code);
+    }
+    for name in ["records/00000001.dsse.json", "records/00000002.dsse.json", "checkpoint.dsse.json", "public-key.pem"] {
+        let (status, head) = s3(port, "HEAD", &format!("/locked-runs/prod/{name}"), &[]);
+        assert_eq!(status, 200, "{name}: {head}");
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.contains("x-amz-object-lock-mode: governance"), "{name}: {head}");
+        assert!(lower.contains("x-amz-object-lock-retain-until-date:"), "{name}: {head}");
+        if name.starts_with("records/") {
+            let version = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("x-amz-version-id:"))
+                .map(|v| v.trim().to_string())
+                .expect("a version id");
+            let (status, body) = s3(port, "DELETE", &format!("/locked-runs/prod/{name}?versionId={version}"), &[]);
+            assert_eq!(status, 403, "a locked {name} was deleted: {body}");
+        }
+    }
+    let v = verify_store("s3://locked-runs/prod");
+    assert_eq!(v.code, Some(0), "{}", v.all());
+
+    // Four runs at once into one store log: the store's conditional create lets one take
+    // each sequence number, the others stage again, and the chain does not fork.
+    let children: Vec<_> = (0..4)
+        .map(|_| signed(&ok).arg("--evidence").arg("s3://run-evidence/race").command().spawn().expect("a run starts"))
+        .collect();
+    for mut c in children {
+        assert!(c.wait().expect("the run ends").success());
+    }
+    let v = verify_store("s3://run-evidence/race");
+    assert_eq!(v.code, Some(0), "{}", v.all());
+    let listing = s3(port, "GET", "/run-evidence?list-type=2&prefix=race/records/", &[]).1;
+    assert!(listing.contains("<KeyCount>4</KeyCount>"), "{listing}");
+    drop(moto);
+}
