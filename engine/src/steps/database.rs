@@ -362,13 +362,35 @@ pub struct PreflightWith {
     #[serde(default, deserialize_with = "super::de::opt_text")]
     #[field(ty = "path")]
     bin_dir: Option<String>,
+    /// what happens to roles of the backup the server lacks: `ask` (created once the operator
+    /// confirms), `true` (created) or `false` (never: preflight refuses); default ask
+    #[serde(default = "ask")]
+    #[field(ty = "ask|true|false")]
+    create_roles: String,
+    /// the restore drops owners and grants (`no_owner`): it needs no roles (default false)
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    no_owner: bool,
 }
 
 fn one() -> u32 {
     1
 }
 
-impl With for PreflightWith {}
+fn ask() -> String {
+    "ask".into()
+}
+
+impl With for PreflightWith {
+    fn check(&self) -> Result<(), WithError> {
+        // A mistyped value once acted as `ask`: refused instead, before anything runs (the
+        // executor checks a field that reads only variables before the first step).
+        match self.create_roles.as_str() {
+            "ask" | "true" | "false" => Ok(()),
+            v if crate::template::is_template(v) => Ok(()),
+            v => Err(WithError::new("create_roles", format!("`{v}` is not `ask`, `true` or `false`"))),
+        }
+    }
+}
 
 /// `restore.preflight`'s outputs. A database that does not exist yet has an empty owner,
 /// encoding and locale, size and sessions 0, and null settings.
@@ -407,6 +429,11 @@ pub struct PreflightOutputs {
     /// database.settings)
     #[field(ty = "map|null")]
     settings: Option<dbsettings::DatabaseSettings>,
+    /// roles the backup's owners and grants name that the server lacks (empty with no_owner
+    /// or for a backup that records no roles)
+    missing_roles: Vec<String>,
+    /// how the server's roles differ from the backup's, one line each (never altered)
+    differing_roles: Vec<String>,
 }
 
 pub struct Preflight;
@@ -574,6 +601,12 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         }
     }
 
+    // Roles: a rebuilt server lacks the roles the backup's owners and grants name, and
+    // pg_restore would fail on each of them after the drop. Named here, before anything
+    // changes, with what will happen to them and whether this role may create them.
+    let (missing_roles, differing_roles) =
+        roles_needed(&ctx, &client, &w, &role, manifest.as_ref(), &mut problems).await?;
+
     // Disk: the snapshot, and the staged plaintext of a parallel restore.
     let raw = manifest.as_ref().map(|m| m.sizes.raw).unwrap_or(backup_size);
     let snapshot_need = if info.is_some() { backup_size + backup_size / 4 } else { 0 };
@@ -704,7 +737,73 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         sessions: i.sessions,
         target_ident: ident,
         settings,
+        missing_roles,
+        differing_roles,
     })
+}
+
+/// The roles of the backup the server lacks and how its roles differ (logged), with the
+/// problems that stop the restore here: `create_roles=false` with roles missing, or a role
+/// that may not create them.
+async fn roles_needed(
+    ctx: &StepCtx,
+    client: &Client,
+    w: &PreflightWith,
+    role: &rights::Role,
+    manifest: Option<&Manifest>,
+    problems: &mut Vec<String>,
+) -> Result<(Vec<String>, Vec<String>), StepError> {
+    if w.no_owner {
+        ctx.log("roles: none needed (no_owner: owners and grants are not restored)");
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let Some(g) = manifest.and_then(|m| m.globals.as_ref()) else {
+        ctx.log("roles: the backup records none (another tool's dump, or an older pgdrill backup): the roles its owners and grants name must exist here");
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let plan = crate::pg::globals::plan(client, g).await.map_err(StepError::environment)?;
+    for d in &plan.differing {
+        ctx.log(format!("roles: differs (left as it is): {d}"));
+    }
+    if plan.missing.is_empty() {
+        ctx.log(format!("roles: all {} roles the backup names exist here", g.roles.len()));
+        return Ok((plan.missing, plan.differing));
+    }
+    let named = plan.missing.iter().map(|r| quote_ident(r)).collect::<Vec<_>>().join(", ");
+    if w.create_roles == "false" {
+        problems.push(format!(
+            "this server lacks the backup's roles {named}, which its owners and grants name; create_roles=false: create them by hand, or restore with no_owner=true or role_map"
+        ));
+        return Ok((plan.missing, plan.differing));
+    }
+    ctx.log(format!(
+        "roles: this server lacks the backup's roles {named}: {} (create_roles={}); a rollback drops them again",
+        if w.create_roles == "true" { "they will be created from the backup" } else { "they are created from the backup once the operator confirms" },
+        w.create_roles
+    ));
+    // Creating them takes CREATEROLE, and a superuser for the attributes only a superuser
+    // may give (PostgreSQL 15: SUPERUSER, REPLICATION, BYPASSRLS).
+    if !role.superuser {
+        if !role.createrole {
+            problems.push(format!(
+                "role {} may not create the missing roles {named} (CREATEROLE): connect as a superuser, or create them by hand",
+                role.name
+            ));
+        }
+        let privileged: Vec<String> = g
+            .roles
+            .iter()
+            .filter(|r| plan.missing.contains(&r.name) && (r.superuser || r.replication || r.bypassrls))
+            .map(|r| quote_ident(&r.name))
+            .collect();
+        if !privileged.is_empty() {
+            problems.push(format!(
+                "the missing roles {} have SUPERUSER, REPLICATION or BYPASSRLS, which only a superuser may give: connect as a superuser, or create them by hand",
+                privileged.join(", ")
+            ));
+        }
+    }
+    Ok((plan.missing, plan.differing))
 }
 
 /// Why DROP DATABASE would fail on `database`, each with its remedy. `WITH (FORCE)` helps
