@@ -33,6 +33,7 @@ mod physical_tools;
 mod pitr;
 mod restore;
 mod restore_checks;
+mod restore_leftovers;
 mod restore_journal;
 mod restore_targets;
 mod retention;

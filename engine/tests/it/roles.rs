@@ -253,7 +253,7 @@ fn verify_run(backup: &Path, report: &Path, vars: &[&str]) -> (Option<i32>, Stri
 
 /// Server `erp` loaded, with `default_transaction_read_only = on` set on the database (kept in
 /// the backup), and a backup of it in a new folder: the server, the folder and the backup.
-async fn read_only_erp_backed_up() -> Option<(Ephemeral, tempfile::TempDir, PathBuf)> {
+pub(crate) async fn read_only_erp_backed_up() -> Option<(Ephemeral, tempfile::TempDir, PathBuf)> {
     let src = common::native_server("erp").await?;
     load(&src.url()).await;
     common::exec(&src.url(), "alter database erp set default_transaction_read_only = on").await;
