@@ -823,7 +823,10 @@ async fn undroppable(client: &Client, database: &str, maintenance_db: &str) -> R
             "select d.datistemplate, \
              coalesce((select string_agg(s.subname::text, ', ' order by s.subname) from pg_subscription s where s.subdbid = d.oid), ''), \
              coalesce((select string_agg(r.slot_name::text, ', ' order by r.slot_name) from pg_replication_slots r where r.database = d.datname), ''), \
-             (select count(*) from pg_prepared_xacts p where p.database = d.datname) \
+             (select count(*) from pg_prepared_xacts p where p.database = d.datname), \
+             d.datallowconn, \
+             coalesce((select string_agg(distinct l.provider, ', ') from pg_shseclabel l \
+                       where l.classoid = 'pg_database'::regclass and l.objoid = d.oid), '') \
              from pg_database d where d.datname = $1",
             &[&database],
         )
@@ -831,6 +834,22 @@ async fn undroppable(client: &Client, database: &str, maintenance_db: &str) -> R
         .map_err(pg_error)?;
     let (template, subs, slots, prepared): (bool, String, String, i64) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (allows, labels): (bool, String) = (row.get(4), row.get(5));
+    // A database that refuses connections cannot be snapshotted (pg_dump must connect), and
+    // a crashed restore's blocked database is the lock's to find, not a new restore's.
+    if !allows {
+        out.push(format!(
+            "database `{database}` does not allow connections (datallowconn false): pg_dump cannot take its safety snapshot, so it cannot be put back; run `alter database {ident} allow_connections true` first (and `allow_connections false` after the restore), {elsewhere}"
+        ));
+    }
+    // Labels on the database itself live in a shared catalog that neither the backup nor the
+    // safety snapshot (pg_dump without --create) holds: the recreated database would lose
+    // them, so this is refused rather than done silently.
+    if !labels.is_empty() {
+        out.push(format!(
+            "database `{database}` has security labels of provider {labels} on itself, which pgdrill does not capture (a recreated database would lose them): remove them first (`security label for PROVIDER on database {ident} is null`) and label it again after the restore, {elsewhere}"
+        ));
+    }
     if template {
         out.push(format!(
             "database `{database}` is a template database (datistemplate), which DROP DATABASE refuses: run `alter database {ident} is_template false` first (and `is_template true` after the restore), {elsewhere}"

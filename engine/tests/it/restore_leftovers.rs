@@ -12,11 +12,16 @@ const KEY: &str = "roles-test passphrase";
 
 /// `pgdrill run restore --yes` of the backed-up `erp` from `storage` into `admin`'s server.
 fn restore(admin: &str, storage: &Path, report: &Path, vars: &[&str]) -> Run {
+    restore_of("erp", admin, storage, report, vars)
+}
+
+/// `pgdrill run restore --yes` of the latest backup of `database` in `storage`.
+fn restore_of(database: &str, admin: &str, storage: &Path, report: &Path, vars: &[&str]) -> Run {
     Run::new("restore")
         .arg("--yes")
         .var("database_url", admin)
         .var("storage", storage.display())
-        .var("database", "erp")
+        .var("database", database)
         .var("jobs", 1)
         .vars(vars)
         .key(KEY)
@@ -129,4 +134,118 @@ async fn roles_a_rolled_back_restore_created_stayed_and_a_mistyped_create_roles_
     assert_eq!(ran.code, Some(0), "{}", ran.all());
     assert_eq!(erp_roles(&admin).await, "erp reader,erp_app,erp_owner,erp_readonly");
     target.stop().await;
+}
+
+/// Issue 34: "a restore followed by a rollback leaves `pg_dumpall --globals-only` plus
+/// `pg_dump --create` of the database byte-identical to before on every database the tests
+/// create". Only the ICU database in its own tablespace was checked so; this loops over the
+/// other shapes the restore tests make (server defaults; an owner with a connection limit,
+/// comment, settings, a role's setting in it and database grants; LATIN1 with the C locale;
+/// an ICU locale; a restore into a new name that rolls back) and checks each after a restore
+/// and after a rollback. A database that refuses connections, or a template, is refused in
+/// preflight with nothing changed (pg_dump could not snapshot the one, DROP refuses the
+/// other).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_database_shape_is_byte_identical_after_a_restore_and_after_its_rollback() {
+    let Some(s) = common::native_server("postgres").await else { return };
+    let admin = s.url_for("postgres");
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    common::exec(&admin, "create role shop_owner login; create role shop_reader").await;
+    let shapes: [(&str, &str); 4] = [
+        ("plain", "create database plain"),
+        (
+            "owned",
+            "create database owned owner shop_owner connection limit 7; \
+             comment on database owned is 'kept across the recreate'; \
+             alter database owned set work_mem = '3MB'; \
+             alter role shop_reader in database owned set search_path = 'app, public'; \
+             revoke all on database owned from public; \
+             grant connect, temporary on database owned to shop_reader",
+        ),
+        ("latin", "create database latin template template0 encoding 'LATIN1' lc_collate 'C' lc_ctype 'C'"),
+        ("icu", "create database icu template template0 encoding 'UTF8' locale_provider icu icu_locale 'de-DE'"),
+    ];
+    for (db, create) in shapes {
+        common::exec(&admin, create).await;
+        let url = s.url_for(db);
+        common::exec(&url, "create table words (w text); insert into words values ('b'), ('B'), ('a'), ('A')").await;
+        common::backup_to(&url, &storage, KEY, db);
+        let before = dumps(&admin, &url);
+        let ran = restore_of(db, &admin, &storage, &dir.path().join(format!("{db}-restore")), &[]).output();
+        assert_eq!(ran.code, Some(0), "{db}: {}", ran.all());
+        assert!(dumps(&admin, &url) == before, "{db}: pg_dumpall --globals-only and pg_dump --create differ after the restore");
+        let ran =
+            restore_of(db, &admin, &storage, &dir.path().join(format!("{db}-rollback")), &["smoke_sql=select 0"]).output();
+        assert_eq!(ran.code, Some(1), "{db}: {}", ran.all());
+        assert!(ran.all().contains("was rolled back to the safety snapshot"), "{db}: {}", ran.all());
+        assert!(dumps(&admin, &url) == before, "{db}: pg_dumpall --globals-only and pg_dump --create differ after the rollback");
+    }
+
+    // Into a new name that rolls back: the half-made database goes, the globals are as
+    // before, and the journal is closed (the next restore is not refused).
+    let globals = dumps(&admin, &s.url_for("plain")).0;
+    let ran = restore_of("plain", &admin, &storage, &dir.path().join("new-rollback"), &["target=plain_copy", "smoke_sql=select 0"])
+        .output();
+    assert_eq!(ran.code, Some(1), "{}", ran.all());
+    assert_eq!(scalar(&admin, "select count(*) from pg_database where datname = 'plain_copy'").await, "0", "{}", ran.all());
+    assert!(dumps(&admin, &s.url_for("plain")).0 == globals, "pg_dumpall --globals-only differs after the rollback");
+    let ran = restore_of("plain", &admin, &storage, &dir.path().join("new-again"), &["target=plain_copy"]).output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+
+    // Refused in preflight, nothing changed: a database that refuses connections, a template.
+    common::exec(&admin, "alter database latin allow_connections false").await;
+    common::exec(&admin, "alter database icu is_template true").await;
+    let row = "select string_agg(format('%s %s %s %s', oid, datname, datistemplate, datallowconn), ', ' order by datname) from pg_database where datname in ('latin', 'icu')";
+    let rows = scalar(&admin, row).await;
+    for (db, why) in [("latin", "does not allow connections (datallowconn false)"), ("icu", "is a template database")] {
+        let ran = restore_of(db, &admin, &storage, &dir.path().join(format!("{db}-refused")), &[]).output();
+        let all = ran.all();
+        assert_eq!(ran.code, Some(1), "{db}: {all}");
+        assert!(all.contains(why) && all.contains("nothing was changed"), "{db}: {all}");
+    }
+    assert_eq!(scalar(&admin, row).await, rows, "a refused database was changed");
+    s.stop().await;
+}
+
+/// Regression (issue 34, case 4, the drills' half): the upgrade drill restored an ICU
+/// database into one its throwaway server created with the server's default locale, so
+/// sorting was rehearsed as it would not be, and its checks passed. It now creates the
+/// database from the manifest's `database_properties`: the drill's own smoke check, run on
+/// the upgraded copy, finds the source's locale provider and ICU locale and its ORDER BY.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upgrade_drill_rehearsed_an_icu_database_in_the_servers_default_locale() {
+    let Some(s) = common::native_server("postgres").await else { return };
+    let admin = s.url_for("postgres");
+    common::exec(&admin, "create database app template template0 encoding 'UTF8' locale_provider icu icu_locale 'de-DE'")
+        .await;
+    let app = s.url_for("app");
+    common::exec(&app, "create table words (w text); insert into words values ('b'), ('B'), ('a'), ('A')").await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let report = dir.path().join("report");
+    let ran = Run::new("upgrade")
+        .arg("--quiet")
+        .report(&report)
+        .var("database_url", &app)
+        .var("provider", "native")
+        .var("version", 15)
+        .var("jobs", 1)
+        .var(
+            "smoke_sql",
+            "select count(*) from pg_database where datname = current_database() and datlocprovider = 'i' \
+             and daticulocale = 'de-DE' and (select string_agg(w, ',' order by w) from words) = 'a,A,b,B'",
+        )
+        .var("smoke_expect", "== 1")
+        .output();
+    let all = ran.all();
+    assert_eq!(ran.code, Some(0), "{all}");
+    let json = ran.run_json();
+    assert_eq!(json.step("smoke").outcome, "passed", "{all}");
+    let created = json.step("create_db");
+    assert!(
+        created.log.iter().any(|l| l.contains("created as the backup's source database") && l.contains("de-DE")),
+        "{:?}",
+        created.log
+    );
+    s.stop().await;
 }
