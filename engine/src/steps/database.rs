@@ -1325,7 +1325,20 @@ async fn drop_step(ctx: StepCtx, w: DropWith) -> Result<DropOutputs, StepError> 
     recorded(j.as_ref(), &w.database, oid, "drop")?;
     drop_database(&client, &w.database).await?;
     // Only now is anything changed: a DROP that failed left the database as it was.
-    super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Dropping, "dropped", |j| j.changed = true)?;
+    if w.without_snapshot && j.as_ref().is_some_and(|j| !j.existed) {
+        // The database this restore created, dropped by its rollback: the target is as it
+        // was before (absent), so the journal says rolled back and `finish` closes it.
+        // Marked `dropping`, it stayed unfinished and refused every later restore.
+        super::journal::mark(
+            &ctx,
+            w.journal.as_deref(),
+            JPhase::RolledBack,
+            "the database this restore created was dropped: it does not exist, as before",
+            |j| j.changed = true,
+        )?;
+    } else {
+        super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Dropping, "dropped", |j| j.changed = true)?;
+    }
     ctx.log(format!("dropped database {} (owner {}, {})", w.database, info.owner, mib(info.size)));
     Ok(DropOutputs::Dropped(Dropped {
         existed: true,

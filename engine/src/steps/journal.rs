@@ -732,6 +732,8 @@ async fn finish(ctx: StepCtx, w: FinishWith) -> Result<FinishOutputs, StepError>
             _ => "restored and verified",
         };
         ("restored", what.to_string())
+    } else if j.phase == Phase::RolledBack && !j.existed {
+        ("rolled back", "dropped again: it did not exist before this restore".to_string())
     } else if j.phase == Phase::RolledBack {
         ("rolled back", "put back from the safety snapshot and verified".to_string())
     } else if !j.changed && allow_problem.is_none() {

@@ -41,6 +41,17 @@ fn dumps(admin: &str, database: &str) -> (String, String) {
     (run("pg_dumpall", &["--globals-only", key, "-d", admin]), run("pg_dump", &["--create", key, "-d", database]))
 }
 
+/// Fails naming the first line where the dumps differ (the whole dumps are long).
+#[track_caller]
+fn same(now: &(String, String), before: &(String, String), when: &str) {
+    for (what, a, b) in [("pg_dumpall --globals-only", &now.0, &before.0), ("pg_dump --create", &now.1, &before.1)] {
+        if a != b {
+            let first = a.lines().zip(b.lines()).find(|(x, y)| x != y);
+            panic!("{when}: {what} is not byte-identical to before; first difference (now, before): {first:?}");
+        }
+    }
+}
+
 async fn erp_roles(url: &str) -> String {
     scalar(url, "select coalesce(string_agg(rolname, ',' order by rolname), '') from pg_roles where rolname like 'erp%'")
         .await
@@ -142,7 +153,9 @@ async fn roles_a_rolled_back_restore_created_stayed_and_a_mistyped_create_roles_
 /// other shapes the restore tests make (server defaults; an owner with a connection limit,
 /// comment, settings, a role's setting in it and database grants; LATIN1 with the C locale;
 /// an ICU locale; a restore into a new name that rolls back) and checks each after a restore
-/// and after a rollback. A database that refuses connections, or a template, is refused in
+/// and after a rollback. Found on the way: a restore into a new name that rolled back left
+/// its journal at `dropping`, and every later restore of that name was refused until a
+/// `recover=rollback`; the rollback's drop of the database it created now closes it. A database that refuses connections, or a template, is refused in
 /// preflight with nothing changed (pg_dump could not snapshot the one, DROP refuses the
 /// other).
 #[tokio::test(flavor = "multi_thread")]
@@ -152,34 +165,39 @@ async fn every_database_shape_is_byte_identical_after_a_restore_and_after_its_ro
     let dir = tempfile::tempdir().expect("tmp");
     let storage = dir.path().join("backups");
     common::exec(&admin, "create role shop_owner login; create role shop_reader").await;
-    let shapes: [(&str, &str); 4] = [
-        ("plain", "create database plain"),
+    // One statement each: CREATE DATABASE runs outside a transaction block.
+    let shapes: [(&str, &[&str]); 4] = [
+        ("plain", &["create database plain"]),
         (
             "owned",
-            "create database owned owner shop_owner connection limit 7; \
-             comment on database owned is 'kept across the recreate'; \
-             alter database owned set work_mem = '3MB'; \
-             alter role shop_reader in database owned set search_path = 'app, public'; \
-             revoke all on database owned from public; \
-             grant connect, temporary on database owned to shop_reader",
+            &[
+                "create database owned owner shop_owner connection limit 7",
+                "comment on database owned is 'kept across the recreate'",
+                "alter database owned set work_mem = '3MB'",
+                "alter role shop_reader in database owned set search_path = 'app, public'",
+                "revoke all on database owned from public",
+                "grant connect, temporary on database owned to shop_reader",
+            ],
         ),
-        ("latin", "create database latin template template0 encoding 'LATIN1' lc_collate 'C' lc_ctype 'C'"),
-        ("icu", "create database icu template template0 encoding 'UTF8' locale_provider icu icu_locale 'de-DE'"),
+        ("latin", &["create database latin template template0 encoding 'LATIN1' lc_collate 'C' lc_ctype 'C'"]),
+        ("icu", &["create database icu template template0 encoding 'UTF8' locale_provider icu icu_locale 'de-DE'"]),
     ];
-    for (db, create) in shapes {
-        common::exec(&admin, create).await;
+    for (db, statements) in shapes {
+        for sql in statements {
+            common::exec(&admin, sql).await;
+        }
         let url = s.url_for(db);
         common::exec(&url, "create table words (w text); insert into words values ('b'), ('B'), ('a'), ('A')").await;
         common::backup_to(&url, &storage, KEY, db);
         let before = dumps(&admin, &url);
         let ran = restore_of(db, &admin, &storage, &dir.path().join(format!("{db}-restore")), &[]).output();
         assert_eq!(ran.code, Some(0), "{db}: {}", ran.all());
-        assert!(dumps(&admin, &url) == before, "{db}: pg_dumpall --globals-only and pg_dump --create differ after the restore");
+        same(&dumps(&admin, &url), &before, &format!("{db}, after the restore"));
         let ran =
             restore_of(db, &admin, &storage, &dir.path().join(format!("{db}-rollback")), &["smoke_sql=select 0"]).output();
         assert_eq!(ran.code, Some(1), "{db}: {}", ran.all());
         assert!(ran.all().contains("was rolled back to the safety snapshot"), "{db}: {}", ran.all());
-        assert!(dumps(&admin, &url) == before, "{db}: pg_dumpall --globals-only and pg_dump --create differ after the rollback");
+        same(&dumps(&admin, &url), &before, &format!("{db}, after the rollback"));
     }
 
     // Into a new name that rolls back: the half-made database goes, the globals are as
@@ -248,4 +266,61 @@ async fn the_upgrade_drill_rehearsed_an_icu_database_in_the_servers_default_loca
         created.log
     );
     s.stop().await;
+}
+
+/// Regression (issue 43, case 4, a crash): a restore killed (SIGKILL) after it created the
+/// backup's roles on a rebuilt server, while its `stop_command` ran and before anything was
+/// dropped, left those roles behind with no record: its journal was still `open`, which no
+/// later run counted as unfinished. Now the journal names them; the next restore refuses
+/// and points to `recover=reopen`, which drops exactly those roles (the one that was there
+/// before stays), closes the journal and leaves the globals as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_a_killed_restore_had_created_stayed_with_no_record() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let Some((src, dir, _path)) = crate::roles::read_only_erp_backed_up().await else { return };
+    src.stop().await;
+    let Some(target) = common::native_server("erp").await else { return };
+    let (admin, erp) = (target.url_for("postgres"), target.url());
+    common::exec(&admin, "create role erp_readonly nologin").await;
+    let before = dumps(&admin, &erp);
+    let storage = dir.path();
+    let (marker, pidfile) = (dir.path().join("stopping"), dir.path().join("stop.pid"));
+    let stop = format!(
+        "echo $$ > {}; touch {}; exec sleep 60",
+        pgdrill::util::shell_quote(&pidfile.display().to_string()),
+        pgdrill::util::shell_quote(&marker.display().to_string())
+    );
+    let mut child = restore(&admin, storage, &dir.path().join("killed"), &["create_roles=true", &format!("stop_command={stop}")])
+        .command()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("restore starts");
+    let stopping = common::wait_for(std::time::Duration::from_secs(120), || marker.exists().then_some(()));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).expect("kill -9");
+    let _ = child.wait();
+    // The stop_command's sleep is the test's to end too.
+    if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    assert!(stopping.is_some(), "the restore never reached stop_command");
+    assert_eq!(erp_roles(&admin).await, "erp reader,erp_app,erp_owner,erp_readonly", "created before the kill");
+
+    // A new restore refuses and names the roles and the recovery that loses nothing.
+    let ran = restore(&admin, storage, &dir.path().join("refused"), &["create_roles=true"]).output();
+    let all = ran.all();
+    assert_eq!(ran.code, Some(1), "{all}");
+    assert!(all.contains("--var recover=reopen") && all.contains("it created the roles"), "{all}");
+
+    let ran = restore(&admin, storage, &dir.path().join("reopen"), &["recover=reopen"]).output();
+    let all = ran.all();
+    assert_eq!(ran.code, Some(0), "{all}");
+    assert!(all.contains("dropped again the roles this restore created"), "{all}");
+    assert_eq!(erp_roles(&admin).await, "erp_readonly", "only the role that was there before stays");
+    assert!(dumps(&admin, &erp) == before, "pg_dumpall --globals-only and pg_dump --create differ after the recovery");
+    // Closed: a plain restore goes ahead.
+    let ran = restore(&admin, storage, &dir.path().join("after"), &["create_roles=true"]).output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    target.stop().await;
 }
