@@ -363,8 +363,10 @@ pub async fn drop_created_roles(client: &Client, journal: &mut Journal) -> (Vec<
         let ident = quote_ident(&r.name);
         let result: Result<Option<u32>, tokio_postgres::Error> = async {
             client.batch_execute("begin").await?;
-            let now: Option<u32> =
-                client.query_opt("select oid from pg_roles where rolname = $1", &[&r.name]).await?.map(|row| row.get(0));
+            let now: Option<u32> = client
+                .query_opt("select oid from pg_roles where rolname = $1", &[&r.name])
+                .await?
+                .map(|row| row.get(0));
             if now == Some(r.oid) {
                 client.batch_execute(&format!("drop role {ident}")).await?;
             }

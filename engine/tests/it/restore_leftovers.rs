@@ -53,8 +53,11 @@ fn same(now: &(String, String), before: &(String, String), when: &str) {
 }
 
 async fn erp_roles(url: &str) -> String {
-    scalar(url, "select coalesce(string_agg(rolname, ',' order by rolname), '') from pg_roles where rolname like 'erp%'")
-        .await
+    scalar(
+        url,
+        "select coalesce(string_agg(rolname, ',' order by rolname), '') from pg_roles where rolname like 'erp%'",
+    )
+    .await
 }
 
 /// Regression (issue 43, case 4): the roles a restore created on a rebuilt server stayed
@@ -103,7 +106,8 @@ async fn roles_a_rolled_back_restore_created_stayed_and_a_mistyped_create_roles_
 
     // create_roles=true with a smoke check that fails: the roles are created, the restore
     // rolls back, and the roles it created go again.
-    let ran = restore(&admin, storage, &dir.path().join("rollback"), &["create_roles=true", "smoke_sql=select 0"]).output();
+    let ran =
+        restore(&admin, storage, &dir.path().join("rollback"), &["create_roles=true", "smoke_sql=select 0"]).output();
     let all = ran.all();
     assert_eq!(ran.code, Some(1), "{all}");
     assert!(all.contains("was rolled back to the safety snapshot"), "{all}");
@@ -122,7 +126,8 @@ async fn roles_a_rolled_back_restore_created_stayed_and_a_mistyped_create_roles_
         l
     };
     assert!(
-        lines(&pre.outputs["differing_roles"]).contains(&"role \"erp_readonly\": login is true here, false in the backup".to_string()),
+        lines(&pre.outputs["differing_roles"])
+            .contains(&"role \"erp_readonly\": login is true here, false in the backup".to_string()),
         "{}",
         pre.outputs["differing_roles"]
     );
@@ -193,8 +198,8 @@ async fn every_database_shape_is_byte_identical_after_a_restore_and_after_its_ro
         let ran = restore_of(db, &admin, &storage, &dir.path().join(format!("{db}-restore")), &[]).output();
         assert_eq!(ran.code, Some(0), "{db}: {}", ran.all());
         same(&dumps(&admin, &url), &before, &format!("{db}, after the restore"));
-        let ran =
-            restore_of(db, &admin, &storage, &dir.path().join(format!("{db}-rollback")), &["smoke_sql=select 0"]).output();
+        let ran = restore_of(db, &admin, &storage, &dir.path().join(format!("{db}-rollback")), &["smoke_sql=select 0"])
+            .output();
         assert_eq!(ran.code, Some(1), "{db}: {}", ran.all());
         assert!(ran.all().contains("was rolled back to the safety snapshot"), "{db}: {}", ran.all());
         same(&dumps(&admin, &url), &before, &format!("{db}, after the rollback"));
@@ -203,10 +208,21 @@ async fn every_database_shape_is_byte_identical_after_a_restore_and_after_its_ro
     // Into a new name that rolls back: the half-made database goes, the globals are as
     // before, and the journal is closed (the next restore is not refused).
     let globals = dumps(&admin, &s.url_for("plain")).0;
-    let ran = restore_of("plain", &admin, &storage, &dir.path().join("new-rollback"), &["target=plain_copy", "smoke_sql=select 0"])
-        .output();
+    let ran = restore_of(
+        "plain",
+        &admin,
+        &storage,
+        &dir.path().join("new-rollback"),
+        &["target=plain_copy", "smoke_sql=select 0"],
+    )
+    .output();
     assert_eq!(ran.code, Some(1), "{}", ran.all());
-    assert_eq!(scalar(&admin, "select count(*) from pg_database where datname = 'plain_copy'").await, "0", "{}", ran.all());
+    assert_eq!(
+        scalar(&admin, "select count(*) from pg_database where datname = 'plain_copy'").await,
+        "0",
+        "{}",
+        ran.all()
+    );
     assert!(dumps(&admin, &s.url_for("plain")).0 == globals, "pg_dumpall --globals-only differs after the rollback");
     let ran = restore_of("plain", &admin, &storage, &dir.path().join("new-again"), &["target=plain_copy"]).output();
     assert_eq!(ran.code, Some(0), "{}", ran.all());
@@ -230,41 +246,53 @@ async fn every_database_shape_is_byte_identical_after_a_restore_and_after_its_ro
 /// database into one its throwaway server created with the server's default locale, so
 /// sorting was rehearsed as it would not be, and its checks passed. It now creates the
 /// database from the manifest's `database_properties`: the drill's own smoke check, run on
-/// the upgraded copy, finds the source's locale provider and ICU locale and its ORDER BY.
+/// the upgraded copy, finds the source's locale provider and its ORDER BY, on 15 (native)
+/// and on 17 (its Docker image).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_upgrade_drill_rehearsed_an_icu_database_in_the_servers_default_locale() {
     let Some(s) = common::native_server("postgres").await else { return };
     let admin = s.url_for("postgres");
-    common::exec(&admin, "create database app template template0 encoding 'UTF8' locale_provider icu icu_locale 'de-DE'")
-        .await;
+    common::exec(
+        &admin,
+        "create database app template template0 encoding 'UTF8' locale_provider icu icu_locale 'de-DE'",
+    )
+    .await;
     let app = s.url_for("app");
     common::exec(&app, "create table words (w text); insert into words values ('b'), ('B'), ('a'), ('A')").await;
     let dir = tempfile::tempdir().expect("tmp");
-    let report = dir.path().join("report");
-    let ran = Run::new("upgrade")
-        .arg("--quiet")
-        .report(&report)
-        .var("database_url", &app)
-        .var("provider", "native")
-        .var("version", 15)
-        .var("jobs", 1)
-        .var(
-            "smoke_sql",
-            "select count(*) from pg_database where datname = current_database() and datlocprovider = 'i' \
-             and daticulocale = 'de-DE' and (select string_agg(w, ',' order by w) from words) = 'a,A,b,B'",
-        )
-        .var("smoke_expect", "== 1")
-        .output();
-    let all = ran.all();
-    assert_eq!(ran.code, Some(0), "{all}");
-    let json = ran.run_json();
-    assert_eq!(json.step("smoke").outcome, "passed", "{all}");
-    let created = json.step("create_db");
-    assert!(
-        created.log.iter().any(|l| l.contains("created as the backup's source database") && l.contains("de-DE")),
-        "{:?}",
-        created.log
-    );
+    // The upgraded copy is created with the ICU provider and sorts the ICU way (on 17 the
+    // locale's column is datlocale, so the provider and the order are what is asked).
+    let smoke = "select count(*) from pg_database where datname = current_database() and datlocprovider = 'i' \
+                 and (select string_agg(w, ',' order by w) from words) = 'a,A,b,B'";
+    let upgrade = |version: u32, provider: &str| {
+        let report = dir.path().join(format!("report-{version}"));
+        let ran = Run::new("upgrade")
+            .arg("--quiet")
+            .report(&report)
+            .var("database_url", &app)
+            .var("provider", provider)
+            .var("version", version)
+            .var("jobs", 1)
+            .var("smoke_sql", smoke)
+            .var("smoke_expect", "== 1")
+            .env("PGDRILL_DOCKER_IMAGE", "pgdrill/postgres-local:{major}")
+            .output();
+        let all = ran.all();
+        assert_eq!(ran.code, Some(0), "to {version}: {all}");
+        let json = ran.run_json();
+        assert_eq!(json.step("smoke").outcome, "passed", "to {version}: {all}");
+        let created = json.step("create_db");
+        assert!(
+            created.log.iter().any(|l| l.contains("created as the backup's source database") && l.contains("de-DE")),
+            "to {version}: {:?}",
+            created.log
+        );
+    };
+    upgrade(15, "native");
+    // PostgreSQL 17 only in its image: the same rehearsal onto the next major.
+    if common::docker_ready("pgdrill/postgres-local:17") {
+        upgrade(17, "docker");
+    }
     s.stop().await;
 }
 
@@ -291,12 +319,13 @@ async fn roles_a_killed_restore_had_created_stayed_with_no_record() {
         pgdrill::util::shell_quote(&pidfile.display().to_string()),
         pgdrill::util::shell_quote(&marker.display().to_string())
     );
-    let mut child = restore(&admin, storage, &dir.path().join("killed"), &["create_roles=true", &format!("stop_command={stop}")])
-        .command()
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("restore starts");
+    let mut child =
+        restore(&admin, storage, &dir.path().join("killed"), &["create_roles=true", &format!("stop_command={stop}")])
+            .command()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("restore starts");
     let stopping = common::wait_for(std::time::Duration::from_secs(120), || marker.exists().then_some(()));
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).expect("kill -9");
     let _ = child.wait();
