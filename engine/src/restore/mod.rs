@@ -741,6 +741,24 @@ mod tests {
         assert!(unknown.owns(&j) && known.owns(&j) && !other.owns(&j) && !elsewhere.owns(&j));
     }
 
+    /// A journal left `open` by a run killed after it created roles was read as finished:
+    /// the next restore went ahead and the roles stayed with no record.
+    #[test]
+    fn an_open_journal_with_roles_created_is_unfinished_and_names_them() {
+        let mut j: Journal = serde_json::from_value(serde_json::json!({
+            "version": 1, "server": "h:5432", "database": "shop", "pid": 1, "host": "ops",
+            "started_at": "2026-12-06T10:00:00Z", "backup": "b", "existed": true, "owner": "o",
+            "encoding": "UTF8", "lc_collate": "C", "lc_ctype": "C", "phase": "open", "history": []
+        }))
+        .expect("journal");
+        assert!(!j.unfinished(), "open with nothing done is not unfinished");
+        j.created_roles.push(CreatedRole { name: "app \"x\"".into(), oid: 16384 });
+        assert!(j.unfinished());
+        assert!(j.describe().contains(r#"it created the roles "app ""x""""#), "{}", j.describe());
+        j.phase = Phase::Finished;
+        assert!(!j.unfinished());
+    }
+
     #[test]
     fn database_properties_reach_create_database_as_data() {
         let p = Properties {

@@ -280,6 +280,7 @@ async fn the_upgrade_drill_rehearsed_an_icu_database_in_the_servers_default_loca
         let all = ran.all();
         assert_eq!(ran.code, Some(0), "to {version}: {all}");
         let json = ran.run_json();
+        assert_eq!(json.step("target").outputs["major"], version, "to {version}: {all}");
         assert_eq!(json.step("smoke").outcome, "passed", "to {version}: {all}");
         let created = json.step("create_db");
         assert!(
