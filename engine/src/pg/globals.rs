@@ -375,6 +375,19 @@ pub async fn apply_roles(
     g: &Globals,
     verifiers: &BTreeMap<String, String>,
 ) -> Result<Applied, String> {
+    apply_roles_recorded(client, g, verifiers, &mut |_, _| Ok(())).await
+}
+
+/// `apply_roles`, telling `record` each role's name and OID after its CREATE ROLE and before
+/// that commits: an operator restore writes it to its journal there, so a crash leaves no
+/// role it created unrecorded (a journal naming a role whose CREATE never committed names an
+/// OID no role has, and a rollback leaves whatever holds that name alone).
+pub async fn apply_roles_recorded(
+    client: &Client,
+    g: &Globals,
+    verifiers: &BTreeMap<String, String>,
+    record: &mut (dyn FnMut(&str, u32) -> Result<(), String> + Send),
+) -> Result<Applied, String> {
     let describe = describe_sql;
     let target_major = major(client).await.map_err(|e| super::describe(&e))?;
     let existing: Vec<String> = client
@@ -392,7 +405,22 @@ pub async fn apply_roles(
         }
         let v = verifiers.get(&r.name).map(String::as_str);
         let sql = create_role_sql(r, v);
-        client.batch_execute(&sql).await.map_err(|e| describe(&sql, e))?;
+        client.batch_execute("begin").await.map_err(|e| super::describe(&e))?;
+        let created = async {
+            client.batch_execute(&sql).await.map_err(|e| describe(&sql, e))?;
+            let oid: u32 = client
+                .query_one("select oid from pg_roles where rolname = $1", &[&r.name])
+                .await
+                .map_err(|e| super::describe(&e))?
+                .get(0);
+            record(&r.name, oid)?;
+            client.batch_execute("commit").await.map_err(|e| super::describe(&e))
+        }
+        .await;
+        if let Err(e) = created {
+            let _ = client.batch_execute("rollback").await;
+            return Err(e);
+        }
         out.with_password += usize::from(v.is_some());
         out.created.push(r.name.clone());
     }

@@ -241,8 +241,20 @@ pub struct Journal {
     /// `rollback` or `forward` while a run recovers this journal.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub recovering: String,
+    /// Roles this restore created (a rebuilt server lacked them), each recorded before its
+    /// CREATE ROLE committed: what a rollback drops again, and nothing else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created_roles: Vec<CreatedRole>,
     pub phase: Phase,
     pub history: Vec<Entry>,
+}
+
+/// A role an operator restore created, as the server numbered it: dropped on rollback only
+/// while a role of that name still has that OID (one made again by someone else is not ours).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedRole {
+    pub name: String,
+    pub oid: u32,
 }
 
 /// A journal that cannot be read or written is the machine's problem (environment); one
@@ -252,7 +264,17 @@ pub type JournalError = crate::error::Failure;
 impl Journal {
     /// Whether a run that left this journal ended before the database was safe again.
     pub fn unfinished(&self) -> bool {
-        !matches!(self.phase, Phase::Open | Phase::Finished)
+        // Open with roles created: a crash left roles behind that a recovery drops again.
+        match self.phase {
+            Phase::Finished => false,
+            Phase::Open => !self.created_roles.is_empty(),
+            _ => true,
+        }
+    }
+
+    /// The roles this restore created, quoted, for messages.
+    pub fn created_role_names(&self) -> String {
+        self.created_roles.iter().map(|r| crate::pg::native::quote_ident(&r.name)).collect::<Vec<_>>().join(", ")
     }
 
     /// Where the database stands, in words, for the message of a run that finds it.
@@ -268,8 +290,13 @@ impl Journal {
             _ if self.existed => "the database may be gone or half-restored".to_string(),
             _ => "the database did not exist before and may be half-restored".to_string(),
         };
+        let roles = if self.created_roles.is_empty() {
+            String::new()
+        } else {
+            format!("; it created the roles {}", self.created_role_names())
+        };
         format!(
-            "an unfinished restore of database `{}` on {}: pgdrill pid {} on host {} started {} restoring {}, and stopped at phase `{}` at {last}; {state}",
+            "an unfinished restore of database `{}` on {}: pgdrill pid {} on host {} started {} restoring {}, and stopped at phase `{}` at {last}; {state}{roles}",
             self.database,
             self.server,
             self.pid,
@@ -322,6 +349,48 @@ impl Journal {
             ))
         })
     }
+}
+
+/// Drop the roles `journal` says its restore created, now that the database is as it was
+/// before that restore (rolled back, never dropped, or removed): each only while a role of
+/// that name still has the recorded OID, checked in the transaction that drops it. A role
+/// something now depends on is left, with the reason. Returns the roles dropped and lines
+/// for the log; `journal.created_roles` is emptied (the caller writes it).
+pub async fn drop_created_roles(client: &Client, journal: &mut Journal) -> (Vec<String>, Vec<String>) {
+    use crate::pg::native::quote_ident;
+    let (mut dropped, mut notes) = (Vec::new(), Vec::new());
+    for r in std::mem::take(&mut journal.created_roles) {
+        let ident = quote_ident(&r.name);
+        let result: Result<Option<u32>, tokio_postgres::Error> = async {
+            client.batch_execute("begin").await?;
+            let now: Option<u32> = client
+                .query_opt("select oid from pg_roles where rolname = $1", &[&r.name])
+                .await?
+                .map(|row| row.get(0));
+            if now == Some(r.oid) {
+                client.batch_execute(&format!("drop role {ident}")).await?;
+            }
+            client.batch_execute("commit").await?;
+            Ok(now)
+        }
+        .await;
+        match result {
+            Ok(Some(oid)) if oid == r.oid => dropped.push(r.name.clone()),
+            Ok(Some(oid)) => notes.push(format!(
+                "role {ident} (OID {oid}) is not the one this restore created (OID {}): left as it is",
+                r.oid
+            )),
+            Ok(None) => notes.push(format!("role {ident}, created by this restore, is gone already")),
+            Err(e) => {
+                let _ = client.batch_execute("rollback").await;
+                notes.push(format!(
+                    "role {ident} was created by this restore but could not be dropped again ({}): drop it by hand once nothing depends on it (`drop owned by {ident}; drop role {ident}` in each database that uses it)",
+                    crate::pg::describe(&e)
+                ));
+            }
+        }
+    }
+    (dropped, notes)
 }
 
 /// Which server a journal belongs to: its system identifier and its address. Servers made
@@ -655,6 +724,7 @@ mod tests {
             allowed_connections: Some(true),
             changed: false,
             recovering: String::new(),
+            created_roles: vec![],
             phase: Phase::Blocking,
             history: vec![],
         };
@@ -669,6 +739,24 @@ mod tests {
         assert!(journals_of_others(dir.path(), &elsewhere, "shop").len() == 1);
         let j = journal("7", "h:5432");
         assert!(unknown.owns(&j) && known.owns(&j) && !other.owns(&j) && !elsewhere.owns(&j));
+    }
+
+    /// A journal left `open` by a run killed after it created roles was read as finished:
+    /// the next restore went ahead and the roles stayed with no record.
+    #[test]
+    fn an_open_journal_with_roles_created_is_unfinished_and_names_them() {
+        let mut j: Journal = serde_json::from_value(serde_json::json!({
+            "version": 1, "server": "h:5432", "database": "shop", "pid": 1, "host": "ops",
+            "started_at": "2026-12-06T10:00:00Z", "backup": "b", "existed": true, "owner": "o",
+            "encoding": "UTF8", "lc_collate": "C", "lc_ctype": "C", "phase": "open", "history": []
+        }))
+        .expect("journal");
+        assert!(!j.unfinished(), "open with nothing done is not unfinished");
+        j.created_roles.push(CreatedRole { name: "app \"x\"".into(), oid: 16384 });
+        assert!(j.unfinished());
+        assert!(j.describe().contains(r#"it created the roles "app ""x""""#), "{}", j.describe());
+        j.phase = Phase::Finished;
+        assert!(!j.unfinished());
     }
 
     #[test]
@@ -725,6 +813,7 @@ mod tests {
             allowed_connections: Some(true),
             changed: true,
             recovering: String::new(),
+            created_roles: vec![],
             phase: Phase::Restoring,
             history: vec![],
         };

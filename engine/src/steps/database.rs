@@ -362,13 +362,35 @@ pub struct PreflightWith {
     #[serde(default, deserialize_with = "super::de::opt_text")]
     #[field(ty = "path")]
     bin_dir: Option<String>,
+    /// what happens to roles of the backup the server lacks: `ask` (created once the operator
+    /// confirms), `true` (created) or `false` (never: preflight refuses); default ask
+    #[serde(default = "ask")]
+    #[field(ty = "ask|true|false")]
+    create_roles: String,
+    /// the restore drops owners and grants (`no_owner`): it needs no roles (default false)
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    no_owner: bool,
 }
 
 fn one() -> u32 {
     1
 }
 
-impl With for PreflightWith {}
+fn ask() -> String {
+    "ask".into()
+}
+
+impl With for PreflightWith {
+    fn check(&self) -> Result<(), WithError> {
+        // A mistyped value once acted as `ask`: refused instead, before anything runs (the
+        // executor checks a field that reads only variables before the first step).
+        match self.create_roles.as_str() {
+            "ask" | "true" | "false" => Ok(()),
+            v if crate::template::is_template(v) => Ok(()),
+            v => Err(WithError::new("create_roles", format!("`{v}` is not `ask`, `true` or `false`"))),
+        }
+    }
+}
 
 /// `restore.preflight`'s outputs. A database that does not exist yet has an empty owner,
 /// encoding and locale, size and sessions 0, and null settings.
@@ -407,6 +429,11 @@ pub struct PreflightOutputs {
     /// database.settings)
     #[field(ty = "map|null")]
     settings: Option<dbsettings::DatabaseSettings>,
+    /// roles the backup's owners and grants name that the server lacks (empty with no_owner
+    /// or for a backup that records no roles)
+    missing_roles: Vec<String>,
+    /// how the server's roles differ from the backup's, one line each (never altered)
+    differing_roles: Vec<String>,
 }
 
 pub struct Preflight;
@@ -574,6 +601,12 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         }
     }
 
+    // Roles: a rebuilt server lacks the roles the backup's owners and grants name, and
+    // pg_restore would fail on each of them after the drop. Named here, before anything
+    // changes, with what will happen to them and whether this role may create them.
+    let (missing_roles, differing_roles) =
+        roles_needed(&ctx, &client, &w, &role, manifest.as_ref(), &mut problems).await?;
+
     // Disk: the snapshot, and the staged plaintext of a parallel restore.
     let raw = manifest.as_ref().map(|m| m.sizes.raw).unwrap_or(backup_size);
     let snapshot_need = if info.is_some() { backup_size + backup_size / 4 } else { 0 };
@@ -704,7 +737,73 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         sessions: i.sessions,
         target_ident: ident,
         settings,
+        missing_roles,
+        differing_roles,
     })
+}
+
+/// The roles of the backup the server lacks and how its roles differ (logged), with the
+/// problems that stop the restore here: `create_roles=false` with roles missing, or a role
+/// that may not create them.
+async fn roles_needed(
+    ctx: &StepCtx,
+    client: &Client,
+    w: &PreflightWith,
+    role: &rights::Role,
+    manifest: Option<&Manifest>,
+    problems: &mut Vec<String>,
+) -> Result<(Vec<String>, Vec<String>), StepError> {
+    if w.no_owner {
+        ctx.log("roles: none needed (no_owner: owners and grants are not restored)");
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let Some(g) = manifest.and_then(|m| m.globals.as_ref()) else {
+        ctx.log("roles: the backup records none (another tool's dump, or an older pgdrill backup): the roles its owners and grants name must exist here");
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let plan = crate::pg::globals::plan(client, g).await.map_err(StepError::environment)?;
+    for d in &plan.differing {
+        ctx.log(format!("roles: differs (left as it is): {d}"));
+    }
+    if plan.missing.is_empty() {
+        ctx.log(format!("roles: all {} roles the backup names exist here", g.roles.len()));
+        return Ok((plan.missing, plan.differing));
+    }
+    let named = plan.missing.iter().map(|r| quote_ident(r)).collect::<Vec<_>>().join(", ");
+    if w.create_roles == "false" {
+        problems.push(format!(
+            "this server lacks the backup's roles {named}, which its owners and grants name; create_roles=false: create them by hand, or restore with no_owner=true or role_map"
+        ));
+        return Ok((plan.missing, plan.differing));
+    }
+    ctx.log(format!(
+        "roles: this server lacks the backup's roles {named}: {} (create_roles={}); a rollback drops them again",
+        if w.create_roles == "true" { "they will be created from the backup" } else { "they are created from the backup once the operator confirms" },
+        w.create_roles
+    ));
+    // Creating them takes CREATEROLE, and a superuser for the attributes only a superuser
+    // may give (PostgreSQL 15: SUPERUSER, REPLICATION, BYPASSRLS).
+    if !role.superuser {
+        if !role.createrole {
+            problems.push(format!(
+                "role {} may not create the missing roles {named} (CREATEROLE): connect as a superuser, or create them by hand",
+                role.name
+            ));
+        }
+        let privileged: Vec<String> = g
+            .roles
+            .iter()
+            .filter(|r| plan.missing.contains(&r.name) && (r.superuser || r.replication || r.bypassrls))
+            .map(|r| quote_ident(&r.name))
+            .collect();
+        if !privileged.is_empty() {
+            problems.push(format!(
+                "the missing roles {} have SUPERUSER, REPLICATION or BYPASSRLS, which only a superuser may give: connect as a superuser, or create them by hand",
+                privileged.join(", ")
+            ));
+        }
+    }
+    Ok((plan.missing, plan.differing))
 }
 
 /// Why DROP DATABASE would fail on `database`, each with its remedy. `WITH (FORCE)` helps
@@ -724,7 +823,10 @@ async fn undroppable(client: &Client, database: &str, maintenance_db: &str) -> R
             "select d.datistemplate, \
              coalesce((select string_agg(s.subname::text, ', ' order by s.subname) from pg_subscription s where s.subdbid = d.oid), ''), \
              coalesce((select string_agg(r.slot_name::text, ', ' order by r.slot_name) from pg_replication_slots r where r.database = d.datname), ''), \
-             (select count(*) from pg_prepared_xacts p where p.database = d.datname) \
+             (select count(*) from pg_prepared_xacts p where p.database = d.datname), \
+             d.datallowconn, \
+             coalesce((select string_agg(distinct l.provider, ', ') from pg_shseclabel l \
+                       where l.classoid = 'pg_database'::regclass and l.objoid = d.oid), '') \
              from pg_database d where d.datname = $1",
             &[&database],
         )
@@ -732,6 +834,22 @@ async fn undroppable(client: &Client, database: &str, maintenance_db: &str) -> R
         .map_err(pg_error)?;
     let (template, subs, slots, prepared): (bool, String, String, i64) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (allows, labels): (bool, String) = (row.get(4), row.get(5));
+    // A database that refuses connections cannot be snapshotted (pg_dump must connect), and
+    // a crashed restore's blocked database is the lock's to find, not a new restore's.
+    if !allows {
+        out.push(format!(
+            "database `{database}` does not allow connections (datallowconn false): pg_dump cannot take its safety snapshot, so it cannot be put back; run `alter database {ident} allow_connections true` first (and `allow_connections false` after the restore), {elsewhere}"
+        ));
+    }
+    // Labels on the database itself live in a shared catalog that neither the backup nor the
+    // safety snapshot (pg_dump without --create) holds: the recreated database would lose
+    // them, so this is refused rather than done silently.
+    if !labels.is_empty() {
+        out.push(format!(
+            "database `{database}` has security labels of provider {labels} on itself, which pgdrill does not capture (a recreated database would lose them): remove them first (`security label for PROVIDER on database {ident} is null`) and label it again after the restore, {elsewhere}"
+        ));
+    }
     if template {
         out.push(format!(
             "database `{database}` is a template database (datistemplate), which DROP DATABASE refuses: run `alter database {ident} is_template false` first (and `is_template true` after the restore), {elsewhere}"
@@ -1207,7 +1325,20 @@ async fn drop_step(ctx: StepCtx, w: DropWith) -> Result<DropOutputs, StepError> 
     recorded(j.as_ref(), &w.database, oid, "drop")?;
     drop_database(&client, &w.database).await?;
     // Only now is anything changed: a DROP that failed left the database as it was.
-    super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Dropping, "dropped", |j| j.changed = true)?;
+    if w.without_snapshot && j.as_ref().is_some_and(|j| !j.existed) {
+        // The database this restore created, dropped by its rollback: the target is as it
+        // was before (absent), so the journal says rolled back and `finish` closes it.
+        // Marked `dropping`, it stayed unfinished and refused every later restore.
+        super::journal::mark(
+            &ctx,
+            w.journal.as_deref(),
+            JPhase::RolledBack,
+            "the database this restore created was dropped: it does not exist, as before",
+            |j| j.changed = true,
+        )?;
+    } else {
+        super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Dropping, "dropped", |j| j.changed = true)?;
+    }
     ctx.log(format!("dropped database {} (owner {}, {})", w.database, info.owner, mib(info.size)));
     Ok(DropOutputs::Dropped(Dropped {
         existed: true,

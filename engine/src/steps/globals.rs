@@ -51,6 +51,12 @@ pub struct GlobalsWith {
     /// text is the remedy the error gives (a restore that may not create roles)
     #[serde(default, deserialize_with = "super::de::opt_text")]
     refuse_missing: Option<String>,
+    /// restore.lock's journal: each role created is recorded in it before its CREATE ROLE
+    /// commits, so a rollback drops exactly the roles this restore made (never one that was
+    /// there before)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
+    journal: Option<String>,
 }
 
 impl With for GlobalsWith {}
@@ -170,7 +176,20 @@ async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepErr
             BTreeMap::new()
         }
     };
-    let applied = if w.roles_only {
+    let journal = w.journal.as_deref().filter(|j| !j.is_empty()).map(|j| ctx.resolve(j));
+    let applied = if let Some(path) = journal {
+        // The journal must exist before a role is made: a role no journal names would stay
+        // after a rollback.
+        super::journal::read_required(&path)?;
+        let mut record = move |name: &str, oid: u32| -> Result<(), String> {
+            let mut j = super::journal::read_required(&path).map_err(|e| e.message().to_string())?;
+            j.created_roles.push(crate::restore::CreatedRole { name: name.to_string(), oid });
+            let phase = j.phase;
+            j.mark(&path, phase, format!("created role {}", crate::pg::native::quote_ident(name)))
+                .map_err(|e| e.message)
+        };
+        globals::apply_roles_recorded(&client, g, &verifiers, &mut record).await.map_err(StepError::failed)?
+    } else if w.roles_only {
         globals::apply_roles(&client, g, &verifiers).await.map_err(StepError::failed)?
     } else {
         let database: String =

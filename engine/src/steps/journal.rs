@@ -362,6 +362,7 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
                     })?;
             }
             let mut j = j;
+            drop_roles_created(&ctx, &admin, &mut j).await;
             j.mark(&path, Phase::Finished, "recover=rollback: the half-made database was dropped").map_err(StepError::from)?;
             Err(StepError::failed(format!(
                 "recover=rollback: database `{}` did not exist before the unfinished restore, so there is nothing to put back: the half-made database was dropped and the journal {} is closed; it is as before that restore",
@@ -435,6 +436,24 @@ fn refuse_legacy_journal(safety: &Path, id: &restore::Identity, database: &str) 
     }
 }
 
+/// Drop the roles `j` says its restore created (the database is as it was before that
+/// restore), saying which went and which stay and why; the caller writes the journal.
+async fn drop_roles_created(ctx: &StepCtx, client: &Client, j: &mut Journal) {
+    if j.created_roles.is_empty() {
+        return;
+    }
+    let (dropped, notes) = restore::drop_created_roles(client, j).await;
+    if !dropped.is_empty() {
+        ctx.log(format!(
+            "dropped again the roles this restore created: {}",
+            dropped.iter().map(|r| quote_ident(r)).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    for n in notes {
+        ctx.log(format!("warning: {n}"));
+    }
+}
+
 /// `recover=reopen`: the unfinished restore never dropped the database, so the one safe
 /// action is to let connections in again (as they were before it) and close the journal.
 async fn reopen(
@@ -466,6 +485,7 @@ async fn reopen(
         Some(c) => format!("it (OID {}) is not the database the journal recorded, so it was left as it is", c.oid),
         None => "it does not exist, as before that restore".to_string(),
     };
+    drop_roles_created(ctx, client, &mut j).await;
     j.recovering = "reopen".into();
     j.mark(path, Phase::Finished, format!("recover=reopen: {done}")).map_err(StepError::from)?;
     let msg = format!(
@@ -621,6 +641,7 @@ async fn journal(ctx: StepCtx, w: JournalWith) -> Result<JournalOutputs, StepErr
         allowed_connections: None,
         changed: false,
         recovering: String::new(),
+        created_roles: Vec::new(),
         phase: Phase::Open,
         history: Vec::new(),
     };
@@ -711,6 +732,8 @@ async fn finish(ctx: StepCtx, w: FinishWith) -> Result<FinishOutputs, StepError>
             _ => "restored and verified",
         };
         ("restored", what.to_string())
+    } else if j.phase == Phase::RolledBack && !j.existed {
+        ("rolled back", "dropped again: it did not exist before this restore".to_string())
     } else if j.phase == Phase::RolledBack {
         ("rolled back", "put back from the safety snapshot and verified".to_string())
     } else if !j.changed && allow_problem.is_none() {
@@ -743,6 +766,18 @@ async fn finish(ctx: StepCtx, w: FinishWith) -> Result<FinishOutputs, StepError>
         ctx.keep("state", "unfinished".into());
         return Err(StepError::failed(msg));
     };
+    // The database is as it was before this restore (or, after recover=rollback, put back):
+    // the roles it created for the backup go again. A restored database keeps them.
+    if (state != "restored" || recovering == "rollback") && !j.created_roles.is_empty() {
+        match crate::pg::connect_to(&w.url, &w.maintenance_db).await {
+            Ok(client) => drop_roles_created(&ctx, &client, &mut j).await,
+            Err(e) => ctx.log(format!(
+                "warning: the roles this restore created, {}, could not be dropped again ({}): drop them by hand",
+                j.created_role_names(),
+                e.message
+            )),
+        }
+    }
     j.recovering.clear();
     j.mark(&path, Phase::Finished, note.clone()).map_err(StepError::from)?;
     ctx.log(format!("journal {} closed: database {} {note}", path.display(), w.database));

@@ -233,7 +233,7 @@ async fn the_upgrade_drill_fails_when_the_upgraded_copy_differs() {
         .expect("source data");
     let dir = tempfile::tempdir().expect("tmp");
     let rb = dir.path().join("upgrade-injected.yaml");
-    let injected = "  - id: injected\n    uses: sql.exec\n    with: { url: \"{{ steps.target.outputs.url }}\", sql: delete from orders where id = 1 }\n";
+    let injected = "  - id: injected\n    uses: sql.exec\n    with: { url: \"{{ steps.create_db.outputs.url }}\", sql: delete from orders where id = 1 }\n";
     std::fs::write(&rb, inject_after("upgrade", "restore", injected)).expect("write");
     let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
     let all = drill(
@@ -260,7 +260,7 @@ fn the_disaster_recovery_drill_fails_when_the_recovered_copy_differs() {
     }
     let dir = tempfile::tempdir().expect("tmp");
     let rb = dir.path().join("dr-injected.yaml");
-    let injected = "  - id: injected\n    uses: sql.exec\n    with: { url: \"{{ steps.provision.outputs.url }}\", sql: \"delete from erp.orders where ctid in (select ctid from erp.orders limit 1)\" }\n";
+    let injected = "  - id: injected\n    uses: sql.exec\n    with: { url: \"{{ steps.create_db.outputs.url }}\", sql: \"delete from erp.orders where ctid in (select ctid from erp.orders limit 1)\" }\n";
     std::fs::write(&rb, inject_after("disaster-recovery", "restore", injected)).expect("write");
     let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
     let all =

@@ -35,6 +35,7 @@ mod pitr;
 mod restore;
 mod restore_checks;
 mod restore_journal;
+mod restore_leftovers;
 mod restore_targets;
 mod retention;
 mod roles;

@@ -253,7 +253,7 @@ fn verify_run(backup: &Path, report: &Path, vars: &[&str]) -> (Option<i32>, Stri
 
 /// Server `erp` loaded, with `default_transaction_read_only = on` set on the database (kept in
 /// the backup), and a backup of it in a new folder: the server, the folder and the backup.
-async fn read_only_erp_backed_up() -> Option<(Ephemeral, tempfile::TempDir, PathBuf)> {
+pub(crate) async fn read_only_erp_backed_up() -> Option<(Ephemeral, tempfile::TempDir, PathBuf)> {
     let src = common::native_server("erp").await?;
     load(&src.url()).await;
     common::exec(&src.url(), "alter database erp set default_transaction_read_only = on").await;
@@ -314,9 +314,16 @@ fn the_disaster_recovery_drill_passes_only_when_the_application_role_reads_and_w
         serde_json::from_str(&std::fs::read_to_string(report.join("run.json")).expect("run.json")).expect("json");
     let steps = run["suites"][0]["steps"].as_array().expect("steps");
     let step = |id: &str| steps.iter().find(|s| s["id"] == id).unwrap_or_else(|| panic!("no step {id}"));
-    for id in ["recreate_roles", "restore", "verify", "app_read", "app_write"] {
+    for id in ["create_db", "recreate_roles", "restore", "verify", "app_read", "app_write"] {
         assert_eq!(step(id)["outcome"], "passed", "{id}: {}", step(id));
     }
+    // The recovered database is created as the backup's source was (its manifest's
+    // database_properties), not with the throwaway server's defaults.
+    assert!(
+        step("create_db")["log"].to_string().contains("created as the backup's source database"),
+        "{}",
+        step("create_db")
+    );
     assert!(step("recreate_roles")["outputs"]["created"].as_array().is_some_and(|c| c.iter().any(|r| r == "erp_app")));
     assert_eq!(step("recreate_roles")["outputs"]["passwords"], 1, "the application's password came back");
     let phases = &step("rto")["outputs"]["phases"];
