@@ -1613,9 +1613,14 @@ impl super::Store for Remote {
 
     async fn list(&self, prefix: &str) -> Result<Vec<super::Meta>, String> {
         // Only the folder the prefix is in is listed (`wal/` lists the WAL archive's pages,
-        // not the whole location's): a LIST pass costs what it returns.
+        // not the whole location's): a LIST pass costs what it returns. At a bucket's root
+        // the listing keeps sending no prefix, as it always did: some S3-compatible servers
+        // (moto with signatures checked) refuse the signature of a prefix holding an encoded
+        // `/`, and a location at the root would then list nothing at all.
         let base = match prefix.rsplit_once('/') {
-            Some((dir, _)) if !dir.is_empty() && !dir.split('/').any(str::is_empty) => Some(self.key(dir)),
+            Some((dir, _)) if !self.prefix.is_empty() && !dir.is_empty() && !dir.split('/').any(str::is_empty) => {
+                Some(self.key(dir))
+            }
             _ => (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str())),
         };
         let mut listing = self.store.list(base.as_ref());
