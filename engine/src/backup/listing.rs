@@ -343,3 +343,29 @@ pub fn kind_from_name(name: &str) -> String {
 pub fn to_json(list: &[Listed]) -> Vec<serde_json::Value> {
     list.iter().map(|b| serde_json::to_value(b).unwrap_or_default()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{kind_from_name, pgdrill_format_of};
+
+    /// An object store's listing reads no object (issue 41): the kinds it shows are its
+    /// names', in `source::sniff`'s words, and `?` where a name does not say.
+    #[test]
+    fn kinds_from_names_read_extensions_outer_layer_first() {
+        assert_eq!(pgdrill_format_of("20261121T154500.123Z.dump.pgdrill"), "custom");
+        assert_eq!(pgdrill_format_of("20261121T154500.123Z-1.sql.pgdrill"), "plain");
+        assert_eq!(pgdrill_format_of("20261121T154500.123Z.dir.tar.pgdrill"), "directory");
+        assert_eq!(pgdrill_format_of("x.pgdrill"), "?");
+        assert_eq!(kind_from_name("auth_db_20240115_020000.sql.gz"), "gzip/plain");
+        assert_eq!(kind_from_name("app-2024-01-15.dump"), "custom");
+        assert_eq!(kind_from_name("APP.SQL.ZST"), "zstd/plain");
+        assert_eq!(kind_from_name("app.sql.gz.enc"), "openssl");
+        assert_eq!(kind_from_name("app.dump.gpg"), "gpg");
+        assert_eq!(kind_from_name("app.tar.gz"), "gzip/tar");
+        assert_eq!(kind_from_name("app_20240115.gz"), "gzip/?");
+        assert_eq!(kind_from_name("notes.txt"), "?");
+        for t in &crate::storage::remote::tests::hostile_inputs() {
+            let _ = (kind_from_name(t), pgdrill_format_of(t));
+        }
+    }
+}

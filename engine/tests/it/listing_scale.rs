@@ -301,3 +301,54 @@ fn ten_thousand_objects_list_in_one_pass_of_pages_and_commands_read_only_what_th
     let churned = churn.wait().expect("the churner ends");
     assert!(churned.success(), "the churner failed");
 }
+
+/// `staging=auto`, the verify runbook's default: a small dump is staged in memory, the log
+/// saying why with its numbers; with a limit below its size (`staging_memory_max`) it is
+/// staged on disk beside the backup, the log naming the limit. Both restore and pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn staging_auto_puts_a_small_dump_in_memory_and_one_over_the_limit_on_disk() {
+    const KEY: &str = "listing-scale test passphrase";
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some(s) = crate::common::native_server("shop").await else { return };
+    let client = pgdrill::pg::connect(&s.url()).await.expect("connect");
+    client
+        .batch_execute("create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 60000) g;")
+        .await
+        .expect("load");
+    crate::common::backup_to(&s.url(), &storage, KEY, "shop");
+    let verify = |extra: &[&str], junit: &str| {
+        Run::new("verify")
+            .var("storage", storage.display())
+            .var("database", "shop")
+            .var("provider", "native")
+            .var("force", "true")
+            .vars(extra)
+            .junit(dir.path().join(junit))
+            .key(KEY)
+            .expect(0)
+            .junit()
+            .all_text()
+    };
+    let staged_in = |xml: &str| {
+        xml.split("staged the checked dump (")
+            .nth(1)
+            .and_then(|r| r.split(" in ").nth(1))
+            .and_then(|r| r.split(" for the restore").next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    // No var: auto.
+    let xml = verify(&[], "auto.xml");
+    assert!(xml.contains("staging auto: in memory (/dev/shm): the plain dump ("), "{xml}");
+    assert!(xml.contains("MiB available, 50% of") && xml.contains("free in /dev/shm)"), "the numbers: {xml}");
+    assert!(staged_in(&xml).starts_with("/dev/shm/.pgdrill-stage-"), "{xml}");
+    // A forced low limit: on disk, beside the backup.
+    let xml = verify(&["staging_memory_max=1048576"], "limited.xml");
+    assert!(xml.contains("staging auto: on disk, beside the backup: the plain dump ("), "{xml}");
+    assert!(xml.contains("staging_memory_max 1 MiB"), "the limit is named: {xml}");
+    let staged = staged_in(&xml);
+    assert!(staged.starts_with(&storage.join("shop").display().to_string()), "{staged}");
+    assert!(!Path::new(&staged).exists(), "the staged plaintext outlived the run: {staged}");
+    s.stop().await;
+}
