@@ -635,6 +635,10 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
         // The newest backup's manifest, or a loud error: an older backup in its place would
         // make a stale database look backed up.
         let m = Manifest::read(&e.path).map_err(|err| {
+            // The store failed to give the manifest (read now, not when listed): no verdict.
+            if err.class == crate::error::Class::Environment {
+                return StepError::from(err);
+            }
             StepError::failed(format!(
                 "{err}; refusing to report an older backup as the latest: repair it, or move {} and its manifest away",
                 e.name

@@ -173,6 +173,10 @@ async fn read_disagrees(
         .await
         .map_err(|err| StepError::environment(err.to_string()))?;
     Ok(match read {
+        // The store failed to give it: stop, nothing deleted (no plan is made on a guess).
+        Err(err) if err.class == crate::error::Class::Environment => {
+            return Err(StepError::from(err.context("nothing deleted")))
+        }
         Err(err) => Some(err.to_string()),
         // Names keep milliseconds.
         Ok(m) if (m.started_at - at).abs() >= time::Duration::milliseconds(1) => {
