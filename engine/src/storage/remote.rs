@@ -7,10 +7,10 @@
 //! the objects mean (backups, manifests, ledger records) is backup/'s business.
 //!
 //! Steps still work on local paths: a location is mirrored into a private directory of
-//! this process (manifests, `*.manifest.json`, as they are; every other object as a sparse file of
-//! its size and time, with its first bytes so its kind can be told). An object's contents
-//! are only downloaded when a step reads it (`fetch`). Steps show the object's URL, never
-//! the mirror.
+//! this process from one pass of LIST pages (each object a sparse file of its size and
+//! time; a manifest's bytes and another tool's file's first bytes are read when something
+//! reads them, `materialize`). An object's contents are only downloaded when a step reads
+//! it (`fetch`). Steps show the object's URL, never the mirror.
 //!
 //! Credentials come from the environment, as each ecosystem expects (see `open`); a location
 //! carries only options (`?endpoint=...&region=...&path_style=true&storage_class=...`), never
