@@ -17,6 +17,11 @@
 #   each place in the round in turn, and print medians: wall seconds, CPU seconds (user+sys
 #   of the command and every process it waited for, plus, for pg_restore into an already
 #   running server, what that server's backends spent) and peak RSS of pgdrill itself.
+#   The verify rounds also run the peer pipeline teams run by hand (pg_restore -j 2, then
+#   amcheck bt_index_check heapallindexed over every B-tree index, then pg_dump -Fc -Z0 of
+#   the restored copy > /dev/null, same settings), with each phase's share; the goals are
+#   verify full <= 0.8x that pipeline and verify counts <= 1.3x the bare restore.
+#   DBSIZE=2.5 runs one size (GB, as SIZES).
 #   VERIFY_AB=1 adds a kind of verify run to the rounds: fingerprint=full with the runbook as
 #   it was before its checks ran side by side (fixtures/runbooks/verify-sequential.yaml: one
 #   pg_restore, then schema, then tables and amcheck), so what the overlap buys is measured
@@ -57,6 +62,11 @@
 #             --report and --junit. The goal: under 10 s and 100 MB; the cost must grow
 #             linearly with the number of steps (it was n²: every step converted every
 #             earlier step's outputs for its templates, and JUnit counted shared names per step).
+#   list      (only with BENCH=list) listing at scale (issue 41): LIST_OBJECTS (10000) objects
+#             of mixed kinds in moto on loopback: `backups list`, `backup.latest`, a prune
+#             plan and `fleet plan`, each next to boto3's paginated LIST of the same prefix
+#             (goal <= 2x), then the same files locally and a LEDGER_LINES (100000) line
+#             ledger (goal < 1 s each); LIST_RUNS (5) rotated rounds, medians, CPU beside wall.
 #   evidence  (only with BENCH=evidence) what signing and chaining add to a run: a runbook of
 #             one trivial step run EVIDENCE_RUNS times (default 20) without and with
 #             --signing-key/--evidence, median wall ms of each; the goal is under 50 ms added.
@@ -305,7 +315,7 @@ print(int(1000 * s['duration']), int(1000 * s['outputs']['restore_s']), int(1000
   exit 0
 fi
 declare -A results
-[ "$BENCH" = backup ] || [ "$BENCH" = verify ] || [ "$BENCH" = store ] || for kind in pgdrill_native shell_native pgdrill_docker shell_docker; do
+[ "$BENCH" = backup ] || [ "$BENCH" = verify ] || [ "$BENCH" = store ] || [ "$BENCH" = list ] || for kind in pgdrill_native shell_native pgdrill_docker shell_docker; do
   samples=()
   for _ in $(seq 1 "$RUNS"); do
     case $kind in
@@ -539,7 +549,32 @@ PY
     # What was staged for the restore: backup.check logs it (in the JUnit).
     echo "staged_bytes=$(cat "$rep.xml" | sed -n 's/.*staged the checked dump (\([0-9]*\) bytes).*/\1/p' | head -n 1)" >>"$S/phases-$1${3:-}"
   }
-  local vkinds=(pgr_throwaway pgr_default verify_full verify_counts)
+  # The peer pipeline teams run by hand to prove a logical backup (issue 41; the approach
+  # of the public pgBackRest restore-check scripts): pg_restore -j 2, then amcheck's
+  # bt_index_check with heapallindexed over every B-tree index, then pg_dump -Fc -Z0 of the
+  # restored copy to /dev/null (reads every row), into the server with pgdrill's throwaway
+  # settings; each phase's seconds kept for its share.
+  peer_run() {  # dir port
+    psql -h 127.0.0.1 -p "$2" -U postgres -qc 'drop database if exists restored' -c 'create database restored'
+    settle
+    local before after
+    before=$(server_ticks "$1")
+    measure "$S/m" bash -c '
+      set -e
+      t0=$(date +%s%3N)
+      pg_restore -h 127.0.0.1 -p "$1" -U postgres -j 2 -d restored "$2"
+      t1=$(date +%s%3N)
+      psql -h 127.0.0.1 -p "$1" -U postgres -d restored -qAt -v ON_ERROR_STOP=1 -c "create extension if not exists amcheck" \
+        -c "select count(bt_index_check(c.oid, true)) from pg_index i join pg_class c on c.oid = i.indexrelid join pg_am a on a.oid = c.relam where a.amname = '"'"'btree'"'"' and c.relpersistence <> '"'"'t'"'"' and i.indisvalid" >/dev/null
+      t2=$(date +%s%3N)
+      pg_dump -h 127.0.0.1 -p "$1" -U postgres -Fc -Z0 restored >/dev/null
+      t3=$(date +%s%3N)
+      echo "restore=$(((t1 - t0))) amcheck=$(((t2 - t1))) dump=$(((t3 - t2)))" >>"$3"' _ "$2" "$S/z0.dump" "$S/phases-peer"
+    sleep 0.5
+    after=$(server_ticks "$1")
+    awk -v t="$(((after - before) * 1000 / TCK))" '{ print $1, $2 + t, $3 }' "$S/m" >"$S/m2" && mv "$S/m2" "$S/m"
+  }
+  local vkinds=(pgr_throwaway pgr_default peer verify_full verify_counts)
   # VERIFY_AB=1: also the runbook as it was before its checks ran side by side
   # (fixtures/runbooks/verify-sequential.yaml), to measure what the overlap buys.
   if [ -n "${VERIFY_AB:-}" ]; then vkinds+=(verify_full_seq); fi
@@ -553,6 +588,7 @@ PY
       case $kind in
         pgr_throwaway) baseline_restore "$TPD" "$TPORT" ;;
         pgr_default) baseline_restore "$DPD" "$DPORT" ;;
+        peer) peer_run "$TPD" "$TPORT" ;;
         verify_full) verify_run full ;;
         verify_counts) verify_run counts ;;
         verify_full_seq) verify_run full fixtures/runbooks/verify-sequential.yaml seq ;;
@@ -583,6 +619,18 @@ PY
   echo "| pg_restore -j 2 into a running server with default settings | $(sec "$vd") | $(sec "$(col "$S/v-pgr_default" 2)") | $(ratio "$vd" "$vt") | 1.00 | |"
   echo "| pgdrill run verify, jobs=2, fingerprint=full (start server, check, restore, compare, amcheck heapallindexed) | $(sec "$vf") | $(sec "$(col "$S/v-verify_full" 2)") | $(ratio "$vf" "$vt") | $(ratio "$vf" "$vd") | <= 1.6 |"
   echo "| pgdrill run verify, jobs=2, fingerprint=counts (amcheck structure only) | $(sec "$vc") | $(sec "$(col "$S/v-verify_counts" 2)") | $(ratio "$vc" "$vt") | $(ratio "$vc" "$vd") | <= 1.3 |"
+  local vp; vp=$(col "$S/v-peer" 1)
+  echo "| peer pipeline: pg_restore -j 2 + amcheck bt_index_check heapallindexed over every B-tree index + pg_dump -Fc -Z0 of the restored copy > /dev/null, same settings | $(sec "$vp") | $(sec "$(col "$S/v-peer" 2)") | $(ratio "$vp" "$vt") | $(ratio "$vp" "$vd") | |"
+  echo
+  echo "pgdrill verify full / peer pipeline (wall): $(ratio "$vf" "$vp") (goal <= 0.8); CPU: $(ratio "$(col "$S/v-verify_full" 2)" "$(col "$S/v-peer" 2)")."
+  echo "peer pipeline phases (median ms, share of its wall): $(python3 - "$S/phases-peer" <<'PY'
+import statistics, sys
+runs = [dict((k, float(v)) for k, v in (kv.split("=") for kv in line.split())) for line in open(sys.argv[1]) if line.strip()]
+med = {k: statistics.median(r[k] for r in runs) for k in ("restore", "amcheck", "dump")}
+total = sum(med.values()) or 1
+print(", ".join("%s %.0f (%.0f%%)" % (k, v, 100 * v / total) for k, v in med.items()))
+PY
+)"
   if [ -n "${VERIFY_AB:-}" ]; then
     local vs; vs=$(col "$S/v-verify_full_seq" 1)
     echo "| the same, fingerprint=full, sequential (fixtures/runbooks/verify-sequential.yaml: one pg_restore, then schema, then tables and amcheck) | $(sec "$vs") | $(sec "$(col "$S/v-verify_full_seq" 2)") | $(ratio "$vs" "$vt") | $(ratio "$vs" "$vd") | |"
@@ -598,11 +646,125 @@ PY
     echo "- $f: $(phases "$f")"
   done
   echo "pgdrill verify peak RSS (largest of the runs, pgdrill itself): $((vrss / 1024)) MiB; staged for the restore: $(mib "$staged") MiB (pg_dump -Fc -Z0: $(mib "$(size_of "$S/z0.dump")") MiB)"
-  echo "$DBSIZE $(ratio "$bc" "$bz") $(ratio "$bc" "$bgz") $(ratio "$vf" "$vt") $(ratio "$vc" "$vt") $rss_c $vrss $staged $(size_of "$S/z0.dump")" >>"$GROWTH"
+  echo "$DBSIZE $(ratio "$bc" "$bz") $(ratio "$bc" "$bgz") $(ratio "$vf" "$vt") $(ratio "$vc" "$vt") $rss_c $vrss $staged $(size_of "$S/z0.dump") $(ratio "$vf" "$vp")" >>"$GROWTH"
   stop_servers
   rm -rf "$S"
 }
 
+if [ "$BENCH" = list ]; then
+  # Listing at scale (issue 41): LIST_OBJECTS (default 10000) objects of mixed kinds in an
+  # S3-compatible server on loopback (moto), each pgdrill command next to a plain paginated
+  # LIST of the same prefix by boto3 in the same run; then LIST_OBJECTS local files and a
+  # ledger of LEDGER_LINES (default 100000) lines. LIST_RUNS rounds (default 5), rotated,
+  # medians of wall and CPU seconds (user+sys of the command and its children).
+  n="${LIST_OBJECTS:-10000}"; runs="${LIST_RUNS:-5}"; lines="${LEDGER_LINES:-100000}"
+  L="$WORK/list"; mkdir -p "$L"
+  MPORT=$((45000 + RANDOM % 5000))
+  moto_server -H 127.0.0.1 -p "$MPORT" >"$L/moto.log" 2>&1 &
+  MOTO=$!
+  trap 'kill "$MOTO" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$MPORT/" >/dev/null 2>&1 && break; sleep 0.1; done
+  export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1 \
+    AWS_ENDPOINT_URL="http://127.0.0.1:$MPORT" AWS_ALLOW_HTTP=true
+  # The same layout in the bucket (prefix p/) and in a local directory: a fifth pgdrill
+  # backups of `app` (archive + manifest), a tenth other tools' dumps, the rest WAL segments
+  # and foreign files; the local one also gets `erp/ledger.jsonl` of $lines lines.
+  python3 - "$MPORT" "$n" "$L/local" "$lines" <<'PY'
+import boto3, datetime, gzip, json, os, sys
+from concurrent.futures import ThreadPoolExecutor
+port, n, local, lines = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+today = datetime.datetime.now(datetime.timezone.utc).replace(hour=2, minute=0, second=0, microsecond=0)
+def stamp(at): return at.strftime("%Y%m%dT%H%M%S.") + "%03dZ" % (at.microsecond // 1000)
+def manifest(db, at):
+    t = at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return json.dumps({"schema": "pgdrill.manifest/1", "pgdrill_version": "0.1.0", "database": db,
+        "server_version": "15.18", "server_major": 15, "pg_dump_version": "pg_dump (PostgreSQL) 15.18",
+        "format": "custom", "codec": "zstd", "level": 3, "cipher": "none",
+        "sizes": {"raw": 1, "compressed": 1, "stored": 1}, "sha256": "00",
+        "started_at": t, "finished_at": t, "snapshot": "x", "fingerprint": None}).encode()
+objs = []
+for i in range(1, n // 10 + 1):
+    at = today - datetime.timedelta(hours=i)
+    name = "app/%s.dump.pgdrill" % stamp(at)
+    objs += [(name, b"archive"), (name + ".manifest.json", manifest("app", at))]
+gz = gzip.compress(b"-- PostgreSQL database dump\nselect 1;\n")
+for i in range(n // 10):
+    objs.append(("legacy/legacy_db_%s.sql.gz" % (today - datetime.timedelta(hours=i + 1)).strftime("%Y%m%d_%H%M%S"), gz))
+rest = n - len(objs)
+for i in range(rest // 2):
+    objs.append((".cluster/7300000000000000001/wal/%024X" % (i + 1), b"w"))
+for i in range(rest - rest // 2):
+    objs.append(("misc/notes-%06d.txt" % i, b"notes"))
+s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:" + port, region_name="us-east-1")
+s3.create_bucket(Bucket="bench")
+with ThreadPoolExecutor(16) as ex:
+    list(ex.map(lambda kv: s3.put_object(Bucket="bench", Key="p/" + kv[0], Body=kv[1]), objs))
+for key, body in objs:
+    path = os.path.join(local, key)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f: f.write(body)
+os.makedirs(os.path.join(local, "erp"), exist_ok=True)
+with open(os.path.join(local, "erp", "ledger.jsonl"), "w") as f:
+    for i in range(lines):
+        f.write(json.dumps({"backup": "%s.dump.pgdrill" % stamp(today - datetime.timedelta(minutes=i)),
+                            "verified_at": "2026-01-01T00:00:00Z", "result": "passed"}) + "\n")
+at = today - datetime.timedelta(minutes=1)
+with open(os.path.join(local, "erp", "%s.dump.pgdrill" % stamp(at)), "wb") as f: f.write(b"archive")
+with open(os.path.join(local, "erp", "%s.dump.pgdrill.manifest.json" % stamp(at)), "wb") as f: f.write(manifest("erp", at))
+print(len(objs))
+PY
+  printf 'name: latest\nvars: { storage: ~ }\nsteps:\n  - id: latest\n    uses: backup.latest\n    with: { storage: "{{ vars.storage }}", database: app }\n' >"$L/latest.yaml"
+  printf 'defaults:\n  storage: s3://bench/p\n  schedules: [weekly-verify]\nschedules:\n  weekly-verify: { runbook: verify, cron: "30 4 * * sun" }\nprojects:\n  bench:\n    defaults: { connection: "host=127.0.0.1 user=bench" }\n    environments:\n      prod:\n        databases:\n          app: {}\n' >"$L/fleet.yaml"
+  # (A command, not a function: `measure` runs it under GNU time.)
+  BOTO3_LIST='import boto3, sys
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1")
+n = sum(len(p.get("Contents", [])) for p in s3.get_paginator("list_objects_v2").paginate(Bucket="bench", Prefix="p/"))
+assert n > 0'
+  kinds=(boto3 list latest prune fleet local_list local_prune ledger)
+  nk=${#kinds[@]}
+  for round in $(seq 0 $((runs - 1))); do
+    for i in $(seq 0 $((nk - 1))); do
+      kind=${kinds[$(((round + i) % nk))]}
+      case $kind in
+        boto3) measure "$L/m" python3 -c "$BOTO3_LIST" "$AWS_ENDPOINT_URL" ;;
+        list) measure "$L/m" "$BIN" backups list --storage s3://bench/p --database app --json >/dev/null ;;
+        latest) measure "$L/m" "$BIN" run "$L/latest.yaml" --quiet --var storage=s3://bench/p >/dev/null ;;
+        prune) measure "$L/m" "$BIN" run prune --quiet --var storage=s3://bench/p --var database=app >/dev/null ;;
+        fleet) measure "$L/m" "$BIN" fleet plan "$L/fleet.yaml" verify >/dev/null ;;
+        local_list) measure "$L/m" "$BIN" backups list --storage "$L/local" --json >/dev/null ;;
+        local_prune) measure "$L/m" "$BIN" run prune --quiet --var storage="$L/local" --var database=app >/dev/null ;;
+        ledger) measure "$L/m" "$BIN" backups list --storage "$L/local" --database erp --json >/dev/null ;;
+      esac
+      cat "$L/m" >>"$L/s-$kind"
+    done
+  done
+  kill "$MOTO" 2>/dev/null || true
+  for kind in "${kinds[@]}"; do echo "[bench] $kind (wall_ms cpu_ms rss_kib per round): $(tr '\n' ';' <"$L/s-$kind")" >&2; done
+  b=$(col "$L/s-boto3" 1)
+  row() {  # kind label goal
+    local w; w=$(col "$L/s-$1" 1)
+    echo "| $2 | $(sec "$w") | $(sec "$(col "$L/s-$1" 2)") | $(($(col "$L/s-$1" 3) / 1024)) | $(ratio "$w" "$b") | $3 |"
+  }
+  echo
+  echo "## Listing $n objects (moto on loopback; local files; a $lines-line ledger), median of $runs rotated rounds"
+  echo
+  echo "| command | wall (s) | CPU (s) | peak RSS (MiB) | / boto3 LIST | goal |"
+  echo "|---|---|---|---|---|---|"
+  row boto3 "boto3 list_objects_v2, paginated, prefix p/ (the plain LIST)" ""
+  row list "pgdrill backups list --database app --json (s3://)" "<= 2x"
+  row latest "pgdrill backup.latest of app (s3://)" "<= 2x"
+  row prune "pgdrill run prune, dry run, app (s3://)" "<= 2x"
+  row fleet "pgdrill fleet plan (a target on s3://; lists nothing)" "<= 2x"
+  row local_list "pgdrill backups list --json, $n local files" "< 1 s"
+  row local_prune "pgdrill run prune, dry run, app, local files" ""
+  row ledger "pgdrill backups list --database erp, a $lines-line ledger" "< 1 s"
+  echo
+  echo "CPU: user+sys of the command and its children (moto's own CPU is in neither column)."
+  exit 0
+fi
+
+# DBSIZE=2.5: one size, in GB, as SIZES takes them (a growth table of one line).
+if [ -n "${DBSIZE:-}" ] && [ -z "${SIZES:-}" ]; then SIZES="$DBSIZE"; fi
 if [ -n "${SIZES:-}" ]; then
   for gb in $SIZES; do
     bench_size "$(awk -v g="$gb" 'BEGIN { printf "%d", g / 0.6 * 30 + 0.5 }')" "$(awk -v g="$gb" 'BEGIN { printf "%d", g / 0.6 * 400000 + 0.5 }')"
@@ -610,10 +772,10 @@ if [ -n "${SIZES:-}" ]; then
   echo
   echo "## Growth (one line per size; ratios against the same baselines as above)"
   echo
-  echo "| database (MiB) | backup / pg_dump -Z0 | backup / gzip\|openssl | verify full / pg_restore | verify counts / pg_restore | backup peak RSS (MiB) | verify peak RSS (MiB) | staged (MiB) | pg_dump -Fc -Z0 (MiB) |"
-  echo "|---|---|---|---|---|---|---|---|---|"
-  while read -r db r1 r2 r3 r4 rb rv st z0; do
-    echo "| $((db / 1048576)) | $r1 | $r2 | $r3 | $r4 | $((rb / 1024)) | $([ "$rv" = - ] && echo - || echo $((rv / 1024))) | $([ "$st" = - ] && echo - || mib "$st") | $(mib "$z0") |"
+  echo "| database (MiB) | backup / pg_dump -Z0 | backup / gzip\|openssl | verify full / pg_restore | verify counts / pg_restore | verify full / peer pipeline | backup peak RSS (MiB) | verify peak RSS (MiB) | staged (MiB) | pg_dump -Fc -Z0 (MiB) |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  while read -r db r1 r2 r3 r4 rb rv st z0 vp; do
+    echo "| $((db / 1048576)) | $r1 | $r2 | $r3 | $r4 | ${vp:--} | $((rb / 1024)) | $([ "$rv" = - ] && echo - || echo $((rv / 1024))) | $([ "$st" = - ] && echo - || mib "$st") | $(mib "$z0") |"
   done <"$GROWTH"
 else
   SCALE="${SCALE:-30}"

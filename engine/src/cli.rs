@@ -1389,12 +1389,23 @@ fn backups_table(list: &[Listed], physical: &[crate::steps::wal::SystemView]) ->
                 created(&f.created, f.created_from == crate::backup::layout::MadeFrom::Mtime, f.future_s),
                 database,
                 crate::report::human_bytes(f.size),
-                shown(&f.format),
-                yes_no(f.encrypted),
+                if f.format_from.is_some() { format!("{}*", shown(&f.format)) } else { shown(&f.format) },
+                if f.format_from.is_some() && !f.encrypted { "?".into() } else { yes_no(f.encrypted) },
                 // Other tools' files have no manifest.
                 "none".into(),
                 verified(&f.last_verification),
                 shown(&f.path),
+            ],
+            // Listed from an object store by name (issue 41): what only the manifest says is `?`.
+            Listed::Named(n) => [
+                created(&n.created, false, n.future_s),
+                database,
+                crate::report::human_bytes(n.size),
+                format!("pgdrill/{}*", shown(&n.format)),
+                "?".into(),
+                "not read".into(),
+                verified(&n.last_verification),
+                shown(&n.path),
             ],
             Listed::Pgdrill(p) => [
                 created(&p.created, false, p.future_s),
@@ -1451,6 +1462,12 @@ fn backups_table(list: &[Listed], physical: &[crate::steps::wal::SystemView]) ->
     }
     if rows.is_empty() {
         out.push("(no backups)".into());
+    }
+    let named = list.iter().filter(|b| b.from_names()).count();
+    if named > 0 {
+        out.push(format!(
+            "* {named} kind(s) taken from names and the store's listing, no object read (one LIST pass); a command that uses a backup reads its manifest or first bytes"
+        ));
     }
     out
 }

@@ -98,8 +98,22 @@ pub async fn record(store: &dyn crate::storage::Store, folder: &str, entry: &Ent
 /// store's local mirror), in the order they were made, so the mirror reads as a local
 /// location. A record that is not a ledger entry stops it (the ledger fails closed).
 pub async fn gather(store: &dyn crate::storage::Store, root: &Path) -> Result<(), String> {
+    gather_from(store, root, store.list("").await?).await
+}
+
+/// How many ledger records are read at once: a year of daily verifications is hundreds of
+/// small objects, each a request that mostly waits.
+const RECORDS_IN_FLIGHT: usize = 16;
+
+/// `gather`, from a listing already made (the mirror's one pass, `Remote::listed`).
+async fn gather_from(
+    store: &dyn crate::storage::Store,
+    root: &Path,
+    listed: Vec<crate::storage::Meta>,
+) -> Result<(), String> {
+    use futures_util::StreamExt;
     let mut folders: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
-    for m in store.list("").await? {
+    for m in listed {
         let parts: Vec<&str> = m.key.split('/').collect();
         if parts.len() == 3 && parts[1] == RECORDS && parts[2].ends_with(".json") {
             folders.entry(parts[0].to_string()).or_default().push(parts[2].to_string());
@@ -109,9 +123,13 @@ pub async fn gather(store: &dyn crate::storage::Store, root: &Path) -> Result<()
         // Names begin with the time of the verification: in order.
         names.sort();
         let mut text = Vec::new();
-        for name in names {
-            let key = format!("{folder}/{RECORDS}/{name}");
-            let bytes = store.read(&key).await?;
+        let keys: Vec<String> = names.iter().map(|name| format!("{folder}/{RECORDS}/{name}")).collect();
+        // Read a few at a time, taken in order.
+        let mut reads = futures_util::stream::iter(keys.iter().cloned())
+            .map(|key| async move { store.read(&key).await.map(|b| (key, b)) })
+            .buffered(RECORDS_IN_FLIGHT);
+        while let Some(read) = reads.next().await {
+            let (key, bytes) = read?;
             let line: Vec<u8> = bytes.iter().copied().filter(|b| *b != b'\n').collect();
             if serde_json::from_slice::<Entry>(&line).is_err() {
                 return Err(format!(
@@ -132,7 +150,8 @@ pub async fn gather(store: &dyn crate::storage::Store, root: &Path) -> Result<()
 /// records gathered: the root to list.
 pub async fn mirrored(r: &crate::storage::remote::Remote) -> Result<PathBuf, String> {
     let root = r.mirror().await?;
-    gather(r, &root).await?;
+    // The records are in the listing the mirror just made: no second pass.
+    gather_from(r, &root, r.listed()).await?;
     Ok(root)
 }
 

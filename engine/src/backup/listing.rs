@@ -24,6 +24,31 @@ pub enum Listed {
     Foreign(Box<ForeignBackup>),
     /// A pgdrill backup whose manifest cannot be read.
     Unreadable(UnreadableBackup),
+    /// A pgdrill backup in an object store, listed from its name and the LIST answer alone
+    /// (issue 41: a listing costs one pass of LIST pages, no request per backup); what only
+    /// its manifest says (sha256, encryption, binding) is read by the command that uses it.
+    Named(Box<NamedBackup>),
+}
+
+/// A pgdrill backup as its name and the store's listing show it: its manifest not read.
+#[derive(Debug, Clone, Serialize)]
+pub struct NamedBackup {
+    pub path: String,
+    pub manifest: String,
+    /// The archive's size, from the listing.
+    pub size: u64,
+    /// From its folder.
+    pub database: String,
+    /// From its name's extension (`dump.pgdrill`: custom).
+    pub format: String,
+    /// When its dump started, from its name (RFC 3339).
+    pub created: String,
+    pub origin: Origin,
+    /// Always `name`: what this entry says was taken from the name and the listing.
+    pub taken_from: &'static str,
+    pub last_verification: Option<LastVerification>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub future_s: Option<i64>,
 }
 
 /// Who wrote a listed backup.
@@ -73,8 +98,13 @@ pub struct ForeignBackup {
     /// Whether `created` is from the name or, less reliably, the file's mtime.
     pub created_from: MadeFrom,
     pub size: u64,
-    /// What its first bytes say (`custom`, `plain`, `gzip`, `openssl` ...).
+    /// What its first bytes say (`custom`, `plain`, `gzip`, `openssl` ...), or, in a listing
+    /// of an object store, what its name says (`format_from`).
     pub format: String,
+    /// `name` when `format` is read from the name (an object store's listing reads no
+    /// object's bytes); absent when from the file's first bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format_from: Option<&'static str>,
     pub encrypted: bool,
     /// Always `none`: another tool's file has no manifest.
     pub manifest_auth: &'static str,
@@ -122,6 +152,7 @@ impl Listed {
             Listed::Pgdrill(b) => &b.path,
             Listed::Foreign(b) => &b.path,
             Listed::Unreadable(b) => &b.path,
+            Listed::Named(b) => &b.path,
         }
     }
 
@@ -130,6 +161,16 @@ impl Listed {
             Listed::Pgdrill(b) => &b.database,
             Listed::Foreign(b) => &b.database,
             Listed::Unreadable(b) => &b.database,
+            Listed::Named(b) => &b.database,
+        }
+    }
+
+    /// Whether what it says was taken from names and the listing, not read from the object.
+    pub fn from_names(&self) -> bool {
+        match self {
+            Listed::Named(_) => true,
+            Listed::Foreign(f) => f.format_from.is_some(),
+            _ => false,
         }
     }
 }
@@ -170,8 +211,10 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
     Ok(entries
         .iter()
         .map(|e| {
+            // An object store's file listed without reading it: what its name says.
+            let lazy = remote::is_lazy(&e.path);
             if e.foreign {
-                let kind = source::sniff(&e.path);
+                let kind = if lazy { kind_from_name(&e.name).to_string() } else { source::sniff(&e.path) };
                 let size = if e.path.is_dir() {
                     std::fs::read_dir(&e.path)
                         .map(|rd| rd.flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum::<u64>())
@@ -189,7 +232,23 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                     size,
                     encrypted: kind.starts_with("openssl") || kind.starts_with("gpg"),
                     format: kind,
+                    format_from: lazy.then_some("name"),
                     manifest_auth: "none",
+                    last_verification: last_of(e),
+                    future_s: super::dated_ahead(e.made),
+                }));
+            }
+            let manifest = layout::manifest_path(&e.path);
+            if remote::is_lazy(&manifest) && e.made_from == layout::MadeFrom::Name {
+                return Listed::Named(Box::new(NamedBackup {
+                    path: remote::display(&e.path),
+                    manifest: remote::display(&manifest),
+                    size: std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0),
+                    database: e.database.clone(),
+                    format: pgdrill_format_of(&e.name).to_string(),
+                    created: rfc3339(e.made),
+                    origin: Origin::Pgdrill,
+                    taken_from: "name",
                     last_verification: last_of(e),
                     future_s: super::dated_ahead(e.made),
                 }));
@@ -226,8 +285,87 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
         .collect())
 }
 
+/// The dump format a pgdrill archive's name says (its extension, `Format::ext`).
+pub fn pgdrill_format_of(name: &str) -> &'static str {
+    let stem = name.strip_suffix(".pgdrill").unwrap_or(name);
+    if stem.ends_with(".dump") {
+        "custom"
+    } else if stem.ends_with(".sql") {
+        "plain"
+    } else if stem.ends_with(".dir.tar") {
+        "directory"
+    } else {
+        "?"
+    }
+}
+
+/// What another tool's file is by its name's extensions, in `source::sniff`'s words
+/// (outer layer first): what a listing of an object store shows without reading the file.
+/// `?` where the name does not say.
+pub fn kind_from_name(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    let mut layers = Vec::new();
+    let mut rest = lower.as_str();
+    loop {
+        let (next, layer) = if let Some(r) = rest.strip_suffix(".gz") {
+            (r, "gzip")
+        } else if let Some(r) = rest.strip_suffix(".zst") {
+            (r, "zstd")
+        } else if let Some(r) = rest.strip_suffix(".enc") {
+            (r, "openssl")
+        } else if let Some(r) = rest.strip_suffix(".gpg").or_else(|| rest.strip_suffix(".pgp")) {
+            (r, "gpg")
+        } else {
+            break;
+        };
+        layers.push(layer);
+        rest = next;
+        // An envelope hides what is inside.
+        if matches!(layer, "openssl" | "gpg") {
+            return layers.join("/");
+        }
+    }
+    let inner = if rest.ends_with(".sql") {
+        "plain"
+    } else if [".dump", ".backup", ".pgdump", ".custom"].iter().any(|x| rest.ends_with(x)) {
+        "custom"
+    } else if rest.ends_with(".tar") {
+        "tar"
+    } else {
+        "?"
+    };
+    layers.push(inner);
+    layers.join("/")
+}
+
 /// A listing as JSON values, each entry's keys in the order `backups list --json` has always
 /// printed them (sorted).
 pub fn to_json(list: &[Listed]) -> Vec<serde_json::Value> {
     list.iter().map(|b| serde_json::to_value(b).unwrap_or_default()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{kind_from_name, pgdrill_format_of};
+
+    /// An object store's listing reads no object (issue 41): the kinds it shows are its
+    /// names', in `source::sniff`'s words, and `?` where a name does not say.
+    #[test]
+    fn kinds_from_names_read_extensions_outer_layer_first() {
+        assert_eq!(pgdrill_format_of("20261121T154500.123Z.dump.pgdrill"), "custom");
+        assert_eq!(pgdrill_format_of("20261121T154500.123Z-1.sql.pgdrill"), "plain");
+        assert_eq!(pgdrill_format_of("20261121T154500.123Z.dir.tar.pgdrill"), "directory");
+        assert_eq!(pgdrill_format_of("x.pgdrill"), "?");
+        assert_eq!(kind_from_name("auth_db_20240115_020000.sql.gz"), "gzip/plain");
+        assert_eq!(kind_from_name("app-2024-01-15.dump"), "custom");
+        assert_eq!(kind_from_name("APP.SQL.ZST"), "zstd/plain");
+        assert_eq!(kind_from_name("app.sql.gz.enc"), "openssl");
+        assert_eq!(kind_from_name("app.dump.gpg"), "gpg");
+        assert_eq!(kind_from_name("app.tar.gz"), "gzip/tar");
+        assert_eq!(kind_from_name("app_20240115.gz"), "gzip/?");
+        assert_eq!(kind_from_name("notes.txt"), "?");
+        for t in &crate::storage::remote::tests::hostile_inputs() {
+            let _ = (kind_from_name(t), pgdrill_format_of(t));
+        }
+    }
 }

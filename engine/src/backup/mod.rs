@@ -342,6 +342,7 @@ pub fn manifest_bytes(mut v: serde_json::Value) -> Vec<u8> {
 pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<ManifestTrust, Failure> {
     let mp = layout::manifest_path(backup);
     let failed = |m: String| Failure::failed(format!("{}: {m}", mp.display()));
+    crate::storage::remote::materialize(&mp).map_err(Failure::environment)?;
     let text = std::fs::read(&mp).map_err(|e| failed(format!("cannot read: {e}")))?;
     let value: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| failed(format!("unreadable manifest: {e}")))?;
@@ -412,6 +413,8 @@ impl Manifest {
 
     pub fn read(backup: &Path) -> Result<Manifest, Failure> {
         let p = layout::manifest_path(backup);
+        // Listed from a store without its bytes (issue 41): read them now, once.
+        crate::storage::remote::materialize(&p).map_err(Failure::environment)?;
         let text = std::fs::read_to_string(&p)
             .map_err(|e| Failure::failed(format!("missing manifest {}: {e}", p.display())))?;
         serde_json::from_str(&text).map_err(|e| Failure::failed(format!("unreadable manifest {}: {e}", p.display())))

@@ -54,6 +54,8 @@ pub enum Located {
 
 /// The origin of a backup path: pgdrill archives start with the archive magic.
 pub fn origin(path: &Path) -> Origin {
+    // A store's file listed without its first bytes: read them now (a decision needs them).
+    let _ = crate::storage::remote::materialize(path);
     let mut magic = [0u8; 9];
     match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)) {
         Ok(()) if &magic == archive::MAGIC => Origin::Pgdrill,
@@ -140,6 +142,9 @@ pub fn sniff(path: &Path) -> String {
     if path.is_dir() {
         return if path.join("toc.dat").is_file() { "directory".into() } else { "?".into() };
     }
+    if crate::storage::remote::materialize(path).is_err() {
+        return "unreadable".into();
+    }
     let Ok(file) = std::fs::File::open(path) else { return "unreadable".into() };
     let mut r: Box<dyn Read + Send> = Box::new(io::BufReader::new(file));
     let mut layers: Vec<&str> = Vec::new();
@@ -213,6 +218,7 @@ pub fn recognise(path: &Path) -> Result<String, String> {
             Err("a directory without toc.dat".into())
         };
     }
+    crate::storage::remote::materialize(path)?;
     let file = std::fs::File::open(path).map_err(|e| format!("unreadable: {e}"))?;
     let mut r: Box<dyn Read + Send> = Box::new(io::BufReader::new(file));
     let mut layers: Vec<&str> = Vec::new();

@@ -250,9 +250,14 @@ pub struct CheckWith {
     stage: bool,
     /// directory for the staged file (default, or empty: beside the backup; `memory`:
     /// /dev/shm when the plain dump fits there and in half the available memory, else beside
-    /// the backup)
+    /// the backup; `auto`: /dev/shm when the plain dump takes at most a quarter of the
+    /// available memory and half of /dev/shm's free space, else beside the backup)
     #[field(ty = "path")]
     staging: Option<String>,
+    /// with `staging: auto`, the most bytes staged in memory whatever the machine could spare
+    /// (0, the default: no limit beyond the rule's)
+    #[serde(default, deserialize_with = "super::de::int")]
+    staging_memory_max: u64,
     /// the database is expected to be empty: a dump without a manifest that defines no table
     /// passes (by default it fails: an empty dump is what a backup job writes when it dumps
     /// the wrong database or fails before its first table)
@@ -294,6 +299,8 @@ impl Step for Check {
 
 /// `staging: memory`: a tmpfs, when the plain dump fits.
 const MEMORY: &str = "memory";
+/// `staging: auto`: memory when the dump fits comfortably (`auto_share`), else disk.
+const AUTO: &str = "auto";
 const TMPFS: &str = "/dev/shm";
 
 /// Where `staging: memory` stages: /dev/shm, when the plain dump (its size from the
@@ -301,19 +308,58 @@ const TMPFS: &str = "/dev/shm";
 /// memory, the dump is never written to disk, where at 2.5 GB its write-back slowed the
 /// restore beside it (README, "Verification by restore").
 fn in_memory(backup: &Path) -> Result<PathBuf, String> {
+    let (raw, free, available) = memory_room(backup)?;
+    fits_in_memory(raw, free, available)?;
+    Ok(PathBuf::from(TMPFS))
+}
+
+/// The plain dump's size (from the manifest), the tmpfs's free bytes and the available
+/// memory (MemAvailable in /proc/meminfo).
+fn memory_room(backup: &Path) -> Result<(u64, u64, u64), String> {
     let raw =
         Manifest::read(backup).map_err(|e| format!("the plain dump's size is not known ({})", e.message))?.sizes.raw;
     let fs = nix::sys::statvfs::statvfs(TMPFS).map_err(|e| format!("{TMPFS}: {e}"))?;
     let free = fs.blocks_available() as u64 * fs.fragment_size() as u64;
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let available = meminfo
+    let available = mem_available(&meminfo).ok_or("the available memory is not known (/proc/meminfo)")?;
+    Ok((raw, free, available))
+}
+
+/// MemAvailable from /proc/meminfo's text, in bytes.
+fn mem_available(meminfo: &str) -> Option<u64> {
+    meminfo
         .lines()
         .find_map(|l| l.strip_prefix("MemAvailable:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kib| kib * 1024)
-        .ok_or("the available memory is not known (/proc/meminfo)")?;
-    fits_in_memory(raw, free, available)?;
-    Ok(PathBuf::from(TMPFS))
+}
+
+/// `staging: auto`'s choice for a backup: /dev/shm with the line saying why, or why not
+/// (then the dump is staged on disk beside the backup).
+fn auto_staging(backup: &Path, max: u64) -> Result<(PathBuf, String), String> {
+    let (raw, free, available) = memory_room(backup)?;
+    let why = auto_share(raw, free, available, max)?;
+    Ok((PathBuf::from(TMPFS), why))
+}
+
+/// The rule of `staging: auto` (README, "Verification"): a plain dump of `raw` bytes is
+/// staged in memory when it takes at most min(25% of `available` memory, 50% of the tmpfs's
+/// `free` bytes, `max` when not 0): what is left serves the throwaway server, pg_restore's
+/// workers and the page cache, and never less than half of the tmpfs stays free for
+/// others. `Ok` and `Err` both say the numbers.
+fn auto_share(raw: u64, free: u64, available: u64, max: u64) -> Result<String, String> {
+    let mib = |b: u64| format!("{:.0} MiB", b as f64 / 1048576.0);
+    let mut share = (available / 4).min(free / 2);
+    let mut rule = format!("min(25% of {} available, 50% of {} free in {TMPFS})", mib(available), mib(free));
+    if max > 0 && max < share {
+        share = max;
+        rule = format!("staging_memory_max {}", mib(max));
+    }
+    if raw <= share {
+        Ok(format!("the plain dump ({}) is within {} = {rule}", mib(raw), mib(share)))
+    } else {
+        Err(format!("the plain dump ({}) is over {} = {rule}", mib(raw), mib(share)))
+    }
 }
 
 /// Whether a plain dump of `raw` bytes may be staged in a tmpfs with `free` bytes, on a
@@ -358,6 +404,16 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
             }
             Err(why) => {
                 ctx.log(format!("staging beside the backup, not in memory: {why}"));
+                beside()
+            }
+        },
+        Some(AUTO) => match auto_staging(&path, w.staging_memory_max) {
+            Ok((dir, why)) => {
+                ctx.log(format!("staging auto: in memory ({}): {why}", dir.display()));
+                dir
+            }
+            Err(why) => {
+                ctx.log(format!("staging auto: on disk, beside the backup: {why}"));
                 beside()
             }
         },
@@ -583,6 +639,10 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
         // The newest backup's manifest, or a loud error: an older backup in its place would
         // make a stale database look backed up.
         let m = Manifest::read(&e.path).map_err(|err| {
+            // The store failed to give the manifest (read now, not when listed): no verdict.
+            if err.class == crate::error::Class::Environment {
+                return StepError::from(err);
+            }
             StepError::failed(format!(
                 "{err}; refusing to report an older backup as the latest: repair it, or move {} and its manifest away",
                 e.name
@@ -622,6 +682,35 @@ pub(super) fn say_unfinished(ctx: &StepCtx, storage: &std::path::Path, database:
 
 #[cfg(test)]
 mod tests {
+    /// `staging: auto` (the verify runbook's default) stages in memory within its documented
+    /// share, names the numbers either way, and obeys a set limit.
+    #[test]
+    fn staging_auto_takes_at_most_a_quarter_of_memory_and_half_the_tmpfs() {
+        const MIB: u64 = 1 << 20;
+        const GIB: u64 = 1 << 30;
+        // 2 GiB of 12 GiB available and 8 GiB free in /dev/shm: within min(3 GiB, 4 GiB).
+        let ok = super::auto_share(2 * GIB, 8 * GIB, 12 * GIB, 0).expect("fits");
+        assert!(ok.contains("(2048 MiB) is within 3072 MiB = min(25% of 12288 MiB available, 50% of 8192 MiB free in /dev/shm)"), "{ok}");
+        // Memory binds: 3 GiB over a quarter of 8 GiB.
+        let mem = super::auto_share(3 * GIB, 64 * GIB, 8 * GIB, 0).expect_err("over a quarter");
+        assert!(mem.contains("(3072 MiB) is over 2048 MiB = min(25% of 8192 MiB"), "{mem}");
+        // The tmpfs binds: 1 GiB over half of 1.5 GiB free.
+        let tmpfs = super::auto_share(GIB, 3 * GIB / 2, 64 * GIB, 0).expect_err("over half the tmpfs");
+        assert!(tmpfs.contains("is over 768 MiB"), "{tmpfs}");
+        // Exactly the share fits; a byte more does not.
+        assert!(super::auto_share(GIB, 2 * GIB, 64 * GIB, 0).is_ok());
+        assert!(super::auto_share(GIB + 1, 2 * GIB, 64 * GIB, 0).is_err());
+        // A set limit below the rule's share binds, and is named; one above it changes nothing.
+        let capped = super::auto_share(2 * MIB, 8 * GIB, 12 * GIB, MIB).expect_err("over the limit");
+        assert!(capped.contains("is over 1 MiB = staging_memory_max 1 MiB"), "{capped}");
+        assert!(super::auto_share(2 * MIB, 8 * GIB, 12 * GIB, 100 * GIB).is_ok());
+        // No memory or no tmpfs: never in memory.
+        assert!(super::auto_share(1, 0, 12 * GIB, 0).is_err());
+        assert!(super::auto_share(1, 8 * GIB, 0, 0).is_err());
+        assert_eq!(super::mem_available("MemTotal: 10 kB\nMemAvailable:    2048 kB\n"), Some(2 << 20));
+        assert_eq!(super::mem_available("MemTotal: 10 kB\n"), None);
+    }
+
     /// `staging: memory` stages in /dev/shm only with room to spare there and half the
     /// memory left; otherwise it says why, and the dump is staged beside the backup.
     #[test]

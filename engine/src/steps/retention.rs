@@ -101,6 +101,91 @@ fn verified(dir: &std::path::Path) -> Result<std::collections::HashSet<String>, 
         .collect())
 }
 
+/// The items a plan is made of, and how many files named like backups are not ones.
+struct Planned {
+    items: Vec<Item>,
+    left_alone: usize,
+}
+
+/// Each entry as an item of the plan, saying in the log what is not judged: a pgdrill
+/// backup by the stamp its name carries (`by_names`) or its manifest's start time; another
+/// tool's file only when its first bytes are recognisably a dump.
+async fn plan_items(
+    ctx: &StepCtx,
+    entries: &[crate::backup::layout::Entry],
+    ok_verified: &std::collections::HashSet<std::path::PathBuf>,
+    by_names: bool,
+) -> Result<Planned, StepError> {
+    use crate::backup::layout::MadeFrom;
+    let mut items = Vec::new();
+    let mut left_alone = 0usize;
+    for e in entries {
+        let verified = ok_verified.contains(&e.path);
+        // Another tool's file is always read: whether it is a backup at all decides which
+        // backups keep a slot, so its name alone never counts.
+        if by_names && !e.foreign && e.made_from == MadeFrom::Name {
+            items.push(Item { name: e.name.clone(), at: e.made, verified });
+            continue;
+        }
+        if e.foreign {
+            // Only what is recognisably a dump is judged (and may be deleted): a name with
+            // a date and `.gz` is not enough (`DB-2020-01-05.log.gz`, `DB_2019-01-01.csv.gz`).
+            if let Err(why) = recognised(&e.path).await? {
+                ctx.log(format!("not a backup, left alone: {} ({why})", e.name));
+                left_alone += 1;
+                continue;
+            }
+            if e.made_from == MadeFrom::Mtime {
+                ctx.log(format!("{}: no time in its name, judged by its modification time", e.name));
+            }
+            items.push(Item { name: e.name.clone(), at: e.made, verified });
+            continue;
+        }
+        // Without a readable manifest a file's age is unknown: keep it and say so.
+        match Manifest::read(&e.path) {
+            Ok(m) => items.push(Item { name: e.name.clone(), at: m.started_at, verified }),
+            Err(err) => ctx.log(format!("keep {} (not judged: {err})", e.name)),
+        }
+    }
+    Ok(Planned { items, left_alone })
+}
+
+/// Whether another tool's file is recognisably a dump (its first bytes), off the runtime.
+async fn recognised(path: &std::path::Path) -> Result<Result<String, String>, StepError> {
+    let p = path.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::backup::source::recognise(&p))
+        .await
+        .map_err(|err| StepError::environment(err.to_string()))
+}
+
+/// Why a pgdrill backup a plan from names would delete is not what its name says (`None`:
+/// it is): its manifest cannot be read, or its start is not the time its name carries (`at`).
+async fn read_disagrees(
+    e: &crate::backup::layout::Entry,
+    at: time::OffsetDateTime,
+) -> Result<Option<String>, StepError> {
+    if e.foreign {
+        // Recognised already by `plan_items`.
+        return Ok(None);
+    }
+    let p = e.path.clone();
+    let read = tokio::task::spawn_blocking(move || Manifest::read(&p))
+        .await
+        .map_err(|err| StepError::environment(err.to_string()))?;
+    Ok(match read {
+        // The store failed to give it: stop, nothing deleted (no plan is made on a guess).
+        Err(err) if err.class == crate::error::Class::Environment => {
+            return Err(StepError::from(err.context("nothing deleted")))
+        }
+        Err(err) => Some(err.to_string()),
+        // Names keep milliseconds.
+        Ok(m) if (m.started_at - at).abs() >= time::Duration::milliseconds(1) => {
+            Some(format!("its manifest says it started at {}", crate::util::rfc3339(m.started_at)))
+        }
+        Ok(_) => None,
+    })
+}
+
 async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
     let storage = ctx.storage_root(&w.storage).await?;
     let pattern = super::backup::name_pattern(w.name_pattern.as_deref())?;
@@ -116,37 +201,6 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
     for d in dirs {
         ok_verified.extend(verified(d)?.into_iter().map(|n| d.join(n)));
     }
-    let mut items = Vec::new();
-    let mut left_alone = 0usize;
-    for e in &entries {
-        if e.foreign {
-            // Only what is recognisably a dump is judged (and may be deleted): a name with
-            // a date and `.gz` is not enough (`DB-2020-01-05.log.gz`, `DB_2019-01-01.csv.gz`).
-            let seen = {
-                let p = e.path.clone();
-                tokio::task::spawn_blocking(move || crate::backup::source::recognise(&p))
-                    .await
-                    .map_err(|err| StepError::environment(err.to_string()))?
-            };
-            if let Err(why) = seen {
-                ctx.log(format!("not a backup, left alone: {} ({why})", e.name));
-                left_alone += 1;
-                continue;
-            }
-            if e.made_from == crate::backup::layout::MadeFrom::Mtime {
-                ctx.log(format!("{}: no time in its name, judged by its modification time", e.name));
-            }
-            items.push(Item { name: e.name.clone(), at: e.made, verified: ok_verified.contains(&e.path) });
-            continue;
-        }
-        // Without a readable manifest a file's age is unknown: keep it and say so.
-        match Manifest::read(&e.path) {
-            Ok(m) => {
-                items.push(Item { name: e.name.clone(), at: m.started_at, verified: ok_verified.contains(&e.path) })
-            }
-            Err(err) => ctx.log(format!("keep {} (not judged: {err})", e.name)),
-        }
-    }
     let policy = Policy {
         daily: w.keep_daily,
         weekly: w.keep_weekly,
@@ -155,7 +209,29 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
         min_keep: w.min_keep,
         within: w.keep_within.map(|d| time::Duration::try_from(d).unwrap_or(time::Duration::MAX)),
     };
-    let decisions = decide(&items, policy);
+    // Planned from names first (issue 41: no manifest read per backup), then the manifest of
+    // each backup it would delete is read: when they all agree with their names, that plan is
+    // the one reading every manifest makes. Otherwise every manifest is read and the plan
+    // made again, so a misnamed or damaged backup is judged as before. (A kept backup whose
+    // manifest is damaged holds its slot in a plan from names; verify is what finds it.)
+    let by_names = plan_items(&ctx, &entries, &ok_verified, true).await?;
+    let mut decisions = decide(&by_names.items, policy);
+    let (mut left_alone, mut judged) = (by_names.left_alone, by_names.items.len());
+    let mut disagree = None;
+    for d in decisions.iter().filter(|d| !d.keep) {
+        let Some(e) = entries.iter().find(|e| e.name == d.name) else { continue };
+        let Some(at) = by_names.items.iter().find(|i| i.name == d.name).map(|i| i.at) else { continue };
+        if let Some(why) = read_disagrees(e, at).await? {
+            disagree = Some(format!("{}: {why}", e.name));
+            break;
+        }
+    }
+    if let Some(why) = disagree {
+        ctx.log(format!("planned from names, but {why}: every backup is read and the plan made again"));
+        let read = plan_items(&ctx, &entries, &ok_verified, false).await?;
+        decisions = decide(&read.items, policy);
+        (left_alone, judged) = (read.left_alone, read.items.len());
+    }
     let mut deleted = Vec::new();
     let mut kept = 0usize;
     for d in &decisions {
@@ -248,7 +324,7 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
         ctx.log(format!("dry run: {} backup(s) would be deleted; set apply: true to delete", deleted.len()));
     }
     Ok(PruneOutputs {
-        kept: kept + entries.len() - items.len() - left_alone,
+        kept: kept + entries.len() - judged - left_alone,
         deleted,
         applied: w.apply,
         aborted_uploads: aborted,

@@ -245,6 +245,10 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             // reason to quietly verify (and call fresh) an older one.
             let manifest_of = |e: &crate::backup::layout::Entry| -> Result<Manifest, StepError> {
                 Manifest::read(&e.path).map_err(|err| {
+                    // The store failed to give the manifest (read when picked): no verdict.
+                    if err.class == crate::error::Class::Environment {
+                        return StepError::from(err);
+                    }
                     // In an object store the message names the object, never this run's
                     // local mirror of it (which the operator cannot see or repair).
                     let mp = crate::backup::layout::manifest_path(&e.path);

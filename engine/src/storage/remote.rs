@@ -7,10 +7,10 @@
 //! the objects mean (backups, manifests, ledger records) is backup/'s business.
 //!
 //! Steps still work on local paths: a location is mirrored into a private directory of
-//! this process (manifests, `*.manifest.json`, as they are; every other object as a sparse file of
-//! its size and time, with its first bytes so its kind can be told). An object's contents
-//! are only downloaded when a step reads it (`fetch`). Steps show the object's URL, never
-//! the mirror.
+//! this process from one pass of LIST pages (each object a sparse file of its size and
+//! time; a manifest's bytes and another tool's file's first bytes are read when something
+//! reads them, `materialize`). An object's contents are only downloaded when a step reads
+//! it (`fetch`). Steps show the object's URL, never the mirror.
 //!
 //! Credentials come from the environment, as each ecosystem expects (see `open`); a location
 //! carries only options (`?endpoint=...&region=...&path_style=true&storage_class=...`), never
@@ -95,6 +95,26 @@ struct Seen {
     headed: Mutex<HashSet<PathBuf>>,
     /// Multipart uploads in flight, aborted if the process is stopped (`abort_uploads`).
     uploads: Arc<Mutex<Vec<Upload>>>,
+    /// Mirror files a listing made without reading the object (issue 41: a listing costs one
+    /// pass of LIST pages and nothing per object): a manifest whose bytes, or another tool's
+    /// file whose first bytes, are read from the store only when something reads the file
+    /// (`materialize`), by its key.
+    lazy: Mutex<HashMap<PathBuf, (String, Lazy)>>,
+    /// The ETag of each manifest whose bytes the mirror holds, by key: a later listing that
+    /// sees the same ETag keeps them instead of reading them again.
+    manifests: Mutex<HashMap<String, String>>,
+    /// What the last `mirror` listed (keys relative to the location, hidden ones included):
+    /// the ledger's records are found in it, without a second pass (`listed`).
+    listed: Mutex<Vec<super::Meta>>,
+}
+
+/// What a lazy mirror file still lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lazy {
+    /// All of it (a manifest: small).
+    Whole,
+    /// Its first `HEAD_BYTES` (what tells another tool's file's kind).
+    Head,
 }
 
 impl std::fmt::Debug for Remote {
@@ -621,22 +641,27 @@ impl Remote {
         }
     }
 
-    /// Mirror the location: small objects (manifests) as they are, and a sparse stand-in for
-    /// each other object; hidden ones (`.ledger/`, uploads) are left to their owners (see
-    /// `backup::ledger::gather`). Returns the mirror's root, to be listed as a local store.
+    /// Mirror the location in one pass of LIST pages and no request per object (issue 41):
+    /// a sparse stand-in of each object's size and time, its bytes read from the store only
+    /// when something reads the file. A manifest's bytes, and another tool's file's first
+    /// bytes, are fetched on first read (`materialize`), once per process while the store's
+    /// ETag stays the same; a listing takes what it shows from names and the LIST answer.
+    /// Hidden objects (`.ledger/`, uploads) are left to their owners (see
+    /// `backup::ledger::gather`, which reads the ledger's records from this same pass,
+    /// `listed`). Returns the mirror's root, to be listed as a local store.
     pub async fn mirror(&self) -> Result<PathBuf, String> {
-        self.probe().await?;
-        let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
-        let mut listing = self.store.list(prefix.as_ref());
-        let mut objects = Vec::new();
-        while let Some(m) = listing.next().await {
-            let m = m.map_err(|e| format!("cannot list {}: {}", self.url, describe(&e)))?;
-            objects.push(m);
-        }
+        let objects = self.list_pass().await?;
         // What the mirror held that the store no longer has goes (a prune elsewhere).
         let mut keep: HashSet<PathBuf> = HashSet::new();
+        let mut listed = Vec::with_capacity(objects.len());
         for m in &objects {
             let Some(rel) = self.rel_of(&m.location).map(str::to_string) else { continue };
+            listed.push(super::Meta {
+                key: rel.clone(),
+                size: m.size,
+                modified: m.last_modified.into(),
+                version: m.e_tag.clone(),
+            });
             let parts: Vec<&str> = rel.split('/').collect();
             if parts.len() > 2 || parts.iter().any(|p| p.starts_with('.') || p.is_empty()) {
                 continue;
@@ -648,34 +673,28 @@ impl Remote {
             }
             let local = self.mirror_of(&rel);
             keep.insert(local.clone());
-            let tag = self.pin(&rel, m.e_tag.as_deref());
+            self.pin(&rel, m.e_tag.as_deref());
+            let on_disk = std::fs::metadata(&local).ok();
+            let same_size = on_disk.as_ref().map(|md| md.len()) == Some(m.size);
+            let modified: std::time::SystemTime = m.last_modified.into();
+            // Made by an earlier listing of this run from the same object (its time): kept,
+            // with whatever of it was read since.
+            let same_object = same_size && on_disk.and_then(|md| md.modified().ok()) == Some(modified);
             if rel.ends_with(".manifest.json") {
-                let bytes = self.get_bytes(&m.location).await?;
-                if let Err(e) = super::write_replace(&local, &bytes) {
-                    if unmirrorable(&e) {
-                        keep.remove(&local);
-                        self.skipped(&rel, &e.to_string());
-                        continue;
-                    }
-                    return Err(format!("mirroring {}: {e}", local.display()));
+                // Bytes already read at this ETag: kept (the cache of manifests by ETag).
+                let cached = lock(&self.seen.manifests).get(&rel).cloned();
+                if same_size && cached.is_some() && cached == m.e_tag && !lock(&self.seen.lazy).contains_key(&local) {
+                    continue;
                 }
-                continue;
-            }
-            let same_size = std::fs::metadata(&local).map(|md| md.len()).ok() == Some(m.size);
-            if same_size && (lock(&self.seen.fetched).contains(&local) || lock(&self.seen.headed).contains(&local)) {
+                lock(&self.seen.manifests).remove(&rel);
+            } else if same_object
+                || (same_size
+                    && (lock(&self.seen.fetched).contains(&local) || lock(&self.seen.headed).contains(&local)))
+            {
                 continue;
             }
             lock(&self.seen.headed).remove(&local);
-            let head = if rel.ends_with(".pgdrill") || m.size == 0 {
-                Vec::new()
-            } else {
-                let end = m.size.min(HEAD_BYTES);
-                get_range_of(&self.store, &m.location, 0..end, tag, self.first_byte())
-                    .await
-                    .map_err(|e| format!("reading {}: {}", self.url_of(&rel), describe(&e)))?
-                    .to_vec()
-            };
-            if let Err(e) = self.make_stand_in(&local, &head, m.size, m.last_modified.into()) {
+            if let Err(e) = self.make_stand_in(&local, &[], m.size, modified) {
                 if unmirrorable(&e) {
                     keep.remove(&local);
                     self.skipped(&rel, &e.to_string());
@@ -683,9 +702,96 @@ impl Remote {
                 }
                 return Err(format!("mirroring {}: {e}", local.display()));
             }
+            // A pgdrill archive's header is read by the step that needs it (`fill_head`).
+            let lazy = if rel.ends_with(".manifest.json") {
+                Some(Lazy::Whole)
+            } else if !rel.ends_with(".pgdrill") && m.size > 0 {
+                Some(Lazy::Head)
+            } else {
+                None
+            };
+            if let Some(what) = lazy {
+                lock(&self.seen.lazy).insert(local, (rel, what));
+            }
         }
+        *lock(&self.seen.listed) = listed;
         self.prune_mirror(&self.cache, &keep);
         Ok(self.cache.clone())
+    }
+
+    /// Every object of the location, in one pass of LIST pages: the first page must answer
+    /// within the request timeout (the probe's promise, without a request of its own).
+    async fn list_pass(&self) -> Result<Vec<object_store::ObjectMeta>, String> {
+        let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
+        let mut listing = self.store.list(prefix.as_ref());
+        let mut next = tokio::time::timeout(self.timeout, listing.next()).await.map_err(|_| {
+            format!(
+                "the store cannot be reached: {} did not answer within {} (set the location's `timeout=` or PGDRILL_STORE_TIMEOUT for a slower store)",
+                self.url,
+                humantime::format_duration(self.timeout)
+            )
+        })?;
+        let mut objects = Vec::new();
+        while let Some(m) = next {
+            objects.push(m.map_err(|e| format!("cannot list {}: {}", self.url, describe(&e)))?);
+            next = listing.next().await;
+        }
+        Ok(objects)
+    }
+
+    /// What the last `mirror` listed (keys relative to the location, hidden ones too).
+    pub fn listed(&self) -> Vec<super::Meta> {
+        lock(&self.seen.listed).clone()
+    }
+
+    /// Read from the store what the lazy mirror file `local` (of `rel`) still lacks.
+    async fn materialize_at(&self, rel: &str, local: &Path, what: Lazy) -> Result<(), String> {
+        use std::io::{Seek, SeekFrom};
+        let size = match std::fs::metadata(local) {
+            Ok(m) => m.len(),
+            // Gone from the mirror (a later listing no longer saw it): nothing to fill.
+            Err(_) => {
+                lock(&self.seen.lazy).remove(local);
+                return Ok(());
+            }
+        };
+        let tag = self.pin(rel, None);
+        let n = match what {
+            Lazy::Whole => size,
+            Lazy::Head => size.min(HEAD_BYTES),
+        };
+        let bytes = if n == 0 {
+            Vec::new()
+        } else {
+            get_range_of(&self.store, &self.key(rel), 0..n, tag.clone(), self.first_byte())
+                .await
+                .map_err(|e| format!("reading {}: {}", self.url_of(rel), describe(&e)))?
+                .to_vec()
+        };
+        match what {
+            Lazy::Whole => {
+                super::write_replace(local, &bytes).map_err(|e| format!("mirroring {}: {e}", local.display()))?;
+                if let Some(t) = tag {
+                    lock(&self.seen.manifests).insert(rel.to_string(), t);
+                }
+            }
+            Lazy::Head => {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(local)
+                    .map_err(|e| format!("{}: {e}", local.display()))?;
+                f.seek(SeekFrom::Start(0))
+                    .and_then(|_| f.write_all(&bytes))
+                    .map_err(|e| format!("{}: {e}", local.display()))?;
+            }
+        }
+        lock(&self.seen.lazy).remove(local);
+        Ok(())
+    }
+
+    /// A manifest written into the mirror by a read of its backup: no longer lazy.
+    fn mirrored_manifest(&self, rel: &str) {
+        lock(&self.seen.lazy).remove(&self.mirror_of(rel));
     }
 
     /// Say that an object is left out of the listing, and why (the run goes on without it).
@@ -745,9 +851,12 @@ impl Remote {
         let manifest = format!("{rel}.manifest.json");
         if let Ok(r) = self.store.get(&self.key(&manifest)).await {
             if let Ok(b) = r.bytes().await {
-                let _ = super::write_replace(&self.mirror_of(&manifest), &b);
+                if super::write_replace(&self.mirror_of(&manifest), &b).is_ok() {
+                    self.mirrored_manifest(&manifest);
+                }
             }
         }
+        lock(&self.seen.lazy).remove(&local);
         Ok(local)
     }
 
@@ -778,6 +887,7 @@ impl Remote {
             if let Ok(b) = r.bytes().await {
                 super::write_replace(&self.mirror_of(&manifest), &b)
                     .map_err(|e| format!("mirroring {}: {e}", self.mirror_of(&manifest).display()))?;
+                self.mirrored_manifest(&manifest);
             }
         }
         lock(&self.seen.headed).insert(local.clone());
@@ -855,6 +965,9 @@ impl Remote {
         let mut f =
             std::fs::OpenOptions::new().write(true).open(&local).map_err(|e| format!("{}: {e}", local.display()))?;
         f.seek(SeekFrom::Start(0)).and_then(|_| f.write_all(&head)).map_err(|e| format!("{}: {e}", local.display()))?;
+        if n >= HEAD_BYTES {
+            lock(&self.seen.lazy).remove(&local);
+        }
         // A listed stand-in has its manifest beside it already.
         if n >= u64::from(crate::archive::MAX_HEADER) + 64 && self.mirror_of(&format!("{rel}.manifest.json")).is_file()
         {
@@ -1499,7 +1612,17 @@ impl super::Store for Remote {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<super::Meta>, String> {
-        let base = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
+        // Only the folder the prefix is in is listed (`wal/` lists the WAL archive's pages,
+        // not the whole location's): a LIST pass costs what it returns. At a bucket's root
+        // the listing keeps sending no prefix, as it always did: some S3-compatible servers
+        // (moto with signatures checked) refuse the signature of a prefix holding an encoded
+        // `/`, and a location at the root would then list nothing at all.
+        let base = match prefix.rsplit_once('/') {
+            Some((dir, _)) if !self.prefix.is_empty() && !dir.is_empty() && !dir.split('/').any(str::is_empty) => {
+                Some(self.key(dir))
+            }
+            _ => (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str())),
+        };
         let mut listing = self.store.list(base.as_ref());
         let mut out = Vec::new();
         while let Some(m) = listing.next().await {
@@ -1782,6 +1905,28 @@ pub fn locate(url: &str) -> Result<(Remote, String), String> {
 pub async fn fetch_url(url: &str) -> Result<PathBuf, String> {
     let (r, rel) = locate(url)?;
     r.fetch(&rel).await
+}
+
+/// Read from the store what a mirror file a listing made without reading still lacks (a
+/// manifest's bytes, another tool's file's first bytes), before `path` is read: a listing
+/// costs no request per object (issue 41), and what a command reads costs one each, once
+/// per process. Returns whether anything was read. Blocking: from a thread of the
+/// multi-threaded runtime or one of its blocking threads, as pgdrill's are.
+pub fn materialize(path: &Path) -> Result<bool, String> {
+    let Some((r, _)) = for_mirror(path) else { return Ok(false) };
+    let Some((rel, what)) = lock(&r.seen.lazy).get(path).cloned() else { return Ok(false) };
+    let handle = tokio::runtime::Handle::try_current()
+        .ok()
+        .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        .ok_or_else(|| format!("reading {}: no runtime to read it from the store with", r.url_of(&rel)))?;
+    tokio::task::block_in_place(|| handle.block_on(r.materialize_at(&rel, path, what)))?;
+    Ok(true)
+}
+
+/// Whether `path` is a mirror file a listing made without reading its object (see
+/// `materialize`): what it holds is not the object's yet.
+pub fn is_lazy(path: &Path) -> bool {
+    for_mirror(path).is_some_and(|(r, _)| lock(&r.seen.lazy).contains_key(path))
 }
 
 /// Whether `path` is a mirror stand-in whose contents were not downloaded.
