@@ -232,6 +232,25 @@ impl PhysicalSource for OwnSource {
         out
     }
 
+    /// The schema the manifest recorded when the backup ended, read through the key (the
+    /// MAC binds it), for the database it was taken in only.
+    fn schema_at_end(
+        &self,
+        backup: &BaseBackup,
+        database: &str,
+    ) -> Result<Option<crate::pg::fingerprint::Fingerprint>, Failure> {
+        let (m, authenticated) =
+            self.block_on(base::read_manifest(self.store.as_ref(), &backup.id, Some(&self.key)))?;
+        Ok(m.database_schema
+            .filter(|s| authenticated && s.database == database)
+            .map(|s| crate::pg::fingerprint::Fingerprint {
+                mode: crate::pg::fingerprint::Mode::Counts,
+                schema_hash: s.schema_hash,
+                schema: s.schema,
+                tables: Default::default(),
+            }))
+    }
+
     fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
         let Some(system) = self.system.or_else(|| self.listed().ok()?.first()?.manifest.system()) else {
             return Ok(None);

@@ -335,6 +335,12 @@ fn the_pitr_drill_brings_back_what_the_incident_destroyed_and_reports_rpo_and_rt
     let achieved = rec["achieved_epoch"].as_f64().expect("achieved");
     assert!(achieved < incident, "the data is from before the incident: {rec}");
     assert_eq!(rec["new_timeline"], 2, "{rec}");
+    // The recovered copy was judged against the source's schema and rows at the mark.
+    assert_eq!(rec["ground_truth"], "source at the target", "{rec}");
+    let mark = &run.step("mark").outputs;
+    assert!(mark["tables"].as_u64().is_some_and(|n| n >= 2), "{mark}");
+    assert!(mark["epoch"].as_f64().is_some_and(|m| m < incident), "the mark precedes the incident: {mark}");
+    assert!(ran.all().contains("schema and "), "{}", ran.all());
     assert!(rec["backup_check"].as_str().is_some_and(|c| c.contains("match backup_manifest")), "{rec}");
     // RPO is the incident minus the newest heartbeat recovered, which committed no later
     // than the last transaction replayed.
@@ -361,6 +367,36 @@ fn the_pitr_drill_brings_back_what_the_incident_destroyed_and_reports_rpo_and_rt
     for phase in ["base_restore", "wal_replay", "check_backup", "checks"] {
         assert!(c["phases"][phase].is_number(), "phase {phase} in {}", c["phases"]);
     }
+}
+
+/// Regression: the drill compared the recovered copy with nothing but the counts it read
+/// itself, so a recovery that brought back more (or other) than the source held at the
+/// target passed. Here the target is moved past a table created after the mark: the
+/// recovered copy differs from the source's fingerprint at the mark, and the drill fails on
+/// it (the marker and the incident's absence still hold, so nothing else catches it).
+#[test]
+fn a_pitr_drill_whose_recovered_copy_differs_from_the_source_at_the_target_fails() {
+    if !common::require(Path::new("/usr/lib/postgresql/15/bin/initdb").exists(), "PostgreSQL 15 server binaries") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../drills/pitr-drill.yaml"))
+        .expect("the shipped drill");
+    let drift = "  - id: drift\n    uses: sql.exec\n    with:\n      url: \"{{ steps.source.outputs.url }}\"\n      sql: create table public.drift as select 1 as x\n  - id: after_drift\n    uses: sql.exec\n    with:\n      url: \"{{ steps.source.outputs.url }}\"\n      sql: select clock_timestamp()::text\n";
+    let at = shipped.find("  # What the incident destroys").expect("the incident's comment");
+    let mut text = format!("{}{drift}{}", &shipped[..at], &shipped[at..]);
+    let target = "target_time: \"{{ steps.mark.outputs.time }}\"";
+    assert!(text.contains(target), "the drill recovers to the mark's time");
+    text = text.replace(target, "target_time: \"{{ steps.after_drift.outputs.value }}\"");
+    let file = dir.path().join("drifted.yaml");
+    std::fs::write(&file, text).expect("drill");
+    let junit = dir.path().join("junit.xml");
+    let ran = common::Run::new(&file).var("version", 15).junit(&junit).expect(1);
+    assert_eq!(ran.junit().status("recover"), "failure", "{}", ran.all());
+    assert_eq!(ran.junit().status("table_back"), "skipped", "{}", ran.all());
+    let all = ran.all();
+    assert!(all.contains("differs from the source at the target"), "{all}");
+    assert!(all.contains("public.drift"), "the difference is named: {all}");
 }
 
 /// Hand `dir` to the user the server runs as (`nobody` when the tests run as root).
