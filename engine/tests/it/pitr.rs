@@ -450,6 +450,11 @@ async fn plain_and_tar_folders_with_wal_inside_or_gzipped_apart_and_a_tablespace
     let tar_gz = src.tmp.path().join("tar_gz");
     run(&["-Ft", "-z", "-X", "stream", "-D", tar_gz.to_str().expect("utf-8")]);
     common::exec(&url, "insert into u select generate_series(11, 20)").await;
+    // The source now: the same schema as at the backups, 10 more rows in u.
+    let now = pgdrill::physical::archiving::mark(&url, None, pgdrill::pg::fingerprint::Mode::Counts)
+        .await
+        .expect("mark")
+        .fingerprint;
     switch_and_archive(s, &src.archive()).await;
     let Source { tmp, server } = src;
     server.stop();
@@ -482,6 +487,17 @@ async fn plain_and_tar_folders_with_wal_inside_or_gzipped_apart_and_a_tablespace
     let c = pgdrill::pg::connect(&p.server.url()).await.expect("connect");
     let moved: bool = c.query_one(elsewhere, &[]).await.expect("location").get(0);
     assert!(!moved, "the tablespace is in the throwaway's folder");
+    // The ground truths a recovered copy is judged against: the schema agrees; the rows of
+    // the source at a later point do not; a schema with one table more does not either.
+    use pgdrill::physical::pitr::{differences, Truth};
+    let same = differences(&p.server.url(), &Truth::BackupSchema(now.clone())).await.expect("compare");
+    assert!(same.is_empty(), "{same:?}");
+    let later = differences(&p.server.url(), &Truth::SourceAtTarget(now.clone())).await.expect("compare");
+    assert_eq!(later, vec!["public.u: 10 rows, expected 20".to_string()]);
+    let mut ghost = now.clone();
+    ghost.schema.get_mut("tables").expect("tables").push("public.ghost r".into());
+    let d = differences(&p.server.url(), &Truth::BackupSchema(ghost)).await.expect("compare");
+    assert!(d.iter().any(|l| l.contains("missing public.ghost")), "{d:?}");
     drop(p);
 
     // Tar, gzip'd, WAL inside (pg_wal.tar.gz), manifest checked with that WAL.

@@ -767,7 +767,18 @@ fn a_pitr_drill_from_pgdrills_own_backups_in_a_folder_and_an_object_store_reache
         assert!(out["segments_restored"].as_u64().is_some_and(|n| n >= 1), "{storage}: {out}");
         assert!(out["tool"].as_str().is_some_and(|t| t.starts_with("pgdrill")), "{storage}: {out}");
         assert!(!ran.all().contains(SECRET), "{storage}: the store's secret in the run's output");
+        // No fingerprint of the source at a restore point: the content is unproven, said so.
+        assert_eq!(out["ground_truth"], "none", "{storage}: {out}");
     }
+    // To the base backup's end (immediate), the schema backup.base recorded then is the
+    // ground truth, read through the key.
+    let ran = aws(Run::new("pitr").var("source", "pgdrill").var("storage", store.display()).var("target", "immediate"))
+        .var("accept_unproven", "true")
+        .report(root.path().join("immediate"))
+        .expect(0);
+    let json = ran.run_json();
+    let out = &json.step("recover").outputs;
+    assert_eq!(out["ground_truth"], "base backup schema", "{out}");
     // The marker proved the rows before the restore point back and those after absent; the
     // store's secret is in no file the runs wrote.
     let files = walk(&reports);
