@@ -62,6 +62,9 @@ pub enum Fact {
     /// A throwaway server the run started for itself and removes at the end (a restore
     /// target apart from every source server: what DORA Art. 12 calls segregated).
     Throwaway { provider: String, version: String },
+    /// A point-in-time recovery of a physical backup, proven to have reached its target
+    /// (`pitr.restore`): the run's RTO and RPO are also a PITR's (`pgdrill_pitr_*` metrics).
+    PointInTime { target: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -146,6 +146,8 @@ pub struct RunSummary {
     pub ground_truths: Vec<(StepId, String)>,
     /// Throwaway servers the run started (`Fact::Throwaway`): step, provider, version.
     pub throwaways: Vec<(StepId, String, String)>,
+    /// Point-in-time recoveries proven (`Fact::PointInTime`), with how their step ended.
+    pub point_in_time: Vec<(StepId, Outcome)>,
 }
 
 impl RunSummary {
@@ -165,6 +167,7 @@ impl RunSummary {
             skipped: Vec::new(),
             ground_truths: Vec::new(),
             throwaways: Vec::new(),
+            point_in_time: Vec::new(),
             record,
         };
         for suite in &suites {
@@ -216,6 +219,7 @@ impl RunSummary {
                 Fact::Throwaway { provider, version } => {
                     self.throwaways.push((id.clone(), provider.clone(), version.clone()))
                 }
+                Fact::PointInTime { .. } => self.point_in_time.push((id.clone(), r.outcome)),
             }
         }
         if r.phase == Phase::Budget {
@@ -393,6 +397,7 @@ fn redact_suite(r: &Redactor, s: &mut SuiteRecord) {
                     *provider = r.redact(provider);
                     *version = r.redact(version);
                 }
+                Fact::PointInTime { target } => *target = r.redact(target),
             }
         }
     }

@@ -384,6 +384,7 @@ async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepErr
             "none".to_string()
         }
     };
+    ctx.fact(crate::facts::Fact::PointInTime { target: f.target.clone() });
     // The base backup this recovery proved, for the report's backups tested: by the source
     // and its id (other tools' backups have no single file), with its end as its time.
     let age = p.backup.ended.map(|e| ((OffsetDateTime::now_utc() - e).as_seconds_f64() * 1000.0).round() / 1000.0);

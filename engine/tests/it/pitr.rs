@@ -323,7 +323,15 @@ fn the_pitr_drill_brings_back_what_the_incident_destroyed_and_reports_rpo_and_rt
     }
     let dir = tempfile::tempdir().expect("tmp");
     let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
-    let ran = common::Run::new("pitr-drill").var("version", 15).junit(&junit).report(&report).expect(0);
+    let (notify, textfile) = (dir.path().join("notify.yaml"), dir.path().join("pgdrill.prom"));
+    std::fs::write(&notify, format!("metrics:\n  textfile: {}\n", textfile.display())).expect("notify file");
+    let ran = common::Run::new("pitr-drill")
+        .var("version", 15)
+        .junit(&junit)
+        .report(&report)
+        .arg("--notify")
+        .arg(&notify)
+        .expect(0);
     let j = ran.junit();
     for case in ["recover", "table_back", "rows_back", "nothing_after", "amcheck", "rpo", "rto"] {
         assert_eq!(j.status(case), "passed", "{case}: {}", ran.all());
@@ -366,6 +374,27 @@ fn the_pitr_drill_brings_back_what_the_incident_destroyed_and_reports_rpo_and_rt
     assert_eq!(objective("RTO")["target_s"].as_f64(), Some(600.0), "{c}");
     for phase in ["base_restore", "wal_replay", "check_backup", "checks"] {
         assert!(c["phases"][phase].is_number(), "phase {phase} in {}", c["phases"]);
+    }
+    // The PITR's own metrics, with the RPO the drill measured, for the alert rules
+    // (alerts/pgdrill.rules.yml: PgdrillPitrRpoHigh, unit-tested with promtool by notify.rs).
+    let prom = std::fs::read_to_string(&textfile).expect("textfile");
+    let sample = |name: &str| {
+        prom.lines()
+            .find(|l| l.starts_with(&format!("{name}{{runbook=\"pitr-drill\",database=\"erp\"}} ")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(sample("pgdrill_pitr_rpo_seconds"), Some(rpo_s), "{prom}");
+    assert!(sample("pgdrill_pitr_rto_seconds").is_some_and(|r| r > 0.0), "{prom}");
+    if common::require(
+        std::process::Command::new("promtool").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "promtool",
+    ) {
+        let checked = std::process::Command::new("sh")
+            .args(["-c", "promtool check metrics < \"$0\"", textfile.to_str().expect("utf-8")])
+            .output()
+            .expect("promtool");
+        assert!(checked.status.success(), "{}{}", common::text(&checked.stdout), common::text(&checked.stderr));
     }
 }
 
