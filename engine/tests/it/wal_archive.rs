@@ -651,6 +651,27 @@ async fn a_postgresql_17_base_backup_is_taken_with_its_image_tools_when_the_loca
     assert_eq!(std::fs::read_to_string(data.join("PG_VERSION")).expect("PG_VERSION").trim(), "17");
     assert!(got.files > 900 && data.join("backup_manifest").is_file(), "{got:?}");
     assert!(!ran.all().contains(password), "the password was shown");
+    // Regression: `backups list --database` hid base backups, which hold every database.
+    let listed = Run::cli(["backups", "list", "--database", "postgres", "--storage"])
+        .arg(&store)
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .expect(0);
+    assert!(listed.stdout.contains(" base "), "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains("note: a base backup holds every database of its cluster, postgres included"),
+        "{}",
+        listed.stdout
+    );
+    let json = Run::cli(["backups", "list", "--json", "--database", "postgres", "--storage"])
+        .arg(&store)
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .expect(0);
+    let all: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    let base = all.as_array().and_then(|l| l.iter().find(|b| b["kind"] == "base")).expect("the base backup listed");
+    assert!(base["note"].as_str().is_some_and(|n| n.contains("every database")), "{base}");
+    // Its manifest recorded the schema of the database it connected to: the ground truth of
+    // a recovery to its end.
+    assert_eq!(m.database_schema.as_ref().map(|s| s.database.as_str()), Some("postgres"), "{m:?}");
 }
 
 #[test]
