@@ -223,7 +223,7 @@ impl PhysicalSource for OwnSource {
     }
 
     /// The pgdrill binary `restore_command` runs and a local archive's directory, for a
-    /// throwaway in Docker (not tested there yet).
+    /// throwaway in Docker (PostgreSQL 17 in its image: `wal_archive`'s test of it).
     fn paths(&self) -> Vec<PathBuf> {
         let mut out = vec![self.exe.clone()];
         if !crate::storage::is_remote(&self.location) {
