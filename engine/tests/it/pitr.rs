@@ -763,3 +763,105 @@ async fn a_postgresql_17_backup_recovers_to_a_restore_point_in_its_docker_image(
     let left = docker(&["ps", "-a", "--filter", &format!("name={container}"), "--format", "{{.Names}}"]);
     assert!(left.is_empty(), "the throwaway's container is removed: {left}");
 }
+
+/// The fleet file of the README's "Physical backups from a fleet file": nightly base
+/// backups, a monthly `pitr` of pgdrill's own archive and a monthly `pitr-drill`, exported
+/// as cron lines, systemd units (verified by systemd-analyze) and Kubernetes CronJobs
+/// (validated strictly), each running `fleet run` of its runbook for its schedule, and
+/// `fleet plan` handing the runbooks their storage, database and `source`.
+#[test]
+fn a_fleet_file_schedules_base_backups_pitr_and_the_pitr_drill_for_cron_systemd_and_kubernetes() {
+    let have = |cmd: &str, args: &[&str]| std::process::Command::new(cmd).args(args).output().is_ok_and(|o| o.status.success());
+    if !common::require(
+        have("systemd-analyze", &["--version"]) && have("kubernetes-validate", &["--version"]),
+        "systemd-analyze and kubernetes-validate (ci/setup.sh installs them)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let fleet = dir.path().join("pgdrill.fleet.yaml");
+    std::fs::write(
+        &fleet,
+        "\
+defaults:
+  storage: /var/lib/pgdrill/backups/{project}/{environment}
+  key_env: PGDRILL_BACKUP_KEY
+  schedules: [nightly-base, monthly-pitr, monthly-pitr-drill]
+schedules:
+  nightly-base: { runbook: base-backup, cron: '0 1 * * *' }
+  monthly-pitr: { runbook: pitr, cron: '0 4 1 * *' }
+  monthly-pitr-drill: { runbook: pitr-drill, cron: '0 5 1 * *' }
+projects:
+  shop:
+    defaults:
+      connection: postgres://backup@db.internal:5432/postgres
+      password_env: SHOP_DB_PASSWORD
+      vars: { source: pgdrill }
+    environments:
+      prod:
+        databases:
+          app: {}
+",
+    )
+    .expect("fleet file");
+    let f = fleet.to_str().expect("utf-8");
+    let run = |args: &[&str]| {
+        let out = common::pgdrill(args).output().expect("pgdrill");
+        assert!(out.status.success(), "{args:?}: {}{}", common::text(&out.stdout), common::text(&out.stderr));
+        common::text(&out.stdout)
+    };
+    assert!(run(&["validate", f]).contains("3 schedules"));
+    let cron = run(&["schedule", "cron", f]);
+    for (cadence, name, runbook) in [
+        ("0 1 * * * ", "nightly-base", "base-backup"),
+        ("0 4 1 * * ", "monthly-pitr", "pitr"),
+        ("0 5 1 * * ", "monthly-pitr-drill", "pitr-drill"),
+    ] {
+        let line = cron.lines().find(|l| l.contains(&format!("--schedule {name} "))).expect("a crontab line");
+        assert!(line.starts_with(cadence), "{line}");
+        assert!(line.contains(&format!(" fleet run {f} {runbook} --schedule {name} ")), "{line}");
+    }
+    let units = dir.path().join("units");
+    let exe = common::bin();
+    run(&["schedule", "systemd", f, "--binary", exe.to_str().expect("utf-8"), "--out", units.to_str().expect("utf-8")]);
+    let mut files: Vec<String> =
+        std::fs::read_dir(&units).expect("units").flatten().map(|e| e.path().display().to_string()).collect();
+    files.sort();
+    assert_eq!(files.len(), 6, "a service and a timer per schedule: {files:?}");
+    let service = std::fs::read_to_string(units.join("pgdrill-monthly-pitr.service")).expect("service");
+    assert!(service.contains(&format!("fleet run {f} pitr --schedule monthly-pitr ")), "{service}");
+    let timer = std::fs::read_to_string(units.join("pgdrill-nightly-base.timer")).expect("timer");
+    assert!(timer.contains("OnCalendar="), "{timer}");
+    let v = std::process::Command::new("systemd-analyze").arg("verify").args(&files).output().expect("verify");
+    assert!(v.status.success(), "systemd-analyze verify: {}{}", common::text(&v.stdout), common::text(&v.stderr));
+    let k8s = run(&["schedule", "kubernetes", f]);
+    let manifests = dir.path().join("k8s.yaml");
+    std::fs::write(&manifests, &k8s).expect("k8s");
+    let v = std::process::Command::new("kubernetes-validate")
+        .args(["--strict", manifests.to_str().expect("utf-8")])
+        .output()
+        .expect("kubernetes-validate");
+    assert!(v.status.success(), "{}{}", common::text(&v.stdout), common::text(&v.stderr));
+    for (name, runbook, cron) in
+        [("nightly-base", "base-backup", "0 1 * * *"), ("monthly-pitr", "pitr", "0 4 1 * *"), ("monthly-pitr-drill", "pitr-drill", "0 5 1 * *")]
+    {
+        let job = serde_yaml::Deserializer::from_str(&k8s)
+            .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+            .find(|d: &serde_yaml::Value| d["metadata"]["name"] == format!("pgdrill-{name}").as_str())
+            .unwrap_or_else(|| panic!("the CronJob of {name}: {k8s}"));
+        assert_eq!(job["spec"]["schedule"], cron, "{name}");
+        let args: Vec<&str> = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_sequence()
+            .expect("args")
+            .iter()
+            .filter_map(|a| a.as_str())
+            .collect();
+        assert_eq!(args[..6], ["fleet", "run", "/etc/pgdrill/pgdrill.fleet.yaml", runbook, "--schedule", name], "{args:?}");
+    }
+    let plan = run(&["fleet", "plan", f, "pitr"]);
+    for want in ["pgdrill run pitr", "storage = /var/lib/pgdrill/backups/shop/prod", "database = app", "source = pgdrill"] {
+        assert!(plan.contains(want), "{want}: {plan}");
+    }
+    let plan = run(&["fleet", "plan", f, "base-backup"]);
+    assert!(plan.contains("database_url = postgres://backup@db.internal:5432/app"), "{plan}");
+}
