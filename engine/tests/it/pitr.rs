@@ -865,3 +865,71 @@ projects:
     let plan = run(&["fleet", "plan", f, "base-backup"]);
     assert!(plan.contains("database_url = postgres://backup@db.internal:5432/app"), "{plan}");
 }
+
+/// `pgdrill run pitr` of the test's folder and archive.
+fn pitr_run(backups: &Path, wal: &Path, junit: &Path) -> std::process::Command {
+    let mut c = common::pgdrill(&["run", "pitr", "--var"]);
+    c.arg(format!("backups={}", backups.display()))
+        .args(["--var", &format!("wal={}", wal.display())])
+        .args(["--var", "marker=select count(*) = 300 from t", "--var", "expect_tables=public.t>=300"])
+        .arg("--junit")
+        .arg(junit)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c
+}
+
+/// kill -9 of pgdrill while its throwaway server recovers: the server dies with it (the
+/// parent-death signal), its directory is reaped by the next recovery, which passes, and the
+/// archive is untouched. Then two recoveries of the same folder at once: both pass, each in
+/// its own throwaway, and the archive is still untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pgdrill_killed_during_wal_replay_leaves_no_server_and_two_recoveries_of_one_folder_both_pass() {
+    let Some(src) = source().await else { return };
+    let url = src.server.url();
+    basebackup(&src.server, &src.backups().join("b1"));
+    for phase in ["a", "b", "c"] {
+        insert(&url, phase, 100).await;
+        switch_and_archive(&src.server, &src.archive()).await;
+    }
+    let Source { tmp, server } = src;
+    server.stop();
+    let (backups, archive) = (tmp.path().join("backups"), tmp.path().join("archive"));
+    let before = listing(&archive);
+
+    let mut killed = pitr_run(&backups, &archive, &tmp.path().join("killed.xml")).spawn().expect("pgdrill");
+    let pid = killed.id();
+    let prefix = format!("pgdrill-native-{pid}-");
+    // The throwaway postgres of that run, started on the restored data directory.
+    let recovering = common::wait_for(Duration::from_secs(120), || {
+        processes_with(&prefix).into_iter().find(|c| c.contains("postgres") && c.contains("/data"))
+    });
+    assert!(recovering.is_some(), "no throwaway server appeared: {:?}", killed.try_wait());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    let _ = killed.wait();
+    let gone = common::wait_for(Duration::from_secs(30), || processes_with(&prefix).is_empty().then_some(()));
+    assert!(gone.is_some(), "the killed run's server is still running: {:?}", processes_with(&prefix));
+    let left = |p: &str| {
+        std::fs::read_dir(std::env::temp_dir())
+            .expect("tmp")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(p))
+            .count()
+    };
+    assert!(left(&prefix) > 0, "the killed run's workspace is there until the next run reaps it");
+
+    let next = pitr_run(&backups, &archive, &tmp.path().join("next.xml")).output().expect("pgdrill");
+    assert!(next.status.success(), "{}{}", common::text(&next.stdout), common::text(&next.stderr));
+    assert_eq!(left(&prefix), 0, "the next recovery reaped the killed run's workspace");
+    assert_eq!(listing(&archive), before, "the archive changed");
+
+    // Two at once on one folder: each extracts into its own workspace; neither refuses.
+    let one = pitr_run(&backups, &archive, &tmp.path().join("one.xml")).spawn().expect("pgdrill");
+    let two = pitr_run(&backups, &archive, &tmp.path().join("two.xml")).spawn().expect("pgdrill");
+    for (n, c) in [("first", one), ("second", two)] {
+        let out = c.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{n}: {}{}", common::text(&out.stdout), common::text(&out.stderr));
+    }
+    assert_eq!(listing(&archive), before, "the archive changed");
+}
