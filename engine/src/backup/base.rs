@@ -497,6 +497,46 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
             sizes.stored
         )));
     }
+    // What the store holds is what was written: size and SHA-256 read back, before the
+    // manifest makes the backup visible (a store that corrupts or truncates is caught here,
+    // not at the recovery that needs it). An archive storage class cannot be read back
+    // until restored: its upload was checked by the writer against the store's metadata.
+    if store.archival_class().is_none() {
+        let t = std::time::Instant::now();
+        let reader = store.open(&object, None, None).await.map_err(Failure::environment)?;
+        let back = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+            use sha2::Digest;
+            let (mut reader, mut h, mut n) = (reader, sha2::Sha256::new(), 0u64);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let got = reader.read(&mut buf)?;
+                if got == 0 {
+                    return Ok((archive::hex(&h.finalize()), n));
+                }
+                h.update(&buf[..got]);
+                n += got as u64;
+            }
+        })
+        .await
+        .map_err(|e| Failure::environment(format!("reading the base backup back: {e}")))?;
+        let (back, size) = back.map_err(|e| {
+            Failure::environment(format!("reading {} back: {e}", store.url_of(&object)))
+        })?;
+        if size != sizes.stored || back != sha256 {
+            let _ = store.delete(&object).await;
+            return Err(Failure::environment(format!(
+                "{} holds {size} bytes with sha256 {back}, but {} bytes with sha256 {sha256} were written: removed",
+                store.url_of(&object),
+                sizes.stored
+            )));
+        }
+        log(format!(
+            "read back {} from {} in {:.1} s: size and sha256 match what was written",
+            crate::util::human_bytes(size),
+            store.url_of(&object),
+            t.elapsed().as_secs_f64()
+        ));
+    }
     let header = archive::read_header(&mut std::io::Cursor::new(&head)).ok().map(|(h, _)| h);
     // The first read is kept: sequences only move forward, and the recovered copy's must not
     // stand behind what it records (the second read may be later than the backup's end).

@@ -752,9 +752,14 @@ fn a_pitr_drill_from_pgdrills_own_backups_in_a_folder_and_an_object_store_reache
     assert!(archived.is_some(), "{}", std::fs::read_to_string(root.path().join("pg/server.log")).unwrap_or_default());
     let reports = root.path().join("reports");
     for storage in [store.display().to_string(), remote.to_string()] {
-        aws(Run::new("base-backup").var("database_url", pg.url()).var("storage", &storage).var("wait", "60s"))
-            .report(&reports)
-            .expect(0);
+        let ran =
+            aws(Run::new("base-backup").var("database_url", pg.url()).var("storage", &storage).var("wait", "60s"))
+                .report(&reports)
+                .expect(0);
+        // The stored object was read back and hashed before its manifest was written.
+        let json = ran.run_json();
+        let log = &json.step("base").log;
+        assert!(log.iter().any(|l| l.contains("size and sha256 match what was written")), "{storage}: {log:?}");
     }
     pg.psql("insert into kept values (101)");
     pg.psql("select pg_create_restore_point('before_incident')");
