@@ -499,8 +499,8 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
     }
     // What the store holds is what was written: size and SHA-256 read back, before the
     // manifest makes the backup visible (a store that corrupts or truncates is caught here,
-    // not at the recovery that needs it). An archive storage class cannot be read back
-    // until restored: its upload was checked by the writer against the store's metadata.
+    // not at the recovery that needs it). An object in an archive storage class cannot be
+    // read back until it is restored, so it is not read back here.
     if store.archival_class().is_none() {
         let t = std::time::Instant::now();
         let reader = store.open(&object, None, None).await.map_err(Failure::environment)?;
@@ -519,9 +519,8 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
         })
         .await
         .map_err(|e| Failure::environment(format!("reading the base backup back: {e}")))?;
-        let (back, size) = back.map_err(|e| {
-            Failure::environment(format!("reading {} back: {e}", store.url_of(&object)))
-        })?;
+        let (back, size) =
+            back.map_err(|e| Failure::environment(format!("reading {} back: {e}", store.url_of(&object))))?;
         if size != sizes.stored || back != sha256 {
             let _ = store.delete(&object).await;
             return Err(Failure::environment(format!(
@@ -543,7 +542,8 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
     let database_schema = match (schema_before, database_schema(&opts.url, &database).await.ok()) {
         (Some(b), Some(a)) if crate::pg::fingerprint::schema_differences(&b.schema, &a.schema).is_empty() => Some(b),
         (Some(_), Some(_)) => {
-            log("the schema changed while the backup ran (DDL): no schema is recorded to prove a recovery against".into());
+            log("the schema changed while the backup ran (DDL): no schema is recorded to prove a recovery against"
+                .into());
             None
         }
         _ => None,

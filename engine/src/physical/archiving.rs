@@ -249,11 +249,7 @@ pub struct Mark {
 
 /// Mark the database `url` names (see `Mark`). `restore_point`: also create one, named so,
 /// inside the window (superuser or `pg_create_restore_point` granted).
-pub async fn mark(
-    url: &str,
-    restore_point: Option<&str>,
-    mode: crate::pg::fingerprint::Mode,
-) -> Result<Mark, Failure> {
+pub async fn mark(url: &str, restore_point: Option<&str>, mode: crate::pg::fingerprint::Mode) -> Result<Mark, Failure> {
     use crate::pg::fingerprint;
     let pg = |what: &str, e: tokio_postgres::Error| {
         Failure::environment(format!("marking the source ({what}): {}", crate::pg::describe(&e)))

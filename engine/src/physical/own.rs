@@ -241,14 +241,14 @@ impl PhysicalSource for OwnSource {
     ) -> Result<Option<crate::pg::fingerprint::Fingerprint>, Failure> {
         let (m, authenticated) =
             self.block_on(base::read_manifest(self.store.as_ref(), &backup.id, Some(&self.key)))?;
-        Ok(m.database_schema
-            .filter(|s| authenticated && s.database == database)
-            .map(|s| crate::pg::fingerprint::Fingerprint {
+        Ok(m.database_schema.filter(|s| authenticated && s.database == database).map(|s| {
+            crate::pg::fingerprint::Fingerprint {
                 mode: crate::pg::fingerprint::Mode::Counts,
                 schema_hash: s.schema_hash,
                 schema: s.schema,
                 tables: Default::default(),
-            }))
+            }
+        }))
     }
 
     fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {

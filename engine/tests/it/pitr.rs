@@ -771,7 +771,9 @@ async fn a_postgresql_17_backup_recovers_to_a_restore_point_in_its_docker_image(
 /// `fleet plan` handing the runbooks their storage, database and `source`.
 #[test]
 fn a_fleet_file_schedules_base_backups_pitr_and_the_pitr_drill_for_cron_systemd_and_kubernetes() {
-    let have = |cmd: &str, args: &[&str]| std::process::Command::new(cmd).args(args).output().is_ok_and(|o| o.status.success());
+    let have = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd).args(args).output().is_ok_and(|o| o.status.success())
+    };
     if !common::require(
         have("systemd-analyze", &["--version"]) && have("kubernetes-validate", &["--version"]),
         "systemd-analyze and kubernetes-validate (ci/setup.sh installs them)",
@@ -842,9 +844,11 @@ projects:
         .output()
         .expect("kubernetes-validate");
     assert!(v.status.success(), "{}{}", common::text(&v.stdout), common::text(&v.stderr));
-    for (name, runbook, cron) in
-        [("nightly-base", "base-backup", "0 1 * * *"), ("monthly-pitr", "pitr", "0 4 1 * *"), ("monthly-pitr-drill", "pitr-drill", "0 5 1 * *")]
-    {
+    for (name, runbook, cron) in [
+        ("nightly-base", "base-backup", "0 1 * * *"),
+        ("monthly-pitr", "pitr", "0 4 1 * *"),
+        ("monthly-pitr-drill", "pitr-drill", "0 5 1 * *"),
+    ] {
         let job = serde_yaml::Deserializer::from_str(&k8s)
             .filter_map(|d| serde::Deserialize::deserialize(d).ok())
             .find(|d: &serde_yaml::Value| d["metadata"]["name"] == format!("pgdrill-{name}").as_str())
@@ -856,10 +860,16 @@ projects:
             .iter()
             .filter_map(|a| a.as_str())
             .collect();
-        assert_eq!(args[..6], ["fleet", "run", "/etc/pgdrill/pgdrill.fleet.yaml", runbook, "--schedule", name], "{args:?}");
+        assert_eq!(
+            args[..6],
+            ["fleet", "run", "/etc/pgdrill/pgdrill.fleet.yaml", runbook, "--schedule", name],
+            "{args:?}"
+        );
     }
     let plan = run(&["fleet", "plan", f, "pitr"]);
-    for want in ["pgdrill run pitr", "storage = /var/lib/pgdrill/backups/shop/prod", "database = app", "source = pgdrill"] {
+    for want in
+        ["pgdrill run pitr", "storage = /var/lib/pgdrill/backups/shop/prod", "database = app", "source = pgdrill"]
+    {
         assert!(plan.contains(want), "{want}: {plan}");
     }
     let plan = run(&["fleet", "plan", f, "base-backup"]);
