@@ -880,12 +880,13 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 .transpose()
                 .map_err(Error::invalid)?;
             let list = crate::backup::listing::list(&storage, database.as_deref(), pattern.as_ref())?;
-            // Base backups are of a whole cluster, not of a database: listed when no database
-            // is asked for, with what the WAL archive lets each reach.
-            let physical = match database {
-                Some(_) => Vec::new(),
-                None => physical_of(&location, &redactor).await?,
-            };
+            // Base backups are of a whole cluster, not of a database: each holds every
+            // database, the one asked for included, so they are listed with a note whatever
+            // --database says, with what the WAL archive lets each reach.
+            let physical = physical_of(&location, &redactor).await?;
+            let note = database.as_deref().map(|d| {
+                format!("a base backup holds every database of its cluster, {} included", crate::report::visible(d))
+            });
             if json {
                 let mut all = crate::backup::listing::to_json(&list);
                 for s in &physical {
@@ -895,6 +896,9 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                             o.insert("kind".into(), "base".into());
                             o.insert("origin".into(), "pgdrill".into());
                             o.insert("system_identifier".into(), s.system_identifier.clone().into());
+                            if let Some(n) = &note {
+                                o.insert("note".into(), n.clone().into());
+                            }
                         }
                         all.push(v);
                     }
@@ -903,6 +907,9 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             } else {
                 for line in backups_table(&list, &physical) {
                     outln!("{line}");
+                }
+                if let Some(n) = note.as_ref().filter(|_| physical.iter().any(|s| !s.base_backups.is_empty())) {
+                    outln!("note: {n}");
                 }
                 for s in &physical {
                     for w in &s.windows {

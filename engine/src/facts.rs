@@ -85,6 +85,9 @@ pub enum Fact {
     /// source records one, and for a recovery the target with the server's own word that it
     /// was reached. Signed evidence names the digests as its statement's subjects.
     Physical(Box<PhysicalFact>),
+    /// A point-in-time recovery of a physical backup, proven to have reached its target
+    /// (`pitr.restore`): the run's RTO and RPO are also a PITR's (`pgdrill_pitr_*` metrics).
+    PointInTime { target: String },
 }
 
 /// A file or object an auditor can find again, by name, and by its sha256 where known.

@@ -85,6 +85,29 @@ pub struct BaseManifest {
     pub finished_at: OffsetDateTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<super::ManifestAuth>,
+    /// The schema of the database the backup connected to, read before pg_basebackup started
+    /// and again after it ended, kept only when both agree (no DDL ran in between): the
+    /// ground truth for the schema of a recovery to the backup's end (`immediate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_schema: Option<DatabaseSchema>,
+}
+
+/// A database's schema fingerprint (`pg::fingerprint`'s schema part).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseSchema {
+    pub database: String,
+    pub schema_hash: String,
+    pub schema: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// The schema of the database `url` names, in one read-only snapshot.
+async fn database_schema(url: &str, database: &str) -> Result<DatabaseSchema, Failure> {
+    let env = |e: tokio_postgres::Error| Failure::environment(crate::pg::describe(&e));
+    let c = crate::pg::connect(url).await?;
+    c.batch_execute("begin isolation level repeatable read read only").await.map_err(env)?;
+    let (schema_hash, schema) = crate::pg::fingerprint::compute_schema(&c).await.map_err(env)?;
+    c.batch_execute("commit").await.map_err(env)?;
+    Ok(DatabaseSchema { database: database.to_string(), schema_hash, schema })
 }
 
 impl BaseManifest {
@@ -309,6 +332,9 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
         .map(|r| Tablespace { oid: r.get::<_, i64>(0) as u32, name: r.get(1), location: r.get(2) })
         .collect();
     drop(client);
+    // Read before the backup starts, compared with a second read after it ends: see
+    // `BaseManifest::database_schema`. A failure to read it costs the ground truth only.
+    let schema_before = database_schema(&opts.url, &database).await.ok();
     // With tablespaces pg_basebackup writes one tar per tablespace, and only into a
     // directory: they are staged (a private 0700 directory, removed whatever happens) and
     // streamed as one tar of tars. Without, its one tar streams from stdout, never on disk.
@@ -471,7 +497,57 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
             sizes.stored
         )));
     }
+    // What the store holds is what was written: size and SHA-256 read back, before the
+    // manifest makes the backup visible (a store that corrupts or truncates is caught here,
+    // not at the recovery that needs it). An object in an archive storage class cannot be
+    // read back until it is restored, so it is not read back here.
+    if store.archival_class().is_none() {
+        let t = std::time::Instant::now();
+        let reader = store.open(&object, None, None).await.map_err(Failure::environment)?;
+        let back = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+            use sha2::Digest;
+            let (mut reader, mut h, mut n) = (reader, sha2::Sha256::new(), 0u64);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let got = reader.read(&mut buf)?;
+                if got == 0 {
+                    return Ok((archive::hex(&h.finalize()), n));
+                }
+                h.update(&buf[..got]);
+                n += got as u64;
+            }
+        })
+        .await
+        .map_err(|e| Failure::environment(format!("reading the base backup back: {e}")))?;
+        let (back, size) =
+            back.map_err(|e| Failure::environment(format!("reading {} back: {e}", store.url_of(&object))))?;
+        if size != sizes.stored || back != sha256 {
+            let _ = store.delete(&object).await;
+            return Err(Failure::environment(format!(
+                "{} holds {size} bytes with sha256 {back}, but {} bytes with sha256 {sha256} were written: removed",
+                store.url_of(&object),
+                sizes.stored
+            )));
+        }
+        log(format!(
+            "read back {} from {} in {:.1} s: size and sha256 match what was written",
+            crate::util::human_bytes(size),
+            store.url_of(&object),
+            t.elapsed().as_secs_f64()
+        ));
+    }
     let header = archive::read_header(&mut std::io::Cursor::new(&head)).ok().map(|(h, _)| h);
+    // The first read is kept: sequences only move forward, and the recovered copy's must not
+    // stand behind what it records (the second read may be later than the backup's end).
+    let database_schema = match (schema_before, database_schema(&opts.url, &database).await.ok()) {
+        (Some(b), Some(a)) if crate::pg::fingerprint::schema_differences(&b.schema, &a.schema).is_empty() => Some(b),
+        (Some(_), Some(_)) => {
+            log("the schema changed while the backup ran (DDL): no schema is recorded to prove a recovery against"
+                .into());
+            None
+        }
+        _ => None,
+    };
     let mut manifest = BaseManifest {
         schema: BASE_SCHEMA.into(),
         kind: "base".into(),
@@ -498,6 +574,7 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
         started_at,
         finished_at: OffsetDateTime::now_utc(),
         authentication: None,
+        database_schema,
     };
     if let (Some(k), Some(prefix)) = (&mac_key, header.as_ref().and_then(|h| h.nonce_prefix.clone())) {
         let value = serde_json::to_value(&manifest).map_err(|e| Failure::environment(e.to_string()))?;

@@ -224,6 +224,107 @@ impl Drop for ArchivingServer {
     }
 }
 
+/// The ground truth of a PITR drill: the source's schema fingerprint and per-table row
+/// counts at one instant, and that instant as a recovery target (a time, a restore point,
+/// a WAL location). Taken while every user table is locked against writes (`SHARE`), so no
+/// commit that changes a table can fall between the snapshot the fingerprint reads and the
+/// target: a writer that committed before the lock is in the snapshot and before the
+/// target; one that waits for the lock commits after the target. Recovery to `time`
+/// (exclusive) or to `restore_point` therefore brings back exactly what `fingerprint` holds.
+/// DDL is not blocked: a drill's source must not create tables while it is marked.
+#[derive(Debug, Clone)]
+pub struct Mark {
+    /// `clock_timestamp()` inside the locked window, as PostgreSQL writes it.
+    pub time: String,
+    pub epoch: f64,
+    /// `pg_current_wal_insert_lsn()` inside the window.
+    pub lsn: String,
+    /// The restore point created inside the window, if one was asked for.
+    pub restore_point: Option<String>,
+    pub fingerprint: crate::pg::fingerprint::Fingerprint,
+    /// Unlogged tables: recovery brings them back empty, so they are left out of the
+    /// fingerprint's tables.
+    pub unlogged: Vec<String>,
+}
+
+/// Mark the database `url` names (see `Mark`). `restore_point`: also create one, named so,
+/// inside the window (superuser or `pg_create_restore_point` granted).
+pub async fn mark(url: &str, restore_point: Option<&str>, mode: crate::pg::fingerprint::Mode) -> Result<Mark, Failure> {
+    use crate::pg::fingerprint;
+    let pg = |what: &str, e: tokio_postgres::Error| {
+        Failure::environment(format!("marking the source ({what}): {}", crate::pg::describe(&e)))
+    };
+    let c = crate::pg::connect(url).await?;
+    let user_tables = "from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind = 'r' \
+         and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg_toast%' \
+         and n.nspname not like 'pg_temp%'";
+    // Listed before the transaction: a query inside it would fix its snapshot before the lock.
+    let tables: Vec<String> = c
+        .query(format!("select format('%I.%I', n.nspname, c.relname) {user_tables} order by 1").as_str(), &[])
+        .await
+        .map_err(|e| pg("listing tables", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    c.batch_execute("begin isolation level repeatable read; set local lock_timeout = '60s'")
+        .await
+        .map_err(|e| pg("begin", e))?;
+    if !tables.is_empty() {
+        // LOCK fixes no snapshot: the first query after it does, so the snapshot holds every
+        // commit made before the lock was granted and none made after.
+        c.batch_execute(&format!("lock table {} in share mode", tables.join(", ")))
+            .await
+            .map_err(|e| pg("locking the tables against writes", e))?;
+    }
+    let (schema_hash, schema) = fingerprint::compute_schema(&c).await.map_err(|e| pg("schema", e))?;
+    let content = fingerprint::Content::for_server(&c).await.map_err(|e| pg("server", e))?;
+    let mut counted = fingerprint::compute_tables(&c, mode, content).await.map_err(|e| pg("tables", e))?;
+    let unlogged: Vec<String> = c
+        .query(
+            format!("select format('%I.%I', n.nspname, c.relname) {user_tables} and c.relpersistence = 'u' order by 1")
+                .as_str(),
+            &[],
+        )
+        .await
+        .map_err(|e| pg("unlogged tables", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for t in &unlogged {
+        counted.remove(t);
+    }
+    if let Some(new) = counted.keys().find(|t| !tables.contains(t)) {
+        return Err(Failure::environment(format!(
+            "table {new} was created while the source was being marked: mark it again when no DDL runs"
+        )));
+    }
+    let row = c
+        .query_one(
+            "select clock_timestamp()::text, extract(epoch from clock_timestamp())::float8, \
+             pg_current_wal_insert_lsn()::text",
+            &[],
+        )
+        .await
+        .map_err(|e| pg("time", e))?;
+    let (time, epoch, mut lsn): (String, f64, String) = (row.get(0), row.get(1), row.get(2));
+    if let Some(name) = restore_point {
+        let r = c
+            .query_one("select pg_create_restore_point($1)::text", &[&name])
+            .await
+            .map_err(|e| pg("pg_create_restore_point", e))?;
+        lsn = r.get(0);
+    }
+    c.batch_execute("commit").await.map_err(|e| pg("commit", e))?;
+    Ok(Mark {
+        time,
+        epoch,
+        lsn,
+        restore_point: restore_point.map(str::to_string),
+        fingerprint: fingerprint::Fingerprint { mode, schema_hash, schema, tables: counted },
+        unlogged,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -223,7 +223,7 @@ impl PhysicalSource for OwnSource {
     }
 
     /// The pgdrill binary `restore_command` runs and a local archive's directory, for a
-    /// throwaway in Docker (not tested there yet).
+    /// throwaway in Docker (PostgreSQL 17 in its image: `wal_archive`'s test of it).
     fn paths(&self) -> Vec<PathBuf> {
         let mut out = vec![self.exe.clone()];
         if !crate::storage::is_remote(&self.location) {
@@ -252,6 +252,25 @@ impl PhysicalSource for OwnSource {
         let object = self.block_on(self.store.read(&key)).map_err(Failure::environment)?;
         let (pre, _) = crate::wal::unseal(segment, &object, &self.key)?;
         Ok(Some(pre.sha256))
+    }
+
+    /// The schema the manifest recorded when the backup ended, read through the key (the
+    /// MAC binds it), for the database it was taken in only.
+    fn schema_at_end(
+        &self,
+        backup: &BaseBackup,
+        database: &str,
+    ) -> Result<Option<crate::pg::fingerprint::Fingerprint>, Failure> {
+        let (m, authenticated) =
+            self.block_on(base::read_manifest(self.store.as_ref(), &backup.id, Some(&self.key)))?;
+        Ok(m.database_schema.filter(|s| authenticated && s.database == database).map(|s| {
+            crate::pg::fingerprint::Fingerprint {
+                mode: crate::pg::fingerprint::Mode::Counts,
+                schema_hash: s.schema_hash,
+                schema: s.schema,
+                tables: Default::default(),
+            }
+        }))
     }
 
     fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {

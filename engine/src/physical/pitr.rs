@@ -140,6 +140,66 @@ pub fn rpo_seconds(target: OffsetDateTime, achieved: Option<OffsetDateTime>) -> 
     achieved.map(|a| ((target - a).as_seconds_f64()).max(0.0))
 }
 
+/// What a recovered copy was compared with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Truth {
+    /// The source's fingerprint at the target (schema and per-table rows; `pitr.mark`).
+    SourceAtTarget(crate::pg::fingerprint::Fingerprint),
+    /// The base backup's own schema fingerprint, taken when the backup ended: the truth for
+    /// the schema of a recovery to `immediate` only.
+    BackupSchema(crate::pg::fingerprint::Fingerprint),
+}
+
+impl Truth {
+    /// The name reports give it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Truth::SourceAtTarget(_) => "source at the target",
+            Truth::BackupSchema(_) => "base backup schema",
+        }
+    }
+}
+
+/// The differences between the database `url` names (a recovered copy) and `truth`: the
+/// schema always, the per-table rows (and content hashes where the truth has them) when the
+/// truth holds tables. Empty: they agree.
+pub async fn differences(url: &str, truth: &Truth) -> Result<Vec<String>, Failure> {
+    use crate::pg::fingerprint;
+    let pg = |e: tokio_postgres::Error| {
+        Failure::environment(format!("fingerprinting the recovered copy: {}", crate::pg::describe(&e)))
+    };
+    let (expect, tables) = match truth {
+        Truth::SourceAtTarget(f) => (f, true),
+        Truth::BackupSchema(f) => (f, false),
+    };
+    let c = crate::pg::connect(url).await?;
+    c.batch_execute("begin isolation level repeatable read read only").await.map_err(pg)?;
+    let (_, schema) = fingerprint::compute_schema(&c).await.map_err(pg)?;
+    // A physical copy is the same cluster: privileges and owners are compared too. Only
+    // sequence positions may stand ahead (they are WAL-logged in advance), never behind.
+    // The lines are compared, never the hashes alone (equal lines may hash apart when only
+    // sequence positions moved).
+    let mut out = fingerprint::schema_differences(&expect.schema, &schema);
+    if tables {
+        let mut got = fingerprint::compute_tables(&c, expect.mode, expect.content()).await.map_err(pg)?;
+        // Unlogged tables come back empty from any recovery; `mark` leaves them out too.
+        let unlogged = c
+            .query(
+                "select format('%I.%I', n.nspname, c.relname) from pg_class c join pg_namespace n \
+                 on n.oid = c.relnamespace where c.relkind = 'r' and c.relpersistence = 'u'",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        for r in unlogged {
+            got.remove(&r.get::<_, String>(0));
+        }
+        out.extend(fingerprint::table_differences(&expect.tables, &got));
+    }
+    c.batch_execute("commit").await.map_err(pg)?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -213,6 +213,17 @@ pub trait PhysicalSource: Send + Sync {
     fn archive_end(&self, _timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
         Ok(None)
     }
+
+    /// The schema fingerprint of `database` as it was when `backup` ended, if the source
+    /// recorded one (pgdrill's own base backups do): the ground truth for the schema of a
+    /// recovery to `immediate`, and of nothing later. Default: none.
+    fn schema_at_end(
+        &self,
+        _backup: &BaseBackup,
+        _database: &str,
+    ) -> Result<Option<crate::pg::fingerprint::Fingerprint>, Failure> {
+        Ok(None)
+    }
 }
 
 /// A path for messages.

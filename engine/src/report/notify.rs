@@ -93,6 +93,8 @@ struct Facts {
     verified: bool,
     rto_s: Option<f64>,
     rpo_s: Option<f64>,
+    /// The run proved a point-in-time recovery: its RTO and RPO are a PITR's too.
+    pitr: bool,
     objectives: Vec<serde_json::Value>,
     failed: Vec<serde_json::Value>,
     /// The backups the run wrote or picked (a verify's), as a success message promises them:
@@ -142,6 +144,7 @@ fn facts(s: &RunSummary) -> Option<Facts> {
         }
         f.backups.push(v);
     }
+    f.pitr = s.point_in_time.iter().any(|(_, o)| *o == Outcome::Passed);
     for o in &s.objectives {
         let Measure::Objective(objective) = o.what else { continue };
         let Some(m) = o.measured_s.as_f64() else { continue };
@@ -209,6 +212,15 @@ fn samples(f: &Facts) -> Vec<(&'static str, &'static str, f64, Option<String>)> 
     }
     if let Some(r) = f.rpo_s {
         v.push(("pgdrill_drill_rpo_seconds", "Recovery point measured by the last drill.", r, None));
+    }
+    // A PITR drill's own names, so its alerts do not fire on a logical restore's figures.
+    if f.pitr {
+        if let Some(r) = f.rto_s {
+            v.push(("pgdrill_pitr_rto_seconds", "Recovery time of the last point-in-time recovery drill.", r, None));
+        }
+        if let Some(r) = f.rpo_s {
+            v.push(("pgdrill_pitr_rpo_seconds", "Data loss of the last point-in-time recovery drill.", r, None));
+        }
     }
     v
 }

@@ -152,6 +152,8 @@ pub struct RunSummary {
     pub sources: Vec<Identity>,
     /// Physical backups taken or recovered (`Fact::Physical`), with how their steps ended.
     pub physical: Vec<(StepId, Outcome, crate::facts::PhysicalFact)>,
+    /// Point-in-time recoveries proven (`Fact::PointInTime`), with how their step ended.
+    pub point_in_time: Vec<(StepId, Outcome)>,
 }
 
 /// A server's identity as a step told it: its system identifier and where it listens.
@@ -182,6 +184,7 @@ impl RunSummary {
             throwaway_ids: Vec::new(),
             sources: Vec::new(),
             physical: Vec::new(),
+            point_in_time: Vec::new(),
             record,
         };
         for suite in &suites {
@@ -244,6 +247,7 @@ impl RunSummary {
                     host: host.clone(),
                 }),
                 Fact::Physical(p) => self.physical.push((id.clone(), r.outcome, (**p).clone())),
+                Fact::PointInTime { .. } => self.point_in_time.push((id.clone(), r.outcome)),
             }
         }
         if r.phase == Phase::Budget {
@@ -439,6 +443,7 @@ fn redact_suite(r: &Redactor, s: &mut SuiteRecord) {
                         }
                     }
                 }
+                Fact::PointInTime { target } => *target = r.redact(target),
             }
         }
     }

@@ -724,6 +724,7 @@ pgdrill_derive::kinds! {
     drill::Rpo,
     pitr::Restore,
     pitr::Source,
+    pitr::MarkStep,
     pub sql::Exec,
     sql::Assert,
     ping::Ping,

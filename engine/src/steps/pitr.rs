@@ -11,7 +11,8 @@ use time::OffsetDateTime;
 use super::{rfc3339, BoxFuture, Fields, Step, StepCtx, StepError, Teardown, With, WithError};
 use crate::physical::archiving::{ArchivingOptions, ArchivingServer};
 use crate::physical::basebackup::BasebackupFolder;
-use crate::physical::pitr::{self, PitrOptions};
+use crate::pg::fingerprint::{Fingerprint, Mode};
+use crate::physical::pitr::{self, PitrOptions, Truth};
 use crate::physical::recover::{parse_pg_time, RecoverOptions, Recovered, Target, TargetKind};
 use crate::physical::source::{Lsn, PhysicalSource};
 use crate::template::is_template;
@@ -79,6 +80,13 @@ pub struct RestoreWith {
     /// a query that must return true on the recovered server (a row the target brings back)
     #[serde(default, deserialize_with = "super::de::opt_text")]
     marker: Option<String>,
+    /// the ground truth at the target: a fingerprint of the source taken there (`pitr.mark`'s
+    /// `fingerprint`); the recovered `database`'s schema and per-table rows must equal it.
+    /// Without one, a recovery to `immediate` of pgdrill's own base backup is compared with
+    /// the schema recorded when the backup ended; anything else is "unproven"
+    #[serde(default)]
+    #[field(ty = "map|null")]
+    expect: Option<serde_json::Value>,
     /// how long recovery may take, server start to promotion (default 30m)
     #[serde(default = "half_hour", deserialize_with = "super::de::duration")]
     timeout: Duration,
@@ -228,6 +236,10 @@ pub struct RestoreOutputs {
     system_identifier: String,
     /// server_version of the throwaway
     server_version: String,
+    /// what the recovered copy was compared with: source at the target (`expect`), base
+    /// backup schema (`immediate`), or none (content unproven)
+    #[field(ty = "source at the target|base backup schema|none")]
+    ground_truth: String,
 }
 
 pub struct Restore;
@@ -277,6 +289,13 @@ fn secs(d: Duration) -> f64 {
 async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepError> {
     let started = OffsetDateTime::now_utc();
     let target = w.target().map_err(|e| StepError::field(e.path.clone(), e.message.clone()))?;
+    let expect: Option<Fingerprint> = match w.expect.as_ref() {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if s.is_empty() || s == "none" => None,
+        Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+            StepError::field("expect", format!("not a pgdrill fingerprint (pitr.mark's `fingerprint`): {e}"))
+        })?),
+    };
     let source = open_source(&ctx, &w)?;
     ctx.log(format!("recovering {} to {target}", source.describe()));
     let opts = PitrOptions {
@@ -322,6 +341,50 @@ async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepErr
         achieved.map(|a| format!("; the data is as of {}", rfc3339(a))).unwrap_or_default()
     ));
     ctx.fact(crate::facts::Fact::Server { version: f.server_version.clone() });
+    let database = p.server.database.clone();
+    let truth = match (expect, &target.kind) {
+        (Some(f), _) => Some(Truth::SourceAtTarget(f)),
+        (None, TargetKind::Immediate) => {
+            tokio::task::block_in_place(|| source.schema_at_end(&p.backup, &database))?.map(Truth::BackupSchema)
+        }
+        (None, _) => None,
+    };
+    let ground_truth = match &truth {
+        Some(t) => {
+            ctx.fact(crate::facts::Fact::GroundTruth { basis: t.name().into() });
+            let diffs = pitr::differences(&p.server.url(), t).await?;
+            if !diffs.is_empty() {
+                let shown: Vec<&str> = diffs.iter().take(10).map(String::as_str).collect();
+                return Err(StepError::failed(format!(
+                    "recovered to {target}, but database {database:?} differs from the {}: {} difference{}: {}{}",
+                    t.name(),
+                    diffs.len(),
+                    if diffs.len() == 1 { "" } else { "s" },
+                    shown.join("; "),
+                    if diffs.len() > 10 { "; ..." } else { "" }
+                )));
+            }
+            ctx.log(match t {
+                Truth::SourceAtTarget(f) => format!(
+                    "ground truth: the source at the target: schema and {} tables' rows of {database:?} match",
+                    f.tables.len()
+                ),
+                Truth::BackupSchema(_) => {
+                    format!("ground truth: the base backup's schema of {database:?} when it ended: it matches")
+                }
+            });
+            t.name().to_string()
+        }
+        None => {
+            ctx.fact(crate::facts::Fact::GroundTruth { basis: "none".into() });
+            ctx.log(
+                "schema unproven: no fingerprint of the source at this target (give `expect:`, pitr.mark's \
+                 fingerprint), and only a recovery to `immediate` has the base backup's own schema to compare with",
+            );
+            "none".to_string()
+        }
+    };
+    ctx.fact(crate::facts::Fact::PointInTime { target: f.target.clone() });
     // The base backup this recovery proved, for the report's backups tested: by the source
     // and its id (other tools' backups have no single file), with its end as its time.
     let age = p.backup.ended.map(|e| ((OffsetDateTime::now_utc() - e).as_seconds_f64() * 1000.0).round() / 1000.0);
@@ -359,6 +422,7 @@ async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepErr
         started_epoch: started.unix_timestamp_nanos() as f64 / 1e9,
         system_identifier: f.system_identifier.to_string(),
         server_version: f.server_version.clone(),
+        ground_truth,
     };
     ctx.resources.push(format!("recovered server of step `{}`", ctx.step), Box::new(p.server));
     Ok(out)
@@ -556,6 +620,100 @@ impl Teardown for ArchivingServer {
     fn teardown(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move { tokio::task::block_in_place(|| self.stop()) })
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// pitr.mark
+
+#[derive(Debug, Deserialize, Fields)]
+#[serde(deny_unknown_fields)]
+pub struct MarkWith {
+    /// connection URL of the source database to mark (a superuser's, for the restore point)
+    #[field(secret)]
+    url: String,
+    /// also create a restore point of this name at the mark (empty: none)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    restore_point: Option<String>,
+    /// per-table row counts only (default) or content hashes too
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "counts|full")]
+    mode: Option<String>,
+}
+
+impl With for MarkWith {
+    fn check(&self) -> Result<(), WithError> {
+        match self.mode.as_deref().filter(|m| !m.is_empty() && !is_template(m)) {
+            None | Some("counts" | "full") => Ok(()),
+            Some(m) => Err(WithError::new("mode", format!("unknown mode `{m}`: counts or full"))),
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Fields)]
+#[fields(outputs)]
+pub struct MarkOutputs {
+    /// the marked instant, as PostgreSQL writes it: a `target_time` (exclusive) for pitr.restore
+    time: String,
+    /// the same, as Unix seconds
+    epoch: f64,
+    /// the WAL location of the mark (the restore point's, when one was made)
+    lsn: String,
+    /// the restore point made at the mark, if any
+    restore_point: Option<String>,
+    /// the source's schema and per-table rows at the mark: pitr.restore's `expect`
+    #[field(ty = "map")]
+    fingerprint: serde_json::Value,
+    /// tables counted
+    tables: usize,
+    /// rows in them
+    rows: i64,
+    /// unlogged tables, left out (recovery brings them back empty)
+    unlogged: Vec<String>,
+}
+
+pub struct MarkStep;
+
+impl Step for MarkStep {
+    const NAME: &'static str = "pitr.mark";
+    const SUMMARY: &'static str = "Mark a point to recover to on a source: its time, WAL location and restore point, with the schema and per-table rows there (the ground truth for pitr.restore's expect).";
+    type With = MarkWith;
+    type Outputs = MarkOutputs;
+
+    fn run(ctx: StepCtx, w: MarkWith) -> impl std::future::Future<Output = Result<MarkOutputs, StepError>> + Send {
+        mark(ctx, w)
+    }
+}
+
+async fn mark(ctx: StepCtx, w: MarkWith) -> Result<MarkOutputs, StepError> {
+    let mode = match w.mode.as_deref().filter(|m| !m.is_empty()) {
+        None | Some("counts") => Mode::Counts,
+        Some("full") => Mode::Full,
+        Some(m) => return Err(StepError::field("mode", format!("unknown mode `{m}`: counts or full"))),
+    };
+    let name = w.restore_point.as_deref().filter(|n| !n.is_empty());
+    let m = crate::physical::archiving::mark(&w.url, name, mode).await?;
+    let rows: i64 = m.fingerprint.tables.values().map(|t| t.rows).sum();
+    ctx.log(format!(
+        "marked at {} (WAL {}){}: {} tables, {rows} rows, schema {}",
+        m.time,
+        m.lsn,
+        name.map(|n| format!(", restore point {n:?}")).unwrap_or_default(),
+        m.fingerprint.tables.len(),
+        &m.fingerprint.schema_hash[..12.min(m.fingerprint.schema_hash.len())]
+    ));
+    if !m.unlogged.is_empty() {
+        ctx.log(format!("unlogged, not counted (recovery empties them): {}", m.unlogged.join(", ")));
+    }
+    Ok(MarkOutputs {
+        time: m.time,
+        epoch: m.epoch,
+        lsn: m.lsn,
+        restore_point: m.restore_point,
+        tables: m.fingerprint.tables.len(),
+        rows,
+        fingerprint: serde_json::to_value(&m.fingerprint).unwrap_or_default(),
+        unlogged: m.unlogged,
+    })
 }
 
 #[cfg(test)]

@@ -323,7 +323,15 @@ fn the_pitr_drill_brings_back_what_the_incident_destroyed_and_reports_rpo_and_rt
     }
     let dir = tempfile::tempdir().expect("tmp");
     let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
-    let ran = common::Run::new("pitr-drill").var("version", 15).junit(&junit).report(&report).expect(0);
+    let (notify, textfile) = (dir.path().join("notify.yaml"), dir.path().join("pgdrill.prom"));
+    std::fs::write(&notify, format!("metrics:\n  textfile: {}\n", textfile.display())).expect("notify file");
+    let ran = common::Run::new("pitr-drill")
+        .var("version", 15)
+        .junit(&junit)
+        .report(&report)
+        .arg("--notify")
+        .arg(&notify)
+        .expect(0);
     let j = ran.junit();
     for case in ["recover", "table_back", "rows_back", "nothing_after", "amcheck", "rpo", "rto"] {
         assert_eq!(j.status(case), "passed", "{case}: {}", ran.all());
@@ -335,6 +343,12 @@ fn the_pitr_drill_brings_back_what_the_incident_destroyed_and_reports_rpo_and_rt
     let achieved = rec["achieved_epoch"].as_f64().expect("achieved");
     assert!(achieved < incident, "the data is from before the incident: {rec}");
     assert_eq!(rec["new_timeline"], 2, "{rec}");
+    // The recovered copy was judged against the source's schema and rows at the mark.
+    assert_eq!(rec["ground_truth"], "source at the target", "{rec}");
+    let mark = &run.step("mark").outputs;
+    assert!(mark["tables"].as_u64().is_some_and(|n| n >= 2), "{mark}");
+    assert!(mark["epoch"].as_f64().is_some_and(|m| m < incident), "the mark precedes the incident: {mark}");
+    assert!(ran.all().contains("schema and "), "{}", ran.all());
     assert!(rec["backup_check"].as_str().is_some_and(|c| c.contains("match backup_manifest")), "{rec}");
     // RPO is the incident minus the newest heartbeat recovered, which committed no later
     // than the last transaction replayed.
@@ -361,6 +375,57 @@ fn the_pitr_drill_brings_back_what_the_incident_destroyed_and_reports_rpo_and_rt
     for phase in ["base_restore", "wal_replay", "check_backup", "checks"] {
         assert!(c["phases"][phase].is_number(), "phase {phase} in {}", c["phases"]);
     }
+    // The PITR's own metrics, with the RPO the drill measured, for the alert rules
+    // (alerts/pgdrill.rules.yml: PgdrillPitrRpoHigh, unit-tested with promtool by notify.rs).
+    let prom = std::fs::read_to_string(&textfile).expect("textfile");
+    let sample = |name: &str| {
+        prom.lines()
+            .find(|l| l.starts_with(&format!("{name}{{runbook=\"pitr-drill\",database=\"erp\"}} ")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(sample("pgdrill_pitr_rpo_seconds"), Some(rpo_s), "{prom}");
+    assert!(sample("pgdrill_pitr_rto_seconds").is_some_and(|r| r > 0.0), "{prom}");
+    if common::require(
+        std::process::Command::new("promtool").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "promtool",
+    ) {
+        let checked = std::process::Command::new("sh")
+            .args(["-c", "promtool check metrics < \"$0\"", textfile.to_str().expect("utf-8")])
+            .output()
+            .expect("promtool");
+        assert!(checked.status.success(), "{}{}", common::text(&checked.stdout), common::text(&checked.stderr));
+    }
+}
+
+/// Regression: the drill compared the recovered copy with nothing but the counts it read
+/// itself, so a recovery that brought back more (or other) than the source held at the
+/// target passed. Here the target is moved past a table created after the mark: the
+/// recovered copy differs from the source's fingerprint at the mark, and the drill fails on
+/// it (the marker and the incident's absence still hold, so nothing else catches it).
+#[test]
+fn a_pitr_drill_whose_recovered_copy_differs_from_the_source_at_the_target_fails() {
+    if !common::require(Path::new("/usr/lib/postgresql/15/bin/initdb").exists(), "PostgreSQL 15 server binaries") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../drills/pitr-drill.yaml"))
+        .expect("the shipped drill");
+    let drift = "  - id: drift\n    uses: sql.exec\n    with:\n      url: \"{{ steps.source.outputs.url }}\"\n      sql: create table public.drift as select 1 as x\n  - id: after_drift\n    uses: sql.exec\n    with:\n      url: \"{{ steps.source.outputs.url }}\"\n      sql: select clock_timestamp()::text\n";
+    let at = shipped.find("  # What the incident destroys").expect("the incident's comment");
+    let mut text = format!("{}{drift}{}", &shipped[..at], &shipped[at..]);
+    let target = "target_time: \"{{ steps.mark.outputs.time }}\"";
+    assert!(text.contains(target), "the drill recovers to the mark's time");
+    text = text.replace(target, "target_time: \"{{ steps.after_drift.outputs.value }}\"");
+    let file = dir.path().join("drifted.yaml");
+    std::fs::write(&file, text).expect("drill");
+    let junit = dir.path().join("junit.xml");
+    let ran = common::Run::new(&file).var("version", 15).junit(&junit).expect(1);
+    assert_eq!(ran.junit().status("recover"), "failure", "{}", ran.all());
+    assert_eq!(ran.junit().status("table_back"), "skipped", "{}", ran.all());
+    let all = ran.all();
+    assert!(all.contains("differs from the source at the target"), "{all}");
+    assert!(all.contains("public.drift"), "the difference is named: {all}");
 }
 
 /// Hand `dir` to the user the server runs as (`nobody` when the tests run as root).
@@ -414,6 +479,11 @@ async fn plain_and_tar_folders_with_wal_inside_or_gzipped_apart_and_a_tablespace
     let tar_gz = src.tmp.path().join("tar_gz");
     run(&["-Ft", "-z", "-X", "stream", "-D", tar_gz.to_str().expect("utf-8")]);
     common::exec(&url, "insert into u select generate_series(11, 20)").await;
+    // The source now: the same schema as at the backups, 10 more rows in u.
+    let now = pgdrill::physical::archiving::mark(&url, None, pgdrill::pg::fingerprint::Mode::Counts)
+        .await
+        .expect("mark")
+        .fingerprint;
     switch_and_archive(s, &src.archive()).await;
     let Source { tmp, server } = src;
     server.stop();
@@ -446,6 +516,17 @@ async fn plain_and_tar_folders_with_wal_inside_or_gzipped_apart_and_a_tablespace
     let c = pgdrill::pg::connect(&p.server.url()).await.expect("connect");
     let moved: bool = c.query_one(elsewhere, &[]).await.expect("location").get(0);
     assert!(!moved, "the tablespace is in the throwaway's folder");
+    // The ground truths a recovered copy is judged against: the schema agrees; the rows of
+    // the source at a later point do not; a schema with one table more does not either.
+    use pgdrill::physical::pitr::{differences, Truth};
+    let same = differences(&p.server.url(), &Truth::BackupSchema(now.clone())).await.expect("compare");
+    assert!(same.is_empty(), "{same:?}");
+    let later = differences(&p.server.url(), &Truth::SourceAtTarget(now.clone())).await.expect("compare");
+    assert_eq!(later, vec!["public.u: 10 rows, expected 20".to_string()]);
+    let mut ghost = now.clone();
+    ghost.schema.get_mut("tables").expect("tables").push("public.ghost r".into());
+    let d = differences(&p.server.url(), &Truth::BackupSchema(ghost)).await.expect("compare");
+    assert!(d.iter().any(|l| l.contains("missing public.ghost")), "{d:?}");
     drop(p);
 
     // Tar, gzip'd, WAL inside (pg_wal.tar.gz), manifest checked with that WAL.
@@ -681,4 +762,184 @@ async fn a_postgresql_17_backup_recovers_to_a_restore_point_in_its_docker_image(
     p.server.stop();
     let left = docker(&["ps", "-a", "--filter", &format!("name={container}"), "--format", "{{.Names}}"]);
     assert!(left.is_empty(), "the throwaway's container is removed: {left}");
+}
+
+/// The fleet file of the README's "Physical backups from a fleet file": nightly base
+/// backups, a monthly `pitr` of pgdrill's own archive and a monthly `pitr-drill`, exported
+/// as cron lines, systemd units (verified by systemd-analyze) and Kubernetes CronJobs
+/// (validated strictly), each running `fleet run` of its runbook for its schedule, and
+/// `fleet plan` handing the runbooks their storage, database and `source`.
+#[test]
+fn a_fleet_file_schedules_base_backups_pitr_and_the_pitr_drill_for_cron_systemd_and_kubernetes() {
+    let have = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd).args(args).output().is_ok_and(|o| o.status.success())
+    };
+    if !common::require(
+        have("systemd-analyze", &["--version"]) && have("kubernetes-validate", &["--version"]),
+        "systemd-analyze and kubernetes-validate (ci/setup.sh installs them)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let fleet = dir.path().join("pgdrill.fleet.yaml");
+    std::fs::write(
+        &fleet,
+        "\
+defaults:
+  storage: /var/lib/pgdrill/backups/{project}/{environment}
+  key_env: PGDRILL_BACKUP_KEY
+  schedules: [nightly-base, monthly-pitr, monthly-pitr-drill]
+schedules:
+  nightly-base: { runbook: base-backup, cron: '0 1 * * *' }
+  monthly-pitr: { runbook: pitr, cron: '0 4 1 * *' }
+  monthly-pitr-drill: { runbook: pitr-drill, cron: '0 5 1 * *' }
+projects:
+  shop:
+    defaults:
+      connection: postgres://backup@db.internal:5432/postgres
+      password_env: SHOP_DB_PASSWORD
+      vars: { source: pgdrill }
+    environments:
+      prod:
+        databases:
+          app: {}
+",
+    )
+    .expect("fleet file");
+    let f = fleet.to_str().expect("utf-8");
+    let run = |args: &[&str]| {
+        let out = common::pgdrill(args).output().expect("pgdrill");
+        assert!(out.status.success(), "{args:?}: {}{}", common::text(&out.stdout), common::text(&out.stderr));
+        common::text(&out.stdout)
+    };
+    assert!(run(&["validate", f]).contains("3 schedules"));
+    let cron = run(&["schedule", "cron", f]);
+    for (cadence, name, runbook) in [
+        ("0 1 * * * ", "nightly-base", "base-backup"),
+        ("0 4 1 * * ", "monthly-pitr", "pitr"),
+        ("0 5 1 * * ", "monthly-pitr-drill", "pitr-drill"),
+    ] {
+        let line = cron.lines().find(|l| l.contains(&format!("--schedule {name} "))).expect("a crontab line");
+        assert!(line.starts_with(cadence), "{line}");
+        assert!(line.contains(&format!(" fleet run {f} {runbook} --schedule {name} ")), "{line}");
+    }
+    let units = dir.path().join("units");
+    let exe = common::bin();
+    run(&["schedule", "systemd", f, "--binary", exe.to_str().expect("utf-8"), "--out", units.to_str().expect("utf-8")]);
+    let mut files: Vec<String> =
+        std::fs::read_dir(&units).expect("units").flatten().map(|e| e.path().display().to_string()).collect();
+    files.sort();
+    assert_eq!(files.len(), 6, "a service and a timer per schedule: {files:?}");
+    let service = std::fs::read_to_string(units.join("pgdrill-monthly-pitr.service")).expect("service");
+    assert!(service.contains(&format!("fleet run {f} pitr --schedule monthly-pitr ")), "{service}");
+    let timer = std::fs::read_to_string(units.join("pgdrill-nightly-base.timer")).expect("timer");
+    assert!(timer.contains("OnCalendar="), "{timer}");
+    let v = std::process::Command::new("systemd-analyze").arg("verify").args(&files).output().expect("verify");
+    assert!(v.status.success(), "systemd-analyze verify: {}{}", common::text(&v.stdout), common::text(&v.stderr));
+    let k8s = run(&["schedule", "kubernetes", f]);
+    let manifests = dir.path().join("k8s.yaml");
+    std::fs::write(&manifests, &k8s).expect("k8s");
+    let v = std::process::Command::new("kubernetes-validate")
+        .args(["--strict", manifests.to_str().expect("utf-8")])
+        .output()
+        .expect("kubernetes-validate");
+    assert!(v.status.success(), "{}{}", common::text(&v.stdout), common::text(&v.stderr));
+    for (name, runbook, cron) in [
+        ("nightly-base", "base-backup", "0 1 * * *"),
+        ("monthly-pitr", "pitr", "0 4 1 * *"),
+        ("monthly-pitr-drill", "pitr-drill", "0 5 1 * *"),
+    ] {
+        let job = serde_yaml::Deserializer::from_str(&k8s)
+            .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+            .find(|d: &serde_yaml::Value| d["metadata"]["name"] == format!("pgdrill-{name}").as_str())
+            .unwrap_or_else(|| panic!("the CronJob of {name}: {k8s}"));
+        assert_eq!(job["spec"]["schedule"], cron, "{name}");
+        let args: Vec<&str> = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_sequence()
+            .expect("args")
+            .iter()
+            .filter_map(|a| a.as_str())
+            .collect();
+        assert_eq!(
+            args[..6],
+            ["fleet", "run", "/etc/pgdrill/pgdrill.fleet.yaml", runbook, "--schedule", name],
+            "{args:?}"
+        );
+    }
+    let plan = run(&["fleet", "plan", f, "pitr"]);
+    for want in
+        ["pgdrill run pitr", "storage = /var/lib/pgdrill/backups/shop/prod", "database = app", "source = pgdrill"]
+    {
+        assert!(plan.contains(want), "{want}: {plan}");
+    }
+    let plan = run(&["fleet", "plan", f, "base-backup"]);
+    assert!(plan.contains("database_url = postgres://backup@db.internal:5432/app"), "{plan}");
+}
+
+/// `pgdrill run pitr` of the test's folder and archive.
+fn pitr_run(backups: &Path, wal: &Path, junit: &Path) -> std::process::Command {
+    let mut c = common::pgdrill(&["run", "pitr", "--var"]);
+    c.arg(format!("backups={}", backups.display()))
+        .args(["--var", &format!("wal={}", wal.display())])
+        .args(["--var", "marker=select count(*) = 300 from t", "--var", "expect_tables=public.t>=300"])
+        .arg("--junit")
+        .arg(junit)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c
+}
+
+/// kill -9 of pgdrill while its throwaway server recovers: the server dies with it (the
+/// parent-death signal), its directory is reaped by the next recovery, which passes, and the
+/// archive is untouched. Then two recoveries of the same folder at once: both pass, each in
+/// its own throwaway, and the archive is still untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pgdrill_killed_during_wal_replay_leaves_no_server_and_two_recoveries_of_one_folder_both_pass() {
+    let Some(src) = source().await else { return };
+    let url = src.server.url();
+    basebackup(&src.server, &src.backups().join("b1"));
+    for phase in ["a", "b", "c"] {
+        insert(&url, phase, 100).await;
+        switch_and_archive(&src.server, &src.archive()).await;
+    }
+    let Source { tmp, server } = src;
+    server.stop();
+    let (backups, archive) = (tmp.path().join("backups"), tmp.path().join("archive"));
+    let before = listing(&archive);
+
+    let mut killed = pitr_run(&backups, &archive, &tmp.path().join("killed.xml")).spawn().expect("pgdrill");
+    let pid = killed.id();
+    let prefix = format!("pgdrill-native-{pid}-");
+    // The throwaway postgres of that run, started on the restored data directory.
+    let recovering = common::wait_for(Duration::from_secs(120), || {
+        processes_with(&prefix).into_iter().find(|c| c.contains("postgres") && c.contains("/data"))
+    });
+    assert!(recovering.is_some(), "no throwaway server appeared: {:?}", killed.try_wait());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    let _ = killed.wait();
+    let gone = common::wait_for(Duration::from_secs(30), || processes_with(&prefix).is_empty().then_some(()));
+    assert!(gone.is_some(), "the killed run's server is still running: {:?}", processes_with(&prefix));
+    let left = |p: &str| {
+        std::fs::read_dir(std::env::temp_dir())
+            .expect("tmp")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(p))
+            .count()
+    };
+    assert!(left(&prefix) > 0, "the killed run's workspace is there until the next run reaps it");
+
+    let next = pitr_run(&backups, &archive, &tmp.path().join("next.xml")).output().expect("pgdrill");
+    assert!(next.status.success(), "{}{}", common::text(&next.stdout), common::text(&next.stderr));
+    assert_eq!(left(&prefix), 0, "the next recovery reaped the killed run's workspace");
+    assert_eq!(listing(&archive), before, "the archive changed");
+
+    // Two at once on one folder: each extracts into its own workspace; neither refuses.
+    let one = pitr_run(&backups, &archive, &tmp.path().join("one.xml")).spawn().expect("pgdrill");
+    let two = pitr_run(&backups, &archive, &tmp.path().join("two.xml")).spawn().expect("pgdrill");
+    for (n, c) in [("first", one), ("second", two)] {
+        let out = c.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{n}: {}{}", common::text(&out.stdout), common::text(&out.stderr));
+    }
+    assert_eq!(listing(&archive), before, "the archive changed");
 }

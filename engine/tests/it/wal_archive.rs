@@ -651,6 +651,27 @@ async fn a_postgresql_17_base_backup_is_taken_with_its_image_tools_when_the_loca
     assert_eq!(std::fs::read_to_string(data.join("PG_VERSION")).expect("PG_VERSION").trim(), "17");
     assert!(got.files > 900 && data.join("backup_manifest").is_file(), "{got:?}");
     assert!(!ran.all().contains(password), "the password was shown");
+    // Regression: `backups list --database` hid base backups, which hold every database.
+    let listed = Run::cli(["backups", "list", "--database", "postgres", "--storage"])
+        .arg(&store)
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .expect(0);
+    assert!(listed.stdout.contains(" base "), "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains("note: a base backup holds every database of its cluster, postgres included"),
+        "{}",
+        listed.stdout
+    );
+    let json = Run::cli(["backups", "list", "--json", "--database", "postgres", "--storage"])
+        .arg(&store)
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .expect(0);
+    let all: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    let base = all.as_array().and_then(|l| l.iter().find(|b| b["kind"] == "base")).expect("the base backup listed");
+    assert!(base["note"].as_str().is_some_and(|n| n.contains("every database")), "{base}");
+    // Its manifest recorded the schema of the database it connected to: the ground truth of
+    // a recovery to its end.
+    assert_eq!(m.database_schema.as_ref().map(|s| s.database.as_str()), Some("postgres"), "{m:?}");
 }
 
 #[test]
@@ -731,9 +752,14 @@ fn a_pitr_drill_from_pgdrills_own_backups_in_a_folder_and_an_object_store_reache
     assert!(archived.is_some(), "{}", std::fs::read_to_string(root.path().join("pg/server.log")).unwrap_or_default());
     let reports = root.path().join("reports");
     for storage in [store.display().to_string(), remote.to_string()] {
-        aws(Run::new("base-backup").var("database_url", pg.url()).var("storage", &storage).var("wait", "60s"))
-            .report(&reports)
-            .expect(0);
+        let ran =
+            aws(Run::new("base-backup").var("database_url", pg.url()).var("storage", &storage).var("wait", "60s"))
+                .report(&reports)
+                .expect(0);
+        // The stored object was read back and hashed before its manifest was written.
+        let json = ran.run_json();
+        let log = &json.step("base").log;
+        assert!(log.iter().any(|l| l.contains("size and sha256 match what was written")), "{storage}: {log:?}");
     }
     pg.psql("insert into kept values (101)");
     pg.psql("select pg_create_restore_point('before_incident')");
@@ -767,7 +793,18 @@ fn a_pitr_drill_from_pgdrills_own_backups_in_a_folder_and_an_object_store_reache
         assert!(out["segments_restored"].as_u64().is_some_and(|n| n >= 1), "{storage}: {out}");
         assert!(out["tool"].as_str().is_some_and(|t| t.starts_with("pgdrill")), "{storage}: {out}");
         assert!(!ran.all().contains(SECRET), "{storage}: the store's secret in the run's output");
+        // No fingerprint of the source at a restore point: the content is unproven, said so.
+        assert_eq!(out["ground_truth"], "none", "{storage}: {out}");
     }
+    // To the base backup's end (immediate), the schema backup.base recorded then is the
+    // ground truth, read through the key.
+    let ran = aws(Run::new("pitr").var("source", "pgdrill").var("storage", store.display()).var("target", "immediate"))
+        .var("accept_unproven", "true")
+        .report(root.path().join("immediate"))
+        .expect(0);
+    let json = ran.run_json();
+    let out = &json.step("recover").outputs;
+    assert_eq!(out["ground_truth"], "base backup schema", "{out}");
     // The marker proved the rows before the restore point back and those after absent; the
     // store's secret is in no file the runs wrote.
     let files = walk(&reports);
@@ -776,4 +813,125 @@ fn a_pitr_drill_from_pgdrills_own_backups_in_a_folder_and_an_object_store_reache
         let bytes = std::fs::read(&f).unwrap_or_default();
         assert!(!String::from_utf8_lossy(&bytes).contains(SECRET), "the store's secret in {}", f.display());
     }
+}
+
+/// PostgreSQL 17, which this machine has only as a Docker image, archiving through pgdrill
+/// itself: `archive_command = 'pgdrill wal push --config ... %p'` inside the image's server
+/// (the built binary mounted), a base backup by the shipped runbook (whose wal.check proves
+/// the archive holds the backup's WAL), a restore point, then the shipped `pitr` runbook
+/// (`source=pgdrill`) recovering in a throwaway of the same image, its `restore_command`
+/// being `pgdrill wal fetch`: the rows before the restore point are back, those after are not.
+#[test]
+fn a_postgresql_17_server_archives_through_wal_push_and_recovers_to_a_restore_point_through_wal_fetch() {
+    let image = "pgdrill/postgres-local:17";
+    if !docker_ready(image) {
+        return;
+    }
+    let root = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store = root.path().join("store");
+    std::fs::create_dir(&store).expect("store");
+    give(&store, 0o700);
+    let conf = config(root.path(), "wal", &store, KEY);
+    // The source runs as the user the throwaway will (`nobody` when the tests run as root),
+    // so what `wal push` writes is what `wal fetch` can read.
+    let user = if nix::unistd::geteuid().is_root() {
+        "65534:65534".to_string()
+    } else {
+        format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid())
+    };
+    let exe = bin();
+    let sock = root.path().join("sock");
+    std::fs::create_dir(&sock).expect("sock");
+    give(&sock, 0o700);
+    let password = "wal-archive-test-password-17";
+    let name = format!("pgdrill-test-wal17-{}", std::process::id());
+    let mount = |p: &Path, ro: &str| format!("{}:{}{ro}", p.display(), p.display());
+    let out = Command::new("docker")
+        .args(["run", "-d", "--name", &name, "--user", &user, "-e", "PGDATA=/tmp/pgdata"])
+        // The image's socket folder is its `postgres` user's: one of the source's own.
+        .args(["-v", &format!("{}:/var/run/postgresql", sock.display())])
+        .args(["-e", &format!("POSTGRES_PASSWORD={password}"), "-p", "127.0.0.1::5432"])
+        .args(["-v", &mount(&exe, ":ro"), "-v", &mount(root.path(), "")])
+        .args([image, "postgres", "-c", "wal_level=replica", "-c", "max_wal_senders=4"])
+        .args(["-c", "archive_mode=on", "-c", "archive_timeout=1"])
+        .arg("-c")
+        .arg(format!("archive_command={} wal push --config {} %p", exe.display(), conf.display()))
+        .output()
+        .expect("docker run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let c = Container(name.clone());
+    let psql = |sql: &str| {
+        let o = Command::new("docker")
+            .args(["exec", "-e", &format!("PGPASSWORD={password}"), &c.0])
+            .args(["psql", "-h", "127.0.0.1", "-U", "postgres", "-AtXc", sql])
+            .output()
+            .expect("docker exec");
+        (o.status.success(), text(&o.stdout).trim().to_string(), text(&o.stderr))
+    };
+    let psql_ok = |sql: &str| {
+        let (ok, out, err) = psql(sql);
+        assert!(ok, "{sql}: {err}");
+        out
+    };
+    let ready = wait_for(Duration::from_secs(60), || psql("select 1").0.then_some(()));
+    let logs = || text(&Command::new("docker").args(["logs", &c.0]).output().expect("docker logs").stderr);
+    assert!(ready.is_some(), "the PostgreSQL 17 source did not start: {}", logs());
+    let hba = Command::new("docker")
+        .args(["exec", &c.0, "sh", "-c", "echo 'host replication all all scram-sha-256' >> \"$PGDATA/pg_hba.conf\" && psql -U postgres -c 'select pg_reload_conf()'"])
+        .output()
+        .expect("docker exec");
+    assert!(hba.status.success(), "{}", text(&hba.stderr));
+    let port = text(&Command::new("docker").args(["port", &c.0, "5432/tcp"]).output().expect("docker port").stdout)
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    // The first segment through `wal push` before any backup: the archive's folders are the
+    // server's user's.
+    let archived_to = |seg: &str| {
+        wait_for(Duration::from_secs(60), || {
+            let s = psql_ok("select coalesce(last_archived_wal, '') || '|' || failed_count from pg_stat_archiver");
+            (s.split('|').next() >= Some(seg)).then_some(s)
+        })
+    };
+    psql_ok("create table kept as select generate_series(1, 100) as g");
+    let first = psql_ok("select pg_walfile_name(pg_switch_wal())");
+    assert!(archived_to(&first).is_some(), "wal push did not archive {first}: {}", logs());
+    Run::new("base-backup")
+        .var("database_url", format!("postgres://postgres:{password}@127.0.0.1:{port}/postgres"))
+        .var("storage", store.display())
+        .var("wait", "60s")
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .env("PGDRILL_DOCKER_IMAGE", "pgdrill/postgres-local:{major}")
+        .expect(0);
+    psql_ok("insert into kept values (101)");
+    psql_ok("select pg_create_restore_point('before_incident')");
+    psql_ok("insert into kept values (102); create table lost as select 1 as x");
+    let switched = psql_ok("select pg_walfile_name(pg_switch_wal())");
+    let archiver = archived_to(&switched).unwrap_or_else(|| psql_ok("select * from pg_stat_archiver"));
+    assert!(archiver.ends_with("|0"), "the archiver failed or fell behind: {archiver}");
+    drop(c);
+
+    let report = root.path().join("report");
+    let ran = Run::new("pitr")
+        .var("source", "pgdrill")
+        .var("storage", store.display())
+        .var("target_name", "before_incident")
+        .var("marker", "select (select count(*) from kept) = 101 and to_regclass('lost') is null")
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .env("PGDRILL_DOCKER_IMAGE", "pgdrill/postgres-local:{major}")
+        .report(&report)
+        .expect(0);
+    let json = ran.run_json();
+    let out = &json.step("recover").outputs;
+    assert!(out["server_version"].as_str().is_some_and(|v| v.starts_with("17.")), "{out}");
+    assert!(
+        out["stop_line"].as_str().is_some_and(|l| l.contains("recovery stopping at restore point \"before_incident\"")),
+        "{out}"
+    );
+    assert!(out["segments_restored"].as_u64().is_some_and(|n| n >= 1), "fetched through wal fetch: {out}");
+    assert!(out["tool"].as_str().is_some_and(|t| t.starts_with("pgdrill")), "{out}");
+    assert!(!ran.all().contains(password), "the password was shown");
 }
