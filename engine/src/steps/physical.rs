@@ -1,5 +1,5 @@
 //! `physical.verify`: prove that another tool's physical backup (a pgBackRest stanza, a
-//! barman-cloud server) restores to a point in time. The tool restores its own backup into a
+//! Barman server, a barman-cloud server) restores to a point in time. The tool restores its own backup into a
 //! throwaway data directory, the throwaway server replays the tool's WAL archive up to the
 //! target, and `physical::recover` proves the target was reached before the step passes.
 //!
@@ -18,9 +18,9 @@ use crate::physical::source::{Lsn, PhysicalSource};
 #[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyWith {
-    /// the backups: `pgbackrest://STANZA?config=PATH` or `barman-cloud:s3://BUCKET/PATH?server=NAME` (secrets from the environment)
+    /// the backups: `pgbackrest://STANZA?config=PATH`, `barman://SERVER?config=PATH` or `barman-cloud:s3://BUCKET/PATH?server=NAME` (secrets from the environment)
     source: String,
-    /// the tool's backup id (pgBackRest label, barman-cloud backup id); default: the newest that can reach the target
+    /// the tool's backup id (pgBackRest label, Barman or barman-cloud backup id); default: the newest that can reach the target
     #[serde(default, deserialize_with = "super::de::opt_text")]
     backup: Option<String>,
     /// recover to this time (`2026-12-06 06:55:00+00`, RFC 3339 too); at most one target, none: the end of the archive
@@ -134,7 +134,7 @@ pub struct VerifyOutputs {
     newest_age_s: u64,
     /// how far the newest backup is dated in the future (clock skew): its age is then unknown
     newest_future_s: u64,
-    /// the tool that restored the backup (`pgbackrest`, `barman-cloud`)
+    /// the tool that restored the backup (`pgbackrest`, `barman`, `barman-cloud`)
     tool: String,
     /// the tool's version and the binary that served
     tool_version: String,
@@ -170,7 +170,7 @@ pub struct Verify;
 
 impl Step for Verify {
     const NAME: &'static str = "physical.verify";
-    const SUMMARY: &'static str = "Prove another tool's physical backup (pgBackRest, barman-cloud) restores to a point in time: the tool restores it into a throwaway, its WAL is replayed to the target, and the target is proven reached. A missing tool: exit 3.";
+    const SUMMARY: &'static str = "Prove another tool's physical backup (pgBackRest, Barman, barman-cloud) restores to a point in time: the tool restores it into a throwaway, its WAL is replayed to the target, and the target is proven reached. A missing tool: exit 3.";
     type With = VerifyWith;
     type Outputs = VerifyOutputs;
 
