@@ -584,3 +584,137 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
     assert!(!ran.all().contains("restored"), "nothing is restored from a FAILED backup:\n{}", ran.all());
     drop(c);
 }
+
+/// Regression (issue 39, item 1): a Barman server's backups could not be verified at all;
+/// `barman://SERVER?config=PATH` was refused as naming no source. A real Barman server
+/// (`backup_method = postgres`, WAL by `archiver = on`) backs up a native PostgreSQL 15
+/// under load; pgdrill lists its backups with Barman and recovers one with `barman recover`
+/// to the end of the archive, a time and a restore point. A WAL segment removed from
+/// Barman's archive and a backup Barman marks FAILED each fail.
+#[test]
+fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_removed_wal_or_failed_backup_fails() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("barman"), "barman (Debian package barman)")
+    {
+        return;
+    }
+    // Barman runs as its own user (barman drops to `barman_user` when started as root, as
+    // pgdrill's child is when pgdrill runs as root); otherwise as the test's user.
+    let barman_user = if nix::unistd::geteuid().is_root() {
+        "barman".to_string()
+    } else {
+        nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().expect("the test's user").name
+    };
+    let Some(barman_owner) = nix::unistd::User::from_name(&barman_user).ok().flatten() else {
+        assert!(!in_ci(), "CI: the Debian package barman creates the user `barman`");
+        eprintln!("skipped: no user `{barman_user}`");
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let home = work.path().join("barman");
+    std::fs::create_dir_all(&home).expect("barman home");
+    // The server's archive_command copies each segment into Barman's incoming folder (a
+    // folder both users write: the server's user puts, Barman takes), whole or not at all.
+    let incoming = owned_dir(&work.path().join("incoming"));
+    std::fs::set_permissions(&incoming, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let stage = owned_dir(&work.path().join("stage"));
+    let archive_command = format!(
+        "test ! -f {inc}/%f && install -m 0644 %p {st}/%f && mv {st}/%f {inc}/%f",
+        inc = incoming.display(),
+        st = stage.display()
+    );
+    let c = Cluster::start(&archive_command, &[]);
+    let config = home.join("barman.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[barman]\nbarman_user = {barman_user}\nbarman_home = {home}\nlog_file = {home}/barman.log\nlog_level = INFO\ncompression = gzip\nimmediate_checkpoint = true\n\n\
+             [demo]\ndescription = the team's server\nconninfo = host={sock} port={port} user=postgres dbname=postgres\n\
+             streaming_conninfo = host={sock} port={port} user=postgres\nbackup_method = postgres\narchiver = on\n\
+             streaming_archiver = off\nincoming_wals_directory = {inc}\n",
+            home = home.display(),
+            sock = c.socket().display(),
+            port = c.port,
+            inc = incoming.display()
+        ),
+    )
+    .expect("barman.conf");
+    for p in walk(&home).into_iter().chain([home.clone()]) {
+        nix::unistd::chown(&p, Some(barman_owner.uid), Some(barman_owner.gid)).expect("chown");
+    }
+    let barman = |args: &[&str]| {
+        let mut cmd = Command::new("barman");
+        cmd.arg("-c").arg(&config).args(args);
+        cmd
+    };
+    // `check` creates the server's folders (it fails until the first segment is archived).
+    let _ = barman(&["check", "demo"]).output().expect("barman check");
+    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
+    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    c.archive_now();
+    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
+    // The backup is taken under a short write load; --wait archives the WAL it needs.
+    let mut load = c.load(4);
+    ok(&mut barman(&["backup", "--wait", "--wait-timeout", "120", "demo"]), "barman backup");
+    let _ = load.wait();
+    let (t1, counts) = c.batches();
+    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&mut barman(&["-f", "json", "list-backups", "demo"]), "barman list-backups"))
+            .expect("list-backups json");
+    let id = listed["demo"][0]["backup_id"].as_str().expect("a backup id").to_string();
+    assert_eq!(listed["demo"][0]["status"], "DONE", "{listed}");
+
+    let book = runbook(work.path());
+    let source = format!("barman://demo?config={}", config.display());
+    let ran = verify(&book, &source, &t1, &counts).report(work.path().join("report")).output();
+    assert_eq!(ran.code, Some(0), "{}\nsource server log:\n{}", ran.all(), c.log());
+    let rj = ran.run_json();
+    for step in ["latest", "at_time", "at_name"] {
+        let s = rj.step(step);
+        assert_eq!(s.outcome, "passed", "{step}: {:?}", s.message);
+        assert_eq!(s.outputs["tool"], "barman", "{step}");
+        assert!(
+            s.outputs["tool_version"].as_str().unwrap_or_default().starts_with("barman 3."),
+            "{step}: {}",
+            s.outputs
+        );
+        assert_eq!(s.outputs["backup"], id.as_str(), "{step}");
+        assert_eq!(s.outputs["marker"], true, "{step}");
+        assert!(s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1, "{step}: {}", s.outputs);
+    }
+    for step in ["at_time", "at_name"] {
+        let line = rj.step(step).outputs["stop_line"].as_str().unwrap_or_default().to_string();
+        assert!(line.contains("recovery stopping"), "{step}: the server's own stop line: {line}");
+    }
+    let listed = Run::cli(["backups", "list", "--json", "--storage", &source]).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
+    assert_eq!((v[0]["id"].as_str(), v[0]["tool"].as_str()), (Some(id.as_str()), Some("barman")), "{}", listed.stdout);
+
+    // A WAL segment after the backup removed from Barman's archive: never a pass.
+    let end_wal = rj.step("latest").outputs["replay_lsn"].as_str().unwrap_or_default().to_string();
+    let mut wals: Vec<PathBuf> = walk(&home.join("demo/wals"))
+        .into_iter()
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.len() == 24))
+        .collect();
+    wals.sort();
+    let victim = wals.last().unwrap_or_else(|| panic!("Barman's archive holds WAL (replayed to {end_wal})")).clone();
+    let aside = work.path().join("aside");
+    std::fs::rename(&victim, &aside).expect("take a segment out");
+    let ran = shipped(&source, counts.latest).output();
+    assert_eq!(ran.code, Some(1), "a segment missing from Barman's archive must fail:\n{}", ran.all());
+    assert!(ran.all().contains("barman recover"), "{}", ran.all());
+    std::fs::rename(&aside, &victim).expect("put the segment back");
+
+    // The backup marked FAILED by Barman: never a pass, and nothing is restored.
+    let info = home.join("demo/base").join(&id).join("backup.info");
+    let text = std::fs::read_to_string(&info).expect("backup.info");
+    assert!(text.contains("status=DONE"), "{text}");
+    std::fs::write(&info, text.replace("status=DONE", "status=FAILED")).expect("mark FAILED");
+    let ran = shipped(&source, counts.latest).output();
+    assert_eq!(ran.code, Some(1), "a backup Barman marks FAILED must fail:\n{}", ran.all());
+    assert!(ran.all().contains("FAILED"), "{}", ran.all());
+    assert!(!ran.all().contains("restored by"), "nothing is restored from a FAILED backup:\n{}", ran.all());
+    drop(c);
+}
