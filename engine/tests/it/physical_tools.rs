@@ -718,3 +718,166 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
     assert!(!ran.all().contains("restored by"), "nothing is restored from a FAILED backup:\n{}", ran.all());
     drop(c);
 }
+
+/// A TLS terminator in front of a plain-HTTP S3 server: each TLS connection is relayed to
+/// 127.0.0.1:`upstream` and, when the server closes its side, ended with a TLS close_notify.
+/// One asyncio loop: an SSL object is never read and written by two threads at once (a
+/// threaded relay hung pgBackRest's backup).
+/// pgBackRest speaks only TLS to S3; `moto_server --ssl` (werkzeug's development server) ends
+/// its TLS connections so that pgBackRest 2.45 reports "TLS error ... unexpected eof while
+/// reading" on every request and gives up, where the same requests through this relay (or
+/// to a real S3) succeed.
+const TLS_RELAY: &str = r#"
+import asyncio, ssl, sys
+port, upstream, cert, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+async def pump(reader, writer, tls):
+    try:
+        while True:
+            b = await reader.read(65536)
+            if not b:
+                break
+            writer.write(b)
+            await writer.drain()
+    except (OSError, ssl.SSLError):
+        pass
+    try:
+        if tls:
+            writer.close()
+        else:
+            writer.write_eof()
+    except (OSError, RuntimeError):
+        pass
+async def serve(creader, cwriter):
+    try:
+        ureader, uwriter = await asyncio.open_connection("127.0.0.1", upstream)
+    except OSError:
+        cwriter.close()
+        return
+    up = asyncio.ensure_future(pump(creader, uwriter, False))
+    await pump(ureader, cwriter, True)
+    up.cancel()
+    uwriter.close()
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", port, ssl=ctx)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+"#;
+
+/// The relay on a port of its own, with a self-signed certificate made by openssl; stopped
+/// when dropped.
+fn tls_relay(upstream: u16, dir: &Path) -> Server {
+    let (cert, key) = (dir.join("relay.crt"), dir.join("relay.key"));
+    ok(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        "openssl req",
+    );
+    let port = free_port();
+    let (log, out, err) = server_log();
+    let child = Command::new("python3")
+        .args(["-c", TLS_RELAY, &port.to_string(), &upstream.to_string()])
+        .arg(&cert)
+        .arg(&key)
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("python3 relay");
+    let s = Server { child, port, log: Some(log) };
+    wait_listening(port, "the TLS relay");
+    s
+}
+
+/// Regression (issue 39, item 1): a pgBackRest repository in S3 was never proven; the team's
+/// configuration (`repo1-type=s3`, path-style URIs, its own endpoint) with the S3 keys in the
+/// environment is read as it is: backed up to, listed, restored and its WAL fetched through
+/// S3. The keys never show.
+#[test]
+fn a_pgbackrest_repository_in_s3_recovers_to_latest_and_a_restore_point() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
+        || !require(on_path("openssl"), "openssl")
+    {
+        return;
+    }
+    let Some(moto) = moto() else { return };
+    put(moto.port, "drill-pgbr");
+    let work = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let relay = tls_relay(moto.port, work.path());
+    let br = owned_dir(&work.path().join("pgbackrest"));
+    let config = br.join("pgbackrest.conf");
+    const SECRET: &str = "pgbackrest-s3-secret-never-shown-91ab";
+    let env = [("PGBACKREST_REPO1_S3_KEY", "testing"), ("PGBACKREST_REPO1_S3_KEY_SECRET", SECRET)];
+    let archive_command = format!("pgbackrest --config={} --stanza=demo archive-push %p", config.display());
+    let c = Cluster::start(&archive_command, &env);
+    // The team's configuration: an S3 repository on its own endpoint, path-style URIs (an
+    // S3-compatible store), its certificate not checked (self-signed here).
+    std::fs::write(
+        &config,
+        format!(
+            "[global]\nrepo1-type=s3\nrepo1-path=/pgbackrest\nrepo1-s3-bucket=drill-pgbr\nrepo1-s3-endpoint=127.0.0.1\n\
+             repo1-storage-port={}\nrepo1-s3-region=us-east-1\nrepo1-s3-uri-style=path\nrepo1-storage-verify-tls=n\n\
+             repo1-retention-full=2\nlog-path={}\nlock-path={}\nlog-level-file=off\nstart-fast=y\narchive-timeout=60\nio-timeout=30\n\n\
+             [demo]\npg1-path={}\npg1-port={}\npg1-socket-path={}\npg1-user=postgres\n",
+            relay.port,
+            br.display(),
+            br.join("lock").display(),
+            c.data.display(),
+            c.port,
+            c.socket().display()
+        ),
+    )
+    .expect("pgbackrest.conf");
+    own(&config);
+    let pgbackrest = |args: &[&str]| {
+        let mut cmd = as_server("pgbackrest", &env);
+        cmd.arg(format!("--config={}", config.display())).arg("--stanza=demo").args(args);
+        ok(&mut cmd, &format!("pgbackrest {}", args.join(" ")))
+    };
+    pgbackrest(&["stanza-create"]);
+    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
+    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    let mut load = c.load(3);
+    pgbackrest(&["--type=full", "backup"]);
+    let _ = load.wait();
+    let (_, counts) = c.batches();
+    let info: serde_json::Value =
+        serde_json::from_str(&pgbackrest(&["--output=json", "info"])).expect("pgbackrest info json");
+    let label = info[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
+
+    let source = format!("pgbackrest://demo?config={}", config.display());
+    let with_keys = |r: Run| env.iter().fold(r, |r, (k, v)| r.env(k, v));
+    let report = work.path().join("latest");
+    let ran = with_keys(shipped(&source, counts.latest)).report(&report).output();
+    assert_eq!(ran.code, Some(0), "{}\nsource server log:\n{}", ran.all(), c.log());
+    let rj = ran.run_json();
+    let s = rj.step("recover");
+    assert_eq!((s.outputs["tool"].as_str(), s.outputs["backup"].as_str()), (Some("pgbackrest"), Some(label.as_str())));
+    assert_eq!(s.outputs["marker"], true, "{}", s.outputs);
+    assert!(s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1, "the WAL came from S3: {}", s.outputs);
+    let ran = with_keys(
+        Run::new("verify-physical")
+            .var("source", &source)
+            .var("target_name", "before_batch_3")
+            .var("marker", format!("select count(*) = {} from drill", counts.at_name)),
+    )
+    .output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let listed = with_keys(Run::cli(["backups", "list", "--json", "--storage", &source])).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
+    assert_eq!(v[0]["id"], label.as_str(), "{}", listed.stdout);
+    for out in [ran.all(), listed.all(), std::fs::read_to_string(report.join("run.json")).unwrap_or_default()] {
+        assert!(!out.contains(SECRET), "the S3 secret was shown:\n{out}");
+    }
+    // Without the keys, pgBackRest cannot read the repository: the environment's failure.
+    let ran = shipped(&source, counts.latest).env_remove(env[0].0).env_remove(env[1].0).output();
+    assert_eq!(ran.code, Some(3), "{}", ran.all());
+    drop(c);
+    drop(relay);
+}
