@@ -554,6 +554,22 @@ impl Server {
     }
 }
 
+impl Server {
+    /// When Barman archived `segment` (the time of its file in Barman's catalogue, as
+    /// `barman list-files --target wal` names it), `None` when Barman does not list it.
+    /// Not the time of the copy `barman recover` made: that is now, whatever the archive's age.
+    pub fn wal_archived_at(&self, tool: &Binary, backup_id: &str, segment: &str) -> Option<time::OffsetDateTime> {
+        let mut cmd = self.command(tool);
+        cmd.args(["list-files", "--target", "wal"]).arg(&self.name).arg(backup_id);
+        let out = tools::run(&mut cmd, "barman list-files").ok().filter(|o| o.status.success())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let path = text.lines().map(str::trim).find(|l| {
+            std::path::Path::new(l).file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(segment))
+        })?;
+        std::fs::metadata(path).ok()?.modified().ok().map(time::OffsetDateTime::from)
+    }
+}
+
 /// A value of `key` in `[section]` of an INI text as Python's configparser reads it (`=` or
 /// `:`, keys case-insensitive, `#` and `;` comment lines).
 fn ini_value(text: &str, section: &str, key: &str) -> Option<String> {
@@ -632,13 +648,21 @@ pub struct BarmanServer {
     list: std::sync::Mutex<Vec<ServerBackup>>,
     /// The WAL folder of the last materialize.
     wal_dir: std::sync::Mutex<Option<PathBuf>>,
+    /// The backup the last materialize restored.
+    restored: std::sync::Mutex<Option<String>>,
 }
 
 impl BarmanServer {
     /// The source, with its binary found and its version asked.
     pub fn open(server: Server) -> Result<BarmanServer, Failure> {
         let bin = server.binary()?;
-        Ok(BarmanServer { server, bin, list: Default::default(), wal_dir: Default::default() })
+        Ok(BarmanServer {
+            server,
+            bin,
+            list: Default::default(),
+            wal_dir: Default::default(),
+            restored: Default::default(),
+        })
     }
 
     fn listed(&self, id: &str) -> Result<ServerBackup, Failure> {
@@ -710,6 +734,7 @@ impl PhysicalSource for BarmanServer {
             }
         }
         *self.wal_dir.lock().unwrap_or_else(|e| e.into_inner()) = Some(wal);
+        *self.restored.lock().unwrap_or_else(|e| e.into_inner()) = Some(b.base.id.clone());
         Ok(Materialized {
             bytes: tools::tree_bytes(&into.data_dir) + tools::tree_bytes(&into.tablespaces_dir),
             tablespaces: tools::tablespaces(&into.data_dir),
@@ -723,7 +748,8 @@ impl PhysicalSource for BarmanServer {
         Ok(Some(super::basebackup::folder_restore_command(&wal)))
     }
 
-    /// The newest segment Barman handed over for the timeline: "latest" must replay it.
+    /// The newest segment Barman handed over for the timeline: "latest" must replay it; when
+    /// it was archived is its file's time in Barman's catalogue.
     fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
         let Some(wal) = self.wal_dir.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return Ok(None) };
         let newest = std::fs::read_dir(&wal)
@@ -732,11 +758,13 @@ impl PhysicalSource for BarmanServer {
             .filter_map(|e| {
                 let name = e.file_name().to_str()?.to_string();
                 let (t, start) = super::source::parse_segment_name(&name, super::source::DEFAULT_SEGMENT_SIZE)?;
-                let archived = e.metadata().ok()?.modified().ok().map(time::OffsetDateTime::from);
-                (t == timeline).then_some((name, start, archived))
+                (t == timeline).then_some((name, start))
             })
             .max_by(|a, b| a.0.cmp(&b.0));
-        Ok(newest.map(|(segment, segment_start, archived)| ArchiveEnd { segment, segment_start, archived }))
+        let Some((segment, segment_start)) = newest else { return Ok(None) };
+        let id = self.restored.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let archived = id.and_then(|id| self.server.wal_archived_at(&self.bin, &id, &segment));
+        Ok(Some(ArchiveEnd { segment, segment_start, archived }))
     }
 }
 

@@ -58,6 +58,8 @@ pub struct Info {
     /// The oldest and newest WAL segment in the archive of the current database.
     pub archive_min: Option<String>,
     pub archive_max: Option<String>,
+    /// The archive's id (`15-1`): its folder under `archive/<stanza>/`.
+    pub archive_id: Option<String>,
     /// `none` or the cipher type.
     pub cipher: String,
 }
@@ -165,6 +167,18 @@ impl Repo {
             )));
         }
         Ok(())
+    }
+
+    /// When the repository received `segment` of the archive `archive_id`: its file's time
+    /// as `pgbackrest repo-ls` reports it (the repository's own clock for a bucket), `None`
+    /// when pgBackRest cannot say. The age of the archive's newest WAL is judged by it.
+    pub fn archived_at(&self, tool: &Binary, archive_id: &str, segment: &str) -> Option<time::OffsetDateTime> {
+        let folder = segment.get(..16)?;
+        let mut cmd = tools::tool_command(&tool.path);
+        cmd.args(self.common()).args(["--log-level-console=error", "--log-level-file=off", "repo-ls", "--output=json"]);
+        cmd.arg(format!("archive/{}/{archive_id}/{folder}", self.stanza));
+        let out = tools::run(&mut cmd, "pgbackrest repo-ls").ok().filter(|o| o.status.success())?;
+        segment_time(&String::from_utf8_lossy(&out.stdout), segment)
     }
 
     /// The words of the command a throwaway server on `data` fetches WAL with (`pgbackrest
@@ -280,11 +294,23 @@ impl PhysicalSource for PgBackRest {
         let Some(max) = info.archive_max else { return Ok(None) };
         match source::parse_segment_name(&max, source::DEFAULT_SEGMENT_SIZE) {
             Some((t, start)) if t == timeline => {
-                Ok(Some(ArchiveEnd { segment: max, segment_start: start, archived: None }))
+                let archived = info.archive_id.as_deref().and_then(|id| self.repo.archived_at(&self.bin, id, &max));
+                Ok(Some(ArchiveEnd { segment: max, segment_start: start, archived }))
             }
             _ => Ok(None),
         }
     }
+}
+
+/// The newest time `repo-ls --output=json` gives a file of `segment` (`<segment>-<sha1>.gz`).
+fn segment_time(json: &str, segment: &str) -> Option<time::OffsetDateTime> {
+    let v: Value = serde_json::from_str(json).ok()?;
+    v.as_object()?
+        .iter()
+        .filter(|(name, _)| name.strip_prefix(segment).is_some_and(|rest| rest.is_empty() || rest.starts_with('-')))
+        .filter_map(|(_, f)| f["time"].as_i64())
+        .max()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
 }
 
 /// pgBackRest's words for a message: what a file that did not decrypt showed of itself (bytes
@@ -385,6 +411,7 @@ pub fn parse_info(json: &str, stanza: &str) -> Result<Info, Failure> {
         backups,
         archive_min: archive.and_then(|a| a["min"].as_str()).map(str::to_string),
         archive_max: archive.and_then(|a| a["max"].as_str()).map(str::to_string),
+        archive_id: archive.and_then(|a| a["id"].as_str()).map(str::to_string),
         cipher: s["cipher"].as_str().unwrap_or("none").to_string(),
     })
 }
@@ -412,6 +439,15 @@ mod tests {
         assert_eq!((b.base.timeline, b.base.pg_major, b.made_by.as_str()), (Some(1), Some(15), "2.45"));
         assert_eq!(b.base.ended.map(|t| t.unix_timestamp()), Some(1796539799));
         assert!(parse_info(INFO, "other").is_err());
+    }
+
+    #[test]
+    fn the_archive_id_and_a_segments_time_in_the_repository_are_read() {
+        assert_eq!(parse_info(INFO, "demo").expect("parsed").archive_id.as_deref(), Some("15-1"));
+        let ls = r#"{".":{"type":"path"},"000000010000000000000007-0a1b.gz":{"type":"file","size":2,"time":1796553561},
+          "000000010000000000000070-ffff.gz":{"type":"file","size":2,"time":1796559999}}"#;
+        assert_eq!(segment_time(ls, "000000010000000000000007").map(|t| t.unix_timestamp()), Some(1796553561));
+        assert_eq!(segment_time(ls, "000000010000000000000008"), None);
     }
 
     #[test]

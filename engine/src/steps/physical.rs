@@ -57,6 +57,9 @@ pub struct VerifyWith {
     /// how long recovery may take, server start to promotion (default 10m)
     #[serde(default = "ten_minutes", deserialize_with = "super::de::duration")]
     timeout: Duration,
+    /// fail when the archive's newest WAL segment was archived longer ago than this (e.g. 1h); an age the tool cannot tell fails too
+    #[serde(default, deserialize_with = "super::de::opt_duration")]
+    max_wal_age: Option<Duration>,
 }
 
 fn yes() -> bool {
@@ -134,6 +137,10 @@ pub struct VerifyOutputs {
     newest_age_s: u64,
     /// how far the newest backup is dated in the future (clock skew): its age is then unknown
     newest_future_s: u64,
+    /// the archive's newest WAL segment on the backup's timeline, when the tool can tell
+    newest_wal: Option<String>,
+    /// seconds since that segment was archived (its time in the tool's repository), when the tool can tell
+    newest_wal_age_s: Option<u64>,
     /// the tool that restored the backup (`pgbackrest`, `barman`, `barman-cloud`)
     tool: String,
     /// the tool's version and the binary that served
@@ -254,7 +261,40 @@ impl Step for Verify {
             Some(e) => (0, (e - now).whole_seconds().max(1) as u64),
             None => (0, 0),
         };
+        // Freshness of the WAL: a backup from last night recovers, but an archive that stopped
+        // receiving WAL hours ago loses everything since. Judged by when the tool's repository
+        // received the newest segment, never by the throwaway's copy of it.
+        let end = tokio::task::block_in_place(|| source.archive_end(picked.timeline.unwrap_or(1)))?;
+        let newest_wal = end.as_ref().map(|e| e.segment.clone());
+        let archived = end.as_ref().and_then(|e| e.archived);
+        let newest_wal_age_s = archived.filter(|a| *a <= now).map(|a| (now - a).whole_seconds().max(0) as u64);
+        if let Some(max) = w.max_wal_age {
+            let shown = |s: u64| humantime::format_duration(Duration::from_secs(s / 60 * 60)).to_string();
+            let max_shown = humantime::format_duration(max);
+            match (&newest_wal, archived, newest_wal_age_s) {
+                (Some(seg), _, Some(age)) if age > max.as_secs() => {
+                    return Err(StepError::failed(format!(
+                        "the archive's newest WAL segment {seg} was archived {} ago, longer than max_wal_age {max_shown}: WAL archiving has stopped or lags (the recovery itself was proven)",
+                        shown(age)
+                    )))
+                }
+                (Some(seg), _, Some(age)) => ctx.log(format!("newest WAL {seg} archived {} ago, within max_wal_age {max_shown}", shown(age))),
+                (Some(seg), Some(_), None) => {
+                    return Err(StepError::failed(format!(
+                        "the archive's newest WAL segment {seg} is dated in the future (a skewed clock): its age, and max_wal_age {max_shown}, cannot be judged"
+                    )))
+                }
+                _ => {
+                    return Err(StepError::failed(format!(
+                        "{} does not say when its newest WAL segment was archived: max_wal_age {max_shown} cannot be judged",
+                        source.describe()
+                    )))
+                }
+            }
+        }
         let out = VerifyOutputs {
+            newest_wal,
+            newest_wal_age_s,
             newest_age_s,
             newest_future_s,
             url: recovered.url(),
@@ -304,6 +344,7 @@ mod tests {
             user: None,
             bin_dir: None,
             timeout: ten_minutes(),
+            max_wal_age: None,
         };
         let a = w("2026-12-06T06:55:00Z").target().expect("parsed");
         let b = w("2026-12-06 06:55:00+00").target().expect("parsed");

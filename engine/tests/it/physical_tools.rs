@@ -692,6 +692,14 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
     let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
     assert_eq!((v[0]["id"].as_str(), v[0]["tool"].as_str()), (Some(id.as_str()), Some("barman")), "{}", listed.stdout);
 
+    // Regression (issue 39, item 2): the age of the archive's newest WAL was never judged, so
+    // an archive that stopped receiving WAL passed as long as the backup was fresh. Barman's
+    // newest segment is older than a bound of one second: a failure naming it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let ran = shipped(&source, counts.latest).var("max_wal_age", "1s").output();
+    assert_eq!(ran.code, Some(1), "an archive older than max_wal_age must fail:\n{}", ran.all());
+    assert!(ran.all().contains("was archived") && ran.all().contains("longer than max_wal_age"), "{}", ran.all());
+
     // A WAL segment after the backup removed from Barman's archive: never a pass.
     let end_wal = rj.step("latest").outputs["replay_lsn"].as_str().unwrap_or_default().to_string();
     let mut wals: Vec<PathBuf> = walk(&home.join("demo/wals"))
@@ -854,10 +862,14 @@ fn a_pgbackrest_repository_in_s3_recovers_to_latest_and_a_restore_point() {
     let source = format!("pgbackrest://demo?config={}", config.display());
     let with_keys = |r: Run| env.iter().fold(r, |r, (k, v)| r.env(k, v));
     let report = work.path().join("latest");
-    let ran = with_keys(shipped(&source, counts.latest)).report(&report).output();
+    let ran = with_keys(shipped(&source, counts.latest).var("max_wal_age", "1h")).report(&report).output();
     assert_eq!(ran.code, Some(0), "{}\nsource server log:\n{}", ran.all(), c.log());
     let rj = ran.run_json();
     let s = rj.step("recover");
+    // The newest WAL's age, from the repository's own time of the archive's newest segment.
+    let max = info[0]["archive"][0]["max"].as_str().expect("the archive's newest segment");
+    assert_eq!(s.outputs["newest_wal"], max, "{}", s.outputs);
+    assert!(s.outputs["newest_wal_age_s"].as_u64().is_some_and(|a| a < 3600), "{}", s.outputs);
     assert_eq!((s.outputs["tool"].as_str(), s.outputs["backup"].as_str()), (Some("pgbackrest"), Some(label.as_str())));
     assert_eq!(s.outputs["marker"], true, "{}", s.outputs);
     assert!(s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1, "the WAL came from S3: {}", s.outputs);
