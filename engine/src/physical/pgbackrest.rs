@@ -169,6 +169,18 @@ impl Repo {
         Ok(())
     }
 
+    /// Whether the repository holds `segment` in the archive `archive_id` (`None`: pgBackRest
+    /// could not list the archive's folder).
+    pub fn holds_segment(&self, tool: &Binary, archive_id: &str, segment: &str) -> Option<bool> {
+        let folder = segment.get(..16)?;
+        let mut cmd = tools::tool_command(&tool.path);
+        cmd.args(self.common()).args(["--log-level-console=error", "--log-level-file=off", "repo-ls", "--output=json"]);
+        cmd.arg(format!("archive/{}/{archive_id}/{folder}", self.stanza));
+        let out = tools::run(&mut cmd, "pgbackrest repo-ls").ok().filter(|o| o.status.success())?;
+        let v: Value = serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).ok()?;
+        Some(v.as_object()?.keys().any(|n| n.strip_prefix(segment).is_some_and(|r| r.is_empty() || r.starts_with('-'))))
+    }
+
     /// When the repository received `segment` of the archive `archive_id`: its file's time
     /// as `pgbackrest repo-ls` reports it (the repository's own clock for a bucket), `None`
     /// when pgBackRest cannot say. The age of the archive's newest WAL is judged by it.
@@ -287,6 +299,30 @@ impl PhysicalSource for PgBackRest {
         })?;
         let words = self.repo.archive_get(&self.bin, &data);
         self.scripts.restore_command("pgbackrest archive-get", &words).map(Some)
+    }
+
+    /// pgBackRest's `expire` (under `repo1-retention-archive`) keeps of an older backup only
+    /// the WAL that makes it consistent: the segment after its stop segment is then gone while
+    /// a newer backup exists, and no point past its end is reachable from it.
+    fn expired_wal_after(&self, backup: &BaseBackup) -> Result<Option<String>, Failure> {
+        let info = self.info()?;
+        let Some(newer) = info.backups.iter().find(|b| b.base.started > backup.started) else { return Ok(None) };
+        let (Some(stop), Some(tl), Some(id)) = (backup.stop_lsn, backup.timeline, info.archive_id.as_deref()) else {
+            return Ok(None);
+        };
+        let size = source::DEFAULT_SEGMENT_SIZE;
+        let Some((_, stop_start)) = source::parse_segment_name(&stop.segment_name(tl, size), size) else {
+            return Ok(None);
+        };
+        let next = Lsn(stop_start.0 + size).segment_name(tl, size);
+        if self.repo.holds_segment(&self.bin, id, &next) != Some(false) {
+            return Ok(None);
+        }
+        let newer_start = newer.base.start_lsn.map(|l| l.segment_name(tl, size)).unwrap_or_else(|| "?".into());
+        Ok(Some(format!(
+            "expired WAL range: the repository no longer holds the WAL after the backup `{}` (from segment {next} up to the backup `{}`, which starts in {newer_start}); pgBackRest's expire removed it (repo1-retention-archive keeps only what the retained backups need), so no point between the two backups can be recovered: choose a target after `{}` started, or keep more archive",
+            backup.id, newer.base.id, newer.base.id
+        )))
     }
 
     fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {

@@ -201,6 +201,21 @@ impl Step for Verify {
                 )));
             }
         }
+        // A target past the picked backup's end needs the WAL after it: a tool whose
+        // retention expired that range is named as such before anything is restored (replay
+        // would only stop short of the target, for no stated reason).
+        if !matches!(target.kind, TargetKind::Latest | TargetKind::Immediate) {
+            let expired = tokio::task::block_in_place(|| -> Result<Option<String>, crate::error::Failure> {
+                let list = source.list()?;
+                match pitr::pick(&list, &target, w.backup.as_deref()) {
+                    Ok(b) => source.expired_wal_after(b),
+                    Err(_) => Ok(None),
+                }
+            })?;
+            if let Some(why) = expired {
+                return Err(StepError::failed(why));
+            }
+        }
         // The same recovery and proof as pitr.restore: pick, the tool's own check, restore,
         // replay through the tool's WAL command, prove the target.
         let opts = PitrOptions {

@@ -893,3 +893,69 @@ fn a_pgbackrest_repository_in_s3_recovers_to_latest_and_a_restore_point() {
     drop(c);
     drop(relay);
 }
+
+/// Regression (issue 39, item 3): WAL that pgBackRest's `expire` removed (an older backup
+/// keeps only the WAL that makes it consistent under `repo1-retention-archive`) made a time
+/// target between two backups fail only as a recovery that stopped short, for no stated
+/// reason. It is now its own failure, named before anything is restored.
+#[test]
+fn a_target_in_a_wal_range_pgbackrest_expired_is_named_as_expired() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
+    {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let br = owned_dir(&work.path().join("pgbackrest"));
+    let repo = owned_dir(&br.join("repo"));
+    let config = br.join("pgbackrest.conf");
+    let archive_command = format!("pgbackrest --config={} --stanza=demo archive-push %p", config.display());
+    let c = Cluster::start(&archive_command, &[]);
+    // Two full backups kept, the WAL of only the newest kept whole.
+    std::fs::write(
+        &config,
+        format!(
+            "[global]\nrepo1-path={}\nrepo1-retention-full=2\nrepo1-retention-archive-type=full\nrepo1-retention-archive=1\n\
+             log-path={}\nlock-path={}\nlog-level-file=off\nstart-fast=y\narchive-timeout=60\n\n\
+             [demo]\npg1-path={}\npg1-port={}\npg1-socket-path={}\npg1-user=postgres\n",
+            repo.display(),
+            br.display(),
+            br.join("lock").display(),
+            c.data.display(),
+            c.port,
+            c.socket().display()
+        ),
+    )
+    .expect("pgbackrest.conf");
+    own(&config);
+    let pgbackrest = |args: &[&str]| {
+        let mut cmd = as_server("pgbackrest", &[]);
+        cmd.arg(format!("--config={}", config.display())).arg("--stanza=demo").args(args);
+        ok(&mut cmd, &format!("pgbackrest {}", args.join(" ")))
+    };
+    pgbackrest(&["stanza-create"]);
+    c.sql("create table drill(id serial primary key, batch int not null)");
+    pgbackrest(&["--type=full", "backup"]);
+    // WAL after the first backup, with a point in time inside it.
+    c.sql("insert into drill(batch) select 1 from generate_series(1, 100)");
+    c.archive_now();
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = c.sql("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US+00')");
+    std::thread::sleep(Duration::from_millis(1100));
+    c.sql("insert into drill(batch) select 2 from generate_series(1, 100)");
+    c.archive_now();
+    // The second backup; its expire removes the WAL between the two.
+    pgbackrest(&["--type=full", "backup"]);
+    let info: serde_json::Value =
+        serde_json::from_str(&pgbackrest(&["--output=json", "info"])).expect("pgbackrest info json");
+    let first = info[0]["backup"][0]["label"].as_str().expect("the first backup").to_string();
+    assert_eq!(info[0]["backup"].as_array().map(Vec::len), Some(2), "{info}");
+
+    let source = format!("pgbackrest://demo?config={}", config.display());
+    let ran = Run::new("verify-physical").var("source", &source).var("target_time", &t).output();
+    assert_eq!(ran.code, Some(1), "a target in an expired WAL range must fail:\n{}", ran.all());
+    assert!(ran.all().contains("expired WAL range"), "the failure names the expired range:\n{}", ran.all());
+    assert!(ran.all().contains(&first), "and the backup it follows:\n{}", ran.all());
+    drop(c);
+}
