@@ -692,6 +692,25 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
     let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
     assert_eq!((v[0]["id"].as_str(), v[0]["tool"].as_str()), (Some(id.as_str()), Some("barman")), "{}", listed.stdout);
 
+    // Regression (issue 39, item 5): pitr.restore refused the tools' sources (`unknown source
+    // barman`); it now reads them as physical.verify does, `storage` being the location.
+    let pitr_book = work.path().join("pitr.yaml");
+    std::fs::write(
+        &pitr_book,
+        format!(
+            "name: barman-pitr\nsteps:\n  - id: restore\n    uses: pitr.restore\n    with:\n      source: barman\n      storage: \"{source}\"\n      target_name: before_batch_3\n      marker: \"select count(*) = {} from drill\"\n      timeout: 3m\n",
+            counts.at_name
+        ),
+    )
+    .expect("pitr runbook");
+    let ran = Run::new(&pitr_book).report(work.path().join("pitr")).output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let pj = ran.run_json();
+    let s = pj.step("restore");
+    assert_eq!(s.outputs["backup"], id.as_str(), "{}", s.outputs);
+    assert!(s.outputs["tool"].as_str().is_some_and(|t| t.starts_with("barman 3.")), "{}", s.outputs);
+    assert!(s.outputs["stop_line"].as_str().is_some_and(|l| l.contains("before_batch_3")), "{}", s.outputs);
+
     // Regression (issue 39, item 2): the age of the archive's newest WAL was never judged, so
     // an archive that stopped receiving WAL passed as long as the backup was fresh. Barman's
     // newest segment is older than a bound of one second: a failure naming it.
