@@ -734,6 +734,23 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
     assert!(ran.all().contains("barman recover"), "{}", ran.all());
     std::fs::rename(&aside, &victim).expect("put the segment back");
 
+    // A file of the backup altered in Barman's catalogue: pg_verifybackup, against the manifest
+    // pg_basebackup wrote and barman recover kept, fails it before any replay.
+    let file = walk(&home.join("demo/base").join(&id).join("data/base"))
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 4096))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a data file in the backup");
+    let original = std::fs::read(&file).expect("read");
+    let mut altered = original.clone();
+    let mid = altered.len() / 2;
+    altered[mid] ^= 0xff;
+    std::fs::write(&file, &altered).expect("alter");
+    let ran = shipped(&source, counts.latest).output();
+    std::fs::write(&file, &original).expect("put back");
+    assert_eq!(ran.code, Some(1), "a file altered in Barman's catalogue must fail:\n{}", ran.all());
+    assert!(ran.all().contains("pg_verifybackup found the Barman backup"), "{}", ran.all());
+
     // The backup marked FAILED by Barman: never a pass, and nothing is restored.
     let info = home.join("demo/base").join(&id).join("backup.info");
     let text = std::fs::read_to_string(&info).expect("backup.info");
