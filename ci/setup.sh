@@ -113,6 +113,8 @@ fi
 phys=()
 command -v pgbackrest >/dev/null || phys+=(pgbackrest)
 command -v barman-cloud-backup >/dev/null || phys+=(barman-cli-cloud)
+# barman: a Barman server (barman recover; the package creates the user `barman` the test runs it as).
+command -v barman >/dev/null || phys+=(barman)
 /usr/bin/python3 -c 'import boto3' 2>/dev/null || phys+=(python3-boto3)
 if [ "${#phys[@]}" -gt 0 ]; then
   log "installing ${phys[*]}"

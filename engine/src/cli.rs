@@ -472,7 +472,7 @@ enum BackupsCommand {
     List {
         /// Backup directory, or an object store: s3://BUCKET/PREFIX, gs://..., az://...; or
         /// another tool's physical backups: pgbackrest://STANZA?config=PATH,
-        /// barman-cloud:s3://BUCKET/PATH?server=NAME
+        /// barman://SERVER?config=PATH, barman-cloud:s3://BUCKET/PATH?server=NAME
         #[arg(long, env = "PGDRILL_STORAGE")]
         storage: String,
         /// Only this database.

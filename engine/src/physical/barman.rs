@@ -8,14 +8,19 @@
 //! `GOOGLE_APPLICATION_CREDENTIALS`: `tools::tool_env`), never argv, never a log line; a
 //! location that holds one is refused.
 //!
-//! This module must not read barman-cloud's objects itself: barman-cloud's tools are the
-//! readers of their format (compression, encryption, tablespaces).
+//! A Barman server (`barman://SERVER?config=PATH`) is the other source here: listed with
+//! `barman -f json list-backups` and `show-backup`, restored with `barman recover` (local,
+//! no target: the base backup and the WAL after it, which the throwaway then fetches from a
+//! folder of its own and replays to the target).
+//!
+//! This module must not read barman-cloud's objects nor Barman's catalogue itself: Barman's
+//! tools are the readers of their format (compression, encryption, tablespaces).
 
 use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::source::{BaseBackup, Lsn, MaterializeInto, Materialized, PhysicalSource, Tool};
+use super::source::{ArchiveEnd, BaseBackup, Lsn, MaterializeInto, Materialized, PhysicalSource, Tool};
 use super::tools::{self, Binary};
 use crate::error::Failure;
 
@@ -381,6 +386,438 @@ fn label_start_time(label: &str) -> Option<i64> {
     Some(utc - sign * (hh * 3600 + mm * 60))
 }
 
+/// How a Barman server is written: `barman://SERVER?config=PATH&bin=PATH`.
+pub const SERVER_SCHEME: &str = "barman://";
+
+/// The Debian package holding `barman` (named when it is missing).
+pub const SERVER_PACKAGE: &str = "barman";
+
+/// A server of a Barman installation, as the team configured it (`barman.conf`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// The server's section name in Barman's configuration.
+    pub name: String,
+    /// `-c`: the team's barman.conf (default: Barman's own search, ~/.barman.conf,
+    /// /etc/barman.conf, /etc/barman/barman.conf).
+    pub config: Option<PathBuf>,
+    /// The barman binary to run (default: `barman` on PATH).
+    pub bin: Option<PathBuf>,
+}
+
+/// One backup as `barman show-backup` describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerBackup {
+    pub base: BaseBackup,
+    /// `DONE`, `FAILED`, `WAITING_FOR_WALS`, `STARTED`, ... as Barman recorded it.
+    pub status: String,
+    /// Each tablespace's name and OID (barman recover maps them by name).
+    pub tablespaces: Vec<(String, u32)>,
+}
+
+impl Server {
+    /// Parse `barman://SERVER?config=PATH&bin=PATH`.
+    pub fn parse(location: &str) -> Result<Server, Failure> {
+        let shown = crate::util::visible(location);
+        let rest = location.strip_prefix(SERVER_SCHEME).ok_or_else(|| {
+            Failure::invalid(format!("`{shown}` is not a Barman server (barman://SERVER?config=/etc/barman.conf)"))
+        })?;
+        let (name, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let name = crate::util::percent_decode_strict(name).unwrap_or_default();
+        // Barman names a server by its configuration section: no path, no control character,
+        // and never `all` (barman's word for every server).
+        if name.is_empty() || name.contains('/') || name.chars().any(char::is_control) || name == "all" {
+            return Err(Failure::invalid(format!(
+                "the Barman source `{shown}` names no server: write barman://SERVER?config=/etc/barman.conf"
+            )));
+        }
+        let mut s = Server { name, config: None, bin: None };
+        for (k, v) in tools::options(query, &["config", "bin"], location)? {
+            let v = Some(PathBuf::from(v));
+            match k.as_str() {
+                "config" => s.config = v,
+                _ => s.bin = v,
+            }
+        }
+        Ok(s)
+    }
+
+    /// The binary that serves this source and its version (`barman 3.4.0`).
+    pub fn binary(&self) -> Result<Binary, Failure> {
+        let mut b = tools::find("barman", self.bin.as_deref(), &["-v"], SERVER_PACKAGE)?;
+        // `barman -v` prints `3.4.0 Barman by EnterpriseDB (...)`.
+        let v = b.version.split_whitespace().next().unwrap_or_default().to_string();
+        b.version = format!("barman {v}");
+        Ok(b)
+    }
+
+    fn command(&self, tool: &Binary) -> std::process::Command {
+        let mut cmd = tools::tool_command(&tool.path);
+        if let Some(c) = &self.config {
+            cmd.arg("-c").arg(c);
+        }
+        cmd
+    }
+
+    /// One barman command with JSON output, its answer for this server. Barman answers
+    /// `{"_ERROR": [...]}` (and exit 1) when it cannot: that is the environment's failure
+    /// with its words (no such server, a configuration it cannot read, the wrong user).
+    fn json(&self, tool: &Binary, args: &[&str]) -> Result<Value, Failure> {
+        let mut cmd = self.command(tool);
+        cmd.args(["-f", "json"]).args(args);
+        let out = tools::run(&mut cmd, &format!("barman {}", args.first().copied().unwrap_or_default()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: Option<Value> = serde_json::from_str(&text).ok();
+        let errors = v
+            .as_ref()
+            .and_then(|v| v["_ERROR"].as_array())
+            .map(|a| a.iter().filter_map(Value::as_str).map(crate::util::visible).collect::<Vec<_>>().join(" / "));
+        match v {
+            Some(v) if out.status.success() && errors.is_none() => Ok(v[self.name.as_str()].clone()),
+            _ => Err(Failure::environment(format!(
+                "barman {} cannot read the server `{}`: {}",
+                args.first().copied().unwrap_or_default(),
+                crate::util::visible(&self.name),
+                errors.unwrap_or_else(|| tools::last_lines(&tools::both(&out), 3))
+            ))),
+        }
+    }
+
+    /// The server's backups, oldest first, each as `show-backup` describes it.
+    pub fn list(&self, tool: &Binary) -> Result<Vec<ServerBackup>, Failure> {
+        let listed = self.json(tool, &["list-backups", &self.name])?;
+        let mut out = Vec::new();
+        for b in listed.as_array().into_iter().flatten() {
+            let Some(id) = b["backup_id"].as_str() else {
+                return Err(Failure::environment("barman list-backups lists a backup without a backup_id"));
+            };
+            out.push(parse_show_backup(&self.json(tool, &["show-backup", &self.name, id])?)?);
+        }
+        out.sort_by(|a, b| (a.base.started, &a.base.id).cmp(&(b.base.started, &b.base.id)));
+        Ok(out)
+    }
+
+    /// The user Barman switches to (`barman_user` in the `[barman]` section, default
+    /// `barman`): barman drops to it when started as root and refuses to run as anyone else.
+    pub fn barman_user(&self) -> String {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+        let candidates = match &self.config {
+            Some(c) => vec![c.clone()],
+            None => vec![home.join(".barman.conf"), "/etc/barman.conf".into(), "/etc/barman/barman.conf".into()],
+        };
+        let text = candidates.iter().find_map(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+        ini_value(&text, "barman", "barman_user").unwrap_or_else(|| "barman".into())
+    }
+
+    /// `barman recover` of the backup into the empty `into.data_dir`, with no target: Barman
+    /// copies the base backup and every WAL segment after it (decompressed) into `pg_wal`,
+    /// and disables the backed-up archive_command. A backup Barman cannot restore (a file or
+    /// a WAL segment missing from its catalogue) is a failed verification.
+    pub fn recover(&self, tool: &Binary, backup: &ServerBackup, into: &MaterializeInto) -> Result<(), Failure> {
+        let id = &backup.base.id;
+        // Started as root, barman drops to barman_user, which must write the throwaway's
+        // directories: they are handed to it, and the workspace above them made traversable
+        // (not listable); recover.rs hands all of it to the server's user afterwards.
+        if nix::unistd::geteuid().is_root() {
+            let user = self.barman_user();
+            let u = nix::unistd::User::from_name(&user).ok().flatten().ok_or_else(|| {
+                Failure::environment(format!("Barman's barman_user `{}` does not exist", crate::util::visible(&user)))
+            })?;
+            if !u.uid.is_root() {
+                use std::os::unix::fs::PermissionsExt;
+                if let Some(top) = into.data_dir.parent() {
+                    std::fs::set_permissions(top, std::fs::Permissions::from_mode(0o711))
+                        .map_err(|e| Failure::environment(format!("chmod {}: {e}", top.display())))?;
+                }
+                for d in [&into.data_dir, &into.tablespaces_dir] {
+                    nix::unistd::chown(d.as_path(), Some(u.uid), Some(u.gid))
+                        .map_err(|e| Failure::environment(format!("chown {} to {user}: {e}", d.display())))?;
+                }
+            }
+        }
+        let mut cmd = self.command(tool);
+        cmd.arg("recover");
+        // Every tablespace under the throwaway's directory, never where the team's server had it.
+        for (name, oid) in &backup.tablespaces {
+            cmd.arg(format!("--tablespace={name}:{}", into.tablespaces_dir.join(oid.to_string()).display()));
+        }
+        cmd.arg(&self.name).arg(id).arg(&into.data_dir);
+        let out = tools::run(&mut cmd, "barman recover")?;
+        if !out.status.success() {
+            return Err(Failure::failed(format!(
+                "barman recover of the backup `{id}` of the server `{}` failed (exit {}): {}",
+                crate::util::visible(&self.name),
+                out.status.code().unwrap_or(-1),
+                tools::last_lines(&tools::both(&out), 4)
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Server {
+    /// When Barman archived `segment` (the time of its file in Barman's catalogue, as
+    /// `barman list-files --target wal` names it), `None` when Barman does not list it.
+    /// Not the time of the copy `barman recover` made: that is now, whatever the archive's age.
+    pub fn wal_archived_at(&self, tool: &Binary, backup_id: &str, segment: &str) -> Option<time::OffsetDateTime> {
+        let mut cmd = self.command(tool);
+        cmd.args(["list-files", "--target", "wal"]).arg(&self.name).arg(backup_id);
+        let out = tools::run(&mut cmd, "barman list-files").ok().filter(|o| o.status.success())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let path = text.lines().map(str::trim).find(|l| {
+            std::path::Path::new(l).file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(segment))
+        })?;
+        std::fs::metadata(path).ok()?.modified().ok().map(time::OffsetDateTime::from)
+    }
+}
+
+/// A value of `key` in `[section]` of an INI text as Python's configparser reads it (`=` or
+/// `:`, keys case-insensitive, `#` and `;` comment lines).
+fn ini_value(text: &str, section: &str, key: &str) -> Option<String> {
+    let mut inside = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = name.trim() == section;
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        let Some(cut) = line.find(['=', ':']) else { continue };
+        if line[..cut].trim().eq_ignore_ascii_case(key) {
+            return Some(line[cut + 1..].trim().to_string()).filter(|v| !v.is_empty());
+        }
+    }
+    None
+}
+
+/// Read `barman -f json show-backup SERVER ID`'s answer for the server.
+pub fn parse_show_backup(v: &Value) -> Result<ServerBackup, Failure> {
+    let id = v["backup_id"].as_str().unwrap_or_default().to_string();
+    if id.is_empty() {
+        return Err(Failure::environment("barman show-backup describes a backup without a backup_id"));
+    }
+    let info = &v["base_backup_information"];
+    // Barman writes its timestamps as strings of Unix seconds.
+    let ts = |k: &str| {
+        info[k]
+            .as_str()
+            .and_then(|s| s.parse::<i64>().ok())
+            .or_else(|| info[k].as_i64())
+            .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+    };
+    let begin_wal = info["begin_wal"].as_str().unwrap_or_default();
+    let tablespaces = v["tablespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| Some((t["name"].as_str()?.to_string(), t["oid"].as_u64()? as u32)))
+        .collect();
+    Ok(ServerBackup {
+        base: BaseBackup {
+            id,
+            started: ts("begin_time_timestamp"),
+            ended: ts("end_time_timestamp"),
+            start_lsn: info["begin_lsn"].as_str().and_then(Lsn::parse),
+            stop_lsn: info["end_lsn"].as_str().and_then(Lsn::parse),
+            system_identifier: v["systemid"].as_str().and_then(|s| s.parse().ok()).or_else(|| v["systemid"].as_u64()),
+            timeline: info["timeline"].as_u64().map(|t| t as u32).or_else(|| {
+                super::source::parse_segment_name(begin_wal, super::source::DEFAULT_SEGMENT_SIZE).map(|(t, _)| t)
+            }),
+            pg_major: v["postgresql_version"].as_u64().map(|v| (v / 10000) as u32),
+            size: info["disk_usage_bytes"].as_u64(),
+            has_manifest: false,
+            wal_included: false,
+        },
+        status: v["status"].as_str().unwrap_or_default().to_string(),
+        tablespaces,
+    })
+}
+
+/// The folder (inside the restored data directory, where Barman itself puts WAL for a
+/// point-in-time recovery) the throwaway's restore_command reads.
+const WAL_FOLDER: &str = "barman_wal";
+
+/// A Barman server as a [`PhysicalSource`].
+#[derive(Debug)]
+pub struct BarmanServer {
+    server: Server,
+    bin: Binary,
+    list: std::sync::Mutex<Vec<ServerBackup>>,
+    /// The WAL folder of the last materialize.
+    wal_dir: std::sync::Mutex<Option<PathBuf>>,
+    /// The backup the last materialize restored.
+    restored: std::sync::Mutex<Option<String>>,
+}
+
+impl BarmanServer {
+    /// The source, with its binary found and its version asked.
+    pub fn open(server: Server) -> Result<BarmanServer, Failure> {
+        let bin = server.binary()?;
+        Ok(BarmanServer {
+            server,
+            bin,
+            list: Default::default(),
+            wal_dir: Default::default(),
+            restored: Default::default(),
+        })
+    }
+
+    fn listed(&self, id: &str) -> Result<ServerBackup, Failure> {
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        if !list.iter().any(|b| b.base.id == id) {
+            *list = self.server.list(&self.bin)?;
+        }
+        list.iter()
+            .find(|b| b.base.id == id)
+            .cloned()
+            .ok_or_else(|| Failure::failed(format!("barman list-backups no longer lists the backup `{id}`")))
+    }
+}
+
+impl PhysicalSource for BarmanServer {
+    fn tool(&self) -> Tool {
+        Tool { name: "barman".into(), version: format!("{} ({})", self.bin.version, self.bin.path.display()) }
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!("Barman server `{}`", crate::util::visible(&self.server.name));
+        if let Some(c) = &self.server.config {
+            s.push_str(&format!(" (config {})", c.display()));
+        }
+        s
+    }
+
+    fn list(&self) -> Result<Vec<BaseBackup>, Failure> {
+        let v = self.server.list(&self.bin)?;
+        let out = v.iter().map(|b| b.base.clone()).collect();
+        *self.list.lock().unwrap_or_else(|e| e.into_inner()) = v;
+        Ok(out)
+    }
+
+    /// A backup Barman did not finish or found incomplete (`FAILED`, `WAITING_FOR_WALS`,
+    /// `STARTED`, ...) never passes.
+    fn verify(&self, backup: &BaseBackup) -> Result<Option<String>, Failure> {
+        let b = self.listed(&backup.id)?;
+        if b.status != "DONE" {
+            return Err(Failure::failed(format!(
+                "Barman marks the backup `{}` of the server `{}` {}",
+                b.base.id,
+                crate::util::visible(&self.server.name),
+                crate::util::visible(&b.status)
+            )));
+        }
+        Ok(Some(format!("Barman backup `{}` is DONE", b.base.id)))
+    }
+
+    fn materialize(&self, backup: &BaseBackup, into: &MaterializeInto) -> Result<Materialized, Failure> {
+        let b = self.listed(&backup.id)?;
+        self.server.recover(&self.bin, &b, into)?;
+        // Barman put the WAL after the backup into pg_wal; the throwaway fetches it through
+        // its restore_command from a folder of its own instead, so that recovery is run and
+        // proven the way every source's is (each segment "restored from archive", the end of
+        // the archive reached), and a segment PostgreSQL cannot use is not read as the end.
+        let wal = into.data_dir.join(WAL_FOLDER);
+        std::fs::create_dir_all(&wal).map_err(|e| Failure::environment(format!("creating {}: {e}", wal.display())))?;
+        let pg_wal = into.data_dir.join("pg_wal");
+        for e in std::fs::read_dir(&pg_wal).map_err(|e| Failure::failed(format!("{}: {e}", pg_wal.display())))? {
+            let e = e.map_err(|e| Failure::environment(format!("{}: {e}", pg_wal.display())))?;
+            let name = e.file_name().to_string_lossy().to_string();
+            let wal_file = name.len() >= 24 && name.as_bytes()[..24].iter().all(u8::is_ascii_hexdigit)
+                || name.ends_with(".history");
+            if wal_file && e.file_type().is_ok_and(|t| t.is_file()) {
+                std::fs::rename(e.path(), wal.join(&name))
+                    .map_err(|er| Failure::environment(format!("moving {}: {er}", e.path().display())))?;
+                let _ = std::fs::remove_file(pg_wal.join("archive_status").join(format!("{name}.done")));
+            }
+        }
+        *self.wal_dir.lock().unwrap_or_else(|e| e.into_inner()) = Some(wal);
+        *self.restored.lock().unwrap_or_else(|e| e.into_inner()) = Some(b.base.id.clone());
+        Ok(Materialized {
+            bytes: tools::tree_bytes(&into.data_dir) + tools::tree_bytes(&into.tablespaces_dir),
+            tablespaces: tools::tablespaces(&into.data_dir),
+        })
+    }
+
+    /// A backup taken with `backup_method = postgres` carries pg_basebackup's manifest, which
+    /// `barman recover` keeps as `backup_manifest.<id>`: pg_verifybackup checks the restored
+    /// files against it and parses the backup's WAL range from the segments Barman handed
+    /// over. The files Barman itself adds or edits are left out, and said.
+    fn verify_materialized(&self, backup: &BaseBackup, into: &MaterializeInto) -> Result<Option<String>, Failure> {
+        let manifest_name = format!("backup_manifest.{}", backup.id);
+        let manifest = into.data_dir.join(&manifest_name);
+        if !manifest.is_file() {
+            return Ok(None);
+        }
+        let major = backup.pg_major.unwrap_or(15);
+        let Ok((path, version, _)) = crate::pg::native::find_tool("pg_verifybackup", None, major) else {
+            return Ok(None);
+        };
+        let mut cmd = crate::child::command(path);
+        cmd.arg("--quiet").arg("-m").arg(&manifest);
+        let mut ignored = vec![manifest_name, ".barman-recover.info".to_string(), WAL_FOLDER.to_string()];
+        // Barman rewrites a configuration file holding a dangerous setting (archive_command)
+        // and keeps the original as `<file>.origin`.
+        for e in std::fs::read_dir(&into.data_dir).into_iter().flatten().flatten() {
+            if let Some(orig) = e.file_name().to_str().and_then(|n| n.strip_suffix(".origin")) {
+                ignored.push(format!("{orig}.origin"));
+                ignored.push(orig.to_string());
+            }
+        }
+        for i in &ignored {
+            cmd.arg("-i").arg(i);
+        }
+        let wal = self.wal_dir.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match &wal {
+            Some(w) => cmd.arg("-w").arg(w),
+            None => cmd.arg("-n"),
+        };
+        cmd.arg(&into.data_dir);
+        let out = tools::run(&mut cmd, "pg_verifybackup")?;
+        if !out.status.success() {
+            let text = String::from_utf8_lossy(&out.stderr);
+            let first: Vec<&str> = text.lines().take(5).collect();
+            return Err(Failure::failed(format!(
+                "pg_verifybackup found the Barman backup `{}` damaged: {}",
+                backup.id,
+                crate::util::visible(&first.join("; "))
+            )));
+        }
+        Ok(Some(format!(
+            "{version}: the files barman recover restored match the backup's manifest and its WAL range parses (not checked: {}, which Barman adds or edits)",
+            ignored.join(", ")
+        )))
+    }
+
+    fn restore_command(&self, _backup: &BaseBackup) -> Result<Option<String>, Failure> {
+        let wal = self.wal_dir.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(|| {
+            Failure::environment("the Barman restore_command was asked for before the backup was materialized")
+        })?;
+        Ok(Some(super::basebackup::folder_restore_command(&wal)))
+    }
+
+    /// The newest segment Barman handed over for the timeline: "latest" must replay it; when
+    /// it was archived is its file's time in Barman's catalogue.
+    fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
+        let Some(wal) = self.wal_dir.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return Ok(None) };
+        let newest = std::fs::read_dir(&wal)
+            .map_err(|e| Failure::environment(format!("{}: {e}", wal.display())))?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.to_string();
+                let (t, start) = super::source::parse_segment_name(&name, super::source::DEFAULT_SEGMENT_SIZE)?;
+                (t == timeline).then_some((name, start))
+            })
+            .max_by(|a, b| a.0.cmp(&b.0));
+        let Some((segment, segment_start)) = newest else { return Ok(None) };
+        let id = self.restored.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let archived = id.and_then(|id| self.server.wal_archived_at(&self.bin, &id, &segment));
+        Ok(Some(ArchiveEnd { segment, segment_start, archived }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,5 +860,35 @@ mod tests {
         let w = c.wal_restore(&t);
         assert_eq!(w[0], "/usr/bin/barman-cloud-wal-restore");
         assert_eq!(&w[1..], ["--endpoint-url=http://127.0.0.1:9", "s3://bkt/my%20dir", "a%b"]);
+    }
+
+    const SHOW: &str = r#"{"backup_id": "20261206T100300", "base_backup_information": {"begin_lsn": "0/3000028",
+      "begin_time_timestamp": "1796551380", "begin_wal": "000000010000000000000003", "disk_usage_bytes": 23187814,
+      "end_lsn": "0/4000000", "end_time_timestamp": "1796551384", "end_wal": "000000010000000000000003", "timeline": 1},
+      "postgresql_version": 150018, "status": "DONE", "tablespaces": [{"name": "ts one", "location": "/srv/ts", "oid": 16390}]}"#;
+
+    #[test]
+    fn show_backup_json_of_barman_3_4_is_read() {
+        let b = parse_show_backup(&serde_json::from_str(SHOW).expect("json")).expect("parsed");
+        assert_eq!((b.base.id.as_str(), b.status.as_str()), ("20261206T100300", "DONE"));
+        assert_eq!((b.base.start_lsn, b.base.stop_lsn), (Some(Lsn(0x300_0028)), Some(Lsn(0x400_0000))));
+        assert_eq!(b.base.ended.map(|t| t.unix_timestamp()), Some(1796551384));
+        assert_eq!((b.base.timeline, b.base.pg_major, b.base.size), (Some(1), Some(15), Some(23187814)));
+        assert_eq!(b.tablespaces, vec![("ts one".to_string(), 16390)]);
+        assert!(parse_show_backup(&serde_json::json!({"status": "DONE"})).is_err(), "no id");
+    }
+
+    #[test]
+    fn a_barman_location_names_server_and_config_and_the_config_its_user() {
+        let s = Server::parse("barman://pg%20main?config=/etc/barman.conf").expect("parsed");
+        assert_eq!(s.name, "pg main");
+        assert_eq!(s.config.as_deref(), Some(std::path::Path::new("/etc/barman.conf")));
+        assert!(Server::parse("barman://?config=/x").is_err(), "no server");
+        assert!(Server::parse("barman://all").is_err(), "`all` is every server to barman");
+        assert!(Server::parse("barman://a?password=x").is_err(), "unknown option");
+        let conf =
+            "; comment\n[barman]\nbarman_home = /var/lib/barman\nBarman_User : postgres\n[main]\nbarman_user = other\n";
+        assert_eq!(ini_value(conf, "barman", "barman_user").as_deref(), Some("postgres"));
+        assert_eq!(ini_value(conf, "main", "barman_home"), None);
     }
 }

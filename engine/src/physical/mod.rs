@@ -21,7 +21,8 @@ pub mod tools;
 use crate::error::Failure;
 use source::PhysicalSource;
 
-/// The source a location names: `pgbackrest://STANZA?...` or `barman-cloud:URL?server=...`.
+/// The source a location names: `pgbackrest://STANZA?...`, `barman://SERVER?...` or
+/// `barman-cloud:URL?server=...`.
 /// The tool's binary is found (and its version asked) here, so a missing tool is the
 /// environment's failure before anything else runs.
 pub fn open(location: &str) -> Result<Box<dyn PhysicalSource>, Failure> {
@@ -31,13 +32,18 @@ pub fn open(location: &str) -> Result<Box<dyn PhysicalSource>, Failure> {
     if location.starts_with(barman::CLOUD_SCHEME) {
         return Ok(Box::new(barman::BarmanCloud::open(barman::Cloud::parse(location)?)?));
     }
+    if location.starts_with(barman::SERVER_SCHEME) {
+        return Ok(Box::new(barman::BarmanServer::open(barman::Server::parse(location)?)?));
+    }
     Err(Failure::invalid(format!(
-        "`{}` names no physical backup source: write pgbackrest://STANZA?config=PATH or barman-cloud:s3://BUCKET/PATH?server=NAME",
+        "`{}` names no physical backup source: write pgbackrest://STANZA?config=PATH, barman://SERVER?config=PATH or barman-cloud:s3://BUCKET/PATH?server=NAME",
         crate::util::visible(location)
     )))
 }
 
 /// Whether the string names a source of another tool (rather than a pgdrill storage).
 pub fn is_tool_location(location: &str) -> bool {
-    location.starts_with(pgbackrest::SCHEME) || location.starts_with(barman::CLOUD_SCHEME)
+    location.starts_with(pgbackrest::SCHEME)
+        || location.starts_with(barman::CLOUD_SCHEME)
+        || location.starts_with(barman::SERVER_SCHEME)
 }

@@ -58,6 +58,8 @@ pub struct Info {
     /// The oldest and newest WAL segment in the archive of the current database.
     pub archive_min: Option<String>,
     pub archive_max: Option<String>,
+    /// The archive's id (`15-1`): its folder under `archive/<stanza>/`.
+    pub archive_id: Option<String>,
     /// `none` or the cipher type.
     pub cipher: String,
 }
@@ -185,6 +187,30 @@ impl Repo {
         Ok(out.stdout)
     }
 
+    /// Whether the repository holds `segment` in the archive `archive_id` (`None`: pgBackRest
+    /// could not list the archive's folder).
+    pub fn holds_segment(&self, tool: &Binary, archive_id: &str, segment: &str) -> Option<bool> {
+        let folder = segment.get(..16)?;
+        let mut cmd = tools::tool_command(&tool.path);
+        cmd.args(self.common()).args(["--log-level-console=error", "--log-level-file=off", "repo-ls", "--output=json"]);
+        cmd.arg(format!("archive/{}/{archive_id}/{folder}", self.stanza));
+        let out = tools::run(&mut cmd, "pgbackrest repo-ls").ok().filter(|o| o.status.success())?;
+        let v: Value = serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).ok()?;
+        Some(v.as_object()?.keys().any(|n| n.strip_prefix(segment).is_some_and(|r| r.is_empty() || r.starts_with('-'))))
+    }
+
+    /// When the repository received `segment` of the archive `archive_id`: its file's time
+    /// as `pgbackrest repo-ls` reports it (the repository's own clock for a bucket), `None`
+    /// when pgBackRest cannot say. The age of the archive's newest WAL is judged by it.
+    pub fn archived_at(&self, tool: &Binary, archive_id: &str, segment: &str) -> Option<time::OffsetDateTime> {
+        let folder = segment.get(..16)?;
+        let mut cmd = tools::tool_command(&tool.path);
+        cmd.args(self.common()).args(["--log-level-console=error", "--log-level-file=off", "repo-ls", "--output=json"]);
+        cmd.arg(format!("archive/{}/{archive_id}/{folder}", self.stanza));
+        let out = tools::run(&mut cmd, "pgbackrest repo-ls").ok().filter(|o| o.status.success())?;
+        segment_time(&String::from_utf8_lossy(&out.stdout), segment)
+    }
+
     /// The words of the command a throwaway server on `data` fetches WAL with (`pgbackrest
     /// archive-get`, the same configuration, repository and stanza); the segment's name and
     /// path follow them.
@@ -302,16 +328,52 @@ impl PhysicalSource for PgBackRest {
         Ok(Some((format!("pgbackrest:{}/{}/backup.manifest", self.repo.stanza, backup.id), sha)))
     }
 
+    /// pgBackRest's `expire` (under `repo1-retention-archive`) keeps of an older backup only
+    /// the WAL that makes it consistent: the segment after its stop segment is then gone while
+    /// a newer backup exists, and no point past its end is reachable from it.
+    fn expired_wal_after(&self, backup: &BaseBackup) -> Result<Option<String>, Failure> {
+        let info = self.info()?;
+        let Some(newer) = info.backups.iter().find(|b| b.base.started > backup.started) else { return Ok(None) };
+        let (Some(stop), Some(tl), Some(id)) = (backup.stop_lsn, backup.timeline, info.archive_id.as_deref()) else {
+            return Ok(None);
+        };
+        let size = source::DEFAULT_SEGMENT_SIZE;
+        let Some((_, stop_start)) = source::parse_segment_name(&stop.segment_name(tl, size), size) else {
+            return Ok(None);
+        };
+        let next = Lsn(stop_start.0 + size).segment_name(tl, size);
+        if self.repo.holds_segment(&self.bin, id, &next) != Some(false) {
+            return Ok(None);
+        }
+        let newer_start = newer.base.start_lsn.map(|l| l.segment_name(tl, size)).unwrap_or_else(|| "?".into());
+        Ok(Some(format!(
+            "expired WAL range: the repository no longer holds the WAL after the backup `{}` (from segment {next} up to the backup `{}`, which starts in {newer_start}); pgBackRest's expire removed it (repo1-retention-archive keeps only what the retained backups need), so no point between the two backups can be recovered: choose a target after `{}` started, or keep more archive",
+            backup.id, newer.base.id, newer.base.id
+        )))
+    }
+
     fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
         let info = self.info()?;
         let Some(max) = info.archive_max else { return Ok(None) };
         match source::parse_segment_name(&max, source::DEFAULT_SEGMENT_SIZE) {
             Some((t, start)) if t == timeline => {
-                Ok(Some(ArchiveEnd { segment: max, segment_start: start, archived: None }))
+                let archived = info.archive_id.as_deref().and_then(|id| self.repo.archived_at(&self.bin, id, &max));
+                Ok(Some(ArchiveEnd { segment: max, segment_start: start, archived }))
             }
             _ => Ok(None),
         }
     }
+}
+
+/// The newest time `repo-ls --output=json` gives a file of `segment` (`<segment>-<sha1>.gz`).
+fn segment_time(json: &str, segment: &str) -> Option<time::OffsetDateTime> {
+    let v: Value = serde_json::from_str(json).ok()?;
+    v.as_object()?
+        .iter()
+        .filter(|(name, _)| name.strip_prefix(segment).is_some_and(|rest| rest.is_empty() || rest.starts_with('-')))
+        .filter_map(|(_, f)| f["time"].as_i64())
+        .max()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
 }
 
 /// pgBackRest's words for a message: what a file that did not decrypt showed of itself (bytes
@@ -412,6 +474,7 @@ pub fn parse_info(json: &str, stanza: &str) -> Result<Info, Failure> {
         backups,
         archive_min: archive.and_then(|a| a["min"].as_str()).map(str::to_string),
         archive_max: archive.and_then(|a| a["max"].as_str()).map(str::to_string),
+        archive_id: archive.and_then(|a| a["id"].as_str()).map(str::to_string),
         cipher: s["cipher"].as_str().unwrap_or("none").to_string(),
     })
 }
@@ -473,6 +536,15 @@ mod tests {
         assert_eq!((b.base.timeline, b.base.pg_major, b.made_by.as_str()), (Some(1), Some(15), "2.45"));
         assert_eq!(b.base.ended.map(|t| t.unix_timestamp()), Some(1796539799));
         assert!(parse_info(INFO, "other").is_err());
+    }
+
+    #[test]
+    fn the_archive_id_and_a_segments_time_in_the_repository_are_read() {
+        assert_eq!(parse_info(INFO, "demo").expect("parsed").archive_id.as_deref(), Some("15-1"));
+        let ls = r#"{".":{"type":"path"},"000000010000000000000007-0a1b.gz":{"type":"file","size":2,"time":1796553561},
+          "000000010000000000000070-ffff.gz":{"type":"file","size":2,"time":1796559999}}"#;
+        assert_eq!(segment_time(ls, "000000010000000000000007").map(|t| t.unix_timestamp()), Some(1796553561));
+        assert_eq!(segment_time(ls, "000000010000000000000008"), None);
     }
 
     #[test]

@@ -224,6 +224,14 @@ pub trait PhysicalSource: Send + Sync {
     ) -> Result<Option<crate::pg::fingerprint::Fingerprint>, Failure> {
         Ok(None)
     }
+
+    /// Whether the tool has expired the WAL that follows `backup` (its retention keeps only
+    /// what newer backups need), so no point after `backup`'s end can be reached from it:
+    /// `Some(what)` names the removed range. Asked before restoring for a target past the
+    /// backup's end. Default: the source cannot tell.
+    fn expired_wal_after(&self, _backup: &BaseBackup) -> Result<Option<String>, Failure> {
+        Ok(None)
+    }
 }
 
 /// A path for messages.

@@ -1,5 +1,5 @@
 //! `physical.verify`: prove that another tool's physical backup (a pgBackRest stanza, a
-//! barman-cloud server) restores to a point in time. The tool restores its own backup into a
+//! Barman server, a barman-cloud server) restores to a point in time. The tool restores its own backup into a
 //! throwaway data directory, the throwaway server replays the tool's WAL archive up to the
 //! target, and `physical::recover` proves the target was reached before the step passes.
 //!
@@ -18,9 +18,9 @@ use crate::physical::source::{Lsn, PhysicalSource};
 #[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyWith {
-    /// the backups: `pgbackrest://STANZA?config=PATH` or `barman-cloud:s3://BUCKET/PATH?server=NAME` (secrets from the environment)
+    /// the backups: `pgbackrest://STANZA?config=PATH`, `barman://SERVER?config=PATH` or `barman-cloud:s3://BUCKET/PATH?server=NAME` (secrets from the environment)
     source: String,
-    /// the tool's backup id (pgBackRest label, barman-cloud backup id); default: the newest that can reach the target
+    /// the tool's backup id (pgBackRest label, Barman or barman-cloud backup id); default: the newest that can reach the target
     #[serde(default, deserialize_with = "super::de::opt_text")]
     backup: Option<String>,
     /// recover to this time (`2026-12-06 06:55:00+00`, RFC 3339 too); at most one target, none: the end of the archive
@@ -57,6 +57,9 @@ pub struct VerifyWith {
     /// how long recovery may take, server start to promotion (default 10m)
     #[serde(default = "ten_minutes", deserialize_with = "super::de::duration")]
     timeout: Duration,
+    /// fail when the archive's newest WAL segment was archived longer ago than this (e.g. 1h); an age the tool cannot tell fails too
+    #[serde(default, deserialize_with = "super::de::opt_duration")]
+    max_wal_age: Option<Duration>,
 }
 
 fn yes() -> bool {
@@ -134,7 +137,11 @@ pub struct VerifyOutputs {
     newest_age_s: u64,
     /// how far the newest backup is dated in the future (clock skew): its age is then unknown
     newest_future_s: u64,
-    /// the tool that restored the backup (`pgbackrest`, `barman-cloud`)
+    /// the archive's newest WAL segment on the backup's timeline, when the tool can tell
+    newest_wal: Option<String>,
+    /// seconds since that segment was archived (its time in the tool's repository), when the tool can tell
+    newest_wal_age_s: Option<u64>,
+    /// the tool that restored the backup (`pgbackrest`, `barman`, `barman-cloud`)
     tool: String,
     /// the tool's version and the binary that served
     tool_version: String,
@@ -170,7 +177,7 @@ pub struct Verify;
 
 impl Step for Verify {
     const NAME: &'static str = "physical.verify";
-    const SUMMARY: &'static str = "Prove another tool's physical backup (pgBackRest, barman-cloud) restores to a point in time: the tool restores it into a throwaway, its WAL is replayed to the target, and the target is proven reached. A missing tool: exit 3.";
+    const SUMMARY: &'static str = "Prove another tool's physical backup (pgBackRest, Barman, barman-cloud) restores to a point in time: the tool restores it into a throwaway, its WAL is replayed to the target, and the target is proven reached. A missing tool: exit 3.";
     type With = VerifyWith;
     type Outputs = VerifyOutputs;
 
@@ -192,6 +199,21 @@ impl Step for Verify {
                     "the backup is of PostgreSQL {m}, whose server binaries are not installed here: install postgresql-{m} (apt-get install postgresql-{m}) or set bin_dir; {}'s WAL command runs on this machine, so the recovery cannot run in a Docker image",
                     source.tool().name
                 )));
+            }
+        }
+        // A target past the picked backup's end needs the WAL after it: a tool whose
+        // retention expired that range is named as such before anything is restored (replay
+        // would only stop short of the target, for no stated reason).
+        if !matches!(target.kind, TargetKind::Latest | TargetKind::Immediate) {
+            let expired = tokio::task::block_in_place(|| -> Result<Option<String>, crate::error::Failure> {
+                let list = source.list()?;
+                match pitr::pick(&list, &target, w.backup.as_deref()) {
+                    Ok(b) => source.expired_wal_after(b),
+                    Err(_) => Ok(None),
+                }
+            })?;
+            if let Some(why) = expired {
+                return Err(StepError::failed(why));
             }
         }
         // The same recovery and proof as pitr.restore: pick, the tool's own check, restore,
@@ -255,7 +277,40 @@ impl Step for Verify {
             Some(e) => (0, (e - now).whole_seconds().max(1) as u64),
             None => (0, 0),
         };
+        // Freshness of the WAL: a backup from last night recovers, but an archive that stopped
+        // receiving WAL hours ago loses everything since. Judged by when the tool's repository
+        // received the newest segment, never by the throwaway's copy of it.
+        let end = tokio::task::block_in_place(|| source.archive_end(picked.timeline.unwrap_or(1)))?;
+        let newest_wal = end.as_ref().map(|e| e.segment.clone());
+        let archived = end.as_ref().and_then(|e| e.archived);
+        let newest_wal_age_s = archived.filter(|a| *a <= now).map(|a| (now - a).whole_seconds().max(0) as u64);
+        if let Some(max) = w.max_wal_age {
+            let shown = |s: u64| humantime::format_duration(Duration::from_secs(s / 60 * 60)).to_string();
+            let max_shown = humantime::format_duration(max);
+            match (&newest_wal, archived, newest_wal_age_s) {
+                (Some(seg), _, Some(age)) if age > max.as_secs() => {
+                    return Err(StepError::failed(format!(
+                        "the archive's newest WAL segment {seg} was archived {} ago, longer than max_wal_age {max_shown}: WAL archiving has stopped or lags (the recovery itself was proven)",
+                        shown(age)
+                    )))
+                }
+                (Some(seg), _, Some(age)) => ctx.log(format!("newest WAL {seg} archived {} ago, within max_wal_age {max_shown}", shown(age))),
+                (Some(seg), Some(_), None) => {
+                    return Err(StepError::failed(format!(
+                        "the archive's newest WAL segment {seg} is dated in the future (a skewed clock): its age, and max_wal_age {max_shown}, cannot be judged"
+                    )))
+                }
+                _ => {
+                    return Err(StepError::failed(format!(
+                        "{} does not say when its newest WAL segment was archived: max_wal_age {max_shown} cannot be judged",
+                        source.describe()
+                    )))
+                }
+            }
+        }
         let out = VerifyOutputs {
+            newest_wal,
+            newest_wal_age_s,
             newest_age_s,
             newest_future_s,
             url: recovered.url(),
@@ -305,6 +360,7 @@ mod tests {
             user: None,
             bin_dir: None,
             timeout: ten_minutes(),
+            max_wal_age: None,
         };
         let a = w("2026-12-06T06:55:00Z").target().expect("parsed");
         let b = w("2026-12-06 06:55:00+00").target().expect("parsed");

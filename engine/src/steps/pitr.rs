@@ -21,15 +21,16 @@ use crate::template::is_template;
 // pitr.restore
 
 /// The kinds of source `pitr.restore` reads.
-const SOURCES: &[&str] = &["pg_basebackup", "pgdrill"];
+const SOURCES: &[&str] = &["pg_basebackup", "pgdrill", "pgbackrest", "barman", "barman-cloud"];
 
 #[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreWith {
-    /// where the base backups come from: pg_basebackup (a folder of pg_basebackup output) or
-    /// pgdrill (`backup.base` and `pgdrill wal push`, in `storage`)
+    /// where the base backups come from: pg_basebackup (a folder of pg_basebackup output),
+    /// pgdrill (`backup.base` and `pgdrill wal push`, in `storage`), or another tool's
+    /// (pgbackrest, barman, barman-cloud: `storage` is its location, as physical.verify's `source`)
     #[serde(default = "basebackup_source")]
-    #[field(ty = "pg_basebackup|pgdrill")]
+    #[field(ty = "pg_basebackup|pgdrill|pgbackrest|barman|barman-cloud")]
     source: String,
     /// pg_basebackup: the folder of one backup, or a folder of backups (one sub-folder each)
     #[serde(default)]
@@ -277,6 +278,22 @@ fn open_source(ctx: &StepCtx, w: &RestoreWith) -> Result<Box<dyn PhysicalSource>
             let own = crate::physical::own::OwnSource::new(storage, &ctx.resolve("."), key, system)
                 .map_err(|e| e.at_field("storage"))?;
             Ok(Box::new(own))
+        }
+        // Another tool's backups: `storage` is the location physical.verify takes, and must
+        // name that tool (a pgBackRest location under `source: barman` is a mistake).
+        tool @ ("pgbackrest" | "barman" | "barman-cloud") => {
+            let location = w.storage.as_deref().map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| {
+                StepError::field("storage", format!("source {tool} needs `storage`: the location of its backups (see physical.verify's `source`)"))
+            })?;
+            let scheme = match tool {
+                "pgbackrest" => crate::physical::pgbackrest::SCHEME,
+                "barman" => crate::physical::barman::SERVER_SCHEME,
+                _ => crate::physical::barman::CLOUD_SCHEME,
+            };
+            if !location.starts_with(scheme) {
+                return Err(StepError::field("storage", format!("source {tool} reads a location that starts with `{scheme}`")));
+            }
+            Ok(crate::physical::open(location).map_err(|e| e.at_field("storage"))?)
         }
         other => Err(StepError::field("source", format!("unknown source `{other}`: {}", SOURCES.join(", ")))),
     }

@@ -584,3 +584,414 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
     assert!(!ran.all().contains("restored"), "nothing is restored from a FAILED backup:\n{}", ran.all());
     drop(c);
 }
+
+/// Regression (issue 39, item 1): a Barman server's backups could not be verified at all;
+/// `barman://SERVER?config=PATH` was refused as naming no source. A real Barman server
+/// (`backup_method = postgres`, WAL by `archiver = on`) backs up a native PostgreSQL 15
+/// under load; pgdrill lists its backups with Barman and recovers one with `barman recover`
+/// to the end of the archive, a time and a restore point. A WAL segment removed from
+/// Barman's archive and a backup Barman marks FAILED each fail.
+#[test]
+fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_removed_wal_or_failed_backup_fails() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("barman"), "barman (Debian package barman)")
+    {
+        return;
+    }
+    // Barman runs as its own user (barman drops to `barman_user` when started as root, as
+    // pgdrill's child is when pgdrill runs as root); otherwise as the test's user.
+    let barman_user = if nix::unistd::geteuid().is_root() {
+        "barman".to_string()
+    } else {
+        nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().expect("the test's user").name
+    };
+    let Some(barman_owner) = nix::unistd::User::from_name(&barman_user).ok().flatten() else {
+        assert!(!in_ci(), "CI: the Debian package barman creates the user `barman`");
+        eprintln!("skipped: no user `{barman_user}`");
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let home = work.path().join("barman");
+    std::fs::create_dir_all(&home).expect("barman home");
+    // The server's archive_command copies each segment into Barman's incoming folder (a
+    // folder both users write: the server's user puts, Barman takes), whole or not at all.
+    let incoming = owned_dir(&work.path().join("incoming"));
+    std::fs::set_permissions(&incoming, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let stage = owned_dir(&work.path().join("stage"));
+    let archive_command = format!(
+        "test ! -f {inc}/%f && install -m 0644 %p {st}/%f && mv {st}/%f {inc}/%f",
+        inc = incoming.display(),
+        st = stage.display()
+    );
+    let c = Cluster::start(&archive_command, &[]);
+    let config = home.join("barman.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[barman]\nbarman_user = {barman_user}\nbarman_home = {home}\nlog_file = {home}/barman.log\nlog_level = INFO\ncompression = gzip\nimmediate_checkpoint = true\n\n\
+             [demo]\ndescription = the team's server\nconninfo = host={sock} port={port} user=postgres dbname=postgres\n\
+             streaming_conninfo = host={sock} port={port} user=postgres\nbackup_method = postgres\narchiver = on\n\
+             streaming_archiver = off\nincoming_wals_directory = {inc}\n",
+            home = home.display(),
+            sock = c.socket().display(),
+            port = c.port,
+            inc = incoming.display()
+        ),
+    )
+    .expect("barman.conf");
+    for p in walk(&home).into_iter().chain([home.clone()]) {
+        nix::unistd::chown(&p, Some(barman_owner.uid), Some(barman_owner.gid)).expect("chown");
+    }
+    let barman = |args: &[&str]| {
+        let mut cmd = Command::new("barman");
+        cmd.arg("-c").arg(&config).args(args);
+        cmd
+    };
+    // `check` creates the server's folders (it fails until the first segment is archived).
+    let _ = barman(&["check", "demo"]).output().expect("barman check");
+    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
+    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    c.archive_now();
+    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
+    // The backup is taken under a short write load; --wait archives the WAL it needs.
+    let mut load = c.load(4);
+    ok(&mut barman(&["backup", "--wait", "--wait-timeout", "120", "demo"]), "barman backup");
+    let _ = load.wait();
+    let (t1, counts) = c.batches();
+    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&mut barman(&["-f", "json", "list-backups", "demo"]), "barman list-backups"))
+            .expect("list-backups json");
+    let id = listed["demo"][0]["backup_id"].as_str().expect("a backup id").to_string();
+    assert_eq!(listed["demo"][0]["status"], "DONE", "{listed}");
+
+    let book = runbook(work.path());
+    let source = format!("barman://demo?config={}", config.display());
+    let ran = verify(&book, &source, &t1, &counts).report(work.path().join("report")).output();
+    assert_eq!(ran.code, Some(0), "{}\nsource server log:\n{}", ran.all(), c.log());
+    let rj = ran.run_json();
+    for step in ["latest", "at_time", "at_name"] {
+        let s = rj.step(step);
+        assert_eq!(s.outcome, "passed", "{step}: {:?}", s.message);
+        assert_eq!(s.outputs["tool"], "barman", "{step}");
+        assert!(
+            s.outputs["tool_version"].as_str().unwrap_or_default().starts_with("barman 3."),
+            "{step}: {}",
+            s.outputs
+        );
+        assert_eq!(s.outputs["backup"], id.as_str(), "{step}");
+        assert_eq!(s.outputs["marker"], true, "{step}");
+        assert!(s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1, "{step}: {}", s.outputs);
+    }
+    for step in ["at_time", "at_name"] {
+        let line = rj.step(step).outputs["stop_line"].as_str().unwrap_or_default().to_string();
+        assert!(line.contains("recovery stopping"), "{step}: the server's own stop line: {line}");
+    }
+    let listed = Run::cli(["backups", "list", "--json", "--storage", &source]).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
+    assert_eq!((v[0]["id"].as_str(), v[0]["tool"].as_str()), (Some(id.as_str()), Some("barman")), "{}", listed.stdout);
+
+    // Regression (issue 39, item 5): pitr.restore refused the tools' sources (`unknown source
+    // barman`); it now reads them as physical.verify does, `storage` being the location.
+    let pitr_book = work.path().join("pitr.yaml");
+    std::fs::write(
+        &pitr_book,
+        format!(
+            "name: barman-pitr\nsteps:\n  - id: restore\n    uses: pitr.restore\n    with:\n      source: barman\n      storage: \"{source}\"\n      target_name: before_batch_3\n      marker: \"select count(*) = {} from drill\"\n      timeout: 3m\n",
+            counts.at_name
+        ),
+    )
+    .expect("pitr runbook");
+    let ran = Run::new(&pitr_book).report(work.path().join("pitr")).output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let pj = ran.run_json();
+    let s = pj.step("restore");
+    assert_eq!(s.outputs["backup"], id.as_str(), "{}", s.outputs);
+    assert!(s.outputs["tool"].as_str().is_some_and(|t| t.starts_with("barman 3.")), "{}", s.outputs);
+    assert!(s.outputs["stop_line"].as_str().is_some_and(|l| l.contains("before_batch_3")), "{}", s.outputs);
+
+    // Regression (issue 39, item 2): the age of the archive's newest WAL was never judged, so
+    // an archive that stopped receiving WAL passed as long as the backup was fresh. Barman's
+    // newest segment is older than a bound of one second: a failure naming it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let ran = shipped(&source, counts.latest).var("max_wal_age", "1s").output();
+    assert_eq!(ran.code, Some(1), "an archive older than max_wal_age must fail:\n{}", ran.all());
+    assert!(ran.all().contains("was archived") && ran.all().contains("longer than max_wal_age"), "{}", ran.all());
+
+    // A WAL segment after the backup removed from Barman's archive: never a pass.
+    let end_wal = rj.step("latest").outputs["replay_lsn"].as_str().unwrap_or_default().to_string();
+    let mut wals: Vec<PathBuf> = walk(&home.join("demo/wals"))
+        .into_iter()
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.len() == 24))
+        .collect();
+    wals.sort();
+    let victim = wals.last().unwrap_or_else(|| panic!("Barman's archive holds WAL (replayed to {end_wal})")).clone();
+    let aside = work.path().join("aside");
+    std::fs::rename(&victim, &aside).expect("take a segment out");
+    let ran = shipped(&source, counts.latest).output();
+    assert_eq!(ran.code, Some(1), "a segment missing from Barman's archive must fail:\n{}", ran.all());
+    assert!(ran.all().contains("barman recover"), "{}", ran.all());
+    std::fs::rename(&aside, &victim).expect("put the segment back");
+
+    // A file of the backup altered in Barman's catalogue: pg_verifybackup, against the manifest
+    // pg_basebackup wrote and barman recover kept, fails it before any replay.
+    let file = walk(&home.join("demo/base").join(&id).join("data/base"))
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 4096))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a data file in the backup");
+    let original = std::fs::read(&file).expect("read");
+    let mut altered = original.clone();
+    let mid = altered.len() / 2;
+    altered[mid] ^= 0xff;
+    std::fs::write(&file, &altered).expect("alter");
+    let ran = shipped(&source, counts.latest).output();
+    std::fs::write(&file, &original).expect("put back");
+    assert_eq!(ran.code, Some(1), "a file altered in Barman's catalogue must fail:\n{}", ran.all());
+    assert!(ran.all().contains("pg_verifybackup found the Barman backup"), "{}", ran.all());
+
+    // The backup marked FAILED by Barman: never a pass, and nothing is restored.
+    let info = home.join("demo/base").join(&id).join("backup.info");
+    let text = std::fs::read_to_string(&info).expect("backup.info");
+    assert!(text.contains("status=DONE"), "{text}");
+    std::fs::write(&info, text.replace("status=DONE", "status=FAILED")).expect("mark FAILED");
+    let ran = shipped(&source, counts.latest).output();
+    assert_eq!(ran.code, Some(1), "a backup Barman marks FAILED must fail:\n{}", ran.all());
+    assert!(ran.all().contains("FAILED"), "{}", ran.all());
+    assert!(!ran.all().contains("restored by"), "nothing is restored from a FAILED backup:\n{}", ran.all());
+    drop(c);
+}
+
+/// A TLS terminator in front of a plain-HTTP S3 server: each TLS connection is relayed to
+/// 127.0.0.1:`upstream` and, when the server closes its side, ended with a TLS close_notify.
+/// One asyncio loop: an SSL object is never read and written by two threads at once (a
+/// threaded relay hung pgBackRest's backup).
+/// pgBackRest speaks only TLS to S3; `moto_server --ssl` (werkzeug's development server) ends
+/// its TLS connections so that pgBackRest 2.45 reports "TLS error ... unexpected eof while
+/// reading" on every request and gives up, where the same requests through this relay (or
+/// to a real S3) succeed.
+const TLS_RELAY: &str = r#"
+import asyncio, ssl, sys
+port, upstream, cert, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+async def pump(reader, writer, tls):
+    try:
+        while True:
+            b = await reader.read(65536)
+            if not b:
+                break
+            writer.write(b)
+            await writer.drain()
+    except (OSError, ssl.SSLError):
+        pass
+    try:
+        if tls:
+            writer.close()
+        else:
+            writer.write_eof()
+    except (OSError, RuntimeError):
+        pass
+async def serve(creader, cwriter):
+    try:
+        ureader, uwriter = await asyncio.open_connection("127.0.0.1", upstream)
+    except OSError:
+        cwriter.close()
+        return
+    up = asyncio.ensure_future(pump(creader, uwriter, False))
+    await pump(ureader, cwriter, True)
+    up.cancel()
+    uwriter.close()
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", port, ssl=ctx)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+"#;
+
+/// The relay on a port of its own, with a self-signed certificate made by openssl; stopped
+/// when dropped.
+fn tls_relay(upstream: u16, dir: &Path) -> Server {
+    let (cert, key) = (dir.join("relay.crt"), dir.join("relay.key"));
+    ok(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        "openssl req",
+    );
+    let port = free_port();
+    let (log, out, err) = server_log();
+    let child = Command::new("python3")
+        .args(["-c", TLS_RELAY, &port.to_string(), &upstream.to_string()])
+        .arg(&cert)
+        .arg(&key)
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("python3 relay");
+    let s = Server { child, port, log: Some(log) };
+    wait_listening(port, "the TLS relay");
+    s
+}
+
+/// Regression (issue 39, item 1): a pgBackRest repository in S3 was never proven; the team's
+/// configuration (`repo1-type=s3`, path-style URIs, its own endpoint) with the S3 keys in the
+/// environment is read as it is: backed up to, listed, restored and its WAL fetched through
+/// S3. The keys never show.
+#[test]
+fn a_pgbackrest_repository_in_s3_recovers_to_latest_and_a_restore_point() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
+        || !require(on_path("openssl"), "openssl")
+    {
+        return;
+    }
+    let Some(moto) = moto() else { return };
+    put(moto.port, "drill-pgbr");
+    let work = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let relay = tls_relay(moto.port, work.path());
+    let br = owned_dir(&work.path().join("pgbackrest"));
+    let config = br.join("pgbackrest.conf");
+    const SECRET: &str = "pgbackrest-s3-secret-never-shown-91ab";
+    let env = [("PGBACKREST_REPO1_S3_KEY", "testing"), ("PGBACKREST_REPO1_S3_KEY_SECRET", SECRET)];
+    let archive_command = format!("pgbackrest --config={} --stanza=demo archive-push %p", config.display());
+    let c = Cluster::start(&archive_command, &env);
+    // The team's configuration: an S3 repository on its own endpoint, path-style URIs (an
+    // S3-compatible store), its certificate not checked (self-signed here).
+    std::fs::write(
+        &config,
+        format!(
+            "[global]\nrepo1-type=s3\nrepo1-path=/pgbackrest\nrepo1-s3-bucket=drill-pgbr\nrepo1-s3-endpoint=127.0.0.1\n\
+             repo1-storage-port={}\nrepo1-s3-region=us-east-1\nrepo1-s3-uri-style=path\nrepo1-storage-verify-tls=n\n\
+             repo1-retention-full=2\nlog-path={}\nlock-path={}\nlog-level-file=off\nstart-fast=y\narchive-timeout=60\nio-timeout=30\n\n\
+             [demo]\npg1-path={}\npg1-port={}\npg1-socket-path={}\npg1-user=postgres\n",
+            relay.port,
+            br.display(),
+            br.join("lock").display(),
+            c.data.display(),
+            c.port,
+            c.socket().display()
+        ),
+    )
+    .expect("pgbackrest.conf");
+    own(&config);
+    let pgbackrest = |args: &[&str]| {
+        let mut cmd = as_server("pgbackrest", &env);
+        cmd.arg(format!("--config={}", config.display())).arg("--stanza=demo").args(args);
+        ok(&mut cmd, &format!("pgbackrest {}", args.join(" ")))
+    };
+    pgbackrest(&["stanza-create"]);
+    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
+    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    let mut load = c.load(3);
+    pgbackrest(&["--type=full", "backup"]);
+    let _ = load.wait();
+    let (_, counts) = c.batches();
+    let info: serde_json::Value =
+        serde_json::from_str(&pgbackrest(&["--output=json", "info"])).expect("pgbackrest info json");
+    let label = info[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
+
+    let source = format!("pgbackrest://demo?config={}", config.display());
+    let with_keys = |r: Run| env.iter().fold(r, |r, (k, v)| r.env(k, v));
+    let report = work.path().join("latest");
+    let ran = with_keys(shipped(&source, counts.latest).var("max_wal_age", "1h")).report(&report).output();
+    assert_eq!(ran.code, Some(0), "{}\nsource server log:\n{}", ran.all(), c.log());
+    let rj = ran.run_json();
+    let s = rj.step("recover");
+    // The newest WAL's age, from the repository's own time of the archive's newest segment.
+    let max = info[0]["archive"][0]["max"].as_str().expect("the archive's newest segment");
+    assert_eq!(s.outputs["newest_wal"], max, "{}", s.outputs);
+    assert!(s.outputs["newest_wal_age_s"].as_u64().is_some_and(|a| a < 3600), "{}", s.outputs);
+    assert_eq!((s.outputs["tool"].as_str(), s.outputs["backup"].as_str()), (Some("pgbackrest"), Some(label.as_str())));
+    assert_eq!(s.outputs["marker"], true, "{}", s.outputs);
+    assert!(s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1, "the WAL came from S3: {}", s.outputs);
+    let ran = with_keys(
+        Run::new("verify-physical")
+            .var("source", &source)
+            .var("target_name", "before_batch_3")
+            .var("marker", format!("select count(*) = {} from drill", counts.at_name)),
+    )
+    .output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let listed = with_keys(Run::cli(["backups", "list", "--json", "--storage", &source])).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
+    assert_eq!(v[0]["id"], label.as_str(), "{}", listed.stdout);
+    for out in [ran.all(), listed.all(), std::fs::read_to_string(report.join("run.json")).unwrap_or_default()] {
+        assert!(!out.contains(SECRET), "the S3 secret was shown:\n{out}");
+    }
+    // Without the keys, pgBackRest cannot read the repository: the environment's failure.
+    let ran = shipped(&source, counts.latest).env_remove(env[0].0).env_remove(env[1].0).output();
+    assert_eq!(ran.code, Some(3), "{}", ran.all());
+    drop(c);
+    drop(relay);
+}
+
+/// Regression (issue 39, item 3): WAL that pgBackRest's `expire` removed (an older backup
+/// keeps only the WAL that makes it consistent under `repo1-retention-archive`) made a time
+/// target between two backups fail only as a recovery that stopped short, for no stated
+/// reason. It is now its own failure, named before anything is restored.
+#[test]
+fn a_target_in_a_wal_range_pgbackrest_expired_is_named_as_expired() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
+    {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let br = owned_dir(&work.path().join("pgbackrest"));
+    let repo = owned_dir(&br.join("repo"));
+    let config = br.join("pgbackrest.conf");
+    let archive_command = format!("pgbackrest --config={} --stanza=demo archive-push %p", config.display());
+    let c = Cluster::start(&archive_command, &[]);
+    // Two full backups kept, the WAL of only the newest kept whole.
+    std::fs::write(
+        &config,
+        format!(
+            "[global]\nrepo1-path={}\nrepo1-retention-full=2\nrepo1-retention-archive-type=full\nrepo1-retention-archive=1\n\
+             log-path={}\nlock-path={}\nlog-level-file=off\nstart-fast=y\narchive-timeout=60\n\n\
+             [demo]\npg1-path={}\npg1-port={}\npg1-socket-path={}\npg1-user=postgres\n",
+            repo.display(),
+            br.display(),
+            br.join("lock").display(),
+            c.data.display(),
+            c.port,
+            c.socket().display()
+        ),
+    )
+    .expect("pgbackrest.conf");
+    own(&config);
+    let pgbackrest = |args: &[&str]| {
+        let mut cmd = as_server("pgbackrest", &[]);
+        cmd.arg(format!("--config={}", config.display())).arg("--stanza=demo").args(args);
+        ok(&mut cmd, &format!("pgbackrest {}", args.join(" ")))
+    };
+    pgbackrest(&["stanza-create"]);
+    c.sql("create table drill(id serial primary key, batch int not null)");
+    pgbackrest(&["--type=full", "backup"]);
+    // WAL after the first backup, with a point in time inside it.
+    c.sql("insert into drill(batch) select 1 from generate_series(1, 100)");
+    c.archive_now();
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = c.sql("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US+00')");
+    std::thread::sleep(Duration::from_millis(1100));
+    c.sql("insert into drill(batch) select 2 from generate_series(1, 100)");
+    c.archive_now();
+    // The second backup; its expire removes the WAL between the two.
+    pgbackrest(&["--type=full", "backup"]);
+    let info: serde_json::Value =
+        serde_json::from_str(&pgbackrest(&["--output=json", "info"])).expect("pgbackrest info json");
+    let first = info[0]["backup"][0]["label"].as_str().expect("the first backup").to_string();
+    assert_eq!(info[0]["backup"].as_array().map(Vec::len), Some(2), "{info}");
+
+    let source = format!("pgbackrest://demo?config={}", config.display());
+    let ran = Run::new("verify-physical").var("source", &source).var("target_time", &t).output();
+    assert_eq!(ran.code, Some(1), "a target in an expired WAL range must fail:\n{}", ran.all());
+    assert!(ran.all().contains("expired WAL range"), "the failure names the expired range:\n{}", ran.all());
+    assert!(ran.all().contains(&first), "and the backup it follows:\n{}", ran.all());
+    drop(c);
+}
