@@ -25,7 +25,7 @@ pub use crate::diag::{spans, suggest, Diagnostic, Diagnostics};
 pub use load::{load, load_checked, load_runbook_ref, MAX_NESTING};
 pub use secrets::{register_run_inputs, secret_fields};
 use spans::{Pos, SpanIndex};
-pub use vars::{overrides_from_pairs, resolve_lets, resolve_vars, VarMap};
+pub use vars::{overrides_from_pairs, resolve_lets, resolve_vars, VarMap, VarType};
 
 use crate::steps;
 use crate::template;
@@ -78,6 +78,8 @@ pub struct Runbook {
     pub kind: Option<RunKind>,
     /// Declared variables with their defaults (`None`: must be given with `--var`).
     pub vars: BTreeMap<String, Option<Yaml>>,
+    /// What each variable of `vars` takes (see [`VarType`]).
+    pub var_types: BTreeMap<String, VarType>,
     /// `let:` values, in the order written: computed once per run from vars, env, the values
     /// above them and the outputs of steps (once those have run), and read as `let.NAME`
     /// wherever a var can be read.
@@ -516,11 +518,13 @@ impl Checker<'_> {
         let steps = self.main_steps(raw.steps, &mut ids, &mut groups);
         let finally = self.steps(raw.finally, "finally", &mut ids);
 
+        let (vars, var_types) = self.vars(raw.vars);
         let rb = Runbook {
             name: raw.name,
             description: raw.description,
             kind,
-            vars: raw.vars.into_iter().map(|(k, v)| (k, if v.is_null() { None } else { Some(v) })).collect(),
+            vars,
+            var_types,
             lets,
             secrets: raw.secrets,
             targets,
