@@ -731,9 +731,11 @@ impl Checker<'_> {
         }
         let retry = match raw.retry {
             None => Retry::default(),
-            Some(RawRetry::Count(n)) => Retry { count: n, ..Retry::default() },
+            Some(RawRetry::Count(n)) => {
+                Retry { count: self.retry_count(n, &format!("{path}.retry")), ..Retry::default() }
+            }
             Some(RawRetry::Full(f)) => Retry {
-                count: f.count,
+                count: self.retry_count(f.count, &format!("{path}.retry.count")),
                 delay: f
                     .delay
                     .as_deref()
@@ -1004,6 +1006,19 @@ impl Checker<'_> {
         self.diags.push(d.with_help(Some(format!("test `steps.{id}.outcome == 'passed'` first, or `{r} is defined`"))));
     }
 
+    /// A retry count up to [`MAX_RETRIES`]; a larger one is refused at `at` (u32::MAX retries
+    /// overflowed the attempt count: a panic, or in a release build no attempt at all).
+    fn retry_count(&mut self, n: u32, at: &str) -> u32 {
+        if n <= MAX_RETRIES {
+            return n;
+        }
+        let d = self.diag(self.spans.value(at), format!("{}: {n} retries: at most {MAX_RETRIES}", describe_path(at)));
+        self.diags.push(d.with_help(Some(
+            "for a long wait, give a longer `delay` (and a `backoff`) rather than more retries".into(),
+        )));
+        MAX_RETRIES
+    }
+
     fn check_var(&mut self, rb: &Runbook, v: &str, pos: Pos) {
         if rb.vars.contains_key(v) {
             return;
@@ -1163,6 +1178,10 @@ pub fn next_delay(delay: Duration, backoff: f64) -> Duration {
     Duration::try_from_secs_f64(delay.as_secs_f64() * backoff).unwrap_or(MAX_DURATION).min(MAX_DURATION)
 }
 
+/// The most retries of a step: with the longest `delay` and any `backoff` that is more waiting
+/// than any run; past it a count only risks overflow.
+pub const MAX_RETRIES: u32 = 10_000;
+
 /// The largest `retry.backoff`: each retry waits at most this many times the one before.
 pub const MAX_BACKOFF: f64 = 100.0;
 
@@ -1301,6 +1320,143 @@ mod tests {
         }
         assert_eq!(d, MAX_DURATION);
         assert_eq!(next_delay(Duration::from_secs(2), 1.5), Duration::from_secs(3));
+    }
+
+    /// A value that fits a field of type `ty`, for the fields a kind needs besides the one
+    /// under test.
+    fn placeholder(ty: &str) -> Yaml {
+        let first = ty.split('|').next().unwrap_or_default();
+        match ty {
+            "boolean" => Yaml::Bool(false),
+            "integer" | "number" | "integer or list" => Yaml::Number(1.into()),
+            "duration" => Yaml::String("1s".into()),
+            "major version" => Yaml::String("15".into()),
+            "map" | "map|null" => Yaml::Mapping(Default::default()),
+            "list of strings" => serde_yaml::from_str("[x]").unwrap_or(Yaml::Null),
+            "path" => Yaml::String("/tmp/pgdrill-audit".into()),
+            _ if ty.contains('|') => Yaml::String(first.into()),
+            _ => Yaml::String("postgres://127.0.0.1:1/app".into()),
+        }
+    }
+
+    /// Issue 45 case 9, "other sizes were not audited": every number a runbook or a step kind
+    /// takes, from the catalogue (so a new field is covered the day it is added), given the
+    /// values that overflowed or panicked elsewhere. None panics, and each is refused or held
+    /// within its bound: integers beyond i64 and non-finite or huge numbers are refused (they
+    /// were held at i64::MAX or passed as NaN), durations are within 100 years, `jobs` and
+    /// `threads` within their caps (4e9 `jobs` of verify.amcheck started 4e9 tasks), and a
+    /// `retry` count past `MAX_RETRIES` is refused (u32::MAX overflowed the attempt count).
+    #[test]
+    fn no_number_of_any_step_kind_or_runbook_setting_panics_or_passes_unbounded() {
+        let hostile = [
+            "-1",
+            "0",
+            "4294967296",
+            "18446744073709551615",
+            "18446744073709551616",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "1e300",
+            "-1e300",
+            "1e16",
+            ".nan",
+            ".inf",
+            "-.inf",
+            "\"NaN\"",
+            "\"inf\"",
+            "\"1e300\"",
+            "\"99999999999999999999\"",
+            "\"101y\"",
+            "\"1e300s\"",
+            "1.5",
+            "\"\"",
+        ];
+        let numeric = ["integer", "number", "duration", "integer or list", "major version"];
+        let (mut fields, mut refused) = (0, 0);
+        for kind in steps::catalogue() {
+            for field in kind.fields.iter().filter(|f| numeric.contains(&f.ty)) {
+                let mut base = serde_yaml::Mapping::new();
+                for f in kind.fields.iter().filter(|f| f.required && f.name != field.name) {
+                    base.insert(Yaml::String(f.name.into()), placeholder(f.ty));
+                }
+                let with = |v: Yaml| {
+                    let mut m = base.clone();
+                    m.insert(Yaml::String(field.name.into()), v);
+                    Yaml::Mapping(m)
+                };
+                // A kind whose placeholders its own check refuses says nothing about the field.
+                if (kind.check)(&with(placeholder(field.ty))).is_err() {
+                    continue;
+                }
+                fields += 1;
+                for text in hostile {
+                    let v: Yaml = serde_yaml::from_str(text).unwrap_or(Yaml::Null);
+                    let y = with(v.clone());
+                    let r = std::panic::catch_unwind(|| (kind.check)(&y));
+                    let Ok(r) = r else { panic!("{}.{} = {text} panicked", kind.name, field.name) };
+                    let as_f64 = match &v {
+                        Yaml::Number(n) => n.as_f64(),
+                        Yaml::String(s) => s.trim().parse::<f64>().ok(),
+                        _ => None,
+                    };
+                    // Past each type's bound: an integer beyond i64 (a count such as
+                    // `keep_daily` may be any i64: it is only ever compared), a number beyond
+                    // `MAX_NUMBER`, a number of seconds beyond `MAX_DURATION`.
+                    let bound = match field.ty {
+                        "number" => steps::de::MAX_NUMBER,
+                        "duration" => MAX_DURATION.as_secs_f64(),
+                        _ => 9.2e18,
+                    };
+                    let huge = as_f64.is_some_and(|f| !f.is_finite() || f.abs() > bound);
+                    let capped = match field.name {
+                        "jobs" => Some(steps::de::MAX_JOBS as f64),
+                        "threads" => Some(steps::de::MAX_THREADS as f64),
+                        _ => None,
+                    };
+                    let over_cap = capped.zip(as_f64).is_some_and(|(c, f)| f > c);
+                    if field.ty == "major version" {
+                        continue; // text, checked against the versions installed at run time
+                    }
+                    // A JSON value: NaN and the infinities arrive as null, "no major given".
+                    if field.name == "source_major" && as_f64.is_some_and(|f| !f.is_finite()) {
+                        continue;
+                    }
+                    if huge || over_cap || text.contains("101y") || text.contains("1e300s") {
+                        assert!(r.is_err(), "{}.{} = {text} was taken", kind.name, field.name);
+                        refused += 1;
+                    }
+                }
+            }
+        }
+        assert!(fields >= 40, "only {fields} numeric fields were reachable");
+        assert!(refused > 300, "{refused}");
+
+        // The runbook's own numbers: retry counts, delays, backoffs, timeouts, targets.
+        let step = "  - uses: sleep\n    with: { duration: 1ms }\n";
+        for (extra, ok) in [
+            ("    retry: 4294967295\n", false),
+            ("    retry: { count: 4294967295 }\n", false),
+            ("    retry: { count: 10001 }\n", false),
+            ("    retry: { count: 10000, delay: 1ms }\n", true),
+            ("    retry: -1\n", false),
+            ("    retry: { count: 1, delay: 1e300 }\n", false),
+            ("    retry: { count: 1, backoff: .nan }\n", false),
+            ("    retry: { count: 1, backoff: .inf }\n", false),
+            ("    timeout: 1e300\n", false),
+            ("    timeout: \"-1s\"\n", false),
+            ("    timeout: 100y\n", true),
+        ] {
+            let text = format!("name: n\nsteps:\n{step}{extra}");
+            let r = std::panic::catch_unwind(|| parse("n.yaml", &text, PathBuf::new()).map(|_| ()));
+            assert_eq!(
+                r.as_ref().map(Result::is_ok).ok(),
+                Some(ok),
+                "{extra}: {:?}",
+                r.map(|r| r.err().map(|d| d.to_string()))
+            );
+        }
+        let text = "name: n\ntargets: { rto: 1e300 }\nsteps:\n  - uses: sleep\n    with: { duration: 1ms }\n";
+        assert!(parse("n.yaml", text, PathBuf::new()).is_err());
     }
 
     #[test]

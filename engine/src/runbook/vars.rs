@@ -125,7 +125,6 @@ fn typed_like(v: &Yaml, default: Option<&Yaml>) -> Result<Yaml, String> {
     }
 }
 
-
 /// What a variable takes: declared under `vars:` as `NAME: { type: ..., values: [...],
 /// default: ... }`, or told by its plain default (`jobs: 2` takes a number). `pgdrill plan`
 /// shows it; a value that does not fit is refused before any step starts, at the declaration.
@@ -232,7 +231,10 @@ fn misfit(rb: &Runbook, name: &str, what: String) -> Error {
 impl super::Checker<'_> {
     /// `vars:` as written: each a plain default, or a declaration (`{ type, values, default }`)
     /// checked here, so a default outside its own `values:` is found by `validate`.
-    pub(super) fn vars(&mut self, raw: BTreeMap<String, Yaml>) -> (BTreeMap<String, Option<Yaml>>, BTreeMap<String, VarType>) {
+    pub(super) fn vars(
+        &mut self,
+        raw: BTreeMap<String, Yaml>,
+    ) -> (BTreeMap<String, Option<Yaml>>, BTreeMap<String, VarType>) {
         let mut defaults = BTreeMap::new();
         let mut types = BTreeMap::new();
         for (name, v) in raw {
@@ -255,9 +257,16 @@ impl super::Checker<'_> {
         for k in m.keys() {
             let key = k.as_str().unwrap_or_default();
             if !DECLARATION_FIELDS.contains(&key) {
-                let d = self.diag(self.spans.key(&format!("{path}.{key}")), format!("unknown field `{key}` in the declaration of `{path}`"));
-                let help = suggest::help(key, DECLARATION_FIELDS.iter().copied())
-                    .unwrap_or_else(|| format!("a variable is declared with {}; a plain value is its default", DECLARATION_FIELDS.join(", ")));
+                let d = self.diag(
+                    self.spans.key(&format!("{path}.{key}")),
+                    format!("unknown field `{key}` in the declaration of `{path}`"),
+                );
+                let help = suggest::help(key, DECLARATION_FIELDS.iter().copied()).unwrap_or_else(|| {
+                    format!(
+                        "a variable is declared with {}; a plain value is its default",
+                        DECLARATION_FIELDS.join(", ")
+                    )
+                });
                 self.diags.push(d.with_help(Some(help)));
             }
         }
@@ -268,7 +277,8 @@ impl super::Checker<'_> {
             Some(t) => {
                 let t = member_text(t).unwrap_or_default();
                 let d = self.diag(self.spans.value(&format!("{path}.type")), format!("unknown variable type `{t}`"));
-                let help = suggest::help(&t, TYPE_NAMES.iter().copied()).unwrap_or_else(|| format!("the types are {}", TYPE_NAMES.join(", ")));
+                let help = suggest::help(&t, TYPE_NAMES.iter().copied())
+                    .unwrap_or_else(|| format!("the types are {}", TYPE_NAMES.join(", ")));
                 self.diags.push(d.with_help(Some(help)));
                 return (default, VarType::Text);
             }
@@ -279,13 +289,18 @@ impl super::Checker<'_> {
                 None => return (default, VarType::Text),
             },
             (Some("enum"), None) => {
-                let d = self.diag(self.spans.value(&format!("{path}.type")), format!("`{path}` is an enumeration without `values:`"));
+                let d = self.diag(
+                    self.spans.value(&format!("{path}.type")),
+                    format!("`{path}` is an enumeration without `values:`"),
+                );
                 self.diags.push(d.with_help(Some("list what it takes: `values: [a, b]`".into())));
                 return (default, VarType::Text);
             }
             (Some(t), Some(_)) => {
                 let d = self.diag(self.spans.key(&format!("{path}.values")), format!("`values:` with `type: {t}`"));
-                self.diags.push(d.with_help(Some("`values:` makes the variable an enumeration: drop `type:` or write `type: enum`".into())));
+                self.diags.push(d.with_help(Some(
+                    "`values:` makes the variable an enumeration: drop `type:` or write `type: enum`".into(),
+                )));
                 return (default, VarType::Text);
             }
             (Some("number"), None) => VarType::Number,
@@ -297,7 +312,8 @@ impl super::Checker<'_> {
         let templated = matches!(&default, Some(Yaml::String(s)) if s.contains("{{"));
         if let (Some(d), false) = (&default, templated) {
             if let Err(e) = fit(d, &ty) {
-                let diag = self.diag(self.spans.value(&format!("{path}.default")), format!("the default of `{path}`: {e}"));
+                let diag =
+                    self.diag(self.spans.value(&format!("{path}.default")), format!("the default of `{path}`: {e}"));
                 self.diags.push(diag.with_help(Some(format!("`{path}` takes {}", ty.describe()))));
             }
         }
@@ -388,8 +404,10 @@ mod tests {
 
     #[test]
     fn declared_types_type_values_without_a_default() {
-        let rb = runbook("  scale: { type: number }\n  force: { type: boolean }\n  name: { type: text }\n  plain: 3\n  none: ~\n")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let rb = runbook(
+            "  scale: { type: number }\n  force: { type: boolean }\n  name: { type: text }\n  plain: 3\n  none: ~\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rb.var_types.get("scale"), Some(&VarType::Number));
         assert_eq!(rb.var_types.get("force"), Some(&VarType::Boolean));
         assert_eq!(rb.var_types.get("name"), Some(&VarType::Text));
@@ -400,14 +418,17 @@ mod tests {
         let v = resolve(&rb, &all).unwrap_or_default();
         assert_eq!(v.get("scale"), Some(&json!(12)));
         assert_eq!(v.get("force"), Some(&json!(true)));
-        let e = resolve(&rb, &[("scale", "abc"), ("force", "yes"), ("name", "x"), ("none", "y")]).err().unwrap_or_default();
+        let e =
+            resolve(&rb, &[("scale", "abc"), ("force", "yes"), ("name", "x"), ("none", "y")]).err().unwrap_or_default();
         assert!(e.contains("--var scale: `abc` is not a number") && e.contains("t.yaml:3:"), "{e}");
     }
 
     #[test]
     fn a_templated_default_is_checked_once_rendered() {
-        let rb = runbook("  mode: { default: \"{{ env.PGDRILL_TEST_NOPE | default('flood') }}\", values: [fast, spread] }\n")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let rb = runbook(
+            "  mode: { default: \"{{ env.PGDRILL_TEST_NOPE | default('flood') }}\", values: [fast, spread] }\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let e = resolve(&rb, &[]).err().unwrap_or_default();
         assert!(e.contains("the default of `mode`: `flood` is not one of fast, spread"), "{e}");
     }
@@ -464,7 +485,11 @@ mod tests {
             let s = crate::shipped::all().iter().find(|s| s.path.ends_with(path));
             let rb = s.map(|s| super::super::parse(s.path, s.text, PathBuf::new()).map_err(|d| d.to_string()));
             let ty = rb.as_ref().and_then(|r| r.as_ref().ok()).and_then(|r| r.var_types.get(var).cloned());
-            assert!(matches!(ty, Some(VarType::OneOf(_))), "{path}: `{var}` is {ty:?} ({:?})", rb.and_then(|r| r.err()));
+            assert!(
+                matches!(ty, Some(VarType::OneOf(_))),
+                "{path}: `{var}` is {ty:?} ({:?})",
+                rb.and_then(|r| r.err())
+            );
         }
     }
 }

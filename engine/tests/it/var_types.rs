@@ -52,7 +52,16 @@ fn plan_shows_each_variables_type_and_allowed_values() {
     ] {
         assert!(s.lines().any(|l| l == line), "`{line}` missing:\n{s}");
     }
-    let out = run(&["plan", "restore", "--var", "database_url=postgres://h/db", "--var", "storage=/b", "--var", "database=a"]);
+    let out = run(&[
+        "plan",
+        "restore",
+        "--var",
+        "database_url=postgres://h/db",
+        "--var",
+        "storage=/b",
+        "--var",
+        "database=a",
+    ]);
     let s = text(&out.stdout);
     assert!(s.contains("  recover: \"\" (one of: \"\", rollback, forward, reopen)"), "{s}");
     assert!(s.contains("  no_owner: false (boolean)"), "{s}");
