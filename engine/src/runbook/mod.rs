@@ -403,6 +403,27 @@ pub fn parse(file: &str, text: &str, base_dir: PathBuf) -> Result<Runbook, Diagn
     }
 }
 
+/// The step ids a template may read at one point of `steps:`: the first `n` ids in the order
+/// written (the steps before it, or before its `parallel` group), found through an index
+/// built once.
+#[derive(Clone, Copy)]
+struct Visible<'a> {
+    ids: &'a [&'a str],
+    index: &'a HashMap<&'a str, usize>,
+    n: usize,
+}
+
+impl<'a> Visible<'a> {
+    fn contains(&self, id: &str) -> bool {
+        self.index.get(id).is_some_and(|&i| i < self.n)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let ids: &'a [&'a str] = self.ids;
+        ids[..self.n.min(ids.len())].iter().copied()
+    }
+}
+
 struct Checker<'a> {
     file: &'a str,
     text: &'a str,
@@ -935,29 +956,33 @@ impl Checker<'_> {
         let env = template::environment();
         let mut warnings = Vec::new();
         let main_ids: Vec<&str> = rb.steps.iter().filter_map(|s| s.id.as_deref()).collect();
+        let index: HashMap<&str, usize> = main_ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let visible = |n: usize| Visible { ids: &main_ids, index: &index, n };
+        // What each step sees is always the ids of the steps before some point, so it is a
+        // count, not a list: building the list per step was n² (issue 36 case 11).
+        let (mut ids_before, mut group_start) = (0, 0);
         for (i, step) in rb.steps.iter().enumerate() {
+            let first_of_group = step.group.is_some() && (i == 0 || rb.steps[i - 1].group != step.group);
+            if first_of_group {
+                group_start = ids_before;
+            }
             // A step of a `parallel` group sees the steps before the group, not its siblings.
-            let before: Vec<&str> = rb.steps[..i]
-                .iter()
-                .filter(|s| step.group.is_none() || s.group != step.group)
-                .filter_map(|s| s.id.as_deref())
-                .collect();
+            let before = visible(if step.group.is_some() { group_start } else { ids_before });
             // The group's own `when`, once, at its first step.
             if let Some(GroupDef { index: g, when: Some(cond), .. }) = rb.group_of(step) {
-                let g = *g;
-                if i == 0 || rb.steps[i - 1].group != Some(g) {
+                if first_of_group {
                     let sources = vec![(format!("steps[{g}].when"), cond.clone(), true)];
-                    self.check_sources(&env, rb, None, sources, &before, &main_ids, &mut warnings);
+                    self.check_sources(&env, rb, None, sources, before, &main_ids, &mut warnings);
                 }
             }
-            self.check_step_refs(&env, rb, step, &before, &main_ids, &mut warnings);
-            let upto: Vec<&str> = rb.steps[..=i].iter().filter_map(|s| s.id.as_deref()).collect();
+            self.check_step_refs(&env, rb, step, before, &main_ids, &mut warnings);
+            ids_before += usize::from(step.id.is_some());
             for rbk in &step.rollback {
-                self.check_step_refs(&env, rb, rbk, &upto, &main_ids, &mut warnings);
+                self.check_step_refs(&env, rb, rbk, visible(ids_before), &main_ids, &mut warnings);
             }
         }
         for step in &rb.finally {
-            self.check_step_refs(&env, rb, step, &main_ids, &main_ids, &mut warnings);
+            self.check_step_refs(&env, rb, step, visible(main_ids.len()), &main_ids, &mut warnings);
         }
         warnings
     }
@@ -1041,7 +1066,7 @@ impl Checker<'_> {
         env: &minijinja::Environment<'_>,
         rb: &Runbook,
         step: &StepDef,
-        visible: &[&str],
+        visible: Visible<'_>,
         all: &[&str],
         warnings: &mut Vec<Diagnostic>,
     ) {
@@ -1066,7 +1091,7 @@ impl Checker<'_> {
         rb: &Runbook,
         step: Option<&StepDef>,
         sources: Vec<(String, String, bool)>,
-        visible: &[&str],
+        visible: Visible<'_>,
         all: &[&str],
         warnings: &mut Vec<Diagnostic>,
     ) {
@@ -1087,7 +1112,7 @@ impl Checker<'_> {
                     }
                     ("let", Some(v)) => {
                         for id in rb.let_reads.get(v).into_iter().flatten() {
-                            if visible.contains(&id.as_str()) {
+                            if visible.contains(id) {
                                 if is_condition {
                                     self.check_maybe_skipped(rb, id, &r, &src, pos);
                                 }
@@ -1110,7 +1135,7 @@ impl Checker<'_> {
                         });
                         self.diags.push(d.with_help(help));
                     }
-                    ("steps", Some(id)) if !visible.contains(&id) => {
+                    ("steps", Some(id)) if !visible.contains(id) => {
                         let group = step.and_then(|s| s.group);
                         let sibling =
                             group.is_some() && rb.steps.iter().any(|s| s.group == group && s.id.as_deref() == Some(id));
@@ -1128,7 +1153,7 @@ impl Checker<'_> {
                         } else {
                             (
                                 format!("`steps.{id}` refers to a step id that does not exist"),
-                                suggest::help(id, visible.iter().copied()),
+                                suggest::help(id, visible.iter()),
                             )
                         };
                         self.diags.push(self.diag(pos, msg).with_help(help));
