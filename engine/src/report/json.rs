@@ -112,7 +112,7 @@ fn with_list<T>(
     let Some(at) = text.find(&mark) else {
         return Err(io::Error::other(format!("run.json: no `{key}` in its object")));
     };
-    w.write_all(text[..at + key.len() + 4].as_bytes())?;
+    w.write_all(&text.as_bytes()[..at + key.len() + 4])?;
     if items.is_empty() {
         w.write_all(b"[]")?;
     } else {
@@ -129,7 +129,7 @@ fn with_list<T>(
         w.write_all(pad(level + 1).as_bytes())?;
         w.write_all(b"]")?;
     }
-    w.write_all(text[at + mark.len()..].as_bytes())
+    w.write_all(&text.as_bytes()[at + mark.len()..])
 }
 
 /// `v` as a JSON value (keys sorted), pretty printed at nesting `level`.

@@ -164,12 +164,12 @@ fn with_skip_reasons(xml: &str, reasons: &[String], out: &mut dyn std::io::Write
         let lt = at + found;
         looked += found + 1;
         let rest = &xml[lt..];
-        if rest.starts_with(CDATA) {
-            let end = rest[CDATA.len()..].find("]]>").map(|e| lt + CDATA.len() + e + 3).unwrap_or(xml.len());
+        if let Some(body) = rest.strip_prefix(CDATA) {
+            let end = body.find("]]>").map(|e| lt + CDATA.len() + e + 3).unwrap_or(xml.len());
             looked += end - lt - 1;
             at = end;
         } else if rest.starts_with(SKIPPED) {
-            out.write_all(xml[written..lt].as_bytes())?;
+            out.write_all(&xml.as_bytes()[written..lt])?;
             match reasons.next() {
                 Some(why) => write!(out, "<skipped message=\"{}\"/>", attr(why))?,
                 None => out.write_all(SKIPPED.as_bytes())?,
@@ -182,7 +182,7 @@ fn with_skip_reasons(xml: &str, reasons: &[String], out: &mut dyn std::io::Write
         }
     }
     looked += xml.len() - at;
-    out.write_all(xml[written..].as_bytes())?;
+    out.write_all(&xml.as_bytes()[written..])?;
     Ok(looked)
 }
 
