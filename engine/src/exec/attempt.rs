@@ -278,7 +278,8 @@ impl Executor {
         // to stop and finishes its own rollbacks and `finally` first (a dropped future would
         // skip them).
         let finishes_itself = kind.finishes_itself;
-        let total = step.retry.count + 1;
+        // Bounded at validate (`MAX_RETRIES`); saturating all the same, so no count overflows.
+        let total = step.retry.count.saturating_add(1);
         let mut delay = step.retry.delay;
         for attempt in 1..=total {
             rec.attempts = attempt;

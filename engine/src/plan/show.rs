@@ -34,8 +34,10 @@ pub fn render(rb: &Runbook, vars: &Map<String, Json>) -> String {
     }
     if !vars.is_empty() {
         out.push_str("vars:\n");
+        // With what each takes, so an operator sees the allowed values before a run.
         for (k, v) in vars {
-            out.push_str(&format!("  {k}: {v}\n"));
+            let ty = rb.var_types.get(k).map(|t| t.describe()).unwrap_or_else(|| "text".into());
+            out.push_str(&format!("  {k}: {v} ({ty})\n"));
         }
     }
     if !rb.lets.is_empty() {

@@ -97,6 +97,21 @@ fn nested_vars(rb: &Runbook, done: &mut Vec<String>, diags: &mut Diagnostics) {
                 diags.push(d.with_help(help));
             }
         }
+        // A value written out is checked against what the child declares it takes (a
+        // templated one when the step runs, by the child's own `resolve_vars`).
+        for (k, v) in given.iter().filter_map(|(k, v)| Some((k.as_str()?, v))) {
+            let Some(ty) = child.var_types.get(k) else { continue };
+            if matches!(v, Yaml::String(s) if s.contains("{{")) {
+                continue;
+            }
+            if let Err(e) = super::vars::fit(v, ty) {
+                let d = rb.diagnostic_at(
+                    &format!("{}.with.vars.{k}", step.path),
+                    format!("runbook `{}` ({p}), variable `{k}`: {e}", child.name),
+                );
+                diags.push(d.with_help(Some(format!("`{k}` takes {}", ty.describe()))));
+            }
+        }
         for (name, default) in &child.vars {
             if default.is_none() && !given.contains_key(name.as_str()) {
                 let at = if step.with.get("vars").is_some() { ".with.vars" } else { ".with" };

@@ -25,7 +25,7 @@ pub use crate::diag::{spans, suggest, Diagnostic, Diagnostics};
 pub use load::{load, load_checked, load_runbook_ref, MAX_NESTING};
 pub use secrets::{register_run_inputs, secret_fields};
 use spans::{Pos, SpanIndex};
-pub use vars::{overrides_from_pairs, resolve_lets, resolve_vars, VarMap};
+pub use vars::{overrides_from_pairs, resolve_lets, resolve_vars, VarMap, VarType};
 
 use crate::steps;
 use crate::template;
@@ -78,6 +78,8 @@ pub struct Runbook {
     pub kind: Option<RunKind>,
     /// Declared variables with their defaults (`None`: must be given with `--var`).
     pub vars: BTreeMap<String, Option<Yaml>>,
+    /// What each variable of `vars` takes (see [`VarType`]).
+    pub var_types: BTreeMap<String, VarType>,
     /// `let:` values, in the order written: computed once per run from vars, env, the values
     /// above them and the outputs of steps (once those have run), and read as `let.NAME`
     /// wherever a var can be read.
@@ -401,6 +403,27 @@ pub fn parse(file: &str, text: &str, base_dir: PathBuf) -> Result<Runbook, Diagn
     }
 }
 
+/// The step ids a template may read at one point of `steps:`: the first `n` ids in the order
+/// written (the steps before it, or before its `parallel` group), found through an index
+/// built once.
+#[derive(Clone, Copy)]
+struct Visible<'a> {
+    ids: &'a [&'a str],
+    index: &'a HashMap<&'a str, usize>,
+    n: usize,
+}
+
+impl<'a> Visible<'a> {
+    fn contains(&self, id: &str) -> bool {
+        self.index.get(id).is_some_and(|&i| i < self.n)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let ids: &'a [&'a str] = self.ids;
+        ids[..self.n.min(ids.len())].iter().copied()
+    }
+}
+
 struct Checker<'a> {
     file: &'a str,
     text: &'a str,
@@ -516,11 +539,13 @@ impl Checker<'_> {
         let steps = self.main_steps(raw.steps, &mut ids, &mut groups);
         let finally = self.steps(raw.finally, "finally", &mut ids);
 
+        let (vars, var_types) = self.vars(raw.vars);
         let rb = Runbook {
             name: raw.name,
             description: raw.description,
             kind,
-            vars: raw.vars.into_iter().map(|(k, v)| (k, if v.is_null() { None } else { Some(v) })).collect(),
+            vars,
+            var_types,
             lets,
             secrets: raw.secrets,
             targets,
@@ -727,9 +752,11 @@ impl Checker<'_> {
         }
         let retry = match raw.retry {
             None => Retry::default(),
-            Some(RawRetry::Count(n)) => Retry { count: n, ..Retry::default() },
+            Some(RawRetry::Count(n)) => {
+                Retry { count: self.retry_count(n, &format!("{path}.retry")), ..Retry::default() }
+            }
             Some(RawRetry::Full(f)) => Retry {
-                count: f.count,
+                count: self.retry_count(f.count, &format!("{path}.retry.count")),
                 delay: f
                     .delay
                     .as_deref()
@@ -929,29 +956,33 @@ impl Checker<'_> {
         let env = template::environment();
         let mut warnings = Vec::new();
         let main_ids: Vec<&str> = rb.steps.iter().filter_map(|s| s.id.as_deref()).collect();
+        let index: HashMap<&str, usize> = main_ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let visible = |n: usize| Visible { ids: &main_ids, index: &index, n };
+        // What each step sees is always the ids of the steps before some point, so it is a
+        // count, not a list: building the list per step was n² (issue 36 case 11).
+        let (mut ids_before, mut group_start) = (0, 0);
         for (i, step) in rb.steps.iter().enumerate() {
+            let first_of_group = step.group.is_some() && (i == 0 || rb.steps[i - 1].group != step.group);
+            if first_of_group {
+                group_start = ids_before;
+            }
             // A step of a `parallel` group sees the steps before the group, not its siblings.
-            let before: Vec<&str> = rb.steps[..i]
-                .iter()
-                .filter(|s| step.group.is_none() || s.group != step.group)
-                .filter_map(|s| s.id.as_deref())
-                .collect();
+            let before = visible(if step.group.is_some() { group_start } else { ids_before });
             // The group's own `when`, once, at its first step.
             if let Some(GroupDef { index: g, when: Some(cond), .. }) = rb.group_of(step) {
-                let g = *g;
-                if i == 0 || rb.steps[i - 1].group != Some(g) {
+                if first_of_group {
                     let sources = vec![(format!("steps[{g}].when"), cond.clone(), true)];
-                    self.check_sources(&env, rb, None, sources, &before, &main_ids, &mut warnings);
+                    self.check_sources(&env, rb, None, sources, before, &main_ids, &mut warnings);
                 }
             }
-            self.check_step_refs(&env, rb, step, &before, &main_ids, &mut warnings);
-            let upto: Vec<&str> = rb.steps[..=i].iter().filter_map(|s| s.id.as_deref()).collect();
+            self.check_step_refs(&env, rb, step, before, &main_ids, &mut warnings);
+            ids_before += usize::from(step.id.is_some());
             for rbk in &step.rollback {
-                self.check_step_refs(&env, rb, rbk, &upto, &main_ids, &mut warnings);
+                self.check_step_refs(&env, rb, rbk, visible(ids_before), &main_ids, &mut warnings);
             }
         }
         for step in &rb.finally {
-            self.check_step_refs(&env, rb, step, &main_ids, &main_ids, &mut warnings);
+            self.check_step_refs(&env, rb, step, visible(main_ids.len()), &main_ids, &mut warnings);
         }
         warnings
     }
@@ -1000,6 +1031,19 @@ impl Checker<'_> {
         self.diags.push(d.with_help(Some(format!("test `steps.{id}.outcome == 'passed'` first, or `{r} is defined`"))));
     }
 
+    /// A retry count up to [`MAX_RETRIES`]; a larger one is refused at `at` (u32::MAX retries
+    /// overflowed the attempt count: a panic, or in a release build no attempt at all).
+    fn retry_count(&mut self, n: u32, at: &str) -> u32 {
+        if n <= MAX_RETRIES {
+            return n;
+        }
+        let d = self.diag(self.spans.value(at), format!("{}: {n} retries: at most {MAX_RETRIES}", describe_path(at)));
+        self.diags.push(d.with_help(Some(
+            "for a long wait, give a longer `delay` (and a `backoff`) rather than more retries".into(),
+        )));
+        MAX_RETRIES
+    }
+
     fn check_var(&mut self, rb: &Runbook, v: &str, pos: Pos) {
         if rb.vars.contains_key(v) {
             return;
@@ -1022,7 +1066,7 @@ impl Checker<'_> {
         env: &minijinja::Environment<'_>,
         rb: &Runbook,
         step: &StepDef,
-        visible: &[&str],
+        visible: Visible<'_>,
         all: &[&str],
         warnings: &mut Vec<Diagnostic>,
     ) {
@@ -1047,7 +1091,7 @@ impl Checker<'_> {
         rb: &Runbook,
         step: Option<&StepDef>,
         sources: Vec<(String, String, bool)>,
-        visible: &[&str],
+        visible: Visible<'_>,
         all: &[&str],
         warnings: &mut Vec<Diagnostic>,
     ) {
@@ -1068,7 +1112,7 @@ impl Checker<'_> {
                     }
                     ("let", Some(v)) => {
                         for id in rb.let_reads.get(v).into_iter().flatten() {
-                            if visible.contains(&id.as_str()) {
+                            if visible.contains(id) {
                                 if is_condition {
                                     self.check_maybe_skipped(rb, id, &r, &src, pos);
                                 }
@@ -1091,7 +1135,7 @@ impl Checker<'_> {
                         });
                         self.diags.push(d.with_help(help));
                     }
-                    ("steps", Some(id)) if !visible.contains(&id) => {
+                    ("steps", Some(id)) if !visible.contains(id) => {
                         let group = step.and_then(|s| s.group);
                         let sibling =
                             group.is_some() && rb.steps.iter().any(|s| s.group == group && s.id.as_deref() == Some(id));
@@ -1109,7 +1153,7 @@ impl Checker<'_> {
                         } else {
                             (
                                 format!("`steps.{id}` refers to a step id that does not exist"),
-                                suggest::help(id, visible.iter().copied()),
+                                suggest::help(id, visible.iter()),
                             )
                         };
                         self.diags.push(self.diag(pos, msg).with_help(help));
@@ -1158,6 +1202,10 @@ pub use crate::util::{parse_duration, MAX_DURATION};
 pub fn next_delay(delay: Duration, backoff: f64) -> Duration {
     Duration::try_from_secs_f64(delay.as_secs_f64() * backoff).unwrap_or(MAX_DURATION).min(MAX_DURATION)
 }
+
+/// The most retries of a step: with the longest `delay` and any `backoff` that is more waiting
+/// than any run; past it a count only risks overflow.
+pub const MAX_RETRIES: u32 = 10_000;
 
 /// The largest `retry.backoff`: each retry waits at most this many times the one before.
 pub const MAX_BACKOFF: f64 = 100.0;
@@ -1297,6 +1345,143 @@ mod tests {
         }
         assert_eq!(d, MAX_DURATION);
         assert_eq!(next_delay(Duration::from_secs(2), 1.5), Duration::from_secs(3));
+    }
+
+    /// A value that fits a field of type `ty`, for the fields a kind needs besides the one
+    /// under test.
+    fn placeholder(ty: &str) -> Yaml {
+        let first = ty.split('|').next().unwrap_or_default();
+        match ty {
+            "boolean" => Yaml::Bool(false),
+            "integer" | "number" | "integer or list" => Yaml::Number(1.into()),
+            "duration" => Yaml::String("1s".into()),
+            "major version" => Yaml::String("15".into()),
+            "map" | "map|null" => Yaml::Mapping(Default::default()),
+            "list of strings" => serde_yaml::from_str("[x]").unwrap_or(Yaml::Null),
+            "path" => Yaml::String("/tmp/pgdrill-audit".into()),
+            _ if ty.contains('|') => Yaml::String(first.into()),
+            _ => Yaml::String("postgres://127.0.0.1:1/app".into()),
+        }
+    }
+
+    /// Issue 45 case 9, "other sizes were not audited": every number a runbook or a step kind
+    /// takes, from the catalogue (so a new field is covered the day it is added), given the
+    /// values that overflowed or panicked elsewhere. None panics, and each is refused or held
+    /// within its bound: integers beyond i64 and non-finite or huge numbers are refused (they
+    /// were held at i64::MAX or passed as NaN), durations are within 100 years, `jobs` and
+    /// `threads` within their caps (4e9 `jobs` of verify.amcheck started 4e9 tasks), and a
+    /// `retry` count past `MAX_RETRIES` is refused (u32::MAX overflowed the attempt count).
+    #[test]
+    fn no_number_of_any_step_kind_or_runbook_setting_panics_or_passes_unbounded() {
+        let hostile = [
+            "-1",
+            "0",
+            "4294967296",
+            "18446744073709551615",
+            "18446744073709551616",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "1e300",
+            "-1e300",
+            "1e16",
+            ".nan",
+            ".inf",
+            "-.inf",
+            "\"NaN\"",
+            "\"inf\"",
+            "\"1e300\"",
+            "\"99999999999999999999\"",
+            "\"101y\"",
+            "\"1e300s\"",
+            "1.5",
+            "\"\"",
+        ];
+        let numeric = ["integer", "number", "duration", "integer or list", "major version"];
+        let (mut fields, mut refused) = (0, 0);
+        for kind in steps::catalogue() {
+            for field in kind.fields.iter().filter(|f| numeric.contains(&f.ty)) {
+                let mut base = serde_yaml::Mapping::new();
+                for f in kind.fields.iter().filter(|f| f.required && f.name != field.name) {
+                    base.insert(Yaml::String(f.name.into()), placeholder(f.ty));
+                }
+                let with = |v: Yaml| {
+                    let mut m = base.clone();
+                    m.insert(Yaml::String(field.name.into()), v);
+                    Yaml::Mapping(m)
+                };
+                // A kind whose placeholders its own check refuses says nothing about the field.
+                if (kind.check)(&with(placeholder(field.ty))).is_err() {
+                    continue;
+                }
+                fields += 1;
+                for text in hostile {
+                    let v: Yaml = serde_yaml::from_str(text).unwrap_or(Yaml::Null);
+                    let y = with(v.clone());
+                    let r = std::panic::catch_unwind(|| (kind.check)(&y));
+                    let Ok(r) = r else { panic!("{}.{} = {text} panicked", kind.name, field.name) };
+                    let as_f64 = match &v {
+                        Yaml::Number(n) => n.as_f64(),
+                        Yaml::String(s) => s.trim().parse::<f64>().ok(),
+                        _ => None,
+                    };
+                    // Past each type's bound: an integer beyond i64 (a count such as
+                    // `keep_daily` may be any i64: it is only ever compared), a number beyond
+                    // `MAX_NUMBER`, a number of seconds beyond `MAX_DURATION`.
+                    let bound = match field.ty {
+                        "number" => steps::de::MAX_NUMBER,
+                        "duration" => MAX_DURATION.as_secs_f64(),
+                        _ => 9.2e18,
+                    };
+                    let huge = as_f64.is_some_and(|f| !f.is_finite() || f.abs() > bound);
+                    let capped = match field.name {
+                        "jobs" => Some(steps::de::MAX_JOBS as f64),
+                        "threads" => Some(steps::de::MAX_THREADS as f64),
+                        _ => None,
+                    };
+                    let over_cap = capped.zip(as_f64).is_some_and(|(c, f)| f > c);
+                    if field.ty == "major version" {
+                        continue; // text, checked against the versions installed at run time
+                    }
+                    // A JSON value: NaN and the infinities arrive as null, "no major given".
+                    if field.name == "source_major" && as_f64.is_some_and(|f| !f.is_finite()) {
+                        continue;
+                    }
+                    if huge || over_cap || text.contains("101y") || text.contains("1e300s") {
+                        assert!(r.is_err(), "{}.{} = {text} was taken", kind.name, field.name);
+                        refused += 1;
+                    }
+                }
+            }
+        }
+        assert!(fields >= 40, "only {fields} numeric fields were reachable");
+        assert!(refused > 300, "{refused}");
+
+        // The runbook's own numbers: retry counts, delays, backoffs, timeouts, targets.
+        let step = "  - uses: sleep\n    with: { duration: 1ms }\n";
+        for (extra, ok) in [
+            ("    retry: 4294967295\n", false),
+            ("    retry: { count: 4294967295 }\n", false),
+            ("    retry: { count: 10001 }\n", false),
+            ("    retry: { count: 10000, delay: 1ms }\n", true),
+            ("    retry: -1\n", false),
+            ("    retry: { count: 1, delay: 1e300 }\n", false),
+            ("    retry: { count: 1, backoff: .nan }\n", false),
+            ("    retry: { count: 1, backoff: .inf }\n", false),
+            ("    timeout: 1e300\n", false),
+            ("    timeout: \"-1s\"\n", false),
+            ("    timeout: 100y\n", true),
+        ] {
+            let text = format!("name: n\nsteps:\n{step}{extra}");
+            let r = std::panic::catch_unwind(|| parse("n.yaml", &text, PathBuf::new()).map(|_| ()));
+            assert_eq!(
+                r.as_ref().map(Result::is_ok).ok(),
+                Some(ok),
+                "{extra}: {:?}",
+                r.map(|r| r.err().map(|d| d.to_string()))
+            );
+        }
+        let text = "name: n\ntargets: { rto: 1e300 }\nsteps:\n  - uses: sleep\n    with: { duration: 1ms }\n";
+        assert!(parse("n.yaml", text, PathBuf::new()).is_err());
     }
 
     #[test]

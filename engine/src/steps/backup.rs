@@ -36,10 +36,10 @@ pub struct CreateWith {
     #[serde(default = "three", deserialize_with = "super::de::int")]
     level: i32,
     /// zstd threads (default 2)
-    #[serde(default = "two", deserialize_with = "super::de::int")]
+    #[serde(default = "two", deserialize_with = "super::de::threads")]
     threads: u32,
     /// pg_dump -j for format directory (default 2)
-    #[serde(default = "two", deserialize_with = "super::de::int")]
+    #[serde(default = "two", deserialize_with = "super::de::jobs")]
     jobs: u32,
     /// 64 hex digits, base64 of 32 bytes, or a passphrase (Argon2id); absent: not encrypted
     #[field(key)]

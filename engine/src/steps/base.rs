@@ -29,7 +29,7 @@ pub struct BaseWith {
     #[serde(default = "three", deserialize_with = "super::de::int")]
     level: i32,
     /// zstd threads (default 2)
-    #[serde(default = "two", deserialize_with = "super::de::int")]
+    #[serde(default = "two", deserialize_with = "super::de::threads")]
     threads: u32,
     /// fetch (default): the WAL the backup needs is inside it; none: only in the WAL archive
     #[serde(default = "fetch")]

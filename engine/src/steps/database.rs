@@ -353,7 +353,7 @@ pub struct PreflightWith {
     #[field(ty = "path")]
     staging: Option<String>,
     /// parallel restore jobs planned (default 1)
-    #[serde(default = "one", deserialize_with = "super::de::int")]
+    #[serde(default = "one", deserialize_with = "super::de::jobs")]
     jobs: u32,
     /// database to connect to for checks (default postgres)
     #[serde(default = "postgres")]
@@ -1504,7 +1504,7 @@ struct RecreateWith {
     lc_collate: Option<String>,
     #[serde(default, deserialize_with = "super::de::opt_text")]
     lc_ctype: Option<String>,
-    #[serde(default = "one", deserialize_with = "super::de::int")]
+    #[serde(default = "one", deserialize_with = "super::de::jobs")]
     jobs: u32,
     #[serde(default = "postgres")]
     maintenance_db: String,
@@ -1732,7 +1732,7 @@ pub struct RestoreSnapshotWith {
     /// as database.drop reported them
     lc_ctype: Option<String>,
     /// parallel pg_restore jobs (default 1)
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::de::jobs")]
     jobs: u32,
     /// database to connect to (default postgres)
     #[serde(default)]

@@ -30,7 +30,11 @@ where
 {
     let n = match NumOrText::deserialize(d)? {
         NumOrText::Int(i) => i,
-        NumOrText::Float(f) if f.fract() == 0.0 => f as i64,
+        // `1e300` is whole, but no i64: refused, never held at i64::MAX (`as` saturates).
+        NumOrText::Float(f) if f.fract() == 0.0 && f.abs() < I64_LIMIT => f as i64,
+        NumOrText::Float(f) if f.fract() == 0.0 => {
+            return Err(serde::de::Error::custom(format!("{} is out of range", float_text(f))))
+        }
         NumOrText::Float(f) => return Err(serde::de::Error::custom(format!("expected an integer, found {f}"))),
         NumOrText::Text(s) => s
             .trim()
@@ -39,6 +43,43 @@ where
     };
     T::try_from(n).map_err(|_| serde::de::Error::custom(format!("{n} is out of range")))
 }
+
+/// 2^63: the first whole float that is no i64.
+const I64_LIMIT: f64 = 9_223_372_036_854_775_808.0;
+
+/// The most parallel jobs a step takes: each is a connection to the server (and a process
+/// or a task of pgdrill's), and a count past any server's `max_connections` only fails late
+/// or exhausts memory (`verify.amcheck` starts one task per job).
+pub const MAX_JOBS: u32 = 1024;
+
+/// The most zstd threads: zstd's own limit on 64-bit machines (it would clamp a larger
+/// count silently), each thread holding its jobs' buffers.
+pub const MAX_THREADS: u32 = 200;
+
+/// Parallel jobs (see [`MAX_JOBS`]).
+pub fn jobs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n: u32 = int(d)?;
+    if n > MAX_JOBS {
+        return Err(serde::de::Error::custom(format!(
+            "{n} jobs: at most {MAX_JOBS} (each job is a connection to the server)"
+        )));
+    }
+    Ok(n)
+}
+
+/// Compression threads (see [`MAX_THREADS`]).
+pub fn threads<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n: u32 = int(d)?;
+    if n > MAX_THREADS {
+        return Err(serde::de::Error::custom(format!("{n} threads: at most {MAX_THREADS}")));
+    }
+    Ok(n)
+}
+
+/// The largest magnitude a number field takes: far past any epoch in seconds, ratio or
+/// percentage a step reads, and small enough that arithmetic on it stays exact to the
+/// millisecond. NaN and the infinities are refused with it: no field means them.
+pub const MAX_NUMBER: f64 = 1e15;
 
 /// An optional integer written as a number or as text.
 pub fn opt_int<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -135,13 +176,21 @@ pub fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<std::collections::B
 
 /// A number written natively or as text (a rendered `{{ steps.x.at_epoch }}`).
 pub fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    match NumOrText::deserialize(d)? {
-        NumOrText::Int(i) => Ok(i as f64),
-        NumOrText::Float(f) => Ok(f),
+    let f = match NumOrText::deserialize(d)? {
+        NumOrText::Int(i) => i as f64,
+        NumOrText::Float(f) => f,
         NumOrText::Text(s) => {
-            s.trim().parse().map_err(|_| serde::de::Error::custom(format!("expected a number, found `{s}`")))
+            s.trim().parse().map_err(|_| serde::de::Error::custom(format!("expected a number, found `{s}`")))?
         }
+    };
+    if !f.is_finite() || f.abs() > MAX_NUMBER {
+        return Err(serde::de::Error::custom(format!(
+            "{} is out of range: a finite number within ±{}",
+            float_text(f),
+            float_text(MAX_NUMBER)
+        )));
     }
+    Ok(f)
 }
 
 /// An optional number written as a number or as text.

@@ -620,7 +620,7 @@ pub struct RestoreWith {
     #[field(key)]
     key: Option<String>,
     /// parallel pg_restore jobs (default 1: streamed, nothing staged)
-    #[serde(default = "one", deserialize_with = "super::de::int")]
+    #[serde(default = "one", deserialize_with = "super::de::jobs")]
     jobs: u32,
     /// CREATE DATABASE the target first
     #[serde(default, deserialize_with = "super::de::boolean")]
@@ -854,6 +854,19 @@ impl With for FingerprintWith {
                 return Err(WithError::new("mode", format!("unknown mode `{m}`: use full or counts")));
             }
         }
+        // A major is a small number; one past u32 was truncated to another major (2^32 + 15
+        // read as 15), so it is refused. Empty text (a manifest without it) is no major.
+        if let Some(m) = &self.source_major {
+            let ok = match m {
+                serde_json::Value::Number(n) => n.as_u64().is_some_and(|n| u32::try_from(n).is_ok()),
+                serde_json::Value::String(s) => is_template(s) || s.trim().is_empty() || s.trim().parse::<u32>().is_ok(),
+                serde_json::Value::Null => true,
+                _ => false,
+            };
+            if !ok {
+                return Err(WithError::new("source_major", format!("`{m}` is not a PostgreSQL major version")));
+            }
+        }
         Ok(())
     }
 }
@@ -948,7 +961,7 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
         .get::<_, i32>(0) as u32;
     tx.batch_execute("commit").await.map_err(pg_error)?;
     let source_major = match &w.source_major {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|n| n as u32),
+        Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
         Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
         _ => None,
     };
@@ -1180,7 +1193,7 @@ pub struct AmcheckWith {
     #[serde(default, deserialize_with = "super::de::opt_text")]
     follow: Option<String>,
     /// connections checking indexes at the same time (default 1)
-    #[serde(default = "one", deserialize_with = "super::de::int")]
+    #[serde(default = "one", deserialize_with = "super::de::jobs")]
     jobs: u32,
 }
 
@@ -1387,7 +1400,26 @@ pub struct RecordWith {
     age_check: Option<String>,
 }
 
-impl With for RecordWith {}
+impl With for RecordWith {
+    fn check(&self) -> Result<(), WithError> {
+        match self.duration_s.as_deref().map(str::trim) {
+            Some(d) if !d.is_empty() && !is_template(d) && self.seconds().is_none() => Err(WithError::new(
+                "duration_s",
+                format!("`{d}` is not a number of seconds from 0 to {}", super::de::float_text(super::de::MAX_NUMBER)),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl RecordWith {
+    /// The duration as the ledger keeps it: finite, not negative, within `MAX_NUMBER` (a
+    /// NaN or 1e300 in the ledger would be every later reader's problem).
+    fn seconds(&self) -> Option<f64> {
+        let d: f64 = self.duration_s.as_deref()?.trim().parse().ok()?;
+        (d.is_finite() && (0.0..=super::de::MAX_NUMBER).contains(&d)).then_some(d)
+    }
+}
 
 fn outcome_of<'a>(steps: &'a serde_json::Map<String, serde_json::Value>, id: &str) -> Option<&'a str> {
     steps.get(id).and_then(|s| s.get("outcome")).and_then(|o| o.as_str())
@@ -1510,7 +1542,7 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
         ground_truth,
         age,
         error: w.message.as_deref().filter(|_| w.result != "passed").map(|m| ctx.redactor.redact(m)),
-        duration_s: w.duration_s.as_deref().and_then(|d| d.trim().parse().ok()),
+        duration_s: w.seconds(),
         checks,
         pgdrill_version: Some(env!("CARGO_PKG_VERSION").into()),
     };

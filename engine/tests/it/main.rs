@@ -47,5 +47,6 @@ mod signed_evidence;
 mod small_items;
 mod sql_steps;
 mod tls;
+mod var_types;
 mod verify;
 mod wal_archive;
