@@ -291,6 +291,10 @@ pub fn open(location: &str) -> Result<Remote, String> {
         }
         other => return Err(format!("unknown storage scheme `{other}://`: use s3://, gs://, az:// or a local path")),
     };
+    // Every call, not only ranged reads, ends within its bound, retries included (bounded.rs).
+    let bounds = super::bounded::Bounds { first_byte, request: timeout };
+    let store: Arc<dyn ObjectStore> = Arc::new(super::bounded::Bounded::new(store, bounds));
+    let parts: Arc<dyn object_store::multipart::MultipartStore> = Arc::new(super::bounded::Bounded::new(parts, bounds));
     let parent = std::env::temp_dir().join("pgdrill-mirror");
     // Another user's pgdrill may have made the shared folder (root's runs, then `wal push` or
     // `wal fetch` as the server's user): then a folder of this user's own.
@@ -605,17 +609,22 @@ impl Remote {
     }
 
     /// Whether the store answers: one listing request (the bucket exists, the credentials
-    /// are taken) that must answer within the request timeout, retries included. Called
-    /// before anything that holds a resource while it waits (pg_dump's snapshot).
+    /// are taken) whose answer must begin within the first-byte timeout, retries included
+    /// (the request timeout stays as a backstop). Called before anything that holds a
+    /// resource while it waits (pg_dump's snapshot).
     pub async fn probe(&self) -> Result<(), String> {
         let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
         let mut listing = self.store.list(prefix.as_ref());
-        match tokio::time::timeout(self.timeout, listing.next()).await {
-            Err(_) => Err(format!(
-                "the store cannot be reached: {} did not answer within {} (set the location's `timeout=` or PGDRILL_STORE_TIMEOUT for a slower store)",
+        let silent = |d: std::time::Duration| {
+            format!(
+                "the store cannot be reached: {} did not answer within {} (set the location's `first_byte_timeout=`, `timeout=` or PGDRILL_STORE_TIMEOUT for a slower store)",
                 self.url,
-                humantime::format_duration(self.timeout)
-            )),
+                humantime::format_duration(d)
+            )
+        };
+        match tokio::time::timeout(self.timeout, listing.next()).await {
+            Err(_) => Err(silent(self.timeout)),
+            Ok(Some(Err(e))) if super::bounded::unanswered(&e) => Err(silent(self.first_byte())),
             Ok(Some(Err(e))) => Err(format!("cannot list {}: {}", self.url, describe(&e))),
             Ok(_) => Ok(()),
         }

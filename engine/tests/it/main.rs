@@ -42,6 +42,7 @@ mod secrets;
 mod signed_evidence;
 mod small_items;
 mod sql_steps;
+mod store_timeouts;
 mod tls;
 mod verify;
 mod wal_archive;
