@@ -226,6 +226,35 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
         .collect())
 }
 
+/// A pgdrill archive with no manifest beside it: not a backup (the manifest is the commit
+/// marker, written last), but a backup killed before it finished or one still finishing.
+/// `backups list` shows it apart from the backups so an operator sees the debris that
+/// `retention.prune` will remove (after `abandoned_uploads_after`).
+#[derive(Debug, Clone, Serialize)]
+pub struct UnfinishedArchive {
+    pub path: String,
+    pub database: String,
+    /// When its archive was last written (the file's or object's time, RFC 3339).
+    pub written: String,
+    pub size: u64,
+}
+
+/// The unfinished archives in `storage` (of `database` if given), newest first.
+pub fn unfinished(storage: &Path, database: Option<&str>) -> Result<Vec<UnfinishedArchive>, Failure> {
+    let entries = LocalStore::new(storage)
+        .unfinished(database)
+        .map_err(|e| Failure::environment(format!("cannot list {}: {e}", storage.display())))?;
+    Ok(entries
+        .iter()
+        .map(|e| UnfinishedArchive {
+            path: remote::display(&e.path),
+            database: e.database.clone(),
+            written: rfc3339(e.made),
+            size: std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0),
+        })
+        .collect())
+}
+
 /// A listing as JSON values, each entry's keys in the order `backups list --json` has always
 /// printed them (sorted).
 pub fn to_json(list: &[Listed]) -> Vec<serde_json::Value> {

@@ -25,6 +25,7 @@ mod http_tls;
 mod image;
 mod invalid_fixtures;
 mod keyring;
+mod local_publication;
 mod notify;
 mod object_store;
 mod offsite_all;
