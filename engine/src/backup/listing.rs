@@ -105,7 +105,7 @@ pub enum LastVerification {
         /// The content's verdict (proven, unproven, failed, error), apart from its age's.
         #[serde(skip_serializing_if = "Option::is_none")]
         content: Option<String>,
-        /// What the content was proven against (manifest, source, expectations).
+        /// What the content was proven against (manifest, source, expectations, earlier).
         #[serde(skip_serializing_if = "Option::is_none")]
         ground_truth: Option<String>,
         /// fresh, stale or unknown when it was verified.

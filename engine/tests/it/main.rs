@@ -13,6 +13,7 @@ mod containers;
 mod cross_version;
 mod doctor;
 mod drills;
+mod earlier_truth;
 mod edge_fixture;
 mod ephemeral;
 mod evidence;
