@@ -87,6 +87,9 @@ struct Facts {
     finished_epoch: f64,
     backup: Option<(f64, u64, String)>,
     verified: bool,
+    /// A content check ran with no ground truth ("restorable, content unproven"): never
+    /// a verified success, even when the run accepted it.
+    unproven: Option<bool>,
     rto_s: Option<f64>,
     rpo_s: Option<f64>,
     objectives: Vec<serde_json::Value>,
@@ -159,7 +162,9 @@ fn facts(s: &RunSummary) -> Option<Facts> {
         f.failed.push(json!({ "step": c.step.label, "kind": c.uses, "message": c.message }));
     }
     let verify_steps = s.verified.iter().filter(|(_, o)| *o == Outcome::Passed).count();
-    f.verified = f.passed && verify_steps > 0 && f.backup.is_none();
+    // Whether the content was proven, for runs that judged it against a ground truth.
+    f.unproven = (!s.ground_truths.is_empty()).then(|| s.ground_truths.iter().any(|(_, b)| b == "none"));
+    f.verified = f.passed && verify_steps > 0 && f.backup.is_none() && f.unproven != Some(true);
     Some(f)
 }
 
@@ -197,6 +202,14 @@ fn samples(f: &Facts) -> Vec<(&'static str, &'static str, f64, Option<String>)> 
             "pgdrill_verify_last_success_timestamp_seconds",
             "When a verification by restore last passed (Unix time).",
             f.finished_epoch,
+            None,
+        ));
+    }
+    if let Some(u) = f.unproven {
+        v.push((
+            "pgdrill_verify_content_unproven",
+            "Whether the last verification's content check had no ground truth (1: restorable, content unproven).",
+            if u { 1.0 } else { 0.0 },
             None,
         ));
     }

@@ -122,3 +122,49 @@ async fn a_dump_whose_earlier_dump_was_proven_stayed_unproven_and_a_missing_tabl
     assert_eq!(ran.code, Some(0), "{}", ran.all());
     src.stop().await;
 }
+
+/// Before: a verify that accepted unproven content (`accept_unproven=true`, exit 0) moved
+/// `pgdrill_verify_last_success_timestamp_seconds` like a proven one, so an alert on stale
+/// verification never fired for a backup whose content nothing had proven, and no metric
+/// said "unproven". Now such a run leaves the verified-success time alone and sets
+/// `pgdrill_verify_content_unproven` to 1; a proven run sets it to 0 and moves the time.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_accepted_unproven_verify_moved_the_verified_success_metric() {
+    let Some(src) = native_server("app").await else { return };
+    exec(&src.url(), "create table accounts (id int primary key); insert into accounts select generate_series(1, 100)")
+        .await;
+    let t = tempfile::tempdir().expect("tmp");
+    let d = t.path().join("backups");
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let f = d.join("app-20240105T130000.sql.gz");
+    dump(&src, "", &f);
+    let textfile = t.path().join("pgdrill.prom");
+    let notify = t.path().join("notify.yaml");
+    std::fs::write(&notify, format!("metrics:\n  textfile: {}\n", textfile.display())).expect("notify");
+    let run = |var: &str| {
+        Run::new("verify")
+            .var("backup", f.display())
+            .var("provider", "native")
+            .var("max_age", "36000d")
+            .var("force", true)
+            .vars(&[var])
+            .arg("--notify")
+            .arg(&notify)
+            .env_remove("PGDRILL_SOURCE_URL")
+            .expect(0)
+    };
+    let sample = |name: &str| -> Option<String> {
+        let text = std::fs::read_to_string(&textfile).expect("textfile");
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")))
+            .map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
+    };
+    run("accept_unproven=true");
+    assert_eq!(sample("pgdrill_verify_content_unproven").as_deref(), Some("1"));
+    assert_eq!(sample("pgdrill_verify_last_success_timestamp_seconds"), None, "an unproven run is no verified success");
+    assert_eq!(sample("pgdrill_run_success").as_deref(), Some("1"), "the run itself passed, as accepted");
+    run("expect_tables=public.accounts>=100");
+    assert_eq!(sample("pgdrill_verify_content_unproven").as_deref(), Some("0"));
+    assert!(sample("pgdrill_verify_last_success_timestamp_seconds").is_some(), "a proven run is a verified success");
+    src.stop().await;
+}
