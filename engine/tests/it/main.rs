@@ -40,6 +40,7 @@ mod restore_targets;
 mod retention;
 mod roles;
 mod runbook_language;
+mod secret_fields;
 mod secrets;
 mod signed_evidence;
 mod small_items;
