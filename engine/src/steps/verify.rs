@@ -1144,13 +1144,13 @@ fn parse_expectations(spec: &str) -> Result<Vec<(String, i64)>, String> {
     Ok(out)
 }
 
+/// Rows per table, by qualified name, as a proven verification restored them.
+type RowsPerTable = BTreeMap<String, i64>;
+
 /// The nearest earlier backup of `backup`'s folder whose content a verification proved,
 /// with the rows per table that verification restored: its name and counts. None when
 /// there is no such record (or no backup given). A ledger that cannot be read fails closed.
-fn earlier_verified(
-    ctx: &StepCtx,
-    backup: Option<&str>,
-) -> Result<Option<(String, BTreeMap<String, i64>)>, StepError> {
+fn earlier_verified(ctx: &StepCtx, backup: Option<&str>) -> Result<Option<(String, RowsPerTable)>, StepError> {
     let Some(backup) = backup.filter(|b| !b.is_empty()) else { return Ok(None) };
     // An object store's backups are read through its mirror, where its ledger was gathered.
     let path = if crate::storage::is_remote(backup) {

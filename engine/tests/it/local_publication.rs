@@ -124,7 +124,7 @@ async fn a_local_backup_killed_at_each_phase_left_an_orphan_that_backups_list_di
     assert!(ran.all().contains(&format!("keep   {orphan} (unfinished: no manifest")), "{}", ran.all());
     assert!(folder.join(&orphan).exists());
     prune("0s");
-    assert_eq!(archives(&folder), [complete.clone()], "only the complete backup is left: {:?}", files(&folder));
+    assert_eq!(archives(&folder), [complete], "only the complete backup is left: {:?}", files(&folder));
     let list = Run::cli(["backups", "list", "--storage"]).arg(&storage).expect(0);
     assert!(!list.stdout.contains("NOT BACKUPS"), "{}", list.stdout);
     srv.stop().await;
