@@ -208,10 +208,15 @@ pub fn open(location: &str) -> Result<Remote, String> {
             humantime::format_duration(CONNECT_TIMEOUT.min(timeout)).to_string(),
         ),
     ];
+    // Retries stop after half the first-byte timeout: a store that refuses connections (or
+    // answers with errors) is then said with its own error, before the first-byte bound of
+    // `bounded.rs` would call it silent.
+    let retry = object_store::RetryConfig { retry_timeout: first_byte / 2, ..Default::default() };
     let (store, parts): (Arc<dyn ObjectStore>, Arc<dyn object_store::multipart::MultipartStore>) = match scheme.as_str()
     {
         "s3" => {
-            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let mut b =
+                object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry.clone());
             for (k, v) in given("AWS_") {
                 if let Ok(key) = k.parse::<object_store::aws::AmazonS3ConfigKey>() {
                     b = b.with_config(key, v);
@@ -237,7 +242,9 @@ pub fn open(location: &str) -> Result<Remote, String> {
             (built.clone(), built)
         }
         "az" | "azure" => {
-            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(bucket);
+            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_container_name(bucket)
+                .with_retry(retry.clone());
             for (k, v) in given("AZURE_") {
                 if let Ok(key) = k.parse::<object_store::azure::AzureConfigKey>() {
                     b = b.with_config(key, v);
@@ -274,7 +281,9 @@ pub fn open(location: &str) -> Result<Remote, String> {
             (built.clone(), built)
         }
         "gs" => {
-            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry.clone());
             for (k, v) in given("GOOGLE_") {
                 if let Ok(key) = k.parse::<object_store::gcp::GoogleConfigKey>() {
                     b = b.with_config(key, v);
@@ -417,6 +426,26 @@ fn aws_profile(mut b: object_store::aws::AmazonS3Builder) -> Result<object_store
         return Err(format!("AWS_PROFILE `{profile}` is in neither {creds} nor {config}"));
     }
     Ok(b)
+}
+
+/// Whether a request got no answer at all (its connection or request failed, or timed out).
+fn no_answer(e: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<HttpError>().is_some_and(|h| {
+            matches!(
+                h.kind(),
+                HttpErrorKind::Connect | HttpErrorKind::Request | HttpErrorKind::Timeout | HttpErrorKind::Interrupted
+            )
+        }) {
+            return true;
+        }
+        cause = c.source();
+    }
+    // A retried request's error keeps only the client's words.
+    let text = e.to_string().to_ascii_lowercase();
+    ["error sending request", "connection refused", "timed out"].iter().any(|w| text.contains(w))
 }
 
 /// One line for an object-store error: the class first, what to change, never a credential
@@ -625,6 +654,9 @@ impl Remote {
         match tokio::time::timeout(self.timeout, listing.next()).await {
             Err(_) => Err(silent(self.timeout)),
             Ok(Some(Err(e))) if super::bounded::unanswered(&e) => Err(silent(self.first_byte())),
+            // Retries ended before the bound (a refused connection, a request that failed):
+            // the same verdict, with the client's own words, which name the endpoint.
+            Ok(Some(Err(e))) if no_answer(&e) => Err(format!("{}: {}", silent(self.first_byte()), describe(&e))),
             Ok(Some(Err(e))) => Err(format!("cannot list {}: {}", self.url, describe(&e))),
             Ok(_) => Ok(()),
         }

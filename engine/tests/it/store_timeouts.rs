@@ -133,7 +133,14 @@ async fn a_store_that_takes_a_listing_a_head_a_whole_read_or_an_upload_and_never
         relay,
     ));
     assert_eq!(code, 3, "{log}");
-    assert!(log.contains("no answer within the request timeout of 8s, retries included"), "a stalled part: {log}");
+    // Ended by the bound, or by the client's own request timeout once retries stopped (half
+    // the first-byte timeout): either way within the request timeout, never minutes.
+    assert!(
+        log.contains("no answer within the request timeout of 8s, retries included")
+            || (log.contains("the store cannot be reached") && log.contains("in 8.0")),
+        "a stalled part: {log}"
+    );
+    assert!(log.contains("uploading s3://bkt/p/shop/"), "names the upload: {log}");
     let after = keys(s3.port);
     let new: Vec<&String> = after.iter().filter(|k| !before.contains(k)).collect();
     assert!(new.is_empty(), "nothing new under a final name, no upload record left: {new:?}");
