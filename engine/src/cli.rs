@@ -880,6 +880,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 .transpose()
                 .map_err(Error::invalid)?;
             let list = crate::backup::listing::list(&storage, database.as_deref(), pattern.as_ref())?;
+            let unfinished = crate::backup::listing::unfinished(&storage, database.as_deref())?;
             // Base backups are of a whole cluster, not of a database: each holds every
             // database, the one asked for included, so they are listed with a note whatever
             // --database says, with what the WAL archive lets each reach.
@@ -904,12 +905,19 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                     }
                 }
                 outln!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+                // The JSON lists backups only; what is not one is said beside it.
+                for line in unfinished_lines(&unfinished) {
+                    errln!("warning: {line}");
+                }
             } else {
                 for line in backups_table(&list, &physical) {
                     outln!("{line}");
                 }
                 if let Some(n) = note.as_ref().filter(|_| physical.iter().any(|s| !s.base_backups.is_empty())) {
                     outln!("note: {n}");
+                }
+                for line in unfinished_lines(&unfinished) {
+                    outln!("{line}");
                 }
                 for s in &physical {
                     for w in &s.windows {
@@ -1349,6 +1357,30 @@ fn physical_backups(location: &str, json: bool) -> Result<ExitCode, Error> {
         outln!("(no backups)");
     }
     Ok(ExitCode::Passed)
+}
+
+/// Unfinished archives (no manifest), apart from the backups: never a row of the table, so
+/// never read as a backup.
+fn unfinished_lines(unfinished: &[crate::backup::listing::UnfinishedArchive]) -> Vec<String> {
+    if unfinished.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![format!(
+        "NOT BACKUPS: {} unfinished archive{} (no manifest, the commit marker written last: a backup killed before it finished, or one still finishing; never picked; retention.prune removes each once older than abandoned_uploads_after):",
+        unfinished.len(),
+        if unfinished.len() == 1 { "" } else { "s" }
+    )];
+    for u in unfinished {
+        let v = |t: &str| crate::report::visible(t).into_owned();
+        out.push(format!(
+            "  unfinished  {}  {}  {}  {}",
+            v(&u.written).replace('T', " ").get(..19).unwrap_or("?"),
+            if u.database.is_empty() { "-".into() } else { v(&u.database) },
+            crate::report::human_bytes(u.size),
+            v(&u.path)
+        ));
+    }
+    out
 }
 
 fn backups_table(list: &[Listed], physical: &[crate::steps::wal::SystemView]) -> Vec<String> {

@@ -67,12 +67,17 @@ pub struct Entry {
     /// The content's verdict apart from the age's: proven, unproven, failed, error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
-    /// What the content was proven against: manifest, source, expectations.
+    /// What the content was proven against: manifest, source, expectations, earlier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ground_truth: Option<String>,
     /// The age's verdict when verified: fresh, stale, unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub age: Option<String>,
+    /// Rows per table of the restored copy, kept when its content was proven: the ground
+    /// truth a later backup of the folder without a manifest is held against
+    /// (`verify.fingerprint`'s `earlier_than`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<std::collections::BTreeMap<String, i64>>,
 }
 
 /// Where an object store keeps a folder's ledger: an object store has no append, so each
@@ -275,6 +280,7 @@ mod tests {
             content: None,
             ground_truth: None,
             age: None,
+            tables: None,
         }
     }
 

@@ -135,7 +135,7 @@ pub enum LastVerification {
         /// The content's verdict (proven, unproven, failed, error), apart from its age's.
         #[serde(skip_serializing_if = "Option::is_none")]
         content: Option<String>,
-        /// What the content was proven against (manifest, source, expectations).
+        /// What the content was proven against (manifest, source, expectations, earlier).
         #[serde(skip_serializing_if = "Option::is_none")]
         ground_truth: Option<String>,
         /// fresh, stale or unknown when it was verified.
@@ -336,6 +336,35 @@ pub fn kind_from_name(name: &str) -> String {
     };
     layers.push(inner);
     layers.join("/")
+}
+
+/// A pgdrill archive with no manifest beside it: not a backup (the manifest is the commit
+/// marker, written last), but a backup killed before it finished or one still finishing.
+/// `backups list` shows it apart from the backups so an operator sees the debris that
+/// `retention.prune` will remove (after `abandoned_uploads_after`).
+#[derive(Debug, Clone, Serialize)]
+pub struct UnfinishedArchive {
+    pub path: String,
+    pub database: String,
+    /// When its archive was last written (the file's or object's time, RFC 3339).
+    pub written: String,
+    pub size: u64,
+}
+
+/// The unfinished archives in `storage` (of `database` if given), newest first.
+pub fn unfinished(storage: &Path, database: Option<&str>) -> Result<Vec<UnfinishedArchive>, Failure> {
+    let entries = LocalStore::new(storage)
+        .unfinished(database)
+        .map_err(|e| Failure::environment(format!("cannot list {}: {e}", storage.display())))?;
+    Ok(entries
+        .iter()
+        .map(|e| UnfinishedArchive {
+            path: remote::display(&e.path),
+            database: e.database.clone(),
+            written: rfc3339(e.made),
+            size: std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0),
+        })
+        .collect())
 }
 
 /// A listing as JSON values, each entry's keys in the order `backups list --json` has always

@@ -787,6 +787,10 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
             let sink =
                 bw.into_inner().map_err(|e| Failure::environment(format!("writing the backup: {}", e.error())))?;
             sink.close().map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
+            if pending.is_some() {
+                // Written whole into its private partial file, not yet under its final name.
+                crate::util::test_pause("backup-written");
+            }
             Ok((pending, sizes, sha, head))
         },
     );

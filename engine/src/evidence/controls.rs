@@ -137,7 +137,8 @@ fn qualifies(g: &Good, r: &Requirement, database: Option<&str>) -> bool {
     let checks = p["checks"].as_array().map(Vec::as_slice).unwrap_or_default();
     if r.content_proven
         && !checks.iter().any(|c| {
-            c["verdict"] == "passed" && ["manifest", "source", "expectations"].iter().any(|t| c["ground_truth"] == *t)
+            c["verdict"] == "passed"
+                && ["manifest", "source", "expectations", "earlier"].iter().any(|t| c["ground_truth"] == *t)
         })
     {
         return false;

@@ -91,6 +91,9 @@ struct Facts {
     finished_epoch: f64,
     backup: Option<(f64, u64, String)>,
     verified: bool,
+    /// A content check ran with no ground truth ("restorable, content unproven"): never
+    /// a verified success, even when the run accepted it.
+    unproven: Option<bool>,
     rto_s: Option<f64>,
     rpo_s: Option<f64>,
     /// The run proved a point-in-time recovery: its RTO and RPO are a PITR's too.
@@ -166,7 +169,9 @@ fn facts(s: &RunSummary) -> Option<Facts> {
         f.failed.push(json!({ "step": c.step.label, "kind": c.uses, "message": c.message }));
     }
     let verify_steps = s.verified.iter().filter(|(_, o)| *o == Outcome::Passed).count();
-    f.verified = f.passed && verify_steps > 0 && f.backup.is_none();
+    // Whether the content was proven, for runs that judged it against a ground truth.
+    f.unproven = (!s.ground_truths.is_empty()).then(|| s.ground_truths.iter().any(|(_, b)| b == "none"));
+    f.verified = f.passed && verify_steps > 0 && f.backup.is_none() && f.unproven != Some(true);
     Some(f)
 }
 
@@ -204,6 +209,14 @@ fn samples(f: &Facts) -> Vec<(&'static str, &'static str, f64, Option<String>)> 
             "pgdrill_verify_last_success_timestamp_seconds",
             "When a verification by restore last passed (Unix time).",
             f.finished_epoch,
+            None,
+        ));
+    }
+    if let Some(u) = f.unproven {
+        v.push((
+            "pgdrill_verify_content_unproven",
+            "Whether the last verification's content check had no ground truth (1: restorable, content unproven).",
+            if u { 1.0 } else { 0.0 },
             None,
         ));
     }
@@ -615,6 +628,32 @@ impl ReportSink for Notifier {
     }
 }
 
+/// A header's value from text that holds data (the subject): one line (`one_line`), as
+/// RFC 2047 encoded words when it is not plain ASCII, each at most 75 characters and on a
+/// folded line of its own, so no byte of a name can end the header or start another.
+fn header_value(s: &str) -> String {
+    use base64::Engine;
+    let line = one_line(s).replace('\t', " ");
+    if line.is_ascii() && line.len() <= 900 {
+        return line;
+    }
+    let mut words = Vec::new();
+    let mut chunk = String::new();
+    for c in line.chars() {
+        // 45 bytes of UTF-8 are 60 of base64: with `=?UTF-8?B?` and `?=`, 72 per word.
+        if chunk.len() + c.len_utf8() > 45 {
+            words.push(std::mem::take(&mut chunk));
+        }
+        chunk.push(c);
+    }
+    words.push(chunk);
+    words
+        .iter()
+        .map(|w| format!("=?UTF-8?B?{}?=", base64::engine::general_purpose::STANDARD.encode(w.as_bytes())))
+        .collect::<Vec<_>>()
+        .join("\n ")
+}
+
 /// Subject, headers and a readable body with the run's facts.
 fn mail_text(f: &Facts) -> String {
     let db = if f.database.is_empty() { String::new() } else { format!(" ({})", f.database) };
@@ -624,19 +663,18 @@ fn mail_text(f: &Facts) -> String {
     if !f.failed.is_empty() {
         body.push_str("\n\nFailed checks:");
         for c in &f.failed {
+            // Names and messages are data: each stays on its check's line.
             body.push_str(&format!(
                 "\n- {} [{}]: {}",
-                c["step"].as_str().unwrap_or(""),
-                c["kind"].as_str().unwrap_or(""),
-                c["message"].as_str().unwrap_or("")
+                one_line(c["step"].as_str().unwrap_or("")),
+                one_line(c["kind"].as_str().unwrap_or("")),
+                one_line(c["message"].as_str().unwrap_or(""))
             ));
         }
     }
     let host = crate::util::hostname().unwrap_or_default();
     body.push_str(&format!("\n\nhost {host}, pgdrill {}", env!("CARGO_PKG_VERSION")));
-    // Header values are single lines; the subject is plain ASCII-safe text.
-    let subject: String =
-        format!("pgdrill: {}{db} {}", f.runbook, f.outcome).chars().filter(|c| !c.is_control()).collect();
+    let subject = header_value(&format!("pgdrill: {}{db} {}", f.runbook, f.outcome));
     format!("Subject: {subject}\nDate: {date}\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n{}\n", crate::report::visible(&body))
 }
 
@@ -649,6 +687,17 @@ fn sentry_envelope(f: &Facts, environment: Option<&str>) -> String {
     let id: String = sha2::Sha256::digest(seed.as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect();
     let ts = crate::util::rfc3339(now);
     let step = f.failed.first().and_then(|s| s["step"].as_str()).unwrap_or("");
+    // Sentry keeps a tag only when its value is one line of at most 200 characters; names
+    // are data, so each is shown escaped and cut to fit.
+    let tag = |v: &str| -> String {
+        let v = one_line(v).replace('\t', " ");
+        if v.chars().count() <= 200 {
+            return v;
+        }
+        let mut cut: String = v.chars().take(199).collect();
+        cut.push('…');
+        cut
+    };
     let event = json!({
         "event_id": id,
         "timestamp": ts,
@@ -657,7 +706,7 @@ fn sentry_envelope(f: &Facts, environment: Option<&str>) -> String {
         "level": if f.passed { "info" } else { "error" },
         "environment": environment,
         "message": { "formatted": text_of(f) },
-        "tags": { "runbook": f.runbook, "database": f.database, "step": step, "outcome": f.outcome },
+        "tags": { "runbook": tag(&f.runbook), "database": tag(&f.database), "step": tag(step), "outcome": f.outcome },
         "extra": { "duration_s": f.duration_s, "objectives": f.objectives, "backups": f.backups, "failed_checks": f.failed },
         "release": format!("pgdrill@{}", env!("CARGO_PKG_VERSION")),
     });

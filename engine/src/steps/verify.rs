@@ -446,7 +446,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                     e.database
                 ));
             }
-            ctx.log(format!("{shown} was not made by pgdrill: no manifest: its completeness is checked by its format, its content against the live source or declared expectations, else it stays unproven"));
+            ctx.log(format!("{shown} was not made by pgdrill: no manifest: its completeness is checked by its format, its content against the live source, declared expectations or the nearest earlier verified backup of its folder, else it stays unproven"));
             (sha, made, None)
         }
     };
@@ -834,6 +834,11 @@ pub struct FingerprintWith {
     #[serde(default, deserialize_with = "super::de::opt_bool")]
     #[field(ty = "boolean")]
     accept_unproven: Option<bool>,
+    /// without `expect`, `source` and `expect_tables`: this backup (path or URL); the
+    /// nearest earlier backup of its folder whose content a verification proved is the
+    /// ground truth (its every table there, none shrunk by more than `tolerance_pct`)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    earlier_than: Option<String>,
 }
 
 fn ten() -> u32 {
@@ -883,9 +888,9 @@ pub struct FingerprintOutputs {
     /// the computed fingerprint
     #[field(ty = "map")]
     fingerprint: serde_json::Value,
-    /// what the restored copy was compared with: manifest, source, expectations, or none
-    /// (kept when the step fails)
-    #[field(ty = "manifest|source|expectations|none")]
+    /// what the restored copy was compared with: manifest, source, expectations, earlier
+    /// (the nearest earlier verified backup), or none (kept when the step fails)
+    #[field(ty = "manifest|source|expectations|earlier|none")]
     ground_truth: String,
 }
 
@@ -1017,13 +1022,22 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
             ctx.fact(crate::facts::Fact::GroundTruth { basis: "expectations".into() });
             ctx.log(format!("ground truth: the declared expectations `{spec}`"));
             against_expectations(&parse_expectations(spec).map_err(|m| StepError::field("expect_tables", m))?, &tables)
+        } else if let Some((name, earlier)) = earlier_verified(&ctx, w.earlier_than.as_deref())? {
+            ctx.keep("ground_truth", json!("earlier"));
+            ctx.fact(crate::facts::Fact::GroundTruth { basis: "earlier".into() });
+            ctx.log(format!(
+                "ground truth: {name}, the nearest earlier backup of this folder whose content was proven ({} tables; tolerance {} %)",
+                earlier.len(),
+                w.tolerance_pct
+            ));
+            against_earlier(&name, &earlier, &tables, w.tolerance_pct)
         } else {
             // Nothing to compare with: the dump restored, but nothing says it holds the
             // database it claims (every table, every row). Never green.
             ctx.keep("ground_truth", json!("none"));
             ctx.fact(crate::facts::Fact::GroundTruth { basis: "none".into() });
             let why = format!(
-                "restorable, content unproven: no manifest, no live source and no declared expectations to compare the restored copy with; {counts}"
+                "restorable, content unproven: no manifest, no live source, no declared expectations and no earlier verified backup to compare the restored copy with; {counts}"
             );
             match w.accept_unproven {
                 Some(true) => return Err(StepError::Skipped(format!("{why} (accepted: accept_unproven)"))),
@@ -1037,7 +1051,11 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
         if !diffs.is_empty() {
             return Err(StepError::failed(summarize("table", &diffs)));
         }
-        let o = out(if w.source.is_some() { "source" } else { "expectations" });
+        let o = out(match (&w.source, &w.expect_tables) {
+            (Some(_), _) => "source",
+            (None, Some(_)) => "expectations",
+            (None, None) => "earlier",
+        });
         ctx.log(format!("{} tables, {rows} rows hold against the {}", tables.len(), o.ground_truth));
         ctx.fact(crate::facts::Fact::Verified);
         return Ok(o);
@@ -1143,6 +1161,64 @@ fn parse_expectations(spec: &str) -> Result<Vec<(String, i64)>, String> {
         return Err("no table named: use `schema.table>=ROWS` entries, comma separated".into());
     }
     Ok(out)
+}
+
+/// Rows per table, by qualified name, as a proven verification restored them.
+type RowsPerTable = BTreeMap<String, i64>;
+
+/// The nearest earlier backup of `backup`'s folder whose content a verification proved,
+/// with the rows per table that verification restored: its name and counts. None when
+/// there is no such record (or no backup given). A ledger that cannot be read fails closed.
+fn earlier_verified(ctx: &StepCtx, backup: Option<&str>) -> Result<Option<(String, RowsPerTable)>, StepError> {
+    let Some(backup) = backup.filter(|b| !b.is_empty()) else { return Ok(None) };
+    // An object store's backups are read through its mirror, where its ledger was gathered.
+    let path = if crate::storage::is_remote(backup) {
+        let (r, rel) = crate::storage::remote::locate(backup).map_err(StepError::invalid)?;
+        r.mirror_root().join(rel)
+    } else {
+        ctx.resolve(backup)
+    };
+    let Some(folder) = path.parent() else { return Ok(None) };
+    let me = ledger::name_of(&path);
+    let entries = ledger::read(&ledger::path_for(&path)).map_err(StepError::from)?.entries;
+    // When each backup of the folder was made, by name: "earlier" is the backups' order,
+    // never the order they were verified in.
+    let made: BTreeMap<String, OffsetDateTime> = LocalStore::new(folder)
+        .list_with(None, None)
+        .map_err(|e| StepError::environment(format!("cannot list {}: {e}", folder.display())))?
+        .into_iter()
+        .filter(|e| e.path.parent() == Some(folder))
+        .map(|e| (e.name, e.made))
+        .collect();
+    let Some(mine) = made.get(&me) else { return Ok(None) };
+    let best = entries
+        .into_iter()
+        .filter(|e| e.backup != me && e.content.as_deref() == Some("proven"))
+        .filter_map(|e| Some((*made.get(&e.backup)?, e.backup, e.tables?)))
+        .filter(|(t, _, _)| t < mine)
+        .max_by_key(|(t, _, _)| *t);
+    Ok(best.map(|(_, name, tables)| (name, tables)))
+}
+
+/// What an earlier verified backup had that the restored copy lacks: a table, or rows
+/// beyond `tolerance_pct` (tables grow; one that shrank that much, or vanished, is a dump
+/// that is not the whole database).
+fn against_earlier(
+    name: &str,
+    earlier: &BTreeMap<String, i64>,
+    restored: &BTreeMap<String, TablePrint>,
+    tolerance_pct: u32,
+) -> Vec<String> {
+    earlier
+        .iter()
+        .filter_map(|(t, was)| match restored.get(t) {
+            None => Some(format!("{t}: missing from the restore (the earlier verified backup {name} had it)")),
+            Some(r) if (r.rows as i128) * 100 < (*was as i128) * i128::from(100 - tolerance_pct.min(100)) => Some(
+                format!("{t}: {} rows restored, the earlier verified backup {name} had {was} (tolerance {tolerance_pct} %)", r.rows),
+            ),
+            Some(_) => None,
+        })
+        .collect()
 }
 
 fn against_expectations(want: &[(String, i64)], restored: &BTreeMap<String, TablePrint>) -> Vec<String> {
@@ -1533,6 +1609,14 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
         );
     }
     let (result, content, ground_truth, age) = verdicts(&w);
+    // The rows per table a proven verification restored: a later dump of this folder without
+    // a manifest is held against them.
+    let tables = w
+        .content_check
+        .as_deref()
+        .filter(|_| content.as_deref() == Some("proven"))
+        .and_then(|cid| w.steps.get(cid)?.get("outputs")?.get("fingerprint")?.get("tables")?.as_object().cloned())
+        .map(|t| t.iter().filter_map(|(k, v)| Some((k.clone(), v.get("rows")?.as_i64()?))).collect());
     let entry = ledger::Entry {
         backup: ledger::name_of(&path),
         sha256: w.sha256.clone(),
@@ -1541,6 +1625,7 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
         content,
         ground_truth,
         age,
+        tables,
         error: w.message.as_deref().filter(|_| w.result != "passed").map(|m| ctx.redactor.redact(m)),
         duration_s: w.seconds(),
         checks,

@@ -228,10 +228,15 @@ pub fn open(location: &str) -> Result<Remote, String> {
             humantime::format_duration(CONNECT_TIMEOUT.min(timeout)).to_string(),
         ),
     ];
+    // Retries stop after half the first-byte timeout: a store that refuses connections (or
+    // answers with errors) is then said with its own error, before the first-byte bound of
+    // `bounded.rs` would call it silent.
+    let retry = object_store::RetryConfig { retry_timeout: first_byte / 2, ..Default::default() };
     let (store, parts): (Arc<dyn ObjectStore>, Arc<dyn object_store::multipart::MultipartStore>) = match scheme.as_str()
     {
         "s3" => {
-            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let mut b =
+                object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry.clone());
             for (k, v) in given("AWS_") {
                 if let Ok(key) = k.parse::<object_store::aws::AmazonS3ConfigKey>() {
                     b = b.with_config(key, v);
@@ -257,7 +262,9 @@ pub fn open(location: &str) -> Result<Remote, String> {
             (built.clone(), built)
         }
         "az" | "azure" => {
-            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(bucket);
+            let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_container_name(bucket)
+                .with_retry(retry.clone());
             for (k, v) in given("AZURE_") {
                 if let Ok(key) = k.parse::<object_store::azure::AzureConfigKey>() {
                     b = b.with_config(key, v);
@@ -294,7 +301,9 @@ pub fn open(location: &str) -> Result<Remote, String> {
             (built.clone(), built)
         }
         "gs" => {
-            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry.clone());
             for (k, v) in given("GOOGLE_") {
                 if let Ok(key) = k.parse::<object_store::gcp::GoogleConfigKey>() {
                     b = b.with_config(key, v);
@@ -311,6 +320,10 @@ pub fn open(location: &str) -> Result<Remote, String> {
         }
         other => return Err(format!("unknown storage scheme `{other}://`: use s3://, gs://, az:// or a local path")),
     };
+    // Every call, not only ranged reads, ends within its bound, retries included (bounded.rs).
+    let bounds = super::bounded::Bounds { first_byte, request: timeout };
+    let store: Arc<dyn ObjectStore> = Arc::new(super::bounded::Bounded::new(store, bounds));
+    let parts: Arc<dyn object_store::multipart::MultipartStore> = Arc::new(super::bounded::Bounded::new(parts, bounds));
     let parent = std::env::temp_dir().join("pgdrill-mirror");
     // Another user's pgdrill may have made the shared folder (root's runs, then `wal push` or
     // `wal fetch` as the server's user): then a folder of this user's own.
@@ -433,6 +446,26 @@ fn aws_profile(mut b: object_store::aws::AmazonS3Builder) -> Result<object_store
         return Err(format!("AWS_PROFILE `{profile}` is in neither {creds} nor {config}"));
     }
     Ok(b)
+}
+
+/// Whether a request got no answer at all (its connection or request failed, or timed out).
+fn no_answer(e: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<HttpError>().is_some_and(|h| {
+            matches!(
+                h.kind(),
+                HttpErrorKind::Connect | HttpErrorKind::Request | HttpErrorKind::Timeout | HttpErrorKind::Interrupted
+            )
+        }) {
+            return true;
+        }
+        cause = c.source();
+    }
+    // A retried request's error keeps only the client's words.
+    let text = e.to_string().to_ascii_lowercase();
+    ["error sending request", "connection refused", "timed out"].iter().any(|w| text.contains(w))
 }
 
 /// One line for an object-store error: the class first, what to change, never a credential
@@ -625,17 +658,25 @@ impl Remote {
     }
 
     /// Whether the store answers: one listing request (the bucket exists, the credentials
-    /// are taken) that must answer within the request timeout, retries included. Called
-    /// before anything that holds a resource while it waits (pg_dump's snapshot).
+    /// are taken) whose answer must begin within the first-byte timeout, retries included
+    /// (the request timeout stays as a backstop). Called before anything that holds a
+    /// resource while it waits (pg_dump's snapshot).
     pub async fn probe(&self) -> Result<(), String> {
         let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
         let mut listing = self.store.list(prefix.as_ref());
-        match tokio::time::timeout(self.timeout, listing.next()).await {
-            Err(_) => Err(format!(
-                "the store cannot be reached: {} did not answer within {} (set the location's `timeout=` or PGDRILL_STORE_TIMEOUT for a slower store)",
+        let silent = |d: std::time::Duration| {
+            format!(
+                "the store cannot be reached: {} did not answer within {} (set the location's `first_byte_timeout=`, `timeout=` or PGDRILL_STORE_TIMEOUT for a slower store)",
                 self.url,
-                humantime::format_duration(self.timeout)
-            )),
+                humantime::format_duration(d)
+            )
+        };
+        match tokio::time::timeout(self.timeout, listing.next()).await {
+            Err(_) => Err(silent(self.timeout)),
+            Ok(Some(Err(e))) if super::bounded::unanswered(&e) => Err(silent(self.first_byte())),
+            // Retries ended before the bound (a refused connection, a request that failed):
+            // the same verdict, with the client's own words, which name the endpoint.
+            Ok(Some(Err(e))) if no_answer(&e) => Err(format!("{}: {}", silent(self.first_byte()), describe(&e))),
             Ok(Some(Err(e))) => Err(format!("cannot list {}: {}", self.url, describe(&e))),
             Ok(_) => Ok(()),
         }

@@ -581,15 +581,37 @@ fn hostile_names_never_break_any_output_format() {
     ];
     let hooks = listener();
     let dir = tempfile::tempdir().expect("tempdir");
+    // The email as delivered (a real SMTP server's mailbox) and the Sentry event (the local
+    // listener) are outputs too.
+    let ok = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import aiosmtpd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require(ok, "python3-aiosmtpd (Debian package, ci/setup.sh)") {
+        return;
+    }
+    const SMTP_PW: &str = "hostile-smtp-pw-5e1f";
+    let maildir = dir.path().join("maildir");
+    let smtp_port = free_port();
+    let _smtp = smtp_with_auth(smtp_port, &maildir, SMTP_PW);
     let notify = dir.path().join("notify.yaml");
     std::fs::write(
         &notify,
         format!(
-            "notify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{p}/slack\", format: slack }} }}\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{p}/json\", format: json }} }}\n",
+            "notify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{p}/slack\", format: slack }} }}\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{p}/json\", format: json }} }}\n  - {{ when: failure, email: {{ smtp: \"127.0.0.1:{smtp_port}\", tls: none, user: pgdrill, password_env: SMTP_PW, from: pgdrill@example.com, to: [ops@example.com] }} }}\n  - {{ when: failure, sentry: {{ dsn: \"http://sentrykey@127.0.0.1:{p}/9\" }} }}\n",
             p = hooks.port
         ),
     )
     .expect("notify");
+    // Python's own email parser reads the delivered message: its headers as a mail client
+    // sees them (encoded words decoded) and its body.
+    let parse_mail = |path: &Path| -> serde_json::Value {
+        let script = "import email, json, sys\nfrom email import policy\nm = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=policy.default)\nprint(json.dumps({'headers': [[k, str(v)] for k, v in m.items()], 'defects': [str(d) for d in m.defects], 'body': m.get_content()}))\n";
+        let out =
+            std::process::Command::new("/usr/bin/python3").args(["-c", script]).arg(path).output().expect("python3");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
     // Characters no output may carry raw: C0 controls but newline and tab, DEL, C1, and the
     // bidi overrides that reorder what a reader sees.
     let harmful = |c: char| {
@@ -602,16 +624,21 @@ fn hostile_names_never_break_any_output_format() {
         std::fs::write(
             &rb,
             format!(
-                "name: hostile\nsteps:\n  - name: \"MARK{i} {h}\"\n    uses: sleep\n    with: {{ duration: 1ms }}\n  - name: \"FAIL{i} {h}\"\n    uses: http.check\n    with: {{ url: \"http://127.0.0.1:{p}/health\", body_contains: \"NEEDLE{i} {h}\" }}\n",
+                "name: hostile\nvars:\n  database: app\nsteps:\n  - name: \"MARK{i} {h}\"\n    uses: sleep\n    with: {{ duration: 1ms }}\n  - name: \"FAIL{i} {h}\"\n    uses: http.check\n    with: {{ url: \"http://127.0.0.1:{p}/health\", body_contains: \"NEEDLE{i} {h}\" }}\n",
                 p = hooks.port
             ),
         )
         .expect("runbook");
         let report = dir.path().join(format!("report-{i}"));
         let junit = dir.path().join(format!("junit-{i}.xml"));
+        // The same text as the run's database (the subject of an email, a Sentry tag), its
+        // escapes read as YAML reads them; an argument cannot hold a NUL.
+        let db: String = serde_yaml::from_str::<String>(&format!("\"DB{i} {h}\"")).expect("yaml").replace('\0', "");
         let out = pgdrill(&[
             "run",
             rb.to_str().expect("utf-8"),
+            "--var",
+            &format!("database={db}"),
             "--notify",
             notify.to_str().expect("utf-8"),
             "--report",
@@ -619,10 +646,12 @@ fn hostile_names_never_break_any_output_format() {
             "--junit",
             junit.to_str().expect("utf-8"),
         ])
+        .env("SMTP_PW", SMTP_PW)
         .output()
         .expect("pgdrill");
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
         let case = format!("hostile #{i} {h:?}");
+        assert!(!stderr.contains("warning:"), "{case}: a sink failed: {stderr}");
         assert_eq!(out.status.code(), Some(1), "{case}: {stdout}{stderr}");
 
         // The terminal: nothing raw, and each hostile text stays on its step's line.
@@ -686,5 +715,63 @@ fn hostile_names_never_break_any_output_format() {
                 assert!(!t.chars().any(harmful), "{case}: {t:?}");
             }
         }
+        let forged = |t: &str| {
+            t.lines().any(|l| ["line two", "three", "next", "para"].iter().any(|p| l.trim_start().starts_with(p)))
+        };
+
+        // Sentry: an envelope of three JSON lines; the event's message keeps its lines and
+        // shows nothing raw; tag values are single lines of at most 200 characters (Sentry
+        // drops others).
+        let body =
+            &got.iter().find(|(p, _)| p == "/api/9/envelope/").unwrap_or_else(|| panic!("{case}: sentry: {got:?}")).1;
+        let lines: Vec<&str> = body.lines().skip(1).collect();
+        assert_eq!(lines.len(), 3, "{case}: an envelope header, an item header and the event: {body}");
+        let event: serde_json::Value = serde_json::from_str(lines[2]).unwrap_or_else(|e| panic!("{case}: {e}: {body}"));
+        let message = event["message"]["formatted"].as_str().expect("message");
+        assert!(message.contains(&format!("DB{i}")), "{case}: {message}");
+        assert!(!message.chars().any(harmful) && !forged(message), "{case}: the Sentry message: {message:?}");
+        for (k, v) in event["tags"].as_object().expect("tags") {
+            let v = v.as_str().unwrap_or_default();
+            assert!(!v.chars().any(|c| c.is_control() || harmful(c)), "{case}: Sentry tag {k}: {v:?}");
+            assert!(v.chars().count() <= 200, "{case}: Sentry tag {k} is longer than 200: {v:?}");
+        }
+        assert!(event["tags"]["step"].as_str().is_some_and(|s| s.starts_with(&format!("FAIL{i}"))), "{case}: {event}");
+
+        // The email, as delivered: only pgdrill's headers (and the server's own), one each;
+        // the subject decodes to one line with the database in it; the body keeps its lines.
+        let mails: Vec<_> =
+            std::fs::read_dir(maildir.join("new")).expect("maildir").flatten().map(|e| e.path()).collect();
+        assert_eq!(mails.len(), 1, "{case}: one email");
+        let mail = parse_mail(&mails[0]);
+        std::fs::remove_file(&mails[0]).expect("rm mail");
+        assert_eq!(mail["defects"], serde_json::json!([]), "{case}: {mail}");
+        let headers: Vec<(String, String)> = mail["headers"]
+            .as_array()
+            .expect("headers")
+            .iter()
+            .map(|h| (h[0].as_str().unwrap_or_default().to_string(), h[1].as_str().unwrap_or_default().to_string()))
+            .collect();
+        let known = [
+            "subject",
+            "date",
+            "mime-version",
+            "content-type",
+            "content-transfer-encoding",
+            "from",
+            "to",
+            "x-peer",
+            "x-mailfrom",
+            "x-rcptto",
+        ];
+        for (k, _) in &headers {
+            assert!(known.contains(&k.to_ascii_lowercase().as_str()), "{case}: a forged header {k:?}: {headers:?}");
+            assert_eq!(headers.iter().filter(|(o, _)| o.eq_ignore_ascii_case(k)).count(), 1, "{case}: {k} twice");
+        }
+        let subject = &headers.iter().find(|(k, _)| k == "Subject").expect("subject").1;
+        assert!(subject.contains(&format!("DB{i}")) && subject.ends_with("failed"), "{case}: {subject:?}");
+        assert!(!subject.chars().any(|c| c.is_control() || harmful(c)), "{case}: the subject: {subject:?}");
+        let mail_body = mail["body"].as_str().expect("body");
+        assert!(mail_body.contains(&format!("FAIL{i}")), "{case}: {mail_body}");
+        assert!(!mail_body.chars().any(harmful) && !forged(mail_body), "{case}: the email's body: {mail_body:?}");
     }
 }

@@ -1635,9 +1635,13 @@ async fn a_backup_killed_between_its_upload_and_its_manifest_left_an_orphan_that
         s3_keys(s3.port, "bkt", "p/").into_iter().filter(|k| k.contains("/.pgdrill-uploads/")).collect();
     assert!(visible.is_empty(), "every upload completed, no record left: {visible:?}");
 
-    // Listed: the complete backup only.
-    let (code, list) = out_of(&mut with_aws(pgdrill(&["backups", "list", "--storage", loc, "--json"]), s3.port));
-    assert_eq!(code, 0, "{list}");
+    // Listed: the complete backup only; the orphans are named apart, on stderr.
+    let out = with_aws(pgdrill(&["backups", "list", "--storage", loc, "--json"]), s3.port).output().expect("pgdrill");
+    let (list, warned) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{list}{warned}");
+    for o in &orphans {
+        assert!(warned.contains("unfinished  ") && warned.contains(&format!("s3://bkt/{o}")), "{warned}");
+    }
     let listed: serde_json::Value = serde_json::from_str(list.trim()).expect("json");
     let paths: Vec<&str> = listed.as_array().expect("array").iter().filter_map(|e| e["path"].as_str()).collect();
     assert_eq!(paths, [format!("s3://bkt/{}", complete[0])], "{list}");

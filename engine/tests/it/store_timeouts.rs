@@ -1,0 +1,150 @@
+//! Object stores that take a request and never answer it (issue 36, case 7), one kind of
+//! request at a time: every request has a bound, retries included, not only ranged reads.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+
+use crate::common::*;
+
+const KEY: &str = "store-timeouts-backup-key-0123456789";
+
+/// A TCP relay to the store on 127.0.0.1:`upstream` that forwards every request except one
+/// whose request line `stall` matches: that one it takes, then forwards nothing and answers
+/// nothing, holding the connection open until the client gives up.
+fn stalling_relay(upstream: u16, stall: fn(&str) -> bool) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+            let (mut c_in, mut s_out) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                let mut stalled = false;
+                loop {
+                    let n = match c_in.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let head = String::from_utf8_lossy(&buf[..n]);
+                    let line = head.lines().next().unwrap_or_default();
+                    // A request line starts with its method; the bytes of a body do not.
+                    let is_request = ["GET ", "HEAD ", "PUT ", "POST ", "DELETE "].iter().any(|m| line.starts_with(m));
+                    stalled |= is_request && stall(line);
+                    // A stalled request's body is read and dropped, so the client's writes never
+                    // block on a full socket: it sent everything and waits for an answer.
+                    if !stalled && s_out.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s_in, &mut c_out);
+            });
+        }
+    });
+    port
+}
+
+fn with_aws(mut c: Command, port: u16) -> Command {
+    c.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing-secret")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .env_remove("PGDRILL_STORE_TIMEOUT")
+        .env_remove("AWS_PROFILE");
+    c
+}
+
+fn out_of(c: &mut Command) -> (i32, String) {
+    let o = c.output().expect("pgdrill runs");
+    (o.status.code().unwrap_or(-1), format!("{}{}", text(&o.stdout), text(&o.stderr)))
+}
+
+/// One request to moto (no credentials checked): status and body.
+fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out)
+}
+
+fn keys(port: u16) -> Vec<String> {
+    let (status, body) = http(port, "GET", "/bkt?list-type=2&prefix=p/");
+    assert_eq!(status, 200, "{body}");
+    body.split("<Key>").skip(1).filter_map(|p| p.split("</Key>").next()).map(str::to_string).collect()
+}
+
+/// Before: only a ranged read had a first-byte timeout. A store that took a listing, a HEAD,
+/// a whole-object read (a manifest) or an upload's part and never answered held the run for
+/// the request timeout times object_store's retries (minutes). Now each ends at its bound,
+/// retries included, with exit 3 naming the bound: the first-byte timeout (2 s here) for
+/// requests that await only an answer, the request timeout (8 s here) for an upload's part.
+/// A stalled upload leaves nothing under a final name and no upload open.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_takes_a_listing_a_head_a_whole_read_or_an_upload_and_never_answers_held_the_run() {
+    let Some(s3) = moto() else { return };
+    let Some(srv) = native_server("shop").await else { return };
+    let url = srv.url();
+    exec(&url, "create table t(id int); insert into t select generate_series(1, 1000)").await;
+    assert_eq!(http(s3.port, "PUT", "/bkt").0, 200, "bucket created");
+    let (code, log) = out_of(&mut with_aws(
+        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt/p"]),
+        s3.port,
+    ));
+    assert_eq!(code, 0, "{log}");
+    let before = keys(s3.port);
+    assert!(before.iter().any(|k| k.ends_with(".manifest.json")), "{before:?}");
+    let storage = "storage=s3://bkt/p?first_byte_timeout=2s&timeout=8s";
+    let first_byte = "no answer began within the first-byte timeout of 2s";
+
+    // A listing: the probe before anything else.
+    let relay = stalling_relay(s3.port, |l| l.starts_with("GET ") && l.contains("list-type=2"));
+    let (code, log) = out_of(&mut with_aws(pgdrill(&["backups", "list", "--storage", &storage[8..]]), relay));
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains("s3://bkt/p did not answer within 2s"), "a stalled listing: {log}");
+
+    // A whole-object read: the manifests `backups list` reads.
+    let relay = stalling_relay(s3.port, |l| l.starts_with("GET ") && l.contains(".manifest.json"));
+    let (code, log) = out_of(&mut with_aws(pgdrill(&["backups", "list", "--storage", &storage[8..]]), relay));
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains(first_byte) && log.contains(".manifest.json"), "a stalled manifest read: {log}");
+
+    // A HEAD: a backup asks whether its name is free before it uploads.
+    let relay = stalling_relay(s3.port, |l| l.starts_with("HEAD "));
+    let (code, log) = out_of(&mut with_aws(
+        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", storage]),
+        relay,
+    ));
+    assert_eq!(code, 3, "{log}");
+    assert!(log.contains(first_byte), "a stalled HEAD: {log}");
+
+    // An upload's part: the backup stops at the request timeout and aborts its upload.
+    let relay = stalling_relay(s3.port, |l| l.starts_with("PUT ") && l.contains("partNumber="));
+    let (code, log) = out_of(&mut with_aws(
+        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", storage]),
+        relay,
+    ));
+    assert_eq!(code, 3, "{log}");
+    // Ended by the bound, or by the client's own request timeout once retries stopped (half
+    // the first-byte timeout): either way within the request timeout, never minutes.
+    assert!(
+        log.contains("no answer within the request timeout of 8s, retries included")
+            || (log.contains("the store cannot be reached") && log.contains("in 8.0")),
+        "a stalled part: {log}"
+    );
+    assert!(log.contains("uploading s3://bkt/p/shop/"), "names the upload: {log}");
+    let after = keys(s3.port);
+    let new: Vec<&String> = after.iter().filter(|k| !before.contains(k)).collect();
+    assert!(new.is_empty(), "nothing new under a final name, no upload record left: {new:?}");
+    let (_, uploads) = http(s3.port, "GET", "/bkt?uploads");
+    assert!(!uploads.contains("<UploadId>"), "the stalled upload was aborted: {uploads}");
+    srv.stop().await;
+}
