@@ -175,8 +175,16 @@ fn facts(s: &RunSummary) -> Option<Facts> {
     Some(f)
 }
 
+/// A label's value as Prometheus shows it: a name from data on one line (`util::one_line`:
+/// line breaks, control characters and bidi overrides shown escaped), so no series carries a
+/// raw one into a graph's legend or an alert's text.
+fn label_text(s: &str) -> String {
+    crate::util::one_line(s).into_owned()
+}
+
+/// `label_text` escaped for the text format: `\\` and `\"` (`\n` is never needed).
 fn label_value(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    label_text(s).replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// `(name, help, value, only when the run passed)` for this run.
@@ -385,14 +393,17 @@ impl Notifier {
     /// here; problems go to `warnings` like every sink's.
     fn oncall(&self, n: &crate::runbook::notify::Notification, f: &Facts, warnings: &mut Vec<String>) -> Option<Post> {
         use super::oncall;
+        // Names and messages from data go into single-line fields (a dedup key, an alias, a
+        // component, structured data): every string is shown on one line (`util::one_line`).
+        let (runbook, database) = (crate::util::one_line(&f.runbook), crate::util::one_line(&f.database));
         let alert = oncall::Alert {
-            runbook: &f.runbook,
-            database: &f.database,
+            runbook: &runbook,
+            database: &database,
             passed: f.passed,
             outcome: &f.outcome,
             summary: text_of(f).lines().next().unwrap_or_default().to_string(),
             text: text_of(f),
-            details: json!({
+            details: oncall::one_line_strings(json!({
                 "runbook": f.runbook,
                 "database": f.database,
                 "outcome": f.outcome,
@@ -401,7 +412,7 @@ impl Notifier {
                 "objectives": f.objectives,
                 "failed_checks": f.failed,
                 "pgdrill_version": env!("CARGO_PKG_VERSION"),
-            }),
+            })),
         };
         let secret = |var: &str, what: &str, warnings: &mut Vec<String>| match std::env::var(var) {
             Ok(v) if !v.is_empty() => {
@@ -490,8 +501,8 @@ impl ReportSink for Notifier {
                 "{}/metrics/job@base64/{}/runbook@base64/{}/database@base64/{}",
                 p.url.trim_end_matches('/'),
                 b64(&p.job),
-                b64(&f.runbook),
-                b64(&f.database)
+                b64(&label_text(&f.runbook)),
+                b64(&label_text(&f.database))
             );
             posts.push((
                 format!("Pushgateway {}", shown(&p.url)),

@@ -26,6 +26,17 @@ fn cut(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
+/// Every string in `v` on one line (`util::one_line`): the details of an alert are fields
+/// a console shows one to a cell.
+pub fn one_line_strings(v: Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(crate::util::one_line(&s).into_owned()),
+        Value::Array(a) => Value::Array(a.into_iter().map(one_line_strings).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, one_line_strings(v))).collect()),
+        v => v,
+    }
+}
+
 /// The PagerDuty Events API v2 event: `trigger` on a failure, `resolve` on a pass.
 pub fn pagerduty(a: &Alert<'_>, routing_key: &str, severity: &str) -> Value {
     if a.passed {
@@ -103,10 +114,11 @@ pub fn teams(a: &Alert<'_>) -> Value {
     })
 }
 
-/// An RFC 5424 SD-PARAM value: `"`, `\` and `]` escaped; control characters shown.
+/// An RFC 5424 SD-PARAM value: `"`, `\` and `]` escaped; control characters, line breaks
+/// too, shown (`util::one_line`): a message is one line.
 fn sd_value(s: &str) -> String {
     let mut out = String::new();
-    for c in crate::util::visible(s).chars() {
+    for c in crate::util::one_line(s).chars() {
         if matches!(c, '"' | '\\' | ']') {
             out.push('\\');
         }

@@ -556,6 +556,24 @@ fn hostile_names_are_escaped_for_markdown_the_terminal_and_slack_and_query_token
     assert!(t.contains("&lt;!channel&gt;"), "{t}");
 }
 
+/// The hostile texts of issue 36, as YAML double-quoted escapes (they reach a runbook as the
+/// characters themselves): quotes, `=`, `..`, line breaks, `%`, control characters, bidi
+/// overrides, multibyte, markup. Shared by every output format's property test.
+pub(crate) const HOSTILE_TEXTS: [&str; 12] = [
+    r#"it's \"quoted\" 'twice'"#,
+    "a=b&c=d; k==v",
+    "../../etc/passwd/..",
+    r"line one\nline two\r\nthree",
+    "100% %s %n %x %%",
+    r"\e[31mred\e[0m \e]0;title\a",
+    r"bell\a back\b nul\0 tab\t vt\v del\x7f",
+    r"\u202Eevil\u202C \u200Bzero",
+    "Grüße 東京 🚀 ǅ",
+    "a|b|c <script>alert(1)</script> [x](http://evil) `code`",
+    r"back\\slash \\n",
+    r"\x85next\u2028line\u2029para",
+];
+
 /// Issue 36: hostile names were tested one output format at a time. Here each hostile text
 /// (quotes, `=`, `..`, newlines, `%`, control characters, bidi overrides, multibyte) goes,
 /// as a step's name and as a value in a failing step's message, through every output of one
@@ -565,20 +583,7 @@ fn hostile_names_are_escaped_for_markdown_the_terminal_and_slack_and_query_token
 #[test]
 fn hostile_names_never_break_any_output_format() {
     // YAML double-quoted escapes reach the runbook as the characters themselves.
-    let hostile: Vec<&str> = vec![
-        r#"it's \"quoted\" 'twice'"#,
-        "a=b&c=d; k==v",
-        "../../etc/passwd/..",
-        r"line one\nline two\r\nthree",
-        "100% %s %n %x %%",
-        r"\e[31mred\e[0m \e]0;title\a",
-        r"bell\a back\b nul\0 tab\t vt\v del\x7f",
-        r"\u202Eevil\u202C \u200Bzero",
-        "Grüße 東京 🚀 ǅ",
-        "a|b|c <script>alert(1)</script> [x](http://evil) `code`",
-        r"back\\slash \\n",
-        r"\x85next\u2028line\u2029para",
-    ];
+    let hostile = HOSTILE_TEXTS;
     let hooks = listener();
     let dir = tempfile::tempdir().expect("tempdir");
     // The email as delivered (a real SMTP server's mailbox) and the Sentry event (the local
