@@ -199,6 +199,14 @@ async fn deliberate_changes_are_named(src: Ephemeral, scratch: Ephemeral) {
             "memberships: missing \"erp reader\" in erp_readonly admin=f inherit=true set=true",
         ));
     }
+    if scratch.major >= 17 {
+        // PostgreSQL 17's MAINTAIN, compared within one major (an owner has it by default).
+        cases.push((
+            "revoked_maintain",
+            "revoke maintain on erp.orders from erp_owner",
+            "maintain: missing relation erp.orders",
+        ));
+    }
     cases.extend([(
         "removed_membership",
         "revoke erp_readonly from \"erp reader\"",
