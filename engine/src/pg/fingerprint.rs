@@ -227,21 +227,34 @@ fn schema_queries() -> Vec<(&'static str, String)> {
             "select distinct format('%s in %s admin=%s%s%s', quote_ident(u.rolname), quote_ident(g.rolname), m.admin_option, coalesce(' inherit=' || (to_jsonb(m) ->> 'inherit_option'), ''), coalesce(' set=' || (to_jsonb(m) ->> 'set_option'), '')) from pg_auth_members m join pg_roles g on g.oid = m.roleid join pg_roles u on u.oid = m.member where m.member in ({}) and not u.rolsuper",
             super::globals::ROLES_OF_DATABASE,
         )),
-        // Role settings everywhere and in this database. Not the database's own settings nor a
-        // superuser's: a verify leaves them off its throwaway server, where they could stop its
-        // own checks (a read-only default, a preload library it lacks).
+        // Role settings everywhere and in this database. Not a superuser's: a verify leaves
+        // them off its throwaway server, where they could stop its own checks (a read-only
+        // default, a preload library it lacks). The database's own: `database_settings`.
         ("role_settings", format!(
             "select format('%s %s: %s', quote_ident(pg_get_userbyid(s.setrole)), case when s.setdatabase = 0 then 'everywhere' else 'in this database' end, c.setting) from pg_db_role_setting s cross join lateral unnest(s.setconfig) c(setting) \
              where s.setrole <> 0 and (s.setdatabase = (select oid from pg_database where datname = current_database()) or s.setdatabase = 0 and s.setrole in ({})) and not exists (select 1 from pg_roles r where r.oid = s.setrole and r.rolsuper)",
             super::globals::ROLES_OF_DATABASE,
         )),
+        // The database's own settings (`ALTER DATABASE ... SET`), which pg_dump without
+        // --create leaves out and `globals.restore` with `database_settings` applies: compared
+        // with the privilege kinds, where the copy received the backup's globals (another
+        // tool's dump has none recorded, and they are not compared for it).
+        ("database_settings", "select c.setting from pg_db_role_setting s cross join lateral unnest(s.setconfig) c(setting) where s.setrole = 0 and s.setdatabase = (select oid from pg_database where datname = current_database())".to_string()),
     ]
 }
 
 /// The kinds a restore without owners and grants (`no_owner`) cannot reproduce: left out of
 /// the comparison then, and the proof says so.
-pub const PRIVILEGE_KINDS: &[&str] =
-    &["ownership", "privileges", "maintain", "default_privileges", "roles", "memberships", "role_settings"];
+pub const PRIVILEGE_KINDS: &[&str] = &[
+    "ownership",
+    "privileges",
+    "maintain",
+    "default_privileges",
+    "roles",
+    "memberships",
+    "role_settings",
+    "database_settings",
+];
 
 /// Kinds compared only when the copy runs the source's major.
 const SAME_MAJOR_KINDS: &[&str] = &["maintain"];
