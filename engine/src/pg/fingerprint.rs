@@ -203,6 +203,14 @@ fn schema_queries() -> Vec<(&'static str, String)> {
             acl("coalesce(t.typacl, acldefault('T', t.typowner))"),
             not_extension_member("pg_type", "t.oid"),
         )),
+        // PostgreSQL 17's MAINTAIN on relations, apart from `privileges` (whose ACLs leave it
+        // out): an owner has it there by default and not before, so it is compared only when
+        // the copy runs the source's major (`schema_differences_across` drops it across
+        // majors). Nothing before 17.
+        ("maintain", format!(
+            "select format('relation %I.%I %s', n.nspname, c.relname, {}) from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r','p','m') and {USER_NS} and exists (select 1 from aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a where a.privilege_type = 'MAINTAIN')",
+            maintain_acl("coalesce(c.relacl, acldefault('r', c.relowner))"),
+        )),
         ("default_privileges", format!(
             "select format('for %s in %s on %s: %s', quote_ident(pg_get_userbyid(d.defaclrole)), coalesce(quote_ident(n.nspname), 'all schemas'), d.defaclobjtype, {}) from pg_default_acl d left join pg_namespace n on n.oid = d.defaclnamespace",
             acl("d.defaclacl"),
@@ -219,30 +227,58 @@ fn schema_queries() -> Vec<(&'static str, String)> {
             "select distinct format('%s in %s admin=%s%s%s', quote_ident(u.rolname), quote_ident(g.rolname), m.admin_option, coalesce(' inherit=' || (to_jsonb(m) ->> 'inherit_option'), ''), coalesce(' set=' || (to_jsonb(m) ->> 'set_option'), '')) from pg_auth_members m join pg_roles g on g.oid = m.roleid join pg_roles u on u.oid = m.member where m.member in ({}) and not u.rolsuper",
             super::globals::ROLES_OF_DATABASE,
         )),
-        // Role settings everywhere and in this database. Not the database's own settings nor a
-        // superuser's: a verify leaves them off its throwaway server, where they could stop its
-        // own checks (a read-only default, a preload library it lacks).
+        // Role settings everywhere and in this database. Not a superuser's: a verify leaves
+        // them off its throwaway server, where they could stop its own checks (a read-only
+        // default, a preload library it lacks). The database's own: `database_settings`.
         ("role_settings", format!(
             "select format('%s %s: %s', quote_ident(pg_get_userbyid(s.setrole)), case when s.setdatabase = 0 then 'everywhere' else 'in this database' end, c.setting) from pg_db_role_setting s cross join lateral unnest(s.setconfig) c(setting) \
              where s.setrole <> 0 and (s.setdatabase = (select oid from pg_database where datname = current_database()) or s.setdatabase = 0 and s.setrole in ({})) and not exists (select 1 from pg_roles r where r.oid = s.setrole and r.rolsuper)",
             super::globals::ROLES_OF_DATABASE,
         )),
+        // The database's own settings (`ALTER DATABASE ... SET`), which pg_dump without
+        // --create leaves out and `globals.restore` with `database_settings` applies: compared
+        // with the privilege kinds, where the copy received the backup's globals (another
+        // tool's dump has none recorded, and they are not compared for it).
+        ("database_settings", "select c.setting from pg_db_role_setting s cross join lateral unnest(s.setconfig) c(setting) where s.setrole = 0 and s.setdatabase = (select oid from pg_database where datname = current_database())".to_string()),
     ]
 }
 
 /// The kinds a restore without owners and grants (`no_owner`) cannot reproduce: left out of
 /// the comparison then, and the proof says so.
-pub const PRIVILEGE_KINDS: &[&str] =
-    &["ownership", "privileges", "default_privileges", "roles", "memberships", "role_settings"];
+pub const PRIVILEGE_KINDS: &[&str] = &[
+    "ownership",
+    "privileges",
+    "maintain",
+    "default_privileges",
+    "roles",
+    "memberships",
+    "role_settings",
+    "database_settings",
+];
+
+/// Kinds compared only when the copy runs the source's major.
+const SAME_MAJOR_KINDS: &[&str] = &["maintain"];
 
 /// An ACL as a sorted list of `grantee=privilege` (`*`: with grant option), without the
 /// grantor (a restore grants as the owner or a superuser); `-` for none. PostgreSQL 17's
 /// MAINTAIN is left out: an owner has it there by default and not before, so a copy restored
-/// into 17 from an older major would differ without any grant lost.
+/// into 17 from an older major would differ without any grant lost. The `maintain` kind
+/// holds it, compared within one major.
 fn acl(expr: &str) -> String {
+    acl_where(expr, "<>")
+}
+
+/// The ACL items whose privilege is (`=`) or is not (`<>`) MAINTAIN.
+fn acl_where(expr: &str, op: &str) -> String {
     format!(
-        "(select coalesce(string_agg(x, ',' order by x), '-') from (select distinct format('%s=%s%s', case when a.grantee = 0 then 'public' else quote_ident(pg_get_userbyid(a.grantee)) end, a.privilege_type, case when a.is_grantable then '*' else '' end) x from aclexplode({expr}) a where a.privilege_type <> 'MAINTAIN') acl_items)"
+        "(select coalesce(string_agg(x, ',' order by x), '-') from (select distinct format('%s=%s%s', case when a.grantee = 0 then 'public' else quote_ident(pg_get_userbyid(a.grantee)) end, a.privilege_type, case when a.is_grantable then '*' else '' end) x from aclexplode({expr}) a where a.privilege_type {op} 'MAINTAIN') acl_items)"
     )
+}
+
+/// The MAINTAIN items of an ACL, as `acl` writes items (`grantee=MAINTAIN`, `*` with grant
+/// option), sorted.
+fn maintain_acl(expr: &str) -> String {
+    acl_where(expr, "=")
 }
 
 /// `expected` and `actual` without the kinds of `PRIVILEGE_KINDS`.
@@ -481,6 +517,9 @@ pub fn schema_differences_across(
         expected.keys().chain(actual.keys().filter(|k| FIRST_KINDS.contains(&k.as_str()))).collect();
     let empty = Vec::new();
     for kind in kinds {
+        if across_majors && SAME_MAJOR_KINDS.contains(&kind.as_str()) {
+            continue;
+        }
         let e: std::collections::BTreeSet<String> =
             expected.get(kind).unwrap_or(&empty).iter().map(|l| comparable(kind, l, across_majors)).collect();
         let a: std::collections::BTreeSet<String> =
@@ -588,6 +627,21 @@ mod tests {
     /// because every extension's version differs across majors. That one difference is now
     /// expected across majors; a missing extension still fails, and within a major a
     /// version change still does.
+    /// PostgreSQL 17 gives an owner MAINTAIN by default: a revoked MAINTAIN is named within
+    /// one major, and across majors (an upgrade into 17) the kind is left out.
+    #[test]
+    fn maintain_is_compared_within_a_major_only() {
+        use super::schema_differences_across;
+        let e = one("maintain", "relation erp.orders erp_owner=MAINTAIN");
+        let revoked = BTreeMap::from([("maintain".to_string(), Vec::new())]);
+        assert_eq!(
+            schema_differences_across(&e, &revoked, false),
+            ["maintain: missing relation erp.orders erp_owner=MAINTAIN"]
+        );
+        assert!(schema_differences_across(&revoked, &e, true).is_empty());
+        assert!(schema_differences_across(&e, &revoked, true).is_empty());
+    }
+
     #[test]
     fn extension_versions_are_an_expected_difference_across_majors_only() {
         use super::schema_differences_across;
