@@ -765,13 +765,24 @@ impl Remote {
     async fn list_pass(&self) -> Result<Vec<object_store::ObjectMeta>, String> {
         let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
         let mut listing = self.store.list(prefix.as_ref());
-        let mut next = tokio::time::timeout(self.timeout, listing.next()).await.map_err(|_| {
+        let silent = |d: std::time::Duration| {
             format!(
-                "the store cannot be reached: {} did not answer within {} (set the location's `timeout=` or PGDRILL_STORE_TIMEOUT for a slower store)",
+                "the store cannot be reached: {} did not answer within {} (set the location's `first_byte_timeout=`, `timeout=` or PGDRILL_STORE_TIMEOUT for a slower store)",
                 self.url,
-                humantime::format_duration(self.timeout)
+                humantime::format_duration(d)
             )
-        })?;
+        };
+        let mut next = tokio::time::timeout(self.timeout, listing.next()).await.map_err(|_| silent(self.timeout))?;
+        // The first page unanswered within its bound, or retries that ended without an
+        // answer: the same verdict as `probe`'s (the client's own words name the endpoint).
+        if let Some(Err(e)) = &next {
+            if super::bounded::unanswered(e) {
+                return Err(silent(self.first_byte()));
+            }
+            if no_answer(e) {
+                return Err(format!("{}: {}", silent(self.first_byte()), describe(e)));
+            }
+        }
         let mut objects = Vec::new();
         while let Some(m) = next {
             objects.push(m.map_err(|e| format!("cannot list {}: {}", self.url, describe(&e)))?);

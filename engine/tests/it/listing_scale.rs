@@ -199,7 +199,10 @@ fn ten_thousand_objects_list_in_one_pass_of_pages_and_commands_read_only_what_th
         with_aws(Run::cli(["backups", "list", "--storage", loc, "--database", "app", "--json"]), s3.port),
     );
     assert_eq!(ran.code, Some(0), "{}", ran.all());
-    assert_eq!((a.lists, a.folder_lists.len()), (pass, 0), "one pass of LIST pages over {total} objects: {a:?}");
+    // `--database` lists base backups too (each holds every database), so the WAL archive's
+    // windows list `.cluster/` as in 2 below: never the location again.
+    assert_eq!(a.lists, pass, "one pass of LIST pages over {total} objects: {a:?}");
+    assert!(a.folder_lists.iter().all(|p| p.starts_with("p/.cluster/")), "{:?}", a.folder_lists);
     assert_eq!(a.heads, 0, "{a:?}");
     assert_eq!(a.gets.len(), RECORDS, "only the ledger's records are read: {:?}", a.gets);
     assert!(a.gets.iter().all(|k| k.contains("/.ledger/")), "{:?}", a.gets);
@@ -226,7 +229,9 @@ fn ten_thousand_objects_list_in_one_pass_of_pages_and_commands_read_only_what_th
         a.folder_lists
     );
     assert_eq!((a.heads, a.gets.len()), (0, RECORDS), "{a:?}");
-    let rows = ran.stdout.lines().filter(|l| l.contains("s3://scale/p/")).count();
+    // Backups only: the unfinished archive is a line of its own after the table.
+    let rows =
+        ran.stdout.lines().filter(|l| l.contains("s3://scale/p/") && !l.trim_start().starts_with("unfinished")).count();
     assert_eq!(rows, APP + ERP + LEGACY, "{}", ran.stdout.lines().take(5).collect::<Vec<_>>().join("\n"));
     assert!(ran.stdout.contains("gzip/plain*"), "{}", ran.stdout.lines().take(3).collect::<Vec<_>>().join("\n"));
     assert!(

@@ -111,9 +111,20 @@ async fn a_store_that_takes_a_listing_a_head_a_whole_read_or_an_upload_and_never
     assert_eq!(code, 3, "{log}");
     assert!(log.contains("s3://bkt/p did not answer within 2s"), "a stalled listing: {log}");
 
-    // A whole-object read: the manifests `backups list` reads.
+    // A whole-object read: the manifest `backup.latest` reads of the backup it picks
+    // (`backups list` takes kinds from names and reads no manifest).
     let relay = stalling_relay(s3.port, |l| l.starts_with("GET ") && l.contains(".manifest.json"));
-    let (code, log) = out_of(&mut with_aws(pgdrill(&["backups", "list", "--storage", &storage[8..]]), relay));
+    let dir = tempfile::tempdir().expect("tmp");
+    let runbook = dir.path().join("latest.yaml");
+    std::fs::write(
+        &runbook,
+        format!(
+            "name: latest\nsteps:\n  - id: latest\n    uses: backup.latest\n    with: {{ storage: \"{}\", database: shop }}\n",
+            &storage[8..]
+        ),
+    )
+    .expect("runbook");
+    let (code, log) = out_of(&mut with_aws(pgdrill(&["run", runbook.to_str().expect("utf-8")]), relay));
     assert_eq!(code, 3, "{log}");
     assert!(log.contains(first_byte) && log.contains(".manifest.json"), "a stalled manifest read: {log}");
 
