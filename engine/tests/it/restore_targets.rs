@@ -54,7 +54,9 @@ fn manifest_fingerprint(backup: &Path) -> Fingerprint {
 /// given CREATEDB, a role's setting in the database), while what is compared here is the
 /// database the restore put back.
 fn database_part(mut f: Fingerprint) -> Fingerprint {
-    for kind in ["roles", "memberships", "role_settings"] {
+    // The database's own settings are the live database's (the restore puts back what the
+    // journal captured, which may postdate the backup): `settings_of` compares them.
+    for kind in ["roles", "memberships", "role_settings", "database_settings"] {
         f.schema.remove(kind);
     }
     f.schema_hash.clear();
