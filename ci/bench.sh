@@ -55,7 +55,7 @@
 #             PGBR_LOAD seconds (default 20) of writes after a full backup, to latest:
 #             `pgdrill run verify-physical` (the physical.verify step, with how much of it was
 #             pgbackrest restore and the replay; the rest is pgdrill's checks) vs `pgbackrest
-#             restore --type=default --target-action=promote --archive-mode=off` + pg_ctl start
+#             restore --type=default --archive-mode=off` + pg_ctl start
 #             until promoted, RUNS rounds, medians. The goal: <= 1.15x by hand.
 #   steps     (only with BENCH=steps) the engine alone: a runbook of STEPS (default 10000)
 #             trivial steps (`sleep 0s`), wall seconds and peak RSS, without and with
@@ -189,7 +189,7 @@ if [ "$BENCH" = pitr ]; then
     touch "$d/recovery.signal"
     printf "restore_command = 'cp %s/%%f %%p'\narchive_mode = off\nrecovery_target_action = promote\n" "$P/archive" >>"$d/postgresql.auto.conf"
     [ "$(id -u)" = 0 ] && chown -R nobody "$d"; chmod 700 "$d"
-    as_user "$PGBIN/pg_ctl" -D "$d" -l "$P/hand.log" -w -t 3600 start -o "-p $PORT -k $P -c listen_addresses=''" >/dev/null
+    as_user "$PGBIN/pg_ctl" -D "$d" -l "$P/hand.log" -w -t 3600 start -o "-p $PORT -k $P -c listen_addresses=''" >/dev/null || { cat "$P/hand.log" >&2; exit 1; }
     until [ "$("$PGBIN/psql" -h "$P" -p "$PORT" -U postgres -Atc 'select pg_is_in_recovery()' postgres 2>/dev/null)" = f ]; do sleep 0.05; done
     t1=$(now_ms)
     as_user "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null; rm -rf "$d"
@@ -263,8 +263,8 @@ if [ "$BENCH" = pgbackrest ]; then
   PORT=$((20000 + RANDOM % 20000))
   chmod 755 "$WORK"
   [ "$(id -u)" = 0 ] && chown -R nobody "$P"
-  printf '[global]\nrepo1-path=%s/repo\nlog-path=%s\nlock-path=%s/lock\nlog-level-file=off\nstart-fast=y\n\n[bench]\npg1-path=%s/src\npg1-port=%s\npg1-socket-path=%s\npg1-user=postgres\n' \
-    "$P" "$P" "$P" "$P" "$PORT" "$P" >"$P/pgbackrest.conf"
+  printf '[global]\nrepo1-path=%s/repo\nlog-path=%s\nlock-path=%s/lock\nspool-path=%s/spool\nlog-level-file=off\nstart-fast=y\n\n[bench]\npg1-path=%s/src\npg1-port=%s\npg1-socket-path=%s\npg1-user=postgres\n' \
+    "$P" "$P" "$P" "$P" "$P" "$PORT" "$P" >"$P/pgbackrest.conf"
   chmod 644 "$P/pgbackrest.conf"
   as_user "$PGBIN/initdb" -D "$P/src" -U postgres -A trust --no-sync >/dev/null
   as_user "$PGBIN/pg_ctl" -D "$P/src" -l "$P/src.log" -w start -o "-p $PORT -k $P -c listen_addresses='' \
@@ -281,9 +281,11 @@ if [ "$BENCH" = pgbackrest ]; then
     rm -rf "$d"; mkdir -p "$d"; chmod 700 "$d"; [ "$(id -u)" = 0 ] && chown nobody "$d"
     t0=$(now_ms)
     # A lock directory of its own: by hand and pgdrill (root) never share lock files.
+    # --type=default replays to the archive's end and promotes (pgBackRest refuses
+    # --target-action without a target).
     as_user pgbackrest --config="$P/pgbackrest.conf" --stanza=bench --pg1-path="$d" --lock-path="$P/lock-hand" --type=default \
-      --target-action=promote --archive-mode=off restore >/dev/null
-    as_user "$PGBIN/pg_ctl" -D "$d" -l "$P/hand.log" -w -t 3600 start -o "-p $PORT -k $P -c listen_addresses=''" >/dev/null
+      --archive-mode=off restore >/dev/null
+    as_user "$PGBIN/pg_ctl" -D "$d" -l "$P/hand.log" -w -t 3600 start -o "-p $PORT -k $P -c listen_addresses=''" >/dev/null || { cat "$P/hand.log" >&2; exit 1; }
     until [ "$("$PGBIN/psql" -h "$P" -p "$PORT" -U postgres -Atc 'select pg_is_in_recovery()' postgres 2>/dev/null)" = f ]; do sleep 0.05; done
     t1=$(now_ms)
     as_user "$PGBIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null; rm -rf "$d"
