@@ -18,6 +18,9 @@
 //!
 //! `kinds! { family::Kind, ... }` is the one list of step kinds (see `kinds` below).
 //!
+//! `#[step(name = "...", summary = "...", flags)]` declares a step kind and its `Step`
+//! implementation from its `run` (see `step.rs`).
+//!
 //! The generated code names `crate::steps::...`: these macros are for the pgdrill crate only.
 
 use proc_macro::TokenStream;
@@ -30,6 +33,21 @@ use syn::{
     Attribute, Data, DeriveInput, Fields as SynFields, GenericArgument, Ident, LitStr, PathArguments, Token, Type,
     Visibility,
 };
+
+mod step;
+
+/// `#[step(name = "family.kind", summary = "...", report_log, ..)]` on `impl Kind { async fn
+/// run(..) }`, or with `kind = Kind` on the free `async fn` a kind runs: `pub struct Kind;`
+/// and its `impl Step`, the `with:` and outputs types read from `run`'s signature.
+#[proc_macro_attribute]
+pub fn step(args: TokenStream, item: TokenStream) -> TokenStream {
+    let args = syn::parse_macro_input!(args as step::StepArgs);
+    let item = syn::parse_macro_input!(item as syn::Item);
+    match step::expand_step(args, item) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
 
 #[proc_macro_derive(Fields, attributes(field, fields))]
 pub fn derive_fields(input: TokenStream) -> TokenStream {

@@ -208,15 +208,23 @@ impl BarmanCloud {
     }
 
     fn listed(&self, id: &str) -> Result<Backup, Failure> {
-        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
-        if !list.iter().any(|b| b.base.id == id) {
-            *list = self.cloud.list(&self.bin)?;
-        }
-        list.iter()
-            .find(|b| b.base.id == id)
-            .cloned()
+        cached(&self.list, |b: &Backup| b.base.id == id, || self.cloud.list(&self.bin))?
             .ok_or_else(|| Failure::failed(format!("barman-cloud-backup-list no longer lists the backup `{id}`")))
     }
+}
+
+/// The backup of a listing kept in `list` that `is` picks, the listing asked again
+/// (`relist`) when it does not hold it: a backup taken since the last listing.
+fn cached<B: Clone>(
+    list: &std::sync::Mutex<Vec<B>>,
+    is: impl Fn(&B) -> bool,
+    relist: impl FnOnce() -> Result<Vec<B>, Failure>,
+) -> Result<Option<B>, Failure> {
+    let mut list = list.lock().unwrap_or_else(|e| e.into_inner());
+    if !list.iter().any(&is) {
+        *list = relist()?;
+    }
+    Ok(list.iter().find(|b| is(b)).cloned())
 }
 
 impl PhysicalSource for BarmanCloud {
@@ -666,13 +674,7 @@ impl BarmanServer {
     }
 
     fn listed(&self, id: &str) -> Result<ServerBackup, Failure> {
-        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
-        if !list.iter().any(|b| b.base.id == id) {
-            *list = self.server.list(&self.bin)?;
-        }
-        list.iter()
-            .find(|b| b.base.id == id)
-            .cloned()
+        cached(&self.list, |b: &ServerBackup| b.base.id == id, || self.server.list(&self.bin))?
             .ok_or_else(|| Failure::failed(format!("barman list-backups no longer lists the backup `{id}`")))
     }
 }

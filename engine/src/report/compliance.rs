@@ -728,50 +728,7 @@ mod tests {
     /// The summary of a run of one suite whose one step established `facts`, declaring
     /// `kind` if given.
     fn record(kind: Option<RunKind>, uses: &str, facts: Vec<Fact>) -> RunSummary {
-        let now = OffsetDateTime::now_utc();
-        let step = crate::exec::StepRecord {
-            suite: 0,
-            path: "steps[0]".into(),
-            label: "s".into(),
-            id: None,
-            uses: uses.into(),
-            location: None,
-            phase: crate::exec::Phase::Main,
-            outcome: crate::exec::Outcome::Passed,
-            error_kind: None,
-            started_at: now,
-            duration: std::time::Duration::ZERO,
-            attempts: 1,
-            message: None,
-            outputs: json!({}),
-            log: vec![],
-            rollback: None,
-            notice: None,
-            facts,
-        };
-        let suite = crate::report::summary::SuiteRecord {
-            id: 0,
-            parent: None,
-            name: "r".into(),
-            file: "r.yaml".into(),
-            kind,
-            started_at: now,
-            duration: std::time::Duration::ZERO,
-            outcome: None,
-            exit_code: None,
-            message: None,
-            steps: vec![step],
-        };
-        let record = crate::report::RunRecord {
-            schema: crate::report::summary::SCHEMA.into(),
-            pgdrill_version: String::new(),
-            started_at: String::new(),
-            finished_at: String::new(),
-            outcome: None,
-            exit_code: None,
-            suites: vec![suite],
-        };
-        RunSummary::from_record(record, "", now)
+        crate::report::summary::of_steps(kind, vec![(uses, facts)])
     }
 
     fn backup(role: BackupRole) -> Fact {

@@ -349,58 +349,10 @@ mod tests {
     use super::*;
     use crate::exec::Fact;
     use crate::facts::{Artefact, PhysicalFact, RecoveryProof};
-    use time::OffsetDateTime;
 
     /// A run of one suite whose steps (labelled `s0`, `s1`...) established `facts`.
     fn run(steps: Vec<Vec<Fact>>) -> RunSummary {
-        let now = OffsetDateTime::now_utc();
-        let steps = steps
-            .into_iter()
-            .enumerate()
-            .map(|(i, facts)| crate::exec::StepRecord {
-                suite: 0,
-                path: format!("steps[{i}]"),
-                label: format!("s{i}"),
-                id: None,
-                uses: "x".into(),
-                location: None,
-                phase: crate::exec::Phase::Main,
-                outcome: crate::exec::Outcome::Passed,
-                error_kind: None,
-                started_at: now,
-                duration: std::time::Duration::ZERO,
-                attempts: 1,
-                message: None,
-                outputs: json!({}),
-                log: vec![],
-                rollback: None,
-                notice: None,
-                facts,
-            })
-            .collect();
-        let suite = crate::report::summary::SuiteRecord {
-            id: 0,
-            parent: None,
-            name: "r".into(),
-            file: "r.yaml".into(),
-            kind: None,
-            started_at: now,
-            duration: std::time::Duration::ZERO,
-            outcome: None,
-            exit_code: None,
-            message: None,
-            steps,
-        };
-        let record = crate::report::RunRecord {
-            schema: crate::report::summary::SCHEMA.into(),
-            pgdrill_version: String::new(),
-            started_at: String::new(),
-            finished_at: String::new(),
-            outcome: None,
-            exit_code: None,
-            suites: vec![suite],
-        };
-        RunSummary::from_record(record, "", now)
+        crate::report::summary::of_steps(None, steps.into_iter().map(|facts| ("x", facts)).collect())
     }
 
     fn throwaway(sid: &str, host: &str) -> Vec<Fact> {

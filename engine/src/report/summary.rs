@@ -476,6 +476,60 @@ fn from_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Erro
     Duration::try_from_secs_f64(f64::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
+/// A summary of one suite (`r.yaml`, of `kind`) whose passed steps, labelled `s0`, `s1`...,
+/// each ran `uses` and established its facts: what the reporters' unit tests read.
+#[cfg(test)]
+pub(crate) fn of_steps(kind: Option<RunKind>, steps: Vec<(&str, Vec<Fact>)>) -> RunSummary {
+    let now = OffsetDateTime::now_utc();
+    let steps = steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, (uses, facts))| StepRecord {
+            suite: 0,
+            path: format!("steps[{i}]"),
+            label: format!("s{i}"),
+            id: None,
+            uses: uses.into(),
+            location: None,
+            phase: Phase::Main,
+            outcome: Outcome::Passed,
+            error_kind: None,
+            started_at: now,
+            duration: Duration::ZERO,
+            attempts: 1,
+            message: None,
+            outputs: serde_json::json!({}),
+            log: vec![],
+            rollback: None,
+            notice: None,
+            facts,
+        })
+        .collect();
+    let suite = SuiteRecord {
+        id: 0,
+        parent: None,
+        name: "r".into(),
+        file: "r.yaml".into(),
+        kind,
+        started_at: now,
+        duration: Duration::ZERO,
+        outcome: None,
+        exit_code: None,
+        message: None,
+        steps,
+    };
+    let record = RunRecord {
+        schema: SCHEMA.into(),
+        pgdrill_version: String::new(),
+        started_at: String::new(),
+        finished_at: String::new(),
+        outcome: None,
+        exit_code: None,
+        suites: vec![suite],
+    };
+    RunSummary::from_record(record, "", now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

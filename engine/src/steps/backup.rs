@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fields, Step, StepCtx, StepError, With, WithError};
+use super::{Fields, step, StepCtx, StepError, With, WithError};
 use crate::archive::{Codec, KeySource};
 use crate::backup::layout::LocalStore;
 use crate::backup::{self, CreateOptions, Format, Manifest};
@@ -168,21 +168,8 @@ described! {
     }
 }
 
-pub struct Create;
-
-impl Step for Create {
-    const NAME: &'static str = "backup.create";
-    const SUMMARY: &'static str =
-        "pg_dump streamed through compression and AES-256-GCM into storage, with a manifest and source fingerprint.";
-    const REPORT_LOG: bool = true;
-    type With = CreateWith;
-    type Outputs = CreateOutputs;
-
-    fn run(ctx: StepCtx, w: CreateWith) -> impl std::future::Future<Output = Result<CreateOutputs, StepError>> + Send {
-        create(ctx, w)
-    }
-}
-
+/// pg_dump streamed through compression and AES-256-GCM into storage, with a manifest and source fingerprint.
+#[step(kind = Create, name = "backup.create", report_log)]
 async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError> {
     let opts = CreateOptions {
         url: w.database_url.clone(),
@@ -283,20 +270,6 @@ pub struct CheckOutputs {
     staged: String,
 }
 
-pub struct Check;
-
-impl Step for Check {
-    const NAME: &'static str = "backup.check";
-    const SUMMARY: &'static str =
-        "Verify a backup without restoring: manifest, sha256, every encrypted chunk, decompression, pg_restore --list.";
-    type With = CheckWith;
-    type Outputs = CheckOutputs;
-
-    fn run(ctx: StepCtx, w: CheckWith) -> impl std::future::Future<Output = Result<CheckOutputs, StepError>> + Send {
-        check(ctx, w)
-    }
-}
-
 /// `staging: memory`: a tmpfs, when the plain dump fits.
 const MEMORY: &str = "memory";
 /// `staging: auto`: memory when the dump fits comfortably (`auto_share`), else disk.
@@ -380,6 +353,8 @@ fn fits_in_memory(raw: u64, free: u64, available: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Verify a backup without restoring: manifest, sha256, every encrypted chunk, decompression, pg_restore --list.
+#[step(kind = Check, name = "backup.check")]
 async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
     // A pgdrill archive in an object store is read as a stream: checked (and staged)
     // in one pass, with no local copy of it.
@@ -533,14 +508,9 @@ pub struct ListOutputs {
     count: usize,
 }
 
-pub struct List;
-
-impl Step for List {
-    const NAME: &'static str = "backup.list";
-    const SUMMARY: &'static str = "List backups in storage, newest first.";
-    type With = ListWith;
-    type Outputs = ListOutputs;
-
+/// List backups in storage, newest first.
+#[step(name = "backup.list")]
+impl List {
     async fn run(ctx: StepCtx, w: ListWith) -> Result<ListOutputs, StepError> {
         let pattern = name_pattern(w.name_pattern.as_deref())?;
         let listed =
@@ -593,19 +563,8 @@ super::one_of_outputs! {
     LatestOutputs { Pgdrill(LatestBackup), Foreign(LatestForeign) }
 }
 
-pub struct Latest;
-
-impl Step for Latest {
-    const NAME: &'static str = "backup.latest";
-    const SUMMARY: &'static str = "The newest backup of a database (an error when its manifest cannot be read).";
-    type With = LatestWith;
-    type Outputs = LatestOutputs;
-
-    fn run(ctx: StepCtx, w: LatestWith) -> impl std::future::Future<Output = Result<LatestOutputs, StepError>> + Send {
-        latest(ctx, w)
-    }
-}
-
+/// The newest backup of a database (an error when its manifest cannot be read).
+#[step(kind = Latest, name = "backup.latest")]
 async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError> {
     let storage = ctx.storage_root(&w.storage).await?;
     let pattern = name_pattern(w.name_pattern.as_deref())?;

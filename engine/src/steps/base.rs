@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fields, Step, StepCtx, StepError, With, WithError};
+use super::{Fields, step, StepCtx, StepError, With, WithError};
 use crate::archive::KeySource;
 use crate::backup::base::{self, BaseOptions};
 use crate::template::is_template;
@@ -102,14 +102,10 @@ pub struct BaseOutputs {
     created: String,
 }
 
-pub struct Base;
-
-impl Step for Base {
-    const NAME: &'static str = "backup.base";
-    const SUMMARY: &'static str = "Base backup of a whole cluster: pg_basebackup (tar, SHA-256 backup manifest) streamed through zstd and AES-256-GCM into any storage, with an authenticated manifest (system identifier, timeline, start and stop LSN).";
-    type With = BaseWith;
-    type Outputs = BaseOutputs;
-
+/// Base backup of a whole cluster: pg_basebackup (tar, SHA-256 backup manifest) streamed through zstd and AES-256-GCM
+/// into any storage, with an authenticated manifest (system identifier, timeline, start and stop LSN).
+#[step(name = "backup.base")]
+impl Base {
     async fn run(ctx: StepCtx, w: BaseWith) -> Result<BaseOutputs, StepError> {
         let key = w.key.as_deref().filter(|k| !k.is_empty()).map(KeySource::from_secret);
         let key = match (w.encrypt, key) {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fields, Step, StepCtx, StepError, With, WithError};
+use super::{Fields, step, StepCtx, StepError, With, WithError};
 use crate::storage::{remote, Store};
 
 #[derive(Debug, Deserialize, Fields)]
@@ -48,16 +48,9 @@ pub struct CopyOutputs {
     copied: bool,
 }
 
-pub struct Copy;
-
-impl Step for Copy {
-    const NAME: &'static str = "backup.copy";
-    const SUMMARY: &'static str =
-        "Copy a backup and its manifest to another location (local or object store), checking size and sha256 of the copy.";
-    const REPORT_LOG: bool = true;
-    type With = CopyWith;
-    type Outputs = CopyOutputs;
-
+/// Copy a backup and its manifest to another location (local or object store), checking size and sha256 of the copy.
+#[step(name = "backup.copy", report_log)]
+impl Copy {
     async fn run(ctx: StepCtx, w: CopyWith) -> Result<CopyOutputs, StepError> {
         let to = ctx.store(&w.to)?;
         copy_one(&ctx, &w.backup, &*to, w.database.as_deref(), None).await
@@ -309,15 +302,10 @@ pub struct SyncOutputs {
     bytes: u64,
 }
 
-pub struct CopyAll;
-
-impl Step for CopyAll {
-    const NAME: &'static str = "backup.sync";
-    const SUMMARY: &'static str = "Copy every backup of a location (or of one database) that the destination does not have yet, each checked as backup.copy checks one; run again to resume.";
-    const REPORT_LOG: bool = true;
-    type With = SyncWith;
-    type Outputs = SyncOutputs;
-
+/// Copy every backup of a location (or of one database) that the destination does not have yet, each checked as
+/// backup.copy checks one; run again to resume.
+#[step(name = "backup.sync", report_log)]
+impl CopyAll {
     async fn run(ctx: StepCtx, w: SyncWith) -> Result<SyncOutputs, StepError> {
         let root = ctx.storage_root(&w.storage).await?;
         let database = w.database.as_deref().filter(|d| !d.is_empty());

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
-use super::{pg_error, rfc3339, Fields, Step, StepCtx, StepError, With, WithError};
+use super::{pg_error, rfc3339, Fields, step, StepCtx, StepError, With, WithError};
 use crate::archive::{Codec, KeySource};
 use crate::backup::layout::LocalStore;
 use crate::backup::restore::{self, RestoreOptions};
@@ -436,23 +436,10 @@ pub struct PreflightOutputs {
     differing_roles: Vec<String>,
 }
 
-pub struct Preflight;
-
-impl Step for Preflight {
-    const NAME: &'static str = "restore.preflight";
-    const SUMMARY: &'static str = "Before an operator restore changes anything: the target is reachable, its version and pg_restore can take the backup, the role may drop the database, create it again with its owner and restore its snapshot, and there is disk for the snapshot and the restore; prints the plan.";
-    const REPORT_LOG: bool = true;
-    type With = PreflightWith;
-    type Outputs = PreflightOutputs;
-
-    fn run(
-        ctx: StepCtx,
-        w: PreflightWith,
-    ) -> impl std::future::Future<Output = Result<PreflightOutputs, StepError>> + Send {
-        preflight(ctx, w)
-    }
-}
-
+/// Before an operator restore changes anything: the target is reachable, its version and pg_restore can take the
+/// backup, the role may drop the database, create it again with its owner and restore its snapshot, and there is disk
+/// for the snapshot and the restore; prints the plan.
+#[step(kind = Preflight, name = "restore.preflight", report_log)]
 async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, StepError> {
     let cfg = crate::pg::config(&w.url).map_err(|e| e.in_class(Class::Invalid))?;
     if let Some(pw) = cfg.get_password() {
@@ -903,25 +890,9 @@ pub struct ConfirmOutputs {
     confirmed_by: String,
 }
 
-pub struct Confirm;
-
-impl Step for Confirm {
-    const NAME: &'static str = "operator.confirm";
-    const SUMMARY: &'static str = "Ask the operator to confirm by typing an answer on the terminal; `pgdrill run --yes` confirms in advance; without either it refuses (exit 2).";
-    const REPORT_LOG: bool = true;
-    const DESTRUCTIVE: bool = true;
-    const INTERACTIVE: bool = true;
-    type With = ConfirmWith;
-    type Outputs = ConfirmOutputs;
-
-    fn run(
-        ctx: StepCtx,
-        w: ConfirmWith,
-    ) -> impl std::future::Future<Output = Result<ConfirmOutputs, StepError>> + Send {
-        confirm(ctx, w)
-    }
-}
-
+/// Ask the operator to confirm by typing an answer on the terminal; `pgdrill run --yes` confirms in advance; without
+/// either it refuses (exit 2).
+#[step(kind = Confirm, name = "operator.confirm", report_log, destructive, interactive)]
 async fn confirm(ctx: StepCtx, w: ConfirmWith) -> Result<ConfirmOutputs, StepError> {
     if ctx.assume_yes {
         ctx.log(format!("{} (confirmed by --yes)", w.message.trim()));
@@ -997,23 +968,9 @@ pub struct SnapshotOutputs {
     pruned: Vec<String>,
 }
 
-pub struct Snapshot;
-
-impl Step for Snapshot {
-    const NAME: &'static str = "database.snapshot";
-    const SUMMARY: &'static str = "A safety snapshot of a database before it is changed: a real pgdrill backup with its own fingerprint, kept for `keep` and then pruned.";
-    const REPORT_LOG: bool = true;
-    type With = SnapshotWith;
-    type Outputs = SnapshotOutputs;
-
-    fn run(
-        ctx: StepCtx,
-        w: SnapshotWith,
-    ) -> impl std::future::Future<Output = Result<SnapshotOutputs, StepError>> + Send {
-        snapshot(ctx, w)
-    }
-}
-
+/// A safety snapshot of a database before it is changed: a real pgdrill backup with its own fingerprint, kept for
+/// `keep` and then pruned.
+#[step(kind = Snapshot, name = "database.snapshot", report_log)]
 async fn snapshot(ctx: StepCtx, w: SnapshotWith) -> Result<SnapshotOutputs, StepError> {
     let safety = ctx.local_only(&w.safety, "the safety location")?;
     let opts = CreateOptions {
@@ -1126,24 +1083,8 @@ pub struct TerminateOutputs {
     sessions: Vec<String>,
 }
 
-pub struct Terminate;
-
-impl Step for Terminate {
-    const NAME: &'static str = "database.terminate";
-    const SUMMARY: &'static str =
-        "Block new connections to a database and terminate the open ones, waiting until none is left.";
-    const REPORT_LOG: bool = true;
-    type With = TerminateWith;
-    type Outputs = TerminateOutputs;
-
-    fn run(
-        ctx: StepCtx,
-        w: TerminateWith,
-    ) -> impl std::future::Future<Output = Result<TerminateOutputs, StepError>> + Send {
-        terminate(ctx, w)
-    }
-}
-
+/// Block new connections to a database and terminate the open ones, waiting until none is left.
+#[step(kind = Terminate, name = "database.terminate", report_log)]
 async fn terminate(ctx: StepCtx, w: TerminateWith) -> Result<TerminateOutputs, StepError> {
     let client = admin(&w.url, &w.maintenance_db).await?;
     let Some(oid) = oid_of(&client, &w.database).await? else {
@@ -1265,21 +1206,9 @@ super::one_of_outputs! {
     DropOutputs { Dropped(Dropped), Nothing(NothingDropped) }
 }
 
-pub struct DropDatabase;
-
-impl Step for DropDatabase {
-    const NAME: &'static str = "database.drop";
-    const SUMMARY: &'static str = "Drop a database, only once a safety snapshot of it is on disk; outputs its owner, encoding and locale to recreate it.";
-    const REPORT_LOG: bool = true;
-    const DESTRUCTIVE: bool = true;
-    type With = DropWith;
-    type Outputs = DropOutputs;
-
-    fn run(ctx: StepCtx, w: DropWith) -> impl std::future::Future<Output = Result<DropOutputs, StepError>> + Send {
-        drop_step(ctx, w)
-    }
-}
-
+/// Drop a database, only once a safety snapshot of it is on disk; outputs its owner, encoding and locale to recreate
+/// it.
+#[step(kind = DropDatabase, name = "database.drop", report_log, destructive)]
 async fn drop_step(ctx: StepCtx, w: DropWith) -> Result<DropOutputs, StepError> {
     let client = admin(&w.url, &w.maintenance_db).await?;
     let Some(info) = db_info(&client, &w.database).await? else {
@@ -1448,23 +1377,10 @@ pub struct SettingsOutputs {
     summary: String,
 }
 
-pub struct Settings;
-
-impl Step for Settings {
-    const NAME: &'static str = "database.settings";
-    const SUMMARY: &'static str = "Once a recreated database is verified: let connections in again (its captured connection limit, or none), then compare its settings (ALTER DATABASE / ALTER ROLE IN DATABASE ... SET), grants, comment and connection limit with those restore.preflight captured.";
-    const REPORT_LOG: bool = true;
-    type With = SettingsWith;
-    type Outputs = SettingsOutputs;
-
-    fn run(
-        ctx: StepCtx,
-        w: SettingsWith,
-    ) -> impl std::future::Future<Output = Result<SettingsOutputs, StepError>> + Send {
-        settings(ctx, w)
-    }
-}
-
+/// Once a recreated database is verified: let connections in again (its captured connection limit, or none), then
+/// compare its settings (ALTER DATABASE / ALTER ROLE IN DATABASE ... SET), grants, comment and connection limit with
+/// those restore.preflight captured.
+#[step(kind = Settings, name = "database.settings", report_log)]
 async fn settings(ctx: StepCtx, w: SettingsWith) -> Result<SettingsOutputs, StepError> {
     let client = admin(&w.url, &w.maintenance_db).await?;
     // Verified by now: a database born refusing connections lets them in again.
@@ -1617,20 +1533,8 @@ pub struct CreateOutputs {
     url: String,
 }
 
-pub struct Create;
-
-impl Step for Create {
-    const NAME: &'static str = "database.create";
-    const SUMMARY: &'static str = "Create a database from template0 with the given owner, encoding and locale.";
-    const REPORT_LOG: bool = true;
-    type With = CreateWith;
-    type Outputs = CreateOutputs;
-
-    fn run(ctx: StepCtx, w: CreateWith) -> impl std::future::Future<Output = Result<CreateOutputs, StepError>> + Send {
-        create(ctx, w)
-    }
-}
-
+/// Create a database from template0 with the given owner, encoding and locale.
+#[step(kind = Create, name = "database.create", report_log)]
 async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError> {
     let client = admin(&w.url, &w.maintenance_db).await?;
     let planned = planned_oid(&client).await?;
@@ -1796,24 +1700,9 @@ pub struct RestoreSnapshotOutputs {
     notice: String,
 }
 
-pub struct RestoreSnapshot;
-
-impl Step for RestoreSnapshot {
-    const NAME: &'static str = "database.restore_snapshot";
-    const SUMMARY: &'static str = "Put a database back from its safety snapshot: drop what is there, recreate it (owner kept), restore, and prove its fingerprint equals the snapshot's.";
-    const REPORT_LOG: bool = true;
-    const DESTRUCTIVE: bool = true;
-    type With = RestoreSnapshotWith;
-    type Outputs = RestoreSnapshotOutputs;
-
-    fn run(
-        ctx: StepCtx,
-        w: RestoreSnapshotWith,
-    ) -> impl std::future::Future<Output = Result<RestoreSnapshotOutputs, StepError>> + Send {
-        restore_snapshot(ctx, w)
-    }
-}
-
+/// Put a database back from its safety snapshot: drop what is there, recreate it (owner kept), restore, and prove its
+/// fingerprint equals the snapshot's.
+#[step(kind = RestoreSnapshot, name = "database.restore_snapshot", report_log, destructive)]
 async fn restore_snapshot(ctx: StepCtx, w: RestoreSnapshotWith) -> Result<RestoreSnapshotOutputs, StepError> {
     let result = put_back(&ctx, &w).await;
     if let Err(e) = &result {

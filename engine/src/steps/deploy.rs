@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fields, Step, StepCtx, StepError, With, WithError};
+use super::{Fields, step, StepCtx, StepError, With, WithError};
 
 /// What a deployment manifest holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -66,16 +66,9 @@ pub struct RecordOutputs {
     manifest: String,
 }
 
-pub struct Record;
-
-impl Step for Record {
-    const NAME: &'static str = "deploy.record";
-    const SUMMARY: &'static str =
-        "Write a deployment manifest (label, database, backup, sha256, time) that a restore can roll back to.";
-    const REPORT_LOG: bool = true;
-    type With = RecordWith;
-    type Outputs = RecordOutputs;
-
+/// Write a deployment manifest (label, database, backup, sha256, time) that a restore can roll back to.
+#[step(name = "deploy.record", report_log)]
+impl Record {
     async fn run(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError> {
         let path = ctx.resolve(&w.manifest);
         let backup = crate::storage::canonical_in(&w.backup, &ctx.base_dir)
@@ -147,16 +140,9 @@ pub struct ReadOutputs {
     recorded_at: String,
 }
 
-pub struct Read;
-
-impl Step for Read {
-    const NAME: &'static str = "deploy.read";
-    const SUMMARY: &'static str =
-        "Read a deployment manifest: the backup to roll back to, checked against the database and the recorded sha256.";
-    const REPORT_LOG: bool = true;
-    type With = ReadWith;
-    type Outputs = ReadOutputs;
-
+/// Read a deployment manifest: the backup to roll back to, checked against the database and the recorded sha256.
+#[step(name = "deploy.read", report_log)]
+impl Read {
     async fn run(ctx: StepCtx, w: ReadWith) -> Result<ReadOutputs, StepError> {
         let path = ctx.resolve(&w.manifest);
         let text = std::fs::read_to_string(&path)

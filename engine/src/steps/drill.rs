@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::{pg_error, rfc3339, BoxFuture, Fields, Step, StepCtx, StepError, Teardown, With, WithError};
+use super::{pg_error, rfc3339, BoxFuture, Fields, step, StepCtx, StepError, Teardown, With, WithError};
 use crate::error::Class;
 use crate::pg::native::quote_ident;
 
@@ -117,22 +117,9 @@ pub struct FixturesOutputs {
     size_bytes: i64,
 }
 
-pub struct FixturesLoad;
-
-impl Step for FixturesLoad {
-    const NAME: &'static str = "fixtures.load";
-    const SUMMARY: &'static str = "Load deterministic fixture data (ERP, CRM with mixed-case names, payments, one table per column type) at a scale; scale 1 is about 1 MB.";
-    type With = FixturesWith;
-    type Outputs = FixturesOutputs;
-
-    fn run(
-        ctx: StepCtx,
-        w: FixturesWith,
-    ) -> impl std::future::Future<Output = Result<FixturesOutputs, StepError>> + Send {
-        load_fixtures(ctx, w)
-    }
-}
-
+/// Load deterministic fixture data (ERP, CRM with mixed-case names, payments, one table per column type) at a scale;
+/// scale 1 is about 1 MB.
+#[step(kind = FixturesLoad, name = "fixtures.load")]
 async fn load_fixtures(ctx: StepCtx, w: FixturesWith) -> Result<FixturesOutputs, StepError> {
     let client = crate::pg::connect(&w.url).await?;
     for f in &w.fixtures {
@@ -197,22 +184,6 @@ pub struct WorkspaceOutputs {
     key: String,
 }
 
-pub struct Workspace;
-
-impl Step for Workspace {
-    const NAME: &'static str = "drill.workspace";
-    const SUMMARY: &'static str = "A private directory for a drill's backups, removed when the runbook ends (unless `keep`), and a generated backup key.";
-    type With = WorkspaceWith;
-    type Outputs = WorkspaceOutputs;
-
-    fn run(
-        ctx: StepCtx,
-        w: WorkspaceWith,
-    ) -> impl std::future::Future<Output = Result<WorkspaceOutputs, StepError>> + Send {
-        workspace(ctx, w)
-    }
-}
-
 struct RemoveDir(PathBuf);
 
 impl Teardown for RemoveDir {
@@ -223,6 +194,9 @@ impl Teardown for RemoveDir {
     }
 }
 
+/// A private directory for a drill's backups, removed when the runbook ends (unless `keep`), and a generated backup
+/// key.
+#[step(kind = Workspace, name = "drill.workspace")]
 async fn workspace(ctx: StepCtx, w: WorkspaceWith) -> Result<WorkspaceOutputs, StepError> {
     let path = match &w.dir {
         Some(d) => {
@@ -292,22 +266,6 @@ pub struct HeartbeatOutputs {
     started_at: String,
 }
 
-pub struct Heartbeat;
-
-impl Step for Heartbeat {
-    const NAME: &'static str = "drill.heartbeat";
-    const SUMMARY: &'static str = "Write a row with its commit timestamp at a fixed rate until the runbook ends: the marker RPO is measured with.";
-    type With = HeartbeatWith;
-    type Outputs = HeartbeatOutputs;
-
-    fn run(
-        ctx: StepCtx,
-        w: HeartbeatWith,
-    ) -> impl std::future::Future<Output = Result<HeartbeatOutputs, StepError>> + Send {
-        heartbeat(ctx, w)
-    }
-}
-
 /// The writer task; stopped when the runbook ends.
 struct HeartbeatWriter {
     stop: CancellationToken,
@@ -323,6 +281,8 @@ impl Teardown for HeartbeatWriter {
     }
 }
 
+/// Write a row with its commit timestamp at a fixed rate until the runbook ends: the marker RPO is measured with.
+#[step(kind = Heartbeat, name = "drill.heartbeat")]
 async fn heartbeat(ctx: StepCtx, w: HeartbeatWith) -> Result<HeartbeatOutputs, StepError> {
     let table = qualified(&w.table);
     let client = crate::pg::connect(&w.url).await?;
@@ -404,23 +364,8 @@ pub struct DisasterOutputs {
     at_epoch: f64,
 }
 
-pub struct Disaster;
-
-impl Step for Disaster {
-    const NAME: &'static str = "drill.disaster";
-    const SUMMARY: &'static str = "Inject a disaster and record when: drop the database, or stop the server (immediate) and delete its data directory.";
-    const REPORT_LOG: bool = true;
-    type With = DisasterWith;
-    type Outputs = DisasterOutputs;
-
-    fn run(
-        ctx: StepCtx,
-        w: DisasterWith,
-    ) -> impl std::future::Future<Output = Result<DisasterOutputs, StepError>> + Send {
-        disaster(ctx, w)
-    }
-}
-
+/// Inject a disaster and record when: drop the database, or stop the server (immediate) and delete its data directory.
+#[step(kind = Disaster, name = "drill.disaster", report_log)]
 async fn disaster(ctx: StepCtx, w: DisasterWith) -> Result<DisasterOutputs, StepError> {
     let cfg = crate::pg::config(&w.url).map_err(|e| e.in_class(Class::Invalid))?;
     let at = match w.mode.as_str() {
@@ -527,26 +472,12 @@ pub struct RtoOutputs {
     phases: BTreeMap<String, f64>,
 }
 
-pub struct Rto;
-
-impl Step for Rto {
-    const NAME: &'static str = "drill.rto";
-    const SUMMARY: &'static str =
-        "Recovery time: from the disaster to now (verified service), with a per-phase breakdown, against its target.";
-    const REPORT_LOG: bool = true;
-    const MEASURES_RTO: bool = true;
-    type With = RtoWith;
-    type Outputs = RtoOutputs;
-
-    fn run(ctx: StepCtx, w: RtoWith) -> impl std::future::Future<Output = Result<RtoOutputs, StepError>> + Send {
-        rto(ctx, w)
-    }
-}
-
 fn phase_text(phases: &BTreeMap<String, f64>) -> String {
     phases.iter().map(|(k, v)| format!("{k} {}", secs(*v))).collect::<Vec<_>>().join(", ")
 }
 
+/// Recovery time: from the disaster to now (verified service), with a per-phase breakdown, against its target.
+#[step(kind = Rto, name = "drill.rto", report_log, measures_rto)]
 async fn rto(ctx: StepCtx, w: RtoWith) -> Result<RtoOutputs, StepError> {
     let rto = (now_epoch() - w.since).max(0.0);
     let phases: BTreeMap<String, f64> = w
@@ -622,20 +553,9 @@ pub struct RpoOutputs {
     target_s: f64,
 }
 
-pub struct Rpo;
-
-impl Step for Rpo {
-    const NAME: &'static str = "drill.rpo";
-    const SUMMARY: &'static str = "Data loss measured from the data: the disaster time minus the newest heartbeat in the restored database, against its target.";
-    const REPORT_LOG: bool = true;
-    type With = RpoWith;
-    type Outputs = RpoOutputs;
-
-    fn run(ctx: StepCtx, w: RpoWith) -> impl std::future::Future<Output = Result<RpoOutputs, StepError>> + Send {
-        rpo(ctx, w)
-    }
-}
-
+/// Data loss measured from the data: the disaster time minus the newest heartbeat in the restored database, against its
+/// target.
+#[step(kind = Rpo, name = "drill.rpo", report_log)]
 async fn rpo(ctx: StepCtx, w: RpoWith) -> Result<RpoOutputs, StepError> {
     let client = crate::pg::connect(&w.url).await?;
     let row = client

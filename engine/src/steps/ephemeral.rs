@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fields, Step, StepCtx, StepError, With, WithError};
+use super::{Fields, step, StepCtx, StepError, With, WithError};
 use crate::pg::ephemeral::{parse_major, Ephemeral, Options, Provider};
 use crate::template::is_template;
 
@@ -84,25 +84,9 @@ pub struct EphemeralOutputs {
     startup_ms: u64,
 }
 
-pub struct Start;
-
-impl Step for Start {
-    const NAME: &'static str = "postgres.ephemeral";
-    const SUMMARY: &'static str =
-        "Start a throwaway PostgreSQL server (Docker or local binaries) for the rest of the runbook.";
-    // Which provider and image served, and why (a fallback must be visible where it happened).
-    const REPORT_LOG: bool = true;
-    type With = EphemeralWith;
-    type Outputs = EphemeralOutputs;
-
-    fn run(
-        ctx: StepCtx,
-        w: EphemeralWith,
-    ) -> impl std::future::Future<Output = Result<EphemeralOutputs, StepError>> + Send {
-        start(ctx, w)
-    }
-}
-
+/// Start a throwaway PostgreSQL server (Docker or local binaries) for the rest of the runbook.
+// report_log: which provider and image served, and why (a fallback must be visible where it happened).
+#[step(kind = Start, name = "postgres.ephemeral", report_log)]
 async fn start(ctx: StepCtx, w: EphemeralWith) -> Result<EphemeralOutputs, StepError> {
     let started = std::time::Instant::now();
     let provider: Provider = w.provider.parse()?;

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fields, Step, StepCtx, StepError, With, WithError};
+use super::{Fields, step, StepCtx, StepError, With, WithError};
 
 #[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
@@ -67,16 +67,10 @@ pub struct SpaceOutputs {
     needed_bytes: u64,
 }
 
-pub struct Space;
-
-impl Step for Space {
-    const NAME: &'static str = "storage.space";
-    const SUMMARY: &'static str =
-        "Fail when the storage location has too little free space: below an absolute size, a ratio, or a multiple of the database's size.";
-    const REPORT_LOG: bool = true;
-    type With = SpaceWith;
-    type Outputs = SpaceOutputs;
-
+/// Fail when the storage location has too little free space: below an absolute size, a ratio, or a multiple of the
+/// database's size.
+#[step(name = "storage.space", report_log)]
+impl Space {
     async fn run(ctx: StepCtx, w: SpaceWith) -> Result<SpaceOutputs, StepError> {
         let store = ctx.store(&w.storage)?;
         let crate::storage::Space { free, total } = match store.space() {
@@ -181,16 +175,9 @@ pub struct SizeChangeOutputs {
     change: f64,
 }
 
-pub struct SizeChange;
-
-impl Step for SizeChange {
-    const NAME: &'static str = "backup.size_change";
-    const SUMMARY: &'static str =
-        "Compare the newest backup of a database with the one before it; fail when it grew or shrank more than allowed.";
-    const REPORT_LOG: bool = true;
-    type With = SizeChangeWith;
-    type Outputs = SizeChangeOutputs;
-
+/// Compare the newest backup of a database with the one before it; fail when it grew or shrank more than allowed.
+#[step(name = "backup.size_change", report_log)]
+impl SizeChange {
     async fn run(ctx: StepCtx, w: SizeChangeWith) -> Result<SizeChangeOutputs, StepError> {
         let root = ctx.storage_root(&w.storage).await?;
         let list = crate::backup::layout::LocalStore::new(&root)

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fields, Step, StepCtx, StepError, With};
+use super::{Fields, step, StepCtx, StepError, With};
 use crate::backup::source::{self, Origin};
 use crate::backup::Manifest;
 use crate::pg::fingerprint::PRIVILEGE_KINDS;
@@ -79,24 +79,11 @@ pub struct GlobalsOutputs {
     differing: Vec<String>,
 }
 
-pub struct Restore;
-
-impl Step for Restore {
-    const NAME: &'static str = "globals.restore";
-    const SUMMARY: &'static str = "Create the backup's roles (with memberships, role settings and, from an encrypted backup, passwords) and the database's owner and settings on the target, before a restore that keeps owners and grants.";
-    type With = GlobalsWith;
-    type Outputs = GlobalsOutputs;
-
-    fn run(
-        ctx: StepCtx,
-        w: GlobalsWith,
-    ) -> impl std::future::Future<Output = Result<GlobalsOutputs, StepError>> + Send {
-        restore(ctx, w)
-    }
-}
-
 const UNPROVEN: &str = "roles, ownership and privileges are unproven for it: restore with no_owner";
 
+/// Create the backup's roles (with memberships, role settings and, from an encrypted backup, passwords) and the
+/// database's owner and settings on the target, before a restore that keeps owners and grants.
+#[step(kind = Restore, name = "globals.restore")]
 async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepError> {
     let path = ctx.backup_header(&w.backup).await?;
     let shown = crate::storage::remote::display(&path);

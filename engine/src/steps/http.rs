@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fields, Step, StepCtx, StepError, With, WithError};
+use super::{Fields, step, StepCtx, StepError, With, WithError};
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -145,19 +145,9 @@ pub struct CheckOutputs {
     elapsed_ms: u64,
 }
 
-pub struct Check;
-
-impl Step for Check {
-    const NAME: &'static str = "http.check";
-    const SUMMARY: &'static str = "Request a URL (method, headers, body or form; redirects followed; cookies kept in a jar shared by the run's checks) and check the status code and, optionally, the body.";
-    type With = CheckWith;
-    type Outputs = CheckOutputs;
-
-    fn run(ctx: StepCtx, w: CheckWith) -> impl std::future::Future<Output = Result<CheckOutputs, StepError>> + Send {
-        check(ctx, w)
-    }
-}
-
+/// Request a URL (method, headers, body or form; redirects followed; cookies kept in a jar shared by the run's checks)
+/// and check the status code and, optionally, the body.
+#[step(kind = Check, name = "http.check")]
 async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
     let client = client(&ctx, &w)?;
     let (mut last, mut total) = (CheckOutputs::default(), 0);

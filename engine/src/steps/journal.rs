@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
-use super::{BoxFuture, Fields, Step, StepCtx, StepError, With, WithError};
+use super::{BoxFuture, Fields, step, StepCtx, StepError, With, WithError};
 use crate::backup::Manifest;
 use crate::pg::native::quote_ident;
 use crate::restore::{self, Journal, LockError, Phase};
@@ -180,20 +180,6 @@ pub struct LockOutputs {
     properties: serde_json::Value,
 }
 
-pub struct Lock;
-
-impl Step for Lock {
-    const NAME: &'static str = "restore.lock";
-    const SUMMARY: &'static str = "Take the exclusive restore lock of a database (held until the runbook ends) and read its journal: refuse when another restore holds it or an unfinished restore is found, unless `recover` says how to finish that one.";
-    const REPORT_LOG: bool = true;
-    type With = LockWith;
-    type Outputs = LockOutputs;
-
-    fn run(ctx: StepCtx, w: LockWith) -> impl std::future::Future<Output = Result<LockOutputs, StepError>> + Send {
-        lock(ctx, w)
-    }
-}
-
 struct HeldLock(restore::Lock);
 
 impl super::Teardown for HeldLock {
@@ -205,6 +191,9 @@ impl super::Teardown for HeldLock {
     }
 }
 
+/// Take the exclusive restore lock of a database (held until the runbook ends) and read its journal: refuse when
+/// another restore holds it or an unfinished restore is found, unless `recover` says how to finish that one.
+#[step(kind = Lock, name = "restore.lock", report_log)]
 async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
     let server = crate::pg::server_id(&w.url)?;
     let held = match restore::lock(&w.url, &w.maintenance_db, &w.database).await {
@@ -567,23 +556,9 @@ pub struct JournalOutputs {
     journal: String,
 }
 
-pub struct WriteJournal;
-
-impl Step for WriteJournal {
-    const NAME: &'static str = "restore.journal";
-    const SUMMARY: &'static str = "Write the restore journal (fsynced) before anything changes: target, backup, who and since; or mark a later phase (`verified`). Recovering runs keep the original's record.";
-    const REPORT_LOG: bool = true;
-    type With = JournalWith;
-    type Outputs = JournalOutputs;
-
-    fn run(
-        ctx: StepCtx,
-        w: JournalWith,
-    ) -> impl std::future::Future<Output = Result<JournalOutputs, StepError>> + Send {
-        journal(ctx, w)
-    }
-}
-
+/// Write the restore journal (fsynced) before anything changes: target, backup, who and since; or mark a later phase
+/// (`verified`). Recovering runs keep the original's record.
+#[step(kind = WriteJournal, name = "restore.journal", report_log)]
 async fn journal(ctx: StepCtx, w: JournalWith) -> Result<JournalOutputs, StepError> {
     let path = ctx.resolve(&w.journal);
     let o = JournalOutputs { journal: path.display().to_string() };
@@ -680,20 +655,10 @@ pub struct FinishOutputs {
     state: String,
 }
 
-pub struct Finish;
-
-impl Step for Finish {
-    const NAME: &'static str = "restore.finish";
-    const SUMMARY: &'static str = "When an operator restore ends: let connections in again unless the database was restored and verified, close the journal when the database is restored or as it was, and otherwise keep it and say plainly how to put the original back.";
-    const REPORT_LOG: bool = true;
-    type With = FinishWith;
-    type Outputs = FinishOutputs;
-
-    fn run(ctx: StepCtx, w: FinishWith) -> impl std::future::Future<Output = Result<FinishOutputs, StepError>> + Send {
-        finish(ctx, w)
-    }
-}
-
+/// When an operator restore ends: let connections in again unless the database was restored and verified, close the
+/// journal when the database is restored or as it was, and otherwise keep it and say plainly how to put the original
+/// back.
+#[step(kind = Finish, name = "restore.finish", report_log)]
 async fn finish(ctx: StepCtx, w: FinishWith) -> Result<FinishOutputs, StepError> {
     let path = ctx.resolve(&w.journal);
     let Some(mut j) = Journal::read(&path).map_err(StepError::from)?.filter(Journal::unfinished) else {

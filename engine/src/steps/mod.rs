@@ -24,6 +24,12 @@ use crate::template;
 /// doc comments (see the `pgdrill-derive` crate for what it reads).
 pub use pgdrill_derive::Fields;
 
+/// `#[step(name = "..", flags)]` declares a step kind, `pub struct Kind;` and its `Step`
+/// implementation, from its doc comment (the summary) and its `run`: on `impl Kind { async
+/// fn run(..) }`, or with `kind = Kind` on the free `async fn` the kind runs (see the
+/// `pgdrill-derive` crate).
+pub use pgdrill_derive::step;
+
 /// Outputs a step hands to later steps as `steps.<id>.<name>`.
 pub type Outputs = serde_json::Map<String, serde_json::Value>;
 
@@ -575,8 +581,9 @@ pub trait With: DeserializeOwned + Send + 'static {
 }
 
 /// A step kind stated by its types: its name, its `with:` block and its outputs. One
-/// implementation and one `kind::<S>()` line in the catalogue make a new step; the adapter
-/// does the YAML and JSON around it, so a step's `run` works on typed values only.
+/// implementation and one line in `kinds!` make a new step; the adapter does the YAML and
+/// JSON around it, so a step's `run` works on typed values only. Kinds implement it through
+/// `#[step]`, which reads the `With` and `Outputs` types from `run`'s signature.
 pub trait Step: 'static {
     /// The kind's name in runbooks (`shell.run`).
     const NAME: &'static str;
@@ -912,6 +919,81 @@ mod tests {
             show(<ProbeOutputs as Fields>::FIELDS),
             ["size integer|null false the size, when known", "ratio number false the ratio"]
         );
+    }
+
+    /// `#[step]` makes a kind of what differs: the name and flags it is given, the summary
+    /// from the first paragraph of its doc comment (lines joined, later paragraphs left to
+    /// readers of the code), the `with:` and outputs types from `run`'s signature, on an
+    /// `impl` block or on the free function a kind runs.
+    #[test]
+    fn step_declares_a_kind_from_its_doc_comment_its_flags_and_its_run() {
+        #[derive(Debug, serde::Deserialize, Fields)]
+        #[allow(dead_code)]
+        pub struct ProbeWith {
+            /// what to probe
+            what: String,
+        }
+        impl With for ProbeWith {}
+        #[derive(Debug, Default, serde::Serialize, Fields)]
+        #[fields(outputs)]
+        pub struct ProbeOutputs {
+            /// how many
+            found: u64,
+        }
+
+        /// Probe something,
+        /// on two lines.
+        ///
+        /// Not the summary: for readers of the code.
+        #[step(name = "test.probe", report_log, measures_rto)]
+        impl Probe {
+            async fn run(_ctx: StepCtx, _w: ProbeWith) -> Result<ProbeOutputs, StepError> {
+                Ok(ProbeOutputs { found: 1 })
+            }
+        }
+
+        /// Probe through a function.
+        #[step(kind = Through, name = "test.through", destructive, interactive, finishes_itself)]
+        async fn through(_ctx: StepCtx, _w: ProbeWith) -> Result<(), StepError> {
+            Ok(())
+        }
+
+        let probe = kind::<Probe>();
+        assert_eq!((probe.name, probe.summary), ("test.probe", "Probe something, on two lines."));
+        assert_eq!(
+            (probe.report_log, probe.measures_rto, probe.destructive, probe.interactive, probe.finishes_itself),
+            (true, true, false, false, false)
+        );
+        assert_eq!(probe.fields.iter().map(|f| f.name).collect::<Vec<_>>(), ["what"]);
+        assert_eq!(probe.outputs.iter().map(|f| f.name).collect::<Vec<_>>(), ["found"]);
+        let through = kind::<Through>();
+        assert_eq!((through.name, through.summary), ("test.through", "Probe through a function."));
+        assert_eq!(
+            (
+                through.report_log,
+                through.measures_rto,
+                through.destructive,
+                through.interactive,
+                through.finishes_itself
+            ),
+            (false, false, true, true, true)
+        );
+        assert!(through.outputs.is_empty());
+        // Each runs its own `run`: the block's as written, the function through the kind.
+        struct NoOperator;
+        impl Operator for NoOperator {
+            fn ask(&self, _: String) -> BoxFuture<'static, Result<Option<String>, Failure>> {
+                Box::pin(async { Ok(None) })
+            }
+        }
+        let (ctx, _) = test_ctx(Arc::new(NoOperator));
+        let with: Yaml = serde_yaml::from_str("what: x").expect("yaml");
+        let ran = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(async { ((probe.run)(ctx.clone(), with.clone()).await, (through.run)(ctx, with).await) });
+        assert_eq!(ran.0.map(|o| o.get("found").cloned()), Ok(Some(serde_json::json!(1))));
+        assert_eq!(ran.1, Ok(Outputs::new()));
     }
 
     /// Steps talk to the operator through their context (`StepCtx::log`, `StepCtx::ask`),

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fields, Outputs, Step, StepCtx, StepError, StepKind, With};
+use super::{Fields, Outputs, step, StepCtx, StepError, StepKind, With};
 
 #[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
@@ -27,20 +27,14 @@ pub struct NestedOutputs {
     steps: serde_json::Map<String, serde_json::Value>,
 }
 
-pub struct Runbook;
-
 /// The catalogue entry, which the runbook loader knows by name (to follow nesting and refuse
 /// a cycle).
 pub const RUNBOOK: StepKind = super::kind::<Runbook>();
 
-impl Step for Runbook {
-    const NAME: &'static str = "runbook";
-    const SUMMARY: &'static str = "Run another runbook as a sub-suite, passing variables.";
-    // Its rollbacks and `finally` must run: it is told to stop, never dropped.
-    const FINISHES_ITSELF: bool = true;
-    type With = NestedWith;
-    type Outputs = NestedOutputs;
-
+/// Run another runbook as a sub-suite, passing variables.
+// finishes_itself: its rollbacks and `finally` must run; it is told to stop, never dropped.
+#[step(name = "runbook", finishes_itself)]
+impl Runbook {
     async fn run(ctx: StepCtx, w: NestedWith) -> Result<NestedOutputs, StepError> {
         let path = ctx.resolve(&w.path);
         let nested = ctx.nested.clone();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fields, Step, StepCtx, StepError, With, WithError};
+use super::{Fields, step, StepCtx, StepError, With, WithError};
 use crate::physical::pitr::{self, PitrOptions};
 use crate::physical::recover::{self, RecoverOptions, Target, TargetKind};
 use crate::physical::source::{Lsn, PhysicalSource};
@@ -173,14 +173,11 @@ pub struct VerifyOutputs {
     marker: Option<bool>,
 }
 
-pub struct Verify;
-
-impl Step for Verify {
-    const NAME: &'static str = "physical.verify";
-    const SUMMARY: &'static str = "Prove another tool's physical backup (pgBackRest, Barman, barman-cloud) restores to a point in time: the tool restores it into a throwaway, its WAL is replayed to the target, and the target is proven reached. A missing tool: exit 3.";
-    type With = VerifyWith;
-    type Outputs = VerifyOutputs;
-
+/// Prove another tool's physical backup (pgBackRest, Barman, barman-cloud) restores to a point in time: the tool
+/// restores it into a throwaway, its WAL is replayed to the target, and the target is proven reached. A missing tool:
+/// exit 3.
+#[step(name = "physical.verify")]
+impl Verify {
     async fn run(ctx: StepCtx, w: VerifyWith) -> Result<VerifyOutputs, StepError> {
         let started = time::OffsetDateTime::now_utc();
         let target = w.target()?;

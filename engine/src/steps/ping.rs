@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{pg_error, Fields, Step, StepCtx, StepError, With};
+use super::{pg_error, Fields, step, StepCtx, StepError, With};
 use crate::pg;
 
 #[derive(Debug, Deserialize, Fields)]
@@ -35,15 +35,10 @@ pub struct PingOutputs {
     in_recovery: bool,
 }
 
-pub struct Ping;
-
-impl Step for Ping {
-    const NAME: &'static str = "pg.ping";
-    const SUMMARY: &'static str =
-        "Connect to a server and report its version and whether it is a standby; nothing is changed. Unreachable within `timeout`: exit 3.";
-    type With = PingWith;
-    type Outputs = PingOutputs;
-
+/// Connect to a server and report its version and whether it is a standby; nothing is changed. Unreachable within
+/// `timeout`: exit 3.
+#[step(name = "pg.ping")]
+impl Ping {
     async fn run(ctx: StepCtx, w: PingWith) -> Result<PingOutputs, StepError> {
         let asked = async {
             let client = pg::connect(&w.url).await?;

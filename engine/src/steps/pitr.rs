@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{rfc3339, BoxFuture, Fields, Step, StepCtx, StepError, Teardown, With, WithError};
+use super::{rfc3339, BoxFuture, Fields, step, StepCtx, StepError, Teardown, With, WithError};
 use crate::physical::archiving::{ArchivingOptions, ArchivingServer};
 use crate::physical::basebackup::BasebackupFolder;
 use crate::pg::fingerprint::{Fingerprint, Mode};
@@ -243,20 +243,6 @@ pub struct RestoreOutputs {
     ground_truth: String,
 }
 
-pub struct Restore;
-
-impl Step for Restore {
-    const NAME: &'static str = "pitr.restore";
-    const SUMMARY: &'static str = "Recover a physical backup to a point in time (time, LSN, xid, restore point, immediate, latest) in a throwaway server and prove the target was reached.";
-    const REPORT_LOG: bool = true;
-    type With = RestoreWith;
-    type Outputs = RestoreOutputs;
-
-    fn run(ctx: StepCtx, w: RestoreWith) -> impl std::future::Future<Output = Result<RestoreOutputs, StepError>> + Send {
-        restore(ctx, w)
-    }
-}
-
 /// The source `w` names.
 fn open_source(ctx: &StepCtx, w: &RestoreWith) -> Result<Box<dyn PhysicalSource>, StepError> {
     match w.source.as_str() {
@@ -303,6 +289,9 @@ fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
+/// Recover a physical backup to a point in time (time, LSN, xid, restore point, immediate, latest) in a throwaway
+/// server and prove the target was reached.
+#[step(kind = Restore, name = "pitr.restore", report_log)]
 async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepError> {
     let started = OffsetDateTime::now_utc();
     let target = w.target().map_err(|e| StepError::field(e.path.clone(), e.message.clone()))?;
@@ -583,19 +572,8 @@ pub struct SourceOutputs {
     bin_dir: String,
 }
 
-pub struct Source;
-
-impl Step for Source {
-    const NAME: &'static str = "pitr.source";
-    const SUMMARY: &'static str = "Start a throwaway source server (local binaries) that archives its WAL, for point-in-time recovery drills.";
-    type With = SourceWith;
-    type Outputs = SourceOutputs;
-
-    fn run(ctx: StepCtx, w: SourceWith) -> impl std::future::Future<Output = Result<SourceOutputs, StepError>> + Send {
-        source(ctx, w)
-    }
-}
-
+/// Start a throwaway source server (local binaries) that archives its WAL, for point-in-time recovery drills.
+#[step(kind = Source, name = "pitr.source")]
 async fn source(ctx: StepCtx, w: SourceWith) -> Result<SourceOutputs, StepError> {
     let major = w
         .version
@@ -688,19 +666,9 @@ pub struct MarkOutputs {
     unlogged: Vec<String>,
 }
 
-pub struct MarkStep;
-
-impl Step for MarkStep {
-    const NAME: &'static str = "pitr.mark";
-    const SUMMARY: &'static str = "Mark a point to recover to on a source: its time, WAL location and restore point, with the schema and per-table rows there (the ground truth for pitr.restore's expect).";
-    type With = MarkWith;
-    type Outputs = MarkOutputs;
-
-    fn run(ctx: StepCtx, w: MarkWith) -> impl std::future::Future<Output = Result<MarkOutputs, StepError>> + Send {
-        mark(ctx, w)
-    }
-}
-
+/// Mark a point to recover to on a source: its time, WAL location and restore point, with the schema and per-table rows
+/// there (the ground truth for pitr.restore's expect).
+#[step(kind = MarkStep, name = "pitr.mark")]
 async fn mark(ctx: StepCtx, w: MarkWith) -> Result<MarkOutputs, StepError> {
     let mode = match w.mode.as_deref().filter(|m| !m.is_empty()) {
         None | Some("counts") => Mode::Counts,

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fields, Step, StepCtx, StepError, With};
+use super::{Fields, step, StepCtx, StepError, With};
 use crate::backup::layout::{manifest_path, LocalStore};
 use crate::backup::retention::{decide, Item, Policy};
 use crate::backup::Manifest;
@@ -70,21 +70,6 @@ pub struct PruneOutputs {
     unfinished_deleted: Vec<String>,
     /// files named like backups whose content is not recognisably a dump: never deleted
     left_alone: usize,
-}
-
-pub struct Prune;
-
-impl Step for Prune {
-    const NAME: &'static str = "retention.prune";
-    const SUMMARY: &'static str =
-        "Grandfather-father-son retention; prints what it would delete and why; deletes only with apply: true.";
-    const REPORT_LOG: bool = true;
-    type With = PruneWith;
-    type Outputs = PruneOutputs;
-
-    fn run(ctx: StepCtx, w: PruneWith) -> impl std::future::Future<Output = Result<PruneOutputs, StepError>> + Send {
-        prune(ctx, w)
-    }
 }
 
 /// Backup names the verification ledger beside the backups records as passed. A ledger
@@ -186,6 +171,8 @@ async fn read_disagrees(
     })
 }
 
+/// Grandfather-father-son retention; prints what it would delete and why; deletes only with apply: true.
+#[step(kind = Prune, name = "retention.prune", report_log)]
 async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
     let storage = ctx.storage_root(&w.storage).await?;
     let pattern = super::backup::name_pattern(w.name_pattern.as_deref())?;

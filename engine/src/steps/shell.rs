@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use super::{Fields, Step, StepCtx, StepError, With, WithError};
+use super::{Fields, step, StepCtx, StepError, With, WithError};
 
 /// The most of stdout or stderr kept as an output; the rest is dropped, not buffered.
 const CAPTURE_LIMIT: usize = 1 << 20;
@@ -76,19 +76,6 @@ pub struct RunOutputs {
     exit_code: i32,
 }
 
-pub struct Run;
-
-impl Step for Run {
-    const NAME: &'static str = "shell.run";
-    const SUMMARY: &'static str = "Run a program, or a script through a shell when asked; check its exit code.";
-    type With = RunWith;
-    type Outputs = RunOutputs;
-
-    fn run(ctx: StepCtx, w: RunWith) -> impl std::future::Future<Output = Result<RunOutputs, StepError>> + Send {
-        run(ctx, w)
-    }
-}
-
 /// Kills the child's process group unless disarmed (the child exited on its own).
 struct GroupGuard(Option<Pid>);
 
@@ -100,6 +87,8 @@ impl Drop for GroupGuard {
     }
 }
 
+/// Run a program, or a script through a shell when asked; check its exit code.
+#[step(kind = Run, name = "shell.run")]
 async fn run(ctx: StepCtx, w: RunWith) -> Result<RunOutputs, StepError> {
     {
         let argv: Vec<String> = match (&w.argv, &w.script) {

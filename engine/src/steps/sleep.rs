@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Fields, Step, StepCtx, StepError, With};
+use super::{Fields, step, StepCtx, StepError, With};
 
 #[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
@@ -16,14 +16,9 @@ pub struct SleepWith {
 
 impl With for SleepWith {}
 
-pub struct Sleep;
-
-impl Step for Sleep {
-    const NAME: &'static str = "sleep";
-    const SUMMARY: &'static str = "Wait for a while.";
-    type With = SleepWith;
-    type Outputs = ();
-
+/// Wait for a while.
+#[step(name = "sleep")]
+impl Sleep {
     async fn run(ctx: StepCtx, w: SleepWith) -> Result<(), StepError> {
         ctx.log(format!("sleeping {}", humantime::format_duration(w.duration)));
         // A timer fires on the timer wheel's next millisecond at the earliest: `sleep 0s`

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tokio_postgres::SimpleQueryMessage;
 
-use super::{Fields, Step, StepCtx, StepError, With, WithError};
+use super::{Fields, step, StepCtx, StepError, With, WithError};
 use crate::pg;
 use crate::template::is_template;
 
@@ -90,14 +90,9 @@ impl With for AssertWith {
     }
 }
 
-pub struct Exec;
-
-impl Step for Exec {
-    const NAME: &'static str = "sql.exec";
-    const SUMMARY: &'static str = "Run SQL statements (inline or from a file) against a database.";
-    type With = ExecWith;
-    type Outputs = ExecOutputs;
-
+/// Run SQL statements (inline or from a file) against a database.
+#[step(name = "sql.exec")]
+impl Exec {
     async fn run(ctx: StepCtx, w: ExecWith) -> Result<ExecOutputs, StepError> {
         let sql = match (&w.sql, &w.file) {
             (Some(s), _) => s.clone(),
@@ -115,14 +110,9 @@ impl Step for Exec {
     }
 }
 
-pub struct Assert;
-
-impl Step for Assert {
-    const NAME: &'static str = "sql.assert";
-    const SUMMARY: &'static str = "Run a query returning one value and check it against an expectation.";
-    type With = AssertWith;
-    type Outputs = AssertOutputs;
-
+/// Run a query returning one value and check it against an expectation.
+#[step(name = "sql.assert")]
+impl Assert {
     async fn run(ctx: StepCtx, w: AssertWith) -> Result<AssertOutputs, StepError> {
         let expect = Expect::parse(&w.expect).map_err(StepError::invalid)?;
         let (values, _) = rows_of(&w.url, &w.query).await?;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{pg_error, rfc3339, Fields, Step, StepCtx, StepError, With, WithError};
+use super::{pg_error, rfc3339, Fields, step, StepCtx, StepError, With, WithError};
 use crate::backup::layout::LocalStore;
 use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::source::{self, Origin};
@@ -163,20 +163,6 @@ super::one_of_outputs! {
     PickOutputs { Pgdrill(Picked), Foreign(PickedForeign) }
 }
 
-pub struct Pick;
-
-impl Step for Pick {
-    const NAME: &'static str = "backup.pick";
-    const SUMMARY: &'static str = "Choose the backup to verify or restore: the latest, a random one within a window, or a named one (pgdrill's or another tool's).";
-    const REPORT_LOG: bool = true;
-    type With = PickWith;
-    type Outputs = PickOutputs;
-
-    fn run(ctx: StepCtx, w: PickWith) -> impl std::future::Future<Output = Result<PickOutputs, StepError>> + Send {
-        pick(ctx, w)
-    }
-}
-
 /// What a pgdrill backup's manifest adds to `backup.pick`'s outputs.
 struct FromManifest {
     server_major: u32,
@@ -198,6 +184,9 @@ pub(super) fn sha256_file(path: &Path) -> Result<String, StepError> {
     Ok(hr.finish().0)
 }
 
+/// Choose the backup to verify or restore: the latest, a random one within a window, or a named one (pgdrill's or
+/// another tool's).
+#[step(kind = Pick, name = "backup.pick", report_log)]
 async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
     let storage = match w.storage.as_deref() {
         Some(s) => Some(ctx.storage_root(s).await?),
@@ -548,19 +537,9 @@ pub struct FreshOutputs {
     target_s: Option<u64>,
 }
 
-pub struct Freshness;
-
-impl Step for Freshness {
-    const NAME: &'static str = "verify.freshness";
-    const SUMMARY: &'static str = "Fail when a backup is older than max_age; report the RPO it implies (its age: what restoring it now would lose) against an rpo target.";
-    type With = FreshWith;
-    type Outputs = FreshOutputs;
-
-    fn run(ctx: StepCtx, w: FreshWith) -> impl std::future::Future<Output = Result<FreshOutputs, StepError>> + Send {
-        freshness(ctx, w)
-    }
-}
-
+/// Fail when a backup is older than max_age; report the RPO it implies (its age: what restoring it now would lose)
+/// against an rpo target.
+#[step(kind = Freshness, name = "verify.freshness")]
 async fn freshness(ctx: StepCtx, w: FreshWith) -> Result<FreshOutputs, StepError> {
     // A backup dated in the future (a host with a skewed clock, another tool's file) has
     // no age anyone can judge: "0 s old" would pass any max_age and rpo. Fail closed, and
@@ -689,22 +668,8 @@ pub struct RestoreOutputs {
     sections: Vec<&'static str>,
 }
 
-pub struct Restore;
-
-impl Step for Restore {
-    const NAME: &'static str = "backup.restore";
-    const SUMMARY: &'static str = "Restore a backup into a database: decrypt, decompress, pg_restore (parallel from a staged file) or psql for SQL.";
-    type With = RestoreWith;
-    type Outputs = RestoreOutputs;
-
-    fn run(
-        ctx: StepCtx,
-        w: RestoreWith,
-    ) -> impl std::future::Future<Output = Result<RestoreOutputs, StepError>> + Send {
-        restore_into(ctx, w)
-    }
-}
-
+/// Restore a backup into a database: decrypt, decompress, pg_restore (parallel from a staged file) or psql for SQL.
+#[step(kind = Restore, name = "backup.restore")]
 async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepError> {
     let staged_given = w.staged.as_deref().is_some_and(|s| !s.is_empty());
     // With the plaintext staged by `backup.check`, the backup itself is not read again:
@@ -894,23 +859,6 @@ pub struct FingerprintOutputs {
     ground_truth: String,
 }
 
-pub struct FingerprintCheck;
-
-impl Step for FingerprintCheck {
-    const NAME: &'static str = "verify.fingerprint";
-    const SUMMARY: &'static str =
-        "Fingerprint a database (schema, per-table rows and content hashes) and compare it with an expected one.";
-    type With = FingerprintWith;
-    type Outputs = FingerprintOutputs;
-
-    fn run(
-        ctx: StepCtx,
-        w: FingerprintWith,
-    ) -> impl std::future::Future<Output = Result<FingerprintOutputs, StepError>> + Send {
-        compare(ctx, w)
-    }
-}
-
 const SHOWN: usize = 10;
 
 fn summarize(what: &str, diffs: &[String]) -> String {
@@ -922,6 +870,8 @@ fn summarize(what: &str, diffs: &[String]) -> String {
     msg
 }
 
+/// Fingerprint a database (schema, per-table rows and content hashes) and compare it with an expected one.
+#[step(kind = FingerprintCheck, name = "verify.fingerprint")]
 async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs, StepError> {
     let expect: Option<Fingerprint> = match w.expect.as_ref() {
         None | Some(serde_json::Value::Null) => None,
@@ -1293,23 +1243,8 @@ pub struct AmcheckOutputs {
     indexes: usize,
 }
 
-pub struct Amcheck;
-
-impl Step for Amcheck {
-    const NAME: &'static str = "verify.amcheck";
-    const SUMMARY: &'static str =
-        "Check every B-tree index with amcheck (bt_index_check, heapallindexed); skipped when amcheck is not available.";
-    type With = AmcheckWith;
-    type Outputs = AmcheckOutputs;
-
-    fn run(
-        ctx: StepCtx,
-        w: AmcheckWith,
-    ) -> impl std::future::Future<Output = Result<AmcheckOutputs, StepError>> + Send {
-        amcheck(ctx, w)
-    }
-}
-
+/// Check every B-tree index with amcheck (bt_index_check, heapallindexed); skipped when amcheck is not available.
+#[step(kind = Amcheck, name = "verify.amcheck")]
 async fn amcheck(ctx: StepCtx, w: AmcheckWith) -> Result<AmcheckOutputs, StepError> {
     // Beside a restore of post-data, indexes are checked as they appear; the last listing is
     // taken after that step has ended, so none is left out.
@@ -1582,19 +1517,8 @@ pub struct RecordOutputs {
     ledger: String,
 }
 
-pub struct Record;
-
-impl Step for Record {
-    const NAME: &'static str = "verify.record";
-    const SUMMARY: &'static str = "Append a verification result to the ledger beside the backup (ledger.jsonl).";
-    type With = RecordWith;
-    type Outputs = RecordOutputs;
-
-    fn run(ctx: StepCtx, w: RecordWith) -> impl std::future::Future<Output = Result<RecordOutputs, StepError>> + Send {
-        record(ctx, w)
-    }
-}
-
+/// Append a verification result to the ledger beside the backup (ledger.jsonl).
+#[step(kind = Record, name = "verify.record")]
 async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError> {
     let path = ctx.resolve(&w.backup);
     let mut checks = serde_json::Map::new();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fields, Step, StepCtx, StepError, With};
+use super::{Fields, step, StepCtx, StepError, With};
 use crate::archive::KeySource;
 use crate::backup::base::{self, ListedBase};
 use crate::error::Failure;
@@ -283,14 +283,10 @@ pub struct WalCheckOutputs {
     window_start_lsn: String,
 }
 
-pub struct WalCheck;
-
-impl Step for WalCheck {
-    const NAME: &'static str = "wal.check";
-    const SUMMARY: &'static str = "Check the WAL archive from a base backup's start through its end and on to the archive's end, across timelines: every segment there, the right size, decryptable and authenticated. A gap fails, named by segment and time.";
-    type With = WalCheckWith;
-    type Outputs = WalCheckOutputs;
-
+/// Check the WAL archive from a base backup's start through its end and on to the archive's end, across timelines:
+/// every segment there, the right size, decryptable and authenticated. A gap fails, named by segment and time.
+#[step(name = "wal.check")]
+impl WalCheck {
     async fn run(ctx: StepCtx, w: WalCheckWith) -> Result<WalCheckOutputs, StepError> {
         let store = ctx.store(&w.storage)?;
         let key = KeySource::from_secret(&w.key);
@@ -516,15 +512,10 @@ pub struct PruneOutputs {
     applied: bool,
 }
 
-pub struct WalPrune;
-
-impl Step for WalPrune {
-    const NAME: &'static str = "wal.prune";
-    const SUMMARY: &'static str = "Retention of base backups (grandfather-father-son) and of the WAL archive: every WAL file a kept base backup needs stays, older ones go; a dry run unless apply: true.";
-    const REPORT_LOG: bool = true;
-    type With = PruneWith;
-    type Outputs = PruneOutputs;
-
+/// Retention of base backups (grandfather-father-son) and of the WAL archive: every WAL file a kept base backup needs
+/// stays, older ones go; a dry run unless apply: true.
+#[step(name = "wal.prune", report_log)]
+impl WalPrune {
     async fn run(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
         let store = ctx.store(&w.storage)?;
         let systems = match w.system_identifier.as_deref().filter(|s| !s.is_empty()) {

@@ -326,11 +326,9 @@ fn an_email_goes_out_over_starttls_and_a_wrong_ca_is_a_warning_not_a_verdict() {
         )
     };
     std::fs::write(&notify, email(&format!("ca_file: \"{}\",", cert.display()))).expect("notify");
-    let out = pgdrill(&["run", rb.to_str().expect("utf-8"), "--notify", notify.to_str().expect("utf-8")])
-        .output()
-        .expect("pgdrill");
-    assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(!text(&out.stderr).contains("warning:"), "{}", text(&out.stderr));
+    let out = Run::new(&rb).arg("--notify").arg(&notify).output();
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(!out.stderr.contains("warning:"), "{}", out.stderr);
     let mails: Vec<_> = std::fs::read_dir(maildir.join("new")).expect("maildir").flatten().collect();
     assert_eq!(mails.len(), 1, "one message for both recipients");
     let mail = std::fs::read_to_string(mails[0].path()).expect("mail");
@@ -340,11 +338,9 @@ fn an_email_goes_out_over_starttls_and_a_wrong_ca_is_a_warning_not_a_verdict() {
     // Without the private CA the server's certificate is not trusted: a warning, nothing sent,
     // the run's verdict unchanged.
     std::fs::write(&notify, email("")).expect("notify");
-    let out = pgdrill(&["run", rb.to_str().expect("utf-8"), "--notify", notify.to_str().expect("utf-8")])
-        .output()
-        .expect("pgdrill");
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
+    let out = Run::new(&rb).arg("--notify").arg(&notify).output();
+    assert_eq!(out.code, Some(1));
+    let err = out.stderr;
     assert!(err.contains("warning: ops-mail via localhost:") && err.contains("TLS with localhost"), "{err}");
     assert_eq!(std::fs::read_dir(maildir.join("new")).expect("maildir").count(), 1);
 }
@@ -428,22 +424,16 @@ fn the_smtp_password_is_a_secret_from_the_first_step() {
     .expect("notify");
     let report = dir.path().join("report");
     let junit = dir.path().join("junit.xml");
-    let out = pgdrill(&[
-        "run",
-        rb.to_str().expect("utf-8"),
-        "--notify",
-        notify.to_str().expect("utf-8"),
-        "--report",
-        report.to_str().expect("utf-8"),
-        "--junit",
-        junit.to_str().expect("utf-8"),
-    ])
-    .env("SMTP_PW", PASSWORD)
-    .env("PGPASSFILE", &passfile)
-    .output()
-    .expect("pgdrill");
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let out = Run::new(&rb)
+        .arg("--notify")
+        .arg(&notify)
+        .report(&report)
+        .junit(&junit)
+        .env("SMTP_PW", PASSWORD)
+        .env("PGPASSFILE", &passfile)
+        .output();
+    let (stdout, stderr) = (out.stdout, out.stderr);
+    assert_eq!(out.code, Some(1), "{stdout}{stderr}");
     assert!(!stderr.contains("warning:"), "a sink failed: {stderr}");
 
     let mut seen: Vec<(String, String)> = vec![("stdout".into(), stdout), ("stderr".into(), stderr)];
@@ -507,20 +497,14 @@ fn hostile_names_are_escaped_for_markdown_the_terminal_and_slack_and_query_token
     .expect("notify");
     let report = dir.path().join("report");
     let forged = "  passed       forged step [shell.run] 0.00s";
-    let out = pgdrill(&[
-        "run",
-        rb.to_str().expect("utf-8"),
-        "--var",
-        &format!("database=db1 <!channel> <https://evil|text>\n{forged}"),
-        "--notify",
-        notify.to_str().expect("utf-8"),
-        "--report",
-        report.to_str().expect("utf-8"),
-    ])
-    .output()
-    .expect("pgdrill");
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let out = Run::new(&rb)
+        .var("database", format!("db1 <!channel> <https://evil|text>\n{forged}"))
+        .arg("--notify")
+        .arg(&notify)
+        .report(&report)
+        .output();
+    let (stdout, stderr) = (out.stdout, out.stderr);
+    assert_eq!(out.code, Some(1), "{stdout}{stderr}");
 
     // The terminal: one line per event, the newline shown as `\n`.
     assert!(!stdout.lines().any(|l| l == forged), "a forged line: {stdout}");
@@ -639,25 +623,18 @@ fn hostile_names_never_break_any_output_format() {
         // The same text as the run's database (the subject of an email, a Sentry tag), its
         // escapes read as YAML reads them; an argument cannot hold a NUL.
         let db: String = serde_yaml::from_str::<String>(&format!("\"DB{i} {h}\"")).expect("yaml").replace('\0', "");
-        let out = pgdrill(&[
-            "run",
-            rb.to_str().expect("utf-8"),
-            "--var",
-            &format!("database={db}"),
-            "--notify",
-            notify.to_str().expect("utf-8"),
-            "--report",
-            report.to_str().expect("utf-8"),
-            "--junit",
-            junit.to_str().expect("utf-8"),
-        ])
-        .env("SMTP_PW", SMTP_PW)
-        .output()
-        .expect("pgdrill");
-        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        let out = Run::new(&rb)
+            .var("database", db)
+            .arg("--notify")
+            .arg(&notify)
+            .report(&report)
+            .junit(&junit)
+            .env("SMTP_PW", SMTP_PW)
+            .output();
+        let (stdout, stderr) = (out.stdout, out.stderr);
         let case = format!("hostile #{i} {h:?}");
         assert!(!stderr.contains("warning:"), "{case}: a sink failed: {stderr}");
-        assert_eq!(out.status.code(), Some(1), "{case}: {stdout}{stderr}");
+        assert_eq!(out.code, Some(1), "{case}: {stdout}{stderr}");
 
         // The terminal: nothing raw, and each hostile text stays on its step's line.
         for (what, t) in [("stdout", &stdout), ("stderr", &stderr)] {

@@ -77,7 +77,7 @@ fn pagerduty_opsgenie_teams_and_syslog_receive_what_their_schemas_document() {
     let (port, got) = http_receiver();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
     udp.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
-    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("tcp");
+    let (tcp_port, tcp_messages) = tcp_syslog();
     let t = tempfile::tempdir().expect("tmp");
     let notify = t.path().join("notify.yaml");
     std::fs::write(
@@ -91,7 +91,7 @@ fn pagerduty_opsgenie_teams_and_syslog_receive_what_their_schemas_document() {
   - {{ when: always, syslog: {{ address: \"127.0.0.1:{}\", transport: tcp, facility: 1 }} }}
 ",
             udp.local_addr().expect("addr").port(),
-            tcp.local_addr().expect("addr").port()
+            tcp_port
         ),
     )
     .expect("notify");
@@ -103,15 +103,6 @@ fn pagerduty_opsgenie_teams_and_syslog_receive_what_their_schemas_document() {
         )
         .expect("runbook")
     };
-    let tcp_messages = Arc::new(Mutex::new(Vec::<String>::new()));
-    let tm = tcp_messages.clone();
-    std::thread::spawn(move || {
-        for conn in tcp.incoming().flatten() {
-            let mut s = String::new();
-            let _ = BufReader::new(conn).read_to_string(&mut s);
-            tm.lock().expect("lock").push(s);
-        }
-    });
     let run = || {
         Run::new(&runbook)
             .var("database", HOSTILE)
@@ -236,42 +227,12 @@ fn a_notification_with_two_sinks_or_a_bad_severity_is_shown_at_its_line() {
 /// still there, shown escaped.
 #[test]
 fn hostile_names_never_break_the_oncall_sinks_or_the_metric_labels() {
-    let (port, got) = http_receiver();
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-    udp.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
-    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("tcp");
-    let tcp_port = tcp.local_addr().expect("addr").port();
-    let tcp_messages = Arc::new(Mutex::new(Vec::<String>::new()));
-    let tm = tcp_messages.clone();
-    std::thread::spawn(move || {
-        for conn in tcp.incoming().flatten() {
-            let mut s = String::new();
-            let _ = BufReader::new(conn).read_to_string(&mut s);
-            tm.lock().expect("lock").push(s);
-        }
-    });
-    let t = tempfile::tempdir().expect("tmp");
-    let textfile = t.path().join("pgdrill.prom");
-    let notify = t.path().join("notify.yaml");
-    std::fs::write(
-        &notify,
-        format!(
-            "metrics:
-  textfile: {}
-  pushgateway: {{ url: \"http://127.0.0.1:{port}/gw\" }}
-notify:
-  - {{ when: always, pagerduty: {{ routing_key_env: PD_KEY, url: \"http://127.0.0.1:{port}/v2/enqueue\" }} }}
-  - {{ when: always, opsgenie: {{ api_key_env: GENIE_KEY, url: \"http://127.0.0.1:{port}/v2/alerts\" }} }}
-  - {{ when: always, teams: {{ url: \"http://127.0.0.1:{port}/teams\" }} }}
-  - {{ when: always, syslog: {{ address: \"127.0.0.1:{}\" }} }}
-  - {{ when: always, syslog: {{ address: \"127.0.0.1:{}\", transport: tcp }} }}
-",
-            textfile.display(),
-            udp.local_addr().expect("addr").port(),
-            tcp_port,
-        ),
-    )
-    .expect("notify");
+    let (tcp_port, tcp_messages) = tcp_syslog();
+    let Sinks { port, got, udp, dir: t, textfile, notify } = sinks(&format!(
+        "  - {{ when: always, teams: {{ url: \"http://127.0.0.1:{{port}}/teams\" }} }}
+  - {{ when: always, syslog: {{ address: \"127.0.0.1:{tcp_port}\", transport: tcp }} }}
+"
+    ));
     // Characters no field may carry raw: C0 and C1 controls (but tab), DEL, bidi overrides.
     let harmful = |c: char| (c.is_control() && c != '\t') || pgdrill::util::is_bidi_control(c);
     // Every word (three or more letters or digits) of the text, as a reader would look for it.
@@ -436,15 +397,42 @@ fn promtool(text: &str, what: &str) {
     assert!(out.status.success(), "{what}: promtool check metrics: {said}\n{text:?}");
 }
 
-/// One failed run with `database` as its database, every on-call sink and the metrics
-/// configured: (HTTP requests received, the UDP syslog message, the textfile).
-fn one_failed_run(database: &str) -> (Vec<Got>, String, String) {
+/// A TCP syslog receiver: its port, and each connection's text once it closes.
+fn tcp_syslog() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("tcp");
+    let port = tcp.local_addr().expect("addr").port();
+    let tcp_messages = Arc::new(Mutex::new(Vec::<String>::new()));
+    let tm = tcp_messages.clone();
+    std::thread::spawn(move || {
+        for conn in tcp.incoming().flatten() {
+            let mut s = String::new();
+            let _ = BufReader::new(conn).read_to_string(&mut s);
+            tm.lock().expect("lock").push(s);
+        }
+    });
+    (port, tcp_messages)
+}
+
+/// An HTTP receiver, a UDP syslog socket and, in a tempdir of its own, a notify file that
+/// sends a run to PagerDuty, Opsgenie and syslog over UDP on them, with the metrics in a
+/// textfile and a Pushgateway, then the sinks in `more` (`{port}` in it: the HTTP receiver's
+/// port).
+struct Sinks {
+    port: u16,
+    got: Arc<Mutex<Vec<Got>>>,
+    udp: std::net::UdpSocket,
+    dir: tempfile::TempDir,
+    textfile: std::path::PathBuf,
+    notify: std::path::PathBuf,
+}
+
+fn sinks(more: &str) -> Sinks {
     let (port, got) = http_receiver();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
     udp.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
-    let t = tempfile::tempdir().expect("tmp");
-    let textfile = t.path().join("pgdrill.prom");
-    let notify = t.path().join("notify.yaml");
+    let dir = tempfile::tempdir().expect("tmp");
+    let textfile = dir.path().join("pgdrill.prom");
+    let notify = dir.path().join("notify.yaml");
     std::fs::write(
         &notify,
         format!(
@@ -455,12 +443,20 @@ notify:
   - {{ when: always, pagerduty: {{ routing_key_env: PD_KEY, url: \"http://127.0.0.1:{port}/v2/enqueue\" }} }}
   - {{ when: always, opsgenie: {{ api_key_env: GENIE_KEY, url: \"http://127.0.0.1:{port}/v2/alerts\" }} }}
   - {{ when: always, syslog: {{ address: \"127.0.0.1:{}\" }} }}
-",
+{}",
             textfile.display(),
             udp.local_addr().expect("addr").port(),
+            more.replace("{port}", &port.to_string()),
         ),
     )
     .expect("notify");
+    Sinks { port, got, udp, dir, textfile, notify }
+}
+
+/// One failed run with `database` as its database, every on-call sink and the metrics
+/// configured: (HTTP requests received, the UDP syslog message, the textfile).
+fn one_failed_run(database: &str) -> (Vec<Got>, String, String) {
+    let Sinks { got, udp, dir: t, textfile, notify, .. } = sinks("");
     let runbook = t.path().join("r.yaml");
     std::fs::write(
         &runbook,

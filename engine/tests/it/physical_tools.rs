@@ -65,6 +65,71 @@ fn ok(c: &mut Command, what: &str) -> String {
     text(&out.stdout)
 }
 
+/// A tempdir the server's user can reach (it holds the tool's folders and the throwaways').
+fn work_dir() -> tempfile::TempDir {
+    let work = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    work
+}
+
+/// A pgBackRest stanza `demo` of a test's cluster: its folder, owned by the server's user,
+/// holds the configuration, the log and the lock; every call runs as the server's user with
+/// `env` (the repository's passphrase or keys).
+struct Stanza {
+    dir: PathBuf,
+    config: PathBuf,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+impl Stanza {
+    fn new(work: &Path, env: &[(&'static str, &'static str)]) -> Stanza {
+        let dir = owned_dir(&work.join("pgbackrest"));
+        Stanza { config: dir.join("pgbackrest.conf"), dir, env: env.to_vec() }
+    }
+
+    /// The `archive_command` that pushes the cluster's WAL into the repository.
+    fn archive_command(&self) -> String {
+        format!("pgbackrest --config={} --stanza=demo archive-push %p", self.config.display())
+    }
+
+    /// The configuration: the test's own `[global]` lines (the repository), then what every
+    /// test shares (no log file, a checkpoint at once) and the cluster's lines.
+    fn configure(&self, repo: &str, c: &Cluster) {
+        std::fs::write(
+            &self.config,
+            format!(
+                "[global]\n{repo}log-path={}\nlock-path={}\nlog-level-file=off\nstart-fast=y\narchive-timeout=60\n\n\
+                 [demo]\npg1-path={}\npg1-port={}\npg1-socket-path={}\npg1-user=postgres\n",
+                self.dir.display(),
+                self.dir.join("lock").display(),
+                c.data.display(),
+                c.port,
+                c.socket().display()
+            ),
+        )
+        .expect("pgbackrest.conf");
+        own(&self.config);
+    }
+
+    /// `pgbackrest --stanza=demo ARGS`, which must succeed: its stdout.
+    #[track_caller]
+    fn run(&self, args: &[&str]) -> String {
+        let mut cmd = as_server("pgbackrest", &self.env);
+        cmd.arg(format!("--config={}", self.config.display())).arg("--stanza=demo").args(args);
+        ok(&mut cmd, &format!("pgbackrest {}", args.join(" ")))
+    }
+
+    /// `pgbackrest info` as JSON.
+    fn info(&self) -> serde_json::Value {
+        serde_json::from_str(&self.run(&["--output=json", "info"])).expect("pgbackrest info json")
+    }
+
+    /// The source pgdrill is given for it.
+    fn source(&self) -> String {
+        format!("pgbackrest://demo?config={}", self.config.display())
+    }
+}
+
 /// A PostgreSQL 15 cluster of the test's, archiving with `archive_command`, on a socket in
 /// its own directory. Stopped (immediately) when dropped.
 struct Cluster {
@@ -76,8 +141,7 @@ struct Cluster {
 
 impl Cluster {
     fn start(archive_command: &str, env: &[(&str, &str)]) -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let dir = work_dir();
         let pg = owned_dir(&dir.path().join("pg"));
         let data = pg.join("data");
         ok(
@@ -284,39 +348,18 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
     {
         return;
     }
-    let work = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let br = owned_dir(&work.path().join("pgbackrest"));
-    let repo = owned_dir(&br.join("repo"));
-    let config = br.join("pgbackrest.conf");
+    let work = work_dir();
     let env = [("PGBACKREST_REPO1_CIPHER_PASS", PASSPHRASE)];
+    let stanza = Stanza::new(work.path(), &env);
+    let repo = owned_dir(&stanza.dir.join("repo"));
+    let c = Cluster::start(&stanza.archive_command(), &env);
     // The team's configuration: an encrypted local repository. job-retry=0: a damaged file
     // fails at once instead of after pgBackRest's retries.
-    let write_config = |c: &Cluster| {
-        std::fs::write(
-            &config,
-            format!(
-                "[global]\nrepo1-path={}\nrepo1-cipher-type=aes-256-cbc\nrepo1-retention-full=2\nlog-path={}\nlock-path={}\n\
-                 log-level-file=off\nstart-fast=y\njob-retry=0\narchive-timeout=60\n\n[demo]\npg1-path={}\npg1-port={}\npg1-socket-path={}\npg1-user=postgres\n",
-                repo.display(),
-                br.display(),
-                br.join("lock").display(),
-                c.data.display(),
-                c.port,
-                c.socket().display()
-            ),
-        )
-        .expect("pgbackrest.conf");
-        own(&config);
-    };
-    let archive_command = format!("pgbackrest --config={} --stanza=demo archive-push %p", config.display());
-    let c = Cluster::start(&archive_command, &env);
-    write_config(&c);
-    let pgbackrest = |args: &[&str]| {
-        let mut cmd = as_server("pgbackrest", &env);
-        cmd.arg(format!("--config={}", config.display())).arg("--stanza=demo").args(args);
-        ok(&mut cmd, &format!("pgbackrest {}", args.join(" ")))
-    };
+    stanza.configure(
+        &format!("repo1-path={}\nrepo1-cipher-type=aes-256-cbc\nrepo1-retention-full=2\njob-retry=0\n", repo.display()),
+        &c,
+    );
+    let pgbackrest = |args: &[&str]| stanza.run(args);
     pgbackrest(&["stanza-create"]);
     c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
     c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
@@ -325,12 +368,11 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
     pgbackrest(&["--type=full", "backup"]);
     let _ = load.wait();
     let (t1, counts) = c.batches();
-    let info: serde_json::Value =
-        serde_json::from_str(&pgbackrest(&["--output=json", "info"])).expect("pgbackrest info json");
+    let info = stanza.info();
     let label = info[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
 
     let book = runbook(work.path());
-    let source = format!("pgbackrest://demo?config={}", config.display());
+    let source = stanza.source();
     let record = work.path().join("emitted.jsonl");
     let report = work.path().join("report");
     let ran = verify(&book, &source, &t1, &counts)
@@ -610,8 +652,7 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
         eprintln!("skipped: no user `{barman_user}`");
         return;
     };
-    let work = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let work = work_dir();
     let home = work.path().join("barman");
     std::fs::create_dir_all(&home).expect("barman home");
     // The server's archive_command copies each segment into Barman's incoming folder (a
@@ -851,39 +892,24 @@ fn a_pgbackrest_repository_in_s3_recovers_to_latest_and_a_restore_point() {
     }
     let Some(moto) = moto() else { return };
     put(moto.port, "drill-pgbr");
-    let work = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let work = work_dir();
     let relay = tls_relay(moto.port, work.path());
-    let br = owned_dir(&work.path().join("pgbackrest"));
-    let config = br.join("pgbackrest.conf");
     const SECRET: &str = "pgbackrest-s3-secret-never-shown-91ab";
     let env = [("PGBACKREST_REPO1_S3_KEY", "testing"), ("PGBACKREST_REPO1_S3_KEY_SECRET", SECRET)];
-    let archive_command = format!("pgbackrest --config={} --stanza=demo archive-push %p", config.display());
-    let c = Cluster::start(&archive_command, &env);
+    let stanza = Stanza::new(work.path(), &env);
+    let c = Cluster::start(&stanza.archive_command(), &env);
     // The team's configuration: an S3 repository on its own endpoint, path-style URIs (an
     // S3-compatible store), its certificate not checked (self-signed here).
-    std::fs::write(
-        &config,
-        format!(
-            "[global]\nrepo1-type=s3\nrepo1-path=/pgbackrest\nrepo1-s3-bucket=drill-pgbr\nrepo1-s3-endpoint=127.0.0.1\n\
+    stanza.configure(
+        &format!(
+            "repo1-type=s3\nrepo1-path=/pgbackrest\nrepo1-s3-bucket=drill-pgbr\nrepo1-s3-endpoint=127.0.0.1\n\
              repo1-storage-port={}\nrepo1-s3-region=us-east-1\nrepo1-s3-uri-style=path\nrepo1-storage-verify-tls=n\n\
-             repo1-retention-full=2\nlog-path={}\nlock-path={}\nlog-level-file=off\nstart-fast=y\narchive-timeout=60\nio-timeout=30\n\n\
-             [demo]\npg1-path={}\npg1-port={}\npg1-socket-path={}\npg1-user=postgres\n",
-            relay.port,
-            br.display(),
-            br.join("lock").display(),
-            c.data.display(),
-            c.port,
-            c.socket().display()
+             repo1-retention-full=2\nio-timeout=30\n",
+            relay.port
         ),
-    )
-    .expect("pgbackrest.conf");
-    own(&config);
-    let pgbackrest = |args: &[&str]| {
-        let mut cmd = as_server("pgbackrest", &env);
-        cmd.arg(format!("--config={}", config.display())).arg("--stanza=demo").args(args);
-        ok(&mut cmd, &format!("pgbackrest {}", args.join(" ")))
-    };
+        &c,
+    );
+    let pgbackrest = |args: &[&str]| stanza.run(args);
     pgbackrest(&["stanza-create"]);
     c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
     c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
@@ -891,11 +917,10 @@ fn a_pgbackrest_repository_in_s3_recovers_to_latest_and_a_restore_point() {
     pgbackrest(&["--type=full", "backup"]);
     let _ = load.wait();
     let (_, counts) = c.batches();
-    let info: serde_json::Value =
-        serde_json::from_str(&pgbackrest(&["--output=json", "info"])).expect("pgbackrest info json");
+    let info = stanza.info();
     let label = info[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
 
-    let source = format!("pgbackrest://demo?config={}", config.display());
+    let source = stanza.source();
     let with_keys = |r: Run| env.iter().fold(r, |r, (k, v)| r.env(k, v));
     let report = work.path().join("latest");
     let ran = with_keys(shipped(&source, counts.latest).var("max_wal_age", "1h")).report(&report).output();
@@ -941,35 +966,19 @@ fn a_target_in_a_wal_range_pgbackrest_expired_is_named_as_expired() {
     {
         return;
     }
-    let work = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let br = owned_dir(&work.path().join("pgbackrest"));
-    let repo = owned_dir(&br.join("repo"));
-    let config = br.join("pgbackrest.conf");
-    let archive_command = format!("pgbackrest --config={} --stanza=demo archive-push %p", config.display());
-    let c = Cluster::start(&archive_command, &[]);
+    let work = work_dir();
+    let stanza = Stanza::new(work.path(), &[]);
+    let repo = owned_dir(&stanza.dir.join("repo"));
+    let c = Cluster::start(&stanza.archive_command(), &[]);
     // Two full backups kept, the WAL of only the newest kept whole.
-    std::fs::write(
-        &config,
-        format!(
-            "[global]\nrepo1-path={}\nrepo1-retention-full=2\nrepo1-retention-archive-type=full\nrepo1-retention-archive=1\n\
-             log-path={}\nlock-path={}\nlog-level-file=off\nstart-fast=y\narchive-timeout=60\n\n\
-             [demo]\npg1-path={}\npg1-port={}\npg1-socket-path={}\npg1-user=postgres\n",
-            repo.display(),
-            br.display(),
-            br.join("lock").display(),
-            c.data.display(),
-            c.port,
-            c.socket().display()
+    stanza.configure(
+        &format!(
+            "repo1-path={}\nrepo1-retention-full=2\nrepo1-retention-archive-type=full\nrepo1-retention-archive=1\n",
+            repo.display()
         ),
-    )
-    .expect("pgbackrest.conf");
-    own(&config);
-    let pgbackrest = |args: &[&str]| {
-        let mut cmd = as_server("pgbackrest", &[]);
-        cmd.arg(format!("--config={}", config.display())).arg("--stanza=demo").args(args);
-        ok(&mut cmd, &format!("pgbackrest {}", args.join(" ")))
-    };
+        &c,
+    );
+    let pgbackrest = |args: &[&str]| stanza.run(args);
     pgbackrest(&["stanza-create"]);
     c.sql("create table drill(id serial primary key, batch int not null)");
     pgbackrest(&["--type=full", "backup"]);
@@ -983,12 +992,11 @@ fn a_target_in_a_wal_range_pgbackrest_expired_is_named_as_expired() {
     c.archive_now();
     // The second backup; its expire removes the WAL between the two.
     pgbackrest(&["--type=full", "backup"]);
-    let info: serde_json::Value =
-        serde_json::from_str(&pgbackrest(&["--output=json", "info"])).expect("pgbackrest info json");
+    let info = stanza.info();
     let first = info[0]["backup"][0]["label"].as_str().expect("the first backup").to_string();
     assert_eq!(info[0]["backup"].as_array().map(Vec::len), Some(2), "{info}");
 
-    let source = format!("pgbackrest://demo?config={}", config.display());
+    let source = stanza.source();
     let ran = Run::new("verify-physical").var("source", &source).var("target_time", &t).output();
     assert_eq!(ran.code, Some(1), "a target in an expired WAL range must fail:\n{}", ran.all());
     assert!(ran.all().contains("expired WAL range"), "the failure names the expired range:\n{}", ran.all());
