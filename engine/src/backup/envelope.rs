@@ -88,7 +88,8 @@ fn through_tool<R: Read, W: Write + Send>(
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = crate::child::spawn(&mut cmd)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot run {name} (needed for envelope {name}): {e}")))?;
-    let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         let _ = child.kill();
         let _ = child.wait();

@@ -133,7 +133,15 @@ impl LocalStore {
         let (file, tmp) =
             tempfile::Builder::new().prefix(&format!("{name}.")).suffix(".partial").tempfile_in(&private)?.into_parts();
         let tmp = tmp.keep().map_err(|e| e.error)?;
-        Ok(Pending { file: Some(file), tmp, private, dir: self.root.clone(), stem: name.to_string(), ext: String::new(), exact: true })
+        Ok(Pending {
+            file: Some(file),
+            tmp,
+            private,
+            dir: self.root.clone(),
+            stem: name.to_string(),
+            ext: String::new(),
+            exact: true,
+        })
     }
 
     /// Backups of `database` (or of every database), newest first. A pgdrill archive without
