@@ -189,7 +189,8 @@ async fn backups_written_in_a_teams_own_names_and_formats_are_read_by_their_comm
         let ran = verify(&["allow_unauthenticated=true"], &junit);
         assert_eq!(ran.code, Some(0), "{}", ran.all());
         let j = ran.junit();
-        for step in ["integrity", "restore", "tables", "schema"] {
+        // The roles too, from the sidecar: owners and grants restored and compared.
+        for step in ["integrity", "roles", "restore", "tables", "schema"] {
             assert_eq!(j.status(step), "passed", "{step}: {}", ran.all());
         }
         // Proven against the manifest's fingerprint: both tables with their rows, and the schema.
@@ -197,6 +198,7 @@ async fn backups_written_in_a_teams_own_names_and_formats_are_read_by_their_comm
         assert!(said.contains("the sidecar of a team's own format"), "{said}");
         assert!(said.contains("2 tables, 1500 rows match the source"), "{said}");
         assert!(said.contains("schema matches the source"), "{said}");
+        assert!(said.contains("default privileges, roles, memberships and role settings match the source"), "{said}");
         assert!(!ran.all().contains(PASS) && !said.contains(PASS), "the passphrase is in verify's output");
 
         if case.vars.contains(&"envelope=openssl") {
