@@ -190,12 +190,22 @@ pub fn ending_disagrees(name: &str, envelope: Envelope, codec: archive::Codec) -
         _ => None,
     };
     match claimed {
-        Some(c) if c != codec => Some(format!("it ends in `.{inner}` but the compression is {codec:?}")),
+        Some(c) if c != codec => Some(format!("it ends in `.{inner}` but the compression is {}", codec_name(codec))),
         None if codec != Codec::None => Some(format!(
-            "the compression is {codec:?} but the name does not end in `.{}`",
+            "the compression is {} but the name does not end in `.{}`",
+            codec_name(codec),
             if codec == Codec::Gzip { "gz" } else { "zst" }
         )),
         _ => None,
+    }
+}
+
+/// A codec as runbooks spell it (`compression: gzip`).
+fn codec_name(c: archive::Codec) -> &'static str {
+    match c {
+        archive::Codec::Zstd => "zstd",
+        archive::Codec::Gzip => "gzip",
+        archive::Codec::None => "none",
     }
 }
 

@@ -232,6 +232,25 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
     if envelope == Envelope::None && w.encrypt == Some(true) {
         return Err(StepError::field("encrypt", "envelope none is not encrypted: say so with encrypt: false (--var encrypt=false), or use openssl, gpg or pgdrill"));
     }
+    // What the name says against what the file will be, before anything connects.
+    let codec = Codec::parse(&w.compression).map_err(StepError::invalid)?;
+    match w.name_pattern.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => {
+            if let Some(why) = crate::backup::envelope::ending_disagrees(p, envelope, codec) {
+                return Err(StepError::field("name_pattern", format!("name_pattern `{p}`: {why}")));
+            }
+        }
+        None if envelope != Envelope::Pgdrill => {
+            return Err(StepError::field(
+                "name_pattern",
+                format!(
+                    "envelope {} writes a team's own file: give `name_pattern` too (e.g. `{{db}}_{{YYYY}}{{MM}}{{DD}}_{{hh}}{{mm}}{{ss}}.sql.gz`), the name their own commands and globs find",
+                    envelope.name()
+                ),
+            ))
+        }
+        None => {}
+    }
     let output = crate::backup::Output {
         envelope,
         name_pattern: w.name_pattern.clone().filter(|p| !p.is_empty()),
@@ -246,7 +265,7 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
             None
         },
         format: Format::parse(&w.format).map_err(StepError::invalid)?,
-        codec: Codec::parse(&w.compression).map_err(StepError::invalid)?,
+        codec,
         level: w.level,
         threads: w.threads,
         jobs: w.jobs,

@@ -126,6 +126,16 @@ async fn backups_written_in_a_teams_own_names_and_formats_are_read_by_their_comm
     .await;
     let tmp = tempfile::tempdir().expect("tmp");
     let storage = tmp.path().join("team");
+    // A name that says another format than the file's is refused before anything connects.
+    let ran = Run::new("backup")
+        .var("database_url", &url)
+        .var("storage", storage.display())
+        .var("name_pattern", format!("{PATTERN}.sql.gz"))
+        .vars(&["format=plain", "compression=gzip", "envelope=openssl"])
+        .key(PASS)
+        .expect(2);
+    assert!(ran.all().contains("the name does not end in `.enc`"), "{}", ran.all());
+    assert!(!storage.exists(), "nothing written");
     let gnupg = tmp.path().join("gnupg");
     std::fs::create_dir_all(&gnupg).expect("mkdir");
     std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
