@@ -50,6 +50,65 @@ impl Codec {
     }
 }
 
+/// What wraps the compressed dump stream in storage. pgdrill's own archive is the default
+/// and the only one whose manifest can be authenticated (its MAC sits in the authenticated
+/// header's key); the others are what teams' scripts write (`pg_dump | gzip > x.sql.gz`,
+/// `... | openssl enc -aes-256-cbc -pbkdf2`, `gpg --symmetric`), so their own commands
+/// (`gunzip -t`, `openssl enc -d`, `gpg --decrypt`) keep reading what pgdrill writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Envelope {
+    /// This module's archive: magic, header, compressed stream (AES-256-GCM chunks with a key).
+    #[default]
+    Pgdrill,
+    /// The compressed stream alone, as `gzip`/`zstd` write it (or pg_dump's bytes with
+    /// compression none): nothing to tell a damaged file but the sidecar manifest's sha256.
+    None,
+    /// `openssl enc -aes-256-cbc -pbkdf2 -salt` over the compressed stream: no MAC, so a
+    /// damaged file is found by the manifest's sha256 or as a failed decryption.
+    Openssl,
+    /// `gpg --symmetric --cipher-algo AES256` over the compressed stream (OpenPGP's MDC
+    /// detects alteration).
+    Gpg,
+}
+
+impl Envelope {
+    pub fn parse(s: &str) -> Result<Envelope, String> {
+        match s {
+            "pgdrill" => Ok(Envelope::Pgdrill),
+            "none" => Ok(Envelope::None),
+            "openssl" => Ok(Envelope::Openssl),
+            "gpg" => Ok(Envelope::Gpg),
+            o => Err(format!("unknown envelope `{o}`: use pgdrill, none, openssl or gpg")),
+        }
+    }
+
+    /// What the manifest's `cipher` says of a file in this envelope, `key` given or not.
+    pub fn cipher(self, key: bool) -> &'static str {
+        match (self, key) {
+            (Envelope::Pgdrill, true) => "aes-256-gcm",
+            (Envelope::Openssl, _) => "aes-256-cbc",
+            (Envelope::Gpg, _) => "openpgp-aes256",
+            _ => "none",
+        }
+    }
+
+    /// Its name in runbooks and manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Envelope::Pgdrill => "pgdrill",
+            Envelope::None => "none",
+            Envelope::Openssl => "openssl",
+            Envelope::Gpg => "gpg",
+        }
+    }
+
+    /// Whether it takes a passphrase (and refuses to be written without one).
+    pub fn needs_passphrase(self) -> bool {
+        matches!(self, Envelope::Openssl | Envelope::Gpg)
+    }
+}
+
 /// Key derivation recorded in the header (never the key itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "alg", rename_all = "lowercase")]
@@ -276,9 +335,20 @@ pub fn write<R: Read, W: Write>(mut input: R, out: W, opts: &WriteOptions) -> io
         Some(k) => Box::new(crypto::SealWriter::new(out, k, &header, aad)?),
     };
     let mut counted = CountWriter { inner: sealed, bytes: 0 };
-    let raw = match opts.codec {
+    let raw = compress_stream(&mut input, &mut counted, opts)?;
+    let compressed = counted.bytes;
+    let out = counted.inner.finish()?;
+    let stored = out.bytes;
+    let mut inner = out.inner;
+    inner.flush()?;
+    Ok((inner, Sizes { raw, compressed, stored }))
+}
+
+/// `input` through `opts.codec` into `out`; returns the bytes read from `input`.
+fn compress_stream<R: Read, W: Write>(input: &mut R, out: &mut W, opts: &WriteOptions) -> io::Result<u64> {
+    Ok(match opts.codec {
         Codec::Zstd => {
-            let mut enc = zstd::stream::write::Encoder::new(&mut counted, opts.level)?;
+            let mut enc = zstd::stream::write::Encoder::new(out, opts.level)?;
             if opts.threads > 1 {
                 enc.multithread(opts.threads)?;
                 // zstd's default job is four windows (8 MiB at level 3) and it holds several
@@ -287,25 +357,31 @@ pub fn write<R: Read, W: Write>(mut input: R, out: W, opts: &WriteOptions) -> io
                 // the same CPU time, in 17 MiB (README, "Backups": the bench's figures).
                 enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB))?;
             }
-            let n = io::copy(&mut input, &mut enc)?;
+            let n = io::copy(input, &mut enc)?;
             enc.finish()?;
             n
         }
         Codec::Gzip => {
             let level = flate2::Compression::new(opts.level.clamp(0, 9) as u32);
-            let mut enc = flate2::write::GzEncoder::new(&mut counted, level);
-            let n = io::copy(&mut input, &mut enc)?;
+            let mut enc = flate2::write::GzEncoder::new(out, level);
+            let n = io::copy(input, &mut enc)?;
             enc.finish()?;
             n
         }
-        Codec::None => io::copy(&mut input, &mut counted)?,
-    };
+        Codec::None => io::copy(input, out)?,
+    })
+}
+
+/// `input` compressed into `out` with no header and no encryption: exactly what `gzip`,
+/// `zstd` (or nothing, for `none`) would have written, for a team's own format
+/// (`Envelope::None`) or as the stream an outside encryptor reads. `stored` counts what
+/// reached `out`, which is `compressed` here. `key` in `opts` is not used.
+pub fn write_bare<R: Read, W: Write>(mut input: R, out: W, opts: &WriteOptions) -> io::Result<(W, Sizes)> {
+    let mut counted = CountWriter { inner: out, bytes: 0 };
+    let raw = compress_stream(&mut input, &mut counted, opts)?;
+    counted.flush()?;
     let compressed = counted.bytes;
-    let out = counted.inner.finish()?;
-    let stored = out.bytes;
-    let mut inner = out.inner;
-    inner.flush()?;
-    Ok((inner, Sizes { raw, compressed, stored }))
+    Ok((counted.inner, Sizes { raw, compressed, stored: compressed }))
 }
 
 /// A writer that must be finished (the last chunk sealed) before it is done.

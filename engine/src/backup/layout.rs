@@ -77,6 +77,8 @@ pub struct Pending {
     dir: PathBuf,
     stem: String,
     ext: String,
+    /// A team's own name (`begin_named`): published under exactly `stem` or not at all.
+    exact: bool,
 }
 
 impl LocalStore {
@@ -115,7 +117,31 @@ impl LocalStore {
             .tempfile_in(&private)?
             .into_parts();
         let tmp = tmp.keep().map_err(|e| e.error)?;
-        Ok(Pending { file: Some(file), tmp, private, dir, stem: stamp.to_string(), ext: ext.to_string() })
+        Ok(Pending { file: Some(file), tmp, private, dir, stem: stamp.to_string(), ext: ext.to_string(), exact: false })
+    }
+
+    /// Start writing a backup under a team's own file name, straight in the root (their
+    /// folder, where their `ls *.sql.gz` looks). `commit` never gives it another name: one
+    /// that exists already is an `AlreadyExists` error, the existing file untouched.
+    pub fn begin_named(&self, name: &str) -> io::Result<Pending> {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("`{name}` is not a file name to publish")));
+        }
+        fs::create_dir_all(&self.root)?;
+        let private = private_dir(&self.root, "partial")?;
+        track(&private);
+        let (file, tmp) =
+            tempfile::Builder::new().prefix(&format!("{name}.")).suffix(".partial").tempfile_in(&private)?.into_parts();
+        let tmp = tmp.keep().map_err(|e| e.error)?;
+        Ok(Pending {
+            file: Some(file),
+            tmp,
+            private,
+            dir: self.root.clone(),
+            stem: name.to_string(),
+            ext: String::new(),
+            exact: true,
+        })
     }
 
     /// Backups of `database` (or of every database), newest first. A pgdrill archive without
@@ -325,8 +351,11 @@ impl Pending {
         }
         let mut n = 0;
         loop {
-            let name =
-                if n == 0 { format!("{}.{}", self.stem, self.ext) } else { format!("{}-{n}.{}", self.stem, self.ext) };
+            let name = match (self.exact, n) {
+                (true, _) => self.stem.clone(),
+                (false, 0) => format!("{}.{}", self.stem, self.ext),
+                (false, _) => format!("{}-{n}.{}", self.stem, self.ext),
+            };
             let target = self.dir.join(&name);
             match renameat2(AT_FDCWD, &self.tmp, AT_FDCWD, &target, RenameFlags::RENAME_NOREPLACE) {
                 Ok(()) => {
@@ -335,6 +364,12 @@ impl Pending {
                     untrack(&self.private);
                     File::open(&self.dir)?.sync_all()?;
                     return Ok(target);
+                }
+                Err(nix::errno::Errno::EEXIST) if self.exact => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} exists already", target.display()),
+                    ))
                 }
                 Err(nix::errno::Errno::EEXIST) if n < 1000 => n += 1,
                 Err(e) => return Err(io::Error::from(e)),
@@ -426,6 +461,33 @@ mod tests {
         }
         // Not an encoding this scheme makes: listed under its own name.
         assert_eq!(database_of_folder("a%2fb"), None);
+    }
+
+    /// A team's own name (issue 40, item 2) is published as it is, straight in the root,
+    /// never as `-1`: a second file of that name is refused and the first left untouched.
+    #[test]
+    fn a_team_name_is_published_exactly_and_never_replaces_or_renames() {
+        let t = tempfile::tempdir().expect("tmp");
+        let store = LocalStore::new(t.path());
+        let mut a = store.begin_named("shop_20261206_140509.sql.gz").expect("begin");
+        a.file().write_all(b"one").expect("write");
+        let mut b = store.begin_named("shop_20261206_140509.sql.gz").expect("begin");
+        b.file().write_all(b"two").expect("write");
+        let pa = a.commit().expect("commit");
+        assert_eq!(pa, t.path().join("shop_20261206_140509.sql.gz"));
+        let e = b.commit().expect_err("the name is taken");
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&pa).expect("read"), b"one");
+        let visible: Vec<String> = fs::read_dir(t.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        assert_eq!(visible, ["shop_20261206_140509.sql.gz"]);
+        for bad in ["", "a/b.sql", ".hidden.sql"] {
+            assert!(store.begin_named(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

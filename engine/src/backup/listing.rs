@@ -180,6 +180,9 @@ impl Listed {
 pub fn manifest_auth(m: &Manifest) -> &'static str {
     match (&m.authentication, m.cipher.as_str()) {
         (Some(_), _) => "mac",
+        (None, _) if m.envelope != crate::archive::Envelope::Pgdrill => {
+            "unauthenticated (sidecar of a team's own format)"
+        }
         (None, "none") => "unauthenticated (not encrypted)",
         (None, _) => "unauthenticated (written before binding)",
     }

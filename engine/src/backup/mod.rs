@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::archive::{self, Codec, Kdf, KeySource, Sizes, WriteOptions};
+use crate::archive::{self, Codec, Envelope, Kdf, KeySource, Sizes, WriteOptions};
 use crate::error::{Class, Failure};
 use crate::pg::fingerprint::{self, Fingerprint, Mode};
 // Found by pg/ (it also runs the tools from an image); named here for the pipeline.
@@ -23,6 +23,7 @@ use layout::LocalStore;
 
 pub mod base;
 pub mod complete;
+pub mod envelope;
 pub mod layout;
 pub mod ledger;
 pub mod listing;
@@ -202,6 +203,15 @@ pub struct Manifest {
     /// database is verified under its own collation. Absent in backups from before them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_properties: Option<DatabaseProperties>,
+    /// What wraps the compressed stream when it is a team's own format (`none`, `openssl`,
+    /// `gpg`; see `Output`): this manifest is then the file's sidecar, bound to it by its
+    /// sha256 only. Absent for pgdrill's own archive.
+    #[serde(default, skip_serializing_if = "is_pgdrill")]
+    pub envelope: Envelope,
+}
+
+fn is_pgdrill(e: &Envelope) -> bool {
+    *e == Envelope::Pgdrill
 }
 
 /// A database's CREATE DATABASE properties, as pg_database holds them. Empty fields are
@@ -290,6 +300,9 @@ pub enum ManifestTrust {
     Legacy,
     /// Encrypted, but no key was given here to check it with.
     NoKey,
+    /// The sidecar of a team's own format (`Manifest::envelope`: bare, openssl or gpg): only
+    /// the sha256 in it ties it to the file, and whoever can write the storage can write both.
+    Sidecar,
 }
 
 impl ManifestTrust {
@@ -304,6 +317,9 @@ impl ManifestTrust {
                 "manifest UNAUTHENTICATED: written before pgdrill bound manifests to encrypted backups"
             }
             ManifestTrust::NoKey => "manifest not authenticated here: no key given",
+            ManifestTrust::Sidecar => {
+                "manifest UNAUTHENTICATED: the sidecar of a team's own format, which has no place for pgdrill's MAC: only its sha256 ties it to the file"
+            }
         }
     }
 }
@@ -313,7 +329,7 @@ impl ManifestTrust {
 /// claiming to predate manifest binding), and it would be picked as the newest, verified
 /// and restored. `allow` (the run's `allow_unauthenticated`) lets them through, logged.
 pub fn require_authenticated(shown: &str, trust: ManifestTrust, key_given: bool, allow: bool) -> Result<(), Failure> {
-    let unauthenticated = matches!(trust, ManifestTrust::Unencrypted | ManifestTrust::Legacy);
+    let unauthenticated = matches!(trust, ManifestTrust::Unencrypted | ManifestTrust::Legacy | ManifestTrust::Sidecar);
     if !key_given || !unauthenticated || allow {
         return Ok(());
     }
@@ -405,6 +421,26 @@ pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<M
     }
 }
 
+/// The manifest pgdrill wrote beside a backup in a team's own format (`<file>.manifest.json`,
+/// `envelope` other than pgdrill), when `path` is such a file: `None` for pgdrill's own
+/// archives and for files with no manifest (another tool's). A sidecar that is there but
+/// unreadable is a failed check, never a reason to treat the file as manifest-less.
+pub fn sidecar(path: &Path) -> Result<Option<Manifest>, Failure> {
+    let mp = layout::manifest_path(path);
+    if path.is_dir() || !mp.is_file() || source::origin(path) == source::Origin::Pgdrill {
+        return Ok(None);
+    }
+    let m = Manifest::read(path)?;
+    if m.envelope == Envelope::Pgdrill {
+        return Err(Failure::failed(format!(
+            "{}: says it is the manifest of a pgdrill archive, but {} is not one: the manifest belongs to another file",
+            mp.display(),
+            path.display()
+        )));
+    }
+    Ok(Some(m))
+}
+
 impl Manifest {
     /// The name whose folder holds this backup.
     pub fn stored_as(&self) -> &str {
@@ -448,6 +484,28 @@ pub struct CreateOptions {
     pub meter: Option<crate::progress::Meter>,
     /// An object store to stream the backup into, instead of `storage`.
     pub remote: Option<crate::storage::remote::Remote>,
+}
+
+/// A team's own name and format for a backup (issue 40, item 2); the default is pgdrill's
+/// archive under pgdrill's layout.
+#[derive(Clone, Default)]
+pub struct Output {
+    pub envelope: Envelope,
+    /// A writing name pattern (`envelope::render_name`): the file goes straight into the
+    /// storage folder under that name, never beside another (no `-N`).
+    pub name_pattern: Option<String>,
+    /// The passphrase `openssl` and `gpg` encrypt with.
+    pub passphrase: Option<String>,
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output")
+            .field("envelope", &self.envelope)
+            .field("name_pattern", &self.name_pattern)
+            .field("passphrase", &self.passphrase.as_ref().map(|_| "(secret)"))
+            .finish()
+    }
 }
 
 /// Where the pipeline writes: a local temp file, or a streamed upload.
@@ -581,6 +639,30 @@ fn stamp(t: OffsetDateTime) -> String {
 
 /// Take a backup.
 pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -> Result<Created, Failure> {
+    create_as(opts, Output::default(), log).await
+}
+
+/// Take a backup in `output`'s name and format.
+pub async fn create_as(
+    opts: CreateOptions,
+    output: Output,
+    log: &(dyn Fn(String) + Send + Sync),
+) -> Result<Created, Failure> {
+    let envelope = output.envelope;
+    if envelope != Envelope::Pgdrill {
+        if opts.format == Format::Directory {
+            return Err(Failure::invalid(format!(
+                "format directory is stored in pgdrill's own archive only (a bare tar of a directory dump is no file pg_restore reads): use format custom or plain with envelope {}",
+                envelope.name()
+            )));
+        }
+        if envelope.needs_passphrase() && output.passphrase.as_deref().is_none_or(str::is_empty) {
+            return Err(Failure::invalid(format!(
+                "envelope {} encrypts with a passphrase: give `key:` (PGDRILL_BACKUP_KEY for the shipped backup runbook)",
+                envelope.name()
+            )));
+        }
+    }
     let started_at = OffsetDateTime::now_utc();
     let started = Instant::now();
     crate::pg::config(&opts.url).map_err(|e| e.in_class(Class::Invalid))?;
@@ -641,13 +723,18 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
             "format directory needs a local pg_dump {server_major} (its parallel workers write files here); use format custom, or install the PostgreSQL {server_major} client tools"
         )));
     }
-    let key = match &opts.key {
-        Some(k) => Some(k.derive_new().map_err(Failure::invalid)?),
-        None => None,
+    let key = match (&opts.key, envelope) {
+        (Some(k), Envelope::Pgdrill) => Some(k.derive_new().map_err(Failure::invalid)?),
+        _ => None,
     };
     // Beside the derivation above (a passphrase's fingerprint is one more Argon2id): on the
-    // same thread, so its memory is the same arena's.
-    let key_fingerprint = opts.key.as_ref().map(KeySource::fingerprint);
+    // same thread, so its memory is the same arena's. An outside tool's passphrase is named
+    // the same way, so an operator knows which one a file needs.
+    let key_fingerprint = match envelope {
+        Envelope::Pgdrill => opts.key.as_ref().map(KeySource::fingerprint),
+        e if e.needs_passphrase() => output.passphrase.as_deref().map(|p| KeySource::from_secret(p).fingerprint()),
+        _ => None,
+    };
 
     // One snapshot for pg_dump and the fingerprint.
     client.batch_execute("begin isolation level repeatable read read only").await.map_err(env_err)?;
@@ -679,6 +766,23 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     };
     let name_stamp = stamp(started_at);
     let ext = opts.format.ext();
+    // A team's own name: straight into the storage folder, checked before pg_dump starts.
+    let own_name = match &output.name_pattern {
+        Some(p) => {
+            let n = envelope::render_name(p, &dir_name, started_at).map_err(Failure::invalid)?;
+            if let Some(why) = envelope::ending_disagrees(&n, envelope, opts.codec) {
+                return Err(Failure::invalid(format!("name_pattern `{p}` gives `{n}`: {why}")));
+            }
+            Some(n)
+        }
+        None if envelope != Envelope::Pgdrill => {
+            return Err(Failure::invalid(format!(
+                "envelope {} writes a team's own file: give `name_pattern` too (e.g. `{{db}}_{{YYYY}}{{MM}}{{DD}}_{{hh}}{{mm}}{{ss}}.sql.gz`), the name their own commands and globs find",
+                envelope.name()
+            )))
+        }
+        None => None,
+    };
     // An object store: the upload starts now (invisible until complete, aborted if dropped),
     // under a name no object has yet.
     let remote = opts.remote.clone();
@@ -687,8 +791,20 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         let folder = layout::folder_name(&dir_name);
         let mut n = 0;
         let rel = loop {
-            let name = if n == 0 { format!("{name_stamp}.{ext}") } else { format!("{name_stamp}-{n}.{ext}") };
-            let rel = format!("{folder}/{name}");
+            let name = match (&own_name, n) {
+                (None, 0) => format!("{name_stamp}.{ext}"),
+                (None, _) => format!("{name_stamp}-{n}.{ext}"),
+                // The team's name or nothing: a second backup in the same second is refused.
+                (Some(own), 0) => own.clone(),
+                (Some(own), _) => {
+                    return Err(Failure::failed(format!(
+                        "{} exists already: the name pattern gives no other name to this backup (add {{ss}}, or wait)",
+                        r.url_of(own)
+                    )))
+                }
+            };
+            // A team's name goes straight into the location, where their listing looks.
+            let rel = if own_name.is_some() { name } else { format!("{folder}/{name}") };
             let taken = r.exists(&rel).await.map_err(Failure::environment)?
                 || r.exists(&format!("{rel}.manifest.json")).await.map_err(Failure::environment)?;
             if !taken {
@@ -742,13 +858,18 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let stage_path = stage.as_ref().map(|s| s.0.clone());
     let mac_key = key.clone();
     let wopts = WriteOptions { codec: opts.codec, level: opts.level, threads: opts.threads, key };
+    let passphrase = output.passphrase.clone();
     let cancel_flag = cancelled.clone();
     let pipeline = tokio::task::spawn_blocking(
         move || -> Result<(Option<self::layout::Pending>, Sizes, String, Vec<u8>), Failure> {
             let (pending, sink) = match writer {
                 Some(w) => (None, Sink::Upload(w)),
                 None => {
-                    let mut pending = store.begin(&dir_name, &name_stamp, ext).map_err(|e| {
+                    let begun = match &own_name {
+                        Some(own) => store.begin_named(own),
+                        None => store.begin(&dir_name, &name_stamp, ext),
+                    };
+                    let mut pending = begun.map_err(|e| {
                         Failure::environment(format!("cannot write to {}: {e}", store.root().display()))
                     })?;
                     let file = pending.file().try_clone().map_err(|e| Failure::environment(e.to_string()))?;
@@ -760,10 +881,15 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
             let out =
                 HeadTee { inner: archive::HashWriter::new(BufWriter::with_capacity(1 << 20, sink)), head: Vec::new() };
             let written = match (stdout, stage_path) {
-                (Some(stdout), _) => match meter {
-                    Some(m) => archive::write(crate::progress::Counted::new(stdout, m), out, &wopts),
-                    None => archive::write(stdout, out, &wopts),
-                },
+                (Some(stdout), _) => {
+                    let pass = passphrase.as_deref();
+                    match meter {
+                        Some(m) => {
+                            envelope::write(crate::progress::Counted::new(stdout, m), out, &wopts, envelope, pass)
+                        }
+                        None => envelope::write(stdout, out, &wopts, envelope, pass),
+                    }
+                }
                 (None, Some(dir)) => {
                     let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
                     if !status.success() || cancel_flag.load(Ordering::SeqCst) {
@@ -850,7 +976,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         format: opts.format,
         codec: opts.codec,
         level: opts.level,
-        cipher: if opts.key.is_some() { "aes-256-gcm".into() } else { "none".into() },
+        cipher: envelope.cipher(opts.key.is_some()).into(),
         kdf: None,
         sizes,
         sha256: sha256.clone(),
@@ -863,6 +989,7 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         globals: Some(globals),
         key_fingerprint,
         database_properties,
+        envelope,
     };
     let (path, header) = match (&remote, uploading, &remote_rel, pending) {
         (Some(r), Some(up), Some(rel), _) => {
@@ -907,8 +1034,12 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
             (PathBuf::from(r.url_of(rel)), header)
         }
         (_, _, _, Some(pending)) => {
-            let path = tokio::task::block_in_place(|| pending.commit())
-                .map_err(|e| Failure::environment(format!("publishing the backup: {e}")))?;
+            let path = tokio::task::block_in_place(|| pending.commit()).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Failure::failed(format!(
+                    "publishing the backup: {e}: the name pattern gives no other name to this backup (add {{ss}}, or wait)"
+                )),
+                _ => Failure::environment(format!("publishing the backup: {e}")),
+            })?;
             crate::util::test_pause("backup-uploaded");
             let header = read_header_of(&path);
             (path, header)
@@ -945,8 +1076,11 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
         crate::util::human_bytes(manifest.sizes.stored),
         crate::util::human_bytes(manifest.sizes.raw),
         started.elapsed().as_secs_f64(),
-        match &manifest.key_fingerprint {
-            Some(fp) if manifest.cipher != "none" => format!("encrypted with key {fp}"),
+        match (&manifest.key_fingerprint, envelope) {
+            (Some(fp), Envelope::Pgdrill) if manifest.cipher != "none" => format!("encrypted with key {fp}"),
+            (Some(fp), e) if e.needs_passphrase() => {
+                format!("encrypted by {} with passphrase {fp}; its manifest is a sidecar no MAC binds", e.name())
+            }
             _ => "NOT encrypted".to_string(),
         },
         crate::util::human_bytes(peak_rss_kib().unwrap_or(0) * 1024),
@@ -1034,6 +1168,9 @@ pub(crate) fn check_and_stage(
     if source::origin(path) == source::Origin::Pgdrill {
         return check_inner(path, key.as_ref(), stage, meter);
     }
+    if let Some(m) = sidecar(path)? {
+        return check_sidecar(path, m, key.as_ref(), secret, stage, meter);
+    }
     if let source::Located::Directory(dir) = source::locate(path)? {
         let (pg_restore, _, _) = find_tool("pg_restore", None, 0)?;
         let mut cmd = crate::child::command(&pg_restore);
@@ -1042,6 +1179,37 @@ pub(crate) fn check_and_stage(
         return Ok((Checked { manifest: None, tables, layers: vec!["directory"], trust: None }, None));
     }
     check_opened(path, source::open(path, key.as_ref(), secret)?, stage, true)
+}
+
+/// A team's own format written by pgdrill (`sidecar`), checked as far as pgdrill's own: the
+/// stored bytes against the manifest's sha256 (a cut or altered file fails here, whatever
+/// its envelope), every layer read to its end (`check_opened`: gzip's and zstd's checksums,
+/// openssl's padding, gpg's MDC, pg_dump's completion line), and the dump's tables against
+/// the manifest's count.
+fn check_sidecar(
+    path: &Path,
+    manifest: Manifest,
+    key: Option<&KeySource>,
+    secret: Option<&str>,
+    stage: Option<&Path>,
+    meter: Option<&crate::progress::Meter>,
+) -> Result<(Checked, Option<StagedDump>), Failure> {
+    let failed = |m: String| Failure::failed(format!("{}: {m}", path.display()));
+    let meter = meter.cloned().unwrap_or_default();
+    meter.set_total(std::fs::metadata(path).ok().map(|m| 2 * m.len()));
+    let f = std::fs::File::open(path).map_err(|e| failed(format!("cannot open: {e}")))?;
+    let mut hr = archive::HashReader::new(BufReader::with_capacity(1 << 20, crate::progress::Counted::new(f, meter)));
+    std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| io_error(&format!("reading {}", path.display()), e))?;
+    let (sha, _) = hr.finish();
+    if sha != manifest.sha256 {
+        return Err(failed(format!(
+            "sha256 {sha} does not match its manifest's {}: corrupted backup (cut short, altered, or not the file the manifest was written for)",
+            manifest.sha256
+        )));
+    }
+    let (checked, staged) = check_opened(path, source::open(path, key, secret)?, stage, true)?;
+    tables_match(&manifest, checked.tables, &path.display().to_string())?;
+    Ok((Checked { manifest: Some(manifest), trust: Some(ManifestTrust::Sidecar), ..checked }, staged))
 }
 
 /// Check another tool's file in an object store, read as a stream (twice or more only for

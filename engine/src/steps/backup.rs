@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{Fields, step, StepCtx, StepError, With, WithError};
-use crate::archive::{Codec, KeySource};
+use crate::archive::{Codec, Envelope, KeySource};
 use crate::backup::layout::LocalStore;
 use crate::backup::{self, CreateOptions, Format, Manifest};
 use crate::pg::fingerprint::Mode;
@@ -57,6 +57,21 @@ pub struct CreateWith {
     pg_dump: Option<String>,
     /// storage directory name (default: the database name)
     name: Option<String>,
+    /// what wraps the compressed dump: `pgdrill` (default: pgdrill's own AES-256-GCM
+    /// archive, the only one whose manifest is authenticated), or a team's own format their
+    /// own commands read: `none` (`gunzip -t`, `zcat | psql`), `openssl` (`openssl enc -d
+    /// -aes-256-cbc -pbkdf2`) or `gpg` (`gpg --decrypt`), encrypted with `key` as passphrase
+    #[serde(default = "pgdrill")]
+    #[field(ty = "pgdrill|none|openssl|gpg")]
+    envelope: String,
+    /// a team's own file name, e.g. `{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}.sql.gz` (UTC): the
+    /// file goes straight into `storage` under it, with `<name>.manifest.json` beside it;
+    /// needed with an envelope other than pgdrill
+    name_pattern: Option<String>,
+}
+
+fn pgdrill() -> String {
+    "pgdrill".into()
 }
 
 fn custom() -> String {
@@ -85,6 +100,15 @@ impl With for CreateWith {
         }
         if !is_template(&self.fingerprint) {
             Mode::parse(&self.fingerprint).map_err(|m| WithError::new("fingerprint", m))?;
+        }
+        if !is_template(&self.envelope) {
+            Envelope::parse(&self.envelope).map_err(|m| WithError::new("envelope", m))?;
+        }
+        if let Some(p) = self.name_pattern.as_deref().filter(|p| !p.is_empty() && !is_template(p)) {
+            // Rendered once with a stand-in name and time, so a pattern that cannot be
+            // written with is refused before the run.
+            crate::backup::envelope::render_name(p, "db", time::OffsetDateTime::UNIX_EPOCH)
+                .map_err(|m| WithError::new("name_pattern", m))?;
         }
         Ok(())
     }
@@ -171,6 +195,54 @@ described! {
 /// pg_dump streamed through compression and AES-256-GCM into storage, with a manifest and source fingerprint.
 #[step(kind = Create, name = "backup.create", report_log)]
 async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError> {
+    let envelope = Envelope::parse(&w.envelope).map_err(|m| StepError::field("envelope", m))?;
+    // An outside tool encrypts with one passphrase: a keyring's newest (first) key.
+    let passphrase = match (envelope.needs_passphrase(), w.encrypt) {
+        (true, Some(false)) => {
+            return Err(StepError::field(
+                "encrypt",
+                format!("envelope {} always encrypts: use envelope none for an unencrypted file", envelope.name()),
+            ))
+        }
+        // As the reading side takes it (`KeySource::from_secret`): one key as given, a
+        // keyring's first line.
+        (true, _) => w.key.as_deref().filter(|k| !k.is_empty()).map(|k| {
+            let lines = crate::archive::crypto::keyring_lines(k);
+            if lines.len() > 1 {
+                lines[0]
+            } else {
+                k
+            }
+        }),
+        (false, _) => None,
+    };
+    if envelope == Envelope::None && w.encrypt == Some(true) {
+        return Err(StepError::field("encrypt", "envelope none is not encrypted: say so with encrypt: false (--var encrypt=false), or use openssl, gpg or pgdrill"));
+    }
+    // What the name says against what the file will be, before anything connects.
+    let codec = Codec::parse(&w.compression).map_err(StepError::invalid)?;
+    match w.name_pattern.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => {
+            if let Some(why) = crate::backup::envelope::ending_disagrees(p, envelope, codec) {
+                return Err(StepError::field("name_pattern", format!("name_pattern `{p}`: {why}")));
+            }
+        }
+        None if envelope != Envelope::Pgdrill => {
+            return Err(StepError::field(
+                "name_pattern",
+                format!(
+                    "envelope {} writes a team's own file: give `name_pattern` too (e.g. `{{db}}_{{YYYY}}{{MM}}{{DD}}_{{hh}}{{mm}}{{ss}}.sql.gz`), the name their own commands and globs find",
+                    envelope.name()
+                ),
+            ))
+        }
+        None => {}
+    }
+    let output = crate::backup::Output {
+        envelope,
+        name_pattern: w.name_pattern.clone().filter(|p| !p.is_empty()),
+        passphrase: passphrase.map(|p| p.to_string()),
+    };
     let opts = CreateOptions {
         url: w.database_url.clone(),
         storage: if crate::storage::is_remote(&w.storage) { PathBuf::new() } else { ctx.resolve(&w.storage) },
@@ -180,11 +252,11 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
             None
         },
         format: Format::parse(&w.format).map_err(StepError::invalid)?,
-        codec: Codec::parse(&w.compression).map_err(StepError::invalid)?,
+        codec,
         level: w.level,
         threads: w.threads,
         jobs: w.jobs,
-        key: if w.encrypt == Some(false) { None } else { key_of(&w.key) },
+        key: if w.encrypt == Some(false) || envelope != Envelope::Pgdrill { None } else { key_of(&w.key) },
         fingerprint: Mode::parse(&w.fingerprint).map_err(StepError::invalid)?,
         pg_dump: w.pg_dump.as_deref().map(PathBuf::from),
         name: w.name.clone(),
@@ -195,7 +267,7 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
     if let Some(r) = &opts.remote {
         r.probe().await.map_err(StepError::environment)?;
     }
-    match (w.encrypt, opts.key.is_some()) {
+    match (w.encrypt, opts.key.is_some() || output.passphrase.is_some()) {
         (Some(true), false) => {
             return Err(StepError::invalid(
                 "no key to encrypt with: set the key (PGDRILL_BACKUP_KEY for the shipped backup runbook), or --var encrypt=false for an unencrypted backup",
@@ -207,12 +279,18 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
         (None, false) => ctx.log("warning: no key: this backup is NOT encrypted"),
         _ => {}
     }
+    if envelope != Envelope::Pgdrill {
+        ctx.log(format!(
+            "envelope {}: a team's own file, read by their own commands; its manifest is a sidecar that no MAC binds to it (only pgdrill's own archive has that)",
+            envelope.name()
+        ));
+    }
     let archived = opts.remote.as_ref().and_then(|r| r.archival_class()).unwrap_or_default().to_string();
     let log_ctx = ctx.clone();
     let log = move |l: String| log_ctx.log(l);
     let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
     let source_url = opts.url.clone();
-    let created = backup::create(opts, &log).await.map_err(StepError::from)?;
+    let created = backup::create_as(opts, output, &log).await.map_err(StepError::from)?;
     let out =
         CreateOutputs::described(&created.path, &created.manifest, backup::peak_rss_kib().unwrap_or(0), archived);
     ctx.backup_fact(crate::facts::BackupRole::Written, &super::outputs_of(&out)?);

@@ -87,7 +87,11 @@ const UNPROVEN: &str = "roles, ownership and privileges are unproven for it: res
 async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepError> {
     let path = ctx.backup_header(&w.backup).await?;
     let shown = crate::storage::remote::display(&path);
-    if source::origin(&path) == Origin::Foreign {
+    // A team's own format pgdrill wrote keeps the roles in its sidecar manifest, read below
+    // as pgdrill's own manifest is.
+    let sidecar = source::origin(&path) == Origin::Foreign
+        && crate::backup::sidecar(&path).map_err(StepError::from)?.is_some();
+    if source::origin(&path) == Origin::Foreign && !sidecar {
         let script = match w.globals.as_deref() {
             Some(g) => Some(ctx.resolve(g)),
             None => beside(&path),

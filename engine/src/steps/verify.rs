@@ -342,15 +342,28 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
     let origin = source::origin(&path);
     let origin_name =
         serde_json::to_value(origin).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    // A team's own format pgdrill wrote (issue 40, item 2) has its manifest beside it, and
+    // is picked as pgdrill's own are: its fingerprint is what the restored copy must match.
+    let sidecar = match origin {
+        Origin::Foreign => crate::backup::sidecar(&path).map_err(StepError::from)?,
+        Origin::Pgdrill => None,
+    };
     let (sha, made, from_manifest) = match origin {
-        Origin::Pgdrill => {
-            let m = Manifest::read(&path).map_err(StepError::from)?;
-            let p = path.clone();
-            let key = w.key.as_deref().filter(|k| !k.is_empty()).map(crate::archive::KeySource::from_secret);
-            let trust = tokio::task::spawn_blocking(move || crate::backup::authenticate_manifest(&p, key.as_ref()))
-                .await
-                .map_err(|e| StepError::environment(e.to_string()))?
-                .map_err(StepError::from)?;
+        o if o == Origin::Pgdrill || sidecar.is_some() => {
+            let (m, trust) = match sidecar {
+                Some(m) => (m, crate::backup::ManifestTrust::Sidecar),
+                None => {
+                    let m = Manifest::read(&path).map_err(StepError::from)?;
+                    let p = path.clone();
+                    let key = w.key.as_deref().filter(|k| !k.is_empty()).map(crate::archive::KeySource::from_secret);
+                    let trust =
+                        tokio::task::spawn_blocking(move || crate::backup::authenticate_manifest(&p, key.as_ref()))
+                            .await
+                            .map_err(|e| StepError::environment(e.to_string()))?
+                            .map_err(StepError::from)?;
+                    (m, trust)
+                }
+            };
             ctx.log(trust.describe());
             let refused = crate::backup::require_authenticated(
                 &shown,
@@ -365,7 +378,12 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                 return Err(StepError::from(e.context(what)));
             }
             if w.allow_unauthenticated
-                && matches!(trust, crate::backup::ManifestTrust::Unencrypted | crate::backup::ManifestTrust::Legacy)
+                && matches!(
+                    trust,
+                    crate::backup::ManifestTrust::Unencrypted
+                        | crate::backup::ManifestTrust::Legacy
+                        | crate::backup::ManifestTrust::Sidecar
+                )
             {
                 ctx.log("accepted although unauthenticated: allow_unauthenticated is set");
             }
@@ -395,7 +413,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             };
             (Some(m.sha256.clone()), m.finished_at, Some(from))
         }
-        Origin::Foreign => {
+        _ => {
             let p = path.clone();
             let sha = if store_sha.is_some() {
                 store_sha.take()

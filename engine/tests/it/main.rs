@@ -50,6 +50,7 @@ mod signed_evidence;
 mod small_items;
 mod sql_steps;
 mod store_timeouts;
+mod team_formats;
 mod tls;
 mod var_types;
 mod verify;

@@ -1,0 +1,347 @@
+//! A team's own names and formats, written by pgdrill (issue 40, item 2): each file is found
+//! by the team's glob, read by the team's own command (`gunzip -t`, `zcat | psql`, `zstd -dc
+//! | pg_restore -l`, `openssl enc -d -aes-256-cbc -pbkdf2`, `gpg --batch --passphrase-fd 0
+//! -d`), verified green by pgdrill against its sidecar manifest, and fails verify once cut;
+//! the passphrase is in no process's argv and in none of the run's outputs, and a backup
+//! killed mid-stream leaves nothing under its final name.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const PASS: &str = "team-own-format passphrase 4711";
+const PATTERN: &str = "{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}";
+
+fn have(tool: &str, arg: &str) -> bool {
+    Command::new(tool).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// `bash -c SCRIPT` with the source server in the libpq environment, the passphrase in
+/// `BACKUP_PASS`, `F` the backup and a private `GNUPGHOME`, as the teams' runbooks run them;
+/// it must succeed.
+fn team(src: &pgdrill::pg::ephemeral::Ephemeral, script: &str, file: &Path, gnupghome: &Path) -> String {
+    let out = Command::new("bash")
+        .args(["-c", &format!("set -euo pipefail; {script}")])
+        .env("PGHOST", &src.host)
+        .env("PGPORT", src.port.to_string())
+        .env("PGUSER", &src.user)
+        .env("PGPASSWORD", &src.password)
+        .env("PGDATABASE", "postgres")
+        .env("BACKUP_PASS", PASS)
+        .env("GNUPGHOME", gnupghome)
+        .env("F", file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash");
+    assert!(out.status.success(), "the team's own command `{script}` failed: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// Every file under `dir` a run wrote (reports, JUnit), read as text.
+fn written_text(dir: &Path) -> String {
+    walk(dir).iter().filter_map(|p| std::fs::read(p).ok()).map(|b| text(&b)).collect::<Vec<_>>().join("\n")
+}
+
+/// The command lines of every process now running, `\0` shown as spaces, with their pids.
+fn processes() -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if let Ok(b) = std::fs::read(e.path().join("cmdline")) {
+            let line: String = text(&b).replace('\0', " ");
+            out.push((pid, line));
+        }
+    }
+    out
+}
+
+/// Whether `pid` is gone (or a zombie nobody runs any more).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+struct Case {
+    /// The file name's ending after the pattern's time, and the team's glob for it.
+    ext: &'static str,
+    vars: &'static [&'static str],
+    /// What the team runs on the file (`$F`).
+    team: &'static str,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        ext: ".sql.gz",
+        vars: &["format=plain", "compression=gzip", "envelope=none", "encrypt=false"],
+        team: "gunzip -t \"$F\"; psql -qc 'create database team_copy'; \
+               zcat \"$F\" | psql -q -v ON_ERROR_STOP=1 -d team_copy >/dev/null; \
+               psql -tA -d team_copy -c 'select count(*) from items'",
+    },
+    Case {
+        ext: ".dump.zst",
+        vars: &["format=custom", "compression=zstd", "envelope=none", "encrypt=false"],
+        team: "zstd -qt \"$F\"; zstd -dc \"$F\" | pg_restore -l | grep -c ' TABLE public '",
+    },
+    Case {
+        ext: ".sql.gz.enc",
+        vars: &["format=plain", "compression=gzip", "envelope=openssl"],
+        team: "openssl enc -d -aes-256-cbc -pbkdf2 -pass env:BACKUP_PASS -in \"$F\" | gunzip | \
+               grep -c 'PostgreSQL database dump complete'",
+    },
+    Case {
+        ext: ".dump.gpg",
+        vars: &["format=custom", "compression=none", "envelope=gpg"],
+        team: "gpg --batch --passphrase-fd 0 -d \"$F\" <<<\"$BACKUP_PASS\" 2>/dev/null | pg_restore -l | \
+               grep -c ' TABLE public '; gpgconf --kill gpg-agent",
+    },
+];
+
+/// Before: every backup pgdrill wrote was a `.pgdrill` container in a folder of its own, so
+/// a team's `ls *.sql.gz`, `gunzip -t`, openssl and gpg commands stopped working the day
+/// they switched. Each format is now written under the team's own name, read by their own
+/// command, and proven by verify against its sidecar manifest (fingerprint: tables and
+/// schema); a cut file of each fails verify; openssl's and gpg's are refused without
+/// `allow_unauthenticated` when a key is given (their manifests cannot be authenticated).
+#[tokio::test(flavor = "multi_thread")]
+async fn backups_written_in_a_teams_own_names_and_formats_are_read_by_their_commands_and_proven_by_verify() {
+    if !require(
+        have("gpg", "--version") && have("openssl", "version") && have("zstd", "--version"),
+        "gpg, openssl, zstd",
+    ) {
+        return;
+    }
+    let Some(src) = native_server("shop").await else { return };
+    let url = src.url();
+    exec(
+        &url,
+        "create table items (id int primary key, name text not null);
+         insert into items select g, 'item ' || g from generate_series(1, 1000) g;
+         create table orders (id int primary key, item int references items);
+         insert into orders select g, 1 + g % 1000 from generate_series(1, 500) g;",
+    )
+    .await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let storage = tmp.path().join("team");
+    // A name that says another format than the file's is refused before anything connects.
+    let ran = Run::new("backup")
+        .var("database_url", &url)
+        .var("storage", storage.display())
+        .var("name_pattern", format!("{PATTERN}.sql.gz"))
+        .vars(&["format=plain", "compression=gzip", "envelope=openssl"])
+        .key(PASS)
+        .expect(2);
+    assert!(ran.all().contains("the name does not end in `.enc`"), "{}", ran.all());
+    assert!(!storage.exists(), "nothing written");
+    let gnupg = tmp.path().join("gnupg");
+    std::fs::create_dir_all(&gnupg).expect("mkdir");
+    std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
+    // What each team's `ls` and `psql` print, per case.
+    let expected_team_output = ["1000", "2", "1", "2"];
+
+    for (case, want) in CASES.iter().zip(expected_team_output) {
+        let reports = tmp.path().join(format!("reports{}", case.ext));
+        let ran = Run::new("backup")
+            .var("database_url", &url)
+            .var("storage", storage.display())
+            .var("name_pattern", format!("{PATTERN}{}", case.ext))
+            .vars(case.vars)
+            .key(PASS)
+            .junit(reports.join("junit.xml"))
+            .report(&reports)
+            .expect(0);
+        assert_eq!(ran.junit().status("check"), "passed", "{}", ran.all());
+        assert!(!ran.all().contains(PASS), "the passphrase is in the run's output: {}", ran.all());
+        assert!(!written_text(&reports).contains(PASS), "the passphrase is in the run's reports");
+
+        // Found by the team's glob, under the team's name, with its sidecar manifest.
+        let ls = team(&src, &format!("cd {} && ls -1 *{}", storage.display(), case.ext), &storage, &gnupg);
+        let names: Vec<&str> = ls.lines().collect();
+        assert_eq!(names.len(), 1, "`ls *{}` finds the one backup: {ls}", case.ext);
+        let name = names[0].to_string();
+        let stem = name.strip_suffix(case.ext).unwrap_or_default();
+        let stamp = stem.strip_prefix("shop_").unwrap_or_default();
+        assert!(
+            stamp.len() == 15
+                && stamp.as_bytes()[8] == b'_'
+                && stamp.replace('_', "").bytes().all(|b| b.is_ascii_digit()),
+            "named by the pattern: {name}"
+        );
+        let file = storage.join(&name);
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(storage.join(format!("{name}.manifest.json"))).expect("the sidecar manifest"),
+        )
+        .expect("manifest json");
+        assert_eq!(manifest["database"], "shop");
+        assert!(manifest["fingerprint"]["tables"].is_object(), "{manifest}");
+
+        // Read by the team's own command.
+        let said = team(&src, case.team, &file, &gnupg);
+        assert_eq!(said.lines().next().map(str::trim), Some(want), "{}: {said}", case.team);
+
+        // Verified green against its sidecar manifest, like pgdrill's own backups.
+        let verify = |extra: &[&str], junit: &Path| {
+            Run::new("verify")
+                .var("storage", storage.display())
+                .var("database", "shop")
+                .var("backup", &name)
+                .var("provider", "native")
+                .var("force", true)
+                .vars(extra)
+                .key(PASS)
+                .junit(junit)
+                .output()
+        };
+        let junit = tmp.path().join(format!("verify{}.xml", case.ext));
+        let ran = verify(&["allow_unauthenticated=true"], &junit);
+        assert_eq!(ran.code, Some(0), "{}", ran.all());
+        let j = ran.junit();
+        // The roles too, from the sidecar: owners and grants restored and compared.
+        for step in ["integrity", "roles", "restore", "tables", "schema"] {
+            assert_eq!(j.status(step), "passed", "{step}: {}", ran.all());
+        }
+        // Proven against the manifest's fingerprint: both tables with their rows, and the schema.
+        let said = j.all_text();
+        assert!(said.contains("the sidecar of a team's own format"), "{said}");
+        assert!(said.contains("2 tables, 1500 rows match the source"), "{said}");
+        assert!(said.contains("schema matches the source"), "{said}");
+        assert!(said.contains("default privileges, roles, memberships and role settings match the source"), "{said}");
+        assert!(!ran.all().contains(PASS) && !said.contains(PASS), "the passphrase is in verify's output");
+
+        if case.vars.contains(&"envelope=openssl") {
+            // A key given: its manifest cannot be authenticated, so it is refused by default.
+            let ran = verify(&[], &tmp.path().join("refused.xml"));
+            assert_eq!(ran.code, Some(1), "{}", ran.all());
+            assert!(ran.all().contains("refused") && ran.all().contains("allow_unauthenticated"), "{}", ran.all());
+        }
+
+        // Cut to half its length: verify fails on the sha256 the manifest holds.
+        let len = std::fs::metadata(&file).expect("size").len();
+        std::fs::OpenOptions::new().write(true).open(&file).expect("open").set_len(len / 2).expect("cut");
+        let ran = verify(&["allow_unauthenticated=true"], &tmp.path().join(format!("cut{}.xml", case.ext)));
+        assert_eq!(ran.code, Some(1), "a cut {} passed verify: {}", case.ext, ran.all());
+        let j = ran.junit();
+        assert_eq!(j.status("integrity"), "failure", "{}", ran.all());
+        assert!(j.all_text().contains("does not match its manifest"), "{}", j.all_text());
+    }
+}
+
+/// A pg_dump that waits a few seconds before dumping (perl sleeps, then becomes pg_dump, so
+/// it is one process that dies with pgdrill), so the encrypting tool is running when the
+/// test looks at it.
+fn slow_pg_dump(dir: &Path) -> PathBuf {
+    let p = dir.join("slow-pg_dump");
+    std::fs::write(
+        &p,
+        "#!/bin/sh\nreal=/usr/lib/postgresql/15/bin/pg_dump\n\
+         case \"$1\" in --version|-V) exec \"$real\" \"$@\";; esac\n\
+         exec perl -e 'sleep 4; exec @ARGV or die' \"$real\" \"$@\"\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    p
+}
+
+const SLOW_RUNBOOK: &str = "name: team-backup
+vars:
+  url: ~
+  storage: ~
+  pg_dump: ~
+  envelope: ~
+  name_pattern: ~
+secrets:
+  key: { env: PGDRILL_BACKUP_KEY }
+steps:
+  - id: dump
+    uses: backup.create
+    with:
+      database_url: \"{{ vars.url }}\"
+      storage: \"{{ vars.storage }}\"
+      pg_dump: \"{{ vars.pg_dump }}\"
+      format: plain
+      compression: gzip
+      envelope: \"{{ vars.envelope }}\"
+      name_pattern: \"{{ vars.name_pattern }}\"
+      key: \"{{ secrets.key }}\"
+";
+
+/// The passphrase reaches openssl through its own environment and gpg through its stdin,
+/// never any process's argv; and a backup killed -9 while the tool encrypts leaves no file
+/// under the team's name (only pgdrill's hidden partial directory) and no tool running.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_encrypting_tool_never_sees_the_passphrase_in_argv_and_a_killed_backup_leaves_no_team_file() {
+    if !require(have("gpg", "--version") && have("openssl", "version") && have("perl", "-v"), "gpg, openssl, perl") {
+        return;
+    }
+    let Some(src) = native_server("shop").await else { return };
+    let url = src.url();
+    exec(&url, "create table t (id int primary key); insert into t select generate_series(1, 100);").await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let runbook = tmp.path().join("team-backup.yaml");
+    std::fs::write(&runbook, SLOW_RUNBOOK).expect("runbook");
+    let pg_dump = slow_pg_dump(tmp.path());
+
+    for (envelope, ext, tool) in [("openssl", ".sql.gz.enc", "openssl enc"), ("gpg", ".sql.gz.gpg", "--symmetric")] {
+        let storage = tmp.path().join(envelope);
+        let mut child = Run::new(&runbook)
+            .var("url", &url)
+            .var("storage", storage.display())
+            .var("pg_dump", pg_dump.display())
+            .var("envelope", envelope)
+            .var("name_pattern", format!("{PATTERN}{ext}"))
+            .key(PASS)
+            .command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pgdrill");
+        let pgdrill_pid = child.id();
+        // The encrypting tool, pgdrill's own child, while pg_dump has not yet written a byte.
+        let t = Instant::now();
+        let tool_pid = loop {
+            assert!(t.elapsed() < Duration::from_secs(90), "{envelope}: the tool never started");
+            assert!(child.try_wait().expect("wait").is_none(), "{envelope}: the backup ended before the tool was seen");
+            let found = processes().into_iter().find(|(pid, line)| {
+                line.contains(tool)
+                    && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                        .ok()
+                        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.split_whitespace().nth(1).map(str::to_string)))
+                        .flatten()
+                        == Some(pgdrill_pid.to_string())
+            });
+            if let Some((pid, _)) = found {
+                break pid;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for (pid, line) in processes() {
+            assert!(!line.contains(PASS), "{envelope}: process {pid} has the passphrase in its argv: {line}");
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        // Nothing under a final name: only the hidden partial directory.
+        let left: Vec<String> = std::fs::read_dir(&storage)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(left.iter().all(|n| n.starts_with(".pgdrill-partial-")), "{envelope}: {left:?}");
+        let glob = team(
+            &src,
+            &format!("cd {} && (ls -1 *{ext} 2>/dev/null || true) | wc -l", storage.display()),
+            &storage,
+            tmp.path(),
+        );
+        assert_eq!(glob.trim(), "0", "{envelope}: the team's glob finds nothing");
+        // The tool dies with pgdrill.
+        let t = Instant::now();
+        while !gone(tool_pid) {
+            assert!(t.elapsed() < Duration::from_secs(10), "{envelope}: the tool {tool_pid} outlived pgdrill");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
