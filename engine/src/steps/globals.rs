@@ -98,7 +98,7 @@ impl Step for Restore {
 const UNPROVEN: &str = "roles, ownership and privileges are unproven for it: restore with no_owner";
 
 async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepError> {
-    let path = ctx.backup_header(&w.backup).await?;
+    let path = ctx.object(&w.backup)?.header_file(super::HEAD).await.map_err(StepError::environment)?;
     let shown = crate::storage::remote::display(&path);
     if source::origin(&path) == Origin::Foreign {
         let script = match w.globals.as_deref() {

@@ -187,7 +187,7 @@ async fn read_disagrees(
 }
 
 async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
-    let storage = ctx.storage_root(&w.storage).await?;
+    let storage = crate::backup::ledger::view(&*ctx.store(&w.storage)?).await.map_err(StepError::environment)?;
     let pattern = super::backup::name_pattern(w.name_pattern.as_deref())?;
     let entries = LocalStore::new(&storage)
         .list_with(Some(&w.database), pattern.as_ref())
