@@ -449,6 +449,10 @@ pub struct CreateOptions {
     pub meter: Option<crate::progress::Meter>,
 }
 
+/// What the dump's pipeline hands back: the writer, still to be published, the sizes, the
+/// archive's sha256 and its first bytes (its header, for the manifest).
+type Piped = (Box<dyn crate::storage::Writer>, Sizes, String, Vec<u8>);
+
 /// The result of `create`.
 #[derive(Debug, Clone)]
 pub struct Created {
@@ -712,47 +716,42 @@ pub async fn create(opts: CreateOptions, log: &(dyn Fn(String) + Send + Sync)) -
     let mac_key = key.clone();
     let wopts = WriteOptions { codec: opts.codec, level: opts.level, threads: opts.threads, key };
     let cancel_flag = cancelled.clone();
-    let pipeline = tokio::task::spawn_blocking(
-        move || -> Result<(Box<dyn crate::storage::Writer>, Sizes, String, Vec<u8>), Failure> {
-            // The archive's first bytes are kept: its header, for the manifest, without asking
-            // a store for what was just sent (an archive class would refuse the read).
-            let out = HeadTee {
-                inner: archive::HashWriter::new(BufWriter::with_capacity(1 << 20, writer)),
-                head: Vec::new(),
-            };
-            let written = match (stdout, stage_path) {
-                (Some(stdout), _) => match meter {
-                    Some(m) => archive::write(crate::progress::Counted::new(stdout, m), out, &wopts),
-                    None => archive::write(stdout, out, &wopts),
-                },
-                (None, Some(dir)) => {
-                    let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
-                    if !status.success() || cancel_flag.load(Ordering::SeqCst) {
-                        let errors = stderr_thread.join().unwrap_or_default();
-                        return Err(pg_dump_failed(status, &errors));
-                    }
-                    tar_stream(&dir, out, &wopts)
+    let pipeline = tokio::task::spawn_blocking(move || -> Result<Piped, Failure> {
+        // The archive's first bytes are kept: its header, for the manifest, without asking
+        // a store for what was just sent (an archive class would refuse the read).
+        let out =
+            HeadTee { inner: archive::HashWriter::new(BufWriter::with_capacity(1 << 20, writer)), head: Vec::new() };
+        let written = match (stdout, stage_path) {
+            (Some(stdout), _) => match meter {
+                Some(m) => archive::write(crate::progress::Counted::new(stdout, m), out, &wopts),
+                None => archive::write(stdout, out, &wopts),
+            },
+            (None, Some(dir)) => {
+                let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
+                if !status.success() || cancel_flag.load(Ordering::SeqCst) {
+                    let errors = stderr_thread.join().unwrap_or_default();
+                    return Err(pg_dump_failed(status, &errors));
                 }
-                (None, None) => return Err(Failure::environment("pg_dump has no stdout")),
-            };
-            let status = child.wait();
-            let errors = stderr_thread.join().unwrap_or_default();
-            let status = status.map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
-            // A failed write (disk full) kills pg_dump with SIGPIPE: report the cause, not that.
-            let (hw, sizes) = written.map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
-            if !status.success() || cancel_flag.load(Ordering::SeqCst) {
-                return Err(pg_dump_failed(status, &errors));
+                tar_stream(&dir, out, &wopts)
             }
-            let HeadTee { inner: hw, head } = hw;
-            let (bw, sha, _) = hw.finish();
-            let writer =
-                bw.into_inner().map_err(|e| Failure::environment(format!("writing the backup: {}", e.error())))?;
-            // Written whole (a local file in its private partial file; an upload's last part
-            // not sent yet), nothing under its final name.
-            crate::util::test_pause("backup-written");
-            Ok((writer, sizes, sha, head))
-        },
-    );
+            (None, None) => return Err(Failure::environment("pg_dump has no stdout")),
+        };
+        let status = child.wait();
+        let errors = stderr_thread.join().unwrap_or_default();
+        let status = status.map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
+        // A failed write (disk full) kills pg_dump with SIGPIPE: report the cause, not that.
+        let (hw, sizes) = written.map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
+        if !status.success() || cancel_flag.load(Ordering::SeqCst) {
+            return Err(pg_dump_failed(status, &errors));
+        }
+        let HeadTee { inner: hw, head } = hw;
+        let (bw, sha, _) = hw.finish();
+        let writer = bw.into_inner().map_err(|e| Failure::environment(format!("writing the backup: {}", e.error())))?;
+        // Written whole (a local file in its private partial file; an upload's last part
+        // not sent yet), nothing under its final name.
+        crate::util::test_pause("backup-written");
+        Ok((writer, sizes, sha, head))
+    });
 
     let fp = fingerprint::compute_with(&client, opts.fingerprint, Some(sequences)).await;
     // In the same snapshot: the roles and settings the dump's owners and grants name.

@@ -167,7 +167,7 @@ async fn a_backup_is_written_through_the_store_it_is_given_and_only_through_it()
             .expect("json");
     assert_eq!(manifest["sha256"], created.manifest.sha256.as_str());
     let listed = pgdrill::backup::layout::LocalStore::new(&root).list(Some("shop")).expect("list");
-    assert_eq!(listed.iter().map(|e| e.path.clone()).collect::<Vec<_>>(), [archive.clone()]);
+    assert_eq!(listed.iter().map(|e| e.path.clone()).collect::<Vec<_>>(), [archive]);
 
     // A store that cannot prove what it holds: the object goes, and no manifest is written.
     calls.lock().expect("calls").clear();
