@@ -673,11 +673,10 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             }
             // Where the evidence goes is proven writable, and the report directory is this
             // run's alone, before any step changes anything.
-            let _report_lock = match &report {
-                Some(d) if !crate::storage::is_remote(&d.to_string_lossy()) => {
-                    Some(crate::report::lock::lock_dir(d, "--report")?)
-                }
-                _ => None,
+            // A lock needs a directory on this machine; a store's report is one object per run.
+            let _report_lock = match report.as_ref().and_then(|d| crate::storage::local_dir(&d.to_string_lossy())) {
+                Some(d) => Some(crate::report::lock::lock_dir(&d, "--report")?),
+                None => None,
             };
             if let Some(j) = &junit {
                 crate::report::lock::check_writable(j, "--junit")?;
@@ -689,10 +688,9 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             }
             if let Some(d) = report {
                 let text = d.to_string_lossy().into_owned();
-                let record = if crate::storage::is_remote(&text) {
-                    JsonRecord::remote(crate::report::remote::RemoteReport::open(&text).await?)
-                } else {
-                    JsonRecord::new(d)
+                let record = match crate::storage::local_dir(&text) {
+                    Some(dir) => JsonRecord::new(dir),
+                    None => JsonRecord::remote(crate::report::remote::RemoteReport::open(&text).await?),
                 };
                 reporters.push(Box::new(record.keep(keep)));
             }
@@ -732,15 +730,16 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             // A log in an object store is checked in a private local copy of it.
             let shown_location = location.display().to_string();
             let _copy;
-            let location = if crate::storage::is_remote(&shown_location) {
-                let parent = std::env::temp_dir().join("pgdrill-mirror");
-                let dir = crate::storage::private_dir(&parent, "evidence")
-                    .map_err(|e| Error::io(format!("creating a private directory in {}", parent.display()), e))?;
-                _copy = RemoveOnDrop(dir.clone());
-                crate::evidence::remote::download(&shown_location, &dir).await?;
-                dir
-            } else {
-                location
+            let location = match crate::storage::local_dir(&shown_location) {
+                Some(dir) => dir,
+                None => {
+                    let parent = std::env::temp_dir().join("pgdrill-mirror");
+                    let dir = crate::storage::private_dir(&parent, "evidence")
+                        .map_err(|e| Error::io(format!("creating a private directory in {}", parent.display()), e))?;
+                    _copy = RemoveOnDrop(dir.clone());
+                    crate::evidence::remote::download(&shown_location, &dir).await?;
+                    dir
+                }
             };
             let key = match &public_key {
                 Some(p) => crate::evidence::keys::PublicKey::from_file(p)?,
@@ -783,7 +782,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let fleet = crate::fleet::load(&select.file)?;
             let mut o = fleet_options(&fleet, select);
             if let Some(r) = report.as_ref().map(|r| r.to_string_lossy().into_owned()) {
-                if crate::storage::is_remote(&r) {
+                if crate::storage::local_dir(&r).is_none() {
                     return Err(Error::invalid(format!(
                         "fleet run --report {}: a fleet's reports (each target's run, JUnit and output, and fleet.json) go to a local directory; `pgdrill run --report URL` publishes one run's reports to a store",
                         crate::report::visible(&r)
@@ -860,12 +859,8 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 return physical_backups(&storage, json);
             }
             let location = storage.clone();
-            let storage = if crate::storage::is_remote(&storage) {
-                let r = crate::storage::remote::open(&storage).map_err(Error::invalid)?;
-                crate::backup::ledger::mirrored(&r).await.map_err(Error::environment)?
-            } else {
-                PathBuf::from(crate::storage::remote::local_path(&storage))
-            };
+            let store = crate::storage::open(&storage).map_err(Error::invalid)?;
+            let storage = crate::backup::ledger::view(&*store).await.map_err(Error::environment)?;
             // A directory that is not there is a typo or an unmounted volume, never "no backups".
             if !storage.is_dir() {
                 return Err(Error::invalid(format!(
@@ -989,10 +984,10 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let ring = crate::archive::KeySource::from_secret(&secret);
             let mut paths = files;
             if let Some(dir) = &storage {
-                if crate::storage::is_remote(&dir.to_string_lossy()) {
+                let Some(dir) = crate::storage::local_dir(&dir.to_string_lossy()) else {
                     return Err(Error::invalid("rekey works on a local backup directory; for an object store, rekey a local copy and upload it with `pgdrill run offsite`"));
-                }
-                let listed = crate::backup::layout::LocalStore::new(dir)
+                };
+                let listed = crate::backup::layout::LocalStore::new(&dir)
                     .list(database.as_deref())
                     .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
                 paths.extend(listed.into_iter().filter(|e| !e.foreign).map(|e| e.path));
@@ -1043,7 +1038,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         }
         Command::Report { dir, last, runbook, stale_after, json, html } => {
             let text = dir.to_string_lossy().into_owned();
-            let history = if crate::storage::is_remote(&text) {
+            let history = if crate::storage::local_dir(&text).is_none() {
                 let h = crate::report::remote::read_history(&text).await?;
                 if h.is_empty() {
                     return Err(Error::invalid(format!(
@@ -1162,7 +1157,7 @@ async fn evidence_sink(
         }
         (Some(k), Some(d)) => (k, d),
         (Some(k), None) => match report {
-            Some(r) if !crate::storage::is_remote(&r.to_string_lossy()) => (k, r.join("evidence")),
+            Some(r) if crate::storage::local_dir(&r.to_string_lossy()).is_some() => (k, r.join("evidence")),
             // An object-store report keeps its evidence under its own `evidence/`.
             Some(r) => (k, PathBuf::from(format!("{}/evidence", r.to_string_lossy().trim_end_matches('/')))),
             None => {
@@ -1173,7 +1168,7 @@ async fn evidence_sink(
         },
     };
     let text = dir.to_string_lossy().into_owned();
-    if crate::storage::is_remote(&text) {
+    if crate::storage::local_dir(&text).is_none() {
         // Staged before the run: a store that cannot be read, a bucket without Object Lock
         // when retention is asked, or another key's log stop the run before it starts.
         let log = crate::evidence::remote::RemoteLog::open(&text, &key, lock).await?;

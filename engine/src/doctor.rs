@@ -101,8 +101,12 @@ pub async fn run(args: Args, redactor: &Redactor) -> (String, ExitCode) {
     tools(&mut f, images.as_deref());
     backup_key(&mut f, &args.key_env, key.as_deref());
     match &args.storage {
-        Some(s) if crate::storage::is_remote(s) => remote_storage(&mut f, s).await,
-        Some(s) => local_storage(&mut f, Path::new(crate::storage::remote::local_path(s))),
+        // A directory here is checked as one (there, writable, its free space); any other
+        // store is asked to list.
+        Some(s) => match crate::storage::local_dir(s) {
+            Some(dir) => local_storage(&mut f, &dir),
+            None => remote_storage(&mut f, s).await,
+        },
         None => f.add(State::Ok, "storage", "not checked (give --storage LOCATION or set PGDRILL_STORAGE)"),
     }
     if let Some(u) = &args.database_url {

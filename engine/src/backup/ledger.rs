@@ -151,13 +151,15 @@ async fn gather_from(
     Ok(())
 }
 
-/// An object store mirrored as a local location (see `storage::remote`), its ledger
-/// records gathered: the root to list.
-pub async fn mirrored(r: &crate::storage::remote::Remote) -> Result<PathBuf, String> {
-    let root = r.mirror().await?;
-    // The records are in the listing the mirror just made: no second pass.
-    gather_from(r, &root, r.listed()).await?;
-    Ok(root)
+/// A location as a local directory tree to list (`Store::local_view`: a local directory,
+/// or an object store's view of it), with an object store's ledger records gathered into
+/// one `ledger.jsonl` per folder, as a local location keeps them: the root to list.
+pub async fn view(store: &dyn crate::storage::Store) -> Result<PathBuf, String> {
+    let view = store.local_view().await?;
+    // The records are in the listing the view was made from: no second pass. A local
+    // directory's view lists nothing: its ledgers are files already.
+    gather_from(store, &view.root, view.listed).await?;
+    Ok(view.root)
 }
 
 /// The ledger that covers a backup: in its directory.

@@ -18,7 +18,6 @@ use crate::error::{Class, Failure};
 use crate::pg::fingerprint::{self, Fingerprint, Mode};
 // Found by pg/ (it also runs the tools from an image); named here for the pipeline.
 pub use crate::pg::native::find_tool;
-use crate::storage;
 use layout::LocalStore;
 
 pub mod base;
@@ -467,7 +466,9 @@ impl Manifest {
 #[derive(Debug, Clone)]
 pub struct CreateOptions {
     pub url: String,
-    pub storage: PathBuf,
+    /// Where the backup goes (`storage::open`: a local directory or an object store): written
+    /// through its `Writer`, so nothing is under the final name until it is published.
+    pub storage: Arc<dyn crate::storage::Store>,
     pub format: Format,
     pub codec: Codec,
     pub level: i32,
@@ -482,8 +483,6 @@ pub struct CreateOptions {
     /// Counts pg_dump's bytes as they stream (its total estimated from the previous backup
     /// of the same database).
     pub meter: Option<crate::progress::Meter>,
-    /// An object store to stream the backup into, instead of `storage`.
-    pub remote: Option<crate::storage::remote::Remote>,
 }
 
 /// A team's own name and format for a backup (issue 40, item 2); the default is pgdrill's
@@ -508,39 +507,9 @@ impl std::fmt::Debug for Output {
     }
 }
 
-/// Where the pipeline writes: a local temp file, or a streamed upload.
-enum Sink {
-    File(std::fs::File),
-    Upload(crate::storage::remote::UploadWriter),
-}
-
-impl Write for Sink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Sink::File(f) => f.write(b),
-            Sink::Upload(u) => u.write(b),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Sink::File(f) => f.flush(),
-            Sink::Upload(u) => u.flush(),
-        }
-    }
-}
-
-impl Sink {
-    /// Everything written: hand an upload its last part.
-    fn close(self) -> std::io::Result<()> {
-        match self {
-            Sink::File(f) => {
-                drop(f);
-                Ok(())
-            }
-            Sink::Upload(u) => u.close(),
-        }
-    }
-}
+/// What the dump's pipeline hands back: the writer, still to be published, the sizes, the
+/// archive's sha256 and its first bytes (its header, for the manifest).
+type Piped = (Box<dyn crate::storage::Writer>, Sizes, String, Vec<u8>);
 
 /// The result of `create`.
 #[derive(Debug, Clone)]
@@ -743,12 +712,20 @@ pub async fn create_as(
     let sequences = fingerprint::sequence_positions(&client).await.map_err(env_err)?;
     log(format!("{pg_dump_version}; server {server_version}; snapshot {snapshot}"));
 
-    let store = LocalStore::new(&opts.storage);
+    let store = opts.storage.clone();
     let dir_name = opts.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| database.clone());
+    if dir_name.is_empty() {
+        return Err(Failure::environment(format!(
+            "cannot write to {}: an empty database name has no folder",
+            store.url()
+        )));
+    }
+    let folder = layout::folder_name(&dir_name);
     // pg_dump says nothing of how much is left: the previous backup's plain size is the
-    // estimate (none for a first backup: bytes and throughput only).
-    if let (Some(m), None) = (&opts.meter, &opts.remote) {
-        let previous = store
+    // estimate (none for a first backup: bytes and throughput only), where the store is a
+    // directory here (an object store's would cost a listing).
+    if let (Some(m), Some(root)) = (&opts.meter, store.local_path("")) {
+        let previous = LocalStore::new(root)
             .list(Some(&dir_name))
             .ok()
             .and_then(|l| l.into_iter().find(|e| !e.foreign))
@@ -758,10 +735,10 @@ pub async fn create_as(
     let meter = opts.meter.clone();
     let stored_as = (dir_name != database).then(|| dir_name.clone());
     // The directory format is written by pg_dump's parallel workers into a staging directory
-    // beside the final file (same disk), then streamed as tar; it is removed whatever happens.
+    // beside the final file where the store is a directory here (same disk), else in the
+    // temporary directory; then streamed as tar; it is removed whatever happens.
     let stage = match opts.format {
-        Format::Directory if opts.remote.is_some() => Some(Staged::new(&std::env::temp_dir(), ".dir")?),
-        Format::Directory => Some(Staged::new(&LocalStore::new(&opts.storage).folder(&dir_name), ".dir")?),
+        Format::Directory => Some(Staged::new(&store.local_path(&folder).unwrap_or_else(std::env::temp_dir), ".dir")?),
         _ => None,
     };
     let name_stamp = stamp(started_at);
@@ -783,42 +760,49 @@ pub async fn create_as(
         }
         None => None,
     };
-    // An object store: the upload starts now (invisible until complete, aborted if dropped),
-    // under a name no object has yet.
-    let remote = opts.remote.clone();
-    let mut upload = None;
-    if let Some(r) = &remote {
-        let folder = layout::folder_name(&dir_name);
-        let mut n = 0;
-        let rel = loop {
-            let name = match (&own_name, n) {
-                (None, 0) => format!("{name_stamp}.{ext}"),
-                (None, _) => format!("{name_stamp}-{n}.{ext}"),
-                // The team's name or nothing: a second backup in the same second is refused.
-                (Some(own), 0) => own.clone(),
-                (Some(own), _) => {
-                    return Err(Failure::failed(format!(
-                        "{} exists already: the name pattern gives no other name to this backup (add {{ss}}, or wait)",
-                        r.url_of(own)
-                    )))
-                }
-            };
-            // A team's name goes straight into the location, where their listing looks.
-            let rel = if own_name.is_some() { name } else { format!("{folder}/{name}") };
-            let taken = r.exists(&rel).await.map_err(Failure::environment)?
-                || r.exists(&format!("{rel}.manifest.json")).await.map_err(Failure::environment)?;
-            if !taken {
-                break rel;
-            }
-            n += 1;
-        };
-        let (writer, uploading) = r.upload(&rel).await.map_err(Failure::environment)?;
-        upload = Some((rel, writer, uploading));
-    }
-    let (remote_rel, writer, mut uploading) = match upload {
-        Some((rel, w, u)) => (Some(rel), Some(w), Some(u)),
-        None => (None, None, None),
+    // Under a name no backup (nor manifest) has yet: the stamp, then `-1`, `-2`... The writer
+    // starts now: nothing is visible under the name until it is published, and an error or a
+    // cancellation drops it, which aborts it.
+    let key_of = |n: usize| match n {
+        0 => format!("{folder}/{name_stamp}.{ext}"),
+        n => format!("{folder}/{name_stamp}-{n}.{ext}"),
     };
+    let taken = |object: String| {
+        let store = store.clone();
+        async move {
+            Ok::<bool, Failure>(
+                store.head(&object).await.map_err(Failure::environment)?.is_some()
+                    || store.head(&layout::manifest_key(&object)).await.map_err(Failure::environment)?.is_some(),
+            )
+        }
+    };
+    let (object, others) = match &own_name {
+        // A team's name goes straight into the location, where their listing looks; it is
+        // that name or nothing: a second backup in the same second is refused.
+        Some(own) => {
+            if taken(own.clone()).await? {
+                return Err(Failure::failed(format!(
+                    "{} exists already: the name pattern gives no other name to this backup (add {{ss}}, or wait)",
+                    store.url_of(own)
+                )));
+            }
+            (own.clone(), Vec::new())
+        }
+        None => {
+            let mut n = 0;
+            let object = loop {
+                let object = key_of(n);
+                if !taken(object.clone()).await? {
+                    break object;
+                }
+                n += 1;
+            };
+            // Where another backup of the same millisecond takes the name meanwhile, the next ones.
+            let others: Vec<String> = (n + 1..n + 1000).map(key_of).collect();
+            (object, others)
+        }
+    };
+    let writer = store.create(&object).await.map_err(Failure::environment)?;
     let mut cmd = crate::child::command(&pg_dump);
     // The database as data, never connection syntax (see `dbname_arg`).
     cmd.arg(format!("--snapshot={snapshot}")).arg("--no-password").arg("-d").arg(crate::pg::dbname_arg(&database));
@@ -860,66 +844,45 @@ pub async fn create_as(
     let wopts = WriteOptions { codec: opts.codec, level: opts.level, threads: opts.threads, key };
     let passphrase = output.passphrase.clone();
     let cancel_flag = cancelled.clone();
-    let pipeline = tokio::task::spawn_blocking(
-        move || -> Result<(Option<self::layout::Pending>, Sizes, String, Vec<u8>), Failure> {
-            let (pending, sink) = match writer {
-                Some(w) => (None, Sink::Upload(w)),
-                None => {
-                    let begun = match &own_name {
-                        Some(own) => store.begin_named(own),
-                        None => store.begin(&dir_name, &name_stamp, ext),
-                    };
-                    let mut pending = begun.map_err(|e| {
-                        Failure::environment(format!("cannot write to {}: {e}", store.root().display()))
-                    })?;
-                    let file = pending.file().try_clone().map_err(|e| Failure::environment(e.to_string()))?;
-                    (Some(pending), Sink::File(file))
+    let pipeline = tokio::task::spawn_blocking(move || -> Result<Piped, Failure> {
+        // The archive's first bytes are kept: its header, for the manifest, without asking
+        // a store for what was just sent (an archive class would refuse the read).
+        let out =
+            HeadTee { inner: archive::HashWriter::new(BufWriter::with_capacity(1 << 20, writer)), head: Vec::new() };
+        let written = match (stdout, stage_path) {
+            (Some(stdout), _) => {
+                let pass = passphrase.as_deref();
+                match meter {
+                    Some(m) => envelope::write(crate::progress::Counted::new(stdout, m), out, &wopts, envelope, pass),
+                    None => envelope::write(stdout, out, &wopts, envelope, pass),
                 }
-            };
-            // The archive's first bytes are kept: its header, for the manifest, without asking
-            // a store for what was just sent (an archive class would refuse the read).
-            let out =
-                HeadTee { inner: archive::HashWriter::new(BufWriter::with_capacity(1 << 20, sink)), head: Vec::new() };
-            let written = match (stdout, stage_path) {
-                (Some(stdout), _) => {
-                    let pass = passphrase.as_deref();
-                    match meter {
-                        Some(m) => {
-                            envelope::write(crate::progress::Counted::new(stdout, m), out, &wopts, envelope, pass)
-                        }
-                        None => envelope::write(stdout, out, &wopts, envelope, pass),
-                    }
-                }
-                (None, Some(dir)) => {
-                    let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
-                    if !status.success() || cancel_flag.load(Ordering::SeqCst) {
-                        let errors = stderr_thread.join().unwrap_or_default();
-                        return Err(pg_dump_failed(status, &errors));
-                    }
-                    tar_stream(&dir, out, &wopts)
-                }
-                (None, None) => return Err(Failure::environment("pg_dump has no stdout")),
-            };
-            let status = child.wait();
-            let errors = stderr_thread.join().unwrap_or_default();
-            let status = status.map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
-            // A failed write (disk full) kills pg_dump with SIGPIPE: report the cause, not that.
-            let (hw, sizes) = written.map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
-            if !status.success() || cancel_flag.load(Ordering::SeqCst) {
-                return Err(pg_dump_failed(status, &errors));
             }
-            let HeadTee { inner: hw, head } = hw;
-            let (bw, sha, _) = hw.finish();
-            let sink =
-                bw.into_inner().map_err(|e| Failure::environment(format!("writing the backup: {}", e.error())))?;
-            sink.close().map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
-            if pending.is_some() {
-                // Written whole into its private partial file, not yet under its final name.
-                crate::util::test_pause("backup-written");
+            (None, Some(dir)) => {
+                let status = child.wait().map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
+                if !status.success() || cancel_flag.load(Ordering::SeqCst) {
+                    let errors = stderr_thread.join().unwrap_or_default();
+                    return Err(pg_dump_failed(status, &errors));
+                }
+                tar_stream(&dir, out, &wopts)
             }
-            Ok((pending, sizes, sha, head))
-        },
-    );
+            (None, None) => return Err(Failure::environment("pg_dump has no stdout")),
+        };
+        let status = child.wait();
+        let errors = stderr_thread.join().unwrap_or_default();
+        let status = status.map_err(|e| Failure::environment(format!("waiting for pg_dump: {e}")))?;
+        // A failed write (disk full) kills pg_dump with SIGPIPE: report the cause, not that.
+        let (hw, sizes) = written.map_err(|e| Failure::environment(format!("writing the backup: {e}")))?;
+        if !status.success() || cancel_flag.load(Ordering::SeqCst) {
+            return Err(pg_dump_failed(status, &errors));
+        }
+        let HeadTee { inner: hw, head } = hw;
+        let (bw, sha, _) = hw.finish();
+        let writer = bw.into_inner().map_err(|e| Failure::environment(format!("writing the backup: {}", e.error())))?;
+        // Written whole (a local file in its private partial file; an upload's last part
+        // not sent yet), nothing under its final name.
+        crate::util::test_pause("backup-written");
+        Ok((writer, sizes, sha, head))
+    });
 
     let fp = fingerprint::compute_with(&client, opts.fingerprint, Some(sequences)).await;
     // In the same snapshot: the roles and settings the dump's owners and grants name.
@@ -932,20 +895,16 @@ pub async fn create_as(
     let _ = client.batch_execute("commit").await;
     let fingerprint = fp.map_err(|e| Failure::environment(format!("fingerprint: {}", crate::pg::describe(&e))));
     let globals = globals.map_err(|e| Failure::environment(format!("roles and settings: {}", crate::pg::describe(&e))));
-    let (pending, sizes, sha256, head, fingerprint, globals) = match (piped, fingerprint, globals) {
-        (Ok((p, s, h, head)), Ok(f), Ok(g)) => (p, s, h, head, f, g),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            // Nothing under the final name: the upload's parts are dropped by the store. When
-            // the upload failed first, its error is the cause (the writer only saw it stop).
-            let mut e = e;
-            if let Some(u) = uploading.as_mut() {
-                if let Some(why) = u.failure().await {
-                    e = Failure::environment(why);
-                }
-                u.abort().await;
-            }
+    let (writer, sizes, sha256, head, fingerprint, globals) = match (piped, fingerprint, globals) {
+        (Ok((w, s, h, head)), Ok(f), Ok(g)) => (w, s, h, head, f, g),
+        (Ok((w, ..)), Err(e), _) | (Ok((w, ..)), _, Err(e)) => {
+            // Nothing under the final name: an upload's parts are dropped by the store.
+            w.abort().await;
             return Err(e);
         }
+        // The writer was dropped in the pipeline, which aborts it (an upload that failed
+        // first names itself in the write error: the writer only saw it stop).
+        (Err(e), _, _) => return Err(e),
     };
 
     let database_properties = match properties {
@@ -991,61 +950,25 @@ pub async fn create_as(
         database_properties,
         envelope,
     };
-    let (path, header) = match (&remote, uploading, &remote_rel, pending) {
-        (Some(r), Some(up), Some(rel), _) => {
-            let (sent, etag) = up.finish_tagged().await.map_err(Failure::environment)?;
-            crate::util::test_pause("backup-uploaded");
-            if r.archival_class().is_some() {
-                // Nothing in an archive class can be read back until it is restored: what the
-                // store says of the object (size, ETag) is compared with what was sent instead.
-                let checked =
-                    r.check_archived(rel, sizes.stored, &etag).await.and_then(|line| match sent == sizes.stored {
-                        true => Ok(line),
-                        false => Err(format!("{sent} bytes were sent, but the archive is {} bytes", sizes.stored)),
-                    });
-                match checked {
-                    Ok(line) => log(line),
-                    Err(e) => {
-                        let _ = r.delete(rel).await;
-                        return Err(Failure::environment(format!("{e}: the object was removed")));
-                    }
-                }
-            } else {
-                // What the store holds is what was written: size and sha256, read back.
-                let t = Instant::now();
-                let (back, size) = r.digest(rel).await.map_err(Failure::environment)?;
-
-                if size != sizes.stored || sent != sizes.stored || back != sha256 {
-                    let _ = r.delete(rel).await;
-                    return Err(Failure::environment(format!(
-                        "{} holds {size} bytes with sha256 {back}, but {} bytes with sha256 {sha256} were written: the object was removed",
-                        r.url_of(rel),
-                        sizes.stored
-                    )));
-                }
-                log(format!(
-                    "read back {} from the store in {:.1} s: size and sha256 match what was written",
-                    crate::util::human_bytes(size),
-                    t.elapsed().as_secs_f64()
-                ));
-            }
-            crate::util::test_pause("backup-read-back");
-            let header = archive::read_header(&mut std::io::Cursor::new(head)).ok().map(|(h, _)| h);
-            (PathBuf::from(r.url_of(rel)), header)
+    // Published under its name (a rename that never replaces a file, a completed upload),
+    // then proven to hold what was written before its manifest makes it a backup: a store
+    // that corrupts or truncates is caught here, not at the restore that needs it.
+    let published = writer.publish_new(&others).await.map_err(Failure::environment)?;
+    crate::util::test_pause("backup-uploaded");
+    match store.check_published(&published, sizes.stored, &sha256).await {
+        Ok(Some(line)) => log(line),
+        Ok(None) => {}
+        // Left without its manifest: unfinished, never a backup (prune removes it).
+        Err(crate::storage::Unproven::Unread(e)) => return Err(Failure::environment(e)),
+        Err(crate::storage::Unproven::Differs(e)) => {
+            let _ = store.delete(&published.key).await;
+            return Err(Failure::environment(format!("{e}: the object was removed")));
         }
-        (_, _, _, Some(pending)) => {
-            let path = tokio::task::block_in_place(|| pending.commit()).map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => Failure::failed(format!(
-                    "publishing the backup: {e}: the name pattern gives no other name to this backup (add {{ss}}, or wait)"
-                )),
-                _ => Failure::environment(format!("publishing the backup: {e}")),
-            })?;
-            crate::util::test_pause("backup-uploaded");
-            let header = read_header_of(&path);
-            (path, header)
-        }
-        _ => return Err(Failure::environment("the backup has nowhere to go")),
-    };
+    }
+    crate::util::test_pause("backup-read-back");
+    let object = published.key;
+    let path = PathBuf::from(store.url_of(&object));
+    let header = archive::read_header(&mut std::io::Cursor::new(head)).ok().map(|(h, _)| h);
     let mut manifest = manifest;
     manifest.kdf = header.as_ref().and_then(|h| h.kdf.clone());
     if let (Some(k), Some(prefix)) = (&mac_key, header.as_ref().and_then(|h| h.nonce_prefix.clone())) {
@@ -1056,15 +979,10 @@ pub async fn create_as(
         });
     }
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Failure::environment(e.to_string()))?;
-    if let (Some(r), Some(rel)) = (&remote, &remote_rel) {
-        // Created, never replacing an object; without it the backup is removed.
-        if let Err(e) = r.create(&format!("{rel}.manifest.json"), json.clone()).await {
-            let _ = r.delete(rel).await;
-            return Err(Failure::environment(format!("writing the manifest: {e}")));
-        }
-    } else if let Err(e) = storage::write_small(&layout::manifest_path(&path), &json) {
-        // A backup without its manifest cannot be verified: do not leave it looking complete.
-        let _ = std::fs::remove_file(&path);
+    // Created, never replacing an object; without it the backup is removed (a backup
+    // without its manifest cannot be verified: it must not look complete).
+    if let Err(e) = store.put_new(&layout::manifest_key(&object), json).await {
+        let _ = store.delete(&object).await;
         return Err(Failure::environment(format!("writing the manifest: {e}")));
     }
     crate::util::test_pause("backup-committed");
@@ -1126,11 +1044,6 @@ fn tar_stream<W: Write>(dir: &Path, out: W, wopts: &WriteOptions) -> std::io::Re
     let written = written?;
     tarred?;
     Ok(written)
-}
-
-fn read_header_of(path: &Path) -> Option<archive::Header> {
-    let mut f = std::fs::File::open(path).ok()?;
-    archive::read_header(&mut f).ok().map(|(h, _)| h)
 }
 
 /// What `check` found.

@@ -226,8 +226,8 @@ impl PhysicalSource for OwnSource {
     /// throwaway in Docker (PostgreSQL 17 in its image: `wal_archive`'s test of it).
     fn paths(&self) -> Vec<PathBuf> {
         let mut out = vec![self.exe.clone()];
-        if !crate::storage::is_remote(&self.location) {
-            out.push(PathBuf::from(&self.location));
+        if let Some(dir) = crate::storage::local_dir(&self.location) {
+            out.push(dir);
         }
         out
     }

@@ -245,12 +245,7 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
     };
     let opts = CreateOptions {
         url: w.database_url.clone(),
-        storage: if crate::storage::is_remote(&w.storage) { PathBuf::new() } else { ctx.resolve(&w.storage) },
-        remote: if crate::storage::is_remote(&w.storage) {
-            Some(crate::storage::remote::open(&w.storage).map_err(StepError::invalid)?)
-        } else {
-            None
-        },
+        storage: ctx.store(&w.storage)?,
         format: Format::parse(&w.format).map_err(StepError::invalid)?,
         codec,
         level: w.level,
@@ -264,9 +259,7 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
     };
     // A store that does not answer is found before pg_dump takes its snapshot, not while
     // the snapshot is held open.
-    if let Some(r) = &opts.remote {
-        r.probe().await.map_err(StepError::environment)?;
-    }
+    opts.storage.probe().await.map_err(StepError::environment)?;
     match (w.encrypt, opts.key.is_some() || output.passphrase.is_some()) {
         (Some(true), false) => {
             return Err(StepError::invalid(
@@ -285,7 +278,7 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
             envelope.name()
         ));
     }
-    let archived = opts.remote.as_ref().and_then(|r| r.archival_class()).unwrap_or_default().to_string();
+    let archived = opts.storage.archival_class().unwrap_or_default();
     let log_ctx = ctx.clone();
     let log = move |l: String| log_ctx.log(l);
     let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
@@ -436,7 +429,8 @@ fn fits_in_memory(raw: u64, free: u64, available: u64) -> Result<(), String> {
 async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
     // A pgdrill archive in an object store is read as a stream: checked (and staged)
     // in one pass, with no local copy of it.
-    let streamed = ctx.backup_stream(&w.path).await?;
+    let object = ctx.object(&w.path)?;
+    let streamed = super::stream_of(&object).await?;
     if let Some(s) = &streamed {
         ctx.log(format!(
             "reading {} from the store as a stream (no local copy)",
@@ -445,7 +439,7 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
     }
     let path = match &streamed {
         Some(s) => s.stand_in().to_path_buf(),
-        None => ctx.backup_file(&w.path).await?,
+        None => object.local_file().await.map_err(StepError::environment)?,
     };
     let secret = w.key.clone();
     let beside = || path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
@@ -592,7 +586,7 @@ impl List {
     async fn run(ctx: StepCtx, w: ListWith) -> Result<ListOutputs, StepError> {
         let pattern = name_pattern(w.name_pattern.as_deref())?;
         let listed =
-            backup::listing::list(&ctx.storage_root(&w.storage).await?, w.database.as_deref(), pattern.as_ref())?;
+            backup::listing::list(&crate::backup::ledger::view(&*ctx.store(&w.storage)?).await.map_err(StepError::environment)?, w.database.as_deref(), pattern.as_ref())?;
         Ok(ListOutputs { count: listed.len(), backups: backup::listing::to_json(&listed) })
     }
 }
@@ -644,7 +638,7 @@ super::one_of_outputs! {
 /// The newest backup of a database (an error when its manifest cannot be read).
 #[step(kind = Latest, name = "backup.latest")]
 async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError> {
-    let storage = ctx.storage_root(&w.storage).await?;
+    let storage = crate::backup::ledger::view(&*ctx.store(&w.storage)?).await.map_err(StepError::environment)?;
     let pattern = name_pattern(w.name_pattern.as_deref())?;
     let mut entries = LocalStore::new(&storage)
         .list_with(w.database.as_deref(), pattern.as_ref())

@@ -67,8 +67,9 @@ async fn copy_one(
     database: Option<&str>,
     rel: Option<String>,
 ) -> Result<CopyOutputs, StepError> {
-    let src = ctx.backup_file(backup).await?;
-    let shown_src = if crate::storage::is_remote(backup) { backup.trim().to_string() } else { remote::display(&src) };
+    let object = ctx.object(backup)?;
+    let src = object.local_file().await.map_err(StepError::environment)?;
+    let shown_src = object.shown().to_string();
     let name = src
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -307,7 +308,7 @@ pub struct SyncOutputs {
 #[step(name = "backup.sync", report_log)]
 impl CopyAll {
     async fn run(ctx: StepCtx, w: SyncWith) -> Result<SyncOutputs, StepError> {
-        let root = ctx.storage_root(&w.storage).await?;
+        let root = crate::backup::ledger::view(&*ctx.store(&w.storage)?).await.map_err(StepError::environment)?;
         let database = w.database.as_deref().filter(|d| !d.is_empty());
         let entries = crate::backup::layout::LocalStore::new(&root)
             .list(database)

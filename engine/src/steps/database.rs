@@ -456,7 +456,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
 
     // Its manifest and size are enough here: a backup in a store is read once, later,
     // by `backup.check` as a stream.
-    let backup_path = ctx.backup_header(&w.backup).await?;
+    let backup_path = ctx.object(&w.backup)?.header_file(super::HEAD).await.map_err(StepError::environment)?;
     let backup_size = std::fs::metadata(&backup_path).map(|m| m.len()).unwrap_or(0);
     let manifest = Manifest::read(&backup_path).ok();
     let mut problems: Vec<String> = Vec::new();
@@ -975,7 +975,7 @@ async fn snapshot(ctx: StepCtx, w: SnapshotWith) -> Result<SnapshotOutputs, Step
     let safety = ctx.local_only(&w.safety, "the safety location")?;
     let opts = CreateOptions {
         url: target_url(&w.url, &w.database)?,
-        storage: safety.clone(),
+        storage: std::sync::Arc::new(crate::storage::local::FsStore::new(&safety)),
         format: Format::Custom,
         codec: Codec::parse(&w.compression).map_err(StepError::invalid)?,
         level: 3,
@@ -986,7 +986,6 @@ async fn snapshot(ctx: StepCtx, w: SnapshotWith) -> Result<SnapshotOutputs, Step
         pg_dump: None,
         name: Some(w.database.clone()),
         meter: Some(crate::progress::Meter::default()),
-        remote: None,
     };
     let log_ctx = ctx.clone();
     let log = move |l: String| log_ctx.log(l);

@@ -361,7 +361,8 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
         }
         (Some(j), r) => {
             let what = if r == "rollback" { j.snapshot.clone().unwrap_or_default() } else { j.backup.clone() };
-            let m = Manifest::read(&ctx.backup_header(&what).await?).map_err(|e| {
+            let header = ctx.object(&what)?.header_file(super::HEAD).await.map_err(StepError::environment)?;
+            let m = Manifest::read(&header).map_err(|e| {
                 StepError::failed(format!(
                     "recover={r}: {what} from the journal {} is not usable: {}",
                     path.display(),

@@ -413,7 +413,7 @@ impl StepCtx {
 
     /// A path from the runbook, resolved against the runbook's directory.
     pub fn resolve(&self, p: &str) -> PathBuf {
-        // An object's URL stays as it is (see `backup_file` to read it).
+        // An object's URL stays as it is (see `object` to read it).
         crate::storage::local_dir_in(p, &self.base_dir).unwrap_or_else(|| PathBuf::from(p.trim()))
     }
 
@@ -423,84 +423,12 @@ impl StepCtx {
         crate::storage::open_in(location, &self.base_dir).map_err(StepError::invalid)
     }
 
-    /// A storage location as a local root to list: the directory, or an object store's
-    /// mirror (see `storage::remote`). A bad location is invalid; a store that cannot be
-    /// read is an environment problem.
-    pub async fn storage_root(&self, location: &str) -> Result<PathBuf, StepError> {
-        use crate::storage::remote;
-        if crate::storage::is_remote(location) {
-            let r = remote::open(location).map_err(StepError::invalid)?;
-            crate::backup::ledger::mirrored(&r).await.map_err(StepError::environment)
-        } else {
-            Ok(self.resolve(location))
-        }
-    }
-
-    /// A backup to read: an object's URL (or a mirror's stand-in) is downloaded first, once
-    /// per run; a local path is resolved.
-    pub async fn backup_file(&self, p: &str) -> Result<PathBuf, StepError> {
-        use crate::storage::remote;
-        if crate::storage::is_remote(p) {
-            return remote::fetch_url(p).await.map_err(StepError::environment);
-        }
-        let path = self.resolve(p);
-        if remote::is_stand_in(&path) {
-            if let Some((r, rel)) = remote::for_mirror(&path) {
-                return r.fetch(&rel).await.map_err(StepError::environment);
-            }
-        }
-        Ok(path)
-    }
-
-    /// A backup in an object store, to be read as a stream: a pgdrill archive (its local
-    /// stand-in, holding the archive's header with its manifest beside it, and a reader), or
-    /// another tool's file (its stand-in, holding its first bytes, and an opener: openssl's
-    /// key derivations each read it from the start). `None` for a local file, one already
-    /// downloaded, and what needs a local file (gpg, a directory dump, an unknown kind).
-    pub async fn backup_stream(&self, p: &str) -> Result<Option<FromStore>, StepError> {
-        use crate::storage::remote;
-        let (r, rel) = if crate::storage::is_remote(p) {
-            remote::locate(p).map_err(StepError::invalid)?
-        } else {
-            match remote::for_mirror(&self.resolve(p)) {
-                Some(found) => found,
-                None => return Ok(None),
-            }
-        };
-        if r.is_fetched(&rel) {
-            return Ok(None);
-        }
-        let path =
-            r.stand_in(&rel, u64::from(crate::archive::MAX_HEADER) + 64).await.map_err(StepError::environment)?;
-        if rel.ends_with(".pgdrill") {
-            if crate::backup::source::origin(&path) != crate::backup::source::Origin::Pgdrill {
-                return Ok(None);
-            }
-            let (reader, _) = r.reader(&rel).await.map_err(StepError::environment)?;
-            return Ok(Some(FromStore::Archive(path, reader)));
-        }
-        if !crate::backup::source::streamable(&path) {
-            return Ok(None);
-        }
-        Ok(Some(FromStore::Foreign(path, r.opener(&rel))))
-    }
-
-    /// The local stand-in of a backup in an object store (its header and manifest), for a
-    /// step that reads only those because the plaintext was staged (`backup.restore` with
-    /// `staged`); a local backup's path as it is.
-    pub async fn backup_header(&self, p: &str) -> Result<PathBuf, StepError> {
-        use crate::storage::remote;
-        let found = if crate::storage::is_remote(p) {
-            Some(remote::locate(p).map_err(StepError::invalid)?)
-        } else {
-            remote::for_mirror(&self.resolve(p))
-        };
-        match found {
-            Some((r, rel)) if !r.is_fetched(&rel) => {
-                r.stand_in(&rel, u64::from(crate::archive::MAX_HEADER) + 64).await.map_err(StepError::environment)
-            }
-            _ => self.backup_file(p).await,
-        }
+    /// The one object `p` names (a backup's path, relative to the runbook's directory, or
+    /// its URL in an object store): ask it for what the step needs, its whole bytes as a
+    /// file, its header, a stream (`stream_of`) or its folder's store (`storage::Named`).
+    /// A URL that names no object is invalid.
+    pub fn object(&self, p: &str) -> Result<crate::storage::Named, StepError> {
+        crate::storage::named_in(p, &self.base_dir).map_err(StepError::invalid)
     }
 
     /// A location that must be a local directory (a safety snapshot: a rollback must not
@@ -557,7 +485,32 @@ pub(crate) fn test_ctx(operator: Arc<dyn Operator>) -> (StepCtx, Arc<std::sync::
     (ctx, lines)
 }
 
-/// A backup in an object store read as a stream (see `StepCtx::backup_stream`).
+/// Bytes of an archive's head a stand-in holds: its header (which its manifest's MAC is
+/// bound to) and the first bytes after it.
+pub(crate) const HEAD: u64 = crate::archive::MAX_HEADER as u64 + 64;
+
+/// A backup in an object store, to be read as a stream: a pgdrill archive (its local
+/// stand-in, holding the archive's header with its manifest beside it, and a reader), or
+/// another tool's file (its stand-in, holding its first bytes, and an opener: openssl's key
+/// derivations each read it from the start). `None` for a local file, one already
+/// downloaded, and what needs a local file (gpg, a directory dump, an unknown kind).
+pub async fn stream_of(named: &crate::storage::Named) -> Result<Option<FromStore>, StepError> {
+    let Some(s) = named.streamed(HEAD).await.map_err(StepError::environment)? else { return Ok(None) };
+    let path = s.stand_in.clone();
+    if s.key().ends_with(".pgdrill") {
+        if crate::backup::source::origin(&path) != crate::backup::source::Origin::Pgdrill {
+            return Ok(None);
+        }
+        let reader = s.reader().await.map_err(StepError::environment)?;
+        return Ok(Some(FromStore::Archive(path, reader)));
+    }
+    if !crate::backup::source::streamable(&path) {
+        return Ok(None);
+    }
+    Ok(Some(FromStore::Foreign(path, s.opener())))
+}
+
+/// A backup in an object store read as a stream (see `stream_of`).
 pub enum FromStore {
     Archive(PathBuf, Box<dyn std::io::Read + Send>),
     Foreign(PathBuf, crate::storage::remote::StoreOpener),

@@ -174,7 +174,7 @@ async fn read_disagrees(
 /// Grandfather-father-son retention; prints what it would delete and why; deletes only with apply: true.
 #[step(kind = Prune, name = "retention.prune", report_log)]
 async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
-    let storage = ctx.storage_root(&w.storage).await?;
+    let storage = crate::backup::ledger::view(&*ctx.store(&w.storage)?).await.map_err(StepError::environment)?;
     let pattern = super::backup::name_pattern(w.name_pattern.as_deref())?;
     let entries = LocalStore::new(&storage)
         .list_with(Some(&w.database), pattern.as_ref())

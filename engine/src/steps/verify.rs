@@ -189,7 +189,7 @@ pub(super) fn sha256_file(path: &Path) -> Result<String, StepError> {
 #[step(kind = Pick, name = "backup.pick", report_log)]
 async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
     let storage = match w.storage.as_deref() {
-        Some(s) => Some(ctx.storage_root(s).await?),
+        Some(s) => Some(crate::backup::ledger::view(&*ctx.store(s)?).await.map_err(StepError::environment)?),
         None => None,
     };
     let pattern = w
@@ -296,10 +296,10 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                 StepError::failed(format!("no backup{}{legacy}{unfinished}", where_()))
             })?
         }
-        // Its header and manifest (below: another tool's file is downloaded now).
-        named if crate::storage::is_remote(named) => ctx.backup_header(named).await?,
+        // A path or an object's URL: its header and manifest (below: another tool's file is
+        // downloaded now); else a name in storage.
         named => {
-            let direct = ctx.resolve(named);
+            let direct = ctx.object(named)?.header_file(super::HEAD).await.map_err(StepError::environment)?;
             if direct.exists() {
                 direct
             } else if let Some(found) = storage
@@ -693,10 +693,11 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
     // With the plaintext staged by `backup.check`, the backup itself is not read again:
     // from a store, only its header and manifest are needed. Otherwise a pgdrill archive
     // in a store is read as a stream, and nothing of it is kept locally.
+    let object = ctx.object(&w.backup)?;
     let (backup, stream) = if staged_given {
-        (ctx.backup_header(&w.backup).await?, None)
+        (object.header_file(super::HEAD).await.map_err(StepError::environment)?, None)
     } else {
-        match ctx.backup_stream(&w.backup).await? {
+        match super::stream_of(&object).await? {
             Some(s) => {
                 ctx.log(format!(
                     "reading {} from the store as a stream (no local copy)",
@@ -707,7 +708,7 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
                     super::FromStore::Foreign(p, opener) => (p, Some(restore::Streamed::Foreign(opener))),
                 }
             }
-            None => (ctx.backup_file(&w.backup).await?, None),
+            None => (object.local_file().await.map_err(StepError::environment)?, None),
         }
     };
     if let Some(k) = w.key.as_deref().filter(|k| !k.is_empty()) {
@@ -1139,13 +1140,9 @@ type RowsPerTable = BTreeMap<String, i64>;
 /// there is no such record (or no backup given). A ledger that cannot be read fails closed.
 fn earlier_verified(ctx: &StepCtx, backup: Option<&str>) -> Result<Option<(String, RowsPerTable)>, StepError> {
     let Some(backup) = backup.filter(|b| !b.is_empty()) else { return Ok(None) };
-    // An object store's backups are read through its mirror, where its ledger was gathered.
-    let path = if crate::storage::is_remote(backup) {
-        let (r, rel) = crate::storage::remote::locate(backup).map_err(StepError::invalid)?;
-        r.mirror_root().join(rel)
-    } else {
-        ctx.resolve(backup)
-    };
+    // An object store's backups are read through its local view, where its ledger was
+    // gathered.
+    let path = ctx.object(backup)?.view_path();
     let Some(folder) = path.parent() else { return Ok(None) };
     let me = ledger::name_of(&path);
     let entries = ledger::read(&ledger::path_for(&path)).map_err(StepError::from)?.entries;
@@ -1538,7 +1535,8 @@ pub struct RecordOutputs {
 /// Append a verification result to the ledger beside the backup (ledger.jsonl).
 #[step(kind = Record, name = "verify.record")]
 async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError> {
-    let path = ctx.resolve(&w.backup);
+    let named = ctx.object(&w.backup)?;
+    let path = named.view_path();
     let mut checks = serde_json::Map::new();
     for name in &w.checks {
         let s = w.steps.get(name);
@@ -1573,15 +1571,15 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
         checks,
         pgdrill_version: Some(env!("CARGO_PKG_VERSION").into()),
     };
-    if crate::storage::is_remote(&w.backup) {
-        // An object store has no append: one object per verification, beside the backup.
-        let (r, rel) = crate::storage::remote::locate(&w.backup).map_err(StepError::invalid)?;
-        let folder = rel.rsplit_once('/').map(|(f, _)| f).unwrap_or("");
-        let url = ledger::record(&r, folder, &entry).await.map_err(StepError::environment)?;
+    let (store, folder) = named.folder();
+    let ledger_key = if folder.is_empty() { ledger::FILE.to_string() } else { format!("{folder}/{}", ledger::FILE) };
+    // A folder on this machine keeps one ledger file, appended under a lock; a store with no
+    // file to append to keeps one object per verification, beside the backup.
+    let Some(file) = store.local_path(&ledger_key) else {
+        let url = ledger::record(&*store, &folder, &entry).await.map_err(StepError::environment)?;
         ctx.log(format!("{}: {} recorded in {url}", entry.backup, entry.result));
         return Ok(RecordOutputs { ledger: url });
-    }
-    let file = ledger::path_for(&path);
+    };
     ledger::append(&file, &entry)
         .map_err(|e| StepError::environment(format!("cannot append to {}: {e}", file.display())))?;
     ctx.log(format!("{}: {} recorded in {}", entry.backup, entry.result, file.display()));

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
 
-use super::store::{Meta, Result, Space, Store, Writer};
+use super::store::{Meta, Published, Result, Space, Store, View, Writer};
 use super::{private_dir, track, untrack};
 
 /// A local directory of objects.
@@ -29,10 +29,7 @@ impl FsStore {
 
     /// The path of `key`: refused when a component could leave the root or is not a name.
     pub fn path_of(&self, key: &str) -> Result<PathBuf> {
-        if key.is_empty() || key.starts_with('/') || key.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-            return Err(format!("`{}` is not an object's key under {}", key.escape_debug(), self.url()));
-        }
-        Ok(self.root.join(key))
+        path_under(&self.root, key)
     }
 
     fn walk(&self, dir: &Path, rel: &str, prefix: &str, out: &mut Vec<Meta>) -> io::Result<()> {
@@ -63,6 +60,15 @@ impl FsStore {
     }
 }
 
+/// The path of `key` under `root`: refused when a component could leave the root or is not
+/// a name.
+fn path_under(root: &Path, key: &str) -> Result<PathBuf> {
+    if key.is_empty() || key.starts_with('/') || key.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(format!("`{}` is not an object's key under {}", key.escape_debug(), root.display()));
+    }
+    Ok(root.join(key))
+}
+
 fn meta(key: String, md: &fs::Metadata) -> Meta {
     Meta { key, size: md.len(), modified: md.modified().unwrap_or(std::time::UNIX_EPOCH), version: None }
 }
@@ -72,6 +78,9 @@ struct FsWriter {
     file: Option<File>,
     tmp: PathBuf,
     private: PathBuf,
+    /// The store's root and the key being written: `publish_new`'s other keys are under it.
+    root: PathBuf,
+    key: String,
     target: PathBuf,
     shown: String,
     written: u64,
@@ -90,16 +99,30 @@ impl Write for FsWriter {
 }
 
 impl FsWriter {
-    fn finish(&mut self) -> io::Result<()> {
+    /// fsync, then rename to the first of `targets` that is free (never replacing a file),
+    /// and fsync its directory. Returns the index of the target taken; every one taken is
+    /// an `EEXIST` error.
+    fn finish(&mut self, targets: &[PathBuf]) -> io::Result<usize> {
         if let Some(f) = self.file.take() {
             f.sync_all()?;
         }
-        renameat2(AT_FDCWD, &self.tmp, AT_FDCWD, &self.target, RenameFlags::RENAME_NOREPLACE)
-            .map_err(io::Error::from)?;
+        let mut taken = None;
+        for (i, target) in targets.iter().enumerate() {
+            match renameat2(AT_FDCWD, &self.tmp, AT_FDCWD, target, RenameFlags::RENAME_NOREPLACE) {
+                Ok(()) => {
+                    taken = Some(i);
+                    break;
+                }
+                Err(nix::errno::Errno::EEXIST) => continue,
+                Err(e) => return Err(io::Error::from(e)),
+            }
+        }
+        let Some(i) = taken else { return Err(io::Error::from(nix::errno::Errno::EEXIST)) };
         self.tmp = PathBuf::new();
         let _ = fs::remove_dir(&self.private);
         untrack(&self.private);
-        File::open(self.target.parent().unwrap_or(Path::new(".")))?.sync_all()
+        File::open(targets[i].parent().unwrap_or(Path::new(".")))?.sync_all()?;
+        Ok(i)
     }
 }
 
@@ -107,10 +130,25 @@ impl FsWriter {
 impl Writer for FsWriter {
     async fn publish(mut self: Box<Self>) -> Result<u64> {
         let shown = self.shown.clone();
-        match tokio::task::block_in_place(|| self.finish()) {
-            Ok(()) => Ok(self.written),
+        let target = [self.target.clone()];
+        match tokio::task::block_in_place(|| self.finish(&target)) {
+            Ok(_) => Ok(self.written),
             Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EEXIST as i32) => {
                 Err(format!("{shown} already exists: nothing was replaced"))
+            }
+            Err(e) => Err(format!("writing {shown}: {e}")),
+        }
+    }
+
+    async fn publish_new(mut self: Box<Self>, others: &[String]) -> Result<Published> {
+        let shown = self.shown.clone();
+        let mut keys = vec![self.key.clone()];
+        keys.extend(others.iter().cloned());
+        let targets = keys.iter().map(|k| path_under(&self.root, k)).collect::<Result<Vec<PathBuf>>>()?;
+        match tokio::task::block_in_place(|| self.finish(&targets)) {
+            Ok(i) => Ok(Published { key: keys[i].clone(), size: self.written, etag: None }),
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EEXIST as i32) => {
+                Err(format!("{shown} and the {} names after it already exist: nothing was replaced", others.len()))
             }
             Err(e) => Err(format!("writing {shown}: {e}")),
         }
@@ -134,6 +172,22 @@ impl Drop for FsWriter {
 impl Store for FsStore {
     fn url(&self) -> String {
         self.root.display().to_string()
+    }
+
+    /// A file's path, as the filesystem joins it (a root of `""` or `.` stays relative).
+    fn url_of(&self, key: &str) -> String {
+        match key.is_empty() {
+            true => self.url(),
+            false => self.root.join(key).display().to_string(),
+        }
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        Some(if key.is_empty() { self.root.clone() } else { self.root.join(key) })
+    }
+
+    async fn local_view(&self) -> Result<View> {
+        Ok(View { root: self.root.clone(), listed: Vec::new() })
     }
 
     async fn probe(&self) -> Result<()> {
@@ -206,6 +260,8 @@ impl Store for FsStore {
             file: Some(file),
             tmp,
             private,
+            root: self.root.clone(),
+            key: key.to_string(),
             shown: target.display().to_string(),
             target,
             written: 0,
@@ -279,6 +335,39 @@ mod tests {
         gone.abort().await;
         assert_eq!(s.head("app/b.dump").await.expect("head"), None);
         assert_eq!(fs::read_dir(t.path().join("app")).expect("dir").count(), 1, "the aborted writer left a file");
+    }
+
+    /// Two backups stamped in the same millisecond: `backup::create` chose the second's name
+    /// when it published (a rename that never replaces), and writing through a `Writer`,
+    /// whose key is chosen when it starts, must not lose that: the second takes the next
+    /// free name, and the first is left as it was.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn publish_new_takes_the_next_free_name_and_replaces_nothing() {
+        let t = tempfile::tempdir().expect("tmp");
+        let s = FsStore::new(t.path());
+        let others = ["app/a-1.dump".to_string(), "app/a-2.dump".to_string()];
+        let mut first = s.create("app/a.dump").await.expect("create");
+        let mut second = s.create("app/a.dump").await.expect("create");
+        first.write_all(b"one").expect("write");
+        second.write_all(b"two").expect("write");
+        let p = first.publish_new(&others).await.expect("publish");
+        assert_eq!(p, Published { key: "app/a.dump".into(), size: 3, etag: None });
+        let p = second.publish_new(&others).await.expect("publish");
+        assert_eq!(p.key, "app/a-1.dump");
+        assert_eq!(s.read("app/a.dump").await.expect("read"), b"one");
+        assert_eq!(s.read("app/a-1.dump").await.expect("read"), b"two");
+        assert_eq!(s.check_published(&p, 3, "").await, Ok(None), "a local rename is its own proof");
+        assert!(matches!(s.check_published(&p, 4, "").await, Err(super::super::store::Unproven::Differs(_))));
+        let mut third = s.create("app/a.dump").await.expect("create");
+        third.write_all(b"three").expect("write");
+        let e = third.publish_new(&others[..1]).await.expect_err("every name taken");
+        assert!(e.contains("already exist"), "{e}");
+        let mut names: Vec<String> = s.list("app/").await.expect("list").into_iter().map(|m| m.key).collect();
+        names.sort();
+        assert_eq!(names, ["app/a-1.dump", "app/a.dump"], "the refused writer left a file");
+        assert_eq!(s.local_path("app/a.dump"), Some(t.path().join("app/a.dump")));
+        assert_eq!(s.url_of("app/a.dump"), t.path().join("app/a.dump").display().to_string());
+        assert_eq!(s.local_view().await.expect("view").root, t.path());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

@@ -1150,36 +1150,50 @@ impl Remote {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
         let url = self.url_of(rel);
         let task_up = up.clone();
+        // The uploader's error, for the writer, which only sees the uploader stop: set before
+        // the parts' channel closes, so a write that fails always finds it.
+        let failed: Arc<Mutex<Option<String>>> = Arc::default();
+        let task_failed = failed.clone();
         let task = tokio::spawn(async move {
-            let mut inflight = futures_util::stream::FuturesUnordered::new();
-            let mut total = 0u64;
-            // The MD5 of each part, in the order sent: S3's ETag of the completed object is
-            // the MD5 of these, which is how an upload nothing can read back is checked.
-            let mut md5s = Vec::new();
-            while let Some(part) = rx.recv().await {
-                total += part.len() as u64;
-                let d = openssl::hash::hash(openssl::hash::MessageDigest::md5(), &part).map_err(|e| e.to_string())?;
-                md5s.extend_from_slice(&d);
-                let fut = {
-                    let mut g = task_up.lock().await;
-                    let Some(u) = g.as_mut() else { return Err("the upload was aborted".to_string()) };
-                    u.put_part(PutPayload::from(part))
-                };
-                inflight.push(fut);
-                while inflight.len() >= INFLIGHT {
-                    if let Some(r) = inflight.next().await {
-                        r.map_err(|e| describe(&e))?;
+            let sent: Result<(u64, String), String> = async {
+                let mut inflight = futures_util::stream::FuturesUnordered::new();
+                let mut total = 0u64;
+                // The MD5 of each part, in the order sent: S3's ETag of the completed object is
+                // the MD5 of these, which is how an upload nothing can read back is checked.
+                let mut md5s = Vec::new();
+                while let Some(part) = rx.recv().await {
+                    total += part.len() as u64;
+                    let d =
+                        openssl::hash::hash(openssl::hash::MessageDigest::md5(), &part).map_err(|e| e.to_string())?;
+                    md5s.extend_from_slice(&d);
+                    let fut = {
+                        let mut g = task_up.lock().await;
+                        let Some(u) = g.as_mut() else { return Err("the upload was aborted".to_string()) };
+                        u.put_part(PutPayload::from(part))
+                    };
+                    inflight.push(fut);
+                    while inflight.len() >= INFLIGHT {
+                        if let Some(r) = inflight.next().await {
+                            r.map_err(|e| describe(&e))?;
+                        }
                     }
                 }
+                while let Some(r) = inflight.next().await {
+                    r.map_err(|e| describe(&e))?;
+                }
+                let all = openssl::hash::hash(openssl::hash::MessageDigest::md5(), &md5s).map_err(|e| e.to_string())?;
+                Ok::<_, String>((total, format!("{}-{}", crate::archive::hex(&all), md5s.len() / 16)))
             }
-            while let Some(r) = inflight.next().await {
-                r.map_err(|e| describe(&e))?;
+            .await;
+            if let Err(e) = &sent {
+                *lock(&task_failed) = Some(e.clone());
             }
-            let all = openssl::hash::hash(openssl::hash::MessageDigest::md5(), &md5s).map_err(|e| e.to_string())?;
-            Ok((total, format!("{}-{}", crate::archive::hex(&all), md5s.len() / 16)))
+            // Only now is the channel closed (`rx` dropped).
+            drop(rx);
+            sent
         });
         Ok((
-            UploadWriter { tx: Some(tx), buf: Vec::with_capacity(PART) },
+            UploadWriter { tx: Some(tx), buf: Vec::with_capacity(PART), failed, url: self.url_of(rel) },
             Uploading { up, inflight: self.seen.uploads.clone(), task: Some(task), url, done: false },
         ))
     }
@@ -1619,6 +1633,8 @@ pub fn open_store(location: &str) -> Result<Arc<dyn super::Store>, String> {
 struct ObjectWriter {
     w: UploadWriter,
     up: Uploading,
+    /// Relative to the location.
+    key: String,
 }
 
 impl Write for ObjectWriter {
@@ -1630,11 +1646,10 @@ impl Write for ObjectWriter {
     }
 }
 
-#[async_trait::async_trait]
-impl super::store::Writer for ObjectWriter {
-    async fn publish(self: Box<Self>) -> Result<u64, String> {
-        let ObjectWriter { mut w, mut up } = *self;
-        // The last part, sent without blocking the runtime, then the end of the parts.
+impl ObjectWriter {
+    /// Send the last part, without blocking the runtime, then end the parts: the upload is
+    /// left to complete.
+    async fn last_part(w: &mut UploadWriter, up: &mut Uploading) -> Result<(), String> {
         let last = std::mem::take(&mut w.buf);
         if let Some(tx) = w.tx.take() {
             if !last.is_empty() && tx.send(last).await.is_err() {
@@ -1643,13 +1658,30 @@ impl super::store::Writer for ObjectWriter {
                 return Err(why);
             }
         }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl super::store::Writer for ObjectWriter {
+    async fn publish(self: Box<Self>) -> Result<u64, String> {
+        let ObjectWriter { mut w, mut up, .. } = *self;
+        ObjectWriter::last_part(&mut w, &mut up).await?;
         up.finish().await
     }
 
     async fn abort(self: Box<Self>) {
-        let ObjectWriter { w, mut up } = *self;
+        let ObjectWriter { w, mut up, .. } = *self;
         drop(w);
         up.abort().await;
+    }
+
+    async fn publish_new(self: Box<Self>, _others: &[String]) -> Result<super::store::Published, String> {
+        // The upload was started under its key: the caller checked it was free.
+        let ObjectWriter { mut w, mut up, key } = *self;
+        ObjectWriter::last_part(&mut w, &mut up).await?;
+        let (size, etag) = up.finish_tagged().await?;
+        Ok(super::store::Published { key, size, etag: Some(etag) })
     }
 }
 
@@ -1725,7 +1757,7 @@ impl super::Store for Remote {
 
     async fn create(&self, key: &str) -> Result<Box<dyn super::store::Writer>, String> {
         let (w, up) = self.upload(key).await?;
-        Ok(Box::new(ObjectWriter { w, up }))
+        Ok(Box::new(ObjectWriter { w, up, key: key.to_string() }))
     }
 
     async fn put_new(&self, key: &str, bytes: Vec<u8>) -> Result<(), String> {
@@ -1742,6 +1774,45 @@ impl super::Store for Remote {
 
     fn archival_class(&self) -> Option<String> {
         Remote::archival_class(self).map(str::to_string)
+    }
+
+    async fn local_view(&self) -> Result<super::store::View, String> {
+        let root = self.mirror().await?;
+        Ok(super::store::View { root, listed: self.listed() })
+    }
+
+    async fn check_published(
+        &self,
+        p: &super::store::Published,
+        size: u64,
+        sha256: &str,
+    ) -> Result<Option<String>, super::store::Unproven> {
+        use super::store::Unproven;
+        let rel = p.key.as_str();
+        if self.archival_class().is_some() {
+            // Nothing in an archive class can be read back until it is restored: what the
+            // store says of the object (size, ETag) is compared with what was sent instead.
+            let etag = p.etag.as_deref().unwrap_or_default();
+            let line = Remote::check_archived(self, rel, size, etag).await.map_err(Unproven::Differs)?;
+            if p.size != size {
+                return Err(Unproven::Differs(format!("{} bytes were sent, but the archive is {size} bytes", p.size)));
+            }
+            return Ok(Some(line));
+        }
+        // What the store holds is what was written: size and sha256, read back.
+        let t = std::time::Instant::now();
+        let (back, n) = self.digest(rel).await.map_err(Unproven::Unread)?;
+        if n != size || p.size != size || back != sha256 {
+            return Err(Unproven::Differs(format!(
+                "{} holds {n} bytes with sha256 {back}, but {size} bytes with sha256 {sha256} were written",
+                self.url_of(rel)
+            )));
+        }
+        Ok(Some(format!(
+            "read back {} from the store in {:.1} s: size and sha256 match what was written",
+            crate::util::human_bytes(n),
+            t.elapsed().as_secs_f64()
+        )))
     }
 
     async fn check_archived(&self, key: &str, size: u64, source: &Path) -> Result<String, String> {
@@ -1768,24 +1839,20 @@ impl super::Store for Remote {
 pub struct UploadWriter {
     tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
     buf: Vec<u8>,
+    /// Why the uploader stopped, once it has (see `upload`).
+    failed: Arc<Mutex<Option<String>>>,
+    url: String,
 }
 
 impl UploadWriter {
     fn send(&mut self) -> std::io::Result<()> {
         let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART));
         let tx = self.tx.as_ref().ok_or_else(|| std::io::Error::other("the upload is closed"))?;
-        tx.blocking_send(part).map_err(|_| std::io::Error::other("the upload stopped (see its error)"))
-    }
-
-    /// Send the last part and close: the uploader then finishes.
-    pub fn close(mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() || self.tx.is_some() {
-            if !self.buf.is_empty() {
-                self.send()?;
-            }
-            self.tx = None;
-        }
-        Ok(())
+        // The uploader's own error is the cause: the closed channel only says it stopped.
+        tx.blocking_send(part).map_err(|_| match lock(&self.failed).clone() {
+            Some(e) => std::io::Error::other(format!("uploading {}: {e}", self.url)),
+            None => std::io::Error::other(format!("uploading {}: the upload stopped", self.url)),
+        })
     }
 }
 
@@ -1951,12 +2018,6 @@ pub fn locate(url: &str) -> Result<(Remote, String), String> {
         return Err(format!("`{url}` names no object: give the URL of a backup"));
     }
     Ok((open(folder)?, name.to_string()))
-}
-
-/// A backup's URL fetched into the mirror: its local path.
-pub async fn fetch_url(url: &str) -> Result<PathBuf, String> {
-    let (r, rel) = locate(url)?;
-    r.fetch(&rel).await
 }
 
 /// Read from the store what a mirror file a listing made without reading still lacks (a

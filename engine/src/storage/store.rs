@@ -37,6 +37,38 @@ pub struct Space {
 /// The result of a store call: the error is one line for a person (see the module docs).
 pub type Result<T> = std::result::Result<T, String>;
 
+/// An object a writer published (`Writer::publish_new`): under which key, how many bytes
+/// were sent, and the version the store gives it as computed from what was sent (S3's
+/// multipart ETag), where there is one: what `Store::check_published` compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+}
+
+/// Why a published object is not proven to hold what was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unproven {
+    /// It could not be read back (the store's failure, not the object's): it stays, without
+    /// its commit marker, for the caller's layout to name as unfinished.
+    Unread(String),
+    /// It differs from what was written: the caller removes it.
+    Differs(String),
+}
+
+/// A location as a local directory tree, for the code that still lists and reads files
+/// (`Store::local_view`).
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The directory to list.
+    pub root: std::path::PathBuf,
+    /// What the one listing that made the view saw, pgdrill's hidden objects included (a
+    /// folder's ledger records), keys relative to the location: empty when the view is the
+    /// location itself (a local directory, whose files are read where they are).
+    pub listed: Vec<Meta>,
+}
+
 /// An object being written. Bytes go in through `Write` (from a blocking thread: a remote
 /// writer hands its parts to the runtime); nothing is visible under the key until `publish`.
 /// Dropped without `publish`, it is aborted.
@@ -47,6 +79,12 @@ pub trait Writer: std::io::Write + Send {
     async fn publish(self: Box<Self>) -> Result<u64>;
     /// Drop what was written: nothing stays under the key, nor in the backend's parts.
     async fn abort(self: Box<Self>);
+    /// As `publish`, for a name that must be new (a backup's, stamped to the millisecond,
+    /// which another backup of the same millisecond may have taken meanwhile): where the key
+    /// is taken, under the first free one of `others` instead. A store whose key is fixed
+    /// once writing starts (an upload) publishes under its key, which the caller checked
+    /// was free. Returns what was published, for `Store::check_published`.
+    async fn publish_new(self: Box<Self>, others: &[String]) -> Result<Published>;
 }
 
 /// A place that holds objects. See the module docs for what every implementation promises.
@@ -105,6 +143,43 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Copy `from` to `to` inside the store, whole or not at all.
     async fn copy(&self, from: &str, to: &str) -> Result<()>;
+
+    /// The local file that is `key` itself (the store's root for `""`), where the store is
+    /// a directory on this machine: for what needs a filesystem (a lock, an append under a
+    /// lock, staging on the same disk). `None` for a store whose objects are elsewhere.
+    fn local_path(&self, key: &str) -> Option<std::path::PathBuf> {
+        let _ = key;
+        None
+    }
+
+    /// The location as a local directory tree to list and read files in: a local directory
+    /// itself, or an object store's private view of it (sparse stand-ins made from one pass
+    /// of LIST pages, their bytes read when something reads them: see remote.rs), with what
+    /// that pass listed. What still reads backups as files reads them through this.
+    async fn local_view(&self) -> Result<View> {
+        Err(format!("{} cannot be read as a local directory", self.url()))
+    }
+
+    /// Prove that `p`, just published, holds what was written (`size` bytes whose sha256
+    /// is `sha256`, hex): `None` where publishing is the proof (a local file, fsynced
+    /// before its rename), else a line saying what was compared (an object read back, or,
+    /// in an archive class nothing reads back, the store's metadata).
+    async fn check_published(
+        &self,
+        p: &Published,
+        size: u64,
+        sha256: &str,
+    ) -> std::result::Result<Option<String>, Unproven> {
+        let _ = sha256;
+        match p.size == size {
+            true => Ok(None),
+            false => Err(Unproven::Differs(format!(
+                "{} holds {} bytes, but {size} bytes were written",
+                self.url_of(&p.key),
+                p.size
+            ))),
+        }
+    }
 
     /// Free and total bytes where the store writes: `None` when the backend has no such
     /// thing (an object store), an error when it has but cannot say.

@@ -20,7 +20,7 @@ fn no_log(_: String) {}
 fn opts(url: &str, storage: &Path, format: Format) -> CreateOptions {
     CreateOptions {
         url: url.to_string(),
-        storage: storage.to_path_buf(),
+        storage: std::sync::Arc::new(pgdrill::storage::local::FsStore::new(storage)),
         format,
         codec: Codec::Zstd,
         level: 3,
@@ -31,7 +31,6 @@ fn opts(url: &str, storage: &Path, format: Format) -> CreateOptions {
         pg_dump: None,
         name: None,
         meter: None,
-        remote: None,
     }
 }
 

@@ -590,7 +590,7 @@ async fn an_unencrypted_backup_did_not_say_its_manifest_is_unauthenticated() {
     let storage = t.path().join("backups");
     let opts = pgdrill::backup::CreateOptions {
         url: s.url(),
-        storage: storage.clone(),
+        storage: std::sync::Arc::new(pgdrill::storage::local::FsStore::new(&storage)),
         format: pgdrill::backup::Format::Custom,
         codec: pgdrill::archive::Codec::Zstd,
         level: 3,
@@ -601,7 +601,6 @@ async fn an_unencrypted_backup_did_not_say_its_manifest_is_unauthenticated() {
         pg_dump: None,
         name: None,
         meter: None,
-        remote: None,
     };
     let created = pgdrill::backup::create(opts, &|_| {}).await.expect("backup");
     assert!(created.manifest.authentication.is_none());
@@ -628,7 +627,7 @@ async fn an_unencrypted_backup_planted_beside_encrypted_ones_was_verified_with_t
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let planted = pgdrill::backup::CreateOptions {
         url: s.url(),
-        storage: storage.clone(),
+        storage: std::sync::Arc::new(pgdrill::storage::local::FsStore::new(&storage)),
         format: pgdrill::backup::Format::Custom,
         codec: pgdrill::archive::Codec::Zstd,
         level: 3,
@@ -639,7 +638,6 @@ async fn an_unencrypted_backup_planted_beside_encrypted_ones_was_verified_with_t
         pg_dump: None,
         name: None,
         meter: None,
-        remote: None,
     };
     let planted = pgdrill::backup::create(planted, &|_| {}).await.expect("backup").path;
     let name = planted.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

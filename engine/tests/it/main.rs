@@ -49,6 +49,7 @@ mod secrets;
 mod signed_evidence;
 mod small_items;
 mod sql_steps;
+mod store_seam;
 mod store_timeouts;
 mod team_formats;
 mod tls;

@@ -117,7 +117,7 @@ pub fn create_options(
 ) -> pgdrill::backup::CreateOptions {
     pgdrill::backup::CreateOptions {
         url: url.to_string(),
-        storage: storage.to_path_buf(),
+        storage: std::sync::Arc::new(pgdrill::storage::local::FsStore::new(storage)),
         format,
         codec,
         level: 3,
@@ -128,7 +128,6 @@ pub fn create_options(
         pg_dump: None,
         name: None,
         meter: None,
-        remote: None,
     }
 }
 
