@@ -255,16 +255,16 @@ impl Survey {
                 if others.len() > 5 { ", ..." } else { "" }
             ));
         }
-        let mut folders: Vec<&Path> =
-            self.backups.iter().filter(|o| o.foreign && o.database.is_empty()).filter_map(|o| o.path.parent()).collect();
+        let mut folders: Vec<&Path> = self
+            .backups
+            .iter()
+            .filter(|o| o.foreign && o.database.is_empty())
+            .filter_map(|o| o.path.parent())
+            .collect();
         folders.sort_unstable();
         folders.dedup();
         if folders.len() > 1 {
-            let shown: Vec<String> = folders
-                .iter()
-                .take(4)
-                .map(|f| crate::storage::remote::display(f))
-                .collect();
+            let shown: Vec<String> = folders.iter().take(4).map(|f| crate::storage::remote::display(f)).collect();
             return Err(format!(
                 "its name says no database, and {} folders hold such files ({}{}): give the folder of `{want}`'s as storage",
                 folders.len(),
@@ -280,7 +280,8 @@ impl Survey {
 /// nor a log's, a checksum's or a note's: a candidate worth naming when nothing is found.
 fn kind_unknown(name: &str) -> Option<String> {
     let lower = name.to_ascii_lowercase();
-    const NOT: &[&str] = &[".log", ".txt", ".json", ".jsonl", ".meta", ".sha256", ".md5", ".csv", ".yml", ".yaml", ".lock", ".pid"];
+    const NOT: &[&str] =
+        &[".log", ".txt", ".json", ".jsonl", ".meta", ".sha256", ".md5", ".csv", ".yml", ".yaml", ".lock", ".pid"];
     if NOT.iter().any(|x| lower.ends_with(x)) {
         return None;
     }

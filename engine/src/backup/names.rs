@@ -325,7 +325,8 @@ mod tests {
         for n in ["wal_20261204.tar.gz", "wal_20240315_143022.tar.gz", "WAL-2024.tgz", "base.tar.gz", "pg_wal.tar"] {
             assert!(not_a_dump(n).is_some(), "{n}");
         }
-        for n in ["backup_20240315_143022.sql.gz", "walrus_20240101.sql", "auth_db_20240115_020000.sql.gz", "db_base.dump"]
+        for n in
+            ["backup_20240315_143022.sql.gz", "walrus_20240101.sql", "auth_db_20240115_020000.sql.gz", "db_base.dump"]
         {
             assert_eq!(not_a_dump(n), None, "{n}");
         }

@@ -89,11 +89,7 @@ pub enum Resolved {
 /// database: a name the user typed is not hidden by what another file is called), a
 /// symlink's name (followed), or else the start of a name of `database`'s backups. With the
 /// lines the log should show. `Err` when the name is ambiguous or a symlink leads nowhere.
-pub fn named(
-    survey: &Survey,
-    database: Option<&str>,
-    name: &str,
-) -> Result<Option<(Resolved, Vec<String>)>, String> {
+pub fn named(survey: &Survey, database: Option<&str>, name: &str) -> Result<Option<(Resolved, Vec<String>)>, String> {
     let rel = |e: &Path| e.strip_prefix(&survey.root).ok().map(|r| r.to_string_lossy().into_owned());
     let mut notes = Vec::new();
     // A symlink first: `auth_db_LATEST.sql.gz` names the file it points to.
@@ -105,10 +101,9 @@ pub fn named(
             ));
         };
         notes.push(format!("followed the symlink {name} to {}", remote::display(target)));
-        let listed = survey
-            .backups
-            .iter()
-            .find(|e| e.path.file_name() == target.file_name() && std::fs::canonicalize(&e.path).ok().as_ref() == Some(target));
+        let listed = survey.backups.iter().find(|e| {
+            e.path.file_name() == target.file_name() && std::fs::canonicalize(&e.path).ok().as_ref() == Some(target)
+        });
         return Ok(Some(match listed {
             Some(e) => (Resolved::Listed(of_database(survey, e, database, &mut notes)), notes),
             None => (Resolved::Path(target.clone()), notes),
@@ -231,7 +226,10 @@ pub fn explain(survey: &Survey, database: Option<&str>, asked: &Asked) -> String
     }
     for p in &survey.pointers {
         let to = p.target.as_deref().map(|t| format!("to {}", shown(t))).unwrap_or_else(|| "leading nowhere".into());
-        lines.push(format!("{}: a symlink {to}, not a backup itself (name it as `backup` to take its target)", shown(&p.path)));
+        lines.push(format!(
+            "{}: a symlink {to}, not a backup itself (name it as `backup` to take its target)",
+            shown(&p.path)
+        ));
     }
     if lines.is_empty() {
         return String::new();
@@ -321,7 +319,12 @@ mod tests {
         // Another database asked for: the nameless dump is not taken, and the message says why.
         assert!(s.select(Some("erp")).is_empty());
         let why = explain(&s, Some("erp"), &Asked::Latest);
-        assert!(why.contains("backup_20261201_020000.sql.gz: its name says no database, and its folder also holds backups of `crm`"), "{why}");
+        assert!(
+            why.contains(
+                "backup_20261201_020000.sql.gz: its name says no database, and its folder also holds backups of `crm`"
+            ),
+            "{why}"
+        );
         assert!(why.contains("database=crm target=erp"), "{why}");
     }
 
@@ -378,7 +381,10 @@ mod tests {
         assert!(notes[0].starts_with("followed the symlink auth_db_LATEST.sql.gz to "), "{notes:?}");
         let newest = &s.select(Some("auth_db"))[0];
         let said = pointer_notes(&s, newest);
-        assert!(said.iter().any(|l| l.contains("auth_db_LATEST.sql.gz points to") && l.contains("not to the newest")), "{said:?}");
+        assert!(
+            said.iter().any(|l| l.contains("auth_db_LATEST.sql.gz points to") && l.contains("not to the newest")),
+            "{said:?}"
+        );
         assert!(named(&s, Some("auth_db"), "auth_db_OLD.sql.gz").expect_err("nowhere").contains("leads nowhere"));
     }
 
