@@ -331,3 +331,38 @@ async fn a_backup_named_himalytix_production_restores_into_erpdb_with_the_form_t
     assert!(dry.contains(&format!("would delete {old}")), "{dry}");
     s.stop().await;
 }
+
+/// The README's "Coming from ..." sections: every `pgdrill run` command there names the
+/// shipped runbook's own variables with values it takes (`pgdrill plan` refuses a misspelt
+/// variable or a value outside its choices), so the sections cannot drift from the runbooks
+/// the tests above drive.
+#[test]
+fn the_readme_coming_from_sections_commands_plan_against_the_shipped_runbooks() {
+    let readme = std::fs::read_to_string(common::root().join("README.md")).expect("README");
+    let start = readme.find("\n## Coming from a shell runbook").expect("the section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map(|i| i + 3).unwrap_or(section.len())];
+    for doc in [
+        "ERP backup operations",
+        "CRM backup strategy",
+        "payments system",
+        "multi-tenant platform",
+        "ERP restore runbook",
+    ] {
+        assert!(section.contains(&format!("### Coming from the {doc}")), "{doc}");
+    }
+    let commands: Vec<&str> =
+        section.split('`').skip(1).step_by(2).filter(|c| c.starts_with("pgdrill run ") && !c.contains("...")).collect();
+    assert!(commands.len() >= 15, "{commands:?}");
+    for c in commands {
+        let planned = c.replacen("pgdrill run ", "\"$BIN\" plan ", 1).replace(['[', ']'], "");
+        let out = Command::new("bash")
+            .args(["-c", &planned])
+            .env("BIN", common::bin())
+            .current_dir(common::root())
+            .stdin(Stdio::null())
+            .output()
+            .expect("bash");
+        assert!(out.status.success(), "{c}: {}", common::text(&out.stderr));
+    }
+}
