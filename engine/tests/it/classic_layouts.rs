@@ -230,6 +230,12 @@ async fn payments_folders_restore_through_the_latest_symlink_and_prune_one_datab
     }
     std::os::unix::fs::symlink(&old_auth, a.join("auth_db_LATEST.sql.gz")).expect("ln");
 
+    // Listed apart from the backups, with where it leads.
+    let ran = Run::cli(["backups", "list", "--database", "auth_db", "--storage"]).arg(&root).expect(0);
+    let line = format!("symlink  {} -> {}", a.join("auth_db_LATEST.sql.gz").display(), a.join(&old_auth).display());
+    assert!(ran.stdout.contains(&line), "{line}\n{}", ran.all());
+    assert_eq!(ran.stdout.matches("auth_db_LATEST").count(), 1, "never a row of its own: {}", ran.all());
+
     let ran = verify(&s, &root, "auth_db", "auth_db_LATEST.sql.gz", "auth_db").output();
     passed(&ran);
     assert!(ran.all().contains("followed the symlink auth_db_LATEST.sql.gz to "), "{}", ran.all());
