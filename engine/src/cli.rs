@@ -876,6 +876,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 .map_err(Error::invalid)?;
             let list = crate::backup::listing::list(&storage, database.as_deref(), pattern.as_ref())?;
             let unfinished = crate::backup::listing::unfinished(&storage, database.as_deref())?;
+            let symlinks = crate::backup::listing::symlinks(&storage, database.as_deref(), pattern.as_ref())?;
             // Base backups are of a whole cluster, not of a database: each holds every
             // database, the one asked for included, so they are listed with a note whatever
             // --database says, with what the WAL archive lets each reach.
@@ -904,6 +905,9 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 for line in unfinished_lines(&unfinished) {
                     errln!("warning: {line}");
                 }
+                for line in symlink_lines(&symlinks) {
+                    errln!("note: {line}");
+                }
             } else {
                 for line in backups_table(&list, &physical) {
                     outln!("{line}");
@@ -912,6 +916,9 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                     outln!("note: {n}");
                 }
                 for line in unfinished_lines(&unfinished) {
+                    outln!("{line}");
+                }
+                for line in symlink_lines(&symlinks) {
                     outln!("{line}");
                 }
                 for s in &physical {
@@ -1356,6 +1363,22 @@ fn physical_backups(location: &str, json: bool) -> Result<ExitCode, Error> {
 
 /// Unfinished archives (no manifest), apart from the backups: never a row of the table, so
 /// never read as a backup.
+/// `symlink  PATH -> TARGET`, one line per symlink named like a backup (issue 40): a pointer
+/// a team's runbook names (`auth_db_LATEST.sql.gz`), shown apart from the backups.
+fn symlink_lines(symlinks: &[crate::backup::listing::Symlink]) -> Vec<String> {
+    let v = |t: &str| crate::report::visible(t).into_owned();
+    symlinks
+        .iter()
+        .map(|l| {
+            format!(
+                "symlink  {} -> {}",
+                v(&l.path),
+                l.target.as_deref().map(v).unwrap_or_else(|| "nowhere (it leads to no file)".into())
+            )
+        })
+        .collect()
+}
+
 fn unfinished_lines(unfinished: &[crate::backup::listing::UnfinishedArchive]) -> Vec<String> {
     if unfinished.is_empty() {
         return Vec::new();

@@ -163,111 +163,258 @@ impl LocalStore {
         Ok(out)
     }
 
-    /// As `list`, with other tools' files too: in the root and one level of folders (per
-    /// database or per server, as teams keep them), recognized by `pattern` when given, else
-    /// by the default naming rules (`names`). A directory dump (`toc.dat`) is one entry;
-    /// symlinks (`auth_db_LATEST.sql.gz`) are pointers to backups, never backups.
+    /// As `list`, with other tools' files too: at any depth below the root up to
+    /// `MAX_DEPTH` (per database, per server, per project and environment, as teams keep
+    /// them), recognized by `pattern` when given, else by the default naming rules (`names`).
+    /// A directory dump (`toc.dat`) is one entry; symlinks (`auth_db_LATEST.sql.gz`) are
+    /// pointers to backups, never backups (`Survey::pointers`).
     pub fn list_with(&self, database: Option<&str>, pattern: Option<&NamePattern>) -> io::Result<Vec<Entry>> {
         Ok(self.scan(database, pattern)?.0)
     }
 
     /// The backups `list_with` returns, and every unfinished archive (`unfinished`).
     fn scan(&self, database: Option<&str>, pattern: Option<&NamePattern>) -> io::Result<(Vec<Entry>, Vec<Entry>)> {
-        let mut all = Vec::new();
-        let mut unfinished = Vec::new();
-        let root = match fs::read_dir(&self.root) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((all, unfinished)),
-            Err(e) => return Err(e),
-        };
-        let mut folders = Vec::new();
-        for e in root.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Ok(ft) = e.file_type() else { continue };
-            // Hidden entries are pgdrill's own (staging) or the user's, never backups.
-            if name.starts_with('.') || ft.is_symlink() {
+        let survey = self.survey(pattern)?;
+        let mine = survey.select(database);
+        let unfinished = survey.unfinished;
+        Ok((mine, unfinished))
+    }
+
+    /// Everything in storage, before any database is asked for: every backup at any depth
+    /// (pgdrill's archives in their database's folder, other tools' files wherever they are,
+    /// recognized by `pattern` when given, else by `names`), the unfinished archives, the
+    /// symlinks named like backups (`auth_db_LATEST.sql.gz`) and the files named like backups
+    /// that are none (a tar of WAL files). The one walk every command's choice of a backup
+    /// starts from (`resolve`), so `backups list`, verify, restore, offsite and prune see the
+    /// same backups.
+    pub fn survey(&self, pattern: Option<&NamePattern>) -> io::Result<Survey> {
+        let mut s = Survey { root: self.root.clone(), ..Survey::default() };
+        walk(&self.root, 0, pattern, &mut s)?;
+        s.backups.sort_by(|a, b| b.made.cmp(&a.made).then(b.name.cmp(&a.name)).then(a.database.cmp(&b.database)));
+        s.unfinished.sort_by(|a, b| b.made.cmp(&a.made).then(b.name.cmp(&a.name)));
+        Ok(s)
+    }
+}
+
+/// How deep below the storage's root backups are looked for: the multi-tenant runbook's
+/// `{project}/{environment}/database/` is three; past eight levels a folder is not a
+/// backup folder but a tree someone pointed storage at by mistake.
+pub const MAX_DEPTH: usize = 8;
+
+/// A symlink named like a backup (`auth_db_LATEST.sql.gz`): a pointer to a backup, never a
+/// second copy of one. Followed when named, and named in the log when `latest` differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pointer {
+    pub name: String,
+    pub path: PathBuf,
+    /// Where it leads (canonical), or None when it leads nowhere.
+    pub target: Option<PathBuf>,
+}
+
+/// A file named like a backup that is not one, and why (for "no backup" messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassedOver {
+    pub name: String,
+    pub path: PathBuf,
+    pub why: String,
+}
+
+/// What a walk of storage found (`LocalStore::survey`).
+#[derive(Debug, Clone, Default)]
+pub struct Survey {
+    pub root: PathBuf,
+    /// Every backup of every database, newest first; `database` is empty where another
+    /// tool's name does not say.
+    pub backups: Vec<Entry>,
+    pub unfinished: Vec<Entry>,
+    pub pointers: Vec<Pointer>,
+    pub passed_over: Vec<PassedOver>,
+}
+
+impl Survey {
+    /// The backups of `database` (all when None), newest first: those that name it, and the
+    /// nameless ones `assumable` gives it, marked `database_assumed`.
+    pub fn select(&self, database: Option<&str>) -> Vec<Entry> {
+        let Some(want) = database else { return self.backups.clone() };
+        self.backups
+            .iter()
+            .filter_map(|e| {
+                if e.database == want {
+                    Some(e.clone())
+                } else if e.foreign && e.database.is_empty() && self.assumable(e, want).is_ok() {
+                    let mut e = e.clone();
+                    e.database = want.to_string();
+                    e.database_assumed = true;
+                    Some(e)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Whether a file whose name names no database (`backup_20240315_143022.sql.gz`,
+    /// `db_20250106_020000.sql.gz`) may be taken as `want`'s, or why not. It may when
+    /// nothing in its folder names another database (another tool's name, or pgdrill's
+    /// folder of another database inside it) and no other folder holds nameless files too:
+    /// then the folder is one database's, as the classic runbooks keep them. A file that is no
+    /// dump (a tar of WAL files) and pgdrill's own folder of `want` beside them do not count.
+    pub fn assumable(&self, e: &Entry, want: &str) -> Result<(), String> {
+        let dir = e.path.parent().unwrap_or(Path::new(""));
+        let mut others: Vec<&str> = self
+            .backups
+            .iter()
+            .filter(|o| !o.database.is_empty() && o.database != want)
+            .filter(|o| {
+                let parent = o.path.parent();
+                parent == Some(dir) || (!o.foreign && parent.and_then(Path::parent) == Some(dir))
+            })
+            .map(|o| o.database.as_str())
+            .collect();
+        others.sort_unstable();
+        others.dedup();
+        if !others.is_empty() {
+            let names: Vec<String> = others.iter().take(5).map(|d| format!("`{d}`")).collect();
+            return Err(format!(
+                "its name says no database, and its folder also holds backups of {}{}",
+                names.join(", "),
+                if others.len() > 5 { ", ..." } else { "" }
+            ));
+        }
+        let mut folders: Vec<&Path> = self
+            .backups
+            .iter()
+            .filter(|o| o.foreign && o.database.is_empty())
+            .filter_map(|o| o.path.parent())
+            .collect();
+        folders.sort_unstable();
+        folders.dedup();
+        if folders.len() > 1 {
+            let shown: Vec<String> = folders.iter().take(4).map(|f| crate::storage::remote::display(f)).collect();
+            return Err(format!(
+                "its name says no database, and {} folders hold such files ({}{}): give the folder of `{want}`'s as storage",
+                folders.len(),
+                shown.join(", "),
+                if folders.len() > 4 { ", ..." } else { "" }
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The database a file's name says, with a time, when its extension is neither a dump's
+/// nor a log's, a checksum's or a note's: a candidate worth naming when nothing is found.
+fn kind_unknown(name: &str) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    const NOT: &[&str] =
+        &[".log", ".txt", ".json", ".jsonl", ".meta", ".sha256", ".md5", ".csv", ".yml", ".yaml", ".lock", ".pid"];
+    if NOT.iter().any(|x| lower.ends_with(x)) {
+        return None;
+    }
+    let info = names::parse(name);
+    info.at.and(info.database)
+}
+
+/// One directory of a survey, and those below it up to `MAX_DEPTH`.
+fn walk(dir: &Path, depth: usize, pattern: Option<&NamePattern>, s: &mut Survey) -> io::Result<()> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    // pgdrill's archives are in their database's folder: this one, its name decoded.
+    let dir_name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let folder_db = database_of_folder(&dir_name).unwrap_or_else(|| dir_name.clone());
+    let mut subdirs = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(ft) = e.file_type() else { continue };
+        // Hidden entries are pgdrill's own (staging, safety snapshots, the WAL archive) or
+        // the user's, never backups; lost+found is the file system's.
+        if name.starts_with('.') || name == "lost+found" {
+            continue;
+        }
+        let path = e.path();
+        if ft.is_symlink() {
+            if names::looks_like_backup(&name) || pattern.is_some_and(|p| p.matches(&name).is_some()) {
+                s.pointers.push(Pointer { target: fs::canonicalize(&path).ok(), name, path });
+            }
+            continue;
+        }
+        if ft.is_dir() && !path.join("toc.dat").is_file() {
+            if depth < MAX_DEPTH {
+                subdirs.push(path);
+            }
+            continue;
+        }
+        if name.ends_with(".pgdrill") && ft.is_file() {
+            let manifest = manifest_path(&path);
+            if fs::symlink_metadata(&manifest).is_err() {
+                // Not committed: its manifest, written last, is missing.
+                s.unfinished.push(Entry {
+                    database: folder_db.clone(),
+                    manifest,
+                    made: mtime(&path),
+                    name,
+                    path,
+                    foreign: false,
+                    made_from: MadeFrom::Mtime,
+                    database_assumed: false,
+                });
                 continue;
             }
-            if ft.is_dir() && !e.path().join("toc.dat").is_file() {
-                folders.push((name, e.path()));
-            } else if let Some(entry) = foreign_entry(&e.path(), &name, ft.is_dir(), pattern) {
-                all.push(entry);
+            let (made, made_from) = match names::pgdrill_stamp(&name) {
+                Some(t) => (t, MadeFrom::Name),
+                None => (mtime(&path), MadeFrom::Mtime),
+            };
+            s.backups.push(Entry {
+                database: folder_db.clone(),
+                manifest,
+                name,
+                path,
+                foreign: false,
+                made,
+                made_from,
+                database_assumed: false,
+            });
+            continue;
+        }
+        if !(ft.is_file() || ft.is_dir()) {
+            continue;
+        }
+        // A tar of WAL files named like a dump is no backup of a database `wal` (under the
+        // default rules; a team's own pattern says what its files are).
+        if pattern.is_none() {
+            if let Some(why) = names::not_a_dump(&name).filter(|_| names::looks_like_backup(&name)) {
+                s.passed_over.push(PassedOver { name, path, why: why.to_string() });
+                continue;
             }
         }
-        for (folder, dir) in folders {
-            let rd = match fs::read_dir(&dir) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            let folder_db = database_of_folder(&folder).unwrap_or_else(|| folder.clone());
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let Ok(ft) = e.file_type() else { continue };
-                if name.starts_with('.') || ft.is_symlink() {
-                    continue;
-                }
-                let path = e.path();
-                if name.ends_with(".pgdrill") && ft.is_file() {
-                    let manifest = manifest_path(&path);
-                    if fs::symlink_metadata(&manifest).is_err() {
-                        // Not committed: its manifest, written last, is missing.
-                        unfinished.push(Entry {
-                            database: folder_db.clone(),
-                            manifest,
-                            made: mtime(&path),
-                            name,
-                            path,
-                            foreign: false,
-                            made_from: MadeFrom::Mtime,
-                            database_assumed: false,
-                        });
-                        continue;
-                    }
-                    let (made, made_from) = match names::pgdrill_stamp(&name) {
-                        Some(t) => (t, MadeFrom::Name),
-                        None => (mtime(&path), MadeFrom::Mtime),
-                    };
-                    all.push(Entry {
-                        database: folder_db.clone(),
-                        manifest: manifest_path(&path),
+        match foreign_entry(&path, &name, ft.is_dir(), pattern) {
+            Some(entry) => s.backups.push(entry),
+            None => {
+                if let Some(p) = pattern.filter(|_| names::looks_like_backup(&name)) {
+                    s.passed_over.push(PassedOver {
+                        why: format!("named like a dump, but not as name_pattern `{}` says", p.as_str()),
                         name,
                         path,
-                        foreign: false,
-                        made,
-                        made_from,
-                        database_assumed: false,
                     });
-                } else if ft.is_file() || (ft.is_dir() && path.join("toc.dat").is_file()) {
-                    if let Some(entry) = foreign_entry(&path, &name, ft.is_dir(), pattern) {
-                        all.push(entry);
-                    }
+                } else if let Some(db) = pattern.is_none().then(|| kind_unknown(&name)).flatten() {
+                    // `crm_20240101.bak`: a database and a time, but no dump's extension.
+                    s.passed_over.push(PassedOver {
+                        why: format!("its name says database `{db}` and a time, but its extension is no dump's: kind unknown (give name_pattern to take it)"),
+                        name,
+                        path,
+                    });
                 }
             }
         }
-        let mut out: Vec<Entry> = match database {
-            None => all,
-            Some(want) => {
-                let mine: Vec<Entry> = all.iter().filter(|e| e.database == want).cloned().collect();
-                // A folder of one database's dumps named `backup_<stamp>.sql.gz`: when nothing in
-                // storage names any database, they are the asked one's, and entries say so.
-                if mine.is_empty() && all.iter().all(|e| e.foreign && e.database.is_empty()) {
-                    all.into_iter()
-                        .map(|mut e| {
-                            e.database = want.to_string();
-                            e.database_assumed = true;
-                            e
-                        })
-                        .collect()
-                } else {
-                    mine
-                }
-            }
-        };
-        out.sort_by(|a, b| b.made.cmp(&a.made).then(b.name.cmp(&a.name)).then(a.database.cmp(&b.database)));
-        unfinished.sort_by(|a, b| b.made.cmp(&a.made).then(b.name.cmp(&a.name)));
-        Ok((out, unfinished))
     }
+    subdirs.sort();
+    for d in subdirs {
+        walk(&d, depth + 1, pattern, s)?;
+    }
+    Ok(())
 }
 
 /// Another tool's backup at `path`, when its name says it is one.

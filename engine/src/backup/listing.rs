@@ -370,6 +370,38 @@ pub fn unfinished(storage: &Path, database: Option<&str>) -> Result<Vec<Unfinish
         .collect())
 }
 
+/// A symlink named like a backup (`auth_db_LATEST.sql.gz`) and where it leads: `backups
+/// list` names each below the table, never as a backup of its own.
+#[derive(Debug, Clone, Serialize)]
+pub struct Symlink {
+    pub path: String,
+    /// The file it points to, or None when it leads nowhere.
+    pub target: Option<String>,
+}
+
+/// The symlinks named like backups in `storage` (of `database`, by their names, if given).
+pub fn symlinks(
+    storage: &Path,
+    database: Option<&str>,
+    pattern: Option<&NamePattern>,
+) -> Result<Vec<Symlink>, Failure> {
+    let survey = LocalStore::new(storage)
+        .survey(pattern)
+        .map_err(|e| Failure::environment(format!("cannot list {}: {e}", storage.display())))?;
+    Ok(survey
+        .pointers
+        .iter()
+        .filter(|p| {
+            let named = match pattern {
+                Some(pat) => pat.matches(&p.name).and_then(|i| i.database),
+                None => super::names::parse(&p.name).database,
+            };
+            database.is_none() || named.is_none() || named.as_deref() == database
+        })
+        .map(|p| Symlink { path: remote::display(&p.path), target: p.target.as_deref().map(remote::display) })
+        .collect())
+}
+
 /// A listing as JSON values, each entry's keys in the order `backups list --json` has always
 /// printed them (sorted).
 pub fn to_json(list: &[Listed]) -> Vec<serde_json::Value> {

@@ -29,6 +29,7 @@ pub mod listing;
 pub mod names;
 pub mod offsets;
 pub mod rekey;
+pub mod resolve;
 pub mod restore;
 pub mod retention;
 pub mod source;

@@ -60,6 +60,24 @@ pub fn looks_like_backup(name: &str) -> bool {
     BACKUP_SUFFIXES.iter().any(|s| lower.ends_with(s))
 }
 
+/// Why a file named like a backup is not a dump of a database, when its name says so: the
+/// tar of WAL files the CRM runbook writes beside each dump (`wal_20240315_143022.tar.gz`),
+/// and pg_basebackup's `base.tar.gz` and `pg_wal.tar.gz`. Read as database names they made
+/// a folder look as if it held another database's backups (issue 40), so nameless dumps
+/// beside them were no longer taken as the asked database's.
+pub fn not_a_dump(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    let stem = strip_suffixes(&lower);
+    let first = stem.split(['_', '-', '.']).next().unwrap_or_default();
+    if matches!(stem, "base" | "pg_wal" | "pg_xlog") {
+        return Some("a base backup's tar (pg_basebackup), not a dump of one database");
+    }
+    if matches!(first, "wal" | "xlog" | "walarchive") || stem.starts_with("pg_wal") || stem.starts_with("wal_archive") {
+        return Some("an archive of WAL files (its name starts with `wal`), not a dump");
+    }
+    None
+}
+
 fn stamp_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
@@ -297,6 +315,20 @@ mod tests {
         }
         for n in ["ledger.jsonl", "x.dump.pgdrill.manifest.json", "backup.log", ".hidden.sql", "x.sha256"] {
             assert!(!looks_like_backup(n), "{n}");
+        }
+    }
+
+    /// Issue 40: `wal_20261204.tar.gz` beside `backup_*.sql.gz` read as a backup of
+    /// database `wal`, and hid the nameless dumps.
+    #[test]
+    fn wal_tars_and_base_backup_tars_are_not_dumps() {
+        for n in ["wal_20261204.tar.gz", "wal_20240315_143022.tar.gz", "WAL-2024.tgz", "base.tar.gz", "pg_wal.tar"] {
+            assert!(not_a_dump(n).is_some(), "{n}");
+        }
+        for n in
+            ["backup_20240315_143022.sql.gz", "walrus_20240101.sql", "auth_db_20240115_020000.sql.gz", "db_base.dump"]
+        {
+            assert_eq!(not_a_dump(n), None, "{n}");
         }
     }
 

@@ -640,9 +640,10 @@ super::one_of_outputs! {
 async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError> {
     let storage = crate::backup::ledger::view(&*ctx.store(&w.storage)?).await.map_err(StepError::environment)?;
     let pattern = name_pattern(w.name_pattern.as_deref())?;
-    let mut entries = LocalStore::new(&storage)
-        .list_with(w.database.as_deref(), pattern.as_ref())
+    let survey = LocalStore::new(&storage)
+        .survey(pattern.as_ref())
         .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.display())))?;
+    let mut entries = survey.select(w.database.as_deref());
     let unfinished = say_unfinished(&ctx, &storage, w.database.as_deref());
     // Dated in the future (a skewed clock): never the latest in silence, as in backup.pick.
     entries.retain(|e| match backup::dated_ahead(e.made) {
@@ -655,6 +656,11 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
         }
         None => true,
     });
+    if let Some(e) = entries.first() {
+        for line in crate::backup::resolve::pointer_notes(&survey, e) {
+            ctx.log(line);
+        }
+    }
     if let Some(e) = entries.first().filter(|e| e.foreign) {
         // Another tool's file: what its name (or, failing that, its mtime) says.
         let age = (time::OffsetDateTime::now_utc() - e.made).whole_seconds().max(0);
@@ -683,9 +689,10 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
         return Ok(LatestOutputs::Pgdrill(LatestBackup::described(&e.path, &m, age)));
     }
     Err(StepError::failed(format!(
-        "no backup{} in {}{unfinished}",
+        "no backup{} in {}{unfinished}{}",
         w.database.as_deref().map(|d| format!(" of `{d}`")).unwrap_or_default(),
-        crate::storage::remote::display(&storage)
+        crate::storage::remote::display(&storage),
+        crate::backup::resolve::explain(&survey, w.database.as_deref(), &crate::backup::resolve::Asked::Latest)
     )))
 }
 

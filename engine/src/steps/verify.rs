@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 
 use super::{pg_error, rfc3339, Fields, step, StepCtx, StepError, With, WithError};
 use crate::backup::layout::LocalStore;
+use crate::backup::resolve::{self, Asked};
 use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::source::{self, Origin};
 use crate::backup::{ledger, Manifest};
@@ -198,11 +199,13 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
         .map(crate::backup::names::NamePattern::parse)
         .transpose()
         .map_err(StepError::invalid)?;
-    let list = |storage: &Path| -> Result<Vec<crate::backup::layout::Entry>, StepError> {
+    // One walk of the storage, whatever `backup` says (`backup::resolve`).
+    let survey_of = |storage: &Path| -> Result<crate::backup::layout::Survey, StepError> {
         LocalStore::new(storage)
-            .list_with(w.database.as_deref(), pattern.as_ref())
+            .survey(pattern.as_ref())
             .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.display())))
     };
+    let asked = Asked::parse(&w.backup);
     let mut picked: Option<crate::backup::layout::Entry> = None;
     let where_ = || {
         format!(
@@ -211,11 +214,12 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             storage.as_ref().map(|s| format!(" in {}", crate::storage::remote::display(s))).unwrap_or_default()
         )
     };
-    let path: PathBuf = match w.backup.as_str() {
-        "latest" | "random" => {
+    let path: PathBuf = match &asked {
+        Asked::Latest | Asked::Random | Asked::At { .. } | Asked::Label(_) => {
             let storage =
                 storage.clone().ok_or_else(|| StepError::invalid(format!("`backup: {}` needs `storage`", w.backup)))?;
-            let mut entries = list(&storage)?;
+            let survey = survey_of(&storage)?;
+            let mut entries = survey.select(w.database.as_deref());
             let unfinished = super::backup::say_unfinished(&ctx, &storage, w.database.as_deref());
             // A backup dated in the future is never `latest` in silence: it would be "0 s
             // old" and pass any max_age and rpo while the real newest may be weeks old.
@@ -253,11 +257,20 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                     ))
                 })
             };
-            if w.backup == "latest" {
-                match entries.first() {
+            if asked != Asked::Random {
+                match resolve::choose(&entries, &asked) {
                     Some(e) => {
                         if !e.foreign {
                             manifest_of(e)?;
+                        }
+                        if let Asked::At { until, written } = &asked {
+                            ctx.log(format!("`{written}`: the newest backup made at or before {}", rfc3339(*until)));
+                        }
+                        if let Asked::Label(l) = &asked {
+                            ctx.log(format!("`label:{l}`: the newest backup whose name holds the word `{l}`"));
+                        }
+                        for line in resolve::pointer_notes(&survey, e) {
+                            ctx.log(line);
                         }
                         picked = Some(e.clone());
                         Some(e.path.clone())
@@ -293,27 +306,54 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                         LocalStore::new(&storage).folder(w.database.as_deref().unwrap_or_default()).display()
                     ))
                     .unwrap_or_default();
-                StepError::failed(format!("no backup{}{legacy}{unfinished}", where_()))
+                let asked_for = if asked == Asked::Latest { String::new() } else { format!(" for `backup: {}`", w.backup) };
+                StepError::failed(format!(
+                    "no backup{}{asked_for}{legacy}{unfinished}{}",
+                    where_(),
+                    resolve::explain(&survey, w.database.as_deref(), &asked)
+                ))
             })?
         }
+        // Its header and manifest (below: another tool's file is downloaded now).
         // A path or an object's URL: its header and manifest (below: another tool's file is
         // downloaded now); else a name in storage.
-        named => {
+        Asked::Named(named) => {
             let direct = ctx.object(named)?.header_file(super::HEAD).await.map_err(StepError::environment)?;
+            let survey = match storage.as_ref() {
+                Some(s) if !direct.exists() => Some(survey_of(s)?),
+                _ => None,
+            };
+            let found = match &survey {
+                Some(sv) => resolve::named(sv, w.database.as_deref(), named).map_err(StepError::invalid)?,
+                None => None,
+            };
             if direct.exists() {
-                direct
-            } else if let Some(found) = storage
-                .as_ref()
-                .and_then(|s| list(s).ok())
-                .and_then(|l| l.into_iter().find(|e| e.name == named || e.name.starts_with(named)))
-            {
-                let p = found.path.clone();
-                picked = Some(found);
-                p
+                // A `LATEST`-style symlink given as a path: what it points to, said.
+                if std::fs::symlink_metadata(&direct).is_ok_and(|m| m.file_type().is_symlink()) {
+                    let real = std::fs::canonicalize(&direct)
+                        .map_err(|e| StepError::invalid(format!("{}: a symlink that leads nowhere ({e})", direct.display())))?;
+                    ctx.log(format!("followed the symlink {} to {}", direct.display(), real.display()));
+                    real
+                } else {
+                    direct
+                }
+            } else if let Some((found, notes)) = found {
+                for line in notes {
+                    ctx.log(line);
+                }
+                match found {
+                    resolve::Resolved::Listed(e) => {
+                        let p = e.path.clone();
+                        picked = Some(e);
+                        p
+                    }
+                    resolve::Resolved::Path(p) => p,
+                }
             } else {
                 return Err(StepError::invalid(format!(
-                    "backup `{named}` not found{}: give `latest`, `random`, a file name in storage or a path",
-                    where_()
+                    "backup `{named}` not found{}: give `latest`, `random`, a time (`2024-01-15`, `2024-01-15T02:00`), `label:WORD`, a file name in storage or a path{}",
+                    where_(),
+                    survey.as_ref().map(|sv| resolve::explain(sv, w.database.as_deref(), &asked)).unwrap_or_default()
                 )));
             }
         }
@@ -449,7 +489,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             };
             if let Some(e) = picked.as_ref().filter(|e| e.database_assumed) {
                 ctx.log(format!(
-                    "its name does not say which database it is of; nothing in storage names one, so it is taken as `{}`'s",
+                    "its name does not say which database it is of; nothing in its folder names another one, so it is taken as `{}`'s",
                     e.database
                 ));
             }

@@ -245,7 +245,7 @@ async fn unnamed_backups_in_a_folder_of_one_database_are_taken_as_the_asked_ones
     let (code, all) = verify(&flat, &["max_age=36000d"], &junit);
     assert_eq!(code, Some(0), "{all}");
     assert!(all.contains("backup_20240315_143022.sql.gz"), "{all}");
-    assert!(all.contains("nothing in storage names one, so it is taken as `auth_db`'s"), "{all}");
+    assert!(all.contains("nothing in its folder names another one, so it is taken as `auth_db`'s"), "{all}");
 }
 
 fn stamp(days_ago: i64) -> String {

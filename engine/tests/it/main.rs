@@ -9,6 +9,7 @@ mod backup_output;
 mod backups;
 mod catalogue;
 mod charts;
+mod classic_layouts;
 mod containers;
 mod cross_version;
 mod doctor;
