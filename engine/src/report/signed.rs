@@ -389,6 +389,7 @@ mod tests {
             outcome: None,
             exit_code: None,
             message: None,
+            content: None,
             steps,
         };
         let record = crate::report::RunRecord {
@@ -398,6 +399,7 @@ mod tests {
             finished_at: String::new(),
             outcome: None,
             exit_code: None,
+            content: None,
             suites: vec![suite],
         };
         RunSummary::from_record(record, "", now)

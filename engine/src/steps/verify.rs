@@ -1061,6 +1061,9 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
         return Ok(o);
     };
 
+    // Said before comparing: a copy that differs from the manifest's fingerprint failed
+    // against a ground truth (content failed), which is not the same as having none.
+    ctx.fact(crate::facts::Fact::GroundTruth { basis: "manifest".into() });
     let mut diffs = Vec::new();
     if want_schema && schema_hash != expect.schema_hash {
         // Equal lines with a different hash: only sequence positions moved.
@@ -1090,7 +1093,6 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
         super::globals::log_ownership_proof(&ctx, w.ownership, &expect.schema);
     }
     ctx.fact(crate::facts::Fact::Verified);
-    ctx.fact(crate::facts::Fact::GroundTruth { basis: "manifest".into() });
     Ok(FingerprintOutputs {
         tables: tables.len(),
         rows,

@@ -54,3 +54,4 @@ mod tls;
 mod var_types;
 mod verify;
 mod wal_archive;
+mod content_verdict;
