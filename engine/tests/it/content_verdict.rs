@@ -122,3 +122,85 @@ async fn a_verify_without_ground_truth_was_a_plain_failure_or_a_plain_pass_in_ju
     assert!(!md.contains("UNPROVEN"), "{md}");
     src.stop().await;
 }
+
+fn last_entry(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("ledger.jsonl")).expect("ledger");
+    serde_json::from_str(text.lines().last().expect("an entry")).expect("json")
+}
+
+/// Before: the nearest earlier verified backup was compared by tables and rows only, so a
+/// complete-looking dump that lost its indexes and constraints (`pg_dump --section=pre-data
+/// --section=data`: every table, every row, pg_dump's completion line) verified green
+/// against it, and `schema` said only "no source fingerprint". Now the ledger keeps a proven
+/// verification's schema objects, and a later dump missing any fails naming each; a
+/// complete later dump is proven against them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup() {
+    let Some(src) = native_server("app").await else { return };
+    exec(
+        &src.url(),
+        "create table accounts (id int primary key, name text not null);
+         create index accounts_by_name on accounts (name);
+         insert into accounts select g, 'n' || g from generate_series(1, 200) g;
+         create table payments (id int primary key, account int references accounts, amount numeric);
+         insert into payments select g, 1 + g % 200, g from generate_series(1, 300) g;
+         create function balance(a int) returns numeric language sql as 'select sum(amount) from payments where account = a';",
+    )
+    .await;
+    let t = tempfile::tempdir().expect("tmp");
+    let d = t.path().join("backups");
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let run = |f: &Path, vars: &[&str], out: &str| verify(f, vars, &t.path().join(out));
+
+    // 1. Proven against declared expectations: the ledger keeps its schema objects.
+    let first = d.join("app-20240105T130000.sql.gz");
+    dump(&src, "", &first);
+    let ran = run(&first, &["expect_tables=public.accounts>=200, public.payments>=300"], "first");
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let e = last_entry(&d);
+    assert_eq!((e["content"].as_str(), e["ground_truth"].as_str()), (Some("proven"), Some("expectations")), "{e}");
+    let has = |kind: &str, o: &str| e["objects"][kind].as_array().is_some_and(|l| l.iter().any(|x| x == o));
+    assert!(has("indexes", "accounts_by_name on public.accounts"), "{e}");
+    assert!(has("constraints", "public.payments payments_account_fkey"), "{e}");
+    assert!(has("functions", "public.balance(a integer)"), "{e}");
+    assert!(has("columns", "public.accounts name"), "{e}");
+
+    // 2. A later dump without its post-data section: every table and row, no index, no
+    // key: held against the first, each missing object named, content failed.
+    let cut = d.join("app-20240106T130000.sql.gz");
+    dump(&src, "--section=pre-data --section=data", &cut);
+    let ran = run(&cut, &[], "cut");
+    assert_eq!(ran.code, Some(1), "{}", ran.all());
+    let all = ran.all();
+    let from = "(the earlier verified backup app-20240105T130000.sql.gz had it)";
+    for missing in [
+        "indexes: accounts_by_name on public.accounts missing",
+        "indexes: accounts_pkey on public.accounts missing",
+        "constraints: public.payments payments_account_fkey missing",
+    ] {
+        assert!(all.contains(&format!("{missing} {from}")), "{missing}: {all}");
+    }
+    let j = ran.junit();
+    assert_eq!(j.status("tables"), "passed", "the rows are all there: {all}");
+    assert_eq!(j.case("schema").map(|c| (c.status, c.kind.as_str())), Some((Status::Failure, "failed")), "{all}");
+    let e = last_entry(&d);
+    assert_eq!((e["result"].as_str(), e["content"].as_str()), (Some("failed"), Some("failed")), "{e}");
+    assert!(e.get("objects").is_none(), "a failed verification is no ground truth: {e}");
+    assert_eq!(ran.run_json().raw["content"], "failed");
+
+    // 3. A later complete dump, with a table added since: proven against the first, schema
+    // included.
+    exec(&src.url(), "create table notes (id int primary key, body text); insert into notes values (1, 'x')").await;
+    let later = d.join("app-20240107T130000.sql.gz");
+    dump(&src, "", &later);
+    let ran = run(&later, &[], "later");
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let j = ran.junit();
+    assert_eq!((j.status("tables"), j.status("schema")), ("passed", "passed"), "{}", ran.all());
+    let said = j.case("schema").map(|c| c.system_out.clone()).unwrap_or_default();
+    assert!(said.contains("every schema object of app-20240105T130000.sql.gz is in the restored copy"), "{said}");
+    let e = last_entry(&d);
+    assert_eq!((e["content"].as_str(), e["ground_truth"].as_str()), (Some("proven"), Some("earlier")), "{e}");
+    assert!(e["objects"]["tables"].as_array().is_some_and(|l| l.iter().any(|x| x == "public.notes")), "{e}");
+    src.stop().await;
+}
