@@ -338,6 +338,7 @@ fn free_space(path: &Path) -> Option<(u64, u64)> {
 #[serde(deny_unknown_fields)]
 pub struct PreflightWith {
     /// any database URL of the target server
+    #[field(conninfo)]
     url: String,
     /// the database to restore into
     database: String,
@@ -948,6 +949,7 @@ async fn confirm(ctx: StepCtx, w: ConfirmWith) -> Result<ConfirmOutputs, StepErr
 #[serde(deny_unknown_fields)]
 pub struct SnapshotWith {
     /// any database URL of the server
+    #[field(conninfo)]
     url: String,
     /// the database to snapshot
     database: String,
@@ -1090,6 +1092,7 @@ async fn snapshot(ctx: StepCtx, w: SnapshotWith) -> Result<SnapshotOutputs, Step
 #[serde(deny_unknown_fields)]
 pub struct TerminateWith {
     /// any database URL of the server
+    #[field(conninfo)]
     url: String,
     /// the database
     database: String,
@@ -1214,6 +1217,7 @@ async fn terminate(ctx: StepCtx, w: TerminateWith) -> Result<TerminateOutputs, S
 #[serde(deny_unknown_fields)]
 pub struct DropWith {
     /// any database URL of the server
+    #[field(conninfo)]
     url: String,
     /// the database
     database: String,
@@ -1422,6 +1426,7 @@ async fn compare_settings(
 #[serde(deny_unknown_fields)]
 pub struct SettingsWith {
     /// any database URL of the server
+    #[field(conninfo)]
     url: String,
     /// the database
     database: String,
@@ -1544,6 +1549,7 @@ fn opt_like_source<'de, D: serde::Deserializer<'de>>(
 #[serde(from = "RecreateWith")]
 pub struct CreateWith {
     /// any database URL of the server
+    #[field(conninfo)]
     url: String,
     /// the database
     database: String,
@@ -1714,6 +1720,7 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
 #[serde(from = "RecreateWith")]
 pub struct RestoreSnapshotWith {
     /// any database URL of the server
+    #[field(conninfo)]
     url: String,
     /// the database
     database: String,

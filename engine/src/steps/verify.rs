@@ -615,6 +615,7 @@ pub struct RestoreWith {
     #[field(ty = "path")]
     backup: String,
     /// target database URL
+    #[field(conninfo)]
     into: String,
     /// pgdrill key/passphrase, or the openssl enc passphrase
     #[field(key)]
@@ -790,6 +791,7 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
 #[serde(deny_unknown_fields)]
 pub struct FingerprintWith {
     /// database to fingerprint (the restored copy)
+    #[field(conninfo)]
     url: String,
     /// source fingerprint (backup.pick's); null: skipped, counts reported
     #[serde(default)]
@@ -1392,6 +1394,7 @@ pub(super) async fn compare_database(url: &str, expect: &Fingerprint) -> Result<
 #[serde(deny_unknown_fields)]
 pub struct AmcheckWith {
     /// database to check
+    #[field(conninfo)]
     url: String,
     /// also check every heap tuple is indexed (default true)
     #[serde(default = "yes", deserialize_with = "super::de::boolean")]
