@@ -10,7 +10,10 @@
 //! whose presence is checked by hand rather than by its type takes `#[field(required)]`, and a
 //! password or connection string with one `#[field(secret)]` (shown as type `secret`; the
 //! redactor masks its value, reading the flag, never the type's name), and a key or
-//! passphrase `#[field(key)]` (a secret that is also refused when too short).
+//! passphrase `#[field(key)]` (a secret that is also refused when too short). A PostgreSQL
+//! connection string that may carry a password takes `#[field(conninfo)]` (shown as type
+//! `conninfo`; the redactor masks the password inside it, from before the run's first step,
+//! and leaves the rest of it readable).
 //!
 //! `#[fields(outputs)]` on the struct marks a step's outputs: none is "required" (they are
 //! what a step hands on, not what a runbook writes) and an `Option` is shown as `T|null`,
@@ -154,6 +157,7 @@ struct FieldAttrs {
     required: bool,
     secret: bool,
     key: bool,
+    conninfo: bool,
 }
 
 fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
@@ -197,7 +201,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
         })?;
         let (inferred, optional) = match infer(&f.ty) {
             Some(t) => t,
-            None if fa.ty.is_some() || fa.secret => (String::new(), is_option(&f.ty)),
+            None if fa.ty.is_some() || fa.secret || fa.conninfo => (String::new(), is_option(&f.ty)),
             None => {
                 return Err(syn::Error::new(
                     f.ty.span(),
@@ -208,13 +212,16 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
         let ty = match fa.ty {
             Some(t) => t,
             None if fa.secret => "secret".to_string(),
+            None if fa.conninfo => "conninfo".to_string(),
             None if st.outputs && optional => format!("{inferred}|null"),
             None => inferred,
         };
         let required = !st.outputs && (fa.required || !(optional || fa.default || st.default));
-        let (secret, key) = (fa.secret, fa.key);
+        let (secret, key, conninfo) = (fa.secret, fa.key, fa.conninfo);
         entries.push(quote! {
-            crate::steps::Field { name: #name, ty: #ty, required: #required, doc: #doc, secret: #secret, key: #key }
+            crate::steps::Field {
+                name: #name, ty: #ty, required: #required, doc: #doc, secret: #secret, key: #key, conninfo: #conninfo,
+            }
         });
     }
 
@@ -274,6 +281,9 @@ fn field_attrs(attrs: &[Attribute], outputs: bool) -> syn::Result<FieldAttrs> {
                     if s.value() == "secret" {
                         return Err(syn::Error::new(s.span(), "write `#[field(secret)]` for a key or password"));
                     }
+                    if s.value() == "conninfo" {
+                        return Err(syn::Error::new(s.span(), "write `#[field(conninfo)]` for a connection string"));
+                    }
                     out.ty = Some(s.value());
                     Ok(())
                 } else if meta.path.is_ident("required") {
@@ -287,8 +297,12 @@ fn field_attrs(attrs: &[Attribute], outputs: bool) -> syn::Result<FieldAttrs> {
                     out.secret = true;
                     out.key = true;
                     Ok(())
+                } else if meta.path.is_ident("conninfo") {
+                    // A connection string: the password in it is masked, not the whole value.
+                    out.conninfo = true;
+                    Ok(())
                 } else {
-                    Err(meta.error("expected `ty = \"...\"`, `required`, `secret` or `key`"))
+                    Err(meta.error("expected `ty = \"...\"`, `required`, `secret`, `key` or `conninfo`"))
                 }
             })?;
         } else if a.path().is_ident("serde") {

@@ -78,6 +78,11 @@ pub struct Entry {
     /// (`verify.fingerprint`'s `earlier_than`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tables: Option<std::collections::BTreeMap<String, i64>>,
+    /// The restored copy's schema objects by kind, by name only (tables, columns,
+    /// constraints, indexes, functions...), kept when its content was proven: a later backup
+    /// of the folder without a manifest must still have every one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// Where an object store keeps a folder's ledger: an object store has no append, so each
@@ -283,6 +288,7 @@ mod tests {
             ground_truth: None,
             age: None,
             tables: None,
+            objects: None,
         }
     }
 

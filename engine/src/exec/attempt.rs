@@ -91,6 +91,12 @@ impl Executor {
             Ok(Attempted::Skipped(why)) => {
                 rec.outcome = Outcome::Skipped;
                 rec.message = Some(format!("skipped: {why}"));
+                // What a step kept before it skipped itself (the schema a fingerprint check
+                // read with nothing to compare it with) still reaches later steps and reports.
+                let kept = kept.lock().map(|k| k.clone()).unwrap_or_default();
+                if !kept.is_empty() {
+                    rec.outputs = Json::Object(kept);
+                }
             }
             Ok(Attempted::Ran(outputs)) => rec.outputs = Json::Object(outputs),
             Err((outcome, kind, msg)) => {

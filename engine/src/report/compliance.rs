@@ -9,7 +9,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::summary::{secs, Measure};
+use super::summary::{secs, Content, Measure};
 use super::{display_name, write_atomic, RunSummary};
 use crate::exec::{Objective, Rollback};
 use crate::Error;
@@ -17,7 +17,7 @@ use crate::Error;
 pub const SCHEMA: &str = "pgdrill.compliance/1";
 pub const HISTORY_SCHEMA: &str = "pgdrill.history/1";
 
-const MARKDOWN: &str = r#"# pgdrill report: {{ r.runbook }} — {{ r.outcome | upper }}
+const MARKDOWN: &str = r#"# pgdrill report: {{ r.runbook }} — {{ r.outcome | upper }}{% if r.content == "unproven" %}, CONTENT UNPROVEN{% endif %}
 
 | | |
 |---|---|
@@ -28,6 +28,7 @@ const MARKDOWN: &str = r#"# pgdrill report: {{ r.runbook }} — {{ r.outcome | u
 | pgdrill | {{ r.pgdrill_version }} |
 | PostgreSQL | {% for v in r.versions.servers %}{{ v }}{% if not loop.last %}; {% endif %}{% else %}none started{% endfor %} |
 {% if r.message %}| result | {{ r.message }} |
+{% endif %}{% if r.content %}| content | {{ r.content }}{% if r.content == "unproven" %}: restorable, but nothing to compare its content with{% endif %} |
 {% endif %}
 ## Backups tested
 {% for b in r.backups %}
@@ -57,7 +58,7 @@ const MARKDOWN: &str = r#"# pgdrill report: {{ r.runbook }} — {{ r.outcome | u
 ## Checks
 | suite | check | step | result | seconds | detail |
 |---|---|---|---|---|---|
-{% for c in r.checks %}| {{ c.suite }} | {{ c.name }} | {{ c.uses }} | {{ c.outcome }}{% if c.rollback %}, {{ c.rollback }}{% endif %} | {{ c.duration_s }} | {{ c.message or "" }} |
+{% for c in r.checks %}| {{ c.suite }} | {{ c.name }} | {{ c.uses }} | {{ c.outcome }}{% if c.content == "unproven" %} (content unproven){% endif %}{% if c.rollback %}, {{ c.rollback }}{% endif %} | {{ c.duration_s }} | {{ c.message or "" }} |
 {% endfor %}"#;
 
 const HTML: &str = r#"<!doctype html>
@@ -65,7 +66,7 @@ const HTML: &str = r#"<!doctype html>
 <style>body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top;overflow-wrap:anywhere}code{overflow-wrap:anywhere}.passed{color:#070}.failed,.errored,.timed_out,.failure{color:#b00}
 .skipped{color:#777}</style></head><body>
-<h1>pgdrill report: {{ r.runbook }} — <span class="{{ r.outcome }}">{{ r.outcome | upper }}</span></h1>
+<h1>pgdrill report: {{ r.runbook }} — <span class="{{ r.outcome }}">{{ r.outcome | upper }}</span>{% if r.content == "unproven" %}, <span class="failure">CONTENT UNPROVEN</span>{% endif %}</h1>
 <table>
 <tr><th>runbook</th><td>{{ r.runbook }} ({{ r.file }})</td></tr>
 <tr><th>started</th><td>{{ r.started_at }}</td></tr>
@@ -74,6 +75,7 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top
 <tr><th>pgdrill</th><td>{{ r.pgdrill_version }}</td></tr>
 <tr><th>PostgreSQL</th><td>{% for v in r.versions.servers %}{{ v }}<br>{% else %}none started{% endfor %}</td></tr>
 {% if r.message %}<tr><th>result</th><td>{{ r.message }}</td></tr>{% endif %}
+{% if r.content %}<tr><th>content</th><td class="{% if r.content == "proven" %}passed{% else %}failure{% endif %}">{{ r.content }}{% if r.content == "unproven" %}: restorable, but nothing to compare its content with{% endif %}</td></tr>{% endif %}
 </table>
 <h2>Backups tested</h2><ul>
 {% for b in r.backups %}<li><code>{{ b.path }}</code> sha256 <code>{{ b.sha256 or "n/a" }}</code>{% if b.age_s is not none %}, {{ b.age_s }} s old{% endif %}{% if b.created %}, created {{ b.created }}{% endif %} ({{ b.step }})</li>
@@ -87,7 +89,7 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top
 {% for w in r.warnings %}<li class="failure">{{ w.suite }} / {{ w.name }}: {{ w.warning }}</li>
 {% endfor %}</ul>{% endif %}
 <h2>Checks</h2><table><tr><th>suite</th><th>check</th><th>step</th><th>result</th><th>seconds</th><th>detail</th></tr>
-{% for c in r.checks %}<tr><td>{{ c.suite }}</td><td>{{ c.name }}</td><td><code>{{ c.uses }}</code></td><td class="{{ c.outcome }}">{{ c.outcome }}{% if c.rollback %}, {{ c.rollback }}{% endif %}</td><td>{{ c.duration_s }}</td><td>{{ c.message or "" }}</td></tr>
+{% for c in r.checks %}<tr><td>{{ c.suite }}</td><td>{{ c.name }}</td><td><code>{{ c.uses }}</code></td><td class="{{ c.outcome }}">{{ c.outcome }}{% if c.content == "unproven" %} (content unproven){% endif %}{% if c.rollback %}, {{ c.rollback }}{% endif %}</td><td>{{ c.duration_s }}</td><td>{{ c.message or "" }}</td></tr>
 {% endfor %}</table>
 </body></html>
 "#;
@@ -111,6 +113,8 @@ pub fn build(run: &RunSummary) -> Value {
                 "name": display_name(s),
                 "uses": s.uses,
                 "outcome": s.outcome,
+                // What the check proved of the content (unproven: it had no ground truth).
+                "content": Content::of_step(s),
                 // An added fact: the outcome stays what the step did.
                 "rollback": s.rollback.map(Rollback::as_str),
                 "duration_s": secs(s.duration),
@@ -172,6 +176,8 @@ pub fn build(run: &RunSummary) -> Value {
         "runbook": top.map(|t| t.name.as_str()),
         "file": top.map(|t| t.file.as_str()),
         "outcome": run_outcome(run),
+        // Apart from the outcome: a run that passed having accepted unproven content says so.
+        "content": run.content(),
         "exit_code": record.exit_code,
         "message": top.and_then(|t| t.message.as_deref()),
         "started_at": record.started_at,
@@ -296,6 +302,7 @@ pub fn write(dir: &Path, run: &RunSummary) -> Result<Option<std::path::PathBuf>,
         "finished_at": report["finished_at"],
         "runbook": report["runbook"],
         "outcome": report["outcome"],
+        "content": report["content"],
         "exit_code": report["exit_code"],
         "duration_s": report["duration_s"],
         "rto_s": rto,

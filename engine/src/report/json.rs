@@ -69,6 +69,7 @@ pub fn write_record(w: &mut dyn Write, r: &RunRecord) -> io::Result<()> {
         finished_at: r.finished_at.clone(),
         outcome: r.outcome,
         exit_code: r.exit_code,
+        content: r.content,
         suites: Vec::new(),
     };
     with_list(w, &head, "suites", 0, &r.suites, &mut |w, s: &SuiteRecord, level| {
@@ -83,6 +84,7 @@ pub fn write_record(w: &mut dyn Write, r: &RunRecord) -> io::Result<()> {
             outcome: s.outcome,
             exit_code: s.exit_code,
             message: s.message.clone(),
+            content: s.content,
             steps: Vec::new(),
         };
         with_list(w, &head, "steps", level, &s.steps, &mut |w, step, level| pretty_at(w, step, level))

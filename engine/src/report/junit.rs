@@ -1,18 +1,30 @@
 //! JUnit XML: one testsuite per runbook, one testcase per step, rollback and `finally` step;
 //! budgets as their own testcases. `<failure>` for failed assertions, timeouts and budgets,
-//! `<error>` for environment and input errors, `<skipped>` for steps that did not run.
-//! One builder for a run's file and a fleet's combined file (`xml` of several parts).
+//! `<error>` for environment and input errors, `<skipped>` for steps that did not run; a
+//! content check with no ground truth is `type="unproven"` on its failure or skip, and each
+//! suite whose checks judged content says `content: proven|unproven|failed` in its
+//! `<system-out>`. One builder for a run's file and a fleet's combined file (`xml` of several parts).
 
 use std::path::{Path, PathBuf};
 
 use junit_report::{ReportBuilder, TestCase, TestSuiteBuilder};
 
+use super::summary::Content;
 use super::{cdata_text, display_name, write_atomic, xml_text, ReportSink, RunSummary};
 use crate::error::Class;
 use crate::exec::{ErrorKind, Outcome, Rollback};
 
 pub struct Junit {
     path: PathBuf,
+}
+
+/// The `type` of a testcase's `<failure>` or `<skipped>` when its check had no ground truth.
+pub const UNPROVEN: &str = "unproven";
+
+/// A skipped testcase's reason, and whether it is an accepted "content unproven".
+struct Skip {
+    reason: String,
+    unproven: bool,
 }
 
 impl Junit {
@@ -43,7 +55,7 @@ pub fn write(path: &Path, parts: &[Part<'_>]) -> crate::Result<()> {
 
 /// The report, and the reason of each skipped testcase in document order (the library
 /// writes `<skipped/>` without one; `with_skip_reasons` adds them).
-fn xml(parts: &[Part<'_>]) -> (junit_report::Report, Vec<String>) {
+fn xml(parts: &[Part<'_>]) -> (junit_report::Report, Vec<Skip>) {
     let mut skipped = Vec::new();
     let mut report = ReportBuilder::new();
     for part in parts {
@@ -96,12 +108,20 @@ fn xml(parts: &[Part<'_>]) -> (junit_report::Report, Vec<String>) {
                     }
                     _ => msg.clone(),
                 };
+                // A check with no ground truth has its own outcome: a failure of type
+                // `unproven`, or a skip of type `unproven` (the run accepted it), never a pass
+                // nor a plain failure or skip (issue 35).
+                let unproven = Content::of_step(r) == Some(Content::Unproven);
                 let mut tc = match r.outcome {
                     Outcome::Passed => TestCase::success(&name, time),
                     Outcome::Skipped => {
-                        skipped.push(if msg.is_empty() { "skipped".to_string() } else { msg.clone() });
+                        skipped.push(Skip {
+                            reason: if msg.is_empty() { "skipped".to_string() } else { msg.clone() },
+                            unproven,
+                        });
                         TestCase::skipped(&name)
                     }
+                    Outcome::Failed if unproven => TestCase::failure(&name, time, UNPROVEN, &failure),
                     Outcome::Failed => TestCase::failure(&name, time, "failed", &failure),
                     Outcome::TimedOut => TestCase::failure(&name, time, "timed_out", &failure),
                     Outcome::Errored => {
@@ -131,6 +151,11 @@ fn xml(parts: &[Part<'_>]) -> (junit_report::Report, Vec<String>) {
                 if r.outcome == Outcome::Skipped && !msg.is_empty() {
                     out.push(msg.clone());
                 }
+                if unproven && r.outcome == Outcome::Passed {
+                    // What it did held (a recovery reached its target), but it compared the
+                    // content with nothing: said beside the pass.
+                    out.push("content unproven: no ground truth to compare the restored content with".into());
+                }
                 out.extend(r.log.iter().cloned());
                 if !out.is_empty() {
                     tc.set_system_out(&cdata_text(&out.join("\n")));
@@ -139,6 +164,9 @@ fn xml(parts: &[Part<'_>]) -> (junit_report::Report, Vec<String>) {
             }
             if let Some(m) = &s.message {
                 suite.set_system_err(&cdata_text(m));
+            }
+            if let Some(c) = s.content {
+                suite.set_system_out(&format!("content: {}", c.as_str()));
             }
             let mut built = suite.build();
             // The package stays the runbook's, prefix or not (as in the run's own file).
@@ -154,7 +182,7 @@ fn xml(parts: &[Part<'_>]) -> (junit_report::Report, Vec<String>) {
 /// is. One pass over the text: searching it again for the next `<skipped/>` from every CDATA
 /// section read a 10,000-step file 10,000 times (issue 36 case 11). Returns how many bytes
 /// were looked at, which the test holds to the file's length.
-fn with_skip_reasons(xml: &str, reasons: &[String], out: &mut dyn std::io::Write) -> std::io::Result<usize> {
+fn with_skip_reasons(xml: &str, reasons: &[Skip], out: &mut dyn std::io::Write) -> std::io::Result<usize> {
     const SKIPPED: &str = "<skipped/>";
     const CDATA: &str = "<![CDATA[";
     let mut reasons = reasons.iter();
@@ -171,7 +199,10 @@ fn with_skip_reasons(xml: &str, reasons: &[String], out: &mut dyn std::io::Write
         } else if rest.starts_with(SKIPPED) {
             out.write_all(&xml.as_bytes()[written..lt])?;
             match reasons.next() {
-                Some(why) => write!(out, "<skipped message=\"{}\"/>", attr(why))?,
+                Some(Skip { reason, unproven: true }) => {
+                    write!(out, "<skipped type=\"{UNPROVEN}\" message=\"{}\"/>", attr(reason))?
+                }
+                Some(Skip { reason, unproven: false }) => write!(out, "<skipped message=\"{}\"/>", attr(reason))?,
                 None => out.write_all(SKIPPED.as_bytes())?,
             }
             looked += SKIPPED.len() - 1;
@@ -199,7 +230,94 @@ impl ReportSink for Junit {
 
 #[cfg(test)]
 mod tests {
-    use super::with_skip_reasons;
+    use super::{with_skip_reasons, Skip};
+    use crate::exec::{Fact, Outcome, Phase, StepRecord};
+    use crate::report::summary::{RunRecord, SuiteRecord};
+    use crate::report::RunSummary;
+
+    fn check(path: &str, label: &str, outcome: Outcome, message: &str, basis: Option<&str>) -> StepRecord {
+        StepRecord {
+            suite: 0,
+            path: path.into(),
+            label: label.into(),
+            id: Some(label.into()),
+            uses: "verify.fingerprint".into(),
+            location: Some("verify.yaml:9:7".into()),
+            phase: Phase::Main,
+            outcome,
+            error_kind: (outcome == Outcome::Failed)
+                .then_some(crate::exec::ErrorKind::Class(crate::error::Class::Failed)),
+            started_at: time::OffsetDateTime::now_utc(),
+            duration: std::time::Duration::from_millis(10),
+            attempts: 1,
+            message: (!message.is_empty()).then(|| message.to_string()),
+            outputs: serde_json::json!({}),
+            log: Vec::new(),
+            rollback: None,
+            notice: None,
+            facts: basis.map(|b| vec![Fact::GroundTruth { basis: b.into() }]).unwrap_or_default(),
+        }
+    }
+
+    fn junit_of(steps: Vec<StepRecord>) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let suite = SuiteRecord {
+            id: 0,
+            parent: None,
+            name: "verify".into(),
+            file: "verify.yaml".into(),
+            kind: None,
+            started_at: now,
+            duration: std::time::Duration::ZERO,
+            outcome: None,
+            exit_code: None,
+            message: None,
+            content: None,
+            steps,
+        };
+        let record = RunRecord {
+            schema: crate::report::summary::SCHEMA.into(),
+            pgdrill_version: String::new(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            outcome: None,
+            exit_code: None,
+            content: None,
+            suites: vec![suite],
+        };
+        let summary = RunSummary::from_record(record, "app", now);
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("j.xml");
+        super::write(&path, &[super::Part::Run { prefix: None, summary: &summary }]).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Issue 35: "restorable, content unproven" was a plain `<failure type="failed">`, or a
+    /// plain `<skipped>` when the run accepted it, like any other. Now it is its own outcome:
+    /// type `unproven` on the failure or the skip, the suite says `content: unproven`, and a
+    /// step that passed without a ground truth (a recovery) says so beside its pass. A check
+    /// against a ground truth keeps the plain types.
+    #[test]
+    fn a_check_without_ground_truth_has_its_own_outcome_in_junit() {
+        let why = "restorable, content unproven: no manifest; the restored copy has 3 tables, 1000 rows";
+        let xml = junit_of(vec![
+            check("steps[0]", "recover", Outcome::Passed, "", Some("none")),
+            check("steps[1]", "tables", Outcome::Failed, why, Some("none")),
+            check("steps[2]", "schema", Outcome::Skipped, "no source fingerprint to compare the schema with", None),
+            check("steps[3]", "again", Outcome::Failed, "1 table difference", Some("manifest")),
+        ]);
+        assert!(xml.contains(&format!("<failure type=\"unproven\" message=\"{why} (at verify.yaml:9:7)\"")), "{xml}");
+        assert!(xml.contains("<failure type=\"failed\" message=\"1 table difference"), "{xml}");
+        assert!(xml.contains("<skipped message=\"no source fingerprint to compare the schema with\"/>"), "{xml}");
+        assert!(xml.contains("content unproven: no ground truth to compare the restored content with"), "{xml}");
+        assert!(xml.contains("content: failed"), "the suite's verdict: failed over unproven: {xml}");
+
+        let accepted = format!("{why} (accepted: accept_unproven)");
+        let xml = junit_of(vec![check("steps[0]", "tables", Outcome::Skipped, &accepted, Some("none"))]);
+        assert!(xml.contains(&format!("<skipped type=\"unproven\" message=\"{accepted}\"/>")), "{xml}");
+        assert!(xml.contains("content: unproven"), "{xml}");
+        assert!(!xml.contains("<failure"), "{xml}");
+    }
 
     /// Each `<skipped/>` gets its reason in order, a CDATA section's text is left as it is,
     /// and the text is looked at once, byte for byte: from each CDATA section the search for
@@ -212,7 +330,7 @@ mod tests {
             xml.push_str(&format!("<testcase name=\"s{i}\"><system-out><![CDATA[log <skipped/> {i}]]></system-out>"));
             if i % 500 == 0 {
                 xml.push_str("<skipped/>");
-                reasons.push(format!("because \"{i}\" <said>"));
+                reasons.push(Skip { reason: format!("because \"{i}\" <said>"), unproven: false });
             }
             xml.push_str("</testcase>");
         }

@@ -22,6 +22,22 @@ fn dedup_key(a: &Alert<'_>) -> String {
     format!("pgdrill/{}/{}", a.runbook, a.database)
 }
 
+/// PagerDuty refuses a `dedup_key` longer than 255 characters (the whole event is lost).
+const PAGERDUTY_KEY_MAX: usize = 255;
+
+/// `key` in at most `max` characters, cut between characters, never inside one: a key too
+/// long keeps its beginning and ends with `~` and 16 hex digits of its sha256, so two long
+/// names that share their first characters stay two incidents, and a pass still resolves
+/// the incident its failure opened (the same name gives the same key).
+fn bounded_key(key: &str, max: usize) -> String {
+    if key.chars().count() <= max {
+        return key.to_string();
+    }
+    use sha2::Digest;
+    let digest = crate::archive::hex(&sha2::Sha256::digest(key.as_bytes()));
+    format!("{}~{}", cut(key, max.saturating_sub(17)), &digest[..16])
+}
+
 fn cut(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
@@ -40,12 +56,16 @@ pub fn one_line_strings(v: Value) -> Value {
 /// The PagerDuty Events API v2 event: `trigger` on a failure, `resolve` on a pass.
 pub fn pagerduty(a: &Alert<'_>, routing_key: &str, severity: &str) -> Value {
     if a.passed {
-        return json!({ "routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key(a) });
+        return json!({
+            "routing_key": routing_key,
+            "event_action": "resolve",
+            "dedup_key": bounded_key(&dedup_key(a), PAGERDUTY_KEY_MAX),
+        });
     }
     json!({
         "routing_key": routing_key,
         "event_action": "trigger",
-        "dedup_key": dedup_key(a),
+        "dedup_key": bounded_key(&dedup_key(a), PAGERDUTY_KEY_MAX),
         "payload": {
             // The API takes at most 1024 characters of summary.
             "summary": cut(&a.summary, 1024),
@@ -62,7 +82,7 @@ pub fn pagerduty(a: &Alert<'_>, routing_key: &str, severity: &str) -> Value {
 /// The Opsgenie request: (path suffix under the alerts URL, body). A failure creates an
 /// alert (message at most 130 characters, alias 512); a pass closes it by alias.
 pub fn opsgenie(a: &Alert<'_>, priority: &str) -> (String, Value) {
-    let alias = cut(&dedup_key(a), 512);
+    let alias = bounded_key(&dedup_key(a), 512);
     if a.passed {
         let path = format!("/{}/close?identifierType=alias", crate::util::percent_encode(&alias));
         return (path, json!({ "source": "pgdrill", "note": cut(&a.summary, 25000) }));
@@ -175,5 +195,48 @@ pub fn send_syslog(address: &str, tcp: bool, message: &str) -> Result<(), String
         let bind = if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
         let s = std::net::UdpSocket::bind(bind).map_err(|e| e.to_string())?;
         s.send_to(message.as_bytes(), to).map(|_| ()).map_err(|e| format!("cannot send: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert<'a>(runbook: &'a str, database: &'a str, passed: bool) -> Alert<'a> {
+        Alert {
+            runbook,
+            database,
+            passed,
+            outcome: if passed { "passed" } else { "failed" },
+            summary: "pgdrill: runbook failed".into(),
+            text: String::new(),
+            details: json!({}),
+        }
+    }
+
+    /// Issue 36: the PagerDuty `dedup_key` was the runbook and database names whole, so a
+    /// long name (multibyte ones reach 255 characters in a quarter of the bytes' count)
+    /// made an event PagerDuty refuses. Now it is at most 255 characters, cut between
+    /// characters; the resolve carries the trigger's key; two long names that differ only
+    /// at their ends keep two keys; a short key is as it was.
+    #[test]
+    fn a_long_name_made_a_pagerduty_dedup_key_over_255_characters() {
+        let long = "Grüße 東京 🚀 ǅ ".repeat(40);
+        let other = format!("{long}2");
+        for (runbook, database) in [("verify", long.as_str()), (long.as_str(), "app")] {
+            let trigger = pagerduty(&alert(runbook, database, false), "k", "error");
+            let resolve = pagerduty(&alert(runbook, database, true), "k", "error");
+            let key = trigger["dedup_key"].as_str().unwrap_or_default();
+            assert_eq!(key.chars().count(), 255, "{key}");
+            assert!(key.starts_with("pgdrill/"), "{key}");
+            assert_eq!(resolve["dedup_key"], trigger["dedup_key"]);
+            let (alias_path, create) = opsgenie(&alert(runbook, database, false), "P1");
+            assert!(alias_path.is_empty() && create["alias"].as_str().is_some_and(|a| a.chars().count() <= 512));
+        }
+        let a = pagerduty(&alert("verify", &long, false), "k", "error");
+        let b = pagerduty(&alert("verify", &other, false), "k", "error");
+        assert_ne!(a["dedup_key"], b["dedup_key"], "two names, two incidents");
+        let short = pagerduty(&alert("verify", "app", false), "k", "error");
+        assert_eq!(short["dedup_key"], "pgdrill/verify/app");
     }
 }

@@ -35,7 +35,60 @@ pub struct RunRecord {
     pub outcome: Option<SuiteOutcome>,
     /// The top suite's exit code.
     pub exit_code: Option<i32>,
+    /// What the run proved of the content it restored, over every suite: `proven`,
+    /// `unproven` (a check had no ground truth, whether the run failed on it or accepted it)
+    /// or `failed`; absent when no check judged content. A run that passed with content
+    /// unproven is never a plain pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
     pub suites: Vec<SuiteRecord>,
+}
+
+/// What a check, a suite or a run proved of a restored copy's content, from what each check
+/// judged it against (`Fact::GroundTruth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Content {
+    /// Compared with a ground truth (manifest, source, expectations, earlier) and held.
+    Proven,
+    /// Nothing to compare with: "restorable, content unproven", its own verdict (a failure,
+    /// or a skip when the run accepted it), never a pass.
+    Unproven,
+    /// Compared with a ground truth and did not hold.
+    Failed,
+}
+
+impl Content {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Content::Proven => "proven",
+            Content::Unproven => "unproven",
+            Content::Failed => "failed",
+        }
+    }
+
+    /// A step's content verdict: what it said it judged content against (its last
+    /// `Fact::GroundTruth`) and how it ended. None for a step that judged nothing, or that
+    /// errored (the environment failed: no verdict on the content).
+    pub fn of_step(r: &StepRecord) -> Option<Content> {
+        let basis = r.facts.iter().rev().find_map(|f| match f {
+            Fact::GroundTruth { basis } => Some(basis.as_str()),
+            _ => None,
+        })?;
+        match (basis, r.outcome) {
+            (_, Outcome::Errored) => None,
+            ("none", _) => Some(Content::Unproven),
+            (_, Outcome::Failed | Outcome::TimedOut) => Some(Content::Failed),
+            (_, Outcome::Passed) => Some(Content::Proven),
+            (_, Outcome::Skipped) => None,
+        }
+    }
+
+    /// Several checks' verdicts as one: any failed is failed, else any unproven is
+    /// unproven, else proven; None when none judged content.
+    pub fn of_all(all: impl IntoIterator<Item = Content>) -> Option<Content> {
+        all.into_iter().max()
+    }
 }
 
 /// One runbook's part of a run (a nested runbook is a suite of its own).
@@ -55,6 +108,9 @@ pub struct SuiteRecord {
     pub outcome: Option<SuiteOutcome>,
     pub exit_code: Option<i32>,
     pub message: Option<String>,
+    /// What this runbook's own checks proved of the content (`RunRecord::content`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
     pub steps: Vec<StepRecord>,
 }
 
@@ -144,6 +200,10 @@ pub struct RunSummary {
     pub skipped: Vec<SkippedStep>,
     /// What each check judged content against (`Fact::GroundTruth`).
     pub ground_truths: Vec<(StepId, String)>,
+    /// The checks that had no ground truth ("restorable, content unproven"), with how each
+    /// ended: failed (the run did not accept it) or skipped (accepted). The run's verdict on
+    /// content is `record.content`.
+    pub unproven: Vec<(StepId, Outcome)>,
     /// Throwaway servers the run started (`Fact::Throwaway`): step, provider, version.
     pub throwaways: Vec<(StepId, String, String)>,
     /// The throwaways' identities, where their steps told them (`Fact::Throwaway`).
@@ -169,7 +229,7 @@ impl RunSummary {
     /// run reads back from a target's run.json. `database` is the run's subject as its
     /// caller knows it (may be empty).
     pub fn from_record(mut record: RunRecord, database: &str, finished: OffsetDateTime) -> Self {
-        let suites = std::mem::take(&mut record.suites);
+        let mut suites = std::mem::take(&mut record.suites);
         let mut s = RunSummary {
             finished,
             database: database.to_string(),
@@ -180,6 +240,7 @@ impl RunSummary {
             failed: Vec::new(),
             skipped: Vec::new(),
             ground_truths: Vec::new(),
+            unproven: Vec::new(),
             throwaways: Vec::new(),
             throwaway_ids: Vec::new(),
             sources: Vec::new(),
@@ -187,13 +248,20 @@ impl RunSummary {
             point_in_time: Vec::new(),
             record,
         };
-        for suite in &suites {
+        for suite in &mut suites {
             for r in &suite.steps {
                 s.add_step(suite, r);
             }
+            suite.content = Content::of_all(suite.steps.iter().filter_map(Content::of_step));
         }
+        s.record.content = Content::of_all(suites.iter().filter_map(|x| x.content));
         s.record.suites = suites;
         s
+    }
+
+    /// What the run proved of the content it restored (`RunRecord::content`).
+    pub fn content(&self) -> Option<Content> {
+        self.record.content
     }
 
     fn add_step(&mut self, suite: &SuiteRecord, r: &StepRecord) {
@@ -263,15 +331,18 @@ impl RunSummary {
         }
         match r.outcome {
             Outcome::Failed | Outcome::Errored | Outcome::TimedOut => self.failed.push(FailedCheck {
-                step: id,
+                step: id.clone(),
                 uses: r.uses.clone(),
                 outcome: r.outcome,
                 error_kind: r.error_kind,
                 message: r.message.clone(),
                 location: r.location.clone(),
             }),
-            Outcome::Skipped => self.skipped.push(SkippedStep { step: id, reason: r.message.clone() }),
+            Outcome::Skipped => self.skipped.push(SkippedStep { step: id.clone(), reason: r.message.clone() }),
             Outcome::Passed => {}
+        }
+        if Content::of_step(r) == Some(Content::Unproven) {
+            self.unproven.push((id, r.outcome));
         }
     }
 
@@ -338,6 +409,7 @@ impl SummaryBuilder {
                 outcome: None,
                 exit_code: None,
                 message: None,
+                content: None,
                 steps: Vec::new(),
             }),
             Event::StepFinished(rec) => {
@@ -400,6 +472,7 @@ impl SummaryBuilder {
             finished_at: finished.format(fmt).unwrap_or_default(),
             outcome: top.and_then(|s| s.outcome),
             exit_code: top.and_then(|s| s.exit_code),
+            content: None,
             suites,
         };
         RunSummary::from_record(record, database, finished)
@@ -516,6 +589,7 @@ pub(crate) fn of_steps(kind: Option<RunKind>, steps: Vec<(&str, Vec<Fact>)>) -> 
         outcome: None,
         exit_code: None,
         message: None,
+        content: None,
         steps,
     };
     let record = RunRecord {
@@ -525,6 +599,7 @@ pub(crate) fn of_steps(kind: Option<RunKind>, steps: Vec<(&str, Vec<Fact>)>) -> 
         finished_at: String::new(),
         outcome: None,
         exit_code: None,
+        content: None,
         suites: vec![suite],
     };
     RunSummary::from_record(record, "", now)
@@ -633,6 +708,60 @@ mod tests {
         assert!(text.contains(crate::redact::MASK), "{text}");
         assert!(!format!("{:?}", s.failed).contains(secret));
         assert!(!format!("{:?}", s.backups).contains(secret));
+    }
+
+    fn truth(mut r: StepRecord, basis: &str) -> StepRecord {
+        r.facts.push(Fact::GroundTruth { basis: basis.into() });
+        r
+    }
+
+    /// Issue 35: a check with no ground truth ended failed (the run did not accept it) or
+    /// skipped (accepted), and nothing in the summary or run.json told it from any other
+    /// failure or skip. Now each such check is listed as unproven, and the run, and each
+    /// suite, carry a content verdict: failed over unproven over proven; an errored check
+    /// (the environment) gives none.
+    #[test]
+    fn a_check_without_ground_truth_is_unproven_in_the_summary_and_run_json() {
+        let verdict = |steps: Vec<StepRecord>| {
+            let mut b = SummaryBuilder::default();
+            started(&mut b);
+            for s in steps {
+                b.on_event(&Event::StepFinished(s));
+            }
+            finished(&mut b, "done");
+            b.summary(&Redactor::default(), "app")
+        };
+        let s = verdict(vec![
+            step("steps[0]", "restore", Outcome::Passed, None),
+            truth(
+                step("steps[1]", "tables", Outcome::Skipped, Some("restorable, content unproven (accepted)")),
+                "none",
+            ),
+        ]);
+        assert_eq!(s.content(), Some(Content::Unproven));
+        assert_eq!(s.unproven, vec![(StepId::new(0, "steps[1]", "tables"), Outcome::Skipped)]);
+        assert_eq!(s.record.suites[0].content, Some(Content::Unproven));
+        let text = serde_json::to_string(&s.record).expect("json");
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!((v["content"].as_str(), v["suites"][0]["content"].as_str()), (Some("unproven"), Some("unproven")));
+        let back: RunRecord = serde_json::from_str(&text).expect("run.json reads back");
+        assert_eq!(RunSummary::from_record(back, "app", s.finished).unproven, s.unproven);
+
+        let failed = verdict(vec![truth(step("steps[0]", "tables", Outcome::Failed, Some("unproven")), "none")]);
+        assert_eq!((failed.content(), failed.unproven.len()), (Some(Content::Unproven), 1));
+        let proven = verdict(vec![truth(step("steps[0]", "tables", Outcome::Passed, None), "manifest")]);
+        assert_eq!((proven.content(), proven.unproven.len()), (Some(Content::Proven), 0));
+        let worse = verdict(vec![
+            truth(step("steps[0]", "tables", Outcome::Failed, Some("2 table differences")), "manifest"),
+            truth(step("steps[1]", "pitr", Outcome::Passed, None), "none"),
+        ]);
+        assert_eq!(worse.content(), Some(Content::Failed));
+        let mut errored = truth(step("steps[0]", "tables", Outcome::Errored, Some("connection lost")), "source");
+        errored.error_kind = Some(ErrorKind::Class(Class::Environment));
+        let none = verdict(vec![errored, step("steps[1]", "amcheck", Outcome::Passed, None)]);
+        assert_eq!(none.content(), None);
+        let text = serde_json::to_string(&none.record).expect("json");
+        assert!(!text.contains("\"content\""), "no content key when nothing judged content: {text}");
     }
 
     /// run.json read back (a fleet run reading its targets) gives the same summary facts.

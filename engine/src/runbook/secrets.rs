@@ -14,9 +14,16 @@ pub fn secret_fields(kind: &StepKind) -> impl Iterator<Item = (&'static str, boo
     kind.fields.iter().filter(|f| f.secret).map(|f| (f.name, f.key))
 }
 
+/// The fields a kind declares connection strings (`#[field(conninfo)]`): the password inside
+/// what they hold is registered, the rest of it stays readable.
+pub fn conninfo_fields(kind: &StepKind) -> impl Iterator<Item = &'static str> {
+    kind.fields.iter().filter(|f| f.conninfo).map(|f| f.name)
+}
+
 /// Register, before a run's first event, what its inputs hold that must be masked: the
-/// passwords in its variables' URLs, and the values that reach its steps' key and password
-/// fields when those are known from vars, env and secrets alone (`key: "{{ vars.key }}"`).
+/// passwords in its variables' URLs, the values that reach its steps' key and password
+/// fields, and the passwords inside what reaches their connection strings, when those are
+/// known from vars, env and secrets alone (`key: "{{ vars.key }}"`, a `url:` written out).
 pub fn register_run_inputs(
     r: &Redactor,
     rb: &Runbook,
@@ -39,6 +46,15 @@ pub fn register_run_inputs(
             // Fields that depend on step outputs are registered when the step renders them.
             if let Ok(Yaml::String(v)) = crate::template::render_str(&tenv, src, &ctx) {
                 r.add(&v);
+                r.add_credentials_in(&v);
+            }
+        }
+        // A connection string's password, before any step runs: a step before the one that
+        // connects may print it alone, or hand it to a child in its environment.
+        for name in conninfo_fields(kind) {
+            let Some(Yaml::String(src)) = step.with.get(name) else { continue };
+            if let Ok(Yaml::String(v)) = crate::template::render_str(&tenv, src, &ctx) {
+                r.add_credentials_in(&v);
             }
         }
     }

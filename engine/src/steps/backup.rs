@@ -19,6 +19,7 @@ fn key_of(k: &Option<String>) -> Option<KeySource> {
 #[serde(deny_unknown_fields)]
 pub struct CreateWith {
     /// source (password from the URL, PGPASSWORD or ~/.pgpass)
+    #[field(conninfo)]
     database_url: String,
     /// backup directory; files go to <storage>/<database>/ (the name encoded: `%XX` for
     /// anything but letters, digits, `_`, `-` and a `.` not first)

@@ -338,6 +338,7 @@ fn free_space(path: &Path) -> Option<(u64, u64)> {
 #[serde(deny_unknown_fields)]
 pub struct PreflightWith {
     /// any database URL of the target server
+    #[field(conninfo)]
     url: String,
     /// the database to restore into
     database: String,
@@ -919,6 +920,7 @@ async fn confirm(ctx: StepCtx, w: ConfirmWith) -> Result<ConfirmOutputs, StepErr
 #[serde(deny_unknown_fields)]
 pub struct SnapshotWith {
     /// any database URL of the server
+    #[field(conninfo)]
     url: String,
     /// the database to snapshot
     database: String,
@@ -1046,6 +1048,7 @@ async fn snapshot(ctx: StepCtx, w: SnapshotWith) -> Result<SnapshotOutputs, Step
 #[serde(deny_unknown_fields)]
 pub struct TerminateWith {
     /// any database URL of the server
+    #[field(conninfo)]
     url: String,
     /// the database
     database: String,
@@ -1154,6 +1157,7 @@ async fn terminate(ctx: StepCtx, w: TerminateWith) -> Result<TerminateOutputs, S
 #[serde(deny_unknown_fields)]
 pub struct DropWith {
     /// any database URL of the server
+    #[field(conninfo)]
     url: String,
     /// the database
     database: String,
@@ -1350,6 +1354,7 @@ async fn compare_settings(
 #[serde(deny_unknown_fields)]
 pub struct SettingsWith {
     /// any database URL of the server
+    #[field(conninfo)]
     url: String,
     /// the database
     database: String,
@@ -1459,6 +1464,7 @@ fn opt_like_source<'de, D: serde::Deserializer<'de>>(
 #[serde(from = "RecreateWith")]
 pub struct CreateWith {
     /// any database URL of the server
+    #[field(conninfo)]
     url: String,
     /// the database
     database: String,
@@ -1617,6 +1623,7 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
 #[serde(from = "RecreateWith")]
 pub struct RestoreSnapshotWith {
     /// any database URL of the server
+    #[field(conninfo)]
     url: String,
     /// the database
     database: String,

@@ -70,6 +70,7 @@ pub fn fixture_sql(text: &str, scale: u32) -> String {
 #[serde(deny_unknown_fields)]
 pub struct FixturesWith {
     /// database to load into
+    #[field(conninfo)]
     url: String,
     /// erp, crm, payments, types (the default), edge (objects dumps and fingerprints get
     /// wrong; needs contrib) or .sql paths using psql's :scale
@@ -230,6 +231,7 @@ async fn workspace(ctx: StepCtx, w: WorkspaceWith) -> Result<WorkspaceOutputs, S
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatWith {
     /// database to write into
+    #[field(conninfo)]
     url: String,
     /// time between rows (default 1s)
     #[serde(default = "second", deserialize_with = "super::de::duration")]
@@ -331,6 +333,7 @@ pub struct DisasterWith {
     #[field(ty = "drop_database|destroy_server")]
     mode: String,
     /// the victim's URL
+    #[field(conninfo)]
     url: String,
     /// drop_database: which (default: the URL's)
     #[serde(default, deserialize_with = "super::de::opt_text")]
@@ -528,6 +531,7 @@ async fn rto(ctx: StepCtx, w: RtoWith) -> Result<RtoOutputs, StepError> {
 #[serde(deny_unknown_fields)]
 pub struct RpoWith {
     /// the restored database
+    #[field(conninfo)]
     url: String,
     /// drill.disaster's at_epoch
     #[serde(deserialize_with = "super::de::number")]

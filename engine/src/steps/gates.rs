@@ -28,6 +28,7 @@ pub struct SpaceWith {
     database_size_multiple: Option<f64>,
     /// the database, for database_size_multiple
     #[serde(default)]
+    #[field(conninfo)]
     database_url: Option<String>,
 }
 

@@ -24,6 +24,7 @@ pub struct GlobalsWith {
     #[field(ty = "path")]
     backup: String,
     /// the database about to be restored into (a superuser's URL)
+    #[field(conninfo)]
     into: String,
     /// the backup's key: its sealed password verifiers open under it
     #[field(key)]

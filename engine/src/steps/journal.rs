@@ -119,6 +119,7 @@ async fn current(client: &Client, database: &str) -> Result<Option<Current>, Ste
 #[serde(deny_unknown_fields)]
 pub struct LockWith {
     /// any database URL of the target server
+    #[field(conninfo)]
     url: String,
     /// the database to restore into
     database: String,
@@ -507,6 +508,7 @@ pub struct JournalWith {
     phase: String,
     /// open: any database URL of the server
     #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(conninfo)]
     url: Option<String>,
     /// open: the database
     #[serde(default, deserialize_with = "super::de::opt_text")]
@@ -636,6 +638,7 @@ pub struct FinishWith {
     #[field(ty = "path")]
     journal: String,
     /// any database URL of the server
+    #[field(conninfo)]
     url: String,
     /// the database
     database: String,

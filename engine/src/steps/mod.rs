@@ -149,6 +149,10 @@ pub struct Field {
     /// A key or passphrase (`#[field(key)]`, also `secret`): refused below
     /// `redact::MIN_KEY_CHARS`.
     pub key: bool,
+    /// A PostgreSQL connection string that may carry a password (`#[field(conninfo)]`, type
+    /// `conninfo`): the redactor masks the password inside it (as userinfo, `password=` or a
+    /// query parameter) from before the run's first step, and leaves the rest readable.
+    pub conninfo: bool,
 }
 
 /// The documented fields of a `with:` block or of a step's outputs, in the order they are
@@ -833,6 +837,9 @@ mod tests {
             /// the password
             #[field(secret)]
             password: Option<String>,
+            /// the server
+            #[field(conninfo)]
+            url: String,
         }
         #[derive(Fields)]
         #[fields(outputs)]
@@ -850,6 +857,7 @@ mod tests {
                         (true, true) => " (secret, key)",
                         (true, false) => " (secret)",
                         (false, true) => " (key, not secret)",
+                        (false, false) if f.conninfo => " (conninfo)",
                         (false, false) => "",
                     };
                     format!("{} {} {} {}{flags}", f.name, f.ty, f.required, f.doc)
@@ -866,6 +874,7 @@ mod tests {
                 "either string true one of two, checked by `With::check`",
                 "key secret false the key (secret, key)",
                 "password secret false the password (secret)",
+                "url conninfo true the server (conninfo)",
             ]
         );
         assert_eq!(
@@ -1000,6 +1009,7 @@ mod tests {
         for k in catalogue() {
             for f in k.fields {
                 assert_eq!(f.secret, f.ty == "secret", "`{}`'s `{}`", k.name, f.name);
+                assert_eq!(f.conninfo, f.ty == "conninfo", "`{}`'s `{}`", k.name, f.name);
                 if f.name == "password" {
                     assert!(f.secret, "`{}`'s `{}` is not declared #[field(secret)]", k.name, f.name);
                 }

@@ -12,6 +12,7 @@ use crate::pg;
 #[serde(deny_unknown_fields)]
 pub struct PingWith {
     /// connection URL (password from the URL or PGPASSWORD)
+    #[field(conninfo)]
     url: String,
     /// how long to wait for the connection and the answer (default 5s)
     #[serde(default = "five_seconds", deserialize_with = "super::de::duration")]

@@ -11,6 +11,7 @@ use crate::template::is_template;
 #[serde(deny_unknown_fields)]
 pub struct ExecWith {
     /// connection URL (password from the URL or PGPASSWORD)
+    #[field(conninfo)]
     url: String,
     /// SQL to run; several statements run as one batch
     sql: Option<String>,
@@ -42,6 +43,7 @@ pub struct ExecOutputs {
 #[serde(deny_unknown_fields)]
 pub struct AssertWith {
     /// connection URL
+    #[field(conninfo)]
     url: String,
     /// query whose first column of the first row is checked
     query: String,

@@ -652,6 +652,7 @@ pub struct RestoreWith {
     #[field(ty = "path")]
     backup: String,
     /// target database URL
+    #[field(conninfo)]
     into: String,
     /// pgdrill key/passphrase, or the openssl enc passphrase
     #[field(key)]
@@ -814,6 +815,7 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
 #[serde(deny_unknown_fields)]
 pub struct FingerprintWith {
     /// database to fingerprint (the restored copy)
+    #[field(conninfo)]
     url: String,
     /// source fingerprint (backup.pick's); null: skipped, counts reported
     #[serde(default)]
@@ -860,7 +862,9 @@ pub struct FingerprintWith {
     accept_unproven: Option<bool>,
     /// without `expect`, `source` and `expect_tables`: this backup (path or URL); the
     /// nearest earlier backup of its folder whose content a verification proved is the
-    /// ground truth (its every table there, none shrunk by more than `tolerance_pct`)
+    /// ground truth (its every table there, none shrunk by more than `tolerance_pct`; with
+    /// `check: schema`, its every schema object there: tables, columns, constraints, indexes,
+    /// functions, views, sequences, types, triggers, policies, extensions)
     #[serde(default, deserialize_with = "super::de::opt_text")]
     earlier_than: Option<String>,
 }
@@ -1004,6 +1008,38 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
             ctx.log(format!("{t}: {} rows", p.rows));
         }
         if !want_tables {
+            // The schema as restored stays in the outputs whatever comes of it: a proven
+            // verification's record keeps its objects, the ground truth of later dumps.
+            ctx.keep("fingerprint", serde_json::to_value(&computed).unwrap_or_default());
+            // The earlier backup is the ground truth only after the live source and declared
+            // expectations, as for the tables; neither of those says what the schema held.
+            let earlier_than = w.earlier_than.as_deref().filter(|_| w.source.is_none() && w.expect_tables.is_none());
+            if let Some((name, earlier)) = earlier_verified(&ctx, earlier_than)? {
+                let Some(objects) = earlier.objects else {
+                    return Err(StepError::Skipped(format!(
+                        "no source fingerprint to compare the schema with, and the earlier verified backup {name} has no schema objects recorded (verified before pgdrill kept them); {counts}"
+                    )));
+                };
+                ctx.keep("ground_truth", json!("earlier"));
+                ctx.fact(crate::facts::Fact::GroundTruth { basis: "earlier".into() });
+                ctx.log(format!(
+                    "ground truth for the schema: {name}, the nearest earlier backup of this folder whose content was proven ({} schema objects)",
+                    objects.values().map(Vec::len).sum::<usize>()
+                ));
+                let diffs = objects_missing(&name, &objects, &schema_objects(&schema));
+                if !diffs.is_empty() {
+                    return Err(StepError::failed(summarize("schema", &diffs)));
+                }
+                ctx.log(format!("every schema object of {name} is in the restored copy"));
+                ctx.fact(crate::facts::Fact::Verified);
+                return Ok(FingerprintOutputs {
+                    tables: table_lines,
+                    rows: 0,
+                    differences: Vec::new(),
+                    fingerprint: serde_json::to_value(&computed).unwrap_or_default(),
+                    ground_truth: "earlier".into(),
+                });
+            }
             return Err(StepError::Skipped(format!(
                 "no source fingerprint to compare the schema with (a backup made by another tool, or fingerprint: off); {counts}"
             )));
@@ -1032,6 +1068,7 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
             ctx.log(format!("ground truth: the declared expectations `{spec}`"));
             against_expectations(&parse_expectations(spec).map_err(|m| StepError::field("expect_tables", m))?, &tables)
         } else if let Some((name, earlier)) = earlier_verified(&ctx, w.earlier_than.as_deref())? {
+            let earlier = earlier.tables.unwrap_or_default();
             ctx.keep("ground_truth", json!("earlier"));
             ctx.fact(crate::facts::Fact::GroundTruth { basis: "earlier".into() });
             ctx.log(format!(
@@ -1070,6 +1107,9 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
         return Ok(o);
     };
 
+    // Said before comparing: a copy that differs from the manifest's fingerprint failed
+    // against a ground truth (content failed), which is not the same as having none.
+    ctx.fact(crate::facts::Fact::GroundTruth { basis: "manifest".into() });
     let mut diffs = Vec::new();
     if want_schema && schema_hash != expect.schema_hash {
         // Equal lines with a different hash: only sequence positions moved.
@@ -1099,7 +1139,6 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
         super::globals::log_ownership_proof(&ctx, w.ownership, &expect.schema);
     }
     ctx.fact(crate::facts::Fact::Verified);
-    ctx.fact(crate::facts::Fact::GroundTruth { basis: "manifest".into() });
     Ok(FingerprintOutputs {
         tables: tables.len(),
         rows,
@@ -1172,13 +1211,11 @@ fn parse_expectations(spec: &str) -> Result<Vec<(String, i64)>, String> {
     Ok(out)
 }
 
-/// Rows per table, by qualified name, as a proven verification restored them.
-type RowsPerTable = BTreeMap<String, i64>;
-
-/// The nearest earlier backup of `backup`'s folder whose content a verification proved,
-/// with the rows per table that verification restored: its name and counts. None when
-/// there is no such record (or no backup given). A ledger that cannot be read fails closed.
-fn earlier_verified(ctx: &StepCtx, backup: Option<&str>) -> Result<Option<(String, RowsPerTable)>, StepError> {
+/// The nearest earlier backup of `backup`'s folder whose content a verification proved
+/// (and recorded the rows per table it restored): its name and that verification's ledger
+/// entry. None when there is no such record (or no backup given). A ledger that cannot be
+/// read fails closed.
+fn earlier_verified(ctx: &StepCtx, backup: Option<&str>) -> Result<Option<(String, ledger::Entry)>, StepError> {
     let Some(backup) = backup.filter(|b| !b.is_empty()) else { return Ok(None) };
     // An object store's backups are read through its local view, where its ledger was
     // gathered.
@@ -1198,11 +1235,109 @@ fn earlier_verified(ctx: &StepCtx, backup: Option<&str>) -> Result<Option<(Strin
     let Some(mine) = made.get(&me) else { return Ok(None) };
     let best = entries
         .into_iter()
-        .filter(|e| e.backup != me && e.content.as_deref() == Some("proven"))
-        .filter_map(|e| Some((*made.get(&e.backup)?, e.backup, e.tables?)))
+        .filter(|e| e.backup != me && e.content.as_deref() == Some("proven") && e.tables.is_some())
+        .filter_map(|e| Some((*made.get(&e.backup)?, e.backup.clone(), e)))
         .filter(|(t, _, _)| t < mine)
         .max_by_key(|(t, _, _)| *t);
-    Ok(best.map(|(_, name, tables)| (name, tables)))
+    Ok(best.map(|(_, name, entry)| (name, entry)))
+}
+
+/// The schema kinds whose objects a later backup must still have, and how a line of each
+/// names its object: by name only, so a definition that changed since (a column's type, a
+/// function's body) is not "missing", while an object that is gone is.
+const OBJECT_KINDS: &[&str] = &[
+    "tables",
+    "columns",
+    "constraints",
+    "indexes",
+    "sequences",
+    "views",
+    "functions",
+    "extensions",
+    "types",
+    "triggers",
+    "policies",
+];
+
+/// A schema line's words, a double-quoted identifier (which may hold spaces) kept whole.
+fn words(line: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted) = (None, false);
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                start.get_or_insert(i);
+            }
+            ' ' if !quoted => {
+                if let Some(s) = start.take() {
+                    out.push(&line[s..i]);
+                }
+            }
+            _ => {
+                start.get_or_insert(i);
+            }
+        }
+    }
+    if let Some(s) = start {
+        out.push(&line[s..]);
+    }
+    out
+}
+
+/// The object a schema line of `kind` is about, by name (None for a line it cannot read).
+fn object_of(kind: &str, line: &str) -> Option<String> {
+    let w = words(line);
+    // The word after `key` (`INDEX name`, `ON table`), skipping `ONLY`.
+    let after = |key: &str| {
+        let at = w.iter().position(|x| *x == key)?;
+        w[at + 1..].iter().find(|x| **x != "ONLY").map(|x| x.to_string())
+    };
+    match kind {
+        "tables" | "sequences" | "views" | "extensions" | "types" => w.first().map(|x| x.to_string()),
+        // `schema.table position name type ...`
+        "columns" => Some(format!("{} {}", w.first()?, w.get(2)?)),
+        // `schema.table name definition`
+        "constraints" | "policies" => Some(format!("{} {}", w.first()?, w.get(1)?)),
+        // `schema.name(arguments) md5`: the arguments may hold spaces, the hash is last.
+        "functions" => line.rsplit_once(' ').map(|(f, _)| f.to_string()),
+        // `CREATE [UNIQUE] INDEX name ON [ONLY] schema.table USING ...`
+        "indexes" => Some(format!("{} on {}", after("INDEX")?, after("ON")?)),
+        // `CREATE [CONSTRAINT] TRIGGER name ... ON schema.table ...`
+        "triggers" => Some(format!("{} on {}", after("TRIGGER")?, after("ON")?)),
+        _ => None,
+    }
+}
+
+/// A fingerprint's schema as the objects a later backup must keep, by kind (`OBJECT_KINDS`).
+fn schema_objects(schema: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, Vec<String>> {
+    OBJECT_KINDS
+        .iter()
+        .filter_map(|k| {
+            let lines = schema.get(*k)?;
+            let mut objects: Vec<String> = lines.iter().filter_map(|l| object_of(k, l)).collect();
+            objects.sort();
+            objects.dedup();
+            Some((k.to_string(), objects))
+        })
+        .collect()
+}
+
+/// The schema objects the earlier verified backup `name` had that the restored copy lacks.
+fn objects_missing(
+    name: &str,
+    earlier: &BTreeMap<String, Vec<String>>,
+    restored: &BTreeMap<String, Vec<String>>,
+) -> Vec<String> {
+    let empty = Vec::new();
+    let mut out = Vec::new();
+    for (kind, objects) in earlier {
+        let have: std::collections::BTreeSet<&String> = restored.get(kind).unwrap_or(&empty).iter().collect();
+        for o in objects.iter().filter(|o| !have.contains(o)) {
+            out.push(format!("{kind}: {o} missing (the earlier verified backup {name} had it)"));
+        }
+    }
+    out
 }
 
 /// What an earlier verified backup had that the restored copy lacks: a table, or rows
@@ -1264,6 +1399,7 @@ pub(super) async fn compare_database(url: &str, expect: &Fingerprint) -> Result<
 #[serde(deny_unknown_fields)]
 pub struct AmcheckWith {
     /// database to check
+    #[field(conninfo)]
     url: String,
     /// also check every heap tuple is indexed (default true)
     #[serde(default = "yes", deserialize_with = "super::de::boolean")]
@@ -1460,6 +1596,10 @@ pub struct RecordWith {
     /// the check whose outcome is the content verdict (proven, unproven, failed)
     #[serde(default, deserialize_with = "super::de::opt_text")]
     content_check: Option<String>,
+    /// the schema check: its failure fails the content verdict too, and the schema objects
+    /// it read are kept with a proven verification (the ground truth of later dumps)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    schema_check: Option<String>,
     /// the check whose outcome is the age verdict (fresh, stale, unknown); its failure is
     /// not a failure of the backup's content
     #[serde(default, deserialize_with = "super::de::opt_text")]
@@ -1530,7 +1670,12 @@ fn verdicts(w: &RecordWith) -> (String, Option<String>, Option<String>, Option<S
         .and_then(|o| o.get("ground_truth"))
         .and_then(|g| g.as_str())
         .map(str::to_string);
+    // A schema that did not hold against its ground truth is content that failed, whatever
+    // the tables said.
+    let schema_failed =
+        w.schema_check.as_deref().is_some_and(|id| matches!(outcome_of(&w.steps, id), Some("failed" | "timed_out")));
     let content = match outcome_of(&w.steps, cid) {
+        Some("passed") if schema_failed => "failed",
         Some("passed") => "proven",
         Some("failed" | "timed_out") if truth.as_deref() == Some("none") => "unproven",
         Some("failed" | "timed_out") => "failed",
@@ -1597,6 +1742,24 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
         .filter(|_| content.as_deref() == Some("proven"))
         .and_then(|cid| w.steps.get(cid)?.get("outputs")?.get("fingerprint")?.get("tables")?.as_object().cloned())
         .map(|t| t.iter().filter_map(|(k, v)| Some((k.clone(), v.get("rows")?.as_i64()?))).collect());
+    // The schema objects the schema check read (passed, or skipped with nothing to compare
+    // them with), kept with a proven verification: a later dump must still have them all.
+    let objects = w
+        .schema_check
+        .as_deref()
+        .filter(|_| content.as_deref() == Some("proven"))
+        .and_then(|id| w.steps.get(id)?.get("outputs")?.get("fingerprint")?.get("schema")?.as_object().cloned())
+        .map(|schema| {
+            let lines: BTreeMap<String, Vec<String>> = schema
+                .into_iter()
+                .map(|(k, v)| {
+                    let l = v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect::<Vec<_>>());
+                    (k, l.unwrap_or_default())
+                })
+                .collect();
+            schema_objects(&lines)
+        })
+        .filter(|o| !o.is_empty());
     let entry = ledger::Entry {
         backup: ledger::name_of(&path),
         sha256: w.sha256.clone(),
@@ -1606,6 +1769,7 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
         ground_truth,
         age,
         tables,
+        objects,
         error: w.message.as_deref().filter(|_| w.result != "passed").map(|m| ctx.redactor.redact(m)),
         duration_s: w.seconds(),
         checks,
@@ -1624,4 +1788,74 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
         .map_err(|e| StepError::environment(format!("cannot append to {}: {e}", file.display())))?;
     ctx.log(format!("{}: {} recorded in {}", entry.backup, entry.result, file.display()));
     Ok(RecordOutputs { ledger: file.display().to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(kinds: &[(&str, Vec<&str>)]) -> BTreeMap<String, Vec<String>> {
+        kinds.iter().map(|(k, l)| (k.to_string(), l.iter().map(|x| x.to_string()).collect())).collect()
+    }
+
+    /// Schema lines as the fingerprint writes them, read as objects by name: quoted names
+    /// with spaces kept whole, a definition left out.
+    #[test]
+    fn schema_lines_are_read_as_the_objects_they_name() {
+        let lines = schema(&[
+            ("tables", vec!["public.accounts r", "public.\"odd name\" r"]),
+            ("columns", vec!["public.accounts 2 name text not null", "public.\"odd name\" 1 \"a b\" integer"]),
+            ("constraints", vec!["public.accounts accounts_pkey PRIMARY KEY (id)"]),
+            (
+                "indexes",
+                vec![
+                    "CREATE UNIQUE INDEX accounts_pkey ON public.accounts USING btree (id)",
+                    "CREATE INDEX \"by name\" ON ONLY public.parted USING btree (name)",
+                ],
+            ),
+            ("functions", vec!["public.add(a integer, b integer) 0cc175b9c0f1b6a831c399e269772661"]),
+            ("triggers", vec!["CREATE TRIGGER audit AFTER INSERT OR UPDATE ON public.accounts FOR EACH ROW EXECUTE FUNCTION public.audit() enabled=O"]),
+            ("extensions", vec!["pg_trgm 1.6"]),
+            ("comments", vec!["table public.accounts: 0cc175b9c0f1b6a831c399e269772661"]),
+        ]);
+        let o = schema_objects(&lines);
+        assert_eq!(o["tables"], vec!["public.\"odd name\"", "public.accounts"]);
+        assert_eq!(o["columns"], vec!["public.\"odd name\" \"a b\"", "public.accounts name"]);
+        assert_eq!(o["constraints"], vec!["public.accounts accounts_pkey"]);
+        assert_eq!(o["indexes"], vec!["\"by name\" on public.parted", "accounts_pkey on public.accounts"]);
+        assert_eq!(o["functions"], vec!["public.add(a integer, b integer)"]);
+        assert_eq!(o["triggers"], vec!["audit on public.accounts"]);
+        assert_eq!(o["extensions"], vec!["pg_trgm"]);
+        assert!(!o.contains_key("comments"), "a comment is not an object a dump must keep: {o:?}");
+    }
+
+    /// A dump without its post-data section (indexes, constraints, triggers) against the
+    /// earlier verified backup's objects: each one missing is named; a changed definition
+    /// and an added object are not differences.
+    #[test]
+    fn a_schema_without_its_indexes_misses_each_by_name() {
+        let earlier = schema_objects(&schema(&[
+            ("tables", vec!["public.accounts r"]),
+            ("columns", vec!["public.accounts 1 id integer not null"]),
+            ("constraints", vec!["public.accounts accounts_pkey PRIMARY KEY (id)"]),
+            ("indexes", vec!["CREATE UNIQUE INDEX accounts_pkey ON public.accounts USING btree (id)"]),
+            ("functions", vec!["public.f() aaaa"]),
+        ]));
+        let cut = schema_objects(&schema(&[
+            ("tables", vec!["public.accounts r", "public.added r"]),
+            ("columns", vec!["public.accounts 1 id bigint"]),
+            ("constraints", vec![]),
+            ("indexes", vec![]),
+            ("functions", vec!["public.f() bbbb"]),
+        ]));
+        let missing = objects_missing("app-1.sql.gz", &earlier, &cut);
+        assert_eq!(
+            missing,
+            vec![
+                "constraints: public.accounts accounts_pkey missing (the earlier verified backup app-1.sql.gz had it)",
+                "indexes: accounts_pkey on public.accounts missing (the earlier verified backup app-1.sql.gz had it)",
+            ]
+        );
+        assert!(objects_missing("app-1.sql.gz", &earlier, &earlier).is_empty());
+    }
 }

@@ -613,7 +613,7 @@ fn hostile_names_never_break_any_output_format() {
         std::fs::write(
             &rb,
             format!(
-                "name: hostile\nvars:\n  database: app\nsteps:\n  - name: \"MARK{i} {h}\"\n    uses: sleep\n    with: {{ duration: 1ms }}\n  - name: \"FAIL{i} {h}\"\n    uses: http.check\n    with: {{ url: \"http://127.0.0.1:{p}/health\", body_contains: \"NEEDLE{i} {h}\" }}\n",
+                "name: \"RB{i} {h}\"\nvars:\n  database: app\nsteps:\n  - name: \"MARK{i} {h}\"\n    uses: sleep\n    with: {{ duration: 1ms }}\n  - name: \"FAIL{i} {h}\"\n    uses: http.check\n    with: {{ url: \"http://127.0.0.1:{p}/health\", body_contains: \"NEEDLE{i} {h}\" }}\n",
                 p = hooks.port
             ),
         )
@@ -651,6 +651,9 @@ fn hostile_names_never_break_any_output_format() {
         let raw = std::fs::read_to_string(&junit).expect("junit");
         assert!(!raw.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')), "{case}: {raw:?}");
         let cases = junit_cases(&junit);
+        // The runbook's own name (the suite's) is data too: the suite is named by it, whole.
+        let suites = Junit::read(&junit).suites;
+        assert!(suites.len() == 1 && suites[0].0.starts_with(&format!("RB{i} ")), "{case}: {suites:?}");
         assert!(cases.iter().any(|(n, s)| n.starts_with(&format!("MARK{i}")) && s == "passed"), "{case}: {cases:?}");
         assert!(cases.iter().any(|(n, s)| n.starts_with(&format!("FAIL{i}")) && s == "failure"), "{case}: {cases:?}");
 
@@ -664,6 +667,8 @@ fn hostile_names_never_break_any_output_format() {
         // character, no markup from data.
         let md = std::fs::read_to_string(report.join("report.md")).expect("report.md");
         assert!(!md.chars().any(harmful), "{case}: {md:?}");
+        assert!(md.starts_with(&format!("# pgdrill report: RB{i} ")), "{case}: the title: {md}");
+        assert!(md.lines().next().is_some_and(|l| l.ends_with("FAILED")), "{case}: the title on one line: {md}");
         let unescaped_pipes = |l: &str| {
             let b = l.as_bytes();
             (0..b.len()).filter(|&k| b[k] == b'|' && (k == 0 || b[k - 1] != b'\\')).count()

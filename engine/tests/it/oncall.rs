@@ -260,7 +260,7 @@ fn hostile_names_never_break_the_oncall_sinks_or_the_metric_labels() {
         std::fs::write(
             &runbook,
             format!(
-                "name: hostile\nvars:\n  database: app\nsteps:\n  - name: \"FAIL{i} {h}\"\n    uses: http.check\n    with: {{ url: \"http://127.0.0.1:{port}/health\", body_contains: \"NEEDLE{i} {h}\" }}\n"
+                "name: \"RB{i} {h}\"\nvars:\n  database: app\nsteps:\n  - name: \"FAIL{i} {h}\"\n    uses: http.check\n    with: {{ url: \"http://127.0.0.1:{port}/health\", body_contains: \"NEEDLE{i} {h}\" }}\n"
             ),
         )
         .expect("runbook");
@@ -359,11 +359,18 @@ fn hostile_names_never_break_the_oncall_sinks_or_the_metric_labels() {
     let prom = std::fs::read_to_string(&textfile).expect("textfile");
     promtool(&prom, "the textfile");
     assert!(!prom.chars().any(|c| harmful(c) && c != '\n'), "{prom:?}");
-    let label =
-        regex::Regex::new(r#"^pgdrill_run_success\{runbook="hostile",database="((?:[^"\\\n]|\\["\\n])*)"\} 0$"#)
-            .expect("regex");
-    let values: Vec<String> =
-        prom.lines().filter_map(|l| label.captures(l)).map(|c| c[1].to_string()).collect::<Vec<_>>();
+    // The runbook's own name is a hostile text too (`RB{i} ...`), escaped the same way.
+    let label = regex::Regex::new(
+        r#"^pgdrill_run_success\{runbook="((?:[^"\\\n]|\\["\\n])*)",database="((?:[^"\\\n]|\\["\\n])*)"\} 0$"#,
+    )
+    .expect("regex");
+    let pairs: Vec<(String, String)> =
+        prom.lines().filter_map(|l| label.captures(l)).map(|c| (c[1].to_string(), c[2].to_string())).collect();
+    for (runbook, database) in &pairs {
+        let n = database.strip_prefix("DB").and_then(|d| d.split(' ').next()).unwrap_or_default();
+        assert!(runbook.starts_with(&format!("RB{n} ")), "the series of {database:?} has runbook {runbook:?}: {prom}");
+    }
+    let values: Vec<String> = pairs.into_iter().map(|(_, d)| d).collect();
     assert_eq!(values.len(), dbs.len(), "one series per database: {prom}");
     for (i, db) in dbs.iter().enumerate() {
         let v = values

@@ -40,6 +40,9 @@ pub struct Case {
     pub time: f64,
     /// The `message` of its `<failure>`, `<error>` or `<skipped>`.
     pub message: String,
+    /// The `type` of its `<failure>`, `<error>` or `<skipped>` (`unproven`: a check with no
+    /// ground truth), empty when none.
+    pub kind: String,
     /// The text inside its `<failure>` or `<error>`.
     pub detail: String,
     /// Its `<system-out>`.
@@ -54,6 +57,8 @@ pub struct Junit {
     pub suites: Vec<(String, f64)>,
     pub cases: Vec<Case>,
     pub system_err: Vec<String>,
+    /// Each suite's own `<system-out>` (`content: unproven`), apart from its cases'.
+    pub suite_out: Vec<String>,
 }
 
 impl Junit {
@@ -70,6 +75,8 @@ impl Junit {
         // Where text goes: the open testcase's detail or system-out, or a suite's system-err.
         let mut into: Option<Into> = None;
         let mut text = String::new();
+        // A suite's own `<system-out>` follows its cases: it is not the last case's.
+        let mut in_case = false;
         loop {
             let event = reader.read_event().map_err(|e| format!("at byte {}: {e}", reader.buffer_position()))?;
             match event {
@@ -77,9 +84,12 @@ impl Junit {
                     suite = attr(&e, "name")?;
                     out.suites.push((suite.clone(), seconds(&e)?));
                 }
-                Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"testcase" => {
+                Event::Start(e) if e.name().as_ref() == b"testcase" => {
+                    in_case = true;
                     out.cases.push(case(&e, &suite)?)
                 }
+                Event::Empty(e) if e.name().as_ref() == b"testcase" => out.cases.push(case(&e, &suite)?),
+                Event::End(e) if e.name().as_ref() == b"testcase" => in_case = false,
                 Event::Start(e) | Event::Empty(e)
                     if matches!(e.name().as_ref(), b"failure" | b"error" | b"skipped") =>
                 {
@@ -90,6 +100,7 @@ impl Junit {
                         _ => Status::Skipped,
                     };
                     c.message = attr(&e, "message")?;
+                    c.kind = attr(&e, "type")?;
                     into = Some(Into::Detail);
                     text.clear();
                 }
@@ -118,6 +129,7 @@ impl Junit {
                         Some(Into::Detail) => {
                             out.cases.last_mut().ok_or("a result outside any testcase")?.detail = done
                         }
+                        Some(Into::SystemOut) if !in_case => out.suite_out.push(done),
                         Some(Into::SystemOut) => {
                             if let Some(c) = out.cases.last_mut() {
                                 c.system_out = done;
@@ -155,7 +167,7 @@ impl Junit {
                 s.push('\n');
             }
         }
-        for e in &self.system_err {
+        for e in self.system_err.iter().chain(&self.suite_out) {
             s.push_str(e);
             s.push('\n');
         }
@@ -177,6 +189,7 @@ fn case(e: &BytesStart<'_>, suite: &str) -> Result<Case, String> {
         status: Status::Passed,
         time: seconds(e)?,
         message: String::new(),
+        kind: String::new(),
         detail: String::new(),
         system_out: String::new(),
     })

@@ -1,0 +1,206 @@
+//! What a verify proved of a backup's content, as every output says it (issue 35, case 2):
+//! "restorable, content unproven" is its own outcome in JUnit, run.json and the compliance
+//! report, and the earlier verified backup's schema is a ground truth too.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::common::*;
+
+/// `pg_dump ARGS | gzip > FILE` of database app, as the classic runbooks write it.
+fn dump(src: &pgdrill::pg::ephemeral::Ephemeral, args: &str, file: &Path) {
+    let out = Command::new("bash")
+        .args(["-c", &format!("set -euo pipefail; /usr/lib/postgresql/15/bin/pg_dump {args} | gzip > \"$1\""), "-"])
+        .arg(file)
+        .env("PGHOST", &src.host)
+        .env("PGPORT", src.port.to_string())
+        .env("PGUSER", &src.user)
+        .env("PGPASSWORD", &src.password)
+        .env("PGDATABASE", "app")
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash");
+    assert!(out.status.success(), "pg_dump {args}: {}", text(&out.stderr));
+}
+
+/// A verify of `backup` (no live source) with `vars`, writing JUnit and a report.
+fn verify(backup: &Path, vars: &[&str], out: &Path) -> Ran {
+    Run::new("verify")
+        .var("backup", backup.display())
+        .var("provider", "native")
+        .var("max_age", "36000d")
+        .var("force", true)
+        .vars(vars)
+        .junit(out.join("junit.xml"))
+        .report(out.join("report"))
+        .env_remove("PGDRILL_SOURCE_URL")
+        .output()
+}
+
+/// The last line of the report directory's history.
+fn last_history(report: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(report.join("history.jsonl")).expect("history");
+    serde_json::from_str(text.lines().last().expect("a line")).expect("json")
+}
+
+/// Before: a verify of another tool's dump with no ground truth was, in JUnit, a plain
+/// `<failure type="failed">` (or, accepted, a plain `<skipped>`) like any other check, and
+/// run.json and the compliance report said only "failed" or "passed": an accepted unproven
+/// run read as a plain pass everywhere but the ledger. Now the check's failure or skip has
+/// type `unproven`, the suite says `content: unproven`, run.json, report.json and the history
+/// carry `content: unproven` beside the outcome, and report.md's title says CONTENT
+/// UNPROVEN; a ground truth that holds says `proven`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verify_without_ground_truth_was_a_plain_failure_or_a_plain_pass_in_junit_and_run_json() {
+    let Some(src) = native_server("app").await else { return };
+    exec(
+        &src.url(),
+        "create table accounts (id int primary key, name text);
+         insert into accounts select g, 'n' || g from generate_series(1, 300) g;",
+    )
+    .await;
+    let t = tempfile::tempdir().expect("tmp");
+    let d = t.path().join("backups");
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let f = d.join("app-20240105T130000.sql.gz");
+    dump(&src, "", &f);
+
+    // Not accepted: exit 1, the check's failure is of type unproven.
+    let out = t.path().join("refused");
+    let ran = verify(&f, &[], &out);
+    assert_eq!(ran.code, Some(1), "{}", ran.all());
+    let j = ran.junit();
+    let tables = j.case("tables").expect("a tables case");
+    assert_eq!((tables.status, tables.kind.as_str()), (Status::Failure, "unproven"), "{tables:?}");
+    assert!(tables.message.contains("restorable, content unproven"), "{tables:?}");
+    assert_eq!(j.case("restore").map(|c| (c.status, c.kind.as_str())), Some((Status::Passed, "")));
+    assert!(j.suite_out.iter().any(|o| o == "content: unproven"), "{:?}", j.suite_out);
+    let run = ran.run_json();
+    assert_eq!((run.outcome.as_deref(), run.raw["content"].as_str()), (Some("failed"), Some("unproven")));
+    assert_eq!(
+        run.main().steps.iter().find(|s| s.id.as_deref() == Some("tables")).map(|s| s.outcome.as_str()),
+        Some("failed")
+    );
+    assert_eq!(run.raw["suites"][0]["content"], "unproven");
+    let report = out.join("report");
+    let c = read_json(&report.join("report.json"));
+    assert_eq!((c["outcome"].as_str(), c["content"].as_str()), (Some("failed"), Some("unproven")), "{c}");
+    let check = c["checks"].as_array().and_then(|l| l.iter().find(|x| x["name"] == "tables")).expect("tables check");
+    assert_eq!(check["content"], "unproven", "{check}");
+    assert_eq!(last_history(&report)["content"], "unproven");
+
+    // Accepted: exit 0, yet no plain pass anywhere: a skip of type unproven, content unproven.
+    let out = t.path().join("accepted");
+    let ran = verify(&f, &["accept_unproven=true"], &out);
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let j = ran.junit();
+    let tables = j.case("tables").expect("a tables case");
+    assert_eq!((tables.status, tables.kind.as_str()), (Status::Skipped, "unproven"), "{tables:?}");
+    assert!(tables.message.contains("content unproven") && tables.message.contains("accept_unproven"), "{tables:?}");
+    assert!(j.suite_out.iter().any(|o| o == "content: unproven"), "{:?}", j.suite_out);
+    let run = ran.run_json();
+    assert_eq!((run.outcome.as_deref(), run.raw["content"].as_str()), (Some("passed"), Some("unproven")));
+    let report = out.join("report");
+    let c = read_json(&report.join("report.json"));
+    assert_eq!((c["outcome"].as_str(), c["content"].as_str()), (Some("passed"), Some("unproven")), "{c}");
+    let md = std::fs::read_to_string(report.join("report.md")).expect("report.md");
+    assert!(md.lines().next().is_some_and(|l| l.ends_with("PASSED, CONTENT UNPROVEN")), "{md}");
+    let html = std::fs::read_to_string(report.join("report.html")).expect("report.html");
+    assert!(html.contains("CONTENT UNPROVEN"), "{html}");
+    assert_eq!(last_history(&report)["content"], "unproven");
+
+    // A ground truth that holds: proven, and nothing says unproven.
+    let out = t.path().join("proven");
+    let ran = verify(&f, &["expect_tables=public.accounts>=300"], &out);
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let j = ran.junit();
+    assert_eq!(j.case("tables").map(|c| (c.status, c.kind.as_str())), Some((Status::Passed, "")));
+    assert!(j.suite_out.iter().any(|o| o == "content: proven"), "{:?}", j.suite_out);
+    assert!(!j.cases.iter().any(|c| c.kind == "unproven"), "{:?}", j.cases);
+    assert_eq!(ran.run_json().raw["content"], "proven");
+    let md = std::fs::read_to_string(out.join("report").join("report.md")).expect("report.md");
+    assert!(!md.contains("UNPROVEN"), "{md}");
+    src.stop().await;
+}
+
+fn last_entry(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("ledger.jsonl")).expect("ledger");
+    serde_json::from_str(text.lines().last().expect("an entry")).expect("json")
+}
+
+/// Before: the nearest earlier verified backup was compared by tables and rows only, so a
+/// complete-looking dump that lost its indexes and constraints (`pg_dump --section=pre-data
+/// --section=data`: every table, every row, pg_dump's completion line) verified green
+/// against it, and `schema` said only "no source fingerprint". Now the ledger keeps a proven
+/// verification's schema objects, and a later dump missing any fails naming each; a
+/// complete later dump is proven against them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup() {
+    let Some(src) = native_server("app").await else { return };
+    exec(
+        &src.url(),
+        "create table accounts (id int primary key, name text not null);
+         create index accounts_by_name on accounts (name);
+         insert into accounts select g, 'n' || g from generate_series(1, 200) g;
+         create table payments (id int primary key, account int references accounts, amount numeric);
+         insert into payments select g, 1 + g % 200, g from generate_series(1, 300) g;
+         create function balance(a int) returns numeric language sql as 'select sum(amount) from payments where account = a';",
+    )
+    .await;
+    let t = tempfile::tempdir().expect("tmp");
+    let d = t.path().join("backups");
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let run = |f: &Path, vars: &[&str], out: &str| verify(f, vars, &t.path().join(out));
+
+    // 1. Proven against declared expectations: the ledger keeps its schema objects.
+    let first = d.join("app-20240105T130000.sql.gz");
+    dump(&src, "", &first);
+    let ran = run(&first, &["expect_tables=public.accounts>=200, public.payments>=300"], "first");
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let e = last_entry(&d);
+    assert_eq!((e["content"].as_str(), e["ground_truth"].as_str()), (Some("proven"), Some("expectations")), "{e}");
+    let has = |kind: &str, o: &str| e["objects"][kind].as_array().is_some_and(|l| l.iter().any(|x| x == o));
+    assert!(has("indexes", "accounts_by_name on public.accounts"), "{e}");
+    assert!(has("constraints", "public.payments payments_account_fkey"), "{e}");
+    assert!(has("functions", "public.balance(a integer)"), "{e}");
+    assert!(has("columns", "public.accounts name"), "{e}");
+
+    // 2. A later dump without its post-data section: every table and row, no index, no
+    // key: held against the first, each missing object named, content failed.
+    let cut = d.join("app-20240106T130000.sql.gz");
+    dump(&src, "--section=pre-data --section=data", &cut);
+    let ran = run(&cut, &[], "cut");
+    assert_eq!(ran.code, Some(1), "{}", ran.all());
+    let all = ran.all();
+    let from = "(the earlier verified backup app-20240105T130000.sql.gz had it)";
+    for missing in [
+        "indexes: accounts_by_name on public.accounts missing",
+        "indexes: accounts_pkey on public.accounts missing",
+        "constraints: public.payments payments_account_fkey missing",
+    ] {
+        assert!(all.contains(&format!("{missing} {from}")), "{missing}: {all}");
+    }
+    let j = ran.junit();
+    assert_eq!(j.status("tables"), "passed", "the rows are all there: {all}");
+    assert_eq!(j.case("schema").map(|c| (c.status, c.kind.as_str())), Some((Status::Failure, "failed")), "{all}");
+    let e = last_entry(&d);
+    assert_eq!((e["result"].as_str(), e["content"].as_str()), (Some("failed"), Some("failed")), "{e}");
+    assert!(e.get("objects").is_none(), "a failed verification is no ground truth: {e}");
+    assert_eq!(ran.run_json().raw["content"], "failed");
+
+    // 3. A later complete dump, with a table added since: proven against the first, schema
+    // included.
+    exec(&src.url(), "create table notes (id int primary key, body text); insert into notes values (1, 'x')").await;
+    let later = d.join("app-20240107T130000.sql.gz");
+    dump(&src, "", &later);
+    let ran = run(&later, &[], "later");
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let j = ran.junit();
+    assert_eq!((j.status("tables"), j.status("schema")), ("passed", "passed"), "{}", ran.all());
+    let said = j.case("schema").map(|c| c.system_out.clone()).unwrap_or_default();
+    assert!(said.contains("every schema object of app-20240105T130000.sql.gz is in the restored copy"), "{said}");
+    let e = last_entry(&d);
+    assert_eq!((e["content"].as_str(), e["ground_truth"].as_str()), (Some("proven"), Some("earlier")), "{e}");
+    assert!(e["objects"]["tables"].as_array().is_some_and(|l| l.iter().any(|x| x == "public.notes")), "{e}");
+    src.stop().await;
+}
