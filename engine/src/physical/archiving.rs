@@ -144,7 +144,9 @@ impl ArchivingServer {
                 copy_archive_command(d)
             }
             (None, None, None) => {
-                return Err(Failure::invalid("an archiving server needs an archive folder, pgdrill's WAL archive or a command"))
+                return Err(Failure::invalid(
+                    "an archiving server needs an archive folder, pgdrill's WAL archive or a command",
+                ))
             }
         };
         let mut server = ArchivingServer {

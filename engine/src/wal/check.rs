@@ -59,11 +59,8 @@ impl Tree {
     /// Every system with a WAL archive or base backups, in order.
     pub fn systems(&self) -> Vec<u64> {
         let root = format!("{}/", super::ROOT);
-        let mut out: Vec<u64> = self
-            .objects
-            .iter()
-            .filter_map(|m| m.key.strip_prefix(&root)?.split('/').next()?.parse().ok())
-            .collect();
+        let mut out: Vec<u64> =
+            self.objects.iter().filter_map(|m| m.key.strip_prefix(&root)?.split('/').next()?.parse().ok()).collect();
         out.sort_unstable();
         out.dedup();
         out

@@ -723,7 +723,8 @@ fn a_store_gone_at_a_port_holding_403_is_unreachable_not_a_refused_credential() 
 
 pub(crate) const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's well-known development key (public, in Azurite's documentation).
-pub(crate) const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+pub(crate) const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 pub(crate) fn azurite(dir: &std::path::Path) -> Option<Server> {
     if !require(on_path("azurite-blob"), "azurite-blob (npm azurite)") {

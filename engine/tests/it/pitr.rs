@@ -384,7 +384,12 @@ fn the_pitr_drill_archives_with_wal_push_recovers_through_wal_fetch_and_reports_
     let objective = |name: &str| {
         c["objectives"].as_array().and_then(|o| o.iter().find(|o| o["name"] == name)).cloned().expect("objective")
     };
-    let tested = c["backups"][0]["path"].as_str().unwrap_or_default();
+    // The base backup the drill wrote, and the same one as the recovery picked it.
+    let backups = c["backups"].as_array().cloned().unwrap_or_default();
+    let by_step =
+        |step: &str| backups.iter().find(|b| b["step"] == step).and_then(|b| b["path"].as_str()).unwrap_or("");
+    let (written, tested) = (by_step("pitr-drill base_backup"), by_step("pitr-drill recover"));
+    assert!(written.contains("/.cluster/") && written.ends_with(".base.tar.pgdrill"), "{}", c["backups"]);
     assert!(
         tested.starts_with("pgdrill base backups and WAL archive in ") && tested.ends_with(".base.tar.pgdrill"),
         "{}",
