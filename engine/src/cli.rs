@@ -1523,7 +1523,7 @@ fn backups_table(list: &[Listed], physical: &[crate::steps::wal::SystemView]) ->
     let named = list.iter().filter(|b| b.from_names()).count();
     if named > 0 {
         out.push(format!(
-            "* {named} kind(s) taken from names and the store's listing, no object read (one LIST pass); a command that uses a backup reads its manifest or first bytes"
+            "* {named} kind(s) taken from names and the listing, no file or object read; a command that uses a backup reads its manifest or first bytes"
         ));
     }
     out
@@ -1603,10 +1603,7 @@ async fn wal_list(
         redactor.add(&v);
     }
     let store = crate::storage::open(&cfg.storage).map_err(crate::error::Failure::invalid)?;
-    let mut systems: Vec<crate::steps::wal::SystemView> = Vec::new();
-    for system in crate::wal::systems(store.as_ref()).await? {
-        systems.push(crate::steps::wal::system_view(store.as_ref(), system, &cfg.key).await?);
-    }
+    let systems = crate::steps::wal::system_views(store.as_ref(), &cfg.key).await?;
     if let Some(path) = &metrics {
         let text = crate::steps::wal::metrics(&systems);
         crate::report::write_atomic(path, |w| w.write_all(text.as_bytes()))
@@ -1639,11 +1636,7 @@ async fn physical_of(location: &str, redactor: &Redactor) -> Result<Vec<crate::s
     } else {
         &secret
     });
-    let mut out = Vec::new();
-    for system in crate::wal::systems(store.as_ref()).await? {
-        out.push(crate::steps::wal::system_view(store.as_ref(), system, &key).await?);
-    }
-    Ok(out)
+    crate::steps::wal::system_views(store.as_ref(), &key).await.map_err(Error::from)
 }
 
 #[cfg(test)]

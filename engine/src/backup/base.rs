@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 
 use crate::archive::{self, Codec, Kdf, KeySource, Sizes, WriteOptions};
 use crate::error::{Class, Failure};
-use crate::storage::Store;
+use crate::storage::{Meta, Store};
 
 pub const BASE_SCHEMA: &str = "pgdrill.base/1";
 /// The top of pgdrill's physical tree (the same as `wal::ROOT`).
@@ -617,8 +617,19 @@ pub async fn list(store: &dyn Store, system: Option<u64>) -> Result<Vec<ListedBa
         Some(s) => base_prefix(s),
         None => format!("{ROOT}/"),
     };
+    let listed = store.list(&prefix).await.map_err(Failure::environment)?;
+    list_from(store, &listed, system).await
+}
+
+/// `list` over objects already listed (a WAL `Tree`'s, which lists `.cluster/` once for a
+/// whole command): only the manifests are read.
+pub async fn list_from(store: &dyn Store, listed: &[Meta], system: Option<u64>) -> Result<Vec<ListedBase>, Failure> {
+    let prefix = match system {
+        Some(s) => base_prefix(s),
+        None => format!("{ROOT}/"),
+    };
     let mut out = Vec::new();
-    for m in store.list(&prefix).await.map_err(Failure::environment)? {
+    for m in listed.iter().filter(|m| m.key.starts_with(&prefix)) {
         let Some(object) = m.key.strip_suffix(".manifest.json") else { continue };
         if !object.ends_with(EXT) || !object.contains("/base/") {
             continue;

@@ -115,31 +115,51 @@ pub async fn gather(store: &dyn crate::storage::Store, root: &Path) -> Result<()
 /// small objects, each a request that mostly waits.
 const RECORDS_IN_FLIGHT: usize = 16;
 
-/// `gather`, from a listing already made (the mirror's one pass, `Remote::listed`).
+/// The records a mirror folder already holds, by key, with the version (ETag) they were
+/// read at: hidden beside the gathered `ledger.jsonl` (a mirror's hidden files stay for the
+/// run), so each later step of the run reads only records that are new or changed, never
+/// the whole ledger again (issue 41).
+const READ_RECORDS: &str = ".ledger-records.json";
+
+/// `gather`, from a listing already made (the mirror's one pass, `Remote::listed`). A record
+/// read earlier in this run at the ETag the listing shows is taken from the mirror; every
+/// other one is read (a store without versions: every one).
 async fn gather_from(
     store: &dyn crate::storage::Store,
     root: &Path,
     listed: Vec<crate::storage::Meta>,
 ) -> Result<(), String> {
     use futures_util::StreamExt;
-    let mut folders: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    let mut folders: std::collections::BTreeMap<String, Vec<(String, Option<String>)>> =
+        std::collections::BTreeMap::new();
     for m in listed {
         let parts: Vec<&str> = m.key.split('/').collect();
         if parts.len() == 3 && parts[1] == RECORDS && parts[2].ends_with(".json") {
-            folders.entry(parts[0].to_string()).or_default().push(parts[2].to_string());
+            folders.entry(parts[0].to_string()).or_default().push((parts[2].to_string(), m.version.clone()));
         }
     }
     for (folder, mut names) in folders {
         // Names begin with the time of the verification: in order.
         names.sort();
-        let mut text = Vec::new();
-        let keys: Vec<String> = names.iter().map(|name| format!("{folder}/{RECORDS}/{name}")).collect();
-        // Read a few at a time, taken in order.
-        let mut reads = futures_util::stream::iter(keys.iter().cloned())
+        let local = root.join(&folder).join(FILE);
+        let seen_file = root.join(&folder).join(READ_RECORDS);
+        // key -> (version, line); unreadable or absent: nothing known, everything is read.
+        let seen: HashMap<String, (String, String)> =
+            std::fs::read(&seen_file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let keys: Vec<(String, Option<String>)> =
+            names.iter().map(|(name, v)| (format!("{folder}/{RECORDS}/{name}"), v.clone())).collect();
+        let known = |key: &str, v: &Option<String>| {
+            let (at, line) = seen.get(key)?;
+            (v.as_deref() == Some(at.as_str())).then(|| line.clone())
+        };
+        // Read a few at a time: only what this run has not read at this version.
+        let unread: Vec<String> = keys.iter().filter(|(k, v)| known(k, v).is_none()).map(|(k, _)| k.clone()).collect();
+        let mut read: HashMap<String, String> = HashMap::new();
+        let mut reads = futures_util::stream::iter(unread)
             .map(|key| async move { store.read(&key).await.map(|b| (key, b)) })
             .buffered(RECORDS_IN_FLIGHT);
-        while let Some(read) = reads.next().await {
-            let (key, bytes) = read?;
+        while let Some(got) = reads.next().await {
+            let (key, bytes) = got?;
             let line: Vec<u8> = bytes.iter().copied().filter(|b| *b != b'\n').collect();
             if serde_json::from_slice::<Entry>(&line).is_err() {
                 return Err(format!(
@@ -147,11 +167,28 @@ async fn gather_from(
                     store.url_of(&key)
                 ));
             }
-            text.extend_from_slice(&line);
-            text.push(b'\n');
+            // A valid entry is JSON, so UTF-8.
+            read.insert(key, String::from_utf8_lossy(&line).into_owned());
         }
-        let local = root.join(&folder).join(FILE);
-        crate::storage::write_replace(&local, &text).map_err(|e| format!("mirroring {}: {e}", local.display()))?;
+        let mut text = String::new();
+        let mut now_seen: HashMap<String, (String, String)> = HashMap::new();
+        for (key, v) in &keys {
+            let line = match read.remove(key) {
+                Some(l) => l,
+                None => known(key, v).ok_or_else(|| format!("{}: read neither now nor earlier", store.url_of(key)))?,
+            };
+            text.push_str(&line);
+            text.push('\n');
+            if let Some(v) = v {
+                now_seen.insert(key.clone(), (v.clone(), line));
+            }
+        }
+        crate::storage::write_replace(&local, text.as_bytes())
+            .map_err(|e| format!("mirroring {}: {e}", local.display()))?;
+        // A cache only: when it cannot be written, the next step reads the records again.
+        if let Ok(bytes) = serde_json::to_vec(&now_seen) {
+            let _ = crate::storage::write_replace(&seen_file, &bytes);
+        }
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! What is in a backup directory, as a typed value: pgdrill's backups with what their
-//! manifests say, other tools' files with what their names and first bytes say, and a
+//! manifests say, other tools' files with what their names say (no file is opened), and a
 //! manifest that cannot be read as an entry of its own. `backup.list` hands it on as outputs
 //! and `pgdrill backups list` formats it (a table, or JSON); neither is done here.
 
@@ -98,11 +98,12 @@ pub struct ForeignBackup {
     /// Whether `created` is from the name or, less reliably, the file's mtime.
     pub created_from: MadeFrom,
     pub size: u64,
-    /// What its first bytes say (`custom`, `plain`, `gzip`, `openssl` ...), or, in a listing
-    /// of an object store, what its name says (`format_from`).
+    /// What its name says (`custom`, `gzip/plain`, `openssl` ...; `format_from: name`), or
+    /// `directory` for a directory dump (its `toc.dat`). A listing opens no file: the
+    /// command that uses one reads its first bytes.
     pub format: String,
-    /// `name` when `format` is read from the name (an object store's listing reads no
-    /// object's bytes); absent when from the file's first bytes.
+    /// `name` when `format` is read from the name (a listing reads no file's bytes); absent
+    /// for a directory dump.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format_from: Option<&'static str>,
     pub encrypted: bool,
@@ -214,10 +215,12 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
     Ok(entries
         .iter()
         .map(|e| {
-            // An object store's file listed without reading it: what its name says.
-            let lazy = remote::is_lazy(&e.path);
             if e.foreign {
-                let kind = if lazy { kind_from_name(&e.name).to_string() } else { source::sniff(&e.path) };
+                // What its name says, locally as in an object store (issue 41: a listing of
+                // 10,000 files opens none of them); a directory dump is known by its
+                // `toc.dat`, a stat. The first bytes are read by the command that uses it.
+                let from_name = !e.path.is_dir();
+                let kind = if from_name { kind_from_name(&e.name) } else { source::sniff(&e.path) };
                 let size = if e.path.is_dir() {
                     std::fs::read_dir(&e.path)
                         .map(|rd| rd.flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum::<u64>())
@@ -235,7 +238,7 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                     size,
                     encrypted: kind.starts_with("openssl") || kind.starts_with("gpg"),
                     format: kind,
-                    format_from: lazy.then_some("name"),
+                    format_from: from_name.then_some("name"),
                     manifest_auth: "none",
                     last_verification: last_of(e),
                     future_s: super::dated_ahead(e.made),

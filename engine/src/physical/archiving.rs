@@ -3,8 +3,9 @@
 //! prefix (reaped after a crash), `wal_level=replica`, `archive_mode=on`, a short
 //! `archive_timeout`, and an `archive_command` that copies each segment into a folder
 //! (written under a temporary name, then renamed: a reader never sees half a segment; an
-//! existing segment is never overwritten) or a command of the caller's (`pgdrill wal push
-//! %p`). Dropped, it is stopped and its files removed; the archive folder is the caller's
+//! existing segment is never overwritten), pgdrill's own archive (`pgdrill wal push`, its
+//! settings and key in 0600 files of the server's folder, never its argv), or a command of
+//! the caller's. Dropped, it is stopped and its files removed; the archive is the caller's
 //! and stays.
 
 use std::fs;
@@ -23,6 +24,9 @@ pub struct ArchivingOptions {
     pub archive_dir: Option<PathBuf>,
     /// An `archive_command` of the caller's instead of the copy into `archive_dir`.
     pub archive_command: Option<String>,
+    /// pgdrill's own WAL archive (`pgdrill wal push`) instead of the copy into `archive_dir`;
+    /// an `archive_command` still wins.
+    pub wal_archive: Option<WalArchive>,
     /// `archive_timeout` (default 1s: a segment at least every second under load, so the
     /// archive is never far behind the data).
     pub archive_timeout: Option<Duration>,
@@ -31,6 +35,54 @@ pub struct ArchivingOptions {
     pub bin_dir: Option<PathBuf>,
     /// Database created besides `postgres`.
     pub database: Option<String>,
+}
+
+/// pgdrill's WAL archive as a source pushes into it: what a drill proves is then the archive
+/// teams run (`archive_command = pgdrill wal push`), not a copy standing in for it.
+#[derive(Clone, Default)]
+pub struct WalArchive {
+    /// A folder (absolute: the server runs in its data directory) or an object store's URL.
+    pub location: String,
+    /// The key or passphrase the archive is sealed with; written to a 0600 file the config
+    /// names, never an argument.
+    pub secret: String,
+    /// The pgdrill binary `archive_command` runs (default: this process's).
+    pub exe: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for WalArchive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalArchive").field("location", &self.location).field("exe", &self.exe).finish_non_exhaustive()
+    }
+}
+
+/// Write `push`'s settings into `conf_dir` (handed to the server's user) and the
+/// `archive_command` that reads them.
+fn push_command(w: &WalArchive, conf_dir: &Path, run_as: &RunAs) -> Result<String, Failure> {
+    let exe = match &w.exe {
+        Some(e) => e.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| Failure::environment(format!("cannot find the pgdrill binary for archive_command: {e}")))?,
+    };
+    let conf = crate::wal::write_private_config(conf_dir, &w.location, &w.secret)?;
+    run_as.own_tree(conf_dir)?;
+    // `%` is PostgreSQL's escape in the command: a `%` of a path is written `%%`.
+    let q = |p: &Path| crate::util::shell_quote(&p.display().to_string()).replace('%', "%%");
+    Ok(format!("{} wal push --config {} %p", q(&exe), q(&conf)))
+}
+
+/// A local archive: the system's own folders (`.cluster/<system>/wal/`) made now and handed
+/// to the server's user, who pushes into them; a base backup written beside them by pgdrill
+/// first would otherwise leave `.cluster/<system>/` to a user the server is not. Folders
+/// above it stay whoever's they are (they only need to be passable).
+fn hand_over_wal_tree(location: &Path, system: u64, run_as: &RunAs) -> Result<(), Failure> {
+    let wal = location.join(crate::wal::wal_prefix(system));
+    fs::create_dir_all(&wal).map_err(|e| Failure::environment(format!("creating {}: {e}", wal.display())))?;
+    if let Some(own) = wal.parent() {
+        run_as.own(own)?;
+    }
+    run_as.own(&wal)?;
+    Ok(())
 }
 
 /// A running archiving server.
@@ -75,15 +127,27 @@ impl ArchivingServer {
             .tempdir()
             .map_err(|e| Failure::environment(format!("cannot create a temp directory: {e}")))?
             .keep();
-        let archive_command = match (&opts.archive_command, &opts.archive_dir) {
-            (Some(c), _) => c.clone(),
-            (None, Some(d)) => {
+        let archive_command = match (&opts.archive_command, &opts.wal_archive, &opts.archive_dir) {
+            (Some(c), _, _) => c.clone(),
+            (None, Some(w), _) => match push_command(w, &dir.join("wal-archive"), &run_as) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Nothing owns the folder yet: the key file in it goes now.
+                    let _ = fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+            },
+            (None, None, Some(d)) => {
                 fs::create_dir_all(d).map_err(|e| Failure::environment(format!("creating {}: {e}", d.display())))?;
                 // The server (as `nobody` when pgdrill is root) writes there.
                 run_as.own(d)?;
                 copy_archive_command(d)
             }
-            (None, None) => return Err(Failure::invalid("an archiving server needs an archive folder or command")),
+            (None, None, None) => {
+                return Err(Failure::invalid(
+                    "an archiving server needs an archive folder, pgdrill's WAL archive or a command",
+                ))
+            }
         };
         let mut server = ArchivingServer {
             child: None,
@@ -120,6 +184,11 @@ impl ArchivingServer {
                 "initdb failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
+        }
+        if let Some(w) = opts.wal_archive.as_ref().filter(|_| opts.archive_command.is_none()) {
+            if let Some(local) = crate::storage::local_dir_in(&w.location, Path::new("/")) {
+                hand_over_wal_tree(&local, crate::wal::system_of_data_dir(&data)?, &run_as)?;
+            }
         }
         // pg_basebackup connects for replication over TCP.
         let hba = data.join("pg_hba.conf");

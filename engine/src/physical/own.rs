@@ -181,25 +181,7 @@ impl PhysicalSource for OwnSource {
         // The fetch settings beside the data directory, inside the workspace the recovery
         // hands to the server's user and removes afterwards.
         let dir = into.data_dir.parent().unwrap_or(&into.data_dir).join("pgdrill-wal");
-        write_private_dir(&dir)?;
-        let key_file = dir.join("wal.key");
-        write_private(&key_file, format!("{}\n", self.secret).as_bytes())?;
-        let conf = dir.join("wal.conf");
-        let mut text = format!(
-            "# written by pgdrill for this recovery's restore_command\nstorage = {}\nkey_file = {}\n",
-            self.location,
-            key_file.display()
-        );
-        // The server runs with a clean environment: an object store's credentials reach
-        // `wal fetch` through a 0600 file of the workspace, never its argv or environment.
-        let creds = crate::wal::store_credentials(&self.location);
-        if !creds.is_empty() {
-            let file = dir.join("store.env");
-            let body: String = creds.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-            write_private(&file, body.as_bytes())?;
-            text.push_str(&format!("credentials_file = {}\n", file.display()));
-        }
-        write_private(&conf, text.as_bytes())?;
+        let conf = crate::wal::write_private_config(&dir, &self.location, &self.secret)?;
         *self.fetch_config.lock().unwrap_or_else(|e| e.into_inner()) = Some(conf);
         Ok(Materialized { bytes: got.bytes, tablespaces: got.tablespaces })
     }
@@ -274,10 +256,12 @@ impl PhysicalSource for OwnSource {
     }
 
     fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
-        let Some(system) = self.system.or_else(|| self.listed().ok()?.first()?.manifest.system()) else {
+        // One listing of the base backups gives both the system and the segment size.
+        let listed = self.listed();
+        let Some(system) = self.system.or_else(|| listed.as_ref().ok()?.first()?.manifest.system()) else {
             return Ok(None);
         };
-        let seg = self.listed()?.first().map(|b| b.manifest.wal_segment_size).unwrap_or(DEFAULT_SEGMENT_SIZE);
+        let seg = listed?.first().map(|b| b.manifest.wal_segment_size).unwrap_or(DEFAULT_SEGMENT_SIZE);
         let inv = self.block_on(crate::wal::check::inventory(self.store.as_ref(), system, seg))?;
         let newest = inv.segments.iter().filter(|((t, _), _)| *t >= timeline).max_by_key(|((t, s), _)| (*t, *s));
         Ok(newest.map(|((t, s), m)| ArchiveEnd {
@@ -286,24 +270,4 @@ impl PhysicalSource for OwnSource {
             archived: Some(OffsetDateTime::from(m.modified)),
         }))
     }
-}
-
-fn write_private_dir(dir: &Path) -> Result<(), Failure> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Failure::environment(format!("cannot create {}: {e}", dir.display())))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(bytes))
-        .map_err(|e| Failure::environment(format!("writing {}: {e}", path.display())))
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{rfc3339, BoxFuture, Fields, step, StepCtx, StepError, Teardown, With, WithError};
-use crate::physical::archiving::{ArchivingOptions, ArchivingServer};
+use crate::physical::archiving::{ArchivingOptions, ArchivingServer, WalArchive};
 use crate::physical::basebackup::BasebackupFolder;
 use crate::pg::fingerprint::{Fingerprint, Mode};
 use crate::physical::pitr::{self, PitrOptions, Truth};
@@ -526,6 +526,15 @@ pub struct SourceWith {
     /// an archive_command instead of the copy into `archive` (e.g. `pgdrill wal push %p`)
     #[serde(default, deserialize_with = "super::de::opt_text")]
     archive_command: Option<String>,
+    /// pgdrill's own WAL archive to push into (`pgdrill wal push` as archive_command): a
+    /// folder, s3://, gs://, az://; instead of the copy into `archive`
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
+    storage: Option<String>,
+    /// with `storage`: the key or passphrase the WAL archive is sealed with
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(key)]
+    key: Option<String>,
     /// archive_timeout: a segment at least this often under load (default 1s)
     #[serde(default, deserialize_with = "super::de::opt_duration")]
     archive_timeout: Option<Duration>,
@@ -541,8 +550,14 @@ pub struct SourceWith {
 impl With for SourceWith {
     fn check(&self) -> Result<(), WithError> {
         let none = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
-        if none(&self.archive) && none(&self.archive_command) {
-            return Err(WithError::new("archive", "give `archive` (a folder) or `archive_command`"));
+        if none(&self.archive) && none(&self.archive_command) && none(&self.storage) {
+            return Err(WithError::new(
+                "archive",
+                "give `archive` (a folder), `storage` (pgdrill's WAL archive) or `archive_command`",
+            ));
+        }
+        if !none(&self.storage) && none(&self.key) {
+            return Err(WithError::new("key", "pgdrill's WAL archive is always encrypted: give `key` with `storage`"));
         }
         Ok(())
     }
@@ -585,6 +600,15 @@ async fn source(ctx: StepCtx, w: SourceWith) -> Result<SourceOutputs, StepError>
     let opts = ArchivingOptions {
         archive_dir: w.archive.as_deref().filter(|a| !a.is_empty()).map(|a| ctx.resolve(a)),
         archive_command: w.archive_command.clone().filter(|c| !c.is_empty()),
+        // A folder made absolute: the server runs `wal push` in its data directory.
+        wal_archive: w.storage.as_deref().filter(|l| !l.is_empty()).map(|l| WalArchive {
+            location: match crate::storage::local_dir_in(l, &ctx.base_dir) {
+                Some(p) => std::path::absolute(&p).unwrap_or(p).display().to_string(),
+                None => l.trim().to_string(),
+            },
+            secret: w.key.clone().unwrap_or_default(),
+            exe: None,
+        }),
         archive_timeout: w.archive_timeout,
         major,
         bin_dir: None,

@@ -12,7 +12,7 @@ use crate::archive::KeySource;
 use crate::backup::base::{self, ListedBase};
 use crate::error::Failure;
 use crate::storage::Store;
-use crate::wal::check::{self, Continuity, Timeline};
+use crate::wal::check::{self, Continuity, Inventory, Timeline, Tree};
 use crate::wal::Lsn;
 
 /// A span of time and WAL a point-in-time recovery can reach.
@@ -58,19 +58,31 @@ pub struct SystemView {
 
 const DEFAULT_SEG: u64 = 16 << 20;
 
-/// What a store holds of one system (see `SystemView`). Listing only: segments are not
-/// opened here (`wal.check` does that).
-pub async fn system_view(store: &dyn Store, system: u64, key: &KeySource) -> Result<SystemView, Failure> {
-    let bases = base::list(store, Some(system)).await?;
+/// Every system a store holds (see `SystemView`), from one LIST pass over its `.cluster/`
+/// tree: what `wal list` and `backups list` show.
+pub async fn system_views(store: &dyn Store, key: &KeySource) -> Result<Vec<SystemView>, Failure> {
+    let tree = Tree::list(store).await?;
+    let mut out = Vec::new();
+    for system in tree.systems() {
+        out.push(system_view(store, &tree, system, key).await?);
+    }
+    Ok(out)
+}
+
+/// What a store holds of one system (see `SystemView`), from its listed `tree`: manifests
+/// and history files are read, nothing is listed again, segments are not opened (`wal.check`
+/// does that).
+pub async fn system_view(store: &dyn Store, tree: &Tree, system: u64, key: &KeySource) -> Result<SystemView, Failure> {
+    let bases = base::list_from(store, tree.objects(), Some(system)).await?;
     let seg_size = match bases.first() {
         Some(b) => b.manifest.wal_segment_size,
-        None => check::seg_size_of(store, system, key).await?.unwrap_or(DEFAULT_SEG),
+        None => check::seg_size_in(store, tree.objects().iter().cloned(), system, key).await?.unwrap_or(DEFAULT_SEG),
     };
-    let inv = check::inventory(store, system, seg_size).await?;
+    let inv = tree.inventory(system, seg_size);
     let mut views = Vec::new();
     let mut windows: Vec<Window> = Vec::new();
     for b in &bases {
-        let (window, gaps) = match chain_of(store, system, key, b, false).await {
+        let (window, gaps) = match chain_in(store, &inv, key, b, false).await {
             Ok(c) => {
                 let w = c.reaches_stop.then(|| Window {
                     timeline: c.timeline,
@@ -130,10 +142,28 @@ async fn chain_of(
     b: &ListedBase,
     verify: bool,
 ) -> Result<Continuity, Failure> {
+    let inv = check::inventory(store, system, b.manifest.wal_segment_size).await?;
+    chain_in(store, &inv, key, b, verify).await
+}
+
+/// `chain_of` over an inventory already listed (of the base backup's segment size).
+async fn chain_in(
+    store: &dyn Store,
+    inv: &Inventory,
+    key: &KeySource,
+    b: &ListedBase,
+    verify: bool,
+) -> Result<Continuity, Failure> {
     let bad = |what: &str| Failure::failed(format!("{}: its manifest's {what} is not an LSN", b.url));
     let start = Lsn::parse(&b.manifest.start_lsn).ok_or_else(|| bad("start_lsn"))?;
     let stop = Lsn::parse(&b.manifest.stop_lsn).ok_or_else(|| bad("stop_lsn"))?;
-    check::continuity(store, system, key, b.manifest.wal_segment_size, (b.manifest.timeline, start), stop, verify).await
+    if inv.seg_size != b.manifest.wal_segment_size {
+        return Err(Failure::failed(format!(
+            "{}: its manifest gives WAL segments of {} bytes, the system's other base backups {}",
+            b.url, b.manifest.wal_segment_size, inv.seg_size
+        )));
+    }
+    check::continuity_in(store, inv, key, (b.manifest.timeline, start), stop, verify).await
 }
 
 /// The systems as a node_exporter textfile: when each last archived, each timeline's
@@ -390,8 +420,22 @@ pub async fn prune_physical(
     apply: bool,
     log: &(dyn Fn(String) + Send + Sync),
 ) -> Result<Pruned, Failure> {
+    let tree = Tree::list(store).await?;
+    prune_physical_in(store, &tree, system, policy, now, apply, log).await
+}
+
+/// `prune_physical` from a listed `tree` (one LIST pass for every system pruned).
+pub async fn prune_physical_in(
+    store: &dyn Store,
+    tree: &Tree,
+    system: u64,
+    policy: crate::backup::retention::Policy,
+    now: time::OffsetDateTime,
+    apply: bool,
+    log: &(dyn Fn(String) + Send + Sync),
+) -> Result<Pruned, Failure> {
     use crate::backup::retention::{decide_at, Item};
-    let bases = base::list(store, Some(system)).await?;
+    let bases = base::list_from(store, tree.objects(), Some(system)).await?;
     let items: Vec<Item> =
         bases.iter().map(|b| Item { name: b.key.clone(), at: b.manifest.started_at, verified: false }).collect();
     let mut out = Pruned::default();
@@ -424,7 +468,7 @@ pub async fn prune_physical(
     };
     let seg_size = oldest.manifest.wal_segment_size;
     out.horizon = Some(crate::wal::segment_name(oldest.manifest.timeline, horizon, seg_size));
-    let inv = check::inventory(store, system, seg_size).await?;
+    let inv = tree.inventory(system, seg_size);
     let mut old: Vec<(u64, String, String)> = Vec::new();
     for ((tli, segno), m) in inv.segments.iter().chain(inv.partials.iter()) {
         if *segno < horizon {
@@ -518,11 +562,12 @@ pub struct PruneOutputs {
 impl WalPrune {
     async fn run(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
         let store = ctx.store(&w.storage)?;
+        let tree = Tree::list(store.as_ref()).await?;
         let systems = match w.system_identifier.as_deref().filter(|s| !s.is_empty()) {
             Some(s) => vec![s
                 .parse::<u64>()
                 .map_err(|_| StepError::field("system_identifier", format!("`{s}` is not a system identifier")))?],
-            None => crate::wal::systems(store.as_ref()).await?,
+            None => tree.systems(),
         };
         let policy = crate::backup::retention::Policy {
             daily: w.keep_daily,
@@ -535,7 +580,9 @@ impl WalPrune {
         let mut out = PruneOutputs { applied: w.apply, ..Default::default() };
         let log = |l: String| ctx.log(l);
         for system in systems {
-            let p = prune_physical(store.as_ref(), system, policy, time::OffsetDateTime::now_utc(), w.apply, &log).await?;
+            let p =
+                prune_physical_in(store.as_ref(), &tree, system, policy, time::OffsetDateTime::now_utc(), w.apply, &log)
+                    .await?;
             out.kept += p.kept_bases.len();
             out.deleted.extend(p.deleted_bases);
             out.deleted_wal.extend(p.deleted_wal);

@@ -30,11 +30,59 @@ pub struct Inventory {
     pub strangers: Vec<String>,
 }
 
+/// A store's `.cluster/` tree as one LIST pass returned it: every system's base backups and
+/// WAL. A command that shows several systems, or a system's base backups beside its archive,
+/// reads them all from one `Tree` (issue 41: `wal list` and `backups list` listed `.cluster/`
+/// once for the systems, again for a segment size and again for each inventory).
+#[derive(Debug, Default, Clone)]
+pub struct Tree {
+    objects: Vec<Meta>,
+}
+
+impl Tree {
+    /// One LIST pass over `.cluster/`.
+    pub async fn list(store: &dyn Store) -> Result<Tree, Failure> {
+        let objects = store.list(&format!("{}/", super::ROOT)).await.map_err(Failure::environment)?;
+        Ok(Tree { objects })
+    }
+
+    /// Every object listed.
+    pub fn objects(&self) -> &[Meta] {
+        &self.objects
+    }
+
+    /// The objects whose keys start with `prefix`.
+    pub fn under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Meta> + 'a {
+        self.objects.iter().filter(move |m| m.key.starts_with(prefix))
+    }
+
+    /// Every system with a WAL archive or base backups, in order.
+    pub fn systems(&self) -> Vec<u64> {
+        let root = format!("{}/", super::ROOT);
+        let mut out: Vec<u64> =
+            self.objects.iter().filter_map(|m| m.key.strip_prefix(&root)?.split('/').next()?.parse().ok()).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// A system's archive by kind (see `inventory`).
+    pub fn inventory(&self, system: u64, seg_size: u64) -> Inventory {
+        let prefix = wal_prefix(system);
+        inventory_of(self.under(&prefix).cloned(), system, seg_size)
+    }
+}
+
 /// List a system's archive. `seg_size` gives segment numbers their meaning.
 pub async fn inventory(store: &dyn Store, system: u64, seg_size: u64) -> Result<Inventory, Failure> {
+    let listed = store.list(&wal_prefix(system)).await.map_err(Failure::environment)?;
+    Ok(inventory_of(listed, system, seg_size))
+}
+
+fn inventory_of(listed: impl IntoIterator<Item = Meta>, system: u64, seg_size: u64) -> Inventory {
     let prefix = wal_prefix(system);
     let mut inv = Inventory { system, seg_size, ..Default::default() };
-    for m in store.list(&prefix).await.map_err(Failure::environment)? {
+    for m in listed {
         let Some(rest) = m.key.strip_prefix(&prefix) else { continue };
         if rest == super::MARKER {
             continue;
@@ -57,14 +105,25 @@ pub async fn inventory(store: &dyn Store, system: u64, seg_size: u64) -> Result<
             None => inv.strangers.push(m.key.clone()),
         }
     }
-    Ok(inv)
+    inv
 }
 
 /// The segment size of a system's archive, read from its first segment's authenticated
 /// preamble (the size of a whole segment), when the caller does not know it.
 pub async fn seg_size_of(store: &dyn Store, system: u64, key: &KeySource) -> Result<Option<u64>, Failure> {
+    let listed = store.list(&wal_prefix(system)).await.map_err(Failure::environment)?;
+    seg_size_in(store, listed, system, key).await
+}
+
+/// `seg_size_of` from objects already listed (a `Tree`'s).
+pub async fn seg_size_in(
+    store: &dyn Store,
+    listed: impl IntoIterator<Item = Meta>,
+    system: u64,
+    key: &KeySource,
+) -> Result<Option<u64>, Failure> {
     let prefix = wal_prefix(system);
-    let mut keys: Vec<Meta> = store.list(&prefix).await.map_err(Failure::environment)?;
+    let mut keys: Vec<Meta> = listed.into_iter().filter(|m| m.key.starts_with(&prefix)).collect();
     keys.sort_by(|a, b| a.key.cmp(&b.key));
     for m in keys {
         let Some(name) = m.key.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".pgdrill")) else { continue };
@@ -192,6 +251,20 @@ pub async fn continuity(
     verify: bool,
 ) -> Result<Continuity, Failure> {
     let inv = inventory(store, system, seg_size).await?;
+    continuity_in(store, &inv, key, start, stop, verify).await
+}
+
+/// `continuity` over an inventory already listed (a `Tree`'s): objects are read (history
+/// files, and segments when `verify`), never listed again.
+pub async fn continuity_in(
+    store: &dyn Store,
+    inv: &Inventory,
+    key: &KeySource,
+    start: (u32, Lsn),
+    stop: Lsn,
+    verify: bool,
+) -> Result<Continuity, Failure> {
+    let (system, seg_size) = (inv.system, inv.seg_size);
     let (base_tli, start_lsn) = start;
     // The newest timeline whose history leads back to the base's.
     let mut histories = BTreeMap::new();

@@ -298,6 +298,51 @@ pub fn store_credentials(location: &str) -> Vec<(String, String)> {
     std::env::vars().filter(|(k, v)| k.starts_with(prefix) && !v.contains(['\n', '\r'])).collect()
 }
 
+/// The settings a process pgdrill starts (a server's `archive_command` or `restore_command`)
+/// reads its WAL archive with: `dir/wal.conf` naming `location`, the key in `dir/wal.key`, and
+/// an object store's credentials from this process's environment in `dir/store.env` (the
+/// server runs with a clean environment), each 0600 in `dir`, a 0700 folder made here. Files,
+/// never argv: a command line is visible to every user of the machine. Returns the config's
+/// path; the caller hands the folder to the server's user and removes it afterwards.
+pub fn write_private_config(dir: &Path, location: &str, secret: &str) -> Result<PathBuf, Failure> {
+    write_private_dir(dir)?;
+    let key_file = dir.join("wal.key");
+    write_private(&key_file, format!("{secret}\n").as_bytes())?;
+    let mut text = format!(
+        "# written by pgdrill for a server it started\nstorage = {location}\nkey_file = {}\n",
+        key_file.display()
+    );
+    let creds = store_credentials(location);
+    if !creds.is_empty() {
+        let file = dir.join("store.env");
+        let body: String = creds.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        write_private(&file, body.as_bytes())?;
+        text.push_str(&format!("credentials_file = {}\n", file.display()));
+    }
+    let conf = dir.join("wal.conf");
+    write_private(&conf, text.as_bytes())?;
+    Ok(conf)
+}
+
+fn write_private_dir(dir: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Failure::environment(format!("cannot create {}: {e}", dir.display())))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| Failure::environment(format!("writing {}: {e}", path.display())))
+}
+
 /// The system identifier of the cluster in `data_dir` (`global/pg_control` starts with it,
 /// in the machine's byte order).
 pub fn system_of_data_dir(data_dir: &Path) -> Result<u64, Failure> {
@@ -591,16 +636,7 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The stores' systems: every system identifier with a WAL archive or base backups.
 pub async fn systems(store: &dyn Store) -> Result<Vec<u64>, Failure> {
-    let mut out: Vec<u64> = store
-        .list(&format!("{ROOT}/"))
-        .await
-        .map_err(Failure::environment)?
-        .iter()
-        .filter_map(|m| m.key.strip_prefix(&format!("{ROOT}/"))?.split('/').next()?.parse().ok())
-        .collect();
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
+    Ok(check::Tree::list(store).await?.systems())
 }
 
 /// A store opened for the WAL archive, shared by the checks.

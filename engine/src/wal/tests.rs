@@ -199,3 +199,51 @@ fn a_credentials_file_keeps_values_whole_and_never_echoes_a_bad_line() {
     // Only the variables of the location's own scheme are carried, and no local path's.
     assert!(store_credentials("/srv/backups").is_empty());
 }
+
+/// Issue 41: one listing of `.cluster/` serves every system of a store: their identifiers,
+/// and each one's inventory and continuity, the same as listing each archive on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn one_listing_of_the_cluster_tree_serves_every_systems_inventory_and_chain() {
+    let store = tempfile::tempdir().expect("tmp");
+    let s = FsStore::new(store.path());
+    for system in [SYSTEM, SYSTEM + 1] {
+        let d = data_dir(system);
+        for segno in 1..=3 {
+            let name = segment_name(1, segno, SEG);
+            std::fs::write(d.path().join("pg_wal").join(&name), segment(system, segno, 0)).expect("write");
+            push_to(&s, &cfg(store.path()), &Path::new("pg_wal").join(name), d.path()).await.expect("push");
+        }
+    }
+    let tree = check::Tree::list(&s).await.expect("one listing");
+    assert_eq!(tree.systems(), vec![SYSTEM, SYSTEM + 1]);
+    assert_eq!(systems(&s).await.expect("systems"), tree.systems());
+    for system in [SYSTEM, SYSTEM + 1] {
+        let from_tree = tree.inventory(system, SEG);
+        let alone = check::inventory(&s, system, SEG).await.expect("inventory");
+        assert_eq!(from_tree.segments.keys().collect::<Vec<_>>(), alone.segments.keys().collect::<Vec<_>>());
+        assert_eq!(from_tree.segments.len(), 3, "{from_tree:?}");
+        let c = check::continuity_in(&s, &from_tree, &key(), (1, Lsn(SEG + 40)), Lsn(2 * SEG + 10), true)
+            .await
+            .expect("chain");
+        assert!(c.reaches_stop && c.gaps.is_empty() && c.damaged.is_empty(), "{c:?}");
+        assert_eq!((c.segments, c.system_identifier.clone()), (3, system.to_string()));
+    }
+}
+
+/// The settings pgdrill writes for a server it starts (archive_command, restore_command):
+/// the key in a file of its own, the config naming it, both 0600 in a 0700 folder; no
+/// credentials file for a local archive.
+#[test]
+fn a_servers_wal_config_keeps_the_key_in_a_private_file_of_its_own() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().expect("tmp");
+    let dir = d.path().join("wal");
+    let conf = write_private_config(&dir, "/srv/wal", "a WAL test passphrase").expect("written");
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!((mode(&conf), mode(&dir.join("wal.key"))), (0o600, 0o600));
+    assert!(!std::fs::read_to_string(&conf).expect("conf").contains("passphrase"));
+    assert!(!dir.join("store.env").exists());
+    let (c, secret) = Config::load(&Given { config: Some(conf), ..Default::default() }).expect("loads");
+    assert_eq!((c.storage.as_str(), secret.as_str()), ("/srv/wal", "a WAL test passphrase"));
+}

@@ -8,10 +8,8 @@ use crate::common::*;
 
 /// Kinds no runbook here runs, each with the reason. A new kind must be run or listed.
 const NOT_RUN: &[(&str, &str)] = &[
-    // These need a server archiving through `pgdrill wal push`: wal_archive.rs runs them and
-    // holds their outputs against the catalogue.
-    ("backup.base", "run by wal_archive.rs"),
-    ("wal.check", "run by wal_archive.rs"),
+    // backup.base and wal.check are run by the pitr-drill (it archives through `pgdrill wal
+    // push`); wal.prune needs base backups to keep and delete: wal_archive.rs runs it.
     ("wal.prune", "run by wal_archive.rs"),
     (
         "database.restore_snapshot",

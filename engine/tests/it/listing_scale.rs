@@ -189,6 +189,9 @@ fn ten_thousand_objects_list_in_one_pass_of_pages_and_commands_read_only_what_th
     assert!(total > 10_000, "{total} objects");
     // One pass of LIST pages over the location: every object under `p/`.
     let pass = total.div_ceil(PAGE);
+    // One pass of LIST pages over `.cluster/` alone (the WAL side: systems, base backups and
+    // segments of every system from the same pages).
+    let cluster_pass = vec!["p/.cluster/".to_string(); WAL.div_ceil(PAGE)];
     let loc = "s3://scale/p";
 
     // 1. `backups list` of one database: one pass, no HEAD, no GET but the ledger's records
@@ -202,7 +205,7 @@ fn ten_thousand_objects_list_in_one_pass_of_pages_and_commands_read_only_what_th
     // `--database` lists base backups too (each holds every database), so the WAL archive's
     // windows list `.cluster/` as in 2 below: never the location again.
     assert_eq!(a.lists, pass, "one pass of LIST pages over {total} objects: {a:?}");
-    assert!(a.folder_lists.iter().all(|p| p.starts_with("p/.cluster/")), "{:?}", a.folder_lists);
+    assert_eq!(a.folder_lists, cluster_pass, "`.cluster/` listed once: {a:?}");
     assert_eq!(a.heads, 0, "{a:?}");
     assert_eq!(a.gets.len(), RECORDS, "only the ledger's records are read: {:?}", a.gets);
     assert!(a.gets.iter().all(|k| k.contains("/.ledger/")), "{:?}", a.gets);
@@ -221,13 +224,9 @@ fn ten_thousand_objects_list_in_one_pass_of_pages_and_commands_read_only_what_th
     let (ran, a) = asked(s3.port, with_aws(Run::cli(["backups", "list", "--storage", loc]), s3.port));
     assert_eq!(ran.code, Some(0), "{}", ran.all());
     assert_eq!(a.lists, pass, "{a:?}");
-    // The WAL archive's windows list `.cluster/` (wal/ and backup/base.rs, three passes of
-    // its own today: systems, the inventory and the segment size), never the location.
-    assert!(
-        !a.folder_lists.is_empty() && a.folder_lists.iter().all(|p| p.starts_with("p/.cluster/")),
-        "{:?}",
-        a.folder_lists
-    );
+    // Regression: the WAL archive's windows listed `.cluster/` three times (the systems, the
+    // segment size, the inventory); now one pass of its own pages, never the location.
+    assert_eq!(a.folder_lists, cluster_pass, "`.cluster/` listed once: {a:?}");
     assert_eq!((a.heads, a.gets.len()), (0, RECORDS), "{a:?}");
     // Backups only: the unfinished archive is a line of its own after the table.
     let rows =
@@ -235,7 +234,7 @@ fn ten_thousand_objects_list_in_one_pass_of_pages_and_commands_read_only_what_th
     assert_eq!(rows, APP + ERP + LEGACY, "{}", ran.stdout.lines().take(5).collect::<Vec<_>>().join("\n"));
     assert!(ran.stdout.contains("gzip/plain*"), "{}", ran.stdout.lines().take(3).collect::<Vec<_>>().join("\n"));
     assert!(
-        ran.stdout.contains("kind(s) taken from names and the store's listing, no object read"),
+        ran.stdout.contains("kind(s) taken from names and the listing, no file or object read"),
         "{}",
         ran.stdout.lines().last().unwrap_or_default()
     );
@@ -289,6 +288,20 @@ fn ten_thousand_objects_list_in_one_pass_of_pages_and_commands_read_only_what_th
     let read: Vec<&String> = a.gets.iter().filter(|k| k.ends_with(".manifest.json")).collect();
     assert_eq!(read.len(), would, "one manifest per backup it would delete: {:?}", a.gets);
 
+    // 6. Regression: each step that read the location gathered the ledger's records again, a
+    //    GET per record per step; now a run reads each record once and later steps take it
+    //    from the run's mirror while the listing shows the same ETag.
+    let twice = write(
+        tmp.path(),
+        "twice.yaml",
+        "name: twice\nsteps:\n  - id: app\n    uses: backup.latest\n    with: { storage: \"s3://scale/p\", database: app }\n  - id: erp\n    uses: backup.latest\n    with: { storage: \"s3://scale/p\", database: erp }\n",
+    );
+    let (ran, a) = asked(s3.port, with_aws(Run::new(&twice), s3.port));
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    assert_eq!(a.lists, 2 * pass, "each step lists the location once: {a:?}");
+    let records = a.gets.iter().filter(|k| k.contains("/.ledger/")).count();
+    assert_eq!(records, RECORDS, "each ledger record read once in the run: {:?}", a.gets);
+
     // 5. Objects added and deleted while pgdrill lists: a churner publishes newer backups
     //    (archive, then manifest) and deletes old ones while `backup.latest` runs, twice. Never a crash; the pick is always a backup whose manifest it read, never an
     //    archive listed without one.
@@ -304,6 +317,51 @@ fn ten_thousand_objects_list_in_one_pass_of_pages_and_commands_read_only_what_th
     std::fs::write(&stop, b"").expect("stop");
     let churned = churn.wait().expect("the churner ends");
     assert!(churned.success(), "the churner failed");
+}
+
+/// Regression (issue 41): a local `backups list` opened every other tool's file to read its
+/// kind from its first bytes. Ten thousand such files whose bytes say something else than
+/// their names (a custom-format header under `.sql.gz`): each is listed with what its name
+/// says, marked as taken from the name, and the line under the table says so; none was
+/// opened (their bytes would have said `custom`).
+#[test]
+fn ten_thousand_local_files_are_listed_from_their_names_without_opening_one() {
+    const FILES: usize = 10_000;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let storage = tmp.path().join("backups");
+    let legacy = storage.join("legacy");
+    std::fs::create_dir_all(&legacy).expect("mkdir");
+    // 2024-01-01 00:00:00 UTC, one a minute.
+    let start = time::OffsetDateTime::from_unix_timestamp(1_704_067_200).expect("time");
+    for i in 0..FILES {
+        let t = start + time::Duration::minutes(i as i64);
+        let name = format!(
+            "legacy_db_{:04}{:02}{:02}_{:02}{:02}{:02}.sql.gz",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+        std::fs::write(legacy.join(name), b"PGDMP\x01\x0e\x00").expect("write");
+    }
+    let at = storage.to_str().expect("utf-8 path");
+    let ran = Run::cli(["backups", "list", "--storage", at, "--json"]).output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let listed: Vec<serde_json::Value> = serde_json::from_str(ran.stdout.trim()).expect("json");
+    assert_eq!(listed.len(), FILES);
+    let off: Vec<&serde_json::Value> =
+        listed.iter().filter(|b| b["format"] != "gzip/plain" || b["format_from"] != "name").collect();
+    assert!(off.is_empty(), "{} entries not from their names, e.g. {}", off.len(), off[0]);
+    let ran = Run::cli(["backups", "list", "--storage", at]).output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    assert_eq!(ran.stdout.lines().filter(|l| l.contains(" gzip/plain* ")).count(), FILES);
+    assert!(
+        ran.stdout.contains(&format!("* {FILES} kind(s) taken from names and the listing, no file or object read")),
+        "{}",
+        ran.stdout.lines().last().unwrap_or_default()
+    );
 }
 
 /// `staging=auto`, the verify runbook's default: a small dump is staged in memory, the log

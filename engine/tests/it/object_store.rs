@@ -721,11 +721,12 @@ fn a_store_gone_at_a_port_holding_403_is_unreachable_not_a_refused_credential() 
     assert!(!log.contains("refused the credentials"), "a lost store read as refused credentials: {log}");
 }
 
-const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub(crate) const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 /// Azurite's well-known development key (public, in Azurite's documentation).
-const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+pub(crate) const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-fn azurite(dir: &std::path::Path) -> Option<Server> {
+pub(crate) fn azurite(dir: &std::path::Path) -> Option<Server> {
     if !require(on_path("azurite-blob"), "azurite-blob (npm azurite)") {
         return None;
     }
@@ -831,7 +832,7 @@ fn azure_blobs(port: u16, container: &str, prefix: &str, uncommitted: bool) -> V
 }
 
 /// Create a container the way any Azure client does: a SharedKey-signed request.
-fn azure_create_container(port: u16, container: &str) -> u16 {
+pub(crate) fn azure_create_container(port: u16, container: &str) -> u16 {
     let (status, body) = azure_request(port, "PUT", &format!("/{container}"), &[("restype", "container")]);
     assert!(status == 201 || status == 409, "{status} {body}");
     status

@@ -316,8 +316,12 @@ async fn every_field_failure_fails_the_recovery_never_passes_it() {
 
 /// The shipped PITR drill end to end: the incident undone, RPO measured from the data and
 /// RTO with its phases, both against their targets, in JUnit and the compliance report.
+/// Regression: the drill archived with `cp` into a folder and recovered from pg_basebackup
+/// output, so it proved an archive no team runs; now the source archives with `pgdrill wal
+/// push`, the base backup is pgdrill's (without its WAL), and every segment of the recovery
+/// comes back through `pgdrill wal fetch`.
 #[test]
-fn the_pitr_drill_brings_back_what_the_incident_destroyed_and_reports_rpo_and_rto() {
+fn the_pitr_drill_archives_with_wal_push_recovers_through_wal_fetch_and_reports_rpo_and_rto() {
     if !common::require(Path::new("/usr/lib/postgresql/15/bin/initdb").exists(), "PostgreSQL 15 server binaries") {
         return;
     }
@@ -349,7 +353,20 @@ fn the_pitr_drill_brings_back_what_the_incident_destroyed_and_reports_rpo_and_rt
     assert!(mark["tables"].as_u64().is_some_and(|n| n >= 2), "{mark}");
     assert!(mark["epoch"].as_f64().is_some_and(|m| m < incident), "the mark precedes the incident: {mark}");
     assert!(ran.all().contains("schema and "), "{}", ran.all());
-    assert!(rec["backup_check"].as_str().is_some_and(|c| c.contains("match backup_manifest")), "{rec}");
+    // pgdrill's own archive end to end: pushed by the source's archive_command, proven whole
+    // from the base backup on by wal.check, fetched by the throwaway's restore_command.
+    let src = &run.step("source").outputs;
+    assert!(src["archive_command"].as_str().is_some_and(|c| c.contains(" wal push --config ")), "{src}");
+    assert!(!src["archive_command"].as_str().unwrap_or_default().contains("cp "), "{src}");
+    let wal = &run.step("wal_check").outputs;
+    assert_eq!((wal["gaps"].as_u64(), wal["damaged"].as_u64()), (Some(0), Some(0)), "{wal}");
+    assert!(wal["segments"].as_u64().is_some_and(|n| n >= 1), "{wal}");
+    assert!(rec["tool"].as_str().is_some_and(|t| t.starts_with("pgdrill")), "{rec}");
+    assert!(
+        rec["backup_check"].as_str().is_some_and(|c| c.starts_with("manifest authenticated; the archive holds")),
+        "{rec}"
+    );
+    assert!(rec["segments_restored"].as_u64().is_some_and(|n| n >= 1), "segments through wal fetch: {rec}");
     // RPO is the incident minus the newest heartbeat recovered, which committed no later
     // than the last transaction replayed.
     let rpo = &run.step("rpo").outputs;
@@ -367,8 +384,17 @@ fn the_pitr_drill_brings_back_what_the_incident_destroyed_and_reports_rpo_and_rt
     let objective = |name: &str| {
         c["objectives"].as_array().and_then(|o| o.iter().find(|o| o["name"] == name)).cloned().expect("objective")
     };
-    let tested = c["backups"][0]["path"].as_str().unwrap_or_default();
-    assert!(tested.starts_with("pg_basebackup folder ") && tested.ends_with(" nightly"), "{}", c["backups"]);
+    // The base backup the drill wrote, and the same one as the recovery picked it.
+    let backups = c["backups"].as_array().cloned().unwrap_or_default();
+    let by_step =
+        |step: &str| backups.iter().find(|b| b["step"] == step).and_then(|b| b["path"].as_str()).unwrap_or("");
+    let (written, tested) = (by_step("pitr-drill base_backup"), by_step("pitr-drill recover"));
+    assert!(written.contains("/.cluster/") && written.ends_with(".base.tar.pgdrill"), "{}", c["backups"]);
+    assert!(
+        tested.starts_with("pgdrill base backups and WAL archive in ") && tested.ends_with(".base.tar.pgdrill"),
+        "{}",
+        c["backups"]
+    );
     assert_eq!(objective("RPO")["target_s"].as_f64(), Some(5.0), "{c}");
     assert_eq!(objective("RPO")["outcome"], "passed");
     assert_eq!(objective("RTO")["target_s"].as_f64(), Some(600.0), "{c}");

@@ -512,6 +512,21 @@ fn fake_segment(system: u64, segno: u64) -> Vec<u8> {
     b
 }
 
+/// A data directory that `wal push` and `wal fetch` take for `system`'s (its `pg_control`
+/// names it), with segment 3 of timeline 1 in `pg_wal/`; and a key file beside it.
+fn fake_data_dir(dir: &Path, system: u64) -> (PathBuf, PathBuf) {
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join("global")).expect("global");
+    std::fs::create_dir_all(data.join("pg_wal")).expect("pg_wal");
+    let mut control = system.to_ne_bytes().to_vec();
+    control.resize(8192, 0);
+    std::fs::write(data.join("global/pg_control"), control).expect("pg_control");
+    std::fs::write(data.join("pg_wal").join(segment_name(1, 3)), fake_segment(system, 3)).expect("segment");
+    let key_file = dir.join("k");
+    std::fs::write(&key_file, KEY).expect("key");
+    (data, key_file)
+}
+
 #[test]
 fn an_object_store_archive_restores_what_was_pushed_says_absent_and_stops_on_a_0_byte_object() {
     let Some(s3) = moto() else { return };
@@ -519,17 +534,9 @@ fn an_object_store_archive_restores_what_was_pushed_says_absent_and_stops_on_a_0
     let created = Command::new("curl").args(["-sf", "-X", "PUT", &format!("http://127.0.0.1:{port}/bkt")]).status();
     assert!(created.is_ok_and(|s| s.success()), "bucket");
     let dir = tempfile::tempdir().expect("tmp");
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(data.join("global")).expect("global");
-    std::fs::create_dir_all(data.join("pg_wal")).expect("pg_wal");
     let system: u64 = 7_000_000_000_000_000_123;
-    let mut control = system.to_ne_bytes().to_vec();
-    control.resize(8192, 0);
-    std::fs::write(data.join("global/pg_control"), control).expect("pg_control");
+    let (data, key_file) = fake_data_dir(dir.path(), system);
     let name = segment_name(1, 3);
-    std::fs::write(data.join("pg_wal").join(&name), fake_segment(system, 3)).expect("segment");
-    let key_file = dir.path().join("k");
-    std::fs::write(&key_file, KEY).expect("key");
     let aws = |args: &[&str]| {
         let mut run = Run::cli(["wal"]).current_dir(&data);
         for a in args {
@@ -567,6 +574,67 @@ fn an_object_store_archive_restores_what_was_pushed_says_absent_and_stops_on_a_0
     let r = aws(&["fetch", &name, "pg_wal/RECOVERYXLOG"]);
     assert_eq!(r.code, Some(200), "{}", r.all());
     assert!(r.stderr.contains("0 bytes"), "{}", r.all());
+}
+
+/// The WAL archive in Azure Blob storage (Azurite): what was pushed comes back, the same
+/// segment again is success and other content under its name is refused, an absent segment
+/// is the only exit 1, a container that is not there stops recovery (exit 200), and `wal
+/// list` shows the system. Google Cloud Storage has no emulator on this machine: gs:// is
+/// not tested.
+#[test]
+fn an_azure_blob_archive_restores_what_was_pushed_refuses_other_content_and_says_absent() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some(az) = crate::object_store::azurite(dir.path()) else { return };
+    assert_eq!(crate::object_store::azure_create_container(az.port, "wal"), 201);
+    let system: u64 = 7_000_000_000_000_000_456;
+    let (data, key_file) = fake_data_dir(dir.path(), system);
+    let name = segment_name(1, 3);
+    let connection = format!(
+        "DefaultEndpointsProtocol=http;AccountName={a};AccountKey={k};BlobEndpoint=http://127.0.0.1:{p}/{a};",
+        a = crate::object_store::AZURITE_ACCOUNT,
+        k = crate::object_store::AZURITE_KEY,
+        p = az.port
+    );
+    let az_wal = |storage: &str, args: &[&str]| {
+        let mut run = Run::cli(["wal"]).current_dir(&data);
+        for a in args {
+            run = run.arg(a);
+        }
+        run.arg("--storage")
+            .arg(storage)
+            .arg("--key-file")
+            .arg(&key_file)
+            .env("AZURE_STORAGE_CONNECTION_STRING", &connection)
+            .env_remove("PGDRILL_WAL_CONFIG")
+            .output()
+    };
+    let loc = "az://wal/pg";
+    let pushed = az_wal(loc, &["push", &format!("pg_wal/{name}")]);
+    assert_eq!(pushed.code, Some(0), "{}", pushed.all());
+    assert_eq!(az_wal(loc, &["push", &format!("pg_wal/{name}")]).code, Some(0), "the same segment again");
+    let back = az_wal(loc, &["fetch", &name, "pg_wal/RECOVERYXLOG"]);
+    assert_eq!(back.code, Some(0), "{}", back.all());
+    assert_eq!(std::fs::read(data.join("pg_wal/RECOVERYXLOG")).expect("fetched"), fake_segment(system, 3));
+    let absent = az_wal(loc, &["fetch", &segment_name(1, 4), "pg_wal/RECOVERYXLOG"]);
+    assert_eq!(absent.code, Some(1), "{}", absent.all());
+    // Other bytes under the archived name: refused, the archived object left as it was.
+    let mut other = fake_segment(system, 3);
+    other[100] = 1;
+    std::fs::write(data.join("pg_wal").join(&name), &other).expect("segment");
+    let refused = az_wal(loc, &["push", &format!("pg_wal/{name}")]);
+    assert_eq!(refused.code, Some(1), "{}", refused.all());
+    assert!(refused.all().contains("different content"), "{}", refused.all());
+    let again = az_wal(loc, &["fetch", &name, "pg_wal/RECOVERYXLOG2"]);
+    assert_eq!(again.code, Some(0), "{}", again.all());
+    assert_eq!(std::fs::read(data.join("pg_wal/RECOVERYXLOG2")).expect("fetched"), fake_segment(system, 3));
+    // A container that is not there: never "absent", recovery stops.
+    let missing = az_wal("az://nowhere/pg", &["fetch", &name, "pg_wal/RECOVERYXLOG3"]);
+    assert_eq!(missing.code, Some(200), "{}", missing.all());
+    let listed = az_wal(loc, &["list"]);
+    assert_eq!(listed.code, Some(0), "{}", listed.all());
+    assert!(listed.stdout.contains(&format!("system {system}")), "{}", listed.all());
+    assert!(listed.stdout.contains("1 segments"), "{}", listed.all());
+    assert!(!listed.all().contains(crate::object_store::AZURITE_KEY), "the account key was shown");
 }
 
 /// A PostgreSQL 17 server in the image, allowing replication connections (a base backup is
@@ -818,9 +886,10 @@ fn a_pitr_drill_from_pgdrills_own_backups_in_a_folder_and_an_object_store_reache
 /// PostgreSQL 17, which this machine has only as a Docker image, archiving through pgdrill
 /// itself: `archive_command = 'pgdrill wal push --config ... %p'` inside the image's server
 /// (the built binary mounted), a base backup by the shipped runbook (whose wal.check proves
-/// the archive holds the backup's WAL), a restore point, then the shipped `pitr` runbook
-/// (`source=pgdrill`) recovering in a throwaway of the same image, its `restore_command`
-/// being `pgdrill wal fetch`: the rows before the restore point are back, those after are not.
+/// the archive holds the backup's WAL), the pitr-drill's mark (`pitr.mark`: the source's
+/// schema and rows and a restore point), then the shipped `pitr` runbook (`source=pgdrill`)
+/// recovering in a throwaway of the same image, its `restore_command` being `pgdrill wal
+/// fetch`, judged against the mark: the rows before it are back, those after are not.
 #[test]
 fn a_postgresql_17_server_archives_through_wal_push_and_recovers_to_a_restore_point_through_wal_fetch() {
     let image = "pgdrill/postgres-local:17";
@@ -906,16 +975,40 @@ fn a_postgresql_17_server_archives_through_wal_push_and_recovers_to_a_restore_po
         .env("PGDRILL_BACKUP_KEY", KEY)
         .env("PGDRILL_DOCKER_IMAGE", "pgdrill/postgres-local:{major}")
         .expect(0);
-    psql_ok("insert into kept values (101)");
-    psql_ok("select pg_create_restore_point('before_incident')");
+    psql_ok("insert into kept values (101); create table other as select 1 as y");
+    // The mark on 17, as the pitr-drill takes it: with every table locked against writes, the
+    // source's schema and per-table rows and a restore point, in one transaction.
+    let mark = root.path().join("mark.yaml");
+    std::fs::write(
+        &mark,
+        "name: mark17\nvars:\n  url: ~\nsteps:\n  - id: mark\n    uses: pitr.mark\n    with: { url: \"{{ vars.url }}\", restore_point: before_incident }\n",
+    )
+    .expect("mark runbook");
+    let marked = Run::new(&mark)
+        .var("url", format!("postgres://postgres:{password}@127.0.0.1:{port}/postgres"))
+        .report(root.path().join("mark"))
+        .expect(0);
+    let fingerprint = marked.run_json().step("mark").outputs["fingerprint"].clone();
+    assert!(
+        fingerprint["tables"].get("public.kept").is_some() && fingerprint["tables"].get("public.other").is_some(),
+        "{fingerprint}"
+    );
     psql_ok("insert into kept values (102); create table lost as select 1 as x");
     let switched = psql_ok("select pg_walfile_name(pg_switch_wal())");
     let archiver = archived_to(&switched).unwrap_or_else(|| psql_ok("select * from pg_stat_archiver"));
     assert!(archiver.ends_with("|0"), "the archiver failed or fell behind: {archiver}");
     drop(c);
 
+    // The shipped `pitr` runbook, its recovery judged against the mark (`expect`, as the
+    // pitr-drill's is): the recovered copy's schema and rows must be the source's there.
+    let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks/pitr.yaml"))
+        .expect("the shipped pitr runbook");
+    let at = "      marker: \"{{ vars.marker }}\"\n";
+    assert!(shipped.contains(at), "the pitr runbook passes its marker");
+    let judged = root.path().join("pitr-expect.yaml");
+    std::fs::write(&judged, shipped.replace(at, &format!("{at}      expect: {fingerprint}\n"))).expect("runbook");
     let report = root.path().join("report");
-    let ran = Run::new("pitr")
+    let ran = Run::new(&judged)
         .var("source", "pgdrill")
         .var("storage", store.display())
         .var("target_name", "before_incident")
@@ -926,6 +1019,7 @@ fn a_postgresql_17_server_archives_through_wal_push_and_recovers_to_a_restore_po
         .expect(0);
     let json = ran.run_json();
     let out = &json.step("recover").outputs;
+    assert_eq!(out["ground_truth"], "source at the target", "{out}");
     assert!(out["server_version"].as_str().is_some_and(|v| v.starts_with("17.")), "{out}");
     assert!(
         out["stop_line"].as_str().is_some_and(|l| l.contains("recovery stopping at restore point \"before_incident\"")),
