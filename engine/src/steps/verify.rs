@@ -1541,6 +1541,9 @@ fn verdicts(w: &RecordWith) -> (String, Option<String>, Option<String>, Option<S
         .and_then(|g| g.as_str())
         .map(str::to_string);
     let content = match outcome_of(&w.steps, cid) {
+        // A step that passes without a ground truth (a recovery proven, its content compared
+        // with nothing: physical.verify without `expect`) proved no content.
+        Some("passed") if truth.as_deref() == Some("none") => "unproven",
         Some("passed") => "proven",
         Some("failed" | "timed_out") if truth.as_deref() == Some("none") => "unproven",
         Some("failed" | "timed_out") => "failed",
@@ -1644,4 +1647,42 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
         .map_err(|e| StepError::environment(format!("cannot append to {}: {e}", file.display())))?;
     ctx.log(format!("{}: {} recorded in {}", entry.backup, entry.result, file.display()));
     Ok(RecordOutputs { ledger: file.display().to_string() })
+}
+
+#[cfg(test)]
+mod record_verdicts {
+    use super::*;
+
+    /// Regression (issue 39): a recovery proven with its content compared with nothing
+    /// (physical.verify without `expect`, `ground_truth: none`) was recorded in the ledger as
+    /// `passed`, its content `proven`.
+    #[test]
+    fn a_passed_check_without_a_ground_truth_is_recorded_unproven_never_passed() {
+        let w = |truth: &str| RecordWith {
+            backup: "/ledger/20261206-101500F".into(),
+            sha256: None,
+            result: "passed".into(),
+            steps: serde_json::from_value(json!({
+                "recover": { "outcome": "passed", "outputs": { "ground_truth": truth } },
+                "amcheck": { "outcome": "passed" },
+                "freshness": { "outcome": "passed" },
+            }))
+            .expect("steps"),
+            checks: Vec::new(),
+            duration_s: None,
+            message: None,
+            content_check: Some("recover".into()),
+            age_check: Some("freshness".into()),
+        };
+        let (result, content, truth, age) = verdicts(&w("none"));
+        assert_eq!(
+            (result.as_str(), content.as_deref(), truth, age.as_deref()),
+            ("unproven", Some("unproven"), None, Some("fresh"))
+        );
+        let (result, content, truth, _) = verdicts(&w("source at the target"));
+        assert_eq!(
+            (result.as_str(), content.as_deref(), truth.as_deref()),
+            ("passed", Some("proven"), Some("source at the target"))
+        );
+    }
 }

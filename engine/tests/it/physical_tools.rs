@@ -368,6 +368,10 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
     }
     assert!(!std::fs::read_to_string(report.join("run.json")).unwrap_or_default().contains(PASSPHRASE));
     outputs_match_the_catalogue(&record);
+    for id in ["latest", "at_time", "at_name"] {
+        // No `expect`: the recovery is proven, its content is not.
+        assert_eq!(rj.step(id).outputs["ground_truth"], "none", "{id}");
+    }
 
     // `backups list` names the source the same way, and lists what pgBackRest lists.
     let listed = Run::cli(["backups", "list", "--json", "--storage", &source]).env(env[0].0, env[0].1).expect(0);
@@ -458,7 +462,92 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
     assert_eq!(ran.code, Some(1), "a gap in the archive must fail the verification:\n{}", ran.all());
     assert!(ran.all().contains("did not reach the end of the archive"), "{}", ran.all());
     std::fs::rename(&aside, gap).expect("put the segment back");
+    ground_truth_and_ledger(&c, work.path(), &source, &label, &env);
     drop(c);
+}
+
+/// The rows of a source's ledger folder, oldest first.
+fn ledger_lines(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("ledger.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a ledger line"))
+        .collect()
+}
+
+/// Regression (issue 39): physical.verify judged a recovered copy's content by the `marker`
+/// query alone, so a recovery that brought back the wrong rows, or a table too many, passed;
+/// and nothing recorded which of a tool's backups had been proven (`backups list` of a tool's
+/// source had no "last verified"). Now a `pitr.mark` taken on the team's server is the
+/// ground truth at a restore point (`expect`): equal schema and rows pass, a recovery past
+/// the mark fails naming each difference, and without `expect` the content is unproven,
+/// never passed. Each run is kept in the source's ledger (`&ledger=FOLDER`) under
+/// pgBackRest's own backup label, and `backups list` shows the last.
+fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, env: &[(&str, &str)]) {
+    let with_env = |r: Run| env.iter().fold(r, |r, (k, v)| r.env(k, v));
+    // The mark on the team's server: schema and per-table rows, and a restore point there.
+    let mark_book = work.join("mark.yaml");
+    std::fs::write(
+        &mark_book,
+        "name: mark\nvars:\n  url: \"\"\nsteps:\n  - id: mark\n    uses: pitr.mark\n    with:\n      url: \"{{ vars.url }}\"\n      restore_point: pgdrill_mark\n",
+    )
+    .expect("mark runbook");
+    let url = format!("host={} port={} user=postgres dbname=postgres", c.socket().display(), c.port);
+    let marked = Run::new(&mark_book).var("url", &url).report(work.join("mark")).output();
+    assert_eq!(marked.code, Some(0), "{}", marked.all());
+    let fingerprint = marked.run_json().step("mark").outputs["fingerprint"].clone();
+    assert!(fingerprint["tables"]["public.drill"]["rows"].as_i64().is_some(), "{fingerprint}");
+    // After the mark: more rows and a new table, archived.
+    c.sql("insert into drill(batch) select 4 from generate_series(1, 7)");
+    c.sql("create table after_mark(id int)");
+    c.archive_now();
+
+    let ledger = work.join("ledger");
+    std::fs::create_dir_all(&ledger).expect("ledger folder");
+    let with_ledger = format!("{source}&ledger={}", ledger.display());
+    // The shipped runbook without a ground truth: recovered, content unproven, and so recorded.
+    let ran = with_env(shipped(&with_ledger, 317)).output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    assert_eq!(ran.run_json().step("recover").outputs["ground_truth"], "none");
+    assert!(ran.all().contains("content unproven"), "{}", ran.all());
+    let lines = ledger_lines(&ledger);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["backup"], label, "keyed by pgBackRest's label: {}", lines[0]);
+    assert_eq!((lines[0]["result"].as_str(), lines[0]["content"].as_str()), (Some("unproven"), Some("unproven")));
+    assert!(lines[0]["sha256"].as_str().is_some_and(|s| s.len() == 64), "backup.manifest's sha256: {}", lines[0]);
+
+    // The mark as `expect`, at its restore point and at the end of the archive.
+    let book = work.join("truth.yaml");
+    std::fs::write(
+        &book,
+        format!(
+            "name: truth\nvars:\n  source: \"\"\n  target_name: \"\"\nsteps:\n  - id: recover\n    uses: physical.verify\n    with:\n      source: \"{{{{ vars.source }}}}\"\n      target_name: \"{{{{ vars.target_name }}}}\"\n      timeout: 3m\n      expect: {fingerprint}\n\
+             finally:\n  - id: record\n    when: steps.recover.outputs.backup is defined\n    uses: verify.record\n    with:\n      backup: \"{{{{ steps.recover.outputs.ledger }}}}/{{{{ steps.recover.outputs.backup }}}}\"\n      result: \"{{{{ run.status }}}}\"\n      message: \"{{{{ run.message or '' }}}}\"\n      steps: \"{{{{ steps }}}}\"\n      checks: [recover]\n      content_check: recover\n"
+        ),
+    )
+    .expect("truth runbook");
+    let ran = with_env(Run::new(&book).var("source", &with_ledger).var("target_name", "pgdrill_mark")).output();
+    assert_eq!(ran.code, Some(0), "the source at the mark must match:\n{}", ran.all());
+    assert_eq!(ran.run_json().step("recover").outputs["ground_truth"], "source at the target");
+    let listed = with_env(Run::cli(["backups", "list", "--json", "--storage", &with_ledger])).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
+    let last = &v[0]["last_verification"];
+    assert_eq!((v[0]["id"].as_str(), last["result"].as_str()), (Some(label), Some("passed")), "{}", listed.stdout);
+    assert_eq!((last["content"].as_str(), last["ground_truth"].as_str()), (Some("proven"), Some("source at the target")));
+    let table = with_env(Run::cli(["backups", "list", "--storage", &with_ledger])).expect(0);
+    assert!(table.stdout.contains("last verified"), "{}", table.stdout);
+    assert!(table.stdout.contains("passed (against the source at the target)"), "{}", table.stdout);
+
+    let ran = with_env(Run::new(&book).var("source", &with_ledger)).output();
+    assert_eq!(ran.code, Some(1), "a recovery past the mark differs from it:\n{}", ran.all());
+    let all = ran.all();
+    assert!(all.contains("differs from the source at the target"), "{all}");
+    assert!(all.contains("public.drill: 317 rows, expected 310"), "the rows named: {all}");
+    assert!(all.contains("public.after_mark: not in the source"), "the extra table named: {all}");
+    let lines = ledger_lines(&ledger);
+    let newest = lines.last().expect("a ledger line");
+    assert_eq!((newest["backup"].as_str(), newest["result"].as_str()), (Some(label), Some("failed")), "{newest}");
+    assert!(newest["error"].as_str().is_some_and(|e| e.contains("public.drill")), "{newest}");
 }
 
 /// An empty object (or bucket) at `path`, with a plain HTTP PUT (moto takes unsigned requests).
@@ -505,7 +594,10 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
     let book = runbook(work.path());
     let source = format!("barman-cloud:s3://drill-bkt/pg?server=demo&endpoint={endpoint}");
     let report = work.path().join("report");
-    let mut run = verify(&book, &source, &t1, &counts).report(&report);
+    let (key, evidence) = (work.path().join("k.pem"), work.path().join("evidence"));
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let mut run =
+        verify(&book, &source, &t1, &counts).report(&report).arg("--signing-key").arg(&key).arg("--evidence").arg(&evidence);
     for (k, v) in env {
         run = run.env(k, v);
     }
@@ -532,6 +624,41 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
         assert_eq!(s.outputs["marker"], true, "{id}");
         assert!(s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1, "{id}: {}", s.outputs);
     }
+
+    // Regression (issue 42): a barman-cloud backup was named by its id alone in the signed
+    // statement; it is now named by the sha256 of its backup.info object as the store holds
+    // it, which an auditor can hash again.
+    let id = rj.step("latest").outputs["backup"].as_str().unwrap_or_default().to_string();
+    let info_sha = ok(
+        Command::new("python3").args([
+            "-c",
+            &format!(
+                "import boto3, hashlib; s=boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='t', aws_secret_access_key='t', region_name='us-east-1')\n\
+                 print(hashlib.sha256(s.get_object(Bucket='drill-bkt', Key='pg/demo/base/{id}/backup.info')['Body'].read()).hexdigest())"
+            ),
+        ]),
+        "sha256 of backup.info",
+    )
+    .trim()
+    .to_string();
+    assert_eq!(info_sha.len(), 64, "{info_sha}");
+    assert_eq!(rj.step("latest").outputs["backup_sha256"], info_sha.as_str(), "{}", rj.step("latest").outputs);
+    let envelope = read_json(&evidence.join("records/00000001.dsse.json"));
+    use base64::Engine as _;
+    let statement: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD.decode(envelope["payload"].as_str().expect("payload")).expect("b64"),
+    )
+    .expect("statement");
+    let name = format!("barman-cloud:s3://drill-bkt/pg/demo/base/{id}/backup.info");
+    let subject = statement["subject"].as_array().and_then(|a| a.iter().find(|s| s["name"] == name.as_str()));
+    assert_eq!(
+        subject.and_then(|s| s["digest"]["sha256"].as_str()),
+        Some(info_sha.as_str()),
+        "the statement names the backup by its backup.info: {}",
+        statement["subject"]
+    );
+    let v = Run::cli(["evidence", "verify"]).arg(&evidence).arg("--public-key").arg(work.path().join("k.pem.pub"));
+    assert_eq!(v.output().code, Some(0));
 
     // A 0-byte WAL object where a segment after the backup was: never a pass.
     let end_wal = c.sql("select pg_walfile_name(pg_current_wal_lsn())");
