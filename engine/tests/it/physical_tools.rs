@@ -506,10 +506,11 @@ fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, 
     std::fs::create_dir_all(&ledger).expect("ledger folder");
     let with_ledger = format!("{source}&ledger={}", ledger.display());
     // The shipped runbook without a ground truth: recovered, content unproven, and so recorded.
-    let ran = with_env(shipped(&with_ledger, 317)).output();
+    let ran = with_env(shipped(&with_ledger, 317)).report(work.join("unproven")).output();
     assert_eq!(ran.code, Some(0), "{}", ran.all());
-    assert_eq!(ran.run_json().step("recover").outputs["ground_truth"], "none");
-    assert!(ran.all().contains("content unproven"), "{}", ran.all());
+    let recover = ran.run_json().step("recover").clone();
+    assert_eq!(recover.outputs["ground_truth"], "none");
+    assert!(recover.log.iter().any(|l| l.contains("content unproven")), "{:?}", recover.log);
     let lines = ledger_lines(&ledger);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["backup"], label, "keyed by pgBackRest's label: {}", lines[0]);
@@ -526,7 +527,9 @@ fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, 
         ),
     )
     .expect("truth runbook");
-    let ran = with_env(Run::new(&book).var("source", &with_ledger).var("target_name", "pgdrill_mark")).output();
+    let ran = with_env(Run::new(&book).var("source", &with_ledger).var("target_name", "pgdrill_mark"))
+        .report(work.join("at_mark"))
+        .output();
     assert_eq!(ran.code, Some(0), "the source at the mark must match:\n{}", ran.all());
     assert_eq!(ran.run_json().step("recover").outputs["ground_truth"], "source at the target");
     let listed = with_env(Run::cli(["backups", "list", "--json", "--storage", &with_ledger])).expect(0);
