@@ -536,7 +536,10 @@ fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, 
     let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
     let last = &v[0]["last_verification"];
     assert_eq!((v[0]["id"].as_str(), last["result"].as_str()), (Some(label), Some("passed")), "{}", listed.stdout);
-    assert_eq!((last["content"].as_str(), last["ground_truth"].as_str()), (Some("proven"), Some("source at the target")));
+    assert_eq!(
+        (last["content"].as_str(), last["ground_truth"].as_str()),
+        (Some("proven"), Some("source at the target"))
+    );
     let table = with_env(Run::cli(["backups", "list", "--storage", &with_ledger])).expect(0);
     assert!(table.stdout.contains("last verified"), "{}", table.stdout);
     assert!(table.stdout.contains("passed (against the source at the target)"), "{}", table.stdout);
@@ -599,8 +602,12 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
     let report = work.path().join("report");
     let (key, evidence) = (work.path().join("k.pem"), work.path().join("evidence"));
     Run::cli(["keygen"]).arg(&key).expect(0);
-    let mut run =
-        verify(&book, &source, &t1, &counts).report(&report).arg("--signing-key").arg(&key).arg("--evidence").arg(&evidence);
+    let mut run = verify(&book, &source, &t1, &counts)
+        .report(&report)
+        .arg("--signing-key")
+        .arg(&key)
+        .arg("--evidence")
+        .arg(&evidence);
     for (k, v) in env {
         run = run.env(k, v);
     }
