@@ -72,7 +72,9 @@ impl Cloud {
             ))
         })?;
         let (url, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let scheme_ok = ["s3://", "azure://", "gs://", "https://"].iter().any(|s| url.starts_with(s));
+        // `http://HOST:PORT/ACCOUNT/CONTAINER/PATH`: Azure's emulator (Azurite), as barman-cloud
+        // reads it with `--cloud-provider azure-blob-storage` and a connection string.
+        let scheme_ok = ["s3://", "azure://", "gs://", "https://", "http://"].iter().any(|s| url.starts_with(s));
         let host = url.split_once("://").map(|(_, r)| r).unwrap_or_default();
         if !scheme_ok || host.is_empty() {
             return Err(Failure::invalid(format!(

@@ -722,6 +722,106 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
     drop(c);
 }
 
+/// Azurite's well-known development account and key (public, in Azurite's documentation).
+const AZURITE: (&str, &str) =
+    ("devstoreaccount1", "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==");
+
+/// Regression (issue 39, item 1): barman-cloud's Azure layout was never proven (only S3). A
+/// server archives with `barman-cloud-wal-archive --cloud-provider azure-blob-storage` into
+/// Azurite, barman-cloud-backup takes a backup under load, and pgdrill lists it and recovers
+/// it to the end of the archive, a time and a restore point, the connection string (with its
+/// account key) in the environment only and never shown.
+#[test]
+fn barman_cloud_backups_in_azure_blob_storage_recover_to_latest_a_time_and_a_restore_point() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("barman-cloud-backup"), "barman-cloud (Debian package barman-cli-cloud)")
+        || !require(on_path("azurite-blob"), "azurite-blob (npm azurite)")
+    {
+        return;
+    }
+    let azure_sdk = Command::new("/usr/bin/python3").args(["-c", "import azure.storage.blob"]).status();
+    if !require(azure_sdk.is_ok_and(|s| s.success()), "azure-storage-blob in barman-cloud's Python (ci/setup.sh)") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let port = free_port();
+    let (log, out, err) = server_log();
+    let child = Command::new("azurite-blob")
+        .args([
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            &port.to_string(),
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+        ])
+        .arg("--location")
+        .arg(work.path().join("azurite"))
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("azurite starts");
+    let azurite = Server { child, port, log: Some(log) };
+    wait_listening(port, "azurite-blob");
+    let (account, key) = AZURITE;
+    let connection = format!(
+        "DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};BlobEndpoint=http://127.0.0.1:{port}/{account};"
+    );
+    let env = [("AZURE_STORAGE_CONNECTION_STRING", connection.as_str())];
+    ok(
+        Command::new("/usr/bin/python3")
+            .args(["-c", "import os; from azure.storage.blob import BlobServiceClient as B; B.from_connection_string(os.environ['AZURE_STORAGE_CONNECTION_STRING']).create_container('drill')"])
+            .envs(env),
+        "create the container",
+    );
+    let url = format!("http://127.0.0.1:{port}/{account}/drill/pg");
+    let archive_command = format!("barman-cloud-wal-archive --cloud-provider azure-blob-storage {url} demo %p");
+    let c = Cluster::start(&archive_command, &env);
+    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
+    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    let mut load = c.load(3);
+    let mut backup = as_server("barman-cloud-backup", &env);
+    backup
+        .args(["--cloud-provider", "azure-blob-storage", "-U", "postgres", "-p", &c.port.to_string(), "-h"])
+        .arg(c.socket())
+        .args([url.as_str(), "demo"]);
+    ok(&mut backup, "barman-cloud-backup");
+    let _ = load.wait();
+    let (t1, counts) = c.batches();
+
+    let book = runbook(work.path());
+    let source = format!("barman-cloud:{url}?server=demo&provider=azure-blob-storage");
+    let ran = verify(&book, &source, &t1, &counts).env(env[0].0, env[0].1).report(work.path().join("report")).output();
+    assert_eq!(ran.code, Some(0), "{}\nsource server log:\n{}", ran.all(), c.log());
+    let rj = ran.run_json();
+    for id in ["latest", "at_time", "at_name"] {
+        let s = rj.step(id);
+        assert_eq!(
+            (s.outputs["tool"].as_str(), s.outputs["marker"].as_bool()),
+            (Some("barman-cloud"), Some(true)),
+            "{id}"
+        );
+        assert!(
+            s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1,
+            "{id}: the WAL came from Azure: {}",
+            s.outputs
+        );
+    }
+    let listed = Run::cli(["backups", "list", "--json", "--storage", &source]).env(env[0].0, env[0].1).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
+    assert_eq!(v[0]["id"], rj.step("latest").outputs["backup"], "{}", listed.stdout);
+    let report = std::fs::read_to_string(work.path().join("report/run.json")).unwrap_or_default();
+    for out in [ran.all(), listed.all(), report] {
+        assert!(!out.contains(key), "the account key was shown:\n{out}");
+    }
+    // Without the connection string barman-cloud cannot read the container: the environment's.
+    let ran = shipped(&source, counts.latest).output();
+    assert_eq!(ran.code, Some(3), "{}", ran.all());
+    drop(c);
+    drop(azurite);
+}
+
 /// Regression (issue 39, item 1): a Barman server's backups could not be verified at all;
 /// `barman://SERVER?config=PATH` was refused as naming no source. A real Barman server
 /// (`backup_method = postgres`, WAL by `archiver = on`) backs up a native PostgreSQL 15
