@@ -532,6 +532,10 @@ fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, 
         .output();
     assert_eq!(ran.code, Some(0), "the source at the mark must match:\n{}", ran.all());
     assert_eq!(ran.run_json().step("recover").outputs["ground_truth"], "source at the target");
+    // The run's history line names the backup it proved.
+    let history = std::fs::read_to_string(work.join("at_mark/history.jsonl")).expect("history.jsonl");
+    let line: serde_json::Value = serde_json::from_str(history.lines().last().unwrap_or_default()).expect("a line");
+    assert!(line["backup"].as_str().is_some_and(|b| b.ends_with(label)), "{line}");
     let listed = with_env(Run::cli(["backups", "list", "--json", "--storage", &with_ledger])).expect(0);
     let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
     let last = &v[0]["last_verification"];
