@@ -120,6 +120,14 @@ if [ "${#phys[@]}" -gt 0 ]; then
   log "installing ${phys[*]}"
   apt_install --no-install-recommends "${phys[@]}"
 fi
+# barman-cloud's Azure provider (tested on Azurite) needs azure-storage-blob v12 in the same
+# Debian python3; Debian ships it only inside the 540 MB python3-azure bundle, so from PyPI.
+if ! /usr/bin/python3 -c 'import azure.storage.blob' 2>/dev/null; then
+  log "installing azure-storage-blob for barman-cloud (pip, Debian's python3)"
+  /usr/bin/python3 -m pip --version >/dev/null 2>&1 || apt_install --no-install-recommends python3-pip
+  /usr/bin/python3 -m pip install --quiet azure-storage-blob \
+    || /usr/bin/python3 -m pip install --quiet --break-system-packages azure-storage-blob
+fi
 
 # 3. Docker.
 missing=()

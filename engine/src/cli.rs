@@ -432,8 +432,9 @@ enum EvidenceCommand {
     /// the public key, the period's compliance report, the auditor's text and the openssl
     /// commands that check it all. Refused when `evidence verify` finds a problem.
     Pack {
-        /// The evidence directory.
-        #[arg(long, value_name = "DIR", env = "PGDRILL_EVIDENCE")]
+        /// The evidence directory, or the log's object-store location (s3://BUCKET/PREFIX, an
+        /// object-store --report's evidence/), read into a private local copy.
+        #[arg(long, value_name = "DIR|URL", env = "PGDRILL_EVIDENCE")]
         evidence: PathBuf,
         /// First day of the period (YYYY-MM-DD, UTC) or an RFC 3339 time.
         #[arg(long, value_name = "DATE")]
@@ -729,18 +730,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         Command::Evidence { command: EvidenceCommand::Verify { location, public_key, tsa_ca } } => {
             // A log in an object store is checked in a private local copy of it.
             let shown_location = location.display().to_string();
-            let _copy;
-            let location = match crate::storage::local_dir(&shown_location) {
-                Some(dir) => dir,
-                None => {
-                    let parent = std::env::temp_dir().join("pgdrill-mirror");
-                    let dir = crate::storage::private_dir(&parent, "evidence")
-                        .map_err(|e| Error::io(format!("creating a private directory in {}", parent.display()), e))?;
-                    _copy = RemoveOnDrop(dir.clone());
-                    crate::evidence::remote::download(&shown_location, &dir).await?;
-                    dir
-                }
-            };
+            let (location, _copy) = evidence_here(location).await?;
             let key = match &public_key {
                 Some(p) => crate::evidence::keys::PublicKey::from_file(p)?,
                 None => {
@@ -770,7 +760,11 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             Ok(ExitCode::Passed)
         }
         Command::Evidence { command: EvidenceCommand::Pack { evidence, from, to, public_key, out } } => {
-            evidence_pack(&evidence, &from, &to, public_key.as_deref(), &out)
+            // A log in an object store is packed from a private local copy, checked first as
+            // `evidence verify` checks it.
+            let shown = evidence.display().to_string();
+            let (evidence, _copy) = evidence_here(evidence).await?;
+            evidence_pack(&evidence, &shown, &from, &to, public_key.as_deref(), &out)
         }
         Command::Fleet { command: FleetCommand::Plan { select } } => {
             let fleet = crate::fleet::load(&select.file)?;
@@ -1133,6 +1127,21 @@ fn signing_key(
 /// A private copy removed when dropped.
 struct RemoveOnDrop(PathBuf);
 
+/// An evidence log where it can be read: a local directory as it is, a log in an object
+/// store (`s3://...`) copied into a private local directory, removed when the guard drops.
+async fn evidence_here(location: PathBuf) -> Result<(PathBuf, Option<RemoveOnDrop>), Error> {
+    let shown = location.display().to_string();
+    if let Some(dir) = crate::storage::local_dir(&shown) {
+        return Ok((dir, None));
+    }
+    let parent = std::env::temp_dir().join("pgdrill-mirror");
+    let dir = crate::storage::private_dir(&parent, "evidence")
+        .map_err(|e| Error::io(format!("creating a private directory in {}", parent.display()), e))?;
+    let guard = RemoveOnDrop(dir.clone());
+    crate::evidence::remote::download(&shown, &dir).await?;
+    Ok((dir, Some(guard)))
+}
+
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -1195,6 +1204,7 @@ async fn evidence_sink(
 /// were whole.
 fn evidence_pack(
     location: &std::path::Path,
+    shown: &str,
     from: &str,
     to: &str,
     public_key: Option<&std::path::Path>,
@@ -1208,7 +1218,7 @@ fn evidence_pack(
     };
     let v = verify::verify(location, &key)?;
     if !v.ok() {
-        out!("{}", v.text(&location.display().to_string()));
+        out!("{}", v.text(shown));
         errln!("error: the evidence log has problems (above): not packed");
         return Ok(ExitCode::Failed);
     }
@@ -1313,6 +1323,21 @@ fn physical_backups(location: &str, json: bool) -> Result<ExitCode, Error> {
     let mut list = source.list()?;
     list.reverse();
     let time = |t: Option<time::OffsetDateTime>| t.map(crate::util::rfc3339);
+    // The source's ledger (`&ledger=FOLDER`), by the tool's backup id: which backup was proven.
+    let ledger = crate::physical::tools::ledger_of(location)?;
+    let last = crate::physical::tools::last_verifications(location)?;
+    let last_json = |id: &str| {
+        last.get(id).map(|e| {
+            serde_json::json!({
+                "result": e.result,
+                "verified_at": e.verified_at,
+                "content": e.content,
+                "ground_truth": e.ground_truth,
+                "age": e.age,
+                "sha256": e.sha256,
+            })
+        })
+    };
     if json {
         let v: Vec<serde_json::Value> = list
             .iter()
@@ -1329,6 +1354,7 @@ fn physical_backups(location: &str, json: bool) -> Result<ExitCode, Error> {
                     "size": b.size,
                     "tool": tool.name,
                     "tool_version": tool.version,
+                    "last_verification": last_json(&b.id),
                 })
             })
             .collect();
@@ -1336,7 +1362,7 @@ fn physical_backups(location: &str, json: bool) -> Result<ExitCode, Error> {
         return Ok(ExitCode::Passed);
     }
     outln!("{} ({} {})", crate::report::visible(&source.describe()), tool.name, tool.version);
-    let rows: Vec<[String; 5]> = list
+    let rows: Vec<[String; 6]> = list
         .iter()
         .map(|b| {
             [
@@ -1345,12 +1371,16 @@ fn physical_backups(location: &str, json: bool) -> Result<ExitCode, Error> {
                 b.stop_lsn.map(|l| l.to_string()).unwrap_or_default(),
                 b.timeline.map(|t| t.to_string()).unwrap_or_default(),
                 b.size.map(crate::report::human_bytes).unwrap_or_default(),
+                verification_cell(last.get(&b.id)),
             ]
         })
         .collect();
-    let header = ["ended", "backup", "stop LSN", "timeline", "size"].map(String::from);
-    let widths: Vec<usize> =
-        (0..5).map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+    let header = ["ended", "backup", "stop LSN", "timeline", "size", "last verified"].map(String::from);
+    // Without a ledger the column says nothing: left out.
+    let columns = if ledger.is_some() { 6 } else { 5 };
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0))
+        .collect();
     for r in std::iter::once(&header).chain(rows.iter()) {
         let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         outln!("{}", cells.join("  ").trim_end());
@@ -1359,6 +1389,20 @@ fn physical_backups(location: &str, json: bool) -> Result<ExitCode, Error> {
         outln!("(no backups)");
     }
     Ok(ExitCode::Passed)
+}
+
+/// The `backups list` cell of a tool's backup's last verification in its source's ledger:
+/// when, the result (passed, failed, unproven, error), and what its content was proven
+/// against; `never` when the ledger holds none for it.
+fn verification_cell(e: Option<&crate::backup::ledger::Entry>) -> String {
+    let Some(e) = e else { return "never".into() };
+    // To the second; by characters, so a damaged line cannot cut a character in two.
+    let when: String = crate::report::visible(&e.verified_at).replace('T', " ").chars().take(19).collect();
+    let mut cell = format!("{when} {}", crate::report::visible(&e.result));
+    if let Some(g) = &e.ground_truth {
+        cell.push_str(&format!(" (against the {})", crate::report::visible(g)));
+    }
+    cell
 }
 
 /// Unfinished archives (no manifest), apart from the backups: never a row of the table, so

@@ -14,7 +14,9 @@
 //! folder of its own and replays to the target).
 //!
 //! This module must not read barman-cloud's objects nor Barman's catalogue itself: Barman's
-//! tools are the readers of their format (compression, encryption, tablespaces).
+//! tools are the readers of their format (compression, encryption, tablespaces). The one
+//! exception is evidence: a barman-cloud backup's `backup.info` object is hashed as the store
+//! holds it (never parsed), so a signed statement names the backup by its sha256.
 
 use std::path::PathBuf;
 
@@ -70,7 +72,9 @@ impl Cloud {
             ))
         })?;
         let (url, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let scheme_ok = ["s3://", "azure://", "gs://", "https://"].iter().any(|s| url.starts_with(s));
+        // `http://HOST:PORT/ACCOUNT/CONTAINER/PATH`: Azure's emulator (Azurite), as barman-cloud
+        // reads it with `--cloud-provider azure-blob-storage` and a connection string.
+        let scheme_ok = ["s3://", "azure://", "gs://", "https://", "http://"].iter().any(|s| url.starts_with(s));
         let host = url.split_once("://").map(|(_, r)| r).unwrap_or_default();
         if !scheme_ok || host.is_empty() {
             return Err(Failure::invalid(format!(
@@ -130,6 +134,50 @@ impl Cloud {
             a.push(format!("--endpoint-url={e}"));
         }
         a
+    }
+
+    /// The destination as a pgdrill store location (an S3 destination only: its URL is the
+    /// same, the endpoint an option), for reading a backup's `backup.info` back to hash it.
+    /// Azure and GCS destinations are written another way by barman-cloud (`azure://ACCOUNT
+    /// .blob.core.windows.net/CONTAINER`, `gs://`), so they are named by id only.
+    fn store_location(&self) -> Option<String> {
+        if !self.url.starts_with("s3://") || self.provider.as_deref().is_some_and(|p| p != "aws-s3") {
+            return None;
+        }
+        let mut loc = self.url.trim_end_matches('/').to_string();
+        if let Some(e) = &self.endpoint {
+            loc.push_str(&format!("?endpoint={}&path_style=true", crate::util::percent_encode(e)));
+            if e.starts_with("http://") {
+                loc.push_str("&allow_http=true");
+            }
+        }
+        Some(loc)
+    }
+
+    /// The sha256 of the backup's `backup.info` object, and its name: barman-cloud's record of
+    /// the backup (id, status, WAL range, LSNs, sizes), read back from the store and hashed
+    /// byte for byte. `None` for a destination pgdrill's stores cannot read (`store_location`).
+    pub fn info_sha256(&self, id: &str) -> Result<Option<(String, String)>, Failure> {
+        use sha2::Digest as _;
+        let Some(location) = self.store_location() else { return Ok(None) };
+        let key = format!("{}/base/{id}/backup.info", self.server);
+        let name = format!("barman-cloud:{}/{key}", self.url.trim_end_matches('/'));
+        let store = crate::storage::open(&location).map_err(|e| {
+            Failure::environment(format!("reading {} to name the backup: {e}", crate::util::visible(&name)))
+        })?;
+        let read = async { store.read(&key).await };
+        let bytes = match tokio::runtime::Handle::try_current() {
+            // Called from a blocking section of pgdrill's runtime (`block_in_place`).
+            Ok(h) => h.block_on(read),
+            Err(_) => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure::environment(format!("starting a runtime to read {name}: {e}")))?
+                .block_on(read),
+        }
+        .map_err(|e| Failure::environment(format!("reading {}: {e}", crate::util::visible(&name))))?;
+        let sha: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Some((name, sha)))
     }
 
     fn sibling(tool: &Binary, name: &str) -> PathBuf {
@@ -272,6 +320,12 @@ impl PhysicalSource for BarmanCloud {
 
     fn restore_command(&self, _backup: &BaseBackup) -> Result<Option<String>, Failure> {
         self.scripts.restore_command("barman-cloud-wal-restore", &self.cloud.wal_restore(&self.bin)).map(Some)
+    }
+
+    /// barman-cloud keeps no manifest of its own: a backup is named by the sha256 of its
+    /// `backup.info` object, for signed evidence.
+    fn digest(&self, backup: &BaseBackup) -> Result<Option<(String, String)>, Failure> {
+        self.cloud.info_sha256(&backup.id)
     }
 }
 
@@ -852,6 +906,26 @@ mod tests {
         assert!(Cloud::parse("barman-cloud:s3://bkt/pg").is_err(), "no server");
         assert!(Cloud::parse("barman-cloud:s3://key:secret@bkt/pg?server=a").is_err(), "credentials");
         assert!(Cloud::parse("barman-cloud:ftp://x?server=a").is_err());
+    }
+
+    /// Regression (issue 42): barman-cloud backups were named by id only in signed evidence;
+    /// an S3 destination is now read back as a store location to hash `backup.info`.
+    #[test]
+    fn an_s3_destination_is_read_back_as_a_store_location_and_others_are_not() {
+        let c = Cloud::parse("barman-cloud:s3://bkt/pg/?server=main&endpoint=http://127.0.0.1:9000").expect("parsed");
+        assert_eq!(
+            c.store_location().as_deref(),
+            Some("s3://bkt/pg?endpoint=http%3A%2F%2F127.0.0.1%3A9000&path_style=true&allow_http=true")
+        );
+        let aws = Cloud::parse("barman-cloud:s3://bkt/pg?server=main").expect("parsed");
+        assert_eq!(aws.store_location().as_deref(), Some("s3://bkt/pg"));
+        for other in [
+            "barman-cloud:azure://acct.blob.core.windows.net/c/pg?server=main",
+            "barman-cloud:gs://bkt/pg?server=main",
+            "barman-cloud:s3://bkt/pg?server=main&provider=google-cloud-storage",
+        ] {
+            assert_eq!(Cloud::parse(other).expect("parsed").store_location(), None, "{other}");
+        }
     }
 
     #[test]

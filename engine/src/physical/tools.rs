@@ -161,12 +161,23 @@ pub fn both(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
+/// pgdrill's own option in every tool's location, `ledger=FOLDER`: the folder where pgdrill
+/// keeps the ledger of this source's verifications (`ledger.jsonl`, one line per run, keyed
+/// by the tool's backup id). Never the tool's repository, which pgdrill does not write; so a
+/// ledger is where the team says, and the location that names the source names it too
+/// (`backups list` and `verify-physical` read the same string).
+pub const LEDGER: &str = "ledger";
+
 /// Options after `?` in a location: `k=v` pairs separated by `&`, values percent-decoded
-/// strictly. An unknown option or a bad encoding is invalid input naming it.
+/// strictly. An unknown option or a bad encoding is invalid input naming it. `ledger` is
+/// pgdrill's, known to every tool's location and never handed to the tool (`ledger_of`).
 pub fn options(query: &str, known: &[&str], location: &str) -> Result<Vec<(String, String)>, Failure> {
     let mut out = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == LEDGER {
+            continue;
+        }
         if !known.contains(&k) {
             return Err(Failure::invalid(format!(
                 "unknown option `{}` in the source `{}` (known: {})",
@@ -184,6 +195,45 @@ pub fn options(query: &str, known: &[&str], location: &str) -> Result<Vec<(Strin
         out.push((k.to_string(), v));
     }
     Ok(out)
+}
+
+/// The ledger folder a tool's location names (`&ledger=FOLDER`), if any. A folder only: a
+/// ledger in an object store is refused here, since `backups list` could not read it back.
+pub fn ledger_of(location: &str) -> Result<Option<PathBuf>, Failure> {
+    let query = location.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let mut found = None;
+    for pair in query.split('&') {
+        let Some(v) = pair.strip_prefix(LEDGER).and_then(|r| r.strip_prefix('=')) else { continue };
+        let v = crate::util::percent_decode_strict(v).ok_or_else(|| {
+            Failure::invalid(format!(
+                "the option `ledger` of the source `{}` is not valid percent-encoding",
+                crate::util::visible(location)
+            ))
+        })?;
+        if v.is_empty() || v.chars().any(char::is_control) || v.contains("://") {
+            return Err(Failure::invalid(format!(
+                "the option `ledger` of the source `{}` must name a local folder (`&ledger=/var/lib/pgdrill/ledger/main`): an object store is not read back for these sources yet",
+                crate::util::visible(location)
+            )));
+        }
+        if found.replace(PathBuf::from(v)).is_some() {
+            return Err(Failure::invalid(format!(
+                "the source `{}` names `ledger` twice: give one folder",
+                crate::util::visible(location)
+            )));
+        }
+    }
+    Ok(found)
+}
+
+/// The newest verification of each of a source's backups its ledger records, by the tool's
+/// backup id; empty when the location names no ledger or nothing was recorded yet. A ledger
+/// that cannot be read is an error naming its line (the ledger fails closed).
+pub fn last_verifications(
+    location: &str,
+) -> Result<std::collections::HashMap<String, crate::backup::ledger::Entry>, Failure> {
+    let Some(dir) = ledger_of(location)? else { return Ok(Default::default()) };
+    Ok(crate::backup::ledger::last_by_backup(&dir.join(crate::backup::ledger::FILE))?)
 }
 
 /// Bytes of the regular files under `dir` (symbolic links not followed).
@@ -246,6 +296,24 @@ mod tests {
         assert_eq!(run("1"), Some(1));
         assert_eq!(run("3"), Some(126));
         assert_eq!(run("55"), Some(126));
+    }
+
+    /// Regression (issue 39): a tool's source had no ledger, so nothing said which of its
+    /// backups was proven. `ledger=FOLDER` is pgdrill's own option in any tool's location:
+    /// never handed to the tool, a local folder only, given once.
+    #[test]
+    fn the_ledger_option_is_pgdrills_own_in_every_tools_location() {
+        let loc = "pgbackrest://main?config=%2Fetc%2Fp.conf&ledger=%2Fvar%2Flib%2Fpgdrill%2Fl%20main";
+        assert_eq!(ledger_of(loc).expect("parsed"), Some(PathBuf::from("/var/lib/pgdrill/l main")));
+        let tool = options(loc.split_once('?').map(|(_, q)| q).unwrap_or(""), &["config"], loc).expect("parsed");
+        assert_eq!(tool, vec![("config".to_string(), "/etc/p.conf".to_string())], "ledger is not the tool's");
+        assert_eq!(ledger_of("barman://main?config=/etc/barman.conf").expect("parsed"), None);
+        for bad in ["x://a?ledger=s3://bkt/l", "x://a?ledger=", "x://a?ledger=%zz", "x://a?ledger=/a&ledger=/b"] {
+            let e = ledger_of(bad).expect_err(bad);
+            assert_eq!(e.class, crate::error::Class::Invalid, "{bad}");
+            assert!(e.to_string().contains("ledger"), "{e}");
+        }
+        assert!(last_verifications("x://a?config=/c").expect("no ledger").is_empty());
     }
 
     #[test]

@@ -313,6 +313,9 @@ pub fn write(dir: &Path, run: &RunSummary) -> Result<Option<std::path::PathBuf>,
         "backup_age_target_s": backup_age_target,
         "backup_sha256": report["backups"].as_array().and_then(|b| b.first()).map(|b| b["sha256"].clone()),
         "backup_size_bytes": report["backups"].as_array().and_then(|b| b.first()).map(|b| b["size"].clone()),
+        // Which backup the run proved, by name: another tool's physical backup has no sha256
+        // of its own here, only its source and the tool's backup id.
+        "backup": report["backups"].as_array().and_then(|b| b.first()).map(|b| b["path"].clone()),
     });
     let path = dir.join("history.jsonl");
     let mut f = std::fs::OpenOptions::new()

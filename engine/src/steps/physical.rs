@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{Fields, step, StepCtx, StepError, With, WithError};
-use crate::physical::pitr::{self, PitrOptions};
+use crate::pg::fingerprint::Fingerprint;
+use crate::physical::pitr::{self, PitrOptions, Truth};
 use crate::physical::recover::{self, RecoverOptions, Target, TargetKind};
 use crate::physical::source::{Lsn, PhysicalSource};
 
@@ -60,6 +61,13 @@ pub struct VerifyWith {
     /// fail when the archive's newest WAL segment was archived longer ago than this (e.g. 1h); an age the tool cannot tell fails too
     #[serde(default, deserialize_with = "super::de::opt_duration")]
     max_wal_age: Option<Duration>,
+    /// the ground truth at the target: a fingerprint of the source taken there (`pitr.mark`'s
+    /// `fingerprint`, on the team's server); the recovered `database`'s schema and per-table
+    /// rows must equal it, each difference named. Without one the content is unproven
+    /// (`ground_truth: none`): the recovery is proven, what it holds is not
+    #[serde(default)]
+    #[field(ty = "map|null")]
+    expect: Option<serde_json::Value>,
 }
 
 fn yes() -> bool {
@@ -91,6 +99,18 @@ impl With for VerifyWith {
 }
 
 impl VerifyWith {
+    /// The ground truth `expect` holds (pitr.mark's fingerprint), read before anything is
+    /// restored: a value that is no fingerprint is the runbook's mistake, never "unproven".
+    fn expected(&self) -> Result<Option<Fingerprint>, StepError> {
+        match self.expect.as_ref() {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) if s.trim().is_empty() || s == "none" => Ok(None),
+            Some(v) => Ok(Some(serde_json::from_value(v.clone()).map_err(|e| {
+                StepError::field("expect", format!("not a pgdrill fingerprint (pitr.mark's `fingerprint`): {e}"))
+            })?)),
+        }
+    }
+
     fn target(&self) -> Result<Target, StepError> {
         if targets_given(self, true) > 1 {
             return Err(StepError::invalid(ONE_TARGET));
@@ -171,6 +191,16 @@ pub struct VerifyOutputs {
     server_version: String,
     /// the marker query's answer, when one was given
     marker: Option<bool>,
+    /// what the recovered copy's schema and rows were compared with: the source at the
+    /// target (`expect`), or none (content unproven)
+    #[field(ty = "source at the target|none")]
+    ground_truth: String,
+    /// the sha256 of what names the backup (pgBackRest's backup.manifest, barman-cloud's
+    /// backup.info), when the tool keeps one
+    backup_sha256: Option<String>,
+    /// the folder of this source's ledger (`&ledger=FOLDER` in `source`), empty without one:
+    /// `verify.record` keeps the verification there, keyed by the tool's backup id
+    ledger: String,
 }
 
 /// Prove another tool's physical backup (pgBackRest, Barman, barman-cloud) restores to a point in time: the tool
@@ -181,15 +211,26 @@ impl Verify {
     async fn run(ctx: StepCtx, w: VerifyWith) -> Result<VerifyOutputs, StepError> {
         let started = time::OffsetDateTime::now_utc();
         let target = w.target()?;
+        let expect = w.expected()?;
         let location = w.source.clone();
+        let ledger = crate::physical::tools::ledger_of(&location)
+            .map_err(|e| e.at_field("source"))?
+            .map(|d| ctx.resolve(&d.display().to_string()).display().to_string())
+            .unwrap_or_default();
         let source: Box<dyn PhysicalSource> =
             tokio::task::block_in_place(|| crate::physical::open(&location)).map_err(|e| e.at_field("source"))?;
         ctx.log(format!("recovering {} to {target}", source.describe()));
+        // The backup this run judges, by the tool's id, kept even if the step fails: the
+        // ledger records a failed verification under the backup it failed (verify.record).
+        let list = tokio::task::block_in_place(|| source.list())?;
+        if let Ok(b) = pitr::pick(&list, &target, w.backup.as_deref()) {
+            ctx.keep("backup", serde_json::json!(b.id));
+            ctx.keep("ledger", serde_json::json!(ledger));
+        }
         // The tool's restore_command runs on this machine's binaries, so the throwaway must
         // too: a major without local server binaries (which pitr.restore recovers in a Docker
         // image) is the environment's failure here, named, before anything is restored.
         if w.bin_dir.is_none() {
-            let list = tokio::task::block_in_place(|| source.list())?;
             let major = pitr::pick(&list, &target, w.backup.as_deref()).ok().and_then(|b| b.pg_major);
             if let Some(m) = major.filter(|m| crate::pg::native::find_bin_dir(None, Some(*m)).is_err()) {
                 return Err(StepError::environment(format!(
@@ -203,7 +244,6 @@ impl Verify {
         // would only stop short of the target, for no stated reason).
         if !matches!(target.kind, TargetKind::Latest | TargetKind::Immediate) {
             let expired = tokio::task::block_in_place(|| -> Result<Option<String>, crate::error::Failure> {
-                let list = source.list()?;
                 match pitr::pick(&list, &target, w.backup.as_deref()) {
                     Ok(b) => source.expired_wal_after(b),
                     Err(_) => Ok(None),
@@ -240,7 +280,7 @@ impl Verify {
         if let Some(found) = &p.backup_check {
             ctx.log(found.clone());
         }
-        super::pitr::recovery_evidence(&ctx, source.as_ref(), &p);
+        let backup_sha256 = super::pitr::recovery_evidence(&ctx, source.as_ref(), &p);
         let picked = p.backup.clone();
         let restore_s = p.phases.base_restore.as_secs_f64();
         let p_check_s = p.phases.check_backup.as_secs_f64();
@@ -262,6 +302,7 @@ impl Verify {
             age_s: age.into(),
         });
         ctx.fact(crate::facts::Fact::Verified);
+        let ground_truth = judge_content(&ctx, &recovered, &target, expect).await?;
         let rpo_s = match &target.kind {
             TargetKind::Time(t) => pitr::rpo_seconds(*t, f.achieved_time).map(|r| (r * 1000.0).round() / 1000.0),
             _ => None,
@@ -330,11 +371,55 @@ impl Verify {
             replay_s: f.replay.as_secs_f64(),
             server_version: f.server_version.clone(),
             marker: f.marker,
+            ground_truth,
+            backup_sha256,
+            ledger,
         };
         // Up for the runbook's checks (amcheck, counts); stopped and removed when it ends.
         ctx.resources.push(format!("recovered server of step `{}`", ctx.step), Box::new(recovered));
         Ok(out)
     }
+}
+
+/// Judge what the recovered copy holds: against the source at the target (`expect`), each
+/// difference named (in the log, and the first of them in the failure); without one the
+/// content is unproven, said in the log, the evidence (`ground_truth: none`) and the ledger
+/// (`unproven`, never `passed`). Returns the ground truth's name.
+async fn judge_content(
+    ctx: &StepCtx,
+    recovered: &crate::physical::recover::Recovered,
+    target: &Target,
+    expect: Option<Fingerprint>,
+) -> Result<String, StepError> {
+    let database = &recovered.database;
+    let Some(expect) = expect else {
+        ctx.fact(crate::facts::Fact::GroundTruth { basis: "none".into() });
+        ctx.log(format!(
+            "content unproven: the recovery to {target} is proven, but database {database:?}'s schema and rows were compared with nothing (give `expect:`, pitr.mark's fingerprint taken on the source at the target)"
+        ));
+        return Ok("none".into());
+    };
+    let tables = expect.tables.len();
+    let truth = Truth::SourceAtTarget(expect);
+    ctx.fact(crate::facts::Fact::GroundTruth { basis: truth.name().into() });
+    ctx.keep("ground_truth", serde_json::json!(truth.name()));
+    let diffs = pitr::differences(&recovered.url(), &truth).await?;
+    if diffs.is_empty() {
+        ctx.log(format!("ground truth: the source at the target: the schema and {tables} tables' rows of {database:?} match"));
+        return Ok(truth.name().into());
+    }
+    for d in &diffs {
+        ctx.log(format!("differs from the source at the target: {d}"));
+    }
+    const SHOWN: usize = 20;
+    let shown: Vec<&str> = diffs.iter().take(SHOWN).map(String::as_str).collect();
+    Err(StepError::failed(format!(
+        "recovered to {target}, but database {database:?} differs from the source at the target in {} place{}: {}{}",
+        diffs.len(),
+        if diffs.len() == 1 { "" } else { "s" },
+        shown.join("; "),
+        if diffs.len() > SHOWN { format!("; and {} more (each in the log)", diffs.len() - SHOWN) } else { String::new() }
+    )))
 }
 
 #[cfg(test)]
@@ -358,6 +443,7 @@ mod tests {
             bin_dir: None,
             timeout: ten_minutes(),
             max_wal_age: None,
+            expect: None,
         };
         let a = w("2026-12-06T06:55:00Z").target().expect("parsed");
         let b = w("2026-12-06 06:55:00+00").target().expect("parsed");

@@ -438,8 +438,9 @@ async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepErr
 /// throwaway this run started, and what the backup says of its source: the base backup and
 /// the WAL range replayed by their sha256 where the source records one, and the target with
 /// the server's own word that it was reached. A digest that cannot be read costs only the
-/// digest (said in the log): the recovery's proof stands on its own.
-pub(crate) fn recovery_evidence(ctx: &StepCtx, source: &dyn PhysicalSource, p: &pitr::Pitr) {
+/// digest (said in the log): the recovery's proof stands on its own. Returns the base
+/// backup's sha256, when the source keeps one.
+pub(crate) fn recovery_evidence(ctx: &StepCtx, source: &dyn PhysicalSource, p: &pitr::Pitr) -> Option<String> {
     use crate::facts::{Artefact, Fact, PhysicalFact, RecoveryProof};
     let f = &p.server.facts;
     let base = match tokio::task::block_in_place(|| source.digest(&p.backup)) {
@@ -466,6 +467,7 @@ pub(crate) fn recovery_evidence(ctx: &StepCtx, source: &dyn PhysicalSource, p: &
     let recorded = [&wal_first, &wal_last].iter().any(|a| a.as_ref().is_some_and(|a| a.sha256.is_some()));
     let tool = if p.tool.version.is_empty() { p.tool.name.clone() } else { p.tool.version.clone() };
     let system = p.backup.system_identifier.map(|s| s.to_string());
+    let base_sha256 = base.sha256.clone();
     ctx.fact(Fact::Physical(Box::new(PhysicalFact {
         tool,
         base,
@@ -505,6 +507,7 @@ pub(crate) fn recovery_evidence(ctx: &StepCtx, source: &dyn PhysicalSource, p: &
     if system.is_some() {
         ctx.fact(Fact::Source { system_identifier: system, host: None });
     }
+    base_sha256
 }
 
 impl Teardown for Recovered {

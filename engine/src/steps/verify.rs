@@ -1676,6 +1676,9 @@ fn verdicts(w: &RecordWith) -> (String, Option<String>, Option<String>, Option<S
         w.schema_check.as_deref().is_some_and(|id| matches!(outcome_of(&w.steps, id), Some("failed" | "timed_out")));
     let content = match outcome_of(&w.steps, cid) {
         Some("passed") if schema_failed => "failed",
+        // A step that passes without a ground truth (a recovery proven, its content compared
+        // with nothing: physical.verify without `expect`) proved no content.
+        Some("passed") if truth.as_deref() == Some("none") => "unproven",
         Some("passed") => "proven",
         Some("failed" | "timed_out") if truth.as_deref() == Some("none") => "unproven",
         Some("failed" | "timed_out") => "failed",
@@ -1857,5 +1860,44 @@ mod tests {
             ]
         );
         assert!(objects_missing("app-1.sql.gz", &earlier, &earlier).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod record_verdicts {
+    use super::*;
+
+    /// Regression (issue 39): a recovery proven with its content compared with nothing
+    /// (physical.verify without `expect`, `ground_truth: none`) was recorded in the ledger as
+    /// `passed`, its content `proven`.
+    #[test]
+    fn a_passed_check_without_a_ground_truth_is_recorded_unproven_never_passed() {
+        let w = |truth: &str| RecordWith {
+            backup: "/ledger/20261206-101500F".into(),
+            sha256: None,
+            result: "passed".into(),
+            steps: serde_json::from_value(json!({
+                "recover": { "outcome": "passed", "outputs": { "ground_truth": truth } },
+                "amcheck": { "outcome": "passed" },
+                "freshness": { "outcome": "passed" },
+            }))
+            .expect("steps"),
+            checks: Vec::new(),
+            duration_s: None,
+            message: None,
+            content_check: Some("recover".into()),
+            age_check: Some("freshness".into()),
+            schema_check: None,
+        };
+        let (result, content, truth, age) = verdicts(&w("none"));
+        assert_eq!(
+            (result.as_str(), content.as_deref(), truth, age.as_deref()),
+            ("unproven", Some("unproven"), None, Some("fresh"))
+        );
+        let (result, content, truth, _) = verdicts(&w("source at the target"));
+        assert_eq!(
+            (result.as_str(), content.as_deref(), truth.as_deref()),
+            ("passed", Some("proven"), Some("source at the target"))
+        );
     }
 }

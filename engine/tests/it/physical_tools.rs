@@ -410,6 +410,10 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
     }
     assert!(!std::fs::read_to_string(report.join("run.json")).unwrap_or_default().contains(PASSPHRASE));
     outputs_match_the_catalogue(&record);
+    for id in ["latest", "at_time", "at_name"] {
+        // No `expect`: the recovery is proven, its content is not.
+        assert_eq!(rj.step(id).outputs["ground_truth"], "none", "{id}");
+    }
 
     // `backups list` names the source the same way, and lists what pgBackRest lists.
     let listed = Run::cli(["backups", "list", "--json", "--storage", &source]).env(env[0].0, env[0].1).expect(0);
@@ -500,7 +504,102 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
     assert_eq!(ran.code, Some(1), "a gap in the archive must fail the verification:\n{}", ran.all());
     assert!(ran.all().contains("did not reach the end of the archive"), "{}", ran.all());
     std::fs::rename(&aside, gap).expect("put the segment back");
+    ground_truth_and_ledger(&c, work.path(), &source, &label, &env);
     drop(c);
+}
+
+/// The rows of a source's ledger folder, oldest first.
+fn ledger_lines(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("ledger.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a ledger line"))
+        .collect()
+}
+
+/// Regression (issue 39): physical.verify judged a recovered copy's content by the `marker`
+/// query alone, so a recovery that brought back the wrong rows, or a table too many, passed;
+/// and nothing recorded which of a tool's backups had been proven (`backups list` of a tool's
+/// source had no "last verified"). Now a `pitr.mark` taken on the team's server is the
+/// ground truth at a restore point (`expect`): equal schema and rows pass, a recovery past
+/// the mark fails naming each difference, and without `expect` the content is unproven,
+/// never passed. Each run is kept in the source's ledger (`&ledger=FOLDER`) under
+/// pgBackRest's own backup label, and `backups list` shows the last.
+fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, env: &[(&str, &str)]) {
+    let with_env = |r: Run| env.iter().fold(r, |r, (k, v)| r.env(k, v));
+    // The mark on the team's server: schema and per-table rows, and a restore point there.
+    let mark_book = work.join("mark.yaml");
+    std::fs::write(
+        &mark_book,
+        "name: mark\nvars:\n  url: \"\"\nsteps:\n  - id: mark\n    uses: pitr.mark\n    with:\n      url: \"{{ vars.url }}\"\n      restore_point: pgdrill_mark\n",
+    )
+    .expect("mark runbook");
+    let url = format!("host={} port={} user=postgres dbname=postgres", c.socket().display(), c.port);
+    let marked = Run::new(&mark_book).var("url", &url).report(work.join("mark")).output();
+    assert_eq!(marked.code, Some(0), "{}", marked.all());
+    let fingerprint = marked.run_json().step("mark").outputs["fingerprint"].clone();
+    assert!(fingerprint["tables"]["public.drill"]["rows"].as_i64().is_some(), "{fingerprint}");
+    // After the mark: more rows and a new table, archived.
+    c.sql("insert into drill(batch) select 4 from generate_series(1, 7)");
+    c.sql("create table after_mark(id int)");
+    c.archive_now();
+
+    let ledger = work.join("ledger");
+    std::fs::create_dir_all(&ledger).expect("ledger folder");
+    let with_ledger = format!("{source}&ledger={}", ledger.display());
+    // The shipped runbook without a ground truth: recovered, content unproven, and so recorded.
+    let ran = with_env(shipped(&with_ledger, 317)).report(work.join("unproven")).output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let recover = ran.run_json().step("recover").clone();
+    assert_eq!(recover.outputs["ground_truth"], "none");
+    assert!(recover.log.iter().any(|l| l.contains("content unproven")), "{:?}", recover.log);
+    let lines = ledger_lines(&ledger);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["backup"], label, "keyed by pgBackRest's label: {}", lines[0]);
+    assert_eq!((lines[0]["result"].as_str(), lines[0]["content"].as_str()), (Some("unproven"), Some("unproven")));
+    assert!(lines[0]["sha256"].as_str().is_some_and(|s| s.len() == 64), "backup.manifest's sha256: {}", lines[0]);
+
+    // The mark as `expect`, at its restore point and at the end of the archive.
+    let book = work.join("truth.yaml");
+    std::fs::write(
+        &book,
+        format!(
+            "name: truth\nvars:\n  source: \"\"\n  target_name: \"\"\nsteps:\n  - id: recover\n    uses: physical.verify\n    with:\n      source: \"{{{{ vars.source }}}}\"\n      target_name: \"{{{{ vars.target_name }}}}\"\n      timeout: 3m\n      expect: {fingerprint}\n\
+             finally:\n  - id: record\n    when: steps.recover.outputs.backup is defined\n    uses: verify.record\n    with:\n      backup: \"{{{{ steps.recover.outputs.ledger }}}}/{{{{ steps.recover.outputs.backup }}}}\"\n      result: \"{{{{ run.status }}}}\"\n      message: \"{{{{ run.message or '' }}}}\"\n      steps: \"{{{{ steps }}}}\"\n      checks: [recover]\n      content_check: recover\n"
+        ),
+    )
+    .expect("truth runbook");
+    let ran = with_env(Run::new(&book).var("source", &with_ledger).var("target_name", "pgdrill_mark"))
+        .report(work.join("at_mark"))
+        .output();
+    assert_eq!(ran.code, Some(0), "the source at the mark must match:\n{}", ran.all());
+    assert_eq!(ran.run_json().step("recover").outputs["ground_truth"], "source at the target");
+    // The run's history line names the backup it proved.
+    let history = std::fs::read_to_string(work.join("at_mark/history.jsonl")).expect("history.jsonl");
+    let line: serde_json::Value = serde_json::from_str(history.lines().last().unwrap_or_default()).expect("a line");
+    assert!(line["backup"].as_str().is_some_and(|b| b.ends_with(label)), "{line}");
+    let listed = with_env(Run::cli(["backups", "list", "--json", "--storage", &with_ledger])).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
+    let last = &v[0]["last_verification"];
+    assert_eq!((v[0]["id"].as_str(), last["result"].as_str()), (Some(label), Some("passed")), "{}", listed.stdout);
+    assert_eq!(
+        (last["content"].as_str(), last["ground_truth"].as_str()),
+        (Some("proven"), Some("source at the target"))
+    );
+    let table = with_env(Run::cli(["backups", "list", "--storage", &with_ledger])).expect(0);
+    assert!(table.stdout.contains("last verified"), "{}", table.stdout);
+    assert!(table.stdout.contains("passed (against the source at the target)"), "{}", table.stdout);
+
+    let ran = with_env(Run::new(&book).var("source", &with_ledger)).output();
+    assert_eq!(ran.code, Some(1), "a recovery past the mark differs from it:\n{}", ran.all());
+    let all = ran.all();
+    assert!(all.contains("differs from the source at the target"), "{all}");
+    assert!(all.contains("public.drill: 317 rows, expected 310"), "the rows named: {all}");
+    assert!(all.contains("public.after_mark: not in the source"), "the extra table named: {all}");
+    let lines = ledger_lines(&ledger);
+    let newest = lines.last().expect("a ledger line");
+    assert_eq!((newest["backup"].as_str(), newest["result"].as_str()), (Some(label), Some("failed")), "{newest}");
+    assert!(newest["error"].as_str().is_some_and(|e| e.contains("public.drill")), "{newest}");
 }
 
 /// An empty object (or bucket) at `path`, with a plain HTTP PUT (moto takes unsigned requests).
@@ -547,7 +646,14 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
     let book = runbook(work.path());
     let source = format!("barman-cloud:s3://drill-bkt/pg?server=demo&endpoint={endpoint}");
     let report = work.path().join("report");
-    let mut run = verify(&book, &source, &t1, &counts).report(&report);
+    let (key, evidence) = (work.path().join("k.pem"), work.path().join("evidence"));
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let mut run = verify(&book, &source, &t1, &counts)
+        .report(&report)
+        .arg("--signing-key")
+        .arg(&key)
+        .arg("--evidence")
+        .arg(&evidence);
     for (k, v) in env {
         run = run.env(k, v);
     }
@@ -574,6 +680,41 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
         assert_eq!(s.outputs["marker"], true, "{id}");
         assert!(s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1, "{id}: {}", s.outputs);
     }
+
+    // Regression (issue 42): a barman-cloud backup was named by its id alone in the signed
+    // statement; it is now named by the sha256 of its backup.info object as the store holds
+    // it, which an auditor can hash again.
+    let id = rj.step("latest").outputs["backup"].as_str().unwrap_or_default().to_string();
+    let info_sha = ok(
+        Command::new("python3").args([
+            "-c",
+            &format!(
+                "import boto3, hashlib; s=boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='t', aws_secret_access_key='t', region_name='us-east-1')\n\
+                 print(hashlib.sha256(s.get_object(Bucket='drill-bkt', Key='pg/demo/base/{id}/backup.info')['Body'].read()).hexdigest())"
+            ),
+        ]),
+        "sha256 of backup.info",
+    )
+    .trim()
+    .to_string();
+    assert_eq!(info_sha.len(), 64, "{info_sha}");
+    assert_eq!(rj.step("latest").outputs["backup_sha256"], info_sha.as_str(), "{}", rj.step("latest").outputs);
+    let envelope = read_json(&evidence.join("records/00000001.dsse.json"));
+    use base64::Engine as _;
+    let statement: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD.decode(envelope["payload"].as_str().expect("payload")).expect("b64"),
+    )
+    .expect("statement");
+    let name = format!("barman-cloud:s3://drill-bkt/pg/demo/base/{id}/backup.info");
+    let subject = statement["subject"].as_array().and_then(|a| a.iter().find(|s| s["name"] == name.as_str()));
+    assert_eq!(
+        subject.and_then(|s| s["digest"]["sha256"].as_str()),
+        Some(info_sha.as_str()),
+        "the statement names the backup by its backup.info: {}",
+        statement["subject"]
+    );
+    let v = Run::cli(["evidence", "verify"]).arg(&evidence).arg("--public-key").arg(work.path().join("k.pem.pub"));
+    assert_eq!(v.output().code, Some(0));
 
     // A 0-byte WAL object where a segment after the backup was: never a pass.
     let end_wal = c.sql("select pg_walfile_name(pg_current_wal_lsn())");
@@ -625,6 +766,106 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
     assert!(ran.all().contains("FAILED"), "{}", ran.all());
     assert!(!ran.all().contains("restored"), "nothing is restored from a FAILED backup:\n{}", ran.all());
     drop(c);
+}
+
+/// Azurite's well-known development account and key (public, in Azurite's documentation).
+const AZURITE: (&str, &str) =
+    ("devstoreaccount1", "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==");
+
+/// Regression (issue 39, item 1): barman-cloud's Azure layout was never proven (only S3). A
+/// server archives with `barman-cloud-wal-archive --cloud-provider azure-blob-storage` into
+/// Azurite, barman-cloud-backup takes a backup under load, and pgdrill lists it and recovers
+/// it to the end of the archive, a time and a restore point, the connection string (with its
+/// account key) in the environment only and never shown.
+#[test]
+fn barman_cloud_backups_in_azure_blob_storage_recover_to_latest_a_time_and_a_restore_point() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("barman-cloud-backup"), "barman-cloud (Debian package barman-cli-cloud)")
+        || !require(on_path("azurite-blob"), "azurite-blob (npm azurite)")
+    {
+        return;
+    }
+    let azure_sdk = Command::new("/usr/bin/python3").args(["-c", "import azure.storage.blob"]).status();
+    if !require(azure_sdk.is_ok_and(|s| s.success()), "azure-storage-blob in barman-cloud's Python (ci/setup.sh)") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let port = free_port();
+    let (log, out, err) = server_log();
+    let child = Command::new("azurite-blob")
+        .args([
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            &port.to_string(),
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+        ])
+        .arg("--location")
+        .arg(work.path().join("azurite"))
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("azurite starts");
+    let azurite = Server { child, port, log: Some(log) };
+    wait_listening(port, "azurite-blob");
+    let (account, key) = AZURITE;
+    let connection = format!(
+        "DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};BlobEndpoint=http://127.0.0.1:{port}/{account};"
+    );
+    let env = [("AZURE_STORAGE_CONNECTION_STRING", connection.as_str())];
+    ok(
+        Command::new("/usr/bin/python3")
+            .args(["-c", "import os; from azure.storage.blob import BlobServiceClient as B; B.from_connection_string(os.environ['AZURE_STORAGE_CONNECTION_STRING']).create_container('drill')"])
+            .envs(env),
+        "create the container",
+    );
+    let url = format!("http://127.0.0.1:{port}/{account}/drill/pg");
+    let archive_command = format!("barman-cloud-wal-archive --cloud-provider azure-blob-storage {url} demo %p");
+    let c = Cluster::start(&archive_command, &env);
+    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
+    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    let mut load = c.load(3);
+    let mut backup = as_server("barman-cloud-backup", &env);
+    backup
+        .args(["--cloud-provider", "azure-blob-storage", "-U", "postgres", "-p", &c.port.to_string(), "-h"])
+        .arg(c.socket())
+        .args([url.as_str(), "demo"]);
+    ok(&mut backup, "barman-cloud-backup");
+    let _ = load.wait();
+    let (t1, counts) = c.batches();
+
+    let book = runbook(work.path());
+    let source = format!("barman-cloud:{url}?server=demo&provider=azure-blob-storage");
+    let ran = verify(&book, &source, &t1, &counts).env(env[0].0, env[0].1).report(work.path().join("report")).output();
+    assert_eq!(ran.code, Some(0), "{}\nsource server log:\n{}", ran.all(), c.log());
+    let rj = ran.run_json();
+    for id in ["latest", "at_time", "at_name"] {
+        let s = rj.step(id);
+        assert_eq!(
+            (s.outputs["tool"].as_str(), s.outputs["marker"].as_bool()),
+            (Some("barman-cloud"), Some(true)),
+            "{id}"
+        );
+        assert!(
+            s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1,
+            "{id}: the WAL came from Azure: {}",
+            s.outputs
+        );
+    }
+    let listed = Run::cli(["backups", "list", "--json", "--storage", &source]).env(env[0].0, env[0].1).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
+    assert_eq!(v[0]["id"], rj.step("latest").outputs["backup"], "{}", listed.stdout);
+    let report = std::fs::read_to_string(work.path().join("report/run.json")).unwrap_or_default();
+    for out in [ran.all(), listed.all(), report] {
+        assert!(!out.contains(key), "the account key was shown:\n{out}");
+    }
+    // Without the connection string barman-cloud cannot read the container: the environment's.
+    let ran = shipped(&source, counts.latest).output();
+    assert_eq!(ran.code, Some(3), "{}", ran.all());
+    drop(c);
+    drop(azurite);
 }
 
 /// Regression (issue 39, item 1): a Barman server's backups could not be verified at all;

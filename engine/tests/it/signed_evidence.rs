@@ -668,11 +668,41 @@ fn evidence_goes_straight_into_an_object_store_and_an_object_lock_bucket_keeps_e
         |location: &str| aws(Run::cli(["evidence", "verify"]).arg(location).arg("--public-key").arg(&public)).output();
     let v = verify_store("s3://run-evidence/reports/evidence");
     assert_eq!(v.code, Some(0), "{}", v.all());
+    // Regression (issue 42): `evidence pack` read local directories only, so a log kept in a
+    // store had to be copied out by hand first. It packs from the store, checked as `verify`
+    // checks it, and the auditor's script accepts the pack.
+    let pack_store = |location: &str, out: &Path| {
+        aws(Run::cli(["evidence", "pack", "--from", "2000-01-01", "--to", "2100-01-01", "--public-key"]))
+            .arg(&public)
+            .arg("--evidence")
+            .arg(location)
+            .arg(out)
+            .output()
+    };
+    let pack = t.path().join("store-pack.tar");
+    let p = pack_store("s3://run-evidence/reports/evidence", &pack);
+    assert_eq!(p.code, Some(0), "{}", p.all());
+    assert!(p.stdout.contains("3 records in the period"), "{}", p.all());
+    assert!(!p.all().contains(SECRET), "{}", p.all());
+    let unpacked = t.path().join("store-pack");
+    tar::Archive::new(std::fs::File::open(&pack).expect("pack")).unpack(&unpacked).expect("untar");
+    for n in 1..=3 {
+        assert!(unpacked.join(format!("records/{n:08}.dsse.json")).is_file(), "record {n} in the pack");
+    }
+    let script = std::process::Command::new("sh").arg(unpacked.join("verify.sh")).arg(&public).output().expect("sh");
+    assert!(script.status.success(), "{}{}", common::text(&script.stdout), common::text(&script.stderr));
     // The failed run's record removed from the store is named.
     assert_eq!(s3(port, "DELETE", "/run-evidence/reports/evidence/records/00000002.dsse.json", &[]).0, 204);
     let v = verify_store("s3://run-evidence/reports/evidence");
     assert_eq!(v.code, Some(1), "{}", v.all());
     assert!(v.stdout.contains("record 2: missing: the failed verify `broken`"), "{}", v.all());
+    // ... and a pack of that log is refused, naming it.
+    let refused = t.path().join("refused.tar");
+    let p = pack_store("s3://run-evidence/reports/evidence", &refused);
+    assert_eq!(p.code, Some(1), "{}", p.all());
+    assert!(p.stdout.contains("record 2: missing"), "{}", p.all());
+    assert!(p.stdout.contains("s3://run-evidence/reports/evidence"), "the store named, not a copy: {}", p.all());
+    assert!(!refused.exists(), "nothing written under the pack's name");
 
     // Retention asked of a bucket without Object Lock: refused before the run (exit 2).
     let r = signed(&ok).arg("--evidence").arg("s3://run-evidence/other").arg("--evidence-retain").arg("30d").output();
