@@ -150,28 +150,46 @@ async fn can_block(ctx: &StepCtx, client: &Client, database: &str) -> Result<boo
     Ok(superuser)
 }
 
-/// The settings to give a database born blocked: without its connection limit, which
-/// `open_connections` puts back once it is verified.
+/// The settings to give a database just created: without its connection limit when it is
+/// born blocked, and, when `defer`, without the settings that bind sessions (`ALTER
+/// DATABASE ... SET`, `ALTER ROLE ... IN DATABASE ... SET`: a read-only default would stop
+/// pg_restore). `open_connections` gives both once it is verified.
 fn while_blocked(
     settings: Option<&dbsettings::DatabaseSettings>,
     blocked: bool,
+    defer: bool,
 ) -> Option<dbsettings::DatabaseSettings> {
     settings.cloned().map(|mut s| {
         if blocked {
             s.connection_limit = -1;
         }
+        if defer {
+            s.settings.clear();
+        }
         s
     })
 }
 
-/// Let connections into a database that was born refusing them: its connection limit as
-/// captured (none when nothing was captured).
+/// Once a recreated database is verified: give it the settings that bind sessions (held
+/// back by `while_blocked`; setting one again is harmless), then let connections in: its
+/// connection limit as captured (none when nothing was captured).
 async fn open_connections(
     ctx: &StepCtx,
     client: &Client,
     database: &str,
     settings: Option<&dbsettings::DatabaseSettings>,
 ) -> Result<(), StepError> {
+    if let Some(st) = settings.filter(|s| !s.settings.is_empty()) {
+        let own = dbsettings::DatabaseSettings {
+            settings: st.settings.clone(),
+            grants: None,
+            comment: None,
+            connection_limit: -1,
+        };
+        dbsettings::apply(client, database, &own)
+            .await
+            .map_err(|e| StepError::failed(format!("giving database `{database}` its settings again: {e}")))?;
+    }
     let want = settings.map(|s| s.connection_limit).unwrap_or(-1);
     let now: Option<i32> = client
         .query_opt("select datconnlimit from pg_database where datname = $1", &[&database])
@@ -555,9 +573,23 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
 
     // Database-level settings, grants, comment and connection limit: DROP loses them and
     // the dump does not hold them, so they are applied again after the create.
-    let settings = dbsettings::capture(&client, &w.database).await.map_err(pg_error)?;
+    let settings = match dbsettings::capture(&client, &w.database).await.map_err(pg_error)? {
+        Some(st) => {
+            ctx.log(format!("database settings kept across the recreate: {}", st.summary()));
+            Some(st)
+        }
+        // A database new here (a restore into another name) has none of its own: it gets
+        // the backup's source's, as its manifest recorded them, or it would come back
+        // without its `ALTER DATABASE ... SET`.
+        None => {
+            let st = backup_settings(manifest.as_ref(), w.no_owner);
+            if let Some(st) = &st {
+                ctx.log(format!("database settings of the backup's source, given to the new `{}`: {}", w.database, st.summary()));
+            }
+            st
+        }
+    };
     if let Some(st) = &settings {
-        ctx.log(format!("database settings kept across the recreate: {}", st.summary()));
         problems.extend(rights::settings(&client, &role, &w.database, st).await.map_err(pg_error)?);
     }
 
@@ -740,6 +772,19 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         missing_roles,
         differing_roles,
     })
+}
+
+/// The database's own settings as the backup's manifest recorded them (None: another tool's
+/// dump, or a pgdrill backup from before they were kept). With `no_owner` the restore keeps
+/// no owners or grants, so only what names no role: its own settings, comment and
+/// connection limit.
+fn backup_settings(manifest: Option<&Manifest>, no_owner: bool) -> Option<dbsettings::DatabaseSettings> {
+    let mut st = manifest?.globals.as_ref()?.database.settings.clone();
+    if no_owner {
+        st.settings.retain(|s| s.role.is_empty());
+        st.grants = None;
+    }
+    Some(st)
 }
 
 /// The roles of the backup the server lacks and how its roles differ (logged), with the
@@ -1356,13 +1401,19 @@ async fn reapply_settings(
     database: &str,
     settings: Option<&dbsettings::DatabaseSettings>,
     blocked: bool,
+    defer: bool,
 ) -> Result<(), StepError> {
     let Some(st) = settings else { return Ok(()) };
-    let now = while_blocked(Some(st), blocked).unwrap_or_default();
+    let now = while_blocked(Some(st), blocked, defer).unwrap_or_default();
     dbsettings::apply(client, database, &now)
         .await
         .map_err(|e| StepError::failed(format!("giving database `{database}` its settings and grants again: {e}")))?;
-    let later = if blocked && st.connection_limit >= 0 { " (the connection limit once it is verified)" } else { "" };
+    let later = match (blocked && st.connection_limit >= 0, defer && !st.settings.is_empty()) {
+        (true, true) => " (its settings and connection limit once it is verified)",
+        (true, false) => " (the connection limit once it is verified)",
+        (false, true) => " (its settings once it is verified)",
+        (false, false) => "",
+    };
     ctx.log(format!("database settings applied again: {}{later}", st.summary()));
     Ok(())
 }
@@ -1690,7 +1741,7 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
     let oid = oid_of(&client, &w.database).await?;
     let note = if blocked { "created, refusing connections until verified" } else { "created" };
     super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Creating, note, |j| j.created_oid = oid)?;
-    reapply_settings(&ctx, &client, &w.database, w.settings.as_ref(), blocked).await?;
+    reapply_settings(&ctx, &client, &w.database, w.settings.as_ref(), blocked, w.journal.is_some()).await?;
     super::journal::mark(
         &ctx,
         w.journal.as_deref(),
@@ -1856,7 +1907,7 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
         create_database(&client, &w.database, &shape, planned).await?;
         let oid = oid_of(&client, &w.database).await?;
         super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, "created again", |j| j.created_oid = oid)?;
-        reapply_settings(ctx, &client, &w.database, w.settings.as_ref(), blocked).await?;
+        reapply_settings(ctx, &client, &w.database, w.settings.as_ref(), blocked, true).await?;
         let url = target_url(&w.url, &w.database)?;
         let opts = RestoreOptions {
             backup: snap.clone(),
