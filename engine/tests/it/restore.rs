@@ -212,13 +212,13 @@ async fn sigint_during_the_restore_rolls_back() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    // Wait until pg_restore is writing into the recreated database, then interrupt.
+    // Wait until pg_restore is writing into the recreated database (under its private name), then interrupt.
     let admin = pgdrill::pg::connect(&s.url_for("postgres")).await.expect("admin");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let n: i64 = admin
             .query_one(
-                "select count(*) from pg_stat_activity where datname = 'shop' and application_name = 'pg_restore'",
+                "select count(*) from pg_stat_activity where application_name = 'pg_restore'",
                 &[],
             )
             .await
