@@ -594,6 +594,10 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
     let backup_size = std::fs::metadata(&backup_path).map(|m| m.len()).unwrap_or(0);
     let manifest = Manifest::read(&backup_path).ok();
     let mut problems: Vec<String> = Vec::new();
+    // How many of them are what this machine or the server lacks (a tool, disk): when those
+    // are all there is, the refusal is the environment's (exit 3), never a verdict on the
+    // backup.
+    let mut lacking = 0;
 
     // Versions: pg_restore must read the archive, the server must take what it replays.
     let dump_major = manifest.as_ref().and_then(|m| parse_major(&m.pg_dump_version)).unwrap_or(0);
@@ -620,6 +624,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
                             "the backup was written by PostgreSQL {dump_major}'s pg_dump and the container {} has {text}, which cannot read it",
                             t.label()
                         ));
+                    lacking += 1;
                     String::new()
                 }
                 Err(why) => return Err(StepError::environment(why)),
@@ -638,6 +643,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
                     None => format!("the target runs PostgreSQL {major}"),
                 };
                 problems.push(format!("{why}; {}", StepError::from(e).message()));
+                lacking += 1;
                 String::new()
             }
         },
@@ -765,6 +771,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         }
         let Some((free, dev)) = free_space(dir) else {
             problems.push(format!("cannot read free space of {}", dir.display()));
+            lacking += 1;
             continue;
         };
         match by_fs.iter_mut().find(|f| f.0 == dev) {
@@ -783,6 +790,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
                 mib(*need),
                 mib(*free)
             ));
+            lacking += 1;
         } else {
             ctx.log(format!("disk: {} for {} ({} free)", mib(*need), whats.join(" and "), mib(*free)));
         }
@@ -802,11 +810,14 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         || host.starts_with("localhost")
         || host.starts_with("::1:");
     match data_dir.filter(|d| local && Path::new(d).is_dir()).and_then(|d| free_space(Path::new(&d)).map(|f| (d, f.0))) {
-            Some((d, free)) if free < server_need => problems.push(format!(
-                "not enough free disk on the server's data directory {d}: about {} needed for the restored database, {} free",
-                mib(server_need),
-                mib(free)
-            )),
+            Some((d, free)) if free < server_need => {
+                problems.push(format!(
+                    "not enough free disk on the server's data directory {d}: about {} needed for the restored database, {} free",
+                    mib(server_need),
+                    mib(free)
+                ));
+                lacking += 1;
+            }
             Some((d, free)) => ctx.log(format!("disk: about {} for the restored database in {d} ({} free)", mib(server_need), mib(free))),
             None => ctx.log("disk: the server's data directory is not on this machine; its free space is not checked".to_string()),
         }
@@ -842,7 +853,8 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         ctx.log(format!("restore with {pg_restore}, {jobs} job{}", if jobs == 1 { "" } else { "s" }));
     }
     if !problems.is_empty() {
-        return Err(StepError::failed(format!("preflight: {}; nothing was changed", problems.join("; "))));
+        let message = format!("preflight: {}; nothing was changed", problems.join("; "));
+        return Err(if lacking == problems.len() { StepError::environment(message) } else { StepError::failed(message) });
     }
 
     let (url, admin_url) = (target_url(&w.url, &w.database)?, target_url(&w.url, &w.maintenance_db)?);
@@ -2098,8 +2110,13 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
         let log = move |l: String| log_ctx.log(l);
         let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
         // The restore's own class is kept: a server that went away or a missing tool is the
-        // environment (exit 3), not a verdict on the snapshot.
+        // environment (exit 3), not a verdict on the snapshot; and so is a pg_restore whose
+        // server ran out of disk or memory, crashed or was shut down (its own words).
         restore::restore(opts, &log).await.map_err(|e| {
+            let e = match crate::backup::environment_in_stderr(&e.message).filter(|_| e.class == Class::Failed) {
+                Some(what) => e.context(format!("{what}: the environment failed, not the snapshot")).in_class(Class::Environment),
+                None => e,
+            };
             StepError::Failure(e.context(format!("restoring the safety snapshot {} failed", snap.display())))
         })?;
         let expect: Option<Fingerprint> = manifest.fingerprint.clone();
