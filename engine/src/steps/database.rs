@@ -170,26 +170,31 @@ fn while_blocked(
     })
 }
 
-/// Once a recreated database is verified: give it the settings that bind sessions (held
-/// back by `while_blocked`; setting one again is harmless), then let connections in: its
-/// connection limit as captured (none when nothing was captured).
+/// Give a restored database the settings that bind sessions, held back by `while_blocked`
+/// until pg_restore is done (setting one again is harmless).
+async fn give_session_settings(
+    client: &Client,
+    database: &str,
+    settings: Option<&dbsettings::DatabaseSettings>,
+) -> Result<(), StepError> {
+    let Some(st) = settings.filter(|s| !s.settings.is_empty()) else { return Ok(()) };
+    let own =
+        dbsettings::DatabaseSettings { settings: st.settings.clone(), grants: None, comment: None, connection_limit: -1 };
+    dbsettings::apply(client, database, &own)
+        .await
+        .map_err(|e| StepError::failed(format!("giving database `{database}` its settings again: {e}")))
+}
+
+/// Once a recreated database is verified: give it the settings that bind sessions
+/// (`give_session_settings`), then let connections in: its connection limit as captured
+/// (none when nothing was captured).
 async fn open_connections(
     ctx: &StepCtx,
     client: &Client,
     database: &str,
     settings: Option<&dbsettings::DatabaseSettings>,
 ) -> Result<(), StepError> {
-    if let Some(st) = settings.filter(|s| !s.settings.is_empty()) {
-        let own = dbsettings::DatabaseSettings {
-            settings: st.settings.clone(),
-            grants: None,
-            comment: None,
-            connection_limit: -1,
-        };
-        dbsettings::apply(client, database, &own)
-            .await
-            .map_err(|e| StepError::failed(format!("giving database `{database}` its settings again: {e}")))?;
-    }
+    give_session_settings(client, database, settings).await?;
     let want = settings.map(|s| s.connection_limit).unwrap_or(-1);
     let now: Option<i32> = client
         .query_opt("select datconnlimit from pg_database where datname = $1", &[&database])
@@ -2119,6 +2124,9 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
             };
             StepError::Failure(e.context(format!("restoring the safety snapshot {} failed", snap.display())))
         })?;
+        // pg_restore is done: the settings held back go on now, before the compare (the
+        // snapshot's fingerprint holds the database's own settings).
+        give_session_settings(&client, &private, w.settings.as_ref()).await?;
         let expect: Option<Fingerprint> = manifest.fingerprint.clone();
         let proof = match &expect {
             Some(fp) => {
