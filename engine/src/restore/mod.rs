@@ -323,7 +323,10 @@ impl Journal {
     pub fn mark(&mut self, path: &Path, phase: Phase, note: impl Into<String>) -> Result<(), JournalError> {
         // `changed` is set by the drop once it succeeded (a failed DROP changed nothing);
         // every phase after it implies it.
-        if matches!(phase, Phase::Creating | Phase::Restoring | Phase::Renaming | Phase::RollingBack | Phase::RolledBack) {
+        if matches!(
+            phase,
+            Phase::Creating | Phase::Restoring | Phase::Renaming | Phase::RollingBack | Phase::RolledBack
+        ) {
             self.changed = true;
         }
         self.phase = phase;

@@ -217,10 +217,7 @@ async fn sigint_during_the_restore_rolls_back() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let n: i64 = admin
-            .query_one(
-                "select count(*) from pg_stat_activity where application_name = 'pg_restore'",
-                &[],
-            )
+            .query_one("select count(*) from pg_stat_activity where application_name = 'pg_restore'", &[])
             .await
             .expect("poll")
             .get(0);
