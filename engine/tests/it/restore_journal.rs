@@ -276,7 +276,9 @@ async fn kill_at(s: &Ephemeral, storage: &Path, at: At) -> String {
 
 /// The private name the journal of `shop` says the restore writes into.
 fn private_name(storage: &Path) -> String {
-    journal(storage).and_then(|j| j["private_name"].as_str().map(str::to_string)).expect("a private name in the journal")
+    journal(storage)
+        .and_then(|j| j["private_name"].as_str().map(str::to_string))
+        .expect("a private name in the journal")
 }
 
 /// How many databases are under a restore's private name (`pgdrill_restoring_...`).
@@ -556,8 +558,11 @@ async fn a_killed_restore_into_a_new_name_is_removed_by_rollback_and_finished_by
     let original = fingerprint_of(&s.url_for("shop")).await;
     // The half-made database: under its private name until it is verified, then shop_copy.
     let exists = || async {
-        value(&postgres, "select count(*) from pg_database where datname = 'shop_copy' or datname like 'pgdrill\\_restoring\\_%'")
-            .await
+        value(
+            &postgres,
+            "select count(*) from pg_database where datname = 'shop_copy' or datname like 'pgdrill\\_restoring\\_%'",
+        )
+        .await
             == Some("1".into())
     };
 
@@ -566,7 +571,8 @@ async fn a_killed_restore_into_a_new_name_is_removed_by_rollback_and_finished_by
         let mut child = spawn_with(&s, &storage, &["target=shop_copy"]);
         until("pg_restore writing into the copy of shop_copy", || async {
             phase_of(&storage, "shop_copy") == "restoring"
-                && holds(&watch, "select count(*) > 0 from pg_stat_activity where application_name = 'pg_restore'").await
+                && holds(&watch, "select count(*) > 0 from pg_stat_activity where application_name = 'pg_restore'")
+                    .await
         })
         .await;
         sigkill(&mut child);
@@ -575,7 +581,10 @@ async fn a_killed_restore_into_a_new_name_is_removed_by_rollback_and_finished_by
         // Written into under its private name: shop_copy itself does not exist yet.
         let private = j["private_name"].as_str().unwrap_or_default().to_string();
         assert!(private.starts_with("pgdrill_restoring_"), "{j}");
-        assert_eq!(value(&postgres, "select count(*) from pg_database where datname = 'shop_copy'").await.as_deref(), Some("0"));
+        assert_eq!(
+            value(&postgres, "select count(*) from pg_database where datname = 'shop_copy'").await.as_deref(),
+            Some("0")
+        );
 
         let (code, all) = restore(&s, &storage, &["target=shop_copy"]);
         assert_eq!(code, Some(1), "{all}");
@@ -1006,7 +1015,8 @@ async fn an_application_never_reaches_a_half_restored_database_by_its_name() {
         let mut child = spawn(&s, &storage);
         until("pg_restore writing into the private copy", || async {
             phase(&storage) == "restoring"
-                && holds(&watch, "select count(*) > 0 from pg_stat_activity where application_name = 'pg_restore'").await
+                && holds(&watch, "select count(*) > 0 from pg_stat_activity where application_name = 'pg_restore'")
+                    .await
         })
         .await;
         let me = Pid::from_raw(child.id() as i32);
@@ -1053,4 +1063,68 @@ async fn an_application_never_reaches_a_half_restored_database_by_its_name() {
         common::exec(&superuser, "drop table intruder").await;
     }
     until("no tool sessions left", || async { tool_sessions(&s).await == "0" }).await;
+}
+
+/// Prepared transactions and logical replication slots make DROP DATABASE fail; preflight
+/// refuses both, naming the remedy, with nothing changed. (They were refused without a test:
+/// the test servers ran with `max_prepared_transactions = 0` and `wal_level = replica`, where
+/// neither can exist; this one is restarted with both allowed.)
+#[tokio::test(flavor = "multi_thread")]
+async fn prepared_transactions_and_logical_slots_are_refused_in_preflight() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((s, _)) = shop(&storage, 100).await else { return };
+    let postgres = s.url_for("postgres");
+    let (pm, argv) = postmaster(&s);
+    kill(Pid::from_raw(pm), Signal::SIGINT).expect("stop the server");
+    let data = Path::new(&s.instance).join("data");
+    until("the server stopped", || async { !data.join("postmaster.pid").exists() }).await;
+    // The throwaway's own `-c wal_level=minimal` and `max_wal_senders=0` go; these come in.
+    let ours = ["wal_level=", "max_wal_senders=", "max_replication_slots=", "max_prepared_transactions="];
+    let mut args: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < argv.len() {
+        if argv[i] == "-c" && argv.get(i + 1).is_some_and(|a| ours.iter().any(|o| a.starts_with(o))) {
+            i += 2;
+            continue;
+        }
+        args.push(argv[i].clone());
+        i += 1;
+    }
+    for setting in ["wal_level=logical", "max_wal_senders=2", "max_replication_slots=2", "max_prepared_transactions=2"]
+    {
+        args.extend(["-c".to_string(), setting.to_string()]);
+    }
+    let mut server = start_again(&s, &args).await;
+    assert_eq!(value(&postgres, "current_setting('wal_level')").await.as_deref(), Some("logical"));
+
+    // The slot first: creating a logical slot waits for every open transaction, a prepared
+    // one included.
+    common::exec(&postgres, "create database shop_slot").await;
+    common::exec(&s.url_for("shop_slot"), "select pg_create_logical_replication_slot('shop_slot_1', 'pgoutput')").await;
+    common::exec(&postgres, "create database shop_prepared").await;
+    common::exec(&s.url_for("shop_prepared"), "create table t (n int)").await;
+    common::exec(
+        &s.url_for("shop_prepared"),
+        "begin; insert into t values (1); prepare transaction 'pgdrill_test_xact'",
+    )
+    .await;
+
+    refused_in_preflight(&s, &storage, "shop_prepared", "has 1 prepared transaction(s)", "rollback prepared").await;
+    refused_in_preflight(
+        &s,
+        &storage,
+        "shop_slot",
+        "logical replication slot(s) shop_slot_1",
+        "pg_drop_replication_slot",
+    )
+    .await;
+    // Still there, as they were.
+    assert_eq!(value(&postgres, "(select count(*) from pg_prepared_xacts)").await.as_deref(), Some("1"));
+    assert_eq!(value(&postgres, "(select count(*) from pg_replication_slots)").await.as_deref(), Some("1"));
+
+    common::exec(&s.url_for("shop_prepared"), "rollback prepared 'pgdrill_test_xact'").await;
+    common::exec(&postgres, "select pg_drop_replication_slot('shop_slot_1')").await;
+    kill(Pid::from_raw(server.id() as i32), Signal::SIGINT).expect("stop");
+    let _ = server.wait();
 }
