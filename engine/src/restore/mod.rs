@@ -38,8 +38,10 @@ pub enum Phase {
     /// The database is about to be dropped: from here on it may be gone or half-restored.
     Dropping,
     Creating,
-    /// Created again; pg_restore is writing into it.
+    /// Created again (under a private name); pg_restore is writing into it.
     Restoring,
+    /// The verified copy is being renamed from its private name into place.
+    Renaming,
     /// The restored content matched the backup's fingerprint.
     Verified,
     /// Putting the original back from the snapshot.
@@ -59,6 +61,7 @@ impl Phase {
             Phase::Dropping => "dropping",
             Phase::Creating => "creating",
             Phase::Restoring => "restoring",
+            Phase::Renaming => "renaming",
             Phase::Verified => "verified",
             Phase::RollingBack => "rolling back",
             Phase::RolledBack => "rolled back",
@@ -207,6 +210,11 @@ pub struct Journal {
     /// The OID of the database this restore created (from `creating` on).
     #[serde(default)]
     pub created_oid: Option<u32>,
+    /// The private name that database is created and restored under, recorded before its
+    /// CREATE: no application knows it, so none connects to a half-restored database; once
+    /// verified it is renamed to `database` (and this is cleared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_name: Option<String>,
     /// Who runs it now: process id, machine, and when it started.
     pub pid: u32,
     pub host: String,
@@ -290,13 +298,17 @@ impl Journal {
             _ if self.existed => "the database may be gone or half-restored".to_string(),
             _ => "the database did not exist before and may be half-restored".to_string(),
         };
+        let copy = match &self.private_name {
+            Some(p) if self.changed => format!("; its half-restored copy may be database `{p}`"),
+            _ => String::new(),
+        };
         let roles = if self.created_roles.is_empty() {
             String::new()
         } else {
             format!("; it created the roles {}", self.created_role_names())
         };
         format!(
-            "an unfinished restore of database `{}` on {}: pgdrill pid {} on host {} started {} restoring {}, and stopped at phase `{}` at {last}; {state}{roles}",
+            "an unfinished restore of database `{}` on {}: pgdrill pid {} on host {} started {} restoring {}, and stopped at phase `{}` at {last}; {state}{copy}{roles}",
             self.database,
             self.server,
             self.pid,
@@ -311,7 +323,10 @@ impl Journal {
     pub fn mark(&mut self, path: &Path, phase: Phase, note: impl Into<String>) -> Result<(), JournalError> {
         // `changed` is set by the drop once it succeeded (a failed DROP changed nothing);
         // every phase after it implies it.
-        if matches!(phase, Phase::Creating | Phase::Restoring | Phase::RollingBack | Phase::RolledBack) {
+        if matches!(
+            phase,
+            Phase::Creating | Phase::Restoring | Phase::Renaming | Phase::RollingBack | Phase::RolledBack
+        ) {
             self.changed = true;
         }
         self.phase = phase;
@@ -637,9 +652,14 @@ pub fn manual_commands(journal: &Journal, user: &str, host: &str, port: u16) -> 
             allow = shell_quote(&format!("alter database {} allow_connections true", quote_ident(&journal.database)))
         );
     }
+    // The half-restored copy under its private name goes too.
+    let drop_copy = match &journal.private_name {
+        Some(p) => format!(" -c {}", shell_quote(&format!("drop database if exists {} with (force)", quote_ident(p)))),
+        None => String::new(),
+    };
     let Some(snap) = &journal.snapshot else {
         return format!(
-            "psql -h {h} -p {port} -U {u} -d postgres -c {drop}",
+            "psql -h {h} -p {port} -U {u} -d postgres -c {drop}{drop_copy}",
             h = shell_quote(host),
             u = shell_quote(user),
             drop = shell_quote(&format!("drop database if exists {} with (force)", quote_ident(&journal.database)))
@@ -667,7 +687,7 @@ pub fn manual_commands(journal: &Journal, user: &str, host: &str, port: u16) -> 
         conninfo_quote(&journal.database)
     );
     format!(
-        "psql -h {h} -p {port} -U {u} -d postgres -c {drop} -c {create}; pgdrill decrypt {snap} | pg_restore --no-password -d {conninfo}",
+        "psql -h {h} -p {port} -U {u} -d postgres -c {drop}{drop_copy} -c {create}; pgdrill decrypt {snap} | pg_restore --no-password -d {conninfo}",
         h = shell_quote(host),
         u = shell_quote(user),
         drop = shell_quote(&format!("drop database if exists {} with (force)", quote_ident(&journal.database))),
@@ -708,6 +728,7 @@ mod tests {
             database: "shop".into(),
             database_oid: Some(16384),
             created_oid: None,
+            private_name: None,
             pid: 1,
             host: "m".into(),
             started_at: OffsetDateTime::now_utc(),
@@ -797,6 +818,7 @@ mod tests {
             database: "dbname=victim port=1'x".into(),
             database_oid: Some(16384),
             created_oid: None,
+            private_name: None,
             pid: 1,
             host: "m".into(),
             started_at: OffsetDateTime::now_utc(),

@@ -150,28 +150,51 @@ async fn can_block(ctx: &StepCtx, client: &Client, database: &str) -> Result<boo
     Ok(superuser)
 }
 
-/// The settings to give a database born blocked: without its connection limit, which
-/// `open_connections` puts back once it is verified.
+/// The settings to give a database just created: without its connection limit when it is
+/// born blocked, and, when `defer`, without the settings that bind sessions (`ALTER
+/// DATABASE ... SET`, `ALTER ROLE ... IN DATABASE ... SET`: a read-only default would stop
+/// pg_restore). `open_connections` gives both once it is verified.
 fn while_blocked(
     settings: Option<&dbsettings::DatabaseSettings>,
     blocked: bool,
+    defer: bool,
 ) -> Option<dbsettings::DatabaseSettings> {
     settings.cloned().map(|mut s| {
         if blocked {
             s.connection_limit = -1;
         }
+        if defer {
+            s.settings.clear();
+        }
         s
     })
 }
 
-/// Let connections into a database that was born refusing them: its connection limit as
-/// captured (none when nothing was captured).
+/// Give a restored database the settings that bind sessions, held back by `while_blocked`
+/// until pg_restore is done (setting one again is harmless).
+async fn give_session_settings(
+    client: &Client,
+    database: &str,
+    settings: Option<&dbsettings::DatabaseSettings>,
+) -> Result<(), StepError> {
+    let Some(st) = settings.filter(|s| !s.settings.is_empty()) else { return Ok(()) };
+    let own =
+        dbsettings::DatabaseSettings { settings: st.settings.clone(), grants: None, comment: None, connection_limit: -1 };
+    dbsettings::apply(client, database, &own)
+        .await
+        .map_err(|e| StepError::failed(format!("giving database `{database}` its settings again: {e}")))
+}
+
+/// Once a recreated database is verified: give it the settings that bind sessions
+/// (`give_session_settings`), then let connections in: its connection limit as captured
+/// (none when nothing was captured).
 async fn open_connections(
     ctx: &StepCtx,
     client: &Client,
     database: &str,
     settings: Option<&dbsettings::DatabaseSettings>,
 ) -> Result<(), StepError> {
+    give_session_settings(client, database, settings).await?;
     let want = settings.map(|s| s.connection_limit).unwrap_or(-1);
     let now: Option<i32> = client
         .query_opt("select datconnlimit from pg_database where datname = $1", &[&database])
@@ -265,6 +288,109 @@ async fn planned_oid(client: &Client) -> Result<Option<u32>, StepError> {
         }
     }
     Ok(None)
+}
+
+/// What the private names of databases being restored begin with.
+const PRIVATE_PREFIX: &str = "pgdrill_restoring_";
+
+/// A name no application knows, for a database while it is restored: nobody (a superuser
+/// included) reaches a half-restored database by its real name, which it takes only once
+/// verified (`rename_into_place`).
+async fn private_name(client: &Client) -> Result<String, StepError> {
+    for _ in 0..5 {
+        let hex: String = client
+            .query_one("select lpad(to_hex((random() * 4294967295)::bigint), 8, '0')", &[])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        let name = format!("{PRIVATE_PREFIX}{hex}");
+        if oid_of(client, &name).await?.is_none() {
+            return Ok(name);
+        }
+    }
+    Err(StepError::environment("no free private name for the database to restore into after 5 tries"))
+}
+
+/// Drop the half-restored copy an earlier run of this restore left under its private name
+/// (killed, or interrupted before its rollback ended): only while a database of that name
+/// has the OID the journal recorded for it. Whether one was dropped.
+pub(super) async fn drop_leftover_private(
+    ctx: &StepCtx,
+    client: &Client,
+    j: Option<&crate::restore::Journal>,
+) -> Result<bool, StepError> {
+    let Some((name, j)) = j.and_then(|j| j.private_name.as_deref().map(|n| (n, j))) else { return Ok(false) };
+    match oid_of(client, name).await? {
+        Some(oid) if Some(oid) == j.created_oid => {
+            drop_database(client, name).await?;
+            ctx.log(format!("dropped database {name}, the half-restored copy this restore made"));
+            Ok(true)
+        }
+        Some(oid) => {
+            ctx.log(format!(
+                "warning: database {name} (OID {oid}) is not the copy this restore made: left as it is"
+            ));
+            Ok(false)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Put the verified copy `private` in place as `database`: connections to it refused
+/// (superusers too), its sessions ended (pgdrill's own checks may still linger), renamed,
+/// then let in again: its connection limit still keeps every role but superusers out until
+/// `open_connections`. A database that appeared under the name meanwhile is never touched.
+async fn rename_into_place(
+    client: &Client,
+    private: &str,
+    database: &str,
+    j: Option<&crate::restore::Journal>,
+) -> Result<(), StepError> {
+    let Some(oid) = oid_of(client, private).await? else {
+        return Err(StepError::failed(format!("database `{private}`, the verified copy of `{database}`, is gone")));
+    };
+    recorded(j, private, oid, "rename")?;
+    if let Some(other) = oid_of(client, database).await? {
+        return Err(StepError::failed(format!(
+            "cannot rename the verified copy `{private}` to `{database}`: a database `{database}` (OID {other}) is there, which appeared after the original was dropped; it was left as it is"
+        )));
+    }
+    let (p, d) = (quote_ident(private), quote_ident(database));
+    let sql_failed = |what: &str, e: tokio_postgres::Error| {
+        StepError::failed(format!("{what} `{private}`: {}", crate::pg::describe(&e)))
+    };
+    client
+        .batch_execute(&format!("alter database {p} allow_connections false"))
+        .await
+        .map_err(|e| sql_failed("refusing connections to", e))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // Each session left is told to end; the count is of those still there.
+        let left = client
+            .query(
+                "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+                &[&private],
+            )
+            .await
+            .map_err(pg_error)?
+            .len();
+        if left == 0 {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StepError::failed(format!(
+                "{left} session{} still connected to `{private}`, the verified copy of `{database}`, after 10s: it cannot be renamed into place",
+                if left == 1 { "" } else { "s" }
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.batch_execute(&format!("alter database {p} rename to {d}")).await.map_err(|e| sql_failed("renaming", e))?;
+    client
+        .batch_execute(&format!("alter database {d} allow_connections true"))
+        .await
+        .map_err(|e| sql_failed("letting connections in again after renaming", e))?;
+    Ok(())
 }
 
 async fn create_database(client: &Client, database: &str, shape: &Shape, oid: Option<u32>) -> Result<(), StepError> {
@@ -461,6 +587,10 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
     let backup_size = std::fs::metadata(&backup_path).map(|m| m.len()).unwrap_or(0);
     let manifest = Manifest::read(&backup_path).ok();
     let mut problems: Vec<String> = Vec::new();
+    // How many of them are what this machine or the server lacks (a tool, disk): when those
+    // are all there is, the refusal is the environment's (exit 3), never a verdict on the
+    // backup.
+    let mut lacking = 0;
 
     // Versions: pg_restore must read the archive, the server must take what it replays.
     let dump_major = manifest.as_ref().and_then(|m| parse_major(&m.pg_dump_version)).unwrap_or(0);
@@ -487,6 +617,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
                             "the backup was written by PostgreSQL {dump_major}'s pg_dump and the container {} has {text}, which cannot read it",
                             t.label()
                         ));
+                    lacking += 1;
                     String::new()
                 }
                 Err(why) => return Err(StepError::environment(why)),
@@ -505,6 +636,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
                     None => format!("the target runs PostgreSQL {major}"),
                 };
                 problems.push(format!("{why}; {}", StepError::from(e).message()));
+                lacking += 1;
                 String::new()
             }
         },
@@ -543,9 +675,23 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
 
     // Database-level settings, grants, comment and connection limit: DROP loses them and
     // the dump does not hold them, so they are applied again after the create.
-    let settings = dbsettings::capture(&client, &w.database).await.map_err(pg_error)?;
+    let settings = match dbsettings::capture(&client, &w.database).await.map_err(pg_error)? {
+        Some(st) => {
+            ctx.log(format!("database settings kept across the recreate: {}", st.summary()));
+            Some(st)
+        }
+        // A database new here (a restore into another name) has none of its own: it gets
+        // the backup's source's, as its manifest recorded them, or it would come back
+        // without its `ALTER DATABASE ... SET`.
+        None => {
+            let st = backup_settings(manifest.as_ref(), w.no_owner);
+            if let Some(st) = &st {
+                ctx.log(format!("database settings of the backup's source, given to the new `{}`: {}", w.database, st.summary()));
+            }
+            st
+        }
+    };
     if let Some(st) = &settings {
-        ctx.log(format!("database settings kept across the recreate: {}", st.summary()));
         problems.extend(rights::settings(&client, &role, &w.database, st).await.map_err(pg_error)?);
     }
 
@@ -618,6 +764,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         }
         let Some((free, dev)) = free_space(dir) else {
             problems.push(format!("cannot read free space of {}", dir.display()));
+            lacking += 1;
             continue;
         };
         match by_fs.iter_mut().find(|f| f.0 == dev) {
@@ -636,6 +783,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
                 mib(*need),
                 mib(*free)
             ));
+            lacking += 1;
         } else {
             ctx.log(format!("disk: {} for {} ({} free)", mib(*need), whats.join(" and "), mib(*free)));
         }
@@ -655,11 +803,14 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         || host.starts_with("localhost")
         || host.starts_with("::1:");
     match data_dir.filter(|d| local && Path::new(d).is_dir()).and_then(|d| free_space(Path::new(&d)).map(|f| (d, f.0))) {
-            Some((d, free)) if free < server_need => problems.push(format!(
-                "not enough free disk on the server's data directory {d}: about {} needed for the restored database, {} free",
-                mib(server_need),
-                mib(free)
-            )),
+            Some((d, free)) if free < server_need => {
+                problems.push(format!(
+                    "not enough free disk on the server's data directory {d}: about {} needed for the restored database, {} free",
+                    mib(server_need),
+                    mib(free)
+                ));
+                lacking += 1;
+            }
             Some((d, free)) => ctx.log(format!("disk: about {} for the restored database in {d} ({} free)", mib(server_need), mib(free))),
             None => ctx.log("disk: the server's data directory is not on this machine; its free space is not checked".to_string()),
         }
@@ -695,7 +846,8 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         ctx.log(format!("restore with {pg_restore}, {jobs} job{}", if jobs == 1 { "" } else { "s" }));
     }
     if !problems.is_empty() {
-        return Err(StepError::failed(format!("preflight: {}; nothing was changed", problems.join("; "))));
+        let message = format!("preflight: {}; nothing was changed", problems.join("; "));
+        return Err(if lacking == problems.len() { StepError::environment(message) } else { StepError::failed(message) });
     }
 
     let (url, admin_url) = (target_url(&w.url, &w.database)?, target_url(&w.url, &w.maintenance_db)?);
@@ -728,6 +880,19 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         missing_roles,
         differing_roles,
     })
+}
+
+/// The database's own settings as the backup's manifest recorded them (None: another tool's
+/// dump, or a pgdrill backup from before they were kept). With `no_owner` the restore keeps
+/// no owners or grants, so only what names no role: its own settings, comment and
+/// connection limit.
+fn backup_settings(manifest: Option<&Manifest>, no_owner: bool) -> Option<dbsettings::DatabaseSettings> {
+    let mut st = manifest?.globals.as_ref()?.database.settings.clone();
+    if no_owner {
+        st.settings.retain(|s| s.role.is_empty());
+        st.grants = None;
+    }
+    Some(st)
 }
 
 /// The roles of the backup the server lacks and how its roles differ (logged), with the
@@ -1214,13 +1379,30 @@ super::one_of_outputs! {
 #[step(kind = DropDatabase, name = "database.drop", report_log, destructive)]
 async fn drop_step(ctx: StepCtx, w: DropWith) -> Result<DropOutputs, StepError> {
     let client = admin(&w.url, &w.maintenance_db).await?;
+    let j = given_journal(&ctx, w.journal.as_deref())?;
+    // Removing what a restore into a new name made (its rollback): the copy still under
+    // its private name goes first.
+    let copy_dropped = w.without_snapshot && drop_leftover_private(&ctx, &client, j.as_ref()).await?;
     let Some(info) = db_info(&client, &w.database).await? else {
+        if copy_dropped && j.as_ref().is_some_and(|j| !j.existed) {
+            // As before the restore: the target absent. Left `creating` or `restoring`,
+            // the journal would block every later restore of the name.
+            super::journal::mark(
+                &ctx,
+                w.journal.as_deref(),
+                JPhase::RolledBack,
+                "the half-restored copy this restore created was dropped: the database does not exist, as before",
+                |j| {
+                    j.changed = true;
+                    j.private_name = None;
+                },
+            )?;
+        }
         ctx.log(format!("database {} does not exist: nothing to drop", w.database));
         return Ok(DropOutputs::Nothing(NothingDropped { existed: false }));
     };
     // A database that did not exist before this restore (its journal says so) is our own
     // half-made one: there is no original to keep.
-    let j = given_journal(&ctx, w.journal.as_deref())?;
     let ours = j.as_ref().is_some_and(|j| !j.existed && w.snapshot.is_none());
     if !w.without_snapshot && !ours {
         let Some(snap) = w.snapshot.as_deref().map(|s| ctx.resolve(s)) else {
@@ -1288,13 +1470,19 @@ async fn reapply_settings(
     database: &str,
     settings: Option<&dbsettings::DatabaseSettings>,
     blocked: bool,
+    defer: bool,
 ) -> Result<(), StepError> {
     let Some(st) = settings else { return Ok(()) };
-    let now = while_blocked(Some(st), blocked).unwrap_or_default();
+    let now = while_blocked(Some(st), blocked, defer).unwrap_or_default();
     dbsettings::apply(client, database, &now)
         .await
         .map_err(|e| StepError::failed(format!("giving database `{database}` its settings and grants again: {e}")))?;
-    let later = if blocked && st.connection_limit >= 0 { " (the connection limit once it is verified)" } else { "" };
+    let later = match (blocked && st.connection_limit >= 0, defer && !st.settings.is_empty()) {
+        (true, true) => " (its settings and connection limit once it is verified)",
+        (true, false) => " (the connection limit once it is verified)",
+        (false, true) => " (its settings once it is verified)",
+        (false, false) => "",
+    };
     ctx.log(format!("database settings applied again: {}{later}", st.summary()));
     Ok(())
 }
@@ -1367,6 +1555,15 @@ pub struct SettingsWith {
     #[serde(default, deserialize_with = "opt_properties")]
     #[field(ty = "map")]
     properties: Option<crate::restore::Properties>,
+    /// database.create's `name` when it created the database under a private name: that
+    /// verified copy is renamed to `database` first (only the one the journal says this
+    /// restore created, and never over a database that appeared under the name)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    from: Option<String>,
+    /// restore.lock's journal: records the rename
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    #[field(ty = "path")]
+    journal: Option<String>,
     /// database to connect to (default postgres)
     #[serde(default = "postgres")]
     maintenance_db: String,
@@ -1381,13 +1578,23 @@ pub struct SettingsOutputs {
     summary: String,
 }
 
-/// Once a recreated database is verified: let connections in again (its captured connection limit, or none), then
-/// compare its settings (ALTER DATABASE / ALTER ROLE IN DATABASE ... SET), grants, comment and connection limit with
-/// those restore.preflight captured.
+/// Once a recreated database is verified: rename it into place from the private name it was restored under (`from`),
+/// let connections in again (its captured connection limit, or none), then compare its settings (ALTER DATABASE / ALTER
+/// ROLE IN DATABASE ... SET), grants, comment and connection limit with those restore.preflight captured.
 #[step(kind = Settings, name = "database.settings", report_log)]
 async fn settings(ctx: StepCtx, w: SettingsWith) -> Result<SettingsOutputs, StepError> {
     let client = admin(&w.url, &w.maintenance_db).await?;
-    // Verified by now: a database born refusing connections lets them in again.
+    // Verified by now: the copy restored under a private name takes the database's.
+    if let Some(from) = w.from.as_deref().filter(|f| *f != w.database) {
+        super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Renaming, &format!("{from} to {}", w.database), |_| {})?;
+        let j = given_journal(&ctx, w.journal.as_deref())?;
+        rename_into_place(&client, from, &w.database, j.as_ref()).await?;
+        super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Renaming, "renamed into place", |j| {
+            j.private_name = None
+        })?;
+        ctx.log(format!("the verified copy {from} is now database {}", w.database));
+    }
+    // A database born refusing connections lets them in again.
     open_connections(&ctx, &client, &w.database, w.expect.as_ref()).await?;
     if let Some(p) = &w.properties {
         compare_properties(&client, &w.database, p).await?;
@@ -1436,6 +1643,8 @@ struct RecreateWith {
     properties: Option<crate::restore::Properties>,
     #[serde(default, deserialize_with = "opt_like_source")]
     like_source: Option<crate::backup::DatabaseProperties>,
+    #[serde(default, deserialize_with = "super::de::boolean")]
+    private: bool,
 }
 
 /// For a step's `with:`: backup.pick's `database_properties`, or nothing (null, "": another
@@ -1495,6 +1704,12 @@ pub struct CreateWith {
     /// what stays unproven
     #[field(ty = "map")]
     like_source: Option<crate::backup::DatabaseProperties>,
+    /// create it under a private name (output `name`), which database.settings' `from`
+    /// renames to `database` once it is verified: no application, superuser or not, reaches
+    /// it by its name while it is restored; a copy an earlier run of the journal left under
+    /// its private name is dropped first (default false)
+    #[serde(default)]
+    private: bool,
     /// `snapshot` or `key` was given, which belong to database.restore_snapshot.
     #[serde(skip)]
     restores: bool,
@@ -1515,6 +1730,7 @@ impl From<RecreateWith> for CreateWith {
             settings: w.settings,
             properties: w.properties,
             like_source: w.like_source,
+            private: w.private,
         }
     }
 }
@@ -1534,16 +1750,29 @@ impl With for CreateWith {
 #[derive(Debug, Default, Serialize, Fields)]
 #[fields(outputs)]
 pub struct CreateOutputs {
-    /// the new database's URL
+    /// the new database's URL (under its private name with `private`)
     url: String,
+    /// its name: `database`, or with `private` the private name it is restored under
+    name: String,
 }
 
 /// Create a database from template0 with the given owner, encoding and locale.
 #[step(kind = Create, name = "database.create", report_log)]
 async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError> {
     let client = admin(&w.url, &w.maintenance_db).await?;
+    let name = if w.private {
+        // A recovery that restores forward: the copy the killed run left goes first.
+        drop_leftover_private(&ctx, &client, given_journal(&ctx, w.journal.as_deref())?.as_ref()).await?;
+        private_name(&client).await?
+    } else {
+        w.database.clone()
+    };
     let planned = planned_oid(&client).await?;
-    super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Creating, "", |j| j.created_oid = planned)?;
+    let note = if w.private { format!("as {name}") } else { String::new() };
+    super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Creating, &note, |j| {
+        j.created_oid = planned;
+        j.private_name = w.private.then(|| name.clone());
+    })?;
     let blocked = w.journal.is_some() && can_block(&ctx, &client, &w.database).await?;
     let shape = Shape {
         owner: w.owner.clone(),
@@ -1570,7 +1799,7 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
                 }),
                 ..shape.clone()
             };
-            match client.batch_execute(&create_sql(&w.database, &like, planned)).await {
+            match client.batch_execute(&create_sql(&name, &like, planned)).await {
                 Ok(()) => ctx.log(format!("created as the backup's source database: {}", src.summary())),
                 // An operator restore (journaled) never settles for another collation: its
                 // preflight checked the locales, so this is a failure to look at.
@@ -1590,16 +1819,16 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
                         src.summary(),
                         crate::pg::describe(&e)
                     ));
-                    create_database(&client, &w.database, &shape, planned).await?;
+                    create_database(&client, &name, &shape, planned).await?;
                 }
             }
         }
-        None => create_database(&client, &w.database, &shape, planned).await?,
+        None => create_database(&client, &name, &shape, planned).await?,
     }
-    let oid = oid_of(&client, &w.database).await?;
+    let oid = oid_of(&client, &name).await?;
     let note = if blocked { "created, refusing connections until verified" } else { "created" };
     super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Creating, note, |j| j.created_oid = oid)?;
-    reapply_settings(&ctx, &client, &w.database, w.settings.as_ref(), blocked).await?;
+    reapply_settings(&ctx, &client, &name, w.settings.as_ref(), blocked, w.journal.is_some()).await?;
     super::journal::mark(
         &ctx,
         w.journal.as_deref(),
@@ -1608,11 +1837,12 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
         |_| {},
     )?;
     ctx.log(format!(
-        "created database {}{}",
+        "created database {}{}{}",
         w.database,
+        if w.private { format!(" under the private name {name} until it is verified") } else { String::new() },
         w.owner.as_deref().map(|o| format!(" owned by {o}")).unwrap_or_default()
     ));
-    Ok(CreateOutputs { url: target_url(&w.url, &w.database)? })
+    Ok(CreateOutputs { url: target_url(&w.url, &name)?, name })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1706,8 +1936,8 @@ pub struct RestoreSnapshotOutputs {
     notice: String,
 }
 
-/// Put a database back from its safety snapshot: drop what is there, recreate it (owner kept), restore, and prove its
-/// fingerprint equals the snapshot's.
+/// Put a database back from its safety snapshot: drop what is there, recreate it (owner kept) under a private name,
+/// restore, prove its fingerprint equals the snapshot's, and rename it into place.
 #[step(kind = RestoreSnapshot, name = "database.restore_snapshot", report_log, destructive)]
 async fn restore_snapshot(ctx: StepCtx, w: RestoreSnapshotWith) -> Result<RestoreSnapshotOutputs, StepError> {
     let result = put_back(&ctx, &w).await;
@@ -1732,11 +1962,13 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
         let manifest = Manifest::read(&snap).map_err(StepError::from)?;
         let client = admin(&w.url, &w.maintenance_db).await?;
         super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, "", |_| {})?;
+        let j = given_journal(ctx, w.journal.as_deref())?;
         if let Some(oid) = oid_of(&client, &w.database).await? {
-            let j = given_journal(ctx, w.journal.as_deref())?;
             recorded(j.as_ref(), &w.database, oid, "drop")?;
             drop_database(&client, &w.database).await?;
         }
+        // The restore's copy, when it never took the name.
+        drop_leftover_private(ctx, &client, j.as_ref()).await?;
         let blocked = can_block(ctx, &client, &w.database).await?;
         let shape = Shape {
             owner: w.owner.clone(),
@@ -1746,13 +1978,19 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
             blocked,
             properties: w.properties.clone(),
         };
+        // Put back under a private name too, renamed once it matches the snapshot: no one
+        // reaches a half-restored original by its name either.
+        let private = private_name(&client).await?;
         let planned = planned_oid(&client).await?;
-        super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, "creating", |j| j.created_oid = planned)?;
-        create_database(&client, &w.database, &shape, planned).await?;
-        let oid = oid_of(&client, &w.database).await?;
+        super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, &format!("creating as {private}"), |j| {
+            j.created_oid = planned;
+            j.private_name = Some(private.clone());
+        })?;
+        create_database(&client, &private, &shape, planned).await?;
+        let oid = oid_of(&client, &private).await?;
         super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, "created again", |j| j.created_oid = oid)?;
-        reapply_settings(ctx, &client, &w.database, w.settings.as_ref(), blocked).await?;
-        let url = target_url(&w.url, &w.database)?;
+        reapply_settings(ctx, &client, &private, w.settings.as_ref(), blocked, true).await?;
+        let url = target_url(&w.url, &private)?;
         let opts = RestoreOptions {
             backup: snap.clone(),
             into: url.clone(),
@@ -1772,10 +2010,18 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
         let log = move |l: String| log_ctx.log(l);
         let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
         // The restore's own class is kept: a server that went away or a missing tool is the
-        // environment (exit 3), not a verdict on the snapshot.
+        // environment (exit 3), not a verdict on the snapshot; and so is a pg_restore whose
+        // server ran out of disk or memory, crashed or was shut down (its own words).
         restore::restore(opts, &log).await.map_err(|e| {
+            let e = match crate::backup::environment_in_stderr(&e.message).filter(|_| e.class == Class::Failed) {
+                Some(what) => e.context(format!("{what}: the environment failed, not the snapshot")).in_class(Class::Environment),
+                None => e,
+            };
             StepError::Failure(e.context(format!("restoring the safety snapshot {} failed", snap.display())))
         })?;
+        // pg_restore is done: the settings held back go on now, before the compare (the
+        // snapshot's fingerprint holds the database's own settings).
+        give_session_settings(&client, &private, w.settings.as_ref()).await?;
         let expect: Option<Fingerprint> = manifest.fingerprint.clone();
         let proof = match &expect {
             Some(fp) => {
@@ -1794,11 +2040,17 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
         };
         let made_as = match &w.properties {
             Some(p) => {
-                compare_properties(&client, &w.database, p).await?;
+                compare_properties(&client, &private, p).await?;
                 format!("; created as it was ({})", p.summary())
             }
             None => String::new(),
         };
+        super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, "renaming into place", |_| {})?;
+        let j = given_journal(ctx, w.journal.as_deref())?;
+        rename_into_place(&client, &private, &w.database, j.as_ref()).await?;
+        super::journal::mark(ctx, w.journal.as_deref(), JPhase::RollingBack, "renamed into place", |j| {
+            j.private_name = None
+        })?;
         // Verified: connections come in again, with the limit it had.
         open_connections(ctx, &client, &w.database, w.settings.as_ref()).await?;
         let proof = match &w.settings {

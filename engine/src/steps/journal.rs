@@ -351,7 +351,10 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
                         StepError::failed(format!("dropping database `{}`: {}", w.database, crate::pg::describe(&e)))
                     })?;
             }
+            // And its copy still under the private name, if it never took the name.
+            super::database::drop_leftover_private(&ctx, &admin, Some(&j)).await?;
             let mut j = j;
+            j.private_name = None;
             drop_roles_created(&ctx, &admin, &mut j).await;
             j.mark(&path, Phase::Finished, "recover=rollback: the half-made database was dropped").map_err(StepError::from)?;
             Err(StepError::failed(format!(
@@ -603,6 +606,7 @@ async fn journal(ctx: StepCtx, w: JournalWith) -> Result<JournalOutputs, StepErr
         database: database.clone(),
         database_oid: now.as_ref().map(|c| c.oid),
         created_oid: None,
+        private_name: None,
         pid,
         host,
         started_at: OffsetDateTime::now_utc(),

@@ -40,6 +40,7 @@ mod physical_tools;
 mod pitr;
 mod restore;
 mod restore_checks;
+mod restore_environment;
 mod restore_journal;
 mod restore_leftovers;
 mod restore_targets;

@@ -228,11 +228,8 @@ async fn kill_at(s: &Ephemeral, storage: &Path, at: At) -> String {
             let mut child = spawn(s, storage);
             until("pg_restore writing", || async {
                 phase(storage) == "restoring"
-                    && holds(
-                        &watch,
-                        "select count(*) > 0 from pg_stat_activity where datname = 'shop' and application_name = 'pg_restore'",
-                    )
-                    .await
+                    && holds(&watch, "select count(*) > 0 from pg_stat_activity where application_name = 'pg_restore'")
+                        .await
             })
             .await;
             sigkill(&mut child);
@@ -244,11 +241,8 @@ async fn kill_at(s: &Ephemeral, storage: &Path, at: At) -> String {
             let mut child = spawn(s, storage);
             until("pg_restore writing", || async {
                 phase(storage) == "restoring"
-                    && holds(
-                        &watch,
-                        "select count(*) > 0 from pg_stat_activity where datname = 'shop' and application_name = 'pg_restore'",
-                    )
-                    .await
+                    && holds(&watch, "select count(*) > 0 from pg_stat_activity where application_name = 'pg_restore'")
+                        .await
             })
             .await;
             let me = Pid::from_raw(child.id() as i32);
@@ -258,14 +252,16 @@ async fn kill_at(s: &Ephemeral, storage: &Path, at: At) -> String {
                     == Some("0".into())
             })
             .await;
-            let holder = pgdrill::pg::connect(&shop).await.expect("holder");
+            // The restore writes into its private copy: the lock is taken there.
+            let copy = s.url_for(&private_name(storage));
+            let holder = pgdrill::pg::connect(&copy).await.expect("holder");
             holder.batch_execute("begin; lock table zz_last in access exclusive mode").await.expect("lock");
             kill(me, Signal::SIGCONT).expect("continue pgdrill");
             until("the compare waiting", || async {
                 value(
                     &postgres,
-                    "select count(*) from pg_stat_activity where datname = 'shop' and wait_event_type = 'Lock' \
-                     and backend_type = 'client backend'",
+                    "select count(*) from pg_stat_activity where datname like 'pgdrill\\_restoring\\_%' \
+                     and wait_event_type = 'Lock' and backend_type = 'client backend'",
                 )
                 .await
                     == Some("1".into())
@@ -276,6 +272,18 @@ async fn kill_at(s: &Ephemeral, storage: &Path, at: At) -> String {
         }
     }
     phase(storage)
+}
+
+/// The private name the journal of `shop` says the restore writes into.
+fn private_name(storage: &Path) -> String {
+    journal(storage)
+        .and_then(|j| j["private_name"].as_str().map(str::to_string))
+        .expect("a private name in the journal")
+}
+
+/// How many databases are under a restore's private name (`pgdrill_restoring_...`).
+async fn private_copies(s: &Ephemeral) -> Option<String> {
+    value(&s.url_for("postgres"), "select count(*) from pg_database where datname like 'pgdrill\\_restoring\\_%'").await
 }
 
 async fn allowed(s: &Ephemeral) -> Option<String> {
@@ -327,6 +335,7 @@ async fn killed_then_recovered(at: At, bulk_rows: u32, expect_phase: &str) {
         assert_eq!(&fingerprint_of(&shop_url).await, want, "{at:?} recover={recover}");
         assert_eq!(allowed(&s).await.as_deref(), Some("true"), "{at:?} recover={recover}");
         assert_eq!(phase(&storage), "finished", "{at:?} recover={recover}");
+        assert_eq!(private_copies(&s).await.as_deref(), Some("0"), "{at:?} recover={recover} left a private copy");
         assert_eq!(
             value(
                 &shop_url,
@@ -442,7 +451,7 @@ async fn a_backend_that_does_not_die_during_terminate_leaves_connections_allowed
 }
 
 /// The server's postmaster: its pid, and the command line it was started with.
-fn postmaster(s: &Ephemeral) -> (i32, Vec<String>) {
+pub(crate) fn postmaster(s: &Ephemeral) -> (i32, Vec<String>) {
     let data = Path::new(&s.instance).join("data");
     let pid = std::fs::read_to_string(data.join("postmaster.pid"))
         .expect("postmaster.pid")
@@ -457,9 +466,28 @@ fn postmaster(s: &Ephemeral) -> (i32, Vec<String>) {
     (pid, argv)
 }
 
+/// Start the stopped server of `s` again as its data directory's owner, with the command
+/// line `argv` (`postmaster`'s); it answers when this returns. The caller stops it (SIGINT).
+pub(crate) async fn start_again(s: &Ephemeral, argv: &[String]) -> Child {
+    use std::os::unix::fs::MetadataExt;
+    let data = Path::new(&s.instance).join("data");
+    let meta = std::fs::metadata(&data).expect("data");
+    let server = std::process::Command::new("/usr/bin/setpriv")
+        .args([format!("--reuid={}", meta.uid()), format!("--regid={}", meta.gid()), "--clear-groups".into()])
+        .args(["--pdeathsig", "KILL", "--"])
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the server again");
+    let postgres = s.url_for("postgres");
+    until("the server answers", || async { value(&postgres, "select 1").await.is_some() }).await;
+    server
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_stopped_during_the_restore_is_said_plainly_then_recover_rollback_puts_it_back() {
-    use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().expect("tmp");
     let storage = dir.path().join("backups");
     let Some((s, _)) = shop(&storage, 100_000).await else { return };
@@ -487,7 +515,10 @@ async fn the_server_stopped_during_the_restore_is_said_plainly_then_recover_roll
     until("the server stopped", || async { !data.join("postmaster.pid").exists() }).await;
     let out = child.wait_with_output().expect("wait");
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_ne!(out.status.code(), Some(0), "{all}");
+    // Issue 35, case 7: a server that went away is the environment's failure (exit 3),
+    // never a verdict on the backup.
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    assert!(!all.contains("does not match"), "{all}");
     let snaps = snapshots(&storage);
     assert_eq!(snaps.len(), 1);
     let last = all.lines().last().unwrap_or_default();
@@ -502,18 +533,7 @@ async fn the_server_stopped_during_the_restore_is_said_plainly_then_recover_roll
     assert_eq!(phase(&storage), "restoring", "the journal must keep the state");
 
     // The server comes back (same data directory, same settings).
-    let owner = std::fs::metadata(&data).expect("data").uid();
-    let gid = std::fs::metadata(&data).expect("data").gid();
-    let mut server = std::process::Command::new("/usr/bin/setpriv")
-        .args([format!("--reuid={owner}"), format!("--regid={gid}"), "--clear-groups".into()])
-        .args(["--pdeathsig", "KILL", "--"])
-        .args(&argv)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the server again");
-    until("the server answers", || async { value(&postgres, "select 1").await.is_some() }).await;
+    let mut server = start_again(&s, &argv).await;
 
     let (code, all) = restore(&s, &storage, &[]);
     assert_eq!(code, Some(1), "{all}");
@@ -536,25 +556,35 @@ async fn a_killed_restore_into_a_new_name_is_removed_by_rollback_and_finished_by
     let Some((s, backup)) = shop(&storage, 100_000).await else { return };
     let postgres = s.url_for("postgres");
     let original = fingerprint_of(&s.url_for("shop")).await;
+    // The half-made database: under its private name until it is verified, then shop_copy.
     let exists = || async {
-        value(&postgres, "select count(*) from pg_database where datname = 'shop_copy'").await == Some("1".into())
+        value(
+            &postgres,
+            "select count(*) from pg_database where datname = 'shop_copy' or datname like 'pgdrill\\_restoring\\_%'",
+        )
+        .await
+            == Some("1".into())
     };
 
     for recover in ["rollback", "forward"] {
         let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
         let mut child = spawn_with(&s, &storage, &["target=shop_copy"]);
-        until("pg_restore writing into shop_copy", || async {
+        until("pg_restore writing into the copy of shop_copy", || async {
             phase_of(&storage, "shop_copy") == "restoring"
-                && holds(
-                    &watch,
-                    "select count(*) > 0 from pg_stat_activity where datname = 'shop_copy' and application_name = 'pg_restore'",
-                )
-                .await
+                && holds(&watch, "select count(*) > 0 from pg_stat_activity where application_name = 'pg_restore'")
+                    .await
         })
         .await;
         sigkill(&mut child);
         let j = journal_of(&storage, "shop_copy").expect("journal");
         assert_eq!(j["existed"], false);
+        // Written into under its private name: shop_copy itself does not exist yet.
+        let private = j["private_name"].as_str().unwrap_or_default().to_string();
+        assert!(private.starts_with("pgdrill_restoring_"), "{j}");
+        assert_eq!(
+            value(&postgres, "select count(*) from pg_database where datname = 'shop_copy'").await.as_deref(),
+            Some("0")
+        );
 
         let (code, all) = restore(&s, &storage, &["target=shop_copy"]);
         assert_eq!(code, Some(1), "{all}");
@@ -569,21 +599,13 @@ async fn a_killed_restore_into_a_new_name_is_removed_by_rollback_and_finished_by
             assert!(!exists().await, "the half-made database is still there");
         } else {
             assert_eq!(code, Some(0), "{all}");
-            // A restore into a new name does not carry the source database's own settings
-            // (`ALTER DATABASE ... SET`: there is no database to take them from, and the
-            // backup's copy of them is not applied yet), so they are left out of this
-            // comparison; every other kind must be equal.
-            let without_settings = |mut f: pgdrill::pg::fingerprint::Fingerprint| {
-                f.schema.remove("database_settings");
-                f.schema_hash.clear();
-                f
-            };
-            assert_eq!(
-                without_settings(fingerprint_of(&s.url_for("shop_copy")).await),
-                without_settings(backup.clone())
-            );
+            // Every kind equal, the database's own settings (`ALTER DATABASE ... SET`)
+            // included: a database new here gets the backup's copy of them (they were lost,
+            // there being no database of that name to take them from).
+            assert_eq!(fingerprint_of(&s.url_for("shop_copy")).await, backup);
         }
         assert_eq!(phase_of(&storage, "shop_copy"), "finished", "recover={recover}");
+        assert_eq!(private_copies(&s).await.as_deref(), Some("0"), "recover={recover} left a private copy");
         assert!(snapshots(&storage).is_empty(), "a new database needs no snapshot");
     }
     assert_eq!(fingerprint_of(&s.url_for("shop")).await, original, "the original was touched");
@@ -852,7 +874,7 @@ async fn app_during(
     storage: &Path,
     extra: &[&str],
     phase_now: &str,
-    app: &str,
+    apps: &[&str],
 ) -> (u32, Option<i32>, String) {
     let postgres = s.url_for("postgres");
     let child = args(s, storage, extra)
@@ -865,18 +887,21 @@ async fn app_during(
     let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
     until("shop recreated", || async {
         let Some(j) = journal(storage) else { return false };
-        // (A pgdrill that records no OID: any `shop` once the phase is reached.)
-        let oid = j["created_oid"].as_i64().map(|o| format!(" and oid = {o}")).unwrap_or_default();
+        // Under its private name: the database with the OID the journal recorded.
+        let Some(oid) = j["created_oid"].as_i64() else { return false };
         // In a rollback, the database it created again (not the restore's, dropped first).
         let again = j["history"].as_array().is_some_and(|h| h.iter().any(|e| e["note"] == "created again"));
         j["phase"] == phase_now
             && (phase_now != "rolling_back" || again)
-            && holds(&watch, &format!("select exists (select 1 from pg_database where datname = 'shop'{oid})")).await
+            && holds(&watch, &format!("select exists (select 1 from pg_database where oid = {oid})")).await
     })
     .await;
     let me = Pid::from_raw(child.id() as i32);
     kill(me, Signal::SIGSTOP).expect("stop pgdrill");
-    let got_in = app_writes(app, 20).await;
+    let mut got_in = 0;
+    for app in apps {
+        got_in += app_writes(app, 10).await;
+    }
     kill(me, Signal::SIGCONT).expect("continue pgdrill");
     let out = child.wait_with_output().expect("wait");
     (got_in, out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
@@ -884,10 +909,12 @@ async fn app_during(
 
 /// Regression: an application reconnecting in a loop as the database's owner (no
 /// stop_command) wrote into the recreated database while it was restored, and while a
-/// rollback put it back: both failed and the database was left as neither. Now the
-/// recreated database is born refusing every connection but pgdrill's (connection limit 0,
-/// which binds the owner) until it is verified, in the restore and in the rollback, and its
-/// own connection limit is put back at the end.
+/// rollback put it back: both failed and the database was left as neither; one connecting
+/// as a superuser was never stopped. Now the recreated database is restored under a private
+/// name and renamed into place once verified, so neither reaches it by its name, and it is
+/// born refusing every connection but a superuser's (connection limit 0, which binds the
+/// owner) until it is verified, in the restore and in the rollback; its own connection limit
+/// is put back at the end.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reconnecting_application_cannot_write_into_the_recreated_database_until_verified() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -905,7 +932,8 @@ async fn a_reconnecting_application_cannot_write_into_the_recreated_database_unt
     let limit = "select datconnlimit from pg_database where datname = 'shop'";
 
     // The restore: refused while pg_restore writes; the backup, verified, then open.
-    let (got_in, code, all) = app_during(&s, &storage, &[], "restoring", &app).await;
+    let superuser = s.url_for("shop");
+    let (got_in, code, all) = app_during(&s, &storage, &[], "restoring", &[&app, &superuser]).await;
     assert_eq!(got_in, 0, "the application wrote into the database being restored: {all}");
     assert_eq!(code, Some(0), "{all}");
     assert_eq!(fingerprint_of(&s.url_for("shop")).await, backup);
@@ -913,7 +941,8 @@ async fn a_reconnecting_application_cannot_write_into_the_recreated_database_unt
     let restored = fingerprint_of(&s.url_for("shop")).await;
 
     // A restore whose smoke check fails rolls back: refused while the snapshot goes back.
-    let (got_in, code, all) = app_during(&s, &storage, &["smoke_sql=select 0"], "rolling_back", &app).await;
+    let (got_in, code, all) =
+        app_during(&s, &storage, &["smoke_sql=select 0"], "rolling_back", &[&app, &superuser]).await;
     assert_eq!(got_in, 0, "the application wrote into the database being put back: {all}");
     assert_eq!(code, Some(1), "{all}");
     assert!(all.contains("was rolled back to the safety snapshot"), "{all}");
@@ -956,4 +985,146 @@ async fn a_drop_that_fails_changes_nothing_and_leaves_no_unfinished_journal() {
     let (code, all) = restore(&s, &storage, &[]);
     assert_eq!(code, Some(1), "{all}");
     assert!(all.contains("subscription late_sub") && !all.contains("an unfinished restore"), "{all}");
+}
+
+/// Regression (issue 34, case 5): the restore wrote into the database under its own name, so
+/// an application reconnecting by that name reached it half-restored, and one connecting as
+/// a superuser was not even held off by its connection limit. Now the restore writes into a
+/// copy under a private name and renames it into place once verified: while it is restored,
+/// neither the owner nor a superuser reaches the database by its name (and the owner not the
+/// copy by its private name either). pgdrill killed while it renames the copy into place (a
+/// session the test holds on the copy, its backend stopped, keeps the rename waiting) leaves
+/// the journal at `renaming`; `recover=rollback` puts the original back and `recover=forward`
+/// restores the backup, each dropping the private copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_application_never_reaches_a_half_restored_database_by_its_name() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((s, backup)) = shop(&storage, 100_000).await else { return };
+    let postgres = s.url_for("postgres");
+    if let Ok(mut a) = ACTIVITY.lock() {
+        *a = Some(postgres.clone());
+    }
+    common::exec(&postgres, "alter role app_owner password 'app-secret'").await;
+    let owner = pgdrill::pg::server_url("app_owner", "app-secret", &s.host, s.port, "shop");
+    let superuser = s.url_for("shop");
+    let original = fingerprint_of(&superuser).await;
+    let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
+
+    for recover in ["rollback", "forward"] {
+        let mut child = spawn(&s, &storage);
+        until("pg_restore writing into the private copy", || async {
+            phase(&storage) == "restoring"
+                && holds(&watch, "select count(*) > 0 from pg_stat_activity where application_name = 'pg_restore'")
+                    .await
+        })
+        .await;
+        let me = Pid::from_raw(child.id() as i32);
+        kill(me, Signal::SIGSTOP).expect("stop pgdrill");
+        let private = private_name(&storage);
+        assert_eq!(phase(&storage), "restoring", "{recover}");
+        // By its name: there is no such database while it is restored.
+        let by_name = app_writes(&owner, 3).await + app_writes(&superuser, 3).await;
+        assert_eq!(by_name, 0, "{recover}: an application reached the half-restored database by its name");
+        // By its private name, as the owner: held off by the connection limit.
+        let copy_as_owner = pgdrill::pg::server_url("app_owner", "app-secret", &s.host, s.port, &private);
+        assert_eq!(app_writes(&copy_as_owner, 3).await, 0, "{recover}: the owner wrote into the private copy");
+        // A superuser's idle session on the copy whose backend does not act on a terminate:
+        // the rename waits for it.
+        let stuck = pgdrill::pg::connect(&s.url_for(&private)).await.expect("session on the copy");
+        let backend: i32 = stuck.query_one("select pg_backend_pid()", &[]).await.expect("pid").get(0);
+        kill(Pid::from_raw(backend), Signal::SIGSTOP).expect("stop backend");
+        kill(me, Signal::SIGCONT).expect("continue pgdrill");
+        until("renaming into place", || async { phase(&storage) == "renaming" }).await;
+        sigkill(&mut child);
+        kill(Pid::from_raw(backend), Signal::SIGCONT).expect("continue backend");
+        drop(stuck);
+        assert_eq!(
+            value(&postgres, "select count(*) from pg_database where datname = 'shop'").await.as_deref(),
+            Some("0"),
+            "{recover}: the copy took the name before it was renamed"
+        );
+        assert_eq!(private_copies(&s).await.as_deref(), Some("1"), "{recover}");
+
+        let (code, all) = restore(&s, &storage, &[]);
+        assert_eq!(code, Some(1), "{all}");
+        assert!(all.contains("stopped at phase `renaming`"), "{all}");
+        assert!(all.contains(&format!("its half-restored copy may be database `{private}`")), "{all}");
+        assert!(all.contains("--var recover=rollback") && all.contains("--var recover=forward"), "{all}");
+
+        let (code, all) = restore(&s, &storage, &[&format!("recover={recover}")]);
+        assert_eq!(code, Some(0), "recover={recover}: {all}");
+        let want = if recover == "rollback" { &original } else { &backup };
+        assert_eq!(&fingerprint_of(&superuser).await, want, "recover={recover}");
+        assert_eq!(private_copies(&s).await.as_deref(), Some("0"), "recover={recover} left the private copy");
+        assert_eq!(phase(&storage), "finished", "recover={recover}");
+        assert_eq!(allowed(&s).await.as_deref(), Some("true"), "recover={recover}");
+        assert_eq!(app_writes(&owner, 1).await, 1, "recover={recover}: the application cannot write afterwards");
+        common::exec(&superuser, "drop table intruder").await;
+    }
+    until("no tool sessions left", || async { tool_sessions(&s).await == "0" }).await;
+}
+
+/// Prepared transactions and logical replication slots make DROP DATABASE fail; preflight
+/// refuses both, naming the remedy, with nothing changed. (They were refused without a test:
+/// the test servers ran with `max_prepared_transactions = 0` and `wal_level = replica`, where
+/// neither can exist; this one is restarted with both allowed.)
+#[tokio::test(flavor = "multi_thread")]
+async fn prepared_transactions_and_logical_slots_are_refused_in_preflight() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let Some((s, _)) = shop(&storage, 100).await else { return };
+    let postgres = s.url_for("postgres");
+    let (pm, argv) = postmaster(&s);
+    kill(Pid::from_raw(pm), Signal::SIGINT).expect("stop the server");
+    let data = Path::new(&s.instance).join("data");
+    until("the server stopped", || async { !data.join("postmaster.pid").exists() }).await;
+    // The throwaway's own `-c wal_level=minimal` and `max_wal_senders=0` go; these come in.
+    let ours = ["wal_level=", "max_wal_senders=", "max_replication_slots=", "max_prepared_transactions="];
+    let mut args: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < argv.len() {
+        if argv[i] == "-c" && argv.get(i + 1).is_some_and(|a| ours.iter().any(|o| a.starts_with(o))) {
+            i += 2;
+            continue;
+        }
+        args.push(argv[i].clone());
+        i += 1;
+    }
+    for setting in ["wal_level=logical", "max_wal_senders=2", "max_replication_slots=2", "max_prepared_transactions=2"]
+    {
+        args.extend(["-c".to_string(), setting.to_string()]);
+    }
+    let mut server = start_again(&s, &args).await;
+    assert_eq!(value(&postgres, "current_setting('wal_level')").await.as_deref(), Some("logical"));
+
+    // The slot first: creating a logical slot waits for every open transaction, a prepared
+    // one included.
+    common::exec(&postgres, "create database shop_slot").await;
+    common::exec(&s.url_for("shop_slot"), "select pg_create_logical_replication_slot('shop_slot_1', 'pgoutput')").await;
+    common::exec(&postgres, "create database shop_prepared").await;
+    common::exec(&s.url_for("shop_prepared"), "create table t (n int)").await;
+    common::exec(
+        &s.url_for("shop_prepared"),
+        "begin; insert into t values (1); prepare transaction 'pgdrill_test_xact'",
+    )
+    .await;
+
+    refused_in_preflight(&s, &storage, "shop_prepared", "has 1 prepared transaction(s)", "rollback prepared").await;
+    refused_in_preflight(
+        &s,
+        &storage,
+        "shop_slot",
+        "logical replication slot(s) shop_slot_1",
+        "pg_drop_replication_slot",
+    )
+    .await;
+    // Still there, as they were.
+    assert_eq!(value(&postgres, "(select count(*) from pg_prepared_xacts)").await.as_deref(), Some("1"));
+    assert_eq!(value(&postgres, "(select count(*) from pg_replication_slots)").await.as_deref(), Some("1"));
+
+    common::exec(&s.url_for("shop_prepared"), "rollback prepared 'pgdrill_test_xact'").await;
+    common::exec(&postgres, "select pg_drop_replication_slot('shop_slot_1')").await;
+    kill(Pid::from_raw(server.id() as i32), Signal::SIGINT).expect("stop");
+    let _ = server.wait();
 }
