@@ -86,6 +86,8 @@ pub fn dated_ahead(t: OffsetDateTime) -> Option<i64> {
 /// a crash's shutdown (57P01-57P03), and a lost connection. The tools print the server's
 /// message, not its SQLSTATE (psql prints it only with VERBOSITY verbose), so the
 /// server's own words are matched; each is phrased by PostgreSQL itself, never by a dump.
+/// A failure's message that holds stderr's last lines joined by ` | ` (`stderr_tail`) is
+/// split back into its lines by the caller first.
 pub fn environment_in_stderr(stderr: &str) -> Option<&'static str> {
     const SIGNS: &[(&str, &str)] = &[
         ("No space left on device", "the server's disk is full (SQLSTATE 53100)"),

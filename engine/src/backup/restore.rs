@@ -274,6 +274,11 @@ fn spawn(mut cmd: Command, what: &str) -> Result<Child, Failure> {
 
 fn tool_failed(tool: &str, status: std::process::ExitStatus, stderr: &str) -> Failure {
     let mut msg = format!("{tool} failed ({status}): {}", stderr_tail(stderr, 8));
+    // Judged on the whole of stderr: the line that says the server went away may be far
+    // above the tail (a failing statement's text takes several lines of it).
+    if let Some(what) = super::environment_in_stderr(stderr) {
+        return Failure::environment(format!("{msg}; {what}: the environment failed, not the backup"));
+    }
     if stderr.contains("role \"") && stderr.contains("does not exist") {
         msg.push_str("; the dump's roles are missing in the target: create them, set `no_owner: true`, or map them with `role_map`");
     }
@@ -871,6 +876,23 @@ impl Read for CountingReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (found by CI): the server stopped while pg_restore ran a CREATE SEQUENCE,
+    /// whose text took the last eight lines of stderr, so the line saying the connection was
+    /// lost was cut from the message the class was judged on: a verdict on the backup (exit
+    /// 1) for what was the environment's failure.
+    #[test]
+    fn a_lost_connection_above_a_long_statement_was_judged_a_failed_backup() {
+        use std::os::unix::process::ExitStatusExt;
+        let stderr = "pg_restore: error: could not execute query: server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally\n\tbefore or while processing the request.\nCommand was: CREATE SEQUENCE public.customers_id_seq\n    AS integer\n    START WITH 1\n    INCREMENT BY 1\n    NO MINVALUE\n    NO MAXVALUE\n    CACHE 1;\n";
+        let f = tool_failed("pg_restore", std::process::ExitStatus::from_raw(256), stderr);
+        assert_eq!(f.class, crate::error::Class::Environment, "{}", f.message);
+        assert!(f.message.contains("the connection to the server was lost"), "{}", f.message);
+        // The same words inside a failing statement's text are the dump's, not the server's.
+        let bad = "pg_restore: error: could not execute query: ERROR:  syntax error at or near \"x\"\nCommand was: CREATE FUNCTION f() RETURNS text AS 'select ''server closed the connection unexpectedly''';\n";
+        let f = tool_failed("pg_restore", std::process::ExitStatus::from_raw(256), bad);
+        assert_eq!(f.class, crate::error::Class::Failed, "{}", f.message);
+    }
 
     fn rewrite(text: &str, map: &[(&str, &str)]) -> String {
         let map: BTreeMap<String, String> = map.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();

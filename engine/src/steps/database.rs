@@ -2013,7 +2013,7 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
         // environment (exit 3), not a verdict on the snapshot; and so is a pg_restore whose
         // server ran out of disk or memory, crashed or was shut down (its own words).
         restore::restore(opts, &log).await.map_err(|e| {
-            let e = match crate::backup::environment_in_stderr(&e.message).filter(|_| e.class == Class::Failed) {
+            let e = match crate::backup::environment_in_stderr(&e.message.replace(" | ", "\n")).filter(|_| e.class == Class::Failed) {
                 Some(what) => e.context(format!("{what}: the environment failed, not the snapshot")).in_class(Class::Environment),
                 None => e,
             };

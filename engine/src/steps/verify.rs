@@ -788,7 +788,7 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
     .map_err(|f| {
         // A throwaway whose disk filled, which ran out of memory, crashed or was shut down,
         // or a lost connection, says nothing about the backup: exit 3, never a verdict.
-        match crate::backup::environment_in_stderr(&f.message).filter(|_| f.class == crate::error::Class::Failed) {
+        match crate::backup::environment_in_stderr(&f.message.replace(" | ", "\n")).filter(|_| f.class == crate::error::Class::Failed) {
             Some(what) => {
                 let why = format!("{what}: the environment failed, not the backup");
                 StepError::from(f.context(why).in_class(crate::error::Class::Environment))
