@@ -23,6 +23,7 @@ use crate::pg::fingerprint::{Fingerprint, Mode};
 use crate::pg::native::{parse_major, quote_ident};
 use crate::pg::{dbsettings, rights};
 use crate::restore::Phase as JPhase;
+use super::journal::{drop_database, drop_leftover_private, oid_of};
 
 fn postgres() -> String {
     "postgres".into()
@@ -213,22 +214,6 @@ async fn open_connections(
     Ok(())
 }
 
-async fn drop_database(client: &Client, database: &str) -> Result<(), StepError> {
-    client
-        .batch_execute(&format!("drop database if exists {} with (force)", quote_ident(database)))
-        .await
-        .map_err(|e| StepError::failed(format!("dropping database `{database}`: {}", crate::pg::describe(&e))))
-}
-
-/// The OID of `database` now, if it exists.
-async fn oid_of(client: &Client, database: &str) -> Result<Option<u32>, StepError> {
-    Ok(client
-        .query_opt("select oid from pg_database where datname = $1", &[&database])
-        .await
-        .map_err(pg_error)?
-        .map(|r| r.get(0)))
-}
-
 /// The journal a step was given, read (a given journal that is missing stops the step).
 fn given_journal(ctx: &StepCtx, path: Option<&str>) -> Result<Option<crate::restore::Journal>, StepError> {
     match path.filter(|p| !p.is_empty()) {
@@ -309,31 +294,6 @@ async fn private_name(client: &Client) -> Result<String, StepError> {
         }
     }
     Err(StepError::environment("no free private name for the database to restore into after 5 tries"))
-}
-
-/// Drop the half-restored copy an earlier run of this restore left under its private name
-/// (killed, or interrupted before its rollback ended): only while a database of that name
-/// has the OID the journal recorded for it. Whether one was dropped.
-pub(super) async fn drop_leftover_private(
-    ctx: &StepCtx,
-    client: &Client,
-    j: Option<&crate::restore::Journal>,
-) -> Result<bool, StepError> {
-    let Some((name, j)) = j.and_then(|j| j.private_name.as_deref().map(|n| (n, j))) else { return Ok(false) };
-    match oid_of(client, name).await? {
-        Some(oid) if Some(oid) == j.created_oid => {
-            drop_database(client, name).await?;
-            ctx.log(format!("dropped database {name}, the half-restored copy this restore made"));
-            Ok(true)
-        }
-        Some(oid) => {
-            ctx.log(format!(
-                "warning: database {name} (OID {oid}) is not the copy this restore made: left as it is"
-            ));
-            Ok(false)
-        }
-        None => Ok(false),
-    }
 }
 
 /// Put the verified copy `private` in place as `database`: connections to it refused

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
-use super::{BoxFuture, Fields, step, StepCtx, StepError, With, WithError};
+use super::{pg_error, BoxFuture, Fields, step, StepCtx, StepError, With, WithError};
 use crate::backup::Manifest;
 use crate::pg::native::quote_ident;
 use crate::restore::{self, Journal, LockError, Phase};
@@ -352,7 +352,7 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
                     })?;
             }
             // And its copy still under the private name, if it never took the name.
-            super::database::drop_leftover_private(&ctx, &admin, Some(&j)).await?;
+            drop_leftover_private(&ctx, &admin, Some(&j)).await?;
             let mut j = j;
             j.private_name = None;
             drop_roles_created(&ctx, &admin, &mut j).await;
@@ -755,4 +755,47 @@ async fn finish(ctx: StepCtx, w: FinishWith) -> Result<FinishOutputs, StepError>
     j.mark(&path, Phase::Finished, note.clone()).map_err(StepError::from)?;
     ctx.log(format!("journal {} closed: database {} {note}", path.display(), w.database));
     Ok(FinishOutputs { state: state.into() })
+}
+
+/// Drop `database` (its sessions ended): the one DROP the restore's steps run, each after
+/// checking the database is the one the journal recorded.
+pub(super) async fn drop_database(client: &Client, database: &str) -> Result<(), StepError> {
+    client
+        .batch_execute(&format!("drop database if exists {} with (force)", quote_ident(database)))
+        .await
+        .map_err(|e| StepError::failed(format!("dropping database `{database}`: {}", crate::pg::describe(&e))))
+}
+
+/// The OID of `database` now, if it exists.
+pub(super) async fn oid_of(client: &Client, database: &str) -> Result<Option<u32>, StepError> {
+    Ok(client
+        .query_opt("select oid from pg_database where datname = $1", &[&database])
+        .await
+        .map_err(pg_error)?
+        .map(|r| r.get(0)))
+}
+
+/// Drop the half-restored copy an earlier run of this restore left under its private name
+/// (killed, or interrupted before its rollback ended): only while a database of that name
+/// has the OID the journal recorded for it. Whether one was dropped.
+pub(super) async fn drop_leftover_private(
+    ctx: &StepCtx,
+    client: &Client,
+    j: Option<&crate::restore::Journal>,
+) -> Result<bool, StepError> {
+    let Some((name, j)) = j.and_then(|j| j.private_name.as_deref().map(|n| (n, j))) else { return Ok(false) };
+    match oid_of(client, name).await? {
+        Some(oid) if Some(oid) == j.created_oid => {
+            drop_database(client, name).await?;
+            ctx.log(format!("dropped database {name}, the half-restored copy this restore made"));
+            Ok(true)
+        }
+        Some(oid) => {
+            ctx.log(format!(
+                "warning: database {name} (OID {oid}) is not the copy this restore made: left as it is"
+            ));
+            Ok(false)
+        }
+        None => Ok(false),
+    }
 }
