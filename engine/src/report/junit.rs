@@ -232,8 +232,6 @@ impl ReportSink for Junit {
 mod tests {
     use super::{with_skip_reasons, Skip};
     use crate::exec::{Fact, Outcome, Phase, StepRecord};
-    use crate::report::summary::{RunRecord, SuiteRecord};
-    use crate::report::RunSummary;
 
     fn check(path: &str, label: &str, outcome: Outcome, message: &str, basis: Option<&str>) -> StepRecord {
         StepRecord {
@@ -260,32 +258,7 @@ mod tests {
     }
 
     fn junit_of(steps: Vec<StepRecord>) -> String {
-        let now = time::OffsetDateTime::now_utc();
-        let suite = SuiteRecord {
-            id: 0,
-            parent: None,
-            name: "verify".into(),
-            file: "verify.yaml".into(),
-            kind: None,
-            started_at: now,
-            duration: std::time::Duration::ZERO,
-            outcome: None,
-            exit_code: None,
-            message: None,
-            content: None,
-            steps,
-        };
-        let record = RunRecord {
-            schema: crate::report::summary::SCHEMA.into(),
-            pgdrill_version: String::new(),
-            started_at: String::new(),
-            finished_at: String::new(),
-            outcome: None,
-            exit_code: None,
-            content: None,
-            suites: vec![suite],
-        };
-        let summary = RunSummary::from_record(record, "app", now);
+        let summary = crate::report::summary::of_records(None, "verify", "app", steps);
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("j.xml");
         super::write(&path, &[super::Part::Run { prefix: None, summary: &summary }]).unwrap_or_else(|e| panic!("{e}"));

@@ -578,11 +578,19 @@ pub(crate) fn of_steps(kind: Option<RunKind>, steps: Vec<(&str, Vec<Fact>)>) -> 
             facts,
         })
         .collect();
+    of_records(kind, "r", "", steps)
+}
+
+/// A summary of one suite (`NAME.yaml`, of `kind`) of the records `steps`, the run's
+/// database `database`: what the reporters' unit tests read.
+#[cfg(test)]
+pub(crate) fn of_records(kind: Option<RunKind>, name: &str, database: &str, steps: Vec<StepRecord>) -> RunSummary {
+    let now = OffsetDateTime::now_utc();
     let suite = SuiteRecord {
         id: 0,
         parent: None,
-        name: "r".into(),
-        file: "r.yaml".into(),
+        name: name.into(),
+        file: format!("{name}.yaml"),
         kind,
         started_at: now,
         duration: Duration::ZERO,
@@ -602,7 +610,7 @@ pub(crate) fn of_steps(kind: Option<RunKind>, steps: Vec<(&str, Vec<Fact>)>) -> 
         content: None,
         suites: vec![suite],
     };
-    RunSummary::from_record(record, "", now)
+    RunSummary::from_record(record, database, now)
 }
 
 #[cfg(test)]
