@@ -62,6 +62,12 @@ if ! command -v azurite-blob >/dev/null; then
   log "installing azurite 3.35 (npm)"
   npm install --global --silent azurite@3.35.0 >/dev/null
 fi
+# A Google Cloud Storage emulator for gs:// (tests/it/gcs_emulator.rs): it serves only part
+# of the XML API object_store uses, and the tests prove pgdrill stops at the rest.
+if ! command -v gcp-storage-emulator >/dev/null; then
+  log "installing gcp-storage-emulator"
+  python3 -m pip install --quiet gcp-storage-emulator || python3 -m pip install --quiet --break-system-packages gcp-storage-emulator
+fi
 
 # 2c. Prometheus' Pushgateway and promtool, for the metrics and alert rule tests.
 prom=()

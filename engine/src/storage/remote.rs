@@ -301,10 +301,15 @@ pub fn open(location: &str) -> Result<Remote, String> {
             (built.clone(), built)
         }
         "gs" => {
-            let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_bucket_name(bucket)
-                .with_retry(retry.clone());
-            for (k, v) in given("GOOGLE_") {
+            let emulator = gcs_emulator(&opts)?;
+            // An emulator takes no credentials: the environment's (a service-account path)
+            // would be refused beside the key below as given twice.
+            let b = match emulator {
+                Some(_) => object_store::gcp::GoogleCloudStorageBuilder::new(),
+                None => object_store::gcp::GoogleCloudStorageBuilder::from_env(),
+            };
+            let mut b = b.with_bucket_name(bucket).with_retry(retry.clone());
+            for (k, v) in given("GOOGLE_").into_iter().filter(|_| emulator.is_none()) {
                 if let Ok(key) = k.parse::<object_store::gcp::GoogleConfigKey>() {
                     b = b.with_config(key, v);
                 }
@@ -312,8 +317,25 @@ pub fn open(location: &str) -> Result<Remote, String> {
             for (k, v) in &timeouts {
                 b = b.with_config(object_store::gcp::GoogleConfigKey::Client(*k), v);
             }
-            if opts.contains_key("endpoint") {
-                return Err("`endpoint` is not supported for gs:// locations: Google Cloud Storage is reached at its own address (for another server, use its S3-compatible endpoint with s3://)".into());
+            if let Some(base) = emulator {
+                // object_store's only way to another base URL is a service-account key that
+                // holds it; `disable_oauth` sends no credentials (an emulator has none), so
+                // this key carries no secret.
+                let key = serde_json::json!({
+                    "type": "service_account",
+                    "private_key": "",
+                    "private_key_id": "",
+                    "client_email": "",
+                    "gcs_base_url": base,
+                    "disable_oauth": true,
+                });
+                b = b.with_service_account_key(key.to_string());
+                if base.starts_with("http://") {
+                    b = b.with_config(
+                        object_store::gcp::GoogleConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
+                        "true",
+                    );
+                }
             }
             let built = Arc::new(b.build().map_err(|e| describe(&e))?);
             (built.clone(), built)
@@ -397,6 +419,22 @@ fn parse_location(location: &str) -> Result<Location, String> {
         opts.insert(k, v);
     }
     Ok(Location { scheme, bucket: bucket.to_string(), prefix: prefix.to_string(), opts })
+}
+
+/// A gs:// location's emulator: its `endpoint` when `use_emulator=true` is given too.
+/// object_store reaches another address than Google's only without credentials (or through
+/// a service-account file that names it, `gcs_base_url`), so an endpoint alone is refused
+/// rather than sent unsigned requests a real server would take for anonymous ones.
+fn gcs_emulator(opts: &BTreeMap<String, String>) -> Result<Option<String>, String> {
+    let emulator =
+        opts.get("use_emulator").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
+    match (opts.get("endpoint"), emulator) {
+        (None, false) => Ok(None),
+        (None, true) => Err("`use_emulator` on a gs:// location needs the emulator's `endpoint=http://HOST:PORT`".into()),
+        (Some(_), false) => Err("`endpoint` on a gs:// location is for an emulator (add `use_emulator=true`: requests are then sent without credentials); for another address with credentials, put `gcs_base_url` in the service-account file named by GOOGLE_SERVICE_ACCOUNT_PATH, or use the server's S3-compatible endpoint with s3://".into()),
+        (Some(e), true) if e.starts_with("http://") || e.starts_with("https://") => Ok(Some(e.trim_end_matches('/').to_string())),
+        (Some(e), true) => Err(format!("the gs:// `endpoint` `{}` is not an http:// or https:// URL", crate::util::visible(e))),
+    }
 }
 
 fn env_hint(scheme: &str) -> &'static str {

@@ -24,6 +24,7 @@ mod executor;
 mod fleet;
 mod foreign_folders;
 mod gates;
+mod gcs_emulator;
 mod http_check;
 mod http_tls;
 mod image;

@@ -579,8 +579,7 @@ fn an_object_store_archive_restores_what_was_pushed_says_absent_and_stops_on_a_0
 /// The WAL archive in Azure Blob storage (Azurite): what was pushed comes back, the same
 /// segment again is success and other content under its name is refused, an absent segment
 /// is the only exit 1, a container that is not there stops recovery (exit 200), and `wal
-/// list` shows the system. Google Cloud Storage has no emulator on this machine: gs:// is
-/// not tested.
+/// list` shows the system. (gs:// on an emulator: the test after this one.)
 #[test]
 fn an_azure_blob_archive_restores_what_was_pushed_refuses_other_content_and_says_absent() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -635,6 +634,44 @@ fn an_azure_blob_archive_restores_what_was_pushed_refuses_other_content_and_says
     assert!(listed.stdout.contains(&format!("system {system}")), "{}", listed.all());
     assert!(listed.stdout.contains("1 segments"), "{}", listed.all());
     assert!(!listed.all().contains(crate::object_store::AZURITE_KEY), "the account key was shown");
+}
+
+/// The WAL archive in gs:// through a Google Cloud Storage emulator (gcp-storage-emulator):
+/// it serves neither HEAD nor the XML listing object_store's GCS client uses (see
+/// `gcs_emulator`), so `wal push` exits 3 (PostgreSQL keeps the segment and retries), `wal
+/// fetch` exits 200 (recovery stops: never "absent", exit 1) and `wal list` exits 3, each
+/// naming the request and the emulator's 501; nothing is written to the bucket.
+#[test]
+fn a_gcs_archive_on_an_emulator_without_head_or_listing_stops_every_command_and_never_says_absent() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some(gcs) = crate::gcs_emulator::gcs_emulator() else { return };
+    let system: u64 = 7_000_000_000_000_000_789;
+    let (data, key_file) = fake_data_dir(dir.path(), system);
+    let name = segment_name(1, 3);
+    let loc = crate::gcs_emulator::location(gcs.port, "pg");
+    let gs_wal = |args: &[&str]| {
+        let mut run = Run::cli(["wal"]).current_dir(&data);
+        for a in args {
+            run = run.arg(a);
+        }
+        run.arg("--storage")
+            .arg(&loc)
+            .arg("--key-file")
+            .arg(&key_file)
+            .env_remove("PGDRILL_WAL_CONFIG")
+            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+            .output()
+    };
+    let pushed = gs_wal(&["push", &format!("pg_wal/{name}")]);
+    assert_eq!(pushed.code, Some(3), "{}", pushed.all());
+    assert!(pushed.all().contains("HEAD") && pushed.all().contains("501"), "{}", pushed.all());
+    let fetched = gs_wal(&["fetch", &name, "pg_wal/RECOVERYXLOG"]);
+    assert_eq!(fetched.code, Some(200), "an unanswerable store is never an absent segment: {}", fetched.all());
+    assert!(!data.join("pg_wal/RECOVERYXLOG").exists(), "nothing fetched");
+    let listed = gs_wal(&["list"]);
+    assert_eq!(listed.code, Some(3), "{}", listed.all());
+    assert!(listed.all().contains("501"), "{}", listed.all());
+    assert_eq!(crate::gcs_emulator::objects(gcs.port), Vec::<String>::new(), "nothing written");
 }
 
 /// A PostgreSQL 17 server in the image, allowing replication connections (a base backup is
