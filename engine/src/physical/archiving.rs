@@ -1,6 +1,7 @@
 //! A throwaway source cluster that archives its WAL: what a PITR drill (and its tests)
-//! recover from. Native binaries, initdb into a temp directory with the native servers'
-//! prefix (reaped after a crash), `wal_level=replica`, `archive_mode=on`, a short
+//! recover from. Native binaries, or, for a major this machine has none of (PostgreSQL 17
+//! beside 15), that major's Docker image run on the same folders (see `Runner`); initdb into
+//! a temp directory with the native servers' prefix (reaped after a crash), `wal_level=replica`, `archive_mode=on`, a short
 //! `archive_timeout`, and an `archive_command` that copies each segment into a folder
 //! (written under a temporary name, then renamed: a reader never sees half a segment; an
 //! existing segment is never overwritten), pgdrill's own archive (`pgdrill wal push`, its
@@ -56,14 +57,19 @@ impl std::fmt::Debug for WalArchive {
     }
 }
 
+/// The pgdrill binary `archive_command` runs.
+fn pgdrill_exe(w: &WalArchive) -> Result<PathBuf, Failure> {
+    match &w.exe {
+        Some(e) => Ok(e.clone()),
+        None => std::env::current_exe()
+            .map_err(|e| Failure::environment(format!("cannot find the pgdrill binary for archive_command: {e}"))),
+    }
+}
+
 /// Write `push`'s settings into `conf_dir` (handed to the server's user) and the
 /// `archive_command` that reads them.
 fn push_command(w: &WalArchive, conf_dir: &Path, run_as: &RunAs) -> Result<String, Failure> {
-    let exe = match &w.exe {
-        Some(e) => e.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| Failure::environment(format!("cannot find the pgdrill binary for archive_command: {e}")))?,
-    };
+    let exe = pgdrill_exe(w)?;
     let conf = crate::wal::write_private_config(conf_dir, &w.location, &w.secret)?;
     run_as.own_tree(conf_dir)?;
     // `%` is PostgreSQL's escape in the command: a `%` of a path is written `%%`.
@@ -85,16 +91,83 @@ fn hand_over_wal_tree(location: &Path, system: u64, run_as: &RunAs) -> Result<()
     Ok(())
 }
 
+/// Where the source's server binaries come from.
+#[derive(Debug, Clone)]
+enum Runner {
+    /// The local binaries of the major.
+    Native(PathBuf),
+    /// That major's Docker image, when this machine has no binaries of it: initdb and
+    /// postgres from the image, as the user the native server would run as, on the folders
+    /// of a native source mounted at the same paths, so everything else (the data directory,
+    /// the log, `wal push`'s config, a local archive) is the same for both.
+    Docker(String),
+}
+
+/// The local binaries of `major`, else an image of it Docker has here (a `bin_dir` given,
+/// or no major asked for, is never replaced by an image).
+fn choose_runner(bin_dir: Option<&Path>, major: u32, asked: bool) -> Result<Runner, Failure> {
+    match native::find_bin_dir(bin_dir, Some(major)) {
+        Ok(b) => Ok(Runner::Native(b)),
+        Err(e) if bin_dir.is_some() || !asked => Err(e),
+        Err(e) => match super::recover::docker_image_for(major) {
+            Some(image) => Ok(Runner::Docker(image)),
+            None => Err(e.context(format!(
+                "starting a PostgreSQL {major} source (and Docker has no image of {major} here: `bash ci/setup.sh` builds one)"
+            ))),
+        },
+    }
+}
+
+/// `docker run` of the image's `tool` (initdb, postgres) as `run_as`'s user, with `dir`
+/// mounted read-write and `ro` read-only at the same paths, labelled as pgdrill's so the
+/// container of a pgdrill killed with -9 is removed by the next one. postgres runs on the
+/// host's network: it listens on 127.0.0.1 as a native source does, and `wal push` inside
+/// it reaches the object store this machine reaches.
+fn docker_command(
+    image: &str,
+    tool: &str,
+    major: u32,
+    name: &str,
+    rw: &[PathBuf],
+    ro: &[PathBuf],
+    run_as: &RunAs,
+) -> std::process::Command {
+    let (uid, gid) = match run_as {
+        RunAs::User { uid, gid, .. } => (*uid, *gid),
+        RunAs::Me => (run_as.uid(), nix::unistd::getegid().as_raw()),
+    };
+    let owner = format!("{}:{}", crate::util::hostname().unwrap_or_default(), std::process::id());
+    let network = if tool == "postgres" { "host" } else { "none" };
+    let mut d = crate::pg::image_tools::docker();
+    d.args(["run", "--rm", "--name", name, "--network", network, "--user", &format!("{uid}:{gid}")])
+        .args(["--label", &format!("{}=1", crate::pg::docker::LABEL)])
+        .args(["--label", &format!("{}={owner}", crate::pg::docker::OWNER_LABEL)]);
+    for m in rw {
+        d.arg("--volume").arg(format!("{}:{}", m.display(), m.display()));
+    }
+    for m in ro {
+        d.arg("--volume").arg(format!("{}:{}:ro", m.display(), m.display()));
+    }
+    d.args(["--entrypoint", &format!("/usr/lib/postgresql/{major}/bin/{tool}"), image]);
+    d
+}
+
 /// A running archiving server.
 #[derive(Debug)]
 pub struct ArchivingServer {
     child: Option<Child>,
+    /// The container's name when the server runs in Docker (the child is its docker CLI,
+    /// whose end does not stop the container).
+    container: Option<String>,
+    /// The image it runs in, when in Docker.
+    pub image: Option<String>,
     dir: PathBuf,
     pub port: u16,
     pub user: String,
     pub password: String,
     pub database: String,
     pub major: u32,
+    /// The server's binaries (inside its image when it runs in Docker).
     pub bin_dir: PathBuf,
     /// The `archive_command` in force.
     pub archive_command: String,
@@ -120,8 +193,19 @@ impl ArchivingServer {
                 .last()
                 .ok_or_else(|| Failure::environment("no PostgreSQL server binaries under /usr/lib/postgresql"))?,
         };
-        let bin_dir = native::find_bin_dir(opts.bin_dir.as_deref(), Some(major))?;
+        let runner = choose_runner(opts.bin_dir.as_deref(), major, opts.major.is_some())?;
+        let bin_dir = match &runner {
+            Runner::Native(b) => b.clone(),
+            Runner::Docker(_) => PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")),
+        };
         let run_as = RunAs::detect()?;
+        if let Runner::Docker(_) = runner {
+            // A source container outlives a pgdrill killed with -9: remove those whose
+            // owner is gone before starting another.
+            if let Ok(engine) = crate::pg::docker::engine().await {
+                crate::pg::docker::reap_stale(&engine).await;
+            }
+        }
         let dir = tempfile::Builder::new()
             .prefix(&format!("{}{}-", native::DIR_PREFIX, std::process::id()))
             .tempdir()
@@ -149,8 +233,34 @@ impl ArchivingServer {
                 ))
             }
         };
+        // What a server in Docker must see besides its folder: the archive folder it copies
+        // into, or pgdrill's binary and a local WAL archive it pushes into.
+        let (mut rw, mut ro) = (vec![dir.clone()], Vec::new());
+        if let (None, Some(d)) = (&opts.archive_command, &opts.archive_dir) {
+            rw.push(d.clone());
+        }
+        if let (None, Some(w)) = (&opts.archive_command, &opts.wal_archive) {
+            ro.push(pgdrill_exe(w)?);
+            if let Some(local) = crate::storage::local_dir_in(&w.location, Path::new("/")) {
+                fs::create_dir_all(&local)
+                    .map_err(|e| Failure::environment(format!("creating {}: {e}", local.display())))?;
+                rw.push(local);
+            }
+        }
+        let image = match &runner {
+            Runner::Docker(i) => Some(i.clone()),
+            Runner::Native(_) => None,
+        };
+        let name =
+            format!("pgdrill-source-{}-{}", std::process::id(), native::generate_password().get(..8).unwrap_or("0"));
+        let tool = |t: &str, suffix: &str| match &image {
+            Some(i) => docker_command(i, t, major, &format!("{name}{suffix}"), &rw, &ro, &run_as),
+            None => run_as.command(&bin_dir.join(t)),
+        };
         let mut server = ArchivingServer {
             child: None,
+            container: None,
+            image: image.clone(),
             dir: dir.clone(),
             port: 0,
             user: "postgres".into(),
@@ -167,7 +277,7 @@ impl ArchivingServer {
         fs::write(&pwfile, &server.password).map_err(|e| io(&pwfile, e))?;
         run_as.own(&pwfile)?;
         let data = dir.join("data");
-        let mut initdb = run_as.command(&bin_dir.join("initdb"));
+        let mut initdb = tool("initdb", "-initdb");
         initdb
             .arg("-D")
             .arg(&data)
@@ -220,7 +330,7 @@ impl ArchivingServer {
             ("timezone", "UTC".into()),
             ("log_timezone", "UTC".into()),
         ];
-        let mut cmd = run_as.command(&bin_dir.join("postgres"));
+        let mut cmd = tool("postgres", "");
         cmd.arg("-D").arg(&data).arg("-p").arg(port.to_string());
         for (k, v) in settings {
             cmd.arg("-c").arg(format!("{k}={v}"));
@@ -229,6 +339,9 @@ impl ArchivingServer {
         server.child = Some(
             crate::child::spawn(&mut cmd).map_err(|e| Failure::environment(format!("cannot start postgres: {e}")))?,
         );
+        if image.is_some() {
+            server.container = Some(name);
+        }
         let started = Instant::now();
         loop {
             if let Some(Ok(Some(status))) = server.child.as_mut().map(Child::try_wait) {
@@ -280,6 +393,9 @@ impl ArchivingServer {
 
     fn teardown(&mut self) {
         super::recover::stop_child(&mut self.child);
+        if let Some(name) = self.container.take() {
+            crate::pg::image_tools::remove(&name);
+        }
         if !self.dir.as_os_str().is_empty() {
             let _ = fs::remove_dir_all(&self.dir);
             self.dir = PathBuf::new();

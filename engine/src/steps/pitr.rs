@@ -541,7 +541,7 @@ pub struct SourceWith {
     /// archive_timeout: a segment at least this often under load (default 1s)
     #[serde(default, deserialize_with = "super::de::opt_duration")]
     archive_timeout: Option<Duration>,
-    /// PostgreSQL major, e.g. 15 (default: the newest installed)
+    /// PostgreSQL major, e.g. 15 (default: the newest installed); a major without local binaries runs in its Docker image
     #[serde(default, deserialize_with = "super::de::opt_text")]
     #[field(ty = "major version")]
     version: Option<String>,
@@ -586,11 +586,11 @@ pub struct SourceOutputs {
     archive_command: String,
     /// major version
     major: u32,
-    /// directory with the server's binaries (pg_basebackup is there)
+    /// directory with the server's binaries (pg_basebackup is there; inside its image when it runs in Docker)
     bin_dir: String,
 }
 
-/// Start a throwaway source server (local binaries) that archives its WAL, for point-in-time recovery drills.
+/// Start a throwaway source server (local binaries, or its major's Docker image) that archives its WAL, for point-in-time recovery drills.
 #[step(kind = Source, name = "pitr.source")]
 async fn source(ctx: StepCtx, w: SourceWith) -> Result<SourceOutputs, StepError> {
     let major = w
@@ -619,7 +619,8 @@ async fn source(ctx: StepCtx, w: SourceWith) -> Result<SourceOutputs, StepError>
     };
     let s = ArchivingServer::start(opts).await?;
     ctx.redactor.add(&s.password);
-    ctx.log(format!("PostgreSQL {} on 127.0.0.1:{}, archive_command {}", s.major, s.port, s.archive_command));
+    let image = s.image.as_deref().map(|i| format!(" (in Docker, image {i})")).unwrap_or_default();
+    ctx.log(format!("PostgreSQL {} on 127.0.0.1:{}{image}, archive_command {}", s.major, s.port, s.archive_command));
     // The drill's source, for the evidence's segregation check of the recovery.
     let (system_identifier, host) = super::ephemeral::identity(&s.url()).await;
     ctx.fact(crate::facts::Fact::Source { system_identifier, host });

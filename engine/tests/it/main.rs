@@ -39,6 +39,7 @@ mod oncall;
 mod physical_evidence;
 mod physical_tools;
 mod pitr;
+mod pitr17;
 mod restore;
 mod restore_checks;
 mod restore_environment;
