@@ -8,6 +8,7 @@
 pub mod archiving;
 pub mod basebackup;
 pub mod own;
+pub mod mark;
 pub mod pitr;
 pub mod recover;
 pub mod source;

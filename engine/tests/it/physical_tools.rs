@@ -559,21 +559,23 @@ fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, 
     assert_eq!((lines[0]["result"].as_str(), lines[0]["content"].as_str()), (Some("unproven"), Some("unproven")));
     assert!(lines[0]["sha256"].as_str().is_some_and(|s| s.len() == 64), "backup.manifest's sha256: {}", lines[0]);
 
-    // The mark as `expect`, at its restore point and at the end of the archive.
-    let book = work.join("truth.yaml");
-    std::fs::write(
-        &book,
-        format!(
-            "name: truth\nvars:\n  source: \"\"\n  target_name: \"\"\nsteps:\n  - id: recover\n    uses: physical.verify\n    with:\n      source: \"{{{{ vars.source }}}}\"\n      target_name: \"{{{{ vars.target_name }}}}\"\n      timeout: 3m\n      expect: {fingerprint}\n\
-             finally:\n  - id: record\n    when: steps.recover.outputs.backup is defined\n    uses: verify.record\n    with:\n      backup: \"{{{{ steps.recover.outputs.ledger }}}}/{{{{ steps.recover.outputs.backup }}}}\"\n      result: \"{{{{ run.status }}}}\"\n      message: \"{{{{ run.message or '' }}}}\"\n      steps: \"{{{{ steps }}}}\"\n      checks: [recover]\n      content_check: recover\n"
-        ),
-    )
-    .expect("truth runbook");
-    let ran = with_env(Run::new(&book).var("source", &with_ledger).var("target_name", "pgdrill_mark"))
+    // The mark as the shipped runbook's `expect`: the run.json of the run that marked, as a
+    // team keeps it between the two runs. At its restore point the copy equals it.
+    let mark_file = work.join("mark/run.json");
+    let ran = with_env(shipped(&with_ledger, 310).var("expect", mark_file.display()).var("target_name", "pgdrill_mark"))
         .report(work.join("at_mark"))
         .output();
     assert_eq!(ran.code, Some(0), "the source at the mark must match:\n{}", ran.all());
-    assert_eq!(ran.run_json().step("recover").outputs["ground_truth"], "source at the target");
+    let rj = ran.run_json();
+    assert_eq!(rj.step("recover").outputs["ground_truth"], "source at the target");
+    assert!(
+        rj.step("recover").log.iter().any(|l| l.contains("ground truth: the source at the target")),
+        "{:?}",
+        rj.step("recover").log
+    );
+    for id in ["amcheck", "freshness", "rto", "record"] {
+        assert_eq!(rj.step(id).outcome, "passed", "{id}: {:?}", rj.step(id).message);
+    }
     // The run's history line names the backup it proved.
     let history = std::fs::read_to_string(work.join("at_mark/history.jsonl")).expect("history.jsonl");
     let line: serde_json::Value = serde_json::from_str(history.lines().last().unwrap_or_default()).expect("a line");
@@ -590,7 +592,12 @@ fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, 
     assert!(table.stdout.contains("last verified"), "{}", table.stdout);
     assert!(table.stdout.contains("passed (against the source at the target)"), "{}", table.stdout);
 
-    let ran = with_env(Run::new(&book).var("source", &with_ledger)).output();
+    // The same mark, saved as the bare fingerprint, against the end of the archive: the rows
+    // and the table written after the mark are each named, and the log says which restore
+    // point the mark was at when the file says so.
+    let fingerprint_file = work.join("fingerprint.json");
+    std::fs::write(&fingerprint_file, fingerprint.to_string()).expect("fingerprint file");
+    let ran = with_env(shipped(&with_ledger, 317).var("expect", fingerprint_file.display())).output();
     assert_eq!(ran.code, Some(1), "a recovery past the mark differs from it:\n{}", ran.all());
     let all = ran.all();
     assert!(all.contains("differs from the source at the target"), "{all}");
@@ -600,6 +607,13 @@ fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, 
     let newest = lines.last().expect("a ledger line");
     assert_eq!((newest["backup"].as_str(), newest["result"].as_str()), (Some(label), Some("failed")), "{newest}");
     assert!(newest["error"].as_str().is_some_and(|e| e.contains("public.drill")), "{newest}");
+    let ran = with_env(shipped(&with_ledger, 317).var("expect", mark_file.display())).output();
+    assert_eq!(ran.code, Some(1), "{}", ran.all());
+    assert!(ran.all().contains("give target_name=pgdrill_mark"), "{}", ran.all());
+    // A file that holds no mark is the runbook's mistake, before anything is restored.
+    let ran = with_env(shipped(&with_ledger, 317).var("expect", work.join("ledger/ledger.jsonl").display())).output();
+    assert_eq!(ran.code, Some(2), "{}", ran.all());
+    assert!(ran.all().contains("expect"), "{}", ran.all());
 }
 
 /// An empty object (or bucket) at `path`, with a plain HTTP PUT (moto takes unsigned requests).
