@@ -1175,8 +1175,22 @@ fn a_pgbackrest_repository_in_s3_recovers_to_latest_and_a_restore_point() {
     let info = stanza.info();
     let label = info[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
 
-    let source = stanza.source();
-    let with_keys = |r: Run| env.iter().fold(r, |r, (k, v)| r.env(k, v));
+    // Regression (issue 39): a ledger in an object store was refused. The ledger is a folder
+    // of another bucket (pgdrill's, reached with pgdrill's own store settings), never the
+    // tool's repository; each verification is one record there.
+    put(moto.port, "drill-ledger");
+    const STORE_SECRET: &str = "ledger-store-secret-never-shown-5d2e";
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let store_env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", STORE_SECRET),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let plain_source = stanza.source();
+    let source = format!("{plain_source}&ledger=s3://drill-ledger/pgbr/demo");
+    let with_keys = |r: Run| env.iter().chain(store_env.iter()).fold(r.env_remove("AWS_PROFILE"), |r, (k, v)| r.env(k, v));
     let report = work.path().join("latest");
     let ran = with_keys(shipped(&source, counts.latest).var("max_wal_age", "1h")).report(&report).output();
     assert_eq!(ran.code, Some(0), "{}\nsource server log:\n{}", ran.all(), c.log());
@@ -1200,11 +1214,44 @@ fn a_pgbackrest_repository_in_s3_recovers_to_latest_and_a_restore_point() {
     let listed = with_keys(Run::cli(["backups", "list", "--json", "--storage", &source])).expect(0);
     let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
     assert_eq!(v[0]["id"], label.as_str(), "{}", listed.stdout);
-    for out in [ran.all(), listed.all(), std::fs::read_to_string(report.join("run.json")).unwrap_or_default()] {
+    // Both runs were recorded in the bucket's folder, under pgBackRest's label, and read
+    // back: the last one (no `expect`: unproven).
+    let last = &v[0]["last_verification"];
+    assert_eq!(last["result"], "unproven", "{}", listed.stdout);
+    assert!(last["verified_at"].as_str().is_some_and(|t| t.starts_with("20")), "{}", listed.stdout);
+    let table = with_keys(Run::cli(["backups", "list", "--storage", &source])).expect(0);
+    assert!(table.stdout.contains("last verified"), "{}", table.stdout);
+    assert!(table.stdout.contains(" unproven"), "{}", table.stdout);
+    let keys = |bucket: &str| -> Vec<String> {
+        ok(
+            Command::new("python3").args([
+                "-c",
+                &format!(
+                    "import boto3; s=boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='t', aws_secret_access_key='t', region_name='us-east-1')\n\
+                     for p in s.get_paginator('list_objects_v2').paginate(Bucket='{bucket}'):\n    [print(o['Key']) for o in p.get('Contents', [])]"
+                ),
+            ]),
+            "list a bucket",
+        )
+        .lines()
+        .map(str::to_string)
+        .collect()
+    };
+    let records = keys("drill-ledger");
+    assert_eq!(records.len(), 2, "one record per verification: {records:?}");
+    assert!(records.iter().all(|k| k.starts_with("pgbr/demo/.ledger/") && k.ends_with(".json")), "{records:?}");
+    let repo = keys("drill-pgbr");
+    assert!(!repo.is_empty() && repo.iter().all(|k| !k.contains("ledger")), "the tool's repository was written: {repo:?}");
+    for out in [ran.all(), listed.all(), table.all(), std::fs::read_to_string(report.join("run.json")).unwrap_or_default()] {
         assert!(!out.contains(SECRET), "the S3 secret was shown:\n{out}");
+        assert!(!out.contains(STORE_SECRET), "the ledger store's secret was shown:\n{out}");
     }
+    // A ledger bucket that is not there is said before anything is restored.
+    let ran = with_keys(shipped(&format!("{plain_source}&ledger=s3://no-such-ledger/l"), counts.latest)).output();
+    assert_eq!(ran.code, Some(3), "{}", ran.all());
+    assert!(ran.all().contains("the ledger s3://no-such-ledger/l cannot be reached"), "{}", ran.all());
     // Without the keys, pgBackRest cannot read the repository: the environment's failure.
-    let ran = shipped(&source, counts.latest).env_remove(env[0].0).env_remove(env[1].0).output();
+    let ran = shipped(&plain_source, counts.latest).env_remove(env[0].0).env_remove(env[1].0).output();
     assert_eq!(ran.code, Some(3), "{}", ran.all());
     drop(c);
     drop(relay);
