@@ -54,11 +54,13 @@ fn of_json(v: &serde_json::Value) -> Result<Mark, String> {
     if let Some(f) = v.get("fingerprint") {
         return outputs(v, f);
     }
-    // A run.json: the one step whose outputs hold a fingerprint and a restore point (a
-    // `pitr.mark`); two marks in one run are ambiguous, named rather than guessed between.
-    if let Some(steps) = v.get("steps").and_then(|s| s.as_array()) {
+    // A run.json (its suites, each with its steps): the one `pitr.mark` step that finished
+    // with a fingerprint; two marks in one run are ambiguous, named rather than guessed between.
+    if let Some(suites) = v.get("suites").and_then(|s| s.as_array()) {
+        let steps: Vec<&serde_json::Value> =
+            suites.iter().filter_map(|s| s.get("steps")?.as_array()).flatten().collect();
         let marks: Vec<&serde_json::Value> = steps
-            .iter()
+            .into_iter()
             .filter(|s| s.get("uses").and_then(|u| u.as_str()) == Some("pitr.mark"))
             .filter(|s| s.get("outputs").and_then(|o| o.get("fingerprint")).is_some_and(|f| !f.is_null()))
             .collect();
@@ -120,10 +122,10 @@ mod tests {
         std::fs::write(base.join("outputs.json"), outputs.to_string()).expect("write");
         let m = read(&serde_json::json!("outputs.json"), base).expect("read").expect("a mark");
         assert_eq!(m.restore_point.as_deref(), Some("pgdrill_mark"));
-        let run = serde_json::json!({ "schema": "pgdrill.run/1", "steps": [
+        let run = serde_json::json!({ "schema": "pgdrill.run/1", "suites": [{ "steps": [
             { "id": "before", "uses": "sql.exec", "outputs": {} },
             { "id": "mark", "uses": "pitr.mark", "outputs": outputs },
-        ]});
+        ]}]});
         std::fs::write(base.join("run.json"), run.to_string()).expect("write");
         let m = read(&serde_json::json!(base.join("run.json").display().to_string()), Path::new("/")).expect("read");
         assert_eq!(m.and_then(|m| m.restore_point).as_deref(), Some("pgdrill_mark"));
@@ -134,13 +136,13 @@ mod tests {
         std::fs::write(base.join("other.json"), r#"{"tables": 3}"#).expect("write");
         let e = read(&serde_json::json!("other.json"), base).expect_err("not a mark");
         assert!(e.contains("other.json") && e.contains("no pgdrill fingerprint"), "{e}");
-        let two = serde_json::json!({ "steps": [
-            { "id": "a", "uses": "pitr.mark", "outputs": outputs },
-            { "id": "b", "uses": "pitr.mark", "outputs": outputs },
+        let two = serde_json::json!({ "suites": [
+            { "steps": [{ "id": "a", "uses": "pitr.mark", "outputs": outputs }] },
+            { "steps": [{ "id": "b", "uses": "pitr.mark", "outputs": outputs }] },
         ]});
         let e = read(&two, base).expect_err("two marks");
         assert!(e.contains("a, b"), "{e}");
-        let e = read(&serde_json::json!({ "steps": [] }), base).expect_err("no mark");
+        let e = read(&serde_json::json!({ "suites": [{ "steps": [] }] }), base).expect_err("no mark");
         assert!(e.contains("without a pitr.mark step"), "{e}");
         let e = read(&serde_json::json!(7), base).expect_err("a number");
         assert!(e.contains("no pgdrill fingerprint"), "{e}");
