@@ -34,8 +34,12 @@ pub fn read(value: &serde_json::Value, base: &Path) -> Result<Option<Mark>, Stri
         }
         serde_json::Value::String(s) => {
             let path = base.join(s.trim());
-            let bytes = std::fs::read(&path)
-                .map_err(|e| format!("cannot read the mark file {} ({e}): give the file pitr.mark's fingerprint was saved to", path.display()))?;
+            let bytes = std::fs::read(&path).map_err(|e| {
+                format!(
+                    "cannot read the mark file {} ({e}): give the file pitr.mark's fingerprint was saved to",
+                    path.display()
+                )
+            })?;
             let v: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|e| format!("the mark file {}: not JSON ({e}): {FORMS}", path.display()))?;
             of_json(&v).map(Some).map_err(|why| format!("the mark file {} {why}", path.display()))
@@ -44,7 +48,8 @@ pub fn read(value: &serde_json::Value, base: &Path) -> Result<Option<Mark>, Stri
     }
 }
 
-const FORMS: &str = "give pitr.mark's `fingerprint`, its outputs, the run.json of the run that marked, or a file holding one of them";
+const FORMS: &str =
+    "give pitr.mark's `fingerprint`, its outputs, the run.json of the run that marked, or a file holding one of them";
 
 /// A mark from any of its forms (see the module docs).
 fn of_json(v: &serde_json::Value) -> Result<Mark, String> {

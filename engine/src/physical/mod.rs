@@ -7,8 +7,8 @@
 
 pub mod archiving;
 pub mod basebackup;
-pub mod own;
 pub mod mark;
+pub mod own;
 pub mod pitr;
 pub mod recover;
 pub mod source;
