@@ -608,9 +608,8 @@ fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, 
     let newest = lines.last().expect("a ledger line");
     assert_eq!((newest["backup"].as_str(), newest["result"].as_str()), (Some(label), Some("failed")), "{newest}");
     assert!(newest["error"].as_str().is_some_and(|e| e.contains("public.drill")), "{newest}");
-    let ran = with_env(shipped(&with_ledger, 317).var("expect", mark_file.display()))
-        .report(work.join("past_mark"))
-        .output();
+    let ran =
+        with_env(shipped(&with_ledger, 317).var("expect", mark_file.display())).report(work.join("past_mark")).output();
     assert_eq!(ran.code, Some(1), "{}", ran.all());
     let log = ran.run_json().step("recover").log.clone();
     assert!(log.iter().any(|l| l.contains("give target_name=pgdrill_mark")), "{log:?}");
