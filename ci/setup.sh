@@ -165,14 +165,14 @@ if [ -z "$mirror" ] && [ -f /etc/apt/sources.list ]; then
   mirror=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' /etc/apt/sources.list)
 fi
 mirror="${mirror:-http://deb.debian.org/debian}"
-build_image() {  # major suite image
-  local major=$1 suite=$2 image=$3 base="pgdrill/debian-postgresql:$1"
+build_image() {  # major suite image [more packages, comma separated]
+  local major=$1 suite=$2 image=$3 base="pgdrill/debian-postgresql:$1" more=${4:+,$4}
   docker image inspect "$image" >/dev/null 2>&1 && return 0
   if ! docker image inspect "$base" >/dev/null 2>&1; then
     local rootfs
     rootfs=$(mktemp -d /var/tmp/pgdrill-rootfs.XXXXXX)
     log "debootstrap $suite with postgresql-$major from $mirror (a minute or two)"
-    if ! debootstrap --variant=minbase --include="postgresql-$major" "$suite" "$rootfs" "$mirror" >"/var/tmp/pgdrill-debootstrap-$major.log" 2>&1; then
+    if ! debootstrap --variant=minbase --include="postgresql-$major$more" "$suite" "$rootfs" "$mirror" >"/var/tmp/pgdrill-debootstrap-$major.log" 2>&1; then
       tail -20 "/var/tmp/pgdrill-debootstrap-$major.log" >&2
       rm -rf "$rootfs"
       exit 3
@@ -185,7 +185,20 @@ build_image() {  # major suite image
   DOCKER_BUILDKIT=0 docker build -q --build-arg BASE="$base" -t "$image" ci/postgres-image >/dev/null
 }
 build_image 15 bookworm "$IMAGE"
-build_image 17 trixie "${PGDRILL_TEST_IMAGE_17:-pgdrill/postgres-local:17}"
+# The 17 image also holds the other tools' clients (tests/it/physical_tools.rs): this machine
+# has only 15's server binaries, and pgBackRest 2.45 (bookworm) does not know 17, so a 17
+# server archives, and its backups are restored and replayed, with trixie's pgBackRest and
+# Barman inside the image. python3-boto3: barman-cloud's S3 client (a Recommends).
+TOOLS17="pgbackrest,barman-cli,barman-cli-cloud,python3-boto3"
+IMAGE17="${PGDRILL_TEST_IMAGE_17:-pgdrill/postgres-local:17}"
+build_image 17 trixie "$IMAGE17" "$TOOLS17"
+# An image built before the tools were in it gets them as a layer of its own (same tag), so
+# a machine set up earlier needs no new debootstrap.
+if ! docker run --rm --entrypoint sh "$IMAGE17" -c 'command -v pgbackrest && command -v barman-cloud-backup' >/dev/null 2>&1; then
+  log "adding ${TOOLS17//,/ } to $IMAGE17"
+  printf 'FROM %s\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends %s >/dev/null && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb\n' \
+    "$IMAGE17" "${TOOLS17//,/ }" | DOCKER_BUILDKIT=0 docker build -q -t "$IMAGE17" - >/dev/null
+fi
 # 5. A bare Debian trixie root for the package test (tests/it/image.rs): nothing of PostgreSQL
 # installed, but trixie's package lists and the .debs of postgresql-17 in apt's cache, so
 # `apt-get install ./pgdrill_*.deb postgresql-17` resolves the package's Depends (libssl3t64,
@@ -222,4 +235,4 @@ if ! command -v chromium >/dev/null; then
   apt_install --no-install-recommends chromium fonts-dejavu-core
 fi
 
-log "ready: PostgreSQL $(/usr/lib/postgresql/15/bin/postgres --version | awk '{print $3}'), docker $(docker version --format '{{.Server.Version}}'), images $IMAGE, ${PGDRILL_TEST_IMAGE_17:-pgdrill/postgres-local:17}"
+log "ready: PostgreSQL $(/usr/lib/postgresql/15/bin/postgres --version | awk '{print $3}'), docker $(docker version --format '{{.Server.Version}}'), images $IMAGE, $IMAGE17"

@@ -850,7 +850,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         Command::Backups { command: BackupsCommand::List { storage, database, name_pattern, json } } => {
             // Another tool's physical backups (pgBackRest, barman-cloud), as the tool lists them.
             if crate::physical::is_tool_location(&storage) {
-                return physical_backups(&storage, json);
+                return physical_backups(&storage, json).await;
             }
             let location = storage.clone();
             let store = crate::storage::open(&storage).map_err(Error::invalid)?;
@@ -1317,7 +1317,7 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
 /// The `backups list` table: one header, columns as wide as their widest cell, sizes right
 /// aligned, the path last. Names and paths are data: control characters are shown, not sent.
 /// `backups list` of another tool's physical backups, newest first, listed by the tool itself.
-fn physical_backups(location: &str, json: bool) -> Result<ExitCode, Error> {
+async fn physical_backups(location: &str, json: bool) -> Result<ExitCode, Error> {
     let source = crate::physical::open(location)?;
     let tool = source.tool();
     let mut list = source.list()?;
@@ -1325,7 +1325,7 @@ fn physical_backups(location: &str, json: bool) -> Result<ExitCode, Error> {
     let time = |t: Option<time::OffsetDateTime>| t.map(crate::util::rfc3339);
     // The source's ledger (`&ledger=FOLDER`), by the tool's backup id: which backup was proven.
     let ledger = crate::physical::tools::ledger_of(location)?;
-    let last = crate::physical::tools::last_verifications(location)?;
+    let last = crate::physical::tools::last_verifications(location).await?;
     let last_json = |id: &str| {
         last.get(id).map(|e| {
             serde_json::json!({

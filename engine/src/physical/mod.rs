@@ -7,6 +7,7 @@
 
 pub mod archiving;
 pub mod basebackup;
+pub mod mark;
 pub mod own;
 pub mod pitr;
 pub mod recover;

@@ -197,9 +197,11 @@ pub fn options(query: &str, known: &[&str], location: &str) -> Result<Vec<(Strin
     Ok(out)
 }
 
-/// The ledger folder a tool's location names (`&ledger=FOLDER`), if any. A folder only: a
-/// ledger in an object store is refused here, since `backups list` could not read it back.
-pub fn ledger_of(location: &str) -> Result<Option<PathBuf>, Failure> {
+/// The ledger a tool's location names (`&ledger=FOLDER`, or `&ledger=s3://BUCKET/PATH` and
+/// the other object stores' URLs), if any: the text as given, decoded. A store's URL takes no
+/// options of its own (`?endpoint=...`): the runbook appends the backup's id to it, so its
+/// endpoint and credentials come from the environment (`AWS_ENDPOINT_URL`, ...).
+pub fn ledger_of(location: &str) -> Result<Option<String>, Failure> {
     let query = location.split_once('?').map(|(_, q)| q).unwrap_or("");
     let mut found = None;
     for pair in query.split('&') {
@@ -210,13 +212,23 @@ pub fn ledger_of(location: &str) -> Result<Option<PathBuf>, Failure> {
                 crate::util::visible(location)
             ))
         })?;
-        if v.is_empty() || v.chars().any(char::is_control) || v.contains("://") {
+        let in_store = crate::storage::local_dir(&v).is_none();
+        if v.trim().is_empty() || v.chars().any(char::is_control) || (!in_store && v.contains("://")) {
             return Err(Failure::invalid(format!(
-                "the option `ledger` of the source `{}` must name a local folder (`&ledger=/var/lib/pgdrill/ledger/main`): an object store is not read back for these sources yet",
+                "the option `ledger` of the source `{}` must name a local folder (`&ledger=/var/lib/pgdrill/ledger/main`) or a folder in an object store (`&ledger=s3://BUCKET/ledger/main`)",
                 crate::util::visible(location)
             )));
         }
-        if found.replace(PathBuf::from(v)).is_some() {
+        if in_store && v.contains('?') {
+            return Err(Failure::invalid(format!(
+                "the option `ledger` of the source `{}` names a store with options of its own: give the store's settings through the environment (AWS_ENDPOINT_URL, AWS_REGION, ...) and its URL alone",
+                crate::util::visible(location)
+            )));
+        }
+        // `s3://bkt/l/` and `s3://bkt/l` are one folder (the runbook appends `/ID`).
+        let trimmed = v.trim();
+        let folder = if trimmed.len() > 1 { trimmed.trim_end_matches('/') } else { trimmed };
+        if found.replace(folder.to_string()).is_some() {
             return Err(Failure::invalid(format!(
                 "the source `{}` names `ledger` twice: give one folder",
                 crate::util::visible(location)
@@ -228,12 +240,50 @@ pub fn ledger_of(location: &str) -> Result<Option<PathBuf>, Failure> {
 
 /// The newest verification of each of a source's backups its ledger records, by the tool's
 /// backup id; empty when the location names no ledger or nothing was recorded yet. A ledger
-/// that cannot be read is an error naming its line (the ledger fails closed).
-pub fn last_verifications(
+/// that cannot be read is an error naming its line or object (the ledger fails closed).
+pub async fn last_verifications(
     location: &str,
 ) -> Result<std::collections::HashMap<String, crate::backup::ledger::Entry>, Failure> {
-    let Some(dir) = ledger_of(location)? else { return Ok(Default::default()) };
-    Ok(crate::backup::ledger::last_by_backup(&dir.join(crate::backup::ledger::FILE))?)
+    let Some(ledger) = ledger_of(location)? else { return Ok(Default::default()) };
+    let store = crate::storage::open(&ledger).map_err(Failure::invalid)?;
+    // A folder here keeps one appended file; an object store one record per verification
+    // (`verify.record` writes them, `.ledger/<time>-<random>.json`), read through the store.
+    if let Some(file) = store.local_path(crate::backup::ledger::FILE) {
+        return Ok(crate::backup::ledger::last_by_backup(&file)?);
+    }
+    let mut out = std::collections::HashMap::new();
+    for entry in store_records(&*store).await? {
+        out.insert(entry.backup.clone(), entry);
+    }
+    Ok(out)
+}
+
+/// An object store's ledger records under its root, oldest first (their names begin with
+/// the time of the verification). A record that is not a ledger entry is an error naming
+/// it: never skipped, so a lost "passed" cannot make a proven backup look unproven.
+async fn store_records(store: &dyn crate::storage::Store) -> Result<Vec<crate::backup::ledger::Entry>, Failure> {
+    let prefix = format!("{}/", crate::backup::ledger::RECORDS);
+    let mut keys: Vec<String> = store
+        .list(&prefix)
+        .await
+        .map_err(Failure::environment)?
+        .into_iter()
+        .map(|m| m.key)
+        .filter(|k| k.strip_prefix(&prefix).is_some_and(|n| !n.contains('/') && n.ends_with(".json")))
+        .collect();
+    keys.sort();
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let bytes = store.read(&key).await.map_err(Failure::environment)?;
+        let entry = serde_json::from_slice(&bytes).map_err(|e| {
+            Failure::failed(format!(
+                "{}: not a ledger entry ({e}); the ledger is evidence and is not read past a damaged record: fix or remove that object (keep a copy), then run again",
+                store.url_of(&key)
+            ))
+        })?;
+        out.push(entry);
+    }
+    Ok(out)
 }
 
 /// Bytes of the regular files under `dir` (symbolic links not followed).
@@ -304,16 +354,40 @@ mod tests {
     #[test]
     fn the_ledger_option_is_pgdrills_own_in_every_tools_location() {
         let loc = "pgbackrest://main?config=%2Fetc%2Fp.conf&ledger=%2Fvar%2Flib%2Fpgdrill%2Fl%20main";
-        assert_eq!(ledger_of(loc).expect("parsed"), Some(PathBuf::from("/var/lib/pgdrill/l main")));
+        assert_eq!(ledger_of(loc).expect("parsed").as_deref(), Some("/var/lib/pgdrill/l main"));
         let tool = options(loc.split_once('?').map(|(_, q)| q).unwrap_or(""), &["config"], loc).expect("parsed");
         assert_eq!(tool, vec![("config".to_string(), "/etc/p.conf".to_string())], "ledger is not the tool's");
         assert_eq!(ledger_of("barman://main?config=/etc/barman.conf").expect("parsed"), None);
-        for bad in ["x://a?ledger=s3://bkt/l", "x://a?ledger=", "x://a?ledger=%zz", "x://a?ledger=/a&ledger=/b"] {
+        // An object store's folder is a ledger too (issue 39), its URL alone.
+        assert_eq!(ledger_of("x://a?ledger=s3://bkt/l/").expect("parsed").as_deref(), Some("s3://bkt/l"));
+        for bad in [
+            "x://a?ledger=",
+            "x://a?ledger=%zz",
+            "x://a?ledger=/a&ledger=/b",
+            "x://a?ledger=http://host/l",
+            "x://a?ledger=s3://bkt/l%3Fendpoint%3Dhttp://h",
+        ] {
             let e = ledger_of(bad).expect_err(bad);
             assert_eq!(e.class, crate::error::Class::Invalid, "{bad}");
             assert!(e.to_string().contains("ledger"), "{e}");
         }
-        assert!(last_verifications("x://a?config=/c").expect("no ledger").is_empty());
+    }
+
+    /// A local ledger is read from its folder's `ledger.jsonl`, and a location without one
+    /// has none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_local_ledger_gives_each_backups_last_verification() {
+        let t = tempfile::tempdir().expect("tmp");
+        assert!(last_verifications("x://a?config=/c").await.expect("no ledger").is_empty());
+        let line = |id: &str, result: &str| {
+            format!("{{\"backup\":\"{id}\",\"verified_at\":\"2026-12-06T10:00:00Z\",\"result\":\"{result}\"}}\n")
+        };
+        let text = line("20261206-101500F", "failed") + &line("20261206-101500F", "passed") + &line("b2", "unproven");
+        std::fs::write(t.path().join(crate::backup::ledger::FILE), text).expect("ledger");
+        let loc = format!("pgbackrest://main?config=/c&ledger={}", t.path().display());
+        let last = last_verifications(&loc).await.expect("read");
+        assert_eq!(last["20261206-101500F"].result, "passed");
+        assert_eq!(last["b2"].result, "unproven");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Fields, step, StepCtx, StepError, With, WithError};
 use crate::pg::fingerprint::Fingerprint;
+use crate::physical::mark::Mark;
 use crate::physical::pitr::{self, PitrOptions, Truth};
 use crate::physical::recover::{self, RecoverOptions, Target, TargetKind};
 use crate::physical::source::{Lsn, PhysicalSource};
@@ -62,11 +63,13 @@ pub struct VerifyWith {
     #[serde(default, deserialize_with = "super::de::opt_duration")]
     max_wal_age: Option<Duration>,
     /// the ground truth at the target: a fingerprint of the source taken there (`pitr.mark`'s
-    /// `fingerprint`, on the team's server); the recovered `database`'s schema and per-table
-    /// rows must equal it, each difference named. Without one the content is unproven
-    /// (`ground_truth: none`): the recovery is proven, what it holds is not
+    /// `fingerprint`, on the team's server), or a file holding it (the fingerprint, pitr.mark's
+    /// outputs or the marking run's run.json; relative to the runbook); the recovered
+    /// `database`'s schema and per-table rows must equal it, each difference named. Without
+    /// one the content is unproven (`ground_truth: none`): the recovery is proven, what it
+    /// holds is not
     #[serde(default)]
-    #[field(ty = "map|null")]
+    #[field(ty = "map|path|null")]
     expect: Option<serde_json::Value>,
 }
 
@@ -99,16 +102,12 @@ impl With for VerifyWith {
 }
 
 impl VerifyWith {
-    /// The ground truth `expect` holds (pitr.mark's fingerprint), read before anything is
-    /// restored: a value that is no fingerprint is the runbook's mistake, never "unproven".
-    fn expected(&self) -> Result<Option<Fingerprint>, StepError> {
-        match self.expect.as_ref() {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::String(s)) if s.trim().is_empty() || s == "none" => Ok(None),
-            Some(v) => Ok(Some(serde_json::from_value(v.clone()).map_err(|e| {
-                StepError::field("expect", format!("not a pgdrill fingerprint (pitr.mark's `fingerprint`): {e}"))
-            })?)),
-        }
+    /// The ground truth `expect` holds (pitr.mark's fingerprint, inline or in a file
+    /// relative to `base`), read before anything is restored: a value or a file that holds
+    /// no fingerprint is the runbook's mistake, never "unproven".
+    fn expected(&self, base: &std::path::Path) -> Result<Option<Mark>, StepError> {
+        let Some(v) = self.expect.as_ref() else { return Ok(None) };
+        crate::physical::mark::read(v, base).map_err(|why| StepError::field("expect", why))
     }
 
     fn target(&self) -> Result<Target, StepError> {
@@ -211,12 +210,44 @@ impl Verify {
     async fn run(ctx: StepCtx, w: VerifyWith) -> Result<VerifyOutputs, StepError> {
         let started = time::OffsetDateTime::now_utc();
         let target = w.target()?;
-        let expect = w.expected()?;
+        let expect = w.expected(&ctx.base_dir)?;
+        // A mark names the restore point it was taken at: a recovery to another target is
+        // compared with it all the same (the runbook's choice), but said, since rows written
+        // after the mark then differ.
+        if let Some(point) = expect.as_ref().and_then(|m| m.restore_point.as_deref()) {
+            if !matches!(&target.kind, TargetKind::Name(n) if n == point) {
+                ctx.log(format!(
+                    "the mark was taken at restore point {point:?}; recovering to {target} instead (give target_name={point} to recover to the mark)"
+                ));
+            }
+        }
+        let expect = expect.map(|m| m.fingerprint);
         let location = w.source.clone();
         let ledger = crate::physical::tools::ledger_of(&location)
             .map_err(|e| e.at_field("source"))?
-            .map(|d| ctx.resolve(&d.display().to_string()).display().to_string())
+            .map(|d| ctx.resolve(&d).display().to_string())
             .unwrap_or_default();
+        // A ledger that cannot be written would fail the run's record only after a whole
+        // recovery: its store is asked first (a local folder must exist, a bucket answer).
+        if !ledger.is_empty() {
+            use crate::error::Failure;
+            match crate::storage::local_dir(&ledger) {
+                Some(dir) if !dir.is_dir() => {
+                    return Err(Failure::invalid(format!(
+                        "the ledger folder {ledger} does not exist: create it (pgdrill never creates a ledger where a typo put it)"
+                    ))
+                    .at_field("source")
+                    .into())
+                }
+                Some(_) => {}
+                None => {
+                    let store = crate::storage::open(&ledger).map_err(|e| Failure::invalid(e).at_field("source"))?;
+                    store.probe().await.map_err(|e| {
+                        Failure::environment(format!("the ledger {ledger} cannot be reached: {e}")).at_field("source")
+                    })?;
+                }
+            }
+        }
         let source: Box<dyn PhysicalSource> =
             tokio::task::block_in_place(|| crate::physical::open(&location)).map_err(|e| e.at_field("source"))?;
         ctx.log(format!("recovering {} to {target}", source.describe()));

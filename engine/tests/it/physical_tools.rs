@@ -559,21 +559,24 @@ fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, 
     assert_eq!((lines[0]["result"].as_str(), lines[0]["content"].as_str()), (Some("unproven"), Some("unproven")));
     assert!(lines[0]["sha256"].as_str().is_some_and(|s| s.len() == 64), "backup.manifest's sha256: {}", lines[0]);
 
-    // The mark as `expect`, at its restore point and at the end of the archive.
-    let book = work.join("truth.yaml");
-    std::fs::write(
-        &book,
-        format!(
-            "name: truth\nvars:\n  source: \"\"\n  target_name: \"\"\nsteps:\n  - id: recover\n    uses: physical.verify\n    with:\n      source: \"{{{{ vars.source }}}}\"\n      target_name: \"{{{{ vars.target_name }}}}\"\n      timeout: 3m\n      expect: {fingerprint}\n\
-             finally:\n  - id: record\n    when: steps.recover.outputs.backup is defined\n    uses: verify.record\n    with:\n      backup: \"{{{{ steps.recover.outputs.ledger }}}}/{{{{ steps.recover.outputs.backup }}}}\"\n      result: \"{{{{ run.status }}}}\"\n      message: \"{{{{ run.message or '' }}}}\"\n      steps: \"{{{{ steps }}}}\"\n      checks: [recover]\n      content_check: recover\n"
-        ),
-    )
-    .expect("truth runbook");
-    let ran = with_env(Run::new(&book).var("source", &with_ledger).var("target_name", "pgdrill_mark"))
-        .report(work.join("at_mark"))
-        .output();
+    // The mark as the shipped runbook's `expect`: the run.json of the run that marked, as a
+    // team keeps it between the two runs. At its restore point the copy equals it.
+    let mark_file = work.join("mark/run.json");
+    let ran =
+        with_env(shipped(&with_ledger, 310).var("expect", mark_file.display()).var("target_name", "pgdrill_mark"))
+            .report(work.join("at_mark"))
+            .output();
     assert_eq!(ran.code, Some(0), "the source at the mark must match:\n{}", ran.all());
-    assert_eq!(ran.run_json().step("recover").outputs["ground_truth"], "source at the target");
+    let rj = ran.run_json();
+    assert_eq!(rj.step("recover").outputs["ground_truth"], "source at the target");
+    assert!(
+        rj.step("recover").log.iter().any(|l| l.contains("ground truth: the source at the target")),
+        "{:?}",
+        rj.step("recover").log
+    );
+    for id in ["amcheck", "freshness", "rto", "record"] {
+        assert_eq!(rj.step(id).outcome, "passed", "{id}: {:?}", rj.step(id).message);
+    }
     // The run's history line names the backup it proved.
     let history = std::fs::read_to_string(work.join("at_mark/history.jsonl")).expect("history.jsonl");
     let line: serde_json::Value = serde_json::from_str(history.lines().last().unwrap_or_default()).expect("a line");
@@ -590,7 +593,12 @@ fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, 
     assert!(table.stdout.contains("last verified"), "{}", table.stdout);
     assert!(table.stdout.contains("passed (against the source at the target)"), "{}", table.stdout);
 
-    let ran = with_env(Run::new(&book).var("source", &with_ledger)).output();
+    // The same mark, saved as the bare fingerprint, against the end of the archive: the rows
+    // and the table written after the mark are each named, and the log says which restore
+    // point the mark was at when the file says so.
+    let fingerprint_file = work.join("fingerprint.json");
+    std::fs::write(&fingerprint_file, fingerprint.to_string()).expect("fingerprint file");
+    let ran = with_env(shipped(&with_ledger, 317).var("expect", fingerprint_file.display())).output();
     assert_eq!(ran.code, Some(1), "a recovery past the mark differs from it:\n{}", ran.all());
     let all = ran.all();
     assert!(all.contains("differs from the source at the target"), "{all}");
@@ -600,6 +608,15 @@ fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, 
     let newest = lines.last().expect("a ledger line");
     assert_eq!((newest["backup"].as_str(), newest["result"].as_str()), (Some(label), Some("failed")), "{newest}");
     assert!(newest["error"].as_str().is_some_and(|e| e.contains("public.drill")), "{newest}");
+    let ran =
+        with_env(shipped(&with_ledger, 317).var("expect", mark_file.display())).report(work.join("past_mark")).output();
+    assert_eq!(ran.code, Some(1), "{}", ran.all());
+    let log = ran.run_json().step("recover").log.clone();
+    assert!(log.iter().any(|l| l.contains("give target_name=pgdrill_mark")), "{log:?}");
+    // A file that holds no mark is the runbook's mistake, before anything is restored.
+    let ran = with_env(shipped(&with_ledger, 317).var("expect", work.join("ledger/ledger.jsonl").display())).output();
+    assert_eq!(ran.code, Some(2), "{}", ran.all());
+    assert!(ran.all().contains("expect"), "{}", ran.all());
 }
 
 /// An empty object (or bucket) at `path`, with a plain HTTP PUT (moto takes unsigned requests).
@@ -1161,8 +1178,23 @@ fn a_pgbackrest_repository_in_s3_recovers_to_latest_and_a_restore_point() {
     let info = stanza.info();
     let label = info[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
 
-    let source = stanza.source();
-    let with_keys = |r: Run| env.iter().fold(r, |r, (k, v)| r.env(k, v));
+    // Regression (issue 39): a ledger in an object store was refused. The ledger is a folder
+    // of another bucket (pgdrill's, reached with pgdrill's own store settings), never the
+    // tool's repository; each verification is one record there.
+    put(moto.port, "drill-ledger");
+    const STORE_SECRET: &str = "ledger-store-secret-never-shown-5d2e";
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let store_env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", STORE_SECRET),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let plain_source = stanza.source();
+    let source = format!("{plain_source}&ledger=s3://drill-ledger/pgbr/demo");
+    let with_keys =
+        |r: Run| env.iter().chain(store_env.iter()).fold(r.env_remove("AWS_PROFILE"), |r, (k, v)| r.env(k, v));
     let report = work.path().join("latest");
     let ran = with_keys(shipped(&source, counts.latest).var("max_wal_age", "1h")).report(&report).output();
     assert_eq!(ran.code, Some(0), "{}\nsource server log:\n{}", ran.all(), c.log());
@@ -1186,11 +1218,49 @@ fn a_pgbackrest_repository_in_s3_recovers_to_latest_and_a_restore_point() {
     let listed = with_keys(Run::cli(["backups", "list", "--json", "--storage", &source])).expect(0);
     let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
     assert_eq!(v[0]["id"], label.as_str(), "{}", listed.stdout);
-    for out in [ran.all(), listed.all(), std::fs::read_to_string(report.join("run.json")).unwrap_or_default()] {
+    // Both runs were recorded in the bucket's folder, under pgBackRest's label, and read
+    // back: the last one (no `expect`: unproven).
+    let last = &v[0]["last_verification"];
+    assert_eq!(last["result"], "unproven", "{}", listed.stdout);
+    assert!(last["verified_at"].as_str().is_some_and(|t| t.starts_with("20")), "{}", listed.stdout);
+    let table = with_keys(Run::cli(["backups", "list", "--storage", &source])).expect(0);
+    assert!(table.stdout.contains("last verified"), "{}", table.stdout);
+    assert!(table.stdout.contains(" unproven"), "{}", table.stdout);
+    let keys = |bucket: &str| -> Vec<String> {
+        ok(
+            Command::new("python3").args([
+                "-c",
+                &format!(
+                    "import boto3; s=boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='t', aws_secret_access_key='t', region_name='us-east-1')\n\
+                     for p in s.get_paginator('list_objects_v2').paginate(Bucket='{bucket}'):\n    [print(o['Key']) for o in p.get('Contents', [])]"
+                ),
+            ]),
+            "list a bucket",
+        )
+        .lines()
+        .map(str::to_string)
+        .collect()
+    };
+    let records = keys("drill-ledger");
+    assert_eq!(records.len(), 2, "one record per verification: {records:?}");
+    assert!(records.iter().all(|k| k.starts_with("pgbr/demo/.ledger/") && k.ends_with(".json")), "{records:?}");
+    let repo = keys("drill-pgbr");
+    assert!(
+        !repo.is_empty() && repo.iter().all(|k| !k.contains("ledger")),
+        "the tool's repository was written: {repo:?}"
+    );
+    for out in
+        [ran.all(), listed.all(), table.all(), std::fs::read_to_string(report.join("run.json")).unwrap_or_default()]
+    {
         assert!(!out.contains(SECRET), "the S3 secret was shown:\n{out}");
+        assert!(!out.contains(STORE_SECRET), "the ledger store's secret was shown:\n{out}");
     }
+    // A ledger bucket that is not there is said before anything is restored.
+    let ran = with_keys(shipped(&format!("{plain_source}&ledger=s3://no-such-ledger/l"), counts.latest)).output();
+    assert_eq!(ran.code, Some(3), "{}", ran.all());
+    assert!(ran.all().contains("the ledger s3://no-such-ledger/l cannot be reached"), "{}", ran.all());
     // Without the keys, pgBackRest cannot read the repository: the environment's failure.
-    let ran = shipped(&source, counts.latest).env_remove(env[0].0).env_remove(env[1].0).output();
+    let ran = shipped(&plain_source, counts.latest).env_remove(env[0].0).env_remove(env[1].0).output();
     assert_eq!(ran.code, Some(3), "{}", ran.all());
     drop(c);
     drop(relay);
@@ -1243,4 +1313,110 @@ fn a_target_in_a_wal_range_pgbackrest_expired_is_named_as_expired() {
     assert!(ran.all().contains("expired WAL range"), "the failure names the expired range:\n{}", ran.all());
     assert!(ran.all().contains(&first), "and the backup it follows:\n{}", ran.all());
     drop(c);
+}
+
+/// The PostgreSQL 17 image ci/setup.sh builds, with the tools' Debian packages in it.
+const IMAGE_17: &str = "pgdrill/postgres-local:17";
+
+/// `sh -c script` in the 17 image as its `postgres` user, with `dir` mounted at its own path
+/// and no network: the container ends with the script (`--rm`), nothing is left running.
+#[track_caller]
+fn in_image_17(dir: &Path, script: &str) -> String {
+    let mount = format!("{}:{}", dir.display(), dir.display());
+    ok(
+        Command::new("docker").args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--user",
+            "postgres",
+            "--volume",
+            &mount,
+            "--entrypoint",
+            "sh",
+            IMAGE_17,
+            "-c",
+            script,
+        ]),
+        "a script in the 17 image",
+    )
+}
+
+/// Issue 39 on PostgreSQL 17, what holds so far: the 17 image has pgBackRest and
+/// barman-cloud (ci/setup.sh), so a 17 server there archives with pgBackRest and is backed
+/// up by it, and pgdrill lists that backup as pgBackRest does, its major said. Its recovery
+/// is not yet possible here: this machine's pgBackRest (2.45) cannot restore a 17 backup
+/// and its server binaries are 15's, so `verify-physical` is the environment's failure
+/// naming what is missing, never a pass.
+#[test]
+fn a_postgresql_17_server_archives_and_backs_up_with_pgbackrest_in_its_image_and_is_never_passed_unrecovered() {
+    let docker = |args: &[&str]| Command::new("docker").args(args).output().is_ok_and(|o| o.status.success());
+    if !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
+        || !require(
+            docker(&["image", "inspect", IMAGE_17]),
+            "Docker with the image pgdrill/postgres-local:17 (bash ci/setup.sh)",
+        )
+    {
+        return;
+    }
+    let tools = [
+        "run",
+        "--rm",
+        "--entrypoint",
+        "sh",
+        IMAGE_17,
+        "-c",
+        "command -v pgbackrest && command -v barman-cloud-backup && command -v barman-cloud-restore",
+    ];
+    assert!(docker(&tools), "the 17 image lacks pgbackrest or barman-cloud: run bash ci/setup.sh");
+    let work = work_dir();
+    let dir = work.path().join("pg17");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let d = dir.display();
+    let config = dir.join("pgbackrest.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[global]\nrepo1-path={d}/repo\nlog-path={d}\nlock-path={d}/lock\nlog-level-file=off\nstart-fast=y\n\
+             archive-timeout=60\nrepo1-retention-full=2\n\n[demo]\npg1-path={d}/pg/data\npg1-socket-path={d}/pg\npg1-user=postgres\n"
+        ),
+    )
+    .expect("pgbackrest.conf");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    // The team's setup, all inside the image: initdb, archive_command, stanza, a full backup
+    // under writes, then a clean stop (the container ends with the script).
+    let bin = "/usr/lib/postgresql/17/bin";
+    let pgbr = format!("pgbackrest --config={d}/pgbackrest.conf --stanza=demo");
+    let script = format!(
+        "set -e\nmkdir -p {d}/repo {d}/pg\n{bin}/initdb -U postgres -A trust --no-sync -D {d}/pg/data >/dev/null\n\
+         printf \"%s\\n\" \"listen_addresses = ''\" \"unix_socket_directories = '{d}/pg'\" 'wal_level = replica' 'archive_mode = on' \
+         \"archive_command = '{pgbr} archive-push %p'\" 'fsync = off' >> {d}/pg/data/postgresql.auto.conf\n\
+         {bin}/pg_ctl -w -D {d}/pg/data -l {d}/pg/log start >/dev/null\n\
+         {pgbr} stanza-create >/dev/null\n\
+         psql -X -q -h {d}/pg -U postgres -c 'create table drill(id serial, batch int)' -c 'insert into drill(batch) select 0 from generate_series(1, 100)'\n\
+         {pgbr} --type=full backup >/dev/null 2>&1\n\
+         psql -X -q -h {d}/pg -U postgres -c 'insert into drill(batch) select 1 from generate_series(1, 100)' -c 'select pg_switch_wal()' >/dev/null\n\
+         {pgbr} --log-level-console=error check\n\
+         {pgbr} --output=json info\n\
+         {bin}/pg_ctl -w -D {d}/pg/data -m fast stop >/dev/null\n"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(in_image_17(&dir, &script).trim()).expect("pgbackrest info of the 17 stanza");
+    let label = info[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
+    assert!(info[0]["backup"][0]["backrest"]["version"].as_str().is_some_and(|v| v.starts_with("2.5")), "{info}");
+    assert_eq!(info[0]["db"][0]["version"], "17", "{info}");
+
+    // pgdrill lists it as pgBackRest does (this machine's pgBackRest reads the repository).
+    let source = format!("pgbackrest://demo?config={}", config.display());
+    let listed = Run::cli(["backups", "list", "--json", "--storage", &source]).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
+    assert_eq!((v[0]["id"].as_str(), v[0]["pg_major"].as_u64()), (Some(label.as_str()), Some(17)), "{}", listed.stdout);
+    // Recovering it needs a pgBackRest and a server of 17 on this machine: exit 3 naming them.
+    let ran = shipped(&source, 200).output();
+    assert_eq!(ran.code, Some(3), "a 17 backup this machine cannot recover is never a pass:\n{}", ran.all());
+    assert!(ran.all().contains("PostgreSQL 17") && ran.all().contains("postgresql-17"), "{}", ran.all());
+    // What the container wrote is its user's: removed by that user before the folder goes.
+    in_image_17(&dir, &format!("rm -rf {d}/repo {d}/pg {d}/lock"));
 }
