@@ -1085,14 +1085,13 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
             let why = format!(
                 "restorable, content unproven: no manifest, no live source, no declared expectations and no earlier verified backup to compare the restored copy with; {counts}"
             );
-            match w.accept_unproven {
-                Some(true) => return Err(StepError::Skipped(format!("{why} (accepted: accept_unproven)"))),
-                None => return Err(StepError::Skipped(why)),
-                Some(false) => {}
-            }
-            return Err(StepError::failed(format!(
-                "{why}. Give the live source (secret PGDRILL_SOURCE_URL), declare what it must hold (--var expect_tables='public.accounts>=1000, ...'), or accept unproven content explicitly (--var accept_unproven=true)"
-            )));
+            return Err(unproven(
+                &ctx,
+                None::<&()>,
+                why,
+                "Give the live source (secret PGDRILL_SOURCE_URL), declare what it must hold (--var expect_tables='public.accounts>=1000, ...'), or accept unproven content explicitly (--var accept_unproven=true)",
+                w.accept_unproven,
+            ));
         };
         if !diffs.is_empty() {
             return Err(StepError::failed(summarize("table", &diffs)));
@@ -1629,6 +1628,32 @@ impl RecordWith {
 
 fn outcome_of<'a>(steps: &'a serde_json::Map<String, serde_json::Value>, id: &str) -> Option<&'a str> {
     steps.get(id).and_then(|s| s.get("outcome")).and_then(|o| o.as_str())
+}
+
+/// "Restorable, content unproven": the one outcome of a check that restored or recovered a
+/// copy and had no ground truth to compare its content with (it told the run so with
+/// `Fact::GroundTruth { basis: "none" }`), whichever step it is: verify's tables, a
+/// physical recovery without `expect`. Never a pass: a failure (JUnit `<failure
+/// type="unproven">`) when `accept` is false, else a skip (`<skipped type="unproven">`) with
+/// the reason, "accepted" when the run said so. `outputs`, when the step has them, stay
+/// readable by later steps and reports (a recovered server's `url`, the ledger's `backup`).
+pub(crate) fn unproven<O: Serialize>(
+    ctx: &StepCtx,
+    outputs: Option<&O>,
+    why: String,
+    remedy: &str,
+    accept: Option<bool>,
+) -> StepError {
+    if let Some(serde_json::Value::Object(m)) = outputs.and_then(|o| serde_json::to_value(o).ok()) {
+        for (k, v) in m {
+            ctx.keep(&k, v);
+        }
+    }
+    match accept {
+        Some(true) => StepError::Skipped(format!("{why} (accepted: accept_unproven)")),
+        None => StepError::Skipped(why),
+        Some(false) => StepError::failed(format!("{why}. {remedy}")),
+    }
 }
 
 /// The ledger's verdicts of one verification: `result` (passed, failed, unproven, error,
