@@ -90,6 +90,15 @@ async fn a_recovery_without_ground_truth_was_a_plain_pass_in_junit_and_run_json(
         assert!(s.outputs["url"].as_str().is_some_and(|u| !u.is_empty()), "{id}: {}", s.outputs);
     }
     assert_eq!((rj.outcome.as_deref(), rj.raw["content"].as_str()), (Some("passed"), Some("unproven")));
+    // `pgdrill report`: the run passed having accepted unproven content; it is counted apart,
+    // never as passed (nor as a success: no successful run, so stale, exit 1).
+    let report = Run::cli(["report", "--json", "--runbook", "unproven-recovery"])
+        .arg(dir.path().join("accepting/report"))
+        .output();
+    assert_eq!(report.code, Some(1), "{}", report.all());
+    let summary: serde_json::Value = serde_json::from_str(&report.stdout).expect("report --json");
+    assert_eq!((summary["runs"].as_u64(), summary["passed"].as_u64()), (Some(1), Some(0)), "{summary}");
+    assert_eq!((summary["unproven"].as_u64(), summary["stale"].as_bool()), (Some(1), Some(true)), "{summary}");
 
     // Refused: the recovery is a failure of type unproven, naming the remedy, exit 1.
     let ran = run(false, "refusing");
