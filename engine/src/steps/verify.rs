@@ -1026,11 +1026,20 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
                     "ground truth for the schema: {name}, the nearest earlier backup of this folder whose content was proven ({} schema objects)",
                     objects.values().map(Vec::len).sum::<usize>()
                 ));
-                let diffs = objects_missing(&name, &objects, &schema_objects(&schema));
+                let mut diffs = objects_missing(&name, &objects, &schema_objects(&schema));
+                match &earlier.definitions {
+                    Some(defs) => diffs.extend(definitions_changed(&name, defs, &schema)),
+                    None => ctx.log(format!(
+                        "the earlier verified backup {name} has no schema definitions recorded (verified before pgdrill kept them): its objects are compared by name only, a changed definition is not seen"
+                    )),
+                }
                 if !diffs.is_empty() {
                     return Err(StepError::failed(summarize("schema", &diffs)));
                 }
-                ctx.log(format!("every schema object of {name} is in the restored copy"));
+                ctx.log(format!(
+                    "every schema object of {name} is in the restored copy{}",
+                    if earlier.definitions.is_some() { ", each with the definition it had" } else { "" }
+                ));
                 ctx.fact(crate::facts::Fact::Verified);
                 return Ok(FingerprintOutputs {
                     tables: table_lines,
@@ -1320,6 +1329,82 @@ fn schema_objects(schema: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, Ve
             Some((k.to_string(), objects))
         })
         .collect()
+}
+
+/// What defines an object of `kind`, from its schema line: the whole line, but for a column
+/// its position (a column dropped before it moves it, and changes nothing of its own).
+fn definition_of(kind: &str, line: &str) -> String {
+    match kind {
+        "columns" => {
+            let w = words(line);
+            w.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, x)| *x).collect::<Vec<_>>().join(" ")
+        }
+        _ => line.to_string(),
+    }
+}
+
+/// A fingerprint's schema objects with their definitions, by kind then object: the
+/// definition's text (its lines, sorted, when one object has several).
+fn schema_definition_texts(schema: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, BTreeMap<String, String>> {
+    OBJECT_KINDS
+        .iter()
+        .filter_map(|k| {
+            let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for l in schema.get(*k)? {
+                if let Some(o) = object_of(k, l) {
+                    by.entry(o).or_default().push(definition_of(k, l));
+                }
+            }
+            let texts = by
+                .into_iter()
+                .map(|(o, mut d)| {
+                    d.sort();
+                    (o, d.join("\n"))
+                })
+                .collect();
+            Some((k.to_string(), texts))
+        })
+        .collect()
+}
+
+fn digest(text: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(text.as_bytes());
+    h.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The ledger's definitions of a fingerprint's schema objects: a digest of each one's
+/// definition (`ledger::Entry::definitions`).
+fn schema_definitions(schema: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, BTreeMap<String, String>> {
+    schema_definition_texts(schema)
+        .into_iter()
+        .map(|(k, objects)| (k, objects.into_iter().map(|(o, t)| (o, digest(&t))).collect()))
+        .collect()
+}
+
+/// The schema objects of the earlier verified backup `name` that the restored copy has under
+/// the same name with another definition (an index that lost a column, a column whose type
+/// changed), each named with its definition now. Missing objects are `objects_missing`'s.
+fn definitions_changed(
+    name: &str,
+    earlier: &BTreeMap<String, BTreeMap<String, String>>,
+    restored: &BTreeMap<String, Vec<String>>,
+) -> Vec<String> {
+    let now = schema_definition_texts(restored);
+    let mut out = Vec::new();
+    for (kind, objects) in earlier {
+        let Some(have) = now.get(kind) else { continue };
+        for (o, was) in objects {
+            match have.get(o) {
+                Some(text) if digest(text) != *was => out.push(format!(
+                    "{kind}: {o} changed its definition since the earlier verified backup {name} (now `{}`)",
+                    text.replace('\n', "; ")
+                )),
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 /// The schema objects the earlier verified backup `name` had that the restored copy lacks.
@@ -1785,9 +1870,13 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
                     (k, l.unwrap_or_default())
                 })
                 .collect();
-            schema_objects(&lines)
+            (schema_objects(&lines), schema_definitions(&lines))
         })
-        .filter(|o| !o.is_empty());
+        .filter(|(o, _)| !o.is_empty());
+    let (objects, definitions) = match objects {
+        Some((o, d)) => (Some(o), Some(d)),
+        None => (None, None),
+    };
     let entry = ledger::Entry {
         backup: ledger::name_of(&path),
         sha256: w.sha256.clone(),
@@ -1798,6 +1887,7 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
         age,
         tables,
         objects,
+        definitions,
         error: w.message.as_deref().filter(|_| w.result != "passed").map(|m| ctx.redactor.redact(m)),
         duration_s: w.seconds(),
         checks,
@@ -1885,6 +1975,41 @@ mod tests {
             ]
         );
         assert!(objects_missing("app-1.sql.gz", &earlier, &earlier).is_empty());
+    }
+
+    /// Issue 35: the earlier verified backup's objects were compared by name only, so an
+    /// index that lost a column or a column whose type changed was no difference. Each
+    /// object's definition is kept as a digest and compared; a column that only moved (one
+    /// before it dropped) is unchanged, and an added object is no difference.
+    #[test]
+    fn a_changed_definition_is_named_against_the_earlier_backup() {
+        let earlier = schema(&[
+            ("columns", vec!["public.accounts 1 id integer not null", "public.accounts 3 name text"]),
+            ("indexes", vec!["CREATE INDEX by_name ON public.accounts USING btree (name, id)"]),
+            ("constraints", vec!["public.accounts accounts_pkey PRIMARY KEY (id)"]),
+            ("functions", vec!["public.f(a integer) aaaa"]),
+            ("views", vec!["public.v 1111"]),
+        ]);
+        let defs = schema_definitions(&earlier);
+        assert!(defs["indexes"]["by_name on public.accounts"].len() == 16, "{defs:?}");
+        assert!(definitions_changed("app-1.sql.gz", &defs, &earlier).is_empty());
+        let later = schema(&[
+            ("columns", vec!["public.accounts 1 id bigint not null", "public.accounts 2 name text", "public.accounts 3 added int"]),
+            ("indexes", vec!["CREATE INDEX by_name ON public.accounts USING btree (name)"]),
+            ("constraints", vec!["public.accounts accounts_pkey PRIMARY KEY (id)"]),
+            ("functions", vec!["public.f(a integer) bbbb"]),
+            ("views", vec!["public.v 2222"]),
+        ]);
+        let since = "changed its definition since the earlier verified backup app-1.sql.gz";
+        assert_eq!(
+            definitions_changed("app-1.sql.gz", &defs, &later),
+            vec![
+                format!("columns: public.accounts id {since} (now `public.accounts id bigint not null`)"),
+                format!("functions: public.f(a integer) {since} (now `public.f(a integer) bbbb`)"),
+                format!("indexes: by_name on public.accounts {since} (now `CREATE INDEX by_name ON public.accounts USING btree (name)`)"),
+                format!("views: public.v {since} (now `public.v 2222`)"),
+            ]
+        );
     }
 }
 
