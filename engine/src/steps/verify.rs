@@ -1313,6 +1313,8 @@ fn object_of(kind: &str, line: &str) -> Option<String> {
         "indexes" => Some(format!("{} on {}", after("INDEX")?, after("ON")?)),
         // `CREATE [CONSTRAINT] TRIGGER name ... ON schema.table ...`
         "triggers" => Some(format!("{} on {}", after("TRIGGER")?, after("ON")?)),
+        // `table schema.name: md5` (`pg_describe_object`, then the comment's md5)
+        "comments" => line.rsplit_once(": ").map(|(o, _)| o.to_string()),
         _ => None,
     }
 }
@@ -1331,6 +1333,11 @@ fn schema_objects(schema: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, Ve
         .collect()
 }
 
+/// Kinds kept by definition only: an object's comment is no object a dump must keep by
+/// name, but one the earlier backup had must still be there, unchanged (a dump made with
+/// `--no-comments` loses them all).
+const DEFINED_ONLY: &[&str] = &["comments"];
+
 /// What defines an object of `kind`, from its schema line: the whole line, but for a column
 /// its position (a column dropped before it moves it, and changes nothing of its own).
 fn definition_of(kind: &str, line: &str) -> String {
@@ -1348,6 +1355,7 @@ fn definition_of(kind: &str, line: &str) -> String {
 fn schema_definition_texts(schema: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, BTreeMap<String, String>> {
     OBJECT_KINDS
         .iter()
+        .chain(DEFINED_ONLY)
         .filter_map(|k| {
             let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for l in schema.get(*k)? {
@@ -1393,13 +1401,18 @@ fn definitions_changed(
     let now = schema_definition_texts(restored);
     let mut out = Vec::new();
     for (kind, objects) in earlier {
-        let Some(have) = now.get(kind) else { continue };
+        let empty = BTreeMap::new();
+        let have = now.get(kind).unwrap_or(&empty);
         for (o, was) in objects {
             match have.get(o) {
                 Some(text) if digest(text) != *was => out.push(format!(
                     "{kind}: {o} changed its definition since the earlier verified backup {name} (now `{}`)",
                     text.replace('\n', "; ")
                 )),
+                // Missing objects are named by `objects_missing`; a comment only here.
+                None if DEFINED_ONLY.contains(&kind.as_str()) => {
+                    out.push(format!("{kind}: {o} is gone since the earlier verified backup {name}"))
+                }
                 _ => {}
             }
         }
@@ -2008,6 +2021,21 @@ mod tests {
                 format!("functions: public.f(a integer) {since} (now `public.f(a integer) bbbb`)"),
                 format!("indexes: by_name on public.accounts {since} (now `CREATE INDEX by_name ON public.accounts USING btree (name)`)"),
                 format!("views: public.v {since} (now `public.v 2222`)"),
+            ]
+        );
+        // Comments: by definition only, never an object by name; one changed or gone is named.
+        let commented = schema(&[(
+            "comments",
+            vec!["table public.accounts: 0cc175b9c0f1b6a831c399e269772661", "column public.accounts.id: 92eb5ffee6ae2fec3ad71c777531578f"],
+        )]);
+        assert!(!schema_objects(&commented).contains_key("comments"));
+        let defs = schema_definitions(&commented);
+        let later = schema(&[("comments", vec!["table public.accounts: 4a8a08f09d37b73795649038408b5f33"])]);
+        assert_eq!(
+            definitions_changed("app-1.sql.gz", &defs, &later),
+            vec![
+                "comments: column public.accounts.id is gone since the earlier verified backup app-1.sql.gz".to_string(),
+                format!("comments: table public.accounts {since} (now `table public.accounts: 4a8a08f09d37b73795649038408b5f33`)"),
             ]
         );
     }

@@ -141,6 +141,7 @@ async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup
         &src.url(),
         "create table accounts (id int primary key, name text not null);
          create index accounts_by_name on accounts (name, id);
+         comment on table accounts is 'one row per customer';
          insert into accounts select g, 'n' || g from generate_series(1, 200) g;
          create table payments (id int primary key, account int references accounts, amount numeric);
          insert into payments select g, 1 + g % 200, g from generate_series(1, 300) g;
@@ -207,12 +208,13 @@ async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup
     assert_eq!(digest("columns", "public.payments amount"), Some(16), "{e}");
 
     // 4. Before (issue 35): objects were compared by name only, so an index that lost a
-    // column and a column whose type changed verified green. Now each is named with its
+    // column, a column whose type changed and a table's changed comment verified green. Now each is named with its
     // definition now, content failed.
     exec(
         &src.url(),
         "drop index accounts_by_name; create index accounts_by_name on accounts (name);
-         alter table payments alter column amount type bigint;",
+         alter table payments alter column amount type bigint;
+         comment on table accounts is 'one row per customer or supplier';",
     )
     .await;
     let changed = d.join("app-20240108T130000.sql.gz");
@@ -224,6 +226,7 @@ async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup
     assert!(all.contains(&format!("indexes: accounts_by_name on public.accounts {since}")), "{all}");
     assert!(all.contains("USING btree (name)"), "the index's definition now: {all}");
     assert!(all.contains(&format!("columns: public.payments amount {since}")), "{all}");
+    assert!(all.contains(&format!("comments: table public.accounts {since}")), "{all}");
     assert!(!all.contains("public.accounts name changed"), "an unchanged column is no difference: {all}");
     let j = ran.junit();
     assert_eq!(j.case("schema").map(|c| (c.status, c.kind.as_str())), Some((Status::Failure, "failed")), "{all}");
