@@ -83,6 +83,14 @@ pub struct Entry {
     /// of the folder without a manifest must still have every one of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objects: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// The same objects' definitions, by kind then object, each as a digest (sha256, 16 hex
+    /// digits) of the schema line that defines it: a column's type, nullability and default,
+    /// an index's `pg_get_indexdef`, a constraint's `pg_get_constraintdef`, a function's
+    /// arguments and body, a view's `pg_get_viewdef`. A later backup's object of the same name
+    /// must have the same definition. Absent in records written before pgdrill kept them:
+    /// those compare by name only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definitions: Option<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>>,
 }
 
 /// Where an object store keeps a folder's ledger: an object store has no append, so each
@@ -326,6 +334,7 @@ mod tests {
             age: None,
             tables: None,
             objects: None,
+            definitions: None,
         }
     }
 

@@ -369,7 +369,16 @@ impl Executor {
                         Err(e) => e,
                     }
                 }
-                Ended::Done(Err(StepError::Skipped(m))) => return Ok(Attempted::Skipped(m)),
+                Ended::Done(Err(StepError::Skipped(m))) => {
+                    // A step that ran to its end and skipped itself ("restorable, content
+                    // unproven") emitted the outputs it kept.
+                    if let Ok(k) = kept.lock() {
+                        if !k.is_empty() {
+                            record_emitted(kind, &k);
+                        }
+                    }
+                    return Ok(Attempted::Skipped(m));
+                }
                 // A field error is located in the runbook; a refusal (no confirmation) is
                 // about the invocation and says so itself.
                 Ended::Done(Err(e)) => failure_of(&e, || where_("with")),

@@ -411,6 +411,7 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top
 <table>
 <tr><th>period</th><td>{{ r.period.from }} to {{ r.period.to }} (UTC, end exclusive)</td></tr>
 <tr><th>records in the period</th><td>{{ r.records | length }}</td></tr>
+<tr><th>passed</th><td>{{ r.runs.passed }}; passed with content unproven (never counted as passed): {{ r.runs.unproven }}</td></tr>
 <tr><th>signing key id</th><td><code>{{ r.keyid }}</code></td></tr>
 <tr><th>log head</th><td>{% if r.head %}record {{ r.head.sequence }}, sha256 <code>{{ r.head.sha256 }}</code>{% else %}empty{% endif %}</td></tr>
 </table>
@@ -422,7 +423,7 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top
 {% endfor %}{% endfor %}</table>
 <h2>Records in the period</h2>
 <table><tr><th>record</th><th>finished</th><th>kind</th><th>runbook</th><th>database</th><th>outcome</th><th>sha256</th></tr>
-{% for x in r.records %}<tr><td>{{ x.sequence }}</td><td>{{ x.finished_at }}</td><td>{{ x.kind }}</td><td>{{ x.runbook }}</td><td>{{ x.database }}</td><td class="{{ x.outcome }}">{{ x.outcome }}</td><td><code>{{ x.sha256 }}</code></td></tr>
+{% for x in r.records %}<tr><td>{{ x.sequence }}</td><td>{{ x.finished_at }}</td><td>{{ x.kind }}</td><td>{{ x.runbook }}</td><td>{{ x.database }}</td><td class="{{ x.outcome }}">{{ x.outcome }}{% if x.content == "unproven" %}, content unproven{% endif %}</td><td><code>{{ x.sha256 }}</code></td></tr>
 {% else %}<tr><td colspan="7">none</td></tr>{% endfor %}</table>
 </body></html>
 "#;
@@ -448,19 +449,42 @@ pub fn period_report(
                 "runbook": g.statement.predicate["runbook"]["name"],
                 "database": s(g, "database"),
                 "outcome": s(g, "outcome"),
+                "content": content_of_checks(&g.statement.predicate["checks"]),
                 "sha256": g.sha256,
             })
         })
         .collect();
+    // The period's runs by outcome: one that passed with its content unproven is apart.
+    let passed = |unproven: bool| {
+        records.iter().filter(|r| r["outcome"] == "passed" && (r["content"] == "unproven") == unproven).count()
+    };
+    let runs = json!({ "records": records.len(), "passed": passed(false), "unproven": passed(true) });
     let rfc = |t| crate::util::rfc3339(t);
     Ok(json!({
         "schema": PERIOD_SCHEMA,
         "period": { "from": rfc(period.from), "to": rfc(period.to) },
         "keyid": v.keyid,
         "head": v.good.last().map(|g| json!({ "sequence": g.sequence, "sha256": g.sha256 })),
+        "runs": runs,
         "records": records,
         "controls": controls,
     }))
+}
+
+/// What a signed record's checks proved of the content, as the run's `content` says it
+/// (`Content::of_all`): failed over unproven over proven, from each check's ground truth and
+/// verdict; null when none judged content.
+fn content_of_checks(checks: &Value) -> Value {
+    let all = checks.as_array().map(Vec::as_slice).unwrap_or_default().iter().filter_map(|c| {
+        match (c["ground_truth"].as_str()?, c["verdict"].as_str()?) {
+            (_, "errored") => None,
+            ("none", _) => Some(Content::Unproven),
+            (_, "failed" | "timed_out") => Some(Content::Failed),
+            (_, "passed") => Some(Content::Proven),
+            _ => None,
+        }
+    });
+    Content::of_all(all).map(|c| json!(c.as_str())).unwrap_or(Value::Null)
 }
 
 /// The period report as lines of text (the PDF's content).
@@ -477,6 +501,11 @@ fn period_lines(r: &Value) -> Vec<String> {
         format!("Signing key id: {}", t(&r["keyid"])),
         format!("Log head: record {} sha256 {}", t(&r["head"]["sequence"]), t(&r["head"]["sha256"])),
         format!("Records in the period: {}", r["records"].as_array().map(Vec::len).unwrap_or(0)),
+        format!(
+            "Passed: {}; passed with content unproven (never counted as passed): {}",
+            t(&r["runs"]["passed"]),
+            t(&r["runs"]["unproven"])
+        ),
         String::new(),
         "CONTROLS".to_string(),
     ];
@@ -517,7 +546,11 @@ fn period_lines(r: &Value) -> Vec<String> {
             t(&x["kind"]),
             t(&x["runbook"]),
             t(&x["database"]),
-            t(&x["outcome"]),
+            if x["content"] == "unproven" {
+                format!("{}, content unproven", t(&x["outcome"]))
+            } else {
+                t(&x["outcome"])
+            },
             t(&x["sha256"])
         ));
     }
@@ -559,7 +592,12 @@ pub fn period_files(
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
     pub runs: usize,
+    /// Runs that passed with their content proven (or judged by no check).
     pub passed: usize,
+    /// Runs that passed having accepted content with no ground truth ("restorable, content
+    /// unproven"): counted apart, never as passed, and never a successful drill.
+    pub unproven: usize,
+    /// `passed` over `runs`: an accepted unproven run lowers it.
     pub pass_rate: f64,
     pub rto: Vec<f64>,
     pub rpo: Vec<f64>,
@@ -567,8 +605,8 @@ pub struct Summary {
     pub stale: bool,
     pub skipped_lines: usize,
     /// Runs that are not drills (backup, verify, restore, other), counted apart as
-    /// kind -> (runs, passed), in the same window. Empty when one runbook was asked for.
-    pub others: std::collections::BTreeMap<String, (usize, usize)>,
+    /// kind -> (runs, passed, unproven), in the same window. Empty when one runbook was asked for.
+    pub others: std::collections::BTreeMap<String, (usize, usize, usize)>,
 }
 
 fn trend(values: &[f64]) -> String {
@@ -595,6 +633,23 @@ fn trend(values: &[f64]) -> String {
     )
 }
 
+/// How a history line counts in the pass rate: a run that passed with its content unproven
+/// (`"content": "unproven"`, the run accepted a check with no ground truth) is apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Passed,
+    Unproven,
+    Other,
+}
+
+fn verdict_of(v: &Value) -> Verdict {
+    match (v["outcome"].as_str(), v["content"].as_str()) {
+        (Some("passed"), Some("unproven")) => Verdict::Unproven,
+        (Some("passed"), _) => Verdict::Passed,
+        _ => Verdict::Other,
+    }
+}
+
 /// Summarise the last `last` runs of `history.jsonl` (optionally of one runbook) as of `now`.
 pub fn summarize(
     history: &str,
@@ -619,25 +674,29 @@ pub fn summarize(
     let mut others = std::collections::BTreeMap::new();
     if runbook.is_none() {
         for v in entries.iter().filter(|v| kind_of(v) != "drill").rev().take(last) {
-            let e = others.entry(kind_of(v).to_string()).or_insert((0, 0));
+            let e = others.entry(kind_of(v).to_string()).or_insert((0, 0, 0));
             e.0 += 1;
-            if v["outcome"] == "passed" {
-                e.1 += 1;
+            match verdict_of(v) {
+                Verdict::Passed => e.1 += 1,
+                Verdict::Unproven => e.2 += 1,
+                Verdict::Other => {}
             }
         }
         entries.retain(|v| kind_of(v) == "drill");
     }
     let last_success = entries
         .iter()
-        .filter(|v| v["outcome"] == "passed")
+        .filter(|v| verdict_of(v) == Verdict::Passed)
         .filter_map(|v| OffsetDateTime::parse(v["finished_at"].as_str().unwrap_or_default(), fmt).ok())
         .max();
     let window: Vec<&Value> = entries.iter().rev().take(last).rev().collect();
-    let passed = window.iter().filter(|v| v["outcome"] == "passed").count();
+    let passed = window.iter().filter(|v| verdict_of(v) == Verdict::Passed).count();
+    let unproven = window.iter().filter(|v| verdict_of(v) == Verdict::Unproven).count();
     let days_since_success = last_success.map(|t| (now - t).as_seconds_f64() / 86400.0);
     Summary {
         runs: window.len(),
         passed,
+        unproven,
         pass_rate: if window.is_empty() { 0.0 } else { passed as f64 / window.len() as f64 },
         rto: window.iter().filter_map(|v| v["rto_s"].as_f64()).collect(),
         rpo: window.iter().filter_map(|v| v["rpo_s"].as_f64()).collect(),
@@ -652,16 +711,28 @@ impl Summary {
     pub fn text(&self, stale_after: std::time::Duration) -> String {
         let what = if self.others.is_empty() { "runs" } else { "drills" };
         let mut out = format!(
-            "{what}: {} (last {}), passed {} ({:.0}%)\nRTO: {}\nRPO: {}\n",
+            "{what}: {} (last {}), passed {} ({:.0}%){}\nRTO: {}\nRPO: {}\n",
             self.runs,
             self.runs,
             self.passed,
             self.pass_rate * 100.0,
+            if self.unproven > 0 {
+                format!(", passed with content unproven {} (never counted as passed)", self.unproven)
+            } else {
+                String::new()
+            },
             trend(&self.rto),
             trend(&self.rpo)
         );
         if !self.others.is_empty() {
-            let list: Vec<String> = self.others.iter().map(|(k, (n, p))| format!("{k} {n} (passed {p})")).collect();
+            let list: Vec<String> = self
+                .others
+                .iter()
+                .map(|(k, (n, p, u))| match u {
+                    0 => format!("{k} {n} (passed {p})"),
+                    u => format!("{k} {n} (passed {p}, content unproven {u})"),
+                })
+                .collect();
             out.push_str(&format!("not drills, counted apart: {}\n", list.join(", ")));
         }
         match self.days_since_success {
@@ -684,12 +755,13 @@ impl Summary {
         json!({
             "runs": self.runs,
             "passed": self.passed,
+            "unproven": self.unproven,
             "pass_rate": self.pass_rate,
             "rto_s": self.rto,
             "rpo_s": self.rpo,
             "days_since_success": self.days_since_success,
             "stale": self.stale,
-            "others": self.others.iter().map(|(k, (n, p))| (k.clone(), json!({"runs": n, "passed": p}))).collect::<serde_json::Map<_, _>>(),
+            "others": self.others.iter().map(|(k, (n, p, u))| (k.clone(), json!({"runs": n, "passed": p, "unproven": u}))).collect::<serde_json::Map<_, _>>(),
         })
     }
 }
@@ -727,8 +799,8 @@ mod tests {
         let s = summarize(&lines.join("\n"), 12, None, month, now);
         assert_eq!((s.runs, s.passed), (1, 1), "one drill");
         assert!(s.stale, "the last drill is 112 days old whatever the backups did");
-        assert_eq!(s.others.get("backup"), Some(&(11, 11)));
-        assert_eq!(s.others.get("verify"), Some(&(1, 0)));
+        assert_eq!(s.others.get("backup"), Some(&(11, 11, 0)));
+        assert_eq!(s.others.get("verify"), Some(&(1, 0, 0)));
         let text = s.text(month);
         assert!(text.contains("drills: 1 (last 1), passed 1 (100%)"), "{text}");
         assert!(text.contains("not drills, counted apart: backup 11 (passed 11), verify 1 (passed 0)"), "{text}");
@@ -812,5 +884,59 @@ mod tests {
         let s = summarize(&line("2026-11-20T00:00:00Z", "failed", 1.0, 1.0), 12, None, month, now);
         assert!(s.stale && s.days_since_success.is_none());
         assert!(s.text(month).contains("never"));
+    }
+
+    /// Issue 35: `pgdrill report` counted a run that passed having accepted content with no
+    /// ground truth (`"content": "unproven"` in its history line) as passed, in the pass rate
+    /// and as the last successful drill. It is counted apart now, for drills and for the
+    /// other kinds, in the text and the JSON.
+    #[test]
+    fn an_accepted_unproven_run_was_counted_as_passed() {
+        let with = |at: &str, kind: &str, content: Option<&str>| {
+            let mut v = json!({"schema": HISTORY_SCHEMA, "finished_at": at, "runbook": kind, "kind": kind,
+                               "outcome": "passed"});
+            if let Some(c) = content {
+                v["content"] = json!(c);
+            }
+            v.to_string()
+        };
+        let history = [
+            with("2026-11-01T00:00:00Z", "drill", Some("proven")),
+            with("2026-11-10T00:00:00Z", "drill", Some("unproven")),
+            with("2026-11-11T00:00:00Z", "drill", None),
+            with("2026-11-19T00:00:00Z", "drill", Some("unproven")),
+            with("2026-11-20T00:00:00Z", "verify", Some("unproven")),
+            with("2026-11-20T01:00:00Z", "verify", Some("proven")),
+        ]
+        .join("\n");
+        let now = OffsetDateTime::parse("2026-11-21T00:00:00Z", &time::format_description::well_known::Rfc3339)
+            .expect("time");
+        let month = std::time::Duration::from_secs(35 * 86400);
+        let s = summarize(&history, 12, None, month, now);
+        assert_eq!((s.runs, s.passed, s.unproven), (4, 2, 2));
+        assert!((s.pass_rate - 0.5).abs() < 1e-9, "{}", s.pass_rate);
+        // The newest successful drill is the one of the 11th, not the unproven one of the 19th.
+        assert_eq!(s.days_since_success.map(|d| d.round()), Some(10.0));
+        assert_eq!(s.others.get("verify"), Some(&(2, 1, 1)));
+        let text = s.text(month);
+        assert!(text.contains("passed 2 (50%), passed with content unproven 2 (never counted as passed)"), "{text}");
+        assert!(text.contains("verify 2 (passed 1, content unproven 1)"), "{text}");
+        let j = s.json();
+        assert_eq!((j["passed"].as_u64(), j["unproven"].as_u64()), (Some(2), Some(2)), "{j}");
+        assert_eq!(j["others"]["verify"]["unproven"], 1, "{j}");
+    }
+
+    /// The period's compliance report read each signed record's outcome alone: a run that
+    /// passed with a check of no ground truth read as a plain pass. Its content is told from
+    /// the record's checks, as run.json tells it from the run's.
+    #[test]
+    fn a_signed_record_that_passed_unproven_says_so_in_the_period_report() {
+        let check = |truth: &str, verdict: &str| json!({"ground_truth": truth, "verdict": verdict});
+        let of = |checks: Vec<Value>| content_of_checks(&Value::Array(checks));
+        assert_eq!(of(vec![check("none", "skipped"), check("manifest", "passed")]), "unproven");
+        assert_eq!(of(vec![check("none", "skipped"), check("source", "failed")]), "failed");
+        assert_eq!(of(vec![check("source at the target", "passed")]), "proven");
+        assert_eq!(of(vec![check("none", "errored")]), Value::Null);
+        assert_eq!(of(vec![json!({"ground_truth": null, "verdict": "passed"})]), Value::Null);
     }
 }

@@ -71,6 +71,12 @@ pub struct VerifyWith {
     #[serde(default)]
     #[field(ty = "map|path|null")]
     expect: Option<serde_json::Value>,
+    /// without `expect` (no ground truth for the recovered content): false fails the step as
+    /// "restorable, content unproven", true accepts that and skips it, unset skips it; never
+    /// a pass (the recovery itself is proven either way, and its outputs stay readable)
+    #[serde(default, deserialize_with = "super::de::opt_bool")]
+    #[field(ty = "boolean")]
+    accept_unproven: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -408,6 +414,15 @@ impl Verify {
         };
         // Up for the runbook's checks (amcheck, counts); stopped and removed when it ends.
         ctx.resources.push(format!("recovered server of step `{}`", ctx.step), Box::new(recovered));
+        if out.ground_truth == "none" {
+            return Err(super::verify::unproven(
+                &ctx,
+                Some(&out),
+                format!("restorable, content unproven: the recovery to {target} is proven, but database {:?}'s schema and rows were compared with nothing", out.database),
+                "Give `expect:` (pitr.mark's fingerprint, taken on the source at the target), or accept unproven content explicitly (accept_unproven: true)",
+                w.accept_unproven,
+            ));
+        }
         Ok(out)
     }
 }
@@ -475,6 +490,7 @@ mod tests {
             timeout: ten_minutes(),
             max_wal_age: None,
             expect: None,
+            accept_unproven: None,
         };
         let a = w("2026-12-06T06:55:00Z").target().expect("parsed");
         let b = w("2026-12-06 06:55:00+00").target().expect("parsed");

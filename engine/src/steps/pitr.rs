@@ -88,6 +88,12 @@ pub struct RestoreWith {
     #[serde(default)]
     #[field(ty = "map|null")]
     expect: Option<serde_json::Value>,
+    /// without `expect` (no ground truth for the recovered content): false fails the step as
+    /// "restorable, content unproven", true accepts that and skips it, unset skips it; never
+    /// a pass (the recovery itself is proven either way, and its outputs stay readable)
+    #[serde(default, deserialize_with = "super::de::opt_bool")]
+    #[field(ty = "boolean")]
+    accept_unproven: Option<bool>,
     /// how long recovery may take, server start to promotion (default 30m)
     #[serde(default = "half_hour", deserialize_with = "super::de::duration")]
     timeout: Duration,
@@ -431,6 +437,15 @@ async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepErr
         ground_truth,
     };
     ctx.resources.push(format!("recovered server of step `{}`", ctx.step), Box::new(p.server));
+    if out.ground_truth == "none" {
+        return Err(super::verify::unproven(
+            &ctx,
+            Some(&out),
+            format!("restorable, content unproven: the recovery to {target} is proven, but database {:?}'s schema and rows were compared with nothing", out.database),
+            "Give `expect:` (pitr.mark's fingerprint, taken on the source at the target), recover to `immediate` (the base backup's own schema), or accept unproven content explicitly (accept_unproven: true)",
+            w.accept_unproven,
+        ));
+    }
     Ok(out)
 }
 

@@ -1026,11 +1026,20 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
                     "ground truth for the schema: {name}, the nearest earlier backup of this folder whose content was proven ({} schema objects)",
                     objects.values().map(Vec::len).sum::<usize>()
                 ));
-                let diffs = objects_missing(&name, &objects, &schema_objects(&schema));
+                let mut diffs = objects_missing(&name, &objects, &schema_objects(&schema));
+                match &earlier.definitions {
+                    Some(defs) => diffs.extend(definitions_changed(&name, defs, &schema)),
+                    None => ctx.log(format!(
+                        "the earlier verified backup {name} has no schema definitions recorded (verified before pgdrill kept them): its objects are compared by name only, a changed definition is not seen"
+                    )),
+                }
                 if !diffs.is_empty() {
                     return Err(StepError::failed(summarize("schema", &diffs)));
                 }
-                ctx.log(format!("every schema object of {name} is in the restored copy"));
+                ctx.log(format!(
+                    "every schema object of {name} is in the restored copy{}",
+                    if earlier.definitions.is_some() { ", each with the definition it had" } else { "" }
+                ));
                 ctx.fact(crate::facts::Fact::Verified);
                 return Ok(FingerprintOutputs {
                     tables: table_lines,
@@ -1085,14 +1094,13 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
             let why = format!(
                 "restorable, content unproven: no manifest, no live source, no declared expectations and no earlier verified backup to compare the restored copy with; {counts}"
             );
-            match w.accept_unproven {
-                Some(true) => return Err(StepError::Skipped(format!("{why} (accepted: accept_unproven)"))),
-                None => return Err(StepError::Skipped(why)),
-                Some(false) => {}
-            }
-            return Err(StepError::failed(format!(
-                "{why}. Give the live source (secret PGDRILL_SOURCE_URL), declare what it must hold (--var expect_tables='public.accounts>=1000, ...'), or accept unproven content explicitly (--var accept_unproven=true)"
-            )));
+            return Err(unproven(
+                &ctx,
+                None::<&()>,
+                why,
+                "Give the live source (secret PGDRILL_SOURCE_URL), declare what it must hold (--var expect_tables='public.accounts>=1000, ...'), or accept unproven content explicitly (--var accept_unproven=true)",
+                w.accept_unproven,
+            ));
         };
         if !diffs.is_empty() {
             return Err(StepError::failed(summarize("table", &diffs)));
@@ -1305,6 +1313,8 @@ fn object_of(kind: &str, line: &str) -> Option<String> {
         "indexes" => Some(format!("{} on {}", after("INDEX")?, after("ON")?)),
         // `CREATE [CONSTRAINT] TRIGGER name ... ON schema.table ...`
         "triggers" => Some(format!("{} on {}", after("TRIGGER")?, after("ON")?)),
+        // `table schema.name: md5` (`pg_describe_object`, then the comment's md5)
+        "comments" => line.rsplit_once(": ").map(|(o, _)| o.to_string()),
         _ => None,
     }
 }
@@ -1321,6 +1331,93 @@ fn schema_objects(schema: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, Ve
             Some((k.to_string(), objects))
         })
         .collect()
+}
+
+/// Kinds kept by definition only: an object's comment is no object a dump must keep by
+/// name, but one the earlier backup had must still be there, unchanged (a dump made with
+/// `--no-comments` loses them all).
+const DEFINED_ONLY: &[&str] = &["comments"];
+
+/// What defines an object of `kind`, from its schema line: the whole line, but for a column
+/// its position (a column dropped before it moves it, and changes nothing of its own).
+fn definition_of(kind: &str, line: &str) -> String {
+    match kind {
+        "columns" => {
+            let w = words(line);
+            w.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, x)| *x).collect::<Vec<_>>().join(" ")
+        }
+        _ => line.to_string(),
+    }
+}
+
+/// A fingerprint's schema objects with their definitions, by kind then object: the
+/// definition's text (its lines, sorted, when one object has several).
+fn schema_definition_texts(schema: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, BTreeMap<String, String>> {
+    OBJECT_KINDS
+        .iter()
+        .chain(DEFINED_ONLY)
+        .filter_map(|k| {
+            let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for l in schema.get(*k)? {
+                if let Some(o) = object_of(k, l) {
+                    by.entry(o).or_default().push(definition_of(k, l));
+                }
+            }
+            let texts = by
+                .into_iter()
+                .map(|(o, mut d)| {
+                    d.sort();
+                    (o, d.join("\n"))
+                })
+                .collect();
+            Some((k.to_string(), texts))
+        })
+        .collect()
+}
+
+fn digest(text: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(text.as_bytes());
+    h.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The ledger's definitions of a fingerprint's schema objects: a digest of each one's
+/// definition (`ledger::Entry::definitions`).
+fn schema_definitions(schema: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, BTreeMap<String, String>> {
+    schema_definition_texts(schema)
+        .into_iter()
+        .map(|(k, objects)| (k, objects.into_iter().map(|(o, t)| (o, digest(&t))).collect()))
+        .collect()
+}
+
+/// The schema objects of the earlier verified backup `name` that the restored copy has under
+/// the same name with another definition (an index that lost a column, a column whose type
+/// changed), each named with its definition now. Missing objects are `objects_missing`'s.
+fn definitions_changed(
+    name: &str,
+    earlier: &BTreeMap<String, BTreeMap<String, String>>,
+    restored: &BTreeMap<String, Vec<String>>,
+) -> Vec<String> {
+    let now = schema_definition_texts(restored);
+    let mut out = Vec::new();
+    for (kind, objects) in earlier {
+        let empty = BTreeMap::new();
+        let have = now.get(kind).unwrap_or(&empty);
+        for (o, was) in objects {
+            match have.get(o) {
+                Some(text) if digest(text) != *was => out.push(format!(
+                    "{kind}: {o} changed its definition since the earlier verified backup {name} (now `{}`)",
+                    text.replace('\n', "; ")
+                )),
+                // Missing objects are named by `objects_missing`; a comment only here.
+                None if DEFINED_ONLY.contains(&kind.as_str()) => {
+                    out.push(format!("{kind}: {o} is gone since the earlier verified backup {name}"))
+                }
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 /// The schema objects the earlier verified backup `name` had that the restored copy lacks.
@@ -1631,6 +1728,32 @@ fn outcome_of<'a>(steps: &'a serde_json::Map<String, serde_json::Value>, id: &st
     steps.get(id).and_then(|s| s.get("outcome")).and_then(|o| o.as_str())
 }
 
+/// "Restorable, content unproven": the one outcome of a check that restored or recovered a
+/// copy and had no ground truth to compare its content with (it told the run so with
+/// `Fact::GroundTruth { basis: "none" }`), whichever step it is: verify's tables, a
+/// physical recovery without `expect`. Never a pass: a failure (JUnit `<failure
+/// type="unproven">`) when `accept` is false, else a skip (`<skipped type="unproven">`) with
+/// the reason, "accepted" when the run said so. `outputs`, when the step has them, stay
+/// readable by later steps and reports (a recovered server's `url`, the ledger's `backup`).
+pub(crate) fn unproven<O: Serialize>(
+    ctx: &StepCtx,
+    outputs: Option<&O>,
+    why: String,
+    remedy: &str,
+    accept: Option<bool>,
+) -> StepError {
+    if let Some(serde_json::Value::Object(m)) = outputs.and_then(|o| serde_json::to_value(o).ok()) {
+        for (k, v) in m {
+            ctx.keep(&k, v);
+        }
+    }
+    match accept {
+        Some(true) => StepError::Skipped(format!("{why} (accepted: accept_unproven)")),
+        None => StepError::Skipped(why),
+        Some(false) => StepError::failed(format!("{why}. {remedy}")),
+    }
+}
+
 /// The ledger's verdicts of one verification: `result` (passed, failed, unproven, error,
 /// interrupted), the content's (proven, unproven, failed, error) with the ground truth it was
 /// proven against, and the age's (fresh, stale, unknown). The age check's failure does not
@@ -1760,9 +1883,13 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
                     (k, l.unwrap_or_default())
                 })
                 .collect();
-            schema_objects(&lines)
+            (schema_objects(&lines), schema_definitions(&lines))
         })
-        .filter(|o| !o.is_empty());
+        .filter(|(o, _)| !o.is_empty());
+    let (objects, definitions) = match objects {
+        Some((o, d)) => (Some(o), Some(d)),
+        None => (None, None),
+    };
     let entry = ledger::Entry {
         backup: ledger::name_of(&path),
         sha256: w.sha256.clone(),
@@ -1773,6 +1900,7 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
         age,
         tables,
         objects,
+        definitions,
         error: w.message.as_deref().filter(|_| w.result != "passed").map(|m| ctx.redactor.redact(m)),
         duration_s: w.seconds(),
         checks,
@@ -1860,6 +1988,56 @@ mod tests {
             ]
         );
         assert!(objects_missing("app-1.sql.gz", &earlier, &earlier).is_empty());
+    }
+
+    /// Issue 35: the earlier verified backup's objects were compared by name only, so an
+    /// index that lost a column or a column whose type changed was no difference. Each
+    /// object's definition is kept as a digest and compared; a column that only moved (one
+    /// before it dropped) is unchanged, and an added object is no difference.
+    #[test]
+    fn a_changed_definition_is_named_against_the_earlier_backup() {
+        let earlier = schema(&[
+            ("columns", vec!["public.accounts 1 id integer not null", "public.accounts 3 name text"]),
+            ("indexes", vec!["CREATE INDEX by_name ON public.accounts USING btree (name, id)"]),
+            ("constraints", vec!["public.accounts accounts_pkey PRIMARY KEY (id)"]),
+            ("functions", vec!["public.f(a integer) aaaa"]),
+            ("views", vec!["public.v 1111"]),
+        ]);
+        let defs = schema_definitions(&earlier);
+        assert!(defs["indexes"]["by_name on public.accounts"].len() == 16, "{defs:?}");
+        assert!(definitions_changed("app-1.sql.gz", &defs, &earlier).is_empty());
+        let later = schema(&[
+            ("columns", vec!["public.accounts 1 id bigint not null", "public.accounts 2 name text", "public.accounts 3 added int"]),
+            ("indexes", vec!["CREATE INDEX by_name ON public.accounts USING btree (name)"]),
+            ("constraints", vec!["public.accounts accounts_pkey PRIMARY KEY (id)"]),
+            ("functions", vec!["public.f(a integer) bbbb"]),
+            ("views", vec!["public.v 2222"]),
+        ]);
+        let since = "changed its definition since the earlier verified backup app-1.sql.gz";
+        assert_eq!(
+            definitions_changed("app-1.sql.gz", &defs, &later),
+            vec![
+                format!("columns: public.accounts id {since} (now `public.accounts id bigint not null`)"),
+                format!("functions: public.f(a integer) {since} (now `public.f(a integer) bbbb`)"),
+                format!("indexes: by_name on public.accounts {since} (now `CREATE INDEX by_name ON public.accounts USING btree (name)`)"),
+                format!("views: public.v {since} (now `public.v 2222`)"),
+            ]
+        );
+        // Comments: by definition only, never an object by name; one changed or gone is named.
+        let commented = schema(&[(
+            "comments",
+            vec!["table public.accounts: 0cc175b9c0f1b6a831c399e269772661", "column public.accounts.id: 92eb5ffee6ae2fec3ad71c777531578f"],
+        )]);
+        assert!(!schema_objects(&commented).contains_key("comments"));
+        let defs = schema_definitions(&commented);
+        let later = schema(&[("comments", vec!["table public.accounts: 4a8a08f09d37b73795649038408b5f33"])]);
+        assert_eq!(
+            definitions_changed("app-1.sql.gz", &defs, &later),
+            vec![
+                "comments: column public.accounts.id is gone since the earlier verified backup app-1.sql.gz".to_string(),
+                format!("comments: table public.accounts {since} (now `table public.accounts: 4a8a08f09d37b73795649038408b5f33`)"),
+            ]
+        );
     }
 }
 

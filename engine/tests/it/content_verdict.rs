@@ -140,7 +140,8 @@ async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup
     exec(
         &src.url(),
         "create table accounts (id int primary key, name text not null);
-         create index accounts_by_name on accounts (name);
+         create index accounts_by_name on accounts (name, id);
+         comment on table accounts is 'one row per customer';
          insert into accounts select g, 'n' || g from generate_series(1, 200) g;
          create table payments (id int primary key, account int references accounts, amount numeric);
          insert into payments select g, 1 + g % 200, g from generate_series(1, 300) g;
@@ -202,5 +203,51 @@ async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup
     let e = last_entry(&d);
     assert_eq!((e["content"].as_str(), e["ground_truth"].as_str()), (Some("proven"), Some("earlier")), "{e}");
     assert!(e["objects"]["tables"].as_array().is_some_and(|l| l.iter().any(|x| x == "public.notes")), "{e}");
+    let digest = |kind: &str, o: &str| e["definitions"][kind][o].as_str().map(str::len);
+    assert_eq!(digest("indexes", "accounts_by_name on public.accounts"), Some(16), "{e}");
+    assert_eq!(digest("columns", "public.payments amount"), Some(16), "{e}");
+
+    // 4. Before (issue 35): objects were compared by name only, so an index that lost a
+    // column, a column whose type changed and a table's changed comment verified green. Now each is named with its
+    // definition now, content failed.
+    exec(
+        &src.url(),
+        "drop index accounts_by_name; create index accounts_by_name on accounts (name);
+         alter table payments alter column amount type bigint;
+         comment on table accounts is 'one row per customer or supplier';",
+    )
+    .await;
+    let changed = d.join("app-20240108T130000.sql.gz");
+    dump(&src, "", &changed);
+    let ran = run(&changed, &[], "changed");
+    assert_eq!(ran.code, Some(1), "{}", ran.all());
+    let all = ran.all();
+    let since = "changed its definition since the earlier verified backup app-20240107T130000.sql.gz";
+    assert!(all.contains(&format!("indexes: accounts_by_name on public.accounts {since}")), "{all}");
+    assert!(all.contains("USING btree (name)"), "the index's definition now: {all}");
+    assert!(all.contains(&format!("columns: public.payments amount {since}")), "{all}");
+    assert!(all.contains(&format!("comments: table public.accounts {since}")), "{all}");
+    assert!(!all.contains("public.accounts name changed"), "an unchanged column is no difference: {all}");
+    let j = ran.junit();
+    assert_eq!(j.case("schema").map(|c| (c.status, c.kind.as_str())), Some((Status::Failure, "failed")), "{all}");
+    assert_eq!(last_entry(&d)["content"], "failed");
+
+    // 5. A ledger written before definitions were kept: the same dump compares by name only,
+    // and says so.
+    let ledger = d.join("ledger.jsonl");
+    let old: Vec<String> = std::fs::read_to_string(&ledger)
+        .expect("ledger")
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("json");
+            v.as_object_mut().map(|m| m.remove("definitions"));
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(&ledger, old.join("\n") + "\n").expect("older ledger");
+    let ran = run(&changed, &[], "by_name");
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let said = ran.junit().case("schema").map(|c| c.system_out.clone()).unwrap_or_default();
+    assert!(said.contains("compared by name only"), "{said}");
     src.stop().await;
 }

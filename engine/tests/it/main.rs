@@ -59,6 +59,7 @@ mod store_seam;
 mod store_timeouts;
 mod team_formats;
 mod tls;
+mod unproven_recovery;
 mod var_types;
 mod verify;
 mod wal_archive;

@@ -1,0 +1,113 @@
+//! A physical recovery that compared its content with nothing (issue 35): `pitr.restore`
+//! without `expect`, on a pg_basebackup folder and its WAL archive (PostgreSQL 15, native).
+//! physical.verify's own case, on pgBackRest, is in physical_tools.rs.
+
+use crate::common::*;
+use crate::pitr::{basebackup, insert, source, switch_and_archive};
+
+/// The runbook: the same recovery to the mark, proven against the mark (`expect`), then
+/// without it (unset, accepted, and `refused` unless the run accepts), and a check on the
+/// unproven copy's server.
+fn book(dir: &std::path::Path, fingerprint: &serde_json::Value) -> std::path::PathBuf {
+    let recover = |id: &str, extra: &str| {
+        let when = if id == "refused" { "" } else { "    when: vars.accept\n" };
+        format!(
+            "  - id: {id}\n{when}    uses: pitr.restore\n    with:\n      backups: \"{{{{ vars.backups }}}}\"\n      wal: \"{{{{ vars.wal }}}}\"\n      target_name: mark\n      timeout: 2m\n{extra}"
+        )
+    };
+    let text = format!(
+        "name: unproven-recovery\nvars:\n  backups: \"\"\n  wal: \"\"\n  accept: false\nsteps:\n{}{}{}  - id: rows\n    when: vars.accept\n    uses: sql.assert\n    with:\n      url: \"{{{{ steps.unproven.outputs.url }}}}\"\n      query: select count(*) from t\n      expect: \"== 50\"\n{}",
+        recover("proven", &format!("      expect: {fingerprint}\n")),
+        recover("unproven", ""),
+        recover("accepted", "      accept_unproven: true\n"),
+        recover("refused", "      accept_unproven: \"{{ vars.accept }}\"\n"),
+    );
+    let p = dir.join("unproven-recovery.yaml");
+    std::fs::write(&p, text).expect("runbook");
+    p
+}
+
+/// Before: pitr.restore (and physical.verify) without `expect` passed, a plain JUnit pass
+/// and `passed` in run.json, though it compared the recovered copy's content with nothing
+/// (only its `<system-out>` and the run's `content` said unproven). Now it has verify's
+/// "restorable, content unproven" outcome, from the same fact: a `<skipped type="unproven">`
+/// with the reason (unset or `accept_unproven: true`), or a `<failure type="unproven">`
+/// (`accept_unproven: false`, exit 1); the recovered server's outputs stay readable by the
+/// steps after it. With `expect` (a pitr.mark of the source) the pass stays a pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recovery_without_ground_truth_was_a_plain_pass_in_junit_and_run_json() {
+    let Some(src) = source().await else { return };
+    let url = src.server.url();
+    basebackup(&src.server, &src.backups().join("b1"));
+    insert(&url, "a", 50).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let mark = dir.path().join("mark.yaml");
+    std::fs::write(
+        &mark,
+        "name: mark\nvars:\n  url: \"\"\nsteps:\n  - id: mark\n    uses: pitr.mark\n    with:\n      url: \"{{ vars.url }}\"\n      restore_point: mark\n",
+    )
+    .expect("mark runbook");
+    let marked = Run::new(&mark).var("url", &url).report(dir.path().join("mark")).expect(0);
+    let fingerprint = marked.run_json().step("mark").outputs["fingerprint"].clone();
+    assert!(fingerprint["tables"]["public.t"]["rows"].as_i64() == Some(50), "{fingerprint}");
+    // After the mark: rows the recovery must not bring back, then the mark's WAL archived.
+    insert(&url, "b", 7).await;
+    switch_and_archive(&src.server, &src.archive()).await;
+
+    let book = book(dir.path(), &fingerprint);
+    // Accepting: every case runs; refusing: only `refused` does (the others are `when: vars.accept`).
+    let run = |accept: bool, out: &str| {
+        Run::new(&book)
+            .var("backups", src.backups().display())
+            .var("wal", src.archive().display())
+            .var("accept", accept)
+            .junit(dir.path().join(out).join("junit.xml"))
+            .report(dir.path().join(out).join("report"))
+            .output()
+    };
+
+    let ran = run(true, "accepting");
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let j = ran.junit();
+    let proven = j.case("proven").expect("a proven case");
+    assert_eq!((proven.status, proven.kind.as_str()), (Status::Passed, ""), "{proven:?}");
+    for id in ["unproven", "accepted", "refused"] {
+        let c = j.case(id).unwrap_or_else(|| panic!("a case {id}"));
+        assert_eq!((c.status, c.kind.as_str()), (Status::Skipped, "unproven"), "{id}: {c:?}");
+        assert!(c.message.contains("restorable, content unproven"), "{id}: {c:?}");
+    }
+    assert!(j.case("accepted").is_some_and(|c| c.message.contains("(accepted: accept_unproven)")));
+    assert!(j.case("unproven").is_some_and(|c| !c.message.contains("accepted")));
+    assert_eq!(j.status("rows"), "passed", "the unproven recovery's server stays readable: {}", ran.all());
+    assert!(j.suite_out.iter().any(|o| o == "content: unproven"), "{:?}", j.suite_out);
+    let rj = ran.run_json();
+    assert_eq!(rj.step("proven").outcome, "passed");
+    assert_eq!(rj.step("proven").outputs["ground_truth"], "source at the target");
+    for id in ["unproven", "accepted", "refused"] {
+        let s = rj.step(id);
+        assert_eq!(s.outcome, "skipped", "{id}: {:?}", s.message);
+        assert_eq!(s.outputs["ground_truth"], "none", "{id}: {}", s.outputs);
+        assert!(s.outputs["url"].as_str().is_some_and(|u| !u.is_empty()), "{id}: {}", s.outputs);
+    }
+    assert_eq!((rj.outcome.as_deref(), rj.raw["content"].as_str()), (Some("passed"), Some("unproven")));
+    // `pgdrill report`: the run passed having accepted unproven content; it is counted apart,
+    // never as passed (nor as a success: no successful run, so stale, exit 1).
+    let report = Run::cli(["report", "--json", "--runbook", "unproven-recovery"])
+        .arg(dir.path().join("accepting/report"))
+        .output();
+    assert_eq!(report.code, Some(1), "{}", report.all());
+    let summary: serde_json::Value = serde_json::from_str(&report.stdout).expect("report --json");
+    assert_eq!((summary["runs"].as_u64(), summary["passed"].as_u64()), (Some(1), Some(0)), "{summary}");
+    assert_eq!((summary["unproven"].as_u64(), summary["stale"].as_bool()), (Some(1), Some(true)), "{summary}");
+
+    // Refused: the recovery is a failure of type unproven, naming the remedy, exit 1.
+    let ran = run(false, "refusing");
+    assert_eq!(ran.code, Some(1), "{}", ran.all());
+    let j = ran.junit();
+    let c = j.case("refused").expect("a refused case");
+    assert_eq!((c.status, c.kind.as_str()), (Status::Failure, "unproven"), "{c:?}");
+    assert!(c.message.contains("restorable, content unproven") && c.message.contains("expect"), "{c:?}");
+    let rj = ran.run_json();
+    assert_eq!(rj.step("refused").outcome, "failed");
+    assert_eq!((rj.outcome.as_deref(), rj.raw["content"].as_str()), (Some("failed"), Some("unproven")));
+}
