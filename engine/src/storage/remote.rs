@@ -146,29 +146,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Object-store settings given from a file instead of the environment (`NAME`, value):
-/// `wal fetch` as a throwaway server's restore_command, which runs with a clean environment,
-/// reads them from its 0600 config. Applied over the environment's.
-static GIVEN: LazyLock<Mutex<Vec<(String, String)>>> = LazyLock::new(|| Mutex::new(Vec::new()));
-
-/// Settings for the stores this process opens next, as if they were in its environment
-/// (only AWS_*, AZURE_* and GOOGLE_* names are used).
-pub fn give_credentials(vars: Vec<(String, String)>) {
-    *lock(&GIVEN) = vars;
-}
-
-/// The given settings whose names start with `prefix`, lower-cased as the builders parse them.
-fn given(prefix: &str) -> Vec<(String, String)> {
-    lock(&GIVEN)
-        .iter()
-        .filter(|(k, _)| k.starts_with(prefix))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-        .collect()
+/// The settings given for one store whose names start with `prefix`, lower-cased as the
+/// builders parse them (see `open_given`).
+fn given(settings: &[(String, String)], prefix: &str) -> Vec<(String, String)> {
+    settings.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect()
 }
 
 /// A setting from the given ones, else the environment.
-fn given_or_env(name: &str) -> Option<String> {
-    lock(&GIVEN).iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| std::env::var(name).ok())
+fn given_or_env(settings: &[(String, String)], name: &str) -> Option<String> {
+    settings.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| std::env::var(name).ok())
 }
 
 /// The option keys a location may carry after `?`.
@@ -225,6 +211,15 @@ fn parse_timeout(v: &str, from: &str) -> Result<std::time::Duration, String> {
 
 /// Open `location` (once per process; later calls share it and its mirror).
 pub fn open(location: &str) -> Result<Remote, String> {
+    open_given(location, &[])
+}
+
+/// As `open`, with object-store settings given from a file instead of the environment
+/// (`NAME`, value; only AWS_*, AZURE_* and GOOGLE_* names are used), applied over the
+/// environment's: `wal fetch` as a throwaway server's restore_command runs with a clean
+/// environment and reads them from its 0600 config. They are this store's alone, never a
+/// process-wide setting another store would pick up.
+pub fn open_given(location: &str, settings: &[(String, String)]) -> Result<Remote, String> {
     let location = location.trim();
     if let Some((_, r)) = lock(&OPEN).iter().find(|(l, _)| l == location) {
         return Ok(r.clone());
@@ -252,7 +247,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
         "s3" => {
             let mut b =
                 object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry.clone());
-            for (k, v) in given("AWS_") {
+            for (k, v) in given(settings, "AWS_") {
                 if let Ok(key) = k.parse::<object_store::aws::AmazonS3ConfigKey>() {
                     b = b.with_config(key, v);
                 }
@@ -280,7 +275,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
             let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_container_name(bucket)
                 .with_retry(retry.clone());
-            for (k, v) in given("AZURE_") {
+            for (k, v) in given(settings, "AZURE_") {
                 if let Ok(key) = k.parse::<object_store::azure::AzureConfigKey>() {
                     b = b.with_config(key, v);
                 }
@@ -288,7 +283,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
             for (k, v) in &timeouts {
                 b = b.with_config(object_store::azure::AzureConfigKey::Client(*k), v);
             }
-            if let Some(cs) = given_or_env("AZURE_STORAGE_CONNECTION_STRING") {
+            if let Some(cs) = given_or_env(settings, "AZURE_STORAGE_CONNECTION_STRING") {
                 for part in cs.split(';').filter(|p| !p.is_empty()) {
                     let Some((k, v)) = part.split_once('=') else { continue };
                     b = match k.trim() {
@@ -319,7 +314,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
             let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(retry.clone());
-            for (k, v) in given("GOOGLE_") {
+            for (k, v) in given(settings, "GOOGLE_") {
                 if let Ok(key) = k.parse::<object_store::gcp::GoogleConfigKey>() {
                     b = b.with_config(key, v);
                 }
@@ -1690,8 +1685,8 @@ impl Remote {
 }
 
 /// Open `location` as a `Store` (see `storage::store::BACKENDS`).
-pub fn open_store(location: &str) -> Result<Arc<dyn super::Store>, String> {
-    Ok(Arc::new(open(location)?))
+pub fn open_store(location: &str, settings: &[(String, String)]) -> Result<Arc<dyn super::Store>, String> {
+    Ok(Arc::new(open_given(location, settings)?))
 }
 
 /// An upload as a `Writer`: parts go up as they fill, the object appears on `publish`.
@@ -2148,6 +2143,12 @@ pub fn is_stand_in(path: &Path) -> bool {
 
 /// Values of the object stores' credential variables, for the redactor.
 pub fn credential_values() -> Vec<String> {
+    credential_values_of(&[])
+}
+
+/// As `credential_values`, `settings` (given for a store, see `open_given`) taken over the
+/// environment's.
+pub fn credential_values_of(settings: &[(String, String)]) -> Vec<String> {
     let mut out = Vec::new();
     for k in [
         "AWS_SECRET_ACCESS_KEY",
@@ -2158,7 +2159,7 @@ pub fn credential_values() -> Vec<String> {
         "AZURE_STORAGE_CONNECTION_STRING",
         "AZURE_CLIENT_SECRET",
     ] {
-        if let Some(v) = given_or_env(k) {
+        if let Some(v) = given_or_env(settings, k) {
             if k == "AZURE_STORAGE_CONNECTION_STRING" {
                 out.extend(v.split(';').filter_map(|p| p.strip_prefix("AccountKey=")).map(str::to_string));
             }
