@@ -2173,6 +2173,48 @@ pub fn credential_values_of(settings: &[(String, String)]) -> Vec<String> {
 pub(crate) mod tests {
     use super::*;
 
+    /// Regression (issue 41): a listing made a sparse file per listed object. Objects only
+    /// listed are now answered for by `storage::tree` from what the LIST answer said, with no
+    /// file in the mirror; reading one (`materialize`) makes its stand-in, of its size.
+    #[test]
+    fn listed_objects_are_seen_through_the_tree_without_a_file_until_one_is_read() {
+        let r = open("s3://tree-test-bucket/p?endpoint=http://127.0.0.1:9&allow_http=true&region=us-east-1")
+            .expect("opens without a request");
+        let root = r.mirror_root().to_path_buf();
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        {
+            let mut u = lock(&r.seen.unmade);
+            for (rel, size) in
+                [("app/a.dump.pgdrill", 7), ("app/b.sql.gz", 9), ("app.d/c.sql.gz", 1), ("top.sql.gz", 3)]
+            {
+                u.insert(root.join(rel), Unmade { size, modified: t });
+            }
+        }
+        let mut top: Vec<(String, super::super::tree::Kind)> =
+            super::super::tree::read_dir(&root).expect("root").into_iter().map(|n| (n.name, n.kind)).collect();
+        top.sort_by(|a, b| a.0.cmp(&b.0));
+        use super::super::tree::Kind;
+        assert_eq!(
+            top,
+            vec![("app".into(), Kind::Dir), ("app.d".into(), Kind::Dir), ("top.sql.gz".into(), Kind::File)]
+        );
+        let app: Vec<String> =
+            super::super::tree::read_dir(&root.join("app")).expect("app").into_iter().map(|n| n.name).collect();
+        assert_eq!(app.len(), 2, "{app:?}");
+        let a = root.join("app/a.dump.pgdrill");
+        let st = super::super::tree::stat(&a).expect("listed");
+        assert_eq!((st.size, st.modified, st.kind), (7, t, Kind::File));
+        assert!(!a.exists(), "no file for an object only listed");
+        assert!(super::super::tree::is_dir(&root.join("app")) && super::super::tree::is_file(&a));
+        assert!(super::super::tree::stat(&root.join("app/none")).is_none());
+        // An archive is read by its reader, which fills its header: its stand-in is made.
+        assert_eq!(materialize(&a), Ok(false));
+        assert_eq!(std::fs::metadata(&a).map(|m| m.len()).ok(), Some(7));
+        assert_eq!(std::fs::metadata(&a).and_then(|m| m.modified()).ok(), Some(t));
+        assert!(lock(&r.seen.unmade).get(&a).is_none());
+        assert_eq!(super::super::tree::read_dir(&root.join("app")).expect("app").len(), 2, "not listed twice");
+    }
+
     #[test]
     fn a_file_url_is_its_local_path() {
         assert_eq!(local_path("file:///srv/b"), "/srv/b");

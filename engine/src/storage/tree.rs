@@ -56,7 +56,11 @@ pub fn read_dir(dir: &Path) -> io::Result<Vec<Node>> {
         Ok(rd) => {
             for e in rd.flatten() {
                 let Ok(ft) = e.file_type() else { continue };
-                out.push(Node { name: e.file_name().to_string_lossy().into_owned(), path: e.path(), kind: kind_of(ft) });
+                out.push(Node {
+                    name: e.file_name().to_string_lossy().into_owned(),
+                    path: e.path(),
+                    kind: kind_of(ft),
+                });
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound && !listed.is_empty() => {}
@@ -74,15 +78,17 @@ pub fn read_dir(dir: &Path) -> io::Result<Vec<Node>> {
 
 /// `path`'s size, time and kind (a symlink is not followed), or None when nothing is there.
 pub fn stat(path: &Path) -> Option<Stat> {
+    // A listed object without its file first: a lookup, where the filesystem would be asked
+    // in vain once per listed object.
+    if let Some((size, modified)) = super::remote::unmade(path) {
+        return Some(Stat { size, modified, kind: Kind::File });
+    }
     if let Ok(m) = std::fs::symlink_metadata(path) {
         return Some(Stat {
             size: m.len(),
             modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             kind: kind_of(m.file_type()),
         });
-    }
-    if let Some((size, modified)) = super::remote::unmade(path) {
-        return Some(Stat { size, modified, kind: Kind::File });
     }
     (!super::remote::unmade_children(path).is_empty()).then_some(Stat {
         size: 0,
@@ -93,7 +99,7 @@ pub fn stat(path: &Path) -> Option<Stat> {
 
 /// Whether `path` is a file, a symlink followed (as `Path::is_file`).
 pub fn is_file(path: &Path) -> bool {
-    path.is_file() || super::remote::unmade(path).is_some()
+    super::remote::unmade(path).is_some() || path.is_file()
 }
 
 /// Whether `path` is a directory, a symlink followed (as `Path::is_dir`).
@@ -103,9 +109,9 @@ pub fn is_dir(path: &Path) -> bool {
 
 /// `path`'s size in bytes, a symlink followed; 0 when nothing is there.
 pub fn size(path: &Path) -> u64 {
-    match std::fs::metadata(path) {
-        Ok(m) => m.len(),
-        Err(_) => super::remote::unmade(path).map(|(n, _)| n).unwrap_or(0),
+    match super::remote::unmade(path) {
+        Some((n, _)) => n,
+        None => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
     }
 }
 

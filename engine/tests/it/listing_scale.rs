@@ -329,11 +329,19 @@ fn ten_thousand_objects_list_in_one_pass_of_pages_and_commands_read_only_what_th
     let files: Vec<&str> = json.step("files").output("stdout").lines().filter(|l| !l.is_empty()).collect();
     // The picked backup (its stand-in and manifest) and the manifests prune read: nothing
     // for the thousands of objects only listed.
-    assert!(files.len() <= would + 2, "{} files in the mirror after listing {total} objects: {:?}", files.len(), &files[..files.len().min(10)]);
+    assert!(
+        files.len() <= would + 2,
+        "{} files in the mirror after listing {total} objects: {:?}",
+        files.len(),
+        &files[..files.len().min(10)]
+    );
     let picked = json.step("pick").log.join("\n");
     for f in &files {
         let app = f.contains("/app/");
-        assert!(app && (f.ends_with(".manifest.json") || f.ends_with(".dump.pgdrill")), "{f} made in the mirror: {picked}");
+        assert!(
+            app && (f.ends_with(".manifest.json") || f.ends_with(".dump.pgdrill")),
+            "{f} made in the mirror: {picked}"
+        );
     }
     std::fs::remove_dir_all(&mirror).expect("rm");
 
