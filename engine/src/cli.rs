@@ -1587,7 +1587,7 @@ async fn wal_command(command: WalCommand, redactor: Redactor) -> i32 {
                 }
             };
             redactor.add(&secret);
-            for v in crate::storage::remote::credential_values() {
+            for v in crate::storage::remote::credential_values_of(&cfg.credentials) {
                 redactor.add(&v);
             }
             match crate::wal::push(&cfg, &path, std::path::Path::new(".")).await {
@@ -1612,7 +1612,7 @@ async fn wal_command(command: WalCommand, redactor: Redactor) -> i32 {
             };
             redactor.add(&secret);
             // Credentials a credentials_file gave are masked like the environment's.
-            for v in crate::storage::remote::credential_values() {
+            for v in crate::storage::remote::credential_values_of(&cfg.credentials) {
                 redactor.add(&v);
             }
             match crate::wal::fetch(&cfg, &name, &dest, std::path::Path::new("."), system_identifier).await {
@@ -1643,10 +1643,10 @@ async fn wal_list(
 ) -> Result<(), crate::error::Failure> {
     let (cfg, secret) = crate::wal::Config::load(&conf.given())?;
     redactor.add(&secret);
-    for v in crate::storage::remote::credential_values() {
+    for v in crate::storage::remote::credential_values_of(&cfg.credentials) {
         redactor.add(&v);
     }
-    let store = crate::storage::open(&cfg.storage).map_err(crate::error::Failure::invalid)?;
+    let store = crate::storage::open_with(&cfg.storage, &cfg.credentials).map_err(crate::error::Failure::invalid)?;
     let systems = crate::steps::wal::system_views(store.as_ref(), &cfg.key).await?;
     if let Some(path) = &metrics {
         let text = crate::steps::wal::metrics(&systems);

@@ -27,7 +27,7 @@ use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
 use time::OffsetDateTime;
 
 use super::names::{self, NamePattern};
-use crate::storage::{private_dir, track, untrack};
+use crate::storage::{private_dir, track, tree, untrack};
 
 /// One stored backup, found by listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +59,8 @@ pub enum MadeFrom {
 }
 
 fn mtime(p: &Path) -> OffsetDateTime {
-    fs::symlink_metadata(p).and_then(|m| m.modified()).map(OffsetDateTime::from).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    // Through `tree`: an object store's listed object has no file until something reads it.
+    tree::stat(p).map(|s| OffsetDateTime::from(s.modified)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// A local directory of backups.
@@ -317,7 +318,7 @@ fn kind_unknown(name: &str) -> Option<String> {
 
 /// One directory of a survey, and those below it up to `MAX_DEPTH`.
 fn walk(dir: &Path, depth: usize, pattern: Option<&NamePattern>, s: &mut Survey) -> io::Result<()> {
-    let rd = match fs::read_dir(dir) {
+    let rd = match tree::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
@@ -326,30 +327,29 @@ fn walk(dir: &Path, depth: usize, pattern: Option<&NamePattern>, s: &mut Survey)
     let dir_name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let folder_db = database_of_folder(&dir_name).unwrap_or_else(|| dir_name.clone());
     let mut subdirs = Vec::new();
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Ok(ft) = e.file_type() else { continue };
+    for e in rd {
+        let (name, kind) = (e.name, e.kind);
         // Hidden entries are pgdrill's own (staging, safety snapshots, the WAL archive) or
         // the user's, never backups; lost+found is the file system's.
         if name.starts_with('.') || name == "lost+found" {
             continue;
         }
-        let path = e.path();
-        if ft.is_symlink() {
+        let path = e.path;
+        if kind == tree::Kind::Symlink {
             if names::looks_like_backup(&name) || pattern.is_some_and(|p| p.matches(&name).is_some()) {
                 s.pointers.push(Pointer { target: fs::canonicalize(&path).ok(), name, path });
             }
             continue;
         }
-        if ft.is_dir() && !path.join("toc.dat").is_file() {
+        if kind == tree::Kind::Dir && !tree::is_file(&path.join("toc.dat")) {
             if depth < MAX_DEPTH {
                 subdirs.push(path);
             }
             continue;
         }
-        if name.ends_with(".pgdrill") && ft.is_file() {
+        if name.ends_with(".pgdrill") && kind == tree::Kind::File {
             let manifest = manifest_path(&path);
-            if fs::symlink_metadata(&manifest).is_err() {
+            if tree::stat(&manifest).is_none() {
                 // Not committed: its manifest, written last, is missing.
                 s.unfinished.push(Entry {
                     database: folder_db.clone(),
@@ -379,7 +379,7 @@ fn walk(dir: &Path, depth: usize, pattern: Option<&NamePattern>, s: &mut Survey)
             });
             continue;
         }
-        if !(ft.is_file() || ft.is_dir()) {
+        if !matches!(kind, tree::Kind::File | tree::Kind::Dir) {
             continue;
         }
         // A tar of WAL files named like a dump is no backup of a database `wal` (under the
@@ -390,7 +390,7 @@ fn walk(dir: &Path, depth: usize, pattern: Option<&NamePattern>, s: &mut Survey)
                 continue;
             }
         }
-        match foreign_entry(&path, &name, ft.is_dir(), pattern) {
+        match foreign_entry(&path, &name, kind == tree::Kind::Dir, pattern) {
             Some(entry) => s.backups.push(entry),
             None => {
                 if let Some(p) = pattern.filter(|_| names::looks_like_backup(&name)) {

@@ -12,7 +12,7 @@ use super::layout::{self, LocalStore, MadeFrom};
 use super::{ledger, source, Manifest};
 use crate::backup::names::NamePattern;
 use crate::error::Failure;
-use crate::storage::remote;
+use crate::storage::{remote, tree};
 use crate::util::rfc3339;
 
 /// One backup in storage. The JSON of each case is what `backup.list` and `backups list
@@ -219,14 +219,14 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                 // What its name says, locally as in an object store (issue 41: a listing of
                 // 10,000 files opens none of them); a directory dump is known by its
                 // `toc.dat`, a stat. The first bytes are read by the command that uses it.
-                let from_name = !e.path.is_dir();
+                let from_name = !tree::is_dir(&e.path);
                 let kind = if from_name { kind_from_name(&e.name) } else { source::sniff(&e.path) };
-                let size = if e.path.is_dir() {
-                    std::fs::read_dir(&e.path)
-                        .map(|rd| rd.flatten().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum::<u64>())
-                        .unwrap_or(0)
+                let size = if from_name {
+                    tree::size(&e.path)
                 } else {
-                    std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0)
+                    tree::read_dir(&e.path)
+                        .map(|rd| rd.iter().filter_map(|f| tree::stat(&f.path)).map(|m| m.size).sum())
+                        .unwrap_or(0)
                 };
                 return Listed::Foreign(Box::new(ForeignBackup {
                     path: remote::display(&e.path),
@@ -249,7 +249,7 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                 return Listed::Named(Box::new(NamedBackup {
                     path: remote::display(&e.path),
                     manifest: remote::display(&manifest),
-                    size: std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0),
+                    size: tree::size(&e.path),
                     database: e.database.clone(),
                     format: pgdrill_format_of(&e.name).to_string(),
                     created: rfc3339(e.made),
@@ -368,7 +368,7 @@ pub fn unfinished(storage: &Path, database: Option<&str>) -> Result<Vec<Unfinish
             path: remote::display(&e.path),
             database: e.database.clone(),
             written: rfc3339(e.made),
-            size: std::fs::metadata(&e.path).map(|m| m.len()).unwrap_or(0),
+            size: tree::size(&e.path),
         })
         .collect())
 }

@@ -318,7 +318,7 @@ impl CopyAll {
         let mut failed = Vec::new();
         // Newest first: a run stopped half-way has put the most recent ones offsite.
         for e in &entries {
-            if e.path.is_dir() {
+            if crate::storage::tree::is_dir(&e.path) {
                 ctx.log(format!("{}: a directory dump, left out: copy it as a tar", e.name));
                 continue;
             }

@@ -184,7 +184,7 @@ impl SizeChange {
         let list = crate::backup::layout::LocalStore::new(&root)
             .list(Some(&w.database))
             .map_err(|e| StepError::environment(format!("cannot list {}: {e}", root.display())))?;
-        let size_of = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let size_of = |p: &std::path::Path| crate::storage::tree::size(p);
         let (Some(newest), Some(previous)) = (list.first(), list.get(1)) else {
             return Err(StepError::Skipped(format!(
                 "{} backup(s) of {} in {}: nothing to compare with yet",

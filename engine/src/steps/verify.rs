@@ -366,7 +366,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
     let mut store_sha = None;
     let path = match crate::storage::remote::for_mirror(&path) {
         Some((r, rel)) if crate::storage::remote::is_stand_in(&path) => {
-            if rel.ends_with(".pgdrill") && crate::backup::layout::manifest_path(&path).is_file() {
+            if rel.ends_with(".pgdrill") && crate::storage::tree::is_file(&crate::backup::layout::manifest_path(&path)) {
                 r.fill_head(&rel, u64::from(crate::archive::MAX_HEADER) + 64).await.map_err(StepError::environment)?;
                 path
             } else if !rel.ends_with(".pgdrill") && source::streamable(&path) {

@@ -638,6 +638,7 @@ mod tests {
             storage: dir.path().display().to_string(),
             key: KeySource::from_secret("6b1f3c2a9d8e7f60112233445566778899aabbccddeeff00112233445566aa77"),
             level: 1,
+            credentials: Vec::new(),
         };
         for segno in 1..=6 {
             let name = crate::wal::segment_name(1, segno, SEG);

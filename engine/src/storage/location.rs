@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use super::store::{Result, Store};
 
-/// How a location with a scheme is opened: the text as given (options included).
-type Opener = fn(&str) -> Result<Arc<dyn Store>>;
+/// How a location with a scheme is opened: the text as given (options included), and
+/// settings given for it instead of the environment (see `open_with`).
+type Opener = fn(&str, &[(String, String)]) -> Result<Arc<dyn Store>>;
 
 /// The backends that a location names by scheme (`s3://...`): one line per backend. A
 /// location without one of these schemes is a local directory (or `file://`).
@@ -41,8 +42,18 @@ pub fn open(location: &str) -> Result<Arc<dyn Store>> {
 /// As `open`, a relative local path taken relative to `base` (a runbook's directory).
 pub fn open_in(location: &str, base: &std::path::Path) -> Result<Arc<dyn Store>> {
     match backend(location) {
-        Some(open) => open(location.trim()),
+        Some(open) => open(location.trim(), &[]),
         None => Ok(Arc::new(super::local::FsStore::new(base.join(super::remote::local_path(location))))),
+    }
+}
+
+/// As `open`, an object store built with `settings` (`NAME`, value: AWS_*, AZURE_*,
+/// GOOGLE_*) over the environment's: the store's own, for a process started without them
+/// in its environment (`wal fetch` as a throwaway server's restore_command).
+pub fn open_with(location: &str, settings: &[(String, String)]) -> Result<Arc<dyn Store>> {
+    match backend(location) {
+        Some(open) => open(location.trim(), settings),
+        None => open(location),
     }
 }
 

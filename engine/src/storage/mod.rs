@@ -12,7 +12,8 @@ pub mod local;
 pub mod location;
 pub mod remote;
 pub mod store;
-pub use location::{canonical_in, local_dir, local_dir_in, named_in, open, open_in, Named, Streamed};
+pub mod tree;
+pub use location::{canonical_in, local_dir, local_dir_in, named_in, open, open_in, open_with, Named, Streamed};
 pub use store::{Meta, Published, Space, Store, Unproven, View, Writer};
 
 /// Temp files being written right now. A cancelled backup's writer thread may still be

@@ -106,6 +106,21 @@ struct Seen {
     /// What the last `mirror` listed (keys relative to the location, hidden ones included):
     /// the ledger's records are found in it, without a second pass (`listed`).
     listed: Mutex<Vec<super::Meta>>,
+    /// Mirror paths the last listing saw and no file stands in for yet, with what the LIST
+    /// answer said of each (issue 41: a file per listed object, made and unlinked, was most
+    /// of a listing's cost). `storage::tree` answers for them; the stand-in is made when
+    /// something reads the object (`realize`), so listing, prune and pick make none.
+    unmade: Mutex<std::collections::BTreeMap<PathBuf, Unmade>>,
+    /// Mirror files written in this run (stand-ins made, manifests read): the only ones a
+    /// listing stats to see whether they still are the object listed.
+    written: Mutex<HashSet<PathBuf>>,
+}
+
+/// A listed object no mirror file stands in for yet.
+#[derive(Debug, Clone)]
+struct Unmade {
+    size: u64,
+    modified: std::time::SystemTime,
 }
 
 /// What a lazy mirror file still lacks.
@@ -131,29 +146,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Object-store settings given from a file instead of the environment (`NAME`, value):
-/// `wal fetch` as a throwaway server's restore_command, which runs with a clean environment,
-/// reads them from its 0600 config. Applied over the environment's.
-static GIVEN: LazyLock<Mutex<Vec<(String, String)>>> = LazyLock::new(|| Mutex::new(Vec::new()));
-
-/// Settings for the stores this process opens next, as if they were in its environment
-/// (only AWS_*, AZURE_* and GOOGLE_* names are used).
-pub fn give_credentials(vars: Vec<(String, String)>) {
-    *lock(&GIVEN) = vars;
-}
-
-/// The given settings whose names start with `prefix`, lower-cased as the builders parse them.
-fn given(prefix: &str) -> Vec<(String, String)> {
-    lock(&GIVEN)
-        .iter()
-        .filter(|(k, _)| k.starts_with(prefix))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-        .collect()
+/// The settings given for one store whose names start with `prefix`, lower-cased as the
+/// builders parse them (see `open_given`).
+fn given(settings: &[(String, String)], prefix: &str) -> Vec<(String, String)> {
+    settings.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect()
 }
 
 /// A setting from the given ones, else the environment.
-fn given_or_env(name: &str) -> Option<String> {
-    lock(&GIVEN).iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| std::env::var(name).ok())
+fn given_or_env(settings: &[(String, String)], name: &str) -> Option<String> {
+    settings.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| std::env::var(name).ok())
 }
 
 /// The option keys a location may carry after `?`.
@@ -210,6 +211,15 @@ fn parse_timeout(v: &str, from: &str) -> Result<std::time::Duration, String> {
 
 /// Open `location` (once per process; later calls share it and its mirror).
 pub fn open(location: &str) -> Result<Remote, String> {
+    open_given(location, &[])
+}
+
+/// As `open`, with object-store settings given from a file instead of the environment
+/// (`NAME`, value; only AWS_*, AZURE_* and GOOGLE_* names are used), applied over the
+/// environment's: `wal fetch` as a throwaway server's restore_command runs with a clean
+/// environment and reads them from its 0600 config. They are this store's alone, never a
+/// process-wide setting another store would pick up.
+pub fn open_given(location: &str, settings: &[(String, String)]) -> Result<Remote, String> {
     let location = location.trim();
     if let Some((_, r)) = lock(&OPEN).iter().find(|(l, _)| l == location) {
         return Ok(r.clone());
@@ -237,7 +247,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
         "s3" => {
             let mut b =
                 object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry.clone());
-            for (k, v) in given("AWS_") {
+            for (k, v) in given(settings, "AWS_") {
                 if let Ok(key) = k.parse::<object_store::aws::AmazonS3ConfigKey>() {
                     b = b.with_config(key, v);
                 }
@@ -265,7 +275,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
             let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_container_name(bucket)
                 .with_retry(retry.clone());
-            for (k, v) in given("AZURE_") {
+            for (k, v) in given(settings, "AZURE_") {
                 if let Ok(key) = k.parse::<object_store::azure::AzureConfigKey>() {
                     b = b.with_config(key, v);
                 }
@@ -273,7 +283,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
             for (k, v) in &timeouts {
                 b = b.with_config(object_store::azure::AzureConfigKey::Client(*k), v);
             }
-            if let Some(cs) = given_or_env("AZURE_STORAGE_CONNECTION_STRING") {
+            if let Some(cs) = given_or_env(settings, "AZURE_STORAGE_CONNECTION_STRING") {
                 for part in cs.split(';').filter(|p| !p.is_empty()) {
                     let Some((k, v)) = part.split_once('=') else { continue };
                     b = match k.trim() {
@@ -309,7 +319,7 @@ pub fn open(location: &str) -> Result<Remote, String> {
                 None => object_store::gcp::GoogleCloudStorageBuilder::from_env(),
             };
             let mut b = b.with_bucket_name(bucket).with_retry(retry.clone());
-            for (k, v) in given("GOOGLE_").into_iter().filter(|_| emulator.is_none()) {
+            for (k, v) in given(settings, "GOOGLE_").into_iter().filter(|_| emulator.is_none()) {
                 if let Ok(key) = k.parse::<object_store::gcp::GoogleConfigKey>() {
                     b = b.with_config(key, v);
                 }
@@ -720,18 +730,22 @@ impl Remote {
         }
     }
 
-    /// Mirror the location in one pass of LIST pages and no request per object (issue 41):
-    /// a sparse stand-in of each object's size and time, its bytes read from the store only
-    /// when something reads the file. A manifest's bytes, and another tool's file's first
-    /// bytes, are fetched on first read (`materialize`), once per process while the store's
-    /// ETag stays the same; a listing takes what it shows from names and the LIST answer.
-    /// Hidden objects (`.ledger/`, uploads) are left to their owners (see
-    /// `backup::ledger::gather`, which reads the ledger's records from this same pass,
-    /// `listed`). Returns the mirror's root, to be listed as a local store.
+    /// Mirror the location in one pass of LIST pages, no request per object and no file per
+    /// object (issue 41): each object is known from the LIST answer (size, time, ETag) and
+    /// answered for by `storage::tree`; a sparse stand-in of its size and time is made only
+    /// when something reads it (`realize`), its bytes read from the store then. A manifest's
+    /// bytes, and another tool's file's first bytes, are fetched on first read
+    /// (`materialize`), once per process while the store's ETag stays the same; a listing
+    /// takes what it shows from names and the LIST answer. Hidden objects (`.ledger/`,
+    /// uploads) are left to their owners (see `backup::ledger::gather`, which reads the
+    /// ledger's records from this same pass, `listed`). Returns the mirror's root, to be
+    /// listed as a local store through `storage::tree`.
     pub async fn mirror(&self) -> Result<PathBuf, String> {
         let objects = self.list_pass().await?;
-        // What the mirror held that the store no longer has goes (a prune elsewhere).
+        // What the mirror held that the store no longer has goes (a prune elsewhere), and so
+        // does a file of an object that changed since it was made.
         let mut keep: HashSet<PathBuf> = HashSet::new();
+        let mut unmade = std::collections::BTreeMap::new();
         let mut listed = Vec::with_capacity(objects.len());
         for m in &objects {
             let Some(rel) = self.rel_of(&m.location).map(str::to_string) else { continue };
@@ -751,36 +765,36 @@ impl Remote {
                 continue;
             }
             let local = self.mirror_of(&rel);
-            keep.insert(local.clone());
             self.pin(&rel, m.e_tag.as_deref());
-            let on_disk = std::fs::metadata(&local).ok();
-            let same_size = on_disk.as_ref().map(|md| md.len()) == Some(m.size);
             let modified: std::time::SystemTime = m.last_modified.into();
+            // A file is only there when something read the object in this run: then see
+            // whether it is still this object (a stat; none for the objects never read).
+            let made = self.made(&local);
+            let on_disk = if made { std::fs::metadata(&local).ok() } else { None };
+            let same_size = on_disk.as_ref().map(|md| md.len()) == Some(m.size);
             // Made by an earlier listing of this run from the same object (its time): kept,
             // with whatever of it was read since.
             let same_object = same_size && on_disk.and_then(|md| md.modified().ok()) == Some(modified);
-            if rel.ends_with(".manifest.json") {
+            let kept = if rel.ends_with(".manifest.json") {
                 // Bytes already read at this ETag: kept (the cache of manifests by ETag).
                 let cached = lock(&self.seen.manifests).get(&rel).cloned();
-                if same_size && cached.is_some() && cached == m.e_tag && !lock(&self.seen.lazy).contains_key(&local) {
-                    continue;
+                let kept =
+                    same_size && cached.is_some() && cached == m.e_tag && !lock(&self.seen.lazy).contains_key(&local);
+                if !kept {
+                    lock(&self.seen.manifests).remove(&rel);
                 }
-                lock(&self.seen.manifests).remove(&rel);
-            } else if same_object
-                || (same_size
-                    && (lock(&self.seen.fetched).contains(&local) || lock(&self.seen.headed).contains(&local)))
-            {
+                kept
+            } else {
+                same_object
+                    || (same_size
+                        && (lock(&self.seen.fetched).contains(&local) || lock(&self.seen.headed).contains(&local)))
+            };
+            if kept {
+                keep.insert(local);
                 continue;
             }
             lock(&self.seen.headed).remove(&local);
-            if let Err(e) = self.make_stand_in(&local, &[], m.size, modified) {
-                if unmirrorable(&e) {
-                    keep.remove(&local);
-                    self.skipped(&rel, &e.to_string());
-                    continue;
-                }
-                return Err(format!("mirroring {}: {e}", local.display()));
-            }
+            lock(&self.seen.fetched).remove(&local);
             // A pgdrill archive's header is read by the step that needs it (`fill_head`).
             let lazy = if rel.ends_with(".manifest.json") {
                 Some(Lazy::Whole)
@@ -789,13 +803,44 @@ impl Remote {
             } else {
                 None
             };
-            if let Some(what) = lazy {
-                lock(&self.seen.lazy).insert(local, (rel, what));
-            }
+            match lazy {
+                Some(what) => lock(&self.seen.lazy).insert(local.clone(), (rel, what)),
+                None => lock(&self.seen.lazy).remove(&local),
+            };
+            unmade.insert(local, Unmade { size: m.size, modified });
         }
         *lock(&self.seen.listed) = listed;
+        *lock(&self.seen.unmade) = unmade;
         self.prune_mirror(&self.cache, &keep);
         Ok(self.cache.clone())
+    }
+
+    /// Whether a file was written at `local` in this run (a stand-in made, an object
+    /// fetched, a manifest read), so a listing must stat it.
+    fn made(&self, local: &Path) -> bool {
+        lock(&self.seen.fetched).contains(local)
+            || lock(&self.seen.headed).contains(local)
+            || lock(&self.seen.written).contains(local)
+    }
+
+    /// Make the stand-in of a listed object no file stands in for yet (see `mirror`): from
+    /// here on it is a file, read through `materialize`/`fill_head` like any. Returns
+    /// whether one was made.
+    fn realize(&self, local: &Path) -> Result<bool, String> {
+        let Some(u) = lock(&self.seen.unmade).remove(local) else { return Ok(false) };
+        self.make_stand_in(local, &[], u.size, u.modified).map_err(|e| {
+            if unmirrorable(&e) {
+                format!("{} cannot be mirrored locally: {e}", self.url_of(&self.rel_of_local(local)))
+            } else {
+                format!("mirroring {}: {e}", local.display())
+            }
+        })?;
+        Ok(true)
+    }
+
+    /// The key of a mirror path, relative to the location.
+    fn rel_of_local(&self, local: &Path) -> String {
+        local.strip_prefix(&self.cache).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default()
     }
 
     /// Every object of the location, in one pass of LIST pages: the first page must answer
@@ -837,6 +882,7 @@ impl Remote {
     /// Read from the store what the lazy mirror file `local` (of `rel`) still lacks.
     async fn materialize_at(&self, rel: &str, local: &Path, what: Lazy) -> Result<(), String> {
         use std::io::{Seek, SeekFrom};
+        self.realize(local)?;
         let size = match std::fs::metadata(local) {
             Ok(m) => m.len(),
             // Gone from the mirror (a later listing no longer saw it): nothing to fill.
@@ -861,6 +907,7 @@ impl Remote {
         match what {
             Lazy::Whole => {
                 super::write_replace(local, &bytes).map_err(|e| format!("mirroring {}: {e}", local.display()))?;
+                lock(&self.seen.written).insert(local.to_path_buf());
                 if let Some(t) = tag {
                     lock(&self.seen.manifests).insert(rel.to_string(), t);
                 }
@@ -881,7 +928,10 @@ impl Remote {
 
     /// A manifest written into the mirror by a read of its backup: no longer lazy.
     fn mirrored_manifest(&self, rel: &str) {
-        lock(&self.seen.lazy).remove(&self.mirror_of(rel));
+        let local = self.mirror_of(rel);
+        lock(&self.seen.unmade).remove(&local);
+        lock(&self.seen.lazy).remove(&local);
+        lock(&self.seen.written).insert(local);
     }
 
     /// Say that an object is left out of the listing, and why (the run goes on without it).
@@ -936,6 +986,7 @@ impl Remote {
         }
         let _ = tmp.as_file().set_modified(modified);
         tmp.persist(&local).map_err(|e| format!("cannot write {}: {}", local.display(), e.error))?;
+        lock(&self.seen.unmade).remove(&local);
         lock(&self.seen.fetched).insert(local.clone());
         // Its manifest and ledger, for a backup named directly rather than listed.
         let manifest = format!("{rel}.manifest.json");
@@ -992,7 +1043,12 @@ impl Remote {
         let key = self.key(rel);
         // A stand-in already has the object's size (its HEAD was just made).
         let local = self.mirror_of(rel);
-        let known = if self.is_stand_in(&local) { std::fs::metadata(&local).ok().map(|m| m.len()) } else { None };
+        let unmade = lock(&self.seen.unmade).get(&local).map(|u| u.size);
+        let known = match unmade {
+            Some(n) => Some(n),
+            None if self.is_stand_in(&local) => std::fs::metadata(&local).ok().map(|m| m.len()),
+            None => None,
+        };
         let (size, tag) = match known {
             Some(n) => (n, self.pin(rel, None)),
             None => {
@@ -1048,6 +1104,7 @@ impl Remote {
         if !self.is_stand_in(&local) {
             return Ok(());
         }
+        self.realize(&local)?;
         let size = std::fs::metadata(&local).map(|m| m.len()).map_err(|e| format!("{}: {e}", local.display()))?;
         let head = get_range_of(&self.store, &self.key(rel), 0..n.min(size), self.pin(rel, None), self.first_byte())
             .await
@@ -1059,7 +1116,8 @@ impl Remote {
             lock(&self.seen.lazy).remove(&local);
         }
         // A listed stand-in has its manifest beside it already.
-        if n >= u64::from(crate::archive::MAX_HEADER) + 64 && self.mirror_of(&format!("{rel}.manifest.json")).is_file()
+        if n >= u64::from(crate::archive::MAX_HEADER) + 64
+            && super::tree::is_file(&self.mirror_of(&format!("{rel}.manifest.json")))
         {
             lock(&self.seen.headed).insert(local);
         }
@@ -1534,6 +1592,8 @@ impl Remote {
         f.set_len(size)?;
         f.set_modified(mtime)?;
         lock(&self.seen.fetched).remove(path);
+        lock(&self.seen.unmade).remove(path);
+        lock(&self.seen.written).insert(path.to_path_buf());
         Ok(())
     }
 
@@ -1663,8 +1723,8 @@ impl Remote {
 }
 
 /// Open `location` as a `Store` (see `storage::store::BACKENDS`).
-pub fn open_store(location: &str) -> Result<Arc<dyn super::Store>, String> {
-    Ok(Arc::new(open(location)?))
+pub fn open_store(location: &str, settings: &[(String, String)]) -> Result<Arc<dyn super::Store>, String> {
+    Ok(Arc::new(open_given(location, settings)?))
 }
 
 /// An upload as a `Writer`: parts go up as they fill, the object appears on `publish`.
@@ -2065,7 +2125,12 @@ pub fn locate(url: &str) -> Result<(Remote, String), String> {
 /// multi-threaded runtime or one of its blocking threads, as pgdrill's are.
 pub fn materialize(path: &Path) -> Result<bool, String> {
     let Some((r, _)) = for_mirror(path) else { return Ok(false) };
-    let Some((rel, what)) = lock(&r.seen.lazy).get(path).cloned() else { return Ok(false) };
+    let lazy = lock(&r.seen.lazy).get(path).cloned();
+    let Some((rel, what)) = lazy else {
+        // A listed archive whose header the reader fills itself: its stand-in, of its size.
+        r.realize(path)?;
+        return Ok(false);
+    };
     let handle = tokio::runtime::Handle::try_current()
         .ok()
         .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
@@ -2080,6 +2145,35 @@ pub fn is_lazy(path: &Path) -> bool {
     for_mirror(path).is_some_and(|(r, _)| lock(&r.seen.lazy).contains_key(path))
 }
 
+/// What the last listing said of a mirror path no file stands in for yet (`mirror`): its
+/// size and time, or None when it is no such path (see `storage::tree`).
+pub(super) fn unmade(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let (r, _) = for_mirror(path)?;
+    let u = lock(&r.seen.unmade).get(path).cloned()?;
+    Some((u.size, u.modified))
+}
+
+/// The names right below `dir` that only the last listing knows (no file stands in for
+/// them yet), each with whether it is a folder (it has objects below it).
+pub(super) fn unmade_children(dir: &Path) -> Vec<(String, bool)> {
+    let Some((r, _)) = for_mirror(dir) else { return Vec::new() };
+    let unmade = lock(&r.seen.unmade);
+    let mut out: Vec<(String, bool)> = Vec::new();
+    // Paths order by component, so everything below `dir` follows it in one run.
+    for p in unmade.range::<Path, _>((std::ops::Bound::Excluded(dir), std::ops::Bound::Unbounded)).map(|(p, _)| p) {
+        let Ok(below) = p.strip_prefix(dir) else { break };
+        let mut parts = below.components();
+        let Some(first) = parts.next() else { continue };
+        let name = first.as_os_str().to_string_lossy().into_owned();
+        let is_dir = parts.next().is_some();
+        match out.last_mut() {
+            Some((last, d)) if *last == name => *d |= is_dir,
+            _ => out.push((name, is_dir)),
+        }
+    }
+    out
+}
+
 /// Whether `path` is a mirror stand-in whose contents were not downloaded.
 pub fn is_stand_in(path: &Path) -> bool {
     for_mirror(path).is_some_and(|(r, _)| r.is_stand_in(path))
@@ -2087,6 +2181,12 @@ pub fn is_stand_in(path: &Path) -> bool {
 
 /// Values of the object stores' credential variables, for the redactor.
 pub fn credential_values() -> Vec<String> {
+    credential_values_of(&[])
+}
+
+/// As `credential_values`, `settings` (given for a store, see `open_given`) taken over the
+/// environment's.
+pub fn credential_values_of(settings: &[(String, String)]) -> Vec<String> {
     let mut out = Vec::new();
     for k in [
         "AWS_SECRET_ACCESS_KEY",
@@ -2097,7 +2197,7 @@ pub fn credential_values() -> Vec<String> {
         "AZURE_STORAGE_CONNECTION_STRING",
         "AZURE_CLIENT_SECRET",
     ] {
-        if let Some(v) = given_or_env(k) {
+        if let Some(v) = given_or_env(settings, k) {
             if k == "AZURE_STORAGE_CONNECTION_STRING" {
                 out.extend(v.split(';').filter_map(|p| p.strip_prefix("AccountKey=")).map(str::to_string));
             }
@@ -2110,6 +2210,48 @@ pub fn credential_values() -> Vec<String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// Regression (issue 41): a listing made a sparse file per listed object. Objects only
+    /// listed are now answered for by `storage::tree` from what the LIST answer said, with no
+    /// file in the mirror; reading one (`materialize`) makes its stand-in, of its size.
+    #[test]
+    fn listed_objects_are_seen_through_the_tree_without_a_file_until_one_is_read() {
+        let r = open("s3://tree-test-bucket/p?endpoint=http://127.0.0.1:9&allow_http=true&region=us-east-1")
+            .expect("opens without a request");
+        let root = r.mirror_root().to_path_buf();
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        {
+            let mut u = lock(&r.seen.unmade);
+            for (rel, size) in
+                [("app/a.dump.pgdrill", 7), ("app/b.sql.gz", 9), ("app.d/c.sql.gz", 1), ("top.sql.gz", 3)]
+            {
+                u.insert(root.join(rel), Unmade { size, modified: t });
+            }
+        }
+        let mut top: Vec<(String, super::super::tree::Kind)> =
+            super::super::tree::read_dir(&root).expect("root").into_iter().map(|n| (n.name, n.kind)).collect();
+        top.sort_by(|a, b| a.0.cmp(&b.0));
+        use super::super::tree::Kind;
+        assert_eq!(
+            top,
+            vec![("app".into(), Kind::Dir), ("app.d".into(), Kind::Dir), ("top.sql.gz".into(), Kind::File)]
+        );
+        let app: Vec<String> =
+            super::super::tree::read_dir(&root.join("app")).expect("app").into_iter().map(|n| n.name).collect();
+        assert_eq!(app.len(), 2, "{app:?}");
+        let a = root.join("app/a.dump.pgdrill");
+        let st = super::super::tree::stat(&a).expect("listed");
+        assert_eq!((st.size, st.modified, st.kind), (7, t, Kind::File));
+        assert!(!a.exists(), "no file for an object only listed");
+        assert!(super::super::tree::is_dir(&root.join("app")) && super::super::tree::is_file(&a));
+        assert!(super::super::tree::stat(&root.join("app/none")).is_none());
+        // An archive is read by its reader, which fills its header: its stand-in is made.
+        assert_eq!(materialize(&a), Ok(false));
+        assert_eq!(std::fs::metadata(&a).map(|m| m.len()).ok(), Some(7));
+        assert_eq!(std::fs::metadata(&a).and_then(|m| m.modified()).ok(), Some(t));
+        assert!(lock(&r.seen.unmade).get(&a).is_none());
+        assert_eq!(super::super::tree::read_dir(&root.join("app")).expect("app").len(), 2, "not listed twice");
+    }
 
     #[test]
     fn a_file_url_is_its_local_path() {

@@ -172,6 +172,9 @@ pub struct Config {
     pub key: KeySource,
     /// zstd level (default 3).
     pub level: i32,
+    /// The object store's settings a `credentials_file` gave (`NAME`, value): the store of
+    /// `storage` is opened with them (`storage::open_with`), nothing else sees them.
+    pub credentials: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Config {
@@ -200,6 +203,7 @@ impl Config {
         let mut key_file = None;
         let mut key_env = None;
         let mut level = 3;
+        let mut credentials = Vec::new();
         if let Some(path) = &given.config {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Failure::invalid(format!("cannot read the WAL config {}: {e}", path.display())))?;
@@ -219,7 +223,7 @@ impl Config {
                     "key_env" => key_env = Some(v),
                     // The object store's credentials, for a process started without them in
                     // its environment (a throwaway server's restore_command).
-                    "credentials_file" => crate::storage::remote::give_credentials(read_credentials(Path::new(&v))?),
+                    "credentials_file" => credentials = read_credentials(Path::new(&v))?,
                     "level" => {
                         level = v.parse().map_err(|_| {
                             Failure::invalid(format!("{}: level `{v}` is not a number (zstd 1-19)", at()))
@@ -253,7 +257,7 @@ impl Config {
                 "no key for the WAL archive: the archive is always encrypted; put the key in a file named by `key_file` (WAL config or --key-file) or in the variable {key_env}"
             )));
         }
-        Ok((Config { storage, key: KeySource::from_secret(&secret), level }, secret))
+        Ok((Config { storage, key: KeySource::from_secret(&secret), level, credentials }, secret))
     }
 }
 
@@ -467,7 +471,7 @@ pub enum Pushed {
 
 /// Archive the file at `path` (`%p`, relative to `data_dir`, PostgreSQL's working directory).
 pub async fn push(cfg: &Config, path: &Path, data_dir: &Path) -> Result<Pushed, Failure> {
-    let store = crate::storage::open(&cfg.storage).map_err(Failure::invalid)?;
+    let store = crate::storage::open_with(&cfg.storage, &cfg.credentials).map_err(Failure::invalid)?;
     push_to(store.as_ref(), cfg, path, data_dir).await
 }
 
@@ -583,7 +587,7 @@ pub async fn fetch(
     data_dir: &Path,
     system: Option<u64>,
 ) -> Result<u64, FetchError> {
-    let store = crate::storage::open(&cfg.storage).map_err(Failure::invalid)?;
+    let store = crate::storage::open_with(&cfg.storage, &cfg.credentials).map_err(Failure::invalid)?;
     fetch_from(store.as_ref(), &cfg.key, name, dest, data_dir, system).await
 }
 

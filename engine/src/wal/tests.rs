@@ -32,7 +32,7 @@ fn data_dir(system: u64) -> tempfile::TempDir {
 }
 
 fn cfg(storage: &Path) -> Config {
-    Config { storage: storage.display().to_string(), key: key(), level: 3 }
+    Config { storage: storage.display().to_string(), key: key(), level: 3, credentials: Vec::new() }
 }
 
 #[test]

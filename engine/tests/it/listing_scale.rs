@@ -302,6 +302,49 @@ fn ten_thousand_objects_list_in_one_pass_of_pages_and_commands_read_only_what_th
     let records = a.gets.iter().filter(|k| k.contains("/.ledger/")).count();
     assert_eq!(records, RECORDS, "each ledger record read once in the run: {:?}", a.gets);
 
+    // 7. Regression (issue 41): each listing made a sparse stand-in file in the local
+    //    mirror for every listed object (about 5,500 here: openat, ftruncate, utimensat,
+    //    then an unlink at exit), most of a listing's cost. Now the listing, a prune plan and
+    //    a verify's pick answer from the LIST answer; a file is made only for what a step
+    //    reads (the manifests prune checks, the picked backup's header and manifest). Counted
+    //    from inside the run, before the mirror is removed at exit; the LIST pages stay one
+    //    pass per step.
+    let mirror = tmp.path().join("mirror-tmp");
+    std::fs::create_dir_all(&mirror).expect("mkdir");
+    let count = write(
+        tmp.path(),
+        "count.yaml",
+        "name: count\nsteps:\n  - id: list\n    uses: backup.list\n    with: { storage: \"s3://scale/p\", database: app }\n  - id: prune\n    uses: retention.prune\n    with: { storage: \"s3://scale/p\", database: app, keep_within: 1490d }\n  - id: pick\n    uses: backup.pick\n    continue_on_error: true\n    with: { storage: \"s3://scale/p\", database: app, force: true }\n  - id: files\n    uses: shell.run\n    with:\n      script: \"find \\\"$TMPDIR/pgdrill-mirror\\\" -type f ! -name ledger.jsonl ! -name .ledger-records.json | sort\"\n",
+    );
+    let report = tmp.path().join("count-report");
+    let (ran, a) = asked(s3.port, with_aws(Run::new(&count).report(&report).env("TMPDIR", &mirror), s3.port));
+    let json = ran.run_json();
+    assert_eq!(json.step("list").outcome, "passed", "{}", ran.all());
+    assert_eq!(json.step("prune").outcome, "passed", "{}", ran.all());
+    assert_eq!(json.step("files").outcome, "passed", "{}", ran.all());
+    assert_eq!(a.lists, 3 * pass, "one pass of LIST pages per step: {a:?}");
+    assert_eq!(a.heads, 0, "{a:?}");
+    let would = json.step("prune").log.iter().filter(|l| l.contains("would delete")).count();
+    assert!(would >= 5, "the prune plan deletes some: {:?}", json.step("prune").log);
+    let files: Vec<&str> = json.step("files").output("stdout").lines().filter(|l| !l.is_empty()).collect();
+    // The picked backup (its stand-in and manifest) and the manifests prune read: nothing
+    // for the thousands of objects only listed.
+    assert!(
+        files.len() <= would + 2,
+        "{} files in the mirror after listing {total} objects: {:?}",
+        files.len(),
+        &files[..files.len().min(10)]
+    );
+    let picked = json.step("pick").log.join("\n");
+    for f in &files {
+        let app = f.contains("/app/");
+        assert!(
+            app && (f.ends_with(".manifest.json") || f.ends_with(".dump.pgdrill")),
+            "{f} made in the mirror: {picked}"
+        );
+    }
+    std::fs::remove_dir_all(&mirror).expect("rm");
+
     // 5. Objects added and deleted while pgdrill lists: a churner publishes newer backups
     //    (archive, then manifest) and deletes old ones while `backup.latest` runs, twice. Never a crash; the pick is always a backup whose manifest it read, never an
     //    archive listed without one.
