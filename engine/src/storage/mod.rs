@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 pub mod bounded;
 pub mod local;
 pub mod location;
+pub mod lock;
 pub mod remote;
 pub mod store;
 pub use location::{canonical_in, local_dir, local_dir_in, named_in, open, open_in, Named, Streamed};
