@@ -58,5 +58,6 @@ mod store_timeouts;
 mod team_formats;
 mod tls;
 mod var_types;
+mod object_lock;
 mod verify;
 mod wal_archive;
