@@ -133,6 +133,32 @@ async fn a_backup_asked_to_be_retained_is_locked_with_its_manifest_and_a_bucket_
         );
         assert!(out.starts_with("refused"), "{what}: a locked version was deleted: {out}");
     }
+    // The offsite copy: into a bucket without Object Lock, refused before anything is
+    // copied (exit 2); into one with it, the copy and its manifest locked (governance).
+    assert_eq!(s3_status(port, "PUT", "/locked-offsite", &[("x-amz-bucket-object-lock-enabled", "true")]), 200);
+    let offsite = |to: &str| {
+        with_aws(Run::new("offsite"), port)
+            .var("storage", "s3://locked-backups/prod")
+            .var("offsite", to)
+            .var("database", "ledger")
+            .var("offsite_retain", "90d")
+            .output()
+    };
+    let r = offsite("s3://plain-backups/offsite");
+    assert_eq!(r.code, Some(2), "{}", r.all());
+    assert!(r.all().contains("S3 bucket plain-backups: it has no Object Lock configuration"), "{}", r.all());
+    let keys = boto3(port, "print(s.list_objects_v2(Bucket='plain-backups').get('KeyCount'))");
+    assert_eq!(keys.trim(), "0", "the refused copy left objects");
+    let r = offsite("s3://locked-offsite/prod");
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    let modes = boto3(
+        port,
+        "for o in s.list_object_versions(Bucket='locked-offsite', Prefix='prod/ledger/').get('Versions', []):\n    h=s.head_object(Bucket='locked-offsite', Key=o['Key'], VersionId=o['VersionId'])\n    print(o['Key'].rsplit('.', 1)[-1], h.get('ObjectLockMode'), round((h['ObjectLockRetainUntilDate']-datetime.datetime.now(datetime.timezone.utc)).total_seconds()/86400))",
+    );
+    let mut lines: Vec<&str> = modes.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["json GOVERNANCE 90", "pgdrill GOVERNANCE 90"], "{modes}");
+
     // The backup is whole: the shipped verify proves it from the locked bucket.
     with_aws(Run::new("verify"), port)
         .var("storage", "s3://locked-backups/prod")
