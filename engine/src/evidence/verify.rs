@@ -221,6 +221,7 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
     let mut links: BTreeMap<u64, Value> = BTreeMap::new();
     let mut payloads: BTreeMap<String, u64> = BTreeMap::new();
     let mut good = Vec::new();
+    let mut misplaced: Vec<(u64, Option<u64>, Option<u64>)> = Vec::new();
     for &n in &seqs {
         let path = dir.join(RECORDS).join(record_name(n));
         let bytes = match std::fs::read(&path) {
@@ -267,15 +268,9 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
         let signed = chain["sequence"].as_u64();
         let payload_digest = sha256_hex(&payload);
         if signed != Some(n) {
-            let was = signed.map(|s| s.to_string()).unwrap_or_else(|| "none".into());
-            let copy_of = payloads
-                .get(&payload_digest)
-                .map(|o| format!(", the same statement as record {o}"))
-                .unwrap_or_default();
-            find(
-                Some(n),
-                format!("replayed: its signed sequence is {was}, not {n}: an old statement put in as new{copy_of}"),
-            );
+            // Said once every record is read: two records that hold each other's signed
+            // sequence were swapped, not replayed.
+            misplaced.push((n, signed, payloads.get(&payload_digest).copied()));
             continue;
         }
         if let Some(first) = payloads.insert(payload_digest, n) {
@@ -285,6 +280,39 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
         links.insert(n, chain["previous"].clone());
         good.push(Good { sequence: n, sha256: digests[&n].clone(), bytes, statement, timestamp: None });
     }
+    for &(n, signed, copy_of) in &misplaced {
+        let swapped = signed.filter(|m| misplaced.iter().any(|&(o, back, _)| o == *m && back == Some(n)));
+        match (swapped, signed) {
+            (Some(m), _) => find(
+                Some(n),
+                format!("out of place: its signed sequence is {m}, not {n}: records {n} and {m} were swapped"),
+            ),
+            (None, was) => {
+                let was = was.map(|s| s.to_string()).unwrap_or_else(|| "none".into());
+                let copy_of = copy_of.map(|o| format!(", the same statement as record {o}")).unwrap_or_default();
+                find(
+                    Some(n),
+                    format!("replayed: its signed sequence is {was}, not {n}: an old statement put in as new{copy_of}"),
+                );
+            }
+        }
+    }
+    // The signed checkpoint's head (sequence, sha256), read now so that a link that does not
+    // match can be blamed on the right record (below); judged itself further down.
+    let checkpoint_head: Option<(u64, String)> = checkpoint.as_ref().ok().and_then(|bytes| {
+        let e = Envelope::from_bytes(bytes).ok()?;
+        let p = e.verify(key).ok().filter(|_| e.payload_type == CHECKPOINT_TYPE)?;
+        let c: Value = serde_json::from_slice(&p).ok()?;
+        Some((c["sequence"].as_u64()?, c["record_sha256"].as_str()?.to_string()))
+    });
+    // What the rest of the log signed of record `m`'s sha256: its successor's link, else the
+    // checkpoint when it names `m`.
+    let vouched = |m: u64| -> Option<String> {
+        links
+            .get(&(m + 1))
+            .and_then(|l| l["record_sha256"].as_str().map(str::to_string))
+            .or_else(|| checkpoint_head.as_ref().filter(|(s, _)| *s == m).map(|(_, d)| d.clone()))
+    };
     // Every link: the predecessor it signed is there, unchanged.
     let mut named: Vec<u64> = Vec::new();
     for (&n, prev) in &links {
@@ -306,6 +334,23 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
                     Some(n - 1),
                     format!("missing: {} (named by record {n}'s signed link)", described(&prev["record"])),
                 );
+            }
+            // Record n-1 is what the rest of the log signed, or record n is not: then record n
+            // is the stranger (a record of another log signed with the same key, or one
+            // that replaced this log's own), not its predecessor.
+            Some(d)
+                if Some(d.as_str()) != prev["record_sha256"].as_str()
+                    && (checkpoint_head.as_ref().is_some_and(|(s, c)| *s == n - 1 && c == d)
+                        || vouched(n).is_some_and(|v| Some(v.as_str()) != digests.get(&n).map(String::as_str))) =>
+            {
+                find(
+                    Some(n),
+                    format!(
+                        "not of this chain: its signed link names a predecessor with sha256 {}, but record {} is {d}, as the rest of the log signed it: a record of another log (another database's, with the same key), or one that replaced this log's own",
+                        prev["record_sha256"].as_str().unwrap_or("?"),
+                        n - 1
+                    ),
+                )
             }
             Some(d) if Some(d.as_str()) != prev["record_sha256"].as_str() => find(
                 Some(n - 1),
@@ -412,5 +457,103 @@ mod tests {
         let ahead = tsa_disagrees("2026-12-06T09:00:00Z", "Dec  6 08:00:00 2026 GMT").expect("ahead");
         assert!(ahead.contains("ahead by 60 min"), "{ahead}");
         assert!(tsa_disagrees("2026-12-06T08:00:00Z", "yesterday").is_some());
+    }
+
+    /// A log of `n` records signed with `key`, one per run, for the attacks below.
+    fn log_of(dir: &Path, key: &SigningKey, database: &str, n: usize) {
+        for i in 0..n {
+            let s = Statement::run(
+                vec![Subject::sha256(format!("{database}/backup-{i}"), "00")],
+                json!({"runbook": {"name": database}, "kind": "verify", "outcome": if i == 1 { "failed" } else { "passed" }, "finished_at": "2026-12-01T00:00:00Z"}),
+            );
+            log::append(dir, key, s).expect("append");
+        }
+    }
+
+    fn record(dir: &Path, n: u64) -> std::path::PathBuf {
+        dir.join(RECORDS).join(record_name(n))
+    }
+
+    /// Two records swapped (files 2 and 3 exchanged) were called "replayed ... an old
+    /// statement put in as new", twice: what happened is named now, on both.
+    #[test]
+    fn two_swapped_records_are_named_as_swapped_not_replayed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = SigningKey::generate().expect("key");
+        log_of(dir.path(), &key, "payments", 4);
+        let (two, three) =
+            (std::fs::read(record(dir.path(), 2)).expect("2"), std::fs::read(record(dir.path(), 3)).expect("3"));
+        std::fs::write(record(dir.path(), 2), &three).expect("swap");
+        std::fs::write(record(dir.path(), 3), &two).expect("swap");
+        let v = verify(dir.path(), &key.public()).expect("verify");
+        let text = v.text("loc");
+        assert!(!v.ok(), "{text}");
+        assert!(
+            text.contains("record 2: out of place: its signed sequence is 3, not 2: records 2 and 3 were swapped"),
+            "{text}"
+        );
+        assert!(
+            text.contains("record 3: out of place: its signed sequence is 2, not 3: records 3 and 2 were swapped"),
+            "{text}"
+        );
+        assert!(!text.contains("replayed"), "{text}");
+    }
+
+    /// A record of another database's log, signed with the same key, put into this log in
+    /// place of its own (same sequence) or after its last: found before, but blamed on this
+    /// log's own record before it ("record 2: edited or replaced"), which was intact. The
+    /// stranger is named now.
+    #[test]
+    fn a_record_from_another_database_s_chain_is_named_not_its_predecessor() {
+        let key = SigningKey::generate().expect("key");
+        let (ours, theirs) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+        log_of(ours.path(), &key, "payments", 4);
+        log_of(theirs.path(), &key, "staging", 5);
+        // In place of record 3.
+        let ours_3 = std::fs::read(record(ours.path(), 3)).expect("3");
+        std::fs::copy(record(theirs.path(), 3), record(ours.path(), 3)).expect("copy");
+        let text = verify(ours.path(), &key.public()).expect("verify").text("loc");
+        assert!(text.contains("record 3: not of this chain: its signed link names a predecessor"), "{text}");
+        assert!(text.contains("record 3: edited or replaced: record 4 signed its sha256"), "{text}");
+        assert!(!text.contains("record 2:"), "record 2 is intact and was blamed: {text}");
+        std::fs::write(record(ours.path(), 3), ours_3).expect("restore");
+        assert!(verify(ours.path(), &key.public()).expect("verify").ok());
+        // After the last record, the checkpoint left as it was.
+        std::fs::copy(record(theirs.path(), 5), record(ours.path(), 5)).expect("copy");
+        let v = verify(ours.path(), &key.public()).expect("verify");
+        let text = v.text("loc");
+        assert!(!v.ok(), "{text}");
+        assert!(text.contains("record 5: not of this chain"), "{text}");
+        assert!(!text.contains("record 4:"), "record 4 is intact and was blamed: {text}");
+    }
+
+    /// Envelopes signed with the log's key over another payload type: the checkpoint put in
+    /// as a record, a record put in as the checkpoint. Each signature is good; each is
+    /// refused by its type. And a record cut short (a truncated file) is named.
+    #[test]
+    fn a_good_signature_over_another_payload_type_and_a_truncated_record_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = SigningKey::generate().expect("key");
+        log_of(dir.path(), &key, "payments", 3);
+        let checkpoint = std::fs::read(dir.path().join(CHECKPOINT)).expect("checkpoint");
+        let third = std::fs::read(record(dir.path(), 3)).expect("3");
+        std::fs::write(record(dir.path(), 4), &checkpoint).expect("as a record");
+        let text = verify(dir.path(), &key.public()).expect("verify").text("loc");
+        assert!(
+            text.contains(&format!("record 4: its payload type is {CHECKPOINT_TYPE}, not an in-toto statement")),
+            "{text}"
+        );
+        std::fs::remove_file(record(dir.path(), 4)).expect("rm");
+        std::fs::write(dir.path().join(CHECKPOINT), &third).expect("as the checkpoint");
+        let text = verify(dir.path(), &key.public()).expect("verify").text("loc");
+        assert!(text.contains(&format!("{CHECKPOINT}: its payload type is {IN_TOTO}")), "{text}");
+        std::fs::write(dir.path().join(CHECKPOINT), &checkpoint).expect("put back");
+        assert!(verify(dir.path(), &key.public()).expect("verify").ok());
+        // A record cut short.
+        std::fs::write(record(dir.path(), 2), &third[..third.len() / 2]).expect("truncate");
+        let v = verify(dir.path(), &key.public()).expect("verify");
+        let text = v.text("loc");
+        assert!(!v.ok(), "{text}");
+        assert!(text.contains("record 2:"), "{text}");
     }
 }
