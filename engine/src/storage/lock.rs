@@ -111,7 +111,9 @@ impl S3 {
                 None => (format!("https://{bucket}.s3.{region}.amazonaws.com"), false),
             };
         let allow_http = opt("allow_http").or_else(|| var("AWS_ALLOW_HTTP"));
-        if endpoint.starts_with("http://") && allow_http.is_none_or(|v| !matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes")) {
+        if endpoint.starts_with("http://")
+            && allow_http.is_none_or(|v| !matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+        {
             return Err(Error::invalid(format!(
                 "{endpoint} is plain HTTP: set AWS_ALLOW_HTTP=true to allow it (a local S3-compatible server)"
             )));
@@ -410,10 +412,7 @@ impl Locked {
             hash(MessageDigest::md5(), &body).map_err(|e| Error::environment(format!("MD5: {e}")))?,
         );
         let query = format!("retention=&versionId={}", uri_encode(&version, false));
-        let r = self
-            .s3
-            .send(reqwest::Method::PUT, &key, &query, vec![("content-md5".to_string(), md5)], body)
-            .await?;
+        let r = self.s3.send(reqwest::Method::PUT, &key, &query, vec![("content-md5".to_string(), md5)], body).await?;
         if !r.status().is_success() {
             let code = r.status().as_u16();
             let text = r.text().await.unwrap_or_default();
@@ -462,7 +461,6 @@ pub(crate) fn retain_until(retain: Duration) -> String {
     let until = time::OffsetDateTime::now_utc() + retain;
     crate::util::rfc3339(until.replace_nanosecond(0).unwrap_or(until))
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -516,7 +514,10 @@ mod tests {
         // does this say so rather than build the client.
         match S3::new("b", &opts) {
             Ok(s3) => {
-                assert_eq!((s3.endpoint.as_str(), s3.path_style, s3.region.as_str()), ("http://127.0.0.1:9", true, "eu-west-3"));
+                assert_eq!(
+                    (s3.endpoint.as_str(), s3.path_style, s3.region.as_str()),
+                    ("http://127.0.0.1:9", true, "eu-west-3")
+                );
             }
             Err(e) => assert!(e.to_string().contains("AWS_ACCESS_KEY_ID"), "{e}"),
         }
