@@ -148,6 +148,10 @@ fn tsa_disagrees(finished_at: &str, tsa: &str) -> Option<String> {
     })
 }
 
+/// How far the statements' own times may disagree with their order or with now before it is
+/// worth a note.
+const CLOCK_SLACK: time::Duration = time::Duration::minutes(5);
+
 /// Notes on the statements' own times (the signing host's clock): a record that says it
 /// finished before its predecessor, or after now. No finding: a clock stepped by NTP does
 /// this too, and an append-only log keeps it; but an auditor should see it.
@@ -161,7 +165,9 @@ fn clock_notes(good: &[Good], now: time::OffsetDateTime) -> Vec<String> {
     let mut before: Option<(u64, time::OffsetDateTime)> = None;
     for g in good {
         let Some(t) = at(g) else { continue };
-        if let Some((n, p)) = before.filter(|(_, p)| t < *p) {
+        // Runs that end together append in the order they take the log's lock, not the order
+        // they ended: an end a moment before the predecessor's is that, not a clock set back.
+        if let Some((n, p)) = before.filter(|(_, p)| t < *p - CLOCK_SLACK) {
             notes.push(format!(
                 "record {} says it finished at {}, before record {n} ({}): the signing host's clock went back (a back-dated record?)",
                 g.sequence,
@@ -169,7 +175,7 @@ fn clock_notes(good: &[Good], now: time::OffsetDateTime) -> Vec<String> {
                 crate::util::rfc3339(p)
             ));
         }
-        if t > now + time::Duration::minutes(5) {
+        if t > now + CLOCK_SLACK {
             notes.push(format!(
                 "record {} says it finished at {}, later than now ({}): the signing host's clock was ahead",
                 g.sequence,
@@ -422,6 +428,56 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
     Ok(v)
 }
 
+/// Hold the log to a checkpoint kept elsewhere (`kept`: the bytes of a `checkpoint.dsse.json`
+/// from an earlier pack, a published copy, an auditor's notes; `shown`: where it came from).
+/// The log alone cannot show records cut off its end when an older checkpoint was put back
+/// beside it: every record left is signed and chained, and that checkpoint names the last
+/// one truly. A checkpoint kept where the log's writer cannot reach can: every record it
+/// counts must still be there, its last one unchanged.
+pub fn against_kept_checkpoint(v: &mut Verified, dir: &Path, key: &PublicKey, kept: &[u8], shown: &str) {
+    let shown = crate::util::one_line(shown).into_owned();
+    let head = Envelope::from_bytes(kept).and_then(|e| {
+        let p = e.verify(key)?;
+        if e.payload_type != CHECKPOINT_TYPE {
+            return Err(format!("its payload type is {}, not a checkpoint", e.payload_type));
+        }
+        serde_json::from_slice::<Value>(&p).map_err(|e| e.to_string())
+    });
+    let c = match head {
+        Ok(c) => c,
+        Err(e) => {
+            v.findings.push(Finding { record: None, problem: format!("the kept checkpoint {shown}: {e}") });
+            return;
+        }
+    };
+    let (Some(s), Some(sha)) = (c["sequence"].as_u64(), c["record_sha256"].as_str()) else {
+        v.findings.push(Finding { record: None, problem: format!("the kept checkpoint {shown} names no record") });
+        return;
+    };
+    let signed_at = c["signed_at"].as_str().map(crate::util::one_line).unwrap_or_default();
+    let last = sequences(dir).ok().and_then(|q| q.last().copied()).unwrap_or(0);
+    match v.good.iter().find(|g| g.sequence == s) {
+        Some(g) if g.sha256 == sha => {}
+        Some(g) => v.findings.push(Finding {
+            record: Some(s),
+            problem: format!(
+                "edited or replaced: the kept checkpoint {shown} (signed at {signed_at}) names sha256 {sha}, the file's is {}",
+                g.sha256
+            ),
+        }),
+        // A record that is there but failed its own checks is already named.
+        None if dir.join(RECORDS).join(record_name(s)).exists() => {}
+        None => v.findings.push(Finding {
+            record: Some(s),
+            problem: format!(
+                "missing: the kept checkpoint {shown} (signed at {signed_at}) counts {s} records, this log holds {last}: records were cut off its end and an older checkpoint put back ({})",
+                described(&c["record"])
+            ),
+        }),
+    }
+    v.findings.sort_by_key(|f| f.record.unwrap_or(0));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,6 +504,18 @@ mod tests {
         assert!(text.contains("record 2 says it finished at 2026-11-01T10:00:00Z, before record 1"), "{text}");
         assert!(text.contains("record 3 says it finished at 2999-01-01T00:00:00Z, later than now"), "{text}");
         assert!(!text.contains("record 1 says"), "{text}");
+        // Two runs that ended together, appended in the order they took the lock: no note
+        // (four concurrent runs were told their clock went back).
+        let dir = tempfile::tempdir().expect("tmp");
+        for at in ["2026-11-20T10:00:00.460Z", "2026-11-20T10:00:00.412Z"] {
+            let s = Statement::run(
+                vec![Subject::sha256("x", "00")],
+                json!({"runbook": {"name": "dr"}, "kind": "drill", "outcome": "passed", "finished_at": at}),
+            );
+            log::append(dir.path(), &key, s).expect("append");
+        }
+        let text = verify(dir.path(), &key.public()).expect("verify").text("loc");
+        assert!(!text.contains("note:"), "{text}");
 
         assert_eq!(tsa_time("Dec  6 08:00:00.5 2026 GMT"), Some(time::macros::datetime!(2026-12-06 08:00:00.5 UTC)));
         assert_eq!(tsa_time("Dec  6 08:00:00 2026 GMT"), Some(time::macros::datetime!(2026-12-06 08:00:00 UTC)));
@@ -555,5 +623,46 @@ mod tests {
         let text = v.text("loc");
         assert!(!v.ok(), "{text}");
         assert!(text.contains("record 2:"), "{text}");
+    }
+
+    /// A log cut off at its end with an older checkpoint put back beside it verified clean:
+    /// every record left is signed and chained, and that checkpoint is genuine. Held to a
+    /// checkpoint kept elsewhere (an earlier pack's), the cut is named.
+    #[test]
+    fn a_log_cut_off_at_its_end_with_an_older_checkpoint_put_back_is_named_against_a_kept_checkpoint() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = SigningKey::generate().expect("key");
+        log_of(dir.path(), &key, "payments", 2);
+        let older = std::fs::read(dir.path().join(CHECKPOINT)).expect("checkpoint at 2");
+        log_of(dir.path(), &key, "payments", 2);
+        let kept = std::fs::read(dir.path().join(CHECKPOINT)).expect("checkpoint at 4");
+        // Records 3 and 4 (the second a failed run) removed, the checkpoint at 2 put back.
+        for n in [3, 4] {
+            std::fs::remove_file(record(dir.path(), n)).expect("rm");
+        }
+        std::fs::write(dir.path().join(CHECKPOINT), &older).expect("put back");
+        let mut v = verify(dir.path(), &key.public()).expect("verify");
+        assert!(v.ok(), "the log alone cannot show it: {}", v.text("loc"));
+        against_kept_checkpoint(&mut v, dir.path(), &key.public(), &kept, "pack-2026-11/checkpoint.dsse.json");
+        let text = v.text("loc");
+        assert!(!v.ok(), "{text}");
+        assert!(
+            text.contains("record 4: missing: the kept checkpoint pack-2026-11/checkpoint.dsse.json (signed at ")
+                && text.contains("counts 4 records, this log holds 2")
+                && text.contains("the failed verify `payments`"),
+            "{text}"
+        );
+        // Another key's checkpoint proves nothing: said, not taken.
+        let other = SigningKey::generate().expect("key");
+        let mut v = verify(dir.path(), &key.public()).expect("verify");
+        let forged = Envelope::sign(
+            CHECKPOINT_TYPE,
+            &Envelope::from_bytes(&kept).expect("e").payload_bytes().expect("p"),
+            &other,
+        )
+        .expect("sign")
+        .to_bytes();
+        against_kept_checkpoint(&mut v, dir.path(), &key.public(), &forged, "forged.json");
+        assert!(v.text("loc").contains("the kept checkpoint forged.json:"), "{}", v.text("loc"));
     }
 }

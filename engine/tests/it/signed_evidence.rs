@@ -791,6 +791,7 @@ fn concurrent_runs_and_runs_killed_mid_append_leave_one_verifiable_chain() {
     let v = verify(&evidence, &public);
     assert_eq!(v.code, Some(0), "{}", v.all());
     assert!(v.stdout.contains(": 4 records"), "{}", v.all());
+    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 4");
 
     for (phase, records) in [("evidence-chained", 4), ("evidence-record-written", 6)] {
         let flag = t.path().join(phase);
@@ -833,4 +834,29 @@ fn concurrent_runs_and_runs_killed_mid_append_leave_one_verifiable_chain() {
     let v = verify(&evidence, &public);
     assert_eq!(v.code, Some(0), "{}", v.all());
     assert!(v.stdout.contains(": 7 records") && !v.stdout.contains("note:"), "{}", v.all());
+
+    // The log cut off at its end (records 5 to 7 removed) and the checkpoint at 4 put back:
+    // the log alone verifies; held to the checkpoint an auditor kept (the one at 7), the cut
+    // is named, exit 1.
+    let kept = t.path().join("kept-checkpoint.dsse.json");
+    std::fs::copy(evidence.join("checkpoint.dsse.json"), &kept).expect("keep");
+    for n in 5..=7 {
+        std::fs::remove_file(record(&evidence, n)).expect("rm");
+    }
+    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    assert_eq!(verify(&evidence, &public).code, Some(0), "the log alone cannot show the cut");
+    let r = Run::cli(["evidence", "verify"])
+        .arg(&evidence)
+        .arg("--public-key")
+        .arg(&public)
+        .arg("--checkpoint")
+        .arg(&kept)
+        .output();
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(
+        r.stdout.contains("record 7: missing: the kept checkpoint")
+            && r.stdout.contains("counts 7 records, this log holds 4"),
+        "{}",
+        r.all()
+    );
 }
