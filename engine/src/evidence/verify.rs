@@ -665,4 +665,25 @@ mod tests {
         against_kept_checkpoint(&mut v, dir.path(), &key.public(), &forged, "forged.json");
         assert!(v.text("loc").contains("the kept checkpoint forged.json:"), "{}", v.text("loc"));
     }
+
+    /// A statement made to name another file: its subject's digest replaced by that file's
+    /// sha256, the envelope's signature kept. The signature covers the subject (inside the
+    /// payload, under the PAE): refused, naming the record.
+    #[test]
+    fn a_statement_whose_subject_digest_was_changed_to_another_file_s_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = SigningKey::generate().expect("key");
+        log_of(dir.path(), &key, "payments", 3);
+        let bytes = std::fs::read(record(dir.path(), 2)).expect("2");
+        let mut env: Envelope = serde_json::from_slice(&bytes).expect("envelope");
+        let mut st: Value = serde_json::from_slice(&env.payload_bytes().expect("payload")).expect("statement");
+        st["subject"][0]["digest"]["sha256"] = json!(sha256_hex(b"another backup file"));
+        env.payload =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, serde_json::to_vec(&st).expect("json"));
+        std::fs::write(record(dir.path(), 2), env.to_bytes()).expect("write");
+        let v = verify(dir.path(), &key.public()).expect("verify");
+        let text = v.text("loc");
+        assert!(!v.ok(), "{text}");
+        assert!(text.contains("record 2:"), "{text}");
+    }
 }
