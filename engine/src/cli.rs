@@ -427,6 +427,11 @@ enum EvidenceCommand {
         /// (PEM); a record without one is a problem.
         #[arg(long, value_name = "FILE")]
         tsa_ca: Option<PathBuf>,
+        /// A checkpoint.dsse.json kept elsewhere (an earlier pack's, a published copy): every
+        /// record it counts must still be in the log, so records cut off the end with an
+        /// older checkpoint put back are named. May be given more than once.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Vec<PathBuf>,
     },
     /// One tar for an auditor: the log's signed statements and checkpoint (the chain proof),
     /// the public key, the period's compliance report, the auditor's text and the openssl
@@ -727,7 +732,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             Ok(res.exit)
         }
         Command::Keygen { out } => keygen(&out),
-        Command::Evidence { command: EvidenceCommand::Verify { location, public_key, tsa_ca } } => {
+        Command::Evidence { command: EvidenceCommand::Verify { location, public_key, tsa_ca, checkpoint } } => {
             // A log in an object store is checked in a private local copy of it.
             let shown_location = location.display().to_string();
             let (location, _copy) = evidence_here(location).await?;
@@ -742,6 +747,17 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                 Some(ca) => crate::evidence::verify::verify_with_timestamps(&location, &key, ca)?,
                 None => crate::evidence::verify::verify(&location, &key)?,
             };
+            let mut v = v;
+            for kept in &checkpoint {
+                let bytes = std::fs::read(kept).map_err(|e| Error::io(format!("reading {}", kept.display()), e))?;
+                crate::evidence::verify::against_kept_checkpoint(
+                    &mut v,
+                    &location,
+                    &key,
+                    &bytes,
+                    &kept.display().to_string(),
+                );
+            }
             out!("{}", v.text(&shown_location));
             Ok(if v.ok() { ExitCode::Passed } else { ExitCode::Failed })
         }

@@ -498,6 +498,18 @@ pub struct Output {
     pub name_pattern: Option<String>,
     /// The passphrase `openssl` and `gpg` encrypt with.
     pub passphrase: Option<String>,
+    /// Keep the backup and its manifest from deletion (S3 Object Lock), checked before the
+    /// dump starts.
+    pub retention: Option<Retention>,
+}
+
+/// An Object Lock retention asked for a backup: the storage location as given (with the
+/// options that say where its bucket is), the mode and how long from the backup.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    pub location: String,
+    pub mode: crate::storage::lock::Mode,
+    pub retain: std::time::Duration,
 }
 
 impl std::fmt::Debug for Output {
@@ -506,6 +518,7 @@ impl std::fmt::Debug for Output {
             .field("envelope", &self.envelope)
             .field("name_pattern", &self.name_pattern)
             .field("passphrase", &self.passphrase.as_ref().map(|_| "(secret)"))
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -635,6 +648,13 @@ pub async fn create_as(
             )));
         }
     }
+    // A retention the store cannot keep is refused before pg_dump takes its snapshot: a
+    // backup written where it can be deleted, when the runbook asked otherwise, is a promise
+    // broken silently.
+    let locked = match &output.retention {
+        Some(r) => Some(crate::storage::lock::Locked::open(&r.location).await.map_err(crate::Error::into_failure)?),
+        None => None,
+    };
     let started_at = OffsetDateTime::now_utc();
     let started = Instant::now();
     crate::pg::config(&opts.url).map_err(|e| e.in_class(Class::Invalid))?;
@@ -969,6 +989,28 @@ pub async fn create_as(
         }
     }
     crate::util::test_pause("backup-read-back");
+    // Locked before its manifest makes it a backup: one that cannot be locked is removed
+    // (it has no manifest yet), never left looking kept.
+    let retained = match (&locked, &output.retention) {
+        (Some(l), Some(r)) => {
+            let until = crate::storage::lock::retain_until(r.retain);
+            match l.retain(&published.key, published.etag.as_deref(), r.mode, &until).await {
+                Ok((version, until)) => {
+                    log(format!(
+                        "retained {} (version {version}) in {} mode until {until}",
+                        store.url_of(&published.key),
+                        r.mode.header().to_ascii_lowercase()
+                    ));
+                    Some((l, r, until))
+                }
+                Err(e) => {
+                    let _ = store.delete(&published.key).await;
+                    return Err(e.into_failure());
+                }
+            }
+        }
+        _ => None,
+    };
     let object = published.key;
     let path = PathBuf::from(store.url_of(&object));
     let header = archive::read_header(&mut std::io::Cursor::new(head)).ok().map(|(h, _)| h);
@@ -987,6 +1029,17 @@ pub async fn create_as(
     if let Err(e) = store.put_new(&layout::manifest_key(&object), json).await {
         let _ = store.delete(&object).await;
         return Err(Failure::environment(format!("writing the manifest: {e}")));
+    }
+    // The manifest kept as long as its backup: without it the backup cannot be verified.
+    if let Some((l, r, until)) = retained {
+        let key = layout::manifest_key(&object);
+        let (version, _) = l.retain(&key, None, r.mode, &until).await.map_err(|e| {
+            Failure::environment(format!(
+                "{e}; the backup {} is whole and retained, its manifest is not: set its retention by hand",
+                path.display()
+            ))
+        })?;
+        log(format!("retained {} (version {version}) until {until}", store.url_of(&key)));
     }
     crate::util::test_pause("backup-committed");
     // Where it went and what it cost, in the units people read.

@@ -196,7 +196,11 @@ pub fn append(dir: &Path, key: &SigningKey, mut statement: Statement) -> Result<
     let payload = serde_json::to_vec(&statement).map_err(|e| Error::environment(format!("evidence: {e}")))?;
     let envelope = Envelope::sign(IN_TOTO, &payload, key)?.to_bytes();
     let path = dir.join(RECORDS).join(record_name(sequence));
+    // Where a kill -9 is tested: the lock held, nothing written; then the record written,
+    // its checkpoint not.
+    crate::util::test_pause("evidence-chained");
     write_new(dir, &path, &envelope, false)?;
+    crate::util::test_pause("evidence-record-written");
     let sha256 = sha256_hex(&envelope);
 
     let checkpoint = json!({

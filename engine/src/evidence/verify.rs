@@ -148,6 +148,10 @@ fn tsa_disagrees(finished_at: &str, tsa: &str) -> Option<String> {
     })
 }
 
+/// How far the statements' own times may disagree with their order or with now before it is
+/// worth a note.
+const CLOCK_SLACK: time::Duration = time::Duration::minutes(5);
+
 /// Notes on the statements' own times (the signing host's clock): a record that says it
 /// finished before its predecessor, or after now. No finding: a clock stepped by NTP does
 /// this too, and an append-only log keeps it; but an auditor should see it.
@@ -161,7 +165,9 @@ fn clock_notes(good: &[Good], now: time::OffsetDateTime) -> Vec<String> {
     let mut before: Option<(u64, time::OffsetDateTime)> = None;
     for g in good {
         let Some(t) = at(g) else { continue };
-        if let Some((n, p)) = before.filter(|(_, p)| t < *p) {
+        // Runs that end together append in the order they take the log's lock, not the order
+        // they ended: an end a moment before the predecessor's is that, not a clock set back.
+        if let Some((n, p)) = before.filter(|(_, p)| t < *p - CLOCK_SLACK) {
             notes.push(format!(
                 "record {} says it finished at {}, before record {n} ({}): the signing host's clock went back (a back-dated record?)",
                 g.sequence,
@@ -169,7 +175,7 @@ fn clock_notes(good: &[Good], now: time::OffsetDateTime) -> Vec<String> {
                 crate::util::rfc3339(p)
             ));
         }
-        if t > now + time::Duration::minutes(5) {
+        if t > now + CLOCK_SLACK {
             notes.push(format!(
                 "record {} says it finished at {}, later than now ({}): the signing host's clock was ahead",
                 g.sequence,
@@ -221,6 +227,7 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
     let mut links: BTreeMap<u64, Value> = BTreeMap::new();
     let mut payloads: BTreeMap<String, u64> = BTreeMap::new();
     let mut good = Vec::new();
+    let mut misplaced: Vec<(u64, Option<u64>, Option<u64>)> = Vec::new();
     for &n in &seqs {
         let path = dir.join(RECORDS).join(record_name(n));
         let bytes = match std::fs::read(&path) {
@@ -267,15 +274,9 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
         let signed = chain["sequence"].as_u64();
         let payload_digest = sha256_hex(&payload);
         if signed != Some(n) {
-            let was = signed.map(|s| s.to_string()).unwrap_or_else(|| "none".into());
-            let copy_of = payloads
-                .get(&payload_digest)
-                .map(|o| format!(", the same statement as record {o}"))
-                .unwrap_or_default();
-            find(
-                Some(n),
-                format!("replayed: its signed sequence is {was}, not {n}: an old statement put in as new{copy_of}"),
-            );
+            // Said once every record is read: two records that hold each other's signed
+            // sequence were swapped, not replayed.
+            misplaced.push((n, signed, payloads.get(&payload_digest).copied()));
             continue;
         }
         if let Some(first) = payloads.insert(payload_digest, n) {
@@ -285,6 +286,39 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
         links.insert(n, chain["previous"].clone());
         good.push(Good { sequence: n, sha256: digests[&n].clone(), bytes, statement, timestamp: None });
     }
+    for &(n, signed, copy_of) in &misplaced {
+        let swapped = signed.filter(|m| misplaced.iter().any(|&(o, back, _)| o == *m && back == Some(n)));
+        match (swapped, signed) {
+            (Some(m), _) => find(
+                Some(n),
+                format!("out of place: its signed sequence is {m}, not {n}: records {n} and {m} were swapped"),
+            ),
+            (None, was) => {
+                let was = was.map(|s| s.to_string()).unwrap_or_else(|| "none".into());
+                let copy_of = copy_of.map(|o| format!(", the same statement as record {o}")).unwrap_or_default();
+                find(
+                    Some(n),
+                    format!("replayed: its signed sequence is {was}, not {n}: an old statement put in as new{copy_of}"),
+                );
+            }
+        }
+    }
+    // The signed checkpoint's head (sequence, sha256), read now so that a link that does not
+    // match can be blamed on the right record (below); judged itself further down.
+    let checkpoint_head: Option<(u64, String)> = checkpoint.as_ref().ok().and_then(|bytes| {
+        let e = Envelope::from_bytes(bytes).ok()?;
+        let p = e.verify(key).ok().filter(|_| e.payload_type == CHECKPOINT_TYPE)?;
+        let c: Value = serde_json::from_slice(&p).ok()?;
+        Some((c["sequence"].as_u64()?, c["record_sha256"].as_str()?.to_string()))
+    });
+    // What the rest of the log signed of record `m`'s sha256: its successor's link, else the
+    // checkpoint when it names `m`.
+    let vouched = |m: u64| -> Option<String> {
+        links
+            .get(&(m + 1))
+            .and_then(|l| l["record_sha256"].as_str().map(str::to_string))
+            .or_else(|| checkpoint_head.as_ref().filter(|(s, _)| *s == m).map(|(_, d)| d.clone()))
+    };
     // Every link: the predecessor it signed is there, unchanged.
     let mut named: Vec<u64> = Vec::new();
     for (&n, prev) in &links {
@@ -306,6 +340,23 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
                     Some(n - 1),
                     format!("missing: {} (named by record {n}'s signed link)", described(&prev["record"])),
                 );
+            }
+            // Record n-1 is what the rest of the log signed, or record n is not: then record n
+            // is the stranger (a record of another log signed with the same key, or one
+            // that replaced this log's own), not its predecessor.
+            Some(d)
+                if Some(d.as_str()) != prev["record_sha256"].as_str()
+                    && (checkpoint_head.as_ref().is_some_and(|(s, c)| *s == n - 1 && c == d)
+                        || vouched(n).is_some_and(|v| Some(v.as_str()) != digests.get(&n).map(String::as_str))) =>
+            {
+                find(
+                    Some(n),
+                    format!(
+                        "not of this chain: its signed link names a predecessor with sha256 {}, but record {} is {d}, as the rest of the log signed it: a record of another log (another database's, with the same key), or one that replaced this log's own",
+                        prev["record_sha256"].as_str().unwrap_or("?"),
+                        n - 1
+                    ),
+                )
             }
             Some(d) if Some(d.as_str()) != prev["record_sha256"].as_str() => find(
                 Some(n - 1),
@@ -377,6 +428,56 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
     Ok(v)
 }
 
+/// Hold the log to a checkpoint kept elsewhere (`kept`: the bytes of a `checkpoint.dsse.json`
+/// from an earlier pack, a published copy, an auditor's notes; `shown`: where it came from).
+/// The log alone cannot show records cut off its end when an older checkpoint was put back
+/// beside it: every record left is signed and chained, and that checkpoint names the last
+/// one truly. A checkpoint kept where the log's writer cannot reach can: every record it
+/// counts must still be there, its last one unchanged.
+pub fn against_kept_checkpoint(v: &mut Verified, dir: &Path, key: &PublicKey, kept: &[u8], shown: &str) {
+    let shown = crate::util::one_line(shown).into_owned();
+    let head = Envelope::from_bytes(kept).and_then(|e| {
+        let p = e.verify(key)?;
+        if e.payload_type != CHECKPOINT_TYPE {
+            return Err(format!("its payload type is {}, not a checkpoint", e.payload_type));
+        }
+        serde_json::from_slice::<Value>(&p).map_err(|e| e.to_string())
+    });
+    let c = match head {
+        Ok(c) => c,
+        Err(e) => {
+            v.findings.push(Finding { record: None, problem: format!("the kept checkpoint {shown}: {e}") });
+            return;
+        }
+    };
+    let (Some(s), Some(sha)) = (c["sequence"].as_u64(), c["record_sha256"].as_str()) else {
+        v.findings.push(Finding { record: None, problem: format!("the kept checkpoint {shown} names no record") });
+        return;
+    };
+    let signed_at = c["signed_at"].as_str().map(crate::util::one_line).unwrap_or_default();
+    let last = sequences(dir).ok().and_then(|q| q.last().copied()).unwrap_or(0);
+    match v.good.iter().find(|g| g.sequence == s) {
+        Some(g) if g.sha256 == sha => {}
+        Some(g) => v.findings.push(Finding {
+            record: Some(s),
+            problem: format!(
+                "edited or replaced: the kept checkpoint {shown} (signed at {signed_at}) names sha256 {sha}, the file's is {}",
+                g.sha256
+            ),
+        }),
+        // A record that is there but failed its own checks is already named.
+        None if dir.join(RECORDS).join(record_name(s)).exists() => {}
+        None => v.findings.push(Finding {
+            record: Some(s),
+            problem: format!(
+                "missing: the kept checkpoint {shown} (signed at {signed_at}) counts {s} records, this log holds {last}: records were cut off its end and an older checkpoint put back ({})",
+                described(&c["record"])
+            ),
+        }),
+    }
+    v.findings.sort_by_key(|f| f.record.unwrap_or(0));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,6 +504,18 @@ mod tests {
         assert!(text.contains("record 2 says it finished at 2026-11-01T10:00:00Z, before record 1"), "{text}");
         assert!(text.contains("record 3 says it finished at 2999-01-01T00:00:00Z, later than now"), "{text}");
         assert!(!text.contains("record 1 says"), "{text}");
+        // Two runs that ended together, appended in the order they took the lock: no note
+        // (four concurrent runs were told their clock went back).
+        let dir = tempfile::tempdir().expect("tmp");
+        for at in ["2026-11-20T10:00:00.460Z", "2026-11-20T10:00:00.412Z"] {
+            let s = Statement::run(
+                vec![Subject::sha256("x", "00")],
+                json!({"runbook": {"name": "dr"}, "kind": "drill", "outcome": "passed", "finished_at": at}),
+            );
+            log::append(dir.path(), &key, s).expect("append");
+        }
+        let text = verify(dir.path(), &key.public()).expect("verify").text("loc");
+        assert!(!text.contains("note:"), "{text}");
 
         assert_eq!(tsa_time("Dec  6 08:00:00.5 2026 GMT"), Some(time::macros::datetime!(2026-12-06 08:00:00.5 UTC)));
         assert_eq!(tsa_time("Dec  6 08:00:00 2026 GMT"), Some(time::macros::datetime!(2026-12-06 08:00:00 UTC)));
@@ -412,5 +525,165 @@ mod tests {
         let ahead = tsa_disagrees("2026-12-06T09:00:00Z", "Dec  6 08:00:00 2026 GMT").expect("ahead");
         assert!(ahead.contains("ahead by 60 min"), "{ahead}");
         assert!(tsa_disagrees("2026-12-06T08:00:00Z", "yesterday").is_some());
+    }
+
+    /// A log of `n` records signed with `key`, one per run, for the attacks below.
+    fn log_of(dir: &Path, key: &SigningKey, database: &str, n: usize) {
+        for i in 0..n {
+            let s = Statement::run(
+                vec![Subject::sha256(format!("{database}/backup-{i}"), "00")],
+                json!({"runbook": {"name": database}, "kind": "verify", "outcome": if i == 1 { "failed" } else { "passed" }, "finished_at": "2026-12-01T00:00:00Z"}),
+            );
+            log::append(dir, key, s).expect("append");
+        }
+    }
+
+    fn record(dir: &Path, n: u64) -> std::path::PathBuf {
+        dir.join(RECORDS).join(record_name(n))
+    }
+
+    /// Two records swapped (files 2 and 3 exchanged) were called "replayed ... an old
+    /// statement put in as new", twice: what happened is named now, on both.
+    #[test]
+    fn two_swapped_records_are_named_as_swapped_not_replayed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = SigningKey::generate().expect("key");
+        log_of(dir.path(), &key, "payments", 4);
+        let (two, three) =
+            (std::fs::read(record(dir.path(), 2)).expect("2"), std::fs::read(record(dir.path(), 3)).expect("3"));
+        std::fs::write(record(dir.path(), 2), &three).expect("swap");
+        std::fs::write(record(dir.path(), 3), &two).expect("swap");
+        let v = verify(dir.path(), &key.public()).expect("verify");
+        let text = v.text("loc");
+        assert!(!v.ok(), "{text}");
+        assert!(
+            text.contains("record 2: out of place: its signed sequence is 3, not 2: records 2 and 3 were swapped"),
+            "{text}"
+        );
+        assert!(
+            text.contains("record 3: out of place: its signed sequence is 2, not 3: records 3 and 2 were swapped"),
+            "{text}"
+        );
+        assert!(!text.contains("replayed"), "{text}");
+    }
+
+    /// A record of another database's log, signed with the same key, put into this log in
+    /// place of its own (same sequence) or after its last: found before, but blamed on this
+    /// log's own record before it ("record 2: edited or replaced"), which was intact. The
+    /// stranger is named now.
+    #[test]
+    fn a_record_from_another_database_s_chain_is_named_not_its_predecessor() {
+        let key = SigningKey::generate().expect("key");
+        let (ours, theirs) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+        log_of(ours.path(), &key, "payments", 4);
+        log_of(theirs.path(), &key, "staging", 5);
+        // In place of record 3.
+        let ours_3 = std::fs::read(record(ours.path(), 3)).expect("3");
+        std::fs::copy(record(theirs.path(), 3), record(ours.path(), 3)).expect("copy");
+        let text = verify(ours.path(), &key.public()).expect("verify").text("loc");
+        assert!(text.contains("record 3: not of this chain: its signed link names a predecessor"), "{text}");
+        assert!(text.contains("record 3: edited or replaced: record 4 signed its sha256"), "{text}");
+        assert!(!text.contains("record 2:"), "record 2 is intact and was blamed: {text}");
+        std::fs::write(record(ours.path(), 3), ours_3).expect("restore");
+        assert!(verify(ours.path(), &key.public()).expect("verify").ok());
+        // After the last record, the checkpoint left as it was.
+        std::fs::copy(record(theirs.path(), 5), record(ours.path(), 5)).expect("copy");
+        let v = verify(ours.path(), &key.public()).expect("verify");
+        let text = v.text("loc");
+        assert!(!v.ok(), "{text}");
+        assert!(text.contains("record 5: not of this chain"), "{text}");
+        assert!(!text.contains("record 4:"), "record 4 is intact and was blamed: {text}");
+    }
+
+    /// Envelopes signed with the log's key over another payload type: the checkpoint put in
+    /// as a record, a record put in as the checkpoint. Each signature is good; each is
+    /// refused by its type. And a record cut short (a truncated file) is named.
+    #[test]
+    fn a_good_signature_over_another_payload_type_and_a_truncated_record_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = SigningKey::generate().expect("key");
+        log_of(dir.path(), &key, "payments", 3);
+        let checkpoint = std::fs::read(dir.path().join(CHECKPOINT)).expect("checkpoint");
+        let third = std::fs::read(record(dir.path(), 3)).expect("3");
+        std::fs::write(record(dir.path(), 4), &checkpoint).expect("as a record");
+        let text = verify(dir.path(), &key.public()).expect("verify").text("loc");
+        assert!(
+            text.contains(&format!("record 4: its payload type is {CHECKPOINT_TYPE}, not an in-toto statement")),
+            "{text}"
+        );
+        std::fs::remove_file(record(dir.path(), 4)).expect("rm");
+        std::fs::write(dir.path().join(CHECKPOINT), &third).expect("as the checkpoint");
+        let text = verify(dir.path(), &key.public()).expect("verify").text("loc");
+        assert!(text.contains(&format!("{CHECKPOINT}: its payload type is {IN_TOTO}")), "{text}");
+        std::fs::write(dir.path().join(CHECKPOINT), &checkpoint).expect("put back");
+        assert!(verify(dir.path(), &key.public()).expect("verify").ok());
+        // A record cut short.
+        std::fs::write(record(dir.path(), 2), &third[..third.len() / 2]).expect("truncate");
+        let v = verify(dir.path(), &key.public()).expect("verify");
+        let text = v.text("loc");
+        assert!(!v.ok(), "{text}");
+        assert!(text.contains("record 2:"), "{text}");
+    }
+
+    /// A log cut off at its end with an older checkpoint put back beside it verified clean:
+    /// every record left is signed and chained, and that checkpoint is genuine. Held to a
+    /// checkpoint kept elsewhere (an earlier pack's), the cut is named.
+    #[test]
+    fn a_log_cut_off_at_its_end_with_an_older_checkpoint_put_back_is_named_against_a_kept_checkpoint() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = SigningKey::generate().expect("key");
+        log_of(dir.path(), &key, "payments", 2);
+        let older = std::fs::read(dir.path().join(CHECKPOINT)).expect("checkpoint at 2");
+        log_of(dir.path(), &key, "payments", 2);
+        let kept = std::fs::read(dir.path().join(CHECKPOINT)).expect("checkpoint at 4");
+        // Records 3 and 4 (the second a failed run) removed, the checkpoint at 2 put back.
+        for n in [3, 4] {
+            std::fs::remove_file(record(dir.path(), n)).expect("rm");
+        }
+        std::fs::write(dir.path().join(CHECKPOINT), &older).expect("put back");
+        let mut v = verify(dir.path(), &key.public()).expect("verify");
+        assert!(v.ok(), "the log alone cannot show it: {}", v.text("loc"));
+        against_kept_checkpoint(&mut v, dir.path(), &key.public(), &kept, "pack-2026-11/checkpoint.dsse.json");
+        let text = v.text("loc");
+        assert!(!v.ok(), "{text}");
+        assert!(
+            text.contains("record 4: missing: the kept checkpoint pack-2026-11/checkpoint.dsse.json (signed at ")
+                && text.contains("counts 4 records, this log holds 2")
+                && text.contains("the failed verify `payments`"),
+            "{text}"
+        );
+        // Another key's checkpoint proves nothing: said, not taken.
+        let other = SigningKey::generate().expect("key");
+        let mut v = verify(dir.path(), &key.public()).expect("verify");
+        let forged = Envelope::sign(
+            CHECKPOINT_TYPE,
+            &Envelope::from_bytes(&kept).expect("e").payload_bytes().expect("p"),
+            &other,
+        )
+        .expect("sign")
+        .to_bytes();
+        against_kept_checkpoint(&mut v, dir.path(), &key.public(), &forged, "forged.json");
+        assert!(v.text("loc").contains("the kept checkpoint forged.json:"), "{}", v.text("loc"));
+    }
+
+    /// A statement made to name another file: its subject's digest replaced by that file's
+    /// sha256, the envelope's signature kept. The signature covers the subject (inside the
+    /// payload, under the PAE): refused, naming the record.
+    #[test]
+    fn a_statement_whose_subject_digest_was_changed_to_another_file_s_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = SigningKey::generate().expect("key");
+        log_of(dir.path(), &key, "payments", 3);
+        let bytes = std::fs::read(record(dir.path(), 2)).expect("2");
+        let mut env: Envelope = serde_json::from_slice(&bytes).expect("envelope");
+        let mut st: Value = serde_json::from_slice(&env.payload_bytes().expect("payload")).expect("statement");
+        st["subject"][0]["digest"]["sha256"] = json!(sha256_hex(b"another backup file"));
+        env.payload =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, serde_json::to_vec(&st).expect("json"));
+        std::fs::write(record(dir.path(), 2), env.to_bytes()).expect("write");
+        let v = verify(dir.path(), &key.public()).expect("verify");
+        let text = v.text("loc");
+        assert!(!v.ok(), "{text}");
+        assert!(text.contains("record 2:"), "{text}");
     }
 }

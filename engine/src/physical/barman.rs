@@ -136,17 +136,62 @@ impl Cloud {
         a
     }
 
-    /// The destination as a pgdrill store location (an S3 destination only: its URL is the
-    /// same, the endpoint an option), for reading a backup's `backup.info` back to hash it.
-    /// Azure and GCS destinations are written another way by barman-cloud (`azure://ACCOUNT
-    /// .blob.core.windows.net/CONTAINER`, `gs://`), so they are named by id only.
+    /// The destination as a pgdrill store location, for reading a backup's `backup.info` back
+    /// to hash it: an S3 destination (its URL is the same, the endpoint an option), or an
+    /// Azure one as barman-cloud writes it (`azure://ACCOUNT.blob.core.windows.net/CONTAINER
+    /// /PATH`, or with `provider=azure-blob-storage` an `http(s)://HOST/ACCOUNT/CONTAINER/PATH`
+    /// endpoint such as Azurite's) as `az://CONTAINER/PATH` with its account and endpoint. GCS
+    /// destinations (`gs://`, no emulator here to prove a reading) are named by id only.
     fn store_location(&self) -> Option<String> {
+        if let Some(az) = self.azure_location() {
+            return Some(az);
+        }
         if !self.url.starts_with("s3://") || self.provider.as_deref().is_some_and(|p| p != "aws-s3") {
             return None;
         }
         let mut loc = self.url.trim_end_matches('/').to_string();
         if let Some(e) = &self.endpoint {
             loc.push_str(&format!("?endpoint={}&path_style=true", crate::util::percent_encode(e)));
+            if e.starts_with("http://") {
+                loc.push_str("&allow_http=true");
+            }
+        }
+        Some(loc)
+    }
+
+    /// An Azure destination as `az://CONTAINER/PATH?account=ACCOUNT[&endpoint=..]`.
+    fn azure_location(&self) -> Option<String> {
+        let enc = crate::util::percent_encode;
+        let (scheme, rest) = self.url.trim_end_matches('/').split_once("://")?;
+        let azure = self.provider.as_deref() == Some("azure-blob-storage");
+        let (account, container_path, endpoint) = match scheme {
+            // The account is the host's first label: ACCOUNT.blob.core.windows.net.
+            "azure" | "https" if !rest.starts_with('/') && (scheme == "azure" || azure) => {
+                let (host, path) = rest.split_once('/')?;
+                match host.strip_suffix(".blob.core.windows.net") {
+                    Some(account) if !account.contains('.') => (account.to_string(), path.to_string(), None),
+                    // Another host (an emulator, a private endpoint): the account is the path's
+                    // first part, as Azurite takes it.
+                    _ if azure => {
+                        let (account, path) = path.split_once('/')?;
+                        (account.to_string(), path.to_string(), Some(format!("{scheme}://{host}/{account}")))
+                    }
+                    _ => return None,
+                }
+            }
+            "http" if azure => {
+                let (host, path) = rest.split_once('/')?;
+                let (account, path) = path.split_once('/')?;
+                (account.to_string(), path.to_string(), Some(format!("http://{host}/{account}")))
+            }
+            _ => return None,
+        };
+        if account.is_empty() || container_path.is_empty() || container_path.starts_with('/') {
+            return None;
+        }
+        let mut loc = format!("az://{container_path}?account={}", enc(&account));
+        if let Some(e) = endpoint {
+            loc.push_str(&format!("&endpoint={}", enc(&e)));
             if e.starts_with("http://") {
                 loc.push_str("&allow_http=true");
             }
@@ -908,6 +953,39 @@ mod tests {
         assert!(Cloud::parse("barman-cloud:ftp://x?server=a").is_err());
     }
 
+    /// Regression (issue 42): a barman-cloud backup in Azure was named by its id alone in the
+    /// signed statement (an S3 one by its `backup.info`'s sha256): an Azure destination is now
+    /// read back through an `az://` location, with its account and endpoint.
+    #[test]
+    fn an_azure_destination_is_read_back_as_an_az_location_with_its_account_and_endpoint() {
+        let loc = |l: &str| Cloud::parse(l).expect("parsed").store_location();
+        assert_eq!(
+            loc("barman-cloud:azure://acct.blob.core.windows.net/drill/pg/?server=main").as_deref(),
+            Some("az://drill/pg?account=acct")
+        );
+        assert_eq!(
+            loc("barman-cloud:https://acct.blob.core.windows.net/drill/pg?server=main&provider=azure-blob-storage")
+                .as_deref(),
+            Some("az://drill/pg?account=acct")
+        );
+        // Azurite: the account is the path's first part, the endpoint its URL up to it.
+        assert_eq!(
+            loc("barman-cloud:http://127.0.0.1:10000/devstoreaccount1/drill/pg?server=main&provider=azure-blob-storage")
+                .as_deref(),
+            Some("az://drill/pg?account=devstoreaccount1&endpoint=http%3A%2F%2F127.0.0.1%3A10000%2Fdevstoreaccount1&allow_http=true")
+        );
+        for none in [
+            // Not Azure's, nor said to be.
+            "barman-cloud:http://127.0.0.1:10000/devstoreaccount1/drill/pg?server=main",
+            "barman-cloud:azure://example.com/drill/pg?server=main",
+            // No container.
+            "barman-cloud:azure://acct.blob.core.windows.net?server=main",
+            "barman-cloud:http://127.0.0.1:10000/devstoreaccount1?server=main&provider=azure-blob-storage",
+        ] {
+            assert_eq!(loc(none), None, "{none}");
+        }
+    }
+
     /// Regression (issue 42): barman-cloud backups were named by id only in signed evidence;
     /// an S3 destination is now read back as a store location to hash `backup.info`.
     #[test]
@@ -920,7 +998,6 @@ mod tests {
         let aws = Cloud::parse("barman-cloud:s3://bkt/pg?server=main").expect("parsed");
         assert_eq!(aws.store_location().as_deref(), Some("s3://bkt/pg"));
         for other in [
-            "barman-cloud:azure://acct.blob.core.windows.net/c/pg?server=main",
             "barman-cloud:gs://bkt/pg?server=main",
             "barman-cloud:s3://bkt/pg?server=main&provider=google-cloud-storage",
         ] {

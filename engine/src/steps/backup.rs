@@ -69,6 +69,20 @@ pub struct CreateWith {
     /// file goes straight into `storage` under it, with `<name>.manifest.json` beside it;
     /// needed with an envelope other than pgdrill
     name_pattern: Option<String>,
+    /// keep the backup and its manifest from deletion this long (e.g. `30d`) with S3 Object
+    /// Lock; a storage that cannot keep it (a bucket without Object Lock, a local directory,
+    /// Azure) is refused before the dump; empty: no retention
+    #[serde(default, deserialize_with = "super::de::opt_duration")]
+    retain: Option<std::time::Duration>,
+    /// the Object Lock mode with `retain` (default governance: users allowed to bypass it may
+    /// still remove the backup; compliance: no one can until the date)
+    #[serde(default = "governance")]
+    #[field(ty = "governance|compliance")]
+    lock_mode: String,
+}
+
+fn governance() -> String {
+    "governance".into()
 }
 
 fn pgdrill() -> String {
@@ -104,6 +118,12 @@ impl With for CreateWith {
         }
         if !is_template(&self.envelope) {
             Envelope::parse(&self.envelope).map_err(|m| WithError::new("envelope", m))?;
+        }
+        if !is_template(&self.lock_mode) {
+            crate::storage::lock::Mode::parse(&self.lock_mode).map_err(|m| WithError::new("lock_mode", m))?;
+        }
+        if self.retain.is_some_and(|d| d.is_zero()) {
+            return Err(WithError::new("retain", "a retention of 0 keeps nothing: give a period (`30d`) or leave it empty"));
         }
         if let Some(p) = self.name_pattern.as_deref().filter(|p| !p.is_empty() && !is_template(p)) {
             // Rendered once with a stand-in name and time, so a pattern that cannot be
@@ -243,6 +263,14 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
         envelope,
         name_pattern: w.name_pattern.clone().filter(|p| !p.is_empty()),
         passphrase: passphrase.map(|p| p.to_string()),
+        retention: match w.retain {
+            Some(retain) => Some(crate::backup::Retention {
+                location: w.storage.clone(),
+                mode: crate::storage::lock::Mode::parse(&w.lock_mode).map_err(|m| StepError::field("lock_mode", m))?,
+                retain,
+            }),
+            None => None,
+        },
     };
     let opts = CreateOptions {
         url: w.database_url.clone(),

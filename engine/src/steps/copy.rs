@@ -24,12 +24,29 @@ pub struct CopyWith {
     /// the folder in the destination (default: the manifest's database, else the source's folder)
     #[serde(default)]
     database: Option<String>,
+    /// keep the copy and its manifest from deletion this long (e.g. `90d`) with S3 Object
+    /// Lock; a destination that cannot keep it is refused before anything is copied; empty:
+    /// no retention
+    #[serde(default, deserialize_with = "super::de::opt_duration")]
+    retain: Option<std::time::Duration>,
+    /// the Object Lock mode with `retain` (default governance; compliance: no one can remove
+    /// it until the date)
+    #[serde(default = "governance")]
+    #[field(ty = "governance|compliance")]
+    lock_mode: String,
+}
+
+fn governance() -> String {
+    "governance".into()
 }
 
 impl With for CopyWith {
     fn check(&self) -> Result<(), WithError> {
         if self.to.trim().is_empty() {
             return Err(WithError::new("to", "no destination: give a directory or an object store URL (s3://...)"));
+        }
+        if !crate::template::is_template(&self.lock_mode) {
+            crate::storage::lock::Mode::parse(&self.lock_mode).map_err(|m| WithError::new("lock_mode", m))?;
         }
         Ok(())
     }
@@ -53,7 +70,42 @@ pub struct CopyOutputs {
 impl Copy {
     async fn run(ctx: StepCtx, w: CopyWith) -> Result<CopyOutputs, StepError> {
         let to = ctx.store(&w.to)?;
-        copy_one(&ctx, &w.backup, &*to, w.database.as_deref(), None).await
+        // A retention the destination cannot keep is refused before anything is copied.
+        let locked = match w.retain {
+            Some(d) if d.is_zero() => return Err(StepError::field("retain", "a retention of 0 keeps nothing")),
+            Some(d) => {
+                let mode = crate::storage::lock::Mode::parse(&w.lock_mode).map_err(|m| StepError::field("lock_mode", m))?;
+                let l = crate::storage::lock::Locked::open(&w.to).await.map_err(crate::Error::into_failure)?;
+                Some((l, mode, d))
+            }
+            None => None,
+        };
+        let out = copy_one(&ctx, &w.backup, &*to, w.database.as_deref(), None).await?;
+        if let Some((l, mode, d)) = locked {
+            // The copy and its manifest, each the newest version, which this step just read
+            // back (or found already there with the same sha256).
+            let base = format!("{}/", to.url().trim_end_matches('/'));
+            let key = out.path.strip_prefix(&base).unwrap_or(&out.path).to_string();
+            let until = crate::storage::lock::retain_until(d);
+            for k in [key.clone(), crate::backup::layout::manifest_key(&key)] {
+                if to.head(&k).await.map_err(StepError::environment)?.is_none() {
+                    continue;
+                }
+                let (version, until) = l.retain(&k, None, mode, &until).await.map_err(|e| {
+                    StepError::from(crate::error::Failure::environment(format!(
+                        "{}; the copy {} is whole but not retained",
+                        e.into_failure().message,
+                        out.path
+                    )))
+                })?;
+                ctx.log(format!(
+                    "retained {} (version {version}) in {} mode until {until}",
+                    to.url_of(&k),
+                    mode.header().to_ascii_lowercase()
+                ));
+            }
+        }
+        Ok(out)
     }
 }
 

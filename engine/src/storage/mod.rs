@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 pub mod bounded;
 pub mod local;
 pub mod location;
+pub mod lock;
 pub mod remote;
 pub mod store;
 pub mod tree;

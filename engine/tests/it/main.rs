@@ -33,6 +33,7 @@ mod keyring;
 mod listing_scale;
 mod local_publication;
 mod notify;
+mod object_lock;
 mod object_store;
 mod offsite_all;
 mod oncall;

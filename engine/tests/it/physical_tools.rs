@@ -890,6 +890,27 @@ fn barman_cloud_backups_in_azure_blob_storage_recover_to_latest_a_time_and_a_res
     let listed = Run::cli(["backups", "list", "--json", "--storage", &source]).env(env[0].0, env[0].1).expect(0);
     let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
     assert_eq!(v[0]["id"], rj.step("latest").outputs["backup"], "{}", listed.stdout);
+    // Regression (issue 42): a barman-cloud backup in Azure was named by its id alone; it is
+    // named by the sha256 of its backup.info blob as Azure holds it, which an auditor can
+    // hash again (here with Azure's own Python client).
+    let id = rj.step("latest").outputs["backup"].as_str().unwrap_or_default().to_string();
+    let info_sha = ok(
+        Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                &format!(
+                    "import os, hashlib; from azure.storage.blob import BlobServiceClient as B\n\
+                     b=B.from_connection_string(os.environ['AZURE_STORAGE_CONNECTION_STRING']).get_blob_client('drill', 'pg/demo/base/{id}/backup.info')\n\
+                     print(hashlib.sha256(b.download_blob().readall()).hexdigest())"
+                ),
+            ])
+            .envs(env),
+        "sha256 of backup.info",
+    )
+    .trim()
+    .to_string();
+    assert_eq!(info_sha.len(), 64, "{info_sha}");
+    assert_eq!(rj.step("latest").outputs["backup_sha256"], info_sha.as_str(), "{}", rj.step("latest").outputs);
     let report = std::fs::read_to_string(work.path().join("report/run.json")).unwrap_or_default();
     for out in [ran.all(), listed.all(), report] {
         assert!(!out.contains(key), "the account key was shown:\n{out}");

@@ -753,3 +753,110 @@ fn evidence_goes_straight_into_an_object_store_and_an_object_lock_bucket_keeps_e
     assert!(listing.contains("<KeyCount>4</KeyCount>"), "{listing}");
     drop(moto);
 }
+
+/// Attacks on a local log by its own runs (issue 42): four pgdrill processes appending to
+/// one log at once make one chain of four (no fork, none lost); a run killed with -9 while
+/// it holds the log's lock, before its record and then between its record and its
+/// checkpoint, blocks no later run, and the log verifies each time (the second kill leaves a
+/// signed, chained record the checkpoint does not cover yet: a note, no problem, until the
+/// next run re-signs the checkpoint).
+#[test]
+fn concurrent_runs_and_runs_killed_mid_append_leave_one_verifiable_chain() {
+    use std::time::{Duration, Instant};
+    let t = tempfile::tempdir().expect("tmp");
+    let key = t.path().join("k.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let public = t.path().join("k.pem.pub");
+    let runbook = t.path().join("tiny.yaml");
+    std::fs::write(
+        &runbook,
+        "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
+    )
+    .expect("runbook");
+    let evidence = t.path().join("evidence");
+    let signed = || Run::new(&runbook).arg("--signing-key").arg(&key).arg("--evidence").arg(&evidence);
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            signed()
+                .command()
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("a run starts")
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().expect("the run ends").success());
+    }
+    let v = verify(&evidence, &public);
+    assert_eq!(v.code, Some(0), "{}", v.all());
+    assert!(v.stdout.contains(": 4 records"), "{}", v.all());
+    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 4");
+
+    for (phase, records) in [("evidence-chained", 4), ("evidence-record-written", 6)] {
+        let flag = t.path().join(phase);
+        let mut child = signed()
+            .env("PGDRILL_TEST_PAUSE_AT", phase)
+            .env("PGDRILL_TEST_PAUSE_FLAG", &flag)
+            .command()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("pgdrill");
+        let started = Instant::now();
+        while !flag.exists() {
+            assert!(started.elapsed() < Duration::from_secs(120), "{phase}: never reached");
+            assert!(child.try_wait().expect("wait").is_none(), "{phase}: the run ended before it");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        let v = verify(&evidence, &public);
+        assert_eq!(v.code, Some(0), "{phase}: {}", v.all());
+        assert!(v.stdout.contains(&format!(": {records} records")), "{phase}: {}", v.all());
+        if phase == "evidence-record-written" {
+            assert!(
+                v.stdout.contains("note: checkpoint.dsse.json covers records 1 to 5; records 6 to 6"),
+                "{}",
+                v.all()
+            );
+        }
+        // Nothing half-written under a record's name, and the next run is not blocked.
+        let names: Vec<String> = std::fs::read_dir(evidence.join("records"))
+            .expect("records")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| n.ends_with(".dsse.json")), "{phase}: {names:?}");
+        let r = signed().expect(0);
+        assert!(r.stderr.contains(&format!("evidence: signed statement {} appended", records + 1)), "{}", r.all());
+    }
+    let v = verify(&evidence, &public);
+    assert_eq!(v.code, Some(0), "{}", v.all());
+    assert!(v.stdout.contains(": 7 records") && !v.stdout.contains("note:"), "{}", v.all());
+
+    // The log cut off at its end (records 5 to 7 removed) and the checkpoint at 4 put back:
+    // the log alone verifies; held to the checkpoint an auditor kept (the one at 7), the cut
+    // is named, exit 1.
+    let kept = t.path().join("kept-checkpoint.dsse.json");
+    std::fs::copy(evidence.join("checkpoint.dsse.json"), &kept).expect("keep");
+    for n in 5..=7 {
+        std::fs::remove_file(record(&evidence, n)).expect("rm");
+    }
+    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    assert_eq!(verify(&evidence, &public).code, Some(0), "the log alone cannot show the cut");
+    let r = Run::cli(["evidence", "verify"])
+        .arg(&evidence)
+        .arg("--public-key")
+        .arg(&public)
+        .arg("--checkpoint")
+        .arg(&kept)
+        .output();
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(
+        r.stdout.contains("record 7: missing: the kept checkpoint")
+            && r.stdout.contains("counts 7 records, this log holds 4"),
+        "{}",
+        r.all()
+    );
+}

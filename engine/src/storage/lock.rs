@@ -1,0 +1,534 @@
+//! S3 Object Lock: objects kept from deletion and overwriting until a date (governance or
+//! compliance mode), for what must outlive anyone's wish to remove it: evidence records
+//! (`evidence publish`, `--evidence-retain`) and, when a runbook asks, backups and their
+//! manifests (`backup.create`'s `retain`). A bucket without an Object Lock configuration is
+//! refused before anything is written: a copy that can be deleted is no better than none,
+//! and a retention silently dropped would be a promise the store never made.
+//!
+//! The object_store crate behind `remote.rs` cannot send retention headers nor set an
+//! object's retention, so this is a small S3 client of its own (AWS Signature Version 4
+//! through OpenSSL's HMAC), for these requests only: the bucket's lock configuration, HEAD,
+//! GET and PUT of one object, and PutObjectRetention of one version. Credentials come from
+//! the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`);
+//! region, endpoint and plain HTTP from the location's options (`region`, `endpoint`,
+//! `allow_http`) or the environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`).
+//! An endpoint is addressed path-style, as `remote.rs` does.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use openssl::hash::{hash, MessageDigest};
+use openssl::pkey::PKey;
+use openssl::sign::Signer;
+
+use crate::archive::hex;
+use crate::Error;
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hash(MessageDigest::sha256(), bytes).map(|d| hex(&d)).unwrap_or_default()
+}
+
+/// Object Lock retention mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Users with a special permission may still shorten or remove it.
+    Governance,
+    /// No one can, the root account included, until the date.
+    Compliance,
+}
+
+impl Mode {
+    /// `governance` or `compliance`, as a runbook or the command line writes it.
+    pub fn parse(text: &str) -> Result<Mode, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "governance" => Ok(Mode::Governance),
+            "compliance" => Ok(Mode::Compliance),
+            other => Err(format!(
+                "`{}` is no Object Lock mode: write governance (users with s3:BypassGovernanceRetention may still remove it) or compliance (no one can until the date)",
+                crate::util::visible(other)
+            )),
+        }
+    }
+
+    /// As S3 spells it (`x-amz-object-lock-mode`, a retention's `Mode`).
+    pub fn header(self) -> &'static str {
+        match self {
+            Mode::Governance => "GOVERNANCE",
+            Mode::Compliance => "COMPLIANCE",
+        }
+    }
+}
+
+struct S3 {
+    client: reqwest::Client,
+    /// `https://host[:port]` and whether the bucket goes in the path.
+    endpoint: String,
+    path_style: bool,
+    bucket: String,
+    region: String,
+    access_key: String,
+    secret: String,
+    token: Option<String>,
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> Result<Vec<u8>, Error> {
+    let k = PKey::hmac(key).map_err(|e| Error::environment(format!("HMAC: {e}")))?;
+    let mut s = Signer::new(MessageDigest::sha256(), &k).map_err(|e| Error::environment(format!("HMAC: {e}")))?;
+    s.update(data).and_then(|_| s.sign_to_vec()).map_err(|e| Error::environment(format!("HMAC: {e}")))
+}
+
+/// A path segment or query value as SigV4 encodes it: unreserved characters as they are,
+/// everything else percent-encoded.
+fn uri_encode(s: &str, keep_slash: bool) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'/' if keep_slash => out.push('/'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+impl S3 {
+    /// The client of `bucket`: a location's options (`opts`) first, then the environment.
+    fn new(bucket: &str, opts: &BTreeMap<String, String>) -> Result<S3, Error> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let (Some(access_key), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) else {
+            return Err(Error::invalid(
+                "S3 Object Lock needs S3 credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones); a profile or an instance role is not read for it",
+            ));
+        };
+        let opt = |k: &str| opts.get(k).filter(|v| !v.is_empty()).cloned();
+        let region = opt("region")
+            .or_else(|| var("AWS_REGION"))
+            .or_else(|| var("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".into());
+        let (endpoint, path_style) =
+            match opt("endpoint").or_else(|| var("AWS_ENDPOINT_URL")).or_else(|| var("AWS_ENDPOINT")) {
+                Some(e) => (e.trim_end_matches('/').to_string(), true),
+                None => (format!("https://{bucket}.s3.{region}.amazonaws.com"), false),
+            };
+        let allow_http = opt("allow_http").or_else(|| var("AWS_ALLOW_HTTP"));
+        if endpoint.starts_with("http://")
+            && allow_http.is_none_or(|v| !matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+        {
+            return Err(Error::invalid(format!(
+                "{endpoint} is plain HTTP: set AWS_ALLOW_HTTP=true to allow it (a local S3-compatible server)"
+            )));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| Error::environment(format!("an HTTP client: {e}")))?;
+        Ok(S3 {
+            client,
+            endpoint,
+            path_style,
+            bucket: bucket.into(),
+            region,
+            access_key,
+            secret,
+            token: var("AWS_SESSION_TOKEN"),
+        })
+    }
+
+    /// A signed request: `key` within the bucket ("" for the bucket), `query` already in
+    /// canonical form (sorted, encoded), `headers` (lower-case names) signed with it.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        query: &str,
+        mut headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, Error> {
+        let now = time::OffsetDateTime::now_utc();
+        let amz_date = format!(
+            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+            now.year(),
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute(),
+            now.second()
+        );
+        let date = &amz_date[..8];
+        let path = if self.path_style {
+            format!("/{}/{}", uri_encode(&self.bucket, false), uri_encode(key, true))
+        } else {
+            format!("/{}", uri_encode(key, true))
+        };
+        let path = if key.is_empty() { path.trim_end_matches('/').to_string() } else { path };
+        let path = if path.is_empty() { "/".to_string() } else { path };
+        let url = reqwest::Url::parse(&format!(
+            "{}{path}{}",
+            self.endpoint,
+            if query.is_empty() { String::new() } else { format!("?{query}") }
+        ))
+        .map_err(|e| Error::invalid(format!("S3 endpoint {}: {e}", self.endpoint)))?;
+        let host = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_string(),
+        };
+        let payload = sha256_hex(&body);
+        headers.push(("host".into(), host));
+        headers.push(("x-amz-content-sha256".into(), payload.clone()));
+        headers.push(("x-amz-date".into(), amz_date.clone()));
+        if let Some(t) = &self.token {
+            headers.push(("x-amz-security-token".into(), t.clone()));
+        }
+        headers.sort();
+        let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{}\n", v.trim())).collect();
+        let signed: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
+        let signed = signed.join(";");
+        let canonical = format!("{}\n{path}\n{query}\n{canonical_headers}\n{signed}\n{payload}", method.as_str());
+        let scope = format!("{date}/{}/s3/aws4_request", self.region);
+        let to_sign = format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", sha256_hex(canonical.as_bytes()));
+        let mut k = hmac(format!("AWS4{}", self.secret).as_bytes(), date.as_bytes())?;
+        for part in [self.region.as_str(), "s3", "aws4_request"] {
+            k = hmac(&k, part.as_bytes())?;
+        }
+        let signature = hex(&hmac(&k, to_sign.as_bytes())?);
+        let mut req = self.client.request(method, url).header(
+            "authorization",
+            format!(
+                "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={signature}",
+                self.access_key
+            ),
+        );
+        for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        req.body(body)
+            .send()
+            .await
+            .map_err(|e| Error::environment(format!("S3 bucket {}: no answer: {}", self.bucket, e.without_url())))
+    }
+}
+
+/// An S3 prefix in a bucket with Object Lock, ready for objects written with retention.
+pub(crate) struct Locked {
+    s3: S3,
+    bucket: String,
+    prefix: String,
+}
+
+/// What a locked write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Put {
+    Written,
+    /// `create_only`, and the key was taken (S3's conditional create answered 412).
+    Taken,
+}
+
+impl Locked {
+    /// `s3://BUCKET/PREFIX`, its credentials from the environment, and the bucket's Object
+    /// Lock configuration proven enabled: without it, retention headers are refused or
+    /// ignored, and a copy that can be deleted is no better than the local one.
+    pub(crate) async fn open(location: &str) -> Result<Locked, Error> {
+        let shown = crate::util::one_line(location).into_owned();
+        // Azure's immutability policies and legal holds are not written: Azurite, the only
+        // Azure the tests can reach, answers them with 501 (not implemented), so nothing
+        // could prove pgdrill sets them right. Said, rather than silently skipped.
+        if location.starts_with("az://") || location.starts_with("azure://") {
+            return Err(Error::invalid(format!(
+                "{shown}: retention is written only as S3 Object Lock; Azure immutability policies are not supported (give s3://BUCKET/PREFIX, or drop the retention and rely on the container's own immutability policy)"
+            )));
+        }
+        let rest = location.strip_prefix("s3://").ok_or_else(|| {
+            Error::invalid(format!("{shown}: retention is kept only by S3 Object Lock: give s3://BUCKET/PREFIX"))
+        })?;
+        let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (bucket, prefix) = base.split_once('/').unwrap_or((base, ""));
+        let prefix = prefix.trim_matches('/');
+        if bucket.is_empty() || prefix.split('/').any(|c| c == "." || c == "..") {
+            return Err(Error::invalid(format!("{shown}: write s3://BUCKET/PREFIX (no `.` or `..`)")));
+        }
+        // The options that say where the bucket is; the store's others (storage class,
+        // timeouts) do not concern a retention. The location was checked by the store that
+        // writes it (`remote::open` refuses credentials in it).
+        let opts: BTreeMap<String, String> = query
+            .split('&')
+            .filter_map(|p| p.split_once('=').or(Some((p, "true"))).filter(|(k, _)| !k.is_empty()))
+            .map(|(k, v)| (k.to_ascii_lowercase(), crate::util::percent_decode(v)))
+            .filter(|(k, _)| matches!(k.as_str(), "endpoint" | "region" | "allow_http"))
+            .collect();
+        let s3 = S3::new(bucket, &opts)?;
+        let r = s3.send(reqwest::Method::GET, "", "object-lock=", Vec::new(), Vec::new()).await?;
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        if !status.is_success() || !text.contains("<ObjectLockEnabled>Enabled</ObjectLockEnabled>") {
+            let ask = "retention is kept only where the store enforces it: use a bucket created with Object Lock enabled (aws s3api create-bucket --object-lock-enabled-for-bucket), or drop the retention";
+            if text.contains("ObjectLockConfigurationNotFound") || status.is_success() {
+                return Err(Error::invalid(format!("S3 bucket {bucket}: it has no Object Lock configuration; {ask}")));
+            }
+            // The store's failure (credentials, a missing bucket, an outage), not the
+            // configuration's: said as the environment's.
+            return Err(Error::environment(format!(
+                "S3 bucket {bucket}: asking for its Object Lock configuration answered HTTP {}",
+                status.as_u16()
+            )));
+        }
+        Ok(Locked { s3, bucket: bucket.to_string(), prefix: prefix.to_string() })
+    }
+
+    pub(crate) fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.prefix)
+        }
+    }
+
+    /// The object `name` (relative to the prefix), if there is one.
+    pub(crate) async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        let key = self.key(name);
+        let r = self.s3.send(reqwest::Method::GET, &key, "", Vec::new(), Vec::new()).await?;
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !r.status().is_success() {
+            return Err(Error::environment(format!(
+                "reading s3://{}/{key}: HTTP {}",
+                self.bucket,
+                r.status().as_u16()
+            )));
+        }
+        let bytes = r
+            .bytes()
+            .await
+            .map_err(|e| Error::environment(format!("reading s3://{}/{key}: {}", self.bucket, e.without_url())))?;
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// Write `name` with retention `mode` until `until` (RFC 3339). `create_only`: never
+    /// over an existing object (S3's conditional create, `If-None-Match: *`), so two runs
+    /// appending at once cannot both take one sequence number.
+    pub(crate) async fn put(
+        &self,
+        name: &str,
+        body: Vec<u8>,
+        mode: Mode,
+        until: &str,
+        create_only: bool,
+    ) -> Result<Put, Error> {
+        let key = self.key(name);
+        let md5 = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            hash(MessageDigest::md5(), &body).map_err(|e| Error::environment(format!("MD5: {e}")))?,
+        );
+        let mut headers = vec![
+            ("content-md5".to_string(), md5),
+            ("x-amz-object-lock-mode".to_string(), mode.header().to_string()),
+            ("x-amz-object-lock-retain-until-date".to_string(), until.to_string()),
+        ];
+        if create_only {
+            headers.push(("if-none-match".to_string(), "*".to_string()));
+        }
+        let r = self.s3.send(reqwest::Method::PUT, &key, "", headers, body).await?;
+        if create_only && r.status() == reqwest::StatusCode::PRECONDITION_FAILED {
+            return Ok(Put::Taken);
+        }
+        if !r.status().is_success() {
+            let code = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            let reason = text.split("<Code>").nth(1).and_then(|t| t.split('<').next()).unwrap_or("");
+            return Err(Error::environment(format!(
+                "writing s3://{}/{key} with Object Lock: HTTP {code} {}",
+                self.bucket,
+                crate::util::one_line(reason)
+            )));
+        }
+        Ok(Put::Written)
+    }
+
+    /// The version id, ETag and retention (mode, retain-until) HEAD finds for `name`, of the
+    /// version `version` when given (else the newest); `None` when there is no such object.
+    async fn head(&self, name: &str, version: Option<&str>) -> Result<Option<Head>, Error> {
+        let key = self.key(name);
+        let query = version.map(|v| format!("versionId={}", uri_encode(v, false))).unwrap_or_default();
+        let r = self.s3.send(reqwest::Method::HEAD, &key, &query, Vec::new(), Vec::new()).await?;
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !r.status().is_success() {
+            return Err(Error::environment(format!(
+                "reading s3://{}/{key}: HTTP {}",
+                self.bucket,
+                r.status().as_u16()
+            )));
+        }
+        let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string());
+        Ok(Some(Head {
+            version: h("x-amz-version-id").filter(|v| !v.is_empty() && v != "null"),
+            etag: h("etag").map(|e| e.trim_matches('"').to_string()),
+            mode: h("x-amz-object-lock-mode"),
+            until: h("x-amz-object-lock-retain-until-date"),
+            kms: h("x-amz-server-side-encryption").is_some_and(|v| v.starts_with("aws:kms")),
+        }))
+    }
+
+    /// Keep `name` (relative to the prefix), just published by another client, from
+    /// deletion until `until` (RFC 3339) in `mode`: the version HEAD finds now, proven to be
+    /// the one published where its ETag is known (`etag`: another version put there meanwhile
+    /// is not locked in its place), its retention set on that version (PutObjectRetention)
+    /// and read back. Returns the version id and retain-until date the store holds.
+    pub(crate) async fn retain(
+        &self,
+        name: &str,
+        etag: Option<&str>,
+        mode: Mode,
+        until: &str,
+    ) -> Result<(String, String), Error> {
+        let key = self.key(name);
+        let shown = format!("s3://{}/{key}", self.bucket);
+        let Some(head) = self.head(name, None).await? else {
+            return Err(Error::environment(format!("{shown}: gone before its retention was set")));
+        };
+        if let (Some(want), Some(got), false) = (etag.map(|e| e.trim_matches('"')), head.etag.as_deref(), head.kms) {
+            if want != got {
+                return Err(Error::environment(format!(
+                    "{shown}: its newest version (ETag {got}) is not the one published (ETag {want}): another client wrote it meanwhile; nothing was locked"
+                )));
+            }
+        }
+        // A bucket with Object Lock keeps versions: without one, the lock would name whatever
+        // is newest when the store gets to it.
+        let Some(version) = head.version else {
+            return Err(Error::environment(format!(
+                "{shown}: the store gave no version id, so no retention can be pinned to this version (Object Lock buckets are versioned)"
+            )));
+        };
+        let body = format!(
+            "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>{}</Mode><RetainUntilDate>{until}</RetainUntilDate></Retention>",
+            mode.header()
+        )
+        .into_bytes();
+        // S3 takes a retention only with the body's MD5.
+        let md5 = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            hash(MessageDigest::md5(), &body).map_err(|e| Error::environment(format!("MD5: {e}")))?,
+        );
+        let query = format!("retention=&versionId={}", uri_encode(&version, false));
+        let r = self.s3.send(reqwest::Method::PUT, &key, &query, vec![("content-md5".to_string(), md5)], body).await?;
+        if !r.status().is_success() {
+            let code = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            let reason = text.split("<Code>").nth(1).and_then(|t| t.split('<').next()).unwrap_or("");
+            return Err(Error::environment(format!(
+                "setting the retention of {shown} (version {}): HTTP {code} {}",
+                crate::util::one_line(&version),
+                crate::util::one_line(reason)
+            )));
+        }
+        // Read back: a store that answered 200 and kept nothing (or another date) is caught
+        // here, not by the first delete that succeeds.
+        let back = self.head(name, Some(&version)).await?.unwrap_or_default();
+        let held = back.until.as_deref().and_then(parse_time);
+        let wanted = parse_time(until);
+        if back.mode.as_deref() != Some(mode.header()) || held.is_none() || held < wanted {
+            return Err(Error::environment(format!(
+                "{shown} (version {}): the store holds retention {} until {} after it was set to {} until {until}",
+                crate::util::one_line(&version),
+                back.mode.as_deref().map(crate::util::one_line).unwrap_or("(none)".into()),
+                back.until.as_deref().map(crate::util::one_line).unwrap_or("(none)".into()),
+                mode.header(),
+            )));
+        }
+        Ok((version, back.until.unwrap_or_default()))
+    }
+}
+
+/// What HEAD says of one object version.
+#[derive(Debug, Default)]
+struct Head {
+    version: Option<String>,
+    etag: Option<String>,
+    mode: Option<String>,
+    until: Option<String>,
+    /// Encrypted with KMS keys, whose ETags are no MD5 of the bytes sent.
+    kms: bool,
+}
+
+fn parse_time(t: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(t.trim(), &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// `retain` from now, as the RFC 3339 date S3 takes (whole seconds).
+pub(crate) fn retain_until(retain: Duration) -> String {
+    let until = time::OffsetDateTime::now_utc() + retain;
+    crate::util::rfc3339(until.replace_nanosecond(0).unwrap_or(until))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The signing key derivation and signature of AWS's own SigV4 example (IAM
+    /// ListUsers, us-east-1, 20150830T123600Z).
+    #[test]
+    fn signature_v4_matches_aws_s_documented_example() {
+        let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+        let mut k = hmac(format!("AWS4{secret}").as_bytes(), b"20150830").expect("hmac");
+        for part in ["us-east-1", "iam", "aws4_request"] {
+            k = hmac(&k, part.as_bytes()).expect("hmac");
+        }
+        assert_eq!(hex(&k), "c4afb1cc5771d871763a393e44b703571b55cc28424d1a5e86da6ed3c154a4b9");
+        let to_sign = "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/iam/aws4_request\nf536975d06c0309214f805bb90ccff089219ecd68b2577efef23edd43b7e1a59";
+        assert_eq!(
+            hex(&hmac(&k, to_sign.as_bytes()).expect("hmac")),
+            "5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
+        );
+        assert_eq!(uri_encode("records/00000001.dsse.json", true), "records/00000001.dsse.json");
+        assert_eq!(uri_encode("a b+c", false), "a%20b%2Bc");
+    }
+
+    /// Azure immutability is not written (Azurite does not implement it, so nothing could
+    /// prove it): retention asked of an Azure location is refused, saying so, before any
+    /// request, never silently dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn retention_on_an_azure_location_is_refused_saying_azure_immutability_is_unsupported() {
+        for loc in ["az://evidence/prod", "azure://evidence/prod"] {
+            let e = Locked::open(loc).await.err().expect("an Azure location was taken");
+            assert_eq!(e.class(), crate::error::Class::Invalid, "{e}");
+            assert!(e.to_string().contains("Azure immutability policies are not supported"), "{e}");
+        }
+    }
+
+    /// A backup's location carries the options that say where its bucket is; they reach
+    /// the lock client (an endpoint and plain HTTP allowed there), and a local directory
+    /// asked for retention is refused saying why, before any request.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_location_s_endpoint_options_reach_the_lock_client_and_a_local_directory_is_refused() {
+        let e = Locked::open("/srv/backups").await.err().expect("a local directory was taken");
+        assert_eq!(e.class(), crate::error::Class::Invalid, "{e}");
+        assert!(e.to_string().contains("retention is kept only by S3 Object Lock"), "{e}");
+        let opts: BTreeMap<String, String> =
+            [("endpoint", "http://127.0.0.1:9"), ("allow_http", "true"), ("region", "eu-west-3")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        // Credentials are read from the environment: only where a test run has none set
+        // does this say so rather than build the client.
+        match S3::new("b", &opts) {
+            Ok(s3) => {
+                assert_eq!(
+                    (s3.endpoint.as_str(), s3.path_style, s3.region.as_str()),
+                    ("http://127.0.0.1:9", true, "eu-west-3")
+                );
+            }
+            Err(e) => assert!(e.to_string().contains("AWS_ACCESS_KEY_ID"), "{e}"),
+        }
+        let mut plain = opts.clone();
+        plain.remove("allow_http");
+        if std::env::var("AWS_ALLOW_HTTP").is_err() {
+            if let Err(e) = S3::new("b", &plain) {
+                assert!(e.to_string().contains("AWS_ALLOW_HTTP") || e.to_string().contains("AWS_ACCESS_KEY_ID"), "{e}");
+            }
+        }
+        assert_eq!(Mode::parse("Compliance"), Ok(Mode::Compliance));
+        assert!(Mode::parse("forever").is_err());
+    }
+}
