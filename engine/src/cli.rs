@@ -550,6 +550,9 @@ pub fn main() -> i32 {
         }
         command => Cli { command },
     };
+    // What a killed pgdrill left in the temporary directory (gpg's home, a staged dump) is
+    // removed by the next command, whatever it is, once its owner is gone (`storage::reap`).
+    crate::storage::reap(&std::env::temp_dir());
     let result =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(dispatch(cli, redactor.clone()))))
             .unwrap_or_else(|_| Ok(ExitCode::Environment));

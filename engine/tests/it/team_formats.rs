@@ -268,11 +268,25 @@ steps:
       key: \"{{ secrets.key }}\"
 ";
 
+/// Entries of `dir` whose name holds `pgdrill-gpg-` (gpg's home, hidden or not).
+fn gpg_homes(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("pgdrill-gpg-"))
+        .collect()
+}
+
 /// The passphrase reaches openssl through its own environment and gpg through its stdin,
 /// never any process's argv; and a backup killed -9 while the tool encrypts leaves no file
 /// under the team's name (only pgdrill's hidden partial directory) and no tool running.
+/// Before: the kill left gpg's private home (`pgdrill-gpg-*`, a plain temporary directory
+/// removed on drop) in the temporary directory for ever; it is now reaped by the next
+/// pgdrill command, whatever it is (here `validate`).
 #[tokio::test(flavor = "multi_thread")]
-async fn an_encrypting_tool_never_sees_the_passphrase_in_argv_and_a_killed_backup_leaves_no_team_file() {
+async fn an_encrypting_tool_never_sees_the_passphrase_in_argv_and_a_killed_backup_leaves_no_team_file_nor_gpg_home() {
     if !require(have("gpg", "--version") && have("openssl", "version") && have("perl", "-v"), "gpg, openssl, perl") {
         return;
     }
@@ -284,9 +298,13 @@ async fn an_encrypting_tool_never_sees_the_passphrase_in_argv_and_a_killed_backu
     std::fs::write(&runbook, SLOW_RUNBOOK).expect("runbook");
     let pg_dump = slow_pg_dump(tmp.path());
 
+    // pgdrill's temporary directory, the test's own, so what it leaves there can be counted.
+    let tmpdir = tmp.path().join("tmpdir");
+    std::fs::create_dir_all(&tmpdir).expect("mkdir");
     for (envelope, ext, tool) in [("openssl", ".sql.gz.enc", "openssl enc"), ("gpg", ".sql.gz.gpg", "--symmetric")] {
         let storage = tmp.path().join(envelope);
         let mut child = Run::new(&runbook)
+            .env("TMPDIR", &tmpdir)
             .var("url", &url)
             .var("storage", storage.display())
             .var("pg_dump", pg_dump.display())
@@ -342,6 +360,13 @@ async fn an_encrypting_tool_never_sees_the_passphrase_in_argv_and_a_killed_backu
         while !gone(tool_pid) {
             assert!(t.elapsed() < Duration::from_secs(10), "{envelope}: the tool {tool_pid} outlived pgdrill");
             std::thread::sleep(Duration::from_millis(50));
+        }
+        if envelope == "gpg" {
+            // The kill left gpg's home (the scene this test is about), and the next command,
+            // one that encrypts nothing, removes it.
+            assert_eq!(gpg_homes(&tmpdir).len(), 1, "gpg's home while gpg ran: {:?}", gpg_homes(&tmpdir));
+            Run::cli(["validate"]).arg(&runbook).env("TMPDIR", &tmpdir).expect(0);
+            assert_eq!(gpg_homes(&tmpdir), Vec::<String>::new(), "gpg's home outlived the next run");
         }
     }
 }
