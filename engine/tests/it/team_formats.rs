@@ -370,3 +370,102 @@ async fn an_encrypting_tool_never_sees_the_passphrase_in_argv_and_a_killed_backu
         }
     }
 }
+
+/// The names under `dir` that are not hidden (what a team's `ls` shows), sorted.
+fn visible(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Before: a team's file was published first and its sidecar after it, so a kill between
+/// the two left a whole `shop_*.sql.gz` without its sidecar, which the team's glob found and
+/// verify read as another tool's file. Killed (by the debug build's pause hook) at each
+/// phase of its publication: no team file is ever under its name without its sidecar; a
+/// sidecar left alone is listed apart as unfinished, never a backup, and prune removes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_team_file_killed_between_its_publication_and_its_sidecar_was_left_without_its_sidecar() {
+    let Some(src) = native_server("shop").await else { return };
+    let url = src.url();
+    exec(&url, "create table t (id int primary key); insert into t select generate_series(1, 100);").await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ext = ".sql.gz";
+    // Each phase in a folder of its own: a name is the dump's second, and a left sidecar keeps it.
+    let kill_at = |phase: &str| -> PathBuf {
+        let storage = tmp.path().join(phase);
+        let flag = tmp.path().join(format!("{phase}.flag"));
+        let mut child = Run::new("backup")
+            .var("database_url", &url)
+            .var("storage", storage.display())
+            .var("name_pattern", format!("{PATTERN}{ext}"))
+            .vars(&["format=plain", "compression=gzip", "envelope=none", "encrypt=false"])
+            .env("PGDRILL_TEST_PAUSE_AT", phase)
+            .env("PGDRILL_TEST_PAUSE_FLAG", &flag)
+            .command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pgdrill");
+        let t = Instant::now();
+        while !flag.exists() {
+            assert!(t.elapsed() < Duration::from_secs(120), "{phase}: never reached");
+            assert!(child.try_wait().expect("wait").is_none(), "{phase}: the backup ended before it");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        storage
+    };
+    let team_files = |dir: &Path| -> Vec<String> { visible(dir).into_iter().filter(|n| n.ends_with(ext)).collect() };
+
+    // Written whole in its private partial file: nothing visible.
+    let dir = kill_at("backup-written");
+    assert_eq!(visible(&dir), Vec::<String>::new(), "nothing under a final name");
+
+    // Published, or published and read back: the file with its sidecar, a backup.
+    for phase in ["backup-uploaded", "backup-read-back"] {
+        let dir = kill_at(phase);
+        let files = team_files(&dir);
+        assert_eq!(files.len(), 1, "{phase}: {:?}", visible(&dir));
+        assert!(dir.join(format!("{}.manifest.json", files[0])).is_file(), "{phase}: the file without its sidecar");
+        let list = Run::cli(["backups", "list", "--storage"]).arg(&dir).expect(0);
+        assert!(list.stdout.contains(&files[0]) && !list.stdout.contains("NOT BACKUPS"), "{phase}: {}", list.stdout);
+    }
+
+    // The sidecar is published, the file not yet: the team's glob finds nothing, and the
+    // sidecar is shown apart as unfinished and pruned once old enough.
+    let dir = kill_at("backup-sidecar-written");
+    let left = visible(&dir);
+    assert_eq!(left.len(), 1, "the sidecar alone: {left:?}");
+    let sidecar = left[0].clone();
+    assert!(sidecar.ends_with(".sql.gz.manifest.json"), "{sidecar}");
+    assert_eq!(team_files(&dir), Vec::<String>::new(), "no team file without its sidecar");
+    let list = Run::cli(["backups", "list", "--storage"]).arg(&dir).expect(0);
+    let (table, apart) = list
+        .stdout
+        .split_once("NOT BACKUPS: 1 unfinished archive")
+        .unwrap_or_else(|| panic!("the lone sidecar is shown apart: {}", list.stdout));
+    assert!(!table.contains(&sidecar), "never a row of the table: {}", list.stdout);
+    assert!(apart.contains(&sidecar) && apart.contains("a sidecar manifest without its file"), "{}", list.stdout);
+    let prune = |after: &str| {
+        Run::new("prune")
+            .var("storage", dir.display())
+            .var("database", "shop")
+            .var("abandoned_uploads_after", after)
+            .var("apply", "true")
+            .expect(0)
+    };
+    let ran = prune("24h");
+    assert!(ran.all().contains(&format!("keep   {sidecar} (unfinished")), "{}", ran.all());
+    assert!(dir.join(&sidecar).exists());
+    let ran = prune("0s");
+    assert!(ran.all().contains(&format!("delete {sidecar} (unfinished: a sidecar manifest whose file")), "{}", ran.all());
+    assert_eq!(visible(&dir), Vec::<String>::new(), "the lone sidecar was pruned");
+    src.stop().await;
+}
