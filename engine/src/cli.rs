@@ -1499,8 +1499,9 @@ fn backups_table(list: &[Listed], physical: &[crate::steps::wal::SystemView]) ->
                 crate::report::human_bytes(f.size),
                 if f.format_from.is_some() { format!("{}*", shown(&f.format)) } else { shown(&f.format) },
                 if f.format_from.is_some() && !f.encrypted { "?".into() } else { yes_no(f.encrypted) },
-                // Other tools' files have no manifest.
-                "none".into(),
+                // Other tools' files have no manifest; a team's own file has its sidecar,
+                // which nothing authenticates.
+                if f.manifest_auth == crate::backup::listing::TEAM_SIDECAR { "sidecar UNAUTH" } else { "none" }.into(),
                 verified(&f.last_verification),
                 shown(&f.path),
             ],
