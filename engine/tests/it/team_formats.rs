@@ -491,6 +491,43 @@ async fn a_team_file_killed_between_its_publication_and_its_sidecar_was_left_wit
     let ran = prune("0s");
     assert!(ran.all().contains(&format!("delete {sidecar} (unfinished: a sidecar manifest whose file")), "{}", ran.all());
     assert_eq!(visible(&dir), Vec::<String>::new(), "the lone sidecar was pruned");
+
+    // Copied offsite, the same order: killed after the sidecar, before the file, the copy
+    // holds no team file without its sidecar; run again, it resumes and completes it.
+    let whole = tmp.path().join("backup-read-back");
+    let name = team_files(&whole).pop().expect("the complete backup");
+    let to = tmp.path().join("offsite");
+    let flag = tmp.path().join("copy.flag");
+    let offsite = || {
+        Run::new("offsite")
+            .var("storage", whole.display())
+            .var("offsite", to.display())
+            .var("copy", "all")
+            .var("name_pattern", format!("{PATTERN}{ext}"))
+    };
+    let mut child = offsite()
+        .env("PGDRILL_TEST_PAUSE_AT", "copy-sidecar-written")
+        .env("PGDRILL_TEST_PAUSE_FLAG", &flag)
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pgdrill");
+    let t = Instant::now();
+    while !flag.exists() {
+        assert!(t.elapsed() < Duration::from_secs(120), "the copy never reached its sidecar");
+        assert!(child.try_wait().expect("wait").is_none(), "the copy ended before its sidecar");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    assert_eq!(visible(&to), [format!("{name}.manifest.json")], "the sidecar alone, no team file");
+    let ran = offsite().expect(0);
+    assert!(ran.all().contains("1 copied"), "{}", ran.all());
+    assert_eq!(visible(&to), [name.clone(), format!("{name}.manifest.json")]);
+    for f in [name.clone(), format!("{name}.manifest.json")] {
+        assert_eq!(std::fs::read(whole.join(&f)).expect("source"), std::fs::read(to.join(&f)).expect("copy"), "{f}");
+    }
     src.stop().await;
 }
 
@@ -603,4 +640,53 @@ async fn a_team_file_in_an_object_store_is_listed_with_its_sidecar_verified_agai
     assert_eq!(scalar(&copy, "select count(*) from items").await, "1000");
     assert_eq!(scalar(&copy, "select count(*) from orders").await, "500");
     src.stop().await;
+}
+
+/// Before: `offsite --var copy=all` (`backup.sync`) took no `name_pattern`, so a team whose
+/// files only their pattern reads (`crm_20240101_020000.bak`: a database and a time, but no
+/// dump's extension) had none of them copied, and the classic rules' files were copied in
+/// their place. With the pattern, the team's files (and their sidecars) are copied, in the
+/// folder's layout, and nothing the pattern does not name; without it, as before.
+#[test]
+fn offsite_copy_all_took_no_name_pattern_and_skipped_a_teams_own_files() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let storage = tmp.path().join("backups");
+    std::fs::create_dir_all(storage.join("crm")).expect("mkdir");
+    let team = ["crm/crm_20240101_020000.bak", "crm/crm_20240102_020000.bak"];
+    for (i, f) in team.iter().enumerate() {
+        std::fs::write(storage.join(f), format!("PGDMP team dump {i}")).expect("write");
+    }
+    std::fs::write(storage.join("crm/wal_20240102.tar.gz"), b"not a dump").expect("write");
+    std::fs::write(storage.join("crm/other_20240102_020000.sql.gz"), b"another tool's").expect("write");
+    let offsite = |to: &Path, pattern: &str| {
+        Run::new("offsite")
+            .var("storage", storage.display())
+            .var("offsite", to.display())
+            .var("copy", "all")
+            .var("name_pattern", pattern)
+            .expect(0)
+    };
+    let copied = |to: &Path| -> Vec<String> {
+        let mut v: Vec<String> =
+            walk(to).iter().filter_map(|p| p.strip_prefix(to).ok().map(|r| r.display().to_string())).collect();
+        v.sort();
+        v
+    };
+
+    // The classic rules: the `.bak` files are of a kind unknown to them.
+    let classic = tmp.path().join("classic");
+    offsite(&classic, "");
+    assert_eq!(copied(&classic), ["crm/other_20240102_020000.sql.gz"]);
+
+    // The team's pattern: its files, byte for byte, in the folder's layout; nothing else.
+    let to = tmp.path().join("offsite");
+    let ran = offsite(&to, "{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}.bak");
+    assert_eq!(copied(&to), team, "{}", ran.all());
+    for f in team {
+        assert_eq!(std::fs::read(storage.join(f)).expect("source"), std::fs::read(to.join(f)).expect("copy"), "{f}");
+    }
+    assert!(ran.all().contains("2 copied"), "{}", ran.all());
+    // Run again: both are there, nothing is copied twice.
+    let ran = offsite(&to, "{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}.bak");
+    assert!(ran.all().contains("0 copied") && ran.all().contains("2 already at"), "{}", ran.all());
 }
