@@ -639,6 +639,34 @@ async fn a_team_file_in_an_object_store_is_listed_with_its_sidecar_verified_agai
     let copy = src.url_for("shop_copy");
     assert_eq!(scalar(&copy, "select count(*) from items").await, "1000");
     assert_eq!(scalar(&copy, "select count(*) from orders").await, "500");
+
+    // Synced back to a folder by the team's pattern: the file and its sidecar, byte for byte.
+    let here = tmp.path().join("here");
+    let (code, log) = in_s3(
+        Run::new("offsite")
+            .var("storage", loc)
+            .var("offsite", here.display())
+            .var("copy", "all")
+            .var("name_pattern", format!("{PATTERN}{ext}")),
+        s3.port,
+    );
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(visible(&here), [name.clone(), format!("{name}.manifest.json")], "{log}");
+    // moto takes any signature for a read (an unsigned one it refuses).
+    let auth = [(
+        "Authorization",
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+    )];
+    let (status, sidecar) =
+        crate::object_store::http(s3.port, "GET", &format!("/team/nightly/{name}.manifest.json"), &auth);
+    assert_eq!(status, 200, "{sidecar}");
+    let copied = std::fs::read(here.join(format!("{name}.manifest.json"))).expect("the sidecar copied");
+    assert_eq!(text(&copied), sidecar, "the sidecar, byte for byte");
+    let m: serde_json::Value = serde_json::from_str(&sidecar).expect("json");
+    let file = std::fs::read(here.join(&name)).expect("the file copied");
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(&file).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(m["sha256"], digest.as_str(), "the file is the one its sidecar names");
     src.stop().await;
 }
 
