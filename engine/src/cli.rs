@@ -1446,7 +1446,10 @@ fn unfinished_lines(unfinished: &[crate::backup::listing::UnfinishedArchive]) ->
         ));
         // A team's sidecar, published before its file (issue 40): the file never came.
         if u.path.ends_with(".manifest.json") {
-            out.push("              (a sidecar manifest without its file: the backup was killed before publishing it)".into());
+            out.push(
+                "              (a sidecar manifest without its file: the backup was killed before publishing it)"
+                    .into(),
+            );
         }
     }
     out

@@ -344,7 +344,8 @@ fn walk(dir: &Path, depth: usize, pattern: Option<&NamePattern>, s: &mut Survey)
         // file is a backup killed between the two (its sidecar is published first): debris
         // to show and prune, like an archive without its manifest.
         if let Some(base) = name.strip_suffix(".manifest.json").filter(|_| ft.is_file()) {
-            let named_like_backup = names::looks_like_backup(base) || pattern.is_some_and(|p| p.matches(base).is_some());
+            let named_like_backup =
+                names::looks_like_backup(base) || pattern.is_some_and(|p| p.matches(base).is_some());
             if named_like_backup && !base.ends_with(".pgdrill") && fs::symlink_metadata(dir.join(base)).is_err() {
                 let database = match pattern {
                     Some(p) => p.matches(base).and_then(|i| i.database),

@@ -489,7 +489,11 @@ async fn a_team_file_killed_between_its_publication_and_its_sidecar_was_left_wit
     assert!(ran.all().contains(&format!("keep   {sidecar} (unfinished")), "{}", ran.all());
     assert!(dir.join(&sidecar).exists());
     let ran = prune("0s");
-    assert!(ran.all().contains(&format!("delete {sidecar} (unfinished: a sidecar manifest whose file")), "{}", ran.all());
+    assert!(
+        ran.all().contains(&format!("delete {sidecar} (unfinished: a sidecar manifest whose file")),
+        "{}",
+        ran.all()
+    );
     assert_eq!(visible(&dir), Vec::<String>::new(), "the lone sidecar was pruned");
 
     // Copied offsite, the same order: killed after the sidecar, before the file, the copy
