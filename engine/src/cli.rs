@@ -555,6 +555,9 @@ pub fn main() -> i32 {
         }
         command => Cli { command },
     };
+    // What a killed pgdrill left in the temporary directory (gpg's home, a staged dump) is
+    // removed by the next command, whatever it is, once its owner is gone (`storage::reap`).
+    crate::storage::reap(&std::env::temp_dir());
     let result =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(dispatch(cli, redactor.clone()))))
             .unwrap_or_else(|_| Ok(ExitCode::Environment));
@@ -1457,6 +1460,13 @@ fn unfinished_lines(unfinished: &[crate::backup::listing::UnfinishedArchive]) ->
             crate::report::human_bytes(u.size),
             v(&u.path)
         ));
+        // A team's sidecar, published before its file (issue 40): the file never came.
+        if u.path.ends_with(".manifest.json") {
+            out.push(
+                "              (a sidecar manifest without its file: the backup was killed before publishing it)"
+                    .into(),
+            );
+        }
     }
     out
 }
@@ -1508,8 +1518,9 @@ fn backups_table(list: &[Listed], physical: &[crate::steps::wal::SystemView]) ->
                 crate::report::human_bytes(f.size),
                 if f.format_from.is_some() { format!("{}*", shown(&f.format)) } else { shown(&f.format) },
                 if f.format_from.is_some() && !f.encrypted { "?".into() } else { yes_no(f.encrypted) },
-                // Other tools' files have no manifest.
-                "none".into(),
+                // Other tools' files have no manifest; a team's own file has its sidecar,
+                // which nothing authenticates.
+                if f.manifest_auth == crate::backup::listing::TEAM_SIDECAR { "sidecar UNAUTH" } else { "none" }.into(),
                 verified(&f.last_verification),
                 shown(&f.path),
             ],

@@ -11,6 +11,7 @@
 //! binds the sidecar manifest to the file, and openssl's CBC has no integrity of its own.
 
 use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use crate::archive::{self, Envelope, Sizes, WriteOptions};
@@ -44,7 +45,7 @@ pub fn write<R: Read, W: Write + Send>(
 
 /// The encrypting child for `envelope`, its passphrase handed over as the module says.
 /// Returns the command and what goes to its stdin before the data (gpg's passphrase line).
-fn tool(envelope: Envelope, pass: &str) -> io::Result<(std::process::Command, Vec<u8>, Option<tempfile::TempDir>)> {
+fn tool(envelope: Envelope, pass: &str) -> io::Result<(std::process::Command, Vec<u8>, Option<GpgHome>)> {
     match envelope {
         Envelope::Openssl => {
             let mut cmd = crate::child::command("openssl");
@@ -60,7 +61,7 @@ fn tool(envelope: Envelope, pass: &str) -> io::Result<(std::process::Command, Ve
                 ));
             }
             // A private, empty home: no keyring or agent of the user's is touched.
-            let home = tempfile::Builder::new().prefix("pgdrill-gpg-").tempdir()?;
+            let home = GpgHome::new()?;
             let mut cmd = crate::child::command("gpg");
             cmd.arg("--homedir")
                 .arg(home.path())
@@ -71,6 +72,35 @@ fn tool(envelope: Envelope, pass: &str) -> io::Result<(std::process::Command, Ve
             Ok((cmd, format!("{pass}\n").into_bytes(), Some(home)))
         }
         _ => Err(io::Error::other("not a tool's envelope")),
+    }
+}
+
+/// gpg's home directory for one run of gpg: private (0700) and empty, so no keyring or
+/// agent of the user's is touched. A `storage::private_dir` of kind `gpg` in the temporary
+/// directory rather than a plain temporary one: removed when dropped, and when a kill -9
+/// left it behind (a plain one stayed forever), the next pgdrill reaps it, since its name
+/// records its owner (a dead owner's is removed by the next private directory made there
+/// and when any pgdrill command starts).
+pub(crate) struct GpgHome(PathBuf);
+
+impl GpgHome {
+    pub(crate) fn new() -> io::Result<GpgHome> {
+        let dir = crate::storage::private_dir(&std::env::temp_dir(), "gpg")
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot create a home directory for gpg: {e}")))?;
+        // Removed at exit too, should this process end before the guard is dropped.
+        crate::storage::track(&dir);
+        Ok(GpgHome(dir))
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for GpgHome {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        crate::storage::untrack(&self.0);
     }
 }
 

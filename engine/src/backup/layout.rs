@@ -18,6 +18,11 @@
 //! never listed nor picked as a backup, and `retention.prune` removes it once it is older
 //! than `abandoned_uploads_after`. A kill -9 at any instant thus leaves a complete backup or
 //! debris that prune names, never a half-written backup that looks like one.
+//!
+//! A team's own file (issue 40: `<name>.sql.gz` with `<name>.sql.gz.manifest.json`) is
+//! published the other way round, sidecar first: the team's globs and commands see the file
+//! itself, so it must never be there without its sidecar. A sidecar without its file is the
+//! debris then (unfinished, shown and pruned the same way).
 
 use std::fs::{self, File};
 use std::io;
@@ -335,6 +340,30 @@ fn walk(dir: &Path, depth: usize, pattern: Option<&NamePattern>, s: &mut Survey)
             continue;
         }
         let path = e.path;
+        // A manifest is read with its backup, never as one. A team's sidecar without its
+        // file is a backup killed between the two (its sidecar is published first): debris
+        // to show and prune, like an archive without its manifest.
+        if let Some(base) = name.strip_suffix(".manifest.json").filter(|_| kind == tree::Kind::File) {
+            let named_like_backup =
+                names::looks_like_backup(base) || pattern.is_some_and(|p| p.matches(base).is_some());
+            if named_like_backup && !base.ends_with(".pgdrill") && tree::stat(&dir.join(base)).is_none() {
+                let database = match pattern {
+                    Some(p) => p.matches(base).and_then(|i| i.database),
+                    None => names::parse(base).database,
+                };
+                s.unfinished.push(Entry {
+                    database: database.unwrap_or_default(),
+                    manifest: path.clone(),
+                    made: mtime(&path),
+                    name,
+                    path,
+                    foreign: true,
+                    made_from: MadeFrom::Mtime,
+                    database_assumed: false,
+                });
+            }
+            continue;
+        }
         if kind == tree::Kind::Symlink {
             if names::looks_like_backup(&name) || pattern.is_some_and(|p| p.matches(&name).is_some()) {
                 s.pointers.push(Pointer { target: fs::canonicalize(&path).ok(), name, path });
@@ -438,6 +467,21 @@ fn foreign_entry(path: &Path, name: &str, is_dir: bool, pattern: Option<&NamePat
         made_from,
         database_assumed: false,
     })
+}
+
+/// Whether an unfinished entry is a team's sidecar whose file was never published (else it
+/// is an archive whose manifest was never written): what to call it in messages.
+pub fn is_lone_sidecar(e: &Entry) -> bool {
+    e.name.ends_with(".manifest.json")
+}
+
+/// Why an unfinished entry is not a backup, in a few words for messages.
+pub fn why_unfinished(e: &Entry) -> &'static str {
+    if is_lone_sidecar(e) {
+        "a sidecar manifest whose file was never published (the sidecar goes first)"
+    } else {
+        "its manifest was never written"
+    }
 }
 
 /// The key of a backup's manifest in a store: `app/x.dump.pgdrill` ->

@@ -107,7 +107,8 @@ pub struct ForeignBackup {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format_from: Option<&'static str>,
     pub encrypted: bool,
-    /// Always `none`: another tool's file has no manifest.
+    /// `none`: another tool's file has no manifest; a team's own file pgdrill wrote has
+    /// its sidecar (`foreign_manifest_auth`).
     pub manifest_auth: &'static str,
     pub last_verification: Option<LastVerification>,
     /// Seconds it is dated in the future (a skewed clock, a misnamed file): its age is
@@ -181,13 +182,25 @@ impl Listed {
 pub fn manifest_auth(m: &Manifest) -> &'static str {
     match (&m.authentication, m.cipher.as_str()) {
         (Some(_), _) => "mac",
-        (None, _) if m.envelope != crate::archive::Envelope::Pgdrill => {
-            "unauthenticated (sidecar of a team's own format)"
-        }
+        (None, _) if m.envelope != crate::archive::Envelope::Pgdrill => TEAM_SIDECAR,
         (None, "none") => "unauthenticated (not encrypted)",
         (None, _) => "unauthenticated (written before binding)",
     }
 }
+
+/// What a file listed by its name has beside it: the sidecar manifest pgdrill writes with a
+/// team's own format (`<file>.manifest.json`; issue 40), which nothing authenticates, or
+/// `none`. Known from the listing (a stat, or the object store's LIST answer): the sidecar
+/// is read by the command that uses the file.
+pub fn foreign_manifest_auth(path: &Path) -> &'static str {
+    match !path.is_dir() && std::fs::symlink_metadata(layout::manifest_path(path)).is_ok() {
+        true => TEAM_SIDECAR,
+        false => "none",
+    }
+}
+
+/// `manifest_auth` of a team's own file with its sidecar.
+pub const TEAM_SIDECAR: &str = "unauthenticated (sidecar of a team's own format)";
 
 /// Backups in `storage`, newest first, of `database` if given, other tools' files read with
 /// `pattern` if given (else the classic naming schemes).
@@ -239,7 +252,7 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                     encrypted: kind.starts_with("openssl") || kind.starts_with("gpg"),
                     format: kind,
                     format_from: from_name.then_some("name"),
-                    manifest_auth: "none",
+                    manifest_auth: foreign_manifest_auth(&e.path),
                     last_verification: last_of(e),
                     future_s: super::dated_ahead(e.made),
                 }));

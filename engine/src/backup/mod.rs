@@ -973,18 +973,62 @@ pub async fn create_as(
         database_properties,
         envelope,
     };
+    // The manifest is whole before anything is published: pgdrill's archive's MAC binds the
+    // header, whose bytes the pipeline kept; a team's file has neither.
+    let header = archive::read_header(&mut std::io::Cursor::new(head)).ok().map(|(h, _)| h);
+    let mut manifest = manifest;
+    manifest.kdf = header.as_ref().and_then(|h| h.kdf.clone());
+    if let (Some(k), Some(prefix)) = (&mac_key, header.as_ref().and_then(|h| h.nonce_prefix.clone())) {
+        let value = serde_json::to_value(&manifest).map_err(|e| Failure::environment(e.to_string()))?;
+        manifest.authentication = Some(ManifestAuth {
+            alg: archive::MANIFEST_MAC.into(),
+            mac: k.manifest_mac(&prefix, &manifest_bytes(value)),
+        });
+    }
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Failure::environment(e.to_string()))?;
+    // A team's file is read by the team's own commands and globs, which know nothing of
+    // commit markers: published before its sidecar, a kill in between left a whole file
+    // that verify took for another tool's. Its sidecar goes first (its name is fixed, and
+    // taken only when neither exists): a sidecar without its file is no backup, listed as
+    // unfinished and removed by prune, so no team file is ever under its name alone.
+    let sidecar_first = own_name.is_some();
+    let manifest_key = layout::manifest_key(&object);
+    if sidecar_first {
+        if let Err(e) = store.put_new(&manifest_key, json.clone()).await {
+            writer.abort().await;
+            return Err(Failure::environment(format!("writing the sidecar manifest: {e}")));
+        }
+        crate::util::test_pause("backup-sidecar-written");
+    }
     // Published under its name (a rename that never replaces a file, a completed upload),
     // then proven to hold what was written before its manifest makes it a backup: a store
     // that corrupts or truncates is caught here, not at the restore that needs it.
-    let published = writer.publish_new(&others).await.map_err(Failure::environment)?;
+    let published = match writer.publish_new(&others).await {
+        Ok(p) => p,
+        Err(e) => {
+            if sidecar_first {
+                let _ = store.delete(&manifest_key).await;
+            }
+            return Err(Failure::environment(e));
+        }
+    };
     crate::util::test_pause("backup-uploaded");
     match store.check_published(&published, sizes.stored, &sha256).await {
         Ok(Some(line)) => log(line),
         Ok(None) => {}
-        // Left without its manifest: unfinished, never a backup (prune removes it).
-        Err(crate::storage::Unproven::Unread(e)) => return Err(Failure::environment(e)),
+        // Left without its manifest: unfinished, never a backup (prune removes it). A team's
+        // file has its sidecar already: the file goes, then the sidecar, never the other
+        // way round (a file that cannot be removed keeps the sidecar verify checks it by).
+        Err(crate::storage::Unproven::Unread(e)) => {
+            if sidecar_first && store.delete(&published.key).await.is_ok() {
+                let _ = store.delete(&manifest_key).await;
+            }
+            return Err(Failure::environment(e));
+        }
         Err(crate::storage::Unproven::Differs(e)) => {
-            let _ = store.delete(&published.key).await;
+            if store.delete(&published.key).await.is_ok() && sidecar_first {
+                let _ = store.delete(&manifest_key).await;
+            }
             return Err(Failure::environment(format!("{e}: the object was removed")));
         }
     }
@@ -1004,7 +1048,9 @@ pub async fn create_as(
                     Some((l, r, until))
                 }
                 Err(e) => {
-                    let _ = store.delete(&published.key).await;
+                    if store.delete(&published.key).await.is_ok() && sidecar_first {
+                        let _ = store.delete(&manifest_key).await;
+                    }
                     return Err(e.into_failure());
                 }
             }
@@ -1013,22 +1059,13 @@ pub async fn create_as(
     };
     let object = published.key;
     let path = PathBuf::from(store.url_of(&object));
-    let header = archive::read_header(&mut std::io::Cursor::new(head)).ok().map(|(h, _)| h);
-    let mut manifest = manifest;
-    manifest.kdf = header.as_ref().and_then(|h| h.kdf.clone());
-    if let (Some(k), Some(prefix)) = (&mac_key, header.as_ref().and_then(|h| h.nonce_prefix.clone())) {
-        let value = serde_json::to_value(&manifest).map_err(|e| Failure::environment(e.to_string()))?;
-        manifest.authentication = Some(ManifestAuth {
-            alg: archive::MANIFEST_MAC.into(),
-            mac: k.manifest_mac(&prefix, &manifest_bytes(value)),
-        });
-    }
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Failure::environment(e.to_string()))?;
     // Created, never replacing an object; without it the backup is removed (a backup
     // without its manifest cannot be verified: it must not look complete).
-    if let Err(e) = store.put_new(&layout::manifest_key(&object), json).await {
-        let _ = store.delete(&object).await;
-        return Err(Failure::environment(format!("writing the manifest: {e}")));
+    if !sidecar_first {
+        if let Err(e) = store.put_new(&layout::manifest_key(&object), json).await {
+            let _ = store.delete(&object).await;
+            return Err(Failure::environment(format!("writing the manifest: {e}")));
+        }
     }
     // The manifest kept as long as its backup: without it the backup cannot be verified.
     if let Some((l, r, until)) = retained {

@@ -71,6 +71,116 @@ pub fn choose<'a>(entries: &'a [Entry], asked: &Asked) -> Option<&'a Entry> {
     }
 }
 
+/// The backup a deployment record names for `label:LABEL`, when one does, with the line
+/// the log shows: `label:` means first what the teams' pre-deployment backups mean by it.
+/// pgdrill's predeploy runbook records `<storage>/deployments/<database>/<label>.json`
+/// (`label`, `backup`); the multi-tenant runbook's own deployment manifests are
+/// `{env}/backup_<stamp>.meta` beside its `database/` folder (`"backup": "backup_<stamp>"`,
+/// `"database_backup": PATH`), in the storage folder or the one above it. The recorded
+/// backup is the listed one at that path, else the one listed under that file name (the
+/// record may have been written on another machine or mount). `Err` when a record names a
+/// backup that is not there: never another backup in its place.
+pub fn deployed<'a>(
+    survey: &Survey,
+    entries: &'a [Entry],
+    database: Option<&str>,
+    label: &str,
+) -> Result<Option<(&'a Entry, String)>, String> {
+    let Some((record, backup)) = deployment_records(&survey.root, database, label).into_iter().next() else {
+        return Ok(None);
+    };
+    let canonical = |p: &Path| std::fs::canonicalize(p).ok();
+    let at_path = entries.iter().find(|e| {
+        remote::display(&e.path) == backup
+            || e.path == Path::new(&backup)
+            || canonical(&e.path).is_some_and(|c| Some(c) == canonical(Path::new(&backup)))
+    });
+    let file_name = Path::new(&backup).file_name().map(|n| n.to_string_lossy().into_owned());
+    let by_name: Vec<&Entry> = entries.iter().filter(|e| Some(&e.name) == file_name.as_ref()).collect();
+    let chosen = at_path.or(match by_name.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    });
+    let shown = remote::display(&record);
+    match chosen {
+        Some(e) => Ok(Some((e, format!("`label:{label}`: the backup the deployment record {shown} names ({backup})")))),
+        None => Err(format!(
+            "`label:{label}`: the deployment record {shown} names {backup}, which is not among the backups{} here: it was pruned or moved; put it back, or pick another backup",
+            database.map(|d| format!(" of `{d}`")).unwrap_or_default()
+        )),
+    }
+}
+
+/// The deployment records for `label` under `root` (see `deployed`): each record's file and
+/// the backup it names, pgdrill's first.
+fn deployment_records(root: &Path, database: Option<&str>, label: &str) -> Vec<(PathBuf, String)> {
+    // Small JSON files only: a record is a few lines.
+    let read = |p: &Path| -> Option<serde_json::Value> {
+        // An object store's record is read now (listed without its bytes).
+        let _ = remote::materialize(p);
+        std::fs::metadata(p).ok().filter(|m| m.is_file() && m.len() < 1 << 20)?;
+        serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+    };
+    let files = |dir: &Path, exts: &[&str]| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().and_then(|x| x.to_str()).is_some_and(|x| exts.contains(&x)))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut out = Vec::new();
+    let deployments = root.join("deployments");
+    let dirs: Vec<PathBuf> = match database {
+        // The runbook joins the database's name as it is: a name is a path component there.
+        Some(d) if !d.is_empty() && !d.contains('/') && d != "." && d != ".." => vec![deployments.join(d)],
+        Some(_) => Vec::new(),
+        None => {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(&deployments)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    for dir in dirs {
+        for f in files(&dir, &["json"]) {
+            if let Some(v) = read(&f) {
+                if let (Some(l), Some(b)) = (v["label"].as_str(), v["backup"].as_str()) {
+                    if l == label {
+                        out.push((f, b.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    // The team's own records, in the storage folder or above it (a local folder's parent).
+    let mut team_dirs = vec![root.to_path_buf()];
+    if remote::for_mirror(root).is_none() {
+        team_dirs.extend(root.parent().map(Path::to_path_buf));
+    }
+    for dir in team_dirs {
+        for f in files(&dir, &["meta", "json"]) {
+            let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned());
+            if let Some(v) = read(&f) {
+                if let Some(b) = v["database_backup"].as_str() {
+                    if v["backup"].as_str() == Some(label) || stem.as_deref() == Some(label) {
+                        out.push((f, b.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Whether `word` is one of the name's words (split on `_`, `-` and `.`), in any case.
 fn has_word(name: &str, word: &str) -> bool {
     name.split(['_', '-', '.']).any(|w| w.eq_ignore_ascii_case(word))
@@ -408,5 +518,48 @@ mod tests {
         assert_eq!(at("2023-01-01"), None);
         let why = explain(&s, Some("erp"), &Asked::parse("2023-01-01"));
         assert!(why.contains("made at 2024-01-10T00:00:00Z, after 2023-01-01"), "{why}");
+    }
+
+    /// Before: `label:v2.3.1` looked for the word in file names only, so the backup the
+    /// predeploy runbook recorded for a deployment (and the multi-tenant runbook's
+    /// `backup_<stamp>.meta` records) could not be named by its label. The record's backup is
+    /// taken, never another in its place, and a record naming a missing backup is an error.
+    #[test]
+    fn a_deployment_label_names_the_backup_its_record_holds() {
+        let t = tempfile::tempdir().expect("tmp");
+        let root = t.path().join("backups");
+        let old = archive(&root.join("app"), "20240110T000000.000Z");
+        archive(&root.join("app"), "20240111T000000.000Z");
+        let record = |label: &str, backup: &Path| {
+            let p = root.join("deployments/app").join(format!("{label}.json"));
+            fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            let v = serde_json::json!({ "label": label, "database": "app", "backup": backup, "sha256": "00" });
+            fs::write(p, v.to_string()).expect("record");
+        };
+        record("v2.3.1", &old);
+        record("v2.4.0", &root.join("app/gone.dump.pgdrill"));
+        let s = LocalStore::new(&root).survey(None).expect("survey");
+        let app = s.select(Some("app"));
+        let (e, note) = deployed(&s, &app, Some("app"), "v2.3.1").expect("ok").expect("a record");
+        assert_eq!(e.path, old);
+        assert!(note.contains("deployments/app/v2.3.1.json"), "{note}");
+        assert!(deployed(&s, &app, Some("app"), "v9").expect("ok").is_none(), "no record: the words of names");
+        let err = deployed(&s, &app, Some("app"), "v2.4.0").expect_err("pruned");
+        assert!(err.contains("gone.dump.pgdrill") && err.contains("not among the backups"), "{err}");
+
+        // The multi-tenant runbook's own record, above its `database/` folder, naming the
+        // file by a path on the team's server: found by its file name.
+        let env = t.path().join("filter-ical/production");
+        touch(&env.join("database/db_20250106_120000.sql.gz"));
+        touch(&env.join("database/db_20250107_020000.sql.gz"));
+        let meta = serde_json::json!({
+            "backup": "backup_20250106_120000",
+            "database_backup": "/opt/backups/filter-ical/production/database/db_20250106_120000.sql.gz"
+        });
+        fs::write(env.join("backup_20250106_120000.meta"), meta.to_string()).expect("meta");
+        let s = LocalStore::new(env.join("database")).survey(None).expect("survey");
+        let mine = s.select(Some("filterical_production"));
+        let (e, _) = deployed(&s, &mine, None, "backup_20250106_120000").expect("ok").expect("the team's record");
+        assert_eq!(e.name, "db_20250106_120000.sql.gz");
     }
 }

@@ -445,8 +445,8 @@ struct ToolReader {
     feeder: Option<std::thread::JoinHandle<()>>,
     stderr: Option<std::thread::JoinHandle<String>>,
     finished: bool,
-    /// gpg's private home directory, removed with the reader.
-    _home: Option<tempfile::TempDir>,
+    /// gpg's private home directory, removed with the reader (reaped after a kill).
+    _home: Option<super::envelope::GpgHome>,
 }
 
 impl ToolReader {
@@ -465,10 +465,7 @@ impl ToolReader {
     /// directory so no keyring or agent of the user's is touched, and `--no-autostart` so
     /// no gpg-agent outlives the run.
     fn gpg(path: &Path, pass: &str) -> Result<Self, String> {
-        let home = tempfile::Builder::new()
-            .prefix("pgdrill-gpg-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a directory for gpg: {e}"))?;
+        let home = super::envelope::GpgHome::new().map_err(|e| e.to_string())?;
         let mut cmd = crate::child::command("gpg");
         cmd.arg("--homedir")
             .arg(home.path())
@@ -483,7 +480,7 @@ impl ToolReader {
         tool: &'static str,
         mut cmd: std::process::Command,
         mut input: Box<dyn Read + Send>,
-        home: Option<tempfile::TempDir>,
+        home: Option<super::envelope::GpgHome>,
     ) -> Result<Self, String> {
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = crate::child::spawn(&mut cmd)

@@ -731,8 +731,12 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
 pub(super) fn say_unfinished(ctx: &StepCtx, storage: &std::path::Path, database: Option<&str>) -> String {
     let left = LocalStore::new(storage).unfinished(database).unwrap_or_default();
     for e in &left {
+        let why = match crate::backup::layout::is_lone_sidecar(e) {
+            true => "a team's sidecar manifest whose file (published after it) is missing",
+            false => "its manifest (written last) is missing",
+        };
         ctx.log(format!(
-            "not taking {}: unfinished, its manifest (written last) is missing: a backup killed before it finished, or one still finishing; retention.prune removes it",
+            "not taking {}: unfinished, {why}: a backup killed before it finished, or one still finishing; retention.prune removes it",
             crate::storage::remote::display(&e.path)
         ));
     }

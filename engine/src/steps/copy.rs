@@ -180,7 +180,10 @@ async fn copy_one(
             )));
         }
     }
-    let copied = match to_store(to, &rel, &src, manifest.as_deref(), &sha, size).await? {
+    // A team's own file (a sidecar of envelope none, openssl or gpg) lands as it was written:
+    // its sidecar first, so the team's globs never see it at the destination without one.
+    let sidecar_first = recorded.as_ref().is_some_and(|m| m.envelope != crate::archive::Envelope::Pgdrill);
+    let copied = match to_store(to, &rel, &src, manifest.as_deref(), &sha, size, sidecar_first).await? {
         Copied::Now(None) => {
             ctx.log(format!("copied {shown_src} to {dest} ({size} bytes, sha256 {sha}, read back and matched)"));
             true
@@ -239,8 +242,46 @@ async fn digest_in(store: &dyn Store, key: &str) -> Result<(String, u64), String
 
 /// Copy `src` (and its manifest) to `key` in `store`: nothing under the key until the copy
 /// is whole, read back and matched; an existing copy with the same sha256 is kept
-/// (`false`), one with other contents is never replaced.
+/// (`false`), one with other contents is never replaced. The manifest goes last (pgdrill's
+/// commit marker), or first when `sidecar_first` (a team's sidecar, see `backup::layout`);
+/// a copy that fails then takes its sidecar away again.
 async fn to_store(
+    store: &dyn Store,
+    key: &str,
+    src: &Path,
+    manifest: Option<&[u8]>,
+    sha: &str,
+    size: u64,
+    sidecar_first: bool,
+) -> Result<Copied, StepError> {
+    let env = StepError::environment;
+    let mk = crate::backup::layout::manifest_key(key);
+    // Where the file is there already, `to_store_file` judges it (and adds a missing manifest).
+    let file_there = store.head(key).await.map_err(env)?.is_some();
+    let early = manifest.filter(|_| sidecar_first && !file_there);
+    if let Some(m) = early {
+        // A sidecar left by a copy stopped before its file is kept when it is this one.
+        match store.head(&mk).await.map_err(env)? {
+            Some(_) if store.read(&mk).await.map_err(env)?.as_slice() == m => {}
+            Some(_) => {
+                return Err(StepError::failed(format!(
+                    "{} already exists with other contents: nothing was replaced",
+                    store.url_of(&mk)
+                )))
+            }
+            None => store.put_new(&mk, m.to_vec()).await.map_err(env)?,
+        }
+        crate::util::test_pause("copy-sidecar-written");
+    }
+    let result = to_store_file(store, key, src, if early.is_some() { None } else { manifest }, sha, size).await;
+    if early.is_some() && result.is_err() && store.head(key).await.ok().flatten().is_none() {
+        let _ = store.delete(&mk).await;
+    }
+    result
+}
+
+/// `to_store`'s file, and its manifest after it when given.
+async fn to_store_file(
     store: &dyn Store,
     key: &str,
     src: &Path,
@@ -333,6 +374,11 @@ pub struct SyncWith {
     /// files found in the folder)
     #[serde(default)]
     database: Option<String>,
+    /// other tools' file names, e.g. `{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}.sql.gz`: the files
+    /// copied besides pgdrill's own, as backup.latest and prune read them (default: the
+    /// classic schemes)
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    name_pattern: Option<String>,
 }
 
 impl With for SyncWith {
@@ -362,8 +408,9 @@ impl CopyAll {
     async fn run(ctx: StepCtx, w: SyncWith) -> Result<SyncOutputs, StepError> {
         let root = crate::backup::ledger::view(&*ctx.store(&w.storage)?).await.map_err(StepError::environment)?;
         let database = w.database.as_deref().filter(|d| !d.is_empty());
+        let pattern = super::backup::name_pattern(w.name_pattern.as_deref())?;
         let entries = crate::backup::layout::LocalStore::new(&root)
-            .list(database)
+            .list_with(database, pattern.as_ref())
             .map_err(|e| StepError::environment(format!("cannot list {}: {e}", remote::display(&root))))?;
         let to = ctx.store(&w.to)?;
         let mut out = SyncOutputs::default();

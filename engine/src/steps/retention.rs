@@ -269,14 +269,14 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
             continue;
         }
         if !w.apply {
-            ctx.log(format!("would delete {} (unfinished: its manifest was never written; written at {at})", e.name));
+            ctx.log(format!("would delete {} (unfinished: {}; written at {at})", e.name, crate::backup::layout::why_unfinished(&e)));
         } else if let Some((r, rel)) = crate::storage::remote::for_mirror(&e.path) {
             r.delete(&rel).await.map_err(StepError::environment)?;
-            ctx.log(format!("delete {} (unfinished: its manifest was never written; written at {at})", e.name));
+            ctx.log(format!("delete {} (unfinished: {}; written at {at})", e.name, crate::backup::layout::why_unfinished(&e)));
         } else {
             std::fs::remove_file(&e.path)
                 .map_err(|err| StepError::environment(format!("deleting {}: {err}", e.path.display())))?;
-            ctx.log(format!("delete {} (unfinished: its manifest was never written; written at {at})", e.name));
+            ctx.log(format!("delete {} (unfinished: {}; written at {at})", e.name, crate::backup::layout::why_unfinished(&e)));
         }
         unfinished.push(shown);
     }

@@ -258,7 +258,18 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                 })
             };
             if asked != Asked::Random {
-                match resolve::choose(&entries, &asked) {
+                // `label:` names a deployment's backup first (`resolve::deployed`).
+                let deployed = match &asked {
+                    Asked::Label(l) => {
+                        resolve::deployed(&survey, &entries, w.database.as_deref(), l).map_err(StepError::failed)?
+                    }
+                    _ => None,
+                };
+                let chosen = match &deployed {
+                    Some((e, _)) => Some(*e),
+                    None => resolve::choose(&entries, &asked),
+                };
+                match chosen {
                     Some(e) => {
                         if !e.foreign {
                             manifest_of(e)?;
@@ -267,7 +278,10 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                             ctx.log(format!("`{written}`: the newest backup made at or before {}", rfc3339(*until)));
                         }
                         if let Asked::Label(l) = &asked {
-                            ctx.log(format!("`label:{l}`: the newest backup whose name holds the word `{l}`"));
+                            ctx.log(match &deployed {
+                                Some((_, note)) => note.clone(),
+                                None => format!("`label:{l}`: the newest backup whose name holds the word `{l}`"),
+                            });
                         }
                         for line in resolve::pointer_notes(&survey, e) {
                             ctx.log(line);

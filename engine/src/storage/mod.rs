@@ -95,8 +95,8 @@ pub fn reap(dir: &Path) -> Vec<PathBuf> {
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         // Every kind `private_dir` makes: a staged dump, a partial backup, a store's mirror, a
-        // report's working copy.
-        let Some(rest) = ["stage", "partial", "mirror", "report"]
+        // report's working copy, gpg's home (`backup::envelope::GpgHome`).
+        let Some(rest) = ["stage", "partial", "mirror", "report", "gpg"]
             .iter()
             .find_map(|k| name.strip_prefix(&format!(".pgdrill-{k}-")).map(str::to_string))
         else {

@@ -265,7 +265,13 @@ async fn multi_tenant_dumps_three_folders_down_are_taken_from_the_folder_storage
     for name in [&old, &format!("db_{}.sql.gz", stamp(3))] {
         sh(&s, "filterical_production", &prod, &format!("pg_dump --format=custom --compress=9 > {name}"));
     }
-    sh(&s, "filterical_production", &prod.join(".."), &format!("echo '{{}}' > backup_{}.meta", stamp(3)));
+    // The document's deployment manifest: the pre-deployment backup, by the label it gives it.
+    let label = format!("backup_{}", stamp(24 * 40));
+    let meta = serde_json::json!({
+        "backup": label,
+        "database_backup": format!("/opt/backups/filter-ical/production/database/{old}"),
+    });
+    std::fs::write(prod.join("..").join(format!("{label}.meta")), meta.to_string()).expect("meta");
     sh(
         &s,
         "filterical_staging",
@@ -281,8 +287,12 @@ async fn multi_tenant_dumps_three_folders_down_are_taken_from_the_folder_storage
     let ran = verify(&s, &prod, "filterical_production", "latest", "filterical_production").output();
     passed(&ran);
 
-    let ran = restore(&s, &prod, "filterical_production", "latest", "filterical_restore").expect(0);
+    // "Scenario 1: Bad Deployment": rolled back to the backup its deployment manifest names
+    // (the older one), by its label; `label:` used to read only words in file names.
+    let ran = restore(&s, &prod, "filterical_production", &format!("label:{label}"), "filterical_restore").expect(0);
     assert_eq!(restored_rows(&s, "filterical_restore").await, "300/700", "{}", ran.all());
+    assert!(ran.all().contains(&format!("`label:{label}`: the backup the deployment record")), "{}", ran.all());
+    assert!(ran.all().contains(&prod.join(&old).display().to_string()), "the older dump: {}", ran.all());
 
     let dry = prune_dry(
         &prod,

@@ -54,7 +54,7 @@ fn moto_checking_signatures() -> Option<(Server, String, String)> {
 }
 
 /// A plain HTTP request to a server on 127.0.0.1: (status, body).
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+pub(crate) fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     http_body(port, method, path, headers, &[])
 }
 
@@ -99,7 +99,7 @@ fn http_response(port: u16, method: &str, path: &str, headers: &[(&str, &str)], 
 }
 
 /// Object keys in `bucket` under `prefix` (S3 ListObjectsV2).
-fn s3_keys(port: u16, bucket: &str, prefix: &str) -> Vec<String> {
+pub(crate) fn s3_keys(port: u16, bucket: &str, prefix: &str) -> Vec<String> {
     let (status, body) = http(port, "GET", &format!("/{bucket}?list-type=2&prefix={prefix}"), &[]);
     assert_eq!(status, 200, "{body}");
     body.split("<Key>").skip(1).filter_map(|p| p.split("</Key>").next()).map(str::to_string).collect()
@@ -112,7 +112,7 @@ fn s3_uploads(port: u16, bucket: &str) -> usize {
     body.matches("<UploadId>").count()
 }
 
-fn with_aws(mut c: Command, port: u16) -> Command {
+pub(crate) fn with_aws(mut c: Command, port: u16) -> Command {
     c.env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
         .env("AWS_REGION", "us-east-1")

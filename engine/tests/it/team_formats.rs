@@ -211,6 +211,30 @@ async fn backups_written_in_a_teams_own_names_and_formats_are_read_by_their_comm
         assert!(said.contains("default privileges, roles, memberships and role settings match the source"), "{said}");
         assert!(!ran.all().contains(PASS) && !said.contains(PASS), "the passphrase is in verify's output");
 
+        if case.ext == ".sql.gz" {
+            // The restore runbook takes it by its name, from its sidecar: restored into a new
+            // database and proven against the sidecar's fingerprint before it is declared done.
+            let junit = tmp.path().join("restore.xml");
+            let ran = Run::new("restore")
+                .arg("--yes")
+                .var("database_url", &url)
+                .var("storage", storage.display())
+                .var("database", "shop")
+                .var("backup", &name)
+                .var("target", "shop_restored")
+                .var("safety", tmp.path().join("safety").display())
+                .var("allow_unauthenticated", true)
+                .key(PASS)
+                .junit(&junit)
+                .expect(0);
+            let j = ran.junit();
+            for step in ["pick", "check", "restore", "verify"] {
+                assert_eq!(j.status(step), "passed", "{step}: {}", ran.all());
+            }
+            assert!(j.all_text().contains("the sidecar of a team's own format"), "{}", j.all_text());
+            assert_eq!(scalar(&src.url_for("shop_restored"), "select count(*) from orders").await, "500");
+        }
+
         if case.vars.contains(&"envelope=openssl") {
             // A key given: its manifest cannot be authenticated, so it is refused by default.
             let ran = verify(&[], &tmp.path().join("refused.xml"));
@@ -268,11 +292,25 @@ steps:
       key: \"{{ secrets.key }}\"
 ";
 
+/// Entries of `dir` whose name holds `pgdrill-gpg-` (gpg's home, hidden or not).
+fn gpg_homes(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("pgdrill-gpg-"))
+        .collect()
+}
+
 /// The passphrase reaches openssl through its own environment and gpg through its stdin,
 /// never any process's argv; and a backup killed -9 while the tool encrypts leaves no file
 /// under the team's name (only pgdrill's hidden partial directory) and no tool running.
+/// Before: the kill left gpg's private home (`pgdrill-gpg-*`, a plain temporary directory
+/// removed on drop) in the temporary directory for ever; it is now reaped by the next
+/// pgdrill command, whatever it is (here `validate`).
 #[tokio::test(flavor = "multi_thread")]
-async fn an_encrypting_tool_never_sees_the_passphrase_in_argv_and_a_killed_backup_leaves_no_team_file() {
+async fn an_encrypting_tool_never_sees_the_passphrase_in_argv_and_a_killed_backup_leaves_no_team_file_nor_gpg_home() {
     if !require(have("gpg", "--version") && have("openssl", "version") && have("perl", "-v"), "gpg, openssl, perl") {
         return;
     }
@@ -284,9 +322,13 @@ async fn an_encrypting_tool_never_sees_the_passphrase_in_argv_and_a_killed_backu
     std::fs::write(&runbook, SLOW_RUNBOOK).expect("runbook");
     let pg_dump = slow_pg_dump(tmp.path());
 
+    // pgdrill's temporary directory, the test's own, so what it leaves there can be counted.
+    let tmpdir = tmp.path().join("tmpdir");
+    std::fs::create_dir_all(&tmpdir).expect("mkdir");
     for (envelope, ext, tool) in [("openssl", ".sql.gz.enc", "openssl enc"), ("gpg", ".sql.gz.gpg", "--symmetric")] {
         let storage = tmp.path().join(envelope);
         let mut child = Run::new(&runbook)
+            .env("TMPDIR", &tmpdir)
             .var("url", &url)
             .var("storage", storage.display())
             .var("pg_dump", pg_dump.display())
@@ -343,5 +385,340 @@ async fn an_encrypting_tool_never_sees_the_passphrase_in_argv_and_a_killed_backu
             assert!(t.elapsed() < Duration::from_secs(10), "{envelope}: the tool {tool_pid} outlived pgdrill");
             std::thread::sleep(Duration::from_millis(50));
         }
+        if envelope == "gpg" {
+            // The kill left gpg's home (the scene this test is about), and the next command,
+            // one that encrypts nothing, removes it.
+            assert_eq!(gpg_homes(&tmpdir).len(), 1, "gpg's home while gpg ran: {:?}", gpg_homes(&tmpdir));
+            Run::cli(["validate"]).arg(&runbook).env("TMPDIR", &tmpdir).expect(0);
+            assert_eq!(gpg_homes(&tmpdir), Vec::<String>::new(), "gpg's home outlived the next run");
+        }
     }
+}
+
+/// The names under `dir` that are not hidden (what a team's `ls` shows), sorted.
+fn visible(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Before: a team's file was published first and its sidecar after it, so a kill between
+/// the two left a whole `shop_*.sql.gz` without its sidecar, which the team's glob found and
+/// verify read as another tool's file. Killed (by the debug build's pause hook) at each
+/// phase of its publication: no team file is ever under its name without its sidecar; a
+/// sidecar left alone is listed apart as unfinished, never a backup, and prune removes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_team_file_killed_between_its_publication_and_its_sidecar_was_left_without_its_sidecar() {
+    let Some(src) = native_server("shop").await else { return };
+    let url = src.url();
+    exec(&url, "create table t (id int primary key); insert into t select generate_series(1, 100);").await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ext = ".sql.gz";
+    // Each phase in a folder of its own: a name is the dump's second, and a left sidecar keeps it.
+    let kill_at = |phase: &str| -> PathBuf {
+        let storage = tmp.path().join(phase);
+        let flag = tmp.path().join(format!("{phase}.flag"));
+        let mut child = Run::new("backup")
+            .var("database_url", &url)
+            .var("storage", storage.display())
+            .var("name_pattern", format!("{PATTERN}{ext}"))
+            .vars(&["format=plain", "compression=gzip", "envelope=none", "encrypt=false"])
+            .env("PGDRILL_TEST_PAUSE_AT", phase)
+            .env("PGDRILL_TEST_PAUSE_FLAG", &flag)
+            .command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pgdrill");
+        let t = Instant::now();
+        while !flag.exists() {
+            assert!(t.elapsed() < Duration::from_secs(120), "{phase}: never reached");
+            assert!(child.try_wait().expect("wait").is_none(), "{phase}: the backup ended before it");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        storage
+    };
+    let team_files = |dir: &Path| -> Vec<String> { visible(dir).into_iter().filter(|n| n.ends_with(ext)).collect() };
+
+    // Written whole in its private partial file: nothing visible.
+    let dir = kill_at("backup-written");
+    assert_eq!(visible(&dir), Vec::<String>::new(), "nothing under a final name");
+
+    // Published, or published and read back: the file with its sidecar, a backup.
+    for phase in ["backup-uploaded", "backup-read-back"] {
+        let dir = kill_at(phase);
+        let files = team_files(&dir);
+        assert_eq!(files.len(), 1, "{phase}: {:?}", visible(&dir));
+        assert!(dir.join(format!("{}.manifest.json", files[0])).is_file(), "{phase}: the file without its sidecar");
+        let list = Run::cli(["backups", "list", "--storage"]).arg(&dir).expect(0);
+        assert!(list.stdout.contains(&files[0]) && !list.stdout.contains("NOT BACKUPS"), "{phase}: {}", list.stdout);
+    }
+
+    // The sidecar is published, the file not yet: the team's glob finds nothing, and the
+    // sidecar is shown apart as unfinished and pruned once old enough.
+    let dir = kill_at("backup-sidecar-written");
+    let left = visible(&dir);
+    assert_eq!(left.len(), 1, "the sidecar alone: {left:?}");
+    let sidecar = left[0].clone();
+    assert!(sidecar.ends_with(".sql.gz.manifest.json"), "{sidecar}");
+    assert_eq!(team_files(&dir), Vec::<String>::new(), "no team file without its sidecar");
+    let list = Run::cli(["backups", "list", "--storage"]).arg(&dir).expect(0);
+    let (table, apart) = list
+        .stdout
+        .split_once("NOT BACKUPS: 1 unfinished archive")
+        .unwrap_or_else(|| panic!("the lone sidecar is shown apart: {}", list.stdout));
+    assert!(!table.contains(&sidecar), "never a row of the table: {}", list.stdout);
+    assert!(apart.contains(&sidecar) && apart.contains("a sidecar manifest without its file"), "{}", list.stdout);
+    let prune = |after: &str| {
+        Run::new("prune")
+            .var("storage", dir.display())
+            .var("database", "shop")
+            .var("abandoned_uploads_after", after)
+            .var("apply", "true")
+            .expect(0)
+    };
+    let ran = prune("24h");
+    assert!(ran.all().contains(&format!("keep   {sidecar} (unfinished")), "{}", ran.all());
+    assert!(dir.join(&sidecar).exists());
+    let ran = prune("0s");
+    assert!(
+        ran.all().contains(&format!("delete {sidecar} (unfinished: a sidecar manifest whose file")),
+        "{}",
+        ran.all()
+    );
+    assert_eq!(visible(&dir), Vec::<String>::new(), "the lone sidecar was pruned");
+
+    // Copied offsite, the same order: killed after the sidecar, before the file, the copy
+    // holds no team file without its sidecar; run again, it resumes and completes it.
+    let whole = tmp.path().join("backup-read-back");
+    let name = team_files(&whole).pop().expect("the complete backup");
+    let to = tmp.path().join("offsite");
+    let flag = tmp.path().join("copy.flag");
+    let offsite = || {
+        Run::new("offsite")
+            .var("storage", whole.display())
+            .var("offsite", to.display())
+            .var("copy", "all")
+            .var("name_pattern", format!("{PATTERN}{ext}"))
+    };
+    let mut child = offsite()
+        .env("PGDRILL_TEST_PAUSE_AT", "copy-sidecar-written")
+        .env("PGDRILL_TEST_PAUSE_FLAG", &flag)
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pgdrill");
+    let t = Instant::now();
+    while !flag.exists() {
+        assert!(t.elapsed() < Duration::from_secs(120), "the copy never reached its sidecar");
+        assert!(child.try_wait().expect("wait").is_none(), "the copy ended before its sidecar");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    assert_eq!(visible(&to), [format!("{name}.manifest.json")], "the sidecar alone, no team file");
+    let ran = offsite().expect(0);
+    assert!(ran.all().contains("1 copied"), "{}", ran.all());
+    assert_eq!(visible(&to), [name.clone(), format!("{name}.manifest.json")]);
+    for f in [name.clone(), format!("{name}.manifest.json")] {
+        assert_eq!(std::fs::read(whole.join(&f)).expect("source"), std::fs::read(to.join(&f)).expect("copy"), "{f}");
+    }
+    src.stop().await;
+}
+
+/// `run` against the moto on `port` (`object_store::with_aws`), the team's passphrase as the
+/// key: its exit code and what it printed.
+fn in_s3(run: Run, port: u16) -> (i32, String) {
+    let mut c = crate::object_store::with_aws(run.command(), port);
+    let o = c.env("PGDRILL_BACKUP_KEY", PASS).output().expect("pgdrill runs");
+    (o.status.code().unwrap_or(-1), format!("{}{}", text(&o.stdout), text(&o.stderr)))
+}
+
+/// Before: a team's own name and format written into an object store had code and no test,
+/// `backups list` showed its manifest as `none`, and verify from the store was said to take
+/// the file for another tool's (no ground truth: "content unproven"). Written with a pattern
+/// into s3:// (moto): the object and its sidecar at the location's root, listed with its
+/// sidecar, verified against the sidecar's fingerprint, and restored by the restore runbook.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_team_file_in_an_object_store_is_listed_with_its_sidecar_verified_against_it_and_restored() {
+    let Some(s3) = moto() else { return };
+    let Some(src) = native_server("shop").await else { return };
+    let url = src.url();
+    exec(
+        &url,
+        "create table items (id int primary key, name text not null);
+         insert into items select g, 'item ' || g from generate_series(1, 1000) g;
+         create table orders (id int primary key, item int references items);
+         insert into orders select g, 1 + g % 1000 from generate_series(1, 500) g;",
+    )
+    .await;
+    assert_eq!(crate::object_store::http(s3.port, "PUT", "/team", &[]).0, 200, "bucket created");
+    let loc = "s3://team/nightly";
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ext = ".sql.gz.enc";
+
+    // Written: the team's name at the location's root, its sidecar beside it, nothing else.
+    let (code, log) = in_s3(
+        Run::new("backup")
+            .var("database_url", &url)
+            .var("storage", loc)
+            .var("name_pattern", format!("{PATTERN}{ext}"))
+            .vars(&["format=plain", "compression=gzip", "envelope=openssl"]),
+        s3.port,
+    );
+    assert_eq!(code, 0, "{log}");
+    let keys = crate::object_store::s3_keys(s3.port, "team", "nightly/");
+    let file = keys.iter().find(|k| k.ends_with(ext)).unwrap_or_else(|| panic!("the team's file: {keys:?}")).clone();
+    assert!(file.starts_with("nightly/shop_"), "{file}");
+    assert_eq!(keys, [file.clone(), format!("{file}.manifest.json")], "the file and its sidecar only");
+    let name = file.strip_prefix("nightly/").unwrap_or_default().to_string();
+    let object = format!("s3://team/{file}");
+    assert!(!log.contains(PASS), "{log}");
+
+    // Listed with its sidecar, unauthenticated, as the table and the JSON say it.
+    let (code, table) = in_s3(Run::cli(["backups", "list", "--storage", loc]), s3.port);
+    assert_eq!(code, 0, "{table}");
+    let row = table.lines().find(|l| l.contains(&object)).unwrap_or_else(|| panic!("listed: {table}"));
+    assert!(row.contains("sidecar UNAUTH"), "{row}");
+    let (code, json) = in_s3(Run::cli(["backups", "list", "--json", "--storage", loc]), s3.port);
+    assert_eq!(code, 0, "{json}");
+    let v: serde_json::Value = serde_json::from_str(json.trim()).expect("json");
+    assert_eq!(v[0]["path"], object.as_str(), "{json}");
+    assert_eq!(v[0]["manifest_auth"], "unauthenticated (sidecar of a team's own format)", "{json}");
+
+    // Verified from the store against its sidecar: the fingerprint is the ground truth (a
+    // file taken for another tool's would have none here: "content unproven", exit 1).
+    let junit = tmp.path().join("verify.xml");
+    let (code, log) = in_s3(
+        Run::new("verify")
+            .var("storage", loc)
+            .var("database", "shop")
+            .var("backup", &name)
+            .var("provider", "native")
+            .var("allow_unauthenticated", true)
+            .junit(&junit),
+        s3.port,
+    );
+    assert_eq!(code, 0, "{log}");
+    let j = Junit::read(&junit);
+    for step in ["integrity", "restore", "tables", "schema"] {
+        assert_eq!(j.status(step), "passed", "{step}: {log}");
+    }
+    let said = j.all_text();
+    assert!(said.contains("the sidecar of a team's own format"), "{said}");
+    assert!(said.contains("2 tables, 1500 rows match the source"), "{said}");
+    assert!(!said.contains("content unproven"), "{said}");
+
+    // Restored from the store by the restore runbook into a new database, proven against
+    // the sidecar's fingerprint before it is declared done.
+    let junit = tmp.path().join("restore.xml");
+    let (code, log) = in_s3(
+        Run::new("restore")
+            .arg("--yes")
+            .var("database_url", &url)
+            .var("storage", loc)
+            .var("database", "shop")
+            .var("backup", &name)
+            .var("target", "shop_copy")
+            .var("safety", tmp.path().join("safety").display())
+            .var("allow_unauthenticated", true)
+            .junit(&junit),
+        s3.port,
+    );
+    assert_eq!(code, 0, "{log}");
+    let j = Junit::read(&junit);
+    for step in ["pick", "check", "restore", "verify"] {
+        assert_eq!(j.status(step), "passed", "{step}: {log}");
+    }
+    assert!(log.contains(&object), "the restore names the object: {log}");
+    let copy = src.url_for("shop_copy");
+    assert_eq!(scalar(&copy, "select count(*) from items").await, "1000");
+    assert_eq!(scalar(&copy, "select count(*) from orders").await, "500");
+
+    // Synced back to a folder by the team's pattern: the file and its sidecar, byte for byte.
+    let here = tmp.path().join("here");
+    let (code, log) = in_s3(
+        Run::new("offsite")
+            .var("storage", loc)
+            .var("offsite", here.display())
+            .var("copy", "all")
+            .var("name_pattern", format!("{PATTERN}{ext}")),
+        s3.port,
+    );
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(visible(&here), [name.clone(), format!("{name}.manifest.json")], "{log}");
+    // moto takes any signature for a read (an unsigned one it refuses).
+    let auth = [(
+        "Authorization",
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+    )];
+    let (status, sidecar) =
+        crate::object_store::http(s3.port, "GET", &format!("/team/nightly/{name}.manifest.json"), &auth);
+    assert_eq!(status, 200, "{sidecar}");
+    let copied = std::fs::read(here.join(format!("{name}.manifest.json"))).expect("the sidecar copied");
+    assert_eq!(text(&copied), sidecar, "the sidecar, byte for byte");
+    let m: serde_json::Value = serde_json::from_str(&sidecar).expect("json");
+    let file = std::fs::read(here.join(&name)).expect("the file copied");
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(&file).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(m["sha256"], digest.as_str(), "the file is the one its sidecar names");
+    src.stop().await;
+}
+
+/// Before: `offsite --var copy=all` (`backup.sync`) took no `name_pattern`, so a team whose
+/// files only their pattern reads (`crm_20240101_020000.bak`: a database and a time, but no
+/// dump's extension) had none of them copied, and the classic rules' files were copied in
+/// their place. With the pattern, the team's files (and their sidecars) are copied, in the
+/// folder's layout, and nothing the pattern does not name; without it, as before.
+#[test]
+fn offsite_copy_all_took_no_name_pattern_and_skipped_a_teams_own_files() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let storage = tmp.path().join("backups");
+    std::fs::create_dir_all(storage.join("crm")).expect("mkdir");
+    let team = ["crm/crm_20240101_020000.bak", "crm/crm_20240102_020000.bak"];
+    for (i, f) in team.iter().enumerate() {
+        std::fs::write(storage.join(f), format!("PGDMP team dump {i}")).expect("write");
+    }
+    std::fs::write(storage.join("crm/wal_20240102.tar.gz"), b"not a dump").expect("write");
+    std::fs::write(storage.join("crm/other_20240102_020000.sql.gz"), b"another tool's").expect("write");
+    let offsite = |to: &Path, pattern: &str| {
+        Run::new("offsite")
+            .var("storage", storage.display())
+            .var("offsite", to.display())
+            .var("copy", "all")
+            .var("name_pattern", pattern)
+            .expect(0)
+    };
+    let copied = |to: &Path| -> Vec<String> {
+        let mut v: Vec<String> =
+            walk(to).iter().filter_map(|p| p.strip_prefix(to).ok().map(|r| r.display().to_string())).collect();
+        v.sort();
+        v
+    };
+
+    // The classic rules: the `.bak` files are of a kind unknown to them.
+    let classic = tmp.path().join("classic");
+    offsite(&classic, "");
+    assert_eq!(copied(&classic), ["crm/other_20240102_020000.sql.gz"]);
+
+    // The team's pattern: its files, byte for byte, in the folder's layout; nothing else.
+    let to = tmp.path().join("offsite");
+    let ran = offsite(&to, "{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}.bak");
+    assert_eq!(copied(&to), team, "{}", ran.all());
+    for f in team {
+        assert_eq!(std::fs::read(storage.join(f)).expect("source"), std::fs::read(to.join(f)).expect("copy"), "{f}");
+    }
+    assert!(ran.all().contains("2 copied"), "{}", ran.all());
+    // Run again: both are there, nothing is copied twice.
+    let ran = offsite(&to, "{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}.bak");
+    assert!(ran.all().contains("0 copied") && ran.all().contains("2 already at"), "{}", ran.all());
 }
