@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod builder;
+mod fields;
 mod junit;
 mod report;
 mod servers;
@@ -13,6 +14,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub use builder::{Ran, Run, KEY_ENV};
+pub use fields::{catalogue_kinds, dummy, leak_then, required_others};
 pub use junit::{Junit, Status};
 pub use report::RunJson;
 pub use servers::{moto, moto_with_env, on_path, server_log, wait_listening, Server};
