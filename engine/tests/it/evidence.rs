@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::common;
-use crate::common::{junit_cases, pgdrill, status_of, text, Ran, Run, KEY_ENV};
+use crate::common::{junit_cases, pgdrill, status_of, text, Ran, Run, SmallDisk, KEY_ENV};
 
 const KEY: &str = "evidence-test passphrase";
 
@@ -245,30 +245,6 @@ fn a_huge_argon2_cost_in_an_archive_header_aborted_or_hung_the_process() {
         assert_eq!(out.status.code(), Some(1), "{what}: {}", all(&out));
         assert!(text(&out.stderr).contains(&format!("Argon2id {what}")), "{what}: {}", all(&out));
         assert!(text(&out.stderr).contains("corrupted or hostile archive header"), "{}", all(&out));
-    }
-}
-
-/// A small tmpfs mounted for one test and unmounted whatever happens.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
-        std::fs::create_dir_all(at).expect("mount point");
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
-            .arg(at)
-            .output();
-        let ok = out.as_ref().is_ok_and(|o| o.status.success());
-        if !common::require(ok, &format!("permission to mount a tmpfs ({out:?})")) {
-            return None;
-        }
-        Some(SmallDisk(at.to_path_buf()))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod builder;
+mod disk;
 mod dumps;
 mod fields;
 mod junit;
@@ -15,6 +16,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub use builder::{Ran, Run, KEY_ENV};
+pub use disk::SmallDisk;
 pub use dumps::{last_json_line, pg_dump_gzip};
 pub use fields::{catalogue_kinds, dummy, leak_then, required_others};
 pub use junit::{Junit, Status};
