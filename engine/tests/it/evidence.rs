@@ -108,17 +108,13 @@ async fn databases_acct_and_dot_acct_shared_a_folder_and_pick_restored_the_wrong
 async fn a_truncated_newest_manifest_made_latest_pick_an_older_backup() {
     let Some((s, t, storage, _)) = shop_backed_up().await else { return };
     // A second, newer backup whose manifest is cut short.
-    let out = pgdrill(&[
-        "run",
-        "backup",
-        "--var",
-        &format!("database_url={}", s.url()),
-        "--var",
-        &format!("storage={}", storage.display()),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .output()
-    .expect("backup");
+    let out = Run::new("backup")
+        .var("database_url", s.url())
+        .var("storage", storage.display())
+        .command()
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .output()
+        .expect("backup");
     assert!(out.status.success(), "{}", all(&out));
     let newest = backups_in(&storage.join("shop")).pop().expect("two backups");
     let manifest = pgdrill::backup::layout::manifest_path(&newest);
@@ -162,17 +158,13 @@ async fn one_bad_ledger_line_made_prune_delete_the_newest_verified_backup() {
     assert_eq!(out.code, Some(0), "{}", out.all());
     // Two newer, never verified backups: the verified one is kept only as "newest verified".
     for _ in 0..2 {
-        let out = pgdrill(&[
-            "run",
-            "backup",
-            "--var",
-            &format!("database_url={}", s.url()),
-            "--var",
-            &format!("storage={}", storage.display()),
-        ])
-        .env("PGDRILL_BACKUP_KEY", KEY)
-        .output()
-        .expect("backup");
+        let out = Run::new("backup")
+            .var("database_url", s.url())
+            .var("storage", storage.display())
+            .command()
+            .env("PGDRILL_BACKUP_KEY", KEY)
+            .output()
+            .expect("backup");
         assert!(out.status.success(), "{}", all(&out));
     }
     let dir = storage.join("erp");
@@ -307,20 +299,15 @@ async fn a_missing_openssl_binary_was_recorded_as_a_failed_backup() {
         }
     }
     let junit = t.path().join("v.xml");
-    let out = pgdrill(&[
-        "run",
-        "verify",
-        "--var",
-        &format!("backup={}", file.display()),
-        "--var",
-        "provider=native",
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .env("PATH", &bin)
-    .output()
-    .expect("verify");
+    let out = Run::new("verify")
+        .var("backup", file.display())
+        .var("provider", "native")
+        .junit(&junit)
+        .command()
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .env("PATH", &bin)
+        .output()
+        .expect("verify");
     assert_eq!(out.status.code(), Some(3), "{}", all(&out));
     assert!(all(&out).contains("cannot run openssl"), "{}", all(&out));
     assert_eq!(status_of(&junit_cases(&junit), "integrity"), "error");
@@ -537,17 +524,13 @@ async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
     }
     // A manifest moved from another backup of the same database does not fit this archive.
     std::fs::write(pgdrill::backup::layout::manifest_path(&backup), &original).expect("restore manifest");
-    let out = pgdrill(&[
-        "run",
-        "backup",
-        "--var",
-        &format!("database_url={}", s.url()),
-        "--var",
-        &format!("storage={}", storage.display()),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .output()
-    .expect("backup");
+    let out = Run::new("backup")
+        .var("database_url", s.url())
+        .var("storage", storage.display())
+        .command()
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .output()
+        .expect("backup");
     assert!(out.status.success(), "{}", all(&out));
     let newest = backups_in(&storage.join("shop")).pop().expect("newest");
     std::fs::copy(pgdrill::backup::layout::manifest_path(&backup), pgdrill::backup::layout::manifest_path(&newest))

@@ -203,25 +203,17 @@ async fn a_classic_folder_is_listed_picked_by_name_time_and_verified_in_every_fo
 
     // The wrong passphrase for gpg is a failure naming the cause, never a restore.
     let junit = dir.path().join("wrong.xml");
-    let out = pgdrill(&[
-        "run",
-        "verify",
-        "--var",
-        &format!("storage={}", f.storage.display()),
-        "--var",
-        "database=auth_db",
-        "--var",
-        "provider=native",
-        "--var",
-        "max_age=36000d",
-        "--var",
-        "force=true",
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-    ])
-    .env("PGDRILL_BACKUP_KEY", "not the passphrase at all")
-    .output()
-    .expect("verify");
+    let out = Run::new("verify")
+        .var("storage", f.storage.display())
+        .var("database", "auth_db")
+        .var("provider", "native")
+        .var("max_age", "36000d")
+        .var("force", "true")
+        .junit(&junit)
+        .command()
+        .env("PGDRILL_BACKUP_KEY", "not the passphrase at all")
+        .output()
+        .expect("verify");
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("gpg could not decrypt"), "{all}");
@@ -703,28 +695,18 @@ fn prune_deleted_a_log_and_a_csv_whose_names_had_a_date_and_gz() {
     for (name, bytes, _) in &files {
         std::fs::write(storage.join(name), bytes).expect("write");
     }
-    let out = pgdrill(&[
-        "run",
-        "prune",
-        "--var",
-        &format!("storage={}", storage.display()),
-        "--var",
-        "database=DB",
-        "--var",
-        "keep_within=30d",
-        "--var",
-        "keep_daily=0",
-        "--var",
-        "keep_weekly=0",
-        "--var",
-        "keep_monthly=0",
-        "--var",
-        "min_keep=0",
-        "--var",
-        "apply=true",
-    ])
-    .output()
-    .expect("prune");
+    let out = Run::new("prune")
+        .var("storage", storage.display())
+        .var("database", "DB")
+        .var("keep_within", "30d")
+        .var("keep_daily", "0")
+        .var("keep_weekly", "0")
+        .var("keep_monthly", "0")
+        .var("min_keep", "0")
+        .var("apply", "true")
+        .command()
+        .output()
+        .expect("prune");
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{all}");
     for (name, _, backup) in &files {

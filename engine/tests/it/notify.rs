@@ -236,14 +236,11 @@ fn a_bad_notify_file_is_shown_at_its_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = dir.path().join("n.yaml");
     std::fs::write(&f, "notify:\n  - when: sometimes\n    webhook: { url: http://x }\n").expect("write");
-    let out = run(&[
-        "run",
-        "smoke",
-        "--notify",
-        f.to_str().expect("utf-8"),
-        "--var",
-        "database_url=postgres://x@127.0.0.1:1/x",
-    ]);
+    let out = Run::new("smoke")
+        .arg("--notify")
+        .arg(f.to_str().expect("utf-8"))
+        .var("database_url", "postgres://x@127.0.0.1:1/x")
+        .raw();
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("n.yaml:2:") && err.contains("sometimes"), "{err}");

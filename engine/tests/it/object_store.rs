@@ -358,16 +358,7 @@ async fn an_upload_interrupted_by_sigint_leaves_no_object_and_no_open_upload() {
     exec(&url, "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text), '') from generate_series(1, 16)) from generate_series(1, 200000) g").await;
     assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
     let mut child = with_aws(
-        pgdrill(&[
-            "run",
-            "backup",
-            "--var",
-            &format!("database_url={url}"),
-            "--var",
-            "storage=s3://bkt/p",
-            "--var",
-            "encrypt=false",
-        ]),
+        Run::new("backup").var("database_url", url).var("storage", "s3://bkt/p").var("encrypt", "false").command(),
         s3.port,
     )
     .stdout(Stdio::piped())
@@ -401,16 +392,7 @@ async fn an_upload_left_by_a_killed_pgdrill_is_invisible_and_prune_aborts_it_and
     // Its own temporary directory, so what the killed process leaves there is seen.
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut child = with_aws(
-        pgdrill(&[
-            "run",
-            "backup",
-            "--var",
-            &format!("database_url={url}"),
-            "--var",
-            "storage=s3://bkt/p",
-            "--var",
-            "encrypt=false",
-        ]),
+        Run::new("backup").var("database_url", url).var("storage", "s3://bkt/p").var("encrypt", "false").command(),
         s3.port,
     )
     .env("TMPDIR", tmp.path())
@@ -449,18 +431,12 @@ async fn an_upload_left_by_a_killed_pgdrill_is_invisible_and_prune_aborts_it_and
     assert_eq!(list.trim(), "[]", "a killed upload is never listed");
     let prune = |apply: &str| {
         out_of(&mut with_aws(
-            pgdrill(&[
-                "run",
-                "prune",
-                "--var",
-                "storage=s3://bkt/p",
-                "--var",
-                "database=big",
-                "--var",
-                "abandoned_uploads_after=0s",
-                "--var",
-                &format!("apply={apply}"),
-            ]),
+            Run::new("prune")
+                .var("storage", "s3://bkt/p")
+                .var("database", "big")
+                .var("abandoned_uploads_after", "0s")
+                .var("apply", apply)
+                .command(),
             s3.port,
         ))
     };
@@ -484,16 +460,7 @@ async fn a_store_that_goes_away_mid_upload_is_exit_3_naming_the_upload() {
     exec(&url, "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text), '') from generate_series(1, 16)) from generate_series(1, 200000) g").await;
     assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
     let child = with_aws(
-        pgdrill(&[
-            "run",
-            "backup",
-            "--var",
-            &format!("database_url={url}"),
-            "--var",
-            "storage=s3://bkt/p",
-            "--var",
-            "encrypt=false",
-        ]),
+        Run::new("backup").var("database_url", url).var("storage", "s3://bkt/p").var("encrypt", "false").command(),
         s3.port,
     )
     .stdout(Stdio::piped())
@@ -874,32 +841,14 @@ async fn azure_blob_backup_list_verify_and_refused_credentials() {
     let path = v[0]["path"].as_str().expect("path").to_string();
     assert!(path.starts_with("az://backups/prod/shop/") && path.ends_with(".dump.pgdrill"), "{list}");
     let (code, log) = out_of(&mut with_azure(
-        pgdrill(&[
-            "run",
-            "verify",
-            "--var",
-            &format!("storage={loc}"),
-            "--var",
-            "database=shop",
-            "--var",
-            "provider=native",
-        ]),
+        Run::new("verify").var("storage", loc).var("database", "shop").var("provider", "native").command(),
         az.port,
         AZURITE_KEY,
     ));
     assert_eq!(code, 0, "{log}");
     // The verification was recorded in the container: a second run reads it back.
     let (code, log) = out_of(&mut with_azure(
-        pgdrill(&[
-            "run",
-            "verify",
-            "--var",
-            &format!("storage={loc}"),
-            "--var",
-            "database=shop",
-            "--var",
-            "provider=native",
-        ]),
+        Run::new("verify").var("storage", loc).var("database", "shop").var("provider", "native").command(),
         az.port,
         AZURITE_KEY,
     ));
@@ -1234,20 +1183,13 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     let tmp = tempfile::tempdir().expect("tempdir");
     let verify = |junit: &std::path::Path| {
         let mut c = with_aws(
-            pgdrill(&[
-                "run",
-                "verify",
-                "--var",
-                "storage=s3://bkt/p",
-                "--var",
-                "database=big",
-                "--var",
-                "provider=native",
-                "--var",
-                "force=true",
-                "--junit",
-                junit.to_str().expect("utf-8"),
-            ]),
+            Run::new("verify")
+                .var("storage", "s3://bkt/p")
+                .var("database", "big")
+                .var("provider", "native")
+                .var("force", "true")
+                .junit(junit)
+                .command(),
             s3.port,
         );
         c.env("TMPDIR", tmp.path());
@@ -1441,14 +1383,10 @@ fn a_store_that_never_answers_fails_within_the_request_timeout_before_pg_dump_st
 
     let (code, log) = out_of(
         with_aws(
-            pgdrill(&[
-                "run",
-                "backup",
-                "--var",
-                "database_url=postgres://nobody@127.0.0.1:1/nothing",
-                "--var",
-                "storage=s3://bkt/p",
-            ]),
+            Run::new("backup")
+                .var("database_url", "postgres://nobody@127.0.0.1:1/nothing")
+                .var("storage", "s3://bkt/p")
+                .command(),
             silent.port,
         )
         .env("PGDRILL_STORE_TIMEOUT", "2s"),
@@ -1484,16 +1422,7 @@ async fn a_backup_without_its_manifest_in_a_bucket_was_named_by_its_local_mirror
     )];
     assert_eq!(http(s3.port, "DELETE", &format!("/backups/{manifest}"), &auth).0, 204, "manifest removed");
     let (code, log) = out_of(&mut with_aws(
-        pgdrill(&[
-            "run",
-            "verify",
-            "--var",
-            &format!("storage={loc}"),
-            "--var",
-            "database=shop",
-            "--var",
-            "provider=native",
-        ]),
+        Run::new("verify").var("storage", loc).var("database", "shop").var("provider", "native").command(),
         s3.port,
     ));
     assert_eq!(code, 1, "{log}");
@@ -1743,16 +1672,11 @@ async fn a_store_that_takes_a_read_and_never_answers_was_waited_on_for_the_whole
     assert_eq!(code, 0, "{log}");
     let relay = stalling_relay(s3.port, ".dump.pgdrill HTTP/1.1");
     let (code, log) = out_of(&mut with_aws(
-        pgdrill(&[
-            "run",
-            "verify",
-            "--var",
-            "storage=s3://bkt/p?first_byte_timeout=2s&timeout=30s",
-            "--var",
-            "database=shop",
-            "--var",
-            "provider=native",
-        ]),
+        Run::new("verify")
+            .var("storage", "s3://bkt/p?first_byte_timeout=2s&timeout=30s")
+            .var("database", "shop")
+            .var("provider", "native")
+            .command(),
         relay,
     ));
     assert_eq!(code, 3, "{log}");
