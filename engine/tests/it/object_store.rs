@@ -1616,43 +1616,6 @@ async fn a_backup_killed_between_its_upload_and_its_manifest_left_an_orphan_that
     srv.stop().await;
 }
 
-/// A TCP relay to a store on 127.0.0.1 that takes every request but, for a GET whose request
-/// line holds `stall`, forwards nothing and answers nothing: a store that accepts a read
-/// and never begins its answer.
-fn stalling_relay(upstream: u16, stall: &'static str) -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
-            let (mut c_in, mut s_out) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 65536];
-                loop {
-                    let n = match c_in.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    let head = String::from_utf8_lossy(&buf[..n]);
-                    if head.starts_with("GET ") && head.lines().next().is_some_and(|l| l.contains(stall)) {
-                        // Held open, silent, until the client gives up and closes it.
-                        let _ = c_in.read(&mut buf);
-                        return;
-                    }
-                    if s_out.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-            let (mut s_in, mut c_out) = (server, client);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut s_in, &mut c_out);
-            });
-        }
-    });
-    port
-}
-
 /// Issue 36, case 7: an object store had one timeout for a whole request (20 s, for parts
 /// of up to 8 MiB), so a store that took a read and never began its answer held a run that
 /// long, times its retries. A read's answer must begin within the first-byte timeout
@@ -1670,7 +1633,7 @@ async fn a_store_that_takes_a_read_and_never_answers_was_waited_on_for_the_whole
         s3.port,
     ));
     assert_eq!(code, 0, "{log}");
-    let relay = stalling_relay(s3.port, ".dump.pgdrill HTTP/1.1");
+    let relay = stalling_relay(s3.port, |l| l.starts_with("GET ") && l.contains(".dump.pgdrill HTTP/1.1"));
     let (code, log) = out_of(&mut with_aws(
         Run::new("verify")
             .var("storage", "s3://bkt/p?first_byte_timeout=2s&timeout=30s")

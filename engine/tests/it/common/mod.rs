@@ -9,6 +9,7 @@ mod dumps;
 mod fields;
 mod http;
 mod junit;
+mod relay;
 mod report;
 mod servers;
 
@@ -22,6 +23,7 @@ pub use dumps::{last_json_line, pg_dump_gzip};
 pub use fields::{catalogue_kinds, dummy, leak_then, required_others};
 pub use http::http_recorder;
 pub use junit::{Junit, Status};
+pub use relay::stalling_relay;
 pub use report::RunJson;
 pub use servers::{moto, moto_with_env, on_path, server_log, wait_listening, Server};
 
