@@ -1532,25 +1532,9 @@ async fn a_backup_killed_between_its_upload_and_its_manifest_left_an_orphan_that
     let mut complete = Vec::new();
     for phase in ["backup-committed", "backup-uploaded", "backup-read-back"] {
         let before = archives();
-        let flag = tmp.path().join(phase);
-        let mut child = with_aws(
-            pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]),
-            s3.port,
-        )
-        .env("PGDRILL_TEST_PAUSE_AT", phase)
-        .env("PGDRILL_TEST_PAUSE_FLAG", &flag)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pgdrill");
-        let t = Instant::now();
-        while !flag.exists() {
-            assert!(t.elapsed() < Duration::from_secs(120), "{phase}: never reached");
-            assert!(child.try_wait().expect("wait").is_none(), "{phase}: the backup ended before it");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
+        let backup =
+            pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]);
+        kill_paused_at(with_aws(backup, s3.port), phase, &tmp.path().join(phase));
         let new: Vec<String> = archives().into_iter().filter(|k| !before.contains(k)).collect();
         assert_eq!(new.len(), 1, "{phase}: the archive is in the store: {new:?}");
         let done = committed(&new[0]);
