@@ -6,30 +6,30 @@
 
 pub mod archive;
 pub mod backup;
-pub mod child;
+pub(crate) mod child;
 pub mod cli;
-pub mod diag;
-pub mod doctor;
+pub(crate) mod diag;
+pub(crate) mod doctor;
 pub mod error;
 pub mod evidence;
-pub mod exec;
-pub mod facts;
-pub mod fleet;
+pub(crate) mod exec;
+pub(crate) mod facts;
+pub(crate) mod fleet;
 #[cfg(test)]
 mod layers;
-pub mod manpages;
+pub(crate) mod manpages;
 pub mod pg;
 pub mod physical;
-pub mod plan;
-pub mod progress;
-pub mod redact;
-pub mod report;
-pub mod restore;
+pub(crate) mod plan;
+pub(crate) mod progress;
+pub(crate) mod redact;
+pub(crate) mod report;
+pub(crate) mod restore;
 pub mod runbook;
 pub mod shipped;
 pub mod steps;
 pub mod storage;
-pub mod template;
+pub(crate) mod template;
 pub mod util;
 pub mod wal;
 

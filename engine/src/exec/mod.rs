@@ -38,8 +38,6 @@ use crate::error::{Class, ExitCode};
 use crate::plan::{Group, Node, Plan, PlanStep};
 use crate::redact::Redactor;
 use crate::runbook::{self, Runbook, StepDef};
-// Loading moved to `runbook/`; these paths stay for callers of the library.
-pub use crate::runbook::{load_checked, load_runbook_ref, overrides_from_pairs, VarMap, MAX_NESTING};
 use crate::steps::Resources;
 use crate::{template, Error};
 use attempt::Stopper;
@@ -73,7 +71,6 @@ struct SuiteCtx {
 /// How a runbook run ended.
 #[derive(Debug, Clone)]
 pub struct SuiteResult {
-    pub outcome: SuiteOutcome,
     pub exit: ExitCode,
     pub message: Option<String>,
     /// Outputs of the steps that ran, by step id.
@@ -125,10 +122,6 @@ impl Executor {
         if let Ok(mut r) = self.rto_objective.lock() {
             *r = rto;
         }
-    }
-
-    pub fn sink(&self) -> &Sink {
-        &self.sink
     }
 
     /// Run a runbook as a suite. `overrides` are `--var` values (or a nested step's `vars`).
@@ -286,7 +279,7 @@ impl Executor {
             duration: started.elapsed(),
             message: message.clone(),
         });
-        Ok(SuiteResult { outcome, exit, message, outputs: Arc::unwrap_or_clone(scope.steps) })
+        Ok(SuiteResult { exit, message, outputs: Arc::unwrap_or_clone(scope.steps) })
     }
 
     fn emit_not_run(&self, suite: usize, rb: &Runbook, step: &StepDef, phase: Phase, why: &str) {

@@ -211,8 +211,6 @@ pub struct Target {
     pub rpo: Option<String>,
     pub schedules: Vec<String>,
     pub vars: Vec<(String, String)>,
-    /// Where its entry is in the file (`project.environments.env.databases.db`).
-    pub path: String,
 }
 
 /// A checked fleet file.
@@ -652,7 +650,6 @@ fn resolve(cx: &mut Cx<'_>, levels: [&Settings; 4], (p, e, d): (&str, &str, &str
         rpo: nearest!(rpo),
         schedules: nearest!(schedules).unwrap_or_default(),
         vars,
-        path: path.to_string(),
     })
 }
 

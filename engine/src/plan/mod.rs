@@ -246,7 +246,8 @@ impl<'rb> Plan<'rb> {
         Ok(Plan { runbook: rb, nodes, finally, late_lets })
     }
 
-    /// Every step, with the rollbacks and `finally` steps.
+    /// Every step, with the rollbacks and `finally` steps (the unit tests read it).
+    #[cfg(test)]
     pub fn all_steps(&self) -> impl Iterator<Item = &PlanStep<'rb>> {
         self.nodes
             .iter()

@@ -16,7 +16,6 @@ const LOCK_FILE: &str = ".pgdrill.lock";
 #[derive(Debug)]
 pub struct DirLock {
     _file: nix::fcntl::Flock<std::fs::File>,
-    pub dir: PathBuf,
 }
 
 /// Create `dir` if needed, prove it writable and take its lock; refused when another run
@@ -48,7 +47,7 @@ pub fn lock_dir(dir: &Path, what: &str) -> Result<DirLock, Error> {
     file.set_len(0)
         .and_then(|_| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
         .map_err(|e| Error::environment(format!("{what} {shown} is not writable: {e}")))?;
-    Ok(DirLock { _file: file, dir: dir.to_path_buf() })
+    Ok(DirLock { _file: file })
 }
 
 /// Prove that a file can be written at `path` (its directory made if needed), without

@@ -72,6 +72,11 @@ pub(super) fn webhook_url(w: &Webhook) -> Option<String> {
     w.url.clone().or_else(|| w.url_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|s| !s.is_empty()))
 }
 
+/// A JSON body POSTed to `url` with `headers`, shown in the log as `what`.
+fn json_post(what: String, url: String, body: &serde_json::Value, headers: Vec<(String, String)>) -> Post {
+    (what, url, Some("application/json"), body.to_string(), headers)
+}
+
 /// Where a URL points, without what identifies the caller (path, query, credentials).
 fn shown(url: &str) -> String {
     reqwest::Url::parse(url)
@@ -429,13 +434,7 @@ impl Notifier {
             let key = secret(&p.routing_key_env, &what, warnings)?;
             let url = p.url.clone().unwrap_or_else(|| PAGERDUTY_EVENTS.into());
             let body = oncall::pagerduty(&alert, &key, p.severity.as_deref().unwrap_or("critical"));
-            return Some((
-                format!("{what} to {}", shown(&url)),
-                url,
-                Some("application/json"),
-                body.to_string(),
-                vec![],
-            ));
+            return Some(json_post(format!("{what} to {}", shown(&url)), url, &body, vec![]));
         }
         if let Some(o) = &n.opsgenie {
             let what = n.name.clone().unwrap_or_else(|| "opsgenie".into());
@@ -443,13 +442,8 @@ impl Notifier {
             let base = o.url.clone().unwrap_or_else(|| OPSGENIE_ALERTS.into());
             let (path, body) = oncall::opsgenie(&alert, o.priority.as_deref().unwrap_or("P2"));
             let url = format!("{}{path}", base.trim_end_matches('/'));
-            return Some((
-                format!("{what} to {}", shown(&base)),
-                url,
-                Some("application/json"),
-                body.to_string(),
-                vec![("Authorization".into(), format!("GenieKey {key}"))],
-            ));
+            let auth = vec![("Authorization".into(), format!("GenieKey {key}"))];
+            return Some(json_post(format!("{what} to {}", shown(&base)), url, &body, auth));
         }
         if let Some(t) = &n.teams {
             let what = n.name.clone().unwrap_or_else(|| "teams".into());
@@ -462,13 +456,7 @@ impl Notifier {
                 return None;
             };
             let body = oncall::teams(&alert);
-            return Some((
-                format!("{what} to {}", shown(&url)),
-                url,
-                Some("application/json"),
-                body.to_string(),
-                vec![],
-            ));
+            return Some(json_post(format!("{what} to {}", shown(&url)), url, &body, vec![]));
         }
         if let Some(l) = &n.syslog {
             let what = n.name.clone().unwrap_or_else(|| "syslog".into());

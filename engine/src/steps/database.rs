@@ -116,19 +116,26 @@ fn create_sql(database: &str, shape: &Shape, oid: Option<u32>) -> String {
 
 /// For a step's `with:`: restore.lock's `properties`, or nothing (null, "").
 fn opt_properties<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<crate::restore::Properties>, D::Error> {
+    map_or_nothing(d, "`properties` is the map restore.lock outputs as `properties`")
+}
+
+/// A map another step outputs (`T`), or nothing: null or blank text (the output of a step
+/// that had none); other text is refused, saying what the field is (`is_what`).
+fn map_or_nothing<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+    is_what: &str,
+) -> Result<Option<T>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum Given {
-        Properties(crate::restore::Properties),
+    enum Given<T> {
+        Map(T),
         Text(String),
     }
-    match Option::<Given>::deserialize(d)? {
+    match Option::<Given<T>>::deserialize(d)? {
         None => Ok(None),
-        Some(Given::Properties(p)) => Ok(Some(p)),
+        Some(Given::Map(p)) => Ok(Some(p)),
         Some(Given::Text(t)) if t.trim().is_empty() => Ok(None),
-        Some(Given::Text(t)) => Err(serde::de::Error::custom(format!(
-            "`properties` is the map restore.lock outputs as `properties`, not the text `{t}`"
-        ))),
+        Some(Given::Text(t)) => Err(serde::de::Error::custom(format!("{is_what}, not the text `{t}`"))),
     }
 }
 
@@ -1612,20 +1619,7 @@ struct RecreateWith {
 fn opt_like_source<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<crate::backup::DatabaseProperties>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Given {
-        Properties(crate::backup::DatabaseProperties),
-        Text(String),
-    }
-    match Option::<Given>::deserialize(d)? {
-        None => Ok(None),
-        Some(Given::Properties(p)) => Ok(Some(p)),
-        Some(Given::Text(t)) if t.trim().is_empty() => Ok(None),
-        Some(Given::Text(t)) => Err(serde::de::Error::custom(format!(
-            "`like_source` is the map backup.pick outputs as `database_properties`, not the text `{t}`"
-        ))),
-    }
+    map_or_nothing(d, "`like_source` is the map backup.pick outputs as `database_properties`")
 }
 
 /// `database.create`'s `with:` block, read as a `RecreateWith`.

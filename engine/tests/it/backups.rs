@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::common;
-use crate::common::{pgdrill, text};
+use crate::common::{pgdrill, text, Run};
 use pgdrill::archive::{Codec, KeySource};
 use pgdrill::backup::{self, CreateOptions, Format};
 use pgdrill::error::Class;
@@ -360,17 +360,13 @@ async fn ctrl_c_during_a_backup_leaves_no_file_and_no_pg_dump() {
         ),
     )
     .expect("rb");
-    let mut child = pgdrill(&[
-        "run",
-        rb.to_str().unwrap_or_default(),
-        "--var",
-        &format!("url={}", src.url()),
-        "--var",
-        &format!("storage={}", storage.display()),
-    ])
-    .stdout(Stdio::null())
-    .spawn()
-    .expect("spawn");
+    let mut child = Run::new(&rb)
+        .var("url", src.url())
+        .var("storage", storage.display())
+        .command()
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !marker.exists() {
         assert!(std::time::Instant::now() < deadline, "the dump never started");

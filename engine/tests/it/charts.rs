@@ -22,19 +22,15 @@ fn reports_carry_svg_charts_of_the_history_and_dated_copies_are_bounded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let report = dir.path().to_str().expect("utf-8");
     for _ in 0..2 {
-        let out = run(&[
-            "run",
-            "disaster-recovery",
-            "--quiet",
-            "--var",
-            "provider=native",
-            "--var",
-            "scale=2",
-            "--report",
-            report,
-            "--keep",
-            "1",
-        ]);
+        let out = Run::new("disaster-recovery")
+            .arg("--quiet")
+            .var("provider", "native")
+            .var("scale", "2")
+            .arg("--report")
+            .arg(report)
+            .arg("--keep")
+            .arg("1")
+            .raw();
         assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
         std::thread::sleep(std::time::Duration::from_millis(1100)); // dated names are to the second
     }
@@ -108,15 +104,11 @@ fn dated_reports_are_unique_per_run_and_keep_0_keeps_the_current_page() {
 fn an_environment_error_is_recorded_in_the_history_as_errored() {
     let dir = tempfile::tempdir().expect("tempdir");
     let report = dir.path().join("report");
-    let out = run(&[
-        "run",
-        "fixtures/runbooks/unreachable.yaml",
-        "--quiet",
-        "--var",
-        "url=postgres://nobody@127.0.0.1:1/postgres?connect_timeout=2",
-        "--report",
-        report.to_str().expect("utf-8"),
-    ]);
+    let out = Run::new("fixtures/runbooks/unreachable.yaml")
+        .arg("--quiet")
+        .var("url", "postgres://nobody@127.0.0.1:1/postgres?connect_timeout=2")
+        .report(&report)
+        .raw();
     assert_eq!(out.status.code(), Some(3), "{}{}", text(&out.stdout), text(&out.stderr));
     let history = std::fs::read_to_string(report.join("history.jsonl")).expect("history");
     let line: serde_json::Value = serde_json::from_str(history.lines().last().expect("a line")).expect("json");
@@ -165,15 +157,7 @@ fn budgets_carry_their_target_junit_counts_time_once_and_skips_say_why() {
     )
     .expect("runbook");
     let (report, junit) = (dir.path().join("report"), dir.path().join("j.xml"));
-    let out = run(&[
-        "run",
-        rb.to_str().expect("utf-8"),
-        "--quiet",
-        "--report",
-        report.to_str().expect("utf-8"),
-        "--junit",
-        junit.to_str().expect("utf-8"),
-    ]);
+    let out = Run::new(&rb).arg("--quiet").report(&report).junit(&junit).raw();
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
     let c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).expect("report.json")).expect("json");

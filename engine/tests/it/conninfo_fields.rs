@@ -4,25 +4,6 @@
 
 use crate::common::*;
 
-/// A value for a required field of `ty` that passes the runbook's checks and fails fast at
-/// run time (nothing listens on port 1, nothing is under /nonexistent).
-fn dummy(name: &str, ty: &str) -> String {
-    if ty == "conninfo" || name.contains("url") || name == "source" {
-        return "\"postgres://nobody@127.0.0.1:1/nothing\"".into();
-    }
-    match ty {
-        "integer" | "number" => "1".into(),
-        "boolean" => "false".into(),
-        "duration" => "1s".into(),
-        "map" | "map|null" => "{}".into(),
-        "list of strings" => "[]".into(),
-        "path" => "\"/nonexistent/pgdrill-conninfo-fields\"".into(),
-        "secret" => "\"a-dummy-secret-of-some-length\"".into(),
-        t if t.contains('|') => t.split('|').next().unwrap_or("x").to_string(),
-        _ => "\"/nonexistent/x\"".into(),
-    }
-}
-
 /// Fields a kind's own check asks for beside its connection string, which no dummy of the
 /// required fields gives.
 fn extra(kind: &str) -> &'static [&'static str] {
@@ -43,78 +24,46 @@ fn extra(kind: &str) -> &'static [&'static str] {
 /// environment; the URL around it stays readable in the catalogue's own words.
 #[test]
 fn a_password_in_a_connection_string_was_shown_by_a_step_that_ran_before_it() {
-    let out = run(&["steps", "--json"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let kinds: serde_json::Value = serde_json::from_slice(&out.stdout).expect("catalogue json");
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut covered, mut refused) = (Vec::new(), Vec::new());
-    for kind in kinds.as_array().expect("kinds") {
-        let name = kind["name"].as_str().expect("name");
-        let fields = kind["with"].as_array().cloned().unwrap_or_default();
+    for (name, fields) in catalogue_kinds() {
+        let name = name.as_str();
         for (i, f) in fields.iter().enumerate().filter(|(_, f)| f["type"] == "conninfo") {
             let field = f["name"].as_str().expect("field");
             let password = format!("Pw{i}-{}-{field}-9d2e7b41c6a3f805", name.replace('.', "-"));
             let mut with = vec![format!("{field}: \"postgres://nobody:{password}@127.0.0.1:1/nothing\"")];
-            for other in &fields {
-                let (o, ty) = (other["name"].as_str().unwrap_or(""), other["type"].as_str().unwrap_or(""));
-                if o != field && other["required"] == true {
-                    with.push(format!("{o}: {}", dummy(o, ty)));
-                }
-            }
+            with.extend(required_others(&fields, field, dummy));
             with.extend(extra(name).iter().map(|e| e.to_string()));
-            let env = dir.path().join(format!("env-{name}-{field}"));
-            let rb = dir.path().join(format!("{name}-{field}.yaml"));
-            std::fs::write(
-                &rb,
-                format!(
-                    "name: conninfo-fields\nsteps:\n  - id: leak\n    uses: shell.run\n    with: {{ argv: [sh, -c, 'echo \"MARKER $0\"; echo \"MARKER $0\" >&2; env > \"$1\"', \"{password}\", \"{}\"] }}\n  - id: holder\n    uses: {name}\n    with: {{ {} }}\n",
-                    env.display(),
-                    with.join(", ")
-                ),
-            )
-            .expect("runbook");
-            let (junit, report) =
-                (dir.path().join(format!("{name}-{field}.xml")), dir.path().join(format!("r-{name}-{field}")));
-            let out = pgdrill(&[
-                "run",
-                rb.to_str().expect("utf-8"),
-                "--junit",
-                junit.to_str().expect("utf-8"),
-                "--report",
-                report.to_str().expect("utf-8"),
-            ])
             // The same password in the environment pgdrill was started with: a child must
             // not inherit it.
-            .env("APP_DB_PASSWORD", &password)
-            .env_remove("PGDRILL_BACKUP_KEY")
-            .env_remove("PGDRILL_SOURCE_URL")
-            .output()
-            .expect("pgdrill");
-            let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+            let leaked = leak_then(
+                dir.path(),
+                "conninfo-fields",
+                name,
+                field,
+                &password,
+                &with,
+                &[("APP_DB_PASSWORD", &password)],
+            );
+            let (stdout, stderr) = (&leaked.ran.stdout, &leaked.ran.stderr);
             let case = format!("{name}.{field}");
-            if !report.join("run.json").exists() {
+            if !leaked.report.join("run.json").exists() {
                 // Refused before the first step (the kind's own check wants fields a dummy
                 // cannot give): the diagnostic that quotes the field masks the password too.
-                assert_eq!(out.status.code(), Some(2), "{case}: {stdout}{stderr}");
-                for t in [&stdout, &stderr] {
+                assert_eq!(leaked.ran.code, Some(2), "{case}: {stdout}{stderr}");
+                for t in [stdout, stderr] {
                     assert!(!t.contains(&password), "{case}: the password in the diagnostic:\n{t}");
                 }
                 refused.push(case);
                 continue;
             }
             // The printing step ran (the run was not refused before it), then the holder.
-            assert!(matches!(out.status.code(), Some(0..=3)), "{case}: {stdout}{stderr}");
-            let run_json = std::fs::read_to_string(report.join("run.json")).unwrap_or_default();
+            assert!(matches!(leaked.ran.code, Some(0..=3)), "{case}: {stdout}{stderr}");
+            let run_json = std::fs::read_to_string(leaked.report.join("run.json")).unwrap_or_default();
             assert!(run_json.contains("MARKER ********"), "{case}: the printing step's output, masked: {run_json}");
-            let child_env = std::fs::read_to_string(&env).unwrap_or_else(|e| panic!("{case}: {e}"));
+            let child_env = std::fs::read_to_string(&leaked.env).unwrap_or_else(|e| panic!("{case}: {e}"));
             assert!(!child_env.contains("APP_DB_PASSWORD="), "{case}: the child inherited the password's variable");
-            let mut seen = vec![("stdout", stdout.clone()), ("stderr", stderr.clone()), ("child env", child_env)];
-            seen.push(("junit", std::fs::read_to_string(&junit).unwrap_or_default()));
-            for f in walk(&report) {
-                let t = String::from_utf8_lossy(&std::fs::read(&f).unwrap_or_default()).into_owned();
-                assert!(!t.contains(&password), "{case}: the password appears in {}:\n{t}", f.display());
-            }
-            for (what, t) in seen {
+            for (what, t) in leaked.everything_written() {
                 assert!(!t.contains(&password), "{case}: the password appears in {what}:\n{t}");
             }
             covered.push(case);

@@ -3,25 +3,8 @@
 //! report, and the earlier verified backup's schema is a ground truth too.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use crate::common::*;
-
-/// `pg_dump ARGS | gzip > FILE` of database app, as the classic runbooks write it.
-fn dump(src: &pgdrill::pg::ephemeral::Ephemeral, args: &str, file: &Path) {
-    let out = Command::new("bash")
-        .args(["-c", &format!("set -euo pipefail; /usr/lib/postgresql/15/bin/pg_dump {args} | gzip > \"$1\""), "-"])
-        .arg(file)
-        .env("PGHOST", &src.host)
-        .env("PGPORT", src.port.to_string())
-        .env("PGUSER", &src.user)
-        .env("PGPASSWORD", &src.password)
-        .env("PGDATABASE", "app")
-        .stdin(Stdio::null())
-        .output()
-        .expect("bash");
-    assert!(out.status.success(), "pg_dump {args}: {}", text(&out.stderr));
-}
 
 /// A verify of `backup` (no live source) with `vars`, writing JUnit and a report.
 fn verify(backup: &Path, vars: &[&str], out: &Path) -> Ran {
@@ -35,12 +18,6 @@ fn verify(backup: &Path, vars: &[&str], out: &Path) -> Ran {
         .report(out.join("report"))
         .env_remove("PGDRILL_SOURCE_URL")
         .output()
-}
-
-/// The last line of the report directory's history.
-fn last_history(report: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(report.join("history.jsonl")).expect("history");
-    serde_json::from_str(text.lines().last().expect("a line")).expect("json")
 }
 
 /// Before: a verify of another tool's dump with no ground truth was, in JUnit, a plain
@@ -63,7 +40,7 @@ async fn a_verify_without_ground_truth_was_a_plain_failure_or_a_plain_pass_in_ju
     let d = t.path().join("backups");
     std::fs::create_dir_all(&d).expect("mkdir");
     let f = d.join("app-20240105T130000.sql.gz");
-    dump(&src, "", &f);
+    pg_dump_gzip(&src, "app", "", &f);
 
     // Not accepted: exit 1, the check's failure is of type unproven.
     let out = t.path().join("refused");
@@ -87,7 +64,7 @@ async fn a_verify_without_ground_truth_was_a_plain_failure_or_a_plain_pass_in_ju
     assert_eq!((c["outcome"].as_str(), c["content"].as_str()), (Some("failed"), Some("unproven")), "{c}");
     let check = c["checks"].as_array().and_then(|l| l.iter().find(|x| x["name"] == "tables")).expect("tables check");
     assert_eq!(check["content"], "unproven", "{check}");
-    assert_eq!(last_history(&report)["content"], "unproven");
+    assert_eq!(last_json_line(&report.join("history.jsonl"))["content"], "unproven");
 
     // Accepted: exit 0, yet no plain pass anywhere: a skip of type unproven, content unproven.
     let out = t.path().join("accepted");
@@ -107,7 +84,7 @@ async fn a_verify_without_ground_truth_was_a_plain_failure_or_a_plain_pass_in_ju
     assert!(md.lines().next().is_some_and(|l| l.ends_with("PASSED, CONTENT UNPROVEN")), "{md}");
     let html = std::fs::read_to_string(report.join("report.html")).expect("report.html");
     assert!(html.contains("CONTENT UNPROVEN"), "{html}");
-    assert_eq!(last_history(&report)["content"], "unproven");
+    assert_eq!(last_json_line(&report.join("history.jsonl"))["content"], "unproven");
 
     // A ground truth that holds: proven, and nothing says unproven.
     let out = t.path().join("proven");
@@ -121,11 +98,6 @@ async fn a_verify_without_ground_truth_was_a_plain_failure_or_a_plain_pass_in_ju
     let md = std::fs::read_to_string(out.join("report").join("report.md")).expect("report.md");
     assert!(!md.contains("UNPROVEN"), "{md}");
     src.stop().await;
-}
-
-fn last_entry(dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join("ledger.jsonl")).expect("ledger");
-    serde_json::from_str(text.lines().last().expect("an entry")).expect("json")
 }
 
 /// Before: the nearest earlier verified backup was compared by tables and rows only, so a
@@ -155,10 +127,10 @@ async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup
 
     // 1. Proven against declared expectations: the ledger keeps its schema objects.
     let first = d.join("app-20240105T130000.sql.gz");
-    dump(&src, "", &first);
+    pg_dump_gzip(&src, "app", "", &first);
     let ran = run(&first, &["expect_tables=public.accounts>=200, public.payments>=300"], "first");
     assert_eq!(ran.code, Some(0), "{}", ran.all());
-    let e = last_entry(&d);
+    let e = last_json_line(&d.join("ledger.jsonl"));
     assert_eq!((e["content"].as_str(), e["ground_truth"].as_str()), (Some("proven"), Some("expectations")), "{e}");
     let has = |kind: &str, o: &str| e["objects"][kind].as_array().is_some_and(|l| l.iter().any(|x| x == o));
     assert!(has("indexes", "accounts_by_name on public.accounts"), "{e}");
@@ -169,7 +141,7 @@ async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup
     // 2. A later dump without its post-data section: every table and row, no index, no
     // key: held against the first, each missing object named, content failed.
     let cut = d.join("app-20240106T130000.sql.gz");
-    dump(&src, "--section=pre-data --section=data", &cut);
+    pg_dump_gzip(&src, "app", "--section=pre-data --section=data", &cut);
     let ran = run(&cut, &[], "cut");
     assert_eq!(ran.code, Some(1), "{}", ran.all());
     let all = ran.all();
@@ -184,7 +156,7 @@ async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup
     let j = ran.junit();
     assert_eq!(j.status("tables"), "passed", "the rows are all there: {all}");
     assert_eq!(j.case("schema").map(|c| (c.status, c.kind.as_str())), Some((Status::Failure, "failed")), "{all}");
-    let e = last_entry(&d);
+    let e = last_json_line(&d.join("ledger.jsonl"));
     assert_eq!((e["result"].as_str(), e["content"].as_str()), (Some("failed"), Some("failed")), "{e}");
     assert!(e.get("objects").is_none(), "a failed verification is no ground truth: {e}");
     assert_eq!(ran.run_json().raw["content"], "failed");
@@ -193,14 +165,14 @@ async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup
     // included.
     exec(&src.url(), "create table notes (id int primary key, body text); insert into notes values (1, 'x')").await;
     let later = d.join("app-20240107T130000.sql.gz");
-    dump(&src, "", &later);
+    pg_dump_gzip(&src, "app", "", &later);
     let ran = run(&later, &[], "later");
     assert_eq!(ran.code, Some(0), "{}", ran.all());
     let j = ran.junit();
     assert_eq!((j.status("tables"), j.status("schema")), ("passed", "passed"), "{}", ran.all());
     let said = j.case("schema").map(|c| c.system_out.clone()).unwrap_or_default();
     assert!(said.contains("every schema object of app-20240105T130000.sql.gz is in the restored copy"), "{said}");
-    let e = last_entry(&d);
+    let e = last_json_line(&d.join("ledger.jsonl"));
     assert_eq!((e["content"].as_str(), e["ground_truth"].as_str()), (Some("proven"), Some("earlier")), "{e}");
     assert!(e["objects"]["tables"].as_array().is_some_and(|l| l.iter().any(|x| x == "public.notes")), "{e}");
     let digest = |kind: &str, o: &str| e["definitions"][kind][o].as_str().map(str::len);

@@ -2,25 +2,8 @@
 //! content pgdrill proved (issue 35, "no green without ground truth", third in the order).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use crate::common::*;
-
-/// `pg_dump ARGS | gzip > FILE` of database app, as the classic runbooks write it.
-fn dump(src: &pgdrill::pg::ephemeral::Ephemeral, args: &str, file: &Path) {
-    let out = Command::new("bash")
-        .args(["-c", &format!("set -euo pipefail; /usr/lib/postgresql/15/bin/pg_dump {args} | gzip > \"$1\""), "-"])
-        .arg(file)
-        .env("PGHOST", &src.host)
-        .env("PGPORT", src.port.to_string())
-        .env("PGUSER", &src.user)
-        .env("PGPASSWORD", &src.password)
-        .env("PGDATABASE", "app")
-        .stdin(Stdio::null())
-        .output()
-        .expect("bash");
-    assert!(out.status.success(), "pg_dump {args}: {}", text(&out.stderr));
-}
 
 fn verify(backup: &Path, source: Option<&str>) -> Ran {
     let mut run = Run::new("verify")
@@ -33,11 +16,6 @@ fn verify(backup: &Path, source: Option<&str>) -> Ran {
         run = run.env("PGDRILL_SOURCE_URL", s);
     }
     run.output()
-}
-
-fn last_entry(dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join("ledger.jsonl")).expect("ledger");
-    serde_json::from_str(text.lines().last().expect("an entry")).expect("json")
 }
 
 /// Before: the nearest earlier verified backup was not a ground truth, so a complete later
@@ -64,10 +42,10 @@ async fn a_dump_whose_earlier_dump_was_proven_stayed_unproven_and_a_missing_tabl
 
     // 1. Proven against the live source: the ledger keeps its tables' rows.
     let first = d.join("app-20240105T130000.sql.gz");
-    dump(&src, "", &first);
+    pg_dump_gzip(&src, "app", "", &first);
     let ran = verify(&first, Some(&src.url()));
     assert_eq!(ran.code, Some(0), "{}", ran.all());
-    let e = last_entry(&d);
+    let e = last_json_line(&d.join("ledger.jsonl"));
     assert_eq!((e["content"].as_str(), e["ground_truth"].as_str()), (Some("proven"), Some("source")), "{e}");
     assert_eq!(e["tables"]["public.accounts"], 1000, "{e}");
     assert_eq!(e["tables"]["public.payments"], 400, "{e}");
@@ -75,17 +53,17 @@ async fn a_dump_whose_earlier_dump_was_proven_stayed_unproven_and_a_missing_tabl
     // 2. A later complete dump (rows grew), no source: proven against the earlier one.
     exec(&src.url(), "insert into payments select g, 1 from generate_series(401, 450) g").await;
     let second = d.join("app-20240107T130000.sql.gz");
-    dump(&src, "", &second);
+    pg_dump_gzip(&src, "app", "", &second);
     let ran = verify(&second, None);
     assert_eq!(ran.code, Some(0), "{}", ran.all());
-    let e = last_entry(&d);
+    let e = last_json_line(&d.join("ledger.jsonl"));
     assert_eq!((e["content"].as_str(), e["ground_truth"].as_str()), (Some("proven"), Some("earlier")), "{e}");
     assert_eq!(e["tables"]["public.payments"], 450, "{e}");
 
     // 3. A complete dump that left a table out (dated between the two): held against the
     // first, the one before it, and the missing table named.
     let partial = d.join("app-20240106T130000.sql.gz");
-    dump(&src, "-T payments", &partial);
+    pg_dump_gzip(&src, "app", "-T payments", &partial);
     let ran = verify(&partial, None);
     assert_eq!(ran.code, Some(1), "{}", ran.all());
     assert!(
@@ -95,13 +73,13 @@ async fn a_dump_whose_earlier_dump_was_proven_stayed_unproven_and_a_missing_tabl
         "{}",
         ran.all()
     );
-    assert_eq!(last_entry(&d)["content"], "failed");
+    assert_eq!(last_json_line(&d.join("ledger.jsonl"))["content"], "failed");
 
     // 4. A table shrunk to half since the nearest earlier proven dump: named; within a
     // declared tolerance it holds.
     exec(&src.url(), "delete from accounts where id > 500").await;
     let shrunk = d.join("app-20240108T130000.sql.gz");
-    dump(&src, "", &shrunk);
+    pg_dump_gzip(&src, "app", "", &shrunk);
     let ran = verify(&shrunk, None);
     assert_eq!(ran.code, Some(1), "{}", ran.all());
     assert!(
@@ -137,7 +115,7 @@ async fn an_accepted_unproven_verify_moved_the_verified_success_metric() {
     let d = t.path().join("backups");
     std::fs::create_dir_all(&d).expect("mkdir");
     let f = d.join("app-20240105T130000.sql.gz");
-    dump(&src, "", &f);
+    pg_dump_gzip(&src, "app", "", &f);
     let textfile = t.path().join("pgdrill.prom");
     let notify = t.path().join("notify.yaml");
     std::fs::write(&notify, format!("metrics:\n  textfile: {}\n", textfile.display())).expect("notify");

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::common;
-use crate::common::{junit_cases, pgdrill, status_of, text};
+use crate::common::{junit_cases, pgdrill, status_of, text, Run};
 use pgdrill::archive::{Codec, KeySource};
 use pgdrill::backup::restore::{restore, RestoreOptions};
 use pgdrill::backup::{self, CreateOptions, Format};
@@ -44,24 +44,17 @@ fn load_fixtures(url: &str) {
 
 fn verify(storage: &Path, database: &str, provider: &str, junit: &Path) -> std::process::Output {
     let image = std::env::var("PGDRILL_TEST_IMAGE").unwrap_or_else(|_| "pgdrill/postgres-local:15".into());
-    pgdrill(&[
-        "run",
-        "verify",
-        "--var",
-        &format!("storage={}", storage.display()),
-        "--var",
-        &format!("database={database}"),
-        "--var",
-        &format!("provider={provider}"),
-        "--var",
-        "force=true",
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .env(pgdrill::pg::docker::IMAGE_ENV, image)
-    .output()
-    .expect("verify runs")
+    Run::new("verify")
+        .var("storage", storage.display())
+        .var("database", database)
+        .var("provider", provider)
+        .var("force", "true")
+        .junit(junit)
+        .command()
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .env(pgdrill::pg::docker::IMAGE_ENV, image)
+        .output()
+        .expect("verify runs")
 }
 
 /// Every check of the verify runbook passed: not failed, and not skipped either.
@@ -147,16 +140,7 @@ async fn amcheck_failed_on_the_index_of_a_partitioned_table() {
     )
     .expect("runbook");
     let report = dir.path().join("report");
-    let out = pgdrill(&[
-        "run",
-        runbook.to_str().unwrap_or_default(),
-        "--var",
-        &format!("url={}", s.url()),
-        "--report",
-        report.to_str().unwrap_or_default(),
-    ])
-    .output()
-    .expect("run");
+    let out = Run::new(&runbook).var("url", s.url()).report(&report).command().output().expect("run");
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{all}");
     // The leaves' indexes are checked: p_1 and p_2_0, a primary key and a kind index each.
@@ -200,19 +184,14 @@ async fn the_edge_fixture_round_trips_through_backup_and_verify_with_every_check
 
     // The directory format (pg_dump -Fd -j, stored as tar) and the plain format too.
     for format in ["directory", "plain"] {
-        let backed = pgdrill(&[
-            "run",
-            "backup",
-            "--var",
-            &format!("database_url={}", s.url()),
-            "--var",
-            &format!("storage={}", storage.display()),
-            "--var",
-            &format!("format={format}"),
-        ])
-        .env("PGDRILL_BACKUP_KEY", KEY)
-        .output()
-        .expect("backup");
+        let backed = Run::new("backup")
+            .var("database_url", s.url())
+            .var("storage", storage.display())
+            .var("format", format)
+            .command()
+            .env("PGDRILL_BACKUP_KEY", KEY)
+            .output()
+            .expect("backup");
         assert!(backed.status.success(), "{format}: {}{}", text(&backed.stdout), text(&backed.stderr));
         let out = verify(&storage, "edge", "native", &junit);
         assert_every_check_passed(&out, &junit, format);
@@ -336,16 +315,12 @@ async fn each_deliberate_change_to_a_restored_copy_is_caught_by_the_fingerprint(
     .expect("restore");
 
     let compare = |db: &str| {
-        let out = pgdrill(&[
-            "run",
-            "fixtures/runbooks/fingerprint-compare.yaml",
-            "--var",
-            &format!("backup={}", path.display()),
-            "--var",
-            &format!("url={}", scratch.url_for(db)),
-        ])
-        .output()
-        .expect("compare runs");
+        let out = Run::new("fixtures/runbooks/fingerprint-compare.yaml")
+            .var("backup", path.display())
+            .var("url", scratch.url_for(db))
+            .command()
+            .output()
+            .expect("compare runs");
         (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
     };
     let admin = pgdrill::pg::connect(&scratch.url_for("postgres")).await.expect("connect");

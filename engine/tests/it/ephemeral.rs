@@ -7,7 +7,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::{pgdrill, run, text};
+use crate::common::{pgdrill, run, text, Run};
 
 const DOCKER_IMAGE: &str = "pgdrill/postgres-local:{major}";
 
@@ -27,16 +27,11 @@ fn ready(provider: &str) -> bool {
 }
 
 fn command(provider: &str, mode: &str, out: &Path) -> std::process::Command {
-    let mut c = pgdrill(&[
-        "run",
-        "fixtures/runbooks/ephemeral.yaml",
-        "--var",
-        &format!("provider={provider}"),
-        "--var",
-        &format!("mode={mode}"),
-        "--var",
-        &format!("out={}", out.display()),
-    ]);
+    let mut c = Run::new("fixtures/runbooks/ephemeral.yaml")
+        .var("provider", provider)
+        .var("mode", mode)
+        .var("out", out.display())
+        .command();
     c.env("PGDRILL_DOCKER_IMAGE", DOCKER_IMAGE);
     c
 }

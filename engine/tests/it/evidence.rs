@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::common;
-use crate::common::{junit_cases, pgdrill, status_of, text, Ran, Run, KEY_ENV};
+use crate::common::{junit_cases, pgdrill, status_of, text, Ran, Run, SmallDisk, KEY_ENV};
 
 const KEY: &str = "evidence-test passphrase";
 
@@ -108,17 +108,13 @@ async fn databases_acct_and_dot_acct_shared_a_folder_and_pick_restored_the_wrong
 async fn a_truncated_newest_manifest_made_latest_pick_an_older_backup() {
     let Some((s, t, storage, _)) = shop_backed_up().await else { return };
     // A second, newer backup whose manifest is cut short.
-    let out = pgdrill(&[
-        "run",
-        "backup",
-        "--var",
-        &format!("database_url={}", s.url()),
-        "--var",
-        &format!("storage={}", storage.display()),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .output()
-    .expect("backup");
+    let out = Run::new("backup")
+        .var("database_url", s.url())
+        .var("storage", storage.display())
+        .command()
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .output()
+        .expect("backup");
     assert!(out.status.success(), "{}", all(&out));
     let newest = backups_in(&storage.join("shop")).pop().expect("two backups");
     let manifest = pgdrill::backup::layout::manifest_path(&newest);
@@ -162,17 +158,13 @@ async fn one_bad_ledger_line_made_prune_delete_the_newest_verified_backup() {
     assert_eq!(out.code, Some(0), "{}", out.all());
     // Two newer, never verified backups: the verified one is kept only as "newest verified".
     for _ in 0..2 {
-        let out = pgdrill(&[
-            "run",
-            "backup",
-            "--var",
-            &format!("database_url={}", s.url()),
-            "--var",
-            &format!("storage={}", storage.display()),
-        ])
-        .env("PGDRILL_BACKUP_KEY", KEY)
-        .output()
-        .expect("backup");
+        let out = Run::new("backup")
+            .var("database_url", s.url())
+            .var("storage", storage.display())
+            .command()
+            .env("PGDRILL_BACKUP_KEY", KEY)
+            .output()
+            .expect("backup");
         assert!(out.status.success(), "{}", all(&out));
     }
     let dir = storage.join("erp");
@@ -248,30 +240,6 @@ fn a_huge_argon2_cost_in_an_archive_header_aborted_or_hung_the_process() {
     }
 }
 
-/// A small tmpfs mounted for one test and unmounted whatever happens.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
-        std::fs::create_dir_all(at).expect("mount point");
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
-            .arg(at)
-            .output();
-        let ok = out.as_ref().is_ok_and(|o| o.status.success());
-        if !common::require(ok, &format!("permission to mount a tmpfs ({out:?})")) {
-            return None;
-        }
-        Some(SmallDisk(at.to_path_buf()))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_disk_full_while_verify_staged_was_recorded_as_a_failed_backup() {
     let Some(s) = common::native_server("shop").await else { return };
@@ -331,20 +299,15 @@ async fn a_missing_openssl_binary_was_recorded_as_a_failed_backup() {
         }
     }
     let junit = t.path().join("v.xml");
-    let out = pgdrill(&[
-        "run",
-        "verify",
-        "--var",
-        &format!("backup={}", file.display()),
-        "--var",
-        "provider=native",
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .env("PATH", &bin)
-    .output()
-    .expect("verify");
+    let out = Run::new("verify")
+        .var("backup", file.display())
+        .var("provider", "native")
+        .junit(&junit)
+        .command()
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .env("PATH", &bin)
+        .output()
+        .expect("verify");
     assert_eq!(out.status.code(), Some(3), "{}", all(&out));
     assert!(all(&out).contains("cannot run openssl"), "{}", all(&out));
     assert_eq!(status_of(&junit_cases(&junit), "integrity"), "error");
@@ -561,17 +524,13 @@ async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
     }
     // A manifest moved from another backup of the same database does not fit this archive.
     std::fs::write(pgdrill::backup::layout::manifest_path(&backup), &original).expect("restore manifest");
-    let out = pgdrill(&[
-        "run",
-        "backup",
-        "--var",
-        &format!("database_url={}", s.url()),
-        "--var",
-        &format!("storage={}", storage.display()),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .output()
-    .expect("backup");
+    let out = Run::new("backup")
+        .var("database_url", s.url())
+        .var("storage", storage.display())
+        .command()
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .output()
+        .expect("backup");
     assert!(out.status.success(), "{}", all(&out));
     let newest = backups_in(&storage.join("shop")).pop().expect("newest");
     std::fs::copy(pgdrill::backup::layout::manifest_path(&backup), pgdrill::backup::layout::manifest_path(&newest))

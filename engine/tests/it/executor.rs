@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::{pgdrill, read_json, root, run, text};
+use crate::common::{pgdrill, read_json, root, run, text, Run};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -43,16 +43,8 @@ fn third_step_failure_rolls_back_step_two_then_one_then_finally_everywhere() {
     let log = t.path().join("order.log");
     let junit = t.path().join("junit.xml");
     let report = t.path().join("report");
-    let out = run(&[
-        "run",
-        "fixtures/runbooks/rollback-order.yaml",
-        "--var",
-        &format!("log={}", log.display()),
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-        "--report",
-        report.to_str().unwrap_or_default(),
-    ]);
+    let out =
+        Run::new("fixtures/runbooks/rollback-order.yaml").var("log", log.display()).junit(&junit).report(&report).raw();
     assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
 
     // What really ran, in order.
@@ -109,14 +101,7 @@ fn junit_is_read_back_by_junitparser() {
     let t = tmp();
     let log = t.path().join("order.log");
     let junit = t.path().join("junit.xml");
-    let out = run(&[
-        "run",
-        "fixtures/runbooks/rollback-order.yaml",
-        "--var",
-        &format!("log={}", log.display()),
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-    ]);
+    let out = Run::new("fixtures/runbooks/rollback-order.yaml").var("log", log.display()).junit(&junit).raw();
     assert_eq!(out.status.code(), Some(1));
     let script = r#"
 import sys
@@ -167,14 +152,7 @@ fn a_flaky_step_passes_on_retry_and_fails_when_retries_run_out() {
     let t = tmp();
     let counter = t.path().join("n");
     let report = t.path().join("r1");
-    let out = run(&[
-        "run",
-        "fixtures/runbooks/retry.yaml",
-        "--var",
-        &format!("counter={}", counter.display()),
-        "--report",
-        report.to_str().unwrap_or_default(),
-    ]);
+    let out = Run::new("fixtures/runbooks/retry.yaml").var("counter", counter.display()).report(&report).raw();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let rec = read_json(&report.join("run.json"));
     assert_eq!(rec["suites"][0]["steps"][0]["attempts"], 3);
@@ -186,14 +164,7 @@ fn a_flaky_step_passes_on_retry_and_fails_when_retries_run_out() {
     );
 
     let counter2 = t.path().join("m");
-    let out = run(&[
-        "run",
-        "fixtures/runbooks/retry.yaml",
-        "--var",
-        &format!("counter={}", counter2.display()),
-        "--var",
-        "succeed_on=10",
-    ]);
+    let out = Run::new("fixtures/runbooks/retry.yaml").var("counter", counter2.display()).var("succeed_on", "10").raw();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("(after 4 attempts)"), "{}", text(&out.stdout));
     assert_eq!(std::fs::read_to_string(&counter2).unwrap_or_default().trim(), "4");
@@ -204,18 +175,14 @@ fn sigint_during_a_long_step_runs_rollbacks_and_finally_and_exits_non_zero() {
     let t = tmp();
     let log = t.path().join("log");
     let report = t.path().join("r");
-    let mut child = pgdrill(&[
-        "run",
-        "fixtures/runbooks/interrupt.yaml",
-        "--var",
-        &format!("log={}", log.display()),
-        "--report",
-        report.to_str().unwrap_or_default(),
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("spawn");
+    let mut child = Run::new("fixtures/runbooks/interrupt.yaml")
+        .var("log", log.display())
+        .report(&report)
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !std::fs::read_to_string(&log).unwrap_or_default().contains("long") {
         assert!(Instant::now() < deadline, "the long step never started");
@@ -238,16 +205,7 @@ fn sigint_during_a_long_step_runs_rollbacks_and_finally_and_exits_non_zero() {
 
 /// fixtures/runbooks/parallel.yaml with its files in `dir`; `fail` makes its last group fail.
 fn run_parallel_fixture(dir: &std::path::Path, report: &std::path::Path, fail: bool) -> std::process::Output {
-    run(&[
-        "run",
-        "fixtures/runbooks/parallel.yaml",
-        "--var",
-        &format!("dir={}", dir.display()),
-        "--var",
-        &format!("fail={fail}"),
-        "--report",
-        report.to_str().unwrap_or_default(),
-    ])
+    Run::new("fixtures/runbooks/parallel.yaml").var("dir", dir.display()).var("fail", fail).report(report).raw()
 }
 
 #[test]
@@ -312,17 +270,13 @@ fn a_secret_never_appears_in_stdout_stderr_junit_or_run_json() {
     let t = tmp();
     let junit = t.path().join("j.xml");
     let report = t.path().join("r");
-    let out = pgdrill(&[
-        "run",
-        "fixtures/runbooks/secrets.yaml",
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-        "--report",
-        report.to_str().unwrap_or_default(),
-    ])
-    .env("PGDRILL_TEST_TOKEN", secret)
-    .output()
-    .expect("run");
+    let out = Run::new("fixtures/runbooks/secrets.yaml")
+        .junit(&junit)
+        .report(&report)
+        .command()
+        .env("PGDRILL_TEST_TOKEN", secret)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1), "the last step fails on purpose");
     let junit_text = std::fs::read_to_string(&junit).unwrap_or_default();
     let json_text = std::fs::read_to_string(report.join("run.json")).unwrap_or_default();
@@ -371,14 +325,7 @@ fn a_nested_runbook_is_its_own_suite_and_its_outputs_are_readable() {
     let t = tmp();
     let junit = t.path().join("j.xml");
     let report = t.path().join("r");
-    let out = run(&[
-        "run",
-        "fixtures/runbooks/nested-parent.yaml",
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-        "--report",
-        report.to_str().unwrap_or_default(),
-    ]);
+    let out = Run::new("fixtures/runbooks/nested-parent.yaml").junit(&junit).report(&report).raw();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let rec = read_json(&report.join("run.json"));
     assert_eq!(rec["suites"][1]["name"], "nested-child");
@@ -454,14 +401,7 @@ fn rendered_field_error_names_runbook_step_and_field() {
     )
     .expect("write runbook");
     let report = dir.path().join("r");
-    let out = run(&[
-        "run",
-        rb.to_str().unwrap_or_default(),
-        "--var",
-        "d=soon",
-        "--report",
-        report.to_str().unwrap_or_default(),
-    ]);
+    let out = Run::new(&rb).var("d", "soon").report(&report).raw();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(all.contains("runbook `late`, step `nap`, field `with`: field `duration`:"), "{all}");
@@ -480,16 +420,11 @@ fn process_running(cmdline_part: &str) -> bool {
 
 /// fixtures/runbooks/nested-interrupt-parent.yaml in `mode`, logging to `log`.
 fn nested_interrupt(mode: &str, log: &std::path::Path, report: &std::path::Path) -> std::process::Command {
-    pgdrill(&[
-        "run",
-        "fixtures/runbooks/nested-interrupt-parent.yaml",
-        "--var",
-        &format!("log={}", log.display()),
-        "--var",
-        &format!("mode={mode}"),
-        "--report",
-        report.to_str().unwrap_or_default(),
-    ])
+    Run::new("fixtures/runbooks/nested-interrupt-parent.yaml")
+        .var("log", log.display())
+        .var("mode", mode)
+        .report(report)
+        .command()
 }
 
 /// The child's rollback and `finally` ran, then the parent's, and the child's suite says how
@@ -648,14 +583,7 @@ fn a_failed_step_that_is_rolled_back_stays_failed_and_a_failed_or_skipped_rollba
     let t = tmp();
     let junit = t.path().join("j.xml");
     let report = t.path().join("r");
-    let out = run(&[
-        "run",
-        "fixtures/runbooks/rollback-truth.yaml",
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-        "--report",
-        report.to_str().unwrap_or_default(),
-    ]);
+    let out = Run::new("fixtures/runbooks/rollback-truth.yaml").junit(&junit).report(&report).raw();
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
 
@@ -715,16 +643,7 @@ async fn a_table_name_with_control_characters_and_cdata_end_keeps_every_report_w
     let t = tmp();
     let junit = t.path().join("j.xml");
     let report = t.path().join("r");
-    let out = run(&[
-        "run",
-        "fixtures/runbooks/hostile-names.yaml",
-        "--var",
-        &format!("url={url}"),
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-        "--report",
-        report.to_str().unwrap_or_default(),
-    ]);
+    let out = Run::new("fixtures/runbooks/hostile-names.yaml").var("url", url).junit(&junit).report(&report).raw();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     // The terminal never receives ESC or BEL from data; it shows them visibly.
     assert!(!out.stdout.iter().any(|b| matches!(b, 0x1b | 0x07 | 0x01)), "{:?}", text(&out.stdout));
@@ -808,14 +727,7 @@ fn a_failure_points_at_its_runbook_line_in_the_terminal_junit_and_run_json() {
     )
     .expect("runbook");
     let (junit, report) = (dir.path().join("j.xml"), dir.path().join("rep"));
-    let out = run(&[
-        "run",
-        rb.to_str().expect("utf-8"),
-        "--junit",
-        junit.to_str().expect("utf-8"),
-        "--report",
-        report.to_str().expect("utf-8"),
-    ]);
+    let out = Run::new(&rb).junit(&junit).report(&report).raw();
     assert_eq!(out.status.code(), Some(1));
     let file = rb.display().to_string();
     let stdout = text(&out.stdout);
@@ -842,17 +754,13 @@ fn a_panic_in_a_step_still_rolls_back_and_runs_finally_and_never_exits_101() {
     let t = tmp();
     let log = t.path().join("order.log");
     let report = t.path().join("report");
-    let out = pgdrill(&[
-        "run",
-        "fixtures/runbooks/rollback-order.yaml",
-        "--var",
-        &format!("log={}", log.display()),
-        "--report",
-        report.to_str().unwrap_or_default(),
-    ])
-    .env("PGDRILL_PANIC_IN_STEP", "steps[2]")
-    .output()
-    .expect("run pgdrill");
+    let out = Run::new("fixtures/runbooks/rollback-order.yaml")
+        .var("log", log.display())
+        .report(&report)
+        .command()
+        .env("PGDRILL_PANIC_IN_STEP", "steps[2]")
+        .output()
+        .expect("run pgdrill");
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "stdout: {}\nstderr: {stderr}", text(&out.stdout));
     let ran = std::fs::read_to_string(&log).unwrap_or_default();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::common;
-use crate::common::{junit_cases, pgdrill, status_of, text, Run};
+use crate::common::{junit_cases, last_json_line, pgdrill, status_of, text, Run};
 
 const PASS: &str = "classic runbook passphrase";
 
@@ -203,25 +203,17 @@ async fn a_classic_folder_is_listed_picked_by_name_time_and_verified_in_every_fo
 
     // The wrong passphrase for gpg is a failure naming the cause, never a restore.
     let junit = dir.path().join("wrong.xml");
-    let out = pgdrill(&[
-        "run",
-        "verify",
-        "--var",
-        &format!("storage={}", f.storage.display()),
-        "--var",
-        "database=auth_db",
-        "--var",
-        "provider=native",
-        "--var",
-        "max_age=36000d",
-        "--var",
-        "force=true",
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-    ])
-    .env("PGDRILL_BACKUP_KEY", "not the passphrase at all")
-    .output()
-    .expect("verify");
+    let out = Run::new("verify")
+        .var("storage", f.storage.display())
+        .var("database", "auth_db")
+        .var("provider", "native")
+        .var("max_age", "36000d")
+        .var("force", "true")
+        .junit(&junit)
+        .command()
+        .env("PGDRILL_BACKUP_KEY", "not the passphrase at all")
+        .output()
+        .expect("verify");
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("gpg could not decrypt"), "{all}");
@@ -532,11 +524,6 @@ async fn an_empty_or_cut_dump_without_a_manifest_verified_green() {
     src.stop().await;
 }
 
-fn last_ledger_entry(dir: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join("ledger.jsonl")).expect("ledger");
-    serde_json::from_str(text.lines().last().expect("an entry")).expect("json")
-}
-
 /// Issue 35, "no green without ground truth": another tool's complete dump verified with
 /// exit 0 while `tables` and `schema` said "skipped: no source fingerprint", and the ledger
 /// recorded it as passed. Now the verdict is "restorable, content unproven" (exit 1, its own
@@ -558,7 +545,7 @@ async fn a_dump_without_ground_truth_verified_green() {
     assert!(all.contains("restorable, content unproven"), "{all}");
     assert_eq!(status_of(&junit_cases(&junit), "restore"), "passed", "{all}");
     assert_eq!(status_of(&junit_cases(&junit), "tables"), "failure", "{all}");
-    let e = last_ledger_entry(&d);
+    let e = last_json_line(&d.join("ledger.jsonl"));
     assert_eq!((e["result"].as_str(), e["content"].as_str()), (Some("unproven"), Some("unproven")), "{e}");
     let out = pgdrill(&["backups", "list", "--storage", d.to_str().unwrap_or_default()]).output().expect("list");
     assert!(text(&out.stdout).contains("unproven"), "{}", text(&out.stdout));
@@ -567,12 +554,12 @@ async fn a_dump_without_ground_truth_verified_green() {
     let (code, all) = verify_app(&f, &["accept_unproven=true"], &junit);
     assert_eq!(code, Some(0), "{all}");
     assert_eq!(status_of(&junit_cases(&junit), "tables"), "skipped", "{all}");
-    assert_eq!(last_ledger_entry(&d)["result"], "unproven");
+    assert_eq!(last_json_line(&d.join("ledger.jsonl"))["result"], "unproven");
 
     // Declared expectations: they hold, or they name what is missing.
     let (code, all) = verify_app(&f, &["expect_tables=public.accounts>=1000, payments>=1000, audit"], &junit);
     assert_eq!(code, Some(0), "{all}");
-    let e = last_ledger_entry(&d);
+    let e = last_json_line(&d.join("ledger.jsonl"));
     assert_eq!((e["content"].as_str(), e["ground_truth"].as_str()), (Some("proven"), Some("expectations")), "{e}");
     let (code, all) = verify_app(&f, &["expect_tables=accounts>=5000, invoices"], &junit);
     assert_eq!(code, Some(1), "{all}");
@@ -607,7 +594,7 @@ async fn a_dump_without_ground_truth_verified_green() {
     let (code, all) = run_with_source(&[]);
     assert_eq!(code, Some(0), "{all}");
     assert!(!all.contains(&src.password), "the source's password never shows");
-    assert_eq!(last_ledger_entry(&d)["ground_truth"], "source");
+    assert_eq!(last_json_line(&d.join("ledger.jsonl"))["ground_truth"], "source");
     // Half of a table deleted since: beyond 10 %, named.
     common::exec(&src.url(), "delete from audit where id > 250").await;
     let (code, all) = run_with_source(&[]);
@@ -708,28 +695,18 @@ fn prune_deleted_a_log_and_a_csv_whose_names_had_a_date_and_gz() {
     for (name, bytes, _) in &files {
         std::fs::write(storage.join(name), bytes).expect("write");
     }
-    let out = pgdrill(&[
-        "run",
-        "prune",
-        "--var",
-        &format!("storage={}", storage.display()),
-        "--var",
-        "database=DB",
-        "--var",
-        "keep_within=30d",
-        "--var",
-        "keep_daily=0",
-        "--var",
-        "keep_weekly=0",
-        "--var",
-        "keep_monthly=0",
-        "--var",
-        "min_keep=0",
-        "--var",
-        "apply=true",
-    ])
-    .output()
-    .expect("prune");
+    let out = Run::new("prune")
+        .var("storage", storage.display())
+        .var("database", "DB")
+        .var("keep_within", "30d")
+        .var("keep_daily", "0")
+        .var("keep_weekly", "0")
+        .var("keep_monthly", "0")
+        .var("min_keep", "0")
+        .var("apply", "true")
+        .command()
+        .output()
+        .expect("prune");
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{all}");
     for (name, _, backup) in &files {

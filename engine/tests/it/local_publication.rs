@@ -3,8 +3,6 @@
 //! is never listed, picked or verified as a backup; the next run and prune clear it.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use crate::common::*;
 
@@ -40,23 +38,7 @@ async fn a_local_backup_killed_at_each_phase_left_an_orphan_that_backups_list_di
     let backup = || Run::new("backup").var("database_url", &url).var("storage", storage.display()).key(KEY);
     let kill_at = |phase: &str| -> Vec<String> {
         let before = files(&folder);
-        let flag = tmp.path().join(phase);
-        let mut child = backup()
-            .env("PGDRILL_TEST_PAUSE_AT", phase)
-            .env("PGDRILL_TEST_PAUSE_FLAG", &flag)
-            .command()
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pgdrill");
-        let t = Instant::now();
-        while !flag.exists() {
-            assert!(t.elapsed() < Duration::from_secs(120), "{phase}: never reached");
-            assert!(child.try_wait().expect("wait").is_none(), "{phase}: the backup ended before it");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
+        kill_paused_at(backup().command(), phase, &tmp.path().join(phase));
         files(&folder).into_iter().filter(|f| !before.contains(f)).collect()
     };
 

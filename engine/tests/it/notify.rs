@@ -1,7 +1,7 @@
 //! Alerts and metrics (`--notify FILE`) against real servers: a Pushgateway, promtool, and
 //! an HTTP listener that receives webhooks.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -17,40 +17,13 @@ struct Listener {
 }
 
 fn listener() -> Listener {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming().flatten() {
-            let mut r = BufReader::new(conn.try_clone().expect("clone"));
-            let mut first = String::new();
-            let _ = r.read_line(&mut first);
-            let mut len = 0usize;
-            let mut sentry_auth = String::new();
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if h.to_ascii_lowercase().starts_with("x-sentry-auth:") {
-                    sentry_auth = h.trim().to_string();
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; len];
-            let _ = r.read_exact(&mut body);
-            let path = first.split(' ').nth(1).unwrap_or_default().to_string();
-            let mut body = String::from_utf8_lossy(&body).into_owned();
-            if !sentry_auth.is_empty() {
-                body = format!("{sentry_auth}\n{body}");
-            }
-            g.lock().expect("lock").push((path, body));
-            let mut c = conn;
-            let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+    let (port, got) = http_recorder(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok", |r| {
+        let mut body = String::from_utf8_lossy(&r.body).into_owned();
+        // Sentry's credentials come in a header: kept in front of the body for the checks.
+        if let Some(auth) = r.lines.iter().rev().find(|h| h.to_ascii_lowercase().starts_with("x-sentry-auth:")) {
+            body = format!("{auth}\n{body}");
         }
+        (r.path, body)
     });
     Listener { port, got }
 }
@@ -236,14 +209,11 @@ fn a_bad_notify_file_is_shown_at_its_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = dir.path().join("n.yaml");
     std::fs::write(&f, "notify:\n  - when: sometimes\n    webhook: { url: http://x }\n").expect("write");
-    let out = run(&[
-        "run",
-        "smoke",
-        "--notify",
-        f.to_str().expect("utf-8"),
-        "--var",
-        "database_url=postgres://x@127.0.0.1:1/x",
-    ]);
+    let out = Run::new("smoke")
+        .arg("--notify")
+        .arg(f.to_str().expect("utf-8"))
+        .var("database_url", "postgres://x@127.0.0.1:1/x")
+        .raw();
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("n.yaml:2:") && err.contains("sometimes"), "{err}");

@@ -358,16 +358,7 @@ async fn an_upload_interrupted_by_sigint_leaves_no_object_and_no_open_upload() {
     exec(&url, "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text), '') from generate_series(1, 16)) from generate_series(1, 200000) g").await;
     assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
     let mut child = with_aws(
-        pgdrill(&[
-            "run",
-            "backup",
-            "--var",
-            &format!("database_url={url}"),
-            "--var",
-            "storage=s3://bkt/p",
-            "--var",
-            "encrypt=false",
-        ]),
+        Run::new("backup").var("database_url", url).var("storage", "s3://bkt/p").var("encrypt", "false").command(),
         s3.port,
     )
     .stdout(Stdio::piped())
@@ -401,16 +392,7 @@ async fn an_upload_left_by_a_killed_pgdrill_is_invisible_and_prune_aborts_it_and
     // Its own temporary directory, so what the killed process leaves there is seen.
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut child = with_aws(
-        pgdrill(&[
-            "run",
-            "backup",
-            "--var",
-            &format!("database_url={url}"),
-            "--var",
-            "storage=s3://bkt/p",
-            "--var",
-            "encrypt=false",
-        ]),
+        Run::new("backup").var("database_url", url).var("storage", "s3://bkt/p").var("encrypt", "false").command(),
         s3.port,
     )
     .env("TMPDIR", tmp.path())
@@ -449,18 +431,12 @@ async fn an_upload_left_by_a_killed_pgdrill_is_invisible_and_prune_aborts_it_and
     assert_eq!(list.trim(), "[]", "a killed upload is never listed");
     let prune = |apply: &str| {
         out_of(&mut with_aws(
-            pgdrill(&[
-                "run",
-                "prune",
-                "--var",
-                "storage=s3://bkt/p",
-                "--var",
-                "database=big",
-                "--var",
-                "abandoned_uploads_after=0s",
-                "--var",
-                &format!("apply={apply}"),
-            ]),
+            Run::new("prune")
+                .var("storage", "s3://bkt/p")
+                .var("database", "big")
+                .var("abandoned_uploads_after", "0s")
+                .var("apply", apply)
+                .command(),
             s3.port,
         ))
     };
@@ -484,16 +460,7 @@ async fn a_store_that_goes_away_mid_upload_is_exit_3_naming_the_upload() {
     exec(&url, "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text), '') from generate_series(1, 16)) from generate_series(1, 200000) g").await;
     assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
     let child = with_aws(
-        pgdrill(&[
-            "run",
-            "backup",
-            "--var",
-            &format!("database_url={url}"),
-            "--var",
-            "storage=s3://bkt/p",
-            "--var",
-            "encrypt=false",
-        ]),
+        Run::new("backup").var("database_url", url).var("storage", "s3://bkt/p").var("encrypt", "false").command(),
         s3.port,
     )
     .stdout(Stdio::piped())
@@ -874,32 +841,14 @@ async fn azure_blob_backup_list_verify_and_refused_credentials() {
     let path = v[0]["path"].as_str().expect("path").to_string();
     assert!(path.starts_with("az://backups/prod/shop/") && path.ends_with(".dump.pgdrill"), "{list}");
     let (code, log) = out_of(&mut with_azure(
-        pgdrill(&[
-            "run",
-            "verify",
-            "--var",
-            &format!("storage={loc}"),
-            "--var",
-            "database=shop",
-            "--var",
-            "provider=native",
-        ]),
+        Run::new("verify").var("storage", loc).var("database", "shop").var("provider", "native").command(),
         az.port,
         AZURITE_KEY,
     ));
     assert_eq!(code, 0, "{log}");
     // The verification was recorded in the container: a second run reads it back.
     let (code, log) = out_of(&mut with_azure(
-        pgdrill(&[
-            "run",
-            "verify",
-            "--var",
-            &format!("storage={loc}"),
-            "--var",
-            "database=shop",
-            "--var",
-            "provider=native",
-        ]),
+        Run::new("verify").var("storage", loc).var("database", "shop").var("provider", "native").command(),
         az.port,
         AZURITE_KEY,
     ));
@@ -1234,20 +1183,13 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     let tmp = tempfile::tempdir().expect("tempdir");
     let verify = |junit: &std::path::Path| {
         let mut c = with_aws(
-            pgdrill(&[
-                "run",
-                "verify",
-                "--var",
-                "storage=s3://bkt/p",
-                "--var",
-                "database=big",
-                "--var",
-                "provider=native",
-                "--var",
-                "force=true",
-                "--junit",
-                junit.to_str().expect("utf-8"),
-            ]),
+            Run::new("verify")
+                .var("storage", "s3://bkt/p")
+                .var("database", "big")
+                .var("provider", "native")
+                .var("force", "true")
+                .junit(junit)
+                .command(),
             s3.port,
         );
         c.env("TMPDIR", tmp.path());
@@ -1441,14 +1383,10 @@ fn a_store_that_never_answers_fails_within_the_request_timeout_before_pg_dump_st
 
     let (code, log) = out_of(
         with_aws(
-            pgdrill(&[
-                "run",
-                "backup",
-                "--var",
-                "database_url=postgres://nobody@127.0.0.1:1/nothing",
-                "--var",
-                "storage=s3://bkt/p",
-            ]),
+            Run::new("backup")
+                .var("database_url", "postgres://nobody@127.0.0.1:1/nothing")
+                .var("storage", "s3://bkt/p")
+                .command(),
             silent.port,
         )
         .env("PGDRILL_STORE_TIMEOUT", "2s"),
@@ -1484,16 +1422,7 @@ async fn a_backup_without_its_manifest_in_a_bucket_was_named_by_its_local_mirror
     )];
     assert_eq!(http(s3.port, "DELETE", &format!("/backups/{manifest}"), &auth).0, 204, "manifest removed");
     let (code, log) = out_of(&mut with_aws(
-        pgdrill(&[
-            "run",
-            "verify",
-            "--var",
-            &format!("storage={loc}"),
-            "--var",
-            "database=shop",
-            "--var",
-            "provider=native",
-        ]),
+        Run::new("verify").var("storage", loc).var("database", "shop").var("provider", "native").command(),
         s3.port,
     ));
     assert_eq!(code, 1, "{log}");
@@ -1603,25 +1532,9 @@ async fn a_backup_killed_between_its_upload_and_its_manifest_left_an_orphan_that
     let mut complete = Vec::new();
     for phase in ["backup-committed", "backup-uploaded", "backup-read-back"] {
         let before = archives();
-        let flag = tmp.path().join(phase);
-        let mut child = with_aws(
-            pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]),
-            s3.port,
-        )
-        .env("PGDRILL_TEST_PAUSE_AT", phase)
-        .env("PGDRILL_TEST_PAUSE_FLAG", &flag)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pgdrill");
-        let t = Instant::now();
-        while !flag.exists() {
-            assert!(t.elapsed() < Duration::from_secs(120), "{phase}: never reached");
-            assert!(child.try_wait().expect("wait").is_none(), "{phase}: the backup ended before it");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
+        let backup =
+            pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]);
+        kill_paused_at(with_aws(backup, s3.port), phase, &tmp.path().join(phase));
         let new: Vec<String> = archives().into_iter().filter(|k| !before.contains(k)).collect();
         assert_eq!(new.len(), 1, "{phase}: the archive is in the store: {new:?}");
         let done = committed(&new[0]);
@@ -1687,43 +1600,6 @@ async fn a_backup_killed_between_its_upload_and_its_manifest_left_an_orphan_that
     srv.stop().await;
 }
 
-/// A TCP relay to a store on 127.0.0.1 that takes every request but, for a GET whose request
-/// line holds `stall`, forwards nothing and answers nothing: a store that accepts a read
-/// and never begins its answer.
-fn stalling_relay(upstream: u16, stall: &'static str) -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
-            let (mut c_in, mut s_out) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 65536];
-                loop {
-                    let n = match c_in.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    let head = String::from_utf8_lossy(&buf[..n]);
-                    if head.starts_with("GET ") && head.lines().next().is_some_and(|l| l.contains(stall)) {
-                        // Held open, silent, until the client gives up and closes it.
-                        let _ = c_in.read(&mut buf);
-                        return;
-                    }
-                    if s_out.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-            let (mut s_in, mut c_out) = (server, client);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut s_in, &mut c_out);
-            });
-        }
-    });
-    port
-}
-
 /// Issue 36, case 7: an object store had one timeout for a whole request (20 s, for parts
 /// of up to 8 MiB), so a store that took a read and never began its answer held a run that
 /// long, times its retries. A read's answer must begin within the first-byte timeout
@@ -1741,18 +1617,13 @@ async fn a_store_that_takes_a_read_and_never_answers_was_waited_on_for_the_whole
         s3.port,
     ));
     assert_eq!(code, 0, "{log}");
-    let relay = stalling_relay(s3.port, ".dump.pgdrill HTTP/1.1");
+    let relay = stalling_relay(s3.port, |l| l.starts_with("GET ") && l.contains(".dump.pgdrill HTTP/1.1"));
     let (code, log) = out_of(&mut with_aws(
-        pgdrill(&[
-            "run",
-            "verify",
-            "--var",
-            "storage=s3://bkt/p?first_byte_timeout=2s&timeout=30s",
-            "--var",
-            "database=shop",
-            "--var",
-            "provider=native",
-        ]),
+        Run::new("verify")
+            .var("storage", "s3://bkt/p?first_byte_timeout=2s&timeout=30s")
+            .var("database", "shop")
+            .var("provider", "native")
+            .command(),
         relay,
     ));
     assert_eq!(code, 3, "{log}");

@@ -2,10 +2,10 @@
 //! (RFC 5424, UDP and TCP), each against a loopback receiver that checks what arrived
 //! against the service's documented schema, with secrets masked and names kept as data.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
 
-use crate::common::Run;
+use crate::common::{http_recorder, Run};
 
 const ROUTING_KEY: &str = "R0UTING-key-pagerduty-5e3c9a1d0b7f";
 const GENIE_KEY: &str = "G3NIE-key-opsgenie-0c1d2e3f4a5b";
@@ -24,41 +24,12 @@ struct Got {
 
 /// An HTTP server that records every request and answers 202, as the services do.
 fn http_receiver() -> (u16, Arc<Mutex<Vec<Got>>>) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming().flatten() {
-            let mut r = BufReader::new(conn.try_clone().expect("clone"));
-            let mut first = String::new();
-            let _ = r.read_line(&mut first);
-            let mut headers = Vec::new();
-            let mut len = 0usize;
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if let Some((k, v)) = h.trim().split_once(':') {
-                    let k = k.trim().to_ascii_lowercase();
-                    if k == "content-length" {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                    headers.push((k, v.trim().to_string()));
-                }
-            }
-            let mut body = vec![0u8; len];
-            let _ = r.read_exact(&mut body);
-            let path = first.split(' ').nth(1).unwrap_or_default().to_string();
-            let raw = String::from_utf8_lossy(&body).into_owned();
-            let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-            g.lock().expect("lock").push(Got { path, headers, body, raw });
-            let mut c = conn;
-            let _ = c.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
-        }
-    });
-    (port, got)
+    http_recorder(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}", |r| Got {
+        body: serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null),
+        raw: String::from_utf8_lossy(&r.body).into_owned(),
+        path: r.path,
+        headers: r.headers,
+    })
 }
 
 /// The RFC 5424 header and structured data of `m`: (PRI, timestamp, hostname, app, msgid,

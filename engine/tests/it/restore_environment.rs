@@ -3,9 +3,9 @@
 //! environment's failures (exit 3, a JUnit `<error>`), never a verdict on the backup; and the
 //! operator restore on PostgreSQL 17, a second real major, in its Docker image (issue 34).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::common::{self, fingerprint_of, scalar, Run};
+use crate::common::{self, fingerprint_of, scalar, Run, SmallDisk};
 use pgdrill::pg::ephemeral::Ephemeral;
 
 const KEY: &str = "restore-environment passphrase";
@@ -14,32 +14,6 @@ const KEY: &str = "restore-environment passphrase";
 /// `s`, one job, its JUnit file in `junit`.
 fn restore(s: &Ephemeral, storage: &Path, junit: &Path, vars: &[&str]) -> Run {
     common::restore_shop(s, storage, KEY).arg("--yes").var("jobs", 1).junit(junit).vars(vars)
-}
-
-/// A tmpfs of `size` mounted at `at`, owned by `uid`:`gid` (the server's user, for a
-/// tablespace), unmounted when dropped. None (a printed skip, a failure in CI) without the
-/// right to mount.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(at: &Path, size: &str, uid: u32, gid: u32) -> Option<SmallDisk> {
-        std::fs::create_dir_all(at).expect("mount point");
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700,uid={uid},gid={gid}"), "tmpfs"])
-            .arg(at)
-            .output();
-        let ok = out.as_ref().is_ok_and(|o| o.status.success());
-        if !common::require(ok, &format!("permission to mount a tmpfs ({out:?})")) {
-            return None;
-        }
-        Some(SmallDisk(at.to_path_buf()))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
 }
 
 /// Issue 35, case 7, for the operator restore: the server's disk filling while pg_restore
@@ -66,7 +40,7 @@ async fn the_servers_disk_filling_during_an_operator_restore_was_a_verdict_on_th
     common::backup_to(&s.url_for("shop"), &storage, KEY, "shop");
 
     let data = std::fs::metadata(Path::new(&s.instance).join("data")).expect("data directory");
-    let Some(disk) = SmallDisk::mount(&dir.path().join("small"), "24m", data.uid(), data.gid()) else { return };
+    let Some(disk) = SmallDisk::mount_owned(&dir.path().join("small"), "24m", data.uid(), data.gid()) else { return };
     common::exec(&admin, &format!("create tablespace small location '{}'", disk.0.display())).await;
     common::exec(&admin, "drop database shop").await;
     common::exec(&admin, "create database shop tablespace small").await;

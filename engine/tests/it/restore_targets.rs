@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
 use crate::common;
-use crate::common::{fingerprint_of, pgdrill, scalar, text};
+use crate::common::{fingerprint_of, pgdrill, scalar, text, Run};
 use pgdrill::pg::ephemeral::Ephemeral;
 use pgdrill::pg::fingerprint::Fingerprint;
 
@@ -148,17 +148,13 @@ async fn a_database_named_like_a_connection_string_restores_into_itself() {
     common::exec(&s.url_for(&name), "create table only_here (x int); insert into only_here values (42)").await;
     let now = fingerprint_of(&s.url_for(&name)).await;
     let backups = dir.path().join("hostile-backups");
-    let out = pgdrill(&[
-        "run",
-        "backup",
-        "--var",
-        &format!("database_url={}", s.url_for(&name)),
-        "--var",
-        &format!("storage={}", backups.display()),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .output()
-    .expect("backup");
+    let out = Run::new("backup")
+        .var("database_url", s.url_for(&name))
+        .var("storage", backups.display())
+        .command()
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .output()
+        .expect("backup");
     assert!(out.status.success(), "backup: {}{}", text(&out.stdout), text(&out.stderr));
     let dumped: Vec<PathBuf> = std::fs::read_dir(backups.join(pgdrill::backup::layout::folder_name(&name)))
         .expect("backup directory")

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::common;
-use crate::common::{pgdrill, require, root, text};
+use crate::common::{pgdrill, require, root, text, Run};
 use pgdrill::archive::{Codec, KeySource};
 use pgdrill::backup::{self, Format, Manifest};
 use pgdrill::pg::ephemeral::Ephemeral;
@@ -128,20 +128,15 @@ async fn a_backup_keeps_the_roles_grants_and_settings_its_database_depends_on() 
 /// Restore the backup at `path` with its roles into a new database `db` of `scratch`,
 /// change it with `mutate`, and compare ownership and privileges: exit code and output.
 fn verify_roles(path: &Path, scratch: &Ephemeral, db: &str, mutate: &str) -> (Option<i32>, String) {
-    let out = pgdrill(&[
-        "run",
-        "fixtures/runbooks/verify-roles.yaml",
-        "--var",
-        &format!("backup={}", path.display()),
-        "--var",
-        &format!("url={}", scratch.url_for(db)),
-        "--var",
-        &format!("mutate={mutate}"),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .env(pgdrill::pg::docker::IMAGE_ENV, "pgdrill/postgres-local:{major}")
-    .output()
-    .expect("verify-roles runs");
+    let out = Run::new("fixtures/runbooks/verify-roles.yaml")
+        .var("backup", path.display())
+        .var("url", scratch.url_for(db))
+        .var("mutate", mutate)
+        .command()
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .env(pgdrill::pg::docker::IMAGE_ENV, "pgdrill/postgres-local:{major}")
+        .output()
+        .expect("verify-roles runs");
     (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
 }
 

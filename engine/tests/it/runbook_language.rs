@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::common;
-use crate::common::{junit_cases, read_json, run, status_of, text};
+use crate::common::{junit_cases, read_json, run, status_of, text, Run};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -68,16 +68,7 @@ fn parallel_group_when_false_skips_every_member_with_the_reason() {
     let log = t.path().join("log");
     let report = t.path().join("report");
     let junit = t.path().join("junit.xml");
-    let out = run(&[
-        "run",
-        rb.to_str().unwrap_or_default(),
-        "--var",
-        &format!("log={}", log.display()),
-        "--report",
-        report.to_str().unwrap_or_default(),
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-    ]);
+    let out = Run::new(&rb).var("log", log.display()).report(&report).junit(&junit).raw();
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     let ran = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(ran.lines().collect::<Vec<_>>(), ["first", "after-skipped-skipped"]);
@@ -144,18 +135,8 @@ fn let_values_are_computed_once_from_vars_and_read_everywhere() {
     let logv = format!("log={}", log.display());
     let out = run(&["run", rb.to_str().unwrap_or_default(), "--var", "database=erp", "--var", &logv]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
-    let out = run(&[
-        "run",
-        rb.to_str().unwrap_or_default(),
-        "--var",
-        "database=erp",
-        "--var",
-        "target=erp_copy",
-        "--var",
-        "jobs=3",
-        "--var",
-        &logv,
-    ]);
+    let out =
+        Run::new(&rb).var("database", "erp").var("target", "erp_copy").var("jobs", "3").arg("--var").arg(&logv).raw();
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     let ran = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(ran.lines().collect::<Vec<_>>(), ["db-erp 4", "True 5", "db-erp_copy 6", "True 7"]);
@@ -289,14 +270,7 @@ fn a_failed_assert_fails_the_step_naming_output_expected_and_actual() {
     let rb = write(t.path(), "asserts.yaml", ASSERTS);
     let junit = t.path().join("junit.xml");
     let report = t.path().join("report");
-    let out = run(&[
-        "run",
-        rb.to_str().unwrap_or_default(),
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-        "--report",
-        report.to_str().unwrap_or_default(),
-    ]);
+    let out = Run::new(&rb).junit(&junit).report(&report).raw();
     assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
     let steps = steps_of(&read_json(&report.join("run.json")));
     assert_eq!(step(&steps, "count").1, "passed", "{steps:?}");
@@ -472,16 +446,7 @@ fn after_waits_for_a_sibling_and_fail_fast_false_lets_the_group_finish_but_still
     let report = t.path().join("report");
     let go = |broken: bool| {
         std::fs::remove_file(&log).ok();
-        let out = run(&[
-            "run",
-            rb.to_str().unwrap_or_default(),
-            "--var",
-            &format!("log={}", log.display()),
-            "--var",
-            &format!("broken={broken}"),
-            "--report",
-            report.to_str().unwrap_or_default(),
-        ]);
+        let out = Run::new(&rb).var("log", log.display()).var("broken", broken).report(&report).raw();
         let lines: Vec<String> =
             std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();
         (out, lines, steps_of(&read_json(&report.join("run.json"))))

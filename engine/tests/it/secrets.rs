@@ -88,21 +88,16 @@ async fn backup_key_never_reaches_the_throwaway_server() {
 
     common::backup_to(&src.url(), storage.path(), KEY, "leak");
     let junit = storage.path().join("junit.xml");
-    let out = pgdrill(&[
-        "run",
-        "verify",
-        "--var",
-        &format!("storage={}", storage.path().display()),
-        "--var",
-        "database=leak",
-        "--var",
-        "provider=native",
-        "--junit",
-        &junit.display().to_string(),
-    ])
-    .env("PGDRILL_BACKUP_KEY", KEY)
-    .output()
-    .expect("verify runs");
+    let out = Run::new("verify")
+        .var("storage", storage.path().display())
+        .var("database", "leak")
+        .var("provider", "native")
+        .arg("--junit")
+        .arg(junit.display().to_string())
+        .command()
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .output()
+        .expect("verify runs");
     let seen = std::fs::read_to_string(&env_file).unwrap_or_else(|e| {
         panic!(
             "the restored index did not run its function in the throwaway server ({e}): {}{}",
@@ -398,18 +393,13 @@ fn short_keys_are_refused_with_exit_2_before_anything_runs() {
     let rb = work.path().join("var-keys.yaml");
     std::fs::write(&rb, VAR_KEYS).expect("runbook");
     let storage = work.path().join("storage");
-    let out = pgdrill(&[
-        "run",
-        &rb.display().to_string(),
-        "--var",
-        "database_url=postgres://nobody@127.0.0.1:1/none",
-        "--var",
-        &format!("storage={}", storage.display()),
-        "--var",
-        "key=tooshort",
-    ])
-    .output()
-    .expect("run");
+    let out = Run::new(rb.display().to_string())
+        .var("database_url", "postgres://nobody@127.0.0.1:1/none")
+        .var("storage", storage.display())
+        .var("key", "tooshort")
+        .command()
+        .output()
+        .expect("run");
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(all.contains("at least 12") && all.contains("with.key"), "{all}");

@@ -81,35 +81,9 @@ type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
 
 /// A little HTTP server that keeps every request's path and body.
 fn receiver() -> (u16, Received) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming().flatten() {
-            let mut r = BufReader::new(conn.try_clone().expect("clone"));
-            let mut first = String::new();
-            let _ = r.read_line(&mut first);
-            let mut len = 0usize;
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; len];
-            let _ = r.read_exact(&mut body);
-            let path = first.split(' ').nth(1).unwrap_or_default().to_string();
-            g.lock().expect("lock").push((path, String::from_utf8_lossy(&body).into_owned()));
-            let mut c = conn;
-            let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-        }
-    });
-    (port, got)
+    common::http_recorder(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok", |r| {
+        (r.path, String::from_utf8_lossy(&r.body).into_owned())
+    })
 }
 
 /// Regression: the success email (and webhooks, Sentry) said "passed in 12.3 s" and nothing

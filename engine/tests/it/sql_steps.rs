@@ -2,7 +2,7 @@
 //! binaries through the native provider).
 
 use crate::common;
-use crate::common::{run, text};
+use crate::common::{run, text, Run};
 use pgdrill::pg::native::{NativeOptions, NativeServer};
 
 async fn server() -> Option<NativeServer> {
@@ -31,14 +31,7 @@ async fn a_failed_assertion_exits_1_and_says_what_came_back() {
     let Some(pg) = server().await else { return };
     let t = tempfile::tempdir().expect("tmp");
     let junit = t.path().join("j.xml");
-    let out = run(&[
-        "run",
-        "fixtures/runbooks/sql-assert-fails.yaml",
-        "--var",
-        &format!("url={}", pg.url()),
-        "--junit",
-        junit.to_str().unwrap_or_default(),
-    ]);
+    let out = Run::new("fixtures/runbooks/sql-assert-fails.yaml").var("url", pg.url()).junit(&junit).raw();
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("returned 0, expected > 0"), "{stdout}");
@@ -122,14 +115,7 @@ async fn sql_assert_compares_numbers_exactly_and_judges_every_row() {
         step("first_row", "values (5),(0)", "> 1", "first"),
     ];
     std::fs::write(&rb, format!("name: numbers\nvars: {{ url: ~ }}\nsteps:\n{}", steps.concat())).expect("write");
-    let out = run(&[
-        "run",
-        rb.to_str().unwrap_or_default(),
-        "--var",
-        &format!("url={}", pg.url()),
-        "--report",
-        report.to_str().unwrap_or_default(),
-    ]);
+    let out = Run::new(&rb).var("url", pg.url()).report(&report).raw();
     // Each step continues on error, so every verdict is in run.json.
     assert!(report.join("run.json").exists(), "{}{}", text(&out.stdout), text(&out.stderr));
     let rec: serde_json::Value =

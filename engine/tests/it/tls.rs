@@ -208,21 +208,17 @@ fn backup_verify_and_operator_restore_over_verify_full_with_sslrootcert() {
         s.port,
         s.ca().display()
     );
-    let out = common::pgdrill(&[
-        "run",
-        "restore",
-        "--var",
-        &format!("database_url={admin}"),
-        "--var",
-        &st,
-        "--var",
-        "database=app",
-        "--yes",
-    ])
-    .env("PGDRILL_BACKUP_KEY", "tls-test-key-0123456789")
-    .stdin(std::process::Stdio::null())
-    .output()
-    .expect("restore runs");
+    let out = common::Run::new("restore")
+        .var("database_url", admin)
+        .arg("--var")
+        .arg(&st)
+        .var("database", "app")
+        .arg("--yes")
+        .command()
+        .env("PGDRILL_BACKUP_KEY", "tls-test-key-0123456789")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("restore runs");
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "restore: {all}");
     assert!(!all.contains(PASSWORD), "the password is shown: {all}");

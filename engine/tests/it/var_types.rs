@@ -1,7 +1,7 @@
 //! Variables that say what they take (issue 45 case 10): `type:` and `values:` under `vars:`,
 //! refused at the declaration before any step runs, and shown by `pgdrill plan`.
 
-use crate::common::{run, text};
+use crate::common::{run, text, Run};
 
 /// Regression: `disaster=flood` and `create_roles=yes` could not be refused by the runbook
 /// itself; the first was found by the step that read it, the second acted as `ask`.
@@ -14,20 +14,14 @@ fn a_value_outside_a_variables_fixed_set_was_found_only_by_the_step_that_read_it
     assert!(stderr.contains("drills/disaster-recovery.yaml:20:"), "at the declaration: {stderr}");
     assert!(text(&out.stdout).trim().is_empty(), "no step ran: {}", text(&out.stdout));
 
-    let out = run(&[
-        "run",
-        "restore",
-        "--var",
-        "database_url=postgres://127.0.0.1:1/postgres",
-        "--var",
-        "storage=/nonexistent",
-        "--var",
-        "database=app",
-        "--var",
-        "create_roles=yes",
-        "--yes",
-        "--quiet",
-    ]);
+    let out = Run::new("restore")
+        .var("database_url", "postgres://127.0.0.1:1/postgres")
+        .var("storage", "/nonexistent")
+        .var("database", "app")
+        .var("create_roles", "yes")
+        .arg("--yes")
+        .arg("--quiet")
+        .raw();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--var create_roles: `yes` is not one of ask, true, false"), "{stderr}");

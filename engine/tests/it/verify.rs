@@ -555,19 +555,14 @@ async fn an_icu_database_was_verified_in_a_c_locale_throwaway() {
     // A throwaway without the source's locale: an unencrypted backup whose manifest names
     // one no server here has (nothing binds an unencrypted manifest, so it can be edited).
     let plain = dir.path().join("plain");
-    let out = common::pgdrill(&[
-        "run",
-        "backup",
-        "--var",
-        &format!("database_url={url}"),
-        "--var",
-        &format!("storage={}", plain.display()),
-        "--var",
-        "encrypt=false",
-    ])
-    .env_remove(KEY_ENV)
-    .output()
-    .expect("backup");
+    let out = common::Run::new("backup")
+        .var("database_url", url)
+        .var("storage", plain.display())
+        .var("encrypt", "false")
+        .command()
+        .env_remove(KEY_ENV)
+        .output()
+        .expect("backup");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let backup = std::fs::read_dir(plain.join("icu_app"))
         .expect("folder")

@@ -684,6 +684,28 @@ impl Drop for Container {
     }
 }
 
+impl Container {
+    /// Let replication connections in with a password and reload: the image's entrypoint
+    /// allows `all` databases from anywhere, which excludes replication.
+    fn allow_replication(&self) {
+        let hba = Command::new("docker")
+            .args(["exec", &self.0, "sh", "-c", "echo 'host replication all all scram-sha-256' >> \"$PGDATA/pg_hba.conf\" && psql -U postgres -c 'select pg_reload_conf()'"])
+            .output()
+            .expect("docker exec");
+        assert!(hba.status.success(), "{}", text(&hba.stderr));
+    }
+
+    /// The port on 127.0.0.1 Docker published the server's 5432 on.
+    fn host_port(&self) -> String {
+        text(&Command::new("docker").args(["port", &self.0, "5432/tcp"]).output().expect("docker port").stdout)
+            .trim()
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgresql_17_base_backup_is_taken_with_its_image_tools_when_the_local_ones_are_older() {
     let image = "pgdrill/postgres-local:17";
@@ -717,18 +739,8 @@ async fn a_postgresql_17_base_backup_is_taken_with_its_image_tools_when_the_loca
         o.status.success().then_some(())
     });
     assert!(ready.is_some(), "the container's server did not start");
-    // The image's entrypoint allows `all` databases from anywhere, which excludes replication.
-    let hba = Command::new("docker")
-        .args(["exec", &c.0, "sh", "-c", "echo 'host replication all all scram-sha-256' >> \"$PGDATA/pg_hba.conf\" && psql -U postgres -c 'select pg_reload_conf()'"])
-        .output()
-        .expect("docker exec");
-    assert!(hba.status.success(), "{}", text(&hba.stderr));
-    let port = text(&Command::new("docker").args(["port", &c.0, "5432/tcp"]).output().expect("docker port").stdout)
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    c.allow_replication();
+    let port = c.host_port();
     let root = tempfile::tempdir().expect("tmp");
     let store = root.path().join("store");
     let ran = Run::new("base-backup")
@@ -983,17 +995,8 @@ fn a_postgresql_17_server_archives_through_wal_push_and_recovers_to_a_restore_po
     let ready = wait_for(Duration::from_secs(60), || psql("select 1").0.then_some(()));
     let logs = || text(&Command::new("docker").args(["logs", &c.0]).output().expect("docker logs").stderr);
     assert!(ready.is_some(), "the PostgreSQL 17 source did not start: {}", logs());
-    let hba = Command::new("docker")
-        .args(["exec", &c.0, "sh", "-c", "echo 'host replication all all scram-sha-256' >> \"$PGDATA/pg_hba.conf\" && psql -U postgres -c 'select pg_reload_conf()'"])
-        .output()
-        .expect("docker exec");
-    assert!(hba.status.success(), "{}", text(&hba.stderr));
-    let port = text(&Command::new("docker").args(["port", &c.0, "5432/tcp"]).output().expect("docker port").stdout)
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    c.allow_replication();
+    let port = c.host_port();
     // The first segment through `wal push` before any backup: the archive's folders are the
     // server's user's.
     let archived_to = |seg: &str| {

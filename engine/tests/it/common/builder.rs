@@ -113,6 +113,12 @@ impl Run {
         }
     }
 
+    /// Run it to the end (stdin closed) and return the process's own output, for a test that
+    /// reads its status and bytes as they are.
+    pub fn raw(mut self) -> std::process::Output {
+        self.cmd.output().unwrap_or_else(|e| panic!("pgdrill {}: {e}", self.shown.join(" ")))
+    }
+
     /// Run it and fail the test, showing the command and its output, unless it exits `code`.
     #[track_caller]
     pub fn expect(self, code: i32) -> Ran {

@@ -4,7 +4,12 @@
 #![allow(dead_code)]
 
 mod builder;
+mod disk;
+mod dumps;
+mod fields;
+mod http;
 mod junit;
+mod relay;
 mod report;
 mod servers;
 
@@ -13,7 +18,12 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub use builder::{Ran, Run, KEY_ENV};
+pub use disk::SmallDisk;
+pub use dumps::{last_json_line, pg_dump_gzip};
+pub use fields::{catalogue_kinds, dummy, leak_then, required_others};
+pub use http::http_recorder;
 pub use junit::{Junit, Status};
+pub use relay::stalling_relay;
 pub use report::RunJson;
 pub use servers::{moto, moto_with_env, on_path, server_log, wait_listening, Server};
 
@@ -275,6 +285,27 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Run `cmd` (a pgdrill) until it pauses at `phase` (its test hook writes `flag` there),
+/// then kill it with SIGKILL: what a crash at that moment leaves behind. It must reach the
+/// phase within two minutes and still be running there.
+pub fn kill_paused_at(mut cmd: Command, phase: &str, flag: &Path) {
+    let mut child = cmd
+        .env("PGDRILL_TEST_PAUSE_AT", phase)
+        .env("PGDRILL_TEST_PAUSE_FLAG", flag)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("pgdrill");
+    let t = Instant::now();
+    while !flag.exists() {
+        assert!(t.elapsed() < Duration::from_secs(120), "{phase}: never reached");
+        assert!(child.try_wait().expect("wait").is_none(), "{phase}: the backup ended before it");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts.
