@@ -193,7 +193,8 @@ pub fn manifest_auth(m: &Manifest) -> &'static str {
 /// `none`. Known from the listing (a stat, or the object store's LIST answer): the sidecar
 /// is read by the command that uses the file.
 pub fn foreign_manifest_auth(path: &Path) -> &'static str {
-    match !path.is_dir() && std::fs::symlink_metadata(layout::manifest_path(path)).is_ok() {
+    // Through `tree`: in an object store's view a listed sidecar has no file until read.
+    match !tree::is_dir(path) && tree::stat(&layout::manifest_path(path)).is_some() {
         true => TEAM_SIDECAR,
         false => "none",
     }

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use super::layout::{Entry, Survey};
 use super::names;
-use crate::storage::remote;
+use crate::storage::{remote, tree};
 use crate::util::rfc3339;
 
 /// What a user asked for.
@@ -122,11 +122,11 @@ fn deployment_records(root: &Path, database: Option<&str>, label: &str) -> Vec<(
         serde_json::from_slice(&std::fs::read(p).ok()?).ok()
     };
     let files = |dir: &Path, exts: &[&str]| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        // Through `tree`: an object store's listed records have no file until one is read.
+        let mut v: Vec<PathBuf> = tree::read_dir(dir)
             .into_iter()
             .flatten()
-            .flatten()
-            .map(|e| e.path())
+            .map(|e| e.path)
             .filter(|p| p.extension().and_then(|x| x.to_str()).is_some_and(|x| exts.contains(&x)))
             .collect();
         v.sort();
@@ -139,12 +139,11 @@ fn deployment_records(root: &Path, database: Option<&str>, label: &str) -> Vec<(
         Some(d) if !d.is_empty() && !d.contains('/') && d != "." && d != ".." => vec![deployments.join(d)],
         Some(_) => Vec::new(),
         None => {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(&deployments)
+            let mut v: Vec<PathBuf> = tree::read_dir(&deployments)
                 .into_iter()
                 .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_dir())
+                .filter(|e| e.kind == tree::Kind::Dir)
+                .map(|e| e.path)
                 .collect();
             v.sort();
             v
