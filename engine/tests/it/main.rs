@@ -60,3 +60,4 @@ mod tls;
 mod var_types;
 mod verify;
 mod wal_archive;
+mod hot_paths;
