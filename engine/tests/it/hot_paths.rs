@@ -139,3 +139,52 @@ async fn a_base_backup_opens_one_session_and_a_tar_cut_before_its_end_publishes_
     assert_eq!(stored(&storage), before, "the cut stream left something in the store");
     let _ = source;
 }
+
+/// A recovery waited for its promotion by connecting every 100 ms: each attempt during the
+/// replay forked a backend the server refused with a FATAL line ("the database system is
+/// starting up"), on the cores the replay needs. It now watches postmaster.pid and connects
+/// once the server says it is ready: no refused attempt, and the recovery is still proven.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_waits_for_its_promotion_without_a_refused_connection() {
+    use pgdrill::physical::basebackup::BasebackupFolder;
+    use pgdrill::physical::pitr::{self, PitrOptions};
+    use pgdrill::physical::recover::{RecoverOptions, Target, TargetKind};
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let Some(source) = counted_source(tmp.path()).await else { return };
+    let backups = tmp.path().join("backups");
+    let out = std::process::Command::new(source.bin_dir.join("pg_basebackup"))
+        .args(["-h", "127.0.0.1", "-p", &source.port.to_string(), "-U", &source.user, "-Ft", "-X", "none", "-c", "fast"])
+        .arg("-D")
+        .arg(backups.join("b1"))
+        .env("PGPASSWORD", &source.password)
+        .output()
+        .expect("pg_basebackup");
+    assert!(out.status.success(), "pg_basebackup: {}", text(&out.stderr));
+    // WAL enough that the replay outlasts a few of the old wait's 100 ms steps.
+    exec(&source.url(), "insert into accounts (name) select 'b' || g from generate_series(1, 300000) g").await;
+    let seg = scalar(&source.url(), "pg_walfile_name(pg_current_wal_lsn() - 1)").await;
+    exec(&source.url(), "select pg_switch_wal()").await;
+    let archive = tmp.path().join("archive");
+    let found = wait_for(Duration::from_secs(60), || archive.join(&seg).is_file().then_some(()));
+    assert!(found.is_some(), "segment {seg} was not archived: {}", source.log());
+    source.stop();
+
+    let folder = BasebackupFolder::new(backups, Some(archive)).expect("folder");
+    let opts = PitrOptions {
+        backup: None,
+        recover: RecoverOptions {
+            target: Target { kind: TargetKind::Latest, inclusive: true },
+            marker: Some("select count(*) = 305000 from accounts".into()),
+            timeout: Duration::from_secs(300),
+            ..Default::default()
+        },
+    };
+    let p = pitr::run(&folder, opts).await.expect("recovered to latest");
+    assert_eq!(p.server.facts.marker, Some(true), "{:?}", p.server.facts);
+    assert!(p.server.facts.segments_restored >= 2, "{:?}", p.server.facts);
+    let log = p.server.log();
+    let refused: Vec<&str> = log.lines().filter(|l| l.contains("FATAL:  the database system is ")).collect();
+    assert!(refused.is_empty(), "connections tried while the server was not ready: {refused:?}");
+    p.server.stop();
+}
