@@ -104,7 +104,7 @@ pub struct DatabaseSchema {
 async fn database_schema(c: &tokio_postgres::Client, database: &str) -> Result<DatabaseSchema, Failure> {
     let env = |e: tokio_postgres::Error| Failure::environment(crate::pg::describe(&e));
     c.batch_execute("begin isolation level repeatable read read only").await.map_err(env)?;
-    let (schema_hash, schema) = crate::pg::fingerprint::compute_schema(&c).await.map_err(env)?;
+    let (schema_hash, schema) = crate::pg::fingerprint::compute_schema(c).await.map_err(env)?;
     c.batch_execute("commit").await.map_err(env)?;
     Ok(DatabaseSchema { database: database.to_string(), schema_hash, schema })
 }

@@ -154,7 +154,8 @@ async fn a_recovery_waits_for_its_promotion_without_a_refused_connection() {
     let Some(source) = counted_source(tmp.path()).await else { return };
     let backups = tmp.path().join("backups");
     let out = std::process::Command::new(source.bin_dir.join("pg_basebackup"))
-        .args(["-h", "127.0.0.1", "-p", &source.port.to_string(), "-U", &source.user, "-Ft", "-X", "none", "-c", "fast"])
+        .args(["-h", "127.0.0.1", "-p", &source.port.to_string(), "-U", &source.user])
+        .args(["-Ft", "-X", "none", "-c", "fast"])
         .arg("-D")
         .arg(backups.join("b1"))
         .env("PGPASSWORD", &source.password)
