@@ -70,6 +70,9 @@
 #   evidence  (only with BENCH=evidence) what signing and chaining add to a run: a runbook of
 #             one trivial step run EVIDENCE_RUNS times (default 20) without and with
 #             --signing-key/--evidence, median wall ms of each; the goal is under 50 ms added.
+#   PROFILE=stat|strace|record (any bench) runs every pgdrill under perf stat, strace -c -f
+#             or perf record, a file per process in PROFILE_DIR: for counts and proportions
+#             (issue 41's profiles), never for the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-5}"
@@ -83,6 +86,31 @@ export PGDRILL_DOCKER_IMAGE="${IMAGE%:*}:{major}"
 PGBIN=/usr/lib/postgresql/15/bin
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+# PROFILE=stat|strace|record: every pgdrill the bench runs (archive_command's `wal push`
+# included) goes through `perf stat -e task-clock,context-switches,...`, `strace -c -f` or
+# `perf record --call-graph dwarf`, one file per process in PROFILE_DIR (default
+# ./bench-profile), to read proportions and counts: where the CPU goes, how many reads,
+# writes, fsyncs and context switches. A profiled run is slower: its timings are not figures.
+if [ -n "${PROFILE:-}" ]; then
+  case "$PROFILE" in stat | strace | record) ;; *) echo "bench: PROFILE is stat, strace or record" >&2; exit 2 ;; esac
+  PROFILE_DIR="${PROFILE_DIR:-$PWD/bench-profile}"
+  mkdir -p "$PROFILE_DIR"
+  # The server's user runs archive_command: it writes its own profiles there too.
+  chmod 1777 "$PROFILE_DIR"
+  chmod 755 "$WORK"
+  cat >"$WORK/pgdrill" <<WRAP
+#!/bin/sh
+out="$PROFILE_DIR/pgdrill-\$(date +%s%N)-\$\$"
+case "$PROFILE" in
+  stat) exec perf stat -e task-clock,context-switches,cpu-migrations,page-faults -o "\$out.stat" -- "$BIN" "\$@" ;;
+  strace) exec strace -c -f -o "\$out.strace" -- "$BIN" "\$@" ;;
+  record) exec perf record -F 499 --call-graph dwarf,16384 -o "\$out.perf" -- "$BIN" "\$@" ;;
+esac
+WRAP
+  chmod 755 "$WORK/pgdrill"
+  BIN="$WORK/pgdrill"
+  echo "[bench] PROFILE=$PROFILE: one file per pgdrill process in $PROFILE_DIR; timings of this run are not figures" >&2
+fi
 
 now_ms() { date +%s%3N; }
 median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }

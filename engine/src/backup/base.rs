@@ -100,12 +100,11 @@ pub struct DatabaseSchema {
     pub schema: std::collections::BTreeMap<String, Vec<String>>,
 }
 
-/// The schema of the database `url` names, in one read-only snapshot.
-async fn database_schema(url: &str, database: &str) -> Result<DatabaseSchema, Failure> {
+/// The schema of the database `c` is connected to, in one read-only snapshot.
+async fn database_schema(c: &tokio_postgres::Client, database: &str) -> Result<DatabaseSchema, Failure> {
     let env = |e: tokio_postgres::Error| Failure::environment(crate::pg::describe(&e));
-    let c = crate::pg::connect(url).await?;
     c.batch_execute("begin isolation level repeatable read read only").await.map_err(env)?;
-    let (schema_hash, schema) = crate::pg::fingerprint::compute_schema(&c).await.map_err(env)?;
+    let (schema_hash, schema) = crate::pg::fingerprint::compute_schema(c).await.map_err(env)?;
     c.batch_execute("commit").await.map_err(env)?;
     Ok(DatabaseSchema { database: database.to_string(), schema_hash, schema })
 }
@@ -140,7 +139,9 @@ pub struct BaseCreated {
     pub manifest: BaseManifest,
 }
 
-/// What the tar stream held, read on the side as it passed.
+mod tarscan;
+
+/// What the tar stream held (`tarscan`).
 #[derive(Debug, Default)]
 struct TarSeen {
     files: u64,
@@ -149,64 +150,28 @@ struct TarSeen {
     error: Option<String>,
 }
 
-/// Copies what is read into a pipe for the tar reader on the side; a reader that went away
-/// does not stop the backup (its absence is noticed afterwards).
-struct Tee<R> {
+/// Hands every byte it reads to the tar scanner on its way: the stream is looked at where it
+/// already is, never copied for a second reader.
+struct Scanned<'a, R> {
     inner: R,
-    side: Option<std::io::PipeWriter>,
+    scan: &'a mut tarscan::TarScan,
 }
 
-impl<R: Read> Read for Tee<R> {
+impl<R: Read> Read for Scanned<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if let Some(s) = self.side.as_mut() {
-            if s.write_all(&buf[..n]).is_err() {
-                self.side = None;
-            }
-        }
+        self.scan.feed(&buf[..n]);
         Ok(n)
     }
 }
 
-fn read_tar(input: impl Read) -> TarSeen {
-    let mut seen = TarSeen::default();
-    let mut reader = input;
-    {
-        let mut a = tar::Archive::new(&mut reader);
-        match a.entries() {
-            Ok(entries) => {
-                for e in entries {
-                    let mut e = match e {
-                        Ok(e) => e,
-                        Err(err) => {
-                            seen.error = Some(err.to_string());
-                            break;
-                        }
-                    };
-                    seen.files += u64::from(e.header().entry_type().is_file());
-                    let path = e.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-                    let small = |e: &mut tar::Entry<'_, _>| {
-                        let mut v = Vec::new();
-                        e.by_ref().take(256 << 20).read_to_end(&mut v).map(|_| v)
-                    };
-                    match path.as_str() {
-                        "backup_manifest" => seen.backup_manifest = small(&mut e).ok(),
-                        "backup_label" => {
-                            seen.backup_label = small(&mut e).ok().map(|v| String::from_utf8_lossy(&v).into_owned())
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            Err(err) => seen.error = Some(err.to_string()),
-        }
-    }
-    // Whatever follows the end of the archive is drained, so the writer never blocks.
-    let _ = std::io::copy(&mut reader, &mut std::io::sink());
-    seen
-}
+/// How much of pg_basebackup's stream is taken per read: a BufReader this size makes
+/// `io::copy` read through it instead of its 8 KiB stack buffer (the profile of the bench's
+/// backup: 44,000 reads of 8 KiB, each a wake-up of one side of the pipe).
+const STREAM_READ: usize = 1 << 20;
 
-/// What pg_basebackup wrote into a directory (`base.tar`, `<oid>.tar`, `backup_manifest`).
+/// The tar files pg_basebackup wrote into a directory (`base.tar`, `<oid>.tar`,
+/// `backup_manifest`), each read once.
 fn seen_on_disk(dir: &Path) -> TarSeen {
     let mut seen = TarSeen { backup_manifest: std::fs::read(dir.join("backup_manifest")).ok(), ..Default::default() };
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -218,8 +183,13 @@ fn seen_on_disk(dir: &Path) -> TarSeen {
         if !name.ends_with(".tar") {
             continue;
         }
-        let inner = match std::fs::File::open(e.path()) {
-            Ok(f) => read_tar(std::io::BufReader::new(f)),
+        let mut scan = tarscan::TarScan::default();
+        let read = std::fs::File::open(e.path()).and_then(|f| {
+            let mut r = std::io::BufReader::with_capacity(STREAM_READ, Scanned { inner: f, scan: &mut scan });
+            std::io::copy(&mut r, &mut std::io::sink())
+        });
+        let inner = match read {
+            Ok(_) => scan.finish(),
             Err(err) => TarSeen { error: Some(err.to_string()), ..Default::default() },
         };
         seen.files += inner.files;
@@ -263,6 +233,22 @@ fn wal_range(manifest: &[u8]) -> Result<(u32, String, String), String> {
     Ok((tli, start, end))
 }
 
+/// A task that is stopped when its handle is dropped (an error or a stopped step returns
+/// before it is awaited).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> Option<T> {
+        (&mut self.0).await.ok()
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Kills a child (by pid) when dropped armed.
 struct KillOnDrop(Option<u32>);
 
@@ -304,37 +290,37 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
     if !matches!(opts.checkpoint.as_str(), "fast" | "spread") {
         return Err(Failure::invalid(format!("checkpoint `{}`: use fast or spread", opts.checkpoint)));
     }
+    // One connection for everything this asks the server (its identity, its tablespaces, the
+    // schema before and after): each connection costs a TLS context (the system's CA file
+    // parsed again) and a backend.
     let client = crate::pg::connect(&opts.url).await?;
-    let row = client
-        .query_one(
+    let (row, spaces) = tokio::try_join!(
+        client.query_one(
             "select current_setting('server_version'), current_setting('server_version_num')::int, \
              (select system_identifier::text from pg_control_system()), current_database(), \
              (select setting::bigint * case unit when 'B' then 1 when 'kB' then 1024 when '8kB' then 8192 when 'MB' then 1048576 else 1 end \
                 from pg_settings where name = 'wal_segment_size')",
             &[],
+        ),
+        client.query(
+            "select oid::int8, spcname::text, pg_tablespace_location(oid) from pg_tablespace \
+             where spcname not in ('pg_default', 'pg_global') order by oid",
+            &[],
         )
-        .await
-        .map_err(env_err)?;
+    )
+    .map_err(env_err)?;
     let server_version: String = row.get(0);
     let server_major = (row.get::<_, i32>(1) / 10000) as u32;
     let system: String = row.get(2);
     let database: String = row.get(3);
     let seg_size = row.get::<_, i64>(4) as u64;
-    let tablespaces: Vec<Tablespace> = client
-        .query(
-            "select oid::int8, spcname::text, pg_tablespace_location(oid) from pg_tablespace \
-             where spcname not in ('pg_default', 'pg_global') order by oid",
-            &[],
-        )
-        .await
-        .map_err(env_err)?
+    let tablespaces: Vec<Tablespace> = spaces
         .iter()
         .map(|r| Tablespace { oid: r.get::<_, i64>(0) as u32, name: r.get(1), location: r.get(2) })
         .collect();
-    drop(client);
     // Read before the backup starts, compared with a second read after it ends: see
     // `BaseManifest::database_schema`. A failure to read it costs the ground truth only.
-    let schema_before = database_schema(&opts.url, &database).await.ok();
+    let schema_before = database_schema(&client, &database).await.ok();
     // With tablespaces pg_basebackup writes one tar per tablespace, and only into a
     // directory: they are staged (a private 0700 directory, removed whatever happens) and
     // streamed as one tar of tars. Without, its one tar streams from stdout, never on disk.
@@ -425,16 +411,19 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
         });
         match (stdout, stage_dir) {
             (Some(stdout), _) => {
-                let (side_r, side_w) = match std::io::pipe() {
-                    Ok(p) => p,
-                    Err(e) => return (Err(e), TarSeen::default(), None, child),
-                };
-                let reader = std::thread::spawn(move || read_tar(side_r));
-                let tee = Tee { inner: stdout, side: Some(side_w) };
-                let written = archive::write(tee, out, &wopts);
-                let seen = reader.join().unwrap_or_default();
+                // A larger pipe lets pg_basebackup write on while the compressor works, and
+                // each read take more at once (fewer wake-ups of either side). Linux allows
+                // up to /proc/sys/fs/pipe-max-size (1 MiB by default); where it refuses, the
+                // default 64 KiB pipe works the same, only more often.
+                let _ = nix::fcntl::fcntl(&stdout, nix::fcntl::FcntlArg::F_SETPIPE_SZ(STREAM_READ as i32));
+                let mut scan = tarscan::TarScan::default();
+                let written = archive::write(
+                    std::io::BufReader::with_capacity(STREAM_READ, Scanned { inner: stdout, scan: &mut scan }),
+                    out,
+                    &wopts,
+                );
                 let status = child.wait().ok();
-                (written, seen, status, child)
+                (written, scan.finish(), status, child)
             }
             (None, Some(dir)) => {
                 let status = child.wait().ok();
@@ -488,58 +477,62 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
     }
     let (timeline, start_lsn, stop_lsn) = wal_range(&pg_manifest)
         .map_err(|m| Failure::failed(format!("the tar's backup_manifest: {m}: nothing was kept")))?;
-    let stored = writer.publish().await.map_err(Failure::environment)?;
-    if stored != sizes.stored {
+    // The schema is read again now that pg_basebackup has ended, while the backup is
+    // published and checked (an fsync here, a read-back from an object store): nothing of one
+    // waits for the other.
+    let schema_after = AbortOnDrop(tokio::spawn({
+        let (url, database) = (opts.url.clone(), database.clone());
+        async move {
+            match database_schema(&client, &database).await {
+                Ok(s) => Some(s),
+                // The server may have closed a connection idle through the whole backup
+                // (idle_session_timeout): one new connection.
+                Err(_) => match crate::pg::connect(&url).await {
+                    Ok(c) => database_schema(&c, &database).await.ok(),
+                    Err(_) => None,
+                },
+            }
+        }
+    }));
+    let published = writer.publish_new(&[]).await.map_err(Failure::environment)?;
+    if published.size != sizes.stored {
         let _ = store.delete(&object).await;
         return Err(Failure::environment(format!(
-            "{} took {stored} bytes but {} were written: removed",
+            "{} took {} bytes but {} were written: removed",
             store.url_of(&object),
+            published.size,
             sizes.stored
         )));
     }
-    // What the store holds is what was written: size and SHA-256 read back, before the
-    // manifest makes the backup visible (a store that corrupts or truncates is caught here,
-    // not at the recovery that needs it). An object in an archive storage class cannot be
-    // read back until it is restored, so it is not read back here.
-    if store.archival_class().is_none() {
-        let t = std::time::Instant::now();
-        let reader = store.open(&object, None, None).await.map_err(Failure::environment)?;
-        let back = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
-            use sha2::Digest;
-            let (mut reader, mut h, mut n) = (reader, sha2::Sha256::new(), 0u64);
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let got = reader.read(&mut buf)?;
-                if got == 0 {
-                    return Ok((archive::hex(&h.finalize()), n));
-                }
-                h.update(&buf[..got]);
-                n += got as u64;
-            }
-        })
-        .await
-        .map_err(|e| Failure::environment(format!("reading the base backup back: {e}")))?;
-        let (back, size) =
-            back.map_err(|e| Failure::environment(format!("reading {} back: {e}", store.url_of(&object))))?;
-        if size != sizes.stored || back != sha256 {
-            let _ = store.delete(&object).await;
-            return Err(Failure::environment(format!(
-                "{} holds {size} bytes with sha256 {back}, but {} bytes with sha256 {sha256} were written: removed",
-                store.url_of(&object),
-                sizes.stored
-            )));
-        }
-        log(format!(
-            "read back {} from {} in {:.1} s: size and sha256 match what was written",
-            crate::util::human_bytes(size),
+    // What the store holds is what was written, before the manifest makes the backup visible
+    // (a store that corrupts or truncates is caught here, not at the recovery that needs
+    // it). An object store reads the object back and hashes it (or, in an archive class
+    // nothing reads back, compares its metadata). A local file is not read back: the sha256
+    // is of exactly the bytes handed to it, in order, every write(2) took all of its bytes
+    // (a short or failed one is an error, and the count the file took is the one compared
+    // above), and it was fsynced before the rename that gives it its name; reading it back
+    // would read the page cache those writes filled, which proves nothing the fsync did not.
+    // What the disk does to it later is caught by the sha256 in its manifest, which every
+    // recovery checks.
+    match store.check_published(&published, sizes.stored, &sha256).await {
+        Ok(Some(line)) => log(line),
+        Ok(None) => log(format!(
+            "published {} ({}): hashed as it was written and fsynced before its rename, sha256 {sha256}",
             store.url_of(&object),
-            t.elapsed().as_secs_f64()
-        ));
+            crate::util::human_bytes(sizes.stored)
+        )),
+        // Left without its manifest: not a base backup (listings read manifests).
+        Err(crate::storage::Unproven::Unread(e)) => return Err(Failure::environment(e)),
+        Err(crate::storage::Unproven::Differs(e)) => {
+            let _ = store.delete(&object).await;
+            return Err(Failure::environment(format!("{e}: removed")));
+        }
     }
     let header = archive::read_header(&mut std::io::Cursor::new(&head)).ok().map(|(h, _)| h);
     // The first read is kept: sequences only move forward, and the recovered copy's must not
     // stand behind what it records (the second read may be later than the backup's end).
-    let database_schema = match (schema_before, database_schema(&opts.url, &database).await.ok()) {
+    let schema_after = schema_after.join().await.flatten();
+    let database_schema = match (schema_before, schema_after) {
         (Some(b), Some(a)) if crate::pg::fingerprint::schema_differences(&b.schema, &a.schema).is_empty() => Some(b),
         (Some(_), Some(_)) => {
             log("the schema changed while the backup ran (DDL): no schema is recorded to prove a recovery against"

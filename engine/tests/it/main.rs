@@ -25,6 +25,7 @@ mod fleet;
 mod foreign_folders;
 mod gates;
 mod gcs_emulator;
+mod hot_paths;
 mod http_check;
 mod http_tls;
 mod image;
