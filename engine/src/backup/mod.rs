@@ -429,7 +429,9 @@ pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<M
 /// unreadable is a failed check, never a reason to treat the file as manifest-less.
 pub fn sidecar(path: &Path) -> Result<Option<Manifest>, Failure> {
     let mp = layout::manifest_path(path);
-    if path.is_dir() || !mp.is_file() || source::origin(path) == source::Origin::Pgdrill {
+    // Through `tree`: an object store's listed sidecar has no file until it is read.
+    let (tree_dir, tree_file) = (crate::storage::tree::is_dir(path), crate::storage::tree::is_file(&mp));
+    if tree_dir || !tree_file || source::origin(path) == source::Origin::Pgdrill {
         return Ok(None);
     }
     let m = Manifest::read(path)?;
