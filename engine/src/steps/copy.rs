@@ -379,12 +379,23 @@ pub struct SyncWith {
     /// classic schemes)
     #[serde(default, deserialize_with = "super::de::opt_text")]
     name_pattern: Option<String>,
+    /// S3 Object Lock retention asked for the copies (the offsite runbook's
+    /// `offsite_retain`): not set by a sync yet, so a value is refused rather than ignored
+    #[serde(default, deserialize_with = "super::de::opt_text")]
+    retain: Option<String>,
 }
 
 impl With for SyncWith {
     fn check(&self) -> Result<(), WithError> {
         if self.to.trim().is_empty() {
             return Err(WithError::new("to", "no destination: give a directory or an object store URL (s3://...)"));
+        }
+        // Copies that would look kept while nothing locks them: refused before anything moves.
+        if self.retain.as_deref().is_some_and(|r| !r.trim().is_empty()) {
+            return Err(WithError::new(
+                "retain",
+                "a sync does not set Object Lock retention on what it copies: copy the newest backup with backup.copy (offsite `copy=latest`), which locks it, or leave the retention empty",
+            ));
         }
         Ok(())
     }

@@ -72,3 +72,19 @@ async fn offsite_copies_every_backup_not_there_yet_and_a_second_run_resumes_a_st
         copy.log
     );
 }
+
+/// Regression: `offsite --var copy=all --var offsite_retain=30d` copied every backup and locked
+/// none (`backup.sync` took no retention and the runbook dropped the variable), so the copies
+/// looked kept while any of them could be deleted. Now it is refused before anything moves.
+#[test]
+fn offsite_copy_all_silently_ignored_the_retention_it_was_asked_for() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    std::fs::create_dir_all(storage.join("app")).expect("mkdir");
+    std::fs::write(storage.join("app/app-20260101T000000Z.pgdrill"), b"not copied").expect("write");
+    let to = dir.path().join("offsite");
+    let ran = offsite(&storage, &to).var("offsite_retain", "30d").output();
+    assert_eq!(ran.code, Some(2), "{}", ran.all());
+    assert!(ran.all().contains("does not set Object Lock retention"), "{}", ran.all());
+    assert!(!to.exists() || files(&to).is_empty(), "nothing copied: {:?}", files(&to));
+}
