@@ -391,7 +391,7 @@ impl With for SyncWith {
             return Err(WithError::new("to", "no destination: give a directory or an object store URL (s3://...)"));
         }
         // Copies that would look kept while nothing locks them: refused before anything moves.
-        if self.retain.as_deref().is_some_and(|r| !r.trim().is_empty()) {
+        if self.retain.as_deref().is_some_and(|r| !r.trim().is_empty() && !crate::template::is_template(r)) {
             return Err(WithError::new(
                 "retain",
                 "a sync does not set Object Lock retention on what it copies: copy the newest backup with backup.copy (offsite `copy=latest`), which locks it, or leave the retention empty",
