@@ -1116,14 +1116,10 @@ impl Remote {
             lock(&self.seen.lazy).remove(&local);
         }
         // A listed stand-in has its manifest beside it already.
-        if n >= u64::from(crate::archive::MAX_HEADER) + 64
-            && {
-                // Listed (no file yet) or read: what `tree::is_file` asks, here where the
-                // listing lives (tree reads this module, not the other way round).
-                let manifest = self.mirror_of(&format!("{rel}.manifest.json"));
-                unmade(&manifest).is_some() || manifest.is_file()
-            }
-        {
+        // Listed (no file yet) or read: what `tree::is_file` asks, here where the listing
+        // lives (tree reads this module, not the other way round).
+        let manifest = self.mirror_of(&format!("{rel}.manifest.json"));
+        if n >= u64::from(crate::archive::MAX_HEADER) + 64 && (unmade(&manifest).is_some() || manifest.is_file()) {
             lock(&self.seen.headed).insert(local);
         }
         Ok(())
