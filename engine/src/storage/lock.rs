@@ -282,10 +282,16 @@ impl Locked {
         }
     }
 
-    /// The object `name` (relative to the prefix), if there is one.
-    pub(crate) async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+    /// The answer to `method` on `name`: `None` when there is no such object, an error
+    /// naming the object for any other failure.
+    async fn found(
+        &self,
+        method: reqwest::Method,
+        name: &str,
+        query: &str,
+    ) -> Result<Option<reqwest::Response>, Error> {
         let key = self.key(name);
-        let r = self.s3.send(reqwest::Method::GET, &key, "", Vec::new(), Vec::new()).await?;
+        let r = self.s3.send(method, &key, query, Vec::new(), Vec::new()).await?;
         if r.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -296,6 +302,13 @@ impl Locked {
                 r.status().as_u16()
             )));
         }
+        Ok(Some(r))
+    }
+
+    /// The object `name` (relative to the prefix), if there is one.
+    pub(crate) async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        let Some(r) = self.found(reqwest::Method::GET, name, "").await? else { return Ok(None) };
+        let key = self.key(name);
         let bytes = r
             .bytes()
             .await
@@ -347,19 +360,8 @@ impl Locked {
     /// The version id, ETag and retention (mode, retain-until) HEAD finds for `name`, of the
     /// version `version` when given (else the newest); `None` when there is no such object.
     async fn head(&self, name: &str, version: Option<&str>) -> Result<Option<Head>, Error> {
-        let key = self.key(name);
         let query = version.map(|v| format!("versionId={}", uri_encode(v, false))).unwrap_or_default();
-        let r = self.s3.send(reqwest::Method::HEAD, &key, &query, Vec::new(), Vec::new()).await?;
-        if r.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !r.status().is_success() {
-            return Err(Error::environment(format!(
-                "reading s3://{}/{key}: HTTP {}",
-                self.bucket,
-                r.status().as_u16()
-            )));
-        }
+        let Some(r) = self.found(reqwest::Method::HEAD, name, &query).await? else { return Ok(None) };
         let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string());
         Ok(Some(Head {
             version: h("x-amz-version-id").filter(|v| !v.is_empty() && v != "null"),
