@@ -1420,32 +1420,109 @@ fn check_inner(
     stage: Option<&Path>,
     meter: Option<&crate::progress::Meter>,
 ) -> Result<(Checked, Option<StagedDump>), Failure> {
-    // Two passes over the stored bytes: the checksum, then the chunks (and staging).
+    // One pass over the stored bytes: hashed on a thread of their own while this one
+    // authenticates the chunks, decompresses and stages (`HashedFile`).
     let meter = meter.cloned().unwrap_or_default();
-    meter.set_total(std::fs::metadata(path).ok().map(|m| 2 * m.len()));
-    let counted = |f: std::fs::File| crate::progress::Counted::new(f, meter.clone());
+    meter.set_total(std::fs::metadata(path).ok().map(|m| m.len()));
     let manifest = Manifest::read(path)?;
     // 0. The manifest is the one written with this archive, before anything in it is used.
     let trust = authenticate_manifest(path, key)?;
     let failed = |m: String| Failure::failed(format!("{}: {m}", path.display()));
-    // 1. The stored bytes are the ones written.
     let f = std::fs::File::open(path).map_err(|e| failed(format!("cannot open: {e}")))?;
-    let mut hr = archive::HashReader::new(BufReader::with_capacity(1 << 20, counted(f)));
-    std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| failed(format!("read error: {e}")))?;
-    let (sha, _) = hr.finish();
+    let (stored, hashing) = HashedFile::start(crate::progress::Counted::new(f, meter.clone()));
+    // 2. Every chunk authenticates and the stream decompresses; 3. the TOC is readable.
+    let listed = archive::open(BufReader::with_capacity(1 << 20, stored), key)
+        .map_err(|e| Failure::from(e).context(path.display()))
+        .and_then(|(_, plain)| list_archive(plain, &manifest, path, stage));
+    // 1. The stored bytes are the ones written, judged first, as when it was a pass of its
+    // own before the others: a damaged archive is named by its checksum whatever the chunk
+    // that failed; a mismatch drops what was staged (the guard in `listed` removes it), and
+    // nothing is restored from an archive whose checksum was not compared.
+    let (sha, _) = hashing
+        .join()
+        .map_err(|_| Failure::environment(format!("{}: the reader of the archive panicked", path.display())))?
+        .map_err(|e| failed(format!("read error: {e}")))?;
     if sha != manifest.sha256 {
         return Err(failed(format!(
             "sha256 {sha} does not match the manifest's {}: corrupted backup",
             manifest.sha256
         )));
     }
-    // 2. Every chunk authenticates and the stream decompresses; 3. the TOC is readable.
-    let f = std::fs::File::open(path).map_err(|e| failed(format!("cannot open: {e}")))?;
-    let (_, plain) = archive::open(BufReader::with_capacity(1 << 20, counted(f)), key)
-        .map_err(|e| Failure::from(e).context(path.display()))?;
-    let (tables, staged) = list_archive(plain, &manifest, path, stage)?;
+    let (tables, staged) = listed?;
     tables_match(&manifest, tables, &path.display().to_string())?;
     Ok((Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust) }, staged))
+}
+
+/// A stored archive read once, on a thread of its own that hashes every byte (to its end,
+/// whatever the reader takes) and passes the blocks on. The checksum was a pass of its own
+/// before the chunks were read: every byte read twice, one pass after the other, while
+/// the other core waited (issue 41: the check is the part of verify before the restore).
+struct HashedFile {
+    blocks: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    block: Vec<u8>,
+    at: usize,
+}
+
+/// Blocks in flight between the hashing thread and the reader: a few MiB of memory at most.
+const HASHED_BLOCKS: usize = 4;
+
+impl HashedFile {
+    /// The reader, and the thread's sha256 and byte count of everything `input` held.
+    fn start<R: Read + Send + 'static>(
+        mut input: R,
+    ) -> (HashedFile, std::thread::JoinHandle<std::io::Result<(String, u64)>>) {
+        use sha2::Digest;
+        let (tx, blocks) = std::sync::mpsc::sync_channel(HASHED_BLOCKS);
+        let hashing = std::thread::spawn(move || {
+            let mut hasher = sha2::Sha256::new();
+            let mut bytes = 0u64;
+            // Once the reader is gone (it failed, or read what it needs), the rest is still
+            // hashed: the checksum covers every stored byte.
+            let mut passing = true;
+            loop {
+                let mut block = vec![0u8; 1 << 20];
+                let n = match input.read(&mut block) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        if passing {
+                            let _ = tx.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                        }
+                        return Err(e);
+                    }
+                };
+                block.truncate(n);
+                hasher.update(&block);
+                bytes += n as u64;
+                if passing && tx.send(Ok(block)).is_err() {
+                    passing = false;
+                }
+            }
+            Ok((archive::hex(&hasher.finalize()), bytes))
+        });
+        (HashedFile { blocks, block: Vec::new(), at: 0 }, hashing)
+    }
+}
+
+impl Read for HashedFile {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.block.len() {
+            match self.blocks.recv() {
+                Ok(Ok(block)) => {
+                    self.block = block;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The thread ended: everything was passed on.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.block.len() - self.at);
+        buf[..n].copy_from_slice(&self.block[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 /// 2 and 3 of a check: every chunk of the archive's plaintext `plain` is read (so it

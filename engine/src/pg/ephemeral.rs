@@ -65,7 +65,7 @@ pub fn parse_major(text: &str) -> Result<u32, ServerError> {
 }
 
 enum Inner {
-    Native(NativeServer),
+    Native(Box<NativeServer>),
     Docker(Box<DockerServer>),
 }
 
@@ -86,6 +86,8 @@ pub struct Ephemeral {
     pub major: u32,
     /// The container id (docker) or the server's directory (native).
     pub instance: String,
+    /// Its system identifier, when the start read it (native).
+    pub system_identifier: Option<String>,
 }
 
 impl std::fmt::Debug for Ephemeral {
@@ -224,6 +226,7 @@ impl Ephemeral {
             server_version: s.server_version.clone(),
             major: found,
             instance: s.container_id.clone(),
+            system_identifier: None,
             inner: Some(Inner::Docker(Box::new(s))),
         })
     }
@@ -249,7 +252,8 @@ impl Ephemeral {
             server_version: s.server_version.clone(),
             major: s.major,
             instance: s.dir().display().to_string(),
-            inner: Some(Inner::Native(s)),
+            system_identifier: s.system_identifier.clone(),
+            inner: Some(Inner::Native(Box::new(s))),
         })
     }
 

@@ -59,6 +59,8 @@ pub struct NativeServer {
     /// `server_version` as the server reports it, e.g. `15.18 (Debian 15.18-0+deb12u1)`.
     pub server_version: String,
     pub major: u32,
+    /// `pg_control_system()`'s system identifier, read by the start's one session.
+    pub system_identifier: Option<String>,
 }
 
 impl NativeServer {
@@ -119,6 +121,7 @@ impl NativeServer {
             bin_dir: bin_dir.clone(),
             server_version: String::new(),
             major,
+            system_identifier: None,
         };
         // From here on, Drop cleans up whatever exists.
         fs::write(dir.join("owner.pid"), std::process::id().to_string())
@@ -137,9 +140,7 @@ impl NativeServer {
             if let Some(t) = super::initdb_cache::find(root, key, major) {
                 // A thousand files: off the async worker, as initdb is.
                 let copied = tokio::task::block_in_place(|| {
-                    super::initdb_cache::copy_tree(&t.data, &data)
-                        .map_err(|e| e.to_string())
-                        .and_then(|()| run_as.own_tree(&data).map_err(|e| e.to_string()))
+                    super::initdb_cache::copy_tree_owned(&t.data, &data, run_as.owner()).map_err(|e| e.to_string())
                 });
                 match copied {
                     Ok(()) => {
@@ -174,6 +175,10 @@ impl NativeServer {
                 .arg("listen_addresses=127.0.0.1")
                 .arg("-c")
                 .arg(format!("unix_socket_directories={}", sock.display()))
+                // Each session's line in server.log: what a run opens on its throwaway server
+                // can be counted (issue 41), at one line per session.
+                .arg("-c")
+                .arg("log_connections=on")
                 .args(super::throwaway_args())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -182,13 +187,17 @@ impl NativeServer {
                 .map_err(|e| ServerError::environment(format!("cannot start postgres: {e}")))?;
             server.child = Some(child);
             match server.wait_ready(deadline).await {
-                Ok(version) => {
+                // The session that found the server ready also sets its password and creates
+                // its database: one session where there were three, each a backend and a
+                // SCRAM exchange on the cores the caller's own work needs.
+                Ok((version, system_identifier, client)) => {
                     server.server_version = version;
+                    server.system_identifier = system_identifier;
                     if from_template.is_some() {
-                        server.new_password().await?;
+                        server.new_password(&client).await?;
                     }
                     if server.database != "postgres" {
-                        server.create_database().await?;
+                        server.create_database(&client).await?;
                     }
                     return Ok(server);
                 }
@@ -258,10 +267,9 @@ impl NativeServer {
 
     /// A server started from a kept template has the template's password: give it one of its
     /// own, sent as a SCRAM verifier so the password itself never reaches the server.
-    async fn new_password(&mut self) -> Result<(), ServerError> {
+    async fn new_password(&mut self, client: &tokio_postgres::Client) -> Result<(), ServerError> {
         let password = generate_password();
         let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
-        let client = crate::pg::connect(&self.url_for("postgres")).await?;
         client.batch_execute(&format!("alter role {} password '{verifier}'", quote_ident(&self.user))).await.map_err(
             |e| ServerError::environment(format!("setting the server's password: {}", crate::pg::describe(&e))),
         )?;
@@ -269,29 +277,50 @@ impl NativeServer {
         Ok(())
     }
 
-    async fn wait_ready(&mut self, deadline: Duration) -> Result<String, String> {
+    /// The server's version and a session on `postgres`, once it accepts connections. It
+    /// watches `postmaster.pid` (what `pg_ctl -w` waits on) and connects once that says
+    /// `ready`: a connection tried every 25 ms while the server started forked a backend that
+    /// refused it ("the database system is starting up") each time. Before PostgreSQL 10,
+    /// whose file says nothing of it, it connects every 25 ms as before.
+    async fn wait_ready(
+        &mut self,
+        deadline: Duration,
+    ) -> Result<(String, Option<String>, tokio_postgres::Client), String> {
         let started = Instant::now();
         let url = self.url_for("postgres");
+        let data = self.dir.join("data");
+        let mut last_try: Option<Instant> = None;
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     return Err(format!("the server exited ({status}): {}", self.log_tail()));
                 }
             }
-            if let Ok(client) = crate::pg::connect(&url).await {
-                if let Ok(row) = client.query_one("show server_version", &[]).await {
-                    return Ok(row.get::<_, String>(0));
+            let ready = postmaster_status(&data).as_deref() == Some("ready");
+            // The file has no status line before PostgreSQL 10, and none either in the first
+            // moments of a newer server, which already listens then: only the major tells.
+            let blind = self.major < 10;
+            if ready || blind && last_try.is_none_or(|t| t.elapsed() >= CONNECT_POLL) {
+                last_try = Some(Instant::now());
+                if let Ok(client) = crate::pg::connect(&url).await {
+                    // The identity too, which the step reports (a session fewer there).
+                    let q = "select current_setting('server_version'), \
+                             (select system_identifier::text from pg_control_system())";
+                    if let Ok(row) = client.query_one(q, &[]).await {
+                        let id = row.get::<_, Option<String>>(1).filter(|s| !s.is_empty());
+                        return Ok((row.get::<_, String>(0), id, client));
+                    }
                 }
             }
             if started.elapsed() > deadline {
                 return Err(format!("no connection after {}s: {}", deadline.as_secs(), self.log_tail()));
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            // Ready but not connectable yet (the socket's first moments): the 25 ms of before.
+            tokio::time::sleep(if ready { CONNECT_POLL } else { READY_POLL }).await;
         }
     }
 
-    async fn create_database(&self) -> Result<(), ServerError> {
-        let client = crate::pg::connect(&self.url_for("postgres")).await?;
+    async fn create_database(&self, client: &tokio_postgres::Client) -> Result<(), ServerError> {
         let q = format!("create database {}", quote_ident(&self.database));
         client.batch_execute(&q).await.map_err(|e| {
             ServerError::environment(format!("creating database {}: {}", self.database, crate::pg::describe(&e)))
@@ -377,6 +406,14 @@ impl RunAs {
         Ok(())
     }
 
+    /// The user and group files are handed to, when not ourselves.
+    pub fn owner(&self) -> Option<(u32, u32)> {
+        match self {
+            RunAs::Me => None,
+            RunAs::User { uid, gid, .. } => Some((*uid, *gid)),
+        }
+    }
+
     /// The user id the server runs as.
     pub fn uid(&self) -> u32 {
         match self {
@@ -419,6 +456,19 @@ impl RunAs {
         c.args(args).arg("--").arg(program);
         c
     }
+}
+
+/// How often a starting server's `postmaster.pid` is read (a file read; the server is not
+/// disturbed).
+const READY_POLL: Duration = Duration::from_millis(5);
+/// How often a connection is tried when `postmaster.pid` gives no status it knows.
+const CONNECT_POLL: Duration = Duration::from_millis(25);
+
+/// What the postmaster says of itself in the 8th line of `postmaster.pid` (PostgreSQL 10
+/// and later): `starting`, `ready` once it accepts connections, `stopping`, `standby`.
+pub fn postmaster_status(data: &Path) -> Option<String> {
+    let text = fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    text.lines().nth(7).map(|l| l.trim().to_string())
 }
 
 fn free_port() -> Result<u16, ServerError> {

@@ -130,7 +130,11 @@ async fn start(ctx: StepCtx, w: EphemeralWith) -> Result<EphemeralOutputs, StepE
     ctx.fact(crate::facts::Fact::Server { version: server.server_version.clone() });
     // Its identity, for the evidence's segregation check: a throwaway made by its own
     // initdb has a system identifier of its own, which a source's never equals.
-    let (system_identifier, host) = identity(&server.url()).await;
+    // A native server's start read it already, on its one session.
+    let (system_identifier, host) = match &server.system_identifier {
+        Some(id) => (Some(id.clone()), crate::pg::server_id(&server.url()).ok()),
+        None => identity(&server.url()).await,
+    };
     ctx.fact(crate::facts::Fact::Throwaway {
         provider: server.provider.to_string(),
         version: server.server_version.clone(),

@@ -1571,10 +1571,20 @@ async fn amcheck(ctx: StepCtx, w: AmcheckWith) -> Result<AmcheckOutputs, StepErr
     let (queue, work) = tokio::sync::mpsc::unbounded_channel::<String>();
     let work = std::sync::Arc::new(tokio::sync::Mutex::new(work));
     let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let workers = (0..w.jobs.max(1)).map(|_| {
+    let workers = (0..w.jobs.max(1)).map(|i| {
         let (work, failures, url) = (work.clone(), failures.clone(), w.url.clone());
+        // Without `follow` the listing is one query, sent before any index is queued: the
+        // first worker checks on the lister's session instead of opening one more.
+        let shared = (i == 0 && ended.is_none()).then_some(&client);
         async move {
-            let c = crate::pg::connect(&url).await?;
+            let own;
+            let c = match shared {
+                Some(c) => c,
+                None => {
+                    own = crate::pg::connect(&url).await?;
+                    &own
+                }
+            };
             loop {
                 let next = work.lock().await.recv().await;
                 let Some(name) = next else { return Ok::<(), StepError>(()) };

@@ -64,4 +64,5 @@ mod tls;
 mod unproven_recovery;
 mod var_types;
 mod verify;
+mod verify_counted;
 mod wal_archive;
