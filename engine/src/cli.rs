@@ -432,6 +432,15 @@ enum EvidenceCommand {
         /// older checkpoint put back are named. May be given more than once.
         #[arg(long, value_name = "FILE")]
         checkpoint: Vec<PathBuf>,
+        /// Where this log lived before (it was moved, or this is a copy: a published bucket,
+        /// an unpacked pack): its records may name that location too. Every record must have
+        /// been appended here or at one of these, else another location's log was put here.
+        #[arg(long = "location", value_name = "LOCATION")]
+        earlier_location: Vec<String>,
+        /// The database this is the log of: a record of a run of another database is a
+        /// problem (a per-database log swapped for another's).
+        #[arg(long, value_name = "NAME")]
+        database: Option<String>,
     },
     /// One tar for an auditor: the log's signed statements and checkpoint (the chain proof),
     /// the public key, the period's compliance report, the auditor's text and the openssl
@@ -735,9 +744,13 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             Ok(res.exit)
         }
         Command::Keygen { out } => keygen(&out),
-        Command::Evidence { command: EvidenceCommand::Verify { location, public_key, tsa_ca, checkpoint } } => {
+        Command::Evidence {
+            command: EvidenceCommand::Verify { location, public_key, tsa_ca, checkpoint, earlier_location, database },
+        } => {
             // A log in an object store is checked in a private local copy of it.
             let shown_location = location.display().to_string();
+            let mut here = vec![crate::evidence::log::location_name(&shown_location)];
+            here.extend(earlier_location.iter().map(|l| crate::evidence::log::location_name(l)));
             let (location, _copy) = evidence_here(location).await?;
             let key = match &public_key {
                 Some(p) => crate::evidence::keys::PublicKey::from_file(p)?,
@@ -761,6 +774,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                     &kept.display().to_string(),
                 );
             }
+            crate::evidence::verify::against_location(&mut v, &here, database.as_deref());
             out!("{}", v.text(&shown_location));
             Ok(if v.ok() { ExitCode::Passed } else { ExitCode::Failed })
         }

@@ -318,7 +318,16 @@ impl SignedEvidence {
         let s = statement(summary, &self.runbook_sha256);
         // An evidence log that cannot take the record is the run's environment error: the
         // run's side effects happened, and its evidence must not be silently lost.
-        let appended = crate::evidence::log::append(&self.dir, &self.key, s)?;
+        // A staged log's records name the store's location, not the staging directory's.
+        let appended = match &self.remote {
+            Some(r) => crate::evidence::log::append_at(
+                &self.dir,
+                &crate::evidence::log::location_name(r.location()),
+                &self.key,
+                s,
+            )?,
+            None => crate::evidence::log::append(&self.dir, &self.key, s)?,
+        };
         let mut said = format!(
             "evidence: signed statement {} appended to {}",
             appended.sequence,
