@@ -860,3 +860,78 @@ fn concurrent_runs_and_runs_killed_mid_append_leave_one_verifiable_chain() {
         r.all()
     );
 }
+
+/// A whole log replaced by another database's log signed with the same key (issue 42): the
+/// log of `staging` copied over the log of `payments`, every file of it. Each record was
+/// signed and chained, so `evidence verify` said ok; it names the swap now, with both
+/// locations, and with `--database` both databases. A log that moved verifies with its earlier
+/// location given.
+#[test]
+fn a_whole_log_replaced_by_another_database_s_log_under_the_same_key_is_named() {
+    let t = tempfile::tempdir().expect("tmp");
+    let key = t.path().join("k.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let public = t.path().join("k.pem.pub");
+    let runbook = t.path().join("tiny.yaml");
+    std::fs::write(
+        &runbook,
+        "name: tiny\nkind: verify\nvars:\n  database: \"\"\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
+    )
+    .expect("runbook");
+    let (payments, staging) = (t.path().join("payments/evidence"), t.path().join("staging/evidence"));
+    for (dir, db, runs) in [(&payments, "payments", 2), (&staging, "staging", 3)] {
+        for _ in 0..runs {
+            Run::new(&runbook)
+                .arg("--signing-key")
+                .arg(&key)
+                .arg("--evidence")
+                .arg(dir)
+                .arg("--var")
+                .arg(format!("database={db}"))
+                .expect(0);
+        }
+    }
+    let r = Run::cli(["evidence", "verify"])
+        .arg(&payments)
+        .arg("--public-key")
+        .arg(&public)
+        .arg("--database")
+        .arg("payments")
+        .output();
+    assert_eq!(r.code, Some(0), "{}", r.all());
+
+    std::fs::remove_dir_all(&payments).expect("rm");
+    copy_of(&staging, &payments);
+    let r = Run::cli(["evidence", "verify"])
+        .arg(&payments)
+        .arg("--public-key")
+        .arg(&public)
+        .arg("--database")
+        .arg("payments")
+        .output();
+    assert_eq!(r.code, Some(1), "the swapped log verified: {}", r.all());
+    let (p, s) = (
+        std::fs::canonicalize(&payments).expect("p").display().to_string(),
+        std::fs::canonicalize(&staging).expect("s").display().to_string(),
+    );
+    assert!(
+        r.stdout.contains(&format!("record 1: another location's log: records 1 to 3 were appended at {s}"))
+            && r.stdout.contains(&format!("not here at {p}")),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stdout.contains("records 1 to 3 are runs of database `staging`, not of `payments` (--database)"),
+        "{}",
+        r.all()
+    );
+    // Moved, not swapped: its earlier location given, the log verifies.
+    let r = Run::cli(["evidence", "verify"])
+        .arg(&payments)
+        .arg("--public-key")
+        .arg(&public)
+        .arg("--location")
+        .arg(&staging)
+        .output();
+    assert_eq!(r.code, Some(0), "{}", r.all());
+}
