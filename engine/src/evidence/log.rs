@@ -64,6 +64,8 @@ pub struct Appended {
     pub sequence: u64,
     pub path: PathBuf,
     pub sha256: String,
+    /// The chain's id (its first record's choice).
+    pub chain_id: String,
 }
 
 fn shown(p: &Path) -> String {
@@ -236,7 +238,7 @@ pub fn append_at(dir: &Path, location: &str, key: &SigningKey, mut statement: St
         None => new_chain_id()?,
     };
     if let Some(p) = statement.predicate.as_object_mut() {
-        let mut chain = json!({ "sequence": sequence, "previous": previous, "id": chain_id, "location": location });
+        let mut chain = json!({ "sequence": sequence, "previous": previous, "id": &chain_id, "location": location });
         if genesis {
             chain["genesis"] =
                 json!({ "location": location, "database": p.get("database").cloned().unwrap_or(Value::Null) });
@@ -263,7 +265,7 @@ pub fn append_at(dir: &Path, location: &str, key: &SigningKey, mut statement: St
     let payload = serde_json::to_vec(&checkpoint).map_err(|e| Error::environment(format!("evidence: {e}")))?;
     let signed = Envelope::sign(CHECKPOINT_TYPE, &payload, key)?.to_bytes();
     write_new(dir, &dir.join(CHECKPOINT), &signed, true)?;
-    Ok(Appended { sequence, path, sha256 })
+    Ok(Appended { sequence, path, sha256, chain_id })
 }
 
 /// Keep the TSA's timestamp `tsr` of record `sequence` beside it (never replacing one).

@@ -40,6 +40,8 @@ pub struct Verified {
     pub keyid: String,
     /// What is worth saying but is no problem (an append interrupted before its checkpoint).
     pub notes: Vec<String>,
+    /// What the log was held to beside itself (a ledger's anchor, a kept checkpoint).
+    pub held: Vec<String>,
 }
 
 impl Verified {
@@ -65,6 +67,9 @@ impl Verified {
             );
             for n in &self.notes {
                 out.push_str(&format!("  note: {n}\n"));
+            }
+            for h in &self.held {
+                out.push_str(&format!("  held to {h}\n"));
             }
             return out;
         }
@@ -476,6 +481,58 @@ pub fn against_kept_checkpoint(v: &mut Verified, dir: &Path, key: &PublicKey, ke
         }),
     }
     v.findings.sort_by_key(|f| f.record.unwrap_or(0));
+}
+
+/// Hold the log to the heads a ledger anchored (`ledger`: the text of a `history.jsonl`,
+/// `shown`: where it was read). Each run that appended to an evidence log wrote, in its
+/// history line, the head it appended (`evidence`: location, chain, sequence, sha256): the
+/// newest anchor of this log (its location one of `here`) must still be in it, unchanged. A
+/// log cut at its end with an older checkpoint put back verifies by itself; against the ledger
+/// the cut is named, with no checkpoint kept by anyone. What still escapes: a cut that also
+/// removes or edits every ledger line (and every kept checkpoint) that anchors the records cut.
+/// Returns the newest anchor's sequence, if the ledger holds one of this log.
+pub fn against_ledger(v: &mut Verified, dir: &Path, here: &[String], ledger: &str, shown: &str) -> Option<u64> {
+    let shown = crate::util::one_line(shown).into_owned();
+    let mut newest: Option<(u64, String, usize, Value)> = None;
+    for (i, line) in ledger.lines().enumerate() {
+        let Ok(l) = serde_json::from_str::<Value>(line) else { continue };
+        let e = &l["evidence"];
+        let (Some(at), Some(n), Some(sha)) =
+            (e["location"].as_str(), e["sequence"].as_u64(), e["record_sha256"].as_str())
+        else {
+            continue;
+        };
+        if here.iter().any(|h| h == at) && newest.as_ref().is_none_or(|(m, ..)| n > *m) {
+            newest = Some((n, sha.to_string(), i + 1, l.clone()));
+        }
+    }
+    let (n, sha, line, l) = newest?;
+    v.held.push(format!(
+        "the ledger {shown}: its newest anchor of this log, record {n} (line {line}), is there unchanged"
+    ));
+    let s = |k: &str| l[k].as_str().map(|v| crate::util::one_line(v).into_owned()).unwrap_or_else(|| "?".into());
+    let run = format!("the {} {} `{}` that finished at {}", s("outcome"), s("kind"), s("runbook"), s("finished_at"));
+    let last = sequences(dir).ok().and_then(|q| q.last().copied()).unwrap_or(0);
+    match v.good.iter().find(|g| g.sequence == n) {
+        Some(g) if g.sha256 == sha => {}
+        Some(g) => v.findings.push(Finding {
+            record: Some(n),
+            problem: format!(
+                "edited or replaced: the ledger {shown} (line {line}, {run}) anchors it with sha256 {sha}, the file's is {}",
+                g.sha256
+            ),
+        }),
+        // A record that is there but failed its own checks is already named.
+        None if dir.join(RECORDS).join(record_name(n)).exists() => {}
+        None => v.findings.push(Finding {
+            record: Some(n),
+            problem: format!(
+                "missing: the ledger {shown} (line {line}, {run}) anchors record {n} with sha256 {sha}, this log holds {last}: records were cut off its end"
+            ),
+        }),
+    }
+    v.findings.sort_by_key(|f| f.record.unwrap_or(0));
+    Some(n)
 }
 
 /// Hold the log to where it is read (`here`: the location names it may have, as

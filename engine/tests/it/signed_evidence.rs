@@ -935,3 +935,78 @@ fn a_whole_log_replaced_by_another_database_s_log_under_the_same_key_is_named() 
         .output();
     assert_eq!(r.code, Some(0), "{}", r.all());
 }
+
+/// A log cut at its end with no checkpoint kept anywhere (issue 42): the last two records
+/// (one a failed run) removed and the older checkpoint put back verified clean. Each run's
+/// history line (the ledger beside a `--report`'s evidence) now carries the head it appended,
+/// and `evidence verify` holds the log to the newest one it finds there: the cut is named.
+/// A cut that also removes those ledger lines is not seen (README says so).
+#[test]
+fn a_log_cut_at_its_end_without_a_kept_checkpoint_is_named_against_the_ledger_its_runs_anchored() {
+    let t = tempfile::tempdir().expect("tmp");
+    let key = t.path().join("k.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let public = t.path().join("k.pem.pub");
+    let (ok, broken) = (t.path().join("ok.yaml"), t.path().join("broken.yaml"));
+    std::fs::write(&ok, "name: ok\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n")
+        .expect("runbook");
+    std::fs::write(
+        &broken,
+        "name: broken\nkind: verify\nsteps:\n  - id: s\n    uses: shell.run\n    with: { argv: [\"false\"] }\n",
+    )
+    .expect("runbook");
+    let reports = t.path().join("reports");
+    let run = |rb: &Path| Run::new(rb).arg("--signing-key").arg(&key).arg("--report").arg(&reports).output();
+    for _ in 0..2 {
+        assert_eq!(run(&ok).code, Some(0));
+    }
+    let evidence = reports.join("evidence");
+    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 2");
+    assert_eq!(run(&broken).code, Some(1));
+    assert_eq!(run(&ok).code, Some(0));
+    let history = std::fs::read_to_string(reports.join("history.jsonl")).expect("ledger");
+    let last: serde_json::Value = serde_json::from_str(history.lines().last().expect("a line")).expect("json");
+    assert_eq!(last["evidence"]["sequence"], serde_json::json!(4), "{last}");
+    assert_eq!(
+        last["evidence"]["location"].as_str(),
+        Some(std::fs::canonicalize(&evidence).expect("canonical").display().to_string().as_str()),
+        "{last}"
+    );
+    let v = verify(&evidence, &public);
+    assert_eq!(v.code, Some(0), "{}", v.all());
+    assert!(v.stdout.contains("held to the ledger") && v.stdout.contains("record 4 (line 4)"), "{}", v.all());
+
+    // (Exit 1 here: no drill ran, so the history is stale; the evidence is no problem yet.)
+    let report = Run::cli(["report"]).arg(&reports).output();
+    assert!(!report.stderr.contains("missing"), "{}", report.all());
+
+    for n in [3, 4] {
+        std::fs::remove_file(record(&evidence, n)).expect("rm");
+    }
+    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    // `pgdrill report` sees it too.
+    let report = Run::cli(["report"]).arg(&reports).output();
+    assert_eq!(report.code, Some(1), "{}", report.all());
+    assert!(report.stderr.contains("record 4: missing: the ledger history.jsonl (line 4"), "{}", report.all());
+    let v = verify(&evidence, &public);
+    assert_eq!(v.code, Some(1), "the cut log verified: {}", v.all());
+    assert!(
+        v.stdout.contains("record 4: missing: the ledger")
+            && v.stdout.contains("history.jsonl (line 4, the passed verify `ok` that finished at")
+            && v.stdout.contains("this log holds 2: records were cut off its end"),
+        "{}",
+        v.all()
+    );
+    // The ledger given by hand says the same; with its anchoring lines cut too, the cut is not
+    // seen (what the ledger cannot protect against).
+    let cut = t.path().join("cut-history.jsonl");
+    std::fs::write(&cut, history.lines().take(2).map(|l| format!("{l}\n")).collect::<String>()).expect("cut");
+    let r = Run::cli(["evidence", "verify"])
+        .arg(&evidence)
+        .arg("--public-key")
+        .arg(&public)
+        .arg("--ledger")
+        .arg(&cut)
+        .output();
+    assert_eq!(r.code, Some(0), "{}", r.all());
+}
