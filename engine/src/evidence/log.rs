@@ -111,6 +111,11 @@ pub(crate) fn write_new(dir: &Path, path: &Path, bytes: &[u8], replace: bool) ->
     let err = |e: std::io::Error| Error::environment(format!("evidence: writing {}: {e}", shown(path)));
     let mut tmp = tempfile::Builder::new().prefix(".evidence-").tempfile_in(dir).map_err(err)?;
     tmp.as_file_mut().write_all(bytes).and_then(|_| tmp.as_file().sync_all()).map_err(err)?;
+    // Where a kill -9 during the checkpoint's write is tested: the new checkpoint whole in its
+    // temporary, the old one still under the final name.
+    if path.file_name().is_some_and(|n| n == CHECKPOINT) {
+        crate::util::test_pause("evidence-checkpoint-temporary");
+    }
     if replace {
         tmp.persist(path).map_err(|e| err(e.error))?;
     } else {

@@ -1010,3 +1010,96 @@ fn a_log_cut_at_its_end_without_a_kept_checkpoint_is_named_against_the_ledger_it
         .output();
     assert_eq!(r.code, Some(0), "{}", r.all());
 }
+
+/// A run killed with -9 while it writes the checkpoint of a local log, and while it appends
+/// to a log in an object store (moto): staged but nothing created, then its record created
+/// and the store's checkpoint not yet replaced (issue 42). Each time nothing half-written is
+/// under a final name (records are whole envelopes, the checkpoint verifies), the log
+/// verifies (a checkpoint one record behind is a note), and the next run continues the one
+/// chain and re-signs the checkpoint.
+#[test]
+fn runs_killed_while_writing_the_checkpoint_or_appending_to_a_store_leave_one_verifiable_chain() {
+    let t = tempfile::tempdir().expect("tmp");
+    let key = t.path().join("k.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let public = t.path().join("k.pem.pub");
+    let runbook = t.path().join("tiny.yaml");
+    std::fs::write(
+        &runbook,
+        "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
+    )
+    .expect("runbook");
+
+    // A local log: the kill lands between the new checkpoint's temporary and its rename.
+    let evidence = t.path().join("evidence");
+    let signed = |to: &str| Run::new(&runbook).arg("--signing-key").arg(&key).arg("--evidence").arg(to);
+    let local = evidence.display().to_string();
+    signed(&local).expect(0);
+    let phase = "evidence-checkpoint-temporary";
+    common::kill_paused_at(signed(&local).command(), phase, &t.path().join(phase));
+    let temporaries: Vec<String> = std::fs::read_dir(&evidence)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".evidence-"))
+        .collect();
+    assert_eq!(temporaries.len(), 1, "the kill did not land mid-write: {temporaries:?}");
+    let v = verify(&evidence, &public);
+    assert_eq!(v.code, Some(0), "{}", v.all());
+    assert!(v.stdout.contains("covers records 1 to 1; records 2 to 2 were appended after it"), "{}", v.all());
+    let r = signed(&local).expect(0);
+    assert!(r.stderr.contains("evidence: signed statement 3 appended"), "{}", r.all());
+    let v = verify(&evidence, &public);
+    assert!(v.code == Some(0) && v.stdout.contains(": 3 records") && !v.stdout.contains("note:"), "{}", v.all());
+
+    // A log in a store.
+    let Some(moto) = common::moto() else { return };
+    let port = moto.port;
+    assert_eq!(s3(port, "PUT", "/killed-evidence", &[]).0, 200);
+    let aws = |run: Run| {
+        run.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("PGDRILL_EVIDENCE")
+    };
+    let store = "s3://killed-evidence/prod";
+    let keys = || {
+        let listing = s3(port, "GET", "/killed-evidence?list-type=2&prefix=prod/", &[]).1;
+        let mut keys: Vec<String> = listing
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|k| k.split("</Key>").next())
+            .map(|k| k.trim_start_matches("prod/").to_string())
+            .collect();
+        keys.sort();
+        keys
+    };
+    let verify_store = || aws(Run::cli(["evidence", "verify"]).arg(store).arg("--public-key").arg(&public)).output();
+    aws(signed(store)).expect(0);
+    for (phase, records) in [("evidence-chained", 1), ("evidence-store-record-created", 2)] {
+        common::kill_paused_at(aws(signed(store)).command(), phase, &t.path().join(phase));
+        let keys = keys();
+        let recs: Vec<&String> = keys.iter().filter(|k| k.starts_with("records/")).collect();
+        assert_eq!(recs.len(), records, "{phase}: {keys:?}");
+        assert!(
+            keys.iter().all(|k| ["public-key.pem", "checkpoint.dsse.json"].contains(&k.as_str())
+                || (k.starts_with("records/") && k.ends_with(".dsse.json"))),
+            "{phase}: something else under the log's names: {keys:?}"
+        );
+        let v = verify_store();
+        assert_eq!(v.code, Some(0), "{phase}: {}", v.all());
+        assert!(v.stdout.contains(&format!(": {records} records")), "{phase}: {}", v.all());
+        if records == 2 {
+            assert!(v.stdout.contains("covers records 1 to 1; records 2 to 2"), "{}", v.all());
+        }
+    }
+    let r = aws(signed(store)).expect(0);
+    assert!(r.stderr.contains("evidence: signed statement 3 appended to s3://killed-evidence/prod/"), "{}", r.all());
+    let v = verify_store();
+    assert!(v.code == Some(0) && v.stdout.contains(": 3 records") && !v.stdout.contains("note:"), "{}", v.all());
+    drop(moto);
+}
