@@ -925,4 +925,43 @@ mod tests {
         against_location(&mut v, &[log::location_name(&c.display().to_string())], None);
         assert!(v.text("c").contains("record 3: not of this chain: its chain id is"), "{}", v.text("c"));
     }
+
+    /// The ledger's anchor against the log: the newest anchor of this location counts (one of
+    /// another location is not this log's), a record cut is missing, one replaced is named.
+    #[test]
+    fn the_newest_ledger_anchor_of_this_location_names_a_cut_or_a_replaced_record() {
+        let key = SigningKey::generate().expect("key");
+        let dir = tempfile::tempdir().expect("tmp");
+        log_of(dir.path(), &key, "payments", 3);
+        let here = log::location_name(&dir.path().display().to_string());
+        let v = verify(dir.path(), &key.public()).expect("verify");
+        let line = |at: &str, n: u64, sha: &str| {
+            json!({"runbook": "payments", "kind": "verify", "outcome": "passed", "finished_at": "2026-12-01T00:00:00Z",
+                   "evidence": {"location": at, "chain": "c", "sequence": n, "record_sha256": sha}})
+            .to_string()
+        };
+        let sha = |n: u64| v.good[n as usize - 1].sha256.clone();
+        let ledger = [line(&here, 2, &sha(2)), line(&here, 3, &sha(3)), line("/elsewhere", 9, "00")].join("\n");
+        let mut v2 = verify(dir.path(), &key.public()).expect("verify");
+        assert_eq!(against_ledger(&mut v2, dir.path(), std::slice::from_ref(&here), &ledger, "h"), Some(3));
+        assert!(v2.ok(), "{}", v2.text("loc"));
+        assert!(v2.text("loc").contains("held to the ledger h: its newest anchor of this log, record 3 (line 2)"));
+        // Record 3 replaced by another signed record of the same key (sequence 3, another log).
+        let other = tempfile::tempdir().expect("tmp");
+        log_of(other.path(), &key, "payments", 3);
+        std::fs::copy(record(other.path(), 3), record(dir.path(), 3)).expect("copy");
+        let mut v3 = verify(dir.path(), &key.public()).expect("verify");
+        against_ledger(&mut v3, dir.path(), std::slice::from_ref(&here), &ledger, "h");
+        assert!(v3.text("loc").contains("record 3: edited or replaced: the ledger h (line 2"), "{}", v3.text("loc"));
+        // Record 3 cut.
+        std::fs::remove_file(record(dir.path(), 3)).expect("rm");
+        let mut v4 = verify(dir.path(), &key.public()).expect("verify");
+        against_ledger(&mut v4, dir.path(), std::slice::from_ref(&here), &ledger, "h");
+        assert!(
+            v4.text("loc").contains("record 3: missing: the ledger h (line 2, the passed verify `payments`")
+                && v4.text("loc").contains("this log holds 2: records were cut off its end"),
+            "{}",
+            v4.text("loc")
+        );
+    }
 }
