@@ -432,6 +432,20 @@ enum EvidenceCommand {
         /// older checkpoint put back are named. May be given more than once.
         #[arg(long, value_name = "FILE")]
         checkpoint: Vec<PathBuf>,
+        /// Where this log lived before (it was moved, or this is a copy: a published bucket,
+        /// an unpacked pack): its records may name that location too. Every record must have
+        /// been appended here or at one of these, else another location's log was put here.
+        #[arg(long = "location", value_name = "LOCATION")]
+        earlier_location: Vec<String>,
+        /// A history.jsonl whose runs anchored this log's head (read by default from beside
+        /// a --report's evidence/): its newest anchor of this log must still be in it, so a
+        /// log cut at its end is named. May be given more than once.
+        #[arg(long, value_name = "FILE")]
+        ledger: Vec<PathBuf>,
+        /// The database this is the log of: a record of a run of another database is a
+        /// problem (a per-database log swapped for another's).
+        #[arg(long, value_name = "NAME")]
+        database: Option<String>,
     },
     /// One tar for an auditor: the log's signed statements and checkpoint (the chain proof),
     /// the public key, the period's compliance report, the auditor's text and the openssl
@@ -695,19 +709,22 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             if let Some(p) = junit {
                 reporters.push(Box::new(Junit::new(p)));
             }
+            // The evidence before the reports: the run's history line carries the head it
+            // appended (an anchor of the log's end outside the log).
+            let anchor = evidence.as_ref().map(|e| e.anchor());
+            if let Some(e) = evidence {
+                reporters.push(Box::new(e));
+            }
             if let Some(d) = report {
                 let text = d.to_string_lossy().into_owned();
                 let record = match crate::storage::local_dir(&text) {
                     Some(dir) => JsonRecord::new(dir),
                     None => JsonRecord::remote(crate::report::remote::RemoteReport::open(&text).await?),
                 };
-                reporters.push(Box::new(record.keep(keep)));
+                reporters.push(Box::new(record.keep(keep).anchored(anchor)));
             }
             if let Some(n) = notify {
                 reporters.push(Box::new(crate::report::notify::Notifier::new(n, redactor.clone())));
-            }
-            if let Some(e) = evidence {
-                reporters.push(Box::new(e));
             }
             // What the run is about, as it was asked: its `database` variable, else the
             // database of its `database_url`.
@@ -735,9 +752,14 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             Ok(res.exit)
         }
         Command::Keygen { out } => keygen(&out),
-        Command::Evidence { command: EvidenceCommand::Verify { location, public_key, tsa_ca, checkpoint } } => {
+        Command::Evidence {
+            command:
+                EvidenceCommand::Verify { location, public_key, tsa_ca, checkpoint, earlier_location, database, ledger },
+        } => {
             // A log in an object store is checked in a private local copy of it.
             let shown_location = location.display().to_string();
+            let mut here = vec![crate::evidence::log::location_name(&shown_location)];
+            here.extend(earlier_location.iter().map(|l| crate::evidence::log::location_name(l)));
             let (location, _copy) = evidence_here(location).await?;
             let key = match &public_key {
                 Some(p) => crate::evidence::keys::PublicKey::from_file(p)?,
@@ -760,6 +782,18 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
                     &bytes,
                     &kept.display().to_string(),
                 );
+            }
+            crate::evidence::verify::against_location(&mut v, &here, database.as_deref());
+            let mut ledgers = Vec::new();
+            for l in &ledger {
+                let text = std::fs::read_to_string(l).map_err(|e| Error::io(format!("reading {}", l.display()), e))?;
+                ledgers.push((l.display().to_string(), text));
+            }
+            if ledger.is_empty() {
+                ledgers.extend(ledger_beside(&shown_location).await);
+            }
+            for (shown, text) in &ledgers {
+                crate::evidence::verify::against_ledger(&mut v, &location, &here, text, shown);
             }
             out!("{}", v.text(&shown_location));
             Ok(if v.ok() { ExitCode::Passed } else { ExitCode::Failed })
@@ -1092,7 +1126,16 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             } else {
                 out!("{}", s.text(stale_after));
             }
-            Ok(if s.stale { ExitCode::Failed } else { ExitCode::Passed })
+            // The evidence log beside the history, held to the heads the history's runs
+            // anchored: a log cut at its end is named here too.
+            let cut = match crate::storage::local_dir(&text) {
+                Some(d) => evidence_cut_against_history(&d.join("evidence"), &history),
+                None => None,
+            };
+            if let Some(problems) = &cut {
+                errln!("{problems}");
+            }
+            Ok(if s.stale || cut.is_some() { ExitCode::Failed } else { ExitCode::Passed })
         }
         Command::Steps { name, json } => {
             if let Some(n) = &name {
@@ -1143,6 +1186,35 @@ fn signing_key(
 
 /// The run's signed-evidence sink, if asked for: a key and where its log is. Checked before
 /// the run changes anything (the key reads, the location takes it).
+/// The ledger a `--report DIR` keeps beside its `evidence/` (DIR/history.jsonl, in a
+/// directory or a store), where the runs anchored the log's head: `(where, its text)`.
+async fn ledger_beside(evidence: &str) -> Option<(String, String)> {
+    let trimmed = evidence.trim_end_matches('/');
+    let parent = trimmed.strip_suffix("/evidence").or_else(|| (trimmed == "evidence").then_some("."))?;
+    let shown = format!("{parent}/history.jsonl");
+    match crate::storage::local_dir(&shown) {
+        Some(p) => std::fs::read_to_string(&p).ok().map(|t| (shown, t)),
+        None => {
+            let store = crate::storage::open(parent).ok()?;
+            let bytes = store.read("history.jsonl").await.ok()?;
+            Some((shown, String::from_utf8_lossy(&bytes).into_owned()))
+        }
+    }
+}
+
+/// What `pgdrill report` says of the evidence log `dir` beside a history: the records the
+/// history's runs anchored that it no longer holds (or holds changed), if any. Its own
+/// signatures and links are `evidence verify`'s to judge, with the key the operator trusts.
+fn evidence_cut_against_history(dir: &std::path::Path, history: &str) -> Option<String> {
+    use crate::evidence::{keys::PublicKey, log, verify};
+    let key = PublicKey::from_file(&dir.join(log::PUBLIC_KEY)).ok()?;
+    let good = verify::verify(dir, &key).ok()?.good;
+    let mut v = verify::Verified { good, keyid: key.keyid(), ..Default::default() };
+    let here = [log::location_name(&dir.display().to_string())];
+    verify::against_ledger(&mut v, dir, &here, history, "history.jsonl")?;
+    (!v.ok()).then(|| v.text(&dir.display().to_string()).trim_end().to_string())
+}
+
 /// A private copy removed when dropped.
 struct RemoveOnDrop(PathBuf);
 

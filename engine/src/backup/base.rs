@@ -129,6 +129,9 @@ pub struct BaseOptions {
     /// `fast` (default: an immediate checkpoint) or `spread`.
     pub checkpoint: String,
     pub pg_basebackup: Option<PathBuf>,
+    /// Keep the archive and its manifest from deletion (S3 Object Lock), as `backup.create`
+    /// does; a store that cannot is refused before pg_basebackup starts.
+    pub retention: Option<super::Retention>,
 }
 
 /// A base backup written.
@@ -290,6 +293,11 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
     if !matches!(opts.checkpoint.as_str(), "fast" | "spread") {
         return Err(Failure::invalid(format!("checkpoint `{}`: use fast or spread", opts.checkpoint)));
     }
+    // A retention the store cannot keep is refused before the server is asked for anything.
+    let locked = match &opts.retention {
+        Some(r) => Some((r.open().await?, r)),
+        None => None,
+    };
     // One connection for everything this asks the server (its identity, its tablespaces, the
     // schema before and after): each connection costs a TLS context (the system's CA file
     // parsed again) and a backend.
@@ -528,6 +536,20 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
             return Err(Failure::environment(format!("{e}: removed")));
         }
     }
+    // Locked before its manifest makes it a base backup: one that cannot be locked is
+    // removed (it has no manifest yet), never left looking kept.
+    let retained = match &locked {
+        Some((l, r)) => {
+            match r.retain_backup(l, &object, published.etag.as_deref(), &store.url_of(&object), log).await {
+                Ok(until) => Some((l, *r, until)),
+                Err(e) => {
+                    let _ = store.delete(&object).await;
+                    return Err(e.into_failure());
+                }
+            }
+        }
+        None => None,
+    };
     let header = archive::read_header(&mut std::io::Cursor::new(&head)).ok().map(|(h, _)| h);
     // The first read is kept: sequences only move forward, and the recovered copy's must not
     // stand behind what it records (the second read may be later than the backup's end).
@@ -581,6 +603,10 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
         // A base backup without its manifest cannot be trusted: do not leave it looking whole.
         let _ = store.delete(&object).await;
         return Err(Failure::environment(format!("writing the manifest: {e}")));
+    }
+    if let Some((l, r, until)) = retained {
+        let key = super::layout::manifest_key(&object);
+        r.retain_manifest(l, &key, &until, &store.url_of(&object), &store.url_of(&key), log).await?;
     }
     log(format!(
         "wrote {} ({}, {} files, timeline {}, WAL {}..{}; {})",

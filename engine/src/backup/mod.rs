@@ -514,6 +514,54 @@ pub struct Retention {
     pub retain: std::time::Duration,
 }
 
+impl Retention {
+    /// The bucket's lock, opened before anything is written: a store that cannot keep the
+    /// retention (no Object Lock, a directory, Azure, GCS) is refused (exit 2) before the dump
+    /// or the base backup starts, nothing written.
+    pub(crate) async fn open(&self) -> Result<crate::storage::lock::Locked, Failure> {
+        crate::storage::lock::Locked::open(&self.location).await.map_err(crate::Error::into_failure)
+    }
+
+    /// Lock the published backup `key` (still the version with `etag`, when known), said as
+    /// `shown`: the date it is retained until.
+    pub(crate) async fn retain_backup(
+        &self,
+        l: &crate::storage::lock::Locked,
+        key: &str,
+        etag: Option<&str>,
+        shown: &str,
+        log: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<String, crate::Error> {
+        let until = crate::storage::lock::retain_until(self.retain);
+        let (version, until) = l.retain(key, etag, self.mode, &until).await?;
+        log(format!(
+            "retained {shown} (version {version}) in {} mode until {until}",
+            self.mode.header().to_ascii_lowercase()
+        ));
+        Ok(until)
+    }
+
+    /// Lock the manifest `key` of the backup `backup` (retained until `until` already) as long
+    /// as its backup: without it the backup cannot be verified.
+    pub(crate) async fn retain_manifest(
+        &self,
+        l: &crate::storage::lock::Locked,
+        key: &str,
+        until: &str,
+        backup: &str,
+        shown: &str,
+        log: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<(), Failure> {
+        let (version, _) = l.retain(key, None, self.mode, until).await.map_err(|e| {
+            Failure::environment(format!(
+                "{e}; the backup {backup} is whole and retained, its manifest is not: set its retention by hand"
+            ))
+        })?;
+        log(format!("retained {shown} (version {version}) until {until}"));
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Output")
@@ -654,7 +702,7 @@ pub async fn create_as(
     // backup written where it can be deleted, when the runbook asked otherwise, is a promise
     // broken silently.
     let locked = match &output.retention {
-        Some(r) => Some(crate::storage::lock::Locked::open(&r.location).await.map_err(crate::Error::into_failure)?),
+        Some(r) => Some(r.open().await?),
         None => None,
     };
     let started_at = OffsetDateTime::now_utc();
@@ -1039,16 +1087,9 @@ pub async fn create_as(
     // (it has no manifest yet), never left looking kept.
     let retained = match (&locked, &output.retention) {
         (Some(l), Some(r)) => {
-            let until = crate::storage::lock::retain_until(r.retain);
-            match l.retain(&published.key, published.etag.as_deref(), r.mode, &until).await {
-                Ok((version, until)) => {
-                    log(format!(
-                        "retained {} (version {version}) in {} mode until {until}",
-                        store.url_of(&published.key),
-                        r.mode.header().to_ascii_lowercase()
-                    ));
-                    Some((l, r, until))
-                }
+            let shown = store.url_of(&published.key);
+            match r.retain_backup(l, &published.key, published.etag.as_deref(), &shown, log).await {
+                Ok(until) => Some((l, r, until)),
                 Err(e) => {
                     if store.delete(&published.key).await.is_ok() && sidecar_first {
                         let _ = store.delete(&manifest_key).await;
@@ -1072,13 +1113,7 @@ pub async fn create_as(
     // The manifest kept as long as its backup: without it the backup cannot be verified.
     if let Some((l, r, until)) = retained {
         let key = layout::manifest_key(&object);
-        let (version, _) = l.retain(&key, None, r.mode, &until).await.map_err(|e| {
-            Failure::environment(format!(
-                "{e}; the backup {} is whole and retained, its manifest is not: set its retention by hand",
-                path.display()
-            ))
-        })?;
-        log(format!("retained {} (version {version}) until {until}", store.url_of(&key)));
+        r.retain_manifest(l, &key, &until, &path.display().to_string(), &store.url_of(&key), log).await?;
     }
     crate::util::test_pause("backup-committed");
     // Where it went and what it cost, in the units people read.

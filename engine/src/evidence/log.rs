@@ -64,6 +64,8 @@ pub struct Appended {
     pub sequence: u64,
     pub path: PathBuf,
     pub sha256: String,
+    /// The chain's id (its first record's choice).
+    pub chain_id: String,
 }
 
 fn shown(p: &Path) -> String {
@@ -109,6 +111,11 @@ pub(crate) fn write_new(dir: &Path, path: &Path, bytes: &[u8], replace: bool) ->
     let err = |e: std::io::Error| Error::environment(format!("evidence: writing {}: {e}", shown(path)));
     let mut tmp = tempfile::Builder::new().prefix(".evidence-").tempfile_in(dir).map_err(err)?;
     tmp.as_file_mut().write_all(bytes).and_then(|_| tmp.as_file().sync_all()).map_err(err)?;
+    // Where a kill -9 during the checkpoint's write is tested: the new checkpoint whole in its
+    // temporary, the old one still under the final name.
+    if path.file_name().is_some_and(|n| n == CHECKPOINT) {
+        crate::util::test_pause("evidence-checkpoint-temporary");
+    }
     if replace {
         tmp.persist(path).map_err(|e| err(e.error))?;
     } else {
@@ -166,9 +173,45 @@ pub fn lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
         .map_err(|(_, e)| Error::environment(format!("evidence: cannot lock {}: {e}", shown(&lock_path))))
 }
 
+/// How a log's location is written into its records and compared by `evidence verify`: a
+/// local directory by its canonical path (a relative path, a symlink and `file://` name one
+/// place once), a store's URL as given without a trailing `/`.
+pub fn location_name(location: &str) -> String {
+    let location = location.trim();
+    match crate::storage::local_dir(location) {
+        Some(p) => std::fs::canonicalize(&p)
+            .or_else(|_| std::path::absolute(&p))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| location.to_string()),
+        None => location.trim_end_matches('/').to_string(),
+    }
+}
+
+/// A new chain's id: 16 random bytes, hex. Two logs signed with one key never share one, so a
+/// record (or a whole log) of another location is told from this log's own by its id.
+fn new_chain_id() -> Result<String, Error> {
+    let mut b = [0u8; 16];
+    openssl::rand::rand_bytes(&mut b).map_err(|e| Error::environment(format!("evidence: no random chain id: {e}")))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
 /// Append `statement` to the log in `dir`, signed with `key`: chained to the last record and
-/// followed by a new signed checkpoint, under the log's lock.
-pub fn append(dir: &Path, key: &SigningKey, mut statement: Statement) -> Result<Appended, Error> {
+/// followed by a new signed checkpoint, under the log's lock. The record says it was
+/// appended at `dir` (its canonical path).
+pub fn append(dir: &Path, key: &SigningKey, statement: Statement) -> Result<Appended, Error> {
+    // Created first: its canonical path is the one a later run and `evidence verify` see.
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::environment(format!("evidence location {}: cannot create it: {e}", shown(dir))))?;
+    append_at(dir, &location_name(&dir.display().to_string()), key, statement)
+}
+
+/// [`append`] for a log that lives at `location` (a store's URL) and is staged in `dir`.
+///
+/// Each record carries, inside what is signed, its chain's id (random, chosen by the log's
+/// first record and copied by every later one) and the location it was appended at: a whole
+/// log of another location signed with the same key, put in this one's place, is then told
+/// by `evidence verify` from this log's own (`verify::against_location`).
+pub fn append_at(dir: &Path, location: &str, key: &SigningKey, mut statement: Statement) -> Result<Appended, Error> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::environment(format!("evidence location {}: cannot create it: {e}", shown(dir))))?;
     let _lock = lock(dir)?;
@@ -176,6 +219,7 @@ pub fn append(dir: &Path, key: &SigningKey, mut statement: Statement) -> Result<
     remove_stale_temporaries(dir);
 
     let last = sequences(dir)?.last().copied();
+    let mut chain_id = None;
     let previous = match last {
         None => Value::Null,
         Some(n) => {
@@ -185,13 +229,26 @@ pub fn append(dir: &Path, key: &SigningKey, mut statement: Statement) -> Result<
             let mut link = json!({ "sequence": n, "record_sha256": sha256_hex(&bytes) });
             if let Some(s) = statement_of(&bytes) {
                 link["record"] = describe(&s);
+                chain_id = s.predicate["chain"]["id"].as_str().map(str::to_string);
             }
             link
         }
     };
     let sequence = last.unwrap_or(0) + 1;
+    // The first record (or the first of a log written before chains had ids) starts the
+    // chain: it also names the database of its run, what the log was started for.
+    let genesis = chain_id.is_none();
+    let chain_id = match chain_id {
+        Some(id) => id,
+        None => new_chain_id()?,
+    };
     if let Some(p) = statement.predicate.as_object_mut() {
-        p.insert("chain".into(), json!({ "sequence": sequence, "previous": previous }));
+        let mut chain = json!({ "sequence": sequence, "previous": previous, "id": &chain_id, "location": location });
+        if genesis {
+            chain["genesis"] =
+                json!({ "location": location, "database": p.get("database").cloned().unwrap_or(Value::Null) });
+        }
+        p.insert("chain".into(), chain);
     }
     let payload = serde_json::to_vec(&statement).map_err(|e| Error::environment(format!("evidence: {e}")))?;
     let envelope = Envelope::sign(IN_TOTO, &payload, key)?.to_bytes();
@@ -213,7 +270,7 @@ pub fn append(dir: &Path, key: &SigningKey, mut statement: Statement) -> Result<
     let payload = serde_json::to_vec(&checkpoint).map_err(|e| Error::environment(format!("evidence: {e}")))?;
     let signed = Envelope::sign(CHECKPOINT_TYPE, &payload, key)?.to_bytes();
     write_new(dir, &dir.join(CHECKPOINT), &signed, true)?;
-    Ok(Appended { sequence, path, sha256 })
+    Ok(Appended { sequence, path, sha256, chain_id })
 }
 
 /// Keep the TSA's timestamp `tsr` of record `sequence` beside it (never replacing one).

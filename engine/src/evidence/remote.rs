@@ -195,6 +195,9 @@ impl RemoteLog {
                 }
             }
         }
+        // Where a kill -9 mid-append to a store is tested: the record created, the store's
+        // checkpoint still the one before it.
+        crate::util::test_pause("evidence-store-record-created");
         let checkpoint = read(CHECKPOINT)?;
         match &self.target {
             Target::Store(s) => s.put(CHECKPOINT, checkpoint).await.map_err(env(&self.location))?,

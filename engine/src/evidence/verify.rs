@@ -40,6 +40,8 @@ pub struct Verified {
     pub keyid: String,
     /// What is worth saying but is no problem (an append interrupted before its checkpoint).
     pub notes: Vec<String>,
+    /// What the log was held to beside itself (a ledger's anchor, a kept checkpoint).
+    pub held: Vec<String>,
 }
 
 impl Verified {
@@ -65,6 +67,9 @@ impl Verified {
             );
             for n in &self.notes {
                 out.push_str(&format!("  note: {n}\n"));
+            }
+            for h in &self.held {
+                out.push_str(&format!("  held to {h}\n"));
             }
             return out;
         }
@@ -478,6 +483,166 @@ pub fn against_kept_checkpoint(v: &mut Verified, dir: &Path, key: &PublicKey, ke
     v.findings.sort_by_key(|f| f.record.unwrap_or(0));
 }
 
+/// Hold the log to the heads a ledger anchored (`ledger`: the text of a `history.jsonl`,
+/// `shown`: where it was read). Each run that appended to an evidence log wrote, in its
+/// history line, the head it appended (`evidence`: location, chain, sequence, sha256): the
+/// newest anchor of this log (its location one of `here`) must still be in it, unchanged. A
+/// log cut at its end with an older checkpoint put back verifies by itself; against the ledger
+/// the cut is named, with no checkpoint kept by anyone. What still escapes: a cut that also
+/// removes or edits every ledger line (and every kept checkpoint) that anchors the records cut.
+/// Returns the newest anchor's sequence, if the ledger holds one of this log.
+pub fn against_ledger(v: &mut Verified, dir: &Path, here: &[String], ledger: &str, shown: &str) -> Option<u64> {
+    let shown = crate::util::one_line(shown).into_owned();
+    let mut newest: Option<(u64, String, usize, Value)> = None;
+    for (i, line) in ledger.lines().enumerate() {
+        let Ok(l) = serde_json::from_str::<Value>(line) else { continue };
+        let e = &l["evidence"];
+        let (Some(at), Some(n), Some(sha)) =
+            (e["location"].as_str(), e["sequence"].as_u64(), e["record_sha256"].as_str())
+        else {
+            continue;
+        };
+        if here.iter().any(|h| h == at) && newest.as_ref().is_none_or(|(m, ..)| n > *m) {
+            newest = Some((n, sha.to_string(), i + 1, l.clone()));
+        }
+    }
+    let (n, sha, line, l) = newest?;
+    v.held.push(format!(
+        "the ledger {shown}: its newest anchor of this log, record {n} (line {line}), is there unchanged"
+    ));
+    let s = |k: &str| l[k].as_str().map(|v| crate::util::one_line(v).into_owned()).unwrap_or_else(|| "?".into());
+    let run = format!("the {} {} `{}` that finished at {}", s("outcome"), s("kind"), s("runbook"), s("finished_at"));
+    let last = sequences(dir).ok().and_then(|q| q.last().copied()).unwrap_or(0);
+    match v.good.iter().find(|g| g.sequence == n) {
+        Some(g) if g.sha256 == sha => {}
+        Some(g) => v.findings.push(Finding {
+            record: Some(n),
+            problem: format!(
+                "edited or replaced: the ledger {shown} (line {line}, {run}) anchors it with sha256 {sha}, the file's is {}",
+                g.sha256
+            ),
+        }),
+        // A record that is there but failed its own checks is already named.
+        None if dir.join(RECORDS).join(record_name(n)).exists() => {}
+        None => v.findings.push(Finding {
+            record: Some(n),
+            problem: format!(
+                "missing: the ledger {shown} (line {line}, {run}) anchors record {n} with sha256 {sha}, this log holds {last}: records were cut off its end"
+            ),
+        }),
+    }
+    v.findings.sort_by_key(|f| f.record.unwrap_or(0));
+    Some(n)
+}
+
+/// Hold the log to where it is read (`here`: the location names it may have, as
+/// [`super::log::location_name`] writes them: where it is read, and where it lived before a
+/// move) and, when asked, to the database it is the log of. The chain alone cannot show a
+/// whole log of another location, signed with the same key, put in this one's place: every
+/// record of it is signed and chained. Each record names (signed) its chain's id and where it
+/// was appended, so such a log is named here with both locations, and a record of another
+/// chain with both ids. Records written before chains had ids are noted, not judged.
+pub fn against_location(v: &mut Verified, here: &[String], database: Option<&str>) {
+    let one = |s: &str| crate::util::one_line(s).into_owned();
+    let here_shown = here.first().map(|h| one(h)).unwrap_or_default();
+    let mut chain: Option<(String, u64, String, String)> = None; // id, genesis sequence, its location, its database
+    let mut unbound: Vec<u64> = Vec::new();
+    // Runs of consecutive records appended at one foreign location, or of a foreign database:
+    // (first, last, what), one finding each rather than one per record.
+    let mut foreign: Vec<(u64, u64, String)> = Vec::new();
+    let mut other_db: Vec<(u64, u64, String)> = Vec::new();
+    let mut findings = Vec::new();
+    fn extend(runs: &mut Vec<(u64, u64, String)>, n: u64, what: String) {
+        match runs.last_mut() {
+            Some((_, last, w)) if *w == what && *last + 1 == n => *last = n,
+            _ => runs.push((n, n, what)),
+        }
+    }
+    for g in &v.good {
+        let c = &g.statement.predicate["chain"];
+        let db = g.statement.predicate["database"].as_str().unwrap_or("");
+        if let (Some(want), false) = (database, db.is_empty()) {
+            if db != want {
+                extend(&mut other_db, g.sequence, db.to_string());
+            }
+        }
+        let Some(id) = c["id"].as_str() else {
+            match &chain {
+                None => unbound.push(g.sequence),
+                Some((id, first, at, _)) => findings.push(Finding {
+                    record: Some(g.sequence),
+                    problem: format!(
+                        "not of this chain: it carries no chain id, but record {first} started this log's chain {id} at {}: a record of an older log put in",
+                        one(at)
+                    ),
+                }),
+            }
+            continue;
+        };
+        let at = c["location"].as_str().unwrap_or("");
+        match &chain {
+            None => {
+                let started = c["genesis"]["location"].as_str().unwrap_or(at).to_string();
+                let db0 = c["genesis"]["database"].as_str().unwrap_or(db).to_string();
+                chain = Some((id.to_string(), g.sequence, started, db0));
+            }
+            Some((ours, first, started, _)) if ours != id => {
+                findings.push(Finding {
+                    record: Some(g.sequence),
+                    problem: format!(
+                        "not of this chain: its chain id is {}, this log's is {ours} (started by record {first} at {}): a record of another log signed with the same key",
+                        one(id),
+                        one(started)
+                    ),
+                });
+                continue;
+            }
+            Some(_) => {}
+        }
+        if !here.iter().any(|h| h == at) {
+            extend(&mut foreign, g.sequence, at.to_string());
+        }
+    }
+    let db_of = |db: &str| if db.is_empty() { String::new() } else { format!(", database `{}`", one(db)) };
+    let (id, started_db) = chain.as_ref().map(|(id, _, _, d)| (id.clone(), d.clone())).unwrap_or_default();
+    for (first, last, at) in foreign {
+        let which =
+            if first == last { format!("record {first} was") } else { format!("records {first} to {last} were") };
+        findings.push(Finding {
+            record: Some(first),
+            problem: format!(
+                "another location's log: {which} appended at {} (chain {id}{}), not here at {here_shown}: a log of another location, signed with the same key, was put in this one's place (or the log was moved: then give its earlier location with --location)",
+                if at.is_empty() { "no location".to_string() } else { one(&at) },
+                db_of(&started_db)
+            ),
+        });
+    }
+    if let Some(want) = database {
+        for (first, last, db) in other_db {
+            let which = if first == last {
+                format!("record {first} is a run")
+            } else {
+                format!("records {first} to {last} are runs")
+            };
+            findings.push(Finding {
+                record: Some(first),
+                problem: format!(
+                    "another database's log: {which} of database `{}`, not of `{}` (--database)",
+                    one(&db),
+                    one(want)
+                ),
+            });
+        }
+    }
+    if let (Some(first), Some(last)) = (unbound.first(), unbound.last()) {
+        v.notes.push(format!(
+            "records {first} to {last} were written before records named their chain and location: where they were appended is not proven"
+        ));
+    }
+    v.findings.extend(findings);
+    v.findings.sort_by_key(|f| f.record.unwrap_or(0));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,7 +697,7 @@ mod tests {
         for i in 0..n {
             let s = Statement::run(
                 vec![Subject::sha256(format!("{database}/backup-{i}"), "00")],
-                json!({"runbook": {"name": database}, "kind": "verify", "outcome": if i == 1 { "failed" } else { "passed" }, "finished_at": "2026-12-01T00:00:00Z"}),
+                json!({"runbook": {"name": database}, "database": database, "kind": "verify", "outcome": if i == 1 { "failed" } else { "passed" }, "finished_at": "2026-12-01T00:00:00Z"}),
             );
             log::append(dir, key, s).expect("append");
         }
@@ -685,5 +850,118 @@ mod tests {
         let text = v.text("loc");
         assert!(!v.ok(), "{text}");
         assert!(text.contains("record 2:"), "{text}");
+    }
+
+    /// A whole log replaced by another location's log signed with the same key: database
+    /// `staging`'s log copied over `payments`'s. Every record of it is signed and chained, so
+    /// the chain alone verified it clean (nothing tied a record to where it lives). Each record
+    /// now names its chain's id and where it was appended: the swap is named with both
+    /// locations, and with `--database` both databases.
+    #[test]
+    fn a_whole_log_replaced_by_another_location_s_log_under_the_same_key_is_named_with_both() {
+        let key = SigningKey::generate().expect("key");
+        let root = tempfile::tempdir().expect("tmp");
+        let (a, b) = (root.path().join("payments/evidence"), root.path().join("staging/evidence"));
+        log_of(&a, &key, "payments", 3);
+        log_of(&b, &key, "staging", 4);
+        let (a_at, b_at) = (log::location_name(&a.display().to_string()), log::location_name(&b.display().to_string()));
+        let v = verify(&a, &key.public()).expect("verify");
+        let mut bound = verify(&a, &key.public()).expect("verify");
+        against_location(&mut bound, std::slice::from_ref(&a_at), Some("payments"));
+        assert!(v.ok() && bound.ok(), "{}", bound.text("a"));
+        let genesis = &v.good[0].statement.predicate["chain"];
+        assert_eq!(genesis["genesis"]["location"], json!(a_at), "{genesis}");
+        assert_eq!(genesis["genesis"]["database"], json!("payments"), "{genesis}");
+        let id = genesis["id"].as_str().expect("a chain id").to_string();
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(v.good.iter().all(|g| g.statement.predicate["chain"]["id"] == json!(id)), "every record carries it");
+
+        // The swap: B's whole log (records, checkpoint, the same public key) over A's.
+        std::fs::remove_dir_all(&a).expect("rm a");
+        std::fs::create_dir_all(a.join(RECORDS)).expect("mk");
+        for f in [PUBLIC_KEY, CHECKPOINT] {
+            std::fs::copy(b.join(f), a.join(f)).expect("copy");
+        }
+        for n in 1..=4 {
+            std::fs::copy(record(&b, n), record(&a, n)).expect("copy");
+        }
+        let mut v = verify(&a, &key.public()).expect("verify");
+        assert!(v.ok(), "the chain alone cannot see it: {}", v.text("a"));
+        against_location(&mut v, std::slice::from_ref(&a_at), Some("payments"));
+        let text = v.text("a");
+        assert!(!v.ok(), "{text}");
+        assert!(
+            text.contains(&format!("record 1: another location's log: records 1 to 4 were appended at {b_at}"))
+                && text.contains(&format!("not here at {a_at}"))
+                && text.contains("database `staging`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("records 1 to 4 are runs of database `staging`, not of `payments` (--database)"),
+            "{text}"
+        );
+        // Without --database the location alone names it.
+        let mut v = verify(&a, &key.public()).expect("verify");
+        against_location(&mut v, std::slice::from_ref(&a_at), None);
+        assert!(!v.ok() && !v.text("a").contains("--database"), "{}", v.text("a"));
+        // A log that moved is accepted when its earlier location is given.
+        let mut v = verify(&a, &key.public()).expect("verify");
+        against_location(&mut v, &[a_at.clone(), b_at.clone()], None);
+        assert!(v.ok(), "{}", v.text("a"));
+
+        // A run appending to the swapped-in log does not launder it: its record is here, the
+        // ones before it are still another location's.
+        log_of(&a, &key, "payments", 1);
+        let mut v = verify(&a, &key.public()).expect("verify");
+        against_location(&mut v, std::slice::from_ref(&a_at), None);
+        let text = v.text("a");
+        assert!(text.contains("records 1 to 4 were appended at") && !text.contains("record 5:"), "{text}");
+
+        // One record of another chain (same key) in place of this log's own is named by its id.
+        let c = root.path().join("c");
+        log_of(&c, &key, "payments", 2);
+        std::fs::copy(record(&b, 3), record(&c, 3)).expect("copy");
+        let mut v = verify(&c, &key.public()).expect("verify");
+        against_location(&mut v, &[log::location_name(&c.display().to_string())], None);
+        assert!(v.text("c").contains("record 3: not of this chain: its chain id is"), "{}", v.text("c"));
+    }
+
+    /// The ledger's anchor against the log: the newest anchor of this location counts (one of
+    /// another location is not this log's), a record cut is missing, one replaced is named.
+    #[test]
+    fn the_newest_ledger_anchor_of_this_location_names_a_cut_or_a_replaced_record() {
+        let key = SigningKey::generate().expect("key");
+        let dir = tempfile::tempdir().expect("tmp");
+        log_of(dir.path(), &key, "payments", 3);
+        let here = log::location_name(&dir.path().display().to_string());
+        let v = verify(dir.path(), &key.public()).expect("verify");
+        let line = |at: &str, n: u64, sha: &str| {
+            json!({"runbook": "payments", "kind": "verify", "outcome": "passed", "finished_at": "2026-12-01T00:00:00Z",
+                   "evidence": {"location": at, "chain": "c", "sequence": n, "record_sha256": sha}})
+            .to_string()
+        };
+        let sha = |n: u64| v.good[n as usize - 1].sha256.clone();
+        let ledger = [line(&here, 2, &sha(2)), line(&here, 3, &sha(3)), line("/elsewhere", 9, "00")].join("\n");
+        let mut v2 = verify(dir.path(), &key.public()).expect("verify");
+        assert_eq!(against_ledger(&mut v2, dir.path(), std::slice::from_ref(&here), &ledger, "h"), Some(3));
+        assert!(v2.ok(), "{}", v2.text("loc"));
+        assert!(v2.text("loc").contains("held to the ledger h: its newest anchor of this log, record 3 (line 2)"));
+        // Record 3 replaced by another signed record of the same key (sequence 3, another log).
+        let other = tempfile::tempdir().expect("tmp");
+        log_of(other.path(), &key, "payments", 3);
+        std::fs::copy(record(other.path(), 3), record(dir.path(), 3)).expect("copy");
+        let mut v3 = verify(dir.path(), &key.public()).expect("verify");
+        against_ledger(&mut v3, dir.path(), std::slice::from_ref(&here), &ledger, "h");
+        assert!(v3.text("loc").contains("record 3: edited or replaced: the ledger h (line 2"), "{}", v3.text("loc"));
+        // Record 3 cut.
+        std::fs::remove_file(record(dir.path(), 3)).expect("rm");
+        let mut v4 = verify(dir.path(), &key.public()).expect("verify");
+        against_ledger(&mut v4, dir.path(), std::slice::from_ref(&here), &ledger, "h");
+        assert!(
+            v4.text("loc").contains("record 3: missing: the ledger h (line 2, the passed verify `payments`")
+                && v4.text("loc").contains("this log holds 2: records were cut off its end"),
+            "{}",
+            v4.text("loc")
+        );
     }
 }

@@ -282,7 +282,15 @@ fn objective(report: &Value, name: &str) -> (Value, Value) {
 /// Write report.json, report.md, report.html and append to history.jsonl in `dir`. Returns
 /// the dated copy of this run's page (`report-YYYYMMDDhhmmss-NNNNNNNNN.html`), which
 /// `prune_dated` never removes.
-pub fn write(dir: &Path, run: &RunSummary) -> Result<Option<std::path::PathBuf>, Error> {
+///
+/// `evidence`: the head of the evidence log the run appended to (location, chain id,
+/// sequence, sha256), carried by the run's history line so that a log cut at its end is seen
+/// against the ledger (`evidence verify`) without anyone keeping a checkpoint.
+pub fn write_anchored(
+    dir: &Path,
+    run: &RunSummary,
+    evidence: Option<&serde_json::Value>,
+) -> Result<Option<std::path::PathBuf>, Error> {
     let report = build(run);
     write_atomic(&dir.join("report.json"), |w| {
         serde_json::to_writer_pretty(&mut *w, &report).map_err(std::io::Error::other)?;
@@ -296,7 +304,7 @@ pub fn write(dir: &Path, run: &RunSummary) -> Result<Option<std::path::PathBuf>,
     let (rto, rto_target) = objective(&report, "RTO");
     let (rpo, rpo_target) = objective(&report, "RPO");
     let (backup_age, backup_age_target) = objective(&report, "Backup age");
-    let line = json!({
+    let mut line = json!({
         "schema": HISTORY_SCHEMA,
         "kind": report["kind"],
         "finished_at": report["finished_at"],
@@ -317,6 +325,9 @@ pub fn write(dir: &Path, run: &RunSummary) -> Result<Option<std::path::PathBuf>,
         // of its own here, only its source and the tool's backup id.
         "backup": report["backups"].as_array().and_then(|b| b.first()).map(|b| b["path"].clone()),
     });
+    if let Some(e) = evidence {
+        line["evidence"] = e.clone();
+    }
     let path = dir.join("history.jsonl");
     let mut f = std::fs::OpenOptions::new()
         .create(true)

@@ -15,11 +15,20 @@ pub struct JsonRecord {
     keep: Option<usize>,
     /// `--report` in an object store: `dir` is its local working copy, published at the end.
     remote: Option<super::remote::RemoteReport>,
+    /// The head the run's signed evidence appended, once it has (the evidence sink finishes
+    /// first): written into the run's history line.
+    anchor: Option<super::signed::Anchor>,
 }
 
 impl JsonRecord {
     pub fn new(dir: PathBuf) -> Self {
-        JsonRecord { dir, keep: None, remote: None }
+        JsonRecord { dir, keep: None, remote: None, anchor: None }
+    }
+
+    /// Write the evidence head `anchor` holds into the run's history line.
+    pub fn anchored(mut self, anchor: Option<super::signed::Anchor>) -> Self {
+        self.anchor = anchor;
+        self
     }
 
     /// Keep only the newest `keep` dated reports.
@@ -42,7 +51,8 @@ impl ReportSink for JsonRecord {
             write_record(w, &summary.record)?;
             w.write_all(b"\n")
         })?;
-        let dated = super::compliance::write(&self.dir, summary)?;
+        let head = self.anchor.as_ref().and_then(|a| a.lock().ok().and_then(|h| h.clone()));
+        let dated = super::compliance::write_anchored(&self.dir, summary, head.as_ref())?;
         if let Some(r) = &self.remote {
             let handle = tokio::runtime::Handle::current();
             let current = dated.as_deref().and_then(|p| p.file_name()).and_then(|n| n.to_str());

@@ -14,7 +14,15 @@ use crate::evidence::keys::SigningKey;
 use crate::evidence::statement::{Statement, Subject};
 use crate::exec::Objective;
 
+/// The head a run appended to its evidence log, for the other reports to carry (an anchor of
+/// the log's end kept outside it): `{location, chain, sequence, record_sha256}`.
+pub type Anchor = Arc<std::sync::Mutex<Option<Value>>>;
+
 pub struct SignedEvidence {
+    /// Set once the run's record is in the log (and in the store, for a log in one).
+    anchor: Anchor,
+    /// The head of this run's last append, not yet in the store.
+    pending: Option<Value>,
     dir: PathBuf,
     key: Arc<SigningKey>,
     /// The runbook's text's sha256, as it was run.
@@ -28,6 +36,8 @@ pub struct SignedEvidence {
 impl SignedEvidence {
     pub fn new(dir: PathBuf, key: Arc<SigningKey>, runbook_source: &str) -> Self {
         SignedEvidence {
+            anchor: Anchor::default(),
+            pending: None,
             dir,
             key,
             runbook_sha256: crate::evidence::keys::sha256_hex(runbook_source.as_bytes()),
@@ -41,6 +51,11 @@ impl SignedEvidence {
         let mut e = SignedEvidence::new(log.dir().to_path_buf(), key, runbook_source);
         e.remote = Some(log);
         e
+    }
+
+    /// Where the head this run appends will be, for the reports that carry it.
+    pub fn anchor(&self) -> Anchor {
+        self.anchor.clone()
     }
 
     /// Timestamp each record with the TSA at `url`.
@@ -274,6 +289,7 @@ impl ReportSink for SignedEvidence {
             let (said, sequence) = self.append(summary)?;
             let Some(remote) = &mut self.remote else {
                 let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{said}\n").as_bytes());
+                self.settle();
                 return Ok(());
             };
             match block_on(remote.publish(sequence))? {
@@ -284,6 +300,7 @@ impl ReportSink for SignedEvidence {
                     let staged = crate::util::visible(&staged.display().to_string()).into_owned();
                     let text = said.replace(&staged, &crate::util::visible(&url));
                     let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{text}\n").as_bytes());
+                    self.settle();
                     return Ok(());
                 }
                 crate::evidence::remote::Publish::Taken(_) => {
@@ -312,13 +329,39 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 impl SignedEvidence {
+    /// The record is in the log for good: its head is the anchor the other reports carry.
+    fn settle(&mut self) {
+        if let Ok(mut a) = self.anchor.lock() {
+            *a = self.pending.take();
+        }
+    }
+
     /// Sign and append the run's statement to the (local or staged) log, timestamped when a
     /// TSA is set: what to say, and the record's sequence number.
     fn append(&mut self, summary: &RunSummary) -> crate::Result<(String, u64)> {
         let s = statement(summary, &self.runbook_sha256);
         // An evidence log that cannot take the record is the run's environment error: the
         // run's side effects happened, and its evidence must not be silently lost.
-        let appended = crate::evidence::log::append(&self.dir, &self.key, s)?;
+        // A staged log's records name the store's location, not the staging directory's.
+        let appended = match &self.remote {
+            Some(r) => crate::evidence::log::append_at(
+                &self.dir,
+                &crate::evidence::log::location_name(r.location()),
+                &self.key,
+                s,
+            )?,
+            None => crate::evidence::log::append(&self.dir, &self.key, s)?,
+        };
+        let location = match &self.remote {
+            Some(r) => crate::evidence::log::location_name(r.location()),
+            None => crate::evidence::log::location_name(&self.dir.display().to_string()),
+        };
+        self.pending = Some(json!({
+            "location": location,
+            "chain": appended.chain_id,
+            "sequence": appended.sequence,
+            "record_sha256": appended.sha256,
+        }));
         let mut said = format!(
             "evidence: signed statement {} appended to {}",
             appended.sequence,

@@ -42,6 +42,21 @@ pub struct BaseWith {
     /// pg_basebackup to use (default: found for the server's major, else from its image)
     #[field(ty = "path")]
     pg_basebackup: Option<String>,
+    /// keep the base backup and its manifest from deletion this long (e.g. `30d`) with S3
+    /// Object Lock, as backup.create does; a storage that cannot keep it (a bucket without
+    /// Object Lock, a local directory, Azure, GCS) is refused before pg_basebackup starts;
+    /// empty: no retention
+    #[serde(default, deserialize_with = "super::de::opt_duration")]
+    retain: Option<std::time::Duration>,
+    /// the Object Lock mode with `retain` (default governance: users allowed to bypass it may
+    /// still remove the backup; compliance: no one can until the date)
+    #[serde(default = "governance")]
+    #[field(ty = "governance|compliance")]
+    lock_mode: String,
+}
+
+fn governance() -> String {
+    "governance".into()
 }
 
 fn three() -> i32 {
@@ -64,6 +79,12 @@ impl With for BaseWith {
         }
         if !is_template(&self.checkpoint) && !matches!(self.checkpoint.as_str(), "fast" | "spread") {
             return Err(WithError::new("checkpoint", format!("`{}`: use fast or spread", self.checkpoint)));
+        }
+        if !is_template(&self.lock_mode) {
+            crate::storage::lock::Mode::parse(&self.lock_mode).map_err(|m| WithError::new("lock_mode", m))?;
+        }
+        if self.retain.is_some_and(|d| d.is_zero()) {
+            return Err(WithError::new("retain", "a retention of 0 keeps nothing: give a period (`30d`) or leave it empty"));
         }
         Ok(())
     }
@@ -128,8 +149,17 @@ impl Base {
             Some(_) => ctx.resolve(&w.storage).display().to_string(),
             None => w.storage.clone(),
         };
+        let retention = match w.retain {
+            Some(retain) => Some(crate::backup::Retention {
+                location: storage.clone(),
+                mode: crate::storage::lock::Mode::parse(&w.lock_mode).map_err(|m| StepError::field("lock_mode", m))?,
+                retain,
+            }),
+            None => None,
+        };
         let opts = BaseOptions {
             url: w.database_url.clone(),
+            retention,
             storage,
             key,
             level: w.level,

@@ -133,6 +133,49 @@ async fn a_backup_asked_to_be_retained_is_locked_with_its_manifest_and_a_bucket_
         );
         assert!(out.starts_with("refused"), "{what}: a locked version was deleted: {out}");
     }
+    // backup.base takes the same `retain` and `lock_mode` (the shipped base-backup runbook
+    // passes them): a bucket without Object Lock is exit 2 before pg_basebackup starts,
+    // nothing written; into one with it, the archive and its manifest are locked.
+    // (A server that takes replication connections, which pg_basebackup needs.)
+    let archive = tempfile::tempdir().expect("tmp");
+    let opts = pgdrill::physical::archiving::ArchivingOptions {
+        archive_dir: Some(archive.path().join("wal")),
+        major: Some(15),
+        ..Default::default()
+    };
+    let cluster = match pgdrill::physical::archiving::ArchivingServer::start(opts).await {
+        Ok(c) => c,
+        Err(e) => {
+            require(false, &format!("PostgreSQL 15 server binaries ({e})"));
+            return;
+        }
+    };
+    let base = |storage: &str| {
+        with_aws(Run::new("base-backup"), port)
+            .var("database_url", cluster.url())
+            .var("storage", storage)
+            .var("check_wal", "false")
+            .var("retain", "7d")
+            .key(KEY)
+            .output()
+    };
+    let r = base("s3://plain-backups/base");
+    assert_eq!(r.code, Some(2), "{}", r.all());
+    assert!(r.all().contains("S3 bucket plain-backups: it has no Object Lock configuration"), "{}", r.all());
+    assert!(!r.all().contains("streaming a base backup"), "pg_basebackup ran before the refusal: {}", r.all());
+    let keys = boto3(port, "print(s.list_objects_v2(Bucket='plain-backups').get('KeyCount'))");
+    assert_eq!(keys.trim(), "0", "the refused base backup left objects");
+    let r = base("s3://locked-backups/base");
+    assert_eq!(r.code, Some(0), "{}", r.all());
+    let modes = boto3(
+        port,
+        "for o in s.list_object_versions(Bucket='locked-backups', Prefix='base/.cluster/').get('Versions', []):\n    h=s.head_object(Bucket='locked-backups', Key=o['Key'], VersionId=o['VersionId'])\n    print(o['Key'].rsplit('.', 1)[-1], h.get('ObjectLockMode'), round((h['ObjectLockRetainUntilDate']-datetime.datetime.now(datetime.timezone.utc)).total_seconds()/86400))",
+    );
+    let mut lines: Vec<&str> = modes.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["json GOVERNANCE 7", "pgdrill GOVERNANCE 7"], "{modes}");
+    cluster.stop();
+
     // The offsite copy: into a bucket without Object Lock, refused before anything is
     // copied (exit 2); into one with it, the copy and its manifest locked (governance).
     assert_eq!(s3_status(port, "PUT", "/locked-offsite", &[("x-amz-bucket-object-lock-enabled", "true")]), 200);

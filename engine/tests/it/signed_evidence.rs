@@ -860,3 +860,246 @@ fn concurrent_runs_and_runs_killed_mid_append_leave_one_verifiable_chain() {
         r.all()
     );
 }
+
+/// A whole log replaced by another database's log signed with the same key (issue 42): the
+/// log of `staging` copied over the log of `payments`, every file of it. Each record was
+/// signed and chained, so `evidence verify` said ok; it names the swap now, with both
+/// locations, and with `--database` both databases. A log that moved verifies with its earlier
+/// location given.
+#[test]
+fn a_whole_log_replaced_by_another_database_s_log_under_the_same_key_is_named() {
+    let t = tempfile::tempdir().expect("tmp");
+    let key = t.path().join("k.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let public = t.path().join("k.pem.pub");
+    let runbook = t.path().join("tiny.yaml");
+    std::fs::write(
+        &runbook,
+        "name: tiny\nkind: verify\nvars:\n  database: \"\"\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
+    )
+    .expect("runbook");
+    let (payments, staging) = (t.path().join("payments/evidence"), t.path().join("staging/evidence"));
+    for (dir, db, runs) in [(&payments, "payments", 2), (&staging, "staging", 3)] {
+        for _ in 0..runs {
+            Run::new(&runbook)
+                .arg("--signing-key")
+                .arg(&key)
+                .arg("--evidence")
+                .arg(dir)
+                .arg("--var")
+                .arg(format!("database={db}"))
+                .expect(0);
+        }
+    }
+    let r = Run::cli(["evidence", "verify"])
+        .arg(&payments)
+        .arg("--public-key")
+        .arg(&public)
+        .arg("--database")
+        .arg("payments")
+        .output();
+    assert_eq!(r.code, Some(0), "{}", r.all());
+
+    std::fs::remove_dir_all(&payments).expect("rm");
+    copy_of(&staging, &payments);
+    let r = Run::cli(["evidence", "verify"])
+        .arg(&payments)
+        .arg("--public-key")
+        .arg(&public)
+        .arg("--database")
+        .arg("payments")
+        .output();
+    assert_eq!(r.code, Some(1), "the swapped log verified: {}", r.all());
+    let (p, s) = (
+        std::fs::canonicalize(&payments).expect("p").display().to_string(),
+        std::fs::canonicalize(&staging).expect("s").display().to_string(),
+    );
+    assert!(
+        r.stdout.contains(&format!("record 1: another location's log: records 1 to 3 were appended at {s}"))
+            && r.stdout.contains(&format!("not here at {p}")),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stdout.contains("records 1 to 3 are runs of database `staging`, not of `payments` (--database)"),
+        "{}",
+        r.all()
+    );
+    // Moved, not swapped: its earlier location given, the log verifies.
+    let r = Run::cli(["evidence", "verify"])
+        .arg(&payments)
+        .arg("--public-key")
+        .arg(&public)
+        .arg("--location")
+        .arg(&staging)
+        .output();
+    assert_eq!(r.code, Some(0), "{}", r.all());
+}
+
+/// A log cut at its end with no checkpoint kept anywhere (issue 42): the last two records
+/// (one a failed run) removed and the older checkpoint put back verified clean. Each run's
+/// history line (the ledger beside a `--report`'s evidence) now carries the head it appended,
+/// and `evidence verify` holds the log to the newest one it finds there: the cut is named.
+/// A cut that also removes those ledger lines is not seen (README says so).
+#[test]
+fn a_log_cut_at_its_end_without_a_kept_checkpoint_is_named_against_the_ledger_its_runs_anchored() {
+    let t = tempfile::tempdir().expect("tmp");
+    let key = t.path().join("k.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let public = t.path().join("k.pem.pub");
+    let (ok, broken) = (t.path().join("ok.yaml"), t.path().join("broken.yaml"));
+    std::fs::write(&ok, "name: ok\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n")
+        .expect("runbook");
+    std::fs::write(
+        &broken,
+        "name: broken\nkind: verify\nsteps:\n  - id: s\n    uses: shell.run\n    with: { argv: [\"false\"] }\n",
+    )
+    .expect("runbook");
+    let reports = t.path().join("reports");
+    let run = |rb: &Path| Run::new(rb).arg("--signing-key").arg(&key).arg("--report").arg(&reports).output();
+    for _ in 0..2 {
+        assert_eq!(run(&ok).code, Some(0));
+    }
+    let evidence = reports.join("evidence");
+    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 2");
+    assert_eq!(run(&broken).code, Some(1));
+    assert_eq!(run(&ok).code, Some(0));
+    let history = std::fs::read_to_string(reports.join("history.jsonl")).expect("ledger");
+    let last: serde_json::Value = serde_json::from_str(history.lines().last().expect("a line")).expect("json");
+    assert_eq!(last["evidence"]["sequence"], serde_json::json!(4), "{last}");
+    assert_eq!(
+        last["evidence"]["location"].as_str(),
+        Some(std::fs::canonicalize(&evidence).expect("canonical").display().to_string().as_str()),
+        "{last}"
+    );
+    let v = verify(&evidence, &public);
+    assert_eq!(v.code, Some(0), "{}", v.all());
+    assert!(v.stdout.contains("held to the ledger") && v.stdout.contains("record 4 (line 4)"), "{}", v.all());
+
+    // (Exit 1 here: no drill ran, so the history is stale; the evidence is no problem yet.)
+    let report = Run::cli(["report"]).arg(&reports).output();
+    assert!(!report.stderr.contains("missing"), "{}", report.all());
+
+    for n in [3, 4] {
+        std::fs::remove_file(record(&evidence, n)).expect("rm");
+    }
+    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    // `pgdrill report` sees it too.
+    let report = Run::cli(["report"]).arg(&reports).output();
+    assert_eq!(report.code, Some(1), "{}", report.all());
+    assert!(report.stderr.contains("record 4: missing: the ledger history.jsonl (line 4"), "{}", report.all());
+    let v = verify(&evidence, &public);
+    assert_eq!(v.code, Some(1), "the cut log verified: {}", v.all());
+    assert!(
+        v.stdout.contains("record 4: missing: the ledger")
+            && v.stdout.contains("history.jsonl (line 4, the passed verify `ok` that finished at")
+            && v.stdout.contains("this log holds 2: records were cut off its end"),
+        "{}",
+        v.all()
+    );
+    // The ledger given by hand says the same; with its anchoring lines cut too, the cut is not
+    // seen (what the ledger cannot protect against).
+    let cut = t.path().join("cut-history.jsonl");
+    std::fs::write(&cut, history.lines().take(2).map(|l| format!("{l}\n")).collect::<String>()).expect("cut");
+    let r = Run::cli(["evidence", "verify"])
+        .arg(&evidence)
+        .arg("--public-key")
+        .arg(&public)
+        .arg("--ledger")
+        .arg(&cut)
+        .output();
+    assert_eq!(r.code, Some(0), "{}", r.all());
+}
+
+/// A run killed with -9 while it writes the checkpoint of a local log, and while it appends
+/// to a log in an object store (moto): staged but nothing created, then its record created
+/// and the store's checkpoint not yet replaced (issue 42). Each time nothing half-written is
+/// under a final name (records are whole envelopes, the checkpoint verifies), the log
+/// verifies (a checkpoint one record behind is a note), and the next run continues the one
+/// chain and re-signs the checkpoint.
+#[test]
+fn runs_killed_while_writing_the_checkpoint_or_appending_to_a_store_leave_one_verifiable_chain() {
+    let t = tempfile::tempdir().expect("tmp");
+    let key = t.path().join("k.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let public = t.path().join("k.pem.pub");
+    let runbook = t.path().join("tiny.yaml");
+    std::fs::write(
+        &runbook,
+        "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
+    )
+    .expect("runbook");
+
+    // A local log: the kill lands between the new checkpoint's temporary and its rename.
+    let evidence = t.path().join("evidence");
+    let signed = |to: &str| Run::new(&runbook).arg("--signing-key").arg(&key).arg("--evidence").arg(to);
+    let local = evidence.display().to_string();
+    signed(&local).expect(0);
+    let phase = "evidence-checkpoint-temporary";
+    common::kill_paused_at(signed(&local).command(), phase, &t.path().join(phase));
+    let temporaries: Vec<String> = std::fs::read_dir(&evidence)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".evidence-"))
+        .collect();
+    assert_eq!(temporaries.len(), 1, "the kill did not land mid-write: {temporaries:?}");
+    let v = verify(&evidence, &public);
+    assert_eq!(v.code, Some(0), "{}", v.all());
+    assert!(v.stdout.contains("covers records 1 to 1; records 2 to 2 were appended after it"), "{}", v.all());
+    let r = signed(&local).expect(0);
+    assert!(r.stderr.contains("evidence: signed statement 3 appended"), "{}", r.all());
+    let v = verify(&evidence, &public);
+    assert!(v.code == Some(0) && v.stdout.contains(": 3 records") && !v.stdout.contains("note:"), "{}", v.all());
+
+    // A log in a store.
+    let Some(moto) = common::moto() else { return };
+    let port = moto.port;
+    assert_eq!(s3(port, "PUT", "/killed-evidence", &[]).0, 200);
+    let aws = |run: Run| {
+        run.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("PGDRILL_EVIDENCE")
+    };
+    let store = "s3://killed-evidence/prod";
+    let keys = || {
+        let listing = s3(port, "GET", "/killed-evidence?list-type=2&prefix=prod/", &[]).1;
+        let mut keys: Vec<String> = listing
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|k| k.split("</Key>").next())
+            .map(|k| k.trim_start_matches("prod/").to_string())
+            .collect();
+        keys.sort();
+        keys
+    };
+    let verify_store = || aws(Run::cli(["evidence", "verify"]).arg(store).arg("--public-key").arg(&public)).output();
+    aws(signed(store)).expect(0);
+    for (phase, records) in [("evidence-chained", 1), ("evidence-store-record-created", 2)] {
+        common::kill_paused_at(aws(signed(store)).command(), phase, &t.path().join(phase));
+        let keys = keys();
+        let recs: Vec<&String> = keys.iter().filter(|k| k.starts_with("records/")).collect();
+        assert_eq!(recs.len(), records, "{phase}: {keys:?}");
+        assert!(
+            keys.iter().all(|k| ["public-key.pem", "checkpoint.dsse.json"].contains(&k.as_str())
+                || (k.starts_with("records/") && k.ends_with(".dsse.json"))),
+            "{phase}: something else under the log's names: {keys:?}"
+        );
+        let v = verify_store();
+        assert_eq!(v.code, Some(0), "{phase}: {}", v.all());
+        assert!(v.stdout.contains(&format!(": {records} records")), "{phase}: {}", v.all());
+        if records == 2 {
+            assert!(v.stdout.contains("covers records 1 to 1; records 2 to 2"), "{}", v.all());
+        }
+    }
+    let r = aws(signed(store)).expect(0);
+    assert!(r.stderr.contains("evidence: signed statement 3 appended to s3://killed-evidence/prod/"), "{}", r.all());
+    let v = verify_store();
+    assert!(v.code == Some(0) && v.stdout.contains(": 3 records") && !v.stdout.contains("note:"), "{}", v.all());
+    drop(moto);
+}
