@@ -311,43 +311,10 @@ pub fn open_given(location: &str, settings: &[(String, String)]) -> Result<Remot
             (built.clone(), built)
         }
         "gs" => {
+            // Google's JSON API (gcs.rs), not object_store's XML client: see gcs.rs for why.
             let emulator = gcs_emulator(&opts)?;
-            // An emulator takes no credentials: the environment's (a service-account path)
-            // would be refused beside the key below as given twice.
-            let b = match emulator {
-                Some(_) => object_store::gcp::GoogleCloudStorageBuilder::new(),
-                None => object_store::gcp::GoogleCloudStorageBuilder::from_env(),
-            };
-            let mut b = b.with_bucket_name(bucket).with_retry(retry.clone());
-            for (k, v) in given(settings, "GOOGLE_").into_iter().filter(|_| emulator.is_none()) {
-                if let Ok(key) = k.parse::<object_store::gcp::GoogleConfigKey>() {
-                    b = b.with_config(key, v);
-                }
-            }
-            for (k, v) in &timeouts {
-                b = b.with_config(object_store::gcp::GoogleConfigKey::Client(*k), v);
-            }
-            if let Some(base) = emulator {
-                // object_store's only way to another base URL is a service-account key that
-                // holds it; `disable_oauth` sends no credentials (an emulator has none), so
-                // this key carries no secret.
-                let key = serde_json::json!({
-                    "type": "service_account",
-                    "private_key": "",
-                    "private_key_id": "",
-                    "client_email": "",
-                    "gcs_base_url": base,
-                    "disable_oauth": true,
-                });
-                b = b.with_service_account_key(key.to_string());
-                if base.starts_with("http://") {
-                    b = b.with_config(
-                        object_store::gcp::GoogleConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
-                        "true",
-                    );
-                }
-            }
-            let built = Arc::new(b.build().map_err(|e| describe(&e))?);
+            let built =
+                Arc::new(super::gcs::Gcs::open(bucket, emulator, settings, timeout, CONNECT_TIMEOUT.min(timeout))?);
             (built.clone(), built)
         }
         other => return Err(format!("unknown storage scheme `{other}://`: use s3://, gs://, az:// or a local path")),
