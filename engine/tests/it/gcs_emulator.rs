@@ -1,14 +1,13 @@
 //! gs:// against a real Google Cloud Storage emulator (PyPI `gcp-storage-emulator`, started
 //! on 127.0.0.1), reached through the location's `endpoint=...&use_emulator=true`.
 //!
-//! object_store's GCS client speaks GCS's XML API: HEAD for an object's existence, `GET
-//! /BUCKET?list-type=2` to list, `POST ?uploads` for uploads in parts, `x-goog-if-generation-match:
-//! 0` for a create that never replaces, `x-goog-copy-source` to copy. The emulator serves
-//! only GET and PUT of an object there (the rest is its JSON API) and answers the others 501;
-//! a PUT that must not replace replaces anyway (it ignores the precondition). So nothing of
-//! pgdrill's can be written or listed through it: these tests prove that every command
-//! stops at the first call the emulator cannot serve, says which (the method and the 501),
-//! and leaves nothing in the bucket, instead of answering "absent" or "no backups".
+//! gs:// speaks GCS's JSON API (storage/gcs.rs), which the emulator serves: list, the object's
+//! resource, ranged reads, resumable uploads, delete, rewrite. Before, gs:// went through
+//! object_store's XML client, which the emulator answers 501 for HEAD, listing and uploads in
+//! parts: every command below stopped at its first call and nothing was ever written. What
+//! the emulator does not do, and so is not proven here: it ignores `ifGenerationMatch` (a
+//! create that must not replace, a read pinned to a generation) and answers every listing in
+//! one page.
 
 use std::process::{Command, Stdio};
 
@@ -60,40 +59,93 @@ pub(crate) fn objects(port: u16) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A backup to gs:// through the emulator, its listing and a verify of it: each exit 3 at the
-/// first request the emulator does not implement (listing the location, which `backup.create`
-/// does before pg_dump starts), naming it and the 501, and nothing written; a gs:// endpoint
-/// without `use_emulator` is refused (exit 2), since it would send unsigned requests.
+/// The backup, list, verify and prune runbooks with gs:// on the emulator: the backup and
+/// its manifest are objects in the bucket (no upload record left), `backups list` names the
+/// object, verify restores it and passes against its manifest (its ledger record an object
+/// too), prune's dry run deletes nothing and its apply deletes the older unverified backup
+/// with its manifest. Then the emulator stops: list, backup and verify are exit 3 in the
+/// store's words, never "(no backups)" nor a verdict. A gs:// endpoint without
+/// `use_emulator` is refused (exit 2): it would send unsigned requests. Through object_store's
+/// XML client the first backup was exit 3 at the emulator's 501 (the listing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backup_to_a_gcs_emulator_without_the_xml_api_stops_at_its_first_501_and_writes_nothing() {
+async fn a_backup_to_a_gcs_emulator_was_refused_with_501_and_now_is_listed_verified_and_pruned() {
     let Some(gcs) = gcs_emulator() else { return };
     let Some(srv) = native_server("shop").await else { return };
+    exec(&srv.url(), "create table orders(id int primary key, total numeric); insert into orders select g, g * 1.5 from generate_series(1, 2000) g").await;
     let loc = location(gcs.port, "prod");
-    // The emulator is there and serves its JSON API: an empty bucket.
-    assert_eq!(objects(gcs.port), Vec::<String>::new());
-    let backup = Run::new("backup")
-        .var("database_url", srv.url())
-        .var("storage", &loc)
-        .key(KEY)
-        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-        .output();
-    assert_eq!(backup.code, Some(3), "{}", backup.all());
-    assert!(backup.all().contains("501 Not Implemented"), "the emulator's own answer is named: {}", backup.all());
-    assert!(backup.all().contains("list"), "the call that failed is named: {}", backup.all());
-    assert_eq!(objects(gcs.port), Vec::<String>::new(), "nothing written");
+    assert_eq!(objects(gcs.port), Vec::<String>::new(), "an empty bucket");
+    let backup = || {
+        Run::new("backup")
+            .var("database_url", srv.url())
+            .var("storage", &loc)
+            .key(KEY)
+            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+            .output()
+    };
+    let first = backup();
+    assert_eq!(first.code, Some(0), "{}", first.all());
+    let keys = objects(gcs.port);
+    let archive = keys.iter().find(|k| k.ends_with(".dump.pgdrill")).expect("the backup is in the bucket").clone();
+    assert!(archive.starts_with("prod/shop/"), "{keys:?}");
+    assert!(keys.contains(&format!("{archive}.manifest.json")), "its manifest: {keys:?}");
+    assert!(!keys.iter().any(|k| k.contains(".pgdrill-uploads/")), "no upload record left: {keys:?}");
+    let url = format!("gs://{BUCKET}/{archive}");
+    assert!(first.all().contains(&url), "the log names the object: {}", first.all());
+
+    let listed = Run::cli(["backups", "list", "--storage", &loc, "--json"]).output();
+    assert_eq!(listed.code, Some(0), "{}", listed.all());
+    let v: serde_json::Value = serde_json::from_str(listed.stdout.trim()).expect("json");
+    assert_eq!(v[0]["path"], url.as_str(), "{}", listed.all());
+    assert_eq!(v[0]["database"], "shop", "{}", listed.all());
+
+    let verify = || Run::new("verify").var("storage", &loc).var("database", "shop").var("provider", "native").key(KEY);
+    let verified = verify().output();
+    assert_eq!(verified.code, Some(0), "restored and proven against its manifest: {}", verified.all());
+    assert!(
+        objects(gcs.port).iter().any(|k| k.starts_with("prod/shop/.ledger/") && k.ends_with(".json")),
+        "the verification is recorded in the bucket: {:?}",
+        objects(gcs.port)
+    );
+
+    // Two more backups; prune keeping one: the newest and the newest verified stay.
+    for _ in 0..2 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let b = backup();
+        assert_eq!(b.code, Some(0), "{}", b.all());
+    }
+    let archives = || objects(gcs.port).into_iter().filter(|k| k.ends_with(".dump.pgdrill")).collect::<Vec<_>>();
+    assert_eq!(archives().len(), 3, "{:?}", objects(gcs.port));
+    let prune = |apply: &str| {
+        let keep = ["database=shop", "keep_daily=0", "keep_weekly=0", "keep_monthly=0", "min_keep=1"];
+        Run::new("prune").var("storage", &loc).vars(&keep).var("apply", apply).key(KEY).output()
+    };
+    let dry = prune("false");
+    assert_eq!(dry.code, Some(0), "{}", dry.all());
+    assert!(dry.all().contains("would delete"), "{}", dry.all());
+    assert_eq!(archives().len(), 3, "a dry run deletes nothing");
+    let applied = prune("true");
+    assert_eq!(applied.code, Some(0), "{}", applied.all());
+    let left = objects(gcs.port);
+    assert_eq!(archives().len(), 2, "{left:?}\n{}", applied.all());
+    assert!(left.contains(&archive), "the verified backup is kept: {left:?}");
+    assert_eq!(
+        left.iter().filter(|k| k.ends_with(".manifest.json")).count(),
+        2,
+        "manifests go with their backups: {left:?}"
+    );
+
+    // The emulator stopped: never "(no backups)", never a verdict on a backup.
+    drop(gcs);
     let listed = Run::cli(["backups", "list", "--storage", &loc]).output();
-    assert_eq!(listed.code, Some(3), "never `(no backups)`: {}", listed.all());
+    assert_eq!(listed.code, Some(3), "{}", listed.all());
     assert_eq!(listed.all().trim().lines().count(), 1, "one line: {}", listed.all());
-    assert!(listed.all().contains("501"), "{}", listed.all());
-    let verify = Run::new("verify").var("storage", &loc).var("database", "shop").key(KEY).output();
-    assert_eq!(verify.code, Some(3), "never a verdict on a backup: {}", verify.all());
-    let plain = Run::cli([
-        "backups",
-        "list",
-        "--storage",
-        &format!("gs://{BUCKET}/prod?endpoint=http://127.0.0.1:{}", gcs.port),
-    ])
-    .output();
+    assert!(listed.all().contains("cannot be reached"), "{}", listed.all());
+    let b = backup();
+    assert_eq!(b.code, Some(3), "{}", b.all());
+    let v = verify().output();
+    assert_eq!(v.code, Some(3), "{}", v.all());
+    let plain =
+        Run::cli(["backups", "list", "--storage", &format!("gs://{BUCKET}/prod?endpoint=http://127.0.0.1:1")]).output();
     assert_eq!(plain.code, Some(2), "{}", plain.all());
     assert!(plain.all().contains("use_emulator=true"), "{}", plain.all());
     srv.stop().await;
