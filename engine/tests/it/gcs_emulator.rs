@@ -150,3 +150,73 @@ async fn a_backup_to_a_gcs_emulator_was_refused_with_501_and_now_is_listed_verif
     assert!(plain.all().contains("use_emulator=true"), "{}", plain.all());
     srv.stop().await;
 }
+
+/// The gs:// `Store` on the emulator, by its contract (as `object_store::the_s3_store_…`
+/// for S3): an upload in parts (two of 8 MiB, then ended by a request that only states the
+/// total) shows nothing until published; a range across the parts reads back; an aborted
+/// upload leaves nothing; `put_new` asks the store not to replace (`ifGenerationMatch=0`)
+/// and a read pinned to the generation a head saw asks for that generation: the emulator
+/// ignores both preconditions (a real bucket answers 412), so what is checked here is that
+/// they are sent, in the emulator's own request log; copy, list and delete.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gcs_store_shows_an_object_only_once_published_and_asks_the_store_never_to_replace() {
+    use std::io::{Read, Write};
+    let Some(gcs) = gcs_emulator() else { return };
+    let loc = location(gcs.port, "t");
+    let store = pgdrill::storage::open(&loc).expect("the location opens");
+    assert_eq!(store.url(), format!("gs://{BUCKET}/t"));
+    store.probe().await.expect("the store answers");
+
+    let size: usize = 16 << 20;
+    let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let w = store.create("app/a.bin").await.expect("create");
+    let w = tokio::task::spawn_blocking(move || {
+        let mut w = w;
+        w.write_all(&body).expect("write");
+        w
+    })
+    .await
+    .expect("writer thread");
+    assert!(!objects(gcs.port).iter().any(|k| k == "t/app/a.bin"), "an object is visible before publish");
+    assert_eq!(w.publish().await.expect("publish"), size as u64);
+    let meta = store.head("app/a.bin").await.expect("head").expect("published");
+    assert_eq!(meta.size, size as u64);
+    let generation = meta.version.clone().expect("the object's generation");
+    let across = (8 << 20) - 5..(8 << 20) + 5;
+    let mut r = store.open("app/a.bin", Some(across.clone()), Some(&generation)).await.expect("open");
+    let got = tokio::task::spawn_blocking(move || {
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).map(|_| v)
+    })
+    .await
+    .expect("reader thread")
+    .expect("read");
+    assert_eq!(got, across.map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+
+    let w = store.create("app/b.bin").await.expect("create");
+    let w = tokio::task::spawn_blocking(move || {
+        let mut w = w;
+        w.write_all(&vec![1u8; 9 << 20]).expect("write");
+        w
+    })
+    .await
+    .expect("writer thread");
+    w.abort().await;
+    assert_eq!(store.head("app/b.bin").await.expect("head"), None, "an aborted object is there");
+
+    store.put_new("app/m.json", b"one".to_vec()).await.expect("put_new");
+    assert_eq!(store.read("app/m.json").await.expect("read"), b"one");
+    store.copy("app/m.json", "app/n.json").await.expect("copy");
+    let mut keys: Vec<String> = store.list("app/").await.expect("list").into_iter().map(|m| m.key).collect();
+    keys.sort();
+    assert_eq!(keys, ["app/a.bin", "app/m.json", "app/n.json"]);
+    store.delete("app/n.json").await.expect("delete");
+    store.delete("app/n.json").await.expect("a missing object is not an error");
+    assert!(!objects(gcs.port).iter().any(|k| k.contains(".pgdrill-uploads/")), "no upload record left");
+
+    let log = std::fs::read_to_string(gcs.log.as_ref().expect("the emulator's log").path()).expect("log");
+    let asked = |what: &str| log.lines().any(|l| l.contains(what));
+    assert!(asked("name=t%2Fapp%2Fm.json&ifGenerationMatch=0"), "put_new never asked not to replace:\n{log}");
+    assert!(asked(&format!("alt=media&ifGenerationMatch={generation}")), "the read was not pinned:\n{log}");
+    assert!(asked("uploadType=resumable"), "no resumable upload:\n{log}");
+}
