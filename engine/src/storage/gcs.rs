@@ -168,7 +168,10 @@ impl Gcs {
             .map_err(|e| format!("cannot make an HTTP client for gs://{bucket}: {e}"))?;
         let (base, auth) = match emulator {
             Some(base) => (base, Auth::None),
-            None => (GOOGLE.to_string(), credentials(settings)?),
+            None => {
+                let (auth, base) = credentials(settings)?;
+                (base.unwrap_or_else(|| GOOGLE.to_string()), auth)
+            }
         };
         Ok(Gcs(Arc::new(Inner { http, base, bucket: bucket.to_string(), auth, sessions: Mutex::default() })))
     }
@@ -465,10 +468,12 @@ mod bytes_of {
     pub type Bytes = <object_store::PutPayload as IntoIterator>::Item;
 }
 
-/// The credentials of a real bucket, first found (module docs).
-fn credentials(settings: &[(String, String)]) -> Result<Auth, String> {
+/// The credentials of a real bucket, first found (module docs), and the address a
+/// service-account key names for the store (`gcs_base_url`, as object_store reads it: a
+/// private endpoint), if any.
+fn credentials(settings: &[(String, String)]) -> Result<(Auth, Option<String>), String> {
     if let Some(t) = setting(settings, "GOOGLE_OAUTH_ACCESS_TOKEN") {
-        return Ok(Auth::Token(t.trim().to_string()));
+        return Ok((Auth::Token(t.trim().to_string()), None));
     }
     let key = match setting(settings, "GOOGLE_SERVICE_ACCOUNT_KEY") {
         Some(k) => Some(("GOOGLE_SERVICE_ACCOUNT_KEY".to_string(), k)),
@@ -484,15 +489,18 @@ fn credentials(settings: &[(String, String)]) -> Result<Auth, String> {
     };
     match key {
         Some((from, text)) => service_account(&from, &text),
-        None => Ok(Auth::Metadata {
-            host: setting(settings, "GCE_METADATA_HOST").unwrap_or_else(|| METADATA.to_string()),
-            cached: Cached::default(),
-        }),
+        None => Ok((
+            Auth::Metadata {
+                host: setting(settings, "GCE_METADATA_HOST").unwrap_or_else(|| METADATA.to_string()),
+                cached: Cached::default(),
+            },
+            None,
+        )),
     }
 }
 
-/// A service-account key's email, private key and token endpoint.
-fn service_account(from: &str, text: &str) -> Result<Auth, String> {
+/// A service-account key's email, private key and token endpoint, and its `gcs_base_url`.
+fn service_account(from: &str, text: &str) -> Result<(Auth, Option<String>), String> {
     let v: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| format!("{from} is not a service-account key in JSON (line {}): download one with `gcloud iam service-accounts keys create`", e.line()))?;
     if v["type"].as_str() != Some("service_account") {
@@ -506,12 +514,18 @@ fn service_account(from: &str, text: &str) -> Result<Auth, String> {
     };
     let key = openssl::pkey::PKey::private_key_from_pem(pem.as_bytes())
         .map_err(|_| format!("{from}: its private_key is not a PEM private key"))?;
-    Ok(Auth::Key {
+    let base = match v["gcs_base_url"].as_str() {
+        Some(b) if b.starts_with("https://") || b.starts_with("http://") => Some(b.trim_end_matches('/').to_string()),
+        Some(b) => return Err(format!("{from}: its gcs_base_url `{}` is not an http(s) URL", crate::util::visible(b))),
+        None => None,
+    };
+    let auth = Auth::Key {
         email: email.to_string(),
         key,
         token_uri: v["token_uri"].as_str().unwrap_or("https://oauth2.googleapis.com/token").to_string(),
         cached: Cached::default(),
-    })
+    };
+    Ok((auth, base))
 }
 
 /// The signed JWT (RS256) a service account exchanges for a token at `aud`, issued at `now`.

@@ -2164,6 +2164,8 @@ pub fn credential_values_of(settings: &[(String, String)]) -> Vec<String> {
         "AZURE_STORAGE_SAS_KEY",
         "AZURE_STORAGE_CONNECTION_STRING",
         "AZURE_CLIENT_SECRET",
+        "GOOGLE_OAUTH_ACCESS_TOKEN",
+        "GOOGLE_SERVICE_ACCOUNT_KEY",
     ] {
         if let Some(v) = given_or_env(settings, k) {
             if k == "AZURE_STORAGE_CONNECTION_STRING" {

@@ -220,3 +220,93 @@ async fn the_gcs_store_shows_an_object_only_once_published_and_asks_the_store_ne
     assert!(asked(&format!("alt=media&ifGenerationMatch={generation}")), "the read was not pinned:\n{log}");
     assert!(asked("uploadType=resumable"), "no resumable upload:\n{log}");
 }
+
+/// A real bucket's credentials, against two recorders standing in for Google's token
+/// endpoint and storage: a service-account key (GOOGLE_APPLICATION_CREDENTIALS) is exchanged
+/// for a token with a JWT signed by its key (RS256, verified here with the public half), and
+/// the token goes to the store as a bearer header, never into the output; the key's
+/// `gcs_base_url` names the store's address. A missing key file is exit 2 naming it; a store
+/// that cannot be reached is exit 3 in one line. (Before, object_store's client read this
+/// file for the XML API; a key without a private key was taken as "no credentials".)
+#[test]
+fn a_service_account_key_is_exchanged_for_a_bearer_token_and_a_missing_key_or_dead_store_is_named() {
+    use base64::Engine;
+    const TOKEN: &str = "ya29.a-token-only-the-store-may-see";
+    let token_body = format!(r#"{{"access_token":"{TOKEN}","expires_in":3600}}"#);
+    let token_reply: &'static [u8] = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{token_body}",
+            token_body.len()
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    let listing = r#"{"kind":"storage#objects","items":[]}"#;
+    let store_reply: &'static [u8] = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{listing}",
+            listing.len()
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    let (token_port, asked) = http_recorder(token_reply, |r| String::from_utf8_lossy(&r.body).into_owned());
+    let (store_port, sent) = http_recorder(store_reply, |r| {
+        let auth = r.headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.clone());
+        (r.path, auth)
+    });
+    let rsa = openssl::rsa::Rsa::generate(2048).expect("a key");
+    let pem = String::from_utf8(rsa.private_key_to_pem().expect("pem")).expect("utf-8");
+    let dir = tempfile::tempdir().expect("tmp");
+    let key_file = |name: &str, base: &str| {
+        let p = dir.path().join(name);
+        let k = serde_json::json!({
+            "type": "service_account",
+            "client_email": "drill@project.iam.gserviceaccount.com",
+            "private_key": pem,
+            "token_uri": format!("http://127.0.0.1:{token_port}/token"),
+            "gcs_base_url": base,
+        });
+        std::fs::write(&p, k.to_string()).expect("key file");
+        p
+    };
+    let list = |key: &std::path::Path| {
+        Run::cli(["backups", "list", "--storage", "gs://bkt/p"])
+            .env("GOOGLE_APPLICATION_CREDENTIALS", key)
+            .env_remove("GOOGLE_OAUTH_ACCESS_TOKEN")
+            .env_remove("GOOGLE_SERVICE_ACCOUNT_PATH")
+            .output()
+    };
+    let listed = list(&key_file("sa.json", &format!("http://127.0.0.1:{store_port}")));
+    assert_eq!(listed.code, Some(0), "{}", listed.all());
+    assert!(listed.all().contains("(no backups)"), "{}", listed.all());
+    assert!(!listed.all().contains(TOKEN) && !listed.all().contains("PRIVATE KEY"), "{}", listed.all());
+    let asked = asked.lock().expect("lock").clone();
+    assert_eq!(asked.len(), 1, "one token for the run: {asked:?}");
+    assert!(asked[0].contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"), "{}", asked[0]);
+    let jwt = asked[0].split("assertion=").nth(1).expect("an assertion").to_string();
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3, "{jwt}");
+    let d = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).expect("base64url");
+    let claims: serde_json::Value = serde_json::from_slice(&d(parts[1])).expect("claims");
+    assert_eq!(claims["iss"], "drill@project.iam.gserviceaccount.com");
+    assert_eq!(claims["aud"], format!("http://127.0.0.1:{token_port}/token"));
+    let public = openssl::pkey::PKey::public_key_from_pem(&rsa.public_key_to_pem().expect("pem")).expect("public");
+    let mut v = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &public).expect("verifier");
+    v.update(format!("{}.{}", parts[0], parts[1]).as_bytes()).expect("update");
+    assert!(v.verify(&d(parts[2])).expect("verify"), "the assertion is signed by the account's key");
+    let sent = sent.lock().expect("lock").clone();
+    assert!(!sent.is_empty(), "the store was asked");
+    for (path, auth) in &sent {
+        assert!(path.starts_with("/storage/v1/b/bkt/o?"), "{path}");
+        assert_eq!(auth.as_deref(), Some(format!("Bearer {TOKEN}").as_str()), "{path}");
+    }
+
+    let missing = list(&dir.path().join("missing.json"));
+    assert_eq!(missing.code, Some(2), "{}", missing.all());
+    assert!(missing.all().contains("missing.json"), "the key file is named: {}", missing.all());
+    let dead = list(&key_file("dead.json", &format!("http://127.0.0.1:{}", free_port())));
+    assert_eq!(dead.code, Some(3), "{}", dead.all());
+    assert_eq!(dead.all().trim().lines().count(), 1, "one line: {}", dead.all());
+    assert!(dead.all().contains("cannot be reached"), "{}", dead.all());
+}
