@@ -258,7 +258,7 @@ impl Gcs {
                 source: format!("{what}: {status}").into(),
             });
         }
-        let v: serde_json::Value = json_of(r, format!("{what}")).await?;
+        let v: serde_json::Value = json_of(r, what.to_string()).await?;
         match (v["access_token"].as_str(), v["expires_in"].as_u64()) {
             (Some(t), lasts) => Ok((t.to_string(), lasts.unwrap_or(300))),
             _ => Err(generic(format!("{what}: the answer holds no access_token"))),
@@ -355,7 +355,7 @@ impl Gcs {
             if len == 0 {
                 return Ok(());
             }
-            let last = len % CHUNK != 0;
+            let last = !len.is_multiple_of(CHUNK);
             let end = turn.offset + len - 1;
             let range = match last {
                 true => format!("bytes {}-{end}/{}", turn.offset, turn.offset + len),
@@ -630,8 +630,7 @@ impl object_store::ObjectStore for Gcs {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .or_else(|| options.if_match.clone());
-        let last_modified =
-            h.get("last-modified").and_then(|v| v.to_str().ok()).and_then(|t| httpdate(t)).unwrap_or_default();
+        let last_modified = h.get("last-modified").and_then(|v| v.to_str().ok()).and_then(httpdate).unwrap_or_default();
         let meta = ObjectMeta {
             location: location.clone(),
             last_modified,

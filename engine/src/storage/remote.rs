@@ -399,8 +399,8 @@ fn parse_location(location: &str) -> Result<Location, String> {
 }
 
 /// A gs:// location's emulator: its `endpoint` when `use_emulator=true` is given too.
-/// object_store reaches another address than Google's only without credentials (or through
-/// a service-account file that names it, `gcs_base_url`), so an endpoint alone is refused
+/// The gs:// client (gcs.rs) reaches another address than Google's only without credentials
+/// (or through a service-account file that names it, `gcs_base_url`), so an endpoint alone is refused
 /// rather than sent unsigned requests a real server would take for anonymous ones.
 fn gcs_emulator(opts: &BTreeMap<String, String>) -> Result<Option<String>, String> {
     let emulator =
