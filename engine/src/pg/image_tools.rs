@@ -18,6 +18,11 @@ const LOCAL_ONLY: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUA
 pub fn find(tool: &str, major: u32) -> Result<(String, String), String> {
     let Some(image) = image_of(major) else {
         let named = super::docker::image_for(major, None);
+        if super::docker::image_is_explicit(None) {
+            return Err(format!(
+                "Docker has no image {named} (named by PGDRILL_DOCKER_IMAGE: `docker pull {named}`, or unset it)"
+            ));
+        }
         let local = super::docker::LOCAL_IMAGE.replace("{major}", &major.to_string());
         return Err(format!(
             "Docker has neither {named} nor {local} (set PGDRILL_DOCKER_IMAGE, `docker pull {named}`, or `bash ci/setup.sh` to build {local})"
@@ -32,15 +37,18 @@ pub fn find(tool: &str, major: u32) -> Result<(String, String), String> {
     }
 }
 
-/// An image of PostgreSQL `major` Docker has here: the configured or official one
-/// (`PGDRILL_DOCKER_IMAGE`, else `postgres:<major>`), else `ci/setup.sh`'s local one. Its
-/// binaries are under /usr/lib/postgresql/<major>/bin. The one lookup for every use of a
-/// major's image (its client tools here, `pitr.source` and recovery in physical/): a machine
-/// with only the local image takes it for each, never only for some. `None` when Docker has
-/// none of them, or cannot be run.
+/// An image of PostgreSQL `major` Docker has here: the one `PGDRILL_DOCKER_IMAGE` names
+/// (that one only: an operator who names an image means it), else the official
+/// `postgres:<major>`, else `ci/setup.sh`'s local one. Its binaries are under
+/// /usr/lib/postgresql/<major>/bin. The one lookup for every use of a major's image (its
+/// client tools here, `pitr.source` and recovery in physical/): a machine with only the
+/// local image takes it for each, never only for some. `None` when Docker has none of them,
+/// or cannot be run.
 pub fn image_of(major: u32) -> Option<String> {
-    let candidates =
-        [super::docker::image_for(major, None), super::docker::LOCAL_IMAGE.replace("{major}", &major.to_string())];
+    let mut candidates = vec![super::docker::image_for(major, None)];
+    if !super::docker::image_is_explicit(None) {
+        candidates.push(super::docker::LOCAL_IMAGE.replace("{major}", &major.to_string()));
+    }
     candidates.into_iter().find(|image| {
         let mut inspect = docker();
         inspect.args(["image", "inspect", "--format", "{{.Id}}", image]);
