@@ -13,18 +13,21 @@ use std::process::Command;
 /// its own PATH, HOME and locale).
 const LOCAL_ONLY: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR"];
 
-/// The image of `major`'s tools and their `--version`, when Docker has that image here.
+/// The image of `major`'s tools and their `--version`, when Docker has that image here (see
+/// `image_of`).
 pub fn find(tool: &str, major: u32) -> Result<(String, String), String> {
-    let image = super::docker::image_for(major, None);
-    let mut inspect = docker();
-    inspect.args(["image", "inspect", "--format", "{{.Id}}", &image]);
-    match crate::child::output(&mut inspect) {
-        Ok(o) if o.status.success() => {}
-        Ok(_) => {
-            return Err(format!("Docker has no image {image} (set PGDRILL_DOCKER_IMAGE, or `docker pull {image}`)"))
+    let Some(image) = image_of(major) else {
+        let named = super::docker::image_for(major, None);
+        if super::docker::image_is_explicit(None) {
+            return Err(format!(
+                "Docker has no image {named} (named by PGDRILL_DOCKER_IMAGE: `docker pull {named}`, or unset it)"
+            ));
         }
-        Err(e) => return Err(format!("Docker cannot be run ({e})")),
-    }
+        let local = super::docker::LOCAL_IMAGE.replace("{major}", &major.to_string());
+        return Err(format!(
+            "Docker has neither {named} nor {local} (set PGDRILL_DOCKER_IMAGE, `docker pull {named}`, or `bash ci/setup.sh` to build {local})"
+        ));
+    };
     let mut v = docker();
     v.args(["run", "--rm", "--network", "none", "--entrypoint", tool, &image, "--version"]);
     match crate::child::output(&mut v) {
@@ -32,6 +35,25 @@ pub fn find(tool: &str, major: u32) -> Result<(String, String), String> {
         Ok(o) => Err(format!("{tool} in {image} does not run: {}", String::from_utf8_lossy(&o.stderr).trim())),
         Err(e) => Err(format!("Docker cannot be run ({e})")),
     }
+}
+
+/// An image of PostgreSQL `major` Docker has here: the one `PGDRILL_DOCKER_IMAGE` names
+/// (that one only: an operator who names an image means it), else the official
+/// `postgres:<major>`, else `ci/setup.sh`'s local one. Its binaries are under
+/// /usr/lib/postgresql/<major>/bin. The one lookup for every use of a major's image (its
+/// client tools here, `pitr.source` and recovery in physical/): a machine with only the
+/// local image takes it for each, never only for some. `None` when Docker has none of them,
+/// or cannot be run.
+pub fn image_of(major: u32) -> Option<String> {
+    let mut candidates = vec![super::docker::image_for(major, None)];
+    if !super::docker::image_is_explicit(None) {
+        candidates.push(super::docker::LOCAL_IMAGE.replace("{major}", &major.to_string()));
+    }
+    candidates.into_iter().find(|image| {
+        let mut inspect = docker();
+        inspect.args(["image", "inspect", "--format", "{{.Id}}", image]);
+        crate::child::output(&mut inspect).is_ok_and(|o| o.status.success())
+    })
 }
 
 /// The docker CLI with the variables that say which engine to talk to (`physical::recover`

@@ -618,18 +618,10 @@ fn choose_runner(bin_dir: Option<&Path>, major: u32) -> Result<Runner, Failure> 
     }
 }
 
-/// An image of PostgreSQL `major` Docker has here: the configured or official one, else
-/// `ci/setup.sh`'s local one. Its binaries are under /usr/lib/postgresql/<major>/bin.
+/// An image of PostgreSQL `major` Docker has here (`pg::image_tools::image_of`, shared with
+/// the client tools' lookup).
 pub fn docker_image_for(major: u32) -> Option<String> {
-    let candidates = [
-        crate::pg::docker::image_for(major, None),
-        crate::pg::docker::LOCAL_IMAGE.replace("{major}", &major.to_string()),
-    ];
-    candidates.into_iter().find(|image| {
-        let mut inspect = crate::pg::image_tools::docker();
-        inspect.args(["image", "inspect", "--format", "{{.Id}}", image]);
-        crate::child::output(&mut inspect).is_ok_and(|o| o.status.success())
-    })
+    crate::pg::image_tools::image_of(major)
 }
 
 /// `docker run` of the image's own postgres on the workspace, mounted at the same path, as

@@ -8,6 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub mod bounded;
+pub mod gcs;
 pub mod local;
 pub mod location;
 pub mod lock;

@@ -311,43 +311,10 @@ pub fn open_given(location: &str, settings: &[(String, String)]) -> Result<Remot
             (built.clone(), built)
         }
         "gs" => {
+            // Google's JSON API (gcs.rs), not object_store's XML client: see gcs.rs for why.
             let emulator = gcs_emulator(&opts)?;
-            // An emulator takes no credentials: the environment's (a service-account path)
-            // would be refused beside the key below as given twice.
-            let b = match emulator {
-                Some(_) => object_store::gcp::GoogleCloudStorageBuilder::new(),
-                None => object_store::gcp::GoogleCloudStorageBuilder::from_env(),
-            };
-            let mut b = b.with_bucket_name(bucket).with_retry(retry.clone());
-            for (k, v) in given(settings, "GOOGLE_").into_iter().filter(|_| emulator.is_none()) {
-                if let Ok(key) = k.parse::<object_store::gcp::GoogleConfigKey>() {
-                    b = b.with_config(key, v);
-                }
-            }
-            for (k, v) in &timeouts {
-                b = b.with_config(object_store::gcp::GoogleConfigKey::Client(*k), v);
-            }
-            if let Some(base) = emulator {
-                // object_store's only way to another base URL is a service-account key that
-                // holds it; `disable_oauth` sends no credentials (an emulator has none), so
-                // this key carries no secret.
-                let key = serde_json::json!({
-                    "type": "service_account",
-                    "private_key": "",
-                    "private_key_id": "",
-                    "client_email": "",
-                    "gcs_base_url": base,
-                    "disable_oauth": true,
-                });
-                b = b.with_service_account_key(key.to_string());
-                if base.starts_with("http://") {
-                    b = b.with_config(
-                        object_store::gcp::GoogleConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
-                        "true",
-                    );
-                }
-            }
-            let built = Arc::new(b.build().map_err(|e| describe(&e))?);
+            let built =
+                Arc::new(super::gcs::Gcs::open(bucket, emulator, settings, timeout, CONNECT_TIMEOUT.min(timeout))?);
             (built.clone(), built)
         }
         other => return Err(format!("unknown storage scheme `{other}://`: use s3://, gs://, az:// or a local path")),
@@ -432,8 +399,8 @@ fn parse_location(location: &str) -> Result<Location, String> {
 }
 
 /// A gs:// location's emulator: its `endpoint` when `use_emulator=true` is given too.
-/// object_store reaches another address than Google's only without credentials (or through
-/// a service-account file that names it, `gcs_base_url`), so an endpoint alone is refused
+/// The gs:// client (gcs.rs) reaches another address than Google's only without credentials
+/// (or through a service-account file that names it, `gcs_base_url`), so an endpoint alone is refused
 /// rather than sent unsigned requests a real server would take for anonymous ones.
 fn gcs_emulator(opts: &BTreeMap<String, String>) -> Result<Option<String>, String> {
     let emulator =
@@ -2197,6 +2164,8 @@ pub fn credential_values_of(settings: &[(String, String)]) -> Vec<String> {
         "AZURE_STORAGE_SAS_KEY",
         "AZURE_STORAGE_CONNECTION_STRING",
         "AZURE_CLIENT_SECRET",
+        "GOOGLE_OAUTH_ACCESS_TOKEN",
+        "GOOGLE_SERVICE_ACCOUNT_KEY",
     ] {
         if let Some(v) = given_or_env(settings, k) {
             if k == "AZURE_STORAGE_CONNECTION_STRING" {

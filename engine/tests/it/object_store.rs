@@ -608,45 +608,6 @@ async fn an_object_replaced_after_pick_is_an_environment_error_never_a_damaged_b
     srv.stop().await;
 }
 
-/// What can be tested of `gs://` here, with no GCS emulator that speaks the XML API:
-/// object_store's GCS client with a service account file (GOOGLE_SERVICE_ACCOUNT_PATH, with
-/// `gcs_base_url` and `disable_oauth`, object_store's hooks for local servers) lists through
-/// the XML API against moto; a missing credentials file is exit 2 naming it; a server that
-/// cannot be reached is exit 3 in one line. (Writes are not tested: the GCS client encodes
-/// `/` and `.` in object names, which moto does not decode.)
-#[tokio::test(flavor = "multi_thread")]
-async fn gcs_locations_list_through_the_xml_api_and_fail_clearly_without_a_server_or_credentials() {
-    let Some(s3) = moto() else { return };
-    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let account = |name: &str, base: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(
-            &p,
-            format!(
-                r#"{{"type":"service_account","private_key":"","private_key_id":"","client_email":"","disable_oauth":true,"gcs_base_url":"{base}"}}"#
-            ),
-        )
-        .expect("account file");
-        p
-    };
-    let list = |account: &std::path::Path| {
-        let mut c = pgdrill(&["backups", "list", "--storage", "gs://bkt/p"]);
-        c.env("GOOGLE_SERVICE_ACCOUNT_PATH", account).env_remove("GOOGLE_APPLICATION_CREDENTIALS");
-        out_of(&mut c)
-    };
-    let (code, out) = list(&account("moto.json", &format!("http://127.0.0.1:{}", s3.port)));
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("(no backups)"), "{out}");
-    let (code, out) = list(&dir.path().join("missing.json"));
-    assert_eq!(code, 2, "{out}");
-    assert!(out.contains("missing.json"), "the credentials file is named: {out}");
-    let (code, out) = list(&account("dead.json", &format!("http://127.0.0.1:{}", free_port())));
-    assert_eq!(code, 3, "{out}");
-    assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
-    assert!(out.contains("cannot be reached"), "{out}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_bucket_is_exit_3_in_one_line_and_a_credential_in_the_location_is_refused() {
     let Some(s3) = moto() else { return };

@@ -32,9 +32,9 @@ fn the_pitr_drill_on_postgresql_17_runs_its_source_in_the_image_and_reports_rpo_
     let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
     let ran = Run::new("pitr-drill")
         .var("version", 17)
-        // The image pg_basebackup 17 comes from (backup.base's Docker fallback takes this or
-        // the official image, not the local build).
-        .env("PGDRILL_DOCKER_IMAGE", "pgdrill/postgres-local:{major}")
+        // No image named: backup.base takes pg_basebackup 17 from the image `pitr.source`
+        // runs in (it once looked for `postgres:17` only, and the drill needed this set).
+        .env_remove("PGDRILL_DOCKER_IMAGE")
         .junit(&junit)
         .report(&report)
         .expect(0);
@@ -50,6 +50,11 @@ fn the_pitr_drill_on_postgresql_17_runs_its_source_in_the_image_and_reports_rpo_
     assert!(src["archive_command"].as_str().is_some_and(|c| c.contains(" wal push --config ")), "{src}");
     let said = run.step("source").log.join("\n");
     assert!(said.contains("(in Docker, image pgdrill/postgres-local:17)"), "{said}");
+    let official = std::process::Command::new("docker").args(["image", "inspect", "postgres:17"]).output();
+    if official.is_ok_and(|o| !o.status.success()) {
+        let base = run.step("base_backup").log.join("\n");
+        assert!(base.contains("(from the image pgdrill/postgres-local:17)"), "{base}");
+    }
     let wal = &run.step("wal_check").outputs;
     assert_eq!((wal["gaps"].as_u64(), wal["damaged"].as_u64()), (Some(0), Some(0)), "{wal}");
     let rec = &run.step("recover").outputs;
