@@ -39,6 +39,7 @@ mod object_store;
 mod offsite_all;
 mod oncall;
 mod physical_evidence;
+mod physical17;
 mod physical_tools;
 mod pitr;
 mod pitr17;
