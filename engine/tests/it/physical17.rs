@@ -299,3 +299,80 @@ fn a_postgresql_17_pgbackrest_backup_is_restored_and_recovered_in_its_image_with
     assert!(ran.all().contains("ci/setup.sh"), "{}", ran.all());
     drop(team);
 }
+
+/// Regression (issue 39): barman-cloud's backups of a PostgreSQL 17 server were never
+/// recovered here (15's binaries only: `verify-physical` was exit 3). A 17 server in the
+/// image archives with `barman-cloud-wal-archive` into S3 (moto) and `barman-cloud-backup`
+/// takes a backup under writes; pgdrill restores it with the image's barman-cloud-restore
+/// and recovers it to a restore point in a throwaway of the image, fetching WAL with the
+/// image's barman-cloud-wal-restore over the host's network, the S3 secret never shown and
+/// no container left behind.
+#[test]
+fn a_postgresql_17_barman_cloud_backup_is_restored_and_recovered_in_its_image() {
+    if !require(on_path("barman-cloud-backup"), "barman-cloud (Debian package barman-cli-cloud)") || !image_with_tools()
+    {
+        return;
+    }
+    let Some(moto) = moto() else { return };
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let secret = "barman-cloud-17-secret-never-shown";
+    let env = [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", secret), ("AWS_DEFAULT_REGION", "us-east-1")];
+    let exports: String = env.iter().map(|(k, v)| format!("export {k}={v}\n")).collect();
+    let work = work_dir();
+    let dir = work.path().join("team");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let d = dir.display();
+    let team = Team17::start(&dir, true);
+    team.sh(&format!(
+        "{exports}python3 -c \"import boto3; boto3.client('s3', endpoint_url='{endpoint}').create_bucket(Bucket='drill-bkt')\""
+    ));
+    // The server's archive_command gets the keys from the environment pg_ctl started it with.
+    let archive = format!("barman-cloud-wal-archive --endpoint-url {endpoint} s3://drill-bkt/pg demo %p");
+    let start = format!(
+        "set -e\nmkdir -p {d}/pg\n{BIN}/initdb -U postgres -A trust --no-sync -D {d}/pg/data >/dev/null\n\
+         cat >> {d}/pg/data/postgresql.auto.conf <<'EOF'\nlisten_addresses = ''\nunix_socket_directories = '{d}/pg'\n\
+         wal_level = replica\narchive_mode = on\narchive_command = '{archive}'\nfsync = off\nlc_messages = 'C'\nEOF\n\
+         {exports}{BIN}/pg_ctl -w -D {d}/pg/data -l {d}/pg/log start >/dev/null\n"
+    );
+    team.sh(&start);
+    team.sql("create table drill(id serial primary key, batch int not null)");
+    team.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    team.under_load(
+        3,
+        &format!("{exports}barman-cloud-backup --endpoint-url {endpoint} -U postgres -h {d}/pg s3://drill-bkt/pg demo"),
+    );
+    team.sql("insert into drill(batch) select 1 from generate_series(1, 100)");
+    team.sql("select pg_create_restore_point('before_end')");
+    team.sql("insert into drill(batch) select 2 from generate_series(1, 7)");
+    let seg = team.sql("select pg_walfile_name(pg_switch_wal())");
+    let archived = wait_for(Duration::from_secs(60), || {
+        let last = team.sql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
+        (last.as_str() >= seg.as_str()).then_some(())
+    });
+    assert!(archived.is_some(), "{seg} was not archived within a minute");
+
+    let source = format!("barman-cloud:s3://drill-bkt/pg?server=demo&endpoint={endpoint}");
+    let report = work.path().join("report");
+    let mut run = shipped(&source, 110).var("target_name", "before_end").report(&report);
+    for (k, v) in env {
+        run = run.env(k, v);
+    }
+    let (pid, code, all) = spawned(run);
+    // No `expect`: proven recovered, content unproven (a skip, exit 0), the marker its check.
+    assert_eq!(code, Some(0), "a 17 barman-cloud backup recovered in its image:\n{all}");
+    assert!(!all.contains(secret), "the S3 secret was shown:\n{all}");
+    assert!(containers_of(pid).is_empty(), "the run left containers: {:?}", containers_of(pid));
+    let rj = RunJson::read(&report);
+    let o = &rj.step("recover").outputs;
+    assert_eq!(o["tool"], "barman-cloud", "{o}");
+    let served = o["tool_version"].as_str().unwrap_or_default();
+    assert!(served.starts_with("barman-cloud-restore 3.") && served.ends_with(" in pgdrill/postgres-local:17"), "{o}");
+    assert!(o["server_version"].as_str().is_some_and(|v| v.starts_with("17.")), "{o}");
+    assert_eq!(o["marker"], true, "{o}");
+    assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("restore point \"before_end\"")), "{o}");
+    assert!(o["segments_restored"].as_u64().is_some_and(|n| n >= 1), "WAL through the image's wal-restore: {o}");
+    assert!(!std::fs::read_to_string(report.join("run.json")).unwrap_or_default().contains(secret));
+    assert_eq!(rj.step("amcheck").outcome, "passed", "{:?}", rj.step("amcheck").message);
+    drop(team);
+}
