@@ -275,7 +275,13 @@ impl Cloud {
 
     /// `restore` by the barman-cloud of an image, as the throwaway's user, on the host's
     /// network (the destination is a store), the throwaway's directories mounted read-write.
-    fn restore_in_image(&self, at: &InImage, tool: &Binary, backup: &Backup, into: &MaterializeInto) -> Result<(), Failure> {
+    fn restore_in_image(
+        &self,
+        at: &InImage,
+        tool: &Binary,
+        backup: &Backup,
+        into: &MaterializeInto,
+    ) -> Result<(), Failure> {
         let rw = [into.data_dir.clone(), into.tablespaces_dir.clone()];
         let (mut cmd, _env) =
             tools::image_command(&tool.path.display().to_string(), &at.image, &env_files(), &rw, at.network)?;
@@ -326,11 +332,7 @@ impl Cloud {
 /// ...) that exist here: a container of the tools mounts them read-only at their own paths,
 /// so the same variables work inside it.
 fn env_files() -> Vec<PathBuf> {
-    tools::tool_env()
-        .into_iter()
-        .map(|(_, v)| PathBuf::from(v))
-        .filter(|p| p.is_absolute() && p.is_file())
-        .collect()
+    tools::tool_env().into_iter().map(|(_, v)| PathBuf::from(v)).filter(|p| p.is_absolute() && p.is_file()).collect()
 }
 
 /// A barman-cloud destination's server as a [`PhysicalSource`].

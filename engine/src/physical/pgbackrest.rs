@@ -216,7 +216,13 @@ impl Repo {
     /// the team's configuration and local repository mounted read-only and the workspace
     /// read-write. Its lock and spool folders are the workspace's own (`tool_dir`): the
     /// image has no folder of the team's for them, and restore clears the spool.
-    fn restore_in_image(&self, at: &Imaged, label: &str, into: &MaterializeInto, tool_dir: &Path) -> Result<(), Failure> {
+    fn restore_in_image(
+        &self,
+        at: &Imaged,
+        label: &str,
+        into: &MaterializeInto,
+        tool_dir: &Path,
+    ) -> Result<(), Failure> {
         let mut args = self.image_args(tool_dir);
         args.extend(self.restore_args(label, into));
         let rw = [into.data_dir.clone(), into.tablespaces_dir.clone(), tool_dir.to_path_buf()];
@@ -443,7 +449,8 @@ impl PhysicalSource for PgBackRest {
             }
         }
         let info = self.info()?;
-        let made_by = info.backups.iter().find(|b| b.base.id == backup.id).map(|b| b.made_by.clone()).unwrap_or_default();
+        let made_by =
+            info.backups.iter().find(|b| b.base.id == backup.id).map(|b| b.made_by.clone()).unwrap_or_default();
         let why = self.why_not_here(backup, &made_by);
         let imaged = match (why.is_empty(), backup.pg_major) {
             (true, _) | (false, None) => None,
@@ -451,8 +458,13 @@ impl PhysicalSource for PgBackRest {
                 let mut seen = Vec::new();
                 let found = super::recover::docker_images_for(major).into_iter().find_map(|image| {
                     let bin = tools::find_in_image("pgbackrest", &["version"], &image);
-                    seen.push(format!("{image}: {}", bin.as_ref().map(|b| b.version.as_str()).unwrap_or("no pgbackrest")));
-                    let enough = bin.as_ref().is_some_and(|b| tools::version_numbers(&b.version) >= tools::version_numbers(&made_by));
+                    seen.push(format!(
+                        "{image}: {}",
+                        bin.as_ref().map(|b| b.version.as_str()).unwrap_or("no pgbackrest")
+                    ));
+                    let enough = bin
+                        .as_ref()
+                        .is_some_and(|b| tools::version_numbers(&b.version) >= tools::version_numbers(&made_by));
                     bin.filter(|_| enough).map(|bin| (image, bin))
                 });
                 let Some((image, bin)) = found else {

@@ -165,7 +165,11 @@ pub fn image_command(
     network: bool,
 ) -> Result<(Command, crate::pg::image_tools::EnvFile), Failure> {
     let ids = RunAs::detect()?.ids();
-    let name = format!("pgdrill-tool-{}-{}", std::process::id(), crate::pg::native::generate_password().get(..8).unwrap_or("0"));
+    let name = format!(
+        "pgdrill-tool-{}-{}",
+        std::process::id(),
+        crate::pg::native::generate_password().get(..8).unwrap_or("0")
+    );
     let ro: Vec<&Path> = ro.iter().map(PathBuf::as_path).collect();
     let rw: Vec<&Path> = rw.iter().map(PathBuf::as_path).collect();
     let how = crate::pg::image_tools::InImage {

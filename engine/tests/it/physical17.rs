@@ -228,7 +228,8 @@ fn a_postgresql_17_pgbackrest_backup_is_restored_and_recovered_in_its_image_with
 
     // A pgdrill killed with -9 while its throwaway runs in Docker: the container stays until
     // the next recovery removes it (asserted after the next run).
-    let mut killed = shipped(&source, 117).command().stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let mut killed =
+        shipped(&source, 117).command().stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
     let killed_pid = killed.id();
     let seen = wait_for(Duration::from_secs(180), || {
         let names = containers_of(killed_pid);
@@ -316,7 +317,8 @@ fn a_postgresql_17_barman_cloud_backup_is_restored_and_recovered_in_its_image() 
     let Some(moto) = moto() else { return };
     let endpoint = format!("http://127.0.0.1:{}", moto.port);
     let secret = "barman-cloud-17-secret-never-shown";
-    let env = [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", secret), ("AWS_DEFAULT_REGION", "us-east-1")];
+    let env =
+        [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", secret), ("AWS_DEFAULT_REGION", "us-east-1")];
     let exports: String = env.iter().map(|(k, v)| format!("export {k}={v}\n")).collect();
     let work = work_dir();
     let dir = work.path().join("team");
