@@ -335,6 +335,9 @@ fn env_files() -> Vec<PathBuf> {
     tools::tool_env().into_iter().map(|(_, v)| PathBuf::from(v)).filter(|p| p.is_absolute() && p.is_file()).collect()
 }
 
+/// An image serving a backup, with its barman-cloud-restore.
+type Imaged = (InImage, Binary);
+
 /// A barman-cloud destination's server as a [`PhysicalSource`].
 #[derive(Debug)]
 pub struct BarmanCloud {
@@ -344,7 +347,7 @@ pub struct BarmanCloud {
     scripts: tools::Scripts,
     /// Where the last backup asked about is served: its id, and the image (with its
     /// barman-cloud-restore) when not here.
-    placed: std::sync::Mutex<Option<(String, Option<(InImage, Binary)>)>>,
+    placed: std::sync::Mutex<Option<(String, Option<Imaged>)>>,
     /// The image whose barman-cloud lists the destination, when this machine's cannot read
     /// a backup's backup.info, and its barman-cloud-backup-list.
     lister: std::sync::Mutex<Option<(String, Binary)>>,

@@ -915,6 +915,40 @@ fn barman_cloud_backups_in_azure_blob_storage_recover_to_latest_a_time_and_a_res
     for out in [ran.all(), listed.all(), report] {
         assert!(!out.contains(key), "the account key was shown:\n{out}");
     }
+    // The tools' ledger in Azure (issue 39; only S3 was tested): `&ledger=az://CONTAINER/PATH`
+    // records the verification as one blob under `.ledger/`, which `backups list` reads back,
+    // the store's account, key and endpoint from the same connection string; barman-cloud's
+    // tree is never written.
+    let with_ledger = format!("{source}&ledger=az://drill/ledger/main");
+    let ran =
+        shipped(&with_ledger, counts.latest).env(env[0].0, env[0].1).report(work.path().join("az_ledger")).output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    assert_eq!(ran.run_json().step("record").outcome, "passed", "{:?}", ran.run_json().step("record").message);
+    let listed = Run::cli(["backups", "list", "--json", "--storage", &with_ledger]).env(env[0].0, env[0].1).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
+    assert_eq!(
+        (v[0]["id"].as_str(), v[0]["last_verification"]["result"].as_str()),
+        (Some(id.as_str()), Some("unproven")),
+        "{}",
+        listed.stdout
+    );
+    let blobs = ok(
+        Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                "import os; from azure.storage.blob import BlobServiceClient as B\n\
+                 c=B.from_connection_string(os.environ['AZURE_STORAGE_CONNECTION_STRING']).get_container_client('drill')\n\
+                 print(chr(10).join(b.name for b in c.list_blobs()))",
+            ])
+            .envs(env),
+        "list the container's blobs",
+    );
+    let records: Vec<&str> = blobs.lines().filter(|b| b.starts_with("ledger/main/.ledger/")).collect();
+    assert!(records.len() == 1 && records[0].ends_with(".json"), "one record blob: {blobs}");
+    assert!(!blobs.lines().any(|b| b.starts_with("pg/") && b.contains("ledger")), "barman-cloud's tree: {blobs}");
+    for out in [ran.all(), listed.all()] {
+        assert!(!out.contains(key), "the account key was shown:\n{out}");
+    }
     // Without the connection string barman-cloud cannot read the container: the environment's.
     let ran = shipped(&source, counts.latest).output();
     assert_eq!(ran.code, Some(3), "{}", ran.all());
