@@ -192,7 +192,8 @@ pub async fn local_tags_of(docker: &Docker, image: &str) -> String {
     }
 }
 
-fn owner() -> String {
+/// `<hostname>:<pid>` of this process, as the owner label gives it.
+pub(crate) fn owner() -> String {
     let host = crate::util::hostname().unwrap_or_default();
     format!("{host}:{}", std::process::id())
 }

@@ -45,15 +45,25 @@ pub fn find(tool: &str, major: u32) -> Result<(String, String), String> {
 /// local image takes it for each, never only for some. `None` when Docker has none of them,
 /// or cannot be run.
 pub fn image_of(major: u32) -> Option<String> {
+    images_of(major).into_iter().next()
+}
+
+/// Every image of PostgreSQL `major` Docker has here, in `image_of`'s order (a tool's source
+/// takes the first that holds its tool: the official image has none).
+pub fn images_of(major: u32) -> Vec<String> {
     let mut candidates = vec![super::docker::image_for(major, None)];
     if !super::docker::image_is_explicit(None) {
         candidates.push(super::docker::LOCAL_IMAGE.replace("{major}", &major.to_string()));
     }
-    candidates.into_iter().find(|image| {
-        let mut inspect = docker();
-        inspect.args(["image", "inspect", "--format", "{{.Id}}", image]);
-        crate::child::output(&mut inspect).is_ok_and(|o| o.status.success())
-    })
+    candidates.dedup();
+    candidates
+        .into_iter()
+        .filter(|image| {
+            let mut inspect = docker();
+            inspect.args(["image", "inspect", "--format", "{{.Id}}", image]);
+            crate::child::output(&mut inspect).is_ok_and(|o| o.status.success())
+        })
+        .collect()
 }
 
 /// The docker CLI with the variables that say which engine to talk to (`physical::recover`
@@ -85,6 +95,35 @@ pub fn in_image_named(
     mounts: &[&std::path::Path],
     name: Option<&str>,
 ) -> Result<(Command, EnvFile), String> {
+    in_image_with(cmd, image, &InImage { ro: mounts, name, ..Default::default() })
+}
+
+/// How `in_image_with` runs a tool's container, beyond `in_image_named`'s read-only mounts
+/// and name.
+#[derive(Debug, Clone, Copy)]
+pub struct InImage<'a> {
+    /// Files and folders the tool reads, at the same path inside, read-only.
+    pub ro: &'a [&'a std::path::Path],
+    /// Folders the tool writes, at the same path inside.
+    pub rw: &'a [&'a std::path::Path],
+    pub name: Option<&'a str>,
+    /// The user (uid, gid) it runs as: the owner of what it writes (default: the image's).
+    pub user: Option<(u32, u32)>,
+    /// The host's network (true) or none.
+    pub network: bool,
+    /// Labelled as pgdrill's with this process as owner, so a container a killed pgdrill
+    /// left is removed by the next one (`docker::reap_stale`).
+    pub labelled: bool,
+}
+
+impl Default for InImage<'_> {
+    fn default() -> Self {
+        InImage { ro: &[], rw: &[], name: None, user: None, network: true, labelled: false }
+    }
+}
+
+/// `cmd` run in `image` as `how` says; the environment through an env file, never argv.
+pub fn in_image_with(cmd: &Command, image: &str, how: &InImage<'_>) -> Result<(Command, EnvFile), String> {
     let tool = std::path::Path::new(cmd.get_program())
         .file_name()
         .and_then(OsStr::to_str)
@@ -114,13 +153,24 @@ pub fn in_image_named(
         f.write_all(body.as_bytes()).map_err(|e| e.to_string())?;
     }
     let mut d = docker();
-    d.args(["run", "--rm", "-i", "--network", "host", "--log-driver", "none", "--env-file"]).arg(&path);
-    if let Some(n) = name {
+    let network = if how.network { "host" } else { "none" };
+    d.args(["run", "--rm", "-i", "--network", network, "--log-driver", "none", "--env-file"]).arg(&path);
+    if let Some(n) = how.name {
         d.args(["--name", n]);
     }
+    if let Some((uid, gid)) = how.user {
+        d.args(["--user", &format!("{uid}:{gid}")]);
+    }
+    if how.labelled {
+        d.args(["--label", &format!("{}=1", super::docker::LABEL)]);
+        d.args(["--label", &format!("{}={}", super::docker::OWNER_LABEL, super::docker::owner())]);
+    }
     // Files the tool reads, at the same path inside, read-only.
-    for m in mounts {
+    for m in how.ro {
         d.arg("--volume").arg(format!("{}:{}:ro", m.display(), m.display()));
+    }
+    for m in how.rw {
+        d.arg("--volume").arg(format!("{}:{}", m.display(), m.display()));
     }
     d.args(["--entrypoint", &tool, image]).args(cmd.get_args());
     Ok((d, EnvFile(dir)))

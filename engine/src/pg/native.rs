@@ -422,6 +422,15 @@ impl RunAs {
         }
     }
 
+    /// The user and group ids the server runs as (a container of a tool that writes what
+    /// the server reads runs as them too).
+    pub fn ids(&self) -> (u32, u32) {
+        match self {
+            RunAs::Me => (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()),
+            RunAs::User { uid, gid, .. } => (*uid, *gid),
+        }
+    }
+
     /// `own` for a directory and everything in it.
     pub fn own_tree(&self, dir: &Path) -> Result<(), ServerError> {
         self.own(dir)?;

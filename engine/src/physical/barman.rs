@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::source::{ArchiveEnd, BaseBackup, Lsn, MaterializeInto, Materialized, PhysicalSource, Tool};
+use super::source::{ArchiveEnd, BaseBackup, InImage, Lsn, MaterializeInto, Materialized, PhysicalSource, Tool};
 use super::tools::{self, Binary};
 use crate::error::Failure;
 
@@ -232,7 +232,21 @@ impl Cloud {
     /// The server's backups, oldest first. A destination barman-cloud cannot read (no
     /// bucket, no credentials, no such server) is the environment's failure with its words.
     pub fn list(&self, tool: &Binary) -> Result<Vec<Backup>, Failure> {
-        let mut cmd = tools::tool_command(&Self::sibling(tool, "barman-cloud-backup-list"));
+        self.list_by(tool, None).map(|(v, _)| v)
+    }
+
+    /// `list` by `tool` here, or in `image` (on the host's network), and whether
+    /// barman-cloud said it could not read some backup's backup.info: one a newer
+    /// barman-cloud wrote (3.4 cannot read 3.13's), which it then leaves out of the list.
+    fn list_by(&self, tool: &Binary, image: Option<&str>) -> Result<(Vec<Backup>, bool), Failure> {
+        let program = Self::sibling(tool, "barman-cloud-backup-list");
+        let (mut cmd, _env) = match image {
+            Some(i) => {
+                let (c, e) = tools::image_command(&program.display().to_string(), i, &env_files(), &[], true)?;
+                (c, Some(e))
+            }
+            None => (tools::tool_command(&program), None),
+        };
         cmd.args(self.common()).args(["--format", "json"]).arg(&self.url).arg(&self.server);
         let out = tools::run(&mut cmd, "barman-cloud-backup-list")?;
         if !out.status.success() {
@@ -245,28 +259,58 @@ impl Cloud {
         }
         let mut v = parse_list(&String::from_utf8_lossy(&out.stdout))?;
         v.sort_by(|a, b| (a.base.started, &a.base.id).cmp(&(b.base.started, &b.base.id)));
-        Ok(v)
+        let unreadable = String::from_utf8_lossy(&out.stderr).contains("Unable to open backup.info");
+        Ok((v, unreadable))
     }
 
     /// Restore the backup `id` into the empty directory `data` with `barman-cloud-restore`
     /// (files only: the caller writes the recovery settings). A backup barman-cloud cannot
     /// restore is a failed verification.
     pub fn restore(&self, tool: &Binary, backup: &Backup, into: &MaterializeInto) -> Result<(), Failure> {
-        let id = &backup.base.id;
         let mut cmd = tools::tool_command(&tool.path);
-        cmd.args(self.common());
+        cmd.args(self.restore_args(backup, into));
+        let out = tools::run(&mut cmd, "barman-cloud-restore")?;
+        self.restored(backup, &out)
+    }
+
+    /// `restore` by the barman-cloud of an image, as the throwaway's user, on the host's
+    /// network (the destination is a store), the throwaway's directories mounted read-write.
+    fn restore_in_image(
+        &self,
+        at: &InImage,
+        tool: &Binary,
+        backup: &Backup,
+        into: &MaterializeInto,
+    ) -> Result<(), Failure> {
+        let rw = [into.data_dir.clone(), into.tablespaces_dir.clone()];
+        let (mut cmd, _env) =
+            tools::image_command(&tool.path.display().to_string(), &at.image, &env_files(), &rw, at.network)?;
+        cmd.args(self.restore_args(backup, into));
+        let out = tools::run(&mut cmd, &format!("barman-cloud-restore in {}", at.image))?;
+        self.restored(backup, &out)
+    }
+
+    /// `barman-cloud-restore`'s arguments after the binary.
+    fn restore_args(&self, backup: &Backup, into: &MaterializeInto) -> Vec<String> {
+        let mut a = self.common();
         // Every tablespace under the throwaway's directory, never where the team's server had it.
         for (name, oid) in &backup.tablespaces {
-            cmd.arg(format!("--tablespace={name}:{}", into.tablespaces_dir.join(oid.to_string()).display()));
+            a.push(format!("--tablespace={name}:{}", into.tablespaces_dir.join(oid.to_string()).display()));
         }
-        cmd.arg(&self.url).arg(&self.server).arg(id).arg(&into.data_dir);
-        let out = tools::run(&mut cmd, "barman-cloud-restore")?;
+        a.extend([self.url.clone(), self.server.clone(), backup.base.id.clone()]);
+        a.push(into.data_dir.display().to_string());
+        a
+    }
+
+    /// Whether barman-cloud-restore ended well; a failure is the backup's.
+    fn restored(&self, backup: &Backup, out: &std::process::Output) -> Result<(), Failure> {
+        let id = &backup.base.id;
         if !out.status.success() {
             return Err(Failure::failed(format!(
                 "barman-cloud-restore of the backup `{id}` of the server `{}` failed (exit {}): {}",
                 self.server,
                 out.status.code().unwrap_or(-1),
-                tools::last_lines(&tools::both(&out), 4)
+                tools::last_lines(&tools::both(out), 4)
             )));
         }
         Ok(())
@@ -284,6 +328,16 @@ impl Cloud {
     }
 }
 
+/// Files the cloud SDKs' variables name (`AWS_CA_BUNDLE`, `GOOGLE_APPLICATION_CREDENTIALS`,
+/// ...) that exist here: a container of the tools mounts them read-only at their own paths,
+/// so the same variables work inside it.
+fn env_files() -> Vec<PathBuf> {
+    tools::tool_env().into_iter().map(|(_, v)| PathBuf::from(v)).filter(|p| p.is_absolute() && p.is_file()).collect()
+}
+
+/// An image serving a backup, with its barman-cloud-restore.
+type Imaged = (InImage, Binary);
+
 /// A barman-cloud destination's server as a [`PhysicalSource`].
 #[derive(Debug)]
 pub struct BarmanCloud {
@@ -291,17 +345,68 @@ pub struct BarmanCloud {
     bin: Binary,
     list: std::sync::Mutex<Vec<Backup>>,
     scripts: tools::Scripts,
+    /// Where the last backup asked about is served: its id, and the image (with its
+    /// barman-cloud-restore) when not here.
+    placed: std::sync::Mutex<Option<(String, Option<Imaged>)>>,
+    /// The image whose barman-cloud lists the destination, when this machine's cannot read
+    /// a backup's backup.info, and its barman-cloud-backup-list.
+    lister: std::sync::Mutex<Option<(String, Binary)>>,
 }
 
 impl BarmanCloud {
     /// The source, with its binaries found and barman-cloud-restore's version asked.
     pub fn open(cloud: Cloud) -> Result<BarmanCloud, Failure> {
         let bin = cloud.binary()?;
-        Ok(BarmanCloud { cloud, bin, list: Default::default(), scripts: Default::default() })
+        Ok(BarmanCloud {
+            cloud,
+            bin,
+            list: Default::default(),
+            scripts: Default::default(),
+            placed: Default::default(),
+            lister: Default::default(),
+        })
+    }
+
+    /// The server's backups, as this machine's barman-cloud lists them, or, when it cannot
+    /// read some backup's backup.info (a newer barman-cloud wrote it), as the barman-cloud of
+    /// an image of PostgreSQL that Docker has here and that is newer lists them. Never a
+    /// list with a backup left out: with no such image it is the environment's failure.
+    fn list_all(&self) -> Result<Vec<Backup>, Failure> {
+        if let Some((image, bin)) = self.lister.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(self.cloud.list_by(&bin, Some(&image))?.0);
+        }
+        let (v, unreadable) = self.cloud.list_by(&self.bin, None)?;
+        if !unreadable {
+            return Ok(v);
+        }
+        let mine = tools::version_numbers(&self.bin.version);
+        let newer = (12..=18).rev().flat_map(super::recover::docker_images_for).find_map(|image| {
+            let bin = tools::find_in_image("barman-cloud-backup-list", &["-V"], &image)?;
+            (tools::version_numbers(&bin.version) > mine).then_some((image, bin))
+        });
+        let Some((image, bin)) = newer else {
+            return Err(Failure::environment(format!(
+                "{} ({}) cannot read the backup.info of some of the server `{}`'s backups (a newer barman-cloud wrote them), nor has Docker an image with a newer barman-cloud: install a newer barman-cli-cloud, or build the image of the backups' PostgreSQL major (`bash ci/setup.sh` builds pgdrill/postgres-local:17 with barman-cli-cloud)",
+                self.bin.version,
+                self.bin.path.display(),
+                self.cloud.server
+            )));
+        };
+        let v = self.cloud.list_by(&bin, Some(&image))?.0;
+        *self.lister.lock().unwrap_or_else(|e| e.into_inner()) = Some((image, bin));
+        Ok(v)
+    }
+
+    /// The image serving the backup `id`, when `placement` put it in one.
+    fn imaged(&self, id: &str) -> Option<(InImage, Binary)> {
+        match &*self.placed.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((placed, imaged)) if placed == id => imaged.clone(),
+            _ => None,
+        }
     }
 
     fn listed(&self, id: &str) -> Result<Backup, Failure> {
-        cached(&self.list, |b: &Backup| b.base.id == id, || self.cloud.list(&self.bin))?
+        cached(&self.list, |b: &Backup| b.base.id == id, || self.list_all())?
             .ok_or_else(|| Failure::failed(format!("barman-cloud-backup-list no longer lists the backup `{id}`")))
     }
 }
@@ -322,7 +427,58 @@ fn cached<B: Clone>(
 
 impl PhysicalSource for BarmanCloud {
     fn tool(&self) -> Tool {
-        Tool { name: "barman-cloud".into(), version: format!("{} ({})", self.bin.version, self.bin.path.display()) }
+        let placed = self.placed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let version = match placed.and_then(|(_, i)| i) {
+            Some((at, bin)) => format!("{} in {}", bin.version, at.image),
+            None => format!("{} ({})", self.bin.version, self.bin.path.display()),
+        };
+        Tool { name: "barman-cloud".into(), version }
+    }
+
+    /// This machine, unless it has no server binaries of the backup's major, or its
+    /// barman-cloud could not list the backup (`list_all`): the throwaway then runs in an
+    /// image of that major, and so must barman-cloud-wal-restore (its restore_command) and,
+    /// the same package, barman-cloud-restore: the first image Docker has here that holds
+    /// them, at least as new as the one that listed. `&bin=DIR` keeps the team's tools.
+    fn placement(&self, backup: &BaseBackup) -> Result<Option<InImage>, Failure> {
+        if let Some((id, imaged)) = &*self.placed.lock().unwrap_or_else(|e| e.into_inner()) {
+            if *id == backup.id {
+                return Ok(imaged.as_ref().map(|(at, _)| at.clone()));
+            }
+        }
+        let lister = self.lister.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let no_binaries = backup.pg_major.filter(|m| crate::pg::native::find_bin_dir(None, Some(*m)).is_err());
+        let major = no_binaries.or(lister.as_ref().and(backup.pg_major));
+        let imaged = match major {
+            Some(major) if self.cloud.bin_dir.is_none() => {
+                let least = lister.as_ref().map(|(_, b)| tools::version_numbers(&b.version)).unwrap_or_default();
+                let found = super::recover::docker_images_for(major).into_iter().find_map(|image| {
+                    // barman-cloud-wal-restore comes in the same package (barman-cli-cloud).
+                    let bin = tools::find_in_image("barman-cloud-restore", &["-V"], &image)?;
+                    (tools::version_numbers(&bin.version) >= least).then_some((image, bin))
+                });
+                let Some((image, bin)) = found else {
+                    let local = crate::pg::docker::LOCAL_IMAGE.replace("{major}", &major.to_string());
+                    return Err(Failure::environment(format!(
+                        "the backup `{}` is of PostgreSQL {major}, and this machine has no PostgreSQL {major} server binaries, nor Docker an image of it with barman-cloud: build the image {local} (`bash ci/setup.sh` builds PostgreSQL {major} with barman-cli-cloud), or install postgresql-{major}",
+                        backup.id
+                    )));
+                };
+                let why = match (no_binaries, &lister) {
+                    (Some(_), _) => format!("this machine has no PostgreSQL {major} server binaries"),
+                    (None, Some((image, b))) => format!(
+                        "this machine's barman-cloud ({}) cannot read its backup.info, which {} in {image} lists",
+                        self.bin.version, b.version
+                    ),
+                    (None, None) => String::new(),
+                };
+                Some((InImage { image, network: true, why }, bin))
+            }
+            _ => None,
+        };
+        let at = imaged.as_ref().map(|(at, _)| at.clone());
+        *self.placed.lock().unwrap_or_else(|e| e.into_inner()) = Some((backup.id.clone(), imaged));
+        Ok(at)
     }
 
     fn describe(&self) -> String {
@@ -334,7 +490,7 @@ impl PhysicalSource for BarmanCloud {
     }
 
     fn list(&self) -> Result<Vec<BaseBackup>, Failure> {
-        let v = self.cloud.list(&self.bin)?;
+        let v = self.list_all()?;
         let out = v.iter().map(|b| b.base.clone()).collect();
         *self.list.lock().unwrap_or_else(|e| e.into_inner()) = v;
         Ok(out)
@@ -356,15 +512,34 @@ impl PhysicalSource for BarmanCloud {
 
     fn materialize(&self, backup: &BaseBackup, into: &MaterializeInto) -> Result<Materialized, Failure> {
         let b = self.listed(&backup.id)?;
-        self.cloud.restore(&self.bin, &b, into)?;
+        match self.imaged(&backup.id) {
+            Some((at, bin)) => {
+                let run_as = crate::pg::native::RunAs::detect()?;
+                for d in [&into.data_dir, &into.tablespaces_dir] {
+                    run_as.own(d)?;
+                }
+                self.cloud.restore_in_image(&at, &bin, &b, into)?;
+            }
+            None => self.cloud.restore(&self.bin, &b, into)?,
+        }
         Ok(Materialized {
             bytes: tools::tree_bytes(&into.data_dir) + tools::tree_bytes(&into.tablespaces_dir),
             tablespaces: tools::tablespaces(&into.data_dir),
         })
     }
 
-    fn restore_command(&self, _backup: &BaseBackup) -> Result<Option<String>, Failure> {
-        self.scripts.restore_command("barman-cloud-wal-restore", &self.cloud.wal_restore(&self.bin)).map(Some)
+    fn restore_command(&self, backup: &BaseBackup) -> Result<Option<String>, Failure> {
+        // In an image its barman-cloud-wal-restore, found on the image's PATH.
+        let bin = self.imaged(&backup.id).map(|(_, b)| b).unwrap_or_else(|| self.bin.clone());
+        self.scripts.restore_command("barman-cloud-wal-restore", &self.cloud.wal_restore(&bin)).map(Some)
+    }
+
+    /// For a throwaway in Docker: the restore_command's script and the files the cloud
+    /// SDKs' variables name.
+    fn paths(&self) -> Vec<PathBuf> {
+        let mut p = self.scripts.dirs();
+        p.extend(env_files());
+        p
     }
 
     /// barman-cloud keeps no manifest of its own: a backup is named by the sha256 of its

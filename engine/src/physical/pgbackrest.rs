@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::source::{self, ArchiveEnd, BaseBackup, Lsn, MaterializeInto, Materialized, PhysicalSource, Tool};
+use super::source::{self, ArchiveEnd, BaseBackup, InImage, Lsn, MaterializeInto, Materialized, PhysicalSource, Tool};
 use super::tools::{self, Binary};
 use crate::error::Failure;
 
@@ -24,6 +24,50 @@ pub const SCHEME: &str = "pgbackrest://";
 
 /// The Debian package holding the binary (named when it is missing).
 pub const PACKAGE: &str = "pgbackrest";
+
+/// pgBackRest's configuration file when none is given.
+const DEFAULT_CONFIG: &str = "/etc/pgbackrest/pgbackrest.conf";
+
+/// The repository options (`repo1-path`, `repo1-type`, ...) a configuration file sets, in any
+/// section, as (key, value).
+fn repo_options(config: &str) -> Vec<(String, String)> {
+    config
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| is_repo_option(k))
+        .collect()
+}
+
+/// The repository options pgdrill's environment sets (`PGBACKREST_REPO1_PATH` is
+/// `repo1-path`), which the tool's children get.
+fn env_repo_options() -> Vec<(String, String)> {
+    tools::tool_env()
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let k = k.to_str()?.strip_prefix("PGBACKREST_")?.to_lowercase().replace('_', "-");
+            Some((k, v.into_string().ok()?))
+        })
+        .filter(|(k, _)| is_repo_option(k))
+        .collect()
+}
+
+/// `repo<N>-...`.
+fn is_repo_option(key: &str) -> bool {
+    key.strip_prefix("repo").is_some_and(|r| {
+        let n = r.bytes().take_while(u8::is_ascii_digit).count();
+        n > 0 && r[n..].starts_with('-')
+    })
+}
+
+/// The pgBackRest of a Docker image that serves a backup (see `PgBackRest::placement`).
+#[derive(Debug, Clone)]
+struct Imaged {
+    at: InImage,
+    bin: Binary,
+}
 
 /// A stanza of a pgBackRest repository, as the team configured it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +192,15 @@ impl Repo {
     /// that does not match) is a failed verification.
     pub fn restore(&self, tool: &Binary, label: &str, into: &MaterializeInto) -> Result<(), Failure> {
         let mut cmd = tools::tool_command(&tool.path);
-        cmd.args(self.common()).args([
+        cmd.args(self.restore_args(label, into));
+        let out = tools::run(&mut cmd, "pgbackrest restore")?;
+        self.restored(label, &out)
+    }
+
+    /// `restore`'s arguments after the binary.
+    fn restore_args(&self, label: &str, into: &MaterializeInto) -> Vec<String> {
+        let mut a = self.common();
+        a.extend([
             format!("--pg1-path={}", into.data_dir.display()),
             format!("--tablespace-map-all={}", into.tablespaces_dir.display()),
             format!("--set={label}"),
@@ -157,13 +209,79 @@ impl Repo {
             "--log-level-file=off".into(),
             "restore".into(),
         ]);
-        let out = tools::run(&mut cmd, "pgbackrest restore")?;
+        a
+    }
+
+    /// `restore` run by the pgBackRest of an image (`at`), as the throwaway's user, with
+    /// the team's configuration and local repository mounted read-only and the workspace
+    /// read-write. Its lock and spool folders are the workspace's own (`tool_dir`): the
+    /// image has no folder of the team's for them, and restore clears the spool.
+    fn restore_in_image(
+        &self,
+        at: &Imaged,
+        label: &str,
+        into: &MaterializeInto,
+        tool_dir: &Path,
+    ) -> Result<(), Failure> {
+        let mut args = self.image_args(tool_dir);
+        args.extend(self.restore_args(label, into));
+        let rw = [into.data_dir.clone(), into.tablespaces_dir.clone(), tool_dir.to_path_buf()];
+        let (mut cmd, _env) =
+            tools::image_command(&at.bin.path.display().to_string(), &at.at.image, &self.mounts(), &rw, at.at.network)?;
+        cmd.args(args);
+        let out = tools::run(&mut cmd, &format!("pgbackrest restore in {}", at.at.image))?;
+        self.restored(label, &out)
+    }
+
+    /// The options that keep pgBackRest in an image inside the workspace: its lock and
+    /// spool folders.
+    fn image_args(&self, tool_dir: &Path) -> Vec<String> {
+        vec![format!("--lock-path={}", tool_dir.display()), format!("--spool-path={}", tool_dir.display())]
+    }
+
+    /// What the team's pgBackRest reads on this machine, for a container of the tool: the
+    /// configuration file (the one given, else pgBackRest's default if it exists) and every
+    /// existing local path its repository options name (`repo1-path`, a CA file), from the
+    /// configuration, the location (`repo=`) or the environment (`PGBACKREST_REPO1_PATH`).
+    pub fn mounts(&self) -> Vec<PathBuf> {
+        let config = self.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+        let text = std::fs::read_to_string(&config).unwrap_or_default();
+        let mut out: Vec<PathBuf> = Vec::new();
+        if config.is_file() {
+            out.push(config);
+        }
+        let named = repo_options(&text).into_iter().chain(env_repo_options());
+        for (key, value) in named {
+            let p = Path::new(&value);
+            if (key.ends_with("-path") || key.ends_with("-file")) && p.is_absolute() && p.exists() {
+                out.push(p.to_path_buf());
+            }
+        }
+        out.extend(self.repo_path.iter().filter(|p| p.exists()).cloned());
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Whether the repository is reached over the network (a bucket, a repository host): a
+    /// container of the tool then needs the host's network.
+    pub fn remote(&self) -> bool {
+        let config = self.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+        let text = std::fs::read_to_string(config).unwrap_or_default();
+        repo_options(&text).into_iter().chain(env_repo_options()).any(|(k, v)| {
+            let setting = k.split_once('-').map(|(_, s)| s).unwrap_or_default();
+            (setting == "type" && !matches!(v.as_str(), "posix" | "cifs")) || setting == "host"
+        })
+    }
+
+    /// Whether pgBackRest ended well; a failure is the backup's (a failed verification).
+    fn restored(&self, label: &str, out: &std::process::Output) -> Result<(), Failure> {
         if !out.status.success() {
             return Err(Failure::failed(format!(
                 "pgbackrest restore of the backup `{label}` of the stanza `{}` failed (exit {}): {}",
                 self.stanza,
                 out.status.code().unwrap_or(-1),
-                tools::last_lines(&tools::both(&out), 4)
+                tools::last_lines(&tools::both(out), 4)
             )));
         }
         Ok(())
@@ -217,12 +335,29 @@ impl Repo {
     pub fn archive_get(&self, tool: &Binary, data: &Path) -> Vec<String> {
         let mut words = vec![tool.path.display().to_string()];
         words.extend(self.common());
+        self.archive_get_rest(data, &mut words);
+        words
+    }
+
+    /// `archive_get`'s words for the pgBackRest of an image, whose lock folder is the
+    /// workspace's (`tool_dir`).
+    fn archive_get_in_image(&self, at: &Imaged, data: &Path, tool_dir: &Path) -> Vec<String> {
+        let mut words = vec![at.bin.path.display().to_string()];
+        words.extend(self.common());
+        // archive-get takes a spool folder only when asynchronous (prefetching into the
+        // team's spool, which the image does not have): synchronous here, one segment a call.
+        words.push(format!("--lock-path={}", tool_dir.display()));
+        words.push("--no-archive-async".into());
+        self.archive_get_rest(data, &mut words);
+        words
+    }
+
+    fn archive_get_rest(&self, data: &Path, words: &mut Vec<String>) {
         words.push(format!("--pg1-path={}", data.display()));
         words.push("--log-level-console=off".into());
         words.push("--log-level-stderr=warn".into());
         words.push("--log-level-file=off".into());
         words.push("archive-get".into());
-        words
     }
 }
 
@@ -236,6 +371,8 @@ pub struct PgBackRest {
     /// The throwaway's data directory of the last materialize (archive-get's `--pg1-path`).
     data_dir: std::sync::Mutex<Option<std::path::PathBuf>>,
     scripts: tools::Scripts,
+    /// Where the last backup asked about is served: its label, and the image when not here.
+    placed: std::sync::Mutex<Option<(String, Option<Imaged>)>>,
 }
 
 impl PgBackRest {
@@ -248,7 +385,39 @@ impl PgBackRest {
             info: Default::default(),
             data_dir: Default::default(),
             scripts: Default::default(),
+            placed: Default::default(),
         })
+    }
+
+    /// The image serving the backup `label`, when `placement` put it in one.
+    fn imaged(&self, label: &str) -> Option<Imaged> {
+        match &*self.placed.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((id, imaged)) if id == label => imaged.clone(),
+            _ => None,
+        }
+    }
+
+    /// Why this machine cannot serve `backup` (empty: it can): no server binaries of its
+    /// major, or a pgBackRest older than the one that made it (2.45 refuses to restore a
+    /// PostgreSQL 17 backup: "invalid PostgreSQL version 170000"). A binary the location
+    /// names (`bin=`) is the team's choice and always used.
+    fn why_not_here(&self, backup: &BaseBackup, made_by: &str) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.repo.bin.is_some() {
+            return why;
+        }
+        if let Some(m) = backup.pg_major {
+            if crate::pg::native::find_bin_dir(None, Some(m)).is_err() {
+                why.push(format!("this machine has no PostgreSQL {m} server binaries"));
+            }
+        }
+        if tools::version_numbers(&self.bin.version) < tools::version_numbers(made_by) {
+            why.push(format!(
+                "its pgbackrest ({}) is older than the pgBackRest {made_by} that made the backup",
+                self.bin.version
+            ));
+        }
+        why
     }
 
     fn info(&self) -> Result<Info, Failure> {
@@ -262,7 +431,58 @@ impl PgBackRest {
 
 impl PhysicalSource for PgBackRest {
     fn tool(&self) -> Tool {
-        Tool { name: "pgbackrest".into(), version: format!("{} ({})", self.bin.version, self.bin.path.display()) }
+        let placed = self.placed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let version = match placed.and_then(|(_, i)| i) {
+            Some(i) => format!("{} in {}", i.bin.version, i.at.image),
+            None => format!("{} ({})", self.bin.version, self.bin.path.display()),
+        };
+        Tool { name: "pgbackrest".into(), version }
+    }
+
+    /// This machine, unless it cannot serve the backup (`why_not_here`): then the first
+    /// image of the backup's major Docker has here whose pgBackRest is at least the one that
+    /// made it. Neither is the environment's failure naming the image to build.
+    fn placement(&self, backup: &BaseBackup) -> Result<Option<InImage>, Failure> {
+        if let Some((id, imaged)) = &*self.placed.lock().unwrap_or_else(|e| e.into_inner()) {
+            if *id == backup.id {
+                return Ok(imaged.as_ref().map(|i| i.at.clone()));
+            }
+        }
+        let info = self.info()?;
+        let made_by =
+            info.backups.iter().find(|b| b.base.id == backup.id).map(|b| b.made_by.clone()).unwrap_or_default();
+        let why = self.why_not_here(backup, &made_by);
+        let imaged = match (why.is_empty(), backup.pg_major) {
+            (true, _) | (false, None) => None,
+            (false, Some(major)) => {
+                let mut seen = Vec::new();
+                let found = super::recover::docker_images_for(major).into_iter().find_map(|image| {
+                    let bin = tools::find_in_image("pgbackrest", &["version"], &image);
+                    seen.push(format!(
+                        "{image}: {}",
+                        bin.as_ref().map(|b| b.version.as_str()).unwrap_or("no pgbackrest")
+                    ));
+                    let enough = bin
+                        .as_ref()
+                        .is_some_and(|b| tools::version_numbers(&b.version) >= tools::version_numbers(&made_by));
+                    bin.filter(|_| enough).map(|bin| (image, bin))
+                });
+                let Some((image, bin)) = found else {
+                    let local = crate::pg::docker::LOCAL_IMAGE.replace("{major}", &major.to_string());
+                    let seen = if seen.is_empty() { "no image of it here".to_string() } else { seen.join(", ") };
+                    return Err(Failure::environment(format!(
+                        "the backup `{}` is of PostgreSQL {major}, made by pgBackRest {made_by}, and cannot be restored on this machine: {}; nor in Docker ({seen}): build the image {local} (`bash ci/setup.sh` builds PostgreSQL {major} with pgBackRest), or install postgresql-{major} and pgBackRest {made_by} or later",
+                        backup.id,
+                        why.join(", and ")
+                    )));
+                };
+                let at = InImage { image, network: self.repo.remote(), why: why.join(", and ") };
+                Some(Imaged { at, bin })
+            }
+        };
+        let at = imaged.as_ref().map(|i| i.at.clone());
+        *self.placed.lock().unwrap_or_else(|e| e.into_inner()) = Some((backup.id.clone(), imaged));
+        Ok(at)
     }
 
     fn describe(&self) -> String {
@@ -301,7 +521,17 @@ impl PhysicalSource for PgBackRest {
     }
 
     fn materialize(&self, backup: &BaseBackup, into: &MaterializeInto) -> Result<Materialized, Failure> {
-        self.repo.restore(&self.bin, &backup.id, into)?;
+        match self.imaged(&backup.id) {
+            Some(at) => {
+                let tool_dir = tool_dir(&into.data_dir)?;
+                let run_as = crate::pg::native::RunAs::detect()?;
+                for d in [&into.data_dir, &into.tablespaces_dir] {
+                    run_as.own(d)?;
+                }
+                self.repo.restore_in_image(&at, &backup.id, into, &tool_dir)?;
+            }
+            None => self.repo.restore(&self.bin, &backup.id, into)?,
+        }
         // pgBackRest writes recovery.signal even with --type=none; recover.rs writes its own.
         let _ = std::fs::remove_file(into.data_dir.join("recovery.signal"));
         *self.data_dir.lock().unwrap_or_else(|e| e.into_inner()) = Some(into.data_dir.clone());
@@ -311,12 +541,23 @@ impl PhysicalSource for PgBackRest {
         })
     }
 
-    fn restore_command(&self, _backup: &BaseBackup) -> Result<Option<String>, Failure> {
+    fn restore_command(&self, backup: &BaseBackup) -> Result<Option<String>, Failure> {
         let data = self.data_dir.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(|| {
             Failure::environment("the pgBackRest restore_command was asked for before the backup was materialized")
         })?;
-        let words = self.repo.archive_get(&self.bin, &data);
+        let words = match self.imaged(&backup.id) {
+            Some(at) => self.repo.archive_get_in_image(&at, &data, &tool_dir(&data)?),
+            None => self.repo.archive_get(&self.bin, &data),
+        };
         self.scripts.restore_command("pgbackrest archive-get", &words).map(Some)
+    }
+
+    /// For a throwaway in Docker: the team's configuration and local repository, and the
+    /// restore_command's script.
+    fn paths(&self) -> Vec<PathBuf> {
+        let mut p = self.repo.mounts();
+        p.extend(self.scripts.dirs());
+        p
     }
 
     /// The backup by its label and the sha256 of its `backup.manifest` (pgBackRest's own
@@ -363,6 +604,17 @@ impl PhysicalSource for PgBackRest {
             _ => Ok(None),
         }
     }
+}
+
+/// The folder beside the throwaway's data directory (in its workspace) where a pgBackRest in
+/// an image keeps its lock and spool, made and handed to the server's user.
+fn tool_dir(data: &Path) -> Result<PathBuf, Failure> {
+    let dir = data.parent().unwrap_or(data).join("pgbackrest");
+    if !dir.is_dir() {
+        std::fs::create_dir(&dir).map_err(|e| Failure::environment(format!("creating {}: {e}", dir.display())))?;
+    }
+    crate::pg::native::RunAs::detect()?.own(&dir)?;
+    Ok(dir)
 }
 
 /// The newest time `repo-ls --output=json` gives a file of `segment` (`<segment>-<sha1>.gz`).
@@ -515,6 +767,7 @@ mod tests {
             info: Default::default(),
             data_dir: Default::default(),
             scripts: Default::default(),
+            placed: Default::default(),
         };
         let b = BaseBackup { id: label.into(), ..Default::default() };
         let (name, sha) = src.digest(&b).expect("digest").expect("a digest");

@@ -97,11 +97,13 @@ pub struct Pitr {
 pub async fn run(source: &dyn PhysicalSource, opts: PitrOptions) -> Result<Pitr, Failure> {
     let t0 = Instant::now();
     let target = opts.recover.target.clone();
-    let (backup, mut check) = tokio::task::block_in_place(|| -> Result<_, Failure> {
+    let (backup, mut check, placed) = tokio::task::block_in_place(|| -> Result<_, Failure> {
         let list = source.list()?;
         let b = pick(&list, &target, opts.backup.as_deref())?.clone();
+        // Where the tool serves it is settled before its files are checked or restored.
+        let placed = source.placement(&b)?;
         let check = source.verify(&b)?;
-        Ok((b, check))
+        Ok((b, check, placed))
     })?;
     let check_time = t0.elapsed();
     let ws = Workspace::new()?;
@@ -118,6 +120,10 @@ pub async fn run(source: &dyn PhysicalSource, opts: PitrOptions) -> Result<Pitr,
     let mut ro = opts.recover.clone();
     ro.restore_command = source.restore_command(&backup)?;
     ro.mounts.extend(source.paths());
+    if let Some(p) = placed {
+        ro.image = Some(p.image);
+        ro.network = p.network;
+    }
     ro.archive_end = tokio::task::block_in_place(|| source.archive_end(backup.timeline.unwrap_or(1)))?;
     if ro.system_identifier.is_none() {
         ro.system_identifier = backup.system_identifier;

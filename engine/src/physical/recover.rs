@@ -223,6 +223,13 @@ pub struct RecoverOptions {
     /// Local folders `restore_command` reads (`PhysicalSource::paths`): mounted read-only,
     /// at the same paths, into a throwaway that runs in Docker.
     pub mounts: Vec<PathBuf>,
+    /// The Docker image the throwaway must run in, local binaries or not: the one the
+    /// source's tool served in (`PhysicalSource::placement`), since its restore_command runs
+    /// that tool.
+    pub image: Option<String>,
+    /// A throwaway in Docker shares the host's network (its restore_command reaches a
+    /// repository over it) instead of having none. It listens on its socket only either way.
+    pub network: bool,
 }
 
 impl Default for RecoverOptions {
@@ -239,6 +246,8 @@ impl Default for RecoverOptions {
             archive_end: None,
             system_identifier: None,
             mounts: Vec::new(),
+            image: None,
+            network: false,
         }
     }
 }
@@ -507,7 +516,15 @@ pub async fn recover(ws: Workspace, opts: RecoverOptions) -> Result<Recovered, F
             "the base backup is of PostgreSQL {major}: point-in-time recovery here needs PostgreSQL 12 or later"
         )));
     }
-    let runner = choose_runner(opts.bin_dir.as_deref(), major)?;
+    let runner = match &opts.image {
+        Some(_) if opts.bin_dir.is_some() => {
+            return Err(Failure::invalid(
+                "bin_dir names local server binaries, but the source's tool serves this backup in a Docker image, where its restore_command runs: leave bin_dir unset",
+            ))
+        }
+        Some(image) => Runner::Docker(image.clone()),
+        None => choose_runner(opts.bin_dir.as_deref(), major)?,
+    };
     let run_as = RunAs::detect()?;
     prepare(&ws, &opts, major)?;
     tokio::task::block_in_place(|| run_as.own_tree(ws.dir()))?;
@@ -527,7 +544,7 @@ pub async fn recover(ws: Workspace, opts: RecoverOptions) -> Result<Recovered, F
     let (mut cmd, container) = match &runner {
         Runner::Native(bin_dir) => (run_as.command(&bin_dir.join("postgres")), None),
         Runner::Docker(image) => {
-            let (c, name) = docker_command(image, major, &ws, &opts.mounts, &run_as);
+            let (c, name) = docker_command(image, major, &ws, &opts.mounts, opts.network, &run_as);
             (c, Some(name))
         }
     };
@@ -624,14 +641,21 @@ pub fn docker_image_for(major: u32) -> Option<String> {
     crate::pg::image_tools::image_of(major)
 }
 
+/// Every image of PostgreSQL `major` Docker has here, in `docker_image_for`'s order.
+pub fn docker_images_for(major: u32) -> Vec<String> {
+    crate::pg::image_tools::images_of(major)
+}
+
 /// `docker run` of the image's own postgres on the workspace, mounted at the same path, as
-/// the user that owns it, without a network (it listens on the socket in the workspace),
-/// labelled as pgdrill's so a crashed pgdrill's container is removed by the next one.
+/// the user that owns it, without a network (it listens on the socket in the workspace)
+/// unless its restore_command needs the host's (`network`), labelled as pgdrill's so a
+/// crashed pgdrill's container is removed by the next one.
 fn docker_command(
     image: &str,
     major: u32,
     ws: &Workspace,
     mounts: &[PathBuf],
+    network: bool,
     run_as: &RunAs,
 ) -> (std::process::Command, String) {
     let name =
@@ -642,7 +666,8 @@ fn docker_command(
     };
     let owner = format!("{}:{}", crate::util::hostname().unwrap_or_default(), std::process::id());
     let mut d = crate::pg::image_tools::docker();
-    d.args(["run", "--rm", "--name", &name, "--network", "none", "--user", &format!("{uid}:{gid}")])
+    let network = if network { "host" } else { "none" };
+    d.args(["run", "--rm", "--name", &name, "--network", network, "--user", &format!("{uid}:{gid}")])
         .args(["--label", &format!("{}=1", crate::pg::docker::LABEL)])
         .args(["--label", &format!("{}={owner}", crate::pg::docker::OWNER_LABEL)])
         .arg("--volume")

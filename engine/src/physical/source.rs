@@ -149,6 +149,20 @@ pub struct ArchiveEnd {
     pub archived: Option<OffsetDateTime>,
 }
 
+/// A backup a source's tool serves from a Docker image of the backup's major rather than
+/// from this machine (the major has no server binaries here, or the tool here is older than
+/// the one that made the backup). The throwaway then runs in the same image: its
+/// restore_command runs the tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InImage {
+    pub image: String,
+    /// The tool reaches its repository over the network (a bucket, a repository host): the
+    /// throwaway's container shares the host's network instead of having none.
+    pub network: bool,
+    /// Why, for the log: `this machine has no PostgreSQL 17 server binaries`.
+    pub why: String,
+}
+
 /// A physical backup source. Implementations own their state (paths, credentials in the
 /// environment of their children only) and never print.
 pub trait PhysicalSource: Send + Sync {
@@ -188,6 +202,14 @@ pub trait PhysicalSource: Send + Sync {
     /// there is. It must exit 1 only when a segment is truly absent and above 125 on any
     /// other failure, so recovery stops instead of ending early and promoting.
     fn restore_command(&self, backup: &BaseBackup) -> Result<Option<String>, Failure>;
+
+    /// Where the tool serves `backup`: `Ok(None)` on this machine, `Ok(Some(..))` in a Docker
+    /// image (see `InImage`). Asked before anything is restored, so a backup that neither this
+    /// machine nor an image here can serve is the environment's failure naming what to
+    /// install or build, before any work. Default: this machine.
+    fn placement(&self, _backup: &BaseBackup) -> Result<Option<InImage>, Failure> {
+        Ok(None)
+    }
 
     /// Local folders `restore_command` reads, mounted read-only at the same paths into a
     /// throwaway that runs in Docker (a major without local binaries). Default: none.

@@ -72,6 +72,11 @@ impl Scripts {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).push(dir);
         Ok(command)
     }
+
+    /// The scripts' folders: a throwaway in Docker mounts them to run its restore_command.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|d| d.path().to_path_buf()).collect()
+    }
 }
 
 /// A tool's binary as found, with the version it reported (the log and the report say
@@ -131,6 +136,61 @@ pub fn find(program: &str, explicit: Option<&Path>, version_args: &[&str], packa
         )));
     }
     Ok(Binary { path, version })
+}
+
+/// `program` in the Docker image `image`, with the version it reported (`version_args`):
+/// the tool's binary there (its path is the image's PATH's business). `None` when the image
+/// lacks it or Docker cannot run it.
+pub fn find_in_image(program: &str, version_args: &[&str], image: &str) -> Option<Binary> {
+    let mut cmd = crate::pg::image_tools::docker();
+    cmd.args(["run", "--rm", "--network", "none", "--log-driver", "none", "--entrypoint", program, image]);
+    cmd.args(version_args);
+    let out = crate::child::output(&mut cmd).ok().filter(|o| o.status.success())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.lines().map(str::trim).find(|l| !l.is_empty())?.to_string();
+    Some(Binary { path: PathBuf::from(program), version })
+}
+
+/// A tool child run in a Docker image rather than on this machine: the tool's environment
+/// reaches it through an env file readable by its owner only (never argv), `ro` folders and
+/// files are mounted read-only and `rw` folders read-write at their own paths, it runs as
+/// the user the throwaway server runs as (so what it writes, the server reads), and it is
+/// labelled as pgdrill's: a container a killed pgdrill left is removed by the next
+/// recovery. The env file must live until the child ends.
+pub fn image_command(
+    program: &str,
+    image: &str,
+    ro: &[PathBuf],
+    rw: &[PathBuf],
+    network: bool,
+) -> Result<(Command, crate::pg::image_tools::EnvFile), Failure> {
+    let ids = RunAs::detect()?.ids();
+    let name = format!(
+        "pgdrill-tool-{}-{}",
+        std::process::id(),
+        crate::pg::native::generate_password().get(..8).unwrap_or("0")
+    );
+    let ro: Vec<&Path> = ro.iter().map(PathBuf::as_path).collect();
+    let rw: Vec<&Path> = rw.iter().map(PathBuf::as_path).collect();
+    let how = crate::pg::image_tools::InImage {
+        ro: &ro,
+        rw: &rw,
+        name: Some(&name),
+        user: Some(ids),
+        network,
+        labelled: true,
+    };
+    crate::pg::image_tools::in_image_with(&tool_command(Path::new(program)), image, &how)
+        .map_err(|e| Failure::environment(format!("cannot run {program} in {image}: {e}")))
+}
+
+/// A tool's version as numbers (`pgBackRest 2.55.1` -> [2, 55, 1]): the first word that
+/// starts with a digit; empty when there is none. Compared as numbers, so 2.100 > 2.55.
+pub fn version_numbers(text: &str) -> Vec<u32> {
+    text.split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .map(|w| w.split('.').map_while(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// The first `program` in PATH's directories that is an executable file.
@@ -388,6 +448,17 @@ mod tests {
         let last = last_verifications(&loc).await.expect("read");
         assert_eq!(last["20261206-101500F"].result, "passed");
         assert_eq!(last["b2"].result, "unproven");
+    }
+
+    #[test]
+    fn tool_versions_compare_as_numbers() {
+        assert_eq!(version_numbers("pgBackRest 2.55.1"), vec![2, 55, 1]);
+        assert_eq!(version_numbers("2.45"), vec![2, 45]);
+        assert_eq!(version_numbers("barman-cloud-backup 3.13.3"), vec![3, 13, 3]);
+        assert!(version_numbers("pgBackRest 2.45") < version_numbers("2.55.1"));
+        assert!(version_numbers("2.100") > version_numbers("2.55.1"));
+        assert!(version_numbers("2.55") < version_numbers("2.55.1"));
+        assert!(version_numbers("unknown").is_empty());
     }
 
     #[test]

@@ -264,11 +264,22 @@ impl Verify {
             ctx.keep("backup", serde_json::json!(b.id));
             ctx.keep("ledger", serde_json::json!(ledger));
         }
-        // The tool's restore_command runs on this machine's binaries, so the throwaway must
-        // too: a major without local server binaries (which pitr.restore recovers in a Docker
-        // image) is the environment's failure here, named, before anything is restored.
-        if w.bin_dir.is_none() {
-            let major = pitr::pick(&list, &target, w.backup.as_deref()).ok().and_then(|b| b.pg_major);
+        // The tool's restore_command runs where the tool does: on this machine, or in the
+        // Docker image of the backup's major that the source chose (PostgreSQL 17's pgBackRest
+        // on a machine with 15's), which then runs the throwaway too. A major without local
+        // server binaries that no image serves is the environment's failure, named, before
+        // anything is restored.
+        let picked = pitr::pick(&list, &target, w.backup.as_deref()).ok();
+        let placed = match picked {
+            Some(b) => tokio::task::block_in_place(|| source.placement(b))?,
+            None => None,
+        };
+        if let Some(p) = &placed {
+            let tool = source.tool();
+            ctx.log(format!("{} {} serves this backup: {}", tool.name, tool.version, p.why));
+        }
+        if w.bin_dir.is_none() && placed.is_none() {
+            let major = picked.and_then(|b| b.pg_major);
             if let Some(m) = major.filter(|m| crate::pg::native::find_bin_dir(None, Some(*m)).is_err()) {
                 return Err(StepError::environment(format!(
                     "the backup is of PostgreSQL {m}, whose server binaries are not installed here: install postgresql-{m} (apt-get install postgresql-{m}) or set bin_dir; {}'s WAL command runs on this machine, so the recovery cannot run in a Docker image",

@@ -38,6 +38,7 @@ mod object_lock;
 mod object_store;
 mod offsite_all;
 mod oncall;
+mod physical17;
 mod physical_evidence;
 mod physical_tools;
 mod pitr;
