@@ -55,6 +55,7 @@ mod screenshot;
 mod secret_fields;
 mod secrets;
 mod signed_evidence;
+mod signed_webhook;
 mod small_items;
 mod sql_steps;
 mod store_seam;
