@@ -700,6 +700,7 @@ pgdrill_derive::kinds! {
     pub sql::Exec,
     sql::Assert,
     ping::Ping,
+    size::Size,
     shell::Run,
     http::Check,
     sleep::Sleep,

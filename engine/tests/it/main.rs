@@ -14,6 +14,7 @@ mod conninfo_fields;
 mod containers;
 mod content_verdict;
 mod cross_version;
+mod database_size;
 mod doctor;
 mod drills;
 mod earlier_truth;
