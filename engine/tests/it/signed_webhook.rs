@@ -33,8 +33,9 @@ fn hmac(key: &[u8], message: &str) -> String {
 /// secret (read from a file, as a careless script would) and looks for its variable finds
 /// the variable gone and the printed value masked in the terminal, JUnit and run.json; the
 /// token is in none of them either, nor on pgdrill's command line. Without the secret's
-/// variable the alert is a warning, not a changed verdict; a hook with both `url` and
-/// `url_env` is refused at its line.
+/// variable the alert is a warning, not a changed verdict; `doctor --notify` names a secret
+/// that does not decode without sending anything; a hook with both `url` and `url_env` is
+/// refused at its line.
 #[test]
 fn a_signed_webhook_carries_the_run_s_facts_signed_and_its_secrets_reach_no_output() {
     let (port, got) =
@@ -126,6 +127,31 @@ steps:
         ran.all()
     );
     assert!(got.lock().expect("lock").is_empty(), "an unsigned alert went out");
+
+    // `doctor --notify` checks the secret decodes and the host answers, sending nothing and
+    // showing neither secret: a good one is ok, a secret that is not base64 is named.
+    let doctor = |secret: &str| {
+        Run::cli(["doctor".as_ref(), "--notify".as_ref(), notify.as_os_str()])
+            .env("HOOK_URL", &url)
+            .env("HOOK_SECRET", secret)
+            .output()
+    };
+    let good = doctor(SECRET);
+    let hook = good.all().lines().find(|l| l.contains("hook (signed webhook)")).unwrap_or_default().to_string();
+    assert!(hook.starts_with("ok") && hook.contains("HOOK_SECRET holds a signing secret"), "{}", good.all());
+    let wrong = doctor("whsec_not base64!");
+    let hook = wrong.all().lines().find(|l| l.contains("hook (signed webhook)")).unwrap_or_default().to_string();
+    assert!(
+        hook.starts_with("FAIL") && hook.contains("HOOK_SECRET does not hold a Standard Webhooks secret"),
+        "{}",
+        wrong.all()
+    );
+    for t in [good.all(), wrong.all()] {
+        assert!(!t.contains(TOKEN) && !t.contains(&SECRET["whsec_".len()..]) && !t.contains("not base64!"), "{t}");
+    }
+    // Doctor connects to see the host answer and sends nothing: the listener saw no request
+    // line (a connection without one is kept with an empty path).
+    assert!(got.lock().expect("lock").iter().all(|r| r.0.is_empty() && r.2.is_empty()), "doctor sent a message");
 
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
