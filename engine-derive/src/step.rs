@@ -13,7 +13,7 @@
 //!
 //! Either way it declares `pub struct Kind;`. Arguments: `name = "family.kind"`, and the
 //! flags that are true for this kind: `report_log`, `interactive`, `destructive`,
-//! `finishes_itself`, `measures_rto` (see `Step` in `engine/src/steps/mod.rs`). The summary
+//! `finishes_itself`, `measures_rto`, `nests` (see `Step` in `engine/src/steps/mod.rs`). The summary
 //! `pgdrill steps` shows is the first paragraph of the doc comment above it, its lines joined
 //! with one space, as a field's documentation is.
 
@@ -27,12 +27,13 @@ use syn::{
 };
 
 /// The flags a kind may declare, as the attribute spells them and as `Step` names them.
-const FLAGS: [(&str, &str); 5] = [
+const FLAGS: [(&str, &str); 6] = [
     ("report_log", "REPORT_LOG"),
     ("interactive", "INTERACTIVE"),
     ("destructive", "DESTRUCTIVE"),
     ("finishes_itself", "FINISHES_ITSELF"),
     ("measures_rto", "MEASURES_RTO"),
+    ("nests", "NESTS"),
 ];
 
 /// What `#[step(...)]` says.

@@ -88,6 +88,11 @@ pub enum Fact {
     /// A point-in-time recovery of a physical backup, proven to have reached its target
     /// (`pitr.restore`): the run's RTO and RPO are also a PITR's (`pgdrill_pitr_*` metrics).
     PointInTime { target: String },
+    /// The database the step worked on: a backup's source, a throwaway's database, a
+    /// recovery's. A run not told which database it is about (no `database` variable, no
+    /// `database_url`: a drill of a throwaway) is labelled in its alerts and metrics by the
+    /// first one a step told (`RunSummary::database`).
+    Database { name: String },
 }
 
 /// A file or object an auditor can find again, by name, and by its sha256 where known.

@@ -8,6 +8,8 @@
 //! (`runbook::notify`). A sink that fails is a warning on stderr; it never changes the
 //! run's exit code and never keeps another sink from being tried.
 
+pub(super) mod signed_webhook;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -64,6 +66,10 @@ pub fn secret_values(cfg: &NotifyFile) -> Vec<String> {
         out.extend(n.pagerduty.as_ref().and_then(|p| var(&p.routing_key_env)));
         out.extend(n.opsgenie.as_ref().and_then(|o| var(&o.api_key_env)));
         out.extend(n.teams.as_ref().and_then(|t| t.url.clone().or_else(|| t.url_env.as_ref().and_then(var))));
+        if let Some(h) = &n.signed_webhook {
+            out.extend(h.url.clone().or_else(|| h.url_env.as_ref().and_then(var)));
+            out.extend(var(&h.secret_env));
+        }
     }
     out
 }
@@ -517,6 +523,18 @@ impl ReportSink for Notifier {
             if n.syslog.is_some() {
                 continue;
             }
+            if let Some(h) = &n.signed_webhook {
+                let what = n.name.clone().unwrap_or_else(|| "signed webhook".into());
+                let now = time::OffsetDateTime::now_utc();
+                let signed = signed_webhook::target(h).and_then(|(url, key)| {
+                    Ok((url, signed_webhook::message(json_body(&f, recovered), &f.outcome, &key, now)?))
+                });
+                match signed {
+                    Ok((url, m)) => posts.push((format!("{what} to {}", shown(&url)), url, None, m.body, m.headers)),
+                    Err(e) => warnings.push(format!("{what}: {e}")),
+                }
+                continue;
+            }
             if let Some(e) = &n.email {
                 let what = n.name.clone().unwrap_or_else(|| "email".into());
                 let password = e.password_env.as_ref().and_then(|v| std::env::var(v).ok());
@@ -552,19 +570,7 @@ impl ReportSink for Notifier {
             };
             let body = match webhook.format {
                 Format::Slack => json!({ "text": text_with(&f, &slack_escape) }),
-                Format::Json => json!({
-                    "runbook": f.runbook,
-                    "database": f.database,
-                    "outcome": f.outcome,
-                    "recovered": recovered,
-                    "duration_s": (f.duration_s * 1000.0).round() / 1000.0,
-                    "message": f.message,
-                    "objectives": f.objectives,
-                    "backups": f.backups,
-                    "failed_checks": f.failed,
-                    "host": crate::util::hostname(),
-                    "pgdrill_version": env!("CARGO_PKG_VERSION"),
-                }),
+                Format::Json => json_body(&f, recovered),
             };
             posts.push((format!("{what} to {}", shown(&url)), url, None, body.to_string(), vec![]));
         }
@@ -625,6 +631,23 @@ impl ReportSink for Notifier {
         }
         Ok(())
     }
+}
+
+/// The run's facts as the JSON webhook sends them (and the signed one, as its `data`).
+fn json_body(f: &Facts, recovered: bool) -> serde_json::Value {
+    json!({
+        "runbook": f.runbook,
+        "database": f.database,
+        "outcome": f.outcome,
+        "recovered": recovered,
+        "duration_s": (f.duration_s * 1000.0).round() / 1000.0,
+        "message": f.message,
+        "objectives": f.objectives,
+        "backups": f.backups,
+        "failed_checks": f.failed,
+        "host": crate::util::hostname(),
+        "pgdrill_version": env!("CARGO_PKG_VERSION"),
+    })
 }
 
 /// A header's value from text that holds data (the subject): one line (`one_line`), as

@@ -7,8 +7,9 @@
 //! variable holding the key or URL is set and the endpoint's host answers on its port (an
 //! event would page someone); syslog over TCP: the collector takes a connection, closed
 //! before a byte is written; over UDP: the address resolves (UDP has no answer to wait for
-//! short of sending a message). Nothing here prints a URL's path or query, a DSN's key, a
-//! routing key or a password: hosts and ports only.
+//! short of sending a message); a signed webhook: its secret decodes and its host answers.
+//! Nothing here prints a URL's path or query, a DSN's key, a routing key, a signing secret
+//! or a password: hosts and ports only.
 
 use std::time::Duration;
 
@@ -81,6 +82,13 @@ pub async fn all(cfg: &NotifyFile) -> Vec<Probe> {
                 .or_else(|| t.url_env.as_ref().and_then(|v| std::env::var(v).ok()).filter(|s| !s.is_empty()));
             let result = url_sink(url, t.url_env.as_deref(), "the channel's webhook URL").await;
             out.push(Probe { what: format!("{name} (Teams)"), result });
+        }
+        if let Some(h) = &n.signed_webhook {
+            let result = match super::notify::signed_webhook::target(h) {
+                Ok((url, _)) => reachable(&url).await.map(|r| format!("{} holds a signing secret; {r}", h.secret_env)),
+                Err(e) => Err(format!("{e}: set it where the run starts")),
+            };
+            out.push(Probe { what: format!("{name} (signed webhook)"), result });
         }
         if let Some(l) = &n.syslog {
             let tcp = l.transport == crate::runbook::notify::SyslogTransport::Tcp;

@@ -188,7 +188,7 @@ pub struct RunSummary {
     /// When the summary was made: the run's end.
     pub finished: OffsetDateTime,
     /// The database the run is about (its `database` variable or its `database_url`'s, else
-    /// the first `database` a step reported); empty when none.
+    /// the first a step told as a fact, `Fact::Database`); empty when none.
     pub database: String,
     pub servers: Vec<ServerUsed>,
     pub backups: Vec<BackupSeen>,
@@ -266,13 +266,6 @@ impl RunSummary {
 
     fn add_step(&mut self, suite: &SuiteRecord, r: &StepRecord) {
         let id = r.id();
-        if self.database.is_empty() {
-            // The one place an output is read by name: a run not told its database (a drill
-            // of a throwaway) is filed under the first database a step worked on.
-            if let Some(d) = r.outputs.get("database").and_then(Value::as_str) {
-                self.database = d.to_string();
-            }
-        }
         for fact in &r.facts {
             match fact {
                 Fact::Server { version } => {
@@ -316,6 +309,14 @@ impl RunSummary {
                 }),
                 Fact::Physical(p) => self.physical.push((id.clone(), r.outcome, (**p).clone())),
                 Fact::PointInTime { .. } => self.point_in_time.push((id.clone(), r.outcome)),
+                // A run not told its database (a drill of a throwaway) is filed under the
+                // first one a step told; an output that happens to be called `database`
+                // (a step's own, a script's) never names it.
+                Fact::Database { name } => {
+                    if self.database.is_empty() {
+                        self.database = name.clone();
+                    }
+                }
             }
         }
         if r.phase == Phase::Budget {
@@ -533,6 +534,7 @@ fn redact_suite(r: &Redactor, s: &mut SuiteRecord) {
                     }
                 }
                 Fact::PointInTime { target } => *target = r.redact(target),
+                Fact::Database { name } => *name = r.redact(name),
             }
         }
     }
@@ -772,6 +774,44 @@ mod tests {
         assert_eq!(none.content(), None);
         let text = serde_json::to_string(&none.record).expect("json");
         assert!(!text.contains("\"content\""), "no content key when nothing judged content: {text}");
+    }
+
+    /// Issue 37: a run with no `database` variable was labelled (alerts, metrics, the
+    /// `recovered` state) by the first step output that happened to be called `database`,
+    /// whatever the step meant by it: here a script's. Now only what a step told as a fact
+    /// (`Fact::Database`) names it, masked like every other fact, and a database the run was
+    /// given still wins.
+    #[test]
+    fn an_output_called_database_no_longer_names_the_run_s_database() {
+        let secret = "Zq8-db-secret-4410";
+        let mut script = step("steps[0]", "script", Outcome::Passed, None);
+        script.outputs = serde_json::json!({ "database": "what-a-script-printed" });
+        let mut throwaway = step("steps[1]", "server", Outcome::Passed, None);
+        throwaway.facts.push(Fact::Database { name: "drill".into() });
+        let mut later = step("steps[2]", "restore", Outcome::Passed, None);
+        later.facts.push(Fact::Database { name: format!("other-{secret}") });
+        let summary = |given: &str, redactor: &Redactor| {
+            let mut b = SummaryBuilder::default();
+            started(&mut b);
+            for r in [script.clone(), throwaway.clone(), later.clone()] {
+                b.on_event(&Event::StepFinished(r));
+            }
+            finished(&mut b, "done");
+            b.summary(redactor, given)
+        };
+        assert_eq!(summary("", &Redactor::default()).database, "drill");
+        assert_eq!(summary("app", &Redactor::default()).database, "app");
+        let mut only_script = SummaryBuilder::default();
+        started(&mut only_script);
+        only_script.on_event(&Event::StepFinished(script.clone()));
+        assert_eq!(only_script.summary(&Redactor::default(), "").database, "");
+        // The fact is masked like the others: a database named by a secret stays masked.
+        let redactor = Redactor::default();
+        redactor.add(secret);
+        let s = summary("", &redactor);
+        let text = serde_json::to_string(&s.record).expect("json");
+        assert!(!text.contains(secret), "{text}");
+        assert!(text.contains("\"fact\":\"database\""), "the fact is in run.json: {text}");
     }
 
     /// run.json read back (a fleet run reading its targets) gives the same summary facts.

@@ -14,6 +14,12 @@ use crate::{shipped, steps, Error};
 /// instead of the process overflowing its stack.
 pub const MAX_NESTING: usize = 16;
 
+/// Whether a step of kind `uses` runs another runbook (`StepKind::nests`): what the step
+/// contract declares, never a kind's name, so a second kind that nests is followed too.
+fn nests(uses: &str) -> bool {
+    steps::find(uses).is_some_and(|k| k.nests)
+}
+
 /// Read and check a runbook file, named in messages as the path was given.
 pub fn load(path: &Path) -> Result<Runbook, Error> {
     let text = std::fs::read_to_string(path)
@@ -47,7 +53,7 @@ pub fn load_runbook_ref(path: &Path) -> Result<Runbook, Error> {
 pub fn load_checked(path: &Path) -> Result<Runbook, Error> {
     let rb = load_runbook_ref(path)?;
     let mut chain = Vec::new();
-    if let Some(cycle) = nesting_cycle(&rb, &mut chain, &mut Vec::new()) {
+    if let Some(cycle) = nesting_cycle(&rb, &mut chain, &mut Vec::new(), nests) {
         let hops: Vec<&str> = cycle.hops.iter().map(|(at, _)| at.as_str()).collect();
         let d =
             rb.diagnostic_at(&cycle.root_step, format!("runbook `{}` nests itself", rb.name)).with_help(Some(format!(
@@ -60,7 +66,7 @@ pub fn load_checked(path: &Path) -> Result<Runbook, Error> {
         return Err(Error::Runbook(all));
     }
     let mut diags = Diagnostics::default();
-    nested_vars(&rb, &mut Vec::new(), &mut diags);
+    nested_vars(&rb, &mut Vec::new(), &mut diags, nests);
     if !diags.is_empty() {
         return Err(Error::Runbook(diags));
     }
@@ -70,13 +76,14 @@ pub fn load_checked(path: &Path) -> Result<Runbook, Error> {
 /// Every written-out `runbook` step's `vars:` against the nested runbook's declarations: a
 /// name it does not declare, or a variable it needs (declared `~`) that is not given, is
 /// found here, not when the nested runbook starts after the steps before it have run.
-fn nested_vars(rb: &Runbook, done: &mut Vec<String>, diags: &mut Diagnostics) {
+/// `nesting` tells the kinds that nest (`nests`; a test hands its own).
+fn nested_vars(rb: &Runbook, done: &mut Vec<String>, diags: &mut Diagnostics, nesting: fn(&str) -> bool) {
     let key = nesting_key(rb);
     if done.contains(&key) || done.len() > MAX_NESTING {
         return;
     }
     done.push(key);
-    for step in rb.all_steps().filter(|s| s.uses == steps::nested::RUNBOOK.name) {
+    for step in rb.all_steps().filter(|s| nesting(&s.uses)) {
         let Some(p) = step.with.get("path").and_then(Yaml::as_str).filter(|p| !p.contains("{{")) else { continue };
         let full = if Path::new(p).is_absolute() { PathBuf::from(p) } else { rb.base_dir.join(p) };
         let Ok(child) = load_runbook_ref(&full) else { continue };
@@ -122,7 +129,7 @@ fn nested_vars(rb: &Runbook, done: &mut Vec<String>, diags: &mut Diagnostics) {
                 diags.push(d.with_help(Some(format!("give it under `vars:`, for example `{name}: ...`"))));
             }
         }
-        nested_vars(&child, done, diags);
+        nested_vars(&child, done, diags, nesting);
     }
 }
 
@@ -147,13 +154,18 @@ fn nesting_key(rb: &Runbook) -> String {
 }
 
 /// Depth-first over the written-out nestings of `rb`; `chain` holds the hops above it (see
-/// [`Cycle`]), `done` the runbooks already followed to the end.
-fn nesting_cycle(rb: &Runbook, chain: &mut Vec<(String, String, String)>, done: &mut Vec<String>) -> Option<Cycle> {
+/// [`Cycle`]), `done` the runbooks already followed to the end, `nesting` the kinds that nest.
+fn nesting_cycle(
+    rb: &Runbook,
+    chain: &mut Vec<(String, String, String)>,
+    done: &mut Vec<String>,
+    nesting: fn(&str) -> bool,
+) -> Option<Cycle> {
     let key = nesting_key(rb);
     if done.contains(&key) || chain.len() > MAX_NESTING {
         return None;
     }
-    for step in rb.all_steps().filter(|s| s.uses == steps::nested::RUNBOOK.name) {
+    for step in rb.all_steps().filter(|s| nesting(&s.uses)) {
         let Some(p) = step.with.get("path").and_then(Yaml::as_str).filter(|p| !p.contains("{{")) else { continue };
         let full = if Path::new(p).is_absolute() { PathBuf::from(p) } else { rb.base_dir.join(p) };
         // A nested file that does not load is reported when it runs (or by its own validate).
@@ -167,7 +179,7 @@ fn nesting_cycle(rb: &Runbook, chain: &mut Vec<(String, String, String)>, done: 
                 closes: child.file.clone(),
                 root_step: chain.first().map(|(_, _, at)| at.clone()).unwrap_or_default(),
             }),
-            None => nesting_cycle(&child, chain, done),
+            None => nesting_cycle(&child, chain, done, nesting),
         };
         chain.pop();
         if found.is_some() {
@@ -176,4 +188,48 @@ fn nesting_cycle(rb: &Runbook, chain: &mut Vec<(String, String, String)>, done: 
     }
     done.push(key);
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 37: the loader followed nested runbooks by comparing each step's `uses` with the
+    /// `runbook` kind's name. Now it follows what the step contract declares (`nests`): the
+    /// `runbook` kind says it nests, and the cycle and the handed-down `vars:` are found
+    /// through that flag alone (a loader told no kind nests follows nothing).
+    #[test]
+    fn nesting_is_followed_by_the_kind_s_nests_flag_not_its_name() {
+        let nesting: Vec<&str> = steps::names().filter(|n| nests(n)).collect();
+        assert_eq!(nesting, ["runbook"]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let me = dir.path().join("me.yaml");
+        std::fs::write(&me, "name: me\nsteps:\n  - uses: runbook\n    with: { path: me.yaml }\n").expect("write");
+        let child = dir.path().join("child.yaml");
+        std::fs::write(
+            &child,
+            "name: child\nvars:\n  needed: ~\nsteps:\n  - uses: sleep\n    with: { duration: 1ms }\n",
+        )
+        .expect("write");
+        let parent = dir.path().join("parent.yaml");
+        std::fs::write(
+            &parent,
+            "name: parent\nsteps:\n  - uses: runbook\n    with: { path: child.yaml, vars: { nope: 1 } }\n",
+        )
+        .expect("write");
+
+        let err = load_checked(&me).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("runbook `me` nests itself"), "{err}");
+        let err = load_checked(&parent).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("has no variable `nope`") && err.contains("needs a value for variable `needed`"), "{err}");
+
+        let never: fn(&str) -> bool = |_| false;
+        let rb = load(&me).expect("me loads");
+        assert!(nesting_cycle(&rb, &mut Vec::new(), &mut Vec::new(), never).is_none());
+        assert!(nesting_cycle(&rb, &mut Vec::new(), &mut Vec::new(), nests).is_some());
+        let rb = load(&parent).expect("parent loads");
+        let mut diags = Diagnostics::default();
+        nested_vars(&rb, &mut Vec::new(), &mut diags, never);
+        assert!(diags.is_empty(), "followed a step no kind declared nesting for");
+    }
 }

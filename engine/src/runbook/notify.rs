@@ -78,6 +78,24 @@ pub struct Notification {
     pub teams: Option<Teams>,
     #[serde(default)]
     pub syslog: Option<Syslog>,
+    #[serde(default)]
+    pub signed_webhook: Option<SignedWebhook>,
+}
+
+/// A JSON webhook signed as Standard Webhooks specify (www.standardwebhooks.com): headers
+/// `webhook-id`, `webhook-timestamp` and `webhook-signature` (`v1,` and the base64 of an
+/// HMAC-SHA256 of `ID.TIMESTAMP.BODY` under the shared secret), so the receiver can tell
+/// pgdrill's alert from a request by anyone who learned the URL, and refuse a replay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedWebhook {
+    /// The URL (a secret: it may carry a token).
+    pub url: Option<String>,
+    /// Or the environment variable holding it.
+    pub url_env: Option<String>,
+    /// The variable holding the signing secret as the receiver's library makes it: `whsec_`
+    /// and base64 (a secret).
+    pub secret_env: String,
 }
 
 /// PagerDuty Events API v2: a failed run triggers an incident, a passed one resolves it
@@ -276,6 +294,21 @@ fn validate_oncall(i: usize, s: &Notification) -> Result<(), (String, String)> {
         }
         http("teams", &t.url)?;
     }
+    if let Some(h) = &s.signed_webhook {
+        if h.url.is_some() == h.url_env.is_some() {
+            return Err((
+                format!("notify[{i}].signed_webhook"),
+                "signed_webhook takes `url` or `url_env` (the variable holding it), one of them".into(),
+            ));
+        }
+        http("signed_webhook", &h.url)?;
+        if h.secret_env.is_empty() || !h.secret_env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err((
+                format!("notify[{i}].signed_webhook.secret_env"),
+                "secret_env names the environment variable holding the signing secret, e.g. PGDRILL_HOOK_SECRET".into(),
+            ));
+        }
+    }
     if let Some(l) = &s.syslog {
         if l.address.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
             return Err((
@@ -295,7 +328,13 @@ fn validate_oncall(i: usize, s: &Notification) -> Result<(), (String, String)> {
 pub fn validate(n: &NotifyFile) -> Result<(), (String, String)> {
     for (i, s) in n.notify.iter().enumerate() {
         // The on-call sinks: each alone in its notification.
-        let oncall = [s.pagerduty.is_some(), s.opsgenie.is_some(), s.teams.is_some(), s.syslog.is_some()];
+        let oncall = [
+            s.pagerduty.is_some(),
+            s.opsgenie.is_some(),
+            s.teams.is_some(),
+            s.syslog.is_some(),
+            s.signed_webhook.is_some(),
+        ];
         if oncall.iter().any(|b| *b) {
             if oncall.iter().filter(|b| **b).count() > 1
                 || s.webhook.is_some()
@@ -304,7 +343,7 @@ pub fn validate(n: &NotifyFile) -> Result<(), (String, String)> {
             {
                 return Err((
                     format!("notify[{i}]"),
-                    "each notification has one sink: `webhook:`, `sentry:`, `email:`, `pagerduty:`, `opsgenie:`, `teams:` or `syslog:`".into(),
+                    "each notification has one sink: `webhook:`, `sentry:`, `email:`, `pagerduty:`, `opsgenie:`, `teams:`, `syslog:` or `signed_webhook:`".into(),
                 ));
             }
             validate_oncall(i, s)?;

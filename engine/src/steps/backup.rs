@@ -316,6 +316,7 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
     let out =
         CreateOutputs::described(&created.path, &created.manifest, backup::peak_rss_kib().unwrap_or(0), archived);
     ctx.backup_fact(crate::facts::BackupRole::Written, &super::outputs_of(&out)?);
+    ctx.fact(crate::facts::Fact::Database { name: created.manifest.database.clone() });
     // The source's identity, for the evidence's segregation check of a restore in this run.
     let (system_identifier, host) = super::ephemeral::identity(&source_url).await;
     ctx.fact(crate::facts::Fact::Source { system_identifier, host });
@@ -715,6 +716,7 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
             ))
         })?;
         let age = (time::OffsetDateTime::now_utc() - m.finished_at).whole_seconds().max(0);
+        ctx.fact(crate::facts::Fact::Database { name: m.database.clone() });
         return Ok(LatestOutputs::Pgdrill(LatestBackup::described(&e.path, &m, age)));
     }
     Err(StepError::failed(format!(

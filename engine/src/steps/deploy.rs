@@ -171,6 +171,7 @@ impl Read {
             )));
         }
         ctx.log(format!("deployment {} recorded {}: {} (sha256 matches)", d.label, d.recorded_at, d.backup));
+        ctx.fact(crate::facts::Fact::Database { name: d.database.clone() });
         Ok(ReadOutputs {
             backup: d.backup,
             sha256: d.sha256,

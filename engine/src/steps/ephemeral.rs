@@ -128,6 +128,7 @@ async fn start(ctx: StepCtx, w: EphemeralWith) -> Result<EphemeralOutputs, StepE
         startup_ms: startup.as_millis() as u64,
     };
     ctx.fact(crate::facts::Fact::Server { version: server.server_version.clone() });
+    ctx.fact(crate::facts::Fact::Database { name: server.database.clone() });
     // Its identity, for the evidence's segregation check: a throwaway made by its own
     // initdb has a system identifier of its own, which a source's never equals.
     // A native server's start read it already, on its one session.

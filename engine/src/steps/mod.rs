@@ -231,6 +231,10 @@ pub struct StepKind {
     /// Whether the step measures the recovery time from a disaster: `pgdrill run --rto`
     /// replaces its target (`StepCtx::rto_objective`) instead of being the run's budget.
     pub measures_rto: bool,
+    /// Whether the step runs another runbook, named by its `with:` block's `path:` and given
+    /// its `vars:`: the loader follows it to refuse a runbook that nests itself and to check
+    /// the variables it hands down before anything runs (`runbook::load`).
+    pub nests: bool,
     /// Run with a rendered `with:` block.
     pub run: fn(StepCtx, Yaml) -> BoxFuture<'static, Result<Outputs, StepError>>,
 }
@@ -557,6 +561,9 @@ pub trait Step: 'static {
     const FINISHES_ITSELF: bool = false;
     /// Whether the step measures the run's recovery time (see `StepKind::measures_rto`).
     const MEASURES_RTO: bool = false;
+    /// Whether the step runs another runbook by its `path:` and `vars:` (see
+    /// `StepKind::nests`).
+    const NESTS: bool = false;
     /// The `with:` block; its `Fields` are the catalogue's `with:` list.
     type With: With + Fields;
     /// Serialized to a JSON object for `steps.<id>.<name>`; `()` for none. Its `Fields` are
@@ -578,6 +585,7 @@ pub const fn kind<S: Step>() -> StepKind {
         destructive: S::DESTRUCTIVE,
         finishes_itself: S::FINISHES_ITSELF,
         measures_rto: S::MEASURES_RTO,
+        nests: S::NESTS,
         run: run_typed::<S>,
     }
 }
@@ -692,6 +700,7 @@ pgdrill_derive::kinds! {
     pub sql::Exec,
     sql::Assert,
     ping::Ping,
+    size::Size,
     shell::Run,
     http::Check,
     sleep::Sleep,
@@ -1005,6 +1014,7 @@ mod tests {
         assert_eq!(with(|k| k.finishes_itself), ["runbook"]);
         assert_eq!(with(|k| k.interactive), ["operator.confirm"]);
         assert_eq!(with(|k| k.measures_rto), ["drill.rto"]);
+        assert_eq!(with(|k| k.nests), ["runbook"]);
         // Every key and password the catalogue shows is a secret the redactor masks.
         for k in catalogue() {
             for f in k.fields {

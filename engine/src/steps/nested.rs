@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fields, Outputs, step, StepCtx, StepError, StepKind, With};
+use super::{Fields, Outputs, step, StepCtx, StepError, With};
 
 #[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
@@ -27,13 +27,10 @@ pub struct NestedOutputs {
     steps: serde_json::Map<String, serde_json::Value>,
 }
 
-/// The catalogue entry, which the runbook loader knows by name (to follow nesting and refuse
-/// a cycle).
-pub const RUNBOOK: StepKind = super::kind::<Runbook>();
-
 /// Run another runbook as a sub-suite, passing variables.
 // finishes_itself: its rollbacks and `finally` must run; it is told to stop, never dropped.
-#[step(name = "runbook", finishes_itself)]
+// nests: the loader follows its `path:` (a cycle, the `vars:` it hands down) by this flag.
+#[step(name = "runbook", finishes_itself, nests)]
 impl Runbook {
     async fn run(ctx: StepCtx, w: NestedWith) -> Result<NestedOutputs, StepError> {
         let path = ctx.resolve(&w.path);

@@ -394,6 +394,7 @@ impl Verify {
                 }
             }
         }
+        ctx.fact(crate::facts::Fact::Database { name: recovered.database.clone() });
         let out = VerifyOutputs {
             newest_wal,
             newest_wal_age_s,

@@ -410,6 +410,7 @@ async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepErr
     });
     ctx.fact(crate::facts::Fact::Verified);
     recovery_evidence(&ctx, source.as_ref(), &p);
+    ctx.fact(crate::facts::Fact::Database { name: p.server.database.clone() });
     let out = RestoreOutputs {
         url: p.server.url(),
         database: p.server.database.clone(),
@@ -639,6 +640,7 @@ async fn source(ctx: StepCtx, w: SourceWith) -> Result<SourceOutputs, StepError>
     // The drill's source, for the evidence's segregation check of the recovery.
     let (system_identifier, host) = super::ephemeral::identity(&s.url()).await;
     ctx.fact(crate::facts::Fact::Source { system_identifier, host });
+    ctx.fact(crate::facts::Fact::Database { name: s.database.clone() });
     let out = SourceOutputs {
         url: s.url(),
         host: "127.0.0.1".into(),

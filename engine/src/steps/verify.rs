@@ -538,6 +538,9 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
         ctx.log(format!("already verified at {}: skipping (force to verify again)", v.verified_at));
     }
     ctx.log(format!("picked {} ({} old)", shown, humantime::format_duration(Duration::from_secs(age as u64))));
+    if let Some(m) = &from_manifest {
+        ctx.fact(crate::facts::Fact::Database { name: m.database.clone() });
+    }
     let out = match from_manifest {
         Some(m) => PickOutputs::Pgdrill(Picked {
             path: shown,
