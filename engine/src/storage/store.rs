@@ -67,6 +67,9 @@ pub struct View {
     /// folder's ledger records), keys relative to the location: empty when the view is the
     /// location itself (a local directory, whose files are read where they are).
     pub listed: Vec<Meta>,
+    /// The same root as a `Tree`: what a path found in it is shown as and read through,
+    /// with the store in hand.
+    pub tree: super::tree::Tree,
 }
 
 /// An object being written. Bytes go in through `Write` (from a blocking thread: a remote
