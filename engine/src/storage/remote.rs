@@ -1314,19 +1314,7 @@ struct Marker {
     pid: u32,
 }
 
-/// An unfinished upload found in the store.
-#[derive(Debug, Clone)]
-pub struct Abandoned {
-    pub url: String,
-    pub started: String,
-    /// The upload had completed (its object is in the store) before its record was removed:
-    /// a pgdrill killed between the two. Nothing is left to abort; the object is what the
-    /// layout says it is (a backup, or an unfinished one without its manifest).
-    pub completed: bool,
-    marker: String,
-    key: String,
-    id: String,
-}
+pub use super::store::Abandoned;
 
 /// The whole object `key` (`size` bytes, of the version `etag` when given) as its parts of
 /// `PART` bytes, a few fetched at a time and handed on in order: memory stays bounded.
@@ -1926,6 +1914,14 @@ impl super::Store for Remote {
         Remote::check_archived(self, key, size, &etag).await
     }
 
+    async fn abandoned(&self, older_than: std::time::Duration) -> Result<Vec<Abandoned>, String> {
+        Remote::abandoned(self, older_than).await
+    }
+
+    async fn abort_abandoned(&self, a: &Abandoned) -> Result<(), String> {
+        Remote::abort_abandoned(self, a).await
+    }
+
     async fn copy(&self, from: &str, to: &str) -> Result<(), String> {
         // A server-side copy: the object appears whole or not at all.
         self.store
@@ -2203,9 +2199,25 @@ impl Remote {
 
 /// The mirror as a `storage::tree::Tree` asks it: from this location's own state, the
 /// location itself in hand (no lookup by path).
+#[async_trait::async_trait]
 impl super::tree::Mirror for Remote {
     fn root(&self) -> &Path {
         &self.cache
+    }
+
+    async fn fill_head(&self, path: &Path, n: u64) -> Result<(), String> {
+        let rel = self.rel_of_mirror(path).ok_or_else(|| format!("{} is not in {}", path.display(), self.url))?;
+        Remote::fill_head(self, &rel, n).await
+    }
+
+    async fn fetch(&self, path: &Path) -> Result<PathBuf, String> {
+        let rel = self.rel_of_mirror(path).ok_or_else(|| format!("{} is not in {}", path.display(), self.url))?;
+        Remote::fetch(self, &rel).await
+    }
+
+    async fn digest(&self, path: &Path) -> Result<String, String> {
+        let rel = self.rel_of_mirror(path).ok_or_else(|| format!("{} is not in {}", path.display(), self.url))?;
+        Remote::digest(self, &rel).await.map(|(sha, _)| sha)
     }
 
     fn object_of(&self, path: &Path) -> Option<(Arc<dyn super::Store>, String)> {

@@ -19,6 +19,7 @@ use std::time::SystemTime;
 /// What a store whose objects are elsewhere keeps of them locally (an object store's sparse
 /// mirror, remote.rs): implemented by the store over its own state, so a `Tree` asks the
 /// store it holds, never a registry.
+#[async_trait::async_trait]
 pub trait Mirror: Send + Sync {
     /// The local directory the mirror lives in.
     fn root(&self) -> &Path;
@@ -30,6 +31,12 @@ pub trait Mirror: Send + Sync {
     fn materialize(&self, path: &Path) -> Result<bool, String>;
     /// Whether `path` is a file a listing made without reading its object.
     fn is_lazy(&self, path: &Path) -> bool;
+    /// Write the object's first `n` bytes into its stand-in at `path` (an archive's header).
+    async fn fill_head(&self, path: &Path, n: u64) -> Result<(), String>;
+    /// Download the whole object at `path` into the mirror; its local file.
+    async fn fetch(&self, path: &Path) -> Result<PathBuf, String>;
+    /// The sha256 (hex) of the object at `path`, read from the store as a stream.
+    async fn digest(&self, path: &Path) -> Result<String, String>;
     /// Whether `path` is a stand-in whose contents were not downloaded.
     fn is_stand_in(&self, path: &Path) -> bool;
     /// What the last listing said of a path no file stands in for yet: size and time.
@@ -125,6 +132,11 @@ impl Tree {
         &self.root
     }
 
+    /// How the view itself is shown: its location (a store's URL, a directory's path).
+    pub fn shown(&self) -> String {
+        self.display(&self.root)
+    }
+
     /// The same view rooted at `dir` below it (a folder of it).
     pub fn at(&self, dir: impl Into<PathBuf>) -> Tree {
         Tree { root: dir.into(), backing: self.backing.clone() }
@@ -198,6 +210,45 @@ impl Tree {
             Answer::Mirror(m) => m.is_stand_in(path),
             Answer::Files => false,
             Answer::Bare => super::remote::is_stand_in(path),
+        }
+    }
+
+    /// Write the first `n` bytes of the object `path` stands for into its stand-in (an
+    /// archive's header); nothing for a local file.
+    pub async fn fill_head(&self, path: &Path, n: u64) -> Result<(), String> {
+        match self.answer(path) {
+            Answer::Mirror(m) => m.fill_head(path, n).await,
+            Answer::Files => Ok(()),
+            Answer::Bare => match super::remote::for_mirror(path) {
+                Some((r, _)) => Mirror::fill_head(&r, path, n).await,
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// The whole of `path` as a local file: the object downloaded into the mirror, or the
+    /// file itself.
+    pub async fn fetch(&self, path: &Path) -> Result<PathBuf, String> {
+        match self.answer(path) {
+            Answer::Mirror(m) => m.fetch(path).await,
+            Answer::Files => Ok(path.to_path_buf()),
+            Answer::Bare => match super::remote::for_mirror(path) {
+                Some((r, _)) => Mirror::fetch(&r, path).await,
+                None => Ok(path.to_path_buf()),
+            },
+        }
+    }
+
+    /// The sha256 of the object `path` stands for, read as a stream from its store; `None`
+    /// for a local file.
+    pub async fn digest(&self, path: &Path) -> Option<Result<String, String>> {
+        match self.answer(path) {
+            Answer::Mirror(m) => Some(m.digest(path).await),
+            Answer::Files => None,
+            Answer::Bare => match super::remote::for_mirror(path) {
+                Some((r, _)) => Some(Mirror::digest(&r, path).await),
+                None => None,
+            },
         }
     }
 
