@@ -909,11 +909,11 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let store = crate::storage::open(&storage).map_err(Error::invalid)?;
             let storage = crate::backup::ledger::view(&*store).await.map_err(Error::environment)?;
             // A directory that is not there is a typo or an unmounted volume, never "no backups".
-            if !storage.is_dir() {
+            if !storage.root().is_dir() {
                 return Err(Error::invalid(format!(
                     "backup storage {} {}: give the directory your backups are written to (--storage or PGDRILL_STORAGE)",
-                    crate::report::visible(&storage.display().to_string()),
-                    if storage.exists() { "is not a directory" } else { "does not exist" }
+                    crate::report::visible(&storage.root().display().to_string()),
+                    if storage.root().exists() { "is not a directory" } else { "does not exist" }
                 )));
             }
             let pattern = name_pattern

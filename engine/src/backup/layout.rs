@@ -32,7 +32,8 @@ use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
 use time::OffsetDateTime;
 
 use super::names::{self, NamePattern};
-use crate::storage::{private_dir, track, tree, untrack};
+use crate::storage::tree::{self, Tree};
+use crate::storage::{private_dir, track, untrack};
 
 /// One stored backup, found by listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,15 +64,18 @@ pub enum MadeFrom {
     Mtime,
 }
 
-fn mtime(p: &Path) -> OffsetDateTime {
+fn mtime(t: &Tree, p: &Path) -> OffsetDateTime {
     // Through `tree`: an object store's listed object has no file until something reads it.
-    tree::stat(p).map(|s| OffsetDateTime::from(s.modified)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    t.stat(p).map(|s| OffsetDateTime::from(s.modified)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// A local directory of backups.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    /// The same root as a view: an object store's mirror answers for its paths with the
+    /// store in hand (see `storage::tree`).
+    tree: Tree,
 }
 
 /// A file being written; `commit` publishes it under its final name.
@@ -88,8 +92,9 @@ pub struct Pending {
 }
 
 impl LocalStore {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalStore { root: root.into() }
+    pub fn new(root: impl Into<Tree>) -> Self {
+        let tree = root.into();
+        LocalStore { root: tree.root().to_path_buf(), tree }
     }
 
     pub fn root(&self) -> &Path {
@@ -194,8 +199,9 @@ impl LocalStore {
     /// starts from (`resolve`), so `backups list`, verify, restore, offsite and prune see the
     /// same backups.
     pub fn survey(&self, pattern: Option<&NamePattern>) -> io::Result<Survey> {
-        let mut s = Survey { root: self.root.clone(), ..Survey::default() };
-        walk(&self.root, 0, pattern, &mut s)?;
+        let mut s = Survey { root: self.root.clone(), tree: self.tree.clone(), ..Survey::default() };
+        let tree = self.tree.clone();
+        walk(&tree, &self.root, 0, pattern, &mut s)?;
         s.backups.sort_by(|a, b| b.made.cmp(&a.made).then(b.name.cmp(&a.name)).then(a.database.cmp(&b.database)));
         s.unfinished.sort_by(|a, b| b.made.cmp(&a.made).then(b.name.cmp(&a.name)));
         Ok(s)
@@ -229,6 +235,8 @@ pub struct PassedOver {
 #[derive(Debug, Clone, Default)]
 pub struct Survey {
     pub root: PathBuf,
+    /// The view the walk went through: how its paths are shown and read.
+    pub tree: Tree,
     /// Every backup of every database, newest first; `database` is empty where another
     /// tool's name does not say.
     pub backups: Vec<Entry>,
@@ -296,7 +304,7 @@ impl Survey {
         folders.sort_unstable();
         folders.dedup();
         if folders.len() > 1 {
-            let shown: Vec<String> = folders.iter().take(4).map(|f| crate::storage::remote::display(f)).collect();
+            let shown: Vec<String> = folders.iter().take(4).map(|f| self.tree.display(f)).collect();
             return Err(format!(
                 "its name says no database, and {} folders hold such files ({}{}): give the folder of `{want}`'s as storage",
                 folders.len(),
@@ -322,8 +330,8 @@ fn kind_unknown(name: &str) -> Option<String> {
 }
 
 /// One directory of a survey, and those below it up to `MAX_DEPTH`.
-fn walk(dir: &Path, depth: usize, pattern: Option<&NamePattern>, s: &mut Survey) -> io::Result<()> {
-    let rd = match tree::read_dir(dir) {
+fn walk(t: &Tree, dir: &Path, depth: usize, pattern: Option<&NamePattern>, s: &mut Survey) -> io::Result<()> {
+    let rd = match t.read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
@@ -346,7 +354,7 @@ fn walk(dir: &Path, depth: usize, pattern: Option<&NamePattern>, s: &mut Survey)
         if let Some(base) = name.strip_suffix(".manifest.json").filter(|_| kind == tree::Kind::File) {
             let named_like_backup =
                 names::looks_like_backup(base) || pattern.is_some_and(|p| p.matches(base).is_some());
-            if named_like_backup && !base.ends_with(".pgdrill") && tree::stat(&dir.join(base)).is_none() {
+            if named_like_backup && !base.ends_with(".pgdrill") && t.stat(&dir.join(base)).is_none() {
                 let database = match pattern {
                     Some(p) => p.matches(base).and_then(|i| i.database),
                     None => names::parse(base).database,
@@ -354,7 +362,7 @@ fn walk(dir: &Path, depth: usize, pattern: Option<&NamePattern>, s: &mut Survey)
                 s.unfinished.push(Entry {
                     database: database.unwrap_or_default(),
                     manifest: path.clone(),
-                    made: mtime(&path),
+                    made: mtime(t, &path),
                     name,
                     path,
                     foreign: true,
@@ -370,7 +378,7 @@ fn walk(dir: &Path, depth: usize, pattern: Option<&NamePattern>, s: &mut Survey)
             }
             continue;
         }
-        if kind == tree::Kind::Dir && !tree::is_file(&path.join("toc.dat")) {
+        if kind == tree::Kind::Dir && !t.is_file(&path.join("toc.dat")) {
             if depth < MAX_DEPTH {
                 subdirs.push(path);
             }
@@ -378,12 +386,12 @@ fn walk(dir: &Path, depth: usize, pattern: Option<&NamePattern>, s: &mut Survey)
         }
         if name.ends_with(".pgdrill") && kind == tree::Kind::File {
             let manifest = manifest_path(&path);
-            if tree::stat(&manifest).is_none() {
+            if t.stat(&manifest).is_none() {
                 // Not committed: its manifest, written last, is missing.
                 s.unfinished.push(Entry {
                     database: folder_db.clone(),
                     manifest,
-                    made: mtime(&path),
+                    made: mtime(t, &path),
                     name,
                     path,
                     foreign: false,
@@ -394,7 +402,7 @@ fn walk(dir: &Path, depth: usize, pattern: Option<&NamePattern>, s: &mut Survey)
             }
             let (made, made_from) = match names::pgdrill_stamp(&name) {
                 Some(t) => (t, MadeFrom::Name),
-                None => (mtime(&path), MadeFrom::Mtime),
+                None => (mtime(t, &path), MadeFrom::Mtime),
             };
             s.backups.push(Entry {
                 database: folder_db.clone(),
@@ -419,7 +427,7 @@ fn walk(dir: &Path, depth: usize, pattern: Option<&NamePattern>, s: &mut Survey)
                 continue;
             }
         }
-        match foreign_entry(&path, &name, kind == tree::Kind::Dir, pattern) {
+        match foreign_entry(t, &path, &name, kind == tree::Kind::Dir, pattern) {
             Some(entry) => s.backups.push(entry),
             None => {
                 if let Some(p) = pattern.filter(|_| names::looks_like_backup(&name)) {
@@ -441,13 +449,13 @@ fn walk(dir: &Path, depth: usize, pattern: Option<&NamePattern>, s: &mut Survey)
     }
     subdirs.sort();
     for d in subdirs {
-        walk(&d, depth + 1, pattern, s)?;
+        walk(t, &d, depth + 1, pattern, s)?;
     }
     Ok(())
 }
 
 /// Another tool's backup at `path`, when its name says it is one.
-fn foreign_entry(path: &Path, name: &str, is_dir: bool, pattern: Option<&NamePattern>) -> Option<Entry> {
+fn foreign_entry(t: &Tree, path: &Path, name: &str, is_dir: bool, pattern: Option<&NamePattern>) -> Option<Entry> {
     let info = match pattern {
         Some(p) => p.matches(name)?,
         None if is_dir || names::looks_like_backup(name) => names::parse(name),
@@ -455,7 +463,7 @@ fn foreign_entry(path: &Path, name: &str, is_dir: bool, pattern: Option<&NamePat
     };
     let (made, made_from) = match info.at {
         Some(t) => (t, MadeFrom::Name),
-        None => (mtime(path), MadeFrom::Mtime),
+        None => (mtime(t, path), MadeFrom::Mtime),
     };
     Some(Entry {
         database: info.database.unwrap_or_default(),

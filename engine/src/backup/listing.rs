@@ -12,7 +12,7 @@ use super::layout::{self, LocalStore, MadeFrom};
 use super::{ledger, source, Manifest};
 use crate::backup::names::NamePattern;
 use crate::error::Failure;
-use crate::storage::{remote, tree};
+use crate::storage::tree::Tree;
 use crate::util::rfc3339;
 
 /// One backup in storage. The JSON of each case is what `backup.list` and `backups list
@@ -192,9 +192,9 @@ pub fn manifest_auth(m: &Manifest) -> &'static str {
 /// team's own format (`<file>.manifest.json`; issue 40), which nothing authenticates, or
 /// `none`. Known from the listing (a stat, or the object store's LIST answer): the sidecar
 /// is read by the command that uses the file.
-pub fn foreign_manifest_auth(path: &Path) -> &'static str {
+pub fn foreign_manifest_auth(tree: &Tree, path: &Path) -> &'static str {
     // Through `tree`: in an object store's view a listed sidecar has no file until read.
-    match !tree::is_dir(path) && tree::stat(&layout::manifest_path(path)).is_some() {
+    match !tree.is_dir(path) && tree.stat(&layout::manifest_path(path)).is_some() {
         true => TEAM_SIDECAR,
         false => "none",
     }
@@ -205,11 +205,11 @@ pub const TEAM_SIDECAR: &str = "unauthenticated (sidecar of a team's own format)
 
 /// Backups in `storage`, newest first, of `database` if given, other tools' files read with
 /// `pattern` if given (else the classic naming schemes).
-pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern>) -> Result<Vec<Listed>, Failure> {
+pub fn list(storage: &Tree, database: Option<&str>, pattern: Option<&NamePattern>) -> Result<Vec<Listed>, Failure> {
     let store = LocalStore::new(storage);
     let entries = store
         .list_with(database, pattern)
-        .map_err(|e| Failure::environment(format!("cannot list {}: {e}", storage.display())))?;
+        .map_err(|e| Failure::environment(format!("cannot list {}: {e}", storage.root().display())))?;
     // One ledger per database folder, read once however many backups it covers.
     let mut ledgers: HashMap<PathBuf, _> = HashMap::new();
     let mut last_of = |e: &layout::Entry| {
@@ -233,17 +233,18 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                 // What its name says, locally as in an object store (issue 41: a listing of
                 // 10,000 files opens none of them); a directory dump is known by its
                 // `toc.dat`, a stat. The first bytes are read by the command that uses it.
-                let from_name = !tree::is_dir(&e.path);
+                let from_name = !storage.is_dir(&e.path);
                 let kind = if from_name { kind_from_name(&e.name) } else { source::sniff(&e.path) };
                 let size = if from_name {
-                    tree::size(&e.path)
+                    storage.size(&e.path)
                 } else {
-                    tree::read_dir(&e.path)
-                        .map(|rd| rd.iter().filter_map(|f| tree::stat(&f.path)).map(|m| m.size).sum())
+                    storage
+                        .read_dir(&e.path)
+                        .map(|rd| rd.iter().filter_map(|f| storage.stat(&f.path)).map(|m| m.size).sum())
                         .unwrap_or(0)
                 };
                 return Listed::Foreign(Box::new(ForeignBackup {
-                    path: remote::display(&e.path),
+                    path: storage.display(&e.path),
                     database: e.database.clone(),
                     database_assumed: e.database_assumed,
                     origin: Origin::Foreign,
@@ -253,17 +254,17 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                     encrypted: kind.starts_with("openssl") || kind.starts_with("gpg"),
                     format: kind,
                     format_from: from_name.then_some("name"),
-                    manifest_auth: foreign_manifest_auth(&e.path),
+                    manifest_auth: foreign_manifest_auth(storage, &e.path),
                     last_verification: last_of(e),
                     future_s: super::dated_ahead(e.made),
                 }));
             }
             let manifest = layout::manifest_path(&e.path);
-            if remote::is_lazy(&manifest) && e.made_from == layout::MadeFrom::Name {
+            if storage.is_lazy(&manifest) && e.made_from == layout::MadeFrom::Name {
                 return Listed::Named(Box::new(NamedBackup {
-                    path: remote::display(&e.path),
-                    manifest: remote::display(&manifest),
-                    size: tree::size(&e.path),
+                    path: storage.display(&e.path),
+                    manifest: storage.display(&manifest),
+                    size: storage.size(&e.path),
                     database: e.database.clone(),
                     format: pgdrill_format_of(&e.name).to_string(),
                     created: rfc3339(e.made),
@@ -273,10 +274,10 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                     future_s: super::dated_ahead(e.made),
                 }));
             }
-            match Manifest::read(&e.path) {
+            match Manifest::read_in(storage, &e.path) {
                 Ok(m) => Listed::Pgdrill(Box::new(PgdrillBackup {
-                    path: remote::display(&e.path),
-                    manifest: remote::display(&layout::manifest_path(&e.path)),
+                    path: storage.display(&e.path),
+                    manifest: storage.display(&layout::manifest_path(&e.path)),
                     sha256: m.sha256.clone(),
                     size: m.sizes.stored,
                     raw_size: m.sizes.raw,
@@ -295,7 +296,7 @@ pub fn list(storage: &Path, database: Option<&str>, pattern: Option<&NamePattern
                     future_s: super::dated_ahead(m.finished_at),
                 })),
                 Err(err) => Listed::Unreadable(UnreadableBackup {
-                    path: remote::display(&e.path),
+                    path: storage.display(&e.path),
                     database: e.database.clone(),
                     origin: Origin::Pgdrill,
                     error: err.to_string(),
@@ -372,17 +373,17 @@ pub struct UnfinishedArchive {
 }
 
 /// The unfinished archives in `storage` (of `database` if given), newest first.
-pub fn unfinished(storage: &Path, database: Option<&str>) -> Result<Vec<UnfinishedArchive>, Failure> {
+pub fn unfinished(storage: &Tree, database: Option<&str>) -> Result<Vec<UnfinishedArchive>, Failure> {
     let entries = LocalStore::new(storage)
         .unfinished(database)
-        .map_err(|e| Failure::environment(format!("cannot list {}: {e}", storage.display())))?;
+        .map_err(|e| Failure::environment(format!("cannot list {}: {e}", storage.root().display())))?;
     Ok(entries
         .iter()
         .map(|e| UnfinishedArchive {
-            path: remote::display(&e.path),
+            path: storage.display(&e.path),
             database: e.database.clone(),
             written: rfc3339(e.made),
-            size: tree::size(&e.path),
+            size: storage.size(&e.path),
         })
         .collect())
 }
@@ -398,13 +399,13 @@ pub struct Symlink {
 
 /// The symlinks named like backups in `storage` (of `database`, by their names, if given).
 pub fn symlinks(
-    storage: &Path,
+    storage: &Tree,
     database: Option<&str>,
     pattern: Option<&NamePattern>,
 ) -> Result<Vec<Symlink>, Failure> {
     let survey = LocalStore::new(storage)
         .survey(pattern)
-        .map_err(|e| Failure::environment(format!("cannot list {}: {e}", storage.display())))?;
+        .map_err(|e| Failure::environment(format!("cannot list {}: {e}", storage.root().display())))?;
     Ok(survey
         .pointers
         .iter()
@@ -415,7 +416,7 @@ pub fn symlinks(
             };
             database.is_none() || named.is_none() || named.as_deref() == database
         })
-        .map(|p| Symlink { path: remote::display(&p.path), target: p.target.as_deref().map(remote::display) })
+        .map(|p| Symlink { path: storage.display(&p.path), target: p.target.as_deref().map(|t| storage.display(t)) })
         .collect())
 }
 

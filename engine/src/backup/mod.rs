@@ -452,9 +452,15 @@ impl Manifest {
     }
 
     pub fn read(backup: &Path) -> Result<Manifest, Failure> {
+        // A path handed over without its view: its store is looked up by path.
+        Manifest::read_in(&crate::storage::tree::Tree::default(), backup)
+    }
+
+    /// `read`, the manifest found through `tree`, the view `backup` was listed in.
+    pub fn read_in(tree: &crate::storage::tree::Tree, backup: &Path) -> Result<Manifest, Failure> {
         let p = layout::manifest_path(backup);
         // Listed from a store without its bytes (issue 41): read them now, once.
-        crate::storage::remote::materialize(&p).map_err(Failure::environment)?;
+        tree.materialize(&p).map_err(Failure::environment)?;
         let text = std::fs::read_to_string(&p)
             .map_err(|e| Failure::failed(format!("missing manifest {}: {e}", p.display())))?;
         serde_json::from_str(&text).map_err(|e| Failure::failed(format!("unreadable manifest {}: {e}", p.display())))

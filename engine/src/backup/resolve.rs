@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use super::layout::{Entry, Survey};
 use super::names;
-use crate::storage::{remote, tree};
+use crate::storage::tree::{self, Tree};
 use crate::util::rfc3339;
 
 /// What a user asked for.
@@ -86,12 +86,13 @@ pub fn deployed<'a>(
     database: Option<&str>,
     label: &str,
 ) -> Result<Option<(&'a Entry, String)>, String> {
-    let Some((record, backup)) = deployment_records(&survey.root, database, label).into_iter().next() else {
+    let Some((record, backup)) = deployment_records(&survey.tree, &survey.root, database, label).into_iter().next()
+    else {
         return Ok(None);
     };
     let canonical = |p: &Path| std::fs::canonicalize(p).ok();
     let at_path = entries.iter().find(|e| {
-        remote::display(&e.path) == backup
+        survey.tree.display(&e.path) == backup
             || e.path == Path::new(&backup)
             || canonical(&e.path).is_some_and(|c| Some(c) == canonical(Path::new(&backup)))
     });
@@ -101,7 +102,7 @@ pub fn deployed<'a>(
         [one] => Some(*one),
         _ => None,
     });
-    let shown = remote::display(&record);
+    let shown = survey.tree.display(&record);
     match chosen {
         Some(e) => Ok(Some((e, format!("`label:{label}`: the backup the deployment record {shown} names ({backup})")))),
         None => Err(format!(
@@ -113,17 +114,18 @@ pub fn deployed<'a>(
 
 /// The deployment records for `label` under `root` (see `deployed`): each record's file and
 /// the backup it names, pgdrill's first.
-fn deployment_records(root: &Path, database: Option<&str>, label: &str) -> Vec<(PathBuf, String)> {
+fn deployment_records(tree: &Tree, root: &Path, database: Option<&str>, label: &str) -> Vec<(PathBuf, String)> {
     // Small JSON files only: a record is a few lines.
     let read = |p: &Path| -> Option<serde_json::Value> {
         // An object store's record is read now (listed without its bytes).
-        let _ = remote::materialize(p);
+        let _ = tree.materialize(p);
         std::fs::metadata(p).ok().filter(|m| m.is_file() && m.len() < 1 << 20)?;
         serde_json::from_slice(&std::fs::read(p).ok()?).ok()
     };
     let files = |dir: &Path, exts: &[&str]| -> Vec<PathBuf> {
         // Through `tree`: an object store's listed records have no file until one is read.
-        let mut v: Vec<PathBuf> = tree::read_dir(dir)
+        let mut v: Vec<PathBuf> = tree
+            .read_dir(dir)
             .into_iter()
             .flatten()
             .map(|e| e.path)
@@ -139,7 +141,8 @@ fn deployment_records(root: &Path, database: Option<&str>, label: &str) -> Vec<(
         Some(d) if !d.is_empty() && !d.contains('/') && d != "." && d != ".." => vec![deployments.join(d)],
         Some(_) => Vec::new(),
         None => {
-            let mut v: Vec<PathBuf> = tree::read_dir(&deployments)
+            let mut v: Vec<PathBuf> = tree
+                .read_dir(&deployments)
                 .into_iter()
                 .flatten()
                 .filter(|e| e.kind == tree::Kind::Dir)
@@ -162,7 +165,7 @@ fn deployment_records(root: &Path, database: Option<&str>, label: &str) -> Vec<(
     }
     // The team's own records, in the storage folder or above it (a local folder's parent).
     let mut team_dirs = vec![root.to_path_buf()];
-    if remote::for_mirror(root).is_none() {
+    if !tree.is_mirror() {
         team_dirs.extend(root.parent().map(Path::to_path_buf));
     }
     for dir in team_dirs {
@@ -206,10 +209,10 @@ pub fn named(survey: &Survey, database: Option<&str>, name: &str) -> Result<Opti
         let Some(target) = &p.target else {
             return Err(format!(
                 "`{name}` is a symlink that leads nowhere ({}): point it at a backup, or name the backup",
-                remote::display(&p.path)
+                survey.tree.display(&p.path)
             ));
         };
-        notes.push(format!("followed the symlink {name} to {}", remote::display(target)));
+        notes.push(format!("followed the symlink {name} to {}", survey.tree.display(target)));
         let listed = survey.backups.iter().find(|e| {
             e.path.file_name() == target.file_name() && std::fs::canonicalize(&e.path).ok().as_ref() == Some(target)
         });
@@ -230,7 +233,7 @@ pub fn named(survey: &Survey, database: Option<&str>, name: &str) -> Result<Opti
             match of_mine.as_slice() {
                 [one] => Some(**one),
                 _ => {
-                    let paths: Vec<String> = several.iter().map(|e| remote::display(&e.path)).collect();
+                    let paths: Vec<String> = several.iter().map(|e| survey.tree.display(&e.path)).collect();
                     return Err(format!(
                         "`{name}` is in {} folders ({}): name it by its path under the storage",
                         several.len(),
@@ -277,7 +280,7 @@ pub fn pointer_notes(survey: &Survey, chosen: &Entry) -> Vec<String> {
             Some(t) => format!(
                 "the symlink {} points to {}, not to the newest backup by the time in its name ({} is taken; name the symlink as `backup` to take its target)",
                 p.name,
-                remote::display(t),
+                survey.tree.display(t),
                 chosen.name
             ),
             None => format!("the symlink {} leads nowhere", p.name),
@@ -293,7 +296,7 @@ pub fn explain(survey: &Survey, database: Option<&str>, asked: &Asked) -> String
     const SHOWN: usize = 8;
     let mine = database.map(|d| survey.select(Some(d))).unwrap_or_else(|| survey.backups.clone());
     let mut lines: Vec<String> = Vec::new();
-    let shown = |p: &Path| remote::display(p);
+    let shown = |p: &Path| survey.tree.display(p);
     // The asked database's own backups, when the form asked for excluded them.
     for e in &mine {
         let why = match asked {

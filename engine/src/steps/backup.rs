@@ -176,10 +176,11 @@ macro_rules! described {
         }
 
         impl $name {
-            fn described(path: &Path, m: &Manifest, $($field: $ty),*) -> Self {
+            /// `path` and `manifest` as shown: an object's URL, a file's path.
+            fn described(path: String, manifest: String, m: &Manifest, $($field: $ty),*) -> Self {
                 $name {
-                    path: crate::storage::remote::display(path),
-                    manifest: crate::storage::remote::display(&crate::backup::layout::manifest_path(path)),
+                    path,
+                    manifest,
                     sha256: m.sha256.clone(),
                     size: m.sizes.stored,
                     raw_size: m.sizes.raw,
@@ -314,7 +315,14 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
     let source_url = opts.url.clone();
     let created = backup::create_as(opts, output, &log).await.map_err(StepError::from)?;
     let out =
-        CreateOutputs::described(&created.path, &created.manifest, backup::peak_rss_kib().unwrap_or(0), archived);
+        // A store's backup is named by its URL already: shown as it is.
+        CreateOutputs::described(
+            created.path.display().to_string(),
+            crate::backup::layout::manifest_path(&created.path).display().to_string(),
+            &created.manifest,
+            backup::peak_rss_kib().unwrap_or(0),
+            archived,
+        );
     ctx.backup_fact(crate::facts::BackupRole::Written, &super::outputs_of(&out)?);
     ctx.fact(crate::facts::Fact::Database { name: created.manifest.database.clone() });
     // The source's identity, for the evidence's segregation check of a restore in this run.
@@ -461,11 +469,8 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
     // in one pass, with no local copy of it.
     let object = ctx.object(&w.path)?;
     let streamed = super::stream_of(&object).await?;
-    if let Some(s) = &streamed {
-        ctx.log(format!(
-            "reading {} from the store as a stream (no local copy)",
-            crate::storage::remote::display(s.stand_in())
-        ));
+    if streamed.is_some() {
+        ctx.log(format!("reading {} from the store as a stream (no local copy)", object.shown()));
     }
     let path = match &streamed {
         Some(s) => s.stand_in().to_path_buf(),
@@ -499,12 +504,13 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
     });
     let meter = crate::progress::Meter::default();
     let _watch = ctx.watch(&meter);
+    let shown = object.shown().to_string();
     let (checked, staged) = tokio::task::spawn_blocking(move || match streamed {
         Some(super::FromStore::Archive(path, reader)) => {
             backup::check_stream(&path, reader, secret.as_deref(), stage.as_deref(), Some(&meter))
         }
-        Some(super::FromStore::Foreign(path, opener)) => backup::check_foreign_stream(
-            std::path::Path::new(&crate::storage::remote::display(&path)),
+        Some(super::FromStore::Foreign(_, opener)) => backup::check_foreign_stream(
+            std::path::Path::new(&shown),
             &opener,
             secret.as_deref(),
             stage.as_deref(),
@@ -672,7 +678,7 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
     let pattern = name_pattern(w.name_pattern.as_deref())?;
     let survey = LocalStore::new(&storage)
         .survey(pattern.as_ref())
-        .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.display())))?;
+        .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.root().display())))?;
     let mut entries = survey.select(w.database.as_deref());
     let unfinished = say_unfinished(&ctx, &storage, w.database.as_deref());
     // Dated in the future (a skewed clock): never the latest in silence, as in backup.pick.
@@ -695,7 +701,7 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
         // Another tool's file: what its name (or, failing that, its mtime) says.
         let age = (time::OffsetDateTime::now_utc() - e.made).whole_seconds().max(0);
         return Ok(LatestOutputs::Foreign(LatestForeign {
-            path: crate::storage::remote::display(&e.path),
+            path: storage.display(&e.path),
             server_major: None,
             fingerprint: None,
             created_from: e.made_from,
@@ -705,7 +711,7 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
     if let Some(e) = entries.first() {
         // The newest backup's manifest, or a loud error: an older backup in its place would
         // make a stale database look backed up.
-        let m = Manifest::read(&e.path).map_err(|err| {
+        let m = Manifest::read_in(&storage, &e.path).map_err(|err| {
             // The store failed to give the manifest (read now, not when listed): no verdict.
             if err.class == crate::error::Class::Environment {
                 return StepError::from(err);
@@ -717,12 +723,13 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
         })?;
         let age = (time::OffsetDateTime::now_utc() - m.finished_at).whole_seconds().max(0);
         ctx.fact(crate::facts::Fact::Database { name: m.database.clone() });
-        return Ok(LatestOutputs::Pgdrill(LatestBackup::described(&e.path, &m, age)));
+        let (path, manifest) = (storage.display(&e.path), storage.display(&e.manifest));
+        return Ok(LatestOutputs::Pgdrill(LatestBackup::described(path, manifest, &m, age)));
     }
     Err(StepError::failed(format!(
         "no backup{} in {}{unfinished}{}",
         w.database.as_deref().map(|d| format!(" of `{d}`")).unwrap_or_default(),
-        crate::storage::remote::display(&storage),
+        storage.shown(),
         crate::backup::resolve::explain(&survey, w.database.as_deref(), &crate::backup::resolve::Asked::Latest)
     )))
 }
@@ -730,7 +737,7 @@ async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError>
 /// Name each archive left without its manifest (the commit marker): never taken as a
 /// backup, and the operator should know why the newest file in the folder was passed over.
 /// Returns what to add to a "no backup" error: the unfinished ones, named.
-pub(super) fn say_unfinished(ctx: &StepCtx, storage: &std::path::Path, database: Option<&str>) -> String {
+pub(super) fn say_unfinished(ctx: &StepCtx, storage: &crate::storage::tree::Tree, database: Option<&str>) -> String {
     let left = LocalStore::new(storage).unfinished(database).unwrap_or_default();
     for e in &left {
         let why = match crate::backup::layout::is_lone_sidecar(e) {
@@ -739,13 +746,13 @@ pub(super) fn say_unfinished(ctx: &StepCtx, storage: &std::path::Path, database:
         };
         ctx.log(format!(
             "not taking {}: unfinished, {why}: a backup killed before it finished, or one still finishing; retention.prune removes it",
-            crate::storage::remote::display(&e.path)
+            storage.display(&e.path)
         ));
     }
     if left.is_empty() {
         return String::new();
     }
-    let names: Vec<String> = left.iter().map(|e| crate::storage::remote::display(&e.path)).collect();
+    let names: Vec<String> = left.iter().map(|e| storage.display(&e.path)).collect();
     format!(
         "; not taken: {} unfinished (no manifest, the commit marker written last): {}",
         left.len(),

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{Fields, step, StepCtx, StepError, With, WithError};
-use crate::storage::{remote, Store};
+use crate::storage::Store;
 
 #[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
@@ -422,18 +422,18 @@ impl CopyAll {
         let pattern = super::backup::name_pattern(w.name_pattern.as_deref())?;
         let entries = crate::backup::layout::LocalStore::new(&root)
             .list_with(database, pattern.as_ref())
-            .map_err(|e| StepError::environment(format!("cannot list {}: {e}", remote::display(&root))))?;
+            .map_err(|e| StepError::environment(format!("cannot list {}: {e}", root.shown())))?;
         let to = ctx.store(&w.to)?;
         let mut out = SyncOutputs::default();
         let mut failed = Vec::new();
         // Newest first: a run stopped half-way has put the most recent ones offsite.
         for e in &entries {
-            if crate::storage::tree::is_dir(&e.path) {
+            if root.is_dir(&e.path) {
                 ctx.log(format!("{}: a directory dump, left out: copy it as a tar", e.name));
                 continue;
             }
             // The folder's layout is kept: `app/x.dump.pgdrill`, `db_20261201.sql.gz`.
-            let Some(rel) = e.path.strip_prefix(&root).ok().and_then(|r| r.to_str()).map(str::to_string) else {
+            let Some(rel) = e.path.strip_prefix(root.root()).ok().and_then(|r| r.to_str()).map(str::to_string) else {
                 continue;
             };
             match copy_one(&ctx, &e.path.display().to_string(), &*to, None, Some(rel)).await {

@@ -183,14 +183,14 @@ impl SizeChange {
         let root = crate::backup::ledger::view(&*ctx.store(&w.storage)?).await.map_err(StepError::environment)?;
         let list = crate::backup::layout::LocalStore::new(&root)
             .list(Some(&w.database))
-            .map_err(|e| StepError::environment(format!("cannot list {}: {e}", root.display())))?;
-        let size_of = |p: &std::path::Path| crate::storage::tree::size(p);
+            .map_err(|e| StepError::environment(format!("cannot list {}: {e}", root.root().display())))?;
+        let size_of = |p: &std::path::Path| root.size(p);
         let (Some(newest), Some(previous)) = (list.first(), list.get(1)) else {
             return Err(StepError::Skipped(format!(
                 "{} backup(s) of {} in {}: nothing to compare with yet",
                 list.len(),
                 w.database,
-                root.display()
+                root.root().display()
             )));
         };
         let (size, prev) = (size_of(&newest.path), size_of(&previous.path));

@@ -86,8 +86,9 @@ const UNPROVEN: &str = "roles, ownership and privileges are unproven for it: res
 /// database's owner and settings on the target, before a restore that keeps owners and grants.
 #[step(kind = Restore, name = "globals.restore")]
 async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepError> {
-    let path = ctx.object(&w.backup)?.header_file(super::HEAD).await.map_err(StepError::environment)?;
-    let shown = crate::storage::remote::display(&path);
+    let object = ctx.object(&w.backup)?;
+    let path = object.header_file(super::HEAD).await.map_err(StepError::environment)?;
+    let shown = object.shown().to_string();
     // A team's own format pgdrill wrote keeps the roles in its sidecar manifest, read below
     // as pgdrill's own manifest is.
     let sidecar = source::origin(&path) == Origin::Foreign

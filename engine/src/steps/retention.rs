@@ -174,11 +174,12 @@ async fn read_disagrees(
 /// Grandfather-father-son retention; prints what it would delete and why; deletes only with apply: true.
 #[step(kind = Prune, name = "retention.prune", report_log)]
 async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
-    let storage = crate::backup::ledger::view(&*ctx.store(&w.storage)?).await.map_err(StepError::environment)?;
+    let store = ctx.store(&w.storage)?;
+    let storage = crate::backup::ledger::view(&*store).await.map_err(StepError::environment)?;
     let pattern = super::backup::name_pattern(w.name_pattern.as_deref())?;
     let entries = LocalStore::new(&storage)
         .list_with(Some(&w.database), pattern.as_ref())
-        .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.display())))?;
+        .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.root().display())))?;
     // Each folder has its own ledger (pgdrill's per database; other tools' files may sit
     // in several folders).
     let mut ok_verified = std::collections::HashSet::new();
@@ -228,8 +229,8 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
             ctx.log(format!("keep   {} ({})", d.name, d.reason));
             continue;
         }
-        let shown = crate::storage::remote::display(&e.path);
-        if let (true, Some((r, rel))) = (w.apply, crate::storage::remote::for_mirror(&e.path)) {
+        let shown = storage.display(&e.path);
+        if let (true, Some((r, rel))) = (w.apply, storage.object(&e.path)) {
             // The backup first: a manifest without its backup is reported, never used.
             r.delete(&rel).await.map_err(StepError::environment)?;
             r.delete(&format!("{rel}.manifest.json")).await.map_err(StepError::environment)?;
@@ -257,9 +258,9 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let left = LocalStore::new(&storage)
         .unfinished(Some(&w.database))
-        .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.display())))?;
+        .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.root().display())))?;
     for e in left {
-        let shown = crate::storage::remote::display(&e.path);
+        let shown = storage.display(&e.path);
         let at = crate::util::rfc3339(e.made);
         if e.made > cutoff {
             ctx.log(format!(
@@ -270,7 +271,7 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
         }
         if !w.apply {
             ctx.log(format!("would delete {} (unfinished: {}; written at {at})", e.name, crate::backup::layout::why_unfinished(&e)));
-        } else if let Some((r, rel)) = crate::storage::remote::for_mirror(&e.path) {
+        } else if let Some((r, rel)) = storage.object(&e.path) {
             r.delete(&rel).await.map_err(StepError::environment)?;
             ctx.log(format!("delete {} (unfinished: {}; written at {at})", e.name, crate::backup::layout::why_unfinished(&e)));
         } else {
@@ -283,7 +284,8 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
     // Uploads a killed pgdrill left open in an object store: invisible to listings, but
     // paid for until aborted.
     let mut aborted = Vec::new();
-    if let Some((r, _)) = crate::storage::remote::for_mirror(&storage) {
+    // The store says what it keeps of them (none for a local directory).
+    let r = &store;
         for a in r.abandoned(after).await.map_err(StepError::environment)? {
             if a.completed {
                 // Killed after the upload completed, before its record went: nothing to
@@ -306,7 +308,6 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
             }
             aborted.push(a.url);
         }
-    }
     if !w.apply && !deleted.is_empty() {
         ctx.log(format!("dry run: {} backup(s) would be deleted; set apply: true to delete", deleted.len()));
     }

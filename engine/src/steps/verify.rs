@@ -200,18 +200,21 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
         .transpose()
         .map_err(StepError::invalid)?;
     // One walk of the storage, whatever `backup` says (`backup::resolve`).
-    let survey_of = |storage: &Path| -> Result<crate::backup::layout::Survey, StepError> {
+    let survey_of = |storage: &crate::storage::tree::Tree| -> Result<crate::backup::layout::Survey, StepError> {
         LocalStore::new(storage)
             .survey(pattern.as_ref())
-            .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.display())))
+            .map_err(|e| StepError::environment(format!("cannot list {}: {e}", storage.root().display())))
     };
     let asked = Asked::parse(&w.backup);
     let mut picked: Option<crate::backup::layout::Entry> = None;
+    // The view the picked path is in (the storage's, or the named object's): how it is
+    // shown and read, with its store in hand.
+    let mut tree = storage.clone().unwrap_or_default();
     let where_ = || {
         format!(
             "{}{}",
             w.database.as_deref().map(|d| format!(" of `{d}`")).unwrap_or_default(),
-            storage.as_ref().map(|s| format!(" in {}", crate::storage::remote::display(s))).unwrap_or_default()
+            storage.as_ref().map(|s| format!(" in {}", s.shown())).unwrap_or_default()
         )
     };
     let path: PathBuf = match &asked {
@@ -237,7 +240,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             // Fail closed: an unreadable manifest of the newest backup is an error, never a
             // reason to quietly verify (and call fresh) an older one.
             let manifest_of = |e: &crate::backup::layout::Entry| -> Result<Manifest, StepError> {
-                Manifest::read(&e.path).map_err(|err| {
+                Manifest::read_in(&storage, &e.path).map_err(|err| {
                     // The store failed to give the manifest (read when picked): no verdict.
                     if err.class == crate::error::Class::Environment {
                         return StepError::from(err);
@@ -247,13 +250,13 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                     let mp = crate::backup::layout::manifest_path(&e.path);
                     let err = err
                         .to_string()
-                        .replace(&mp.display().to_string(), &crate::storage::remote::display(&mp))
-                        .replace(&e.path.display().to_string(), &crate::storage::remote::display(&e.path));
+                        .replace(&mp.display().to_string(), &storage.display(&mp))
+                        .replace(&e.path.display().to_string(), &storage.display(&e.path));
                     let folder = e.path.parent().unwrap_or(Path::new("."));
                     StepError::failed(format!(
                         "{err}; refusing to pick another backup in its place: repair it, or move {} and its manifest out of {} to use the older ones",
                         e.name,
-                        crate::storage::remote::display(folder)
+                        storage.display(folder)
                     ))
                 })
             };
@@ -332,7 +335,8 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
         // A path or an object's URL: its header and manifest (below: another tool's file is
         // downloaded now); else a name in storage.
         Asked::Named(named) => {
-            let direct = ctx.object(named)?.header_file(super::HEAD).await.map_err(StepError::environment)?;
+            let object = ctx.object(named)?;
+            let direct = object.header_file(super::HEAD).await.map_err(StepError::environment)?;
             let survey = match storage.as_ref() {
                 Some(s) if !direct.exists() => Some(survey_of(s)?),
                 _ => None,
@@ -342,6 +346,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                 None => None,
             };
             if direct.exists() {
+                tree = object.tree();
                 // A `LATEST`-style symlink given as a path: what it points to, said.
                 if std::fs::symlink_metadata(&direct).is_ok_and(|m| m.file_type().is_symlink()) {
                     let real = std::fs::canonicalize(&direct)
@@ -378,21 +383,23 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
     // through once here to compute it, and read as a stream again by the steps that check
     // and restore it; only what needs a local file (gpg) is downloaded.
     let mut store_sha = None;
-    let path = match crate::storage::remote::for_mirror(&path) {
-        Some((r, rel)) if crate::storage::remote::is_stand_in(&path) => {
-            if rel.ends_with(".pgdrill") && crate::storage::tree::is_file(&crate::backup::layout::manifest_path(&path)) {
-                r.fill_head(&rel, u64::from(crate::archive::MAX_HEADER) + 64).await.map_err(StepError::environment)?;
+    let path = match tree.object(&path) {
+        Some((_, rel)) if tree.is_stand_in(&path) => {
+            if rel.ends_with(".pgdrill") && tree.is_file(&crate::backup::layout::manifest_path(&path)) {
+                tree.fill_head(&path, u64::from(crate::archive::MAX_HEADER) + 64)
+                    .await
+                    .map_err(StepError::environment)?;
                 path
             } else if !rel.ends_with(".pgdrill") && source::streamable(&path) {
-                store_sha = Some(r.digest(&rel).await.map_err(StepError::environment)?.0);
+                store_sha = tree.digest(&path).await.transpose().map_err(StepError::environment)?;
                 path
             } else {
-                r.fetch(&rel).await.map_err(StepError::environment)?
+                tree.fetch(&path).await.map_err(StepError::environment)?
             }
         }
         _ => path,
     };
-    let shown = crate::storage::remote::display(&path);
+    let shown = tree.display(&path);
     let origin = source::origin(&path);
     let origin_name =
         serde_json::to_value(origin).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
@@ -759,7 +766,7 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
             Some(s) => {
                 ctx.log(format!(
                     "reading {} from the store as a stream (no local copy)",
-                    crate::storage::remote::display(s.stand_in())
+                    object.shown()
                 ));
                 match s {
                     super::FromStore::Archive(p, reader) => (p, Some(restore::Streamed::Archive(reader))),
@@ -776,8 +783,7 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
                 .await
                 .map_err(|e| StepError::environment(e.to_string()))?
                 .map_err(StepError::from)?;
-            let shown = crate::storage::remote::display(&backup);
-            crate::backup::require_authenticated(&shown, trust, true, w.allow_unauthenticated)?;
+            crate::backup::require_authenticated(object.shown(), trust, true, w.allow_unauthenticated)?;
         }
     }
     let opts = RestoreOptions {

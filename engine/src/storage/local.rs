@@ -187,7 +187,7 @@ impl Store for FsStore {
     }
 
     async fn local_view(&self) -> Result<View> {
-        Ok(View { root: self.root.clone(), listed: Vec::new() })
+        Ok(View { root: self.root.clone(), listed: Vec::new(), tree: super::tree::Tree::local(self.root.clone()) })
     }
 
     async fn probe(&self) -> Result<()> {

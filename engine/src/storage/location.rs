@@ -154,6 +154,15 @@ impl Named {
         }
     }
 
+    /// The view its local file (`view_path`, `header_file`) is in: its store's mirror, with
+    /// the store in hand, or the file's own directory.
+    pub fn tree(&self) -> super::tree::Tree {
+        match &self.at {
+            At::File(p) => super::tree::Tree::local(p.parent().unwrap_or(std::path::Path::new("."))),
+            At::Object(r, _) => super::tree::Tree::mirrored(Arc::new(r.clone())),
+        }
+    }
+
     /// The store holding it, and its folder's key there (`""` at the store's root): where
     /// what is written beside it goes (a ledger's record).
     pub fn folder(&self) -> (Arc<dyn Store>, String) {

@@ -1281,19 +1281,7 @@ struct Marker {
     pid: u32,
 }
 
-/// An unfinished upload found in the store.
-#[derive(Debug, Clone)]
-pub struct Abandoned {
-    pub url: String,
-    pub started: String,
-    /// The upload had completed (its object is in the store) before its record was removed:
-    /// a pgdrill killed between the two. Nothing is left to abort; the object is what the
-    /// layout says it is (a backup, or an unfinished one without its manifest).
-    pub completed: bool,
-    marker: String,
-    key: String,
-    id: String,
-}
+pub use super::store::Abandoned;
 
 /// The whole object `key` (`size` bytes, of the version `etag` when given) as its parts of
 /// `PART` bytes, a few fetched at a time and handed on in order: memory stays bounded.
@@ -1844,7 +1832,9 @@ impl super::Store for Remote {
 
     async fn local_view(&self) -> Result<super::store::View, String> {
         let root = self.mirror().await?;
-        Ok(super::store::View { root, listed: self.listed() })
+        let tree = super::tree::Tree::mirrored(Arc::new(self.clone()));
+        debug_assert_eq!(tree.root(), root);
+        Ok(super::store::View { root, listed: self.listed(), tree })
     }
 
     async fn check_published(
@@ -1889,6 +1879,14 @@ impl super::Store for Remote {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("reading {}: {e}", source.display()))?;
         Remote::check_archived(self, key, size, &etag).await
+    }
+
+    async fn abandoned(&self, older_than: std::time::Duration) -> Result<Vec<Abandoned>, String> {
+        Remote::abandoned(self, older_than).await
+    }
+
+    async fn abort_abandoned(&self, a: &Abandoned) -> Result<(), String> {
+        Remote::abort_abandoned(self, a).await
     }
 
     async fn copy(&self, from: &str, to: &str) -> Result<(), String> {
@@ -2050,8 +2048,7 @@ pub async fn abort_uploads() {
 pub fn for_mirror(path: &Path) -> Option<(Remote, String)> {
     let open = lock(&OPEN);
     for (_, r) in open.iter() {
-        if let Ok(rel) = path.strip_prefix(&r.cache) {
-            let rel = rel.to_string_lossy().into_owned();
+        if let Some(rel) = r.rel_of_mirror(path) {
             return Some((r.clone(), rel));
         }
     }
@@ -2092,19 +2089,10 @@ pub fn locate(url: &str) -> Result<(Remote, String), String> {
 /// per process. Returns whether anything was read. Blocking: from a thread of the
 /// multi-threaded runtime or one of its blocking threads, as pgdrill's are.
 pub fn materialize(path: &Path) -> Result<bool, String> {
-    let Some((r, _)) = for_mirror(path) else { return Ok(false) };
-    let lazy = lock(&r.seen.lazy).get(path).cloned();
-    let Some((rel, what)) = lazy else {
-        // A listed archive whose header the reader fills itself: its stand-in, of its size.
-        r.realize(path)?;
-        return Ok(false);
-    };
-    let handle = tokio::runtime::Handle::try_current()
-        .ok()
-        .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-        .ok_or_else(|| format!("reading {}: no runtime to read it from the store with", r.url_of(&rel)))?;
-    tokio::task::block_in_place(|| handle.block_on(r.materialize_at(&rel, path, what)))?;
-    Ok(true)
+    match for_mirror(path) {
+        Some((r, _)) => r.materialize_path(path),
+        None => Ok(false),
+    }
 }
 
 /// Whether `path` is a mirror file a listing made without reading its object (see
@@ -2116,35 +2104,113 @@ pub fn is_lazy(path: &Path) -> bool {
 /// What the last listing said of a mirror path no file stands in for yet (`mirror`): its
 /// size and time, or None when it is no such path (see `storage::tree`).
 pub(super) fn unmade(path: &Path) -> Option<(u64, std::time::SystemTime)> {
-    let (r, _) = for_mirror(path)?;
-    let u = lock(&r.seen.unmade).get(path).cloned()?;
-    Some((u.size, u.modified))
+    for_mirror(path).and_then(|(r, _)| r.unmade_at(path))
 }
 
 /// The names right below `dir` that only the last listing knows (no file stands in for
 /// them yet), each with whether it is a folder (it has objects below it).
 pub(super) fn unmade_children(dir: &Path) -> Vec<(String, bool)> {
-    let Some((r, _)) = for_mirror(dir) else { return Vec::new() };
-    let unmade = lock(&r.seen.unmade);
-    let mut out: Vec<(String, bool)> = Vec::new();
-    // Paths order by component, so everything below `dir` follows it in one run.
-    for p in unmade.range::<Path, _>((std::ops::Bound::Excluded(dir), std::ops::Bound::Unbounded)).map(|(p, _)| p) {
-        let Ok(below) = p.strip_prefix(dir) else { break };
-        let mut parts = below.components();
-        let Some(first) = parts.next() else { continue };
-        let name = first.as_os_str().to_string_lossy().into_owned();
-        let is_dir = parts.next().is_some();
-        match out.last_mut() {
-            Some((last, d)) if *last == name => *d |= is_dir,
-            _ => out.push((name, is_dir)),
-        }
-    }
-    out
+    for_mirror(dir).map(|(r, _)| r.unmade_below(dir)).unwrap_or_default()
 }
 
 /// Whether `path` is a mirror stand-in whose contents were not downloaded.
 pub fn is_stand_in(path: &Path) -> bool {
     for_mirror(path).is_some_and(|(r, _)| r.is_stand_in(path))
+}
+
+impl Remote {
+    /// `path`'s key relative to the location when it is in this location's mirror.
+    fn rel_of_mirror(&self, path: &Path) -> Option<String> {
+        path.strip_prefix(&self.cache).ok().map(|rel| rel.to_string_lossy().into_owned())
+    }
+
+    /// `materialize` for a path of this location's mirror, from this location's own state.
+    fn materialize_path(&self, path: &Path) -> Result<bool, String> {
+        let lazy = lock(&self.seen.lazy).get(path).cloned();
+        let Some((rel, what)) = lazy else {
+            // A listed archive whose header the reader fills itself: its stand-in, of its size.
+            self.realize(path)?;
+            return Ok(false);
+        };
+        let handle = tokio::runtime::Handle::try_current()
+            .ok()
+            .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            .ok_or_else(|| format!("reading {}: no runtime to read it from the store with", self.url_of(&rel)))?;
+        tokio::task::block_in_place(|| handle.block_on(self.materialize_at(&rel, path, what)))?;
+        Ok(true)
+    }
+
+    fn unmade_at(&self, path: &Path) -> Option<(u64, std::time::SystemTime)> {
+        let u = lock(&self.seen.unmade).get(path).cloned()?;
+        Some((u.size, u.modified))
+    }
+
+    fn unmade_below(&self, dir: &Path) -> Vec<(String, bool)> {
+        let unmade = lock(&self.seen.unmade);
+        let mut out: Vec<(String, bool)> = Vec::new();
+        // Paths order by component, so everything below `dir` follows it in one run.
+        for p in unmade.range::<Path, _>((std::ops::Bound::Excluded(dir), std::ops::Bound::Unbounded)).map(|(p, _)| p) {
+            let Ok(below) = p.strip_prefix(dir) else { break };
+            let mut parts = below.components();
+            let Some(first) = parts.next() else { continue };
+            let name = first.as_os_str().to_string_lossy().into_owned();
+            let is_dir = parts.next().is_some();
+            match out.last_mut() {
+                Some((last, d)) if *last == name => *d |= is_dir,
+                _ => out.push((name, is_dir)),
+            }
+        }
+        out
+    }
+}
+
+/// The mirror as a `storage::tree::Tree` asks it: from this location's own state, the
+/// location itself in hand (no lookup by path).
+#[async_trait::async_trait]
+impl super::tree::Mirror for Remote {
+    fn root(&self) -> &Path {
+        &self.cache
+    }
+
+    async fn fill_head(&self, path: &Path, n: u64) -> Result<(), String> {
+        let rel = self.rel_of_mirror(path).ok_or_else(|| format!("{} is not in {}", path.display(), self.url))?;
+        Remote::fill_head(self, &rel, n).await
+    }
+
+    async fn fetch(&self, path: &Path) -> Result<PathBuf, String> {
+        let rel = self.rel_of_mirror(path).ok_or_else(|| format!("{} is not in {}", path.display(), self.url))?;
+        Remote::fetch(self, &rel).await
+    }
+
+    async fn digest(&self, path: &Path) -> Result<String, String> {
+        let rel = self.rel_of_mirror(path).ok_or_else(|| format!("{} is not in {}", path.display(), self.url))?;
+        Remote::digest(self, &rel).await.map(|(sha, _)| sha)
+    }
+
+    fn object_of(&self, path: &Path) -> Option<(Arc<dyn super::Store>, String)> {
+        let rel = self.rel_of_mirror(path)?;
+        Some((Arc::new(self.clone()), rel))
+    }
+
+    fn materialize(&self, path: &Path) -> Result<bool, String> {
+        self.materialize_path(path)
+    }
+
+    fn is_lazy(&self, path: &Path) -> bool {
+        lock(&self.seen.lazy).contains_key(path)
+    }
+
+    fn is_stand_in(&self, path: &Path) -> bool {
+        Remote::is_stand_in(self, path)
+    }
+
+    fn unmade(&self, path: &Path) -> Option<(u64, std::time::SystemTime)> {
+        self.unmade_at(path)
+    }
+
+    fn unmade_children(&self, dir: &Path) -> Vec<(String, bool)> {
+        self.unmade_below(dir)
+    }
 }
 
 /// Values of the object stores' credential variables, for the redactor.
@@ -2221,6 +2287,43 @@ pub(crate) mod tests {
         assert_eq!(std::fs::metadata(&a).and_then(|m| m.modified()).ok(), Some(t));
         assert!(lock(&r.seen.unmade).get(&a).is_none());
         assert_eq!(super::super::tree::read_dir(&root.join("app")).expect("app").len(), 2, "not listed twice");
+    }
+
+    /// Issue 37: a mirror path found its store again through the process-wide table of
+    /// opened locations (`OPEN`). A `Tree` holds its store: it answers for its paths (shown
+    /// as URLs, listed, stat'ed, lazy or not) with the location gone from that table.
+    #[test]
+    fn a_tree_answers_for_its_mirror_from_the_store_it_holds_not_from_the_table_of_opened_locations() {
+        let location = "s3://tree-held-bucket/p?endpoint=http://127.0.0.1:9&allow_http=true&region=us-east-1";
+        let r = open(location).expect("opens without a request");
+        let root = r.mirror_root().to_path_buf();
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let (archive, manifest) = (root.join("app/a.dump.pgdrill"), root.join("app/a.dump.pgdrill.manifest.json"));
+        {
+            let mut u = lock(&r.seen.unmade);
+            u.insert(archive.clone(), Unmade { size: 7, modified: t });
+            u.insert(manifest.clone(), Unmade { size: 2, modified: t });
+        }
+        lock(&r.seen.lazy).insert(manifest.clone(), ("app/a.dump.pgdrill.manifest.json".into(), Lazy::Whole));
+        let tree = super::super::tree::Tree::mirrored(Arc::new(r.clone()));
+        lock(&OPEN).retain(|(l, _)| l != location);
+        assert_eq!(display(&archive), archive.display().to_string(), "the table no longer knows it");
+        assert_eq!(tree.display(&archive), "s3://tree-held-bucket/p/app/a.dump.pgdrill");
+        assert_eq!(tree.display(&root), "s3://tree-held-bucket/p");
+        let (store, key) = tree.object(&archive).expect("an object");
+        assert_eq!((store.url(), key.as_str()), ("s3://tree-held-bucket/p".to_string(), "app/a.dump.pgdrill"));
+        assert!(tree.is_mirror() && tree.is_dir(&root.join("app")) && tree.is_file(&archive));
+        assert_eq!(tree.size(&archive), 7);
+        assert_eq!(tree.stat(&manifest).map(|s| s.modified), Some(t));
+        assert_eq!(tree.read_dir(&root.join("app")).expect("app").len(), 2);
+        assert!(tree.is_lazy(&manifest) && !tree.is_lazy(&archive) && tree.is_stand_in(&archive));
+        // An archive is read by its reader, which fills its header: its stand-in is made.
+        assert_eq!(tree.materialize(&archive), Ok(false));
+        assert_eq!(std::fs::metadata(&archive).map(|m| m.len()).ok(), Some(7));
+        // A local tree is the filesystem's, whatever the table holds.
+        let local = super::super::tree::Tree::local(root.clone());
+        assert_eq!(local.display(&archive), archive.display().to_string());
+        assert!(!local.is_mirror() && local.stat(&manifest).is_none());
     }
 
     #[test]

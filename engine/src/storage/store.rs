@@ -67,6 +67,23 @@ pub struct View {
     /// folder's ledger records), keys relative to the location: empty when the view is the
     /// location itself (a local directory, whose files are read where they are).
     pub listed: Vec<Meta>,
+    /// The same root as a `Tree`: what a path found in it is shown as and read through,
+    /// with the store in hand.
+    pub tree: super::tree::Tree,
+}
+
+/// An unfinished upload found in the store.
+#[derive(Debug, Clone)]
+pub struct Abandoned {
+    pub url: String,
+    pub started: String,
+    /// The upload had completed (its object is in the store) before its record was removed:
+    /// a pgdrill killed between the two. Nothing is left to abort; the object is what the
+    /// layout says it is (a backup, or an unfinished one without its manifest).
+    pub completed: bool,
+    pub(super) marker: String,
+    pub(super) key: String,
+    pub(super) id: String,
 }
 
 /// An object being written. Bytes go in through `Write` (from a blocking thread: a remote
@@ -179,6 +196,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
                 p.size
             ))),
         }
+    }
+
+    /// Uploads pgdrill started here more than `older_than` ago and never finished (a killed
+    /// run's), which the store keeps (and bills) until they are aborted: none where a
+    /// stopped write leaves nothing the store keeps (a local directory's private files are
+    /// reaped by the next run).
+    async fn abandoned(&self, older_than: std::time::Duration) -> Result<Vec<Abandoned>> {
+        let _ = older_than;
+        Ok(Vec::new())
+    }
+
+    /// End an upload `abandoned` returned: the store drops its parts, and its record goes.
+    async fn abort_abandoned(&self, a: &Abandoned) -> Result<()> {
+        Err(format!("{}: no upload of {} to abort here", self.url(), a.url))
     }
 
     /// Free and total bytes where the store writes: `None` when the backend has no such
