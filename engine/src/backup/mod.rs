@@ -1454,7 +1454,10 @@ fn check_inner(
         .map_err(|e| Failure::from(e).context(path.display()))?;
     let (tables, staged) = list_archive(plain, &manifest, path, stage)?;
     tables_match(&manifest, tables, &path.display().to_string())?;
-    Ok((Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust), privileges: None }, staged))
+    Ok((
+        Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust), privileges: None },
+        staged,
+    ))
 }
 
 /// 2 and 3 of a check: every chunk of the archive's plaintext `plain` is read (so it
@@ -1547,7 +1550,10 @@ fn check_stream_inner(
         )));
     }
     tables_match(&manifest, tables, &shown)?;
-    Ok((Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust), privileges: None }, staged))
+    Ok((
+        Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust), privileges: None },
+        staged,
+    ))
 }
 
 fn io_message(e: &std::io::Error) -> String {

@@ -400,8 +400,9 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
         // accepted by the runbook, so a skip that says so.
         assert_eq!(s.outcome, "skipped", "{id}: {:?}", s.message);
         assert!(
-            s.message.as_deref().is_some_and(|m| m.contains("restorable, content unproven")
-                && m.contains("(accepted: accept_unproven)")),
+            s.message.as_deref().is_some_and(
+                |m| m.contains("restorable, content unproven") && m.contains("(accepted: accept_unproven)")
+            ),
             "{id}: {:?}",
             s.message
         );
@@ -576,7 +577,10 @@ fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, 
     assert_eq!(ran.code, Some(1), "{}", ran.all());
     let case = ran.junit().case("recover").cloned().expect("a recover case");
     assert_eq!((case.status, case.kind.as_str()), (Status::Failure, "unproven"), "{case:?}");
-    assert!(case.message.contains("--var expect=FILE") && case.message.contains("--var accept_unproven=true"), "{case:?}");
+    assert!(
+        case.message.contains("--var expect=FILE") && case.message.contains("--var accept_unproven=true"),
+        "{case:?}"
+    );
     assert_eq!(ran.junit().status("amcheck"), "skipped", "{}", ran.all());
     let recover = ran.run_json().step("recover").clone();
     assert_eq!(recover.outcome, "failed", "{:?}", recover.message);
