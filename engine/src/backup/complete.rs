@@ -7,6 +7,10 @@
 //! finished dump is pg_dump's last comment, `-- PostgreSQL database dump complete`, written
 //! after everything else; a script cut short lacks it, and one cut inside a table's data
 //! also leaves a `COPY` without its `\.`. Nothing here restores or interprets SQL.
+//!
+//! The same pass keeps the dump's own grants (`privileges`): verify restores another tool's
+//! dump without them (`--no-privileges`: its roles are not in the throwaway), so what it
+//! granted is read from the script's ACL entries instead, for the earlier-backup comparison.
 
 /// pg_dump's and pg_restore's last comment; pg_dumpall's for a whole cluster.
 const DONE: &[&[u8]] = &[b"-- PostgreSQL database dump complete", b"-- PostgreSQL database cluster dump complete"];
@@ -14,6 +18,13 @@ const DONE: &[&[u8]] = &[b"-- PostgreSQL database dump complete", b"-- PostgreSQ
 /// Only the start of a line is needed to recognise it; longer lines (COPY data, function
 /// bodies) are not kept whole, so a dump of any size is scanned in bounded memory.
 const KEEP: usize = 512;
+
+/// A dump's grants by object, as its ACL entries state them: the object as its statements
+/// name it (`TABLE public.payments`, `FUNCTION public.f(a integer)`, `DEFAULT PRIVILEGES FOR
+/// ROLE app IN SCHEMA public ON TABLES`) -> its items, sorted, one privilege each: `GRANT
+/// SELECT TO reporting`, `GRANT UPDATE(amount) TO app WITH GRANT OPTION`, `REVOKE ALL FROM
+/// PUBLIC`.
+pub type Privileges = std::collections::BTreeMap<String, Vec<String>>;
 
 /// A streaming scan of a dump's SQL text.
 #[derive(Debug, Default)]
@@ -31,6 +42,10 @@ pub struct PlainScan {
     done: bool,
     /// The last `-- Name:` or `-- Data for Name:` header, to say where a cut dump stops.
     last_entry: Option<String>,
+    /// Inside an ACL or DEFAULT ACL entry: only there is a `GRANT` line a grant (a function
+    /// body may hold one too).
+    in_acl: bool,
+    privileges: Privileges,
 }
 
 impl PlainScan {
@@ -74,6 +89,8 @@ impl PlainScan {
         }
         if l.starts_with(b"-- Name: ") || l.starts_with(b"-- Data for Name: ") {
             self.last_entry = Some(String::from_utf8_lossy(&l[3..]).into_owned());
+            self.in_acl = l.starts_with(b"-- Name: ")
+                && (contains(l, b"; Type: ACL; Schema: ") || contains(l, b"; Type: DEFAULT ACL; Schema: "));
             if l.starts_with(b"-- Name: ") && contains(l, b"; Type: TABLE; Schema: ") {
                 self.tables += 1;
             }
@@ -85,6 +102,19 @@ impl PlainScan {
         if !trailer {
             self.done = false;
         }
+        if self.in_acl && !self.long {
+            if let Some((object, item)) = acl_item(&String::from_utf8_lossy(l)) {
+                let items = self.privileges.entry(object).or_default();
+                items.extend(item);
+                items.sort();
+                items.dedup();
+            }
+        }
+    }
+
+    /// The grants the dump's ACL entries state, by object (call before `finish`).
+    pub fn privileges(&self) -> Privileges {
+        self.privileges.clone()
     }
 
     /// The last entry header read (`Data for Name: t; Type: TABLE DATA; ...`).
@@ -123,6 +153,90 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// One statement of an ACL entry as its object and items, one privilege each (`GRANT
+/// SELECT,UPDATE(amount) ON TABLE public.t TO r;` -> `TABLE public.t`, [`GRANT SELECT TO
+/// r`, `GRANT UPDATE(amount) TO r`]). None for what is no grant (`SET SESSION AUTHORIZATION`
+/// around a grant made by another role) or a line it cannot read. The object and role are
+/// kept as pg_dump wrote them, quoted where it quoted them: text compared, never run.
+fn acl_item(line: &str) -> Option<(String, Vec<String>)> {
+    let line = line.trim_end().strip_suffix(';')?;
+    // `ALTER DEFAULT PRIVILEGES FOR ROLE app IN SCHEMA public GRANT ... ON TABLES TO r`: the
+    // object is the defaults' scope and the kind of object they apply to.
+    let (scope, statement) = match line.strip_prefix("ALTER ") {
+        Some(rest) if rest.starts_with("DEFAULT PRIVILEGES ") => {
+            let at = [" GRANT ", " REVOKE "].iter().filter_map(|k| unquoted(rest, k)).min()?;
+            (Some(&rest[..at]), &rest[at + 1..])
+        }
+        Some(_) => return None,
+        None => (None, line),
+    };
+    let (verb, to, rest) = if let Some(r) = statement.strip_prefix("GRANT ") {
+        ("GRANT", " TO ", r)
+    } else if let Some(r) = statement.strip_prefix("REVOKE ") {
+        ("REVOKE", " FROM ", r)
+    } else {
+        return None;
+    };
+    // `REVOKE GRANT OPTION FOR ...` takes back only the option.
+    let (option_for, rest) = match rest.strip_prefix("GRANT OPTION FOR ") {
+        Some(r) => ("GRANT OPTION FOR ", r),
+        None => ("", rest),
+    };
+    let on = unquoted(rest, " ON ")?;
+    let privileges = &rest[..on];
+    let target = &rest[on + 4..];
+    let at = unquoted(target, to)?;
+    let (object, grantee) = (&target[..at], &target[at + to.len()..]);
+    let (grantee, option) = match grantee.strip_suffix(" WITH GRANT OPTION") {
+        Some(g) => (g, " WITH GRANT OPTION"),
+        None => (grantee, ""),
+    };
+    let object = match scope {
+        Some(scope) => format!("{scope} ON {object}"),
+        None => object.to_string(),
+    };
+    let direction = to.trim();
+    let items = split_privileges(privileges)
+        .into_iter()
+        .map(|p| format!("{verb} {option_for}{p} {direction} {grantee}{option}"))
+        .collect();
+    Some((object, items))
+}
+
+/// Where `pat` first occurs outside a double-quoted identifier (`"Team TO B"` is a name).
+fn unquoted(s: &str, pat: &str) -> Option<usize> {
+    let mut quoted = false;
+    for (i, c) in s.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if !quoted && s[i..].starts_with(pat) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// `SELECT,UPDATE(a, b)` -> `SELECT`, `UPDATE(a, b)`: commas inside a column list stay.
+fn split_privileges(list: &str) -> Vec<&str> {
+    let (mut out, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    let mut quoted = false;
+    for (i, c) in list.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth -= 1,
+            ',' if depth == 0 && !quoted => {
+                out.push(list[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(list[start..].trim());
+    out.retain(|p| !p.is_empty());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +271,52 @@ mod tests {
         let cut = DUMP.find("2\n").expect("in the dump");
         let e = scan(&DUMP[..cut], 4096).expect_err("cut");
         assert!(e.contains("public.a"), "{e}");
+    }
+
+    /// The grants of a dump are read from its ACL entries only, one privilege per item, with
+    /// the grant option, column lists, revokes and default privileges kept; a `GRANT` line
+    /// inside a function's body or a table's data is no grant.
+    #[test]
+    fn a_dumps_grants_are_read_from_its_acl_entries_only() {
+        let dump = DUMP.replace(
+            "\n--\n-- PostgreSQL database dump complete",
+            concat!(
+                "\n--\n-- Name: f(); Type: FUNCTION; Schema: public; Owner: x\n--\n\n",
+                "CREATE FUNCTION public.f() RETURNS void LANGUAGE sql AS $$\nGRANT SELECT ON TABLE public.a TO intruder;\n$$;\n",
+                "\n--\n-- Name: TABLE a; Type: ACL; Schema: public; Owner: x\n--\n\n",
+                "GRANT SELECT,UPDATE(id, \"odd, name\") ON TABLE public.a TO reporting;\n",
+                "SET SESSION AUTHORIZATION app;\n",
+                "GRANT INSERT ON TABLE public.a TO \"Team TO B\" WITH GRANT OPTION;\n",
+                "RESET SESSION AUTHORIZATION;\n",
+                "\n--\n-- Name: FUNCTION f(); Type: ACL; Schema: public; Owner: x\n--\n\n",
+                "REVOKE ALL ON FUNCTION public.f() FROM PUBLIC;\n",
+                "\n--\n-- Name: DEFAULT PRIVILEGES FOR TABLES; Type: DEFAULT ACL; Schema: public; Owner: app\n--\n\n",
+                "ALTER DEFAULT PRIVILEGES FOR ROLE app IN SCHEMA public GRANT SELECT ON TABLES TO reporting;\n",
+                "\n--\n-- PostgreSQL database dump complete",
+            ),
+        );
+        let mut p = PlainScan::default();
+        for c in dump.as_bytes().chunks(7) {
+            p.feed(c);
+        }
+        let got = p.privileges();
+        assert_eq!(p.finish(), Ok(1));
+        let want: Privileges = [
+            (
+                "TABLE public.a",
+                vec![
+                    "GRANT INSERT TO \"Team TO B\" WITH GRANT OPTION",
+                    "GRANT SELECT TO reporting",
+                    "GRANT UPDATE(id, \"odd, name\") TO reporting",
+                ],
+            ),
+            ("FUNCTION public.f()", vec!["REVOKE ALL FROM PUBLIC"]),
+            ("DEFAULT PRIVILEGES FOR ROLE app IN SCHEMA public ON TABLES", vec!["GRANT SELECT TO reporting"]),
+        ]
+        .into_iter()
+        .map(|(o, i)| (o.to_string(), i.into_iter().map(String::from).collect()))
+        .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

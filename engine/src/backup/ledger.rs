@@ -91,6 +91,14 @@ pub struct Entry {
     /// those compare by name only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub definitions: Option<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>>,
+    /// The backup's own grants, by object, as its dump's ACL entries state them, one privilege
+    /// per item (`TABLE public.payments: [GRANT SELECT TO reporting]`; see
+    /// `complete::Privileges`), kept when its content was proven: a later backup of the
+    /// folder without a manifest must still grant each of them. Kept as text, not digests,
+    /// so a lost grant is named with its privilege and role. Absent for pgdrill's archives
+    /// and in records written before pgdrill kept them: those compare without privileges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileges: Option<super::complete::Privileges>,
 }
 
 /// Where an object store keeps a folder's ledger: an object store has no append, so each
@@ -336,6 +344,7 @@ mod tests {
             tables: None,
             objects: None,
             definitions: None,
+            privileges: None,
         }
     }
 

@@ -1192,6 +1192,9 @@ pub struct Checked {
     pub layers: Vec<&'static str>,
     /// How far the manifest could be authenticated (pgdrill backups).
     pub trust: Option<ManifestTrust>,
+    /// The dump's own grants by object, read from its ACL entries (another tool's dump, whose
+    /// script is read whole); None for pgdrill's archives, whose manifest is the ground truth.
+    pub privileges: Option<complete::Privileges>,
 }
 
 /// Check any backup: a pgdrill archive fully (`check`), another tool's dump as far as it
@@ -1224,8 +1227,9 @@ pub(crate) fn check_and_stage(
         let (pg_restore, _, _) = find_tool("pg_restore", None, 0)?;
         let mut cmd = crate::child::command(&pg_restore);
         cmd.arg(&dir);
-        let tables = script_tables(cmd, None).map_err(|e| e.context(path.display()))?;
-        return Ok((Checked { manifest: None, tables, layers: vec!["directory"], trust: None }, None));
+        let (tables, privileges) = script_tables(cmd, None).map_err(|e| e.context(path.display()))?;
+        let privileges = Some(privileges);
+        return Ok((Checked { manifest: None, tables, layers: vec!["directory"], trust: None, privileges }, None));
     }
     check_opened(path, source::open(path, key.as_ref(), secret)?, stage, true)
 }
@@ -1291,22 +1295,25 @@ fn check_opened(
     let failed = |m: String| Failure::failed(format!("{}: {m}", path.display()));
     let layers = opened.layers.clone();
     let mut staged = None;
-    let tables = match opened.content {
+    let (tables, privileges) = match opened.content {
         source::Content::Custom => {
             let stage = stage.filter(|_| !layers.is_empty() || !local);
             // Without a manifest nothing says the dump is whole: it is read through
             // `pg_restore -f -`, every data block to its end, not only its TOC.
-            let (tables, s) =
+            let (tables, privileges, s) =
                 toc_tables_staged(&mut opened.reader, 0, stage, true).map_err(|e| e.context(path.display()))?;
             staged = s;
-            tables
+            (tables, privileges)
         }
-        source::Content::Plain => count_create_table(opened.reader).map_err(|e| e.context(path.display()))?,
+        source::Content::Plain => {
+            let (tables, privileges) = count_create_table(opened.reader).map_err(|e| e.context(path.display()))?;
+            (tables, Some(privileges))
+        }
         source::Content::Tar => {
             return Err(failed("a tar stream without a pgdrill manifest is not a backup pgdrill can check".into()))
         }
     };
-    Ok((Checked { manifest: None, tables, layers, trust: None }, staged))
+    Ok((Checked { manifest: None, tables, layers, trust: None, privileges }, staged))
 }
 
 /// Everything read through it is also written to `copy`. A failed write is kept: it is
@@ -1332,25 +1339,25 @@ impl<W: Write> Read for Tee<'_, W> {
     }
 }
 
-/// `toc_tables` (with `whole`, `script_tables`), keeping the plaintext in a staged file in
-/// `stage` when given.
+/// `toc_tables` (with `whole`, `script_tables`, which reads the grants too), keeping the
+/// plaintext in a staged file in `stage` when given.
 fn toc_tables_staged(
     plain: &mut (dyn Read + Send + '_),
     server_major: u32,
     stage: Option<&Path>,
     whole: bool,
-) -> Result<(usize, Option<StagedDump>), Failure> {
+) -> Result<(usize, Option<complete::Privileges>, Option<StagedDump>), Failure> {
     let tables_of = |r: &mut dyn Read| {
         if whole {
             let (cmd, _env) =
                 crate::pg::image_tools::tool_command("pg_restore", server_major, &[]).map_err(Failure::environment)?;
-            script_tables(cmd, Some(r))
+            script_tables(cmd, Some(r)).map(|(t, p)| (t, Some(p)))
         } else {
-            toc_tables(r, server_major)
+            toc_tables(r, server_major).map(|t| (t, None))
         }
     };
     let Some(dir) = stage else {
-        return tables_of(plain).map(|t| (t, None));
+        return tables_of(plain).map(|(t, p)| (t, p, None));
     };
     let staged = Staged::new(dir, ".dump")?;
     let file =
@@ -1364,12 +1371,12 @@ fn toc_tables_staged(
     if let Some(e) = &tee.failed {
         return Err(staging(e));
     }
-    let tables = listed?;
+    let (tables, privileges) = listed?;
     flushed.map_err(|e| staging(&e))?;
     // Written by pg_dump into a pipe, the dump has no data offsets; with them, pg_restore's
     // parallel workers go straight to each table's data instead of scanning for it.
     let offsets = tee.copy.finish().and_then(|o| o.patch(&staged.0));
-    Ok((tables, Some(StagedDump { file: staged, offsets })))
+    Ok((tables, privileges, Some(StagedDump { file: staged, offsets })))
 }
 
 /// A directory dump's tar stream: every entry is read (so every chunk authenticates and
@@ -1417,8 +1424,9 @@ fn tar_toc_tables(plain: Box<dyn Read + Send + '_>, backup: &Path, server_major:
 /// before each table's definition, counted outside COPY data. Not `CREATE TABLE` lines: that
 /// misses `CREATE UNLOGGED TABLE` and counts data rows and function bodies that begin with
 /// those words (a migrations table holding DDL). A dump without pg_dump's completion line,
-/// or cut inside a table's data, is a failed check naming where it stops (`complete`).
-fn count_create_table(plain: Box<dyn Read + Send + '_>) -> Result<usize, Failure> {
+/// or cut inside a table's data, is a failed check naming where it stops (`complete`). The
+/// dump's grants come with the count.
+fn count_create_table(plain: Box<dyn Read + Send + '_>) -> Result<(usize, complete::Privileges), Failure> {
     let mut r = plain;
     let mut scan = complete::PlainScan::default();
     let mut buf = vec![0u8; 1 << 20];
@@ -1429,7 +1437,8 @@ fn count_create_table(plain: Box<dyn Read + Send + '_>) -> Result<usize, Failure
             Err(e) => return Err(io_error("reading the backup", e)),
         };
         if n == 0 {
-            return scan.finish().map_err(Failure::failed);
+            let privileges = scan.privileges();
+            return scan.finish().map(|t| (t, privileges)).map_err(Failure::failed);
         }
         scan.feed(&buf[..n]);
     }
@@ -1491,7 +1500,10 @@ fn check_inner(
     }
     let (tables, staged) = listed?;
     tables_match(&manifest, tables, &path.display().to_string())?;
-    Ok((Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust) }, staged))
+    Ok((
+        Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust), privileges: None },
+        staged,
+    ))
 }
 
 /// A stored archive read once, on a thread of its own that hashes every byte (to its end,
@@ -1577,9 +1589,11 @@ fn list_archive(
 ) -> Result<(usize, Option<StagedDump>), Failure> {
     let (tables, staged) = match manifest.format {
         Format::Custom => {
-            toc_tables_staged(&mut plain, manifest.server_major, stage, false).map_err(|e| e.context(path.display()))?
+            let (tables, _, staged) = toc_tables_staged(&mut plain, manifest.server_major, stage, false)
+                .map_err(|e| e.context(path.display()))?;
+            (tables, staged)
         }
-        Format::Plain => (count_create_table(plain).map_err(|e| e.context(path.display()))?, None),
+        Format::Plain => (count_create_table(plain).map_err(|e| e.context(path.display()))?.0, None),
         Format::Directory => {
             (tar_toc_tables(plain, path, manifest.server_major).map_err(|e| e.context(path.display()))?, None)
         }
@@ -1654,7 +1668,10 @@ fn check_stream_inner(
         )));
     }
     tables_match(&manifest, tables, &shown)?;
-    Ok((Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust) }, staged))
+    Ok((
+        Checked { manifest: Some(manifest), tables, layers: vec!["pgdrill"], trust: Some(trust), privileges: None },
+        staged,
+    ))
 }
 
 fn io_message(e: &std::io::Error) -> String {
@@ -1721,7 +1738,10 @@ fn toc_tables(plain: &mut dyn Read, server_major: u32) -> Result<usize, Failure>
 /// TOC entry's data block, or every file a directory's TOC names, is read to its end, so a
 /// dump cut after its TOC, inside a data block or missing a file fails here, naming the
 /// entry pg_restore stopped at. `pg_restore --list` reads only the TOC and passed them all.
-fn script_tables(mut cmd: std::process::Command, input: Option<&mut dyn Read>) -> Result<usize, Failure> {
+fn script_tables(
+    mut cmd: std::process::Command,
+    input: Option<&mut dyn Read>,
+) -> Result<(usize, complete::Privileges), Failure> {
     cmd.args(["-f", "-"]).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
     let mut child =
@@ -1763,7 +1783,8 @@ fn script_tables(mut cmd: std::process::Command, input: Option<&mut dyn Read>) -
         };
         return Err(Failure::failed(format!("incomplete dump: pg_restore cannot read it to its end ({said}).{at}")));
     }
-    scan.finish().map_err(Failure::failed)
+    let privileges = scan.privileges();
+    scan.finish().map(|t| (t, privileges)).map_err(Failure::failed)
 }
 
 /// Decrypt and decompress a backup to `out` (for `pgdrill decrypt`): a pgdrill archive with

@@ -377,6 +377,11 @@ pub struct CheckOutputs {
     /// the staged plaintext dump, or empty when nothing was staged
     #[field(ty = "path")]
     staged: String,
+    /// another tool's dump: its grants by object, read from its ACL entries (`TABLE
+    /// public.payments: [GRANT SELECT TO reporting]`), which a restore without its roles
+    /// leaves out; null for pgdrill's archives
+    #[field(ty = "map|null")]
+    privileges: Option<serde_json::Value>,
 }
 
 /// `staging: memory`: a tmpfs, when the plain dump fits.
@@ -576,7 +581,8 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
             None
         }
     };
-    Ok(CheckOutputs { tables: checked.tables, sha256, staged })
+    let privileges = checked.privileges.as_ref().and_then(|p| serde_json::to_value(p).ok());
+    Ok(CheckOutputs { tables: checked.tables, sha256, staged, privileges })
 }
 
 /// A staged dump lives until the runbook ends (the restore that reads it may come later).

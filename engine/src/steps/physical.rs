@@ -71,9 +71,10 @@ pub struct VerifyWith {
     #[serde(default)]
     #[field(ty = "map|path|null")]
     expect: Option<serde_json::Value>,
-    /// without `expect` (no ground truth for the recovered content): false fails the step as
-    /// "restorable, content unproven", true accepts that and skips it, unset skips it; never
-    /// a pass (the recovery itself is proven either way, and its outputs stay readable)
+    /// without `expect` (no ground truth for the recovered content): false (the default)
+    /// fails the step as "restorable, content unproven", exit 1, as verify of a dump without
+    /// ground truth does; true accepts that and skips it; never a pass (the recovery itself
+    /// is proven either way, and its outputs stay readable)
     #[serde(default, deserialize_with = "super::de::opt_bool")]
     #[field(ty = "boolean")]
     accept_unproven: Option<bool>,
@@ -431,8 +432,9 @@ impl Verify {
                 &ctx,
                 Some(&out),
                 format!("restorable, content unproven: the recovery to {target} is proven, but database {:?}'s schema and rows were compared with nothing", out.database),
-                "Give `expect:` (pitr.mark's fingerprint, taken on the source at the target), or accept unproven content explicitly (accept_unproven: true)",
-                w.accept_unproven,
+                "Give `expect:` (pitr.mark's fingerprint taken on the source at the target, or a file holding it: --var expect=FILE of the shipped verify-physical), or accept unproven content explicitly (accept_unproven: true; --var accept_unproven=true)",
+                // Unset is a refusal: a green run needs a ground truth or the run's word.
+                Some(w.accept_unproven.unwrap_or(false)),
             ));
         }
         Ok(out)

@@ -82,15 +82,18 @@ pub struct RestoreWith {
     #[serde(default, deserialize_with = "super::de::opt_text")]
     marker: Option<String>,
     /// the ground truth at the target: a fingerprint of the source taken there (`pitr.mark`'s
-    /// `fingerprint`); the recovered `database`'s schema and per-table rows must equal it.
-    /// Without one, a recovery to `immediate` of pgdrill's own base backup is compared with
-    /// the schema recorded when the backup ended; anything else is "unproven"
+    /// `fingerprint`), or a file holding it (the fingerprint, pitr.mark's outputs or the
+    /// marking run's run.json; relative to the runbook); the recovered `database`'s schema
+    /// and per-table rows must equal it. Without one, a recovery to `immediate` of pgdrill's
+    /// own base backup is compared with the schema recorded when the backup ended; anything
+    /// else is "unproven"
     #[serde(default)]
-    #[field(ty = "map|null")]
+    #[field(ty = "map|path|null")]
     expect: Option<serde_json::Value>,
-    /// without `expect` (no ground truth for the recovered content): false fails the step as
-    /// "restorable, content unproven", true accepts that and skips it, unset skips it; never
-    /// a pass (the recovery itself is proven either way, and its outputs stay readable)
+    /// without `expect` (no ground truth for the recovered content): false (the default)
+    /// fails the step as "restorable, content unproven", exit 1, as verify of a dump without
+    /// ground truth does; true accepts that and skips it; never a pass (the recovery itself
+    /// is proven either way, and its outputs stay readable)
     #[serde(default, deserialize_with = "super::de::opt_bool")]
     #[field(ty = "boolean")]
     accept_unproven: Option<bool>,
@@ -301,12 +304,14 @@ fn secs(d: Duration) -> f64 {
 async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepError> {
     let started = OffsetDateTime::now_utc();
     let target = w.target().map_err(|e| StepError::field(e.path.clone(), e.message.clone()))?;
+    // Read before anything is restored: a value or a file that holds no mark is the
+    // runbook's mistake, never "unproven". A file is how the shipped `pitr` takes a mark
+    // kept between the marking run and this one (`--var expect=FILE`).
     let expect: Option<Fingerprint> = match w.expect.as_ref() {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) if s.is_empty() || s == "none" => None,
-        Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
-            StepError::field("expect", format!("not a pgdrill fingerprint (pitr.mark's `fingerprint`): {e}"))
-        })?),
+        None => None,
+        Some(v) => crate::physical::mark::read(v, &ctx.base_dir)
+            .map_err(|why| StepError::field("expect", why))?
+            .map(|m| m.fingerprint),
     };
     let source = open_source(&ctx, &w)?;
     ctx.log(format!("recovering {} to {target}", source.describe()));
@@ -443,8 +448,9 @@ async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepErr
             &ctx,
             Some(&out),
             format!("restorable, content unproven: the recovery to {target} is proven, but database {:?}'s schema and rows were compared with nothing", out.database),
-            "Give `expect:` (pitr.mark's fingerprint, taken on the source at the target), recover to `immediate` (the base backup's own schema), or accept unproven content explicitly (accept_unproven: true)",
-            w.accept_unproven,
+            "Give `expect:` (pitr.mark's fingerprint taken on the source at the target, or a file holding it: --var expect=FILE of the shipped pitr), recover to `immediate` (the base backup's own schema), or accept unproven content explicitly (accept_unproven: true; --var accept_unproven=true)",
+            // Unset is a refusal: a green run needs a ground truth or the run's word.
+            Some(w.accept_unproven.unwrap_or(false)),
         ));
     }
     Ok(out)

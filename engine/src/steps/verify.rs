@@ -19,6 +19,7 @@ use crate::backup::resolve::{self, Asked};
 use crate::backup::restore::{self, RestoreOptions};
 use crate::backup::source::{self, Origin};
 use crate::backup::{ledger, Manifest};
+use crate::backup::complete::Privileges;
 use crate::facts::Outcome;
 use crate::pg::fingerprint::{self, Fingerprint, Mode, TablePrint};
 use crate::template::is_template;
@@ -890,6 +891,14 @@ pub struct FingerprintWith {
     /// functions, views, sequences, types, triggers, policies, extensions)
     #[serde(default, deserialize_with = "super::de::opt_text")]
     earlier_than: Option<String>,
+    /// with `check: schema`: the backup's own grants by object, as `backup.check` read them
+    /// from another tool's dump (its `privileges` output; a restore without the dump's roles
+    /// leaves them out, so the restored copy cannot show them). Kept in the outputs for the
+    /// ledger; with `earlier_than`, each grant the earlier verified backup had must still be
+    /// there
+    #[serde(default)]
+    #[field(ty = "map|null")]
+    privileges: Option<serde_json::Value>,
 }
 
 fn ten() -> u32 {
@@ -943,6 +952,9 @@ pub struct FingerprintOutputs {
     /// (the nearest earlier verified backup), or none (kept when the step fails)
     #[field(ty = "manifest|source|expectations|earlier|none")]
     ground_truth: String,
+    /// the backup's own grants as given (`privileges`), kept with a proven verification
+    #[field(ty = "map|null")]
+    privileges: Option<serde_json::Value>,
 }
 
 const SHOWN: usize = 10;
@@ -970,6 +982,13 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
     let mode = match w.mode.as_deref() {
         Some(m) => Mode::parse(m).map_err(StepError::invalid)?,
         None => expect.as_ref().map(|f| f.mode).unwrap_or(Mode::Counts),
+    };
+    let privileges: Option<Privileges> = match w.privileges.as_ref() {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if s.is_empty() => None,
+        Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+            StepError::field("privileges", format!("not a dump's grants by object (backup.check's `privileges`): {e}"))
+        })?),
     };
     // Comparing hashes needs them on both sides.
     let mode = if expect.as_ref().is_some_and(|e| e.mode == Mode::Counts) { Mode::Counts } else { mode };
@@ -1034,6 +1053,7 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
             // The schema as restored stays in the outputs whatever comes of it: a proven
             // verification's record keeps its objects, the ground truth of later dumps.
             ctx.keep("fingerprint", serde_json::to_value(&computed).unwrap_or_default());
+            ctx.keep("privileges", serde_json::to_value(&privileges).unwrap_or_default());
             // The earlier backup is the ground truth only after the live source and declared
             // expectations, as for the tables; neither of those says what the schema held.
             let earlier_than = w.earlier_than.as_deref().filter(|_| w.source.is_none() && w.expect_tables.is_none());
@@ -1056,12 +1076,30 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
                         "the earlier verified backup {name} has no schema definitions recorded (verified before pgdrill kept them): its objects are compared by name only, a changed definition is not seen"
                     )),
                 }
+                // The grants come from the dumps themselves (the restore leaves them out).
+                let grants_compared = match (&earlier.privileges, &privileges) {
+                    (Some(was), Some(now)) => {
+                        diffs.extend(privileges_lost(&name, was, now));
+                        true
+                    }
+                    (None, _) => {
+                        ctx.log(format!(
+                            "the earlier verified backup {name} has no privileges recorded (verified before pgdrill kept them): compared without privileges, a lost grant is not seen"
+                        ));
+                        false
+                    }
+                    (Some(_), None) => {
+                        ctx.log("this backup's own grants were not given (`privileges`, backup.check's output): compared without privileges, a lost grant is not seen");
+                        false
+                    }
+                };
                 if !diffs.is_empty() {
                     return Err(StepError::failed(summarize("schema", &diffs)));
                 }
                 ctx.log(format!(
-                    "every schema object of {name} is in the restored copy{}",
-                    if earlier.definitions.is_some() { ", each with the definition it had" } else { "" }
+                    "every schema object of {name} is in the restored copy{}{}",
+                    if earlier.definitions.is_some() { ", each with the definition it had" } else { "" },
+                    if grants_compared { ", and the dump still makes every grant it made" } else { "" }
                 ));
                 ctx.fact(crate::facts::Fact::Verified);
                 return Ok(FingerprintOutputs {
@@ -1070,6 +1108,7 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
                     differences: Vec::new(),
                     fingerprint: serde_json::to_value(&computed).unwrap_or_default(),
                     ground_truth: "earlier".into(),
+                    privileges: w.privileges.clone().filter(|_| privileges.is_some()),
                 });
             }
             return Err(StepError::Skipped(format!(
@@ -1082,6 +1121,7 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
             differences: Vec::new(),
             fingerprint: serde_json::to_value(&computed).unwrap_or_default(),
             ground_truth: truth.into(),
+            privileges: None,
         };
         let diffs = if let Some(url) = w.source.as_deref() {
             ctx.keep("ground_truth", json!("source"));
@@ -1176,6 +1216,7 @@ async fn compare(ctx: StepCtx, w: FingerprintWith) -> Result<FingerprintOutputs,
         differences: diffs,
         fingerprint: serde_json::to_value(&computed).unwrap_or_default(),
         ground_truth: "manifest".into(),
+        privileges: None,
     })
 }
 
@@ -1455,6 +1496,33 @@ fn objects_missing(
         let have: std::collections::BTreeSet<&String> = restored.get(kind).unwrap_or(&empty).iter().collect();
         for o in objects.iter().filter(|o| !have.contains(o)) {
             out.push(format!("{kind}: {o} missing (the earlier verified backup {name} had it)"));
+        }
+    }
+    out
+}
+
+/// The grants the earlier verified backup `name` made that this backup's dump no longer
+/// makes, each named by object, privilege and role (a grant changed, say to lose its grant
+/// option, is the old one lost). A grant added since is no difference: grants are given as
+/// a database grows, as tables are. A revoke that is gone gave a privilege back (to PUBLIC,
+/// usually).
+fn privileges_lost(name: &str, earlier: &Privileges, now: &Privileges) -> Vec<String> {
+    let none = Vec::new();
+    let mut out = Vec::new();
+    for (object, items) in earlier {
+        let have = now.get(object).unwrap_or(&none);
+        for item in items.iter().filter(|i| !have.contains(i)) {
+            let said = if let Some((privilege, role)) = item.strip_prefix("GRANT ").and_then(|i| i.split_once(" TO ")) {
+                match role.strip_suffix(" WITH GRANT OPTION") {
+                    Some(role) => format!("lost {privilege} WITH GRANT OPTION for role {role}"),
+                    None => format!("lost {privilege} for role {role}"),
+                }
+            } else if let Some((privilege, role)) = item.strip_prefix("REVOKE ").and_then(|i| i.split_once(" FROM ")) {
+                format!("no longer revokes {privilege} from {role}")
+            } else {
+                format!("lost `{item}`")
+            };
+            out.push(format!("privileges: {object} {said} since the earlier verified backup {name}"));
         }
     }
     out
@@ -1923,6 +1991,14 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
         Some((o, d)) => (Some(o), Some(d)),
         None => (None, None),
     };
+    // The dump's own grants the schema check was given (backup.check read them), kept with a
+    // proven verification beside its objects: a later dump must still make each of them.
+    let privileges: Option<Privileges> = w
+        .schema_check
+        .as_deref()
+        .filter(|_| content.as_deref() == Some("proven"))
+        .and_then(|id| w.steps.get(id)?.get("outputs")?.get("privileges").cloned())
+        .and_then(|p| serde_json::from_value(p).ok());
     let entry = ledger::Entry {
         backup: ledger::name_of(&path),
         sha256: w.sha256.clone(),
@@ -1934,6 +2010,7 @@ async fn record(ctx: StepCtx, w: RecordWith) -> Result<RecordOutputs, StepError>
         tables,
         objects,
         definitions,
+        privileges,
         error: w.message.as_deref().filter(|_| w.result != "passed").map(|m| ctx.redactor.redact(m)),
         duration_s: w.seconds(),
         checks,
@@ -2069,6 +2146,46 @@ mod tests {
             vec![
                 "comments: column public.accounts.id is gone since the earlier verified backup app-1.sql.gz".to_string(),
                 format!("comments: table public.accounts {since} (now `table public.accounts: 4a8a08f09d37b73795649038408b5f33`)"),
+            ]
+        );
+    }
+
+    /// Issue 35: verify restores another tool's dump without its grants (its roles are not in
+    /// the throwaway), so a dump that lost a GRANT verified green against the earlier backup.
+    /// The grants the dump itself states are compared: each one the earlier verified backup
+    /// made and this one does not (gone, or changed: the grant option lost) is named by
+    /// object, privilege and role; a revoke that is gone is named too; a grant added since
+    /// is no difference.
+    #[test]
+    fn a_grant_the_earlier_backup_made_is_named_when_the_dump_lost_it() {
+        let grants = |l: &[(&str, &[&str])]| -> Privileges {
+            l.iter().map(|(o, i)| (o.to_string(), i.iter().map(|x| x.to_string()).collect())).collect()
+        };
+        let earlier = grants(&[
+            ("TABLE public.payments", &["GRANT SELECT TO reporting", "GRANT UPDATE(amount) TO app WITH GRANT OPTION"]),
+            ("FUNCTION public.balance(a integer)", &["REVOKE ALL FROM PUBLIC"]),
+            ("SCHEMA audit", &["GRANT USAGE TO reporting"]),
+        ]);
+        assert!(privileges_lost("app-1.sql.gz", &earlier, &earlier).is_empty());
+        let added = grants(&[
+            (
+                "TABLE public.payments",
+                &["GRANT INSERT TO app", "GRANT SELECT TO reporting", "GRANT UPDATE(amount) TO app WITH GRANT OPTION"],
+            ),
+            ("FUNCTION public.balance(a integer)", &["REVOKE ALL FROM PUBLIC"]),
+            ("SCHEMA audit", &["GRANT USAGE TO reporting"]),
+            ("TABLE public.notes", &["GRANT SELECT TO reporting"]),
+        ]);
+        assert!(privileges_lost("app-1.sql.gz", &earlier, &added).is_empty(), "a grant added since is no difference");
+        let now = grants(&[("TABLE public.payments", &["GRANT UPDATE(amount) TO app"])]);
+        let since = "since the earlier verified backup app-1.sql.gz";
+        assert_eq!(
+            privileges_lost("app-1.sql.gz", &earlier, &now),
+            vec![
+                format!("privileges: FUNCTION public.balance(a integer) no longer revokes ALL from PUBLIC {since}"),
+                format!("privileges: SCHEMA audit lost USAGE for role reporting {since}"),
+                format!("privileges: TABLE public.payments lost SELECT for role reporting {since}"),
+                format!("privileges: TABLE public.payments lost UPDATE(amount) WITH GRANT OPTION for role app {since}"),
             ]
         );
     }

@@ -223,3 +223,102 @@ async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup
     assert!(said.contains("compared by name only"), "{said}");
     src.stop().await;
 }
+
+/// `pg_dump | grep -v LINE | gzip > FILE`: a team's dump whose one statement `line` was cut
+/// (pg_dump's output edited, or a filter in the pipe), otherwise complete.
+fn pg_dump_gzip_without(src: &pgdrill::pg::ephemeral::Ephemeral, db: &str, line: &str, file: &Path) {
+    let out = std::process::Command::new("bash")
+        .args([
+            "-c",
+            "set -euo pipefail; /usr/lib/postgresql/15/bin/pg_dump | grep -v -x -F -e \"$2\" | gzip > \"$1\"",
+            "-",
+        ])
+        .arg(file)
+        .arg(line)
+        .env("PGHOST", &src.host)
+        .env("PGPORT", src.port.to_string())
+        .env("PGUSER", &src.user)
+        .env("PGPASSWORD", &src.password)
+        .env("PGDATABASE", db)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("bash");
+    assert!(out.status.success(), "pg_dump | grep -v: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Before (issue 35): verify restores another tool's dump without its grants (the dump's
+/// roles are not in the throwaway: `--no-privileges`), and the earlier-backup comparison read
+/// only the restored copy, so a dump whose GRANT lines were cut verified green against the
+/// earlier backup. Now backup.check reads the dump's own grants from its ACL entries, the
+/// ledger keeps them (`privileges`) with a proven verification, and a later dump that lost
+/// one fails naming the object, the privilege and the role; a ledger written before
+/// privileges were kept compares without them, and the log says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dump_whose_grants_were_cut_verified_green_against_the_earlier_backup() {
+    let Some(src) = native_server("app").await else { return };
+    exec(
+        &src.url(),
+        "create role reporting;
+         create table payments (id int primary key, amount numeric);
+         insert into payments select g, g from generate_series(1, 300) g;
+         grant select on payments to reporting;
+         create function balance() returns numeric language sql as 'select sum(amount) from payments';
+         revoke all on function balance() from public;",
+    )
+    .await;
+    let t = tempfile::tempdir().expect("tmp");
+    let d = t.path().join("backups");
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let run = |f: &Path, out: &str| verify(f, &[], &t.path().join(out));
+
+    // 1. Proven against declared expectations: the ledger keeps the dump's own grants.
+    let first = d.join("app-20240105T130000.sql.gz");
+    pg_dump_gzip(&src, "app", "", &first);
+    let ran = verify(&first, &["expect_tables=public.payments>=300"], &t.path().join("first"));
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let e = last_json_line(&d.join("ledger.jsonl"));
+    assert_eq!(e["content"], "proven", "{e}");
+    assert_eq!(e["privileges"]["TABLE public.payments"], serde_json::json!(["GRANT SELECT TO reporting"]), "{e}");
+    assert_eq!(e["privileges"]["FUNCTION public.balance()"], serde_json::json!(["REVOKE ALL FROM PUBLIC"]), "{e}");
+
+    // 2. A later dump, complete but for its GRANT line: every table and row, every schema
+    // object, and the restore (without privileges) looks the same. Held against the first:
+    // the lost grant is named, content failed, exit 1.
+    let cut = d.join("app-20240106T130000.sql.gz");
+    pg_dump_gzip_without(&src, "app", "GRANT SELECT ON TABLE public.payments TO reporting;", &cut);
+    let ran = run(&cut, "cut");
+    assert_eq!(ran.code, Some(1), "{}", ran.all());
+    let all = ran.all();
+    assert!(
+        all.contains(
+            "privileges: TABLE public.payments lost SELECT for role reporting since the earlier verified backup app-20240105T130000.sql.gz"
+        ),
+        "{all}"
+    );
+    assert!(!all.contains("balance() no longer revokes"), "a revoke still made is no difference: {all}");
+    let j = ran.junit();
+    assert_eq!(j.status("tables"), "passed", "the rows are all there: {all}");
+    assert_eq!(j.case("schema").map(|c| (c.status, c.kind.as_str())), Some((Status::Failure, "failed")), "{all}");
+    let e = last_json_line(&d.join("ledger.jsonl"));
+    assert_eq!((e["result"].as_str(), e["content"].as_str()), (Some("failed"), Some("failed")), "{e}");
+    assert!(e.get("privileges").is_none(), "a failed verification is no ground truth: {e}");
+
+    // 3. A ledger written before privileges were kept: the same dump compares without them,
+    // and says so.
+    let ledger = d.join("ledger.jsonl");
+    let old: Vec<String> = std::fs::read_to_string(&ledger)
+        .expect("ledger")
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("json");
+            v.as_object_mut().map(|m| m.remove("privileges"));
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(&ledger, old.join("\n") + "\n").expect("older ledger");
+    let ran = run(&cut, "without_privileges");
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let said = ran.junit().case("schema").map(|c| c.system_out.clone()).unwrap_or_default();
+    assert!(said.contains("has no privileges recorded") && said.contains("compared without privileges"), "{said}");
+    src.stop().await;
+}

@@ -109,7 +109,9 @@ async fn a_pitr_run_signs_its_base_backup_and_wal_range_by_sha256_and_the_proof_
             .var("source", "pgdrill")
             .var("storage", &storage)
             .var("target_name", "before_incident")
-            .var("marker", marker),
+            .var("marker", marker)
+            // No mark at the restore point: unproven content, accepted (unset, it fails).
+            .var("accept_unproven", true),
     )
     .expect(0);
 

@@ -264,7 +264,8 @@ impl Drop for Cluster {
 }
 
 /// The runbook: the end of the archive, a time and a restore point, each proven by the
-/// marker rows it must hold.
+/// marker rows it must hold; with no mark at these targets the content is unproven, accepted
+/// explicitly (unset, it fails the run: issue 35).
 fn runbook(dir: &Path) -> PathBuf {
     let p = dir.join("physical.yaml");
     std::fs::write(
@@ -282,6 +283,7 @@ steps:
     with:
       source: "{{ vars.source }}"
       marker: "select count(*) = {{ vars.latest }} from drill"
+      accept_unproven: true
       timeout: 3m
   - id: at_time
     uses: physical.verify
@@ -289,6 +291,7 @@ steps:
       source: "{{ vars.source }}"
       target_time: "{{ vars.t1 }}"
       marker: "select count(*) = {{ vars.at_time }} from drill"
+      accept_unproven: true
       timeout: 3m
   - id: at_name
     uses: physical.verify
@@ -296,6 +299,7 @@ steps:
       source: "{{ vars.source }}"
       target_name: before_batch_3
       marker: "select count(*) = {{ vars.at_name }} from drill"
+      accept_unproven: true
       timeout: 3m
 "#,
     )
@@ -312,8 +316,15 @@ fn verify(book: &Path, source: &str, t1: &str, c: &Counts) -> Run {
         .var("at_name", c.at_name)
 }
 
-/// The shipped runbook, to the end of the archive, which must hold `rows` marker rows.
+/// The shipped runbook, to the end of the archive, which must hold `rows` marker rows. Without
+/// `expect` the content is unproven: accepted here, so each failure mode must fail the run
+/// on its own (`unaccepted` is the default, which fails it as unproven).
 pub(crate) fn shipped(source: &str, rows: u32) -> Run {
+    unaccepted(source, rows).var("accept_unproven", true)
+}
+
+/// The shipped runbook as an operator runs it, unproven content not accepted.
+pub(crate) fn unaccepted(source: &str, rows: u32) -> Run {
     Run::new("verify-physical").var("source", source).var("marker", format!("select count(*) = {rows} from drill"))
 }
 
@@ -385,10 +396,13 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
     let rj = ran.run_json();
     for id in ["latest", "at_time", "at_name"] {
         let s = rj.step(id);
-        // No `expect`: recovered, its content compared with nothing (issue 35), never passed.
+        // No `expect`: recovered, its content compared with nothing (issue 35), never passed;
+        // accepted by the runbook, so a skip that says so.
         assert_eq!(s.outcome, "skipped", "{id}: {:?}", s.message);
         assert!(
-            s.message.as_deref().is_some_and(|m| m.contains("restorable, content unproven")),
+            s.message.as_deref().is_some_and(
+                |m| m.contains("restorable, content unproven") && m.contains("(accepted: accept_unproven)")
+            ),
             "{id}: {:?}",
             s.message
         );
@@ -435,7 +449,7 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
     std::fs::write(
         &fleet,
         format!(
-            "projects:\n  team:\n    environments:\n      prod:\n        databases:\n          postgres:\n            connection: \"host=127.0.0.1\"\n            storage: \"{source}\"\n            vars: {{ marker: \"select count(*) = {} from drill\" }}\n",
+            "projects:\n  team:\n    environments:\n      prod:\n        databases:\n          postgres:\n            connection: \"host=127.0.0.1\"\n            storage: \"{source}\"\n            vars: {{ marker: \"select count(*) = {} from drill\", accept_unproven: true }}\n",
             counts.latest
         ),
     )
@@ -553,17 +567,23 @@ fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, 
     let ledger = work.join("ledger");
     std::fs::create_dir_all(&ledger).expect("ledger folder");
     let with_ledger = format!("{source}&ledger={}", ledger.display());
-    // The shipped runbook without a ground truth: recovered, content unproven, and so recorded;
-    // in JUnit and run.json the recovery is a skip of type unproven, never a pass (issue 35),
-    // and the checks after it still ran on the recovered server.
+    // The shipped runbook without a ground truth, as an operator runs it: recovered, content
+    // unproven, and so recorded; in JUnit and run.json the recovery is a failure of type
+    // unproven naming the remedies, exit 1, as verify of a dump without one (issue 35; it was
+    // a skip with exit 0). Accepted, it is a skip and the checks after it run (the fleet run
+    // above).
     let ran =
-        with_env(shipped(&with_ledger, 317)).report(work.join("unproven")).junit(work.join("unproven.xml")).output();
-    assert_eq!(ran.code, Some(0), "{}", ran.all());
+        with_env(unaccepted(&with_ledger, 317)).report(work.join("unproven")).junit(work.join("unproven.xml")).output();
+    assert_eq!(ran.code, Some(1), "{}", ran.all());
     let case = ran.junit().case("recover").cloned().expect("a recover case");
-    assert_eq!((case.status, case.kind.as_str()), (Status::Skipped, "unproven"), "{case:?}");
-    assert_eq!(ran.junit().status("amcheck"), "passed", "{}", ran.all());
+    assert_eq!((case.status, case.kind.as_str()), (Status::Failure, "unproven"), "{case:?}");
+    assert!(
+        case.message.contains("--var expect=FILE") && case.message.contains("--var accept_unproven=true"),
+        "{case:?}"
+    );
+    assert_eq!(ran.junit().status("amcheck"), "skipped", "{}", ran.all());
     let recover = ran.run_json().step("recover").clone();
-    assert_eq!(recover.outcome, "skipped", "{:?}", recover.message);
+    assert_eq!(recover.outcome, "failed", "{:?}", recover.message);
     assert_eq!(ran.run_json().raw["content"], "unproven");
     assert_eq!(recover.outputs["ground_truth"], "none");
     assert!(recover.log.iter().any(|l| l.contains("content unproven")), "{:?}", recover.log);
@@ -1069,7 +1089,7 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
     std::fs::write(
         &pitr_book,
         format!(
-            "name: barman-pitr\nsteps:\n  - id: restore\n    uses: pitr.restore\n    with:\n      source: barman\n      storage: \"{source}\"\n      target_name: before_batch_3\n      marker: \"select count(*) = {} from drill\"\n      timeout: 3m\n",
+            "name: barman-pitr\nsteps:\n  - id: restore\n    uses: pitr.restore\n    with:\n      source: barman\n      storage: \"{source}\"\n      target_name: before_batch_3\n      marker: \"select count(*) = {} from drill\"\n      accept_unproven: true\n      timeout: 3m\n",
             counts.at_name
         ),
     )
@@ -1283,7 +1303,8 @@ fn a_pgbackrest_repository_in_s3_recovers_to_latest_and_a_restore_point() {
         Run::new("verify-physical")
             .var("source", &source)
             .var("target_name", "before_batch_3")
-            .var("marker", format!("select count(*) = {} from drill", counts.at_name)),
+            .var("marker", format!("select count(*) = {} from drill", counts.at_name))
+            .var("accept_unproven", true),
     )
     .output();
     assert_eq!(ran.code, Some(0), "{}", ran.all());

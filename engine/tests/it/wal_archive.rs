@@ -949,7 +949,9 @@ fn a_pitr_drill_from_pgdrills_own_backups_in_a_folder_and_an_object_store_reache
             .var("source", "pgdrill")
             .var("storage", &storage)
             .var("target_name", "before_incident")
-            .var("marker", marker))
+            .var("marker", marker)
+            // No mark at the restore point: unproven content, accepted (unset, it fails).
+            .var("accept_unproven", true))
         .report(&reports)
         .expect(0);
         let json = ran.run_json();
@@ -1092,16 +1094,14 @@ fn a_postgresql_17_server_archives_through_wal_push_and_recovers_to_a_restore_po
     assert!(archiver.ends_with("|0"), "the archiver failed or fell behind: {archiver}");
     drop(c);
 
-    // The shipped `pitr` runbook, its recovery judged against the mark (`expect`, as the
-    // pitr-drill's is): the recovered copy's schema and rows must be the source's there.
-    let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../runbooks/pitr.yaml"))
-        .expect("the shipped pitr runbook");
-    let at = "      marker: \"{{ vars.marker }}\"\n";
-    assert!(shipped.contains(at), "the pitr runbook passes its marker");
-    let judged = root.path().join("pitr-expect.yaml");
-    std::fs::write(&judged, shipped.replace(at, &format!("{at}      expect: {fingerprint}\n"))).expect("runbook");
+    // The shipped `pitr` runbook, its recovery judged against the mark (`--var expect=FILE`,
+    // the fingerprint as a team keeps it; the pitr-drill's inline): the recovered copy's
+    // schema and rows must be the source's there.
+    let mark_file = root.path().join("mark.json");
+    std::fs::write(&mark_file, fingerprint.to_string()).expect("mark file");
     let report = root.path().join("report");
-    let ran = Run::new(&judged)
+    let ran = Run::new("pitr")
+        .var("expect", mark_file.display())
         .var("source", "pgdrill")
         .var("storage", store.display())
         .var("target_name", "before_incident")
