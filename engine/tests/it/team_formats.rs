@@ -428,26 +428,12 @@ async fn a_team_file_killed_between_its_publication_and_its_sidecar_was_left_wit
     let kill_at = |phase: &str| -> PathBuf {
         let storage = tmp.path().join(phase);
         let flag = tmp.path().join(format!("{phase}.flag"));
-        let mut child = Run::new("backup")
+        let backup = Run::new("backup")
             .var("database_url", &url)
             .var("storage", storage.display())
             .var("name_pattern", format!("{PATTERN}{ext}"))
-            .vars(&["format=plain", "compression=gzip", "envelope=none", "encrypt=false"])
-            .env("PGDRILL_TEST_PAUSE_AT", phase)
-            .env("PGDRILL_TEST_PAUSE_FLAG", &flag)
-            .command()
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pgdrill");
-        let t = Instant::now();
-        while !flag.exists() {
-            assert!(t.elapsed() < Duration::from_secs(120), "{phase}: never reached");
-            assert!(child.try_wait().expect("wait").is_none(), "{phase}: the backup ended before it");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
+            .vars(&["format=plain", "compression=gzip", "envelope=none", "encrypt=false"]);
+        kill_paused_at(backup.command(), phase, &flag);
         storage
     };
     let team_files = |dir: &Path| -> Vec<String> { visible(dir).into_iter().filter(|n| n.ends_with(ext)).collect() };
@@ -513,22 +499,7 @@ async fn a_team_file_killed_between_its_publication_and_its_sidecar_was_left_wit
             .var("copy", "all")
             .var("name_pattern", format!("{PATTERN}{ext}"))
     };
-    let mut child = offsite()
-        .env("PGDRILL_TEST_PAUSE_AT", "copy-sidecar-written")
-        .env("PGDRILL_TEST_PAUSE_FLAG", &flag)
-        .command()
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pgdrill");
-    let t = Instant::now();
-    while !flag.exists() {
-        assert!(t.elapsed() < Duration::from_secs(120), "the copy never reached its sidecar");
-        assert!(child.try_wait().expect("wait").is_none(), "the copy ended before its sidecar");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    kill_paused_at(offsite().command(), "copy-sidecar-written", &flag);
     assert_eq!(visible(&to), [format!("{name}.manifest.json")], "the sidecar alone, no team file");
     let ran = offsite().expect(0);
     assert!(ran.all().contains("1 copied"), "{}", ran.all());
