@@ -31,13 +31,9 @@ pub struct CopyWith {
     retain: Option<std::time::Duration>,
     /// the Object Lock mode with `retain` (default governance; compliance: no one can remove
     /// it until the date)
-    #[serde(default = "governance")]
+    #[serde(default = "super::de::governance")]
     #[field(ty = "governance|compliance")]
     lock_mode: String,
-}
-
-fn governance() -> String {
-    "governance".into()
 }
 
 impl With for CopyWith {
@@ -201,13 +197,18 @@ async fn copy_one(
 }
 
 fn digest_file(p: &Path) -> std::io::Result<(String, u64)> {
+    digest(std::fs::File::open(p)?)
+}
+
+/// sha256 and size of what `r` reads, 1 MiB at a time (the source file and the read-back
+/// are hashed alike, so a copy matches its source only byte for byte).
+fn digest(mut r: impl Read) -> std::io::Result<(String, u64)> {
     use sha2::Digest;
-    let mut f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(p)?);
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
-        let k = f.read(&mut buf)?;
+        let k = r.read(&mut buf)?;
         if k == 0 {
             break;
         }
@@ -219,22 +220,8 @@ fn digest_file(p: &Path) -> std::io::Result<(String, u64)> {
 
 /// sha256 and size of `key` in `store`, read back as a stream (memory stays bounded).
 async fn digest_in(store: &dyn Store, key: &str) -> Result<(String, u64), String> {
-    let mut r = store.open(key, None, None).await?;
-    tokio::task::spawn_blocking(move || {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n = 0u64;
-        loop {
-            let k = r.read(&mut buf)?;
-            if k == 0 {
-                break;
-            }
-            h.update(&buf[..k]);
-            n += k as u64;
-        }
-        Ok::<_, std::io::Error>((crate::archive::hex(&h.finalize()), n))
-    })
+    let r = store.open(key, None, None).await?;
+    tokio::task::spawn_blocking(move || digest(r))
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| format!("reading {}: {e}", store.url_of(key)))
