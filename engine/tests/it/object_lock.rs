@@ -30,13 +30,7 @@ fn boto3(port: u16, script: &str) -> String {
 }
 
 fn with_aws(run: Run, port: u16) -> Run {
-    run.env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-        .env("AWS_ALLOW_HTTP", "true")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN")
+    run.moto(port, SECRET)
 }
 
 /// Regression (issue 42): Object Lock kept evidence but never the backups it speaks of;

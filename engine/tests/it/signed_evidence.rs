@@ -331,26 +331,7 @@ fn local_tsa(dir: &Path) -> LocalTsa {
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=critical,timeStamping\n",
     )
     .expect("ext");
-    openssl_ok(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "tsa.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "tsa.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
+    common::ca_sign(dir, "tsa.csr", "tsa.pem", "ext.cnf");
     std::fs::write(dir.join("serial"), "01\n").expect("serial");
     std::fs::write(
         dir.join("tsa.cnf"),
@@ -553,14 +534,7 @@ fn object_lock_keeps_published_evidence_from_deletion_and_a_bucket_without_it_is
         for a in ["--to", to, "--retain", "30d", "--mode", "governance"] {
             run = run.arg(a);
         }
-        run.env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-            .env("AWS_ALLOW_HTTP", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN")
-            .output()
+        run.moto(port, SECRET).output()
     };
     // A bucket without Object Lock: refused, nothing written.
     let r = publish("s3://plain-evidence/prod");
@@ -622,16 +596,7 @@ fn evidence_goes_straight_into_an_object_store_and_an_object_lock_bucket_keeps_e
     };
     let (ok, bad) = (runbook("fine", "\"true\""), runbook("broken", "\"false\""));
     const SECRET: &str = "store-evidence-secret-never-shown";
-    let aws = |run: Run| {
-        run.env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-            .env("AWS_ALLOW_HTTP", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("PGDRILL_EVIDENCE")
-    };
+    let aws = |run: Run| run.moto(port, SECRET).env_remove("PGDRILL_EVIDENCE");
     let signed = |rb: &Path| aws(Run::new(rb).arg("--signing-key").arg(&key));
 
     // --report s3://...: the evidence goes to its evidence/, three runs, the middle one failing.

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod builder;
+mod certs;
 mod disk;
 mod dumps;
 mod fields;
@@ -18,13 +19,14 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub use builder::{Ran, Run, KEY_ENV};
+pub use certs::ca_sign;
 pub use disk::SmallDisk;
 pub use dumps::{last_json_line, pg_dump_gzip};
 pub use fields::{catalogue_kinds, dummy, leak_then, required_others};
 pub use http::http_recorder;
 pub use junit::{Junit, Status};
 pub use relay::stalling_relay;
-pub use report::RunJson;
+pub use report::{steps_in, RunJson};
 pub use servers::{moto, moto_with_env, on_path, s3_request, server_log, wait_listening, Server};
 
 pub fn root() -> PathBuf {
