@@ -14,6 +14,12 @@ use crate::common::*;
 const PASS: &str = "team-own-format passphrase 4711";
 const PATTERN: &str = "{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}";
 
+/// The source database both store tests back up: two tables, a foreign key between them.
+const SHOP: &str = "create table items (id int primary key, name text not null);
+     insert into items select g, 'item ' || g from generate_series(1, 1000) g;
+     create table orders (id int primary key, item int references items);
+     insert into orders select g, 1 + g % 1000 from generate_series(1, 500) g;";
+
 fn have(tool: &str, arg: &str) -> bool {
     Command::new(tool).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
@@ -22,17 +28,11 @@ fn have(tool: &str, arg: &str) -> bool {
 /// `BACKUP_PASS`, `F` the backup and a private `GNUPGHOME`, as the teams' runbooks run them;
 /// it must succeed.
 fn team(src: &pgdrill::pg::ephemeral::Ephemeral, script: &str, file: &Path, gnupghome: &Path) -> String {
-    let out = Command::new("bash")
+    let out = libpq_bash(src, "postgres")
         .args(["-c", &format!("set -euo pipefail; {script}")])
-        .env("PGHOST", &src.host)
-        .env("PGPORT", src.port.to_string())
-        .env("PGUSER", &src.user)
-        .env("PGPASSWORD", &src.password)
-        .env("PGDATABASE", "postgres")
         .env("BACKUP_PASS", PASS)
         .env("GNUPGHOME", gnupghome)
         .env("F", file)
-        .stdin(Stdio::null())
         .output()
         .expect("bash");
     assert!(out.status.success(), "the team's own command `{script}` failed: {}", text(&out.stderr));
@@ -120,14 +120,7 @@ async fn backups_written_in_a_teams_own_names_and_formats_are_read_by_their_comm
     }
     let Some(src) = native_server("shop").await else { return };
     let url = src.url();
-    exec(
-        &url,
-        "create table items (id int primary key, name text not null);
-         insert into items select g, 'item ' || g from generate_series(1, 1000) g;
-         create table orders (id int primary key, item int references items);
-         insert into orders select g, 1 + g % 1000 from generate_series(1, 500) g;",
-    )
-    .await;
+    exec(&url, SHOP).await;
     let tmp = tempfile::tempdir().expect("tmp");
     let storage = tmp.path().join("team");
     // A name that says another format than the file's is refused before anything connects.
@@ -528,14 +521,7 @@ async fn a_team_file_in_an_object_store_is_listed_with_its_sidecar_verified_agai
     let Some(s3) = moto() else { return };
     let Some(src) = native_server("shop").await else { return };
     let url = src.url();
-    exec(
-        &url,
-        "create table items (id int primary key, name text not null);
-         insert into items select g, 'item ' || g from generate_series(1, 1000) g;
-         create table orders (id int primary key, item int references items);
-         insert into orders select g, 1 + g % 1000 from generate_series(1, 500) g;",
-    )
-    .await;
+    exec(&url, SHOP).await;
     assert_eq!(crate::object_store::http(s3.port, "PUT", "/team", &[]).0, 200, "bucket created");
     let loc = "s3://team/nightly";
     let tmp = tempfile::tempdir().expect("tmp");

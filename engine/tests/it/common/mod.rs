@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 pub use builder::{Ran, Run, KEY_ENV};
 pub use certs::ca_sign;
 pub use disk::SmallDisk;
-pub use dumps::{last_json_line, pg_dump_gzip};
+pub use dumps::{last_json_line, libpq_bash, pg_dump_gzip};
 pub use fields::{catalogue_kinds, dummy, leak_then, required_others};
 pub use http::http_recorder;
 pub use junit::{Junit, Status};
