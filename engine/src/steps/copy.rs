@@ -179,7 +179,8 @@ async fn copy_one(
     // A team's own file (a sidecar of envelope none, openssl or gpg) lands as it was written:
     // its sidecar first, so the team's globs never see it at the destination without one.
     let sidecar_first = recorded.as_ref().is_some_and(|m| m.envelope != crate::archive::Envelope::Pgdrill);
-    let copied = match to_store(to, &rel, &src, manifest.as_deref(), &sha, size, sidecar_first).await? {
+    let source = Source { path: &src, manifest: manifest.as_deref(), sha: &sha, size };
+    let copied = match to_store(to, &rel, source, sidecar_first).await? {
         Copied::Now(None) => {
             ctx.log(format!("copied {shown_src} to {dest} ({size} bytes, sha256 {sha}, read back and matched)"));
             true
@@ -232,16 +233,9 @@ async fn digest_in(store: &dyn Store, key: &str) -> Result<(String, u64), String
 /// (`false`), one with other contents is never replaced. The manifest goes last (pgdrill's
 /// commit marker), or first when `sidecar_first` (a team's sidecar, see `backup::layout`);
 /// a copy that fails then takes its sidecar away again.
-async fn to_store(
-    store: &dyn Store,
-    key: &str,
-    src: &Path,
-    manifest: Option<&[u8]>,
-    sha: &str,
-    size: u64,
-    sidecar_first: bool,
-) -> Result<Copied, StepError> {
+async fn to_store(store: &dyn Store, key: &str, src: Source<'_>, sidecar_first: bool) -> Result<Copied, StepError> {
     let env = StepError::environment;
+    let manifest = src.manifest;
     let mk = crate::backup::layout::manifest_key(key);
     // Where the file is there already, `to_store_file` judges it (and adds a missing manifest).
     let file_there = store.head(key).await.map_err(env)?.is_some();
@@ -260,7 +254,7 @@ async fn to_store(
         }
         crate::util::test_pause("copy-sidecar-written");
     }
-    let result = to_store_file(store, key, src, if early.is_some() { None } else { manifest }, sha, size).await;
+    let result = to_store_file(store, key, Source { manifest: if early.is_some() { None } else { manifest }, ..src }).await;
     if early.is_some() && result.is_err() && store.head(key).await.ok().flatten().is_none() {
         let _ = store.delete(&mk).await;
     }
@@ -268,14 +262,8 @@ async fn to_store(
 }
 
 /// `to_store`'s file, and its manifest after it when given.
-async fn to_store_file(
-    store: &dyn Store,
-    key: &str,
-    src: &Path,
-    manifest: Option<&[u8]>,
-    sha: &str,
-    size: u64,
-) -> Result<Copied, StepError> {
+async fn to_store_file(store: &dyn Store, key: &str, src: Source<'_>) -> Result<Copied, StepError> {
+    let Source { path: src, manifest, sha, size } = src;
     let env = StepError::environment;
     if store.head(key).await.map_err(env)?.is_some() {
         let (there, n) = digest_in(store, key).await.map_err(env)?;
@@ -337,6 +325,16 @@ async fn to_store_file(
         }
     }
     Ok(Copied::Now(archived))
+}
+
+/// What `to_store` copies: the file, its manifest when it has one, and the sha256 and size
+/// it was read with (what the copy must read back as).
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    path: &'a Path,
+    manifest: Option<&'a [u8]>,
+    sha: &'a str,
+    size: u64,
 }
 
 /// What `to_store` did.
