@@ -331,12 +331,7 @@ impl Executor {
                                 "cancelled because {why}; what it started was stopped and rolled back"
                             )))
                         }
-                        None => (
-                            Outcome::Errored,
-                            ErrorKind::Interrupted,
-                            format!("interrupted by {}", scope.cx.cancel.reason()),
-                            false,
-                        ),
+                        None => interrupted(&scope.cx.cancel),
                     },
                 };
                 self.retry_or_give_up(suite, step, label, (attempt, total, delay), (outcome, kind, msg, retryable))?;
@@ -391,12 +386,7 @@ impl Executor {
                 Ended::Interrupted => match stopper.and_then(Stopper::by_sibling) {
                     // Not a signal: a step of the same `parallel` group failed.
                     Some(why) => return Ok(Attempted::Skipped(format!("cancelled because {why}"))),
-                    None => (
-                        Outcome::Errored,
-                        ErrorKind::Interrupted,
-                        format!("interrupted by {}", scope.cx.cancel.reason()),
-                        false,
-                    ),
+                    None => interrupted(&scope.cx.cancel),
                 },
             };
             self.retry_or_give_up(suite, step, label, (attempt, total, delay), (outcome, kind, msg, retryable))?;
@@ -589,6 +579,12 @@ type Shared<T> = Arc<Mutex<T>>;
 fn failure_of(e: &StepError, with: impl FnOnce() -> String) -> (Outcome, ErrorKind, String, bool) {
     let (outcome, kind) = error_class(e);
     (outcome, kind, e.describe(with), !e.is_invalid())
+}
+
+/// An attempt stopped by a signal (or the run's cancellation, which `cancel` names): an
+/// error no other attempt can help.
+fn interrupted(cancel: &super::Cancel) -> (Outcome, ErrorKind, String, bool) {
+    (Outcome::Errored, ErrorKind::Interrupted, format!("interrupted by {}", cancel.reason()), false)
 }
 
 fn error_class(e: &StepError) -> (Outcome, ErrorKind) {

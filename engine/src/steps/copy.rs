@@ -31,13 +31,9 @@ pub struct CopyWith {
     retain: Option<std::time::Duration>,
     /// the Object Lock mode with `retain` (default governance; compliance: no one can remove
     /// it until the date)
-    #[serde(default = "governance")]
+    #[serde(default = "super::de::governance")]
     #[field(ty = "governance|compliance")]
     lock_mode: String,
-}
-
-fn governance() -> String {
-    "governance".into()
 }
 
 impl With for CopyWith {
@@ -183,7 +179,8 @@ async fn copy_one(
     // A team's own file (a sidecar of envelope none, openssl or gpg) lands as it was written:
     // its sidecar first, so the team's globs never see it at the destination without one.
     let sidecar_first = recorded.as_ref().is_some_and(|m| m.envelope != crate::archive::Envelope::Pgdrill);
-    let copied = match to_store(to, &rel, &src, manifest.as_deref(), &sha, size, sidecar_first).await? {
+    let source = Source { path: &src, manifest: manifest.as_deref(), sha: &sha, size };
+    let copied = match to_store(to, &rel, source, sidecar_first).await? {
         Copied::Now(None) => {
             ctx.log(format!("copied {shown_src} to {dest} ({size} bytes, sha256 {sha}, read back and matched)"));
             true
@@ -201,13 +198,18 @@ async fn copy_one(
 }
 
 fn digest_file(p: &Path) -> std::io::Result<(String, u64)> {
+    digest(std::fs::File::open(p)?)
+}
+
+/// sha256 and size of what `r` reads, 1 MiB at a time (the source file and the read-back
+/// are hashed alike, so a copy matches its source only byte for byte).
+fn digest(mut r: impl Read) -> std::io::Result<(String, u64)> {
     use sha2::Digest;
-    let mut f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(p)?);
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
-        let k = f.read(&mut buf)?;
+        let k = r.read(&mut buf)?;
         if k == 0 {
             break;
         }
@@ -219,22 +221,8 @@ fn digest_file(p: &Path) -> std::io::Result<(String, u64)> {
 
 /// sha256 and size of `key` in `store`, read back as a stream (memory stays bounded).
 async fn digest_in(store: &dyn Store, key: &str) -> Result<(String, u64), String> {
-    let mut r = store.open(key, None, None).await?;
-    tokio::task::spawn_blocking(move || {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n = 0u64;
-        loop {
-            let k = r.read(&mut buf)?;
-            if k == 0 {
-                break;
-            }
-            h.update(&buf[..k]);
-            n += k as u64;
-        }
-        Ok::<_, std::io::Error>((crate::archive::hex(&h.finalize()), n))
-    })
+    let r = store.open(key, None, None).await?;
+    tokio::task::spawn_blocking(move || digest(r))
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| format!("reading {}: {e}", store.url_of(key)))
@@ -245,16 +233,9 @@ async fn digest_in(store: &dyn Store, key: &str) -> Result<(String, u64), String
 /// (`false`), one with other contents is never replaced. The manifest goes last (pgdrill's
 /// commit marker), or first when `sidecar_first` (a team's sidecar, see `backup::layout`);
 /// a copy that fails then takes its sidecar away again.
-async fn to_store(
-    store: &dyn Store,
-    key: &str,
-    src: &Path,
-    manifest: Option<&[u8]>,
-    sha: &str,
-    size: u64,
-    sidecar_first: bool,
-) -> Result<Copied, StepError> {
+async fn to_store(store: &dyn Store, key: &str, src: Source<'_>, sidecar_first: bool) -> Result<Copied, StepError> {
     let env = StepError::environment;
+    let manifest = src.manifest;
     let mk = crate::backup::layout::manifest_key(key);
     // Where the file is there already, `to_store_file` judges it (and adds a missing manifest).
     let file_there = store.head(key).await.map_err(env)?.is_some();
@@ -273,7 +254,7 @@ async fn to_store(
         }
         crate::util::test_pause("copy-sidecar-written");
     }
-    let result = to_store_file(store, key, src, if early.is_some() { None } else { manifest }, sha, size).await;
+    let result = to_store_file(store, key, Source { manifest: if early.is_some() { None } else { manifest }, ..src }).await;
     if early.is_some() && result.is_err() && store.head(key).await.ok().flatten().is_none() {
         let _ = store.delete(&mk).await;
     }
@@ -281,14 +262,8 @@ async fn to_store(
 }
 
 /// `to_store`'s file, and its manifest after it when given.
-async fn to_store_file(
-    store: &dyn Store,
-    key: &str,
-    src: &Path,
-    manifest: Option<&[u8]>,
-    sha: &str,
-    size: u64,
-) -> Result<Copied, StepError> {
+async fn to_store_file(store: &dyn Store, key: &str, src: Source<'_>) -> Result<Copied, StepError> {
+    let Source { path: src, manifest, sha, size } = src;
     let env = StepError::environment;
     if store.head(key).await.map_err(env)?.is_some() {
         let (there, n) = digest_in(store, key).await.map_err(env)?;
@@ -350,6 +325,16 @@ async fn to_store_file(
         }
     }
     Ok(Copied::Now(archived))
+}
+
+/// What `to_store` copies: the file, its manifest when it has one, and the sha256 and size
+/// it was read with (what the copy must read back as).
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    path: &'a Path,
+    manifest: Option<&'a [u8]>,
+    sha: &'a str,
+    size: u64,
 }
 
 /// What `to_store` did.

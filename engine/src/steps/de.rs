@@ -197,3 +197,10 @@ pub fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 pub fn opt_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     number(d).map(Some)
 }
+
+/// The default `lock_mode` of a step that retains what it writes (`backup.create`,
+/// `backup.copy`): S3 Object Lock's governance mode, which users allowed to bypass it may
+/// still lift (see `storage::lock`).
+pub fn governance() -> String {
+    "governance".into()
+}

@@ -23,13 +23,7 @@ fn http(port: u16, method: &str, path: &str) -> String {
 }
 
 fn s3(run: Run, port: u16) -> Run {
-    run.env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "archival-test-secret")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-        .env("AWS_ALLOW_HTTP", "true")
-        .env_remove("AWS_PROFILE")
-        .key(KEY)
+    run.moto(port, "archival-test-secret").key(KEY)
 }
 
 /// Regression: a GLACIER upload's read-back failed as "the store refused the credentials"

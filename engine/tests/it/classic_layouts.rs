@@ -39,16 +39,10 @@ async fn source(dbs: &[&str]) -> Option<pgdrill::pg::ephemeral::Ephemeral> {
 /// libpq environment and the passphrase in BACKUP_ENCRYPTION_KEY, as the documents run it.
 fn sh(s: &pgdrill::pg::ephemeral::Ephemeral, db: &str, cwd: &Path, script: &str) {
     std::fs::create_dir_all(cwd).expect("mkdir");
-    let out = Command::new("bash")
+    let out = common::libpq_bash(s, db)
         .args(["-c", &format!("set -euo pipefail; export PATH=/usr/lib/postgresql/15/bin:$PATH; {script}")])
         .current_dir(cwd)
-        .env("PGHOST", &s.host)
-        .env("PGPORT", s.port.to_string())
-        .env("PGUSER", &s.user)
-        .env("PGPASSWORD", &s.password)
-        .env("PGDATABASE", db)
         .env("BACKUP_ENCRYPTION_KEY", KEY)
-        .stdin(Stdio::null())
         .output()
         .expect("bash");
     assert!(out.status.success(), "{script}: {}", common::text(&out.stderr));

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::{pgdrill, read_json, root, run, text, Run};
+use crate::common::{pgdrill, read_json, root, run, steps_in, text, Run};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -13,18 +13,9 @@ fn tmp() -> tempfile::TempDir {
 
 /// Steps of the first suite in run.json as (label, phase kind, outcome).
 fn steps_of(run_json: &serde_json::Value, suite: usize) -> Vec<(String, String, String)> {
-    run_json["suites"][suite]["steps"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|s| {
-            (
-                s["label"].as_str().unwrap_or_default().to_string(),
-                s["phase"]["kind"].as_str().unwrap_or_default().to_string(),
-                s["outcome"].as_str().unwrap_or_default().to_string(),
-            )
-        })
+    steps_in(run_json, suite)
+        .into_iter()
+        .map(|s| (s.label, s.phase["kind"].as_str().unwrap_or_default().to_string(), s.outcome))
         .collect()
 }
 

@@ -33,16 +33,10 @@ fn sh(src: &pgdrill::pg::ephemeral::Ephemeral, script: &str, gnupghome: &Path) {
 /// Run `bash -c RUN` with database `database` of `src` in the libpq environment, the backup
 /// passphrase and `gnupghome`; it must succeed (a failure names `script`).
 fn bash_on(src: &pgdrill::pg::ephemeral::Ephemeral, database: &str, script: &str, run: &str, gnupghome: &Path) {
-    let out = Command::new("bash")
+    let out = common::libpq_bash(src, database)
         .args(["-c", run])
-        .env("PGHOST", &src.host)
-        .env("PGPORT", src.port.to_string())
-        .env("PGUSER", &src.user)
-        .env("PGPASSWORD", &src.password)
-        .env("PGDATABASE", database)
         .env("BACKUP_PASS", PASS)
         .env("GNUPGHOME", gnupghome)
-        .stdin(Stdio::null())
         .output()
         .expect("bash");
     assert!(out.status.success(), "{script}: {}", text(&out.stderr));
@@ -71,12 +65,7 @@ async fn classic_folder() -> Option<Folder> {
         )
         .await
         .expect("load");
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
-    let a = storage.join("postgres-a");
-    let b = storage.join("postgres-b");
-    std::fs::create_dir_all(&a).expect("mkdir");
-    std::fs::create_dir_all(&b).expect("mkdir");
+    let (dir, storage, a, b) = server_folders();
     let gnupg = dir.path().join("gnupg");
     std::fs::create_dir_all(&gnupg).expect("mkdir");
     std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
@@ -115,18 +104,28 @@ async fn classic_folder() -> Option<Folder> {
     Some(Folder { _dir: dir, storage, _src: src })
 }
 
+/// A temporary storage folder with one folder per server in it, as the classic scripts
+/// leave them: (the temporary directory, the storage, `postgres-a`, `postgres-b`).
+fn server_folders() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    let (a, b) = (storage.join("postgres-a"), storage.join("postgres-b"));
+    for d in [&a, &b] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    (dir, storage, a, b)
+}
+
 fn verify(storage: &Path, vars: &[&str], junit: &Path) -> (Option<i32>, String) {
-    let ran = Run::new("verify")
-        .var("storage", storage.display())
-        .var("database", "auth_db")
-        .var("provider", "native")
-        .var("force", true)
-        // These runs are about folders; ground truth is the test below's.
-        .var("accept_unproven", true)
-        .junit(junit)
-        .vars(vars)
-        .key(PASS)
-        .output();
+    let run = Run::new("verify").var("storage", storage.display()).var("database", "auth_db");
+    // These runs are about folders; ground truth is the test below's.
+    natively(run.var("accept_unproven", true), vars, junit)
+}
+
+/// `run` on a native throwaway, forced (no cached verdict), with `vars`, the JUnit file and
+/// the key: its exit code and its output.
+fn natively(run: Run, vars: &[&str], junit: &Path) -> (Option<i32>, String) {
+    let ran = run.var("provider", "native").var("force", true).junit(junit).vars(vars).key(PASS).output();
     (ran.code, ran.all())
 }
 
@@ -322,12 +321,7 @@ fn prune_keep_within_deletes_exactly_the_older_files_after_a_dry_run() {
 /// here so the output is the same on every machine.
 #[test]
 fn backups_list_table_is_golden() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
-    let a = storage.join("postgres-a");
-    let b = storage.join("postgres-b");
-    std::fs::create_dir_all(&a).expect("mkdir");
-    std::fs::create_dir_all(&b).expect("mkdir");
+    let (_dir, storage, a, b) = server_folders();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
     std::io::Write::write_all(&mut gz, b"--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\n")
         .expect("gz");
@@ -394,16 +388,7 @@ fn field_sh(src: &pgdrill::pg::ephemeral::Ephemeral, script: &str, gnupghome: &P
 }
 
 fn verify_app(backup: &Path, vars: &[&str], junit: &Path) -> (Option<i32>, String) {
-    let ran = Run::new("verify")
-        .var("backup", backup.display())
-        .var("provider", "native")
-        .var("max_age", "36000d")
-        .var("force", true)
-        .junit(junit)
-        .vars(vars)
-        .key(PASS)
-        .output();
-    (ran.code, ran.all())
+    natively(Run::new("verify").var("backup", backup.display()).var("max_age", "36000d"), vars, junit)
 }
 
 /// Issue 35, cases 1 and 2: `gzip -c </dev/null`, a 0-byte `.sql`, a pg_dump killed half-way
@@ -569,27 +554,14 @@ async fn a_dump_without_ground_truth_verified_green() {
 
     // The live source: its table set and row counts now, within the tolerance.
     let run_with_source = |vars: &[&str]| {
-        let mut args = vec![
-            "run".to_string(),
-            "verify".into(),
-            "--var".into(),
-            format!("backup={}", f.display()),
-            "--var".into(),
-            "provider=native".into(),
-            "--var".into(),
-            "max_age=36000d".into(),
-            "--var".into(),
-            "force=true".into(),
-            "--junit".into(),
-            junit.display().to_string(),
-        ];
-        for v in vars {
-            args.push("--var".into());
-            args.push(v.to_string());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = pgdrill(&args).env("PGDRILL_SOURCE_URL", src.url()).output().expect("verify");
-        (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+        let ran = Run::new("verify")
+            .var("backup", f.display())
+            .vars(&["provider=native", "max_age=36000d", "force=true"])
+            .junit(&junit)
+            .vars(vars)
+            .env("PGDRILL_SOURCE_URL", src.url())
+            .output();
+        (ran.code, ran.all())
     };
     let (code, all) = run_with_source(&[]);
     assert_eq!(code, Some(0), "{all}");
@@ -631,29 +603,13 @@ async fn a_backup_dated_in_the_future_was_latest_and_0s_old() {
     assert!(row.contains("IN THE FUTURE by 2h 59m") || row.contains("IN THE FUTURE by 3h"), "{listing}");
 
     let run = |vars: &[&str], junit: &Path| {
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "verify".into(),
-            "--var".into(),
-            format!("storage={}", d.display()),
-            "--var".into(),
-            "database=app".into(),
-            "--var".into(),
-            "provider=native".into(),
-            "--var".into(),
-            "accept_unproven=true".into(),
-            "--var".into(),
-            "rpo=1h".into(),
-            "--junit".into(),
-            junit.display().to_string(),
-        ];
-        for v in vars {
-            args.push("--var".into());
-            args.push(v.to_string());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = pgdrill(&args).output().expect("verify");
-        (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+        let ran = Run::new("verify")
+            .var("storage", d.display())
+            .vars(&["database=app", "provider=native", "accept_unproven=true", "rpo=1h"])
+            .junit(junit)
+            .vars(vars)
+            .output();
+        (ran.code, ran.all())
     };
     // `latest` names the future file with its skew and takes the real newest, which is stale.
     let junit = t.path().join("latest.xml");

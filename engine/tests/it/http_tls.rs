@@ -75,26 +75,7 @@ pub fn tls_endpoint(dir: &Path, require_client: bool) -> Option<TlsEndpoint> {
         std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
         let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
         openssl(dir, &[&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={cn}")]].concat());
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-            ],
-        );
+        common::ca_sign(dir, &csr, &pem, &format!("{name}.ext"));
     }
     std::fs::write(dir.join("server.py"), SERVER).expect("server");
     let port = common::free_port();

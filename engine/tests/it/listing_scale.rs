@@ -149,12 +149,7 @@ fn asked(port: u16, run: Run) -> (crate::common::Ran, Asked) {
 }
 
 fn with_aws(run: Run, port: u16) -> Run {
-    run.env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-        .env("AWS_ALLOW_HTTP", "true")
-        .env_remove("AWS_PROFILE")
+    run.moto(port, "testing")
 }
 
 fn python(port: u16, args: &[&str]) -> Command {

@@ -11,22 +11,9 @@ use crate::common::*;
 const KEY: &str = "object-lock test backup key";
 const SECRET: &str = "object-lock-backup-secret-never-shown";
 
-/// One request to moto on loopback (it reads the account from the credential and checks no
-/// signature with its access control off): the status.
+/// One request to moto on loopback as the account `testing`: the status.
 fn s3_status(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n"
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).expect("request");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response");
-    out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    s3_request(port, method, path, headers).0
 }
 
 /// boto3 against moto: `script` runs with `s` an S3 client; its stdout.
@@ -43,13 +30,7 @@ fn boto3(port: u16, script: &str) -> String {
 }
 
 fn with_aws(run: Run, port: u16) -> Run {
-    run.env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-        .env("AWS_ALLOW_HTTP", "true")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN")
+    run.moto(port, SECRET)
 }
 
 /// Regression (issue 42): Object Lock kept evidence but never the backups it speaks of;

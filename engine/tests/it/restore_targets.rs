@@ -6,10 +6,10 @@
 //! (kept across drop and recreate), and health checks after the application restarted.
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use crate::common;
-use crate::common::{fingerprint_of, pgdrill, scalar, text, Run};
+use crate::common::{fingerprint_of, scalar, text, Run};
 use pgdrill::pg::ephemeral::Ephemeral;
 use pgdrill::pg::fingerprint::Fingerprint;
 
@@ -22,23 +22,14 @@ async fn backed_up(storage: &Path) -> Option<(Ephemeral, PathBuf)> {
 
 /// `pgdrill run restore` of `shop`'s latest backup, with `--var` for every `k=v` in `extra`.
 fn restore(url: &str, storage: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "run".to_string(),
-        "restore".into(),
-        "--var".into(),
-        format!("database_url={url}"),
-        "--var".into(),
-        format!("storage={}", storage.display()),
-        "--var".into(),
-        "database=shop".into(),
-        "--yes".into(),
-    ];
-    for e in extra {
-        args.push("--var".into());
-        args.push(e.to_string());
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    pgdrill(&args).env("PGDRILL_BACKUP_KEY", KEY).stdin(Stdio::null()).output().expect("restore runs")
+    Run::new("restore")
+        .var("database_url", url)
+        .var("storage", storage.display())
+        .var("database", "shop")
+        .arg("--yes")
+        .vars(extra)
+        .key(KEY)
+        .raw()
 }
 
 fn manifest_fingerprint(backup: &Path) -> Fingerprint {

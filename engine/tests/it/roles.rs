@@ -239,25 +239,15 @@ async fn verify_names_a_revoked_grant_a_changed_owner_and_a_removed_membership_o
 
 /// `pgdrill run verify` of `backup` with `vars`, its run.json written into `report`.
 fn verify_run(backup: &Path, report: &Path, vars: &[&str]) -> (Option<i32>, String, String) {
-    let mut args = vec![
-        "run".to_string(),
-        "verify".into(),
-        "--var".into(),
-        format!("backup={}", backup.display()),
-        "--var".into(),
-        "provider=native".into(),
-        "--var".into(),
-        "force=true".into(),
-        "--report".into(),
-        report.display().to_string(),
-    ];
-    for v in vars {
-        args.extend(["--var".to_string(), v.to_string()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = pgdrill(&args).env("PGDRILL_BACKUP_KEY", KEY).output().expect("verify runs");
+    let ran = Run::new("verify")
+        .var("backup", backup.display())
+        .vars(&["provider=native", "force=true"])
+        .report(report)
+        .vars(vars)
+        .key(KEY)
+        .output();
     let json = std::fs::read_to_string(report.join("run.json")).unwrap_or_default();
-    (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)), json)
+    (ran.code, ran.all(), json)
 }
 
 /// Server `erp` loaded, with `default_transaction_read_only = on` set on the database (kept in
@@ -407,24 +397,16 @@ async fn a_restore_onto_a_rebuilt_server_lists_missing_roles_and_creates_them_on
     let Some(target) = common::native_server("erp").await else { return };
     common::exec(&target.url(), "create role erp_app nologin").await;
     let run = |report: &str, yes: bool| {
-        let mut args = vec![
-            "run".to_string(),
-            "fixtures/runbooks/restore-rebuilt.yaml".into(),
-            "--var".into(),
-            format!("backup={}", path.display()),
-            "--var".into(),
-            format!("url={}", target.url()),
-            "--report".into(),
-            dir.path().join(report).display().to_string(),
-        ];
+        let mut run = Run::new("fixtures/runbooks/restore-rebuilt.yaml")
+            .var("backup", path.display())
+            .var("url", target.url())
+            .report(dir.path().join(report));
         if yes {
-            args.push("--yes".into());
+            run = run.arg("--yes");
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out =
-            pgdrill(&args).env("PGDRILL_BACKUP_KEY", KEY).stdin(std::process::Stdio::null()).output().expect("runs");
+        let ran = run.key(KEY).output();
         let json = std::fs::read_to_string(dir.path().join(report).join("run.json")).unwrap_or_default();
-        (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)), json)
+        (ran.code, ran.all(), json)
     };
     let roles_here = || async {
         common::scalar(
@@ -485,23 +467,15 @@ async fn the_shipped_restore_onto_a_rebuilt_server_did_not_create_or_name_the_mi
     let Some(target) = common::native_server("erp").await else { return };
     common::exec(&target.url(), "create table before_restore(x int)").await;
     let run = |vars: &[&str]| {
-        let mut args: Vec<String> = ["run", "restore", "--yes"].iter().map(|s| s.to_string()).collect();
-        for v in [
-            format!("database_url={}", target.url()),
-            format!("storage={}", dir.path().display()),
-            "database=erp".into(),
-            "jobs=1".into(),
-        ]
-        .into_iter()
-        .chain(vars.iter().map(|v| v.to_string()))
-        {
-            args.push("--var".into());
-            args.push(v);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out =
-            pgdrill(&args).env("PGDRILL_BACKUP_KEY", KEY).stdin(std::process::Stdio::null()).output().expect("runs");
-        (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+        let ran = Run::new("restore")
+            .arg("--yes")
+            .var("database_url", target.url())
+            .var("storage", dir.path().display())
+            .vars(&["database=erp", "jobs=1"])
+            .vars(vars)
+            .key(KEY)
+            .output();
+        (ran.code, ran.all())
     };
     let roles_here = || async {
         common::scalar(

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::common;
-use crate::common::{junit_cases, read_json, run, status_of, text, Run};
+use crate::common::{junit_cases, read_json, run, status_of, steps_in, text, Run};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -20,19 +20,7 @@ fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
 
 /// (label, outcome, message) of every step of the first suite in run.json.
 fn steps_of(run_json: &serde_json::Value) -> Vec<(String, String, String)> {
-    run_json["suites"][0]["steps"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|s| {
-            (
-                s["label"].as_str().unwrap_or_default().to_string(),
-                s["outcome"].as_str().unwrap_or_default().to_string(),
-                s["message"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
+    steps_in(run_json, 0).into_iter().map(|s| (s.label, s.outcome, s.message.unwrap_or_default())).collect()
 }
 
 fn step<'a>(steps: &'a [(String, String, String)], label: &str) -> &'a (String, String, String) {

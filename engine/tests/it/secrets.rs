@@ -62,6 +62,23 @@ fn world_writable_dir() -> tempfile::TempDir {
     dir
 }
 
+/// SQL for a table `t` whose check constraint calls a function that writes the server's
+/// environment into `file` (`redirect`: `>` or `>>`) through `COPY ... TO PROGRAM`: run again
+/// wherever the table's data is loaded, so a restore shows what the throwaway server's
+/// processes hold. The program reads its input, so the server never writes into a closed pipe.
+fn leak_env(file: &Path, redirect: &str) -> String {
+    format!(
+        "create function leak(i int) returns int language plpgsql as $f$
+         begin
+           execute format('copy (select 1) to program %L', 'cat > /dev/null; env {redirect} {file}');
+           return i;
+         end $f$;
+         create table t (id int check (leak(id) > 0));
+         insert into t values (1);",
+        file = file.display()
+    )
+}
+
 /// A restored dump can run programs inside the throwaway server (`COPY ... TO PROGRAM` in a
 /// function a check constraint calls while the data loads). The key pgdrill holds must not be in that server's
 /// environment: it used to inherit PGDRILL_BACKUP_KEY.
@@ -71,18 +88,7 @@ async fn backup_key_never_reaches_the_throwaway_server() {
     let storage = tempfile::tempdir().expect("storage");
     let out_dir = world_writable_dir();
     let env_file = out_dir.path().join("server-env.txt");
-    let sql = format!(
-        "create function leak(i int) returns int language plpgsql as $f$
-         begin
-           -- The program reads its input, so the server never writes into a closed pipe.
-           execute format('copy (select 1) to program %L', 'cat > /dev/null; env > {file}');
-           return i;
-         end $f$;
-         create table t (id int check (leak(id) > 0));
-         insert into t values (1);",
-        file = env_file.display()
-    );
-    common::exec(&src.url(), &sql).await;
+    common::exec(&src.url(), &leak_env(&env_file, ">")).await;
     assert!(env_file.exists(), "the function did not run on the source: the test proves nothing");
     std::fs::remove_file(&env_file).expect("remove the source's env");
 
@@ -306,17 +312,7 @@ async fn a_secret_given_any_way_appears_in_no_output_file_or_child_environment()
     let url_password = "Zq7pw";
     common::exec(
         &src.url(),
-        &format!(
-            "create role dumper login superuser password '{url_password}';
-             create function leak(i int) returns int language plpgsql as $f$
-             begin
-               execute format('copy (select 1) to program %L', 'cat > /dev/null; env >> {file}');
-               return i;
-             end $f$;
-             create table t (id int check (leak(id) > 0));
-             insert into t values (1);",
-            file = env_file.display()
-        ),
+        &format!("create role dumper login superuser password '{url_password}'; {}", leak_env(&env_file, ">>")),
     )
     .await;
     let _ = std::fs::remove_file(&env_file);

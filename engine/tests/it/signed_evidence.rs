@@ -331,26 +331,7 @@ fn local_tsa(dir: &Path) -> LocalTsa {
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=critical,timeStamping\n",
     )
     .expect("ext");
-    openssl_ok(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "tsa.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "tsa.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
+    common::ca_sign(dir, "tsa.csr", "tsa.pem", "ext.cnf");
     std::fs::write(dir.join("serial"), "01\n").expect("serial");
     std::fs::write(
         dir.join("tsa.cnf"),
@@ -522,24 +503,10 @@ fn a_record_s_rfc3161_timestamp_from_a_local_tsa_verifies_and_its_loss_is_named(
     assert!(r.stdout.contains("record 1: it has no RFC 3161 timestamp"), "{}", r.all());
 }
 
-/// One request to the S3-compatible server on loopback as the account that published (moto
-/// reads the account from the credential and does not check the signature): the status and
+/// One request to the S3-compatible server as the account that published: the status and
 /// the response's head and body as text.
 fn s3(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n"
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).expect("request");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response");
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, out)
+    common::s3_request(port, method, path, headers)
 }
 
 #[test]
@@ -567,14 +534,7 @@ fn object_lock_keeps_published_evidence_from_deletion_and_a_bucket_without_it_is
         for a in ["--to", to, "--retain", "30d", "--mode", "governance"] {
             run = run.arg(a);
         }
-        run.env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-            .env("AWS_ALLOW_HTTP", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN")
-            .output()
+        run.moto(port, SECRET).output()
     };
     // A bucket without Object Lock: refused, nothing written.
     let r = publish("s3://plain-evidence/prod");
@@ -636,16 +596,7 @@ fn evidence_goes_straight_into_an_object_store_and_an_object_lock_bucket_keeps_e
     };
     let (ok, bad) = (runbook("fine", "\"true\""), runbook("broken", "\"false\""));
     const SECRET: &str = "store-evidence-secret-never-shown";
-    let aws = |run: Run| {
-        run.env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-            .env("AWS_ALLOW_HTTP", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("PGDRILL_EVIDENCE")
-    };
+    let aws = |run: Run| run.moto(port, SECRET).env_remove("PGDRILL_EVIDENCE");
     let signed = |rb: &Path| aws(Run::new(rb).arg("--signing-key").arg(&key));
 
     // --report s3://...: the evidence goes to its evidence/, three runs, the middle one failing.
@@ -762,7 +713,6 @@ fn evidence_goes_straight_into_an_object_store_and_an_object_lock_bucket_keeps_e
 /// next run re-signs the checkpoint).
 #[test]
 fn concurrent_runs_and_runs_killed_mid_append_leave_one_verifiable_chain() {
-    use std::time::{Duration, Instant};
     let t = tempfile::tempdir().expect("tmp");
     let key = t.path().join("k.pem");
     Run::cli(["keygen"]).arg(&key).expect(0);
@@ -795,22 +745,7 @@ fn concurrent_runs_and_runs_killed_mid_append_leave_one_verifiable_chain() {
 
     for (phase, records) in [("evidence-chained", 4), ("evidence-record-written", 6)] {
         let flag = t.path().join(phase);
-        let mut child = signed()
-            .env("PGDRILL_TEST_PAUSE_AT", phase)
-            .env("PGDRILL_TEST_PAUSE_FLAG", &flag)
-            .command()
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("pgdrill");
-        let started = Instant::now();
-        while !flag.exists() {
-            assert!(started.elapsed() < Duration::from_secs(120), "{phase}: never reached");
-            assert!(child.try_wait().expect("wait").is_none(), "{phase}: the run ended before it");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
+        common::kill_paused_at(signed().command(), phase, &flag);
         let v = verify(&evidence, &public);
         assert_eq!(v.code, Some(0), "{phase}: {}", v.all());
         assert!(v.stdout.contains(&format!(": {records} records")), "{phase}: {}", v.all());

@@ -14,6 +14,12 @@ use crate::common::*;
 const PASS: &str = "team-own-format passphrase 4711";
 const PATTERN: &str = "{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}";
 
+/// The source database both store tests back up: two tables, a foreign key between them.
+const SHOP: &str = "create table items (id int primary key, name text not null);
+     insert into items select g, 'item ' || g from generate_series(1, 1000) g;
+     create table orders (id int primary key, item int references items);
+     insert into orders select g, 1 + g % 1000 from generate_series(1, 500) g;";
+
 fn have(tool: &str, arg: &str) -> bool {
     Command::new(tool).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
@@ -22,17 +28,11 @@ fn have(tool: &str, arg: &str) -> bool {
 /// `BACKUP_PASS`, `F` the backup and a private `GNUPGHOME`, as the teams' runbooks run them;
 /// it must succeed.
 fn team(src: &pgdrill::pg::ephemeral::Ephemeral, script: &str, file: &Path, gnupghome: &Path) -> String {
-    let out = Command::new("bash")
+    let out = libpq_bash(src, "postgres")
         .args(["-c", &format!("set -euo pipefail; {script}")])
-        .env("PGHOST", &src.host)
-        .env("PGPORT", src.port.to_string())
-        .env("PGUSER", &src.user)
-        .env("PGPASSWORD", &src.password)
-        .env("PGDATABASE", "postgres")
         .env("BACKUP_PASS", PASS)
         .env("GNUPGHOME", gnupghome)
         .env("F", file)
-        .stdin(Stdio::null())
         .output()
         .expect("bash");
     assert!(out.status.success(), "the team's own command `{script}` failed: {}", text(&out.stderr));
@@ -120,14 +120,7 @@ async fn backups_written_in_a_teams_own_names_and_formats_are_read_by_their_comm
     }
     let Some(src) = native_server("shop").await else { return };
     let url = src.url();
-    exec(
-        &url,
-        "create table items (id int primary key, name text not null);
-         insert into items select g, 'item ' || g from generate_series(1, 1000) g;
-         create table orders (id int primary key, item int references items);
-         insert into orders select g, 1 + g % 1000 from generate_series(1, 500) g;",
-    )
-    .await;
+    exec(&url, SHOP).await;
     let tmp = tempfile::tempdir().expect("tmp");
     let storage = tmp.path().join("team");
     // A name that says another format than the file's is refused before anything connects.
@@ -428,26 +421,12 @@ async fn a_team_file_killed_between_its_publication_and_its_sidecar_was_left_wit
     let kill_at = |phase: &str| -> PathBuf {
         let storage = tmp.path().join(phase);
         let flag = tmp.path().join(format!("{phase}.flag"));
-        let mut child = Run::new("backup")
+        let backup = Run::new("backup")
             .var("database_url", &url)
             .var("storage", storage.display())
             .var("name_pattern", format!("{PATTERN}{ext}"))
-            .vars(&["format=plain", "compression=gzip", "envelope=none", "encrypt=false"])
-            .env("PGDRILL_TEST_PAUSE_AT", phase)
-            .env("PGDRILL_TEST_PAUSE_FLAG", &flag)
-            .command()
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pgdrill");
-        let t = Instant::now();
-        while !flag.exists() {
-            assert!(t.elapsed() < Duration::from_secs(120), "{phase}: never reached");
-            assert!(child.try_wait().expect("wait").is_none(), "{phase}: the backup ended before it");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
+            .vars(&["format=plain", "compression=gzip", "envelope=none", "encrypt=false"]);
+        kill_paused_at(backup.command(), phase, &flag);
         storage
     };
     let team_files = |dir: &Path| -> Vec<String> { visible(dir).into_iter().filter(|n| n.ends_with(ext)).collect() };
@@ -513,22 +492,7 @@ async fn a_team_file_killed_between_its_publication_and_its_sidecar_was_left_wit
             .var("copy", "all")
             .var("name_pattern", format!("{PATTERN}{ext}"))
     };
-    let mut child = offsite()
-        .env("PGDRILL_TEST_PAUSE_AT", "copy-sidecar-written")
-        .env("PGDRILL_TEST_PAUSE_FLAG", &flag)
-        .command()
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pgdrill");
-    let t = Instant::now();
-    while !flag.exists() {
-        assert!(t.elapsed() < Duration::from_secs(120), "the copy never reached its sidecar");
-        assert!(child.try_wait().expect("wait").is_none(), "the copy ended before its sidecar");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    kill_paused_at(offsite().command(), "copy-sidecar-written", &flag);
     assert_eq!(visible(&to), [format!("{name}.manifest.json")], "the sidecar alone, no team file");
     let ran = offsite().expect(0);
     assert!(ran.all().contains("1 copied"), "{}", ran.all());
@@ -557,14 +521,7 @@ async fn a_team_file_in_an_object_store_is_listed_with_its_sidecar_verified_agai
     let Some(s3) = moto() else { return };
     let Some(src) = native_server("shop").await else { return };
     let url = src.url();
-    exec(
-        &url,
-        "create table items (id int primary key, name text not null);
-         insert into items select g, 'item ' || g from generate_series(1, 1000) g;
-         create table orders (id int primary key, item int references items);
-         insert into orders select g, 1 + g % 1000 from generate_series(1, 500) g;",
-    )
-    .await;
+    exec(&url, SHOP).await;
     assert_eq!(crate::object_store::http(s3.port, "PUT", "/team", &[]).0, 200, "bucket created");
     let loc = "s3://team/nightly";
     let tmp = tempfile::tempdir().expect("tmp");

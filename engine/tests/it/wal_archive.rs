@@ -322,15 +322,7 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
         let port = s3.port;
         let made = Command::new("curl").args(["-s", "-X", "PUT", &format!("http://127.0.0.1:{port}/bkt")]).status();
         assert!(made.is_ok_and(|s| s.success()), "bucket");
-        let aws = |run: Run| {
-            run.env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing-secret")
-                .env("AWS_REGION", "us-east-1")
-                .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-                .env("AWS_ALLOW_HTTP", "true")
-                .env_remove("AWS_PROFILE")
-                .env("PGDRILL_BACKUP_KEY", KEY)
-        };
+        let aws = |run: Run| run.moto(port, "testing-secret").key(KEY);
         aws(Run::new("base-backup")
             .var("database_url", pg.url())
             .var("storage", "s3://bkt/p")
@@ -896,15 +888,7 @@ fn a_pitr_drill_from_pgdrills_own_backups_in_a_folder_and_an_object_store_reache
     give(&s3conf, 0o600);
     let push = |c: &Path| format!("{} wal push --config {} %p", bin().display(), c.display());
     let pg = Cluster::start(&pgbin, &root.path().join("pg"), &format!("{} && {}", push(&local), push(&s3conf)));
-    let aws = |run: Run| {
-        run.env("AWS_ACCESS_KEY_ID", "moto-id")
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-            .env("AWS_ALLOW_HTTP", "true")
-            .env_remove("AWS_PROFILE")
-            .env("PGDRILL_BACKUP_KEY", KEY)
-    };
+    let aws = |run: Run| run.moto_as(port, "moto-id", SECRET).key(KEY);
 
     pg.psql("create table kept as select generate_series(1, 100) as g");
     // Both archives take the first segment before any backup (the server's log tells why not).

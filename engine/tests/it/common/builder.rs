@@ -90,6 +90,24 @@ impl Run {
         self.env(KEY_ENV, key)
     }
 
+    /// A moto S3 server on loopback `port` as the store, signed as account `testing` with
+    /// `secret` (a test's own, to look for in what pgdrill shows), over plain HTTP; the
+    /// caller's own AWS profile and session are left out, so they can never be used instead.
+    pub fn moto(self, port: u16, secret: &str) -> Run {
+        self.moto_as(port, "testing", secret)
+    }
+
+    /// [`Run::moto`] signed with the access key id `key_id` (moto takes any as its one account).
+    pub fn moto_as(self, port: u16, key_id: &str, secret: &str) -> Run {
+        self.env("AWS_ACCESS_KEY_ID", key_id)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+    }
+
     pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Run {
         self.cmd.current_dir(dir);
         self

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod builder;
+mod certs;
 mod disk;
 mod dumps;
 mod fields;
@@ -18,14 +19,15 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub use builder::{Ran, Run, KEY_ENV};
+pub use certs::ca_sign;
 pub use disk::SmallDisk;
-pub use dumps::{last_json_line, pg_dump_gzip};
+pub use dumps::{last_json_line, libpq_bash, pg_dump_gzip};
 pub use fields::{catalogue_kinds, dummy, leak_then, required_others};
 pub use http::http_recorder;
 pub use junit::{Junit, Status};
 pub use relay::stalling_relay;
-pub use report::RunJson;
-pub use servers::{moto, moto_with_env, on_path, server_log, wait_listening, Server};
+pub use report::{steps_in, RunJson};
+pub use servers::{moto, moto_with_env, on_path, s3_request, server_log, wait_listening, Server};
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
@@ -301,7 +303,7 @@ pub fn kill_paused_at(mut cmd: Command, phase: &str, flag: &Path) {
     let t = Instant::now();
     while !flag.exists() {
         assert!(t.elapsed() < Duration::from_secs(120), "{phase}: never reached");
-        assert!(child.try_wait().expect("wait").is_none(), "{phase}: the backup ended before it");
+        assert!(child.try_wait().expect("wait").is_none(), "{phase}: pgdrill ended before it");
         std::thread::sleep(Duration::from_millis(50));
     }
     child.kill().expect("SIGKILL");

@@ -102,6 +102,13 @@ impl Suite {
     }
 }
 
+/// The steps of suite `n` of a run.json a test has read as JSON itself, typed; steps that
+/// do not read as run.json's steps fail the test.
+pub fn steps_in(run_json: &Value, n: usize) -> Vec<Step> {
+    serde_json::from_value(run_json["suites"][n]["steps"].clone())
+        .unwrap_or_else(|e| panic!("suite {n}'s steps in run.json: {e}"))
+}
+
 impl Step {
     /// The output `name` as text (empty when absent or not text).
     pub fn output(&self, name: &str) -> &str {

@@ -64,6 +64,26 @@ pub fn moto() -> Option<Server> {
     moto_with_env(&[])
 }
 
+/// One request to a moto S3 server on loopback as the account `testing` (moto reads the
+/// account from the credential and checks no signature while its access control is off):
+/// the status and the response's head and body as text.
+pub fn s3_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\nAuthorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out)
+}
+
 /// [`moto`] with `env` in its environment (its settings, such as when its access control starts).
 pub fn moto_with_env(env: &[(&str, &str)]) -> Option<Server> {
     if !require(on_path("moto_server"), "moto_server (PyPI moto[server])") {
