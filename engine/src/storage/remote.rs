@@ -347,6 +347,7 @@ pub fn open_given(location: &str, settings: &[(String, String)]) -> Result<Remot
         first_byte_ms: u32::try_from(first_byte.as_millis()).unwrap_or(u32::MAX),
         seen: Arc::default(),
     };
+    super::tree::set_bare_lookup(bare_mirror);
     lock(&OPEN).push((location.to_string(), r.clone()));
     Ok(r)
 }
@@ -2055,6 +2056,11 @@ pub fn for_mirror(path: &Path) -> Option<(Remote, String)> {
     None
 }
 
+/// The mirror of an opened location a bare path lies in (`tree::set_bare_lookup`).
+fn bare_mirror(path: &Path) -> Option<std::sync::Arc<dyn super::tree::Mirror>> {
+    for_mirror(path).map(|(r, _)| std::sync::Arc::new(r) as std::sync::Arc<dyn super::tree::Mirror>)
+}
+
 /// How a path is shown: the object's URL for a mirror path, else the path.
 pub fn display(path: &Path) -> String {
     match for_mirror(path) {
@@ -2105,12 +2111,6 @@ pub fn is_lazy(path: &Path) -> bool {
 /// size and time, or None when it is no such path (see `storage::tree`).
 pub(super) fn unmade(path: &Path) -> Option<(u64, std::time::SystemTime)> {
     for_mirror(path).and_then(|(r, _)| r.unmade_at(path))
-}
-
-/// The names right below `dir` that only the last listing knows (no file stands in for
-/// them yet), each with whether it is a folder (it has objects below it).
-pub(super) fn unmade_children(dir: &Path) -> Vec<(String, bool)> {
-    for_mirror(dir).map(|(r, _)| r.unmade_below(dir)).unwrap_or_default()
 }
 
 /// Whether `path` is a mirror stand-in whose contents were not downloaded.

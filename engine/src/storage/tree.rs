@@ -8,13 +8,32 @@
 //! A `Tree` is the view as a value: its root and, for an object store, the store whose
 //! mirror it is (`Mirror`). A path found in it is shown, read and asked about through the
 //! tree, which holds the store: no lookup of the store by path in a process-wide table.
-//! The free functions below still answer for a bare path (through remote.rs's table of
-//! opened locations) for the callers not yet handed a `Tree`.
+//! The free functions below still answer for a bare path (through the lookup the
+//! object-store backend installs, `set_bare_lookup`) for the callers not yet handed a `Tree`.
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
+
+/// How a bare path finds the object store's mirror it lies in, for the callers not yet
+/// handed a `Tree`: installed by the object-store backend when it opens a location
+/// (remote.rs), so this module asks through the `Mirror` contract and imports no backend
+/// (a backend importing the tree and the tree importing it back made an import circle).
+static BARE_LOOKUP: OnceLock<BareLookup> = OnceLock::new();
+
+/// The lookup `set_bare_lookup` installs.
+pub type BareLookup = fn(&Path) -> Option<Arc<dyn Mirror>>;
+
+/// Install how a bare path finds its mirror (see `BARE_LOOKUP`); the first install stays.
+pub fn set_bare_lookup(lookup: BareLookup) {
+    let _ = BARE_LOOKUP.set(lookup);
+}
+
+/// The mirror a bare path lies in, if any location holding it was opened.
+fn mirror_for(path: &Path) -> Option<Arc<dyn Mirror>> {
+    BARE_LOOKUP.get().and_then(|lookup| lookup(path)).filter(|m| path.starts_with(m.root()))
+}
 
 /// What a store whose objects are elsewhere keeps of them locally (an object store's sparse
 /// mirror, remote.rs): implemented by the store over its own state, so a `Tree` asks the
@@ -110,10 +129,9 @@ impl From<&Tree> for Tree {
 }
 
 /// What answers for one path of a tree.
-enum Answer<'a> {
+enum Answer {
     Files,
-    Mirror(&'a dyn Mirror),
-    Bare,
+    Mirror(Arc<dyn Mirror>),
 }
 
 impl Tree {
@@ -144,12 +162,12 @@ impl Tree {
 
     /// Who answers for `path`: the mirror when it is in it, the filesystem for anything
     /// else of a tree that has its store in hand.
-    fn answer(&self, path: &Path) -> Answer<'_> {
+    fn answer(&self, path: &Path) -> Answer {
         match &self.backing {
             Backing::Local => Answer::Files,
-            Backing::Mirror(m) if path.starts_with(m.root()) => Answer::Mirror(m.as_ref()),
+            Backing::Mirror(m) if path.starts_with(m.root()) => Answer::Mirror(m.clone()),
             Backing::Mirror(_) => Answer::Files,
-            Backing::Bare => Answer::Bare,
+            Backing::Bare => mirror_for(path).map_or(Answer::Files, Answer::Mirror),
         }
     }
 
@@ -162,7 +180,6 @@ impl Tree {
                 None => path.display().to_string(),
             },
             Answer::Files => path.display().to_string(),
-            Answer::Bare => super::remote::display(path),
         }
     }
 
@@ -171,7 +188,6 @@ impl Tree {
         match self.answer(path) {
             Answer::Mirror(m) => m.object_of(path),
             Answer::Files => None,
-            Answer::Bare => super::remote::for_mirror(path).map(|(r, key)| (Arc::new(r) as Arc<dyn super::Store>, key)),
         }
     }
 
@@ -180,7 +196,7 @@ impl Tree {
         match &self.backing {
             Backing::Local => false,
             Backing::Mirror(_) => true,
-            Backing::Bare => super::remote::for_mirror(&self.root).is_some(),
+            Backing::Bare => mirror_for(&self.root).is_some(),
         }
     }
 
@@ -191,7 +207,6 @@ impl Tree {
         match self.answer(path) {
             Answer::Mirror(m) => m.materialize(path),
             Answer::Files => Ok(false),
-            Answer::Bare => super::remote::materialize(path),
         }
     }
 
@@ -200,7 +215,6 @@ impl Tree {
         match self.answer(path) {
             Answer::Mirror(m) => m.is_lazy(path),
             Answer::Files => false,
-            Answer::Bare => super::remote::is_lazy(path),
         }
     }
 
@@ -209,7 +223,6 @@ impl Tree {
         match self.answer(path) {
             Answer::Mirror(m) => m.is_stand_in(path),
             Answer::Files => false,
-            Answer::Bare => super::remote::is_stand_in(path),
         }
     }
 
@@ -219,10 +232,6 @@ impl Tree {
         match self.answer(path) {
             Answer::Mirror(m) => m.fill_head(path, n).await,
             Answer::Files => Ok(()),
-            Answer::Bare => match super::remote::for_mirror(path) {
-                Some((r, _)) => Mirror::fill_head(&r, path, n).await,
-                None => Ok(()),
-            },
         }
     }
 
@@ -232,10 +241,6 @@ impl Tree {
         match self.answer(path) {
             Answer::Mirror(m) => m.fetch(path).await,
             Answer::Files => Ok(path.to_path_buf()),
-            Answer::Bare => match super::remote::for_mirror(path) {
-                Some((r, _)) => Mirror::fetch(&r, path).await,
-                None => Ok(path.to_path_buf()),
-            },
         }
     }
 
@@ -245,10 +250,6 @@ impl Tree {
         match self.answer(path) {
             Answer::Mirror(m) => Some(m.digest(path).await),
             Answer::Files => None,
-            Answer::Bare => match super::remote::for_mirror(path) {
-                Some((r, _)) => Some(Mirror::digest(&r, path).await),
-                None => None,
-            },
         }
     }
 
@@ -256,7 +257,6 @@ impl Tree {
         match self.answer(path) {
             Answer::Mirror(m) => m.unmade(path),
             Answer::Files => None,
-            Answer::Bare => super::remote::unmade(path),
         }
     }
 
@@ -264,7 +264,6 @@ impl Tree {
         match self.answer(dir) {
             Answer::Mirror(m) => m.unmade_children(dir),
             Answer::Files => Vec::new(),
-            Answer::Bare => super::remote::unmade_children(dir),
         }
     }
 
@@ -338,7 +337,7 @@ fn kind_of(ft: std::fs::FileType) -> Kind {
 /// The entries of `dir` (its files, and the listed objects no file stands in for yet), in
 /// no particular order. A missing directory is `NotFound`, as `fs::read_dir` says.
 pub fn read_dir(dir: &Path) -> io::Result<Vec<Node>> {
-    read_dir_with(dir, super::remote::unmade_children(dir))
+    read_dir_with(dir, Tree::from(dir).unmade_children(dir))
 }
 
 /// `read_dir`, given what the listing knows below `dir`.
@@ -370,7 +369,7 @@ fn read_dir_with(dir: &Path, listed: Vec<(String, bool)>) -> io::Result<Vec<Node
 
 /// `path`'s size, time and kind (a symlink is not followed), or None when nothing is there.
 pub fn stat(path: &Path) -> Option<Stat> {
-    stat_with(path, super::remote::unmade(path), || super::remote::unmade_children(path))
+    stat_with(path, Tree::from(path).unmade(path), || Tree::from(path).unmade_children(path))
 }
 
 /// `stat`, given what the listing said of `path` and, asked only when needed, below it.
@@ -396,17 +395,17 @@ fn stat_with(
 
 /// Whether `path` is a file, a symlink followed (as `Path::is_file`).
 pub fn is_file(path: &Path) -> bool {
-    super::remote::unmade(path).is_some() || path.is_file()
+    Tree::from(path).unmade(path).is_some() || path.is_file()
 }
 
 /// Whether `path` is a directory, a symlink followed (as `Path::is_dir`).
 pub fn is_dir(path: &Path) -> bool {
-    path.is_dir() || (!path.exists() && !super::remote::unmade_children(path).is_empty())
+    path.is_dir() || (!path.exists() && !Tree::from(path).unmade_children(path).is_empty())
 }
 
 /// `path`'s size in bytes, a symlink followed; 0 when nothing is there.
 pub fn size(path: &Path) -> u64 {
-    match super::remote::unmade(path) {
+    match Tree::from(path).unmade(path) {
         Some((n, _)) => n,
         None => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
     }
