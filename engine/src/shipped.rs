@@ -8,34 +8,30 @@ pub struct Shipped {
     pub text: &'static str,
 }
 
+/// One entry of `ALL`: `include_str!` wants a literal, so the path is written once here and
+/// not twice per entry.
+macro_rules! shipped {
+    ($name:literal, $path:literal) => {
+        Shipped { name: $name, path: $path, text: include_str!(concat!("../../", $path)) }
+    };
+}
+
 const ALL: &[Shipped] = &[
-    Shipped { name: "backup", path: "runbooks/backup.yaml", text: include_str!("../../runbooks/backup.yaml") },
-    Shipped { name: "prune", path: "runbooks/prune.yaml", text: include_str!("../../runbooks/prune.yaml") },
-    Shipped { name: "verify", path: "runbooks/verify.yaml", text: include_str!("../../runbooks/verify.yaml") },
-    Shipped { name: "restore", path: "runbooks/restore.yaml", text: include_str!("../../runbooks/restore.yaml") },
-    Shipped { name: "offsite", path: "runbooks/offsite.yaml", text: include_str!("../../runbooks/offsite.yaml") },
-    Shipped { name: "predeploy", path: "runbooks/predeploy.yaml", text: include_str!("../../runbooks/predeploy.yaml") },
-    Shipped { name: "smoke", path: "runbooks/smoke.yaml", text: include_str!("../../runbooks/smoke.yaml") },
-    Shipped {
-        name: "base-backup",
-        path: "runbooks/base-backup.yaml",
-        text: include_str!("../../runbooks/base-backup.yaml"),
-    },
-    Shipped { name: "quickstart", path: "drills/quickstart.yaml", text: include_str!("../../drills/quickstart.yaml") },
-    Shipped {
-        name: "disaster-recovery",
-        path: "drills/disaster-recovery.yaml",
-        text: include_str!("../../drills/disaster-recovery.yaml"),
-    },
-    Shipped { name: "ab", path: "drills/ab.yaml", text: include_str!("../../drills/ab.yaml") },
-    Shipped { name: "upgrade", path: "drills/upgrade.yaml", text: include_str!("../../drills/upgrade.yaml") },
-    Shipped { name: "pitr", path: "runbooks/pitr.yaml", text: include_str!("../../runbooks/pitr.yaml") },
-    Shipped { name: "pitr-drill", path: "drills/pitr-drill.yaml", text: include_str!("../../drills/pitr-drill.yaml") },
-    Shipped {
-        name: "verify-physical",
-        path: "runbooks/verify-physical.yaml",
-        text: include_str!("../../runbooks/verify-physical.yaml"),
-    },
+    shipped!("backup", "runbooks/backup.yaml"),
+    shipped!("prune", "runbooks/prune.yaml"),
+    shipped!("verify", "runbooks/verify.yaml"),
+    shipped!("restore", "runbooks/restore.yaml"),
+    shipped!("offsite", "runbooks/offsite.yaml"),
+    shipped!("predeploy", "runbooks/predeploy.yaml"),
+    shipped!("smoke", "runbooks/smoke.yaml"),
+    shipped!("base-backup", "runbooks/base-backup.yaml"),
+    shipped!("quickstart", "drills/quickstart.yaml"),
+    shipped!("disaster-recovery", "drills/disaster-recovery.yaml"),
+    shipped!("ab", "drills/ab.yaml"),
+    shipped!("upgrade", "drills/upgrade.yaml"),
+    shipped!("pitr", "runbooks/pitr.yaml"),
+    shipped!("pitr-drill", "drills/pitr-drill.yaml"),
+    shipped!("verify-physical", "runbooks/verify-physical.yaml"),
 ];
 
 pub fn find(name: &str) -> Option<&'static Shipped> {

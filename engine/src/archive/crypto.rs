@@ -312,6 +312,12 @@ fn prefix_of(header: &Header) -> Result<[u8; 7], ArchiveError> {
     unhex::<7>(p).ok_or_else(|| ArchiveError::BadHeader("bad nonce prefix".into()))
 }
 
+/// What sealing and opening both start from: the key's cipher, the header's nonce prefix and
+/// room for one sealed chunk.
+fn chunk_state(key: &Key, header: &Header) -> Result<(Aes256Gcm, [u8; 7], Vec<u8>), ArchiveError> {
+    Ok((key.cipher(), prefix_of(header)?, Vec::with_capacity(CHUNK_SIZE + TAG)))
+}
+
 fn nonce(prefix: &[u8; 7], counter: u32, last: bool) -> [u8; 12] {
     let mut n = [0u8; 12];
     n[..7].copy_from_slice(prefix);
@@ -332,14 +338,8 @@ pub struct SealWriter<W> {
 
 impl<W: Write> SealWriter<W> {
     pub fn new(out: W, key: &Key, header: &Header, aad: Vec<u8>) -> io::Result<Self> {
-        Ok(SealWriter {
-            out,
-            cipher: key.cipher(),
-            prefix: prefix_of(header)?,
-            aad,
-            buf: Vec::with_capacity(CHUNK_SIZE + TAG),
-            counter: 0,
-        })
+        let (cipher, prefix, buf) = chunk_state(key, header)?;
+        Ok(SealWriter { out, cipher, prefix, aad, buf, counter: 0 })
     }
 
     fn seal(&mut self, last: bool) -> io::Result<()> {
@@ -399,16 +399,8 @@ impl<R: Read> OpenReader<R> {
         if header.chunk_size != Some(CHUNK_SIZE) {
             return Err(ArchiveError::BadHeader(format!("unsupported chunk size {:?}", header.chunk_size)));
         }
-        Ok(OpenReader {
-            input,
-            cipher: key.cipher(),
-            prefix: prefix_of(header)?,
-            aad,
-            buf: Vec::with_capacity(CHUNK_SIZE + TAG),
-            pos: 0,
-            counter: 0,
-            done: false,
-        })
+        let (cipher, prefix, buf) = chunk_state(key, header)?;
+        Ok(OpenReader { input, cipher, prefix, aad, buf, pos: 0, counter: 0, done: false })
     }
 
     fn next_chunk(&mut self) -> Result<(), ArchiveError> {

@@ -299,6 +299,30 @@ pub struct WriteOptions {
     pub key: Option<Key>,
 }
 
+/// The header of an archive sealed under `key`: a fresh nonce prefix and the key's check
+/// (what `write` and `reseal` both start an encrypted archive with).
+fn sealed_header(codec: Codec, key: &Key) -> Header {
+    Header {
+        codec,
+        cipher: "aes-256-gcm".into(),
+        kdf: Some(key.kdf.clone()),
+        chunk_size: Some(CHUNK_SIZE),
+        nonce_prefix: Some(hex(&crypto::random::<7>())),
+        key_check: Some(key.check()),
+        manifest: Some(MANIFEST_MAC.into()),
+    }
+}
+
+/// The bytes an archive starts with, magic, header length and header, which are also the
+/// associated data every chunk authenticates (`read_header` gives them back).
+fn header_aad(header: &Header) -> io::Result<Vec<u8>> {
+    let header_bytes = serde_json::to_vec(header).map_err(io::Error::other)?;
+    let mut aad = MAGIC.to_vec();
+    aad.extend_from_slice(&(header_bytes.len() as u32).to_be_bytes());
+    aad.extend_from_slice(&header_bytes);
+    Ok(aad)
+}
+
 /// Stream `input` into `out` as an archive. Returns the sizes (stored excludes nothing:
 /// it is every byte written to `out`).
 pub fn write<R: Read, W: Write>(mut input: R, out: W, opts: &WriteOptions) -> io::Result<(W, Sizes)> {
@@ -313,20 +337,9 @@ pub fn write<R: Read, W: Write>(mut input: R, out: W, opts: &WriteOptions) -> io
             key_check: None,
             manifest: None,
         },
-        Some(k) => Header {
-            codec: opts.codec,
-            cipher: "aes-256-gcm".into(),
-            kdf: Some(k.kdf.clone()),
-            chunk_size: Some(CHUNK_SIZE),
-            nonce_prefix: Some(hex(&crypto::random::<7>())),
-            key_check: Some(k.check()),
-            manifest: Some(MANIFEST_MAC.into()),
-        },
+        Some(k) => sealed_header(opts.codec, k),
     };
-    let header_bytes = serde_json::to_vec(&header).map_err(io::Error::other)?;
-    let mut aad = MAGIC.to_vec();
-    aad.extend_from_slice(&(header_bytes.len() as u32).to_be_bytes());
-    aad.extend_from_slice(&header_bytes);
+    let aad = header_aad(&header)?;
     out.write_all(&aad)?;
 
     // pg_dump -> compression -> (encryption) -> out
@@ -496,19 +509,8 @@ pub fn reseal<R: Read, W: Write>(
     let (old_key, _) = old.unlock(&kdf, header.key_check.as_deref())?;
     let opened = crypto::OpenReader::new(input, &old_key, &header, aad)?;
     let mut out = CountWriter { inner: out, bytes: 0 };
-    let new_header = Header {
-        codec: header.codec,
-        cipher: "aes-256-gcm".into(),
-        kdf: Some(new.kdf.clone()),
-        chunk_size: Some(CHUNK_SIZE),
-        nonce_prefix: Some(hex(&crypto::random::<7>())),
-        key_check: Some(new.check()),
-        manifest: Some(MANIFEST_MAC.into()),
-    };
-    let header_bytes = serde_json::to_vec(&new_header).map_err(io::Error::other)?;
-    let mut new_aad = MAGIC.to_vec();
-    new_aad.extend_from_slice(&(header_bytes.len() as u32).to_be_bytes());
-    new_aad.extend_from_slice(&header_bytes);
+    let new_header = sealed_header(header.codec, new);
+    let new_aad = header_aad(&new_header)?;
     out.write_all(&new_aad)?;
     let mut sealed = Box::new(crypto::SealWriter::new(out, new, &new_header, new_aad)?);
     let mut opened = opened;

@@ -284,6 +284,14 @@ impl Cx<'_> {
         let pos = self.spans.key(path);
         self.diags.push(Diagnostic::new(self.file, self.text, pos, msg).with_help(help));
     }
+
+    /// A project, environment or database key becomes part of paths and `--only` filters:
+    /// one that cannot is refused at the key.
+    fn name_at(&mut self, path: &str, what: &str, name: &str, help: String) {
+        if !valid_name(name) {
+            self.at_key(path, format!("{what} `{name}` cannot be used in paths and --only"), Some(help));
+        }
+    }
 }
 
 /// Parse and check fleet text; `base_dir` is where relative runbook files are found.
@@ -370,31 +378,16 @@ pub fn parse(file: &str, text: &str, base_dir: PathBuf) -> Result<Fleet, Diagnos
     let mut targets = Vec::new();
     for (p, project) in &raw.projects.0 {
         let ppath = format!("projects.{p}");
-        if !valid_name(p) {
-            cx.at_key(&ppath, format!("project name `{p}` cannot be used in paths and --only"), Some(NAME_HELP.into()));
-        }
-        let pset = project.defaults.clone().unwrap_or_default();
-        check_settings(&mut cx, &format!("{ppath}.defaults"), &pset, false, &schedules);
+        cx.name_at(&ppath, "project name", p, NAME_HELP.into());
+        let pset = level_defaults(&mut cx, &ppath, project.defaults.as_ref(), &schedules);
         for (e, env) in &project.environments.0 {
             let epath = format!("{ppath}.environments.{e}");
-            if !valid_name(e) {
-                cx.at_key(
-                    &epath,
-                    format!("environment name `{e}` cannot be used in paths and --only"),
-                    Some(NAME_HELP.into()),
-                );
-            }
-            let eset = env.defaults.clone().unwrap_or_default();
-            check_settings(&mut cx, &format!("{epath}.defaults"), &eset, false, &schedules);
+            cx.name_at(&epath, "environment name", e, NAME_HELP.into());
+            let eset = level_defaults(&mut cx, &epath, env.defaults.as_ref(), &schedules);
             for (d, dset) in &env.databases.0 {
                 let dpath = format!("{epath}.databases.{d}");
-                if !valid_name(d) {
-                    cx.at_key(
-                        &dpath,
-                        format!("database key `{d}` cannot be used in paths and --only"),
-                        Some(format!("{NAME_HELP}; give the real name with `database:` inside the entry")),
-                    );
-                }
+                let help = format!("{NAME_HELP}; give the real name with `database:` inside the entry");
+                cx.name_at(&dpath, "database key", d, help);
                 let dset = dset.clone().unwrap_or_default();
                 check_settings(&mut cx, &dpath, &dset, true, &schedules);
                 if let Some(t) = resolve(&mut cx, [&root, &pset, &eset, &dset], (p, e, d), &dpath) {
@@ -431,6 +424,13 @@ fn check_vars(cx: &mut Cx<'_>, path: &str, vars: Option<&Ordered<serde_yaml::Val
             refuse_credentials(cx, &format!("{path}.{k}"), v);
         }
     }
+}
+
+/// The `defaults:` of a project or an environment at `path`, checked (empty when absent).
+fn level_defaults(cx: &mut Cx<'_>, path: &str, d: Option<&Settings>, schedules: &[(String, Schedule)]) -> Settings {
+    let set = d.cloned().unwrap_or_default();
+    check_settings(cx, &format!("{path}.defaults"), &set, false, schedules);
+    set
 }
 
 fn check_settings(cx: &mut Cx<'_>, path: &str, s: &Settings, database_level: bool, schedules: &[(String, Schedule)]) {

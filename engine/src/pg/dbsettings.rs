@@ -128,16 +128,23 @@ pub async fn capture(client: &Client, database: &str) -> Result<Option<DatabaseS
             &[&database],
         )
         .await?;
-    let mut settings: Vec<Setting> = rows
+    let settings = role_settings(&rows).into_iter().map(|(role, name, value)| Setting { role, name, value }).collect();
+    Ok(Some(DatabaseSettings { settings, grants, comment, connection_limit }))
+}
+
+/// Rows of `(role, setting)` read from pg_db_role_setting as `(role, name, value)`, sorted;
+/// an entry without `=` is passed over. Also what `globals` reads a role's own settings with.
+pub(super) fn role_settings(rows: &[tokio_postgres::Row]) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = rows
         .iter()
         .filter_map(|r| {
             let text: String = r.get(1);
             let (name, value) = text.split_once('=')?;
-            Some(Setting { role: r.get(0), name: name.to_string(), value: value.to_string() })
+            Some((r.get(0), name.to_string(), value.to_string()))
         })
         .collect();
-    settings.sort();
-    Ok(Some(DatabaseSettings { settings, grants, comment, connection_limit }))
+    out.sort();
+    out
 }
 
 /// Settings whose stored value is a list of (possibly double-quoted) names, which SET takes

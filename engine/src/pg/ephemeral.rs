@@ -214,21 +214,7 @@ impl Ephemeral {
             s.stop().await;
             return Err(ServerError::environment(msg));
         }
-        Ok(Ephemeral {
-            provider: "docker",
-            reason,
-            image: Some(s.image.clone()),
-            host: s.host.clone(),
-            port: s.port,
-            user: s.user.clone(),
-            password: s.password.clone(),
-            database: s.database.clone(),
-            server_version: s.server_version.clone(),
-            major: found,
-            instance: s.container_id.clone(),
-            system_identifier: None,
-            inner: Some(Inner::Docker(Box::new(s))),
-        })
+        Ok(Ephemeral::of(Inner::Docker(Box::new(s)), found, reason))
     }
 
     async fn start_native(opts: &Options, major: u32, reason: String) -> Result<Ephemeral, ServerError> {
@@ -240,21 +226,36 @@ impl Ephemeral {
             ready_timeout: opts.ready_timeout,
         })
         .await?;
-        Ok(Ephemeral {
-            provider: "native",
+        let major = s.major;
+        Ok(Ephemeral::of(Inner::Native(Box::new(s)), major, reason))
+    }
+
+    /// The handle of a server a provider started: where to reach it, which both providers'
+    /// servers name alike, and what only one of them has (an image, a system identifier).
+    fn of(inner: Inner, major: u32, reason: String) -> Ephemeral {
+        let (host, port, user, password, database, server_version) = match &inner {
+            Inner::Docker(s) => (&s.host, s.port, &s.user, &s.password, &s.database, &s.server_version),
+            Inner::Native(s) => (&s.host, s.port, &s.user, &s.password, &s.database, &s.server_version),
+        };
+        let (provider, image, instance, system_identifier) = match &inner {
+            Inner::Docker(s) => ("docker", Some(s.image.clone()), s.container_id.clone(), None),
+            Inner::Native(s) => ("native", None, s.dir().display().to_string(), s.system_identifier.clone()),
+        };
+        Ephemeral {
+            provider,
             reason,
-            image: None,
-            host: s.host.clone(),
-            port: s.port,
-            user: s.user.clone(),
-            password: s.password.clone(),
-            database: s.database.clone(),
-            server_version: s.server_version.clone(),
-            major: s.major,
-            instance: s.dir().display().to_string(),
-            system_identifier: s.system_identifier.clone(),
-            inner: Some(Inner::Native(Box::new(s))),
-        })
+            image,
+            host: host.clone(),
+            port,
+            user: user.clone(),
+            password: password.clone(),
+            database: database.clone(),
+            server_version: server_version.clone(),
+            major,
+            instance,
+            system_identifier,
+            inner: Some(inner),
+        }
     }
 
     pub fn url(&self) -> String {

@@ -205,15 +205,10 @@ pub async fn capture(client: &Client) -> Result<Captured, tokio_postgres::Error>
             &[],
         )
         .await?;
-    let mut role_settings: Vec<RoleSetting> = rows
-        .iter()
-        .filter_map(|r| {
-            let text: String = r.get(1);
-            let (name, value) = text.split_once('=')?;
-            Some(RoleSetting { role: r.get(0), name: name.into(), value: value.into() })
-        })
+    let role_settings: Vec<RoleSetting> = dbsettings::role_settings(&rows)
+        .into_iter()
+        .map(|(role, name, value)| RoleSetting { role, name, value })
         .collect();
-    role_settings.sort();
     let rows = client
         .query(
             "select t.spcname::text, pg_get_userbyid(t.spcowner)::text, pg_tablespace_location(t.oid) from pg_tablespace t \

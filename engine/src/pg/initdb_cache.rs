@@ -268,12 +268,18 @@ mod tests {
         data
     }
 
-    #[test]
-    fn a_template_is_found_only_whole_and_of_its_major() {
+    /// A cache (`root`) holding one template, `k`, of `data` stored with `password`.
+    fn cache_of_one(password: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
         let tmp = tempfile::tempdir().expect("tmp");
         let data = initdb_output(tmp.path());
         let root = tmp.path().join("cache");
-        store(&root, "k", &data, "secret").expect("fixture");
+        store(&root, "k", &data, password).expect("fixture");
+        (tmp, data, root)
+    }
+
+    #[test]
+    fn a_template_is_found_only_whole_and_of_its_major() {
+        let (_tmp, data, root) = cache_of_one("secret");
         // A second writer of the same key finds it stored and leaves no temporary behind.
         store(&root, "k", &data, "other").expect("fixture");
         let names: Vec<String> = fs::read_dir(&root)
@@ -294,10 +300,7 @@ mod tests {
 
     #[test]
     fn a_template_in_a_directory_others_can_write_is_never_used() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let data = initdb_output(tmp.path());
-        let root = tmp.path().join("cache");
-        store(&root, "k", &data, "planted").expect("fixture");
+        let (_tmp, _, root) = cache_of_one("planted");
         assert!(find(&root, "k", 15).is_some());
         for dir in [root.clone(), root.join("k"), root.join("k/data")] {
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).expect("fixture");

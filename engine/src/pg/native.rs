@@ -473,8 +473,12 @@ const READY_POLL: Duration = Duration::from_millis(5);
 /// How often a connection is tried when `postmaster.pid` gives no status it knows.
 const CONNECT_POLL: Duration = Duration::from_millis(25);
 
-/// What the postmaster says of itself in the 8th line of `postmaster.pid` (PostgreSQL 10
-/// and later): `starting`, `ready` once it accepts connections, `stopping`, `standby`.
+/// What the postmaster of the data directory `data` says of itself in the 8th line of its
+/// `postmaster.pid` (PostgreSQL 10 and later; what `pg_ctl -w` waits on): `starting` (also
+/// while it recovers), `ready` once it accepts connections (with `hot_standby=off`, only once
+/// recovery ended and it promoted), `stopping`, `standby`. None when there is no file or no
+/// such line yet (an older server, or a newer one's first moments). A plain file read, for
+/// any data directory: a throwaway's here, a recovery's in `physical`.
 pub fn postmaster_status(data: &Path) -> Option<String> {
     let text = fs::read_to_string(data.join("postmaster.pid")).ok()?;
     text.lines().nth(7).map(|l| l.trim().to_string())
@@ -695,6 +699,17 @@ fn reap_stale_in(tmp: &Path) {
 #[cfg(test)]
 mod tests {
     use super::parse_major;
+
+    #[test]
+    fn the_postmaster_status_is_the_eighth_line_of_its_pid_file_or_none() {
+        let dir = tempfile::tempdir().expect("tmp");
+        assert_eq!(super::postmaster_status(dir.path()), None, "no file");
+        let pid = dir.path().join("postmaster.pid");
+        std::fs::write(&pid, "4242\n/data\n1700000000\n5432\n/tmp\n*\n").expect("write");
+        assert_eq!(super::postmaster_status(dir.path()), None, "no status line yet");
+        std::fs::write(&pid, "4242\n/data\n1700000000\n5432\n/tmp\n*\n  5432001 0\nready   \n").expect("write");
+        assert_eq!(super::postmaster_status(dir.path()).as_deref(), Some("ready"));
+    }
 
     #[test]
     fn names_and_literals_are_quoted_with_their_quotes_doubled() {

@@ -520,15 +520,7 @@ const APP_PREFIX: &str = "pgdrill restore ";
 
 /// `application_name` of the lock's connection: what a refused second run shows.
 fn app_name(started: OffsetDateTime) -> String {
-    let stamp = format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        started.year(),
-        u8::from(started.month()),
-        started.day(),
-        started.hour(),
-        started.minute(),
-        started.second()
-    );
+    let stamp = crate::util::compact_utc(started, false);
     let mut s = format!("{APP_PREFIX}{} {stamp} {}", std::process::id(), hostname());
     // The server truncates at 63 bytes; cut on a character boundary ourselves.
     while s.len() > 63 {

@@ -7,3 +7,26 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
     // Formatting fails only for years outside 0..=9999, which no clock here reaches.
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
+
+/// `20261121T083000Z`: ISO 8601's basic format in UTC, with no separators to quote, as a
+/// lock's `application_name` and SigV4's `x-amz-date` carry a time; with `millis`,
+/// `20261121T083000.123Z` (names that must sort and differ within a second).
+pub fn compact_utc(t: OffsetDateTime, millis: bool) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let (y, mo, d) = (t.year(), u8::from(t.month()), t.day());
+    let (h, mi, s) = (t.hour(), t.minute(), t.second());
+    let ms = if millis { format!(".{:03}", t.millisecond()) } else { String::new() };
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}{ms}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_times_are_utc_with_no_separators() {
+        let t = time::macros::datetime!(2026-11-21 09:30:05.042 +01:00);
+        assert_eq!(compact_utc(t, false), "20261121T083005Z");
+        assert_eq!(compact_utc(t, true), "20261121T083005.042Z");
+    }
+}

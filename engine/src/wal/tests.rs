@@ -31,6 +31,14 @@ fn data_dir(system: u64) -> tempfile::TempDir {
     d
 }
 
+/// An empty archive in a folder of its own (the folder, its store) and a data directory of
+/// `SYSTEM`.
+fn archive_and_data_dir() -> (tempfile::TempDir, FsStore, tempfile::TempDir) {
+    let store = tempfile::tempdir().expect("tmp");
+    let s = FsStore::new(store.path());
+    (store, s, data_dir(SYSTEM))
+}
+
 fn cfg(storage: &Path) -> Config {
     Config { storage: storage.display().to_string(), key: key(), level: 3, credentials: Vec::new() }
 }
@@ -94,9 +102,7 @@ async fn push_is_idempotent_for_the_same_bytes_and_refuses_different_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn fetch_says_absent_only_for_a_missing_file_of_a_known_archive() {
-    let store = tempfile::tempdir().expect("tmp");
-    let d = data_dir(SYSTEM);
-    let s = FsStore::new(store.path());
+    let (store, s, d) = archive_and_data_dir();
     let dest = Path::new("pg_wal/RECOVERYXLOG");
     // No archive of this system at all: not "absent", or recovery would end early.
     let e = fetch_from(&s, &key(), "000000010000000000000002", dest, d.path(), None).await.expect_err("no archive");
@@ -117,9 +123,7 @@ async fn fetch_says_absent_only_for_a_missing_file_of_a_known_archive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_segment_of_another_system_or_cut_short_is_never_pushed() {
-    let store = tempfile::tempdir().expect("tmp");
-    let d = data_dir(SYSTEM);
-    let s = FsStore::new(store.path());
+    let (store, s, d) = archive_and_data_dir();
     let rel = Path::new("pg_wal/000000010000000000000002");
     std::fs::write(d.path().join(rel), segment(SYSTEM + 1, 2, 0)).expect("write");
     let e = push_to(&s, &cfg(store.path()), rel, d.path()).await.expect_err("other system");
@@ -134,9 +138,7 @@ async fn a_segment_of_another_system_or_cut_short_is_never_pushed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn continuity_names_a_missing_segment_and_follows_a_timeline_switch() {
-    let store = tempfile::tempdir().expect("tmp");
-    let d = data_dir(SYSTEM);
-    let s = FsStore::new(store.path());
+    let (store, s, d) = archive_and_data_dir();
     let c = cfg(store.path());
     let put = |tli: u32, segno: u64| {
         let name = segment_name(tli, segno, SEG);
