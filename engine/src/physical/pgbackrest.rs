@@ -933,6 +933,38 @@ mod tests {
         assert!(Repo::parse("pgbackrest://a?cipher-pass=secret").is_err(), "no secret in a location");
     }
 
+    /// Regression (issue 39): repository settings kept only in a `config-include-path` file
+    /// were neither named (`--config-include-path`) nor mounted into an image's container, so
+    /// the restore there lost them. The folder and the paths its files name are mounted.
+    #[test]
+    fn a_repository_named_only_in_an_included_file_is_mounted_with_its_folder() {
+        let t = tempfile::tempdir().expect("tmp");
+        let (config, include, repo) =
+            (t.path().join("pgbackrest.conf"), t.path().join("conf.d"), t.path().join("repo"));
+        std::fs::create_dir_all(&include).expect("mkdir");
+        std::fs::create_dir_all(&repo).expect("mkdir");
+        std::fs::write(&config, "[global]\nlog-level-file=off\n\n[demo]\npg1-path=/nowhere\n").expect("config");
+        std::fs::write(include.join("repo.conf"), format!("[global]\nrepo1-path={}\n", repo.display())).expect("conf");
+        std::fs::write(include.join("notes.txt"), format!("repo1-path={}\n", t.path().display())).expect("notes");
+        let named = Repo::parse(&format!(
+            "pgbackrest://demo?config={}&config-include-path={}",
+            config.display(),
+            include.display()
+        ))
+        .expect("parsed");
+        assert!(
+            named.common().contains(&format!("--config-include-path={}", include.display())),
+            "{:?}",
+            named.common()
+        );
+        assert_eq!(named.mounts(), vec![include.clone(), config.clone(), repo.clone()], "sorted");
+        // Without the folder named, pgBackRest reads the named configuration alone.
+        let alone = Repo::parse(&format!("pgbackrest://demo?config={}", config.display())).expect("parsed");
+        if std::env::var_os("PGBACKREST_CONFIG_INCLUDE_PATH").is_none() {
+            assert_eq!(alone.mounts(), vec![config]);
+        }
+    }
+
     #[test]
     fn archive_get_runs_on_the_throwaway_with_the_teams_configuration() {
         let r = Repo::parse("pgbackrest://my%20stanza?config=/etc/p.conf").expect("parsed");
