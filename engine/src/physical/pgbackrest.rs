@@ -19,7 +19,8 @@ use super::source::{self, ArchiveEnd, BaseBackup, InImage, Lsn, MaterializeInto,
 use super::tools::{self, Binary};
 use crate::error::Failure;
 
-/// How a pgBackRest source is written: `pgbackrest://STANZA?config=PATH&repo=PATH&bin=PATH`.
+/// How a pgBackRest source is written:
+/// `pgbackrest://STANZA?config=PATH&config-include-path=DIR&repo=PATH&bin=PATH`.
 pub const SCHEME: &str = "pgbackrest://";
 
 /// The Debian package holding the binary (named when it is missing).
@@ -27,6 +28,10 @@ pub const PACKAGE: &str = "pgbackrest";
 
 /// pgBackRest's configuration file when none is given.
 const DEFAULT_CONFIG: &str = "/etc/pgbackrest/pgbackrest.conf";
+
+/// pgBackRest's folder of more configuration files (`*.conf`) when none is given; read only
+/// when no configuration file is named either (pgBackRest's own rule).
+const DEFAULT_INCLUDE: &str = "/etc/pgbackrest/conf.d";
 
 /// The repository options (`repo1-path`, `repo1-type`, ...) a configuration file sets, in any
 /// section, as (key, value).
@@ -75,6 +80,9 @@ pub struct Repo {
     pub stanza: String,
     /// `--config`: the team's pgbackrest.conf (default: pgBackRest's own default).
     pub config: Option<PathBuf>,
+    /// `--config-include-path`: the team's folder of more `*.conf` files, which pgBackRest
+    /// reads beside a configuration named by `config` only when told.
+    pub include: Option<PathBuf>,
     /// `--repo1-path`: a local repository's path, when it is not (or not only) in the config.
     pub repo_path: Option<PathBuf>,
     /// The pgbackrest binary to run (default: `pgbackrest` on PATH).
@@ -109,7 +117,7 @@ pub struct Info {
 }
 
 impl Repo {
-    /// Parse `pgbackrest://STANZA?config=PATH&repo=PATH&bin=PATH`.
+    /// Parse `pgbackrest://STANZA?config=PATH&config-include-path=DIR&repo=PATH&bin=PATH`.
     pub fn parse(location: &str) -> Result<Repo, Failure> {
         let rest = location.strip_prefix(SCHEME).ok_or_else(|| {
             Failure::invalid(format!(
@@ -125,11 +133,12 @@ impl Repo {
                 crate::util::visible(location)
             )));
         }
-        let mut repo = Repo { stanza, config: None, repo_path: None, bin: None };
-        for (k, v) in tools::options(query, &["config", "repo", "bin"], location)? {
+        let mut repo = Repo { stanza, config: None, include: None, repo_path: None, bin: None };
+        for (k, v) in tools::options(query, &["config", "config-include-path", "repo", "bin"], location)? {
             let v = Some(PathBuf::from(v));
             match k.as_str() {
                 "config" => repo.config = v,
+                "config-include-path" => repo.include = v,
                 "repo" => repo.repo_path = v,
                 _ => repo.bin = v,
             }
@@ -148,6 +157,9 @@ impl Repo {
         if let Some(c) = &self.config {
             a.push(format!("--config={}", c.display()));
         }
+        if let Some(i) = &self.include {
+            a.push(format!("--config-include-path={}", i.display()));
+        }
         if let Some(r) = &self.repo_path {
             a.push(format!("--repo1-path={}", r.display()));
         }
@@ -155,11 +167,30 @@ impl Repo {
         a
     }
 
+    /// A command of `tool` that reads the repository: this machine's binary, or, `at` an
+    /// image (this machine has none), the image's run as the throwaway's user with the
+    /// team's configuration and local repository mounted read-only (`mounts`). The env file
+    /// must live until the child ends.
+    fn command(
+        &self,
+        tool: &Binary,
+        at: Option<&InImage>,
+    ) -> Result<(std::process::Command, Option<crate::pg::image_tools::EnvFile>), Failure> {
+        match at {
+            None => Ok((tools::tool_command(&tool.path), None)),
+            Some(at) => {
+                let program = tool.path.display().to_string();
+                let (cmd, env) = tools::image_command(&program, &at.image, &self.mounts(), &[], at.network)?;
+                Ok((cmd, Some(env)))
+            }
+        }
+    }
+
     /// `pgbackrest info --output=json` for the stanza. A repository pgBackRest cannot read (a
     /// wrong cipher passphrase, a missing stanza, no repository) is the environment's
     /// failure, with pgBackRest's own words: no backup was judged.
-    pub fn info(&self, tool: &Binary) -> Result<Info, Failure> {
-        let mut cmd = tools::tool_command(&tool.path);
+    pub fn info(&self, tool: &Binary, at: Option<&InImage>) -> Result<Info, Failure> {
+        let (mut cmd, _env) = self.command(tool, at)?;
         cmd.args(self.common()).args(["--output=json", "--log-level-console=error", "--log-level-file=off", "info"]);
         let out = tools::run(&mut cmd, "pgbackrest info")?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -239,17 +270,53 @@ impl Repo {
         vec![format!("--lock-path={}", tool_dir.display()), format!("--spool-path={}", tool_dir.display())]
     }
 
-    /// What the team's pgBackRest reads on this machine, for a container of the tool: the
-    /// configuration file (the one given, else pgBackRest's default if it exists) and every
-    /// existing local path its repository options name (`repo1-path`, a CA file), from the
-    /// configuration, the location (`repo=`) or the environment (`PGBACKREST_REPO1_PATH`).
-    pub fn mounts(&self) -> Vec<PathBuf> {
+    /// The folder of more configuration files pgBackRest reads for this source: the one the
+    /// location names, else the environment's (`PGBACKREST_CONFIG_INCLUDE_PATH`), else, when
+    /// no configuration file is named either, pgBackRest's default if it exists.
+    fn include_dir(&self) -> Option<PathBuf> {
+        let env = |name: &str| tools::tool_env().into_iter().find(|(k, _)| k == name).map(|(_, v)| PathBuf::from(v));
+        self.include.clone().or_else(|| env("PGBACKREST_CONFIG_INCLUDE_PATH")).or_else(|| {
+            let default = Path::new(DEFAULT_INCLUDE);
+            (self.config.is_none() && env("PGBACKREST_CONFIG").is_none() && default.is_dir())
+                .then(|| default.to_path_buf())
+        })
+    }
+
+    /// The configuration file pgBackRest reads (the one given, else pgBackRest's default)
+    /// and the text of it and of each `*.conf` of the include folder: where the team's
+    /// repository options may be.
+    fn configuration(&self) -> (PathBuf, String) {
         let config = self.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-        let text = std::fs::read_to_string(&config).unwrap_or_default();
+        let mut text = std::fs::read_to_string(&config).unwrap_or_default();
+        if let Some(dir) = self.include_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+                .collect();
+            files.sort();
+            for f in files {
+                text.push('\n');
+                text.push_str(&std::fs::read_to_string(f).unwrap_or_default());
+            }
+        }
+        (config, text)
+    }
+
+    /// What the team's pgBackRest reads on this machine, for a container of the tool: the
+    /// configuration file (the one given, else pgBackRest's default if it exists), the
+    /// folder of included files (`config-include-path`), and every existing local path its
+    /// repository options name (`repo1-path`, a CA file), from the configuration and its
+    /// included files, the location (`repo=`) or the environment (`PGBACKREST_REPO1_PATH`).
+    pub fn mounts(&self) -> Vec<PathBuf> {
+        let (config, text) = self.configuration();
         let mut out: Vec<PathBuf> = Vec::new();
         if config.is_file() {
             out.push(config);
         }
+        out.extend(self.include_dir().filter(|d| d.is_dir()));
         let named = repo_options(&text).into_iter().chain(env_repo_options());
         for (key, value) in named {
             let p = Path::new(&value);
@@ -266,8 +333,7 @@ impl Repo {
     /// Whether the repository is reached over the network (a bucket, a repository host): a
     /// container of the tool then needs the host's network.
     pub fn remote(&self) -> bool {
-        let config = self.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-        let text = std::fs::read_to_string(config).unwrap_or_default();
+        let (_, text) = self.configuration();
         repo_options(&text).into_iter().chain(env_repo_options()).any(|(k, v)| {
             let setting = k.split_once('-').map(|(_, s)| s).unwrap_or_default();
             (setting == "type" && !matches!(v.as_str(), "posix" | "cifs")) || setting == "host"
@@ -290,8 +356,8 @@ impl Repo {
     /// The backup `label`'s `backup.manifest` (every file with its checksum, and pgBackRest's
     /// own checksum of the manifest) as `pgbackrest repo-get` gives it back, decrypted: what
     /// signed evidence names the backup by.
-    pub fn manifest(&self, tool: &Binary, label: &str) -> Result<Vec<u8>, Failure> {
-        let mut cmd = tools::tool_command(&tool.path);
+    pub fn manifest(&self, tool: &Binary, at: Option<&InImage>, label: &str) -> Result<Vec<u8>, Failure> {
+        let (mut cmd, _env) = self.command(tool, at)?;
         cmd.args(self.common()).args([
             "--log-level-console=error".to_string(),
             "--log-level-file=off".into(),
@@ -307,26 +373,33 @@ impl Repo {
 
     /// Whether the repository holds `segment` in the archive `archive_id` (`None`: pgBackRest
     /// could not list the archive's folder).
-    pub fn holds_segment(&self, tool: &Binary, archive_id: &str, segment: &str) -> Option<bool> {
-        let folder = segment.get(..16)?;
-        let mut cmd = tools::tool_command(&tool.path);
-        cmd.args(self.common()).args(["--log-level-console=error", "--log-level-file=off", "repo-ls", "--output=json"]);
-        cmd.arg(format!("archive/{}/{archive_id}/{folder}", self.stanza));
-        let out = tools::run(&mut cmd, "pgbackrest repo-ls").ok().filter(|o| o.status.success())?;
-        let v: Value = serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).ok()?;
+    pub fn holds_segment(&self, tool: &Binary, at: Option<&InImage>, archive_id: &str, segment: &str) -> Option<bool> {
+        let v: Value = serde_json::from_str(&self.segment_folder(tool, at, archive_id, segment)?).ok()?;
         Some(v.as_object()?.keys().any(|n| n.strip_prefix(segment).is_some_and(|r| r.is_empty() || r.starts_with('-'))))
     }
 
     /// When the repository received `segment` of the archive `archive_id`: its file's time
     /// as `pgbackrest repo-ls` reports it (the repository's own clock for a bucket), `None`
     /// when pgBackRest cannot say. The age of the archive's newest WAL is judged by it.
-    pub fn archived_at(&self, tool: &Binary, archive_id: &str, segment: &str) -> Option<time::OffsetDateTime> {
+    pub fn archived_at(
+        &self,
+        tool: &Binary,
+        at: Option<&InImage>,
+        archive_id: &str,
+        segment: &str,
+    ) -> Option<time::OffsetDateTime> {
+        segment_time(&self.segment_folder(tool, at, archive_id, segment)?, segment)
+    }
+
+    /// `pgbackrest repo-ls --output=json` of the archive folder that holds `segment`; `None`
+    /// when pgBackRest could not list it.
+    fn segment_folder(&self, tool: &Binary, at: Option<&InImage>, archive_id: &str, segment: &str) -> Option<String> {
         let folder = segment.get(..16)?;
-        let mut cmd = tools::tool_command(&tool.path);
+        let (mut cmd, _env) = self.command(tool, at).ok()?;
         cmd.args(self.common()).args(["--log-level-console=error", "--log-level-file=off", "repo-ls", "--output=json"]);
         cmd.arg(format!("archive/{}/{archive_id}/{folder}", self.stanza));
         let out = tools::run(&mut cmd, "pgbackrest repo-ls").ok().filter(|o| o.status.success())?;
-        segment_time(&String::from_utf8_lossy(&out.stdout), segment)
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The words of the command a throwaway server on `data` fetches WAL with (`pgbackrest
@@ -365,7 +438,11 @@ impl Repo {
 #[derive(Debug)]
 pub struct PgBackRest {
     repo: Repo,
+    /// The pgbackrest that lists the repository and reads its files (`info`, `repo-get`,
+    /// `repo-ls`): this machine's, or the image's of `image`.
     bin: Binary,
+    /// Where `bin` runs when this machine has no pgbackrest: an image's (`open`).
+    image: Option<InImage>,
     /// The last listing, for what the contract's `BaseBackup` does not carry.
     info: std::sync::Mutex<Option<Info>>,
     /// The throwaway's data directory of the last materialize (archive-get's `--pg1-path`).
@@ -376,17 +453,40 @@ pub struct PgBackRest {
 }
 
 impl PgBackRest {
-    /// The source, with its binary found and its version asked.
+    /// The source, with its binary found and its version asked. A machine without
+    /// pgbackrest (and a location naming none) reads the repository with the pgbackrest of
+    /// the newest PostgreSQL image Docker has here, and restores each backup with that of an
+    /// image of the backup's major (`placement`); with neither, the environment's failure
+    /// names the package.
     pub fn open(repo: Repo) -> Result<PgBackRest, Failure> {
-        let bin = repo.binary()?;
-        Ok(PgBackRest {
+        let (bin, image) = match repo.binary() {
+            Ok(bin) => (bin, None),
+            Err(missing) if repo.bin.is_none() => {
+                let Some((image, bin)) = tools::find_in_any_image("pgbackrest", &["version"]) else {
+                    return Err(Failure::environment(format!(
+                        "{}; nor has Docker an image of PostgreSQL with pgbackrest here (`bash ci/setup.sh` builds {} with it)",
+                        missing.message,
+                        crate::pg::docker::LOCAL_IMAGE.replace("{major}", "17")
+                    )));
+                };
+                let at = InImage { image, network: repo.remote(), why: "this machine has no pgbackrest".into() };
+                (bin, Some(at))
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(PgBackRest::with(repo, bin, image))
+    }
+
+    fn with(repo: Repo, bin: Binary, image: Option<InImage>) -> PgBackRest {
+        PgBackRest {
             repo,
             bin,
+            image,
             info: Default::default(),
             data_dir: Default::default(),
             scripts: Default::default(),
             placed: Default::default(),
-        })
+        }
     }
 
     /// The image serving the backup `label`, when `placement` put it in one.
@@ -406,12 +506,15 @@ impl PgBackRest {
         if self.repo.bin.is_some() {
             return why;
         }
+        if self.image.is_some() {
+            why.push("this machine has no pgbackrest".to_string());
+        }
         if let Some(m) = backup.pg_major {
             if crate::pg::native::find_bin_dir(None, Some(m)).is_err() {
                 why.push(format!("this machine has no PostgreSQL {m} server binaries"));
             }
         }
-        if tools::version_numbers(&self.bin.version) < tools::version_numbers(made_by) {
+        if self.image.is_none() && tools::version_numbers(&self.bin.version) < tools::version_numbers(made_by) {
             why.push(format!(
                 "its pgbackrest ({}) is older than the pgBackRest {made_by} that made the backup",
                 self.bin.version
@@ -423,7 +526,7 @@ impl PgBackRest {
     fn info(&self) -> Result<Info, Failure> {
         let mut cached = self.info.lock().unwrap_or_else(|e| e.into_inner());
         if cached.is_none() {
-            *cached = Some(self.repo.info(&self.bin)?);
+            *cached = Some(self.repo.info(&self.bin, self.image.as_ref())?);
         }
         Ok(cached.clone().unwrap_or_else(|| unreachable!("set above")))
     }
@@ -432,9 +535,10 @@ impl PgBackRest {
 impl PhysicalSource for PgBackRest {
     fn tool(&self) -> Tool {
         let placed = self.placed.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let version = match placed.and_then(|(_, i)| i) {
-            Some(i) => format!("{} in {}", i.bin.version, i.at.image),
-            None => format!("{} ({})", self.bin.version, self.bin.path.display()),
+        let version = match (placed.and_then(|(_, i)| i), &self.image) {
+            (Some(i), _) => format!("{} in {}", i.bin.version, i.at.image),
+            (None, Some(at)) => format!("{} in {}", self.bin.version, at.image),
+            (None, None) => format!("{} ({})", self.bin.version, self.bin.path.display()),
         };
         Tool { name: "pgbackrest".into(), version }
     }
@@ -453,7 +557,9 @@ impl PhysicalSource for PgBackRest {
             info.backups.iter().find(|b| b.base.id == backup.id).map(|b| b.made_by.clone()).unwrap_or_default();
         let why = self.why_not_here(backup, &made_by);
         let imaged = match (why.is_empty(), backup.pg_major) {
-            (true, _) | (false, None) => None,
+            (true, _) => None,
+            // A major pgBackRest did not say: the image that lists the repository, if any.
+            (false, None) => self.image.clone().map(|at| Imaged { at, bin: self.bin.clone() }),
             (false, Some(major)) => {
                 let mut seen = Vec::new();
                 let found = super::recover::docker_images_for(major).into_iter().find_map(|image| {
@@ -489,6 +595,9 @@ impl PhysicalSource for PgBackRest {
         let mut s = format!("pgBackRest stanza `{}`", crate::util::visible(&self.repo.stanza));
         if let Some(c) = &self.repo.config {
             s.push_str(&format!(" (config {})", c.display()));
+        }
+        if let Some(i) = &self.repo.include {
+            s.push_str(&format!(" (config-include-path {})", i.display()));
         }
         if let Some(r) = &self.repo.repo_path {
             s.push_str(&format!(" (repository {})", r.display()));
@@ -564,7 +673,7 @@ impl PhysicalSource for PgBackRest {
     /// record of every file and its checksum), for signed evidence.
     fn digest(&self, backup: &BaseBackup) -> Result<Option<(String, String)>, Failure> {
         use sha2::Digest as _;
-        let bytes = self.repo.manifest(&self.bin, &backup.id)?;
+        let bytes = self.repo.manifest(&self.bin, self.image.as_ref(), &backup.id)?;
         let sha: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
         Ok(Some((format!("pgbackrest:{}/{}/backup.manifest", self.repo.stanza, backup.id), sha)))
     }
@@ -583,7 +692,7 @@ impl PhysicalSource for PgBackRest {
             return Ok(None);
         };
         let next = Lsn(stop_start.0 + size).segment_name(tl, size);
-        if self.repo.holds_segment(&self.bin, id, &next) != Some(false) {
+        if self.repo.holds_segment(&self.bin, self.image.as_ref(), id, &next) != Some(false) {
             return Ok(None);
         }
         let newer_start = newer.base.start_lsn.map(|l| l.segment_name(tl, size)).unwrap_or_else(|| "?".into());
@@ -598,7 +707,10 @@ impl PhysicalSource for PgBackRest {
         let Some(max) = info.archive_max else { return Ok(None) };
         match source::parse_segment_name(&max, source::DEFAULT_SEGMENT_SIZE) {
             Some((t, start)) if t == timeline => {
-                let archived = info.archive_id.as_deref().and_then(|id| self.repo.archived_at(&self.bin, id, &max));
+                let archived = info
+                    .archive_id
+                    .as_deref()
+                    .and_then(|id| self.repo.archived_at(&self.bin, self.image.as_ref(), id, &max));
                 Ok(Some(ArchiveEnd { segment: max, segment_start: start, archived }))
             }
             _ => Ok(None),
@@ -761,14 +873,7 @@ mod tests {
         let manifest = b"[backrest]\nbackrest-format=5\n\n[backup]\nbackup-label=\"20261206-064957F\"\n";
         std::fs::write(dir.join("backup.manifest"), manifest).expect("manifest");
         let repo = Repo::parse(&format!("pgbackrest://demo?repo={}", d.path().display())).expect("repo");
-        let src = PgBackRest {
-            repo,
-            bin,
-            info: Default::default(),
-            data_dir: Default::default(),
-            scripts: Default::default(),
-            placed: Default::default(),
-        };
+        let src = PgBackRest::with(repo, bin, None);
         let b = BaseBackup { id: label.into(), ..Default::default() };
         let (name, sha) = src.digest(&b).expect("digest").expect("a digest");
         assert_eq!(name, format!("pgbackrest:demo/{label}/backup.manifest"));
@@ -826,6 +931,38 @@ mod tests {
         assert_eq!(r.repo_path.as_deref(), Some(Path::new("/var/lib/pgbackrest")));
         assert!(Repo::parse("pgbackrest://?config=/x").is_err());
         assert!(Repo::parse("pgbackrest://a?cipher-pass=secret").is_err(), "no secret in a location");
+    }
+
+    /// Regression (issue 39): repository settings kept only in a `config-include-path` file
+    /// were neither named (`--config-include-path`) nor mounted into an image's container, so
+    /// the restore there lost them. The folder and the paths its files name are mounted.
+    #[test]
+    fn a_repository_named_only_in_an_included_file_is_mounted_with_its_folder() {
+        let t = tempfile::tempdir().expect("tmp");
+        let (config, include, repo) =
+            (t.path().join("pgbackrest.conf"), t.path().join("conf.d"), t.path().join("repo"));
+        std::fs::create_dir_all(&include).expect("mkdir");
+        std::fs::create_dir_all(&repo).expect("mkdir");
+        std::fs::write(&config, "[global]\nlog-level-file=off\n\n[demo]\npg1-path=/nowhere\n").expect("config");
+        std::fs::write(include.join("repo.conf"), format!("[global]\nrepo1-path={}\n", repo.display())).expect("conf");
+        std::fs::write(include.join("notes.txt"), format!("repo1-path={}\n", t.path().display())).expect("notes");
+        let named = Repo::parse(&format!(
+            "pgbackrest://demo?config={}&config-include-path={}",
+            config.display(),
+            include.display()
+        ))
+        .expect("parsed");
+        assert!(
+            named.common().contains(&format!("--config-include-path={}", include.display())),
+            "{:?}",
+            named.common()
+        );
+        assert_eq!(named.mounts(), vec![include.clone(), config.clone(), repo.clone()], "sorted");
+        // Without the folder named, pgBackRest reads the named configuration alone.
+        let alone = Repo::parse(&format!("pgbackrest://demo?config={}", config.display())).expect("parsed");
+        if std::env::var_os("PGBACKREST_CONFIG_INCLUDE_PATH").is_none() {
+            assert_eq!(alone.mounts(), vec![config]);
+        }
     }
 
     #[test]

@@ -715,15 +715,6 @@ fn prepare(ws: &Workspace, opts: &RecoverOptions, major: u32) -> Result<(), Fail
     Ok(())
 }
 
-/// What the postmaster says of itself in the 8th line of `postmaster.pid` (PostgreSQL 10
-/// and later): `starting` while it recovers, `ready` once it accepts connections, which
-/// with `hot_standby=off` is only after recovery ended and it promoted. What `pg_ctl -w`
-/// waits on.
-fn postmaster_status(data: &Path) -> Option<String> {
-    let text = fs::read_to_string(data.join("postmaster.pid")).ok()?;
-    text.lines().nth(7).map(|l| l.trim().to_string())
-}
-
 /// How often the wait looks at `postmaster.pid` (a file read; the server is not disturbed).
 const READY_POLL: Duration = Duration::from_millis(10);
 /// How often it tries a connection when `postmaster.pid` says nothing it can use.
@@ -752,7 +743,9 @@ async fn wait_promoted(
                 return Err(failure_from_log(opts, &log, &format!("the server exited ({status})")));
             }
         }
-        let status = postmaster_status(&data);
+        // `starting` while it recovers, `ready` once it accepts connections: with
+        // `hot_standby=off` only after recovery ended and it promoted.
+        let status = native::postmaster_status(&data);
         let ready = status.as_deref() == Some("ready");
         let blind = !matches!(status.as_deref(), Some("starting" | "ready" | "stopping" | "standby"));
         if ready || blind && last_try.is_none_or(|t| t.elapsed() >= CONNECT_POLL) {

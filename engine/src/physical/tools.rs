@@ -151,6 +151,18 @@ pub fn find_in_image(program: &str, version_args: &[&str], image: &str) -> Optio
     Some(Binary { path: PathBuf::from(program), version })
 }
 
+/// `program` in the image of the newest PostgreSQL major Docker has here that holds it, for
+/// a machine without the tool: the image's name and the tool's binary there. Only what a
+/// repository's listing needs (any major's tool reads the repository); restoring a backup
+/// still takes an image of the backup's own major. `None` when no image has it.
+pub fn find_in_any_image(program: &str, version_args: &[&str]) -> Option<(String, Binary)> {
+    let mut images: Vec<String> = (12..=18).rev().flat_map(crate::pg::image_tools::images_of).collect();
+    // PGDRILL_DOCKER_IMAGE names one image for every major: asked once.
+    let mut seen = std::collections::HashSet::new();
+    images.retain(|i| seen.insert(i.clone()));
+    images.into_iter().find_map(|image| find_in_image(program, version_args, &image).map(|bin| (image, bin)))
+}
+
 /// A tool child run in a Docker image rather than on this machine: the tool's environment
 /// reaches it through an env file readable by its owner only (never argv), `ro` folders and
 /// files are mounted read-only and `rw` folders read-write at their own paths, it runs as

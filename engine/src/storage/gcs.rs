@@ -24,7 +24,7 @@
 //! `GOOGLE_SERVICE_ACCOUNT_PATH`/`GOOGLE_SERVICE_ACCOUNT`, or the key itself in
 //! `GOOGLE_SERVICE_ACCOUNT_KEY`: a JWT signed RS256 with openssl is exchanged for a token),
 //! else the metadata server of the machine (GCE, GKE, Cloud Run). An emulator gets none: only
-//! with `use_emulator=true` (see `remote::gcs_emulator`). A token lives in memory only and is
+//! with `use_emulator=true` or STORAGE_EMULATOR_HOST (see `remote::gcs_emulator`). A token lives in memory only and is
 //! sent in a header; errors never carry a URL (a resumable session's URL is itself a
 //! credential) nor a token.
 

@@ -403,11 +403,20 @@ fn parse_location(location: &str) -> Result<Location, String> {
 /// The gs:// client (gcs.rs) reaches another address than Google's only without credentials
 /// (or through a service-account file that names it, `gcs_base_url`), so an endpoint alone is refused
 /// rather than sent unsigned requests a real server would take for anonymous ones.
+/// A location without options (a ledger's URL, which takes none) finds the emulator where
+/// Google's own clients do, in STORAGE_EMULATOR_HOST (`http://HOST:PORT` or `HOST:PORT`).
 fn gcs_emulator(opts: &BTreeMap<String, String>) -> Result<Option<String>, String> {
     let emulator =
         opts.get("use_emulator").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
     match (opts.get("endpoint"), emulator) {
-        (None, false) => Ok(None),
+        (None, false) => Ok(std::env::var("STORAGE_EMULATOR_HOST").ok().filter(|h| !h.trim().is_empty()).map(|h| {
+            let h = h.trim().trim_end_matches('/');
+            if h.starts_with("http://") || h.starts_with("https://") {
+                h.to_string()
+            } else {
+                format!("http://{h}")
+            }
+        })),
         (None, true) => Err("`use_emulator` on a gs:// location needs the emulator's `endpoint=http://HOST:PORT`".into()),
         (Some(_), false) => Err("`endpoint` on a gs:// location is for an emulator (add `use_emulator=true`: requests are then sent without credentials); for another address with credentials, put `gcs_base_url` in the service-account file named by GOOGLE_SERVICE_ACCOUNT_PATH, or use the server's S3-compatible endpoint with s3://".into()),
         (Some(e), true) if e.starts_with("http://") || e.starts_with("https://") => Ok(Some(e.trim_end_matches('/').to_string())),

@@ -39,6 +39,7 @@ mod object_lock;
 mod object_store;
 mod offsite_all;
 mod oncall;
+mod pgbackrest17;
 mod physical17;
 mod physical_evidence;
 mod physical_tools;

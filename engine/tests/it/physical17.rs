@@ -14,7 +14,7 @@ use crate::common::*;
 use crate::physical_tools::{ledger_lines, ok, server_user, shipped, work_dir};
 
 /// The PostgreSQL 17 image ci/setup.sh builds, with the tools' Debian packages in it.
-const IMAGE_17: &str = "pgdrill/postgres-local:17";
+pub(crate) const IMAGE_17: &str = "pgdrill/postgres-local:17";
 const BIN: &str = "/usr/lib/postgresql/17/bin";
 
 /// The user the team's server runs as: the one pgdrill's throwaway runs as (`nobody` when
@@ -26,14 +26,14 @@ fn ids() -> (u32, u32) {
 /// The team's PostgreSQL 17 machine: a container of the 17 image with `dir` mounted at its
 /// own path (the server's socket, the tool's configuration and repository are there), where
 /// each command runs as `ids()`. Removed, with all it runs, when dropped.
-struct Team17 {
+pub(crate) struct Team17 {
     name: String,
     dir: PathBuf,
 }
 
 impl Team17 {
     /// `network`: the host's (a bucket to reach) or none.
-    fn start(dir: &Path, network: bool) -> Team17 {
+    pub(crate) fn start(dir: &Path, network: bool) -> Team17 {
         let name = format!("pgdrill-test-team17-{}-{}", std::process::id(), free_port());
         let (uid, gid) = ids();
         let mount = format!("{}:{}", dir.display(), dir.display());
@@ -62,7 +62,7 @@ impl Team17 {
 
     /// `sh -c script` in the container, which must succeed: its stdout.
     #[track_caller]
-    fn sh(&self, script: &str) -> String {
+    pub(crate) fn sh(&self, script: &str) -> String {
         let (uid, gid) = ids();
         ok(
             Command::new("docker").args(["exec", "-u", &format!("{uid}:{gid}"), &self.name, "sh", "-c", script]),
@@ -71,7 +71,7 @@ impl Team17 {
     }
 
     /// initdb and start a server archiving with `archive_command`, on a socket in `dir/pg`.
-    fn start_server(&self, archive_command: &str) {
+    pub(crate) fn start_server(&self, archive_command: &str) {
         let d = self.dir.display();
         self.sh(&format!(
             "set -e\nmkdir -p {d}/pg\n{BIN}/initdb -U postgres -A trust --no-sync -D {d}/pg/data >/dev/null\n\
@@ -84,7 +84,7 @@ impl Team17 {
 
     /// One query's answer, unaligned.
     #[track_caller]
-    fn sql(&self, sql: &str) -> String {
+    pub(crate) fn sql(&self, sql: &str) -> String {
         let (uid, gid) = ids();
         ok(
             Command::new("docker")
@@ -100,7 +100,7 @@ impl Team17 {
 
     /// A write load in the background for about `seconds`, then `script` (the tool's backup)
     /// while it runs: the backup is taken under writes.
-    fn under_load(&self, seconds: u32, script: &str) -> String {
+    pub(crate) fn under_load(&self, seconds: u32, script: &str) -> String {
         let d = self.dir.display();
         let load = format!(
             "do $$ begin for i in 1..{} loop insert into load(pad) select repeat('x', 200) from generate_series(1, 50); commit; perform pg_sleep(0.1); end loop; end $$",
@@ -111,7 +111,7 @@ impl Team17 {
     }
 
     /// The server's connection string, over its socket.
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("host={} port=5432 user=postgres dbname=postgres", self.dir.join("pg").display())
     }
 }
@@ -123,7 +123,7 @@ impl Drop for Team17 {
 }
 
 /// Containers Docker has (running or not) labelled as those of the pgdrill process `pid`.
-fn containers_of(pid: u32) -> Vec<String> {
+pub(crate) fn containers_of(pid: u32) -> Vec<String> {
     let owner = format!("pgdrill.owner={}:{pid}", pgdrill::util::hostname().unwrap_or_default());
     let out = Command::new("docker")
         .args(["ps", "-a", "--filter", &format!("label={owner}"), "--format", "{{.Names}}"])
@@ -134,7 +134,7 @@ fn containers_of(pid: u32) -> Vec<String> {
 
 /// `run` to its end, spawned so its pid (the owner its containers are labelled with) is
 /// known: the pid, the exit code and both streams.
-fn spawned(run: Run) -> (u32, Option<i32>, String) {
+pub(crate) fn spawned(run: Run) -> (u32, Option<i32>, String) {
     let child = run.command().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn pgdrill");
     let pid = child.id();
     let out = child.wait_with_output().expect("wait");
@@ -143,7 +143,7 @@ fn spawned(run: Run) -> (u32, Option<i32>, String) {
 
 /// pitr.mark on the team's server: its schema and rows and a restore point `pgdrill_mark`,
 /// kept in `report/run.json` as a team keeps it.
-fn mark(url: &str, work: &Path) -> PathBuf {
+pub(crate) fn mark(url: &str, work: &Path) -> PathBuf {
     let book = work.join("mark.yaml");
     std::fs::write(
         &book,
@@ -157,7 +157,7 @@ fn mark(url: &str, work: &Path) -> PathBuf {
 }
 
 /// Whether Docker has the 17 image with the tools in it (a missing image fails in CI).
-fn image_with_tools() -> bool {
+pub(crate) fn image_with_tools() -> bool {
     if !docker_ready(IMAGE_17) {
         return false;
     }

@@ -1407,3 +1407,56 @@ fn a_target_in_a_wal_range_pgbackrest_expired_is_named_as_expired() {
     assert!(ran.all().contains(&first), "and the backup it follows:\n{}", ran.all());
     drop(c);
 }
+
+/// Regression (issue 39): the tools' ledger in Google Cloud Storage (`&ledger=gs://BUCKET/PATH`)
+/// was accepted but never written where a test could look: a ledger's URL takes no options of
+/// its own, and gs:// found an emulator only through `endpoint=...&use_emulator=true`, so
+/// only s3:// and az:// ledgers had been proven. gs:// now also finds the emulator where
+/// Google's own clients do (STORAGE_EMULATOR_HOST): a pgBackRest verification is one record
+/// object under the folder's `.ledger/`, `backups list` reads it back under pgBackRest's
+/// label, and with the store gone the run is exit 3 naming the ledger, before anything is
+/// restored.
+#[test]
+fn a_pgbackrest_verification_is_recorded_in_a_gcs_ledger_and_read_back() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
+    {
+        return;
+    }
+    let Some(gcs) = crate::gcs_emulator::gcs_emulator() else { return };
+    let work = work_dir();
+    let stanza = Stanza::new(work.path(), &[]);
+    let repo = owned_dir(&stanza.dir.join("repo"));
+    let c = Cluster::start(&stanza.archive_command(), &[]);
+    stanza.configure(&format!("repo1-path={}\nrepo1-retention-full=2\n", repo.display()), &c);
+    stanza.run(&["stanza-create"]);
+    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
+    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    stanza.run(&["--type=full", "backup"]);
+    let (_, counts) = c.batches();
+    let label = stanza.info()[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
+
+    let source = format!("{}&ledger=gs://{}/ledger/main", stanza.source(), crate::gcs_emulator::BUCKET);
+    let emulator = format!("http://127.0.0.1:{}", gcs.port);
+    let at_gcs = |r: Run| r.env("STORAGE_EMULATOR_HOST", &emulator).env_remove("GOOGLE_APPLICATION_CREDENTIALS");
+    let ran = at_gcs(shipped(&source, counts.latest)).report(work.path().join("gs_ledger")).output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    assert_eq!(ran.run_json().step("record").outcome, "passed", "{:?}", ran.run_json().step("record").message);
+    let objects = crate::gcs_emulator::objects(gcs.port);
+    let records: Vec<&String> = objects.iter().filter(|k| k.starts_with("ledger/main/.ledger/")).collect();
+    assert!(records.len() == 1 && records[0].ends_with(".json"), "one record object: {objects:?}");
+    let listed = at_gcs(Run::cli(["backups", "list", "--json", "--storage", &source])).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
+    assert_eq!(
+        (v[0]["id"].as_str(), v[0]["last_verification"]["result"].as_str()),
+        (Some(label.as_str()), Some("unproven")),
+        "{}",
+        listed.stdout
+    );
+
+    drop(gcs);
+    let ran = at_gcs(shipped(&source, counts.latest)).output();
+    assert_eq!(ran.code, Some(3), "{}", ran.all());
+    assert!(ran.all().contains("the ledger gs://pgdrill/ledger/main cannot be reached"), "{}", ran.all());
+    drop(c);
+}

@@ -27,7 +27,7 @@ pub use http::http_recorder;
 pub use junit::{Junit, Status};
 pub use relay::stalling_relay;
 pub use report::{steps_in, RunJson};
-pub use servers::{moto, moto_with_env, on_path, s3_request, server_log, wait_listening, Server};
+pub use servers::{moto, moto_with_env, on_path, path_without, s3_request, server_log, wait_listening, Server};
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()

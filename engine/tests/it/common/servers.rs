@@ -58,6 +58,26 @@ pub fn on_path(cmd: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().map(|o| o.status.success()).unwrap_or(false)
 }
 
+/// A PATH for a pgdrill child on which `program` is not found while every other command of
+/// this PATH is: one folder of links to the others (the machine keeps its installation).
+/// The folder lives as long as the returned TempDir.
+pub fn path_without(program: &str) -> (tempfile::TempDir, std::ffi::OsString) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for folder in std::env::split_paths(&path) {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let link = dir.path().join(&name);
+            if name != program && !link.exists() {
+                let _ = std::os::unix::fs::symlink(entry.path(), link);
+            }
+        }
+    }
+    assert!(!dir.path().join(program).exists(), "{program} is hidden");
+    let hidden = dir.path().as_os_str().to_os_string();
+    (dir, hidden)
+}
+
 /// A moto S3 server on a port of its own (it takes unsigned requests); `None` (a printed
 /// skip, or a failure in CI) when moto_server is not installed.
 pub fn moto() -> Option<Server> {
