@@ -564,6 +564,8 @@ fn a_postgresql_17_barman_servers_backups_are_served_by_the_images_barman_and_re
     let (pid, code, all) = spawned(shipped(&source, 117));
     std::fs::rename(&aside, &victim).expect("put the segment back");
     assert_eq!(code, Some(1), "a segment missing from Barman's archive must fail:\n{all}");
+    let missing = victim.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    assert!(all.contains(missing), "the failure names the missing segment {missing}:\n{all}");
     assert!(containers_of(pid).is_empty(), "a failed run left containers: {:?}", containers_of(pid));
 
     // The backup marked FAILED by Barman: never a pass, and nothing is restored.
