@@ -1458,6 +1458,46 @@ mod tests {
         assert_eq!((b.base.pg_major, b.base.size, b.base.timeline), (Some(17), Some(23650072), Some(1)));
     }
 
+    /// Regression (issue 39): Barman 3.4 lists none of the backups Barman 3.13 keeps in
+    /// `meta/` and says nothing, so pgdrill read "no base backup". Their names are what a
+    /// listing must hold, wherever the server's section puts its backup_directory.
+    #[test]
+    fn backups_in_meta_that_a_listing_lacks_are_named() {
+        let t = tempfile::tempdir().expect("tmp");
+        let home = t.path().join("home");
+        let meta = home.join("demo/meta");
+        std::fs::create_dir_all(&meta).expect("meta");
+        for f in ["20261206T230847-backup.info", "20261207T010000-backup.info", "notes.txt"] {
+            std::fs::write(meta.join(f), "status=DONE\n").expect("file");
+        }
+        let conf = t.path().join("barman.conf");
+        std::fs::write(
+            &conf,
+            format!("[barman]\nbarman_home = {}\n\n[demo]\nbackup_method = postgres\n", home.display()),
+        )
+        .expect("conf");
+        let s = Server::parse(&format!("barman://demo?config={}", conf.display())).expect("parsed");
+        assert_eq!(s.unlisted(&[]), ["20261206T230847", "20261207T010000"]);
+        let listed = |id: &str| ServerBackup {
+            base: BaseBackup { id: id.into(), ..Default::default() },
+            status: "DONE".into(),
+            tablespaces: Vec::new(),
+        };
+        assert_eq!(s.unlisted(&[listed("20261206T230847")]), ["20261207T010000"]);
+        // The server's section in the configuration folder, with a backup_directory of its own.
+        let d = t.path().join("barman.d");
+        std::fs::create_dir_all(d.join("elsewhere/meta")).expect("mkdir");
+        std::fs::write(d.join("elsewhere/meta/20261208T000000-backup.info"), "").expect("file");
+        std::fs::write(d.join("demo.conf"), format!("[demo]\nbackup_directory = {}\n", d.join("elsewhere").display()))
+            .expect("server conf");
+        std::fs::write(
+            &conf,
+            format!("[barman]\nbarman_home = {}\nconfiguration_files_directory = {}\n", home.display(), d.display()),
+        )
+        .expect("conf");
+        assert_eq!(s.unlisted(&[]), ["20261208T000000"]);
+    }
+
     #[test]
     fn a_barman_location_names_server_and_config_and_the_config_its_user() {
         let s = Server::parse("barman://pg%20main?config=/etc/barman.conf").expect("parsed");
