@@ -188,13 +188,14 @@ build_image 15 bookworm "$IMAGE"
 # The 17 image also holds the other tools' clients (tests/it/physical_tools.rs): this machine
 # has only 15's server binaries, and pgBackRest 2.45 (bookworm) does not know 17, so a 17
 # server archives, and its backups are restored and replayed, with trixie's pgBackRest and
-# Barman inside the image. python3-boto3: barman-cloud's S3 client (a Recommends).
-TOOLS17="pgbackrest,barman-cli,barman-cli-cloud,python3-boto3"
+# Barman inside the image. python3-boto3: barman-cloud's S3 client (a Recommends). barman: a
+# Barman server of a 17 server (its `backup_method = postgres` needs 17's pg_basebackup).
+TOOLS17="pgbackrest,barman,barman-cli,barman-cli-cloud,python3-boto3"
 IMAGE17="${PGDRILL_TEST_IMAGE_17:-pgdrill/postgres-local:17}"
 build_image 17 trixie "$IMAGE17" "$TOOLS17"
 # An image built before the tools were in it gets them as a layer of its own (same tag), so
 # a machine set up earlier needs no new debootstrap.
-if ! docker run --rm --entrypoint sh "$IMAGE17" -c 'command -v pgbackrest && command -v barman-cloud-backup' >/dev/null 2>&1; then
+if ! docker run --rm --entrypoint sh "$IMAGE17" -c 'command -v pgbackrest && command -v barman-cloud-backup && command -v barman' >/dev/null 2>&1; then
   log "adding ${TOOLS17//,/ } to $IMAGE17"
   printf 'FROM %s\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends %s >/dev/null && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb\n' \
     "$IMAGE17" "${TOOLS17//,/ }" | DOCKER_BUILDKIT=0 docker build -q -t "$IMAGE17" - >/dev/null

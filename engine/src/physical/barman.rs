@@ -11,12 +11,16 @@
 //! A Barman server (`barman://SERVER?config=PATH`) is the other source here: listed with
 //! `barman -f json list-backups` and `show-backup`, restored with `barman recover` (local,
 //! no target: the base backup and the WAL after it, which the throwaway then fetches from a
-//! folder of its own and replays to the target).
+//! folder of its own and replays to the target). A catalogue this machine's barman cannot
+//! list completely (a newer Barman wrote it) is served by the newer barman of a Docker image,
+//! and a backup of a major without server binaries here recovers in an image of that major.
 //!
 //! This module must not read barman-cloud's objects nor Barman's catalogue itself: Barman's
-//! tools are the readers of their format (compression, encryption, tablespaces). The one
-//! exception is evidence: a barman-cloud backup's `backup.info` object is hashed as the store
-//! holds it (never parsed), so a signed statement names the backup by its sha256.
+//! tools are the readers of their format (compression, encryption, tablespaces). The
+//! exceptions: evidence, a barman-cloud backup's `backup.info` object hashed as the store
+//! holds it (never parsed), so a signed statement names the backup by its sha256; and the
+//! names of a Barman catalogue's `meta/<id>-backup.info` files, to know whether this
+//! machine's barman listed every backup (`Server::unlisted`).
 
 use std::path::PathBuf;
 
@@ -732,19 +736,85 @@ impl Server {
         Ok(b)
     }
 
-    fn command(&self, tool: &Binary) -> std::process::Command {
-        let mut cmd = tools::tool_command(&tool.path);
+    /// The configuration file barman reads: the one given, else the first of Barman's own
+    /// search that exists.
+    fn config_file(&self) -> Option<PathBuf> {
         if let Some(c) = &self.config {
-            cmd.arg("-c").arg(c);
+            return Some(c.clone());
         }
-        cmd
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+        [home.join(".barman.conf"), "/etc/barman.conf".into(), "/etc/barman/barman.conf".into()]
+            .into_iter()
+            .find(|p| p.is_file())
+    }
+
+    /// A barman command: this machine's barman, or the one of `tool`'s image, run there as
+    /// barman_user (its uid here: barman refuses any other user, and owns the catalogue)
+    /// with the configuration read-only, the catalogue and `rw` (a throwaway's directories)
+    /// read-write at their own paths, no network, labelled as pgdrill's. The env file, if
+    /// any, must live until the child ends.
+    fn command(
+        &self,
+        tool: &Barman,
+        rw: &[PathBuf],
+    ) -> Result<(std::process::Command, Option<crate::pg::image_tools::EnvFile>), Failure> {
+        let mut cmd = tools::tool_command(&tool.bin.path);
+        let Some(image) = &tool.image else {
+            if let Some(c) = &self.config {
+                cmd.arg("-c").arg(c);
+            }
+            return Ok((cmd, None));
+        };
+        let config = self.config_file().ok_or_else(|| {
+            Failure::environment(
+                "no Barman configuration here (~/.barman.conf, /etc/barman.conf, /etc/barman/barman.conf): give ?config=PATH",
+            )
+        })?;
+        cmd.arg("-c").arg(&config);
+        let text = std::fs::read_to_string(&config).unwrap_or_default();
+        // What barman reads and writes besides the configuration: its home (catalogue, locks,
+        // log), a server's own folder, and the folder of further configuration files.
+        let mut writes: Vec<PathBuf> = rw.to_vec();
+        writes.push(ini_value(&text, "barman", "barman_home").unwrap_or_else(|| "/var/lib/barman".into()).into());
+        writes.extend(ini_value(&text, &self.name, "backup_directory").map(PathBuf::from));
+        let mut reads = vec![config.clone()];
+        reads.extend(ini_value(&text, "barman", "configuration_files_directory").map(PathBuf::from));
+        writes.retain(|p| p.is_absolute() && p.exists());
+        reads.retain(|p| p.is_absolute() && p.exists());
+        let user = self.barman_user();
+        let ids = if nix::unistd::geteuid().is_root() {
+            let u = nix::unistd::User::from_name(&user).ok().flatten().ok_or_else(|| {
+                Failure::environment(format!("Barman's barman_user `{}` does not exist", crate::util::visible(&user)))
+            })?;
+            (u.uid.as_raw(), u.gid.as_raw())
+        } else {
+            (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+        };
+        let name = format!(
+            "pgdrill-tool-{}-{}",
+            std::process::id(),
+            crate::pg::native::generate_password().get(..8).unwrap_or("0")
+        );
+        let ro: Vec<&std::path::Path> = reads.iter().map(PathBuf::as_path).collect();
+        let rw: Vec<&std::path::Path> = writes.iter().map(PathBuf::as_path).collect();
+        let how = crate::pg::image_tools::InImage {
+            ro: &ro,
+            rw: &rw,
+            name: Some(&name),
+            user: Some(ids),
+            network: false,
+            labelled: true,
+        };
+        let (cmd, env) = crate::pg::image_tools::in_image_with(&cmd, image, &how)
+            .map_err(|e| Failure::environment(format!("cannot run barman in {image}: {e}")))?;
+        Ok((cmd, Some(env)))
     }
 
     /// One barman command with JSON output, its answer for this server. Barman answers
     /// `{"_ERROR": [...]}` (and exit 1) when it cannot: that is the environment's failure
     /// with its words (no such server, a configuration it cannot read, the wrong user).
-    fn json(&self, tool: &Binary, args: &[&str]) -> Result<Value, Failure> {
-        let mut cmd = self.command(tool);
+    fn json(&self, tool: &Barman, args: &[&str]) -> Result<Value, Failure> {
+        let (mut cmd, _env) = self.command(tool, &[])?;
         cmd.args(["-f", "json"]).args(args);
         let out = tools::run(&mut cmd, &format!("barman {}", args.first().copied().unwrap_or_default()))?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -765,7 +835,7 @@ impl Server {
     }
 
     /// The server's backups, oldest first, each as `show-backup` describes it.
-    pub fn list(&self, tool: &Binary) -> Result<Vec<ServerBackup>, Failure> {
+    pub fn list(&self, tool: &Barman) -> Result<Vec<ServerBackup>, Failure> {
         let listed = self.json(tool, &["list-backups", &self.name])?;
         let mut out = Vec::new();
         for b in listed.as_array().into_iter().flatten() {
@@ -794,7 +864,7 @@ impl Server {
     /// copies the base backup and every WAL segment after it (decompressed) into `pg_wal`,
     /// and disables the backed-up archive_command. A backup Barman cannot restore (a file or
     /// a WAL segment missing from its catalogue) is a failed verification.
-    pub fn recover(&self, tool: &Binary, backup: &ServerBackup, into: &MaterializeInto) -> Result<(), Failure> {
+    pub fn recover(&self, tool: &Barman, backup: &ServerBackup, into: &MaterializeInto) -> Result<(), Failure> {
         let id = &backup.base.id;
         // Started as root, barman drops to barman_user, which must write the throwaway's
         // directories: they are handed to it, and the workspace above them made traversable
@@ -816,7 +886,7 @@ impl Server {
                 }
             }
         }
-        let mut cmd = self.command(tool);
+        let (mut cmd, _env) = self.command(tool, &[into.data_dir.clone(), into.tablespaces_dir.clone()])?;
         cmd.arg("recover");
         // Every tablespace under the throwaway's directory, never where the team's server had it.
         for (name, oid) in &backup.tablespaces {
@@ -826,7 +896,8 @@ impl Server {
         let out = tools::run(&mut cmd, "barman recover")?;
         if !out.status.success() {
             return Err(Failure::failed(format!(
-                "barman recover of the backup `{id}` of the server `{}` failed (exit {}): {}",
+                "barman recover{} of the backup `{id}` of the server `{}` failed (exit {}): {}",
+                tool.image.as_deref().map(|i| format!(" in {i}")).unwrap_or_default(),
                 crate::util::visible(&self.name),
                 out.status.code().unwrap_or(-1),
                 tools::last_lines(&tools::both(&out), 4)
@@ -837,11 +908,43 @@ impl Server {
 }
 
 impl Server {
+    /// The ids of backups the catalogue holds that `listed` lacks: Barman 3.13.2 and later
+    /// keep each backup's `backup.info` as `<backup_directory>/meta/<id>-backup.info`, where an
+    /// older barman does not look (it lists none of them, and says nothing). Only the names
+    /// are read: whether a backup is whole stays the serving barman's word.
+    pub fn unlisted(&self, listed: &[ServerBackup]) -> Vec<String> {
+        let text = self.config_file().and_then(|c| std::fs::read_to_string(c).ok()).unwrap_or_default();
+        // The server's section may be in the main file or in the configuration folder's files.
+        let mut texts = vec![text.clone()];
+        if let Some(dir) = ini_value(&text, "barman", "configuration_files_directory") {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_name().to_str().is_some_and(|n| n.ends_with(".conf")) {
+                    texts.extend(std::fs::read_to_string(e.path()).ok());
+                }
+            }
+        }
+        let home = ini_value(&text, "barman", "barman_home").unwrap_or_else(|| "/var/lib/barman".into());
+        let dir = texts
+            .iter()
+            .find_map(|t| ini_value(t, &self.name, "backup_directory"))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(home).join(&self.name));
+        let mut out: Vec<String> = std::fs::read_dir(dir.join("meta"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix("-backup.info").map(str::to_string))
+            .filter(|id| !listed.iter().any(|b| &b.base.id == id))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// When Barman archived `segment` (the time of its file in Barman's catalogue, as
     /// `barman list-files --target wal` names it), `None` when Barman does not list it.
     /// Not the time of the copy `barman recover` made: that is now, whatever the archive's age.
-    pub fn wal_archived_at(&self, tool: &Binary, backup_id: &str, segment: &str) -> Option<time::OffsetDateTime> {
-        let mut cmd = self.command(tool);
+    pub fn wal_archived_at(&self, tool: &Barman, backup_id: &str, segment: &str) -> Option<time::OffsetDateTime> {
+        let (mut cmd, _env) = self.command(tool, &[]).ok()?;
         cmd.args(["list-files", "--target", "wal"]).arg(&self.name).arg(backup_id);
         let out = tools::run(&mut cmd, "barman list-files").ok().filter(|o| o.status.success())?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -904,12 +1007,15 @@ pub fn parse_show_backup(v: &Value) -> Result<ServerBackup, Failure> {
             ended: ts("end_time_timestamp"),
             start_lsn: info["begin_lsn"].as_str().and_then(Lsn::parse),
             stop_lsn: info["end_lsn"].as_str().and_then(Lsn::parse),
-            system_identifier: v["systemid"].as_str().and_then(|s| s.parse().ok()).or_else(|| v["systemid"].as_u64()),
+            // `systemid` in Barman 3.4's answer, `system_id` in 3.13's.
+            system_identifier: ["systemid", "system_id"]
+                .iter()
+                .find_map(|k| v[k].as_str().and_then(|s| s.parse().ok()).or_else(|| v[k].as_u64())),
             timeline: info["timeline"].as_u64().map(|t| t as u32).or_else(|| {
                 super::source::parse_segment_name(begin_wal, super::source::DEFAULT_SEGMENT_SIZE).map(|(t, _)| t)
             }),
             pg_major: v["postgresql_version"].as_u64().map(|v| (v / 10000) as u32),
-            size: info["disk_usage_bytes"].as_u64(),
+            size: info["disk_usage_bytes"].as_u64().or_else(|| info["backup_size_bytes"].as_u64()),
             has_manifest: false,
             wal_included: false,
         },
@@ -922,11 +1028,23 @@ pub fn parse_show_backup(v: &Value) -> Result<ServerBackup, Failure> {
 /// point-in-time recovery) the throwaway's restore_command reads.
 const WAL_FOLDER: &str = "barman_wal";
 
+/// The barman that reads a server's catalogue: this machine's (`image` none), or the newer
+/// one of a Docker image, which a catalogue a newer Barman wrote needs (Barman 3.4 lists no
+/// backup whose `backup.info` Barman 3.13 keeps in `meta/`, and says nothing).
+#[derive(Debug, Clone)]
+pub struct Barman {
+    pub bin: Binary,
+    pub image: Option<String>,
+}
+
 /// A Barman server as a [`PhysicalSource`].
 #[derive(Debug)]
 pub struct BarmanServer {
     server: Server,
     bin: Binary,
+    /// The barman that serves the source, chosen at its first listing (`list_all`), and why
+    /// when it is not this machine's.
+    barman: std::sync::Mutex<Option<(Barman, String)>>,
     list: std::sync::Mutex<Vec<ServerBackup>>,
     /// The WAL folder of the last materialize.
     wal_dir: std::sync::Mutex<Option<PathBuf>>,
@@ -941,6 +1059,7 @@ impl BarmanServer {
         Ok(BarmanServer {
             server,
             bin,
+            barman: Default::default(),
             list: Default::default(),
             wal_dir: Default::default(),
             restored: Default::default(),
@@ -948,14 +1067,103 @@ impl BarmanServer {
     }
 
     fn listed(&self, id: &str) -> Result<ServerBackup, Failure> {
-        cached(&self.list, |b: &ServerBackup| b.base.id == id, || self.server.list(&self.bin))?
+        cached(&self.list, |b: &ServerBackup| b.base.id == id, || self.list_all())?
             .ok_or_else(|| Failure::failed(format!("barman list-backups no longer lists the backup `{id}`")))
+    }
+
+    /// The barman chosen by the first listing (this machine's until then).
+    fn barman(&self) -> Barman {
+        match &*self.barman.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((b, _)) => b.clone(),
+            None => Barman { bin: self.bin.clone(), image: None },
+        }
+    }
+
+    /// The server's backups as the barman that serves it lists them. The first listing
+    /// chooses it: this machine's, unless the catalogue holds backups it does not list
+    /// (`Server::unlisted`: a newer Barman wrote them); then the newer barman of an image
+    /// Docker has here (the newest major's first) serves the source throughout: listing,
+    /// show-backup, recover, list-files. Never a list with a backup left out: with no such
+    /// image (or `&bin=PATH` given) it is the environment's failure. A newer barman is never
+    /// run on a catalogue this machine's reads completely: Barman 3.13 rewrites an older
+    /// catalogue's WAL index (`xlog.db` to `SERVER-xlog.db`) when it reads it.
+    fn list_all(&self) -> Result<Vec<ServerBackup>, Failure> {
+        if let Some((b, _)) = self.barman.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return self.server.list(&b);
+        }
+        let here = Barman { bin: self.bin.clone(), image: None };
+        let v = self.server.list(&here)?;
+        let unlisted = self.server.unlisted(&v);
+        if unlisted.is_empty() {
+            *self.barman.lock().unwrap_or_else(|e| e.into_inner()) = Some((here, String::new()));
+            return Ok(v);
+        }
+        let mine = tools::version_numbers(&self.bin.version);
+        // `&bin=PATH` is the team's barman: never replaced.
+        let newer = match self.server.bin {
+            Some(_) => None,
+            None => (12..=18).rev().flat_map(super::recover::docker_images_for).find_map(|image| {
+                let bin = tools::find_in_image("barman", &["-v"], &image)?;
+                let version = format!("barman {}", bin.version.split_whitespace().next().unwrap_or_default());
+                (tools::version_numbers(&version) > mine)
+                    .then_some(Barman { bin: Binary { path: bin.path, version }, image: Some(image) })
+            }),
+        };
+        let shown = unlisted.join(", ");
+        let Some(b) = newer else {
+            return Err(Failure::environment(format!(
+                "{} ({}) does not list the backups {shown} of the server `{}` (a newer Barman, 3.13.2 or later, wrote them: their backup.info is in meta/), nor has Docker an image with a newer barman: install the team's barman here, or build the image of the backups' PostgreSQL major (`bash ci/setup.sh` builds pgdrill/postgres-local:17 with barman)",
+                self.bin.version,
+                self.bin.path.display(),
+                crate::util::visible(&self.server.name)
+            )));
+        };
+        let v = self.server.list(&b)?;
+        let why = format!(
+            "this machine's {} does not list the backups {shown}, which a newer Barman wrote",
+            self.bin.version
+        );
+        *self.barman.lock().unwrap_or_else(|e| e.into_inner()) = Some((b, why));
+        Ok(v)
     }
 }
 
 impl PhysicalSource for BarmanServer {
+    /// Which barman served and where: `barman 3.4.0 (/usr/bin/barman)` on this machine,
+    /// `barman 3.13.3 in pgdrill/postgres-local:17` in an image.
     fn tool(&self) -> Tool {
-        Tool { name: "barman".into(), version: format!("{} ({})", self.bin.version, self.bin.path.display()) }
+        let b = self.barman();
+        let version = match &b.image {
+            Some(image) => format!("{} in {image}", b.bin.version),
+            None => format!("{} ({})", b.bin.version, b.bin.path.display()),
+        };
+        Tool { name: "barman".into(), version }
+    }
+
+    /// This machine, unless it has no server binaries of the backup's major: the throwaway
+    /// then recovers in an image of that major Docker has here (its restore_command copies
+    /// from a folder of the workspace, which the container mounts; no network). barman
+    /// recover itself needs no server binaries: it runs where `list_all` chose.
+    fn placement(&self, backup: &BaseBackup) -> Result<Option<InImage>, Failure> {
+        let Some(major) = backup.pg_major.filter(|m| crate::pg::native::find_bin_dir(None, Some(*m)).is_err()) else {
+            return Ok(None);
+        };
+        let Some(image) = super::recover::docker_image_for(major) else {
+            let local = crate::pg::docker::LOCAL_IMAGE.replace("{major}", &major.to_string());
+            return Err(Failure::environment(format!(
+                "the backup `{}` is of PostgreSQL {major}, and this machine has no PostgreSQL {major} server binaries, nor Docker an image of it: build the image {local} (`bash ci/setup.sh` builds PostgreSQL {major} with barman), or install postgresql-{major}",
+                backup.id
+            )));
+        };
+        let mut why =
+            format!("this machine has no PostgreSQL {major} server binaries: the throwaway recovers in {image}");
+        match &*self.barman.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((b, w)) if b.image.is_some() => {
+                why.push_str(&format!("; barman runs in {}: {w}", b.image.as_deref().unwrap_or_default()))
+            }
+            _ => why.push_str(&format!("; barman recover runs on this machine ({})", self.bin.path.display())),
+        }
+        Ok(Some(InImage { image, network: false, why }))
     }
 
     fn describe(&self) -> String {
@@ -967,7 +1175,7 @@ impl PhysicalSource for BarmanServer {
     }
 
     fn list(&self) -> Result<Vec<BaseBackup>, Failure> {
-        let v = self.server.list(&self.bin)?;
+        let v = self.list_all()?;
         let out = v.iter().map(|b| b.base.clone()).collect();
         *self.list.lock().unwrap_or_else(|e| e.into_inner()) = v;
         Ok(out)
@@ -990,7 +1198,7 @@ impl PhysicalSource for BarmanServer {
 
     fn materialize(&self, backup: &BaseBackup, into: &MaterializeInto) -> Result<Materialized, Failure> {
         let b = self.listed(&backup.id)?;
-        self.server.recover(&self.bin, &b, into)?;
+        self.server.recover(&self.barman(), &b, into)?;
         // Barman put the WAL after the backup into pg_wal; the throwaway fetches it through
         // its restore_command from a folder of its own instead, so that recovery is run and
         // proven the way every source's is (each segment "restored from archive", the end of
@@ -1028,10 +1236,40 @@ impl PhysicalSource for BarmanServer {
             return Ok(None);
         }
         let major = backup.pg_major.unwrap_or(15);
-        let Ok((path, version, _)) = crate::pg::native::find_tool("pg_verifybackup", None, major) else {
-            return Ok(None);
+        // This machine's pg_verifybackup of the major, else its image's: Debian's wrapper puts
+        // none on the image's PATH, so `env` runs it by its path, as the throwaway's user (the
+        // files handed to it), the data directory read-only, no network.
+        let (mut cmd, _env, version) = match crate::pg::native::find_tool("pg_verifybackup", None, major) {
+            Ok((path, version, _)) => (crate::child::command(path), None, version),
+            Err(_) => {
+                let Some(image) = super::recover::docker_image_for(major) else {
+                    return Ok(Some(format!(
+                        "not checked against {manifest_name}: no pg_verifybackup of PostgreSQL {major} here nor an image of it in Docker"
+                    )));
+                };
+                let run_as = crate::pg::native::RunAs::detect()?;
+                run_as.own_tree(&into.data_dir)?;
+                let mut c = crate::child::command("env");
+                c.arg(format!("/usr/lib/postgresql/{major}/bin/pg_verifybackup"));
+                let name = format!(
+                    "pgdrill-tool-{}-{}",
+                    std::process::id(),
+                    crate::pg::native::generate_password().get(..8).unwrap_or("0")
+                );
+                let ro = [into.data_dir.as_path()];
+                let how = crate::pg::image_tools::InImage {
+                    ro: &ro,
+                    rw: &[],
+                    name: Some(&name),
+                    user: Some(run_as.ids()),
+                    network: false,
+                    labelled: true,
+                };
+                let (c, env) = crate::pg::image_tools::in_image_with(&c, &image, &how)
+                    .map_err(|e| Failure::environment(format!("cannot run pg_verifybackup in {image}: {e}")))?;
+                (c, Some(env), format!("pg_verifybackup of PostgreSQL {major} in {image}"))
+            }
         };
-        let mut cmd = crate::child::command(path);
         cmd.arg("--quiet").arg("-m").arg(&manifest);
         let mut ignored = vec![manifest_name, ".barman-recover.info".to_string(), WAL_FOLDER.to_string()];
         // Barman rewrites a configuration file holding a dangerous setting (archive_command)
@@ -1089,7 +1327,7 @@ impl PhysicalSource for BarmanServer {
             .max_by(|a, b| a.0.cmp(&b.0));
         let Some((segment, segment_start)) = newest else { return Ok(None) };
         let id = self.restored.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let archived = id.and_then(|id| self.server.wal_archived_at(&self.bin, &id, &segment));
+        let archived = id.and_then(|id| self.server.wal_archived_at(&self.barman(), &id, &segment));
         Ok(Some(ArchiveEnd { segment, segment_start, archived }))
     }
 }
@@ -1204,6 +1442,60 @@ mod tests {
         assert_eq!((b.base.timeline, b.base.pg_major, b.base.size), (Some(1), Some(15), Some(23187814)));
         assert_eq!(b.tablespaces, vec![("ts one".to_string(), 16390)]);
         assert!(parse_show_backup(&serde_json::json!({"status": "DONE"})).is_err(), "no id");
+    }
+
+    /// Regression (issue 39): Barman 3.13 answers `system_id` (3.4: `systemid`) and sizes a
+    /// backup as `backup_size_bytes`: the system identifier was lost, so a recovery of a 17
+    /// server's backup was never checked against its system.
+    #[test]
+    fn show_backup_json_of_barman_3_13_keeps_its_system_and_size() {
+        let v = serde_json::json!({"backup_id": "20261206T230847", "status": "DONE", "postgresql_version": 170012,
+            "system_id": "7716331851733340182", "base_backup_information": {"begin_lsn": "0/2000028",
+            "end_lsn": "0/3000060", "begin_time_timestamp": "1796598527", "end_time_timestamp": "1796598533",
+            "backup_size_bytes": 23650072, "timeline": 1}});
+        let b = parse_show_backup(&v).expect("parsed");
+        assert_eq!(b.base.system_identifier, Some(7716331851733340182));
+        assert_eq!((b.base.pg_major, b.base.size, b.base.timeline), (Some(17), Some(23650072), Some(1)));
+    }
+
+    /// Regression (issue 39): Barman 3.4 lists none of the backups Barman 3.13 keeps in
+    /// `meta/` and says nothing, so pgdrill read "no base backup". Their names are what a
+    /// listing must hold, wherever the server's section puts its backup_directory.
+    #[test]
+    fn backups_in_meta_that_a_listing_lacks_are_named() {
+        let t = tempfile::tempdir().expect("tmp");
+        let home = t.path().join("home");
+        let meta = home.join("demo/meta");
+        std::fs::create_dir_all(&meta).expect("meta");
+        for f in ["20261206T230847-backup.info", "20261207T010000-backup.info", "notes.txt"] {
+            std::fs::write(meta.join(f), "status=DONE\n").expect("file");
+        }
+        let conf = t.path().join("barman.conf");
+        std::fs::write(
+            &conf,
+            format!("[barman]\nbarman_home = {}\n\n[demo]\nbackup_method = postgres\n", home.display()),
+        )
+        .expect("conf");
+        let s = Server::parse(&format!("barman://demo?config={}", conf.display())).expect("parsed");
+        assert_eq!(s.unlisted(&[]), ["20261206T230847", "20261207T010000"]);
+        let listed = |id: &str| ServerBackup {
+            base: BaseBackup { id: id.into(), ..Default::default() },
+            status: "DONE".into(),
+            tablespaces: Vec::new(),
+        };
+        assert_eq!(s.unlisted(&[listed("20261206T230847")]), ["20261207T010000"]);
+        // The server's section in the configuration folder, with a backup_directory of its own.
+        let d = t.path().join("barman.d");
+        std::fs::create_dir_all(d.join("elsewhere/meta")).expect("mkdir");
+        std::fs::write(d.join("elsewhere/meta/20261208T000000-backup.info"), "").expect("file");
+        std::fs::write(d.join("demo.conf"), format!("[demo]\nbackup_directory = {}\n", d.join("elsewhere").display()))
+            .expect("server conf");
+        std::fs::write(
+            &conf,
+            format!("[barman]\nbarman_home = {}\nconfiguration_files_directory = {}\n", home.display(), d.display()),
+        )
+        .expect("conf");
+        assert_eq!(s.unlisted(&[]), ["20261208T000000"]);
     }
 
     #[test]

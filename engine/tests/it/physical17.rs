@@ -107,7 +107,10 @@ impl Team17 {
             seconds * 10
         );
         self.sql("create table load(id bigserial, pad text)");
-        self.sh(&format!("set -e\npsql -X -q -h {d}/pg -U postgres -c \"{load}\" &\n{script}\nwait\n"))
+        // `$$` inside sh's double quotes is sh's pid: the block is quoted for sh, or the load
+        // never ran (psql said "syntax error at or near \"79\"" and the backup had no writes).
+        let load = load.replace('$', "\\$");
+        self.sh(&format!("set -e\npsql -X -q -h {d}/pg -U postgres -c \"{load}\" &\n{script}\nwait $!\n"))
     }
 
     /// The server's connection string, over its socket.
@@ -144,13 +147,18 @@ pub(crate) fn spawned(run: Run) -> (u32, Option<i32>, String) {
 /// pitr.mark on the team's server: its schema and rows and a restore point `pgdrill_mark`,
 /// kept in `report/run.json` as a team keeps it.
 pub(crate) fn mark(url: &str, work: &Path) -> PathBuf {
-    let book = work.join("mark.yaml");
+    mark_at(url, work, "pgdrill_mark")
+}
+
+/// `mark` with a restore point of another name (its run's report in `work/<point>`).
+pub(crate) fn mark_at(url: &str, work: &Path, point: &str) -> PathBuf {
+    let book = work.join(format!("{point}.yaml"));
     std::fs::write(
         &book,
-        "name: mark\nvars:\n  url: \"\"\nsteps:\n  - id: mark\n    uses: pitr.mark\n    with:\n      url: \"{{ vars.url }}\"\n      restore_point: pgdrill_mark\n",
+        format!("name: mark\nvars:\n  url: \"\"\nsteps:\n  - id: mark\n    uses: pitr.mark\n    with:\n      url: \"{{{{ vars.url }}}}\"\n      restore_point: {point}\n"),
     )
     .expect("mark runbook");
-    let report = work.join("mark");
+    let report = work.join(point);
     let marked = Run::new(&book).var("url", url).report(&report).output();
     assert_eq!(marked.code, Some(0), "{}", marked.all());
     report.join("run.json")
@@ -163,10 +171,10 @@ pub(crate) fn image_with_tools() -> bool {
     }
     let tools = Command::new("docker")
         .args(["run", "--rm", "--network", "none", "--entrypoint", "sh", IMAGE_17, "-c"])
-        .arg("command -v pgbackrest >/dev/null && command -v barman-cloud-backup >/dev/null && command -v barman-cloud-restore")
+        .arg("command -v pgbackrest >/dev/null && command -v barman-cloud-backup >/dev/null && command -v barman-cloud-restore >/dev/null && command -v barman")
         .output()
         .is_ok_and(|o| o.status.success());
-    assert!(tools, "the 17 image lacks pgbackrest or barman-cloud: run bash ci/setup.sh");
+    assert!(tools, "the 17 image lacks pgbackrest, barman-cloud or barman: run bash ci/setup.sh");
     true
 }
 
@@ -376,5 +384,210 @@ fn a_postgresql_17_barman_cloud_backup_is_restored_and_recovered_in_its_image() 
     assert!(o["segments_restored"].as_u64().is_some_and(|n| n >= 1), "WAL through the image's wal-restore: {o}");
     assert!(!std::fs::read_to_string(report.join("run.json")).unwrap_or_default().contains(secret));
     assert_eq!(rj.step("amcheck").outcome, "passed", "{:?}", rj.step("amcheck").message);
+    drop(team);
+}
+
+/// Regression (issue 39): a Barman server's backups of a PostgreSQL 17 server were never
+/// recovered here: this machine's barman (3.4) lists none of the backups Barman 3.13 takes
+/// (it keeps their backup.info in `meta/`, where 3.4 does not look, and says nothing), and
+/// `physical.verify` refused a 17 backup as exit 3 ("barman's WAL command runs on this
+/// machine"). A real Barman server in the 17 image (`backup_method = postgres`, WAL by the
+/// server's own archive_command into Barman's incoming folder) backs up a 17 server under
+/// writes; pgdrill lists and recovers its backups with the image's barman and replays them
+/// in a throwaway of the image: a restore point and the end of the archive each equal their
+/// `pitr.mark` (`expect`), `pitr.restore` reaches the restore point too, a backup marked
+/// FAILED and a WAL segment missing from Barman's archive each fail (exit 1, named), no
+/// container is left after a pass or a failure, the password in Barman's conninfo is never
+/// shown, and a machine without the image is exit 3 naming what to build.
+#[test]
+fn a_postgresql_17_barman_servers_backups_are_served_by_the_images_barman_and_recovered_in_its_image() {
+    if !require(on_path("barman"), "barman (Debian package barman)") || !image_with_tools() {
+        return;
+    }
+    // Barman in the image runs as the server's user (barman refuses any user but
+    // barman_user), whose name must give the same uid in the image as here.
+    let (uid, _) = ids();
+    let user = nix::unistd::User::from_uid(uid.into()).ok().flatten().expect("the server's user").name;
+    let same_uid = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "--entrypoint", "id", IMAGE_17, "-u", &user])
+        .output()
+        .is_ok_and(|o| text(&o.stdout).trim() == uid.to_string());
+    if !require(same_uid, &format!("the user `{user}` with uid {uid} in {IMAGE_17} (run the tests as root)")) {
+        return;
+    }
+    let work = work_dir();
+    let dir = work.path().join("team");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let d = dir.display();
+    let secret = "barman-17-conninfo-secret-never-shown";
+    let config = dir.join("barman.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[barman]\nbarman_user = {user}\nbarman_home = {d}/barman\nlog_file = {d}/barman/barman.log\nlog_level = INFO\n\
+             compression = gzip\nimmediate_checkpoint = true\n\n[demo]\ndescription = the team's PostgreSQL 17\n\
+             conninfo = host={d}/pg port=5432 user=postgres dbname=postgres password={secret}\n\
+             streaming_conninfo = host={d}/pg port=5432 user=postgres\nbackup_method = postgres\narchiver = on\n\
+             streaming_archiver = off\n"
+        ),
+    )
+    .expect("barman.conf");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let team = Team17::start(&dir, false);
+    let barman = |args: &str| team.sh(&format!("barman -c {d}/barman.conf {args}"));
+    // The server's archive_command puts each segment into Barman's incoming folder, whole
+    // or not at all.
+    team.sh(&format!("mkdir -p {d}/barman/demo/incoming {d}/stage"));
+    team.start_server(&format!(
+        "test ! -f {d}/barman/demo/incoming/%f && cp %p {d}/stage/%f && mv {d}/stage/%f {d}/barman/demo/incoming/%f"
+    ));
+    // `check` creates the server's folders (it fails until a segment is archived).
+    team.sh(&format!("barman -c {d}/barman.conf check demo >/dev/null || true"));
+    team.sql("create table drill(id serial primary key, batch int not null)");
+    team.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    // Barman takes no first backup before a segment reached its archive; the backup's last
+    // segment is closed and archived afterwards, and `check-backup` marks the backup DONE.
+    let archive =
+        format!("barman -c {d}/barman.conf switch-wal --force --archive --archive-timeout 60 demo >/dev/null");
+    team.sh(&archive);
+    team.under_load(3, &format!("barman -c {d}/barman.conf backup demo >/dev/null 2>&1"));
+    team.sh(&archive);
+    barman("check-backup demo latest");
+    team.sql("insert into drill(batch) select 1 from generate_series(1, 100)");
+    let at_mark = mark(&team.url(), work.path());
+    team.sql("insert into drill(batch) select 2 from generate_series(1, 7)");
+    team.sql("create table after_mark(id int)");
+    let at_end = mark_at(&team.url(), work.path(), "pgdrill_end");
+    let seg = team.sql("select pg_walfile_name(pg_switch_wal())");
+    let archived = wait_for(Duration::from_secs(60), || {
+        let last = team.sql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
+        (last.as_str() >= seg.as_str()).then_some(())
+    });
+    assert!(archived.is_some(), "{seg} was not archived within a minute");
+    barman("archive-wal demo");
+    let listed: serde_json::Value =
+        serde_json::from_str(&barman("-f json list-backups demo")).expect("barman list-backups json");
+    let id = listed["demo"][0]["backup_id"].as_str().expect("a backup id").to_string();
+    assert_eq!(listed["demo"][0]["status"], "DONE", "{listed}");
+    let info = dir.join("barman/demo/meta").join(format!("{id}-backup.info"));
+    assert!(info.is_file(), "Barman 3.13 keeps backup.info in meta/: {}", info.display());
+
+    let source = format!("barman://demo?config={}", config.display());
+    let listed = Run::cli(["backups", "list", "--json", "--storage", &source]).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
+    assert_eq!(
+        (v[0]["id"].as_str(), v[0]["pg_major"].as_u64(), v[0]["tool"].as_str()),
+        (Some(id.as_str()), Some(17), Some("barman")),
+        "{}",
+        listed.stdout
+    );
+    assert!(!listed.stdout.contains(secret), "{}", listed.stdout);
+
+    // The restore point of the mark: the copy equals the source there.
+    let report = work.path().join("at_mark");
+    let junit = work.path().join("at_mark.xml");
+    let (pid, code, all) = spawned(
+        shipped(&source, 110)
+            .var("expect", at_mark.display())
+            .var("target_name", "pgdrill_mark")
+            .report(&report)
+            .junit(&junit),
+    );
+    assert_eq!(code, Some(0), "a 17 Barman backup recovered in its image must pass with proof:\n{all}");
+    assert!(containers_of(pid).is_empty(), "a passed run left containers: {:?}", containers_of(pid));
+    let rj = RunJson::read(&report);
+    let rec = rj.step("recover");
+    assert_eq!(rec.outcome, "passed", "{:?}", rec.message);
+    let o = &rec.outputs;
+    assert_eq!((o["tool"].as_str(), o["backup"].as_str()), (Some("barman"), Some(id.as_str())), "{o}");
+    let served = o["tool_version"].as_str().unwrap_or_default();
+    assert!(served.starts_with("barman 3.13") && served.ends_with(" in pgdrill/postgres-local:17"), "{o}");
+    assert!(o["server_version"].as_str().is_some_and(|v| v.starts_with("17.")), "{o}");
+    assert_eq!(o["ground_truth"], "source at the target", "{o}");
+    assert_eq!(o["marker"], true, "{o}");
+    assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("restore point \"pgdrill_mark\"")), "{o}");
+    assert!(o["segments_restored"].as_u64().is_some_and(|n| n >= 1), "{o}");
+    let log = rec.log.join("\n");
+    assert!(log.contains(&format!("served by barman {served}")), "the log names what served:\n{log}");
+    assert!(log.contains("no PostgreSQL 17 server binaries"), "and why the image:\n{log}");
+    assert!(log.contains("does not list the backups"), "and why the image's barman:\n{log}");
+    assert!(
+        log.contains(
+            "pg_verifybackup of PostgreSQL 17 in pgdrill/postgres-local:17: the files barman recover restored match"
+        ),
+        "the manifest checked by 17's pg_verifybackup:\n{log}"
+    );
+    assert_eq!(rj.step("amcheck").outcome, "passed", "{:?}", rj.step("amcheck").message);
+    for f in [report.join("run.json"), junit] {
+        assert!(!std::fs::read_to_string(&f).unwrap_or_default().contains(secret), "{}", f.display());
+    }
+    assert!(!all.contains(secret), "{all}");
+
+    // The end of the archive: the copy equals the source at its last mark.
+    let (pid, code, all) = spawned(shipped(&source, 117).var("expect", at_end.display()));
+    assert_eq!(code, Some(0), "the end of the archive equals the last mark:\n{all}");
+    assert!(containers_of(pid).is_empty(), "a passed run left containers: {:?}", containers_of(pid));
+
+    // pitr.restore reads the same source the same way.
+    let pitr_book = work.path().join("pitr.yaml");
+    std::fs::write(
+        &pitr_book,
+        format!(
+            "name: barman17-pitr\nsteps:\n  - id: restore\n    uses: pitr.restore\n    with:\n      source: barman\n      storage: \"{source}\"\n      target_name: pgdrill_mark\n      marker: \"select count(*) = 110 from drill\"\n      accept_unproven: true\n      timeout: 3m\n"
+        ),
+    )
+    .expect("pitr runbook");
+    let (pid, code, all) = spawned(Run::new(&pitr_book).report(work.path().join("pitr")));
+    assert_eq!(code, Some(0), "{all}");
+    assert!(containers_of(pid).is_empty(), "pitr.restore left containers: {:?}", containers_of(pid));
+    let pj = RunJson::read(&work.path().join("pitr"));
+    let s = &pj.step("restore").outputs;
+    assert_eq!(s["backup"], id.as_str(), "{s}");
+    assert!(
+        s["tool"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("barman 3.13") && t.ends_with(" in pgdrill/postgres-local:17")),
+        "{s}"
+    );
+    assert!(s["stop_line"].as_str().is_some_and(|l| l.contains("pgdrill_mark")), "{s}");
+
+    // A WAL segment after the backup missing from Barman's archive: never a pass.
+    let mut wals: Vec<PathBuf> = walk(&dir.join("barman/demo/wals"))
+        .into_iter()
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.len() == 24))
+        .collect();
+    wals.sort();
+    let victim = wals.last().expect("Barman's archive holds WAL").clone();
+    let aside = work.path().join("aside");
+    std::fs::rename(&victim, &aside).expect("take a segment out");
+    let (pid, code, all) = spawned(shipped(&source, 117));
+    std::fs::rename(&aside, &victim).expect("put the segment back");
+    assert_eq!(code, Some(1), "a segment missing from Barman's archive must fail:\n{all}");
+    let missing = victim.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    assert!(all.contains(missing), "the failure names the missing segment {missing}:\n{all}");
+    assert!(containers_of(pid).is_empty(), "a failed run left containers: {:?}", containers_of(pid));
+
+    // The backup marked FAILED by Barman: never a pass, and nothing is restored.
+    let text = std::fs::read_to_string(&info).expect("backup.info");
+    assert!(text.contains("status=DONE"), "{text}");
+    std::fs::write(&info, text.replace("status=DONE", "status=FAILED")).expect("mark FAILED");
+    let (pid, code, all) = spawned(shipped(&source, 117));
+    std::fs::write(&info, &text).expect("put back");
+    assert_eq!(code, Some(1), "a backup Barman marks FAILED must fail:\n{all}");
+    assert!(all.contains(&format!("Barman marks the backup `{id}` of the server `demo` FAILED")), "{all}");
+    assert!(!all.contains("restored by"), "nothing is restored from a FAILED backup:\n{all}");
+    assert!(containers_of(pid).is_empty(), "a failed run left containers: {:?}", containers_of(pid));
+
+    // No Docker here: this machine's barman lists none of the backups, so no list at all:
+    // the environment's failure naming what to build.
+    let ran = shipped(&source, 117).env("DOCKER_HOST", "unix:///nonexistent/docker.sock").output();
+    assert_eq!(ran.code, Some(3), "{}", ran.all());
+    assert!(
+        ran.all().contains("pgdrill/postgres-local:17 with barman") && ran.all().contains("ci/setup.sh"),
+        "{}",
+        ran.all()
+    );
+    assert!(!ran.all().contains(secret), "{}", ran.all());
     drop(team);
 }
