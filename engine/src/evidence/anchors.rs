@@ -112,7 +112,10 @@ pub fn folders_named(v: &Verified) -> Vec<String> {
         for b in backups {
             let Some(path) = b["path"].as_str() else { continue };
             let Some((folder, _)) = path.trim_end_matches('/').rsplit_once('/') else { continue };
-            if !folder.is_empty() && !folders.iter().any(|f| f == folder) {
+            // A location, never a name read relative to wherever verify runs (another tool's
+            // backup id, a relative path).
+            let located = folder.starts_with('/') || folder.contains("://");
+            if located && !folders.iter().any(|f| f == folder) {
                 folders.push(folder.to_string());
             }
         }
@@ -155,7 +158,10 @@ pub async fn manifests_named(
                         Ok(crate::backup::ManifestTrust::Authenticated) => "authenticated under the backup key".into(),
                         Ok(t) => t.describe().to_string(),
                         Err(e) => {
-                            notes.push(format!("{}: its evidence anchor is not used", crate::util::one_line(&e.to_string())));
+                            notes.push(format!(
+                                "{}: its evidence anchor is not used",
+                                crate::util::one_line(&e.to_string())
+                            ));
                             continue;
                         }
                     }

@@ -642,9 +642,7 @@ pub fn against_location(v: &mut Verified, here: &[String], database: Option<&str
                 one(want),
                 unbound.len() - named_db
             ),
-            None => format!(
-                "{named_db} of them name their database: give --database NAME to hold those to it"
-            ),
+            None => format!("{named_db} of them name their database: give --database NAME to hold those to it"),
         };
         v.unproven.push(format!(
             "{} record{} (records {first} to {last}) carry no location, written before records named their chain and location: a swap of those for another location's log signed with the same key cannot be told ({db})",
@@ -991,8 +989,7 @@ mod tests {
                 json!({"runbook": {"name": "old"}, "database": database, "kind": "verify", "outcome": "passed",
                        "finished_at": "2026-06-01T00:00:00Z", "chain": {"sequence": i, "previous": previous}}),
             );
-            let bytes =
-                Envelope::sign(IN_TOTO, &serde_json::to_vec(&s).expect("json"), key).expect("sign").to_bytes();
+            let bytes = Envelope::sign(IN_TOTO, &serde_json::to_vec(&s).expect("json"), key).expect("sign").to_bytes();
             std::fs::write(record(dir, i), &bytes).expect("record");
             last = sha256_hex(&bytes);
             previous = json!({"sequence": i, "record_sha256": last});
@@ -1046,7 +1043,10 @@ mod tests {
         let mut v = verify(&anon, &key.public()).expect("verify");
         against_location(&mut v, &[log::location_name(&anon.display().to_string())], Some("payments"));
         let text = v.text("anon");
-        assert!(v.ok() && text.contains("--database checked that 0 of them are runs of `payments`; 2 name no database"), "{text}");
+        assert!(
+            v.ok() && text.contains("--database checked that 0 of them are runs of `payments`; 2 name no database"),
+            "{text}"
+        );
         // A log of records that name their location says nothing of the kind.
         let new = root.path().join("new");
         log_of(&new, &key, "payments", 2);

@@ -932,17 +932,25 @@ fn a_log_cut_at_its_end_without_a_kept_checkpoint_is_named_against_the_ledger_it
         "{}",
         v.all()
     );
-    // The ledger given by hand says the same; with its anchoring lines cut too, the cut is not
-    // seen (what the ledger cannot protect against).
+    // The ledger given by hand says the same; with its anchoring lines cut too, the last run's
+    // run.json beside it still names the cut; with that gone as well, the cut is not seen
+    // (what anchors kept beside the evidence cannot protect against).
     let cut = t.path().join("cut-history.jsonl");
     std::fs::write(&cut, history.lines().take(2).map(|l| format!("{l}\n")).collect::<String>()).expect("cut");
-    let r = Run::cli(["evidence", "verify"])
-        .arg(&evidence)
-        .arg("--public-key")
-        .arg(&public)
-        .arg("--ledger")
-        .arg(&cut)
-        .output();
+    let by_hand = || {
+        Run::cli(["evidence", "verify"])
+            .arg(&evidence)
+            .arg("--public-key")
+            .arg(&public)
+            .arg("--ledger")
+            .arg(&cut)
+            .output()
+    };
+    let r = by_hand();
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(r.stdout.contains("record 4: missing: the run.json") && !r.stdout.contains("the ledger"), "{}", r.all());
+    std::fs::remove_file(reports.join("run.json")).expect("rm");
+    let r = by_hand();
     assert_eq!(r.code, Some(0), "{}", r.all());
 }
 
@@ -1091,7 +1099,14 @@ async fn a_log_cut_at_its_end_for_runs_without_a_report_is_named_against_the_man
     std::fs::write(&tiny, "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n")
         .expect("runbook");
     let reports = t.path().join("reports");
-    Run::new(&tiny).arg("--signing-key").arg(&key).arg("--evidence").arg(&evidence).arg("--report").arg(&reports).expect(0);
+    Run::new(&tiny)
+        .arg("--signing-key")
+        .arg(&key)
+        .arg("--evidence")
+        .arg(&evidence)
+        .arg("--report")
+        .arg(&reports)
+        .expect(0);
     let run_json = reports.join("run.json");
     let anchored = common::read_json(&run_json)["evidence"].clone();
     assert_eq!(anchored["sequence"], serde_json::json!(4), "{anchored}");
@@ -1112,7 +1127,8 @@ async fn a_log_cut_at_its_end_for_runs_without_a_report_is_named_against_the_man
     assert!(
         v.stdout.contains("held to the backup manifests: the newest anchor of this log, record 2 (")
             && v.stdout.contains("authenticated under the backup key), is there unchanged")
-            && v.stdout.contains("held to the run.json") && v.stdout.contains("record 4, is there unchanged"),
+            && v.stdout.contains("held to the run.json")
+            && v.stdout.contains("record 4, is there unchanged"),
         "{}",
         v.all()
     );
@@ -1159,7 +1175,11 @@ async fn a_log_cut_at_its_end_for_runs_without_a_report_is_named_against_the_man
     }
     let v = verify_all();
     assert_eq!(v.code, Some(1), "{}", v.all());
-    assert!(v.stdout.contains("fails authentication") && v.stdout.contains("its evidence anchor is not used"), "{}", v.all());
+    assert!(
+        v.stdout.contains("fails authentication") && v.stdout.contains("its evidence anchor is not used"),
+        "{}",
+        v.all()
+    );
     assert!(v.stdout.contains("record 4: missing: the run.json"), "{}", v.all());
 }
 
@@ -1186,7 +1206,8 @@ fn a_report_kept_in_an_object_store_names_a_cut_evidence_log_as_a_local_one_does
     const SECRET: &str = "cut-report-secret-never-shown";
     const AT: &str = "s3://cut-reports/team";
     let aws = |run: Run| run.moto(port, SECRET).env_remove("PGDRILL_EVIDENCE");
-    let run = |rb: &Path, code: i32| aws(Run::new(rb).arg("--signing-key").arg(&key).arg("--report").arg(AT)).expect(code);
+    let run =
+        |rb: &Path, code: i32| aws(Run::new(rb).arg("--signing-key").arg(&key).arg("--report").arg(AT)).expect(code);
     run(&ok, 0);
     // The checkpoint at 1, kept aside in the bucket to be put back later.
     let copy = [("x-amz-copy-source", "/cut-reports/team/evidence/checkpoint.dsse.json")];
@@ -1205,7 +1226,8 @@ fn a_report_kept_in_an_object_store_names_a_cut_evidence_log_as_a_local_one_does
     let r = report();
     assert_eq!(r.code, Some(1), "{}", r.all());
     assert!(
-        r.stderr.contains("record 3: missing: the ledger history.jsonl (line 3, the passed verify `ok` that finished at")
+        r.stderr
+            .contains("record 3: missing: the ledger history.jsonl (line 3, the passed verify `ok` that finished at")
             && r.stderr.contains("this log holds 1: records were cut off its end")
             && r.stderr.contains(&format!("FAILED: {AT}/evidence")),
         "{}",
