@@ -14,30 +14,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::log::{record_name, sequences, RECORDS};
-use super::verify::{Finding, Verified};
-
-/// Hold the log to one anchor: record `n` must be there with sha256 `sha`. `what` names the
-/// anchor in the finding ("the ledger h (line 2, the passed verify `x` ...)").
-pub(crate) fn hold(v: &mut Verified, dir: &Path, n: u64, sha: &str, what: &str) {
-    let last = sequences(dir).ok().and_then(|q| q.last().copied()).unwrap_or(0);
-    match v.good.iter().find(|g| g.sequence == n) {
-        Some(g) if g.sha256 == sha => {}
-        Some(g) => v.findings.push(Finding {
-            record: Some(n),
-            problem: format!("edited or replaced: {what} anchors it with sha256 {sha}, the file's is {}", g.sha256),
-        }),
-        // A record that is there but failed its own checks is already named.
-        None if dir.join(RECORDS).join(record_name(n)).exists() => {}
-        None => v.findings.push(Finding {
-            record: Some(n),
-            problem: format!(
-                "missing: {what} anchors record {n} with sha256 {sha}, this log holds {last}: records were cut off its end"
-            ),
-        }),
-    }
-    v.findings.sort_by_key(|f| f.record.unwrap_or(0));
-}
+use super::verify::{hold, Verified};
 
 /// An anchor's `{location, sequence, record_sha256}` when it names this log (`here`).
 fn of_here(e: &Value, here: &[String]) -> Option<(u64, String)> {

@@ -522,8 +522,30 @@ pub fn against_ledger(v: &mut Verified, dir: &Path, here: &[String], ledger: &st
     ));
     let s = |k: &str| l[k].as_str().map(|v| crate::util::one_line(v).into_owned()).unwrap_or_else(|| "?".into());
     let run = format!("the {} {} `{}` that finished at {}", s("outcome"), s("kind"), s("runbook"), s("finished_at"));
-    super::anchors::hold(v, dir, n, &sha, &format!("the ledger {shown} (line {line}, {run})"));
+    hold(v, dir, n, &sha, &format!("the ledger {shown} (line {line}, {run})"));
     Some(n)
+}
+
+/// Hold the log to one anchor: record `n` must be there with sha256 `sha`. `what` names the
+/// anchor in the finding ("the ledger h (line 2, the passed verify `x` ...)").
+pub(crate) fn hold(v: &mut Verified, dir: &Path, n: u64, sha: &str, what: &str) {
+    let last = sequences(dir).ok().and_then(|q| q.last().copied()).unwrap_or(0);
+    match v.good.iter().find(|g| g.sequence == n) {
+        Some(g) if g.sha256 == sha => {}
+        Some(g) => v.findings.push(Finding {
+            record: Some(n),
+            problem: format!("edited or replaced: {what} anchors it with sha256 {sha}, the file's is {}", g.sha256),
+        }),
+        // A record that is there but failed its own checks is already named.
+        None if dir.join(RECORDS).join(record_name(n)).exists() => {}
+        None => v.findings.push(Finding {
+            record: Some(n),
+            problem: format!(
+                "missing: {what} anchors record {n} with sha256 {sha}, this log holds {last}: records were cut off its end"
+            ),
+        }),
+    }
+    v.findings.sort_by_key(|f| f.record.unwrap_or(0));
 }
 
 /// Hold the log to where it is read (`here`: the location names it may have, as
