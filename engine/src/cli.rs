@@ -442,6 +442,12 @@ enum EvidenceCommand {
         /// log cut at its end is named. May be given more than once.
         #[arg(long, value_name = "FILE")]
         ledger: Vec<PathBuf>,
+        /// A run.json whose run anchored the head it appended (read by default from beside a
+        /// --report's evidence/): that record must still be in the log. The manifests of the
+        /// backups the records name are read too (authenticated with PGDRILL_BACKUP_KEY when
+        /// set): the newest head they anchor must be there. May be given more than once.
+        #[arg(long, value_name = "FILE")]
+        run_json: Vec<PathBuf>,
         /// The database this is the log of: a record of a run of another database is a
         /// problem (a per-database log swapped for another's).
         #[arg(long, value_name = "NAME")]
@@ -464,6 +470,14 @@ enum EvidenceCommand {
         /// The public key to check the log with before packing (default: the stored one).
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
+        /// Where this log lived before (as `evidence verify --location`): every record must
+        /// have been appended at --evidence or one of these, else another location's log was
+        /// put in its place and nothing is packed.
+        #[arg(long = "location", value_name = "LOCATION")]
+        earlier_location: Vec<String>,
+        /// The database this is the log of (as `evidence verify --database`).
+        #[arg(long, value_name = "NAME")]
+        database: Option<String>,
         /// The tar file to write.
         out: PathBuf,
     },
@@ -712,6 +726,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             // The evidence before the reports: the run's history line carries the head it
             // appended (an anchor of the log's end outside the log).
             let anchor = evidence.as_ref().map(|e| e.anchor());
+            let head = evidence.as_ref().and_then(|e| e.head());
             if let Some(e) = evidence {
                 reporters.push(Box::new(e));
             }
@@ -744,6 +759,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let executor = Executor::new(sink.clone(), redactor, cancel, cause);
             executor.assume_yes(yes);
             executor.rto_objective(rto_objective);
+            executor.evidence_head(head);
             let res = executor.run(&rb, &runbook::overrides_from_pairs(&vars), None).await;
             // Reports are written whatever happened, so a failed run still leaves evidence.
             let finished = sink.finish();
@@ -754,7 +770,16 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
         Command::Keygen { out } => keygen(&out),
         Command::Evidence {
             command:
-                EvidenceCommand::Verify { location, public_key, tsa_ca, checkpoint, earlier_location, database, ledger },
+                EvidenceCommand::Verify {
+                    location,
+                    public_key,
+                    tsa_ca,
+                    checkpoint,
+                    earlier_location,
+                    database,
+                    ledger,
+                    run_json,
+                },
         } => {
             // A log in an object store is checked in a private local copy of it.
             let shown_location = location.display().to_string();
@@ -795,6 +820,27 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             for (shown, text) in &ledgers {
                 crate::evidence::verify::against_ledger(&mut v, &location, &here, text, shown);
             }
+            // The anchors of runs with `--evidence` and no ledger: their run.json, and the
+            // manifests of the backups they wrote.
+            let mut runs = Vec::new();
+            for r in &run_json {
+                let text = std::fs::read_to_string(r).map_err(|e| Error::io(format!("reading {}", r.display()), e))?;
+                runs.push((r.display().to_string(), text));
+            }
+            if run_json.is_empty() {
+                runs.extend(beside_evidence(&shown_location, "run.json").await);
+            }
+            for (shown, text) in &runs {
+                crate::evidence::anchors::against_run_json(&mut v, &location, &here, text, shown);
+            }
+            let backup_key = std::env::var("PGDRILL_BACKUP_KEY")
+                .ok()
+                .filter(|k| !k.is_empty())
+                .map(|k| crate::archive::KeySource::from_secret(&k));
+            let folders = crate::evidence::anchors::folders_named(&v);
+            let manifests =
+                crate::evidence::anchors::manifests_named(&folders, backup_key.as_ref(), &mut v.notes).await;
+            crate::evidence::anchors::against_manifests(&mut v, &location, &here, &manifests);
             out!("{}", v.text(&shown_location));
             Ok(if v.ok() { ExitCode::Passed } else { ExitCode::Failed })
         }
@@ -812,12 +858,17 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             );
             Ok(ExitCode::Passed)
         }
-        Command::Evidence { command: EvidenceCommand::Pack { evidence, from, to, public_key, out } } => {
+        Command::Evidence {
+            command: EvidenceCommand::Pack { evidence, from, to, public_key, earlier_location, database, out },
+        } => {
             // A log in an object store is packed from a private local copy, checked first as
             // `evidence verify` checks it.
             let shown = evidence.display().to_string();
             let (evidence, _copy) = evidence_here(evidence).await?;
-            evidence_pack(&evidence, &shown, &from, &to, public_key.as_deref(), &out)
+            let mut here = vec![crate::evidence::log::location_name(&shown)];
+            here.extend(earlier_location.iter().map(|l| crate::evidence::log::location_name(l)));
+            let held = Held { here: &here, database: database.as_deref() };
+            evidence_pack(&evidence, &shown, &from, &to, public_key.as_deref(), held, &out)
         }
         Command::Fleet { command: FleetCommand::Plan { select } } => {
             let fleet = crate::fleet::load(&select.file)?;
@@ -1128,9 +1179,18 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             }
             // The evidence log beside the history, held to the heads the history's runs
             // anchored: a log cut at its end is named here too.
+            // A report in an object store: its evidence/ read into a private copy first (an
+            // error reading it is the environment's, never a pass).
             let cut = match crate::storage::local_dir(&text) {
-                Some(d) => evidence_cut_against_history(&d.join("evidence"), &history),
-                None => None,
+                Some(d) => {
+                    let dir = d.join("evidence");
+                    evidence_cut_against_history(&dir, &dir.display().to_string(), &history)
+                }
+                None => {
+                    let at = format!("{}/evidence", text.trim_end_matches('/'));
+                    let (dir, _copy) = evidence_here(PathBuf::from(&at)).await?;
+                    evidence_cut_against_history(&dir, &at, &history)
+                }
             };
             if let Some(problems) = &cut {
                 errln!("{problems}");
@@ -1189,14 +1249,20 @@ fn signing_key(
 /// The ledger a `--report DIR` keeps beside its `evidence/` (DIR/history.jsonl, in a
 /// directory or a store), where the runs anchored the log's head: `(where, its text)`.
 async fn ledger_beside(evidence: &str) -> Option<(String, String)> {
+    beside_evidence(evidence, "history.jsonl").await
+}
+
+/// The file `name` a `--report DIR` keeps beside its `evidence/` (DIR/NAME, in a directory
+/// or a store): `(where, its text)`.
+async fn beside_evidence(evidence: &str, name: &str) -> Option<(String, String)> {
     let trimmed = evidence.trim_end_matches('/');
     let parent = trimmed.strip_suffix("/evidence").or_else(|| (trimmed == "evidence").then_some("."))?;
-    let shown = format!("{parent}/history.jsonl");
+    let shown = format!("{parent}/{name}");
     match crate::storage::local_dir(&shown) {
         Some(p) => std::fs::read_to_string(&p).ok().map(|t| (shown, t)),
         None => {
             let store = crate::storage::open(parent).ok()?;
-            let bytes = store.read("history.jsonl").await.ok()?;
+            let bytes = store.read(name).await.ok()?;
             Some((shown, String::from_utf8_lossy(&bytes).into_owned()))
         }
     }
@@ -1205,14 +1271,15 @@ async fn ledger_beside(evidence: &str) -> Option<(String, String)> {
 /// What `pgdrill report` says of the evidence log `dir` beside a history: the records the
 /// history's runs anchored that it no longer holds (or holds changed), if any. Its own
 /// signatures and links are `evidence verify`'s to judge, with the key the operator trusts.
-fn evidence_cut_against_history(dir: &std::path::Path, history: &str) -> Option<String> {
+/// `location`: where the log lives (the directory, or the store's URL of a copy in `dir`).
+fn evidence_cut_against_history(dir: &std::path::Path, location: &str, history: &str) -> Option<String> {
     use crate::evidence::{keys::PublicKey, log, verify};
     let key = PublicKey::from_file(&dir.join(log::PUBLIC_KEY)).ok()?;
     let good = verify::verify(dir, &key).ok()?.good;
     let mut v = verify::Verified { good, keyid: key.keyid(), ..Default::default() };
-    let here = [log::location_name(&dir.display().to_string())];
+    let here = [log::location_name(location)];
     verify::against_ledger(&mut v, dir, &here, history, "history.jsonl")?;
-    (!v.ok()).then(|| v.text(&dir.display().to_string()).trim_end().to_string())
+    (!v.ok()).then(|| v.text(location).trim_end().to_string())
 }
 
 /// A private copy removed when dropped.
@@ -1291,14 +1358,22 @@ async fn evidence_sink(
     Ok(Some(crate::report::signed::SignedEvidence::new(dir, Arc::new(key), runbook_source)))
 }
 
-/// `pgdrill evidence pack`: verified first; a log with a problem is not packed as if it
-/// were whole.
+/// What a pack's log is held to beside itself: the locations it may have been appended at,
+/// and the database it is the log of.
+struct Held<'a> {
+    here: &'a [String],
+    database: Option<&'a str>,
+}
+
+/// `pgdrill evidence pack`: verified first (its location too, as `evidence verify` holds
+/// it); a log with a problem is not packed as if it were whole.
 fn evidence_pack(
     location: &std::path::Path,
     shown: &str,
     from: &str,
     to: &str,
     public_key: Option<&std::path::Path>,
+    held: Held<'_>,
     out: &std::path::Path,
 ) -> Result<ExitCode, Error> {
     use crate::evidence::{keys::PublicKey, log::PUBLIC_KEY, pack, verify};
@@ -1307,13 +1382,23 @@ fn evidence_pack(
         Some(p) => PublicKey::from_file(p)?,
         None => PublicKey::from_file(&location.join(PUBLIC_KEY))?,
     };
-    let v = verify::verify(location, &key)?;
+    let mut v = verify::verify(location, &key)?;
+    // A swapped-in log (another location's, signed with the same key) is as whole as this
+    // one's by its chain alone: held to where it was read, it is named, not packed.
+    verify::against_location(&mut v, held.here, held.database);
     if !v.ok() {
         out!("{}", v.text(shown));
         errln!("error: the evidence log has problems (above): not packed");
         return Ok(ExitCode::Failed);
     }
-    let extra = crate::report::compliance::period_files(&v, &period)?;
+    let mut extra = crate::report::compliance::period_files(&v, &period)?;
+    // What verify.sh finds in each record's signed chain when it was appended at one of
+    // these locations (its statement's compact JSON, keys in order).
+    let mut locations = String::new();
+    for h in held.here {
+        locations.push_str(&format!("\"location\":{},\"previous\":\n", serde_json::Value::from(h.as_str())));
+    }
+    extra.push((pack::LOCATIONS.to_string(), locations.into_bytes()));
     pack::write(out, location, &v, from, to, &|t| period.contains(t), &extra)?;
     let n =
         v.good.iter().filter(|g| period.contains(g.statement.predicate["finished_at"].as_str().unwrap_or(""))).count();

@@ -210,6 +210,22 @@ pub struct Manifest {
     /// sha256 only. Absent for pgdrill's own archive.
     #[serde(default, skip_serializing_if = "is_pgdrill")]
     pub envelope: Envelope,
+    /// The head of the run's signed evidence log when the backup was made (`--evidence`),
+    /// under the manifest's MAC: an anchor of the log outside it, which whoever edits the
+    /// evidence folder cannot rewrite without the backup key. Absent without evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceHead>,
+}
+
+/// A record of an evidence log, as an anchor kept outside the log names it: the log's
+/// location, its chain's id, the record's sequence and the sha256 of its file. Plain data
+/// handed down by the evidence layer (above this one), which alone reads and judges logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceHead {
+    pub location: String,
+    pub chain: String,
+    pub sequence: u64,
+    pub record_sha256: String,
 }
 
 fn is_pgdrill(e: &Envelope) -> bool {
@@ -509,6 +525,8 @@ pub struct Output {
     /// Keep the backup and its manifest from deletion (S3 Object Lock), checked before the
     /// dump starts.
     pub retention: Option<Retention>,
+    /// The run's evidence log head, written into the manifest (`Manifest::evidence`).
+    pub evidence: Option<EvidenceHead>,
 }
 
 /// An Object Lock retention asked for a backup: the storage location as given (with the
@@ -575,6 +593,7 @@ impl std::fmt::Debug for Output {
             .field("name_pattern", &self.name_pattern)
             .field("passphrase", &self.passphrase.as_ref().map(|_| "(secret)"))
             .field("retention", &self.retention)
+            .field("evidence", &self.evidence)
             .finish()
     }
 }
@@ -1028,6 +1047,7 @@ pub async fn create_as(
         key_fingerprint,
         database_properties,
         envelope,
+        evidence: output.evidence.clone(),
     };
     // The manifest is whole before anything is published: pgdrill's archive's MAC binds the
     // header, whose bytes the pipeline kept; a team's file has neither.

@@ -273,6 +273,21 @@ pub fn append_at(dir: &Path, location: &str, key: &SigningKey, mut statement: St
     Ok(Appended { sequence, path, sha256, chain_id })
 }
 
+/// The log's head as it is now (its newest record, named as an anchor names it), for the
+/// manifests a run writes before its own record is appended; `None` for a log with no
+/// record yet. `location`: where the log lives, as its records name it.
+pub fn head(dir: &Path, location: &str) -> Option<crate::backup::EvidenceHead> {
+    let n = sequences(dir).ok()?.last().copied()?;
+    let bytes = std::fs::read(dir.join(RECORDS).join(record_name(n))).ok()?;
+    let chain = statement_of(&bytes)?.predicate["chain"]["id"].as_str()?.to_string();
+    Some(crate::backup::EvidenceHead {
+        location: location_name(location),
+        chain,
+        sequence: n,
+        record_sha256: sha256_hex(&bytes),
+    })
+}
+
 /// Keep the TSA's timestamp `tsr` of record `sequence` beside it (never replacing one).
 pub fn add_timestamp(dir: &Path, sequence: u64, tsr: &[u8]) -> Result<(), Error> {
     write_new(dir, &dir.join(RECORDS).join(super::timestamp::tsr_name(sequence)), tsr, false)

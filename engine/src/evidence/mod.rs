@@ -7,6 +7,7 @@
 //! Below the reporters: the report layer builds a run's statement from its summary and
 //! hands it here. Nothing here knows runs, steps or servers; it signs, chains and checks.
 
+pub mod anchors;
 pub mod controls;
 pub mod dsse;
 pub mod immutable;

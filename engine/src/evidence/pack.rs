@@ -11,7 +11,11 @@ use super::log::{record_name, CHECKPOINT, PUBLIC_KEY, RECORDS};
 use super::verify::Verified;
 use crate::Error;
 
-/// The auditor's script: POSIX sh, openssl, sed, wc, cut, cat. It relies on the canonical
+/// The locations the log was held to when packed, one line each as a record's signed
+/// chain states its own (`"location":"...","previous":`), for verify.sh.
+pub const LOCATIONS: &str = "locations.txt";
+
+/// The auditor's script: POSIX sh, openssl, sed, wc, cut, cat, grep. It relies on the canonical
 /// form pgdrill writes envelopes in (one field per line), which `evidence verify` enforces.
 pub const VERIFY_SH: &str = r#"#!/bin/sh
 # Checks every signed statement of this pack with openssl alone (and sed, wc, cut, cat):
@@ -19,6 +23,8 @@ pub const VERIFY_SH: &str = r#"#!/bin/sh
 #  2. that each record names the sha256 of the record before it (nothing removed or edited),
 #  3. that the signed checkpoint names the sha256 of the last record (nothing cut off the end).
 #  4. with a TSA's CA certificates, each record's RFC 3161 timestamp (records/NNNNNNNN.tsr).
+#  5. that each record says (signed) it was appended at a location locations.txt names: a
+#     log of another location put in this one's place fails here.
 # Usage: sh verify.sh [PUBLIC_KEY_PEM [TSA_CA_PEM]]   (default: public-key.pem, the one in
 # this pack; better: the public key you were given separately)
 set -eu
@@ -79,7 +85,18 @@ check() {
             bad=1
         fi
     fi
-    echo "$f: signature $sig, chain $link$stamp"
+    where=""
+    if [ "$f" != checkpoint.dsse.json ] && [ -f locations.txt ]; then
+        if grep -q -F -f locations.txt "$tmp/payload"; then
+            where=", location ok"
+        elif grep -q '"id":"[0-9a-f]*","location":' "$tmp/payload"; then
+            where=", location BAD (appended at a location locations.txt does not name: another location's log)"
+            bad=1
+        else
+            where=", location NOT STATED (written before records named it: a swap of it cannot be told)"
+        fi
+    fi
+    echo "$f: signature $sig, chain $link$stamp$where"
 }
 for f in records/*.dsse.json checkpoint.dsse.json; do
     if [ ! -f "$f" ]; then
@@ -120,7 +137,9 @@ sequence number and the sha256 of the record before it (with that run's name, ki
 and end time). checkpoint.dsse.json, signed too, names the last record's sha256. Removing,
 editing or reordering any record, or putting an old statement back as new, breaks a signed
 link. Keep the head sequence and sha256 printed below from one audit to the next: a log cut
-back to an earlier checkpoint is then visible too.
+back to an earlier checkpoint is then visible too. Each record also states, signed, where it
+was appended; locations.txt names where this log was checked to live, and verify.sh fails a
+record appended elsewhere (a whole log of another location put in this one's place).
 
 Check it with openssl alone (verify.sh does this for every record):
 
@@ -178,6 +197,9 @@ fn index(v: &Verified, in_period: &dyn Fn(&str) -> bool) -> String {
     // auditor reads it here too.
     for n in &v.notes {
         out.push_str(&format!("note: {}\n", crate::util::one_line(n)));
+    }
+    for u in &v.unproven {
+        out.push_str(&format!("NOT PROVEN: {}\n", crate::util::one_line(u)));
     }
     out
 }

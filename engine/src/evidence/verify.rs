@@ -42,6 +42,9 @@ pub struct Verified {
     pub notes: Vec<String>,
     /// What the log was held to beside itself (a ledger's anchor, a kept checkpoint).
     pub held: Vec<String>,
+    /// What the checks could not prove, said in the result line itself (records written
+    /// before records named their location: a swap of those cannot be told).
+    pub unproven: Vec<String>,
 }
 
 impl Verified {
@@ -60,8 +63,9 @@ impl Verified {
                 .unwrap_or_default();
             let stamped = self.good.iter().filter(|g| g.timestamp.is_some()).count();
             let stamped = if stamped > 0 { format!(", {stamped} RFC 3161 timestamps verified") } else { String::new() };
+            let unproven: String = self.unproven.iter().map(|u| format!("; BUT {u}")).collect();
             let mut out = format!(
-                "ok: {loc}: {} records, every signature checks with keyid {}, chain and signed checkpoint intact{stamped}{head}\n",
+                "ok: {loc}: {} records, every signature checks with keyid {}, chain and signed checkpoint intact{stamped}{head}{unproven}\n",
                 self.good.len(),
                 self.keyid
             );
@@ -80,6 +84,12 @@ impl Verified {
                 Some(n) => out.push_str(&format!("  record {n}: {}\n", f.problem)),
                 None => out.push_str(&format!("  {}\n", f.problem)),
             }
+        }
+        for u in &self.unproven {
+            out.push_str(&format!("  and {u}\n"));
+        }
+        for n in &self.notes {
+            out.push_str(&format!("  note: {n}\n"));
         }
         out
     }
@@ -512,27 +522,30 @@ pub fn against_ledger(v: &mut Verified, dir: &Path, here: &[String], ledger: &st
     ));
     let s = |k: &str| l[k].as_str().map(|v| crate::util::one_line(v).into_owned()).unwrap_or_else(|| "?".into());
     let run = format!("the {} {} `{}` that finished at {}", s("outcome"), s("kind"), s("runbook"), s("finished_at"));
+    hold(v, dir, n, &sha, &format!("the ledger {shown} (line {line}, {run})"));
+    Some(n)
+}
+
+/// Hold the log to one anchor: record `n` must be there with sha256 `sha`. `what` names the
+/// anchor in the finding ("the ledger h (line 2, the passed verify `x` ...)").
+pub(crate) fn hold(v: &mut Verified, dir: &Path, n: u64, sha: &str, what: &str) {
     let last = sequences(dir).ok().and_then(|q| q.last().copied()).unwrap_or(0);
     match v.good.iter().find(|g| g.sequence == n) {
         Some(g) if g.sha256 == sha => {}
         Some(g) => v.findings.push(Finding {
             record: Some(n),
-            problem: format!(
-                "edited or replaced: the ledger {shown} (line {line}, {run}) anchors it with sha256 {sha}, the file's is {}",
-                g.sha256
-            ),
+            problem: format!("edited or replaced: {what} anchors it with sha256 {sha}, the file's is {}", g.sha256),
         }),
         // A record that is there but failed its own checks is already named.
         None if dir.join(RECORDS).join(record_name(n)).exists() => {}
         None => v.findings.push(Finding {
             record: Some(n),
             problem: format!(
-                "missing: the ledger {shown} (line {line}, {run}) anchors record {n} with sha256 {sha}, this log holds {last}: records were cut off its end"
+                "missing: {what} anchors record {n} with sha256 {sha}, this log holds {last}: records were cut off its end"
             ),
         }),
     }
     v.findings.sort_by_key(|f| f.record.unwrap_or(0));
-    Some(n)
 }
 
 /// Hold the log to where it is read (`here`: the location names it may have, as
@@ -634,9 +647,29 @@ pub fn against_location(v: &mut Verified, here: &[String], database: Option<&str
             });
         }
     }
+    // Said in the result, not as a note: exit 0 says nothing of where these were appended.
     if let (Some(first), Some(last)) = (unbound.first(), unbound.last()) {
-        v.notes.push(format!(
-            "records {first} to {last} were written before records named their chain and location: where they were appended is not proven"
+        let named_db = v
+            .good
+            .iter()
+            .filter(|g| unbound.contains(&g.sequence))
+            .filter(|g| !g.statement.predicate["database"].as_str().unwrap_or("").is_empty())
+            .count();
+        let db = match database {
+            Some(want) if named_db == unbound.len() => {
+                format!("--database checked that each is a run of `{}`", one(want))
+            }
+            Some(want) => format!(
+                "--database checked that {named_db} of them are runs of `{}`; {} name no database",
+                one(want),
+                unbound.len() - named_db
+            ),
+            None => format!("{named_db} of them name their database: give --database NAME to hold those to it"),
+        };
+        v.unproven.push(format!(
+            "{} record{} (records {first} to {last}) carry no location, written before records named their chain and location: a swap of those for another location's log signed with the same key cannot be told ({db})",
+            unbound.len(),
+            if unbound.len() == 1 { "" } else { "s" }
         ));
     }
     v.findings.extend(findings);
@@ -963,5 +996,84 @@ mod tests {
             "{}",
             v4.text("loc")
         );
+    }
+
+    /// A log written before records named their chain and location (`chain` holds only the
+    /// sequence and the link), as such a log's runs wrote it.
+    fn legacy_log_of(dir: &Path, key: &SigningKey, database: Option<&str>, n: u64) {
+        std::fs::create_dir_all(dir.join(RECORDS)).expect("mkdir");
+        std::fs::write(dir.join(PUBLIC_KEY), key.public().pem()).expect("public key");
+        let mut previous = Value::Null;
+        let mut last = String::new();
+        for i in 1..=n {
+            let s = Statement::run(
+                vec![Subject::sha256(format!("backup-{i}"), "00")],
+                json!({"runbook": {"name": "old"}, "database": database, "kind": "verify", "outcome": "passed",
+                       "finished_at": "2026-06-01T00:00:00Z", "chain": {"sequence": i, "previous": previous}}),
+            );
+            let bytes = Envelope::sign(IN_TOTO, &serde_json::to_vec(&s).expect("json"), key).expect("sign").to_bytes();
+            std::fs::write(record(dir, i), &bytes).expect("record");
+            last = sha256_hex(&bytes);
+            previous = json!({"sequence": i, "record_sha256": last});
+        }
+        let c = json!({"_type": CHECKPOINT_TYPE, "sequence": n, "record_sha256": last, "record": {}, "signed_at": "2026-06-01T00:00:00Z"});
+        let signed =
+            Envelope::sign(CHECKPOINT_TYPE, &serde_json::to_vec(&c).expect("json"), key).expect("sign").to_bytes();
+        std::fs::write(dir.join(CHECKPOINT), signed).expect("checkpoint");
+    }
+
+    /// Records written before the location field existed: a whole such log of another
+    /// location (same key) swapped in verified "ok" with only a note. The result line says
+    /// now how many records carry no location and that a swap of those cannot be told, and
+    /// `--database` holds them to the database they name (one naming none is counted).
+    #[test]
+    fn a_swap_of_records_written_before_they_named_their_location_is_said_unprovable_and_checked_by_database() {
+        let key = SigningKey::generate().expect("key");
+        let root = tempfile::tempdir().expect("tmp");
+        let (payments, staging) = (root.path().join("payments"), root.path().join("staging"));
+        legacy_log_of(&payments, &key, Some("payments"), 2);
+        legacy_log_of(&staging, &key, Some("staging"), 3);
+        let here = [log::location_name(&payments.display().to_string())];
+        // The swap: staging's old log in payments' place.
+        std::fs::remove_dir_all(&payments).expect("rm");
+        std::fs::rename(&staging, &payments).expect("mv");
+        let mut v = verify(&payments, &key.public()).expect("verify");
+        against_location(&mut v, &here, None);
+        let text = v.text("payments");
+        assert!(v.ok(), "no location to hold them to: {text}");
+        assert!(
+            text.starts_with("ok: payments: 3 records")
+                && text.lines().next().unwrap_or("").contains(
+                    "BUT 3 records (records 1 to 3) carry no location, written before records named their chain and location: a swap of those for another location's log signed with the same key cannot be told (3 of them name their database: give --database NAME to hold those to it)"
+                ),
+            "{text}"
+        );
+        // --database names the swap by the database the statements name.
+        let mut v = verify(&payments, &key.public()).expect("verify");
+        against_location(&mut v, &here, Some("payments"));
+        let text = v.text("payments");
+        assert!(!v.ok(), "{text}");
+        assert!(
+            text.contains("record 1: another database's log: records 1 to 3 are runs of database `staging`, not of `payments` (--database)")
+                && text.contains("and 3 records (records 1 to 3) carry no location")
+                && text.contains("(--database checked that each is a run of `payments`)"),
+            "{text}"
+        );
+        // Records naming no database: --database cannot hold them, and says how many.
+        let anon = root.path().join("anon");
+        legacy_log_of(&anon, &key, None, 2);
+        let mut v = verify(&anon, &key.public()).expect("verify");
+        against_location(&mut v, &[log::location_name(&anon.display().to_string())], Some("payments"));
+        let text = v.text("anon");
+        assert!(
+            v.ok() && text.contains("--database checked that 0 of them are runs of `payments`; 2 name no database"),
+            "{text}"
+        );
+        // A log of records that name their location says nothing of the kind.
+        let new = root.path().join("new");
+        log_of(&new, &key, "payments", 2);
+        let mut v = verify(&new, &key.public()).expect("verify");
+        against_location(&mut v, &[log::location_name(&new.display().to_string())], Some("payments"));
+        assert!(v.ok() && !v.text("new").contains("BUT"), "{}", v.text("new"));
     }
 }

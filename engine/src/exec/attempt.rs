@@ -272,6 +272,7 @@ impl Executor {
             assume_yes: self.assume_yes.load(Ordering::SeqCst),
             operator: Arc::new(super::operator::Terminal),
             rto_objective: self.rto_objective.lock().ok().and_then(|r| *r),
+            evidence_head: self.evidence_head.lock().ok().and_then(|h| h.clone()),
             kept: kept.clone(),
             notice: notice.clone(),
             facts: facts.clone(),

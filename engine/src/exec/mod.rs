@@ -89,6 +89,8 @@ pub struct Executor {
     assume_yes: AtomicBool,
     /// `--rto`: the recovery objective of the drill's `drill.rto` steps.
     rto_objective: Mutex<Option<Duration>>,
+    /// `--evidence`: the log's head as the run found it, for the manifests its backups write.
+    evidence_head: Mutex<Option<crate::backup::EvidenceHead>>,
     me: Weak<Executor>,
 }
 
@@ -107,6 +109,7 @@ impl Executor {
             next_suite: AtomicUsize::new(0),
             assume_yes: AtomicBool::new(false),
             rto_objective: Mutex::new(None),
+            evidence_head: Mutex::new(None),
             me: me.clone(),
         })
     }
@@ -121,6 +124,14 @@ impl Executor {
     pub fn rto_objective(&self, rto: Option<Duration>) {
         if let Ok(mut r) = self.rto_objective.lock() {
             *r = rto;
+        }
+    }
+
+    /// The head of the run's evidence log, which every backup this run writes anchors in its
+    /// manifest (`pgdrill run --evidence`).
+    pub fn evidence_head(&self, head: Option<crate::backup::EvidenceHead>) {
+        if let Ok(mut h) = self.evidence_head.lock() {
+            *h = head;
         }
     }
 

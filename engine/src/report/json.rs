@@ -47,11 +47,13 @@ impl JsonRecord {
 
 impl ReportSink for JsonRecord {
     fn finish(&mut self, summary: &RunSummary) -> crate::Result<()> {
+        // The evidence sink finished first: the head it appended is this run's anchor, in
+        // run.json as in the history line.
+        let head = self.anchor.as_ref().and_then(|a| a.lock().ok().and_then(|h| h.clone()));
         write_atomic(&self.dir.join("run.json"), |w| {
-            write_record(w, &summary.record)?;
+            write_record(w, &summary.record, head.as_ref())?;
             w.write_all(b"\n")
         })?;
-        let head = self.anchor.as_ref().and_then(|a| a.lock().ok().and_then(|h| h.clone()));
         let dated = super::compliance::write_anchored(&self.dir, summary, head.as_ref())?;
         if let Some(r) = &self.remote {
             let handle = tokio::runtime::Handle::current();
@@ -68,8 +70,9 @@ impl ReportSink for JsonRecord {
 /// run.json as it always was (each object's keys sorted, as a JSON value has them, pretty
 /// printed), written a step at a time: the whole record as one `serde_json::Value` was the
 /// largest thing a 10,000-step run held at its end (issue 36 case 11). Only one step's value
-/// exists at once; the rest is the record itself.
-pub fn write_record(w: &mut dyn Write, r: &RunRecord) -> io::Result<()> {
+/// exists at once; the rest is the record itself. `evidence`: the head of the evidence log
+/// the run appended to (location, chain, sequence, record_sha256), kept as `evidence`.
+pub fn write_record(w: &mut dyn Write, r: &RunRecord, evidence: Option<&serde_json::Value>) -> io::Result<()> {
     // Every field but the list, named one by one: a field added to the record is a compile
     // error here until it is written too.
     let head = RunRecord {
@@ -82,6 +85,14 @@ pub fn write_record(w: &mut dyn Write, r: &RunRecord) -> io::Result<()> {
         content: r.content,
         suites: Vec::new(),
     };
+    #[derive(Serialize)]
+    struct Anchored<'a> {
+        #[serde(flatten)]
+        record: &'a RunRecord,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        evidence: Option<&'a serde_json::Value>,
+    }
+    let head = Anchored { record: &head, evidence };
     with_list(w, &head, "suites", 0, &r.suites, &mut |w, s: &SuiteRecord, level| {
         let head = SuiteRecord {
             id: s.id,
@@ -190,7 +201,7 @@ mod tests {
             let v = serde_json::to_value(&record).unwrap_or_default();
             serde_json::to_writer_pretty(&mut old, &v).unwrap_or_default();
             let mut new = Vec::new();
-            write_record(&mut new, &record).unwrap_or_else(|e| panic!("{e}"));
+            write_record(&mut new, &record, None).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(String::from_utf8_lossy(&new), String::from_utf8_lossy(&old));
         }
     }

@@ -58,6 +58,16 @@ impl SignedEvidence {
         self.anchor.clone()
     }
 
+    /// The log's head before this run appends: what the backups the run writes anchor in
+    /// their manifests.
+    pub fn head(&self) -> Option<crate::backup::EvidenceHead> {
+        let location = match &self.remote {
+            Some(r) => r.location().to_string(),
+            None => self.dir.display().to_string(),
+        };
+        crate::evidence::log::head(&self.dir, &location)
+    }
+
     /// Timestamp each record with the TSA at `url`.
     pub fn tsa(mut self, url: Option<String>) -> Self {
         self.tsa = url;

@@ -268,6 +268,7 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
             }),
             None => None,
         },
+        evidence: ctx.evidence_head.clone(),
     };
     let opts = CreateOptions {
         url: w.database_url.clone(),

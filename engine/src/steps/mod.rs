@@ -317,6 +317,9 @@ pub struct StepCtx {
     /// `pgdrill run --rto D`: the recovery time objective every `drill.rto` step is held to
     /// instead of its own `target`.
     pub rto_objective: Option<std::time::Duration>,
+    /// The head of the run's evidence log as the run found it (`pgdrill run --evidence`): a
+    /// backup's manifest carries it, an anchor of the log under the backup key.
+    pub evidence_head: Option<crate::backup::EvidenceHead>,
     pub redactor: Redactor,
     pub nested: Arc<dyn NestedRunner>,
     /// Where to put resources that live until the runbook ends.
@@ -483,6 +486,7 @@ pub(crate) fn test_ctx(operator: Arc<dyn Operator>) -> (StepCtx, Arc<std::sync::
         assume_yes: false,
         operator,
         rto_objective: None,
+        evidence_head: None,
         redactor: Redactor::default(),
         nested: Arc::new(NoNesting),
         resources: Resources::default(),

@@ -932,17 +932,25 @@ fn a_log_cut_at_its_end_without_a_kept_checkpoint_is_named_against_the_ledger_it
         "{}",
         v.all()
     );
-    // The ledger given by hand says the same; with its anchoring lines cut too, the cut is not
-    // seen (what the ledger cannot protect against).
+    // The ledger given by hand says the same; with its anchoring lines cut too, the last run's
+    // run.json beside it still names the cut; with that gone as well, the cut is not seen
+    // (what anchors kept beside the evidence cannot protect against).
     let cut = t.path().join("cut-history.jsonl");
     std::fs::write(&cut, history.lines().take(2).map(|l| format!("{l}\n")).collect::<String>()).expect("cut");
-    let r = Run::cli(["evidence", "verify"])
-        .arg(&evidence)
-        .arg("--public-key")
-        .arg(&public)
-        .arg("--ledger")
-        .arg(&cut)
-        .output();
+    let by_hand = || {
+        Run::cli(["evidence", "verify"])
+            .arg(&evidence)
+            .arg("--public-key")
+            .arg(&public)
+            .arg("--ledger")
+            .arg(&cut)
+            .output()
+    };
+    let r = by_hand();
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(r.stdout.contains("record 4: missing: the run.json") && !r.stdout.contains("the ledger"), "{}", r.all());
+    std::fs::remove_file(reports.join("run.json")).expect("rm");
+    let r = by_hand();
     assert_eq!(r.code, Some(0), "{}", r.all());
 }
 
@@ -1037,4 +1045,266 @@ fn runs_killed_while_writing_the_checkpoint_or_appending_to_a_store_leave_one_ve
     let v = verify_store();
     assert!(v.code == Some(0) && v.stdout.contains(": 3 records") && !v.stdout.contains("note:"), "{}", v.all());
     drop(moto);
+}
+
+/// A log cut at its end for runs with `--evidence` and no `--report` (issue 42): no ledger
+/// line anchored their records, so the last records removed and an older checkpoint put back
+/// verified clean. Each backup's manifest now carries, under the backup key's MAC, the log's
+/// head as its run found it, and a run's run.json the head it appended: `evidence verify`
+/// reads the manifests of the storage the records name and a run.json given with
+/// `--run-json`, and names the cut with the anchor that shows it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_cut_at_its_end_for_runs_without_a_report_is_named_against_the_manifests_and_run_json_they_anchored() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int primary key); insert into t values (1), (2)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let (storage, evidence) = (t.path().join("backups"), t.path().join("evidence"));
+    let key = t.path().join("signing.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let public = t.path().join("signing.pem.pub");
+    let backup = || {
+        Run::new("backup")
+            .var("database_url", s.url())
+            .var("storage", storage.display())
+            .key(KEY)
+            .arg("--signing-key")
+            .arg(&key)
+            .arg("--evidence")
+            .arg(&evidence)
+            .expect(0)
+    };
+    backup();
+    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 1");
+    backup();
+    backup();
+    // The manifests: the first backup's log was empty; each later one anchors the head before
+    // its own run's record (records 1 and 2), the log's location named as its records name it.
+    let mut anchors: Vec<serde_json::Value> = std::fs::read_dir(storage.join("shop"))
+        .expect("storage")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".manifest.json"))
+        .map(|e| common::read_json(&e.path())["evidence"].clone())
+        .collect();
+    anchors.sort_by_key(|a| a["sequence"].as_u64());
+    assert_eq!(anchors.len(), 3, "{anchors:?}");
+    assert!(anchors[0].is_null(), "{anchors:?}");
+    let here = std::fs::canonicalize(&evidence).expect("canonical").display().to_string();
+    assert_eq!(anchors[2]["sequence"], serde_json::json!(2), "{anchors:?}");
+    assert_eq!(anchors[2]["location"].as_str(), Some(here.as_str()), "{anchors:?}");
+    let two = pgdrill::evidence::keys::sha256_hex(&std::fs::read(record(&evidence, 2)).expect("record 2"));
+    assert_eq!(anchors[2]["record_sha256"].as_str(), Some(two.as_str()), "{anchors:?}");
+
+    // A fourth run with its report elsewhere: its run.json anchors the head it appended.
+    let tiny = t.path().join("tiny.yaml");
+    std::fs::write(&tiny, "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n")
+        .expect("runbook");
+    let reports = t.path().join("reports");
+    Run::new(&tiny)
+        .arg("--signing-key")
+        .arg(&key)
+        .arg("--evidence")
+        .arg(&evidence)
+        .arg("--report")
+        .arg(&reports)
+        .expect(0);
+    let run_json = reports.join("run.json");
+    let anchored = common::read_json(&run_json)["evidence"].clone();
+    assert_eq!(anchored["sequence"], serde_json::json!(4), "{anchored}");
+    assert_eq!(anchored["location"].as_str(), Some(here.as_str()), "{anchored}");
+
+    let verify_all = || {
+        Run::cli(["evidence", "verify"])
+            .arg(&evidence)
+            .arg("--public-key")
+            .arg(&public)
+            .arg("--run-json")
+            .arg(&run_json)
+            .key(KEY)
+            .output()
+    };
+    let v = verify_all();
+    assert_eq!(v.code, Some(0), "{}", v.all());
+    assert!(
+        v.stdout.contains("held to the backup manifests: the newest anchor of this log, record 2 (")
+            && v.stdout.contains("authenticated under the backup key), is there unchanged")
+            && v.stdout.contains("held to the run.json")
+            && v.stdout.contains("record 4, is there unchanged"),
+        "{}",
+        v.all()
+    );
+
+    // Records 2 to 4 cut, the checkpoint at 1 put back: the log alone verifies.
+    for n in 2..=4 {
+        std::fs::remove_file(record(&evidence, n)).expect("rm");
+    }
+    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    let alone = Run::cli(["evidence", "verify"]).arg(&evidence).arg("--public-key").arg(&public).output();
+    assert_eq!(alone.code, Some(1), "the backups' manifests anchor record 2: {}", alone.all());
+    // The manifests name it (without the backup key: said unauthenticated).
+    assert!(
+        alone.stdout.contains("record 2: missing: the manifest ")
+            && alone.stdout.contains("(a backup of database `shop` finished at ")
+            && alone.stdout.contains("its MAC not checked here: no backup key given) anchors record 2 with sha256 ")
+            && alone.stdout.contains("this log holds 1: records were cut off its end"),
+        "{}",
+        alone.all()
+    );
+    let v = verify_all();
+    assert_eq!(v.code, Some(1), "{}", v.all());
+    assert!(
+        v.stdout.contains("record 2: missing: the manifest ")
+            && v.stdout.contains("authenticated under the backup key) anchors record 2")
+            && v.stdout.contains(&format!(
+                "record 4: missing: the run.json {} (the passed verify `tiny` that finished at ",
+                run_json.display()
+            )),
+        "{}",
+        v.all()
+    );
+    // A manifest whose anchor was edited (to name the cut log's head) fails its MAC under the
+    // key, and its anchor is not used: said, and the run.json still names the cut.
+    for e in std::fs::read_dir(storage.join("shop")).expect("storage").flatten() {
+        let p = e.path();
+        if p.to_string_lossy().ends_with(".manifest.json") {
+            let mut m = common::read_json(&p);
+            if m["evidence"]["sequence"] == serde_json::json!(2) {
+                m["evidence"]["sequence"] = serde_json::json!(1);
+                std::fs::write(&p, serde_json::to_vec_pretty(&m).expect("json")).expect("edit");
+            }
+        }
+    }
+    let v = verify_all();
+    assert_eq!(v.code, Some(1), "{}", v.all());
+    assert!(
+        v.stdout.contains("fails authentication") && v.stdout.contains("its evidence anchor is not used"),
+        "{}",
+        v.all()
+    );
+    assert!(v.stdout.contains("record 4: missing: the run.json"), "{}", v.all());
+}
+
+/// `pgdrill report` on a report kept in an object store (issue 42): its history's runs
+/// anchored the evidence log's head, but the report read the evidence of a local folder only,
+/// so a cut log in a bucket passed unseen. It reads the store's evidence/ now and says what it
+/// says of a local folder: the cut named against the ledger, exit 1.
+#[test]
+fn a_report_kept_in_an_object_store_names_a_cut_evidence_log_as_a_local_one_does() {
+    let Some(moto) = common::moto() else { return };
+    let port = moto.port;
+    assert_eq!(s3(port, "PUT", "/cut-reports", &[]).0, 200);
+    let t = tempfile::tempdir().expect("tmp");
+    let key = t.path().join("k.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let (ok, broken) = (t.path().join("ok.yaml"), t.path().join("broken.yaml"));
+    std::fs::write(&ok, "name: ok\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n")
+        .expect("runbook");
+    std::fs::write(
+        &broken,
+        "name: broken\nkind: verify\nsteps:\n  - id: s\n    uses: shell.run\n    with: { argv: [\"false\"] }\n",
+    )
+    .expect("runbook");
+    const SECRET: &str = "cut-report-secret-never-shown";
+    const AT: &str = "s3://cut-reports/team";
+    let aws = |run: Run| run.moto(port, SECRET).env_remove("PGDRILL_EVIDENCE");
+    let run =
+        |rb: &Path, code: i32| aws(Run::new(rb).arg("--signing-key").arg(&key).arg("--report").arg(AT)).expect(code);
+    run(&ok, 0);
+    // The checkpoint at 1, kept aside in the bucket to be put back later.
+    let copy = [("x-amz-copy-source", "/cut-reports/team/evidence/checkpoint.dsse.json")];
+    assert_eq!(s3(port, "PUT", "/cut-reports/aside/checkpoint-1", &copy).0, 200);
+    run(&broken, 1);
+    run(&ok, 0);
+    let report = || aws(Run::cli(["report", AT])).output();
+    let r = report();
+    assert!(!r.stderr.contains("missing"), "{}", r.all());
+
+    for n in [2, 3] {
+        assert_eq!(s3(port, "DELETE", &format!("/cut-reports/team/evidence/records/{n:08}.dsse.json"), &[]).0, 204);
+    }
+    let back = [("x-amz-copy-source", "/cut-reports/aside/checkpoint-1")];
+    assert_eq!(s3(port, "PUT", "/cut-reports/team/evidence/checkpoint.dsse.json", &back).0, 200);
+    let r = report();
+    assert_eq!(r.code, Some(1), "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("record 3: missing: the ledger history.jsonl (line 3, the passed verify `ok` that finished at")
+            && r.stderr.contains("this log holds 1: records were cut off its end")
+            && r.stderr.contains(&format!("FAILED: {AT}/evidence")),
+        "{}",
+        r.all()
+    );
+    assert!(!r.all().contains(SECRET), "{}", r.all());
+    drop(moto);
+}
+
+/// `evidence pack` of a log swapped in from another location (issue 42): `evidence verify`
+/// names it, but the pack checked the chain alone and packed it as whole. It holds the log to
+/// its location now and refuses, naming both; and the pack's verify.sh checks each record's
+/// signed location against the pack's locations.txt, so records of another log put into a
+/// pack fail the auditor's openssl check too.
+#[test]
+fn a_pack_of_a_log_swapped_in_from_another_location_is_refused_and_its_verify_sh_names_a_swap() {
+    let t = tempfile::tempdir().expect("tmp");
+    let key = t.path().join("k.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let public = t.path().join("k.pem.pub");
+    let runbook = t.path().join("tiny.yaml");
+    std::fs::write(
+        &runbook,
+        "name: tiny\nkind: verify\nvars:\n  database: \"\"\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
+    )
+    .expect("runbook");
+    let (payments, staging) = (t.path().join("payments/evidence"), t.path().join("staging/evidence"));
+    for (dir, db, runs) in [(&payments, "payments", 2), (&staging, "staging", 2)] {
+        for _ in 0..runs {
+            Run::new(&runbook).arg("--signing-key").arg(&key).arg("--evidence").arg(dir).var("database", db).expect(0);
+        }
+    }
+    let pack = |dir: &Path, out: &Path| {
+        Run::cli(["evidence", "pack", "--from", "2000-01-01", "--to", "2100-01-01", "--public-key"])
+            .arg(&public)
+            .arg("--evidence")
+            .arg(dir)
+            .arg(out)
+            .output()
+    };
+    let unpack = |tar: &Path, to: &Path| {
+        tar::Archive::new(std::fs::File::open(tar).expect("pack")).unpack(to).expect("untar");
+    };
+    let verify_sh = |dir: &Path| {
+        let o = std::process::Command::new("sh").arg(dir.join("verify.sh")).arg(&public).output().expect("sh");
+        (o.status.success(), format!("{}{}", common::text(&o.stdout), common::text(&o.stderr)))
+    };
+    // The log's own pack: verify.sh checks each record's location.
+    let good = t.path().join("payments.tar");
+    assert_eq!(pack(&payments, &good).code, Some(0));
+    let good_dir = t.path().join("payments-pack");
+    unpack(&good, &good_dir);
+    let (ok, out) = verify_sh(&good_dir);
+    assert!(ok && out.contains("records/00000002.dsse.json: signature ok, chain ok, location ok"), "{out}");
+
+    // Staging's log swapped in: the pack is refused, naming where its records were appended.
+    let kept = t.path().join("payments-own");
+    std::fs::rename(&payments, &kept).expect("keep");
+    copy_of(&staging, &payments);
+    let swapped = t.path().join("swapped.tar");
+    let r = pack(&payments, &swapped);
+    assert_eq!(r.code, Some(1), "the swapped log was packed: {}", r.all());
+    let s = std::fs::canonicalize(&staging).expect("s").display().to_string();
+    assert!(
+        r.stdout.contains(&format!("record 1: another location's log: records 1 to 2 were appended at {s}"))
+            && r.stderr.contains("not packed"),
+        "{}",
+        r.all()
+    );
+    assert!(!swapped.exists(), "nothing written under the pack's name");
+
+    // Staging's records put into payments' pack: verify.sh names each.
+    for n in 1..=2 {
+        std::fs::copy(record(&staging, n), record(&good_dir, n)).expect("swap");
+    }
+    std::fs::copy(staging.join("checkpoint.dsse.json"), good_dir.join("checkpoint.dsse.json")).expect("swap");
+    let (ok, out) = verify_sh(&good_dir);
+    assert!(!ok, "{out}");
+    assert!(out.contains("records/00000001.dsse.json: signature ok, chain ok, location BAD (appended at a location locations.txt does not name"), "{out}");
 }
