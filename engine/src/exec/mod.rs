@@ -89,6 +89,9 @@ pub struct Executor {
     assume_yes: AtomicBool,
     /// `--rto`: the recovery objective of the drill's `drill.rto` steps.
     rto_objective: Mutex<Option<Duration>>,
+    /// The object stores the run's steps open (nested runbooks' too), owned by the caller,
+    /// which aborts their uploads in flight when the run is stopped.
+    stores: crate::storage::Opened,
     me: Weak<Executor>,
 }
 
@@ -98,6 +101,7 @@ impl Executor {
         redactor: Redactor,
         cancel: CancellationToken,
         cause: Arc<Mutex<Option<String>>>,
+        stores: crate::storage::Opened,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Executor {
             sink,
@@ -107,6 +111,7 @@ impl Executor {
             next_suite: AtomicUsize::new(0),
             assume_yes: AtomicBool::new(false),
             rto_objective: Mutex::new(None),
+            stores,
             me: me.clone(),
         })
     }
