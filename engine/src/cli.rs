@@ -558,7 +558,7 @@ pub fn main() -> i32 {
     };
     let redactor = Redactor::default();
     // Object stores read their keys from the environment: masked like any other secret.
-    for v in crate::storage::remote::credential_values() {
+    for v in crate::storage::credential_values() {
         redactor.add(&v);
     }
     // A panic is a bug: its message goes through the redactor like any other text, and the
@@ -568,6 +568,9 @@ pub fn main() -> i32 {
         let text = crate::report::visible(&hook_redactor.redact(&info.to_string())).into_owned();
         errln!("internal error (a bug in pgdrill, please report it): {text}");
     }));
+    // The object stores this command opens: its own, whose uploads in flight it aborts
+    // before it exits (no process-wide table of opened stores).
+    let stores = crate::storage::Opened::default();
     // `wal` answers PostgreSQL, whose exit codes mean other things than a run's.
     let cli = match cli.command {
         Command::Wal { command } => {
@@ -576,7 +579,7 @@ pub fn main() -> i32 {
                 rt.block_on(wal_command(command, redactor.clone()))
             }))
             .unwrap_or(fatal);
-            rt.block_on(crate::storage::remote::abort_uploads());
+            rt.block_on(stores.abort_uploads());
             rt.shutdown_timeout(std::time::Duration::from_secs(2));
             crate::storage::remove_partials();
             return code;
@@ -586,9 +589,10 @@ pub fn main() -> i32 {
     // What a killed pgdrill left in the temporary directory (gpg's home, a staged dump) is
     // removed by the next command, whatever it is, once its owner is gone (`storage::reap`).
     crate::storage::reap(&std::env::temp_dir());
-    let result =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(dispatch(cli, redactor.clone()))))
-            .unwrap_or_else(|_| Ok(ExitCode::Environment));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(dispatch(cli, redactor.clone(), stores.clone()))
+    }))
+    .unwrap_or_else(|_| Ok(ExitCode::Environment));
     let code = match result {
         Ok(code) => code,
         Err(e) => {
@@ -602,7 +606,7 @@ pub fn main() -> i32 {
         }
     };
     // A stopped upload leaves no parts behind in the store.
-    rt.block_on(crate::storage::remote::abort_uploads());
+    rt.block_on(stores.abort_uploads());
     // Spawned helpers (log pumps, connections) must not keep the process alive.
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     // A cancelled backup's writer may not have finished: no partial file survives us.
@@ -610,7 +614,7 @@ pub fn main() -> i32 {
     code.code()
 }
 
-async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
+async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Validate { files } => validate(&files),
         // Answered before dispatch (`main`), with PostgreSQL's exit codes.
@@ -756,7 +760,7 @@ async fn dispatch(cli: Cli, redactor: Redactor) -> Result<ExitCode, Error> {
             let cause = Arc::new(Mutex::new(None));
             exec::signal::install(cancel.clone(), cause.clone())
                 .map_err(|e| Error::environment(format!("cannot install signal handlers: {e}")))?;
-            let executor = Executor::new(sink.clone(), redactor, cancel, cause);
+            let executor = Executor::new(sink.clone(), redactor, cancel, cause, stores);
             executor.assume_yes(yes);
             executor.rto_objective(rto_objective);
             executor.evidence_head(head);
@@ -1771,7 +1775,7 @@ async fn wal_command(command: WalCommand, redactor: Redactor) -> i32 {
                 }
             };
             redactor.add(&secret);
-            for v in crate::storage::remote::credential_values_of(&cfg.credentials) {
+            for v in crate::storage::credential_values_of(&cfg.credentials) {
                 redactor.add(&v);
             }
             match crate::wal::push(&cfg, &path, std::path::Path::new(".")).await {
@@ -1796,7 +1800,7 @@ async fn wal_command(command: WalCommand, redactor: Redactor) -> i32 {
             };
             redactor.add(&secret);
             // Credentials a credentials_file gave are masked like the environment's.
-            for v in crate::storage::remote::credential_values_of(&cfg.credentials) {
+            for v in crate::storage::credential_values_of(&cfg.credentials) {
                 redactor.add(&v);
             }
             match crate::wal::fetch(&cfg, &name, &dest, std::path::Path::new("."), system_identifier).await {
@@ -1827,7 +1831,7 @@ async fn wal_list(
 ) -> Result<(), crate::error::Failure> {
     let (cfg, secret) = crate::wal::Config::load(&conf.given())?;
     redactor.add(&secret);
-    for v in crate::storage::remote::credential_values_of(&cfg.credentials) {
+    for v in crate::storage::credential_values_of(&cfg.credentials) {
         redactor.add(&v);
     }
     let store = crate::storage::open_with(&cfg.storage, &cfg.credentials).map_err(crate::error::Failure::invalid)?;

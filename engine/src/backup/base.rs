@@ -119,8 +119,9 @@ impl BaseManifest {
 #[derive(Debug, Clone)]
 pub struct BaseOptions {
     pub url: String,
-    /// Where it goes: a directory, s3://, gs://, az://.
-    pub storage: String,
+    /// Where it goes (a directory, s3://, gs://, az://), opened by the caller: the run that
+    /// owns the store aborts its upload if the run is stopped.
+    pub store: Arc<dyn Store>,
     pub key: Option<KeySource>,
     pub level: i32,
     pub threads: u32,
@@ -354,7 +355,7 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
         Some(k) => Some(k.derive_new().map_err(Failure::invalid)?),
         None => None,
     };
-    let store = crate::storage::open(&opts.storage).map_err(Failure::invalid)?;
+    let store = opts.store.clone();
     store.probe().await.map_err(Failure::environment)?;
     let prefix = base_prefix(system.parse().unwrap_or_default());
     let name_stamp = stamp(started_at);

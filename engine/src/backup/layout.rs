@@ -705,7 +705,7 @@ mod tests {
     #[test]
     fn hostile_names_never_panic_any_layout_parser() {
         use super::names;
-        for t in &crate::storage::remote::tests::hostile_inputs() {
+        for t in &crate::storage::tests::hostile_inputs() {
             let _ = names::parse(t);
             let _ = names::looks_like_backup(t);
             let _ = names::pgdrill_stamp(t);

@@ -234,7 +234,7 @@ pub fn list(storage: &Tree, database: Option<&str>, pattern: Option<&NamePattern
                 // 10,000 files opens none of them); a directory dump is known by its
                 // `toc.dat`, a stat. The first bytes are read by the command that uses it.
                 let from_name = !storage.is_dir(&e.path);
-                let kind = if from_name { kind_from_name(&e.name) } else { source::sniff(&e.path) };
+                let kind = if from_name { kind_from_name(&e.name) } else { source::sniff_in(storage, &e.path) };
                 let size = if from_name {
                     storage.size(&e.path)
                 } else {
@@ -446,7 +446,7 @@ mod tests {
         assert_eq!(kind_from_name("app.tar.gz"), "gzip/tar");
         assert_eq!(kind_from_name("app_20240115.gz"), "gzip/?");
         assert_eq!(kind_from_name("notes.txt"), "?");
-        for t in &crate::storage::remote::tests::hostile_inputs() {
+        for t in &crate::storage::tests::hostile_inputs() {
             let _ = (kind_from_name(t), pgdrill_format_of(t));
         }
     }

@@ -41,7 +41,7 @@ pub const MANIFEST_SCHEMA: &str = "pgdrill.manifest/1";
 pub(crate) fn is_environment(e: &std::io::Error) -> bool {
     use nix::errno::Errno;
     // A store that failed mid-read.
-    if crate::storage::remote::store_failure(e).is_some() {
+    if crate::storage::store_failure(e).is_some() {
         return true;
     }
     matches!(
@@ -374,9 +374,20 @@ pub fn manifest_bytes(mut v: serde_json::Value) -> Vec<u8> {
 /// written before manifests were bound. The manifest's cipher must agree with the
 /// archive's, so an edit cannot claim "not encrypted" to escape the check.
 pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<ManifestTrust, Failure> {
+    // A path handed over without its view: its store is looked up by path.
+    authenticate_manifest_in(&crate::storage::tree::Tree::from(backup), backup, key)
+}
+
+/// `authenticate_manifest`, the manifest read through `tree`, the view `backup` was found in.
+pub fn authenticate_manifest_in(
+    tree: &crate::storage::tree::Tree,
+    backup: &Path,
+    key: Option<&KeySource>,
+) -> Result<ManifestTrust, Failure> {
     let mp = layout::manifest_path(backup);
     let failed = |m: String| Failure::failed(format!("{}: {m}", mp.display()));
-    crate::storage::remote::materialize(&mp).map_err(Failure::environment)?;
+    // Listed from a store without its bytes (issue 41): read them now, once.
+    tree.materialize(&mp).map_err(Failure::environment)?;
     let text = std::fs::read(&mp).map_err(|e| failed(format!("cannot read: {e}")))?;
     let value: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| failed(format!("unreadable manifest: {e}")))?;
@@ -444,13 +455,18 @@ pub fn authenticate_manifest(backup: &Path, key: Option<&KeySource>) -> Result<M
 /// archives and for files with no manifest (another tool's). A sidecar that is there but
 /// unreadable is a failed check, never a reason to treat the file as manifest-less.
 pub fn sidecar(path: &Path) -> Result<Option<Manifest>, Failure> {
+    // A path handed over without its view: its store is looked up by path.
+    sidecar_in(&crate::storage::tree::Tree::from(path), path)
+}
+
+/// `sidecar`, for a path of `tree` (the view it was found in).
+pub fn sidecar_in(tree: &crate::storage::tree::Tree, path: &Path) -> Result<Option<Manifest>, Failure> {
     let mp = layout::manifest_path(path);
     // Through `tree`: an object store's listed sidecar has no file until it is read.
-    let (tree_dir, tree_file) = (crate::storage::tree::is_dir(path), crate::storage::tree::is_file(&mp));
-    if tree_dir || !tree_file || source::origin(path) == source::Origin::Pgdrill {
+    if tree.is_dir(path) || !tree.is_file(&mp) || source::origin_in(tree, path) == source::Origin::Pgdrill {
         return Ok(None);
     }
-    let m = Manifest::read(path)?;
+    let m = Manifest::read_in(tree, path)?;
     if m.envelope == Envelope::Pgdrill {
         return Err(Failure::failed(format!(
             "{}: says it is the manifest of a pgdrill archive, but {} is not one: the manifest belongs to another file",
@@ -1290,7 +1306,7 @@ fn check_sidecar(
 /// except what `stage` asks. A store that fails mid-read is an environment error.
 pub(crate) fn check_foreign_stream(
     shown: &Path,
-    opener: &crate::storage::remote::StoreOpener,
+    opener: &crate::storage::StoreOpener,
     secret: Option<&str>,
     stage: Option<&Path>,
 ) -> Result<(Checked, Option<StagedDump>), Failure> {
@@ -1635,10 +1651,12 @@ fn tables_match(manifest: &Manifest, tables: usize, shown: &str) -> Result<(), F
 /// hashes the stored bytes while the chunks authenticate and the dump is listed (and, with
 /// `stage`, its plaintext staged), so nothing but the staged plaintext is written locally;
 /// the sha256 is compared at the end, and a mismatch removes what was staged. `path` is
-/// the local stand-in holding the archive's header, beside its manifest. A store that
-/// fails mid-read is an environment error.
+/// the local stand-in holding the archive's header, beside its manifest, in `tree` (its
+/// store's mirror, which shows it by its URL). A store that fails mid-read is an
+/// environment error.
 pub(crate) fn check_stream(
     path: &Path,
+    tree: &crate::storage::tree::Tree,
     stream: Box<dyn Read + Send>,
     secret: Option<&str>,
     stage: Option<&Path>,
@@ -1647,18 +1665,17 @@ pub(crate) fn check_stream(
     // Layers may turn a read error into "corrupted" (a header cut short): what the store
     // said is kept aside, and decides.
     let store_failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    let watched = crate::storage::remote::Watched { inner: stream, failed: store_failed.clone() };
-    let r = check_stream_inner(path, Box::new(watched), secret, stage, meter);
+    let watched = crate::storage::Watched { inner: stream, failed: store_failed.clone() };
+    let r = check_stream_inner(path, tree, Box::new(watched), secret, stage, meter);
     match (r, store_failed.lock().ok().and_then(|f| f.clone())) {
-        (Err(_), Some(m)) => {
-            Err(Failure::environment(format!("reading {}: {m}", crate::storage::remote::display(path))))
-        }
+        (Err(_), Some(m)) => Err(Failure::environment(format!("reading {}: {m}", tree.display(path)))),
         (r, _) => r,
     }
 }
 
 fn check_stream_inner(
     path: &Path,
+    tree: &crate::storage::tree::Tree,
     stream: Box<dyn Read + Send>,
     secret: Option<&str>,
     stage: Option<&Path>,
@@ -1667,10 +1684,10 @@ fn check_stream_inner(
     let key = secret.filter(|s| !s.is_empty()).map(KeySource::from_secret);
     let key = key.as_ref();
     let meter = meter.cloned().unwrap_or_default();
-    let manifest = Manifest::read(path)?;
-    let trust = authenticate_manifest(path, key)?;
+    let manifest = Manifest::read_in(tree, path)?;
+    let trust = authenticate_manifest_in(tree, path, key)?;
     meter.set_total(Some(manifest.sizes.stored));
-    let shown = crate::storage::remote::display(path);
+    let shown = tree.display(path);
     let failed = |m: String| Failure::failed(format!("{shown}: {m}"));
     let mut hr =
         archive::HashReader::new(BufReader::with_capacity(1 << 20, crate::progress::Counted::new(stream, meter)));

@@ -392,7 +392,7 @@ mod tests {
         assert_eq!(rfc3339(until), "2024-01-15T02:00:00Z");
         let Asked::At { until, .. } = Asked::parse("2024-01-15T02:00Z") else { panic!("a time") };
         assert_eq!(rfc3339(until), "2024-01-15T02:00:00Z");
-        for t in &crate::storage::remote::tests::hostile_inputs() {
+        for t in &crate::storage::tests::hostile_inputs() {
             let _ = Asked::parse(t);
         }
     }

@@ -27,6 +27,9 @@ use crate::pg::native::quote_ident;
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     pub backup: PathBuf,
+    /// The view `backup` was found in (its store's mirror, with the store in hand, or its
+    /// directory): how it is shown and its manifest read, with no lookup of its store by path.
+    pub tree: crate::storage::tree::Tree,
     /// Target database URL.
     pub into: String,
     /// The declared secret: a pgdrill key or passphrase, or an openssl passphrase.
@@ -304,7 +307,7 @@ pub async fn restore_stream(
         Streamed::Archive(s) => s,
         Streamed::Foreign(opener) => {
             // Another tool's file: no manifest to compare; what the store said decides.
-            let shown = crate::storage::remote::display(&opts.backup);
+            let shown = opts.tree.display(&opts.backup);
             return match restore_inner(opts, Some(Input::Foreign(opener.clone())), log).await {
                 Err(_) if opener.store_failed().is_some() => {
                     Err(Failure::environment(format!("reading {shown}: {}", opener.store_failed().unwrap_or_default())))
@@ -313,8 +316,8 @@ pub async fn restore_stream(
             };
         }
     };
-    let manifest = super::Manifest::read(&opts.backup)?;
-    let shown = crate::storage::remote::display(&opts.backup);
+    let manifest = super::Manifest::read_in(&opts.tree, &opts.backup)?;
+    let shown = opts.tree.display(&opts.backup);
     let tap = Tap::new(stream);
     let state = tap.0.clone();
     let r = restore_inner(opts, Some(Input::Archive(Box::new(tap))), log).await;
@@ -358,13 +361,13 @@ pub enum Streamed {
     /// A pgdrill archive: read once, its sha256 compared with the manifest's.
     Archive(Box<dyn Read + Send>),
     /// Another tool's file: opened from its start as often as its layers need.
-    Foreign(crate::storage::remote::StoreOpener),
+    Foreign(crate::storage::StoreOpener),
 }
 
 /// What `restore_inner` reads instead of the local file.
 enum Input {
     Archive(Box<dyn Read + Send>),
-    Foreign(crate::storage::remote::StoreOpener),
+    Foreign(crate::storage::StoreOpener),
 }
 
 /// A stream being restored: hashed as it passes; a store's read error is kept aside (the
@@ -413,7 +416,7 @@ impl Read for Tap {
                 Ok(n)
             }
             Err(e) => {
-                if let Some(f) = crate::storage::remote::store_failure(&e) {
+                if let Some(f) = crate::storage::store_failure(&e) {
                     s.store_failed = Some(f.message.clone());
                 }
                 Err(e)
@@ -471,11 +474,12 @@ async fn restore_inner(
         Located::Directory(_) => (Content::Custom, vec!["directory"], None),
         Located::File(p) => {
             let p = p.clone();
+            let tree = opts.tree.clone();
             let ks = key_source.clone();
             let pass = key.map(str::to_string);
             let o = tokio::task::spawn_blocking(move || {
                 // The stand-in names it; what is read is the stream.
-                let shown = PathBuf::from(crate::storage::remote::display(&p));
+                let shown = PathBuf::from(tree.display(&p));
                 match stream {
                     Some(Input::Archive(s)) => source::open_stream(&shown, s, ks.as_ref()),
                     Some(Input::Foreign(opener)) => {
@@ -504,7 +508,7 @@ async fn restore_inner(
     }
     log(format!(
         "{} ({}) -> database {database}",
-        crate::storage::remote::display(&opts.backup),
+        opts.tree.display(&opts.backup),
         match staged_by_check {
             Some(p) => format!("checked and staged as {}", p.display()),
             None if layers.is_empty() => format!("{content:?}").to_lowercase(),
@@ -537,7 +541,8 @@ async fn restore_inner(
     // (a pg_dump 17 archive is unreadable to pg_restore 15); a server newer than the tools
     // takes what older tools send, which is how a restore into a newer major works. Without
     // a manifest the dump's major is unknown: the newest tools here.
-    let dump_major = crate::backup::Manifest::read(&opts.backup).ok().map(|m| m.server_major).unwrap_or(0);
+    let dump_major =
+        crate::backup::Manifest::read_in(&opts.tree, &opts.backup).ok().map(|m| m.server_major).unwrap_or(0);
     let tools_major = dump_major;
     // Local tools too old for the archive: that major's pg_restore from its image (a custom
     // dump through pg_restore; SQL through psql needs local tools of the dump's major).
@@ -608,7 +613,7 @@ async fn restore_inner(
     // Tar streams (pgdrill directory format) and parallel custom restores are staged.
     let mut reader = opened.map(|o| o.reader);
     if let Some(m) = &opts.meter {
-        m.set_total(crate::backup::Manifest::read(&opts.backup).ok().map(|man| man.sizes.raw));
+        m.set_total(crate::backup::Manifest::read_in(&opts.tree, &opts.backup).ok().map(|man| man.sizes.raw));
         reader = reader.map(|r| Box::new(crate::progress::Counted::new(r, m.clone())) as Box<dyn Read + Send>);
     }
     let mut input_path: Option<PathBuf> = match &located {

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::archive::{self, KeySource};
 use crate::error::Failure;
+use crate::storage::tree::Tree;
 
 /// The pg_dump format found inside all layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,8 +55,14 @@ pub enum Located {
 
 /// The origin of a backup path: pgdrill archives start with the archive magic.
 pub fn origin(path: &Path) -> Origin {
+    // A path handed over without its view: its store is looked up by path.
+    origin_in(&Tree::from(path), path)
+}
+
+/// `origin`, for a path of `tree` (the view it was found in).
+pub fn origin_in(tree: &Tree, path: &Path) -> Origin {
     // A store's file listed without its first bytes: read them now (a decision needs them).
-    let _ = crate::storage::remote::materialize(path);
+    let _ = tree.materialize(path);
     let mut magic = [0u8; 9];
     match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)) {
         Ok(()) if &magic == archive::MAGIC => Origin::Pgdrill,
@@ -139,10 +146,15 @@ fn gpg_kind(head: &[u8]) -> Option<&'static str> {
 /// A short description of a file's outer layers and, when visible without a key, the dump
 /// format inside: for listings (`gzip/plain`, `openssl`, `gpg`, `custom`, `pgdrill`).
 pub fn sniff(path: &Path) -> String {
+    sniff_in(&Tree::from(path), path)
+}
+
+/// `sniff`, for a path of `tree` (the view it was found in).
+pub fn sniff_in(tree: &Tree, path: &Path) -> String {
     if path.is_dir() {
         return if path.join("toc.dat").is_file() { "directory".into() } else { "?".into() };
     }
-    if crate::storage::remote::materialize(path).is_err() {
+    if tree.materialize(path).is_err() {
         return "unreadable".into();
     }
     let Ok(file) = std::fs::File::open(path) else { return "unreadable".into() };
@@ -211,6 +223,11 @@ const DUMP_EXTS: &[&str] = &["sql", "dump", "backup", "pgdump", "custom", "tar",
 /// says what it is; `Err` why it is not taken for a backup. Prune deletes only the former:
 /// a name with a date and `.gz` is not enough (`DB-2020-01-05.log.gz`).
 pub fn recognise(path: &Path) -> Result<String, String> {
+    recognise_in(&Tree::from(path), path)
+}
+
+/// `recognise`, for a path of `tree` (the view it was found in).
+pub fn recognise_in(tree: &Tree, path: &Path) -> Result<String, String> {
     if path.is_dir() {
         return if path.join("toc.dat").is_file() {
             Ok("directory dump".into())
@@ -218,7 +235,7 @@ pub fn recognise(path: &Path) -> Result<String, String> {
             Err("a directory without toc.dat".into())
         };
     }
-    crate::storage::remote::materialize(path)?;
+    tree.materialize(path)?;
     let file = std::fs::File::open(path).map_err(|e| format!("unreadable: {e}"))?;
     let mut r: Box<dyn Read + Send> = Box::new(io::BufReader::new(file));
     let mut layers: Vec<&str> = Vec::new();
@@ -277,8 +294,8 @@ pub fn recognise(path: &Path) -> Result<String, String> {
 
 /// Whether another tool's file, known by its first bytes (a store's stand-in), can be read
 /// as a stream: everything but gpg (which reads a path), directory dumps and unknown kinds.
-pub fn streamable(path: &Path) -> bool {
-    let kind = sniff(path);
+pub fn streamable(tree: &Tree, path: &Path) -> bool {
+    let kind = sniff_in(tree, path);
     !(kind.is_empty() || kind.contains("gpg") || kind.contains('?') || kind == "directory" || kind == "unreadable")
 }
 

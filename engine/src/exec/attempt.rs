@@ -278,6 +278,7 @@ impl Executor {
             facts: facts.clone(),
             redactor: self.redactor.clone(),
             resources: scope.resources.clone(),
+            stores: self.stores.clone(),
             nested: Arc::new(NestedHandle { exec: self.me.clone(), cx: scope.cx.clone() }),
         };
 

@@ -91,6 +91,9 @@ pub struct Executor {
     rto_objective: Mutex<Option<Duration>>,
     /// `--evidence`: the log's head as the run found it, for the manifests its backups write.
     evidence_head: Mutex<Option<crate::backup::EvidenceHead>>,
+    /// The object stores the run's steps open (nested runbooks' too), owned by the caller,
+    /// which aborts their uploads in flight when the run is stopped.
+    stores: crate::storage::Opened,
     me: Weak<Executor>,
 }
 
@@ -100,6 +103,7 @@ impl Executor {
         redactor: Redactor,
         cancel: CancellationToken,
         cause: Arc<Mutex<Option<String>>>,
+        stores: crate::storage::Opened,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Executor {
             sink,
@@ -110,6 +114,7 @@ impl Executor {
             assume_yes: AtomicBool::new(false),
             rto_objective: Mutex::new(None),
             evidence_head: Mutex::new(None),
+            stores,
             me: me.clone(),
         })
     }

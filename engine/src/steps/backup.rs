@@ -506,10 +506,10 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
     });
     let meter = crate::progress::Meter::default();
     let _watch = ctx.watch(&meter);
-    let shown = object.shown().to_string();
+    let (shown, tree) = (object.shown().to_string(), object.tree());
     let (checked, staged) = tokio::task::spawn_blocking(move || match streamed {
         Some(super::FromStore::Archive(path, reader)) => {
-            backup::check_stream(&path, reader, secret.as_deref(), stage.as_deref(), Some(&meter))
+            backup::check_stream(&path, &tree, reader, secret.as_deref(), stage.as_deref(), Some(&meter))
         }
         Some(super::FromStore::Foreign(_, opener)) => backup::check_foreign_stream(
             std::path::Path::new(&shown),

@@ -160,7 +160,7 @@ impl Base {
         let opts = BaseOptions {
             url: w.database_url.clone(),
             retention,
-            storage,
+            store: ctx.store(&storage)?,
             key,
             level: w.level,
             threads: w.threads,

@@ -1947,6 +1947,8 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
         let url = target_url(&w.url, &private)?;
         let opts = RestoreOptions {
             backup: snap.clone(),
+            // A safety snapshot is a local file (`local_only`): its own folder is its view.
+            tree: crate::storage::tree::Tree::local(snap.parent().unwrap_or(std::path::Path::new("."))),
             into: url.clone(),
             key: w.key.clone(),
             jobs: w.jobs,

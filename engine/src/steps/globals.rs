@@ -88,12 +88,12 @@ const UNPROVEN: &str = "roles, ownership and privileges are unproven for it: res
 async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepError> {
     let object = ctx.object(&w.backup)?;
     let path = object.header_file(super::HEAD).await.map_err(StepError::environment)?;
-    let shown = object.shown().to_string();
+    let (shown, tree) = (object.shown().to_string(), object.tree());
     // A team's own format pgdrill wrote keeps the roles in its sidecar manifest, read below
     // as pgdrill's own manifest is.
-    let sidecar = source::origin(&path) == Origin::Foreign
-        && crate::backup::sidecar(&path).map_err(StepError::from)?.is_some();
-    if source::origin(&path) == Origin::Foreign && !sidecar {
+    let sidecar = source::origin_in(&tree, &path) == Origin::Foreign
+        && crate::backup::sidecar_in(&tree, &path).map_err(StepError::from)?.is_some();
+    if source::origin_in(&tree, &path) == Origin::Foreign && !sidecar {
         let script = match w.globals.as_deref() {
             Some(g) => Some(ctx.resolve(g)),
             None => beside(&path),
@@ -105,7 +105,7 @@ async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepErr
         };
         return from_script(&ctx, &w, &script).await;
     }
-    let m = Manifest::read(&path).map_err(StepError::from)?;
+    let m = Manifest::read_in(&tree, &path).map_err(StepError::from)?;
     let Some(g) = m.globals.as_ref() else {
         return Err(StepError::Skipped(format!(
             "{shown} was made before pgdrill kept roles in its manifest; {UNPROVEN}"

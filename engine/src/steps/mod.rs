@@ -324,6 +324,9 @@ pub struct StepCtx {
     pub nested: Arc<dyn NestedRunner>,
     /// Where to put resources that live until the runbook ends.
     pub resources: Resources,
+    /// The object stores the run opened (see `store`, `object`): the run's own, shared by
+    /// its steps and nested runbooks, never a process-wide table.
+    pub stores: crate::storage::Opened,
     /// Outputs kept even when the step fails (see `keep`).
     pub kept: Arc<std::sync::Mutex<Outputs>>,
     /// What the run's final message must say about this step (see `notice`).
@@ -431,7 +434,7 @@ impl StepCtx {
     /// The store a location names: an object store by its scheme, else a local directory
     /// (relative to the runbook's directory). A bad location is invalid.
     pub fn store(&self, location: &str) -> Result<std::sync::Arc<dyn crate::storage::Store>, StepError> {
-        crate::storage::open_in(location, &self.base_dir).map_err(StepError::invalid)
+        self.stores.open_in(location, &self.base_dir).map_err(StepError::invalid)
     }
 
     /// The one object `p` names (a backup's path, relative to the runbook's directory, or
@@ -439,7 +442,7 @@ impl StepCtx {
     /// file, its header, a stream (`stream_of`) or its folder's store (`storage::Named`).
     /// A URL that names no object is invalid.
     pub fn object(&self, p: &str) -> Result<crate::storage::Named, StepError> {
-        crate::storage::named_in(p, &self.base_dir).map_err(StepError::invalid)
+        self.stores.named_in(p, &self.base_dir).map_err(StepError::invalid)
     }
 
     /// A location that must be a local directory (a safety snapshot: a rollback must not
@@ -490,6 +493,7 @@ pub(crate) fn test_ctx(operator: Arc<dyn Operator>) -> (StepCtx, Arc<std::sync::
         redactor: Redactor::default(),
         nested: Arc::new(NoNesting),
         resources: Resources::default(),
+        stores: crate::storage::Opened::default(),
         kept: Arc::default(),
         notice: Arc::default(),
         facts: Arc::default(),
@@ -508,15 +512,15 @@ pub(crate) const HEAD: u64 = crate::archive::MAX_HEADER as u64 + 64;
 /// downloaded, and what needs a local file (gpg, a directory dump, an unknown kind).
 pub async fn stream_of(named: &crate::storage::Named) -> Result<Option<FromStore>, StepError> {
     let Some(s) = named.streamed(HEAD).await.map_err(StepError::environment)? else { return Ok(None) };
-    let path = s.stand_in.clone();
+    let (path, tree) = (s.stand_in.clone(), named.tree());
     if s.key().ends_with(".pgdrill") {
-        if crate::backup::source::origin(&path) != crate::backup::source::Origin::Pgdrill {
+        if crate::backup::source::origin_in(&tree, &path) != crate::backup::source::Origin::Pgdrill {
             return Ok(None);
         }
         let reader = s.reader().await.map_err(StepError::environment)?;
         return Ok(Some(FromStore::Archive(path, reader)));
     }
-    if !crate::backup::source::streamable(&path) {
+    if !crate::backup::source::streamable(&tree, &path) {
         return Ok(None);
     }
     Ok(Some(FromStore::Foreign(path, s.opener())))
@@ -525,7 +529,7 @@ pub async fn stream_of(named: &crate::storage::Named) -> Result<Option<FromStore
 /// A backup in an object store read as a stream (see `stream_of`).
 pub enum FromStore {
     Archive(PathBuf, Box<dyn std::io::Read + Send>),
-    Foreign(PathBuf, crate::storage::remote::StoreOpener),
+    Foreign(PathBuf, crate::storage::StoreOpener),
 }
 
 impl FromStore {

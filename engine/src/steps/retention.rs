@@ -97,6 +97,7 @@ struct Planned {
 /// tool's file only when its first bytes are recognisably a dump.
 async fn plan_items(
     ctx: &StepCtx,
+    tree: &crate::storage::tree::Tree,
     entries: &[crate::backup::layout::Entry],
     ok_verified: &std::collections::HashSet<std::path::PathBuf>,
     by_names: bool,
@@ -115,7 +116,7 @@ async fn plan_items(
         if e.foreign {
             // Only what is recognisably a dump is judged (and may be deleted): a name with
             // a date and `.gz` is not enough (`DB-2020-01-05.log.gz`, `DB_2019-01-01.csv.gz`).
-            if let Err(why) = recognised(&e.path).await? {
+            if let Err(why) = recognised(tree, &e.path).await? {
                 ctx.log(format!("not a backup, left alone: {} ({why})", e.name));
                 left_alone += 1;
                 continue;
@@ -127,7 +128,7 @@ async fn plan_items(
             continue;
         }
         // Without a readable manifest a file's age is unknown: keep it and say so.
-        match Manifest::read(&e.path) {
+        match Manifest::read_in(tree, &e.path) {
             Ok(m) => items.push(Item { name: e.name.clone(), at: m.started_at, verified }),
             Err(err) => ctx.log(format!("keep {} (not judged: {err})", e.name)),
         }
@@ -136,9 +137,12 @@ async fn plan_items(
 }
 
 /// Whether another tool's file is recognisably a dump (its first bytes), off the runtime.
-async fn recognised(path: &std::path::Path) -> Result<Result<String, String>, StepError> {
-    let p = path.to_path_buf();
-    tokio::task::spawn_blocking(move || crate::backup::source::recognise(&p))
+async fn recognised(
+    tree: &crate::storage::tree::Tree,
+    path: &std::path::Path,
+) -> Result<Result<String, String>, StepError> {
+    let (tree, p) = (tree.clone(), path.to_path_buf());
+    tokio::task::spawn_blocking(move || crate::backup::source::recognise_in(&tree, &p))
         .await
         .map_err(|err| StepError::environment(err.to_string()))
 }
@@ -146,6 +150,7 @@ async fn recognised(path: &std::path::Path) -> Result<Result<String, String>, St
 /// Why a pgdrill backup a plan from names would delete is not what its name says (`None`:
 /// it is): its manifest cannot be read, or its start is not the time its name carries (`at`).
 async fn read_disagrees(
+    tree: &crate::storage::tree::Tree,
     e: &crate::backup::layout::Entry,
     at: time::OffsetDateTime,
 ) -> Result<Option<String>, StepError> {
@@ -153,8 +158,8 @@ async fn read_disagrees(
         // Recognised already by `plan_items`.
         return Ok(None);
     }
-    let p = e.path.clone();
-    let read = tokio::task::spawn_blocking(move || Manifest::read(&p))
+    let (tree, p) = (tree.clone(), e.path.clone());
+    let read = tokio::task::spawn_blocking(move || Manifest::read_in(&tree, &p))
         .await
         .map_err(|err| StepError::environment(err.to_string()))?;
     Ok(match read {
@@ -202,21 +207,21 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
     // the one reading every manifest makes. Otherwise every manifest is read and the plan
     // made again, so a misnamed or damaged backup is judged as before. (A kept backup whose
     // manifest is damaged holds its slot in a plan from names; verify is what finds it.)
-    let by_names = plan_items(&ctx, &entries, &ok_verified, true).await?;
+    let by_names = plan_items(&ctx, &storage, &entries, &ok_verified, true).await?;
     let mut decisions = decide(&by_names.items, policy);
     let (mut left_alone, mut judged) = (by_names.left_alone, by_names.items.len());
     let mut disagree = None;
     for d in decisions.iter().filter(|d| !d.keep) {
         let Some(e) = entries.iter().find(|e| e.name == d.name) else { continue };
         let Some(at) = by_names.items.iter().find(|i| i.name == d.name).map(|i| i.at) else { continue };
-        if let Some(why) = read_disagrees(e, at).await? {
+        if let Some(why) = read_disagrees(&storage, e, at).await? {
             disagree = Some(format!("{}: {why}", e.name));
             break;
         }
     }
     if let Some(why) = disagree {
         ctx.log(format!("planned from names, but {why}: every backup is read and the plan made again"));
-        let read = plan_items(&ctx, &entries, &ok_verified, false).await?;
+        let read = plan_items(&ctx, &storage, &entries, &ok_verified, false).await?;
         decisions = decide(&read.items, policy);
         (left_alone, judged) = (read.left_alone, read.items.len());
     }

@@ -391,7 +391,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                     .await
                     .map_err(StepError::environment)?;
                 path
-            } else if !rel.ends_with(".pgdrill") && source::streamable(&path) {
+            } else if !rel.ends_with(".pgdrill") && source::streamable(&tree, &path) {
                 store_sha = tree.digest(&path).await.transpose().map_err(StepError::environment)?;
                 path
             } else {
@@ -401,13 +401,13 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
         _ => path,
     };
     let shown = tree.display(&path);
-    let origin = source::origin(&path);
+    let origin = source::origin_in(&tree, &path);
     let origin_name =
         serde_json::to_value(origin).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     // A team's own format pgdrill wrote (issue 40, item 2) has its manifest beside it, and
     // is picked as pgdrill's own are: its fingerprint is what the restored copy must match.
     let sidecar = match origin {
-        Origin::Foreign => crate::backup::sidecar(&path).map_err(StepError::from)?,
+        Origin::Foreign => crate::backup::sidecar_in(&tree, &path).map_err(StepError::from)?,
         Origin::Pgdrill => None,
     };
     let (sha, made, from_manifest) = match origin {
@@ -415,11 +415,11 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             let (m, trust) = match sidecar {
                 Some(m) => (m, crate::backup::ManifestTrust::Sidecar),
                 None => {
-                    let m = Manifest::read(&path).map_err(StepError::from)?;
-                    let p = path.clone();
+                    let m = Manifest::read_in(&tree, &path).map_err(StepError::from)?;
+                    let (p, t) = (path.clone(), tree.clone());
                     let key = w.key.as_deref().filter(|k| !k.is_empty()).map(crate::archive::KeySource::from_secret);
                     let trust =
-                        tokio::task::spawn_blocking(move || crate::backup::authenticate_manifest(&p, key.as_ref()))
+                        tokio::task::spawn_blocking(move || crate::backup::authenticate_manifest_in(&t, &p, key.as_ref()))
                             .await
                             .map_err(|e| StepError::environment(e.to_string()))?
                             .map_err(StepError::from)?;
@@ -778,9 +778,10 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
         }
     };
     if let Some(k) = w.key.as_deref().filter(|k| !k.is_empty()) {
-        if source::origin(&backup) == Origin::Pgdrill {
+        let tree = object.tree();
+        if source::origin_in(&tree, &backup) == Origin::Pgdrill {
             let (p, key) = (backup.clone(), crate::archive::KeySource::from_secret(k));
-            let trust = tokio::task::spawn_blocking(move || crate::backup::authenticate_manifest(&p, Some(&key)))
+            let trust = tokio::task::spawn_blocking(move || crate::backup::authenticate_manifest_in(&tree, &p, Some(&key)))
                 .await
                 .map_err(|e| StepError::environment(e.to_string()))?
                 .map_err(StepError::from)?;
@@ -789,6 +790,7 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
     }
     let opts = RestoreOptions {
         backup,
+        tree: object.tree(),
         into: w.into.clone(),
         key: w.key.clone(),
         jobs: w.jobs,
@@ -1291,13 +1293,14 @@ fn earlier_verified(ctx: &StepCtx, backup: Option<&str>) -> Result<Option<(Strin
     let Some(backup) = backup.filter(|b| !b.is_empty()) else { return Ok(None) };
     // An object store's backups are read through its local view, where its ledger was
     // gathered.
-    let path = ctx.object(backup)?.view_path();
+    let named = ctx.object(backup)?;
+    let path = named.view_path();
     let Some(folder) = path.parent() else { return Ok(None) };
     let me = ledger::name_of(&path);
     let entries = ledger::read(&ledger::path_for(&path)).map_err(StepError::from)?.entries;
     // When each backup of the folder was made, by name: "earlier" is the backups' order,
     // never the order they were verified in.
-    let made: BTreeMap<String, OffsetDateTime> = LocalStore::new(folder)
+    let made: BTreeMap<String, OffsetDateTime> = LocalStore::new(named.tree().at(folder))
         .list_with(None, None)
         .map_err(|e| StepError::environment(format!("cannot list {}: {e}", folder.display())))?
         .into_iter()

@@ -106,18 +106,122 @@ impl std::fmt::Debug for Named {
     }
 }
 
-/// What `text` names, a relative path taken relative to `base` (a runbook's directory). An
-/// object's URL that names no object is an error.
-pub fn named_in(text: &str, base: &std::path::Path) -> Result<Named> {
-    if backend(text).is_some() {
-        let (r, key) = super::remote::locate(text)?;
-        return Ok(Named { shown: text.trim().to_string(), at: At::Object(r, key) });
+/// The object stores one run (or one command) opened, each once, by the text that named
+/// it (and the settings given for it): what keeps a run's reads of an object pinned to the
+/// version it first saw across steps, lets a later step name an object by its URL or by
+/// its stand-in's path in a view an earlier step listed, and whose uploads in flight the
+/// run aborts when it is stopped (`abort_uploads`). The run owns it (the executor hands it
+/// to every step's context, the command line to its own openers), so nothing of it is
+/// process-wide: two runs in one process, or two stores of one URL given different
+/// settings, keep apart. Clones share the set.
+#[derive(Clone, Default)]
+pub struct Opened(Arc<std::sync::Mutex<Vec<Entry>>>);
+
+/// One opened store: the text and settings that named it, and the store.
+struct Entry {
+    location: String,
+    settings: Vec<(String, String)>,
+    remote: super::remote::Remote,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.entries().iter().map(|e| e.remote.url().to_string())).finish()
     }
-    let path = base.join(super::remote::local_path(text));
-    Ok(match super::remote::for_mirror(&path) {
-        Some((r, key)) if !key.is_empty() => Named { shown: r.url_of(&key), at: At::Object(r, key) },
-        _ => Named { shown: path.display().to_string(), at: At::File(path) },
-    })
+}
+
+impl Opened {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The object store `location` names with `settings`: the one this run opened for the
+    /// same text and settings, else opened now and kept.
+    fn remote(&self, location: &str, settings: &[(String, String)]) -> Result<super::remote::Remote> {
+        let location = location.trim();
+        let same = |e: &Entry| e.location == location && e.settings == settings;
+        if let Some(e) = self.entries().iter().find(|e| same(e)) {
+            return Ok(e.remote.clone());
+        }
+        let remote = super::remote::open_given(location, settings)?;
+        let mut entries = self.entries();
+        // Opened meanwhile by another step: that one, so both share one view.
+        if let Some(e) = entries.iter().find(|e| same(e)) {
+            return Ok(e.remote.clone());
+        }
+        entries.push(Entry { location: location.to_string(), settings: settings.to_vec(), remote: remote.clone() });
+        Ok(remote)
+    }
+
+    /// As `storage::open_in`, an object store opened once per run (see the type's docs).
+    pub fn open_in(&self, location: &str, base: &std::path::Path) -> Result<Arc<dyn Store>> {
+        self.open_with_in(location, &[], base)
+    }
+
+    /// As `storage::open_with`, an object store opened once per run for these settings.
+    pub fn open_with(&self, location: &str, settings: &[(String, String)]) -> Result<Arc<dyn Store>> {
+        self.open_with_in(location, settings, std::path::Path::new(""))
+    }
+
+    fn open_with_in(
+        &self,
+        location: &str,
+        settings: &[(String, String)],
+        base: &std::path::Path,
+    ) -> Result<Arc<dyn Store>> {
+        match backend(location) {
+            Some(_) => Ok(Arc::new(self.remote(location, settings)?)),
+            None => open_in(location, base),
+        }
+    }
+
+    /// What `text` names, a relative path taken relative to `base` (a runbook's directory):
+    /// an object by its URL (in a location this run opened that holds it, else its folder
+    /// opened now), an object by its stand-in's path in the view of a location this run
+    /// opened, else a file. An object's URL that names no object is an error.
+    pub fn named_in(&self, text: &str, base: &std::path::Path) -> Result<Named> {
+        if backend(text).is_some() {
+            let (r, key) = self.locate(text)?;
+            return Ok(Named { shown: text.trim().to_string(), at: At::Object(r, key) });
+        }
+        let path = base.join(super::remote::local_path(text));
+        let found = self.entries().iter().find_map(|e| Some((e.remote.clone(), e.remote.rel_of_mirror(&path)?)));
+        Ok(match found {
+            Some((r, key)) if !key.is_empty() => Named { shown: r.url_of(&key), at: At::Object(r, key) },
+            _ => Named { shown: path.display().to_string(), at: At::File(path) },
+        })
+    }
+
+    /// The location and key of an object's URL: the longest location this run opened that
+    /// holds it, else its folder opened now (options and credentials from the environment).
+    fn locate(&self, url: &str) -> Result<(super::remote::Remote, String)> {
+        let url = url.trim();
+        let held = self
+            .entries()
+            .iter()
+            // A store given settings of its own is its caller's alone.
+            .filter(|e| e.settings.is_empty() && url.starts_with(&format!("{}/", e.remote.url())))
+            .max_by_key(|e| e.remote.url().len())
+            .map(|e| e.remote.clone());
+        if let Some(r) = held {
+            let key = url[r.url().len() + 1..].to_string();
+            return Ok((r, key));
+        }
+        let (folder, name) = url.rsplit_once('/').ok_or_else(|| format!("`{url}` names no object"))?;
+        if name.is_empty() || folder.ends_with(':') || folder.ends_with("//") {
+            return Err(format!("`{url}` names no object: give the URL of a backup"));
+        }
+        Ok((self.remote(folder, &[])?, name.to_string()))
+    }
+
+    /// Abort the multipart uploads still in flight in every store this run opened (a
+    /// stopped run, before the process exits): nothing it started stays in a bucket.
+    pub async fn abort_uploads(&self) {
+        let remotes: Vec<super::remote::Remote> = self.entries().iter().map(|e| e.remote.clone()).collect();
+        for r in remotes {
+            r.abort_uploads().await;
+        }
+    }
 }
 
 impl Named {
@@ -214,7 +318,7 @@ impl Streamed {
 
     /// The object to be read from the start as often as needed (another tool's file, whose
     /// key derivations are each tried from the start).
-    pub fn opener(&self) -> super::remote::StoreOpener {
+    pub fn opener(&self) -> super::StoreOpener {
         self.remote.opener(&self.key)
     }
 }
@@ -252,7 +356,8 @@ mod tests {
         let base = t.path();
         std::fs::create_dir_all(base.join("app")).expect("dir");
         std::fs::write(base.join("app/x.dump"), b"x").expect("file");
-        let n = named_in("app/x.dump", base).expect("named");
+        let opened = Opened::default();
+        let n = opened.named_in("app/x.dump", base).expect("named");
         let path = base.join("app/x.dump");
         assert_eq!(n.shown(), path.display().to_string());
         assert_eq!(n.local_file().await.expect("file"), path);
@@ -263,12 +368,43 @@ mod tests {
         assert_eq!(folder, "");
         assert_eq!(store.local_path("ledger.jsonl"), Some(base.join("app/ledger.jsonl")));
         assert_eq!(
-            named_in("file:///srv/b/x.dump", base).expect("named").view_path(),
+            opened.named_in("file:///srv/b/x.dump", base).expect("named").view_path(),
             std::path::Path::new("/srv/b/x.dump")
         );
-        assert!(named_in("s3://", base).is_err(), "a URL naming no object");
+        assert!(opened.named_in("s3://", base).is_err(), "a URL naming no object");
         assert_eq!(local_dir("s3://b/p"), None);
         assert_eq!(local_dir("file:///srv"), Some(std::path::PathBuf::from("/srv")));
+    }
+
+    /// Issue 37: the opened object stores sat in one process-wide table (`OPEN`), found again
+    /// by the text that named them: a store opened with settings given for it (`wal fetch`'s
+    /// credentials file) was handed to any later opening of the same URL, whatever its
+    /// settings, and a path of one run's view was resolved through whichever store of the
+    /// process held it. Each run owns the stores it opened (`Opened`); nothing is found
+    /// through another run's, another setting's, or a bare path.
+    #[test]
+    fn stores_opened_for_one_url_stay_apart_across_runs_and_settings_and_a_view_path_resolves_only_in_its_run() {
+        let location = "s3://opened-apart/p?endpoint=http://127.0.0.1:9&allow_http=true&region=us-east-1";
+        let (run, other) = (Opened::default(), Opened::default());
+        let a = run.remote(location, &[]).expect("opens without a request");
+        // One run, one text, no settings: one store (one view, one set of pinned versions).
+        assert_eq!(run.remote(location, &[]).expect("opens").mirror_root(), a.mirror_root());
+        let given = vec![("AWS_REGION".to_string(), "eu-west-1".to_string())];
+        let b = run.remote(location, &given).expect("opens");
+        assert_ne!(b.mirror_root(), a.mirror_root(), "a store given its own settings was handed another's");
+        let c = other.remote(location, &[]).expect("opens");
+        assert_ne!(c.mirror_root(), a.mirror_root(), "another run was handed this run's store");
+        // A stand-in's path in this run's view names its object here, and only here.
+        let p = a.mirror_root().join("app/x.dump.pgdrill");
+        let text = p.display().to_string();
+        let root = std::path::Path::new("/");
+        assert_eq!(run.named_in(&text, root).expect("named").shown(), "s3://opened-apart/p/app/x.dump.pgdrill");
+        assert_eq!(other.named_in(&text, root).expect("named").shown(), text, "resolved through another run's store");
+        let bare = super::super::tree::Tree::from(p.clone());
+        assert!(!bare.is_mirror() && bare.display(&p) == text, "a bare path found a store");
+        // An object's URL is found in the store this run opened for its location.
+        let n = run.named_in("s3://opened-apart/p/app/x.dump.pgdrill", root).expect("named");
+        assert_eq!(n.view_path(), p, "the URL was not found in the run's own view");
     }
 
     /// Issue 37: 15 to 19 places outside storage/ branched on `is_remote` (steps, the
@@ -314,7 +450,7 @@ mod tests {
         }
         // Compared as bytes: a location whose first bytes end inside a character.
         assert!(!is_remote("/tmp/çà") && !is_remote("/tmpçà") && is_remote("S3://b"));
-        for t in &super::super::remote::tests::hostile_inputs() {
+        for t in &super::super::tests::hostile_inputs() {
             let _ = is_remote(t);
             let _ = local_dir_in(t, std::path::Path::new("/srv"));
         }

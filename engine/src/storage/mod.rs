@@ -15,8 +15,9 @@ pub mod lock;
 pub mod remote;
 pub mod store;
 pub mod tree;
-pub use location::{canonical_in, local_dir, local_dir_in, named_in, open, open_in, open_with, Named, Streamed};
-pub use store::{Meta, Published, Space, Store, Unproven, View, Writer};
+pub use location::{canonical_in, local_dir, local_dir_in, open, open_in, open_with, Named, Opened, Streamed};
+pub use remote::{credential_values, credential_values_of, StoreOpener};
+pub use store::{store_failure, Meta, Published, Space, Store, Unproven, View, Watched, Writer};
 
 /// Temp files being written right now. A cancelled backup's writer thread may still be
 /// running when the process exits; `remove_partials` (called by the CLI before exit)
@@ -157,4 +158,59 @@ pub(crate) fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     tmp.write_all(bytes)?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// Pieces of hostile locations, paths and keys: multibyte characters at every offset,
+    /// broken and half percent-escapes, separators, control characters, long components.
+    const PIECES: &[&str] = &[
+        "s3://",
+        "S3://",
+        "gs://",
+        "az://",
+        "/tmp/",
+        "ç",
+        "çà",
+        "€",
+        "😀",
+        "%",
+        "%c3",
+        "%C3%A7",
+        "%zz",
+        "%4",
+        "?",
+        "&",
+        "=",
+        "endpoint=",
+        "/",
+        "..",
+        ".",
+        "b",
+        "\n",
+        "\0",
+        "\u{fffd}",
+        "file://",
+        ":",
+        "@",
+        "{db}",
+        "*",
+    ];
+
+    /// Every sequence of up to three pieces (and long ones): hostile input for parsers of
+    /// locations, paths and names (backup/'s layout tests use them too).
+    pub(crate) fn hostile_inputs() -> Vec<String> {
+        let long = "é".repeat(200);
+        let mut inputs: Vec<String> = vec![String::new(), long.clone(), format!("s3://b/{long}/x.dump")];
+        for a in PIECES {
+            inputs.push(a.to_string());
+            for b in PIECES {
+                inputs.push(format!("{a}{b}"));
+                for c in PIECES {
+                    inputs.push(format!("{a}{b}{c}"));
+                }
+            }
+        }
+        inputs
+    }
 }

@@ -19,14 +19,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 
+use super::store::Watched;
 use super::{private_dir, track};
-use crate::error::{Class, Failure};
+use crate::error::Failure;
 use crate::util::percent_decode;
 
 /// `file:///srv/backups` -> `/srv/backups`; anything else unchanged.
@@ -138,8 +139,6 @@ impl std::fmt::Debug for Remote {
     }
 }
 
-/// Locations opened by this process, by the text that named them.
-static OPEN: LazyLock<Mutex<Vec<(String, Remote)>>> = LazyLock::new(|| Mutex::new(Vec::new()));
 type Upload = Arc<tokio::sync::Mutex<Option<Box<dyn object_store::MultipartUpload>>>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -209,7 +208,9 @@ fn parse_timeout(v: &str, from: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
-/// Open `location` (once per process; later calls share it and its mirror).
+/// Open `location`: a store of its own, with a mirror of its own. Nothing is shared with
+/// another opening of the same text; a run shares what it opened across its steps through
+/// the set of stores it owns (`storage::Opened`).
 pub fn open(location: &str) -> Result<Remote, String> {
     open_given(location, &[])
 }
@@ -221,9 +222,6 @@ pub fn open(location: &str) -> Result<Remote, String> {
 /// process-wide setting another store would pick up.
 pub fn open_given(location: &str, settings: &[(String, String)]) -> Result<Remote, String> {
     let location = location.trim();
-    if let Some((_, r)) = lock(&OPEN).iter().find(|(l, _)| l == location) {
-        return Ok(r.clone());
-    }
     let Location { scheme, bucket, prefix, opts } = parse_location(location)?;
     let (bucket, prefix) = (bucket.as_str(), prefix.as_str());
     let flag = |k: &str| opts.get(k).map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
@@ -347,8 +345,6 @@ pub fn open_given(location: &str, settings: &[(String, String)]) -> Result<Remot
         first_byte_ms: u32::try_from(first_byte.as_millis()).unwrap_or(u32::MAX),
         seen: Arc::default(),
     };
-    super::tree::set_bare_lookup(bare_mirror);
-    lock(&OPEN).push((location.to_string(), r.clone()));
     Ok(r)
 }
 
@@ -1096,7 +1092,9 @@ impl Remote {
         // Listed (no file yet) or read: what `tree::is_file` asks, here where the listing
         // lives (tree reads this module, not the other way round).
         let manifest = self.mirror_of(&format!("{rel}.manifest.json"));
-        if n >= u64::from(crate::archive::MAX_HEADER) + 64 && (unmade(&manifest).is_some() || manifest.is_file()) {
+        if n >= u64::from(crate::archive::MAX_HEADER) + 64
+            && (self.unmade_at(&manifest).is_some() || manifest.is_file())
+        {
             lock(&self.seen.headed).insert(local);
         }
         Ok(())
@@ -1627,31 +1625,6 @@ impl std::io::Read for ObjectReader {
     }
 }
 
-/// The store's failure inside an I/O error from a reader of `Remote::reader`: a read from an
-/// object store that failed is an environment [`Failure`] (the store's problem, not the
-/// backup's), carried through the layers above as the I/O error's inner error.
-pub fn store_failure(e: &std::io::Error) -> Option<&Failure> {
-    e.get_ref().and_then(|i| i.downcast_ref::<Failure>()).filter(|f| f.class == Class::Environment)
-}
-
-/// Keeps the message of a store's read error, whatever the layers above make of it (they
-/// turn a short read into "corrupted"): the caller asks it afterwards and reports the
-/// store's failure instead.
-pub struct Watched {
-    pub inner: Box<dyn std::io::Read + Send>,
-    pub failed: Arc<Mutex<Option<String>>>,
-}
-
-impl std::io::Read for Watched {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
-            if let Some(f) = store_failure(e) {
-                *lock(&self.failed) = Some(f.message.clone());
-            }
-        })
-    }
-}
-
 /// Another tool's file in a store, read as a stream as many times as its layers need
 /// (openssl's key derivations are each tried from the start): each `open` is a new
 /// ranged read of the object. For a blocking thread; a store's failure in any of them is
@@ -2043,93 +2016,22 @@ fn forget(inflight: &Mutex<Vec<Upload>>, up: &Upload) {
     lock(inflight).retain(|u| !Arc::ptr_eq(u, up));
 }
 
-/// Abort every multipart upload still in flight (a stopped run, before the process exits).
-pub async fn abort_uploads() {
-    let ups: Vec<Upload> =
-        lock(&OPEN).iter().flat_map(|(_, r)| lock(&r.seen.uploads).drain(..).collect::<Vec<_>>()).collect();
-    for up in ups {
-        if let Some(mut u) = up.lock().await.take() {
-            let _ = tokio::time::timeout(ABORT_WAIT + std::time::Duration::from_secs(10), u.abort()).await;
+impl Remote {
+    /// Abort every multipart upload of this location still in flight (a stopped run, before
+    /// the process exits: see `storage::Opened::abort_uploads`).
+    pub(super) async fn abort_uploads(&self) {
+        let ups: Vec<Upload> = lock(&self.seen.uploads).drain(..).collect();
+        for up in ups {
+            if let Some(mut u) = up.lock().await.take() {
+                let _ = tokio::time::timeout(ABORT_WAIT + std::time::Duration::from_secs(10), u.abort()).await;
+            }
         }
     }
-}
-
-/// The location a mirror path belongs to, and its key relative to the location.
-pub fn for_mirror(path: &Path) -> Option<(Remote, String)> {
-    let open = lock(&OPEN);
-    for (_, r) in open.iter() {
-        if let Some(rel) = r.rel_of_mirror(path) {
-            return Some((r.clone(), rel));
-        }
-    }
-    None
-}
-
-/// The mirror of an opened location a bare path lies in (`tree::set_bare_lookup`).
-fn bare_mirror(path: &Path) -> Option<std::sync::Arc<dyn super::tree::Mirror>> {
-    for_mirror(path).map(|(r, _)| std::sync::Arc::new(r) as std::sync::Arc<dyn super::tree::Mirror>)
-}
-
-/// How a path is shown: the object's URL for a mirror path, else the path.
-pub fn display(path: &Path) -> String {
-    match for_mirror(path) {
-        Some((r, rel)) if rel.is_empty() => r.url.clone(),
-        Some((r, rel)) => r.url_of(&rel),
-        None => path.display().to_string(),
-    }
-}
-
-/// The location and key of an object's URL: a location this process opened that holds it,
-/// else its folder opened on its own (options and credentials from the environment).
-pub fn locate(url: &str) -> Result<(Remote, String), String> {
-    let url = url.trim();
-    {
-        let open = lock(&OPEN);
-        if let Some((_, r)) =
-            open.iter().filter(|(_, r)| url.starts_with(&format!("{}/", r.url))).max_by_key(|(_, r)| r.url.len())
-        {
-            return Ok((r.clone(), url[r.url.len() + 1..].to_string()));
-        }
-    }
-    let (folder, name) = url.rsplit_once('/').ok_or_else(|| format!("`{url}` names no object"))?;
-    if name.is_empty() || folder.ends_with(':') || folder.ends_with("//") {
-        return Err(format!("`{url}` names no object: give the URL of a backup"));
-    }
-    Ok((open(folder)?, name.to_string()))
-}
-
-/// Read from the store what a mirror file a listing made without reading still lacks (a
-/// manifest's bytes, another tool's file's first bytes), before `path` is read: a listing
-/// costs no request per object (issue 41), and what a command reads costs one each, once
-/// per process. Returns whether anything was read. Blocking: from a thread of the
-/// multi-threaded runtime or one of its blocking threads, as pgdrill's are.
-pub fn materialize(path: &Path) -> Result<bool, String> {
-    match for_mirror(path) {
-        Some((r, _)) => r.materialize_path(path),
-        None => Ok(false),
-    }
-}
-
-/// Whether `path` is a mirror file a listing made without reading its object (see
-/// `materialize`): what it holds is not the object's yet.
-pub fn is_lazy(path: &Path) -> bool {
-    for_mirror(path).is_some_and(|(r, _)| lock(&r.seen.lazy).contains_key(path))
-}
-
-/// What the last listing said of a mirror path no file stands in for yet (`mirror`): its
-/// size and time, or None when it is no such path (see `storage::tree`).
-pub(super) fn unmade(path: &Path) -> Option<(u64, std::time::SystemTime)> {
-    for_mirror(path).and_then(|(r, _)| r.unmade_at(path))
-}
-
-/// Whether `path` is a mirror stand-in whose contents were not downloaded.
-pub fn is_stand_in(path: &Path) -> bool {
-    for_mirror(path).is_some_and(|(r, _)| r.is_stand_in(path))
 }
 
 impl Remote {
     /// `path`'s key relative to the location when it is in this location's mirror.
-    fn rel_of_mirror(&self, path: &Path) -> Option<String> {
+    pub(super) fn rel_of_mirror(&self, path: &Path) -> Option<String> {
         path.strip_prefix(&self.cache).ok().map(|rel| rel.to_string_lossy().into_owned())
     }
 
@@ -2273,34 +2175,35 @@ pub(crate) mod tests {
                 u.insert(root.join(rel), Unmade { size, modified: t });
             }
         }
+        let tree = super::super::tree::Tree::mirrored(Arc::new(r.clone()));
         let mut top: Vec<(String, super::super::tree::Kind)> =
-            super::super::tree::read_dir(&root).expect("root").into_iter().map(|n| (n.name, n.kind)).collect();
+            tree.read_dir(&root).expect("root").into_iter().map(|n| (n.name, n.kind)).collect();
         top.sort_by(|a, b| a.0.cmp(&b.0));
         use super::super::tree::Kind;
         assert_eq!(
             top,
             vec![("app".into(), Kind::Dir), ("app.d".into(), Kind::Dir), ("top.sql.gz".into(), Kind::File)]
         );
-        let app: Vec<String> =
-            super::super::tree::read_dir(&root.join("app")).expect("app").into_iter().map(|n| n.name).collect();
+        let app: Vec<String> = tree.read_dir(&root.join("app")).expect("app").into_iter().map(|n| n.name).collect();
         assert_eq!(app.len(), 2, "{app:?}");
         let a = root.join("app/a.dump.pgdrill");
-        let st = super::super::tree::stat(&a).expect("listed");
+        let st = tree.stat(&a).expect("listed");
         assert_eq!((st.size, st.modified, st.kind), (7, t, Kind::File));
         assert!(!a.exists(), "no file for an object only listed");
-        assert!(super::super::tree::is_dir(&root.join("app")) && super::super::tree::is_file(&a));
-        assert!(super::super::tree::stat(&root.join("app/none")).is_none());
+        assert!(tree.is_dir(&root.join("app")) && tree.is_file(&a));
+        assert!(tree.stat(&root.join("app/none")).is_none());
         // An archive is read by its reader, which fills its header: its stand-in is made.
-        assert_eq!(materialize(&a), Ok(false));
+        assert_eq!(tree.materialize(&a), Ok(false));
         assert_eq!(std::fs::metadata(&a).map(|m| m.len()).ok(), Some(7));
         assert_eq!(std::fs::metadata(&a).and_then(|m| m.modified()).ok(), Some(t));
         assert!(lock(&r.seen.unmade).get(&a).is_none());
-        assert_eq!(super::super::tree::read_dir(&root.join("app")).expect("app").len(), 2, "not listed twice");
+        assert_eq!(tree.read_dir(&root.join("app")).expect("app").len(), 2, "not listed twice");
     }
 
     /// Issue 37: a mirror path found its store again through the process-wide table of
-    /// opened locations (`OPEN`). A `Tree` holds its store: it answers for its paths (shown
-    /// as URLs, listed, stat'ed, lazy or not) with the location gone from that table.
+    /// opened locations (`OPEN`, now gone). A `Tree` holds its store: it answers for its
+    /// paths (shown as URLs, listed, stat'ed, lazy or not); the same path handed over bare
+    /// is a local path, found through nothing.
     #[test]
     fn a_tree_answers_for_its_mirror_from_the_store_it_holds_not_from_the_table_of_opened_locations() {
         let location = "s3://tree-held-bucket/p?endpoint=http://127.0.0.1:9&allow_http=true&region=us-east-1";
@@ -2315,8 +2218,9 @@ pub(crate) mod tests {
         }
         lock(&r.seen.lazy).insert(manifest.clone(), ("app/a.dump.pgdrill.manifest.json".into(), Lazy::Whole));
         let tree = super::super::tree::Tree::mirrored(Arc::new(r.clone()));
-        lock(&OPEN).retain(|(l, _)| l != location);
-        assert_eq!(display(&archive), archive.display().to_string(), "the table no longer knows it");
+        let bare = super::super::tree::Tree::from(archive.as_path());
+        assert_eq!(bare.display(&archive), archive.display().to_string(), "a bare path finds no store");
+        assert!(!bare.is_mirror() && bare.stat(&archive).is_none(), "a bare path finds no listing");
         assert_eq!(tree.display(&archive), "s3://tree-held-bucket/p/app/a.dump.pgdrill");
         assert_eq!(tree.display(&root), "s3://tree-held-bucket/p");
         let (store, key) = tree.object(&archive).expect("an object");
@@ -2404,69 +2308,16 @@ pub(crate) mod tests {
         assert!(e.contains("`..`"), "{e}");
     }
 
-    /// Pieces of hostile locations, paths and keys: multibyte characters at every offset,
-    /// broken and half percent-escapes, separators, control characters, long components.
-    const PIECES: &[&str] = &[
-        "s3://",
-        "S3://",
-        "gs://",
-        "az://",
-        "/tmp/",
-        "ç",
-        "çà",
-        "€",
-        "😀",
-        "%",
-        "%c3",
-        "%C3%A7",
-        "%zz",
-        "%4",
-        "?",
-        "&",
-        "=",
-        "endpoint=",
-        "/",
-        "..",
-        ".",
-        "b",
-        "\n",
-        "\0",
-        "\u{fffd}",
-        "file://",
-        ":",
-        "@",
-        "{db}",
-        "*",
-    ];
-
-    /// Every sequence of up to three pieces (and long ones): hostile input for parsers of
-    /// locations, paths and names (backup/'s layout tests use them too).
-    pub(crate) fn hostile_inputs() -> Vec<String> {
-        let long = "é".repeat(200);
-        let mut inputs: Vec<String> = vec![String::new(), long.clone(), format!("s3://b/{long}/x.dump")];
-        for a in PIECES {
-            inputs.push(a.to_string());
-            for b in PIECES {
-                inputs.push(format!("{a}{b}"));
-                for c in PIECES {
-                    inputs.push(format!("{a}{b}{c}"));
-                }
-            }
-        }
-        inputs
-    }
-
     /// No parser in storage/ panics on any hostile input, whatever its byte offsets;
     /// decoding works on bytes.
     #[test]
     fn hostile_locations_paths_and_keys_never_panic_any_storage_parser() {
-        for t in &hostile_inputs() {
+        for t in &super::super::tests::hostile_inputs() {
             let _ = local_path(t);
             let _ = percent_decode(t);
             if let Ok(l) = parse_location(t) {
                 assert!(!l.bucket.is_empty(), "{t:?}");
             }
-            let _ = display(Path::new(t));
         }
         // Paths that are not UTF-8 at all (a report or storage directory given as bytes).
         use std::os::unix::ffi::OsStrExt;
@@ -2474,7 +2325,6 @@ pub(crate) mod tests {
             let p = Path::new(std::ffi::OsStr::from_bytes(bytes));
             let lossy = p.to_string_lossy();
             let _ = parse_location(&lossy);
-            let _ = display(p);
         }
         assert_eq!(percent_decode("%C3%A7%zz%c3"), "ç%zz\u{fffd}");
     }

@@ -235,3 +235,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         Err(format!("{}: not in an archive storage class", self.url_of(key)))
     }
 }
+
+/// The store's failure inside an I/O error from a store's reader (an object store's
+/// `Remote::reader`): a read from an object store that failed is an environment
+/// [`Failure`](crate::error::Failure) (the store's problem, not the backup's), carried
+/// through the layers above as the I/O error's inner error.
+pub fn store_failure(e: &std::io::Error) -> Option<&crate::error::Failure> {
+    e.get_ref()
+        .and_then(|i| i.downcast_ref::<crate::error::Failure>())
+        .filter(|f| f.class == crate::error::Class::Environment)
+}
+
+/// Keeps the message of a store's read error, whatever the layers above make of it (they
+/// turn a short read into "corrupted"): the caller asks it afterwards and reports the
+/// store's failure instead.
+pub struct Watched {
+    pub inner: Box<dyn std::io::Read + Send>,
+    pub failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl std::io::Read for Watched {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if let Some(f) = store_failure(e) {
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(f.message.clone());
+            }
+        })
+    }
+}

@@ -7,33 +7,15 @@
 //!
 //! A `Tree` is the view as a value: its root and, for an object store, the store whose
 //! mirror it is (`Mirror`). A path found in it is shown, read and asked about through the
-//! tree, which holds the store: no lookup of the store by path in a process-wide table.
-//! The free functions below still answer for a bare path (through the lookup the
-//! object-store backend installs, `set_bare_lookup`) for the callers not yet handed a `Tree`.
+//! tree, which holds the store: no lookup of the store by path in a process-wide table. A
+//! bare path (`Tree::from(path)`, the free functions below) is a local path: a caller with
+//! a path of a store's view holds that view's tree (or asks the run's `storage::Opened`,
+//! which owns the stores it opened).
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::SystemTime;
-
-/// How a bare path finds the object store's mirror it lies in, for the callers not yet
-/// handed a `Tree`: installed by the object-store backend when it opens a location
-/// (remote.rs), so this module asks through the `Mirror` contract and imports no backend
-/// (a backend importing the tree and the tree importing it back made an import circle).
-static BARE_LOOKUP: OnceLock<BareLookup> = OnceLock::new();
-
-/// The lookup `set_bare_lookup` installs.
-pub type BareLookup = fn(&Path) -> Option<Arc<dyn Mirror>>;
-
-/// Install how a bare path finds its mirror (see `BARE_LOOKUP`); the first install stays.
-pub fn set_bare_lookup(lookup: BareLookup) {
-    let _ = BARE_LOOKUP.set(lookup);
-}
-
-/// The mirror a bare path lies in, if any location holding it was opened.
-fn mirror_for(path: &Path) -> Option<Arc<dyn Mirror>> {
-    BARE_LOOKUP.get().and_then(|lookup| lookup(path)).filter(|m| path.starts_with(m.root()))
-}
 
 /// What a store whose objects are elsewhere keeps of them locally (an object store's sparse
 /// mirror, remote.rs): implemented by the store over its own state, so a `Tree` asks the
@@ -79,9 +61,6 @@ enum Backing {
     Local,
     /// An object store's mirror: the store answers for it.
     Mirror(Arc<dyn Mirror>),
-    /// A path handed over without its store (a caller not yet migrated): asked through the
-    /// free functions below, which look the store up by path.
-    Bare,
 }
 
 impl std::fmt::Debug for Tree {
@@ -104,9 +83,10 @@ impl Default for Tree {
     }
 }
 
+/// A path handed over without its store: a directory on this machine.
 impl From<PathBuf> for Tree {
     fn from(root: PathBuf) -> Tree {
-        Tree { root, backing: Backing::Bare }
+        Tree::local(root)
     }
 }
 
@@ -167,7 +147,6 @@ impl Tree {
             Backing::Local => Answer::Files,
             Backing::Mirror(m) if path.starts_with(m.root()) => Answer::Mirror(m.clone()),
             Backing::Mirror(_) => Answer::Files,
-            Backing::Bare => mirror_for(path).map_or(Answer::Files, Answer::Mirror),
         }
     }
 
@@ -193,11 +172,7 @@ impl Tree {
 
     /// Whether the tree is an object store's mirror (its paths stand for objects).
     pub fn is_mirror(&self) -> bool {
-        match &self.backing {
-            Backing::Local => false,
-            Backing::Mirror(_) => true,
-            Backing::Bare => mirror_for(&self.root).is_some(),
-        }
+        matches!(self.backing, Backing::Mirror(_))
     }
 
     /// Make `path` ready to be read as a file (see `Mirror::materialize`); nothing to do for

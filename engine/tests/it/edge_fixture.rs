@@ -296,6 +296,7 @@ async fn each_deliberate_change_to_a_restored_copy_is_caught_by_the_fingerprint(
     restore(
         RestoreOptions {
             backup: path.clone(),
+            tree: pgdrill::storage::tree::Tree::local(path.parent().expect("the backup's folder")),
             into: scratch.url(),
             key: Some(KEY.into()),
             jobs: 1,
