@@ -555,7 +555,9 @@ async fn restore_inner(
         Err(_) if content == Content::Plain => (PathBuf::from("pg_restore"), None),
         Err(local) if local.class == Class::Environment && pg_restore_explicit.is_none() && !use_psql => {
             let (image, version) = tool_from_image("pg_restore", tools_major, local)?;
-            log(format!("{version} from the image {image}: the local pg_restore cannot read a PostgreSQL {tools_major} archive"));
+            log(format!(
+                "{version} from the image {image}: the local pg_restore cannot read a PostgreSQL {tools_major} archive"
+            ));
             (PathBuf::from("pg_restore"), Some(image))
         }
         Err(e) => return Err(e),

@@ -428,7 +428,7 @@ impl Verify {
         let unproven = (out.ground_truth == "none").then(|| (target.to_string(), out.database.clone()));
         super::pitr::hand_over(
             &ctx,
-            Box::new(recovered),
+            recovered,
             out,
             unproven,
             "Give `expect:` (pitr.mark's fingerprint taken on the source at the target, or a file holding it: --var expect=FILE of the shipped verify-physical), or accept unproven content explicitly (accept_unproven: true; --var accept_unproven=true)",

@@ -445,7 +445,7 @@ async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepErr
     let unproven = (out.ground_truth == "none").then(|| (target.to_string(), out.database.clone()));
     hand_over(
         &ctx,
-        Box::new(p.server),
+        p.server,
         out,
         unproven,
         "Give `expect:` (pitr.mark's fingerprint taken on the source at the target, or a file holding it: --var expect=FILE of the shipped pitr), recover to `immediate` (the base backup's own schema), or accept unproven content explicitly (accept_unproven: true; --var accept_unproven=true)",
@@ -462,13 +462,13 @@ async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepErr
 /// never a pass; `remedy` says how to give one.
 pub(super) fn hand_over<O: Serialize>(
     ctx: &StepCtx,
-    server: Box<dyn Teardown>,
+    server: Recovered,
     out: O,
     unproven: Option<(String, String)>,
     remedy: &str,
     accept_unproven: Option<bool>,
 ) -> Result<O, StepError> {
-    ctx.resources.push(format!("recovered server of step `{}`", ctx.step), server);
+    ctx.resources.push(format!("recovered server of step `{}`", ctx.step), Box::new(Stopped(server, Recovered::stop)));
     let Some((target, database)) = unproven else {
         return Ok(out);
     };
@@ -554,9 +554,15 @@ pub(crate) fn recovery_evidence(ctx: &StepCtx, source: &dyn PhysicalSource, p: &
     base_sha256
 }
 
-impl Teardown for Recovered {
+/// A server whose `stop` blocks (a fast shutdown, then its workspace removed), torn down off
+/// the async workers: `Stopped(server, Server::stop)`, for a recovered server and an
+/// archiving source alike.
+struct Stopped<T>(T, fn(T));
+
+impl<T: Send + 'static> Teardown for Stopped<T> {
     fn teardown(self: Box<Self>) -> BoxFuture<'static, ()> {
-        Box::pin(async move { tokio::task::block_in_place(|| self.stop()) })
+        let Stopped(server, stop) = *self;
+        Box::pin(async move { tokio::task::block_in_place(move || stop(server)) })
     }
 }
 
@@ -680,14 +686,8 @@ async fn source(ctx: StepCtx, w: SourceWith) -> Result<SourceOutputs, StepError>
         major: s.major,
         bin_dir: s.bin_dir.display().to_string(),
     };
-    ctx.resources.push(format!("archiving source server of step `{}`", ctx.step), Box::new(s));
+    ctx.resources.push(format!("archiving source server of step `{}`", ctx.step), Box::new(Stopped(s, ArchivingServer::stop)));
     Ok(out)
-}
-
-impl Teardown for ArchivingServer {
-    fn teardown(self: Box<Self>) -> BoxFuture<'static, ()> {
-        Box::pin(async move { tokio::task::block_in_place(|| self.stop()) })
-    }
 }
 
 // ---------------------------------------------------------------------------------------
