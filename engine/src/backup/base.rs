@@ -208,23 +208,16 @@ fn seen_on_disk(dir: &Path) -> TarSeen {
 /// The staged tars as one tar through the archive pipeline (the tar writer and the archive
 /// writer meet at a pipe: memory stays flat).
 fn tars_stream<W: Write>(dir: &Path, out: W, wopts: &WriteOptions) -> std::io::Result<(W, Sizes)> {
-    let (reader, writer) = std::io::pipe()?;
     let dir = dir.to_path_buf();
-    let tarrer = std::thread::spawn(move || -> std::io::Result<()> {
+    super::piped_tar(out, wopts, move |b| {
         let mut names: Vec<String> =
             std::fs::read_dir(&dir)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         names.sort();
-        let mut b = tar::Builder::new(writer);
         for n in names {
             b.append_path_with_name(dir.join(&n), &n)?;
         }
-        b.into_inner()?.flush()
-    });
-    let written = archive::write(reader, out, wopts);
-    let tarred = tarrer.join().map_err(|_| std::io::Error::other("the tar writer panicked"))?;
-    let written = written?;
-    tarred?;
-    Ok(written)
+        Ok(())
+    })
 }
 
 /// The WAL range PostgreSQL's backup_manifest records.
@@ -268,19 +261,6 @@ impl Drop for KillOnDrop {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
         }
     }
-}
-
-fn stamp(t: OffsetDateTime) -> String {
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
 }
 
 /// Take a base backup of the server at `opts.url` into `opts.storage`.
@@ -338,16 +318,8 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
         match crate::pg::native::find_tool("pg_basebackup", opts.pg_basebackup.as_deref(), server_major) {
             Ok((p, v, _)) => (p, v, None),
             Err(local) if local.class == Class::Environment && opts.pg_basebackup.is_none() => {
-                match crate::pg::image_tools::find("pg_basebackup", server_major) {
-                    Ok((image, v)) => {
-                        (PathBuf::from("pg_basebackup"), format!("{v} (from the image {image})"), Some(image))
-                    }
-                    Err(why) => {
-                        return Err(Failure::environment(format!(
-                            "{local}; the tools of PostgreSQL {server_major} cannot come from Docker either: {why}"
-                        )))
-                    }
-                }
+                let (image, v) = super::tool_from_image("pg_basebackup", server_major, local)?;
+                (PathBuf::from("pg_basebackup"), format!("{v} (from the image {image})"), Some(image))
             }
             Err(e) => return Err(e),
         };
@@ -358,7 +330,7 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
     let store = opts.store.clone();
     store.probe().await.map_err(Failure::environment)?;
     let prefix = base_prefix(system.parse().unwrap_or_default());
-    let name_stamp = stamp(started_at);
+    let name_stamp = super::stamp(started_at);
     let mut n = 0;
     let object = loop {
         let k = if n == 0 { format!("{prefix}{name_stamp}.{EXT}") } else { format!("{prefix}{name_stamp}-{n}.{EXT}") };

@@ -283,10 +283,7 @@ pub fn list(storage: &Tree, database: Option<&str>, pattern: Option<&NamePattern
                     raw_size: m.sizes.raw,
                     database: m.database.clone(),
                     server_major: m.server_major,
-                    format: serde_json::to_value(m.format)
-                        .ok()
-                        .and_then(|f| f.as_str().map(str::to_string))
-                        .unwrap_or_default(),
+                    format: m.format.name().to_string(),
                     encrypted: m.cipher != "none",
                     manifest_auth: manifest_auth(&m),
                     created: rfc3339(m.finished_at),
@@ -429,6 +426,17 @@ pub fn to_json(list: &[Listed]) -> Vec<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::{kind_from_name, pgdrill_format_of};
+    use crate::backup::Format;
+
+    /// A listing, backup.pick and backup.create name a dump's format in the word its
+    /// manifest stores (one `Format::name` for the three).
+    #[test]
+    fn a_format_is_named_as_its_manifest_stores_it() {
+        for f in [Format::Custom, Format::Plain, Format::Directory] {
+            assert_eq!(serde_json::to_value(f).expect("format"), f.name());
+            assert_eq!(Format::parse(f.name()), Ok(f));
+        }
+    }
 
     /// An object store's listing reads no object (issue 41): the kinds it shows are its
     /// names', in `source::sniff`'s words, and `?` where a name does not say.

@@ -150,6 +150,14 @@ impl Format {
             o => Err(format!("unknown format `{o}`: use custom, directory or plain")),
         }
     }
+    /// The word a manifest stores and `parse` reads (`custom`, `plain`, `directory`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Custom => "custom",
+            Format::Plain => "plain",
+            Format::Directory => "directory",
+        }
+    }
     fn ext(self) -> &'static str {
         match self {
             Format::Custom => "dump.pgdrill",
@@ -700,17 +708,20 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The time a backup's name starts with (`20261121T154500.123Z`): dumps and base backups
+/// alike, so one reader (`names::pgdrill_stamp`) dates both.
 fn stamp(t: OffsetDateTime) -> String {
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    let name = time::macros::format_description!("[year][month][day]T[hour][minute][second].[subsecond digits:3]Z");
+    t.format(&name).unwrap_or_default()
+}
+
+/// The PostgreSQL `major` tools' image holding `tool` (the image, the tool's version), asked
+/// once the local `tool` was not found (`local`); when Docker has none either, one
+/// environment error says both.
+fn tool_from_image(tool: &str, major: u32, local: Failure) -> Result<(String, String), Failure> {
+    crate::pg::image_tools::find(tool, major).map_err(|why| {
+        Failure::environment(format!("{local}; the tools of PostgreSQL {major} cannot come from Docker either: {why}"))
+    })
 }
 
 /// Take a backup.
@@ -783,16 +794,8 @@ pub async fn create_as(
         }
         (None, Ok((p, v, _))) => (p, v, None),
         (None, Err(local)) if local.class == Class::Environment && opts.pg_dump.is_none() => {
-            match crate::pg::image_tools::find("pg_dump", server_major) {
-                Ok((image, version)) => {
-                    (PathBuf::from("pg_dump"), format!("{version} (from the image {image})"), Some(image))
-                }
-                Err(why) => {
-                    return Err(Failure::environment(format!(
-                        "{local}; the tools of PostgreSQL {server_major} cannot come from Docker either: {why}"
-                    )))
-                }
-            }
+            let (image, version) = tool_from_image("pg_dump", server_major, local)?;
+            (PathBuf::from("pg_dump"), format!("{version} (from the image {image})"), Some(image))
         }
         (None, Err(e)) => return Err(e),
     };
@@ -1203,12 +1206,25 @@ pub(crate) fn stderr_of(child: &mut std::process::Child) -> std::thread::JoinHan
 /// A directory dump as a tar stream through the archive pipeline; memory stays flat (the
 /// tar writer and the archive writer meet at a pipe).
 fn tar_stream<W: Write>(dir: &Path, out: W, wopts: &WriteOptions) -> std::io::Result<(W, Sizes)> {
-    let (reader, writer) = std::io::pipe()?;
     let dir = dir.to_path_buf();
+    piped_tar(out, wopts, move |b| {
+        b.follow_symlinks(false);
+        b.append_dir_all(".", &dir)
+    })
+}
+
+/// A tar that `fill` writes on a thread of its own, through the archive pipeline: the tar
+/// writer and the archive writer meet at a pipe, so memory stays flat whatever the size.
+/// The archive's error comes first; a tar writer that failed fails it too.
+fn piped_tar<W: Write>(
+    out: W,
+    wopts: &WriteOptions,
+    fill: impl FnOnce(&mut tar::Builder<std::io::PipeWriter>) -> std::io::Result<()> + Send + 'static,
+) -> std::io::Result<(W, Sizes)> {
+    let (reader, writer) = std::io::pipe()?;
     let tarrer = std::thread::spawn(move || -> std::io::Result<()> {
         let mut b = tar::Builder::new(writer);
-        b.follow_symlinks(false);
-        b.append_dir_all(".", &dir)?;
+        fill(&mut b)?;
         b.into_inner()?.flush()
     });
     let written = archive::write(reader, out, wopts);

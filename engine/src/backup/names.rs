@@ -302,6 +302,18 @@ mod tests {
         assert_eq!(parse("backup.sql.gz").database, None);
     }
 
+    /// The name a dump or a base backup is written under reads back as the time it was
+    /// given, to the millisecond (written by `backup::stamp`, one copy for both kinds).
+    #[test]
+    fn a_written_stamp_reads_back_to_the_millisecond() {
+        let t = time::macros::datetime!(2026-11-21 15:45:00.123456 UTC);
+        let name = format!("{}.dump.pgdrill", crate::backup::stamp(t));
+        assert_eq!(name, "20261121T154500.123Z.dump.pgdrill");
+        assert_eq!(pgdrill_stamp(&name), at("2026-11-21T15:45:00.123"));
+        let early = time::macros::datetime!(0999-01-02 03:04:05 UTC);
+        assert_eq!(crate::backup::stamp(early), "09990102T030405.000Z");
+    }
+
     #[test]
     fn pgdrill_names() {
         assert_eq!(pgdrill_stamp("20261121T154500.123Z.dump.pgdrill"), at("2026-11-21T15:45:00.123"));

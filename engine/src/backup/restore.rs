@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use super::offsets::OffsetRecorder;
 use super::source::{self, Content, Located};
-use super::{find_tool, stderr_of, stderr_tail, Staged};
+use super::{find_tool, stderr_of, stderr_tail, tool_from_image, Staged};
 use crate::archive::KeySource;
 use crate::error::{Class, Failure};
 use crate::pg::native::quote_ident;
@@ -559,17 +559,11 @@ async fn restore_inner(
         // A SQL script goes to psql alone: no pg_restore is needed.
         Err(_) if content == Content::Plain => (PathBuf::from("pg_restore"), None),
         Err(local) if local.class == Class::Environment && pg_restore_explicit.is_none() && !use_psql => {
-            match crate::pg::image_tools::find("pg_restore", tools_major) {
-                Ok((image, version)) => {
-                    log(format!("{version} from the image {image}: the local pg_restore cannot read a PostgreSQL {tools_major} archive"));
-                    (PathBuf::from("pg_restore"), Some(image))
-                }
-                Err(why) => {
-                    return Err(Failure::environment(format!(
-                        "{local}; the tools of PostgreSQL {tools_major} cannot come from Docker either: {why}"
-                    )))
-                }
-            }
+            let (image, version) = tool_from_image("pg_restore", tools_major, local)?;
+            log(format!(
+                "{version} from the image {image}: the local pg_restore cannot read a PostgreSQL {tools_major} archive"
+            ));
+            (PathBuf::from("pg_restore"), Some(image))
         }
         Err(e) => return Err(e),
     };
@@ -672,17 +666,9 @@ async fn restore_inner(
         let (psql, psql_image) = match local_psql {
             Ok((p, _, _)) => (p, None),
             Err(local) if local.class == Class::Environment && psql_explicit.is_none() && content == Content::Plain => {
-                match crate::pg::image_tools::find("psql", tools_major) {
-                    Ok((image, version)) => {
-                        log(format!("{version} from the image {image}: the local psql is older than the dump"));
-                        (PathBuf::from("psql"), Some(image))
-                    }
-                    Err(why) => {
-                        return Err(Failure::environment(format!(
-                            "{local}; the tools of PostgreSQL {tools_major} cannot come from Docker either: {why}"
-                        )))
-                    }
-                }
+                let (image, version) = tool_from_image("psql", tools_major, local)?;
+                log(format!("{version} from the image {image}: the local psql is older than the dump"));
+                (PathBuf::from("psql"), Some(image))
             }
             Err(e) => return Err(e),
         };

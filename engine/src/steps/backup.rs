@@ -183,10 +183,7 @@ macro_rules! described {
                     database: m.database.clone(),
                     server_major: m.server_major,
                     fingerprint: serde_json::to_value(&m.fingerprint).unwrap_or_default(),
-                    format: serde_json::to_value(m.format)
-                        .ok()
-                        .and_then(|f| f.as_str().map(str::to_string))
-                        .unwrap_or_default(),
+                    format: m.format.name().to_string(),
                     encrypted: m.cipher != "none",
                     manifest_auth: crate::backup::listing::manifest_auth(m).to_string(),
                     created: super::rfc3339(m.finished_at),

@@ -50,13 +50,9 @@ pub struct BaseWith {
     retain: Option<std::time::Duration>,
     /// the Object Lock mode with `retain` (default governance: users allowed to bypass it may
     /// still remove the backup; compliance: no one can until the date)
-    #[serde(default = "governance")]
+    #[serde(default = "super::de::governance")]
     #[field(ty = "governance|compliance")]
     lock_mode: String,
-}
-
-fn governance() -> String {
-    "governance".into()
 }
 
 fn three() -> i32 {

@@ -42,36 +42,20 @@ async fn admin(url: &str, maintenance_db: &str) -> Result<Client, StepError> {
     Ok(crate::pg::connect_to(url, maintenance_db).await?)
 }
 
-/// What the server knows about one database.
-#[derive(Debug, Clone)]
+/// What the server knows about one database: as the journal reads it, with its size and the
+/// other sessions connected to it.
+#[derive(Debug, Clone, Default)]
 struct DbInfo {
-    owner: String,
-    encoding: String,
-    collate: String,
-    ctype: String,
+    db: super::journal::Current,
     size: u64,
     sessions: i64,
 }
 
 async fn db_info(client: &Client, database: &str) -> Result<Option<DbInfo>, StepError> {
-    let row = client
-        .query_opt(
-            "select pg_get_userbyid(d.datdba)::text, pg_encoding_to_char(d.encoding)::text, d.datcollate::text, \
-             d.datctype::text, pg_database_size(d.oid), \
-             (select count(*) from pg_stat_activity a where a.datname = d.datname and a.pid <> pg_backend_pid()) \
-             from pg_database d where d.datname = $1",
-            &[&database],
-        )
-        .await
-        .map_err(pg_error)?;
-    Ok(row.map(|r| DbInfo {
-        owner: r.get(0),
-        encoding: r.get(1),
-        collate: r.get(2),
-        ctype: r.get(3),
-        size: r.get::<_, i64>(4).max(0) as u64,
-        sessions: r.get(5),
-    }))
+    let more = ", pg_database_size(d.oid), \
+                (select count(*) from pg_stat_activity a where a.datname = d.datname and a.pid <> pg_backend_pid())";
+    let found = super::journal::current_with(client, database, more).await?;
+    Ok(found.map(|(db, r)| DbInfo { db, size: r.get::<_, i64>(6).max(0) as u64, sessions: r.get(7) }))
 }
 
 /// How to create a database again: owner, encoding and locale kept.
@@ -617,7 +601,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
 
     // Rights: every step, the rollback included, before anything changes.
     let role = rights::role(&client).await.map_err(pg_error)?;
-    let owner = info.as_ref().map(|i| i.owner.as_str());
+    let owner = info.as_ref().map(|i| i.db.owner.as_str());
     let mut missing = rights::drop_and_create(&client, &role, &w.database, owner).await.map_err(pg_error)?;
     if info.is_some() && !role.superuser {
         match crate::pg::connect_to(&w.url, &w.database).await {
@@ -799,7 +783,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
             Some(i) => ctx.log(format!(
                 "target: database {} on {host} (PostgreSQL {server_version}), owner {}, {}, {} session{} connected: it will be snapshotted, dropped and recreated",
                 w.database,
-                i.owner,
+                i.db.owner,
                 mib(i.size),
                 i.sessions,
                 if i.sessions == 1 { "" } else { "s" }
@@ -819,14 +803,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
 
     let (url, admin_url) = (target_url(&w.url, &w.database)?, target_url(&w.url, &w.maintenance_db)?);
     let exists = info.is_some();
-    let i = info.unwrap_or(DbInfo {
-        owner: String::new(),
-        encoding: String::new(),
-        collate: String::new(),
-        ctype: String::new(),
-        size: 0,
-        sessions: 0,
-    });
+    let i = info.unwrap_or_default();
     ctx.fact(crate::facts::Fact::Server { version: server_version.clone() });
     Ok(PreflightOutputs {
         target_url: url,
@@ -836,10 +813,10 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         pg_restore,
         target_exists: exists,
         server_major: major,
-        owner: i.owner,
-        encoding: i.encoding,
-        lc_collate: i.collate,
-        lc_ctype: i.ctype,
+        owner: i.db.owner,
+        encoding: i.db.encoding,
+        lc_collate: i.db.collate,
+        lc_ctype: i.db.ctype,
         size_bytes: i.size,
         sessions: i.sessions,
         target_ident: ident,
@@ -1420,13 +1397,13 @@ async fn drop_step(ctx: StepCtx, w: DropWith) -> Result<DropOutputs, StepError> 
     } else {
         super::journal::mark(&ctx, w.journal.as_deref(), JPhase::Dropping, "dropped", |j| j.changed = true)?;
     }
-    ctx.log(format!("dropped database {} (owner {}, {})", w.database, info.owner, mib(info.size)));
+    ctx.log(format!("dropped database {} (owner {}, {})", w.database, info.db.owner, mib(info.size)));
     Ok(DropOutputs::Dropped(Dropped {
         existed: true,
-        owner: info.owner,
-        encoding: info.encoding,
-        lc_collate: info.collate,
-        lc_ctype: info.ctype,
+        owner: info.db.owner,
+        encoding: info.db.encoding,
+        lc_collate: info.db.collate,
+        lc_ctype: info.db.ctype,
     }))
 }
 

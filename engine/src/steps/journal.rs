@@ -83,32 +83,54 @@ pub(crate) fn how_to_recover(url: &str, journal: &Journal, journal_path: &str) -
     )
 }
 
-/// The database as the server has it now.
-struct Current {
-    oid: u32,
-    owner: String,
-    encoding: String,
-    collate: String,
-    ctype: String,
-    allow: bool,
+/// The database as the server has it now: what it would be created again with (owner,
+/// encoding, locale), its OID and whether it takes connections.
+#[derive(Debug, Clone)]
+pub(super) struct Current {
+    pub(super) oid: u32,
+    pub(super) owner: String,
+    pub(super) encoding: String,
+    pub(super) collate: String,
+    pub(super) ctype: String,
+    pub(super) allow: bool,
+}
+
+/// A database that does not exist: nothing to create it again with, nothing refusing
+/// connections.
+impl Default for Current {
+    fn default() -> Self {
+        Current {
+            oid: 0,
+            owner: String::new(),
+            encoding: String::new(),
+            collate: String::new(),
+            ctype: String::new(),
+            allow: true,
+        }
+    }
 }
 
 async fn current(client: &Client, database: &str) -> Result<Option<Current>, StepError> {
-    let row = client
-        .query_opt(
-            "select pg_get_userbyid(datdba)::text, pg_encoding_to_char(encoding)::text, datcollate::text, \
-             datctype::text, datallowconn, oid from pg_database where datname = $1",
-            &[&database],
-        )
-        .await
-        .map_err(super::pg_error)?;
-    Ok(row.map(|r| Current {
-        owner: r.get(0),
-        encoding: r.get(1),
-        collate: r.get(2),
-        ctype: r.get(3),
-        allow: r.get(4),
-        oid: r.get(5),
+    Ok(current_with(client, database, "").await?.map(|(c, _)| c))
+}
+
+/// `current`, and in the same row the columns `more` adds (`, expression` over pg_database
+/// `d`, from column 6 on): one read of pg_database for the journal and for database.drop.
+/// `more` is the caller's SQL, never a name; the database's name is a parameter.
+pub(super) async fn current_with(
+    client: &Client,
+    database: &str,
+    more: &'static str,
+) -> Result<Option<(Current, tokio_postgres::Row)>, StepError> {
+    let sql = format!(
+        "select pg_get_userbyid(d.datdba)::text, pg_encoding_to_char(d.encoding)::text, d.datcollate::text, \
+         d.datctype::text, d.datallowconn, d.oid{more} from pg_database d where d.datname = $1"
+    );
+    let row = client.query_opt(&sql, &[&database]).await.map_err(super::pg_error)?;
+    Ok(row.map(|r| {
+        let c =
+            Current { owner: r.get(0), encoding: r.get(1), collate: r.get(2), ctype: r.get(3), allow: r.get(4), oid: r.get(5) };
+        (c, r)
     }))
 }
 
@@ -250,14 +272,7 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
     match (found, recover.as_str()) {
         (None, "") => {
             let existed = now.is_some();
-            let c = now.unwrap_or(Current {
-                oid: 0,
-                owner: String::new(),
-                encoding: String::new(),
-                collate: String::new(),
-                ctype: String::new(),
-                allow: true,
-            });
+            let c = now.unwrap_or_default();
             Ok(LockOutputs {
                 journal,
                 recovering: String::new(),

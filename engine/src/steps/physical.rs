@@ -425,19 +425,15 @@ impl Verify {
             backup_sha256,
             ledger,
         };
-        // Up for the runbook's checks (amcheck, counts); stopped and removed when it ends.
-        ctx.resources.push(format!("recovered server of step `{}`", ctx.step), Box::new(recovered));
-        if out.ground_truth == "none" {
-            return Err(super::verify::unproven(
-                &ctx,
-                Some(&out),
-                format!("restorable, content unproven: the recovery to {target} is proven, but database {:?}'s schema and rows were compared with nothing", out.database),
-                "Give `expect:` (pitr.mark's fingerprint taken on the source at the target, or a file holding it: --var expect=FILE of the shipped verify-physical), or accept unproven content explicitly (accept_unproven: true; --var accept_unproven=true)",
-                // Unset is a refusal: a green run needs a ground truth or the run's word.
-                Some(w.accept_unproven.unwrap_or(false)),
-            ));
-        }
-        Ok(out)
+        let unproven = (out.ground_truth == "none").then(|| (target.to_string(), out.database.clone()));
+        super::pitr::hand_over(
+            &ctx,
+            recovered,
+            out,
+            unproven,
+            "Give `expect:` (pitr.mark's fingerprint taken on the source at the target, or a file holding it: --var expect=FILE of the shipped verify-physical), or accept unproven content explicitly (accept_unproven: true; --var accept_unproven=true)",
+            w.accept_unproven,
+        )
     }
 }
 

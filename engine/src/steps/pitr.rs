@@ -442,18 +442,40 @@ async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepErr
         server_version: f.server_version.clone(),
         ground_truth,
     };
-    ctx.resources.push(format!("recovered server of step `{}`", ctx.step), Box::new(p.server));
-    if out.ground_truth == "none" {
-        return Err(super::verify::unproven(
-            &ctx,
-            Some(&out),
-            format!("restorable, content unproven: the recovery to {target} is proven, but database {:?}'s schema and rows were compared with nothing", out.database),
-            "Give `expect:` (pitr.mark's fingerprint taken on the source at the target, or a file holding it: --var expect=FILE of the shipped pitr), recover to `immediate` (the base backup's own schema), or accept unproven content explicitly (accept_unproven: true; --var accept_unproven=true)",
-            // Unset is a refusal: a green run needs a ground truth or the run's word.
-            Some(w.accept_unproven.unwrap_or(false)),
-        ));
-    }
-    Ok(out)
+    let unproven = (out.ground_truth == "none").then(|| (target.to_string(), out.database.clone()));
+    hand_over(
+        &ctx,
+        p.server,
+        out,
+        unproven,
+        "Give `expect:` (pitr.mark's fingerprint taken on the source at the target, or a file holding it: --var expect=FILE of the shipped pitr), recover to `immediate` (the base backup's own schema), or accept unproven content explicitly (accept_unproven: true; --var accept_unproven=true)",
+        w.accept_unproven,
+    )
+}
+
+/// How a recovery step ends (pitr.restore, physical.verify): the recovered server is handed
+/// to the run, up for the runbook's checks (amcheck, counts) and stopped and removed when
+/// the run ends; then its content is judged. `unproven` (the target and the database) when
+/// nothing to compare it with was given (`ground_truth: none`): the recovery is proven, what
+/// the database holds is not, "restorable, content unproven", a failure unless the run
+/// accepted it (unset is a refusal: a green run needs a ground truth or the run's word) and
+/// never a pass; `remedy` says how to give one.
+pub(super) fn hand_over<O: Serialize>(
+    ctx: &StepCtx,
+    server: Recovered,
+    out: O,
+    unproven: Option<(String, String)>,
+    remedy: &str,
+    accept_unproven: Option<bool>,
+) -> Result<O, StepError> {
+    ctx.resources.push(format!("recovered server of step `{}`", ctx.step), Box::new(Stopped(server, Recovered::stop)));
+    let Some((target, database)) = unproven else {
+        return Ok(out);
+    };
+    let why = format!(
+        "restorable, content unproven: the recovery to {target} is proven, but database {database:?}'s schema and rows were compared with nothing"
+    );
+    Err(super::verify::unproven(ctx, Some(&out), why, remedy, Some(accept_unproven.unwrap_or(false))))
 }
 
 /// Tell the evidence what a recovery proved (`Fact::Physical`), that its server was a
@@ -532,9 +554,15 @@ pub(crate) fn recovery_evidence(ctx: &StepCtx, source: &dyn PhysicalSource, p: &
     base_sha256
 }
 
-impl Teardown for Recovered {
+/// A server whose `stop` blocks (a fast shutdown, then its workspace removed), torn down off
+/// the async workers: `Stopped(server, Server::stop)`, for a recovered server and an
+/// archiving source alike.
+struct Stopped<T>(T, fn(T));
+
+impl<T: Send + 'static> Teardown for Stopped<T> {
     fn teardown(self: Box<Self>) -> BoxFuture<'static, ()> {
-        Box::pin(async move { tokio::task::block_in_place(|| self.stop()) })
+        let Stopped(server, stop) = *self;
+        Box::pin(async move { tokio::task::block_in_place(move || stop(server)) })
     }
 }
 
@@ -658,14 +686,8 @@ async fn source(ctx: StepCtx, w: SourceWith) -> Result<SourceOutputs, StepError>
         major: s.major,
         bin_dir: s.bin_dir.display().to_string(),
     };
-    ctx.resources.push(format!("archiving source server of step `{}`", ctx.step), Box::new(s));
+    ctx.resources.push(format!("archiving source server of step `{}`", ctx.step), Box::new(Stopped(s, ArchivingServer::stop)));
     Ok(out)
-}
-
-impl Teardown for ArchivingServer {
-    fn teardown(self: Box<Self>) -> BoxFuture<'static, ()> {
-        Box::pin(async move { tokio::task::block_in_place(|| self.stop()) })
-    }
 }
 
 // ---------------------------------------------------------------------------------------

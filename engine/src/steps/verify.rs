@@ -463,10 +463,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             let from = FromManifest {
                 server_major: m.server_major,
                 fingerprint: serde_json::to_value(&m.fingerprint).unwrap_or_default(),
-                format: serde_json::to_value(m.format)
-                    .ok()
-                    .and_then(|f| f.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                format: m.format.name().to_string(),
                 encrypted: m.cipher != "none",
                 database: m.database.clone(),
                 authenticated: trust == crate::backup::ManifestTrust::Authenticated,

@@ -398,7 +398,7 @@ impl WalCheck {
     }
 }
 
-/// What `prune_physical` decided for one system.
+/// What `prune_physical_in` decided for one system.
 #[derive(Debug, Default, Clone)]
 pub struct Pruned {
     pub kept_bases: Vec<String>,
@@ -412,19 +412,7 @@ pub struct Pruned {
 /// WAL: every segment from the oldest kept base backup's start on is kept, older ones (and
 /// older `.partial` and `.backup` files) go; history files always stay. Without a kept base
 /// backup no WAL is deleted. `log` gets one line per object; deletes only when `apply`.
-pub async fn prune_physical(
-    store: &dyn Store,
-    system: u64,
-    policy: crate::backup::retention::Policy,
-    now: time::OffsetDateTime,
-    apply: bool,
-    log: &(dyn Fn(String) + Send + Sync),
-) -> Result<Pruned, Failure> {
-    let tree = Tree::list(store).await?;
-    prune_physical_in(store, &tree, system, policy, now, apply, log).await
-}
-
-/// `prune_physical` from a listed `tree` (one LIST pass for every system pruned).
+/// Read from a listed `tree` (one LIST pass for every system pruned).
 pub async fn prune_physical_in(
     store: &dyn Store,
     tree: &Tree,
@@ -654,13 +642,13 @@ mod tests {
         let lines = std::sync::Mutex::new(Vec::new());
         let log = |l: String| lines.lock().expect("lock").push(l);
 
-        let dry = prune_physical(&store, SYSTEM, policy, now, false, &log).await.expect("dry run");
+        let dry = prune_physical_in(&store, &Tree::list(&store).await.expect("list"), SYSTEM, policy, now, false, &log).await.expect("dry run");
         assert_eq!(dry.deleted_bases.len(), 1);
         assert_eq!(dry.deleted_wal, (1..=3).map(|s| crate::wal::segment_name(1, s, SEG)).collect::<Vec<_>>());
         assert!(store.head(&old).await.expect("head").is_some(), "a dry run deleted a base backup");
         assert!(lines.lock().expect("lock").iter().any(|l| l.starts_with("would delete 3 WAL files")), "{lines:?}");
 
-        prune_physical(&store, SYSTEM, policy, now, true, &log).await.expect("apply");
+        prune_physical_in(&store, &Tree::list(&store).await.expect("list"), SYSTEM, policy, now, true, &log).await.expect("apply");
         assert!(store.head(&old).await.expect("head").is_none() && store.head(&new).await.expect("head").is_some());
         let inv = check::inventory(&store, SYSTEM, SEG).await.expect("inventory");
         assert_eq!(inv.segments.keys().map(|(_, s)| *s).collect::<Vec<_>>(), vec![4, 5, 6]);
@@ -669,7 +657,7 @@ mod tests {
         // No base backup left to keep: no WAL is deleted.
         store.delete(&new).await.expect("delete");
         store.delete(&format!("{new}.manifest.json")).await.expect("delete");
-        let none = prune_physical(&store, SYSTEM, policy, now, true, &log).await.expect("apply");
+        let none = prune_physical_in(&store, &Tree::list(&store).await.expect("list"), SYSTEM, policy, now, true, &log).await.expect("apply");
         assert!(none.deleted_wal.is_empty());
     }
 }
