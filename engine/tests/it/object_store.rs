@@ -267,12 +267,10 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
 
     // 5. Copy the backup to a local folder (3-2-1), checked by sha256; again: already there.
     let local = dir.path().join("local");
-    let rb = dir.path().join("copy.yaml");
-    std::fs::write(
-        &rb,
+    let rb = written(
+        dir.path().join("copy.yaml"),
         format!("name: copy\nsteps:\n  - id: copy\n    uses: backup.copy\n    with: {{ backup: \"{backup_url}\", to: \"{}\" }}\n", local.display()),
-    )
-    .expect("runbook");
+    );
     let (code, log) = s3_run(Run::new(&rb), s3.port);
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("read back and matched"), "{log}");
@@ -349,29 +347,44 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
     srv.stop().await;
 }
 
+/// Database `big` on a new server, a table of random text in it (random text compresses
+/// poorly: enough parts to be mid-upload when stopped), and bucket `bkt` in the moto at `port`.
+async fn big_source(port: u16) -> Option<pgdrill::pg::ephemeral::Ephemeral> {
+    let srv = native_server("big").await?;
+    exec(&srv.url(), "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text), '') from generate_series(1, 16)) from generate_series(1, 200000) g").await;
+    assert_eq!(http(port, "PUT", "/bkt", &[]).0, 200);
+    Some(srv)
+}
+
+/// `pgdrill run backup` of `url` to s3://bkt/p, unencrypted, against the moto at `port`.
+fn big_backup(url: &str, port: u16) -> Command {
+    with_aws(
+        Run::new("backup").var("database_url", url).var("storage", "s3://bkt/p").var("encrypt", "false").command(),
+        port,
+    )
+}
+
+/// Wait (two minutes at most) until a multipart upload is open in bucket `bkt` of the moto at
+/// `port`; `child`, when given, must still be running until then.
+fn until_an_upload_opens(port: u16, mut child: Option<&mut std::process::Child>) {
+    let t = Instant::now();
+    while s3_uploads(port, "bkt") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
+        if let Some(child) = child.as_deref_mut() {
+            assert!(child.try_wait().expect("wait").is_none(), "the backup ended before its upload was seen");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_interrupted_by_sigint_leaves_no_object_and_no_open_upload() {
     let Some(s3) = moto() else { return };
-    let Some(srv) = native_server("big").await else { return };
-    let url = srv.url();
-    // Random text compresses poorly: enough parts to be mid-upload when stopped.
-    exec(&url, "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text), '') from generate_series(1, 16)) from generate_series(1, 200000) g").await;
-    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
-    let mut child = with_aws(
-        Run::new("backup").var("database_url", url).var("storage", "s3://bkt/p").var("encrypt", "false").command(),
-        s3.port,
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("pgdrill");
+    let Some(srv) = big_source(s3.port).await else { return };
+    let mut child =
+        big_backup(&srv.url(), s3.port).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("pgdrill");
     // Stop it once a multipart upload is open in the store.
-    let t = Instant::now();
-    while s3_uploads(s3.port, "bkt") == 0 {
-        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
-        assert!(child.try_wait().expect("wait").is_none(), "the backup ended before its upload was seen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    until_an_upload_opens(s3.port, Some(&mut child));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
         .expect("SIGINT");
     let out = child.wait_with_output().expect("ends");
@@ -385,27 +398,16 @@ async fn an_upload_interrupted_by_sigint_leaves_no_object_and_no_open_upload() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_left_by_a_killed_pgdrill_is_invisible_and_prune_aborts_it_and_its_mirror_is_reaped() {
     let Some(s3) = moto() else { return };
-    let Some(srv) = native_server("big").await else { return };
-    let url = srv.url();
-    exec(&url, "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text), '') from generate_series(1, 16)) from generate_series(1, 200000) g").await;
-    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
+    let Some(srv) = big_source(s3.port).await else { return };
     // Its own temporary directory, so what the killed process leaves there is seen.
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut child = with_aws(
-        Run::new("backup").var("database_url", url).var("storage", "s3://bkt/p").var("encrypt", "false").command(),
-        s3.port,
-    )
-    .env("TMPDIR", tmp.path())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("pgdrill");
-    let t = Instant::now();
-    while s3_uploads(s3.port, "bkt") == 0 {
-        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
-        assert!(child.try_wait().expect("wait").is_none(), "the backup ended before its upload was seen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut child = big_backup(&srv.url(), s3.port)
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pgdrill");
+    until_an_upload_opens(s3.port, Some(&mut child));
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     // Nothing a reader can see: no backup, no manifest; the upload is still open in the store.
@@ -455,23 +457,9 @@ async fn an_upload_left_by_a_killed_pgdrill_is_invisible_and_prune_aborts_it_and
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_that_goes_away_mid_upload_is_exit_3_naming_the_upload() {
     let Some(mut s3) = moto() else { return };
-    let Some(srv) = native_server("big").await else { return };
-    let url = srv.url();
-    exec(&url, "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text), '') from generate_series(1, 16)) from generate_series(1, 200000) g").await;
-    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
-    let child = with_aws(
-        Run::new("backup").var("database_url", url).var("storage", "s3://bkt/p").var("encrypt", "false").command(),
-        s3.port,
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("pgdrill");
-    let t = Instant::now();
-    while s3_uploads(s3.port, "bkt") == 0 {
-        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let Some(srv) = big_source(s3.port).await else { return };
+    let child = big_backup(&srv.url(), s3.port).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("pgdrill");
+    until_an_upload_opens(s3.port, None);
     // The server goes away in the middle of the upload.
     let _ = s3.child.kill();
     let _ = s3.child.wait();
@@ -582,20 +570,17 @@ async fn an_object_replaced_after_pick_is_an_environment_error_never_a_damaged_b
     let at = other.len() - 100;
     other[at] ^= 0x55;
     let dir = tempfile::tempdir().expect("tempdir");
-    let replacement = dir.path().join("replacement");
-    std::fs::write(&replacement, &other).expect("replacement");
+    let replacement = written(dir.path().join("replacement"), &other);
     // Pick, then the object is replaced (as another tool's upload would), then the check.
-    let rb = dir.path().join("replaced.yaml");
-    std::fs::write(
-        &rb,
+    let rb = written(
+        dir.path().join("replaced.yaml"),
         format!(
             "name: replaced\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - id: pick\n    uses: backup.pick\n    with: {{ storage: \"s3://bkt/p\", database: shop, backup: latest, key: \"{{{{ secrets.key }}}}\" }}\n  - id: replace\n    uses: shell.run\n    with: {{ script: \"curl -fsS -X PUT --data-binary @{} -H 'Authorization: {}' http://127.0.0.1:{}/bkt/{key}\" }}\n  - id: check\n    uses: backup.check\n    with: {{ path: \"{{{{ steps.pick.outputs.path }}}}\", key: \"{{{{ secrets.key }}}}\" }}\n",
             replacement.display(),
             auth[0].1,
             s3.port
         ),
-    )
-    .expect("runbook");
+    );
     let junit = dir.path().join("replaced.xml");
     let (code, all) =
         out_of(with_aws(pgdrill(&["run", rb.to_str().expect("utf-8")]), s3.port).arg("--junit").arg(&junit));
@@ -659,18 +644,8 @@ pub(crate) fn azurite(dir: &std::path::Path) -> Option<Server> {
         return None;
     }
     let port = free_port();
-    let child = Command::new("azurite-blob")
-        .args([
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            &port.to_string(),
-            "--skipApiVersionCheck",
-            "--disableTelemetry",
-            "--silent",
-        ])
-        .arg("--location")
-        .arg(dir)
+    let child = azurite_blob(port, dir)
+        .arg("--silent")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("azurite.log")).expect("log"))
         .spawn()
@@ -1417,51 +1392,21 @@ async fn the_s3_store_shows_an_object_only_once_published_and_an_abort_leaves_no
 
     let size: usize = 9 << 20;
     let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-    let w = store.create("app/a.bin").await.expect("create");
-    let (w, wrote) = tokio::task::spawn_blocking(move || {
-        let mut w = w;
-        let r = w.write_all(&body);
-        (w, r)
-    })
-    .await
-    .expect("writer thread");
-    wrote.expect("write");
+    let w = write_unpublished(&*store, "app/a.bin", body).await;
     assert!(s3_keys(s3.port, "store", "t/app/").is_empty(), "an object is visible before publish");
     assert_eq!(w.publish().await.expect("publish"), size as u64);
     let meta = store.head("app/a.bin").await.expect("head").expect("published");
     assert_eq!(meta.size, size as u64);
-    let mut r = store.open("app/a.bin", Some(10..20), meta.version.as_deref()).await.expect("open");
-    let got = tokio::task::spawn_blocking(move || {
-        let mut v = Vec::new();
-        r.read_to_end(&mut v).map(|_| v)
-    })
-    .await
-    .expect("reader thread")
-    .expect("read");
+    let got = read_back(&*store, "app/a.bin", Some(10..20), meta.version.as_deref()).await;
     assert_eq!(got, (10..20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
 
-    let w = store.create("app/b.bin").await.expect("create");
-    let w = tokio::task::spawn_blocking(move || {
-        let mut w = w;
-        w.write_all(&vec![1u8; 9 << 20]).expect("write");
-        w
-    })
-    .await
-    .expect("writer thread");
-    w.abort().await;
-    assert_eq!(store.head("app/b.bin").await.expect("head"), None, "an aborted object is there");
+    abort_a_write(&*store).await;
     assert_eq!(s3_uploads(s3.port, "store"), 0, "an aborted upload stayed open");
 
     store.put_new("app/m.json", b"one".to_vec()).await.expect("put_new");
     let e = store.put_new("app/m.json", b"two".to_vec()).await.expect_err("an object was replaced");
     assert!(e.contains("already exists"), "{e}");
-    assert_eq!(store.read("app/m.json").await.expect("read"), b"one");
-    store.copy("app/m.json", "app/n.json").await.expect("copy");
-    let mut keys: Vec<String> = store.list("app/").await.expect("list").into_iter().map(|m| m.key).collect();
-    keys.sort();
-    assert_eq!(keys, ["app/a.bin", "app/m.json", "app/n.json"]);
-    store.delete("app/n.json").await.expect("delete");
-    store.delete("app/n.json").await.expect("a missing object is not an error");
+    read_copy_list_delete(&*store).await;
     assert!(store.space().is_none(), "an object store has no free space to measure");
 }
 

@@ -144,12 +144,7 @@ fn spawned(run: Run) -> (u32, Option<i32>, String) {
 /// pitr.mark on the team's server: its schema and rows and a restore point `pgdrill_mark`,
 /// kept in `report/run.json` as a team keeps it.
 fn mark(url: &str, work: &Path) -> PathBuf {
-    let book = work.join("mark.yaml");
-    std::fs::write(
-        &book,
-        "name: mark\nvars:\n  url: \"\"\nsteps:\n  - id: mark\n    uses: pitr.mark\n    with:\n      url: \"{{ vars.url }}\"\n      restore_point: pgdrill_mark\n",
-    )
-    .expect("mark runbook");
+    let book = written(work.join("mark.yaml"), "name: mark\nvars:\n  url: \"\"\nsteps:\n  - id: mark\n    uses: pitr.mark\n    with:\n      url: \"{{ vars.url }}\"\n      restore_point: pgdrill_mark\n");
     let report = work.join("mark");
     let marked = Run::new(&book).var("url", url).report(&report).output();
     assert_eq!(marked.code, Some(0), "{}", marked.all());
@@ -185,19 +180,16 @@ fn a_postgresql_17_pgbackrest_backup_is_restored_and_recovered_in_its_image_with
         return;
     }
     let work = work_dir();
-    let dir = work.path().join("team");
-    std::fs::create_dir_all(&dir).expect("mkdir");
+    let dir = made_dir(work.path().join("team"));
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let d = dir.display();
-    let config = dir.join("pgbackrest.conf");
-    std::fs::write(
-        &config,
+    let config = written(
+        dir.join("pgbackrest.conf"),
         format!(
             "[global]\nrepo1-path={d}/repo\nlog-path={d}\nlock-path={d}/lock\nlog-level-file=off\nstart-fast=y\n\
              archive-timeout=60\nrepo1-retention-full=2\n\n[demo]\npg1-path={d}/pg/data\npg1-socket-path={d}/pg\npg1-user=postgres\n"
         ),
-    )
-    .expect("pgbackrest.conf");
+    );
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     // The team's setup, all in the image: its server archives with pgBackRest, which takes a
     // full backup under writes.
@@ -240,8 +232,7 @@ fn a_postgresql_17_pgbackrest_backup_is_restored_and_recovered_in_its_image_with
     assert!(seen.is_some(), "the throwaway of PostgreSQL 17 never ran in Docker");
 
     // At the mark: the copy equals the source there, and every verdict of 15 holds.
-    let ledger = work.path().join("ledger");
-    std::fs::create_dir_all(&ledger).expect("ledger folder");
+    let ledger = made_dir(work.path().join("ledger"));
     let with_ledger = format!("{source}&ledger={}", ledger.display());
     let report = work.path().join("at_mark");
     let (pid, code, all) = spawned(
@@ -321,8 +312,7 @@ fn a_postgresql_17_barman_cloud_backup_is_restored_and_recovered_in_its_image() 
         [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", secret), ("AWS_DEFAULT_REGION", "us-east-1")];
     let exports: String = env.iter().map(|(k, v)| format!("export {k}={v}\n")).collect();
     let work = work_dir();
-    let dir = work.path().join("team");
-    std::fs::create_dir_all(&dir).expect("mkdir");
+    let dir = made_dir(work.path().join("team"));
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let d = dir.display();
     let team = Team17::start(&dir, true);

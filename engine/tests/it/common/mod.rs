@@ -13,6 +13,7 @@ mod junit;
 mod relay;
 mod report;
 mod servers;
+mod stores;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -27,7 +28,8 @@ pub use http::http_recorder;
 pub use junit::{Junit, Status};
 pub use relay::stalling_relay;
 pub use report::{steps_in, RunJson};
-pub use servers::{moto, moto_with_env, on_path, s3_request, server_log, wait_listening, Server};
+pub use servers::{azurite_blob, moto, moto_with_env, on_path, s3_request, server_log, wait_listening, Server};
+pub use stores::{abort_a_write, read_back, read_copy_list_delete, write_unpublished};
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
@@ -79,6 +81,13 @@ pub async fn native_server(db: &str) -> Option<pgdrill::pg::ephemeral::Ephemeral
             None
         }
     }
+}
+
+/// [`native_server`] with `sql` run in its database `db`.
+pub async fn native_server_with(db: &str, sql: &str) -> Option<pgdrill::pg::ephemeral::Ephemeral> {
+    let s = native_server(db).await?;
+    exec(&s.url(), sql).await;
+    Some(s)
 }
 
 /// `name -> (failure/error/skipped or "passed")` from a JUnit file, parsed ([`Junit`]).
@@ -313,6 +322,27 @@ pub fn kill_paused_at(mut cmd: Command, phase: &str, flag: &Path) {
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// A new temporary folder and the path of `backups` in it (not created yet): where a test's
+/// backups go.
+pub fn tmp_backups() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    (dir, storage)
+}
+
+/// The file at `path`, written with `content` (a runbook, a script, a notify file); a write
+/// that fails fails the test, naming the file.
+pub fn written(path: PathBuf, content: impl AsRef<[u8]>) -> PathBuf {
+    std::fs::write(&path, content).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    path
+}
+
+/// The folder at `path`, created with its parents; a failure fails the test, naming it.
+pub fn made_dir(path: PathBuf) -> PathBuf {
+    std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    path
 }
 
 /// A JSON file, parsed; a missing or invalid file fails the test, naming it.
