@@ -59,12 +59,7 @@ async fn a_postgresql_17_server_is_backed_up_with_the_17_tools_from_its_image_an
         "{stdout}"
     );
     assert!(!stdout.contains(&pg17.password), "the password reached the log: {stdout}");
-    let backup = std::fs::read_dir(storage.join("app"))
-        .expect("dir")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
-        .expect("backup");
+    let backup = backup_in(&storage.join("app"));
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(pgdrill::backup::layout::manifest_path(&backup)).expect("manifest"))
             .expect("json");

@@ -237,11 +237,7 @@ fn the_shipped_alert_rules_pass_promtool_and_their_unit_tests() {
 
 #[test]
 fn an_email_goes_out_over_starttls_and_a_wrong_ca_is_a_warning_not_a_verdict() {
-    let ok = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", "import aiosmtpd"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !require(ok, "python3-aiosmtpd (Debian package, ci/setup.sh)") {
+    if !aiosmtpd_ready() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -347,11 +343,7 @@ fn a_runbook_s_own_notify_section_fires_and_a_bad_one_is_shown_at_its_line() {
 /// libpq password file a fleet target names (PGPASSFILE).
 #[test]
 fn the_smtp_password_is_a_secret_from_the_first_step() {
-    let ok = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", "import aiosmtpd"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !require(ok, "python3-aiosmtpd (Debian package, ci/setup.sh)") {
+    if !aiosmtpd_ready() {
         return;
     }
     const PASSWORD: &str = "smtp-S3cret-pass-71c4e2";
@@ -533,11 +525,7 @@ fn hostile_names_never_break_any_output_format() {
     let dir = tempfile::tempdir().expect("tempdir");
     // The email as delivered (a real SMTP server's mailbox) and the Sentry event (the local
     // listener) are outputs too.
-    let ok = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", "import aiosmtpd"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !require(ok, "python3-aiosmtpd (Debian package, ci/setup.sh)") {
+    if !aiosmtpd_ready() {
         return;
     }
     const SMTP_PW: &str = "hostile-smtp-pw-5e1f";

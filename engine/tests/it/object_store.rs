@@ -137,13 +137,21 @@ fn out_of(c: &mut Command) -> (i32, String) {
     (o.status.code().unwrap_or(-1), all)
 }
 
+/// A table of one row, for the tests whose backup's content does not matter.
+const ONE_ROW: &str = "create table t(id int); insert into t values (1)";
+
+/// A moto with bucket `bucket`, and database `db` on a new server with `sql` run in it.
+async fn moto_and_source(db: &str, sql: &str, bucket: &str) -> Option<(Server, pgdrill::pg::ephemeral::Ephemeral)> {
+    let s3 = moto()?;
+    let srv = native_server_with(db, sql).await?;
+    assert_eq!(http(s3.port, "PUT", &format!("/{bucket}"), &[]).0, 200, "bucket created");
+    Some((s3, srv))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
-    let Some(s3) = moto() else { return };
-    let Some(srv) = native_server("shop").await else { return };
+    let Some((s3, srv)) = moto_and_source("shop", "create table orders(id int primary key, total numeric); insert into orders select g, g * 1.5 from generate_series(1, 5000) g; create index on orders(total)", "backups").await else { return };
     let url = srv.url();
-    exec(&url, "create table orders(id int primary key, total numeric); insert into orders select g, g * 1.5 from generate_series(1, 5000) g; create index on orders(total)").await;
-    assert_eq!(http(s3.port, "PUT", "/backups", &[]).0, 200, "bucket created");
     let loc = "s3://backups/prod";
     let dir = tempfile::tempdir().expect("tempdir");
     let junit = dir.path().join("junit.xml");
@@ -183,24 +191,27 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
 
     // 3b. Another tool's dump in the bucket (the classic `pg_dump | gzip` upload), found by
     // its name and verified from the bucket.
-    let dump = Command::new("sh")
-        .arg("-c")
-        .arg("pg_dump --no-owner -d \"$U\" | gzip")
-        .env("U", &url)
-        .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
-        .output()
-        .expect("pg_dump");
+    // `pg_dump` of the source piped through `pipeline`, as another tool's script writes it.
+    let dumped = |pipeline: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("pg_dump --no-owner -d \"$U\" | {pipeline}"))
+            .env("U", &url)
+            .env("P", KEY)
+            .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
+            .output()
+            .expect("pg_dump")
+    };
+    // Verified by its name, its content accepted unproven (issue 35: without ground truth
+    // the content is unproven; this test is about reading).
+    let verify_named = |name: &str, junit: &std::path::Path| {
+        verify(Run::new("verify").var("backup", name).var("max_age", "3650d").var("accept_unproven", true).junit(junit))
+    };
+    let dump = dumped("gzip");
     assert!(dump.status.success() && dump.stdout.len() > 100, "{}", text(&dump.stderr));
     assert_eq!(http_body(s3.port, "PUT", "/backups/prod/shop_20261101_020000.sql.gz", &[], &dump.stdout).0, 200);
     let foreign_junit = dir.path().join("foreign.xml");
-    let (code, log) = verify(
-        Run::new("verify")
-            .var("backup", "shop_20261101_020000.sql.gz")
-            .var("max_age", "3650d")
-            // Issue 35: without ground truth the content is unproven; this test is about reading.
-            .var("accept_unproven", true)
-            .junit(&foreign_junit),
-    );
+    let (code, log) = verify_named("shop_20261101_020000.sql.gz", &foreign_junit);
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("s3://backups/prod/shop_20261101_020000.sql.gz"), "{log}");
     // Read as a stream by the check and again by the restore (psql reads SQL once, so
@@ -213,25 +224,11 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
     );
     // The classic `| openssl enc` with the legacy key derivation (md5): each derivation is
     // tried from the object's start, as from a file's.
-    let enc = Command::new("sh")
-        .arg("-c")
-        .arg("pg_dump --no-owner -d \"$U\" | gzip | openssl enc -aes-256-cbc -md md5 -salt -pass env:P 2>/dev/null")
-        .env("U", &url)
-        .env("P", KEY)
-        .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
-        .output()
-        .expect("openssl");
+    let enc = dumped("gzip | openssl enc -aes-256-cbc -md md5 -salt -pass env:P 2>/dev/null");
     assert!(enc.status.success() && enc.stdout.starts_with(b"Salted__"), "{}", text(&enc.stderr));
     assert_eq!(http_body(s3.port, "PUT", "/backups/prod/shop_20261102_020000.sql.gz.enc", &[], &enc.stdout).0, 200);
     let enc_junit = dir.path().join("enc.xml");
-    let (code, log) = verify(
-        Run::new("verify")
-            .var("backup", "shop_20261102_020000.sql.gz.enc")
-            .var("max_age", "3650d")
-            // Issue 35: without ground truth the content is unproven; this test is about reading.
-            .var("accept_unproven", true)
-            .junit(&enc_junit),
-    );
+    let (code, log) = verify_named("shop_20261102_020000.sql.gz.enc", &enc_junit);
     assert_eq!(code, 0, "{log}");
     let xml = std::fs::read_to_string(&enc_junit).expect("junit");
     assert!(xml.contains("legacy key derivation: EVP_BytesToKey, md5"), "the legacy derivation was found: {xml}");
@@ -550,11 +547,8 @@ async fn s3_refuses_a_wrong_secret_key_exit_3_and_the_key_is_never_shown() {
 /// bytes under the old manifest and calling the backup corrupted.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_object_replaced_after_pick_is_an_environment_error_never_a_damaged_backup() {
-    let Some(s3) = moto() else { return };
-    let Some(srv) = native_server("shop").await else { return };
+    let Some((s3, srv)) = moto_and_source("shop", "create table t(id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 5000) g", "bkt").await else { return };
     let url = srv.url();
-    exec(&url, "create table t(id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 5000) g").await;
-    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
     let (code, log) = out_of(&mut with_aws(
         pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt/p"]),
         s3.port,
@@ -1105,12 +1099,9 @@ fn files_named(dir: &std::path::Path, part: &str) -> Vec<std::path::PathBuf> {
 /// "corrupted"; neither leaves anything staged.
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_store_lost_mid_read_is_exit_3() {
-    let Some(s3) = moto() else { return };
-    let Some(srv) = native_server("big").await else { return };
-    let url = srv.url();
     // Rows that differ (the inner query refers to g), so the object is megabytes, not kilobytes.
-    exec(&url, "create table blob(id int, v text); insert into blob select r, (select string_agg(md5(random()::text || r::text || i::text), '') from generate_series(1, 16) i) from generate_series(1, 20000) r").await;
-    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
+    let Some((s3, srv)) = moto_and_source("big", "create table blob(id int, v text); insert into blob select r, (select string_agg(md5(random()::text || r::text || i::text), '') from generate_series(1, 16) i) from generate_series(1, 20000) r", "bkt").await else { return };
+    let url = srv.url();
     let (code, log) = out_of(&mut with_aws(
         pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt/p"]),
         s3.port,
@@ -1339,11 +1330,8 @@ fn a_store_that_never_answers_fails_within_the_request_timeout_before_pg_dump_st
 /// message names the unfinished object in the store.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_without_its_manifest_in_a_bucket_was_named_by_its_local_mirror_path() {
-    let Some(s3) = moto() else { return };
-    let Some(srv) = native_server("shop").await else { return };
+    let Some((s3, srv)) = moto_and_source("shop", ONE_ROW, "backups").await else { return };
     let url = srv.url();
-    exec(&url, "create table t(id int); insert into t values (1)").await;
-    assert_eq!(http(s3.port, "PUT", "/backups", &[]).0, 200, "bucket created");
     let loc = "s3://backups/prod";
     let (code, log) = out_of(&mut with_aws(
         pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]),
@@ -1419,11 +1407,9 @@ async fn the_s3_store_shows_an_object_only_once_published_and_an_abort_leaves_no
 /// is never listed nor picked, and prune removes it once it is old enough.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_killed_between_its_upload_and_its_manifest_left_an_orphan_that_was_picked_and_kept() {
-    let Some(s3) = moto() else { return };
-    let Some(srv) = native_server("shop").await else { return };
+    let rows = "create table t(id int primary key); insert into t select generate_series(1, 100)";
+    let Some((s3, srv)) = moto_and_source("shop", rows, "bkt").await else { return };
     let url = srv.url();
-    exec(&url, "create table t(id int primary key); insert into t select generate_series(1, 100)").await;
-    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200, "bucket created");
     let loc = "s3://bkt/p";
     let tmp = tempfile::tempdir().expect("tempdir");
     let archives = || -> Vec<String> {
@@ -1513,11 +1499,8 @@ async fn a_backup_killed_between_its_upload_and_its_manifest_left_an_orphan_that
 /// verdict on the backup.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_that_takes_a_read_and_never_answers_was_waited_on_for_the_whole_request_timeout() {
-    let Some(s3) = moto() else { return };
-    let Some(srv) = native_server("shop").await else { return };
+    let Some((s3, srv)) = moto_and_source("shop", ONE_ROW, "bkt").await else { return };
     let url = srv.url();
-    exec(&url, "create table t(id int); insert into t values (1)").await;
-    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200, "bucket created");
     let (code, log) = out_of(&mut with_aws(
         pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt/p"]),
         s3.port,

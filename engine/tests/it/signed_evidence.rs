@@ -84,12 +84,7 @@ async fn runs_sign_their_evidence_and_a_removed_failed_verify_is_named() {
         .key(KEY)
         .expect(0);
     // 3: a verify that fails (the archive damaged since), the key in a variable.
-    let file = std::fs::read_dir(storage.join("shop"))
-        .expect("storage")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
-        .expect("a backup");
+    let file = common::backup_in(&storage.join("shop"));
     let manifest = common::read_json(&pgdrill::backup::layout::manifest_path(&file));
     let mut damaged = std::fs::read(&file).expect("backup");
     let middle = damaged.len() / 2;

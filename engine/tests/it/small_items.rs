@@ -80,11 +80,7 @@ fn receiver() -> (u16, Received) {
 /// of the backup: its size, how long it took, how old it is, the objectives.
 #[tokio::test(flavor = "multi_thread")]
 async fn success_messages_carry_the_backup_s_size_duration_age_and_the_objectives() {
-    let smtp_ok = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", "import aiosmtpd"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !common::require(smtp_ok, "python3-aiosmtpd (Debian package, ci/setup.sh)") {
+    if !common::aiosmtpd_ready() {
         return;
     }
     let Some(srv) = common::native_server("app").await else { return };

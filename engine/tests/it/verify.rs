@@ -549,12 +549,7 @@ async fn an_icu_database_was_verified_in_a_c_locale_throwaway() {
         .output()
         .expect("backup");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let backup = std::fs::read_dir(plain.join("icu_app"))
-        .expect("folder")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
-        .expect("backup");
+    let backup = common::backup_in(&plain.join("icu_app"));
     let mp = pgdrill::backup::layout::manifest_path(&backup);
     let edited = std::fs::read_to_string(&mp)
         .expect("manifest")

@@ -119,7 +119,13 @@ pub fn backup_to_with_env(url: &str, storage: &Path, key: &str, db: &str, env: &
     .output()
     .expect("backup");
     assert!(out.status.success(), "backup: {}{}", text(&out.stdout), text(&out.stderr));
-    std::fs::read_dir(storage.join(db))
+    backup_in(&storage.join(db))
+}
+
+/// The backup (`*.dump.pgdrill`) in `folder`, a database's folder of a storage; the test
+/// fails when there is none.
+pub fn backup_in(folder: &Path) -> PathBuf {
+    std::fs::read_dir(folder)
         .expect("storage")
         .flatten()
         .map(|e| e.path())
@@ -228,6 +234,14 @@ pub fn snapshots(storage: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(storage.join(".safety/shop"))
         .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".pgdrill")).collect())
         .unwrap_or_default()
+}
+
+/// Python's aiosmtpd, the mail server the notify tests start: skipped (outside CI) or
+/// failed (in CI) when missing.
+pub fn aiosmtpd_ready() -> bool {
+    let ok =
+        Command::new("/usr/bin/python3").args(["-c", "import aiosmtpd"]).output().is_ok_and(|o| o.status.success());
+    require(ok, "python3-aiosmtpd (Debian package, ci/setup.sh)")
 }
 
 /// A mail server child process, killed on drop.
