@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use crate::common::{self, Run};
+use crate::common::{self, tmp_backups, Run};
 
 const KEY: &str = "archival-test passphrase";
 
@@ -55,8 +55,7 @@ async fn a_glacier_upload_is_checked_by_metadata_and_verify_asks_for_a_restore_f
     assert!(listing.contains("<StorageClass>GLACIER</StorageClass>"), "{listing}");
 
     // The offsite copy of a local backup into the archive class: checked the same way.
-    let dir = tempfile::tempdir().expect("tmp");
-    let local = dir.path().join("backups");
+    let (_dir, local) = tmp_backups();
     s3(Run::new("backup").var("database_url", srv.url()).var("storage", local.display()), moto.port).expect(0);
     let ran = s3(
         Run::new("offsite")

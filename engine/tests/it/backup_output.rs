@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::common;
-use crate::common::{junit_cases, pgdrill, status_of, text, Run};
+use crate::common::{junit_cases, made_dir, pgdrill, status_of, text, tmp_backups, Run};
 
 fn run(args: &[&str], key: Option<&str>) -> (Option<i32>, String) {
     let mut c = pgdrill(args);
@@ -23,10 +23,8 @@ fn files_under(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unencrypted_backup_round_trips_with_a_warning_and_a_missing_key_is_named() {
-    let Some(src) = common::native_server("ledger").await else { return };
-    common::exec(&src.url(), "create table entries (id int primary key, amount numeric); insert into entries select g, g * 1.5 from generate_series(1, 3000) g;").await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let Some(src) = common::native_server_with("ledger", "create table entries (id int primary key, amount numeric); insert into entries select g, g * 1.5 from generate_series(1, 3000) g;").await else { return };
+    let (dir, storage) = tmp_backups();
     let url = src.url();
     let db_url = format!("database_url={url}");
     let st = format!("storage={}", storage.display());
@@ -122,8 +120,7 @@ async fn an_unencrypted_backup_round_trips_with_a_warning_and_a_missing_key_is_n
 #[test]
 fn a_backup_older_than_the_rpo_target_fails_and_the_rpo_is_still_reported() {
     let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
-    std::fs::create_dir_all(&storage).expect("mkdir");
+    let storage = made_dir(dir.path().join("backups"));
     // A plain SQL dump made on 2024-01-15: restorable, and old by its name.
     std::fs::write(
         storage.join("shop_20240115_020000.sql"),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::common;
-use crate::common::{pgdrill, text, Run};
+use crate::common::{made_dir, pgdrill, text, written, Run};
 use pgdrill::archive::{Codec, KeySource};
 use pgdrill::backup::{self, CreateOptions, Format};
 use pgdrill::error::Class;
@@ -135,10 +135,8 @@ async fn backup_check_names_every_kind_of_damage() {
     let chunk = 4 + (1 << 20) + 16;
 
     let check_variant = |name: &str, bytes: &[u8], with_manifest: bool, k: Option<&KeySource>| -> String {
-        let dir = t.path().join("variants");
-        std::fs::create_dir_all(&dir).expect("dir");
-        let p = dir.join(format!("{name}.dump.pgdrill"));
-        std::fs::write(&p, bytes).expect("write");
+        let dir = made_dir(t.path().join("variants"));
+        let p = written(dir.join(format!("{name}.dump.pgdrill")), bytes);
         let mp = pgdrill::backup::layout::manifest_path(&p);
         if with_manifest {
             // The manifest's sha256 is updated so that the content checks, not the checksum, speak;
@@ -201,8 +199,7 @@ async fn backup_check_names_every_kind_of_damage() {
     // Through the runbook and CLI: a wrong key is exit 1 with the message, and the key
     // never appears.
     std::fs::write(&p, &good).expect("restore the file");
-    let rb = t.path().join("check.yaml");
-    std::fs::write(&rb, "name: check\nvars: { path: ~ }\nsecrets: { key: { env: K } }\nsteps:\n  - id: check\n    uses: backup.check\n    with: { path: \"{{ vars.path }}\", key: \"{{ secrets.key }}\" }\n").expect("rb");
+    let rb = written(t.path().join("check.yaml"), "name: check\nvars: { path: ~ }\nsecrets: { key: { env: K } }\nsteps:\n  - id: check\n    uses: backup.check\n    with: { path: \"{{ vars.path }}\", key: \"{{ secrets.key }}\" }\n");
     let out = pgdrill(&["run", rb.to_str().unwrap_or_default(), "--var", &format!("path={}", p.display())])
         .env("K", "wrong passphrase value")
         .output()
@@ -219,8 +216,7 @@ fn sha2_digest(b: &[u8]) -> Vec<u8> {
 }
 
 fn fake_pg_dump(dir: &Path, body: &str) -> PathBuf {
-    let p = dir.join("pg_dump");
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("write");
+    let p = written(dir.join("pg_dump"), format!("#!/bin/sh\n{body}\n"));
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     p
 }
@@ -270,8 +266,7 @@ async fn a_full_disk_leaves_no_file_under_a_final_name() {
     }
     let Some(src) = source(2).await else { return };
     let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("small");
-    std::fs::create_dir_all(&storage).expect("dir");
+    let storage = made_dir(t.path().join("small"));
     let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(&storage).status();
     assert!(mounted.is_ok_and(|s| s.success()), "mount tmpfs");
     let e = backup::create(opts(&src.url(), &storage, Format::Custom, Codec::None, None), &no_log)
@@ -351,15 +346,13 @@ async fn ctrl_c_during_a_backup_leaves_no_file_and_no_pg_dump() {
             marker.display()
         ),
     );
-    let rb = t.path().join("b.yaml");
-    std::fs::write(
-        &rb,
+    let rb = written(
+        t.path().join("b.yaml"),
         format!(
             "name: b\nvars: {{ url: ~, storage: ~ }}\nsteps:\n  - id: dump\n    uses: backup.create\n    with: {{ database_url: \"{{{{ vars.url }}}}\", storage: \"{{{{ vars.storage }}}}\", pg_dump: {} }}\n",
             fake.display()
         ),
-    )
-    .expect("rb");
+    );
     let mut child = Run::new(&rb)
         .var("url", src.url())
         .var("storage", storage.display())
@@ -432,14 +425,12 @@ async fn offsets_recorded_while_staging_equal_those_pg_dump_writes_into_a_regula
 #[tokio::test(flavor = "multi_thread")]
 async fn decrypt_of_an_empty_or_headerless_file_exited_0() {
     let t = tempfile::tempdir().expect("tmp");
-    let empty = t.path().join("app-20261205T130000.sql");
-    std::fs::write(&empty, b"").expect("write");
+    let empty = written(t.path().join("app-20261205T130000.sql"), b"");
     let gz = t.path().join("app-20261205T130000.sql.gz");
     let out =
         Command::new("bash").args(["-c", &format!("gzip -c </dev/null > {}", gz.display())]).status().expect("gzip");
     assert!(out.success());
-    let headerless = t.path().join("app.dump.pgdrill");
-    std::fs::write(&headerless, b"PGDRI").expect("write");
+    let headerless = written(t.path().join("app.dump.pgdrill"), b"PGDRI");
     for (p, says) in [
         (&empty, "empty (0 bytes)"),
         (&gz, "holds nothing inside its gzip layer"),

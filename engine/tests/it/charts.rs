@@ -150,12 +150,7 @@ fn each_chart_point_is_coloured_against_its_own_runs_target() {
 #[test]
 fn budgets_carry_their_target_junit_counts_time_once_and_skips_say_why() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rb = dir.path().join("b.yaml");
-    std::fs::write(
-        &rb,
-        "name: b\ntargets: { rto: 1h }\nsteps:\n  - id: work\n    uses: sleep\n    with: { duration: 200ms }\n  - id: never\n    when: false\n    uses: sleep\n    with: { duration: 1s }\n",
-    )
-    .expect("runbook");
+    let rb = written(dir.path().join("b.yaml"), "name: b\ntargets: { rto: 1h }\nsteps:\n  - id: work\n    uses: sleep\n    with: { duration: 200ms }\n  - id: never\n    when: false\n    uses: sleep\n    with: { duration: 1s }\n");
     let (report, junit) = (dir.path().join("report"), dir.path().join("j.xml"));
     let out = Run::new(&rb).arg("--quiet").report(&report).junit(&junit).raw();
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));

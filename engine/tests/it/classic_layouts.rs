@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::common::{self, Run};
+use crate::common::{self, tmp_backups, Run};
 
 /// The passphrase the documents keep in BACKUP_ENCRYPTION_KEY (pgdrill reads it as its key).
 const KEY: &str = "classic layouts passphrase, rotated quarterly";
@@ -164,8 +164,7 @@ async fn erp_runbook_folder_of_nameless_encrypted_dumps_verifies_restores_a_labe
 #[tokio::test(flavor = "multi_thread")]
 async fn crm_folder_with_a_wal_tar_and_pgdrills_own_folder_finds_its_nameless_dumps() {
     let Some(s) = source(&["crm"]).await else { return };
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tmp.path().join("backups");
+    let (_tmp, dir) = tmp_backups();
     let (older, newer) = (format!("backup_{}.sql.gz", stamp(24 * 40)), format!("backup_{}.sql.gz", stamp(26)));
     for name in [&older, &newer] {
         sh(&s, "crm", &dir, &format!("pg_dump | gzip > {name}"));

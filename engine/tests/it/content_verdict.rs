@@ -20,6 +20,20 @@ fn verify(backup: &Path, vars: &[&str], out: &Path) -> Ran {
         .output()
 }
 
+/// Rewrite the ledger at `ledger` as one written before its entries kept `field`.
+fn ledger_without(ledger: &Path, field: &str) {
+    let old: Vec<String> = std::fs::read_to_string(ledger)
+        .expect("ledger")
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("json");
+            v.as_object_mut().map(|m| m.remove(field));
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(ledger, old.join("\n") + "\n").expect("older ledger");
+}
+
 /// Before: a verify of another tool's dump with no ground truth was, in JUnit, a plain
 /// `<failure type="failed">` (or, accepted, a plain `<skipped>`) like any other check, and
 /// run.json and the compliance report said only "failed" or "passed": an accepted unproven
@@ -37,8 +51,7 @@ async fn a_verify_without_ground_truth_was_a_plain_failure_or_a_plain_pass_in_ju
     )
     .await;
     let t = tempfile::tempdir().expect("tmp");
-    let d = t.path().join("backups");
-    std::fs::create_dir_all(&d).expect("mkdir");
+    let d = made_dir(t.path().join("backups"));
     let f = d.join("app-20240105T130000.sql.gz");
     pg_dump_gzip(&src, "app", "", &f);
 
@@ -109,20 +122,15 @@ async fn a_verify_without_ground_truth_was_a_plain_failure_or_a_plain_pass_in_ju
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup() {
     let Some(src) = native_server("app").await else { return };
-    exec(
-        &src.url(),
-        "create table accounts (id int primary key, name text not null);
+    exec(&src.url(), "create table accounts (id int primary key, name text not null);
          create index accounts_by_name on accounts (name, id);
          comment on table accounts is 'one row per customer';
          insert into accounts select g, 'n' || g from generate_series(1, 200) g;
          create table payments (id int primary key, account int references accounts, amount numeric);
          insert into payments select g, 1 + g % 200, g from generate_series(1, 300) g;
-         create function balance(a int) returns numeric language sql as 'select sum(amount) from payments where account = a';",
-    )
-    .await;
+         create function balance(a int) returns numeric language sql as 'select sum(amount) from payments where account = a';").await;
     let t = tempfile::tempdir().expect("tmp");
-    let d = t.path().join("backups");
-    std::fs::create_dir_all(&d).expect("mkdir");
+    let d = made_dir(t.path().join("backups"));
     let run = |f: &Path, vars: &[&str], out: &str| verify(f, vars, &t.path().join(out));
 
     // 1. Proven against declared expectations: the ledger keeps its schema objects.
@@ -206,17 +214,7 @@ async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup
 
     // 5. A ledger written before definitions were kept: the same dump compares by name only,
     // and says so.
-    let ledger = d.join("ledger.jsonl");
-    let old: Vec<String> = std::fs::read_to_string(&ledger)
-        .expect("ledger")
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).expect("json");
-            v.as_object_mut().map(|m| m.remove("definitions"));
-            v.to_string()
-        })
-        .collect();
-    std::fs::write(&ledger, old.join("\n") + "\n").expect("older ledger");
+    ledger_without(&d.join("ledger.jsonl"), "definitions");
     let ran = run(&changed, &[], "by_name");
     assert_eq!(ran.code, Some(0), "{}", ran.all());
     let said = ran.junit().case("schema").map(|c| c.system_out.clone()).unwrap_or_default();
@@ -267,8 +265,7 @@ async fn a_dump_whose_grants_were_cut_verified_green_against_the_earlier_backup(
     )
     .await;
     let t = tempfile::tempdir().expect("tmp");
-    let d = t.path().join("backups");
-    std::fs::create_dir_all(&d).expect("mkdir");
+    let d = made_dir(t.path().join("backups"));
     let run = |f: &Path, out: &str| verify(f, &[], &t.path().join(out));
 
     // 1. Proven against declared expectations: the ledger keeps the dump's own grants.
@@ -305,17 +302,7 @@ async fn a_dump_whose_grants_were_cut_verified_green_against_the_earlier_backup(
 
     // 3. A ledger written before privileges were kept: the same dump compares without them,
     // and says so.
-    let ledger = d.join("ledger.jsonl");
-    let old: Vec<String> = std::fs::read_to_string(&ledger)
-        .expect("ledger")
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).expect("json");
-            v.as_object_mut().map(|m| m.remove("privileges"));
-            v.to_string()
-        })
-        .collect();
-    std::fs::write(&ledger, old.join("\n") + "\n").expect("older ledger");
+    ledger_without(&d.join("ledger.jsonl"), "privileges");
     let ran = run(&cut, "without_privileges");
     assert_eq!(ran.code, Some(0), "{}", ran.all());
     let said = ran.junit().case("schema").map(|c| c.system_out.clone()).unwrap_or_default();

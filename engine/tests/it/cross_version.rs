@@ -22,6 +22,16 @@ async fn server(major: u32, db: &str) -> Option<Ephemeral> {
     docker_server(major, db).await
 }
 
+/// A native PostgreSQL 15 server with database `db`, for a test that also needs the image of
+/// 17 (a printed skip, or a failure in CI, when either is missing).
+async fn native_15(db: &str) -> Option<Ephemeral> {
+    let s = native_server(db).await?;
+    if !require(image_17_present(), "Docker with the image pgdrill/postgres-local:17 (bash ci/setup.sh)") {
+        return None;
+    }
+    Some(s)
+}
+
 fn pgdrill_with_images(args: &[&str]) -> std::process::Output {
     pgdrill(args).env("PGDRILL_DOCKER_IMAGE", IMAGES).env("PGDRILL_BACKUP_KEY", KEY).output().expect("pgdrill")
 }
@@ -30,8 +40,7 @@ fn pgdrill_with_images(args: &[&str]) -> std::process::Output {
 async fn a_postgresql_17_server_is_backed_up_with_the_17_tools_from_its_image_and_never_restored_into_15() {
     let Some(pg17) = server(17, "app").await else { return };
     exec(&pg17.url(), "create table t(id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let st = storage.to_str().expect("utf-8");
     let url = pg17.url();
 
@@ -50,12 +59,7 @@ async fn a_postgresql_17_server_is_backed_up_with_the_17_tools_from_its_image_an
         "{stdout}"
     );
     assert!(!stdout.contains(&pg17.password), "the password reached the log: {stdout}");
-    let backup = std::fs::read_dir(storage.join("app"))
-        .expect("dir")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
-        .expect("backup");
+    let backup = backup_in(&storage.join("app"));
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(pgdrill::backup::layout::manifest_path(&backup)).expect("manifest"))
             .expect("json");
@@ -181,10 +185,7 @@ async fn a_postgresql_17_server_is_backed_up_with_the_17_tools_from_its_image_an
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_15_backup_verifies_on_a_17_throwaway_and_a_difference_is_still_caught() {
-    let Some(pg15) = native_server("shop").await else { return };
-    if !require(image_17_present(), "Docker with the image pgdrill/postgres-local:17 (bash ci/setup.sh)") {
-        return;
-    }
+    let Some(pg15) = native_15("shop").await else { return };
     exec(
         &pg15.url(),
         "create table customers(id int primary key, name text, meta jsonb, created timestamptz default '2026-01-01');
@@ -193,8 +194,7 @@ async fn a_15_backup_verifies_on_a_17_throwaway_and_a_difference_is_still_caught
          create view big_customers as select * from customers where id > 100;",
     )
     .await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let backup = backup_to(&pg15.url(), &storage, KEY, "shop");
     let verify = |junit: &std::path::Path| {
         pgdrill_with_images(&[
@@ -240,10 +240,7 @@ async fn a_15_backup_verifies_on_a_17_throwaway_and_a_difference_is_still_caught
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_upgrade_drill_rehearses_15_to_17_and_reports_its_rto() {
-    let Some(pg15) = native_server("erp").await else { return };
-    if !require(image_17_present(), "Docker with the image pgdrill/postgres-local:17 (bash ci/setup.sh)") {
-        return;
-    }
+    let Some(pg15) = native_15("erp").await else { return };
     exec(
         &pg15.url(),
         "create table orders(id int primary key, total numeric); insert into orders select g, g * 2 from generate_series(1, 1000) g;

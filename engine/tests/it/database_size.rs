@@ -18,12 +18,7 @@ async fn database_size_reports_the_server_s_figures_and_quotes_table_names() {
     )
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let rb = dir.path().join("size.yaml");
-    std::fs::write(
-        &rb,
-        "name: size\nvars: { url: ~ }\nsteps:\n  - id: size\n    uses: database.size\n    with: { url: \"{{ vars.url }}\", top: 1 }\n    assert: { bytes: \"> 1000000\" }\n",
-    )
-    .expect("runbook");
+    let rb = written(dir.path().join("size.yaml"), "name: size\nvars: { url: ~ }\nsteps:\n  - id: size\n    uses: database.size\n    with: { url: \"{{ vars.url }}\", top: 1 }\n    assert: { bytes: \"> 1000000\" }\n");
     let report = dir.path().join("report");
     let ran = Run::new(&rb).var("url", srv.url()).report(&report).expect(0);
     let out = ran.run_json().step("size").outputs.clone();

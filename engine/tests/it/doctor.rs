@@ -5,7 +5,7 @@
 use std::process::{Command, Output};
 
 use crate::common;
-use crate::common::{free_port, pgdrill, require, text};
+use crate::common::{free_port, pgdrill, require, text, written};
 
 /// A passphrase long enough to pass; it must never appear in doctor's output.
 const KEY: &str = "doctor test passphrase Never-Shown 42";
@@ -326,8 +326,7 @@ fn doctor_tries_the_notify_sinks_without_sending_and_names_each_one_that_would_f
 #[test]
 fn doctor_names_a_notify_file_that_does_not_parse() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("notify.yaml");
-    std::fs::write(&file, "notify:\n  - when: sometimes\n").expect("notify file");
+    let file = written(dir.path().join("notify.yaml"), "notify:\n  - when: sometimes\n");
     let (out, all) = output(doctor(&["--notify", &file.to_string_lossy()]));
     let l = line(&all, "notify file");
     assert!(l.starts_with("FAIL") && l.contains("notify.yaml:2"), "{all}");

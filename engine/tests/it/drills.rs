@@ -4,10 +4,10 @@
 //! time fails with exit 1 and names the budget; the compliance report and history are
 //! written; the A/B drill passes, and fails when its restore is skipped; the quickstart runs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::common;
-use crate::common::{junit_cases, pgdrill, read_json, status_of, text, Run, RunJson};
+use crate::common::{junit_cases, pgdrill, read_json, status_of, text, written, Run, RunJson};
 use serde_json::Value;
 
 /// `pgdrill run NAME` on the native provider with `--report`, `--junit`, `vars` and `extra`
@@ -25,13 +25,20 @@ fn have_server() -> bool {
     common::require(Path::new("/usr/lib/postgresql/15/bin/initdb").exists(), "PostgreSQL 15 server binaries")
 }
 
-#[test]
-fn rpo_is_measured_from_the_data_and_the_report_is_written() {
+/// A temporary folder with the paths of a drill's report folder and JUnit file in it; `None`
+/// (a printed skip, a failure in CI) when the PostgreSQL server binaries are missing.
+fn drill_paths() -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
     if !have_server() {
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().expect("tmp");
     let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    Some((dir, report, junit))
+}
+
+#[test]
+fn rpo_is_measured_from_the_data_and_the_report_is_written() {
+    let Some((_dir, report, junit)) = drill_paths() else { return };
     let interval = 0.1;
     drill(
         "disaster-recovery",
@@ -105,11 +112,7 @@ fn rpo_is_measured_from_the_data_and_the_report_is_written() {
 
 #[test]
 fn an_rto_target_below_the_real_time_fails_and_names_the_budget() {
-    if !have_server() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tmp");
-    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let Some((_dir, report, junit)) = drill_paths() else { return };
     let all = drill("disaster-recovery", &report, &junit, &["scale=1", "keep_writing=0s", "rto_target=10ms"], &[], 1);
     assert!(all.contains("exceeds the budget rto=10ms"), "{all}");
     assert_eq!(status_of(&junit_cases(&junit), "rto"), "failure");
@@ -126,11 +129,7 @@ fn an_rto_target_below_the_real_time_fails_and_names_the_budget() {
 
 #[test]
 fn the_ab_drill_passes_and_fails_when_the_restore_is_skipped() {
-    if !have_server() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tmp");
-    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let Some((_dir, report, junit)) = drill_paths() else { return };
     drill("ab", &report, &junit, &[], &["--yes"], 0);
     let cases = junit_cases(&junit);
     for case in ["a_exists", "b_absent", "restore", "drop", "snapshot"] {
@@ -144,11 +143,7 @@ fn the_ab_drill_passes_and_fails_when_the_restore_is_skipped() {
 
 #[test]
 fn the_quickstart_drill_runs_end_to_end() {
-    if !have_server() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tmp");
-    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let Some((_dir, report, junit)) = drill_paths() else { return };
     drill("quickstart", &report, &junit, &["scale=2"], &[], 0);
     let cases = junit_cases(&junit);
     for case in ["load", "backup", "integrity", "restore", "schema", "tables", "amcheck"] {
@@ -174,11 +169,7 @@ fn the_quickstart_drill_runs_end_to_end() {
 /// bound, not a benchmark: far below the old 5 s wait however loaded the machine is.)
 #[test]
 fn destroy_server_sees_the_killed_postmaster_die_at_once() {
-    if !have_server() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tmp");
-    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let Some((_dir, report, junit)) = drill_paths() else { return };
     drill(
         "disaster-recovery",
         &report,
@@ -310,11 +301,7 @@ async fn the_upgrade_drill_across_majors_expects_new_extension_versions_only() {
 /// now sets the drill's recovery objective; the run's budget has its own flag, `--budget`.
 #[test]
 fn run_rto_sets_the_drills_recovery_objective_and_budget_the_runs() {
-    if !have_server() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tmp");
-    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let Some((_dir, report, junit)) = drill_paths() else { return };
     drill(
         "disaster-recovery",
         &report,
@@ -377,8 +364,7 @@ fn the_quickstart_drill_fails_when_the_restored_copy_differs() {
     let tables = "      - id: tables\n        after: restore\n";
     assert!(verify.contains(tables), "verify's tables check follows its restore");
     let injected = "      - id: injected\n        after: restore\n        uses: sql.exec\n        with: { url: \"{{ let.scratch }}\", sql: \"delete from erp.orders where ctid in (select ctid from erp.orders limit 1)\" }\n      - id: tables\n        after: injected\n";
-    let verify_rb = dir.path().join("verify-injected.yaml");
-    std::fs::write(&verify_rb, verify.replace(tables, injected)).expect("write");
+    let verify_rb = written(dir.path().join("verify-injected.yaml"), verify.replace(tables, injected));
     let quickstart = pgdrill::shipped::all().iter().find(|s| s.name == "quickstart").expect("quickstart").text;
     assert!(quickstart.contains("      path: verify\n"));
     let rb = dir.path().join("quickstart-injected.yaml");

@@ -37,8 +37,7 @@ async fn a_dump_whose_earlier_dump_was_proven_stayed_unproven_and_a_missing_tabl
     )
     .await;
     let t = tempfile::tempdir().expect("tmp");
-    let d = t.path().join("backups");
-    std::fs::create_dir_all(&d).expect("mkdir");
+    let d = made_dir(t.path().join("backups"));
 
     // 1. Proven against the live source: the ledger keeps its tables' rows.
     let first = d.join("app-20240105T130000.sql.gz");
@@ -112,13 +111,11 @@ async fn an_accepted_unproven_verify_moved_the_verified_success_metric() {
     exec(&src.url(), "create table accounts (id int primary key); insert into accounts select generate_series(1, 100)")
         .await;
     let t = tempfile::tempdir().expect("tmp");
-    let d = t.path().join("backups");
-    std::fs::create_dir_all(&d).expect("mkdir");
+    let d = made_dir(t.path().join("backups"));
     let f = d.join("app-20240105T130000.sql.gz");
     pg_dump_gzip(&src, "app", "", &f);
     let textfile = t.path().join("pgdrill.prom");
-    let notify = t.path().join("notify.yaml");
-    std::fs::write(&notify, format!("metrics:\n  textfile: {}\n", textfile.display())).expect("notify");
+    let notify = written(t.path().join("notify.yaml"), format!("metrics:\n  textfile: {}\n", textfile.display()));
     let run = |var: &str| {
         Run::new("verify")
             .var("backup", f.display())

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::common;
-use crate::common::{junit_cases, pgdrill, status_of, text, Run};
+use crate::common::{junit_cases, pgdrill, status_of, text, tmp_backups, written, Run};
 use pgdrill::archive::{Codec, KeySource};
 use pgdrill::backup::restore::{restore, RestoreOptions};
 use pgdrill::backup::{self, CreateOptions, Format};
@@ -18,20 +18,7 @@ const KEY: &str = "edge-fixture passphrase";
 fn no_log(_: String) {}
 
 fn opts(url: &str, storage: &Path, format: Format) -> CreateOptions {
-    CreateOptions {
-        url: url.to_string(),
-        storage: std::sync::Arc::new(pgdrill::storage::local::FsStore::new(storage)),
-        format,
-        codec: Codec::Zstd,
-        level: 3,
-        threads: 2,
-        jobs: 2,
-        key: Some(KeySource::from_secret(KEY)),
-        fingerprint: Mode::Full,
-        pg_dump: None,
-        name: None,
-        meter: None,
-    }
+    common::create_options(url, storage, format, Codec::Zstd, Some(KEY))
 }
 
 /// Load the shipped `types` and `edge` fixtures through `fixtures.load`, as a drill does.
@@ -76,9 +63,7 @@ fn assert_every_check_passed(out: &std::process::Output, junit: &Path, what: &st
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_check_counted_partition_attach_entries_and_data_rows_as_tables() {
     let Some(s) = common::native_server("parts").await else { return };
-    common::exec(
-        &s.url(),
-        "create table p (id int, at date) partition by range (at);
+    common::exec(&s.url(), "create table p (id int, at date) partition by range (at);
          create table p_2025 partition of p for values from ('2025-01-01') to ('2026-01-01');
          create table p_2026 partition of p for values from ('2026-01-01') to ('2027-01-01') partition by hash (id);
          create table p_2026_0 partition of p_2026 for values with (modulus 2, remainder 0);
@@ -100,9 +85,7 @@ async fn backup_check_counted_partition_attach_entries_and_data_rows_as_tables()
          create foreign table remote (a int) server elsewhere;
          create materialized view mv as select 1 as one;
          create table belongs_to_an_extension (a int);
-         alter extension postgres_fdw add table belongs_to_an_extension;",
-    )
-    .await;
+         alter extension postgres_fdw add table belongs_to_an_extension;").await;
     // p, p_2025, p_2026, p_2026_0, p_2026_1, p_other, parent, child, scratch, "DATA".t,
     // migrations: not the foreign table, the view, nor the extension's table.
     let expected = 11;
@@ -133,12 +116,7 @@ async fn amcheck_failed_on_the_index_of_a_partitioned_table() {
     )
     .await;
     let dir = tempfile::tempdir().expect("tmp");
-    let runbook = dir.path().join("amcheck.yaml");
-    std::fs::write(
-        &runbook,
-        "name: amcheck\nvars: { url: ~ }\nsteps:\n  - id: amcheck\n    uses: verify.amcheck\n    with: { url: \"{{ vars.url }}\" }\n",
-    )
-    .expect("runbook");
+    let runbook = written(dir.path().join("amcheck.yaml"), "name: amcheck\nvars: { url: ~ }\nsteps:\n  - id: amcheck\n    uses: verify.amcheck\n    with: { url: \"{{ vars.url }}\" }\n");
     let report = dir.path().join("report");
     let out = Run::new(&runbook).var("url", s.url()).report(&report).command().output().expect("run");
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
@@ -159,8 +137,7 @@ async fn a_table_with_a_dropped_column_is_not_a_schema_difference() {
         "create table t (a int, gone text, b int); alter table t drop column gone; insert into t values (1, 2);",
     )
     .await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     common::backup_to(&s.url(), &storage, KEY, "dropped");
     let junit = dir.path().join("verify.xml");
     let out = verify(&storage, "dropped", "native", &junit);
@@ -171,8 +148,7 @@ async fn a_table_with_a_dropped_column_is_not_a_schema_difference() {
 async fn the_edge_fixture_round_trips_through_backup_and_verify_with_every_check_passed() {
     let Some(s) = common::native_server("edge").await else { return };
     load_fixtures(&s.url());
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     common::backup_to(&s.url(), &storage, KEY, "edge");
     let junit = dir.path().join("verify.xml");
 
@@ -281,8 +257,7 @@ async fn field_hashes_see_changes_that_equality_hides() {
 async fn each_deliberate_change_to_a_restored_copy_is_caught_by_the_fingerprint() {
     let Some(src) = common::native_server("edge").await else { return };
     load_fixtures(&src.url());
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (_dir, storage) = tmp_backups();
     let path = common::backup_to(&src.url(), &storage, KEY, "edge");
     src.stop().await;
     let manifest: serde_json::Value =

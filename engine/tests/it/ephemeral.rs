@@ -7,7 +7,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::{pgdrill, run, text, Run};
+use crate::common::{pgdrill, run, text, written, Run};
 
 const DOCKER_IMAGE: &str = "pgdrill/postgres-local:{major}";
 
@@ -47,6 +47,15 @@ fn record(out: &Path) -> Record {
     }
 }
 
+/// The fixture run once in `mode`, when `provider` is ready (else a printed skip, or a
+/// failure in CI): its output and the server it recorded.
+fn ready_run(provider: &str, mode: &str) -> Option<(Output, Record)> {
+    if !ready(provider) {
+        return None;
+    }
+    Some(run_mode(provider, mode))
+}
+
 fn run_mode(provider: &str, mode: &str) -> (Output, Record) {
     let t = tempfile::tempdir().expect("tmp");
     let out_file = t.path().join("record");
@@ -77,10 +86,7 @@ fn process_with(part: &str) -> bool {
 }
 
 fn passes_and_leaves_nothing(provider: &str) {
-    if !ready(provider) {
-        return;
-    }
-    let (out, rec) = run_mode(provider, "pass");
+    let Some((out, rec)) = ready_run(provider, "pass") else { return };
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(rec.provider, provider);
     assert_eq!(rec.major, 15);
@@ -88,19 +94,13 @@ fn passes_and_leaves_nothing(provider: &str) {
 }
 
 fn failure_leaves_nothing(provider: &str) {
-    if !ready(provider) {
-        return;
-    }
-    let (out, rec) = run_mode(provider, "fail");
+    let Some((out, rec)) = ready_run(provider, "fail") else { return };
     assert_eq!(out.status.code(), Some(1));
     assert_gone(&rec);
 }
 
 fn timeout_leaves_nothing(provider: &str) {
-    if !ready(provider) {
-        return;
-    }
-    let (out, rec) = run_mode(provider, "timeout");
+    let Some((out, rec)) = ready_run(provider, "timeout") else { return };
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("timed out after 1s"));
     assert_gone(&rec);
@@ -114,15 +114,23 @@ fn wait_for(path: &Path) {
     }
 }
 
-fn sigint_leaves_nothing(provider: &str) {
+/// The fixture started in `sleep` mode once `provider` is ready (else a printed skip, or a
+/// failure in CI), returned once its server is up: the folder of its record, the running
+/// pgdrill and the server it recorded.
+fn sleeping(provider: &str) -> Option<(tempfile::TempDir, std::process::Child, Record)> {
     if !ready(provider) {
-        return;
+        return None;
     }
     let t = tempfile::tempdir().expect("tmp");
     let out_file = t.path().join("record");
-    let mut child = command(provider, "sleep", &out_file).stdout(Stdio::null()).spawn().expect("spawn");
+    let child = command(provider, "sleep", &out_file).stdout(Stdio::null()).spawn().expect("spawn");
     wait_for(&out_file);
     let rec = record(&out_file);
+    Some((t, child, rec))
+}
+
+fn sigint_leaves_nothing(provider: &str) {
+    let Some((_t, mut child, rec)) = sleeping(provider) else { return };
     std::thread::sleep(Duration::from_millis(300));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
         .expect("kill");
@@ -134,14 +142,7 @@ fn sigint_leaves_nothing(provider: &str) {
 /// pgdrill killed outright: native servers die with their parent; docker containers are
 /// removed by the next start, which reaps everything whose owner is gone.
 fn crash_is_cleaned_up(provider: &str) {
-    if !ready(provider) {
-        return;
-    }
-    let t = tempfile::tempdir().expect("tmp");
-    let out_file = t.path().join("record");
-    let mut child = command(provider, "sleep", &out_file).stdout(Stdio::null()).spawn().expect("spawn");
-    wait_for(&out_file);
-    let rec = record(&out_file);
+    let Some((_t, mut child, rec)) = sleeping(provider) else { return };
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL)
         .expect("kill");
     let _ = child.wait();
@@ -267,8 +268,7 @@ fn a_major_the_provider_cannot_supply_says_what_is_available() {
 #[test]
 fn a_bin_dir_without_initdb_is_invalid_input() {
     let t = tempfile::tempdir().expect("tmp");
-    let rb = t.path().join("rb.yaml");
-    std::fs::write(&rb, "name: bad-bin-dir\nsteps:\n  - id: db\n    uses: postgres.ephemeral\n    with: { provider: native, bin_dir: /usr/bin }\n").expect("write");
+    let rb = written(t.path().join("rb.yaml"), "name: bad-bin-dir\nsteps:\n  - id: db\n    uses: postgres.ephemeral\n    with: { provider: native, bin_dir: /usr/bin }\n");
     let out = run(&["run", rb.to_str().unwrap_or_default()]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("bin_dir /usr/bin has no initdb and postgres"), "{}", text(&out.stdout));

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::common;
-use crate::common::{junit_cases, pgdrill, status_of, text, Ran, Run, SmallDisk, KEY_ENV};
+use crate::common::{junit_cases, pgdrill, status_of, text, tmp_backups, written, Ran, Run, SmallDisk, KEY_ENV};
 
 const KEY: &str = "evidence-test passphrase";
 
@@ -32,8 +32,7 @@ fn verify_run(storage: &Path, database: &str, extra: &[&str], junit: &Path) -> R
 async fn shop_backed_up() -> Option<(pgdrill::pg::ephemeral::Ephemeral, tempfile::TempDir, PathBuf, PathBuf)> {
     let s = common::native_server("shop").await?;
     common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
-    let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("backups");
+    let (t, storage) = tmp_backups();
     let backup = common::backup_to(&s.url(), &storage, KEY, "shop");
     Some((s, t, storage, backup))
 }
@@ -52,16 +51,14 @@ fn all(out: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn databases_acct_and_dot_acct_shared_a_folder_and_pick_restored_the_wrong_one() {
-    let Some(s) = common::native_server("acct").await else { return };
-    common::exec(&s.url(), "create database \".acct\"").await;
+    let Some(s) = common::native_server_with("acct", "create database \".acct\"").await else { return };
     common::exec(&s.url(), "create table only_in_acct (id int); insert into only_in_acct values (1)").await;
     common::exec(
         &s.url_for(".acct"),
         "create table only_in_dot_acct (id int); insert into only_in_dot_acct values (2)",
     )
     .await;
-    let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("backups");
+    let (t, storage) = tmp_backups();
     let acct = common::backup_to(&s.url(), &storage, KEY, "acct");
     let dot = common::backup_to(&s.url_for(".acct"), &storage, KEY, "%2Eacct");
     assert_ne!(acct.parent(), dot.parent(), "one folder per database");
@@ -150,8 +147,7 @@ fn prune(storage: &Path, database: &str) -> std::process::Output {
 async fn one_bad_ledger_line_made_prune_delete_the_newest_verified_backup() {
     let Some(s) = common::native_server("erp").await else { return };
     common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
-    let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("backups");
+    let (t, storage) = tmp_backups();
     common::backup_to(&s.url(), &storage, KEY, "erp");
     let junit = t.path().join("v.xml");
     let out = run_verify(&storage, "erp", &[], &junit);
@@ -350,21 +346,18 @@ async fn staged_plaintext_and_partial_backups_were_world_readable_and_survived_a
         "create table t (id int, pad text); insert into t select g, md5(g::text) from generate_series(1, 20000) g",
     )
     .await;
-    let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("backups");
+    let (t, storage) = tmp_backups();
     let backup = common::backup_to(&s.url(), &storage, KEY, "shop");
     let folder = storage.join("shop");
 
     // Staged plaintext: backup.check keeps it for the rest of the runbook; kill -9 then.
-    let runbook = t.path().join("stage.yaml");
-    std::fs::write(
-        &runbook,
+    let runbook = written(
+        t.path().join("stage.yaml"),
         format!(
             "name: stage\nvars:\n  pause: 0s\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - id: check\n    uses: backup.check\n    with: {{ path: \"{}\", key: \"{{{{ secrets.key }}}}\", stage: true }}\n  - uses: sleep\n    with: {{ duration: \"{{{{ vars.pause }}}}\" }}\n",
             backup.display()
         ),
-    )
-    .expect("runbook");
+    );
     let mut child = pgdrill(&["run", runbook.to_str().unwrap_or_default(), "--var", "pause=10m"])
         .env("PGDRILL_BACKUP_KEY", KEY)
         .stdout(std::process::Stdio::null())
@@ -389,24 +382,20 @@ async fn staged_plaintext_and_partial_backups_were_world_readable_and_survived_a
     // test kills it); kill -9 pgdrill while the partial file exists.
     let real = "/usr/lib/postgresql/15/bin/pg_dump";
     let pidfile = t.path().join("pg_dump.pid");
-    let fake = t.path().join("pg_dump");
-    std::fs::write(
-        &fake,
+    let fake = written(
+        t.path().join("pg_dump"),
         format!("#!/bin/sh\nif [ \"$1\" = --version ]; then exec {real} --version; fi\necho $$ > {}\nhead -c 200000 /dev/urandom\nexec sleep 600\n", pidfile.display()),
-    )
-    .expect("fake");
+    );
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-    let create = t.path().join("create.yaml");
-    std::fs::write(
-        &create,
+    let create = written(
+        t.path().join("create.yaml"),
         format!(
             "name: create\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - uses: backup.create\n    with: {{ database_url: \"{}\", storage: \"{}\", key: \"{{{{ secrets.key }}}}\", pg_dump: \"{}\" }}\n",
             s.url(),
             storage.display(),
             fake.display()
         ),
-    )
-    .expect("runbook");
+    );
     let mut child = pgdrill(&["run", create.to_str().unwrap_or_default()])
         .env("PGDRILL_BACKUP_KEY", KEY)
         .stdout(std::process::Stdio::null())
@@ -508,15 +497,13 @@ async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
         assert_eq!(status_of(&cases, "pick"), "failure", "{what}: {cases:?}");
         assert_ne!(status_of(&cases, "freshness"), "passed", "{what}: {cases:?}");
         // backup.check (the backup runbook's own check) refuses it too.
-        let check = t.path().join("check.yaml");
-        std::fs::write(
-            &check,
+        let check = written(
+            t.path().join("check.yaml"),
             format!(
                 "name: check\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - uses: backup.check\n    with: {{ path: \"{}\", key: \"{{{{ secrets.key }}}}\" }}\n",
                 backup.display()
             ),
-        )
-        .expect("runbook");
+        );
         let out =
             pgdrill(&["run", check.to_str().unwrap_or_default()]).env("PGDRILL_BACKUP_KEY", KEY).output().expect("run");
         assert_eq!(out.status.code(), Some(1), "{what}: {}", all(&out));
@@ -541,26 +528,19 @@ async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
     s.stop().await;
 }
 
+/// How these tests make an unencrypted backup through the library: custom format, zstd, one
+/// thread and one job.
+fn unencrypted(url: &str, storage: &std::path::Path) -> pgdrill::backup::CreateOptions {
+    let (format, codec) = (pgdrill::backup::Format::Custom, pgdrill::archive::Codec::Zstd);
+    pgdrill::backup::CreateOptions { threads: 1, jobs: 1, ..common::create_options(url, storage, format, codec, None) }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unencrypted_backup_did_not_say_its_manifest_is_unauthenticated() {
     let Some(s) = common::native_server("shop").await else { return };
     common::exec(&s.url(), "create table t (id int); insert into t values (1)").await;
-    let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("backups");
-    let opts = pgdrill::backup::CreateOptions {
-        url: s.url(),
-        storage: std::sync::Arc::new(pgdrill::storage::local::FsStore::new(&storage)),
-        format: pgdrill::backup::Format::Custom,
-        codec: pgdrill::archive::Codec::Zstd,
-        level: 3,
-        threads: 1,
-        jobs: 1,
-        key: None,
-        fingerprint: pgdrill::pg::fingerprint::Mode::Full,
-        pg_dump: None,
-        name: None,
-        meter: None,
-    };
+    let (t, storage) = tmp_backups();
+    let opts = unencrypted(&s.url(), &storage);
     let created = pgdrill::backup::create(opts, &|_| {}).await.expect("backup");
     assert!(created.manifest.authentication.is_none());
     let out = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default()]).output().expect("list");
@@ -584,20 +564,7 @@ async fn an_unencrypted_backup_did_not_say_its_manifest_is_unauthenticated() {
 async fn an_unencrypted_backup_planted_beside_encrypted_ones_was_verified_with_the_key() {
     let Some((s, t, storage, _)) = shop_backed_up().await else { return };
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let planted = pgdrill::backup::CreateOptions {
-        url: s.url(),
-        storage: std::sync::Arc::new(pgdrill::storage::local::FsStore::new(&storage)),
-        format: pgdrill::backup::Format::Custom,
-        codec: pgdrill::archive::Codec::Zstd,
-        level: 3,
-        threads: 1,
-        jobs: 1,
-        key: None,
-        fingerprint: pgdrill::pg::fingerprint::Mode::Full,
-        pg_dump: None,
-        name: None,
-        meter: None,
-    };
+    let planted = unencrypted(&s.url(), &storage);
     let planted = pgdrill::backup::create(planted, &|_| {}).await.expect("backup").path;
     let name = planted.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     assert_eq!(backups_in(&storage.join("shop")).pop().as_ref(), Some(&planted), "the planted one is the newest");
@@ -612,28 +579,24 @@ async fn an_unencrypted_backup_planted_beside_encrypted_ones_was_verified_with_t
     assert_ne!(status_of(&cases, "restore"), "passed", "{cases:?}");
 
     // backup.check and backup.restore refuse it too, given the key.
-    let rb = t.path().join("check.yaml");
-    std::fs::write(
-        &rb,
+    let rb = written(
+        t.path().join("check.yaml"),
         format!(
             "name: check\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - uses: backup.check\n    with: {{ path: \"{p}\", key: \"{{{{ secrets.key }}}}\" }}\n  - uses: backup.restore\n    continue_on_error: true\n    with: {{ backup: \"{p}\", into: \"{u}\", key: \"{{{{ secrets.key }}}}\" }}\n",
             p = planted.display(),
             u = s.url_for("shop"),
         ),
-    )
-    .expect("runbook");
+    );
     let out = pgdrill(&["run", rb.to_str().unwrap_or_default()]).env("PGDRILL_BACKUP_KEY", KEY).output().expect("run");
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     assert!(all(&out).contains("refused: manifest UNAUTHENTICATED"), "{}", all(&out));
-    let rb2 = t.path().join("restore.yaml");
-    std::fs::write(
-        &rb2,
+    let rb2 = written(
+        t.path().join("restore.yaml"),
         format!(
             "name: restore\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - uses: backup.restore\n    with: {{ backup: \"{}\", into: \"postgresql://127.0.0.1:1/nowhere\", key: \"{{{{ secrets.key }}}}\" }}\n",
             planted.display()
         ),
-    )
-    .expect("runbook");
+    );
     let out = pgdrill(&["run", rb2.to_str().unwrap_or_default()]).env("PGDRILL_BACKUP_KEY", KEY).output().expect("run");
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     assert!(all(&out).contains("refused: manifest UNAUTHENTICATED"), "{}", all(&out));
@@ -660,8 +623,7 @@ async fn a_throwaway_disk_filling_during_restore_was_recorded_as_a_failed_backup
         "create table t (id int, pad text); insert into t select g, repeat('x', 1000) from generate_series(1, 80000) g",
     )
     .await;
-    let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("backups");
+    let (t, storage) = tmp_backups();
     common::backup_to(&s.url(), &storage, KEY, "shop");
     let Some(disk) = SmallDisk::mount(&t.path().join("small"), "64m") else { return };
     std::fs::set_permissions(&disk.0, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).expect("chmod");

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::{pgdrill, read_json, root, run, steps_in, text, Run};
+use crate::common::{pgdrill, read_json, root, run, steps_in, text, written, Run};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -194,18 +194,24 @@ fn sigint_during_a_long_step_runs_rollbacks_and_finally_and_exits_non_zero() {
     assert!(long["message"].as_str().unwrap_or_default().contains("SIGINT"));
 }
 
-/// fixtures/runbooks/parallel.yaml with its files in `dir`; `fail` makes its last group fail.
-fn run_parallel_fixture(dir: &std::path::Path, report: &std::path::Path, fail: bool) -> std::process::Output {
-    Run::new("fixtures/runbooks/parallel.yaml").var("dir", dir.display()).var("fail", fail).report(report).raw()
+/// fixtures/runbooks/parallel.yaml run with its files in a new temporary folder and its
+/// report in `r` there; `fail` makes its last group fail. The folder, the report and the output.
+fn run_parallel_fixture(fail: bool) -> (tempfile::TempDir, std::path::PathBuf, std::process::Output) {
+    let t = tmp();
+    let report = t.path().join("r");
+    let out = Run::new("fixtures/runbooks/parallel.yaml")
+        .var("dir", t.path().display())
+        .var("fail", fail)
+        .report(&report)
+        .raw();
+    (t, report, out)
 }
 
 #[test]
 fn steps_of_a_parallel_group_run_at_the_same_time_and_later_steps_read_their_outputs() {
     // Each of `left` and `right` waits for the other's file: in sequence the first would
     // give up and fail.
-    let t = tmp();
-    let report = t.path().join("r");
-    let out = run_parallel_fixture(t.path(), &report, false);
+    let (t, report, out) = run_parallel_fixture(false);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert_eq!(std::fs::read_to_string(t.path().join("both")).unwrap_or_default().trim(), "LR");
     let steps = steps_of(&read_json(&report.join("run.json")), 0);
@@ -218,9 +224,7 @@ fn steps_of_a_parallel_group_run_at_the_same_time_and_later_steps_read_their_out
 
 #[test]
 fn a_failing_step_cancels_its_running_siblings_and_rolls_back_the_group() {
-    let t = tmp();
-    let report = t.path().join("r");
-    let out = run_parallel_fixture(t.path(), &report, true);
+    let (t, report, out) = run_parallel_fixture(true);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("runbook parallel FAILED"), "{}", text(&out.stdout));
     let rec = read_json(&report.join("run.json"));
@@ -385,12 +389,7 @@ fn steps_json_lists_every_kind_with_typed_fields_and_outputs() {
 #[test]
 fn rendered_field_error_names_runbook_step_and_field() {
     let dir = tmp();
-    let rb = dir.path().join("late.yaml");
-    std::fs::write(
-        &rb,
-        "name: late\nvars:\n  d: ~\nsteps:\n  - id: say\n    uses: shell.run\n    with: { argv: [echo, \"{{ vars.d }}\"] }\n  - id: nap\n    uses: sleep\n    with:\n      duration: \"{{ steps.say.outputs.stdout }}\"\n    retry: { count: 3, delay: 10ms }\n",
-    )
-    .expect("write runbook");
+    let rb = written(dir.path().join("late.yaml"), "name: late\nvars:\n  d: ~\nsteps:\n  - id: say\n    uses: shell.run\n    with: { argv: [echo, \"{{ vars.d }}\"] }\n  - id: nap\n    uses: sleep\n    with:\n      duration: \"{{ steps.say.outputs.stdout }}\"\n    retry: { count: 3, delay: 10ms }\n");
     let report = dir.path().join("r");
     let out = Run::new(&rb).var("d", "soon").report(&report).raw();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
@@ -544,8 +543,7 @@ fn deeply_nested_yaml_is_rejected_as_invalid_without_parsing_it() {
         ),
     ];
     for (what, yaml) in cases {
-        let f = t.path().join(format!("{what}.yaml"));
-        std::fs::write(&f, yaml).expect("write");
+        let f = written(t.path().join(format!("{what}.yaml")), yaml);
         let out = run(&["validate", f.to_str().unwrap_or_default()]);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{what}: {err}");
@@ -697,8 +695,7 @@ fn output_into_a_closed_pipe_ends_quietly_instead_of_panicking() {
 #[test]
 fn an_error_about_a_name_holding_escape_sequences_does_not_drive_the_terminal() {
     let t = tmp();
-    let f = t.path().join("evil.yaml");
-    std::fs::write(&f, "name: evil\nsteps:\n  - uses: \"sql.\\e]0;owned\\aexec\"\n").expect("write");
+    let f = written(t.path().join("evil.yaml"), "name: evil\nsteps:\n  - uses: \"sql.\\e]0;owned\\aexec\"\n");
     let out = run(&["validate", f.to_str().unwrap_or_default()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(!out.stderr.iter().any(|b| matches!(b, 0x1b | 0x07)), "{:?}", text(&out.stderr));
@@ -711,12 +708,7 @@ fn an_error_about_a_name_holding_escape_sequences_does_not_drive_the_terminal() 
 #[test]
 fn a_failure_points_at_its_runbook_line_in_the_terminal_junit_and_run_json() {
     let dir = tmp();
-    let rb = dir.path().join("lines.yaml");
-    std::fs::write(
-        &rb,
-        "name: lines\nsteps:\n  - id: first\n    uses: shell.run\n    with: { script: \"true\" }\n    rollback:\n      - id: undo\n        uses: shell.run\n        with: { script: \"exit 5\" }\n  - id: second\n    uses: shell.run\n    with: { script: \"exit 4\" }\nfinally:\n  - id: tidy\n    uses: shell.run\n    with: { script: \"exit 6\" }\n",
-    )
-    .expect("runbook");
+    let rb = written(dir.path().join("lines.yaml"), "name: lines\nsteps:\n  - id: first\n    uses: shell.run\n    with: { script: \"true\" }\n    rollback:\n      - id: undo\n        uses: shell.run\n        with: { script: \"exit 5\" }\n  - id: second\n    uses: shell.run\n    with: { script: \"exit 4\" }\nfinally:\n  - id: tidy\n    uses: shell.run\n    with: { script: \"exit 6\" }\n");
     let (junit, report) = (dir.path().join("j.xml"), dir.path().join("rep"));
     let out = Run::new(&rb).junit(&junit).report(&report).raw();
     assert_eq!(out.status.code(), Some(1));

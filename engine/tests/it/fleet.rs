@@ -197,8 +197,7 @@ async fn fleet_of_two_servers_backs_up_in_parallel_and_one_failure_stops_no_othe
 async fn each_target_run_sees_only_its_own_secrets() {
     let Some(s) = setup().await else { return };
     let rb = s.dir.path().join("env.yaml");
-    let seen = s.dir.path().join("seen");
-    std::fs::create_dir_all(&seen).expect("dir");
+    let seen = made_dir(s.dir.path().join("seen"));
     std::fs::write(
         &rb,
         format!(
@@ -228,9 +227,7 @@ async fn each_target_run_sees_only_its_own_secrets() {
 
 /// Fleet file `f.yaml` in `dir`, holding `text`.
 fn fleet_file(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
-    let fleet = dir.join("f.yaml");
-    std::fs::write(&fleet, text).expect("fleet");
-    fleet
+    written(dir.join("f.yaml"), text)
 }
 
 #[test]
@@ -375,8 +372,7 @@ async fn generated_schedules_parse_and_each_pod_runs_its_own_target() {
     // Kubernetes: strict schema validation, then the exact command of pods 0 and 1.
     let out = s.pgdrill(&["schedule", "kubernetes", f]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let manifests = dir.join("k8s.yaml");
-    std::fs::write(&manifests, &out.stdout).expect("write");
+    let manifests = written(dir.join("k8s.yaml"), &out.stdout);
     let v = std::process::Command::new("kubernetes-validate")
         .args(["--strict", manifests.to_str().expect("utf-8")])
         .output()
@@ -421,8 +417,7 @@ async fn a_predeployment_manifest_rolls_the_database_back_to_exactly_its_backup(
     let Some(srv) = native_server("app").await else { return };
     exec(&srv.url(), "create table orders(id int primary key); insert into orders select generate_series(1, 100)")
         .await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let storage = dir.path().join("backups");
+    let (_dir, storage) = tmp_backups();
     let st = storage.to_str().expect("utf-8");
     let with_key = |args: &[&str]| pgdrill(args).env("PGDRILL_BACKUP_KEY", KEY).output().expect("pgdrill");
     let url = srv.url();
@@ -503,23 +498,15 @@ fn the_readme_fleet_example_is_valid_and_is_the_readme_s() {
 /// A fleet of three databases whose runbook waits a minute and then, in `finally`, leaves a
 /// mark per database: what a stopped fleet run does to the runs it started.
 fn sleepy_fleet(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let marks = dir.join("marks");
-    std::fs::create_dir_all(&marks).expect("marks");
-    let rb = dir.join("slow.yaml");
-    std::fs::write(
-        &rb,
+    let marks = made_dir(dir.join("marks"));
+    let rb = written(
+        dir.join("slow.yaml"),
         format!(
             "name: slow\nvars:\n  database: ~\nsteps:\n  - uses: shell.run\n    with:\n      script: 'echo began > {m}/began-{{{{ vars.database }}}}'\n  - uses: sleep\n    with: {{ duration: 60s }}\nfinally:\n  - uses: shell.run\n    with:\n      script: 'echo stopped > {m}/{{{{ vars.database }}}}'\n",
             m = marks.display()
         ),
-    )
-    .expect("runbook");
-    let fleet = dir.join("f.yaml");
-    std::fs::write(
-        &fleet,
-        "defaults: { storage: /nonexistent, connection: 'host=127.0.0.1 port=1 user=x' }\nprojects:\n  p:\n    environments:\n      e:\n        databases: { a: {}, b: {}, c: {} }\n",
-    )
-    .expect("fleet");
+    );
+    let fleet = written(dir.join("f.yaml"), "defaults: { storage: /nonexistent, connection: 'host=127.0.0.1 port=1 user=x' }\nprojects:\n  p:\n    environments:\n      e:\n        databases: { a: {}, b: {}, c: {} }\n");
     (fleet, rb)
 }
 
@@ -596,12 +583,10 @@ fn kill_9_of_a_fleet_run_still_stops_its_runs_through_their_finally_and_its_scra
     };
     assert_eq!(scratch(child.id()).len(), 1, "the killed fleet run's scratch directory");
     // ...and the next fleet run removes it (and its own).
-    let fast = dir.path().join("fast.yaml");
-    std::fs::write(
-        &fast,
+    let fast = written(
+        dir.path().join("fast.yaml"),
         "name: fast\nvars:\n  database: ~\nsteps:\n  - uses: shell.run\n    with:\n      script: 'true'\n",
-    )
-    .expect("runbook");
+    );
     let out = pgdrill(&[
         "fleet",
         "run",
@@ -721,19 +706,15 @@ fn hostile_runbook_and_path_names_reach_cron_and_systemd_as_one_argument() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rb_name = "it's $HOME %h `x`.yaml";
     std::fs::write(dir.path().join(rb_name), "name: x\nsteps: []\n").expect("runbook");
-    let fleet = dir.path().join("f.yaml");
-    std::fs::write(
-        &fleet,
+    let fleet = written(
+        dir.path().join("f.yaml"),
         format!("defaults: {{ storage: /b, connection: \"postgres://u@h/db\", schedules: [nightly] }}\nschedules:\n  nightly: {{ runbook: \"{}\", cron: \"0 2 * * *\" }}\nprojects: {{ p: {{ environments: {{ e: {{ databases: {{ a: {{}} }} }} }} }} }}\n", rb_name.replace('\\', "\\\\")),
-    )
-    .expect("fleet");
+    );
     let f = fleet.to_str().expect("utf-8");
     // The "binary" prints its arguments one per line.
-    let bin = dir.path().join("args bin");
-    std::fs::write(&bin, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").expect("bin");
+    let bin = written(dir.path().join("args bin"), "#!/bin/sh\nprintf '%s\\n' \"$@\"\n");
     std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-    let env_file = dir.path().join("env %n file");
-    std::fs::write(&env_file, "").expect("env");
+    let env_file = written(dir.path().join("env %n file"), "");
     let reports = dir.path().join("rep %d $x");
     let (bin_s, env_s, rep_s) = (
         bin.to_str().expect("utf-8").to_string(),
@@ -833,8 +814,7 @@ fn kubernetes_manifests_ship_the_exact_files_and_meet_pod_security_restricted() 
     std::fs::write(dir.path().join("own runbook %h.yaml"), rb_text).expect("runbook");
     // Indented from its first line, a trailing space, a `|` and a `---` inside a value.
     let fleet_text = "  defaults:\n    storage: /var/lib/pgdrill/backups/{project} \n    connection: \"postgres://u@h/db\"\n    resources: { requests: { cpu: 300m, memory: 384Mi }, limits: { cpu: \"1\", memory: 1Gi } }\n    vars: { note: \"a | b --- c: d\" }\n  schedules:\n    nightly: { runbook: \"own runbook %h.yaml\", cron: \"0 2 * * *\" }\n    weekly: { runbook: verify, cron: \"0 5 * * 0\" }\n  projects:\n    p: { defaults: { schedules: [nightly, weekly] }, environments: { e: { databases: { a: {}, b: {} } } } }\n\n";
-    let fleet = dir.path().join("pgdrill.fleet.yaml");
-    std::fs::write(&fleet, fleet_text).expect("fleet");
+    let fleet = written(dir.path().join("pgdrill.fleet.yaml"), fleet_text);
     let out = run(&["schedule", "kubernetes", fleet.to_str().expect("utf-8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let manifests = text(&out.stdout);
@@ -868,8 +848,7 @@ fn kubernetes_manifests_ship_the_exact_files_and_meet_pod_security_restricted() 
         }
     }
     if require(have("kubernetes-validate", &["--version"]), "kubernetes-validate (ci/setup.sh installs it)") {
-        let path = dir.path().join("k8s.yaml");
-        std::fs::write(&path, &manifests).expect("write");
+        let path = written(dir.path().join("k8s.yaml"), &manifests);
         let v = std::process::Command::new("kubernetes-validate")
             .args(["--strict", path.to_str().expect("utf-8")])
             .output()
@@ -926,8 +905,7 @@ fn a_report_directory_is_one_run_s_and_an_unwritable_one_is_refused_before_any_s
     assert!(!dir.path().join("marks/began-b").exists() && !dir.path().join("marks/began-c").exists());
 
     // A location that cannot be written (under a regular file: refused even for root).
-    let file = dir.path().join("a-file");
-    std::fs::write(&file, "x").expect("file");
+    let file = written(dir.path().join("a-file"), "x");
     let bad = file.join("sub");
     let bad_s = bad.to_str().expect("utf-8");
     let junit_s = bad.join("junit.xml").display().to_string();

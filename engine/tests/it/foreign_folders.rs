@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::common;
-use crate::common::{junit_cases, last_json_line, pgdrill, status_of, text, Run};
+use crate::common::{junit_cases, last_json_line, made_dir, pgdrill, status_of, text, tmp_backups, written, Run};
 
 const PASS: &str = "classic runbook passphrase";
 
@@ -66,8 +66,7 @@ async fn classic_folder() -> Option<Folder> {
         .await
         .expect("load");
     let (dir, storage, a, b) = server_folders();
-    let gnupg = dir.path().join("gnupg");
-    std::fs::create_dir_all(&gnupg).expect("mkdir");
+    let gnupg = made_dir(dir.path().join("gnupg"));
     std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
     let dump = pg_bin("pg_dump");
     let a_ = a.display();
@@ -107,8 +106,7 @@ async fn classic_folder() -> Option<Folder> {
 /// A temporary storage folder with one folder per server in it, as the classic scripts
 /// leave them: (the temporary directory, the storage, `postgres-a`, `postgres-b`).
 fn server_folders() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let (a, b) = (storage.join("postgres-a"), storage.join("postgres-b"));
     for d in [&a, &b] {
         std::fs::create_dir_all(d).expect("mkdir");
@@ -224,8 +222,7 @@ async fn a_classic_folder_is_listed_picked_by_name_time_and_verified_in_every_fo
 #[tokio::test(flavor = "multi_thread")]
 async fn unnamed_backups_in_a_folder_of_one_database_are_taken_as_the_asked_ones() {
     let Some(f) = classic_folder().await else { return };
-    let flat = f.storage.parent().expect("parent").join("crm-backups");
-    std::fs::create_dir_all(&flat).expect("mkdir");
+    let flat = made_dir(f.storage.parent().expect("parent").join("crm-backups"));
     std::fs::copy(
         f.storage.join("postgres-a/auth_db_20240113_020000.sql.gz"),
         flat.join("backup_20240315_143022.sql.gz"),
@@ -259,8 +256,7 @@ fn gzip(b: &[u8]) -> Vec<u8> {
 #[test]
 fn prune_keep_within_deletes_exactly_the_older_files_after_a_dry_run() {
     let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
-    std::fs::create_dir_all(&storage).expect("mkdir");
+    let storage = made_dir(dir.path().join("backups"));
     let mut expect_deleted = Vec::new();
     let mut expect_kept = Vec::new();
     for days in [1, 10, 29, 31, 40, 100] {
@@ -402,10 +398,8 @@ async fn an_empty_or_cut_dump_without_a_manifest_verified_green() {
     }
     let Some(src) = three_tables().await else { return };
     let t = tempfile::tempdir().expect("tmp");
-    let d = t.path().join("backups");
-    std::fs::create_dir_all(&d).expect("mkdir");
-    let gnupg = t.path().join("gnupg");
-    std::fs::create_dir_all(&gnupg).expect("mkdir");
+    let d = made_dir(t.path().join("backups"));
+    let gnupg = made_dir(t.path().join("gnupg"));
     std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
     let dump = pg_bin("pg_dump");
     let full = d.join("app-full.sql");
@@ -464,8 +458,7 @@ async fn an_empty_or_cut_dump_without_a_manifest_verified_green() {
     let at = |needle: &[u8]| bytes.windows(needle.len()).rposition(|w| w == needle).expect("in the dump");
     let name_end = at(b"nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn1000");
     for (i, cut) in [3usize, 200, name_end - 30_000, name_end, bytes.len() - 1].into_iter().enumerate() {
-        let f = d.join(format!("app-2024010{}T140000.dump", i + 1));
-        std::fs::write(&f, &bytes[..cut]).expect("write");
+        let f = written(d.join(format!("app-2024010{}T140000.dump", i + 1)), &bytes[..cut]);
         let junit = t.path().join(format!("custom-{cut}.xml"));
         let (code, all) = verify_app(&f, &[], &junit);
         assert_eq!(code, Some(1), "custom cut at {cut} of {}: {all}", bytes.len());
@@ -518,8 +511,7 @@ async fn an_empty_or_cut_dump_without_a_manifest_verified_green() {
 async fn a_dump_without_ground_truth_verified_green() {
     let Some(src) = three_tables().await else { return };
     let t = tempfile::tempdir().expect("tmp");
-    let d = t.path().join("backups");
-    std::fs::create_dir_all(&d).expect("mkdir");
+    let d = made_dir(t.path().join("backups"));
     let f = d.join("app-20240105T130000.sql.gz");
     field_sh(&src, &format!("{} | gzip > {}", pg_bin("pg_dump"), f.display()), t.path());
     let junit = t.path().join("j.xml");
@@ -588,8 +580,7 @@ fn stamp_at(t: time::OffsetDateTime) -> String {
 async fn a_backup_dated_in_the_future_was_latest_and_0s_old() {
     let Some(src) = three_tables().await else { return };
     let t = tempfile::tempdir().expect("tmp");
-    let d = t.path().join("backups");
-    std::fs::create_dir_all(&d).expect("mkdir");
+    let d = made_dir(t.path().join("backups"));
     let now = time::OffsetDateTime::now_utc();
     let old = d.join(format!("app_{}.sql.gz", stamp_at(now - std::time::Duration::from_secs(16 * 86_400))));
     field_sh(&src, &format!("{} | gzip > {}", pg_bin("pg_dump"), old.display()), t.path());
@@ -634,8 +625,7 @@ async fn a_backup_dated_in_the_future_was_latest_and_0s_old() {
 #[test]
 fn prune_deleted_a_log_and_a_csv_whose_names_had_a_date_and_gz() {
     let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
-    std::fs::create_dir_all(&storage).expect("mkdir");
+    let storage = made_dir(dir.path().join("backups"));
     let mut salted = b"Salted__".to_vec();
     salted.extend((0u8..64).map(|i| i.wrapping_mul(37)));
     let files: Vec<(&str, Vec<u8>, bool)> = vec![

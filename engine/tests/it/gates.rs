@@ -5,8 +5,7 @@ use crate::common::*;
 const KEY: &str = "gates-test-backup-key-0123456789";
 
 fn run_gate(dir: &std::path::Path, body: &str) -> std::process::Output {
-    let rb = dir.join("gate.yaml");
-    std::fs::write(&rb, format!("name: gate\nsteps:\n{body}")).expect("runbook");
+    let rb = written(dir.join("gate.yaml"), format!("name: gate\nsteps:\n{body}"));
     pgdrill(&["run", rb.to_str().expect("utf-8")]).output().expect("pgdrill")
 }
 
@@ -51,10 +50,8 @@ async fn storage_space_holds_free_space_against_a_multiple_of_the_database_size(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_size_change_fails_a_backup_much_larger_than_the_one_before() {
-    let Some(srv) = native_server("app").await else { return };
-    exec(&srv.url(), "create table t(id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 1000) g").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let storage = dir.path().join("backups");
+    let Some(srv) = native_server_with("app", "create table t(id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 1000) g").await else { return };
+    let (dir, storage) = tmp_backups();
     let st = storage.display().to_string();
     let gate = |max: &str| {
         run_gate(dir.path(), &format!("  - uses: backup.size_change\n    with: {{ storage: \"{st}\", database: app, max_growth: {max}, max_shrink: 0.9 }}\n"))

@@ -70,8 +70,7 @@ pub(crate) fn objects(port: u16) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_to_a_gcs_emulator_was_refused_with_501_and_now_is_listed_verified_and_pruned() {
     let Some(gcs) = gcs_emulator() else { return };
-    let Some(srv) = native_server("shop").await else { return };
-    exec(&srv.url(), "create table orders(id int primary key, total numeric); insert into orders select g, g * 1.5 from generate_series(1, 2000) g").await;
+    let Some(srv) = native_server_with("shop", "create table orders(id int primary key, total numeric); insert into orders select g, g * 1.5 from generate_series(1, 2000) g").await else { return };
     let loc = location(gcs.port, "prod");
     assert_eq!(objects(gcs.port), Vec::<String>::new(), "an empty bucket");
     let backup = || {
@@ -160,7 +159,6 @@ async fn a_backup_to_a_gcs_emulator_was_refused_with_501_and_now_is_listed_verif
 /// they are sent, in the emulator's own request log; copy, list and delete.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gcs_store_shows_an_object_only_once_published_and_asks_the_store_never_to_replace() {
-    use std::io::{Read, Write};
     let Some(gcs) = gcs_emulator() else { return };
     let loc = location(gcs.port, "t");
     let store = pgdrill::storage::open(&loc).expect("the location opens");
@@ -169,49 +167,20 @@ async fn the_gcs_store_shows_an_object_only_once_published_and_asks_the_store_ne
 
     let size: usize = 16 << 20;
     let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-    let w = store.create("app/a.bin").await.expect("create");
-    let w = tokio::task::spawn_blocking(move || {
-        let mut w = w;
-        w.write_all(&body).expect("write");
-        w
-    })
-    .await
-    .expect("writer thread");
+    let w = write_unpublished(&*store, "app/a.bin", body).await;
     assert!(!objects(gcs.port).iter().any(|k| k == "t/app/a.bin"), "an object is visible before publish");
     assert_eq!(w.publish().await.expect("publish"), size as u64);
     let meta = store.head("app/a.bin").await.expect("head").expect("published");
     assert_eq!(meta.size, size as u64);
     let generation = meta.version.clone().expect("the object's generation");
     let across = (8 << 20) - 5..(8 << 20) + 5;
-    let mut r = store.open("app/a.bin", Some(across.clone()), Some(&generation)).await.expect("open");
-    let got = tokio::task::spawn_blocking(move || {
-        let mut v = Vec::new();
-        r.read_to_end(&mut v).map(|_| v)
-    })
-    .await
-    .expect("reader thread")
-    .expect("read");
+    let got = read_back(&*store, "app/a.bin", Some(across.clone()), Some(&generation)).await;
     assert_eq!(got, across.map(|i| (i % 251) as u8).collect::<Vec<u8>>());
 
-    let w = store.create("app/b.bin").await.expect("create");
-    let w = tokio::task::spawn_blocking(move || {
-        let mut w = w;
-        w.write_all(&vec![1u8; 9 << 20]).expect("write");
-        w
-    })
-    .await
-    .expect("writer thread");
-    w.abort().await;
-    assert_eq!(store.head("app/b.bin").await.expect("head"), None, "an aborted object is there");
+    abort_a_write(&*store).await;
 
     store.put_new("app/m.json", b"one".to_vec()).await.expect("put_new");
-    assert_eq!(store.read("app/m.json").await.expect("read"), b"one");
-    store.copy("app/m.json", "app/n.json").await.expect("copy");
-    let mut keys: Vec<String> = store.list("app/").await.expect("list").into_iter().map(|m| m.key).collect();
-    keys.sort();
-    assert_eq!(keys, ["app/a.bin", "app/m.json", "app/n.json"]);
-    store.delete("app/n.json").await.expect("delete");
-    store.delete("app/n.json").await.expect("a missing object is not an error");
+    read_copy_list_delete(&*store).await;
     assert!(!objects(gcs.port).iter().any(|k| k.contains(".pgdrill-uploads/")), "no upload record left");
 
     let log = std::fs::read_to_string(gcs.log.as_ref().expect("the emulator's log").path()).expect("log");

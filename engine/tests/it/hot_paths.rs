@@ -51,14 +51,12 @@ fn sessions_in(log: &str, from: usize, database: &str) -> usize {
 
 fn base_runbook(dir: &Path, pg_basebackup: Option<&Path>) -> std::path::PathBuf {
     let tool = pg_basebackup.map(|p| format!("      pg_basebackup: {}\n", p.display())).unwrap_or_default();
-    let p = dir.join(format!("base-{}.yaml", pg_basebackup.is_some()));
-    std::fs::write(
-        &p,
+    let p = written(
+        dir.join(format!("base-{}.yaml", pg_basebackup.is_some())),
         format!(
             "name: base\nkind: backup\nvars: {{ url: ~, storage: ~ }}\nsecrets:\n  key: {{ env: {KEY_ENV} }}\nsteps:\n  - id: base\n    uses: backup.base\n    with:\n      database_url: \"{{{{ vars.url }}}}\"\n      storage: \"{{{{ vars.storage }}}}\"\n      key: \"{{{{ secrets.key }}}}\"\n      wal: fetch\n{tool}"
         ),
-    )
-    .expect("runbook");
+    );
     p
 }
 
@@ -117,15 +115,13 @@ async fn a_base_backup_opens_one_session_and_a_tar_cut_before_its_end_publishes_
 
     // pg_basebackup itself, its output cut by the 1,024 bytes of the end-of-archive blocks,
     // and an exit status of 0 (a pipe's last command's).
-    let cut = tmp.path().join("pg_basebackup-cut");
-    std::fs::write(
-        &cut,
+    let cut = written(
+        tmp.path().join("pg_basebackup-cut"),
         format!(
             "#!/bin/sh\nif [ \"$1\" = --version ]; then exec {real} --version; fi\n{real} \"$@\" | head -c -1024\n",
             real = source.bin_dir.join("pg_basebackup").display()
         ),
-    )
-    .expect("script");
+    );
     std::fs::set_permissions(&cut, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let before = stored(&storage);
     let ran = Run::new(base_runbook(tmp.path(), Some(&cut)))

@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use crate::common;
-use crate::common::{pgdrill, text};
+use crate::common::{pgdrill, text, written};
 
 const SERVER: &str = r#"
 import sys
@@ -99,8 +99,7 @@ fn a_login_then_health_sequence_shares_the_cookie_jar() {
     // Wait until it listens (connect, not a sleep).
     common::wait_listening(port, "the test server");
 
-    let file = dir.path().join("smoke.yaml");
-    std::fs::write(&file, runbook(port, true)).expect("runbook");
+    let file = written(dir.path().join("smoke.yaml"), runbook(port, true));
     let out = pgdrill(&["run", &file.display().to_string()]).output().expect("run");
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{all}");

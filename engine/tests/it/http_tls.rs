@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{self, Run};
+use crate::common::{self, written, Run};
 
 const SERVER: &str = r#"
 import ssl, sys
@@ -117,8 +117,7 @@ steps:
 fn a_private_ca_and_client_certificate_endpoint_is_checked_as_curl_cacert_and_cert_would() {
     let dir = tempfile::tempdir().expect("tmp");
     let Some(tls) = tls_endpoint(dir.path(), true) else { return };
-    let file = dir.path().join("tls-health.yaml");
-    std::fs::write(&file, RUNBOOK).expect("runbook");
+    let file = written(dir.path().join("tls-health.yaml"), RUNBOOK);
     let base = format!("https://127.0.0.1:{}", tls.port);
     let urls = format!("{base}/api {base}/worker {base}/dashboard");
     let run = |vars: &[String]| {

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{self, Run, KEY_ENV};
+use crate::common::{self, made_dir, tmp_backups, Run, KEY_ENV};
 
 const KEY_A: &str = "4f1c9a7e2b6d08c35e91a2b47d6f0c8e13a5b7d9f0e2c4a6b8d0f1e3a5c7b9d1";
 const KEY_B: &str = "rotation key B, a passphrase of the new quarter";
@@ -66,8 +66,7 @@ async fn after_a_key_rotation_old_and_new_backups_verify_with_the_keyring_and_re
         .batch_execute("create table marker (id int primary key, note text); insert into marker select g, 'row ' || g from generate_series(1, 200) g;")
         .await
         .expect("load");
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let folder = storage.join("shop");
     let (fp_a, fp_b) = (fingerprint(KEY_A), fingerprint(KEY_B));
     assert_ne!(fp_a, fp_b);
@@ -107,8 +106,7 @@ async fn after_a_key_rotation_old_and_new_backups_verify_with_the_keyring_and_re
     }
 
     // A copy of the old pair, to stage a rekey killed after it published the new file.
-    let kept = dir.path().join("kept");
-    std::fs::create_dir_all(&kept).expect("mkdir");
+    let kept = made_dir(dir.path().join("kept"));
     for p in [old.clone(), PathBuf::from(format!("{}.manifest.json", old.display()))] {
         std::fs::copy(&p, kept.join(p.file_name().expect("name"))).expect("copy");
     }

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{moto_with_env, on_path, require, Run};
+use crate::common::{made_dir, moto_with_env, on_path, require, tmp_backups, written, Run};
 
 /// Backups of `app`, one a day ending yesterday: with `erp`'s, their keys fill pages 1 to 4
 /// of the listing, so page boundaries fall in the middle of `app`'s backups.
@@ -159,8 +159,7 @@ fn python(port: u16, args: &[&str]) -> Command {
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).expect("write");
+    let p = written(dir.join(name), text);
     p.display().to_string()
 }
 
@@ -304,8 +303,7 @@ fn ten_thousand_objects_list_in_one_pass_of_pages_and_commands_read_only_what_th
     //    reads (the manifests prune checks, the picked backup's header and manifest). Counted
     //    from inside the run, before the mirror is removed at exit; the LIST pages stay one
     //    pass per step.
-    let mirror = tmp.path().join("mirror-tmp");
-    std::fs::create_dir_all(&mirror).expect("mkdir");
+    let mirror = made_dir(tmp.path().join("mirror-tmp"));
     let count = write(
         tmp.path(),
         "count.yaml",
@@ -365,10 +363,8 @@ fn ten_thousand_objects_list_in_one_pass_of_pages_and_commands_read_only_what_th
 #[test]
 fn ten_thousand_local_files_are_listed_from_their_names_without_opening_one() {
     const FILES: usize = 10_000;
-    let tmp = tempfile::tempdir().expect("tmp");
-    let storage = tmp.path().join("backups");
-    let legacy = storage.join("legacy");
-    std::fs::create_dir_all(&legacy).expect("mkdir");
+    let (_tmp, storage) = tmp_backups();
+    let legacy = made_dir(storage.join("legacy"));
     // 2024-01-01 00:00:00 UTC, one a minute.
     let start = time::OffsetDateTime::from_unix_timestamp(1_704_067_200).expect("time");
     for i in 0..FILES {
@@ -408,8 +404,7 @@ fn ten_thousand_local_files_are_listed_from_their_names_without_opening_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn staging_auto_puts_a_small_dump_in_memory_and_one_over_the_limit_on_disk() {
     const KEY: &str = "listing-scale test passphrase";
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let Some(s) = crate::common::native_server("shop").await else { return };
     let client = pgdrill::pg::connect(&s.url()).await.expect("connect");
     client

@@ -32,8 +32,7 @@ async fn a_local_backup_killed_at_each_phase_left_an_orphan_that_backups_list_di
     let Some(srv) = native_server("shop").await else { return };
     let url = srv.url();
     exec(&url, "create table t(id int primary key); insert into t select generate_series(1, 500)").await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let storage = tmp.path().join("backups");
+    let (tmp, storage) = tmp_backups();
     let folder = storage.join("shop");
     let backup = || Run::new("backup").var("database_url", &url).var("storage", storage.display()).key(KEY);
     let kill_at = |phase: &str| -> Vec<String> {

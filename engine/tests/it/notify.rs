@@ -93,9 +93,8 @@ async fn metrics_reach_the_textfile_and_the_pushgateway_and_webhooks_fire_when_a
     std::fs::create_dir_all(textfile.parent().expect("dir")).expect("dir");
     // Another job's sample in the same file must survive.
     std::fs::write(&textfile, "# HELP pgdrill_run_success x\n# TYPE pgdrill_run_success gauge\npgdrill_run_success{runbook=\"prune\",database=\"other\"} 1\n").expect("seed");
-    let notify = dir.path().join("notify.yaml");
-    std::fs::write(
-        &notify,
+    let notify = written(
+        dir.path().join("notify.yaml"),
         format!(
             "metrics:\n  textfile: {tf}\n  pushgateway: {{ url: http://127.0.0.1:{gw} }}\nstate: {state}\nnotify:\n  - {{ name: dead, when: always, webhook: {{ url: http://127.0.0.1:{dead}/hooks/{TOKEN} }} }}\n  - {{ name: on-failure, when: failure, webhook: {{ url: http://127.0.0.1:{hp}/fail/{TOKEN}, format: json }} }}\n  - {{ name: always, when: always, webhook: {{ url_env: HOOK_URL, format: slack }} }}\n  - {{ name: recovered, when: recovered, webhook: {{ url: http://127.0.0.1:{hp}/recovered }} }}\n  - {{ name: sentry, when: failure, sentry: {{ dsn: \"http://SENTRYKEY{TOKEN}@127.0.0.1:{hp}/42\", environment: test }} }}\n",
             tf = textfile.display(),
@@ -103,8 +102,7 @@ async fn metrics_reach_the_textfile_and_the_pushgateway_and_webhooks_fire_when_a
             hp = hooks.port,
             state = dir.path().join("state.json").display(),
         ),
-    )
-    .expect("notify file");
+    );
     let storage = dir.path().join("backups");
     let report = dir.path().join("r1");
 
@@ -207,8 +205,7 @@ async fn metrics_reach_the_textfile_and_the_pushgateway_and_webhooks_fire_when_a
 #[test]
 fn a_bad_notify_file_is_shown_at_its_line() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let f = dir.path().join("n.yaml");
-    std::fs::write(&f, "notify:\n  - when: sometimes\n    webhook: { url: http://x }\n").expect("write");
+    let f = written(dir.path().join("n.yaml"), "notify:\n  - when: sometimes\n    webhook: { url: http://x }\n");
     let out = Run::new("smoke")
         .arg("--notify")
         .arg(f.to_str().expect("utf-8"))
@@ -240,11 +237,7 @@ fn the_shipped_alert_rules_pass_promtool_and_their_unit_tests() {
 
 #[test]
 fn an_email_goes_out_over_starttls_and_a_wrong_ca_is_a_warning_not_a_verdict() {
-    let ok = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", "import aiosmtpd"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !require(ok, "python3-aiosmtpd (Debian package, ci/setup.sh)") {
+    if !aiosmtpd_ready() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -319,15 +312,13 @@ fn an_email_goes_out_over_starttls_and_a_wrong_ca_is_a_warning_not_a_verdict() {
 fn a_runbook_s_own_notify_section_fires_and_a_bad_one_is_shown_at_its_line() {
     let hooks = listener();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rb = dir.path().join("r.yaml");
-    std::fs::write(
-        &rb,
+    let rb = written(
+        dir.path().join("r.yaml"),
         format!(
             "name: nightly-check\nnotify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{}/own\", format: json }} }}\nsteps:\n  - uses: sleep\n    with: {{ duration: 1ms }}\n",
             hooks.port
         ),
-    )
-    .expect("runbook");
+    );
     let out = run(&["run", rb.to_str().expect("utf-8")]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let got = hooks.got.lock().expect("lock").clone();
@@ -352,46 +343,36 @@ fn a_runbook_s_own_notify_section_fires_and_a_bad_one_is_shown_at_its_line() {
 /// libpq password file a fleet target names (PGPASSFILE).
 #[test]
 fn the_smtp_password_is_a_secret_from_the_first_step() {
-    let ok = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", "import aiosmtpd"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !require(ok, "python3-aiosmtpd (Debian package, ci/setup.sh)") {
+    if !aiosmtpd_ready() {
         return;
     }
     const PASSWORD: &str = "smtp-S3cret-pass-71c4e2";
     // A fleet target's libpq password file: its passwords are secrets of the run too.
     const PASSFILE_PW: &str = "passfile-Pw-0042-9d1e";
     let dir = tempfile::tempdir().expect("tempdir");
-    let passfile = dir.path().join("pgpass");
-    std::fs::write(&passfile, format!("db.example:5432:*:app:{PASSFILE_PW}\n")).expect("passfile");
+    let passfile = written(dir.path().join("pgpass"), format!("db.example:5432:*:app:{PASSFILE_PW}\n"));
     std::fs::set_permissions(&passfile, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
     let maildir = dir.path().join("maildir");
     let port = free_port();
     let _smtp = smtp_with_auth(port, &maildir, PASSWORD);
     let hooks = listener();
-    let pwfile = dir.path().join("pw.txt");
-    std::fs::write(&pwfile, format!("{PASSWORD}\n{PASSFILE_PW}\n")).expect("pw file");
+    let pwfile = written(dir.path().join("pw.txt"), format!("{PASSWORD}\n{PASSFILE_PW}\n"));
     let envdump = dir.path().join("env.txt");
-    let rb = dir.path().join("leaky.yaml");
-    std::fs::write(
-        &rb,
+    let rb = written(
+        dir.path().join("leaky.yaml"),
         format!(
             "name: leaky\nsteps:\n  - id: leak\n    uses: shell.run\n    with: {{ argv: [sh, -c, 'cat \"$0\"; cat \"$0\" >&2; env > \"$1\"; exit 1', \"{}\", \"{}\"] }}\n",
             pwfile.display(),
             envdump.display()
         ),
-    )
-    .expect("runbook");
-    let notify = dir.path().join("notify.yaml");
-    std::fs::write(
-        &notify,
+    );
+    let notify = written(
+        dir.path().join("notify.yaml"),
         format!(
             "notify:\n  - {{ name: mail, when: failure, email: {{ smtp: \"127.0.0.1:{port}\", tls: none, user: pgdrill, password_env: SMTP_PW, from: pgdrill@example.com, to: [ops@example.com] }} }}\n  - {{ name: slack, when: always, webhook: {{ url: \"http://127.0.0.1:{hp}/slack\", format: slack }} }}\n  - {{ name: json, when: always, webhook: {{ url: \"http://127.0.0.1:{hp}/json\", format: json }} }}\n  - {{ name: sentry, when: failure, sentry: {{ dsn: \"http://sentrykey@127.0.0.1:{hp}/7\" }} }}\n",
             hp = hooks.port
         ),
-    )
-    .expect("notify");
+    );
     let report = dir.path().join("report");
     let junit = dir.path().join("junit.xml");
     let out = Run::new(&rb)
@@ -440,6 +421,17 @@ fn the_smtp_password_is_a_secret_from_the_first_step() {
     }
 }
 
+/// The rows of report.md's checks table, its header and rule included.
+fn check_rows(md: &str) -> Vec<&str> {
+    md.split("## Checks").nth(1).expect("checks section").lines().filter(|l| l.starts_with('|')).collect()
+}
+
+/// The cell borders of a Markdown table row: its `|` that are not escaped.
+fn unescaped_pipes(l: &str) -> usize {
+    let b = l.as_bytes();
+    (0..b.len()).filter(|&i| b[i] == b'|' && (i == 0 || b[i - 1] != b'\\')).count()
+}
+
 /// Before: report.md broke its tables on a newline or `|` in a name and passed `<script>`
 /// through; a newline in `--var database` forged whole terminal lines; Slack messages passed
 /// `<!channel>` and `<https://evil|text>` unescaped; `http.check` logged `?api_key=` tokens.
@@ -447,24 +439,20 @@ fn the_smtp_password_is_a_secret_from_the_first_step() {
 fn hostile_names_are_escaped_for_markdown_the_terminal_and_slack_and_query_tokens_are_masked() {
     let hooks = listener();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rb = dir.path().join("hostile.yaml");
-    std::fs::write(
-        &rb,
+    let rb = written(
+        dir.path().join("hostile.yaml"),
         format!(
             "name: hostile\nvars:\n  database: \"\"\nsteps:\n  - name: \"a|b <script>alert(1)</script> [x](http://evil)\"\n    uses: sleep\n    with: {{ duration: 1ms }}\n  - name: health\n    uses: http.check\n    with: {{ url: \"http://127.0.0.1:{p}/health?api_key=QueryT0ken-77aa&page=2\", body_contains: \"{{{{ vars.database }}}}\" }}\n",
             p = hooks.port
         ),
-    )
-    .expect("runbook");
-    let notify = dir.path().join("notify.yaml");
-    std::fs::write(
-        &notify,
+    );
+    let notify = written(
+        dir.path().join("notify.yaml"),
         format!(
             "notify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{}/slack\", format: slack }} }}\n",
             hooks.port
         ),
-    )
-    .expect("notify");
+    );
     let report = dir.path().join("report");
     let forged = "  passed       forged step [shell.run] 0.00s";
     let out = Run::new(&rb)
@@ -486,12 +474,7 @@ fn hostile_names_are_escaped_for_markdown_the_terminal_and_slack_and_query_token
 
     // report.md: every row of the checks table has its six cells; no HTML, no link.
     let md = std::fs::read_to_string(report.join("report.md")).expect("report.md");
-    let unescaped_pipes = |l: &str| {
-        let b = l.as_bytes();
-        (0..b.len()).filter(|&i| b[i] == b'|' && (i == 0 || b[i - 1] != b'\\')).count()
-    };
-    let checks: Vec<&str> =
-        md.split("## Checks").nth(1).expect("checks section").lines().filter(|l| l.starts_with('|')).collect();
+    let checks = check_rows(&md);
     assert_eq!(checks.len(), 4, "header, rule and two checks: {md}");
     for l in &checks {
         assert_eq!(unescaped_pipes(l), 7, "a row with other than six cells: {l}\n{md}");
@@ -542,26 +525,20 @@ fn hostile_names_never_break_any_output_format() {
     let dir = tempfile::tempdir().expect("tempdir");
     // The email as delivered (a real SMTP server's mailbox) and the Sentry event (the local
     // listener) are outputs too.
-    let ok = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", "import aiosmtpd"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !require(ok, "python3-aiosmtpd (Debian package, ci/setup.sh)") {
+    if !aiosmtpd_ready() {
         return;
     }
     const SMTP_PW: &str = "hostile-smtp-pw-5e1f";
     let maildir = dir.path().join("maildir");
     let smtp_port = free_port();
     let _smtp = smtp_with_auth(smtp_port, &maildir, SMTP_PW);
-    let notify = dir.path().join("notify.yaml");
-    std::fs::write(
-        &notify,
+    let notify = written(
+        dir.path().join("notify.yaml"),
         format!(
             "notify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{p}/slack\", format: slack }} }}\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{p}/json\", format: json }} }}\n  - {{ when: failure, email: {{ smtp: \"127.0.0.1:{smtp_port}\", tls: none, user: pgdrill, password_env: SMTP_PW, from: pgdrill@example.com, to: [ops@example.com] }} }}\n  - {{ when: failure, sentry: {{ dsn: \"http://sentrykey@127.0.0.1:{p}/9\" }} }}\n",
             p = hooks.port
         ),
-    )
-    .expect("notify");
+    );
     // Python's own email parser reads the delivered message: its headers as a mail client
     // sees them (encoded words decoded) and its body.
     let parse_mail = |path: &Path| -> serde_json::Value {
@@ -579,15 +556,13 @@ fn hostile_names_never_break_any_output_format() {
             || ('\u{2066}'..='\u{2069}').contains(&c)
     };
     for (i, h) in hostile.iter().enumerate() {
-        let rb = dir.path().join(format!("hostile-{i}.yaml"));
-        std::fs::write(
-            &rb,
+        let rb = written(
+            dir.path().join(format!("hostile-{i}.yaml")),
             format!(
                 "name: \"RB{i} {h}\"\nvars:\n  database: app\nsteps:\n  - name: \"MARK{i} {h}\"\n    uses: sleep\n    with: {{ duration: 1ms }}\n  - name: \"FAIL{i} {h}\"\n    uses: http.check\n    with: {{ url: \"http://127.0.0.1:{p}/health\", body_contains: \"NEEDLE{i} {h}\" }}\n",
                 p = hooks.port
             ),
-        )
-        .expect("runbook");
+        );
         let report = dir.path().join(format!("report-{i}"));
         let junit = dir.path().join(format!("junit-{i}.xml"));
         // The same text as the run's database (the subject of an email, a Sentry tag), its
@@ -639,12 +614,7 @@ fn hostile_names_never_break_any_output_format() {
         assert!(!md.chars().any(harmful), "{case}: {md:?}");
         assert!(md.starts_with(&format!("# pgdrill report: RB{i} ")), "{case}: the title: {md}");
         assert!(md.lines().next().is_some_and(|l| l.ends_with("FAILED")), "{case}: the title on one line: {md}");
-        let unescaped_pipes = |l: &str| {
-            let b = l.as_bytes();
-            (0..b.len()).filter(|&k| b[k] == b'|' && (k == 0 || b[k - 1] != b'\\')).count()
-        };
-        let rows: Vec<&str> =
-            md.split("## Checks").nth(1).expect("checks").lines().filter(|l| l.starts_with('|')).collect();
+        let rows = check_rows(&md);
         assert_eq!(rows.len(), 4, "{case}: header, rule and two checks: {md}");
         for l in &rows {
             assert_eq!(unescaped_pipes(l), 7, "{case}: a row with other than six cells: {l}");

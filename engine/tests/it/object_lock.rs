@@ -74,8 +74,7 @@ async fn a_backup_asked_to_be_retained_is_locked_with_its_manifest_and_a_bucket_
     let keys = boto3(port, "print(s.list_objects_v2(Bucket='plain-backups').get('KeyCount'))");
     assert_eq!(keys.trim(), "0", "the refused backup left objects");
     // A local directory cannot keep one either: refused, saying what can.
-    let t = tempfile::tempdir().expect("tmp");
-    let local = t.path().join("backups");
+    let (_t, local) = tmp_backups();
     let r = backup(&local.display().to_string(), "30d", "governance");
     assert_eq!(r.code, Some(2), "{}", r.all());
     assert!(r.all().contains("retention is kept only by S3 Object Lock"), "{}", r.all());

@@ -137,13 +137,21 @@ fn out_of(c: &mut Command) -> (i32, String) {
     (o.status.code().unwrap_or(-1), all)
 }
 
+/// A table of one row, for the tests whose backup's content does not matter.
+const ONE_ROW: &str = "create table t(id int); insert into t values (1)";
+
+/// A moto with bucket `bucket`, and database `db` on a new server with `sql` run in it.
+async fn moto_and_source(db: &str, sql: &str, bucket: &str) -> Option<(Server, pgdrill::pg::ephemeral::Ephemeral)> {
+    let s3 = moto()?;
+    let srv = native_server_with(db, sql).await?;
+    assert_eq!(http(s3.port, "PUT", &format!("/{bucket}"), &[]).0, 200, "bucket created");
+    Some((s3, srv))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
-    let Some(s3) = moto() else { return };
-    let Some(srv) = native_server("shop").await else { return };
+    let Some((s3, srv)) = moto_and_source("shop", "create table orders(id int primary key, total numeric); insert into orders select g, g * 1.5 from generate_series(1, 5000) g; create index on orders(total)", "backups").await else { return };
     let url = srv.url();
-    exec(&url, "create table orders(id int primary key, total numeric); insert into orders select g, g * 1.5 from generate_series(1, 5000) g; create index on orders(total)").await;
-    assert_eq!(http(s3.port, "PUT", "/backups", &[]).0, 200, "bucket created");
     let loc = "s3://backups/prod";
     let dir = tempfile::tempdir().expect("tempdir");
     let junit = dir.path().join("junit.xml");
@@ -183,24 +191,27 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
 
     // 3b. Another tool's dump in the bucket (the classic `pg_dump | gzip` upload), found by
     // its name and verified from the bucket.
-    let dump = Command::new("sh")
-        .arg("-c")
-        .arg("pg_dump --no-owner -d \"$U\" | gzip")
-        .env("U", &url)
-        .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
-        .output()
-        .expect("pg_dump");
+    // `pg_dump` of the source piped through `pipeline`, as another tool's script writes it.
+    let dumped = |pipeline: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("pg_dump --no-owner -d \"$U\" | {pipeline}"))
+            .env("U", &url)
+            .env("P", KEY)
+            .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
+            .output()
+            .expect("pg_dump")
+    };
+    // Verified by its name, its content accepted unproven (issue 35: without ground truth
+    // the content is unproven; this test is about reading).
+    let verify_named = |name: &str, junit: &std::path::Path| {
+        verify(Run::new("verify").var("backup", name).var("max_age", "3650d").var("accept_unproven", true).junit(junit))
+    };
+    let dump = dumped("gzip");
     assert!(dump.status.success() && dump.stdout.len() > 100, "{}", text(&dump.stderr));
     assert_eq!(http_body(s3.port, "PUT", "/backups/prod/shop_20261101_020000.sql.gz", &[], &dump.stdout).0, 200);
     let foreign_junit = dir.path().join("foreign.xml");
-    let (code, log) = verify(
-        Run::new("verify")
-            .var("backup", "shop_20261101_020000.sql.gz")
-            .var("max_age", "3650d")
-            // Issue 35: without ground truth the content is unproven; this test is about reading.
-            .var("accept_unproven", true)
-            .junit(&foreign_junit),
-    );
+    let (code, log) = verify_named("shop_20261101_020000.sql.gz", &foreign_junit);
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("s3://backups/prod/shop_20261101_020000.sql.gz"), "{log}");
     // Read as a stream by the check and again by the restore (psql reads SQL once, so
@@ -213,25 +224,11 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
     );
     // The classic `| openssl enc` with the legacy key derivation (md5): each derivation is
     // tried from the object's start, as from a file's.
-    let enc = Command::new("sh")
-        .arg("-c")
-        .arg("pg_dump --no-owner -d \"$U\" | gzip | openssl enc -aes-256-cbc -md md5 -salt -pass env:P 2>/dev/null")
-        .env("U", &url)
-        .env("P", KEY)
-        .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
-        .output()
-        .expect("openssl");
+    let enc = dumped("gzip | openssl enc -aes-256-cbc -md md5 -salt -pass env:P 2>/dev/null");
     assert!(enc.status.success() && enc.stdout.starts_with(b"Salted__"), "{}", text(&enc.stderr));
     assert_eq!(http_body(s3.port, "PUT", "/backups/prod/shop_20261102_020000.sql.gz.enc", &[], &enc.stdout).0, 200);
     let enc_junit = dir.path().join("enc.xml");
-    let (code, log) = verify(
-        Run::new("verify")
-            .var("backup", "shop_20261102_020000.sql.gz.enc")
-            .var("max_age", "3650d")
-            // Issue 35: without ground truth the content is unproven; this test is about reading.
-            .var("accept_unproven", true)
-            .junit(&enc_junit),
-    );
+    let (code, log) = verify_named("shop_20261102_020000.sql.gz.enc", &enc_junit);
     assert_eq!(code, 0, "{log}");
     let xml = std::fs::read_to_string(&enc_junit).expect("junit");
     assert!(xml.contains("legacy key derivation: EVP_BytesToKey, md5"), "the legacy derivation was found: {xml}");
@@ -267,12 +264,10 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
 
     // 5. Copy the backup to a local folder (3-2-1), checked by sha256; again: already there.
     let local = dir.path().join("local");
-    let rb = dir.path().join("copy.yaml");
-    std::fs::write(
-        &rb,
+    let rb = written(
+        dir.path().join("copy.yaml"),
         format!("name: copy\nsteps:\n  - id: copy\n    uses: backup.copy\n    with: {{ backup: \"{backup_url}\", to: \"{}\" }}\n", local.display()),
-    )
-    .expect("runbook");
+    );
     let (code, log) = s3_run(Run::new(&rb), s3.port);
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("read back and matched"), "{log}");
@@ -349,29 +344,44 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
     srv.stop().await;
 }
 
+/// Database `big` on a new server, a table of random text in it (random text compresses
+/// poorly: enough parts to be mid-upload when stopped), and bucket `bkt` in the moto at `port`.
+async fn big_source(port: u16) -> Option<pgdrill::pg::ephemeral::Ephemeral> {
+    let srv = native_server("big").await?;
+    exec(&srv.url(), "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text), '') from generate_series(1, 16)) from generate_series(1, 200000) g").await;
+    assert_eq!(http(port, "PUT", "/bkt", &[]).0, 200);
+    Some(srv)
+}
+
+/// `pgdrill run backup` of `url` to s3://bkt/p, unencrypted, against the moto at `port`.
+fn big_backup(url: &str, port: u16) -> Command {
+    with_aws(
+        Run::new("backup").var("database_url", url).var("storage", "s3://bkt/p").var("encrypt", "false").command(),
+        port,
+    )
+}
+
+/// Wait (two minutes at most) until a multipart upload is open in bucket `bkt` of the moto at
+/// `port`; `child`, when given, must still be running until then.
+fn until_an_upload_opens(port: u16, mut child: Option<&mut std::process::Child>) {
+    let t = Instant::now();
+    while s3_uploads(port, "bkt") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
+        if let Some(child) = child.as_deref_mut() {
+            assert!(child.try_wait().expect("wait").is_none(), "the backup ended before its upload was seen");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_interrupted_by_sigint_leaves_no_object_and_no_open_upload() {
     let Some(s3) = moto() else { return };
-    let Some(srv) = native_server("big").await else { return };
-    let url = srv.url();
-    // Random text compresses poorly: enough parts to be mid-upload when stopped.
-    exec(&url, "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text), '') from generate_series(1, 16)) from generate_series(1, 200000) g").await;
-    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
-    let mut child = with_aws(
-        Run::new("backup").var("database_url", url).var("storage", "s3://bkt/p").var("encrypt", "false").command(),
-        s3.port,
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("pgdrill");
+    let Some(srv) = big_source(s3.port).await else { return };
+    let mut child =
+        big_backup(&srv.url(), s3.port).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("pgdrill");
     // Stop it once a multipart upload is open in the store.
-    let t = Instant::now();
-    while s3_uploads(s3.port, "bkt") == 0 {
-        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
-        assert!(child.try_wait().expect("wait").is_none(), "the backup ended before its upload was seen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    until_an_upload_opens(s3.port, Some(&mut child));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
         .expect("SIGINT");
     let out = child.wait_with_output().expect("ends");
@@ -385,27 +395,16 @@ async fn an_upload_interrupted_by_sigint_leaves_no_object_and_no_open_upload() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_left_by_a_killed_pgdrill_is_invisible_and_prune_aborts_it_and_its_mirror_is_reaped() {
     let Some(s3) = moto() else { return };
-    let Some(srv) = native_server("big").await else { return };
-    let url = srv.url();
-    exec(&url, "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text), '') from generate_series(1, 16)) from generate_series(1, 200000) g").await;
-    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
+    let Some(srv) = big_source(s3.port).await else { return };
     // Its own temporary directory, so what the killed process leaves there is seen.
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut child = with_aws(
-        Run::new("backup").var("database_url", url).var("storage", "s3://bkt/p").var("encrypt", "false").command(),
-        s3.port,
-    )
-    .env("TMPDIR", tmp.path())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("pgdrill");
-    let t = Instant::now();
-    while s3_uploads(s3.port, "bkt") == 0 {
-        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
-        assert!(child.try_wait().expect("wait").is_none(), "the backup ended before its upload was seen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut child = big_backup(&srv.url(), s3.port)
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pgdrill");
+    until_an_upload_opens(s3.port, Some(&mut child));
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     // Nothing a reader can see: no backup, no manifest; the upload is still open in the store.
@@ -455,23 +454,9 @@ async fn an_upload_left_by_a_killed_pgdrill_is_invisible_and_prune_aborts_it_and
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_that_goes_away_mid_upload_is_exit_3_naming_the_upload() {
     let Some(mut s3) = moto() else { return };
-    let Some(srv) = native_server("big").await else { return };
-    let url = srv.url();
-    exec(&url, "create table blob(id int, v text); insert into blob select g, (select string_agg(md5(random()::text), '') from generate_series(1, 16)) from generate_series(1, 200000) g").await;
-    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
-    let child = with_aws(
-        Run::new("backup").var("database_url", url).var("storage", "s3://bkt/p").var("encrypt", "false").command(),
-        s3.port,
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("pgdrill");
-    let t = Instant::now();
-    while s3_uploads(s3.port, "bkt") == 0 {
-        assert!(t.elapsed() < Duration::from_secs(120), "no upload started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let Some(srv) = big_source(s3.port).await else { return };
+    let child = big_backup(&srv.url(), s3.port).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("pgdrill");
+    until_an_upload_opens(s3.port, None);
     // The server goes away in the middle of the upload.
     let _ = s3.child.kill();
     let _ = s3.child.wait();
@@ -562,11 +547,8 @@ async fn s3_refuses_a_wrong_secret_key_exit_3_and_the_key_is_never_shown() {
 /// bytes under the old manifest and calling the backup corrupted.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_object_replaced_after_pick_is_an_environment_error_never_a_damaged_backup() {
-    let Some(s3) = moto() else { return };
-    let Some(srv) = native_server("shop").await else { return };
+    let Some((s3, srv)) = moto_and_source("shop", "create table t(id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 5000) g", "bkt").await else { return };
     let url = srv.url();
-    exec(&url, "create table t(id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 5000) g").await;
-    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
     let (code, log) = out_of(&mut with_aws(
         pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt/p"]),
         s3.port,
@@ -582,20 +564,17 @@ async fn an_object_replaced_after_pick_is_an_environment_error_never_a_damaged_b
     let at = other.len() - 100;
     other[at] ^= 0x55;
     let dir = tempfile::tempdir().expect("tempdir");
-    let replacement = dir.path().join("replacement");
-    std::fs::write(&replacement, &other).expect("replacement");
+    let replacement = written(dir.path().join("replacement"), &other);
     // Pick, then the object is replaced (as another tool's upload would), then the check.
-    let rb = dir.path().join("replaced.yaml");
-    std::fs::write(
-        &rb,
+    let rb = written(
+        dir.path().join("replaced.yaml"),
         format!(
             "name: replaced\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - id: pick\n    uses: backup.pick\n    with: {{ storage: \"s3://bkt/p\", database: shop, backup: latest, key: \"{{{{ secrets.key }}}}\" }}\n  - id: replace\n    uses: shell.run\n    with: {{ script: \"curl -fsS -X PUT --data-binary @{} -H 'Authorization: {}' http://127.0.0.1:{}/bkt/{key}\" }}\n  - id: check\n    uses: backup.check\n    with: {{ path: \"{{{{ steps.pick.outputs.path }}}}\", key: \"{{{{ secrets.key }}}}\" }}\n",
             replacement.display(),
             auth[0].1,
             s3.port
         ),
-    )
-    .expect("runbook");
+    );
     let junit = dir.path().join("replaced.xml");
     let (code, all) =
         out_of(with_aws(pgdrill(&["run", rb.to_str().expect("utf-8")]), s3.port).arg("--junit").arg(&junit));
@@ -659,18 +638,8 @@ pub(crate) fn azurite(dir: &std::path::Path) -> Option<Server> {
         return None;
     }
     let port = free_port();
-    let child = Command::new("azurite-blob")
-        .args([
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            &port.to_string(),
-            "--skipApiVersionCheck",
-            "--disableTelemetry",
-            "--silent",
-        ])
-        .arg("--location")
-        .arg(dir)
+    let child = azurite_blob(port, dir)
+        .arg("--silent")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("azurite.log")).expect("log"))
         .spawn()
@@ -1130,12 +1099,9 @@ fn files_named(dir: &std::path::Path, part: &str) -> Vec<std::path::PathBuf> {
 /// "corrupted"; neither leaves anything staged.
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_store_lost_mid_read_is_exit_3() {
-    let Some(s3) = moto() else { return };
-    let Some(srv) = native_server("big").await else { return };
-    let url = srv.url();
     // Rows that differ (the inner query refers to g), so the object is megabytes, not kilobytes.
-    exec(&url, "create table blob(id int, v text); insert into blob select r, (select string_agg(md5(random()::text || r::text || i::text), '') from generate_series(1, 16) i) from generate_series(1, 20000) r").await;
-    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200);
+    let Some((s3, srv)) = moto_and_source("big", "create table blob(id int, v text); insert into blob select r, (select string_agg(md5(random()::text || r::text || i::text), '') from generate_series(1, 16) i) from generate_series(1, 20000) r", "bkt").await else { return };
+    let url = srv.url();
     let (code, log) = out_of(&mut with_aws(
         pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt/p"]),
         s3.port,
@@ -1364,11 +1330,8 @@ fn a_store_that_never_answers_fails_within_the_request_timeout_before_pg_dump_st
 /// message names the unfinished object in the store.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_without_its_manifest_in_a_bucket_was_named_by_its_local_mirror_path() {
-    let Some(s3) = moto() else { return };
-    let Some(srv) = native_server("shop").await else { return };
+    let Some((s3, srv)) = moto_and_source("shop", ONE_ROW, "backups").await else { return };
     let url = srv.url();
-    exec(&url, "create table t(id int); insert into t values (1)").await;
-    assert_eq!(http(s3.port, "PUT", "/backups", &[]).0, 200, "bucket created");
     let loc = "s3://backups/prod";
     let (code, log) = out_of(&mut with_aws(
         pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]),
@@ -1417,51 +1380,21 @@ async fn the_s3_store_shows_an_object_only_once_published_and_an_abort_leaves_no
 
     let size: usize = 9 << 20;
     let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-    let w = store.create("app/a.bin").await.expect("create");
-    let (w, wrote) = tokio::task::spawn_blocking(move || {
-        let mut w = w;
-        let r = w.write_all(&body);
-        (w, r)
-    })
-    .await
-    .expect("writer thread");
-    wrote.expect("write");
+    let w = write_unpublished(&*store, "app/a.bin", body).await;
     assert!(s3_keys(s3.port, "store", "t/app/").is_empty(), "an object is visible before publish");
     assert_eq!(w.publish().await.expect("publish"), size as u64);
     let meta = store.head("app/a.bin").await.expect("head").expect("published");
     assert_eq!(meta.size, size as u64);
-    let mut r = store.open("app/a.bin", Some(10..20), meta.version.as_deref()).await.expect("open");
-    let got = tokio::task::spawn_blocking(move || {
-        let mut v = Vec::new();
-        r.read_to_end(&mut v).map(|_| v)
-    })
-    .await
-    .expect("reader thread")
-    .expect("read");
+    let got = read_back(&*store, "app/a.bin", Some(10..20), meta.version.as_deref()).await;
     assert_eq!(got, (10..20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
 
-    let w = store.create("app/b.bin").await.expect("create");
-    let w = tokio::task::spawn_blocking(move || {
-        let mut w = w;
-        w.write_all(&vec![1u8; 9 << 20]).expect("write");
-        w
-    })
-    .await
-    .expect("writer thread");
-    w.abort().await;
-    assert_eq!(store.head("app/b.bin").await.expect("head"), None, "an aborted object is there");
+    abort_a_write(&*store).await;
     assert_eq!(s3_uploads(s3.port, "store"), 0, "an aborted upload stayed open");
 
     store.put_new("app/m.json", b"one".to_vec()).await.expect("put_new");
     let e = store.put_new("app/m.json", b"two".to_vec()).await.expect_err("an object was replaced");
     assert!(e.contains("already exists"), "{e}");
-    assert_eq!(store.read("app/m.json").await.expect("read"), b"one");
-    store.copy("app/m.json", "app/n.json").await.expect("copy");
-    let mut keys: Vec<String> = store.list("app/").await.expect("list").into_iter().map(|m| m.key).collect();
-    keys.sort();
-    assert_eq!(keys, ["app/a.bin", "app/m.json", "app/n.json"]);
-    store.delete("app/n.json").await.expect("delete");
-    store.delete("app/n.json").await.expect("a missing object is not an error");
+    read_copy_list_delete(&*store).await;
     assert!(store.space().is_none(), "an object store has no free space to measure");
 }
 
@@ -1474,11 +1407,9 @@ async fn the_s3_store_shows_an_object_only_once_published_and_an_abort_leaves_no
 /// is never listed nor picked, and prune removes it once it is old enough.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_killed_between_its_upload_and_its_manifest_left_an_orphan_that_was_picked_and_kept() {
-    let Some(s3) = moto() else { return };
-    let Some(srv) = native_server("shop").await else { return };
+    let rows = "create table t(id int primary key); insert into t select generate_series(1, 100)";
+    let Some((s3, srv)) = moto_and_source("shop", rows, "bkt").await else { return };
     let url = srv.url();
-    exec(&url, "create table t(id int primary key); insert into t select generate_series(1, 100)").await;
-    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200, "bucket created");
     let loc = "s3://bkt/p";
     let tmp = tempfile::tempdir().expect("tempdir");
     let archives = || -> Vec<String> {
@@ -1568,11 +1499,8 @@ async fn a_backup_killed_between_its_upload_and_its_manifest_left_an_orphan_that
 /// verdict on the backup.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_that_takes_a_read_and_never_answers_was_waited_on_for_the_whole_request_timeout() {
-    let Some(s3) = moto() else { return };
-    let Some(srv) = native_server("shop").await else { return };
+    let Some((s3, srv)) = moto_and_source("shop", ONE_ROW, "bkt").await else { return };
     let url = srv.url();
-    exec(&url, "create table t(id int); insert into t values (1)").await;
-    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200, "bucket created");
     let (code, log) = out_of(&mut with_aws(
         pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt/p"]),
         s3.port,

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{self, Run};
+use crate::common::{self, tmp_backups, Run};
 
 const KEY: &str = "offsite-all passphrase";
 
@@ -32,8 +32,7 @@ async fn offsite_copies_every_backup_not_there_yet_and_a_second_run_resumes_a_st
         .await;
     common::exec(&s.url_for("app"), "create database crm").await;
     common::exec(&s.url_for("crm"), "create table c (id int primary key); insert into c values (1)").await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     for db in ["app", "crm", "app"] {
         Run::new("backup").var("database_url", s.url_for(db)).var("storage", storage.display()).key(KEY).expect(0);
     }
@@ -78,8 +77,7 @@ async fn offsite_copies_every_backup_not_there_yet_and_a_second_run_resumes_a_st
 /// looked kept while any of them could be deleted. Now it is refused before anything moves.
 #[test]
 fn offsite_copy_all_silently_ignored_the_retention_it_was_asked_for() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     std::fs::create_dir_all(storage.join("app")).expect("mkdir");
     std::fs::write(storage.join("app/app-20260101T000000Z.pgdrill"), b"not copied").expect("write");
     let to = dir.path().join("offsite");

@@ -5,7 +5,7 @@
 use std::io::{BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
 
-use crate::common::{http_recorder, Run};
+use crate::common::{http_recorder, written, Run};
 
 const ROUTING_KEY: &str = "R0UTING-key-pagerduty-5e3c9a1d0b7f";
 const GENIE_KEY: &str = "G3NIE-key-opsgenie-0c1d2e3f4a5b";
@@ -183,8 +183,7 @@ fn a_notification_with_two_sinks_or_a_bad_severity_is_shown_at_its_line() {
         ("notify:\n  - when: failure\n    syslog: { address: \"nohost\" }\n", "notify.yaml:3:", "host:port"),
     ];
     for (yaml, at, says) in cases {
-        let notify = t.path().join("notify.yaml");
-        std::fs::write(&notify, yaml).expect("write");
+        let notify = written(t.path().join("notify.yaml"), yaml);
         let r = Run::new("quickstart").arg("--notify").arg(&notify).expect(2);
         assert!(r.all().contains(at) && r.all().contains(says), "{yaml}\n{}", r.all());
     }
@@ -227,14 +226,12 @@ fn hostile_names_never_break_the_oncall_sinks_or_the_metric_labels() {
     let database = regex::Regex::new(r#" database="((?:[^"\\]|\\.)*)""#).expect("regex");
     let mut dbs = Vec::new();
     for (i, h) in crate::notify::HOSTILE_TEXTS.iter().enumerate() {
-        let runbook = t.path().join(format!("hostile-{i}.yaml"));
-        std::fs::write(
-            &runbook,
+        let runbook = written(
+            t.path().join(format!("hostile-{i}.yaml")),
             format!(
                 "name: \"RB{i} {h}\"\nvars:\n  database: app\nsteps:\n  - name: \"FAIL{i} {h}\"\n    uses: http.check\n    with: {{ url: \"http://127.0.0.1:{port}/health\", body_contains: \"NEEDLE{i} {h}\" }}\n"
             ),
-        )
-        .expect("runbook");
+        );
         let db: String = serde_yaml::from_str::<String>(&format!("\"DB{i} {h}\"")).expect("yaml").replace('\0', "");
         let case = format!("hostile #{i} {h:?}");
         let r = Run::new(&runbook)
@@ -435,12 +432,10 @@ notify:
 /// configured: (HTTP requests received, the UDP syslog message, the textfile).
 fn one_failed_run(database: &str) -> (Vec<Got>, String, String) {
     let Sinks { got, udp, dir: t, textfile, notify, .. } = sinks("");
-    let runbook = t.path().join("r.yaml");
-    std::fs::write(
-        &runbook,
+    let runbook = written(
+        t.path().join("r.yaml"),
         "name: r\nvars:\n  database: \"\"\nsteps:\n  - id: s\n    uses: shell.run\n    with: { script: \"exit 3\" }\n",
-    )
-    .expect("runbook");
+    );
     Run::new(&runbook)
         .var("database", database)
         .arg("--notify")

@@ -193,19 +193,16 @@ fn a_postgresql_17_pgbackrest_backup_is_restored_and_recovered_in_its_image_with
         return;
     }
     let work = work_dir();
-    let dir = work.path().join("team");
-    std::fs::create_dir_all(&dir).expect("mkdir");
+    let dir = made_dir(work.path().join("team"));
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let d = dir.display();
-    let config = dir.join("pgbackrest.conf");
-    std::fs::write(
-        &config,
+    let config = written(
+        dir.join("pgbackrest.conf"),
         format!(
             "[global]\nrepo1-path={d}/repo\nlog-path={d}\nlock-path={d}/lock\nlog-level-file=off\nstart-fast=y\n\
              archive-timeout=60\nrepo1-retention-full=2\n\n[demo]\npg1-path={d}/pg/data\npg1-socket-path={d}/pg\npg1-user=postgres\n"
         ),
-    )
-    .expect("pgbackrest.conf");
+    );
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     // The team's setup, all in the image: its server archives with pgBackRest, which takes a
     // full backup under writes.
@@ -248,8 +245,7 @@ fn a_postgresql_17_pgbackrest_backup_is_restored_and_recovered_in_its_image_with
     assert!(seen.is_some(), "the throwaway of PostgreSQL 17 never ran in Docker");
 
     // At the mark: the copy equals the source there, and every verdict of 15 holds.
-    let ledger = work.path().join("ledger");
-    std::fs::create_dir_all(&ledger).expect("ledger folder");
+    let ledger = made_dir(work.path().join("ledger"));
     let with_ledger = format!("{source}&ledger={}", ledger.display());
     let report = work.path().join("at_mark");
     let (pid, code, all) = spawned(
@@ -329,8 +325,7 @@ fn a_postgresql_17_barman_cloud_backup_is_restored_and_recovered_in_its_image() 
         [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", secret), ("AWS_DEFAULT_REGION", "us-east-1")];
     let exports: String = env.iter().map(|(k, v)| format!("export {k}={v}\n")).collect();
     let work = work_dir();
-    let dir = work.path().join("team");
-    std::fs::create_dir_all(&dir).expect("mkdir");
+    let dir = made_dir(work.path().join("team"));
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let d = dir.display();
     let team = Team17::start(&dir, true);

@@ -445,15 +445,13 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
     assert!(table.stdout.contains(&label), "{}", table.stdout);
 
     // A fleet target whose backups pgBackRest makes: its storage names the source.
-    let fleet = work.path().join("pgdrill.fleet.yaml");
-    std::fs::write(
-        &fleet,
+    let fleet = written(
+        work.path().join("pgdrill.fleet.yaml"),
         format!(
             "projects:\n  team:\n    environments:\n      prod:\n        databases:\n          postgres:\n            connection: \"host=127.0.0.1\"\n            storage: \"{source}\"\n            vars: {{ marker: \"select count(*) = {} from drill\", accept_unproven: true }}\n",
             counts.latest
         ),
-    )
-    .expect("fleet file");
+    );
     let fleet_report = work.path().join("fleet");
     let ran = Run::cli(["fleet", "run"])
         .arg(&fleet)
@@ -548,12 +546,7 @@ pub(crate) fn ledger_lines(dir: &Path) -> Vec<serde_json::Value> {
 fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, env: &[(&str, &str)]) {
     let with_env = |r: Run| env.iter().fold(r, |r, (k, v)| r.env(k, v));
     // The mark on the team's server: schema and per-table rows, and a restore point there.
-    let mark_book = work.join("mark.yaml");
-    std::fs::write(
-        &mark_book,
-        "name: mark\nvars:\n  url: \"\"\nsteps:\n  - id: mark\n    uses: pitr.mark\n    with:\n      url: \"{{ vars.url }}\"\n      restore_point: pgdrill_mark\n",
-    )
-    .expect("mark runbook");
+    let mark_book = written(work.join("mark.yaml"), "name: mark\nvars:\n  url: \"\"\nsteps:\n  - id: mark\n    uses: pitr.mark\n    with:\n      url: \"{{ vars.url }}\"\n      restore_point: pgdrill_mark\n");
     let url = format!("host={} port={} user=postgres dbname=postgres", c.socket().display(), c.port);
     let marked = Run::new(&mark_book).var("url", &url).report(work.join("mark")).output();
     assert_eq!(marked.code, Some(0), "{}", marked.all());
@@ -564,8 +557,7 @@ fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, 
     c.sql("create table after_mark(id int)");
     c.archive_now();
 
-    let ledger = work.join("ledger");
-    std::fs::create_dir_all(&ledger).expect("ledger folder");
+    let ledger = made_dir(work.join("ledger"));
     let with_ledger = format!("{source}&ledger={}", ledger.display());
     // The shipped runbook without a ground truth, as an operator runs it: recovered, content
     // unproven, and so recorded; in JUnit and run.json the recovery is a failure of type
@@ -846,21 +838,8 @@ fn barman_cloud_backups_in_azure_blob_storage_recover_to_latest_a_time_and_a_res
     std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let port = free_port();
     let (log, out, err) = server_log();
-    let child = Command::new("azurite-blob")
-        .args([
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            &port.to_string(),
-            "--skipApiVersionCheck",
-            "--disableTelemetry",
-        ])
-        .arg("--location")
-        .arg(work.path().join("azurite"))
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("azurite starts");
+    let child =
+        azurite_blob(port, &work.path().join("azurite")).stdout(out).stderr(err).spawn().expect("azurite starts");
     let azurite = Server { child, port, log: Some(log) };
     wait_listening(port, "azurite-blob");
     let (account, key) = AZURITE;
@@ -1002,8 +981,7 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
         return;
     };
     let work = work_dir();
-    let home = work.path().join("barman");
-    std::fs::create_dir_all(&home).expect("barman home");
+    let home = made_dir(work.path().join("barman"));
     // The server's archive_command copies each segment into Barman's incoming folder (a
     // folder both users write: the server's user puts, Barman takes), whole or not at all.
     let incoming = owned_dir(&work.path().join("incoming"));
@@ -1015,9 +993,8 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
         st = stage.display()
     );
     let c = Cluster::start(&archive_command, &[]);
-    let config = home.join("barman.conf");
-    std::fs::write(
-        &config,
+    let config = written(
+        home.join("barman.conf"),
         format!(
             "[barman]\nbarman_user = {barman_user}\nbarman_home = {home}\nlog_file = {home}/barman.log\nlog_level = INFO\ncompression = gzip\nimmediate_checkpoint = true\n\n\
              [demo]\ndescription = the team's server\nconninfo = host={sock} port={port} user=postgres dbname=postgres\n\
@@ -1028,8 +1005,7 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
             port = c.port,
             inc = incoming.display()
         ),
-    )
-    .expect("barman.conf");
+    );
     for p in walk(&home).into_iter().chain([home.clone()]) {
         nix::unistd::chown(&p, Some(barman_owner.uid), Some(barman_owner.gid)).expect("chown");
     }
@@ -1085,15 +1061,13 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
 
     // Regression (issue 39, item 5): pitr.restore refused the tools' sources (`unknown source
     // barman`); it now reads them as physical.verify does, `storage` being the location.
-    let pitr_book = work.path().join("pitr.yaml");
-    std::fs::write(
-        &pitr_book,
+    let pitr_book = written(
+        work.path().join("pitr.yaml"),
         format!(
             "name: barman-pitr\nsteps:\n  - id: restore\n    uses: pitr.restore\n    with:\n      source: barman\n      storage: \"{source}\"\n      target_name: before_batch_3\n      marker: \"select count(*) = {} from drill\"\n      accept_unproven: true\n      timeout: 3m\n",
             counts.at_name
         ),
-    )
-    .expect("pitr runbook");
+    );
     let ran = Run::new(&pitr_book).report(work.path().join("pitr")).output();
     assert_eq!(ran.code, Some(0), "{}", ran.all());
     let pj = ran.run_json();

@@ -14,7 +14,7 @@ use pgdrill::physical::recover::{RecoverOptions, Target, TargetKind};
 use pgdrill::physical::source::Lsn;
 use time::OffsetDateTime;
 
-use crate::common;
+use crate::common::{self, written};
 
 /// A source cluster archiving into `<tmp>/archive`, base backups under `<tmp>/backups`.
 pub(crate) struct Source {
@@ -446,8 +446,7 @@ fn a_pitr_drill_whose_recovered_copy_differs_from_the_source_at_the_target_fails
     let target = "target_time: \"{{ steps.mark.outputs.time }}\"";
     assert!(text.contains(target), "the drill recovers to the mark's time");
     text = text.replace(target, "target_time: \"{{ steps.after_drift.outputs.value }}\"");
-    let file = dir.path().join("drifted.yaml");
-    std::fs::write(&file, text).expect("drill");
+    let file = written(dir.path().join("drifted.yaml"), text);
     let junit = dir.path().join("junit.xml");
     let ran = common::Run::new(&file).var("version", 15).junit(&junit).expect(1);
     assert_eq!(ran.junit().status("recover"), "failure", "{}", ran.all());
@@ -866,8 +865,7 @@ projects:
     let v = std::process::Command::new("systemd-analyze").arg("verify").args(&files).output().expect("verify");
     assert!(v.status.success(), "systemd-analyze verify: {}{}", common::text(&v.stdout), common::text(&v.stderr));
     let k8s = run(&["schedule", "kubernetes", f]);
-    let manifests = dir.path().join("k8s.yaml");
-    std::fs::write(&manifests, &k8s).expect("k8s");
+    let manifests = written(dir.path().join("k8s.yaml"), &k8s);
     let v = std::process::Command::new("kubernetes-validate")
         .args(["--strict", manifests.to_str().expect("utf-8")])
         .output()

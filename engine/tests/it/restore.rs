@@ -9,7 +9,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::{fingerprint_of, junit_cases, scalar, snapshots, status_of, text, Run};
+use crate::common::{fingerprint_of, junit_cases, scalar, snapshots, status_of, text, tmp_backups, Run};
 use pgdrill::pg::ephemeral::Ephemeral;
 use pgdrill::pg::fingerprint::Fingerprint;
 
@@ -42,8 +42,7 @@ fn restore(s: &Ephemeral, storage: &Path, junit: &Path, extra: &[&str]) -> Outpu
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restore_terminates_sessions_and_brings_back_exactly_the_backup() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let Some((s, backup)) = backed_up(&storage, 100).await else { return };
     let shop = s.url_for("shop");
     // Work done after the backup, and an application session that stays connected.
@@ -102,8 +101,7 @@ async fn a_restore_terminates_sessions_and_brings_back_exactly_the_backup() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failure_after_the_drop_rolls_back_to_the_snapshot() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let Some((s, _)) = backed_up(&storage, 100).await else { return };
     let shop = s.url_for("shop");
     common::exec(
@@ -145,8 +143,7 @@ async fn a_failure_after_the_drop_rolls_back_to_the_snapshot() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_confirmation_nothing_changes_and_an_incompatible_backup_stops_in_preflight() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let Some((s, backup)) = backed_up(&storage, 100).await else { return };
     let shop = s.url_for("shop");
     common::exec(&shop, "insert into customers (name) values ('newer')").await;
@@ -196,8 +193,7 @@ async fn without_confirmation_nothing_changes_and_an_incompatible_backup_stops_i
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_during_the_restore_rolls_back() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     // Enough data that pg_restore runs for a second or more (the poll below takes ~20 ms).
     let Some((s, _)) = backed_up(&storage, 300_000).await else { return };
     let shop = s.url_for("shop");

@@ -4,7 +4,7 @@
 //! marker row written after the backup is there again and the database is as before. The
 //! health checks are a list of HTTPS endpoints behind a private CA (issue 40 item 4).
 
-use crate::common::{self, fingerprint_of, scalar, snapshots, Run};
+use crate::common::{self, fingerprint_of, made_dir, scalar, snapshots, tmp_backups, Run};
 
 const KEY: &str = "restore-checks passphrase";
 
@@ -12,8 +12,7 @@ const KEY: &str = "restore-checks passphrase";
 /// place (the marker row of the test lost); inside the restore they roll it back.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_team_check_rolls_the_restore_back_and_the_marker_row_is_there_again() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     // Bookings in the backup are old: the team's check wants one from the last day.
     let bookings = "create table bookings (id serial primary key, booked_at timestamptz not null);
                     insert into bookings (booked_at) values ('2026-01-01');";
@@ -23,8 +22,7 @@ async fn a_failing_team_check_rolls_the_restore_back_and_the_marker_row_is_there
     let before = fingerprint_of(&shop).await;
 
     // The application's endpoints, behind a certificate of the team's own CA: all checked.
-    let certs = dir.path().join("certs");
-    std::fs::create_dir_all(&certs).expect("mkdir");
+    let certs = made_dir(dir.path().join("certs"));
     let Some(tls) = crate::http_tls::tls_endpoint(&certs, false) else { return };
     let base = format!("https://127.0.0.1:{}", tls.port);
 

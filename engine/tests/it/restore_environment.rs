@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::common::{self, fingerprint_of, scalar, Run, SmallDisk};
+use crate::common::{self, fingerprint_of, scalar, tmp_backups, Run, SmallDisk};
 use pgdrill::pg::ephemeral::Ephemeral;
 
 const KEY: &str = "restore-environment passphrase";
@@ -82,8 +82,7 @@ async fn the_servers_disk_filling_during_an_operator_restore_was_a_verdict_on_th
 async fn a_missing_pg_restore_was_refused_as_a_failed_check() {
     let Some(s) = common::native_server("shop").await else { return };
     common::exec(&s.url(), "create table t (n int); insert into t values (1)").await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let backup = common::backup_to(&s.url(), &storage, KEY, "shop");
     let manifest = pgdrill::backup::layout::manifest_path(&backup);
     let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
@@ -153,8 +152,7 @@ async fn an_operator_restore_on_17_and_its_rollback_leave_the_database_byte_iden
          alter table words owner to shop_owner; grant select on words to shop_reader",
     )
     .await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let images = [("PGDRILL_DOCKER_IMAGE", "pgdrill/postgres-local:{major}")];
     common::backup_to_with_env(&s.url_for("shop"), &storage, KEY, "shop", &images);
     let before = dumps_in_container(&s);

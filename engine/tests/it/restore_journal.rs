@@ -14,7 +14,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::{fingerprint_of, snapshots, text, Run};
+use crate::common::{fingerprint_of, snapshots, text, tmp_backups, written, Run};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pgdrill::pg::ephemeral::Ephemeral;
@@ -171,6 +171,16 @@ async fn holds(watch: &tokio_postgres::Client, sql: &str) -> bool {
     watch.query_one(sql, &[]).await.map(|r| r.get::<_, bool>(0)).unwrap_or(false)
 }
 
+/// Wait until the restore of `shop` is in its `restoring` phase with pg_restore connected,
+/// asked through `watch`, a session opened before the restore started (see [`holds`]).
+async fn until_pg_restore_writes(watch: &tokio_postgres::Client, storage: &Path) {
+    until("pg_restore writing", || async {
+        phase(storage) == "restoring"
+            && holds(watch, "select count(*) > 0 from pg_stat_activity where application_name = 'pg_restore'").await
+    })
+    .await;
+}
+
 /// The server whose sessions a hang reports.
 static ACTIVITY: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
@@ -226,12 +236,7 @@ async fn kill_at(s: &Ephemeral, storage: &Path, at: At) -> String {
             // longer than pg_restore's whole run on a loaded machine, and miss it.
             let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
             let mut child = spawn(s, storage);
-            until("pg_restore writing", || async {
-                phase(storage) == "restoring"
-                    && holds(&watch, "select count(*) > 0 from pg_stat_activity where application_name = 'pg_restore'")
-                        .await
-            })
-            .await;
+            until_pg_restore_writes(&watch, storage).await;
             sigkill(&mut child);
         }
         At::DuringCompare => {
@@ -239,12 +244,7 @@ async fn kill_at(s: &Ephemeral, storage: &Path, at: At) -> String {
             // so the lock is in place before the compare can start.
             let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
             let mut child = spawn(s, storage);
-            until("pg_restore writing", || async {
-                phase(storage) == "restoring"
-                    && holds(&watch, "select count(*) > 0 from pg_stat_activity where application_name = 'pg_restore'")
-                        .await
-            })
-            .await;
+            until_pg_restore_writes(&watch, storage).await;
             let me = Pid::from_raw(child.id() as i32);
             kill(me, Signal::SIGSTOP).expect("stop pgdrill");
             until("pg_restore done", || async {
@@ -301,8 +301,7 @@ async fn tool_sessions(s: &Ephemeral) -> String {
 }
 
 async fn killed_then_recovered(at: At, bulk_rows: u32, expect_phase: &str) {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (_dir, storage) = tmp_backups();
     let Some((s, backup)) = shop(&storage, bulk_rows).await else { return };
     let shop_url = s.url_for("shop");
     if let Ok(mut a) = ACTIVITY.lock() {
@@ -378,8 +377,7 @@ async fn kill_9_during_the_fingerprint_compare_is_found_and_recovered_both_ways(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_restore_of_the_same_database_is_refused_naming_the_first() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (_dir, storage) = tmp_backups();
     let Some((s, backup)) = shop(&storage, 100).await else { return };
     let postgres = s.url_for("postgres");
     // The first restore waits in CREATE DATABASE (after its drop) while the second starts.
@@ -414,8 +412,7 @@ async fn a_second_restore_of_the_same_database_is_refused_naming_the_first() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backend_that_does_not_die_during_terminate_leaves_connections_allowed() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (_dir, storage) = tmp_backups();
     let Some((s, _)) = shop(&storage, 100).await else { return };
     let shop_url = s.url_for("shop");
     let original = fingerprint_of(&shop_url).await;
@@ -488,8 +485,7 @@ pub(crate) async fn start_again(s: &Ephemeral, argv: &[String]) -> Child {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_stopped_during_the_restore_is_said_plainly_then_recover_rollback_puts_it_back() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (_dir, storage) = tmp_backups();
     let Some((s, _)) = shop(&storage, 100_000).await else { return };
     let postgres = s.url_for("postgres");
     let shop_url = s.url_for("shop");
@@ -504,11 +500,7 @@ async fn the_server_stopped_during_the_restore_is_said_plainly_then_recover_roll
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    until("pg_restore writing", || async {
-        phase(&storage) == "restoring"
-            && holds(&watch, "select count(*) > 0 from pg_stat_activity where application_name = 'pg_restore'").await
-    })
-    .await;
+    until_pg_restore_writes(&watch, &storage).await;
     // Fast shutdown, as an operator's `pg_ctl stop` or a failover would do.
     kill(Pid::from_raw(pm), Signal::SIGINT).expect("stop the server");
     let data = Path::new(&s.instance).join("data");
@@ -551,8 +543,7 @@ async fn the_server_stopped_during_the_restore_is_said_plainly_then_recover_roll
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_restore_into_a_new_name_is_removed_by_rollback_and_finished_by_forward() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (_dir, storage) = tmp_backups();
     let Some((s, backup)) = shop(&storage, 100_000).await else { return };
     let postgres = s.url_for("postgres");
     let original = fingerprint_of(&s.url_for("shop")).await;
@@ -695,20 +686,17 @@ async fn a_journal_of_another_server_sharing_the_safety_folder_never_blocks_nor_
 /// is, connections to it were never blocked, and the journal is closed (nothing changed).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_target_created_during_stop_command_is_never_dropped() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let Some((s, _)) = shop(&storage, 100).await else { return };
     let postgres = s.url_for("postgres");
     let copy = s.url_for("shop_copy");
-    let script = dir.path().join("stop.sh");
-    std::fs::write(
-        &script,
+    let script = written(
+        dir.path().join("stop.sh"),
         format!(
             "set -e\npsql -q -X -v ON_ERROR_STOP=1 '{postgres}' -c 'create database shop_copy'\n\
              psql -q -X -v ON_ERROR_STOP=1 '{copy}' -c \"create table theirs (note text); insert into theirs values ('made during stop_command')\"\n"
         ),
-    )
-    .expect("script");
+    );
     let stop = format!("stop_command=sh {}", script.display());
     let (code, all) = restore(&s, &storage, &["target=shop_copy", &stop]);
     assert_eq!(code, Some(1), "{all}");
@@ -758,8 +746,7 @@ async fn refused_in_preflight(s: &Ephemeral, storage: &Path, target: &str, why: 
 /// with nothing changed.
 #[tokio::test(flavor = "multi_thread")]
 async fn template_subscription_and_maintenance_databases_are_refused_in_preflight() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (_dir, storage) = tmp_backups();
     let Some((s, _)) = shop(&storage, 100).await else { return };
     let postgres = s.url_for("postgres");
     common::exec(&postgres, "create database shop_template is_template true").await;
@@ -786,8 +773,7 @@ async fn template_subscription_and_maintenance_databases_are_refused_in_prefligh
 /// connections in and closes the journal with every row kept.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_before_the_drop_is_recovered_by_reopen_and_loses_nothing() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (_dir, storage) = tmp_backups();
     let Some((s, backup)) = shop(&storage, 100).await else { return };
     let shop_url = s.url_for("shop");
     if let Ok(mut a) = ACTIVITY.lock() {
@@ -836,8 +822,7 @@ async fn a_crash_before_the_drop_is_recovered_by_reopen_and_loses_nothing() {
 /// opened again and the journal closed.
 #[tokio::test(flavor = "multi_thread")]
 async fn recover_reopen_lets_connections_in_again_after_a_crash_while_blocked() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (_dir, storage) = tmp_backups();
     let Some((s, _)) = shop(&storage, 100).await else { return };
     let original = fingerprint_of(&s.url_for("shop")).await;
     assert_eq!(kill_at(&s, &storage, At::AfterSnapshot).await, "blocking");
@@ -917,8 +902,7 @@ async fn app_during(
 /// is put back at the end.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reconnecting_application_cannot_write_into_the_recreated_database_until_verified() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (_dir, storage) = tmp_backups();
     let Some((s, backup)) = shop(&storage, 100_000).await else { return };
     if let Ok(mut a) = ACTIVITY.lock() {
         *a = Some(s.url_for("postgres"));
@@ -958,20 +942,17 @@ async fn a_reconnecting_application_cannot_write_into_the_recreated_database_unt
 /// run says the database was not changed, lets connections in again and closes the journal.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drop_that_fails_changes_nothing_and_leaves_no_unfinished_journal() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let Some((s, _)) = shop(&storage, 100).await else { return };
     let shop_url = s.url_for("shop");
     let original = fingerprint_of(&shop_url).await;
-    let script = dir.path().join("stop.sh");
-    std::fs::write(
-        &script,
+    let script = written(
+        dir.path().join("stop.sh"),
         format!(
             "psql -q -X -v ON_ERROR_STOP=1 '{shop_url}' -c \"create subscription late_sub connection 'host=/nonexistent dbname=nowhere' \
              publication p with (connect = false, slot_name = none, enabled = false)\"\n"
         ),
-    )
-    .expect("script");
+    );
     let (code, all) = restore(&s, &storage, &[&format!("stop_command=sh {}", script.display())]);
     assert_eq!(code, Some(1), "{all}");
     assert!(all.contains("FAILED       drop"), "{all}");
@@ -998,8 +979,7 @@ async fn a_drop_that_fails_changes_nothing_and_leaves_no_unfinished_journal() {
 /// restores the backup, each dropping the private copy.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_application_never_reaches_a_half_restored_database_by_its_name() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (_dir, storage) = tmp_backups();
     let Some((s, backup)) = shop(&storage, 100_000).await else { return };
     let postgres = s.url_for("postgres");
     if let Ok(mut a) = ACTIVITY.lock() {
@@ -1071,8 +1051,7 @@ async fn an_application_never_reaches_a_half_restored_database_by_its_name() {
 /// neither can exist; this one is restarted with both allowed.)
 #[tokio::test(flavor = "multi_thread")]
 async fn prepared_transactions_and_logical_slots_are_refused_in_preflight() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (_dir, storage) = tmp_backups();
     let Some((s, _)) = shop(&storage, 100).await else { return };
     let postgres = s.url_for("postgres");
     let (pm, argv) = postmaster(&s);

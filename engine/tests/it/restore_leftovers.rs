@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::common::{self, scalar, Run};
+use crate::common::{self, scalar, tmp_backups, Run};
 
 const KEY: &str = "roles-test passphrase";
 
@@ -168,8 +168,7 @@ async fn roles_a_rolled_back_restore_created_stayed_and_a_mistyped_create_roles_
 async fn every_database_shape_is_byte_identical_after_a_restore_and_after_its_rollback() {
     let Some(s) = common::native_server("postgres").await else { return };
     let admin = s.url_for("postgres");
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     common::exec(&admin, "create role shop_owner login; create role shop_reader").await;
     // One statement each: CREATE DATABASE runs outside a transaction block.
     let shapes: [(&str, &[&str]); 4] = [

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::common;
-use crate::common::{fingerprint_of, scalar, text, Run};
+use crate::common::{fingerprint_of, scalar, text, tmp_backups, Run};
 use pgdrill::pg::ephemeral::Ephemeral;
 use pgdrill::pg::fingerprint::Fingerprint;
 
@@ -66,8 +66,7 @@ fn quote(name: &str) -> String {
 /// dump the database itself. Names with quotes, backslashes, spaces and emoji too.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_named_like_a_connection_string_restores_into_itself() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let Some((s, backup)) = backed_up(&storage).await else { return };
     let Some(victim_server) = common::native_server("victim").await else { return };
     common::exec(
@@ -173,8 +172,7 @@ fn safety_snapshots(storage: &Path) -> usize {
 /// not be restored with their owners). With the rights granted, the owner restores.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_owner_without_createdb_is_refused_in_preflight_and_nothing_changes() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (_dir, storage) = tmp_backups();
     let Some(s) = common::native_server("postgres").await else { return };
     let admin = s.url_for("postgres");
     common::exec(&admin, "create role app_owner login password 'app-pass'").await;
@@ -248,8 +246,7 @@ async fn settings_of(url: &str, db: &str) -> pgdrill::pg::dbsettings::DatabaseSe
 /// put-back, and compared after the restore.
 #[tokio::test(flavor = "multi_thread")]
 async fn database_settings_and_grants_are_kept_by_a_restore_and_by_a_rollback() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (_dir, storage) = tmp_backups();
     let Some((s, backup)) = backed_up(&storage).await else { return };
     let admin = s.url_for("postgres");
     common::exec(&admin, "create role reader").await;
@@ -368,8 +365,7 @@ impl Drop for App {
 /// run against it; a failing one stops it again, puts the original back, and starts it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_health_check_runs_after_the_restart_and_a_failing_one_rolls_back() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let Some((s, backup)) = backed_up(&storage).await else { return };
     let Some(app) = App::new(dir.path()) else { return };
     let admin = s.url_for("postgres");
@@ -430,8 +426,7 @@ async fn shape_of(admin: &str, shop: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_icu_database_in_its_own_tablespace_is_restored_and_rolled_back_as_it_was() {
     use std::os::unix::fs::MetadataExt;
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (_dir, storage) = tmp_backups();
     let Some(s) = common::native_server("postgres").await else { return };
     let admin = s.url_for("postgres");
     // The tablespace's folder belongs to the user the server runs as.

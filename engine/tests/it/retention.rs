@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::common::{run, text};
+use crate::common::{made_dir, run, text};
 
 fn fake_backup(dir: &Path, stamp: &str, at: &str) {
     let name = format!("{stamp}.dump.pgdrill");
@@ -22,8 +22,7 @@ fn fake_backup(dir: &Path, stamp: &str, at: &str) {
 #[test]
 fn prune_is_a_dry_run_until_applied_and_keeps_newest_and_verified() {
     let t = tempfile::tempdir().expect("tmp");
-    let dir = t.path().join("erp");
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = made_dir(t.path().join("erp"));
     // 40 daily backups, 2026-10-01 .. 2026-11-09.
     let mut names = Vec::new();
     for d in 0..40 {

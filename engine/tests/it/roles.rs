@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::common;
-use crate::common::{pgdrill, require, root, text, Run};
+use crate::common::{made_dir, pgdrill, require, root, text, Run};
 use pgdrill::archive::{Codec, KeySource};
 use pgdrill::backup::{self, Format, Manifest};
 use pgdrill::pg::ephemeral::Ephemeral;
@@ -350,8 +350,7 @@ async fn another_tools_dump_is_unproven_for_roles_unless_a_globals_file_is_besid
     let Some(src) = common::native_server("erp").await else { return };
     load(&src.url()).await;
     let dir = tempfile::tempdir().expect("tmp");
-    let folder = dir.path().join("foreign");
-    std::fs::create_dir_all(&folder).expect("dir");
+    let folder = made_dir(dir.path().join("foreign"));
     let dump = folder.join("erp_20261206_010000.dump");
     let tool = |name: &str, args: &[&str]| {
         let out = std::process::Command::new(format!("/usr/lib/postgresql/15/bin/{name}"))
@@ -394,8 +393,7 @@ async fn a_restore_onto_a_rebuilt_server_lists_missing_roles_and_creates_them_on
     src.stop().await;
     // The rebuilt server: the database is there again, empty; one role was recreated by
     // hand, differently (no login).
-    let Some(target) = common::native_server("erp").await else { return };
-    common::exec(&target.url(), "create role erp_app nologin").await;
+    let Some(target) = common::native_server_with("erp", "create role erp_app nologin").await else { return };
     let run = |report: &str, yes: bool| {
         let mut run = Run::new("fixtures/runbooks/restore-rebuilt.yaml")
             .var("backup", path.display())
@@ -464,8 +462,7 @@ async fn a_restore_onto_a_rebuilt_server_lists_missing_roles_and_creates_them_on
 async fn the_shipped_restore_onto_a_rebuilt_server_did_not_create_or_name_the_missing_roles() {
     let Some((src, dir, _path)) = read_only_erp_backed_up().await else { return };
     src.stop().await;
-    let Some(target) = common::native_server("erp").await else { return };
-    common::exec(&target.url(), "create table before_restore(x int)").await;
+    let Some(target) = common::native_server_with("erp", "create table before_restore(x int)").await else { return };
     let run = |vars: &[&str]| {
         let ran = Run::new("restore")
             .arg("--yes")

@@ -6,16 +6,14 @@
 use std::path::{Path, PathBuf};
 
 use crate::common;
-use crate::common::{junit_cases, read_json, run, status_of, steps_in, text, Run};
+use crate::common::{junit_cases, read_json, run, status_of, steps_in, text, written, Run};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
 
 fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, body).expect("write runbook");
-    p
+    written(dir.join(name), body)
 }
 
 /// (label, outcome, message) of every step of the first suite in run.json.

@@ -149,8 +149,7 @@ fn measure(page: &Path, width: u32) -> serde_json::Value {
 /// A screenshot of `page` kept under target/ (where CI keeps the test output), its path
 /// printed; checked to be a PNG of the page's width.
 fn screenshot(page: &Path, name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
-    std::fs::create_dir_all(&dir).expect("screenshots directory");
+    let dir = made_dir(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots"));
     let png = dir.join(name);
     let _ = std::fs::remove_file(&png);
     chromium(page, WIDTH, &[format!("--screenshot={}", png.display())]);
@@ -227,8 +226,7 @@ fn the_report_and_history_pages_render_in_chromium_with_every_chart_drawn_and_no
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let report = dir.path().join("report");
-    std::fs::create_dir_all(&report).expect("report dir");
+    let report = made_dir(dir.path().join("report"));
     let earlier: Vec<String> = [
         ("2026-06-01T04:47:00Z", 41.0, 900.0, 3.1, 300_000),
         ("2026-07-01T04:47:00Z", 45.5, 900.0, 2.7, 310_000),

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::{pgdrill, text, wait_for, Run};
+use crate::common::{pgdrill, text, wait_for, written, Run};
 
 const KEY: &str = "secrets-test passphrase 7f3a";
 
@@ -328,8 +328,7 @@ async fn a_secret_given_any_way_appears_in_no_output_file_or_child_environment()
     let storage = work.path().join("storage");
     let report = work.path().join("report");
     std::fs::create_dir(&storage).expect("storage");
-    let rb = work.path().join("var-keys.yaml");
-    std::fs::write(&rb, VAR_KEYS).expect("runbook");
+    let rb = written(work.path().join("var-keys.yaml"), VAR_KEYS);
 
     let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
     let mut run = |name: &str, args: &[&str], expect_ok: bool| {
@@ -386,8 +385,7 @@ async fn a_secret_given_any_way_appears_in_no_output_file_or_child_environment()
 #[test]
 fn short_keys_are_refused_with_exit_2_before_anything_runs() {
     let work = tempfile::tempdir().expect("work");
-    let rb = work.path().join("var-keys.yaml");
-    std::fs::write(&rb, VAR_KEYS).expect("runbook");
+    let rb = written(work.path().join("var-keys.yaml"), VAR_KEYS);
     let storage = work.path().join("storage");
     let out = Run::new(rb.display().to_string())
         .var("database_url", "postgres://nobody@127.0.0.1:1/none")

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 
 use crate::common;
-use crate::common::{on_path, require, Run};
+use crate::common::{made_dir, on_path, require, tmp_backups, written, Run};
 
 const KEY: &str = "signed-evidence test passphrase";
 
@@ -42,12 +42,21 @@ fn verify(dir: &Path, public: &Path) -> common::Ran {
     Run::cli(["evidence", "verify"]).arg(dir).arg("--public-key").arg(public).output()
 }
 
+/// A new folder with a key pair `pgdrill keygen` made in it: the folder, the private key's
+/// path and the public key's.
+fn keygen() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let t = tempfile::tempdir().expect("tmp");
+    let key = t.path().join("k.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let public = t.path().join("k.pem.pub");
+    (t, key, public)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn runs_sign_their_evidence_and_a_removed_failed_verify_is_named() {
     let Some(s) = common::native_server("shop").await else { return };
     common::exec(&s.url(), "create table t (id int primary key); insert into t values (1), (2)").await;
-    let t = tempfile::tempdir().expect("tmp");
-    let storage = t.path().join("backups");
+    let (t, storage) = tmp_backups();
     let evidence = t.path().join("evidence");
     let key = t.path().join("signing.pem");
     let public = t.path().join("signing.pem.pub");
@@ -75,12 +84,7 @@ async fn runs_sign_their_evidence_and_a_removed_failed_verify_is_named() {
         .key(KEY)
         .expect(0);
     // 3: a verify that fails (the archive damaged since), the key in a variable.
-    let file = std::fs::read_dir(storage.join("shop"))
-        .expect("storage")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
-        .expect("a backup");
+    let file = common::backup_in(&storage.join("shop"));
     let manifest = common::read_json(&pgdrill::backup::layout::manifest_path(&file));
     let mut damaged = std::fs::read(&file).expect("backup");
     let middle = damaged.len() / 2;
@@ -151,8 +155,7 @@ async fn runs_sign_their_evidence_and_a_removed_failed_verify_is_named() {
         .arg(&evidence)
         .arg(&pack)
         .expect(0);
-    let unpacked = t.path().join("unpacked");
-    std::fs::create_dir_all(&unpacked).expect("mkdir");
+    let unpacked = made_dir(t.path().join("unpacked"));
     tar::Archive::new(std::fs::File::open(&pack).expect("pack")).unpack(&unpacked).expect("untar");
     let readme = std::fs::read_to_string(unpacked.join("README.txt")).expect("README.txt");
     assert!(readme.contains("openssl pkeyutl -verify -pubin -inkey public-key.pem -rawin"), "{readme}");
@@ -402,12 +405,10 @@ fn a_record_s_rfc3161_timestamp_from_a_local_tsa_verifies_and_its_loss_is_named(
     let tsa = local_tsa(&t.path().join("tsa"));
     let key = t.path().join("k.pem");
     Run::cli(["keygen"]).arg(&key).expect(0);
-    let runbook = t.path().join("tiny.yaml");
-    std::fs::write(
-        &runbook,
+    let runbook = written(
+        t.path().join("tiny.yaml"),
         "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
-    )
-    .expect("runbook");
+    );
     let evidence = t.path().join("evidence");
     let ran = Run::new(&runbook)
         .arg("--signing-key")
@@ -470,8 +471,7 @@ fn a_record_s_rfc3161_timestamp_from_a_local_tsa_verifies_and_its_loss_is_named(
     assert!(common::text(&out.stdout).contains("records/00000001.dsse.json: signature ok, chain ok, timestamp ok"));
 
     // Another CA's view: the timestamp does not verify.
-    let other = t.path().join("other");
-    std::fs::create_dir_all(&other).expect("mkdir");
+    let other = made_dir(t.path().join("other"));
     openssl_ok(
         &other,
         &[
@@ -515,15 +515,11 @@ fn object_lock_keeps_published_evidence_from_deletion_and_a_bucket_without_it_is
     let port = moto.port;
     assert_eq!(s3(port, "PUT", "/locked-evidence", &[("x-amz-bucket-object-lock-enabled", "true")]).0, 200);
     assert_eq!(s3(port, "PUT", "/plain-evidence", &[]).0, 200);
-    let t = tempfile::tempdir().expect("tmp");
-    let key = t.path().join("k.pem");
-    Run::cli(["keygen"]).arg(&key).expect(0);
-    let runbook = t.path().join("tiny.yaml");
-    std::fs::write(
-        &runbook,
+    let (t, key, _) = keygen();
+    let runbook = written(
+        t.path().join("tiny.yaml"),
         "name: tiny\nkind: backup\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
-    )
-    .expect("runbook");
+    );
     let evidence = t.path().join("evidence");
     for _ in 0..2 {
         Run::new(&runbook).arg("--signing-key").arg(&key).arg("--evidence").arg(&evidence).expect(0);
@@ -579,19 +575,14 @@ fn evidence_goes_straight_into_an_object_store_and_an_object_lock_bucket_keeps_e
     let port = moto.port;
     assert_eq!(s3(port, "PUT", "/run-evidence", &[]).0, 200);
     assert_eq!(s3(port, "PUT", "/locked-runs", &[("x-amz-bucket-object-lock-enabled", "true")]).0, 200);
-    let t = tempfile::tempdir().expect("tmp");
-    let key = t.path().join("k.pem");
-    Run::cli(["keygen"]).arg(&key).expect(0);
-    let public = t.path().join("k.pem.pub");
+    let (t, key, public) = keygen();
     let runbook = |name: &str, cmd: &str| {
-        let p = t.path().join(format!("{name}.yaml"));
-        std::fs::write(
-            &p,
+        let p = written(
+            t.path().join(format!("{name}.yaml")),
             format!(
                 "name: {name}\nkind: verify\nsteps:\n  - id: s\n    uses: shell.run\n    with: {{ argv: [{cmd}] }}\n"
             ),
-        )
-        .expect("runbook");
+        );
         p
     };
     let (ok, bad) = (runbook("fine", "\"true\""), runbook("broken", "\"false\""));
@@ -713,16 +704,11 @@ fn evidence_goes_straight_into_an_object_store_and_an_object_lock_bucket_keeps_e
 /// next run re-signs the checkpoint).
 #[test]
 fn concurrent_runs_and_runs_killed_mid_append_leave_one_verifiable_chain() {
-    let t = tempfile::tempdir().expect("tmp");
-    let key = t.path().join("k.pem");
-    Run::cli(["keygen"]).arg(&key).expect(0);
-    let public = t.path().join("k.pem.pub");
-    let runbook = t.path().join("tiny.yaml");
-    std::fs::write(
-        &runbook,
+    let (t, key, public) = keygen();
+    let runbook = written(
+        t.path().join("tiny.yaml"),
         "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
-    )
-    .expect("runbook");
+    );
     let evidence = t.path().join("evidence");
     let signed = || Run::new(&runbook).arg("--signing-key").arg(&key).arg("--evidence").arg(&evidence);
     let children: Vec<_> = (0..4)
@@ -803,16 +789,8 @@ fn concurrent_runs_and_runs_killed_mid_append_leave_one_verifiable_chain() {
 /// location given.
 #[test]
 fn a_whole_log_replaced_by_another_database_s_log_under_the_same_key_is_named() {
-    let t = tempfile::tempdir().expect("tmp");
-    let key = t.path().join("k.pem");
-    Run::cli(["keygen"]).arg(&key).expect(0);
-    let public = t.path().join("k.pem.pub");
-    let runbook = t.path().join("tiny.yaml");
-    std::fs::write(
-        &runbook,
-        "name: tiny\nkind: verify\nvars:\n  database: \"\"\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
-    )
-    .expect("runbook");
+    let (t, key, public) = keygen();
+    let runbook = written(t.path().join("tiny.yaml"), "name: tiny\nkind: verify\nvars:\n  database: \"\"\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n");
     let (payments, staging) = (t.path().join("payments/evidence"), t.path().join("staging/evidence"));
     for (dir, db, runs) in [(&payments, "payments", 2), (&staging, "staging", 3)] {
         for _ in 0..runs {
@@ -878,10 +856,7 @@ fn a_whole_log_replaced_by_another_database_s_log_under_the_same_key_is_named() 
 /// A cut that also removes those ledger lines is not seen (README says so).
 #[test]
 fn a_log_cut_at_its_end_without_a_kept_checkpoint_is_named_against_the_ledger_its_runs_anchored() {
-    let t = tempfile::tempdir().expect("tmp");
-    let key = t.path().join("k.pem");
-    Run::cli(["keygen"]).arg(&key).expect(0);
-    let public = t.path().join("k.pem.pub");
+    let (t, key, public) = keygen();
     let (ok, broken) = (t.path().join("ok.yaml"), t.path().join("broken.yaml"));
     std::fs::write(&ok, "name: ok\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n")
         .expect("runbook");
@@ -962,16 +937,11 @@ fn a_log_cut_at_its_end_without_a_kept_checkpoint_is_named_against_the_ledger_it
 /// chain and re-signs the checkpoint.
 #[test]
 fn runs_killed_while_writing_the_checkpoint_or_appending_to_a_store_leave_one_verifiable_chain() {
-    let t = tempfile::tempdir().expect("tmp");
-    let key = t.path().join("k.pem");
-    Run::cli(["keygen"]).arg(&key).expect(0);
-    let public = t.path().join("k.pem.pub");
-    let runbook = t.path().join("tiny.yaml");
-    std::fs::write(
-        &runbook,
+    let (t, key, public) = keygen();
+    let runbook = written(
+        t.path().join("tiny.yaml"),
         "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
-    )
-    .expect("runbook");
+    );
 
     // A local log: the kill lands between the new checkpoint's temporary and its rename.
     let evidence = t.path().join("evidence");

@@ -5,7 +5,7 @@
 
 use base64::Engine as _;
 
-use crate::common::{http_recorder, Run};
+use crate::common::{http_recorder, written, Run};
 
 /// What the hook's URL carries in its path, as chat and automation hooks do.
 const TOKEN: &str = "T0KEN-signed-hook-4b1d9e";
@@ -43,14 +43,11 @@ fn a_signed_webhook_carries_the_run_s_facts_signed_and_its_secrets_reach_no_outp
             (r.path, r.headers, r.body)
         });
     let dir = tempfile::tempdir().expect("tempdir");
-    let secret_file = dir.path().join("secret.txt");
-    std::fs::write(&secret_file, SECRET).expect("secret file");
-    let notify = dir.path().join("notify.yaml");
-    std::fs::write(
-        &notify,
+    let secret_file = written(dir.path().join("secret.txt"), SECRET);
+    let notify = written(
+        dir.path().join("notify.yaml"),
         "notify:\n  - { name: hook, when: failure, signed_webhook: { url_env: HOOK_URL, secret_env: HOOK_SECRET } }\n",
-    )
-    .expect("notify file");
+    );
     let runbook = dir.path().join("nightly.yaml");
     std::fs::write(
         &runbook,
@@ -153,12 +150,7 @@ steps:
     // line (a connection without one is kept with an empty path).
     assert!(got.lock().expect("lock").iter().all(|r| r.0.is_empty() && r.2.is_empty()), "doctor sent a message");
 
-    let bad = dir.path().join("bad.yaml");
-    std::fs::write(
-        &bad,
-        "name: bad\nnotify:\n  - when: always\n    signed_webhook: { url: \"http://127.0.0.1:9/h\", url_env: HOOK_URL, secret_env: HOOK_SECRET }\nsteps:\n  - uses: sleep\n    with: { duration: 1ms }\n",
-    )
-    .expect("runbook");
+    let bad = written(dir.path().join("bad.yaml"), "name: bad\nnotify:\n  - when: always\n    signed_webhook: { url: \"http://127.0.0.1:9/h\", url_env: HOOK_URL, secret_env: HOOK_SECRET }\nsteps:\n  - uses: sleep\n    with: { duration: 1ms }\n");
     let ran = Run::cli(["validate".as_ref(), bad.as_os_str()]).expect(2);
     assert!(
         ran.stderr.contains("bad.yaml:4:") && ran.stderr.contains("signed_webhook takes `url` or `url_env`"),

@@ -4,18 +4,13 @@
 
 use std::process::Command;
 
-use crate::common::{self, Run};
+use crate::common::{self, written, Run};
 
 /// Regression: the README said `assert:` takes templates and `validate` refused them.
 #[test]
 fn a_templated_assert_passes_validate_and_is_judged_once_rendered() {
     let dir = tempfile::tempdir().expect("tmp");
-    let file = dir.path().join("assert.yaml");
-    std::fs::write(
-        &file,
-        "name: templated-assert\nvars: { min: 3 }\nsteps:\n  - id: count\n    uses: shell.run\n    with: { script: echo 5 }\n    assert: { stdout: \">= {{ vars.min }}\" }\n",
-    )
-    .expect("runbook");
+    let file = written(dir.path().join("assert.yaml"), "name: templated-assert\nvars: { min: 3 }\nsteps:\n  - id: count\n    uses: shell.run\n    with: { script: echo 5 }\n    assert: { stdout: \">= {{ vars.min }}\" }\n");
     Run::cli(["validate"]).arg(&file).expect(0);
     Run::new(&file).expect(0);
     let ran = Run::new(&file).var("min", 9).expect(1);
@@ -62,12 +57,7 @@ fn decrypt_into_a_pipe_closed_early_ends_quietly() {
 #[test]
 fn storage_space_takes_an_absolute_min_free() {
     let dir = tempfile::tempdir().expect("tmp");
-    let file = dir.path().join("space.yaml");
-    std::fs::write(
-        &file,
-        "name: space\nvars: { min_free: 1kB }\nsteps:\n  - id: space\n    uses: storage.space\n    with: { storage: \".\", min_free: \"{{ vars.min_free }}\" }\n",
-    )
-    .expect("runbook");
+    let file = written(dir.path().join("space.yaml"), "name: space\nvars: { min_free: 1kB }\nsteps:\n  - id: space\n    uses: storage.space\n    with: { storage: \".\", min_free: \"{{ vars.min_free }}\" }\n");
     Run::new(&file).expect(0);
     // More than any disk of this machine has: the step fails, naming what is needed.
     let ran = Run::new(&file).var("min_free", "100000TB").expect(1);
@@ -90,11 +80,7 @@ fn receiver() -> (u16, Received) {
 /// of the backup: its size, how long it took, how old it is, the objectives.
 #[tokio::test(flavor = "multi_thread")]
 async fn success_messages_carry_the_backup_s_size_duration_age_and_the_objectives() {
-    let smtp_ok = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", "import aiosmtpd"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !common::require(smtp_ok, "python3-aiosmtpd (Debian package, ci/setup.sh)") {
+    if !common::aiosmtpd_ready() {
         return;
     }
     let Some(srv) = common::native_server("app").await else { return };
@@ -113,14 +99,12 @@ async fn success_messages_carry_the_backup_s_size_duration_age_and_the_objective
             .expect("aiosmtpd"),
     );
     _smtp.wait_listening(smtp_port);
-    let notify = dir.path().join("notify.yaml");
-    std::fs::write(
-        &notify,
+    let notify = written(
+        dir.path().join("notify.yaml"),
         format!(
             "notify:\n  - {{ name: hook, when: success, webhook: {{ url: http://127.0.0.1:{port}/json, format: json }} }}\n  - {{ name: chat, when: success, webhook: {{ url: http://127.0.0.1:{port}/slack, format: slack }} }}\n  - {{ name: sentry, when: success, sentry: {{ dsn: \"http://sentrykey@127.0.0.1:{port}/42\" }} }}\n  - {{ name: mail, when: success, email: {{ smtp: \"127.0.0.1:{smtp_port}\", tls: none, from: pgdrill@example.com, to: [ops@example.com] }} }}\n"
         ),
-    )
-    .expect("notify");
+    );
     let storage = dir.path().join("backups");
     let key = "success-message passphrase";
     Run::new("backup")

@@ -2,7 +2,7 @@
 //! binaries through the native provider).
 
 use crate::common;
-use crate::common::{run, text, Run};
+use crate::common::{run, text, written, Run};
 use pgdrill::pg::native::{NativeOptions, NativeServer};
 
 async fn server() -> Option<NativeServer> {
@@ -43,12 +43,7 @@ async fn a_failed_assertion_exits_1_and_says_what_came_back() {
 async fn an_sql_error_fails_the_step_with_the_server_message() {
     let Some(pg) = server().await else { return };
     let t = tempfile::tempdir().expect("tmp");
-    let rb = t.path().join("bad-sql.yaml");
-    std::fs::write(
-        &rb,
-        "name: bad-sql\nvars: { url: ~ }\nsteps:\n  - id: q\n    uses: sql.exec\n    with: { url: \"{{ vars.url }}\", sql: select * from missing_table }\n",
-    )
-    .expect("write");
+    let rb = written(t.path().join("bad-sql.yaml"), "name: bad-sql\nvars: { url: ~ }\nsteps:\n  - id: q\n    uses: sql.exec\n    with: { url: \"{{ vars.url }}\", sql: select * from missing_table }\n");
     let out = run(&["run", rb.to_str().unwrap_or_default(), "--var", &format!("url={}", pg.url())]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains(r#"relation "missing_table" does not exist"#), "{}", text(&out.stdout));
@@ -76,14 +71,12 @@ fn a_connection_string_that_cannot_be_read_is_exit_2_naming_it() {
         ("host=/tmp dbname=x colour=blue", "unknown connection parameter `colour`"),
         ("just some words", "a connection is a postgresql:// URL or key=value pairs"),
     ] {
-        let rb = t.path().join("bad-url.yaml");
-        std::fs::write(
-            &rb,
+        let rb = written(
+            t.path().join("bad-url.yaml"),
             format!(
                 "name: bad-url\nsteps:\n  - id: q\n    uses: sql.exec\n    with: {{ url: \"{url}\", sql: select 1 }}\n"
             ),
-        )
-        .expect("write");
+        );
         let out = run(&["run", rb.to_str().unwrap_or_default()]);
         let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
         assert_eq!(out.status.code(), Some(2), "{url}: {all}");
@@ -197,15 +190,13 @@ async fn number_comparisons_agree_with_postgresql() {
 async fn pg_ping_reports_the_server_and_an_unreachable_one_is_exit_3() {
     let Some(pg) = server().await else { return };
     let t = tempfile::tempdir().expect("tmp");
-    let rb = t.path().join("ping.yaml");
-    std::fs::write(
-        &rb,
+    let rb = written(
+        t.path().join("ping.yaml"),
         format!(
             "name: ping\nvars: {{ url: ~, timeout: 5s }}\nsteps:\n  - id: ping\n    uses: pg.ping\n    with: {{ url: \"{{{{ vars.url }}}}\", timeout: \"{{{{ vars.timeout }}}}\" }}\n    assert: {{ server_major: \"== {}\", in_recovery: \"== false\" }}\n",
             pg.major
         ),
-    )
-    .expect("write");
+    );
     let rb = rb.to_str().unwrap_or_default();
     let out = run(&["run", rb, "--var", &format!("url={}", pg.url())]);
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));

@@ -130,8 +130,7 @@ async fn a_backup_is_written_through_the_store_it_is_given_and_only_through_it()
     let Some(srv) = native_server("shop").await else { return };
     let url = srv.url();
     exec(&url, "create table t(id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g").await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let root = tmp.path().join("backups");
+    let (_tmp, root) = tmp_backups();
     let calls: Arc<Mutex<Vec<String>>> = Arc::default();
     let store = Arc::new(Recorded { inner: FsStore::new(&root), calls: calls.clone(), differs: false });
     let mut opts = create_options(&url, &root, pgdrill::backup::Format::Custom, pgdrill::archive::Codec::Zstd, None);

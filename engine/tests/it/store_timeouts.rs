@@ -76,15 +76,13 @@ async fn a_store_that_takes_a_listing_a_head_a_whole_read_or_an_upload_and_never
     // (`backups list` takes kinds from names and reads no manifest).
     let relay = stalling_relay(s3.port, |l| l.starts_with("GET ") && l.contains(".manifest.json"));
     let dir = tempfile::tempdir().expect("tmp");
-    let runbook = dir.path().join("latest.yaml");
-    std::fs::write(
-        &runbook,
+    let runbook = written(
+        dir.path().join("latest.yaml"),
         format!(
-            "name: latest\nsteps:\n  - id: latest\n    uses: backup.latest\n    with: {{ storage: \"{}\", database: shop }}\n",
-            &storage[8..]
-        ),
-    )
-    .expect("runbook");
+    "name: latest\nsteps:\n  - id: latest\n    uses: backup.latest\n    with: {{ storage: \"{}\", database: shop }}\n",
+    &storage[8..]
+),
+    );
     let (code, log) = out_of(&mut with_aws(pgdrill(&["run", runbook.to_str().expect("utf-8")]), relay));
     assert_eq!(code, 3, "{log}");
     assert!(log.contains(first_byte) && log.contains(".manifest.json"), "a stalled manifest read: {log}");

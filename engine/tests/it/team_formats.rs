@@ -133,8 +133,7 @@ async fn backups_written_in_a_teams_own_names_and_formats_are_read_by_their_comm
         .expect(2);
     assert!(ran.all().contains("the name does not end in `.enc`"), "{}", ran.all());
     assert!(!storage.exists(), "nothing written");
-    let gnupg = tmp.path().join("gnupg");
-    std::fs::create_dir_all(&gnupg).expect("mkdir");
+    let gnupg = made_dir(tmp.path().join("gnupg"));
     std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
     // What each team's `ls` and `psql` print, per case.
     let expected_team_output = ["1000", "2", "1", "2"];
@@ -254,14 +253,12 @@ async fn backups_written_in_a_teams_own_names_and_formats_are_read_by_their_comm
 /// it is one process that dies with pgdrill), so the encrypting tool is running when the
 /// test looks at it.
 fn slow_pg_dump(dir: &Path) -> PathBuf {
-    let p = dir.join("slow-pg_dump");
-    std::fs::write(
-        &p,
+    let p = written(
+        dir.join("slow-pg_dump"),
         "#!/bin/sh\nreal=/usr/lib/postgresql/15/bin/pg_dump\n\
-         case \"$1\" in --version|-V) exec \"$real\" \"$@\";; esac\n\
-         exec perl -e 'sleep 4; exec @ARGV or die' \"$real\" \"$@\"\n",
-    )
-    .expect("write");
+ case \"$1\" in --version|-V) exec \"$real\" \"$@\";; esac\n\
+ exec perl -e 'sleep 4; exec @ARGV or die' \"$real\" \"$@\"\n",
+    );
     std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     p
 }
@@ -315,13 +312,11 @@ async fn an_encrypting_tool_never_sees_the_passphrase_in_argv_and_a_killed_backu
     let url = src.url();
     exec(&url, "create table t (id int primary key); insert into t select generate_series(1, 100);").await;
     let tmp = tempfile::tempdir().expect("tmp");
-    let runbook = tmp.path().join("team-backup.yaml");
-    std::fs::write(&runbook, SLOW_RUNBOOK).expect("runbook");
+    let runbook = written(tmp.path().join("team-backup.yaml"), SLOW_RUNBOOK);
     let pg_dump = slow_pg_dump(tmp.path());
 
     // pgdrill's temporary directory, the test's own, so what it leaves there can be counted.
-    let tmpdir = tmp.path().join("tmpdir");
-    std::fs::create_dir_all(&tmpdir).expect("mkdir");
+    let tmpdir = made_dir(tmp.path().join("tmpdir"));
     for (envelope, ext, tool) in [("openssl", ".sql.gz.enc", "openssl enc"), ("gpg", ".sql.gz.gpg", "--symmetric")] {
         let storage = tmp.path().join(envelope);
         let mut child = Run::new(&runbook)
@@ -642,8 +637,7 @@ async fn a_team_file_in_an_object_store_is_listed_with_its_sidecar_verified_agai
 /// folder's layout, and nothing the pattern does not name; without it, as before.
 #[test]
 fn offsite_copy_all_took_no_name_pattern_and_skipped_a_teams_own_files() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let storage = tmp.path().join("backups");
+    let (tmp, storage) = tmp_backups();
     std::fs::create_dir_all(storage.join("crm")).expect("mkdir");
     let team = ["crm/crm_20240101_020000.bak", "crm/crm_20240102_020000.bak"];
     for (i, f) in team.iter().enumerate() {

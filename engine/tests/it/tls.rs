@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common;
-use crate::common::{free_port, text};
+use crate::common::{free_port, text, written};
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 const PASSWORD: &str = "tls-secret-pw-4711";
@@ -174,12 +174,7 @@ fn tls_server() -> Option<TlsServer> {
 /// A one-step runbook that counts the rows of `t` through `url` (from the environment
 /// variable URL so the test controls the process environment too).
 fn count_rows(dir: &Path, url: &str, env: &[(&str, String)]) -> std::process::Output {
-    let rb = dir.join("count.yaml");
-    std::fs::write(
-        &rb,
-        "name: count\nvars: { url: ~ }\nsteps:\n  - id: q\n    uses: sql.assert\n    with: { url: \"{{ vars.url }}\", query: select count(*) from t, expect: \"== 100\" }\n",
-    )
-    .expect("runbook");
+    let rb = written(dir.join("count.yaml"), "name: count\nvars: { url: ~ }\nsteps:\n  - id: q\n    uses: sql.assert\n    with: { url: \"{{ vars.url }}\", query: select count(*) from t, expect: \"== 100\" }\n");
     let mut cmd = common::pgdrill(&["run", rb.to_str().unwrap_or_default(), "--var", &format!("url={url}")]);
     for (k, v) in env {
         cmd.env(k, v);
@@ -289,16 +284,14 @@ fn client_certificate_authentication_works_and_a_missing_one_is_refused_by_name(
 fn a_service_file_entry_and_a_unix_socket_work() {
     let Some(s) = tls_server() else { return };
     let d = s.dir.path();
-    let services = d.join("services.conf");
-    std::fs::write(
-        &services,
+    let services = written(
+        d.join("services.conf"),
         format!(
             "[tlsapp]\nhost=localhost\nport={}\ndbname=app\nuser=postgres\nsslmode=verify-full\nsslrootcert={}\n",
             s.port,
             s.ca().display()
         ),
-    )
-    .expect("services");
+    );
     let env = [("PGSERVICEFILE", services.display().to_string()), ("PGPASSWORD", PASSWORD.to_string())];
     let out = count_rows(d, "service=tlsapp", &env);
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
@@ -315,14 +308,8 @@ fn a_service_file_entry_and_a_unix_socket_work() {
 #[test]
 fn plan_shows_what_the_string_the_service_file_and_the_environment_contributed() {
     let d = tempfile::tempdir().expect("tempdir");
-    let services = d.path().join("services.conf");
-    std::fs::write(&services, "[erp]\nhost=db.internal\nport=6432\nuser=svc\n").expect("services");
-    let rb = d.path().join("plan.yaml");
-    std::fs::write(
-        &rb,
-        "name: plan\nsteps:\n  - id: q\n    uses: sql.assert\n    with: { url: \"service=erp dbname=erp\", query: select 1, expect: \"== 1\" }\n",
-    )
-    .expect("runbook");
+    let services = written(d.path().join("services.conf"), "[erp]\nhost=db.internal\nport=6432\nuser=svc\n");
+    let rb = written(d.path().join("plan.yaml"), "name: plan\nsteps:\n  - id: q\n    uses: sql.assert\n    with: { url: \"service=erp dbname=erp\", query: select 1, expect: \"== 1\" }\n");
     let out = common::pgdrill(&["plan", rb.to_str().unwrap_or_default()])
         .env("PGSERVICEFILE", &services)
         .env("PGSSLMODE", "verify-full")

@@ -27,9 +27,7 @@ fn book(dir: &std::path::Path, fingerprint: &serde_json::Value) -> std::path::Pa
         recover("accepted", "      accept_unproven: true\n"),
         recover("refused", "      accept_unproven: \"{{ vars.accept }}\"\n"),
     );
-    let p = dir.join("unproven-recovery.yaml");
-    std::fs::write(&p, text).expect("runbook");
-    p
+    written(dir.join("unproven-recovery.yaml"), text)
 }
 
 /// Before: pitr.restore (and physical.verify) without `expect` passed, a plain JUnit pass
@@ -51,12 +49,7 @@ async fn a_recovery_without_ground_truth_was_a_plain_pass_in_junit_and_run_json(
     basebackup(&src.server, &src.backups().join("b1"));
     insert(&url, "a", 50).await;
     let dir = tempfile::tempdir().expect("tmp");
-    let mark = dir.path().join("mark.yaml");
-    std::fs::write(
-        &mark,
-        "name: mark\nvars:\n  url: \"\"\nsteps:\n  - id: mark\n    uses: pitr.mark\n    with:\n      url: \"{{ vars.url }}\"\n      restore_point: mark\n",
-    )
-    .expect("mark runbook");
+    let mark = written(dir.path().join("mark.yaml"), "name: mark\nvars:\n  url: \"\"\nsteps:\n  - id: mark\n    uses: pitr.mark\n    with:\n      url: \"{{ vars.url }}\"\n      restore_point: mark\n");
     let marked = Run::new(&mark).var("url", &url).report(dir.path().join("mark")).expect(0);
     let fingerprint = marked.run_json().step("mark").outputs["fingerprint"].clone();
     assert!(fingerprint["tables"]["public.t"]["rows"].as_i64() == Some(50), "{fingerprint}");

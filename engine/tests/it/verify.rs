@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::common;
-use crate::common::{text, Run, KEY_ENV};
+use crate::common::{made_dir, text, tmp_backups, written, Run, KEY_ENV};
 use pgdrill::pg::ephemeral::Ephemeral;
 
 const KEY: &str = "verify-test passphrase";
@@ -48,8 +48,7 @@ fn verify(storage: &Path, extra: &[&str], junit: &Path) -> Run {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clean_backup_passes_every_check_and_is_recorded_then_skipped_unless_forced() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let Some((src, path)) = backed_up(&storage).await else { return };
     let junit = dir.path().join("verify.xml");
     let ran = verify(&storage, &[], &junit).expect(0);
@@ -111,8 +110,7 @@ async fn a_clean_backup_passes_every_check_and_is_recorded_then_skipped_unless_f
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_with_the_first_row_text_hashes_still_verifies_and_its_differences_are_caught() {
     use pgdrill::pg::fingerprint::{compute_tables, Content, Mode};
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let Some((src, path)) = backed_up(&storage).await else { return };
     let c = pgdrill::pg::connect(&src.url()).await.expect("connect");
     c.batch_execute("begin isolation level repeatable read read only").await.expect("begin");
@@ -138,8 +136,7 @@ async fn a_backup_with_the_first_row_text_hashes_still_verifies_and_its_differen
 
 #[tokio::test(flavor = "multi_thread")]
 async fn differences_fail_naming_the_table() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let Some((_src, path)) = backed_up(&storage).await else { return };
 
     // A manifest whose hash for one table was edited.
@@ -174,8 +171,7 @@ async fn differences_fail_naming_the_table() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupted_archive_fails_at_integrity_before_any_restore_a_wrong_key_exits_1_and_no_key_exits_2() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let Some((_src, path)) = backed_up(&storage).await else { return };
     let junit = dir.path().join("verify.xml");
 
@@ -225,11 +221,9 @@ fn pg_bin(tool: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dumps_made_by_other_tools_verify_with_fingerprint_checks_skipped() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let Some((src, _)) = backed_up(&storage).await else { return };
-    let foreign = dir.path().join("foreign");
-    std::fs::create_dir_all(&foreign).expect("mkdir");
+    let foreign = made_dir(dir.path().join("foreign"));
     let env = |c: &mut Command| {
         c.env("PGHOST", &src.host)
             .env("PGPORT", src.port.to_string())
@@ -290,8 +284,7 @@ async fn dumps_made_by_other_tools_verify_with_fingerprint_checks_skipped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_roles_fail_with_advice_or_are_mapped() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (_dir, storage) = tmp_backups();
     let Some((_src, path)) = backed_up(&storage).await else { return };
     Run::new("fixtures/runbooks/restore-roles.yaml").var("backup", path.display()).key(KEY).expect(0);
 
@@ -318,8 +311,7 @@ async fn missing_roles_fail_with_advice_or_are_mapped() {
 /// `restore` fails with the server's reason and nothing after it is reported as passed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failure_building_indexes_after_the_data_fails_restore_and_nothing_passes() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let Some((src, _)) = backed_up(&storage).await else { return };
     let out = Command::new(pg_bin("pg_dump"))
         .env("PGHOST", &src.host)
@@ -336,8 +328,7 @@ async fn a_failure_building_indexes_after_the_data_fails_restore_and_nothing_pas
     let index = "CREATE INDEX orders_customer ON public.orders";
     assert!(plain.contains(index), "the dump builds orders_customer: {plain}");
     let edited = plain.replace(index, "CREATE UNIQUE INDEX orders_customer ON public.orders");
-    let dump = dir.path().join("shop-edited.sql");
-    std::fs::write(&dump, edited).expect("write");
+    let dump = written(dir.path().join("shop-edited.sql"), edited);
 
     let junit = dir.path().join("edited.xml");
     // A failed restore is a failed verify.
@@ -359,8 +350,7 @@ async fn a_failure_building_indexes_after_the_data_fails_restore_and_nothing_pas
 /// script cannot be restored in parts, and a post-data-only restore of one is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_index_that_cannot_be_built_fails_the_restore_and_in_sections_fails_post_data() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let Some(s) = common::native_server("shop").await else { return };
     let client = pgdrill::pg::connect(&s.url()).await.expect("connect");
     // An expression index whose function refuses to run for pg_restore: it builds here, and
@@ -432,8 +422,7 @@ steps:
     assert_eq!(rows, 1000, "the data section was restored");
 
     // A SQL script has no sections: post-data alone is refused, before anything is run.
-    let sql = dir.path().join("items.sql");
-    std::fs::write(&sql, "create table t (x int);\n").expect("write sql");
+    let sql = written(dir.path().join("items.sql"), "create table t (x int);\n");
     std::fs::write(
         &rb,
         "name: sections\nvars: { backup: ~, into: ~ }\nsteps:\n  - id: post\n    uses: backup.restore\n    with: { backup: \"{{ vars.backup }}\", into: \"{{ vars.into }}\", sections: [post-data] }\n",
@@ -463,13 +452,11 @@ async fn amcheck_names_an_index_missing_heap_tuples_and_only_that_one() {
         )
         .await
         .expect("load");
-    let rb = dir.path().join("amcheck.yaml");
-    std::fs::write(
-        &rb,
+    let rb = written(
+        dir.path().join("amcheck.yaml"),
         // Beside a step it follows: the last listing is taken once that step has ended.
         "name: amcheck\nvars: { url: ~, heap: true }\nsteps:\n  - parallel:\n      - id: build\n        uses: sleep\n        with: { duration: 1s }\n      - id: amcheck\n        uses: verify.amcheck\n        with: { url: \"{{ vars.url }}\", heapallindexed: \"{{ vars.heap }}\", jobs: 2, follow: build }\n",
-    )
-    .expect("write");
+    );
     let run = |heap: bool| Run::new(&rb).var("url", s.url()).var("heap", heap);
     let all = run(true).expect(1).all();
     assert!(all.contains("1 index difference: t_lying:"), "only the lying index is named: {all}");
@@ -485,8 +472,7 @@ async fn amcheck_names_an_index_missing_heap_tuples_and_only_that_one() {
 /// the disk beside the backup, and is gone when the run ends.
 #[tokio::test(flavor = "multi_thread")]
 async fn staging_in_memory_keeps_the_plain_dump_in_dev_shm_and_removes_it() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let Some((_src, _path)) = backed_up(&storage).await else { return };
     let ran = verify(&storage, &["staging=memory"], &dir.path().join("verify.xml")).expect(0);
     let xml = ran.junit().all_text();
@@ -516,8 +502,7 @@ async fn staging_in_memory_keeps_the_plain_dump_in_dev_shm_and_removes_it() {
 /// what stays unproven.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_icu_database_was_verified_in_a_c_locale_throwaway() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let storage = dir.path().join("backups");
+    let (dir, storage) = tmp_backups();
     let Some(s) = common::native_server("postgres").await else { return };
     common::exec(
         &s.url(),
@@ -564,12 +549,7 @@ async fn an_icu_database_was_verified_in_a_c_locale_throwaway() {
         .output()
         .expect("backup");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let backup = std::fs::read_dir(plain.join("icu_app"))
-        .expect("folder")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
-        .expect("backup");
+    let backup = common::backup_in(&plain.join("icu_app"));
     let mp = pgdrill::backup::layout::manifest_path(&backup);
     let edited = std::fs::read_to_string(&mp)
         .expect("manifest")

@@ -58,12 +58,7 @@ async fn a_throwaway_start_amcheck_and_the_archive_check_did_work_twice() {
 
     let from = server_log(&s.instance).len();
     let tmp = tempfile::tempdir().expect("tmp");
-    let rb = tmp.path().join("amcheck.yaml");
-    std::fs::write(
-        &rb,
-        "name: amcheck\nvars: { url: ~ }\nsteps:\n  - id: amcheck\n    uses: verify.amcheck\n    with: { url: \"{{ vars.url }}\", heapallindexed: true, jobs: 2 }\n",
-    )
-    .expect("runbook");
+    let rb = written(tmp.path().join("amcheck.yaml"), "name: amcheck\nvars: { url: ~ }\nsteps:\n  - id: amcheck\n    uses: verify.amcheck\n    with: { url: \"{{ vars.url }}\", heapallindexed: true, jobs: 2 }\n");
     let ran = Run::new(&rb).var("url", s.url()).junit(tmp.path().join("amcheck.xml")).expect(0);
     assert_eq!(ran.junit().status("amcheck"), "passed", "{}", ran.all());
     let junit = ran.junit().all_text();

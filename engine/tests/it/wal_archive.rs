@@ -28,6 +28,17 @@ fn as_server(program: &Path) -> Command {
     }
 }
 
+/// A new folder the server's user can enter, and the archive's folder `store` in it, owned
+/// by that user, 0700.
+fn root_and_store() -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store = root.path().join("store");
+    std::fs::create_dir(&store).expect("store");
+    give(&store, 0o700);
+    (root, store)
+}
+
 /// Hand `p` to the server's user (root only), with `mode`.
 fn give(p: &Path, mode: u32) {
     if nix::unistd::geteuid().is_root() {
@@ -98,6 +109,18 @@ impl Cluster {
         text(&out.stdout).trim().to_string()
     }
 
+    /// Switch to a new WAL segment and wait (90 s at most) for the archiver to archive it;
+    /// the test fails when the archiver failed or fell behind.
+    fn switch_and_wait_archived(&self) {
+        let switched = self.psql("select pg_walfile_name(pg_switch_wal())");
+        let caught_up = wait_for(Duration::from_secs(90), || {
+            let s = self.psql("select coalesce(last_archived_wal, ''), failed_count from pg_stat_archiver");
+            (s.split('|').next() >= Some(switched.as_str())).then_some(s)
+        });
+        let archiver = caught_up.unwrap_or_else(|| self.psql("select * from pg_stat_archiver"));
+        assert!(archiver.ends_with("|0"), "the archiver failed or fell behind: {archiver}");
+    }
+
     fn pgbench(&self, args: &[&str]) -> Command {
         let mut c = Command::new(self.bin.join("pgbench"));
         c.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"]).args(args).arg("postgres");
@@ -134,15 +157,12 @@ fn wal(cwd: &Path, args: &[&str]) -> Ran {
 }
 
 fn config(dir: &Path, name: &str, storage: &Path, key: &str) -> PathBuf {
-    let key_file = dir.join(format!("{name}.key"));
-    std::fs::write(&key_file, format!("{key}\n")).expect("key");
+    let key_file = written(dir.join(format!("{name}.key")), format!("{key}\n"));
     give(&key_file, 0o600);
-    let conf = dir.join(format!("{name}.conf"));
-    std::fs::write(
-        &conf,
+    let conf = written(
+        dir.join(format!("{name}.conf")),
         format!("# the test's WAL archive\nstorage = {}\nkey_file = {}\n", storage.display(), key_file.display()),
-    )
-    .expect("conf");
+    );
     give(&conf, 0o600);
     conf
 }
@@ -170,11 +190,7 @@ fn segment_name(tli: u32, segno: u64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_broken_archive_fails() {
     let Some(pgbin) = pg15() else { return };
-    let root = tempfile::tempdir().expect("tmp");
-    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let store = root.path().join("store");
-    std::fs::create_dir(&store).expect("store");
-    give(&store, 0o700);
+    let (root, store) = root_and_store();
     let conf = config(root.path(), "wal", &store, KEY);
     let archive_command = format!("{} wal push --config {} %p", bin().display(), conf.display());
     let pg = Cluster::start(&pgbin, &root.path().join("pg"), &archive_command);
@@ -218,13 +234,7 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
     pg.psql("create table after_one as select 1 as x");
     pg.psql("select pg_switch_wal()");
     pg.psql("create table after_two as select 2 as x");
-    let switched = pg.psql("select pg_walfile_name(pg_switch_wal())");
-    let caught_up = wait_for(Duration::from_secs(90), || {
-        let s = pg.psql("select coalesce(last_archived_wal, ''), failed_count from pg_stat_archiver");
-        (s.split('|').next() >= Some(switched.as_str())).then_some(s)
-    });
-    let archiver = caught_up.unwrap_or_else(|| pg.psql("select * from pg_stat_archiver"));
-    assert!(archiver.ends_with("|0"), "the archiver failed or fell behind: {archiver}");
+    pg.switch_and_wait_archived();
 
     let s: std::sync::Arc<dyn pgdrill::storage::Store> =
         std::sync::Arc::new(pgdrill::storage::local::FsStore::new(&store));
@@ -272,15 +282,13 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
     assert!(beside.stdout.contains(&format!("system {system} timeline 1: recoverable from ")), "{}", beside.stdout);
 
     // Retention's dry run: the WAL before the (kept) base backup's start would go, nothing goes.
-    let prune = root.path().join("prune.yaml");
-    std::fs::write(
-        &prune,
+    let prune = written(
+        root.path().join("prune.yaml"),
         format!(
             "name: prune\nsteps:\n  - id: prune\n    uses: wal.prune\n    with: {{ storage: \"{}\", min_keep: 1 }}\n",
             store.display()
         ),
-    )
-    .expect("runbook");
+    );
     let before = walk(&store).len();
     let pruned = Run::new(&prune).env("PGDRILL_RECORD_OUTPUTS", &record).report(root.path().join("prune")).expect(0);
     let would: Vec<String> = pruned.run_json().step("prune").outputs["deleted_wal"]
@@ -413,8 +421,7 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
     // Pushed again with the same bytes: success; with other bytes: refused, nothing replaced.
     let object = store.join(pgdrill::wal::wal_key(system, &first));
     let stored = std::fs::read(&object).expect("object");
-    let again = data.join("pg_wal").join(&first);
-    std::fs::write(&again, &fetched).expect("write");
+    let again = written(data.join("pg_wal").join(&first), &fetched);
     let same = wal(&data, &["push", "--config", conf_s, &format!("pg_wal/{first}")]);
     assert_eq!(same.code, Some(0), "{}", same.all());
     assert!(same.stderr.contains("already archived with the same content"), "{}", same.all());
@@ -458,15 +465,13 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
     // A missing segment in the middle is named by wal.check, with the damaged ones.
     let missing = segment_name(1, last);
     std::fs::remove_file(dkey(&missing)).expect("the segment after the backup's end is archived");
-    let check = root.path().join("check.yaml");
-    std::fs::write(
-        &check,
+    let check = written(
+        root.path().join("check.yaml"),
         format!(
             "name: check\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n  - id: wal\n    uses: wal.check\n    with: {{ storage: \"{}\", key: \"{{{{ secrets.key }}}}\", wait: 1s }}\n",
             damaged.display()
         ),
-    )
-    .expect("runbook");
+    );
     let failed = Run::new(&check).env("PGDRILL_BACKUP_KEY", KEY).expect(1);
     let gapped = wal(root.path(), &["list", "--config", dconf_s, "--metrics", prom.to_str().expect("utf-8")]);
     assert!(gapped.stdout.contains(&format!("GAP: segment {missing} is missing")), "{}", gapped.all());
@@ -539,8 +544,7 @@ fn fake_data_dir(dir: &Path, system: u64) -> (PathBuf, PathBuf) {
     control.resize(8192, 0);
     std::fs::write(data.join("global/pg_control"), control).expect("pg_control");
     std::fs::write(data.join("pg_wal").join(segment_name(1, 3)), fake_segment(system, 3)).expect("segment");
-    let key_file = dir.join("k");
-    std::fs::write(&key_file, KEY).expect("key");
+    let key_file = written(dir.join("k"), KEY);
     (data, key_file)
 }
 
@@ -882,34 +886,26 @@ fn a_pitr_drill_from_pgdrills_own_backups_in_a_folder_and_an_object_store_reache
     let port = s3.port;
     let made = Command::new("curl").args(["-s", "-X", "PUT", &format!("http://127.0.0.1:{port}/drill")]).status();
     assert!(made.is_ok_and(|s| s.success()), "bucket");
-    let root = tempfile::tempdir().expect("tmp");
-    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let store = root.path().join("store");
-    std::fs::create_dir(&store).expect("store");
-    give(&store, 0o700);
+    let (root, store) = root_and_store();
     let local = config(root.path(), "local", &store, KEY);
     // The object store's archive_command gets its credentials from a 0600 file its config
     // names, not from the server's environment.
     let remote = "s3://drill/pg";
-    let creds = root.path().join("s3.env");
-    std::fs::write(
-        &creds,
+    let creds = written(
+        root.path().join("s3.env"),
         format!(
             "AWS_ACCESS_KEY_ID=moto-id\nAWS_SECRET_ACCESS_KEY={SECRET}\nAWS_REGION=us-east-1\nAWS_ENDPOINT_URL=http://127.0.0.1:{port}\nAWS_ALLOW_HTTP=true\n"
         ),
-    )
-    .expect("creds");
+    );
     give(&creds, 0o600);
-    let s3conf = root.path().join("s3.conf");
-    std::fs::write(
-        &s3conf,
+    let s3conf = written(
+        root.path().join("s3.conf"),
         format!(
             "storage = {remote}\nkey_file = {}\ncredentials_file = {}\n",
             root.path().join("local.key").display(),
             creds.display()
         ),
-    )
-    .expect("conf");
+    );
     give(&s3conf, 0o600);
     let push = |c: &Path| format!("{} wal push --config {} %p", bin().display(), c.display());
     let pg = Cluster::start(&pgbin, &root.path().join("pg"), &format!("{} && {}", push(&local), push(&s3conf)));
@@ -944,13 +940,7 @@ fn a_pitr_drill_from_pgdrills_own_backups_in_a_folder_and_an_object_store_reache
     pg.psql("select pg_create_restore_point('before_incident')");
     pg.psql("insert into kept values (102)");
     pg.psql("create table lost as select 1 as x");
-    let switched = pg.psql("select pg_walfile_name(pg_switch_wal())");
-    let caught_up = wait_for(Duration::from_secs(90), || {
-        let s = pg.psql("select coalesce(last_archived_wal, ''), failed_count from pg_stat_archiver");
-        (s.split('|').next() >= Some(switched.as_str())).then_some(s)
-    });
-    let archiver = caught_up.unwrap_or_else(|| pg.psql("select * from pg_stat_archiver"));
-    assert!(archiver.ends_with("|0"), "the archiver failed or fell behind: {archiver}");
+    pg.switch_and_wait_archived();
 
     let marker = "select (select count(*) from kept) = 101 and to_regclass('lost') is null";
     for storage in [store.display().to_string(), remote.to_string()] {
@@ -1009,11 +999,7 @@ fn a_postgresql_17_server_archives_through_wal_push_and_recovers_to_a_restore_po
     if !docker_ready(image) {
         return;
     }
-    let root = tempfile::tempdir().expect("tmp");
-    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let store = root.path().join("store");
-    std::fs::create_dir(&store).expect("store");
-    give(&store, 0o700);
+    let (root, store) = root_and_store();
     let conf = config(root.path(), "wal", &store, KEY);
     // The source runs as the user the throwaway will (`nobody` when the tests run as root),
     // so what `wal push` writes is what `wal fetch` can read.
@@ -1082,12 +1068,7 @@ fn a_postgresql_17_server_archives_through_wal_push_and_recovers_to_a_restore_po
     psql_ok("insert into kept values (101); create table other as select 1 as y");
     // The mark on 17, as the pitr-drill takes it: with every table locked against writes, the
     // source's schema and per-table rows and a restore point, in one transaction.
-    let mark = root.path().join("mark.yaml");
-    std::fs::write(
-        &mark,
-        "name: mark17\nvars:\n  url: ~\nsteps:\n  - id: mark\n    uses: pitr.mark\n    with: { url: \"{{ vars.url }}\", restore_point: before_incident }\n",
-    )
-    .expect("mark runbook");
+    let mark = written(root.path().join("mark.yaml"), "name: mark17\nvars:\n  url: ~\nsteps:\n  - id: mark\n    uses: pitr.mark\n    with: { url: \"{{ vars.url }}\", restore_point: before_incident }\n");
     let marked = Run::new(&mark)
         .var("url", format!("postgres://postgres:{password}@127.0.0.1:{port}/postgres"))
         .report(root.path().join("mark"))
@@ -1106,8 +1087,7 @@ fn a_postgresql_17_server_archives_through_wal_push_and_recovers_to_a_restore_po
     // The shipped `pitr` runbook, its recovery judged against the mark (`--var expect=FILE`,
     // the fingerprint as a team keeps it; the pitr-drill's inline): the recovered copy's
     // schema and rows must be the source's there.
-    let mark_file = root.path().join("mark.json");
-    std::fs::write(&mark_file, fingerprint.to_string()).expect("mark file");
+    let mark_file = written(root.path().join("mark.json"), fingerprint.to_string());
     let report = root.path().join("report");
     let ran = Run::new("pitr")
         .var("expect", mark_file.display())

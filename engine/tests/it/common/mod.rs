@@ -13,6 +13,7 @@ mod junit;
 mod relay;
 mod report;
 mod servers;
+mod stores;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -27,7 +28,8 @@ pub use http::http_recorder;
 pub use junit::{Junit, Status};
 pub use relay::stalling_relay;
 pub use report::{steps_in, RunJson};
-pub use servers::{moto, moto_with_env, on_path, path_without, s3_request, server_log, wait_listening, Server};
+pub use servers::{azurite_blob, moto, moto_with_env, on_path, path_without, s3_request, server_log, wait_listening, Server};
+pub use stores::{abort_a_write, read_back, read_copy_list_delete, write_unpublished};
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
@@ -81,6 +83,13 @@ pub async fn native_server(db: &str) -> Option<pgdrill::pg::ephemeral::Ephemeral
     }
 }
 
+/// [`native_server`] with `sql` run in its database `db`.
+pub async fn native_server_with(db: &str, sql: &str) -> Option<pgdrill::pg::ephemeral::Ephemeral> {
+    let s = native_server(db).await?;
+    exec(&s.url(), sql).await;
+    Some(s)
+}
+
 /// `name -> (failure/error/skipped or "passed")` from a JUnit file, parsed ([`Junit`]).
 pub fn junit_cases(path: &Path) -> Vec<(String, String)> {
     Junit::read(path).cases.into_iter().map(|c| (c.name, c.status.as_str().to_string())).collect()
@@ -110,7 +119,13 @@ pub fn backup_to_with_env(url: &str, storage: &Path, key: &str, db: &str, env: &
     .output()
     .expect("backup");
     assert!(out.status.success(), "backup: {}{}", text(&out.stdout), text(&out.stderr));
-    std::fs::read_dir(storage.join(db))
+    backup_in(&storage.join(db))
+}
+
+/// The backup (`*.dump.pgdrill`) in `folder`, a database's folder of a storage; the test
+/// fails when there is none.
+pub fn backup_in(folder: &Path) -> PathBuf {
+    std::fs::read_dir(folder)
         .expect("storage")
         .flatten()
         .map(|e| e.path())
@@ -221,6 +236,14 @@ pub fn snapshots(storage: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// Python's aiosmtpd, the mail server the notify tests start: skipped (outside CI) or
+/// failed (in CI) when missing.
+pub fn aiosmtpd_ready() -> bool {
+    let ok =
+        Command::new("/usr/bin/python3").args(["-c", "import aiosmtpd"]).output().is_ok_and(|o| o.status.success());
+    require(ok, "python3-aiosmtpd (Debian package, ci/setup.sh)")
+}
+
 /// A mail server child process, killed on drop.
 pub struct Smtp(pub std::process::Child);
 
@@ -313,6 +336,27 @@ pub fn kill_paused_at(mut cmd: Command, phase: &str, flag: &Path) {
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// A new temporary folder and the path of `backups` in it (not created yet): where a test's
+/// backups go.
+pub fn tmp_backups() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("backups");
+    (dir, storage)
+}
+
+/// The file at `path`, written with `content` (a runbook, a script, a notify file); a write
+/// that fails fails the test, naming the file.
+pub fn written(path: PathBuf, content: impl AsRef<[u8]>) -> PathBuf {
+    std::fs::write(&path, content).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    path
+}
+
+/// The folder at `path`, created with its parents; a failure fails the test, naming it.
+pub fn made_dir(path: PathBuf) -> PathBuf {
+    std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    path
 }
 
 /// A JSON file, parsed; a missing or invalid file fails the test, naming it.

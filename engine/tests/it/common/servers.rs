@@ -122,3 +122,13 @@ pub fn moto_with_env(env: &[(&str, &str)]) -> Option<Server> {
     wait_listening(port, "moto_server");
     Some(s)
 }
+
+/// `azurite-blob` (Azure Blob) to listen on 127.0.0.1:`port` with its data in `location`;
+/// not started yet.
+pub fn azurite_blob(port: u16, location: &std::path::Path) -> Command {
+    let mut c = Command::new("azurite-blob");
+    c.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--skipApiVersionCheck", "--disableTelemetry"])
+        .arg("--location")
+        .arg(location);
+    c
+}
