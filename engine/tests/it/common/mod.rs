@@ -28,7 +28,9 @@ pub use http::http_recorder;
 pub use junit::{Junit, Status};
 pub use relay::stalling_relay;
 pub use report::{steps_in, RunJson};
-pub use servers::{azurite_blob, moto, moto_with_env, on_path, path_without, s3_request, server_log, wait_listening, Server};
+pub use servers::{
+    azurite_blob, moto, moto_with_env, on_path, path_without, s3_request, server_log, wait_listening, Server,
+};
 pub use stores::{abort_a_write, read_back, read_copy_list_delete, write_unpublished};
 
 pub fn root() -> PathBuf {
