@@ -960,7 +960,6 @@ async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) 
             if crate::physical::is_tool_location(&storage) {
                 return physical_backups(&storage, json).await;
             }
-            let location = storage.clone();
             let store = crate::storage::open(&storage).map_err(Error::invalid)?;
             let storage = crate::backup::ledger::view(&*store).await.map_err(Error::environment)?;
             // A directory that is not there is a typo or an unmounted volume, never "no backups".
@@ -982,7 +981,7 @@ async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) 
             // Base backups are of a whole cluster, not of a database: each holds every
             // database, the one asked for included, so they are listed with a note whatever
             // --database says, with what the WAL archive lets each reach.
-            let physical = physical_of(&location, &redactor).await?;
+            let physical = physical_of(&*store, &redactor).await?;
             let note = database.as_deref().map(|d| {
                 format!("a base backup holds every database of its cluster, {} included", crate::report::visible(d))
             });
@@ -1859,8 +1858,12 @@ async fn wal_list(
 /// The physical backups in `location`: each system's base backups and recoverable windows.
 /// The WAL archive's history files open with the key in PGDRILL_BACKUP_KEY when set; without
 /// it a window that crosses a timeline switch is shown as unknown.
-async fn physical_of(location: &str, redactor: &Redactor) -> Result<Vec<crate::steps::wal::SystemView>, Error> {
-    let store = crate::storage::open(location).map_err(Error::invalid)?;
+/// The base backups in `store` (opened once by `backups list` for everything it lists: a
+/// second opening of the same object store fetched a second token, issue 37).
+async fn physical_of(
+    store: &dyn crate::storage::Store,
+    redactor: &Redactor,
+) -> Result<Vec<crate::steps::wal::SystemView>, Error> {
     let secret = std::env::var("PGDRILL_BACKUP_KEY").unwrap_or_default();
     redactor.add(&secret);
     let key = crate::archive::KeySource::from_secret(if secret.is_empty() {
@@ -1868,7 +1871,7 @@ async fn physical_of(location: &str, redactor: &Redactor) -> Result<Vec<crate::s
     } else {
         &secret
     });
-    crate::steps::wal::system_views(store.as_ref(), &key).await.map_err(Error::from)
+    crate::steps::wal::system_views(store, &key).await.map_err(Error::from)
 }
 
 #[cfg(test)]
