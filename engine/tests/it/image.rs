@@ -175,13 +175,37 @@ impl Drop for Bucket {
     }
 }
 
+/// The bridge's gateway from `GATEWAY SUBNET` as `docker network inspect` prints them: the
+/// gateway when Docker names one, else the first address of an IPv4 subnet.
+fn bridge_address(said: &str) -> Option<String> {
+    let mut words = said.split_whitespace();
+    let (first, second) = (words.next(), words.next());
+    let subnet = match (first, second) {
+        (Some(g), Some(_)) if !g.contains('/') => return Some(g.to_string()),
+        (Some(s), _) if s.contains('/') => s,
+        _ => return None,
+    };
+    let net: std::net::Ipv4Addr = subnet.split('/').next()?.parse().ok()?;
+    Some(std::net::Ipv4Addr::from(u32::from(net) + 1).to_string())
+}
+
 fn bucket() -> Bucket {
+    // Docker 20.10 leaves the bridge's Gateway out of its IPAM configuration when the daemon
+    // chose it itself (a fresh machine's dockerd): the gateway is then the subnet's first
+    // address, which docker0 holds.
     let gw = std::process::Command::new("docker")
-        .args(["network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}"])
+        .args([
+            "network",
+            "inspect",
+            "bridge",
+            "-f",
+            "{{(index .IPAM.Config 0).Gateway}} {{(index .IPAM.Config 0).Subnet}}",
+        ])
         .output()
         .expect("docker network inspect");
-    let ip = text(&gw.stdout).trim().to_string();
-    assert!(!ip.is_empty(), "no address for Docker's bridge: {}", text(&gw.stderr));
+    let said = text(&gw.stdout);
+    let ip =
+        bridge_address(&said).unwrap_or_else(|| panic!("no address for Docker's bridge: {said} {}", text(&gw.stderr)));
     let port = std::net::TcpListener::bind((ip.as_str(), 0)).expect("a port").local_addr().expect("addr").port();
     let child = std::process::Command::new("moto_server")
         .args(["-H", &ip, "-p", &port.to_string()])
