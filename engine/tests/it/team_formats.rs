@@ -84,7 +84,9 @@ const CASES: &[Case] = &[
     Case {
         ext: ".dump.zst",
         vars: &["format=custom", "compression=zstd", "envelope=none", "encrypt=false"],
-        team: "zstd -qt \"$F\"; zstd -dc \"$F\" | pg_restore -l | grep -c ' TABLE public '",
+        // `pg_restore -l` stops reading once it has the table of contents; the rest is
+        // drained (`cat`), or the writer meets a closed pipe under `pipefail`.
+        team: "zstd -qt \"$F\"; zstd -dc \"$F\" | { pg_restore -l; cat >/dev/null; } | grep -c ' TABLE public '",
     },
     Case {
         ext: ".sql.gz.enc",
@@ -97,9 +99,12 @@ const CASES: &[Case] = &[
         vars: &["format=custom", "compression=none", "envelope=gpg"],
         // The agent started first, with retries: under load gpg's own autostart gave up
         // waiting for it (CI: the command failed with nothing decrypted). The decrypt itself
-        // is the team's command as written; its stderr is kept for the failure message.
+        // is the team's command as written; its stderr is kept for the failure message. The
+        // listing drains what `pg_restore -l` leaves unread: CI failed once with gpg's
+        // "error writing to '-': Broken pipe" when pg_restore had its table of contents and
+        // left before gpg's last write (an uncompressed dump, under `pipefail`).
         team: "for i in 1 2 3 4 5; do gpgconf --launch gpg-agent && break; sleep 1; done; \
-               gpg --batch --passphrase-fd 0 -d \"$F\" <<<\"$BACKUP_PASS\" | pg_restore -l | \
+               gpg --batch --passphrase-fd 0 -d \"$F\" <<<\"$BACKUP_PASS\" | { pg_restore -l; cat >/dev/null; } | \
                grep -c ' TABLE public '; gpgconf --kill gpg-agent",
     },
 ];
