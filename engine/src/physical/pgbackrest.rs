@@ -282,6 +282,49 @@ impl Repo {
         })
     }
 
+    /// The configuration file and the folder of included files the location or the
+    /// environment names exist, before pgBackRest runs: pgBackRest's own error for a missing
+    /// one (exit 73, "unable to list file info for missing path") came from its restore and
+    /// was judged as a failed backup, where it is the team's configuration (issue 39). One
+    /// the location names is the input's fault (exit 2), one a variable names the
+    /// environment's (exit 3).
+    fn configuration_exists(&self) -> Result<(), Failure> {
+        let env = |name: &str| tools::tool_env().into_iter().find(|(k, _)| k == name).map(|(_, v)| PathBuf::from(v));
+        let missing = |what: &str, path: &Path, named_by: &str| {
+            format!(
+                "the pgBackRest {what} `{}` that {named_by} names does not exist on this machine: correct it, or create it as the team's pgBackRest has it",
+                crate::util::visible(&path.display().to_string())
+            )
+        };
+        if let Some(c) = &self.config {
+            if !c.is_file() {
+                return Err(Failure::invalid(missing("configuration file", c, "the location's `config=`")));
+            }
+        } else if let Some(c) = env("PGBACKREST_CONFIG") {
+            if !c.is_file() {
+                return Err(Failure::environment(missing("configuration file", &c, "PGBACKREST_CONFIG")));
+            }
+        }
+        if let Some(i) = &self.include {
+            if !i.is_dir() {
+                return Err(Failure::invalid(missing(
+                    "folder of included files",
+                    i,
+                    "the location's `config-include-path=`",
+                )));
+            }
+        } else if let Some(i) = env("PGBACKREST_CONFIG_INCLUDE_PATH") {
+            if !i.is_dir() {
+                return Err(Failure::environment(missing(
+                    "folder of included files",
+                    &i,
+                    "PGBACKREST_CONFIG_INCLUDE_PATH",
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The configuration file pgBackRest reads (the one given, else pgBackRest's default)
     /// and the text of it and of each `*.conf` of the include folder: where the team's
     /// repository options may be.
@@ -459,6 +502,7 @@ impl PgBackRest {
     /// image of the backup's major (`placement`); with neither, the environment's failure
     /// names the package.
     pub fn open(repo: Repo) -> Result<PgBackRest, Failure> {
+        repo.configuration_exists()?;
         let (bin, image) = match repo.binary() {
             Ok(bin) => (bin, None),
             Err(missing) if repo.bin.is_none() => {
@@ -845,6 +889,39 @@ pub fn parse_info(json: &str, stanza: &str) -> Result<Info, Failure> {
 
 #[cfg(test)]
 mod tests {
+    /// Regression (issue 39): a configuration file or include folder the location named that
+    /// does not exist reached pgBackRest's restore, whose exit 73 was judged as a failed
+    /// backup; it is now refused as the input's fault before pgBackRest runs.
+    #[test]
+    fn a_missing_configuration_the_location_names_was_judged_as_a_failed_backup() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let gone = t.path().join("gone.conf");
+        let repo = Repo::parse(&format!("pgbackrest://demo?config={}", gone.display())).expect("parses");
+        let e = PgBackRest::open(repo).err().expect("refused");
+        assert_eq!(e.class, crate::error::Class::Invalid, "{e}");
+        assert!(e.to_string().contains(&gone.display().to_string()) && e.to_string().contains("config="), "{e}");
+        let conf = t.path().join("pgbackrest.conf");
+        std::fs::write(&conf, "[global]\n").expect("config");
+        let folder = t.path().join("conf.d");
+        let repo = Repo::parse(&format!(
+            "pgbackrest://demo?config={}&config-include-path={}",
+            conf.display(),
+            folder.display()
+        ))
+        .expect("parses");
+        let e = PgBackRest::open(repo).err().expect("refused");
+        assert_eq!(e.class, crate::error::Class::Invalid, "{e}");
+        assert!(e.to_string().contains("conf.d") && e.to_string().contains("config-include-path="), "{e}");
+        std::fs::create_dir(&folder).expect("folder");
+        let repo = Repo::parse(&format!(
+            "pgbackrest://demo?config={}&config-include-path={}",
+            conf.display(),
+            folder.display()
+        ))
+        .expect("parses");
+        assert!(repo.configuration_exists().is_ok());
+    }
+
     use super::*;
 
     const INFO: &str = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"15-1","max":"000000010000000000000007","min":"000000010000000000000001"}],
