@@ -897,7 +897,7 @@ mod tests {
         let t = tempfile::tempdir().expect("tempdir");
         let gone = t.path().join("gone.conf");
         let repo = Repo::parse(&format!("pgbackrest://demo?config={}", gone.display())).expect("parses");
-        let e = PgBackRest::open(repo).err().expect("refused");
+        let Err(e) = PgBackRest::open(repo) else { panic!("a missing configuration was not refused") };
         assert_eq!(e.class, crate::error::Class::Invalid, "{e}");
         assert!(e.to_string().contains(&gone.display().to_string()) && e.to_string().contains("config="), "{e}");
         let conf = t.path().join("pgbackrest.conf");
@@ -909,7 +909,7 @@ mod tests {
             folder.display()
         ))
         .expect("parses");
-        let e = PgBackRest::open(repo).err().expect("refused");
+        let Err(e) = PgBackRest::open(repo) else { panic!("a missing configuration was not refused") };
         assert_eq!(e.class, crate::error::Class::Invalid, "{e}");
         assert!(e.to_string().contains("conf.d") && e.to_string().contains("config-include-path="), "{e}");
         std::fs::create_dir(&folder).expect("folder");
