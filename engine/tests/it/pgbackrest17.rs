@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use crate::common::*;
-use crate::physical17::{containers_of, image_with_tools, mark, spawned, Team17};
+use crate::physical17::{containers_of, image_with_tools, spawned, Team17};
 use crate::physical_tools::{shipped, work_dir};
 
 /// A team's PostgreSQL 17 server in the image, archiving with pgBackRest (stanza `demo`)
@@ -65,21 +65,7 @@ fn backed_up(include: bool) -> Backed {
     let team = Team17::start(&dir, false);
     let included = include.as_ref().map(|i| format!(" --config-include-path={}", i.display()));
     let pgbr = format!("pgbackrest --config={d}/pgbackrest.conf{} --stanza=demo", included.unwrap_or_default());
-    team.sh(&format!("mkdir -p {d}/repo"));
-    team.start_server(&format!("{pgbr} archive-push %p"));
-    team.sh(&format!("{pgbr} stanza-create >/dev/null"));
-    team.sql("create table drill(id serial primary key, batch int not null)");
-    team.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
-    team.under_load(3, &format!("{pgbr} --type=full backup >/dev/null"));
-    team.sql("insert into drill(batch) select 1 from generate_series(1, 100)");
-    let mark = mark(&team.url(), work.path());
-    team.sql("insert into drill(batch) select 2 from generate_series(1, 7)");
-    team.sql("create table after_mark(id int)");
-    // `check` switches WAL and waits until the segment is archived.
-    team.sh(&format!("{pgbr} --log-level-console=error check"));
-    let info: serde_json::Value =
-        serde_json::from_str(team.sh(&format!("{pgbr} --output=json info")).trim()).expect("pgbackrest info json");
-    let label = info[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
+    let (mark, label, info) = team.pgbackrest_full_backup(&pgbr, &dir, work.path());
     assert_eq!(info[0]["db"][0]["version"], "17", "{info}");
     Backed { work, team, config, include, label, mark }
 }

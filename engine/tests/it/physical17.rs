@@ -32,6 +32,35 @@ pub(crate) struct Team17 {
 }
 
 impl Team17 {
+    /// The team's pgBackRest setup run by `pgbr` (its command with config and stanza): the
+    /// server archiving with it, a full backup under writes, 100 rows, a `pitr.mark` (its
+    /// run.json in `work`), 7 rows and a table after the mark, the last segment archived
+    /// (`check`); the mark, the backup's label and `pgbackrest info` as JSON.
+    pub(crate) fn pgbackrest_full_backup(
+        &self,
+        pgbr: &str,
+        dir: &Path,
+        work: &Path,
+    ) -> (PathBuf, String, serde_json::Value) {
+        self.sh(&format!("mkdir -p {}/repo", dir.display()));
+        self.start_server(&format!("{pgbr} archive-push %p"));
+        self.sh(&format!("{pgbr} stanza-create >/dev/null"));
+        self.sql("create table drill(id serial primary key, batch int not null)");
+        self.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+        self.under_load(3, &format!("{pgbr} --type=full backup >/dev/null"));
+        self.sql("insert into drill(batch) select 1 from generate_series(1, 100)");
+        let mark_file = mark(&self.url(), work);
+        // After the mark: rows and a table the end of the archive has and the mark has not.
+        self.sql("insert into drill(batch) select 2 from generate_series(1, 7)");
+        self.sql("create table after_mark(id int)");
+        // `check` switches WAL and waits until the segment is archived.
+        self.sh(&format!("{pgbr} --log-level-console=error check"));
+        let info: serde_json::Value =
+            serde_json::from_str(self.sh(&format!("{pgbr} --output=json info")).trim()).expect("pgbackrest info json");
+        let label = info[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
+        (mark_file, label, info)
+    }
+
     /// `network`: the host's (a bucket to reach) or none.
     pub(crate) fn start(dir: &Path, network: bool) -> Team17 {
         let name = format!("pgdrill-test-team17-{}-{}", std::process::id(), free_port());
@@ -208,21 +237,7 @@ fn a_postgresql_17_pgbackrest_backup_is_restored_and_recovered_in_its_image_with
     // full backup under writes.
     let team = Team17::start(&dir, false);
     let pgbr = format!("pgbackrest --config={d}/pgbackrest.conf --stanza=demo");
-    team.sh(&format!("mkdir -p {d}/repo"));
-    team.start_server(&format!("{pgbr} archive-push %p"));
-    team.sh(&format!("{pgbr} stanza-create >/dev/null"));
-    team.sql("create table drill(id serial primary key, batch int not null)");
-    team.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
-    team.under_load(3, &format!("{pgbr} --type=full backup >/dev/null"));
-    team.sql("insert into drill(batch) select 1 from generate_series(1, 100)");
-    let mark_file = mark(&team.url(), work.path());
-    // After the mark: rows and a table the end of the archive has and the mark has not.
-    team.sql("insert into drill(batch) select 2 from generate_series(1, 7)");
-    team.sql("create table after_mark(id int)");
-    team.sh(&format!("{pgbr} --log-level-console=error check"));
-    let info: serde_json::Value =
-        serde_json::from_str(team.sh(&format!("{pgbr} --output=json info")).trim()).expect("pgbackrest info json");
-    let label = info[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
+    let (mark_file, label, info) = team.pgbackrest_full_backup(&pgbr, &dir, work.path());
     assert!(info[0]["backup"][0]["backrest"]["version"].as_str().is_some_and(|v| v.starts_with("2.5")), "{info}");
     assert_eq!(info[0]["db"][0]["version"], "17", "{info}");
 
