@@ -413,15 +413,25 @@ async fn disaster(ctx: StepCtx, w: DisasterWith) -> Result<DisasterOutputs, Step
             let at = OffsetDateTime::now_utc();
             // An immediate stop, as a crash: no checkpoint, clients cut off.
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGQUIT);
+            let mut exited = false;
             for _ in 0..500 {
                 if has_exited(pid) {
+                    exited = true;
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| StepError::environment(format!("deleting {}: {e}", dir.display())))?;
-            ctx.log(format!("stopped the server (pid {pid}) and deleted {} at {}", dir.display(), rfc3339(at)));
+            if exited {
+                ctx.log(format!("stopped the server (pid {pid}) and deleted {} at {}", dir.display(), rfc3339(at)));
+            } else {
+                ctx.log(format!(
+                    "the server (pid {pid}) had not exited 5 s after SIGQUIT; deleted {} anyway at {}",
+                    dir.display(),
+                    rfc3339(at)
+                ));
+            }
             at
         }
     };

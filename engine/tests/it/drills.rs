@@ -165,8 +165,9 @@ fn the_quickstart_drill_runs_end_to_end() {
 
 /// Regression: the postmaster `destroy_server` killed stayed a zombie child of pgdrill, which
 /// `kill(pid, 0)` kept finding, so the disaster step waited its full 5 s and every such RTO
-/// was 5 s too long. The server dies at once on SIGQUIT; the step now sees it. (A correctness
-/// bound, not a benchmark: far below the old 5 s wait however loaded the machine is.)
+/// was 5 s too long. The server dies at once on SIGQUIT; the step now sees it and says so (a
+/// fact the step logs, not a timing: it bounded a loaded machine's step at 2 s and failed
+/// at 2.04 s with the server seen dead.)
 #[test]
 fn destroy_server_sees_the_killed_postmaster_die_at_once() {
     let Some((_dir, report, junit)) = drill_paths() else { return };
@@ -180,9 +181,9 @@ fn destroy_server_sees_the_killed_postmaster_die_at_once() {
     );
     let run = RunJson::read(&report);
     let disaster = run.step("disaster");
-    let took = disaster.duration;
-    assert!(took < 2.0, "the disaster step took {took} s: it did not see the server die\n{disaster:?}");
-    assert!(disaster.log.join("\n").contains("stopped the server"), "{disaster:?}");
+    let log = disaster.log.join("\n");
+    assert!(log.contains("stopped the server (pid"), "it did not see the server die\n{disaster:?}");
+    assert!(!log.contains("had not exited"), "{disaster:?}");
 }
 
 /// A drill's verdict is its checks' verdict: no shipped drill or runbook lets a step fail
