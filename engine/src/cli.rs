@@ -576,7 +576,7 @@ pub fn main() -> i32 {
         Command::Wal { command } => {
             let fatal = if matches!(command, WalCommand::Fetch { .. }) { crate::wal::FETCH_FATAL } else { 3 };
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                rt.block_on(wal_command(command, redactor.clone()))
+                rt.block_on(wal_command(command, redactor.clone(), &stores))
             }))
             .unwrap_or(fatal);
             rt.block_on(stores.abort_uploads());
@@ -620,7 +620,7 @@ async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) 
         // Answered before dispatch (`main`), with PostgreSQL's exit codes.
         Command::Wal { .. } => Err(Error::environment("`pgdrill wal` is not a run")),
         Command::Doctor(args) => {
-            let (text, code) = crate::doctor::run(args, &redactor).await;
+            let (text, code) = crate::doctor::run(args, &redactor, &stores).await;
             out!("{text}");
             Ok(code)
         }
@@ -738,7 +738,7 @@ async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) 
                 let text = d.to_string_lossy().into_owned();
                 let record = match crate::storage::local_dir(&text) {
                     Some(dir) => JsonRecord::new(dir),
-                    None => JsonRecord::remote(crate::report::remote::RemoteReport::open(&text).await?),
+                    None => JsonRecord::remote(crate::report::remote::RemoteReport::open(&text, &stores).await?),
                 };
                 reporters.push(Box::new(record.keep(keep).anchored(anchor)));
             }
@@ -819,7 +819,7 @@ async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) 
                 ledgers.push((l.display().to_string(), text));
             }
             if ledger.is_empty() {
-                ledgers.extend(ledger_beside(&shown_location).await);
+                ledgers.extend(ledger_beside(&shown_location, &stores).await);
             }
             for (shown, text) in &ledgers {
                 crate::evidence::verify::against_ledger(&mut v, &location, &here, text, shown);
@@ -832,7 +832,7 @@ async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) 
                 runs.push((r.display().to_string(), text));
             }
             if run_json.is_empty() {
-                runs.extend(beside_evidence(&shown_location, "run.json").await);
+                runs.extend(beside_evidence(&shown_location, "run.json", &stores).await);
             }
             for (shown, text) in &runs {
                 crate::evidence::anchors::against_run_json(&mut v, &location, &here, text, shown);
@@ -958,9 +958,9 @@ async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) 
         Command::Backups { command: BackupsCommand::List { storage, database, name_pattern, json } } => {
             // Another tool's physical backups (pgBackRest, barman-cloud), as the tool lists them.
             if crate::physical::is_tool_location(&storage) {
-                return physical_backups(&storage, json).await;
+                return physical_backups(&storage, json, &stores).await;
             }
-            let store = crate::storage::open(&storage).map_err(Error::invalid)?;
+            let store = stores.open_in(&storage, std::path::Path::new("")).map_err(Error::invalid)?;
             let storage = crate::backup::ledger::view(&*store).await.map_err(Error::environment)?;
             // A directory that is not there is a typo or an unmounted volume, never "no backups".
             if !storage.root().is_dir() {
@@ -1147,7 +1147,7 @@ async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) 
         Command::Report { dir, last, runbook, stale_after, json, html } => {
             let text = dir.to_string_lossy().into_owned();
             let history = if crate::storage::local_dir(&text).is_none() {
-                let h = crate::report::remote::read_history(&text).await?;
+                let h = crate::report::remote::read_history(&text, &stores).await?;
                 if h.is_empty() {
                     return Err(Error::invalid(format!(
                         "{text} holds no history of runs; runs write it with `pgdrill run ... --report {text}`"
@@ -1251,20 +1251,20 @@ fn signing_key(
 /// the run changes anything (the key reads, the location takes it).
 /// The ledger a `--report DIR` keeps beside its `evidence/` (DIR/history.jsonl, in a
 /// directory or a store), where the runs anchored the log's head: `(where, its text)`.
-async fn ledger_beside(evidence: &str) -> Option<(String, String)> {
-    beside_evidence(evidence, "history.jsonl").await
+async fn ledger_beside(evidence: &str, stores: &crate::storage::Opened) -> Option<(String, String)> {
+    beside_evidence(evidence, "history.jsonl", stores).await
 }
 
 /// The file `name` a `--report DIR` keeps beside its `evidence/` (DIR/NAME, in a directory
-/// or a store): `(where, its text)`.
-async fn beside_evidence(evidence: &str, name: &str) -> Option<(String, String)> {
+/// or a store, opened among the command's `stores`): `(where, its text)`.
+async fn beside_evidence(evidence: &str, name: &str, stores: &crate::storage::Opened) -> Option<(String, String)> {
     let trimmed = evidence.trim_end_matches('/');
     let parent = trimmed.strip_suffix("/evidence").or_else(|| (trimmed == "evidence").then_some("."))?;
     let shown = format!("{parent}/{name}");
     match crate::storage::local_dir(&shown) {
         Some(p) => std::fs::read_to_string(&p).ok().map(|t| (shown, t)),
         None => {
-            let store = crate::storage::open(parent).ok()?;
+            let store = stores.open_in(parent, std::path::Path::new("")).ok()?;
             let bytes = store.read(name).await.ok()?;
             Some((shown, String::from_utf8_lossy(&bytes).into_owned()))
         }
@@ -1496,7 +1496,7 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
 /// The `backups list` table: one header, columns as wide as their widest cell, sizes right
 /// aligned, the path last. Names and paths are data: control characters are shown, not sent.
 /// `backups list` of another tool's physical backups, newest first, listed by the tool itself.
-async fn physical_backups(location: &str, json: bool) -> Result<ExitCode, Error> {
+async fn physical_backups(location: &str, json: bool, stores: &crate::storage::Opened) -> Result<ExitCode, Error> {
     let source = crate::physical::open(location)?;
     let tool = source.tool();
     let mut list = source.list()?;
@@ -1504,7 +1504,7 @@ async fn physical_backups(location: &str, json: bool) -> Result<ExitCode, Error>
     let time = |t: Option<time::OffsetDateTime>| t.map(crate::util::rfc3339);
     // The source's ledger (`&ledger=FOLDER`), by the tool's backup id: which backup was proven.
     let ledger = crate::physical::tools::ledger_of(location)?;
-    let last = crate::physical::tools::last_verifications(location).await?;
+    let last = crate::physical::tools::last_verifications(location, stores).await?;
     let last_json = |id: &str| {
         last.get(id).map(|e| {
             serde_json::json!({
@@ -1762,7 +1762,8 @@ fn backups_table(list: &[Listed], physical: &[crate::steps::wal::SystemView]) ->
 
 /// `pgdrill wal ...`: its own exit codes (PostgreSQL reads them), messages on stderr through
 /// the redactor.
-async fn wal_command(command: WalCommand, redactor: Redactor) -> i32 {
+/// Stores are opened among the command's (`stores`), whose uploads `main` aborts at exit.
+async fn wal_command(command: WalCommand, redactor: Redactor, stores: &crate::storage::Opened) -> i32 {
     let say = |text: &str| errln!("{}", crate::report::visible(&redactor.redact(text)));
     match command {
         WalCommand::Push { path, conf } => {
@@ -1777,7 +1778,7 @@ async fn wal_command(command: WalCommand, redactor: Redactor) -> i32 {
             for v in crate::storage::credential_values_of(&cfg.credentials) {
                 redactor.add(&v);
             }
-            match crate::wal::push(&cfg, &path, std::path::Path::new(".")).await {
+            match crate::wal::push(stores, &cfg, &path, std::path::Path::new(".")).await {
                 Ok(crate::wal::Pushed::Stored { .. }) => 0,
                 Ok(crate::wal::Pushed::AlreadyThere { key }) => {
                     say(&format!("wal push: {key} is already archived with the same content"));
@@ -1802,7 +1803,7 @@ async fn wal_command(command: WalCommand, redactor: Redactor) -> i32 {
             for v in crate::storage::credential_values_of(&cfg.credentials) {
                 redactor.add(&v);
             }
-            match crate::wal::fetch(&cfg, &name, &dest, std::path::Path::new("."), system_identifier).await {
+            match crate::wal::fetch(stores, &cfg, &name, &dest, std::path::Path::new("."), system_identifier).await {
                 Ok(_) => 0,
                 // PostgreSQL asks for files past the archive's end: its normal way to stop.
                 Err(crate::wal::FetchError::Absent(_)) => 1,
@@ -1812,7 +1813,7 @@ async fn wal_command(command: WalCommand, redactor: Redactor) -> i32 {
                 }
             }
         }
-        WalCommand::List { conf, json, metrics } => match wal_list(conf, json, metrics, &redactor).await {
+        WalCommand::List { conf, json, metrics } => match wal_list(conf, json, metrics, &redactor, stores).await {
             Ok(()) => 0,
             Err(e) => {
                 say(&format!("error: wal list: {e}"));
@@ -1827,13 +1828,14 @@ async fn wal_list(
     json: bool,
     metrics: Option<PathBuf>,
     redactor: &Redactor,
+    stores: &crate::storage::Opened,
 ) -> Result<(), crate::error::Failure> {
     let (cfg, secret) = crate::wal::Config::load(&conf.given())?;
     redactor.add(&secret);
     for v in crate::storage::credential_values_of(&cfg.credentials) {
         redactor.add(&v);
     }
-    let store = crate::storage::open_with(&cfg.storage, &cfg.credentials).map_err(crate::error::Failure::invalid)?;
+    let store = stores.open_with(&cfg.storage, &cfg.credentials).map_err(crate::error::Failure::invalid)?;
     let systems = crate::steps::wal::system_views(store.as_ref(), &cfg.key).await?;
     if let Some(path) = &metrics {
         let text = crate::steps::wal::metrics(&systems);

@@ -88,7 +88,8 @@ impl Findings {
 }
 
 /// Run every check; returns the text to print (already redacted) and the exit code.
-pub async fn run(args: Args, redactor: &Redactor) -> (String, ExitCode) {
+/// Stores are opened among the command's (`stores`).
+pub async fn run(args: Args, redactor: &Redactor, stores: &crate::storage::Opened) -> (String, ExitCode) {
     let mut f = Findings::default();
     let key = std::env::var(&args.key_env).ok();
     if let Some(k) = &key {
@@ -105,7 +106,7 @@ pub async fn run(args: Args, redactor: &Redactor) -> (String, ExitCode) {
         // store is asked to list.
         Some(s) => match crate::storage::local_dir(s) {
             Some(dir) => local_storage(&mut f, &dir),
-            None => remote_storage(&mut f, s).await,
+            None => remote_storage(&mut f, s, stores).await,
         },
         None => f.add(State::Ok, "storage", "not checked (give --storage LOCATION or set PGDRILL_STORAGE)"),
     }
@@ -380,16 +381,22 @@ fn local_storage(f: &mut Findings, dir: &Path) {
 }
 
 /// An object store: its credentials work for a list of the location.
-async fn remote_storage(f: &mut Findings, location: &str) {
+async fn remote_storage(f: &mut Findings, location: &str, stores: &crate::storage::Opened) {
     let what = format!("storage {location}");
-    let remote = match crate::storage::remote::open(location) {
-        Ok(r) => r,
+    let store = match stores.open_in(location, Path::new("")) {
+        Ok(s) => s,
         Err(e) => return f.add(State::Fail, what, e),
     };
-    match tokio::time::timeout(REACH_TIMEOUT, remote.names_in("")).await {
-        Ok(Ok(names)) => {
-            f.add(State::Ok, what, format!("reachable, credentials can list it ({} objects at the top)", names.len()))
-        }
+    match tokio::time::timeout(REACH_TIMEOUT, store.children("")).await {
+        Ok(Ok(top)) => f.add(
+            State::Ok,
+            what,
+            format!(
+                "reachable, credentials can list it ({} objects and {} folders at the top)",
+                top.objects.len(),
+                top.folders.len()
+            ),
+        ),
         // The store's own reason already says what to do (a bucket to create, credentials).
         Ok(Err(e)) => f.add(State::Fail, what, e),
         Err(_) => f.add(

@@ -41,9 +41,16 @@ pub struct OwnSource {
 impl OwnSource {
     /// `location` (relative paths taken from `base_dir`), the key or passphrase, and the
     /// system whose backups to use (needed when the store holds several). Call from within
-    /// the runtime: the blocking trait's methods run their store calls on it.
-    pub fn new(location: &str, base_dir: &Path, secret: &str, system: Option<u64>) -> Result<OwnSource, Failure> {
-        let store = crate::storage::open_in(location, base_dir).map_err(Failure::invalid)?;
+    /// the runtime: the blocking trait's methods run their store calls on it. The store is
+    /// opened among the run's `stores` (one view and one pinned version per object a run).
+    pub fn new(
+        location: &str,
+        base_dir: &Path,
+        secret: &str,
+        system: Option<u64>,
+        stores: &crate::storage::Opened,
+    ) -> Result<OwnSource, Failure> {
+        let store = stores.open_in(location, base_dir).map_err(Failure::invalid)?;
         let location = match crate::storage::local_dir_in(location, base_dir) {
             Some(p) => std::path::absolute(&p).unwrap_or(p).display().to_string(),
             None => location.trim().to_string(),

@@ -313,11 +313,13 @@ pub fn ledger_of(location: &str) -> Result<Option<String>, Failure> {
 /// The newest verification of each of a source's backups its ledger records, by the tool's
 /// backup id; empty when the location names no ledger or nothing was recorded yet. A ledger
 /// that cannot be read is an error naming its line or object (the ledger fails closed).
+/// Its store is opened among the command's `stores`.
 pub async fn last_verifications(
     location: &str,
+    stores: &crate::storage::Opened,
 ) -> Result<std::collections::HashMap<String, crate::backup::ledger::Entry>, Failure> {
     let Some(ledger) = ledger_of(location)? else { return Ok(Default::default()) };
-    let store = crate::storage::open(&ledger).map_err(Failure::invalid)?;
+    let store = stores.open_in(&ledger, Path::new("")).map_err(Failure::invalid)?;
     // A folder here keeps one appended file; an object store one record per verification
     // (`verify.record` writes them, `.ledger/<time>-<random>.json`), read through the store.
     if let Some(file) = store.local_path(crate::backup::ledger::FILE) {
@@ -450,14 +452,15 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_local_ledger_gives_each_backups_last_verification() {
         let t = tempfile::tempdir().expect("tmp");
-        assert!(last_verifications("x://a?config=/c").await.expect("no ledger").is_empty());
+        let stores = crate::storage::Opened::default();
+        assert!(last_verifications("x://a?config=/c", &stores).await.expect("no ledger").is_empty());
         let line = |id: &str, result: &str| {
             format!("{{\"backup\":\"{id}\",\"verified_at\":\"2026-12-06T10:00:00Z\",\"result\":\"{result}\"}}\n")
         };
         let text = line("20261206-101500F", "failed") + &line("20261206-101500F", "passed") + &line("b2", "unproven");
         std::fs::write(t.path().join(crate::backup::ledger::FILE), text).expect("ledger");
         let loc = format!("pgbackrest://main?config=/c&ledger={}", t.path().display());
-        let last = last_verifications(&loc).await.expect("read");
+        let last = last_verifications(&loc, &stores).await.expect("read");
         assert_eq!(last["20261206-101500F"].result, "passed");
         assert_eq!(last["b2"].result, "unproven");
     }

@@ -9,16 +9,17 @@
 //!   (`pgdrill report`, the next run's charts) concatenate them in name order.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::error::Error;
-use crate::storage::remote::Remote;
+use crate::storage::{Opened, Store};
 
 const HISTORY_DIR: &str = "history";
 const HISTORY_FILE: &str = "history.jsonl";
 
 /// A report location in an object store, with its local working copy.
 pub struct RemoteReport {
-    remote: Remote,
+    remote: Arc<dyn Store>,
     /// A private directory (`.pgdrill-report-<pid>-...`): removed on drop, and by the next
     /// run's reaper if this process is killed.
     local: std::path::PathBuf,
@@ -27,10 +28,11 @@ pub struct RemoteReport {
 }
 
 impl RemoteReport {
-    /// Open `url` and seed a private local directory with the store's history.
-    pub async fn open(url: &str) -> Result<RemoteReport, Error> {
-        let remote = crate::storage::remote::open(url).map_err(Error::invalid)?;
-        let history = history(&remote).await?;
+    /// Open `url` among the command's stores (whose uploads it aborts when stopped) and seed
+    /// a private local directory with the store's history.
+    pub async fn open(url: &str, stores: &Opened) -> Result<RemoteReport, Error> {
+        let remote = stores.open_in(url, Path::new("")).map_err(Error::invalid)?;
+        let history = history(&*remote).await?;
         let parent = std::env::temp_dir().join("pgdrill-mirror");
         let local = crate::storage::private_dir(&parent, "report")
             .map_err(|e| Error::io(format!("creating a private directory in {}", parent.display()), e))?;
@@ -73,14 +75,15 @@ impl RemoteReport {
                 .unwrap_or_default();
             let rand = crate::archive::hex(&crate::archive::crypto::random::<6>());
             let name = format!("{HISTORY_DIR}/{stamp}-{rand}.jsonl");
-            self.remote.create(&name, history[self.seeded..].to_vec()).await.map_err(env)?;
+            self.remote.put_new(&name, history[self.seeded..].to_vec()).await.map_err(env)?;
         }
         if let Some(k) = keep {
             let mut dated: Vec<((String, u32, u32), String)> = self
                 .remote
-                .names_in("")
+                .children("")
                 .await
                 .map_err(env)?
+                .objects
                 .into_iter()
                 .filter(|n| Some(n.as_str()) != current)
                 .filter_map(|n| super::compliance::dated_key(&n).map(|k| (k, n)))
@@ -103,16 +106,16 @@ impl Drop for RemoteReport {
 }
 
 /// The history of runs in the report location at `url` (what `pgdrill report` reads).
-pub async fn read_history(url: &str) -> Result<String, Error> {
-    let remote = crate::storage::remote::open(url).map_err(Error::invalid)?;
-    String::from_utf8(history(&remote).await?)
+pub async fn read_history(url: &str, stores: &Opened) -> Result<String, Error> {
+    let remote = stores.open_in(url, Path::new("")).map_err(Error::invalid)?;
+    String::from_utf8(history(&*remote).await?)
         .map_err(|_| Error::environment(format!("{}: the history is not UTF-8 text", remote.url_of(HISTORY_DIR))))
 }
 
 /// Every history object in name (time) order, concatenated.
-async fn history(remote: &Remote) -> Result<Vec<u8>, Error> {
+async fn history(remote: &dyn Store) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
-    for name in remote.names_in(HISTORY_DIR).await.map_err(Error::environment)? {
+    for name in remote.children(HISTORY_DIR).await.map_err(Error::environment)?.objects {
         if !name.ends_with(".jsonl") {
             continue;
         }

@@ -248,7 +248,10 @@ impl Verify {
                 }
                 Some(_) => {}
                 None => {
-                    let store = crate::storage::open(&ledger).map_err(|e| Failure::invalid(e).at_field("source"))?;
+                    let store = ctx
+                        .stores
+                        .open_in(&ledger, std::path::Path::new(""))
+                        .map_err(|e| Failure::invalid(e).at_field("source"))?;
                     store.probe().await.map_err(|e| {
                         Failure::environment(format!("the ledger {ledger} cannot be reached: {e}")).at_field("source")
                     })?;

@@ -270,7 +270,7 @@ fn open_source(ctx: &StepCtx, w: &RestoreWith) -> Result<Box<dyn PhysicalSource>
                 })?),
                 None => None,
             };
-            let own = crate::physical::own::OwnSource::new(storage, &ctx.resolve("."), key, system)
+            let own = crate::physical::own::OwnSource::new(storage, &ctx.resolve("."), key, system, &ctx.stores)
                 .map_err(|e| e.at_field("storage"))?;
             Ok(Box::new(own))
         }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
 
-use super::store::{Meta, Published, Result, Space, Store, View, Writer};
+use super::store::{Children, Meta, Published, Result, Space, Store, View, Writer};
 use super::{private_dir, track, untrack};
 
 /// A local directory of objects.
@@ -207,6 +207,38 @@ impl Store for FsStore {
         Ok(out)
     }
 
+    async fn children(&self, dir: &str) -> Result<Children> {
+        let dir = dir.trim_end_matches('/');
+        let path = if dir.is_empty() { self.root.clone() } else { self.path_of(dir)? };
+        let rd = match fs::read_dir(&path) {
+            Ok(rd) => rd,
+            // No such folder (nor one where a file stands): it holds nothing, as in a bucket.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(nix::errno::Errno::ENOTDIR as i32) =>
+            {
+                return Ok(Children::default())
+            }
+            Err(e) => return Err(format!("cannot list {}: {e}", path.display())),
+        };
+        let mut out = Children::default();
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // As `walk`: pgdrill's working files are not objects, and a link is not one.
+            if name.starts_with(".pgdrill-") || name.starts_with(".fetch-") {
+                continue;
+            }
+            match e.file_type() {
+                Ok(t) if t.is_dir() => out.folders.push(name),
+                Ok(t) if t.is_file() => out.objects.push(name),
+                _ => {}
+            }
+        }
+        out.folders.sort();
+        out.objects.sort();
+        Ok(out)
+    }
+
     async fn head(&self, key: &str) -> Result<Option<Meta>> {
         let p = self.path_of(key)?;
         match fs::metadata(&p) {
@@ -310,6 +342,37 @@ impl Store for FsStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 37: the trait had no one-level listing (report pages, history, doctor listed
+    /// through remote.rs's own type). A directory's `children` are its subdirectories and
+    /// files, nothing deeper, without a writer's private directory, and the same as what
+    /// the trait's default makes of a whole listing (what a backend without its own gets).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn children_are_one_level_of_folders_and_objects_as_the_default_makes_them_from_list() {
+        let t = tempfile::tempdir().expect("tmp");
+        let s = FsStore::new(t.path());
+        for key in ["top.json", "app/a.dump", "app/b.dump", "app/sub/deep/x.json", "other/y"] {
+            s.put_new(key, b"x".to_vec()).await.expect("put_new");
+        }
+        let mut writing = s.create("app/c.dump").await.expect("create");
+        writing.write_all(b"partial").expect("write");
+        let top = s.children("").await.expect("children");
+        assert_eq!(top.folders, ["app", "other"]);
+        assert_eq!(top.objects, ["top.json"]);
+        let app = s.children("app").await.expect("children");
+        assert_eq!(app.folders, ["sub"], "a writer's private directory or a deeper one was shown");
+        assert_eq!(app.objects, ["a.dump", "b.dump"]);
+        for dir in ["", "app", "app/", "app/sub", "none", "top.json"] {
+            let listed = s.list(&super::super::store::folder_prefix(dir)).await.expect("list");
+            assert_eq!(
+                s.children(dir).await.expect("children"),
+                super::super::store::children_of(listed, dir),
+                "{dir:?}"
+            );
+        }
+        assert!(s.children("../x").await.is_err(), "a folder outside the root was listed");
+        writing.abort().await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn nothing_is_under_a_key_until_publish_and_publish_never_replaces() {

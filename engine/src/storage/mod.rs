@@ -15,9 +15,11 @@ pub mod lock;
 pub mod remote;
 pub mod store;
 pub mod tree;
-pub use location::{canonical_in, local_dir, local_dir_in, open, open_in, open_with, Named, Opened, Streamed};
-pub use remote::{credential_values, credential_values_of, StoreOpener};
-pub use store::{store_failure, Meta, Published, Space, Store, Unproven, View, Watched, Writer};
+pub use location::{
+    canonical_in, local_dir, local_dir_in, open, open_in, open_with, Named, Opened, StoreOpener, Streamed,
+};
+pub use remote::{credential_values, credential_values_of};
+pub use store::{store_failure, Children, Meta, Published, Space, Store, Unproven, View, Watched, Writer};
 
 /// Temp files being written right now. A cancelled backup's writer thread may still be
 /// running when the process exits; `remove_partials` (called by the CLI before exit)

@@ -25,7 +25,6 @@ use futures_util::StreamExt;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 
-use super::store::Watched;
 use super::{private_dir, track};
 use crate::error::Failure;
 use crate::util::percent_decode;
@@ -1139,20 +1138,6 @@ impl Remote {
             .map_err(|e| format!("writing {}: {}", self.url_of(rel), describe(&e)))
     }
 
-    /// Names of the objects directly under `dir` (relative to the location).
-    pub async fn names_in(&self, dir: &str) -> Result<Vec<String>, String> {
-        let key = self.key(dir);
-        let listed = self
-            .store
-            .list_with_delimiter(Some(&key))
-            .await
-            .map_err(|e| format!("cannot list {}: {}", self.url_of(dir), describe(&e)))?;
-        let mut names: Vec<String> =
-            listed.objects.iter().filter_map(|m| m.location.filename().map(str::to_string)).collect();
-        names.sort();
-        Ok(names)
-    }
-
     /// The whole of `rel`.
     pub async fn read(&self, rel: &str) -> Result<Vec<u8>, String> {
         self.get_bytes(&self.key(rel)).await.map_err(|e| e.replace(self.key(rel).as_ref(), &self.url_of(rel)))
@@ -1625,42 +1610,6 @@ impl std::io::Read for ObjectReader {
     }
 }
 
-/// Another tool's file in a store, read as a stream as many times as its layers need
-/// (openssl's key derivations are each tried from the start): each `open` is a new
-/// ranged read of the object. For a blocking thread; a store's failure in any of them is
-/// kept in `failed`.
-#[derive(Clone)]
-pub struct StoreOpener {
-    remote: Remote,
-    rel: String,
-    handle: tokio::runtime::Handle,
-    pub failed: Arc<Mutex<Option<String>>>,
-}
-
-impl StoreOpener {
-    pub fn open(&self) -> Result<Box<dyn std::io::Read + Send>, String> {
-        let (r, _) = self.handle.block_on(self.remote.reader(&self.rel))?;
-        Ok(Box::new(Watched { inner: r, failed: self.failed.clone() }))
-    }
-
-    /// What the store said, if a read failed.
-    pub fn store_failed(&self) -> Option<String> {
-        lock(&self.failed).clone()
-    }
-}
-
-impl Remote {
-    /// `rel` to be read as a stream from a blocking thread, as often as needed.
-    pub fn opener(&self, rel: &str) -> StoreOpener {
-        StoreOpener {
-            remote: self.clone(),
-            rel: rel.to_string(),
-            handle: tokio::runtime::Handle::current(),
-            failed: Arc::default(),
-        }
-    }
-}
-
 /// Open `location` as a `Store` (see `storage::store::BACKENDS`).
 pub fn open_store(location: &str, settings: &[(String, String)]) -> Result<Arc<dyn super::Store>, String> {
     Ok(Arc::new(open_given(location, settings)?))
@@ -1762,6 +1711,30 @@ impl super::Store for Remote {
         Ok(out)
     }
 
+    async fn children(&self, dir: &str) -> Result<super::Children, String> {
+        // One LIST with a delimiter: the folder's own page, not the keys below its folders.
+        let dir = dir.trim_end_matches('/');
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&self.key(dir)))
+            .await
+            .map_err(|e| format!("cannot list {}: {}", self.url_of(dir), describe(&e)))?;
+        // pgdrill's own working objects (`.pgdrill-uploads/`) are not the location's.
+        let names = |paths: Vec<&Key>| -> Vec<String> {
+            let mut names: Vec<String> = paths
+                .into_iter()
+                .filter_map(|p| p.filename().map(str::to_string))
+                .filter(|n| !n.starts_with(".pgdrill-"))
+                .collect();
+            names.sort();
+            names
+        };
+        Ok(super::Children {
+            folders: names(listed.common_prefixes.iter().collect()),
+            objects: names(listed.objects.iter().map(|m| &m.location).collect()),
+        })
+    }
+
     async fn head(&self, key: &str) -> Result<Option<super::Meta>, String> {
         match self.store.head(&self.key(key)).await {
             Ok(m) => Ok(Some(super::Meta {
@@ -1811,6 +1784,14 @@ impl super::Store for Remote {
 
     fn archival_class(&self) -> Option<String> {
         Remote::archival_class(self).map(str::to_string)
+    }
+
+    fn local_mirror(&self) -> Option<Arc<dyn super::tree::Mirror>> {
+        Some(Arc::new(self.clone()))
+    }
+
+    async fn abort_uploads(&self) {
+        Remote::abort_uploads(self).await
     }
 
     async fn local_view(&self) -> Result<super::store::View, String> {
@@ -2096,6 +2077,20 @@ impl super::tree::Mirror for Remote {
     async fn digest(&self, path: &Path) -> Result<String, String> {
         let rel = self.rel_of_mirror(path).ok_or_else(|| format!("{} is not in {}", path.display(), self.url))?;
         Remote::digest(self, &rel).await.map(|(sha, _)| sha)
+    }
+
+    fn is_fetched(&self, path: &Path) -> bool {
+        self.rel_of_mirror(path).is_some_and(|rel| Remote::is_fetched(self, &rel))
+    }
+
+    async fn stand_in(&self, path: &Path, head: u64) -> Result<PathBuf, String> {
+        let rel = self.rel_of_mirror(path).ok_or_else(|| format!("{} is not in {}", path.display(), self.url))?;
+        Remote::stand_in(self, &rel, head).await
+    }
+
+    async fn reader(&self, path: &Path) -> Result<Box<dyn std::io::Read + Send>, String> {
+        let rel = self.rel_of_mirror(path).ok_or_else(|| format!("{} is not in {}", path.display(), self.url))?;
+        Remote::reader(self, &rel).await.map(|(r, _)| r)
     }
 
     fn object_of(&self, path: &Path) -> Option<(Arc<dyn super::Store>, String)> {

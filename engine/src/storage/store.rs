@@ -57,6 +57,17 @@ pub enum Unproven {
     Differs(String),
 }
 
+/// What lies directly under a folder of a store (`Store::children`): names, not keys,
+/// each list sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Children {
+    /// Folders: names that keys go on below (a directory of a local store; in an object
+    /// store, which has no folders of its own, the part of keys before their next `/`).
+    pub folders: Vec<String>,
+    /// Objects right in the folder.
+    pub objects: Vec<String>,
+}
+
 /// A location as a local directory tree, for the code that still lists and reads files
 /// (`Store::local_view`).
 #[derive(Debug, Clone)]
@@ -129,6 +140,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Working files of pgdrill's own (`.pgdrill-*`) are not objects and are left out.
     async fn list(&self, prefix: &str) -> Result<Vec<Meta>>;
 
+    /// The names directly under the folder `dir` (`""`: the location's root), one level:
+    /// its folders and its objects (a report's dated pages, a history's records), without
+    /// listing what lies deeper where the backend can tell (a delimiter, a directory). A
+    /// folder that is not there holds nothing. pgdrill's working files are left out, as by
+    /// `list`. The default gathers them from `list`.
+    async fn children(&self, dir: &str) -> Result<Children> {
+        Ok(children_of(self.list(&folder_prefix(dir)).await?, dir))
+    }
+
     /// The object under `key`, or `None` when there is none.
     async fn head(&self, key: &str) -> Result<Option<Meta>>;
 
@@ -176,6 +196,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn local_view(&self) -> Result<View> {
         Err(format!("{} cannot be read as a local directory", self.url()))
     }
+
+    /// The local mirror of a store whose objects are elsewhere (an object store's private
+    /// view, which `local_view` lists): what a run finds an object named by its URL or by its
+    /// stand-in's path in (`storage::Opened::named_in`). `None` for a store that is itself
+    /// local, or that offers no such view.
+    fn local_mirror(&self) -> Option<std::sync::Arc<dyn super::tree::Mirror>> {
+        None
+    }
+
+    /// Abort the uploads of this store still in flight (a stopped command, before the
+    /// process exits: `storage::Opened::abort_uploads`). Nothing to do where an unpublished
+    /// write leaves nothing behind (a local directory).
+    async fn abort_uploads(&self) {}
 
     /// Prove that `p`, just published, holds what was written (`size` bytes whose sha256
     /// is `sha256`, hex): `None` where publishing is the proof (a local file, fsynced
@@ -234,6 +267,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let _ = (size, source);
         Err(format!("{}: not in an archive storage class", self.url_of(key)))
     }
+}
+
+/// The prefix of the keys in the folder `dir` (`app` and `app/`: `app/`; the root: `""`).
+pub(super) fn folder_prefix(dir: &str) -> String {
+    match dir.trim_end_matches('/') {
+        "" => String::new(),
+        d => format!("{d}/"),
+    }
+}
+
+/// What is right under the folder `dir`, from a listing of the keys below it (`list`).
+pub(super) fn children_of(listed: Vec<Meta>, dir: &str) -> Children {
+    let prefix = folder_prefix(dir);
+    let mut out = Children::default();
+    for m in listed {
+        let Some(rest) = m.key.strip_prefix(&prefix) else { continue };
+        match rest.split_once('/') {
+            Some((folder, _)) => out.folders.push(folder.to_string()),
+            None => out.objects.push(rest.to_string()),
+        }
+    }
+    out.folders.sort();
+    out.folders.dedup();
+    out.objects.sort();
+    out
 }
 
 /// The store's failure inside an I/O error from a store's reader (an object store's

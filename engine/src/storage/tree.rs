@@ -36,6 +36,15 @@ pub trait Mirror: Send + Sync {
     async fn fill_head(&self, path: &Path, n: u64) -> Result<(), String>;
     /// Download the whole object at `path` into the mirror; its local file.
     async fn fetch(&self, path: &Path) -> Result<PathBuf, String>;
+    /// Whether the whole object at `path` was downloaded into the mirror in this run.
+    fn is_fetched(&self, path: &Path) -> bool;
+    /// The object at `path` as a stand-in holding its first `head` bytes (an archive's
+    /// header), its manifest beside it: what a streamed read needs locally.
+    async fn stand_in(&self, path: &Path, head: u64) -> Result<PathBuf, String>;
+    /// The object at `path` as a blocking reader of the whole of it (for a thread off the
+    /// runtime), of the version this run first saw: memory stays bounded, nothing is
+    /// written locally, a failed read is the store's (`store_failure`).
+    async fn reader(&self, path: &Path) -> Result<Box<dyn io::Read + Send>, String>;
     /// The sha256 (hex) of the object at `path`, read from the store as a stream.
     async fn digest(&self, path: &Path) -> Result<String, String>;
     /// Whether `path` is a stand-in whose contents were not downloaded.

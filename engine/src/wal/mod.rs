@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use crate::archive::{self, Codec, KeySource, WriteOptions};
 use crate::error::{Class, Failure};
-use crate::storage::Store;
+use crate::storage::{Opened, Store};
 
 /// The top of pgdrill's physical tree in a store (see the module docs).
 pub const ROOT: &str = ".cluster";
@@ -469,9 +469,10 @@ pub enum Pushed {
     AlreadyThere { key: String },
 }
 
-/// Archive the file at `path` (`%p`, relative to `data_dir`, PostgreSQL's working directory).
-pub async fn push(cfg: &Config, path: &Path, data_dir: &Path) -> Result<Pushed, Failure> {
-    let store = crate::storage::open_with(&cfg.storage, &cfg.credentials).map_err(Failure::invalid)?;
+/// Archive the file at `path` (`%p`, relative to `data_dir`, PostgreSQL's working directory),
+/// through a store opened among the command's `stores` (whose uploads it aborts when stopped).
+pub async fn push(stores: &Opened, cfg: &Config, path: &Path, data_dir: &Path) -> Result<Pushed, Failure> {
+    let store = stores.open_with(&cfg.storage, &cfg.credentials).map_err(Failure::invalid)?;
     push_to(store.as_ref(), cfg, path, data_dir).await
 }
 
@@ -580,14 +581,16 @@ impl From<Failure> for FetchError {
 
 /// Restore the archived `name` to `dest` (`%p`, relative to `data_dir`). The system is the
 /// data directory's (from its `pg_control`, which came with the base backup) unless given.
+/// The store is opened among the command's `stores`.
 pub async fn fetch(
+    stores: &Opened,
     cfg: &Config,
     name: &str,
     dest: &Path,
     data_dir: &Path,
     system: Option<u64>,
 ) -> Result<u64, FetchError> {
-    let store = crate::storage::open_with(&cfg.storage, &cfg.credentials).map_err(Failure::invalid)?;
+    let store = stores.open_with(&cfg.storage, &cfg.credentials).map_err(Failure::invalid)?;
     fetch_from(store.as_ref(), &cfg.key, name, dest, data_dir, system).await
 }
 

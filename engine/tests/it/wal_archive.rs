@@ -391,9 +391,15 @@ async fn a_base_backup_under_load_and_its_archive_are_proven_whole_and_every_bro
 
     // The same backup and archive as a PhysicalSource: recovered to the archive's end in a
     // throwaway server through `wal fetch`, with the rows written after the backup back.
-    let source = pgdrill::physical::own::OwnSource::new(&store.display().to_string(), root.path(), KEY, None)
-        .expect("source")
-        .with_exe(bin());
+    let source = pgdrill::physical::own::OwnSource::new(
+        &store.display().to_string(),
+        root.path(),
+        KEY,
+        None,
+        &pgdrill::storage::Opened::default(),
+    )
+    .expect("source")
+    .with_exe(bin());
     let opts = pgdrill::physical::pitr::PitrOptions {
         backup: None,
         recover: pgdrill::physical::recover::RecoverOptions {
