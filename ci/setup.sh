@@ -134,6 +134,26 @@ if ! /usr/bin/python3 -c 'import azure.storage.blob' 2>/dev/null; then
   /usr/bin/python3 -m pip install --quiet azure-storage-blob \
     || /usr/bin/python3 -m pip install --quiet --break-system-packages azure-storage-blob
 fi
+# Its Google provider (tested on the GCS emulator) needs google-cloud-storage in the same
+# python3. Debian's package where the release has one (bookworm has none), else PyPI,
+# holding Debian's own requests and protobuf: the newest client would otherwise replace
+# them under every Debian Python tool.
+if ! /usr/bin/python3 -c 'from google.cloud import storage' 2>/dev/null; then
+  if apt-cache show python3-google-cloud-storage >/dev/null 2>&1; then
+    log "installing python3-google-cloud-storage for barman-cloud"
+    apt_install --no-install-recommends python3-google-cloud-storage
+  else
+    log "installing google-cloud-storage for barman-cloud (pip, Debian's python3)"
+    /usr/bin/python3 -m pip --version >/dev/null 2>&1 || apt_install --no-install-recommends python3-pip
+    held=$(/usr/bin/python3 -c 'import importlib.metadata as m
+for p in ("requests", "protobuf"):
+    try: print(p + "==" + m.version(p))
+    except m.PackageNotFoundError: pass')
+    # shellcheck disable=SC2086 # one requirement a word
+    /usr/bin/python3 -m pip install --quiet google-cloud-storage $held \
+      || /usr/bin/python3 -m pip install --quiet --break-system-packages google-cloud-storage $held
+  fi
+fi
 
 # 3. Docker.
 missing=()

@@ -32,8 +32,11 @@ use crate::error::Failure;
 
 /// How a barman-cloud source is written: `barman-cloud:s3://BUCKET/PATH?server=NAME`
 /// (`&endpoint=URL`, `&provider=aws-s3|azure-blob-storage|google-cloud-storage`,
-/// `&bin=DIR`).
+/// `&bin=DIR`); `gs://BUCKET/PATH` is Google's, with no `provider` needed.
 pub const CLOUD_SCHEME: &str = "barman-cloud:";
+
+/// Google's console URL of a bucket, which barman-cloud also takes for `gs://`.
+const GCS_CONSOLE: &str = "https://console.cloud.google.com/storage/browser/";
 
 /// The Debian package holding the barman-cloud tools (named when they are missing).
 pub const CLOUD_PACKAGE: &str = "barman-cli-cloud";
@@ -128,10 +131,17 @@ impl Cloud {
         self.find("barman-cloud-restore")
     }
 
+    /// `--cloud-provider`: as given, else google-cloud-storage for a Google destination
+    /// (`gs://`, or Google's console URL): barman-cloud's default, aws-s3, cannot read one.
+    fn provider(&self) -> Option<&str> {
+        let google = self.url.starts_with("gs://") || self.url.starts_with(GCS_CONSOLE);
+        self.provider.as_deref().or(google.then_some("google-cloud-storage"))
+    }
+
     /// The options every barman-cloud command gets before its positional arguments.
     fn common(&self) -> Vec<String> {
         let mut a = Vec::new();
-        if let Some(p) = &self.provider {
+        if let Some(p) = self.provider() {
             a.push(format!("--cloud-provider={p}"));
         }
         if let Some(e) = &self.endpoint {
@@ -144,11 +154,14 @@ impl Cloud {
     /// to hash it: an S3 destination (its URL is the same, the endpoint an option), or an
     /// Azure one as barman-cloud writes it (`azure://ACCOUNT.blob.core.windows.net/CONTAINER
     /// /PATH`, or with `provider=azure-blob-storage` an `http(s)://HOST/ACCOUNT/CONTAINER/PATH`
-    /// endpoint such as Azurite's) as `az://CONTAINER/PATH` with its account and endpoint. GCS
-    /// destinations (`gs://`, no emulator here to prove a reading) are named by id only.
+    /// endpoint such as Azurite's) as `az://CONTAINER/PATH` with its account and endpoint, or a
+    /// Google one as `gs://BUCKET/PATH` (`gcs_location`).
     fn store_location(&self) -> Option<String> {
         if let Some(az) = self.azure_location() {
             return Some(az);
+        }
+        if let Some(gs) = self.gcs_location() {
+            return Some(gs);
         }
         if !self.url.starts_with("s3://") || self.provider.as_deref().is_some_and(|p| p != "aws-s3") {
             return None;
@@ -161,6 +174,25 @@ impl Cloud {
             }
         }
         Some(loc)
+    }
+
+    /// A Google destination (`gs://BUCKET/PATH` or `GCS_CONSOLE` + `BUCKET/PATH`, as
+    /// barman-cloud's Google provider takes them) as `gs://BUCKET/PATH`, with no options: the
+    /// store finds an emulator where barman-cloud's Google client does (STORAGE_EMULATOR_HOST)
+    /// and a key file in GOOGLE_APPLICATION_CREDENTIALS, so both read the same bucket.
+    fn gcs_location(&self) -> Option<String> {
+        if self.provider() != Some("google-cloud-storage") {
+            return None;
+        }
+        let url = self.url.trim_end_matches('/');
+        let rest = url.strip_prefix("gs://").or_else(|| url.strip_prefix(GCS_CONSOLE))?;
+        let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let path = path.trim_matches('/');
+        match (bucket, path) {
+            ("", _) => None,
+            (b, "") => Some(format!("gs://{b}")),
+            (b, p) => Some(format!("gs://{b}/{p}")),
+        }
     }
 
     /// An Azure destination as `az://CONTAINER/PATH?account=ACCOUNT[&endpoint=..]`.
@@ -1411,11 +1443,34 @@ mod tests {
         let aws = Cloud::parse("barman-cloud:s3://bkt/pg?server=main").expect("parsed");
         assert_eq!(aws.store_location().as_deref(), Some("s3://bkt/pg"));
         for other in [
-            "barman-cloud:gs://bkt/pg?server=main",
             "barman-cloud:s3://bkt/pg?server=main&provider=google-cloud-storage",
+            "barman-cloud:gs://bkt/pg?server=main&provider=aws-s3",
         ] {
             assert_eq!(Cloud::parse(other).expect("parsed").store_location(), None, "{other}");
         }
+    }
+
+    /// Regression (issue 39): a barman-cloud backup in Google Cloud Storage was named by its id
+    /// alone (no store read `gs://`), and a `gs://` destination without `provider=` was handed
+    /// to barman-cloud as aws-s3, which cannot read it. Now Google's provider is the default
+    /// for a Google URL and the destination is read back as a `gs://` location.
+    #[test]
+    fn a_google_destination_is_read_back_as_a_gs_location_and_gets_googles_provider() {
+        let c = |l: &str| Cloud::parse(l).expect("parsed");
+        for (given, location) in [
+            ("barman-cloud:gs://bkt/pg/?server=main", "gs://bkt/pg"),
+            ("barman-cloud:gs://bkt?server=main&provider=google-cloud-storage", "gs://bkt"),
+            ("barman-cloud:https://console.cloud.google.com/storage/browser/bkt/a/b?server=main", "gs://bkt/a/b"),
+        ] {
+            assert_eq!(c(given).store_location().as_deref(), Some(location), "{given}");
+            assert_eq!(c(given).common(), vec!["--cloud-provider=google-cloud-storage".to_string()], "{given}");
+        }
+        assert_eq!(c("barman-cloud:s3://bkt/pg?server=main").common(), Vec::<String>::new(), "S3 keeps the default");
+        let t = Binary { path: PathBuf::from("/usr/bin/barman-cloud-restore"), version: "x".into() };
+        assert_eq!(
+            c("barman-cloud:gs://bkt/pg?server=main").wal_restore(&t),
+            ["/usr/bin/barman-cloud-wal-restore", "--cloud-provider=google-cloud-storage", "gs://bkt/pg", "main"]
+        );
     }
 
     #[test]

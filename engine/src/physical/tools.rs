@@ -90,9 +90,17 @@ pub struct Binary {
 
 /// Environment variables a tool child gets from pgdrill's environment, by prefix: the
 /// tool's own settings (`PGBACKREST_REPO1_CIPHER_PASS`, S3 keys) and the cloud SDKs'
-/// credentials. Secrets reach the tool through these, never through argv.
-pub const TOOL_ENV_PREFIXES: &[&str] =
-    &["PGBACKREST_", "AWS_", "AZURE_", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "BOTO_"];
+/// credentials. Secrets reach the tool through these, never through argv. STORAGE_EMULATOR_HOST
+/// is where Google's clients (barman-cloud's) find a GCS emulator, as pgdrill's gs:// does.
+pub const TOOL_ENV_PREFIXES: &[&str] = &[
+    "PGBACKREST_",
+    "AWS_",
+    "AZURE_",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_CLOUD_PROJECT",
+    "BOTO_",
+    "STORAGE_EMULATOR_HOST",
+];
 
 /// The variables of pgdrill's environment a tool child gets (names and values).
 pub fn tool_env() -> Vec<(OsString, OsString)> {

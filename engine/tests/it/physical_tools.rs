@@ -1434,3 +1434,195 @@ fn a_pgbackrest_verification_is_recorded_in_a_gcs_ledger_and_read_back() {
     assert!(ran.all().contains("the ledger gs://pgdrill/ledger/main cannot be reached"), "{}", ran.all());
     drop(c);
 }
+
+/// Regression (issue 39, item 1): barman-cloud's Google Cloud Storage layout was never proven
+/// (only S3 and Azure), and it could not have passed: barman-cloud's children never got
+/// STORAGE_EMULATOR_HOST (so its Google client went to Google), a `gs://` destination without
+/// `provider=` was handed to barman-cloud as aws-s3, and the backup was named by its id alone.
+/// A server archives with `barman-cloud-wal-archive --cloud-provider google-cloud-storage` into
+/// the GCS emulator, barman-cloud-backup takes a backup under load, and pgdrill lists it and
+/// recovers it to the end of the archive, a time and a restore point, naming it in signed
+/// evidence by its backup.info's sha256 (hashed again here with Google's own client). A 0-byte
+/// WAL object, the same WAL removed, and a backup marked FAILED each fail (exit 1); a dead
+/// emulator is the environment's (exit 3). The service-account key file is named in the
+/// environment only and its key never shown (Google's clients send no credentials to an
+/// emulator, so the key itself is not exercised here).
+#[test]
+fn barman_cloud_backups_in_google_cloud_storage_recover_to_latest_a_time_and_a_restore_point_and_a_damaged_wal_fails() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("barman-cloud-backup"), "barman-cloud (Debian package barman-cli-cloud)")
+    {
+        return;
+    }
+    let google_sdk = Command::new("/usr/bin/python3").args(["-c", "from google.cloud import storage"]).status();
+    if !require(google_sdk.is_ok_and(|s| s.success()), "google-cloud-storage in barman-cloud's Python (ci/setup.sh)") {
+        return;
+    }
+    let Some(gcs) = crate::gcs_emulator::gcs_emulator() else { return };
+    let bucket = crate::gcs_emulator::BUCKET;
+    let emulator = format!("http://127.0.0.1:{}", gcs.port);
+    let work = work_dir();
+    let rsa = openssl::rsa::Rsa::generate(2048).expect("a key");
+    let pem = String::from_utf8(rsa.private_key_to_pem().expect("pem")).expect("utf-8");
+    let key_line = pem.lines().nth(1).expect("the key's first line").to_string();
+    let key_file = work.path().join("sa.json");
+    let account = serde_json::json!({
+        "type": "service_account",
+        "project_id": "drill",
+        "client_email": "drill@drill.iam.gserviceaccount.com",
+        "private_key": pem,
+        "token_uri": "https://oauth2.googleapis.com/token",
+    });
+    std::fs::write(&key_file, account.to_string()).expect("key file");
+    own(&key_file);
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let key_path = key_file.display().to_string();
+    let env = [("STORAGE_EMULATOR_HOST", emulator.as_str()), ("GOOGLE_APPLICATION_CREDENTIALS", key_path.as_str())];
+    let url = format!("gs://{bucket}/pg");
+    let archive_command = format!("barman-cloud-wal-archive --cloud-provider google-cloud-storage {url} demo %p");
+    let c = Cluster::start(&archive_command, &env);
+    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
+    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    let mut load = c.load(4);
+    let mut backup = as_server("barman-cloud-backup", &env);
+    backup
+        .args(["--cloud-provider", "google-cloud-storage", "-U", "postgres", "-p", &c.port.to_string(), "-h"])
+        .arg(c.socket())
+        .args([url.as_str(), "demo"]);
+    ok(&mut backup, "barman-cloud-backup");
+    assert!(load.wait().is_ok_and(|s| s.success()), "the write load failed");
+    let (t1, counts) = c.batches();
+    // The bucket as another tool sees it, through Google's own client on the emulator.
+    let google = |code: &str, what: &str| {
+        ok(
+            Command::new("/usr/bin/python3")
+                .args(["-W", "ignore", "-c"])
+                .arg(format!(
+                    "import hashlib\nfrom google.cloud import storage\nb=storage.Client().bucket('{bucket}')\n{code}"
+                ))
+                .env("STORAGE_EMULATOR_HOST", &emulator)
+                .env_remove("GOOGLE_APPLICATION_CREDENTIALS"),
+            what,
+        )
+    };
+    let with_env = |mut r: Run| {
+        for (k, v) in env {
+            r = r.env(k, v);
+        }
+        r
+    };
+
+    // `provider=` left out: a gs:// destination is Google's.
+    let book = runbook(work.path());
+    let source = format!("barman-cloud:{url}?server=demo");
+    let (key, evidence) = (work.path().join("k.pem"), work.path().join("evidence"));
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let ran = with_env(verify(&book, &source, &t1, &counts))
+        .report(work.path().join("report"))
+        .junit(work.path().join("junit.xml"))
+        .arg("--signing-key")
+        .arg(&key)
+        .arg("--evidence")
+        .arg(&evidence)
+        .output();
+    assert_eq!(ran.code, Some(0), "{}\nsource server log:\n{}", ran.all(), c.log());
+    let rj = ran.run_json();
+    for id in ["latest", "at_time", "at_name"] {
+        let s = rj.step(id);
+        assert_eq!(s.outputs["tool"], "barman-cloud", "{id}");
+        assert!(
+            s.outputs["tool_version"].as_str().unwrap_or_default().contains("barman-cloud-restore 3."),
+            "{}",
+            s.outputs
+        );
+        assert_eq!(s.outputs["marker"], true, "{id}");
+        assert!(
+            s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1,
+            "{id}: the WAL came from GCS: {}",
+            s.outputs
+        );
+    }
+    let id = rj.step("latest").outputs["backup"].as_str().unwrap_or_default().to_string();
+    let listed = with_env(Run::cli(["backups", "list", "--json", "--storage", &source])).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
+    assert_eq!(
+        (v[0]["tool"].as_str(), v[0]["id"].as_str()),
+        (Some("barman-cloud"), Some(id.as_str())),
+        "{}",
+        listed.stdout
+    );
+    assert!(v[0]["ended"].as_str().is_some(), "{}", listed.stdout);
+
+    // Named in the signed statement by the sha256 of its backup.info object as the bucket
+    // holds it, which an auditor can hash again.
+    let info_sha = google(
+        &format!("print(hashlib.sha256(b.blob('pg/demo/base/{id}/backup.info').download_as_bytes()).hexdigest())"),
+        "sha256 of backup.info",
+    )
+    .trim()
+    .to_string();
+    assert_eq!(info_sha.len(), 64, "{info_sha}");
+    assert_eq!(rj.step("latest").outputs["backup_sha256"], info_sha.as_str(), "{}", rj.step("latest").outputs);
+    let envelope = read_json(&evidence.join("records/00000001.dsse.json"));
+    use base64::Engine as _;
+    let statement: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD.decode(envelope["payload"].as_str().expect("payload")).expect("b64"),
+    )
+    .expect("statement");
+    let name = format!("barman-cloud:{url}/demo/base/{id}/backup.info");
+    let subject = statement["subject"].as_array().and_then(|a| a.iter().find(|s| s["name"] == name.as_str()));
+    assert_eq!(
+        subject.and_then(|s| s["digest"]["sha256"].as_str()),
+        Some(info_sha.as_str()),
+        "the statement names the backup by its backup.info: {}",
+        statement["subject"]
+    );
+    let v = Run::cli(["evidence", "verify"]).arg(&evidence).arg("--public-key").arg(work.path().join("k.pem.pub"));
+    assert_eq!(v.output().code, Some(0));
+    let report = std::fs::read_to_string(work.path().join("report/run.json")).unwrap_or_default();
+    let junit = std::fs::read_to_string(work.path().join("junit.xml")).unwrap_or_default();
+    for out in [ran.all(), listed.all(), report, junit] {
+        assert!(!out.contains(&key_line), "the service account's key was shown:\n{out}");
+    }
+
+    // A 0-byte WAL object where the newest segment was (it holds the last batch, which the end
+    // of the archive must reach): never a pass.
+    let wals =
+        google("print('\\n'.join(o.name for o in b.list_blobs(prefix='pg/demo/wals/')))", "list the WAL objects");
+    let mut wals: Vec<&str> = wals.lines().filter(|k| k.rsplit('/').next().is_some_and(|n| n.len() == 24)).collect();
+    wals.sort();
+    let victim = wals.last().unwrap_or_else(|| panic!("no WAL objects: {wals:?}")).to_string();
+    google(&format!("b.blob('{victim}').upload_from_string(b'')"), "empty the newest WAL object");
+    let ran = with_env(shipped(&source, counts.latest)).output();
+    assert_eq!(ran.code, Some(1), "a 0-byte WAL object must fail the verification:\n{}", ran.all());
+    assert!(ran.all().contains("wrong size"), "the server's own words about the empty segment:\n{}", ran.all());
+    // The same segment removed: recovery ends before the last batch, never a pass.
+    google(&format!("b.blob('{victim}').delete()"), "remove the newest WAL object");
+    let ran = with_env(shipped(&source, counts.latest)).output();
+    assert_eq!(ran.code, Some(1), "a removed WAL object must fail the verification:\n{}", ran.all());
+
+    // The backup marked FAILED in its backup.info (as barman-cloud leaves one that broke off):
+    // never a pass, and nothing is restored.
+    google(
+        &format!(
+            "o=b.blob('pg/demo/base/{id}/backup.info')\nt=o.download_as_bytes().decode()\nassert 'status=DONE' in t, t\n\
+             o.upload_from_string(t.replace('status=DONE', 'status=FAILED').encode())"
+        ),
+        "mark the backup FAILED",
+    );
+    let ran = with_env(shipped(&source, counts.latest)).output();
+    assert_eq!(ran.code, Some(1), "a backup marked FAILED must fail the verification:\n{}", ran.all());
+    assert!(ran.all().contains("FAILED"), "{}", ran.all());
+    assert!(!ran.all().contains("restored"), "nothing is restored from a FAILED backup:\n{}", ran.all());
+
+    // The emulator gone: the environment's failure, never a verdict on the backup.
+    drop(gcs);
+    let ran = with_env(shipped(&source, counts.latest)).output();
+    assert_eq!(ran.code, Some(3), "{}", ran.all());
+    let listed = with_env(Run::cli(["backups", "list", "--storage", &source])).output();
+    assert_eq!(listed.code, Some(3), "{}", listed.all());
+    for out in [ran.all(), listed.all()] {
+        assert!(!out.contains(&key_line), "the service account's key was shown:\n{out}");
+    }
+    drop(c);
+}
