@@ -26,6 +26,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+use super::barman_image::{Identity, Session};
 use super::source::{ArchiveEnd, BaseBackup, InImage, Lsn, MaterializeInto, Materialized, PhysicalSource, Tool};
 use super::tools::{self, Binary};
 use crate::error::Failure;
@@ -780,66 +781,76 @@ impl Server {
             .find(|p| p.is_file())
     }
 
-    /// A barman command: this machine's barman, or the one of `tool`'s image, run there as
-    /// barman_user (its uid here: barman refuses any other user, and owns the catalogue)
-    /// with the configuration read-only, the catalogue and `rw` (a throwaway's directories)
-    /// read-write at their own paths, no network, labelled as pgdrill's. The env file, if
+    /// A barman command: this machine's barman, or the one of `tool`'s image, run in its
+    /// session's container (`barman_image`: barman_user with the ids of the catalogue's owner
+    /// here, the configuration read-only, the catalogue and `rw` (a throwaway's directories)
+    /// read-write at their own paths, no network, labelled as pgdrill's). The env file, if
     /// any, must live until the child ends.
     fn command(
         &self,
         tool: &Barman,
         rw: &[PathBuf],
     ) -> Result<(std::process::Command, Option<crate::pg::image_tools::EnvFile>), Failure> {
-        let mut cmd = tools::tool_command(&tool.bin.path);
-        let Some(image) = &tool.image else {
+        let Some(session) = &tool.session else {
+            let mut cmd = tools::tool_command(&tool.bin.path);
             if let Some(c) = &self.config {
                 cmd.arg("-c").arg(c);
             }
             return Ok((cmd, None));
         };
+        let mut cmd = session.command(rw)?;
+        cmd.arg("-c").arg(self.config_file().unwrap_or_default());
+        Ok((cmd, None))
+    }
+
+    /// A session of `image`'s barman for this server (`barman_image::Session`, nothing runs
+    /// yet): what barman reads and writes besides the configuration (its home: catalogue,
+    /// locks, log; a server's own folder; the folder of further configuration files) and who
+    /// it runs as.
+    fn session(&self, image: &str) -> Result<Session, Failure> {
         let config = self.config_file().ok_or_else(|| {
             Failure::environment(
                 "no Barman configuration here (~/.barman.conf, /etc/barman.conf, /etc/barman/barman.conf): give ?config=PATH",
             )
         })?;
-        cmd.arg("-c").arg(&config);
         let text = std::fs::read_to_string(&config).unwrap_or_default();
-        // What barman reads and writes besides the configuration: its home (catalogue, locks,
-        // log), a server's own folder, and the folder of further configuration files.
-        let mut writes: Vec<PathBuf> = rw.to_vec();
-        writes.push(ini_value(&text, "barman", "barman_home").unwrap_or_else(|| "/var/lib/barman".into()).into());
+        let mut writes: Vec<PathBuf> =
+            vec![ini_value(&text, "barman", "barman_home").unwrap_or_else(|| "/var/lib/barman".into()).into()];
         writes.extend(ini_value(&text, &self.name, "backup_directory").map(PathBuf::from));
         let mut reads = vec![config.clone()];
         reads.extend(ini_value(&text, "barman", "configuration_files_directory").map(PathBuf::from));
         writes.retain(|p| p.is_absolute() && p.exists());
         reads.retain(|p| p.is_absolute() && p.exists());
+        Session::new(image, self.identity(&text)?, reads, writes, &tools::tool_env())
+    }
+
+    /// Who barman runs as in an image: `barman_user` by name (barman refuses to run unless
+    /// that name's uid is its own), with the ids of the catalogue's owner here: this
+    /// machine's `barman_user` when pgdrill runs as root (this machine's barman drops to it
+    /// too), the owner of barman_home when this machine has no such user (a catalogue
+    /// brought from the Barman machine), pgdrill's own user otherwise. Never the image's uid
+    /// of that name (the 17 image's `barman` is 101, this machine's 103): what barman writes
+    /// in the catalogue stays its owner's. `text`: the configuration.
+    fn identity(&self, text: &str) -> Result<Identity, Failure> {
         let user = self.barman_user();
-        let ids = if nix::unistd::geteuid().is_root() {
-            let u = nix::unistd::User::from_name(&user).ok().flatten().ok_or_else(|| {
-                Failure::environment(format!("Barman's barman_user `{}` does not exist", crate::util::visible(&user)))
-            })?;
-            (u.uid.as_raw(), u.gid.as_raw())
-        } else {
-            (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
-        };
-        let name = format!(
-            "pgdrill-tool-{}-{}",
-            std::process::id(),
-            crate::pg::native::generate_password().get(..8).unwrap_or("0")
-        );
-        let ro: Vec<&std::path::Path> = reads.iter().map(PathBuf::as_path).collect();
-        let rw: Vec<&std::path::Path> = writes.iter().map(PathBuf::as_path).collect();
-        let how = crate::pg::image_tools::InImage {
-            ro: &ro,
-            rw: &rw,
-            name: Some(&name),
-            user: Some(ids),
-            network: false,
-            labelled: true,
-        };
-        let (cmd, env) = crate::pg::image_tools::in_image_with(&cmd, image, &how)
-            .map_err(|e| Failure::environment(format!("cannot run barman in {image}: {e}")))?;
-        Ok((cmd, Some(env)))
+        let home = PathBuf::from(ini_value(text, "barman", "barman_home").unwrap_or_else(|| "/var/lib/barman".into()));
+        if !nix::unistd::geteuid().is_root() {
+            let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+            return Ok(Identity { user, uid, gid, home });
+        }
+        if let Some(u) = nix::unistd::User::from_name(&user).ok().flatten() {
+            return Ok(Identity { user, uid: u.uid.as_raw(), gid: u.gid.as_raw(), home });
+        }
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(&home) {
+            Ok(m) if m.uid() != 0 => Ok(Identity { user, uid: m.uid(), gid: m.gid(), home }),
+            _ => Err(Failure::environment(format!(
+                "Barman's barman_user `{}` does not exist on this machine and barman_home {} is not owned by another user to run barman as: create the user `{}` with the uid that owns the catalogue",
+                crate::util::visible(&user),
+                home.display(),
+                crate::util::visible(&user)
+            ))),
+        }
     }
 
     /// One barman command with JSON output, its answer for this server. Barman answers
@@ -902,18 +913,29 @@ impl Server {
         // directories: they are handed to it, and the workspace above them made traversable
         // (not listable); recover.rs hands all of it to the server's user afterwards.
         if nix::unistd::geteuid().is_root() {
-            let user = self.barman_user();
-            let u = nix::unistd::User::from_name(&user).ok().flatten().ok_or_else(|| {
-                Failure::environment(format!("Barman's barman_user `{}` does not exist", crate::util::visible(&user)))
-            })?;
-            if !u.uid.is_root() {
+            // In an image, barman runs with its session's ids; here, as this machine's user.
+            let (user, uid, gid) = match &tool.session {
+                Some(s) => (s.identity().user.clone(), s.identity().uid, s.identity().gid),
+                None => {
+                    let user = self.barman_user();
+                    let u = nix::unistd::User::from_name(&user).ok().flatten().ok_or_else(|| {
+                        Failure::environment(format!(
+                            "Barman's barman_user `{}` does not exist",
+                            crate::util::visible(&user)
+                        ))
+                    })?;
+                    (user, u.uid.as_raw(), u.gid.as_raw())
+                }
+            };
+            if uid != 0 {
                 use std::os::unix::fs::PermissionsExt;
                 if let Some(top) = into.data_dir.parent() {
                     std::fs::set_permissions(top, std::fs::Permissions::from_mode(0o711))
                         .map_err(|e| Failure::environment(format!("chmod {}: {e}", top.display())))?;
                 }
+                let ids = (Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)));
                 for d in [&into.data_dir, &into.tablespaces_dir] {
-                    nix::unistd::chown(d.as_path(), Some(u.uid), Some(u.gid))
+                    nix::unistd::chown(d.as_path(), ids.0, ids.1)
                         .map_err(|e| Failure::environment(format!("chown {} to {user}: {e}", d.display())))?;
                 }
             }
@@ -1067,6 +1089,8 @@ const WAL_FOLDER: &str = "barman_wal";
 pub struct Barman {
     pub bin: Binary,
     pub image: Option<String>,
+    /// The image's container every call of the source runs in (none on this machine).
+    pub session: Option<std::sync::Arc<Session>>,
 }
 
 /// A Barman server as a [`PhysicalSource`].
@@ -1107,7 +1131,7 @@ impl BarmanServer {
     fn barman(&self) -> Barman {
         match &*self.barman.lock().unwrap_or_else(|e| e.into_inner()) {
             Some((b, _)) => b.clone(),
-            None => Barman { bin: self.bin.clone(), image: None },
+            None => Barman { bin: self.bin.clone(), image: None, session: None },
         }
     }
 
@@ -1123,7 +1147,7 @@ impl BarmanServer {
         if let Some((b, _)) = self.barman.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return self.server.list(&b);
         }
-        let here = Barman { bin: self.bin.clone(), image: None };
+        let here = Barman { bin: self.bin.clone(), image: None, session: None };
         let v = self.server.list(&here)?;
         let unlisted = self.server.unlisted(&v);
         if unlisted.is_empty() {
@@ -1134,15 +1158,27 @@ impl BarmanServer {
         // `&bin=PATH` is the team's barman: never replaced.
         let newer = match self.server.bin {
             Some(_) => None,
+            // Each image is asked in the container that then serves the source (one start).
             None => (12..=18).rev().flat_map(super::recover::docker_images_for).find_map(|image| {
-                let bin = tools::find_in_image("barman", &["-v"], &image)?;
-                let version = format!("barman {}", bin.version.split_whitespace().next().unwrap_or_default());
-                (tools::version_numbers(&version) > mine)
-                    .then_some(Barman { bin: Binary { path: bin.path, version }, image: Some(image) })
+                let session = match self.server.session(&image) {
+                    Ok(s) => s,
+                    Err(e) => return Some(Err(e)),
+                };
+                let mut cmd = session.command(&[]).ok()?;
+                let out = tools::run(cmd.arg("-v"), "barman -v").ok().filter(|o| o.status.success())?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                let version = format!("barman {}", text.split_whitespace().next().unwrap_or_default());
+                (tools::version_numbers(&version) > mine).then(|| {
+                    Ok(Barman {
+                        bin: Binary { path: PathBuf::from("barman"), version },
+                        image: Some(image),
+                        session: Some(std::sync::Arc::new(session)),
+                    })
+                })
             }),
         };
         let shown = unlisted.join(", ");
-        let Some(b) = newer else {
+        let Some(b) = newer.transpose()? else {
             return Err(Failure::environment(format!(
                 "{} ({}) does not list the backups {shown} of the server `{}` (a newer Barman, 3.13.2 or later, wrote them: their backup.info is in meta/), nor has Docker an image with a newer barman: install the team's barman here, or build the image of the backups' PostgreSQL major (`bash ci/setup.sh` builds pgdrill/postgres-local:17 with barman)",
                 self.bin.version,
@@ -1565,5 +1601,38 @@ mod tests {
             "; comment\n[barman]\nbarman_home = /var/lib/barman\nBarman_User : postgres\n[main]\nbarman_user = other\n";
         assert_eq!(ini_value(conf, "barman", "barman_user").as_deref(), Some("postgres"));
         assert_eq!(ini_value(conf, "main", "barman_home"), None);
+    }
+
+    /// Regression (issue 39): barman in an image ran as this machine's uid of barman_user,
+    /// looked up by name, and a catalogue whose user this machine lacks was exit 3 ("does not
+    /// exist"). It runs as the owner of barman_home then; a root-owned home names the fix.
+    #[test]
+    fn a_barman_user_this_machine_lacks_runs_as_the_owner_of_barman_home() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: the owner of barman_home is only taken when pgdrill runs as root");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).expect("mkdir");
+        let ids = |uid: u32, gid: u32| (Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)));
+        let (u, g) = ids(4321, 4322);
+        nix::unistd::chown(&home, u, g).expect("chown");
+        let conf = dir.path().join("barman.conf");
+        let text = format!("[barman]\nbarman_user = pgdrill-no-such-user\nbarman_home = {}\n", home.display());
+        std::fs::write(&conf, &text).expect("conf");
+        let s = Server::parse(&format!("barman://demo?config={}", conf.display())).expect("location");
+        let id = s.identity(&text).expect("identity");
+        assert_eq!((id.user.as_str(), id.uid, id.gid), ("pgdrill-no-such-user", 4321, 4322));
+        let (u, g) = ids(0, 0);
+        nix::unistd::chown(&home, u, g).expect("chown");
+        let e = s.identity(&text).expect_err("a root-owned home").to_string();
+        assert!(e.contains("does not exist on this machine") && e.contains("create the user"), "{e}");
+        // A user this machine has: its ids, whoever owns the home.
+        let text = text.replace("pgdrill-no-such-user", "nobody");
+        std::fs::write(&conf, &text).expect("conf");
+        let nobody = nix::unistd::User::from_name("nobody").ok().flatten().expect("nobody");
+        let id = s.identity(&text).expect("identity");
+        assert_eq!((id.uid, id.gid), (nobody.uid.as_raw(), nobody.gid.as_raw()));
     }
 }

@@ -14,6 +14,7 @@ pub mod recover;
 pub mod source;
 
 pub mod barman;
+pub mod barman_image;
 pub mod pgbackrest;
 pub mod tools;
 

@@ -401,30 +401,28 @@ fn a_postgresql_17_barman_cloud_backup_is_restored_and_recovered_in_its_image() 
 /// recovered here: this machine's barman (3.4) lists none of the backups Barman 3.13 takes
 /// (it keeps their backup.info in `meta/`, where 3.4 does not look, and says nothing), and
 /// `physical.verify` refused a 17 backup as exit 3 ("barman's WAL command runs on this
-/// machine"). A real Barman server in the 17 image (`backup_method = postgres`, WAL by the
-/// server's own archive_command into Barman's incoming folder) backs up a 17 server under
-/// writes; pgdrill lists and recovers its backups with the image's barman and replays them
-/// in a throwaway of the image: a restore point and the end of the archive each equal their
-/// `pitr.mark` (`expect`), `pitr.restore` reaches the restore point too, a backup marked
-/// FAILED and a WAL segment missing from Barman's archive each fail (exit 1, named), no
-/// container is left after a pass or a failure, the password in Barman's conninfo is never
-/// shown, and a machine without the image is exit 3 naming what to build.
+/// machine"). A real Barman server in the 17 image (`backup_method = postgres`, all WAL
+/// streamed: `streaming_archiver = on` with a slot, `barman receive-wal`) backs up a 17
+/// server under writes; the catalogue is then this machine's `barman` user's, whose uid the
+/// image gives to no `barman` (before: exit 3, barman refused to run as that uid). pgdrill
+/// lists and recovers its backups with the image's barman, every call of a command in one
+/// container (before: a `docker run` per call), and replays them in a throwaway of the
+/// image: a restore point, a time between two marks and the end of the archive each equal
+/// their `pitr.mark` (`expect`), `pitr.restore` reaches the restore point too, the newest
+/// streamed segment's age (the image's `list-files`) passes max_wal_age and, dated back,
+/// fails it; a backup marked FAILED and a WAL segment missing from Barman's archive each fail
+/// (exit 1, named), no container is left after a pass, a failure, an interrupt (exit 130) or
+/// a pgdrill killed with -9, the password in Barman's conninfo is never shown, and a machine
+/// without the image is exit 3 naming what to build.
 #[test]
 fn a_postgresql_17_barman_servers_backups_are_served_by_the_images_barman_and_recovered_in_its_image() {
     if !require(on_path("barman"), "barman (Debian package barman)") || !image_with_tools() {
         return;
     }
-    // Barman in the image runs as the server's user (barman refuses any user but
-    // barman_user), whose name must give the same uid in the image as here.
+    // The team's Barman (in the image) runs as the server's user; the catalogue is then handed
+    // to this machine's `barman` (below), whose uid the image gives to no `barman`.
     let (uid, _) = ids();
     let user = nix::unistd::User::from_uid(uid.into()).ok().flatten().expect("the server's user").name;
-    let same_uid = Command::new("docker")
-        .args(["run", "--rm", "--network", "none", "--entrypoint", "id", IMAGE_17, "-u", &user])
-        .output()
-        .is_ok_and(|o| text(&o.stdout).trim() == uid.to_string());
-    if !require(same_uid, &format!("the user `{user}` with uid {uid} in {IMAGE_17} (run the tests as root)")) {
-        return;
-    }
     let work = work_dir();
     let dir = work.path().join("team");
     std::fs::create_dir_all(&dir).expect("mkdir");
@@ -438,22 +436,22 @@ fn a_postgresql_17_barman_servers_backups_are_served_by_the_images_barman_and_re
             "[barman]\nbarman_user = {user}\nbarman_home = {d}/barman\nlog_file = {d}/barman/barman.log\nlog_level = INFO\n\
              compression = gzip\nimmediate_checkpoint = true\n\n[demo]\ndescription = the team's PostgreSQL 17\n\
              conninfo = host={d}/pg port=5432 user=postgres dbname=postgres password={secret}\n\
-             streaming_conninfo = host={d}/pg port=5432 user=postgres\nbackup_method = postgres\narchiver = on\n\
-             streaming_archiver = off\n"
+             streaming_conninfo = host={d}/pg port=5432 user=postgres\nbackup_method = postgres\narchiver = off\n\
+             streaming_archiver = on\nslot_name = barman\n"
         ),
     )
     .expect("barman.conf");
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let team = Team17::start(&dir, false);
     let barman = |args: &str| team.sh(&format!("barman -c {d}/barman.conf {args}"));
-    // The server's archive_command puts each segment into Barman's incoming folder, whole
-    // or not at all.
-    team.sh(&format!("mkdir -p {d}/barman/demo/incoming {d}/stage"));
-    team.start_server(&format!(
-        "test ! -f {d}/barman/demo/incoming/%f && cp %p {d}/stage/%f && mv {d}/stage/%f {d}/barman/demo/incoming/%f"
-    ));
+    // All WAL reaches Barman by streaming (`barman receive-wal`, pg_receivewal through a
+    // replication slot): the server's own archive_command keeps nothing.
+    team.sh(&format!("mkdir -p {d}/barman"));
+    team.start_server("true");
     // `check` creates the server's folders (it fails until a segment is archived).
     team.sh(&format!("barman -c {d}/barman.conf check demo >/dev/null || true"));
+    barman("receive-wal --create-slot demo");
+    team.sh(&format!("nohup barman -c {d}/barman.conf receive-wal demo >{d}/receive-wal.log 2>&1 &"));
     team.sql("create table drill(id serial primary key, batch int not null)");
     team.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
     // Barman takes no first backup before a segment reached its archive; the backup's last
@@ -466,22 +464,40 @@ fn a_postgresql_17_barman_servers_backups_are_served_by_the_images_barman_and_re
     barman("check-backup demo latest");
     team.sql("insert into drill(batch) select 1 from generate_series(1, 100)");
     let at_mark = mark(&team.url(), work.path());
+    // A time after the mark and before the next commit: recovery to it equals the mark.
+    let between = team.sql("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'");
     team.sql("insert into drill(batch) select 2 from generate_series(1, 7)");
     team.sql("create table after_mark(id int)");
     let at_end = mark_at(&team.url(), work.path(), "pgdrill_end");
-    let seg = team.sql("select pg_walfile_name(pg_switch_wal())");
-    let archived = wait_for(Duration::from_secs(60), || {
-        let last = team.sql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
-        (last.as_str() >= seg.as_str()).then_some(())
-    });
-    assert!(archived.is_some(), "{seg} was not archived within a minute");
-    barman("archive-wal demo");
+    // The segment of the last mark, closed and streamed into Barman's archive.
+    team.sh(&archive);
+    barman("receive-wal --stop demo");
+    let streamed = walk(&dir.join("barman/demo/streaming"));
+    assert!(walk(&dir.join("barman/demo/incoming")).is_empty(), "no WAL came by archive_command: {streamed:?}");
     let listed: serde_json::Value =
         serde_json::from_str(&barman("-f json list-backups demo")).expect("barman list-backups json");
     let id = listed["demo"][0]["backup_id"].as_str().expect("a backup id").to_string();
     assert_eq!(listed["demo"][0]["status"], "DONE", "{listed}");
     let info = dir.join("barman/demo/meta").join(format!("{id}-backup.info"));
     assert!(info.is_file(), "Barman 3.13 keeps backup.info in meta/: {}", info.display());
+
+    // The catalogue now belongs to this machine's `barman` (as on the team's Barman machine),
+    // whose uid the image gives to another user or none (its `barman` package's is another):
+    // barman refused to run in the image as that uid (exit 3, "barman list-backups cannot
+    // read the server").
+    if nix::unistd::geteuid().is_root() {
+        let here = nix::unistd::User::from_name("barman").ok().flatten().expect("the Debian package barman's user");
+        let there = Command::new("docker")
+            .args(["run", "--rm", "--network", "none", "--entrypoint", "id", IMAGE_17, "-u", "barman"])
+            .output()
+            .map(|o| text(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        eprintln!("barman's uid: {} here, {there} in {IMAGE_17}", here.uid);
+        ok(Command::new("chown").args(["-R", "barman:barman"]).arg(dir.join("barman")), "chown the catalogue");
+        let conf = std::fs::read_to_string(&config).expect("barman.conf");
+        std::fs::write(&config, conf.replace(&format!("barman_user = {user}\n"), "barman_user = barman\n"))
+            .expect("conf");
+    }
 
     let source = format!("barman://demo?config={}", config.display());
     let listed = Run::cli(["backups", "list", "--json", "--storage", &source]).expect(0);
@@ -493,6 +509,31 @@ fn a_postgresql_17_barman_servers_backups_are_served_by_the_images_barman_and_re
         listed.stdout
     );
     assert!(!listed.stdout.contains(secret), "{}", listed.stdout);
+
+    // Every barman call of a command runs in one container of the image; it never outlives
+    // pgdrill: killed with -9, its container ends with it (no later run needed); interrupted,
+    // pgdrill removes it before it exits 130.
+    let barman_container = |pid: u32| containers_of(pid).iter().any(|n| n.starts_with("pgdrill-barman-"));
+    let mut killed =
+        shipped(&source, 117).command().stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let killed_pid = killed.id();
+    let seen = wait_for(Duration::from_secs(180), || barman_container(killed_pid).then_some(()));
+    let _ = killed.kill();
+    let _ = killed.wait();
+    assert!(seen.is_some(), "barman never ran in a container of the image");
+    let gone = wait_for(Duration::from_secs(60), || containers_of(killed_pid).is_empty().then_some(()));
+    assert!(gone.is_some(), "a pgdrill killed with -9 left containers: {:?}", containers_of(killed_pid));
+    let interrupted =
+        shipped(&source, 117).command().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let interrupted_pid = interrupted.id();
+    let seen = wait_for(Duration::from_secs(180), || barman_container(interrupted_pid).then_some(()));
+    assert!(seen.is_some(), "barman never ran in a container of the image");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(interrupted_pid as i32), nix::sys::signal::Signal::SIGINT)
+        .expect("SIGINT");
+    let out = interrupted.wait_with_output().expect("wait");
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(130), "{all}");
+    assert!(containers_of(interrupted_pid).is_empty(), "an interrupted run left: {:?}", containers_of(interrupted_pid));
 
     // The restore point of the mark: the copy equals the source there.
     let report = work.path().join("at_mark");
@@ -534,10 +575,51 @@ fn a_postgresql_17_barman_servers_backups_are_served_by_the_images_barman_and_re
     }
     assert!(!all.contains(secret), "{all}");
 
-    // The end of the archive: the copy equals the source at its last mark.
-    let (pid, code, all) = spawned(shipped(&source, 117).var("expect", at_end.display()));
-    assert_eq!(code, Some(0), "the end of the archive equals the last mark:\n{all}");
+    // A time between the two marks: the copy equals the source at the first one, the server
+    // stopped before the next commit; Barman's newest streamed segment, dated by the image's
+    // `list-files`, is within max_wal_age.
+    let report = work.path().join("at_time");
+    let (pid, code, all) = spawned(
+        shipped(&source, 110)
+            .var("expect", at_mark.display())
+            .var("target_time", &between)
+            .var("max_wal_age", "1h")
+            .report(&report),
+    );
+    assert_eq!(code, Some(0), "a time between the marks equals the first mark:\n{all}");
     assert!(containers_of(pid).is_empty(), "a passed run left containers: {:?}", containers_of(pid));
+    let rj = RunJson::read(&report);
+    let rec = rj.step("recover");
+    let o = &rec.outputs;
+    assert_eq!(o["ground_truth"], "source at the target", "{o}");
+    assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("recovery stopping before commit")), "{o}");
+    let newest = o["newest_wal"].as_str().unwrap_or_default().to_string();
+    assert!(newest.len() == 24 && o["newest_wal_age_s"].as_u64().is_some_and(|a| a < 3600), "{o}");
+    assert!(rec.log.join("\n").contains(&format!("newest WAL {newest} archived")), "{:?}", rec.log);
+
+    // The end of the archive: the copy equals the source at its last mark. Barman's newest
+    // segment dated three days back: older than max_wal_age 1d, a failure naming it, after
+    // the recovery and the comparison held.
+    let newest_file = walk(&dir.join("barman/demo/wals"))
+        .into_iter()
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&newest)))
+        .expect("the newest segment in Barman's archive");
+    ok(Command::new("touch").args(["-d", "3 days ago"]).arg(&newest_file), "date the segment back");
+    let report = work.path().join("at_end");
+    let (pid, code, all) =
+        spawned(shipped(&source, 117).var("expect", at_end.display()).var("max_wal_age", "1d").report(&report));
+    assert_eq!(code, Some(1), "WAL older than max_wal_age must fail:\n{all}");
+    let rj = RunJson::read(&report);
+    let rec = rj.step("recover");
+    let why = rec.message.clone().unwrap_or_default();
+    assert!(
+        why.contains(&format!("the archive's newest WAL segment {newest} was archived 3days"))
+            && why.contains("longer than max_wal_age 1day"),
+        "{why}"
+    );
+    let log = rec.log.join("\n");
+    assert!(log.contains("ground truth: the source at the target"), "the end equals the last mark:\n{log}");
+    assert!(containers_of(pid).is_empty(), "a failed run left containers: {:?}", containers_of(pid));
 
     // pitr.restore reads the same source the same way.
     let pitr_book = work.path().join("pitr.yaml");
