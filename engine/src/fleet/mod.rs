@@ -241,8 +241,12 @@ impl Fleet {
 }
 
 /// Whether `text` is a fleet file rather than a runbook: it has `projects:` at the top.
+/// A file nested deeper than a runbook may be is neither: serde_yaml scans deep flow
+/// brackets in time quadratic in their depth (minutes for 100,000 `[`), so the linear
+/// depth check answers first and the runbook parser rejects the file with its position.
 pub fn is_fleet(text: &str) -> bool {
-    matches!(serde_yaml::from_str::<serde_yaml::Value>(text), Ok(serde_yaml::Value::Mapping(m)) if m.contains_key("projects"))
+    SpanIndex::too_deep(text, crate::runbook::MAX_YAML_DEPTH).is_none()
+        && matches!(serde_yaml::from_str::<serde_yaml::Value>(text), Ok(serde_yaml::Value::Mapping(m)) if m.contains_key("projects"))
 }
 
 /// Read and check a fleet file.

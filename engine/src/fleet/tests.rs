@@ -92,3 +92,15 @@ fn a_database_without_connection_or_storage_is_named() {
     let e = parse_err("projects:\n  p:\n    environments:\n      e:\n        databases:\n          d: {}\n");
     assert!(e.contains("p/e/d has no connection") && e.contains("fleet.yaml:6:"), "{e}");
 }
+
+/// Regression (issue 37): `validate` asked serde_yaml whether a file was a fleet before the
+/// runbook parser's depth check, and serde_yaml scans deep flow brackets in quadratic time
+/// (70 s of the suite for one file of 100,000 `[`). A file too deep for a runbook is no
+/// fleet; one within the bound still is.
+#[test]
+fn a_file_nested_too_deep_is_not_taken_for_a_fleet_without_serde_yaml_reading_it() {
+    let deep = format!("projects: {}{}\n", "[".repeat(200), "]".repeat(200));
+    assert!(!is_fleet(&deep));
+    assert!(is_fleet(TWO_SERVERS));
+    assert!(!is_fleet("name: x\nsteps: []\n"));
+}

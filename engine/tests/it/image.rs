@@ -23,6 +23,7 @@ fn the_image_builds_runs_as_non_root_and_runs_the_quickstart_inside_a_container(
         .args(["ci/image.sh", &tag])
         .current_dir(root())
         .env("PGDRILL_BIN", bin())
+        .env("PGDRILL_DEB_XZ_LEVEL", "0")
         .output()
         .expect("ci/image.sh");
     assert!(out.status.success(), "image build: {}{}", text(&out.stdout), text(&out.stderr));
@@ -59,6 +60,7 @@ fn the_debian_package_installs_with_apt_and_runs_the_quickstart_natively() {
         .arg(dist.path())
         .current_dir(root())
         .env("PGDRILL_BIN", bin())
+        .env("PGDRILL_DEB_XZ_LEVEL", "0")
         .output()
         .expect("ci/package.sh");
     assert!(out.status.success(), "package build: {}{}", text(&out.stdout), text(&out.stderr));
@@ -156,6 +158,7 @@ fn build_image(tag: &str) {
         .args(["ci/image.sh", tag])
         .current_dir(root())
         .env("PGDRILL_BIN", bin())
+        .env("PGDRILL_DEB_XZ_LEVEL", "0")
         .output()
         .expect("ci/image.sh");
     assert!(out.status.success(), "image build: {}{}", text(&out.stdout), text(&out.stderr));
