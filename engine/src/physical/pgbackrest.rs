@@ -423,7 +423,6 @@ impl Repo {
         })
     }
 
-
     /// The backup `label`'s `backup.manifest` (every file with its checksum, and pgBackRest's
     /// own checksum of the manifest) as `pgbackrest repo-get` gives it back, decrypted: what
     /// signed evidence names the backup by.
@@ -551,11 +550,8 @@ impl PgBackRest {
     pub fn open(repo: Repo) -> Result<PgBackRest, Failure> {
         repo.configuration_exists()?;
         let (bin, image) = serving(repo.bin.as_deref())?;
-        let image = image.map(|image| InImage {
-            image,
-            network: repo.remote(),
-            why: "this machine has no pgbackrest".into(),
-        });
+        let image =
+            image.map(|image| InImage { image, network: repo.remote(), why: "this machine has no pgbackrest".into() });
         Ok(PgBackRest::with(repo, bin, image))
     }
 
@@ -623,7 +619,9 @@ impl PgBackRest {
         };
         let (name, cause) = cause_of(code);
         let name = name.map(|n| format!(", pgBackRest's {n} error")).unwrap_or_default();
-        let head = format!("pgbackrest restore of the backup `{label}` of the stanza `{stanza}` failed (exit {code}{name}): {said}");
+        let head = format!(
+            "pgbackrest restore of the backup `{label}` of the stanza `{stanza}` failed (exit {code}{name}): {said}"
+        );
         match cause {
             Cause::Damage => Failure::failed(format!(
                 "{head}: the backup's own files are damaged (data that does not match its checksum, decompress or decrypt)"
@@ -666,7 +664,12 @@ impl PgBackRest {
     fn held(&self, label: &str) -> Held {
         let folders = (|| {
             let (mut cmd, _env) = self.repo.command(&self.bin, self.image.as_ref()).ok()?;
-            cmd.args(self.repo.common()).args(["--log-level-console=error", "--log-level-file=off", "repo-ls", "--output=json"]);
+            cmd.args(self.repo.common()).args([
+                "--log-level-console=error",
+                "--log-level-file=off",
+                "repo-ls",
+                "--output=json",
+            ]);
             cmd.arg(format!("backup/{}", self.repo.stanza));
             let out = tools::run(&mut cmd, "pgbackrest repo-ls").ok().filter(|o| o.status.success())?;
             let v: Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -1352,7 +1355,8 @@ mod tests {
         for code in [27, 31, 32, 37] {
             assert_eq!(cause_of(code).1, Cause::Configuration, "{code}");
         }
-        for (code, words) in [(41, "permission"), (53, "permission"), (50, "lock"), (49, "host"), (105, "credentials")] {
+        for (code, words) in [(41, "permission"), (53, "permission"), (50, "lock"), (49, "host"), (105, "credentials")]
+        {
             let Cause::Environment(why) = cause_of(code).1 else { panic!("{code} is not the environment's") };
             assert!(why.contains(words), "{code}: {why}");
         }
@@ -1373,7 +1377,8 @@ mod tests {
         let path = missing_path(said).expect("a path");
         assert_eq!(path, "/r/backup/demo/20261207-021530F/pg_data/base/5/2838.gz");
         assert_eq!(in_backup_folder(path, "demo"), Some(("20261207-021530F", "pg_data/base/5/2838.gz")));
-        let manifest = "[target:file]\npg_data/base/5/2838={\"checksum\":\"f3a0\",\"size\":8192}\npg_data/base/5/2838_fsm={}\n";
+        let manifest =
+            "[target:file]\npg_data/base/5/2838={\"checksum\":\"f3a0\",\"size\":8192}\npg_data/base/5/2838_fsm={}\n";
         let label = "20261207-021530F";
         let folders = || Some(vec![label.to_string(), "backup.info".to_string()]);
         // The manifest lists it and the folder is there: the backup is damaged.
@@ -1430,8 +1435,8 @@ mod tests {
             assert_eq!(r.mounts(), vec![folder.join("conf.d"), folder.join("pgbackrest.conf"), repo.clone()]);
         }
         assert!(r.configuration_exists().is_ok());
-        let gone = Repo::parse(&format!("pgbackrest://demo?config-path={}", t.path().join("gone").display()))
-            .expect("parsed");
+        let gone =
+            Repo::parse(&format!("pgbackrest://demo?config-path={}", t.path().join("gone").display())).expect("parsed");
         let e = gone.configuration_exists().expect_err("a missing folder");
         assert_eq!(e.class, crate::error::Class::Invalid, "{e}");
         assert!(e.to_string().contains("config-path="), "{e}");

@@ -215,7 +215,8 @@ fn a_configuration_named_by_pgbackrest_config_or_a_config_path_is_mounted_into_t
     }
     let b = backed_up(false);
     let folder = b.config.parent().expect("the team's folder").to_path_buf();
-    let (o, _) = recovered_at_mark(&b, "pgbackrest://demo", "by_variable", &[("PGBACKREST_CONFIG", b.config.as_os_str())]);
+    let (o, _) =
+        recovered_at_mark(&b, "pgbackrest://demo", "by_variable", &[("PGBACKREST_CONFIG", b.config.as_os_str())]);
     assert!(o["segments_restored"].as_u64().is_some_and(|n| n >= 1), "WAL through the image's archive-get: {o}");
     recovered_at_mark(&b, "pgbackrest://demo", "by_folder_variable", &[("PGBACKREST_CONFIG_PATH", folder.as_os_str())]);
     let source = format!("pgbackrest://demo?config-path={}", folder.display());
@@ -260,13 +261,15 @@ fn an_s3_repository_is_listed_and_restored_with_the_pgbackrest_of_an_image() {
     // a copy with them (its machine, not pgdrill's business).
     let config = dir.join("pgbackrest.conf");
     std::fs::write(&config, &settings).expect("pgbackrest.conf");
-    let keyed = settings.replacen("[global]\n", &format!("[global]\nrepo1-s3-key=testing\nrepo1-s3-key-secret={SECRET}\n"), 1);
+    let keyed =
+        settings.replacen("[global]\n", &format!("[global]\nrepo1-s3-key=testing\nrepo1-s3-key-secret={SECRET}\n"), 1);
     std::fs::write(dir.join("team.conf"), keyed).expect("team.conf");
     for f in [&config, &dir.join("team.conf")] {
         std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     }
     let team = Team17::start(&dir, true);
-    let (mark, label, info) = team.pgbackrest_full_backup(&format!("pgbackrest --config={d}/team.conf --stanza=demo"), &dir, work.path());
+    let (mark, label, info) =
+        team.pgbackrest_full_backup(&format!("pgbackrest --config={d}/team.conf --stanza=demo"), &dir, work.path());
     assert_eq!(info[0]["db"][0]["version"], "17", "{info}");
     let source = format!("pgbackrest://demo?config={}", config.display());
     let (_links, path) = path_without("pgbackrest");
