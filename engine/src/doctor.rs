@@ -100,6 +100,7 @@ pub async fn run(args: Args, redactor: &Redactor, stores: &crate::storage::Opene
     }
     let images = docker(&mut f).await;
     tools(&mut f, images.as_deref());
+    pgbackrest(&mut f, args.storage.as_deref().is_some_and(|s| s.starts_with(crate::physical::pgbackrest::SCHEME)));
     backup_key(&mut f, &args.key_env, key.as_deref());
     match &args.storage {
         // A directory here is checked as one (there, writable, its free space); any other
@@ -289,6 +290,29 @@ fn tools(f: &mut Findings, images: Option<&[(u32, String)]>) {
             "servers and tools",
             "neither Docker nor local PostgreSQL client and server binaries: install postgresql-15 or postgresql-17 (apt), or start Docker",
         );
+    }
+}
+
+/// The pgbackrest a `pgbackrest://` source is read with (issue 39): this machine's, else an
+/// image's (named, with its version), else what to install or build. Needed only for such
+/// sources: a warning, unless `--storage` names one.
+fn pgbackrest(f: &mut Findings, needed: bool) {
+    use crate::physical::pgbackrest::serving;
+    match serving(None) {
+        Ok((bin, None)) => f.add(State::Ok, "pgBackRest", format!("{} ({}), this machine's", bin.version, bin.path.display())),
+        Ok((bin, Some(image))) => f.add(
+            State::Ok,
+            "pgBackRest",
+            format!(
+                "this machine has none; pgbackrest:// sources are read with {} in {image} (a backup is restored in an image of its own PostgreSQL major that has pgbackrest)",
+                bin.version
+            ),
+        ),
+        Err(e) => f.add(
+            if needed { State::Fail } else { State::Warn },
+            "pgBackRest",
+            format!("{e}; needed only for pgbackrest:// sources"),
+        ),
     }
 }
 

@@ -12,6 +12,7 @@
 //! its format (checksums, encryption, compression, incremental references).
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -20,7 +21,7 @@ use super::tools::{self, Binary};
 use crate::error::Failure;
 
 /// How a pgBackRest source is written:
-/// `pgbackrest://STANZA?config=PATH&config-include-path=DIR&repo=PATH&bin=PATH`.
+/// `pgbackrest://STANZA?config=PATH&config-include-path=DIR&config-path=DIR&repo=PATH&bin=PATH`.
 pub const SCHEME: &str = "pgbackrest://";
 
 /// The Debian package holding the binary (named when it is missing).
@@ -59,6 +60,11 @@ fn env_repo_options() -> Vec<(String, String)> {
         .collect()
 }
 
+/// The value of a variable of pgdrill's environment that the tool's children get.
+fn tool_var(name: &str) -> Option<PathBuf> {
+    tools::tool_env().into_iter().find(|(k, _)| k == name).map(|(_, v)| PathBuf::from(v))
+}
+
 /// `repo<N>-...`.
 fn is_repo_option(key: &str) -> bool {
     key.strip_prefix("repo").is_some_and(|r| {
@@ -83,6 +89,9 @@ pub struct Repo {
     /// `--config-include-path`: the team's folder of more `*.conf` files, which pgBackRest
     /// reads beside a configuration named by `config` only when told.
     pub include: Option<PathBuf>,
+    /// `--config-path`: the folder pgBackRest finds `pgbackrest.conf` and `conf.d` in when
+    /// neither is named (a team that keeps its configuration outside /etc/pgbackrest).
+    pub config_path: Option<PathBuf>,
     /// `--repo1-path`: a local repository's path, when it is not (or not only) in the config.
     pub repo_path: Option<PathBuf>,
     /// The pgbackrest binary to run (default: `pgbackrest` on PATH).
@@ -117,7 +126,7 @@ pub struct Info {
 }
 
 impl Repo {
-    /// Parse `pgbackrest://STANZA?config=PATH&config-include-path=DIR&repo=PATH&bin=PATH`.
+    /// Parse `pgbackrest://STANZA?config=PATH&config-include-path=DIR&config-path=DIR&repo=PATH&bin=PATH`.
     pub fn parse(location: &str) -> Result<Repo, Failure> {
         let rest = location.strip_prefix(SCHEME).ok_or_else(|| {
             Failure::invalid(format!(
@@ -133,12 +142,14 @@ impl Repo {
                 crate::util::visible(location)
             )));
         }
-        let mut repo = Repo { stanza, config: None, include: None, repo_path: None, bin: None };
-        for (k, v) in tools::options(query, &["config", "config-include-path", "repo", "bin"], location)? {
+        let mut repo = Repo { stanza, config: None, include: None, config_path: None, repo_path: None, bin: None };
+        let known = ["config", "config-include-path", "config-path", "repo", "bin"];
+        for (k, v) in tools::options(query, &known, location)? {
             let v = Some(PathBuf::from(v));
             match k.as_str() {
                 "config" => repo.config = v,
                 "config-include-path" => repo.include = v,
+                "config-path" => repo.config_path = v,
                 "repo" => repo.repo_path = v,
                 _ => repo.bin = v,
             }
@@ -159,6 +170,9 @@ impl Repo {
         }
         if let Some(i) = &self.include {
             a.push(format!("--config-include-path={}", i.display()));
+        }
+        if let Some(p) = &self.config_path {
+            a.push(format!("--config-path={}", p.display()));
         }
         if let Some(r) = &self.repo_path {
             a.push(format!("--repo1-path={}", r.display()));
@@ -221,11 +235,10 @@ impl Repo {
     /// configuration says: a restore never writes where the team's server lives. A backup
     /// pgBackRest cannot restore (a file removed or altered in the repository, a checksum
     /// that does not match) is a failed verification.
-    pub fn restore(&self, tool: &Binary, label: &str, into: &MaterializeInto) -> Result<(), Failure> {
+    pub fn restore(&self, tool: &Binary, label: &str, into: &MaterializeInto) -> Result<Output, Failure> {
         let mut cmd = tools::tool_command(&tool.path);
         cmd.args(self.restore_args(label, into));
-        let out = tools::run(&mut cmd, "pgbackrest restore")?;
-        self.restored(label, &out)
+        tools::run(&mut cmd, "pgbackrest restore")
     }
 
     /// `restore`'s arguments after the binary.
@@ -253,15 +266,14 @@ impl Repo {
         label: &str,
         into: &MaterializeInto,
         tool_dir: &Path,
-    ) -> Result<(), Failure> {
+    ) -> Result<Output, Failure> {
         let mut args = self.image_args(tool_dir);
         args.extend(self.restore_args(label, into));
         let rw = [into.data_dir.clone(), into.tablespaces_dir.clone(), tool_dir.to_path_buf()];
         let (mut cmd, _env) =
             tools::image_command(&at.bin.path.display().to_string(), &at.at.image, &self.mounts(), &rw, at.at.network)?;
         cmd.args(args);
-        let out = tools::run(&mut cmd, &format!("pgbackrest restore in {}", at.at.image))?;
-        self.restored(label, &out)
+        tools::run(&mut cmd, &format!("pgbackrest restore in {}", at.at.image))
     }
 
     /// The options that keep pgBackRest in an image inside the workspace: its lock and
@@ -272,14 +284,33 @@ impl Repo {
 
     /// The folder of more configuration files pgBackRest reads for this source: the one the
     /// location names, else the environment's (`PGBACKREST_CONFIG_INCLUDE_PATH`), else, when
-    /// no configuration file is named either, pgBackRest's default if it exists.
+    /// no configuration file is named either, `conf.d` of the configuration folder
+    /// (`config_folder`) if it exists.
     fn include_dir(&self) -> Option<PathBuf> {
-        let env = |name: &str| tools::tool_env().into_iter().find(|(k, _)| k == name).map(|(_, v)| PathBuf::from(v));
-        self.include.clone().or_else(|| env("PGBACKREST_CONFIG_INCLUDE_PATH")).or_else(|| {
-            let default = Path::new(DEFAULT_INCLUDE);
-            (self.config.is_none() && env("PGBACKREST_CONFIG").is_none() && default.is_dir())
-                .then(|| default.to_path_buf())
+        self.include.clone().or_else(|| tool_var("PGBACKREST_CONFIG_INCLUDE_PATH")).or_else(|| {
+            let default = match self.config_folder() {
+                Some(folder) => folder.join("conf.d"),
+                None => PathBuf::from(DEFAULT_INCLUDE),
+            };
+            (self.config.is_none() && tool_var("PGBACKREST_CONFIG").is_none() && default.is_dir()).then_some(default)
         })
+    }
+
+    /// The folder the location (`config-path=`) or the environment (`PGBACKREST_CONFIG_PATH`)
+    /// names for pgBackRest's configuration, in place of /etc/pgbackrest.
+    fn config_folder(&self) -> Option<PathBuf> {
+        self.config_path.clone().or_else(|| tool_var("PGBACKREST_CONFIG_PATH"))
+    }
+
+    /// The configuration file pgBackRest reads: the location's (`config=`), else the
+    /// environment's (`PGBACKREST_CONFIG`), else `pgbackrest.conf` of the configuration
+    /// folder (`config_folder`), else pgBackRest's default.
+    fn config_file(&self) -> PathBuf {
+        self.config
+            .clone()
+            .or_else(|| tool_var("PGBACKREST_CONFIG"))
+            .or_else(|| self.config_folder().map(|f| f.join("pgbackrest.conf")))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
     }
 
     /// The configuration file and the folder of included files the location or the
@@ -305,6 +336,15 @@ impl Repo {
                 return Err(Failure::environment(missing("configuration file", &c, "PGBACKREST_CONFIG")));
             }
         }
+        if let Some(p) = &self.config_path {
+            if !p.is_dir() {
+                return Err(Failure::invalid(missing("configuration folder", p, "the location's `config-path=`")));
+            }
+        } else if let Some(p) = env("PGBACKREST_CONFIG_PATH") {
+            if !p.is_dir() {
+                return Err(Failure::environment(missing("configuration folder", &p, "PGBACKREST_CONFIG_PATH")));
+            }
+        }
         if let Some(i) = &self.include {
             if !i.is_dir() {
                 return Err(Failure::invalid(missing(
@@ -325,11 +365,10 @@ impl Repo {
         Ok(())
     }
 
-    /// The configuration file pgBackRest reads (the one given, else pgBackRest's default)
-    /// and the text of it and of each `*.conf` of the include folder: where the team's
-    /// repository options may be.
+    /// The configuration file pgBackRest reads (`config_file`) and the text of it and of
+    /// each `*.conf` of the include folder: where the team's repository options may be.
     fn configuration(&self) -> (PathBuf, String) {
-        let config = self.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+        let config = self.config_file();
         let mut text = std::fs::read_to_string(&config).unwrap_or_default();
         if let Some(dir) = self.include_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -349,7 +388,8 @@ impl Repo {
     }
 
     /// What the team's pgBackRest reads on this machine, for a container of the tool: the
-    /// configuration file (the one given, else pgBackRest's default if it exists), the
+    /// configuration file (`config_file`: the location's, PGBACKREST_CONFIG's, the one in
+    /// `config-path`/PGBACKREST_CONFIG_PATH, else pgBackRest's default; if it exists), the
     /// folder of included files (`config-include-path`), and every existing local path its
     /// repository options name (`repo1-path`, a CA file), from the configuration and its
     /// included files, the location (`repo=`) or the environment (`PGBACKREST_REPO1_PATH`).
@@ -381,19 +421,6 @@ impl Repo {
             let setting = k.split_once('-').map(|(_, s)| s).unwrap_or_default();
             (setting == "type" && !matches!(v.as_str(), "posix" | "cifs")) || setting == "host"
         })
-    }
-
-    /// Whether pgBackRest ended well; a failure is the backup's (a failed verification).
-    fn restored(&self, label: &str, out: &std::process::Output) -> Result<(), Failure> {
-        if !out.status.success() {
-            return Err(Failure::failed(format!(
-                "pgbackrest restore of the backup `{label}` of the stanza `{}` failed (exit {}): {}",
-                self.stanza,
-                out.status.code().unwrap_or(-1),
-                tools::last_lines(&tools::both(out), 4)
-            )));
-        }
-        Ok(())
     }
 
     /// The backup `label`'s `backup.manifest` (every file with its checksum, and pgBackRest's
@@ -477,6 +504,25 @@ impl Repo {
     }
 }
 
+/// The pgbackrest that lists a repository (`explicit`: the binary a location names, always
+/// used): this machine's, else that of the newest PostgreSQL image Docker has here (its name
+/// given); neither is the environment's failure naming the package and the image to build.
+/// `pgdrill doctor` reports the same choice.
+pub fn serving(explicit: Option<&Path>) -> Result<(Binary, Option<String>), Failure> {
+    match tools::find("pgbackrest", explicit, &["version"], PACKAGE) {
+        Ok(bin) => Ok((bin, None)),
+        Err(missing) if explicit.is_none() => match tools::find_in_any_image("pgbackrest", &["version"]) {
+            Some((image, bin)) => Ok((bin, Some(image))),
+            None => Err(Failure::environment(format!(
+                "{}; nor has Docker an image of PostgreSQL with pgbackrest here (`bash ci/setup.sh` builds {} with it)",
+                missing.message,
+                crate::pg::docker::LOCAL_IMAGE.replace("{major}", "17")
+            ))),
+        },
+        Err(e) => Err(e),
+    }
+}
+
 /// A pgBackRest stanza as a [`PhysicalSource`].
 #[derive(Debug)]
 pub struct PgBackRest {
@@ -503,21 +549,9 @@ impl PgBackRest {
     /// names the package.
     pub fn open(repo: Repo) -> Result<PgBackRest, Failure> {
         repo.configuration_exists()?;
-        let (bin, image) = match repo.binary() {
-            Ok(bin) => (bin, None),
-            Err(missing) if repo.bin.is_none() => {
-                let Some((image, bin)) = tools::find_in_any_image("pgbackrest", &["version"]) else {
-                    return Err(Failure::environment(format!(
-                        "{}; nor has Docker an image of PostgreSQL with pgbackrest here (`bash ci/setup.sh` builds {} with it)",
-                        missing.message,
-                        crate::pg::docker::LOCAL_IMAGE.replace("{major}", "17")
-                    )));
-                };
-                let at = InImage { image, network: repo.remote(), why: "this machine has no pgbackrest".into() };
-                (bin, Some(at))
-            }
-            Err(e) => return Err(e),
-        };
+        let (bin, image) = serving(repo.bin.as_deref())?;
+        let image =
+            image.map(|image| InImage { image, network: repo.remote(), why: "this machine has no pgbackrest".into() });
         Ok(PgBackRest::with(repo, bin, image))
     }
 
@@ -565,6 +599,88 @@ impl PgBackRest {
             ));
         }
         why
+    }
+
+    /// A `pgbackrest restore` of `label` that ended with an error, judged by pgBackRest's
+    /// error code (`cause_of`): damage to the backup's bytes is a failed verification; a
+    /// missing file is the backup's or not by what the repository holds (`missing_verdict`);
+    /// options or configuration refused are the input's when the location names the
+    /// configuration, else the environment's; the rest is the environment's. Before, every
+    /// error was judged a failed backup: a spool folder this machine's user may not open
+    /// (exit 53) too.
+    fn refused(&self, label: &str, out: &Output) -> Failure {
+        let all = tools::both(out);
+        let said = tools::last_lines(&all, 4);
+        let stanza = &self.repo.stanza;
+        let Some(code) = out.status.code() else {
+            return Failure::environment(format!(
+                "pgbackrest restore of the backup `{label}` of the stanza `{stanza}` was stopped by a signal ({said}): no verdict on the backup"
+            ));
+        };
+        let (name, cause) = cause_of(code);
+        let name = name.map(|n| format!(", pgBackRest's {n} error")).unwrap_or_default();
+        let head = format!(
+            "pgbackrest restore of the backup `{label}` of the stanza `{stanza}` failed (exit {code}{name}): {said}"
+        );
+        match cause {
+            Cause::Damage => Failure::failed(format!(
+                "{head}: the backup's own files are damaged (data that does not match its checksum, decompress or decrypt)"
+            )),
+            Cause::Missing => {
+                let Some(path) = missing_path(&all) else {
+                    return Failure::environment(format!(
+                        "{head}: pgBackRest named no missing path to check against the repository: no verdict on the backup"
+                    ));
+                };
+                let held = if in_backup_folder(path, stanza).is_some() { self.held(label) } else { Held::default() };
+                let (class, why) = missing_verdict(stanza, label, path, &held);
+                Failure::new(class, format!("{head}: {why}"))
+            }
+            Cause::Configuration => {
+                // An option set by a variable of pgdrill's environment is the environment's;
+                // else the configuration the location names is the input's.
+                let var = refused_option(&all).map(|o| format!("PGBACKREST_{}", o.to_uppercase().replace('-', "_")));
+                if let Some(var) = var.filter(|v| tool_var(v).is_some()) {
+                    return Failure::environment(format!(
+                        "{head}: pgBackRest refused the option {var} of pgdrill's environment; no verdict on the backup"
+                    ));
+                }
+                let named = self.repo.config.is_some() || self.repo.include.is_some() || self.repo.config_path.is_some();
+                let msg = format!(
+                    "{head}: pgBackRest refused its options or the team's configuration{}; no verdict on the backup",
+                    if named { " the location names" } else { " (its files or PGBACKREST_* variables)" }
+                );
+                if named {
+                    Failure::invalid(msg)
+                } else {
+                    Failure::environment(msg)
+                }
+            }
+            Cause::Environment(why) => Failure::environment(format!("{head}: {why}; no verdict on the backup")),
+        }
+    }
+
+    /// What the repository holds for `label`, asked through the pgbackrest that lists it.
+    fn held(&self, label: &str) -> Held {
+        let folders = (|| {
+            let (mut cmd, _env) = self.repo.command(&self.bin, self.image.as_ref()).ok()?;
+            cmd.args(self.repo.common()).args([
+                "--log-level-console=error",
+                "--log-level-file=off",
+                "repo-ls",
+                "--output=json",
+            ]);
+            cmd.arg(format!("backup/{}", self.repo.stanza));
+            let out = tools::run(&mut cmd, "pgbackrest repo-ls").ok().filter(|o| o.status.success())?;
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            Some(v.as_object()?.keys().filter(|k| *k != ".").cloned().collect::<Vec<String>>())
+        })();
+        let manifest = self
+            .repo
+            .manifest(&self.bin, self.image.as_ref(), label)
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        Held { folders, manifest }
     }
 
     fn info(&self) -> Result<Info, Failure> {
@@ -643,6 +759,9 @@ impl PhysicalSource for PgBackRest {
         if let Some(i) = &self.repo.include {
             s.push_str(&format!(" (config-include-path {})", i.display()));
         }
+        if let Some(p) = &self.repo.config_path {
+            s.push_str(&format!(" (config-path {})", p.display()));
+        }
         if let Some(r) = &self.repo.repo_path {
             s.push_str(&format!(" (repository {})", r.display()));
         }
@@ -674,16 +793,19 @@ impl PhysicalSource for PgBackRest {
     }
 
     fn materialize(&self, backup: &BaseBackup, into: &MaterializeInto) -> Result<Materialized, Failure> {
-        match self.imaged(&backup.id) {
+        let out = match self.imaged(&backup.id) {
             Some(at) => {
                 let tool_dir = tool_dir(&into.data_dir)?;
                 let run_as = crate::pg::native::RunAs::detect()?;
                 for d in [&into.data_dir, &into.tablespaces_dir] {
                     run_as.own(d)?;
                 }
-                self.repo.restore_in_image(&at, &backup.id, into, &tool_dir)?;
+                self.repo.restore_in_image(&at, &backup.id, into, &tool_dir)?
             }
             None => self.repo.restore(&self.bin, &backup.id, into)?,
+        };
+        if !out.status.success() {
+            return Err(self.refused(&backup.id, &out));
         }
         // pgBackRest writes recovery.signal even with --type=none; recover.rs writes its own.
         let _ = std::fs::remove_file(into.data_dir.join("recovery.signal"));
@@ -759,6 +881,182 @@ impl PhysicalSource for PgBackRest {
             }
             _ => Ok(None),
         }
+    }
+}
+
+/// What a pgBackRest error is about. pgBackRest exits with the code of the error that
+/// stopped it; the codes and names are its `src/build/error/error.yaml`. Only the backup's
+/// own bytes make a verdict on the backup; what pgBackRest did not find is told apart by
+/// what the repository holds (`missing_verdict`); everything else is the team's
+/// configuration or this machine's, never a failed backup (issue 39).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// The backup's bytes: a checksum that does not match, compressed or encrypted data that
+    /// does not decode, a manifest that does not parse.
+    Damage,
+    /// A file or path that is not there: the backup's, or the configuration's or machine's.
+    Missing,
+    /// pgBackRest refused its options or its configuration before reading anything.
+    Configuration,
+    /// This machine, the network, a permission, another pgBackRest: why, for the message.
+    Environment(&'static str),
+}
+
+/// pgBackRest's error codes pgdrill reads, with their names (error.yaml) and what they are
+/// about. A code not listed is the environment's: an error pgdrill cannot read as damage is
+/// never made a verdict on the backup.
+const ERRORS: &[(i32, &str, Cause)] = &[
+    (26, "checksum", Cause::Damage),
+    (28, "file-invalid", Cause::Damage),
+    (29, "format", Cause::Damage),
+    // The repository's passphrase opened its info files (`info` listed the backup), so a
+    // file that does not decrypt was altered, not given the wrong passphrase.
+    (95, "crypto", Cause::Damage),
+    (99, "json-format", Cause::Damage),
+    (55, "file-missing", Cause::Missing),
+    (73, "path-missing", Cause::Missing),
+    (27, "config", Cause::Configuration),
+    (30, "command-required", Cause::Configuration),
+    (31, "option-invalid", Cause::Configuration),
+    (32, "option-invalid-value", Cause::Configuration),
+    (37, "option-required", Cause::Configuration),
+    (43, "param-required", Cause::Configuration),
+    (48, "command-invalid", Cause::Configuration),
+    (72, "host-invalid", Cause::Configuration),
+    (96, "param-invalid", Cause::Configuration),
+    (41, "file-open", Cause::Environment("pgBackRest could not open a file (a permission of this machine or the repository)")),
+    (53, "path-open", Cause::Environment("pgBackRest could not open a folder (a permission of this machine or the repository)")),
+    (83, "file-mode", Cause::Environment("a file mode pgBackRest could not set here")),
+    (88, "file-owner", Cause::Environment("a file owner pgBackRest could not set here")),
+    (89, "user-missing", Cause::Environment("a user or group the backup's files belong to does not exist here")),
+    (105, "access", Cause::Environment("the repository refused pgBackRest's credentials")),
+    (50, "lock-acquire", Cause::Environment("another pgBackRest holds the stanza's lock")),
+    (62, "stop", Cause::Environment("the stanza is stopped (`pgbackrest stop`): start it, or wait for whoever stopped it")),
+    (63, "term", Cause::Environment("pgBackRest was terminated")),
+    (49, "host-connect", Cause::Environment("pgBackRest could not reach the repository's host")),
+    (101, "service", Cause::Environment("the repository's service answered with an error of its own")),
+    (39, "protocol", Cause::Environment("pgBackRest's connection to its own workers or the repository's host broke")),
+    (103, "repo-invalid", Cause::Environment("pgBackRest found no valid repository with this configuration")),
+    (75, "backup-set-invalid", Cause::Environment("pgbackrest info listed the backup, but the restore's read of the repository does not: it changed while pgdrill ran (an expire) or the restore reads another repository")),
+    (40, "path-not-empty", Cause::Environment("the throwaway's folder was not empty")),
+    (46, "version-not-supported", Cause::Environment("this pgBackRest does not support the backup's PostgreSQL version")),
+    (67, "feature-not-supported", Cause::Environment("this pgBackRest lacks a feature the repository uses")),
+    (64, "file-write", Cause::Environment("pgBackRest could not write the throwaway's files (free space?)")),
+    (100, "kernel", Cause::Environment("the kernel refused pgBackRest")),
+    (94, "memory", Cause::Environment("pgBackRest ran out of memory")),
+    (106, "clock", Cause::Environment("this machine's clock or time zone changed under pgBackRest")),
+];
+
+/// The name and cause of pgBackRest's error `code`.
+fn cause_of(code: i32) -> (Option<&'static str>, Cause) {
+    match ERRORS.iter().find(|(c, _, _)| *c == code) {
+        Some((_, name, cause)) => (Some(name), *cause),
+        None => (None, Cause::Environment("an error pgdrill does not read as damage to the backup")),
+    }
+}
+
+/// The option pgBackRest's option error names (`… for 'process-max' option`, `option
+/// 'config' cannot …`).
+fn refused_option(said: &str) -> Option<&str> {
+    let quoted = |at: usize| {
+        let rest = &said[at..];
+        let open = rest.find('\'')? + 1;
+        let len = rest[open..].find('\'')?;
+        Some(&rest[open..open + len])
+    };
+    if let Some(end) = said.find("' option") {
+        let start = said[..end].rfind('\'')?;
+        return Some(&said[start + 1..end]);
+    }
+    quoted(said.find("option '")?)
+}
+
+/// The path pgBackRest names as missing (`unable to open missing file '…'`, `… for missing
+/// path '…'`): its first quoted path.
+fn missing_path(said: &str) -> Option<&str> {
+    let at = said.find("missing ")?;
+    let rest = &said[at..];
+    let open = rest.find('\'')? + 1;
+    let len = rest[open..].find('\'')?;
+    Some(&rest[open..open + len])
+}
+
+/// A path inside the repository's `backup/<stanza>/` as (the backup folder's label, the
+/// path inside it); `None` for a path outside every backup's folder.
+fn in_backup_folder<'a>(path: &'a str, stanza: &str) -> Option<(&'a str, &'a str)> {
+    let marker = format!("backup/{stanza}/");
+    let at = path.rfind(&marker)?;
+    path[at + marker.len()..].split_once('/').filter(|(label, rel)| !label.is_empty() && !rel.is_empty())
+}
+
+/// What the repository holds, asked through pgBackRest when a restore said something was
+/// missing: the folders under `backup/<stanza>/` and the restored backup's manifest
+/// (`None`: pgBackRest could not say).
+#[derive(Debug, Default)]
+struct Held {
+    folders: Option<Vec<String>>,
+    manifest: Option<String>,
+}
+
+/// Whether the backup's manifest lists `rel` (`pg_data/base/5/2838.gz` is the manifest's
+/// `pg_data/base/5/2838`, compressed; `bundle/3` is the files whose bundle id is 3).
+fn manifest_lists(manifest: &str, rel: &str) -> bool {
+    if let Some(id) = rel.strip_prefix("bundle/") {
+        return manifest.contains(&format!("\"bni\":{id},")) || manifest.contains(&format!("\"bni\":{id}}}"));
+    }
+    let name = [".gz", ".bz2", ".lz4", ".zst", ".xz"].iter().find_map(|x| rel.strip_suffix(x)).unwrap_or(rel);
+    manifest.lines().any(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('=')))
+}
+
+/// The class and the reason of a restore that stopped on a missing `path`: the backup's
+/// (a failed verification) when it is in a backup's folder of the repository and that folder
+/// is gone, or the backup's manifest lists it; the environment's when the path lies outside
+/// the backups' folders (a configuration's, the spool's, this machine's) or the manifest does
+/// not list it; the environment's when the repository cannot be asked. Each says which way
+/// it went and why.
+fn missing_verdict(stanza: &str, label: &str, path: &str, held: &Held) -> (crate::error::Class, String) {
+    use crate::error::Class;
+    let shown = crate::util::visible(path);
+    let Some((folder, rel)) = in_backup_folder(path, stanza) else {
+        return (
+            Class::Environment,
+            format!("`{shown}` is not in the repository's backup folders (backup/{stanza}/…): a path of the configuration or of this machine is missing, not a file of the backup; no verdict on the backup"),
+        );
+    };
+    match &held.folders {
+        None => {
+            return (
+                Class::Environment,
+                format!("pgbackrest could not list the repository's backup/{stanza} to tell whether the backup lost `{rel}` or the repository is not the one named: no verdict on the backup"),
+            )
+        }
+        Some(f) if !f.iter().any(|n| n == folder) => {
+            return (
+                Class::Failed,
+                format!("the repository no longer holds the folder backup/{stanza}/{folder} that the backup `{label}` needs, although pgbackrest info lists the backup: the repository is damaged"),
+            )
+        }
+        Some(_) => {}
+    }
+    if rel.starts_with("backup.manifest") {
+        return (
+            Class::Failed,
+            format!("the backup's folder backup/{stanza}/{folder} is in the repository but its manifest is gone: the backup is damaged"),
+        );
+    }
+    match &held.manifest {
+        Some(m) if manifest_lists(m, rel) => (
+            Class::Failed,
+            format!("the backup's manifest lists `{rel}` (in backup/{stanza}/{folder}) and the repository lacks it: the backup is damaged"),
+        ),
+        Some(_) => (
+            Class::Environment,
+            format!("the backup's manifest does not list `{rel}`: pgBackRest looked for a file that is not the backup's; no verdict on the backup"),
+        ),
+        None => (
+            Class::Environment,
+            format!("the backup's folder is there but its manifest could not be read to tell whether `{rel}` is the backup's: no verdict on the backup"),
+        ),
     }
 }
 
@@ -1040,6 +1338,108 @@ mod tests {
         if std::env::var_os("PGBACKREST_CONFIG_INCLUDE_PATH").is_none() {
             assert_eq!(alone.mounts(), vec![config]);
         }
+    }
+
+    /// Regression (issue 39): every error of `pgbackrest restore` was judged a failed backup
+    /// (exit 1), whatever pgBackRest's error code said: its options refused, a folder this
+    /// machine's user may not open (exit 53 on /var/spool/pgbackrest), another pgBackRest's
+    /// lock. Only the backup's bytes are a verdict now; the codes are error.yaml's.
+    #[test]
+    fn pgbackrests_error_codes_are_judged_by_what_they_are_about() {
+        for (code, name) in [(26, "checksum"), (29, "format"), (95, "crypto")] {
+            assert_eq!(cause_of(code), (Some(name), Cause::Damage), "{code}");
+        }
+        for code in [55, 73] {
+            assert_eq!(cause_of(code).1, Cause::Missing, "{code}");
+        }
+        for code in [27, 31, 32, 37] {
+            assert_eq!(cause_of(code).1, Cause::Configuration, "{code}");
+        }
+        for (code, words) in [(41, "permission"), (53, "permission"), (50, "lock"), (49, "host"), (105, "credentials")]
+        {
+            let Cause::Environment(why) = cause_of(code).1 else { panic!("{code} is not the environment's") };
+            assert!(why.contains(words), "{code}: {why}");
+        }
+        assert_eq!(refused_option("ERROR: [032]: '0' is out of range for 'process-max' option"), Some("process-max"));
+        assert_eq!(refused_option("ERROR: [031]: option 'config' cannot be set multiple times"), Some("config"));
+        // A code pgdrill does not know is never a verdict on the backup.
+        assert!(matches!(cause_of(125), (None, Cause::Environment(_))));
+        assert!(matches!(cause_of(1), (None, Cause::Environment(_))));
+    }
+
+    /// Regression (issue 39): pgBackRest's "missing file" and "missing path" (exit 55 and 73)
+    /// are a damaged repository or a wrong path alike. What the repository holds decides, and
+    /// the message says which way it went.
+    #[test]
+    fn a_missing_file_is_the_backups_only_when_the_repository_should_hold_it() {
+        use crate::error::Class;
+        let said = "ERROR: [055]: raised from local-1 protocol: unable to open missing file '/r/backup/demo/20261207-021530F/pg_data/base/5/2838.gz' for read";
+        let path = missing_path(said).expect("a path");
+        assert_eq!(path, "/r/backup/demo/20261207-021530F/pg_data/base/5/2838.gz");
+        assert_eq!(in_backup_folder(path, "demo"), Some(("20261207-021530F", "pg_data/base/5/2838.gz")));
+        let manifest =
+            "[target:file]\npg_data/base/5/2838={\"checksum\":\"f3a0\",\"size\":8192}\npg_data/base/5/2838_fsm={}\n";
+        let label = "20261207-021530F";
+        let folders = || Some(vec![label.to_string(), "backup.info".to_string()]);
+        // The manifest lists it and the folder is there: the backup is damaged.
+        let held = Held { folders: folders(), manifest: Some(manifest.into()) };
+        let (class, why) = missing_verdict("demo", label, path, &held);
+        assert_eq!(class, Class::Failed, "{why}");
+        assert!(why.contains("manifest lists `pg_data/base/5/2838.gz`") && why.contains("damaged"), "{why}");
+        // The manifest does not list it: not the backup's.
+        let other = "/r/backup/demo/20261207-021530F/pg_data/base/5/9999.gz";
+        let (class, why) = missing_verdict("demo", label, other, &held);
+        assert_eq!(class, Class::Environment, "{why}");
+        assert!(why.contains("does not list"), "{why}");
+        // The backup's folder is gone while info lists the backup: the repository is damaged.
+        let gone = Held { folders: Some(vec!["backup.info".into()]), manifest: None };
+        let (class, why) = missing_verdict("demo", label, path, &gone);
+        assert_eq!(class, Class::Failed, "{why}");
+        assert!(why.contains("no longer holds the folder backup/demo/20261207-021530F"), "{why}");
+        // Its manifest gone, the folder there.
+        let said = "ERROR: [055]: unable to load backup manifest file '/r/backup/demo/20261207-021530F/backup.manifest' or '/r/backup/demo/20261207-021530F/backup.manifest.copy':\n FileMissingError: unable to open missing file '/r/backup/demo/20261207-021530F/backup.manifest' for read";
+        let p = missing_path(said).expect("a path");
+        let (class, why) = missing_verdict("demo", label, p, &Held { folders: folders(), manifest: None });
+        assert_eq!(class, Class::Failed, "{why}");
+        assert!(why.contains("manifest is gone"), "{why}");
+        // A path outside the backups' folders (a configuration's folder): the environment's.
+        let said = "ERROR: [073]: unable to list file info for missing path '/etc/pgbackrest/conf.d'";
+        let p = missing_path(said).expect("a path");
+        let (class, why) = missing_verdict("demo", label, p, &Held::default());
+        assert_eq!(class, Class::Environment, "{why}");
+        assert!(why.contains("`/etc/pgbackrest/conf.d` is not in the repository's backup folders"), "{why}");
+        // The repository cannot be asked: never a verdict.
+        let (class, _) = missing_verdict("demo", label, path, &Held::default());
+        assert_eq!(class, Class::Environment);
+        // A bundle is the backup's when a file of the manifest is in it.
+        assert!(manifest_lists("pg_data/x={\"bni\":3,\"size\":1}\n", "bundle/3"));
+        assert!(!manifest_lists("pg_data/x={\"bni\":31,\"size\":1}\n", "bundle/3"));
+    }
+
+    /// Regression (issue 39): a team keeping its configuration outside /etc/pgbackrest named
+    /// by `config-path` (pgBackRest's option, in the location now) had it neither given to
+    /// pgBackRest nor mounted into an image's container; its `pgbackrest.conf`, `conf.d` and
+    /// the repository they name are mounted, and a folder that does not exist is refused.
+    #[test]
+    fn a_configuration_folder_the_location_names_is_given_and_mounted() {
+        let t = tempfile::tempdir().expect("tmp");
+        let (folder, repo) = (t.path().join("etc"), t.path().join("repo"));
+        std::fs::create_dir_all(folder.join("conf.d")).expect("mkdir");
+        std::fs::create_dir_all(&repo).expect("mkdir");
+        std::fs::write(folder.join("pgbackrest.conf"), "[demo]\npg1-path=/nowhere\n").expect("config");
+        std::fs::write(folder.join("conf.d/repo.conf"), format!("[global]\nrepo1-path={}\n", repo.display()))
+            .expect("conf");
+        let r = Repo::parse(&format!("pgbackrest://demo?config-path={}", folder.display())).expect("parsed");
+        assert!(r.common().contains(&format!("--config-path={}", folder.display())), "{:?}", r.common());
+        if ["PGBACKREST_CONFIG", "PGBACKREST_CONFIG_INCLUDE_PATH"].iter().all(|v| std::env::var_os(v).is_none()) {
+            assert_eq!(r.mounts(), vec![folder.join("conf.d"), folder.join("pgbackrest.conf"), repo.clone()]);
+        }
+        assert!(r.configuration_exists().is_ok());
+        let gone =
+            Repo::parse(&format!("pgbackrest://demo?config-path={}", t.path().join("gone").display())).expect("parsed");
+        let e = gone.configuration_exists().expect_err("a missing folder");
+        assert_eq!(e.class, crate::error::Class::Invalid, "{e}");
+        assert!(e.to_string().contains("config-path="), "{e}");
     }
 
     #[test]

@@ -457,3 +457,37 @@ fn doctor_probes_the_on_call_sinks_without_sending_an_event() {
     let mut buf = [0u8; 64];
     assert!(udp.recv_from(&mut buf).is_err(), "doctor sent a syslog datagram over UDP");
 }
+
+/// Regression (issue 39): `pgdrill doctor` said nothing about pgBackRest, although a
+/// `pgbackrest://` source needs one: this machine's, or (none here) the image's pgdrill then
+/// reads the repository with. Doctor names the one a run will use, with its version, and what
+/// to do when there is none; a `--storage` naming a pgBackRest source makes none a failure.
+#[test]
+fn doctor_names_the_pgbackrest_a_pgbackrest_source_is_read_with() {
+    let here = Command::new("pgbackrest").arg("version").output().ok().filter(|o| o.status.success());
+    if let Some(v) = &here {
+        let (_, all) = output(doctor(&[]));
+        let version = text(&v.stdout).trim().to_string();
+        let l = line(&all, "pgBackRest:");
+        assert!(l.starts_with("ok") && l.contains(&version) && l.contains("this machine's"), "{all}");
+    }
+    // This machine's hidden: the image's, named with its version.
+    let (_links, path) = common::path_without("pgbackrest");
+    let image = crate::physical17::image_with_tools();
+    if image {
+        let (_, all) = output(doctor(&[]).env("PATH", &path));
+        let l = line(&all, "pgBackRest:");
+        assert!(l.starts_with("ok") && l.contains("this machine has none"), "{all}");
+        assert!(l.contains("pgBackRest 2.") && l.contains(" in pgdrill/postgres-local:"), "{all}");
+    }
+    // Neither: what to do, a warning; a failure when the storage is a pgBackRest source.
+    let dead = "unix:///nonexistent/pgdrill-doctor/docker.sock";
+    let (_, all) = output(doctor(&[]).env("PATH", &path).env("DOCKER_HOST", dead));
+    let l = line(&all, "pgBackRest:");
+    assert!(l.starts_with("warn") && l.contains("apt-get install pgbackrest"), "{all}");
+    assert!(l.contains("bash ci/setup.sh") && l.contains("needed only for pgbackrest:// sources"), "{all}");
+    let (out, all) = output(doctor(&["--storage", "pgbackrest://demo"]).env("PATH", &path).env("DOCKER_HOST", dead));
+    assert!(line(&all, "pgBackRest:").starts_with("FAIL"), "{all}");
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    assert!(here.is_some() || image || std::env::var_os("CI").is_none(), "no pgbackrest here nor in an image");
+}

@@ -648,7 +648,7 @@ fn ground_truth_and_ledger(c: &Cluster, work: &Path, source: &str, label: &str, 
 }
 
 /// An empty object (or bucket) at `path`, with a plain HTTP PUT (moto takes unsigned requests).
-fn put(port: u16, path: &str) {
+pub(crate) fn put(port: u16, path: &str) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     write!(s, "PUT /{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
@@ -1177,7 +1177,7 @@ asyncio.run(main())
 
 /// The relay on a port of its own, with a self-signed certificate made by openssl; stopped
 /// when dropped.
-fn tls_relay(upstream: u16, dir: &Path) -> Server {
+pub(crate) fn tls_relay(upstream: u16, dir: &Path) -> Server {
     let (cert, key) = (dir.join("relay.crt"), dir.join("relay.key"));
     ok(
         Command::new("openssl")
@@ -1379,6 +1379,67 @@ fn a_target_in_a_wal_range_pgbackrest_expired_is_named_as_expired() {
     assert_eq!(ran.code, Some(1), "a target in an expired WAL range must fail:\n{}", ran.all());
     assert!(ran.all().contains("expired WAL range"), "the failure names the expired range:\n{}", ran.all());
     assert!(ran.all().contains(&first), "and the backup it follows:\n{}", ran.all());
+    drop(c);
+}
+
+/// Regression (issue 39): every error of `pgbackrest restore` was judged a failed backup
+/// (exit 1), whatever pgBackRest's own error code said: an option of the environment it
+/// refused (exit 32) read as a damaged backup. Now the code decides: the environment's or
+/// the configuration's error is exit 3 naming it, never a verdict; what pgBackRest did not
+/// find in the repository is the backup's (exit 1) once the repository is asked and the
+/// backup's manifest lists it, or its manifest is gone, and the message says so.
+#[test]
+fn a_pgbackrest_error_of_the_environment_is_not_judged_as_a_damaged_backup() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
+    {
+        return;
+    }
+    let work = work_dir();
+    let stanza = Stanza::new(work.path(), &[]);
+    let repo = owned_dir(&stanza.dir.join("repo"));
+    let c = Cluster::start(&stanza.archive_command(), &[]);
+    // job-retry=0: a missing file fails at once instead of after pgBackRest's retries.
+    stanza.configure(&format!("repo1-path={}\nrepo1-retention-full=2\njob-retry=0\n", repo.display()), &c);
+    stanza.run(&["stanza-create"]);
+    c.sql("create table drill(id serial primary key, batch int not null)");
+    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    stanza.run(&["--type=full", "backup"]);
+    c.archive_now();
+    let info = stanza.info();
+    let label = info[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
+    let source = stanza.source();
+
+    // An option of the environment pgBackRest's restore refuses (info takes it): exit 3.
+    let ran = shipped(&source, 10).env("PGBACKREST_PROCESS_MAX", "0").output();
+    assert_eq!(ran.code, Some(3), "an option refused is not a damaged backup:\n{}", ran.all());
+    assert!(ran.all().contains("option-invalid-value"), "pgBackRest's error is named:\n{}", ran.all());
+    assert!(ran.all().contains("refused the option PGBACKREST_PROCESS_MAX"), "{}", ran.all());
+    assert!(ran.all().contains("no verdict on the backup"), "{}", ran.all());
+
+    // A file the backup's manifest lists, removed from the repository: the backup's.
+    let folder = repo.join("backup/demo").join(&label);
+    let file = walk(&folder.join("pg_data/base"))
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 4096))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a data file in the backup");
+    let aside = work.path().join("aside");
+    std::fs::rename(&file, &aside).expect("take a file out");
+    let ran = shipped(&source, 10).output();
+    assert_eq!(ran.code, Some(1), "a file of the backup missing must fail the verification:\n{}", ran.all());
+    let rel = file.strip_prefix(&folder).expect("in the folder").display().to_string();
+    assert!(ran.all().contains("file-missing"), "{}", ran.all());
+    assert!(ran.all().contains(&format!("the backup's manifest lists `{rel}`")), "{}", ran.all());
+    std::fs::rename(&aside, &file).expect("put it back");
+
+    // The backup's manifest (and its copy) gone, its folder there: the backup's.
+    for name in ["backup.manifest", "backup.manifest.copy"] {
+        std::fs::rename(folder.join(name), work.path().join(name)).expect("take the manifest out");
+    }
+    let ran = shipped(&source, 10).output();
+    assert_eq!(ran.code, Some(1), "a backup without its manifest must fail the verification:\n{}", ran.all());
+    assert!(ran.all().contains("its manifest is gone: the backup is damaged"), "{}", ran.all());
     drop(c);
 }
 
