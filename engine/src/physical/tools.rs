@@ -110,9 +110,13 @@ pub fn tool_env() -> Vec<(OsString, OsString)> {
 }
 
 /// A command for a tool: a clean environment (`child::command`) plus the tool's variables.
+/// Python's FutureWarnings are silenced: the google-api-core barman-cloud loads for Google
+/// Cloud Storage prints one about the interpreter's version on every run, and it took two of
+/// the three lines of the tool's output an error quotes.
 pub fn tool_command(program: &Path) -> Command {
     let mut cmd = crate::child::command(program);
     cmd.envs(tool_env());
+    cmd.env("PYTHONWARNINGS", "ignore::FutureWarning");
     cmd
 }
 
