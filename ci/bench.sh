@@ -20,7 +20,11 @@
 #   The verify rounds also run the peer pipeline teams run by hand (pg_restore -j 2, then
 #   amcheck bt_index_check heapallindexed over every B-tree index, then pg_dump -Fc -Z0 of
 #   the restored copy > /dev/null, same settings), with each phase's share; the goals are
-#   verify full <= 0.8x that pipeline and verify counts <= 1.3x the bare restore.
+#   verify full <= 0.8x that pipeline and verify counts <= 1.3x the bare restore. Each
+#   verify kind's wall is cut along its critical path from run.json's step times, and its
+#   floor printed beside the measured ratio: the archive check beside the server's start +
+#   the restore (at best the bare pg_restore's median) + amcheck beside the row hashes + the
+#   schema, over the peer pipeline (full) or the bare restore (counts).
 #   DBSIZE=2.5 runs one size (GB, as SIZES).
 #   VERIFY_AB=1 adds a kind of verify run to the rounds: fingerprint=full with the runbook as
 #   it was before its checks ran side by side (fixtures/runbooks/verify-sequential.yaml: one
@@ -28,6 +32,8 @@
 #   in the same run.
 #   VERIFY_STAGING=DIR adds fingerprint=full staging the checked dump in DIR (/dev/shm keeps
 #   it in memory), so what writing it to disk costs is measured in the same run.
+#   VERIFY_BEFORE=BINARY adds fingerprint=full run by another pgdrill binary (the code before
+#   a change), so a change is measured against its base under the same load.
 #   SIZES="0.6 2.5 5" runs backup and verify at each size (GB of generated data, scaled
 #   from SCALE=30 plus 400k documents = 0.6 GB; the largest is optional, it takes a while) and
 #   ends with a table of ratios, peak RSS and staging disk use per size. SCALE=2 is a quick
@@ -565,16 +571,40 @@ bench_size() {  # scale documents
     after=$(server_ticks "$1")
     awk -v t="$(((after - before) * 1000 / TCK))" '{ print $1, $2 + t, $3 }' "$S/m" >"$S/m2" && mv "$S/m2" "$S/m"
   }
-  verify_run() {  # fingerprint [runbook] [tag] [staging directory]
+  verify_run() {  # fingerprint [runbook] [tag] [staging directory] [binary]
     local rep="$S/vrep-$1${3:-}"
     rm -rf "$rep"
     settle
-    measure "$S/m" "$BIN" run "${2:-verify}" --quiet --var storage="$S/st-full" --var database=bench --var provider=native \
+    measure "$S/m" "${5:-$BIN}" run "${2:-verify}" --quiet --var storage="$S/st-full" --var database=bench --var provider=native \
       --var jobs=2 --var fingerprint="$1" --var force=true ${4:+--var staging="$4"} --report "$rep" --junit "$rep.xml" >/dev/null
-    python3 - "$rep/run.json" >>"$S/phases-$1${3:-}" <<'PY'
-import json, sys
-steps = json.load(open(sys.argv[1]))["suites"][0]["steps"]
-print(" ".join("%s=%.2f" % (s["label"], s["duration"]) for s in steps if s["phase"]["kind"] == "main"))
+    # Each main step's seconds, and the run cut into the segments of its critical path
+    # (seg_*), from each step's start and duration in run.json: what the floor below is
+    # computed from, and where the rest of the wall goes.
+    python3 - "$rep/run.json" "$(cut -d' ' -f1 "$S/m")" >>"$S/phases-$1${3:-}" <<'PY'
+import datetime, json, sys
+def at(t):  # RFC 3339 with nanoseconds -> seconds
+    day, frac = (t.rstrip("Z").split(".") + ["0"])[:2]
+    return datetime.datetime.fromisoformat(day).replace(tzinfo=datetime.timezone.utc).timestamp() + float("0." + frac)
+suite = json.load(open(sys.argv[1]))["suites"][0]
+t0 = at(suite["started_at"])
+steps = suite["steps"]
+span = {s["label"]: (at(s["started_at"]) - t0, at(s["started_at"]) - t0 + s["duration"]) for s in steps if s["phase"]["kind"] in ("main", "finally")}
+out = ["%s=%.2f" % (s["label"], s["duration"]) for s in steps if s["phase"]["kind"] in ("main", "finally")]
+g = lambda k, i: span.get(k, (0, 0))[i]
+first = min(g("integrity", 0), g("scratch", 0))
+ready = max(g("integrity", 1), g("scratch", 1))
+checked = max(g("amcheck", 1), g("tables", 1))
+seg = {
+    "seg_before": first,  # process start to the archive check: loading, pick
+    "seg_check": ready - first,  # the archive check beside the server's start
+    "seg_prepare": g("restore", 0) - ready,  # database create, roles
+    "seg_restore": g("restore", 1) - g("restore", 0),
+    "seg_checks": checked - g("restore", 1),  # amcheck beside the row hashes
+    "seg_schema": g("schema", 1) - checked,  # database settings, schema
+    "seg_after": suite["duration"] - g("schema", 1),  # freshness, record, teardown
+    "seg_outside": int(sys.argv[2]) / 1000 - suite["duration"],  # process start and exit
+}
+print(" ".join(out + ["%s=%.2f" % kv for kv in seg.items()]))
 PY
     # What was staged for the restore: backup.check logs it (in the JUnit).
     echo "staged_bytes=$(cat "$rep.xml" | sed -n 's/.*staged the checked dump (\([0-9]*\) bytes).*/\1/p' | head -n 1)" >>"$S/phases-$1${3:-}"
@@ -611,6 +641,9 @@ PY
   # VERIFY_STAGING=DIR: also fingerprint=full staging the checked dump in DIR (/dev/shm: in
   # memory), to measure what writing the staged dump to disk costs.
   if [ -n "${VERIFY_STAGING:-}" ]; then vkinds+=(verify_full_staging); fi
+  # VERIFY_BEFORE=BINARY: also fingerprint=full run by another pgdrill (the code before a
+  # change), in the same rotated rounds: a change measured under the same load as its base.
+  if [ -n "${VERIFY_BEFORE:-}" ]; then vkinds+=(verify_full_before); fi
   local nk=${#vkinds[@]}
   for round in $(seq 0 $((VRUNS - 1))); do
     for i in $(seq 0 $((nk - 1))); do
@@ -623,6 +656,7 @@ PY
         verify_counts) verify_run counts ;;
         verify_full_seq) verify_run full fixtures/runbooks/verify-sequential.yaml seq ;;
         verify_full_staging) verify_run full verify staging "$VERIFY_STAGING" ;;
+        verify_full_before) verify_run full verify before "" "$VERIFY_BEFORE" ;;
       esac
       cat "$S/m" >>"$S/v-$kind"
     done
@@ -669,11 +703,37 @@ PY
     local vg; vg=$(col "$S/v-verify_full_staging" 1)
     echo "| the same, fingerprint=full, staging the checked dump in $VERIFY_STAGING | $(sec "$vg") | $(sec "$(col "$S/v-verify_full_staging" 2)") | $(ratio "$vg" "$vt") | $(ratio "$vg" "$vd") | |"
   fi
+  if [ -n "${VERIFY_BEFORE:-}" ]; then
+    local vb; vb=$(col "$S/v-verify_full_before" 1)
+    echo "| the same, fingerprint=full, run by $VERIFY_BEFORE (VERIFY_BEFORE) | $(sec "$vb") | $(sec "$(col "$S/v-verify_full_before" 2)") | $(ratio "$vb" "$vt") | $(ratio "$vb" "$vd") | |"
+  fi
   echo
   echo "CPU: user+sys of the command and its children; for pgdrill that includes its throwaway server, for pg_restore the running server's backends are added."
   echo "verify phases (median; integrity and scratch run side by side; after restore, tables and amcheck run side by side, and schema once amcheck has ended):"
-  for f in full counts ${VERIFY_AB:+fullseq} ${VERIFY_STAGING:+fullstaging}; do
+  for f in full counts ${VERIFY_AB:+fullseq} ${VERIFY_STAGING:+fullstaging} ${VERIFY_BEFORE:+fullbefore}; do
     echo "- $f: $(phases "$f")"
+  done
+  # The floor, computed from this run's medians: the critical path verify cannot shorten
+  # without weakening what it proves (the archive check, kept before the restore on purpose,
+  # beside the server's start; the restore, at best the bare pg_restore's median; amcheck
+  # beside the row hashes; the schema once amcheck is done), against the measured wall; the
+  # rest (pick, database, roles, record, teardown, process) is pgdrill's own overhead.
+  for f in full counts ${VERIFY_BEFORE:+full_before}; do
+    python3 - "$S/phases-${f/_/}" "$f" "$vt" "$vp" "$(col "$S/v-verify_$f" 1)" <<'PY'
+import statistics, sys
+path, kind, bare, peer, wall = sys.argv[1], sys.argv[2], int(sys.argv[3]) / 1000, int(sys.argv[4]) / 1000, int(sys.argv[5]) / 1000
+runs = [dict(kv.split("=") for kv in line.split()) for line in open(path) if line.strip() and not line.startswith("staged_bytes")]
+med = lambda k: statistics.median(float(r.get(k, 0)) for r in runs)
+segs = ["seg_before", "seg_check", "seg_prepare", "seg_restore", "seg_checks", "seg_schema", "seg_after", "seg_outside"]
+print("- %s, the wall cut along its critical path (medians, s): %s" % (kind, ", ".join("%s %.2f" % (k[4:], med(k)) for k in segs)))
+print("  the other steps (medians, s): %s" % ", ".join("%s %.2f" % (k, med(k)) for k in ("pick", "scratch_db", "roles", "database_settings", "freshness", "record")))
+restore = min(med("seg_restore"), bare)
+floor = med("seg_check") + restore + med("seg_checks") + med("seg_schema")
+ref, name, goal = (peer, "the peer pipeline", 0.8) if kind.startswith("full") else (bare, "the bare restore", 1.3)
+print("  floor of %s: check beside start %.2f + restore %.2f (the lower of its own and the bare pg_restore's) + checks %.2f + schema %.2f = %.2f s = %.2f of %s (goal <= %.1f: %s by the floor); measured %.2f s = %.2f; pgdrill's rest %.2f s"
+      % (kind, med("seg_check"), restore, med("seg_checks"), med("seg_schema"), floor, floor / ref, name, goal,
+         "reachable" if floor / ref <= goal else "NOT reachable", wall, wall / ref, wall - floor))
+PY
   done
   echo "pgdrill verify peak RSS (largest of the runs, pgdrill itself): $((vrss / 1024)) MiB; staged for the restore: $(mib "$staged") MiB (pg_dump -Fc -Z0: $(mib "$(size_of "$S/z0.dump")") MiB)"
   echo "$DBSIZE $(ratio "$bc" "$bz") $(ratio "$bc" "$bgz") $(ratio "$vf" "$vt") $(ratio "$vc" "$vt") $rss_c $vrss $staged $(size_of "$S/z0.dump") $(ratio "$vf" "$vp")" >>"$GROWTH"

@@ -365,10 +365,47 @@ impl NativeServer {
     fn teardown(&mut self) {
         self.kill_server();
         if !self.dir.as_os_str().is_empty() {
-            let _ = fs::remove_dir_all(&self.dir);
+            remove_dir_unlinking_in_parallel(&self.dir);
             self.dir = PathBuf::new();
         }
     }
+}
+
+/// Threads unlinking a throwaway's files at once.
+const UNLINKERS: usize = 8;
+
+/// Remove `dir` and everything in it, its files unlinked from several threads at once. A
+/// restored database leaves a thousand files and more, and the run ends only once they are
+/// gone; on a busy disk each unlink waits on the filesystem (freeing its blocks), not on
+/// the CPU, so one after another they wait in turn (a 180 MB data directory: 2.4 s, eight
+/// at a time 0.6 s; README, the verify rounds of the bench). Symbolic links are removed,
+/// never followed; what is left (the directories) goes as before.
+fn remove_dir_unlinking_in_parallel(dir: &Path) {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => dirs.push(e.path()),
+                Ok(_) => files.push(e.path()),
+                Err(_) => {}
+            }
+        }
+    }
+    // Interleaved, so the large files (listed together, in the database's directory) are
+    // spread over the threads.
+    std::thread::scope(|s| {
+        for i in 0..UNLINKERS.min(files.len()) {
+            let files = &files;
+            s.spawn(move || {
+                for f in files.iter().skip(i).step_by(UNLINKERS) {
+                    let _ = fs::remove_file(f);
+                }
+            });
+        }
+    });
+    let _ = fs::remove_dir_all(dir);
 }
 
 impl Drop for NativeServer {
@@ -772,6 +809,35 @@ mod tests {
         let _ = server.kill();
         let _ = server.wait();
         assert_eq!(super::live_postmaster(&data), None, "gone once it has exited");
+    }
+
+    /// The teardown unlinks a data directory's files from several threads: every file and
+    /// directory goes, however deep and however many, and a link inside is removed, never
+    /// followed (what it points at outside the directory stays).
+    #[test]
+    fn the_parallel_removal_leaves_nothing_and_follows_no_link() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).expect("dir");
+        std::fs::write(outside.join("keep"), "kept").expect("write");
+        let dir = tmp.path().join("server");
+        for sub in ["data/base/16384", "data/global", "data/pg_wal/archive_status", "data/pg_tblspc"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("dirs");
+        }
+        for i in 0..50 {
+            std::fs::write(dir.join(format!("data/base/16384/{i}")), vec![0u8; 1024 * (i % 7)]).expect("file");
+        }
+        std::fs::write(dir.join("data/global/pg_control"), "control").expect("file");
+        std::os::unix::fs::symlink(&outside, dir.join("data/pg_tblspc/16500")).expect("link to a directory");
+        std::os::unix::fs::symlink(outside.join("keep"), dir.join("data/link")).expect("link to a file");
+        super::remove_dir_unlinking_in_parallel(&dir);
+        assert!(!dir.exists(), "the directory is gone");
+        assert_eq!(std::fs::read_to_string(outside.join("keep")).expect("kept"), "kept", "links are not followed");
+        // An empty directory, and one that is not there, are no errors.
+        std::fs::create_dir(&dir).expect("dir");
+        super::remove_dir_unlinking_in_parallel(&dir);
+        assert!(!dir.exists());
+        super::remove_dir_unlinking_in_parallel(&dir);
     }
 
     #[test]
