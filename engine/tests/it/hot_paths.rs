@@ -15,19 +15,8 @@ use crate::common::*;
 /// A source server archiving into `<tmp>/archive`, with `log_connections` on so the
 /// sessions a step opens are counted from the server's own log.
 async fn counted_source(tmp: &Path) -> Option<ArchivingServer> {
-    let opts = ArchivingOptions {
-        archive_dir: Some(tmp.join("archive")),
-        archive_timeout: Some(Duration::from_secs(1)),
-        major: Some(15),
-        ..Default::default()
-    };
-    let server = match ArchivingServer::start(opts).await {
-        Ok(s) => s,
-        Err(e) => {
-            require(false, &format!("PostgreSQL 15 server binaries ({e})"));
-            return None;
-        }
-    };
+    let server =
+        archiving_15(ArchivingOptions { archive_dir: Some(tmp.join("archive")), ..Default::default() }).await?;
     exec(
         &server.url(),
         "create table accounts (id bigserial primary key, name text not null); \
