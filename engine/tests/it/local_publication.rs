@@ -92,14 +92,7 @@ async fn a_local_backup_killed_at_each_phase_left_an_orphan_that_backups_list_di
     assert!(ran.all().contains(&format!("not taking {}: unfinished", folder.join(&orphan).display())), "{}", ran.all());
 
     // Pruned: kept while young, removed once old enough; the backup stays.
-    let prune = |after: &str| {
-        Run::new("prune")
-            .var("storage", storage.display())
-            .var("database", "shop")
-            .var("abandoned_uploads_after", after)
-            .var("apply", "true")
-            .expect(0)
-    };
+    let prune = |after: &str| prune_abandoned(&storage, after);
     let ran = prune("24h");
     assert!(ran.all().contains(&format!("keep   {orphan} (unfinished: no manifest")), "{}", ran.all());
     assert!(folder.join(&orphan).exists());

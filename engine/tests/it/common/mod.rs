@@ -511,3 +511,14 @@ pub fn process_running(cmdline_part: &str) -> bool {
 pub fn verifying(log: impl AsRef<std::ffi::OsStr>, public: impl AsRef<std::ffi::OsStr>) -> Run {
     Run::cli(["evidence", "verify"]).arg(log).arg("--public-key").arg(public)
 }
+
+/// `pgdrill run prune` applied to database `shop` in `storage`, an unfinished upload counted
+/// abandoned once older than `after`; it must exit 0.
+pub fn prune_abandoned(storage: &Path, after: &str) -> Ran {
+    Run::new("prune")
+        .var("storage", storage.display())
+        .var("database", "shop")
+        .var("abandoned_uploads_after", after)
+        .var("apply", "true")
+        .expect(0)
+}
