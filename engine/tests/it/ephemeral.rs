@@ -45,7 +45,7 @@ fn command(provider: &str, mode: &str, out: &Path) -> std::process::Command {
 /// (`PGDRILL_DOCKER_IMAGE`), recording into `r` in a new temporary folder; `None` (a printed
 /// skip, a failure in CI) without Docker and the local image.
 fn with_an_unpullable_image(provider: &str) -> Option<(tempfile::TempDir, std::process::Command)> {
-    let Some(t) = ready_in("docker") else { return None };
+    let t = ready_in("docker")?;
     let mut c = command(provider, "pass", &t.path().join("r"));
     c.env("PGDRILL_DOCKER_IMAGE", "pgdrill-test/no-such-image:{major}");
     Some((t, c))
@@ -132,7 +132,7 @@ fn wait_for(path: &Path) {
 /// failure in CI), returned once its server is up: the folder of its record, the running
 /// pgdrill and the server it recorded.
 fn sleeping(provider: &str) -> Option<(tempfile::TempDir, std::process::Child, Record)> {
-    let Some(t) = ready_in(provider) else { return None };
+    let t = ready_in(provider)?;
     let out_file = t.path().join("record");
     let child = command(provider, "sleep", &out_file).stdout(Stdio::null()).spawn().expect("spawn");
     wait_for(&out_file);

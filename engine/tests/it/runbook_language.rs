@@ -23,6 +23,9 @@ macro_rules! fixture {
     };
 }
 
+/// (label, outcome, message) of steps of run.json.
+type Steps = Vec<(String, String, String)>;
+
 /// (label, outcome, message) of every step of the first suite in run.json.
 fn steps_of(run_json: &serde_json::Value) -> Vec<(String, String, String)> {
     steps_in(run_json, 0).into_iter().map(|s| (s.label, s.outcome, s.message.unwrap_or_default())).collect()
@@ -31,7 +34,7 @@ fn steps_of(run_json: &serde_json::Value) -> Vec<(String, String, String)> {
 /// `run` given `--report` and `--junit` in `t`, which must exit `code`: (label, outcome,
 /// message) of run.json's steps, and the JUnit cases.
 #[track_caller]
-fn reported(t: &tempfile::TempDir, run: Run, code: i32) -> (Vec<(String, String, String)>, Vec<(String, String)>) {
+fn reported(t: &tempfile::TempDir, run: Run, code: i32) -> (Steps, Vec<(String, String)>) {
     let (report, junit) = (t.path().join("report"), t.path().join("junit.xml"));
     let out = run.report(&report).junit(&junit).raw();
     assert_eq!(out.status.code(), Some(code), "stderr: {}", text(&out.stderr));
