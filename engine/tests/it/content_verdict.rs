@@ -132,12 +132,17 @@ async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup
     let t = tempfile::tempdir().expect("tmp");
     let d = made_dir(t.path().join("backups"));
     let run = |f: &Path, vars: &[&str], out: &str| verify(f, vars, &t.path().join(out));
+    // `pg_dump ARGS` of `app` into `f`, verified with `vars` into `out`: it must exit `code`.
+    let dumped = |f: &Path, args: &str, vars: &[&str], out: &str, code: i32| {
+        pg_dump_gzip(&src, "app", args, f);
+        let ran = run(f, vars, out);
+        assert_eq!(ran.code, Some(code), "{}", ran.all());
+        ran
+    };
 
     // 1. Proven against declared expectations: the ledger keeps its schema objects.
     let first = d.join("app-20240105T130000.sql.gz");
-    pg_dump_gzip(&src, "app", "", &first);
-    let ran = run(&first, &["expect_tables=public.accounts>=200, public.payments>=300"], "first");
-    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    dumped(&first, "", &["expect_tables=public.accounts>=200, public.payments>=300"], "first", 0);
     let e = last_json_line(&d.join("ledger.jsonl"));
     assert_eq!((e["content"].as_str(), e["ground_truth"].as_str()), (Some("proven"), Some("expectations")), "{e}");
     let has = |kind: &str, o: &str| e["objects"][kind].as_array().is_some_and(|l| l.iter().any(|x| x == o));
@@ -149,9 +154,7 @@ async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup
     // 2. A later dump without its post-data section: every table and row, no index, no
     // key: held against the first, each missing object named, content failed.
     let cut = d.join("app-20240106T130000.sql.gz");
-    pg_dump_gzip(&src, "app", "--section=pre-data --section=data", &cut);
-    let ran = run(&cut, &[], "cut");
-    assert_eq!(ran.code, Some(1), "{}", ran.all());
+    let ran = dumped(&cut, "--section=pre-data --section=data", &[], "cut", 1);
     let all = ran.all();
     let from = "(the earlier verified backup app-20240105T130000.sql.gz had it)";
     for missing in [
@@ -161,11 +164,7 @@ async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup
     ] {
         assert!(all.contains(&format!("{missing} {from}")), "{missing}: {all}");
     }
-    let j = ran.junit();
-    assert_eq!(j.status("tables"), "passed", "the rows are all there: {all}");
-    assert_eq!(j.case("schema").map(|c| (c.status, c.kind.as_str())), Some((Status::Failure, "failed")), "{all}");
-    let e = last_json_line(&d.join("ledger.jsonl"));
-    assert_eq!((e["result"].as_str(), e["content"].as_str()), (Some("failed"), Some("failed")), "{e}");
+    let e = schema_failed(&ran, &d);
     assert!(e.get("objects").is_none(), "a failed verification is no ground truth: {e}");
     assert_eq!(ran.run_json().raw["content"], "failed");
 
@@ -173,9 +172,7 @@ async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup
     // included.
     exec(&src.url(), "create table notes (id int primary key, body text); insert into notes values (1, 'x')").await;
     let later = d.join("app-20240107T130000.sql.gz");
-    pg_dump_gzip(&src, "app", "", &later);
-    let ran = run(&later, &[], "later");
-    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let ran = dumped(&later, "", &[], "later", 0);
     let j = ran.junit();
     assert_eq!((j.status("tables"), j.status("schema")), ("passed", "passed"), "{}", ran.all());
     let said = j.case("schema").map(|c| c.system_out.clone()).unwrap_or_default();
@@ -198,9 +195,7 @@ async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup
     )
     .await;
     let changed = d.join("app-20240108T130000.sql.gz");
-    pg_dump_gzip(&src, "app", "", &changed);
-    let ran = run(&changed, &[], "changed");
-    assert_eq!(ran.code, Some(1), "{}", ran.all());
+    let ran = dumped(&changed, "", &[], "changed", 1);
     let all = ran.all();
     let since = "changed its definition since the earlier verified backup app-20240107T130000.sql.gz";
     assert!(all.contains(&format!("indexes: accounts_by_name on public.accounts {since}")), "{all}");
@@ -220,6 +215,18 @@ async fn a_dump_cut_before_its_indexes_verified_green_against_the_earlier_backup
     let said = ran.junit().case("schema").map(|c| c.system_out.clone()).unwrap_or_default();
     assert!(said.contains("compared by name only"), "{said}");
     src.stop().await;
+}
+
+/// A verify whose rows were all restored (`tables` passed) and whose schema check failed, a
+/// content failure in JUnit and in the ledger of the backups in `d`: the ledger's entry.
+#[track_caller]
+fn schema_failed(ran: &Ran, d: &Path) -> serde_json::Value {
+    let (j, all) = (ran.junit(), ran.all());
+    assert_eq!(j.status("tables"), "passed", "the rows are all there: {all}");
+    assert_eq!(j.case("schema").map(|c| (c.status, c.kind.as_str())), Some((Status::Failure, "failed")), "{all}");
+    let e = last_json_line(&d.join("ledger.jsonl"));
+    assert_eq!((e["result"].as_str(), e["content"].as_str()), (Some("failed"), Some("failed")), "{e}");
+    e
 }
 
 /// `pg_dump | grep -v LINE | gzip > FILE`: a team's dump whose one statement `line` was cut
@@ -293,11 +300,7 @@ async fn a_dump_whose_grants_were_cut_verified_green_against_the_earlier_backup(
         "{all}"
     );
     assert!(!all.contains("balance() no longer revokes"), "a revoke still made is no difference: {all}");
-    let j = ran.junit();
-    assert_eq!(j.status("tables"), "passed", "the rows are all there: {all}");
-    assert_eq!(j.case("schema").map(|c| (c.status, c.kind.as_str())), Some((Status::Failure, "failed")), "{all}");
-    let e = last_json_line(&d.join("ledger.jsonl"));
-    assert_eq!((e["result"].as_str(), e["content"].as_str()), (Some("failed"), Some("failed")), "{e}");
+    let e = schema_failed(&ran, &d);
     assert!(e.get("privileges").is_none(), "a failed verification is no ground truth: {e}");
 
     // 3. A ledger written before privileges were kept: the same dump compares without them,

@@ -277,9 +277,8 @@ fn doctor_tries_the_notify_sinks_without_sending_and_names_each_one_that_would_f
     let smtp_port = free_port();
     let _smtp = common::smtp_with_auth(smtp_port, &maildir, PASSWORD);
     let dead_port = free_port();
-    let file = dir.path().join("notify.yaml");
-    std::fs::write(
-        &file,
+    let file = written(
+        dir.path().join("notify.yaml"),
         format!(
             "notify:
   - name: oncall-mail
@@ -294,8 +293,7 @@ fn doctor_tries_the_notify_sinks_without_sending_and_names_each_one_that_would_f
     webhook: {{ url: 'http://127.0.0.1:{dead_port}/hooks/{TOKEN}' }}
 "
         ),
-    )
-    .expect("notify file");
+    );
     let (out, all) = output(
         doctor(&["--notify", &file.to_string_lossy()]).env("DOCTOR_SMTP_PW", PASSWORD).env_remove("DOCTOR_HOOK_URL"),
     );

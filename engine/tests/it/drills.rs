@@ -20,6 +20,13 @@ fn drill(name: &str, report: &Path, junit: &Path, vars: &[&str], extra: &[&str],
     run.expect(code).all()
 }
 
+/// The shipped disaster-recovery drill at scale 1 with one job and `vars`, which must pass
+/// ([`drill`]): its run.json.
+fn disaster_recovery(report: &Path, junit: &Path, vars: &[&str]) -> RunJson {
+    drill("disaster-recovery", report, junit, &[&["scale=1"], vars, &["jobs=1"]].concat(), &[], 0);
+    RunJson::read(report)
+}
+
 /// Skip (outside CI) or fail (in CI) when the PostgreSQL server binaries are missing.
 fn have_server() -> bool {
     common::require(Path::new("/usr/lib/postgresql/15/bin/initdb").exists(), "PostgreSQL 15 server binaries")
@@ -40,26 +47,11 @@ fn drill_paths() -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
 fn rpo_is_measured_from_the_data_and_the_report_is_written() {
     let Some((_dir, report, junit)) = drill_paths() else { return };
     let interval = 0.1;
-    drill(
-        "disaster-recovery",
-        &report,
-        &junit,
-        &["scale=1", "heartbeat=100ms", "keep_writing=1500ms", "jobs=1"],
-        &[],
-        0,
-    );
-
-    let run = RunJson::read(&report);
+    let run = disaster_recovery(&report, &junit, &["heartbeat=100ms", "keep_writing=1500ms"]);
     let disaster = run.step("disaster").outputs["at_epoch"].as_f64().expect("disaster time");
     let backup = &run.step("backup").outputs;
     let started = backup["started_epoch"].as_f64().expect("snapshot time");
-    let finished = time::OffsetDateTime::parse(
-        backup["created"].as_str().expect("backup's end"),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .expect("rfc3339")
-    .unix_timestamp_nanos() as f64
-        / 1e9;
+    let finished = common::unix_seconds(backup["created"].as_str().expect("backup's end"));
     let rpo = run.step("rpo").outputs["rpo_s"].as_f64().expect("rpo");
     // Bounds that hold however loaded the machine is (no timing tolerance): the dump's
     // snapshot is taken between the backup's recorded start and its end, so the newest
@@ -171,15 +163,7 @@ fn the_quickstart_drill_runs_end_to_end() {
 #[test]
 fn destroy_server_sees_the_killed_postmaster_die_at_once() {
     let Some((_dir, report, junit)) = drill_paths() else { return };
-    drill(
-        "disaster-recovery",
-        &report,
-        &junit,
-        &["scale=1", "keep_writing=0s", "disaster=destroy_server", "jobs=1"],
-        &[],
-        0,
-    );
-    let run = RunJson::read(&report);
+    let run = disaster_recovery(&report, &junit, &["keep_writing=0s", "disaster=destroy_server"]);
     let disaster = run.step("disaster");
     let log = disaster.log.join("\n");
     assert!(log.contains("stopped the server (pid"), "it did not see the server die\n{disaster:?}");
@@ -200,6 +184,12 @@ fn no_shipped_drill_or_runbook_lets_a_step_fail_quietly() {
     }
 }
 
+/// The shipped drill `name` written as `NAME-injected.yaml` into `dir`, with `injected`
+/// (steps, indented as top-level steps) inserted right after the step with id `after`.
+fn injected_after(dir: &Path, name: &str, after: &str, injected: &str) -> PathBuf {
+    written(dir.join(format!("{name}-injected.yaml")), inject_after(name, after, injected))
+}
+
 /// The shipped drill `name`'s text with `injected` (steps, indented as top-level steps)
 /// inserted right after the step with id `after`.
 fn inject_after(name: &str, after: &str, injected: &str) -> String {
@@ -217,17 +207,11 @@ fn inject_after(name: &str, after: &str, injected: &str) -> String {
 /// here (native servers), so the test needs no container.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_upgrade_drill_fails_when_the_upgraded_copy_differs() {
-    let Some(pg) = common::native_server("app").await else { return };
-    let client = pgdrill::pg::connect(&pg.url()).await.expect("connect");
-    client
-        .batch_execute("create table orders(id int primary key, total numeric); insert into orders select g, g * 2 from generate_series(1, 100) g")
-        .await
-        .expect("source data");
-    let dir = tempfile::tempdir().expect("tmp");
-    let rb = dir.path().join("upgrade-injected.yaml");
+    let data = "create table orders(id int primary key, total numeric); insert into orders select g, g * 2 from generate_series(1, 100) g";
+    let Some(pg) = common::native_server_with("app", data).await else { return };
+    let Some((dir, report, junit)) = drill_paths() else { return };
     let injected = "  - id: injected\n    uses: sql.exec\n    with: { url: \"{{ steps.create_db.outputs.url }}\", sql: delete from orders where id = 1 }\n";
-    std::fs::write(&rb, inject_after("upgrade", "restore", injected)).expect("write");
-    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let rb = injected_after(dir.path(), "upgrade", "restore", injected);
     let all = drill(
         rb.to_str().unwrap_or_default(),
         &report,
@@ -247,14 +231,9 @@ async fn the_upgrade_drill_fails_when_the_upgraded_copy_differs() {
 /// deleted from the recovered copy after the restore exits 1 at its fingerprint check.
 #[test]
 fn the_disaster_recovery_drill_fails_when_the_recovered_copy_differs() {
-    if !have_server() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tmp");
-    let rb = dir.path().join("dr-injected.yaml");
+    let Some((dir, report, junit)) = drill_paths() else { return };
     let injected = "  - id: injected\n    uses: sql.exec\n    with: { url: \"{{ steps.create_db.outputs.url }}\", sql: \"delete from erp.orders where ctid in (select ctid from erp.orders limit 1)\" }\n";
-    std::fs::write(&rb, inject_after("disaster-recovery", "restore", injected)).expect("write");
-    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let rb = injected_after(dir.path(), "disaster-recovery", "restore", injected);
     let all =
         drill(rb.to_str().unwrap_or_default(), &report, &junit, &["scale=1", "keep_writing=0s", "jobs=1"], &[], 1);
     assert_eq!(status_of(&junit_cases(&junit), "verify"), "failure", "{all}");
@@ -357,10 +336,7 @@ fn run_rto_on_a_runbook_without_a_recovery_objective_silently_became_its_budget(
 /// not pass it with the nested runbook's failure inside.
 #[test]
 fn the_quickstart_drill_fails_when_the_restored_copy_differs() {
-    if !have_server() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tmp");
+    let Some((dir, report, junit)) = drill_paths() else { return };
     let verify = pgdrill::shipped::all().iter().find(|s| s.name == "verify").expect("verify").text;
     let tables = "      - id: tables\n        after: restore\n";
     assert!(verify.contains(tables), "verify's tables check follows its restore");
@@ -371,7 +347,6 @@ fn the_quickstart_drill_fails_when_the_restored_copy_differs() {
     let rb = dir.path().join("quickstart-injected.yaml");
     std::fs::write(&rb, quickstart.replace("      path: verify\n", &format!("      path: {}\n", verify_rb.display())))
         .expect("write");
-    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
     let all = drill(rb.to_str().unwrap_or_default(), &report, &junit, &["scale=1", "jobs=1"], &[], 1);
     assert_eq!(status_of(&junit_cases(&junit), "tables"), "failure", "{all}");
     assert!(all.contains("erp.orders"), "the difference is named: {all}");
@@ -382,14 +357,9 @@ fn the_quickstart_drill_fails_when_the_restored_copy_differs() {
 /// lost data) fails `a_exists` and the drill (exit 1).
 #[test]
 fn the_ab_drill_fails_when_the_restored_copy_differs() {
-    if !have_server() {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tmp");
-    let rb = dir.path().join("ab-injected.yaml");
+    let Some((dir, report, junit)) = drill_paths() else { return };
     let injected = "  - id: injected\n    uses: sql.exec\n    with: { url: \"{{ steps.server.outputs.url }}\", sql: \"delete from records where name = 'A'\" }\n";
-    std::fs::write(&rb, inject_after("ab", "restore", injected)).expect("write");
-    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let rb = injected_after(dir.path(), "ab", "restore", injected);
     let all = drill(rb.to_str().unwrap_or_default(), &report, &junit, &[], &["--yes"], 1);
     assert!(all.contains("step `a_exists` failed"), "{all}");
     let cases = junit_cases(&junit);

@@ -5,6 +5,15 @@ use std::path::Path;
 
 use crate::common::*;
 
+/// `pg_dump ARGS` of database `app` on `src` gzipped into `file`, then verified without the
+/// source ([`verify`]): it must exit `code`.
+fn dumped_and_verified(src: &pgdrill::pg::ephemeral::Ephemeral, file: &Path, args: &str, code: i32) -> Ran {
+    pg_dump_gzip(src, "app", args, file);
+    let ran = verify(file, None);
+    assert_eq!(ran.code, Some(code), "{}", ran.all());
+    ran
+}
+
 fn verify(backup: &Path, source: Option<&str>) -> Ran {
     let mut run = Run::new("verify")
         .var("backup", backup.display())
@@ -27,15 +36,11 @@ fn verify(backup: &Path, source: Option<&str>) -> Ran {
 /// missing or shrunk beyond the tolerance fails, named.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dump_whose_earlier_dump_was_proven_stayed_unproven_and_a_missing_table_was_not_named() {
-    let Some(src) = native_server("app").await else { return };
-    exec(
-        &src.url(),
-        "create table accounts (id int primary key, name text);
+    let data = "create table accounts (id int primary key, name text);
          insert into accounts select g, 'n' || g from generate_series(1, 1000) g;
          create table payments (id int primary key, amount numeric);
-         insert into payments select g, g * 0.5 from generate_series(1, 400) g;",
-    )
-    .await;
+         insert into payments select g, g * 0.5 from generate_series(1, 400) g;";
+    let Some(src) = native_server_with("app", data).await else { return };
     let t = tempfile::tempdir().expect("tmp");
     let d = made_dir(t.path().join("backups"));
 
@@ -52,9 +57,7 @@ async fn a_dump_whose_earlier_dump_was_proven_stayed_unproven_and_a_missing_tabl
     // 2. A later complete dump (rows grew), no source: proven against the earlier one.
     exec(&src.url(), "insert into payments select g, 1 from generate_series(401, 450) g").await;
     let second = d.join("app-20240107T130000.sql.gz");
-    pg_dump_gzip(&src, "app", "", &second);
-    let ran = verify(&second, None);
-    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    dumped_and_verified(&src, &second, "", 0);
     let e = last_json_line(&d.join("ledger.jsonl"));
     assert_eq!((e["content"].as_str(), e["ground_truth"].as_str()), (Some("proven"), Some("earlier")), "{e}");
     assert_eq!(e["tables"]["public.payments"], 450, "{e}");
@@ -62,32 +65,19 @@ async fn a_dump_whose_earlier_dump_was_proven_stayed_unproven_and_a_missing_tabl
     // 3. A complete dump that left a table out (dated between the two): held against the
     // first, the one before it, and the missing table named.
     let partial = d.join("app-20240106T130000.sql.gz");
-    pg_dump_gzip(&src, "app", "-T payments", &partial);
-    let ran = verify(&partial, None);
-    assert_eq!(ran.code, Some(1), "{}", ran.all());
-    assert!(
-        ran.all().contains(
-            "public.payments: missing from the restore (the earlier verified backup app-20240105T130000.sql.gz had it)"
-        ),
-        "{}",
-        ran.all()
-    );
+    let all = dumped_and_verified(&src, &partial, "-T payments", 1).all();
+    let said =
+        "public.payments: missing from the restore (the earlier verified backup app-20240105T130000.sql.gz had it)";
+    assert!(all.contains(said), "{all}");
     assert_eq!(last_json_line(&d.join("ledger.jsonl"))["content"], "failed");
 
     // 4. A table shrunk to half since the nearest earlier proven dump: named; within a
     // declared tolerance it holds.
     exec(&src.url(), "delete from accounts where id > 500").await;
     let shrunk = d.join("app-20240108T130000.sql.gz");
-    pg_dump_gzip(&src, "app", "", &shrunk);
-    let ran = verify(&shrunk, None);
-    assert_eq!(ran.code, Some(1), "{}", ran.all());
-    assert!(
-        ran.all().contains(
-            "public.accounts: 500 rows restored, the earlier verified backup app-20240107T130000.sql.gz had 1000"
-        ),
-        "{}",
-        ran.all()
-    );
+    let all = dumped_and_verified(&src, &shrunk, "", 1).all();
+    let said = "public.accounts: 500 rows restored, the earlier verified backup app-20240107T130000.sql.gz had 1000";
+    assert!(all.contains(said), "{all}");
     let ran = Run::new("verify")
         .var("backup", shrunk.display())
         .var("provider", "native")
@@ -107,9 +97,8 @@ async fn a_dump_whose_earlier_dump_was_proven_stayed_unproven_and_a_missing_tabl
 /// `pgdrill_verify_content_unproven` to 1; a proven run sets it to 0 and moves the time.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_accepted_unproven_verify_moved_the_verified_success_metric() {
-    let Some(src) = native_server("app").await else { return };
-    exec(&src.url(), "create table accounts (id int primary key); insert into accounts select generate_series(1, 100)")
-        .await;
+    let data = "create table accounts (id int primary key); insert into accounts select generate_series(1, 100)";
+    let Some(src) = native_server_with("app", data).await else { return };
     let t = tempfile::tempdir().expect("tmp");
     let d = made_dir(t.path().join("backups"));
     let f = d.join("app-20240105T130000.sql.gz");

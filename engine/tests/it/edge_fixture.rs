@@ -104,17 +104,13 @@ async fn backup_check_counted_partition_attach_entries_and_data_rows_as_tables()
 /// partitioned table failed verification.
 #[tokio::test(flavor = "multi_thread")]
 async fn amcheck_failed_on_the_index_of_a_partitioned_table() {
-    let Some(s) = common::native_server("parts").await else { return };
-    common::exec(
-        &s.url(),
-        "create table p (id int primary key, kind text) partition by range (id);
+    let data = "create table p (id int primary key, kind text) partition by range (id);
          create table p_1 partition of p for values from (0) to (100);
          create table p_2 partition of p for values from (100) to (200) partition by hash (id);
          create table p_2_0 partition of p_2 for values with (modulus 1, remainder 0);
          create index p_kind on p (kind);
-         insert into p select g, 'k' || g % 3 from generate_series(0, 199) g;",
-    )
-    .await;
+         insert into p select g, 'k' || g % 3 from generate_series(0, 199) g;";
+    let Some(s) = common::native_server_with("parts", data).await else { return };
     let dir = tempfile::tempdir().expect("tmp");
     let runbook = written(dir.path().join("amcheck.yaml"), "name: amcheck\nvars: { url: ~ }\nsteps:\n  - id: amcheck\n    uses: verify.amcheck\n    with: { url: \"{{ vars.url }}\" }\n");
     let report = dir.path().join("report");
@@ -131,13 +127,8 @@ async fn amcheck_failed_on_the_index_of_a_partitioned_table() {
 /// faithful restore, which numbers its columns afresh.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_table_with_a_dropped_column_is_not_a_schema_difference() {
-    let Some(s) = common::native_server("dropped").await else { return };
-    common::exec(
-        &s.url(),
-        "create table t (a int, gone text, b int); alter table t drop column gone; insert into t values (1, 2);",
-    )
-    .await;
-    let (dir, storage) = tmp_backups();
+    let data = "create table t (a int, gone text, b int); alter table t drop column gone; insert into t values (1, 2);";
+    let Some((s, dir, storage)) = common::source_and_storage("dropped", data).await else { return };
     common::backup_to(&s.url(), &storage, KEY, "dropped");
     let junit = dir.path().join("verify.xml");
     let out = verify(&storage, "dropped", "native", &junit);

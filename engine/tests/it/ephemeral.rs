@@ -26,6 +26,11 @@ fn ready(provider: &str) -> bool {
     }
 }
 
+/// A new temporary folder, when `provider` is ready (else a printed skip, or a failure in CI).
+fn ready_in(provider: &str) -> Option<tempfile::TempDir> {
+    ready(provider).then(|| tempfile::tempdir().expect("tmp"))
+}
+
 fn command(provider: &str, mode: &str, out: &Path) -> std::process::Command {
     let mut c = Run::new("fixtures/runbooks/ephemeral.yaml")
         .var("provider", provider)
@@ -34,6 +39,24 @@ fn command(provider: &str, mode: &str, out: &Path) -> std::process::Command {
         .command();
     c.env("PGDRILL_DOCKER_IMAGE", DOCKER_IMAGE);
     c
+}
+
+/// The fixture in mode `pass` on `provider` with an image that cannot be pulled
+/// (`PGDRILL_DOCKER_IMAGE`), recording into `r` in a new temporary folder; `None` (a printed
+/// skip, a failure in CI) without Docker and the local image.
+fn with_an_unpullable_image(provider: &str) -> Option<(tempfile::TempDir, std::process::Command)> {
+    let t = ready_in("docker")?;
+    let mut c = command(provider, "pass", &t.path().join("r"));
+    c.env("PGDRILL_DOCKER_IMAGE", "pgdrill-test/no-such-image:{major}");
+    Some((t, c))
+}
+
+/// The line of a run's output that says ERROR; the run must have exited 3 (the environment's).
+#[track_caller]
+fn environment_error(out: &Output) -> String {
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    stdout.lines().find(|l| l.contains("ERROR")).unwrap_or_default().to_string()
 }
 
 fn record(out: &Path) -> Record {
@@ -71,18 +94,9 @@ fn assert_gone(rec: &Record) {
         assert!(!inspect.status.success(), "container {} still exists", rec.instance);
     } else {
         assert!(!Path::new(&rec.instance).exists(), "{} still exists", rec.instance);
-        assert!(!process_with(&rec.instance), "a postgres process for {} is still running", rec.instance);
+        assert!(!common::process_running(&rec.instance), "a postgres process for {} is still running", rec.instance);
     }
     assert!(std::net::TcpStream::connect(("127.0.0.1", rec.port)).is_err(), "port {} still answers", rec.port);
-}
-
-fn process_with(part: &str) -> bool {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .any(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(part))
 }
 
 fn passes_and_leaves_nothing(provider: &str) {
@@ -118,10 +132,7 @@ fn wait_for(path: &Path) {
 /// failure in CI), returned once its server is up: the folder of its record, the running
 /// pgdrill and the server it recorded.
 fn sleeping(provider: &str) -> Option<(tempfile::TempDir, std::process::Child, Record)> {
-    if !ready(provider) {
-        return None;
-    }
-    let t = tempfile::tempdir().expect("tmp");
+    let t = ready_in(provider)?;
     let out_file = t.path().join("record");
     let child = command(provider, "sleep", &out_file).stdout(Stdio::null()).spawn().expect("spawn");
     wait_for(&out_file);
@@ -148,7 +159,7 @@ fn crash_is_cleaned_up(provider: &str) {
     let _ = child.wait();
     if provider == "native" {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while process_with(&rec.instance) {
+        while common::process_running(&rec.instance) {
             assert!(Instant::now() < deadline, "the postmaster outlived its parent");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -219,8 +230,7 @@ fn docker_provider_without_an_engine_fails_with_exit_3_and_one_line() {
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
         .output()
         .expect("run");
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
-    let line = text(&out.stdout).lines().find(|l| l.contains("ERROR")).unwrap_or_default().to_string();
+    let line = environment_error(&out);
     assert!(line.contains("provider docker: no Docker engine configured: Socket not found"), "{line}");
     let stdout = text(&out.stdout);
     assert_eq!(
@@ -232,10 +242,7 @@ fn docker_provider_without_an_engine_fails_with_exit_3_and_one_line() {
 
 #[test]
 fn auto_falls_back_to_native_and_says_why() {
-    if !ready("native") {
-        return;
-    }
-    let t = tempfile::tempdir().expect("tmp");
+    let Some(t) = ready_in("native") else { return };
     let out_file = t.path().join("r");
     let report = t.path().join("rep");
     let out = command("auto", "pass", &out_file)
@@ -252,10 +259,7 @@ fn auto_falls_back_to_native_and_says_why() {
 
 #[test]
 fn a_major_the_provider_cannot_supply_says_what_is_available() {
-    if !ready("native") {
-        return;
-    }
-    let t = tempfile::tempdir().expect("tmp");
+    let Some(t) = ready_in("native") else { return };
     let out = command("native", "pass", &t.path().join("r")).args(["--var", "version=11"]).output().expect("run");
     assert_eq!(out.status.code(), Some(3));
     assert!(
@@ -328,10 +332,7 @@ fn quickstart_works_without_an_image_registry() {
 /// throwaway servers are the local binaries, and each server's line says why.
 #[test]
 fn quickstart_works_without_a_docker_engine_on_native_binaries() {
-    if !ready("native") {
-        return;
-    }
-    let t = tempfile::tempdir().expect("tmp");
+    let Some(t) = ready_in("native") else { return };
     let report = t.path().join("rep");
     let out = pgdrill(&["run", "quickstart", "--report", report.to_str().unwrap_or_default()])
         .env_remove("PGDRILL_DOCKER_IMAGE")
@@ -353,20 +354,10 @@ fn quickstart_works_without_a_docker_engine_on_native_binaries() {
 /// naming the remedies, no container.
 #[test]
 fn docker_with_an_unpullable_image_fails_with_exit_3_naming_the_remedy() {
-    if !common::docker_ready(&DOCKER_IMAGE.replace("{major}", "15")) {
-        return;
-    }
-    let t = tempfile::tempdir().expect("tmp");
-    let child = command("docker", "pass", &t.path().join("r"))
-        .env("PGDRILL_DOCKER_IMAGE", "pgdrill-test/no-such-image:{major}")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let Some((_t, mut c)) = with_an_unpullable_image("docker") else { return };
+    let child = c.stdout(Stdio::piped()).spawn().expect("spawn");
     let pid = child.id();
-    let out = child.wait_with_output().expect("wait");
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(3), "{stdout}");
-    let line = stdout.lines().find(|l| l.contains("ERROR")).unwrap_or_default().to_string();
+    let line = environment_error(&child.wait_with_output().expect("wait"));
     assert!(line.contains("provider docker: image pgdrill-test/no-such-image:15 cannot be pulled"), "{line}");
     assert!(line.contains("bash ci/setup.sh"), "{line}");
     assert!(line.contains("--var provider=native"), "{line}");
@@ -377,15 +368,12 @@ fn docker_with_an_unpullable_image_fails_with_exit_3_naming_the_remedy() {
 /// auto with an image that cannot be had falls back to the local binaries and says why.
 #[test]
 fn auto_with_an_unpullable_image_falls_back_to_native_and_says_why() {
-    if !common::docker_ready(&DOCKER_IMAGE.replace("{major}", "15")) || !ready("native") {
+    let Some((t, mut c)) = with_an_unpullable_image("auto") else { return };
+    if !ready("native") {
         return;
     }
-    let t = tempfile::tempdir().expect("tmp");
     let out_file = t.path().join("r");
-    let out = command("auto", "pass", &out_file)
-        .env("PGDRILL_DOCKER_IMAGE", "pgdrill-test/no-such-image:{major}")
-        .output()
-        .expect("run");
+    let out = c.output().expect("run");
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     let rec = record(&out_file);
@@ -398,18 +386,8 @@ fn auto_with_an_unpullable_image_falls_back_to_native_and_says_why() {
 /// and the remedies.
 #[test]
 fn auto_with_nothing_to_serve_names_the_remedies() {
-    if !common::docker_ready(&DOCKER_IMAGE.replace("{major}", "15")) {
-        return;
-    }
-    let t = tempfile::tempdir().expect("tmp");
-    let out = command("auto", "pass", &t.path().join("r"))
-        .env("PGDRILL_DOCKER_IMAGE", "pgdrill-test/no-such-image:{major}")
-        .args(["--var", "version=11"])
-        .output()
-        .expect("run");
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(3), "{stdout}");
-    let line = stdout.lines().find(|l| l.contains("ERROR")).unwrap_or_default().to_string();
+    let Some((_t, mut c)) = with_an_unpullable_image("auto") else { return };
+    let line = environment_error(&c.args(["--var", "version=11"]).output().expect("run"));
     assert!(line.contains("no throwaway PostgreSQL 11 server"), "{line}");
     assert!(line.contains("pgdrill-test/no-such-image:11 cannot be pulled"), "{line}");
     assert!(line.contains("install the PostgreSQL 11 server binaries"), "{line}");
@@ -422,10 +400,7 @@ fn auto_with_nothing_to_serve_names_the_remedies() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_from_the_initdb_template_has_its_own_password_and_a_damaged_template_is_replaced() {
     use pgdrill::pg::native::{NativeOptions, NativeServer};
-    if !ready("native") {
-        return;
-    }
-    let tmp = tempfile::tempdir().expect("tmp");
+    let Some(tmp) = ready_in("native") else { return };
     let cache = tmp.path().join("cache");
     // nextest runs each test in a process of its own: this reaches only this test's servers.
     std::env::set_var("PGDRILL_INITDB_CACHE", &cache);

@@ -238,14 +238,11 @@ fn a_huge_argon2_cost_in_an_archive_header_aborted_or_hung_the_process() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_disk_full_while_verify_staged_was_recorded_as_a_failed_backup() {
-    let Some(s) = common::native_server("shop").await else { return };
     // ~40 MB of plaintext that compresses to almost nothing: the backup fits on the small
     // disk, the plaintext staged for a parallel restore does not.
-    common::exec(
-        &s.url(),
-        "create table t (id int, pad text); insert into t select g, repeat('x', 1000) from generate_series(1, 40000) g",
-    )
-    .await;
+    let data =
+        "create table t (id int, pad text); insert into t select g, repeat('x', 1000) from generate_series(1, 40000) g";
+    let Some(s) = common::native_server_with("shop", data).await else { return };
     let t = tempfile::tempdir().expect("tmp");
     let Some(disk) = SmallDisk::mount(&t.path().join("small"), "8m") else { return };
     let storage = disk.0.join("backups");
@@ -340,13 +337,9 @@ fn wait_for(mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn staged_plaintext_and_partial_backups_were_world_readable_and_survived_a_kill_9() {
-    let Some(s) = common::native_server("shop").await else { return };
-    common::exec(
-        &s.url(),
-        "create table t (id int, pad text); insert into t select g, md5(g::text) from generate_series(1, 20000) g",
-    )
-    .await;
-    let (t, storage) = tmp_backups();
+    let data =
+        "create table t (id int, pad text); insert into t select g, md5(g::text) from generate_series(1, 20000) g";
+    let Some((s, t, storage)) = common::source_and_storage("shop", data).await else { return };
     let backup = common::backup_to(&s.url(), &storage, KEY, "shop");
     let folder = storage.join("shop");
 
@@ -615,15 +608,11 @@ async fn an_unencrypted_backup_planted_beside_encrypted_ones_was_verified_with_t
 /// put on a small tmpfs (its TMPDIR), as a full disk happens in the field.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_throwaway_disk_filling_during_restore_was_recorded_as_a_failed_backup() {
-    let Some(s) = common::native_server("shop").await else { return };
     // ~80 MB of heap once restored (rows under the TOAST threshold stay uncompressed); the
     // backup compresses to almost nothing.
-    common::exec(
-        &s.url(),
-        "create table t (id int, pad text); insert into t select g, repeat('x', 1000) from generate_series(1, 80000) g",
-    )
-    .await;
-    let (t, storage) = tmp_backups();
+    let data =
+        "create table t (id int, pad text); insert into t select g, repeat('x', 1000) from generate_series(1, 80000) g";
+    let Some((s, t, storage)) = common::source_and_storage("shop", data).await else { return };
     common::backup_to(&s.url(), &storage, KEY, "shop");
     let Some(disk) = SmallDisk::mount(&t.path().join("small"), "64m") else { return };
     std::fs::set_permissions(&disk.0, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).expect("chmod");

@@ -19,6 +19,30 @@ fn steps_of(run_json: &serde_json::Value, suite: usize) -> Vec<(String, String, 
         .collect()
 }
 
+/// `run` given `--junit j.xml` and `--report r` in `t`, run to its end: its output, the JUnit
+/// file and the report folder.
+fn reported(t: &tempfile::TempDir, run: Run) -> (std::process::Output, std::path::PathBuf, std::path::PathBuf) {
+    let (junit, report) = (t.path().join("j.xml"), t.path().join("r"));
+    (run.junit(&junit).report(&report).raw(), junit, report)
+}
+
+/// Wait (at most 20 s, else fail with `never`) until the file `log` holds `text`.
+#[track_caller]
+fn wait_for_log(log: &std::path::Path, text: &str, never: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(log).unwrap_or_default().contains(text) {
+        assert!(Instant::now() < deadline, "{never}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A step of run.json that came to `outcome` with a message that says `part`.
+#[track_caller]
+fn assert_step(step: &serde_json::Value, outcome: &str, part: &str) {
+    assert_eq!(step["outcome"], outcome, "{step}");
+    assert!(step["message"].as_str().unwrap_or_default().contains(part), "{step}");
+}
+
 /// JUnit with timings and timestamps masked, one element per line.
 fn masked_junit(xml: &str) -> String {
     let time = regex::Regex::new(r#" time="[0-9.e-]+""#).expect("regex");
@@ -135,7 +159,7 @@ fn a_step_past_its_timeout_is_stopped_and_its_processes_killed() {
     assert_eq!(steps[0], ("slow".into(), "main".into(), "timed_out".into()));
     assert_eq!(steps[1], ("after".into(), "finally".into(), "passed".into()));
     assert!(text(&out.stdout).contains("timed out after 1s"));
-    assert!(!process_running("sleep 27.25"), "the timed-out step's child was killed");
+    assert!(!common::process_running("sleep 27.25"), "the timed-out step's child was killed");
 }
 
 #[test]
@@ -166,19 +190,9 @@ fn sigint_during_a_long_step_runs_rollbacks_and_finally_and_exits_non_zero() {
     let t = tmp();
     let log = t.path().join("log");
     let report = t.path().join("r");
-    let mut child = Run::new("fixtures/runbooks/interrupt.yaml")
-        .var("log", log.display())
-        .report(&report)
-        .command()
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("long") {
-        assert!(Instant::now() < deadline, "the long step never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child =
+        Run::new("fixtures/runbooks/interrupt.yaml").var("log", log.display()).report(&report).spawn_quietly();
+    wait_for_log(&log, "long", "the long step never started");
     std::thread::sleep(Duration::from_millis(200));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
         .expect("signal");
@@ -186,7 +200,7 @@ fn sigint_during_a_long_step_runs_rollbacks_and_finally_and_exits_non_zero() {
     assert_eq!(status.code(), Some(130));
     let ran = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(ran.lines().collect::<Vec<_>>(), ["prepare", "long", "undo_prepare", "finally"]);
-    assert!(!process_running("sleep 29.75"), "the interrupted step's child was killed");
+    assert!(!common::process_running("sleep 29.75"), "the interrupted step's child was killed");
     let rec = read_json(&report.join("run.json"));
     assert_eq!(rec["outcome"], "interrupted");
     let long = &rec["suites"][0]["steps"][1];
@@ -232,9 +246,8 @@ fn a_failing_step_cancels_its_running_siblings_and_rolls_back_the_group() {
         .as_array()
         .and_then(|a| a.iter().find(|s| s["label"] == "slow").cloned())
         .unwrap_or_default();
-    assert_eq!(slow["outcome"], "skipped", "{slow}");
-    assert!(slow["message"].as_str().unwrap_or_default().contains("cancelled because step `failing` failed"), "{slow}");
-    assert!(!process_running("sleep 29.5"), "the cancelled sibling's process was killed");
+    assert_step(&slow, "skipped", "cancelled because step `failing` failed");
+    assert!(!common::process_running("sleep 29.5"), "the cancelled sibling's process was killed");
     assert_eq!(std::fs::read_to_string(t.path().join("log")).unwrap_or_default().trim(), "undo_left");
 }
 
@@ -246,11 +259,7 @@ fn sigterm_is_handled_like_sigint() {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("long") {
-        assert!(Instant::now() < deadline, "the long step never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_log(&log, "long", "the long step never started");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
         .expect("signal");
     let status = child.wait().expect("wait");
@@ -318,9 +327,7 @@ fn an_unreachable_server_is_an_environment_error() {
 #[test]
 fn a_nested_runbook_is_its_own_suite_and_its_outputs_are_readable() {
     let t = tmp();
-    let junit = t.path().join("j.xml");
-    let report = t.path().join("r");
-    let out = Run::new("fixtures/runbooks/nested-parent.yaml").junit(&junit).report(&report).raw();
+    let (out, junit, report) = reported(&t, Run::new("fixtures/runbooks/nested-parent.yaml"));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let rec = read_json(&report.join("run.json"));
     assert_eq!(rec["suites"][1]["name"], "nested-child");
@@ -334,9 +341,7 @@ fn a_nested_runbook_is_its_own_suite_and_its_outputs_are_readable() {
 
 #[test]
 fn plan_renders_known_values_and_keeps_later_ones_as_written() {
-    let out = run(&["plan", "fixtures/runbooks/nested-parent.yaml"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let s = text(&out.stdout);
+    let s = Run::cli(["plan", "fixtures/runbooks/nested-parent.yaml"]).expect(0).stdout;
     assert!(s.contains("child [runbook]"), "{s}");
     assert!(s.contains("{{ steps.child.steps.say.stdout }}"), "{s}");
     let out = run(&["plan", "fixtures/runbooks/rollback-order.yaml", "--var", "log=/var/tmp/x.log"]);
@@ -399,15 +404,6 @@ fn rendered_field_error_names_runbook_step_and_field() {
     assert_eq!(rec["suites"][0]["steps"][1]["attempts"], 1, "an invalid field is not retried");
 }
 
-fn process_running(cmdline_part: &str) -> bool {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .any(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(cmdline_part))
-}
-
 /// fixtures/runbooks/nested-interrupt-parent.yaml in `mode`, logging to `log`.
 fn nested_interrupt(mode: &str, log: &std::path::Path, report: &std::path::Path) -> std::process::Command {
     Run::new("fixtures/runbooks/nested-interrupt-parent.yaml")
@@ -439,11 +435,7 @@ fn signal_during_a_nested_runbook(signal: nix::sys::signal::Signal, name: &str) 
     let t = tmp();
     let (log, report) = (t.path().join("log"), t.path().join("r"));
     let mut child = nested_interrupt("signal", &log, &report).stdout(Stdio::null()).spawn().expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("one") {
-        assert!(Instant::now() < deadline, "the child's first step never ran");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_log(&log, "one", "the child's first step never ran");
     std::thread::sleep(Duration::from_millis(300));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).expect("signal");
     let status = child.wait().expect("wait");
@@ -498,8 +490,7 @@ fn a_nested_runbook_past_its_steps_timeout_runs_its_rollbacks_and_finally_before
 fn a_failing_sibling_of_a_nested_runbook_lets_the_child_roll_back_and_finish_first() {
     let rec = nested_run_failed("sibling");
     let beside = parent_step(&rec, "nest_beside");
-    assert_eq!(beside["outcome"], "skipped", "{beside}");
-    assert!(beside["message"].as_str().unwrap_or_default().contains("step `failing` failed"), "{beside}");
+    assert_step(&beside, "skipped", "step `failing` failed");
 }
 
 #[test]
@@ -519,15 +510,14 @@ fn a_runbook_nesting_itself_through_a_template_stops_at_the_limit_and_every_leve
 
 #[test]
 fn a_runbook_that_nests_itself_is_refused_by_run_before_anything_runs() {
-    let out = run(&["run", "fixtures/invalid/nests-cycle-b.yaml"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
-    let err = text(&out.stderr);
+    let ran = Run::new("fixtures/invalid/nests-cycle-b.yaml").expect(2);
+    let err = ran.stderr;
     assert!(err.contains("runbook `nests-cycle-b` nests itself"), "{err}");
     assert!(
         err.contains("fixtures/invalid/nests-cycle-b.yaml:5:19 -> fixtures/invalid/nests-cycle-a.yaml:10:13"),
         "{err}"
     );
-    assert!(!text(&out.stdout).contains("runbook nests-cycle"), "nothing ran: {}", text(&out.stdout));
+    assert!(!ran.stdout.contains("runbook nests-cycle"), "nothing ran: {}", ran.stdout);
 }
 
 #[test]
@@ -570,9 +560,7 @@ fn python(script: &str, args: &[&str]) -> Option<String> {
 #[test]
 fn a_failed_step_that_is_rolled_back_stays_failed_and_a_failed_or_skipped_rollback_says_so() {
     let t = tmp();
-    let junit = t.path().join("j.xml");
-    let report = t.path().join("r");
-    let out = Run::new("fixtures/runbooks/rollback-truth.yaml").junit(&junit).report(&report).raw();
+    let (out, junit, report) = reported(&t, Run::new("fixtures/runbooks/rollback-truth.yaml"));
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
 
@@ -630,9 +618,7 @@ async fn a_table_name_with_control_characters_and_cdata_end_keeps_every_report_w
     let evil = "evil\u{1b}[31mred\u{7}bell]]>end\u{1}";
     common::exec(&url, &format!("create table \"{evil}\" (id int)")).await;
     let t = tmp();
-    let junit = t.path().join("j.xml");
-    let report = t.path().join("r");
-    let out = Run::new("fixtures/runbooks/hostile-names.yaml").var("url", url).junit(&junit).report(&report).raw();
+    let (out, junit, report) = reported(&t, Run::new("fixtures/runbooks/hostile-names.yaml").var("url", url));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     // The terminal never receives ESC or BEL from data; it shows them visibly.
     assert!(!out.stdout.iter().any(|b| matches!(b, 0x1b | 0x07 | 0x01)), "{:?}", text(&out.stdout));
@@ -754,8 +740,7 @@ fn a_panic_in_a_step_still_rolls_back_and_runs_finally_and_never_exits_101() {
         .and_then(|s| s.iter().find(|s| s["label"] == "step3"))
         .cloned()
         .unwrap_or_default();
-    assert_eq!(step3["outcome"], "errored", "{step3}");
-    assert!(step3["message"].as_str().unwrap_or_default().contains("internal error"), "{step3}");
+    assert_step(&step3, "errored", "internal error");
 }
 
 /// Regression: `retry.backoff: 1e300` passed validate and panicked when the delay grew after
@@ -763,19 +748,13 @@ fn a_panic_in_a_step_still_rolls_back_and_runs_finally_and_never_exits_101() {
 #[test]
 fn a_huge_retry_backoff_is_refused_before_the_run_not_a_panic() {
     let t = tmp();
-    let rb = t.path().join("backoff.yaml");
     let log = t.path().join("ran.log");
-    std::fs::write(
-        &rb,
-        format!(
-            "name: backoff\nsteps:\n  - id: fails\n    uses: shell.run\n    with: {{ argv: [sh, -c, 'echo ran >> {}; exit 1'] }}\n    retry: {{ count: 1, delay: 1ms, backoff: 1e300 }}\n",
-            log.display()
-        ),
-    )
-    .expect("write runbook");
-    let out = run(&["run", rb.to_str().unwrap_or_default()]);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    let ran = log.display();
+    let rb = written(
+        t.path().join("backoff.yaml"),
+        format!("name: backoff\nsteps:\n  - id: fails\n    uses: shell.run\n    with: {{ argv: [sh, -c, 'echo ran >> {ran}; exit 1'] }}\n    retry: {{ count: 1, delay: 1ms, backoff: 1e300 }}\n"),
+    );
+    let stderr = Run::new(&rb).expect(2).stderr;
     assert!(stderr.contains("retry backoff 1e300 must be a number from 1 to 100"), "{stderr}");
     assert!(!log.exists(), "the step ran although the runbook is invalid");
 }
@@ -789,18 +768,13 @@ fn a_huge_retry_backoff_is_refused_before_the_run_not_a_panic() {
 fn shell_run_ends_when_its_script_exits_though_a_daemon_holds_stdout() {
     let t = tmp();
     let pidfile = t.path().join("daemon.pid");
-    let rb = t.path().join("daemon.yaml");
     let report = t.path().join("report");
-    std::fs::write(
-        &rb,
-        format!(
-            "name: daemon\nsteps:\n  - id: start\n    uses: shell.run\n    with: {{ script: 'echo before; sleep 30 & echo $! > {}; echo after' }}\n    timeout: 5s\n",
-            pidfile.display()
-        ),
-    )
-    .expect("write runbook");
-    let out =
-        run(&["run", rb.to_str().unwrap_or_default(), "--quiet", "--report", report.to_str().unwrap_or_default()]);
+    let pid = pidfile.display();
+    let rb = written(
+        t.path().join("daemon.yaml"),
+        format!("name: daemon\nsteps:\n  - id: start\n    uses: shell.run\n    with: {{ script: 'echo before; sleep 30 & echo $! > {pid}; echo after' }}\n    timeout: 5s\n"),
+    );
+    let out = Run::new(&rb).arg("--quiet").report(&report).raw();
     let daemon = std::fs::read_to_string(&pidfile).unwrap_or_default().trim().parse::<i32>().ok();
     let daemon_alive = daemon.is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok());
     // Leave nothing behind, whatever the verdict.

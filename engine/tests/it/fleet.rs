@@ -414,10 +414,8 @@ async fn generated_schedules_parse_and_each_pod_runs_its_own_target() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_predeployment_manifest_rolls_the_database_back_to_exactly_its_backup() {
-    let Some(srv) = native_server("app").await else { return };
-    exec(&srv.url(), "create table orders(id int primary key); insert into orders select generate_series(1, 100)")
-        .await;
-    let (_dir, storage) = tmp_backups();
+    let data = "create table orders(id int primary key); insert into orders select generate_series(1, 100)";
+    let Some((srv, _dir, storage)) = source_and_storage("app", data).await else { return };
     let st = storage.to_str().expect("utf-8");
     let with_key = |args: &[&str]| pgdrill(args).env("PGDRILL_BACKUP_KEY", KEY).output().expect("pgdrill");
     let url = srv.url();

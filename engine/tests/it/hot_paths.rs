@@ -15,19 +15,8 @@ use crate::common::*;
 /// A source server archiving into `<tmp>/archive`, with `log_connections` on so the
 /// sessions a step opens are counted from the server's own log.
 async fn counted_source(tmp: &Path) -> Option<ArchivingServer> {
-    let opts = ArchivingOptions {
-        archive_dir: Some(tmp.join("archive")),
-        archive_timeout: Some(Duration::from_secs(1)),
-        major: Some(15),
-        ..Default::default()
-    };
-    let server = match ArchivingServer::start(opts).await {
-        Ok(s) => s,
-        Err(e) => {
-            require(false, &format!("PostgreSQL 15 server binaries ({e})"));
-            return None;
-        }
-    };
+    let server =
+        archiving_15(ArchivingOptions { archive_dir: Some(tmp.join("archive")), ..Default::default() }).await?;
     exec(
         &server.url(),
         "create table accounts (id bigserial primary key, name text not null); \
@@ -83,13 +72,18 @@ async fn a_base_backup_opens_one_session_and_a_tar_cut_before_its_end_publishes_
     let storage = tmp.path().join("store");
     let reports = tmp.path().join("reports");
 
+    // A base backup of `source` into `storage` (through `pg_basebackup` when given), which
+    // must exit `code`.
+    let base = |pg_basebackup: Option<&Path>, code: i32| {
+        Run::new(base_runbook(tmp.path(), pg_basebackup))
+            .var("url", source.url())
+            .var("storage", storage.display())
+            .key(KEY)
+            .report(&reports)
+            .expect(code)
+    };
     let from = source.log().len();
-    let ran = Run::new(base_runbook(tmp.path(), None))
-        .var("url", source.url())
-        .var("storage", storage.display())
-        .key(KEY)
-        .report(&reports)
-        .expect(0);
+    let ran = base(None, 0);
     let log = source.log();
     assert_eq!(sessions_in(&log, from, &source.database), 1, "{}", &log[from..]);
     let json = ran.run_json();
@@ -124,12 +118,7 @@ async fn a_base_backup_opens_one_session_and_a_tar_cut_before_its_end_publishes_
     );
     std::fs::set_permissions(&cut, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let before = stored(&storage);
-    let ran = Run::new(base_runbook(tmp.path(), Some(&cut)))
-        .var("url", source.url())
-        .var("storage", storage.display())
-        .key(KEY)
-        .report(&reports)
-        .expect(1);
+    let ran = base(Some(&cut), 1);
     let all = ran.all();
     assert!(all.contains("not a readable tar") && all.contains("cut short"), "{all}");
     assert_eq!(stored(&storage), before, "the cut stream left something in the store");

@@ -87,17 +87,10 @@ fn a_login_then_health_sequence_shares_the_cookie_jar() {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(dir.path().join("server.py"), SERVER).expect("server");
     let port = common::free_port();
-    let (log, out, err) = common::server_log();
-    let child = Command::new("python3")
-        .arg(dir.path().join("server.py"))
-        .arg(port.to_string())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("server starts");
-    let _server = common::Server { child, port, log: Some(log) };
-    // Wait until it listens (connect, not a sleep).
-    common::wait_listening(port, "the test server");
+    let mut server = Command::new("python3");
+    server.arg(dir.path().join("server.py")).arg(port.to_string());
+    // Started once it listens (connect, not a sleep).
+    let _server = common::Server::start(server, port, "the test server");
 
     let file = written(dir.path().join("smoke.yaml"), runbook(port, true));
     let out = pgdrill(&["run", &file.display().to_string()]).output().expect("run");

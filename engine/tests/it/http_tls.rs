@@ -79,18 +79,13 @@ pub fn tls_endpoint(dir: &Path, require_client: bool) -> Option<TlsEndpoint> {
     }
     std::fs::write(dir.join("server.py"), SERVER).expect("server");
     let port = common::free_port();
-    let (log, out, err) = common::server_log();
-    let child = Command::new("python3")
+    let mut server = Command::new("python3");
+    server
         .arg(dir.join("server.py"))
         .arg(port.to_string())
         .args([dir.join("server.pem"), dir.join("server.key")])
-        .arg(if require_client { dir.join("ca.pem") } else { PathBuf::from("-") })
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("server starts");
-    let server = common::Server { child, port, log: Some(log) };
-    common::wait_listening(port, "the HTTPS test server");
+        .arg(if require_client { dir.join("ca.pem") } else { PathBuf::from("-") });
+    let server = common::Server::start(server, port, "the HTTPS test server");
     Some(TlsEndpoint {
         port,
         ca: dir.join("ca.pem"),

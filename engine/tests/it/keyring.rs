@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{self, made_dir, tmp_backups, Run, KEY_ENV};
+use crate::common::{self, made_dir, Run, KEY_ENV};
 
 const KEY_A: &str = "4f1c9a7e2b6d08c35e91a2b47d6f0c8e13a5b7d9f0e2c4a6b8d0f1e3a5c7b9d1";
 const KEY_B: &str = "rotation key B, a passphrase of the new quarter";
@@ -60,13 +60,8 @@ fn name_of(p: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_key_rotation_old_and_new_backups_verify_with_the_keyring_and_rekey_moves_the_old_ones() {
-    let Some(s) = common::native_server("shop").await else { return };
-    let client = pgdrill::pg::connect(&s.url()).await.expect("connect");
-    client
-        .batch_execute("create table marker (id int primary key, note text); insert into marker select g, 'row ' || g from generate_series(1, 200) g;")
-        .await
-        .expect("load");
-    let (dir, storage) = tmp_backups();
+    let data = "create table marker (id int primary key, note text); insert into marker select g, 'row ' || g from generate_series(1, 200) g;";
+    let Some((s, dir, storage)) = common::source_and_storage("shop", data).await else { return };
     let folder = storage.join("shop");
     let (fp_a, fp_b) = (fingerprint(KEY_A), fingerprint(KEY_B));
     assert_ne!(fp_a, fp_b);
@@ -78,7 +73,7 @@ async fn after_a_key_rotation_old_and_new_backups_verify_with_the_keyring_and_re
     assert_eq!(manifest(&old)["key_fingerprint"], fp_a.as_str());
 
     // After it: B writes, A (in the second variable the runbooks read) is kept for reading.
-    client.batch_execute("insert into marker values (201, 'after the rotation')").await.expect("insert");
+    common::exec(&s.url(), "insert into marker values (201, 'after the rotation')").await;
     std::thread::sleep(std::time::Duration::from_millis(20));
     let second = backup(&s.url(), &storage, &[(KEY_ENV, KEY_B), ("PGDRILL_BACKUP_KEY_PREVIOUS", KEY_A)]).expect(0);
     assert!(second.all().contains(&format!("encrypted with key {fp_b}")), "{}", second.all());
@@ -156,12 +151,8 @@ fn copy_folder(from: &Path, to: &Path) {
 /// the new key and nothing else.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rekey_killed_at_any_point_leaves_a_whole_backup_and_the_next_one_finishes() {
-    let Some(s) = common::native_server("shop").await else { return };
-    common::exec(
-        &s.url(),
-        "create table marker (id int primary key); insert into marker select generate_series(1, 100)",
-    )
-    .await;
+    let data = "create table marker (id int primary key); insert into marker select generate_series(1, 100)";
+    let Some(s) = common::native_server_with("shop", data).await else { return };
     let dir = tempfile::tempdir().expect("tmp");
     let made = dir.path().join("made");
     backup(&s.url(), &made, &[(KEY_ENV, KEY_A)]).expect(0);

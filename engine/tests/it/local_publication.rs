@@ -29,10 +29,9 @@ fn archives(dir: &Path) -> Vec<String> {
 /// picked, and prune removes it; the committed backup is listed, verified and kept.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_local_backup_killed_at_each_phase_left_an_orphan_that_backups_list_did_not_show() {
-    let Some(srv) = native_server("shop").await else { return };
+    let data = "create table t(id int primary key); insert into t select generate_series(1, 500)";
+    let Some((srv, tmp, storage)) = source_and_storage("shop", data).await else { return };
     let url = srv.url();
-    exec(&url, "create table t(id int primary key); insert into t select generate_series(1, 500)").await;
-    let (tmp, storage) = tmp_backups();
     let folder = storage.join("shop");
     let backup = || Run::new("backup").var("database_url", &url).var("storage", storage.display()).key(KEY);
     let kill_at = |phase: &str| -> Vec<String> {
@@ -93,14 +92,7 @@ async fn a_local_backup_killed_at_each_phase_left_an_orphan_that_backups_list_di
     assert!(ran.all().contains(&format!("not taking {}: unfinished", folder.join(&orphan).display())), "{}", ran.all());
 
     // Pruned: kept while young, removed once old enough; the backup stays.
-    let prune = |after: &str| {
-        Run::new("prune")
-            .var("storage", storage.display())
-            .var("database", "shop")
-            .var("abandoned_uploads_after", after)
-            .var("apply", "true")
-            .expect(0)
-    };
+    let prune = |after: &str| prune_abandoned(&storage, after);
     let ran = prune("24h");
     assert!(ran.all().contains(&format!("keep   {orphan} (unfinished: no manifest")), "{}", ran.all());
     assert!(folder.join(&orphan).exists());

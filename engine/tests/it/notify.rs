@@ -265,20 +265,8 @@ fn an_email_goes_out_over_starttls_and_a_wrong_ca_is_a_warning_not_a_verdict() {
     assert!(made.status.success(), "{}", text(&made.stderr));
     let maildir = dir.path().join("maildir");
     let port = free_port();
-    let _smtp = Smtp(
-        std::process::Command::new("/usr/bin/python3")
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "--tlscert"])
-            .arg(&cert)
-            .arg("--tlskey")
-            .arg(&key)
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&maildir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("aiosmtpd"),
-    );
-    _smtp.wait_listening(port);
+    let _smtp =
+        Smtp::mailbox(port, &maildir, &["--tlscert".as_ref(), cert.as_os_str(), "--tlskey".as_ref(), key.as_os_str()]);
     let rb = dir.path().join("fails.yaml");
     std::fs::write(&rb, "name: nightly\nsteps:\n  - id: gate\n    uses: shell.run\n    with: { argv: [\"false\"] }\n")
         .expect("runbook");
@@ -312,12 +300,10 @@ fn an_email_goes_out_over_starttls_and_a_wrong_ca_is_a_warning_not_a_verdict() {
 fn a_runbook_s_own_notify_section_fires_and_a_bad_one_is_shown_at_its_line() {
     let hooks = listener();
     let dir = tempfile::tempdir().expect("tempdir");
+    let port = hooks.port;
     let rb = written(
         dir.path().join("r.yaml"),
-        format!(
-            "name: nightly-check\nnotify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{}/own\", format: json }} }}\nsteps:\n  - uses: sleep\n    with: {{ duration: 1ms }}\n",
-            hooks.port
-        ),
+        format!("name: nightly-check\nnotify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{port}/own\", format: json }} }}\nsteps:\n  - uses: sleep\n    with: {{ duration: 1ms }}\n"),
     );
     let out = run(&["run", rb.to_str().expect("utf-8")]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
@@ -439,19 +425,14 @@ fn unescaped_pipes(l: &str) -> usize {
 fn hostile_names_are_escaped_for_markdown_the_terminal_and_slack_and_query_tokens_are_masked() {
     let hooks = listener();
     let dir = tempfile::tempdir().expect("tempdir");
+    let p = hooks.port;
     let rb = written(
         dir.path().join("hostile.yaml"),
-        format!(
-            "name: hostile\nvars:\n  database: \"\"\nsteps:\n  - name: \"a|b <script>alert(1)</script> [x](http://evil)\"\n    uses: sleep\n    with: {{ duration: 1ms }}\n  - name: health\n    uses: http.check\n    with: {{ url: \"http://127.0.0.1:{p}/health?api_key=QueryT0ken-77aa&page=2\", body_contains: \"{{{{ vars.database }}}}\" }}\n",
-            p = hooks.port
-        ),
+        format!("name: hostile\nvars:\n  database: \"\"\nsteps:\n  - name: \"a|b <script>alert(1)</script> [x](http://evil)\"\n    uses: sleep\n    with: {{ duration: 1ms }}\n  - name: health\n    uses: http.check\n    with: {{ url: \"http://127.0.0.1:{p}/health?api_key=QueryT0ken-77aa&page=2\", body_contains: \"{{{{ vars.database }}}}\" }}\n"),
     );
     let notify = written(
         dir.path().join("notify.yaml"),
-        format!(
-            "notify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{}/slack\", format: slack }} }}\n",
-            hooks.port
-        ),
+        format!("notify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{p}/slack\", format: slack }} }}\n"),
     );
     let report = dir.path().join("report");
     let forged = "  passed       forged step [shell.run] 0.00s";

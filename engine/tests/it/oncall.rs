@@ -50,9 +50,8 @@ fn pagerduty_opsgenie_teams_and_syslog_receive_what_their_schemas_document() {
     udp.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
     let (tcp_port, tcp_messages) = tcp_syslog();
     let t = tempfile::tempdir().expect("tmp");
-    let notify = t.path().join("notify.yaml");
-    std::fs::write(
-        &notify,
+    let notify = written(
+        t.path().join("notify.yaml"),
         format!(
             "notify:
   - {{ when: always, pagerduty: {{ routing_key_env: PD_KEY, url: \"http://127.0.0.1:{port}/v2/enqueue\", severity: error }} }}
@@ -64,8 +63,7 @@ fn pagerduty_opsgenie_teams_and_syslog_receive_what_their_schemas_document() {
             udp.local_addr().expect("addr").port(),
             tcp_port
         ),
-    )
-    .expect("notify");
+    );
     let runbook = t.path().join("oncall.yaml");
     let write = |code: i32| {
         std::fs::write(
@@ -74,15 +72,8 @@ fn pagerduty_opsgenie_teams_and_syslog_receive_what_their_schemas_document() {
         )
         .expect("runbook")
     };
-    let run = || {
-        Run::new(&runbook)
-            .var("database", HOSTILE)
-            .arg("--notify")
-            .arg(&notify)
-            .env("PD_KEY", ROUTING_KEY)
-            .env("GENIE_KEY", GENIE_KEY)
-            .env("TEAMS_URL", format!("http://127.0.0.1:{port}/workflows/teams-hook"))
-    };
+    let run =
+        || paged(&runbook, HOSTILE, &notify).env("TEAMS_URL", format!("http://127.0.0.1:{port}/workflows/teams-hook"));
     // A failure, then a pass.
     write(3);
     let failed = run().expect(1);
@@ -428,6 +419,17 @@ notify:
     Sinks { port, got, udp, dir, textfile, notify }
 }
 
+/// `runbook` run for `database` with the alerts of `notify`, the on-call keys in the
+/// environment the notify files name; not run yet.
+fn paged(runbook: &std::path::Path, database: &str, notify: &std::path::Path) -> Run {
+    Run::new(runbook)
+        .var("database", database)
+        .arg("--notify")
+        .arg(notify)
+        .env("PD_KEY", ROUTING_KEY)
+        .env("GENIE_KEY", GENIE_KEY)
+}
+
 /// One failed run with `database` as its database, every on-call sink and the metrics
 /// configured: (HTTP requests received, the UDP syslog message, the textfile).
 fn one_failed_run(database: &str) -> (Vec<Got>, String, String) {
@@ -436,13 +438,7 @@ fn one_failed_run(database: &str) -> (Vec<Got>, String, String) {
         t.path().join("r.yaml"),
         "name: r\nvars:\n  database: \"\"\nsteps:\n  - id: s\n    uses: shell.run\n    with: { script: \"exit 3\" }\n",
     );
-    Run::new(&runbook)
-        .var("database", database)
-        .arg("--notify")
-        .arg(&notify)
-        .env("PD_KEY", ROUTING_KEY)
-        .env("GENIE_KEY", GENIE_KEY)
-        .expect(1);
+    paged(&runbook, database, &notify).expect(1);
     let mut buf = [0u8; 8192];
     let n = udp.recv(&mut buf).expect("a syslog datagram");
     let got = got.lock().expect("lock").clone();

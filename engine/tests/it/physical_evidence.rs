@@ -75,23 +75,14 @@ async fn a_pitr_run_signs_its_base_backup_and_wal_range_by_sha256_and_the_proof_
     give(&conf, 0o600);
     let opts = ArchivingOptions {
         archive_command: Some(format!("{} wal push --config {} %p", common::bin().display(), conf.display())),
-        archive_timeout: Some(Duration::from_secs(1)),
-        major: Some(15),
         ..Default::default()
     };
-    let s = match ArchivingServer::start(opts).await {
-        Ok(s) => s,
-        Err(e) => {
-            common::require(false, &format!("PostgreSQL 15 server binaries ({e})"));
-            return;
-        }
-    };
+    let Some(s) = common::archiving_15(opts).await else { return };
     let signing = root.path().join("signing.pem");
     Run::cli(["keygen"]).arg(&signing).expect(0);
     let public = root.path().join("signing.pem.pub");
     let evidence = root.path().join("evidence");
-    let signed =
-        |r: Run| r.arg("--signing-key").arg(&signing).arg("--evidence").arg(&evidence).env("PGDRILL_BACKUP_KEY", KEY);
+    let signed = |r: Run| r.signed(&signing, &evidence).env("PGDRILL_BACKUP_KEY", KEY);
 
     common::exec(&s.url(), "create table kept as select generate_series(1, 100) as g").await;
     let first = common::scalar(&s.url(), "pg_walfile_name(pg_switch_wal())").await;
@@ -175,5 +166,5 @@ async fn a_pitr_run_signs_its_base_backup_and_wal_range_by_sha256_and_the_proof_
         "{target}"
     );
     // And the log with both records checks out.
-    Run::cli(["evidence", "verify"]).arg(&evidence).arg("--public-key").arg(&public).expect(0);
+    common::verifying(&evidence, &public).expect(0);
 }

@@ -33,26 +33,22 @@ impl Source {
 
 pub(crate) async fn source() -> Option<Source> {
     let tmp = tempfile::tempdir().expect("tmp");
-    let opts = ArchivingOptions {
-        archive_dir: Some(tmp.path().join("archive")),
-        archive_timeout: Some(Duration::from_secs(1)),
-        major: Some(15),
-        ..Default::default()
-    };
-    match ArchivingServer::start(opts).await {
-        Ok(server) => {
-            common::exec(
-                &server.url(),
-                "create table t (id bigserial primary key, phase text not null, at timestamptz default clock_timestamp())",
-            )
-            .await;
-            Some(Source { tmp, server })
-        }
-        Err(e) => {
-            common::require(false, &format!("PostgreSQL 15 server binaries ({e})"));
-            None
-        }
-    }
+    let opts = ArchivingOptions { archive_dir: Some(tmp.path().join("archive")), ..Default::default() };
+    let server = common::archiving_15(opts).await?;
+    common::exec(
+        &server.url(),
+        "create table t (id bigserial primary key, phase text not null, at timestamptz default clock_timestamp())",
+    )
+    .await;
+    Some(Source { tmp, server })
+}
+
+/// A [`source`] with a base backup `b1` taken before any row: the source and its URL.
+pub(crate) async fn source_with_a_base_backup() -> Option<(Source, String)> {
+    let src = source().await?;
+    let url = src.server.url();
+    basebackup(&src.server, &src.backups().join("b1"));
+    Some((src, url))
 }
 
 /// `pg_basebackup -Ft -X none` (with its backup_manifest) into `<backups>/<name>`.
@@ -119,9 +115,7 @@ async fn moment() -> OffsetDateTime {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn recovery_to_a_time_an_lsn_a_restore_point_and_latest_is_each_proven_and_never_writes_the_archive() {
-    let Some(src) = source().await else { return };
-    let url = src.server.url();
-    basebackup(&src.server, &src.backups().join("b1"));
+    let Some((src, url)) = source_with_a_base_backup().await else { return };
     insert(&url, "a", 100).await;
     let t_a = moment().await;
     insert(&url, "b", 100).await;
@@ -373,13 +367,7 @@ fn the_pitr_drill_archives_with_wal_push_recovers_through_wal_fetch_and_reports_
     // RPO is the incident minus the newest heartbeat recovered, which committed no later
     // than the last transaction replayed.
     let rpo = &run.step("rpo").outputs;
-    let newest = time::OffsetDateTime::parse(
-        rpo["newest"].as_str().expect("newest"),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .expect("rfc3339")
-    .unix_timestamp_nanos() as f64
-        / 1e9;
+    let newest = common::unix_seconds(rpo["newest"].as_str().expect("newest"));
     assert!(newest <= achieved + 0.001, "heartbeat {newest} after the point reached {achieved}");
     let rpo_s = rpo["rpo_s"].as_f64().expect("rpo_s");
     assert!((rpo_s - (incident - newest)).abs() < 0.002, "RPO {rpo_s} is not incident - newest heartbeat");

@@ -16,64 +16,55 @@ fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
     written(dir.join(name), body)
 }
 
+/// The runbook `fixtures/runbook_language/NAME`, written as NAME into the test's folder `t`.
+macro_rules! fixture {
+    ($t:expr, $name:literal) => {
+        write($t.path(), $name, include_str!(concat!("fixtures/runbook_language/", $name)))
+    };
+}
+
+/// (label, outcome, message) of steps of run.json.
+type Steps = Vec<(String, String, String)>;
+
 /// (label, outcome, message) of every step of the first suite in run.json.
 fn steps_of(run_json: &serde_json::Value) -> Vec<(String, String, String)> {
     steps_in(run_json, 0).into_iter().map(|s| (s.label, s.outcome, s.message.unwrap_or_default())).collect()
+}
+
+/// `run` given `--report` and `--junit` in `t`, which must exit `code`: (label, outcome,
+/// message) of run.json's steps, and the JUnit cases.
+#[track_caller]
+fn reported(t: &tempfile::TempDir, run: Run, code: i32) -> (Steps, Vec<(String, String)>) {
+    let (report, junit) = (t.path().join("report"), t.path().join("junit.xml"));
+    let out = run.report(&report).junit(&junit).raw();
+    assert_eq!(out.status.code(), Some(code), "stderr: {}", text(&out.stderr));
+    (steps_of(&read_json(&report.join("run.json"))), junit_cases(&junit))
 }
 
 fn step<'a>(steps: &'a [(String, String, String)], label: &str) -> &'a (String, String, String) {
     steps.iter().find(|s| s.0 == label).unwrap_or_else(|| panic!("step `{label}` in {steps:?}"))
 }
 
-const GROUP: &str = r#"
-name: group-when
-vars:
-  go: false
-  log: ~
-steps:
-  - id: first
-    uses: shell.run
-    with: { script: "echo first >> '{{ vars.log }}'" }
-  - parallel:
-      - id: a
-        uses: shell.run
-        with: { script: "echo a >> '{{ vars.log }}'" }
-      - id: b
-        uses: shell.run
-        with: { script: "echo b >> '{{ vars.log }}'" }
-    when: vars.go and steps.first.outcome == 'passed'
-  - id: after
-    uses: shell.run
-    with: { script: "echo after-{{ steps.a.outcome }}-{{ steps.b.outcome }} >> '{{ vars.log }}'" }
-"#;
-
 #[test]
 fn parallel_group_when_false_skips_every_member_with_the_reason() {
     let t = tmp();
-    let rb = write(t.path(), "group.yaml", GROUP);
+    let rb = fixture!(t, "group.yaml");
     let log = t.path().join("log");
-    let report = t.path().join("report");
-    let junit = t.path().join("junit.xml");
-    let out = Run::new(&rb).var("log", log.display()).report(&report).junit(&junit).raw();
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let (steps, cases) = reported(&t, Run::new(&rb).var("log", log.display()), 0);
     let ran = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(ran.lines().collect::<Vec<_>>(), ["first", "after-skipped-skipped"]);
-    let steps = steps_of(&read_json(&report.join("run.json")));
     for member in ["a", "b"] {
         let (_, outcome, message) = step(&steps, member);
         assert_eq!(outcome, "skipped", "{steps:?}");
         assert!(message.contains("of its `parallel` group is false"), "{message}");
         assert!(message.contains("vars.go and steps.first.outcome == 'passed'"), "{message}");
     }
-    let cases = junit_cases(&junit);
     assert_eq!(status_of(&cases, "a"), "skipped", "{cases:?}");
     assert_eq!(status_of(&cases, "b"), "skipped", "{cases:?}");
 
     // True: the group runs, both members pass.
     std::fs::remove_file(&log).ok();
-    let out =
-        run(&["run", rb.to_str().unwrap_or_default(), "--var", &format!("log={}", log.display()), "--var", "go=true"]);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    Run::new(&rb).var("log", log.display()).var("go", true).expect(0);
     let ran = std::fs::read_to_string(&log).unwrap_or_default();
     let mut lines: Vec<&str> = ran.lines().collect();
     lines[1..3].sort_unstable();
@@ -83,53 +74,26 @@ fn parallel_group_when_false_skips_every_member_with_the_reason() {
 #[test]
 fn parallel_group_when_is_shown_by_plan() {
     let t = tmp();
-    let rb = write(t.path(), "group.yaml", GROUP);
-    let out = run(&["plan", rb.to_str().unwrap_or_default(), "--var", "log=/dev/null"]);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
-    let stdout = text(&out.stdout);
+    let rb = fixture!(t, "group.yaml");
+    let stdout = Run::cli(["plan"]).arg(&rb).var("log", "/dev/null").expect(0).stdout;
     let at = stdout.find("parallel (at the same time)").unwrap_or_else(|| panic!("{stdout}"));
     assert!(stdout[at..].contains("when: vars.go and steps.first.outcome == 'passed'"), "{stdout}");
 }
 
-const LETS: &str = r#"
-name: lets
-vars:
-  database: ~
-  target: ""
-  jobs: 2
-  log: ~
-let:
-  target: "{{ vars.target or vars.database }}"
-  label: "db-{{ let.target }}"
-  twice: "{{ vars.jobs * 2 }}"
-steps:
-  - id: show
-    when: let.target != ''
-    uses: shell.run
-    with: { script: "echo {{ let.label }} {{ let.twice }} >> '{{ vars.log }}'" }
-  - id: typed
-    uses: shell.run
-    # One expression keeps its type: `let.twice` is a number, not the text "4".
-    with: { script: "echo {{ let.twice is number }} {{ (let.twice + 1) }} >> '{{ vars.log }}'" }
-"#;
+const LETS: &str = include_str!("fixtures/runbook_language/lets.yaml");
 
 #[test]
 fn let_values_are_computed_once_from_vars_and_read_everywhere() {
     let t = tmp();
-    let rb = write(t.path(), "lets.yaml", LETS);
+    let rb = fixture!(t, "lets.yaml");
     let log = t.path().join("log");
-    let logv = format!("log={}", log.display());
-    let out = run(&["run", rb.to_str().unwrap_or_default(), "--var", "database=erp", "--var", &logv]);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
-    let out =
-        Run::new(&rb).var("database", "erp").var("target", "erp_copy").var("jobs", "3").arg("--var").arg(&logv).raw();
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    Run::new(&rb).var("database", "erp").var("log", log.display()).expect(0);
+    Run::new(&rb).var("database", "erp").var("target", "erp_copy").var("jobs", "3").var("log", log.display()).expect(0);
     let ran = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(ran.lines().collect::<Vec<_>>(), ["db-erp 4", "True 5", "db-erp_copy 6", "True 7"]);
 
     // plan shows the computed values and renders fields with them.
-    let out = run(&["plan", rb.to_str().unwrap_or_default(), "--var", "database=erp", "--var", &logv]);
-    let stdout = text(&out.stdout);
+    let stdout = Run::cli(["plan"]).arg(&rb).var("database", "erp").var("log", log.display()).output().stdout;
     assert!(stdout.contains("let:\n  target: \"erp\"\n  label: \"db-erp\"\n  twice: 4\n"), "{stdout}");
     assert!(stdout.contains("echo db-erp 4 >>"), "{stdout}");
 }
@@ -141,9 +105,7 @@ fn let_errors_name_the_place_with_a_suggestion() {
         .replace("echo {{ let.label }}", "echo {{ let.lable }}")
         .replace("  label: \"db-{{ let.target }}\"", "  label: \"db-{{ let.twice }}\"");
     let rb = write(t.path(), "bad.yaml", &bad);
-    let out = run(&["validate", rb.to_str().unwrap_or_default()]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = text(&out.stderr);
+    let stderr = Run::cli(["validate"]).arg(&rb).expect(2).stderr;
     assert!(stderr.contains("error: `let.twice` is defined at or after `let.label`"), "{stderr}");
     assert!(stderr.contains("error: `let.lable` is not defined"), "{stderr}");
     assert!(stderr.contains("did you mean `label`?"), "{stderr}");
@@ -160,127 +122,48 @@ fn a_let_reading_a_step_output_is_computed_once_the_step_has_run() {
     let rb = write(
         t.path(),
         "late.yaml",
-        &format!(
-            r#"
-name: late
-vars: {{ log: "{}" }}
-let:
-  word: "{{{{ steps.first.outputs.stdout }}}}"
-  shout: "{{{{ let.word | upper }}}}"
-  code: "{{{{ steps.first.outputs.exit_code }}}}"
-  never: "{{{{ steps.skipped.outputs.stdout }}}}"
-steps:
-  - id: first
-    uses: shell.run
-    with: {{ script: "echo hello" }}
-  - id: skipped
-    when: false
-    uses: shell.run
-    with: {{ script: "echo never" }}
-  - id: second
-    when: let.code == 0 and let.code is number
-    uses: shell.run
-    with: {{ script: "echo {{{{ let.word }}}} {{{{ let.shout }}}} >> '{{{{ vars.log }}}}'" }}
-  - id: guarded
-    when: let.never is defined
-    uses: shell.run
-    with: {{ script: "echo {{{{ let.never }}}} >> '{{{{ vars.log }}}}'" }}
-finally:
-  - uses: shell.run
-    with: {{ script: "echo finally {{{{ let.word }}}} >> '{{{{ vars.log }}}}'" }}
-"#,
-            log.display()
-        ),
+        &include_str!("fixtures/runbook_language/late.yaml").replace("{log}", &log.display().to_string()),
     );
-    let out = run(&["validate", rb.to_str().unwrap_or_default()]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let out = run(&["run", rb.to_str().unwrap_or_default()]);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    Run::cli(["validate"]).arg(&rb).expect(0);
+    Run::new(&rb).expect(0);
     let ran = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(ran.lines().collect::<Vec<_>>(), ["hello HELLO", "finally hello"]);
     // plan shows such a value as written: it is known only during the run.
-    let out = run(&["plan", rb.to_str().unwrap_or_default()]);
-    assert!(
-        text(&out.stdout).contains("let:\n  word: \"{{ steps.first.outputs.stdout }}\"\n"),
-        "{}",
-        text(&out.stdout)
-    );
+    let stdout = Run::cli(["plan"]).arg(&rb).output().stdout;
+    assert!(stdout.contains("let:\n  word: \"{{ steps.first.outputs.stdout }}\"\n"), "{stdout}");
 }
 
 #[test]
 fn a_whole_expression_keeps_its_type_and_text_fields_still_take_numbers() {
     let t = tmp();
-    let rb = write(
-        t.path(),
-        "typed.yaml",
-        r#"
-name: typed
-vars:
-  port: 5433
-  argv: [sh, -c, "echo $PORTNUM $FLAG"]
-steps:
-  - id: list
-    uses: shell.run
-    with:
-      # A list stays a list; a number and a boolean reach text fields as their text.
-      argv: "{{ vars.argv }}"
-      env: { PORTNUM: "{{ vars.port + 1 }}", FLAG: "{{ vars.port > 1 }}" }
-    assert: { stdout: "== 5434 true" }
-"#,
-    );
-    let out = run(&["run", rb.to_str().unwrap_or_default()]);
-    assert_eq!(out.status.code(), Some(0), "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    Run::new(fixture!(t, "typed.yaml")).expect(0);
 }
 
-const ASSERTS: &str = r#"
-name: asserts
-vars:
-  rows: 12
-steps:
-  - id: count
-    uses: shell.run
-    with: { script: "echo {{ vars.rows }}" }
-    assert: { stdout: ">= 10", exit_code: "== 0", outcome: "== passed" }
-  - id: check
-    uses: shell.run
-    with: { script: "echo {{ steps.count.outputs.stdout }}" }
-    assert: { stdout: ">= 1000" }
-  - id: never
-    uses: shell.run
-    with: { script: "true" }
-"#;
+const ASSERTS: &str = include_str!("fixtures/runbook_language/asserts.yaml");
 
 #[test]
 fn a_failed_assert_fails_the_step_naming_output_expected_and_actual() {
     let t = tmp();
     let rb = write(t.path(), "asserts.yaml", ASSERTS);
-    let junit = t.path().join("junit.xml");
-    let report = t.path().join("report");
-    let out = Run::new(&rb).junit(&junit).report(&report).raw();
-    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
-    let steps = steps_of(&read_json(&report.join("run.json")));
+    let (steps, cases) = reported(&t, Run::new(&rb), 1);
     assert_eq!(step(&steps, "count").1, "passed", "{steps:?}");
     let (_, outcome, message) = step(&steps, "check");
     assert_eq!(outcome, "failed");
     assert!(message.contains("assert `stdout` >= 1000 failed: the output is `12`"), "{message}");
     assert_eq!(step(&steps, "never").1, "skipped");
-    let cases = junit_cases(&junit);
     assert_eq!(status_of(&cases, "check"), "failure", "{cases:?}");
-    let xml = std::fs::read_to_string(&junit).unwrap_or_default();
+    let xml = std::fs::read_to_string(t.path().join("junit.xml")).unwrap_or_default();
     assert!(xml.contains("assert `stdout` &gt;= 1000 failed: the output is `12`"), "{xml}");
 
     // With enough rows it passes.
-    let out = run(&["run", rb.to_str().unwrap_or_default(), "--var", "rows=1200"]);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    Run::new(&rb).var("rows", 1200).expect(0);
 }
 
 #[test]
 fn an_assert_on_an_output_the_step_does_not_have_is_invalid_with_a_suggestion() {
     let t = tmp();
     let rb = write(t.path(), "bad.yaml", &ASSERTS.replace("exit_code: \"== 0\"", "exit_cod: \"== 0\""));
-    let out = run(&["validate", rb.to_str().unwrap_or_default()]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = text(&out.stderr);
+    let stderr = Run::cli(["validate"]).arg(&rb).expect(2).stderr;
     assert!(stderr.contains("step kind `shell.run` has no output `exit_cod` to assert on"), "{stderr}");
     assert!(stderr.contains("did you mean `exit_code`?"), "{stderr}");
 }
@@ -288,27 +171,11 @@ fn an_assert_on_an_output_the_step_does_not_have_is_invalid_with_a_suggestion() 
 #[test]
 fn outputs_and_outcome_are_kept_apart_and_the_old_form_still_works_with_a_warning() {
     let t = tmp();
-    let rb = write(
-        t.path(),
-        "outputs.yaml",
-        r#"
-name: outputs
-steps:
-  - id: a
-    uses: shell.run
-    with: { script: "echo hello" }
-  - id: b
-    uses: shell.run
-    with: { script: "echo {{ steps.a.outputs.stdout }} {{ steps.a.outcome }} {{ steps.a.stdout }}" }
-    assert: { stdout: "== hello passed hello" }
-"#,
-    );
-    let out = run(&["run", rb.to_str().unwrap_or_default()]);
-    assert_eq!(out.status.code(), Some(0), "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    let rb = fixture!(t, "outputs.yaml");
+    Run::new(&rb).expect(0);
 
-    let out = run(&["validate", rb.to_str().unwrap_or_default()]);
-    assert_eq!(out.status.code(), Some(0), "a deprecated form is a warning: {}", text(&out.stderr));
-    let stderr = text(&out.stderr);
+    // A deprecated form is a warning: validate passes.
+    let stderr = Run::cli(["validate"]).arg(&rb).expect(0).stderr;
     assert!(stderr.contains("warning: `steps.a.stdout` reads an output the old way (deprecated)"), "{stderr}");
     assert!(stderr.contains("outputs.yaml:9:"), "{stderr}");
     assert!(stderr.contains("write `steps.a.outputs.stdout`"), "{stderr}");
@@ -337,25 +204,9 @@ fn shipped_runbooks_and_drills_validate_without_deprecated_forms() {
 #[test]
 fn plan_masks_a_key_that_reaches_a_key_field_through_let() {
     let t = tmp();
-    let rb = write(
-        t.path(),
-        "let-key.yaml",
-        r#"
-name: let-key
-vars:
-  passphrase: ~
-let:
-  key: "{{ vars.passphrase }}"
-steps:
-  - id: check
-    uses: backup.check
-    with: { path: x.pgdrill, key: "{{ let.key }}" }
-"#,
-    );
+    let rb = fixture!(t, "let-key.yaml");
     let secret = "correct-horse-battery-staple-42";
-    let out = run(&["plan", rb.to_str().unwrap_or_default(), "--var", &format!("passphrase={secret}")]);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
-    let stdout = text(&out.stdout);
+    let stdout = Run::cli(["plan"]).arg(&rb).var("passphrase", secret).expect(0).stdout;
     assert!(stdout.contains("key:"), "{stdout}");
     assert!(!stdout.contains(secret), "the key reached the plan through `let`:\n{stdout}");
 }
@@ -363,29 +214,7 @@ steps:
 #[test]
 fn a_parallel_group_when_that_cannot_be_evaluated_is_an_error_of_each_member_not_a_skip() {
     let t = tmp();
-    let rb = write(
-        t.path(),
-        "bad-when.yaml",
-        r#"
-name: bad-when
-steps:
-  - id: first
-    uses: shell.run
-    with: { script: "true" }
-  - when: steps.first.outputs.no_such_output > 1
-    parallel:
-      - id: a
-        uses: shell.run
-        with: { script: "true" }
-      - id: b
-        uses: shell.run
-        with: { script: "true" }
-"#,
-    );
-    let report = t.path().join("report");
-    let out = run(&["run", rb.to_str().unwrap_or_default(), "--report", report.to_str().unwrap_or_default()]);
-    assert_eq!(out.status.code(), Some(2), "stderr: {}", text(&out.stderr));
-    let steps = steps_of(&read_json(&report.join("run.json")));
+    let (steps, _) = reported(&t, Run::new(fixture!(t, "bad-when.yaml")), 2);
     for member in ["a", "b"] {
         let (_, outcome, message) = step(&steps, member);
         assert_eq!(outcome, "errored", "{steps:?}");
@@ -393,41 +222,13 @@ steps:
     }
 }
 
-const AFTER: &str = r#"
-name: after-and-fail-fast
-vars:
-  log: ~
-  broken: false
-  fail_fast: true
-steps:
-  - fail_fast: false
-    parallel:
-      - id: slow
-        uses: shell.run
-        with: { script: "sleep 1; echo slow >> '{{ vars.log }}'" }
-      - id: waits
-        after: slow
-        uses: shell.run
-        with: { script: "echo waits >> '{{ vars.log }}'" }
-      - id: broken
-        uses: shell.run
-        with: { script: "{% if vars.broken %}exit 4{% else %}true{% endif %}" }
-      - id: on_broken
-        after: [broken, slow]
-        uses: shell.run
-        with: { script: "echo on_broken >> '{{ vars.log }}'" }
-  - id: next
-    uses: shell.run
-    with: { script: "echo next >> '{{ vars.log }}'" }
-"#;
-
 /// `after:` waits for a sibling's end (its order in the file does not matter), a failed
 /// sibling skips the steps waiting for it with the reason, and `fail_fast: false` lets the
 /// rest of the group finish while the group, and the run, still fail.
 #[test]
 fn after_waits_for_a_sibling_and_fail_fast_false_lets_the_group_finish_but_still_fails() {
     let t = tmp();
-    let rb = write(t.path(), "after.yaml", AFTER);
+    let rb = fixture!(t, "after.yaml");
     let log = t.path().join("log");
     let report = t.path().join("report");
     let go = |broken: bool| {
@@ -456,7 +257,8 @@ fn after_waits_for_a_sibling_and_fail_fast_false_lets_the_group_finish_but_still
     assert_eq!(step(&steps, "next").1, "skipped", "{steps:?}");
 
     // Without `fail_fast: false`, the failure stops the siblings still running.
-    let fast = AFTER.replace("  - fail_fast: false\n    parallel:", "  - parallel:");
+    let fast = include_str!("fixtures/runbook_language/after.yaml")
+        .replace("  - fail_fast: false\n    parallel:", "  - parallel:");
     std::fs::write(&rb, fast).expect("write");
     let (out, lines, steps) = go(true);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));

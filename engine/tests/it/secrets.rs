@@ -387,15 +387,12 @@ fn short_keys_are_refused_with_exit_2_before_anything_runs() {
     let work = tempfile::tempdir().expect("work");
     let rb = written(work.path().join("var-keys.yaml"), VAR_KEYS);
     let storage = work.path().join("storage");
-    let out = Run::new(rb.display().to_string())
+    let all = Run::new(rb.display().to_string())
         .var("database_url", "postgres://nobody@127.0.0.1:1/none")
         .var("storage", storage.display())
         .var("key", "tooshort")
-        .command()
-        .output()
-        .expect("run");
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(2), "{all}");
+        .expect(2)
+        .all();
     assert!(all.contains("at least 12") && all.contains("with.key"), "{all}");
     assert!(!all.contains("tooshort"), "the refused key is printed: {all}");
     assert!(!storage.exists(), "something ran");

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 
 use crate::common;
-use crate::common::{made_dir, on_path, require, tmp_backups, written, Run};
+use crate::common::{made_dir, on_path, require, tmp_backups, written, Ran, Run};
 
 const KEY: &str = "signed-evidence test passphrase";
 
@@ -39,7 +39,29 @@ fn copy_of(dir: &Path, to: &Path) -> PathBuf {
 }
 
 fn verify(dir: &Path, public: &Path) -> common::Ran {
-    Run::cli(["evidence", "verify"]).arg(dir).arg("--public-key").arg(public).output()
+    common::verifying(dir, public).output()
+}
+
+/// `tiny.yaml` in `dir`: a verify runbook of one step that sleeps for no time.
+fn tiny(dir: &Path) -> PathBuf {
+    written(
+        dir.join("tiny.yaml"),
+        "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
+    )
+}
+
+/// `ok.yaml` and `broken.yaml` in `dir`: verify runbooks of one step, which passes in the
+/// first and fails in the second.
+fn ok_and_broken(dir: &Path) -> (PathBuf, PathBuf) {
+    let ok = written(
+        dir.join("ok.yaml"),
+        "name: ok\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
+    );
+    let broken = written(
+        dir.join("broken.yaml"),
+        "name: broken\nkind: verify\nsteps:\n  - id: s\n    uses: shell.run\n    with: { argv: [\"false\"] }\n",
+    );
+    (ok, broken)
 }
 
 /// A new folder with a key pair `pgdrill keygen` made in it: the folder, the private key's
@@ -72,7 +94,7 @@ async fn runs_sign_their_evidence_and_a_removed_failed_verify_is_named() {
     let private = std::fs::read_to_string(&key).expect("key");
     let private_body: String = private.lines().filter(|l| !l.starts_with("-----")).collect();
 
-    let signed = |r: Run| r.arg("--signing-key").arg(&key).arg("--evidence").arg(&evidence);
+    let signed = |r: Run| r.signed(&key, &evidence);
     // 1: a backup.
     let backup =
         signed(Run::new("backup")).var("database_url", s.url()).var("storage", storage.display()).key(KEY).expect(0);
@@ -405,50 +427,19 @@ fn a_record_s_rfc3161_timestamp_from_a_local_tsa_verifies_and_its_loss_is_named(
     let tsa = local_tsa(&t.path().join("tsa"));
     let key = t.path().join("k.pem");
     Run::cli(["keygen"]).arg(&key).expect(0);
-    let runbook = written(
-        t.path().join("tiny.yaml"),
-        "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
-    );
+    let runbook = tiny(t.path());
     let evidence = t.path().join("evidence");
-    let ran = Run::new(&runbook)
-        .arg("--signing-key")
-        .arg(&key)
-        .arg("--evidence")
-        .arg(&evidence)
-        .arg("--tsa")
-        .arg(&tsa.url)
-        .expect(0);
-    assert!(
-        ran.stderr.contains("evidence: signed statement 1 appended") && ran.stderr.contains("timestamped"),
-        "{}",
-        ran.all()
-    );
+    let timestamped = |ran: Ran, n: u32| {
+        let appended = format!("evidence: signed statement {n} appended");
+        assert!(ran.stderr.contains(&appended) && ran.stderr.contains("timestamped"), "{}", ran.all());
+    };
+    timestamped(Run::new(&runbook).signed(&key, &evidence).arg("--tsa").arg(&tsa.url).expect(0), 1);
     // The TSA from the notify file instead of the flag.
     let notify = t.path().join("notify.yaml");
     std::fs::write(&notify, format!("tsa: \"{}\"\n", tsa.url)).expect("notify");
-    let ran = Run::new(&runbook)
-        .arg("--signing-key")
-        .arg(&key)
-        .arg("--evidence")
-        .arg(&evidence)
-        .arg("--notify")
-        .arg(&notify)
-        .expect(0);
-    assert!(
-        ran.stderr.contains("evidence: signed statement 2 appended") && ran.stderr.contains("timestamped"),
-        "{}",
-        ran.all()
-    );
+    timestamped(Run::new(&runbook).signed(&key, &evidence).arg("--notify").arg(&notify).expect(0), 2);
     let public = t.path().join("k.pem.pub");
-    let verify = |ca: &Path| {
-        Run::cli(["evidence", "verify"])
-            .arg(&evidence)
-            .arg("--public-key")
-            .arg(&public)
-            .arg("--tsa-ca")
-            .arg(ca)
-            .output()
-    };
+    let verify = |ca: &Path| common::verifying(&evidence, &public).arg("--tsa-ca").arg(ca).output();
     let ok = verify(&tsa.ca);
     assert_eq!(ok.code, Some(0), "{}", ok.all());
     assert!(ok.stdout.contains("2 RFC 3161 timestamps verified"), "{}", ok.all());
@@ -522,7 +513,7 @@ fn object_lock_keeps_published_evidence_from_deletion_and_a_bucket_without_it_is
     );
     let evidence = t.path().join("evidence");
     for _ in 0..2 {
-        Run::new(&runbook).arg("--signing-key").arg(&key).arg("--evidence").arg(&evidence).expect(0);
+        Run::new(&runbook).signed(&key, &evidence).expect(0);
     }
     const SECRET: &str = "object-lock-secret-access-key-never-shown";
     let publish = |to: &str| {
@@ -606,8 +597,7 @@ fn evidence_goes_straight_into_an_object_store_and_an_object_lock_bucket_keeps_e
     ] {
         assert!(listing.contains(&format!("reports/evidence/{name}")), "{name} not in the store: {listing}");
     }
-    let verify_store =
-        |location: &str| aws(Run::cli(["evidence", "verify"]).arg(location).arg("--public-key").arg(&public)).output();
+    let verify_store = |location: &str| aws(common::verifying(location, &public)).output();
     let v = verify_store("s3://run-evidence/reports/evidence");
     assert_eq!(v.code, Some(0), "{}", v.all());
     // Regression (issue 42): `evidence pack` read local directories only, so a log kept in a
@@ -705,12 +695,9 @@ fn evidence_goes_straight_into_an_object_store_and_an_object_lock_bucket_keeps_e
 #[test]
 fn concurrent_runs_and_runs_killed_mid_append_leave_one_verifiable_chain() {
     let (t, key, public) = keygen();
-    let runbook = written(
-        t.path().join("tiny.yaml"),
-        "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
-    );
+    let runbook = tiny(t.path());
     let evidence = t.path().join("evidence");
-    let signed = || Run::new(&runbook).arg("--signing-key").arg(&key).arg("--evidence").arg(&evidence);
+    let signed = || Run::new(&runbook).signed(&key, &evidence);
     let children: Vec<_> = (0..4)
         .map(|_| {
             signed()
@@ -766,13 +753,7 @@ fn concurrent_runs_and_runs_killed_mid_append_leave_one_verifiable_chain() {
     }
     std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
     assert_eq!(verify(&evidence, &public).code, Some(0), "the log alone cannot show the cut");
-    let r = Run::cli(["evidence", "verify"])
-        .arg(&evidence)
-        .arg("--public-key")
-        .arg(&public)
-        .arg("--checkpoint")
-        .arg(&kept)
-        .output();
+    let r = common::verifying(&evidence, &public).arg("--checkpoint").arg(&kept).output();
     assert_eq!(r.code, Some(1), "{}", r.all());
     assert!(
         r.stdout.contains("record 7: missing: the kept checkpoint")
@@ -794,34 +775,15 @@ fn a_whole_log_replaced_by_another_database_s_log_under_the_same_key_is_named() 
     let (payments, staging) = (t.path().join("payments/evidence"), t.path().join("staging/evidence"));
     for (dir, db, runs) in [(&payments, "payments", 2), (&staging, "staging", 3)] {
         for _ in 0..runs {
-            Run::new(&runbook)
-                .arg("--signing-key")
-                .arg(&key)
-                .arg("--evidence")
-                .arg(dir)
-                .arg("--var")
-                .arg(format!("database={db}"))
-                .expect(0);
+            Run::new(&runbook).signed(&key, dir).arg("--var").arg(format!("database={db}")).expect(0);
         }
     }
-    let r = Run::cli(["evidence", "verify"])
-        .arg(&payments)
-        .arg("--public-key")
-        .arg(&public)
-        .arg("--database")
-        .arg("payments")
-        .output();
+    let r = common::verifying(&payments, &public).arg("--database").arg("payments").output();
     assert_eq!(r.code, Some(0), "{}", r.all());
 
     std::fs::remove_dir_all(&payments).expect("rm");
     copy_of(&staging, &payments);
-    let r = Run::cli(["evidence", "verify"])
-        .arg(&payments)
-        .arg("--public-key")
-        .arg(&public)
-        .arg("--database")
-        .arg("payments")
-        .output();
+    let r = common::verifying(&payments, &public).arg("--database").arg("payments").output();
     assert_eq!(r.code, Some(1), "the swapped log verified: {}", r.all());
     let (p, s) = (
         std::fs::canonicalize(&payments).expect("p").display().to_string(),
@@ -839,13 +801,7 @@ fn a_whole_log_replaced_by_another_database_s_log_under_the_same_key_is_named() 
         r.all()
     );
     // Moved, not swapped: its earlier location given, the log verifies.
-    let r = Run::cli(["evidence", "verify"])
-        .arg(&payments)
-        .arg("--public-key")
-        .arg(&public)
-        .arg("--location")
-        .arg(&staging)
-        .output();
+    let r = common::verifying(&payments, &public).arg("--location").arg(&staging).output();
     assert_eq!(r.code, Some(0), "{}", r.all());
 }
 
@@ -857,14 +813,7 @@ fn a_whole_log_replaced_by_another_database_s_log_under_the_same_key_is_named() 
 #[test]
 fn a_log_cut_at_its_end_without_a_kept_checkpoint_is_named_against_the_ledger_its_runs_anchored() {
     let (t, key, public) = keygen();
-    let (ok, broken) = (t.path().join("ok.yaml"), t.path().join("broken.yaml"));
-    std::fs::write(&ok, "name: ok\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n")
-        .expect("runbook");
-    std::fs::write(
-        &broken,
-        "name: broken\nkind: verify\nsteps:\n  - id: s\n    uses: shell.run\n    with: { argv: [\"false\"] }\n",
-    )
-    .expect("runbook");
+    let (ok, broken) = ok_and_broken(t.path());
     let reports = t.path().join("reports");
     let run = |rb: &Path| Run::new(rb).arg("--signing-key").arg(&key).arg("--report").arg(&reports).output();
     for _ in 0..2 {
@@ -912,15 +861,7 @@ fn a_log_cut_at_its_end_without_a_kept_checkpoint_is_named_against_the_ledger_it
     // (what anchors kept beside the evidence cannot protect against).
     let cut = t.path().join("cut-history.jsonl");
     std::fs::write(&cut, history.lines().take(2).map(|l| format!("{l}\n")).collect::<String>()).expect("cut");
-    let by_hand = || {
-        Run::cli(["evidence", "verify"])
-            .arg(&evidence)
-            .arg("--public-key")
-            .arg(&public)
-            .arg("--ledger")
-            .arg(&cut)
-            .output()
-    };
+    let by_hand = || common::verifying(&evidence, &public).arg("--ledger").arg(&cut).output();
     let r = by_hand();
     assert_eq!(r.code, Some(1), "{}", r.all());
     assert!(r.stdout.contains("record 4: missing: the run.json") && !r.stdout.contains("the ledger"), "{}", r.all());
@@ -938,14 +879,11 @@ fn a_log_cut_at_its_end_without_a_kept_checkpoint_is_named_against_the_ledger_it
 #[test]
 fn runs_killed_while_writing_the_checkpoint_or_appending_to_a_store_leave_one_verifiable_chain() {
     let (t, key, public) = keygen();
-    let runbook = written(
-        t.path().join("tiny.yaml"),
-        "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
-    );
+    let runbook = tiny(t.path());
 
     // A local log: the kill lands between the new checkpoint's temporary and its rename.
     let evidence = t.path().join("evidence");
-    let signed = |to: &str| Run::new(&runbook).arg("--signing-key").arg(&key).arg("--evidence").arg(to);
+    let signed = |to: &str| Run::new(&runbook).signed(&key, to);
     let local = evidence.display().to_string();
     signed(&local).expect(0);
     let phase = "evidence-checkpoint-temporary";
@@ -991,7 +929,7 @@ fn runs_killed_while_writing_the_checkpoint_or_appending_to_a_store_leave_one_ve
         keys.sort();
         keys
     };
-    let verify_store = || aws(Run::cli(["evidence", "verify"]).arg(store).arg("--public-key").arg(&public)).output();
+    let verify_store = || aws(common::verifying(store, &public)).output();
     aws(signed(store)).expect(0);
     for (phase, records) in [("evidence-chained", 1), ("evidence-store-record-created", 2)] {
         common::kill_paused_at(aws(signed(store)).command(), phase, &t.path().join(phase));
@@ -1037,10 +975,7 @@ async fn a_log_cut_at_its_end_for_runs_without_a_report_is_named_against_the_man
             .var("database_url", s.url())
             .var("storage", storage.display())
             .key(KEY)
-            .arg("--signing-key")
-            .arg(&key)
-            .arg("--evidence")
-            .arg(&evidence)
+            .signed(&key, &evidence)
             .expect(0)
     };
     backup();
@@ -1069,38 +1004,21 @@ async fn a_log_cut_at_its_end_for_runs_without_a_report_is_named_against_the_man
     std::fs::write(&tiny, "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n")
         .expect("runbook");
     let reports = t.path().join("reports");
-    Run::new(&tiny)
-        .arg("--signing-key")
-        .arg(&key)
-        .arg("--evidence")
-        .arg(&evidence)
-        .arg("--report")
-        .arg(&reports)
-        .expect(0);
+    Run::new(&tiny).signed(&key, &evidence).arg("--report").arg(&reports).expect(0);
     let run_json = reports.join("run.json");
     let anchored = common::read_json(&run_json)["evidence"].clone();
     assert_eq!(anchored["sequence"], serde_json::json!(4), "{anchored}");
     assert_eq!(anchored["location"].as_str(), Some(here.as_str()), "{anchored}");
 
-    let verify_all = || {
-        Run::cli(["evidence", "verify"])
-            .arg(&evidence)
-            .arg("--public-key")
-            .arg(&public)
-            .arg("--run-json")
-            .arg(&run_json)
-            .key(KEY)
-            .output()
-    };
-    let v = verify_all();
-    assert_eq!(v.code, Some(0), "{}", v.all());
-    assert!(
-        v.stdout.contains("held to the backup manifests: the newest anchor of this log, record 2 (")
-            && v.stdout.contains("authenticated under the backup key), is there unchanged")
-            && v.stdout.contains("held to the run.json")
-            && v.stdout.contains("record 4, is there unchanged"),
-        "{}",
-        v.all()
+    let verify_all = || common::verifying(&evidence, &public).arg("--run-json").arg(&run_json).key(KEY).output();
+    verify_all().says(
+        0,
+        &[
+            "held to the backup manifests: the newest anchor of this log, record 2 (",
+            "authenticated under the backup key), is there unchanged",
+            "held to the run.json",
+            "record 4, is there unchanged",
+        ],
     );
 
     // Records 2 to 4 cut, the checkpoint at 1 put back: the log alone verifies.
@@ -1108,28 +1026,27 @@ async fn a_log_cut_at_its_end_for_runs_without_a_report_is_named_against_the_man
         std::fs::remove_file(record(&evidence, n)).expect("rm");
     }
     std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
-    let alone = Run::cli(["evidence", "verify"]).arg(&evidence).arg("--public-key").arg(&public).output();
-    assert_eq!(alone.code, Some(1), "the backups' manifests anchor record 2: {}", alone.all());
-    // The manifests name it (without the backup key: said unauthenticated).
-    assert!(
-        alone.stdout.contains("record 2: missing: the manifest ")
-            && alone.stdout.contains("(a backup of database `shop` finished at ")
-            && alone.stdout.contains("its MAC not checked here: no backup key given) anchors record 2 with sha256 ")
-            && alone.stdout.contains("this log holds 1: records were cut off its end"),
-        "{}",
-        alone.all()
+    // The backups' manifests anchor record 2, and name it (without the backup key: said
+    // unauthenticated).
+    common::verifying(&evidence, &public).output().says(
+        1,
+        &[
+            "record 2: missing: the manifest ",
+            "(a backup of database `shop` finished at ",
+            "its MAC not checked here: no backup key given) anchors record 2 with sha256 ",
+            "this log holds 1: records were cut off its end",
+        ],
     );
-    let v = verify_all();
-    assert_eq!(v.code, Some(1), "{}", v.all());
-    assert!(
-        v.stdout.contains("record 2: missing: the manifest ")
-            && v.stdout.contains("authenticated under the backup key) anchors record 2")
-            && v.stdout.contains(&format!(
+    verify_all().says(
+        1,
+        &[
+            "record 2: missing: the manifest ",
+            "authenticated under the backup key) anchors record 2",
+            &format!(
                 "record 4: missing: the run.json {} (the passed verify `tiny` that finished at ",
                 run_json.display()
-            )),
-        "{}",
-        v.all()
+            ),
+        ],
     );
     // A manifest whose anchor was edited (to name the cut log's head) fails its MAC under the
     // key, and its anchor is not used: said, and the run.json still names the cut.
@@ -1143,14 +1060,8 @@ async fn a_log_cut_at_its_end_for_runs_without_a_report_is_named_against_the_man
             }
         }
     }
-    let v = verify_all();
-    assert_eq!(v.code, Some(1), "{}", v.all());
-    assert!(
-        v.stdout.contains("fails authentication") && v.stdout.contains("its evidence anchor is not used"),
-        "{}",
-        v.all()
-    );
-    assert!(v.stdout.contains("record 4: missing: the run.json"), "{}", v.all());
+    verify_all()
+        .says(1, &["fails authentication", "its evidence anchor is not used", "record 4: missing: the run.json"]);
 }
 
 /// `pgdrill report` on a report kept in an object store (issue 42): its history's runs
@@ -1165,14 +1076,7 @@ fn a_report_kept_in_an_object_store_names_a_cut_evidence_log_as_a_local_one_does
     let t = tempfile::tempdir().expect("tmp");
     let key = t.path().join("k.pem");
     Run::cli(["keygen"]).arg(&key).expect(0);
-    let (ok, broken) = (t.path().join("ok.yaml"), t.path().join("broken.yaml"));
-    std::fs::write(&ok, "name: ok\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n")
-        .expect("runbook");
-    std::fs::write(
-        &broken,
-        "name: broken\nkind: verify\nsteps:\n  - id: s\n    uses: shell.run\n    with: { argv: [\"false\"] }\n",
-    )
-    .expect("runbook");
+    let (ok, broken) = ok_and_broken(t.path());
     const SECRET: &str = "cut-report-secret-never-shown";
     const AT: &str = "s3://cut-reports/team";
     let aws = |run: Run| run.moto(port, SECRET).env_remove("PGDRILL_EVIDENCE");
@@ -1227,7 +1131,7 @@ fn a_pack_of_a_log_swapped_in_from_another_location_is_refused_and_its_verify_sh
     let (payments, staging) = (t.path().join("payments/evidence"), t.path().join("staging/evidence"));
     for (dir, db, runs) in [(&payments, "payments", 2), (&staging, "staging", 2)] {
         for _ in 0..runs {
-            Run::new(&runbook).arg("--signing-key").arg(&key).arg("--evidence").arg(dir).var("database", db).expect(0);
+            Run::new(&runbook).signed(&key, dir).var("database", db).expect(0);
         }
     }
     let pack = |dir: &Path, out: &Path| {

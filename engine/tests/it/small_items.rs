@@ -89,16 +89,7 @@ async fn success_messages_carry_the_backup_s_size_duration_age_and_the_objective
     let (port, got) = receiver();
     let smtp_port = common::free_port();
     let maildir = dir.path().join("maildir");
-    let _smtp = common::Smtp(
-        std::process::Command::new("/usr/bin/python3")
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{smtp_port}"), "-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&maildir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("aiosmtpd"),
-    );
-    _smtp.wait_listening(smtp_port);
+    let _smtp = common::Smtp::mailbox(smtp_port, &maildir, &[]);
     let notify = written(
         dir.path().join("notify.yaml"),
         format!(

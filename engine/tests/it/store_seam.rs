@@ -127,10 +127,9 @@ impl Store for Recorded {
 /// it deleted, with no manifest and nothing left under a final name.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_is_written_through_the_store_it_is_given_and_only_through_it() {
-    let Some(srv) = native_server("shop").await else { return };
+    let data = "create table t(id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g";
+    let Some((srv, _tmp, root)) = source_and_storage("shop", data).await else { return };
     let url = srv.url();
-    exec(&url, "create table t(id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g").await;
-    let (_tmp, root) = tmp_backups();
     let calls: Arc<Mutex<Vec<String>>> = Arc::default();
     let store = Arc::new(Recorded { inner: FsStore::new(&root), calls: calls.clone(), differs: false });
     let mut opts = create_options(&url, &root, pgdrill::backup::Format::Custom, pgdrill::archive::Codec::Zstd, None);

@@ -460,14 +460,7 @@ async fn a_team_file_killed_between_its_publication_and_its_sidecar_was_left_wit
         .unwrap_or_else(|| panic!("the lone sidecar is shown apart: {}", list.stdout));
     assert!(!table.contains(&sidecar), "never a row of the table: {}", list.stdout);
     assert!(apart.contains(&sidecar) && apart.contains("a sidecar manifest without its file"), "{}", list.stdout);
-    let prune = |after: &str| {
-        Run::new("prune")
-            .var("storage", dir.display())
-            .var("database", "shop")
-            .var("abandoned_uploads_after", after)
-            .var("apply", "true")
-            .expect(0)
-    };
+    let prune = |after: &str| prune_abandoned(&dir, after);
     let ran = prune("24h");
     assert!(ran.all().contains(&format!("keep   {sidecar} (unfinished")), "{}", ran.all());
     assert!(dir.join(&sidecar).exists());
@@ -509,6 +502,18 @@ fn in_s3(run: Run, port: u16) -> (i32, String) {
     let mut c = crate::object_store::with_aws(run.command(), port);
     let o = c.env("PGDRILL_BACKUP_KEY", PASS).output().expect("pgdrill runs");
     (o.status.code().unwrap_or(-1), format!("{}{}", text(&o.stdout), text(&o.stderr)))
+}
+
+/// `run` against the moto store on `port` with `--junit JUNIT`: it must exit 0 with each of
+/// `steps` passed. What it printed and its JUnit.
+fn passes_in_s3(run: Run, port: u16, junit: &Path, steps: &[&str]) -> (String, Junit) {
+    let (code, log) = in_s3(run.junit(junit), port);
+    assert_eq!(code, 0, "{log}");
+    let j = Junit::read(junit);
+    for step in steps {
+        assert_eq!(j.status(step), "passed", "{step}: {log}");
+    }
+    (log, j)
 }
 
 /// Before: a team's own name and format written into an object store had code and no test,
@@ -559,21 +564,17 @@ async fn a_team_file_in_an_object_store_is_listed_with_its_sidecar_verified_agai
     // Verified from the store against its sidecar: the fingerprint is the ground truth (a
     // file taken for another tool's would have none here: "content unproven", exit 1).
     let junit = tmp.path().join("verify.xml");
-    let (code, log) = in_s3(
+    let (_, j) = passes_in_s3(
         Run::new("verify")
             .var("storage", loc)
             .var("database", "shop")
             .var("backup", &name)
             .var("provider", "native")
-            .var("allow_unauthenticated", true)
-            .junit(&junit),
+            .var("allow_unauthenticated", true),
         s3.port,
+        &junit,
+        &["integrity", "restore", "tables", "schema"],
     );
-    assert_eq!(code, 0, "{log}");
-    let j = Junit::read(&junit);
-    for step in ["integrity", "restore", "tables", "schema"] {
-        assert_eq!(j.status(step), "passed", "{step}: {log}");
-    }
     let said = j.all_text();
     assert!(said.contains("the sidecar of a team's own format"), "{said}");
     assert!(said.contains("2 tables, 1500 rows match the source"), "{said}");
@@ -582,7 +583,7 @@ async fn a_team_file_in_an_object_store_is_listed_with_its_sidecar_verified_agai
     // Restored from the store by the restore runbook into a new database, proven against
     // the sidecar's fingerprint before it is declared done.
     let junit = tmp.path().join("restore.xml");
-    let (code, log) = in_s3(
+    let (log, _) = passes_in_s3(
         Run::new("restore")
             .arg("--yes")
             .var("database_url", &url)
@@ -591,15 +592,11 @@ async fn a_team_file_in_an_object_store_is_listed_with_its_sidecar_verified_agai
             .var("backup", &name)
             .var("target", "shop_copy")
             .var("safety", tmp.path().join("safety").display())
-            .var("allow_unauthenticated", true)
-            .junit(&junit),
+            .var("allow_unauthenticated", true),
         s3.port,
+        &junit,
+        &["pick", "check", "restore", "verify"],
     );
-    assert_eq!(code, 0, "{log}");
-    let j = Junit::read(&junit);
-    for step in ["pick", "check", "restore", "verify"] {
-        assert_eq!(j.status(step), "passed", "{step}: {log}");
-    }
     assert!(log.contains(&object), "the restore names the object: {log}");
     let copy = src.url_for("shop_copy");
     assert_eq!(scalar(&copy, "select count(*) from items").await, "1000");

@@ -171,6 +171,14 @@ fn tls_server() -> Option<TlsServer> {
     Some(server)
 }
 
+/// What a run printed (stdout then stderr); it must have exited 3, the environment's failure.
+#[track_caller]
+fn environment_error(out: &std::process::Output) -> String {
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    all
+}
+
 /// A one-step runbook that counts the rows of `t` through `url` (from the environment
 /// variable URL so the test controls the process environment too).
 fn count_rows(dir: &Path, url: &str, env: &[(&str, String)]) -> std::process::Output {
@@ -225,9 +233,7 @@ fn backup_verify_and_operator_restore_over_verify_full_with_sslrootcert() {
 #[test]
 fn verify_full_against_a_name_the_certificate_lacks_is_exit_3_naming_sslmode() {
     let Some(s) = tls_server() else { return };
-    let out = count_rows(s.dir.path(), &s.url("127.0.0.1", "verify-full"), &[]);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(3), "{all}");
+    let all = environment_error(&count_rows(s.dir.path(), &s.url("127.0.0.1", "verify-full"), &[]));
     assert!(all.contains("does not name host `127.0.0.1`") && all.contains("sslmode=verify-ca"), "{all}");
     assert!(!all.contains(PASSWORD), "the password is shown: {all}");
 }
@@ -242,9 +248,7 @@ fn an_unknown_ca_is_exit_3_naming_sslrootcert() {
         s.port,
         other.path().join("ca.crt").display()
     );
-    let out = count_rows(s.dir.path(), &url, &[("PGPASSWORD", PASSWORD.to_string())]);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(3), "{all}");
+    let all = environment_error(&count_rows(s.dir.path(), &url, &[("PGPASSWORD", PASSWORD.to_string())]));
     assert!(all.contains("not signed by a CA in sslrootcert="), "{all}");
     assert!(!all.contains(PASSWORD), "the password is shown: {all}");
 }
@@ -255,9 +259,7 @@ async fn require_against_a_server_without_tls_is_exit_3_naming_sslmode() {
     let base = pg.url();
     let url = format!("{base}{}sslmode=require", if base.contains('?') { "&" } else { "?" });
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = count_rows(dir.path(), &url, &[]);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(3), "{all}");
+    let all = environment_error(&count_rows(dir.path(), &url, &[]));
     assert!(all.contains("does not offer TLS") && all.contains("sslmode=require"), "{all}");
 }
 
@@ -274,9 +276,7 @@ fn client_certificate_authentication_works_and_a_missing_one_is_refused_by_name(
         format!("{base} sslcert={} sslkey={}", d.join("client.crt").display(), d.join("client.key").display());
     let out = count_rows(d, &with_cert, &[]);
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
-    let out = count_rows(d, &base, &[("HOME", d.join("nohome").display().to_string())]);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(3), "{all}");
+    let all = environment_error(&count_rows(d, &base, &[("HOME", d.join("nohome").display().to_string())]));
     assert!(all.contains("client certificate") && all.contains("sslcert="), "{all}");
 }
 

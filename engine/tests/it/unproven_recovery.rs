@@ -3,7 +3,7 @@
 //! physical.verify's own case, on pgBackRest, is in physical_tools.rs.
 
 use crate::common::*;
-use crate::pitr::{basebackup, insert, source, switch_and_archive};
+use crate::pitr::{insert, source_with_a_base_backup, switch_and_archive};
 
 /// The runbook: the same recovery to the mark, proven against the mark (`expect`), then
 /// without it (unset, which runs only when the run refuses; accepted; and `refused` unless
@@ -44,9 +44,7 @@ fn book(dir: &std::path::Path, fingerprint: &serde_json::Value) -> std::path::Pa
 /// the shipped runbook takes the mark as `--var expect=FILE`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recovery_without_ground_truth_was_a_plain_pass_in_junit_and_run_json() {
-    let Some(src) = source().await else { return };
-    let url = src.server.url();
-    basebackup(&src.server, &src.backups().join("b1"));
+    let Some((src, url)) = source_with_a_base_backup().await else { return };
     insert(&url, "a", 50).await;
     let dir = tempfile::tempdir().expect("tmp");
     let mark = written(dir.path().join("mark.yaml"), "name: mark\nvars:\n  url: \"\"\nsteps:\n  - id: mark\n    uses: pitr.mark\n    with:\n      url: \"{{ vars.url }}\"\n      restore_point: mark\n");

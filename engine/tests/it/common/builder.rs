@@ -85,6 +85,12 @@ impl Run {
         self
     }
 
+    /// `--signing-key KEY --evidence LOG`: the run signs its evidence into the log at LOG (a
+    /// folder or an object store's location).
+    pub fn signed(self, key: impl AsRef<OsStr>, evidence: impl AsRef<OsStr>) -> Run {
+        self.arg("--signing-key").arg(key).arg("--evidence").arg(evidence)
+    }
+
     /// The backup key, in the environment the runbooks read it from (never in argv).
     pub fn key(self, key: &str) -> Run {
         self.env(KEY_ENV, key)
@@ -116,6 +122,12 @@ impl Run {
     /// The command as built, for a test that spawns it and acts while it runs.
     pub fn command(self) -> Command {
         self.cmd
+    }
+
+    /// Start it with its output dropped, for a test that acts while it runs (a signal).
+    pub fn spawn_quietly(mut self) -> std::process::Child {
+        let (out, err) = (std::process::Stdio::null(), std::process::Stdio::null());
+        self.cmd.stdout(out).stderr(err).spawn().unwrap_or_else(|e| panic!("pgdrill {}: {e}", self.shown.join(" ")))
     }
 
     /// Run it to the end (stdin closed) and return what it did, whatever its exit code.
@@ -163,6 +175,16 @@ impl Ran {
     /// Stdout then stderr: what a user saw.
     pub fn all(&self) -> String {
         format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// Fail the test, showing what the run printed, unless it exited `code` and its stdout
+    /// holds every one of `parts`.
+    #[track_caller]
+    pub fn says(&self, code: i32, parts: &[&str]) {
+        assert_eq!(self.code, Some(code), "pgdrill {}\n{}", self.args, self.all());
+        for part in parts {
+            assert!(self.stdout.contains(part), "no {part:?} in what pgdrill {} printed:\n{}", self.args, self.all());
+        }
     }
 
     /// The JUnit file the run was given with [`Run::junit`], parsed.

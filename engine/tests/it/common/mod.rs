@@ -250,6 +250,25 @@ pub fn aiosmtpd_ready() -> bool {
 pub struct Smtp(pub std::process::Child);
 
 impl Smtp {
+    /// aiosmtpd on 127.0.0.1:`port` with `options` (its TLS ones), delivering to the mailbox
+    /// `maildir`; returned once it listens ([`Smtp::wait_listening`]).
+    pub fn mailbox(port: u16, maildir: &Path, options: &[&std::ffi::OsStr]) -> Smtp {
+        let mut python = Command::new("/usr/bin/python3");
+        python.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]).args(options);
+        python.args(["-c", "aiosmtpd.handlers.Mailbox"]).arg(maildir);
+        Smtp::start(python, port)
+    }
+
+    /// `python` (an aiosmtpd of its own) started on 127.0.0.1:`port`, its output dropped;
+    /// returned once it listens.
+    fn start(mut python: Command, port: u16) -> Smtp {
+        let smtp = Smtp(
+            python.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("aiosmtpd"),
+        );
+        smtp.wait_listening(port);
+        smtp
+    }
+
     /// Give the server (at most five seconds) to listen on 127.0.0.1:`port`; a server that is
     /// not listening by then is left for the test's own check to find.
     pub fn wait_listening(&self, port: u16) {
@@ -286,18 +305,9 @@ c.start()
 while True:
     time.sleep(3600)
 "#;
-    let smtp = Smtp(
-        std::process::Command::new("/usr/bin/python3")
-            .args(["-c", script, &port.to_string()])
-            .arg(maildir)
-            .env("SMTP_TEST_PASSWORD", password)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("aiosmtpd"),
-    );
-    smtp.wait_listening(port);
-    smtp
+    let mut python = Command::new("/usr/bin/python3");
+    python.args(["-c", script, &port.to_string()]).arg(maildir).env("SMTP_TEST_PASSWORD", password);
+    Smtp::start(python, port)
 }
 
 /// Every file under `dir`, at any depth (none when it does not exist).
@@ -446,4 +456,69 @@ pub async fn docker_server(major: u32, db: &str) -> Option<pgdrill::pg::ephemera
         ..Default::default()
     };
     Some(Ephemeral::start(opts).await.expect("a server in a container"))
+}
+
+/// [`native_server_with`] (database `db` holding `sql`'s data) and [`tmp_backups`]: the
+/// opening of a test that backs a database up. The server, the folder and where backups go.
+pub async fn source_and_storage(
+    db: &str,
+    sql: &str,
+) -> Option<(pgdrill::pg::ephemeral::Ephemeral, tempfile::TempDir, PathBuf)> {
+    let s = native_server_with(db, sql).await?;
+    let (dir, storage) = tmp_backups();
+    Some((s, dir, storage))
+}
+
+/// An RFC 3339 time (a report's or a step output's) as seconds since the epoch, with its
+/// fraction; text that is not one fails the test.
+pub fn unix_seconds(rfc3339: &str) -> f64 {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{rfc3339:?} is not RFC 3339: {e}"))
+        .unix_timestamp_nanos() as f64
+        / 1e9
+}
+
+/// A throwaway PostgreSQL 15 server archiving its WAL as `opts` say (a folder or a command),
+/// with a one-second archive_timeout; `None` (a printed skip, a failure in CI) without the
+/// server binaries.
+pub async fn archiving_15(
+    opts: pgdrill::physical::archiving::ArchivingOptions,
+) -> Option<pgdrill::physical::archiving::ArchivingServer> {
+    use pgdrill::physical::archiving::{ArchivingOptions, ArchivingServer};
+    let opts = ArchivingOptions { archive_timeout: Some(Duration::from_secs(1)), major: Some(15), ..opts };
+    match ArchivingServer::start(opts).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            require(false, &format!("PostgreSQL 15 server binaries ({e})"));
+            None
+        }
+    }
+}
+
+/// Whether a process on this machine has `cmdline_part` in its command line (arguments
+/// joined by spaces): a child a test expects to be gone.
+pub fn process_running(cmdline_part: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(cmdline_part))
+}
+
+/// `pgdrill evidence verify LOG --public-key PUBLIC`, not run yet: LOG is a folder or an
+/// object store's location.
+pub fn verifying(log: impl AsRef<std::ffi::OsStr>, public: impl AsRef<std::ffi::OsStr>) -> Run {
+    Run::cli(["evidence", "verify"]).arg(log).arg("--public-key").arg(public)
+}
+
+/// `pgdrill run prune` applied to database `shop` in `storage`, an unfinished upload counted
+/// abandoned once older than `after`; it must exit 0.
+pub fn prune_abandoned(storage: &Path, after: &str) -> Ran {
+    Run::new("prune")
+        .var("storage", storage.display())
+        .var("database", "shop")
+        .var("abandoned_uploads_after", after)
+        .var("apply", "true")
+        .expect(0)
 }

@@ -37,6 +37,18 @@ impl Drop for Server {
     }
 }
 
+impl Server {
+    /// `cmd` started as the server on 127.0.0.1:`port`, its output kept for a failing test
+    /// ([`server_log`]); returned once it listens ([`wait_listening`]).
+    pub fn start(mut cmd: Command, port: u16, what: &str) -> Server {
+        let (log, out, err) = server_log();
+        let child = cmd.stdout(out).stderr(err).spawn().unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+        let server = Server { child, port, log: Some(log) };
+        wait_listening(port, what);
+        server
+    }
+}
+
 /// A file for a server's output, read back when a test fails.
 pub fn server_log() -> (tempfile::NamedTempFile, Stdio, Stdio) {
     let f = tempfile::NamedTempFile::new().expect("a log file");
