@@ -478,6 +478,19 @@ enum EvidenceCommand {
         /// The database this is the log of (as `evidence verify --database`).
         #[arg(long, value_name = "NAME")]
         database: Option<String>,
+        /// A checkpoint.dsse.json kept elsewhere (as `evidence verify --checkpoint`).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Vec<PathBuf>,
+        /// A history.jsonl whose runs anchored this log's head (as `evidence verify --ledger`;
+        /// default: the one beside a --report's evidence/).
+        #[arg(long, value_name = "FILE")]
+        ledger: Vec<PathBuf>,
+        /// A run.json whose run anchored the head it appended (as `evidence verify
+        /// --run-json`; default: the one beside a --report's evidence/). The backups'
+        /// manifests the records name are read too, as verify reads them: a log cut at its end
+        /// is named against the anchor that shows it and not packed.
+        #[arg(long, value_name = "FILE")]
+        run_json: Vec<PathBuf>,
         /// The tar file to write.
         out: PathBuf,
     },
@@ -802,49 +815,9 @@ async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) 
                 None => crate::evidence::verify::verify(&location, &key)?,
             };
             let mut v = v;
-            for kept in &checkpoint {
-                let bytes = std::fs::read(kept).map_err(|e| Error::io(format!("reading {}", kept.display()), e))?;
-                crate::evidence::verify::against_kept_checkpoint(
-                    &mut v,
-                    &location,
-                    &key,
-                    &bytes,
-                    &kept.display().to_string(),
-                );
-            }
             crate::evidence::verify::against_location(&mut v, &here, database.as_deref());
-            let mut ledgers = Vec::new();
-            for l in &ledger {
-                let text = std::fs::read_to_string(l).map_err(|e| Error::io(format!("reading {}", l.display()), e))?;
-                ledgers.push((l.display().to_string(), text));
-            }
-            if ledger.is_empty() {
-                ledgers.extend(ledger_beside(&shown_location, &stores).await);
-            }
-            for (shown, text) in &ledgers {
-                crate::evidence::verify::against_ledger(&mut v, &location, &here, text, shown);
-            }
-            // The anchors of runs with `--evidence` and no ledger: their run.json, and the
-            // manifests of the backups they wrote.
-            let mut runs = Vec::new();
-            for r in &run_json {
-                let text = std::fs::read_to_string(r).map_err(|e| Error::io(format!("reading {}", r.display()), e))?;
-                runs.push((r.display().to_string(), text));
-            }
-            if run_json.is_empty() {
-                runs.extend(beside_evidence(&shown_location, "run.json", &stores).await);
-            }
-            for (shown, text) in &runs {
-                crate::evidence::anchors::against_run_json(&mut v, &location, &here, text, shown);
-            }
-            let backup_key = std::env::var("PGDRILL_BACKUP_KEY")
-                .ok()
-                .filter(|k| !k.is_empty())
-                .map(|k| crate::archive::KeySource::from_secret(&k));
-            let folders = crate::evidence::anchors::folders_named(&v);
-            let manifests =
-                crate::evidence::anchors::manifests_named(&folders, backup_key.as_ref(), &mut v.notes).await;
-            crate::evidence::anchors::against_manifests(&mut v, &location, &here, &manifests);
+            let anchors = Anchors { checkpoint, ledger, run_json };
+            hold_to_anchors(&mut v, &location, &shown_location, &here, &key, &anchors, &stores).await?;
             out!("{}", v.text(&shown_location));
             Ok(if v.ok() { ExitCode::Passed } else { ExitCode::Failed })
         }
@@ -863,7 +836,19 @@ async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) 
             Ok(ExitCode::Passed)
         }
         Command::Evidence {
-            command: EvidenceCommand::Pack { evidence, from, to, public_key, earlier_location, database, out },
+            command:
+                EvidenceCommand::Pack {
+                    evidence,
+                    from,
+                    to,
+                    public_key,
+                    earlier_location,
+                    database,
+                    checkpoint,
+                    ledger,
+                    run_json,
+                    out,
+                },
         } => {
             // A log in an object store is packed from a private local copy, checked first as
             // `evidence verify` checks it.
@@ -871,8 +856,9 @@ async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) 
             let (evidence, _copy) = evidence_here(evidence).await?;
             let mut here = vec![crate::evidence::log::location_name(&shown)];
             here.extend(earlier_location.iter().map(|l| crate::evidence::log::location_name(l)));
-            let held = Held { here: &here, database: database.as_deref() };
-            evidence_pack(&evidence, &shown, &from, &to, public_key.as_deref(), held, &out)
+            let anchors = Anchors { checkpoint, ledger, run_json };
+            let held = Held { here: &here, database: database.as_deref(), anchors: &anchors, stores: &stores };
+            evidence_pack(&evidence, &shown, &from, &to, public_key.as_deref(), held, &out).await
         }
         Command::Fleet { command: FleetCommand::Plan { select } } => {
             let fleet = crate::fleet::load(&select.file)?;
@@ -1361,16 +1347,81 @@ async fn evidence_sink(
     Ok(Some(crate::report::signed::SignedEvidence::new(dir, Arc::new(key), runbook_source)))
 }
 
+/// The anchors of a log's head kept outside it that `evidence verify` and `evidence pack`
+/// hold it to: checkpoints kept elsewhere, ledgers, run.json files (each, when none is given,
+/// read from beside a `--report`'s evidence/), and the manifests of the backups its records
+/// name.
+struct Anchors {
+    checkpoint: Vec<PathBuf>,
+    ledger: Vec<PathBuf>,
+    run_json: Vec<PathBuf>,
+}
+
+/// Hold the verified log `v` (its copy in `location`, shown as `shown`, appended at one of
+/// `here`) to every anchor of it (`a`), and say plainly which of its newest records no anchor
+/// names yet: a cut of those cannot be told.
+async fn hold_to_anchors(
+    v: &mut crate::evidence::verify::Verified,
+    location: &std::path::Path,
+    shown: &str,
+    here: &[String],
+    key: &crate::evidence::keys::PublicKey,
+    a: &Anchors,
+    stores: &crate::storage::Opened,
+) -> Result<(), Error> {
+    use crate::evidence::{anchors, verify};
+    let mut anchored: Vec<u64> = Vec::new();
+    for kept in &a.checkpoint {
+        let bytes = std::fs::read(kept).map_err(|e| Error::io(format!("reading {}", kept.display()), e))?;
+        anchored.extend(verify::against_kept_checkpoint(v, location, key, &bytes, &kept.display().to_string()));
+    }
+    let mut ledgers = Vec::new();
+    for l in &a.ledger {
+        let text = std::fs::read_to_string(l).map_err(|e| Error::io(format!("reading {}", l.display()), e))?;
+        ledgers.push((l.display().to_string(), text));
+    }
+    if a.ledger.is_empty() {
+        ledgers.extend(ledger_beside(shown, stores).await);
+    }
+    for (at, text) in &ledgers {
+        anchored.extend(verify::against_ledger(v, location, here, text, at));
+    }
+    // The anchors of runs with `--evidence` and no ledger: their run.json, and the manifests
+    // of the backups they wrote.
+    let mut runs = Vec::new();
+    for r in &a.run_json {
+        let text = std::fs::read_to_string(r).map_err(|e| Error::io(format!("reading {}", r.display()), e))?;
+        runs.push((r.display().to_string(), text));
+    }
+    if a.run_json.is_empty() {
+        runs.extend(beside_evidence(shown, "run.json", stores).await);
+    }
+    for (at, text) in &runs {
+        anchored.extend(anchors::against_run_json(v, location, here, text, at));
+    }
+    let backup_key = std::env::var("PGDRILL_BACKUP_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .map(|k| crate::archive::KeySource::from_secret(&k));
+    let folders = anchors::folders_named(v);
+    let manifests = anchors::manifests_named(&folders, backup_key.as_ref(), &mut v.notes).await;
+    anchored.extend(anchors::against_manifests(v, location, here, &manifests));
+    anchors::unanchored(v, anchored.into_iter().max());
+    Ok(())
+}
+
 /// What a pack's log is held to beside itself: the locations it may have been appended at,
 /// and the database it is the log of.
 struct Held<'a> {
     here: &'a [String],
     database: Option<&'a str>,
+    anchors: &'a Anchors,
+    stores: &'a crate::storage::Opened,
 }
 
 /// `pgdrill evidence pack`: verified first (its location too, as `evidence verify` holds
 /// it); a log with a problem is not packed as if it were whole.
-fn evidence_pack(
+async fn evidence_pack(
     location: &std::path::Path,
     shown: &str,
     from: &str,
@@ -1389,6 +1440,9 @@ fn evidence_pack(
     // A swapped-in log (another location's, signed with the same key) is as whole as this
     // one's by its chain alone: held to where it was read, it is named, not packed.
     verify::against_location(&mut v, held.here, held.database);
+    // A log cut at its end with an older checkpoint put back is whole by itself: held to the
+    // anchors `evidence verify` uses, the cut is named with the anchor that shows it.
+    hold_to_anchors(&mut v, location, shown, held.here, &key, held.anchors, held.stores).await?;
     if !v.ok() {
         out!("{}", v.text(shown));
         errln!("error: the evidence log has problems (above): not packed");
@@ -1402,6 +1456,8 @@ fn evidence_pack(
         locations.push_str(&format!("\"location\":{},\"previous\":\n", serde_json::Value::from(h.as_str())));
     }
     extra.push((pack::LOCATIONS.to_string(), locations.into_bytes()));
+    // What the log was held to beside itself, and what no anchor covers: verify.sh prints it.
+    extra.push((pack::ANCHORS.to_string(), pack::anchors_text(&v).into_bytes()));
     pack::write(out, location, &v, from, to, &|t| period.contains(t), &extra)?;
     let n =
         v.good.iter().filter(|g| period.contains(g.statement.predicate["finished_at"].as_str().unwrap_or(""))).count();

@@ -90,6 +90,12 @@ pub struct BaseManifest {
     /// ground truth for the schema of a recovery to the backup's end (`immediate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_schema: Option<DatabaseSchema>,
+    /// The head of the run's signed evidence log when the base backup was made, as a dump's
+    /// manifest carries it (`Manifest::evidence`): inside the MAC of an encrypted base
+    /// backup; an unencrypted one has no MAC, so its anchor is plain data anyone who can
+    /// write the storage can change (said where it is read). Absent without evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<super::EvidenceHead>,
 }
 
 /// A database's schema fingerprint (`pg::fingerprint`'s schema part).
@@ -133,6 +139,8 @@ pub struct BaseOptions {
     /// Keep the archive and its manifest from deletion (S3 Object Lock), as `backup.create`
     /// does; a store that cannot is refused before pg_basebackup starts.
     pub retention: Option<super::Retention>,
+    /// The run's evidence log head, kept in the manifest (`BaseManifest::evidence`).
+    pub evidence: Option<super::EvidenceHead>,
 }
 
 /// A base backup written.
@@ -563,6 +571,7 @@ pub async fn create(opts: BaseOptions, log: &(dyn Fn(String) + Send + Sync)) -> 
         finished_at: OffsetDateTime::now_utc(),
         authentication: None,
         database_schema,
+        evidence: opts.evidence.clone(),
     };
     if let (Some(k), Some(prefix)) = (&mac_key, header.as_ref().and_then(|h| h.nonce_prefix.clone())) {
         let value = serde_json::to_value(&manifest).map_err(|e| Failure::environment(e.to_string()))?;

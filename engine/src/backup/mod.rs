@@ -406,6 +406,79 @@ pub fn authenticate_manifest_in(
     let mut input = BufReader::new(f);
     let (header, _) = archive::read_header(&mut input)
         .map_err(|e| Failure::from(e).context(format!("{}: its backup", mp.display())))?;
+    let first_chunk = |key: &KeySource| {
+        let f = std::fs::File::open(backup)
+            .map_err(|e| Failure::failed(format!("cannot open {}: {e}", backup.display())))?;
+        archive::authenticate_header(BufReader::new(f), key).map_err(|e| Failure::from(e).context(backup.display()))?;
+        Ok(())
+    };
+    judge_manifest(&mp.display().to_string(), &backup.display().to_string(), value, manifest, &header, key, first_chunk)
+}
+
+/// `authenticate_manifest`, for a backup in a store (`archive`: its key there) whose
+/// manifest was read already (`text`): the archive's header is read with a ranged read of
+/// its first bytes, never the whole object; the archive's first chunk only for a manifest
+/// without a MAC (a backup written before manifests were bound). What a caller that reads
+/// manifests straight from a store (the evidence anchors) uses instead of a local view.
+pub async fn authenticate_manifest_at(
+    store: &dyn crate::storage::Store,
+    archive: &str,
+    text: &[u8],
+    key: Option<&KeySource>,
+) -> Result<ManifestTrust, Failure> {
+    let shown = store.url_of(&layout::manifest_key(archive));
+    let failed = |m: String| Failure::failed(format!("{shown}: {m}"));
+    let value: serde_json::Value =
+        serde_json::from_slice(text).map_err(|e| failed(format!("unreadable manifest: {e}")))?;
+    let manifest: Manifest =
+        serde_json::from_value(value.clone()).map_err(|e| failed(format!("unreadable manifest: {e}")))?;
+    // The header (at most MAX_HEADER bytes after its magic and length) and, where it must be
+    // authenticated by opening it, the first chunk (its length, at most CHUNK_SIZE, its tag).
+    let first_chunk = manifest.authentication.is_none() && manifest.cipher != "none" && key.is_some();
+    let mut end = u64::from(archive::MAX_HEADER) + 64;
+    if first_chunk {
+        end += archive::CHUNK_SIZE as u64 + 64;
+    }
+    // No further than the object's end (a store reads a range it was given whole, or fails),
+    // and the version seen here only.
+    let meta = store
+        .head(archive)
+        .await
+        .map_err(Failure::environment)?
+        .ok_or_else(|| failed(format!("its backup {} is not there", store.url_of(archive))))?;
+    let head = {
+        let range = 0..end.min(meta.size);
+        let mut r = store.open(archive, Some(range), meta.version.as_deref()).await.map_err(Failure::environment)?;
+        let mut v = Vec::new();
+        tokio::task::block_in_place(|| r.read_to_end(&mut v))
+            .map_err(|e| Failure::environment(format!("reading {}: {e}", store.url_of(archive))))?;
+        v
+    };
+    let backup_shown = store.url_of(archive);
+    let (header, _) = archive::read_header(&mut std::io::Cursor::new(&head))
+        .map_err(|e| Failure::from(e).context(format!("{shown}: its backup")))?;
+    let first_chunk = |key: &KeySource| {
+        archive::authenticate_header(std::io::Cursor::new(&head), key)
+            .map_err(|e| Failure::from(e).context(&backup_shown))?;
+        Ok(())
+    };
+    judge_manifest(&shown, &backup_shown, value, manifest, &header, key, first_chunk)
+}
+
+/// The judgement of a manifest (`value`, read as `manifest`, shown as `shown`) against its
+/// archive's header, wherever both were read: see `authenticate_manifest_in`. `first_chunk`
+/// authenticates the archive's header by opening its first chunk, asked only of a manifest
+/// without a MAC.
+fn judge_manifest(
+    shown: &str,
+    backup: &str,
+    value: serde_json::Value,
+    manifest: Manifest,
+    header: &archive::Header,
+    key: Option<&KeySource>,
+    first_chunk: impl FnOnce(&KeySource) -> Result<(), Failure>,
+) -> Result<ManifestTrust, Failure> {
+    let failed = |m: String| Failure::failed(format!("{shown}: {m}"));
     if header.cipher == "none" {
         if manifest.cipher != "none" {
             return Err(failed(format!(
@@ -425,7 +498,7 @@ pub fn authenticate_manifest_in(
     let kdf = header.kdf.clone().ok_or_else(|| failed("its backup's header names no key derivation".into()))?;
     let (k, _) = key.unlock(&kdf, header.key_check.as_deref()).map_err(|e| match e {
         archive::ArchiveError::BadHeader(e) => failed(format!("its backup: {e}")),
-        e => Failure::from(e).context(backup.display()),
+        e => Failure::from(e).context(backup),
     })?;
     match &manifest.authentication {
         // The MAC's key comes from the archive key: only a key holder can make it hold, and
@@ -449,10 +522,7 @@ pub fn authenticate_manifest_in(
         // manifests were bound, unless the header was edited to say so. The first chunk
         // (whose associated data is the header) settles that.
         None => {
-            let f = std::fs::File::open(backup)
-                .map_err(|e| Failure::failed(format!("cannot open {}: {e}", backup.display())))?;
-            archive::authenticate_header(BufReader::new(f), key)
-                .map_err(|e| Failure::from(e).context(backup.display()))?;
+            first_chunk(key)?;
             Ok(ManifestTrust::Legacy)
         }
     }

@@ -6,9 +6,10 @@
 //!
 //! What still escapes: a cut that also removes every anchor of the records cut (the history
 //! lines, the run.json files, the backups whose manifests anchor them), or rewrites them
-//! with the keys (the backup key re-MACs a manifest). The manifests a run writes anchor the
-//! head it found, not its own record: the newest run's record is anchored by its run.json
-//! and its ledger line only, and by the next run's manifests.
+//! with the keys (the backup key re-MACs a manifest). The manifests a run writes (a dump's,
+//! a base backup's) anchor the head it found, not its own record: the newest run's record is
+//! anchored by its run.json and its ledger line only, and by the next run's manifests; when
+//! none of those names it, the result says so (`unanchored`) rather than a bare "ok".
 
 use std::path::Path;
 
@@ -66,12 +67,11 @@ pub fn against_manifests(v: &mut Verified, dir: &Path, here: &[String], manifest
     let (n, sha, m) = newest?;
     let s = |k: &str| m.manifest[k].as_str().map(|v| crate::util::one_line(v).into_owned()).unwrap_or_default();
     let shown = crate::util::one_line(&m.shown).into_owned();
-    let what = format!(
-        "the manifest {shown} (a backup of database `{}` finished at {}, {})",
-        s("database"),
-        s("finished_at"),
-        m.trust
-    );
+    let of = match m.manifest["kind"].as_str() {
+        Some("base") => format!("a base backup of system {}", s("system_identifier")),
+        _ => format!("a backup of database `{}`", s("database")),
+    };
+    let what = format!("the manifest {shown} ({of} finished at {}, {})", s("finished_at"), m.trust);
     v.held.push(format!(
         "the backup manifests: the newest anchor of this log, record {n} ({shown}, {}), is there unchanged",
         m.trust
@@ -101,9 +101,10 @@ pub fn folders_named(v: &Verified) -> Vec<String> {
 }
 
 /// Read every pgdrill manifest in `folders` (a directory or an object store's folder, through
-/// its `Store`) that carries an evidence anchor. With the backup key (`key`), a manifest in a
-/// directory is authenticated first, and one that fails is not used (said in `notes`); without
-/// it, or in an object store, it is used and said unauthenticated.
+/// its `Store`) that carries an evidence anchor. With the backup key (`key`), each manifest is
+/// authenticated first, in a directory or an object store alike (its archive's header read
+/// with a ranged read through the store), and one that fails is not used (said in `notes`);
+/// without the key it is used and said unauthenticated.
 pub async fn manifests_named(
     folders: &[String],
     key: Option<&crate::archive::KeySource>,
@@ -121,33 +122,71 @@ pub async fn manifests_named(
         };
         for meta in listed.iter().filter(|m| m.key.ends_with(".manifest.json")) {
             let Ok(bytes) = store.read(&meta.key).await else { continue };
-            let Ok(manifest) = serde_json::from_slice::<Value>(&bytes) else { continue };
+            let Ok(mut manifest) = serde_json::from_slice::<Value>(&bytes) else { continue };
             if manifest["evidence"].is_null() {
                 continue;
             }
             let shown = store.url_of(&meta.key);
-            let trust = match (key, store.local_path(&meta.key)) {
-                (Some(k), Some(path)) => {
-                    let backup = path.with_file_name(
-                        path.file_name().and_then(|n| n.to_str()).unwrap_or("").trim_end_matches(".manifest.json"),
-                    );
-                    match crate::backup::authenticate_manifest(&backup, Some(k)) {
-                        Ok(crate::backup::ManifestTrust::Authenticated) => "authenticated under the backup key".into(),
-                        Ok(t) => t.describe().to_string(),
-                        Err(e) => {
-                            notes.push(format!(
-                                "{}: its evidence anchor is not used",
-                                crate::util::one_line(&e.to_string())
-                            ));
-                            continue;
+            // Authenticated where it is, a directory or an object store alike: the archive's
+            // header read with a ranged read of its first bytes through the store.
+            let archive = meta.key.trim_end_matches(".manifest.json");
+            let judged = match key {
+                // A base backup's manifest (`backup.base`): its MAC, when it is encrypted; the
+                // anchor taken from the manifest that was authenticated.
+                Some(k) if manifest["kind"] == "base" => {
+                    crate::backup::base::read_manifest(store.as_ref(), archive, Some(k)).await.map(|(m, authentic)| {
+                        manifest = serde_json::to_value(m).unwrap_or(Value::Null);
+                        match authentic {
+                            true => "authenticated under the backup key".to_string(),
+                            false => {
+                                "manifest UNAUTHENTICATED: the base backup is not encrypted, so it has no MAC".into()
+                            }
                         }
-                    }
+                    })
                 }
-                (Some(_), None) => "its MAC not checked here: in an object store".into(),
-                (None, _) => "its MAC not checked here: no backup key given".into(),
+                Some(k) => {
+                    crate::backup::authenticate_manifest_at(store.as_ref(), archive, &bytes, Some(k)).await.map(|t| {
+                        match t {
+                            crate::backup::ManifestTrust::Authenticated => "authenticated under the backup key".into(),
+                            t => t.describe().to_string(),
+                        }
+                    })
+                }
+                None => Ok("its MAC not checked here: no backup key given".into()),
+            };
+            let trust = match judged {
+                Ok(t) => t,
+                Err(e) => {
+                    notes.push(format!("{}: its evidence anchor is not used", crate::util::one_line(&e.to_string())));
+                    continue;
+                }
             };
             out.push(ManifestRead { shown, manifest, trust });
         }
     }
     out
+}
+
+/// Say plainly which of the log's newest records no anchor outside it names (`anchored`: the
+/// newest sequence any anchor named, if one did). A run's backup manifests anchor the head it
+/// found, not its own record: without a ledger line, a run.json or a kept checkpoint naming
+/// it, the newest record is anchored by nothing until a later run writes a manifest, and
+/// a cut of it (with an older checkpoint put back) cannot be told. Said in the result line,
+/// never a bare "ok".
+pub fn unanchored(v: &mut Verified, anchored: Option<u64>) {
+    let Some(newest) = v.good.last().map(|g| g.sequence) else { return };
+    let line = match anchored {
+        Some(a) if a >= newest => return,
+        Some(a) if a + 1 == newest => format!(
+            "record {newest} (the newest) is anchored by nothing yet (no ledger line, run.json, backup manifest or kept checkpoint names it): a cut of it cannot be told until a later run anchors it"
+        ),
+        Some(a) => format!(
+            "records {} to {newest} (the newest) are anchored by nothing yet (no ledger line, run.json, backup manifest or kept checkpoint names them): a cut of them cannot be told until a later run anchors them",
+            a + 1
+        ),
+        None => format!(
+            "none of its {newest} records is anchored outside the log (no ledger line, run.json, backup manifest or kept checkpoint names this log): records cut off its end cannot be told"
+        ),
+    };
+    v.unproven.push(line);
 }

@@ -15,6 +15,26 @@ use crate::Error;
 /// chain states its own (`"location":"...","previous":`), for verify.sh.
 pub const LOCATIONS: &str = "locations.txt";
 
+/// What `evidence pack` held the log to beside itself (the anchors it checked: a ledger's
+/// line, a run.json, a backup's manifest, a kept checkpoint), and which newest records no
+/// anchor names, one line each: verify.sh prints it.
+pub const ANCHORS: &str = "anchors.txt";
+
+/// The text of [`ANCHORS`] for a verified log.
+pub fn anchors_text(v: &Verified) -> String {
+    let mut out = String::new();
+    for h in &v.held {
+        out.push_str(&format!("checked: held to {}\n", crate::util::one_line(h)));
+    }
+    if v.held.is_empty() {
+        out.push_str("checked: no anchor of this log outside it was found (no ledger line, run.json, backup manifest or kept checkpoint)\n");
+    }
+    for u in &v.unproven {
+        out.push_str(&format!("NOT PROVEN: {}\n", crate::util::one_line(u)));
+    }
+    out
+}
+
 /// The auditor's script: POSIX sh, openssl, sed, wc, cut, cat, grep. It relies on the canonical
 /// form pgdrill writes envelopes in (one field per line), which `evidence verify` enforces.
 pub const VERIFY_SH: &str = r#"#!/bin/sh
@@ -25,6 +45,9 @@ pub const VERIFY_SH: &str = r#"#!/bin/sh
 #  4. with a TSA's CA certificates, each record's RFC 3161 timestamp (records/NNNNNNNN.tsr).
 #  5. that each record says (signed) it was appended at a location locations.txt names: a
 #     log of another location put in this one's place fails here.
+#  6. prints anchors.txt: the anchors outside the log (ledger lines, run.json files, backup
+#     manifests, kept checkpoints) pgdrill held it to when packing, and any newest records
+#     none of them names (a cut of those could not be told).
 # Usage: sh verify.sh [PUBLIC_KEY_PEM [TSA_CA_PEM]]   (default: public-key.pem, the one in
 # this pack; better: the public key you were given separately)
 set -eu
@@ -107,6 +130,12 @@ for f in records/*.dsse.json checkpoint.dsse.json; do
     fi
     check "$f"
 done
+if [ -f anchors.txt ]; then
+    # Not checkable with openssl here (the anchors are outside this pack): what pgdrill held
+    # the log to when it packed it, and which newest records nothing anchored.
+    echo "anchors checked by pgdrill evidence pack when packing:"
+    sed 's/^/  /' anchors.txt
+fi
 if [ "$bad" -ne 0 ]; then
     echo "FAILED: see the lines above"
     exit 1
@@ -140,6 +169,9 @@ link. Keep the head sequence and sha256 printed below from one audit to the next
 back to an earlier checkpoint is then visible too. Each record also states, signed, where it
 was appended; locations.txt names where this log was checked to live, and verify.sh fails a
 record appended elsewhere (a whole log of another location put in this one's place).
+anchors.txt says which anchors outside the log (ledger lines, run.json files, backup
+manifests, kept checkpoints) pgdrill held it to when packing, and which newest records none
+of them names; verify.sh prints it.
 
 Check it with openssl alone (verify.sh does this for every record):
 

@@ -448,8 +448,9 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<Verified, Error> {
 /// The log alone cannot show records cut off its end when an older checkpoint was put back
 /// beside it: every record left is signed and chained, and that checkpoint names the last
 /// one truly. A checkpoint kept where the log's writer cannot reach can: every record it
-/// counts must still be there, its last one unchanged.
-pub fn against_kept_checkpoint(v: &mut Verified, dir: &Path, key: &PublicKey, kept: &[u8], shown: &str) {
+/// counts must still be there, its last one unchanged. Returns the sequence it anchors, when
+/// it is a checkpoint of this key.
+pub fn against_kept_checkpoint(v: &mut Verified, dir: &Path, key: &PublicKey, kept: &[u8], shown: &str) -> Option<u64> {
     let shown = crate::util::one_line(shown).into_owned();
     let head = Envelope::from_bytes(kept).and_then(|e| {
         let p = e.verify(key)?;
@@ -462,12 +463,12 @@ pub fn against_kept_checkpoint(v: &mut Verified, dir: &Path, key: &PublicKey, ke
         Ok(c) => c,
         Err(e) => {
             v.findings.push(Finding { record: None, problem: format!("the kept checkpoint {shown}: {e}") });
-            return;
+            return None;
         }
     };
     let (Some(s), Some(sha)) = (c["sequence"].as_u64(), c["record_sha256"].as_str()) else {
         v.findings.push(Finding { record: None, problem: format!("the kept checkpoint {shown} names no record") });
-        return;
+        return None;
     };
     let signed_at = c["signed_at"].as_str().map(crate::util::one_line).unwrap_or_default();
     let last = sequences(dir).ok().and_then(|q| q.last().copied()).unwrap_or(0);
@@ -491,6 +492,7 @@ pub fn against_kept_checkpoint(v: &mut Verified, dir: &Path, key: &PublicKey, ke
         }),
     }
     v.findings.sort_by_key(|f| f.record.unwrap_or(0));
+    Some(s)
 }
 
 /// Hold the log to the heads a ledger anchored (`ledger`: the text of a `history.jsonl`,

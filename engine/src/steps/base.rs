@@ -163,6 +163,7 @@ impl Base {
             wal_method: w.wal.clone(),
             checkpoint: w.checkpoint.clone(),
             pg_basebackup: w.pg_basebackup.as_deref().map(|p| ctx.resolve(p)),
+            evidence: ctx.evidence_head.clone(),
         };
         let log = |l: String| ctx.log(l);
         let made = base::create(opts, &log).await?;

@@ -1182,3 +1182,238 @@ fn a_pack_of_a_log_swapped_in_from_another_location_is_refused_and_its_verify_sh
     assert!(!ok, "{out}");
     assert!(out.contains("records/00000001.dsse.json: signature ok, chain ok, location BAD (appended at a location locations.txt does not name"), "{out}");
 }
+
+/// Regression (issue 42): the manifests of backups kept in an object store anchor the log's
+/// head too, but `evidence verify` did not authenticate them (their MAC needs the archive's
+/// header, which was read from local files only): an anchor read from a bucket was used and
+/// said "its MAC not checked here: in an object store", even with the backup key given. The
+/// header is now read with a ranged read of the archive's first bytes through the store and
+/// each manifest authenticated under `PGDRILL_BACKUP_KEY` as a local one is; one that fails
+/// (another backup's manifest copied over it) is not used, saying so.
+#[tokio::test(flavor = "multi_thread")]
+async fn manifests_in_an_object_store_were_used_as_anchors_unauthenticated_and_now_are_authenticated_under_the_key() {
+    let Some(moto) = common::moto() else { return };
+    let Some(s) = common::native_server("shop").await else { return };
+    let port = moto.port;
+    assert_eq!(s3(port, "PUT", "/anchors", &[]).0, 200);
+    common::exec(&s.url(), "create table t (id int primary key); insert into t values (1), (2)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let evidence = t.path().join("evidence");
+    let key = t.path().join("signing.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let public = t.path().join("signing.pem.pub");
+    const SECRET: &str = "anchors-in-a-bucket-secret";
+    let backup = || {
+        Run::new("backup")
+            .var("database_url", s.url())
+            .var("storage", "s3://anchors/prod")
+            .key(KEY)
+            .moto(port, SECRET)
+            .arg("--signing-key")
+            .arg(&key)
+            .arg("--evidence")
+            .arg(&evidence)
+            .expect(0)
+    };
+    backup();
+    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 1");
+    backup();
+    backup();
+    // Records 2 and 3 cut, the checkpoint at 1 put back: the log alone verifies.
+    for n in 2..=3 {
+        std::fs::remove_file(record(&evidence, n)).expect("rm");
+    }
+    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    let verify = |with_key: bool| {
+        let run = Run::cli(["evidence", "verify"]).arg(&evidence).arg("--public-key").arg(&public).moto(port, SECRET);
+        let run = if with_key { run.key(KEY) } else { run.env_remove("PGDRILL_BACKUP_KEY") };
+        run.output()
+    };
+    // With the key: the bucket's manifest anchoring record 2 is authenticated, and names the cut.
+    let v = verify(true);
+    assert_eq!(v.code, Some(1), "{}", v.all());
+    assert!(
+        v.stdout.contains("record 2: missing: the manifest s3://anchors/prod/shop/")
+            && v.stdout.contains("authenticated under the backup key) anchors record 2 with sha256 ")
+            && !v.stdout.contains("in an object store"),
+        "{}",
+        v.all()
+    );
+    assert!(!v.all().contains(SECRET) && !v.all().contains(KEY), "{}", v.all());
+    // Without it: used, and said unauthenticated.
+    let v = verify(false);
+    assert_eq!(v.code, Some(1), "{}", v.all());
+    assert!(v.stdout.contains("its MAC not checked here: no backup key given) anchors record 2"), "{}", v.all());
+
+    // Another backup's manifest (anchoring record 1) copied over the one anchoring record 2:
+    // it fails its MAC under the key (its nonce prefix is another archive's) and is not used.
+    let listing = s3(port, "GET", "/anchors?list-type=2&prefix=prod/shop/", &[]).1;
+    let manifests: Vec<String> = listing
+        .split("<Key>")
+        .skip(1)
+        .filter_map(|k| k.split("</Key>").next())
+        .filter(|k| k.ends_with(".manifest.json"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(manifests.len(), 3, "{listing}");
+    let anchored = |k: &str| {
+        let (status, body) = s3(port, "GET", &format!("/anchors/{k}"), &[]);
+        assert_eq!(status, 200, "{body}");
+        let json = &body[body.find('{').expect("a manifest's JSON")..];
+        serde_json::from_str::<serde_json::Value>(json).expect("json")["evidence"]["sequence"].as_u64()
+    };
+    let of = |n: u64| manifests.iter().find(|k| anchored(k) == Some(n)).expect("a manifest anchoring it").clone();
+    let (one, two) = (of(1), of(2));
+    let from = format!("/anchors/{one}");
+    assert_eq!(s3(port, "PUT", &format!("/anchors/{two}"), &[("x-amz-copy-source", &from)]).0, 200);
+    let v = verify(true);
+    assert!(
+        v.stdout.contains(&format!("s3://anchors/{two}: fails authentication"))
+            && v.stdout.contains("its evidence anchor is not used"),
+        "{}",
+        v.all()
+    );
+    drop(moto);
+}
+
+/// Regression (issue 42): `evidence pack` checked the log's chain and its location but not the
+/// anchors `evidence verify` holds it to, so a log cut at its end with an older checkpoint put
+/// back was packed as whole (exit 0) while verify named the cut against the ledger. The pack
+/// now holds the log to the same anchors and refuses, naming the anchor; a pack it writes
+/// carries anchors.txt (what was checked, and the newest records no anchor names yet), which
+/// verify.sh prints. A record no anchor names is said plainly by verify too, never a bare ok.
+#[test]
+fn a_pack_of_a_log_cut_at_its_end_was_written_whole_and_now_is_refused_against_the_anchors_verify_uses() {
+    let (t, key, public) = keygen();
+    let tiny = written(
+        t.path().join("tiny.yaml"),
+        "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
+    );
+    let reports = t.path().join("reports");
+    let evidence = reports.join("evidence");
+    let run = || Run::new(&tiny).arg("--signing-key").arg(&key).arg("--report").arg(&reports).expect(0);
+    run();
+    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 1");
+    run();
+    run();
+    // A fourth run with --evidence only: no ledger line, run.json or manifest anchors it.
+    Run::new(&tiny).arg("--signing-key").arg(&key).arg("--evidence").arg(&evidence).expect(0);
+    let v = verify(&evidence, &public);
+    assert_eq!(v.code, Some(0), "{}", v.all());
+    assert!(
+        v.stdout.lines().next().unwrap_or("").contains(
+            "BUT record 4 (the newest) is anchored by nothing yet (no ledger line, run.json, backup manifest or kept checkpoint names it): a cut of it cannot be told until a later run anchors it"
+        ) && v.stdout.contains("held to the ledger "),
+        "{}",
+        v.all()
+    );
+    let pack = |out: &Path| {
+        Run::cli(["evidence", "pack", "--from", "2000-01-01", "--to", "2100-01-01", "--public-key"])
+            .arg(&public)
+            .arg("--evidence")
+            .arg(&evidence)
+            .arg(out)
+            .output()
+    };
+    // The whole log's pack: anchors.txt says what it was held to and what no anchor covers.
+    let good = t.path().join("good.tar");
+    let p = pack(&good);
+    assert_eq!(p.code, Some(0), "{}", p.all());
+    let unpacked = t.path().join("good");
+    tar::Archive::new(std::fs::File::open(&good).expect("pack")).unpack(&unpacked).expect("untar");
+    let anchors = std::fs::read_to_string(unpacked.join("anchors.txt")).expect("anchors.txt in the pack");
+    assert!(
+        anchors.contains("checked: held to the ledger ")
+            && anchors.contains("its newest anchor of this log, record 3 (line 3), is there unchanged")
+            && anchors.contains("checked: held to the run.json ")
+            && anchors.contains("NOT PROVEN: record 4 (the newest) is anchored by nothing yet"),
+        "{anchors}"
+    );
+    let o = std::process::Command::new("sh").arg(unpacked.join("verify.sh")).arg(&public).output().expect("sh");
+    let out = format!("{}{}", common::text(&o.stdout), common::text(&o.stderr));
+    assert!(
+        o.status.success()
+            && out.contains("anchors checked by pgdrill evidence pack when packing:")
+            && out.contains("  checked: held to the ledger ")
+            && out.contains("  NOT PROVEN: record 4 (the newest)"),
+        "{out}"
+    );
+
+    // Records 2 to 4 cut, the checkpoint at 1 put back: the log alone is whole, the ledger's
+    // line 3 anchors record 3. The pack is refused, naming it; nothing is written.
+    for n in 2..=4 {
+        std::fs::remove_file(record(&evidence, n)).expect("rm");
+    }
+    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    let cut = t.path().join("cut.tar");
+    let p = pack(&cut);
+    assert_eq!(p.code, Some(1), "the cut log was packed: {}", p.all());
+    assert!(
+        p.stdout.contains("record 3: missing: the ledger ")
+            && p.stdout.contains("this log holds 1: records were cut off its end")
+            && p.stderr.contains("not packed"),
+        "{}",
+        p.all()
+    );
+    assert!(!cut.exists(), "nothing written under the pack's name");
+}
+
+/// Regression (issue 42): a base backup's manifest (`backup.base`) carried no anchor of the
+/// evidence log, so runs that only take base backups left a log that could be cut at its end
+/// (an older checkpoint put back) unseen. It now carries the head its run found, inside its
+/// MAC, and `evidence verify` reads it as it reads a dump's manifest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_of_base_backup_runs_cut_at_its_end_was_unseen_and_now_is_named_against_a_base_manifest() {
+    use pgdrill::physical::archiving::{ArchivingOptions, ArchivingServer};
+    let t = tempfile::tempdir().expect("tmp");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        // The server's user (not root) reaches its archive folder through it.
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    // A server that streams base backups (wal_level replica, WAL senders), archiving to a
+    // folder nothing reads.
+    let opts = ArchivingOptions { archive_dir: Some(t.path().join("wal")), major: Some(15), ..Default::default() };
+    let s = match ArchivingServer::start(opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            common::require(false, &format!("PostgreSQL 15 server binaries ({e})"));
+            return;
+        }
+    };
+    let (storage, evidence) = (t.path().join("base"), t.path().join("evidence"));
+    let key = t.path().join("signing.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let public = t.path().join("signing.pem.pub");
+    let base = || {
+        Run::new("base-backup")
+            .var("database_url", s.url())
+            .var("storage", storage.display())
+            .var("check_wal", "false")
+            .key(KEY)
+            .arg("--signing-key")
+            .arg(&key)
+            .arg("--evidence")
+            .arg(&evidence)
+            .expect(0)
+    };
+    base();
+    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 1");
+    base();
+    base();
+    for n in 2..=3 {
+        std::fs::remove_file(record(&evidence, n)).expect("rm");
+    }
+    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    let v = Run::cli(["evidence", "verify"]).arg(&evidence).arg("--public-key").arg(&public).key(KEY).output();
+    assert_eq!(v.code, Some(1), "the base manifests anchor record 2: {}", v.all());
+    assert!(
+        v.stdout.contains("record 2: missing: the manifest ")
+            && v.stdout.contains("/base/")
+            && v.stdout.contains("(a base backup of system ")
+            && v.stdout.contains("authenticated under the backup key) anchors record 2 with sha256 ")
+            && v.stdout.contains("this log holds 1: records were cut off its end"),
+        "{}",
+        v.all()
+    );
+}
