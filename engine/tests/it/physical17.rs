@@ -213,7 +213,8 @@ pub(crate) fn image_with_tools() -> bool {
 /// of the 17 image (2.55.1) and recovered in a throwaway of that image, with the verdicts of
 /// 15: the restore point reached, the copy equal to the source at the mark (`expect`),
 /// amcheck, freshness, RTO with its phases, the ledger keyed by pgBackRest's label; the end
-/// of the archive, past the mark, differs from it and fails naming the rows; a machine
+/// of the archive, past the mark, differs from it and fails naming the rows; a time target
+/// at the mark stops before the next commit and equals the mark; a machine
 /// without the image is exit 3 naming what to build; and no container is left after a
 /// success, a failure or a pgdrill killed with -9 (removed by the next recovery).
 #[test]
@@ -311,6 +312,27 @@ fn a_postgresql_17_pgbackrest_backup_is_restored_and_recovered_in_its_image_with
     assert!(containers_of(pid).is_empty(), "a failed run left containers: {:?}", containers_of(pid));
     assert_eq!(ledger_lines(&ledger).last().map(|l| l["result"].clone()), Some("failed".into()));
 
+    // A time target: the mark's own instant, after the mark's rows and before the next
+    // commit. The copy equals the source at the mark, the server stopped before that commit.
+    let marked_at = RunJson::read(mark_file.parent().expect("the mark's report")).step("mark").outputs["time"]
+        .as_str()
+        .expect("the mark's time")
+        .to_string();
+    let report = work.path().join("at_time");
+    let (pid, code, all) = spawned(
+        shipped(&source, 110).var("expect", mark_file.display()).var("target_time", &marked_at).report(&report),
+    );
+    assert_eq!(code, Some(0), "a time at the mark equals the mark:\n{all}");
+    assert!(containers_of(pid).is_empty(), "a passed run left containers: {:?}", containers_of(pid));
+    let rj = RunJson::read(&report);
+    let rec = rj.step("recover");
+    assert_eq!(rec.outcome, "passed", "{:?}", rec.message);
+    let o = &rec.outputs;
+    assert_eq!(o["backup"].as_str(), Some(label.as_str()), "{o}");
+    assert_eq!(o["ground_truth"], "source at the target", "{o}");
+    assert_eq!(o["marker"], true, "{o}");
+    assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("recovery stopping before commit")), "{o}");
+
     // No image of 17 (Docker unreachable here): the environment's failure naming what to
     // build, before anything is restored; never a pass.
     let ran = shipped(&source, 117).env("DOCKER_HOST", "unix:///nonexistent/docker.sock").output();
@@ -324,9 +346,10 @@ fn a_postgresql_17_pgbackrest_backup_is_restored_and_recovered_in_its_image_with
 /// recovered here (15's binaries only: `verify-physical` was exit 3). A 17 server in the
 /// image archives with `barman-cloud-wal-archive` into S3 (moto) and `barman-cloud-backup`
 /// takes a backup under writes; pgdrill restores it with the image's barman-cloud-restore
-/// and recovers it to a restore point in a throwaway of the image, fetching WAL with the
-/// image's barman-cloud-wal-restore over the host's network, the S3 secret never shown and
-/// no container left behind.
+/// and recovers it in a throwaway of the image to a restore point, to the end of the archive
+/// and to a time before the last commit (each proven by the server's stop and the marker),
+/// fetching WAL with the image's barman-cloud-wal-restore over the host's network, the S3
+/// secret never shown and no container left behind.
 #[test]
 fn a_postgresql_17_barman_cloud_backup_is_restored_and_recovered_in_its_image() {
     if !require(on_path("barman-cloud-backup"), "barman-cloud (Debian package barman-cli-cloud)") || !image_with_tools()
@@ -364,6 +387,8 @@ fn a_postgresql_17_barman_cloud_backup_is_restored_and_recovered_in_its_image() 
     );
     team.sql("insert into drill(batch) select 1 from generate_series(1, 100)");
     team.sql("select pg_create_restore_point('before_end')");
+    // A time after the restore point and before the next commit: recovery to it has 110 rows.
+    let between = team.sql("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'");
     team.sql("insert into drill(batch) select 2 from generate_series(1, 7)");
     let seg = team.sql("select pg_walfile_name(pg_switch_wal())");
     let archived = wait_for(Duration::from_secs(60), || {
@@ -373,12 +398,14 @@ fn a_postgresql_17_barman_cloud_backup_is_restored_and_recovered_in_its_image() 
     assert!(archived.is_some(), "{seg} was not archived within a minute");
 
     let source = format!("barman-cloud:s3://drill-bkt/pg?server=demo&endpoint={endpoint}");
+    let with_keys = |mut run: Run| {
+        for (k, v) in env {
+            run = run.env(k, v);
+        }
+        run
+    };
     let report = work.path().join("report");
-    let mut run = shipped(&source, 110).var("target_name", "before_end").report(&report);
-    for (k, v) in env {
-        run = run.env(k, v);
-    }
-    let (pid, code, all) = spawned(run);
+    let (pid, code, all) = spawned(with_keys(shipped(&source, 110).var("target_name", "before_end").report(&report)));
     // No `expect`: proven recovered, content unproven (a skip, exit 0), the marker its check.
     assert_eq!(code, Some(0), "a 17 barman-cloud backup recovered in its image:\n{all}");
     assert!(!all.contains(secret), "the S3 secret was shown:\n{all}");
@@ -394,6 +421,35 @@ fn a_postgresql_17_barman_cloud_backup_is_restored_and_recovered_in_its_image() 
     assert!(o["segments_restored"].as_u64().is_some_and(|n| n >= 1), "WAL through the image's wal-restore: {o}");
     assert!(!std::fs::read_to_string(report.join("run.json")).unwrap_or_default().contains(secret));
     assert_eq!(rj.step("amcheck").outcome, "passed", "{:?}", rj.step("amcheck").message);
+
+    // The end of the archive: every row, the newest archived segment replayed, no stop.
+    let report = work.path().join("at_end");
+    let (pid, code, all) = spawned(with_keys(shipped(&source, 117).report(&report)));
+    assert_eq!(code, Some(0), "the end of a 17 barman-cloud archive:\n{all}");
+    assert!(!all.contains(secret), "the S3 secret was shown:\n{all}");
+    assert!(containers_of(pid).is_empty(), "the run left containers: {:?}", containers_of(pid));
+    let rj = RunJson::read(&report);
+    let rec = rj.step("recover");
+    // No `expect` here either: the recovery proven, the content unproven (accepted).
+    let why = rec.message.clone().unwrap_or_default();
+    assert!(why.contains("the recovery to the end of the archive (latest) is proven"), "{why}");
+    let o = &rec.outputs;
+    assert_eq!(o["marker"], true, "{o}");
+    assert!(o["stop_line"].is_null(), "the end of the archive stops nowhere: {o}");
+
+    // A time between the restore point and the next commit: the server stopped before it.
+    let report = work.path().join("at_time");
+    let (pid, code, all) = spawned(with_keys(shipped(&source, 110).var("target_time", &between).report(&report)));
+    assert_eq!(code, Some(0), "a time before the last commit of a 17 barman-cloud archive:\n{all}");
+    assert!(!all.contains(secret), "the S3 secret was shown:\n{all}");
+    assert!(containers_of(pid).is_empty(), "the run left containers: {:?}", containers_of(pid));
+    let rj = RunJson::read(&report);
+    let rec = rj.step("recover");
+    let why = rec.message.clone().unwrap_or_default();
+    assert!(why.contains(&format!("the recovery to time {between}")) && why.contains("is proven"), "{why}");
+    let o = &rec.outputs;
+    assert_eq!(o["marker"], true, "{o}");
+    assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("recovery stopping before commit")), "{o}");
     drop(team);
 }
 
