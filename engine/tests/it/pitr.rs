@@ -656,8 +656,9 @@ impl Drop for Container {
 }
 
 /// PostgreSQL 17, which this machine has only as a Docker image: a source archiving with
-/// its own `cp` into a folder, pg_basebackup 17, then recovery to a restore point in a
-/// throwaway running the image's own server (and pg_verifybackup 17), proven the same way.
+/// its own `cp` into a folder, pg_basebackup 17, then recovery to a restore point, a time
+/// between two phases and the end of the archive, each in a throwaway running the image's own
+/// server (and pg_verifybackup 17), proven the same way.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgresql_17_backup_recovers_to_a_restore_point_in_its_docker_image() {
     let image = "pgdrill/postgres-local:17";
@@ -748,6 +749,7 @@ async fn a_postgresql_17_backup_recovers_to_a_restore_point_in_its_docker_image(
     ]);
     psql("insert into t (phase) select 'b' from generate_series(1, 10)");
     psql("select pg_create_restore_point('before c')");
+    let t_b = moment().await;
     psql("insert into t (phase) select 'c' from generate_series(1, 10)");
     let seg = psql("select pg_walfile_name(pg_current_wal_lsn() - 1)");
     psql("select pg_switch_wal()");
@@ -774,8 +776,23 @@ async fn a_postgresql_17_backup_recovers_to_a_restore_point_in_its_docker_image(
     assert!(p.server.facts.server_version.starts_with("17."), "{:?}", p.server.facts);
     assert!(p.server.facts.stop_line.as_deref().is_some_and(|l| l.contains("\"before c\"")), "{:?}", p.server.facts);
     assert!(p.backup_check.as_deref().is_some_and(|c| c.contains("match backup_manifest")), "{:?}", p.backup_check);
-    let container = format!("pgdrill-recover-{}-", std::process::id());
     p.server.stop();
+    // A time between the restore point and phase c, and the end of the archive, on 17 too
+    // (issue 39: latest, a time target and a restore point on 15 and 17).
+    let p = pitr::run(
+        &folder,
+        options(TargetKind::Time(t_b), "select count(*) = 20 and bool_and(phase in ('a', 'b')) from t"),
+    )
+    .await
+    .expect("PostgreSQL 17 recovered to a time between phases b and c");
+    assert!(p.server.facts.stop_line.as_deref().is_some_and(|l| l.contains("before commit")), "{:?}", p.server.facts);
+    p.server.stop();
+    let p = pitr::run(&folder, options(TargetKind::Latest, "select count(*) = 30 from t"))
+        .await
+        .expect("PostgreSQL 17 recovered to the end of the archive");
+    assert!(p.server.facts.server_version.starts_with("17."), "{:?}", p.server.facts);
+    p.server.stop();
+    let container = format!("pgdrill-recover-{}-", std::process::id());
     let left = docker(&["ps", "-a", "--filter", &format!("name={container}"), "--format", "{{.Names}}"]);
     assert!(left.is_empty(), "the throwaway's container is removed: {left}");
 }
