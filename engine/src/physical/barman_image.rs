@@ -82,8 +82,11 @@ impl Session {
                 crate::util::visible(u)
             )));
         }
+        // Named as the throwaways' folders are (`pgdrill-native-<pid>-`): a pgdrill killed
+        // with -9 leaves this folder (and its env file of the tool's variables) behind, and
+        // the next pgdrill's `native::reap_stale` removes it once that pid is gone.
         let files = tempfile::Builder::new()
-            .prefix("pgdrill-barman-")
+            .prefix(&format!("{}{}-barman-", crate::pg::native::DIR_PREFIX, std::process::id()))
             .tempdir()
             .map_err(|e| Failure::environment(format!("a private folder for barman's container: {e}")))?;
         let home = identity.home.display().to_string().replace([':', '\n'], "_");
@@ -249,6 +252,19 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         // Nothing runs before the first call.
         assert_eq!(s.container(), None);
+    }
+
+    /// Regression: the session's folder (passwd, group and a 0600 env file of the tool's
+    /// variables) was named `pgdrill-barman-…`, which no reaper knew: a pgdrill killed with
+    /// -9 left it in the temp folder for good. It is now named for the native reaper, which
+    /// removes it once the pid in its name is gone.
+    #[test]
+    fn a_session_folder_left_by_a_killed_pgdrill_is_named_for_the_reaper() {
+        let identity = Identity { user: "barman".into(), uid: 103, gid: 106, home: "/srv/barman".into() };
+        let s = Session::new("img", identity, vec![], vec![], &[]).expect("session");
+        let name = s.files.path().file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let mine = format!("{}{}-", crate::pg::native::DIR_PREFIX, std::process::id());
+        assert!(name.starts_with(&mine), "{name} is not named for native::reap_stale ({mine}…)");
     }
 
     #[test]
