@@ -603,6 +603,16 @@ fn a_postgresql_17_barman_servers_backups_are_served_by_the_images_barman_and_re
     );
     assert_eq!(code, Some(0), "a 17 Barman backup recovered in its image must pass with proof:\n{all}");
     assert!(containers_of(pid).is_empty(), "a passed run left containers: {:?}", containers_of(pid));
+    // The killed run's own folder (its container's passwd and env file) is reaped by this one
+    // (before, it was named for no reaper and stayed).
+    let killed_folder = format!("pgdrill-native-{killed_pid}-");
+    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .expect("the temp folder")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&killed_folder))
+        .collect();
+    assert!(left.is_empty(), "the killed run's folders stayed: {left:?}");
     let rj = RunJson::read(&report);
     let rec = rj.step("recover");
     assert_eq!(rec.outcome, "passed", "{:?}", rec.message);
