@@ -674,18 +674,8 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
         ("AWS_DEFAULT_REGION", "us-east-1"),
     ];
     let archive_command = format!("barman-cloud-wal-archive --endpoint-url {endpoint} s3://drill-bkt/pg demo %p");
-    let c = Cluster::start(&archive_command, &env);
-    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
-    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
-    let mut load = c.load(4);
-    let mut backup = as_server("barman-cloud-backup", &env);
-    backup
-        .args(["--endpoint-url", &endpoint, "-U", "postgres", "-p", &c.port.to_string(), "-h"])
-        .arg(c.socket())
-        .args(["s3://drill-bkt/pg", "demo"]);
-    ok(&mut backup, "barman-cloud-backup");
-    let _ = load.wait();
-    let (t1, counts) = c.batches();
+    let (c, t1, counts) =
+        barman_cloud_backed_up(&archive_command, &env, 4, &["--endpoint-url", &endpoint], "s3://drill-bkt/pg");
 
     let work = tempfile::tempdir().expect("tempdir");
     let book = runbook(work.path());
@@ -714,17 +704,7 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
     assert_eq!(v[0]["tool"], "barman-cloud", "{}", listed.stdout);
     assert!(v[0]["ended"].as_str().is_some(), "{}", listed.stdout);
     let rj = ran.run_json();
-    for id in ["latest", "at_time", "at_name"] {
-        let s = rj.step(id);
-        assert_eq!(s.outputs["tool"], "barman-cloud", "{id}");
-        assert!(
-            s.outputs["tool_version"].as_str().unwrap_or_default().contains("barman-cloud-restore 3."),
-            "{}",
-            s.outputs
-        );
-        assert_eq!(s.outputs["marker"], true, "{id}");
-        assert!(s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1, "{id}: {}", s.outputs);
-    }
+    recovered_by_barman_cloud(&rj, "S3");
 
     // Regression (issue 42): a barman-cloud backup was named by its id alone in the signed
     // statement; it is now named by the sha256 of its backup.info object as the store holds
@@ -744,22 +724,8 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
     .to_string();
     assert_eq!(info_sha.len(), 64, "{info_sha}");
     assert_eq!(rj.step("latest").outputs["backup_sha256"], info_sha.as_str(), "{}", rj.step("latest").outputs);
-    let envelope = read_json(&evidence.join("records/00000001.dsse.json"));
-    use base64::Engine as _;
-    let statement: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD.decode(envelope["payload"].as_str().expect("payload")).expect("b64"),
-    )
-    .expect("statement");
     let name = format!("barman-cloud:s3://drill-bkt/pg/demo/base/{id}/backup.info");
-    let subject = statement["subject"].as_array().and_then(|a| a.iter().find(|s| s["name"] == name.as_str()));
-    assert_eq!(
-        subject.and_then(|s| s["digest"]["sha256"].as_str()),
-        Some(info_sha.as_str()),
-        "the statement names the backup by its backup.info: {}",
-        statement["subject"]
-    );
-    let v = Run::cli(["evidence", "verify"]).arg(&evidence).arg("--public-key").arg(work.path().join("k.pem.pub"));
-    assert_eq!(v.output().code, Some(0));
+    named_by_backup_info(&evidence, &work.path().join("k.pem.pub"), &name, &info_sha);
 
     // A 0-byte WAL object where a segment after the backup was: never a pass.
     let end_wal = c.sql("select pg_walfile_name(pg_current_wal_lsn())");
@@ -813,6 +779,71 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
     drop(c);
 }
 
+/// A PostgreSQL 15 cluster archiving with `archive_command` (barman-cloud's tools see `env`),
+/// loaded with a first batch, then backed up by `barman-cloud-backup` (`provider`'s options,
+/// into `destination` as server `demo`) under `load_seconds` of writes, which must succeed:
+/// the cluster, the time after the first batch and the batches' counts.
+fn barman_cloud_backed_up(
+    archive_command: &str,
+    env: &[(&str, &str)],
+    load_seconds: u32,
+    provider: &[&str],
+    destination: &str,
+) -> (Cluster, String, Counts) {
+    let c = Cluster::start(archive_command, env);
+    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
+    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    let mut load = c.load(load_seconds);
+    let mut backup = as_server("barman-cloud-backup", env);
+    backup.args(provider).args(["-U", "postgres", "-p", &c.port.to_string(), "-h"]).arg(c.socket());
+    backup.args([destination, "demo"]);
+    ok(&mut backup, "barman-cloud-backup");
+    assert!(load.wait().is_ok_and(|s| s.success()), "the write load failed");
+    let (t1, counts) = c.batches();
+    (c, t1, counts)
+}
+
+/// The verify runbook's three recoveries (the end of the archive, a time, a restore point)
+/// were barman-cloud's: its restore tool named with its version, the marker true, WAL
+/// fetched from the store (`store`, for the message).
+fn recovered_by_barman_cloud(rj: &RunJson, store: &str) {
+    for id in ["latest", "at_time", "at_name"] {
+        let s = rj.step(id);
+        assert_eq!(s.outputs["tool"], "barman-cloud", "{id}");
+        assert!(
+            s.outputs["tool_version"].as_str().unwrap_or_default().contains("barman-cloud-restore 3."),
+            "{}",
+            s.outputs
+        );
+        assert_eq!(s.outputs["marker"], true, "{id}");
+        assert!(
+            s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1,
+            "{id}: the WAL came from {store}: {}",
+            s.outputs
+        );
+    }
+}
+
+/// The first signed statement in `evidence` names the backup `name` (its backup.info) with
+/// `sha256`, and the log verifies under `public_key`.
+fn named_by_backup_info(evidence: &Path, public_key: &Path, name: &str, sha256: &str) {
+    let envelope = read_json(&evidence.join("records/00000001.dsse.json"));
+    use base64::Engine as _;
+    let statement: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD.decode(envelope["payload"].as_str().expect("payload")).expect("b64"),
+    )
+    .expect("statement");
+    let subject = statement["subject"].as_array().and_then(|a| a.iter().find(|s| s["name"] == name));
+    assert_eq!(
+        subject.and_then(|s| s["digest"]["sha256"].as_str()),
+        Some(sha256),
+        "the statement names the backup by its backup.info: {}",
+        statement["subject"]
+    );
+    let v = Run::cli(["evidence", "verify"]).arg(evidence).arg("--public-key").arg(public_key);
+    assert_eq!(v.output().code, Some(0));
+}
+
 /// Azurite's well-known development account and key (public, in Azurite's documentation).
 const AZURITE: (&str, &str) =
     ("devstoreaccount1", "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==");
@@ -855,37 +886,15 @@ fn barman_cloud_backups_in_azure_blob_storage_recover_to_latest_a_time_and_a_res
     );
     let url = format!("http://127.0.0.1:{port}/{account}/drill/pg");
     let archive_command = format!("barman-cloud-wal-archive --cloud-provider azure-blob-storage {url} demo %p");
-    let c = Cluster::start(&archive_command, &env);
-    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
-    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
-    let mut load = c.load(3);
-    let mut backup = as_server("barman-cloud-backup", &env);
-    backup
-        .args(["--cloud-provider", "azure-blob-storage", "-U", "postgres", "-p", &c.port.to_string(), "-h"])
-        .arg(c.socket())
-        .args([url.as_str(), "demo"]);
-    ok(&mut backup, "barman-cloud-backup");
-    let _ = load.wait();
-    let (t1, counts) = c.batches();
+    let (c, t1, counts) =
+        barman_cloud_backed_up(&archive_command, &env, 3, &["--cloud-provider", "azure-blob-storage"], &url);
 
     let book = runbook(work.path());
     let source = format!("barman-cloud:{url}?server=demo&provider=azure-blob-storage");
     let ran = verify(&book, &source, &t1, &counts).env(env[0].0, env[0].1).report(work.path().join("report")).output();
     assert_eq!(ran.code, Some(0), "{}\nsource server log:\n{}", ran.all(), c.log());
     let rj = ran.run_json();
-    for id in ["latest", "at_time", "at_name"] {
-        let s = rj.step(id);
-        assert_eq!(
-            (s.outputs["tool"].as_str(), s.outputs["marker"].as_bool()),
-            (Some("barman-cloud"), Some(true)),
-            "{id}"
-        );
-        assert!(
-            s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1,
-            "{id}: the WAL came from Azure: {}",
-            s.outputs
-        );
-    }
+    recovered_by_barman_cloud(&rj, "Azure");
     let listed = Run::cli(["backups", "list", "--json", "--storage", &source]).env(env[0].0, env[0].1).expect(0);
     let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
     assert_eq!(v[0]["id"], rj.step("latest").outputs["backup"], "{}", listed.stdout);
@@ -1541,18 +1550,8 @@ fn barman_cloud_backups_in_google_cloud_storage_recover_to_latest_a_time_and_a_r
     let env = [("STORAGE_EMULATOR_HOST", emulator.as_str()), ("GOOGLE_APPLICATION_CREDENTIALS", key_path.as_str())];
     let url = format!("gs://{bucket}/pg");
     let archive_command = format!("barman-cloud-wal-archive --cloud-provider google-cloud-storage {url} demo %p");
-    let c = Cluster::start(&archive_command, &env);
-    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
-    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
-    let mut load = c.load(4);
-    let mut backup = as_server("barman-cloud-backup", &env);
-    backup
-        .args(["--cloud-provider", "google-cloud-storage", "-U", "postgres", "-p", &c.port.to_string(), "-h"])
-        .arg(c.socket())
-        .args([url.as_str(), "demo"]);
-    ok(&mut backup, "barman-cloud-backup");
-    assert!(load.wait().is_ok_and(|s| s.success()), "the write load failed");
-    let (t1, counts) = c.batches();
+    let (c, t1, counts) =
+        barman_cloud_backed_up(&archive_command, &env, 4, &["--cloud-provider", "google-cloud-storage"], &url);
     // The bucket as another tool sees it, through Google's own client on the emulator.
     let google = |code: &str, what: &str| {
         ok(
@@ -1588,21 +1587,7 @@ fn barman_cloud_backups_in_google_cloud_storage_recover_to_latest_a_time_and_a_r
         .output();
     assert_eq!(ran.code, Some(0), "{}\nsource server log:\n{}", ran.all(), c.log());
     let rj = ran.run_json();
-    for id in ["latest", "at_time", "at_name"] {
-        let s = rj.step(id);
-        assert_eq!(s.outputs["tool"], "barman-cloud", "{id}");
-        assert!(
-            s.outputs["tool_version"].as_str().unwrap_or_default().contains("barman-cloud-restore 3."),
-            "{}",
-            s.outputs
-        );
-        assert_eq!(s.outputs["marker"], true, "{id}");
-        assert!(
-            s.outputs["segments_restored"].as_u64().unwrap_or(0) >= 1,
-            "{id}: the WAL came from GCS: {}",
-            s.outputs
-        );
-    }
+    recovered_by_barman_cloud(&rj, "GCS");
     let id = rj.step("latest").outputs["backup"].as_str().unwrap_or_default().to_string();
     let listed = with_env(Run::cli(["backups", "list", "--json", "--storage", &source])).expect(0);
     let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
@@ -1624,22 +1609,8 @@ fn barman_cloud_backups_in_google_cloud_storage_recover_to_latest_a_time_and_a_r
     .to_string();
     assert_eq!(info_sha.len(), 64, "{info_sha}");
     assert_eq!(rj.step("latest").outputs["backup_sha256"], info_sha.as_str(), "{}", rj.step("latest").outputs);
-    let envelope = read_json(&evidence.join("records/00000001.dsse.json"));
-    use base64::Engine as _;
-    let statement: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD.decode(envelope["payload"].as_str().expect("payload")).expect("b64"),
-    )
-    .expect("statement");
     let name = format!("barman-cloud:{url}/demo/base/{id}/backup.info");
-    let subject = statement["subject"].as_array().and_then(|a| a.iter().find(|s| s["name"] == name.as_str()));
-    assert_eq!(
-        subject.and_then(|s| s["digest"]["sha256"].as_str()),
-        Some(info_sha.as_str()),
-        "the statement names the backup by its backup.info: {}",
-        statement["subject"]
-    );
-    let v = Run::cli(["evidence", "verify"]).arg(&evidence).arg("--public-key").arg(work.path().join("k.pem.pub"));
-    assert_eq!(v.output().code, Some(0));
+    named_by_backup_info(&evidence, &work.path().join("k.pem.pub"), &name, &info_sha);
     let report = std::fs::read_to_string(work.path().join("report/run.json")).unwrap_or_default();
     let junit = std::fs::read_to_string(work.path().join("junit.xml")).unwrap_or_default();
     for out in [ran.all(), listed.all(), report, junit] {
