@@ -1368,7 +1368,8 @@ impl Remote {
         let body = serde_json::to_vec(&m).map_err(|e| e.to_string())?;
         if let Err(e) = self.create(&marker, body).await {
             let _ = abort_upload(&self.store, &self.parts, &key, &id, self.blocks).await;
-            return Err(e);
+            // Named by the upload it is for: the record's own name says nothing to a reader.
+            return Err(format!("uploading {}: keeping the upload's record: {e}", self.url_of(rel)));
         }
         Ok(Tracked {
             store: self.store.clone(),
