@@ -717,6 +717,9 @@ fn prepare(ws: &Workspace, opts: &RecoverOptions, major: u32) -> Result<(), Fail
 
 /// How often the wait looks at `postmaster.pid` (a file read; the server is not disturbed).
 const READY_POLL: Duration = Duration::from_millis(10);
+
+/// How long `postmaster.pid` may give no status before the wait connects blind.
+const BLIND_AFTER: Duration = Duration::from_secs(1);
 /// How often it tries a connection when `postmaster.pid` says nothing it can use.
 const CONNECT_POLL: Duration = Duration::from_millis(100);
 
@@ -735,6 +738,8 @@ async fn wait_promoted(
     let data = server.ws.data_dir();
     let mut last = String::from("not started yet");
     let mut last_try: Option<Instant> = None;
+    let waiting = Instant::now();
+    let mut status_seen = false;
     loop {
         if let Some(child) = server.child.as_mut() {
             if let Ok(Some(status)) = child.try_wait() {
@@ -747,7 +752,14 @@ async fn wait_promoted(
         // `hot_standby=off` only after recovery ended and it promoted.
         let status = native::postmaster_status(&data);
         let ready = status.as_deref() == Some("ready");
-        let blind = !matches!(status.as_deref(), Some("starting" | "ready" | "stopping" | "standby"));
+        let known = matches!(status.as_deref(), Some("starting" | "ready" | "stopping" | "standby"));
+        status_seen |= known;
+        // A file that gives no status (a server in a container, whose file this user may not
+        // read) is answered by connecting. One that has not got its status line yet is the
+        // server's first moments, when its socket may already take a connection and refuse
+        // it ("the database system is starting up", a FATAL in the log): it is given
+        // `BLIND_AFTER` to write it.
+        let blind = !known && !status_seen && waiting.elapsed() >= BLIND_AFTER;
         if ready || blind && last_try.is_none_or(|t| t.elapsed() >= CONNECT_POLL) {
             last_try = Some(Instant::now());
             match crate::pg::connect(&url).await {
