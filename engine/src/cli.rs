@@ -676,8 +676,16 @@ async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) 
         } => {
             let mut rb = runbook::load_checked(&runbook)?;
             let lock = evidence_retain.map(|r| (evidence_mode(&evidence_lock_mode), r));
-            let evidence =
-                evidence_sink(evidence, signing_key.as_deref(), report.as_deref(), &redactor, &rb.source, lock).await?;
+            let evidence = evidence_sink(
+                evidence,
+                signing_key.as_deref(),
+                report.as_deref(),
+                &redactor,
+                &rb.source,
+                lock,
+                &stores,
+            )
+            .await?;
             if let Some(url) = &tsa {
                 redactor.add_credentials_in(url);
                 if evidence.is_none() {
@@ -802,7 +810,7 @@ async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) 
             let shown_location = location.display().to_string();
             let mut here = vec![crate::evidence::log::location_name(&shown_location)];
             here.extend(earlier_location.iter().map(|l| crate::evidence::log::location_name(l)));
-            let (location, _copy) = evidence_here(location).await?;
+            let (location, _copy) = evidence_here(location, &stores).await?;
             let key = match &public_key {
                 Some(p) => crate::evidence::keys::PublicKey::from_file(p)?,
                 None => {
@@ -853,7 +861,7 @@ async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) 
             // A log in an object store is packed from a private local copy, checked first as
             // `evidence verify` checks it.
             let shown = evidence.display().to_string();
-            let (evidence, _copy) = evidence_here(evidence).await?;
+            let (evidence, _copy) = evidence_here(evidence, &stores).await?;
             let mut here = vec![crate::evidence::log::location_name(&shown)];
             here.extend(earlier_location.iter().map(|l| crate::evidence::log::location_name(l)));
             let anchors = Anchors { checkpoint, ledger, run_json };
@@ -1177,7 +1185,7 @@ async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) 
                 }
                 None => {
                     let at = format!("{}/evidence", text.trim_end_matches('/'));
-                    let (dir, _copy) = evidence_here(PathBuf::from(&at)).await?;
+                    let (dir, _copy) = evidence_here(PathBuf::from(&at), &stores).await?;
                     evidence_cut_against_history(&dir, &at, &history)
                 }
             };
@@ -1276,7 +1284,10 @@ struct RemoveOnDrop(PathBuf);
 
 /// An evidence log where it can be read: a local directory as it is, a log in an object
 /// store (`s3://...`) copied into a private local directory, removed when the guard drops.
-async fn evidence_here(location: PathBuf) -> Result<(PathBuf, Option<RemoveOnDrop>), Error> {
+async fn evidence_here(
+    location: PathBuf,
+    stores: &crate::storage::Opened,
+) -> Result<(PathBuf, Option<RemoveOnDrop>), Error> {
     let shown = location.display().to_string();
     if let Some(dir) = crate::storage::local_dir(&shown) {
         return Ok((dir, None));
@@ -1285,7 +1296,7 @@ async fn evidence_here(location: PathBuf) -> Result<(PathBuf, Option<RemoveOnDro
     let dir = crate::storage::private_dir(&parent, "evidence")
         .map_err(|e| Error::io(format!("creating a private directory in {}", parent.display()), e))?;
     let guard = RemoveOnDrop(dir.clone());
-    crate::evidence::remote::download(&shown, &dir).await?;
+    crate::evidence::remote::download(&shown, &dir, stores).await?;
     Ok((dir, Some(guard)))
 }
 
@@ -1309,6 +1320,7 @@ async fn evidence_sink(
     redactor: &Redactor,
     runbook_source: &str,
     lock: Option<(crate::evidence::immutable::Mode, std::time::Duration)>,
+    stores: &crate::storage::Opened,
 ) -> Result<Option<crate::report::signed::SignedEvidence>, Error> {
     let key = signing_key(key_file, redactor)?;
     let (key, dir) = match (key, evidence) {
@@ -1334,7 +1346,7 @@ async fn evidence_sink(
     if crate::storage::local_dir(&text).is_none() {
         // Staged before the run: a store that cannot be read, a bucket without Object Lock
         // when retention is asked, or another key's log stop the run before it starts.
-        let log = crate::evidence::remote::RemoteLog::open(&text, &key, lock).await?;
+        let log = crate::evidence::remote::RemoteLog::open(&text, &key, lock, stores).await?;
         return Ok(Some(crate::report::signed::SignedEvidence::remote(log, Arc::new(key), runbook_source)));
     }
     if lock.is_some() {
@@ -1371,6 +1383,9 @@ async fn hold_to_anchors(
 ) -> Result<(), Error> {
     use crate::evidence::{anchors, verify};
     let mut anchored: Vec<u64> = Vec::new();
+    // The newest head the log's appends published (never replaced): a cut of the newest
+    // record is named against it.
+    anchored.extend(anchors::against_heads(v, location, key, here));
     for kept in &a.checkpoint {
         let bytes = std::fs::read(kept).map_err(|e| Error::io(format!("reading {}", kept.display()), e))?;
         anchored.extend(verify::against_kept_checkpoint(v, location, key, &bytes, &kept.display().to_string()));
@@ -1404,9 +1419,11 @@ async fn hold_to_anchors(
         .filter(|k| !k.is_empty())
         .map(|k| crate::archive::KeySource::from_secret(&k));
     let folders = anchors::folders_named(v);
-    let manifests = anchors::manifests_named(&folders, backup_key.as_ref(), &mut v.notes).await;
-    anchored.extend(anchors::against_manifests(v, location, here, &manifests));
-    anchors::unanchored(v, anchored.into_iter().max());
+    let newest = v.good.last().map(|g| g.sequence).unwrap_or(0);
+    let manifests = anchors::manifests_named(&folders, backup_key.as_ref(), here, newest, stores, &mut v.notes).await;
+    let (proven, unproven) = anchors::against_manifests(v, location, here, &manifests);
+    anchored.extend(proven);
+    anchors::unanchored(v, anchored.into_iter().max(), unproven);
     Ok(())
 }
 

@@ -71,6 +71,15 @@ pub async fn publish(dir: &Path, location: &str, mode: Mode, retain: Duration) -
                 files.push((format!("{RECORDS}/{tsr}"), b, false));
             }
         }
+        // The heads its appends published, as they are (each never replaced).
+        let heads = std::fs::read_dir(dir.join(super::log::HEADS)).into_iter().flatten().flatten();
+        for name in heads.filter_map(|e| e.file_name().to_str().map(str::to_string)) {
+            if super::log::parse_head_name(&name).is_some() {
+                let path = dir.join(super::log::HEADS).join(&name);
+                let b = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", shown_path(&path)), e))?;
+                files.push((format!("{}/{name}", super::log::HEADS), b, false));
+            }
+        }
         if let Some(c) = v.checkpoint {
             files.push((CHECKPOINT.into(), c, true));
         }

@@ -5,6 +5,7 @@
 //! LOCATION/records/00000001.dsse.json one DSSE envelope per run, numbered from 1
 //! LOCATION/records/00000001.tsr       its RFC 3161 timestamp, when a TSA is configured
 //! LOCATION/checkpoint.dsse.json      the signed head: last sequence and its digest
+//! LOCATION/heads/00000001-SHA256.dsse.json the signed head each append published, never replaced
 //! LOCATION/.evidence.lock            taken while appending
 //! ```
 //!
@@ -15,6 +16,14 @@
 //! checkpoint does the same for the last record. Appends hold an exclusive lock, so two runs
 //! appending at once cannot both chain to the same predecessor (a fork); a record is never
 //! replaced (`persist_noclobber`).
+//!
+//! The checkpoint is replaced by every append, so an older one put back after a cut names
+//! its own last record truly. Each append therefore also publishes the head it made as a
+//! file of its own under `heads/` (the same signed payload as a checkpoint, with the log's
+//! location and chain id), created once and never replaced: a log shorter than its newest
+//! head is named against it (`anchors::against_heads`), the newest record included, with no
+//! later run needed. It is written last, whole or not at all: a run killed before it leaves
+//! its record anchored by nothing yet, which `evidence verify` says, never a failure.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +37,7 @@ use crate::Error;
 pub const RECORDS: &str = "records";
 pub const PUBLIC_KEY: &str = "public-key.pem";
 pub const CHECKPOINT: &str = "checkpoint.dsse.json";
+pub const HEADS: &str = "heads";
 const LOCK: &str = ".evidence.lock";
 
 /// A record's file name.
@@ -39,6 +49,19 @@ pub fn record_name(sequence: u64) -> String {
 pub fn parse_record_name(name: &str) -> Option<u64> {
     let n = name.strip_suffix(".dsse.json")?;
     (n.len() == 8 && n.bytes().all(|b| b.is_ascii_digit())).then(|| n.parse().ok()).flatten().filter(|n| *n > 0)
+}
+
+/// A published head's file name: the record's sequence and sha256.
+pub fn head_name(sequence: u64, sha256: &str) -> String {
+    format!("{sequence:08}-{sha256}.dsse.json")
+}
+
+/// The sequence and sha256 of a head's file name.
+pub fn parse_head_name(name: &str) -> Option<(u64, String)> {
+    let (n, sha) = name.strip_suffix(".dsse.json")?.split_once('-')?;
+    let n = parse_record_name(&format!("{n}.dsse.json"))?;
+    (sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .then(|| (n, sha.to_string()))
 }
 
 /// What a link tells of the record it points to: enough to name a removed one.
@@ -270,6 +293,19 @@ pub fn append_at(dir: &Path, location: &str, key: &SigningKey, mut statement: St
     let payload = serde_json::to_vec(&checkpoint).map_err(|e| Error::environment(format!("evidence: {e}")))?;
     let signed = Envelope::sign(CHECKPOINT_TYPE, &payload, key)?.to_bytes();
     write_new(dir, &dir.join(CHECKPOINT), &signed, true)?;
+    // The head again under a name of its own, never replaced: what an older checkpoint put
+    // back cannot undo. Where a kill -9 before it is tested: the record and checkpoint in
+    // place, no head (the record is then anchored by nothing yet, and said so).
+    crate::util::test_pause("evidence-checkpoint-written");
+    let mut head = checkpoint;
+    head["location"] = json!(location);
+    head["chain"] = json!(&chain_id);
+    let payload = serde_json::to_vec(&head).map_err(|e| Error::environment(format!("evidence: {e}")))?;
+    let signed = Envelope::sign(CHECKPOINT_TYPE, &payload, key)?.to_bytes();
+    let heads = dir.join(HEADS);
+    std::fs::create_dir_all(&heads)
+        .map_err(|e| Error::environment(format!("evidence: cannot create {}: {e}", shown(&heads))))?;
+    write_new(dir, &heads.join(head_name(sequence, &sha256)), &signed, false)?;
     Ok(Appended { sequence, path, sha256, chain_id })
 }
 

@@ -26,8 +26,14 @@ pub fn anchors_text(v: &Verified) -> String {
     for h in &v.held {
         out.push_str(&format!("checked: held to {}\n", crate::util::one_line(h)));
     }
+    for u in &v.unauthenticated {
+        out.push_str(&format!(
+            "compared, UNAUTHENTICATED (can show a cut, never prove none): {}\n",
+            crate::util::one_line(u)
+        ));
+    }
     if v.held.is_empty() {
-        out.push_str("checked: no anchor of this log outside it was found (no ledger line, run.json, backup manifest or kept checkpoint)\n");
+        out.push_str("checked: no authenticated anchor of this log outside it was found (no published head, ledger line, run.json, authenticated backup manifest or kept checkpoint)\n");
     }
     for u in &v.unproven {
         out.push_str(&format!("NOT PROVEN: {}\n", crate::util::one_line(u)));

@@ -7,7 +7,9 @@
 //! that newest record, a new signed checkpoint); then the new record (and its RFC 3161
 //! timestamp) is created in the store with the store's conditional create, which never
 //! replaces an object, and the checkpoint after it, so a reader never finds a checkpoint
-//! counting a record the store lacks. Two runs that staged the same head race for one
+//! counting a record the store lacks, and last the head it made (`heads/SEQ-SHA256.dsse.json`,
+//! the checkpoint's signed payload under a name of its own), created once and never
+//! replaced. Two runs that staged the same head race for one
 //! sequence number: the store lets one create it, and the other stages again and appends
 //! after it (`Publish::Taken`), so the chain never forks.
 //!
@@ -22,8 +24,8 @@ use std::time::Duration;
 
 use super::immutable::{retain_until, Locked, Mode, Put};
 use super::keys::SigningKey;
-use super::log::{parse_record_name, record_name, CHECKPOINT, PUBLIC_KEY, RECORDS};
-use crate::storage::Store;
+use super::log::{parse_head_name, parse_record_name, record_name, CHECKPOINT, HEADS, PUBLIC_KEY, RECORDS};
+use crate::storage::{Opened, Store};
 use crate::Error;
 
 /// Where the evidence goes and how it is kept.
@@ -59,12 +61,18 @@ fn env(location: &str) -> impl Fn(String) -> Error + '_ {
 impl RemoteLog {
     /// Open `location` and stage its head for `key`; `lock`: write with Object Lock
     /// retention (`mode`, for `retain`), refused unless the bucket has Object Lock enabled.
-    /// A log of another key is refused here, before the run changes anything.
-    pub async fn open(location: &str, key: &SigningKey, lock: Option<(Mode, Duration)>) -> Result<RemoteLog, Error> {
+    /// A log of another key is refused here, before the run changes anything. The store is
+    /// the command's (`stores`), opened once for the run.
+    pub async fn open(
+        location: &str,
+        key: &SigningKey,
+        lock: Option<(Mode, Duration)>,
+        stores: &Opened,
+    ) -> Result<RemoteLog, Error> {
         let target = match lock {
             Some((mode, retain)) => Target::Locked { bucket: Box::new(Locked::open(location).await?), mode, retain },
             None => {
-                let store = crate::storage::open(location).map_err(Error::invalid)?;
+                let store = stores.open_in(location, Path::new("")).map_err(Error::invalid)?;
                 store.probe().await.map_err(env(location))?;
                 Target::Store(store)
             }
@@ -125,8 +133,10 @@ impl RemoteLog {
     pub async fn stage(&mut self, key: &SigningKey) -> Result<(), Error> {
         let io = |p: &Path, e: std::io::Error| Error::io(format!("staging evidence in {}", p.display()), e);
         let records = self.local.join(RECORDS);
-        if records.exists() {
-            std::fs::remove_dir_all(&records).map_err(|e| io(&records, e))?;
+        for d in [&records, &self.local.join(HEADS)] {
+            if d.exists() {
+                std::fs::remove_dir_all(d).map_err(|e| io(d, e))?;
+            }
         }
         for f in [PUBLIC_KEY, CHECKPOINT] {
             let _ = std::fs::remove_file(self.local.join(f));
@@ -205,6 +215,30 @@ impl RemoteLog {
                 bucket.put(CHECKPOINT, checkpoint, *mode, &retain_until(*retain), false).await?;
             }
         }
+        // The head this append made, under its own name: created once, never replaced (one
+        // already there is this same head, published by an earlier try).
+        crate::util::test_pause("evidence-store-checkpoint-written");
+        let prefix = format!("{sequence:08}-");
+        let heads = std::fs::read_dir(self.local.join(HEADS)).into_iter().flatten().flatten();
+        for h in heads.filter_map(|e| e.file_name().to_str().map(str::to_string)) {
+            if !h.starts_with(&prefix) || parse_head_name(&h).is_none() {
+                continue;
+            }
+            let name = format!("{HEADS}/{h}");
+            let bytes = read(&name)?;
+            match &self.target {
+                Target::Store(s) => {
+                    if let Err(e) = s.put_new(&name, bytes).await {
+                        if !matches!(s.head(&name).await, Ok(Some(_))) {
+                            return Err(env(&self.location)(e));
+                        }
+                    }
+                }
+                Target::Locked { bucket, mode, retain } => {
+                    bucket.put(&name, bytes, *mode, &retain_until(*retain), true).await?;
+                }
+            }
+        }
         Ok(Publish::Done(format!("{}/{record}", self.location.trim_end_matches('/'))))
     }
 }
@@ -225,16 +259,20 @@ fn checkpoint_sequence(envelope: &[u8]) -> Option<u64> {
 }
 
 /// Copy the whole log at `location` into `dir` (a new local directory), for `evidence
-/// verify` and `evidence pack` of a log kept in a store.
-pub async fn download(location: &str, dir: &Path) -> Result<usize, Error> {
-    let store = crate::storage::open(location).map_err(Error::invalid)?;
-    std::fs::create_dir_all(dir.join(RECORDS)).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+/// verify` and `evidence pack` of a log kept in a store, opened among the command's `stores`.
+pub async fn download(location: &str, dir: &Path, stores: &Opened) -> Result<usize, Error> {
+    let store = stores.open_in(location, Path::new("")).map_err(Error::invalid)?;
+    for d in [RECORDS, HEADS] {
+        std::fs::create_dir_all(dir.join(d)).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
     let mut n = 0;
     for m in store.list("").await.map_err(env(location))? {
         let name = m.key.as_str();
         let wanted = name == PUBLIC_KEY
             || name == CHECKPOINT
-            || name.strip_prefix(&format!("{RECORDS}/")).is_some_and(|r| !r.contains('/') && !r.starts_with('.'));
+            || [RECORDS, HEADS]
+                .iter()
+                .any(|d| name.strip_prefix(&format!("{d}/")).is_some_and(|r| !r.contains('/') && !r.starts_with('.')));
         if !wanted {
             continue;
         }

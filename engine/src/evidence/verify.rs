@@ -45,6 +45,9 @@ pub struct Verified {
     /// What the checks could not prove, said in the result line itself (records written
     /// before records named their location: a swap of those cannot be told).
     pub unproven: Vec<String>,
+    /// Anchors compared without a key's proof (a manifest without a MAC): they can show a
+    /// cut, never prove there was none, so they are listed apart from `held`.
+    pub unauthenticated: Vec<String>,
 }
 
 impl Verified {
@@ -74,6 +77,9 @@ impl Verified {
             }
             for h in &self.held {
                 out.push_str(&format!("  held to {h}\n"));
+            }
+            for u in &self.unauthenticated {
+                out.push_str(&format!("  compared, UNAUTHENTICATED (can show a cut, never prove none), with {u}\n"));
             }
             return out;
         }

@@ -38,6 +38,28 @@ fn copy_of(dir: &Path, to: &Path) -> PathBuf {
     out
 }
 
+/// Remove the heads of records `from` and later (`heads/SEQ-SHA256.dsse.json`), as a cut that
+/// knows of them would.
+fn remove_heads_from(dir: &Path, from: u64) {
+    for e in std::fs::read_dir(dir.join("heads")).expect("heads").flatten() {
+        let n: u64 = e.file_name().to_string_lossy()[..8].parse().expect("a head's sequence");
+        if n >= from {
+            std::fs::remove_file(e.path()).expect("rm head");
+        }
+    }
+}
+
+/// The names under the log's `heads/`, sorted.
+fn heads(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("heads"))
+        .expect("heads")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 fn verify(dir: &Path, public: &Path) -> common::Ran {
     common::verifying(dir, public).output()
 }
@@ -531,7 +553,11 @@ fn object_lock_keeps_published_evidence_from_deletion_and_a_bucket_without_it_is
 
     let r = publish("s3://locked-evidence/prod");
     assert_eq!(r.code, Some(0), "{}", r.all());
-    assert!(r.stdout.contains("4 objects written, 0 already there; retained (governance) until"), "{}", r.all());
+    // The public key, two records, the two heads their runs published and the checkpoint.
+    assert!(r.stdout.contains("6 objects written, 0 already there; retained (governance) until"), "{}", r.all());
+    let newest_head = heads(&evidence).pop().expect("a head");
+    let (status, head) = s3(port, "HEAD", &format!("/locked-evidence/prod/heads/{newest_head}"), &[]);
+    assert!(status == 200 && head.to_ascii_lowercase().contains("x-amz-object-lock-mode: governance"), "{head}");
     assert!(!r.all().contains(SECRET));
     let (status, head) = s3(port, "HEAD", "/locked-evidence/prod/records/00000001.dsse.json", &[]);
     assert_eq!(status, 200, "{head}");
@@ -550,7 +576,7 @@ fn object_lock_keeps_published_evidence_from_deletion_and_a_bucket_without_it_is
 
     // Again: the records are there already; only the checkpoint is written (a new version).
     let r = publish("s3://locked-evidence/prod");
-    assert!(r.stdout.contains("1 objects written, 3 already there"), "{}", r.all());
+    assert!(r.stdout.contains("1 objects written, 5 already there"), "{}", r.all());
     drop(moto);
 }
 
@@ -752,6 +778,11 @@ fn concurrent_runs_and_runs_killed_mid_append_leave_one_verifiable_chain() {
         std::fs::remove_file(record(&evidence, n)).expect("rm");
     }
     std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    // The head run 7 published (never replaced) names the cut; with the heads of the records
+    // cut removed too, the log alone cannot show it.
+    let v = verify(&evidence, &public);
+    assert!(v.code == Some(1) && v.stdout.contains("record 7: missing: the head heads/00000007-"), "{}", v.all());
+    remove_heads_from(&evidence, 5);
     assert_eq!(verify(&evidence, &public).code, Some(0), "the log alone cannot show the cut");
     let r = common::verifying(&evidence, &public).arg("--checkpoint").arg(&kept).output();
     assert_eq!(r.code, Some(1), "{}", r.all());
@@ -866,16 +897,22 @@ fn a_log_cut_at_its_end_without_a_kept_checkpoint_is_named_against_the_ledger_it
     assert_eq!(r.code, Some(1), "{}", r.all());
     assert!(r.stdout.contains("record 4: missing: the run.json") && !r.stdout.contains("the ledger"), "{}", r.all());
     std::fs::remove_file(reports.join("run.json")).expect("rm");
+    // The head the last run published still names it; with the heads of the records cut
+    // removed as well, it is not seen.
+    let r = by_hand();
+    assert!(r.code == Some(1) && r.stdout.contains("record 4: missing: the head heads/00000004-"), "{}", r.all());
+    remove_heads_from(&evidence, 3);
     let r = by_hand();
     assert_eq!(r.code, Some(0), "{}", r.all());
 }
 
 /// A run killed with -9 while it writes the checkpoint of a local log, and while it appends
 /// to a log in an object store (moto): staged but nothing created, then its record created
-/// and the store's checkpoint not yet replaced (issue 42). Each time nothing half-written is
-/// under a final name (records are whole envelopes, the checkpoint verifies), the log
-/// verifies (a checkpoint one record behind is a note), and the next run continues the one
-/// chain and re-signs the checkpoint.
+/// and the store's checkpoint not yet replaced, then the checkpoint replaced and its head not
+/// yet published (issue 42). Each time nothing half-written is under a final name (records
+/// are whole envelopes, the checkpoint verifies), the log verifies (a checkpoint one record
+/// behind is a note, records with no head are said anchored by nothing yet), and the next run
+/// continues the one chain, re-signs the checkpoint and publishes its head.
 #[test]
 fn runs_killed_while_writing_the_checkpoint_or_appending_to_a_store_leave_one_verifiable_chain() {
     let (t, key, public) = keygen();
@@ -931,14 +968,16 @@ fn runs_killed_while_writing_the_checkpoint_or_appending_to_a_store_leave_one_ve
     };
     let verify_store = || aws(common::verifying(store, &public)).output();
     aws(signed(store)).expect(0);
-    for (phase, records) in [("evidence-chained", 1), ("evidence-store-record-created", 2)] {
+    let phases =
+        [("evidence-chained", 1), ("evidence-store-record-created", 2), ("evidence-store-checkpoint-written", 3)];
+    for (phase, records) in phases {
         common::kill_paused_at(aws(signed(store)).command(), phase, &t.path().join(phase));
         let keys = keys();
         let recs: Vec<&String> = keys.iter().filter(|k| k.starts_with("records/")).collect();
         assert_eq!(recs.len(), records, "{phase}: {keys:?}");
         assert!(
             keys.iter().all(|k| ["public-key.pem", "checkpoint.dsse.json"].contains(&k.as_str())
-                || (k.starts_with("records/") && k.ends_with(".dsse.json"))),
+                || ((k.starts_with("records/") || k.starts_with("heads/")) && k.ends_with(".dsse.json"))),
             "{phase}: something else under the log's names: {keys:?}"
         );
         let v = verify_store();
@@ -947,11 +986,22 @@ fn runs_killed_while_writing_the_checkpoint_or_appending_to_a_store_leave_one_ve
         if records == 2 {
             assert!(v.stdout.contains("covers records 1 to 1; records 2 to 2"), "{}", v.all());
         }
+        // Killed after its checkpoint, before its head: no false failure, said unanchored.
+        if records == 3 {
+            assert!(v.stdout.contains("BUT records 2 to 3 (the newest) are anchored by nothing yet"), "{}", v.all());
+        }
     }
     let r = aws(signed(store)).expect(0);
-    assert!(r.stderr.contains("evidence: signed statement 3 appended to s3://killed-evidence/prod/"), "{}", r.all());
+    assert!(r.stderr.contains("evidence: signed statement 4 appended to s3://killed-evidence/prod/"), "{}", r.all());
     let v = verify_store();
-    assert!(v.code == Some(0) && v.stdout.contains(": 3 records") && !v.stdout.contains("note:"), "{}", v.all());
+    assert!(
+        v.code == Some(0)
+            && v.stdout.contains(": 4 records")
+            && !v.stdout.contains("note:")
+            && !v.stdout.contains("BUT"),
+        "{}",
+        v.all()
+    );
     drop(moto);
 }
 
@@ -1296,13 +1346,15 @@ fn a_pack_of_a_log_cut_at_its_end_was_written_whole_and_now_is_refused_against_t
     let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 1");
     run();
     run();
-    // A fourth run with --evidence only: no ledger line, run.json or manifest anchors it.
+    // A fourth run with --evidence only: no ledger line, run.json or manifest anchors it, and
+    // its head is gone (as a run killed before publishing it leaves it).
     Run::new(&tiny).arg("--signing-key").arg(&key).arg("--evidence").arg(&evidence).expect(0);
+    remove_heads_from(&evidence, 4);
     let v = verify(&evidence, &public);
     assert_eq!(v.code, Some(0), "{}", v.all());
     assert!(
         v.stdout.lines().next().unwrap_or("").contains(
-            "BUT record 4 (the newest) is anchored by nothing yet (no ledger line, run.json, backup manifest or kept checkpoint names it): a cut of it cannot be told until a later run anchors it"
+            "BUT record 4 (the newest) is anchored by nothing yet (no published head, ledger line, run.json, authenticated backup manifest or kept checkpoint names it): a cut of it cannot be told until a later run anchors it"
         ) && v.stdout.contains("held to the ledger "),
         "{}",
         v.all()
@@ -1413,6 +1465,169 @@ async fn a_log_of_base_backup_runs_cut_at_its_end_was_unseen_and_now_is_named_ag
             && v.stdout.contains("(a base backup of system ")
             && v.stdout.contains("authenticated under the backup key) anchors record 2 with sha256 ")
             && v.stdout.contains("this log holds 1: records were cut off its end"),
+        "{}",
+        v.all()
+    );
+}
+
+/// Regression (issue 42): a run's newest record was anchored by nothing until a later run
+/// (its manifests anchor the head it found, and a run with `--evidence` and no `--report`
+/// writes no run.json or ledger line), so cutting it and putting the older checkpoint back
+/// verified "ok", exit 0. Each append now publishes the head it made under `heads/` (signed
+/// with the evidence key, created once, never replaced): `evidence verify` and `evidence
+/// pack` name the cut against it. A run killed -9 after its checkpoint and before its head
+/// leaves nothing half-written under `heads/` and its record said anchored by nothing yet
+/// (exit 0, never a false failure); the next run publishes its own head.
+#[test]
+fn a_cut_newest_record_was_unseen_and_now_is_named_against_the_head_its_run_published() {
+    let (t, key, public) = keygen();
+    let runbook = tiny(t.path());
+    let evidence = t.path().join("evidence");
+    let signed = || Run::new(&runbook).signed(&key, &evidence);
+    signed().expect(0);
+    signed().expect(0);
+    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 2");
+    signed().expect(0);
+    let three = pgdrill::evidence::keys::sha256_hex(&std::fs::read(record(&evidence, 3)).expect("record 3"));
+    let names = heads(&evidence);
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(names[2], format!("00000003-{three}.dsse.json"), "{names:?}");
+    let v = verify(&evidence, &public);
+    assert_eq!(v.code, Some(0), "{}", v.all());
+    assert!(
+        !v.stdout.contains("BUT")
+            && v.stdout.contains(&format!(
+                "held to the newest head its appends published, heads/00000003-{three}.dsse.json: record 3 is there unchanged"
+            )),
+        "{}",
+        v.all()
+    );
+
+    // The newest record cut, the checkpoint at 2 put back: the log alone is whole.
+    std::fs::remove_file(record(&evidence, 3)).expect("rm");
+    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    let named = [
+        &format!("record 3: missing: the head heads/00000003-{three}.dsse.json (signed at "),
+        "published when record 3, the passed verify `tiny` that finished at ",
+        "this log holds 2: records were cut off its end",
+    ];
+    let v = verify(&evidence, &public);
+    assert_eq!(v.code, Some(1), "the cut log verified: {}", v.all());
+    assert!(named.iter().all(|n| v.stdout.contains(n)), "{}", v.all());
+    let out = t.path().join("cut.tar");
+    let p = Run::cli(["evidence", "pack", "--from", "2000-01-01", "--to", "2100-01-01", "--public-key"])
+        .arg(&public)
+        .arg("--evidence")
+        .arg(&evidence)
+        .arg(&out)
+        .output();
+    assert_eq!(p.code, Some(1), "the cut log was packed: {}", p.all());
+    assert!(named.iter().all(|n| p.stdout.contains(n)) && p.stderr.contains("not packed"), "{}", p.all());
+    assert!(!out.exists(), "nothing written under the pack's name");
+
+    // A head signed with another key put in as the newest is named, and the true one held to.
+    let (_other, other_key, _) = keygen();
+    let forged = t.path().join("forged");
+    Run::new(&runbook).signed(&other_key, &forged).expect(0);
+    let forged_head = heads(&forged).pop().expect("a head");
+    let fake = format!("00000009-{}", &forged_head[9..]);
+    std::fs::copy(forged.join("heads").join(&forged_head), evidence.join("heads").join(&fake)).expect("copy");
+    let v = verify(&evidence, &public);
+    assert!(
+        v.code == Some(1)
+            && v.stdout.contains(&format!("the head heads/{fake}: "))
+            && v.stdout.contains("record 3: missing: the head heads/00000003-"),
+        "{}",
+        v.all()
+    );
+
+    // Killed -9 between its checkpoint and its head: nothing half-written under heads/, the
+    // record said anchored by nothing yet, exit 0; the next run publishes its own head.
+    let killed = t.path().join("killed");
+    Run::new(&runbook).signed(&key, &killed).expect(0);
+    let phase = "evidence-checkpoint-written";
+    common::kill_paused_at(Run::new(&runbook).signed(&key, &killed).command(), phase, &t.path().join(phase));
+    let names = heads(&killed);
+    assert!(names.len() == 1 && names[0].starts_with("00000001-"), "{names:?}");
+    let v = verify(&killed, &public);
+    assert_eq!(v.code, Some(0), "a run killed before its head reads as a failure: {}", v.all());
+    assert!(
+        v.stdout
+            .lines()
+            .next()
+            .unwrap_or("")
+            .contains("BUT record 2 (the newest) is anchored by nothing yet (no published head, "),
+        "{}",
+        v.all()
+    );
+    Run::new(&runbook).signed(&key, &killed).expect(0);
+    let v = verify(&killed, &public);
+    assert!(v.code == Some(0) && !v.stdout.contains("BUT") && v.stdout.contains("heads/00000003-"), "{}", v.all());
+}
+
+/// Regression (issue 42): a manifest without a MAC (here: read without the backup key, as an
+/// unencrypted backup's, an old format's or a team's sidecar is) counted as an anchor like an
+/// authenticated one: a log whose records only such manifests named verified "ok", held to
+/// them, as if they proved nothing was cut, though whoever cut the log could have written
+/// them. They are compared still (they can show a cut) but listed apart, UNAUTHENTICATED, and
+/// the result line says no authenticated anchor names the records.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_without_a_mac_counted_as_proof_that_nothing_was_cut_and_now_is_listed_apart() {
+    let Some(s) = common::native_server("shop").await else { return };
+    common::exec(&s.url(), "create table t (id int primary key); insert into t values (1), (2)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let (storage, evidence) = (t.path().join("backups"), t.path().join("evidence"));
+    let key = t.path().join("signing.pem");
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    let public = t.path().join("signing.pem.pub");
+    let backup = || {
+        Run::new("backup")
+            .var("database_url", s.url())
+            .var("storage", storage.display())
+            .key(KEY)
+            .signed(&key, &evidence)
+            .expect(0)
+    };
+    backup();
+    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 1");
+    backup();
+    backup();
+    // A log whose records no head anchors (written before heads were published): only the
+    // backups' manifests name its records 1 and 2.
+    std::fs::remove_dir_all(evidence.join("heads")).expect("rm heads");
+    let without_key = || common::verifying(&evidence, &public).env_remove("PGDRILL_BACKUP_KEY").output();
+    let v = without_key();
+    assert_eq!(v.code, Some(0), "{}", v.all());
+    assert!(
+        v.stdout.lines().next().unwrap_or("").contains(
+            "BUT none of its 3 records is anchored outside the log (no published head, ledger line, run.json, authenticated backup manifest or kept checkpoint names this log)"
+        ) && v.stdout.contains("record 2 is named by an UNAUTHENTICATED anchor")
+            && v.stdout.contains("compared, UNAUTHENTICATED (can show a cut, never prove none), with the backup manifests: the newest unauthenticated anchor of this log, record 2 (")
+            && !v.stdout.contains("held to the backup manifests"),
+        "{}",
+        v.all()
+    );
+    // With the key the same manifest is authenticated and counts.
+    let v = common::verifying(&evidence, &public).key(KEY).output();
+    assert_eq!(v.code, Some(0), "{}", v.all());
+    assert!(
+        v.stdout.contains("held to the backup manifests: the newest anchor of this log, record 2 (")
+            && v.stdout.contains("authenticated under the backup key), is there unchanged")
+            && v.stdout.contains("BUT record 3 (the newest) is anchored by nothing yet")
+            && !v.stdout.contains("UNAUTHENTICATED"),
+        "{}",
+        v.all()
+    );
+    // An unauthenticated anchor still shows a cut.
+    for n in 2..=3 {
+        std::fs::remove_file(record(&evidence, n)).expect("rm");
+    }
+    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    let v = without_key();
+    assert_eq!(v.code, Some(1), "{}", v.all());
+    assert!(
+        v.stdout.contains("record 2: missing: the manifest ")
+            && v.stdout.contains("its MAC not checked here: no backup key given) anchors record 2"),
         "{}",
         v.all()
     );
