@@ -1266,16 +1266,19 @@ async fn beside_evidence(evidence: &str, name: &str, stores: &crate::storage::Op
 }
 
 /// What `pgdrill report` says of the evidence log `dir` beside a history: the records the
-/// history's runs anchored that it no longer holds (or holds changed), if any. Its own
-/// signatures and links are `evidence verify`'s to judge, with the key the operator trusts.
-/// `location`: where the log lives (the directory, or the store's URL of a copy in `dir`).
+/// history's runs anchored, or the newest head the log's appends published, that it no
+/// longer holds (or holds changed), if any. Its own signatures and links are `evidence
+/// verify`'s to judge, with the key the operator trusts. `location`: where the log lives (the
+/// directory, or the store's URL of a copy in `dir`).
 fn evidence_cut_against_history(dir: &std::path::Path, location: &str, history: &str) -> Option<String> {
-    use crate::evidence::{keys::PublicKey, log, verify};
+    use crate::evidence::{anchors, keys::PublicKey, log, verify};
     let key = PublicKey::from_file(&dir.join(log::PUBLIC_KEY)).ok()?;
     let good = verify::verify(dir, &key).ok()?.good;
     let mut v = verify::Verified { good, keyid: key.keyid(), ..Default::default() };
     let here = [log::location_name(location)];
-    verify::against_ledger(&mut v, dir, &here, history, "history.jsonl")?;
+    let head = anchors::against_heads(&mut v, dir, &key, &here);
+    let ledger = verify::against_ledger(&mut v, dir, &here, history, "history.jsonl");
+    head.or(ledger)?;
     (!v.ok()).then(|| v.text(location).trim_end().to_string())
 }
 

@@ -342,6 +342,54 @@ mod tests {
         }
     }
 
+    #[test]
+    fn head_names_are_the_record_s_sequence_and_sha256() {
+        let sha = "ab".repeat(32);
+        assert_eq!(head_name(7, &sha), format!("00000007-{sha}.dsse.json"));
+        assert_eq!(parse_head_name(&head_name(7, &sha)), Some((7, sha.clone())));
+        for bad in [
+            format!("00000000-{sha}.dsse.json"),
+            format!("00000007-{}.dsse.json", "AB".repeat(32)),
+            format!("00000007-{}.dsse.json", &sha[1..]),
+            format!("00000007-{sha}.json"),
+            "00000007.dsse.json".to_string(),
+        ] {
+            assert_eq!(parse_head_name(&bad), None, "{bad}");
+        }
+    }
+
+    /// Each append publishes its head under `heads/`, signed like the checkpoint and naming
+    /// the log's location and chain; an existing head is never replaced.
+    #[test]
+    fn each_append_publishes_its_head_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = SigningKey::generate().expect("key");
+        let s = || {
+            Statement::run(
+                vec![super::super::statement::Subject::sha256("x", "00")],
+                json!({"runbook": {"name": "h"}, "kind": "verify", "outcome": "passed"}),
+            )
+        };
+        let one = append(dir.path(), &key, s()).expect("append 1");
+        let two = append(dir.path(), &key, s()).expect("append 2");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join(HEADS))
+            .expect("heads")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![head_name(1, &one.sha256), head_name(2, &two.sha256)]);
+        let bytes = std::fs::read(dir.path().join(HEADS).join(&names[1])).expect("head 2");
+        let e = Envelope::from_bytes(&bytes).expect("envelope");
+        let head: Value = serde_json::from_slice(&e.verify(&key.public()).expect("signed")).expect("json");
+        assert_eq!(e.payload_type, CHECKPOINT_TYPE);
+        assert_eq!((head["sequence"].as_u64(), head["record_sha256"].as_str()), (Some(2), Some(two.sha256.as_str())));
+        assert_eq!(head["chain"].as_str(), Some(two.chain_id.as_str()));
+        assert_eq!(head["location"].as_str(), Some(location_name(&dir.path().display().to_string()).as_str()));
+        let path = dir.path().join(HEADS).join(&names[0]);
+        assert!(write_new(dir.path(), &path, b"other", false).is_err(), "a head was replaced");
+    }
+
     /// Two threads appending at once (as two runs would) make one chain of 2 x 10 records,
     /// never two records with the same predecessor.
     #[test]

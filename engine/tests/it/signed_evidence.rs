@@ -877,7 +877,12 @@ fn a_log_cut_at_its_end_without_a_kept_checkpoint_is_named_against_the_ledger_it
     // `pgdrill report` sees it too.
     let report = Run::cli(["report"]).arg(&reports).output();
     assert_eq!(report.code, Some(1), "{}", report.all());
-    assert!(report.stderr.contains("record 4: missing: the ledger history.jsonl (line 4"), "{}", report.all());
+    assert!(
+        report.stderr.contains("record 4: missing: the ledger history.jsonl (line 4")
+            && report.stderr.contains("record 4: missing: the head heads/00000004-"),
+        "{}",
+        report.all()
+    );
     let v = verify(&evidence, &public);
     assert_eq!(v.code, Some(1), "the cut log verified: {}", v.all());
     assert!(
