@@ -678,13 +678,23 @@ fn evidence_goes_straight_into_an_object_store_and_an_object_lock_bucket_keeps_e
             .arg("governance")
             .expect(code);
     }
-    for name in ["records/00000001.dsse.json", "records/00000002.dsse.json", "checkpoint.dsse.json", "public-key.pem"] {
+    // The heads the two runs published too: deleting one's version is refused as a record's is.
+    let listing = s3(port, "GET", "/locked-runs?list-type=2&prefix=prod/heads/", &[]).1;
+    let heads: Vec<String> = listing
+        .split("<Key>")
+        .skip(1)
+        .filter_map(|k| k.split("</Key>").next())
+        .map(|k| k.trim_start_matches("prod/").to_string())
+        .collect();
+    assert_eq!(heads.len(), 2, "{listing}");
+    let fixed = ["records/00000001.dsse.json", "records/00000002.dsse.json", "checkpoint.dsse.json", "public-key.pem"];
+    for name in fixed.iter().map(|n| n.to_string()).chain(heads) {
         let (status, head) = s3(port, "HEAD", &format!("/locked-runs/prod/{name}"), &[]);
         assert_eq!(status, 200, "{name}: {head}");
         let lower = head.to_ascii_lowercase();
         assert!(lower.contains("x-amz-object-lock-mode: governance"), "{name}: {head}");
         assert!(lower.contains("x-amz-object-lock-retain-until-date:"), "{name}: {head}");
-        if name.starts_with("records/") {
+        if name.starts_with("records/") || name.starts_with("heads/") {
             let version = lower
                 .lines()
                 .find_map(|l| l.strip_prefix("x-amz-version-id:"))
