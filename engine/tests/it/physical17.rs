@@ -333,6 +333,31 @@ fn a_postgresql_17_pgbackrest_backup_is_restored_and_recovered_in_its_image_with
     assert_eq!(o["marker"], true, "{o}");
     assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("recovery stopping before commit")), "{o}");
 
+    // A WAL segment after the backup damaged in the repository: the image's archive-get
+    // (2.55) refuses it inside the throwaway's container, and its record in the workspace
+    // makes the verdict the archive's damage naming the segment (it was "command not
+    // executable", nothing of pgBackRest's).
+    let stop = info[0]["backup"][0]["archive"]["stop"].as_str().expect("stop segment").to_string();
+    let mut after: Vec<PathBuf> = walk(&dir.join("repo/archive/demo"))
+        .into_iter()
+        .filter(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            n.len() > 24 && n.as_bytes()[24] == b'-' && n[..24] > *stop.as_str()
+        })
+        .collect();
+    after.sort();
+    let file = after.first().expect("a segment archived after the backup").clone();
+    let segment = file.file_name().and_then(|n| n.to_str()).map(|n| n[..24].to_string()).expect("a name");
+    let original = std::fs::read(&file).expect("read");
+    let damaged: Vec<u8> =
+        original.iter().enumerate().map(|(i, b)| if (40..104).contains(&i) { b ^ 0x5a } else { *b }).collect();
+    std::fs::write(&file, &damaged).expect("damage");
+    let (pid, code, all) = spawned(shipped(&source, 117));
+    std::fs::write(&file, &original).expect("put back");
+    assert_eq!(code, Some(1), "a damaged segment fails the verification:\n{all}");
+    assert!(all.contains(&format!("the WAL segment {segment} does not read back")), "{all}");
+    assert!(containers_of(pid).is_empty(), "a failed run left containers: {:?}", containers_of(pid));
+
     // No image of 17 (Docker unreachable here): the environment's failure naming what to
     // build, before anything is restored; never a pass.
     let ran = shipped(&source, 117).env("DOCKER_HOST", "unix:///nonexistent/docker.sock").output();
