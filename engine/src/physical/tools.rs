@@ -36,10 +36,10 @@ impl Scripts {
         self.script(tool, words, None)
     }
 
-    /// `restore_command`, whose script also records the tool's failure (any exit but 0 and
-    /// 1) in `workspace`'s [`FETCH_FAILED`]: its exit code, the segment and the last lines of
-    /// its stderr (which still reach the server's log), so recovery's verdict can say why it
-    /// stopped (`fetch_failed`). The tool's variables are never written there.
+    /// `restore_command`, whose script also records the tool's failure (any exit other than
+    /// 0 or 1) in `workspace`'s [`FETCH_FAILED`]: its exit code, the segment and the last
+    /// lines of its stderr (which still reach the server's log), so recovery's verdict can
+    /// say why it stopped (`fetch_failed`). The tool's variables are never written there.
     pub fn restore_command_reporting(&self, tool: &str, words: &[String], workspace: &Path) -> Result<String, Failure> {
         self.script(tool, words, Some(workspace))
     }
