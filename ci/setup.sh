@@ -205,6 +205,14 @@ build_image() {  # major suite image [more packages, comma separated]
   DOCKER_BUILDKIT=0 docker build -q --build-arg BASE="$base" -t "$image" ci/postgres-image >/dev/null
 }
 build_image 15 bookworm "$IMAGE"
+# bookworm's pgBackRest in the 15 image, a layer of its own (same tag) when it lacks one: a
+# machine without pgbackrest restores a 15 repository's backups, and fetches their WAL, in a
+# throwaway of this image (physical/pgbackrest.rs, `placement`).
+if ! docker run --rm --entrypoint sh "$IMAGE" -c 'command -v pgbackrest' >/dev/null 2>&1; then
+  log "adding pgbackrest to $IMAGE"
+  printf 'FROM %s\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbackrest >/dev/null && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb\n' \
+    "$IMAGE" | DOCKER_BUILDKIT=0 docker build -q -t "$IMAGE" - >/dev/null
+fi
 # The 17 image also holds the other tools' clients (tests/it/physical_tools.rs): this machine
 # has only 15's server binaries, and pgBackRest 2.45 (bookworm) does not know 17, so a 17
 # server archives, and its backups are restored and replayed, with trixie's pgBackRest and

@@ -369,7 +369,20 @@ impl Repo {
     /// each `*.conf` of the include folder: where the team's repository options may be.
     fn configuration(&self) -> (PathBuf, String) {
         let config = self.config_file();
-        let mut text = std::fs::read_to_string(&config).unwrap_or_default();
+        let mut text = String::new();
+        for f in self.configuration_files() {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&std::fs::read_to_string(f).unwrap_or_default());
+        }
+        (config, text)
+    }
+
+    /// The files pgBackRest reads its settings from: the configuration file (`config_file`),
+    /// then each `*.conf` of the include folder, in name order.
+    fn configuration_files(&self) -> Vec<PathBuf> {
+        let mut out = vec![self.config_file()];
         if let Some(dir) = self.include_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
                 .into_iter()
@@ -379,12 +392,22 @@ impl Repo {
                 .filter(|p| p.extension().is_some_and(|x| x == "conf"))
                 .collect();
             files.sort();
-            for f in files {
-                text.push('\n');
-                text.push_str(&std::fs::read_to_string(f).unwrap_or_default());
-            }
+            out.extend(files);
         }
-        (config, text)
+        out
+    }
+
+    /// The file of the team's configuration that sets `option` (in any section), if one does.
+    fn setting_file(&self, option: &str) -> Option<PathBuf> {
+        self.configuration_files().into_iter().find(|f| {
+            std::fs::read_to_string(f).is_ok_and(|text| {
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.starts_with('#') && !l.starts_with('['))
+                    .filter_map(|l| l.split_once('='))
+                    .any(|(k, _)| k.trim() == option)
+            })
+        })
     }
 
     /// What the team's pgBackRest reads on this machine, for a container of the tool: the
@@ -487,15 +510,17 @@ impl Repo {
     fn archive_get_in_image(&self, at: &Imaged, data: &Path, tool_dir: &Path) -> Vec<String> {
         let mut words = vec![at.bin.path.display().to_string()];
         words.extend(self.common());
-        // archive-get takes a spool folder only when asynchronous (prefetching into the
-        // team's spool, which the image does not have): synchronous here, one segment a call.
         words.push(format!("--lock-path={}", tool_dir.display()));
-        words.push("--no-archive-async".into());
         self.archive_get_rest(data, &mut words);
         words
     }
 
     fn archive_get_rest(&self, data: &Path, words: &mut Vec<String>) {
+        // Synchronous, one segment a call, whatever the team's configuration says: an
+        // asynchronous archive-get prefetches into the team's spool and takes the stanza's
+        // archive lock, which the team's own archive-push or archive-get may hold; it then
+        // waited out archive-timeout and failed (exit 82), and the image has no spool at all.
+        words.push("--no-archive-async".into());
         words.push(format!("--pg1-path={}", data.display()));
         words.push("--log-level-console=off".into());
         words.push("--log-level-stderr=warn".into());
@@ -604,7 +629,8 @@ impl PgBackRest {
     /// A `pgbackrest restore` of `label` that ended with an error, judged by pgBackRest's
     /// error code (`cause_of`): damage to the backup's bytes is a failed verification; a
     /// missing file is the backup's or not by what the repository holds (`missing_verdict`);
-    /// options or configuration refused are the input's when the location names the
+    /// an option refused is the environment's when a PGBACKREST_* variable or the team's
+    /// configuration file sets it (named), else the input's when the location names the
     /// configuration, else the environment's; the rest is the environment's. Before, every
     /// error was judged a failed backup: a spool folder this machine's user may not open
     /// (exit 53) too.
@@ -637,12 +663,24 @@ impl PgBackRest {
                 Failure::new(class, format!("{head}: {why}"))
             }
             Cause::Configuration => {
-                // An option set by a variable of pgdrill's environment is the environment's;
-                // else the configuration the location names is the input's.
-                let var = refused_option(&all).map(|o| format!("PGBACKREST_{}", o.to_uppercase().replace('-', "_")));
+                // An option set by a variable of pgdrill's environment is the environment's,
+                // and so is one the team's configuration files set (below); else the
+                // configuration the location names is the input's.
+                let option = refused_option(&all);
+                let var = option.map(|o| format!("PGBACKREST_{}", o.to_uppercase().replace('-', "_")));
                 if let Some(var) = var.filter(|v| tool_var(v).is_some()) {
                     return Failure::environment(format!(
                         "{head}: pgBackRest refused the option {var} of pgdrill's environment; no verdict on the backup"
+                    ));
+                }
+                // An option the team's own configuration sets is the environment of the
+                // backup, named by its file, not pgdrill's input: before, exit 2 that did not
+                // say which file, like an error in pgdrill's own arguments (issue 39).
+                if let Some((option, file)) = option.and_then(|o| Some((o, self.repo.setting_file(o)?))) {
+                    return Failure::environment(format!(
+                        "{head}: pgBackRest refused the option `{}` set in the team's configuration {}: correct it there; no verdict on the backup",
+                        crate::util::visible(option),
+                        crate::util::visible(&file.display().to_string())
                     ));
                 }
                 let named = self.repo.config.is_some() || self.repo.include.is_some() || self.repo.config_path.is_some();
@@ -824,7 +862,32 @@ impl PhysicalSource for PgBackRest {
             Some(at) => self.repo.archive_get_in_image(&at, &data, &tool_dir(&data)?),
             None => self.repo.archive_get(&self.bin, &data),
         };
-        self.scripts.restore_command("pgbackrest archive-get", &words).map(Some)
+        // The throwaway's workspace keeps archive-get's failure for `judge_fetch`.
+        let workspace = data.parent().unwrap_or(&data);
+        self.scripts.restore_command_reporting("pgbackrest archive-get", &words, workspace).map(Some)
+    }
+
+    /// A recovery stopped by `pgbackrest archive-get` failing inside the restore_command
+    /// (its script recorded the exit code and message): judged by pgBackRest's error
+    /// (`fetch_verdict`). Before, every such stop was a failed recovery (exit 1) that said
+    /// only "exit code 126", an unreadable repository too (issue 39).
+    fn judge_fetch(&self, backup: &BaseBackup, recovery: Failure) -> Failure {
+        let Some(f) = recovery.source.as_deref().and_then(|s| s.downcast_ref::<tools::FetchFailed>()).cloned() else {
+            return recovery;
+        };
+        let (class, why) = fetch_verdict(&f);
+        let name = cause_of(f.code).0.map(|n| format!(", pgBackRest's {n} error")).unwrap_or_default();
+        let said = readable(&tools::last_lines(&f.said, 4));
+        Failure::new(
+            class,
+            format!(
+                "recovery of the backup `{}` stopped: pgbackrest archive-get failed fetching {} (exit {}{name}): {said}: {why}",
+                backup.id,
+                crate::util::visible(&f.segment),
+                f.code
+            ),
+        )
+        .with_source(f)
     }
 
     /// For a throwaway in Docker: the team's configuration and local repository, and the
@@ -936,6 +999,8 @@ const ERRORS: &[(i32, &str, Cause)] = &[
     (49, "host-connect", Cause::Environment("pgBackRest could not reach the repository's host")),
     (101, "service", Cause::Environment("the repository's service answered with an error of its own")),
     (39, "protocol", Cause::Environment("pgBackRest's connection to its own workers or the repository's host broke")),
+    (42, "file-read", Cause::Environment("pgBackRest could not read a file of the repository")),
+    (82, "archive-timeout", Cause::Environment("the asynchronous archive-get (the team's archive-async) never delivered the segment: another pgBackRest may hold the stanza's archive lock")),
     (103, "repo-invalid", Cause::Environment("pgBackRest found no valid repository with this configuration")),
     (75, "backup-set-invalid", Cause::Environment("pgbackrest info listed the backup, but the restore's read of the repository does not: it changed while pgdrill ran (an expire) or the restore reads another repository")),
     (40, "path-not-empty", Cause::Environment("the throwaway's folder was not empty")),
@@ -946,6 +1011,56 @@ const ERRORS: &[(i32, &str, Cause)] = &[
     (94, "memory", Cause::Environment("pgBackRest ran out of memory")),
     (106, "clock", Cause::Environment("this machine's clock or time zone changed under pgBackRest")),
 ];
+
+/// The cause of the error pgBackRest names by its type in a message (`[FormatError]` is
+/// error.yaml's `format`, `[FileOpenError]` its `file-open`).
+fn cause_named(type_name: &str) -> Option<Cause> {
+    let stem = type_name.strip_suffix("Error")?;
+    let mut name = String::new();
+    for c in stem.chars() {
+        if c.is_ascii_uppercase() && !name.is_empty() {
+            name.push('-');
+        }
+        name.push(c.to_ascii_lowercase());
+    }
+    ERRORS.iter().find(|(_, n, _)| *n == name).map(|(_, _, cause)| *cause)
+}
+
+/// The class and the reason of an `archive-get` that failed fetching `f.segment` inside the
+/// restore_command. pgBackRest 2.45 and 2.55 wrap what each repository answered in one
+/// error (42, "unable to get SEGMENT: repo1: PATH [FormatError] ..."): the segment is the
+/// archive's damage (a failed verification naming it) only when every repository's answer
+/// is damage to its bytes; a file it could not open, a repository it could not find or
+/// list, an option or a lock are the environment's, never a verdict. Exit 1 (the segment
+/// is not in the archive) never comes here: the server reads it as the archive's end.
+fn fetch_verdict(f: &tools::FetchFailed) -> (crate::error::Class, String) {
+    use crate::error::Class;
+    let segment = crate::util::visible(&f.segment);
+    let named: Vec<Cause> = f
+        .said
+        .split('[')
+        .skip(1)
+        .filter_map(|rest| rest.split_once(']').map(|(t, _)| t))
+        .filter(|t| t.ends_with("Error") && t.chars().all(|c| c.is_ascii_alphanumeric()))
+        .map(|t| cause_named(t).unwrap_or(Cause::Environment("an error pgdrill does not read as damage")))
+        .collect();
+    let causes = if named.is_empty() { vec![cause_of(f.code).1] } else { named };
+    if causes.iter().all(|c| *c == Cause::Damage) {
+        return (
+            Class::Failed,
+            format!("the repository's copy of the WAL segment {segment} does not read back (it does not decompress, decrypt or match its checksum): the archive is damaged"),
+        );
+    }
+    let why = match causes.iter().find(|c| **c != Cause::Damage) {
+        Some(Cause::Environment(why)) => (*why).to_string(),
+        Some(Cause::Missing) => format!(
+            "a file pgBackRest needs to fetch {segment} is missing (the repository moved, or its archive.info is gone)"
+        ),
+        Some(Cause::Configuration) => "pgBackRest refused its options or the team's configuration".to_string(),
+        _ => "an error pgdrill does not read as damage".to_string(),
+    };
+    (Class::Environment, format!("{why}; no verdict on the backup"))
+}
 
 /// The name and cause of pgBackRest's error `code`.
 fn cause_of(code: i32) -> (Option<&'static str>, Cause) {
@@ -1442,6 +1557,58 @@ mod tests {
         assert!(e.to_string().contains("config-path="), "{e}");
     }
 
+    /// Regression (issue 39): archive-get's failures inside the restore_command were not
+    /// judged: every one stopped recovery as "exit code 126", a failed verification. The
+    /// messages are pgBackRest 2.45's own, each made to happen on a real repository.
+    #[test]
+    fn archive_gets_errors_are_judged_by_what_they_are_about() {
+        use crate::error::Class;
+        let seg = "000000010000000000000003";
+        let f = |code: i32, said: &str| tools::FetchFailed { code, segment: seg.into(), said: said.into() };
+        let path = "15-1/0000000100000000/000000010000000000000003-dbd89a2f009a8eb277238cc9ea2dcca69b2c62ec.gz";
+        // The segment's file altered, or emptied: damage, naming the segment.
+        for said in [
+            format!(
+                "ERROR: [042]: unable to get {seg}:\nrepo1: {path} [FormatError] zlib threw error: [-3] data error"
+            ),
+            format!(
+                "ERROR: [042]: unable to get {seg}:\nrepo1: {path} [FormatError] unexpected eof in compressed data"
+            ),
+            format!("ERROR: [042]: unable to get {seg}:\nrepo1: {path} [CryptoError] cipher header invalid"),
+        ] {
+            let (class, why) = fetch_verdict(&f(42, &said));
+            assert_eq!(class, Class::Failed, "{said}: {why}");
+            assert!(why.contains(seg) && why.contains("damaged"), "{why}");
+        }
+        // Its mode 000: the environment's.
+        let said = format!(
+            "ERROR: [042]: unable to get {seg}:\nrepo1: {path} [FileOpenError] unable to open file '/r/archive/demo/{path}' for read: [13] Permission denied"
+        );
+        let (class, why) = fetch_verdict(&f(42, &said));
+        assert_eq!(class, Class::Environment, "{why}");
+        assert!(why.contains("could not open a file") && why.contains("no verdict"), "{why}");
+        // Damage in one repository and an unreadable other: no verdict.
+        let two = format!("{said}\nrepo2: {path} [FormatError] zlib threw error");
+        assert_eq!(fetch_verdict(&f(42, &two)).0, Class::Environment);
+        // The archive's folder unreadable, the repository moved away: 103, the environment's.
+        let said = "WARN: repo1: [PathOpenError] unable to list file info for path '/r/archive/demo/15-1/0000000100000000': [13] Permission denied\nERROR: [103]: unable to find a valid repository";
+        let (class, why) = fetch_verdict(&f(103, said));
+        assert_eq!(class, Class::Environment, "{why}");
+        assert!(why.contains("could not open a folder"), "{why}");
+        let said = "WARN: repo1: [FileMissingError] unable to load info file '/r/archive/demo/archive.info' or '/r/archive/demo/archive.info.copy':\nERROR: [103]: unable to find a valid repository";
+        let (class, why) = fetch_verdict(&f(103, said));
+        assert_eq!(class, Class::Environment, "{why}");
+        assert!(why.contains("is missing"), "{why}");
+        // A bare code: by the table; unknown codes and the shell's own are the environment's.
+        assert_eq!(fetch_verdict(&f(29, "ERROR: [029]: something")).0, Class::Failed);
+        for code in [50, 82, 127, 999] {
+            assert_eq!(fetch_verdict(&f(code, "ERROR")).0, Class::Environment, "{code}");
+        }
+        assert_eq!(cause_named("FileOpenError"), Some(cause_of(41).1));
+        assert_eq!(cause_named("JsonFormatError"), Some(Cause::Damage));
+        assert_eq!(cause_named("NoSuchError"), None);
+    }
+
     #[test]
     fn archive_get_runs_on_the_throwaway_with_the_teams_configuration() {
         let r = Repo::parse("pgbackrest://my%20stanza?config=/etc/p.conf").expect("parsed");
@@ -1451,6 +1618,7 @@ mod tests {
         assert!(w.contains(&"--config=/etc/p.conf".to_string()), "{w:?}");
         assert!(w.contains(&"--stanza=my stanza".to_string()), "{w:?}");
         assert!(w.contains(&"--pg1-path=/tmp/d".to_string()), "{w:?}");
+        assert!(w.contains(&"--no-archive-async".to_string()), "never the team's spool and lock: {w:?}");
         assert_eq!(w.last().map(String::as_str), Some("archive-get"));
     }
 }

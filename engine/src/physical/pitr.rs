@@ -128,7 +128,7 @@ pub async fn run(source: &dyn PhysicalSource, opts: PitrOptions) -> Result<Pitr,
     if ro.system_identifier.is_none() {
         ro.system_identifier = backup.system_identifier;
     }
-    let server = recover::recover(ws, ro).await?;
+    let server = recover::recover(ws, ro).await.map_err(|e| source.judge_fetch(&backup, e))?;
     let replay = server.facts.replay;
     Ok(Pitr {
         server,

@@ -569,7 +569,15 @@ pub async fn recover(ws: Workspace, opts: RecoverOptions) -> Result<Recovered, F
         major,
         facts: RecoveryFacts { target: opts.target.to_string(), ..Default::default() },
     };
-    let client = wait_promoted(&mut server, &opts, started).await?;
+    // A restore_command that recorded its tool's failure (`tools::FETCH_FAILED`) stopped
+    // the recovery: the record rides along as the failure's source, for the source to
+    // judge, read before the workspace goes with the server.
+    let client = wait_promoted(&mut server, &opts, started).await.map_err(|e| {
+        match super::tools::fetch_failed(server.ws.dir()) {
+            Some(f) => e.with_source(f),
+            None => e,
+        }
+    })?;
     let replay = started.elapsed();
     let row = client
         .query_one(

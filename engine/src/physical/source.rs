@@ -203,6 +203,14 @@ pub trait PhysicalSource: Send + Sync {
     /// other failure, so recovery stops instead of ending early and promoting.
     fn restore_command(&self, backup: &BaseBackup) -> Result<Option<String>, Failure>;
 
+    /// A recovery of `backup` that failed (`recovery`), judged again where its source is a
+    /// `tools::FetchFailed`: the restore_command's tool failed fetching a segment, and what
+    /// its error is about decides the class (a damaged segment is the backup's, an
+    /// unreachable repository the environment's). Default: the failure as it is.
+    fn judge_fetch(&self, _backup: &BaseBackup, recovery: Failure) -> Failure {
+        recovery
+    }
+
     /// Where the tool serves `backup`: `Ok(None)` on this machine, `Ok(Some(..))` in a Docker
     /// image (see `InImage`). Asked before anything is restored, so a backup that neither this
     /// machine nor an image here can serve is the environment's failure naming what to

@@ -33,6 +33,18 @@ impl Scripts {
     /// and promotes: the tools exit 1 for a missing segment, so every other failure (a wrong
     /// passphrase, an unreachable bucket) becomes 126, which stops recovery instead.
     pub fn restore_command(&self, tool: &str, words: &[String]) -> Result<String, Failure> {
+        self.script(tool, words, None)
+    }
+
+    /// `restore_command`, whose script also records the tool's failure (any exit other than
+    /// 0 or 1) in `workspace`'s [`FETCH_FAILED`]: its exit code, the segment and the last
+    /// lines of its stderr (which still reach the server's log), so recovery's verdict can
+    /// say why it stopped (`fetch_failed`). The tool's variables are never written there.
+    pub fn restore_command_reporting(&self, tool: &str, words: &[String], workspace: &Path) -> Result<String, Failure> {
+        self.script(tool, words, Some(workspace))
+    }
+
+    fn script(&self, tool: &str, words: &[String], report: Option<&Path>) -> Result<String, Failure> {
         use std::io::Write;
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let run_as = RunAs::detect()?;
@@ -51,9 +63,26 @@ impl Scripts {
             }
         }
         let quoted: Vec<String> = words.iter().map(|w| crate::util::shell_quote(w)).collect();
-        text.push_str(&format!("{} \"$1\" \"$2\"\n", quoted.join(" ")));
+        let call = format!("{} \"$1\" \"$2\"", quoted.join(" "));
+        match report {
+            None => text.push_str(&format!("{call}\nrc=$?\ncase $rc in 0|1) exit $rc ;; esac\n")),
+            Some(ws) => {
+                let q = |name: &str| crate::util::shell_quote(&ws.join(name).display().to_string());
+                let (err, done) = (q(FETCH_STDERR), q(FETCH_FAILED));
+                // Where stderr cannot be kept, the tool runs as before: a redirection that
+                // fails would make the shell exit without running it (2: `sh` ends on a
+                // special builtin's failed redirection, hence the subshell), which the server
+                // reads as "no such segment".
+                text.push_str(&format!(
+                    "if ( : >{err} ) 2>/dev/null; then\n  {call} 2>{err}\n  rc=$?\n  cat {err} >&2\nelse\n  {call}\n  rc=$?\nfi\n\
+                     case $rc in 0|1) rm -f {err}; exit $rc ;; esac\n\
+                     {{ echo \"$rc\"; echo \"$1\"; tail -n 20 {err} 2>/dev/null; }} >{err}.new 2>/dev/null && mv {err}.new {done}\n\
+                     rm -f {err}\n"
+                ));
+            }
+        }
         text.push_str(&format!(
-            "rc=$?\ncase $rc in 0|1) exit $rc ;; esac\necho \"pgdrill: {tool} failed (exit $rc) fetching $1: recovery stops here\" >&2\nexit 126\n"
+            "echo \"pgdrill: {tool} failed (exit $rc) fetching $1: recovery stops here\" >&2\nexit 126\n"
         ));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -77,6 +106,45 @@ impl Scripts {
     pub fn dirs(&self) -> Vec<PathBuf> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|d| d.path().to_path_buf()).collect()
     }
+}
+
+/// The file of a throwaway's workspace where a restore_command script
+/// (`Scripts::restore_command_reporting`) records the tool's last failure: its exit code,
+/// the segment it was fetching and the last lines of its stderr, one to a line.
+pub const FETCH_FAILED: &str = "restore_command.failed";
+
+/// The tool's stderr while it runs, in the same workspace (removed after each call).
+const FETCH_STDERR: &str = "restore_command.stderr";
+
+/// A restore_command's tool that failed fetching a segment, as its script recorded it: the
+/// source of a recovery's failure, for the source to judge (`PhysicalSource::judge_fetch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchFailed {
+    /// The tool's exit code.
+    pub code: i32,
+    /// The file the server asked for (`000000010000000000000005`, `00000002.history`).
+    pub segment: String,
+    /// The last lines of the tool's stderr.
+    pub said: String,
+}
+
+impl std::fmt::Display for FetchFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {} fetching {}: {}", self.code, self.segment, self.said)
+    }
+}
+
+impl std::error::Error for FetchFailed {}
+
+/// What the restore_command's tool recorded in `workspace` (`FETCH_FAILED`) when it failed
+/// with a code other than 0 or 1; `None` when it never did or the record is unreadable.
+pub fn fetch_failed(workspace: &Path) -> Option<FetchFailed> {
+    let text = std::fs::read_to_string(workspace.join(FETCH_FAILED)).ok()?;
+    let mut lines = text.lines();
+    let code = lines.next()?.trim().parse().ok()?;
+    let segment = lines.next()?.trim().to_string();
+    let said = lines.map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n");
+    Some(FetchFailed { code, segment, said })
 }
 
 /// A tool's binary as found, with the version it reported (the log and the report say
@@ -432,6 +500,43 @@ mod tests {
         assert_eq!(run("1"), Some(1));
         assert_eq!(run("3"), Some(126));
         assert_eq!(run("55"), Some(126));
+    }
+
+    /// Regression (issue 39): the tool's failure inside the restore_command reached only the
+    /// server's log, as "exit code 126": the script now records its exit code, the segment
+    /// and its stderr in the workspace for the verdict, and still keeps PostgreSQL's
+    /// contract (0 and 1 pass through, nothing recorded; a workspace it cannot write in
+    /// never turns a failure into "no such segment").
+    #[test]
+    fn a_tools_failure_in_the_restore_command_is_recorded_for_the_verdict() {
+        let ws = tempfile::tempdir().expect("tmp");
+        let scripts = Scripts::default();
+        let run = |code: &str, workspace: &Path| {
+            let words =
+                ["/bin/sh".into(), "-c".into(), format!("echo 'ERROR: [0{code}]: said' >&2; exit {code}"), "sh".into()];
+            let cmd = scripts.restore_command_reporting("test", &words, workspace).expect("a script");
+            let cmd = cmd.replace("%f", "000000010000000000000007").replace("%p", "pg_wal/RECOVERYXLOG");
+            let out = crate::child::output(crate::child::command("/bin/sh").args(["-c", &cmd])).expect("sh");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("said"),
+                "stderr still reaches the server's log: {out:?}"
+            );
+            out.status.code()
+        };
+        assert_eq!(run("0", ws.path()), Some(0));
+        assert_eq!(run("1", ws.path()), Some(1));
+        assert_eq!(fetch_failed(ws.path()), None, "0 and 1 are not failures");
+        assert_eq!(run("42", ws.path()), Some(126));
+        let f = fetch_failed(ws.path()).expect("recorded");
+        assert_eq!(
+            (f.code, f.segment.as_str(), f.said.as_str()),
+            (42, "000000010000000000000007", "ERROR: [042]: said")
+        );
+        let nowhere = ws.path().join("gone");
+        assert_eq!(run("1", &nowhere), Some(1));
+        assert_eq!(run("55", &nowhere), Some(126));
+        let names: Vec<_> = std::fs::read_dir(ws.path()).expect("ls").flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(FETCH_FAILED)], "no stderr file is left");
     }
 
     /// Regression (issue 39): a tool's source had no ledger, so nothing said which of its

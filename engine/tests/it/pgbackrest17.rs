@@ -66,7 +66,7 @@ fn backed_up(include: bool) -> Backed {
     let team = Team17::start(&dir, false);
     let included = include.as_ref().map(|i| format!(" --config-include-path={}", i.display()));
     let pgbr = format!("pgbackrest --config={d}/pgbackrest.conf{} --stanza=demo", included.unwrap_or_default());
-    let (mark, label, info) = team.pgbackrest_full_backup(&pgbr, &dir, work.path());
+    let (mark, label, info, _) = team.pgbackrest_full_backup(&pgbr, &dir, work.path());
     assert_eq!(info[0]["db"][0]["version"], "17", "{info}");
     Backed { work, team, config, include, label, mark }
 }
@@ -268,7 +268,7 @@ fn an_s3_repository_is_listed_and_restored_with_the_pgbackrest_of_an_image() {
         std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     }
     let team = Team17::start(&dir, true);
-    let (mark, label, info) =
+    let (mark, label, info, _) =
         team.pgbackrest_full_backup(&format!("pgbackrest --config={d}/team.conf --stanza=demo"), &dir, work.path());
     assert_eq!(info[0]["db"][0]["version"], "17", "{info}");
     let source = format!("pgbackrest://demo?config={}", config.display());

@@ -1426,6 +1426,23 @@ fn a_pgbackrest_error_of_the_environment_is_not_judged_as_a_damaged_backup() {
     assert!(ran.all().contains("refused the option PGBACKREST_PROCESS_MAX"), "{}", ran.all());
     assert!(ran.all().contains("no verdict on the backup"), "{}", ran.all());
 
+    // The same option set in the team's configuration file the location names: the
+    // environment of the backup (exit 3) naming the file and the option; it was exit 2, told
+    // apart from nothing.
+    let team = written(
+        work.path().join("team.conf"),
+        std::fs::read_to_string(&stanza.config).expect("config").replace("[global]\n", "[global]\nprocess-max=0\n"),
+    );
+    let ran = shipped(&format!("pgbackrest://demo?config={}", team.display()), 10).output();
+    assert_eq!(ran.code, Some(3), "the team's configuration is the backup's environment:\n{}", ran.all());
+    assert!(
+        ran.all()
+            .contains(&format!("refused the option `process-max` set in the team's configuration {}", team.display())),
+        "{}",
+        ran.all()
+    );
+    assert!(ran.all().contains("no verdict on the backup"), "{}", ran.all());
+
     // A file the backup's manifest lists, removed from the repository: the backup's.
     let folder = repo.join("backup/demo").join(&label);
     let file = walk(&folder.join("pg_data/base"))
@@ -1449,6 +1466,188 @@ fn a_pgbackrest_error_of_the_environment_is_not_judged_as_a_damaged_backup() {
     let ran = shipped(&source, 10).output();
     assert_eq!(ran.code, Some(1), "a backup without its manifest must fail the verification:\n{}", ran.all());
     assert!(ran.all().contains("its manifest is gone: the backup is damaged"), "{}", ran.all());
+    drop(c);
+}
+
+/// Regression (issue 39): `pgbackrest archive-get` failing inside the restore_command was
+/// never judged: the script turned every failure but 0 and 1 into 126, the server stopped
+/// with "could not restore file ... exit code 126", and that was a failed verification
+/// (exit 1) naming nothing of pgBackRest's, a repository pgdrill could not read too. Now
+/// archive-get's own error decides: a segment whose file cannot be opened (mode 000) or a
+/// repository that moved away while the recovery ran is exit 3, no verdict, naming the
+/// cause; a segment whose bytes do not decompress is the archive's damage, exit 1 naming
+/// the segment.
+#[test]
+fn archive_get_errors_in_recovery_are_judged_by_what_they_are_about() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
+    {
+        return;
+    }
+    let work = work_dir();
+    let stanza = Stanza::new(work.path(), &[]);
+    let repo = owned_dir(&stanza.dir.join("repo"));
+    let c = Cluster::start(&stanza.archive_command(), &[]);
+    stanza.configure(&format!("repo1-path={}\nrepo1-retention-full=2\njob-retry=0\n", repo.display()), &c);
+    stanza.run(&["stanza-create"]);
+    c.sql("create table drill(id serial primary key, batch int not null)");
+    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    stanza.run(&["--type=full", "backup"]);
+    c.sql("insert into drill(batch) select 1 from generate_series(1, 10)");
+    c.archive_now();
+    c.sql("insert into drill(batch) select 2 from generate_series(1, 10)");
+    c.archive_now();
+    let info = stanza.info();
+    let stop = info[0]["backup"][0]["archive"]["stop"].as_str().expect("stop segment").to_string();
+    // The first segment after the backup's end: recovery to the end of the archive needs it.
+    let mut after: Vec<PathBuf> = walk(&repo.join("archive/demo"))
+        .into_iter()
+        .filter(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            n.len() > 24 && n.as_bytes()[24] == b'-' && n[..24] > *stop.as_str()
+        })
+        .collect();
+    after.sort();
+    let file = after.first().expect("a segment archived after the backup").clone();
+    let segment = file.file_name().and_then(|n| n.to_str()).map(|n| n[..24].to_string()).expect("a name");
+    let source = stanza.source();
+
+    // The team fetches WAL asynchronously (`archive-async`, a spool) and the stanza's archive
+    // lock is held (as the team's own async archive-get or archive-push holds it): the
+    // throwaway's archive-get is synchronous and takes no lock, so recovery passes. It took
+    // the lock before, waited out archive-timeout and stopped recovery (exit 82).
+    let spool = owned_dir(&stanza.dir.join("spool"));
+    let lock = owned_dir(&stanza.dir.join("lock")).join("demo-archive.lock");
+    let team = written(
+        work.path().join("team-async.conf"),
+        std::fs::read_to_string(&stanza.config)
+            .expect("config")
+            .replace("[global]\n", &format!("[global]\narchive-async=y\nspool-path={}\n", spool.display())),
+    );
+    // One process holds it (the lock is on its open file), so killing it lets it go.
+    let mut holder = as_server("sh", &[])
+        .args(["-c", "exec 9>\"$1\" && flock -x 9 && exec sleep 600", "sh"])
+        .arg(&lock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("flock");
+    let held = wait_for(Duration::from_secs(30), || {
+        let probe = as_server("flock", &[]).arg("-xn").arg(&lock).arg("true").status().expect("flock -n");
+        (!probe.success()).then_some(())
+    });
+    let ran = shipped(&format!("pgbackrest://demo?config={}", team.display()), 30).output();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(held.is_some(), "the archive lock was held");
+    assert_eq!(ran.code, Some(0), "a held archive lock does not stop the throwaway's WAL:\n{}", ran.all());
+
+    // The stanza stopped (`pgbackrest stop`): archive-get refuses (62), no verdict.
+    stanza.run(&["stop"]);
+    let ran = shipped(&source, 30).output();
+    stanza.run(&["start"]);
+    assert_eq!(ran.code, Some(3), "a stopped stanza is no verdict on the backup:\n{}", ran.all());
+    assert!(ran.all().contains("the stanza is stopped"), "{}", ran.all());
+
+    // The segment's file unreadable (the throwaway's archive-get runs as the server's user).
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).expect("chmod 000");
+    let ran = shipped(&source, 30).output();
+    assert_eq!(ran.code, Some(3), "an unreadable segment is no verdict on the backup:\n{}", ran.all());
+    assert!(ran.all().contains(&format!("archive-get failed fetching {segment}")), "{}", ran.all());
+    assert!(ran.all().contains("[FileOpenError]"), "pgBackRest's own words:\n{}", ran.all());
+    assert!(ran.all().contains("could not open a file"), "{}", ran.all());
+    assert!(ran.all().contains("no verdict on the backup"), "{}", ran.all());
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod back");
+
+    // The segment's bytes damaged in the repository: the archive's, naming the segment.
+    let original = std::fs::read(&file).expect("read");
+    let mut damaged = original.clone();
+    for b in damaged.iter_mut().skip(40).take(64) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&file, &damaged).expect("damage");
+    let ran = shipped(&source, 30).output();
+    assert_eq!(ran.code, Some(1), "a damaged segment fails the verification:\n{}", ran.all());
+    assert!(
+        ran.all().contains(&format!("the WAL segment {segment} does not read back")),
+        "the segment is named:\n{}",
+        ran.all()
+    );
+    assert!(ran.all().contains("the archive is damaged"), "{}", ran.all());
+    std::fs::write(&file, &original).expect("put back");
+    own(&file);
+
+    // The repository moved away while the recovery runs: the pgbackrest the location names
+    // moves it at its first archive-get, then runs the real one, so the move falls between
+    // the restore and the WAL's fetch without a timing.
+    let moved = stanza.dir.join("repo.away");
+    let wrapper = written(
+        work.path().join("pgbackrest-moving-repo"),
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" archive-get \"*) mv {} {} 2>/dev/null ;; esac\nexec /usr/bin/pgbackrest \"$@\"\n",
+            repo.display(),
+            moved.display()
+        ),
+    );
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let ran = shipped(&format!("{source}&bin={}", wrapper.display()), 30).output();
+    assert!(moved.exists() && !repo.exists(), "the repository moved during the run");
+    assert_eq!(ran.code, Some(3), "a repository gone is no verdict on the backup:\n{}", ran.all());
+    assert!(ran.all().contains("archive-get failed fetching"), "{}", ran.all());
+    assert!(ran.all().contains("repo-invalid"), "pgBackRest's error is named:\n{}", ran.all());
+    assert!(ran.all().contains("no verdict on the backup"), "{}", ran.all());
+    std::fs::rename(&moved, &repo).expect("put the repository back");
+    drop(c);
+}
+
+/// Regression (issue 39): the 15 image had no pgbackrest, so a machine without one listed a
+/// PostgreSQL 15 repository (with the 17 image's pgBackRest) but could not restore its
+/// backups: exit 3, "cannot be restored on this machine ... pgdrill/postgres-local:15: no
+/// pgbackrest". ci/setup.sh now adds bookworm's pgBackRest to the 15 image, which restores
+/// the backup and fetches its WAL in a throwaway of that image. The local binary is hidden
+/// from pgdrill's PATH (the team's server still archives with it), not uninstalled.
+#[test]
+fn a_postgresql_15_backup_is_restored_with_the_15_images_pgbackrest_on_a_machine_without_one() {
+    const IMAGE_15: &str = "pgdrill/postgres-local:15";
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
+        || !docker_ready(IMAGE_15)
+    {
+        return;
+    }
+    let in_image = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "--entrypoint", "sh", IMAGE_15, "-c", "command -v pgbackrest"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !require(in_image, "pgbackrest in pgdrill/postgres-local:15 (bash ci/setup.sh adds it)") {
+        return;
+    }
+    let work = work_dir();
+    let stanza = Stanza::new(work.path(), &[]);
+    let repo = owned_dir(&stanza.dir.join("repo"));
+    let c = Cluster::start(&stanza.archive_command(), &[]);
+    stanza.configure(&format!("repo1-path={}\nrepo1-retention-full=2\n", repo.display()), &c);
+    stanza.run(&["stanza-create"]);
+    c.sql("create table drill(id serial primary key, batch int not null)");
+    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    stanza.run(&["--type=full", "backup"]);
+    c.sql("insert into drill(batch) select 1 from generate_series(1, 10)");
+    c.archive_now();
+    let label = stanza.info()[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
+    let (_links, path) = path_without("pgbackrest");
+    let report = work.path().join("report");
+    let ran = shipped(&stanza.source(), 20).env("PATH", &path).report(&report).output();
+    assert_eq!(ran.code, Some(0), "a 15 backup restored in the 15 image must pass:\n{}", ran.all());
+    let rj = ran.run_json();
+    let o = &rj.step("recover").outputs;
+    assert_eq!(o["backup"].as_str(), Some(label.as_str()), "{o}");
+    assert_eq!(o["marker"], true, "{o}");
+    assert!(o["server_version"].as_str().is_some_and(|v| v.starts_with("15.")), "{o}");
+    let served = o["tool_version"].as_str().unwrap_or_default();
+    assert!(served.starts_with("pgBackRest 2.") && served.ends_with(&format!(" in {IMAGE_15}")), "{o}");
+    assert!(o["segments_restored"].as_u64().is_some_and(|n| n >= 1), "WAL through the image's archive-get: {o}");
+    let log = rj.step("recover").log.join("\n");
+    assert!(log.contains("this machine has no pgbackrest"), "the log says why the image:\n{log}");
     drop(c);
 }
 
