@@ -712,7 +712,7 @@ impl Staged {
     pub(crate) fn new(dir: &Path, suffix: &str) -> Result<Staged, Failure> {
         let private = crate::storage::private_dir(dir, "stage")
             .map_err(|e| Failure::environment(format!("cannot stage in {}: {e}", dir.display())))?;
-        crate::storage::track(&private);
+        crate::on_exit::track(&private);
         Ok(Staged(private.join(format!("staged{suffix}")), private))
     }
 
@@ -726,7 +726,7 @@ impl Staged {
 impl Drop for Staged {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.1);
-        crate::storage::untrack(&self.1);
+        crate::on_exit::untrack(&self.1);
     }
 }
 
