@@ -781,8 +781,7 @@ impl Drop for ChildGuard {
 /// The time a backup's name starts with (`20261121T154500.123Z`): dumps and base backups
 /// alike, so one reader (`names::pgdrill_stamp`) dates both.
 fn stamp(t: OffsetDateTime) -> String {
-    let name = time::macros::format_description!("[year][month][day]T[hour][minute][second].[subsecond digits:3]Z");
-    t.format(&name).unwrap_or_default()
+    crate::util::compact_utc(t, true)
 }
 
 /// The PostgreSQL `major` tools' image holding `tool` (the image, the tool's version), asked
