@@ -594,7 +594,7 @@ pub fn main() -> i32 {
             .unwrap_or(fatal);
             rt.block_on(stores.abort_uploads());
             rt.shutdown_timeout(std::time::Duration::from_secs(2));
-            crate::storage::remove_partials();
+            crate::on_exit::remove_all();
             return code;
         }
         command => Cli { command },
@@ -623,7 +623,7 @@ pub fn main() -> i32 {
     // Spawned helpers (log pumps, connections) must not keep the process alive.
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     // A cancelled backup's writer may not have finished: no partial file survives us.
-    crate::storage::remove_partials();
+    crate::on_exit::remove_all();
     code.code()
 }
 

@@ -10,8 +10,9 @@ const LAYERS: &[&[&str]] = &[
     &["util", "diag"],
     // The error class and type every layer returns.
     &["error"],
-    // Leaves: the archive format, child processes, progress, shipped runbooks, templates.
-    &["archive", "child", "progress", "shipped", "template"],
+    // Leaves: the archive format, child processes, what the process removes at exit,
+    // progress, shipped runbooks, templates.
+    &["archive", "child", "on_exit", "progress", "shipped", "template"],
     // PostgreSQL and storage.
     &["pg", "storage"],
     // The backup pipeline, the restore journal, the redactor.

@@ -18,6 +18,7 @@ pub(crate) mod fleet;
 #[cfg(test)]
 mod layers;
 pub(crate) mod manpages;
+pub(crate) mod on_exit;
 pub mod pg;
 pub mod physical;
 pub(crate) mod plan;

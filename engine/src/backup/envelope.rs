@@ -88,7 +88,7 @@ impl GpgHome {
         let dir = crate::storage::private_dir(&std::env::temp_dir(), "gpg")
             .map_err(|e| io::Error::new(e.kind(), format!("cannot create a home directory for gpg: {e}")))?;
         // Removed at exit too, should this process end before the guard is dropped.
-        crate::storage::track(&dir);
+        crate::on_exit::track(&dir);
         Ok(GpgHome(dir))
     }
 
@@ -100,7 +100,7 @@ impl GpgHome {
 impl Drop for GpgHome {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-        crate::storage::untrack(&self.0);
+        crate::on_exit::untrack(&self.0);
     }
 }
 

@@ -32,8 +32,9 @@ use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
 use time::OffsetDateTime;
 
 use super::names::{self, NamePattern};
+use crate::on_exit::{track, untrack};
+use crate::storage::private_dir;
 use crate::storage::tree::{self, Tree};
-use crate::storage::{private_dir, track, untrack};
 
 /// One stored backup, found by listing.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -712,7 +712,7 @@ impl Staged {
     pub(crate) fn new(dir: &Path, suffix: &str) -> Result<Staged, Failure> {
         let private = crate::storage::private_dir(dir, "stage")
             .map_err(|e| Failure::environment(format!("cannot stage in {}: {e}", dir.display())))?;
-        crate::storage::track(&private);
+        crate::on_exit::track(&private);
         Ok(Staged(private.join(format!("staged{suffix}")), private))
     }
 
@@ -726,7 +726,7 @@ impl Staged {
 impl Drop for Staged {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.1);
-        crate::storage::untrack(&self.1);
+        crate::on_exit::untrack(&self.1);
     }
 }
 
@@ -781,8 +781,7 @@ impl Drop for ChildGuard {
 /// The time a backup's name starts with (`20261121T154500.123Z`): dumps and base backups
 /// alike, so one reader (`names::pgdrill_stamp`) dates both.
 fn stamp(t: OffsetDateTime) -> String {
-    let name = time::macros::format_description!("[year][month][day]T[hour][minute][second].[subsecond digits:3]Z");
-    t.format(&name).unwrap_or_default()
+    crate::util::compact_utc(t, true)
 }
 
 /// The PostgreSQL `major` tools' image holding `tool` (the image, the tool's version), asked

@@ -62,8 +62,10 @@ pub fn targets<'a>(fleet: &'a Fleet, rb: &Runbook, o: &Options) -> Result<Vec<&'
         ts = vec![t];
     }
     // A runbook with a step that changes or replaces a database (its kind says so:
-    // `StepKind::destructive`) runs for exactly one target (`--only project/environment/database`).
-    if let Some(step) = rb.all_steps().find(|s| crate::steps::find(&s.uses).is_some_and(|k| k.destructive)) {
+    // `StepKind::destructive`, as its plan resolved it) runs for exactly one target
+    // (`--only project/environment/database`).
+    let plan = crate::plan::Plan::build(rb)?;
+    if let Some(step) = plan.all_steps().find(|s| s.kind.destructive).map(|s| s.def) {
         let exactly_one = ts.len() == 1 && (o.index.is_some() || o.only.iter().any(|x| x.split('/').count() == 3));
         if !exactly_one {
             return Err(Error::invalid(format!(
@@ -80,7 +82,7 @@ pub fn targets<'a>(fleet: &'a Fleet, rb: &Runbook, o: &Options) -> Result<Vec<&'
 /// Whether `rb` measures a recovery time (a `drill.rto` step), so `run --rto` sets its
 /// objective; any other runbook refuses `--rto`.
 pub fn measures_rto(rb: &Runbook) -> bool {
-    rb.all_steps().any(|s| crate::steps::find(&s.uses).is_some_and(|k| k.measures_rto))
+    crate::plan::Plan::build(rb).is_ok_and(|p| p.all_steps().any(|s| s.kind.measures_rto))
 }
 
 /// How a target's `rto` reaches its run: the drill's recovery objective (`--rto`) when the

@@ -246,8 +246,7 @@ impl<'rb> Plan<'rb> {
         Ok(Plan { runbook: rb, nodes, finally, late_lets })
     }
 
-    /// Every step, with the rollbacks and `finally` steps (the unit tests read it).
-    #[cfg(test)]
+    /// Every step, with the rollbacks and `finally` steps (fleet asks their kinds' flags).
     pub fn all_steps(&self) -> impl Iterator<Item = &PlanStep<'rb>> {
         self.nodes
             .iter()

@@ -9,7 +9,7 @@ const H: f64 = 200.0;
 const PAD: f64 = 48.0;
 
 fn esc(s: &str) -> String {
-    super::xml_text(s).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    super::xml_escaped(s)
 }
 
 fn fmt_value(v: f64, unit: &str) -> String {

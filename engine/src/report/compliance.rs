@@ -271,11 +271,11 @@ fn render(template: &str, report: &Value) -> Result<String, Error> {
         .map_err(|e| Error::invalid(format!("rendering {name}: {e}")))
 }
 
-fn objective(report: &Value, name: &str) -> (Value, Value) {
-    report["objectives"]
-        .as_array()
-        .and_then(|l| l.iter().find(|o| o["name"] == name))
-        .map(|o| (o["measured_s"].clone(), o["target_s"].clone()))
+fn objective(run: &RunSummary, which: Objective) -> (Value, Value) {
+    run.objectives
+        .iter()
+        .find(|o| o.what == Measure::Objective(which))
+        .map(|o| (o.measured_s.clone(), o.target_s.clone()))
         .unwrap_or((Value::Null, Value::Null))
 }
 
@@ -301,9 +301,11 @@ pub fn write_anchored(
     let html = render(HTML, &report)?;
     write_atomic(&dir.join("report.html"), |w| w.write_all(html.as_bytes()))?;
 
-    let (rto, rto_target) = objective(&report, "RTO");
-    let (rpo, rpo_target) = objective(&report, "RPO");
-    let (backup_age, backup_age_target) = objective(&report, "Backup age");
+    // From the typed summary, never from the report's own JSON read back by its labels.
+    let (rto, rto_target) = objective(run, Objective::Rto);
+    let (rpo, rpo_target) = objective(run, Objective::Rpo);
+    let (backup_age, backup_age_target) = objective(run, Objective::BackupAge);
+    let first = run.backups.first();
     let mut line = json!({
         "schema": HISTORY_SCHEMA,
         "kind": report["kind"],
@@ -319,11 +321,11 @@ pub fn write_anchored(
         "rpo_target_s": rpo_target,
         "backup_age_s": backup_age,
         "backup_age_target_s": backup_age_target,
-        "backup_sha256": report["backups"].as_array().and_then(|b| b.first()).map(|b| b["sha256"].clone()),
-        "backup_size_bytes": report["backups"].as_array().and_then(|b| b.first()).map(|b| b["size"].clone()),
+        "backup_sha256": first.map(|b| b.sha256.clone()),
+        "backup_size_bytes": first.map(|b| b.size.clone()),
         // Which backup the run proved, by name: another tool's physical backup has no sha256
         // of its own here, only its source and the tool's backup id.
-        "backup": report["backups"].as_array().and_then(|b| b.first()).map(|b| b["path"].clone()),
+        "backup": first.map(|b| b.path.clone()),
     });
     if let Some(e) = evidence {
         line["evidence"] = e.clone();
@@ -861,6 +863,41 @@ mod tests {
         }
         // A step named like a drill establishes nothing by its name.
         assert_eq!(build(&record(None, "drill.workspace", vec![]))["kind"], "other");
+    }
+
+    /// Issue 37: the history line was made by reading the report's own JSON back and
+    /// finding objectives by their shown names ("RTO", "Backup age"); it reads the typed
+    /// summary now. Each objective lands in its own columns, and the first backup's facts
+    /// in the backup columns.
+    #[test]
+    fn the_history_line_takes_objectives_and_the_backup_from_the_typed_summary() {
+        let rto =
+            Fact::Objective { objective: Objective::Rto, measured_s: json!(12.5), target_s: json!(60), phases: None };
+        let age = Fact::Objective {
+            objective: Objective::BackupAge,
+            measured_s: json!(3600),
+            target_s: json!(86400),
+            phases: None,
+        };
+        let written = Fact::Backup {
+            role: BackupRole::Written,
+            path: json!("/srv/backups/app/20261121T083000.123Z.dump.pgdrill"),
+            sha256: json!("ab".repeat(32)),
+            size: json!(4096),
+            created: Value::Null,
+            age_s: Value::Null,
+        };
+        let run = record(None, "drill.rto", vec![rto, age, written]);
+        let dir = tempfile::tempdir().expect("tmp");
+        write_anchored(dir.path(), &run, None).expect("written");
+        let text = std::fs::read_to_string(dir.path().join("history.jsonl")).expect("history");
+        let line: Value = serde_json::from_str(text.trim()).expect("one line");
+        assert_eq!((&line["rto_s"], &line["rto_target_s"]), (&json!(12.5), &json!(60)), "{line}");
+        assert_eq!((&line["rpo_s"], &line["rpo_target_s"]), (&Value::Null, &Value::Null), "{line}");
+        assert_eq!((&line["backup_age_s"], &line["backup_age_target_s"]), (&json!(3600), &json!(86400)), "{line}");
+        assert_eq!(line["backup_sha256"], json!("ab".repeat(32)), "{line}");
+        assert_eq!(line["backup_size_bytes"], json!(4096), "{line}");
+        assert_eq!(line["backup"], json!("/srv/backups/app/20261121T083000.123Z.dump.pgdrill"), "{line}");
     }
 
     #[test]

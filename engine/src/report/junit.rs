@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use junit_report::{ReportBuilder, TestCase, TestSuiteBuilder};
 
 use super::summary::Content;
-use super::{cdata_text, display_name, write_atomic, xml_text, ReportSink, RunSummary};
+use super::{cdata_text, display_name, write_atomic, xml_escaped, xml_text, ReportSink, RunSummary};
 use crate::error::Class;
 use crate::exec::{ErrorKind, Outcome, Rollback};
 
@@ -200,9 +200,11 @@ fn with_skip_reasons(xml: &str, reasons: &[Skip], out: &mut dyn std::io::Write) 
             out.write_all(&xml.as_bytes()[written..lt])?;
             match reasons.next() {
                 Some(Skip { reason, unproven: true }) => {
-                    write!(out, "<skipped type=\"{UNPROVEN}\" message=\"{}\"/>", attr(reason))?
+                    write!(out, "<skipped type=\"{UNPROVEN}\" message=\"{}\"/>", xml_escaped(reason))?
                 }
-                Some(Skip { reason, unproven: false }) => write!(out, "<skipped message=\"{}\"/>", attr(reason))?,
+                Some(Skip { reason, unproven: false }) => {
+                    write!(out, "<skipped message=\"{}\"/>", xml_escaped(reason))?
+                }
                 None => out.write_all(SKIPPED.as_bytes())?,
             }
             looked += SKIPPED.len() - 1;
@@ -215,11 +217,6 @@ fn with_skip_reasons(xml: &str, reasons: &[Skip], out: &mut dyn std::io::Write) 
     looked += xml.len() - at;
     out.write_all(&xml.as_bytes()[written..])?;
     Ok(looked)
-}
-
-/// Text as an XML attribute value.
-fn attr(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\n', "&#10;")
 }
 
 impl ReportSink for Junit {

@@ -115,6 +115,18 @@ pub fn xml_text(s: &str) -> String {
     out
 }
 
+/// Text as an XML attribute value or element content outside CDATA (JUnit's skip reasons,
+/// the charts' SVG): `xml_text`, with markup's characters escaped and a newline kept as one
+/// (an attribute's raw newline reads back as a space).
+pub fn xml_escaped(s: &str) -> String {
+    xml_text(s)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\n', "&#10;")
+}
+
 /// Text for the inside of a CDATA section, which is written as is: `]]>` would end it, so it
 /// is split across two sections (`]]` `]]><![CDATA[` `>`).
 pub fn cdata_text(s: &str) -> String {
@@ -141,3 +153,16 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::
 }
 
 pub use crate::util::human_bytes;
+
+#[cfg(test)]
+mod tests {
+    /// One escaper for JUnit's attributes and the charts' SVG (there were two, one of which
+    /// kept a newline raw): markup, forbidden characters and newlines all survive a reader.
+    #[test]
+    fn escaped_text_is_one_well_formed_attribute_value() {
+        assert_eq!(
+            super::xml_escaped("a \"b\" <c> & d\ne\u{1b}f\u{202e}"),
+            "a &quot;b&quot; &lt;c&gt; &amp; d&#10;e\\x1bf\\u{202e}"
+        );
+    }
+}

@@ -68,11 +68,7 @@ impl RemoteReport {
         let history = std::fs::read(self.dir().join(HISTORY_FILE))
             .map_err(|e| Error::io(format!("reading {}", self.dir().join(HISTORY_FILE).display()), e))?;
         if history.len() > self.seeded {
-            let stamp = time::OffsetDateTime::now_utc()
-                .format(time::macros::format_description!(
-                    "[year][month][day]T[hour][minute][second].[subsecond digits:6]Z"
-                ))
-                .unwrap_or_default();
+            let stamp = crate::util::compact_utc_digits(time::OffsetDateTime::now_utc(), 6);
             let rand = crate::archive::hex(&crate::archive::crypto::random::<6>());
             let name = format!("{HISTORY_DIR}/{stamp}-{rand}.jsonl");
             self.remote.put_new(&name, history[self.seeded..].to_vec()).await.map_err(env)?;

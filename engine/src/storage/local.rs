@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
 
+use super::private_dir;
 use super::store::{Children, Meta, Published, Result, Space, Store, View, Writer};
-use super::{private_dir, track, untrack};
+use crate::on_exit::{track, untrack};
 
 /// A local directory of objects.
 #[derive(Debug, Clone)]

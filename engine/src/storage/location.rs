@@ -507,6 +507,41 @@ mod tests {
         found
     }
 
+    /// Issue 37: storage/ kept the process's list of partial files to remove at exit
+    /// (`storage::PARTIALS`), a global beside stores that each own their state. The list is
+    /// the process's (`on_exit`); this scan fails naming any file and line of storage/ that
+    /// declares process-wide state again.
+    #[test]
+    fn storage_holds_no_process_wide_state() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/storage");
+        // Split, so that this file does not find itself.
+        let item = ["sta", "tic "].concat();
+        let anywhere = [["Once", "Lock"].concat(), ["Lazy", "Lock"].concat(), ["thread_", "local!"].concat()];
+        let mut found = Vec::new();
+        let mut files = 0;
+        for e in std::fs::read_dir(&dir).expect("storage/ is readable").flatten() {
+            let f = e.path();
+            if f.extension().is_none_or(|x| x != "rs") {
+                continue;
+            }
+            files += 1;
+            let text = std::fs::read_to_string(&f).expect("a source file");
+            for (i, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                let declared = code.trim_start().trim_start_matches("pub(crate) ").trim_start_matches("pub ");
+                if declared.starts_with(item.as_str()) || anywhere.iter().any(|n| code.contains(n.as_str())) {
+                    found.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+                }
+            }
+        }
+        assert!(files > 5, "the scan found no sources in {}", dir.display());
+        assert!(
+            found.is_empty(),
+            "a store owns its state, the process's exit list is `on_exit`:\n{}",
+            found.join("\n")
+        );
+    }
+
     #[test]
     fn schemes_are_recognized_and_local_paths_are_not() {
         for s in ["s3://b/p", "S3://b", "gs://b/x", "az://c/p", "azure://c"] {

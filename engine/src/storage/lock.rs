@@ -77,18 +77,10 @@ fn hmac(key: &[u8], data: &[u8]) -> Result<Vec<u8>, Error> {
     s.update(data).and_then(|_| s.sign_to_vec()).map_err(|e| Error::environment(format!("HMAC: {e}")))
 }
 
-/// A path segment or query value as SigV4 encodes it: unreserved characters as they are,
-/// everything else percent-encoded.
+/// A path segment or query value as SigV4 encodes it: unreserved characters as they are
+/// (and `/` in a path), everything else percent-encoded, as the one encoder does.
 fn uri_encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
-            b'/' if keep_slash => out.push('/'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    crate::util::percent_encode_keep(s, if keep_slash { "/" } else { "" })
 }
 
 impl S3 {
@@ -145,15 +137,7 @@ impl S3 {
         body: Vec<u8>,
     ) -> Result<reqwest::Response, Error> {
         let now = time::OffsetDateTime::now_utc();
-        let amz_date = format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second()
-        );
+        let amz_date = crate::util::compact_utc(now, false);
         let date = &amz_date[..8];
         let path = if self.path_style {
             format!("/{}/{}", uri_encode(&self.bucket, false), uri_encode(key, true))
@@ -485,6 +469,7 @@ mod tests {
         );
         assert_eq!(uri_encode("records/00000001.dsse.json", true), "records/00000001.dsse.json");
         assert_eq!(uri_encode("a b+c", false), "a%20b%2Bc");
+        assert_eq!(uri_encode("a/b é", false), "a%2Fb%20%C3%A9");
     }
 
     /// Azure immutability is not written (Azurite does not implement it, so nothing could

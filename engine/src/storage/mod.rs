@@ -21,37 +21,6 @@ pub use location::{
 pub use remote::{credential_values, credential_values_of};
 pub use store::{store_failure, Children, Meta, Published, Space, Store, Unproven, View, Watched, Writer};
 
-/// Temp files being written right now. A cancelled backup's writer thread may still be
-/// running when the process exits; `remove_partials` (called by the CLI before exit)
-/// guarantees no partial file outlives the process.
-static PARTIALS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-
-/// Remember a temp file (or staging directory) to remove if the process exits first.
-pub(crate) fn track(p: &Path) {
-    if let Ok(mut l) = PARTIALS.lock() {
-        l.push(p.to_path_buf());
-    }
-}
-
-pub(crate) fn untrack(p: &Path) {
-    if let Ok(mut l) = PARTIALS.lock() {
-        l.retain(|x| x != p);
-    }
-}
-
-/// Remove every partial file still being written (process exit).
-pub fn remove_partials() {
-    if let Ok(mut l) = PARTIALS.lock() {
-        for p in l.drain(..) {
-            if p.is_dir() {
-                let _ = fs::remove_dir_all(p);
-            } else {
-                let _ = fs::remove_file(p);
-            }
-        }
-    }
-}
-
 /// Where plaintext and half-written files live: a private directory per use, mode 0700,
 /// created in the directory it belongs to (the same disk as the final file, so publishing
 /// is a rename), named `.pgdrill-<kind>-<pid>-<start>-<host>-<random>` after its owner: the

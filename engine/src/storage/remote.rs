@@ -25,8 +25,9 @@ use futures_util::StreamExt;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 
-use super::{private_dir, track};
+use super::private_dir;
 use crate::error::Failure;
+use crate::on_exit::track;
 use crate::util::percent_decode;
 
 /// `file:///srv/backups` -> `/srv/backups`; anything else unchanged.

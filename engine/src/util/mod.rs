@@ -16,7 +16,7 @@ pub use quote::{
     conninfo_quote, is_bidi_control, one_line, percent_decode, percent_decode_strict, percent_encode,
     percent_encode_keep, shell_quote, visible,
 };
-pub use time::{compact_utc, rfc3339};
+pub use time::{compact_utc, compact_utc_digits, rfc3339};
 
 /// Tests only (debug builds): stop for good at `phase` when `PGDRILL_TEST_PAUSE_AT` names
 /// it, after creating the file `PGDRILL_TEST_PAUSE_FLAG` names, so a test can kill -9 the

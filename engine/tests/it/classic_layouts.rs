@@ -51,7 +51,7 @@ fn sh(s: &pgdrill::pg::ephemeral::Ephemeral, db: &str, cwd: &Path, script: &str)
 /// `date -u +%Y%m%d_%H%M%S` as it read `hours` hours ago.
 fn stamp(hours: i64) -> String {
     let t = time::OffsetDateTime::now_utc() - time::Duration::hours(hours);
-    format!("{:04}{:02}{:02}_{:02}{:02}{:02}", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second())
+    common::dump_stamp(t)
 }
 
 /// `pgdrill run verify` of `database`'s backup `backup` in `storage` on a native throwaway

@@ -81,15 +81,7 @@ async fn databases_acct_and_dot_acct_shared_a_folder_and_pick_restored_the_wrong
     // Storage written by the old scheme: `.acct`'s backup, newer, in `acct`'s folder (a
     // minute ahead: within the clock tolerance, so it is the latest).
     let soon = time::OffsetDateTime::now_utc() + std::time::Duration::from_secs(60);
-    let stamp = format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}.000Z",
-        soon.year(),
-        u8::from(soon.month()),
-        soon.day(),
-        soon.hour(),
-        soon.minute(),
-        soon.second()
-    );
+    let stamp = pgdrill::util::compact_utc(soon.replace_millisecond(0).expect("a whole second"), true);
     let planted = acct.with_file_name(format!("{stamp}.dump.pgdrill"));
     std::fs::copy(&dot, &planted).expect("copy");
     std::fs::copy(pgdrill::backup::layout::manifest_path(&dot), pgdrill::backup::layout::manifest_path(&planted))

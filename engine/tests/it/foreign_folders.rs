@@ -238,7 +238,7 @@ async fn unnamed_backups_in_a_folder_of_one_database_are_taken_as_the_asked_ones
 
 fn stamp(days_ago: i64) -> String {
     let t = time::OffsetDateTime::now_utc() - time::Duration::days(days_ago);
-    format!("{:04}{:02}{:02}_020000", t.year(), u8::from(t.month()), t.day())
+    format!("{}_020000", &common::dump_stamp(t)[..8])
 }
 
 /// What a file pg_dump wrote through gzip starts with.
@@ -570,7 +570,7 @@ async fn a_dump_without_ground_truth_verified_green() {
 }
 
 fn stamp_at(t: time::OffsetDateTime) -> String {
-    format!("{:04}{:02}{:02}_{:02}{:02}{:02}", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second())
+    common::dump_stamp(t)
 }
 
 /// Issue 35, case 6: a file dated in the future (a host with a skewed clock, another tool's

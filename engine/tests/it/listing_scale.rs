@@ -391,15 +391,7 @@ fn ten_thousand_local_files_are_listed_from_their_names_without_opening_one() {
     let start = time::OffsetDateTime::from_unix_timestamp(1_704_067_200).expect("time");
     for i in 0..FILES {
         let t = start + time::Duration::minutes(i as i64);
-        let name = format!(
-            "legacy_db_{:04}{:02}{:02}_{:02}{:02}{:02}.sql.gz",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        );
+        let name = format!("legacy_db_{}.sql.gz", crate::common::dump_stamp(t));
         std::fs::write(legacy.join(name), b"PGDMP\x01\x0e\x00").expect("write");
     }
     let at = storage.to_str().expect("utf-8 path");

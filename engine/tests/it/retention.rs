@@ -28,8 +28,8 @@ fn prune_is_a_dry_run_until_applied_and_keeps_newest_and_verified() {
     for d in 0..40 {
         let day =
             time::Date::from_calendar_date(2026, time::Month::October, 1).expect("date") + time::Duration::days(d);
-        let stamp = format!("{}{:02}{:02}T020000.000Z", day.year(), u8::from(day.month()), day.day());
-        let at = format!("{}-{:02}-{:02}T02:00:00Z", day.year(), u8::from(day.month()), day.day());
+        let made = day.with_hms(2, 0, 0).expect("02:00").assume_utc();
+        let (stamp, at) = (pgdrill::util::compact_utc(made, true), pgdrill::util::rfc3339(made));
         fake_backup(&dir, &stamp, &at);
         names.push(format!("{stamp}.dump.pgdrill"));
     }

@@ -354,15 +354,7 @@ async fn another_tools_dump_is_unproven_for_roles_unless_a_globals_file_is_besid
     // Named as of now: a fixed date in the name aged past verify's default max_age a day
     // after this test was written, and the run failed on freshness instead of roles.
     let t = time::OffsetDateTime::now_utc();
-    let stamp = format!(
-        "{:04}{:02}{:02}_{:02}{:02}{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
+    let stamp = common::dump_stamp(t);
     let dump = folder.join(format!("erp_{stamp}.dump"));
     let tool = |name: &str, args: &[&str]| {
         let out = std::process::Command::new(format!("/usr/lib/postgresql/15/bin/{name}"))

@@ -392,6 +392,87 @@ async fn an_encrypting_tool_never_sees_the_passphrase_in_argv_and_a_killed_backu
     }
 }
 
+/// What pgdrill made for a backup whose owner is still blocked when the command ends (here
+/// an encrypting tool that never answers, so the thread feeding it never returns and never
+/// drops gpg's home nor the partial file) is removed on the way out: Ctrl-C ends the run
+/// (130) and the process's exit list (`on_exit`) removes them. Without that list both stay
+/// until the next pgdrill reaps them: gpg's home in the temporary directory, the partial
+/// file beside the team's backups.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_stopped_while_its_encrypting_tool_hangs_leaves_no_gpg_home_and_no_partial_file() {
+    if !require(have("gpg", "--version"), "gpg") {
+        return;
+    }
+    let Some(src) = native_server("shop").await else { return };
+    exec(&src.url(), "create table t (id int primary key); insert into t select generate_series(1, 100);").await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let runbook = written(tmp.path().join("team-backup.yaml"), SLOW_RUNBOOK);
+    let tmpdir = made_dir(tmp.path().join("tmpdir"));
+    let storage = tmp.path().join("gpg");
+    // A gpg that starts, says so, and never reads nor answers (as one waiting on a prompt).
+    let bin = made_dir(tmp.path().join("bin"));
+    let started = tmp.path().join("gpg.pid");
+    let real = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("gpg"))
+        .find(|p| p.is_file())
+        .expect("gpg on PATH");
+    let fake = written(
+        bin.join("gpg"),
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --version) exec {} \"$@\";; esac\necho $$ > {}.tmp && mv {}.tmp {}\nexec sleep 600\n",
+            real.display(),
+            started.display(),
+            started.display(),
+            started.display()
+        ),
+    );
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut child = Run::new(&runbook)
+        .env("TMPDIR", &tmpdir)
+        .env("PATH", &path)
+        .var("url", src.url())
+        .var("storage", storage.display())
+        .var("pg_dump", "/usr/lib/postgresql/15/bin/pg_dump")
+        .var("envelope", "gpg")
+        .var("name_pattern", format!("{PATTERN}.sql.gz.gpg"))
+        .key(PASS)
+        .spawn_quietly();
+    while !started.exists() {
+        assert!(child.try_wait().expect("wait").is_none(), "the backup ended before its tool started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tool: u32 = std::fs::read_to_string(&started).expect("pid").trim().parse().expect("a pid");
+    // The scene: gpg's home and the partial file exist while the tool hangs.
+    assert_eq!(gpg_homes(&tmpdir).len(), 1, "gpg's home while gpg ran: {:?}", gpg_homes(&tmpdir));
+    let partials = || {
+        std::fs::read_dir(&storage)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".pgdrill-partial-"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(partials().len(), 1, "the partial file while gpg ran: {:?}", partials());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .expect("SIGINT");
+    assert_eq!(child.wait().expect("wait").code(), Some(130));
+    assert_eq!(gpg_homes(&tmpdir), Vec::<String>::new(), "gpg's home outlived the stopped backup");
+    assert_eq!(partials(), Vec::<String>::new(), "the partial file outlived the stopped backup");
+    let left: Vec<String> = std::fs::read_dir(&storage)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "nothing stays under the team's folder: {left:?}");
+    // The hanging tool dies with pgdrill.
+    while !gone(tool) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The names under `dir` that are not hidden (what a team's `ls` shows), sorted.
 fn visible(dir: &Path) -> Vec<String> {
     let mut out: Vec<String> = std::fs::read_dir(dir)

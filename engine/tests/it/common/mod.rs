@@ -478,6 +478,12 @@ pub fn unix_seconds(rfc3339: &str) -> f64 {
         / 1e9
 }
 
+/// `date -u +%Y%m%d_%H%M%S` at `t` (`20240315_143022`): the stamp other tools' dump scripts
+/// put in file names, made by pgdrill's one formatter of compact UTC times.
+pub fn dump_stamp(t: time::OffsetDateTime) -> String {
+    pgdrill::util::compact_utc(t, false).trim_end_matches('Z').replacen('T', "_", 1)
+}
+
 /// A throwaway PostgreSQL 15 server archiving its WAL as `opts` say (a folder or a command),
 /// with a one-second archive_timeout; `None` (a printed skip, a failure in CI) without the
 /// server binaries.
