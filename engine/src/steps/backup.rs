@@ -115,12 +115,7 @@ impl With for CreateWith {
         if !is_template(&self.envelope) {
             Envelope::parse(&self.envelope).map_err(|m| WithError::new("envelope", m))?;
         }
-        if !is_template(&self.lock_mode) {
-            crate::storage::lock::Mode::parse(&self.lock_mode).map_err(|m| WithError::new("lock_mode", m))?;
-        }
-        if self.retain.is_some_and(|d| d.is_zero()) {
-            return Err(WithError::new("retain", "a retention of 0 keeps nothing: give a period (`30d`) or leave it empty"));
-        }
+        super::de::check_retention(self.retain, &self.lock_mode)?;
         if let Some(p) = self.name_pattern.as_deref().filter(|p| !p.is_empty() && !is_template(p)) {
             // Rendered once with a stand-in name and time, so a pattern that cannot be
             // written with is refused before the run.
@@ -257,14 +252,7 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
         envelope,
         name_pattern: w.name_pattern.clone().filter(|p| !p.is_empty()),
         passphrase: passphrase.map(|p| p.to_string()),
-        retention: match w.retain {
-            Some(retain) => Some(crate::backup::Retention {
-                location: w.storage.clone(),
-                mode: crate::storage::lock::Mode::parse(&w.lock_mode).map_err(|m| StepError::field("lock_mode", m))?,
-                retain,
-            }),
-            None => None,
-        },
+        retention: super::de::retention(w.retain, &w.lock_mode, &w.storage)?,
         evidence: ctx.evidence_head.clone(),
     };
     let opts = CreateOptions {

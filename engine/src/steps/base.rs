@@ -76,12 +76,7 @@ impl With for BaseWith {
         if !is_template(&self.checkpoint) && !matches!(self.checkpoint.as_str(), "fast" | "spread") {
             return Err(WithError::new("checkpoint", format!("`{}`: use fast or spread", self.checkpoint)));
         }
-        if !is_template(&self.lock_mode) {
-            crate::storage::lock::Mode::parse(&self.lock_mode).map_err(|m| WithError::new("lock_mode", m))?;
-        }
-        if self.retain.is_some_and(|d| d.is_zero()) {
-            return Err(WithError::new("retain", "a retention of 0 keeps nothing: give a period (`30d`) or leave it empty"));
-        }
+        super::de::check_retention(self.retain, &self.lock_mode)?;
         Ok(())
     }
 }
@@ -145,14 +140,7 @@ impl Base {
             Some(_) => ctx.resolve(&w.storage).display().to_string(),
             None => w.storage.clone(),
         };
-        let retention = match w.retain {
-            Some(retain) => Some(crate::backup::Retention {
-                location: storage.clone(),
-                mode: crate::storage::lock::Mode::parse(&w.lock_mode).map_err(|m| StepError::field("lock_mode", m))?,
-                retain,
-            }),
-            None => None,
-        };
+        let retention = super::de::retention(w.retain, &w.lock_mode, &storage)?;
         let opts = BaseOptions {
             url: w.database_url.clone(),
             retention,

@@ -204,3 +204,31 @@ pub fn opt_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Err
 pub fn governance() -> String {
     "governance".into()
 }
+
+/// `retain` and `lock_mode` of a step that keeps what it writes with S3 Object Lock
+/// (`backup.create`, `backup.base`), checked before the run: a mode Object Lock has (a
+/// templated one once rendered), and a period that keeps something.
+pub fn check_retention(retain: Option<Duration>, lock_mode: &str) -> Result<(), super::WithError> {
+    if !crate::template::is_template(lock_mode) {
+        crate::storage::lock::Mode::parse(lock_mode).map_err(|m| super::WithError::new("lock_mode", m))?;
+    }
+    if retain.is_some_and(|d| d.is_zero()) {
+        return Err(super::WithError::new(
+            "retain",
+            "a retention of 0 keeps nothing: give a period (`30d`) or leave it empty",
+        ));
+    }
+    Ok(())
+}
+
+/// The retention `retain` and `lock_mode` ask for of what the step writes to `location`
+/// (none without `retain`).
+pub fn retention(
+    retain: Option<Duration>,
+    lock_mode: &str,
+    location: &str,
+) -> Result<Option<crate::backup::Retention>, super::StepError> {
+    let Some(retain) = retain else { return Ok(None) };
+    let mode = crate::storage::lock::Mode::parse(lock_mode).map_err(|m| super::StepError::field("lock_mode", m))?;
+    Ok(Some(crate::backup::Retention { location: location.to_string(), mode, retain }))
+}

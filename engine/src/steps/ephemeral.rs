@@ -52,36 +52,56 @@ impl With for EphemeralWith {
     }
 }
 
-#[derive(Debug, Default, Serialize, Fields)]
-#[fields(outputs)]
-pub struct EphemeralOutputs {
-    /// connection URL (contains the password; redacted in reports)
-    url: String,
-    /// 127.0.0.1
-    host: String,
+/// Declares the outputs of a step that starts a throwaway server: how to connect to it
+/// (`url`, `host`, `port`, `user`, `password`, `database`, the outputs `postgres.ephemeral`
+/// and `pitr.source` share, the port with the step's own text), followed by the step's own
+/// fields.
+macro_rules! serving {
+    (
+        $(#[$port:meta])* port,
+        pub struct $name:ident { $($(#[$fattr:meta])* $field:ident: $ty:ty,)* }
+    ) => {
+        #[derive(Debug, Default, Serialize, Fields)]
+        #[fields(outputs)]
+        pub struct $name {
+            /// connection URL (contains the password; redacted in reports)
+            url: String,
+            /// 127.0.0.1
+            host: String,
+            $(#[$port])*
+            port: u16,
+            /// superuser
+            user: String,
+            /// generated per instance, redacted everywhere
+            #[field(secret)]
+            password: String,
+            /// database name
+            database: String,
+            $($(#[$fattr])* $field: $ty,)*
+        }
+    };
+}
+pub(crate) use serving;
+
+serving! {
     /// published port
-    port: u16,
-    /// superuser
-    user: String,
-    /// generated per instance, redacted everywhere
-    #[field(secret)]
-    password: String,
-    /// database name
-    database: String,
-    /// docker or native
-    provider: String,
-    /// why that provider (and image) was chosen
-    provider_reason: String,
-    /// docker: the image the container runs; native: empty
-    image: String,
-    /// server_version as reported
-    server_version: String,
-    /// major version
-    major: u32,
-    /// docker: the container id; native: the data directory
-    instance: String,
-    /// from the step's start to the first successful query
-    startup_ms: u64,
+    port,
+    pub struct EphemeralOutputs {
+        /// docker or native
+        provider: String,
+        /// why that provider (and image) was chosen
+        provider_reason: String,
+        /// docker: the image the container runs; native: empty
+        image: String,
+        /// server_version as reported
+        server_version: String,
+        /// major version
+        major: u32,
+        /// docker: the container id; native: the data directory
+        instance: String,
+        /// from the step's start to the first successful query
+        startup_ms: u64,
+    }
 }
 
 /// Start a throwaway PostgreSQL server (Docker or local binaries) for the rest of the runbook.

@@ -616,28 +616,17 @@ impl With for SourceWith {
     }
 }
 
-#[derive(Debug, Default, Serialize, Fields)]
-#[fields(outputs)]
-pub struct SourceOutputs {
-    /// connection URL (contains the password; redacted in reports)
-    url: String,
-    /// 127.0.0.1
-    host: String,
+super::ephemeral::serving! {
     /// its port
-    port: u16,
-    /// superuser
-    user: String,
-    /// generated per instance, redacted everywhere
-    #[field(secret)]
-    password: String,
-    /// database name
-    database: String,
-    /// the archive_command in force
-    archive_command: String,
-    /// major version
-    major: u32,
-    /// directory with the server's binaries (pg_basebackup is there; inside its image when it runs in Docker)
-    bin_dir: String,
+    port,
+    pub struct SourceOutputs {
+        /// the archive_command in force
+        archive_command: String,
+        /// major version
+        major: u32,
+        /// directory with the server's binaries (pg_basebackup is there; inside its image when it runs in Docker)
+        bin_dir: String,
+    }
 }
 
 /// Start a throwaway source server (local binaries, or its major's Docker image) that archives its WAL, for point-in-time recovery drills.

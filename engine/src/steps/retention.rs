@@ -5,54 +5,115 @@ use serde::{Deserialize, Serialize};
 
 use super::{Fields, step, StepCtx, StepError, With};
 use crate::backup::layout::{manifest_path, LocalStore};
-use crate::backup::retention::{decide, Item, Policy};
+use crate::backup::retention::{decide, Item};
 use crate::backup::Manifest;
 
-#[derive(Debug, Deserialize, Fields)]
-#[serde(deny_unknown_fields)]
-pub struct PruneWith {
-    /// backup directory
-    #[field(ty = "path")]
-    storage: String,
-    /// database whose backups are pruned
-    database: String,
-    /// newest backup of each of the last N days
-    #[serde(default, deserialize_with = "super::de::int")]
-    keep_daily: usize,
-    /// ... of the last N ISO weeks
-    #[serde(default, deserialize_with = "super::de::int")]
-    keep_weekly: usize,
-    /// ... of the last N months
-    #[serde(default, deserialize_with = "super::de::int")]
-    keep_monthly: usize,
-    /// ... of the last N years
-    #[serde(default, deserialize_with = "super::de::int")]
-    keep_yearly: usize,
-    /// always keep this many newest (default 1)
-    #[serde(default = "one", deserialize_with = "super::de::int")]
-    min_keep: usize,
-    /// keep every backup younger than this, e.g. `30d` (with or without the counts)
-    #[serde(default, deserialize_with = "super::de::opt_duration")]
-    keep_within: Option<std::time::Duration>,
-    /// other tools' file names, e.g. `{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}.sql.gz` (default: the
-    /// classic schemes)
-    #[serde(default, deserialize_with = "super::de::opt_text")]
-    name_pattern: Option<String>,
-    /// really delete (default false: dry run)
-    #[serde(default, deserialize_with = "super::de::boolean")]
-    apply: bool,
-    /// abort pgdrill's unfinished uploads (object stores) started longer ago than this, and
-    /// delete its archives left without a manifest (unfinished backups) older than this
-    /// (default 24h; a killed pgdrill leaves them)
-    #[serde(default, deserialize_with = "super::de::opt_duration")]
-    abandoned_uploads_after: Option<std::time::Duration>,
+/// Declares a step's `with:` block that takes grandfather-father-son retention's counts
+/// (`keep_daily`, `keep_weekly`, `keep_monthly`, `keep_yearly`, `min_keep` and
+/// `keep_within`, which `retention.prune` and `wal.prune` share) between its own fields,
+/// and `policy`, the `Policy` they make. Each step keeps its own catalogue text for each
+/// count (its docs, given in `@keep { .. }`), and the block stays one struct, so an unknown
+/// field is still refused by name (`#[serde(flatten)]` would lose `deny_unknown_fields`).
+macro_rules! keeping {
+    (
+        pub struct $name:ident {
+            $($(#[$fattr:meta])* $field:ident: $ty:ty,)*
+            @keep {
+                $(#[$daily:meta])* daily,
+                $(#[$weekly:meta])* weekly,
+                $(#[$monthly:meta])* monthly,
+                $(#[$yearly:meta])* yearly,
+                $(#[$min_keep:meta])* min_keep,
+                $(#[$within:meta])* within,
+            }
+            $($(#[$lattr:meta])* $last:ident: $lty:ty,)*
+        }
+    ) => {
+        #[derive(Debug, Deserialize, Fields)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $($(#[$fattr])* $field: $ty,)*
+            $(#[$daily])*
+            #[serde(default, deserialize_with = "super::de::int")]
+            keep_daily: usize,
+            $(#[$weekly])*
+            #[serde(default, deserialize_with = "super::de::int")]
+            keep_weekly: usize,
+            $(#[$monthly])*
+            #[serde(default, deserialize_with = "super::de::int")]
+            keep_monthly: usize,
+            $(#[$yearly])*
+            #[serde(default, deserialize_with = "super::de::int")]
+            keep_yearly: usize,
+            $(#[$min_keep])*
+            #[serde(default = "super::retention::one", deserialize_with = "super::de::int")]
+            min_keep: usize,
+            $(#[$within])*
+            #[serde(default, deserialize_with = "super::de::opt_duration")]
+            keep_within: Option<std::time::Duration>,
+            $($(#[$lattr])* $last: $lty,)*
+        }
+
+        impl $name {
+            /// The counts as retention decides by them (a `keep_within` too long for
+            /// `time::Duration` keeps everything).
+            fn policy(&self) -> crate::backup::retention::Policy {
+                crate::backup::retention::Policy {
+                    daily: self.keep_daily,
+                    weekly: self.keep_weekly,
+                    monthly: self.keep_monthly,
+                    yearly: self.keep_yearly,
+                    min_keep: self.min_keep,
+                    within: self.keep_within.map(|d| time::Duration::try_from(d).unwrap_or(time::Duration::MAX)),
+                }
+            }
+        }
+
+        impl With for $name {}
+    };
+}
+pub(crate) use keeping;
+
+keeping! {
+    pub struct PruneWith {
+        /// backup directory
+        #[field(ty = "path")]
+        storage: String,
+        /// database whose backups are pruned
+        database: String,
+        @keep {
+            /// newest backup of each of the last N days
+            daily,
+            /// ... of the last N ISO weeks
+            weekly,
+            /// ... of the last N months
+            monthly,
+            /// ... of the last N years
+            yearly,
+            /// always keep this many newest (default 1)
+            min_keep,
+            /// keep every backup younger than this, e.g. `30d` (with or without the counts)
+            within,
+        }
+        /// other tools' file names, e.g. `{db}_{YYYY}{MM}{DD}_{hh}{mm}{ss}.sql.gz` (default: the
+        /// classic schemes)
+        #[serde(default, deserialize_with = "super::de::opt_text")]
+        name_pattern: Option<String>,
+        /// really delete (default false: dry run)
+        #[serde(default, deserialize_with = "super::de::boolean")]
+        apply: bool,
+        /// abort pgdrill's unfinished uploads (object stores) started longer ago than this, and
+        /// delete its archives left without a manifest (unfinished backups) older than this
+        /// (default 24h; a killed pgdrill leaves them)
+        #[serde(default, deserialize_with = "super::de::opt_duration")]
+        abandoned_uploads_after: Option<std::time::Duration>,
+    }
 }
 
-fn one() -> usize {
+/// `min_keep`'s default: the newest backup always stays.
+pub(super) fn one() -> usize {
     1
 }
-
-impl With for PruneWith {}
 
 #[derive(Debug, Default, Serialize, Fields)]
 #[fields(outputs)]
@@ -194,14 +255,7 @@ async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
     for d in dirs {
         ok_verified.extend(verified(d)?.into_iter().map(|n| d.join(n)));
     }
-    let policy = Policy {
-        daily: w.keep_daily,
-        weekly: w.keep_weekly,
-        monthly: w.keep_monthly,
-        yearly: w.keep_yearly,
-        min_keep: w.min_keep,
-        within: w.keep_within.map(|d| time::Duration::try_from(d).unwrap_or(time::Duration::MAX)),
-    };
+    let policy = w.policy();
     // Planned from names first (issue 41: no manifest read per backup), then the manifest of
     // each backup it would delete is read: when they all agree with their names, that plan is
     // the one reading every manifest makes. Otherwise every manifest is read and the plan

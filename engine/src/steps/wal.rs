@@ -493,43 +493,33 @@ pub async fn prune_physical_in(
     Ok(out)
 }
 
-#[derive(Debug, Deserialize, Fields)]
-#[serde(deny_unknown_fields)]
-pub struct PruneWith {
-    /// where the base backups and the WAL archive are: a directory, s3://, gs://, az://
-    #[field(ty = "path")]
-    storage: String,
-    /// the system to prune (default: every system in storage)
-    #[serde(default, deserialize_with = "super::de::opt_text")]
-    system_identifier: Option<String>,
-    /// newest base backup of each of the last N days
-    #[serde(default, deserialize_with = "super::de::int")]
-    keep_daily: usize,
-    /// newest of each of the last N ISO weeks
-    #[serde(default, deserialize_with = "super::de::int")]
-    keep_weekly: usize,
-    /// newest of each of the last N months
-    #[serde(default, deserialize_with = "super::de::int")]
-    keep_monthly: usize,
-    /// newest of each of the last N years
-    #[serde(default, deserialize_with = "super::de::int")]
-    keep_yearly: usize,
-    /// never fewer than this many base backups (default 1)
-    #[serde(default = "one", deserialize_with = "super::de::int")]
-    min_keep: usize,
-    /// keep every base backup younger than this, e.g. 30d
-    #[serde(default, deserialize_with = "super::de::opt_duration")]
-    keep_within: Option<Duration>,
-    /// delete (default false: a dry run that lists what would go)
-    #[serde(default, deserialize_with = "super::de::boolean")]
-    apply: bool,
+super::retention::keeping! {
+    pub struct PruneWith {
+        /// where the base backups and the WAL archive are: a directory, s3://, gs://, az://
+        #[field(ty = "path")]
+        storage: String,
+        /// the system to prune (default: every system in storage)
+        #[serde(default, deserialize_with = "super::de::opt_text")]
+        system_identifier: Option<String>,
+        @keep {
+            /// newest base backup of each of the last N days
+            daily,
+            /// newest of each of the last N ISO weeks
+            weekly,
+            /// newest of each of the last N months
+            monthly,
+            /// newest of each of the last N years
+            yearly,
+            /// never fewer than this many base backups (default 1)
+            min_keep,
+            /// keep every base backup younger than this, e.g. 30d
+            within,
+        }
+        /// delete (default false: a dry run that lists what would go)
+        #[serde(default, deserialize_with = "super::de::boolean")]
+        apply: bool,
+    }
 }
-
-fn one() -> usize {
-    1
-}
-
-impl With for PruneWith {}
 
 #[derive(Debug, Default, Serialize, Fields)]
 #[fields(outputs)]
@@ -557,14 +547,7 @@ impl WalPrune {
                 .map_err(|_| StepError::field("system_identifier", format!("`{s}` is not a system identifier")))?],
             None => tree.systems(),
         };
-        let policy = crate::backup::retention::Policy {
-            daily: w.keep_daily,
-            weekly: w.keep_weekly,
-            monthly: w.keep_monthly,
-            yearly: w.keep_yearly,
-            min_keep: w.min_keep,
-            within: w.keep_within.map(|d| time::Duration::try_from(d).unwrap_or(time::Duration::MAX)),
-        };
+        let policy = w.policy();
         let mut out = PruneOutputs { applied: w.apply, ..Default::default() };
         let log = |l: String| ctx.log(l);
         for system in systems {

@@ -329,13 +329,10 @@ impl Locked {
             return Ok(Put::Taken);
         }
         if !r.status().is_success() {
-            let code = r.status().as_u16();
-            let text = r.text().await.unwrap_or_default();
-            let reason = text.split("<Code>").nth(1).and_then(|t| t.split('<').next()).unwrap_or("");
             return Err(Error::environment(format!(
-                "writing s3://{}/{key} with Object Lock: HTTP {code} {}",
+                "writing s3://{}/{key} with Object Lock: {}",
                 self.bucket,
-                crate::util::one_line(reason)
+                refusal(r).await
             )));
         }
         Ok(Put::Written)
@@ -400,13 +397,10 @@ impl Locked {
         let query = format!("retention=&versionId={}", uri_encode(&version, false));
         let r = self.s3.send(reqwest::Method::PUT, &key, &query, vec![("content-md5".to_string(), md5)], body).await?;
         if !r.status().is_success() {
-            let code = r.status().as_u16();
-            let text = r.text().await.unwrap_or_default();
-            let reason = text.split("<Code>").nth(1).and_then(|t| t.split('<').next()).unwrap_or("");
             return Err(Error::environment(format!(
-                "setting the retention of {shown} (version {}): HTTP {code} {}",
+                "setting the retention of {shown} (version {}): {}",
                 crate::util::one_line(&version),
-                crate::util::one_line(reason)
+                refusal(r).await
             )));
         }
         // Read back: a store that answered 200 and kept nothing (or another date) is caught
@@ -436,6 +430,14 @@ struct Head {
     until: Option<String>,
     /// Encrypted with KMS keys, whose ETags are no MD5 of the bytes sent.
     kms: bool,
+}
+
+/// What S3 said of a request it refused: `HTTP <status> <its error code>`, on one line.
+async fn refusal(r: reqwest::Response) -> String {
+    let code = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    let reason = text.split("<Code>").nth(1).and_then(|t| t.split('<').next()).unwrap_or("");
+    format!("HTTP {code} {}", crate::util::one_line(reason))
 }
 
 fn parse_time(t: &str) -> Option<time::OffsetDateTime> {

@@ -56,6 +56,9 @@ fn unmirrorable(e: &std::io::Error) -> bool {
 /// Bytes of each foreign object read into its sparse mirror, to tell its kind.
 const HEAD_BYTES: u64 = 4096;
 
+/// A listing of a location, page by page, as the store answers it.
+type Listing = futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>;
+
 /// An opened location.
 #[derive(Clone)]
 pub struct Remote {
@@ -683,24 +686,38 @@ impl Remote {
     /// (the request timeout stays as a backstop). Called before anything that holds a
     /// resource while it waits (pg_dump's snapshot).
     pub async fn probe(&self) -> Result<(), String> {
+        match self.first_page().await?.1 {
+            Some(Err(e)) => Err(format!("cannot list {}: {}", self.url, describe(&e))),
+            _ => Ok(()),
+        }
+    }
+
+    /// A listing of the location and its first answer, which must begin within the request
+    /// timeout: `probe`'s question and `list_pass`'s first page, one verdict for both.
+    async fn first_page(&self) -> Result<(Listing, Option<object_store::Result<object_store::ObjectMeta>>), String> {
         let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
         let mut listing = self.store.list(prefix.as_ref());
-        let silent = |d: std::time::Duration| {
-            format!(
-                "the store cannot be reached: {} did not answer within {} (set the location's `first_byte_timeout=`, `timeout=` or PGDRILL_STORE_TIMEOUT for a slower store)",
-                self.url,
-                humantime::format_duration(d)
-            )
-        };
-        match tokio::time::timeout(self.timeout, listing.next()).await {
-            Err(_) => Err(silent(self.timeout)),
-            Ok(Some(Err(e))) if super::bounded::unanswered(&e) => Err(silent(self.first_byte())),
+        let first = tokio::time::timeout(self.timeout, listing.next()).await.map_err(|_| self.silent(self.timeout))?;
+        if let Some(Err(e)) = &first {
+            if super::bounded::unanswered(e) {
+                return Err(self.silent(self.first_byte()));
+            }
             // Retries ended before the bound (a refused connection, a request that failed):
             // the same verdict, with the client's own words, which name the endpoint.
-            Ok(Some(Err(e))) if no_answer(&e) => Err(format!("{}: {}", silent(self.first_byte()), describe(&e))),
-            Ok(Some(Err(e))) => Err(format!("cannot list {}: {}", self.url, describe(&e))),
-            Ok(_) => Ok(()),
+            if no_answer(e) {
+                return Err(format!("{}: {}", self.silent(self.first_byte()), describe(e)));
+            }
         }
+        Ok((listing, first))
+    }
+
+    /// The store did not answer within `d`.
+    fn silent(&self, d: std::time::Duration) -> String {
+        format!(
+            "the store cannot be reached: {} did not answer within {} (set the location's `first_byte_timeout=`, `timeout=` or PGDRILL_STORE_TIMEOUT for a slower store)",
+            self.url,
+            humantime::format_duration(d)
+        )
     }
 
     /// Mirror the location in one pass of LIST pages, no request per object and no file per
@@ -819,26 +836,7 @@ impl Remote {
     /// Every object of the location, in one pass of LIST pages: the first page must answer
     /// within the request timeout (the probe's promise, without a request of its own).
     async fn list_pass(&self) -> Result<Vec<object_store::ObjectMeta>, String> {
-        let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
-        let mut listing = self.store.list(prefix.as_ref());
-        let silent = |d: std::time::Duration| {
-            format!(
-                "the store cannot be reached: {} did not answer within {} (set the location's `first_byte_timeout=`, `timeout=` or PGDRILL_STORE_TIMEOUT for a slower store)",
-                self.url,
-                humantime::format_duration(d)
-            )
-        };
-        let mut next = tokio::time::timeout(self.timeout, listing.next()).await.map_err(|_| silent(self.timeout))?;
-        // The first page unanswered within its bound, or retries that ended without an
-        // answer: the same verdict as `probe`'s (the client's own words name the endpoint).
-        if let Some(Err(e)) = &next {
-            if super::bounded::unanswered(e) {
-                return Err(silent(self.first_byte()));
-            }
-            if no_answer(e) {
-                return Err(format!("{}: {}", silent(self.first_byte()), describe(e)));
-            }
-        }
+        let (mut listing, mut next) = self.first_page().await?;
         let mut objects = Vec::new();
         while let Some(m) = next {
             objects.push(m.map_err(|e| format!("cannot list {}: {}", self.url, describe(&e)))?);

@@ -36,6 +36,25 @@ fn pgdrill_with_images(args: &[&str]) -> std::process::Output {
     pgdrill(args).env("PGDRILL_DOCKER_IMAGE", IMAGES).env("PGDRILL_BACKUP_KEY", KEY).output().expect("pgdrill")
 }
 
+/// `pgdrill run verify` of `database` in `storage` on a throwaway server in Docker (the
+/// local images), its JUnit to `junit`, with `extra` (`NAME=VALUE`) vars.
+fn verify_in_docker(
+    storage: impl std::fmt::Display,
+    database: &str,
+    junit: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    Run::new("verify")
+        .var("storage", storage)
+        .var("database", database)
+        .var("provider", "docker")
+        .vars(extra)
+        .junit(junit)
+        .env("PGDRILL_DOCKER_IMAGE", IMAGES)
+        .env("PGDRILL_BACKUP_KEY", KEY)
+        .raw()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgresql_17_server_is_backed_up_with_the_17_tools_from_its_image_and_never_restored_into_15() {
     let Some(pg17) = server(17, "app").await else { return };
@@ -72,18 +91,7 @@ async fn a_postgresql_17_server_is_backed_up_with_the_17_tools_from_its_image_an
     // Verified on a 17 throwaway: the local pg_restore 15 cannot read a 17 archive, so the
     // restore runs pg_restore 17 from the image, and says so.
     let junit = dir.path().join("verify.xml");
-    let out = pgdrill_with_images(&[
-        "run",
-        "verify",
-        "--var",
-        &format!("storage={st}"),
-        "--var",
-        "database=app",
-        "--var",
-        "provider=docker",
-        "--junit",
-        junit.to_str().expect("utf-8"),
-    ]);
+    let out = verify_in_docker(st, "app", &junit, &[]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     let evidence = std::fs::read_to_string(&junit).expect("junit");
@@ -112,18 +120,7 @@ async fn a_postgresql_17_server_is_backed_up_with_the_17_tools_from_its_image_an
     ]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let junit_plain = dir.path().join("verify-plain.xml");
-    let out = pgdrill_with_images(&[
-        "run",
-        "verify",
-        "--var",
-        &format!("storage={}", plain.display()),
-        "--var",
-        "database=app",
-        "--var",
-        "provider=docker",
-        "--junit",
-        junit_plain.to_str().expect("utf-8"),
-    ]);
+    let out = verify_in_docker(plain.display(), "app", &junit_plain, &[]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let evidence = std::fs::read_to_string(&junit_plain).expect("junit");
     assert!(
@@ -196,24 +193,8 @@ async fn a_15_backup_verifies_on_a_17_throwaway_and_a_difference_is_still_caught
     .await;
     let (dir, storage) = tmp_backups();
     let backup = backup_to(&pg15.url(), &storage, KEY, "shop");
-    let verify = |junit: &std::path::Path| {
-        pgdrill_with_images(&[
-            "run",
-            "verify",
-            "--var",
-            &format!("storage={}", storage.display()),
-            "--var",
-            "database=shop",
-            "--var",
-            "version=17",
-            "--var",
-            "provider=docker",
-            "--var",
-            "force=true",
-            "--junit",
-            junit.to_str().expect("utf-8"),
-        ])
-    };
+    let verify =
+        |junit: &std::path::Path| verify_in_docker(storage.display(), "shop", junit, &["version=17", "force=true"]);
     let junit = dir.path().join("v1.xml");
     let out = verify(&junit);
     let stdout = text(&out.stdout);

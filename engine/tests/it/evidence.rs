@@ -49,6 +49,14 @@ fn all(out: &std::process::Output) -> String {
     format!("{}{}", text(&out.stdout), text(&out.stderr))
 }
 
+/// The runbook file `rb` run with the key: it must fail (exit 1) saying `expect` (`what`
+/// names the case in a failure).
+fn fails_saying(rb: &Path, expect: &str, what: &str) {
+    let out = pgdrill(&["run", rb.to_str().unwrap_or_default()]).env("PGDRILL_BACKUP_KEY", KEY).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{what}: {}", all(&out));
+    assert!(all(&out).contains(expect), "{what}: {}", all(&out));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn databases_acct_and_dot_acct_shared_a_folder_and_pick_restored_the_wrong_one() {
     let Some(s) = common::native_server_with("acct", "create database \".acct\"").await else { return };
@@ -97,14 +105,7 @@ async fn databases_acct_and_dot_acct_shared_a_folder_and_pick_restored_the_wrong
 async fn a_truncated_newest_manifest_made_latest_pick_an_older_backup() {
     let Some((s, t, storage, _)) = shop_backed_up().await else { return };
     // A second, newer backup whose manifest is cut short.
-    let out = Run::new("backup")
-        .var("database_url", s.url())
-        .var("storage", storage.display())
-        .command()
-        .env("PGDRILL_BACKUP_KEY", KEY)
-        .output()
-        .expect("backup");
-    assert!(out.status.success(), "{}", all(&out));
+    common::backup_to(&s.url(), &storage, KEY, "shop");
     let newest = backups_in(&storage.join("shop")).pop().expect("two backups");
     let manifest = pgdrill::backup::layout::manifest_path(&newest);
     let bytes = std::fs::read(&manifest).expect("manifest");
@@ -146,14 +147,7 @@ async fn one_bad_ledger_line_made_prune_delete_the_newest_verified_backup() {
     assert_eq!(out.code, Some(0), "{}", out.all());
     // Two newer, never verified backups: the verified one is kept only as "newest verified".
     for _ in 0..2 {
-        let out = Run::new("backup")
-            .var("database_url", s.url())
-            .var("storage", storage.display())
-            .command()
-            .env("PGDRILL_BACKUP_KEY", KEY)
-            .output()
-            .expect("backup");
-        assert!(out.status.success(), "{}", all(&out));
+        common::backup_to(&s.url(), &storage, KEY, "erp");
     }
     let dir = storage.join("erp");
     let ledger = dir.join("ledger.jsonl");
@@ -489,21 +483,11 @@ async fn an_edited_manifest_of_an_encrypted_backup_was_trusted() {
                 backup.display()
             ),
         );
-        let out =
-            pgdrill(&["run", check.to_str().unwrap_or_default()]).env("PGDRILL_BACKUP_KEY", KEY).output().expect("run");
-        assert_eq!(out.status.code(), Some(1), "{what}: {}", all(&out));
-        assert!(all(&out).contains(expect), "{what}: {}", all(&out));
+        fails_saying(&check, expect, what);
     }
     // A manifest moved from another backup of the same database does not fit this archive.
     std::fs::write(pgdrill::backup::layout::manifest_path(&backup), &original).expect("restore manifest");
-    let out = Run::new("backup")
-        .var("database_url", s.url())
-        .var("storage", storage.display())
-        .command()
-        .env("PGDRILL_BACKUP_KEY", KEY)
-        .output()
-        .expect("backup");
-    assert!(out.status.success(), "{}", all(&out));
+    common::backup_to(&s.url(), &storage, KEY, "shop");
     let newest = backups_in(&storage.join("shop")).pop().expect("newest");
     std::fs::copy(pgdrill::backup::layout::manifest_path(&backup), pgdrill::backup::layout::manifest_path(&newest))
         .expect("copy");
@@ -572,9 +556,7 @@ async fn an_unencrypted_backup_planted_beside_encrypted_ones_was_verified_with_t
             u = s.url_for("shop"),
         ),
     );
-    let out = pgdrill(&["run", rb.to_str().unwrap_or_default()]).env("PGDRILL_BACKUP_KEY", KEY).output().expect("run");
-    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
-    assert!(all(&out).contains("refused: manifest UNAUTHENTICATED"), "{}", all(&out));
+    fails_saying(&rb, "refused: manifest UNAUTHENTICATED", "backup.check");
     let rb2 = written(
         t.path().join("restore.yaml"),
         format!(
@@ -582,9 +564,7 @@ async fn an_unencrypted_backup_planted_beside_encrypted_ones_was_verified_with_t
             planted.display()
         ),
     );
-    let out = pgdrill(&["run", rb2.to_str().unwrap_or_default()]).env("PGDRILL_BACKUP_KEY", KEY).output().expect("run");
-    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
-    assert!(all(&out).contains("refused: manifest UNAUTHENTICATED"), "{}", all(&out));
+    fails_saying(&rb2, "refused: manifest UNAUTHENTICATED", "backup.restore");
 
     // Allowed explicitly: verified, and the log says it was unauthenticated.
     let out = run_verify(&storage, "shop", &["force=true", "allow_unauthenticated=true"], &junit);

@@ -19,14 +19,7 @@ fn the_image_builds_runs_as_non_root_and_runs_the_quickstart_inside_a_container(
     }
     // A tag of this test's own, so a concurrent build elsewhere never swaps it underneath.
     let tag = format!("pgdrill-test/image:{}", std::process::id());
-    let out = std::process::Command::new("bash")
-        .args(["ci/image.sh", &tag])
-        .current_dir(root())
-        .env("PGDRILL_BIN", bin())
-        .env("PGDRILL_DEB_XZ_LEVEL", "0")
-        .output()
-        .expect("ci/image.sh");
-    assert!(out.status.success(), "image build: {}{}", text(&out.stdout), text(&out.stderr));
+    build_image(&tag);
     let run = |args: &[&str]| {
         std::process::Command::new("docker")
             .args(["run", "--rm", "--read-only", "--tmpfs", "/tmp"])
@@ -55,15 +48,7 @@ fn the_debian_package_installs_with_apt_and_runs_the_quickstart_natively() {
         return;
     }
     let dist = tempfile::tempdir().expect("tempdir");
-    let out = std::process::Command::new("bash")
-        .args(["ci/package.sh"])
-        .arg(dist.path())
-        .current_dir(root())
-        .env("PGDRILL_BIN", bin())
-        .env("PGDRILL_DEB_XZ_LEVEL", "0")
-        .output()
-        .expect("ci/package.sh");
-    assert!(out.status.success(), "package build: {}{}", text(&out.stdout), text(&out.stderr));
+    let out = ci_build("package build", "ci/package.sh", dist.path().as_os_str());
     let deb = PathBuf::from(text(&out.stdout).trim());
     assert!(deb.exists(), "ci/package.sh printed {deb:?}, which does not exist");
     let info = std::process::Command::new("dpkg-deb").arg("--field").arg(&deb).output().expect("dpkg-deb");
@@ -154,14 +139,22 @@ fn the_debian_package_installs_with_apt_and_runs_the_quickstart_natively() {
 }
 
 fn build_image(tag: &str) {
+    ci_build("image build", "ci/image.sh", tag.as_ref());
+}
+
+/// `bash SCRIPT ARG` at the project's root, packaging this build's binary (xz at its
+/// fastest): it must succeed (`what` names it in the failure). Its output.
+fn ci_build(what: &str, script: &str, arg: &std::ffi::OsStr) -> std::process::Output {
     let out = std::process::Command::new("bash")
-        .args(["ci/image.sh", tag])
+        .arg(script)
+        .arg(arg)
         .current_dir(root())
         .env("PGDRILL_BIN", bin())
         .env("PGDRILL_DEB_XZ_LEVEL", "0")
         .output()
-        .expect("ci/image.sh");
-    assert!(out.status.success(), "image build: {}{}", text(&out.stdout), text(&out.stderr));
+        .unwrap_or_else(|e| panic!("{script}: {e}"));
+    assert!(out.status.success(), "{what}: {}{}", text(&out.stdout), text(&out.stderr));
+    out
 }
 
 /// An S3-compatible server (moto) on Docker's bridge address, where a container reaches it

@@ -29,6 +29,25 @@ fn boto3(port: u16, script: &str) -> String {
     text(&out.stdout)
 }
 
+/// Nothing in the bucket without Object Lock (`plain-backups`): what a refused `what` must
+/// leave there.
+fn plain_backups_left_empty(port: u16, what: &str) {
+    let keys = boto3(port, "print(s.list_objects_v2(Bucket='plain-backups').get('KeyCount'))");
+    assert_eq!(keys.trim(), "0", "the refused {what} left objects");
+}
+
+/// The lock of every version under `prefix` in `bucket`: `EXTENSION MODE DAYS-LEFT` each,
+/// sorted.
+fn lock_modes(port: u16, bucket: &str, prefix: &str) -> Vec<String> {
+    let modes = boto3(
+        port,
+        &format!("for o in s.list_object_versions(Bucket='{bucket}', Prefix='{prefix}').get('Versions', []):\n    h=s.head_object(Bucket='{bucket}', Key=o['Key'], VersionId=o['VersionId'])\n    print(o['Key'].rsplit('.', 1)[-1], h.get('ObjectLockMode'), round((h['ObjectLockRetainUntilDate']-datetime.datetime.now(datetime.timezone.utc)).total_seconds()/86400))"),
+    );
+    let mut lines: Vec<String> = modes.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
 fn with_aws(run: Run, port: u16) -> Run {
     run.moto(port, SECRET)
 }
@@ -71,8 +90,7 @@ async fn a_backup_asked_to_be_retained_is_locked_with_its_manifest_and_a_bucket_
     assert!(r.all().contains("S3 bucket plain-backups: it has no Object Lock configuration"), "{}", r.all());
     assert!(!r.all().contains("snapshot"), "pg_dump ran before the refusal: {}", r.all());
     assert!(!r.all().contains(SECRET), "{}", r.all());
-    let keys = boto3(port, "print(s.list_objects_v2(Bucket='plain-backups').get('KeyCount'))");
-    assert_eq!(keys.trim(), "0", "the refused backup left objects");
+    plain_backups_left_empty(port, "backup");
     // A local directory cannot keep one either: refused, saying what can.
     let (_t, local) = tmp_backups();
     let r = backup(&local.display().to_string(), "30d", "governance");
@@ -143,17 +161,11 @@ async fn a_backup_asked_to_be_retained_is_locked_with_its_manifest_and_a_bucket_
     assert_eq!(r.code, Some(2), "{}", r.all());
     assert!(r.all().contains("S3 bucket plain-backups: it has no Object Lock configuration"), "{}", r.all());
     assert!(!r.all().contains("streaming a base backup"), "pg_basebackup ran before the refusal: {}", r.all());
-    let keys = boto3(port, "print(s.list_objects_v2(Bucket='plain-backups').get('KeyCount'))");
-    assert_eq!(keys.trim(), "0", "the refused base backup left objects");
+    plain_backups_left_empty(port, "base backup");
     let r = base("s3://locked-backups/base");
     assert_eq!(r.code, Some(0), "{}", r.all());
-    let modes = boto3(
-        port,
-        "for o in s.list_object_versions(Bucket='locked-backups', Prefix='base/.cluster/').get('Versions', []):\n    h=s.head_object(Bucket='locked-backups', Key=o['Key'], VersionId=o['VersionId'])\n    print(o['Key'].rsplit('.', 1)[-1], h.get('ObjectLockMode'), round((h['ObjectLockRetainUntilDate']-datetime.datetime.now(datetime.timezone.utc)).total_seconds()/86400))",
-    );
-    let mut lines: Vec<&str> = modes.lines().collect();
-    lines.sort();
-    assert_eq!(lines, ["json GOVERNANCE 7", "pgdrill GOVERNANCE 7"], "{modes}");
+    let modes = lock_modes(port, "locked-backups", "base/.cluster/");
+    assert_eq!(modes, ["json GOVERNANCE 7", "pgdrill GOVERNANCE 7"], "{modes:?}");
     cluster.stop();
 
     // The offsite copy: into a bucket without Object Lock, refused before anything is
@@ -170,17 +182,11 @@ async fn a_backup_asked_to_be_retained_is_locked_with_its_manifest_and_a_bucket_
     let r = offsite("s3://plain-backups/offsite");
     assert_eq!(r.code, Some(2), "{}", r.all());
     assert!(r.all().contains("S3 bucket plain-backups: it has no Object Lock configuration"), "{}", r.all());
-    let keys = boto3(port, "print(s.list_objects_v2(Bucket='plain-backups').get('KeyCount'))");
-    assert_eq!(keys.trim(), "0", "the refused copy left objects");
+    plain_backups_left_empty(port, "copy");
     let r = offsite("s3://locked-offsite/prod");
     assert_eq!(r.code, Some(0), "{}", r.all());
-    let modes = boto3(
-        port,
-        "for o in s.list_object_versions(Bucket='locked-offsite', Prefix='prod/ledger/').get('Versions', []):\n    h=s.head_object(Bucket='locked-offsite', Key=o['Key'], VersionId=o['VersionId'])\n    print(o['Key'].rsplit('.', 1)[-1], h.get('ObjectLockMode'), round((h['ObjectLockRetainUntilDate']-datetime.datetime.now(datetime.timezone.utc)).total_seconds()/86400))",
-    );
-    let mut lines: Vec<&str> = modes.lines().collect();
-    lines.sort();
-    assert_eq!(lines, ["json GOVERNANCE 90", "pgdrill GOVERNANCE 90"], "{modes}");
+    let modes = lock_modes(port, "locked-offsite", "prod/ledger/");
+    assert_eq!(modes, ["json GOVERNANCE 90", "pgdrill GOVERNANCE 90"], "{modes:?}");
 
     // The backup is whole: the shipped verify proves it from the locked bucket.
     with_aws(Run::new("verify"), port)

@@ -137,6 +137,16 @@ fn out_of(c: &mut Command) -> (i32, String) {
     (o.status.code().unwrap_or(-1), all)
 }
 
+/// The shipped `backup` runbook of the database at `url` into `s3://bkt/p` on the moto at
+/// `port`, which must pass.
+fn backed_up_to_bkt(port: u16, url: &str) {
+    let (code, log) = out_of(&mut with_aws(
+        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt/p"]),
+        port,
+    ));
+    assert_eq!(code, 0, "{log}");
+}
+
 /// A table of one row, for the tests whose backup's content does not matter.
 const ONE_ROW: &str = "create table t(id int); insert into t values (1)";
 
@@ -549,11 +559,7 @@ async fn s3_refuses_a_wrong_secret_key_exit_3_and_the_key_is_never_shown() {
 async fn an_object_replaced_after_pick_is_an_environment_error_never_a_damaged_backup() {
     let Some((s3, srv)) = moto_and_source("shop", "create table t(id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 5000) g", "bkt").await else { return };
     let url = srv.url();
-    let (code, log) = out_of(&mut with_aws(
-        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt/p"]),
-        s3.port,
-    ));
-    assert_eq!(code, 0, "{log}");
+    backed_up_to_bkt(s3.port, &url);
     let key = s3_keys(s3.port, "bkt", "p/shop/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("backup");
     let auth = [(
         "Authorization",
@@ -1020,6 +1026,21 @@ async fn reports_are_published_to_the_store_with_appended_history_and_kept_pages
     assert!(out.contains("go to a local directory"), "{out}");
 }
 
+/// `c` (a run against the moto on `port`) through a relay that cuts every connection once
+/// `after` bytes have come back, then refuses new ones: the relay must have cut the read,
+/// and the run must end as a store that cannot be reached (exit 3), never as a corrupted
+/// backup. Its output.
+fn lost_mid_read(mut c: Command, port: u16, after: usize) -> String {
+    let relay = CuttingRelay::start(port, after);
+    c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", relay.port));
+    let (code, all) = out_of(&mut c);
+    assert!(relay.cut(), "the relay never cut the read: {all}");
+    assert_eq!(code, 3, "{all}");
+    assert!(all.contains("cannot be reached"), "{all}");
+    assert!(!all.contains("corrupted"), "a store that went away was judged a corrupted backup: {all}");
+    all
+}
+
 /// A TCP relay to a store on 127.0.0.1 that stands for a network failure: once `limit`
 /// bytes have come back through it, it cuts every connection and refuses new ones.
 struct CuttingRelay {
@@ -1102,11 +1123,7 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     // Rows that differ (the inner query refers to g), so the object is megabytes, not kilobytes.
     let Some((s3, srv)) = moto_and_source("big", "create table blob(id int, v text); insert into blob select r, (select string_agg(md5(random()::text || r::text || i::text), '') from generate_series(1, 16) i) from generate_series(1, 20000) r", "bkt").await else { return };
     let url = srv.url();
-    let (code, log) = out_of(&mut with_aws(
-        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt/p"]),
-        s3.port,
-    ));
-    assert_eq!(code, 0, "{log}");
+    backed_up_to_bkt(s3.port, &url);
     let tmp = tempfile::tempdir().expect("tempdir");
     let verify = |junit: &std::path::Path| {
         let mut c = with_aws(
@@ -1153,15 +1170,8 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
 
     // 3. The store goes away in the middle of the backup's read: verify reaches it through
     //    a relay that cuts every connection once 1 MiB has come back, then refuses new ones.
-    let relay = CuttingRelay::start(s3.port, 1 << 20);
     let junit = tmp.path().join("lost.xml");
-    let mut c = verify(&junit);
-    c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", relay.port));
-    let (code, all) = out_of(&mut c);
-    assert!(relay.cut(), "the relay never cut the read: {all}");
-    assert_eq!(code, 3, "{all}");
-    assert!(all.contains("cannot be reached"), "{all}");
-    assert!(!all.contains("corrupted"), "a store that went away was judged a corrupted backup: {all}");
+    lost_mid_read(verify(&junit), s3.port, 1 << 20);
     let xml = std::fs::read_to_string(&junit).expect("junit");
     assert!(xml.contains("type=\"environment\""), "an environment error, not a failure: {xml}");
     // It was the streamed read that lost the store, after pick had read the header.
@@ -1190,15 +1200,8 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
 
     // 5. The store goes away while that second read runs (the check read all of it): the
     //    restore is an environment error, exit 3, never a damaged backup.
-    let relay = CuttingRelay::start(s3.port, original.len() + (1 << 20));
     let junit = tmp.path().join("one-job-lost.xml");
-    let mut c = one_job(&junit);
-    c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", relay.port));
-    let (code, all) = out_of(&mut c);
-    assert!(relay.cut(), "the relay never cut the read: {all}");
-    assert_eq!(code, 3, "{all}");
-    assert!(all.contains("cannot be reached"), "{all}");
-    assert!(!all.contains("corrupted"), "a store that went away was judged a corrupted backup: {all}");
+    lost_mid_read(one_job(&junit), s3.port, original.len() + (1 << 20));
     let cases = junit_cases(&junit);
     assert_eq!(status_of(&cases, "integrity"), "passed", "{cases:?}");
     assert_eq!(status_of(&cases, "restore"), "error", "{cases:?}");
@@ -1216,7 +1219,7 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     assert!(dump.status.success() && dump.stdout.len() > 1 << 20, "{}", text(&dump.stderr));
     let gz = "p/big_20261101_020000.sql.gz";
     assert_eq!(http_body(s3.port, "PUT", &format!("/bkt/{gz}"), &auth, &dump.stdout).0, 200);
-    let foreign = |junit: &std::path::Path, endpoint: u16| {
+    let foreign = |junit: &std::path::Path| {
         let mut c = verify(junit);
         c.args([
             "--var",
@@ -1226,22 +1229,17 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
             "--var",
             "accept_unproven=true",
         ]);
-        c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{endpoint}"));
-        out_of(&mut c)
+        c
     };
     let junit = tmp.path().join("foreign.xml");
-    let (code, log) = foreign(&junit, s3.port);
+    let (code, log) = out_of(&mut foreign(&junit));
     assert_eq!(code, 0, "{log}");
     let xml = std::fs::read_to_string(&junit).expect("junit");
     assert_eq!(xml.matches(&format!("reading s3://bkt/{gz} from the store as a stream")).count(), 2, "{xml}");
     for (cut_after, failing) in [(1usize, "integrity"), (2, "restore")] {
-        let relay = CuttingRelay::start(s3.port, cut_after * dump.stdout.len() + (512 << 10));
         let junit = tmp.path().join(format!("foreign-lost-{failing}.xml"));
-        let (code, all) = foreign(&junit, relay.port);
-        assert!(relay.cut(), "the relay never cut the read: {all}");
-        assert_eq!(code, 3, "{all}");
-        assert!(all.contains("cannot be reached"), "{all}");
-        assert!(!all.contains("corrupted") && !all.contains("not a pg_dump"), "judged as a damaged backup: {all}");
+        let all = lost_mid_read(foreign(&junit), s3.port, cut_after * dump.stdout.len() + (512 << 10));
+        assert!(!all.contains("not a pg_dump"), "judged as a damaged backup: {all}");
         let cases = junit_cases(&junit);
         assert_eq!(status_of(&cases, "pick"), "passed", "{cases:?}");
         assert_eq!(status_of(&cases, failing), "error", "{cases:?}");
@@ -1501,11 +1499,7 @@ async fn a_backup_killed_between_its_upload_and_its_manifest_left_an_orphan_that
 async fn a_store_that_takes_a_read_and_never_answers_was_waited_on_for_the_whole_request_timeout() {
     let Some((s3, srv)) = moto_and_source("shop", ONE_ROW, "bkt").await else { return };
     let url = srv.url();
-    let (code, log) = out_of(&mut with_aws(
-        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt/p"]),
-        s3.port,
-    ));
-    assert_eq!(code, 0, "{log}");
+    backed_up_to_bkt(s3.port, &url);
     let relay = stalling_relay(s3.port, |l| l.starts_with("GET ") && l.contains(".dump.pgdrill HTTP/1.1"));
     let (code, log) = out_of(&mut with_aws(
         Run::new("verify")

@@ -201,13 +201,7 @@ async fn sigint_during_the_restore_rolls_back() {
     let before = fingerprint_of(&shop).await;
 
     let junit = dir.path().join("restore.xml");
-    let child = restore_args(&s, &storage, &junit, &["--yes", "--quiet"])
-        .command()
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child = restore_args(&s, &storage, &junit, &["--yes", "--quiet"]).spawn_piped();
     // Wait until pg_restore is writing into the recreated database (under its private name), then interrupt.
     let admin = pgdrill::pg::connect(&s.url_for("postgres")).await.expect("admin");
     // A bound on a hang, not a timing: lock, pick, check and snapshot come first, and take

@@ -493,13 +493,7 @@ async fn the_server_stopped_during_the_restore_is_said_plainly_then_recover_roll
     let (pm, argv) = postmaster(&s);
 
     let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
-    let child = args(&s, &storage, &[])
-        .command()
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child = args(&s, &storage, &[]).spawn_piped();
     until_pg_restore_writes(&watch, &storage).await;
     // Fast shutdown, as an operator's `pg_ctl stop` or a failover would do.
     kill(Pid::from_raw(pm), Signal::SIGINT).expect("stop the server");
@@ -862,13 +856,7 @@ async fn app_during(
     apps: &[&str],
 ) -> (u32, Option<i32>, String) {
     let postgres = s.url_for("postgres");
-    let child = args(s, storage, extra)
-        .command()
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child = args(s, storage, extra).spawn_piped();
     let watch = pgdrill::pg::connect(&postgres).await.expect("watch session");
     until("shop recreated", || async {
         let Some(j) = journal(storage) else { return false };

@@ -130,6 +130,18 @@ impl Run {
         self.cmd.stdout(out).stderr(err).spawn().unwrap_or_else(|e| panic!("pgdrill {}: {e}", self.shown.join(" ")))
     }
 
+    /// Start it with stdin closed and its output kept, for a test that acts while it runs
+    /// (a signal, a server stopped under it) and then reads what it said.
+    pub fn spawn_piped(mut self) -> std::process::Child {
+        use std::process::Stdio;
+        self.cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("pgdrill {}: {e}", self.shown.join(" ")))
+    }
+
     /// Run it to the end (stdin closed) and return what it did, whatever its exit code.
     pub fn output(mut self) -> Ran {
         let out = self.cmd.output().unwrap_or_else(|e| panic!("pgdrill {}: {e}", self.shown.join(" ")));
