@@ -392,6 +392,8 @@ pub struct BarmanCloud {
     lister: std::sync::Mutex<Option<(String, Binary)>>,
     /// The stores the command opened, where `digest` reads a backup's backup.info.
     stores: crate::storage::Opened,
+    /// Whether `list` asked barman-cloud already (its answer is kept in `list`).
+    asked: std::sync::atomic::AtomicBool,
 }
 
 impl BarmanCloud {
@@ -407,6 +409,7 @@ impl BarmanCloud {
             placed: Default::default(),
             lister: Default::default(),
             stores: stores.clone(),
+            asked: Default::default(),
         })
     }
 
@@ -532,11 +535,18 @@ impl PhysicalSource for BarmanCloud {
         )
     }
 
+    /// barman-cloud is asked once per source opened (a command's, a step's): each listing is a
+    /// Python start and a LIST of the destination, and a verify asked three times (its pick,
+    /// the recovery's pick, freshness). A backup that ends after the first listing is not
+    /// seen by the later ones: it was not picked either, and freshness judged from the
+    /// listing before it is older, never younger, than the destination's.
     fn list(&self) -> Result<Vec<BaseBackup>, Failure> {
-        let v = self.list_all()?;
-        let out = v.iter().map(|b| b.base.clone()).collect();
-        *self.list.lock().unwrap_or_else(|e| e.into_inner()) = v;
-        Ok(out)
+        let mut kept = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.asked.load(std::sync::atomic::Ordering::SeqCst) {
+            *kept = self.list_all()?;
+            self.asked.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(kept.iter().map(|b| b.base.clone()).collect())
     }
 
     /// A backup barman-cloud did not finish (`FAILED`, `STARTED`, ...) never passes.
