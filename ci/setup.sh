@@ -228,6 +228,25 @@ if ! docker run --rm --entrypoint sh "$IMAGE17" -c 'command -v pgbackrest && com
   printf 'FROM %s\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends %s >/dev/null && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb\n' \
     "$IMAGE17" "${TOOLS17//,/ }" | DOCKER_BUILDKIT=0 docker build -q -t "$IMAGE17" - >/dev/null
 fi
+# barman-cloud's Google provider in the 17 image (a 17 backup in GCS is restored there):
+# trixie packages no python3-google-cloud-storage, so PyPI into the image's python3, holding
+# the image's own requests and protobuf (as on this machine above), as a layer of its own.
+# pip in the build trusts this machine's CA bundle (a proxy's CA that apt over http never
+# needed: the image's own bundle refused PyPI with "self-signed certificate in certificate
+# chain"); the bundle is public certificates only.
+if ! docker run --rm --entrypoint /usr/bin/python3 "$IMAGE17" -c 'from google.cloud import storage' >/dev/null 2>&1; then
+  log "adding google-cloud-storage to $IMAGE17 (pip, the image's python3)"
+  held17=$(docker run --rm --entrypoint /usr/bin/python3 "$IMAGE17" -c 'import importlib.metadata as m
+for p in ("requests", "protobuf"):
+    try: print(p + "==" + m.version(p))
+    except m.PackageNotFoundError: pass' | tr '\n' ' ')
+  context=$(mktemp -d /var/tmp/pgdrill-gcs17.XXXXXX)
+  cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$context/ca.crt"
+  printf 'FROM %s\nCOPY ca.crt /tmp/pgdrill-pip-ca.crt\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip >/dev/null && /usr/bin/python3 -m pip install --quiet --no-cache-dir --break-system-packages --root-user-action=ignore --cert /tmp/pgdrill-pip-ca.crt google-cloud-storage %s && rm -rf /tmp/pgdrill-pip-ca.crt /var/lib/apt/lists/* /var/cache/apt/archives/*.deb && /usr/bin/python3 -c "from google.cloud import storage"\n' \
+    "$IMAGE17" "$held17" >"$context/Dockerfile"
+  DOCKER_BUILDKIT=0 docker build -q -t "$IMAGE17" "$context" >/dev/null
+  rm -rf "$context"
+fi
 # 5. A bare Debian trixie root for the package test (tests/it/image.rs): nothing of PostgreSQL
 # installed, but trixie's package lists and the .debs of postgresql-17 in apt's cache, so
 # `apt-get install ./pgdrill_*.deb postgresql-17` resolves the package's Depends (libssl3t64,

@@ -1573,7 +1573,7 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
 /// aligned, the path last. Names and paths are data: control characters are shown, not sent.
 /// `backups list` of another tool's physical backups, newest first, listed by the tool itself.
 async fn physical_backups(location: &str, json: bool, stores: &crate::storage::Opened) -> Result<ExitCode, Error> {
-    let source = crate::physical::open(location)?;
+    let source = crate::physical::open(location, stores)?;
     let tool = source.tool();
     let mut list = source.list()?;
     list.reverse();

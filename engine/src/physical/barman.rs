@@ -239,12 +239,14 @@ impl Cloud {
     /// The sha256 of the backup's `backup.info` object, and its name: barman-cloud's record of
     /// the backup (id, status, WAL range, LSNs, sizes), read back from the store and hashed
     /// byte for byte. `None` for a destination pgdrill's stores cannot read (`store_location`).
-    pub fn info_sha256(&self, id: &str) -> Result<Option<(String, String)>, Failure> {
+    /// The store is opened among the command's `stores` (as a physical source's ledger is),
+    /// never on its own: the run owns what it opened, and one it already opened is reused.
+    pub fn info_sha256(&self, id: &str, stores: &crate::storage::Opened) -> Result<Option<(String, String)>, Failure> {
         use sha2::Digest as _;
         let Some(location) = self.store_location() else { return Ok(None) };
         let key = format!("{}/base/{id}/backup.info", self.server);
         let name = format!("barman-cloud:{}/{key}", self.url.trim_end_matches('/'));
-        let store = crate::storage::open(&location).map_err(|e| {
+        let store = stores.open_in(&location, std::path::Path::new("")).map_err(|e| {
             Failure::environment(format!("reading {} to name the backup: {e}", crate::util::visible(&name)))
         })?;
         let read = async { store.read(&key).await };
@@ -388,11 +390,16 @@ pub struct BarmanCloud {
     /// The image whose barman-cloud lists the destination, when this machine's cannot read
     /// a backup's backup.info, and its barman-cloud-backup-list.
     lister: std::sync::Mutex<Option<(String, Binary)>>,
+    /// The stores the command opened, where `digest` reads a backup's backup.info.
+    stores: crate::storage::Opened,
+    /// Whether `list` asked barman-cloud already (its answer is kept in `list`).
+    asked: std::sync::atomic::AtomicBool,
 }
 
 impl BarmanCloud {
-    /// The source, with its binaries found and barman-cloud-restore's version asked.
-    pub fn open(cloud: Cloud) -> Result<BarmanCloud, Failure> {
+    /// The source, with its binaries found and barman-cloud-restore's version asked; what it
+    /// reads through pgdrill's own stores is opened among the command's `stores`.
+    pub fn open(cloud: Cloud, stores: &crate::storage::Opened) -> Result<BarmanCloud, Failure> {
         let bin = cloud.binary()?;
         Ok(BarmanCloud {
             cloud,
@@ -401,6 +408,8 @@ impl BarmanCloud {
             scripts: Default::default(),
             placed: Default::default(),
             lister: Default::default(),
+            stores: stores.clone(),
+            asked: Default::default(),
         })
     }
 
@@ -526,11 +535,18 @@ impl PhysicalSource for BarmanCloud {
         )
     }
 
+    /// barman-cloud is asked once per source opened (a command's, a step's): each listing is a
+    /// Python start and a LIST of the destination, and a verify asked three times (its pick,
+    /// the recovery's pick, freshness). A backup that ends after the first listing is not
+    /// seen by the later ones: it was not picked either, and freshness judged from the
+    /// listing before it is older, never younger, than the destination's.
     fn list(&self) -> Result<Vec<BaseBackup>, Failure> {
-        let v = self.list_all()?;
-        let out = v.iter().map(|b| b.base.clone()).collect();
-        *self.list.lock().unwrap_or_else(|e| e.into_inner()) = v;
-        Ok(out)
+        let mut kept = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.asked.load(std::sync::atomic::Ordering::SeqCst) {
+            *kept = self.list_all()?;
+            self.asked.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(kept.iter().map(|b| b.base.clone()).collect())
     }
 
     /// A backup barman-cloud did not finish (`FAILED`, `STARTED`, ...) never passes.
@@ -582,7 +598,7 @@ impl PhysicalSource for BarmanCloud {
     /// barman-cloud keeps no manifest of its own: a backup is named by the sha256 of its
     /// `backup.info` object, for signed evidence.
     fn digest(&self, backup: &BaseBackup) -> Result<Option<(String, String)>, Failure> {
-        self.cloud.info_sha256(&backup.id)
+        self.cloud.info_sha256(&backup.id, &self.stores)
     }
 }
 
@@ -1484,6 +1500,25 @@ mod tests {
         ] {
             assert_eq!(Cloud::parse(other).expect("parsed").store_location(), None, "{other}");
         }
+    }
+
+    /// Regression (issue 39): a backup's `backup.info` was read through a store the digest
+    /// opened on its own, outside the command's `storage::Opened` (which owns what a run
+    /// opened: one view and pinned versions per object, the uploads it aborts at exit). It is
+    /// now opened among the stores given (here a store that refuses connections: the read
+    /// fails as the environment's, and the store is the command's all the same).
+    #[test]
+    fn a_backup_infos_store_is_opened_among_the_commands_stores() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port();
+        let c = Cloud::parse(&format!("barman-cloud:s3://bkt/pg?server=main&endpoint=http://127.0.0.1:{port}"))
+            .expect("parsed");
+        let stores = crate::storage::Opened::default();
+        assert_eq!(format!("{stores:?}"), "[]");
+        let e = c.info_sha256("20261207T050000", &stores).expect_err("nothing listens");
+        assert_eq!(e.class, crate::error::Class::Environment, "{e}");
+        assert!(e.message.contains("barman-cloud:s3://bkt/pg/main/base/20261207T050000/backup.info"), "{e}");
+        let opened = format!("{stores:?}");
+        assert_eq!(opened.matches("s3://bkt/pg").count(), 1, "opened among the command's stores: {opened}");
     }
 
     /// Regression (issue 39): a barman-cloud backup in Google Cloud Storage was named by its id

@@ -26,13 +26,14 @@ use source::PhysicalSource;
 /// The source a location names: `pgbackrest://STANZA?...`, `barman://SERVER?...` or
 /// `barman-cloud:URL?server=...`.
 /// The tool's binary is found (and its version asked) here, so a missing tool is the
-/// environment's failure before anything else runs.
-pub fn open(location: &str) -> Result<Box<dyn PhysicalSource>, Failure> {
+/// environment's failure before anything else runs. What a source reads through pgdrill's
+/// own stores (barman-cloud's backup.info) is opened among the command's `stores`.
+pub fn open(location: &str, stores: &crate::storage::Opened) -> Result<Box<dyn PhysicalSource>, Failure> {
     if location.starts_with(pgbackrest::SCHEME) {
         return Ok(Box::new(pgbackrest::PgBackRest::open(pgbackrest::Repo::parse(location)?)?));
     }
     if location.starts_with(barman::CLOUD_SCHEME) {
-        return Ok(Box::new(barman::BarmanCloud::open(barman::Cloud::parse(location)?)?));
+        return Ok(Box::new(barman::BarmanCloud::open(barman::Cloud::parse(location)?, stores)?));
     }
     if location.starts_with(barman::SERVER_SCHEME) {
         return Ok(Box::new(barman::BarmanServer::open(barman::Server::parse(location)?)?));

@@ -288,7 +288,7 @@ fn open_source(ctx: &StepCtx, w: &RestoreWith) -> Result<Box<dyn PhysicalSource>
             if !location.starts_with(scheme) {
                 return Err(StepError::field("storage", format!("source {tool} reads a location that starts with `{scheme}`")));
             }
-            Ok(crate::physical::open(location).map_err(|e| e.at_field("storage"))?)
+            Ok(crate::physical::open(location, &ctx.stores).map_err(|e| e.at_field("storage"))?)
         }
         other => Err(StepError::field("source", format!("unknown source `{other}`: {}", SOURCES.join(", ")))),
     }

@@ -369,34 +369,77 @@ fn a_postgresql_17_pgbackrest_backup_is_restored_and_recovered_in_its_image_with
 
 /// Regression (issue 39): barman-cloud's backups of a PostgreSQL 17 server were never
 /// recovered here (15's binaries only: `verify-physical` was exit 3). A 17 server in the
-/// image archives with `barman-cloud-wal-archive` into S3 (moto) and `barman-cloud-backup`
-/// takes a backup under writes; pgdrill restores it with the image's barman-cloud-restore
-/// and recovers it in a throwaway of the image to a restore point, to the end of the archive
-/// and to a time before the last commit (each proven by the server's stop and the marker),
-/// fetching WAL with the image's barman-cloud-wal-restore over the host's network, the S3
-/// secret never shown and no container left behind.
+/// image archives with `barman-cloud-wal-archive` into S3 (moto) and into Google Cloud
+/// Storage (the GCS emulator), and `barman-cloud-backup` takes a backup into each under
+/// writes; pgdrill restores them with the image's barman-cloud-restore and recovers them in a
+/// throwaway of the image, fetching WAL with the image's barman-cloud-wal-restore over the
+/// host's network. Each recovery is judged against a `pitr.mark` taken on the team's server
+/// (`expect`, content compared): the restore point and a time between the mark and the next
+/// commit equal the mark, the end of the archive equals a second mark taken there and differs
+/// from the first, naming the rows and the table written after it. The GCS backup (before:
+/// the image had no google-cloud-storage, and barman-cloud failed with "Missing required
+/// python module") recovers to the mark too, named by its backup.info's sha256 as Google's
+/// client reads it. The S3 secret and the service account's key are never shown, and no
+/// container is left behind.
 #[test]
 fn a_postgresql_17_barman_cloud_backup_is_restored_and_recovered_in_its_image() {
     if !require(on_path("barman-cloud-backup"), "barman-cloud (Debian package barman-cli-cloud)") || !image_with_tools()
     {
         return;
     }
+    let google_in_image = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "--entrypoint", "/usr/bin/python3", IMAGE_17, "-c"])
+        .arg("from google.cloud import storage")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        google_in_image,
+        "the 17 image lacks google-cloud-storage (barman-cloud's Google provider): run bash ci/setup.sh"
+    );
     let Some(moto) = moto() else { return };
+    let Some(gcs) = crate::gcs_emulator::gcs_emulator() else { return };
     let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let emulator = format!("http://127.0.0.1:{}", gcs.port);
     let secret = "barman-cloud-17-secret-never-shown";
-    let env =
-        [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", secret), ("AWS_DEFAULT_REGION", "us-east-1")];
-    let exports: String = env.iter().map(|(k, v)| format!("export {k}={v}\n")).collect();
     let work = work_dir();
     let dir = made_dir(work.path().join("team"));
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let d = dir.display();
+    // A service account's key file, as a team names it; Google's client sends no credentials
+    // to an emulator, so it proves only that the key is never shown.
+    let rsa = openssl::rsa::Rsa::generate(2048).expect("a key");
+    let pem = String::from_utf8(rsa.private_key_to_pem().expect("pem")).expect("utf-8");
+    let key_line = pem.lines().nth(1).expect("the key's first line").to_string();
+    let account = serde_json::json!({
+        "type": "service_account",
+        "project_id": "drill",
+        "client_email": "drill@drill.iam.gserviceaccount.com",
+        "private_key": pem,
+        "token_uri": "https://oauth2.googleapis.com/token",
+    });
+    let key_file = written(dir.join("sa.json"), account.to_string());
+    let (uid, gid) = ids();
+    nix::unistd::chown(&key_file, Some(uid.into()), Some(gid.into())).expect("chown");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let key_path = key_file.display().to_string();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", secret),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("STORAGE_EMULATOR_HOST", emulator.as_str()),
+        ("GOOGLE_APPLICATION_CREDENTIALS", key_path.as_str()),
+    ];
+    let exports: String = env.iter().map(|(k, v)| format!("export {k}={v}\n")).collect();
     let team = Team17::start(&dir, true);
     team.sh(&format!(
         "{exports}python3 -c \"import boto3; boto3.client('s3', endpoint_url='{endpoint}').create_bucket(Bucket='drill-bkt')\""
     ));
-    // The server's archive_command gets the keys from the environment pg_ctl started it with.
-    let archive = format!("barman-cloud-wal-archive --endpoint-url {endpoint} s3://drill-bkt/pg demo %p");
+    // The server archives every segment into both stores; its archive_command gets the keys
+    // from the environment pg_ctl started it with.
+    let gs = format!("gs://{}/pg", crate::gcs_emulator::BUCKET);
+    let archive = format!(
+        "barman-cloud-wal-archive --endpoint-url {endpoint} s3://drill-bkt/pg demo %p && barman-cloud-wal-archive --cloud-provider google-cloud-storage {gs} demo %p"
+    );
     let start = format!(
         "set -e\nmkdir -p {d}/pg\n{BIN}/initdb -U postgres -A trust --no-sync -D {d}/pg/data >/dev/null\n\
          cat >> {d}/pg/data/postgresql.auto.conf <<'EOF'\nlisten_addresses = ''\nunix_socket_directories = '{d}/pg'\n\
@@ -408,13 +451,21 @@ fn a_postgresql_17_barman_cloud_backup_is_restored_and_recovered_in_its_image() 
     team.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
     team.under_load(
         3,
-        &format!("{exports}barman-cloud-backup --endpoint-url {endpoint} -U postgres -h {d}/pg s3://drill-bkt/pg demo"),
+        &format!(
+            "{exports}barman-cloud-backup --endpoint-url {endpoint} -U postgres -h {d}/pg s3://drill-bkt/pg demo\n\
+             barman-cloud-backup --cloud-provider google-cloud-storage -U postgres -h {d}/pg {gs} demo"
+        ),
     );
     team.sql("insert into drill(batch) select 1 from generate_series(1, 100)");
-    team.sql("select pg_create_restore_point('before_end')");
-    // A time after the restore point and before the next commit: recovery to it has 110 rows.
+    // The mark: the source's schema and rows at its restore point `pgdrill_mark`.
+    let mark_file = mark(&team.url(), work.path());
+    // A time after the mark and before the next commit: recovery to it equals the mark.
     let between = team.sql("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'");
+    // After the mark: rows and a table the end of the archive has and the mark has not; a
+    // second mark there is what the end of the archive must equal.
     team.sql("insert into drill(batch) select 2 from generate_series(1, 7)");
+    team.sql("create table after_mark(id int)");
+    let end_file = mark_at(&team.url(), work.path(), "pgdrill_end");
     let seg = team.sql("select pg_walfile_name(pg_switch_wal())");
     let archived = wait_for(Duration::from_secs(60), || {
         let last = team.sql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
@@ -422,60 +473,115 @@ fn a_postgresql_17_barman_cloud_backup_is_restored_and_recovered_in_its_image() 
     });
     assert!(archived.is_some(), "{seg} was not archived within a minute");
 
-    let source = format!("barman-cloud:s3://drill-bkt/pg?server=demo&endpoint={endpoint}");
     let with_keys = |mut run: Run| {
         for (k, v) in env {
             run = run.env(k, v);
         }
         run
     };
-    let report = work.path().join("report");
-    let (pid, code, all) = spawned(with_keys(shipped(&source, 110).var("target_name", "before_end").report(&report)));
-    // No `expect`: proven recovered, content unproven (a skip, exit 0), the marker its check.
-    assert_eq!(code, Some(0), "a 17 barman-cloud backup recovered in its image:\n{all}");
-    assert!(!all.contains(secret), "the S3 secret was shown:\n{all}");
+    let never_shown = |out: &str| {
+        assert!(!out.contains(secret), "the S3 secret was shown:\n{out}");
+        assert!(!out.contains(&key_line), "the service account's key was shown:\n{out}");
+    };
+    let source = format!("barman-cloud:s3://drill-bkt/pg?server=demo&endpoint={endpoint}");
+    let expect = mark_file.display().to_string();
+
+    // At the mark's restore point: the copy equals the source there.
+    let report = work.path().join("at_mark");
+    let (pid, code, all) = spawned(with_keys(
+        shipped(&source, 110).var("expect", &expect).var("target_name", "pgdrill_mark").report(&report),
+    ));
+    assert_eq!(code, Some(0), "a 17 barman-cloud backup recovered in its image, equal to the mark:\n{all}");
+    never_shown(&all);
     assert!(containers_of(pid).is_empty(), "the run left containers: {:?}", containers_of(pid));
     let rj = RunJson::read(&report);
-    let o = &rj.step("recover").outputs;
+    let rec = rj.step("recover");
+    assert_eq!(rec.outcome, "passed", "{:?}", rec.message);
+    let o = &rec.outputs;
     assert_eq!(o["tool"], "barman-cloud", "{o}");
     let served = o["tool_version"].as_str().unwrap_or_default();
     assert!(served.starts_with("barman-cloud-restore 3.") && served.ends_with(" in pgdrill/postgres-local:17"), "{o}");
     assert!(o["server_version"].as_str().is_some_and(|v| v.starts_with("17.")), "{o}");
+    assert_eq!(o["ground_truth"], "source at the target", "{o}");
     assert_eq!(o["marker"], true, "{o}");
-    assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("restore point \"before_end\"")), "{o}");
+    assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("restore point \"pgdrill_mark\"")), "{o}");
     assert!(o["segments_restored"].as_u64().is_some_and(|n| n >= 1), "WAL through the image's wal-restore: {o}");
-    assert!(!std::fs::read_to_string(report.join("run.json")).unwrap_or_default().contains(secret));
+    assert!(rec.log.iter().any(|l| l.contains("ground truth: the source at the target")), "{:?}", rec.log);
+    never_shown(&std::fs::read_to_string(report.join("run.json")).unwrap_or_default());
     assert_eq!(rj.step("amcheck").outcome, "passed", "{:?}", rj.step("amcheck").message);
 
-    // The end of the archive: every row, the newest archived segment replayed, no stop.
+    // The end of the archive: every row, the newest archived segment replayed, no stop; equal
+    // to the mark taken there.
     let report = work.path().join("at_end");
-    let (pid, code, all) = spawned(with_keys(shipped(&source, 117).report(&report)));
-    assert_eq!(code, Some(0), "the end of a 17 barman-cloud archive:\n{all}");
-    assert!(!all.contains(secret), "the S3 secret was shown:\n{all}");
+    let end_expect = end_file.display().to_string();
+    let (pid, code, all) = spawned(with_keys(shipped(&source, 117).var("expect", &end_expect).report(&report)));
+    assert_eq!(code, Some(0), "the end of a 17 barman-cloud archive, equal to the mark there:\n{all}");
+    never_shown(&all);
     assert!(containers_of(pid).is_empty(), "the run left containers: {:?}", containers_of(pid));
-    let rj = RunJson::read(&report);
-    let rec = rj.step("recover");
-    // No `expect` here either: the recovery proven, the content unproven (accepted).
-    let why = rec.message.clone().unwrap_or_default();
-    assert!(why.contains("the recovery to the end of the archive (latest) is proven"), "{why}");
+    let rec = RunJson::read(&report).step("recover").clone();
+    assert_eq!(rec.outcome, "passed", "{:?}", rec.message);
     let o = &rec.outputs;
+    assert_eq!(o["ground_truth"], "source at the target", "{o}");
     assert_eq!(o["marker"], true, "{o}");
     assert!(o["stop_line"].is_null(), "the end of the archive stops nowhere: {o}");
+    // The same end against the first mark: what was written after it is named, a failure.
+    let (pid, code, all) = spawned(with_keys(shipped(&source, 117).var("expect", &expect)));
+    assert_eq!(code, Some(1), "the end of the archive differs from the mark:\n{all}");
+    assert!(all.contains("public.drill: 117 rows, expected 110"), "{all}");
+    assert!(all.contains("public.after_mark: not in the source"), "{all}");
+    never_shown(&all);
+    assert!(containers_of(pid).is_empty(), "a failed run left containers: {:?}", containers_of(pid));
 
-    // A time between the restore point and the next commit: the server stopped before it.
+    // A time between the mark and the next commit: the server stopped before that commit,
+    // and the copy equals the mark.
     let report = work.path().join("at_time");
-    let (pid, code, all) = spawned(with_keys(shipped(&source, 110).var("target_time", &between).report(&report)));
-    assert_eq!(code, Some(0), "a time before the last commit of a 17 barman-cloud archive:\n{all}");
-    assert!(!all.contains(secret), "the S3 secret was shown:\n{all}");
+    let (pid, code, all) =
+        spawned(with_keys(shipped(&source, 110).var("expect", &expect).var("target_time", &between).report(&report)));
+    assert_eq!(code, Some(0), "a time before the next commit of a 17 barman-cloud archive equals the mark:\n{all}");
+    never_shown(&all);
     assert!(containers_of(pid).is_empty(), "the run left containers: {:?}", containers_of(pid));
-    let rj = RunJson::read(&report);
-    let rec = rj.step("recover");
-    let why = rec.message.clone().unwrap_or_default();
-    assert!(why.contains(&format!("the recovery to time {between}")) && why.contains("is proven"), "{why}");
+    let rec = RunJson::read(&report).step("recover").clone();
+    assert_eq!(rec.outcome, "passed", "{:?}", rec.message);
     let o = &rec.outputs;
+    assert_eq!(o["ground_truth"], "source at the target", "{o}");
     assert_eq!(o["marker"], true, "{o}");
     assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("recovery stopping before commit")), "{o}");
+
+    // The same server's backup in Google Cloud Storage (`provider=` left out: a gs://
+    // destination is Google's), restored and its WAL fetched by the image's barman-cloud.
+    let source = format!("barman-cloud:{gs}?server=demo");
+    let report = work.path().join("gcs_at_mark");
+    let (pid, code, all) = spawned(with_keys(
+        shipped(&source, 110).var("expect", &expect).var("target_name", "pgdrill_mark").report(&report),
+    ));
+    assert_eq!(code, Some(0), "a 17 barman-cloud backup in GCS recovered in its image, equal to the mark:\n{all}");
+    never_shown(&all);
+    assert!(containers_of(pid).is_empty(), "the run left containers: {:?}", containers_of(pid));
+    let run_json = std::fs::read_to_string(report.join("run.json")).unwrap_or_default();
+    never_shown(&run_json);
+    let rec = RunJson::read(&report).step("recover").clone();
+    assert_eq!(rec.outcome, "passed", "{:?}", rec.message);
+    let o = &rec.outputs;
+    let served = o["tool_version"].as_str().unwrap_or_default();
+    assert!(served.starts_with("barman-cloud-restore 3.") && served.ends_with(" in pgdrill/postgres-local:17"), "{o}");
+    assert_eq!(o["ground_truth"], "source at the target", "{o}");
+    assert_eq!(o["marker"], true, "{o}");
+    assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("restore point \"pgdrill_mark\"")), "{o}");
+    assert!(o["segments_restored"].as_u64().is_some_and(|n| n >= 1), "WAL from GCS through the image: {o}");
+    // Named by its backup.info as the bucket holds it, hashed again with Google's client.
+    let id = o["backup"].as_str().expect("the backup's id");
+    let info_sha = team
+        .sh(&format!(
+            "STORAGE_EMULATOR_HOST={emulator} python3 -W ignore -c \"import hashlib; from google.cloud import storage; \
+             print(hashlib.sha256(storage.Client().bucket('{}').blob('pg/demo/base/{id}/backup.info').download_as_bytes()).hexdigest())\"",
+            crate::gcs_emulator::BUCKET
+        ))
+        .trim()
+        .to_string();
+    assert_eq!(info_sha.len(), 64, "{info_sha}");
+    assert_eq!(o["backup_sha256"], info_sha.as_str(), "{o}");
     drop(team);
+    drop(gcs);
 }
 
 /// Regression (issue 39): a Barman server's backups of a PostgreSQL 17 server were never

@@ -1715,7 +1715,9 @@ fn a_pgbackrest_verification_is_recorded_in_a_gcs_ledger_and_read_back() {
 /// WAL object, the same WAL removed, and a backup marked FAILED each fail (exit 1); a dead
 /// emulator is the environment's (exit 3). The service-account key file is named in the
 /// environment only and its key never shown (Google's clients send no credentials to an
-/// emulator, so the key itself is not exercised here).
+/// emulator, so the key itself is not exercised here). A verify lists the backups with
+/// barman-cloud once (it did three times); the dead emulator's verify and listing wait out
+/// Google's two minutes of retries side by side (they took half the test one after the other).
 #[test]
 fn barman_cloud_backups_in_google_cloud_storage_recover_to_latest_a_time_and_a_restore_point_and_a_damaged_wal_fails() {
     if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
@@ -1824,8 +1826,18 @@ fn barman_cloud_backups_in_google_cloud_storage_recover_to_latest_a_time_and_a_r
     wals.sort();
     let victim = wals.last().unwrap_or_else(|| panic!("no WAL objects: {wals:?}")).to_string();
     google(&format!("b.blob('{victim}').upload_from_string(b'')"), "empty the newest WAL object");
+    // barman-cloud-backup-list's listings of the server's backups, as the emulator logged
+    // them: a verify asks for it once (it asked three times, a Python start and a LIST each:
+    // its pick, the recovery's pick and freshness).
+    let emulator_log = gcs.log.as_ref().map(|f| f.path().to_path_buf()).expect("the emulator's log");
+    let listings = || {
+        let log = std::fs::read_to_string(&emulator_log).unwrap_or_default();
+        log.matches("prefix=pg%2Fdemo%2Fbase%2F&delimiter=").count()
+    };
+    let listed_before = listings();
     let ran = with_env(shipped(&source, counts.latest)).output();
     assert_eq!(ran.code, Some(1), "a 0-byte WAL object must fail the verification:\n{}", ran.all());
+    assert_eq!(listings() - listed_before, 1, "one verify, one listing of the backups");
     assert!(ran.all().contains("wrong size"), "the server's own words about the empty segment:\n{}", ran.all());
     // The same segment removed: recovery ends before the last batch, never a pass.
     google(&format!("b.blob('{victim}').delete()"), "remove the newest WAL object");
@@ -1848,11 +1860,22 @@ fn barman_cloud_backups_in_google_cloud_storage_recover_to_latest_a_time_and_a_r
 
     // The emulator gone: the environment's failure, never a verdict on the backup.
     drop(gcs);
+    // Google's client retries a refused connection for two minutes before barman-cloud gives
+    // up (more than half of this test's time when the two commands ran one after the other):
+    // the listing waits out its retries beside the verify's.
+    let listing = with_env(Run::cli(["backups", "list", "--storage", &source]))
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn backups list");
     let ran = with_env(shipped(&source, counts.latest)).output();
+    let listed = listing.wait_with_output().expect("backups list");
+    let listed = (listed.status.code(), format!("{}{}", text(&listed.stdout), text(&listed.stderr)));
     assert_eq!(ran.code, Some(3), "{}", ran.all());
-    let listed = with_env(Run::cli(["backups", "list", "--storage", &source])).output();
-    assert_eq!(listed.code, Some(3), "{}", listed.all());
-    for out in [ran.all(), listed.all()] {
+    assert_eq!(listed.0, Some(3), "{}", listed.1);
+    for out in [ran.all(), listed.1] {
         assert!(!out.contains(&key_line), "the service account's key was shown:\n{out}");
     }
     drop(c);
