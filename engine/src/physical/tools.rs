@@ -226,6 +226,87 @@ fn on_path(program: &str) -> Option<PathBuf> {
         .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
+/// A source's children that a signal must end at once. A blocking tool call (a `barman
+/// recover`, a `docker exec` of it) holds the step until it returns, and the run's
+/// cancellation is only seen then: pgdrill's Ctrl-C waited for the copy to finish. A source
+/// runs its tool through [`Interrupt::run`], and the step that uses it calls
+/// [`Interrupt::interrupt`] when the run is cancelled: each child's process group is killed
+/// (the tool's own children, rsync or a hook script, with it) and each hook registered with
+/// [`Interrupt::on_interrupt`] runs (a container removed), and no call starts after it.
+/// Shared by clones; owned by the source, never process-wide.
+#[derive(Clone, Default)]
+pub struct Interrupt(std::sync::Arc<Interrupted>);
+
+#[derive(Default)]
+struct Interrupted {
+    done: std::sync::atomic::AtomicBool,
+    /// The process groups of the children running now.
+    groups: Mutex<Vec<i32>>,
+    hooks: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for Interrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interrupt").field("interrupted", &self.interrupted()).finish()
+    }
+}
+
+impl Interrupt {
+    /// Whether the run was interrupted.
+    pub fn interrupted(&self) -> bool {
+        self.0.done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Run `f` when the run is interrupted (at once if it already was).
+    pub fn on_interrupt(&self, f: impl Fn() + Send + Sync + 'static) {
+        if self.interrupted() {
+            return f();
+        }
+        self.0.hooks.lock().unwrap_or_else(|e| e.into_inner()).push(Box::new(f));
+    }
+
+    /// End every child running now (SIGKILL to its process group) and run the hooks.
+    pub fn interrupt(&self) {
+        self.0.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        for g in self.0.groups.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(*g), nix::sys::signal::Signal::SIGKILL);
+        }
+        let hooks = std::mem::take(&mut *self.0.hooks.lock().unwrap_or_else(|e| e.into_inner()));
+        for h in hooks {
+            h();
+        }
+    }
+
+    /// [`run`], in a process group of its own that [`Interrupt::interrupt`] kills. A call
+    /// made or ended by an interruption is the environment's failure saying so, never the
+    /// tool's verdict on a backup.
+    pub fn run(&self, cmd: &mut Command, what: &str) -> Result<Output, Failure> {
+        use std::os::unix::process::CommandExt;
+        let stopped = || Failure::environment(format!("{what} was stopped: the run was interrupted"));
+        if self.interrupted() {
+            return Err(stopped());
+        }
+        cmd.process_group(0);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = crate::child::spawn(cmd)
+            .map_err(|e| Failure::environment(format!("cannot run {what}: {e}")).with_source(e))?;
+        let group = child.id() as i32;
+        self.0.groups.lock().unwrap_or_else(|e| e.into_inner()).push(group);
+        // Interrupted between the check above and the group's record: it was not killed.
+        if self.interrupted() {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), nix::sys::signal::Signal::SIGKILL);
+        }
+        let out = child.wait_with_output();
+        self.0.groups.lock().unwrap_or_else(|e| e.into_inner()).retain(|g| *g != group);
+        if self.interrupted() {
+            return Err(stopped());
+        }
+        out.map_err(|e| Failure::environment(format!("cannot run {what}: {e}")).with_source(e))
+    }
+}
+
 /// Run a tool child to its end with stdout and stderr captured; a child that could not be
 /// started is the environment's failure.
 pub fn run(cmd: &mut Command, what: &str) -> Result<Output, Failure> {

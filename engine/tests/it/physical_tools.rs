@@ -1068,6 +1068,29 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
     let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
     assert_eq!((v[0]["id"].as_str(), v[0]["tool"].as_str()), (Some(id.as_str()), Some("barman")), "{}", listed.stdout);
 
+    // Regression (issue 39): a verify read Barman's listing three times (`list-backups` and a
+    // `show-backup` per backup for its pick, the recovery's pick and the freshness of the
+    // newest backup) and asked `list-files` twice: ten barman calls for one backup. The
+    // team's barman, run through a script that notes each call (`&bin=`), is now asked each
+    // thing once per command.
+    let calls = work.path().join("barman-calls.txt");
+    let counting = written(
+        work.path().join("counting-barman"),
+        format!("#!/bin/sh\necho \"$*\" >> {}\nexec barman \"$@\"\n", calls.display()),
+    );
+    std::fs::set_permissions(&counting, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let counted = format!("{source}&bin={}", counting.display());
+    let ran = shipped(&counted, counts.latest).output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let noted = std::fs::read_to_string(&calls).expect("the barman calls");
+    let asked = |what: &str| noted.lines().filter(|l| l.split_whitespace().any(|w| w == what)).count();
+    assert_eq!(
+        (asked("-v"), asked("list-backups"), asked("show-backup"), asked("recover"), asked("list-files")),
+        (1, 1, 1, 1, 1),
+        "one verify of one backup, its barman calls:\n{noted}"
+    );
+    assert_eq!(noted.lines().count(), 5, "{noted}");
+
     // Regression (issue 39, item 5): pitr.restore refused the tools' sources (`unknown source
     // barman`); it now reads them as physical.verify does, `storage` being the location.
     let pitr_book = written(
@@ -1134,6 +1157,42 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
     assert_eq!(ran.code, Some(1), "a backup Barman marks FAILED must fail:\n{}", ran.all());
     assert!(ran.all().contains("FAILED"), "{}", ran.all());
     assert!(!ran.all().contains("restored by"), "nothing is restored from a FAILED backup:\n{}", ran.all());
+    std::fs::write(&info, text).expect("mark DONE again");
+
+    // Regression (issue 39): Ctrl-C during `barman recover` waited for barman to return before
+    // pgdrill cleaned up and exited 130. The team's pre_recovery_script here never ends (a
+    // hook that hangs: a mount, a lock, a prompt): pgdrill interrupted must end barman and
+    // its hook at once, exit 130 and leave no process and no folder of its own.
+    let hook_ran = home.join("recover-hook-ran");
+    let mut conf = std::fs::read_to_string(&config).expect("barman.conf");
+    conf.push_str(&format!("pre_recovery_script = touch {} && sleep 3601\n", hook_ran.display()));
+    std::fs::write(&config, conf).expect("barman.conf");
+    let child = shipped(&source, counts.latest).command().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let child = child.expect("spawn pgdrill");
+    let pid = child.id();
+    let hanging = wait_for(Duration::from_secs(180), || hook_ran.exists().then_some(()));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    // A bound for a broken build only (the hook sleeps an hour): never a measure of speed.
+    let out = rx.recv_timeout(Duration::from_secs(300)).ok().and_then(Result::ok);
+    if out.is_none() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(hanging.is_some(), "barman recover never ran the team's pre_recovery_script");
+    let out = out.expect("pgdrill interrupted during barman recover still waited for barman's hook");
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(130), "{all}");
+    assert!(!process_running("sleep 3601"), "barman's hook outlived the interrupted pgdrill");
+    assert!(!process_running(&format!("{} recover", config.display())), "barman recover outlived pgdrill");
+    let mine = format!("pgdrill-native-{pid}-");
+    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .expect("the temp folder")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&mine))
+        .collect();
+    assert!(left.is_empty(), "the interrupted run's folders stayed: {left:?}");
     drop(c);
 }
 
