@@ -1196,6 +1196,135 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
     drop(c);
 }
 
+/// Issue 39: Barman's rsync backups (`backup_method = rsync`, the PostgreSQL host reached
+/// with `ssh_command`) were never proven, only `backup_method = postgres`. A real sshd of the
+/// test's on 127.0.0.1 with a key made here, a Barman server backing up a PostgreSQL 15 over
+/// it with rsync under a write load, and pgdrill recovering that backup with `barman recover`
+/// to the end of the archive and to a restore point, the marker rows found each time.
+#[test]
+fn a_barman_rsync_backup_taken_over_ssh_recovers_to_latest_and_a_restore_point() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("barman"), "barman (Debian package barman)")
+        || !require(Path::new("/usr/sbin/sshd").exists(), "sshd (Debian package openssh-server)")
+        || !require(on_path("rsync") && on_path("ssh"), "rsync and ssh (Debian packages rsync, openssh-client)")
+    {
+        return;
+    }
+    let root = nix::unistd::geteuid().is_root();
+    let barman_user = if root {
+        "barman".to_string()
+    } else {
+        nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().expect("the test's user").name
+    };
+    let Some(barman_owner) = nix::unistd::User::from_name(&barman_user).ok().flatten() else {
+        assert!(!in_ci(), "CI: the Debian package barman creates the user `barman`");
+        eprintln!("skipped: no user `{barman_user}`");
+        return;
+    };
+    // Barman's rsync reads the data directory over ssh as a user that can: root here (the
+    // cluster's files are its server user's), else the test's own user.
+    let ssh_user = if root { "root".to_string() } else { barman_user.clone() };
+    let work = work_dir();
+    let home = made_dir(work.path().join("barman"));
+    let keygen = |path: &Path, kind: &str| {
+        ok(
+            Command::new("ssh-keygen").args(["-q", "-t", kind, "-N", "", "-C", "pgdrill-test", "-f"]).arg(path),
+            "ssh-keygen",
+        )
+    };
+    let key = home.join("id_ed25519");
+    keygen(&key, "ed25519");
+    let host_key = work.path().join("host_key");
+    keygen(&host_key, "ed25519");
+    let authorized = work.path().join("authorized_keys");
+    std::fs::copy(key.with_extension("pub"), &authorized).expect("authorized_keys");
+    // sshd's privilege separation folder, which the package's service would make at boot.
+    if root {
+        let _ = std::fs::create_dir_all("/run/sshd");
+    }
+    let port = free_port();
+    let sshd_config = written(
+        work.path().join("sshd_config"),
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\n",
+            host_key.display(),
+            authorized.display()
+        ),
+    );
+    let mut sshd_cmd = Command::new("/usr/sbin/sshd");
+    sshd_cmd.args(["-D", "-e", "-f"]).arg(&sshd_config);
+    let sshd = Server::start(sshd_cmd, port, "sshd");
+
+    let incoming = owned_dir(&work.path().join("incoming"));
+    std::fs::set_permissions(&incoming, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let stage = owned_dir(&work.path().join("stage"));
+    let archive_command = format!(
+        "test ! -f {inc}/%f && install -m 0644 %p {st}/%f && mv {st}/%f {inc}/%f",
+        inc = incoming.display(),
+        st = stage.display()
+    );
+    let c = Cluster::start(&archive_command, &[]);
+    let ssh = format!(
+        "ssh -p {port} -i {} -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR {ssh_user}@127.0.0.1",
+        key.display()
+    );
+    let config = written(
+        home.join("barman.conf"),
+        format!(
+            "[barman]\nbarman_user = {barman_user}\nbarman_home = {home}\nlog_file = {home}/barman.log\nlog_level = INFO\ncompression = gzip\nimmediate_checkpoint = true\n\n\
+             [ssh]\ndescription = the team's server, backed up with rsync over ssh\nssh_command = {ssh}\n\
+             conninfo = host={sock} port={pgport} user=postgres dbname=postgres\nbackup_method = rsync\nbackup_options = concurrent_backup\nreuse_backup = off\n\
+             archiver = on\nincoming_wals_directory = {inc}\n",
+            home = home.display(),
+            sock = c.socket().display(),
+            pgport = c.port,
+            inc = incoming.display()
+        ),
+    );
+    for p in walk(&home).into_iter().chain([home.clone()]) {
+        nix::unistd::chown(&p, Some(barman_owner.uid), Some(barman_owner.gid)).expect("chown");
+    }
+    let barman = |args: &[&str]| {
+        let mut cmd = Command::new("barman");
+        cmd.arg("-c").arg(&config).args(args);
+        cmd
+    };
+    let _ = barman(&["check", "ssh"]).output().expect("barman check");
+    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
+    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    c.archive_now();
+    ok(&mut barman(&["archive-wal", "ssh"]), "barman archive-wal");
+    let checked = barman(&["check", "ssh"]).output().expect("barman check");
+    let said = format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    assert!(said.contains("ssh: OK"), "barman reaches the server over ssh:\n{said}");
+    let mut load = c.load(4);
+    ok(&mut barman(&["backup", "--wait", "--wait-timeout", "120", "ssh"]), "barman backup (rsync over ssh)");
+    let _ = load.wait();
+    let (_, counts) = c.batches();
+    ok(&mut barman(&["archive-wal", "ssh"]), "barman archive-wal");
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&mut barman(&["-f", "json", "list-backups", "ssh"]), "barman list-backups"))
+            .expect("list-backups json");
+    let id = listed["ssh"][0]["backup_id"].as_str().expect("a backup id").to_string();
+    assert_eq!(listed["ssh"][0]["status"], "DONE", "{listed}");
+    let info = std::fs::read_to_string(home.join("ssh/base").join(&id).join("backup.info")).expect("backup.info");
+    assert!(info.contains("mode=rsync"), "an rsync backup:\n{info}");
+
+    let source = format!("barman://ssh?config={}", config.display());
+    let ran = shipped(&source, counts.latest).output();
+    assert_eq!(ran.code, Some(0), "{}\nsource server log:\n{}", ran.all(), c.log());
+    let ran =
+        shipped(&source, counts.at_name).var("target_name", "before_batch_3").report(work.path().join("r")).output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let rj = ran.run_json();
+    let o = &rj.step("recover").outputs;
+    assert_eq!((o["backup"].as_str(), o["marker"].as_bool()), (Some(id.as_str()), Some(true)), "{o}");
+    assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("before_batch_3")), "{o}");
+    drop(c);
+    drop(sshd);
+}
+
 /// A TLS terminator in front of a plain-HTTP S3 server: each TLS connection is relayed to
 /// 127.0.0.1:`upstream` and, when the server closes its side, ended with a TLS close_notify.
 /// One asyncio loop: an SSL object is never read and written by two threads at once (a
