@@ -277,6 +277,17 @@ impl Interrupt {
         }
     }
 
+    /// Interrupt when `cancel` is cancelled (the step's token: a signal), from a task of
+    /// its own, since the step itself is blocked in the call; stops watching when the
+    /// returned [`Watch`] is dropped, with the step.
+    pub fn watch(&self, cancel: tokio_util::sync::CancellationToken) -> Watch {
+        let me = self.clone();
+        Watch(tokio::spawn(async move {
+            cancel.cancelled().await;
+            let _ = tokio::task::spawn_blocking(move || me.interrupt()).await;
+        }))
+    }
+
     /// [`run`], in a process group of its own that [`Interrupt::interrupt`] kills. A call
     /// made or ended by an interruption is the environment's failure saying so, never the
     /// tool's verdict on a backup.
@@ -304,6 +315,15 @@ impl Interrupt {
             return Err(stopped());
         }
         out.map_err(|e| Failure::environment(format!("cannot run {what}: {e}")).with_source(e))
+    }
+}
+
+/// A running [`Interrupt::watch`]; dropped, it stops watching.
+pub struct Watch(tokio::task::JoinHandle<()>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -209,27 +209,6 @@ pub struct VerifyOutputs {
     ledger: String,
 }
 
-/// Ends a source's running tool call as soon as the step is cancelled (a signal): a blocking
-/// call (`barman recover` in its container) otherwise held the run until it returned. Stops
-/// watching when dropped, with the step.
-pub(crate) struct Watch(tokio::task::JoinHandle<()>);
-
-impl Watch {
-    pub(crate) fn new(ctx: &StepCtx, interrupt: crate::physical::tools::Interrupt) -> Watch {
-        let cancel = ctx.cancel.clone();
-        Watch(tokio::spawn(async move {
-            cancel.cancelled().await;
-            let _ = tokio::task::spawn_blocking(move || interrupt.interrupt()).await;
-        }))
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Prove another tool's physical backup (pgBackRest, Barman, barman-cloud) restores to a point in time: the tool
 /// restores it into a throwaway, its WAL is replayed to the target, and the target is proven reached. A missing tool:
 /// exit 3.
@@ -282,7 +261,7 @@ impl Verify {
         let source: Box<dyn PhysicalSource> =
             tokio::task::block_in_place(|| crate::physical::open(&location)).map_err(|e| e.at_field("source"))?;
         ctx.log(format!("recovering {} to {target}", source.describe()));
-        let _watch = source.interrupt().map(|i| Watch::new(&ctx, i));
+        let _watch = source.interrupt().map(|i| i.watch(ctx.cancel.clone()));
         // The backup this run judges, by the tool's id, kept even if the step fails: the
         // ledger records a failed verification under the backup it failed (verify.record).
         let list = tokio::task::block_in_place(|| source.list())?;
