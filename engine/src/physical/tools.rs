@@ -508,6 +508,56 @@ pub fn server_escape(word: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Whether `pid` runs (a zombie or a gone pid does not).
+    fn running(pid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().and_then(|r| r.trim_start().chars().next());
+        state.is_some_and(|c| c != 'Z' && c != 'X')
+    }
+
+    /// Regression (issue 39): a signal waited for the running tool call to return (a `barman
+    /// recover` whose hook hangs: forever). The call's process group, the tool's own children
+    /// with it, ends at once, the call is the environment's failure saying so, and no call
+    /// starts after it.
+    #[test]
+    fn an_interrupt_ends_the_running_call_with_its_children_and_starts_none_after_it() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let started = dir.path().join("started");
+        let mut cmd = crate::child::command("sh");
+        cmd.arg("-c").arg(format!("sleep 3598 & echo $! > {}.part && mv {0}.part {0}; wait", started.display()));
+        let interrupt = Interrupt::default();
+        let (tx, call) = std::sync::mpsc::channel();
+        {
+            let interrupt = interrupt.clone();
+            std::thread::spawn(move || tx.send(interrupt.run(&mut cmd, "a hanging tool")));
+        }
+        // A bound for a broken build only, never a measure of speed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let grandchild = loop {
+            if let Some(pid) = std::fs::read_to_string(&started).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+                break pid;
+            }
+            assert!(std::time::Instant::now() < deadline, "the tool never started");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(!interrupt.interrupted());
+        interrupt.interrupt();
+        let e =
+            call.recv_timeout(std::time::Duration::from_secs(60)).expect("the call returned").expect_err("interrupted");
+        assert_eq!(e.class, crate::error::Class::Environment, "{e}");
+        assert!(e.to_string().contains("a hanging tool was stopped: the run was interrupted"), "{e}");
+        while running(grandchild) {
+            assert!(std::time::Instant::now() < deadline, "the tool's own child {grandchild} outlived the interrupt");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let after = interrupt.run(&mut crate::child::command("true"), "a later call").expect_err("refused");
+        assert!(after.to_string().contains("a later call was stopped"), "{after}");
+        let hooked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let h = hooked.clone();
+        interrupt.on_interrupt(move || h.store(true, std::sync::atomic::Ordering::SeqCst));
+        assert!(hooked.load(std::sync::atomic::Ordering::SeqCst), "a hook registered after the interrupt runs at once");
+    }
+
     #[test]
     fn an_unknown_option_in_a_source_is_named() {
         let e = options("stanza=a&colour=red", &["stanza"], "pgbackrest://a?colour=red").expect_err("an error");
