@@ -121,6 +121,10 @@ command -v pgbackrest >/dev/null || phys+=(pgbackrest)
 command -v barman-cloud-backup >/dev/null || phys+=(barman-cli-cloud)
 # barman: a Barman server (barman recover; the package creates the user `barman` the test runs it as).
 command -v barman >/dev/null || phys+=(barman)
+# sshd, ssh and rsync: a Barman server backing up over ssh with rsync (backup_method = rsync).
+[ -x /usr/sbin/sshd ] || phys+=(openssh-server)
+command -v ssh >/dev/null || phys+=(openssh-client)
+command -v rsync >/dev/null || phys+=(rsync)
 /usr/bin/python3 -c 'import boto3' 2>/dev/null || phys+=(python3-boto3)
 if [ "${#phys[@]}" -gt 0 ]; then
   log "installing ${phys[*]}"

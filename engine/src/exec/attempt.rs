@@ -377,7 +377,13 @@ impl Executor {
                     return Ok(Attempted::Skipped(m));
                 }
                 // A field error is located in the runbook; a refusal (no confirmation) is
-                // about the invocation and says so itself.
+                // about the invocation and says so itself. An error that lands once a signal
+                // cancelled the run is the interruption's (a child the signal, or the step's
+                // own cancellation, ended), never a verdict: the select above chose between
+                // the two at random.
+                Ended::Done(Err(_)) if stopper.is_some_and(|st| st.suite.token.is_cancelled()) => {
+                    interrupted(&scope.cx.cancel)
+                }
                 Ended::Done(Err(e)) => failure_of(&e, || where_("with")),
                 Ended::TimedOut(t) => (
                     Outcome::TimedOut,

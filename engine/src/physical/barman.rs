@@ -875,7 +875,7 @@ impl Server {
     fn json(&self, tool: &Barman, args: &[&str]) -> Result<Value, Failure> {
         let (mut cmd, _env) = self.command(tool, &[])?;
         cmd.args(["-f", "json"]).args(args);
-        let out = tools::run(&mut cmd, &format!("barman {}", args.first().copied().unwrap_or_default()))?;
+        let out = tool.interrupt.run(&mut cmd, &format!("barman {}", args.first().copied().unwrap_or_default()))?;
         let text = String::from_utf8_lossy(&out.stdout);
         let v: Option<Value> = serde_json::from_str(&text).ok();
         let errors = v
@@ -963,7 +963,7 @@ impl Server {
             cmd.arg(format!("--tablespace={name}:{}", into.tablespaces_dir.join(oid.to_string()).display()));
         }
         cmd.arg(&self.name).arg(id).arg(&into.data_dir);
-        let out = tools::run(&mut cmd, "barman recover")?;
+        let out = tool.interrupt.run(&mut cmd, "barman recover")?;
         if !out.status.success() {
             return Err(Failure::failed(format!(
                 "barman recover{} of the backup `{id}` of the server `{}` failed (exit {}): {}",
@@ -1016,7 +1016,7 @@ impl Server {
     pub fn wal_archived_at(&self, tool: &Barman, backup_id: &str, segment: &str) -> Option<time::OffsetDateTime> {
         let (mut cmd, _env) = self.command(tool, &[]).ok()?;
         cmd.args(["list-files", "--target", "wal"]).arg(&self.name).arg(backup_id);
-        let out = tools::run(&mut cmd, "barman list-files").ok().filter(|o| o.status.success())?;
+        let out = tool.interrupt.run(&mut cmd, "barman list-files").ok().filter(|o| o.status.success())?;
         let text = String::from_utf8_lossy(&out.stdout);
         let path = text.lines().map(str::trim).find(|l| {
             std::path::Path::new(l).file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(segment))
@@ -1107,6 +1107,8 @@ pub struct Barman {
     pub image: Option<String>,
     /// The image's container every call of the source runs in (none on this machine).
     pub session: Option<std::sync::Arc<Session>>,
+    /// What ends its running call when the run is interrupted (the source's).
+    pub interrupt: tools::Interrupt,
 }
 
 /// A Barman server as a [`PhysicalSource`].
@@ -1118,6 +1120,12 @@ pub struct BarmanServer {
     /// when it is not this machine's.
     barman: std::sync::Mutex<Option<(Barman, String)>>,
     list: std::sync::Mutex<Vec<ServerBackup>>,
+    /// Whether `list` has been read: once per command (the source lives for one).
+    listed_once: std::sync::Mutex<bool>,
+    /// When Barman archived a segment, as `list-files` said: (backup, segment, time).
+    archived: std::sync::Mutex<Option<(String, String, Option<time::OffsetDateTime>)>>,
+    /// Ends the running barman call (and its container) when the run is interrupted.
+    interrupt: tools::Interrupt,
     /// The WAL folder of the last materialize.
     wal_dir: std::sync::Mutex<Option<PathBuf>>,
     /// The backup the last materialize restored.
@@ -1133,6 +1141,9 @@ impl BarmanServer {
             bin,
             barman: Default::default(),
             list: Default::default(),
+            listed_once: Default::default(),
+            archived: Default::default(),
+            interrupt: Default::default(),
             wal_dir: Default::default(),
             restored: Default::default(),
         })
@@ -1147,7 +1158,7 @@ impl BarmanServer {
     fn barman(&self) -> Barman {
         match &*self.barman.lock().unwrap_or_else(|e| e.into_inner()) {
             Some((b, _)) => b.clone(),
-            None => Barman { bin: self.bin.clone(), image: None, session: None },
+            None => Barman { bin: self.bin.clone(), image: None, session: None, interrupt: self.interrupt.clone() },
         }
     }
 
@@ -1163,7 +1174,7 @@ impl BarmanServer {
         if let Some((b, _)) = self.barman.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return self.server.list(&b);
         }
-        let here = Barman { bin: self.bin.clone(), image: None, session: None };
+        let here = Barman { bin: self.bin.clone(), image: None, session: None, interrupt: self.interrupt.clone() };
         let v = self.server.list(&here)?;
         let unlisted = self.server.unlisted(&v);
         if unlisted.is_empty() {
@@ -1177,18 +1188,26 @@ impl BarmanServer {
             // Each image is asked in the container that then serves the source (one start).
             None => (12..=18).rev().flat_map(super::recover::docker_images_for).find_map(|image| {
                 let session = match self.server.session(&image) {
-                    Ok(s) => s,
+                    Ok(s) => std::sync::Arc::new(s),
                     Err(e) => return Some(Err(e)),
                 };
+                // Interrupted, the container goes at once, with the call running in it.
+                let weak = std::sync::Arc::downgrade(&session);
+                self.interrupt.on_interrupt(move || {
+                    if let Some(s) = weak.upgrade() {
+                        s.stop_now()
+                    }
+                });
                 let mut cmd = session.command(&[]).ok()?;
-                let out = tools::run(cmd.arg("-v"), "barman -v").ok().filter(|o| o.status.success())?;
+                let out = self.interrupt.run(cmd.arg("-v"), "barman -v").ok().filter(|o| o.status.success())?;
                 let text = String::from_utf8_lossy(&out.stdout);
                 let version = format!("barman {}", text.split_whitespace().next().unwrap_or_default());
                 (tools::version_numbers(&version) > mine).then(|| {
                     Ok(Barman {
                         bin: Binary { path: PathBuf::from("barman"), version },
                         image: Some(image),
-                        session: Some(std::sync::Arc::new(session)),
+                        session: Some(session),
+                        interrupt: self.interrupt.clone(),
                     })
                 })
             }),
@@ -1258,11 +1277,21 @@ impl PhysicalSource for BarmanServer {
         s
     }
 
+    /// Read once per command: a verify asks three times (its pick, the recovery's, the newest
+    /// backup for freshness), and each read is a `list-backups` and a `show-backup` per backup
+    /// (about 3 s each in an image). A backup taken since is still found by id (`listed`).
     fn list(&self) -> Result<Vec<BaseBackup>, Failure> {
-        let v = self.list_all()?;
-        let out = v.iter().map(|b| b.base.clone()).collect();
-        *self.list.lock().unwrap_or_else(|e| e.into_inner()) = v;
-        Ok(out)
+        let mut once = self.listed_once.lock().unwrap_or_else(|e| e.into_inner());
+        if !*once {
+            let v = self.list_all()?;
+            *self.list.lock().unwrap_or_else(|e| e.into_inner()) = v;
+            *once = true;
+        }
+        Ok(self.list.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|b| b.base.clone()).collect())
+    }
+
+    fn interrupt(&self) -> Option<tools::Interrupt> {
+        Some(self.interrupt.clone())
     }
 
     /// A backup Barman did not finish or found incomplete (`FAILED`, `WAITING_FOR_WALS`,
@@ -1410,8 +1439,18 @@ impl PhysicalSource for BarmanServer {
             })
             .max_by(|a, b| a.0.cmp(&b.0));
         let Some((segment, segment_start)) = newest else { return Ok(None) };
-        let id = self.restored.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let archived = id.and_then(|id| self.server.wal_archived_at(&self.barman(), &id, &segment));
+        let id = self.restored.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
+        // Asked once per segment: the recovery and the step's freshness both ask.
+        let mut known = self.archived.lock().unwrap_or_else(|e| e.into_inner());
+        let archived = match &*known {
+            Some((i, s, at)) if *i == id && *s == segment => *at,
+            _ if id.is_empty() => None,
+            _ => {
+                let at = self.server.wal_archived_at(&self.barman(), &id, &segment);
+                *known = Some((id, segment.clone(), at));
+                at
+            }
+        };
         Ok(Some(ArchiveEnd { segment, segment_start, archived }))
     }
 }

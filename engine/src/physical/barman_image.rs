@@ -50,6 +50,8 @@ pub struct Session {
     /// The passwd, group and env files handed to the container (a private directory).
     files: tempfile::TempDir,
     running: Mutex<Option<Running>>,
+    /// Ended for good by an interruption (`stop_now`): no container starts again.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -121,7 +123,15 @@ impl Session {
                 .and_then(|mut f| f.write_all(text.as_bytes()))
                 .map_err(|e| Failure::environment(format!("writing {}: {e}", path.display())))?;
         }
-        Ok(Session { image: image.to_string(), identity, ro, rw, files, running: Mutex::new(None) })
+        Ok(Session {
+            image: image.to_string(),
+            identity,
+            ro,
+            rw,
+            files,
+            running: Mutex::new(None),
+            closed: Default::default(),
+        })
     }
 
     pub fn image(&self) -> &str {
@@ -136,6 +146,9 @@ impl Session {
     /// the caller adds barman's arguments.
     pub fn command(&self, rw: &[PathBuf]) -> Result<Command, Failure> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Failure::environment("barman's container was removed: the run was interrupted"));
+        }
         let covered = running.as_ref().is_some_and(|r| rw.iter().all(|p| self.rw.contains(p) || r.extra.contains(p)));
         if !covered {
             let mut extra: Vec<PathBuf> = running.take().map(stop).unwrap_or_default();
@@ -206,6 +219,15 @@ impl Session {
                 )));
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Remove the container now, whatever runs in it (a `barman recover` its `docker exec`
+    /// waits for ends with it), and start none again: the run was interrupted.
+    pub fn stop_now(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(r) = self.running.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = stop(r);
         }
     }
 

@@ -262,6 +262,12 @@ pub trait PhysicalSource: Send + Sync {
     fn expired_wal_after(&self, _backup: &BaseBackup) -> Result<Option<String>, Failure> {
         Ok(None)
     }
+
+    /// What ends the source's running tool call at once when the run is interrupted (the
+    /// step calls it on its cancellation). Default: none, the call runs to its end.
+    fn interrupt(&self) -> Option<super::tools::Interrupt> {
+        None
+    }
 }
 
 /// A path for messages.

@@ -294,6 +294,107 @@ fn on_path(program: &str) -> Option<PathBuf> {
         .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
+/// A source's children that a signal must end at once. A blocking tool call (a `barman
+/// recover`, a `docker exec` of it) holds the step until it returns, and the run's
+/// cancellation is only seen then: pgdrill's Ctrl-C waited for the copy to finish. A source
+/// runs its tool through [`Interrupt::run`], and the step that uses it calls
+/// [`Interrupt::interrupt`] when the run is cancelled: each child's process group is killed
+/// (the tool's own children, rsync or a hook script, with it) and each hook registered with
+/// [`Interrupt::on_interrupt`] runs (a container removed), and no call starts after it.
+/// Shared by clones; owned by the source, never process-wide.
+#[derive(Clone, Default)]
+pub struct Interrupt(std::sync::Arc<Interrupted>);
+
+#[derive(Default)]
+struct Interrupted {
+    done: std::sync::atomic::AtomicBool,
+    /// The process groups of the children running now.
+    groups: Mutex<Vec<i32>>,
+    hooks: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for Interrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interrupt").field("interrupted", &self.interrupted()).finish()
+    }
+}
+
+impl Interrupt {
+    /// Whether the run was interrupted.
+    pub fn interrupted(&self) -> bool {
+        self.0.done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Run `f` when the run is interrupted (at once if it already was).
+    pub fn on_interrupt(&self, f: impl Fn() + Send + Sync + 'static) {
+        if self.interrupted() {
+            return f();
+        }
+        self.0.hooks.lock().unwrap_or_else(|e| e.into_inner()).push(Box::new(f));
+    }
+
+    /// End every child running now (SIGKILL to its process group) and run the hooks.
+    pub fn interrupt(&self) {
+        self.0.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        for g in self.0.groups.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(*g), nix::sys::signal::Signal::SIGKILL);
+        }
+        let hooks = std::mem::take(&mut *self.0.hooks.lock().unwrap_or_else(|e| e.into_inner()));
+        for h in hooks {
+            h();
+        }
+    }
+
+    /// Interrupt when `cancel` is cancelled (the step's token: a signal), from a task of
+    /// its own, since the step itself is blocked in the call; stops watching when the
+    /// returned [`Watch`] is dropped, with the step.
+    pub fn watch(&self, cancel: tokio_util::sync::CancellationToken) -> Watch {
+        let me = self.clone();
+        Watch(tokio::spawn(async move {
+            cancel.cancelled().await;
+            let _ = tokio::task::spawn_blocking(move || me.interrupt()).await;
+        }))
+    }
+
+    /// [`run`], in a process group of its own that [`Interrupt::interrupt`] kills. A call
+    /// made or ended by an interruption is the environment's failure saying so, never the
+    /// tool's verdict on a backup.
+    pub fn run(&self, cmd: &mut Command, what: &str) -> Result<Output, Failure> {
+        use std::os::unix::process::CommandExt;
+        let stopped = || Failure::environment(format!("{what} was stopped: the run was interrupted"));
+        if self.interrupted() {
+            return Err(stopped());
+        }
+        cmd.process_group(0);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = crate::child::spawn(cmd)
+            .map_err(|e| Failure::environment(format!("cannot run {what}: {e}")).with_source(e))?;
+        let group = child.id() as i32;
+        self.0.groups.lock().unwrap_or_else(|e| e.into_inner()).push(group);
+        // Interrupted between the check above and the group's record: it was not killed.
+        if self.interrupted() {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), nix::sys::signal::Signal::SIGKILL);
+        }
+        let out = child.wait_with_output();
+        self.0.groups.lock().unwrap_or_else(|e| e.into_inner()).retain(|g| *g != group);
+        if self.interrupted() {
+            return Err(stopped());
+        }
+        out.map_err(|e| Failure::environment(format!("cannot run {what}: {e}")).with_source(e))
+    }
+}
+
+/// A running [`Interrupt::watch`]; dropped, it stops watching.
+pub struct Watch(tokio::task::JoinHandle<()>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Run a tool child to its end with stdout and stderr captured; a child that could not be
 /// started is the environment's failure.
 pub fn run(cmd: &mut Command, what: &str) -> Result<Output, Failure> {
@@ -474,6 +575,56 @@ pub fn server_escape(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `pid` runs (a zombie or a gone pid does not).
+    fn running(pid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().and_then(|r| r.trim_start().chars().next());
+        state.is_some_and(|c| c != 'Z' && c != 'X')
+    }
+
+    /// Regression (issue 39): a signal waited for the running tool call to return (a `barman
+    /// recover` whose hook hangs: forever). The call's process group, the tool's own children
+    /// with it, ends at once, the call is the environment's failure saying so, and no call
+    /// starts after it.
+    #[test]
+    fn an_interrupt_ends_the_running_call_with_its_children_and_starts_none_after_it() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let started = dir.path().join("started");
+        let mut cmd = crate::child::command("sh");
+        cmd.arg("-c").arg(format!("sleep 3598 & echo $! > {}.part && mv {0}.part {0}; wait", started.display()));
+        let interrupt = Interrupt::default();
+        let (tx, call) = std::sync::mpsc::channel();
+        {
+            let interrupt = interrupt.clone();
+            std::thread::spawn(move || tx.send(interrupt.run(&mut cmd, "a hanging tool")));
+        }
+        // A bound for a broken build only, never a measure of speed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let grandchild = loop {
+            if let Some(pid) = std::fs::read_to_string(&started).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+                break pid;
+            }
+            assert!(std::time::Instant::now() < deadline, "the tool never started");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(!interrupt.interrupted());
+        interrupt.interrupt();
+        let e =
+            call.recv_timeout(std::time::Duration::from_secs(60)).expect("the call returned").expect_err("interrupted");
+        assert_eq!(e.class, crate::error::Class::Environment, "{e}");
+        assert!(e.to_string().contains("a hanging tool was stopped: the run was interrupted"), "{e}");
+        while running(grandchild) {
+            assert!(std::time::Instant::now() < deadline, "the tool's own child {grandchild} outlived the interrupt");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let after = interrupt.run(&mut crate::child::command("true"), "a later call").expect_err("refused");
+        assert!(after.to_string().contains("a later call was stopped"), "{after}");
+        let hooked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let h = hooked.clone();
+        interrupt.on_interrupt(move || h.store(true, std::sync::atomic::Ordering::SeqCst));
+        assert!(hooked.load(std::sync::atomic::Ordering::SeqCst), "a hook registered after the interrupt runs at once");
+    }
 
     #[test]
     fn an_unknown_option_in_a_source_is_named() {

@@ -261,6 +261,7 @@ impl Verify {
         let source: Box<dyn PhysicalSource> =
             tokio::task::block_in_place(|| crate::physical::open(&location, &ctx.stores)).map_err(|e| e.at_field("source"))?;
         ctx.log(format!("recovering {} to {target}", source.describe()));
+        let _watch = source.interrupt().map(|i| i.watch(ctx.cancel.clone()));
         // The backup this run judges, by the tool's id, kept even if the step fails: the
         // ledger records a failed verification under the backup it failed (verify.record).
         let list = tokio::task::block_in_place(|| source.list())?;

@@ -314,6 +314,7 @@ async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepErr
             .map(|m| m.fingerprint),
     };
     let source = open_source(&ctx, &w)?;
+    let _watch = source.interrupt().map(|i| i.watch(ctx.cancel.clone()));
     ctx.log(format!("recovering {} to {target}", source.describe()));
     let opts = PitrOptions {
         backup: w.backup.clone().filter(|b| !b.is_empty()),

@@ -710,17 +710,46 @@ fn a_postgresql_17_barman_servers_backups_are_served_by_the_images_barman_and_re
     assert!(seen.is_some(), "barman never ran in a container of the image");
     let gone = wait_for(Duration::from_secs(60), || containers_of(killed_pid).is_empty().then_some(()));
     assert!(gone.is_some(), "a pgdrill killed with -9 left containers: {:?}", containers_of(killed_pid));
+    // Regression (issue 39): interrupted during `barman recover` in the container, pgdrill
+    // removed the container only once the `docker exec` returned (about 30 s here; forever
+    // with a hook that hangs). The team's pre_recovery_script never ends: pgdrill must remove
+    // the container at once, with the recover and its hook, and exit 130.
+    let hook_ran = dir.join("barman/recover-hook-ran");
+    let plain = std::fs::read_to_string(&config).expect("barman.conf");
+    let hook = format!("pre_recovery_script = touch {} && sleep 3617\n", hook_ran.display());
+    std::fs::write(&config, format!("{plain}{hook}")).expect("barman.conf");
     let interrupted =
         shipped(&source, 117).command().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
     let interrupted_pid = interrupted.id();
-    let seen = wait_for(Duration::from_secs(180), || barman_container(interrupted_pid).then_some(()));
-    assert!(seen.is_some(), "barman never ran in a container of the image");
+    let hanging = wait_for(Duration::from_secs(240), || hook_ran.exists().then_some(()));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(interrupted_pid as i32), nix::sys::signal::Signal::SIGINT)
         .expect("SIGINT");
-    let out = interrupted.wait_with_output().expect("wait");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(interrupted.wait_with_output()));
+    // A bound for a broken build only (the hook sleeps an hour): never a measure of speed.
+    let out = rx.recv_timeout(Duration::from_secs(300)).ok().and_then(Result::ok);
+    if out.is_none() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(interrupted_pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    std::fs::write(&config, plain).expect("barman.conf without the hook");
+    assert!(hanging.is_some(), "barman recover in the image never ran the team's pre_recovery_script");
+    let out = out.expect("pgdrill interrupted during barman recover in its container still waited for it");
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(130), "{all}");
     assert!(containers_of(interrupted_pid).is_empty(), "an interrupted run left: {:?}", containers_of(interrupted_pid));
+    assert!(!process_running("sleep 3617"), "barman's hook outlived the interrupted pgdrill");
+    let mine = format!("pgdrill-native-{interrupted_pid}-");
+    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .expect("the temp folder")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&mine))
+        .collect();
+    assert!(left.is_empty(), "the interrupted run's folders stayed: {left:?}");
+    let _ = std::fs::remove_file(&hook_ran);
 
     // The restore point of the mark: the copy equals the source there.
     let report = work.path().join("at_mark");
@@ -840,6 +869,59 @@ fn a_postgresql_17_barman_servers_backups_are_served_by_the_images_barman_and_re
         "{s}"
     );
     assert!(s["stop_line"].as_str().is_some_and(|l| l.contains("pgdrill_mark")), "{s}");
+
+    // Issue 39: the path of a pgdrill not run as root had no test. Run as the catalogue's
+    // owner (`barman`: uid 103 here, 101 in the image) with Docker's group, pgdrill runs the
+    // image's barman with its own ids, the backup recovers to the mark, and nothing in the
+    // catalogue changes owner.
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::fs::MetadataExt;
+        let owner = nix::unistd::User::from_name("barman").ok().flatten().expect("the Debian package barman's user");
+        let docker = nix::unistd::Group::from_name("docker").ok().flatten().expect("Docker's group");
+        let catalogue = dir.join("barman");
+        let owners = || {
+            let mut o: Vec<(u32, u32)> = walk(&catalogue)
+                .into_iter()
+                .chain([catalogue.clone()])
+                .filter_map(|p| std::fs::symlink_metadata(p).ok())
+                .map(|m| (m.uid(), m.gid()))
+                .collect();
+            o.sort();
+            o.dedup();
+            o
+        };
+        let theirs = vec![(owner.uid.as_raw(), owner.gid.as_raw())];
+        assert_eq!(owners(), theirs, "the catalogue is barman's before the run");
+        let report = work.path().join("as_barman");
+        std::fs::create_dir_all(&report).expect("mkdir");
+        nix::unistd::chown(&report, Some(owner.uid), Some(owner.gid)).expect("chown");
+        let run = shipped(&source, 110).var("target_name", "pgdrill_mark").report(&report).command();
+        let mut as_barman = Command::new("setpriv");
+        as_barman.args([
+            format!("--reuid={}", owner.uid),
+            format!("--regid={}", owner.gid),
+            format!("--groups={}", docker.gid),
+            "--".into(),
+        ]);
+        as_barman.arg(run.get_program()).args(run.get_args()).env("HOME", "/tmp");
+        for (k, v) in run.get_envs() {
+            match v {
+                Some(v) => as_barman.env(k, v),
+                None => as_barman.env_remove(k),
+            };
+        }
+        if let Some(d) = run.get_current_dir() {
+            as_barman.current_dir(d);
+        }
+        let out = as_barman.output().expect("pgdrill as barman");
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "pgdrill run as barman, not root:\n{all}");
+        let rec = RunJson::read(&report);
+        let o = &rec.step("recover").outputs;
+        assert!(o["tool_version"].as_str().is_some_and(|t| t.ends_with(" in pgdrill/postgres-local:17")), "{o}");
+        assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("pgdrill_mark")), "{o}");
+        assert_eq!(owners(), theirs, "a pgdrill run as barman changed owners in the catalogue");
+    }
 
     // A WAL segment after the backup missing from Barman's archive: never a pass.
     let mut wals: Vec<PathBuf> = walk(&dir.join("barman/demo/wals"))

@@ -1068,6 +1068,29 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
     let v: serde_json::Value = serde_json::from_str(&listed.stdout).expect("backups list --json");
     assert_eq!((v[0]["id"].as_str(), v[0]["tool"].as_str()), (Some(id.as_str()), Some("barman")), "{}", listed.stdout);
 
+    // Regression (issue 39): a verify read Barman's listing three times (`list-backups` and a
+    // `show-backup` per backup for its pick, the recovery's pick and the freshness of the
+    // newest backup) and asked `list-files` twice: ten barman calls for one backup. The
+    // team's barman, run through a script that notes each call (`&bin=`), is now asked each
+    // thing once per command.
+    let calls = work.path().join("barman-calls.txt");
+    let counting = written(
+        work.path().join("counting-barman"),
+        format!("#!/bin/sh\necho \"$*\" >> {}\nexec barman \"$@\"\n", calls.display()),
+    );
+    std::fs::set_permissions(&counting, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let counted = format!("{source}&bin={}", counting.display());
+    let ran = shipped(&counted, counts.latest).output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let noted = std::fs::read_to_string(&calls).expect("the barman calls");
+    let asked = |what: &str| noted.lines().filter(|l| l.split_whitespace().any(|w| w == what)).count();
+    assert_eq!(
+        (asked("-v"), asked("list-backups"), asked("show-backup"), asked("recover"), asked("list-files")),
+        (1, 1, 1, 1, 1),
+        "one verify of one backup, its barman calls:\n{noted}"
+    );
+    assert_eq!(noted.lines().count(), 5, "{noted}");
+
     // Regression (issue 39, item 5): pitr.restore refused the tools' sources (`unknown source
     // barman`); it now reads them as physical.verify does, `storage` being the location.
     let pitr_book = written(
@@ -1134,7 +1157,172 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
     assert_eq!(ran.code, Some(1), "a backup Barman marks FAILED must fail:\n{}", ran.all());
     assert!(ran.all().contains("FAILED"), "{}", ran.all());
     assert!(!ran.all().contains("restored by"), "nothing is restored from a FAILED backup:\n{}", ran.all());
+    std::fs::write(&info, text).expect("mark DONE again");
+
+    // Regression (issue 39): Ctrl-C during `barman recover` waited for barman to return before
+    // pgdrill cleaned up and exited 130. The team's pre_recovery_script here never ends (a
+    // hook that hangs: a mount, a lock, a prompt): pgdrill interrupted must end barman and
+    // its hook at once, exit 130 and leave no process and no folder of its own.
+    let hook_ran = home.join("recover-hook-ran");
+    let mut conf = std::fs::read_to_string(&config).expect("barman.conf");
+    conf.push_str(&format!("pre_recovery_script = touch {} && sleep 3601\n", hook_ran.display()));
+    std::fs::write(&config, conf).expect("barman.conf");
+    let child = shipped(&source, counts.latest).command().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let child = child.expect("spawn pgdrill");
+    let pid = child.id();
+    let hanging = wait_for(Duration::from_secs(180), || hook_ran.exists().then_some(()));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    // A bound for a broken build only (the hook sleeps an hour): never a measure of speed.
+    let out = rx.recv_timeout(Duration::from_secs(300)).ok().and_then(Result::ok);
+    if out.is_none() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(hanging.is_some(), "barman recover never ran the team's pre_recovery_script");
+    let out = out.expect("pgdrill interrupted during barman recover still waited for barman's hook");
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(130), "{all}");
+    assert!(!process_running("sleep 3601"), "barman's hook outlived the interrupted pgdrill");
+    assert!(!process_running(&format!("{} recover", config.display())), "barman recover outlived pgdrill");
+    let mine = format!("pgdrill-native-{pid}-");
+    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .expect("the temp folder")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&mine))
+        .collect();
+    assert!(left.is_empty(), "the interrupted run's folders stayed: {left:?}");
     drop(c);
+}
+
+/// Issue 39: Barman's rsync backups (`backup_method = rsync`, the PostgreSQL host reached
+/// with `ssh_command`) were never proven, only `backup_method = postgres`. A real sshd of the
+/// test's on 127.0.0.1 with a key made here, a Barman server backing up a PostgreSQL 15 over
+/// it with rsync under a write load, and pgdrill recovering that backup with `barman recover`
+/// to the end of the archive and to a restore point, the marker rows found each time.
+#[test]
+fn a_barman_rsync_backup_taken_over_ssh_recovers_to_latest_and_a_restore_point() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("barman"), "barman (Debian package barman)")
+        || !require(Path::new("/usr/sbin/sshd").exists(), "sshd (Debian package openssh-server)")
+        || !require(on_path("rsync") && on_path("ssh"), "rsync and ssh (Debian packages rsync, openssh-client)")
+    {
+        return;
+    }
+    let root = nix::unistd::geteuid().is_root();
+    let barman_user = if root {
+        "barman".to_string()
+    } else {
+        nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().expect("the test's user").name
+    };
+    let Some(barman_owner) = nix::unistd::User::from_name(&barman_user).ok().flatten() else {
+        assert!(!in_ci(), "CI: the Debian package barman creates the user `barman`");
+        eprintln!("skipped: no user `{barman_user}`");
+        return;
+    };
+    // Barman's rsync reads the data directory over ssh as a user that can: root here (the
+    // cluster's files are its server user's), else the test's own user.
+    let ssh_user = if root { "root".to_string() } else { barman_user.clone() };
+    let work = work_dir();
+    let home = made_dir(work.path().join("barman"));
+    let keygen = |path: &Path, kind: &str| {
+        ok(
+            Command::new("ssh-keygen").args(["-q", "-t", kind, "-N", "", "-C", "pgdrill-test", "-f"]).arg(path),
+            "ssh-keygen",
+        )
+    };
+    let key = home.join("id_ed25519");
+    keygen(&key, "ed25519");
+    let host_key = work.path().join("host_key");
+    keygen(&host_key, "ed25519");
+    let authorized = work.path().join("authorized_keys");
+    std::fs::copy(key.with_extension("pub"), &authorized).expect("authorized_keys");
+    // sshd's privilege separation folder, which the package's service would make at boot.
+    if root {
+        let _ = std::fs::create_dir_all("/run/sshd");
+    }
+    let port = free_port();
+    let sshd_config = written(
+        work.path().join("sshd_config"),
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\n",
+            host_key.display(),
+            authorized.display()
+        ),
+    );
+    let mut sshd_cmd = Command::new("/usr/sbin/sshd");
+    sshd_cmd.args(["-D", "-e", "-f"]).arg(&sshd_config);
+    let sshd = Server::start(sshd_cmd, port, "sshd");
+
+    let incoming = owned_dir(&work.path().join("incoming"));
+    std::fs::set_permissions(&incoming, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let stage = owned_dir(&work.path().join("stage"));
+    let archive_command = format!(
+        "test ! -f {inc}/%f && install -m 0644 %p {st}/%f && mv {st}/%f {inc}/%f",
+        inc = incoming.display(),
+        st = stage.display()
+    );
+    let c = Cluster::start(&archive_command, &[]);
+    let ssh = format!(
+        "ssh -p {port} -i {} -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR {ssh_user}@127.0.0.1",
+        key.display()
+    );
+    let config = written(
+        home.join("barman.conf"),
+        format!(
+            "[barman]\nbarman_user = {barman_user}\nbarman_home = {home}\nlog_file = {home}/barman.log\nlog_level = INFO\ncompression = gzip\nimmediate_checkpoint = true\n\n\
+             [ssh]\ndescription = the team's server, backed up with rsync over ssh\nssh_command = {ssh}\n\
+             conninfo = host={sock} port={pgport} user=postgres dbname=postgres\nbackup_method = rsync\nbackup_options = concurrent_backup\nreuse_backup = off\n\
+             archiver = on\nincoming_wals_directory = {inc}\n",
+            home = home.display(),
+            sock = c.socket().display(),
+            pgport = c.port,
+            inc = incoming.display()
+        ),
+    );
+    for p in walk(&home).into_iter().chain([home.clone()]) {
+        nix::unistd::chown(&p, Some(barman_owner.uid), Some(barman_owner.gid)).expect("chown");
+    }
+    let barman = |args: &[&str]| {
+        let mut cmd = Command::new("barman");
+        cmd.arg("-c").arg(&config).args(args);
+        cmd
+    };
+    let _ = barman(&["check", "ssh"]).output().expect("barman check");
+    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
+    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    c.archive_now();
+    ok(&mut barman(&["archive-wal", "ssh"]), "barman archive-wal");
+    let checked = barman(&["check", "ssh"]).output().expect("barman check");
+    let said = format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    assert!(said.contains("ssh: OK"), "barman reaches the server over ssh:\n{said}");
+    let mut load = c.load(4);
+    ok(&mut barman(&["backup", "--wait", "--wait-timeout", "120", "ssh"]), "barman backup (rsync over ssh)");
+    let _ = load.wait();
+    let (_, counts) = c.batches();
+    ok(&mut barman(&["archive-wal", "ssh"]), "barman archive-wal");
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&mut barman(&["-f", "json", "list-backups", "ssh"]), "barman list-backups"))
+            .expect("list-backups json");
+    let id = listed["ssh"][0]["backup_id"].as_str().expect("a backup id").to_string();
+    assert_eq!(listed["ssh"][0]["status"], "DONE", "{listed}");
+    let info = std::fs::read_to_string(home.join("ssh/base").join(&id).join("backup.info")).expect("backup.info");
+    assert!(info.contains("mode=rsync"), "an rsync backup:\n{info}");
+
+    let source = format!("barman://ssh?config={}", config.display());
+    let ran = shipped(&source, counts.latest).output();
+    assert_eq!(ran.code, Some(0), "{}\nsource server log:\n{}", ran.all(), c.log());
+    let ran =
+        shipped(&source, counts.at_name).var("target_name", "before_batch_3").report(work.path().join("r")).output();
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    let rj = ran.run_json();
+    let o = &rj.step("recover").outputs;
+    assert_eq!((o["backup"].as_str(), o["marker"].as_bool()), (Some(id.as_str()), Some(true)), "{o}");
+    assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("before_batch_3")), "{o}");
+    drop(c);
+    drop(sshd);
 }
 
 /// A TLS terminator in front of a plain-HTTP S3 server: each TLS connection is relayed to
