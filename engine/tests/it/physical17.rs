@@ -639,6 +639,16 @@ fn a_postgresql_17_barman_servers_backups_are_served_by_the_images_barman_and_re
     team.sh(&format!("barman -c {d}/barman.conf check demo >/dev/null || true"));
     barman("receive-wal --create-slot demo");
     team.sh(&format!("nohup barman -c {d}/barman.conf receive-wal demo >{d}/receive-wal.log 2>&1 &"));
+    // Streaming before the first switch: under load `barman receive-wal` took longer to
+    // connect than `switch-wal --archive` waits, and the segment was never received.
+    let streaming = || team.sql("select active from pg_replication_slots where slot_name = 'barman'") == "t";
+    for _ in 0..600 {
+        if streaming() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(streaming(), "barman receive-wal never streamed: {}", team.sh(&format!("cat {d}/receive-wal.log")));
     team.sql("create table drill(id serial primary key, batch int not null)");
     team.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
     // Barman takes no first backup before a segment reached its archive; the backup's last
