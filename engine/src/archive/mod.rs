@@ -286,7 +286,7 @@ pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
 /// sealed values had a second one that took `+a` for `0a`.
 pub fn unhex_bytes(s: &str) -> Option<Vec<u8>> {
     // from_str_radix would accept a `+` sign: only hex digits count.
-    if s.len() % 2 != 0 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
