@@ -7,7 +7,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use super::{hex, unhex, ArchiveError, Header, Kdf, CHUNK_SIZE};
+use super::{hex, unhex, unhex_bytes, ArchiveError, Header, Kdf, CHUNK_SIZE};
 
 const TAG: usize = 16;
 const LAST: u32 = 0x8000_0000;
@@ -269,11 +269,7 @@ impl Key {
     /// What `seal` sealed with the same key and label; an error when it was changed.
     pub fn unseal(&self, label: &str, sealed: &str) -> Result<Vec<u8>, String> {
         let bad = || format!("the sealed {label} do not open under this key: changed, or another key");
-        let bytes: Vec<u8> = (0..sealed.len())
-            .step_by(2)
-            .map(|i| sealed.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-            .collect::<Option<_>>()
-            .ok_or_else(bad)?;
+        let bytes = unhex_bytes(sealed).ok_or_else(bad)?;
         if bytes.len() < 12 + TAG {
             return Err(bad());
         }

@@ -279,15 +279,18 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Exactly `2 * N` hex digits -> `N` bytes.
 pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    unhex_bytes(s)?.try_into().ok()
+}
+
+/// An even number of hex digits -> the bytes; anything else is `None`. The one hex decoder:
+/// sealed values had a second one that took `+a` for `0a`.
+pub fn unhex_bytes(s: &str) -> Option<Vec<u8>> {
     // from_str_radix would accept a `+` sign: only hex digits count.
-    if s.len() != 2 * N || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
-    let mut out = [0u8; N];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    s.as_bytes().chunks(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
 }
 
 /// Options for writing.

@@ -182,3 +182,33 @@ fn reseal_moves_an_archive_to_the_new_key_without_changing_its_content() {
     bad[n - 40] ^= 1;
     assert!(reseal(bad.as_slice(), Vec::new(), &ring, &new_key).is_err());
 }
+
+/// Sealed values (the globals' password verifiers) had a hex decoder of their own that read
+/// `+a` as `0a`, so an altered text still opened; the one decoder takes hex digits only.
+#[test]
+fn sealed_text_with_a_sign_in_its_hex_does_not_open() {
+    let key = raw_key().derive_new().expect("key");
+    // The nonce is random: seal until a byte pair starts with a zero a sign can stand for.
+    let (sealed, at) = (0..100)
+        .find_map(|_| {
+            let sealed = key.seal("verifiers", b"secret").expect("seal");
+            let at = (0..sealed.len()).step_by(2).find(|&i| sealed.as_bytes()[i] == b'0')?;
+            Some((sealed, at))
+        })
+        .expect("a sealed text with a pair starting with 0");
+    assert_eq!(key.unseal("verifiers", &sealed).expect("opens"), b"secret");
+    let signed = format!("{}+{}", &sealed[..at], &sealed[at + 1..]);
+    assert!(key.unseal("verifiers", &signed).is_err(), "{signed}");
+    for (text, bytes) in [
+        ("", Some(vec![])),
+        ("00ff1A", Some(vec![0, 255, 26])),
+        ("+a", None),
+        ("abc", None),
+        ("zz", None),
+        ("\u{e9}0", None),
+    ] {
+        assert_eq!(unhex_bytes(text), bytes, "{text:?}");
+    }
+    assert_eq!(unhex::<2>("0a0b"), Some([10, 11]));
+    assert_eq!(unhex::<2>("0a0b0c"), None);
+}

@@ -9,43 +9,15 @@
 //! reads a store, and its callers run it off the async workers (`block_in_place`). It must
 //! never start a server, nor write to the archive it reads.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
 use crate::error::Failure;
 
-/// A WAL location (`pg_lsn`), as PostgreSQL writes it: `16/B374D848`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Lsn(pub u64);
-
-impl Lsn {
-    /// `X/Y` (hexadecimal halves) -> the location; anything else is `None`.
-    pub fn parse(text: &str) -> Option<Lsn> {
-        let (hi, lo) = text.trim().split_once('/')?;
-        if hi.is_empty() || lo.is_empty() || hi.len() > 8 || lo.len() > 8 {
-            return None;
-        }
-        let hi = u64::from_str_radix(hi, 16).ok()?;
-        let lo = u64::from_str_radix(lo, 16).ok()?;
-        Some(Lsn((hi << 32) | lo))
-    }
-
-    /// The WAL segment file holding this location on `timeline`, for segments of
-    /// `segment_size` bytes (16 MiB unless initdb was told otherwise).
-    pub fn segment_name(self, timeline: u32, segment_size: u64) -> String {
-        let seg = self.0 / segment_size.max(1);
-        let per_id = 0x1_0000_0000u64 / segment_size.max(1);
-        format!("{timeline:08X}{:08X}{:08X}", seg / per_id, seg % per_id)
-    }
-}
-
-impl fmt::Display for Lsn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
-    }
-}
+/// A WAL location (`pg_lsn`): the WAL archive's type, so a source's locations and the
+/// archive's are one kind of value with one parser.
+pub use crate::wal::Lsn;
 
 /// The default WAL segment size.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;

@@ -386,8 +386,9 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
     let mut store_sha = None;
     let path = match tree.object(&path) {
         Some((_, rel)) if tree.is_stand_in(&path) => {
-            if rel.ends_with(".pgdrill") && tree.is_file(&crate::backup::layout::manifest_path(&path)) {
-                tree.fill_head(&path, u64::from(crate::archive::MAX_HEADER) + 64)
+            let manifest = crate::backup::layout::manifest_path(&path);
+            if rel.ends_with(".pgdrill") && tree.is_file(&manifest) {
+                tree.fill_head(&path, u64::from(crate::archive::MAX_HEADER) + 64, &manifest)
                     .await
                     .map_err(StepError::environment)?;
                 path

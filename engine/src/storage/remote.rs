@@ -1069,7 +1069,10 @@ impl Remote {
 
     /// Write the first `n` bytes of `rel` into its stand-in (an archive's header, for a
     /// check of its manifest), leaving it a stand-in: a step that reads more downloads it.
-    pub async fn fill_head(&self, rel: &str, n: u64) -> Result<(), String> {
+    /// `beside` is the mirror file a check of this head reads with it (an archive's manifest,
+    /// named by the backup layout, not here): with it listed or read, the stand-in counts as
+    /// headed, so `stand_in` needs no second read.
+    pub async fn fill_head(&self, rel: &str, n: u64, beside: &Path) -> Result<(), String> {
         use std::io::{Seek, SeekFrom};
         let local = self.mirror_of(rel);
         if !self.is_stand_in(&local) {
@@ -1089,10 +1092,7 @@ impl Remote {
         // A listed stand-in has its manifest beside it already.
         // Listed (no file yet) or read: what `tree::is_file` asks, here where the listing
         // lives (tree reads this module, not the other way round).
-        let manifest = self.mirror_of(&format!("{rel}.manifest.json"));
-        if n >= u64::from(crate::archive::MAX_HEADER) + 64
-            && (self.unmade_at(&manifest).is_some() || manifest.is_file())
-        {
+        if self.unmade_at(beside).is_some() || beside.is_file() {
             lock(&self.seen.headed).insert(local);
         }
         Ok(())
@@ -2064,9 +2064,9 @@ impl super::tree::Mirror for Remote {
         &self.cache
     }
 
-    async fn fill_head(&self, path: &Path, n: u64) -> Result<(), String> {
+    async fn fill_head(&self, path: &Path, n: u64, beside: &Path) -> Result<(), String> {
         let rel = self.rel_of_mirror(path).ok_or_else(|| format!("{} is not in {}", path.display(), self.url))?;
-        Remote::fill_head(self, &rel, n).await
+        Remote::fill_head(self, &rel, n, beside).await
     }
 
     async fn fetch(&self, path: &Path) -> Result<PathBuf, String> {

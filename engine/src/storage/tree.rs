@@ -32,8 +32,10 @@ pub trait Mirror: Send + Sync {
     fn materialize(&self, path: &Path) -> Result<bool, String>;
     /// Whether `path` is a file a listing made without reading its object.
     fn is_lazy(&self, path: &Path) -> bool;
-    /// Write the object's first `n` bytes into its stand-in at `path` (an archive's header).
-    async fn fill_head(&self, path: &Path, n: u64) -> Result<(), String>;
+    /// Write the object's first `n` bytes into its stand-in at `path` (an archive's header),
+    /// `beside` the file a check of that head reads with it (its manifest, as the caller's
+    /// layout names it: storage knows no backup's names).
+    async fn fill_head(&self, path: &Path, n: u64, beside: &Path) -> Result<(), String>;
     /// Download the whole object at `path` into the mirror; its local file.
     async fn fetch(&self, path: &Path) -> Result<PathBuf, String>;
     /// Whether the whole object at `path` was downloaded into the mirror in this run.
@@ -211,10 +213,11 @@ impl Tree {
     }
 
     /// Write the first `n` bytes of the object `path` stands for into its stand-in (an
-    /// archive's header); nothing for a local file.
-    pub async fn fill_head(&self, path: &Path, n: u64) -> Result<(), String> {
+    /// archive's header, `beside` the file read with it: see `Mirror::fill_head`); nothing
+    /// for a local file.
+    pub async fn fill_head(&self, path: &Path, n: u64, beside: &Path) -> Result<(), String> {
         match self.answer(path) {
-            Answer::Mirror(m) => m.fill_head(path, n).await,
+            Answer::Mirror(m) => m.fill_head(path, n, beside).await,
             Answer::Files => Ok(()),
         }
     }

@@ -56,11 +56,15 @@ pub fn wal_key(system: u64, name: &str) -> String {
     format!("{}{name}.pgdrill", wal_prefix(system))
 }
 
-/// A WAL location, `X/Y` in PostgreSQL's text.
+/// A WAL location (`pg_lsn`), `X/Y` in PostgreSQL's text: `16/B374D848`. The one type for
+/// it: physical sources (`physical::source`) use this one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Lsn(pub u64);
 
 impl Lsn {
+    /// `X/Y`, each half one to eight hexadecimal digits (PostgreSQL's `pg_lsn` input takes
+    /// no sign either: a `+` that Rust's number parsing would let through is refused), with
+    /// surrounding whitespace ignored; anything else is `None`.
     pub fn parse(s: &str) -> Option<Lsn> {
         let (hi, lo) = s.trim().split_once('/')?;
         let valid = |p: &str| !p.is_empty() && p.len() <= 8 && p.chars().all(|c| c.is_ascii_hexdigit());
@@ -73,6 +77,12 @@ impl Lsn {
     /// The segment number holding this location.
     pub fn segno(self, seg_size: u64) -> u64 {
         self.0 / seg_size.max(1)
+    }
+
+    /// The WAL segment file holding this location on `timeline`, for segments of
+    /// `segment_size` bytes (16 MiB unless initdb was told otherwise).
+    pub fn segment_name(self, timeline: u32, segment_size: u64) -> String {
+        segment_name(timeline, self.segno(segment_size), segment_size)
     }
 }
 

@@ -249,3 +249,28 @@ fn a_servers_wal_config_keeps_the_key_in_a_private_file_of_its_own() {
     let (c, secret) = Config::load(&Given { config: Some(conf), ..Default::default() }).expect("loads");
     assert_eq!((c.storage.as_str(), secret.as_str()), ("/srv/wal", "a WAL test passphrase"));
 }
+
+/// The physical sources had a parser of their own that took `+1/2` (Rust's number parsing
+/// accepts a leading `+`); PostgreSQL's `pg_lsn` refuses it, and so does the one parser now.
+/// What both parsers accepted is still accepted, with the same value.
+#[test]
+fn lsn_parse_refuses_a_sign_the_physical_sources_parser_accepted() {
+    for (text, value) in [
+        ("16/B374D848", 0x16_B374_D848u64),
+        ("0/3000028", 0x300_0028),
+        ("ffffffff/ffffffff", u64::MAX),
+        (" 1/2000028\n", 0x1_0200_0028),
+        ("00000000/00000001", 1),
+    ] {
+        assert_eq!(Lsn::parse(text), Some(Lsn(value)), "{text:?}");
+    }
+    for bad in
+        ["+1/2", "1/+2", "-1/2", "1/2/3", "123456789/0", "0/123456789", "/1", "1/", "0x1/2", "1 /2", "g/0", "nonsense"]
+    {
+        assert_eq!(Lsn::parse(bad), None, "{bad:?}");
+    }
+    assert_eq!(
+        Lsn::parse("0/3000028").map(|l| l.segment_name(1, 16 << 20)).as_deref(),
+        Some("000000010000000000000003")
+    );
+}
