@@ -107,34 +107,6 @@ pub async fn publish(dir: &Path, location: &str, mode: Mode, retain: Duration) -
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `evidence publish` uploaded whatever the directory held, unchecked: a log with a
-    /// removed record was made undeletable as if it were whole. It is now verified first
-    /// (before any store is asked) and refused, naming the problem.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_log_with_a_problem_is_not_published() {
-        use crate::evidence::{keys::SigningKey, log, statement::Statement, statement::Subject};
-        let dir = tempfile::tempdir().expect("tmp");
-        let key = SigningKey::generate().expect("key");
-        for outcome in ["failed", "passed"] {
-            let s = Statement::run(
-                vec![Subject::sha256("x", "00")],
-                serde_json::json!({"runbook": {"name": "dr"}, "kind": "drill", "outcome": outcome, "finished_at": "2026-12-01T00:00:00Z"}),
-            );
-            log::append(dir.path(), &key, s).expect("append");
-        }
-        std::fs::remove_file(dir.path().join(RECORDS).join(record_name(1))).expect("rm");
-        let e = publish(dir.path(), "s3://bucket/evidence", Mode::Governance, Duration::from_secs(60))
-            .await
-            .expect_err("a log with a removed record was published");
-        let e = e.to_string();
-        assert!(e.contains("record 1: missing: the failed drill") && e.contains("not published"), "{e}");
-    }
-}
-
 /// Name each object of the log at `location` (`s3://BUCKET/PREFIX`) hidden by a delete
 /// marker. In a versioned (Object Lock) bucket a DELETE without a version id removes
 /// nothing locked: it adds a delete marker that hides the object from the listing the log
@@ -170,4 +142,32 @@ pub async fn against_delete_markers(v: &mut super::verify::Verified, location: &
         });
     }
     v.findings.sort_by_key(|f| f.record.unwrap_or(0));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `evidence publish` uploaded whatever the directory held, unchecked: a log with a
+    /// removed record was made undeletable as if it were whole. It is now verified first
+    /// (before any store is asked) and refused, naming the problem.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_log_with_a_problem_is_not_published() {
+        use crate::evidence::{keys::SigningKey, log, statement::Statement, statement::Subject};
+        let dir = tempfile::tempdir().expect("tmp");
+        let key = SigningKey::generate().expect("key");
+        for outcome in ["failed", "passed"] {
+            let s = Statement::run(
+                vec![Subject::sha256("x", "00")],
+                serde_json::json!({"runbook": {"name": "dr"}, "kind": "drill", "outcome": outcome, "finished_at": "2026-12-01T00:00:00Z"}),
+            );
+            log::append(dir.path(), &key, s).expect("append");
+        }
+        std::fs::remove_file(dir.path().join(RECORDS).join(record_name(1))).expect("rm");
+        let e = publish(dir.path(), "s3://bucket/evidence", Mode::Governance, Duration::from_secs(60))
+            .await
+            .expect_err("a log with a removed record was published");
+        let e = e.to_string();
+        assert!(e.contains("record 1: missing: the failed drill") && e.contains("not published"), "{e}");
+    }
 }

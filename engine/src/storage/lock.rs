@@ -355,27 +355,6 @@ fn versions_page(xml: &str) -> Result<VersionsPage, String> {
     Ok(page)
 }
 
-#[cfg(test)]
-mod versions_tests {
-    use super::*;
-
-    /// A key's entries newest first, a delete marker current over a real version, and a
-    /// truncated page's markers.
-    #[test]
-    fn a_page_of_object_versions_is_read_with_its_delete_markers() {
-        let xml = "<ListVersionsResult><IsTruncated>true</IsTruncated><NextKeyMarker>p/b&amp;c</NextKeyMarker><NextVersionIdMarker>v9</NextVersionIdMarker>\
-            <DeleteMarker><Key>p/a</Key><VersionId>m1</VersionId><IsLatest>true</IsLatest></DeleteMarker>\
-            <Version><Key>p/a</Key><VersionId>v1</VersionId><IsLatest>false</IsLatest></Version>\
-            <Version><Key>p/b&amp;c</Key><VersionId>v2</VersionId><IsLatest>true</IsLatest></Version></ListVersionsResult>";
-        let page = versions_page(xml).expect("page");
-        let got: Vec<(&str, &str, bool, bool)> =
-            page.entries.iter().map(|e| (e.key.as_str(), e.version.as_str(), e.latest, e.marker)).collect();
-        assert_eq!(got, [("p/a", "m1", true, true), ("p/a", "v1", false, false), ("p/b&c", "v2", true, false)]);
-        assert_eq!(page.next, Some(("p/b&c".to_string(), "v9".to_string())));
-        assert!(versions_page("<ListVersionsResult><IsTruncated>true</IsTruncated></ListVersionsResult>").is_err());
-    }
-}
-
 /// An S3 prefix in a bucket with Object Lock, ready for objects written with retention.
 pub(crate) struct Locked {
     s3: S3,
@@ -683,5 +662,21 @@ mod tests {
         }
         assert_eq!(Mode::parse("Compliance"), Ok(Mode::Compliance));
         assert!(Mode::parse("forever").is_err());
+    }
+
+    /// A key's entries newest first, a delete marker current over a real version, and a
+    /// truncated page's markers.
+    #[test]
+    fn a_page_of_object_versions_is_read_with_its_delete_markers() {
+        let xml = "<ListVersionsResult><IsTruncated>true</IsTruncated><NextKeyMarker>p/b&amp;c</NextKeyMarker><NextVersionIdMarker>v9</NextVersionIdMarker>\
+            <DeleteMarker><Key>p/a</Key><VersionId>m1</VersionId><IsLatest>true</IsLatest></DeleteMarker>\
+            <Version><Key>p/a</Key><VersionId>v1</VersionId><IsLatest>false</IsLatest></Version>\
+            <Version><Key>p/b&amp;c</Key><VersionId>v2</VersionId><IsLatest>true</IsLatest></Version></ListVersionsResult>";
+        let page = versions_page(xml).expect("page");
+        let got: Vec<(&str, &str, bool, bool)> =
+            page.entries.iter().map(|e| (e.key.as_str(), e.version.as_str(), e.latest, e.marker)).collect();
+        assert_eq!(got, [("p/a", "m1", true, true), ("p/a", "v1", false, false), ("p/b&c", "v2", true, false)]);
+        assert_eq!(page.next, Some(("p/b&c".to_string(), "v9".to_string())));
+        assert!(versions_page("<ListVersionsResult><IsTruncated>true</IsTruncated></ListVersionsResult>").is_err());
     }
 }
