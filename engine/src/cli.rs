@@ -1386,6 +1386,13 @@ async fn hold_to_anchors(
 ) -> Result<(), Error> {
     use crate::evidence::{anchors, verify};
     let mut anchored: Vec<u64> = Vec::new();
+    // Anchors without a key's proof (ledger lines, run.json files, manifests without a MAC):
+    // compared, never counted as proof that nothing was cut.
+    let mut unsigned: Vec<u64> = Vec::new();
+    // A versioned bucket keeps what a DELETE without a version id hid from the listing.
+    if shown.starts_with("s3://") {
+        crate::evidence::immutable::against_delete_markers(v, shown).await;
+    }
     // The newest head the log's appends published (never replaced): a cut of the newest
     // record is named against it.
     anchored.extend(anchors::against_heads(v, location, key, here));
@@ -1402,7 +1409,7 @@ async fn hold_to_anchors(
         ledgers.extend(ledger_beside(shown, stores).await);
     }
     for (at, text) in &ledgers {
-        anchored.extend(verify::against_ledger(v, location, here, text, at));
+        unsigned.extend(verify::against_ledger(v, location, here, text, at));
     }
     // The anchors of runs with `--evidence` and no ledger: their run.json, and the manifests
     // of the backups they wrote.
@@ -1415,7 +1422,7 @@ async fn hold_to_anchors(
         runs.extend(beside_evidence(shown, "run.json", stores).await);
     }
     for (at, text) in &runs {
-        anchored.extend(anchors::against_run_json(v, location, here, text, at));
+        unsigned.extend(anchors::against_run_json(v, location, here, text, at));
     }
     let backup_key = std::env::var("PGDRILL_BACKUP_KEY")
         .ok()
@@ -1426,7 +1433,8 @@ async fn hold_to_anchors(
     let manifests = anchors::manifests_named(&folders, backup_key.as_ref(), here, newest, stores, &mut v.notes).await;
     let (proven, unproven) = anchors::against_manifests(v, location, here, &manifests);
     anchored.extend(proven);
-    anchors::unanchored(v, anchored.into_iter().max(), unproven);
+    unsigned.extend(unproven);
+    anchors::unanchored(v, anchored.into_iter().max(), unsigned.into_iter().max());
     Ok(())
 }
 

@@ -8,8 +8,9 @@
 //! checkpoint's signed payload): held to the newest one (`against_heads`), a cut of the
 //! newest record is named with no later run needed. Only anchors authenticated by a key (a
 //! head or kept checkpoint under the evidence key, a manifest under the backup key's MAC)
-//! count as proof that nothing was cut; a manifest without a MAC is compared too (it can show
-//! a cut) but listed apart (`Verified::unauthenticated`), never counted as proof.
+//! count as proof that nothing was cut; the unsigned ones (ledger lines, run.json files, a
+//! manifest without a MAC) are compared too (each can show a cut) but listed apart
+//! (`Verified::unauthenticated`), never counted as proof.
 //!
 //! What still escapes: a cut that also removes every anchor of the records cut (the history
 //! lines, the run.json files, the backups whose manifests anchor them), or rewrites them
@@ -46,18 +47,33 @@ pub fn against_heads(v: &mut Verified, dir: &Path, key: &PublicKey, here: &[Stri
                 .push(Finding { record: None, problem: format!("{HEADS}/{} is not a head of this log", one(&name)) }),
         }
     }
-    // Newest first: the first that holds is the anchor.
+    // Newest first: the first that holds is the anchor. The older ones are read too, for the
+    // pack (`Verified::heads`): one that does not check is left out, not judged.
     heads.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.2.cmp(&a.2)));
+    let mut anchored = None;
     for (n, sha, name) in heads {
         let shown = format!("{HEADS}/{}", one(&name));
-        let judged = std::fs::read(dir.join(HEADS).join(&name)).map_err(|e| e.to_string()).and_then(|b| {
-            let e = Envelope::from_bytes(&b)?;
+        let bytes = std::fs::read(dir.join(HEADS).join(&name)).map_err(|e| e.to_string());
+        let judged = bytes.as_ref().map_err(Clone::clone).and_then(|b| {
+            let e = Envelope::from_bytes(b)?;
             let p = e.verify(key)?;
             if e.payload_type != CHECKPOINT_TYPE {
                 return Err(format!("its payload type is {}, not a head", e.payload_type));
             }
             serde_json::from_slice::<Value>(&p).map_err(|e| e.to_string())
         });
+        if anchored.is_some() {
+            // An older head: kept for the pack when it checks and its record is there unchanged.
+            let fits = judged.as_ref().is_ok_and(|c| {
+                c["sequence"].as_u64() == Some(n)
+                    && c["record_sha256"].as_str() == Some(sha.as_str())
+                    && c["location"].as_str().is_none_or(|at| here.iter().any(|h| h == at))
+            });
+            if let (true, Ok(b)) = (fits && v.good.iter().any(|g| g.sequence == n && g.sha256 == sha), bytes) {
+                v.heads.push((name, b));
+            }
+            continue;
+        }
         let c = match judged {
             Ok(c) => c,
             Err(e) => {
@@ -85,9 +101,12 @@ pub fn against_heads(v: &mut Verified, dir: &Path, key: &PublicKey, here: &[Stri
         );
         v.held.push(format!("the newest head its appends published, {shown}: record {n} is there unchanged"));
         hold(v, dir, n, &sha, &what);
-        return Some(n);
+        if let Ok(b) = bytes {
+            v.heads.push((name, b));
+        }
+        anchored = Some(n);
     }
-    None
+    anchored
 }
 
 /// An anchor's `{location, sequence, record_sha256}` when it names this log (`here`).
@@ -98,7 +117,8 @@ fn of_here(e: &Value, here: &[String]) -> Option<(u64, String)> {
 }
 
 /// Hold the log to a run's run.json (`text`, read at `shown`): the run wrote, beside its
-/// report, the head it appended. Returns the anchored sequence when it names this log.
+/// report, the head it appended. Unsigned: listed as `unauthenticated`. Returns the anchored
+/// sequence when it names this log.
 pub fn against_run_json(v: &mut Verified, dir: &Path, here: &[String], text: &str, shown: &str) -> Option<u64> {
     let shown = crate::util::one_line(shown).into_owned();
     let run: Value = serde_json::from_str(text).ok()?;
@@ -112,7 +132,8 @@ pub fn against_run_json(v: &mut Verified, dir: &Path, here: &[String], text: &st
         s(&top["name"]),
         s(&run["finished_at"])
     );
-    v.held.push(format!("the run.json {shown}: its anchor of this log, record {n}, is there unchanged"));
+    // Unsigned, like a ledger line: compared, never proof that nothing was cut.
+    v.unauthenticated.push(format!("the run.json {shown}: its anchor of this log, record {n}, is there unchanged"));
     hold(v, dir, n, &sha, &what);
     Some(n)
 }
@@ -289,11 +310,11 @@ pub fn unanchored(v: &mut Verified, anchored: Option<u64>, unauthenticated: Opti
     let Some(newest) = v.good.last().map(|g| g.sequence) else { return };
     let also = match unauthenticated.filter(|u| anchored.is_none_or(|a| u > &a)) {
         Some(u) => format!(
-            "; record {u} is named by an UNAUTHENTICATED anchor (a manifest without a MAC under the backup key), which can show a cut but never prove there was none"
+            "; record {u} is named by an UNAUTHENTICATED anchor (a ledger line, a run.json or a manifest without a MAC under the backup key: unsigned), which can show a cut but never prove there was none"
         ),
         None => String::new(),
     };
-    let nothing = "no published head, ledger line, run.json, authenticated backup manifest or kept checkpoint";
+    let nothing = "no published head, authenticated backup manifest or kept checkpoint";
     let line = match anchored {
         Some(a) if a >= newest => return,
         Some(a) if a + 1 == newest => format!(

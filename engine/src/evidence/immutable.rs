@@ -107,6 +107,43 @@ pub async fn publish(dir: &Path, location: &str, mode: Mode, retain: Duration) -
     Ok(out)
 }
 
+/// Name each object of the log at `location` (`s3://BUCKET/PREFIX`) hidden by a delete
+/// marker. In a versioned (Object Lock) bucket a DELETE without a version id removes
+/// nothing locked: it adds a delete marker that hides the object from the listing the log
+/// is read from, so a record or head cut that way would go unseen. Each is a finding naming
+/// the version that still holds it; where the versions cannot be read, a note says so.
+pub async fn against_delete_markers(v: &mut super::verify::Verified, location: &str) {
+    let one = |s: &str| crate::util::one_line(s).into_owned();
+    let hidden = match crate::storage::lock::hidden_by_delete_markers(location).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return,
+        Err(e) => {
+            v.notes.push(format!(
+                "the object versions of {} were not read, so a record or head hidden by a delete marker could not be told: {}",
+                one(location),
+                one(&e.to_string())
+            ));
+            return;
+        }
+    };
+    for h in hidden {
+        let in_dir = |d: &str| h.name.strip_prefix(&format!("{d}/")).is_some_and(|r| !r.contains('/'));
+        if !(h.name == CHECKPOINT || h.name == PUBLIC_KEY || in_dir(RECORDS) || in_dir(super::log::HEADS)) {
+            continue;
+        }
+        let record = h.name.strip_prefix(&format!("{RECORDS}/")).and_then(super::log::parse_record_name);
+        v.findings.push(super::verify::Finding {
+            record,
+            problem: format!(
+                "{} is hidden by a delete marker (a DELETE without a version id): its version {} still holds it",
+                one(&h.name),
+                one(&h.version)
+            ),
+        });
+    }
+    v.findings.sort_by_key(|f| f.record.unwrap_or(0));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

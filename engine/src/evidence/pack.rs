@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::log::{record_name, CHECKPOINT, PUBLIC_KEY, RECORDS};
+use super::log::{parse_head_name, record_name, CHECKPOINT, HEADS, PUBLIC_KEY, RECORDS};
 use super::verify::Verified;
 use crate::Error;
 
@@ -33,7 +33,7 @@ pub fn anchors_text(v: &Verified) -> String {
         ));
     }
     if v.held.is_empty() {
-        out.push_str("checked: no authenticated anchor of this log outside it was found (no published head, ledger line, run.json, authenticated backup manifest or kept checkpoint)\n");
+        out.push_str("checked: no authenticated anchor of this log outside it was found (no published head, authenticated backup manifest or kept checkpoint; ledger lines and run.json files are unsigned)\n");
     }
     for u in &v.unproven {
         out.push_str(&format!("NOT PROVEN: {}\n", crate::util::one_line(u)));
@@ -54,6 +54,10 @@ pub const VERIFY_SH: &str = r#"#!/bin/sh
 #  6. prints anchors.txt: the anchors outside the log (ledger lines, run.json files, backup
 #     manifests, kept checkpoints) pgdrill held it to when packing, and any newest records
 #     none of them names (a cut of those could not be told).
+#  7. each published head (heads/SEQUENCE-SHA256.dsse.json, a signed checkpoint its append
+#     published and never replaced): its signature over its PAE, that it names the record its
+#     file name says and that record is here unchanged, and that the last record here is the
+#     newest head's: a cut of the newest records with an older checkpoint put back fails here.
 # Usage: sh verify.sh [PUBLIC_KEY_PEM [TSA_CA_PEM]]   (default: public-key.pem, the one in
 # this pack; better: the public key you were given separately)
 set -eu
@@ -136,6 +140,75 @@ for f in records/*.dsse.json checkpoint.dsse.json; do
     fi
     check "$f"
 done
+last=""
+for f in records/*.dsse.json; do
+    [ -f "$f" ] && last=${f#records/} && last=${last%.dsse.json}
+done
+newest=""
+for h in heads/*.dsse.json; do
+    [ -f "$h" ] || continue
+    name=${h#heads/}
+    n=${name%%-*}
+    named=${name#*-}
+    named=${named%.dsse.json}
+    type=$(sed -n 's/^  "payloadType": "\(.*\)",$/\1/p' "$h")
+    sed -n 's/^  "payload": "\(.*\)",$/\1/p' "$h" | openssl base64 -d -A > "$tmp/payload"
+    sed -n 's/^      "sig": "\(.*\)"$/\1/p' "$h" | openssl base64 -d -A > "$tmp/sig"
+    printf 'DSSEv1 %d %s %d ' "${#type}" "$type" "$(($(wc -c < "$tmp/payload")))" > "$tmp/pae"
+    cat "$tmp/payload" >> "$tmp/pae"
+    if [ "$type" != application/vnd.pgdrill.checkpoint+json ]; then
+        sig="BAD (its payload type is not a head's)"
+        bad=1
+    elif openssl pkeyutl -verify -pubin -inkey "$key" -rawin -in "$tmp/pae" -sigfile "$tmp/sig" > /dev/null 2>&1; then
+        sig=ok
+    else
+        sig=BAD
+        bad=1
+    fi
+    # Compact JSON, keys in order: the head's own sequence comes after its record's text.
+    seq=$(sed -n 's/.*"sequence":\([0-9]*\).*/\1/p' "$tmp/payload")
+    sha=$(sed -n 's/.*"record_sha256":"\([0-9a-f]*\)".*/\1/p' "$tmp/payload")
+    rec=records/$n.dsse.json
+    if [ -z "$seq" ] || [ "$seq" != "$(expr "$n" + 0 2> /dev/null)" ] || [ "$sha" != "$named" ]; then
+        held="BAD (its signed payload names another record than its file name)"
+        bad=1
+    elif [ ! -f "$rec" ]; then
+        held="BROKEN (it names $rec, which is not here: records were cut off the end)"
+        bad=1
+    elif [ "$(openssl dgst -sha256 -r "$rec" | cut -c1-64)" != "$sha" ]; then
+        held="BROKEN ($rec is not the record it names: edited or replaced)"
+        bad=1
+    else
+        held="ok ($rec is the one it names)"
+    fi
+    where=""
+    if [ -f locations.txt ]; then
+        sed 's/,"previous":$//' locations.txt > "$tmp/heads-at"
+        if grep -q -F -f "$tmp/heads-at" "$tmp/payload"; then
+            where=", location ok"
+        else
+            where=", location BAD (published at a location locations.txt does not name)"
+            bad=1
+        fi
+    fi
+    echo "$h: signature $sig, record $held$where"
+    newest=$n
+done
+unproven=""
+if [ -z "$newest" ]; then
+    echo "heads: NOT PROVEN: this pack holds no published head: a cut of the newest records (with an older checkpoint put back) cannot be told here"
+    unproven=", BUT no published head holds its newest record"
+elif [ -z "$last" ]; then
+    :
+elif [ "$last" = "$newest" ]; then
+    echo "heads: the last record, records/$last.dsse.json, is the newest head's"
+elif [ "$(expr "$last" + 0)" -gt "$(expr "$newest" + 0)" ]; then
+    echo "heads: NOT PROVEN: the records after $newest, to $last, have no published head here (an append stopped before publishing it): a cut of them cannot be told here"
+    unproven=", BUT the records after $newest have no published head"
+else
+    echo "heads: BROKEN: the newest head names record $newest, the last record here is $last: records were cut off the end"
+    bad=1
+fi
 if [ -f anchors.txt ]; then
     # Not checkable with openssl here (the anchors are outside this pack): what pgdrill held
     # the log to when it packed it, and which newest records nothing anchored.
@@ -146,7 +219,7 @@ if [ "$bad" -ne 0 ]; then
     echo "FAILED: see the lines above"
     exit 1
 fi
-echo "ok: every signature checks with $key and the chain is unbroken up to the signed checkpoint"
+echo "ok: every signature checks with $key and the chain is unbroken up to the signed checkpoint and the newest published head$unproven"
 "#;
 
 /// What an auditor reads first.
@@ -175,6 +248,10 @@ link. Keep the head sequence and sha256 printed below from one audit to the next
 back to an earlier checkpoint is then visible too. Each record also states, signed, where it
 was appended; locations.txt names where this log was checked to live, and verify.sh fails a
 record appended elsewhere (a whole log of another location put in this one's place).
+heads/ holds the signed heads the appends published (the newest, and the period's): each a
+checkpoint signed when its record was appended and never replaced, so an older checkpoint
+put back after a cut cannot undo it; verify.sh checks each, and that the last record here is
+the newest head's.
 anchors.txt says which anchors outside the log (ledger lines, run.json files, backup
 manifests, kept checkpoints) pgdrill held it to when packing, and which newest records none
 of them names; verify.sh prints it.
@@ -285,6 +362,16 @@ pub fn write(
     }
     if let Some(c) = &v.checkpoint {
         add(CHECKPOINT, c, 0o644).map_err(err)?;
+    }
+    // The published heads of the period's records, and always the newest (the first): with
+    // it, verify.sh sees a cut of the newest record with openssl alone.
+    for (i, (name, bytes)) in v.heads.iter().enumerate() {
+        let of_period = parse_head_name(name)
+            .and_then(|(n, _)| v.good.iter().find(|g| g.sequence == n))
+            .is_some_and(|g| in_period(g.statement.predicate["finished_at"].as_str().unwrap_or("")));
+        if i == 0 || of_period {
+            add(&format!("{HEADS}/{name}"), bytes, 0o644).map_err(err)?;
+        }
     }
     for (name, bytes) in extra {
         add(name, bytes, 0o644).map_err(err)?;

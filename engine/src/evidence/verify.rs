@@ -45,9 +45,13 @@ pub struct Verified {
     /// What the checks could not prove, said in the result line itself (records written
     /// before records named their location: a swap of those cannot be told).
     pub unproven: Vec<String>,
-    /// Anchors compared without a key's proof (a manifest without a MAC): they can show a
-    /// cut, never prove there was none, so they are listed apart from `held`.
+    /// Anchors compared without a key's proof (a ledger line, a run.json, a manifest without a
+    /// MAC): they can show a cut, never prove there was none, so they are listed apart from
+    /// `held`.
     pub unauthenticated: Vec<String>,
+    /// The published heads this log was held to and those older that check too (their file
+    /// name under `heads/` and bytes), newest first: the pack carries them for verify.sh.
+    pub heads: Vec<(String, Vec<u8>)>,
 }
 
 impl Verified {
@@ -508,7 +512,8 @@ pub fn against_kept_checkpoint(v: &mut Verified, dir: &Path, key: &PublicKey, ke
 /// log cut at its end with an older checkpoint put back verifies by itself; against the ledger
 /// the cut is named, with no checkpoint kept by anyone. What still escapes: a cut that also
 /// removes or edits every ledger line (and every kept checkpoint) that anchors the records cut.
-/// Returns the newest anchor's sequence, if the ledger holds one of this log.
+/// A ledger is unsigned, so it is listed as `unauthenticated`: it can show a cut, never prove
+/// there was none. Returns the newest anchor's sequence, if the ledger holds one of this log.
 pub fn against_ledger(v: &mut Verified, dir: &Path, here: &[String], ledger: &str, shown: &str) -> Option<u64> {
     let shown = crate::util::one_line(shown).into_owned();
     let mut newest: Option<(u64, String, usize, Value)> = None;
@@ -525,7 +530,9 @@ pub fn against_ledger(v: &mut Verified, dir: &Path, here: &[String], ledger: &st
         }
     }
     let (n, sha, line, l) = newest?;
-    v.held.push(format!(
+    // Unsigned text whoever cuts the log can edit too: compared (it can show a cut), never
+    // counted as proof that none was made.
+    v.unauthenticated.push(format!(
         "the ledger {shown}: its newest anchor of this log, record {n} (line {line}), is there unchanged"
     ));
     let s = |k: &str| l[k].as_str().map(|v| crate::util::one_line(v).into_owned()).unwrap_or_else(|| "?".into());
@@ -986,7 +993,9 @@ mod tests {
         let mut v2 = verify(dir.path(), &key.public()).expect("verify");
         assert_eq!(against_ledger(&mut v2, dir.path(), std::slice::from_ref(&here), &ledger, "h"), Some(3));
         assert!(v2.ok(), "{}", v2.text("loc"));
-        assert!(v2.text("loc").contains("held to the ledger h: its newest anchor of this log, record 3 (line 2)"));
+        assert!(v2.text("loc").contains(
+            "compared, UNAUTHENTICATED (can show a cut, never prove none), with the ledger h: its newest anchor of this log, record 3 (line 2)"
+        ));
         // Record 3 replaced by another signed record of the same key (sequence 3, another log).
         let other = tempfile::tempdir().expect("tmp");
         log_of(other.path(), &key, "payments", 3);

@@ -192,6 +192,153 @@ impl S3 {
     }
 }
 
+/// The S3 client of `s3://BUCKET/PREFIX` (`location`), its bucket and its prefix.
+fn located(location: &str) -> Result<(S3, String, String), Error> {
+    let shown = crate::util::one_line(location).into_owned();
+    let rest = location.strip_prefix("s3://").ok_or_else(|| {
+        Error::invalid(format!("{shown}: retention is kept only by S3 Object Lock: give s3://BUCKET/PREFIX"))
+    })?;
+    let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (bucket, prefix) = base.split_once('/').unwrap_or((base, ""));
+    let prefix = prefix.trim_matches('/');
+    if bucket.is_empty() || prefix.split('/').any(|c| c == "." || c == "..") {
+        return Err(Error::invalid(format!("{shown}: write s3://BUCKET/PREFIX (no `.` or `..`)")));
+    }
+    // The options that say where the bucket is; the store's others (storage class,
+    // timeouts) do not concern a retention. The location was checked by the store that
+    // writes it (`remote::open` refuses credentials in it).
+    let opts: BTreeMap<String, String> = query
+        .split('&')
+        .filter_map(|p| p.split_once('=').or(Some((p, "true"))).filter(|(k, _)| !k.is_empty()))
+        .map(|(k, v)| (k.to_ascii_lowercase(), crate::util::percent_decode(v)))
+        .filter(|(k, _)| matches!(k.as_str(), "endpoint" | "region" | "allow_http"))
+        .collect();
+    let s3 = S3::new(bucket, &opts)?;
+    Ok((s3, bucket.to_string(), prefix.to_string()))
+}
+
+/// An object under a prefix whose current version is a delete marker (a DELETE without a
+/// version id in a versioned bucket): hidden from a listing, yet still kept by its versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hidden {
+    /// Its name under the prefix.
+    pub name: String,
+    /// The newest version that still holds it.
+    pub version: String,
+}
+
+/// The objects under `s3://BUCKET/PREFIX` (`location`) hidden by a delete marker, read with
+/// ListObjectVersions (every page); `None` when the bucket has never kept versions.
+pub(crate) async fn hidden_by_delete_markers(location: &str) -> Result<Option<Vec<Hidden>>, Error> {
+    let (s3, bucket, prefix) = located(location)?;
+    let answer = |what: &str, status: reqwest::StatusCode| {
+        Error::environment(format!("S3 bucket {bucket}: {what} answered HTTP {}", status.as_u16()))
+    };
+    let r = s3.send(reqwest::Method::GET, "", "versioning=", Vec::new(), Vec::new()).await?;
+    let status = r.status();
+    let text = r.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(answer("asking whether it keeps versions", status));
+    }
+    if !text.contains("<Status>Enabled</Status>") && !text.contains("<Status>Suspended</Status>") {
+        return Ok(None);
+    }
+    let under = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+    // Per key: whether its current version is a delete marker, and its newest real version
+    // (S3 lists a key's versions newest first, across pages too).
+    let mut keys: BTreeMap<String, (bool, Option<String>)> = BTreeMap::new();
+    let mut markers: Option<(String, String)> = None;
+    loop {
+        let mut query = Vec::new();
+        if let Some((k, v)) = &markers {
+            query.push(format!("key-marker={}", uri_encode(k, false)));
+            query.push(format!("prefix={}", uri_encode(&under, false)));
+            query.push(format!("version-id-marker={}", uri_encode(v, false)));
+        } else {
+            query.push(format!("prefix={}", uri_encode(&under, false)));
+        }
+        query.push("versions=".into());
+        let r = s3.send(reqwest::Method::GET, "", &query.join("&"), Vec::new(), Vec::new()).await?;
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(answer("listing its object versions", status));
+        }
+        let page = versions_page(&text)
+            .map_err(|e| Error::environment(format!("S3 bucket {bucket}: its list of object versions: {e}")))?;
+        for v in page.entries {
+            let Some(name) = v.key.strip_prefix(&under) else { continue };
+            let e = keys.entry(name.to_string()).or_insert((false, None));
+            if v.latest && v.marker {
+                e.0 = true;
+            }
+            if !v.marker && e.1.is_none() {
+                e.1 = Some(v.version);
+            }
+        }
+        match page.next {
+            Some(next) => markers = Some(next),
+            None => break,
+        }
+    }
+    let hidden = keys
+        .into_iter()
+        .filter_map(|(name, (marked, version))| Some(Hidden { name, version: version? }).filter(|_| marked))
+        .collect();
+    Ok(Some(hidden))
+}
+
+/// One entry of a ListObjectVersions answer.
+struct VersionEntry {
+    key: String,
+    version: String,
+    latest: bool,
+    marker: bool,
+}
+
+/// One page of a ListObjectVersions answer: its entries, and the markers of the next page.
+struct VersionsPage {
+    entries: Vec<VersionEntry>,
+    next: Option<(String, String)>,
+}
+
+fn versions_page(xml: &str) -> Result<VersionsPage, String> {
+    // The answer's shape is fixed and flat (ListVersionsResult): read by its tags, so the
+    // library needs no XML parser for it.
+    fn field<'a>(block: &'a str, tag: &str) -> Option<&'a str> {
+        let start = block.find(&format!("<{tag}>"))? + tag.len() + 2;
+        let end = block[start..].find(&format!("</{tag}>"))? + start;
+        Some(&block[start..end])
+    }
+    fn text(s: &str) -> String {
+        s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
+    }
+    let mut page = VersionsPage { entries: Vec::new(), next: None };
+    let mut rest = xml;
+    loop {
+        let v = rest.find("<Version>").map(|i| (i, "Version"));
+        let d = rest.find("<DeleteMarker>").map(|i| (i, "DeleteMarker"));
+        let Some((at, tag)) = [v, d].into_iter().flatten().min() else { break };
+        let close = format!("</{tag}>");
+        let body = &rest[at + tag.len() + 2..];
+        let end = body.find(&close).ok_or_else(|| format!("an unclosed <{tag}>"))?;
+        let block = &body[..end];
+        page.entries.push(VersionEntry {
+            key: text(field(block, "Key").ok_or("an entry without a key")?),
+            version: text(field(block, "VersionId").unwrap_or("null")),
+            latest: field(block, "IsLatest") == Some("true"),
+            marker: tag == "DeleteMarker",
+        });
+        rest = &body[end + close.len()..];
+    }
+    if field(xml, "IsTruncated") == Some("true") {
+        let next = field(xml, "NextKeyMarker").zip(field(xml, "NextVersionIdMarker"));
+        let (k, v) = next.ok_or("truncated, without the markers of its next page")?;
+        page.next = Some((text(k), text(v)));
+    }
+    Ok(page)
+}
+
 /// An S3 prefix in a bucket with Object Lock, ready for objects written with retention.
 pub(crate) struct Locked {
     s3: S3,
@@ -221,25 +368,8 @@ impl Locked {
                 "{shown}: retention is written only as S3 Object Lock; Azure immutability policies are not supported (give s3://BUCKET/PREFIX, or drop the retention and rely on the container's own immutability policy)"
             )));
         }
-        let rest = location.strip_prefix("s3://").ok_or_else(|| {
-            Error::invalid(format!("{shown}: retention is kept only by S3 Object Lock: give s3://BUCKET/PREFIX"))
-        })?;
-        let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (bucket, prefix) = base.split_once('/').unwrap_or((base, ""));
-        let prefix = prefix.trim_matches('/');
-        if bucket.is_empty() || prefix.split('/').any(|c| c == "." || c == "..") {
-            return Err(Error::invalid(format!("{shown}: write s3://BUCKET/PREFIX (no `.` or `..`)")));
-        }
-        // The options that say where the bucket is; the store's others (storage class,
-        // timeouts) do not concern a retention. The location was checked by the store that
-        // writes it (`remote::open` refuses credentials in it).
-        let opts: BTreeMap<String, String> = query
-            .split('&')
-            .filter_map(|p| p.split_once('=').or(Some((p, "true"))).filter(|(k, _)| !k.is_empty()))
-            .map(|(k, v)| (k.to_ascii_lowercase(), crate::util::percent_decode(v)))
-            .filter(|(k, _)| matches!(k.as_str(), "endpoint" | "region" | "allow_http"))
-            .collect();
-        let s3 = S3::new(bucket, &opts)?;
+        let (s3, bucket, prefix) = located(location)?;
+        let (bucket, prefix) = (bucket.as_str(), prefix.as_str());
         let r = s3.send(reqwest::Method::GET, "", "object-lock=", Vec::new(), Vec::new()).await?;
         let status = r.status();
         let text = r.text().await.unwrap_or_default();
@@ -519,5 +649,21 @@ mod tests {
         }
         assert_eq!(Mode::parse("Compliance"), Ok(Mode::Compliance));
         assert!(Mode::parse("forever").is_err());
+    }
+
+    /// A key's entries newest first, a delete marker current over a real version, and a
+    /// truncated page's markers.
+    #[test]
+    fn a_page_of_object_versions_is_read_with_its_delete_markers() {
+        let xml = "<ListVersionsResult><IsTruncated>true</IsTruncated><NextKeyMarker>p/b&amp;c</NextKeyMarker><NextVersionIdMarker>v9</NextVersionIdMarker>\
+            <DeleteMarker><Key>p/a</Key><VersionId>m1</VersionId><IsLatest>true</IsLatest></DeleteMarker>\
+            <Version><Key>p/a</Key><VersionId>v1</VersionId><IsLatest>false</IsLatest></Version>\
+            <Version><Key>p/b&amp;c</Key><VersionId>v2</VersionId><IsLatest>true</IsLatest></Version></ListVersionsResult>";
+        let page = versions_page(xml).expect("page");
+        let got: Vec<(&str, &str, bool, bool)> =
+            page.entries.iter().map(|e| (e.key.as_str(), e.version.as_str(), e.latest, e.marker)).collect();
+        assert_eq!(got, [("p/a", "m1", true, true), ("p/a", "v1", false, false), ("p/b&c", "v2", true, false)]);
+        assert_eq!(page.next, Some(("p/b&c".to_string(), "v9".to_string())));
+        assert!(versions_page("<ListVersionsResult><IsTruncated>true</IsTruncated></ListVersionsResult>").is_err());
     }
 }

@@ -262,6 +262,35 @@ async fn runs_sign_their_evidence_and_a_removed_failed_verify_is_named() {
         let text = common::text(&out.stdout);
         assert!(out.status.success(), "verify.sh: {text}{}", common::text(&out.stderr));
         assert_eq!(text.matches("signature ok, chain ok").count(), 4, "{text}");
+        // The heads the appends published are in the pack, each checked with openssl, and the
+        // last record is the newest head's.
+        let newest = heads(&evidence).pop().expect("a head");
+        assert!(
+            text.contains(&format!(
+                "heads/{newest}: signature ok, record ok (records/00000003.dsse.json is the one it names), location ok"
+            )) && text.contains("heads: the last record, records/00000003.dsse.json, is the newest head's")
+                && text.contains("and the newest published head\n"),
+            "{text}"
+        );
+        // Regression (issue 42): the pack carried no head, so the newest record cut with an
+        // older checkpoint put back (here the head of record 2, a checkpoint signed then) was
+        // accepted by verify.sh. The newest head in the pack names the cut.
+        let cut = made_dir(t.path().join("unpacked-cut"));
+        tar::Archive::new(std::fs::File::open(&pack).expect("pack")).unpack(&cut).expect("untar");
+        let older = heads(&cut).into_iter().find(|h| h.starts_with("00000002-")).expect("record 2's head in the pack");
+        std::fs::copy(cut.join("heads").join(older), cut.join("checkpoint.dsse.json")).expect("put back");
+        std::fs::remove_file(cut.join("records/00000003.dsse.json")).expect("rm");
+        let out = sh(&cut);
+        let text = common::text(&out.stdout);
+        assert!(!out.status.success(), "verify.sh accepted a cut of the newest record: {text}");
+        assert!(
+            text.contains("checkpoint.dsse.json: signature ok, chain ok")
+                && text.contains(&format!(
+                    "heads/{newest}: signature ok, record BROKEN (it names records/00000003.dsse.json, which is not here"
+                ))
+                && text.contains("heads: BROKEN: the newest head names record 00000003, the last record here is 00000002"),
+            "{text}"
+        );
         // openssl alone sees the failed run removed, too.
         std::fs::remove_file(unpacked.join("records/00000003.dsse.json")).expect("rm");
         let out = sh(&unpacked);
@@ -874,7 +903,12 @@ fn a_log_cut_at_its_end_without_a_kept_checkpoint_is_named_against_the_ledger_it
     );
     let v = verify(&evidence, &public);
     assert_eq!(v.code, Some(0), "{}", v.all());
-    assert!(v.stdout.contains("held to the ledger") && v.stdout.contains("record 4 (line 4)"), "{}", v.all());
+    assert!(
+        v.stdout.contains("compared, UNAUTHENTICATED (can show a cut, never prove none), with the ledger")
+            && v.stdout.contains("record 4 (line 4)"),
+        "{}",
+        v.all()
+    );
 
     // (Exit 1 here: no drill ran, so the history is stale; the evidence is no problem yet.)
     let report = Run::cli(["report"]).arg(&reports).output();
@@ -1081,7 +1115,7 @@ async fn a_log_cut_at_its_end_for_runs_without_a_report_is_named_against_the_man
         &[
             "held to the backup manifests: the newest anchor of this log, record 2 (",
             "authenticated under the backup key), is there unchanged",
-            "held to the run.json",
+            "compared, UNAUTHENTICATED (can show a cut, never prove none), with the run.json",
             "record 4, is there unchanged",
         ],
     );
@@ -1369,8 +1403,8 @@ fn a_pack_of_a_log_cut_at_its_end_was_written_whole_and_now_is_refused_against_t
     assert_eq!(v.code, Some(0), "{}", v.all());
     assert!(
         v.stdout.lines().next().unwrap_or("").contains(
-            "BUT record 4 (the newest) is anchored by nothing yet (no published head, ledger line, run.json, authenticated backup manifest or kept checkpoint names it): a cut of it cannot be told until a later run anchors it"
-        ) && v.stdout.contains("held to the ledger "),
+            "BUT record 4 (the newest) is anchored by nothing yet (no published head, authenticated backup manifest or kept checkpoint names it): a cut of it cannot be told until a later run anchors it"
+        ) && v.stdout.contains("compared, UNAUTHENTICATED (can show a cut, never prove none), with the ledger "),
         "{}",
         v.all()
     );
@@ -1390,9 +1424,10 @@ fn a_pack_of_a_log_cut_at_its_end_was_written_whole_and_now_is_refused_against_t
     tar::Archive::new(std::fs::File::open(&good).expect("pack")).unpack(&unpacked).expect("untar");
     let anchors = std::fs::read_to_string(unpacked.join("anchors.txt")).expect("anchors.txt in the pack");
     assert!(
-        anchors.contains("checked: held to the ledger ")
+        anchors.contains("compared, UNAUTHENTICATED (can show a cut, never prove none): the ledger ")
             && anchors.contains("its newest anchor of this log, record 3 (line 3), is there unchanged")
-            && anchors.contains("checked: held to the run.json ")
+            && anchors.contains("compared, UNAUTHENTICATED (can show a cut, never prove none): the run.json ")
+            && anchors.contains("checked: held to the newest head its appends published, heads/00000003-")
             && anchors.contains("NOT PROVEN: record 4 (the newest) is anchored by nothing yet"),
         "{anchors}"
     );
@@ -1401,7 +1436,7 @@ fn a_pack_of_a_log_cut_at_its_end_was_written_whole_and_now_is_refused_against_t
     assert!(
         o.status.success()
             && out.contains("anchors checked by pgdrill evidence pack when packing:")
-            && out.contains("  checked: held to the ledger ")
+            && out.contains("  compared, UNAUTHENTICATED (can show a cut, never prove none): the ledger ")
             && out.contains("  NOT PROVEN: record 4 (the newest)"),
         "{out}"
     );
@@ -1615,7 +1650,7 @@ async fn a_manifest_without_a_mac_counted_as_proof_that_nothing_was_cut_and_now_
     assert_eq!(v.code, Some(0), "{}", v.all());
     assert!(
         v.stdout.lines().next().unwrap_or("").contains(
-            "BUT none of its 3 records is anchored outside the log (no published head, ledger line, run.json, authenticated backup manifest or kept checkpoint names this log)"
+            "BUT none of its 3 records is anchored outside the log (no published head, authenticated backup manifest or kept checkpoint names this log)"
         ) && v.stdout.contains("record 2 is named by an UNAUTHENTICATED anchor")
             && v.stdout.contains("compared, UNAUTHENTICATED (can show a cut, never prove none), with the backup manifests: the newest unauthenticated anchor of this log, record 2 (")
             && !v.stdout.contains("held to the backup manifests"),
@@ -1646,4 +1681,121 @@ async fn a_manifest_without_a_mac_counted_as_proof_that_nothing_was_cut_and_now_
         "{}",
         v.all()
     );
+}
+
+/// Regression (issue 42): ledger lines and run.json files are unsigned text (whoever can edit
+/// the evidence folder can edit the report folder beside it), yet they counted as proof that
+/// nothing was cut: a log whose newest record only they named verified a bare "ok". They are
+/// now compared (a cut they show is still named) but listed as UNAUTHENTICATED, and "ok"
+/// rests only on anchors a key proves (published heads, kept checkpoints, authenticated
+/// manifests).
+#[test]
+fn ledger_lines_and_run_json_counted_as_proof_that_nothing_was_cut_and_now_are_listed_unauthenticated() {
+    let (t, key, public) = keygen();
+    let tiny = tiny(t.path());
+    let reports = t.path().join("reports");
+    let evidence = reports.join("evidence");
+    let run = || Run::new(&tiny).arg("--signing-key").arg(&key).arg("--report").arg(&reports).expect(0);
+    run();
+    run();
+    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 2");
+    run();
+    // A log written before heads were published: only the ledger's lines and the run.json
+    // name its records.
+    std::fs::remove_dir_all(evidence.join("heads")).expect("rm heads");
+    let v = verify(&evidence, &public);
+    assert_eq!(v.code, Some(0), "{}", v.all());
+    assert!(
+        v.stdout.lines().next().unwrap_or("").contains(
+            "BUT none of its 3 records is anchored outside the log (no published head, authenticated backup manifest or kept checkpoint names this log): records cut off its end cannot be told; record 3 is named by an UNAUTHENTICATED anchor (a ledger line, a run.json or a manifest without a MAC under the backup key: unsigned)"
+        ) && v.stdout.contains("compared, UNAUTHENTICATED (can show a cut, never prove none), with the ledger ")
+            && v.stdout.contains("compared, UNAUTHENTICATED (can show a cut, never prove none), with the run.json ")
+            && !v.stdout.contains("held to the ledger")
+            && !v.stdout.contains("held to the run.json"),
+        "{}",
+        v.all()
+    );
+    // They still show a cut: record 3 cut, the checkpoint at 2 put back.
+    std::fs::remove_file(record(&evidence, 3)).expect("rm");
+    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    let v = verify(&evidence, &public);
+    assert!(v.code == Some(1) && v.stdout.contains("record 3: missing: the ledger "), "{}", v.all());
+    // Whoever cut it edits the unsigned text too (the last ledger line and the run.json gone):
+    // the log verifies, never as a bare "ok": nothing a key proves anchors it.
+    let history = std::fs::read_to_string(reports.join("history.jsonl")).expect("ledger");
+    let kept: Vec<&str> = history.lines().take(2).collect();
+    std::fs::write(reports.join("history.jsonl"), kept.join("\n") + "\n").expect("edit the ledger");
+    std::fs::remove_file(reports.join("run.json")).expect("rm run.json");
+    let v = verify(&evidence, &public);
+    assert_eq!(v.code, Some(0), "{}", v.all());
+    assert!(
+        v.stdout.lines().next().unwrap_or("").contains("BUT none of its 2 records is anchored outside the log"),
+        "{}",
+        v.all()
+    );
+}
+
+/// Regression (issue 42): in an Object Lock bucket a DELETE without a version id removes
+/// nothing locked but adds a delete marker that hides the object from the listing, and
+/// verify read the listing only: the newest record and its head hidden that way, with the
+/// head of the record before copied over the checkpoint (a new version, allowed), verified
+/// ok. Verify now lists the object versions of a versioned bucket and names each record or
+/// head hidden by a delete marker, with the version that holds it.
+#[test]
+fn a_record_and_head_hidden_by_a_delete_marker_in_an_object_lock_bucket_verified_ok_and_now_are_named() {
+    let Some(moto) = common::moto() else { return };
+    let port = moto.port;
+    assert_eq!(s3(port, "PUT", "/hidden-evidence", &[("x-amz-bucket-object-lock-enabled", "true")]).0, 200);
+    let (t, key, public) = keygen();
+    let evidence = t.path().join("evidence");
+    let tiny = tiny(t.path());
+    for _ in 0..2 {
+        Run::new(&tiny).signed(&key, &evidence).expect(0);
+    }
+    const SECRET: &str = "delete-marker-secret-never-shown";
+    let mut publish = Run::cli(["evidence", "publish"]).arg(&evidence);
+    for a in ["--to", "s3://hidden-evidence/prod", "--retain", "30d", "--mode", "governance"] {
+        publish = publish.arg(a);
+    }
+    publish.moto(port, SECRET).expect(0);
+    // Published from where it was appended: that location given as its earlier one.
+    let verify_store = || {
+        common::verifying("s3://hidden-evidence/prod", &public)
+            .arg("--location")
+            .arg(&evidence)
+            .moto(port, SECRET)
+            .output()
+    };
+    let v = verify_store();
+    assert_eq!(v.code, Some(0), "{}", v.all());
+
+    let names = heads(&evidence);
+    let (first, newest) = (&names[0], &names[1]);
+    // The version that holds record 2, as the store says.
+    let (_, head) = s3(port, "HEAD", "/hidden-evidence/prod/records/00000002.dsse.json", &[]);
+    let version = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().starts_with("x-amz-version-id:").then(|| l[17..].trim().to_string()))
+        .expect("a version id");
+    for name in ["records/00000002.dsse.json".to_string(), format!("heads/{newest}")] {
+        let (status, body) = s3(port, "DELETE", &format!("/hidden-evidence/prod/{name}"), &[]);
+        assert_eq!(status, 204, "{body}");
+        assert_eq!(s3(port, "GET", &format!("/hidden-evidence/prod/{name}"), &[]).0, 404, "{name} still listed");
+    }
+    let source = format!("/hidden-evidence/prod/heads/{first}");
+    let (status, body) =
+        s3(port, "PUT", "/hidden-evidence/prod/checkpoint.dsse.json", &[("x-amz-copy-source", source.as_str())]);
+    assert_eq!(status, 200, "{body}");
+
+    let v = verify_store();
+    assert_eq!(v.code, Some(1), "the hidden record and head verified ok: {}", v.all());
+    assert!(
+        v.stdout.contains(&format!(
+            "record 2: records/00000002.dsse.json is hidden by a delete marker (a DELETE without a version id): its version {version} still holds it"
+        )) && v.stdout.contains(&format!("heads/{newest} is hidden by a delete marker")),
+        "{}",
+        v.all()
+    );
+    assert!(!v.all().contains(SECRET), "{}", v.all());
+    drop(moto);
 }
