@@ -11,7 +11,48 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
-use crate::physical_tools::{ledger_lines, ok, server_user, shipped, work_dir};
+use crate::physical_tools::{
+    folders_left_by, ledger_lines, ok, segments_after, server_user, service_account_key, shipped, work_dir,
+};
+
+/// What every recovery of a 17 backup to the mark `pgdrill_mark` in the image shows: the
+/// `recover` step of `rj` passed, proven against the source at the mark, its backup `backup`
+/// restored by `tool` (a version starting `version`) of the image and its WAL replayed in a
+/// throwaway of PostgreSQL 17, the log naming what served and why the image. The outputs
+/// and the log.
+fn recovered_to_the_mark_in_the_image(
+    rj: &RunJson,
+    tool: &str,
+    version: &str,
+    backup: &str,
+) -> (serde_json::Value, String) {
+    let rec = rj.step("recover");
+    assert_eq!(rec.outcome, "passed", "{:?}", rec.message);
+    let o = &rec.outputs;
+    assert_eq!((o["tool"].as_str(), o["backup"].as_str()), (Some(tool), Some(backup)), "{o}");
+    let served = o["tool_version"].as_str().unwrap_or_default();
+    assert!(served.starts_with(version) && served.ends_with(" in pgdrill/postgres-local:17"), "{o}");
+    assert!(o["server_version"].as_str().is_some_and(|v| v.starts_with("17.")), "{o}");
+    assert_eq!(o["ground_truth"], "source at the target", "{o}");
+    assert_eq!(o["marker"], true, "{o}");
+    assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("restore point \"pgdrill_mark\"")), "{o}");
+    assert!(o["segments_restored"].as_u64().is_some_and(|n| n >= 1), "WAL through the image's {tool}: {o}");
+    let log = rec.log.join("\n");
+    assert!(log.contains(&format!("served by {tool} {served}")), "the log names what served:\n{log}");
+    assert!(log.contains("no PostgreSQL 17 server binaries"), "and why the image:\n{log}");
+    (o.clone(), log)
+}
+
+/// The outputs of the `recover` step in the run.json under `report`, which passed, its copy
+/// equal to the source at the target and holding the marker rows.
+fn equal_to_the_target(report: &Path) -> serde_json::Value {
+    let rec = RunJson::read(report).step("recover").clone();
+    assert_eq!(rec.outcome, "passed", "{:?}", rec.message);
+    let o = rec.outputs;
+    assert_eq!(o["ground_truth"], "source at the target", "{o}");
+    assert_eq!(o["marker"], true, "{o}");
+    o
+}
 
 /// The PostgreSQL 17 image ci/setup.sh builds, with the tools' Debian packages in it.
 pub(crate) const IMAGE_17: &str = "pgdrill/postgres-local:17";
@@ -279,21 +320,8 @@ fn a_postgresql_17_pgbackrest_backup_is_restored_and_recovered_in_its_image_with
     assert!(containers_of(pid).is_empty(), "a passed run left containers: {:?}", containers_of(pid));
     assert!(containers_of(killed_pid).is_empty(), "the killed run's containers: {:?}", containers_of(killed_pid));
     let rj = RunJson::read(&report);
-    let rec = rj.step("recover");
-    assert_eq!(rec.outcome, "passed", "{:?}", rec.message);
-    let o = &rec.outputs;
-    assert_eq!((o["tool"].as_str(), o["backup"].as_str()), (Some("pgbackrest"), Some(label.as_str())), "{o}");
-    let served = o["tool_version"].as_str().unwrap_or_default();
-    assert!(served.starts_with("pgBackRest 2.5") && served.ends_with(" in pgdrill/postgres-local:17"), "{o}");
-    assert!(o["server_version"].as_str().is_some_and(|v| v.starts_with("17.")), "{o}");
-    assert_eq!(o["ground_truth"], "source at the target", "{o}");
-    assert_eq!(o["marker"], true, "{o}");
-    assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("restore point \"pgdrill_mark\"")), "{o}");
-    assert!(o["segments_restored"].as_u64().is_some_and(|n| n >= 1), "WAL through the image's archive-get: {o}");
+    let (o, _) = recovered_to_the_mark_in_the_image(&rj, "pgbackrest", "pgBackRest 2.5", &label);
     assert!(o["backup_sha256"].as_str().is_some_and(|s| s.len() == 64), "{o}");
-    let log = rec.log.join("\n");
-    assert!(log.contains(&format!("served by pgbackrest {served}")), "the log names what served:\n{log}");
-    assert!(log.contains("no PostgreSQL 17 server binaries"), "and why the image:\n{log}");
     for id in ["amcheck", "freshness", "rto", "record"] {
         assert_eq!(rj.step(id).outcome, "passed", "{id}: {:?}", rj.step(id).message);
     }
@@ -324,13 +352,8 @@ fn a_postgresql_17_pgbackrest_backup_is_restored_and_recovered_in_its_image_with
         spawned(shipped(&source, 110).var("expect", mark_file.display()).var("target_time", &between).report(&report));
     assert_eq!(code, Some(0), "a time between the mark and the next commit equals the mark:\n{all}");
     assert!(containers_of(pid).is_empty(), "a passed run left containers: {:?}", containers_of(pid));
-    let rj = RunJson::read(&report);
-    let rec = rj.step("recover");
-    assert_eq!(rec.outcome, "passed", "{:?}", rec.message);
-    let o = &rec.outputs;
+    let o = &equal_to_the_target(&report);
     assert_eq!(o["backup"].as_str(), Some(label.as_str()), "{o}");
-    assert_eq!(o["ground_truth"], "source at the target", "{o}");
-    assert_eq!(o["marker"], true, "{o}");
     assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("recovery stopping before commit")), "{o}");
 
     // A WAL segment after the backup damaged in the repository: the image's archive-get
@@ -338,14 +361,7 @@ fn a_postgresql_17_pgbackrest_backup_is_restored_and_recovered_in_its_image_with
     // makes the verdict the archive's damage naming the segment (it was "command not
     // executable", nothing of pgBackRest's).
     let stop = info[0]["backup"][0]["archive"]["stop"].as_str().expect("stop segment").to_string();
-    let mut after: Vec<PathBuf> = walk(&dir.join("repo/archive/demo"))
-        .into_iter()
-        .filter(|p| {
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            n.len() > 24 && n.as_bytes()[24] == b'-' && n[..24] > *stop.as_str()
-        })
-        .collect();
-    after.sort();
+    let after = segments_after(&dir.join("repo/archive/demo"), &stop);
     let file = after.first().expect("a segment archived after the backup").clone();
     let segment = file.file_name().and_then(|n| n.to_str()).map(|n| n[..24].to_string()).expect("a name");
     let original = std::fs::read(&file).expect("read");
@@ -407,20 +423,8 @@ fn a_postgresql_17_barman_cloud_backup_is_restored_and_recovered_in_its_image() 
     let d = dir.display();
     // A service account's key file, as a team names it; Google's client sends no credentials
     // to an emulator, so it proves only that the key is never shown.
-    let rsa = openssl::rsa::Rsa::generate(2048).expect("a key");
-    let pem = String::from_utf8(rsa.private_key_to_pem().expect("pem")).expect("utf-8");
-    let key_line = pem.lines().nth(1).expect("the key's first line").to_string();
-    let account = serde_json::json!({
-        "type": "service_account",
-        "project_id": "drill",
-        "client_email": "drill@drill.iam.gserviceaccount.com",
-        "private_key": pem,
-        "token_uri": "https://oauth2.googleapis.com/token",
-    });
-    let key_file = written(dir.join("sa.json"), account.to_string());
-    let (uid, gid) = ids();
-    nix::unistd::chown(&key_file, Some(uid.into()), Some(gid.into())).expect("chown");
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let key_file = dir.join("sa.json");
+    let key_line = service_account_key(&key_file);
     let key_path = key_file.display().to_string();
     let env = [
         ("AWS_ACCESS_KEY_ID", "testing"),
@@ -518,11 +522,7 @@ fn a_postgresql_17_barman_cloud_backup_is_restored_and_recovered_in_its_image() 
     assert_eq!(code, Some(0), "the end of a 17 barman-cloud archive, equal to the mark there:\n{all}");
     never_shown(&all);
     assert!(containers_of(pid).is_empty(), "the run left containers: {:?}", containers_of(pid));
-    let rec = RunJson::read(&report).step("recover").clone();
-    assert_eq!(rec.outcome, "passed", "{:?}", rec.message);
-    let o = &rec.outputs;
-    assert_eq!(o["ground_truth"], "source at the target", "{o}");
-    assert_eq!(o["marker"], true, "{o}");
+    let o = &equal_to_the_target(&report);
     assert!(o["stop_line"].is_null(), "the end of the archive stops nowhere: {o}");
     // The same end against the first mark: what was written after it is named, a failure.
     let (pid, code, all) = spawned(with_keys(shipped(&source, 117).var("expect", &expect)));
@@ -540,11 +540,7 @@ fn a_postgresql_17_barman_cloud_backup_is_restored_and_recovered_in_its_image() 
     assert_eq!(code, Some(0), "a time before the next commit of a 17 barman-cloud archive equals the mark:\n{all}");
     never_shown(&all);
     assert!(containers_of(pid).is_empty(), "the run left containers: {:?}", containers_of(pid));
-    let rec = RunJson::read(&report).step("recover").clone();
-    assert_eq!(rec.outcome, "passed", "{:?}", rec.message);
-    let o = &rec.outputs;
-    assert_eq!(o["ground_truth"], "source at the target", "{o}");
-    assert_eq!(o["marker"], true, "{o}");
+    let o = &equal_to_the_target(&report);
     assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("recovery stopping before commit")), "{o}");
 
     // The same server's backup in Google Cloud Storage (`provider=` left out: a gs://
@@ -559,13 +555,9 @@ fn a_postgresql_17_barman_cloud_backup_is_restored_and_recovered_in_its_image() 
     assert!(containers_of(pid).is_empty(), "the run left containers: {:?}", containers_of(pid));
     let run_json = std::fs::read_to_string(report.join("run.json")).unwrap_or_default();
     never_shown(&run_json);
-    let rec = RunJson::read(&report).step("recover").clone();
-    assert_eq!(rec.outcome, "passed", "{:?}", rec.message);
-    let o = &rec.outputs;
+    let o = &equal_to_the_target(&report);
     let served = o["tool_version"].as_str().unwrap_or_default();
     assert!(served.starts_with("barman-cloud-restore 3.") && served.ends_with(" in pgdrill/postgres-local:17"), "{o}");
-    assert_eq!(o["ground_truth"], "source at the target", "{o}");
-    assert_eq!(o["marker"], true, "{o}");
     assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("restore point \"pgdrill_mark\"")), "{o}");
     assert!(o["segments_restored"].as_u64().is_some_and(|n| n >= 1), "WAL from GCS through the image: {o}");
     // Named by its backup.info as the bucket holds it, hashed again with Google's client.
@@ -751,13 +743,7 @@ fn a_postgresql_17_barman_servers_backups_are_served_by_the_images_barman_and_re
     assert_eq!(out.status.code(), Some(130), "{all}");
     assert!(containers_of(interrupted_pid).is_empty(), "an interrupted run left: {:?}", containers_of(interrupted_pid));
     assert!(!process_running("sleep 3617"), "barman's hook outlived the interrupted pgdrill");
-    let mine = format!("pgdrill-native-{interrupted_pid}-");
-    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
-        .expect("the temp folder")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&mine))
-        .collect();
+    let left = folders_left_by(interrupted_pid);
     assert!(left.is_empty(), "the interrupted run's folders stayed: {left:?}");
     let _ = std::fs::remove_file(&hook_ran);
 
@@ -775,29 +761,10 @@ fn a_postgresql_17_barman_servers_backups_are_served_by_the_images_barman_and_re
     assert!(containers_of(pid).is_empty(), "a passed run left containers: {:?}", containers_of(pid));
     // The killed run's own folder (its container's passwd and env file) is reaped by this one
     // (before, it was named for no reaper and stayed).
-    let killed_folder = format!("pgdrill-native-{killed_pid}-");
-    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
-        .expect("the temp folder")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&killed_folder))
-        .collect();
+    let left = folders_left_by(killed_pid);
     assert!(left.is_empty(), "the killed run's folders stayed: {left:?}");
     let rj = RunJson::read(&report);
-    let rec = rj.step("recover");
-    assert_eq!(rec.outcome, "passed", "{:?}", rec.message);
-    let o = &rec.outputs;
-    assert_eq!((o["tool"].as_str(), o["backup"].as_str()), (Some("barman"), Some(id.as_str())), "{o}");
-    let served = o["tool_version"].as_str().unwrap_or_default();
-    assert!(served.starts_with("barman 3.13") && served.ends_with(" in pgdrill/postgres-local:17"), "{o}");
-    assert!(o["server_version"].as_str().is_some_and(|v| v.starts_with("17.")), "{o}");
-    assert_eq!(o["ground_truth"], "source at the target", "{o}");
-    assert_eq!(o["marker"], true, "{o}");
-    assert!(o["stop_line"].as_str().is_some_and(|l| l.contains("restore point \"pgdrill_mark\"")), "{o}");
-    assert!(o["segments_restored"].as_u64().is_some_and(|n| n >= 1), "{o}");
-    let log = rec.log.join("\n");
-    assert!(log.contains(&format!("served by barman {served}")), "the log names what served:\n{log}");
-    assert!(log.contains("no PostgreSQL 17 server binaries"), "and why the image:\n{log}");
+    let (_, log) = recovered_to_the_mark_in_the_image(&rj, "barman", "barman 3.13", &id);
     assert!(log.contains("does not list the backups"), "and why the image's barman:\n{log}");
     assert!(
         log.contains(

@@ -130,6 +130,63 @@ impl Stanza {
     }
 }
 
+/// The opening the pgBackRest tests with a local repository share: a cluster archiving into
+/// the stanza `demo` of a new work folder, its repository the stanza's folder `repo`
+/// (`repo1-path`, then the test's own `[global]` lines `options`), the stanza created.
+fn local_stanza(env: &[(&'static str, &'static str)], options: &str) -> (tempfile::TempDir, Stanza, PathBuf, Cluster) {
+    let work = work_dir();
+    let stanza = Stanza::new(work.path(), env);
+    let repo = owned_dir(&stanza.dir.join("repo"));
+    let c = Cluster::start(&stanza.archive_command(), env);
+    stanza.configure(&format!("repo1-path={}\n{options}", repo.display()), &c);
+    stanza.run(&["stanza-create"]);
+    (work, stanza, repo, c)
+}
+
+/// Whether this machine has PostgreSQL 15's server binaries and pgbackrest, which the
+/// pgBackRest tests of 15 need: a skip with its reason, or a failure in CI, when not.
+fn pgbackrest_15() -> bool {
+    require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        && require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
+}
+
+/// `local_stanza` with the marker table `drill` (`timed`: see `Cluster::drill`) and a full
+/// backup of it.
+fn local_backup(options: &str, timed: bool) -> (tempfile::TempDir, Stanza, PathBuf, Cluster) {
+    let (work, stanza, repo, c) = local_stanza(&[], options);
+    c.drill(timed);
+    stanza.run(&["--type=full", "backup"]);
+    (work, stanza, repo, c)
+}
+
+/// The label of the repository's first backup in `pgbackrest info`'s JSON.
+fn first_label(info: &serde_json::Value) -> String {
+    info[0]["backup"][0]["label"].as_str().expect("a backup label").to_string()
+}
+
+/// The WAL files of a pgBackRest archive folder after the segment `stop` (a backup's end),
+/// oldest first.
+pub(crate) fn segments_after(archive: &Path, stop: &str) -> Vec<PathBuf> {
+    let mut after: Vec<PathBuf> = walk(archive)
+        .into_iter()
+        .filter(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            n.len() > 24 && n.as_bytes()[24] == b'-' && n[..24] > *stop
+        })
+        .collect();
+    after.sort();
+    after
+}
+
+/// The largest data file (over 4 kB) below a backup's `base` folder: the one a test damages.
+fn largest_data_file(base: &Path) -> PathBuf {
+    walk(base)
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 4096))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a data file in the backup")
+}
+
 /// A PostgreSQL 15 cluster of the test's, archiving with `archive_command`, on a socket in
 /// its own directory. Stopped (immediately) when dropped.
 struct Cluster {
@@ -176,6 +233,14 @@ impl Cluster {
 
     fn socket(&self) -> PathBuf {
         self.dir.path().join("pg")
+    }
+
+    /// The marker table `drill` (`timed`: each row with the time it was written) and its
+    /// first 10 rows, batch 0.
+    fn drill(&self, timed: bool) {
+        let at = if timed { ", at timestamptz default clock_timestamp()" } else { "" };
+        self.sql(&format!("create table drill(id serial primary key, batch int not null{at})"));
+        self.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
     }
 
     /// One query's answer, unaligned.
@@ -354,33 +419,23 @@ const PASSPHRASE: &str = "pgbackrest-cipher-never-shown-4f1c";
 
 #[test]
 fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_failure_mode_fails() {
-    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
-        || !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
-    {
+    if !pgbackrest_15() {
         return;
     }
-    let work = work_dir();
     let env = [("PGBACKREST_REPO1_CIPHER_PASS", PASSPHRASE)];
-    let stanza = Stanza::new(work.path(), &env);
-    let repo = owned_dir(&stanza.dir.join("repo"));
-    let c = Cluster::start(&stanza.archive_command(), &env);
     // The team's configuration: an encrypted local repository. job-retry=0: a damaged file
     // fails at once instead of after pgBackRest's retries.
-    stanza.configure(
-        &format!("repo1-path={}\nrepo1-cipher-type=aes-256-cbc\nrepo1-retention-full=2\njob-retry=0\n", repo.display()),
-        &c,
-    );
+    let (work, stanza, repo, c) =
+        local_stanza(&env, "repo1-cipher-type=aes-256-cbc\nrepo1-retention-full=2\njob-retry=0\n");
     let pgbackrest = |args: &[&str]| stanza.run(args);
-    pgbackrest(&["stanza-create"]);
-    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
-    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    c.drill(true);
     // The backup is taken under a short write load.
     let mut load = c.load(4);
     pgbackrest(&["--type=full", "backup"]);
     let _ = load.wait();
     let (t1, counts) = c.batches();
     let info = stanza.info();
-    let label = info[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
+    let label = first_label(&info);
 
     let book = runbook(work.path());
     let source = stanza.source();
@@ -480,12 +535,7 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
     assert!(ran.all().contains("PGBACKREST_REPO1_CIPHER_PASS"), "{}", ran.all());
 
     // A file of the backup altered in the repository: pgbackrest restore refuses it.
-    let backup_dir = repo.join("backup/demo").join(&label);
-    let file = walk(&backup_dir.join("pg_data/base"))
-        .into_iter()
-        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 4096))
-        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .expect("a data file in the backup");
+    let file = largest_data_file(&repo.join("backup/demo").join(&label).join("pg_data/base"));
     let original = std::fs::read(&file).expect("read");
     let mut altered = original.clone();
     let mid = altered.len() / 2;
@@ -505,15 +555,7 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
     // Recovery stops at the gap; "latest" must not pass.
     let stop = info[0]["backup"][0]["archive"]["stop"].as_str().expect("stop segment").to_string();
     let max = info[0]["archive"][0]["max"].as_str().unwrap_or_default().to_string();
-    let segments: Vec<PathBuf> = walk(&repo.join("archive/demo"))
-        .into_iter()
-        .filter(|p| {
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            n.len() > 24 && n.as_bytes()[24] == b'-' && n[..24] > *stop.as_str()
-        })
-        .collect();
-    let mut segments = segments;
-    segments.sort();
+    let segments = segments_after(&repo.join("archive/demo"), &stop);
     assert!(segments.len() >= 2, "the archive holds WAL after the backup: {segments:?} (max {max})");
     let gap = &segments[0];
     let aside = work.path().join("aside");
@@ -524,6 +566,18 @@ fn pgbackrest_backups_recover_to_latest_a_time_and_a_restore_point_and_each_fail
     std::fs::rename(&aside, gap).expect("put the segment back");
     ground_truth_and_ledger(&c, work.path(), &source, &label, &env);
     drop(c);
+}
+
+/// The folders a pgdrill of process `pid` made in the temp folder (`pgdrill-native-PID-...`)
+/// and left there.
+pub(crate) fn folders_left_by(pid: u32) -> Vec<String> {
+    let mine = format!("pgdrill-native-{pid}-");
+    std::fs::read_dir(std::env::temp_dir())
+        .expect("the temp folder")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&mine))
+        .collect()
 }
 
 /// The rows of a source's ledger folder, oldest first.
@@ -791,8 +845,7 @@ fn barman_cloud_backed_up(
     destination: &str,
 ) -> (Cluster, String, Counts) {
     let c = Cluster::start(archive_command, env);
-    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
-    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    c.drill(true);
     let mut load = c.load(load_seconds);
     let mut backup = as_server("barman-cloud-backup", env);
     backup.args(provider).args(["-U", "postgres", "-p", &c.port.to_string(), "-h"]).arg(c.socket());
@@ -964,6 +1017,62 @@ fn barman_cloud_backups_in_azure_blob_storage_recover_to_latest_a_time_and_a_res
     drop(azurite);
 }
 
+/// The user Barman runs as: `barman` when the tests run as root (barman drops to
+/// `barman_user` when started as root, as pgdrill's child is when pgdrill runs as root), else
+/// the test's own. None, a skip (never in CI), when there is no such user.
+fn barman_owner() -> Option<nix::unistd::User> {
+    let barman_user = if nix::unistd::geteuid().is_root() {
+        "barman".to_string()
+    } else {
+        nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().expect("the test's user").name
+    };
+    let Some(barman_owner) = nix::unistd::User::from_name(&barman_user).ok().flatten() else {
+        assert!(!in_ci(), "CI: the Debian package barman creates the user `barman`");
+        eprintln!("skipped: no user `{barman_user}`");
+        return None;
+    };
+    Some(barman_owner)
+}
+
+/// The server's archive_command copies each segment into Barman's incoming folder (a folder
+/// both users write: the server's user puts, Barman takes), whole or not at all: the folder
+/// (in `work`) and the command.
+fn barman_incoming(work: &Path) -> (PathBuf, String) {
+    let incoming = owned_dir(&work.join("incoming"));
+    std::fs::set_permissions(&incoming, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let stage = owned_dir(&work.join("stage"));
+    let archive_command = format!(
+        "test ! -f {inc}/%f && install -m 0644 %p {st}/%f && mv {st}/%f {inc}/%f",
+        inc = incoming.display(),
+        st = stage.display()
+    );
+    (incoming, archive_command)
+}
+
+/// Barman's `barman.conf` in its home `home`: the global lines the tests share, then the
+/// test's server section `server`; the home and all in it then made `owner`'s.
+fn barman_config(home: &Path, owner: &nix::unistd::User, server: &str) -> PathBuf {
+    let config = written(
+        home.join("barman.conf"),
+        format!(
+            "[barman]\nbarman_user = {}\nbarman_home = {home}\nlog_file = {home}/barman.log\nlog_level = INFO\ncompression = gzip\nimmediate_checkpoint = true\n\n{server}",
+            owner.name,
+            home = home.display(),
+        ),
+    );
+    for p in walk(home).into_iter().chain([home.to_path_buf()]) {
+        nix::unistd::chown(&p, Some(owner.uid), Some(owner.gid)).expect("chown");
+    }
+    config
+}
+
+/// `barman -c CONFIG ARGS`.
+fn barman_cmd(config: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("barman");
+    cmd.arg("-c").arg(config).args(args);
+    cmd
+}
+
 /// Regression (issue 39, item 1): a Barman server's backups could not be verified at all;
 /// `barman://SERVER?config=PATH` was refused as naming no source. A real Barman server
 /// (`backup_method = postgres`, WAL by `archiver = on`) backs up a native PostgreSQL 15
@@ -977,56 +1086,28 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
     {
         return;
     }
-    // Barman runs as its own user (barman drops to `barman_user` when started as root, as
-    // pgdrill's child is when pgdrill runs as root); otherwise as the test's user.
-    let barman_user = if nix::unistd::geteuid().is_root() {
-        "barman".to_string()
-    } else {
-        nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().expect("the test's user").name
-    };
-    let Some(barman_owner) = nix::unistd::User::from_name(&barman_user).ok().flatten() else {
-        assert!(!in_ci(), "CI: the Debian package barman creates the user `barman`");
-        eprintln!("skipped: no user `{barman_user}`");
-        return;
-    };
+    // Barman runs as its own user.
+    let Some(barman_owner) = barman_owner() else { return };
     let work = work_dir();
     let home = made_dir(work.path().join("barman"));
-    // The server's archive_command copies each segment into Barman's incoming folder (a
-    // folder both users write: the server's user puts, Barman takes), whole or not at all.
-    let incoming = owned_dir(&work.path().join("incoming"));
-    std::fs::set_permissions(&incoming, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let stage = owned_dir(&work.path().join("stage"));
-    let archive_command = format!(
-        "test ! -f {inc}/%f && install -m 0644 %p {st}/%f && mv {st}/%f {inc}/%f",
-        inc = incoming.display(),
-        st = stage.display()
-    );
+    let (incoming, archive_command) = barman_incoming(work.path());
     let c = Cluster::start(&archive_command, &[]);
-    let config = written(
-        home.join("barman.conf"),
-        format!(
-            "[barman]\nbarman_user = {barman_user}\nbarman_home = {home}\nlog_file = {home}/barman.log\nlog_level = INFO\ncompression = gzip\nimmediate_checkpoint = true\n\n\
-             [demo]\ndescription = the team's server\nconninfo = host={sock} port={port} user=postgres dbname=postgres\n\
+    let config = barman_config(
+        &home,
+        &barman_owner,
+        &format!(
+            "[demo]\ndescription = the team's server\nconninfo = host={sock} port={port} user=postgres dbname=postgres\n\
              streaming_conninfo = host={sock} port={port} user=postgres\nbackup_method = postgres\narchiver = on\n\
              streaming_archiver = off\nincoming_wals_directory = {inc}\n",
-            home = home.display(),
             sock = c.socket().display(),
             port = c.port,
             inc = incoming.display()
         ),
     );
-    for p in walk(&home).into_iter().chain([home.clone()]) {
-        nix::unistd::chown(&p, Some(barman_owner.uid), Some(barman_owner.gid)).expect("chown");
-    }
-    let barman = |args: &[&str]| {
-        let mut cmd = Command::new("barman");
-        cmd.arg("-c").arg(&config).args(args);
-        cmd
-    };
+    let barman = |args: &[&str]| barman_cmd(&config, args);
     // `check` creates the server's folders (it fails until the first segment is archived).
     let _ = barman(&["check", "demo"]).output().expect("barman check");
-    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
-    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    c.drill(true);
     c.archive_now();
     ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
     // The backup is taken under a short write load; --wait archives the WAL it needs.
@@ -1133,11 +1214,7 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
 
     // A file of the backup altered in Barman's catalogue: pg_verifybackup, against the manifest
     // pg_basebackup wrote and barman recover kept, fails it before any replay.
-    let file = walk(&home.join("demo/base").join(&id).join("data/base"))
-        .into_iter()
-        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 4096))
-        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .expect("a data file in the backup");
+    let file = largest_data_file(&home.join("demo/base").join(&id).join("data/base"));
     let original = std::fs::read(&file).expect("read");
     let mut altered = original.clone();
     let mid = altered.len() / 2;
@@ -1185,13 +1262,7 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
     assert_eq!(out.status.code(), Some(130), "{all}");
     assert!(!process_running("sleep 3601"), "barman's hook outlived the interrupted pgdrill");
     assert!(!process_running(&format!("{} recover", config.display())), "barman recover outlived pgdrill");
-    let mine = format!("pgdrill-native-{pid}-");
-    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
-        .expect("the temp folder")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&mine))
-        .collect();
+    let left = folders_left_by(pid);
     assert!(left.is_empty(), "the interrupted run's folders stayed: {left:?}");
     drop(c);
 }
@@ -1211,19 +1282,10 @@ fn a_barman_rsync_backup_taken_over_ssh_recovers_to_latest_and_a_restore_point()
         return;
     }
     let root = nix::unistd::geteuid().is_root();
-    let barman_user = if root {
-        "barman".to_string()
-    } else {
-        nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().expect("the test's user").name
-    };
-    let Some(barman_owner) = nix::unistd::User::from_name(&barman_user).ok().flatten() else {
-        assert!(!in_ci(), "CI: the Debian package barman creates the user `barman`");
-        eprintln!("skipped: no user `{barman_user}`");
-        return;
-    };
+    let Some(barman_owner) = barman_owner() else { return };
     // Barman's rsync reads the data directory over ssh as a user that can: root here (the
     // cluster's files are its server user's), else the test's own user.
-    let ssh_user = if root { "root".to_string() } else { barman_user.clone() };
+    let ssh_user = if root { "root".to_string() } else { barman_owner.name.clone() };
     let work = work_dir();
     let home = made_dir(work.path().join("barman"));
     let keygen = |path: &Path, kind: &str| {
@@ -1256,43 +1318,27 @@ fn a_barman_rsync_backup_taken_over_ssh_recovers_to_latest_and_a_restore_point()
     sshd_cmd.args(["-D", "-e", "-f"]).arg(&sshd_config);
     let sshd = Server::start(sshd_cmd, port, "sshd");
 
-    let incoming = owned_dir(&work.path().join("incoming"));
-    std::fs::set_permissions(&incoming, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let stage = owned_dir(&work.path().join("stage"));
-    let archive_command = format!(
-        "test ! -f {inc}/%f && install -m 0644 %p {st}/%f && mv {st}/%f {inc}/%f",
-        inc = incoming.display(),
-        st = stage.display()
-    );
+    let (incoming, archive_command) = barman_incoming(work.path());
     let c = Cluster::start(&archive_command, &[]);
     let ssh = format!(
         "ssh -p {port} -i {} -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR {ssh_user}@127.0.0.1",
         key.display()
     );
-    let config = written(
-        home.join("barman.conf"),
-        format!(
-            "[barman]\nbarman_user = {barman_user}\nbarman_home = {home}\nlog_file = {home}/barman.log\nlog_level = INFO\ncompression = gzip\nimmediate_checkpoint = true\n\n\
-             [ssh]\ndescription = the team's server, backed up with rsync over ssh\nssh_command = {ssh}\n\
+    let config = barman_config(
+        &home,
+        &barman_owner,
+        &format!(
+            "[ssh]\ndescription = the team's server, backed up with rsync over ssh\nssh_command = {ssh}\n\
              conninfo = host={sock} port={pgport} user=postgres dbname=postgres\nbackup_method = rsync\nbackup_options = concurrent_backup\nreuse_backup = off\n\
              archiver = on\nincoming_wals_directory = {inc}\n",
-            home = home.display(),
             sock = c.socket().display(),
             pgport = c.port,
             inc = incoming.display()
         ),
     );
-    for p in walk(&home).into_iter().chain([home.clone()]) {
-        nix::unistd::chown(&p, Some(barman_owner.uid), Some(barman_owner.gid)).expect("chown");
-    }
-    let barman = |args: &[&str]| {
-        let mut cmd = Command::new("barman");
-        cmd.arg("-c").arg(&config).args(args);
-        cmd
-    };
+    let barman = |args: &[&str]| barman_cmd(&config, args);
     let _ = barman(&["check", "ssh"]).output().expect("barman check");
-    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
-    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    c.drill(true);
     c.archive_now();
     ok(&mut barman(&["archive-wal", "ssh"]), "barman archive-wal");
     let checked = barman(&["check", "ssh"]).output().expect("barman check");
@@ -1405,10 +1451,7 @@ pub(crate) fn tls_relay(upstream: u16, dir: &Path) -> Server {
 /// S3. The keys never show.
 #[test]
 fn a_pgbackrest_repository_in_s3_recovers_to_latest_and_a_restore_point() {
-    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
-        || !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
-        || !require(on_path("openssl"), "openssl")
-    {
+    if !pgbackrest_15() || !require(on_path("openssl"), "openssl") {
         return;
     }
     let Some(moto) = moto() else { return };
@@ -1432,14 +1475,13 @@ fn a_pgbackrest_repository_in_s3_recovers_to_latest_and_a_restore_point() {
     );
     let pgbackrest = |args: &[&str]| stanza.run(args);
     pgbackrest(&["stanza-create"]);
-    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
-    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
+    c.drill(true);
     let mut load = c.load(3);
     pgbackrest(&["--type=full", "backup"]);
     let _ = load.wait();
     let (_, counts) = c.batches();
     let info = stanza.info();
-    let label = info[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
+    let label = first_label(&info);
 
     // Regression (issue 39): a ledger in an object store was refused. The ledger is a folder
     // of another bucket (pgdrill's, reached with pgdrill's own store settings), never the
@@ -1536,25 +1578,13 @@ fn a_pgbackrest_repository_in_s3_recovers_to_latest_and_a_restore_point() {
 /// reason. It is now its own failure, named before anything is restored.
 #[test]
 fn a_target_in_a_wal_range_pgbackrest_expired_is_named_as_expired() {
-    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
-        || !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
-    {
+    if !pgbackrest_15() {
         return;
     }
-    let work = work_dir();
-    let stanza = Stanza::new(work.path(), &[]);
-    let repo = owned_dir(&stanza.dir.join("repo"));
-    let c = Cluster::start(&stanza.archive_command(), &[]);
     // Two full backups kept, the WAL of only the newest kept whole.
-    stanza.configure(
-        &format!(
-            "repo1-path={}\nrepo1-retention-full=2\nrepo1-retention-archive-type=full\nrepo1-retention-archive=1\n",
-            repo.display()
-        ),
-        &c,
-    );
+    let (_work, stanza, _repo, c) =
+        local_stanza(&[], "repo1-retention-full=2\nrepo1-retention-archive-type=full\nrepo1-retention-archive=1\n");
     let pgbackrest = |args: &[&str]| stanza.run(args);
-    pgbackrest(&["stanza-create"]);
     c.sql("create table drill(id serial primary key, batch int not null)");
     pgbackrest(&["--type=full", "backup"]);
     // WAL after the first backup, with a point in time inside it.
@@ -1587,24 +1617,13 @@ fn a_target_in_a_wal_range_pgbackrest_expired_is_named_as_expired() {
 /// backup's manifest lists it, or its manifest is gone, and the message says so.
 #[test]
 fn a_pgbackrest_error_of_the_environment_is_not_judged_as_a_damaged_backup() {
-    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
-        || !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
-    {
+    if !pgbackrest_15() {
         return;
     }
-    let work = work_dir();
-    let stanza = Stanza::new(work.path(), &[]);
-    let repo = owned_dir(&stanza.dir.join("repo"));
-    let c = Cluster::start(&stanza.archive_command(), &[]);
     // job-retry=0: a missing file fails at once instead of after pgBackRest's retries.
-    stanza.configure(&format!("repo1-path={}\nrepo1-retention-full=2\njob-retry=0\n", repo.display()), &c);
-    stanza.run(&["stanza-create"]);
-    c.sql("create table drill(id serial primary key, batch int not null)");
-    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
-    stanza.run(&["--type=full", "backup"]);
+    let (work, stanza, repo, c) = local_backup("repo1-retention-full=2\njob-retry=0\n", false);
     c.archive_now();
-    let info = stanza.info();
-    let label = info[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
+    let label = first_label(&stanza.info());
     let source = stanza.source();
 
     // An option of the environment pgBackRest's restore refuses (info takes it): exit 3.
@@ -1633,11 +1652,7 @@ fn a_pgbackrest_error_of_the_environment_is_not_judged_as_a_damaged_backup() {
 
     // A file the backup's manifest lists, removed from the repository: the backup's.
     let folder = repo.join("backup/demo").join(&label);
-    let file = walk(&folder.join("pg_data/base"))
-        .into_iter()
-        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 4096))
-        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .expect("a data file in the backup");
+    let file = largest_data_file(&folder.join("pg_data/base"));
     let aside = work.path().join("aside");
     std::fs::rename(&file, &aside).expect("take a file out");
     let ran = shipped(&source, 10).output();
@@ -1667,20 +1682,10 @@ fn a_pgbackrest_error_of_the_environment_is_not_judged_as_a_damaged_backup() {
 /// the segment.
 #[test]
 fn archive_get_errors_in_recovery_are_judged_by_what_they_are_about() {
-    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
-        || !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
-    {
+    if !pgbackrest_15() {
         return;
     }
-    let work = work_dir();
-    let stanza = Stanza::new(work.path(), &[]);
-    let repo = owned_dir(&stanza.dir.join("repo"));
-    let c = Cluster::start(&stanza.archive_command(), &[]);
-    stanza.configure(&format!("repo1-path={}\nrepo1-retention-full=2\njob-retry=0\n", repo.display()), &c);
-    stanza.run(&["stanza-create"]);
-    c.sql("create table drill(id serial primary key, batch int not null)");
-    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
-    stanza.run(&["--type=full", "backup"]);
+    let (work, stanza, repo, c) = local_backup("repo1-retention-full=2\njob-retry=0\n", false);
     c.sql("insert into drill(batch) select 1 from generate_series(1, 10)");
     c.archive_now();
     c.sql("insert into drill(batch) select 2 from generate_series(1, 10)");
@@ -1688,14 +1693,7 @@ fn archive_get_errors_in_recovery_are_judged_by_what_they_are_about() {
     let info = stanza.info();
     let stop = info[0]["backup"][0]["archive"]["stop"].as_str().expect("stop segment").to_string();
     // The first segment after the backup's end: recovery to the end of the archive needs it.
-    let mut after: Vec<PathBuf> = walk(&repo.join("archive/demo"))
-        .into_iter()
-        .filter(|p| {
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            n.len() > 24 && n.as_bytes()[24] == b'-' && n[..24] > *stop.as_str()
-        })
-        .collect();
-    after.sort();
+    let after = segments_after(&repo.join("archive/demo"), &stop);
     let file = after.first().expect("a segment archived after the backup").clone();
     let segment = file.file_name().and_then(|n| n.to_str()).map(|n| n[..24].to_string()).expect("a name");
     let source = stanza.source();
@@ -1797,10 +1795,7 @@ fn archive_get_errors_in_recovery_are_judged_by_what_they_are_about() {
 #[test]
 fn a_postgresql_15_backup_is_restored_with_the_15_images_pgbackrest_on_a_machine_without_one() {
     const IMAGE_15: &str = "pgdrill/postgres-local:15";
-    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
-        || !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
-        || !docker_ready(IMAGE_15)
-    {
+    if !pgbackrest_15() || !docker_ready(IMAGE_15) {
         return;
     }
     let in_image = Command::new("docker")
@@ -1810,18 +1805,10 @@ fn a_postgresql_15_backup_is_restored_with_the_15_images_pgbackrest_on_a_machine
     if !require(in_image, "pgbackrest in pgdrill/postgres-local:15 (bash ci/setup.sh adds it)") {
         return;
     }
-    let work = work_dir();
-    let stanza = Stanza::new(work.path(), &[]);
-    let repo = owned_dir(&stanza.dir.join("repo"));
-    let c = Cluster::start(&stanza.archive_command(), &[]);
-    stanza.configure(&format!("repo1-path={}\nrepo1-retention-full=2\n", repo.display()), &c);
-    stanza.run(&["stanza-create"]);
-    c.sql("create table drill(id serial primary key, batch int not null)");
-    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
-    stanza.run(&["--type=full", "backup"]);
+    let (work, stanza, _repo, c) = local_backup("repo1-retention-full=2\n", false);
     c.sql("insert into drill(batch) select 1 from generate_series(1, 10)");
     c.archive_now();
-    let label = stanza.info()[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
+    let label = first_label(&stanza.info());
     let (_links, path) = path_without("pgbackrest");
     let report = work.path().join("report");
     let ran = shipped(&stanza.source(), 20).env("PATH", &path).report(&report).output();
@@ -1849,23 +1836,13 @@ fn a_postgresql_15_backup_is_restored_with_the_15_images_pgbackrest_on_a_machine
 /// restored.
 #[test]
 fn a_pgbackrest_verification_is_recorded_in_a_gcs_ledger_and_read_back() {
-    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
-        || !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)")
-    {
+    if !pgbackrest_15() {
         return;
     }
     let Some(gcs) = crate::gcs_emulator::gcs_emulator() else { return };
-    let work = work_dir();
-    let stanza = Stanza::new(work.path(), &[]);
-    let repo = owned_dir(&stanza.dir.join("repo"));
-    let c = Cluster::start(&stanza.archive_command(), &[]);
-    stanza.configure(&format!("repo1-path={}\nrepo1-retention-full=2\n", repo.display()), &c);
-    stanza.run(&["stanza-create"]);
-    c.sql("create table drill(id serial primary key, batch int not null, at timestamptz default clock_timestamp())");
-    c.sql("insert into drill(batch) select 0 from generate_series(1, 10)");
-    stanza.run(&["--type=full", "backup"]);
+    let (work, stanza, _repo, c) = local_backup("repo1-retention-full=2\n", true);
     let (_, counts) = c.batches();
-    let label = stanza.info()[0]["backup"][0]["label"].as_str().expect("a backup label").to_string();
+    let label = first_label(&stanza.info());
 
     let source = format!("{}&ledger=gs://{}/ledger/main", stanza.source(), crate::gcs_emulator::BUCKET);
     let emulator = format!("http://127.0.0.1:{}", gcs.port);
@@ -1890,6 +1867,26 @@ fn a_pgbackrest_verification_is_recorded_in_a_gcs_ledger_and_read_back() {
     assert_eq!(ran.code, Some(3), "{}", ran.all());
     assert!(ran.all().contains("the ledger gs://pgdrill/ledger/main cannot be reached"), "{}", ran.all());
     drop(c);
+}
+
+/// A Google service account's key file at `file` as a team names it (its server's user's,
+/// 0600): the first line of its private key, which no output may show. Google's clients send
+/// no credentials to an emulator, so the key itself is never exercised.
+pub(crate) fn service_account_key(file: &Path) -> String {
+    let rsa = openssl::rsa::Rsa::generate(2048).expect("a key");
+    let pem = String::from_utf8(rsa.private_key_to_pem().expect("pem")).expect("utf-8");
+    let key_line = pem.lines().nth(1).expect("the key's first line").to_string();
+    let account = serde_json::json!({
+        "type": "service_account",
+        "project_id": "drill",
+        "client_email": "drill@drill.iam.gserviceaccount.com",
+        "private_key": pem,
+        "token_uri": "https://oauth2.googleapis.com/token",
+    });
+    std::fs::write(file, account.to_string()).expect("key file");
+    own(file);
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    key_line
 }
 
 /// Regression (issue 39, item 1): barman-cloud's Google Cloud Storage layout was never proven
@@ -1921,20 +1918,8 @@ fn barman_cloud_backups_in_google_cloud_storage_recover_to_latest_a_time_and_a_r
     let bucket = crate::gcs_emulator::BUCKET;
     let emulator = format!("http://127.0.0.1:{}", gcs.port);
     let work = work_dir();
-    let rsa = openssl::rsa::Rsa::generate(2048).expect("a key");
-    let pem = String::from_utf8(rsa.private_key_to_pem().expect("pem")).expect("utf-8");
-    let key_line = pem.lines().nth(1).expect("the key's first line").to_string();
     let key_file = work.path().join("sa.json");
-    let account = serde_json::json!({
-        "type": "service_account",
-        "project_id": "drill",
-        "client_email": "drill@drill.iam.gserviceaccount.com",
-        "private_key": pem,
-        "token_uri": "https://oauth2.googleapis.com/token",
-    });
-    std::fs::write(&key_file, account.to_string()).expect("key file");
-    own(&key_file);
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let key_line = service_account_key(&key_file);
     let key_path = key_file.display().to_string();
     let env = [("STORAGE_EMULATOR_HOST", emulator.as_str()), ("GOOGLE_APPLICATION_CREDENTIALS", key_path.as_str())];
     let url = format!("gs://{bucket}/pg");
