@@ -71,21 +71,20 @@ trap 'rm -rf "$tmp"' EXIT
 bad=0
 prev=""
 seen=""
-check() {
-    f=$1
+# signature FILE WANT WHAT: sets type (the envelope's payload type), writes $tmp/payload and
+# $tmp/sig, and sets sig: ok when the signature over the PAE checks with the key and the type
+# is WANT (the type is signed, but a good signature over another kind of envelope must not
+# count), else BAD (for a wrong type: "its payload type is not WHAT"), and then bad=1.
+signature() {
     # The envelope's fields, one per line as pgdrill writes them.
-    type=$(sed -n 's/^  "payloadType": "\(.*\)",$/\1/p' "$f")
-    # The type is signed, but a good signature over the other kind of envelope (a checkpoint
-    # put in as a record) must not count.
-    want=application/vnd.in-toto+json
-    [ "$f" = checkpoint.dsse.json ] && want=application/vnd.pgdrill.checkpoint+json
-    sed -n 's/^  "payload": "\(.*\)",$/\1/p' "$f" | openssl base64 -d -A > "$tmp/payload"
-    sed -n 's/^      "sig": "\(.*\)"$/\1/p' "$f" | openssl base64 -d -A > "$tmp/sig"
+    type=$(sed -n 's/^  "payloadType": "\(.*\)",$/\1/p' "$1")
+    sed -n 's/^  "payload": "\(.*\)",$/\1/p' "$1" | openssl base64 -d -A > "$tmp/payload"
+    sed -n 's/^      "sig": "\(.*\)"$/\1/p' "$1" | openssl base64 -d -A > "$tmp/sig"
     # PAE: "DSSEv1" SP len(type) SP type SP len(payload) SP payload
     printf 'DSSEv1 %d %s %d ' "${#type}" "$type" "$(($(wc -c < "$tmp/payload")))" > "$tmp/pae"
     cat "$tmp/payload" >> "$tmp/pae"
-    if [ "$type" != "$want" ]; then
-        sig="BAD (its payload type is not $want)"
+    if [ "$type" != "$2" ]; then
+        sig="BAD (its payload type is not $3)"
         bad=1
     elif openssl pkeyutl -verify -pubin -inkey "$key" -rawin -in "$tmp/pae" -sigfile "$tmp/sig" > /dev/null 2>&1; then
         sig=ok
@@ -93,6 +92,13 @@ check() {
         sig=BAD
         bad=1
     fi
+}
+check() {
+    f=$1
+    # A checkpoint put in as a record (or a record as the checkpoint) must not count.
+    want=application/vnd.in-toto+json
+    [ "$f" = checkpoint.dsse.json ] && want=application/vnd.pgdrill.checkpoint+json
+    signature "$f" "$want" "$want"
     named=$(sed -n 's/.*"record_sha256":"\([0-9a-f]*\)".*/\1/p' "$tmp/payload")
     link=ok
     if [ "$f" = checkpoint.dsse.json ] && [ -n "$named" ] && [ "$named" != "$prev" ] && case " $seen " in *" $named "*) true ;; *) false ;; esac; then
@@ -151,20 +157,7 @@ for h in heads/*.dsse.json; do
     n=${name%%-*}
     named=${name#*-}
     named=${named%.dsse.json}
-    type=$(sed -n 's/^  "payloadType": "\(.*\)",$/\1/p' "$h")
-    sed -n 's/^  "payload": "\(.*\)",$/\1/p' "$h" | openssl base64 -d -A > "$tmp/payload"
-    sed -n 's/^      "sig": "\(.*\)"$/\1/p' "$h" | openssl base64 -d -A > "$tmp/sig"
-    printf 'DSSEv1 %d %s %d ' "${#type}" "$type" "$(($(wc -c < "$tmp/payload")))" > "$tmp/pae"
-    cat "$tmp/payload" >> "$tmp/pae"
-    if [ "$type" != application/vnd.pgdrill.checkpoint+json ]; then
-        sig="BAD (its payload type is not a head's)"
-        bad=1
-    elif openssl pkeyutl -verify -pubin -inkey "$key" -rawin -in "$tmp/pae" -sigfile "$tmp/sig" > /dev/null 2>&1; then
-        sig=ok
-    else
-        sig=BAD
-        bad=1
-    fi
+    signature "$h" application/vnd.pgdrill.checkpoint+json "a head's"
     # Compact JSON, keys in order: the head's own sequence comes after its record's text.
     seq=$(sed -n 's/.*"sequence":\([0-9]*\).*/\1/p' "$tmp/payload")
     sha=$(sed -n 's/.*"record_sha256":"\([0-9a-f]*\)".*/\1/p' "$tmp/payload")

@@ -90,10 +90,71 @@ fn ok_and_broken(dir: &Path) -> (PathBuf, PathBuf) {
 /// path and the public key's.
 fn keygen() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let t = tempfile::tempdir().expect("tmp");
-    let key = t.path().join("k.pem");
-    Run::cli(["keygen"]).arg(&key).expect(0);
-    let public = t.path().join("k.pem.pub");
+    let (key, public) = key_pair(t.path(), "k.pem");
     (t, key, public)
+}
+
+/// A key pair `pgdrill keygen` made as `dir/name`: the private key's path and the public key's
+/// (`name.pub` beside it).
+fn key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(name);
+    Run::cli(["keygen"]).arg(&key).expect(0);
+    (key, dir.join(format!("{name}.pub")))
+}
+
+/// The log in `dir` cut at its end: the records `cut` removed and `checkpoint` (an older
+/// one, kept aside) put back, so the log alone verifies whole.
+fn cut_back(dir: &Path, cut: impl IntoIterator<Item = u64>, checkpoint: &[u8]) {
+    for n in cut {
+        std::fs::remove_file(record(dir, n)).expect("rm");
+    }
+    std::fs::write(dir.join("checkpoint.dsse.json"), checkpoint).expect("put back");
+}
+
+/// `pgdrill evidence pack` of the log at `evidence` into `out`, its period wide enough for
+/// every run of a test, checked with `public`.
+fn packing(public: &Path, evidence: impl AsRef<std::ffi::OsStr>, out: &Path) -> Run {
+    Run::cli(["evidence", "pack", "--from", "2000-01-01", "--to", "2100-01-01", "--public-key"])
+        .arg(public)
+        .arg("--evidence")
+        .arg(evidence)
+        .arg(out)
+}
+
+/// Three signed `backup` runs of database `shop` (a new server, a table of two rows) into
+/// `backups/`, their log `evidence/`, in a new folder with the key pair `signing.pem`.
+struct ThreeBackups {
+    /// Kept for as long as the test runs.
+    _server: pgdrill::pg::ephemeral::Ephemeral,
+    t: tempfile::TempDir,
+    storage: PathBuf,
+    evidence: PathBuf,
+    key: PathBuf,
+    public: PathBuf,
+    /// The checkpoint as the first run left it (at record 1), to put back after a cut.
+    older: Vec<u8>,
+}
+
+/// [`ThreeBackups`], or none where no PostgreSQL 15 server can start (said by `require`).
+async fn three_backups() -> Option<ThreeBackups> {
+    let s = common::native_server("shop").await?;
+    common::exec(&s.url(), "create table t (id int primary key); insert into t values (1), (2)").await;
+    let t = tempfile::tempdir().expect("tmp");
+    let (storage, evidence) = (t.path().join("backups"), t.path().join("evidence"));
+    let (key, public) = key_pair(t.path(), "signing.pem");
+    let backup = || {
+        Run::new("backup")
+            .var("database_url", s.url())
+            .var("storage", storage.display())
+            .key(KEY)
+            .signed(&key, &evidence)
+            .expect(0)
+    };
+    backup();
+    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 1");
+    backup();
+    backup();
+    Some(ThreeBackups { _server: s, t, storage, evidence, key, public, older })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -658,14 +719,7 @@ fn evidence_goes_straight_into_an_object_store_and_an_object_lock_bucket_keeps_e
     // Regression (issue 42): `evidence pack` read local directories only, so a log kept in a
     // store had to be copied out by hand first. It packs from the store, checked as `verify`
     // checks it, and the auditor's script accepts the pack.
-    let pack_store = |location: &str, out: &Path| {
-        aws(Run::cli(["evidence", "pack", "--from", "2000-01-01", "--to", "2100-01-01", "--public-key"]))
-            .arg(&public)
-            .arg("--evidence")
-            .arg(location)
-            .arg(out)
-            .output()
-    };
+    let pack_store = |location: &str, out: &Path| aws(packing(&public, location, out)).output();
     let pack = t.path().join("store-pack.tar");
     let p = pack_store("s3://run-evidence/reports/evidence", &pack);
     assert_eq!(p.code, Some(0), "{}", p.all());
@@ -813,10 +867,7 @@ fn concurrent_runs_and_runs_killed_mid_append_leave_one_verifiable_chain() {
     // is named, exit 1.
     let kept = t.path().join("kept-checkpoint.dsse.json");
     std::fs::copy(evidence.join("checkpoint.dsse.json"), &kept).expect("keep");
-    for n in 5..=7 {
-        std::fs::remove_file(record(&evidence, n)).expect("rm");
-    }
-    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    cut_back(&evidence, 5..=7, &older);
     // The head run 7 published (never replaced) names the cut; with the heads of the records
     // cut removed too, the log alone cannot show it.
     let v = verify(&evidence, &public);
@@ -914,10 +965,7 @@ fn a_log_cut_at_its_end_without_a_kept_checkpoint_is_named_against_the_ledger_it
     let report = Run::cli(["report"]).arg(&reports).output();
     assert!(!report.stderr.contains("missing"), "{}", report.all());
 
-    for n in [3, 4] {
-        std::fs::remove_file(record(&evidence, n)).expect("rm");
-    }
-    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    cut_back(&evidence, [3, 4], &older);
     // `pgdrill report` sees it too.
     let report = Run::cli(["report"]).arg(&reports).output();
     assert_eq!(report.code, Some(1), "{}", report.all());
@@ -993,16 +1041,7 @@ fn runs_killed_while_writing_the_checkpoint_or_appending_to_a_store_leave_one_ve
     let Some(moto) = common::moto() else { return };
     let port = moto.port;
     assert_eq!(s3(port, "PUT", "/killed-evidence", &[]).0, 200);
-    let aws = |run: Run| {
-        run.env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-            .env("AWS_ALLOW_HTTP", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("PGDRILL_EVIDENCE")
-    };
+    let aws = |run: Run| run.moto(port, "testing").env_remove("PGDRILL_EVIDENCE");
     let store = "s3://killed-evidence/prod";
     let keys = || {
         let listing = s3(port, "GET", "/killed-evidence?list-type=2&prefix=prod/", &[]).1;
@@ -1062,25 +1101,9 @@ fn runs_killed_while_writing_the_checkpoint_or_appending_to_a_store_leave_one_ve
 /// `--run-json`, and names the cut with the anchor that shows it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_log_cut_at_its_end_for_runs_without_a_report_is_named_against_the_manifests_and_run_json_they_anchored() {
-    let Some(s) = common::native_server("shop").await else { return };
-    common::exec(&s.url(), "create table t (id int primary key); insert into t values (1), (2)").await;
-    let t = tempfile::tempdir().expect("tmp");
-    let (storage, evidence) = (t.path().join("backups"), t.path().join("evidence"));
-    let key = t.path().join("signing.pem");
-    Run::cli(["keygen"]).arg(&key).expect(0);
-    let public = t.path().join("signing.pem.pub");
-    let backup = || {
-        Run::new("backup")
-            .var("database_url", s.url())
-            .var("storage", storage.display())
-            .key(KEY)
-            .signed(&key, &evidence)
-            .expect(0)
+    let Some(ThreeBackups { _server, t, storage, evidence, key, public, older }) = three_backups().await else {
+        return;
     };
-    backup();
-    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 1");
-    backup();
-    backup();
     // The manifests: the first backup's log was empty; each later one anchors the head before
     // its own run's record (records 1 and 2), the log's location named as its records name it.
     let mut anchors: Vec<serde_json::Value> = std::fs::read_dir(storage.join("shop"))
@@ -1099,9 +1122,7 @@ async fn a_log_cut_at_its_end_for_runs_without_a_report_is_named_against_the_man
     assert_eq!(anchors[2]["record_sha256"].as_str(), Some(two.as_str()), "{anchors:?}");
 
     // A fourth run with its report elsewhere: its run.json anchors the head it appended.
-    let tiny = t.path().join("tiny.yaml");
-    std::fs::write(&tiny, "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n")
-        .expect("runbook");
+    let tiny = tiny(t.path());
     let reports = t.path().join("reports");
     Run::new(&tiny).signed(&key, &evidence).arg("--report").arg(&reports).expect(0);
     let run_json = reports.join("run.json");
@@ -1121,10 +1142,7 @@ async fn a_log_cut_at_its_end_for_runs_without_a_report_is_named_against_the_man
     );
 
     // Records 2 to 4 cut, the checkpoint at 1 put back: the log alone verifies.
-    for n in 2..=4 {
-        std::fs::remove_file(record(&evidence, n)).expect("rm");
-    }
-    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    cut_back(&evidence, 2..=4, &older);
     // The backups' manifests anchor record 2, and name it (without the backup key: said
     // unauthenticated).
     common::verifying(&evidence, &public).output().says(
@@ -1218,9 +1236,7 @@ fn a_report_kept_in_an_object_store_names_a_cut_evidence_log_as_a_local_one_does
 #[test]
 fn a_pack_of_a_log_swapped_in_from_another_location_is_refused_and_its_verify_sh_names_a_swap() {
     let t = tempfile::tempdir().expect("tmp");
-    let key = t.path().join("k.pem");
-    Run::cli(["keygen"]).arg(&key).expect(0);
-    let public = t.path().join("k.pem.pub");
+    let (key, public) = key_pair(t.path(), "k.pem");
     let runbook = t.path().join("tiny.yaml");
     std::fs::write(
         &runbook,
@@ -1233,14 +1249,7 @@ fn a_pack_of_a_log_swapped_in_from_another_location_is_refused_and_its_verify_sh
             Run::new(&runbook).signed(&key, dir).var("database", db).expect(0);
         }
     }
-    let pack = |dir: &Path, out: &Path| {
-        Run::cli(["evidence", "pack", "--from", "2000-01-01", "--to", "2100-01-01", "--public-key"])
-            .arg(&public)
-            .arg("--evidence")
-            .arg(dir)
-            .arg(out)
-            .output()
-    };
+    let pack = |dir: &Path, out: &Path| packing(&public, dir, out).output();
     let unpack = |tar: &Path, to: &Path| {
         tar::Archive::new(std::fs::File::open(tar).expect("pack")).unpack(to).expect("untar");
     };
@@ -1298,9 +1307,7 @@ async fn manifests_in_an_object_store_were_used_as_anchors_unauthenticated_and_n
     common::exec(&s.url(), "create table t (id int primary key); insert into t values (1), (2)").await;
     let t = tempfile::tempdir().expect("tmp");
     let evidence = t.path().join("evidence");
-    let key = t.path().join("signing.pem");
-    Run::cli(["keygen"]).arg(&key).expect(0);
-    let public = t.path().join("signing.pem.pub");
+    let (key, public) = key_pair(t.path(), "signing.pem");
     const SECRET: &str = "anchors-in-a-bucket-secret";
     let backup = || {
         Run::new("backup")
@@ -1308,10 +1315,7 @@ async fn manifests_in_an_object_store_were_used_as_anchors_unauthenticated_and_n
             .var("storage", "s3://anchors/prod")
             .key(KEY)
             .moto(port, SECRET)
-            .arg("--signing-key")
-            .arg(&key)
-            .arg("--evidence")
-            .arg(&evidence)
+            .signed(&key, &evidence)
             .expect(0)
     };
     backup();
@@ -1319,10 +1323,7 @@ async fn manifests_in_an_object_store_were_used_as_anchors_unauthenticated_and_n
     backup();
     backup();
     // Records 2 and 3 cut, the checkpoint at 1 put back: the log alone verifies.
-    for n in 2..=3 {
-        std::fs::remove_file(record(&evidence, n)).expect("rm");
-    }
-    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    cut_back(&evidence, 2..=3, &older);
     let verify = |with_key: bool| {
         let run = Run::cli(["evidence", "verify"]).arg(&evidence).arg("--public-key").arg(&public).moto(port, SECRET);
         let run = if with_key { run.key(KEY) } else { run.env_remove("PGDRILL_BACKUP_KEY") };
@@ -1384,10 +1385,7 @@ async fn manifests_in_an_object_store_were_used_as_anchors_unauthenticated_and_n
 #[test]
 fn a_pack_of_a_log_cut_at_its_end_was_written_whole_and_now_is_refused_against_the_anchors_verify_uses() {
     let (t, key, public) = keygen();
-    let tiny = written(
-        t.path().join("tiny.yaml"),
-        "name: tiny\nkind: verify\nsteps:\n  - id: s\n    uses: sleep\n    with: { duration: 0s }\n",
-    );
+    let tiny = tiny(t.path());
     let reports = t.path().join("reports");
     let evidence = reports.join("evidence");
     let run = || Run::new(&tiny).arg("--signing-key").arg(&key).arg("--report").arg(&reports).expect(0);
@@ -1397,7 +1395,7 @@ fn a_pack_of_a_log_cut_at_its_end_was_written_whole_and_now_is_refused_against_t
     run();
     // A fourth run with --evidence only: no ledger line, run.json or manifest anchors it, and
     // its head is gone (as a run killed before publishing it leaves it).
-    Run::new(&tiny).arg("--signing-key").arg(&key).arg("--evidence").arg(&evidence).expect(0);
+    Run::new(&tiny).signed(&key, &evidence).expect(0);
     remove_heads_from(&evidence, 4);
     let v = verify(&evidence, &public);
     assert_eq!(v.code, Some(0), "{}", v.all());
@@ -1408,14 +1406,7 @@ fn a_pack_of_a_log_cut_at_its_end_was_written_whole_and_now_is_refused_against_t
         "{}",
         v.all()
     );
-    let pack = |out: &Path| {
-        Run::cli(["evidence", "pack", "--from", "2000-01-01", "--to", "2100-01-01", "--public-key"])
-            .arg(&public)
-            .arg("--evidence")
-            .arg(&evidence)
-            .arg(out)
-            .output()
-    };
+    let pack = |out: &Path| packing(&public, &evidence, out).output();
     // The whole log's pack: anchors.txt says what it was held to and what no anchor covers.
     let good = t.path().join("good.tar");
     let p = pack(&good);
@@ -1443,10 +1434,7 @@ fn a_pack_of_a_log_cut_at_its_end_was_written_whole_and_now_is_refused_against_t
 
     // Records 2 to 4 cut, the checkpoint at 1 put back: the log alone is whole, the ledger's
     // line 3 anchors record 3. The pack is refused, naming it; nothing is written.
-    for n in 2..=4 {
-        std::fs::remove_file(record(&evidence, n)).expect("rm");
-    }
-    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    cut_back(&evidence, 2..=4, &older);
     let cut = t.path().join("cut.tar");
     let p = pack(&cut);
     assert_eq!(p.code, Some(1), "the cut log was packed: {}", p.all());
@@ -1484,29 +1472,21 @@ async fn a_log_of_base_backup_runs_cut_at_its_end_was_unseen_and_now_is_named_ag
         }
     };
     let (storage, evidence) = (t.path().join("base"), t.path().join("evidence"));
-    let key = t.path().join("signing.pem");
-    Run::cli(["keygen"]).arg(&key).expect(0);
-    let public = t.path().join("signing.pem.pub");
+    let (key, public) = key_pair(t.path(), "signing.pem");
     let base = || {
         Run::new("base-backup")
             .var("database_url", s.url())
             .var("storage", storage.display())
             .var("check_wal", "false")
             .key(KEY)
-            .arg("--signing-key")
-            .arg(&key)
-            .arg("--evidence")
-            .arg(&evidence)
+            .signed(&key, &evidence)
             .expect(0)
     };
     base();
     let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 1");
     base();
     base();
-    for n in 2..=3 {
-        std::fs::remove_file(record(&evidence, n)).expect("rm");
-    }
-    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    cut_back(&evidence, 2..=3, &older);
     let v = Run::cli(["evidence", "verify"]).arg(&evidence).arg("--public-key").arg(&public).key(KEY).output();
     assert_eq!(v.code, Some(1), "the base manifests anchor record 2: {}", v.all());
     assert!(
@@ -1554,8 +1534,7 @@ fn a_cut_newest_record_was_unseen_and_now_is_named_against_the_head_its_run_publ
     );
 
     // The newest record cut, the checkpoint at 2 put back: the log alone is whole.
-    std::fs::remove_file(record(&evidence, 3)).expect("rm");
-    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    cut_back(&evidence, [3], &older);
     let named = [
         &format!("record 3: missing: the head heads/00000003-{three}.dsse.json (signed at "),
         "published when record 3, the passed verify `tiny` that finished at ",
@@ -1565,12 +1544,7 @@ fn a_cut_newest_record_was_unseen_and_now_is_named_against_the_head_its_run_publ
     assert_eq!(v.code, Some(1), "the cut log verified: {}", v.all());
     assert!(named.iter().all(|n| v.stdout.contains(n)), "{}", v.all());
     let out = t.path().join("cut.tar");
-    let p = Run::cli(["evidence", "pack", "--from", "2000-01-01", "--to", "2100-01-01", "--public-key"])
-        .arg(&public)
-        .arg("--evidence")
-        .arg(&evidence)
-        .arg(&out)
-        .output();
+    let p = packing(&public, &evidence, &out).output();
     assert_eq!(p.code, Some(1), "the cut log was packed: {}", p.all());
     assert!(named.iter().all(|n| p.stdout.contains(n)) && p.stderr.contains("not packed"), "{}", p.all());
     assert!(!out.exists(), "nothing written under the pack's name");
@@ -1623,25 +1597,7 @@ fn a_cut_newest_record_was_unseen_and_now_is_named_against_the_head_its_run_publ
 /// the result line says no authenticated anchor names the records.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_manifest_without_a_mac_counted_as_proof_that_nothing_was_cut_and_now_is_listed_apart() {
-    let Some(s) = common::native_server("shop").await else { return };
-    common::exec(&s.url(), "create table t (id int primary key); insert into t values (1), (2)").await;
-    let t = tempfile::tempdir().expect("tmp");
-    let (storage, evidence) = (t.path().join("backups"), t.path().join("evidence"));
-    let key = t.path().join("signing.pem");
-    Run::cli(["keygen"]).arg(&key).expect(0);
-    let public = t.path().join("signing.pem.pub");
-    let backup = || {
-        Run::new("backup")
-            .var("database_url", s.url())
-            .var("storage", storage.display())
-            .key(KEY)
-            .signed(&key, &evidence)
-            .expect(0)
-    };
-    backup();
-    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 1");
-    backup();
-    backup();
+    let Some(ThreeBackups { _server, t: _t, evidence, public, older, .. }) = three_backups().await else { return };
     // A log whose records no head anchors (written before heads were published): only the
     // backups' manifests name its records 1 and 2.
     std::fs::remove_dir_all(evidence.join("heads")).expect("rm heads");
@@ -1669,10 +1625,7 @@ async fn a_manifest_without_a_mac_counted_as_proof_that_nothing_was_cut_and_now_
         v.all()
     );
     // An unauthenticated anchor still shows a cut.
-    for n in 2..=3 {
-        std::fs::remove_file(record(&evidence, n)).expect("rm");
-    }
-    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    cut_back(&evidence, 2..=3, &older);
     let v = without_key();
     assert_eq!(v.code, Some(1), "{}", v.all());
     assert!(
@@ -1716,8 +1669,7 @@ fn ledger_lines_and_run_json_counted_as_proof_that_nothing_was_cut_and_now_are_l
         v.all()
     );
     // They still show a cut: record 3 cut, the checkpoint at 2 put back.
-    std::fs::remove_file(record(&evidence, 3)).expect("rm");
-    std::fs::write(evidence.join("checkpoint.dsse.json"), &older).expect("put back");
+    cut_back(&evidence, [3], &older);
     let v = verify(&evidence, &public);
     assert!(v.code == Some(1) && v.stdout.contains("record 3: missing: the ledger "), "{}", v.all());
     // Whoever cut it edits the unsigned text too (the last ledger line and the run.json gone):

@@ -293,12 +293,17 @@ steps:
 
 /// Entries of `dir` whose name holds `pgdrill-gpg-` (gpg's home, hidden or not).
 fn gpg_homes(dir: &Path) -> Vec<String> {
+    names(dir).into_iter().filter(|n| n.contains("pgdrill-gpg-")).collect()
+}
+
+/// Every name under `dir`, hidden ones too, in the order the directory gives them; none when
+/// `dir` does not exist (yet, or any more).
+fn names(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("pgdrill-gpg-"))
         .collect()
 }
 
@@ -362,12 +367,7 @@ async fn an_encrypting_tool_never_sees_the_passphrase_in_argv_and_a_killed_backu
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
         // Nothing under a final name: only the hidden partial directory.
-        let left: Vec<String> = std::fs::read_dir(&storage)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
+        let left = names(&storage);
         assert!(left.iter().all(|n| n.starts_with(".pgdrill-partial-")), "{envelope}: {left:?}");
         let glob = team(
             &src,
@@ -445,27 +445,14 @@ async fn a_backup_stopped_while_its_encrypting_tool_hangs_leaves_no_gpg_home_and
     let tool: u32 = std::fs::read_to_string(&started).expect("pid").trim().parse().expect("a pid");
     // The scene: gpg's home and the partial file exist while the tool hangs.
     assert_eq!(gpg_homes(&tmpdir).len(), 1, "gpg's home while gpg ran: {:?}", gpg_homes(&tmpdir));
-    let partials = || {
-        std::fs::read_dir(&storage)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(".pgdrill-partial-"))
-            .collect::<Vec<_>>()
-    };
+    let partials = || names(&storage).into_iter().filter(|n| n.starts_with(".pgdrill-partial-")).collect::<Vec<_>>();
     assert_eq!(partials().len(), 1, "the partial file while gpg ran: {:?}", partials());
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
         .expect("SIGINT");
     assert_eq!(child.wait().expect("wait").code(), Some(130));
     assert_eq!(gpg_homes(&tmpdir), Vec::<String>::new(), "gpg's home outlived the stopped backup");
     assert_eq!(partials(), Vec::<String>::new(), "the partial file outlived the stopped backup");
-    let left: Vec<String> = std::fs::read_dir(&storage)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let left = names(&storage);
     assert!(left.is_empty(), "nothing stays under the team's folder: {left:?}");
     // The hanging tool dies with pgdrill.
     while !gone(tool) {
@@ -475,13 +462,7 @@ async fn a_backup_stopped_while_its_encrypting_tool_hangs_leaves_no_gpg_home_and
 
 /// The names under `dir` that are not hidden (what a team's `ls` shows), sorted.
 fn visible(dir: &Path) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
+    let mut out: Vec<String> = names(dir).into_iter().filter(|n| !n.starts_with('.')).collect();
     out.sort();
     out
 }
