@@ -1514,10 +1514,12 @@ fn a_cut_newest_record_was_unseen_and_now_is_named_against_the_head_its_run_publ
     let runbook = tiny(t.path());
     let evidence = t.path().join("evidence");
     let signed = || Run::new(&runbook).signed(&key, &evidence);
-    signed().expect(0);
-    signed().expect(0);
-    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 2");
-    signed().expect(0);
+    let older = three_runs_keeping_the_second_checkpoint(
+        || {
+            signed().expect(0);
+        },
+        &evidence,
+    );
     let three = pgdrill::evidence::keys::sha256_hex(&std::fs::read(record(&evidence, 3)).expect("record 3"));
     let names = heads(&evidence);
     assert_eq!(names.len(), 3, "{names:?}");
@@ -1649,10 +1651,12 @@ fn ledger_lines_and_run_json_counted_as_proof_that_nothing_was_cut_and_now_are_l
     let reports = t.path().join("reports");
     let evidence = reports.join("evidence");
     let run = || Run::new(&tiny).arg("--signing-key").arg(&key).arg("--report").arg(&reports).expect(0);
-    run();
-    run();
-    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 2");
-    run();
+    let older = three_runs_keeping_the_second_checkpoint(
+        || {
+            run();
+        },
+        &evidence,
+    );
     // A log written before heads were published: only the ledger's lines and the run.json
     // name its records.
     std::fs::remove_dir_all(evidence.join("heads")).expect("rm heads");
@@ -1750,4 +1754,14 @@ fn a_record_and_head_hidden_by_a_delete_marker_in_an_object_lock_bucket_verified
     );
     assert!(!v.all().contains(SECRET), "{}", v.all());
     drop(moto);
+}
+
+/// Three runs of `run`, each appending one record to `evidence`: the checkpoint as it stood
+/// after the second (put back later to hide the third).
+fn three_runs_keeping_the_second_checkpoint(run: impl Fn(), evidence: &Path) -> Vec<u8> {
+    run();
+    run();
+    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 2");
+    run();
+    older
 }
