@@ -11,12 +11,13 @@ const LAYERS: &[&[&str]] = &[
     // The error class and type every layer returns.
     &["error"],
     // Leaves: the archive format, child processes, what the process removes at exit,
-    // progress, shipped runbooks, templates.
-    &["archive", "child", "on_exit", "progress", "shipped", "template"],
+    // progress, shipped runbooks.
+    &["archive", "child", "on_exit", "progress", "shipped"],
     // PostgreSQL and storage.
     &["pg", "storage"],
-    // The backup pipeline, the restore journal, the redactor.
-    &["backup", "restore", "redact", "wal"],
+    // The backup pipeline, the restore journal, the redactor; templates (above storage,
+    // which answers their `local` test).
+    &["backup", "restore", "redact", "wal", "template"],
     // Physical backups recovered to a point in time in a throwaway server, and proven.
     &["physical"],
     // What steps tell the reports (outcomes, facts).

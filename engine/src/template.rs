@@ -7,6 +7,9 @@
 //! text around or between expressions renders to text. Numeric and boolean fields still
 //! accept text (see `steps::de`) for values that arrive as text, such as a `--var` of a
 //! variable without a typed default.
+//!
+//! Beyond minijinja's own, one test: `location is local` (see `is_local`), so that a runbook
+//! asks storage whether a location is a directory here instead of reading its text.
 
 use std::collections::BTreeSet;
 
@@ -21,7 +24,16 @@ pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
+    env.add_test("local", is_local);
     env
+}
+
+/// The `local` test: whether a location is a directory on this machine (a path, `file://`)
+/// rather than an object store's URL, as storage itself tells them apart (its one table of
+/// backends): `restore.yaml` keeps safety snapshots beside a local storage, never by testing
+/// the text for `://`. Anything but text is no location.
+fn is_local(location: minijinja::Value) -> bool {
+    location.as_str().is_some_and(|l| crate::storage::local_dir(l).is_some())
 }
 
 /// Whether a string holds template syntax.
@@ -184,6 +196,27 @@ mod tests {
         let env = environment();
         assert!(render_str(&env, "{{ vars.nope }}", &ctx()).is_err());
         assert!(render_str(&env, "x{{ steps.a.b }}", &ctx()).is_err());
+    }
+
+    #[test]
+    fn a_location_is_local_as_storage_says_not_by_its_text() {
+        let env = environment();
+        let local = |l: &str| {
+            let c = minijinja::context! { vars => minijinja::context!{ storage => l } };
+            render_str(&env, "{{ vars.storage is local }}", &c).ok()
+        };
+        for l in ["/srv/backups", "backups", "", "file:///srv/backups", "/srv/a://b"] {
+            assert_eq!(local(l), Some(Yaml::Bool(true)), "{l}");
+        }
+        for l in ["s3://b/app", "S3://b/app", " gs://b", "az://c/app", "azure://c", "s3://b/app?region=eu-west-1"] {
+            assert_eq!(local(l), Some(Yaml::Bool(false)), "{l}");
+        }
+        let c = minijinja::context! { vars => minijinja::context!{ storage => (), jobs => 4 } };
+        assert_eq!(render_str(&env, "{{ vars.storage is local }}", &c).ok(), Some(Yaml::Bool(false)));
+        assert_eq!(render_str(&env, "{{ vars.jobs is local }}", &c).ok(), Some(Yaml::Bool(false)));
+        // A test is no name a template reads: `pgdrill validate` has nothing to say of it.
+        let r = references(&env, "{{ vars.storage is local }}").unwrap_or_default();
+        assert_eq!(r.into_iter().collect::<Vec<_>>(), ["vars.storage"]);
     }
 
     #[test]

@@ -130,6 +130,36 @@ mod environment_tests {
     }
 }
 
+#[cfg(test)]
+mod manifest_tests {
+    use crate::error::Class;
+
+    /// `Manifest::of` reads beside the backup through its store: a manifest that is not there
+    /// or does not parse is the backup's failure (exit 1) naming the manifest, never the
+    /// environment's.
+    #[tokio::test]
+    async fn a_manifest_read_through_the_store_that_is_missing_or_unreadable_is_the_backups_failure() {
+        let dir = tempfile::tempdir().expect("dir");
+        let backup = dir.path().join("x.dump.pgdrill");
+        std::fs::write(&backup, b"not read").expect("backup");
+        let named = crate::storage::Opened::default()
+            .named_in(&backup.display().to_string(), std::path::Path::new(""))
+            .expect("named");
+        let e = super::Manifest::of(&named).await.expect_err("no manifest");
+        assert_eq!(e.class, Class::Failed, "{}", e.message);
+        let want = format!("missing manifest {}.manifest.json", backup.display());
+        assert_eq!(e.message, want);
+        std::fs::write(super::layout::manifest_path(&backup), b"{ not json").expect("manifest");
+        let e = super::Manifest::of(&named).await.expect_err("unreadable");
+        assert_eq!(e.class, Class::Failed, "{}", e.message);
+        assert!(
+            e.message.starts_with(&format!("unreadable manifest {}.manifest.json: ", backup.display())),
+            "{}",
+            e.message
+        );
+    }
+}
+
 /// pg_dump output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -574,6 +604,21 @@ impl Manifest {
         let text = std::fs::read_to_string(&p)
             .map_err(|e| Failure::failed(format!("missing manifest {}: {e}", p.display())))?;
         serde_json::from_str(&text).map_err(|e| Failure::failed(format!("unreadable manifest {}: {e}", p.display())))
+    }
+
+    /// The manifest of the backup `named` names, read through its store (the object the
+    /// layout puts beside it): nothing of the backup itself is read, no local stand-in made.
+    /// A manifest that is not there or does not parse is the backup's failure; a store that
+    /// cannot answer, the environment's.
+    pub async fn of(named: &crate::storage::Named) -> Result<Manifest, Failure> {
+        let (store, key) = named.object();
+        let key = layout::manifest_key(&key);
+        let shown = store.url_of(&key);
+        if store.head(&key).await.map_err(Failure::environment)?.is_none() {
+            return Err(Failure::failed(format!("missing manifest {shown}")));
+        }
+        let bytes = store.read(&key).await.map_err(Failure::environment)?;
+        serde_json::from_slice(&bytes).map_err(|e| Failure::failed(format!("unreadable manifest {shown}: {e}")))
     }
 
     /// Tables (ordinary and partitioned) the schema fingerprint lists.

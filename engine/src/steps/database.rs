@@ -532,11 +532,12 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
     let server_version: String = row.get(0);
     let major = (row.get::<_, i32>(1) / 10000) as u32;
 
-    // Its manifest and size are enough here: a backup in a store is read once, later,
-    // by `backup.check` as a stream.
-    let backup_path = ctx.object(&w.backup)?.header_file(super::HEAD).await.map_err(StepError::environment)?;
-    let backup_size = std::fs::metadata(&backup_path).map(|m| m.len()).unwrap_or(0);
-    let manifest = Manifest::read(&backup_path).ok();
+    // Its manifest and size are enough here, asked of its store (a backup in a store is
+    // read once, later, by `backup.check` as a stream): no stand-in of it is made.
+    let object = ctx.object(&w.backup)?;
+    let (store, key) = object.object();
+    let backup_size = store.head(&key).await.map_err(StepError::environment)?.map(|m| m.size).unwrap_or(0);
+    let manifest = Manifest::of(&object).await.ok();
     let mut problems: Vec<String> = Vec::new();
     // How many of them are what this machine or the server lacks (a tool, disk): when those
     // are all there is, the refusal is the environment's (exit 3), never a verdict on the
@@ -706,7 +707,7 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
         .staging
         .as_deref()
         .map(|s| ctx.resolve(s))
-        .unwrap_or_else(|| backup_path.parent().map(Path::to_path_buf).unwrap_or_default());
+        .unwrap_or_else(|| object.view_path().parent().map(Path::to_path_buf).unwrap_or_default());
     needs.push((staging, stage_need, "the staged restore file"));
     let mut by_fs: Vec<(u64, u64, u64, Vec<String>)> = Vec::new();
     for (dir, need, what) in &needs {
@@ -770,14 +771,14 @@ async fn preflight(ctx: StepCtx, w: PreflightWith) -> Result<PreflightOutputs, S
     match &manifest {
         Some(m) => ctx.log(format!(
             "backup: {} (database {}, PostgreSQL {}, {}, {}, sha256 {})",
-            backup_path.display(),
+            object.shown(),
             m.database,
             m.server_version,
             rfc3339(m.finished_at),
             mib(backup_size),
             &m.sha256[..12.min(m.sha256.len())]
         )),
-        None => ctx.log(format!("backup: {} ({}, made by another tool)", backup_path.display(), mib(backup_size))),
+        None => ctx.log(format!("backup: {} ({}, made by another tool)", object.shown(), mib(backup_size))),
     }
     match &info {
             Some(i) => ctx.log(format!(

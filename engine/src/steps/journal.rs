@@ -380,8 +380,12 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
         }
         (Some(j), r) => {
             let what = if r == "rollback" { j.snapshot.clone().unwrap_or_default() } else { j.backup.clone() };
-            let header = ctx.object(&what)?.header_file(super::HEAD).await.map_err(StepError::environment)?;
-            let m = Manifest::read(&header).map_err(|e| {
+            // Its manifest is all this needs: read through its store, nothing of the backup
+            // itself read nor a stand-in of it made. A store that fails stays the environment's.
+            let m = Manifest::of(&ctx.object(&what)?).await.map_err(|e| {
+                if e.class == crate::error::Class::Environment {
+                    return StepError::from(e);
+                }
                 StepError::failed(format!(
                     "recover={r}: {what} from the journal {} is not usable: {}",
                     path.display(),

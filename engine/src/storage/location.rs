@@ -311,6 +311,21 @@ impl Named {
         }
     }
 
+    /// The store holding it and its key there (a file here: a name in its own directory):
+    /// for what is read through the `Store` alone, with no local file made (an object beside
+    /// it, named by the caller's layout: its manifest).
+    pub fn object(&self) -> (Arc<dyn Store>, String) {
+        match &self.at {
+            At::File(p) => {
+                let dir = p.parent().unwrap_or(std::path::Path::new("."));
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let store: Arc<dyn Store> = Arc::new(super::local::FsStore::new(dir));
+                (store, name)
+            }
+            At::Object(o) => (o.store.clone(), o.key.clone()),
+        }
+    }
+
     /// It, read as a stream rather than downloaded: its local stand-in (its first `head`
     /// bytes, its manifest beside it) and readers of the object. `None` for a file here,
     /// and for an object already downloaded (read where it is).

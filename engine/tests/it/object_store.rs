@@ -265,10 +265,12 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
         s3.port,
     );
     assert_eq!(code, 0, "{log}");
-    // Read once, as a stream: preflight took only the header and manifest, so the check
+    // Read once, as a stream: preflight took only the size and manifest, so the check
     // found no local copy to read and staged the plaintext from the store.
     let xml = std::fs::read_to_string(&restore_junit).expect("junit");
     assert!(xml.contains("from the store as a stream (no local copy)"), "{xml}");
+    // Preflight names the backup by its URL, never by a path in this run's local mirror.
+    assert!(xml.contains("backup: s3://backups/prod/shop/"), "{xml}");
     let copy = url.replace("/shop", "/shop_copy");
     assert_eq!(scalar(&copy, "select count(*) from orders").await, "5000");
 

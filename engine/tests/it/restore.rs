@@ -238,3 +238,27 @@ async fn sigint_during_the_restore_rolls_back() {
         .get(0);
     assert_eq!(left, 0);
 }
+
+/// Regression: restore.yaml told a local storage from an object store by `'://'` in its
+/// text, so the safety snapshots of a `file://` storage (a directory here) went to
+/// ~/.local/state instead of beside it. The runbook asks storage now (`is local`); the plan
+/// shows the value (nothing runs).
+#[test]
+fn a_file_url_storage_keeps_its_safety_snapshots_beside_it_not_at_home() {
+    let safety_of = |storage: &str| {
+        let ran = Run::cli(["plan", "restore"])
+            .var("database_url", "postgres://admin@db1:5432/postgres")
+            .var("storage", storage)
+            .var("database", "shop")
+            .env("HOME", "/home/operator")
+            .expect(0);
+        let lets = ran.stdout.split_once("\nlet:\n").map(|(_, l)| l).unwrap_or_default();
+        let line = lets.lines().find_map(|l| l.strip_prefix("  safety: "));
+        line.map(str::to_string).unwrap_or_else(|| panic!("no let.safety in the plan:\n{}", ran.all()))
+    };
+    let home = "\"/home/operator/.local/state/pgdrill/safety\"";
+    assert_eq!(safety_of("file:///srv/backups"), "\"file:///srv/backups/.safety\"");
+    assert_eq!(safety_of("/srv/backups"), "\"/srv/backups/.safety\"");
+    assert_eq!(safety_of("s3://bkt/app?region=eu-west-1"), home);
+    assert_eq!(safety_of("az://container/app"), home);
+}
