@@ -382,7 +382,17 @@ async fn lock(ctx: StepCtx, w: LockWith) -> Result<LockOutputs, StepError> {
             let what = if r == "rollback" { j.snapshot.clone().unwrap_or_default() } else { j.backup.clone() };
             // Its manifest is all this needs: read through its store, nothing of the backup
             // itself read nor a stand-in of it made. A store that fails stays the environment's.
-            let m = Manifest::of(&ctx.object(&what)?).await.map_err(|e| {
+            let object = ctx.object(&what)?;
+            // The backup itself must still be there: a manifest left beside a deleted
+            // backup would let the recovery drop what it then cannot restore.
+            let (store, key) = object.object();
+            if store.head(&key).await.map_err(StepError::environment)?.is_none() {
+                return Err(StepError::failed(format!(
+                    "recover={r}: {what} from the journal {} is not usable: it does not exist (any more)",
+                    path.display()
+                )));
+            }
+            let m = Manifest::of(&object).await.map_err(|e| {
                 if e.class == crate::error::Class::Environment {
                     return StepError::from(e);
                 }

@@ -9,7 +9,7 @@
 //! stopped backend (terminate waits), a lock on template0 (CREATE DATABASE waits), pg_restore
 //! seen running, and a lock on a restored table (the fingerprint compare waits).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -363,6 +363,31 @@ async fn killed_then_recovered(at: At, bulk_rows: u32, expect_phase: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_after_the_drop_is_found_and_recovered_both_ways() {
     killed_then_recovered(At::AfterDrop, 100, "creating").await;
+}
+
+/// A forward recovery whose backup was deleted since the kill, its manifest left beside it:
+/// reading the manifest alone through the store, the recovery went on past what it could not
+/// restore. It is refused before anything changes, naming the backup.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forward_recovery_whose_backup_was_deleted_is_refused_before_anything_changes() {
+    let (_dir, storage) = tmp_backups();
+    let Some((s, backup)) = shop(&storage, 100).await else { return };
+    if let Ok(mut a) = ACTIVITY.lock() {
+        *a = Some(s.url_for("postgres"));
+    }
+    assert_eq!(kill_at(&s, &storage, At::AfterDrop).await, "creating");
+    let named = journal(&storage).and_then(|j| j["backup"].as_str().map(PathBuf::from)).expect("the journal's backup");
+    let file = if named.is_absolute() { named } else { storage.join(named) };
+    let aside = file.with_extension("aside");
+    std::fs::rename(&file, &aside).expect("move the backup away");
+    let (code, all) = restore(&s, &storage, &["recover=forward"]);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("is not usable: it does not exist"), "{all}");
+    assert_eq!(phase(&storage), "creating", "the refused recovery changed the journal");
+    std::fs::rename(&aside, &file).expect("put the backup back");
+    let (code, all) = restore(&s, &storage, &["recover=forward"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(fingerprint_of(&s.url_for("shop")).await, backup);
 }
 
 #[tokio::test(flavor = "multi_thread")]
