@@ -2156,7 +2156,7 @@ fn a_pgdrill_killed_while_a_tool_runs_leaves_neither_the_tool_nor_its_children()
         work.path().join("pgbackrest-that-hangs"),
         format!(
             "#!/bin/sh\nif [ \"$1\" = version ]; then echo 'pgBackRest 2.45'; exit 0; fi\n\
-             sleep 3598 & echo $$ $! > {0}.part && mv {0}.part {0}\nwait\n",
+             sleep 3571 & echo $$ $! > {0}.part && mv {0}.part {0}\nwait\n",
             pids.display()
         ),
     );
@@ -2172,14 +2172,16 @@ fn a_pgdrill_killed_while_a_tool_runs_leaves_neither_the_tool_nor_its_children()
     pgdrill.kill().expect("kill -9 pgdrill");
     let _ = pgdrill.wait();
     let guard = format!("guard -- {}", tool.display());
-    let left = left_running(&started, &[&guard, "sleep 3598"]);
+    let left = left_running(&started, &[&guard, "sleep 3571"]);
     assert!(left.is_empty(), "pgdrill killed with -9, still running (tool, its child, guard): {left:?}");
 }
 
 /// Regression (issue 39): a pgdrill killed with -9 during `barman recover` left the team's
-/// pre_recovery_script running (here a hook that sleeps an hour): the parent-death signal
-/// ended barman alone. Barman now runs under pgdrill's guard, which kills its process group
-/// when pgdrill is gone: no hook, no barman and no guard is left.
+/// pre_recovery_script running (here a hook that sleeps an hour), and `barman recover` with
+/// it: the parent-death signal reaches the direct child only, and not even barman once it
+/// has dropped to barman_user (a change of user clears it). Barman now runs under pgdrill's
+/// guard, which kills its process group when pgdrill is gone: no hook, no barman and no
+/// guard is left.
 #[test]
 fn a_pgdrill_killed_during_barman_recover_leaves_no_hook_no_barman_and_no_guard() {
     if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
@@ -2199,7 +2201,7 @@ fn a_pgdrill_killed_during_barman_recover_leaves_no_hook_no_barman_and_no_guard(
         &format!(
             "[demo]\ndescription = the team's server\nconninfo = host={sock} port={port} user=postgres dbname=postgres\n\
              streaming_conninfo = host={sock} port={port} user=postgres\nbackup_method = postgres\narchiver = on\n\
-             streaming_archiver = off\nincoming_wals_directory = {inc}\npre_recovery_script = touch {hook} && sleep 3602\n",
+             streaming_archiver = off\nincoming_wals_directory = {inc}\npre_recovery_script = touch {hook} && sleep 3573\n",
             sock = c.socket().display(),
             port = c.port,
             inc = incoming.display(),
@@ -2224,7 +2226,7 @@ fn a_pgdrill_killed_during_barman_recover_leaves_no_hook_no_barman_and_no_guard(
     assert!(hanging.is_some(), "barman recover never ran the team's pre_recovery_script");
     // Barman's calls and their guards name the configuration (`barman -c CONFIG recover ...`).
     let barman_calls = format!("-c {}", config.display());
-    let left = left_running(&[], &["sleep 3602", &barman_calls]);
+    let left = left_running(&[], &["sleep 3573", &barman_calls]);
     assert!(left.is_empty(), "pgdrill killed with -9 during barman recover, still running: {left:?}");
     drop(c);
 }
