@@ -14,6 +14,12 @@
 //!   parent goes (PR_SET_PDEATHSIG). So a killed pgdrill never leaves a pg_restore writing
 //!   into a database that the next run would take for the original.
 //!
+//! - Another tool's own children go too (barman's hooks, rsync, pgBackRest's processes),
+//!   which the parent-death signal of the tool alone does not reach: [`spawn_guarded`]
+//!   runs the tool under a guard, pgdrill itself in its hidden `guard` mode ([`guard`]),
+//!   which leads a process group holding the tool and everything it starts, and kills that
+//!   group when pgdrill, which holds the guard's standard input open, is gone.
+//!
 //! This module must not decide what a child does; it only decides what it inherits and
 //! how long it may live. Nothing else in the crate may call `Command::new` (a test below
 //! checks the sources).
@@ -186,6 +192,193 @@ fn placeholder() -> Command {
     Command::new("/")
 }
 
+/// The hidden subcommand of the pgdrill binary that runs a tool under a guard:
+/// `pgdrill guard -- PROGRAM ARGS...`.
+pub const GUARD: &str = "guard";
+
+/// pgdrill's own executable, as the kernel knows it: still the running binary when the file
+/// was replaced since (a package upgrade during a run).
+const SELF_EXE: &str = "/proc/self/exe";
+
+/// Whether this process is the pgdrill binary, which answers [`GUARD`]: set by the command
+/// line ([`serve_guards`]). A program that only links the library (its tests) has no such
+/// subcommand, so its tools run as children of their own, as before guards.
+static GUARDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How a guard says it could not start the tool, on its stderr with exit 127 and nothing on
+/// its stdout: `pgdrill guard: cannot start the tool: ERRNO: MESSAGE`, read back as the
+/// spawn error it was ([`Guarded::wait_with_output`]).
+const GUARD_FAILED: &str = "pgdrill guard: cannot start the tool: ";
+const GUARD_FAILED_EXIT: i32 = 127;
+
+/// Declare this process the pgdrill binary: from now on [`spawn_guarded`] runs each tool
+/// under a guard (pgdrill re-executed as `pgdrill guard`). Called by the command line
+/// before any work; without /proc there is no way back to this binary, and tools run
+/// unguarded.
+pub fn serve_guards() {
+    if std::path::Path::new(SELF_EXE).exists() {
+        GUARDS.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A tool child started with [`spawn_guarded`]: the guard (or, unguarded, the tool itself)
+/// and the write end of the guard's standard input, held open until the guard is waited
+/// for. pgdrill never writes to it: its closing, when pgdrill dies however it dies, is the
+/// guard's signal to kill the tool's process group.
+pub struct Guarded {
+    child: Child,
+    lifeline: Option<std::process::ChildStdin>,
+}
+
+impl Guarded {
+    /// The guard's pid, which is also its process group's id: killing that group ends the
+    /// tool and everything it started, and the guard.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait for the tool and collect its stdout and stderr: what the tool wrote, and its
+    /// exit code or the signal that ended it, as the guard passes them on unchanged. A
+    /// guard that could not start the tool gives the spawn's error, as an unguarded start
+    /// would.
+    pub fn wait_with_output(self) -> io::Result<Output> {
+        let Guarded { child, lifeline } = self;
+        let out = child.wait_with_output();
+        let guarded = lifeline.is_some();
+        drop(lifeline);
+        let out = out?;
+        if guarded && out.status.code() == Some(GUARD_FAILED_EXIT) && out.stdout.is_empty() {
+            if let Some(e) = guard_failure(&out.stderr) {
+                return Err(e);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The spawn error a guard reported on `stderr`, if that is what it wrote.
+fn guard_failure(stderr: &[u8]) -> Option<io::Error> {
+    let text = std::str::from_utf8(stderr).ok()?.strip_prefix(GUARD_FAILED)?;
+    let (errno, message) = text.trim_end().split_once(": ")?;
+    Some(match errno.parse::<i32>() {
+        Ok(n) if n > 0 => io::Error::from_raw_os_error(n),
+        _ => io::Error::other(message.to_string()),
+    })
+}
+
+/// Start a tool (`cmd`, built with [`command`]: a clean environment and what the tool
+/// needs) under a guard, stdin empty, stdout and stderr captured: the guard runs `cmd`
+/// with the same program, arguments, environment and folder, in a process group the guard
+/// leads, and kills that group (SIGKILL) when pgdrill is gone, so a pgdrill killed with
+/// `kill -9` leaves none of the tool's own children running. The tool's secrets stay in
+/// its environment (the guard's), never in argv. Without a guard ([`serve_guards`] not
+/// called: the library's tests), `cmd` is started as [`spawn`] does.
+pub fn spawn_guarded(cmd: &mut Command) -> io::Result<Guarded> {
+    if !GUARDS.load(std::sync::atomic::Ordering::SeqCst) {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        return Ok(Guarded { child: spawn(cmd)?, lifeline: None });
+    }
+    let mut guard = guard_command(cmd);
+    let mut child = spawn(&mut guard)?;
+    let lifeline = child.stdin.take();
+    Ok(Guarded { child, lifeline })
+}
+
+/// [`output`] of a tool under a guard ([`spawn_guarded`]).
+pub fn output_guarded(cmd: &mut Command) -> io::Result<Output> {
+    spawn_guarded(cmd)?.wait_with_output()
+}
+
+/// The guard's command for `cmd`: pgdrill's own binary in its [`GUARD`] mode, `cmd`'s
+/// program and arguments after `--`, `cmd`'s environment (built from a clean one, as
+/// [`command`] builds it) and folder, a process group of its own, its stdin the pipe pgdrill
+/// holds. No parent-death signal: the guard must outlive pgdrill long enough to kill the
+/// group, and ends with it.
+fn guard_command(cmd: &Command) -> Command {
+    let mut g = Command::new(SELF_EXE);
+    g.arg0("pgdrill").arg(GUARD).arg("--").arg(cmd.get_program()).args(cmd.get_args());
+    g.env_clear();
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            g.env(k, v);
+        }
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        g.current_dir(dir);
+    }
+    g.process_group(0);
+    g.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    g
+}
+
+/// `pgdrill guard -- PROGRAM ARGS...`, run by pgdrill only ([`spawn_guarded`]): start the
+/// tool with this process's environment, stdout and stderr, an empty stdin, in this
+/// process's group (which the guard leads); when its stdin reaches its end (pgdrill, which
+/// holds the other end and never writes, is gone), kill the group, the guard with it.
+/// Otherwise end as the tool ended: its exit code, or the signal that killed it raised
+/// again (no core file of the guard's). The guard's only words are its own failure to start
+/// the tool ([`GUARD_FAILED`]).
+pub fn guard(command: &[std::ffi::OsString]) -> i32 {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::{getpgrp, getpid, setpgid, Pid};
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let Some((program, args)) = command.split_first() else {
+        return guard_failed(&io::Error::other("no program to run"));
+    };
+    let me = getpid();
+    if getpgrp() != me {
+        if let Err(e) = setpgid(Pid::from_raw(0), Pid::from_raw(0)) {
+            return guard_failed(&io::Error::from(e));
+        }
+    }
+    let mut tool = Command::new(program);
+    tool.args(args).stdin(Stdio::null());
+    // Killed with the guard too (a guard killed alone), though not its own children then.
+    die_with_parent(&mut tool);
+    let mut child = match tool.spawn() {
+        Ok(c) => c,
+        Err(e) => return guard_failed(&e),
+    };
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let mut stdin = io::stdin().lock();
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = killpg(me, Signal::SIGKILL);
+    });
+    let status = match child.wait() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = killpg(me, Signal::SIGKILL);
+            return guard_failed(&e);
+        }
+    };
+    if let Some(code) = status.code() {
+        return code;
+    }
+    let signal = status.signal().unwrap_or(nix::libc::SIGKILL);
+    if let Ok(s) = Signal::try_from(signal) {
+        // The same ending for pgdrill to read; a core file is the tool's to write, not ours.
+        let _ = nix::sys::prctl::set_dumpable(false);
+        let _ = nix::sys::signal::raise(s);
+    }
+    // A signal this process ignores (SIGPIPE): the shell's way of saying it.
+    128 + signal
+}
+
+fn guard_failed(e: &io::Error) -> i32 {
+    use std::io::Write;
+    let _ = writeln!(io::stderr(), "{GUARD_FAILED}{}: {e}", e.raw_os_error().unwrap_or(0));
+    GUARD_FAILED_EXIT
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +467,37 @@ mod tests {
             let out = output(command("sh").arg("-c").arg(format!("printf %s {}", shell_quote(w)))).expect("sh runs");
             assert_eq!(String::from_utf8_lossy(&out.stdout), w, "{w:?} quoted as {}", shell_quote(w));
         }
+    }
+
+    /// The guard runs the tool as pgdrill would have: the same program, arguments (after
+    /// `--`, so none is read as the guard's), environment and folder; a secret of the tool's
+    /// stays in the environment, never in argv; the guard leads a process group of its own
+    /// and its stdin is the pipe pgdrill holds.
+    #[test]
+    fn the_guard_runs_the_tool_with_its_arguments_environment_and_folder() {
+        let mut tool = command("/usr/bin/pgbackrest");
+        tool.args(["--stanza=main", "--", "restore"]).env("PGBACKREST_REPO1_CIPHER_PASS", "s3cr3t-pass");
+        tool.current_dir("/tmp");
+        let guard = guard_command(&tool);
+        assert_eq!(guard.get_program(), SELF_EXE);
+        let args: Vec<_> = guard.get_args().collect();
+        assert_eq!(args, [GUARD, "--", "/usr/bin/pgbackrest", "--stanza=main", "--", "restore"]);
+        let envs: Vec<_> = guard.get_envs().collect();
+        assert_eq!(envs, tool.get_envs().collect::<Vec<_>>(), "the tool's environment, nothing else");
+        assert!(envs.iter().any(|(k, _)| *k == "PGBACKREST_REPO1_CIPHER_PASS"));
+        assert!(!args.iter().any(|a| a.to_string_lossy().contains("s3cr3t")), "a secret in argv: {args:?}");
+        assert_eq!(guard.get_current_dir(), Some(std::path::Path::new("/tmp")));
+    }
+
+    /// A guard that could not start the tool is read back as the spawn's error, by its
+    /// errno; anything else on stderr is the tool's.
+    #[test]
+    fn a_guards_failure_to_start_the_tool_is_read_back_as_the_spawns_error() {
+        let e = guard_failure(format!("{GUARD_FAILED}2: No such file or directory (os error 2)\n").as_bytes());
+        assert_eq!(e.map(|e| e.kind()), Some(io::ErrorKind::NotFound));
+        let e = guard_failure(format!("{GUARD_FAILED}0: no program to run\n").as_bytes()).expect("read");
+        assert_eq!(e.to_string(), "no program to run");
+        assert!(guard_failure(b"ERROR: [055]: unable to open file").is_none());
     }
 
     /// Every child goes through this module: no other source file builds a Command itself.

@@ -275,6 +275,14 @@ enum Command {
         /// The directory to write the pages into (created if missing).
         dir: PathBuf,
     },
+    /// Run another tool's command for pgdrill, killing the tool's process group when pgdrill
+    /// is gone (`child::guard`); started by pgdrill itself, never by hand.
+    #[command(name = crate::child::GUARD, hide = true)]
+    Guard {
+        /// The tool and its arguments, after `--`.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// List the step kinds with their fields and outputs.
     Steps {
         /// Show only this step kind.
@@ -562,6 +570,12 @@ pub fn main() -> i32 {
         }
         Err(e) => e.exit(),
     };
+    // A guard answers before anything else: no runtime, no reaping, no reports.
+    if let Command::Guard { command } = &cli.command {
+        return crate::child::guard(command);
+    }
+    // This process is pgdrill: the tools it runs run under guards.
+    crate::child::serve_guards();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -632,6 +646,7 @@ async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) 
         Command::Validate { files } => validate(&files),
         // Answered before dispatch (`main`), with PostgreSQL's exit codes.
         Command::Wal { .. } => Err(Error::environment("`pgdrill wal` is not a run")),
+        Command::Guard { .. } => Err(Error::environment("`pgdrill guard` is not a run")),
         Command::Doctor(args) => {
             let (text, code) = crate::doctor::run(args, &redactor, &stores).await;
             out!("{text}");

@@ -369,7 +369,8 @@ impl Interrupt {
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        let child = crate::child::spawn(cmd)
+        // Under a guard (whose group holds the tool's): killed with pgdrill, even by kill -9.
+        let child = crate::child::spawn_guarded(cmd)
             .map_err(|e| Failure::environment(format!("cannot run {what}: {e}")).with_source(e))?;
         let group = child.id() as i32;
         self.0.groups.lock().unwrap_or_else(|e| e.into_inner()).push(group);
@@ -395,10 +396,12 @@ impl Drop for Watch {
     }
 }
 
-/// Run a tool child to its end with stdout and stderr captured; a child that could not be
-/// started is the environment's failure.
+/// Run a tool child to its end with stdout and stderr captured, under a guard that ends its
+/// process group, the tool's own children with it, if pgdrill dies (`child::spawn_guarded`);
+/// a child that could not be started is the environment's failure.
 pub fn run(cmd: &mut Command, what: &str) -> Result<Output, Failure> {
-    crate::child::output(cmd).map_err(|e| Failure::environment(format!("cannot run {what}: {e}")).with_source(e))
+    crate::child::output_guarded(cmd)
+        .map_err(|e| Failure::environment(format!("cannot run {what}: {e}")).with_source(e))
 }
 
 /// The last `n` non-empty lines of a tool's output, joined with " / ": what a one-line

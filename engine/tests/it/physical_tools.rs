@@ -2053,3 +2053,180 @@ fn barman_cloud_backups_in_google_cloud_storage_recover_to_latest_a_time_and_a_r
     }
     drop(c);
 }
+
+/// Whether process `pid` runs (a zombie or a gone pid does not).
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')').next().and_then(|r| r.trim_start().chars().next()).is_some_and(|c| c != 'Z' && c != 'X')
+}
+
+/// The command lines of the processes holding `part` in theirs: what a test expects gone.
+fn processes_with(part: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim().to_string())
+        .filter(|c| c.contains(part))
+        .collect()
+}
+
+/// Poll until none of `pids` runs and no process holds one of `parts` in its command line,
+/// for at most 20 s (a bound for a broken build, never a measure): what is still there.
+fn left_running(pids: &[i32], parts: &[&str]) -> Vec<String> {
+    let left = || {
+        let mut v: Vec<String> = pids.iter().filter(|p| alive(**p)).map(|p| format!("pid {p}")).collect();
+        v.extend(parts.iter().flat_map(|p| processes_with(p)));
+        v
+    };
+    wait_for(Duration::from_secs(20), || left().is_empty().then_some(()));
+    left()
+}
+
+/// `pgdrill guard -- ARGS` started as pgdrill starts it: its stdin a pipe whose write end
+/// the caller holds (returned), its output captured.
+fn guard_of(args: &[&str]) -> (std::process::Child, std::process::ChildStdin) {
+    let mut child = pgdrill(&["guard", "--"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pgdrill guard");
+    let lifeline = child.stdin.take().expect("the guard's stdin");
+    (child, lifeline)
+}
+
+/// Issue 39: a tool runs under pgdrill's guard, and what the verdicts read reaches pgdrill
+/// unchanged: the tool's exit code, stdout and stderr, the signal that ended it; a tool that
+/// cannot be started is said so with its error (which pgdrill reads back as the spawn's).
+#[test]
+fn a_tools_exit_code_output_and_signal_pass_through_its_guard_unchanged() {
+    use std::os::unix::process::ExitStatusExt;
+    let (child, lifeline) = guard_of(&["sh", "-c", "printf 'out\\n'; printf 'err\\n' >&2; exit 7"]);
+    let out = child.wait_with_output().expect("the guard ends");
+    drop(lifeline);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout), text(&out.stderr)),
+        (Some(7), "out\n".to_string(), "err\n".to_string())
+    );
+    let (child, lifeline) = guard_of(&["sh", "-c", "kill -TERM $$"]);
+    let out = child.wait_with_output().expect("the guard ends");
+    drop(lifeline);
+    assert_eq!(out.status.signal(), Some(15), "the tool's signal passes through: {out:?}");
+    let (child, lifeline) = guard_of(&["/nonexistent/pgdrill-no-such-tool", "--flag"]);
+    let out = child.wait_with_output().expect("the guard ends");
+    drop(lifeline);
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    assert!(text(&out.stderr).starts_with("pgdrill guard: cannot start the tool: 2: "), "{}", text(&out.stderr));
+}
+
+/// Issue 39: the guard ends the tool and the tool's own child (a grandchild of pgdrill's,
+/// which no parent-death signal reaches) when its parent's end of the pipe closes, as the
+/// kernel closes it when pgdrill dies; the guard goes with them.
+#[test]
+fn a_guarded_tool_and_its_own_child_end_when_the_guards_parent_is_gone() {
+    let work = work_dir();
+    let pids = work.path().join("pids");
+    let script = format!("sleep 3597 & echo $$ $! > {0}.part && mv {0}.part {0}; wait", pids.display());
+    let (mut guard, lifeline) = guard_of(&["sh", "-c", &script]);
+    let started = wait_for(Duration::from_secs(60), || std::fs::read_to_string(&pids).ok());
+    let started: Vec<i32> =
+        started.expect("the tool started").split_whitespace().map(|p| p.parse().expect("a pid")).collect();
+    assert!(started.iter().all(|p| alive(*p)), "the tool and its child run: {started:?}");
+    drop(lifeline);
+    let mut all = started.clone();
+    all.push(guard.id() as i32);
+    let status = guard.wait().expect("the guard ends");
+    let left = left_running(&all, &[]);
+    assert!(left.is_empty(), "the guard's parent gone, still running: {left:?} (guard {status:?})");
+}
+
+/// Regression (issue 39): a pgdrill killed with -9 while a tool ran left the tool's own
+/// children running (the parent-death signal reached the tool alone). The tool here is the
+/// location's `bin=` (a script standing in for pgbackrest: it answers `version`, then starts a
+/// child and waits); `backups list` runs it, pgdrill is killed, and neither the tool, its
+/// child nor pgdrill's guard stays.
+#[test]
+fn a_pgdrill_killed_while_a_tool_runs_leaves_neither_the_tool_nor_its_children() {
+    let work = work_dir();
+    let pids = work.path().join("pids");
+    let tool = written(
+        work.path().join("pgbackrest-that-hangs"),
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = version ]; then echo 'pgBackRest 2.45'; exit 0; fi\n\
+             sleep 3571 & echo $$ $! > {0}.part && mv {0}.part {0}\nwait\n",
+            pids.display()
+        ),
+    );
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut pgdrill = Run::cli(["backups", "list", "--storage", &format!("pgbackrest://demo?bin={}", tool.display())])
+        .spawn_quietly();
+    let started = wait_for(Duration::from_secs(60), || std::fs::read_to_string(&pids).ok());
+    if started.is_none() {
+        let _ = pgdrill.kill();
+    }
+    let started: Vec<i32> =
+        started.expect("pgdrill ran the tool").split_whitespace().map(|p| p.parse().expect("a pid")).collect();
+    pgdrill.kill().expect("kill -9 pgdrill");
+    let _ = pgdrill.wait();
+    let guard = format!("guard -- {}", tool.display());
+    let left = left_running(&started, &[&guard, "sleep 3571"]);
+    assert!(left.is_empty(), "pgdrill killed with -9, still running (tool, its child, guard): {left:?}");
+}
+
+/// Regression (issue 39): a pgdrill killed with -9 during `barman recover` left the team's
+/// pre_recovery_script running (here a hook that sleeps an hour), and `barman recover` with
+/// it: the parent-death signal reaches the direct child only, and not even barman once it
+/// has dropped to barman_user (a change of user clears it). Barman now runs under pgdrill's
+/// guard, which kills its process group when pgdrill is gone: no hook, no barman and no
+/// guard is left.
+#[test]
+fn a_pgdrill_killed_during_barman_recover_leaves_no_hook_no_barman_and_no_guard() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("barman"), "barman (Debian package barman)")
+    {
+        return;
+    }
+    let Some(barman_owner) = barman_owner() else { return };
+    let work = work_dir();
+    let home = made_dir(work.path().join("barman"));
+    let (incoming, archive_command) = barman_incoming(work.path());
+    let c = Cluster::start(&archive_command, &[]);
+    let hook_ran = home.join("recover-hook-ran");
+    let config = barman_config(
+        &home,
+        &barman_owner,
+        &format!(
+            "[demo]\ndescription = the team's server\nconninfo = host={sock} port={port} user=postgres dbname=postgres\n\
+             streaming_conninfo = host={sock} port={port} user=postgres\nbackup_method = postgres\narchiver = on\n\
+             streaming_archiver = off\nincoming_wals_directory = {inc}\npre_recovery_script = touch {hook} && sleep 3573\n",
+            sock = c.socket().display(),
+            port = c.port,
+            inc = incoming.display(),
+            hook = hook_ran.display()
+        ),
+    );
+    let barman = |args: &[&str]| barman_cmd(&config, args);
+    let _ = barman(&["check", "demo"]).output().expect("barman check");
+    c.drill(false);
+    c.archive_now();
+    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
+    let mut load = c.load(2);
+    ok(&mut barman(&["backup", "--wait", "--wait-timeout", "120", "demo"]), "barman backup");
+    let _ = load.wait();
+    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
+
+    let source = format!("barman://demo?config={}", config.display());
+    let mut pgdrill = shipped(&source, 10).spawn_quietly();
+    let hanging = wait_for(Duration::from_secs(180), || hook_ran.exists().then_some(()));
+    pgdrill.kill().expect("kill -9 pgdrill");
+    let _ = pgdrill.wait();
+    assert!(hanging.is_some(), "barman recover never ran the team's pre_recovery_script");
+    // Barman's calls and their guards name the configuration (`barman -c CONFIG recover ...`).
+    let barman_calls = format!("-c {}", config.display());
+    let left = left_running(&[], &["sleep 3573", &barman_calls]);
+    assert!(left.is_empty(), "pgdrill killed with -9 during barman recover, still running: {left:?}");
+    drop(c);
+}
