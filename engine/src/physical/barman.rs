@@ -22,6 +22,7 @@
 //! names of a Barman catalogue's `meta/<id>-backup.info` files, to know whether this
 //! machine's barman listed every backup (`Server::unlisted`).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -149,6 +150,66 @@ impl Cloud {
             a.push(format!("--endpoint-url={e}"));
         }
         a
+    }
+
+    /// The destination for messages: its URL, and the endpoint (scheme, host and port only)
+    /// where one is given. Never a credential: the URL holds none (`parse`), and a user or
+    /// password in the endpoint is left out.
+    fn shown_store(&self) -> String {
+        let url = crate::util::visible(&self.url);
+        match self.endpoint.as_deref().and_then(endpoint_parts) {
+            Some(at) => format!("{url} (endpoint {})", at.shown()),
+            None => url.into_owned(),
+        }
+    }
+
+    /// The endpoint barman-cloud's requests go to where something names it: `endpoint=`, a
+    /// Google emulator (`STORAGE_EMULATOR_HOST` in the tools' environment `env`), or an Azure
+    /// destination written as `http(s)://HOST/ACCOUNT/...`. `None` for a cloud's own endpoint.
+    fn probe_target(&self, env: &[(OsString, OsString)]) -> Option<String> {
+        if let Some(e) = &self.endpoint {
+            return Some(e.clone());
+        }
+        if self.provider() == Some("google-cloud-storage") {
+            return env
+                .iter()
+                .find(|(k, _)| k == "STORAGE_EMULATOR_HOST")
+                .and_then(|(_, v)| v.to_str())
+                .filter(|v| !v.trim().is_empty())
+                .map(str::to_string);
+        }
+        (self.url.starts_with("http://") || self.url.starts_with("https://")).then(|| self.url.clone())
+    }
+
+    /// Whether the store answers, asked once before any barman-cloud call: a TCP connection to
+    /// the endpoint its requests go to (`probe_target`), each address given `PROBE_TIMEOUT`.
+    /// A store that does not answer cost every barman-cloud call its client's retries
+    /// (Google's: two minutes) before the same exit 3; now it is the environment's failure at
+    /// once, naming the endpoint. The tools reach the store directly (their environment holds
+    /// no proxy), as the probe does. A destination on its cloud's own endpoint is not probed.
+    pub fn probe(&self, env: &[(OsString, OsString)]) -> Result<(), Failure> {
+        use std::net::ToSocketAddrs as _;
+        let Some(at) = self.probe_target(env).as_deref().and_then(endpoint_parts) else { return Ok(()) };
+        let dead = |why: String| {
+            Failure::environment(format!(
+                "the store of the barman-cloud server `{}` at {} does not answer at {} ({why}): no barman-cloud call was made; start the store, or correct the endpoint the source (`endpoint=`) or the environment (STORAGE_EMULATOR_HOST) names",
+                crate::util::visible(&self.server),
+                crate::util::visible(&self.url),
+                at.shown()
+            ))
+        };
+        let addrs: Vec<std::net::SocketAddr> = (at.host.as_str(), at.port)
+            .to_socket_addrs()
+            .map_err(|e| dead(format!("its name does not resolve: {e}")))?
+            .collect();
+        let mut last = "its name resolves to no address".to_string();
+        for a in addrs {
+            match std::net::TcpStream::connect_timeout(&a, PROBE_TIMEOUT) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(dead(last))
     }
 
     /// The destination as a pgdrill store location, for reading a backup's `backup.info` back
@@ -367,6 +428,107 @@ impl Cloud {
     }
 }
 
+/// How long the probe of a store (`Cloud::probe`) waits for each address to accept a
+/// connection: a store that answers does so at once.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An endpoint's scheme, host and port, for the probe and messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Endpoint {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Endpoint {
+    /// `http://HOST:PORT`, safe to show.
+    fn shown(&self) -> String {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        crate::util::visible(&format!("{}://{host}:{}", self.scheme, self.port)).into_owned()
+    }
+}
+
+/// An endpoint URL (`http://HOST:PORT/...`; without a scheme, http as Google's emulator
+/// variable is read; without a port, the scheme's) as scheme, host and port, the user and
+/// password a URL may hold left out. `None` for another scheme or no host.
+fn endpoint_parts(url: &str) -> Option<Endpoint> {
+    let (scheme, rest) = url.trim().split_once("://").unwrap_or(("http", url.trim()));
+    let scheme = scheme.to_ascii_lowercase();
+    let default = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match hostport.strip_prefix('[') {
+        Some(v6) => {
+            let (h, after) = v6.split_once(']')?;
+            (h, after.strip_prefix(':'))
+        }
+        None => match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        },
+    };
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => default,
+    };
+    (!host.is_empty()).then(|| Endpoint { scheme, host: host.to_string(), port })
+}
+
+/// What Python's decompressors say of bytes that do not decompress (gzip, zlib, bzip2,
+/// python-snappy): the words that make a failed fetch the archive's damage.
+const DAMAGE_WORDS: &[&str] = &[
+    "decompressing",
+    "Not a gzipped file",
+    "CRC check failed",
+    "Compressed file ended before the end-of-stream marker",
+    "Invalid data stream",
+    "Incorrect length of data produced",
+];
+
+/// The class and the reason of a `barman-cloud-wal-restore` that failed fetching
+/// `f.segment` inside the restore_command, `store` naming the destination. Its exit codes
+/// (barman/clients/cloud_cli.py, 3.4 to 3.13): 1 no such WAL object (the server reads it as
+/// the archive's end; never recorded), 2 the store did not answer its connectivity check
+/// (boto's connection error; Google's and Azure's refusals too), 3 its arguments refused,
+/// 4 any other error, logged as "Barman cloud WAL restore exception: ...": the archive's
+/// damage only when those are a decompressor's words about the object's bytes, else the
+/// environment's (credentials S3 refused, a request that failed, a local write).
+fn cloud_fetch_verdict(f: &tools::FetchFailed, store: &str) -> (crate::error::Class, String) {
+    use crate::error::Class;
+    let segment = crate::util::visible(&f.segment);
+    if f.code == 4 && DAMAGE_WORDS.iter().any(|w| f.said.contains(w)) {
+        return (
+            Class::Failed,
+            format!("the store's copy of the WAL segment {segment} does not decompress: the archive is damaged"),
+        );
+    }
+    let why = match f.code {
+        2 => format!("the store {store} did not answer barman-cloud-wal-restore, or refused it"),
+        3 => "barman-cloud-wal-restore refused its arguments".to_string(),
+        4 => format!(
+            "barman-cloud-wal-restore could not read the store {store} (refused credentials, a failed request or a local error: not damage to the segment)"
+        ),
+        _ => "barman-cloud-wal-restore failed in a way pgdrill does not read as damage".to_string(),
+    };
+    (Class::Environment, format!("{why}; no verdict on the backup"))
+}
+
+/// barman-cloud's log lines without their time and process (`2026-12-07 09:50:00,123
+/// [4242] ERROR: ...` -> `ERROR: ...`).
+fn tool_words(said: &str) -> String {
+    said.lines()
+        .map(|l| match l.split_once("] ") {
+            Some((head, rest)) if head.contains(" [") => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Files the cloud SDKs' variables name (`AWS_CA_BUNDLE`, `GOOGLE_APPLICATION_CREDENTIALS`,
 /// ...) that exist here: a container of the tools mounts them read-only at their own paths,
 /// so the same variables work inside it.
@@ -394,12 +556,18 @@ pub struct BarmanCloud {
     stores: crate::storage::Opened,
     /// Whether `list` asked barman-cloud already (its answer is kept in `list`).
     asked: std::sync::atomic::AtomicBool,
+    /// The data directory of the last materialize: its workspace keeps the restore_command's
+    /// failure (`tools::FETCH_FAILED`) for `judge_fetch`.
+    data_dir: std::sync::Mutex<Option<PathBuf>>,
 }
 
 impl BarmanCloud {
     /// The source, with its binaries found and barman-cloud-restore's version asked; what it
     /// reads through pgdrill's own stores is opened among the command's `stores`.
+    /// The store is probed first (`Cloud::probe`): an endpoint that does not answer is the
+    /// environment's failure before any barman-cloud call.
     pub fn open(cloud: Cloud, stores: &crate::storage::Opened) -> Result<BarmanCloud, Failure> {
+        cloud.probe(&tools::tool_env())?;
         let bin = cloud.binary()?;
         Ok(BarmanCloud {
             cloud,
@@ -410,6 +578,7 @@ impl BarmanCloud {
             lister: Default::default(),
             stores: stores.clone(),
             asked: Default::default(),
+            data_dir: Default::default(),
         })
     }
 
@@ -575,6 +744,7 @@ impl PhysicalSource for BarmanCloud {
             }
             None => self.cloud.restore(&self.bin, &b, into)?,
         }
+        *self.data_dir.lock().unwrap_or_else(|e| e.into_inner()) = Some(into.data_dir.clone());
         Ok(Materialized {
             bytes: tools::tree_bytes(&into.data_dir) + tools::tree_bytes(&into.tablespaces_dir),
             tablespaces: tools::tablespaces(&into.data_dir),
@@ -584,7 +754,37 @@ impl PhysicalSource for BarmanCloud {
     fn restore_command(&self, backup: &BaseBackup) -> Result<Option<String>, Failure> {
         // In an image its barman-cloud-wal-restore, found on the image's PATH.
         let bin = self.imaged(&backup.id).map(|(_, b)| b).unwrap_or_else(|| self.bin.clone());
-        self.scripts.restore_command("barman-cloud-wal-restore", &self.cloud.wal_restore(&bin)).map(Some)
+        let words = self.cloud.wal_restore(&bin);
+        // The throwaway's workspace keeps barman-cloud-wal-restore's failure for `judge_fetch`.
+        let data = self.data_dir.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match data.as_deref().and_then(std::path::Path::parent) {
+            Some(workspace) => {
+                self.scripts.restore_command_reporting("barman-cloud-wal-restore", &words, workspace).map(Some)
+            }
+            None => self.scripts.restore_command("barman-cloud-wal-restore", &words).map(Some),
+        }
+    }
+
+    /// A recovery stopped by `barman-cloud-wal-restore` failing inside the restore_command
+    /// (its script recorded the exit code and the tool's last lines): judged by what the
+    /// tool said (`cloud_fetch_verdict`). Before, every such stop was a failed recovery
+    /// (exit 1, "exit code 126"), a store that stopped answering too (issue 39).
+    fn judge_fetch(&self, backup: &BaseBackup, recovery: Failure) -> Failure {
+        let Some(f) = recovery.source.as_deref().and_then(|s| s.downcast_ref::<tools::FetchFailed>()).cloned() else {
+            return recovery;
+        };
+        let (class, why) = cloud_fetch_verdict(&f, &self.cloud.shown_store());
+        Failure::new(
+            class,
+            format!(
+                "recovery of the backup `{}` stopped: barman-cloud-wal-restore failed fetching {} (exit {}): {}: {why}",
+                backup.id,
+                crate::util::visible(&f.segment),
+                f.code,
+                tools::last_lines(&tool_words(&f.said), 3)
+            ),
+        )
+        .with_source(f)
     }
 
     /// For a throwaway in Docker: the restore_command's script and the files the cloud
@@ -965,13 +1165,21 @@ impl Server {
         cmd.arg(&self.name).arg(id).arg(&into.data_dir);
         let out = tool.interrupt.run(&mut cmd, "barman recover")?;
         if !out.status.success() {
-            return Err(Failure::failed(format!(
-                "barman recover{} of the backup `{id}` of the server `{}` failed (exit {}): {}",
-                tool.image.as_deref().map(|i| format!(" in {i}")).unwrap_or_default(),
-                crate::util::visible(&self.name),
-                out.status.code().unwrap_or(-1),
-                tools::last_lines(&tools::both(&out), 4)
-            )));
+            let said = tools::both(&out);
+            let (class, why) = match recover_environment(&said) {
+                Some(why) => (crate::error::Class::Environment, format!(": {why}; no verdict on the backup")),
+                None => (crate::error::Class::Failed, String::new()),
+            };
+            return Err(Failure::new(
+                class,
+                format!(
+                    "barman recover{} of the backup `{id}` of the server `{}` failed (exit {}): {}{why}",
+                    tool.image.as_deref().map(|i| format!(" in {i}")).unwrap_or_default(),
+                    crate::util::visible(&self.name),
+                    out.status.code().unwrap_or(-1),
+                    tools::last_lines(&said, 4)
+                ),
+            ));
         }
         Ok(())
     }
@@ -1023,6 +1231,32 @@ impl Server {
         })?;
         std::fs::metadata(path).ok()?.modified().ok().map(time::OffsetDateTime::from)
     }
+}
+
+/// `barman recover`'s words that make its failure the environment's: Barman copies the WAL
+/// after the backup (decompressing it) during `recover`, and reports a file it could not
+/// read with the command's own words (`/bin/sh: 1: cannot open …/wals/…: Permission
+/// denied`) and a configuration it cannot read with Python's. A file of the catalogue
+/// missing or whose bytes do not decompress (`gzip: stdin: invalid compressed data`) stays
+/// the backup's failure; a permission, a full or read-only disk, and a configuration Barman
+/// cannot read (or that no longer names the server or its user) are never a verdict on it.
+const RECOVER_ENVIRONMENT: &[(&str, &str)] = &[
+    ("Permission denied", "Barman may not read a file of its catalogue or write the throwaway's (permission denied)"),
+    ("Operation not permitted", "Barman may not read a file of its catalogue or write the throwaway's"),
+    ("No space left on device", "the disk is full"),
+    ("Read-only file system", "a file system Barman writes is read-only"),
+    ("contains parsing errors", "Barman cannot read its configuration"),
+    ("contains no section headers", "Barman cannot read its configuration"),
+    ("Configuration file '", "Barman's configuration file is gone"),
+    ("Unknown server", "Barman's configuration no longer names the server"),
+    ("the configured user", "Barman's configured barman_user does not exist here"),
+    ("please run barman as", "Barman refuses to run as this user"),
+];
+
+/// Why `barman recover`'s output `said` is the environment's failure, if it is
+/// (`RECOVER_ENVIRONMENT`).
+fn recover_environment(said: &str) -> Option<&'static str> {
+    RECOVER_ENVIRONMENT.iter().find(|(words, _)| said.contains(words)).map(|(_, why)| *why)
 }
 
 /// A value of `key` in `[section]` of an INI text as Python's configparser reads it (`=` or
@@ -1591,6 +1825,123 @@ mod tests {
         let w = c.wal_restore(&t);
         assert_eq!(w[0], "/usr/bin/barman-cloud-wal-restore");
         assert_eq!(&w[1..], ["--endpoint-url=http://127.0.0.1:9", "s3://bkt/my%20dir", "a%b"]);
+    }
+
+    /// Regression (issue 39): barman-cloud-wal-restore's failures inside the restore_command
+    /// were all the backup's (exit 1, "exit code 126"), a store that stopped answering too.
+    /// Its exit code and words decide: bytes that do not decompress are the archive's damage,
+    /// naming the segment; a store that does not answer, refused credentials, refused
+    /// arguments and anything else are the environment's, naming the store.
+    #[test]
+    fn barman_cloud_wal_restores_failures_are_judged_by_what_they_are_about() {
+        use crate::error::Class;
+        let seg = "000000010000000000000007";
+        let f = |code: i32, said: &str| tools::FetchFailed { code, segment: seg.into(), said: said.into() };
+        let at = "2026-12-07 09:50:00,123 [4242] ERROR: Barman cloud WAL restore exception: ";
+        for damage in [
+            "Error -3 while decompressing data: invalid distance too far back",
+            "CRC check failed 0x6f1c2e3a != 0x1b2c3d4e",
+            "Not a gzipped file (b'\\x00\\x01')",
+            "Compressed file ended before the end-of-stream marker was reached",
+            "Invalid data stream",
+        ] {
+            let (class, why) = cloud_fetch_verdict(&f(4, &format!("{at}{damage}")), "s3://bkt/pg");
+            assert_eq!(class, Class::Failed, "{damage}");
+            assert!(why.contains(&format!("the WAL segment {seg} does not decompress")), "{why}");
+        }
+        let store = "s3://bkt/pg (endpoint http://127.0.0.1:9)";
+        let refused = "2026-12-07 09:50:00,123 [4242] ERROR: Can't connect to cloud provider: Could not connect to the endpoint URL: \"http://127.0.0.1:9/bkt\"";
+        let (class, why) = cloud_fetch_verdict(&f(2, refused), store);
+        assert_eq!(class, Class::Environment);
+        assert!(why.contains(store) && why.ends_with("no verdict on the backup"), "{why}");
+        let forbidden = format!("{at}An error occurred (403) when calling the HeadBucket operation: Forbidden");
+        let (class, why) = cloud_fetch_verdict(&f(4, &forbidden), store);
+        assert_eq!(class, Class::Environment, "refused credentials are no damage");
+        assert!(why.contains(store), "{why}");
+        for code in [3, 120, 137] {
+            assert_eq!(cloud_fetch_verdict(&f(code, "Invalid data stream"), store).0, Class::Environment, "{code}");
+        }
+        assert_eq!(
+            tool_words(refused),
+            "ERROR: Can't connect to cloud provider: Could not connect to the endpoint URL: \"http://127.0.0.1:9/bkt\""
+        );
+    }
+
+    /// Regression (issue 39): a barman-cloud source whose store did not answer cost each
+    /// barman-cloud call its client's retries (two minutes for Google's) before exit 3. The
+    /// endpoint is probed first: one that refuses is the environment's failure naming it (its
+    /// user and password never shown); one that answers passes; a cloud's own endpoint, which
+    /// nothing names, is not probed.
+    #[test]
+    fn a_barman_cloud_store_that_does_not_answer_is_named_before_any_call() {
+        let listening = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let open = listening.local_addr().expect("addr").port();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+            l.local_addr().expect("addr").port()
+        };
+        let none: Vec<(OsString, OsString)> = Vec::new();
+        let at = |port: u16| {
+            Cloud::parse(&format!(
+                "barman-cloud:s3://bkt/pg?server=main&endpoint=http%3A%2F%2Fkeyid%3Asekrit%40127.0.0.1%3A{port}%2F"
+            ))
+            .expect("parsed")
+        };
+        at(open).probe(&none).expect("a store that answers");
+        let e = at(closed).probe(&none).expect_err("a store that does not answer");
+        assert_eq!(e.class, crate::error::Class::Environment, "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("does not answer at http://127.0.0.1:{closed}")), "{msg}");
+        assert!(msg.contains("no barman-cloud call was made") && msg.contains("`main`"), "{msg}");
+        assert!(!msg.contains("sekrit") && !msg.contains("keyid"), "the endpoint's credentials were shown: {msg}");
+        assert_eq!(at(closed).shown_store(), format!("s3://bkt/pg (endpoint http://127.0.0.1:{closed})"));
+        // Google's emulator, named in the tools' environment; a cloud's own endpoint.
+        let gcs = Cloud::parse("barman-cloud:gs://bkt/pg?server=main").expect("parsed");
+        gcs.probe(&none).expect("Google's own endpoint is not probed");
+        let emulator = vec![(OsString::from("STORAGE_EMULATOR_HOST"), OsString::from(format!("127.0.0.1:{closed}")))];
+        let e = gcs.probe(&emulator).expect_err("a dead emulator");
+        assert!(e.to_string().contains(&format!("http://127.0.0.1:{closed}")), "{e}");
+        Cloud::parse("barman-cloud:s3://bkt/pg?server=main").expect("parsed").probe(&none).expect("AWS is not probed");
+        drop(listening);
+    }
+
+    #[test]
+    fn an_endpoints_host_and_port_are_read_without_its_credentials() {
+        let e = |url: &str| endpoint_parts(url).map(|e| (e.scheme, e.host, e.port));
+        let ep = |s: &str, h: &str, p: u16| Some((s.to_string(), h.to_string(), p));
+        assert_eq!(e("http://127.0.0.1:9000"), ep("http", "127.0.0.1", 9000));
+        assert_eq!(e("HTTPS://u:p@store.example:8443/path?x#y"), ep("https", "store.example", 8443));
+        assert_eq!(e("https://store.example/"), ep("https", "store.example", 443));
+        assert_eq!(e("localhost:4443"), ep("http", "localhost", 4443));
+        assert_eq!(e("http://[::1]:9000/x"), ep("http", "::1", 9000));
+        assert_eq!(endpoint_parts("http://[::1]:9000").map(|e| e.shown()).as_deref(), Some("http://[::1]:9000"));
+        for bad in ["ftp://host", "http://", "http://host:port", "http://:80"] {
+            assert_eq!(e(bad), None, "{bad}");
+        }
+    }
+
+    /// Regression (issue 39): every `barman recover` failure was the backup's (exit 1), a
+    /// catalogue file Barman may not read and a configuration it cannot read too. Barman's own
+    /// words decide: those are the environment's; a WAL file missing or whose bytes do not
+    /// decompress stays the backup's.
+    #[test]
+    fn barman_recovers_failures_of_the_environment_are_not_the_backups() {
+        let exception = |err: &str| {
+            format!("EXCEPTION: {{'ret': 2, 'err': '{err}\\n', 'out': ''}}\nSee log file for more details.")
+        };
+        let denied = exception("/bin/sh: 1: cannot open /var/lib/barman/demo/wals/0000000100000000/000000010000000000000007: Permission denied");
+        assert!(recover_environment(&denied).is_some_and(|w| w.contains("permission denied")));
+        let parse =
+            "EXCEPTION: Source contains parsing errors: '/etc/barman.conf'\n\t[line 12]: 'not an option line\\n'";
+        assert!(recover_environment(parse).is_some_and(|w| w.contains("configuration")));
+        assert!(recover_environment("ERROR: Unknown server 'demo'").is_some());
+        for backups in [
+            exception("/bin/sh: 1: cannot open /var/lib/barman/demo/wals/0000000100000000/000000010000000000000007: No such file"),
+            exception("gzip: stdin: invalid compressed data--crc error"),
+            "ERROR: rsync error: some files/attrs were not transferred (code 23)".to_string(),
+        ] {
+            assert_eq!(recover_environment(&backups), None, "{backups}");
+        }
     }
 
     const SHOW: &str = r#"{"backup_id": "20261206T100300", "base_backup_information": {"begin_lsn": "0/3000028",

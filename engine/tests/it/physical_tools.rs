@@ -833,6 +833,184 @@ fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_
     drop(c);
 }
 
+/// The path of `program` on PATH, for a wrapper that runs the real one.
+fn real(program: &str) -> String {
+    ok(Command::new("sh").args(["-c", &format!("command -v {program}")]), program).trim().to_string()
+}
+
+/// An executable script at `path` (readable and runnable by the server's user).
+fn script(path: PathBuf, body: &str) -> PathBuf {
+    let p = written(path, body);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    p
+}
+
+/// Regression (issue 39): barman-cloud-wal-restore failing inside the restore_command was
+/// never judged: the script turned every failure but 0 and 1 into 126, and the recovery that
+/// stopped there was a failed verification (exit 1, "exit code 126"), a store that stopped
+/// answering too. The tool's exit code and words now decide: a compressed WAL object whose
+/// bytes were altered is the archive's damage (exit 1 naming the segment); the store stopping
+/// while the recovery runs is the environment's (exit 3 naming the store), no verdict.
+#[test]
+fn barman_cloud_fetch_errors_in_recovery_are_judged_by_what_they_are_about() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("barman-cloud-backup"), "barman-cloud (Debian package barman-cli-cloud)")
+    {
+        return;
+    }
+    let Some(moto) = moto() else { return };
+    put(moto.port, "drill-bkt");
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let secret = "barman-cloud-fetch-secret-never-shown";
+    let env =
+        [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", secret), ("AWS_DEFAULT_REGION", "us-east-1")];
+    // The team compresses its WAL (`--gzip`): damage to an object's bytes shows when
+    // barman-cloud-wal-restore decompresses it, before the server reads it.
+    let archive_command =
+        format!("barman-cloud-wal-archive --gzip --endpoint-url {endpoint} s3://drill-bkt/pg demo %p");
+    let (c, _, counts) =
+        barman_cloud_backed_up(&archive_command, &env, 2, &["--endpoint-url", &endpoint], "s3://drill-bkt/pg");
+    let source = format!("barman-cloud:s3://drill-bkt/pg?server=demo&endpoint={endpoint}");
+    let with_env = |mut r: Run| {
+        for (k, v) in env {
+            r = r.env(k, v);
+        }
+        r
+    };
+    let work = work_dir();
+    let s3 = |code: &str, what: &str| {
+        ok(
+            Command::new("python3").args([
+                "-c",
+                &format!(
+                    "import boto3; s=boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='t', aws_secret_access_key='t', region_name='us-east-1')\n{code}"
+                ),
+            ]),
+            what,
+        )
+    };
+
+    // The newest WAL object (it holds the last batch, which the end of the archive must
+    // reach), its bytes altered in the middle of the gzip stream.
+    let objects = s3(
+        "print('\\n'.join(o['Key'] for o in s.list_objects_v2(Bucket='drill-bkt', Prefix='pg/demo/wals/')['Contents']))",
+        "list the WAL objects",
+    );
+    let mut wals: Vec<&str> =
+        objects.lines().filter(|k| k.rsplit('/').next().is_some_and(|n| n.len() == 27 && n.ends_with(".gz"))).collect();
+    wals.sort();
+    let victim = wals.last().unwrap_or_else(|| panic!("gzip'd WAL objects: {objects}")).to_string();
+    let segment = victim.rsplit('/').next().map(|n| n[..24].to_string()).unwrap_or_default();
+    let aside = work.path().join("victim.gz");
+    s3(
+        &format!(
+            "s.download_file('drill-bkt', '{victim}', '{aside}')\nb=bytearray(open('{aside}','rb').read())\nm=len(b)//2\n\
+             for i in range(m, min(m+64, len(b)-8)): b[i]^=0x5a\ns.put_object(Bucket='drill-bkt', Key='{victim}', Body=bytes(b))",
+            aside = aside.display()
+        ),
+        "damage the newest WAL object",
+    );
+    let damaged = with_env(shipped(&source, counts.latest)).output();
+    s3(&format!("s.upload_file('{}', 'drill-bkt', '{victim}')", aside.display()), "put the WAL object back");
+
+    // The store stops while the recovery runs: barman-cloud-wal-restore, as the location names
+    // it (`bin=`), waits at its first fetch until the test has stopped moto, then runs the real
+    // one; so the stop falls between the restore and the WAL's fetch without a timing.
+    let tools = made_dir(work.path().join("tools"));
+    let gate = owned_dir(&work.path().join("gate"));
+    for name in ["barman-cloud-backup-list", "barman-cloud-restore"] {
+        script(tools.join(name), &format!("#!/bin/sh\nexec {} \"$@\"\n", real(name)));
+    }
+    script(
+        tools.join("barman-cloud-wal-restore"),
+        &format!(
+            "#!/bin/sh\ncase \"$1\" in -V|--version) exec {real} \"$@\" ;; esac\n\
+             if [ ! -e {g}/stopped ]; then\n  : > {g}/asked\n  i=0\n  while [ ! -e {g}/stopped ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done\nfi\n\
+             exec {real} \"$@\"\n",
+            real = real("barman-cloud-wal-restore"),
+            g = gate.display()
+        ),
+    );
+    let mut child = with_env(shipped(&format!("{source}&bin={}", tools.display()), counts.latest))
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pgdrill");
+    // A bound for a broken build only, never a measure of speed.
+    let asked = wait_for(Duration::from_secs(300), || {
+        (gate.join("asked").exists() || child.try_wait().ok().flatten().is_some()).then_some(())
+    });
+    drop(moto);
+    written(gate.join("stopped"), "");
+    let out = child.wait_with_output().expect("pgdrill");
+    let stopped = (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)));
+
+    assert_eq!(
+        (damaged.code, stopped.0),
+        (Some(1), Some(3)),
+        "a damaged WAL object is the archive's, a store that stops no verdict:\n--- damaged:\n{}\n--- stopped:\n{}",
+        damaged.all(),
+        stopped.1
+    );
+    let all = damaged.all();
+    assert!(all.contains(&format!("barman-cloud-wal-restore failed fetching {segment}")), "{all}");
+    assert!(all.contains(&format!("the WAL segment {segment} does not decompress")), "{all}");
+    assert!(all.contains("the archive is damaged"), "{all}");
+    assert!(gate.join("asked").exists() && asked.is_some(), "the recovery fetched no WAL:\n{}", stopped.1);
+    let all = &stopped.1;
+    assert!(all.contains("barman-cloud-wal-restore failed fetching"), "{all}");
+    assert!(all.contains(&format!("the store s3://drill-bkt/pg (endpoint {endpoint})")), "the store is named:\n{all}");
+    assert!(all.contains("no verdict on the backup"), "{all}");
+    for out in [damaged.all(), stopped.1] {
+        assert!(!out.contains(secret), "the S3 secret was shown:\n{out}");
+    }
+    drop(c);
+}
+
+/// Regression (issue 39): a barman-cloud source whose store did not answer cost every
+/// barman-cloud call its client's retries (about two minutes for Google's) before exit 3.
+/// pgdrill now probes the endpoint first: `backups list` and a verify against a closed port
+/// are exit 3 at once, naming the endpoint and never the credentials, and the barman-cloud
+/// tools (the location's, which note each call) are never run.
+#[test]
+fn a_barman_cloud_store_that_does_not_answer_is_named_before_any_barman_cloud_call() {
+    if !require(on_path("barman-cloud-backup-list"), "barman-cloud (Debian package barman-cli-cloud)") {
+        return;
+    }
+    let work = work_dir();
+    let calls = work.path().join("calls.txt");
+    let tools = made_dir(work.path().join("tools"));
+    for name in ["barman-cloud-backup-list", "barman-cloud-restore", "barman-cloud-wal-restore"] {
+        script(
+            tools.join(name),
+            &format!("#!/bin/sh\necho \"{name} $*\" >> {}\nexec {} \"$@\"\n", calls.display(), real(name)),
+        );
+    }
+    // Nothing listens there.
+    let closed = free_port();
+    let secret = "barman-cloud-probe-secret-never-shown";
+    let source = format!(
+        "barman-cloud:s3://drill-bkt/pg?server=demo&endpoint=http://127.0.0.1:{closed}&bin={}",
+        tools.display()
+    );
+    let with_env = |r: Run| {
+        r.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+    };
+    let listed = with_env(Run::cli(["backups", "list", "--storage", &source])).output();
+    let ran = with_env(shipped(&source, 10)).output();
+    for (what, r) in [("backups list", &listed), ("verify", &ran)] {
+        assert_eq!(r.code, Some(3), "{what}:\n{}", r.all());
+        assert!(r.all().contains(&format!("does not answer at http://127.0.0.1:{closed}")), "{what}:\n{}", r.all());
+        assert!(r.all().contains("no barman-cloud call was made"), "{what}:\n{}", r.all());
+        assert!(!r.all().contains(secret), "{what} showed the S3 secret:\n{}", r.all());
+    }
+    let noted = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert!(noted.is_empty(), "barman-cloud ran against a store that does not answer:\n{noted}");
+}
+
 /// A PostgreSQL 15 cluster archiving with `archive_command` (barman-cloud's tools see `env`),
 /// loaded with a first batch, then backed up by `barman-cloud-backup` (`provider`'s options,
 /// into `destination` as server `demo`) under `load_seconds` of writes, which must succeed:
@@ -1264,6 +1442,101 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
     assert!(!process_running(&format!("{} recover", config.display())), "barman recover outlived pgdrill");
     let left = folders_left_by(pid);
     assert!(left.is_empty(), "the interrupted run's folders stayed: {left:?}");
+    drop(c);
+}
+
+/// Regression (issue 39): pgdrill's `barman recover` has no target, so Barman copies (and
+/// decompresses) every WAL file after the backup during `recover`, and the throwaway fetches
+/// them from a folder of its own: Barman is not called inside the recovery, and its failures
+/// to hand the WAL over were all the backup's (exit 1). Barman's own words now decide: a WAL
+/// file of its catalogue it may not read (mode 000) and a configuration it cannot read when
+/// `recover` runs (garbled by the team's barman, as the location names it, at that call) are
+/// the environment's (exit 3, no verdict); the file's bytes damaged stay the backup's (exit 1).
+#[test]
+fn barman_recover_errors_are_judged_by_what_they_are_about() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("barman"), "barman (Debian package barman)")
+    {
+        return;
+    }
+    let Some(barman_owner) = barman_owner() else { return };
+    let work = work_dir();
+    let home = made_dir(work.path().join("barman"));
+    let (incoming, archive_command) = barman_incoming(work.path());
+    let c = Cluster::start(&archive_command, &[]);
+    let config = barman_config(
+        &home,
+        &barman_owner,
+        &format!(
+            "[demo]\nconninfo = host={sock} port={port} user=postgres dbname=postgres\n\
+             streaming_conninfo = host={sock} port={port} user=postgres\nbackup_method = postgres\narchiver = on\n\
+             streaming_archiver = off\nincoming_wals_directory = {inc}\n",
+            sock = c.socket().display(),
+            port = c.port,
+            inc = incoming.display()
+        ),
+    );
+    let barman = |args: &[&str]| barman_cmd(&config, args);
+    let _ = barman(&["check", "demo"]).output().expect("barman check");
+    c.drill(true);
+    c.archive_now();
+    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
+    ok(&mut barman(&["backup", "--wait", "--wait-timeout", "120", "demo"]), "barman backup");
+    c.sql("insert into drill(batch) select 1 from generate_series(1, 10)");
+    c.archive_now();
+    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
+    let source = format!("barman://demo?config={}", config.display());
+    // The newest WAL file of Barman's catalogue (gzip'd: `compression = gzip`), which
+    // `barman recover` hands over.
+    let mut wals: Vec<PathBuf> = walk(&home.join("demo/wals"))
+        .into_iter()
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.len() == 24))
+        .collect();
+    wals.sort();
+    let victim = wals.last().expect("Barman's archive holds WAL").clone();
+    let mode = std::fs::metadata(&victim).expect("stat").permissions().mode();
+
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o000)).expect("chmod 000");
+    let unreadable = shipped(&source, 20).output();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(mode)).expect("chmod back");
+
+    let original = std::fs::read(&victim).expect("read");
+    let mut bytes = original.clone();
+    let mid = bytes.len() / 2;
+    for b in bytes.iter_mut().skip(mid).take(64) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&victim, &bytes).expect("damage");
+    let damaged = shipped(&source, 20).output();
+    std::fs::write(&victim, &original).expect("put back");
+
+    let team = std::fs::read_to_string(&config).expect("barman.conf");
+    let garbling = script(
+        work.path().join("barman-garbling-config"),
+        &format!(
+            "#!/bin/sh\ncase \" $* \" in *\" recover \"*) echo 'not an option line' >> {} ;; esac\nexec barman \"$@\"\n",
+            config.display()
+        ),
+    );
+    let garbled = shipped(&format!("{source}&bin={}", garbling.display()), 20).output();
+    std::fs::write(&config, &team).expect("the team's configuration back");
+
+    assert_eq!(
+        (unreadable.code, damaged.code, garbled.code),
+        (Some(3), Some(1), Some(3)),
+        "--- unreadable:\n{}\n--- damaged:\n{}\n--- garbled:\n{}",
+        unreadable.all(),
+        damaged.all(),
+        garbled.all()
+    );
+    let all = unreadable.all();
+    assert!(all.contains("barman recover") && all.contains("Permission denied"), "Barman's own words:\n{all}");
+    assert!(all.contains("no verdict on the backup"), "{all}");
+    let all = damaged.all();
+    assert!(all.contains("barman recover") && !all.contains("no verdict"), "{all}");
+    let all = garbled.all();
+    assert!(all.contains("Barman cannot read its configuration"), "{all}");
+    assert!(all.contains("no verdict on the backup"), "{all}");
     drop(c);
 }
 
@@ -1901,8 +2174,8 @@ pub(crate) fn service_account_key(file: &Path) -> String {
 /// emulator is the environment's (exit 3). The service-account key file is named in the
 /// environment only and its key never shown (Google's clients send no credentials to an
 /// emulator, so the key itself is not exercised here). A verify lists the backups with
-/// barman-cloud once (it did three times); the dead emulator's verify and listing wait out
-/// Google's two minutes of retries side by side (they took half the test one after the other).
+/// barman-cloud once (it did three times); the dead emulator is found by pgdrill's probe
+/// before any barman-cloud call (each waited out Google's two minutes of retries).
 #[test]
 fn barman_cloud_backups_in_google_cloud_storage_recover_to_latest_a_time_and_a_restore_point_and_a_damaged_wal_fails() {
     if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
@@ -2033,9 +2306,9 @@ fn barman_cloud_backups_in_google_cloud_storage_recover_to_latest_a_time_and_a_r
 
     // The emulator gone: the environment's failure, never a verdict on the backup.
     drop(gcs);
-    // Google's client retries a refused connection for two minutes before barman-cloud gives
-    // up (more than half of this test's time when the two commands ran one after the other):
-    // the listing waits out its retries beside the verify's.
+    // Google's client retried a refused connection for two minutes before barman-cloud gave
+    // up; pgdrill now probes the emulator (STORAGE_EMULATOR_HOST) before any barman-cloud
+    // call, and both fail at once naming it. The two still run side by side.
     let listing = with_env(Run::cli(["backups", "list", "--storage", &source]))
         .command()
         .stdin(Stdio::null())
@@ -2050,6 +2323,7 @@ fn barman_cloud_backups_in_google_cloud_storage_recover_to_latest_a_time_and_a_r
     assert_eq!(listed.0, Some(3), "{}", listed.1);
     for out in [ran.all(), listed.1] {
         assert!(!out.contains(&key_line), "the service account's key was shown:\n{out}");
+        assert!(out.contains(&format!("does not answer at {emulator}")), "the emulator is named:\n{out}");
     }
     drop(c);
 }
