@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::common;
-use crate::common::{made_dir, pgdrill, require, root, text, Run};
+use crate::common::{made_dir, require, root, text, Run};
 use pgdrill::archive::{Codec, KeySource};
 use pgdrill::backup::{self, Format, Manifest};
 use pgdrill::pg::ephemeral::Ephemeral;
@@ -285,19 +285,14 @@ async fn verify_keeps_owners_by_default_and_calls_no_owner_the_weaker_proof() {
 
 /// The shipped disaster-recovery drill with the source server destroyed: `vars` added.
 fn dr_drill(report: &Path, vars: &[&str]) -> (Option<i32>, String) {
-    let mut args = vec![
-        "run".to_string(),
-        "disaster-recovery".into(),
-        "--quiet".into(),
-        "--report".into(),
-        report.display().to_string(),
-    ];
-    for v in ["provider=native", "disaster=destroy_server", "scale=1", "keep_writing=0s", "jobs=1"].iter().chain(vars) {
-        args.extend(["--var".to_string(), v.to_string()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = pgdrill(&args).stdin(std::process::Stdio::null()).output().expect("the drill runs");
-    (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+    let ran = Run::new("disaster-recovery")
+        .arg("--quiet")
+        .arg("--report")
+        .arg(report)
+        .vars(&["provider=native", "disaster=destroy_server", "scale=1", "keep_writing=0s", "jobs=1"])
+        .vars(vars)
+        .output();
+    (ran.code, ran.all())
 }
 
 #[test]
