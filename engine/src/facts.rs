@@ -93,6 +93,11 @@ pub enum Fact {
     /// `database_url`: a drill of a throwaway) is labelled in its alerts and metrics by the
     /// first one a step told (`RunSummary::database`).
     Database { name: String },
+    /// Something the operator must act on, whatever the step's outcome (a backup written
+    /// unencrypted, a certificate not verified, roles left to drop by hand), told with
+    /// `StepCtx::warn`: its log shows it as `warning: TEXT`, and the terminal and the
+    /// compliance report list it by this kind, never by how a log line begins.
+    Warning { text: String },
 }
 
 /// A file or object an auditor can find again, by name, and by its sha256 where known.

@@ -746,6 +746,9 @@ type Piped = (Box<dyn crate::storage::Writer>, Sizes, String, Vec<u8>);
 pub struct Created {
     pub path: PathBuf,
     pub manifest: Manifest,
+    /// What the operator must act on about this backup (its database's locale unread,
+    /// password verifiers left out): the step that asked for it warns of each.
+    pub warnings: Vec<String>,
 }
 
 /// A staged file or directory (`.0`, not yet created), inside a private directory of its
@@ -1138,14 +1141,15 @@ pub async fn create_as(
         (Err(e), _, _) => return Err(e),
     };
 
+    let mut warnings = Vec::new();
     let database_properties = match properties {
         Ok(p) => {
             log(format!("database properties: {}", p.summary()));
             Some(p)
         }
         Err(e) => {
-            log(format!(
-                "warning: the database's encoding and locale could not be read ({}): verify will use its server's defaults",
+            warnings.push(format!(
+                "the database's encoding and locale could not be read ({}): verify will use its server's defaults",
                 crate::pg::describe(&e)
             ));
             None
@@ -1153,9 +1157,7 @@ pub async fn create_as(
     };
     let (globals, left_out) = crate::pg::globals::keep(globals, mac_key.as_ref());
     log(format!("globals: {}", globals.summary()));
-    if let Some(why) = left_out {
-        log(format!("warning: {why}"));
-    }
+    warnings.extend(left_out);
     let manifest = Manifest {
         schema: MANIFEST_SCHEMA.into(),
         pgdrill_version: env!("CARGO_PKG_VERSION").into(),
@@ -1292,7 +1294,7 @@ pub async fn create_as(
         },
         crate::util::human_bytes(peak_rss_kib().unwrap_or(0) * 1024),
     ));
-    Ok(Created { path, manifest })
+    Ok(Created { path, manifest, warnings })
 }
 
 fn pg_dump_failed(status: std::process::ExitStatus, errors: &str) -> Failure {

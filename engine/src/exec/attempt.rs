@@ -291,9 +291,10 @@ impl Executor {
         let mut delay = step.retry.delay;
         for attempt in 1..=total {
             rec.attempts = attempt;
-            // What an attempt that failed established is not a fact of the step.
+            // What an attempt that failed established is not a fact of the step. What it warned
+            // of stays, as its log lines do: roles left to drop by hand are still there.
             if let Ok(mut f) = facts.lock() {
-                f.clear();
+                f.retain(|f| matches!(f, Fact::Warning { .. }));
             }
             let attempt_started = Instant::now();
             // A step that ran but whose `assert:` does not hold failed this attempt; what it

@@ -65,6 +65,12 @@ fn redact_event(r: &Redactor, e: &mut Event) {
                 *l = r.redact(l);
             }
             r.redact_json(&mut rec.outputs);
+            // The terminal shows a step's warnings from its facts as it finishes.
+            for f in rec.facts.iter_mut() {
+                if let super::Fact::Warning { text } = f {
+                    *text = r.redact(text);
+                }
+            }
         }
         Event::SuiteFinished { message: Some(m), .. } => *m = r.redact(m),
         _ => {}

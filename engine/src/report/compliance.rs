@@ -99,14 +99,12 @@ pub fn build(run: &RunSummary) -> Value {
     let record = &run.record;
     let top = run.top();
     let mut checks = Vec::new();
-    // What a step warned of (`warning: ...` in its log: a backup not encrypted, a certificate
-    // not verified) is part of the record, whatever the step's outcome.
-    let mut warnings = Vec::new();
+    // What a step warned of (`Fact::Warning`: a backup not encrypted, a certificate not
+    // verified) is part of the record, whatever the step's outcome.
+    let warnings: Vec<Value> =
+        run.warnings.iter().map(|w| json!({ "suite": w.suite, "name": w.name, "warning": w.text })).collect();
     for suite in &record.suites {
         for s in &suite.steps {
-            for l in s.log.iter().filter_map(|l| l.strip_prefix("warning: ")) {
-                warnings.push(json!({ "suite": suite.name, "name": display_name(s), "warning": l }));
-            }
             checks.push(json!({
                 "suite": suite.name,
                 "step": s.path,

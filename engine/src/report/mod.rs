@@ -156,6 +156,75 @@ pub use crate::util::human_bytes;
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::exec::{Fact, SuiteOutcome};
+
+    /// Issue 37: compliance and the terminal picked a step's warnings out of its log by the
+    /// text `warning: `, so a line a script printed became a warning of the run, and a
+    /// step's warning was known only by its wording. A step now tells a warning
+    /// (`StepCtx::warn`, `Fact::Warning`): through the run's sink it reaches the terminal
+    /// and, from the summary, the compliance report by its kind, masked like every text,
+    /// with its step; a log line that only begins the same way is not one.
+    #[test]
+    fn a_warning_is_known_by_its_kind_not_by_a_log_line_that_begins_with_warning() {
+        let secret = "Zq8-warn-secret-5521";
+        let told = format!("this backup is NOT encrypted (storage /b/{secret})");
+        let plain = "warning: a script's own line, logged as text";
+        let made = summary::of_steps(None, vec![("backup.create", vec![Fact::Warning { text: told.clone() }])]);
+        let mut rec = made.record.suites[0].steps[0].clone();
+        rec.log = vec![format!("warning: {told}"), plain.to_string()];
+
+        struct Keep(Arc<Mutex<Option<RunSummary>>>);
+        impl ReportSink for Keep {
+            fn finish(&mut self, summary: &RunSummary) -> crate::Result<()> {
+                *self.0.lock().expect("lock") = Some(summary.clone());
+                Ok(())
+            }
+        }
+        let (terminal, shown) = terminal::Terminal::capturing();
+        let kept = Arc::default();
+        let redactor = Redactor::default();
+        redactor.add(secret);
+        let sinks: Vec<Box<dyn ReportSink>> = vec![Box::new(terminal), Box::new(Keep(Arc::clone(&kept)))];
+        let reports = Reports::new(redactor.clone(), String::new(), sinks);
+        let sink = crate::exec::Sink::new(redactor, vec![Box::new(reports)]);
+        let started_at = time::OffsetDateTime::now_utc();
+        sink.emit(Event::SuiteStarted {
+            suite: 0,
+            parent: None,
+            name: "r".into(),
+            file: "r.yaml".into(),
+            kind: None,
+            started_at,
+        });
+        sink.emit(Event::StepFinished(rec));
+        sink.emit(Event::SuiteFinished {
+            suite: 0,
+            name: "r".into(),
+            outcome: SuiteOutcome::Passed,
+            exit: crate::error::ExitCode::Passed,
+            duration: std::time::Duration::ZERO,
+            message: None,
+        });
+        sink.finish().expect("finish");
+
+        let masked = told.replace(secret, crate::redact::MASK);
+        let shown = shown.lock().expect("lock").clone();
+        let warned: Vec<&String> = shown.iter().filter(|l| l.contains("warning")).collect();
+        assert_eq!(warned, [&format!("      warning: {masked}")], "the terminal: {shown:?}");
+        let summary = kept.lock().expect("lock").clone().expect("a summary");
+        assert_eq!(summary.warnings.len(), 1, "{:?}", summary.warnings);
+        assert_eq!(summary.warnings[0].step, crate::exec::StepId::new(0, "steps[0]", "s0"));
+        assert_eq!(summary.warnings[0].text, masked);
+        let report = compliance::build(&summary);
+        assert_eq!(report["warnings"], serde_json::json!([{ "suite": "r", "name": "s0", "warning": masked }]));
+        // The user's log is what it was: both lines, the told one as `warning: ...`.
+        let log = &summary.record.suites[0].steps[0].log;
+        assert_eq!(log, &[format!("warning: {masked}"), plain.to_string()]);
+    }
+
     /// One escaper for JUnit's attributes and the charts' SVG (there were two, one of which
     /// kept a newline raw): markup, forbidden characters and newlines all survive a reader.
     #[test]

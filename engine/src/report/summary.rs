@@ -180,6 +180,18 @@ pub struct SkippedStep {
     pub reason: Option<String>,
 }
 
+/// What a step warned of (`Fact::Warning`), whatever its outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Warned {
+    pub step: StepId,
+    /// The name of the step's suite (its runbook).
+    pub suite: String,
+    /// The step as reports name it (`display_name`: a rollback's or `finally` step's with
+    /// its phase).
+    pub name: String,
+    pub text: String,
+}
+
 /// The summary every reporter reads.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
@@ -214,6 +226,8 @@ pub struct RunSummary {
     pub physical: Vec<(StepId, Outcome, crate::facts::PhysicalFact)>,
     /// Point-in-time recoveries proven (`Fact::PointInTime`), with how their step ended.
     pub point_in_time: Vec<(StepId, Outcome)>,
+    /// What the steps warned of (`Fact::Warning`), in the order they ran.
+    pub warnings: Vec<Warned>,
 }
 
 /// A server's identity as a step told it: its system identifier and where it listens.
@@ -246,6 +260,7 @@ impl RunSummary {
             sources: Vec::new(),
             physical: Vec::new(),
             point_in_time: Vec::new(),
+            warnings: Vec::new(),
             record,
         };
         for suite in &mut suites {
@@ -317,6 +332,12 @@ impl RunSummary {
                         self.database = name.clone();
                     }
                 }
+                Fact::Warning { text } => self.warnings.push(Warned {
+                    step: id.clone(),
+                    suite: suite.name.clone(),
+                    name: super::display_name(r),
+                    text: text.clone(),
+                }),
             }
         }
         if r.phase == Phase::Budget {
@@ -535,6 +556,7 @@ fn redact_suite(r: &Redactor, s: &mut SuiteRecord) {
                 }
                 Fact::PointInTime { target } => *target = r.redact(target),
                 Fact::Database { name } => *name = r.redact(name),
+                Fact::Warning { text } => *text = r.redact(text),
             }
         }
     }

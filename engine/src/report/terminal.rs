@@ -9,7 +9,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::{display_name, ReportSink, RunSummary};
-use crate::exec::{Event, Outcome, Phase, Rollback, SuiteOutcome};
+use crate::exec::{Event, Fact, Outcome, Phase, Rollback, SuiteOutcome};
 
 pub struct Terminal {
     multi: MultiProgress,
@@ -23,6 +23,8 @@ pub struct Terminal {
     plain_every: Duration,
     /// Running steps whose log is what they report (`report_log` when they started).
     report_log: std::collections::HashSet<(usize, String)>,
+    /// Where a unit test reads the lines instead of stdout (`capturing`).
+    kept: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
 }
 
 impl Terminal {
@@ -36,10 +38,22 @@ impl Terminal {
             progress: HashMap::new(),
             plain_every: crate::progress::plain_interval(),
             report_log: std::collections::HashSet::new(),
+            kept: None,
         }
     }
 
+    /// A plain terminal whose lines are kept in the returned list, not printed.
+    #[cfg(test)]
+    pub(super) fn capturing() -> (Self, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let kept = std::sync::Arc::default();
+        (Terminal { kept: Some(std::sync::Arc::clone(&kept)), ..Terminal::new(false) }, kept)
+    }
+
     fn line(&self, text: &str) {
+        if let Some(kept) = &self.kept {
+            kept.lock().map(|mut k| k.push(text.to_string())).unwrap_or_default();
+            return;
+        }
         if self.spinners.is_empty() {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{text}");
@@ -209,8 +223,11 @@ impl ReportSink for Terminal {
                     }
                 } else {
                     // A warning is shown whatever the step: it is what an operator must act on.
-                    for l in rec.log.iter().filter(|l| l.starts_with("warning: ")) {
-                        self.line(&format!("{}      {}", self.indent(rec.suite), visible(l)));
+                    // Known by its kind (`Fact::Warning`), shown as the step logged it.
+                    for f in &rec.facts {
+                        if let Fact::Warning { text } = f {
+                            self.line(&format!("{}      warning: {}", self.indent(rec.suite), visible(text)));
+                        }
                     }
                 }
             }

@@ -278,10 +278,10 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
                 "no key to encrypt with: set the key (PGDRILL_BACKUP_KEY for the shipped backup runbook), or --var encrypt=false for an unencrypted backup",
             ))
         }
-        (Some(false), _) => ctx.log(
-            "warning: this backup is NOT encrypted (encrypt: false): whoever can read the storage can read the data, and its manifest is bound to nothing (backups list shows UNAUTH)",
+        (Some(false), _) => ctx.warn(
+            "this backup is NOT encrypted (encrypt: false): whoever can read the storage can read the data, and its manifest is bound to nothing (backups list shows UNAUTH)",
         ),
-        (None, false) => ctx.log("warning: no key: this backup is NOT encrypted"),
+        (None, false) => ctx.warn("no key: this backup is NOT encrypted"),
         _ => {}
     }
     if envelope != Envelope::Pgdrill {
@@ -296,6 +296,9 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
     let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
     let source_url = opts.url.clone();
     let created = backup::create_as(opts, output, &log).await.map_err(StepError::from)?;
+    for w in &created.warnings {
+        ctx.warn(w.clone());
+    }
     let out =
         // A store's backup is named by its URL already: shown as it is.
         CreateOutputs::described(
@@ -542,8 +545,8 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
         }
         None => {
             if let Some(l) = checked.layers.iter().find(|l| l.contains("legacy key derivation")) {
-                ctx.log(format!(
-                    "warning: {l}: one round of a fast hash turns the passphrase into the key, which makes guessing it cheap; new backups should use `openssl enc -pbkdf2` or pgdrill's own encryption"
+                ctx.warn(format!(
+                    "{l}: one round of a fast hash turns the passphrase into the key, which makes guessing it cheap; new backups should use `openssl enc -pbkdf2` or pgdrill's own encryption"
                 ));
             }
             ctx.log(format!(

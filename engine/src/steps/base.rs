@@ -127,11 +127,11 @@ impl Base {
                 ))
             }
             (Some(false), _) => {
-                ctx.log("warning: this base backup is NOT encrypted (encrypt: false)");
+                ctx.warn("this base backup is NOT encrypted (encrypt: false)");
                 None
             }
             (None, None) => {
-                ctx.log("warning: no key: this base backup is NOT encrypted");
+                ctx.warn("no key: this base backup is NOT encrypted");
                 None
             }
             (_, k) => k,

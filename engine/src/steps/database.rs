@@ -1103,6 +1103,9 @@ async fn snapshot(ctx: StepCtx, w: SnapshotWith) -> Result<SnapshotOutputs, Step
     let log = move |l: String| log_ctx.log(l);
     let _watch = opts.meter.as_ref().map(|m| ctx.watch(m));
     let created = backup::create(opts, &log).await.map_err(StepError::from)?;
+    for w in &created.warnings {
+        ctx.warn(w.clone());
+    }
     let (snap, sha) = (created.path.display().to_string(), created.manifest.sha256.clone());
     super::journal::mark(&ctx, w.journal.as_deref(), JPhase::SnapshotTaken, &snap, |j| {
         j.snapshot = Some(snap.clone());
@@ -1746,8 +1749,8 @@ async fn create(ctx: StepCtx, w: CreateWith) -> Result<CreateOutputs, StepError>
                 Err(e) => {
                     // A throwaway server without the source's locale (an OS or ICU library
                     // that lacks it): still a restore test, but not of its collation.
-                    ctx.log(format!(
-                        "warning: this server cannot create the database as the source's ({}): {}; created with the server's defaults instead, so collation-dependent behaviour (sort order, unique indexes on text) is not proven as the source's",
+                    ctx.warn(format!(
+                        "this server cannot create the database as the source's ({}): {}; created with the server's defaults instead, so collation-dependent behaviour (sort order, unique indexes on text) is not proven as the source's",
                         src.summary(),
                         crate::pg::describe(&e)
                     ));

@@ -200,7 +200,7 @@ async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepErr
         ctx.log(format!("roles there already: {}", applied.existing.join(", ")));
     }
     for n in &applied.notes {
-        ctx.log(format!("warning: {n}"));
+        ctx.warn(n.clone());
     }
     Ok(GlobalsOutputs {
         restored: true,

@@ -190,7 +190,7 @@ fn client(ctx: &StepCtx, w: &CheckWith) -> Result<reqwest::Client, StepError> {
         b = b.identity(id);
     }
     if w.insecure {
-        ctx.log("warning: insecure: true: the endpoint's TLS certificate is NOT verified, so anyone on the path can answer for it; give its CA with `ca_file` instead");
+        ctx.warn("insecure: true: the endpoint's TLS certificate is NOT verified, so anyone on the path can answer for it; give its CA with `ca_file` instead");
         b = b.danger_accept_invalid_certs(true);
     }
     b.build().map_err(|e| StepError::environment(format!("cannot build an HTTP client: {}", error_chain(&e))))

@@ -473,7 +473,7 @@ async fn drop_roles_created(ctx: &StepCtx, client: &Client, j: &mut Journal) {
         ));
     }
     for n in notes {
-        ctx.log(format!("warning: {n}"));
+        ctx.warn(n);
     }
 }
 
@@ -773,8 +773,8 @@ async fn finish(ctx: StepCtx, w: FinishWith) -> Result<FinishOutputs, StepError>
     if (state != "restored" || recovering == "rollback") && !j.created_roles.is_empty() {
         match crate::pg::connect_to(&w.url, &w.maintenance_db).await {
             Ok(client) => drop_roles_created(&ctx, &client, &mut j).await,
-            Err(e) => ctx.log(format!(
-                "warning: the roles this restore created, {}, could not be dropped again ({}): drop them by hand",
+            Err(e) => ctx.warn(format!(
+                "the roles this restore created, {}, could not be dropped again ({}): drop them by hand",
                 j.created_role_names(),
                 e.message
             )),
@@ -820,8 +820,8 @@ pub(super) async fn drop_leftover_private(
             Ok(true)
         }
         Some(oid) => {
-            ctx.log(format!(
-                "warning: database {name} (OID {oid}) is not the copy this restore made: left as it is"
+            ctx.warn(format!(
+                "database {name} (OID {oid}) is not the copy this restore made: left as it is"
             ));
             Ok(false)
         }

@@ -396,6 +396,15 @@ impl StepCtx {
         (self.log)(line.into());
     }
 
+    /// Warn of something the operator must act on (`Fact::Warning`): the step's log says
+    /// `warning: TEXT` as it always did, and the reports know it as a warning by its kind, so
+    /// a plain line that happens to begin with `warning: ` (a script's output) is not one.
+    pub fn warn(&self, text: impl Into<String>) {
+        let text = text.into();
+        self.log(format!("warning: {text}"));
+        self.fact(crate::facts::Fact::Warning { text });
+    }
+
     /// Ask the operator: `prompt` shown, one line of answer read; `None` when no one can
     /// answer (stdin is not a terminal). A kind that asks sets `Step::INTERACTIVE`, so the
     /// terminal keeps its spinners off the prompt.

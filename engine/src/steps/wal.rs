@@ -335,7 +335,7 @@ impl WalCheck {
         };
         let (manifest, authenticated) = base::read_manifest(store.as_ref(), &b.key, Some(&key)).await?;
         if !authenticated {
-            ctx.log(format!("warning: {}: the manifest is not authenticated (the base backup is not encrypted)", b.url));
+            ctx.warn(format!("{}: the manifest is not authenticated (the base backup is not encrypted)", b.url));
         }
         let system = manifest
             .system()

@@ -7,14 +7,14 @@ use std::path::Path;
 use crate::common;
 use crate::common::{junit_cases, made_dir, pgdrill, status_of, text, tmp_backups, Run};
 
-fn run(args: &[&str], key: Option<&str>) -> (Option<i32>, String) {
-    let mut c = pgdrill(args);
-    match key {
-        Some(k) => c.env("PGDRILL_BACKUP_KEY", k),
-        None => c.env_remove("PGDRILL_BACKUP_KEY"),
-    };
-    let out = c.output().expect("pgdrill runs");
-    (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+/// `cmd` run with the backup key `key` (none: unset): its exit code and all it printed.
+fn run(cmd: Run, key: Option<&str>) -> (Option<i32>, String) {
+    let ran = match key {
+        Some(k) => cmd.key(k),
+        None => cmd.env_remove(common::KEY_ENV),
+    }
+    .output();
+    (ran.code, ran.all())
 }
 
 fn files_under(dir: &Path) -> Vec<String> {
@@ -26,32 +26,17 @@ async fn an_unencrypted_backup_round_trips_with_a_warning_and_a_missing_key_is_n
     let Some(src) = common::native_server_with("ledger", "create table entries (id int primary key, amount numeric); insert into entries select g, g * 1.5 from generate_series(1, 3000) g;").await else { return };
     let (dir, storage) = tmp_backups();
     let url = src.url();
-    let db_url = format!("database_url={url}");
-    let st = format!("storage={}", storage.display());
+    let backup = || Run::new("backup").var("database_url", &url).var("storage", storage.display());
 
     // The default asks for a key and names where to put it; nothing is written.
-    let (code, all) = run(&["run", "backup", "--var", &db_url, "--var", &st], None);
+    let (code, all) = run(backup(), None);
     assert_eq!(code, Some(2), "{all}");
     assert!(all.contains("PGDRILL_BACKUP_KEY") && all.contains("encrypt=false"), "{all}");
     assert!(files_under(&storage).iter().all(|f| !f.ends_with(".pgdrill")), "{:?}", files_under(&storage));
 
     // encrypt=false: written, said where and how big, warned about in the terminal and JUnit.
     let junit = dir.path().join("backup.xml");
-    let (code, all) = run(
-        &[
-            "run",
-            "backup",
-            "--var",
-            &db_url,
-            "--var",
-            &st,
-            "--var",
-            "encrypt=false",
-            "--junit",
-            junit.to_str().unwrap_or_default(),
-        ],
-        None,
-    );
+    let (code, all) = run(backup().var("encrypt", false).junit(&junit), None);
     assert_eq!(code, Some(0), "{all}");
     assert!(all.contains("warning: this backup is NOT encrypted (encrypt: false)"), "{all}");
     let wrote = all.lines().find(|l| l.contains("wrote ")).unwrap_or_default().to_string();
@@ -62,10 +47,7 @@ async fn an_unencrypted_backup_round_trips_with_a_warning_and_a_missing_key_is_n
     assert!(!all.contains(&src.password), "no password in the output");
 
     // The same with a key set: encrypt=false wins, and the key never shows.
-    let (code, all) = run(
-        &["run", "backup", "--var", &db_url, "--var", &st, "--var", "encrypt=false"],
-        Some("a key that is not used"),
-    );
+    let (code, all) = run(backup().var("encrypt", false), Some("a key that is not used"));
     assert_eq!(code, Some(0), "{all}");
     assert!(all.contains("NOT encrypted") && !all.contains("a key that is not used"), "{all}");
 
@@ -77,25 +59,12 @@ async fn an_unencrypted_backup_round_trips_with_a_warning_and_a_missing_key_is_n
     assert_eq!(list.len(), 2, "{list:?}");
     assert!(list.iter().all(|b| b["encrypted"] == false), "{list:?}");
     let vjunit = dir.path().join("verify.xml");
-    let (code, all) = run(
-        &[
-            "run",
-            "verify",
-            "--var",
-            &st,
-            "--var",
-            "database=ledger",
-            "--var",
-            "provider=native",
-            "--var",
-            "rpo=1000d",
-            "--junit",
-            vjunit.to_str().unwrap_or_default(),
-            "--report",
-            dir.path().join("report").to_str().unwrap_or_default(),
-        ],
-        None,
-    );
+    let verify = Run::new("verify")
+        .var("storage", storage.display())
+        .vars(&["database=ledger", "provider=native", "rpo=1000d"])
+        .junit(&vjunit)
+        .report(dir.path().join("report"));
+    let (code, all) = run(verify, None);
     assert_eq!(code, Some(0), "{all}");
     let cases = junit_cases(&vjunit);
     for check in ["integrity", "restore", "tables", "freshness"] {
@@ -171,14 +140,14 @@ async fn off_a_tty_a_dump_prints_plain_progress_lines_that_grow_and_end() {
     )
     .await;
     let dir = tempfile::tempdir().expect("tmp");
-    let db_url = format!("database_url={}", src.url());
-    let st = format!("storage={}", dir.path().join("b").display());
     let backup = || {
-        let out = pgdrill(&["run", "backup", "--var", &db_url, "--var", &st, "--var", "fingerprint=off"])
-            .env("PGDRILL_BACKUP_KEY", "progress test passphrase")
+        let out = Run::new("backup")
+            .var("database_url", src.url())
+            .var("storage", dir.path().join("b").display())
+            .var("fingerprint", "off")
+            .key("progress test passphrase")
             .env("PGDRILL_PROGRESS_INTERVAL", "1ms")
-            .output()
-            .expect("backup");
+            .raw();
         let all = text(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{all}{}", text(&out.stderr));
         all

@@ -198,10 +198,7 @@ async fn backup_check_names_every_kind_of_damage() {
     // never appears.
     std::fs::write(&p, &good).expect("restore the file");
     let rb = written(t.path().join("check.yaml"), "name: check\nvars: { path: ~ }\nsecrets: { key: { env: K } }\nsteps:\n  - id: check\n    uses: backup.check\n    with: { path: \"{{ vars.path }}\", key: \"{{ secrets.key }}\" }\n");
-    let out = pgdrill(&["run", rb.to_str().unwrap_or_default(), "--var", &format!("path={}", p.display())])
-        .env("K", "wrong passphrase value")
-        .output()
-        .expect("run");
+    let out = Run::new(&rb).var("path", p.display()).env("K", "wrong passphrase value").raw();
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("wrong key or corrupted backup"), "{stdout}");
@@ -291,19 +288,12 @@ async fn two_backups_at_once_do_not_collide_and_the_shipped_runbook_works() {
 
     // `pgdrill run backup` from another directory, with the key from the environment.
     let storage = t.path().join("shipped");
-    let out = Command::new(common::bin())
-        .args([
-            "run",
-            "backup",
-            "--var",
-            &format!("database_url={}", src.url()),
-            "--var",
-            &format!("storage={}", storage.display()),
-        ])
+    let out = Run::new("backup")
+        .var("database_url", src.url())
+        .var("storage", storage.display())
         .current_dir(t.path())
-        .env("PGDRILL_BACKUP_KEY", "operator passphrase")
-        .output()
-        .expect("run");
+        .key("operator passphrase")
+        .raw();
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(!text(&out.stdout).contains(&src.password), "the server password is redacted");
     let list = pgdrill(&["backups", "list", "--storage", storage.to_str().unwrap_or_default(), "--json"])

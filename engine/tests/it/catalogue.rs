@@ -46,19 +46,18 @@ fn every_step_emits_exactly_its_documented_outputs() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let mut failed = Vec::new();
-    let runs: Vec<Vec<String>> = vec![
-        vec!["quickstart".into(), "--var".into(), "provider=native".into()],
-        vec!["disaster-recovery".into(), "--var".into(), "provider=native".into(), "--var".into(), "scale=2".into()],
-        vec!["ab".into(), "--var".into(), "provider=native".into()],
-        vec!["pitr-drill".into(), "--var".into(), "version=15".into()],
-        vec!["fixtures/runbooks/catalogue.yaml".into(), "--var".into(), format!("http_url={url}")],
+    let http_url = format!("http_url={url}");
+    let runs: [(&str, &[&str]); 5] = [
+        ("quickstart", &["provider=native"]),
+        ("disaster-recovery", &["provider=native", "scale=2"]),
+        ("ab", &["provider=native"]),
+        ("pitr-drill", &["version=15"]),
+        ("fixtures/runbooks/catalogue.yaml", &[http_url.as_str()]),
     ];
-    for args in &runs {
-        let mut argv = vec!["run", "--quiet", "--yes"];
-        argv.extend(args.iter().map(String::as_str));
-        let out = pgdrill(&argv).env("PGDRILL_RECORD_OUTPUTS", &record).output().expect("pgdrill");
+    for (runbook, vars) in runs {
+        let out = Run::new(runbook).arg("--quiet").arg("--yes").vars(vars).env("PGDRILL_RECORD_OUTPUTS", &record).raw();
         if !out.status.success() {
-            failed.push(format!("{}: {}{}", args[0], text(&out.stdout), text(&out.stderr)));
+            failed.push(format!("{runbook}: {}{}", text(&out.stdout), text(&out.stderr)));
         }
     }
     let _ = http.kill();

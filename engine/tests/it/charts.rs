@@ -78,7 +78,7 @@ fn dated_reports_are_unique_per_run_and_keep_0_keeps_the_current_page() {
     let report = dir.path().join("report");
     let (rb, rep) = (rb.to_str().expect("utf-8"), report.to_str().expect("utf-8"));
     for fail in ["no", "yes", "no"] {
-        let out = run(&["run", rb, "--quiet", "--var", &format!("fail={fail}"), "--report", rep]);
+        let out = Run::new(rb).arg("--quiet").var("fail", fail).arg("--report").arg(rep).raw();
         assert_eq!(out.status.code(), Some(if fail == "no" { 0 } else { 1 }), "{}", text(&out.stdout));
     }
     let pages = dated_pages(&report);

@@ -5,7 +5,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common;
-use crate::common::{docker_ready, test_image, text};
+use crate::common::{docker_ready, test_image, text, Run};
 
 const KEY: &str = "container-test-key-0123456789";
 
@@ -95,9 +95,9 @@ impl Drop for Container {
     }
 }
 
-fn pgdrill(args: &[&str]) -> Command {
-    let mut c = common::pgdrill(args);
-    c.env("PGDRILL_BACKUP_KEY", KEY).stdin(Stdio::null());
+fn pgdrill(run: Run) -> Command {
+    let mut c = run.key(KEY).command();
+    c.stdin(Stdio::null());
     c
 }
 
@@ -105,16 +105,17 @@ fn all(out: &Output) -> String {
     format!("{}{}", text(&out.stdout), text(&out.stderr))
 }
 
-fn restore_args<'a>(url: &'a str, st: &'a str) -> Vec<&'a str> {
-    vec!["run", "restore", "--var", url, "--var", st, "--var", "database=app", "--yes"]
+/// The shipped restore of database `app` from `storage` into the server at `url`.
+fn restore_args(url: &str, storage: &str) -> Run {
+    Run::new("restore").var("database_url", url).var("storage", storage).var("database", "app").arg("--yes")
 }
 
 /// `pgdrill run backup` of the container's database `app` into a new folder, which must
-/// succeed: the folder, its `storage=` var, and what pgdrill did.
+/// succeed: the folder, its location, and what pgdrill did.
 fn backup_app(c: &Container) -> (tempfile::TempDir, String, std::process::Output) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let st = format!("storage={}", dir.path().join("backups").display());
-    let out = pgdrill(&["run", "backup", "--var", &format!("database_url={}", c.url("app")), "--var", &st])
+    let st = dir.path().join("backups").display().to_string();
+    let out = pgdrill(Run::new("backup").var("database_url", c.url("app")).var("storage", &st))
         .output()
         .expect("backup runs");
     assert_eq!(out.status.code(), Some(0), "backup: {}", all(&out));
@@ -132,15 +133,15 @@ fn a_database_in_a_container_with_no_published_port_is_backed_up_verified_and_re
     c.assert_nothing_left_running(Duration::from_secs(10));
 
     // Verify by restoring into a throwaway server (its fingerprint matched the source's).
-    let out = pgdrill(&["run", "verify", "--var", &st, "--var", "database=app", "--var", "provider=native"])
+    let out = pgdrill(Run::new("verify").var("storage", &st).var("database", "app").var("provider", "native"))
         .output()
         .expect("verify");
     assert_eq!(out.status.code(), Some(0), "verify: {}", all(&out));
 
     // An operator restore into the container brings the deleted rows back.
     c.psql("delete from t where id > 10; drop table \"we'ird = 🐘\"");
-    let url = format!("database_url={}", c.url("postgres"));
-    let out = pgdrill(&restore_args(&url, &st)).output().expect("restore runs");
+    let url = c.url("postgres");
+    let out = pgdrill(restore_args(&url, &st)).output().expect("restore runs");
     assert_eq!(out.status.code(), Some(0), "restore: {}", all(&out));
     assert!(all(&out).contains("1 job"), "a container restore streams with one job: {}", all(&out));
     assert_eq!(c.psql("select count(*) from t"), "1000");
@@ -162,9 +163,9 @@ fn kill_9_during_a_container_restore_leaves_nothing_running_inside_and_is_found_
     let (dir, st, _) = backup_app(&c);
     c.psql("delete from t where id > 5");
 
-    let url = format!("database_url={}", c.url("postgres"));
+    let url = c.url("postgres");
     let mut child =
-        pgdrill(&restore_args(&url, &st)).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+        pgdrill(restore_args(&url, &st)).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
     let deadline = Instant::now() + Duration::from_secs(120);
     let journal = dir.path().join("backups/.safety/.journal");
     loop {
@@ -177,7 +178,7 @@ fn kill_9_during_a_container_restore_leaves_nothing_running_inside_and_is_found_
         std::thread::sleep(Duration::from_millis(100));
     }
     // A second restore of the same container's database meanwhile is refused, naming the first.
-    let out = pgdrill(&restore_args(&url, &st)).output().expect("restore runs");
+    let out = pgdrill(restore_args(&url, &st)).output().expect("restore runs");
     assert_eq!(out.status.code(), Some(1), "a second restore at once: {}", all(&out));
     assert!(all(&out).contains(&format!("is being restored by pgdrill pid {}", child.id())), "{}", all(&out));
     assert!(all(&out).contains("Nothing was changed"), "{}", all(&out));
@@ -187,18 +188,16 @@ fn kill_9_during_a_container_restore_leaves_nothing_running_inside_and_is_found_
     c.assert_nothing_left_running(Duration::from_secs(30));
 
     // The next restore finds the journal and changes nothing until told which way to go.
-    let out = pgdrill(&restore_args(&url, &st)).output().expect("restore runs");
+    let out = pgdrill(restore_args(&url, &st)).output().expect("restore runs");
     assert_eq!(out.status.code(), Some(1), "the next restore: {}", all(&out));
     assert!(all(&out).contains("an unfinished restore of database `app`"), "{}", all(&out));
     assert!(all(&out).contains("stopped at phase `restoring`"), "{}", all(&out));
     // Rolled back through the container from the safety snapshot: the database as it was.
-    let mut args = restore_args(&url, &st);
-    args.extend(["--var", "recover=rollback"]);
-    let out = pgdrill(&args).output().expect("restore runs");
+    let out = pgdrill(restore_args(&url, &st).var("recover", "rollback")).output().expect("restore runs");
     assert_eq!(out.status.code(), Some(0), "recover=rollback: {}", all(&out));
     assert_eq!(c.psql("select count(*) from t"), "5");
     // And an ordinary restore runs again.
-    let out = pgdrill(&restore_args(&url, &st)).output().expect("restore runs");
+    let out = pgdrill(restore_args(&url, &st)).output().expect("restore runs");
     assert_eq!(out.status.code(), Some(0), "the restore after the rollback: {}", all(&out));
     assert_eq!(c.psql("select count(*) from t"), "1500");
     assert_eq!(c.psql("select count(*) from pg_indexes where indexname = 't_slow'"), "1");
@@ -221,10 +220,9 @@ fn phase(dir: &std::path::Path) -> String {
 fn a_missing_or_stopped_container_or_one_without_perl_or_pg_dump_is_exit_3_with_one_line() {
     let Some(c) = Container::start("broken") else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let st = format!("storage={}", dir.path().join("backups").display());
+    let st = dir.path().join("backups").display().to_string();
     let backup = |url: &str| -> (Option<i32>, String) {
-        let out =
-            pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &st]).output().expect("runs");
+        let out = pgdrill(Run::new("backup").var("database_url", url).var("storage", &st)).output().expect("runs");
         let last = text(&out.stdout).lines().last().unwrap_or_default().to_string();
         (out.status.code(), last)
     };
@@ -267,9 +265,10 @@ fn a_missing_or_stopped_container_or_one_without_perl_or_pg_dump_is_exit_3_with_
 fn a_docker_exec_failure_names_the_engine_s_cause() {
     let Some(c) = Container::start("execuser") else { return };
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("database_url=docker://{}/app?user=postgres&exec_user=nosuchuser", c.name);
-    let st = format!("storage={}", dir.path().join("backups").display());
-    let out = pgdrill(&["run", "backup", "--var", &url, "--var", &st]).output().expect("runs");
+    let url = format!("docker://{}/app?user=postgres&exec_user=nosuchuser", c.name);
+    let out = pgdrill(Run::new("backup").var("database_url", url).var("storage", dir.path().join("backups").display()))
+        .output()
+        .expect("runs");
     let log = all(&out);
     assert_eq!(out.status.code(), Some(2), "{log}");
     assert!(log.contains("docker said: unable to find user nosuchuser"), "{log}");

@@ -32,8 +32,8 @@ async fn native_15(db: &str) -> Option<Ephemeral> {
     Some(s)
 }
 
-fn pgdrill_with_images(args: &[&str]) -> std::process::Output {
-    pgdrill(args).env("PGDRILL_DOCKER_IMAGE", IMAGES).env("PGDRILL_BACKUP_KEY", KEY).output().expect("pgdrill")
+fn pgdrill_with_images(run: Run) -> std::process::Output {
+    run.env("PGDRILL_DOCKER_IMAGE", IMAGES).key(KEY).raw()
 }
 
 /// `pgdrill run verify` of `database` in `storage` on a throwaway server in Docker (the
@@ -63,14 +63,7 @@ async fn a_postgresql_17_server_is_backed_up_with_the_17_tools_from_its_image_an
     let st = storage.to_str().expect("utf-8");
     let url = pg17.url();
 
-    let out = pgdrill_with_images(&[
-        "run",
-        "backup",
-        "--var",
-        &format!("database_url={url}"),
-        "--var",
-        &format!("storage={st}"),
-    ]);
+    let out = pgdrill_with_images(Run::new("backup").var("database_url", &url).var("storage", st));
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(
@@ -108,16 +101,9 @@ async fn a_postgresql_17_server_is_backed_up_with_the_17_tools_from_its_image_an
 
     // A plain SQL backup of 17 goes through psql: 17's, from the image.
     let plain = dir.path().join("plain");
-    let out = pgdrill_with_images(&[
-        "run",
-        "backup",
-        "--var",
-        &format!("database_url={url}"),
-        "--var",
-        &format!("storage={}", plain.display()),
-        "--var",
-        "format=plain",
-    ]);
+    let out = pgdrill_with_images(
+        Run::new("backup").var("database_url", &url).var("storage", plain.display()).var("format", "plain"),
+    );
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let junit_plain = dir.path().join("verify-plain.xml");
     let out = verify_in_docker(plain.display(), "app", &junit_plain, &[]);
@@ -131,47 +117,32 @@ async fn a_postgresql_17_server_is_backed_up_with_the_17_tools_from_its_image_an
     // An operator restore of the 17 backup into the 17 server, under a new name: preflight
     // finds pg_restore 17 in the image, and the restore uses it.
     let safety = dir.path().join("safety");
-    let out = pgdrill_with_images(&[
-        "run",
-        "restore",
-        "--yes",
-        "--var",
-        &format!("database_url={url}"),
-        "--var",
-        &format!("storage={st}"),
-        "--var",
-        "database=app",
-        "--var",
-        "target=app_copy",
-        "--var",
-        &format!("safety={}", safety.display()),
-    ]);
+    let out = pgdrill_with_images(
+        Run::cli(["run", "restore", "--yes"])
+            .var("database_url", &url)
+            .var("storage", st)
+            .vars(&["database=app", "target=app_copy"])
+            .var("safety", safety.display()),
+    );
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(scalar(&url.replace("/app", "/app_copy"), "select count(*) from t").await, "2000");
 
     // Without the image: exit 3, one line naming the missing major's tools.
-    let out = pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={st}")])
+    let out = Run::new("backup")
+        .var("database_url", &url)
+        .var("storage", st)
         .env("PGDRILL_DOCKER_IMAGE", "pgdrill/no-such-image:{major}")
-        .env("PGDRILL_BACKUP_KEY", KEY)
-        .output()
-        .expect("pgdrill");
+        .key(KEY)
+        .raw();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("cannot come from Docker either"), "{}", text(&out.stdout));
 
     // Into an older major: refused in preflight, the target untouched.
     let Some(pg15) = server(15, "app").await else { return };
     exec(&pg15.url(), "create table keep(id int); insert into keep values (42)").await;
-    let out = pgdrill_with_images(&[
-        "run",
-        "restore",
-        "--yes",
-        "--var",
-        &format!("database_url={}", pg15.url()),
-        "--var",
-        &format!("storage={st}"),
-        "--var",
-        "database=app",
-    ]);
+    let out = pgdrill_with_images(
+        Run::cli(["run", "restore", "--yes"]).var("database_url", pg15.url()).var("storage", st).var("database", "app"),
+    );
     let stdout = text(&out.stdout);
     assert!(!out.status.success(), "a 17 backup was restored into 15: {stdout}");
     assert!(stdout.contains("preflight") && stdout.contains("17"), "{stdout}");
@@ -229,18 +200,13 @@ async fn the_upgrade_drill_rehearses_15_to_17_and_reports_its_rto() {
     )
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = pgdrill_with_images(&[
-        "run",
-        "upgrade",
-        "--var",
-        &format!("database_url={}", pg15.url()),
-        "--var",
-        "provider=docker",
-        "--var",
-        "smoke_sql=select count(*) from big_orders",
-        "--report",
-        dir.path().to_str().expect("utf-8"),
-    ]);
+    let out = pgdrill_with_images(
+        Run::new("upgrade")
+            .var("database_url", pg15.url())
+            .vars(&["provider=docker", "smoke_sql=select count(*) from big_orders"])
+            .arg("--report")
+            .arg(dir.path()),
+    );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("PostgreSQL 17"), "{stdout}");

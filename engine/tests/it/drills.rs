@@ -305,9 +305,7 @@ fn run_rto_sets_the_drills_recovery_objective_and_budget_the_runs() {
 /// each run as the flag its runbook means: `--rto` for a drill, `--budget` for the others.
 #[test]
 fn run_rto_on_a_runbook_without_a_recovery_objective_silently_became_its_budget() {
-    let out = pgdrill(&["run", "verify", "--rto", "10m", "--var", "storage=/nonexistent", "--var", "database=app"])
-        .output()
-        .expect("runs");
+    let out = Run::new("verify").arg("--rto").arg("10m").var("storage", "/nonexistent").var("database", "app").raw();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("--rto 10m: runbook verify measures no recovery time (it has no drill.rto step)")

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::common;
-use crate::common::{junit_cases, pgdrill, status_of, text, tmp_backups, written, Run};
+use crate::common::{junit_cases, status_of, text, tmp_backups, written, Run};
 use pgdrill::archive::{Codec, KeySource};
 use pgdrill::backup::restore::{restore, RestoreOptions};
 use pgdrill::backup::{self, CreateOptions, Format};
@@ -23,9 +23,7 @@ fn opts(url: &str, storage: &Path, format: Format) -> CreateOptions {
 
 /// Load the shipped `types` and `edge` fixtures through `fixtures.load`, as a drill does.
 fn load_fixtures(url: &str) {
-    let out = pgdrill(&["run", "fixtures/runbooks/load-edge.yaml", "--var", &format!("url={url}")])
-        .output()
-        .expect("load runs");
+    let out = Run::new("fixtures/runbooks/load-edge.yaml").var("url", url).raw();
     assert!(out.status.success(), "load: {}{}", text(&out.stdout), text(&out.stderr));
 }
 

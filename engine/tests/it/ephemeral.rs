@@ -31,23 +31,28 @@ fn ready_in(provider: &str) -> Option<tempfile::TempDir> {
     ready(provider).then(|| tempfile::tempdir().expect("tmp"))
 }
 
-fn command(provider: &str, mode: &str, out: &Path) -> std::process::Command {
-    let mut c = Run::new("fixtures/runbooks/ephemeral.yaml")
+/// The ephemeral fixture on `provider` in `mode`, recording into `out`.
+fn fixture(provider: &str, mode: &str, out: &Path) -> Run {
+    Run::new("fixtures/runbooks/ephemeral.yaml")
         .var("provider", provider)
         .var("mode", mode)
         .var("out", out.display())
-        .command();
-    c.env("PGDRILL_DOCKER_IMAGE", DOCKER_IMAGE);
-    c
+        .env("PGDRILL_DOCKER_IMAGE", DOCKER_IMAGE)
+}
+
+fn command(provider: &str, mode: &str, out: &Path) -> std::process::Command {
+    fixture(provider, mode, out).command()
 }
 
 /// The fixture in mode `pass` on `provider` with an image that cannot be pulled
 /// (`PGDRILL_DOCKER_IMAGE`), recording into `r` in a new temporary folder; `None` (a printed
-/// skip, a failure in CI) without Docker and the local image.
-fn with_an_unpullable_image(provider: &str) -> Option<(tempfile::TempDir, std::process::Command)> {
+/// skip, a failure in CI) without Docker and the local image; `vars` added.
+fn with_an_unpullable_image(provider: &str, vars: &[&str]) -> Option<(tempfile::TempDir, std::process::Command)> {
     let t = ready_in("docker")?;
-    let mut c = command(provider, "pass", &t.path().join("r"));
-    c.env("PGDRILL_DOCKER_IMAGE", "pgdrill-test/no-such-image:{major}");
+    let c = fixture(provider, "pass", &t.path().join("r"))
+        .vars(vars)
+        .env("PGDRILL_DOCKER_IMAGE", "pgdrill-test/no-such-image:{major}")
+        .command();
     Some((t, c))
 }
 
@@ -260,7 +265,7 @@ fn auto_falls_back_to_native_and_says_why() {
 #[test]
 fn a_major_the_provider_cannot_supply_says_what_is_available() {
     let Some(t) = ready_in("native") else { return };
-    let out = command("native", "pass", &t.path().join("r")).args(["--var", "version=11"]).output().expect("run");
+    let out = fixture("native", "pass", &t.path().join("r")).var("version", 11).raw();
     assert_eq!(out.status.code(), Some(3));
     assert!(
         text(&out.stdout).contains("PostgreSQL 11 server binaries not found; available: 15"),
@@ -354,7 +359,7 @@ fn quickstart_works_without_a_docker_engine_on_native_binaries() {
 /// naming the remedies, no container.
 #[test]
 fn docker_with_an_unpullable_image_fails_with_exit_3_naming_the_remedy() {
-    let Some((_t, mut c)) = with_an_unpullable_image("docker") else { return };
+    let Some((_t, mut c)) = with_an_unpullable_image("docker", &[]) else { return };
     let child = c.stdout(Stdio::piped()).spawn().expect("spawn");
     let pid = child.id();
     let line = environment_error(&child.wait_with_output().expect("wait"));
@@ -368,7 +373,7 @@ fn docker_with_an_unpullable_image_fails_with_exit_3_naming_the_remedy() {
 /// auto with an image that cannot be had falls back to the local binaries and says why.
 #[test]
 fn auto_with_an_unpullable_image_falls_back_to_native_and_says_why() {
-    let Some((t, mut c)) = with_an_unpullable_image("auto") else { return };
+    let Some((t, mut c)) = with_an_unpullable_image("auto", &[]) else { return };
     if !ready("native") {
         return;
     }
@@ -386,8 +391,8 @@ fn auto_with_an_unpullable_image_falls_back_to_native_and_says_why() {
 /// and the remedies.
 #[test]
 fn auto_with_nothing_to_serve_names_the_remedies() {
-    let Some((_t, mut c)) = with_an_unpullable_image("auto") else { return };
-    let line = environment_error(&c.args(["--var", "version=11"]).output().expect("run"));
+    let Some((_t, mut c)) = with_an_unpullable_image("auto", &["version=11"]) else { return };
+    let line = environment_error(&c.output().expect("run"));
     assert!(line.contains("no throwaway PostgreSQL 11 server"), "{line}");
     assert!(line.contains("pgdrill-test/no-such-image:11 cannot be pulled"), "{line}");
     assert!(line.contains("install the PostgreSQL 11 server binaries"), "{line}");

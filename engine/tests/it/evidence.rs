@@ -337,7 +337,9 @@ async fn staged_plaintext_and_partial_backups_were_world_readable_and_survived_a
             backup.display()
         ),
     );
-    let mut child = pgdrill(&["run", runbook.to_str().unwrap_or_default(), "--var", "pause=10m"])
+    let mut child = Run::new(&runbook)
+        .var("pause", "10m")
+        .command()
         .env("PGDRILL_BACKUP_KEY", KEY)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

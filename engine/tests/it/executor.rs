@@ -255,7 +255,9 @@ fn a_failing_step_cancels_its_running_siblings_and_rolls_back_the_group() {
 fn sigterm_is_handled_like_sigint() {
     let t = tmp();
     let log = t.path().join("log");
-    let mut child = pgdrill(&["run", "fixtures/runbooks/interrupt.yaml", "--var", &format!("log={}", log.display())])
+    let mut child = Run::new("fixtures/runbooks/interrupt.yaml")
+        .var("log", log.display())
+        .command()
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn");
@@ -312,7 +314,7 @@ fn a_missing_secret_or_variable_is_invalid_input() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("pass --var log=VALUE"), "{}", text(&out.stderr));
 
-    let out = run(&["run", "fixtures/runbooks/rollback-order.yaml", "--var", "lg=/tmp/x"]);
+    let out = Run::new("fixtures/runbooks/rollback-order.yaml").var("lg", "/tmp/x").raw();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("did you mean `log`?"), "{}", text(&out.stderr));
 }
@@ -344,7 +346,7 @@ fn plan_renders_known_values_and_keeps_later_ones_as_written() {
     let s = Run::cli(["plan", "fixtures/runbooks/nested-parent.yaml"]).expect(0).stdout;
     assert!(s.contains("child [runbook]"), "{s}");
     assert!(s.contains("{{ steps.child.steps.say.stdout }}"), "{s}");
-    let out = run(&["plan", "fixtures/runbooks/rollback-order.yaml", "--var", "log=/var/tmp/x.log"]);
+    let out = Run::cli(["plan", "fixtures/runbooks/rollback-order.yaml"]).var("log", "/var/tmp/x.log").raw();
     assert!(text(&out.stdout).contains("/var/tmp/x.log"), "{}", text(&out.stdout));
     assert!(!std::path::Path::new("/var/tmp/x.log").exists(), "plan has no side effects");
 }
@@ -497,8 +499,7 @@ fn a_failing_sibling_of_a_nested_runbook_lets_the_child_roll_back_and_finish_fir
 fn a_runbook_nesting_itself_through_a_template_stops_at_the_limit_and_every_level_unwinds() {
     let t = tmp();
     let log = t.path().join("log");
-    let out =
-        run(&["run", "fixtures/runbooks/nests-itself-templated.yaml", "--var", &format!("log={}", log.display())]);
+    let out = Run::new("fixtures/runbooks/nests-itself-templated.yaml").var("log", log.display()).raw();
     // Invalid input, not a crash (a stack overflow aborted with 134 and ran nothing after).
     assert_eq!(out.status.code(), Some(2), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("runbooks nest deeper than 16 levels"), "{}", text(&out.stdout));

@@ -417,10 +417,9 @@ async fn a_predeployment_manifest_rolls_the_database_back_to_exactly_its_backup(
     let data = "create table orders(id int primary key); insert into orders select generate_series(1, 100)";
     let Some((srv, _dir, storage)) = source_and_storage("app", data).await else { return };
     let st = storage.to_str().expect("utf-8");
-    let with_key = |args: &[&str]| pgdrill(args).env("PGDRILL_BACKUP_KEY", KEY).output().expect("pgdrill");
     let url = srv.url();
-    let (db_var, st_var) = (format!("database_url={url}"), format!("storage={st}"));
-    let predeploy = || with_key(&["run", "predeploy", "--var", &db_var, "--var", &st_var, "--var", "label=v2.14.0"]);
+    let given = |runbook: &str| Run::new(runbook).var("database_url", &url).var("storage", st);
+    let predeploy = || given("predeploy").var("label", "v2.14.0").key(KEY).raw();
     let out = predeploy();
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let manifest = storage.join("deployments/app/v2.14.0.json");
@@ -439,28 +438,22 @@ async fn a_predeployment_manifest_rolls_the_database_back_to_exactly_its_backup(
 
     // The deployment goes wrong.
     exec(&srv.url(), "delete from orders where id > 10; alter table orders add column oops int").await;
-    let restore = |extra: &[&str]| {
-        let mut args = vec![
-            "run".to_string(),
-            "restore".into(),
-            "--yes".into(),
-            "--var".into(),
-            format!("database_url={url}"),
-            "--var".into(),
-            format!("storage={st}"),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        with_key(&argv)
+    let restore = |database: &str| {
+        Run::cli(["run", "restore", "--yes"])
+            .var("database_url", &url)
+            .var("storage", st)
+            .var("database", database)
+            .var("deployment", manifest.display())
+            .key(KEY)
+            .raw()
     };
-    let dep = format!("deployment={}", manifest.display());
     // A manifest for another database changes nothing.
-    let out = restore(&["--var", "database=postgres", "--var", &dep]);
+    let out = restore("postgres");
     assert_eq!(out.status.code(), Some(2), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("is for database `app`"), "{}", text(&out.stdout));
     assert_eq!(scalar(&srv.url(), "select count(*) from orders").await, "10");
 
-    let out = restore(&["--var", "database=app", "--var", &dep]);
+    let out = restore("app");
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(scalar(&srv.url(), "select count(*) from orders").await, "100");
     assert_eq!(
@@ -475,7 +468,7 @@ async fn a_predeployment_manifest_rolls_the_database_back_to_exactly_its_backup(
     let last = bytes.len() - 1;
     bytes[last] ^= 0x55;
     std::fs::write(backup, bytes).expect("tamper");
-    let out = restore(&["--var", "database=app", "--var", &dep]);
+    let out = restore("app");
     assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("changed since deployment v2.14.0 was recorded"), "{}", text(&out.stdout));
     assert_eq!(scalar(&srv.url(), "select count(*) from orders").await, "50");
@@ -891,7 +884,7 @@ fn a_report_directory_is_one_run_s_and_an_unwritable_one_is_refused_before_any_s
     }
     assert!(dir.path().join("marks/began-a").is_file(), "the first fleet run did not start");
     let second = run(&["fleet", "run", f, r, "--only", "p/e/b", "--report", rep]);
-    let third = run(&["run", r, "--var", "database=c", "--report", rep]);
+    let third = Run::new(r).var("database", "c").arg("--report").arg(rep).raw();
     // Stop the first run (it rolls back through its `finally`).
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.id() as i32), nix::sys::signal::Signal::SIGTERM);
     let _ = first.wait();
@@ -907,17 +900,18 @@ fn a_report_directory_is_one_run_s_and_an_unwritable_one_is_refused_before_any_s
     let bad = file.join("sub");
     let bad_s = bad.to_str().expect("utf-8");
     let junit_s = bad.join("junit.xml").display().to_string();
-    for args in [
-        vec!["run", r, "--var", "database=d", "--report", bad_s],
-        vec!["run", r, "--var", "database=d", "--junit", &junit_s],
-        vec!["fleet", "run", f, r, "--only", "p/e/c", "--report", bad_s],
-        vec!["fleet", "run", f, r, "--only", "p/e/c", "--junit", &junit_s],
+    for cmd in [
+        Run::new(r).var("database", "d").arg("--report").arg(bad_s),
+        Run::new(r).var("database", "d").arg("--junit").arg(&junit_s),
+        Run::cli(["fleet", "run", f, r, "--only", "p/e/c", "--report", bad_s]),
+        Run::cli(["fleet", "run", f, r, "--only", "p/e/c", "--junit", &junit_s]),
     ] {
-        let out = run(&args);
-        assert_eq!(out.status.code(), Some(3), "{args:?}: {}{}", text(&out.stdout), text(&out.stderr));
-        assert!(text(&out.stderr).contains("a-file/sub"), "{args:?}: {}", text(&out.stderr));
+        let ran = cmd.output();
+        let args = &ran.args;
+        assert_eq!(ran.code, Some(3), "{args}: {}", ran.all());
+        assert!(ran.stderr.contains("a-file/sub"), "{args}: {}", ran.stderr);
         for m in ["began-d", "began-c"] {
-            assert!(!dir.path().join("marks").join(m).exists(), "{args:?} ran a step before refusing");
+            assert!(!dir.path().join("marks").join(m).exists(), "{args} ran a step before refusing");
         }
     }
 }

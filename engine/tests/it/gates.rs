@@ -66,11 +66,7 @@ async fn backup_size_change_fails_a_backup_much_larger_than_the_one_before() {
     exec(&srv.url(), "insert into t select g, md5(g::text) || md5((g * 7)::text) from generate_series(1001, 60000) g")
         .await;
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let out =
-        pgdrill(&["run", "backup", "--var", &format!("database_url={}", srv.url()), "--var", &format!("storage={st}")])
-            .env("PGDRILL_BACKUP_KEY", KEY)
-            .output()
-            .expect("backup");
+    let out = Run::new("backup").var("database_url", srv.url()).var("storage", &st).key(KEY).raw();
     assert!(out.status.success(), "{}", text(&out.stdout));
     let grew = gate("0.5");
     assert_eq!(grew.status.code(), Some(1), "{}", text(&grew.stdout));

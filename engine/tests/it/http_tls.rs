@@ -115,13 +115,7 @@ fn a_private_ca_and_client_certificate_endpoint_is_checked_as_curl_cacert_and_ce
     let file = written(dir.path().join("tls-health.yaml"), RUNBOOK);
     let base = format!("https://127.0.0.1:{}", tls.port);
     let urls = format!("{base}/api {base}/worker {base}/dashboard");
-    let run = |vars: &[String]| {
-        let mut r = Run::new(&file);
-        for v in vars {
-            r = r.arg("--var").arg(v);
-        }
-        r
-    };
+    let run = |vars: &[String]| Run::new(&file).vars(&vars.iter().map(String::as_str).collect::<Vec<_>>());
     let ca = format!("ca_file={}", tls.ca.display());
     let cert = format!("client_cert={}", tls.client_cert.display());
     let key = format!("client_key={}", tls.client_key.display());
@@ -167,4 +161,25 @@ fn a_private_ca_and_client_certificate_endpoint_is_checked_as_curl_cacert_and_ce
         let text = std::fs::read_to_string(report.join(page)).expect(page);
         assert!(text.contains("Warnings") && text.contains("is NOT verified"), "{page}: {text}");
     }
+}
+
+/// Regression (issue 37): the terminal and the compliance report took every log line that
+/// began with `warning: ` for a warning of the run, so a script's own output became one (and a
+/// step's warning was known only by its wording). Now only what a step warns of through its
+/// context is a warning: the script's line stays in the step's log, is not shown under a
+/// passing step, and is not listed in report.json.
+#[test]
+fn a_script_line_beginning_with_warning_was_listed_as_a_warning_of_the_run() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = written(
+        dir.path().join("echo.yaml"),
+        "name: echo\nsteps:\n  - id: say\n    uses: shell.run\n    with: { script: \"echo 'warning: from the script'\" }\n",
+    );
+    let report = dir.path().join("report");
+    let ran = Run::new(&file).report(&report).expect(0);
+    assert!(!ran.stdout.contains("warning: from the script"), "shown as a warning: {}", ran.stdout);
+    let log = ran.run_json().main().step("say").log.clone();
+    assert!(log.iter().any(|l| l == "warning: from the script"), "the step's log keeps it: {log:?}");
+    let compliance = common::read_json(&report.join("report.json"));
+    assert_eq!(compliance["warnings"], serde_json::json!([]), "{compliance}");
 }

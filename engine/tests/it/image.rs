@@ -267,8 +267,7 @@ async fn the_ci_examples_pass_actionlint_and_their_jobs_run_as_written_in_the_im
             c.env(k, v);
         }
     };
-    let mut backup = pgdrill(&["run", "backup", "--var", &format!("database_url={}", source.url())]);
-    backup.arg("--var").arg(format!("storage={}", store.location));
+    let mut backup = Run::new("backup").var("database_url", source.url()).var("storage", &store.location).command();
     env(&mut backup);
     let out = backup.output().expect("backup");
     assert!(out.status.success(), "backup into the bucket: {}{}", text(&out.stdout), text(&out.stderr));

@@ -140,10 +140,7 @@ fn out_of(c: &mut Command) -> (i32, String) {
 /// The shipped `backup` runbook of the database at `url` into `s3://bkt/p` on the moto at
 /// `port`, which must pass.
 fn backed_up_to_bkt(port: u16, url: &str) {
-    let (code, log) = out_of(&mut with_aws(
-        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt/p"]),
-        port,
-    ));
+    let (code, log) = s3_run(Run::new("backup").var("database_url", url).var("storage", "s3://bkt/p"), port);
     assert_eq!(code, 0, "{log}");
 }
 
@@ -522,8 +519,8 @@ async fn s3_refuses_a_wrong_secret_key_exit_3_and_the_key_is_never_shown() {
     let Some(srv) = native_server("shop").await else { return };
     let url = srv.url();
     exec(&url, "create table t(id int primary key); insert into t select generate_series(1, 100)").await;
-    let keyed = |secret: &str, args: &[&str]| {
-        let mut c = with_aws(pgdrill(args), s3.port);
+    let keyed = |secret: &str, run: Run| {
+        let mut c = with_aws(run.command(), s3.port);
         c.env("AWS_ACCESS_KEY_ID", &id).env("AWS_SECRET_ACCESS_KEY", secret);
         let o = c.output().expect("pgdrill runs");
         let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
@@ -534,19 +531,19 @@ async fn s3_refuses_a_wrong_secret_key_exit_3_and_the_key_is_never_shown() {
     // At the bucket's root: moto's signature check rejects a listing whose prefix holds an
     // encoded `/` (`prefix=p%2F`) even with the right keys, a difference between moto's
     // canonical request and object_store's that is not settled here; so no prefix.
-    let backup = ["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt"];
-    let list = ["backups", "list", "--storage", "s3://bkt", "--json"];
+    let backup = || Run::new("backup").var("database_url", &url).var("storage", "s3://bkt");
+    let list = || Run::cli(["backups", "list", "--storage", "s3://bkt", "--json"]);
     let wrong = "wrong-secret-access-key-that-moto-refuses-0000";
-    let (code, log) = keyed(wrong, &backup);
+    let (code, log) = keyed(wrong, backup());
     assert_eq!(code, 3, "{log}");
     assert!(log.contains("refused the credentials"), "{log}");
-    let (code, log) = keyed(wrong, &list);
+    let (code, log) = keyed(wrong, list());
     assert_eq!(code, 3, "{log}");
     assert_eq!(log.trim().lines().count(), 1, "one line: {log}");
     assert!(log.contains("refused the credentials"), "{log}");
-    let (code, log) = keyed(&secret, &backup);
+    let (code, log) = keyed(&secret, backup());
     assert_eq!(code, 0, "the right keys are accepted: {log}");
-    let (code, out) = keyed(&secret, &list);
+    let (code, out) = keyed(&secret, list());
     assert_eq!(code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(v.as_array().map(Vec::len), Some(1), "only the backup made with the right keys: {out}");
@@ -600,10 +597,8 @@ async fn a_missing_bucket_is_exit_3_in_one_line_and_a_credential_in_the_location
     let Some(s3) = moto() else { return };
     let Some(srv) = native_server("shop").await else { return };
     let url = srv.url();
-    let (code, log) = out_of(&mut with_aws(
-        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://no-such-bucket/p"]),
-        s3.port,
-    ));
+    let (code, log) =
+        s3_run(Run::new("backup").var("database_url", &url).var("storage", "s3://no-such-bucket/p"), s3.port);
     assert_eq!(code, 3, "{log}");
     assert!(log.contains("does not exist"), "{log}");
     let (code, log) =
@@ -753,7 +748,7 @@ async fn azure_blob_backup_list_verify_and_refused_credentials() {
     let loc = "az://backups/prod";
     let backup = |key: &str| {
         out_of(&mut with_azure(
-            pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]),
+            Run::new("backup").var("database_url", &url).var("storage", loc).command(),
             az.port,
             key,
         ))
@@ -814,8 +809,7 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
     };
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(20));
-        let (code, log) =
-            run(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]);
+        let (code, log) = az_run(Run::new("backup").var("database_url", &url).var("storage", loc));
         assert_eq!(code, 0, "{log}");
     }
     assert_eq!(backups(az.port), 3);
@@ -993,10 +987,8 @@ async fn reports_are_published_to_the_store_with_appended_history_and_kept_pages
             // Dated pages are named to the second.
             std::thread::sleep(Duration::from_millis(1100));
         }
-        let (code, log) = out_of(&mut with_aws(
-            pgdrill(&["run", rb, "--var", &format!("fail={fail}"), "--report", loc, "--keep", "2"]),
-            s3.port,
-        ));
+        let (code, log) =
+            s3_run(Run::new(rb).var("fail", fail).arg("--report").arg(loc).arg("--keep").arg("2"), s3.port);
         assert_eq!(code, if fail == "no" { 0 } else { 1 }, "round {round}: {log}");
         let keys = s3_keys(s3.port, "reports", "team-a/");
         for view in ["run.json", "report.json", "report.md", "report.html"] {
@@ -1127,7 +1119,8 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     let url = srv.url();
     backed_up_to_bkt(s3.port, &url);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let verify = |junit: &std::path::Path| {
+    // With `more` variables: one job, another tool's dump.
+    let verify_with = |junit: &std::path::Path, more: &[&str]| {
         let mut c = with_aws(
             Run::new("verify")
                 .var("storage", "s3://bkt/p")
@@ -1135,12 +1128,14 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
                 .var("provider", "native")
                 .var("force", "true")
                 .junit(junit)
+                .vars(more)
                 .command(),
             s3.port,
         );
         c.env("TMPDIR", tmp.path());
         c
     };
+    let verify = |junit: &std::path::Path| verify_with(junit, &[]);
 
     // 1. Streamed: checked and staged in one pass; the archive itself never lands here.
     let junit = tmp.path().join("first.xml");
@@ -1184,11 +1179,7 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
 
     // 4. One job: nothing is staged, so the restore reads the object a second time, again as
     //    a stream, and compares its sha256 with the manifest's at the end.
-    let one_job = |junit: &std::path::Path| {
-        let mut c = verify(junit);
-        c.args(["--var", "jobs=1"]);
-        c
-    };
+    let one_job = |junit: &std::path::Path| verify_with(junit, &["jobs=1"]);
     let junit = tmp.path().join("one-job.xml");
     let (code, log) = out_of(&mut one_job(&junit));
     assert_eq!(code, 0, "{log}");
@@ -1222,16 +1213,7 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     let gz = "p/big_20261101_020000.sql.gz";
     assert_eq!(http_body(s3.port, "PUT", &format!("/bkt/{gz}"), &auth, &dump.stdout).0, 200);
     let foreign = |junit: &std::path::Path| {
-        let mut c = verify(junit);
-        c.args([
-            "--var",
-            "backup=big_20261101_020000.sql.gz",
-            "--var",
-            "max_age=3650d",
-            "--var",
-            "accept_unproven=true",
-        ]);
-        c
+        verify_with(junit, &["backup=big_20261101_020000.sql.gz", "max_age=3650d", "accept_unproven=true"])
     };
     let junit = tmp.path().join("foreign.xml");
     let (code, log) = out_of(&mut foreign(&junit));
@@ -1333,10 +1315,7 @@ async fn a_backup_without_its_manifest_in_a_bucket_was_named_by_its_local_mirror
     let Some((s3, srv)) = moto_and_source("shop", ONE_ROW, "backups").await else { return };
     let url = srv.url();
     let loc = "s3://backups/prod";
-    let (code, log) = out_of(&mut with_aws(
-        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]),
-        s3.port,
-    ));
+    let (code, log) = s3_run(Run::new("backup").var("database_url", &url).var("storage", loc), s3.port);
     assert_eq!(code, 0, "{log}");
     let keys = s3_keys(s3.port, "backups", "prod/");
     let manifest = keys.iter().find(|k| k.ends_with(".manifest.json")).expect("a manifest").clone();
@@ -1424,8 +1403,7 @@ async fn a_backup_killed_between_its_upload_and_its_manifest_left_an_orphan_that
     let mut complete = Vec::new();
     for phase in ["backup-committed", "backup-uploaded", "backup-read-back"] {
         let before = archives();
-        let backup =
-            pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", &format!("storage={loc}")]);
+        let backup = Run::new("backup").var("database_url", &url).var("storage", loc).command();
         kill_paused_at(with_aws(backup, s3.port), phase, &tmp.path().join(phase));
         let new: Vec<String> = archives().into_iter().filter(|k| !before.contains(k)).collect();
         assert_eq!(new.len(), 1, "{phase}: the archive is in the store: {new:?}");

@@ -910,15 +910,13 @@ projects:
 
 /// `pgdrill run pitr` of the test's folder and archive.
 fn pitr_run(backups: &Path, wal: &Path, junit: &Path) -> std::process::Command {
-    let mut c = common::pgdrill(&["run", "pitr", "--var"]);
-    c.arg(format!("backups={}", backups.display()))
-        .args(["--var", &format!("wal={}", wal.display())])
-        .args(["--var", "marker=select count(*) = 300 from t", "--var", "expect_tables=public.t>=300"])
-        .arg("--junit")
-        .arg(junit)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+    let mut c = common::Run::new("pitr")
+        .var("backups", backups.display())
+        .var("wal", wal.display())
+        .vars(&["marker=select count(*) = 300 from t", "expect_tables=public.t>=300"])
+        .junit(junit)
+        .command();
+    c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     c
 }
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::common::{made_dir, run, text};
+use crate::common::{made_dir, text, Run};
 
 fn fake_backup(dir: &Path, stamp: &str, at: &str) {
     let name = format!("{stamp}.dump.pgdrill");
@@ -40,26 +40,14 @@ fn prune_is_a_dry_run_until_applied_and_keeps_newest_and_verified() {
     )
     .expect("ledger");
     let storage = t.path().to_str().unwrap_or_default().to_string();
-    let args = |apply: &str| {
-        vec![
-            "run".to_string(),
-            "prune".into(),
-            "--var".into(),
-            format!("storage={storage}"),
-            "--var".into(),
-            "database=erp".into(),
-            "--var".into(),
-            "keep_daily=3".into(),
-            "--var".into(),
-            "keep_weekly=2".into(),
-            "--var".into(),
-            "keep_monthly=0".into(),
-            "--var".into(),
-            format!("apply={apply}"),
-        ]
+    let prune = |apply: &str| {
+        Run::new("prune")
+            .var("storage", &storage)
+            .vars(&["database=erp", "keep_daily=3", "keep_weekly=2", "keep_monthly=0"])
+            .var("apply", apply)
+            .raw()
     };
-    let dry: Vec<String> = args("false");
-    let out = run(&dry.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = prune("false");
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 81, "a dry run deletes nothing");
@@ -73,8 +61,7 @@ fn prune_is_a_dry_run_until_applied_and_keeps_newest_and_verified() {
         "{stdout}"
     );
 
-    let applied: Vec<String> = args("true");
-    let out = run(&applied.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = prune("true");
     assert_eq!(out.status.code(), Some(0));
     let left: Vec<String> = std::fs::read_dir(&dir)
         .expect("dir")

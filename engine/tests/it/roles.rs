@@ -5,10 +5,9 @@
 //! role can read and write. Real servers: PostgreSQL 15 (native) and 17 (Docker image).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use crate::common;
-use crate::common::{made_dir, pgdrill, require, root, text, Run};
+use crate::common::{made_dir, require, root, text, Run};
 use pgdrill::archive::{Codec, KeySource};
 use pgdrill::backup::{self, Format, Manifest};
 use pgdrill::pg::ephemeral::Ephemeral;
@@ -25,16 +24,14 @@ async fn load(url: &str) {
     common::exec(url, &format!("alter role erp_app password '{}'", APP_PASSWORD.replace('\'', "''"))).await;
 }
 
-/// A backup of `url` with `key` (None: unencrypted), and the lines it logged.
+/// A backup of `url` with `key` (None: unencrypted), and what it warned of (the step that
+/// asks for it warns of each: `warning: ...` in its log, a warning in the reports).
 async fn backup_of(url: &str, storage: &Path, key: Option<&str>) -> (PathBuf, Manifest, Vec<String>) {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let l = lines.clone();
-    let log = move |s: String| l.lock().expect("log").push(s);
-    let created = backup::create(common::create_options(url, storage, Format::Custom, Codec::Zstd, key), &log)
-        .await
-        .expect("backup");
-    let logged = lines.lock().expect("log").clone();
-    (created.path, created.manifest, logged)
+    let created =
+        backup::create(common::create_options(url, storage, Format::Custom, Codec::Zstd, key), &|_: String| {})
+            .await
+            .expect("backup");
+    (created.path, created.manifest, created.warnings)
 }
 
 /// `pgdrill run backup` of the database `erp` at `url` into `storage`: a server in a
@@ -55,7 +52,7 @@ async fn a_backup_keeps_the_roles_grants_and_settings_its_database_depends_on() 
     load(&src.url()).await;
     let dir = tempfile::tempdir().expect("tmp");
     let (path, m, _) = backup_of(&src.url(), &dir.path().join("enc"), Some(KEY)).await;
-    let (plain_path, plain, logged) = backup_of(&src.url(), &dir.path().join("plain"), None).await;
+    let (plain_path, plain, warned) = backup_of(&src.url(), &dir.path().join("plain"), None).await;
     src.stop().await;
 
     let g = m.globals.as_ref().expect("the manifest has the globals");
@@ -120,8 +117,8 @@ async fn a_backup_keeps_the_roles_grants_and_settings_its_database_depends_on() 
     assert!(!text_of(&plain_path).contains("SCRAM-SHA-256"), "a verifier in an unencrypted manifest");
     assert!(pg.verifiers_left_out.as_deref().is_some_and(|w| w.contains("not encrypted")), "{pg:?}");
     assert!(
-        logged.iter().any(|l| l.starts_with("warning: the password verifiers of") && l.contains("not encrypted")),
-        "{logged:?}"
+        warned.iter().any(|l| l.starts_with("the password verifiers of") && l.contains("not encrypted")),
+        "{warned:?}"
     );
 }
 
@@ -288,19 +285,14 @@ async fn verify_keeps_owners_by_default_and_calls_no_owner_the_weaker_proof() {
 
 /// The shipped disaster-recovery drill with the source server destroyed: `vars` added.
 fn dr_drill(report: &Path, vars: &[&str]) -> (Option<i32>, String) {
-    let mut args = vec![
-        "run".to_string(),
-        "disaster-recovery".into(),
-        "--quiet".into(),
-        "--report".into(),
-        report.display().to_string(),
-    ];
-    for v in ["provider=native", "disaster=destroy_server", "scale=1", "keep_writing=0s", "jobs=1"].iter().chain(vars) {
-        args.extend(["--var".to_string(), v.to_string()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = pgdrill(&args).stdin(std::process::Stdio::null()).output().expect("the drill runs");
-    (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+    let ran = Run::new("disaster-recovery")
+        .arg("--quiet")
+        .arg("--report")
+        .arg(report)
+        .vars(&["provider=native", "disaster=destroy_server", "scale=1", "keep_writing=0s", "jobs=1"])
+        .vars(vars)
+        .output();
+    (ran.code, ran.all())
 }
 
 #[test]

@@ -279,12 +279,12 @@ fn after_waits_for_a_sibling_and_fail_fast_false_lets_the_group_finish_but_still
 /// naming the field's file:line:col.
 #[test]
 fn bad_variable_values_are_refused_before_any_step_starts() {
-    let out = run(&["run", "disaster-recovery", "--var", "scale=abc"]);
+    let out = Run::new("disaster-recovery").var("scale", "abc").raw();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--var scale: `abc` is not a number"), "{stderr}");
 
-    let out = run(&["run", "disaster-recovery", "--var", "disaster=flood", "--quiet"]);
+    let out = Run::new("disaster-recovery").var("disaster", "flood").arg("--quiet").raw();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     // The drill declares the values `disaster` takes: refused at its declaration (var_types).

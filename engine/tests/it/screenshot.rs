@@ -240,8 +240,12 @@ fn the_report_and_history_pages_render_in_chromium_with_every_chart_drawn_and_no
     .collect();
     std::fs::write(report.join("history.jsonl"), earlier.join("\n") + "\n").expect("history");
     let rep = report.to_str().expect("utf-8");
-    let out =
-        run(&["run", "disaster-recovery", "--quiet", "--var", "provider=native", "--var", "scale=2", "--report", rep]);
+    let out = Run::new("disaster-recovery")
+        .arg("--quiet")
+        .vars(&["provider=native", "scale=2"])
+        .arg("--report")
+        .arg(rep)
+        .raw();
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let history_page = dir.path().join("history.html");
     let out = run(&["report", rep, "--html", history_page.to_str().expect("utf-8")]);

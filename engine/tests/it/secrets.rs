@@ -331,34 +331,22 @@ async fn a_secret_given_any_way_appears_in_no_output_file_or_child_environment()
     let rb = written(work.path().join("var-keys.yaml"), VAR_KEYS);
 
     let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut run = |name: &str, args: &[&str], expect_ok: bool| {
-        let junit = work.path().join(format!("{name}.xml"));
-        let mut all: Vec<&str> = args.to_vec();
-        let junit_s = junit.display().to_string();
-        let report_s = report.join(name).display().to_string();
-        if args[0] == "run" {
-            all.extend(["--junit", &junit_s, "--report", &report_s]);
-        }
-        let out = pgdrill(&all).env("PGDRILL_BACKUP_KEY", env_key).output().expect("pgdrill runs");
-        if expect_ok {
-            assert!(out.status.success(), "{name}: {}{}", text(&out.stdout), text(&out.stderr));
-        }
+    let mut run = |name: &str, cmd: Run| {
+        let out = cmd.key(env_key).raw();
+        assert!(out.status.success(), "{name}: {}{}", text(&out.stdout), text(&out.stderr));
         outputs.push((format!("{name} stdout"), out.stdout));
         outputs.push((format!("{name} stderr"), out.stderr));
     };
-    let storage_var = format!("storage={}", storage.display());
-    let url_var = format!("database_url={source}");
-    let key_var = format!("key={var_key}");
+    // A run writes its JUnit file and report directory beside the others, searched below.
+    let recorded = |name: &str, cmd: Run| cmd.junit(work.path().join(format!("{name}.xml"))).report(report.join(name));
+    let given = |cmd: Run| cmd.var("database_url", &source).var("storage", storage.display());
     let rb_s = rb.display().to_string();
-    run("plan-backup", &["plan", "backup", "--var", &url_var, "--var", &storage_var], true);
-    run("plan-var-keys", &["plan", &rb_s, "--var", &url_var, "--var", &storage_var, "--var", &key_var], true);
-    run("backup", &["run", "backup", "--var", &url_var, "--var", &storage_var], true);
-    run(
-        "verify",
-        &["run", "verify", "--var", &storage_var, "--var", "database=grep", "--var", "provider=native"],
-        true,
-    );
-    run("var-keys", &["run", &rb_s, "--var", &url_var, "--var", &storage_var, "--var", &key_var], true);
+    run("plan-backup", given(Run::cli(["plan", "backup"])));
+    run("plan-var-keys", given(Run::cli(["plan", rb_s.as_str()])).var("key", var_key));
+    run("backup", recorded("backup", given(Run::new("backup"))));
+    let verify = Run::new("verify").var("storage", storage.display()).vars(&["database=grep", "provider=native"]);
+    run("verify", recorded("verify", verify));
+    run("var-keys", recorded("var-keys", given(Run::new(&rb)).var("key", var_key)));
 
     // The checks ran where the secrets were: the script echoed them, plan rendered them.
     let shown = std::fs::read_to_string(report.join("var-keys").join("run.json")).expect("run.json");

@@ -896,7 +896,7 @@ fn a_whole_log_replaced_by_another_database_s_log_under_the_same_key_is_named() 
     let (payments, staging) = (t.path().join("payments/evidence"), t.path().join("staging/evidence"));
     for (dir, db, runs) in [(&payments, "payments", 2), (&staging, "staging", 3)] {
         for _ in 0..runs {
-            Run::new(&runbook).signed(&key, dir).arg("--var").arg(format!("database={db}")).expect(0);
+            Run::new(&runbook).signed(&key, dir).var("database", db).expect(0);
         }
     }
     let r = common::verifying(&payments, &public).arg("--database").arg("payments").output();

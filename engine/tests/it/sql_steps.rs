@@ -19,7 +19,7 @@ async fn server() -> Option<NativeServer> {
 async fn sql_exec_and_assert_pass_on_a_real_server() {
     let Some(pg) = server().await else { return };
     let url = pg.url();
-    let out = run(&["run", "fixtures/runbooks/sql.yaml", "--var", &format!("url={url}")]);
+    let out = Run::new("fixtures/runbooks/sql.yaml").var("url", &url).raw();
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert_eq!(stdout.lines().filter(|l| l.trim_start().starts_with("passed ")).count(), 7, "{stdout}");
@@ -44,7 +44,7 @@ async fn an_sql_error_fails_the_step_with_the_server_message() {
     let Some(pg) = server().await else { return };
     let t = tempfile::tempdir().expect("tmp");
     let rb = written(t.path().join("bad-sql.yaml"), "name: bad-sql\nvars: { url: ~ }\nsteps:\n  - id: q\n    uses: sql.exec\n    with: { url: \"{{ vars.url }}\", sql: select * from missing_table }\n");
-    let out = run(&["run", rb.to_str().unwrap_or_default(), "--var", &format!("url={}", pg.url())]);
+    let out = Run::new(&rb).var("url", pg.url()).raw();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains(r#"relation "missing_table" does not exist"#), "{}", text(&out.stdout));
 }
@@ -53,7 +53,7 @@ async fn an_sql_error_fails_the_step_with_the_server_message() {
 async fn a_wrong_password_is_an_environment_error_that_does_not_echo_it() {
     let Some(pg) = server().await else { return };
     let url = format!("postgres://{}:not-the-password@127.0.0.1:{}/postgres", pg.user, pg.port);
-    let out = run(&["run", "fixtures/runbooks/unreachable.yaml", "--var", &format!("url={url}")]);
+    let out = Run::new("fixtures/runbooks/unreachable.yaml").var("url", &url).raw();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("password authentication failed"), "{stdout}");
@@ -198,19 +198,19 @@ async fn pg_ping_reports_the_server_and_an_unreachable_one_is_exit_3() {
         ),
     );
     let rb = rb.to_str().unwrap_or_default();
-    let out = run(&["run", rb, "--var", &format!("url={}", pg.url())]);
+    let out = Run::new(rb).var("url", pg.url()).raw();
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-    let out = run(&["run", rb, "--var", &format!("url=postgres://postgres@127.0.0.1:{closed}/postgres")]);
+    let out = Run::new(rb).var("url", format!("postgres://postgres@127.0.0.1:{closed}/postgres")).raw();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains(&format!("127.0.0.1:{closed}")), "{}", text(&out.stdout));
 
     // Accepted by the kernel, never answered: only the step's own timeout ends the wait.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
     let port = silent.local_addr().expect("addr").port();
-    let url = format!("url=postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable");
-    let out = run(&["run", rb, "--var", &url, "--var", "timeout=1s"]);
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable");
+    let out = Run::new(rb).var("url", url).var("timeout", "1s").raw();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("no answer from postgres://postgres@127.0.0.1"), "{}", text(&out.stdout));
     drop(silent);

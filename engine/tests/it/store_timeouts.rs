@@ -57,7 +57,7 @@ async fn a_store_that_takes_a_listing_a_head_a_whole_read_or_an_upload_and_never
     exec(&url, "create table t(id int); insert into t select generate_series(1, 1000)").await;
     assert_eq!(http(s3.port, "PUT", "/bkt").0, 200, "bucket created");
     let (code, log) = out_of(&mut with_aws(
-        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", "storage=s3://bkt/p"]),
+        Run::new("backup").var("database_url", &url).var("storage", "s3://bkt/p").command(),
         s3.port,
     ));
     assert_eq!(code, 0, "{log}");
@@ -89,19 +89,15 @@ async fn a_store_that_takes_a_listing_a_head_a_whole_read_or_an_upload_and_never
 
     // A HEAD: a backup asks whether its name is free before it uploads.
     let relay = stalling_relay(s3.port, |l| l.starts_with("HEAD "));
-    let (code, log) = out_of(&mut with_aws(
-        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", storage]),
-        relay,
-    ));
+    let (code, log) =
+        out_of(&mut with_aws(Run::new("backup").var("database_url", &url).vars(&[storage]).command(), relay));
     assert_eq!(code, 3, "{log}");
     assert!(log.contains(first_byte), "a stalled HEAD: {log}");
 
     // An upload's part: the backup stops at the request timeout and aborts its upload.
     let relay = stalling_relay(s3.port, |l| l.starts_with("PUT ") && l.contains("partNumber="));
-    let (code, log) = out_of(&mut with_aws(
-        pgdrill(&["run", "backup", "--var", &format!("database_url={url}"), "--var", storage]),
-        relay,
-    ));
+    let (code, log) =
+        out_of(&mut with_aws(Run::new("backup").var("database_url", &url).vars(&[storage]).command(), relay));
     assert_eq!(code, 3, "{log}");
     // Ended by the bound, or by the client's own request timeout once retries stopped (half
     // the first-byte timeout): either way within the request timeout, never minutes.

@@ -183,11 +183,11 @@ fn environment_error(out: &std::process::Output) -> String {
 /// variable URL so the test controls the process environment too).
 fn count_rows(dir: &Path, url: &str, env: &[(&str, String)]) -> std::process::Output {
     let rb = written(dir.join("count.yaml"), "name: count\nvars: { url: ~ }\nsteps:\n  - id: q\n    uses: sql.assert\n    with: { url: \"{{ vars.url }}\", query: select count(*) from t, expect: \"== 100\" }\n");
-    let mut cmd = common::pgdrill(&["run", rb.to_str().unwrap_or_default(), "--var", &format!("url={url}")]);
+    let mut run = common::Run::new(&rb).var("url", url);
     for (k, v) in env {
-        cmd.env(k, v);
+        run = run.env(k, v);
     }
-    cmd.output().expect("pgdrill runs")
+    run.raw()
 }
 
 #[test]
@@ -198,11 +198,12 @@ fn backup_verify_and_operator_restore_over_verify_full_with_sslrootcert() {
     let backup = common::backup_to(&url, &storage, "tls-test-key-0123456789", "app");
     assert!(backup.exists());
     // The backup taken over TLS verifies (restored into a throwaway server).
-    let st = format!("storage={}", storage.display());
-    let out = common::pgdrill(&["run", "verify", "--var", &st, "--var", "database=app", "--var", "provider=native"])
-        .env("PGDRILL_BACKUP_KEY", "tls-test-key-0123456789")
-        .output()
-        .expect("verify runs");
+    let out = common::Run::new("verify")
+        .var("storage", storage.display())
+        .var("database", "app")
+        .var("provider", "native")
+        .key("tls-test-key-0123456789")
+        .raw();
     assert_eq!(out.status.code(), Some(0), "verify: {}{}", text(&out.stdout), text(&out.stderr));
     // An operator restore over verify-full: snapshot, drop, create and pg_restore all over TLS
     // (pg_hba refuses anything else on TCP).
@@ -213,8 +214,7 @@ fn backup_verify_and_operator_restore_over_verify_full_with_sslrootcert() {
     );
     let out = common::Run::new("restore")
         .var("database_url", admin)
-        .arg("--var")
-        .arg(&st)
+        .var("storage", storage.display())
         .var("database", "app")
         .arg("--yes")
         .command()

@@ -7,7 +7,7 @@ use crate::common::{run, text, Run};
 /// itself; the first was found by the step that read it, the second acted as `ask`.
 #[test]
 fn a_value_outside_a_variables_fixed_set_was_found_only_by_the_step_that_read_it() {
-    let out = run(&["run", "disaster-recovery", "--var", "disaster=flood", "--quiet"]);
+    let out = Run::new("disaster-recovery").var("disaster", "flood").arg("--quiet").raw();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--var disaster: `flood` is not one of drop_database, destroy_server"), "{stderr}");
@@ -29,7 +29,7 @@ fn a_value_outside_a_variables_fixed_set_was_found_only_by_the_step_that_read_it
 
     // A value in the set is taken: the run gets past the variables (and stops later, at the
     // step that cannot reach the server, never at the variable).
-    let out = run(&["plan", "disaster-recovery", "--var", "disaster=destroy_server"]);
+    let out = Run::cli(["plan", "disaster-recovery"]).var("disaster", "destroy_server").raw();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
@@ -46,16 +46,11 @@ fn plan_shows_each_variables_type_and_allowed_values() {
     ] {
         assert!(s.lines().any(|l| l == line), "`{line}` missing:\n{s}");
     }
-    let out = run(&[
-        "plan",
-        "restore",
-        "--var",
-        "database_url=postgres://h/db",
-        "--var",
-        "storage=/b",
-        "--var",
-        "database=a",
-    ]);
+    let out = Run::cli(["plan", "restore"])
+        .var("database_url", "postgres://h/db")
+        .var("storage", "/b")
+        .var("database", "a")
+        .raw();
     let s = text(&out.stdout);
     assert!(s.contains("  recover: \"\" (one of: \"\", rollback, forward, reopen)"), "{s}");
     assert!(s.contains("  no_owner: false (boolean)"), "{s}");

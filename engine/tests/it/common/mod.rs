@@ -108,18 +108,11 @@ pub fn backup_to(url: &str, storage: &std::path::Path, key: &str, db: &str) -> P
 
 /// [`backup_to`] with `env` set for pgdrill (such as the image for a server in a container).
 pub fn backup_to_with_env(url: &str, storage: &Path, key: &str, db: &str, env: &[(&str, &str)]) -> PathBuf {
-    let out = pgdrill(&[
-        "run",
-        "backup",
-        "--var",
-        &format!("database_url={url}"),
-        "--var",
-        &format!("storage={}", storage.display()),
-    ])
-    .env("PGDRILL_BACKUP_KEY", key)
-    .envs(env.iter().copied())
-    .output()
-    .expect("backup");
+    let mut backup = Run::new("backup").var("database_url", url).var("storage", storage.display()).key(key);
+    for (k, v) in env {
+        backup = backup.env(k, v);
+    }
+    let out = backup.raw();
     assert!(out.status.success(), "backup: {}{}", text(&out.stdout), text(&out.stderr));
     backup_in(&storage.join(db))
 }
