@@ -655,7 +655,7 @@ mod tests {
         let (mut cmd, _env) = image_command("sleep", &image, &[], &[], false).expect("a command");
         cmd.arg("3596");
         let name = container_of(&cmd).expect("the command names its container");
-        assert_eq!(container_of(&crate::child::command("sleep").args(["--name", "x"])), None, "docker run only");
+        assert_eq!(container_of(crate::child::command("sleep").args(["--name", "x"])), None, "docker run only");
         let interrupt = Interrupt::default();
         let (tx, call) = std::sync::mpsc::channel();
         {
