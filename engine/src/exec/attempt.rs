@@ -342,7 +342,23 @@ impl Executor {
                 delay = crate::runbook::next_delay(delay, step.retry.backoff);
                 continue;
             }
-            let fut = guarded(step, (kind.run)(step_ctx.clone(), rendered.clone()));
+            // The attempt's own token: the run's (or its group's) cancellation, and its timeout.
+            // A step blocked in a tool call is not polled, so dropping it at its timeout left
+            // the call running; a step that watches its token (`physical.verify`'s tool call)
+            // is ended at its timeout as at a signal.
+            let own = stopper.map(|st| st.token.child_token()).unwrap_or_default();
+            let timed_out = Arc::new(AtomicBool::new(false));
+            let timer = step.timeout.map(|t| {
+                let (timed_out, own) = (timed_out.clone(), own.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(t).await;
+                    timed_out.store(true, Ordering::SeqCst);
+                    own.cancel();
+                })
+            });
+            let mut attempt_ctx = step_ctx.clone();
+            attempt_ctx.cancel = own;
+            let fut = guarded(step, (kind.run)(attempt_ctx, rendered.clone()));
             let timed = async {
                 match step.timeout {
                     Some(t) => match tokio::time::timeout(t, fut).await {
@@ -358,6 +374,18 @@ impl Executor {
                     _ = st.token.cancelled() => Ended::Interrupted,
                 },
                 None => timed.await,
+            };
+            if let Some(t) = timer {
+                t.abort();
+            }
+            // An error that comes back once the timeout ended the step's call is the timeout's,
+            // never the step's verdict (a signal's is the interruption's, below).
+            let signalled = stopper.is_some_and(|st| st.suite.token.is_cancelled());
+            let ended = match ended {
+                Ended::Done(Err(_)) if timed_out.load(Ordering::SeqCst) && !signalled => {
+                    Ended::TimedOut(step.timeout.unwrap_or_default())
+                }
+                other => other,
             };
             let (outcome, kind, msg, retryable) = match ended {
                 Ended::Done(Ok(o)) => {

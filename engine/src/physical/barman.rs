@@ -332,13 +332,18 @@ impl Cloud {
     /// The server's backups, oldest first. A destination barman-cloud cannot read (no
     /// bucket, no credentials, no such server) is the environment's failure with its words.
     pub fn list(&self, tool: &Binary) -> Result<Vec<Backup>, Failure> {
-        self.list_by(tool, None).map(|(v, _)| v)
+        self.list_by(tool, None, &Default::default()).map(|(v, _)| v)
     }
 
     /// `list` by `tool` here, or in `image` (on the host's network), and whether
     /// barman-cloud said it could not read some backup's backup.info: one a newer
     /// barman-cloud wrote (3.4 cannot read 3.13's), which it then leaves out of the list.
-    fn list_by(&self, tool: &Binary, image: Option<&str>) -> Result<(Vec<Backup>, bool), Failure> {
+    fn list_by(
+        &self,
+        tool: &Binary,
+        image: Option<&str>,
+        stop: &tools::Interrupt,
+    ) -> Result<(Vec<Backup>, bool), Failure> {
         let program = Self::sibling(tool, "barman-cloud-backup-list");
         let (mut cmd, _env) = match image {
             Some(i) => {
@@ -348,7 +353,7 @@ impl Cloud {
             None => (tools::tool_command(&program), None),
         };
         cmd.args(self.common()).args(["--format", "json"]).arg(&self.url).arg(&self.server);
-        let out = tools::run(&mut cmd, "barman-cloud-backup-list")?;
+        let out = stop.run(&mut cmd, "barman-cloud-backup-list")?;
         if !out.status.success() {
             return Err(Failure::environment(format!(
                 "barman-cloud-backup-list cannot read the server `{}` at {}: {}",
@@ -365,11 +370,18 @@ impl Cloud {
 
     /// Restore the backup `id` into the empty directory `data` with `barman-cloud-restore`
     /// (files only: the caller writes the recovery settings). A backup barman-cloud cannot
-    /// restore is a failed verification.
-    pub fn restore(&self, tool: &Binary, backup: &Backup, into: &MaterializeInto) -> Result<(), Failure> {
+    /// restore is a failed verification. `stop` ends it when the run is interrupted or the
+    /// step times out.
+    pub fn restore(
+        &self,
+        tool: &Binary,
+        backup: &Backup,
+        into: &MaterializeInto,
+        stop: &tools::Interrupt,
+    ) -> Result<(), Failure> {
         let mut cmd = tools::tool_command(&tool.path);
         cmd.args(self.restore_args(backup, into));
-        let out = tools::run(&mut cmd, "barman-cloud-restore")?;
+        let out = stop.run(&mut cmd, "barman-cloud-restore")?;
         self.restored(backup, &out)
     }
 
@@ -381,12 +393,13 @@ impl Cloud {
         tool: &Binary,
         backup: &Backup,
         into: &MaterializeInto,
+        stop: &tools::Interrupt,
     ) -> Result<(), Failure> {
         let rw = [into.data_dir.clone(), into.tablespaces_dir.clone()];
         let (mut cmd, _env) =
             tools::image_command(&tool.path.display().to_string(), &at.image, &env_files(), &rw, at.network)?;
         cmd.args(self.restore_args(backup, into));
-        let out = tools::run(&mut cmd, &format!("barman-cloud-restore in {}", at.image))?;
+        let out = stop.run(&mut cmd, &format!("barman-cloud-restore in {}", at.image))?;
         self.restored(backup, &out)
     }
 
@@ -559,6 +572,9 @@ pub struct BarmanCloud {
     /// The data directory of the last materialize: its workspace keeps the restore_command's
     /// failure (`tools::FETCH_FAILED`) for `judge_fetch`.
     data_dir: std::sync::Mutex<Option<PathBuf>>,
+    /// Ends the running barman-cloud call (and its container) when the run is interrupted
+    /// or the step times out: a restore ran to its end before pgdrill stopped.
+    interrupt: tools::Interrupt,
 }
 
 impl BarmanCloud {
@@ -579,6 +595,7 @@ impl BarmanCloud {
             stores: stores.clone(),
             asked: Default::default(),
             data_dir: Default::default(),
+            interrupt: Default::default(),
         })
     }
 
@@ -588,9 +605,9 @@ impl BarmanCloud {
     /// list with a backup left out: with no such image it is the environment's failure.
     fn list_all(&self) -> Result<Vec<Backup>, Failure> {
         if let Some((image, bin)) = self.lister.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-            return Ok(self.cloud.list_by(&bin, Some(&image))?.0);
+            return Ok(self.cloud.list_by(&bin, Some(&image), &self.interrupt)?.0);
         }
-        let (v, unreadable) = self.cloud.list_by(&self.bin, None)?;
+        let (v, unreadable) = self.cloud.list_by(&self.bin, None, &self.interrupt)?;
         if !unreadable {
             return Ok(v);
         }
@@ -607,7 +624,7 @@ impl BarmanCloud {
                 self.cloud.server
             )));
         };
-        let v = self.cloud.list_by(&bin, Some(&image))?.0;
+        let v = self.cloud.list_by(&bin, Some(&image), &self.interrupt)?.0;
         *self.lister.lock().unwrap_or_else(|e| e.into_inner()) = Some((image, bin));
         Ok(v)
     }
@@ -740,9 +757,9 @@ impl PhysicalSource for BarmanCloud {
                 for d in [&into.data_dir, &into.tablespaces_dir] {
                     run_as.own(d)?;
                 }
-                self.cloud.restore_in_image(&at, &bin, &b, into)?;
+                self.cloud.restore_in_image(&at, &bin, &b, into, &self.interrupt)?;
             }
-            None => self.cloud.restore(&self.bin, &b, into)?,
+            None => self.cloud.restore(&self.bin, &b, into, &self.interrupt)?,
         }
         *self.data_dir.lock().unwrap_or_else(|e| e.into_inner()) = Some(into.data_dir.clone());
         Ok(Materialized {
@@ -799,6 +816,10 @@ impl PhysicalSource for BarmanCloud {
     /// `backup.info` object, for signed evidence.
     fn digest(&self, backup: &BaseBackup) -> Result<Option<(String, String)>, Failure> {
         self.cloud.info_sha256(&backup.id, &self.stores)
+    }
+
+    fn interrupt(&self) -> Option<tools::Interrupt> {
+        Some(self.interrupt.clone())
     }
 }
 

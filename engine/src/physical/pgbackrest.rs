@@ -203,10 +203,10 @@ impl Repo {
     /// `pgbackrest info --output=json` for the stanza. A repository pgBackRest cannot read (a
     /// wrong cipher passphrase, a missing stanza, no repository) is the environment's
     /// failure, with pgBackRest's own words: no backup was judged.
-    pub fn info(&self, tool: &Binary, at: Option<&InImage>) -> Result<Info, Failure> {
+    pub fn info(&self, tool: &Binary, at: Option<&InImage>, stop: &tools::Interrupt) -> Result<Info, Failure> {
         let (mut cmd, _env) = self.command(tool, at)?;
         cmd.args(self.common()).args(["--output=json", "--log-level-console=error", "--log-level-file=off", "info"]);
-        let out = tools::run(&mut cmd, "pgbackrest info")?;
+        let out = stop.run(&mut cmd, "pgbackrest info")?;
         let text = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             return Err(self.unreadable(&tools::both(&out)));
@@ -234,11 +234,18 @@ impl Repo {
     /// tablespace goes under `into.tablespaces_dir` (`--tablespace-map-all`), whatever the
     /// configuration says: a restore never writes where the team's server lives. A backup
     /// pgBackRest cannot restore (a file removed or altered in the repository, a checksum
-    /// that does not match) is a failed verification.
-    pub fn restore(&self, tool: &Binary, label: &str, into: &MaterializeInto) -> Result<Output, Failure> {
+    /// that does not match) is a failed verification. `stop` ends it when the run is
+    /// interrupted or the step times out.
+    pub fn restore(
+        &self,
+        tool: &Binary,
+        label: &str,
+        into: &MaterializeInto,
+        stop: &tools::Interrupt,
+    ) -> Result<Output, Failure> {
         let mut cmd = tools::tool_command(&tool.path);
         cmd.args(self.restore_args(label, into));
-        tools::run(&mut cmd, "pgbackrest restore")
+        stop.run(&mut cmd, "pgbackrest restore")
     }
 
     /// `restore`'s arguments after the binary.
@@ -266,6 +273,7 @@ impl Repo {
         label: &str,
         into: &MaterializeInto,
         tool_dir: &Path,
+        stop: &tools::Interrupt,
     ) -> Result<Output, Failure> {
         let mut args = self.image_args(tool_dir);
         args.extend(self.restore_args(label, into));
@@ -273,7 +281,7 @@ impl Repo {
         let (mut cmd, _env) =
             tools::image_command(&at.bin.path.display().to_string(), &at.at.image, &self.mounts(), &rw, at.at.network)?;
         cmd.args(args);
-        tools::run(&mut cmd, &format!("pgbackrest restore in {}", at.at.image))
+        stop.run(&mut cmd, &format!("pgbackrest restore in {}", at.at.image))
     }
 
     /// The options that keep pgBackRest in an image inside the workspace: its lock and
@@ -449,7 +457,13 @@ impl Repo {
     /// The backup `label`'s `backup.manifest` (every file with its checksum, and pgBackRest's
     /// own checksum of the manifest) as `pgbackrest repo-get` gives it back, decrypted: what
     /// signed evidence names the backup by.
-    pub fn manifest(&self, tool: &Binary, at: Option<&InImage>, label: &str) -> Result<Vec<u8>, Failure> {
+    pub fn manifest(
+        &self,
+        tool: &Binary,
+        at: Option<&InImage>,
+        label: &str,
+        stop: &tools::Interrupt,
+    ) -> Result<Vec<u8>, Failure> {
         let (mut cmd, _env) = self.command(tool, at)?;
         cmd.args(self.common()).args([
             "--log-level-console=error".to_string(),
@@ -457,7 +471,7 @@ impl Repo {
             "repo-get".into(),
             format!("backup/{}/{label}/backup.manifest", self.stanza),
         ]);
-        let out = tools::run(&mut cmd, "pgbackrest repo-get")?;
+        let out = stop.run(&mut cmd, "pgbackrest repo-get")?;
         if !out.status.success() || out.stdout.is_empty() {
             return Err(self.unreadable(&tools::both(&out)));
         }
@@ -466,8 +480,15 @@ impl Repo {
 
     /// Whether the repository holds `segment` in the archive `archive_id` (`None`: pgBackRest
     /// could not list the archive's folder).
-    pub fn holds_segment(&self, tool: &Binary, at: Option<&InImage>, archive_id: &str, segment: &str) -> Option<bool> {
-        let v: Value = serde_json::from_str(&self.segment_folder(tool, at, archive_id, segment)?).ok()?;
+    pub fn holds_segment(
+        &self,
+        tool: &Binary,
+        at: Option<&InImage>,
+        archive_id: &str,
+        segment: &str,
+        stop: &tools::Interrupt,
+    ) -> Option<bool> {
+        let v: Value = serde_json::from_str(&self.segment_folder(tool, at, archive_id, segment, stop)?).ok()?;
         Some(v.as_object()?.keys().any(|n| n.strip_prefix(segment).is_some_and(|r| r.is_empty() || r.starts_with('-'))))
     }
 
@@ -480,18 +501,26 @@ impl Repo {
         at: Option<&InImage>,
         archive_id: &str,
         segment: &str,
+        stop: &tools::Interrupt,
     ) -> Option<time::OffsetDateTime> {
-        segment_time(&self.segment_folder(tool, at, archive_id, segment)?, segment)
+        segment_time(&self.segment_folder(tool, at, archive_id, segment, stop)?, segment)
     }
 
     /// `pgbackrest repo-ls --output=json` of the archive folder that holds `segment`; `None`
     /// when pgBackRest could not list it.
-    fn segment_folder(&self, tool: &Binary, at: Option<&InImage>, archive_id: &str, segment: &str) -> Option<String> {
+    fn segment_folder(
+        &self,
+        tool: &Binary,
+        at: Option<&InImage>,
+        archive_id: &str,
+        segment: &str,
+        stop: &tools::Interrupt,
+    ) -> Option<String> {
         let folder = segment.get(..16)?;
         let (mut cmd, _env) = self.command(tool, at).ok()?;
         cmd.args(self.common()).args(["--log-level-console=error", "--log-level-file=off", "repo-ls", "--output=json"]);
         cmd.arg(format!("archive/{}/{archive_id}/{folder}", self.stanza));
-        let out = tools::run(&mut cmd, "pgbackrest repo-ls").ok().filter(|o| o.status.success())?;
+        let out = stop.run(&mut cmd, "pgbackrest repo-ls").ok().filter(|o| o.status.success())?;
         Some(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
@@ -564,6 +593,9 @@ pub struct PgBackRest {
     scripts: tools::Scripts,
     /// Where the last backup asked about is served: its label, and the image when not here.
     placed: std::sync::Mutex<Option<(String, Option<Imaged>)>>,
+    /// Ends the running pgbackrest call (and its container) when the run is interrupted or
+    /// the step times out: a restore ran to its end before pgdrill stopped.
+    interrupt: tools::Interrupt,
 }
 
 impl PgBackRest {
@@ -589,6 +621,7 @@ impl PgBackRest {
             data_dir: Default::default(),
             scripts: Default::default(),
             placed: Default::default(),
+            interrupt: Default::default(),
         }
     }
 
@@ -709,13 +742,13 @@ impl PgBackRest {
                 "--output=json",
             ]);
             cmd.arg(format!("backup/{}", self.repo.stanza));
-            let out = tools::run(&mut cmd, "pgbackrest repo-ls").ok().filter(|o| o.status.success())?;
+            let out = self.interrupt.run(&mut cmd, "pgbackrest repo-ls").ok().filter(|o| o.status.success())?;
             let v: Value = serde_json::from_slice(&out.stdout).ok()?;
             Some(v.as_object()?.keys().filter(|k| *k != ".").cloned().collect::<Vec<String>>())
         })();
         let manifest = self
             .repo
-            .manifest(&self.bin, self.image.as_ref(), label)
+            .manifest(&self.bin, self.image.as_ref(), label, &self.interrupt)
             .ok()
             .map(|b| String::from_utf8_lossy(&b).into_owned());
         Held { folders, manifest }
@@ -724,7 +757,7 @@ impl PgBackRest {
     fn info(&self) -> Result<Info, Failure> {
         let mut cached = self.info.lock().unwrap_or_else(|e| e.into_inner());
         if cached.is_none() {
-            *cached = Some(self.repo.info(&self.bin, self.image.as_ref())?);
+            *cached = Some(self.repo.info(&self.bin, self.image.as_ref(), &self.interrupt)?);
         }
         Ok(cached.clone().unwrap_or_else(|| unreachable!("set above")))
     }
@@ -838,9 +871,9 @@ impl PhysicalSource for PgBackRest {
                 for d in [&into.data_dir, &into.tablespaces_dir] {
                     run_as.own(d)?;
                 }
-                self.repo.restore_in_image(&at, &backup.id, into, &tool_dir)?
+                self.repo.restore_in_image(&at, &backup.id, into, &tool_dir, &self.interrupt)?
             }
-            None => self.repo.restore(&self.bin, &backup.id, into)?,
+            None => self.repo.restore(&self.bin, &backup.id, into, &self.interrupt)?,
         };
         if !out.status.success() {
             return Err(self.refused(&backup.id, &out));
@@ -898,11 +931,15 @@ impl PhysicalSource for PgBackRest {
         p
     }
 
+    fn interrupt(&self) -> Option<tools::Interrupt> {
+        Some(self.interrupt.clone())
+    }
+
     /// The backup by its label and the sha256 of its `backup.manifest` (pgBackRest's own
     /// record of every file and its checksum), for signed evidence.
     fn digest(&self, backup: &BaseBackup) -> Result<Option<(String, String)>, Failure> {
         use sha2::Digest as _;
-        let bytes = self.repo.manifest(&self.bin, self.image.as_ref(), &backup.id)?;
+        let bytes = self.repo.manifest(&self.bin, self.image.as_ref(), &backup.id, &self.interrupt)?;
         let sha: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
         Ok(Some((format!("pgbackrest:{}/{}/backup.manifest", self.repo.stanza, backup.id), sha)))
     }
@@ -921,7 +958,7 @@ impl PhysicalSource for PgBackRest {
             return Ok(None);
         };
         let next = Lsn(stop_start.0 + size).segment_name(tl, size);
-        if self.repo.holds_segment(&self.bin, self.image.as_ref(), id, &next) != Some(false) {
+        if self.repo.holds_segment(&self.bin, self.image.as_ref(), id, &next, &self.interrupt) != Some(false) {
             return Ok(None);
         }
         let newer_start = newer.base.start_lsn.map(|l| l.segment_name(tl, size)).unwrap_or_else(|| "?".into());
@@ -939,7 +976,7 @@ impl PhysicalSource for PgBackRest {
                 let archived = info
                     .archive_id
                     .as_deref()
-                    .and_then(|id| self.repo.archived_at(&self.bin, self.image.as_ref(), id, &max));
+                    .and_then(|id| self.repo.archived_at(&self.bin, self.image.as_ref(), id, &max, &self.interrupt));
                 Ok(Some(ArchiveEnd { segment: max, segment_start: start, archived }))
             }
             _ => Ok(None),

@@ -345,9 +345,9 @@ impl Interrupt {
         }
     }
 
-    /// Interrupt when `cancel` is cancelled (the step's token: a signal), from a task of
-    /// its own, since the step itself is blocked in the call; stops watching when the
-    /// returned [`Watch`] is dropped, with the step.
+    /// Interrupt when `cancel` is cancelled (the step's token: a signal, or the step's own
+    /// `timeout:`), from a task of its own, since the step itself is blocked in the call;
+    /// stops watching when the returned [`Watch`] is dropped, with the step.
     pub fn watch(&self, cancel: tokio_util::sync::CancellationToken) -> Watch {
         let me = self.clone();
         Watch(tokio::spawn(async move {
@@ -358,7 +358,9 @@ impl Interrupt {
 
     /// [`run`], in a process group of its own that [`Interrupt::interrupt`] kills. A call
     /// made or ended by an interruption is the environment's failure saying so, never the
-    /// tool's verdict on a backup.
+    /// tool's verdict on a backup. A tool run in an image (`image_command`: `docker run
+    /// --name`) is removed with its container before the call returns: killing the docker
+    /// client leaves the container running the tool.
     pub fn run(&self, cmd: &mut Command, what: &str) -> Result<Output, Failure> {
         use std::os::unix::process::CommandExt;
         let stopped = || Failure::environment(format!("{what} was stopped: the run was interrupted"));
@@ -381,10 +383,23 @@ impl Interrupt {
         let out = child.wait_with_output();
         self.0.groups.lock().unwrap_or_else(|e| e.into_inner()).retain(|g| *g != group);
         if self.interrupted() {
+            if let Some(name) = container_of(cmd) {
+                crate::pg::image_tools::remove(&name);
+            }
             return Err(stopped());
         }
         out.map_err(|e| Failure::environment(format!("cannot run {what}: {e}")).with_source(e))
     }
+}
+
+/// The container a `docker run` command names (`--name`, as `image_command` gives it).
+fn container_of(cmd: &Command) -> Option<String> {
+    let docker = Path::new(cmd.get_program()).file_name().is_some_and(|n| n == "docker");
+    let args: Vec<&std::ffi::OsStr> = cmd.get_args().collect();
+    if !docker || args.first().is_none_or(|a| *a != "run") {
+        return None;
+    }
+    args.windows(2).find(|w| w[0] == "--name").and_then(|w| w[1].to_str()).map(str::to_string)
 }
 
 /// A running [`Interrupt::watch`]; dropped, it stops watching.
@@ -627,6 +642,50 @@ mod tests {
         let h = hooked.clone();
         interrupt.on_interrupt(move || h.store(true, std::sync::atomic::Ordering::SeqCst));
         assert!(hooked.load(std::sync::atomic::Ordering::SeqCst), "a hook registered after the interrupt runs at once");
+    }
+
+    /// Regression (issue 39): an interrupt killed the docker client of a tool run in an
+    /// image (`image_command`: pgBackRest's or barman-cloud's restore in the image of the
+    /// backup's major), which leaves the container running the tool. The interrupted call
+    /// now removes its container before it returns.
+    #[test]
+    fn an_interrupted_call_in_an_image_removes_its_container() {
+        let Some(image) = (12..=18).rev().flat_map(crate::pg::image_tools::images_of).next() else {
+            assert!(std::env::var_os("CI").is_none(), "no PostgreSQL image in Docker (bash ci/setup.sh builds one)");
+            eprintln!("skipped: no PostgreSQL image in Docker");
+            return;
+        };
+        let (mut cmd, _env) = image_command("sleep", &image, &[], &[], false).expect("a command");
+        cmd.arg("3596");
+        let name = container_of(&cmd).expect("the command names its container");
+        assert_eq!(container_of(crate::child::command("sleep").args(["--name", "x"])), None, "docker run only");
+        let interrupt = Interrupt::default();
+        let (tx, call) = std::sync::mpsc::channel();
+        {
+            let interrupt = interrupt.clone();
+            std::thread::spawn(move || tx.send(interrupt.run(&mut cmd, "a tool in an image")));
+        }
+        let state = |name: &str| {
+            let mut d = crate::pg::image_tools::docker();
+            d.args(["inspect", "--format", "{{.State.Running}}", name]);
+            crate::child::output(&mut d)
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        // A bound for a broken build only, never a measure of speed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while state(&name).as_deref() != Some("true") {
+            assert!(std::time::Instant::now() < deadline, "the tool's container {name} never ran");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        interrupt.interrupt();
+        let e = call
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the call returned")
+            .expect_err("interrupted");
+        assert!(e.to_string().contains("a tool in an image was stopped"), "{e}");
+        assert_eq!(state(&name), None, "the container {name} outlived the interrupted call");
     }
 
     #[test]

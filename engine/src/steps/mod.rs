@@ -304,6 +304,7 @@ pub struct StepCtx {
     pub log: Arc<dyn Fn(String) + Send + Sync>,
     /// Reports bytes moved so far (see `watch`).
     pub progress: Arc<dyn Fn(u64, Option<u64>) + Send + Sync>,
+    /// Cancelled when the step must stop: a signal, a failing sibling, or its own `timeout:`.
     pub cancel: CancellationToken,
     /// In a `parallel` group, each sibling step's id and a token cancelled when it has ended
     /// (see `ended`); empty elsewhere.

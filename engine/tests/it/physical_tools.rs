@@ -2059,6 +2059,186 @@ fn archive_get_errors_in_recovery_are_judged_by_what_they_are_about() {
     drop(c);
 }
 
+/// An executable script `path` with `body` (after `#!/bin/sh`).
+fn sh_script(path: PathBuf, body: &str) -> PathBuf {
+    script(path, &format!("#!/bin/sh\n{body}"))
+}
+
+/// `run` spawned and, once `started` exists (the tool's call under way), sent SIGINT when
+/// `interrupt` (else left to its step's timeout); then its end awaited: its pid, exit code
+/// and output. The bounds are for a broken build only (the tool's call sleeps an hour),
+/// never a measure of speed.
+fn ended_mid_call(run: Run, started: &Path, interrupt: bool) -> (u32, Option<i32>, String) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _ = std::fs::remove_file(started);
+    let child = run.spawn_piped();
+    let pid = child.id();
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let out = child.wait_with_output();
+            done.store(true, Ordering::SeqCst);
+            tx.send(out)
+        });
+    }
+    let _ = wait_for(Duration::from_secs(300), || (started.exists() || done.load(Ordering::SeqCst)).then_some(()));
+    let began = started.exists();
+    if interrupt && began {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGINT)
+            .expect("SIGINT");
+    }
+    let out = rx.recv_timeout(Duration::from_secs(300)).ok().and_then(Result::ok);
+    if out.is_none() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+    let out = out.unwrap_or_else(|| {
+        panic!(
+            "pgdrill {} still waited for the tool's call",
+            if interrupt { "interrupted" } else { "past its step's timeout" }
+        )
+    });
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(began, "the tool's call never started:\n{all}");
+    (pid, out.status.code(), all)
+}
+
+/// What the ended pgdrill `pid` left of a tool's call: processes whose command line holds one
+/// of `marks` (awaited a while: a killed process takes a moment to go), its
+/// `pgdrill-native-PID-` folders and its containers.
+fn left_by(pid: u32, marks: &[&str]) -> Vec<String> {
+    let mut left: Vec<String> = marks
+        .iter()
+        .filter(|m| wait_for(Duration::from_secs(20), || (!process_running(m)).then_some(())).is_none())
+        .map(|m| format!("a process `{m}`"))
+        .collect();
+    left.extend(folders_left_by(pid));
+    if on_path("docker") {
+        left.extend(crate::physical17::containers_of(pid).into_iter().map(|c| format!("the container {c}")));
+    }
+    left
+}
+
+/// Regression (issue 39): Ctrl-C while `pgbackrest restore` ran waited for pgBackRest to end
+/// before pgdrill stopped (only Barman's calls were ended at once), `pitr.restore` of a
+/// pgBackRest source had no interrupt at all, and a step's `timeout:` left the restore
+/// running: the step, blocked in the call, never saw its timeout. The pgbackrest the
+/// location names (`&bin=`, the team's binary) sleeps before running the real restore (a
+/// slow repository, without a timing). SIGINT to `physical.verify` and to `pitr.restore`
+/// ends it at once: exit 130, no pgbackrest, wrapper or sleep left, no folder, no container;
+/// `physical.verify` with `timeout: 5s` is timed out (exit 1) and leaves nothing either.
+#[test]
+fn ctrl_c_or_a_steps_timeout_ends_a_running_pgbackrest_restore_at_once() {
+    if !pgbackrest_15() {
+        return;
+    }
+    let (work, stanza, _repo, c) = local_backup("repo1-retention-full=2\n", false);
+    c.archive_now();
+    let label = first_label(&stanza.info());
+    let started = work.path().join("restore-started");
+    let wrapper = sh_script(
+        work.path().join("pgbackrest-slow-restore"),
+        &format!(
+            "case \" $* \" in *\" restore \"*) touch {} && sleep 3597 ;; esac\nexec {} \"$@\"\n",
+            started.display(),
+            real("pgbackrest")
+        ),
+    );
+    let source = format!("{}&bin={}", stanza.source(), wrapper.display());
+    // The wrapper, its sleep, and the real restore it would have become.
+    let set = format!("--set={label}");
+    let marks = ["sleep 3597", "pgbackrest-slow-restore", set.as_str()];
+
+    let (pid, code, all) = ended_mid_call(shipped(&source, 10), &started, true);
+    assert_eq!(code, Some(130), "{all}");
+    assert!(all.contains("interrupted by SIGINT"), "{all}");
+    let left = left_by(pid, &marks);
+    assert!(left.is_empty(), "physical.verify interrupted during pgbackrest restore left {left:?}:\n{all}");
+
+    let pitr_book = written(
+        work.path().join("pitr.yaml"),
+        format!(
+            "name: pgbackrest-pitr\nsteps:\n  - id: restore\n    uses: pitr.restore\n    with:\n      source: pgbackrest\n      storage: \"{source}\"\n      target: latest\n      accept_unproven: true\n"
+        ),
+    );
+    let (pid, code, all) = ended_mid_call(Run::new(&pitr_book), &started, true);
+    assert_eq!(code, Some(130), "{all}");
+    let left = left_by(pid, &marks);
+    assert!(left.is_empty(), "pitr.restore interrupted during pgbackrest restore left {left:?}:\n{all}");
+
+    let timed_book = written(
+        work.path().join("timed.yaml"),
+        format!(
+            "name: pgbackrest-timed\nsteps:\n  - id: latest\n    uses: physical.verify\n    timeout: 5s\n    with:\n      source: \"{source}\"\n      accept_unproven: true\n"
+        ),
+    );
+    let report = work.path().join("timed");
+    let (pid, code, all) = ended_mid_call(Run::new(&timed_book).report(&report), &started, false);
+    assert_eq!(code, Some(1), "a step past its timeout is a failed step:\n{all}");
+    let step = RunJson::read(&report).step("latest").clone();
+    assert_eq!(step.outcome, "timed_out", "{:?}\n{all}", step.message);
+    assert!(step.message.as_deref().is_some_and(|m| m.contains("timed out after 5s")), "{:?}", step.message);
+    let left = left_by(pid, &marks);
+    assert!(left.is_empty(), "physical.verify timed out during pgbackrest restore left {left:?}:\n{all}");
+    drop(c);
+}
+
+/// Regression (issue 39): Ctrl-C while `barman-cloud-restore` ran waited for it to end before
+/// pgdrill stopped. The team's barman-cloud tools (`&bin=DIR`) are the real ones, the restore
+/// sleeping before it runs (a slow store, without a timing): SIGINT ends it at once, exit
+/// 130, no barman-cloud-restore, wrapper or sleep left, no folder, no container.
+#[test]
+fn ctrl_c_ends_a_running_barman_cloud_restore_at_once() {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("barman-cloud-backup"), "barman-cloud (Debian package barman-cli-cloud)")
+    {
+        return;
+    }
+    let Some(moto) = moto() else { return };
+    put(moto.port, "halt-bkt");
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "barman-cloud-secret-never-shown"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ];
+    let archive_command = format!("barman-cloud-wal-archive --endpoint-url {endpoint} s3://halt-bkt/pg demo %p");
+    let (c, _t1, counts) =
+        barman_cloud_backed_up(&archive_command, &env, 2, &["--endpoint-url", &endpoint], "s3://halt-bkt/pg");
+    let work = work_dir();
+    let tools = made_dir(work.path().join("tools"));
+    for tool in ["barman-cloud-wal-restore", "barman-cloud-backup-list"] {
+        sh_script(tools.join(tool), &format!("exec {} \"$@\"\n", real(tool)));
+    }
+    let started = work.path().join("restore-started");
+    sh_script(
+        tools.join("barman-cloud-restore"),
+        &format!(
+            "case \"$1\" in -V) ;; *) touch {} && sleep 3598 ;; esac\nexec {} \"$@\"\n",
+            started.display(),
+            real("barman-cloud-restore")
+        ),
+    );
+    let source = format!("barman-cloud:s3://halt-bkt/pg?server=demo&endpoint={endpoint}&bin={}", tools.display());
+    let mut run = shipped(&source, counts.latest);
+    for (k, v) in env {
+        run = run.env(k, v);
+    }
+    let (pid, code, all) = ended_mid_call(run, &started, true);
+    assert_eq!(code, Some(130), "{all}");
+    assert!(!all.contains(env[1].1), "the S3 secret was shown:\n{all}");
+    // The wrapper, and the real tool it would have become: `barman-cloud-restore` with its
+    // options first (barman-cloud-wal-restore, the restore_command, is another name).
+    let (wrapper, restore) = (
+        format!("{}/barman-cloud-restore", tools.display()),
+        format!("barman-cloud-restore --endpoint-url={endpoint}"),
+    );
+    let left = left_by(pid, &["sleep 3598", &wrapper, &restore]);
+    assert!(left.is_empty(), "physical.verify interrupted during barman-cloud-restore left {left:?}:\n{all}");
+    drop(c);
+}
+
 /// Regression (issue 39): the 15 image had no pgbackrest, so a machine without one listed a
 /// PostgreSQL 15 repository (with the 17 image's pgBackRest) but could not restore its
 /// backups: exit 3, "cannot be restored on this machine ... pgdrill/postgres-local:15: no
