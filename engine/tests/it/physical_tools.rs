@@ -714,22 +714,7 @@ pub(crate) fn put(port: u16, path: &str) {
 
 #[test]
 fn barman_cloud_backups_recover_to_latest_a_time_and_a_restore_point_and_a_zero_byte_wal_or_failed_backup_fails() {
-    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
-        || !require(on_path("barman-cloud-backup"), "barman-cloud (Debian package barman-cli-cloud)")
-    {
-        return;
-    }
-    let Some(moto) = moto() else { return };
-    put(moto.port, "drill-bkt");
-    let endpoint = format!("http://127.0.0.1:{}", moto.port);
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "barman-cloud-secret-never-shown"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ];
-    let archive_command = format!("barman-cloud-wal-archive --endpoint-url {endpoint} s3://drill-bkt/pg demo %p");
-    let (c, t1, counts) =
-        barman_cloud_backed_up(&archive_command, &env, 4, &["--endpoint-url", &endpoint], "s3://drill-bkt/pg");
+    let Some(InMoto { moto, endpoint, env, c, t1, counts }) = in_moto("drill-bkt", "", 4) else { return };
 
     let work = tempfile::tempdir().expect("tempdir");
     let book = runbook(work.path());
@@ -853,23 +838,10 @@ fn script(path: PathBuf, body: &str) -> PathBuf {
 /// while the recovery runs is the environment's (exit 3 naming the store), no verdict.
 #[test]
 fn barman_cloud_fetch_errors_in_recovery_are_judged_by_what_they_are_about() {
-    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
-        || !require(on_path("barman-cloud-backup"), "barman-cloud (Debian package barman-cli-cloud)")
-    {
-        return;
-    }
-    let Some(moto) = moto() else { return };
-    put(moto.port, "drill-bkt");
-    let endpoint = format!("http://127.0.0.1:{}", moto.port);
-    let secret = "barman-cloud-fetch-secret-never-shown";
-    let env =
-        [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", secret), ("AWS_DEFAULT_REGION", "us-east-1")];
     // The team compresses its WAL (`--gzip`): damage to an object's bytes shows when
     // barman-cloud-wal-restore decompresses it, before the server reads it.
-    let archive_command =
-        format!("barman-cloud-wal-archive --gzip --endpoint-url {endpoint} s3://drill-bkt/pg demo %p");
-    let (c, _, counts) =
-        barman_cloud_backed_up(&archive_command, &env, 2, &["--endpoint-url", &endpoint], "s3://drill-bkt/pg");
+    let Some(InMoto { moto, endpoint, env, c, counts, .. }) = in_moto("drill-bkt", "--gzip ", 2) else { return };
+    let secret = env[1].1;
     let source = format!("barman-cloud:s3://drill-bkt/pg?server=demo&endpoint={endpoint}");
     let with_env = |mut r: Run| {
         for (k, v) in env {
@@ -1015,6 +987,42 @@ fn a_barman_cloud_store_that_does_not_answer_is_named_before_any_barman_cloud_ca
 /// loaded with a first batch, then backed up by `barman-cloud-backup` (`provider`'s options,
 /// into `destination` as server `demo`) under `load_seconds` of writes, which must succeed:
 /// the cluster, the time after the first batch and the batches' counts.
+/// A 15 server whose WAL barman-cloud archives (with `archive_options`, e.g. `--gzip `) and
+/// that barman-cloud backs up under `load_seconds` of writes, into `bucket`'s `pg/` on a moto
+/// of its own; `None` (after `require`'s word) without PostgreSQL 15, barman-cloud or moto.
+fn in_moto(bucket: &str, archive_options: &str, load_seconds: u32) -> Option<InMoto> {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("barman-cloud-backup"), "barman-cloud (Debian package barman-cli-cloud)")
+    {
+        return None;
+    }
+    let moto = moto()?;
+    put(moto.port, bucket);
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "barman-cloud-secret-never-shown"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ];
+    let archive_command =
+        format!("barman-cloud-wal-archive {archive_options}--endpoint-url {endpoint} s3://{bucket}/pg demo %p");
+    let destination = format!("s3://{bucket}/pg");
+    let (c, t1, counts) =
+        barman_cloud_backed_up(&archive_command, &env, load_seconds, &["--endpoint-url", &endpoint], &destination);
+    Some(InMoto { moto, endpoint, env, c, t1, counts })
+}
+
+/// What `in_moto` made: the store, its endpoint, the tools' environment (its secret never to
+/// be shown), the archived server, the time after its first batch and its counts.
+struct InMoto {
+    moto: Server,
+    endpoint: String,
+    env: [(&'static str, &'static str); 3],
+    c: Cluster,
+    t1: String,
+    counts: Counts,
+}
+
 fn barman_cloud_backed_up(
     archive_command: &str,
     env: &[(&str, &str)],
@@ -1244,6 +1252,47 @@ fn barman_config(home: &Path, owner: &nix::unistd::User, server: &str) -> PathBu
     config
 }
 
+/// A Barman server `demo` (`backup_method = postgres`, WAL by `archiver = on`, run as its own
+/// user) of a native 15 server archiving into its incoming folder, with `extra(home)`'s lines
+/// added to its section and its folders made by `barman check` (which fails until the first
+/// segment is archived); `None` (after `require`'s word) without PostgreSQL 15 or barman.
+fn barman_server(extra: impl Fn(&Path) -> String) -> Option<BarmanServer> {
+    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
+        || !require(on_path("barman"), "barman (Debian package barman)")
+    {
+        return None;
+    }
+    let barman_owner = barman_owner()?;
+    let work = work_dir();
+    let home = made_dir(work.path().join("barman"));
+    let (incoming, archive_command) = barman_incoming(work.path());
+    let c = Cluster::start(&archive_command, &[]);
+    let config = barman_config(
+        &home,
+        &barman_owner,
+        &format!(
+            "[demo]\n{extra}conninfo = host={sock} port={port} user=postgres dbname=postgres\n\
+             streaming_conninfo = host={sock} port={port} user=postgres\nbackup_method = postgres\narchiver = on\n\
+             streaming_archiver = off\nincoming_wals_directory = {inc}\n",
+            extra = extra(&home),
+            sock = c.socket().display(),
+            port = c.port,
+            inc = incoming.display()
+        ),
+    );
+    let _ = barman_cmd(&config, &["check", "demo"]).output().expect("barman check");
+    Some(BarmanServer { work, home, config, c })
+}
+
+/// What `barman_server` made: its work folder, Barman's home, its configuration and the
+/// PostgreSQL server it backs up.
+struct BarmanServer {
+    work: tempfile::TempDir,
+    home: PathBuf,
+    config: PathBuf,
+    c: Cluster,
+}
+
 /// `barman -c CONFIG ARGS`.
 fn barman_cmd(config: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new("barman");
@@ -1259,32 +1308,11 @@ fn barman_cmd(config: &Path, args: &[&str]) -> Command {
 /// Barman's archive and a backup Barman marks FAILED each fail.
 #[test]
 fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_removed_wal_or_failed_backup_fails() {
-    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
-        || !require(on_path("barman"), "barman (Debian package barman)")
-    {
+    let Some(BarmanServer { work, home, config, c }) = barman_server(|_| "description = the team's server\n".into())
+    else {
         return;
-    }
-    // Barman runs as its own user.
-    let Some(barman_owner) = barman_owner() else { return };
-    let work = work_dir();
-    let home = made_dir(work.path().join("barman"));
-    let (incoming, archive_command) = barman_incoming(work.path());
-    let c = Cluster::start(&archive_command, &[]);
-    let config = barman_config(
-        &home,
-        &barman_owner,
-        &format!(
-            "[demo]\ndescription = the team's server\nconninfo = host={sock} port={port} user=postgres dbname=postgres\n\
-             streaming_conninfo = host={sock} port={port} user=postgres\nbackup_method = postgres\narchiver = on\n\
-             streaming_archiver = off\nincoming_wals_directory = {inc}\n",
-            sock = c.socket().display(),
-            port = c.port,
-            inc = incoming.display()
-        ),
-    );
+    };
     let barman = |args: &[&str]| barman_cmd(&config, args);
-    // `check` creates the server's folders (it fails until the first segment is archived).
-    let _ = barman(&["check", "demo"]).output().expect("barman check");
     c.drill(true);
     c.archive_now();
     ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
@@ -1454,30 +1482,8 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
 /// the environment's (exit 3, no verdict); the file's bytes damaged stay the backup's (exit 1).
 #[test]
 fn barman_recover_errors_are_judged_by_what_they_are_about() {
-    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
-        || !require(on_path("barman"), "barman (Debian package barman)")
-    {
-        return;
-    }
-    let Some(barman_owner) = barman_owner() else { return };
-    let work = work_dir();
-    let home = made_dir(work.path().join("barman"));
-    let (incoming, archive_command) = barman_incoming(work.path());
-    let c = Cluster::start(&archive_command, &[]);
-    let config = barman_config(
-        &home,
-        &barman_owner,
-        &format!(
-            "[demo]\nconninfo = host={sock} port={port} user=postgres dbname=postgres\n\
-             streaming_conninfo = host={sock} port={port} user=postgres\nbackup_method = postgres\narchiver = on\n\
-             streaming_archiver = off\nincoming_wals_directory = {inc}\n",
-            sock = c.socket().display(),
-            port = c.port,
-            inc = incoming.display()
-        ),
-    );
+    let Some(BarmanServer { work, home, config, c }) = barman_server(|_| String::new()) else { return };
     let barman = |args: &[&str]| barman_cmd(&config, args);
-    let _ = barman(&["check", "demo"]).output().expect("barman check");
     c.drill(true);
     c.archive_now();
     ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
@@ -2190,22 +2196,7 @@ fn ctrl_c_or_a_steps_timeout_ends_a_running_pgbackrest_restore_at_once() {
 /// 130, no barman-cloud-restore, wrapper or sleep left, no folder, no container.
 #[test]
 fn ctrl_c_ends_a_running_barman_cloud_restore_at_once() {
-    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
-        || !require(on_path("barman-cloud-backup"), "barman-cloud (Debian package barman-cli-cloud)")
-    {
-        return;
-    }
-    let Some(moto) = moto() else { return };
-    put(moto.port, "halt-bkt");
-    let endpoint = format!("http://127.0.0.1:{}", moto.port);
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "barman-cloud-secret-never-shown"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ];
-    let archive_command = format!("barman-cloud-wal-archive --endpoint-url {endpoint} s3://halt-bkt/pg demo %p");
-    let (c, _t1, counts) =
-        barman_cloud_backed_up(&archive_command, &env, 2, &["--endpoint-url", &endpoint], "s3://halt-bkt/pg");
+    let Some(InMoto { moto: _moto, endpoint, env, c, counts, .. }) = in_moto("halt-bkt", "", 2) else { return };
     let work = work_dir();
     let tools = made_dir(work.path().join("tools"));
     for tool in ["barman-cloud-wal-restore", "barman-cloud-backup-list"] {
@@ -2638,32 +2629,12 @@ fn a_pgdrill_killed_while_a_tool_runs_leaves_neither_the_tool_nor_its_children()
 /// guard is left.
 #[test]
 fn a_pgdrill_killed_during_barman_recover_leaves_no_hook_no_barman_and_no_guard() {
-    if !require(Path::new(BIN).join("initdb").exists(), "PostgreSQL 15 server binaries")
-        || !require(on_path("barman"), "barman (Debian package barman)")
-    {
-        return;
-    }
-    let Some(barman_owner) = barman_owner() else { return };
-    let work = work_dir();
-    let home = made_dir(work.path().join("barman"));
-    let (incoming, archive_command) = barman_incoming(work.path());
-    let c = Cluster::start(&archive_command, &[]);
+    let hook = |home: &Path| {
+        format!("pre_recovery_script = touch {} && sleep 3573\n", home.join("recover-hook-ran").display())
+    };
+    let Some(BarmanServer { work: _work, home, config, c }) = barman_server(hook) else { return };
     let hook_ran = home.join("recover-hook-ran");
-    let config = barman_config(
-        &home,
-        &barman_owner,
-        &format!(
-            "[demo]\ndescription = the team's server\nconninfo = host={sock} port={port} user=postgres dbname=postgres\n\
-             streaming_conninfo = host={sock} port={port} user=postgres\nbackup_method = postgres\narchiver = on\n\
-             streaming_archiver = off\nincoming_wals_directory = {inc}\npre_recovery_script = touch {hook} && sleep 3573\n",
-            sock = c.socket().display(),
-            port = c.port,
-            inc = incoming.display(),
-            hook = hook_ran.display()
-        ),
-    );
     let barman = |args: &[&str]| barman_cmd(&config, args);
-    let _ = barman(&["check", "demo"]).output().expect("barman check");
     c.drill(false);
     c.archive_now();
     ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
