@@ -388,7 +388,7 @@ size_of() { stat -c %s "$1"; }
 settle() { sync; sleep 2; }  # the previous run's writes are on disk before the next starts
 SERVERS=()
 stop_servers() { for d in "${SERVERS[@]}"; do as_user "$PGBIN/pg_ctl" -D "$d/data" -m immediate stop >/dev/null 2>&1 || true; done; SERVERS=(); }
-trap 'stop_servers; rm -rf "$WORK"' EXIT
+trap 'stop_servers; rm -rf "$WORK" "/dev/shm/pgdrill-bench-$$"' EXIT
 start_server() {  # dir port settings...
   local d="$1" p="$2"; shift 2
   rm -rf "$d"; mkdir -p "$d"; chmod 755 "$WORK" "$d"; [ "$(id -u)" = 0 ] && chown nobody "$d"
@@ -557,9 +557,14 @@ bench_size() {  # scale documents
   # defaults, as a shell runbook restoring into an existing server meets it. pgdrill also
   # starts its server, decrypts, decompresses, stages and compares.
   local TPD="$S/restore-throwaway" TPORT=$((50000 + RANDOM % 5000))
+  # The same server with its files in memory (/dev/shm), as pgdrill's own throwaway keeps
+  # them when they fit (`data: auto`): what the restore costs without a disk under it.
+  local MPD="/dev/shm/pgdrill-bench-$$/restore-memory" MPORT_=$((45000 + RANDOM % 5000))
   local DPD="$S/restore-default" DPORT=$((55000 + RANDOM % 5000))
   stop_servers  # the source is not needed any more: its memory and CPU stay out of the way
   start_server "$TPD" "$TPORT" $THROWAWAY
+  mkdir -p "$(dirname "$MPD")"; chmod 755 "$(dirname "$MPD")"
+  start_server "$MPD" "$MPORT_" $THROWAWAY
   start_server "$DPD" "$DPORT"
   baseline_restore() {  # dir port
     psql -h 127.0.0.1 -p "$2" -U postgres -qc 'drop database if exists restored' -c 'create database restored'
@@ -634,7 +639,7 @@ PY
     after=$(server_ticks "$1")
     awk -v t="$(((after - before) * 1000 / TCK))" '{ print $1, $2 + t, $3 }' "$S/m" >"$S/m2" && mv "$S/m2" "$S/m"
   }
-  local vkinds=(pgr_throwaway pgr_default peer verify_full verify_counts)
+  local vkinds=(pgr_throwaway pgr_default pgr_memory peer verify_full verify_counts)
   # VERIFY_AB=1: also the runbook as it was before its checks ran side by side
   # (fixtures/runbooks/verify-sequential.yaml), to measure what the overlap buys.
   if [ -n "${VERIFY_AB:-}" ]; then vkinds+=(verify_full_seq); fi
@@ -651,6 +656,7 @@ PY
       case $kind in
         pgr_throwaway) baseline_restore "$TPD" "$TPORT" ;;
         pgr_default) baseline_restore "$DPD" "$DPORT" ;;
+        pgr_memory) baseline_restore "$MPD" "$MPORT_" ;;
         peer) peer_run "$TPD" "$TPORT" ;;
         verify_full) verify_run full ;;
         verify_counts) verify_run counts ;;
@@ -681,12 +687,15 @@ PY
   echo "|---|---|---|---|---|---|"
   echo "| pg_restore -j 2 into a running server with pgdrill's throwaway settings | $(sec "$vt") | $(sec "$(col "$S/v-pgr_throwaway" 2)") | 1.00 | $(ratio "$vt" "$vd") | |"
   echo "| pg_restore -j 2 into a running server with default settings | $(sec "$vd") | $(sec "$(col "$S/v-pgr_default" 2)") | $(ratio "$vd" "$vt") | 1.00 | |"
+  local vm; vm=$(col "$S/v-pgr_memory" 1)
+  echo "| pg_restore -j 2 into a running server with pgdrill's throwaway settings, its files in /dev/shm | $(sec "$vm") | $(sec "$(col "$S/v-pgr_memory" 2)") | $(ratio "$vm" "$vt") | $(ratio "$vm" "$vd") | |"
   echo "| pgdrill run verify, jobs=2, fingerprint=full (start server, check, restore, compare, amcheck heapallindexed) | $(sec "$vf") | $(sec "$(col "$S/v-verify_full" 2)") | $(ratio "$vf" "$vt") | $(ratio "$vf" "$vd") | <= 1.6 |"
   echo "| pgdrill run verify, jobs=2, fingerprint=counts (amcheck structure only) | $(sec "$vc") | $(sec "$(col "$S/v-verify_counts" 2)") | $(ratio "$vc" "$vt") | $(ratio "$vc" "$vd") | <= 1.3 |"
   local vp; vp=$(col "$S/v-peer" 1)
   echo "| peer pipeline: pg_restore -j 2 + amcheck bt_index_check heapallindexed over every B-tree index + pg_dump -Fc -Z0 of the restored copy > /dev/null, same settings | $(sec "$vp") | $(sec "$(col "$S/v-peer" 2)") | $(ratio "$vp" "$vt") | $(ratio "$vp" "$vd") | |"
   echo
   echo "pgdrill verify full / peer pipeline (wall): $(ratio "$vf" "$vp") (goal <= 0.8); CPU: $(ratio "$(col "$S/v-verify_full" 2)" "$(col "$S/v-peer" 2)")."
+  echo "pgdrill verify counts / the bare restore into a server whose files are in /dev/shm too (wall): $(ratio "$vc" "$vm"); full / that restore: $(ratio "$vf" "$vm")."
   echo "peer pipeline phases (median ms, share of its wall): $(python3 - "$S/phases-peer" <<'PY'
 import statistics, sys
 runs = [dict((k, float(v)) for k, v in (kv.split("=") for kv in line.split())) for line in open(sys.argv[1]) if line.strip()]
@@ -738,7 +747,7 @@ PY
   echo "pgdrill verify peak RSS (largest of the runs, pgdrill itself): $((vrss / 1024)) MiB; staged for the restore: $(mib "$staged") MiB (pg_dump -Fc -Z0: $(mib "$(size_of "$S/z0.dump")") MiB)"
   echo "$DBSIZE $(ratio "$bc" "$bz") $(ratio "$bc" "$bgz") $(ratio "$vf" "$vt") $(ratio "$vc" "$vt") $rss_c $vrss $staged $(size_of "$S/z0.dump") $(ratio "$vf" "$vp")" >>"$GROWTH"
   stop_servers
-  rm -rf "$S"
+  rm -rf "$S" "$(dirname "$MPD")"
 }
 
 if [ "$BENCH" = list ]; then

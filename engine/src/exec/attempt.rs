@@ -217,7 +217,12 @@ impl Executor {
     ) -> Result<Attempted, (Outcome, ErrorKind, String)> {
         let step = planned.def;
         let env = template::environment();
-        let ctx = scope.context();
+        // In a `parallel` group, the siblings that have ended too (validate lets a step read
+        // only those it runs `after:`).
+        let ctx = match stopper.and_then(|s| s.entries.lock().ok().map(|e| e.clone())) {
+            Some(ended) => scope.context_with(ended),
+            None => scope.context(),
+        };
         let where_ = |field: &str| format!("runbook `{}`, step `{label}`, field `{field}`", rb.name);
         if let Some(cond) = &planned.when {
             let go = cond.eval(&env, &ctx).map_err(|e| {
@@ -497,6 +502,8 @@ pub(super) struct Stopper {
     pub(super) ended: Arc<HashMap<String, CancellationToken>>,
     /// How each sibling that has ended ended.
     pub(super) outcomes: Arc<Mutex<HashMap<String, Outcome>>>,
+    /// Each ended sibling's `steps.<id>` entry: what a step that runs `after:` it reads.
+    pub(super) entries: Arc<Mutex<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl Stopper {
@@ -507,6 +514,7 @@ impl Stopper {
             suite: suite.clone(),
             ended: Arc::default(),
             outcomes: Arc::default(),
+            entries: Arc::default(),
         }
     }
 

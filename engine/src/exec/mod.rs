@@ -448,6 +448,9 @@ impl Executor {
                     if let Ok(mut o) = outcomes.lock() {
                         o.insert(id.clone(), rec.outcome);
                     }
+                    if let Ok(mut e) = stopper.entries.lock() {
+                        e.insert(id.clone(), scope::entry(&rec));
+                    }
                     if let Some(ended) = stopper.ended.get(id) {
                         ended.cancel();
                     }

@@ -54,13 +54,28 @@ impl Scope {
     /// every earlier step's outputs for each step made a run of n steps cost n² (10,000
     /// trivial steps took minutes); a view converts only what a template reads.
     pub(super) fn context(&self) -> minijinja::Value {
+        self.context_of(self.steps.clone())
+    }
+
+    /// `context`, with the `steps.<id>` entries of `more` (siblings of a `parallel` group
+    /// that have ended) beside the suite's.
+    pub(super) fn context_with(&self, more: Map<String, Json>) -> minijinja::Value {
+        if more.is_empty() {
+            return self.context();
+        }
+        let mut steps = (*self.steps).clone();
+        steps.extend(more);
+        self.context_of(Arc::new(steps))
+    }
+
+    fn context_of(&self, steps: Arc<Map<String, Json>>) -> minijinja::Value {
         use minijinja::Value;
         minijinja::context! {
             vars => Value::from_serialize(&self.vars),
             let => Value::from_serialize(&self.lets),
             env => Value::from_serialize(&self.env),
             secrets => Value::from_serialize(&self.secrets),
-            steps => Value::from_object(StepsView(self.steps.clone())),
+            steps => Value::from_object(StepsView(steps)),
             run => Value::from_serialize(&self.run),
         }
     }
@@ -155,6 +170,12 @@ pub(super) fn load_secrets(
 /// `validate` reports as deprecated); there the engine's two names win, as they always did.
 pub(super) fn store_outputs(scope: &mut Scope, step: &StepDef, rec: &StepRecord) {
     let Some(id) = &step.id else { return };
+    Arc::make_mut(&mut scope.steps).insert(id.clone(), entry(rec));
+    compute_late_lets(scope);
+}
+
+/// A finished step's `steps.<id>` entry (`store_outputs`).
+pub(super) fn entry(rec: &StepRecord) -> Json {
     let outputs = match &rec.outputs {
         Json::Object(m) => m.clone(),
         _ => Map::new(),
@@ -168,8 +189,7 @@ pub(super) fn store_outputs(scope: &mut Scope, step: &StepDef, rec: &StepRecord)
         ),
     );
     o.insert("duration_s".into(), json!((rec.duration.as_secs_f64() * 1000.0).round() / 1000.0));
-    Arc::make_mut(&mut scope.steps).insert(id.clone(), Json::Object(o));
-    compute_late_lets(scope);
+    Json::Object(o)
 }
 
 /// The `let` values that read step outputs, each computed once, as soon as every step it

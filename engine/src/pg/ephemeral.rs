@@ -52,6 +52,9 @@ pub struct Options {
     pub user: Option<String>,
     pub database: Option<String>,
     pub ready_timeout: Option<Duration>,
+    /// A native server's directory is made here (`None`: the temp directory); a container
+    /// keeps its files in the container.
+    pub parent: Option<PathBuf>,
 }
 
 /// `15`, `"15"`, `15.4` -> 15. Anything else is invalid input.
@@ -224,6 +227,7 @@ impl Ephemeral {
             user: opts.user.clone(),
             database: opts.database.clone(),
             ready_timeout: opts.ready_timeout,
+            parent: opts.parent.clone(),
         })
         .await?;
         let major = s.major;

@@ -43,6 +43,9 @@ pub struct NativeOptions {
     pub database: Option<String>,
     /// How long to wait for the first successful connection.
     pub ready_timeout: Option<Duration>,
+    /// Where the server's directory (its data directory and socket) is made: `None`, the
+    /// temp directory; `util::memory::TMPFS` keeps the server's files in memory.
+    pub parent: Option<PathBuf>,
 }
 
 /// A running server. Dropping it stops the server and deletes its files.
@@ -105,10 +108,11 @@ impl NativeServer {
 
         // The owner's pid in the name: another pgdrill's `reap_stale` can tell whose it is
         // before `owner.pid` is written (it used to remove such a directory as stale).
+        let parent = opts.parent.clone().unwrap_or_else(std::env::temp_dir);
         let dir = tempfile::Builder::new()
             .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
-            .tempdir()
-            .map_err(|e| ServerError::environment(format!("cannot create a temp directory: {e}")))?
+            .tempdir_in(&parent)
+            .map_err(|e| ServerError::environment(format!("cannot create a directory in {}: {e}", parent.display())))?
             .keep();
         let mut server = NativeServer {
             child: None,
@@ -696,9 +700,11 @@ pub fn live_postmaster(data: &Path) -> Option<Pid> {
 }
 
 /// Remove temp directories of servers whose pgdrill process is gone, killing their
-/// postmaster if it somehow survived.
+/// postmaster if it somehow survived: in the temp directory and in the tmpfs a server's
+/// files may be kept in.
 pub fn reap_stale() {
     reap_stale_in(&std::env::temp_dir());
+    reap_stale_in(Path::new(crate::util::memory::TMPFS));
 }
 
 /// `reap_stale` in `tmp`. The owner is `owner.pid`, else the pid in the directory's name

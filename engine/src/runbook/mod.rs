@@ -411,17 +411,36 @@ struct Visible<'a> {
     ids: &'a [&'a str],
     index: &'a HashMap<&'a str, usize>,
     n: usize,
+    /// A step of a `parallel` group also sees the siblings it runs `after:` (theirs too):
+    /// they have ended before it starts.
+    after: &'a [&'a str],
 }
 
 impl<'a> Visible<'a> {
     fn contains(&self, id: &str) -> bool {
-        self.index.get(id).is_some_and(|&i| i < self.n)
+        self.index.get(id).is_some_and(|&i| i < self.n) || self.after.contains(&id)
     }
 
     fn iter(&self) -> impl Iterator<Item = &'a str> + 'a {
         let ids: &'a [&'a str] = self.ids;
         ids[..self.n.min(ids.len())].iter().copied()
     }
+}
+
+/// The siblings a step of a `parallel` group runs after, directly or through theirs.
+fn siblings_before<'r>(rb: &'r Runbook, step: &StepDef) -> Vec<&'r str> {
+    let sibling = |id: &str| rb.steps.iter().find(|s| s.group == step.group && s.id.as_deref() == Some(id));
+    let mut found: Vec<&'r str> = Vec::new();
+    let mut todo: Vec<&'r StepDef> = step.after.iter().filter_map(|id| sibling(id)).collect();
+    while let Some(s) = todo.pop() {
+        let Some(id) = s.id.as_deref() else { continue };
+        if found.contains(&id) {
+            continue;
+        }
+        found.push(id);
+        todo.extend(s.after.iter().filter_map(|id| sibling(id)));
+    }
+    found
 }
 
 struct Checker<'a> {
@@ -957,7 +976,7 @@ impl Checker<'_> {
         let mut warnings = Vec::new();
         let main_ids: Vec<&str> = rb.steps.iter().filter_map(|s| s.id.as_deref()).collect();
         let index: HashMap<&str, usize> = main_ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        let visible = |n: usize| Visible { ids: &main_ids, index: &index, n };
+        let visible = |n: usize| Visible { ids: &main_ids, index: &index, n, after: &[] };
         // What each step sees is always the ids of the steps before some point, so it is a
         // count, not a list: building the list per step was n² (issue 36 case 11).
         let (mut ids_before, mut group_start) = (0, 0);
@@ -966,8 +985,11 @@ impl Checker<'_> {
             if first_of_group {
                 group_start = ids_before;
             }
-            // A step of a `parallel` group sees the steps before the group, not its siblings.
-            let before = visible(if step.group.is_some() { group_start } else { ids_before });
+            // A step of a `parallel` group sees the steps before the group, and of its
+            // siblings only those it runs after.
+            let after = if step.group.is_some() { siblings_before(rb, step) } else { Vec::new() };
+            let before =
+                Visible { after: &after, ..visible(if step.group.is_some() { group_start } else { ids_before }) };
             // The group's own `when`, once, at its first step.
             if let Some(GroupDef { index: g, when: Some(cond), .. }) = rb.group_of(step) {
                 if first_of_group {

@@ -373,7 +373,7 @@ pub struct CheckOutputs {
 const MEMORY: &str = "memory";
 /// `staging: auto`: memory when the dump fits comfortably (`auto_share`), else disk.
 const AUTO: &str = "auto";
-const TMPFS: &str = "/dev/shm";
+use crate::util::memory::{mib, TMPFS};
 
 /// Where `staging: memory` stages: /dev/shm, when the plain dump (its size from the
 /// manifest) fits there and in half of the memory available; else why not. Staged in
@@ -386,24 +386,12 @@ fn in_memory(backup: &Path) -> Result<PathBuf, String> {
 }
 
 /// The plain dump's size (from the manifest), the tmpfs's free bytes and the available
-/// memory (MemAvailable in /proc/meminfo).
+/// memory (`util::memory::room`).
 fn memory_room(backup: &Path) -> Result<(u64, u64, u64), String> {
     let raw =
         Manifest::read(backup).map_err(|e| format!("the plain dump's size is not known ({})", e.message))?.sizes.raw;
-    let fs = nix::sys::statvfs::statvfs(TMPFS).map_err(|e| format!("{TMPFS}: {e}"))?;
-    let free = fs.blocks_available() as u64 * fs.fragment_size() as u64;
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let available = mem_available(&meminfo).ok_or("the available memory is not known (/proc/meminfo)")?;
+    let (free, available) = crate::util::memory::room()?;
     Ok((raw, free, available))
-}
-
-/// MemAvailable from /proc/meminfo's text, in bytes.
-fn mem_available(meminfo: &str) -> Option<u64> {
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
 }
 
 /// `staging: auto`'s choice for a backup: /dev/shm with the line saying why, or why not
@@ -420,25 +408,13 @@ fn auto_staging(backup: &Path, max: u64) -> Result<(PathBuf, String), String> {
 /// workers and the page cache, and never less than half of the tmpfs stays free for
 /// others. `Ok` and `Err` both say the numbers.
 fn auto_share(raw: u64, free: u64, available: u64, max: u64) -> Result<String, String> {
-    let mib = |b: u64| format!("{:.0} MiB", b as f64 / 1048576.0);
-    let mut share = (available / 4).min(free / 2);
-    let mut rule = format!("min(25% of {} available, 50% of {} free in {TMPFS})", mib(available), mib(free));
-    if max > 0 && max < share {
-        share = max;
-        rule = format!("staging_memory_max {}", mib(max));
-    }
-    if raw <= share {
-        Ok(format!("the plain dump ({}) is within {} = {rule}", mib(raw), mib(share)))
-    } else {
-        Err(format!("the plain dump ({}) is over {} = {rule}", mib(raw), mib(share)))
-    }
+    crate::util::memory::within_share("the plain dump", raw, free, available, max, "staging_memory_max")
 }
 
 /// Whether a plain dump of `raw` bytes may be staged in a tmpfs with `free` bytes, on a
 /// machine with `available` bytes of memory: a quarter to spare in the tmpfs, and at most
 /// half of the memory, the rest left to the throwaway server and the page cache.
 fn fits_in_memory(raw: u64, free: u64, available: u64) -> Result<(), String> {
-    let mib = |b: u64| format!("{:.0} MiB", b as f64 / 1048576.0);
     if raw.saturating_add(raw / 4) > free {
         return Err(format!("the plain dump ({}) does not fit in {TMPFS} ({} free)", mib(raw), mib(free)));
     }
@@ -778,8 +754,6 @@ mod tests {
         // No memory or no tmpfs: never in memory.
         assert!(super::auto_share(1, 0, 12 * GIB, 0).is_err());
         assert!(super::auto_share(1, 8 * GIB, 0, 0).is_err());
-        assert_eq!(super::mem_available("MemTotal: 10 kB\nMemAvailable:    2048 kB\n"), Some(2 << 20));
-        assert_eq!(super::mem_available("MemTotal: 10 kB\n"), None);
     }
 
     /// `staging: memory` stages in /dev/shm only with room to spare there and half the

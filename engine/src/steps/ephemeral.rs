@@ -1,6 +1,7 @@
 //! `postgres.ephemeral`: a throwaway server for the rest of the runbook, torn down when the
 //! runbook ends (after `finally`), whether it passed, failed, timed out or was interrupted.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,65 @@ pub struct EphemeralWith {
     /// how long to wait for the first connection
     #[serde(default, deserialize_with = "super::de::opt_duration")]
     ready_timeout: Option<Duration>,
+    /// where a native server keeps its files: disk (default, the temp directory), memory
+    /// (/dev/shm when twice `data_size` fits there and in half the available memory, else
+    /// disk) or auto (/dev/shm when twice `data_size` takes at most min(25% of the available
+    /// memory, 50% of /dev/shm's free space), else disk). In memory nothing is written back
+    /// to a disk while the restore runs, and the files go at once when the server ends; a
+    /// container keeps its files in the container
+    #[serde(default = "disk")]
+    #[field(ty = "disk|memory|auto")]
+    data: String,
+    /// bytes the server is expected to take in, for `data`'s choice (verify passes the plain
+    /// dump's size; the server's files are counted as twice that, for indexes and free
+    /// space); 0: not known, and auto keeps the files on disk
+    #[serde(default, deserialize_with = "super::de::int")]
+    data_size: u64,
+}
+
+fn disk() -> String {
+    DISK.into()
+}
+
+const DISK: &str = "disk";
+const MEMORY: &str = "memory";
+const AUTO: &str = "auto";
+
+/// Where `data` puts a native server's files, and the line that says why.
+fn data_parent(data: &str, size: u64) -> (Option<PathBuf>, String) {
+    use crate::util::memory::{room, within_share, TMPFS};
+    if data == DISK {
+        return (None, "data on disk".into());
+    }
+    let files = size.saturating_mul(2);
+    let room = room();
+    let choice = match (data, room) {
+        (_, Err(why)) => Err(why),
+        (AUTO, _) if size == 0 => Err("the size it will hold is not known".into()),
+        (AUTO, Ok((free, available))) => within_share("twice the plain dump", files, free, available, 0, ""),
+        (_, Ok((free, available))) => fits(files, free, available),
+    };
+    match choice {
+        Ok(why) => (Some(PathBuf::from(TMPFS)), format!("data {data}: in memory ({TMPFS}): {why}")),
+        Err(why) => (None, format!("data {data}: on disk, not in memory: {why}")),
+    }
+}
+
+/// `data: memory`'s test: the server's files (`files` bytes) fit in the tmpfs with a
+/// quarter to spare and take at most half the available memory.
+fn fits(files: u64, free: u64, available: u64) -> Result<String, String> {
+    use crate::util::memory::{mib, TMPFS};
+    if files.saturating_add(files / 4) > free {
+        return Err(format!("twice the plain dump ({}) does not fit in {TMPFS} ({} free)", mib(files), mib(free)));
+    }
+    if files.saturating_mul(2) > available {
+        return Err(format!(
+            "twice the plain dump ({}) would take more than half of the available memory ({})",
+            mib(files),
+            mib(available)
+        ));
+    }
+    Ok(format!("twice the plain dump ({}) fits", mib(files)))
 }
 
 fn auto() -> String {
@@ -47,6 +107,9 @@ impl With for EphemeralWith {
         }
         if let Some(v) = self.version.as_deref().filter(|v| !is_template(v)) {
             parse_major(v).map_err(|e| WithError::new("version", e.to_string()))?;
+        }
+        if !is_template(&self.data) && ![DISK, MEMORY, AUTO].contains(&self.data.as_str()) {
+            return Err(WithError::new("data", format!("`{}` is not disk, memory or auto", self.data)));
         }
         Ok(())
     }
@@ -119,8 +182,18 @@ async fn start(ctx: StepCtx, w: EphemeralWith) -> Result<EphemeralOutputs, StepE
         user: w.user.clone(),
         database: w.database.clone(),
         ready_timeout: w.ready_timeout,
+        parent: None,
     };
+    let (parent, why) = data_parent(&w.data, w.data_size);
+    let opts = Options { parent, ..opts };
     let server = Ephemeral::start(opts).await?;
+    if w.data != DISK {
+        if server.provider == "native" {
+            ctx.log(why);
+        } else {
+            ctx.log(format!("data {}: the container keeps the server's files", w.data));
+        }
+    }
     ctx.redactor.add(&server.password);
     let startup = started.elapsed();
     ctx.log(format!(

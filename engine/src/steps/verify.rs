@@ -120,6 +120,9 @@ pub struct Picked {
     sha256: Option<String>,
     /// stored bytes (null for a directory)
     size: Option<u64>,
+    /// the plain dump's bytes, as pg_dump wrote them (what a restore reads; `data_size` of
+    /// postgres.ephemeral)
+    plain_size: u64,
     /// seconds since it was made (file time for foreign ones)
     age_s: i64,
     /// seconds it is dated in the future beyond the tolerance (0 normally): its age is
@@ -150,6 +153,8 @@ pub struct PickedForeign {
     created: String,
     sha256: Option<String>,
     size: Option<u64>,
+    /// Always null: nothing records the plain dump's size.
+    plain_size: Option<u64>,
     age_s: i64,
     future_s: i64,
     verified_at: Option<String>,
@@ -174,6 +179,7 @@ struct FromManifest {
     database: String,
     authenticated: bool,
     size: u64,
+    plain_size: u64,
     properties: Option<crate::backup::DatabaseProperties>,
 }
 
@@ -469,6 +475,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
                 database: m.database.clone(),
                 authenticated: trust == crate::backup::ManifestTrust::Authenticated,
                 size: m.sizes.stored,
+                plain_size: m.sizes.raw,
                 properties: m.database_properties.clone(),
             };
             (Some(m.sha256.clone()), m.finished_at, Some(from))
@@ -559,6 +566,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             encrypted: m.encrypted,
             sha256: sha,
             size: Some(m.size),
+            plain_size: m.plain_size,
             age_s: age,
             future_s,
             verified_at,
@@ -574,6 +582,7 @@ async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
             created: rfc3339(made),
             sha256: sha,
             size: foreign_size,
+            plain_size: None,
             age_s: age,
             future_s,
             verified_at,

@@ -6,6 +6,7 @@
 mod bytes;
 mod duration;
 mod host;
+pub mod memory;
 mod quote;
 mod time;
 
