@@ -1281,6 +1281,23 @@ fn parse_unknown_field(msg: &str) -> Option<(String, Vec<String>)> {
 mod tests {
     use super::*;
 
+    /// A step of a `parallel` group reads the outputs of the siblings it runs `after:`
+    /// (directly or through theirs): they have ended before it starts. Any other sibling's
+    /// are not there yet, and validate says so.
+    #[test]
+    fn a_parallel_step_reads_the_siblings_it_runs_after_and_no_other() {
+        let rb = |reads: &str| {
+            let text = format!(
+                "name: p\nsteps:\n  - parallel:\n      - id: a\n        uses: sleep\n        with: {{ duration: 1ms }}\n      - id: b\n        after: a\n        uses: sleep\n        with: {{ duration: 1ms }}\n      - id: c\n        after: b\n        uses: sleep\n        with: {{ duration: \"{{{{ steps.{reads}.outputs.slept or '1ms' }}}}\" }}\n      - id: d\n        uses: sleep\n        with: {{ duration: 1ms }}\n"
+            );
+            parse("p.yaml", &text, PathBuf::new()).map(|_| ()).map_err(|d| d.to_string())
+        };
+        assert_eq!(rb("b"), Ok(()), "the sibling it runs after");
+        assert_eq!(rb("a"), Ok(()), "the sibling its sibling runs after");
+        let d = rb("d").expect_err("a sibling it does not wait for");
+        assert!(d.contains("`steps.d` runs in parallel with this step: its outputs are not there yet"), "{d}");
+    }
+
     #[test]
     fn unknown_field_message_is_split() {
         let (f, e) = parse_unknown_field("unknown field `timout`, expected one of `id`, `timeout`").unwrap_or_default();

@@ -61,13 +61,18 @@ const AUTO: &str = "auto";
 
 /// Where `data` puts a native server's files, and the line that says why.
 fn data_parent(data: &str, size: u64) -> (Option<PathBuf>, String) {
-    use crate::util::memory::{room, within_share, TMPFS};
     if data == DISK {
         return (None, "data on disk".into());
     }
+    choose_data(data, size, crate::util::memory::room())
+}
+
+/// `data_parent` for a tmpfs with the `room` (free bytes, available memory) given.
+fn choose_data(data: &str, size: u64, room: Result<(u64, u64), String>) -> (Option<PathBuf>, String) {
+    use crate::util::memory::{within_share, TMPFS};
     let files = size.saturating_mul(2);
-    let room = room();
     let choice = match (data, room) {
+        (DISK, _) => Err("asked for".into()),
         (_, Err(why)) => Err(why),
         (AUTO, _) if size == 0 => Err("the size it will hold is not known".into()),
         (AUTO, Ok((free, available))) => within_share("twice the plain dump", files, free, available, 0, ""),
@@ -254,5 +259,38 @@ pub(crate) async fn identity(url: &str) -> (Option<String>, Option<String>) {
 impl super::Teardown for Ephemeral {
     fn teardown(self: Box<Self>) -> super::BoxFuture<'static, ()> {
         Box::pin(async move { self.stop().await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_data;
+
+    const GIB: u64 = 1 << 30;
+
+    /// `auto` keeps a server's files in memory only when twice the plain dump takes at most
+    /// a quarter of the available memory and half of the tmpfs's free space; `memory` when
+    /// they fit with room to spare; either says why not, and an unknown size or room is disk.
+    #[test]
+    fn a_servers_files_go_to_memory_only_when_twice_the_dump_fits_the_rule() {
+        let memory = |(p, _): &(Option<std::path::PathBuf>, String)| p.as_deref() == Some(std::path::Path::new("/dev/shm"));
+        // 1 GiB dump: 2 GiB of files, within min(25% of 12 GiB, 50% of 8 GiB) = 3 GiB.
+        let fits = choose_data("auto", GIB, Ok((8 * GIB, 12 * GIB)));
+        assert!(memory(&fits), "{}", fits.1);
+        assert!(fits.1.contains("twice the plain dump (2048 MiB) is within 3072 MiB"), "{}", fits.1);
+        // 2 GiB dump: 4 GiB of files, over the quarter of the memory.
+        let over = choose_data("auto", 2 * GIB, Ok((64 * GIB, 12 * GIB)));
+        assert!(!memory(&over), "{}", over.1);
+        assert!(over.1.contains("data auto: on disk, not in memory: twice the plain dump (4096 MiB) is over 3072 MiB"), "{}", over.1);
+        // Unknown size, or an unknown room: disk.
+        assert!(!memory(&choose_data("auto", 0, Ok((64 * GIB, 64 * GIB)))));
+        let unknown = choose_data("memory", GIB, Err("/dev/shm: ENOENT".into()));
+        assert!(!memory(&unknown) && unknown.1.contains("/dev/shm: ENOENT"), "{}", unknown.1);
+        // `memory` goes further than auto: half the memory, a quarter of the tmpfs to spare.
+        assert!(memory(&choose_data("memory", 2 * GIB, Ok((64 * GIB, 12 * GIB)))));
+        let no_room = choose_data("memory", 2 * GIB, Ok((4 * GIB, 64 * GIB)));
+        assert!(!memory(&no_room) && no_room.1.contains("does not fit in /dev/shm"), "{}", no_room.1);
+        assert!(!memory(&choose_data("memory", 4 * GIB, Ok((64 * GIB, 12 * GIB)))), "over half the memory");
+        assert!(!memory(&choose_data("disk", 1, Ok((64 * GIB, 64 * GIB)))));
     }
 }

@@ -1,6 +1,7 @@
-//! The provider test suite, run against both providers: a throwaway server starts, answers,
-//! and is gone afterwards whether the run passed, failed, timed out, was interrupted by
-//! SIGINT, or pgdrill itself was killed (then the next start reaps it) or panicked.
+//! The provider test suite, run against both providers (and native with its files in memory,
+//! `data: memory`): a throwaway server starts, answers, and is gone afterwards whether the
+//! run passed, failed, timed out, was interrupted by SIGINT, or pgdrill itself was killed
+//! (then the next start reaps it) or panicked.
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -19,6 +20,9 @@ struct Record {
     major: u32,
 }
 
+/// `native-memory`: the native provider with `data: memory`.
+const NATIVE_IN_MEMORY: &str = "native-memory";
+
 fn ready(provider: &str) -> bool {
     match provider {
         "docker" => common::docker_ready(&DOCKER_IMAGE.replace("{major}", "15")),
@@ -33,8 +37,13 @@ fn ready_in(provider: &str) -> Option<tempfile::TempDir> {
 
 /// The ephemeral fixture on `provider` in `mode`, recording into `out`.
 fn fixture(provider: &str, mode: &str, out: &Path) -> Run {
+    let (provider, data) = match provider {
+        NATIVE_IN_MEMORY => ("native", "memory"),
+        p => (p, "disk"),
+    };
     Run::new("fixtures/runbooks/ephemeral.yaml")
         .var("provider", provider)
+        .var("data", data)
         .var("mode", mode)
         .var("out", out.display())
         .env("PGDRILL_DOCKER_IMAGE", DOCKER_IMAGE)
@@ -107,8 +116,16 @@ fn assert_gone(rec: &Record) {
 fn passes_and_leaves_nothing(provider: &str) {
     let Some((out, rec)) = ready_run(provider, "pass") else { return };
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(rec.provider, provider);
+    assert_eq!(rec.provider, provider.trim_end_matches("-memory"));
     assert_eq!(rec.major, 15);
+    // Its files where `data` put them: in memory, or in the temp folder.
+    if rec.provider == "native" {
+        let in_memory = rec.instance.starts_with("/dev/shm/pgdrill-native-");
+        assert_eq!(in_memory, provider == NATIVE_IN_MEMORY, "{}: {}", rec.instance, text(&out.stdout));
+    }
+    if provider == NATIVE_IN_MEMORY {
+        assert!(text(&out.stdout).contains("data memory: in memory (/dev/shm)"), "{}", text(&out.stdout));
+    }
     assert_gone(&rec);
 }
 
@@ -188,7 +205,8 @@ fn panic_leaves_nothing(provider: &str) {
         rt.block_on(async move {
             // SAFETY of env: this test binary sets the variable before any server starts.
             let opts = pgdrill::pg::ephemeral::Options {
-                provider: p.parse().expect("provider"),
+                provider: p.trim_end_matches("-memory").parse().expect("provider"),
+                parent: (p == NATIVE_IN_MEMORY).then(|| "/dev/shm".into()),
                 major: Some(15),
                 image: Some(DOCKER_IMAGE.replace("{major}", "15")),
                 ..Default::default()
@@ -227,6 +245,7 @@ macro_rules! provider_suite {
 
 provider_suite!(docker, "docker");
 provider_suite!(native, "native");
+provider_suite!(native_in_memory, "native-memory");
 
 #[test]
 fn docker_provider_without_an_engine_fails_with_exit_3_and_one_line() {
