@@ -277,14 +277,15 @@ impl Executor {
             let rec = self.run_step(suite, rb, &mut scope, step, Phase::Finally, false).await;
             state.finally_ended(step.def, &rec);
         }
-        // Servers and other resources end with the runbook, after `finally` used them.
-        for (what, r) in scope.resources.drain() {
+        // Servers and other resources end with the runbook, after `finally` used them: one
+        // after another, newest first, and those that depend on nothing beside them.
+        let log = |what: &str| {
             self.sink.emit(Event::StepLog {
                 step: StepId::new(suite, "teardown", "teardown"),
                 line: format!("tearing down {what}"),
-            });
-            r.teardown().await;
-        }
+            })
+        };
+        scope.resources.end_all(log).await;
 
         let Summary { outcome, exit, message } = state.summarize();
         self.sink.emit(Event::SuiteFinished {

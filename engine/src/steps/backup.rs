@@ -551,6 +551,11 @@ impl super::Teardown for backup::Staged {
     fn teardown(self: Box<Self>) -> super::BoxFuture<'static, ()> {
         Box::pin(async move { tokio::task::spawn_blocking(move || drop(self)).await.unwrap_or_default() })
     }
+
+    /// Its own private directory: no server or file of the run is inside it.
+    fn ends_beside_others(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Deserialize, Fields)]
