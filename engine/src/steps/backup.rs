@@ -373,7 +373,7 @@ pub struct CheckOutputs {
 const MEMORY: &str = "memory";
 /// `staging: auto`: memory when the dump fits comfortably (`auto_share`), else disk.
 const AUTO: &str = "auto";
-use crate::util::memory::{mib, TMPFS};
+use crate::util::memory::TMPFS;
 
 /// Where `staging: memory` stages: /dev/shm, when the plain dump (its size from the
 /// manifest) fits there and in half of the memory available; else why not. Staged in
@@ -415,17 +415,7 @@ fn auto_share(raw: u64, free: u64, available: u64, max: u64) -> Result<String, S
 /// machine with `available` bytes of memory: a quarter to spare in the tmpfs, and at most
 /// half of the memory, the rest left to the throwaway server and the page cache.
 fn fits_in_memory(raw: u64, free: u64, available: u64) -> Result<(), String> {
-    if raw.saturating_add(raw / 4) > free {
-        return Err(format!("the plain dump ({}) does not fit in {TMPFS} ({} free)", mib(raw), mib(free)));
-    }
-    if raw.saturating_mul(2) > available {
-        return Err(format!(
-            "the plain dump ({}) would take more than half of the available memory ({})",
-            mib(raw),
-            mib(available)
-        ));
-    }
-    Ok(())
+    crate::util::memory::fits("the plain dump", raw, free, available).map(|_| ())
 }
 
 /// Verify a backup without restoring: manifest, sha256, every encrypted chunk, decompression, pg_restore --list.

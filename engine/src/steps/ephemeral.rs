@@ -69,36 +69,19 @@ fn data_parent(data: &str, size: u64) -> (Option<PathBuf>, String) {
 
 /// `data_parent` for a tmpfs with the `room` (free bytes, available memory) given.
 fn choose_data(data: &str, size: u64, room: Result<(u64, u64), String>) -> (Option<PathBuf>, String) {
-    use crate::util::memory::{within_share, TMPFS};
+    use crate::util::memory::{fits, within_share, TMPFS};
     let files = size.saturating_mul(2);
     let choice = match (data, room) {
         (DISK, _) => Err("asked for".into()),
         (_, Err(why)) => Err(why),
         (AUTO, _) if size == 0 => Err("the size it will hold is not known".into()),
         (AUTO, Ok((free, available))) => within_share("twice the plain dump", files, free, available, 0, ""),
-        (_, Ok((free, available))) => fits(files, free, available),
+        (_, Ok((free, available))) => fits("twice the plain dump", files, free, available),
     };
     match choice {
         Ok(why) => (Some(PathBuf::from(TMPFS)), format!("data {data}: in memory ({TMPFS}): {why}")),
         Err(why) => (None, format!("data {data}: on disk, not in memory: {why}")),
     }
-}
-
-/// `data: memory`'s test: the server's files (`files` bytes) fit in the tmpfs with a
-/// quarter to spare and take at most half the available memory.
-fn fits(files: u64, free: u64, available: u64) -> Result<String, String> {
-    use crate::util::memory::{mib, TMPFS};
-    if files.saturating_add(files / 4) > free {
-        return Err(format!("twice the plain dump ({}) does not fit in {TMPFS} ({} free)", mib(files), mib(free)));
-    }
-    if files.saturating_mul(2) > available {
-        return Err(format!(
-            "twice the plain dump ({}) would take more than half of the available memory ({})",
-            mib(files),
-            mib(available)
-        ));
-    }
-    Ok(format!("twice the plain dump ({}) fits", mib(files)))
 }
 
 fn auto() -> String {

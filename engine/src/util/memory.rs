@@ -54,6 +54,23 @@ pub fn within_share(
     }
 }
 
+/// The rule of the `memory` choices: `bytes` (named `what`) go to memory when they fit in
+/// the tmpfs's `free` bytes with a quarter to spare and take at most half of the `available`
+/// memory, the rest left to the throwaway server and the page cache. `Err` says why not.
+pub fn fits(what: &str, bytes: u64, free: u64, available: u64) -> Result<String, String> {
+    if bytes.saturating_add(bytes / 4) > free {
+        return Err(format!("{what} ({}) does not fit in {TMPFS} ({} free)", mib(bytes), mib(free)));
+    }
+    if bytes.saturating_mul(2) > available {
+        return Err(format!(
+            "{what} ({}) would take more than half of the available memory ({})",
+            mib(bytes),
+            mib(available)
+        ));
+    }
+    Ok(format!("{what} ({}) fits", mib(bytes)))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
