@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::summary::{secs, Content, Measure};
-use super::{display_name, write_atomic, RunSummary};
+use super::{write_atomic, RunSummary};
 use crate::exec::{Objective, Rollback};
 use crate::Error;
 
@@ -98,28 +98,19 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top
 pub fn build(run: &RunSummary) -> Value {
     let record = &run.record;
     let top = run.top();
-    let mut checks = Vec::new();
     // What a step warned of (`Fact::Warning`: a backup not encrypted, a certificate not
     // verified) is part of the record, whatever the step's outcome.
     let warnings: Vec<Value> =
         run.warnings.iter().map(|w| json!({ "suite": w.suite, "name": w.name, "warning": w.text })).collect();
-    for suite in &record.suites {
-        for s in &suite.steps {
-            checks.push(json!({
-                "suite": suite.name,
-                "step": s.path,
-                "name": display_name(s),
-                "uses": s.uses,
-                "outcome": s.outcome,
-                // What the check proved of the content (unproven: it had no ground truth).
-                "content": Content::of_step(s),
-                // An added fact: the outcome stays what the step did.
-                "rollback": s.rollback.map(Rollback::as_str),
-                "duration_s": secs(s.duration),
-                "message": s.message,
-            }));
-        }
-    }
+    let checks = super::checks(run, |s| {
+        json!({
+            "outcome": s.outcome,
+            // What the check proved of the content (unproven: it had no ground truth).
+            "content": Content::of_step(s),
+            // An added fact: the outcome stays what the step did.
+            "rollback": s.rollback.map(Rollback::as_str),
+        })
+    });
     let mut servers: Vec<String> = Vec::new();
     for s in &run.servers {
         let v = format!("{} ({})", s.version, s.step.label);

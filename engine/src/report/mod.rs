@@ -92,6 +92,31 @@ pub fn display_name(rec: &StepRecord) -> String {
     }
 }
 
+/// Every step of the run, suite by suite as its record lists them, as a check in a report:
+/// what each report says of a check (suite, place, name, kind, seconds, message) and the
+/// fields `own` adds, which are the report's own (the compliance report's outcome, the
+/// signed statement's verdict and ground truth).
+pub fn checks(run: &RunSummary, own: impl Fn(&StepRecord) -> serde_json::Value) -> Vec<serde_json::Value> {
+    let mut checks = Vec::new();
+    for suite in &run.record.suites {
+        for s in &suite.steps {
+            let mut check = serde_json::json!({
+                "suite": suite.name,
+                "step": s.path,
+                "name": display_name(s),
+                "uses": s.uses,
+                "duration_s": summary::secs(s.duration),
+                "message": s.message,
+            });
+            if let (Some(check), serde_json::Value::Object(own)) = (check.as_object_mut(), own(s)) {
+                check.extend(own);
+            }
+            checks.push(check);
+        }
+    }
+    checks
+}
+
 pub use crate::util::visible;
 
 /// Text that is a valid XML 1.0 character sequence: characters XML forbids (most control
@@ -160,6 +185,36 @@ mod tests {
 
     use super::*;
     use crate::exec::{Fact, SuiteOutcome};
+
+    /// Issue 37: the compliance report and the signed statement each built a run's checks in
+    /// their own copy of one loop; they share `checks` now, and each entry holds exactly the
+    /// fields it held.
+    #[test]
+    fn each_report_s_checks_hold_the_fields_they_held() {
+        let run = summary::of_steps(None, vec![("shell.run", vec![]), ("sleep", vec![])]);
+        let keys = |c: &serde_json::Value| c.as_object().expect("a check").keys().cloned().collect::<Vec<_>>();
+        let report = compliance::build(&run);
+        let checks = report["checks"].as_array().expect("checks");
+        assert_eq!(checks.len(), 2, "{checks:?}");
+        assert_eq!(
+            keys(&checks[1]),
+            ["content", "duration_s", "message", "name", "outcome", "rollback", "step", "suite", "uses"]
+        );
+        let c = &checks[1];
+        assert!(
+            c["step"] == "steps[1]" && c["name"] == "s1" && c["uses"] == "sleep" && c["outcome"] == "passed",
+            "{c}"
+        );
+        let statement = signed::statement(&run, "00");
+        let checks = statement.predicate["checks"].as_array().expect("checks");
+        assert_eq!(checks.len(), 2, "{checks:?}");
+        assert_eq!(
+            keys(&checks[0]),
+            ["duration_s", "ground_truth", "location", "message", "name", "step", "suite", "uses", "verdict"]
+        );
+        let c = &checks[0];
+        assert!(c["step"] == "steps[0]" && c["uses"] == "shell.run" && c["verdict"] == "passed", "{c}");
+    }
 
     /// Issue 37: compliance and the terminal picked a step's warnings out of its log by the
     /// text `warning: `, so a line a script printed became a warning of the run, and a

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::summary::{secs, Measure};
-use super::{display_name, ReportSink, RunSummary};
+use super::summary::Measure;
+use super::{ReportSink, RunSummary};
 use crate::evidence::keys::SigningKey;
 use crate::evidence::statement::{Statement, Subject};
 use crate::exec::Objective;
@@ -120,22 +120,13 @@ pub fn statement(run: &RunSummary, runbook_sha256: &str) -> Statement {
             .map(|(_, b)| Value::from(b.as_str()))
             .unwrap_or(Value::Null)
     };
-    let mut checks = Vec::new();
-    for suite in &run.record.suites {
-        for s in &suite.steps {
-            checks.push(json!({
-                "suite": suite.name,
-                "step": s.path,
-                "name": display_name(s),
-                "uses": s.uses,
-                "location": s.location,
-                "verdict": s.outcome,
-                "ground_truth": truth(&s.id()),
-                "duration_s": secs(s.duration),
-                "message": s.message,
-            }));
-        }
-    }
+    let checks = super::checks(run, |s| {
+        json!({
+            "location": s.location,
+            "verdict": s.outcome,
+            "ground_truth": truth(&s.id()),
+        })
+    });
     let objectives: Vec<Value> = run
         .objectives
         .iter()

@@ -26,48 +26,38 @@ fn extra(kind: &str) -> &'static [&'static str] {
 fn a_password_in_a_connection_string_was_shown_by_a_step_that_ran_before_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut covered, mut refused) = (Vec::new(), Vec::new());
-    for (name, fields) in catalogue_kinds() {
-        let name = name.as_str();
-        for (i, f) in fields.iter().enumerate().filter(|(_, f)| f["type"] == "conninfo") {
-            let field = f["name"].as_str().expect("field");
-            let password = format!("Pw{i}-{}-{field}-9d2e7b41c6a3f805", name.replace('.', "-"));
-            let mut with = vec![format!("{field}: \"postgres://nobody:{password}@127.0.0.1:1/nothing\"")];
-            with.extend(required_others(&fields, field, dummy));
-            with.extend(extra(name).iter().map(|e| e.to_string()));
-            // The same password in the environment pgdrill was started with: a child must
-            // not inherit it.
-            let leaked = leak_then(
-                dir.path(),
-                "conninfo-fields",
-                name,
-                field,
-                &password,
-                &with,
-                &[("APP_DB_PASSWORD", &password)],
-            );
-            let (stdout, stderr) = (&leaked.ran.stdout, &leaked.ran.stderr);
-            let case = format!("{name}.{field}");
-            if !leaked.report.join("run.json").exists() {
-                // Refused before the first step (the kind's own check wants fields a dummy
-                // cannot give): the diagnostic that quotes the field masks the password too.
-                assert_eq!(leaked.ran.code, Some(2), "{case}: {stdout}{stderr}");
-                for t in [stdout, stderr] {
-                    assert!(!t.contains(&password), "{case}: the password in the diagnostic:\n{t}");
-                }
-                refused.push(case);
-                continue;
+    for f in catalogue_fields_typed("conninfo") {
+        let (name, field) = (f.kind.as_str(), f.name.as_str());
+        let password = f.unique("Pw", "9d2e7b41c6a3f805");
+        let mut with = vec![format!("{field}: \"postgres://nobody:{password}@127.0.0.1:1/nothing\"")];
+        with.extend(required_others(&f.fields, field, dummy));
+        with.extend(extra(name).iter().map(|e| e.to_string()));
+        // The same password in the environment pgdrill was started with: a child must
+        // not inherit it.
+        let leaked =
+            leak_then(dir.path(), "conninfo-fields", name, field, &password, &with, &[("APP_DB_PASSWORD", &password)]);
+        let (stdout, stderr) = (&leaked.ran.stdout, &leaked.ran.stderr);
+        let case = format!("{name}.{field}");
+        if !leaked.report.join("run.json").exists() {
+            // Refused before the first step (the kind's own check wants fields a dummy
+            // cannot give): the diagnostic that quotes the field masks the password too.
+            assert_eq!(leaked.ran.code, Some(2), "{case}: {stdout}{stderr}");
+            for t in [stdout, stderr] {
+                assert!(!t.contains(&password), "{case}: the password in the diagnostic:\n{t}");
             }
-            // The printing step ran (the run was not refused before it), then the holder.
-            assert!(matches!(leaked.ran.code, Some(0..=3)), "{case}: {stdout}{stderr}");
-            let run_json = std::fs::read_to_string(leaked.report.join("run.json")).unwrap_or_default();
-            assert!(run_json.contains("MARKER ********"), "{case}: the printing step's output, masked: {run_json}");
-            let child_env = std::fs::read_to_string(&leaked.env).unwrap_or_else(|e| panic!("{case}: {e}"));
-            assert!(!child_env.contains("APP_DB_PASSWORD="), "{case}: the child inherited the password's variable");
-            for (what, t) in leaked.everything_written() {
-                assert!(!t.contains(&password), "{case}: the password appears in {what}:\n{t}");
-            }
-            covered.push(case);
+            refused.push(case);
+            continue;
         }
+        // The printing step ran (the run was not refused before it), then the holder.
+        assert!(matches!(leaked.ran.code, Some(0..=3)), "{case}: {stdout}{stderr}");
+        let run_json = std::fs::read_to_string(leaked.report.join("run.json")).unwrap_or_default();
+        assert!(run_json.contains("MARKER ********"), "{case}: the printing step's output, masked: {run_json}");
+        let child_env = std::fs::read_to_string(&leaked.env).unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert!(!child_env.contains("APP_DB_PASSWORD="), "{case}: the child inherited the password's variable");
+        for (what, t) in leaked.everything_written() {
+            assert!(!t.contains(&password), "{case}: the password appears in {what}:\n{t}");
+        }
+        covered.push(case);
     }
     // The connection strings the contract knows (servers to connect to, restore targets):
     // none was missed because the catalogue stopped typing it so.

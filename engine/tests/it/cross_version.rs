@@ -22,13 +22,14 @@ async fn server(major: u32, db: &str) -> Option<Ephemeral> {
     docker_server(major, db).await
 }
 
-/// A native PostgreSQL 15 server with database `db`, for a test that also needs the image of
-/// 17 (a printed skip, or a failure in CI, when either is missing).
-async fn native_15(db: &str) -> Option<Ephemeral> {
+/// A native PostgreSQL 15 server with database `db` and `sql` run in it, for a test that also
+/// needs the image of 17 (a printed skip, or a failure in CI, when either is missing).
+async fn native_15(db: &str, sql: &str) -> Option<Ephemeral> {
     let s = native_server(db).await?;
     if !require(image_17_present(), "Docker with the image pgdrill/postgres-local:17 (bash ci/setup.sh)") {
         return None;
     }
+    exec(&s.url(), sql).await;
     Some(s)
 }
 
@@ -153,15 +154,17 @@ async fn a_postgresql_17_server_is_backed_up_with_the_17_tools_from_its_image_an
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_15_backup_verifies_on_a_17_throwaway_and_a_difference_is_still_caught() {
-    let Some(pg15) = native_15("shop").await else { return };
-    exec(
-        &pg15.url(),
+    let Some(pg15) = native_15(
+        "shop",
         "create table customers(id int primary key, name text, meta jsonb, created timestamptz default '2026-01-01');
          insert into customers(id, name, meta) select g, 'c' || g, jsonb_build_object('n', g) from generate_series(1, 3000) g;
          create index on customers using btree (name);
          create view big_customers as select * from customers where id > 100;",
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let (dir, storage) = tmp_backups();
     let backup = backup_to(&pg15.url(), &storage, KEY, "shop");
     let verify =
@@ -192,13 +195,15 @@ async fn a_15_backup_verifies_on_a_17_throwaway_and_a_difference_is_still_caught
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_upgrade_drill_rehearses_15_to_17_and_reports_its_rto() {
-    let Some(pg15) = native_15("erp").await else { return };
-    exec(
-        &pg15.url(),
+    let Some(pg15) = native_15(
+        "erp",
         "create table orders(id int primary key, total numeric); insert into orders select g, g * 2 from generate_series(1, 1000) g;
          create view big_orders as select * from orders where total > 100;",
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let out = pgdrill_with_images(
         Run::new("upgrade")

@@ -183,17 +183,6 @@ fn version_names_the_commit_and_the_tested_majors() {
     }
 }
 
-/// Make bucket `name` with a plain HTTP PUT (moto takes unsigned requests).
-fn make_bucket(port: u16, name: &str) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(s, "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        .expect("write");
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).expect("read");
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-}
-
 const AWS_SECRET: &str = "doctor-aws-secret-never-shown";
 
 fn doctor_s3(location: &str, port: u16) -> (Output, String) {
@@ -213,7 +202,8 @@ fn doctor_s3(location: &str, port: u16) -> (Output, String) {
 #[test]
 fn doctor_lists_an_object_store_and_names_a_missing_bucket_or_a_dead_endpoint() {
     let Some(moto) = common::moto() else { return };
-    make_bucket(moto.port, "doctor-bkt");
+    let (status, reply) = common::s3_request(moto.port, "PUT", "/doctor-bkt", &[]);
+    assert_eq!(status, 200, "{reply}");
     let (out, all) = doctor_s3("s3://doctor-bkt/backups", moto.port);
     if can_run(&all) {
         assert_eq!(out.status.code(), Some(0), "{all}");

@@ -22,14 +22,7 @@ fn manifest(path: &Path) -> serde_json::Value {
 
 /// The pgdrill backups in `folder`, by name.
 fn archives(folder: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(folder)
-        .expect("folder")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
-        .collect();
-    v.sort();
-    v
+    common::files_ending(folder, ".dump.pgdrill")
 }
 
 fn backup(url: &str, storage: &Path, env: &[(&str, &str)]) -> Run {

@@ -28,6 +28,15 @@ fn listener() -> Listener {
     Listener { port, got }
 }
 
+/// A [`listener`] and, in a new folder, the runbook `name` that `yaml` writes for the
+/// listener's port: the listener, the folder and the runbook's path.
+fn listened_runbook(name: &str, yaml: impl FnOnce(u16) -> String) -> (Listener, tempfile::TempDir, std::path::PathBuf) {
+    let hooks = listener();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rb = written(dir.path().join(name), yaml(hooks.port));
+    (hooks, dir, rb)
+}
+
 struct Gateway(std::process::Child, u16);
 
 impl Drop for Gateway {
@@ -298,13 +307,9 @@ fn an_email_goes_out_over_starttls_and_a_wrong_ca_is_a_warning_not_a_verdict() {
 
 #[test]
 fn a_runbook_s_own_notify_section_fires_and_a_bad_one_is_shown_at_its_line() {
-    let hooks = listener();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = hooks.port;
-    let rb = written(
-        dir.path().join("r.yaml"),
-        format!("name: nightly-check\nnotify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{port}/own\", format: json }} }}\nsteps:\n  - uses: sleep\n    with: {{ duration: 1ms }}\n"),
-    );
+    let (hooks, _dir, rb) = listened_runbook("r.yaml", |port| {
+        format!("name: nightly-check\nnotify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{port}/own\", format: json }} }}\nsteps:\n  - uses: sleep\n    with: {{ duration: 1ms }}\n")
+    });
     let out = run(&["run", rb.to_str().expect("utf-8")]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let got = hooks.got.lock().expect("lock").clone();
@@ -423,13 +428,10 @@ fn unescaped_pipes(l: &str) -> usize {
 /// `<!channel>` and `<https://evil|text>` unescaped; `http.check` logged `?api_key=` tokens.
 #[test]
 fn hostile_names_are_escaped_for_markdown_the_terminal_and_slack_and_query_tokens_are_masked() {
-    let hooks = listener();
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (hooks, dir, rb) = listened_runbook("hostile.yaml", |p| {
+        format!("name: hostile\nvars:\n  database: \"\"\nsteps:\n  - name: \"a|b <script>alert(1)</script> [x](http://evil)\"\n    uses: sleep\n    with: {{ duration: 1ms }}\n  - name: health\n    uses: http.check\n    with: {{ url: \"http://127.0.0.1:{p}/health?api_key=QueryT0ken-77aa&page=2\", body_contains: \"{{{{ vars.database }}}}\" }}\n")
+    });
     let p = hooks.port;
-    let rb = written(
-        dir.path().join("hostile.yaml"),
-        format!("name: hostile\nvars:\n  database: \"\"\nsteps:\n  - name: \"a|b <script>alert(1)</script> [x](http://evil)\"\n    uses: sleep\n    with: {{ duration: 1ms }}\n  - name: health\n    uses: http.check\n    with: {{ url: \"http://127.0.0.1:{p}/health?api_key=QueryT0ken-77aa&page=2\", body_contains: \"{{{{ vars.database }}}}\" }}\n"),
-    );
     let notify = written(
         dir.path().join("notify.yaml"),
         format!("notify:\n  - {{ when: always, webhook: {{ url: \"http://127.0.0.1:{p}/slack\", format: slack }} }}\n"),

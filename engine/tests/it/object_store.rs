@@ -250,17 +250,7 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
     // 4. Operator restore from the bucket into a new database.
     let safety = dir.path().join("safety");
     let restore_junit = dir.path().join("restore.xml");
-    let (code, log) = s3_run(
-        Run::new("restore")
-            .arg("--yes")
-            .var("database_url", &url)
-            .var("storage", loc)
-            .var("database", "shop")
-            .var("target", "shop_copy")
-            .var("safety", safety.display())
-            .junit(&restore_junit),
-        s3.port,
-    );
+    let (code, log) = s3_run(restore_from_store(&url, loc, "shop_copy", &safety, &restore_junit), s3.port);
     assert_eq!(code, 0, "{log}");
     // Read once, as a stream: preflight took only the size and manifest, so the check
     // found no local copy to read and staged the plaintext from the store.
@@ -654,6 +644,34 @@ pub(crate) fn azurite(dir: &std::path::Path) -> Option<Server> {
     Some(s)
 }
 
+/// Azurite with its data in a new folder, and a server whose database `shop` has a table `t`
+/// of `rows` rows, then `more` run in it: the folder, the emulator, the server and `shop`'s URL.
+async fn azurite_and_shop(
+    rows: u32,
+    more: &str,
+) -> Option<(tempfile::TempDir, Server, pgdrill::pg::ephemeral::Ephemeral, String)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let az = azurite(dir.path())?;
+    let srv = native_server("shop").await?;
+    let url = srv.url();
+    let t = "create table t(id int primary key, v text)";
+    exec(&url, &format!("{t}; insert into t select g, md5(g::text) from generate_series(1, {rows}) g; {more}")).await;
+    Some((dir, az, srv, url))
+}
+
+/// `pgdrill run restore --yes` of `shop` from the store at `loc` into the server at `url` as
+/// `target`, its safety snapshot under `safety`, its JUnit to `junit`.
+fn restore_from_store(url: &str, loc: &str, target: &str, safety: &std::path::Path, junit: &std::path::Path) -> Run {
+    Run::new("restore")
+        .arg("--yes")
+        .var("database_url", url)
+        .var("storage", loc)
+        .var("database", "shop")
+        .var("target", target)
+        .var("safety", safety.display())
+        .junit(junit)
+}
+
 fn with_azure(mut c: Command, port: u16, key: &str) -> Command {
     c.env(
         "AZURE_STORAGE_CONNECTION_STRING",
@@ -740,11 +758,7 @@ pub(crate) fn azure_create_container(port: u16, container: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn azure_blob_backup_list_verify_and_refused_credentials() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let Some(az) = azurite(dir.path()) else { return };
-    let Some(srv) = native_server("shop").await else { return };
-    let url = srv.url();
-    exec(&url, "create table t(id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g").await;
+    let Some((_dir, az, srv, url)) = azurite_and_shop(2000, "").await else { return };
     let loc = "az://backups/prod";
     let backup = |key: &str| {
         out_of(&mut with_azure(
@@ -795,11 +809,7 @@ async fn azure_blob_backup_list_verify_and_refused_credentials() {
 /// dry run then apply, and an upload stopped by SIGINT.
 #[tokio::test(flavor = "multi_thread")]
 async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let Some(az) = azurite(dir.path()) else { return };
-    let Some(srv) = native_server("shop").await else { return };
-    let url = srv.url();
-    exec(&url, "create table t(id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 3000) g; create index on t(v)").await;
+    let Some((dir, az, srv, url)) = azurite_and_shop(3000, "create index on t(v)").await else { return };
     assert_eq!(azure_create_container(az.port, "backups"), 201);
     let loc = "az://backups/prod";
     let run = |args: &[&str]| out_of(&mut with_azure(pgdrill(args), az.port, AZURITE_KEY));
@@ -823,17 +833,8 @@ async fn azure_blob_restore_latest_copy_prune_and_an_interrupted_upload() {
     //    job (streamed twice: checked, then restored) and two (checked and staged once).
     for (jobs, target) in [("1", "shop_one"), ("2", "shop_two")] {
         let junit = dir.path().join(format!("restore-{jobs}.xml"));
-        let (code, log) = az_run(
-            Run::new("restore")
-                .arg("--yes")
-                .var("database_url", &url)
-                .var("storage", loc)
-                .var("database", "shop")
-                .var("target", target)
-                .var("jobs", jobs)
-                .var("safety", dir.path().join("safety").display())
-                .junit(&junit),
-        );
+        let (code, log) =
+            az_run(restore_from_store(&url, loc, target, &dir.path().join("safety"), &junit).var("jobs", jobs));
         assert_eq!(code, 0, "{log}");
         let xml = std::fs::read_to_string(&junit).expect("junit");
         assert!(xml.contains(&newest), "the latest backup was restored: {xml}");

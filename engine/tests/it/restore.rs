@@ -26,6 +26,31 @@ async fn backed_up(storage: &Path, extra_rows: u32) -> Option<(Ephemeral, PathBu
     common::shop_backed_up(storage, KEY, (500, 5000), &bulk).await
 }
 
+/// [`backed_up`] into a new folder, then changed since (one customer more): what a restore
+/// that must leave the database as it was starts from.
+struct Changed {
+    dir: tempfile::TempDir,
+    storage: PathBuf,
+    s: Ephemeral,
+    backup: PathBuf,
+    /// `shop`'s URL.
+    shop: String,
+    /// `shop`'s fingerprint after the change.
+    before: Fingerprint,
+    /// `restore.xml` in the folder, for the restore's JUnit.
+    junit: PathBuf,
+}
+
+async fn changed_since_its_backup(extra_rows: u32) -> Option<Changed> {
+    let (dir, storage) = tmp_backups();
+    let (s, backup) = backed_up(&storage, extra_rows).await?;
+    let shop = s.url_for("shop");
+    common::exec(&shop, "insert into customers (name) values ('newer')").await;
+    let before = fingerprint_of(&shop).await;
+    let junit = dir.path().join("restore.xml");
+    Some(Changed { dir, storage, s, backup, shop, before, junit })
+}
+
 /// A restore of `shop` with `junit`; each of `extra` is a flag when it starts with `--`,
 /// else a `--var`.
 fn restore_args(s: &Ephemeral, storage: &Path, junit: &Path, extra: &[&str]) -> Run {
@@ -143,12 +168,10 @@ async fn a_failure_after_the_drop_rolls_back_to_the_snapshot() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_confirmation_nothing_changes_and_an_incompatible_backup_stops_in_preflight() {
-    let (dir, storage) = tmp_backups();
-    let Some((s, backup)) = backed_up(&storage, 100).await else { return };
-    let shop = s.url_for("shop");
-    common::exec(&shop, "insert into customers (name) values ('newer')").await;
-    let before = fingerprint_of(&shop).await;
-    let junit = dir.path().join("restore.xml");
+    let Some(Changed { dir: _dir, storage, s, backup, shop, before, junit }) = changed_since_its_backup(100).await
+    else {
+        return;
+    };
 
     // No --yes and no terminal: refused, exit 2.
     let out = restore(&s, &storage, &junit, &[]);
@@ -193,14 +216,12 @@ async fn without_confirmation_nothing_changes_and_an_incompatible_backup_stops_i
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_during_the_restore_rolls_back() {
-    let (dir, storage) = tmp_backups();
     // Enough data that pg_restore runs for a second or more (the poll below takes ~20 ms).
-    let Some((s, _)) = backed_up(&storage, 300_000).await else { return };
-    let shop = s.url_for("shop");
-    common::exec(&shop, "insert into customers (name) values ('newer')").await;
-    let before = fingerprint_of(&shop).await;
+    let Some(Changed { dir: _dir, storage, s, shop, before, junit, .. }) = changed_since_its_backup(300_000).await
+    else {
+        return;
+    };
 
-    let junit = dir.path().join("restore.xml");
     let child = restore_args(&s, &storage, &junit, &["--yes", "--quiet"]).spawn_piped();
     // Wait until pg_restore is writing into the recreated database (under its private name), then interrupt.
     let admin = pgdrill::pg::connect(&s.url_for("postgres")).await.expect("admin");

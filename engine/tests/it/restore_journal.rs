@@ -56,6 +56,14 @@ async fn shop(storage: &Path, bulk_rows: u32) -> Option<(Ephemeral, Fingerprint)
     Some((s, expected))
 }
 
+/// [`shop`] backed up into `backups/` of a new folder: the folder, the storage, the server and
+/// the backup's fingerprint.
+async fn shop_in_a_new_folder(bulk_rows: u32) -> Option<(tempfile::TempDir, PathBuf, Ephemeral, Fingerprint)> {
+    let (dir, storage) = tmp_backups();
+    let (s, backup) = shop(&storage, bulk_rows).await?;
+    Some((dir, storage, s, backup))
+}
+
 fn args(s: &Ephemeral, storage: &Path, extra: &[&str]) -> Run {
     common::restore_shop(s, storage, KEY).arg("--yes").vars(extra)
 }
@@ -301,8 +309,7 @@ async fn tool_sessions(s: &Ephemeral) -> String {
 }
 
 async fn killed_then_recovered(at: At, bulk_rows: u32, expect_phase: &str) {
-    let (_dir, storage) = tmp_backups();
-    let Some((s, backup)) = shop(&storage, bulk_rows).await else { return };
+    let Some((_dir, storage, s, backup)) = shop_in_a_new_folder(bulk_rows).await else { return };
     let shop_url = s.url_for("shop");
     if let Ok(mut a) = ACTIVITY.lock() {
         *a = Some(s.url_for("postgres"));
@@ -370,8 +377,7 @@ async fn kill_9_after_the_drop_is_found_and_recovered_both_ways() {
 /// restore. It is refused before anything changes, naming the backup.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forward_recovery_whose_backup_was_deleted_is_refused_before_anything_changes() {
-    let (_dir, storage) = tmp_backups();
-    let Some((s, backup)) = shop(&storage, 100).await else { return };
+    let Some((_dir, storage, s, backup)) = shop_in_a_new_folder(100).await else { return };
     if let Ok(mut a) = ACTIVITY.lock() {
         *a = Some(s.url_for("postgres"));
     }
@@ -402,8 +408,7 @@ async fn kill_9_during_the_fingerprint_compare_is_found_and_recovered_both_ways(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_restore_of_the_same_database_is_refused_naming_the_first() {
-    let (_dir, storage) = tmp_backups();
-    let Some((s, backup)) = shop(&storage, 100).await else { return };
+    let Some((_dir, storage, s, backup)) = shop_in_a_new_folder(100).await else { return };
     let postgres = s.url_for("postgres");
     // The first restore waits in CREATE DATABASE (after its drop) while the second starts.
     let holder = pgdrill::pg::connect(&postgres).await.expect("holder");
@@ -437,8 +442,7 @@ async fn a_second_restore_of_the_same_database_is_refused_naming_the_first() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backend_that_does_not_die_during_terminate_leaves_connections_allowed() {
-    let (_dir, storage) = tmp_backups();
-    let Some((s, _)) = shop(&storage, 100).await else { return };
+    let Some((_dir, storage, s, _)) = shop_in_a_new_folder(100).await else { return };
     let shop_url = s.url_for("shop");
     let original = fingerprint_of(&shop_url).await;
 
@@ -510,8 +514,7 @@ pub(crate) async fn start_again(s: &Ephemeral, argv: &[String]) -> Child {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_stopped_during_the_restore_is_said_plainly_then_recover_rollback_puts_it_back() {
-    let (_dir, storage) = tmp_backups();
-    let Some((s, _)) = shop(&storage, 100_000).await else { return };
+    let Some((_dir, storage, s, _)) = shop_in_a_new_folder(100_000).await else { return };
     let postgres = s.url_for("postgres");
     let shop_url = s.url_for("shop");
     let original = fingerprint_of(&shop_url).await;
@@ -562,8 +565,7 @@ async fn the_server_stopped_during_the_restore_is_said_plainly_then_recover_roll
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_restore_into_a_new_name_is_removed_by_rollback_and_finished_by_forward() {
-    let (_dir, storage) = tmp_backups();
-    let Some((s, backup)) = shop(&storage, 100_000).await else { return };
+    let Some((_dir, storage, s, backup)) = shop_in_a_new_folder(100_000).await else { return };
     let postgres = s.url_for("postgres");
     let original = fingerprint_of(&s.url_for("shop")).await;
     // The half-made database: under its private name until it is verified, then shop_copy.
@@ -705,8 +707,7 @@ async fn a_journal_of_another_server_sharing_the_safety_folder_never_blocks_nor_
 /// is, connections to it were never blocked, and the journal is closed (nothing changed).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_target_created_during_stop_command_is_never_dropped() {
-    let (dir, storage) = tmp_backups();
-    let Some((s, _)) = shop(&storage, 100).await else { return };
+    let Some((dir, storage, s, _)) = shop_in_a_new_folder(100).await else { return };
     let postgres = s.url_for("postgres");
     let copy = s.url_for("shop_copy");
     let script = written(
@@ -765,8 +766,7 @@ async fn refused_in_preflight(s: &Ephemeral, storage: &Path, target: &str, why: 
 /// with nothing changed.
 #[tokio::test(flavor = "multi_thread")]
 async fn template_subscription_and_maintenance_databases_are_refused_in_preflight() {
-    let (_dir, storage) = tmp_backups();
-    let Some((s, _)) = shop(&storage, 100).await else { return };
+    let Some((_dir, storage, s, _)) = shop_in_a_new_folder(100).await else { return };
     let postgres = s.url_for("postgres");
     common::exec(&postgres, "create database shop_template is_template true").await;
     common::exec(&s.url_for("shop_template"), "create table t (n int); insert into t values (1)").await;
@@ -792,8 +792,7 @@ async fn template_subscription_and_maintenance_databases_are_refused_in_prefligh
 /// connections in and closes the journal with every row kept.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_before_the_drop_is_recovered_by_reopen_and_loses_nothing() {
-    let (_dir, storage) = tmp_backups();
-    let Some((s, backup)) = shop(&storage, 100).await else { return };
+    let Some((_dir, storage, s, backup)) = shop_in_a_new_folder(100).await else { return };
     let shop_url = s.url_for("shop");
     if let Ok(mut a) = ACTIVITY.lock() {
         *a = Some(s.url_for("postgres"));
@@ -841,8 +840,7 @@ async fn a_crash_before_the_drop_is_recovered_by_reopen_and_loses_nothing() {
 /// opened again and the journal closed.
 #[tokio::test(flavor = "multi_thread")]
 async fn recover_reopen_lets_connections_in_again_after_a_crash_while_blocked() {
-    let (_dir, storage) = tmp_backups();
-    let Some((s, _)) = shop(&storage, 100).await else { return };
+    let Some((_dir, storage, s, _)) = shop_in_a_new_folder(100).await else { return };
     let original = fingerprint_of(&s.url_for("shop")).await;
     assert_eq!(kill_at(&s, &storage, At::AfterSnapshot).await, "blocking");
     assert_eq!(allowed(&s).await.as_deref(), Some("false"));
@@ -915,8 +913,7 @@ async fn app_during(
 /// is put back at the end.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reconnecting_application_cannot_write_into_the_recreated_database_until_verified() {
-    let (_dir, storage) = tmp_backups();
-    let Some((s, backup)) = shop(&storage, 100_000).await else { return };
+    let Some((_dir, storage, s, backup)) = shop_in_a_new_folder(100_000).await else { return };
     if let Ok(mut a) = ACTIVITY.lock() {
         *a = Some(s.url_for("postgres"));
     }
@@ -955,8 +952,7 @@ async fn a_reconnecting_application_cannot_write_into_the_recreated_database_unt
 /// run says the database was not changed, lets connections in again and closes the journal.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drop_that_fails_changes_nothing_and_leaves_no_unfinished_journal() {
-    let (dir, storage) = tmp_backups();
-    let Some((s, _)) = shop(&storage, 100).await else { return };
+    let Some((dir, storage, s, _)) = shop_in_a_new_folder(100).await else { return };
     let shop_url = s.url_for("shop");
     let original = fingerprint_of(&shop_url).await;
     let script = written(
@@ -992,8 +988,7 @@ async fn a_drop_that_fails_changes_nothing_and_leaves_no_unfinished_journal() {
 /// restores the backup, each dropping the private copy.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_application_never_reaches_a_half_restored_database_by_its_name() {
-    let (_dir, storage) = tmp_backups();
-    let Some((s, backup)) = shop(&storage, 100_000).await else { return };
+    let Some((_dir, storage, s, backup)) = shop_in_a_new_folder(100_000).await else { return };
     let postgres = s.url_for("postgres");
     if let Ok(mut a) = ACTIVITY.lock() {
         *a = Some(postgres.clone());
@@ -1064,8 +1059,7 @@ async fn an_application_never_reaches_a_half_restored_database_by_its_name() {
 /// neither can exist; this one is restarted with both allowed.)
 #[tokio::test(flavor = "multi_thread")]
 async fn prepared_transactions_and_logical_slots_are_refused_in_preflight() {
-    let (_dir, storage) = tmp_backups();
-    let Some((s, _)) = shop(&storage, 100).await else { return };
+    let Some((_dir, storage, s, _)) = shop_in_a_new_folder(100).await else { return };
     let postgres = s.url_for("postgres");
     let (pm, argv) = postmaster(&s);
     kill(Pid::from_raw(pm), Signal::SIGINT).expect("stop the server");

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use crate::common::{self, scalar, tmp_backups, Run};
+use crate::roles::erp_roles;
 
 const KEY: &str = "roles-test passphrase";
 
@@ -52,14 +53,6 @@ fn same(now: &(String, String), before: &(String, String), when: &str) {
     }
 }
 
-async fn erp_roles(url: &str) -> String {
-    scalar(
-        url,
-        "select coalesce(string_agg(rolname, ',' order by rolname), '') from pg_roles where rolname like 'erp%'",
-    )
-    .await
-}
-
 /// Regression (issue 43, case 4): the roles a restore created on a rebuilt server stayed
 /// after its rollback, `restore.preflight` did not name them (only a later dry run did),
 /// and `--var create_roles=flase` acted as `ask`. Now preflight lists the missing roles in
@@ -68,9 +61,7 @@ async fn erp_roles(url: &str) -> String {
 /// that was there before stays, and the globals and the database dump are as before.
 #[tokio::test(flavor = "multi_thread")]
 async fn roles_a_rolled_back_restore_created_stayed_and_a_mistyped_create_roles_acted_as_ask() {
-    let Some((src, dir, _path)) = crate::roles::read_only_erp_backed_up().await else { return };
-    src.stop().await;
-    let Some(target) = common::native_server("erp").await else { return };
+    let Some((dir, _path, target)) = crate::roles::erp_backed_up_and_a_rebuilt_server().await else { return };
     let (admin, erp) = (target.url_for("postgres"), target.url());
     // A rebuilt server that has one of the backup's roles already (made by hand, with
     // another attribute than the backup's): it is never dropped nor altered.
@@ -307,9 +298,7 @@ async fn the_upgrade_drill_rehearsed_an_icu_database_in_the_servers_default_loca
 async fn roles_a_killed_restore_had_created_stayed_with_no_record() {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
-    let Some((src, dir, _path)) = crate::roles::read_only_erp_backed_up().await else { return };
-    src.stop().await;
-    let Some(target) = common::native_server("erp").await else { return };
+    let Some((dir, _path, target)) = crate::roles::erp_backed_up_and_a_rebuilt_server().await else { return };
     let (admin, erp) = (target.url_for("postgres"), target.url());
     common::exec(&admin, "create role erp_readonly nologin").await;
     let before = dumps(&admin, &erp);

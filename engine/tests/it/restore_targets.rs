@@ -122,13 +122,7 @@ async fn a_database_named_like_a_connection_string_restores_into_itself() {
         );
         // The safety snapshot is of this database: it holds what was there before.
         let safety = storage.join(".safety").join(pgdrill::backup::layout::folder_name(&name));
-        let mut snaps: Vec<PathBuf> = std::fs::read_dir(&safety)
-            .expect("snapshot directory")
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.to_string_lossy().ends_with(".pgdrill"))
-            .collect();
-        snaps.sort();
+        let snaps = common::files_ending(&safety, ".pgdrill");
         let newest = snaps.last().expect("a snapshot");
         assert_eq!(manifest_fingerprint(newest), before, "{name}: the snapshot is of another database");
     }
@@ -146,12 +140,7 @@ async fn a_database_named_like_a_connection_string_restores_into_itself() {
         .output()
         .expect("backup");
     assert!(out.status.success(), "backup: {}{}", text(&out.stdout), text(&out.stderr));
-    let dumped: Vec<PathBuf> = std::fs::read_dir(backups.join(pgdrill::backup::layout::folder_name(&name)))
-        .expect("backup directory")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
-        .collect();
+    let dumped = common::files_ending(&backups.join(pgdrill::backup::layout::folder_name(&name)), ".dump.pgdrill");
     assert_eq!(dumped.len(), 1, "{dumped:?}");
     assert_eq!(manifest_fingerprint(&dumped[0]), now);
     assert_eq!(fingerprint_of(&victim_server.url_for("victim")).await, victim_before);
@@ -342,6 +331,15 @@ impl App {
         ]
     }
 
+    /// A restore of `shop` through `admin` with the application's hooks, its health check
+    /// asking for `health_path`: its exit code and what it printed.
+    fn restore(&self, admin: &str, storage: &Path, health_path: &str) -> (Option<i32>, String) {
+        let vars = self.vars(health_path);
+        let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
+        let out = restore(admin, storage, &vars);
+        (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
@@ -371,11 +369,8 @@ async fn the_health_check_runs_after_the_restart_and_a_failing_one_rolls_back() 
     let admin = s.url_for("postgres");
 
     // The README's example: stop, restore, start, health check.
-    let vars = app.vars("health");
-    let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
-    let out = restore(&admin, &storage, &vars);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{all}");
+    let (code, all) = app.restore(&admin, &storage, "health");
+    assert_eq!(code, Some(0), "{all}");
     assert!(all.contains("passed       smoke_http"), "{all}");
     assert_eq!(app.log(), "stop\nstart\n", "{all}");
     assert_eq!(fingerprint_of(&s.url_for("shop")).await, manifest_fingerprint(&backup));
@@ -384,11 +379,8 @@ async fn the_health_check_runs_after_the_restart_and_a_failing_one_rolls_back() 
     common::exec(&s.url_for("shop"), "insert into customers (name) values ('after the restore')").await;
     let before = fingerprint_of(&s.url_for("shop")).await;
     std::fs::remove_file(app.dir.join("log")).expect("log");
-    let vars = app.vars("missing-page");
-    let vars: Vec<&str> = vars.iter().map(String::as_str).collect();
-    let out = restore(&admin, &storage, &vars);
-    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{all}");
+    let (code, all) = app.restore(&admin, &storage, "missing-page");
+    assert_eq!(code, Some(1), "{all}");
     assert!(all.contains("FAILED       smoke_http"), "{all}");
     assert!(all.contains("answered 404"), "{all}");
     assert!(all.contains("passed       rollback of start_app: stop_app_again"), "{all}");

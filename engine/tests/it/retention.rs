@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::common::{made_dir, text, Run};
+use crate::common::{made_dir, names_in, text, Run};
 
 fn fake_backup(dir: &Path, stamp: &str, at: &str) {
     let name = format!("{stamp}.dump.pgdrill");
@@ -63,12 +63,7 @@ fn prune_is_a_dry_run_until_applied_and_keeps_newest_and_verified() {
 
     let out = prune("true");
     assert_eq!(out.status.code(), Some(0));
-    let left: Vec<String> = std::fs::read_dir(&dir)
-        .expect("dir")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".pgdrill"))
-        .collect();
+    let left = names_in(&dir, |n| n.ends_with(".pgdrill"));
     assert_eq!(left.len(), 40 - would.len());
     assert!(left.contains(&names[2]) && left.contains(&names[39]), "{left:?}");
     // Daily 3: Nov 9, 8, 7. Weekly 2: Nov 9 (Monday, its week's newest) and Nov 8 (the

@@ -258,6 +258,33 @@ pub(crate) async fn read_only_erp_backed_up() -> Option<(Ephemeral, tempfile::Te
     Some((src, dir, path))
 }
 
+/// [`read_only_erp_backed_up`] with its server stopped, and a rebuilt server (a new one with
+/// an empty `erp`) to restore it onto: the backup's folder and the rebuilt server.
+pub(crate) async fn erp_backed_up_and_a_rebuilt_server() -> Option<(tempfile::TempDir, PathBuf, Ephemeral)> {
+    let (src, dir, path) = read_only_erp_backed_up().await?;
+    src.stop().await;
+    let target = common::native_server("erp").await?;
+    Some((dir, path, target))
+}
+
+/// The roles named `erp...` on the server at `url`, sorted, comma-separated.
+pub(crate) async fn erp_roles(url: &str) -> String {
+    common::scalar(
+        url,
+        "select coalesce(string_agg(rolname, ',' order by rolname), '') from pg_roles where rolname like 'erp%'",
+    )
+    .await
+}
+
+/// What a restore of [`read_only_erp_backed_up`] that had its roles keeps in `erp` at `url`:
+/// `orders` owned by `erp_owner`, and `erp_app` granted `full_name` of `erp.users`, not `email`.
+async fn owners_and_grants_kept(url: &str) {
+    assert_eq!(common::scalar(url, "select tableowner from pg_tables where tablename = 'orders'").await, "erp_owner");
+    let column = |c: &str| format!("has_column_privilege('erp_app', 'erp.users', '{c}', 'select')");
+    assert_eq!(common::scalar(url, &column("email")).await, "false");
+    assert_eq!(common::scalar(url, &column("full_name")).await, "true");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_keeps_owners_by_default_and_calls_no_owner_the_weaker_proof() {
     // Kept in the backup, and applied on verify's throwaway server only after the checks
@@ -385,11 +412,10 @@ async fn another_tools_dump_is_unproven_for_roles_unless_a_globals_file_is_besid
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restore_onto_a_rebuilt_server_lists_missing_roles_and_creates_them_only_when_confirmed() {
     // Applied after the restore, never before it (it would stop pg_restore).
-    let Some((src, dir, path)) = read_only_erp_backed_up().await else { return };
-    src.stop().await;
     // The rebuilt server: the database is there again, empty; one role was recreated by
     // hand, differently (no login).
-    let Some(target) = common::native_server_with("erp", "create role erp_app nologin").await else { return };
+    let Some((dir, path, target)) = erp_backed_up_and_a_rebuilt_server().await else { return };
+    common::exec(&target.url_for("postgres"), "create role erp_app nologin").await;
     let run = |report: &str, yes: bool| {
         let mut run = Run::new("fixtures/runbooks/restore-rebuilt.yaml")
             .var("backup", path.display())
@@ -402,32 +428,22 @@ async fn a_restore_onto_a_rebuilt_server_lists_missing_roles_and_creates_them_on
         let json = std::fs::read_to_string(dir.path().join(report).join("run.json")).unwrap_or_default();
         (ran.code, ran.all(), json)
     };
-    let roles_here = || async {
-        common::scalar(
-            &target.url(),
-            "select string_agg(rolname, ',' order by rolname) from pg_roles where rolname like 'erp%'",
-        )
-        .await
-    };
 
     let (code, all, json) = run("refused", false);
     assert_eq!(code, Some(2), "no confirmation, nothing changes: {all}");
     assert!(all.contains("create the roles erp reader, erp_owner, erp_readonly from the backup (existing roles are left as they are: 4 differences"), "{all}");
     assert!(json.contains("role \\\"erp_app\\\": login is false here, true in the backup"), "{json}");
-    assert_eq!(roles_here().await, "erp_app", "nothing created without confirmation");
+    assert_eq!(erp_roles(&target.url()).await, "erp_app", "nothing created without confirmation");
 
     let (code, all, _) = run("confirmed", true);
     assert_eq!(code, Some(0), "{all}");
-    assert_eq!(roles_here().await, "erp reader,erp_app,erp_owner,erp_readonly");
+    assert_eq!(erp_roles(&target.url()).await, "erp reader,erp_app,erp_owner,erp_readonly");
     assert_eq!(
         common::scalar(&target.url(), "select rolcanlogin from pg_roles where rolname = 'erp_app'").await,
         "false",
         "an existing role is never altered"
     );
-    assert_eq!(
-        common::scalar(&target.url(), "select tableowner from pg_tables where tablename = 'orders'").await,
-        "erp_owner"
-    );
+    owners_and_grants_kept(&target.url()).await;
     assert_eq!(
         common::scalar(
             &target.url(),
@@ -436,14 +452,6 @@ async fn a_restore_onto_a_rebuilt_server_lists_missing_roles_and_creates_them_on
         .await,
         "application_name=erp,default_transaction_read_only=on",
         "the database's own settings, after the restore"
-    );
-    assert_eq!(
-        common::scalar(&target.url(), "has_column_privilege('erp_app', 'erp.users', 'email', 'select')").await,
-        "false"
-    );
-    assert_eq!(
-        common::scalar(&target.url(), "has_column_privilege('erp_app', 'erp.users', 'full_name', 'select')").await,
-        "true"
     );
     target.stop().await;
 }
@@ -456,9 +464,8 @@ async fn a_restore_onto_a_rebuilt_server_lists_missing_roles_and_creates_them_on
 /// the target's own database owner and settings.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shipped_restore_onto_a_rebuilt_server_did_not_create_or_name_the_missing_roles() {
-    let Some((src, dir, _path)) = read_only_erp_backed_up().await else { return };
-    src.stop().await;
-    let Some(target) = common::native_server_with("erp", "create table before_restore(x int)").await else { return };
+    let Some((dir, _path, target)) = erp_backed_up_and_a_rebuilt_server().await else { return };
+    common::exec(&target.url(), "create table before_restore(x int)").await;
     let run = |vars: &[&str]| {
         let ran = Run::new("restore")
             .arg("--yes")
@@ -469,13 +476,6 @@ async fn the_shipped_restore_onto_a_rebuilt_server_did_not_create_or_name_the_mi
             .key(KEY)
             .output();
         (ran.code, ran.all())
-    };
-    let roles_here = || async {
-        common::scalar(
-            &target.url(),
-            "select coalesce(string_agg(rolname, ',' order by rolname), '') from pg_roles where rolname like 'erp%'",
-        )
-        .await
     };
     let kept = || async {
         common::scalar(&target.url(), "select count(*) from pg_tables where tablename = 'before_restore'").await
@@ -493,7 +493,7 @@ async fn the_shipped_restore_onto_a_rebuilt_server_did_not_create_or_name_the_mi
         "{all}"
     );
     assert!(all.contains("--var create_roles=true"), "the remedy: {all}");
-    assert_eq!(roles_here().await, "", "no role created");
+    assert_eq!(erp_roles(&target.url()).await, "", "no role created");
     assert_eq!(kept().await, "1", "the target was not touched");
 
     // create_roles=false says so in its own words.
@@ -505,16 +505,9 @@ async fn the_shipped_restore_onto_a_rebuilt_server_did_not_create_or_name_the_mi
     // create_roles=true: created, then the restore keeps owners and grants.
     let (code, all) = run(&["create_roles=true"]);
     assert_eq!(code, Some(0), "{all}");
-    assert_eq!(roles_here().await, "erp reader,erp_app,erp_owner,erp_readonly");
+    assert_eq!(erp_roles(&target.url()).await, "erp reader,erp_app,erp_owner,erp_readonly");
     assert_eq!(kept().await, "0", "restored");
-    assert_eq!(
-        common::scalar(&target.url(), "select tableowner from pg_tables where tablename = 'orders'").await,
-        "erp_owner"
-    );
-    assert_eq!(
-        common::scalar(&target.url(), "has_column_privilege('erp_app', 'erp.users', 'full_name', 'select')").await,
-        "true"
-    );
+    owners_and_grants_kept(&target.url()).await;
     // A second restore finds every role there: nothing to confirm, nothing refused.
     let (code, all) = run(&[]);
     assert_eq!(code, Some(0), "{all}");

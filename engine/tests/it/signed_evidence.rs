@@ -51,13 +51,7 @@ fn remove_heads_from(dir: &Path, from: u64) {
 
 /// The names under the log's `heads/`, sorted.
 fn heads(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("heads"))
-        .expect("heads")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+    common::names_in(&dir.join("heads"), |_| true)
 }
 
 fn verify(dir: &Path, public: &Path) -> common::Ran {
@@ -142,18 +136,11 @@ async fn three_backups() -> Option<ThreeBackups> {
     let t = tempfile::tempdir().expect("tmp");
     let (storage, evidence) = (t.path().join("backups"), t.path().join("evidence"));
     let (key, public) = key_pair(t.path(), "signing.pem");
-    let backup = || {
-        Run::new("backup")
-            .var("database_url", s.url())
-            .var("storage", storage.display())
-            .key(KEY)
-            .signed(&key, &evidence)
-            .expect(0)
-    };
-    backup();
-    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 1");
-    backup();
-    backup();
+    let older = three_signed_runs(
+        || Run::new("backup").var("database_url", s.url()).var("storage", storage.display()),
+        &key,
+        &evidence,
+    );
     Some(ThreeBackups { _server: s, t, storage, evidence, key, public, older })
 }
 
@@ -1022,12 +1009,7 @@ fn runs_killed_while_writing_the_checkpoint_or_appending_to_a_store_leave_one_ve
     signed(&local).expect(0);
     let phase = "evidence-checkpoint-temporary";
     common::kill_paused_at(signed(&local).command(), phase, &t.path().join(phase));
-    let temporaries: Vec<String> = std::fs::read_dir(&evidence)
-        .expect("dir")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".evidence-"))
-        .collect();
+    let temporaries = common::names_in(&evidence, |n| n.starts_with(".evidence-"));
     assert_eq!(temporaries.len(), 1, "the kill did not land mid-write: {temporaries:?}");
     let v = verify(&evidence, &public);
     assert_eq!(v.code, Some(0), "{}", v.all());
@@ -1309,19 +1291,11 @@ async fn manifests_in_an_object_store_were_used_as_anchors_unauthenticated_and_n
     let evidence = t.path().join("evidence");
     let (key, public) = key_pair(t.path(), "signing.pem");
     const SECRET: &str = "anchors-in-a-bucket-secret";
-    let backup = || {
-        Run::new("backup")
-            .var("database_url", s.url())
-            .var("storage", "s3://anchors/prod")
-            .key(KEY)
-            .moto(port, SECRET)
-            .signed(&key, &evidence)
-            .expect(0)
-    };
-    backup();
-    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 1");
-    backup();
-    backup();
+    let older = three_signed_runs(
+        || Run::new("backup").var("database_url", s.url()).var("storage", "s3://anchors/prod").moto(port, SECRET),
+        &key,
+        &evidence,
+    );
     // Records 2 and 3 cut, the checkpoint at 1 put back: the log alone verifies.
     cut_back(&evidence, 2..=3, &older);
     let verify = |with_key: bool| {
@@ -1384,15 +1358,7 @@ async fn manifests_in_an_object_store_were_used_as_anchors_unauthenticated_and_n
 /// verify.sh prints. A record no anchor names is said plainly by verify too, never a bare ok.
 #[test]
 fn a_pack_of_a_log_cut_at_its_end_was_written_whole_and_now_is_refused_against_the_anchors_verify_uses() {
-    let (t, key, public) = keygen();
-    let tiny = tiny(t.path());
-    let reports = t.path().join("reports");
-    let evidence = reports.join("evidence");
-    let run = || Run::new(&tiny).arg("--signing-key").arg(&key).arg("--report").arg(&reports).expect(0);
-    run();
-    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 1");
-    run();
-    run();
+    let ThreeReported { t, key, public, tiny, evidence, older, .. } = three_reported_runs(1);
     // A fourth run with --evidence only: no ledger line, run.json or manifest anchors it, and
     // its head is gone (as a run killed before publishing it leaves it).
     Run::new(&tiny).signed(&key, &evidence).expect(0);
@@ -1473,19 +1439,16 @@ async fn a_log_of_base_backup_runs_cut_at_its_end_was_unseen_and_now_is_named_ag
     };
     let (storage, evidence) = (t.path().join("base"), t.path().join("evidence"));
     let (key, public) = key_pair(t.path(), "signing.pem");
-    let base = || {
-        Run::new("base-backup")
-            .var("database_url", s.url())
-            .var("storage", storage.display())
-            .var("check_wal", "false")
-            .key(KEY)
-            .signed(&key, &evidence)
-            .expect(0)
-    };
-    base();
-    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 1");
-    base();
-    base();
+    let older = three_signed_runs(
+        || {
+            Run::new("base-backup")
+                .var("database_url", s.url())
+                .var("storage", storage.display())
+                .var("check_wal", "false")
+        },
+        &key,
+        &evidence,
+    );
     cut_back(&evidence, 2..=3, &older);
     let v = Run::cli(["evidence", "verify"]).arg(&evidence).arg("--public-key").arg(&public).key(KEY).output();
     assert_eq!(v.code, Some(1), "the base manifests anchor record 2: {}", v.all());
@@ -1514,12 +1477,7 @@ fn a_cut_newest_record_was_unseen_and_now_is_named_against_the_head_its_run_publ
     let runbook = tiny(t.path());
     let evidence = t.path().join("evidence");
     let signed = || Run::new(&runbook).signed(&key, &evidence);
-    let older = three_runs_keeping_the_second_checkpoint(
-        || {
-            signed().expect(0);
-        },
-        &evidence,
-    );
+    let older = three_runs_keeping_checkpoint(2, || signed().expect(0), &evidence);
     let three = pgdrill::evidence::keys::sha256_hex(&std::fs::read(record(&evidence, 3)).expect("record 3"));
     let names = heads(&evidence);
     assert_eq!(names.len(), 3, "{names:?}");
@@ -1646,17 +1604,7 @@ async fn a_manifest_without_a_mac_counted_as_proof_that_nothing_was_cut_and_now_
 /// manifests).
 #[test]
 fn ledger_lines_and_run_json_counted_as_proof_that_nothing_was_cut_and_now_are_listed_unauthenticated() {
-    let (t, key, public) = keygen();
-    let tiny = tiny(t.path());
-    let reports = t.path().join("reports");
-    let evidence = reports.join("evidence");
-    let run = || Run::new(&tiny).arg("--signing-key").arg(&key).arg("--report").arg(&reports).expect(0);
-    let older = three_runs_keeping_the_second_checkpoint(
-        || {
-            run();
-        },
-        &evidence,
-    );
+    let ThreeReported { t: _t, public, reports, evidence, older, .. } = three_reported_runs(2);
     // A log written before heads were published: only the ledger's lines and the run.json
     // name its records.
     std::fs::remove_dir_all(evidence.join("heads")).expect("rm heads");
@@ -1757,11 +1705,44 @@ fn a_record_and_head_hidden_by_a_delete_marker_in_an_object_lock_bucket_verified
 }
 
 /// Three runs of `run`, each appending one record to `evidence`: the checkpoint as it stood
-/// after the second (put back later to hide the third).
-fn three_runs_keeping_the_second_checkpoint(run: impl Fn(), evidence: &Path) -> Vec<u8> {
-    run();
-    run();
-    let older = std::fs::read(evidence.join("checkpoint.dsse.json")).expect("the checkpoint at 2");
-    run();
+/// after run `kept` (put back later to hide the runs after it).
+fn three_runs_keeping_checkpoint<R>(kept: u64, run: impl Fn() -> R, evidence: &Path) -> Vec<u8> {
+    let mut older = Vec::new();
+    for n in 1..=3 {
+        run();
+        if n == kept {
+            older = std::fs::read(evidence.join("checkpoint.dsse.json"))
+                .unwrap_or_else(|e| panic!("the checkpoint at {n}: {e}"));
+        }
+    }
     older
+}
+
+/// Three runs of the command `run` builds (a runbook and its variables), each with the backup
+/// key and signed with `key` into `evidence`: the checkpoint as the first left it.
+fn three_signed_runs(run: impl Fn() -> Run, key: &Path, evidence: &Path) -> Vec<u8> {
+    three_runs_keeping_checkpoint(1, || run().key(KEY).signed(key, evidence).expect(0), evidence)
+}
+
+/// Three runs of `tiny.yaml` in a new folder, each signed with the key pair `k.pem` and
+/// reporting to `reports/` (the ledger, run.json and the log `reports/evidence`).
+struct ThreeReported {
+    t: tempfile::TempDir,
+    key: PathBuf,
+    public: PathBuf,
+    tiny: PathBuf,
+    reports: PathBuf,
+    evidence: PathBuf,
+    /// The checkpoint as run `kept` of [`three_reported_runs`] left it.
+    older: Vec<u8>,
+}
+
+fn three_reported_runs(kept: u64) -> ThreeReported {
+    let (t, key, public) = keygen();
+    let tiny = tiny(t.path());
+    let reports = t.path().join("reports");
+    let evidence = reports.join("evidence");
+    let run = || Run::new(&tiny).arg("--signing-key").arg(&key).arg("--report").arg(&reports).expect(0);
+    let older = three_runs_keeping_checkpoint(kept, run, &evidence);
+    ThreeReported { t, key, public, tiny, reports, evidence, older }
 }

@@ -13,8 +13,18 @@ use pgdrill::pg::ephemeral::Ephemeral;
 
 const KEY: &str = "verify-test passphrase";
 
-/// A source server with the roundtrip fixture's data, backed up into `storage` with `KEY`.
-async fn backed_up(storage: &Path) -> Option<(Ephemeral, PathBuf)> {
+/// A source server with the roundtrip fixture's data, backed up with `KEY` into `backups/` in
+/// a new folder.
+struct Shop {
+    dir: tempfile::TempDir,
+    storage: PathBuf,
+    src: Ephemeral,
+    /// The backup.
+    path: PathBuf,
+}
+
+async fn backed_up() -> Option<Shop> {
+    let (dir, storage) = tmp_backups();
     let s = common::native_server("shop").await?;
     let client = pgdrill::pg::connect(&s.url()).await.expect("connect");
     client
@@ -30,8 +40,8 @@ async fn backed_up(storage: &Path) -> Option<(Ephemeral, PathBuf)> {
         )
         .await
         .expect("load");
-    let path = common::backup_to(&s.url(), storage, KEY, "shop");
-    Some((s, path))
+    let path = common::backup_to(&s.url(), &storage, KEY, "shop");
+    Some(Shop { dir, storage, src: s, path })
 }
 
 /// `pgdrill run verify` of `shop` in `storage` with the vars `extra`, the backup key in its
@@ -48,8 +58,7 @@ fn verify(storage: &Path, extra: &[&str], junit: &Path) -> Run {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clean_backup_passes_every_check_and_is_recorded_then_skipped_unless_forced() {
-    let (dir, storage) = tmp_backups();
-    let Some((src, path)) = backed_up(&storage).await else { return };
+    let Some(Shop { dir, storage, src, path }) = backed_up().await else { return };
     let junit = dir.path().join("verify.xml");
     let ran = verify(&storage, &[], &junit).expect(0);
     let cases = ran.junit();
@@ -110,8 +119,7 @@ async fn a_clean_backup_passes_every_check_and_is_recorded_then_skipped_unless_f
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_with_the_first_row_text_hashes_still_verifies_and_its_differences_are_caught() {
     use pgdrill::pg::fingerprint::{compute_tables, Content, Mode};
-    let (dir, storage) = tmp_backups();
-    let Some((src, path)) = backed_up(&storage).await else { return };
+    let Some(Shop { dir, storage, src, path }) = backed_up().await else { return };
     let c = pgdrill::pg::connect(&src.url()).await.expect("connect");
     c.batch_execute("begin isolation level repeatable read read only").await.expect("begin");
     let first = compute_tables(&c, Mode::Full, Content::RowText).await.expect("row-text hashes");
@@ -136,8 +144,7 @@ async fn a_backup_with_the_first_row_text_hashes_still_verifies_and_its_differen
 
 #[tokio::test(flavor = "multi_thread")]
 async fn differences_fail_naming_the_table() {
-    let (dir, storage) = tmp_backups();
-    let Some((_src, path)) = backed_up(&storage).await else { return };
+    let Some(Shop { dir, storage, src: _src, path }) = backed_up().await else { return };
 
     // A manifest whose hash for one table was edited.
     let manifest_path = pgdrill::backup::layout::manifest_path(&path);
@@ -171,8 +178,7 @@ async fn differences_fail_naming_the_table() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupted_archive_fails_at_integrity_before_any_restore_a_wrong_key_exits_1_and_no_key_exits_2() {
-    let (dir, storage) = tmp_backups();
-    let Some((_src, path)) = backed_up(&storage).await else { return };
+    let Some(Shop { dir, storage, src: _src, path }) = backed_up().await else { return };
     let junit = dir.path().join("verify.xml");
 
     let good = std::fs::read(&path).expect("read");
@@ -221,8 +227,7 @@ fn pg_bin(tool: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dumps_made_by_other_tools_verify_with_fingerprint_checks_skipped() {
-    let (dir, storage) = tmp_backups();
-    let Some((src, _)) = backed_up(&storage).await else { return };
+    let Some(Shop { dir, src, path: _path, .. }) = backed_up().await else { return };
     let foreign = made_dir(dir.path().join("foreign"));
     let env = |c: &mut Command| {
         c.env("PGHOST", &src.host)
@@ -284,8 +289,7 @@ async fn dumps_made_by_other_tools_verify_with_fingerprint_checks_skipped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_roles_fail_with_advice_or_are_mapped() {
-    let (_dir, storage) = tmp_backups();
-    let Some((_src, path)) = backed_up(&storage).await else { return };
+    let Some(Shop { dir: _dir, src: _src, path, .. }) = backed_up().await else { return };
     Run::new("fixtures/runbooks/restore-roles.yaml").var("backup", path.display()).key(KEY).expect(0);
 
     // Verify keeps ownership: the backup's roles are created first (issue 43), so the missing
@@ -311,8 +315,7 @@ async fn missing_roles_fail_with_advice_or_are_mapped() {
 /// `restore` fails with the server's reason and nothing after it is reported as passed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failure_building_indexes_after_the_data_fails_restore_and_nothing_passes() {
-    let (dir, storage) = tmp_backups();
-    let Some((src, _)) = backed_up(&storage).await else { return };
+    let Some(Shop { dir, src, path: _path, .. }) = backed_up().await else { return };
     let out = Command::new(pg_bin("pg_dump"))
         .env("PGHOST", &src.host)
         .env("PGPORT", src.port.to_string())
@@ -472,8 +475,7 @@ async fn amcheck_names_an_index_missing_heap_tuples_and_only_that_one() {
 /// the disk beside the backup, and is gone when the run ends.
 #[tokio::test(flavor = "multi_thread")]
 async fn staging_in_memory_keeps_the_plain_dump_in_dev_shm_and_removes_it() {
-    let (dir, storage) = tmp_backups();
-    let Some((_src, _path)) = backed_up(&storage).await else { return };
+    let Some(Shop { dir, storage, src: _src, path: _path }) = backed_up().await else { return };
     let ran = verify(&storage, &["staging=memory"], &dir.path().join("verify.xml")).expect(0);
     let xml = ran.junit().all_text();
     assert!(xml.contains("staging in memory (/dev/shm)"), "{xml}");

@@ -770,6 +770,17 @@ impl Container {
     }
 }
 
+/// `pgdrill run base-backup` of the server in a container that answers on `port` (as
+/// `postgres` with `password`) into `store`, with the backup key, its tools from no image
+/// but the one the caller chose.
+fn container_base_backup(password: &str, port: &str, store: &Path) -> Run {
+    Run::new("base-backup")
+        .var("database_url", format!("postgres://postgres:{password}@127.0.0.1:{port}/postgres"))
+        .var("storage", store.display())
+        .key(KEY)
+        .env_remove("PGDRILL_DOCKER_IMAGE")
+}
+
 /// A PostgreSQL 17 server's base backup takes pg_basebackup 17 from a Docker image, the
 /// local ones being 15: without PGDRILL_DOCKER_IMAGE and without `postgres:17`, from
 /// `ci/setup.sh`'s `pgdrill/postgres-local:17`, as `pitr.source` already did (one lookup,
@@ -812,13 +823,7 @@ async fn a_postgresql_17_base_backup_took_its_tools_from_postgres_17_only_never_
     let port = c.host_port();
     let root = tempfile::tempdir().expect("tmp");
     let store = root.path().join("store");
-    let ran = Run::new("base-backup")
-        .var("database_url", format!("postgres://postgres:{password}@127.0.0.1:{port}/postgres"))
-        .var("storage", store.display())
-        .var("check_wal", "false")
-        .env("PGDRILL_BACKUP_KEY", KEY)
-        .env_remove("PGDRILL_DOCKER_IMAGE")
-        .expect(0);
+    let ran = container_base_backup(password, &port, &store).var("check_wal", "false").expect(0);
     let s: std::sync::Arc<dyn pgdrill::storage::Store> =
         std::sync::Arc::new(pgdrill::storage::local::FsStore::new(&store));
     let bases = pgdrill::backup::base::list(s.as_ref(), None).await.expect("list");
@@ -1064,13 +1069,7 @@ fn a_postgresql_17_server_archives_through_wal_push_and_recovers_to_a_restore_po
     psql_ok("create table kept as select generate_series(1, 100) as g");
     let first = psql_ok("select pg_walfile_name(pg_switch_wal())");
     assert!(archived_to(&first).is_some(), "wal push did not archive {first}: {}", logs());
-    Run::new("base-backup")
-        .var("database_url", format!("postgres://postgres:{password}@127.0.0.1:{port}/postgres"))
-        .var("storage", store.display())
-        .var("wait", "60s")
-        .env("PGDRILL_BACKUP_KEY", KEY)
-        .env_remove("PGDRILL_DOCKER_IMAGE")
-        .expect(0);
+    container_base_backup(password, &port, &store).var("wait", "60s").expect(0);
     psql_ok("insert into kept values (101); create table other as select 1 as y");
     // The mark on 17, as the pitr-drill takes it: with every table locked against writes, the
     // source's schema and per-table rows and a restore point, in one transaction.

@@ -19,6 +19,36 @@ pub fn catalogue_kinds() -> Vec<(String, Vec<serde_json::Value>)> {
         .collect()
 }
 
+/// A field of a step kind in the catalogue: its kind's name, the kind's fields, its place
+/// among them and its own name.
+pub struct CatalogueField {
+    pub kind: String,
+    pub fields: Vec<serde_json::Value>,
+    pub index: usize,
+    pub name: String,
+}
+
+impl CatalogueField {
+    /// A value no other field's test uses: `prefix`, the place, the kind and field names,
+    /// then `suffix` (`Pw3-backup-create-database_url-9d2e`).
+    pub fn unique(&self, prefix: &str, suffix: &str) -> String {
+        format!("{prefix}{}-{}-{}-{suffix}", self.index, self.kind.replace('.', "-"), self.name)
+    }
+}
+
+/// Every field the catalogue types `ty` (`secret`, `conninfo`), kind by kind: a field added
+/// later is covered without a test change.
+pub fn catalogue_fields_typed(ty: &str) -> Vec<CatalogueField> {
+    let mut out = Vec::new();
+    for (kind, fields) in catalogue_kinds() {
+        for (index, f) in fields.iter().enumerate().filter(|(_, f)| f["type"] == ty) {
+            let name = f["name"].as_str().expect("field").to_string();
+            out.push(CatalogueField { kind: kind.clone(), fields: fields.clone(), index, name });
+        }
+    }
+    out
+}
+
 /// A value for a required field of `ty` that passes the runbook's checks and fails fast at
 /// run time (nothing listens on port 1, nothing is under /nonexistent).
 pub fn dummy(name: &str, ty: &str) -> String {

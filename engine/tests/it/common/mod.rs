@@ -23,7 +23,7 @@ pub use builder::{Ran, Run, KEY_ENV};
 pub use certs::ca_sign;
 pub use disk::SmallDisk;
 pub use dumps::{last_json_line, libpq_bash, pg_dump_gzip};
-pub use fields::{catalogue_kinds, dummy, leak_then, required_others};
+pub use fields::{catalogue_fields_typed, dummy, leak_then, required_others};
 pub use http::http_recorder;
 pub use junit::{Junit, Status};
 pub use relay::stalling_relay;
@@ -126,6 +126,25 @@ pub fn backup_in(folder: &Path) -> PathBuf {
         .map(|e| e.path())
         .find(|p| p.to_string_lossy().ends_with(".dump.pgdrill"))
         .expect("a backup")
+}
+
+/// The names of the files in `folder` that `keep` takes, sorted; the test fails when the
+/// folder cannot be read.
+pub fn names_in(folder: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(folder)
+        .unwrap_or_else(|e| panic!("{}: {e}", folder.display()))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| keep(n))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The files in `folder` whose names end with `suffix` (`.dump.pgdrill`), sorted by name;
+/// the test fails when the folder cannot be read.
+pub fn files_ending(folder: &Path, suffix: &str) -> Vec<PathBuf> {
+    names_in(folder, |n| n.ends_with(suffix)).into_iter().map(|n| folder.join(n)).collect()
 }
 
 /// How the library tests make a backup: custom format, zstd level 3, two threads and jobs,
