@@ -402,7 +402,7 @@ pub struct SyncOutputs {
 #[step(name = "backup.sync", report_log)]
 impl CopyAll {
     async fn run(ctx: StepCtx, w: SyncWith) -> Result<SyncOutputs, StepError> {
-        let root = crate::backup::ledger::view(&*ctx.store(&w.storage)?).await.map_err(StepError::environment)?;
+        let root = ctx.view(&*ctx.store(&w.storage)?).await?;
         let database = w.database.as_deref().filter(|d| !d.is_empty());
         let pattern = super::backup::name_pattern(w.name_pattern.as_deref())?;
         let entries = crate::backup::layout::LocalStore::new(&root)

@@ -81,6 +81,10 @@ pub struct View {
     /// The same root as a `Tree`: what a path found in it is shown as and read through,
     /// with the store in hand.
     pub tree: super::tree::Tree,
+    /// What the operator must hear of the listing (an object left out of the view because
+    /// no local file can have its name), for the caller to tell as its warnings: a store
+    /// never prints.
+    pub warnings: Vec<String>,
 }
 
 /// An unfinished upload found in the store.
