@@ -569,10 +569,8 @@ pub fn describe(e: &object_store::Error) -> String {
 
 /// The ETag S3 gives the object `upload` makes of the file at `path`: the MD5 of the MD5s of
 /// its parts of `PART` bytes, and their count.
-fn multipart_etag(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
+fn multipart_etag(mut f: impl std::io::Read) -> std::io::Result<String> {
     let md5 = |b: &[u8]| openssl::hash::hash(openssl::hash::MessageDigest::md5(), b).map_err(std::io::Error::other);
-    let mut f = std::fs::File::open(path)?;
     let mut part = vec![0u8; PART];
     let mut md5s = Vec::new();
     loop {
@@ -1842,13 +1840,18 @@ impl super::Store for Remote {
         )))
     }
 
-    async fn check_archived(&self, key: &str, size: u64, source: &Path) -> Result<String, String> {
-        // The ETag S3 gives a multipart upload, from the file as `upload` cuts it into parts.
-        let p = source.to_path_buf();
-        let etag = tokio::task::spawn_blocking(move || multipart_etag(&p))
+    async fn check_archived(
+        &self,
+        key: &str,
+        size: u64,
+        source: Box<dyn std::io::Read + Send>,
+    ) -> Result<String, String> {
+        // The ETag S3 gives a multipart upload, from what was sent as `upload` cuts it into
+        // parts, read as a stream.
+        let etag = tokio::task::spawn_blocking(move || multipart_etag(source))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| format!("reading {}: {e}", source.display()))?;
+            .map_err(|e| format!("reading what was copied to {}: {e}", self.url_of(key)))?;
         Remote::check_archived(self, key, size, &etag).await
     }
 

@@ -264,10 +264,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 
     /// An object just written into the archive class, checked by what the store's metadata
-    /// says of it against what was sent (`size` bytes, read from `source` again to compute
-    /// the checksum the store keeps): a line saying what was compared, or why it does not
-    /// match.
-    async fn check_archived(&self, key: &str, size: u64, source: &std::path::Path) -> Result<String> {
+    /// says of it against what was sent (`size` bytes, read from `source`, a reader of what
+    /// was sent from its start, to compute the checksum the store keeps): a line saying what
+    /// was compared, or why it does not match.
+    async fn check_archived(&self, key: &str, size: u64, source: Box<dyn std::io::Read + Send>) -> Result<String> {
         let _ = (size, source);
         Err(format!("{}: not in an archive storage class", self.url_of(key)))
     }

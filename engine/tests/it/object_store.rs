@@ -1636,3 +1636,40 @@ fn an_object_left_out_of_a_steps_listing_was_warned_of_on_stderr_and_missing_fro
         "not among the report's warnings: {compliance}"
     );
 }
+
+/// Issue 37: `backup.copy` of a backup in a bucket downloaded the whole archive (and its
+/// manifest) into the run's private mirror first, and took the digest, the copy and an
+/// archive class's checksum from that local file. It reads the object through its store as a
+/// stream now: the copy is whole, byte for byte the object, with its manifest, and the
+/// mirror, listed by the next step, holds no copy of either.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_from_a_bucket_downloaded_the_whole_backup_into_the_local_mirror_first() {
+    let Some((s3, srv)) = moto_and_source("shop", ONE_ROW, "bkt").await else { return };
+    backed_up_to_bkt(s3.port, &srv.url());
+    let archive =
+        s3_keys(s3.port, "bkt", "p/shop/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("the backup");
+    let name = archive.rsplit('/').next().unwrap_or_default().to_string();
+    let dir = tempfile::tempdir().expect("tmp");
+    let runbook = then_mirror_listed(
+        dir.path(),
+        "copy-from-a-store",
+        "  - id: copy\n    uses: backup.copy\n    with: { backup: \"{{ vars.backup }}\", to: \"{{ vars.to }}\" }\n",
+    );
+    let to = dir.path().join("copies");
+    let vars = [("backup", format!("s3://bkt/{archive}")), ("to", to.display().to_string())];
+    let (run, listed) = mirror_after(&runbook, &vars, s3.port, dir.path(), "report");
+    let copy = run.main().step("copy");
+    assert_eq!(copy.outputs["copied"], true, "{copy:?}");
+    let path = std::path::PathBuf::from(copy.outputs["path"].as_str().unwrap_or_default());
+    assert_eq!(path, to.join("shop").join(&name), "{copy:?}");
+    let auth = [(
+        "Authorization",
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+    )];
+    let object = http_raw(s3.port, "GET", &format!("/bkt/{archive}"), &auth, &[]);
+    assert!(std::fs::read(&path).expect("the copy") == object, "the copy differs from the object");
+    let manifest = http_raw(s3.port, "GET", &format!("/bkt/{archive}.manifest.json"), &auth, &[]);
+    assert!(std::fs::read(format!("{}.manifest.json", path.display())).expect("its manifest") == manifest);
+    assert!(!listed.contains(&name) && !listed.contains("manifest"), "a local copy in the mirror: {listed}");
+    srv.stop().await;
+}
