@@ -1231,19 +1231,26 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     srv.stop().await;
 }
 
-/// Before: one object whose last key part was longer than 255 bytes made every listing of
-/// its prefix fail (exit 3, "File name too long" on the local mirror), blocking list,
-/// verify and prune for every database there. It is skipped with a warning that names it;
-/// the other objects are listed.
-#[test]
-fn an_object_whose_name_no_file_can_have_is_skipped_with_a_warning_naming_it() {
-    let Some(s3) = moto() else { return };
+/// A moto whose bucket `bkt` holds, under `p/shop/`, an object whose name (returned) no local
+/// file can have, beside one that any can: another tool's dump by their names.
+fn moto_with_a_long_named_object() -> Option<(Server, String)> {
+    let s3 = moto()?;
     assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200, "bucket created");
     let long = format!("shop_{}.dump", "x".repeat(300));
     for key in [format!("p/shop/{long}"), "p/shop/shop_2026-01-01_020000.dump".to_string()] {
         let (status, body) = http_body(s3.port, "PUT", &format!("/bkt/{key}"), &[], b"PGDMP not really a dump");
         assert_eq!(status, 200, "{key}: {body}");
     }
+    Some((s3, long))
+}
+
+/// Before: one object whose last key part was longer than 255 bytes made every listing of
+/// its prefix fail (exit 3, "File name too long" on the local mirror), blocking list,
+/// verify and prune for every database there. It is skipped with a warning that names it;
+/// the other objects are listed.
+#[test]
+fn an_object_whose_name_no_file_can_have_is_skipped_with_a_warning_naming_it() {
+    let Some((s3, long)) = moto_with_a_long_named_object() else { return };
     let (code, log) =
         out_of(&mut with_aws(pgdrill(&["backups", "list", "--storage", "s3://bkt/p", "--json"]), s3.port));
     assert_eq!(code, 0, "{log}");
@@ -1604,13 +1611,7 @@ async fn globals_beside_a_dump_in_a_bucket_were_never_found_and_a_backup_there_w
 /// nothing (`backups list`, which is no step, still says it there).
 #[test]
 fn an_object_left_out_of_a_steps_listing_was_warned_of_on_stderr_and_missing_from_the_runs_report() {
-    let Some(s3) = moto() else { return };
-    assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200, "bucket created");
-    let long = format!("shop_{}.dump", "x".repeat(300));
-    for key in [format!("p/shop/{long}"), "p/shop/shop_2026-01-01_020000.dump".to_string()] {
-        let (status, body) = http_body(s3.port, "PUT", &format!("/bkt/{key}"), &[], b"PGDMP not really a dump");
-        assert_eq!(status, 200, "{key}: {body}");
-    }
+    let Some((s3, long)) = moto_with_a_long_named_object() else { return };
     let dir = tempfile::tempdir().expect("tmp");
     let runbook = written(
         dir.path().join("list.yaml"),
