@@ -970,7 +970,10 @@ async fn dispatch(cli: Cli, redactor: Redactor, stores: crate::storage::Opened) 
                 return physical_backups(&storage, json, &stores).await;
             }
             let store = stores.open_in(&storage, std::path::Path::new("")).map_err(Error::invalid)?;
-            let storage = crate::backup::ledger::view(&*store).await.map_err(Error::environment)?;
+            let (storage, warnings) = crate::backup::ledger::view(&*store).await.map_err(Error::environment)?;
+            for w in warnings {
+                errln!("warning: {w}");
+            }
             // A directory that is not there is a typo or an unmounted volume, never "no backups".
             if !storage.root().is_dir() {
                 return Err(Error::invalid(format!(

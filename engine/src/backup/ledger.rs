@@ -212,13 +212,14 @@ async fn gather_from(
 /// A location as a local directory tree to list (`Store::local_view`: a local directory,
 /// or an object store's view of it), with an object store's ledger records gathered into
 /// one `ledger.jsonl` per folder, as a local location keeps them: the tree to list, which
-/// holds the store its paths stand for.
-pub async fn view(store: &dyn crate::storage::Store) -> Result<crate::storage::tree::Tree, String> {
+/// holds the store its paths stand for, and the listing's warnings (`View::warnings`) for
+/// the caller to tell (a step's, through its context).
+pub async fn view(store: &dyn crate::storage::Store) -> Result<(crate::storage::tree::Tree, Vec<String>), String> {
     let view = store.local_view().await?;
     // The records are in the listing the view was made from: no second pass. A local
     // directory's view lists nothing: its ledgers are files already.
     gather_from(store, &view.root, view.listed).await?;
-    Ok(view.tree)
+    Ok((view.tree, view.warnings))
 }
 
 /// The ledger that covers a backup: in its directory.

@@ -585,6 +585,25 @@ pub fn sidecar_in(tree: &crate::storage::tree::Tree, path: &Path) -> Result<Opti
     Ok(Some(m))
 }
 
+/// `sidecar`, for a file `named` names that is not a pgdrill archive (`source::origin_of`),
+/// read through its store: the manifest beside it asked for and read there, no local stand-in
+/// made of either. A store that cannot answer is the environment's failure.
+pub async fn sidecar_of(named: &crate::storage::Named) -> Result<Option<Manifest>, Failure> {
+    let (store, key) = named.object();
+    if store.head(&layout::manifest_key(&key)).await.map_err(Failure::environment)?.is_none() {
+        return Ok(None);
+    }
+    let m = Manifest::of(named).await?;
+    if m.envelope == Envelope::Pgdrill {
+        return Err(Failure::failed(format!(
+            "{}: says it is the manifest of a pgdrill archive, but {} is not one: the manifest belongs to another file",
+            store.url_of(&layout::manifest_key(&key)),
+            named.shown()
+        )));
+    }
+    Ok(Some(m))
+}
+
 impl Manifest {
     /// The name whose folder holds this backup.
     pub fn stored_as(&self) -> &str {

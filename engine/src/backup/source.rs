@@ -70,6 +70,13 @@ pub fn origin_in(tree: &Tree, path: &Path) -> Origin {
     }
 }
 
+/// `origin`, of what `named` names, from its first bytes read through its store: no local
+/// stand-in made of an object. A store that cannot answer is the environment's failure.
+pub async fn origin_of(named: &crate::storage::Named) -> Result<Origin, Failure> {
+    let magic = named.first_bytes(archive::MAGIC.len() as u64).await.map_err(Failure::environment)?;
+    Ok(if magic == archive::MAGIC { Origin::Pgdrill } else { Origin::Foreign })
+}
+
 /// A directory dump (has `toc.dat`) or a file.
 pub fn locate(path: &Path) -> Result<Located, Failure> {
     let meta =

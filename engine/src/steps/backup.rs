@@ -584,7 +584,7 @@ impl List {
     async fn run(ctx: StepCtx, w: ListWith) -> Result<ListOutputs, StepError> {
         let pattern = name_pattern(w.name_pattern.as_deref())?;
         let listed =
-            backup::listing::list(&crate::backup::ledger::view(&*ctx.store(&w.storage)?).await.map_err(StepError::environment)?, w.database.as_deref(), pattern.as_ref())?;
+            backup::listing::list(&ctx.view(&*ctx.store(&w.storage)?).await?, w.database.as_deref(), pattern.as_ref())?;
         Ok(ListOutputs { count: listed.len(), backups: backup::listing::to_json(&listed) })
     }
 }
@@ -636,7 +636,7 @@ super::one_of_outputs! {
 /// The newest backup of a database (an error when its manifest cannot be read).
 #[step(kind = Latest, name = "backup.latest")]
 async fn latest(ctx: StepCtx, w: LatestWith) -> Result<LatestOutputs, StepError> {
-    let storage = crate::backup::ledger::view(&*ctx.store(&w.storage)?).await.map_err(StepError::environment)?;
+    let storage = ctx.view(&*ctx.store(&w.storage)?).await?;
     let pattern = name_pattern(w.name_pattern.as_deref())?;
     let survey = LocalStore::new(&storage)
         .survey(pattern.as_ref())

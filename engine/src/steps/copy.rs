@@ -5,7 +5,6 @@
 //! with other contents is a failure.
 
 use std::io::Read;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -116,7 +115,11 @@ async fn copy_one(
     rel: Option<String>,
 ) -> Result<CopyOutputs, StepError> {
     let object = ctx.object(backup)?;
-    let src = object.local_file().await.map_err(StepError::environment)?;
+    // Read through its store as a stream (its digest, then the copy from the version seen),
+    // never downloaded into a local file first (issue 37). Where it is seen locally, reading
+    // nothing, gives its folder's name and tells a directory dump here.
+    let (from, key) = object.object();
+    let src = object.view_path();
     let shown_src = object.shown().to_string();
     let name = src
         .file_name()
@@ -127,8 +130,14 @@ async fn copy_one(
             "{shown_src} is a directory dump: copy it as a tar or with the store's own tools"
         )));
     }
-    let manifest_file = crate::backup::layout::manifest_path(&src);
-    let manifest = std::fs::read(&manifest_file).ok();
+    let Some(seen) = from.head(&key).await.map_err(StepError::environment)? else {
+        return Err(StepError::environment(format!("reading {shown_src}: it does not exist")));
+    };
+    let mk = crate::backup::layout::manifest_key(&key);
+    let manifest = match from.head(&mk).await.map_err(StepError::environment)? {
+        Some(_) => Some(from.read(&mk).await.map_err(StepError::environment)?),
+        None => None,
+    };
     let recorded: Option<crate::backup::Manifest> = manifest.as_deref().and_then(|b| serde_json::from_slice(b).ok());
     let rel = match rel {
         Some(r) => r,
@@ -161,9 +170,10 @@ async fn copy_one(
             return Ok(CopyOutputs { path: dest, sha256: m.sha256.clone(), size: m.sizes.stored, copied: false });
         }
     }
+    let origin = Origin { store: &*from, key: &key, version: seen.version.as_deref(), size: seen.size };
     let (sha, size) = {
-        let p = src.clone();
-        tokio::task::spawn_blocking(move || digest_file(&p))
+        let r = origin.open().await.map_err(StepError::environment)?;
+        tokio::task::spawn_blocking(move || digest(r))
             .await
             .map_err(|e| StepError::environment(e.to_string()))?
             .map_err(|e| StepError::environment(format!("reading {shown_src}: {e}")))?
@@ -179,7 +189,7 @@ async fn copy_one(
     // A team's own file (a sidecar of envelope none, openssl or gpg) lands as it was written:
     // its sidecar first, so the team's globs never see it at the destination without one.
     let sidecar_first = recorded.as_ref().is_some_and(|m| m.envelope != crate::archive::Envelope::Pgdrill);
-    let source = Source { path: &src, manifest: manifest.as_deref(), sha: &sha, size };
+    let source = Source { from: origin, manifest: manifest.as_deref(), sha: &sha, size };
     let copied = match to_store(to, &rel, source, sidecar_first).await? {
         Copied::Now(None) => {
             ctx.log(format!("copied {shown_src} to {dest} ({size} bytes, sha256 {sha}, read back and matched)"));
@@ -195,10 +205,6 @@ async fn copy_one(
         }
     };
     Ok(CopyOutputs { path: dest, sha256: sha, size, copied })
-}
-
-fn digest_file(p: &Path) -> std::io::Result<(String, u64)> {
-    digest(std::fs::File::open(p)?)
 }
 
 /// sha256 and size of what `r` reads, 1 MiB at a time (the source file and the read-back
@@ -263,7 +269,7 @@ async fn to_store(store: &dyn Store, key: &str, src: Source<'_>, sidecar_first: 
 
 /// `to_store`'s file, and its manifest after it when given.
 async fn to_store_file(store: &dyn Store, key: &str, src: Source<'_>) -> Result<Copied, StepError> {
-    let Source { path: src, manifest, sha, size } = src;
+    let Source { from, manifest, sha, size } = src;
     let env = StepError::environment;
     if store.head(key).await.map_err(env)?.is_some() {
         let (there, n) = digest_in(store, key).await.map_err(env)?;
@@ -282,13 +288,11 @@ async fn to_store_file(store: &dyn Store, key: &str, src: Source<'_>) -> Result<
             store.url_of(key)
         )));
     }
+    let read = from.open().await.map_err(env)?;
     let mut writer = store.create(key).await.map_err(env)?;
-    let p = src.to_path_buf();
     let (writer, sent) = tokio::task::spawn_blocking(move || {
-        let sent = std::fs::File::open(&p).and_then(|f| {
-            let mut f = std::io::BufReader::with_capacity(1 << 20, f);
-            std::io::copy(&mut f, &mut writer)
-        });
+        let mut r = std::io::BufReader::with_capacity(1 << 20, read);
+        let sent = std::io::copy(&mut r, &mut writer);
         (writer, sent)
     })
     .await
@@ -301,7 +305,11 @@ async fn to_store_file(store: &dyn Store, key: &str, src: Source<'_>) -> Result<
     // An archive class refuses the read-back: the store's metadata is compared instead.
     let mut archived = None;
     if store.archival_class().is_some() {
-        match store.check_archived(key, size, src).await {
+        let checked = match from.open().await {
+            Ok(sent) => store.check_archived(key, size, sent).await,
+            Err(e) => Err(e),
+        };
+        match checked {
             Ok(line) => archived = Some(line),
             Err(e) => {
                 let _ = store.delete(key).await;
@@ -331,10 +339,26 @@ async fn to_store_file(store: &dyn Store, key: &str, src: Source<'_>) -> Result<
 /// it was read with (what the copy must read back as).
 #[derive(Clone, Copy)]
 struct Source<'a> {
-    path: &'a Path,
+    from: Origin<'a>,
     manifest: Option<&'a [u8]>,
     sha: &'a str,
     size: u64,
+}
+
+/// The backup copied, in its store: read as often as the copy needs (its digest, the copy,
+/// an archive class's check), each time as a stream of the version first seen.
+#[derive(Clone, Copy)]
+struct Origin<'a> {
+    store: &'a dyn Store,
+    key: &'a str,
+    version: Option<&'a str>,
+    size: u64,
+}
+
+impl Origin<'_> {
+    async fn open(&self) -> Result<Box<dyn Read + Send>, String> {
+        self.store.open(self.key, Some(0..self.size), self.version).await
+    }
 }
 
 /// What `to_store` did.
@@ -402,7 +426,7 @@ pub struct SyncOutputs {
 #[step(name = "backup.sync", report_log)]
 impl CopyAll {
     async fn run(ctx: StepCtx, w: SyncWith) -> Result<SyncOutputs, StepError> {
-        let root = crate::backup::ledger::view(&*ctx.store(&w.storage)?).await.map_err(StepError::environment)?;
+        let root = ctx.view(&*ctx.store(&w.storage)?).await?;
         let database = w.database.as_deref().filter(|d| !d.is_empty());
         let pattern = super::backup::name_pattern(w.name_pattern.as_deref())?;
         let entries = crate::backup::layout::LocalStore::new(&root)

@@ -180,7 +180,7 @@ pub struct SizeChangeOutputs {
 #[step(name = "backup.size_change", report_log)]
 impl SizeChange {
     async fn run(ctx: StepCtx, w: SizeChangeWith) -> Result<SizeChangeOutputs, StepError> {
-        let root = crate::backup::ledger::view(&*ctx.store(&w.storage)?).await.map_err(StepError::environment)?;
+        let root = ctx.view(&*ctx.store(&w.storage)?).await?;
         let list = crate::backup::layout::LocalStore::new(&root)
             .list(Some(&w.database))
             .map_err(|e| StepError::environment(format!("cannot list {}: {e}", root.root().display())))?;

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,7 @@ use crate::backup::source::{self, Origin};
 use crate::backup::Manifest;
 use crate::pg::fingerprint::PRIVILEGE_KINDS;
 use crate::pg::globals;
+use crate::storage::{Named, Store};
 
 #[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
@@ -87,16 +88,17 @@ const UNPROVEN: &str = "roles, ownership and privileges are unproven for it: res
 #[step(kind = Restore, name = "globals.restore")]
 async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepError> {
     let object = ctx.object(&w.backup)?;
-    let path = object.header_file(super::HEAD).await.map_err(StepError::environment)?;
-    let (shown, tree) = (object.shown().to_string(), object.tree());
+    let shown = object.shown().to_string();
+    // Read through the backup's store (its first bytes, the manifest and the globals file
+    // beside it): no local stand-in of an object in a store is made for them (issue 37).
+    let foreign = source::origin_of(&object).await? == Origin::Foreign;
     // A team's own format pgdrill wrote keeps the roles in its sidecar manifest, read below
     // as pgdrill's own manifest is.
-    let sidecar = source::origin_in(&tree, &path) == Origin::Foreign
-        && crate::backup::sidecar_in(&tree, &path).map_err(StepError::from)?.is_some();
-    if source::origin_in(&tree, &path) == Origin::Foreign && !sidecar {
+    let sidecar = if foreign { crate::backup::sidecar_of(&object).await? } else { None };
+    if foreign && sidecar.is_none() {
         let script = match w.globals.as_deref() {
-            Some(g) => Some(ctx.resolve(g)),
-            None => beside(&path),
+            Some(g) => Some(Script::of(&ctx.object(g)?)),
+            None => beside(&object).await?,
         };
         let Some(script) = script else {
             return Err(StepError::Skipped(format!(
@@ -105,7 +107,10 @@ async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepErr
         };
         return from_script(&ctx, &w, &script).await;
     }
-    let m = Manifest::read_in(&tree, &path).map_err(StepError::from)?;
+    let m = match sidecar {
+        Some(m) => m,
+        None => Manifest::of(&object).await?,
+    };
     let Some(g) = m.globals.as_ref() else {
         return Err(StepError::Skipped(format!(
             "{shown} was made before pgdrill kept roles in its manifest; {UNPROVEN}"
@@ -212,48 +217,82 @@ async fn restore(ctx: StepCtx, w: GlobalsWith) -> Result<GlobalsOutputs, StepErr
     })
 }
 
-/// A `pg_dumpall --globals-only` script beside another tool's dump: the newest file of the
-/// same directory whose name holds `globals` and ends in `.sql` or `.sql.gz`, the classic
-/// runbooks' pattern.
-fn beside(dump: &Path) -> Option<PathBuf> {
-    let dir = dump.parent()?;
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .filter(|e| {
-            let n = e.file_name().to_string_lossy().to_ascii_lowercase();
-            n.contains("globals") && (n.ends_with(".sql") || n.ends_with(".sql.gz")) && e.path() != dump
-        })
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .max()
-        .map(|(_, p)| p)
+/// A `pg_dumpall --globals-only` script: an object of a store, or a file here (its own
+/// directory's store), read through that store.
+struct Script {
+    store: Arc<dyn Store>,
+    key: String,
+    /// How it is shown: its URL, or its path.
+    shown: String,
 }
 
-async fn from_script(ctx: &StepCtx, w: &GlobalsWith, script: &Path) -> Result<GlobalsOutputs, StepError> {
+impl Script {
+    fn of(named: &Named) -> Script {
+        let (store, key) = named.object();
+        Script { store, key, shown: named.shown().to_string() }
+    }
+}
+
+/// A `pg_dumpall --globals-only` script beside another tool's dump: the newest object of the
+/// same folder whose name holds `globals` and ends in `.sql` or `.sql.gz`, the classic
+/// runbooks' pattern. The folder is listed one level through the dump's store, never through
+/// a local mirror (which holds only what this run read); a store that cannot list it is the
+/// environment's failure, not "no globals file".
+async fn beside(dump: &Named) -> Result<Option<Script>, StepError> {
+    let (store, folder) = dump.folder();
+    let own = dump.object().1;
+    let own = own.rsplit('/').next().unwrap_or_default().to_string();
+    let names = store.children(&folder).await.map_err(StepError::environment)?.objects;
+    let mut found = Vec::new();
+    for name in names {
+        let n = name.to_ascii_lowercase();
+        if !n.contains("globals") || !(n.ends_with(".sql") || n.ends_with(".sql.gz")) || name == own {
+            continue;
+        }
+        let key = if folder.is_empty() { name } else { format!("{folder}/{name}") };
+        if let Some(m) = store.head(&key).await.map_err(StepError::environment)? {
+            found.push((m.modified, key));
+        }
+    }
+    Ok(found.into_iter().max().map(|(_, key)| Script { shown: store.url_of(&key), store: store.clone(), key }))
+}
+
+async fn from_script(ctx: &StepCtx, w: &GlobalsWith, script: &Script) -> Result<GlobalsOutputs, StepError> {
+    let shown = script.shown.clone();
     if w.dry_run {
-        ctx.log(format!("dry run: the roles of {} are not listed or created", script.display()));
+        ctx.log(format!("dry run: the roles of {shown} are not listed or created"));
         return Ok(GlobalsOutputs::default());
     }
-    let p = script.to_path_buf();
-    let text = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let f = std::fs::File::open(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    let Some(meta) = script.store.head(&script.key).await.map_err(StepError::environment)? else {
+        return Err(StepError::invalid(format!("cannot read {shown}: no such file or object")));
+    };
+    // Streamed from its store, as pgdrill reads a backup: never copied here first.
+    let reader = script
+        .store
+        .open(&script.key, Some(0..meta.size), meta.version.as_deref())
+        .await
+        .map_err(StepError::environment)?;
+    let gz = script.key.ends_with(".gz");
+    let text = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
         let mut text = String::new();
-        let read = if p.to_string_lossy().ends_with(".gz") {
-            flate2::read::GzDecoder::new(f).read_to_string(&mut text)
+        if gz {
+            flate2::read::GzDecoder::new(reader).read_to_string(&mut text)?;
         } else {
-            std::io::BufReader::new(f).read_to_string(&mut text)
-        };
-        read.map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            std::io::BufReader::new(reader).read_to_string(&mut text)?;
+        }
         Ok(text)
     })
     .await
     .map_err(|e| StepError::environment(e.to_string()))?
-    .map_err(StepError::invalid)?;
+    .map_err(|e| match crate::storage::store_failure(&e) {
+        // The store lost mid-read: the environment's, never a verdict on the file.
+        Some(f) => StepError::environment(format!("cannot read {shown}: {}", f.message)),
+        None => StepError::invalid(format!("cannot read {shown}: {e}")),
+    })?;
     let client = crate::pg::connect(&w.into).await?;
     let (created, notes) = globals::apply_script(&client, &text).await.map_err(StepError::failed)?;
     ctx.log(format!(
-        "roles from {} (pg_dumpall --globals-only): {} created; the dump's owners and grants can be restored, but with no source fingerprint they are not compared",
-        script.display(),
+        "roles from {shown} (pg_dumpall --globals-only): {} created; the dump's owners and grants can be restored, but with no source fingerprint they are not compared",
         created.len()
     ));
     for n in &notes {

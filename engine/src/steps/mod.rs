@@ -474,6 +474,17 @@ impl StepCtx {
         self.stores.open_in(location, &self.base_dir).map_err(StepError::invalid)
     }
 
+    /// `store` as a directory tree to list (`backup::ledger::view`, its ledger's records
+    /// gathered), what its listing had to leave out told as this step's warnings (an object
+    /// whose name no local file can have), so they reach the reports like any other.
+    pub async fn view(&self, store: &dyn crate::storage::Store) -> Result<crate::storage::tree::Tree, StepError> {
+        let (tree, warnings) = crate::backup::ledger::view(store).await.map_err(StepError::environment)?;
+        for w in warnings {
+            self.warn(w);
+        }
+        Ok(tree)
+    }
+
     /// The one object `p` names (a backup's path, relative to the runbook's directory, or
     /// its URL in an object store): ask it for what the step needs, its whole bytes as a
     /// file, its header, a stream (`stream_of`) or its folder's store (`storage::Named`).

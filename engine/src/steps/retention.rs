@@ -241,7 +241,7 @@ async fn read_disagrees(
 #[step(kind = Prune, name = "retention.prune", report_log)]
 async fn prune(ctx: StepCtx, w: PruneWith) -> Result<PruneOutputs, StepError> {
     let store = ctx.store(&w.storage)?;
-    let storage = crate::backup::ledger::view(&*store).await.map_err(StepError::environment)?;
+    let storage = ctx.view(&*store).await?;
     let pattern = super::backup::name_pattern(w.name_pattern.as_deref())?;
     let entries = LocalStore::new(&storage)
         .list_with(Some(&w.database), pattern.as_ref())

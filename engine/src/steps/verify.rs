@@ -197,7 +197,7 @@ pub(super) fn sha256_file(path: &Path) -> Result<String, StepError> {
 #[step(kind = Pick, name = "backup.pick", report_log)]
 async fn pick(ctx: StepCtx, w: PickWith) -> Result<PickOutputs, StepError> {
     let storage = match w.storage.as_deref() {
-        Some(s) => Some(crate::backup::ledger::view(&*ctx.store(s)?).await.map_err(StepError::environment)?),
+        Some(s) => Some(ctx.view(&*ctx.store(s)?).await?),
         None => None,
     };
     let pattern = w

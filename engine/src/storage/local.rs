@@ -188,7 +188,12 @@ impl Store for FsStore {
     }
 
     async fn local_view(&self) -> Result<View> {
-        Ok(View { root: self.root.clone(), listed: Vec::new(), tree: super::tree::Tree::local(self.root.clone()) })
+        Ok(View {
+            root: self.root.clone(),
+            listed: Vec::new(),
+            tree: super::tree::Tree::local(self.root.clone()),
+            warnings: Vec::new(),
+        })
     }
 
     async fn probe(&self) -> Result<()> {

@@ -326,6 +326,33 @@ impl Named {
         }
     }
 
+    /// Its first `n` bytes (fewer when it is shorter), read through its store with nothing
+    /// written locally: what tells a backup's format. A file here that cannot be read as one
+    /// (a directory dump, a missing file) has none, and is told apart by what reads it
+    /// next; an object that is not there, or a store that cannot answer, is an error.
+    pub async fn first_bytes(&self, n: u64) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let (store, key) = match &self.at {
+            At::File(p) => {
+                let mut head = Vec::new();
+                let _ = std::fs::File::open(p).and_then(|f| f.take(n).read_to_end(&mut head));
+                return Ok(head);
+            }
+            At::Object(o) => (o.store.clone(), o.key.clone()),
+        };
+        let shown = store.url_of(&key);
+        let meta = store.head(&key).await?.ok_or_else(|| format!("{shown} does not exist"))?;
+        // A range of the version just seen: a replaced object fails to read, never mixes.
+        let r = store.open(&key, Some(0..n.min(meta.size)), meta.version.as_deref()).await?;
+        tokio::task::spawn_blocking(move || {
+            let mut head = Vec::new();
+            r.take(n).read_to_end(&mut head).map(|_| head)
+        })
+        .await
+        .map_err(|e| format!("reading {shown}: {e}"))?
+        .map_err(|e| format!("reading {shown}: {e}"))
+    }
+
     /// It, read as a stream rather than downloaded: its local stand-in (its first `head`
     /// bytes, its manifest beside it) and readers of the object. `None` for a file here,
     /// and for an object already downloaded (read where it is).

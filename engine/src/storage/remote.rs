@@ -569,10 +569,8 @@ pub fn describe(e: &object_store::Error) -> String {
 
 /// The ETag S3 gives the object `upload` makes of the file at `path`: the MD5 of the MD5s of
 /// its parts of `PART` bytes, and their count.
-fn multipart_etag(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
+fn multipart_etag(mut f: impl std::io::Read) -> std::io::Result<String> {
     let md5 = |b: &[u8]| openssl::hash::hash(openssl::hash::MessageDigest::md5(), b).map_err(std::io::Error::other);
-    let mut f = std::fs::File::open(path)?;
     let mut part = vec![0u8; PART];
     let mut md5s = Vec::new();
     loop {
@@ -729,9 +727,11 @@ impl Remote {
     /// takes what it shows from names and the LIST answer. Hidden objects (`.ledger/`,
     /// uploads) are left to their owners (see `backup::ledger::gather`, which reads the
     /// ledger's records from this same pass, `listed`). Returns the mirror's root, to be
-    /// listed as a local store through `storage::tree`.
-    pub async fn mirror(&self) -> Result<PathBuf, String> {
+    /// listed as a local store through `storage::tree`, and a warning for each object the
+    /// mirror had to leave out (`skipped`), for the caller to tell.
+    pub async fn mirror(&self) -> Result<(PathBuf, Vec<String>), String> {
         let objects = self.list_pass().await?;
+        let mut warnings = Vec::new();
         // What the mirror held that the store no longer has goes (a prune elsewhere), and so
         // does a file of an object that changed since it was made.
         let mut keep: HashSet<PathBuf> = HashSet::new();
@@ -751,7 +751,12 @@ impl Remote {
             }
             // One object whose name no local file can have must not hide every other one.
             if let Some(p) = parts.iter().find(|p| p.len() > NAME_MAX) {
-                self.skipped(&rel, &format!("a key part of {} bytes (a file name has at most {NAME_MAX})", p.len()));
+                warnings.push(
+                    self.skipped(
+                        &rel,
+                        &format!("a key part of {} bytes (a file name has at most {NAME_MAX})", p.len()),
+                    ),
+                );
                 continue;
             }
             let local = self.mirror_of(&rel);
@@ -802,7 +807,7 @@ impl Remote {
         *lock(&self.seen.listed) = listed;
         *lock(&self.seen.unmade) = unmade;
         self.prune_mirror(&self.cache, &keep);
-        Ok(self.cache.clone())
+        Ok((self.cache.clone(), warnings))
     }
 
     /// Whether a file was written at `local` in this run (a stand-in made, an object
@@ -905,15 +910,15 @@ impl Remote {
         lock(&self.seen.written).insert(local);
     }
 
-    /// Say that an object is left out of the listing, and why (the run goes on without it).
-    fn skipped(&self, rel: &str, why: &str) {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "warning: {} cannot be mirrored locally ({}): left out of the listing; rename it in the store to list it",
+    /// The warning that an object is left out of the listing, and why (the run goes on
+    /// without it): the step that listed tells it (`View::warnings`), never stderr, so it
+    /// reaches the run's reports as its other warnings do.
+    fn skipped(&self, rel: &str, why: &str) -> String {
+        format!(
+            "{} cannot be mirrored locally ({}): left out of the listing; rename it in the store to list it",
             crate::util::visible(&self.url_of(rel)),
             crate::util::visible(why)
-        );
+        )
     }
 
     async fn get_bytes(&self, key: &Key) -> Result<Vec<u8>, String> {
@@ -1795,10 +1800,10 @@ impl super::Store for Remote {
     }
 
     async fn local_view(&self) -> Result<super::store::View, String> {
-        let root = self.mirror().await?;
+        let (root, warnings) = self.mirror().await?;
         let tree = super::tree::Tree::mirrored(Arc::new(self.clone()));
         debug_assert_eq!(tree.root(), root);
-        Ok(super::store::View { root, listed: self.listed(), tree })
+        Ok(super::store::View { root, listed: self.listed(), tree, warnings })
     }
 
     async fn check_published(
@@ -1835,13 +1840,18 @@ impl super::Store for Remote {
         )))
     }
 
-    async fn check_archived(&self, key: &str, size: u64, source: &Path) -> Result<String, String> {
-        // The ETag S3 gives a multipart upload, from the file as `upload` cuts it into parts.
-        let p = source.to_path_buf();
-        let etag = tokio::task::spawn_blocking(move || multipart_etag(&p))
+    async fn check_archived(
+        &self,
+        key: &str,
+        size: u64,
+        source: Box<dyn std::io::Read + Send>,
+    ) -> Result<String, String> {
+        // The ETag S3 gives a multipart upload, from what was sent as `upload` cuts it into
+        // parts, read as a stream.
+        let etag = tokio::task::spawn_blocking(move || multipart_etag(source))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| format!("reading {}: {e}", source.display()))?;
+            .map_err(|e| format!("reading what was copied to {}: {e}", self.url_of(key)))?;
         Remote::check_archived(self, key, size, &etag).await
     }
 

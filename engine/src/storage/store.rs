@@ -81,6 +81,10 @@ pub struct View {
     /// The same root as a `Tree`: what a path found in it is shown as and read through,
     /// with the store in hand.
     pub tree: super::tree::Tree,
+    /// What the operator must hear of the listing (an object left out of the view because
+    /// no local file can have its name), for the caller to tell as its warnings: a store
+    /// never prints.
+    pub warnings: Vec<String>,
 }
 
 /// An unfinished upload found in the store.
@@ -260,10 +264,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 
     /// An object just written into the archive class, checked by what the store's metadata
-    /// says of it against what was sent (`size` bytes, read from `source` again to compute
-    /// the checksum the store keeps): a line saying what was compared, or why it does not
-    /// match.
-    async fn check_archived(&self, key: &str, size: u64, source: &std::path::Path) -> Result<String> {
+    /// says of it against what was sent (`size` bytes, read from `source`, a reader of what
+    /// was sent from its start, to compute the checksum the store keeps): a line saying what
+    /// was compared, or why it does not match.
+    async fn check_archived(&self, key: &str, size: u64, source: Box<dyn std::io::Read + Send>) -> Result<String> {
         let _ = (size, source);
         Err(format!("{}: not in an archive storage class", self.url_of(key)))
     }

@@ -1232,19 +1232,26 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     srv.stop().await;
 }
 
-/// Before: one object whose last key part was longer than 255 bytes made every listing of
-/// its prefix fail (exit 3, "File name too long" on the local mirror), blocking list,
-/// verify and prune for every database there. It is skipped with a warning that names it;
-/// the other objects are listed.
-#[test]
-fn an_object_whose_name_no_file_can_have_is_skipped_with_a_warning_naming_it() {
-    let Some(s3) = moto() else { return };
+/// A moto whose bucket `bkt` holds, under `p/shop/`, an object whose name (returned) no local
+/// file can have, beside one that any can: another tool's dump by their names.
+fn moto_with_a_long_named_object() -> Option<(Server, String)> {
+    let s3 = moto()?;
     assert_eq!(http(s3.port, "PUT", "/bkt", &[]).0, 200, "bucket created");
     let long = format!("shop_{}.dump", "x".repeat(300));
     for key in [format!("p/shop/{long}"), "p/shop/shop_2026-01-01_020000.dump".to_string()] {
         let (status, body) = http_body(s3.port, "PUT", &format!("/bkt/{key}"), &[], b"PGDMP not really a dump");
         assert_eq!(status, 200, "{key}: {body}");
     }
+    Some((s3, long))
+}
+
+/// Before: one object whose last key part was longer than 255 bytes made every listing of
+/// its prefix fail (exit 3, "File name too long" on the local mirror), blocking list,
+/// verify and prune for every database there. It is skipped with a warning that names it;
+/// the other objects are listed.
+#[test]
+fn an_object_whose_name_no_file_can_have_is_skipped_with_a_warning_naming_it() {
+    let Some((s3, long)) = moto_with_a_long_named_object() else { return };
     let (code, log) =
         out_of(&mut with_aws(pgdrill(&["backups", "list", "--storage", "s3://bkt/p", "--json"]), s3.port));
     assert_eq!(code, 0, "{log}");
@@ -1493,5 +1500,178 @@ async fn a_store_that_takes_a_read_and_never_answers_was_waited_on_for_the_whole
     assert_eq!(code, 3, "{log}");
     assert!(log.contains("no answer began within the first-byte timeout of 2s"), "{log}");
     assert!(log.contains("s3://bkt/p/shop/"), "names the object: {log}");
+    srv.stop().await;
+}
+
+/// A runbook of `steps` (YAML, with `vars.backup`), then a step that lists this run's
+/// private mirrors (under `$TMPDIR/pgdrill-mirror`) while they are still there: what the
+/// steps' reads left as local files.
+fn then_mirror_listed(dir: &std::path::Path, name: &str, steps: &str) -> std::path::PathBuf {
+    written(
+        dir.join(format!("{name}.yaml")),
+        format!(
+            "name: {name}\nvars: {{ backup: \"\", into: \"\", to: \"\" }}\nsteps:\n{steps}  - id: mirror\n    uses: shell.run\n    with: {{ script: 'find \"$TMPDIR/pgdrill-mirror\" -mindepth 1' }}\n"
+        ),
+    )
+}
+
+/// `runbook` (made by `then_mirror_listed`) run with `vars` against the moto on `port`, its
+/// temporary files in `dir` and its report in `dir/report`, which must pass and show no
+/// secret: its run.json and what the mirror step listed (a mirror was there: the store was
+/// opened).
+fn mirror_after(
+    runbook: &std::path::Path,
+    vars: &[(&str, String)],
+    port: u16,
+    dir: &std::path::Path,
+    report: &str,
+) -> (RunJson, String) {
+    let report = dir.join(report);
+    let mut run = Run::new(runbook).moto(port, AWS_SECRET).key(KEY).env("TMPDIR", dir).report(&report);
+    for (k, v) in vars {
+        run = run.var(k, v);
+    }
+    let ran = run.expect(0);
+    assert!(!ran.all().contains(AWS_SECRET) && !ran.all().contains(KEY), "a secret was shown: {}", ran.all());
+    let run = ran.run_json();
+    let listed = run.main().step("mirror").outputs["stdout"].as_str().unwrap_or_default().to_string();
+    assert!(listed.contains(".pgdrill-mirror-"), "no mirror was listed: {listed:?}");
+    (run, listed)
+}
+
+/// Issue 37: `globals.restore` made a local stand-in of a backup in a bucket (its first
+/// bytes and its manifest, in the run's private mirror) to tell pgdrill's format from another
+/// tool's, and looked for the `pg_dumpall --globals-only` file beside another tool's dump by
+/// listing that mirror with the filesystem. The mirror holds only what the run read, so the
+/// globals beside a dump in a bucket were never found: its roles were skipped as unproven.
+/// Both go through the store now: the roles come back from a pgdrill backup's manifest and
+/// from the globals beside another tool's dump, and the run's mirror, listed by the next
+/// step, holds no copy of the backup, its manifest or the globals file.
+#[tokio::test(flavor = "multi_thread")]
+async fn globals_beside_a_dump_in_a_bucket_were_never_found_and_a_backup_there_was_copied_into_the_local_mirror() {
+    let sql = "create role shop_app login; create table orders(id int); alter table orders owner to shop_app";
+    let Some((s3, srv)) = moto_and_source("shop", sql, "bkt").await else { return };
+    let url = srv.url();
+    // pgdrill's own backup, whose manifest holds the roles.
+    backed_up_to_bkt(s3.port, &url);
+    let archive =
+        s3_keys(s3.port, "bkt", "p/shop/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("the backup");
+    // Another tool's dump with the cluster's globals beside it (the classic runbooks' pattern),
+    // and a file of another name that must not be taken for them.
+    let tool = |name: &str, args: &[&str]| -> Vec<u8> {
+        let out = Command::new(format!("/usr/lib/postgresql/15/bin/{name}"))
+            .args(args)
+            .args(["-d", &url])
+            .output()
+            .expect("the PostgreSQL 15 client tools");
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        out.stdout
+    };
+    let objects = [
+        ("p/other/shop_20261101_020000.dump", tool("pg_dump", &["-Fc"])),
+        ("p/other/globals.sql", tool("pg_dumpall", &["--globals-only"])),
+        ("p/other/notes.sql", b"select 1;".to_vec()),
+    ];
+    for (key, body) in &objects {
+        assert_eq!(http_body(s3.port, "PUT", &format!("/bkt/{key}"), &[], body).0, 200, "{key}");
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let runbook = then_mirror_listed(
+        dir.path(),
+        "roles-from-a-store",
+        "  - id: roles\n    uses: globals.restore\n    with: { backup: \"{{ vars.backup }}\", into: \"{{ vars.into }}\" }\n",
+    );
+    let backups = [format!("s3://bkt/{archive}"), "s3://bkt/p/other/shop_20261101_020000.dump".to_string()];
+    let mut logs = Vec::new();
+    for (i, backup) in backups.iter().enumerate() {
+        exec(&url, "drop owned by shop_app; drop role shop_app").await;
+        let vars = [("backup", backup.clone()), ("into", url.clone())];
+        let (run, listed) = mirror_after(&runbook, &vars, s3.port, dir.path(), &format!("report-{i}"));
+        let roles = run.main().step("roles");
+        assert_eq!(roles.outcome, "passed", "{backup}: {roles:?}");
+        let created = roles.outputs["created"].as_array().cloned().unwrap_or_default();
+        assert!(created.iter().any(|r| r == "shop_app"), "{backup}: {roles:?}");
+        assert_eq!(scalar(&url, "select count(*) from pg_roles where rolname = 'shop_app'").await, "1", "{backup}");
+        // Nothing of what was read is in the mirror.
+        let own = backup.rsplit('/').next().unwrap_or_default();
+        for name in [own, "globals", "manifest", "notes"] {
+            assert!(!listed.contains(name), "{backup}: a local copy in the mirror: {listed}");
+        }
+        logs.push(roles.log.join("\n"));
+    }
+    // The globals file read was the one beside the dump, shown by its URL.
+    let log = &logs[1];
+    assert!(log.contains("roles from s3://bkt/p/other/globals.sql (pg_dumpall --globals-only)"), "{log}");
+    srv.stop().await;
+}
+
+/// Issue 37: an object a listing had to leave out of the local mirror (no file can have its
+/// name) was warned of on stderr by the store itself, so a step's listing said it nowhere
+/// the run keeps: not in the step's log, not in JUnit, not among the compliance report's
+/// warnings. The step that listed warns of it now, as every warning is told; stderr gets
+/// nothing (`backups list`, which is no step, still says it there).
+#[test]
+fn an_object_left_out_of_a_steps_listing_was_warned_of_on_stderr_and_missing_from_the_runs_report() {
+    let Some((s3, long)) = moto_with_a_long_named_object() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let runbook = written(
+        dir.path().join("list.yaml"),
+        "name: listed\nsteps:\n  - id: list\n    uses: backup.list\n    with: { storage: \"s3://bkt/p\" }\n",
+    );
+    let (report, junit) = (dir.path().join("report"), dir.path().join("junit.xml"));
+    let ran = Run::new(&runbook).moto(s3.port, AWS_SECRET).report(&report).junit(&junit).expect(0);
+    let warning = format!("s3://bkt/p/shop/{long} cannot be mirrored locally");
+    assert!(!ran.stderr.contains("cannot be mirrored"), "said on stderr: {}", ran.stderr);
+    let step = ran.run_json().main().step("list").clone();
+    assert_eq!(step.outputs["count"], 1, "the other object is listed: {step:?}");
+    assert!(
+        step.facts
+            .iter()
+            .any(|f| f["fact"] == "warning" && f["text"].as_str().is_some_and(|t| t.starts_with(&warning))),
+        "not a warning fact of the step: {step:?}"
+    );
+    assert!(ran.junit().all_text().contains(&format!("warning: {warning}")), "not in JUnit");
+    let compliance = read_json(&report.join("report.json"));
+    let listed = compliance["warnings"].as_array().cloned().unwrap_or_default();
+    assert!(
+        listed.iter().any(|w| w["warning"].as_str().is_some_and(|t| t.starts_with(&warning))),
+        "not among the report's warnings: {compliance}"
+    );
+}
+
+/// Issue 37: `backup.copy` of a backup in a bucket downloaded the whole archive (and its
+/// manifest) into the run's private mirror first, and took the digest, the copy and an
+/// archive class's checksum from that local file. It reads the object through its store as a
+/// stream now: the copy is whole, byte for byte the object, with its manifest, and the
+/// mirror, listed by the next step, holds no copy of either.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_from_a_bucket_downloaded_the_whole_backup_into_the_local_mirror_first() {
+    let Some((s3, srv)) = moto_and_source("shop", ONE_ROW, "bkt").await else { return };
+    backed_up_to_bkt(s3.port, &srv.url());
+    let archive =
+        s3_keys(s3.port, "bkt", "p/shop/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("the backup");
+    let name = archive.rsplit('/').next().unwrap_or_default().to_string();
+    let dir = tempfile::tempdir().expect("tmp");
+    let runbook = then_mirror_listed(
+        dir.path(),
+        "copy-from-a-store",
+        "  - id: copy\n    uses: backup.copy\n    with: { backup: \"{{ vars.backup }}\", to: \"{{ vars.to }}\" }\n",
+    );
+    let to = dir.path().join("copies");
+    let vars = [("backup", format!("s3://bkt/{archive}")), ("to", to.display().to_string())];
+    let (run, listed) = mirror_after(&runbook, &vars, s3.port, dir.path(), "report");
+    let copy = run.main().step("copy");
+    assert_eq!(copy.outputs["copied"], true, "{copy:?}");
+    let path = std::path::PathBuf::from(copy.outputs["path"].as_str().unwrap_or_default());
+    assert_eq!(path, to.join("shop").join(&name), "{copy:?}");
+    let auth = [(
+        "Authorization",
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+    )];
+    let object = http_raw(s3.port, "GET", &format!("/bkt/{archive}"), &auth, &[]);
+    assert!(std::fs::read(&path).expect("the copy") == object, "the copy differs from the object");
+    let manifest = http_raw(s3.port, "GET", &format!("/bkt/{archive}.manifest.json"), &auth, &[]);
+    assert!(std::fs::read(format!("{}.manifest.json", path.display())).expect("its manifest") == manifest);
+    assert!(!listed.contains(&name) && !listed.contains("manifest"), "a local copy in the mirror: {listed}");
     srv.stop().await;
 }
