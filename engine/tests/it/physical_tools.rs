@@ -2738,6 +2738,41 @@ fn a_pgdrill_killed_while_a_tool_runs_leaves_neither_the_tool_nor_its_children()
     assert!(left.is_empty(), "pgdrill killed with -9, still running (tool, its child, guard): {left:?}");
 }
 
+/// Regression (issue 39): a tool's version probe, run when a source opens, was outside the
+/// interrupt and the step's timeout: a tool whose start hangs (here the location's `bin=`, a
+/// script standing in for pgbackrest whose `version` never answers) held the step past
+/// Ctrl-C and past its `timeout:`. SIGINT now ends it at once (exit 130), the step's timeout
+/// too (exit 1, `timed_out`), and neither leaves the probe, its sleep nor a folder behind.
+#[test]
+fn a_tools_version_probe_that_hangs_is_ended_by_ctrl_c_or_the_steps_timeout() {
+    let work = work_dir();
+    let started = work.path().join("probe-started");
+    let tool = sh_script(
+        work.path().join("pgbackrest-that-never-answers"),
+        &format!("touch {} && sleep 3592\n", started.display()),
+    );
+    let source = format!("pgbackrest://demo?bin={}", tool.display());
+    let marks = ["sleep 3592", "pgbackrest-that-never-answers"];
+    let (pid, code, all) = ended_mid_call(shipped(&source, 0), &started, true);
+    assert_eq!(code, Some(130), "{all}");
+    let left = left_by(pid, &marks);
+    assert!(left.is_empty(), "physical.verify interrupted during the version probe left {left:?}:\n{all}");
+
+    let timed_book = written(
+        work.path().join("timed.yaml"),
+        format!(
+            "name: probe-timed\nsteps:\n  - id: latest\n    uses: physical.verify\n    timeout: 5s\n    with:\n      source: \"{source}\"\n      accept_unproven: true\n"
+        ),
+    );
+    let report = work.path().join("timed");
+    let (pid, code, all) = ended_mid_call(Run::new(&timed_book).report(&report), &started, false);
+    assert_eq!(code, Some(1), "a step past its timeout is a failed step:\n{all}");
+    let step = RunJson::read(&report).step("latest").clone();
+    assert_eq!(step.outcome, "timed_out", "{:?}\n{all}", step.message);
+    let left = left_by(pid, &marks);
+    assert!(left.is_empty(), "physical.verify timed out during the version probe left {left:?}:\n{all}");
+}
+
 /// Regression (issue 39): a pgdrill killed with -9 during `barman recover` left the team's
 /// pre_recovery_script running (here a hook that sleeps an hour), and `barman recover` with
 /// it: the parent-death signal reaches the direct child only, and not even barman once it
