@@ -298,7 +298,7 @@ fn tools(f: &mut Findings, images: Option<&[(u32, String)]>) {
 /// sources: a warning, unless `--storage` names one.
 fn pgbackrest(f: &mut Findings, needed: bool) {
     use crate::physical::pgbackrest::serving;
-    match serving(None) {
+    match serving(None, &Default::default()) {
         Ok((bin, None)) => f.add(State::Ok, "pgBackRest", format!("{} ({}), this machine's", bin.version, bin.path.display())),
         Ok((bin, Some(image))) => f.add(
             State::Ok,

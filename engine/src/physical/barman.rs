@@ -120,17 +120,17 @@ impl Cloud {
         }
     }
 
-    fn find(&self, name: &str) -> Result<Binary, Failure> {
+    fn find(&self, name: &str, stop: &tools::Interrupt) -> Result<Binary, Failure> {
         let explicit = self.bin_dir.as_ref().map(|_| self.program(name));
-        tools::find(name, explicit.as_deref(), &["-V"], CLOUD_PACKAGE)
+        tools::find(name, explicit.as_deref(), &["-V"], CLOUD_PACKAGE, stop)
     }
 
     /// The binary that restores (`barman-cloud-restore`) and its version; the listing and
-    /// WAL tools come from the same package and directory.
-    pub fn binary(&self) -> Result<Binary, Failure> {
-        self.find("barman-cloud-wal-restore")?;
-        self.find("barman-cloud-backup-list")?;
-        self.find("barman-cloud-restore")
+    /// WAL tools come from the same package and directory. The probes run through `stop`.
+    pub fn binary(&self, stop: &tools::Interrupt) -> Result<Binary, Failure> {
+        self.find("barman-cloud-wal-restore", stop)?;
+        self.find("barman-cloud-backup-list", stop)?;
+        self.find("barman-cloud-restore", stop)
     }
 
     /// `--cloud-provider`: as given, else google-cloud-storage for a Google destination
@@ -581,10 +581,11 @@ impl BarmanCloud {
     /// The source, with its binaries found and barman-cloud-restore's version asked; what it
     /// reads through pgdrill's own stores is opened among the command's `stores`.
     /// The store is probed first (`Cloud::probe`): an endpoint that does not answer is the
-    /// environment's failure before any barman-cloud call.
-    pub fn open(cloud: Cloud, stores: &crate::storage::Opened) -> Result<BarmanCloud, Failure> {
+    /// environment's failure before any barman-cloud call. Every call, the version probes
+    /// here among them, runs through `stop`, the source's interrupt.
+    pub fn open(cloud: Cloud, stores: &crate::storage::Opened, stop: tools::Interrupt) -> Result<BarmanCloud, Failure> {
         cloud.probe(&tools::tool_env())?;
-        let bin = cloud.binary()?;
+        let bin = cloud.binary(&stop)?;
         Ok(BarmanCloud {
             cloud,
             bin,
@@ -595,7 +596,7 @@ impl BarmanCloud {
             stores: stores.clone(),
             asked: Default::default(),
             data_dir: Default::default(),
-            interrupt: Default::default(),
+            interrupt: stop,
         })
     }
 
@@ -613,7 +614,7 @@ impl BarmanCloud {
         }
         let mine = tools::version_numbers(&self.bin.version);
         let newer = (12..=18).rev().flat_map(super::recover::docker_images_for).find_map(|image| {
-            let bin = tools::find_in_image("barman-cloud-backup-list", &["-V"], &image)?;
+            let bin = tools::find_in_image("barman-cloud-backup-list", &["-V"], &image, &self.interrupt)?;
             (tools::version_numbers(&bin.version) > mine).then_some((image, bin))
         });
         let Some((image, bin)) = newer else {
@@ -686,7 +687,7 @@ impl PhysicalSource for BarmanCloud {
                 let least = lister.as_ref().map(|(_, b)| tools::version_numbers(&b.version)).unwrap_or_default();
                 let found = super::recover::docker_images_for(major).into_iter().find_map(|image| {
                     // barman-cloud-wal-restore comes in the same package (barman-cli-cloud).
-                    let bin = tools::find_in_image("barman-cloud-restore", &["-V"], &image)?;
+                    let bin = tools::find_in_image("barman-cloud-restore", &["-V"], &image, &self.interrupt)?;
                     (tools::version_numbers(&bin.version) >= least).then_some((image, bin))
                 });
                 let Some((image, bin)) = found else {
@@ -997,9 +998,10 @@ impl Server {
         Ok(s)
     }
 
-    /// The binary that serves this source and its version (`barman 3.4.0`).
-    pub fn binary(&self) -> Result<Binary, Failure> {
-        let mut b = tools::find("barman", self.bin.as_deref(), &["-v"], SERVER_PACKAGE)?;
+    /// The binary that serves this source and its version (`barman 3.4.0`), asked through
+    /// `stop`.
+    pub fn binary(&self, stop: &tools::Interrupt) -> Result<Binary, Failure> {
+        let mut b = tools::find("barman", self.bin.as_deref(), &["-v"], SERVER_PACKAGE, stop)?;
         // `barman -v` prints `3.4.0 Barman by EnterpriseDB (...)`.
         let v = b.version.split_whitespace().next().unwrap_or_default().to_string();
         b.version = format!("barman {v}");
@@ -1388,9 +1390,10 @@ pub struct BarmanServer {
 }
 
 impl BarmanServer {
-    /// The source, with its binary found and its version asked.
-    pub fn open(server: Server) -> Result<BarmanServer, Failure> {
-        let bin = server.binary()?;
+    /// The source, with its binary found and its version asked; its calls, that probe among
+    /// them, run through `stop`, the source's interrupt.
+    pub fn open(server: Server, stop: tools::Interrupt) -> Result<BarmanServer, Failure> {
+        let bin = server.binary(&stop)?;
         Ok(BarmanServer {
             server,
             bin,
@@ -1398,7 +1401,7 @@ impl BarmanServer {
             list: Default::default(),
             listed_once: Default::default(),
             archived: Default::default(),
-            interrupt: Default::default(),
+            interrupt: stop,
             wal_dir: Default::default(),
             restored: Default::default(),
         })
@@ -1657,7 +1660,9 @@ impl PhysicalSource for BarmanServer {
             None => cmd.arg("-n"),
         };
         cmd.arg(&into.data_dir);
-        let out = tools::run(&mut cmd, "pg_verifybackup")?;
+        // Through the source's interrupt: on a large backup it reads every file for minutes,
+        // and Ctrl-C or the step's timeout waited for it.
+        let out = self.interrupt.run(&mut cmd, "pg_verifybackup")?;
         if !out.status.success() {
             let text = String::from_utf8_lossy(&out.stderr);
             let first: Vec<&str> = text.lines().take(5).collect();

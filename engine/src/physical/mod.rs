@@ -29,14 +29,24 @@ use source::PhysicalSource;
 /// environment's failure before anything else runs. What a source reads through pgdrill's
 /// own stores (barman-cloud's backup.info) is opened among the command's `stores`.
 pub fn open(location: &str, stores: &crate::storage::Opened) -> Result<Box<dyn PhysicalSource>, Failure> {
+    open_with(location, stores, Default::default())
+}
+
+/// [`open`], the source's tool calls (its version probes first) run through `stop`: a step
+/// watches it before opening, so Ctrl-C or the step's timeout ends any of them at once.
+pub fn open_with(
+    location: &str,
+    stores: &crate::storage::Opened,
+    stop: tools::Interrupt,
+) -> Result<Box<dyn PhysicalSource>, Failure> {
     if location.starts_with(pgbackrest::SCHEME) {
-        return Ok(Box::new(pgbackrest::PgBackRest::open(pgbackrest::Repo::parse(location)?)?));
+        return Ok(Box::new(pgbackrest::PgBackRest::open(pgbackrest::Repo::parse(location)?, stop)?));
     }
     if location.starts_with(barman::CLOUD_SCHEME) {
-        return Ok(Box::new(barman::BarmanCloud::open(barman::Cloud::parse(location)?, stores)?));
+        return Ok(Box::new(barman::BarmanCloud::open(barman::Cloud::parse(location)?, stores, stop)?));
     }
     if location.starts_with(barman::SERVER_SCHEME) {
-        return Ok(Box::new(barman::BarmanServer::open(barman::Server::parse(location)?)?));
+        return Ok(Box::new(barman::BarmanServer::open(barman::Server::parse(location)?, stop)?));
     }
     Err(Failure::invalid(format!(
         "`{}` names no physical backup source: write pgbackrest://STANZA?config=PATH, barman://SERVER?config=PATH or barman-cloud:s3://BUCKET/PATH?server=NAME",

@@ -159,7 +159,7 @@ impl Repo {
 
     /// The binary that serves this source, and its version (`pgBackRest 2.45`).
     pub fn binary(&self) -> Result<Binary, Failure> {
-        tools::find("pgbackrest", self.bin.as_deref(), &["version"], PACKAGE)
+        tools::find("pgbackrest", self.bin.as_deref(), &["version"], PACKAGE, &Default::default())
     }
 
     /// The options naming the team's configuration, repository and stanza, for every command.
@@ -561,18 +561,20 @@ impl Repo {
 /// The pgbackrest that lists a repository (`explicit`: the binary a location names, always
 /// used): this machine's, else that of the newest PostgreSQL image Docker has here (its name
 /// given); neither is the environment's failure naming the package and the image to build.
-/// `pgdrill doctor` reports the same choice.
-pub fn serving(explicit: Option<&Path>) -> Result<(Binary, Option<String>), Failure> {
-    match tools::find("pgbackrest", explicit, &["version"], PACKAGE) {
+/// `pgdrill doctor` reports the same choice. The probes run through `stop` (the source's).
+pub fn serving(explicit: Option<&Path>, stop: &tools::Interrupt) -> Result<(Binary, Option<String>), Failure> {
+    match tools::find("pgbackrest", explicit, &["version"], PACKAGE, stop) {
         Ok(bin) => Ok((bin, None)),
-        Err(missing) if explicit.is_none() => match tools::find_in_any_image("pgbackrest", &["version"]) {
-            Some((image, bin)) => Ok((bin, Some(image))),
-            None => Err(Failure::environment(format!(
+        Err(missing) if explicit.is_none() && !stop.interrupted() => {
+            match tools::find_in_any_image("pgbackrest", &["version"], stop) {
+                Some((image, bin)) => Ok((bin, Some(image))),
+                None => Err(Failure::environment(format!(
                 "{}; nor has Docker an image of PostgreSQL with pgbackrest here (`bash ci/setup.sh` builds {} with it)",
                 missing.message,
                 crate::pg::docker::LOCAL_IMAGE.replace("{major}", "17")
             ))),
-        },
+            }
+        }
         Err(e) => Err(e),
     }
 }
@@ -604,12 +606,12 @@ impl PgBackRest {
     /// the newest PostgreSQL image Docker has here, and restores each backup with that of an
     /// image of the backup's major (`placement`); with neither, the environment's failure
     /// names the package.
-    pub fn open(repo: Repo) -> Result<PgBackRest, Failure> {
+    pub fn open(repo: Repo, stop: tools::Interrupt) -> Result<PgBackRest, Failure> {
         repo.configuration_exists()?;
-        let (bin, image) = serving(repo.bin.as_deref())?;
+        let (bin, image) = serving(repo.bin.as_deref(), &stop)?;
         let image =
             image.map(|image| InImage { image, network: repo.remote(), why: "this machine has no pgbackrest".into() });
-        Ok(PgBackRest::with(repo, bin, image))
+        Ok(PgBackRest { interrupt: stop, ..PgBackRest::with(repo, bin, image) })
     }
 
     fn with(repo: Repo, bin: Binary, image: Option<InImage>) -> PgBackRest {
@@ -794,7 +796,7 @@ impl PhysicalSource for PgBackRest {
             (false, Some(major)) => {
                 let mut seen = Vec::new();
                 let found = super::recover::docker_images_for(major).into_iter().find_map(|image| {
-                    let bin = tools::find_in_image("pgbackrest", &["version"], &image);
+                    let bin = tools::find_in_image("pgbackrest", &["version"], &image, &self.interrupt);
                     seen.push(format!(
                         "{image}: {}",
                         bin.as_ref().map(|b| b.version.as_str()).unwrap_or("no pgbackrest")
@@ -1347,7 +1349,9 @@ mod tests {
         let t = tempfile::tempdir().expect("tempdir");
         let gone = t.path().join("gone.conf");
         let repo = Repo::parse(&format!("pgbackrest://demo?config={}", gone.display())).expect("parses");
-        let Err(e) = PgBackRest::open(repo) else { panic!("a missing configuration was not refused") };
+        let Err(e) = PgBackRest::open(repo, Default::default()) else {
+            panic!("a missing configuration was not refused")
+        };
         assert_eq!(e.class, crate::error::Class::Invalid, "{e}");
         assert!(e.to_string().contains(&gone.display().to_string()) && e.to_string().contains("config="), "{e}");
         let conf = t.path().join("pgbackrest.conf");
@@ -1359,7 +1363,9 @@ mod tests {
             folder.display()
         ))
         .expect("parses");
-        let Err(e) = PgBackRest::open(repo) else { panic!("a missing configuration was not refused") };
+        let Err(e) = PgBackRest::open(repo, Default::default()) else {
+            panic!("a missing configuration was not refused")
+        };
         assert_eq!(e.class, crate::error::Class::Invalid, "{e}");
         assert!(e.to_string().contains("conf.d") && e.to_string().contains("config-include-path="), "{e}");
         std::fs::create_dir(&folder).expect("folder");

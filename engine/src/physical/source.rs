@@ -235,8 +235,9 @@ pub trait PhysicalSource: Send + Sync {
         Ok(None)
     }
 
-    /// What ends the source's running tool call at once when the run is interrupted (the
-    /// step calls it on its cancellation). Default: none, the call runs to its end.
+    /// What ends the source's running tool call at once when the run is interrupted: the
+    /// interrupt its step watches and gave `physical::open_with`. Default: none, the call
+    /// runs to its end.
     fn interrupt(&self) -> Option<super::tools::Interrupt> {
         None
     }

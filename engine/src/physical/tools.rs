@@ -189,8 +189,17 @@ pub fn tool_command(program: &Path) -> Command {
 }
 
 /// Find `program` (`explicit`, else on PATH) and ask its version with `version_args`. A
-/// missing tool is the environment's failure naming the Debian package that holds it.
-pub fn find(program: &str, explicit: Option<&Path>, version_args: &[&str], package: &str) -> Result<Binary, Failure> {
+/// missing tool is the environment's failure naming the Debian package that holds it. The
+/// version probe runs through `stop`, as the source's other calls do: under a guard, and
+/// ended at once when the run is interrupted or the step times out (a tool whose start
+/// hangs, on a mount that stopped answering, held the step before).
+pub fn find(
+    program: &str,
+    explicit: Option<&Path>,
+    version_args: &[&str],
+    package: &str,
+    stop: &Interrupt,
+) -> Result<Binary, Failure> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => on_path(program).ok_or_else(|| {
@@ -199,11 +208,18 @@ pub fn find(program: &str, explicit: Option<&Path>, version_args: &[&str], packa
             ))
         })?,
     };
-    let out = crate::child::output(tool_command(&path).args(version_args)).map_err(|e| {
-        Failure::environment(format!(
-            "cannot run {} ({e}): install the Debian package `{package}` or give the binary's path",
+    let what = format!("{} {}", path.display(), version_args.join(" "));
+    let out = stop.run(tool_command(&path).args(version_args), &what).map_err(|e| {
+        if stop.interrupted() {
+            return e;
+        }
+        let cause = e.source.as_deref().map(|s| s.to_string()).unwrap_or_else(|| e.message.clone());
+        let mut f = Failure::environment(format!(
+            "cannot run {} ({cause}): install the Debian package `{package}` or give the binary's path",
             path.display()
-        ))
+        ));
+        f.source = e.source;
+        f
     })?;
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     let version = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default().to_string();
@@ -220,27 +236,38 @@ pub fn find(program: &str, explicit: Option<&Path>, version_args: &[&str], packa
 
 /// `program` in the Docker image `image`, with the version it reported (`version_args`):
 /// the tool's binary there (its path is the image's PATH's business). `None` when the image
-/// lacks it or Docker cannot run it.
-pub fn find_in_image(program: &str, version_args: &[&str], image: &str) -> Option<Binary> {
-    let mut cmd = crate::pg::image_tools::docker();
-    cmd.args(["run", "--rm", "--network", "none", "--log-driver", "none", "--entrypoint", program, image]);
-    cmd.args(version_args);
-    let out = crate::child::output(&mut cmd).ok().filter(|o| o.status.success())?;
+/// lacks it or Docker cannot run it. The probe runs through `stop` in a container named and
+/// labelled as pgdrill's, so an interrupted probe removes it and a killed pgdrill's is reaped.
+pub fn find_in_image(program: &str, version_args: &[&str], image: &str, stop: &Interrupt) -> Option<Binary> {
+    let name = container_name();
+    let how =
+        crate::pg::image_tools::InImage { name: Some(&name), network: false, labelled: true, ..Default::default() };
+    let mut probe = crate::child::command(program);
+    probe.args(version_args);
+    let (mut cmd, _env) = crate::pg::image_tools::in_image_with(&probe, image, &how).ok()?;
+    let what = format!("{program} {} in {image}", version_args.join(" "));
+    let out = stop.run(&mut cmd, &what).ok().filter(|o| o.status.success())?;
     let text = String::from_utf8_lossy(&out.stdout);
     let version = text.lines().map(str::trim).find(|l| !l.is_empty())?.to_string();
     Some(Binary { path: PathBuf::from(program), version })
+}
+
+/// The name of a tool's container, `pgdrill-tool-PID-RANDOM`: what an interrupted call
+/// removes (`container_of`).
+fn container_name() -> String {
+    format!("pgdrill-tool-{}-{}", std::process::id(), crate::pg::native::generate_password().get(..8).unwrap_or("0"))
 }
 
 /// `program` in the image of the newest PostgreSQL major Docker has here that holds it, for
 /// a machine without the tool: the image's name and the tool's binary there. Only what a
 /// repository's listing needs (any major's tool reads the repository); restoring a backup
 /// still takes an image of the backup's own major. `None` when no image has it.
-pub fn find_in_any_image(program: &str, version_args: &[&str]) -> Option<(String, Binary)> {
+pub fn find_in_any_image(program: &str, version_args: &[&str], stop: &Interrupt) -> Option<(String, Binary)> {
     let mut images: Vec<String> = (12..=18).rev().flat_map(crate::pg::image_tools::images_of).collect();
     // PGDRILL_DOCKER_IMAGE names one image for every major: asked once.
     let mut seen = std::collections::HashSet::new();
     images.retain(|i| seen.insert(i.clone()));
-    images.into_iter().find_map(|image| find_in_image(program, version_args, &image).map(|bin| (image, bin)))
+    images.into_iter().find_map(|image| find_in_image(program, version_args, &image, stop).map(|bin| (image, bin)))
 }
 
 /// A tool child run in a Docker image rather than on this machine: the tool's environment
@@ -257,11 +284,7 @@ pub fn image_command(
     network: bool,
 ) -> Result<(Command, crate::pg::image_tools::EnvFile), Failure> {
     let ids = RunAs::detect()?.ids();
-    let name = format!(
-        "pgdrill-tool-{}-{}",
-        std::process::id(),
-        crate::pg::native::generate_password().get(..8).unwrap_or("0")
-    );
+    let name = container_name();
     let ro: Vec<&Path> = ro.iter().map(PathBuf::as_path).collect();
     let rw: Vec<&Path> = rw.iter().map(PathBuf::as_path).collect();
     let how = crate::pg::image_tools::InImage {
@@ -644,6 +667,39 @@ mod tests {
         assert!(hooked.load(std::sync::atomic::Ordering::SeqCst), "a hook registered after the interrupt runs at once");
     }
 
+    /// Regression (issue 39): a tool's version probe (`find`, run when a source opens) was
+    /// outside the interrupt: a tool whose start hangs (a mount that stopped answering) held
+    /// the step past Ctrl-C and its timeout. It runs through the source's interrupt now:
+    /// ended at once, said so, and not blamed on the tool's installation.
+    #[test]
+    fn a_version_probe_that_hangs_is_ended_by_the_interrupt() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let started = dir.path().join("started");
+        let body = format!("touch {}; exec sleep 3593", started.display());
+        let interrupt = Interrupt::default();
+        let (tx, call) = std::sync::mpsc::channel();
+        {
+            let interrupt = interrupt.clone();
+            std::thread::spawn(move || {
+                tx.send(find("sh", Some(Path::new("/bin/sh")), &["-c", &body], "dash", &interrupt))
+            });
+        }
+        // A bound for a broken build only, never a measure of speed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !started.exists() {
+            assert!(std::time::Instant::now() < deadline, "the probe never started");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        interrupt.interrupt();
+        let e = call
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the probe returned")
+            .expect_err("interrupted");
+        assert_eq!(e.class, crate::error::Class::Environment, "{e}");
+        assert!(e.to_string().contains("was stopped: the run was interrupted"), "{e}");
+        assert!(!e.to_string().contains("install"), "{e}");
+    }
+
     /// Regression (issue 39): an interrupt killed the docker client of a tool run in an
     /// image (`image_command`: pgBackRest's or barman-cloud's restore in the image of the
     /// backup's major), which leaves the container running the tool. The interrupted call
@@ -808,7 +864,8 @@ mod tests {
 
     #[test]
     fn a_missing_tool_names_its_debian_package() {
-        let e = find("pgdrill-no-such-tool", None, &["version"], "pgbackrest").expect_err("an error");
+        let e = find("pgdrill-no-such-tool", None, &["version"], "pgbackrest", &Interrupt::default())
+            .expect_err("an error");
         assert_eq!(e.class, crate::error::Class::Environment);
         assert!(e.to_string().contains("apt-get install pgbackrest"), "{e}");
     }

@@ -258,10 +258,13 @@ impl Verify {
                 }
             }
         }
+        // Watched before the source opens: its tool's version probes run through it too.
+        let stop = crate::physical::tools::Interrupt::default();
+        let _watch = stop.watch(ctx.cancel.clone());
         let source: Box<dyn PhysicalSource> =
-            tokio::task::block_in_place(|| crate::physical::open(&location, &ctx.stores)).map_err(|e| e.at_field("source"))?;
+            tokio::task::block_in_place(|| crate::physical::open_with(&location, &ctx.stores, stop))
+                .map_err(|e| e.at_field("source"))?;
         ctx.log(format!("recovering {} to {target}", source.describe()));
-        let _watch = source.interrupt().map(|i| i.watch(ctx.cancel.clone()));
         // The backup this run judges, by the tool's id, kept even if the step fails: the
         // ledger records a failed verification under the backup it failed (verify.record).
         let list = tokio::task::block_in_place(|| source.list())?;

@@ -253,7 +253,12 @@ pub struct RestoreOutputs {
 }
 
 /// The source `w` names.
-fn open_source(ctx: &StepCtx, w: &RestoreWith) -> Result<Box<dyn PhysicalSource>, StepError> {
+/// Another tool's source runs its calls, its version probes first, through `stop`.
+fn open_source(
+    ctx: &StepCtx,
+    w: &RestoreWith,
+    stop: &crate::physical::tools::Interrupt,
+) -> Result<Box<dyn PhysicalSource>, StepError> {
     match w.source.as_str() {
         "pg_basebackup" => Ok(Box::new(
             BasebackupFolder::new(ctx.resolve(&w.backups), w.wal.as_deref().filter(|d| !d.is_empty()).map(|d| ctx.resolve(d)))
@@ -288,7 +293,7 @@ fn open_source(ctx: &StepCtx, w: &RestoreWith) -> Result<Box<dyn PhysicalSource>
             if !location.starts_with(scheme) {
                 return Err(StepError::field("storage", format!("source {tool} reads a location that starts with `{scheme}`")));
             }
-            Ok(crate::physical::open(location, &ctx.stores).map_err(|e| e.at_field("storage"))?)
+            Ok(crate::physical::open_with(location, &ctx.stores, stop.clone()).map_err(|e| e.at_field("storage"))?)
         }
         other => Err(StepError::field("source", format!("unknown source `{other}`: {}", SOURCES.join(", ")))),
     }
@@ -313,8 +318,10 @@ async fn restore(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepErr
             .map_err(|why| StepError::field("expect", why))?
             .map(|m| m.fingerprint),
     };
-    let source = open_source(&ctx, &w)?;
-    let _watch = source.interrupt().map(|i| i.watch(ctx.cancel.clone()));
+    // Watched before the source opens: a tool's version probes run through it too.
+    let stop = crate::physical::tools::Interrupt::default();
+    let _watch = stop.watch(ctx.cancel.clone());
+    let source = open_source(&ctx, &w, &stop)?;
     ctx.log(format!("recovering {} to {target}", source.describe()));
     let opts = PitrOptions {
         backup: w.backup.clone().filter(|b| !b.is_empty()),

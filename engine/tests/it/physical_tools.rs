@@ -2193,9 +2193,11 @@ fn ctrl_c_or_a_steps_timeout_ends_a_running_pgbackrest_restore_at_once() {
 /// Regression (issue 39): Ctrl-C while `barman-cloud-restore` ran waited for it to end before
 /// pgdrill stopped. The team's barman-cloud tools (`&bin=DIR`) are the real ones, the restore
 /// sleeping before it runs (a slow store, without a timing): SIGINT ends it at once, exit
-/// 130, no barman-cloud-restore, wrapper or sleep left, no folder, no container.
+/// 130, no barman-cloud-restore, wrapper or sleep left, no folder, no container. A step's
+/// `timeout:` reaching the same call (the same token as pgBackRest's, untested until now)
+/// times the step out (exit 1, `timed_out`) and leaves nothing either.
 #[test]
-fn ctrl_c_ends_a_running_barman_cloud_restore_at_once() {
+fn ctrl_c_or_a_steps_timeout_ends_a_running_barman_cloud_restore_at_once() {
     let Some(InMoto { moto: _moto, endpoint, env, c, counts, .. }) = in_moto("halt-bkt", "", 2) else { return };
     let work = work_dir();
     let tools = made_dir(work.path().join("tools"));
@@ -2227,6 +2229,121 @@ fn ctrl_c_ends_a_running_barman_cloud_restore_at_once() {
     );
     let left = left_by(pid, &["sleep 3598", &wrapper, &restore]);
     assert!(left.is_empty(), "physical.verify interrupted during barman-cloud-restore left {left:?}:\n{all}");
+
+    // The bound leaves room for barman-cloud's version probes and listing (a Python start
+    // each) before the restore: the call it ends is the restore's.
+    let timed_book = written(
+        work.path().join("timed.yaml"),
+        format!(
+            "name: barman-cloud-timed\nsteps:\n  - id: latest\n    uses: physical.verify\n    timeout: 20s\n    with:\n      source: \"{source}\"\n      accept_unproven: true\n"
+        ),
+    );
+    let report = work.path().join("timed");
+    let mut run = Run::new(&timed_book).report(&report);
+    for (k, v) in env {
+        run = run.env(k, v);
+    }
+    let (pid, code, all) = ended_mid_call(run, &started, false);
+    assert_eq!(code, Some(1), "a step past its timeout is a failed step:\n{all}");
+    let step = RunJson::read(&report).step("latest").clone();
+    assert_eq!(step.outcome, "timed_out", "{:?}\n{all}", step.message);
+    assert!(step.message.as_deref().is_some_and(|m| m.contains("timed out after 20s")), "{:?}", step.message);
+    assert!(!all.contains(env[1].1), "the S3 secret was shown:\n{all}");
+    let left = left_by(pid, &["sleep 3598", &wrapper, &restore]);
+    assert!(left.is_empty(), "physical.verify timed out during barman-cloud-restore left {left:?}:\n{all}");
+    drop(c);
+}
+
+/// Regression (issue 39): Barman's calls had no test of a step's `timeout:`, and
+/// pg_verifybackup, which checks a Barman backup's files after `barman recover` (minutes on
+/// a large backup), ran outside the interrupt: Ctrl-C waited for it. One Barman server and
+/// backup serve both cases. pg_verifybackup cannot be wrapped through the location's `bin=`
+/// (that names barman; pg_verifybackup, and the pg_waldump it runs, come from PostgreSQL's
+/// own folder), so the team's barman here hands the backup's first WAL segment over as a
+/// FIFO nobody writes after the real recover: the real pg_verifybackup's pg_waldump waits on
+/// it (a WAL folder that hangs, without a timing). SIGINT then: exit 130, no pg_verifybackup,
+/// pg_waldump or wrapper left, no folder. And a barman that sleeps before `recover` with the
+/// step's `timeout:` reached: exit 1, `timed_out`, no barman, wrapper or sleep left.
+#[test]
+fn ctrl_c_during_pg_verifybackup_or_a_steps_timeout_during_barman_recover_ends_the_call_at_once() {
+    let Some(BarmanServer { work, home, config, c }) = barman_server(|_| String::new()) else { return };
+    let barman = |args: &[&str]| barman_cmd(&config, args);
+    c.drill(false);
+    c.archive_now();
+    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
+    ok(&mut barman(&["backup", "--wait", "--wait-timeout", "120", "demo"]), "barman backup");
+    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&mut barman(&["-f", "json", "list-backups", "demo"]), "barman list-backups"))
+            .expect("list-backups json");
+    let id = listed["demo"][0]["backup_id"].as_str().expect("a backup id").to_string();
+    let info = std::fs::read_to_string(home.join("demo/base").join(&id).join("backup.info")).expect("backup.info");
+    let first = info.lines().find_map(|l| l.strip_prefix("begin_wal=")).expect("begin_wal").trim().to_string();
+    let source = format!("barman://demo?config={}", config.display());
+
+    // `barman recover` as it is, then its first segment a FIFO in the folder pgdrill moves
+    // the WAL to (the folder named in `held` for the test).
+    let held = work.path().join("held-wal-folder");
+    let holding = sh_script(
+        work.path().join("barman-fifo-wal"),
+        &format!(
+            "case \" $* \" in *\" recover \"*) ;; *) exec barman \"$@\" ;; esac\n\
+             barman \"$@\" || exit $?\n\
+             for dest; do :; done\n\
+             rm -f \"$dest/pg_wal/{first}\" && mkdir -p \"$dest/barman_wal\" && mkfifo \"$dest/barman_wal/{first}\" \
+             && echo \"$dest/barman_wal\" > {held}.part && mv {held}.part {held}\n",
+            held = held.display()
+        ),
+    );
+    // Marked started once pg_verifybackup's pg_waldump runs on that folder.
+    let waits = work.path().join("pg-verifybackup-waits");
+    {
+        let (held, waits) = (held.clone(), waits.clone());
+        std::thread::spawn(move || {
+            // Bounds for a broken build only, never a measure of speed.
+            let Some(folder) = wait_for(Duration::from_secs(300), || std::fs::read_to_string(&held).ok()) else {
+                return;
+            };
+            let folder = folder.trim().to_string();
+            let running = || processes_with(&folder).iter().any(|p| p.contains("pg_waldump"));
+            if wait_for(Duration::from_secs(300), || running().then_some(())).is_some() {
+                let _ = std::fs::write(&waits, "");
+            }
+        });
+    }
+    let (pid, code, all) = ended_mid_call(shipped(&format!("{source}&bin={}", holding.display()), 0), &waits, true);
+    assert_eq!(code, Some(130), "{all}");
+    assert!(all.contains("interrupted by SIGINT"), "{all}");
+    let folder = std::fs::read_to_string(&held).expect("the held folder").trim().to_string();
+    let left = left_by(pid, &[&folder, "barman-fifo-wal"]);
+    assert!(left.is_empty(), "physical.verify interrupted during pg_verifybackup left {left:?}:\n{all}");
+
+    let started = work.path().join("recover-started");
+    let slow = sh_script(
+        work.path().join("barman-slow-recover"),
+        &format!(
+            "case \" $* \" in *\" recover \"*) touch {} && sleep 3594 ;; esac\nexec barman \"$@\"\n",
+            started.display()
+        ),
+    );
+    // The bound leaves room for barman's version probe and listing (a Python start each)
+    // before `recover`: the call it ends is the recover's.
+    let timed_book = written(
+        work.path().join("timed.yaml"),
+        format!(
+            "name: barman-timed\nsteps:\n  - id: latest\n    uses: physical.verify\n    timeout: 15s\n    with:\n      source: \"{source}&bin={}\"\n      accept_unproven: true\n",
+            slow.display()
+        ),
+    );
+    let report = work.path().join("timed");
+    let (pid, code, all) = ended_mid_call(Run::new(&timed_book).report(&report), &started, false);
+    assert_eq!(code, Some(1), "a step past its timeout is a failed step:\n{all}");
+    let step = RunJson::read(&report).step("latest").clone();
+    assert_eq!(step.outcome, "timed_out", "{:?}\n{all}", step.message);
+    assert!(step.message.as_deref().is_some_and(|m| m.contains("timed out after 15s")), "{:?}", step.message);
+    let recover = format!("{} recover", config.display());
+    let left = left_by(pid, &["sleep 3594", "barman-slow-recover", &recover]);
+    assert!(left.is_empty(), "physical.verify timed out during barman recover left {left:?}:\n{all}");
     drop(c);
 }
 
@@ -2619,6 +2736,41 @@ fn a_pgdrill_killed_while_a_tool_runs_leaves_neither_the_tool_nor_its_children()
     let guard = format!("guard -- {}", tool.display());
     let left = left_running(&started, &[&guard, "sleep 3571"]);
     assert!(left.is_empty(), "pgdrill killed with -9, still running (tool, its child, guard): {left:?}");
+}
+
+/// Regression (issue 39): a tool's version probe, run when a source opens, was outside the
+/// interrupt and the step's timeout: a tool whose start hangs (here the location's `bin=`, a
+/// script standing in for pgbackrest whose `version` never answers) held the step past
+/// Ctrl-C and past its `timeout:`. SIGINT now ends it at once (exit 130), the step's timeout
+/// too (exit 1, `timed_out`), and neither leaves the probe, its sleep nor a folder behind.
+#[test]
+fn a_tools_version_probe_that_hangs_is_ended_by_ctrl_c_or_the_steps_timeout() {
+    let work = work_dir();
+    let started = work.path().join("probe-started");
+    let tool = sh_script(
+        work.path().join("pgbackrest-that-never-answers"),
+        &format!("touch {} && sleep 3592\n", started.display()),
+    );
+    let source = format!("pgbackrest://demo?bin={}", tool.display());
+    let marks = ["sleep 3592", "pgbackrest-that-never-answers"];
+    let (pid, code, all) = ended_mid_call(shipped(&source, 0), &started, true);
+    assert_eq!(code, Some(130), "{all}");
+    let left = left_by(pid, &marks);
+    assert!(left.is_empty(), "physical.verify interrupted during the version probe left {left:?}:\n{all}");
+
+    let timed_book = written(
+        work.path().join("timed.yaml"),
+        format!(
+            "name: probe-timed\nsteps:\n  - id: latest\n    uses: physical.verify\n    timeout: 5s\n    with:\n      source: \"{source}\"\n      accept_unproven: true\n"
+        ),
+    );
+    let report = work.path().join("timed");
+    let (pid, code, all) = ended_mid_call(Run::new(&timed_book).report(&report), &started, false);
+    assert_eq!(code, Some(1), "a step past its timeout is a failed step:\n{all}");
+    let step = RunJson::read(&report).step("latest").clone();
+    assert_eq!(step.outcome, "timed_out", "{:?}\n{all}", step.message);
+    let left = left_by(pid, &marks);
+    assert!(left.is_empty(), "physical.verify timed out during the version probe left {left:?}:\n{all}");
 }
 
 /// Regression (issue 39): a pgdrill killed with -9 during `barman recover` left the team's
