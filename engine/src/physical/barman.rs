@@ -1444,13 +1444,14 @@ const WAL_FOLDER: &str = "barman_wal";
 
 /// The words of the restore_command that copies a segment (its name and destination follow)
 /// from `wal`, the folder `materialize` filled: exit 1 only where the folder lists and the
-/// name is not in it; a copy that fails, a name there that is no readable file, or a folder
-/// that cannot be listed exit 2, which the script records and stops recovery on.
+/// name is not in it; a copy that fails (cp's words kept), a name listed that cannot be
+/// reached, or a folder that cannot be listed exit 2, which the script records and stops
+/// recovery on.
 fn copy_words(wal: &std::path::Path) -> Vec<String> {
     const COPY: &str = "f=\"$1/$2\"\n\
-        if [ -f \"$f\" ]; then cp -- \"$f\" \"$3\" && exit 0; exit 2; fi\n\
+        if [ -e \"$f\" ] || [ -L \"$f\" ]; then cp -- \"$f\" \"$3\" && exit 0; exit 2; fi\n\
         names=$(ls -a -- \"$1\") || exit 2\n\
-        case \"/$(printf '%s\\n' \"$names\" | tr '\\n' /)\" in *\"/$2/\"*) echo \"pgdrill: $f is there but not a file that can be read\" >&2; exit 2 ;; esac\n\
+        case \"/$(printf '%s\\n' \"$names\" | tr '\\n' /)\" in *\"/$2/\"*) echo \"pgdrill: $f is listed but cannot be reached\" >&2; exit 2 ;; esac\n\
         exit 1\n";
     vec!["/bin/sh".into(), "-c".into(), COPY.into(), "sh".into(), wal.display().to_string()]
 }
@@ -2235,10 +2236,10 @@ mod tests {
         assert_eq!(run(&wal, "000000010000000000000005"), Some(1), "a segment the folder lacks is the end");
         assert_eq!(run(&wal, "00000002.history"), Some(1));
         assert_eq!(tools::fetch_failed(ws.path()), None, "the end is no failure");
-        assert_eq!(run(&wal, "000000010000000000000004"), Some(126), "there, but no file it can read");
+        assert_eq!(run(&wal, "000000010000000000000004"), Some(126), "there, but no file it can copy");
         let f = tools::fetch_failed(ws.path()).expect("recorded");
         assert_eq!((f.code, f.segment.as_str()), (2, "000000010000000000000004"), "{f:?}");
-        assert!(f.said.contains("not a file that can be read"), "{f:?}");
+        assert!(f.said.contains("cp: ") && f.said.contains("directory"), "cp's own words: {f:?}");
         assert_eq!(run(&ws.path().join("gone"), "000000010000000000000003"), Some(126), "a folder it cannot list");
         let f = tools::fetch_failed(ws.path()).expect("recorded");
         assert_eq!(f.code, 2, "{f:?}");

@@ -1629,17 +1629,19 @@ fn barman_recover_errors_are_judged_by_what_they_are_about() {
 /// Regression (issue 39): the throwaway of a Barman backup copies the WAL `barman recover`
 /// handed over with pgdrill's own restore_command, whose failure was never judged: a copy it
 /// could not read stopped recovery as a failed verification (exit 1, the backup's), and a
-/// folder it could not search was read as the archive's end. The copy now runs through the
-/// reporting script: the newest WAL file made unreadable to the server's user just after
-/// `barman recover` (by the team's `post_recovery_script`, which notes its name) stops
-/// recovery as the environment's failure naming the file (exit 3), never a promoted server
-/// nor a verdict on the backup.
+/// folder it could not search was read as "no such segment". The copy now runs through the
+/// reporting script, and either is the environment's failure naming the file and cp's or
+/// ls's words (exit 3), never a verdict on the backup. pgdrill hands every file of the
+/// throwaway to the server's user readable, so the team's `post_recovery_script` reaches past
+/// that: it points the WAL folder pgdrill fills at a folder of Barman's own (a symlink, which
+/// the hand-over leaves alone) and makes the newest WAL file unreadable; the folder itself
+/// is open to the server's user (a file it cannot read) or not (a folder it cannot read).
 #[test]
 fn a_wal_file_barman_handed_over_that_the_server_cannot_read_stops_recovery_as_no_verdict() {
     let hook = |home: &Path| {
         format!(
-            "post_recovery_script = w=\"$BARMAN_DESTINATION_DIRECTORY/pg_wal\"; f=$(ls \"$w\" | grep -E '^[0-9A-F]{{24}}$' | sort | tail -n 1) && chmod 000 \"$w/$f\" && echo \"$f\" > {}/unreadable\n",
-            home.display()
+            "post_recovery_script = d=\"$BARMAN_DESTINATION_DIRECTORY\"; p=$(mktemp -d {h}/private.XXXXXX) && chmod \"$(cat {h}/private_mode)\" \"$p\" && ln -s \"$p\" \"$d/barman_wal\" && f=$(ls \"$d/pg_wal\" | grep -E '^[0-9A-F]{{24}}$' | sort | tail -n 1) && chmod 000 \"$d/pg_wal/$f\" && echo \"$f\" > {h}/unreadable\n",
+            h = home.display()
         )
     };
     // Barman's home is in `work`: kept until the end.
@@ -1653,17 +1655,21 @@ fn a_wal_file_barman_handed_over_that_the_server_cannot_read_stops_recovery_as_n
     c.archive_now();
     ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
     let source = format!("barman://demo?config={}", config.display());
-    let ran = shipped(&source, 20).output();
-    let all = ran.all();
-    let segment = std::fs::read_to_string(home.join("unreadable")).unwrap_or_default().trim().to_string();
-    assert_eq!(segment.len(), 24, "the team's post_recovery_script made no WAL file unreadable:\n{all}");
-    assert_eq!(ran.code, Some(3), "a WAL copy the server cannot read is no verdict on the backup:\n{all}");
-    assert!(
-        all.contains(&format!("the WAL file {segment} that barman recover handed over could not be copied")),
-        "{all}"
-    );
-    assert!(all.contains("Permission denied"), "cp's own words:\n{all}");
-    assert!(all.contains("no verdict on the backup"), "{all}");
+    for (mode, what) in [("755", "a WAL file"), ("700", "the WAL folder")] {
+        written(home.join("private_mode"), mode);
+        let _ = std::fs::remove_file(home.join("unreadable"));
+        let ran = shipped(&source, 20).output();
+        let all = ran.all();
+        let segment = std::fs::read_to_string(home.join("unreadable")).unwrap_or_default().trim().to_string();
+        assert_eq!(segment.len(), 24, "{what}: the team's post_recovery_script made no WAL file unreadable:\n{all}");
+        assert_eq!(ran.code, Some(3), "{what} the server cannot read is no verdict on the backup:\n{all}");
+        assert!(all.contains("that barman recover handed over could not be copied"), "{what}:\n{all}");
+        assert!(all.contains("Permission denied"), "{what}: cp's or ls's own words:\n{all}");
+        assert!(all.contains("no verdict on the backup"), "{what}:\n{all}");
+        if mode == "755" {
+            assert!(all.contains(&format!("the WAL file {segment} that barman recover")), "{what}:\n{all}");
+        }
+    }
     drop(c);
 }
 
