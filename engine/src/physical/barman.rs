@@ -163,36 +163,56 @@ impl Cloud {
         }
     }
 
-    /// The endpoint barman-cloud's requests go to where something names it: `endpoint=`, a
-    /// Google emulator (`STORAGE_EMULATOR_HOST` in the tools' environment `env`), or an Azure
-    /// destination written as `http(s)://HOST/ACCOUNT/...`. `None` for a cloud's own endpoint.
-    fn probe_target(&self, env: &[(OsString, OsString)]) -> Option<String> {
+    /// The endpoint barman-cloud's requests go to where something names it, and what named
+    /// it: `endpoint=`; for S3, `AWS_ENDPOINT_URL_S3` or else `AWS_ENDPOINT_URL` in the tools'
+    /// environment `env` (botocore's order; none when `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`
+    /// is true); a Google emulator (`STORAGE_EMULATOR_HOST`); or an Azure destination written
+    /// as `http(s)://HOST/ACCOUNT/...`. `None` for a cloud's own endpoint.
+    fn probe_target(&self, env: &[(OsString, OsString)]) -> Option<(String, &'static str)> {
         if let Some(e) = &self.endpoint {
-            return Some(e.clone());
+            return Some((e.clone(), "the source's `endpoint=`"));
         }
-        if self.provider() == Some("google-cloud-storage") {
-            return env
-                .iter()
-                .find(|(k, _)| k == "STORAGE_EMULATOR_HOST")
+        let var = |name: &str| {
+            env.iter()
+                .find(|(k, _)| k == name)
                 .and_then(|(_, v)| v.to_str())
                 .filter(|v| !v.trim().is_empty())
-                .map(str::to_string);
+                .map(str::to_string)
+        };
+        match self.provider() {
+            Some("google-cloud-storage") => {
+                return var("STORAGE_EMULATOR_HOST").map(|v| (v, "the environment's STORAGE_EMULATOR_HOST"))
+            }
+            None | Some("aws-s3") if self.url.starts_with("s3://") => {
+                if var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+                    return None;
+                }
+                return var("AWS_ENDPOINT_URL_S3")
+                    .map(|v| (v, "the environment's AWS_ENDPOINT_URL_S3"))
+                    .or_else(|| var("AWS_ENDPOINT_URL").map(|v| (v, "the environment's AWS_ENDPOINT_URL")));
+            }
+            _ => {}
         }
-        (self.url.starts_with("http://") || self.url.starts_with("https://")).then(|| self.url.clone())
+        (self.url.starts_with("http://") || self.url.starts_with("https://"))
+            .then(|| (self.url.clone(), "the source's destination URL"))
     }
 
-    /// Whether the store answers, asked once before any barman-cloud call: a TCP connection to
-    /// the endpoint its requests go to (`probe_target`), each address given `PROBE_TIMEOUT`.
-    /// A store that does not answer cost every barman-cloud call its client's retries
-    /// (Google's: two minutes) before the same exit 3; now it is the environment's failure at
-    /// once, naming the endpoint. The tools reach the store directly (their environment holds
-    /// no proxy), as the probe does. A destination on its cloud's own endpoint is not probed.
+    /// Whether the store answers, asked once before any barman-cloud call: at the endpoint
+    /// its requests go to (`probe_target`), a connection and an HTTP request (`answers`), each
+    /// address given `PROBE_TIMEOUT` to accept and as long to answer. A store that does not
+    /// answer cost every barman-cloud call its client's retries (Google's: two minutes; one
+    /// that accepts and never answers, boto's read timeouts too) before the same exit 3; now
+    /// it is the environment's failure at once, naming the endpoint and what named it. Any
+    /// answer passes, a refusal (403, 404) too: barman-cloud then says what it is. The tools
+    /// reach the store directly (their environment holds no proxy), as the probe does. A
+    /// destination on its cloud's own endpoint is not probed.
     pub fn probe(&self, env: &[(OsString, OsString)]) -> Result<(), Failure> {
         use std::net::ToSocketAddrs as _;
-        let Some(at) = self.probe_target(env).as_deref().and_then(endpoint_parts) else { return Ok(()) };
+        let Some((url, named_by)) = self.probe_target(env) else { return Ok(()) };
+        let Some(at) = endpoint_parts(&url) else { return Ok(()) };
         let dead = |why: String| {
             Failure::environment(format!(
-                "the store of the barman-cloud server `{}` at {} does not answer at {} ({why}): no barman-cloud call was made; start the store, or correct the endpoint the source (`endpoint=`) or the environment (STORAGE_EMULATOR_HOST) names",
+                "the store of the barman-cloud server `{}` at {} does not answer at {} ({why}): no barman-cloud call was made; start the store, or correct the endpoint {named_by} names",
                 crate::util::visible(&self.server),
                 crate::util::visible(&self.url),
                 at.shown()
@@ -204,9 +224,9 @@ impl Cloud {
             .collect();
         let mut last = "its name resolves to no address".to_string();
         for a in addrs {
-            match std::net::TcpStream::connect_timeout(&a, PROBE_TIMEOUT) {
-                Ok(_) => return Ok(()),
-                Err(e) => last = e.to_string(),
+            match answers(&a, &at) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
             }
         }
         Err(dead(last))
@@ -442,8 +462,60 @@ impl Cloud {
 }
 
 /// How long the probe of a store (`Cloud::probe`) waits for each address to accept a
-/// connection: a store that answers does so at once.
+/// connection, and then for an answer to its request: a store that answers does so at once.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether the endpoint `at` answers at the address `a`: a TCP connection, then `HEAD /`
+/// (over TLS for https, its certificate not checked: only whether something answers, and
+/// nothing secret is sent) and at least one byte back, each within `PROBE_TIMEOUT`. `Err`
+/// says why not: refused, or accepted and silent. A TLS client that cannot even be set up
+/// here is no answer about the store: it passes, and barman-cloud says what it finds.
+fn answers(a: &std::net::SocketAddr, at: &Endpoint) -> Result<(), String> {
+    let silent = format!("it accepted the connection but did not answer within {} s", PROBE_TIMEOUT.as_secs());
+    let mut tcp = std::net::TcpStream::connect_timeout(a, PROBE_TIMEOUT).map_err(|e| e.to_string())?;
+    for set in [tcp.set_read_timeout(Some(PROBE_TIMEOUT)), tcp.set_write_timeout(Some(PROBE_TIMEOUT))] {
+        set.map_err(|e| e.to_string())?;
+    }
+    let host = if at.host.contains(':') { format!("[{}]", at.host) } else { at.host.clone() };
+    let request =
+        format!("HEAD / HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: pgdrill\r\nConnection: close\r\n\r\n", at.port);
+    if at.scheme != "https" {
+        return first_byte(&mut tcp, &request, &silent);
+    }
+    let connector = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).map(|mut b| {
+        b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+        b.build()
+    });
+    let Ok(config) = connector.and_then(|c| c.configure()) else { return Ok(()) };
+    match config.verify_hostname(false).connect(&at.host, tcp) {
+        Ok(mut tls) => first_byte(&mut tls, &request, &silent),
+        Err(openssl::ssl::HandshakeError::WouldBlock(_)) => Err(silent),
+        Err(openssl::ssl::HandshakeError::Failure(m)) => match m.error().io_error() {
+            Some(e) if timed_out(e) => Err(silent),
+            // Something spoke, if not the TLS the endpoint's scheme says: barman-cloud names it.
+            _ => Ok(()),
+        },
+        Err(openssl::ssl::HandshakeError::SetupFailure(_)) => Ok(()),
+    }
+}
+
+/// `request` written to `s` and at least one byte read back (`answers`); `silent` is why
+/// not when the time runs out.
+fn first_byte(s: &mut (impl std::io::Read + std::io::Write), request: &str, silent: &str) -> Result<(), String> {
+    let why = |e: std::io::Error| if timed_out(&e) { silent.to_string() } else { e.to_string() };
+    s.write_all(request.as_bytes()).map_err(why)?;
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => Err("it closed the connection without an answer".to_string()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(why(e)),
+    }
+}
+
+/// A socket's timeout as the standard library reports it (`WouldBlock` on Linux).
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+}
 
 /// An endpoint's scheme, host and port, for the probe and messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -502,10 +574,19 @@ const DAMAGE_WORDS: &[&str] = &[
     "Incorrect length of data produced",
 ];
 
+/// What barman-cloud-wal-restore says when its exit 1 is not a segment the store lacks (that
+/// one it logs at INFO, below its default level: it says nothing). barman/clients/
+/// cloud_walrestore.py, 3.4 to 3.13: its bucket or container is gone ("Bucket NAME does not
+/// exist", for S3, Azure and Google alike, after the connectivity check passed); and Python
+/// itself exits 1 on an exception nothing caught (a module that does not load). Either read
+/// as "no such segment" ended recovery early and promoted a server missing the rest.
+const NOT_ABSENT: &[&str] = &["ERROR: Bucket ", "Traceback (most recent call last):"];
+
 /// The class and the reason of a `barman-cloud-wal-restore` that failed fetching
 /// `f.segment` inside the restore_command, `store` naming the destination. Its exit codes
 /// (barman/clients/cloud_cli.py, 3.4 to 3.13): 1 no such WAL object (the server reads it as
-/// the archive's end; never recorded), 2 the store did not answer its connectivity check
+/// the archive's end; recorded only where its words say otherwise, `NOT_ABSENT`: the bucket
+/// gone, Python crashed), 2 the store did not answer its connectivity check
 /// (boto's connection error; Google's and Azure's refusals too), 3 its arguments refused,
 /// 4 any other error, logged as "Barman cloud WAL restore exception: ...": the archive's
 /// damage only when those are a decompressor's words about the object's bytes, else the
@@ -520,6 +601,13 @@ fn cloud_fetch_verdict(f: &tools::FetchFailed, store: &str) -> (crate::error::Cl
         );
     }
     let why = match f.code {
+        1 if f.said.contains("Traceback (most recent call last):") => {
+            "barman-cloud-wal-restore crashed (a Python exception, exit 1), which is not a segment the store lacks"
+                .to_string()
+        }
+        1 => format!(
+            "the store {store} answered that its bucket (or container) does not exist: removed, or not the one the source names; not the end of the WAL"
+        ),
         2 => format!("the store {store} did not answer barman-cloud-wal-restore, or refused it"),
         3 => "barman-cloud-wal-restore refused its arguments".to_string(),
         4 => format!(
@@ -777,7 +865,8 @@ impl PhysicalSource for BarmanCloud {
         let data = self.data_dir.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match data.as_deref().and_then(std::path::Path::parent) {
             Some(workspace) => {
-                self.scripts.restore_command_reporting("barman-cloud-wal-restore", &words, workspace).map(Some)
+                let how = tools::Reading { not_absent: NOT_ABSENT, local: false };
+                self.scripts.restore_command_read("barman-cloud-wal-restore", &words, workspace, how).map(Some)
             }
             None => self.scripts.restore_command("barman-cloud-wal-restore", &words).map(Some),
         }
@@ -1355,6 +1444,20 @@ pub fn parse_show_backup(v: &Value) -> Result<ServerBackup, Failure> {
 /// point-in-time recovery) the throwaway's restore_command reads.
 const WAL_FOLDER: &str = "barman_wal";
 
+/// The words of the restore_command that copies a segment (its name and destination follow)
+/// from `wal`, the folder `materialize` filled: exit 1 only where the folder lists and the
+/// name is not in it; a copy that fails (cp's words kept), a name listed that cannot be
+/// reached, or a folder that cannot be listed exit 2, which the script records and stops
+/// recovery on.
+fn copy_words(wal: &std::path::Path) -> Vec<String> {
+    const COPY: &str = "f=\"$1/$2\"\n\
+        if [ -e \"$f\" ] || [ -L \"$f\" ]; then cp -- \"$f\" \"$3\" && exit 0; exit 2; fi\n\
+        names=$(ls -a -- \"$1\") || exit 2\n\
+        case \"/$(printf '%s\\n' \"$names\" | tr '\\n' /)\" in *\"/$2/\"*) echo \"pgdrill: $f is listed but cannot be reached\" >&2; exit 2 ;; esac\n\
+        exit 1\n";
+    vec!["/bin/sh".into(), "-c".into(), COPY.into(), "sh".into(), wal.display().to_string()]
+}
+
 /// The barman that reads a server's catalogue: this machine's (`image` none), or the newer
 /// one of a Docker image, which a catalogue a newer Barman wrote needs (Barman 3.4 lists no
 /// backup whose `backup.info` Barman 3.13 keeps in `meta/`, and says nothing).
@@ -1387,6 +1490,8 @@ pub struct BarmanServer {
     wal_dir: std::sync::Mutex<Option<PathBuf>>,
     /// The backup the last materialize restored.
     restored: std::sync::Mutex<Option<String>>,
+    /// The restore_command scripts, one per recovery (`restore_command`).
+    scripts: tools::Scripts,
 }
 
 impl BarmanServer {
@@ -1404,6 +1509,7 @@ impl BarmanServer {
             interrupt: stop,
             wal_dir: Default::default(),
             restored: Default::default(),
+            scripts: Default::default(),
         })
     }
 
@@ -1678,11 +1784,48 @@ impl PhysicalSource for BarmanServer {
         )))
     }
 
+    /// A copy from the folder `materialize` filled, through the reporting script: a segment
+    /// the folder lacks is the archive's end (exit 1); any other failure to copy one (the
+    /// file unreadable, an I/O error, the folder unreadable) stops recovery and is recorded
+    /// for `judge_fetch`. Before, `cp`'s failure was a failed recovery (exit 1) and a folder
+    /// it could not search read as the end. The script carries none of the tools' variables.
     fn restore_command(&self, _backup: &BaseBackup) -> Result<Option<String>, Failure> {
         let wal = self.wal_dir.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or_else(|| {
             Failure::environment("the Barman restore_command was asked for before the backup was materialized")
         })?;
-        Ok(Some(super::basebackup::folder_restore_command(&wal)))
+        // The WAL folder is in the data directory, which is in the throwaway's workspace.
+        let workspace = wal
+            .parent()
+            .and_then(std::path::Path::parent)
+            .ok_or_else(|| Failure::environment(format!("{} is in no throwaway's workspace", wal.display())))?;
+        let how = tools::Reading { not_absent: &[], local: true };
+        self.scripts.restore_command_read("cp", &copy_words(&wal), workspace, how).map(Some)
+    }
+
+    /// A recovery stopped by the restore_command failing to copy a WAL file (`restore_command`
+    /// recorded it): the copy `barman recover` handed over, in the throwaway's own folder,
+    /// could not be read. That is this machine's failure, never the backup's: Barman's
+    /// catalogue was read by `barman recover`, whose failures are judged where it runs.
+    fn judge_fetch(&self, backup: &BaseBackup, recovery: Failure) -> Failure {
+        let Some(f) = recovery.source.as_deref().and_then(|s| s.downcast_ref::<tools::FetchFailed>()).cloned() else {
+            return recovery;
+        };
+        let folder = self.wal_dir.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
+        Failure::environment(format!(
+            "recovery of the Barman backup `{}` stopped: the WAL file {} that barman recover handed over could not be copied from {} (exit {}): {}: the throwaway's own copy is unreadable, not missing from Barman's archive; no verdict on the backup",
+            backup.id,
+            crate::util::visible(&f.segment),
+            folder.display(),
+            f.code,
+            tools::last_lines(&f.said, 3)
+        ))
+        .with_source(f)
+    }
+
+    /// For a throwaway in Docker: the restore_command's script (its WAL folder is in the
+    /// workspace, which the container mounts).
+    fn paths(&self) -> Vec<PathBuf> {
+        self.scripts.dirs()
     }
 
     /// The newest segment Barman handed over for the timeline: "latest" must replay it; when
@@ -1893,6 +2036,33 @@ mod tests {
         );
     }
 
+    /// Regression (issue 39): barman-cloud-wal-restore exits 1 for a bucket that is gone as for
+    /// a segment the store lacks, and PostgreSQL read both as the archive's end: recovery
+    /// ended early and promoted. The script now records an exit 1 whose words are
+    /// `NOT_ABSENT`'s, and the verdict is the environment's naming the store; a Python crash
+    /// (exit 1 too) is no absent segment either.
+    #[test]
+    fn a_bucket_gone_or_a_crashed_wal_restore_is_the_environments_not_the_end_of_the_wal() {
+        use crate::error::Class;
+        let f =
+            |said: &str| tools::FetchFailed { code: 1, segment: "00000001000000000000000A".into(), said: said.into() };
+        let store = "s3://bkt/pg (endpoint http://127.0.0.1:9)";
+        let gone = "2026-12-07 13:00:00,123 [4242] ERROR: Bucket bkt does not exist";
+        assert!(NOT_ABSENT.iter().any(|w| gone.contains(w)), "the script stops on these words");
+        let (class, why) = cloud_fetch_verdict(&f(gone), store);
+        assert_eq!(class, Class::Environment, "{why}");
+        assert!(why.contains(store) && why.contains("does not exist"), "{why}");
+        assert!(why.contains("not the end of the WAL") && why.ends_with("no verdict on the backup"), "{why}");
+        let crash = "Traceback (most recent call last):\n  File \"/usr/bin/barman-cloud-wal-restore\", line 33, in <module>\nModuleNotFoundError: No module named 'boto3'";
+        assert!(NOT_ABSENT.iter().any(|w| crash.contains(w)), "the script stops on these words");
+        let (class, why) = cloud_fetch_verdict(&f(crash), store);
+        assert_eq!(class, Class::Environment, "{why}");
+        assert!(why.contains("crashed"), "{why}");
+        // A segment the store lacks is said at INFO, below the tool's default level: nothing on
+        // stderr, which no word may match (an empty one would stop at the archive's end).
+        assert!(NOT_ABSENT.iter().all(|w| !w.trim().is_empty()));
+    }
+
     /// Regression (issue 39): a barman-cloud source whose store did not answer cost each
     /// barman-cloud call its client's retries (two minutes for Google's) before exit 3. The
     /// endpoint is probed first: one that refuses is the environment's failure naming it (its
@@ -1900,8 +2070,7 @@ mod tests {
     /// nothing names, is not probed.
     #[test]
     fn a_barman_cloud_store_that_does_not_answer_is_named_before_any_call() {
-        let listening = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
-        let open = listening.local_addr().expect("addr").port();
+        let (open, _) = answering_store();
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
             l.local_addr().expect("addr").port()
@@ -1928,7 +2097,85 @@ mod tests {
         let e = gcs.probe(&emulator).expect_err("a dead emulator");
         assert!(e.to_string().contains(&format!("http://127.0.0.1:{closed}")), "{e}");
         Cloud::parse("barman-cloud:s3://bkt/pg?server=main").expect("parsed").probe(&none).expect("AWS is not probed");
-        drop(listening);
+    }
+
+    /// A store that answers any HTTP request with 403 (an answer all the same), on a port of
+    /// its own, for as long as the test runs; and one that accepts connections and never
+    /// answers (their ports).
+    fn answering_store() -> (u16, u16) {
+        use std::io::{Read as _, Write as _};
+        let answering = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let ports = (answering.local_addr().expect("addr").port(), silent.local_addr().expect("addr").port());
+        std::thread::spawn(move || {
+            for mut c in answering.incoming().flatten() {
+                // The whole request first: a close with it unread would reset the connection.
+                let mut got = Vec::new();
+                let mut buf = [0u8; 512];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = c.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        });
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in silent.incoming().flatten() {
+                held.push(c);
+            }
+        });
+        ports
+    }
+
+    /// Regression (issue 39): the probe was a TCP connection to an endpoint `endpoint=` named:
+    /// a store that accepts connections and never answers passed it, and cost barman-cloud's
+    /// read timeouts and retries; an endpoint named by `AWS_ENDPOINT_URL(_S3)` was never
+    /// probed. The probe is now an HTTP request (over TLS for https) with a read timeout,
+    /// and S3's endpoint variables are read in botocore's order.
+    #[test]
+    fn a_store_that_accepts_and_never_answers_or_one_the_environment_names_is_probed() {
+        let (open, quiet) = answering_store();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+            l.local_addr().expect("addr").port()
+        };
+        let none: Vec<(OsString, OsString)> = Vec::new();
+        for scheme in ["http", "https"] {
+            let c = Cloud::parse(&format!(
+                "barman-cloud:s3://bkt/pg?server=main&endpoint={scheme}%3A%2F%2Fkeyid%3Asekrit%40127.0.0.1%3A{quiet}"
+            ))
+            .expect("parsed");
+            let e = c.probe(&none).expect_err("a store that never answers");
+            assert_eq!(e.class, crate::error::Class::Environment, "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("does not answer at {scheme}://127.0.0.1:{quiet}")), "{msg}");
+            assert!(msg.contains("accepted the connection but did not answer"), "{msg}");
+            assert!(!msg.contains("sekrit") && !msg.contains("keyid"), "the endpoint's credentials were shown: {msg}");
+        }
+        let env = |vars: &[(&str, String)]| -> Vec<(OsString, OsString)> {
+            vars.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect()
+        };
+        let s3 = Cloud::parse("barman-cloud:s3://bkt/pg?server=main").expect("parsed");
+        let url = |port: u16| format!("http://keyid:sekrit@127.0.0.1:{port}");
+        let e = s3.probe(&env(&[("AWS_ENDPOINT_URL", url(closed))])).expect_err("AWS_ENDPOINT_URL refuses");
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("does not answer at http://127.0.0.1:{closed}")), "{msg}");
+        assert!(msg.contains("AWS_ENDPOINT_URL") && !msg.contains("sekrit"), "{msg}");
+        s3.probe(&env(&[("AWS_ENDPOINT_URL", url(open))])).expect("AWS_ENDPOINT_URL answers");
+        // S3's own variable first, as botocore reads them.
+        let both = env(&[("AWS_ENDPOINT_URL_S3", url(closed)), ("AWS_ENDPOINT_URL", url(open))]);
+        let e = s3.probe(&both).expect_err("AWS_ENDPOINT_URL_S3 refuses");
+        assert!(e.to_string().contains("AWS_ENDPOINT_URL_S3"), "{e}");
+        let ignored = env(&[("AWS_ENDPOINT_URL", url(closed)), ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true".into())]);
+        s3.probe(&ignored).expect("endpoints the environment says to ignore are not probed");
+        // `endpoint=` wins over the environment; another provider's destination ignores S3's.
+        let named = Cloud::parse(&format!("barman-cloud:s3://bkt/pg?server=main&endpoint=http://127.0.0.1:{open}"));
+        named.expect("parsed").probe(&env(&[("AWS_ENDPOINT_URL", url(closed))])).expect("the source's endpoint");
+        let gcs = Cloud::parse("barman-cloud:gs://bkt/pg?server=main").expect("parsed");
+        gcs.probe(&env(&[("AWS_ENDPOINT_URL", url(closed))])).expect("S3's variable is not Google's");
     }
 
     #[test]
@@ -1968,6 +2215,39 @@ mod tests {
         ] {
             assert_eq!(recover_environment(&backups), None, "{backups}");
         }
+    }
+
+    /// Regression (issue 39): the throwaway of a Barman backup read the WAL `barman recover`
+    /// handed over with a `cp` whose failure was a failed recovery (the backup's, exit 1) and
+    /// with a folder it could not search read as the archive's end. Its restore_command now
+    /// copies through the reporting script: a name the folder lacks is the end (1), anything
+    /// else is recorded and stops recovery; the verdict is then the environment's.
+    #[test]
+    fn a_barman_wal_copy_that_fails_stops_recovery_and_only_a_missing_file_is_the_end() {
+        let ws = tempfile::tempdir().expect("tmp");
+        let wal = ws.path().join("data").join(WAL_FOLDER);
+        std::fs::create_dir_all(wal.join("000000010000000000000004")).expect("a name that is no file");
+        std::fs::write(wal.join("000000010000000000000003"), b"segment three").expect("segment");
+        let dest = ws.path().join("RECOVERYXLOG");
+        let scripts = tools::Scripts::default();
+        let how = tools::Reading { not_absent: &[], local: true };
+        let run = |folder: &std::path::Path, segment: &str| {
+            let cmd = scripts.restore_command_read("cp", &copy_words(folder), ws.path(), how).expect("a script");
+            let cmd = cmd.replace("%f", segment).replace("%p", &dest.display().to_string());
+            crate::child::output(crate::child::command("/bin/sh").args(["-c", &cmd])).expect("sh").status.code()
+        };
+        assert_eq!(run(&wal, "000000010000000000000003"), Some(0));
+        assert_eq!(std::fs::read(&dest).expect("copied"), b"segment three");
+        assert_eq!(run(&wal, "000000010000000000000005"), Some(1), "a segment the folder lacks is the end");
+        assert_eq!(run(&wal, "00000002.history"), Some(1));
+        assert_eq!(tools::fetch_failed(ws.path()), None, "the end is no failure");
+        assert_eq!(run(&wal, "000000010000000000000004"), Some(126), "there, but no file it can copy");
+        let f = tools::fetch_failed(ws.path()).expect("recorded");
+        assert_eq!((f.code, f.segment.as_str()), (2, "000000010000000000000004"), "{f:?}");
+        assert!(f.said.contains("cp: ") && f.said.contains("directory"), "cp's own words: {f:?}");
+        assert_eq!(run(&ws.path().join("gone"), "000000010000000000000003"), Some(126), "a folder it cannot list");
+        let f = tools::fetch_failed(ws.path()).expect("recorded");
+        assert_eq!(f.code, 2, "{f:?}");
     }
 
     const SHOW: &str = r#"{"backup_id": "20261206T100300", "base_backup_information": {"begin_lsn": "0/3000028",

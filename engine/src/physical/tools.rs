@@ -33,7 +33,7 @@ impl Scripts {
     /// and promotes: the tools exit 1 for a missing segment, so every other failure (a wrong
     /// passphrase, an unreachable bucket) becomes 126, which stops recovery instead.
     pub fn restore_command(&self, tool: &str, words: &[String]) -> Result<String, Failure> {
-        self.script(tool, words, None)
+        self.script(tool, words, None, Reading::default())
     }
 
     /// `restore_command`, whose script also records the tool's failure (any exit other than
@@ -41,10 +41,21 @@ impl Scripts {
     /// lines of its stderr (which still reach the server's log), so recovery's verdict can
     /// say why it stopped (`fetch_failed`). The tool's variables are never written there.
     pub fn restore_command_reporting(&self, tool: &str, words: &[String], workspace: &Path) -> Result<String, Failure> {
-        self.script(tool, words, Some(workspace))
+        self.script(tool, words, Some(workspace), Reading::default())
     }
 
-    fn script(&self, tool: &str, words: &[String], report: Option<&Path>) -> Result<String, Failure> {
+    /// `restore_command_reporting`, the tool's exit 1 and environment read as `how` says.
+    pub fn restore_command_read(
+        &self,
+        tool: &str,
+        words: &[String],
+        workspace: &Path,
+        how: Reading<'_>,
+    ) -> Result<String, Failure> {
+        self.script(tool, words, Some(workspace), how)
+    }
+
+    fn script(&self, tool: &str, words: &[String], report: Option<&Path>, how: Reading<'_>) -> Result<String, Failure> {
         use std::io::Write;
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let run_as = RunAs::detect()?;
@@ -56,7 +67,8 @@ impl Scripts {
         let path = dir.path().join("restore_command.sh");
         let mut text =
             String::from("#!/bin/sh\n# pgdrill: the restore_command of one throwaway recovery; deleted after it.\n");
-        for (k, v) in tool_env() {
+        let env = if how.local { Vec::new() } else { tool_env() };
+        for (k, v) in env {
             let (Some(k), Some(v)) = (k.to_str(), v.to_str()) else { continue };
             if k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 text.push_str(&format!("export {k}={}\n", crate::util::shell_quote(v)));
@@ -69,13 +81,26 @@ impl Scripts {
             Some(ws) => {
                 let q = |name: &str| crate::util::shell_quote(&ws.join(name).display().to_string());
                 let (err, done) = (q(FETCH_STDERR), q(FETCH_FAILED));
+                // An exit 1 whose stderr holds one of `not_absent`'s words is not the segment's
+                // absence: it goes on to be recorded and stops recovery like any other failure.
+                // (Where stderr could not be kept there are no words: 1 passes, as before.)
+                let passed = if how.not_absent.is_empty() {
+                    format!("0|1) rm -f {err}; exit $rc ;;")
+                } else {
+                    let words: Vec<String> =
+                        how.not_absent.iter().map(|w| format!("*{}*", crate::util::shell_quote(w))).collect();
+                    format!(
+                        "0) rm -f {err}; exit 0 ;;\n  1) case \"$(cat {err} 2>/dev/null)\" in {}) ;; *) rm -f {err}; exit 1 ;; esac ;;",
+                        words.join("|")
+                    )
+                };
                 // Where stderr cannot be kept, the tool runs as before: a redirection that
                 // fails would make the shell exit without running it (2: `sh` ends on a
                 // special builtin's failed redirection, hence the subshell), which the server
                 // reads as "no such segment".
                 text.push_str(&format!(
                     "if ( : >{err} ) 2>/dev/null; then\n  {call} 2>{err}\n  rc=$?\n  cat {err} >&2\nelse\n  {call}\n  rc=$?\nfi\n\
-                     case $rc in 0|1) rm -f {err}; exit $rc ;; esac\n\
+                     case $rc in\n  {passed}\nesac\n\
                      {{ echo \"$rc\"; echo \"$1\"; tail -n 20 {err} 2>/dev/null; }} >{err}.new 2>/dev/null && mv {err}.new {done}\n\
                      rm -f {err}\n"
                 ));
@@ -112,6 +137,18 @@ impl Scripts {
 /// (`Scripts::restore_command_reporting`) records the tool's last failure: its exit code,
 /// the segment it was fetching and the last lines of its stderr, one to a line.
 pub const FETCH_FAILED: &str = "restore_command.failed";
+
+/// How a reporting restore_command script reads its tool (`Scripts::restore_command_read`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reading<'a> {
+    /// Words that, in the stderr of a tool that exited 1, say the failure is not the
+    /// segment's absence (its store is gone, the tool itself crashed): PostgreSQL would read
+    /// that 1 as the archive's end and promote, so the script records it and stops recovery.
+    pub not_absent: &'a [&'a str],
+    /// The tool reads local files only: none of the tools' variables (`tool_env`: secrets)
+    /// is written into its script.
+    pub local: bool,
+}
 
 /// The tool's stderr while it runs, in the same workspace (removed after each call).
 const FETCH_STDERR: &str = "restore_command.stderr";
@@ -806,6 +843,33 @@ mod tests {
         assert_eq!(run("55", &nowhere), Some(126));
         let names: Vec<_> = std::fs::read_dir(ws.path()).expect("ls").flatten().map(|e| e.file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from(FETCH_FAILED)], "no stderr file is left");
+    }
+
+    /// Regression (issue 39): barman-cloud-wal-restore exits 1 both for a segment the store
+    /// lacks and for a bucket that is gone ("Bucket X does not exist"), and PostgreSQL read
+    /// both as the archive's end and promoted. An exit 1 whose stderr holds one of the
+    /// source's words now stops recovery and is recorded; a bare exit 1 stays the end.
+    #[test]
+    fn an_exit_1_whose_words_say_the_store_is_gone_stops_recovery() {
+        let ws = tempfile::tempdir().expect("tmp");
+        let scripts = Scripts::default();
+        let how = Reading { not_absent: &["ERROR: Bucket ", "it's gone"], local: true };
+        let run = |said: &str, code: &str| {
+            let words = ["/bin/sh".into(), "-c".into(), format!("echo \"{said}\" >&2; exit {code}"), "sh".into()];
+            let cmd = scripts.restore_command_read("test", &words, ws.path(), how).expect("a script");
+            let cmd = cmd.replace("%f", "000000010000000000000009").replace("%p", "pg_wal/RECOVERYXLOG");
+            crate::child::output(crate::child::command("/bin/sh").args(["-c", &cmd])).expect("sh").status.code()
+        };
+        assert_eq!(run("INFO: WAL file 000000010000000000000009 does not exists", "1"), Some(1));
+        assert_eq!(run("", "1"), Some(1));
+        assert_eq!(run("", "0"), Some(0));
+        assert_eq!(fetch_failed(ws.path()), None, "an absent segment is not a failure");
+        assert_eq!(run("2026-12-07 13:00:00,000 [77] ERROR: Bucket drill-bkt does not exist", "1"), Some(126));
+        let f = fetch_failed(ws.path()).expect("recorded");
+        assert_eq!((f.code, f.segment.as_str()), (1, "000000010000000000000009"));
+        assert!(f.said.contains("ERROR: Bucket drill-bkt does not exist"), "{f:?}");
+        assert_eq!(run("and it's gone", "1"), Some(126), "a word with a quote in it");
+        assert_eq!(run("ERROR: Bucket x does not exist", "0"), Some(0), "a fetch that worked passes whatever it said");
     }
 
     /// Regression (issue 39): a tool's source had no ledger, so nothing said which of its

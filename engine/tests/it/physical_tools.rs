@@ -850,17 +850,7 @@ fn barman_cloud_fetch_errors_in_recovery_are_judged_by_what_they_are_about() {
         r
     };
     let work = work_dir();
-    let s3 = |code: &str, what: &str| {
-        ok(
-            Command::new("python3").args([
-                "-c",
-                &format!(
-                    "import boto3; s=boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='t', aws_secret_access_key='t', region_name='us-east-1')\n{code}"
-                ),
-            ]),
-            what,
-        )
-    };
+    let s3 = |code: &str, what: &str| moto_s3(&endpoint, code, what);
 
     // The newest WAL object (it holds the last batch, which the end of the archive must
     // reach), its bytes altered in the middle of the gzip stream.
@@ -885,38 +875,10 @@ fn barman_cloud_fetch_errors_in_recovery_are_judged_by_what_they_are_about() {
     let damaged = with_env(shipped(&source, counts.latest)).output();
     s3(&format!("s.upload_file('{}', 'drill-bkt', '{victim}')", aside.display()), "put the WAL object back");
 
-    // The store stops while the recovery runs: barman-cloud-wal-restore, as the location names
-    // it (`bin=`), waits at its first fetch until the test has stopped moto, then runs the real
-    // one; so the stop falls between the restore and the WAL's fetch without a timing.
-    let tools = made_dir(work.path().join("tools"));
-    let gate = owned_dir(&work.path().join("gate"));
-    for name in ["barman-cloud-backup-list", "barman-cloud-restore"] {
-        script(tools.join(name), &format!("#!/bin/sh\nexec {} \"$@\"\n", real(name)));
-    }
-    script(
-        tools.join("barman-cloud-wal-restore"),
-        &format!(
-            "#!/bin/sh\ncase \"$1\" in -V|--version) exec {real} \"$@\" ;; esac\n\
-             if [ ! -e {g}/stopped ]; then\n  : > {g}/asked\n  i=0\n  while [ ! -e {g}/stopped ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done\nfi\n\
-             exec {real} \"$@\"\n",
-            real = real("barman-cloud-wal-restore"),
-            g = gate.display()
-        ),
-    );
-    let mut child = with_env(shipped(&format!("{source}&bin={}", tools.display()), counts.latest))
-        .command()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pgdrill");
-    // A bound for a broken build only, never a measure of speed.
-    let asked = wait_for(Duration::from_secs(300), || {
-        (gate.join("asked").exists() || child.try_wait().ok().flatten().is_some()).then_some(())
-    });
-    drop(moto);
-    written(gate.join("stopped"), "");
-    let out = child.wait_with_output().expect("pgdrill");
-    let stopped = (out.status.code(), format!("{}{}", text(&out.stdout), text(&out.stderr)));
+    // The store stops while the recovery runs, between the restore and the WAL's fetch.
+    let run = |source: &str| with_env(shipped(source, counts.latest));
+    let (code, said, fetched) = held_at_fetch(work.path(), &source, None, run, || drop(moto));
+    let stopped = (code, said);
 
     assert_eq!(
         (damaged.code, stopped.0),
@@ -929,7 +891,7 @@ fn barman_cloud_fetch_errors_in_recovery_are_judged_by_what_they_are_about() {
     assert!(all.contains(&format!("barman-cloud-wal-restore failed fetching {segment}")), "{all}");
     assert!(all.contains(&format!("the WAL segment {segment} does not decompress")), "{all}");
     assert!(all.contains("the archive is damaged"), "{all}");
-    assert!(gate.join("asked").exists() && asked.is_some(), "the recovery fetched no WAL:\n{}", stopped.1);
+    assert!(fetched, "the recovery fetched no WAL:\n{}", stopped.1);
     let all = &stopped.1;
     assert!(all.contains("barman-cloud-wal-restore failed fetching"), "{all}");
     assert!(all.contains(&format!("the store s3://drill-bkt/pg (endpoint {endpoint})")), "the store is named:\n{all}");
@@ -940,11 +902,128 @@ fn barman_cloud_fetch_errors_in_recovery_are_judged_by_what_they_are_about() {
     drop(c);
 }
 
+/// `code` (Python, the client `s`) run against the moto at `endpoint`: its output.
+fn moto_s3(endpoint: &str, code: &str, what: &str) -> String {
+    ok(
+        Command::new("python3").args([
+            "-c",
+            &format!(
+                "import boto3; s=boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='t', aws_secret_access_key='t', region_name='us-east-1')\n{code}"
+            ),
+        ]),
+        what,
+    )
+}
+
+/// `run` (given the barman-cloud `source` with `&bin=`) with the real barman-cloud tools,
+/// except that barman-cloud-wal-restore's first fetch (of the segment `at`, or any) waits
+/// until `between` has run: what `between` does to the store falls between the base backup's
+/// restore (and the fetches before `at`) and that fetch, without a timing. The run's exit
+/// code and output, and whether the recovery came to that fetch.
+fn held_at_fetch(
+    work: &Path,
+    source: &str,
+    at: Option<&str>,
+    run: impl Fn(&str) -> Run,
+    between: impl FnOnce(),
+) -> (Option<i32>, String, bool) {
+    let tools = made_dir(work.join("tools"));
+    let gate = owned_dir(&work.join("gate"));
+    for name in ["barman-cloud-backup-list", "barman-cloud-restore"] {
+        script(tools.join(name), &format!("#!/bin/sh\nexec {} \"$@\"\n", real(name)));
+    }
+    script(
+        tools.join("barman-cloud-wal-restore"),
+        &format!(
+            "#!/bin/sh\ncase \"$1\" in -V|--version) exec {real} \"$@\" ;; esac\n\
+             case \" $* \" in {when}) if [ ! -e {g}/stopped ]; then\n  : > {g}/asked\n  i=0\n  while [ ! -e {g}/stopped ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done\nfi ;; esac\n\
+             exec {real} \"$@\"\n",
+            real = real("barman-cloud-wal-restore"),
+            g = gate.display(),
+            when = at.map(|a| format!("*\" {a} \"*")).unwrap_or_else(|| "*".into())
+        ),
+    );
+    let mut child = run(&format!("{source}&bin={}", tools.display()))
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pgdrill");
+    // A bound for a broken build only, never a measure of speed.
+    let asked = wait_for(Duration::from_secs(300), || {
+        (gate.join("asked").exists() || child.try_wait().ok().flatten().is_some()).then_some(())
+    });
+    between();
+    written(gate.join("stopped"), "");
+    let out = child.wait_with_output().expect("pgdrill");
+    (
+        out.status.code(),
+        format!("{}{}", text(&out.stdout), text(&out.stderr)),
+        asked.is_some() && gate.join("asked").exists(),
+    )
+}
+
+/// Regression (issue 39): barman-cloud-wal-restore exits 1 both for a segment the store
+/// lacks and for a bucket that is gone ("Bucket X does not exist"), and PostgreSQL read a
+/// bucket removed during the recovery as the end of the WAL: recovery ended early and the
+/// server promoted without the data after it (barman-cloud has no archive end to check it
+/// against; only a marker or `expect` caught it). The bucket removed while the recovery waits
+/// for the archive's newest segment now stops recovery: exit 3 naming the store and
+/// barman-cloud's words, no verdict.
+#[test]
+fn a_bucket_removed_during_barman_cloud_recovery_is_named_never_read_as_the_end_of_the_wal() {
+    let Some(InMoto { moto, endpoint, env, c, counts, .. }) = in_moto("gone-bkt", "", 2) else { return };
+    // The team's server stops first: its archive_command (barman-cloud-wal-archive) would
+    // make a missing bucket again.
+    drop(c);
+    let source = format!("barman-cloud:s3://gone-bkt/pg?server=demo&endpoint={endpoint}");
+    let work = work_dir();
+    // The newest segment (the last batch): the recovery has replayed the rest when it asks.
+    let objects = moto_s3(
+        &endpoint,
+        "print('\\n'.join(o['Key'] for o in s.list_objects_v2(Bucket='gone-bkt', Prefix='pg/demo/wals/')['Contents']))",
+        "list the WAL objects",
+    );
+    let mut segments: Vec<&str> = objects
+        .lines()
+        .filter_map(|k| k.rsplit('/').next())
+        .filter(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    segments.sort();
+    let newest = segments.last().unwrap_or_else(|| panic!("WAL objects: {objects}")).to_string();
+    let run = |source: &str| env.iter().fold(shipped(source, counts.latest), |r, (k, v)| r.env(k, v));
+    let remove = || {
+        moto_s3(
+            &endpoint,
+            "for p in s.get_paginator('list_objects_v2').paginate(Bucket='gone-bkt'):\n  \
+             for o in p.get('Contents', []): s.delete_object(Bucket='gone-bkt', Key=o['Key'])\n\
+             s.delete_bucket(Bucket='gone-bkt')",
+            "remove the bucket",
+        );
+    };
+    let (code, all, fetched) = held_at_fetch(work.path(), &source, Some(&newest), run, remove);
+    assert!(fetched, "the recovery never asked for {newest}:\n{all}");
+    assert_eq!(code, Some(3), "a bucket gone is no end of the WAL and no verdict:\n{all}");
+    assert!(all.contains(&format!("barman-cloud-wal-restore failed fetching {newest}")), "{all}");
+    assert!(all.contains("Bucket gone-bkt does not exist"), "barman-cloud's own words:\n{all}");
+    assert!(
+        all.contains(&format!("the store s3://gone-bkt/pg (endpoint {endpoint}) answered that its bucket")),
+        "the store is named:\n{all}"
+    );
+    assert!(all.contains("no verdict on the backup"), "{all}");
+    assert!(!all.contains(env[1].1), "the S3 secret was shown:\n{all}");
+    drop(moto);
+}
+
 /// Regression (issue 39): a barman-cloud source whose store did not answer cost every
 /// barman-cloud call its client's retries (about two minutes for Google's) before exit 3.
 /// pgdrill now probes the endpoint first: `backups list` and a verify against a closed port
 /// are exit 3 at once, naming the endpoint and never the credentials, and the barman-cloud
-/// tools (the location's, which note each call) are never run.
+/// tools (the location's, which note each call) are never run. The probe was a TCP connection
+/// only, to an endpoint `endpoint=` named: a store that accepts connections and never answers
+/// (a listener of the test's that holds them in silence) passed it and cost boto's read
+/// timeouts and retries, and one `AWS_ENDPOINT_URL` named was not probed. Both are now named
+/// within the probe's time, the endpoint's user and password never shown.
 #[test]
 fn a_barman_cloud_store_that_does_not_answer_is_named_before_any_barman_cloud_call() {
     if !require(on_path("barman-cloud-backup-list"), "barman-cloud (Debian package barman-cli-cloud)") {
@@ -961,26 +1040,44 @@ fn a_barman_cloud_store_that_does_not_answer_is_named_before_any_barman_cloud_ca
     }
     // Nothing listens there.
     let closed = free_port();
+    // This one accepts every connection and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let quiet = silent.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c);
+        }
+    });
     let secret = "barman-cloud-probe-secret-never-shown";
-    let source = format!(
-        "barman-cloud:s3://drill-bkt/pg?server=demo&endpoint=http://127.0.0.1:{closed}&bin={}",
-        tools.display()
-    );
+    let at = |port: u16| {
+        format!("barman-cloud:s3://drill-bkt/pg?server=demo&endpoint=http://127.0.0.1:{port}&bin={}", tools.display())
+    };
     let with_env = |r: Run| {
         r.env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", secret)
             .env("AWS_DEFAULT_REGION", "us-east-1")
     };
-    let listed = with_env(Run::cli(["backups", "list", "--storage", &source])).output();
-    let ran = with_env(shipped(&source, 10)).output();
-    for (what, r) in [("backups list", &listed), ("verify", &ran)] {
+    // No `endpoint=`: the environment names it, with a user and password in it.
+    let unnamed = format!("barman-cloud:s3://drill-bkt/pg?server=demo&bin={}", tools.display());
+    let in_env = |r: Run| with_env(r).env("AWS_ENDPOINT_URL", format!("http://keyid:{secret}@127.0.0.1:{quiet}"));
+    let cases = [
+        ("closed", closed, with_env(Run::cli(["backups", "list", "--storage", &at(closed)]))),
+        ("closed", closed, with_env(shipped(&at(closed), 10))),
+        ("silent", quiet, with_env(Run::cli(["backups", "list", "--storage", &at(quiet)]))),
+        ("silent", quiet, with_env(shipped(&at(quiet), 10))),
+        ("silent, AWS_ENDPOINT_URL", quiet, in_env(Run::cli(["backups", "list", "--storage", &unnamed]))),
+        ("silent, AWS_ENDPOINT_URL", quiet, in_env(shipped(&unnamed, 10))),
+    ];
+    for (what, port, run) in cases {
+        let r = run.output();
         assert_eq!(r.code, Some(3), "{what}:\n{}", r.all());
-        assert!(r.all().contains(&format!("does not answer at http://127.0.0.1:{closed}")), "{what}:\n{}", r.all());
+        assert!(r.all().contains(&format!("does not answer at http://127.0.0.1:{port}")), "{what}:\n{}", r.all());
         assert!(r.all().contains("no barman-cloud call was made"), "{what}:\n{}", r.all());
         assert!(!r.all().contains(secret), "{what} showed the S3 secret:\n{}", r.all());
+        let noted = std::fs::read_to_string(&calls).unwrap_or_default();
+        assert!(noted.is_empty(), "{what}: barman-cloud ran against a store that does not answer:\n{noted}");
     }
-    let noted = std::fs::read_to_string(&calls).unwrap_or_default();
-    assert!(noted.is_empty(), "barman-cloud ran against a store that does not answer:\n{noted}");
 }
 
 /// A PostgreSQL 15 cluster archiving with `archive_command` (barman-cloud's tools see `env`),
@@ -1543,6 +1640,53 @@ fn barman_recover_errors_are_judged_by_what_they_are_about() {
     let all = garbled.all();
     assert!(all.contains("Barman cannot read its configuration"), "{all}");
     assert!(all.contains("no verdict on the backup"), "{all}");
+    drop(c);
+}
+
+/// Regression (issue 39): the throwaway of a Barman backup copies the WAL `barman recover`
+/// handed over with pgdrill's own restore_command, whose failure was never judged: a copy it
+/// could not read stopped recovery as a failed verification (exit 1, the backup's), and a
+/// folder it could not search was read as "no such segment". The copy now runs through the
+/// reporting script, and either is the environment's failure naming the file and cp's or
+/// ls's words (exit 3), never a verdict on the backup. pgdrill hands every file of the
+/// throwaway to the server's user readable, so the team's `post_recovery_script` reaches past
+/// that: it points the WAL folder pgdrill fills at a folder of Barman's own (a symlink, which
+/// the hand-over leaves alone) and makes the newest WAL file unreadable; the folder itself
+/// is open to the server's user (a file it cannot read) or not (a folder it cannot read).
+#[test]
+fn a_wal_file_barman_handed_over_that_the_server_cannot_read_stops_recovery_as_no_verdict() {
+    let hook = |home: &Path| {
+        format!(
+            "post_recovery_script = d=\"$BARMAN_DESTINATION_DIRECTORY\"; p=$(mktemp -d {h}/private.XXXXXX) && chmod \"$(cat {h}/private_mode)\" \"$p\" && ln -s \"$p\" \"$d/barman_wal\" && f=$(ls \"$d/pg_wal\" | grep -E '^[0-9A-F]{{24}}$' | sort | tail -n 1) && chmod 000 \"$d/pg_wal/$f\" && echo \"$f\" > {h}/unreadable\n",
+            h = home.display()
+        )
+    };
+    // Barman's home is in `work`: kept until the end.
+    let Some(BarmanServer { work: _work, home, config, c }) = barman_server(hook) else { return };
+    let barman = |args: &[&str]| barman_cmd(&config, args);
+    c.drill(true);
+    c.archive_now();
+    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
+    ok(&mut barman(&["backup", "--wait", "--wait-timeout", "120", "demo"]), "barman backup");
+    c.sql("insert into drill(batch) select 1 from generate_series(1, 10)");
+    c.archive_now();
+    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
+    let source = format!("barman://demo?config={}", config.display());
+    for (mode, what) in [("755", "a WAL file"), ("700", "the WAL folder")] {
+        written(home.join("private_mode"), mode);
+        let _ = std::fs::remove_file(home.join("unreadable"));
+        let ran = shipped(&source, 20).output();
+        let all = ran.all();
+        let segment = std::fs::read_to_string(home.join("unreadable")).unwrap_or_default().trim().to_string();
+        assert_eq!(segment.len(), 24, "{what}: the team's post_recovery_script made no WAL file unreadable:\n{all}");
+        assert_eq!(ran.code, Some(3), "{what} the server cannot read is no verdict on the backup:\n{all}");
+        assert!(all.contains("that barman recover handed over could not be copied"), "{what}:\n{all}");
+        assert!(all.contains("Permission denied"), "{what}: cp's or ls's own words:\n{all}");
+        assert!(all.contains("no verdict on the backup"), "{what}:\n{all}");
+        if mode == "755" {
+            assert!(all.contains(&format!("the WAL file {segment} that barman recover")), "{what}:\n{all}");
+        }
+    }
     drop(c);
 }
 
