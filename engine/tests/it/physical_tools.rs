@@ -1397,6 +1397,22 @@ fn barman_cmd(config: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// One backup of `barman_server`'s server (`c.drill(timed)` first, its first segment
+/// archived, `barman backup --wait`), then, with `a_batch`, ten more rows archived after it;
+/// the WAL Barman's archiver has received is in its catalogue either way.
+fn barman_backed_up(c: &Cluster, config: &Path, timed: bool, a_batch: bool) {
+    let barman = |args: &[&str]| barman_cmd(config, args);
+    c.drill(timed);
+    c.archive_now();
+    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
+    ok(&mut barman(&["backup", "--wait", "--wait-timeout", "120", "demo"]), "barman backup");
+    if a_batch {
+        c.sql("insert into drill(batch) select 1 from generate_series(1, 10)");
+        c.archive_now();
+    }
+    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
+}
+
 /// Regression (issue 39, item 1): a Barman server's backups could not be verified at all;
 /// `barman://SERVER?config=PATH` was refused as naming no source. A real Barman server
 /// (`backup_method = postgres`, WAL by `archiver = on`) backs up a native PostgreSQL 15
@@ -1580,14 +1596,7 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
 #[test]
 fn barman_recover_errors_are_judged_by_what_they_are_about() {
     let Some(BarmanServer { work, home, config, c }) = barman_server(|_| String::new()) else { return };
-    let barman = |args: &[&str]| barman_cmd(&config, args);
-    c.drill(true);
-    c.archive_now();
-    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
-    ok(&mut barman(&["backup", "--wait", "--wait-timeout", "120", "demo"]), "barman backup");
-    c.sql("insert into drill(batch) select 1 from generate_series(1, 10)");
-    c.archive_now();
-    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
+    barman_backed_up(&c, &config, true, true);
     let source = format!("barman://demo?config={}", config.display());
     // The newest WAL file of Barman's catalogue (gzip'd: `compression = gzip`), which
     // `barman recover` hands over.
@@ -1663,14 +1672,7 @@ fn a_wal_file_barman_handed_over_that_the_server_cannot_read_stops_recovery_as_n
     };
     // Barman's home is in `work`: kept until the end.
     let Some(BarmanServer { work: _work, home, config, c }) = barman_server(hook) else { return };
-    let barman = |args: &[&str]| barman_cmd(&config, args);
-    c.drill(true);
-    c.archive_now();
-    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
-    ok(&mut barman(&["backup", "--wait", "--wait-timeout", "120", "demo"]), "barman backup");
-    c.sql("insert into drill(batch) select 1 from generate_series(1, 10)");
-    c.archive_now();
-    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
+    barman_backed_up(&c, &config, true, true);
     let source = format!("barman://demo?config={}", config.display());
     for (mode, what) in [("755", "a WAL file"), ("700", "the WAL folder")] {
         written(home.join("private_mode"), mode);
@@ -2413,11 +2415,7 @@ fn ctrl_c_or_a_steps_timeout_ends_a_running_barman_cloud_restore_at_once() {
 fn ctrl_c_during_pg_verifybackup_or_a_steps_timeout_during_barman_recover_ends_the_call_at_once() {
     let Some(BarmanServer { work, home, config, c }) = barman_server(|_| String::new()) else { return };
     let barman = |args: &[&str]| barman_cmd(&config, args);
-    c.drill(false);
-    c.archive_now();
-    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
-    ok(&mut barman(&["backup", "--wait", "--wait-timeout", "120", "demo"]), "barman backup");
-    ok(&mut barman(&["archive-wal", "demo"]), "barman archive-wal");
+    barman_backed_up(&c, &config, false, false);
     let listed: serde_json::Value =
         serde_json::from_str(&ok(&mut barman(&["-f", "json", "list-backups", "demo"]), "barman list-backups"))
             .expect("list-backups json");
