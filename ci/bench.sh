@@ -576,6 +576,24 @@ bench_size() {  # scale documents
     after=$(server_ticks "$1")
     awk -v t="$(((after - before) * 1000 / TCK))" '{ print $1, $2 + t, $3 }' "$S/m" >"$S/m2" && mv "$S/m2" "$S/m"
   }
+  # The same pg_restore into a server started for it (initdb and start not timed): what
+  # verify's throwaway is, where the baselines above restore into a server that has
+  # restored this dump before. The gap between the two is what a new server costs the restore.
+  fresh_restore() {  # port
+    local FPD="$S/restore-fresh"
+    start_server "$FPD" "$1" $THROWAWAY
+    psql -h 127.0.0.1 -p "$1" -U postgres -qc 'create database restored'
+    settle
+    local before after
+    before=$(server_ticks "$FPD")
+    measure "$S/m" pg_restore -h 127.0.0.1 -p "$1" -U postgres -j 2 -d restored "$S/z0.dump"
+    sleep 0.5
+    after=$(server_ticks "$FPD")
+    awk -v t="$(((after - before) * 1000 / TCK))" '{ print $1, $2 + t, $3 }' "$S/m" >"$S/m2" && mv "$S/m2" "$S/m"
+    as_user "$PGBIN/pg_ctl" -D "$FPD/data" -m immediate stop >/dev/null 2>&1 || true
+    unset 'SERVERS[${#SERVERS[@]}-1]'
+    rm -rf "$FPD"
+  }
   verify_run() {  # fingerprint [runbook] [tag] [staging directory] [binary]
     local rep="$S/vrep-$1${3:-}"
     rm -rf "$rep"
@@ -639,7 +657,8 @@ PY
     after=$(server_ticks "$1")
     awk -v t="$(((after - before) * 1000 / TCK))" '{ print $1, $2 + t, $3 }' "$S/m" >"$S/m2" && mv "$S/m2" "$S/m"
   }
-  local vkinds=(pgr_throwaway pgr_default pgr_memory peer verify_full verify_counts)
+  local vkinds=(pgr_throwaway pgr_default pgr_memory pgr_fresh peer verify_full verify_counts)
+  local FPORT=$((40000 + RANDOM % 5000))
   # VERIFY_AB=1: also the runbook as it was before its checks ran side by side
   # (fixtures/runbooks/verify-sequential.yaml), to measure what the overlap buys.
   if [ -n "${VERIFY_AB:-}" ]; then vkinds+=(verify_full_seq); fi
@@ -657,6 +676,7 @@ PY
         pgr_throwaway) baseline_restore "$TPD" "$TPORT" ;;
         pgr_default) baseline_restore "$DPD" "$DPORT" ;;
         pgr_memory) baseline_restore "$MPD" "$MPORT_" ;;
+        pgr_fresh) fresh_restore "$FPORT" ;;
         peer) peer_run "$TPD" "$TPORT" ;;
         verify_full) verify_run full ;;
         verify_counts) verify_run counts ;;
@@ -687,8 +707,9 @@ PY
   echo "|---|---|---|---|---|---|"
   echo "| pg_restore -j 2 into a running server with pgdrill's throwaway settings | $(sec "$vt") | $(sec "$(col "$S/v-pgr_throwaway" 2)") | 1.00 | $(ratio "$vt" "$vd") | |"
   echo "| pg_restore -j 2 into a running server with default settings | $(sec "$vd") | $(sec "$(col "$S/v-pgr_default" 2)") | $(ratio "$vd" "$vt") | 1.00 | |"
-  local vm; vm=$(col "$S/v-pgr_memory" 1)
+  local vm vn; vm=$(col "$S/v-pgr_memory" 1); vn=$(col "$S/v-pgr_fresh" 1)
   echo "| pg_restore -j 2 into a running server with pgdrill's throwaway settings, its files in /dev/shm | $(sec "$vm") | $(sec "$(col "$S/v-pgr_memory" 2)") | $(ratio "$vm" "$vt") | $(ratio "$vm" "$vd") | |"
+  echo "| pg_restore -j 2 into a server started for it (initdb and start not timed), pgdrill's throwaway settings | $(sec "$vn") | $(sec "$(col "$S/v-pgr_fresh" 2)") | $(ratio "$vn" "$vt") | $(ratio "$vn" "$vd") | |"
   echo "| pgdrill run verify, jobs=2, fingerprint=full (start server, check, restore, compare, amcheck heapallindexed) | $(sec "$vf") | $(sec "$(col "$S/v-verify_full" 2)") | $(ratio "$vf" "$vt") | $(ratio "$vf" "$vd") | <= 1.6 |"
   echo "| pgdrill run verify, jobs=2, fingerprint=counts (amcheck structure only) | $(sec "$vc") | $(sec "$(col "$S/v-verify_counts" 2)") | $(ratio "$vc" "$vt") | $(ratio "$vc" "$vd") | <= 1.3 |"
   local vp; vp=$(col "$S/v-peer" 1)
@@ -728,9 +749,10 @@ PY
   # beside the row hashes; the schema once amcheck is done), against the measured wall; the
   # rest (pick, database, roles, record, teardown, process) is pgdrill's own overhead.
   for f in full counts ${VERIFY_BEFORE:+full_before}; do
-    python3 - "$S/phases-${f/_/}" "$f" "$vt" "$vp" "$(col "$S/v-verify_$f" 1)" <<'PY'
+    python3 - "$S/phases-${f/_/}" "$f" "$vt" "$vp" "$(col "$S/v-verify_$f" 1)" "$vn" <<'PY'
 import statistics, sys
 path, kind, bare, peer, wall = sys.argv[1], sys.argv[2], int(sys.argv[3]) / 1000, int(sys.argv[4]) / 1000, int(sys.argv[5]) / 1000
+fresh = int(sys.argv[6]) / 1000
 runs = [dict(kv.split("=") for kv in line.split()) for line in open(path) if line.strip() and not line.startswith("staged_bytes")]
 med = lambda k: statistics.median(float(r.get(k, 0)) for r in runs)
 segs = ["seg_before", "seg_check", "seg_prepare", "seg_restore", "seg_checks", "seg_schema", "seg_after", "seg_outside"]
@@ -742,6 +764,13 @@ ref, name, goal = (peer, "the peer pipeline", 0.8) if kind.startswith("full") el
 print("  floor of %s: check beside start %.2f + restore %.2f (the lower of its own and the bare pg_restore's) + checks %.2f + schema %.2f = %.2f s = %.2f of %s (goal <= %.1f: %s by the floor); measured %.2f s = %.2f; pgdrill's rest %.2f s"
       % (kind, med("seg_check"), restore, med("seg_checks"), med("seg_schema"), floor, floor / ref, name, goal,
          "reachable" if floor / ref <= goal else "NOT reachable", wall, wall / ref, wall - floor))
+# The same floor with the restore into a server started for it (verify's throwaway is
+# always new): at the lower of pgdrill's own restore and that baseline's median.
+restore_new = min(med("seg_restore"), fresh)
+floor_new = med("seg_check") + restore_new + med("seg_checks") + med("seg_schema")
+print("  floor of %s with the restore into a new server: check %.2f + restore %.2f (the lower of its own and pg_restore's into a server started for it) + checks %.2f + schema %.2f = %.2f s = %.2f of %s (goal <= %.1f: %s by this floor)"
+      % (kind, med("seg_check"), restore_new, med("seg_checks"), med("seg_schema"), floor_new, floor_new / ref, name, goal,
+         "reachable" if floor_new / ref <= goal else "NOT reachable"))
 PY
   done
   echo "pgdrill verify peak RSS (largest of the runs, pgdrill itself): $((vrss / 1024)) MiB; staged for the restore: $(mib "$staged") MiB (pg_dump -Fc -Z0: $(mib "$(size_of "$S/z0.dump")") MiB)"
