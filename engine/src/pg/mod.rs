@@ -38,6 +38,10 @@ pub const THROWAWAY_SETTINGS: &[(&str, &str)] = &[
     ("maintenance_work_mem", "256MB"),
     ("max_parallel_maintenance_workers", "2"),
     ("autovacuum", "off"),
+    // Dynamic shared memory as files in the data directory (pg_dynshmem/) instead of
+    // /dev/shm/PostgreSQL.*: a server killed outright (pgdrill killed with -9) leaves its
+    // segments where the reaper removes its folder, never in /dev/shm for good.
+    ("dynamic_shared_memory_type", "mmap"),
 ];
 
 /// `-c name=value` arguments for `THROWAWAY_SETTINGS`.

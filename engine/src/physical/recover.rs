@@ -479,6 +479,9 @@ fn command_line(ws: &Workspace, hba: &Path, ident: &Path, major: u32) -> Vec<Str
         ("synchronous_commit", "off".into()),
         ("autovacuum", "off".into()),
         ("ssl", "off".into()),
+        // Dynamic shared memory in the workspace's data directory (pg_dynshmem/), removed
+        // with it, never left in /dev/shm by a server killed outright (pg::THROWAWAY_SETTINGS).
+        ("dynamic_shared_memory_type", "mmap".into()),
     ];
     if major >= 15 {
         v.push(("archive_library", String::new()));

@@ -179,6 +179,15 @@ fn crash_is_cleaned_up(provider: &str) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL)
         .expect("kill");
     let _ = child.wait();
+    if rec.provider == "native" {
+        // Its dynamic shared memory is in its own folder, which the reaper removes: a killed
+        // server's segments were left in /dev/shm/PostgreSQL.* for good before.
+        let segments: Vec<_> = common::walk(Path::new(&rec.instance))
+            .into_iter()
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("mmap.")))
+            .collect();
+        assert!(!segments.is_empty(), "no dynamic shared memory segment under {}", rec.instance);
+    }
     if provider == "native" {
         let deadline = Instant::now() + Duration::from_secs(10);
         while common::process_running(&rec.instance) {

@@ -71,6 +71,8 @@ async fn a_clean_backup_passes_every_check_and_is_recorded_then_skipped_unless_f
     // fingerprint=full (the default) checks every heap tuple is indexed.
     assert!(junit_text.contains("structure and heapallindexed"), "{junit_text}");
     assert!(!ran.all().contains(KEY), "the key leaked: {}", ran.all());
+    // By default (`data: auto`) a small dump's throwaway keeps its files in memory, said so.
+    assert!(ran.all().contains("data auto: in memory (/dev/shm)"), "{}", ran.all());
 
     let ledger = std::fs::read_to_string(storage.join("shop/ledger.jsonl")).expect("ledger");
     let line: serde_json::Value = serde_json::from_str(ledger.lines().next().unwrap_or("{}")).expect("json");
