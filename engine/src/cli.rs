@@ -1599,14 +1599,38 @@ fn validate(files: &[PathBuf]) -> Result<ExitCode, Error> {
 /// aligned, the path last. Names and paths are data: control characters are shown, not sent.
 /// `backups list` of another tool's physical backups, newest first, listed by the tool itself.
 async fn physical_backups(location: &str, json: bool, stores: &crate::storage::Opened) -> Result<ExitCode, Error> {
-    let source = crate::physical::open(location, stores)?;
-    let tool = source.tool();
-    let mut list = source.list()?;
+    // Ctrl-C (or SIGTERM) ends the tool's running call at once, its version probes included,
+    // through the interrupt a step would watch: before, nothing watched it here, and a tool
+    // that hung (a repository on a mount that stopped answering) held the command.
+    let cancel = CancellationToken::new();
+    let cause = Arc::new(Mutex::new(None));
+    exec::signal::install(cancel.clone(), cause.clone())
+        .map_err(|e| Error::environment(format!("cannot install signal handlers: {e}")))?;
+    let stop = crate::physical::tools::Interrupt::default();
+    let _watch = stop.watch(cancel.clone());
+    let read = async {
+        let source = crate::physical::open_with(location, stores, stop.clone())?;
+        let tool = source.tool();
+        let list = source.list()?;
+        // The source's ledger, by the tool's backup id: which backup was proven.
+        let last = crate::physical::tools::last_verifications(location, stores).await?;
+        Ok::<_, Error>((source, tool, list, last))
+    };
+    let read = tokio::select! {
+        r = read => r,
+        _ = cancel.cancelled() => Err(Error::environment("interrupted")),
+    };
+    // What a call the interrupt ended said is not the tool's answer: the command stopped.
+    if cancel.is_cancelled() {
+        let by = cause.lock().ok().and_then(|c| c.clone()).unwrap_or_else(|| "a signal".into());
+        errln!("error: `backups list` was interrupted by {by}; no tool call of it is left running");
+        return Ok(ExitCode::Interrupted);
+    }
+    let (source, tool, mut list, last) = read?;
     list.reverse();
     let time = |t: Option<time::OffsetDateTime>| t.map(crate::util::rfc3339);
     // The source's ledger (`&ledger=FOLDER`), by the tool's backup id: which backup was proven.
     let ledger = crate::physical::tools::ledger_of(location)?;
-    let last = crate::physical::tools::last_verifications(location, stores).await?;
     let last_json = |id: &str| {
         last.get(id).map(|e| {
             serde_json::json!({

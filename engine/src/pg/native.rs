@@ -630,6 +630,19 @@ pub fn installed_majors() -> Vec<u32> {
 /// Find pg_dump (or pg_restore): explicit, the server's major under /usr/lib/postgresql, the
 /// newest there, then PATH.
 pub fn find_tool(tool: &str, explicit: Option<&Path>, server_major: u32) -> Result<(PathBuf, String, u32), Failure> {
+    find_tool_with(tool, explicit, server_major, &mut |cmd| Ok(crate::child::output(cmd).ok()))
+}
+
+/// [`find_tool`], each candidate's `--version` run by `run`: `Ok(None)` when that candidate
+/// cannot be run (the next is asked), an error ends the search with it. The caller decides
+/// how a probe runs: a physical source runs it through its interrupt (a probe on a mount
+/// that stopped answering held Ctrl-C and the step's timeout), which lives above this layer.
+pub fn find_tool_with(
+    tool: &str,
+    explicit: Option<&Path>,
+    server_major: u32,
+    run: &mut dyn FnMut(&mut Command) -> Result<Option<std::process::Output>, Failure>,
+) -> Result<(PathBuf, String, u32), Failure> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(p) = explicit {
         candidates.push(p.to_path_buf());
@@ -642,7 +655,7 @@ pub fn find_tool(tool: &str, explicit: Option<&Path>, server_major: u32) -> Resu
     }
     let mut best: Option<(PathBuf, String, u32)> = None;
     for c in candidates {
-        let Ok(out) = crate::child::output(crate::child::command(&c).arg("--version")) else { continue };
+        let Some(out) = run(crate::child::command(&c).arg("--version"))? else { continue };
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let Some(major) = parse_major(&text) else { continue };
         if major >= server_major {

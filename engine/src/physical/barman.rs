@@ -706,6 +706,8 @@ impl BarmanCloud {
             (tools::version_numbers(&bin.version) > mine).then_some((image, bin))
         });
         let Some((image, bin)) = newer else {
+            // A probe the interrupt ended found nothing: said as stopped, not as absent.
+            self.interrupt.check("the search for barman-cloud in Docker's images")?;
             return Err(Failure::environment(format!(
                 "{} ({}) cannot read the backup.info of some of the server `{}`'s backups (a newer barman-cloud wrote them), nor has Docker an image with a newer barman-cloud: install a newer barman-cli-cloud, or build the image of the backups' PostgreSQL major (`bash ci/setup.sh` builds pgdrill/postgres-local:17 with barman-cli-cloud)",
                 self.bin.version,
@@ -779,6 +781,7 @@ impl PhysicalSource for BarmanCloud {
                     (tools::version_numbers(&bin.version) >= least).then_some((image, bin))
                 });
                 let Some((image, bin)) = found else {
+                    self.interrupt.check("the search for barman-cloud in Docker's images")?;
                     let local = crate::pg::docker::LOCAL_IMAGE.replace("{major}", &major.to_string());
                     return Err(Failure::environment(format!(
                         "the backup `{}` is of PostgreSQL {major}, and this machine has no PostgreSQL {major} server binaries, nor Docker an image of it with barman-cloud: build the image {local} (`bash ci/setup.sh` builds PostgreSQL {major} with barman-cli-cloud), or install postgresql-{major}",
@@ -1716,8 +1719,10 @@ impl PhysicalSource for BarmanServer {
         // This machine's pg_verifybackup of the major, else its image's: Debian's wrapper puts
         // none on the image's PATH, so `env` runs it by its path, as the throwaway's user (the
         // files handed to it), the data directory read-only, no network.
-        let (mut cmd, _env, version) = match crate::pg::native::find_tool("pg_verifybackup", None, major) {
+        // Its version probes too run through the source's interrupt (`find_pg_tool`).
+        let (mut cmd, _env, version) = match tools::find_pg_tool("pg_verifybackup", None, major, &self.interrupt) {
             Ok((path, version, _)) => (crate::child::command(path), None, version),
+            Err(e) if self.interrupt.interrupted() => return Err(e),
             Err(_) => {
                 let Some(image) = super::recover::docker_image_for(major) else {
                     return Ok(Some(format!(

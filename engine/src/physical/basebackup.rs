@@ -26,6 +26,9 @@ use crate::error::Failure;
 pub struct BasebackupFolder {
     root: PathBuf,
     wal_dir: Option<PathBuf>,
+    /// Ends the running pg_verifybackup (and the version probes before it) when the run is
+    /// interrupted or the step times out: on a large backup it reads every file for minutes.
+    interrupt: super::tools::Interrupt,
 }
 
 /// The two layouts pg_basebackup writes.
@@ -202,7 +205,12 @@ impl BasebackupFolder {
                 return Err(Failure::invalid(format!("the WAL archive folder {} does not exist", w.display())));
             }
         }
-        Ok(BasebackupFolder { root, wal_dir })
+        Ok(BasebackupFolder { root, wal_dir, interrupt: Default::default() })
+    }
+
+    /// The folder, its calls run through `stop` (the interrupt its step watches).
+    pub fn interrupted_by(self, stop: super::tools::Interrupt) -> BasebackupFolder {
+        BasebackupFolder { interrupt: stop, ..self }
     }
 
     fn backup_dirs(&self) -> Vec<PathBuf> {
@@ -477,7 +485,9 @@ fn stays_inside(at: &Path, target: &Path) -> bool {
 
 impl PhysicalSource for BasebackupFolder {
     fn tool(&self) -> Tool {
-        let version = crate::child::output(crate::child::command("pg_basebackup").arg("--version"))
+        let version = self
+            .interrupt
+            .run(crate::child::command("pg_basebackup").arg("--version"), "pg_basebackup --version")
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default();
         Tool { name: "pg_basebackup".into(), version }
@@ -572,20 +582,36 @@ impl PhysicalSource for BasebackupFolder {
         }
         let major = backup.pg_major.unwrap_or(15);
         // The local pg_verifybackup when it is of the backup's major or newer, else the one
-        // in that major's image, reading the files at the same paths.
-        let (mut cmd, version) = match crate::pg::native::find_tool("pg_verifybackup", None, major) {
-            Ok((path, text, _)) => (crate::child::command(path), text),
+        // in that major's image, reading the files at the same paths: in a container named
+        // and labelled as pgdrill's, which an interrupted call removes (killing the docker
+        // client leaves it running) and the reaper knows. Debian's wrapper puts none on the
+        // image's PATH, so `env` runs it by its path.
+        let (mut cmd, _env, version) = match super::tools::find_pg_tool("pg_verifybackup", None, major, &self.interrupt)
+        {
+            Ok((path, text, _)) => (crate::child::command(path), None, text),
+            Err(e) if self.interrupt.interrupted() => return Err(e),
             Err(local) => {
                 let image = super::recover::docker_image_for(major).ok_or_else(|| {
                     local.context(format!("checking a PostgreSQL {major} backup (and Docker has no image of {major})"))
                 })?;
-                let mut d = crate::pg::image_tools::docker();
-                d.args(["run", "--rm", "--network", "none"]);
-                for m in [&dir, &into.data_dir, &into.tablespaces_dir].into_iter().chain(self.wal_dir.as_ref()) {
-                    d.arg("--volume").arg(format!("{}:{}:ro", m.display(), m.display()));
-                }
-                d.args(["--entrypoint", &format!("/usr/lib/postgresql/{major}/bin/pg_verifybackup"), &image]);
-                (d, format!("pg_verifybackup of PostgreSQL {major} ({image})"))
+                let mut c = crate::child::command("env");
+                c.arg(format!("/usr/lib/postgresql/{major}/bin/pg_verifybackup"));
+                let ro: Vec<&Path> = [&dir, &into.data_dir, &into.tablespaces_dir]
+                    .into_iter()
+                    .chain(self.wal_dir.as_ref())
+                    .map(PathBuf::as_path)
+                    .collect();
+                let name = super::tools::container_name();
+                let how = crate::pg::image_tools::InImage {
+                    ro: &ro,
+                    name: Some(&name),
+                    network: false,
+                    labelled: true,
+                    ..Default::default()
+                };
+                let (d, env) = crate::pg::image_tools::in_image_with(&c, &image, &how)
+                    .map_err(|e| Failure::environment(format!("cannot run pg_verifybackup in {image}: {e}")))?;
+                (d, Some(env), format!("pg_verifybackup of PostgreSQL {major} ({image})"))
             }
         };
         cmd.arg("--quiet").arg("-m").arg(&manifest);
@@ -615,8 +641,8 @@ impl PhysicalSource for BasebackupFolder {
             }
         };
         cmd.arg(&into.data_dir);
-        let out =
-            crate::child::output(&mut cmd).map_err(|e| Failure::environment(format!("running {version}: {e}")))?;
+        // Through the interrupt: Ctrl-C or the step's timeout waited for it to end.
+        let out = self.interrupt.run(&mut cmd, "pg_verifybackup")?;
         if !out.status.success() {
             let text = String::from_utf8_lossy(&out.stderr);
             let first: Vec<&str> = text.lines().take(5).collect();
@@ -640,6 +666,10 @@ impl PhysicalSource for BasebackupFolder {
     fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
         let Some(dir) = &self.wal_dir else { return Ok(None) };
         archive_end_in(dir, timeline)
+    }
+
+    fn interrupt(&self) -> Option<super::tools::Interrupt> {
+        Some(self.interrupt.clone())
     }
 }
 

@@ -568,11 +568,15 @@ pub fn serving(explicit: Option<&Path>, stop: &tools::Interrupt) -> Result<(Bina
         Err(missing) if explicit.is_none() && !stop.interrupted() => {
             match tools::find_in_any_image("pgbackrest", &["version"], stop) {
                 Some((image, bin)) => Ok((bin, Some(image))),
-                None => Err(Failure::environment(format!(
+                None => {
+                    // A probe the interrupt ended found nothing: said as stopped, not as absent.
+                    stop.check("the search for pgbackrest in Docker's images")?;
+                    Err(Failure::environment(format!(
                 "{}; nor has Docker an image of PostgreSQL with pgbackrest here (`bash ci/setup.sh` builds {} with it)",
                 missing.message,
                 crate::pg::docker::LOCAL_IMAGE.replace("{major}", "17")
-            ))),
+            )))
+                }
             }
         }
         Err(e) => Err(e),
@@ -807,6 +811,7 @@ impl PhysicalSource for PgBackRest {
                     bin.filter(|_| enough).map(|bin| (image, bin))
                 });
                 let Some((image, bin)) = found else {
+                    self.interrupt.check("the search for pgbackrest in Docker's images")?;
                     let local = crate::pg::docker::LOCAL_IMAGE.replace("{major}", &major.to_string());
                     let seen = if seen.is_empty() { "no image of it here".to_string() } else { seen.join(", ") };
                     return Err(Failure::environment(format!(

@@ -291,7 +291,7 @@ pub fn find_in_image(program: &str, version_args: &[&str], image: &str, stop: &I
 
 /// The name of a tool's container, `pgdrill-tool-PID-RANDOM`: what an interrupted call
 /// removes (`container_of`).
-fn container_name() -> String {
+pub fn container_name() -> String {
     format!("pgdrill-tool-{}-{}", std::process::id(), crate::pg::native::generate_password().get(..8).unwrap_or("0"))
 }
 
@@ -305,6 +305,30 @@ pub fn find_in_any_image(program: &str, version_args: &[&str], stop: &Interrupt)
     let mut seen = std::collections::HashSet::new();
     images.retain(|i| seen.insert(i.clone()));
     images.into_iter().find_map(|image| find_in_image(program, version_args, &image, stop).map(|bin| (image, bin)))
+}
+
+/// PostgreSQL's own `tool` (pg_verifybackup) of `major` or newer on this machine (`explicit`,
+/// else as `pg::native::find_tool` looks for it), its `--version` probes run through `stop`
+/// as the source's other calls are: under a guard, and ended at once by Ctrl-C or the step's
+/// timeout (said so, never read as the tool missing). A candidate path that is not there is
+/// not probed.
+pub fn find_pg_tool(
+    tool: &str,
+    explicit: Option<&Path>,
+    major: u32,
+    stop: &Interrupt,
+) -> Result<(PathBuf, String, u32), Failure> {
+    crate::pg::native::find_tool_with(tool, explicit, major, &mut |cmd| {
+        let program = Path::new(cmd.get_program()).to_path_buf();
+        if program.is_absolute() && !program.is_file() {
+            return Ok(None);
+        }
+        match stop.run(cmd, &format!("{} --version", program.display())) {
+            Ok(out) => Ok(Some(out)),
+            Err(e) if stop.interrupted() => Err(e),
+            Err(_) => Ok(None),
+        }
+    })
 }
 
 /// A tool child run in a Docker image rather than on this machine: the tool's environment
@@ -405,6 +429,16 @@ impl Interrupt {
         }
     }
 
+    /// `Err` saying `what` was stopped when the run was interrupted, else `Ok`: what a caller
+    /// returns rather than read a call the interrupt ended (a probe in an image that gave
+    /// nothing) as the tool's own answer ("no image has it").
+    pub fn check(&self, what: &str) -> Result<(), Failure> {
+        if self.interrupted() {
+            return Err(stopped(what));
+        }
+        Ok(())
+    }
+
     /// Interrupt when `cancel` is cancelled (the step's token: a signal, or the step's own
     /// `timeout:`), from a task of its own, since the step itself is blocked in the call;
     /// stops watching when the returned [`Watch`] is dropped, with the step.
@@ -423,9 +457,8 @@ impl Interrupt {
     /// client leaves the container running the tool.
     pub fn run(&self, cmd: &mut Command, what: &str) -> Result<Output, Failure> {
         use std::os::unix::process::CommandExt;
-        let stopped = || Failure::environment(format!("{what} was stopped: the run was interrupted"));
         if self.interrupted() {
-            return Err(stopped());
+            return Err(stopped(what));
         }
         cmd.process_group(0);
         cmd.stdin(std::process::Stdio::null())
@@ -446,10 +479,17 @@ impl Interrupt {
             if let Some(name) = container_of(cmd) {
                 crate::pg::image_tools::remove(&name);
             }
-            return Err(stopped());
+            return Err(stopped(what));
         }
         out.map_err(|e| Failure::environment(format!("cannot run {what}: {e}")).with_source(e))
     }
+}
+
+/// What a call the interrupt ended or refused says: the environment's failure, never the
+/// tool's verdict. The step's timeout ends calls through the same interrupt (and the step
+/// then says it timed out).
+fn stopped(what: &str) -> Failure {
+    Failure::environment(format!("{what} was stopped: the run was interrupted"))
 }
 
 /// The container a `docker run` command names (`--name`, as `image_command` gives it).
@@ -735,6 +775,43 @@ mod tests {
         assert_eq!(e.class, crate::error::Class::Environment, "{e}");
         assert!(e.to_string().contains("was stopped: the run was interrupted"), "{e}");
         assert!(!e.to_string().contains("install"), "{e}");
+    }
+
+    /// Regression (issue 39): the `--version` probes that find pg_verifybackup (run by a
+    /// pg_basebackup folder and a Barman server after the restore) were outside the
+    /// interrupt: one that hangs held Ctrl-C and the step's timeout. Ended at once now, said
+    /// so, never read as the tool missing; and once interrupted, a search that found nothing
+    /// says it was stopped (a probe in an image read back as "no image has it").
+    #[test]
+    fn a_pg_tools_version_probe_that_hangs_is_ended_by_the_interrupt() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let started = dir.path().join("started");
+        let probe = dir.path().join("pg_verifybackup");
+        std::fs::write(&probe, format!("#!/bin/sh\ntouch {}\nexec sleep 3589\n", started.display())).expect("write");
+        std::fs::set_permissions(&probe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let interrupt = Interrupt::default();
+        let (tx, call) = std::sync::mpsc::channel();
+        {
+            let (interrupt, probe) = (interrupt.clone(), probe.clone());
+            std::thread::spawn(move || tx.send(find_pg_tool("pg_verifybackup", Some(&probe), 15, &interrupt)));
+        }
+        // A bound for a broken build only, never a measure of speed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !started.exists() {
+            assert!(std::time::Instant::now() < deadline, "the probe never started");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(interrupt.check("a search").is_ok(), "not interrupted yet");
+        interrupt.interrupt();
+        let e = call
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the probe returned")
+            .expect_err("interrupted");
+        assert_eq!(e.class, crate::error::Class::Environment, "{e}");
+        assert!(e.to_string().contains("--version was stopped: the run was interrupted"), "{e}");
+        assert!(!e.to_string().contains("not found"), "{e}");
+        let e = interrupt.check("the search for pgbackrest in Docker's images").expect_err("stopped");
+        assert_eq!(e.to_string(), "the search for pgbackrest in Docker's images was stopped: the run was interrupted");
     }
 
     /// Regression (issue 39): an interrupt killed the docker client of a tool run in an

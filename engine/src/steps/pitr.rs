@@ -253,7 +253,8 @@ pub struct RestoreOutputs {
 }
 
 /// The source `w` names.
-/// Another tool's source runs its calls, its version probes first, through `stop`.
+/// Another tool's source runs its calls, its version probes first, through `stop`; a
+/// pg_basebackup folder its pg_verifybackup and the probes before it.
 fn open_source(
     ctx: &StepCtx,
     w: &RestoreWith,
@@ -262,7 +263,8 @@ fn open_source(
     match w.source.as_str() {
         "pg_basebackup" => Ok(Box::new(
             BasebackupFolder::new(ctx.resolve(&w.backups), w.wal.as_deref().filter(|d| !d.is_empty()).map(|d| ctx.resolve(d)))
-                .map_err(|e| e.at_field("backups"))?,
+                .map_err(|e| e.at_field("backups"))?
+                .interrupted_by(stop.clone()),
         )),
         "pgdrill" => {
             let storage = w.storage.as_deref().filter(|s| !s.trim().is_empty()).ok_or_else(|| {

@@ -2916,6 +2916,126 @@ fn a_tools_version_probe_that_hangs_is_ended_by_ctrl_c_or_the_steps_timeout() {
     assert!(left.is_empty(), "physical.verify timed out during the version probe left {left:?}:\n{all}");
 }
 
+/// Regression (issue 39): `backups list` opened a tool's source with an interrupt nothing
+/// watched: Ctrl-C did not end the tool's running call, and pgdrill died of the signal (no
+/// exit code of its own) instead of stopping. The location's pgbackrest (`bin=`, the real
+/// one, whose `info` hangs here: a repository on a mount that stopped answering) is ended at
+/// once: exit 130, said so, and neither the wrapper nor its sleep is left.
+#[test]
+fn ctrl_c_ends_a_backups_list_whose_pgbackrest_info_hangs() {
+    if !require(on_path("pgbackrest"), "pgbackrest (Debian package pgbackrest)") {
+        return;
+    }
+    let work = work_dir();
+    let started = work.path().join("info-started");
+    let tool = sh_script(
+        work.path().join("pgbackrest-info-hangs"),
+        &format!(
+            "case \" $* \" in *\" info \"*) touch {} && sleep 3591 ;; esac\nexec {} \"$@\"\n",
+            started.display(),
+            real("pgbackrest")
+        ),
+    );
+    let list = Run::cli(["backups", "list", "--storage", &format!("pgbackrest://demo?bin={}", tool.display())]);
+    let (pid, code, all) = ended_mid_call(list, &started, true);
+    assert_eq!(code, Some(130), "{all}");
+    assert!(all.contains("interrupted by SIGINT"), "{all}");
+    let left = left_by(pid, &["sleep 3591", "pgbackrest-info-hangs"]);
+    assert!(left.is_empty(), "backups list interrupted during pgbackrest info left {left:?}:\n{all}");
+}
+
+/// A copy of the WAL archive folder `archive` in `held`, where the first WAL file a listing
+/// of the folder gives is a FIFO nobody writes: pg_waldump, which pg_verifybackup runs on the
+/// folder, opens that first file to learn the segment size, and waits on it (a WAL folder
+/// that hangs, without a timing). Whatever order the file system lists in, FIFOs are added
+/// until one comes first. They are named on timeline 0, which no server writes, so nothing
+/// else asks for them.
+fn held_archive(archive: &Path, held: &Path) -> PathBuf {
+    let held = made_dir(held.to_path_buf());
+    let fifo = |n: u32| {
+        let p = held.join(format!("{n:024X}"));
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    };
+    fifo(0);
+    for e in std::fs::read_dir(archive).expect("the archive").flatten() {
+        if e.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::copy(e.path(), held.join(e.file_name())).expect("copy a WAL file");
+        }
+    }
+    let first_is_a_fifo = || {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::read_dir(&held)
+            .expect("the held archive")
+            .flatten()
+            .find(|e| e.file_name().to_str().is_some_and(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit())))
+            .is_some_and(|e| e.file_type().is_ok_and(|t| t.is_fifo()))
+    };
+    let mut n = 1;
+    while !first_is_a_fifo() {
+        assert!(n < 1000, "no FIFO came first in a listing of {}", held.display());
+        fifo(n);
+        n += 1;
+    }
+    held
+}
+
+/// Regression (issue 39): a pg_basebackup folder's `pg_verifybackup` (which reads every file
+/// of the backup and parses its WAL: minutes on a large backup), and the version probes that
+/// find it, ran outside the interrupt and the guard: Ctrl-C and the step's `timeout:` waited
+/// for it to end. One pg_basebackup backup, its WAL archive held (`held_archive`): SIGINT once
+/// pg_verifybackup's pg_waldump runs on it ends the call at once, exit 130, no
+/// pg_verifybackup or pg_waldump left, no folder; `timeout: 15s` times the step out (exit 1,
+/// `timed_out`) and leaves nothing either.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_or_a_steps_timeout_ends_a_pg_basebackup_folders_pg_verifybackup_at_once() {
+    let Some((src, _url)) = crate::pitr::source_with_a_base_backup().await else { return };
+    let crate::pitr::Source { tmp, server } = src;
+    // Stopped: nothing is archived from here on.
+    drop(server);
+    let held = held_archive(&tmp.path().join("archive"), &tmp.path().join("wal-held"));
+    let shown = held.display().to_string();
+    let book = |name: &str, timeout: &str| {
+        written(
+            tmp.path().join(format!("{name}.yaml")),
+            format!(
+                "name: {name}\nsteps:\n  - id: restore\n    uses: pitr.restore\n{timeout}    with:\n      backups: \"{}\"\n      wal: \"{shown}\"\n      target: latest\n      accept_unproven: true\n",
+                tmp.path().join("backups").display()
+            ),
+        )
+    };
+    // Marked started once pg_waldump runs on the held folder (pg_verifybackup's `-w`).
+    let waiting = |marker: PathBuf| {
+        let shown = shown.clone();
+        std::thread::spawn(move || {
+            // A bound for a broken build only, never a measure of speed.
+            let running = || processes_with(&shown).iter().any(|p| p.contains("pg_waldump"));
+            if wait_for(Duration::from_secs(300), || running().then_some(())).is_some() {
+                let _ = std::fs::write(&marker, "");
+            }
+        });
+    };
+    let marker = tmp.path().join("pg-waldump-waits");
+
+    let run = Run::new(book("interrupted", ""));
+    waiting(marker.clone());
+    let (pid, code, all) = tokio::task::block_in_place(|| ended_mid_call(run, &marker, true));
+    assert_eq!(code, Some(130), "{all}");
+    assert!(all.contains("interrupted by SIGINT"), "{all}");
+    let left = left_by(pid, &[&shown]);
+    assert!(left.is_empty(), "pitr.restore interrupted during pg_verifybackup left {left:?}:\n{all}");
+
+    let report = tmp.path().join("timed");
+    let run = Run::new(book("timed", "    timeout: 15s\n")).report(&report);
+    waiting(marker.clone());
+    let (pid, code, all) = tokio::task::block_in_place(|| ended_mid_call(run, &marker, false));
+    assert_eq!(code, Some(1), "a step past its timeout is a failed step:\n{all}");
+    let step = RunJson::read(&report).step("restore").clone();
+    assert_eq!(step.outcome, "timed_out", "{:?}\n{all}", step.message);
+    assert!(step.message.as_deref().is_some_and(|m| m.contains("timed out after 15s")), "{:?}", step.message);
+    let left = left_by(pid, &[&shown]);
+    assert!(left.is_empty(), "pitr.restore timed out during pg_verifybackup left {left:?}:\n{all}");
+}
+
 /// Regression (issue 39): a pgdrill killed with -9 during `barman recover` left the team's
 /// pre_recovery_script running (here a hook that sleeps an hour), and `barman recover` with
 /// it: the parent-death signal reaches the direct child only, and not even barman once it
