@@ -977,7 +977,10 @@ pub fn prove(opts: &RecoverOptions, log: &str, q: &Queried) -> Result<RecoveryFa
                 return Err(fail(format!("the server stopped early: \"{stop}\"")));
             }
             if let Some(end) = &opts.archive_end {
-                if replay < end.segment_start {
+                // At the newest segment's very start is before it too: a segment switch
+                // (`pg_switch_wal`, `archive_timeout`) ends the one before it exactly there,
+                // so a server that never read the newest segment stops at its first byte.
+                if replay <= end.segment_start {
                     // Typed, so the source can list its archive again: a segment removed
                     // while this recovery ran is no gap of the backup's.
                     let short = ShortOfEnd { replayed: replay, end: end.clone() };
@@ -1120,6 +1123,13 @@ mod tests {
             short.map(|s| (s.replayed, s.end.segment.as_str())),
             Some((Lsn(0x3000200), "000000010000000000000005"))
         );
+        // Issue 39: the segment before the newest ended in a switch, and the server that
+        // never read the newest stopped exactly at its start: not past it, a gap too.
+        let at_start = Queried { replay_lsn: Lsn::parse("0/5000000"), ..Default::default() };
+        let e = prove(&o, &log, &at_start).expect_err("nothing of the newest segment replayed");
+        assert!(e.message.contains("before the archive's newest segment 000000010000000000000005"), "{}", e.message);
+        let into = Queried { replay_lsn: Lsn::parse("0/5000060"), ..Default::default() };
+        assert!(prove(&o, &log, &into).is_ok(), "a record of the newest segment replayed");
         o.archive_end = None;
         assert!(prove(&o, &log, &q).is_ok());
     }
