@@ -1218,8 +1218,12 @@ fn barman_cloud_backed_up(
 
 /// The verify runbook's three recoveries (the end of the archive, a time, a restore point)
 /// were barman-cloud's: its restore tool named with its version, the marker true, WAL
-/// fetched from the store (`store`, for the message).
+/// fetched from the store (`store`, for the message); the archive's end known from the
+/// store's listing (issue 39: barman-cloud keeps none), with when it was archived.
 fn recovered_by_barman_cloud(rj: &RunJson, store: &str) {
+    let end = &rj.step("latest").outputs;
+    assert!(end["newest_wal"].as_str().is_some_and(|s| s.len() == 24), "{store}: no archive end: {end}");
+    assert!(end["newest_wal_age_s"].as_u64().is_some(), "{store}: {end}");
     for id in ["latest", "at_time", "at_name"] {
         let s = rj.step(id);
         assert_eq!(s.outputs["tool"], "barman-cloud", "{id}");
