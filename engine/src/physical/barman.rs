@@ -18,9 +18,11 @@
 //! This module must not read barman-cloud's objects nor Barman's catalogue itself: Barman's
 //! tools are the readers of their format (compression, encryption, tablespaces). The
 //! exceptions: evidence, a barman-cloud backup's `backup.info` object hashed as the store
-//! holds it (never parsed), so a signed statement names the backup by its sha256; and the
-//! names of a Barman catalogue's `meta/<id>-backup.info` files, to know whether this
-//! machine's barman listed every backup (`Server::unlisted`).
+//! holds it (never parsed), so a signed statement names the backup by its sha256; the names
+//! of the WAL objects under `<server>/wals/` (never their bytes), barman-cloud's archive end
+//! that "latest" must reach (`wal_end`); and the names of a Barman catalogue's
+//! `meta/<id>-backup.info` files, to know whether this machine's barman listed every backup
+//! (`Server::unlisted`).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -28,7 +30,9 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::barman_image::{Identity, Session};
-use super::source::{ArchiveEnd, BaseBackup, InImage, Lsn, MaterializeInto, Materialized, PhysicalSource, Tool};
+use super::source::{
+    ArchiveEnd, BaseBackup, InImage, Lsn, MaterializeInto, Materialized, PhysicalSource, ShortOfEnd, Tool,
+};
 use super::tools::{self, Binary};
 use crate::error::Failure;
 
@@ -330,19 +334,24 @@ impl Cloud {
         let store = stores.open_in(&location, std::path::Path::new("")).map_err(|e| {
             Failure::environment(format!("reading {} to name the backup: {e}", crate::util::visible(&name)))
         })?;
-        let read = async { store.read(&key).await };
-        let bytes = match tokio::runtime::Handle::try_current() {
-            // Called from a blocking section of pgdrill's runtime (`block_in_place`).
-            Ok(h) => h.block_on(read),
-            Err(_) => tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Failure::environment(format!("starting a runtime to read {name}: {e}")))?
-                .block_on(read),
-        }
-        .map_err(|e| Failure::environment(format!("reading {}: {e}", crate::util::visible(&name))))?;
+        let bytes = store_call(store.read(&key))
+            .map_err(|e| Failure::environment(format!("reading {}: {e}", crate::util::visible(&name))))?;
         let sha: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
         Ok(Some((name, sha)))
+    }
+
+    /// The objects under the server's `wals/` in the store, as one listing (LIST pages, no
+    /// request per object) through pgdrill's store of the destination, opened among the
+    /// command's `stores` as `info_sha256` opens it. `None` for a destination pgdrill's
+    /// stores cannot read (`store_location`). A listing that fails is the environment's.
+    pub fn wal_objects(&self, stores: &crate::storage::Opened) -> Result<Option<Vec<crate::storage::Meta>>, Failure> {
+        let Some(location) = self.store_location() else { return Ok(None) };
+        let prefix = format!("{}/wals/", self.server);
+        let shown = format!("barman-cloud:{}/{prefix}", self.url.trim_end_matches('/'));
+        let failed =
+            |e: String| Failure::environment(format!("listing the WAL archive {}: {e}", crate::util::visible(&shown)));
+        let store = stores.open_in(&location, std::path::Path::new("")).map_err(failed)?;
+        store_call(store.list(&prefix)).map(Some).map_err(failed)
     }
 
     fn sibling(tool: &Binary, name: &str) -> PathBuf {
@@ -630,6 +639,51 @@ fn tool_words(said: &str) -> String {
         .join("\n")
 }
 
+/// A call of pgdrill's own store run to its end from blocking code: in a blocking section of
+/// pgdrill's runtime (`block_in_place`) on that runtime, else on a runtime of its own.
+fn store_call<T>(call: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => h.block_on(call),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting a runtime: {e}"))?
+            .block_on(call),
+    }
+}
+
+/// barman-cloud's compressions of a WAL object, by the suffix barman-cloud-wal-archive gives
+/// its name and barman-cloud-wal-restore strips (barman/cloud.py's `ALLOWED_COMPRESSIONS`:
+/// .gz, .bz2 and .snappy in 3.4; .xz, .zst and .lz4 added by later versions).
+const WAL_SUFFIXES: &[&str] = &[".gz", ".bz2", ".xz", ".snappy", ".zst", ".lz4"];
+
+/// The WAL segment an object under `<server>/wals/<16 hex>/` holds, by its name with one
+/// compression suffix stripped: its name, timeline and start. `None` for a history file, a
+/// backup label (`.backup`), a partial segment (`.partial`) and anything else.
+fn wal_segment(key: &str) -> Option<(String, u32, Lsn)> {
+    let name = key.rsplit('/').next()?;
+    let name = WAL_SUFFIXES.iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+    let (timeline, start) = super::source::parse_segment_name(name, super::source::DEFAULT_SEGMENT_SIZE)?;
+    Some((name.to_string(), timeline, start))
+}
+
+/// The archive's end in a listing of `<server>/wals/`: the newest segment of the newest
+/// timeline at or after `timeline` (recovery follows the newest timeline, so what an old
+/// primary archived on its own timeline after a failover is not the end), dated by its
+/// object's last change.
+fn wal_end(listed: &[crate::storage::Meta], timeline: u32) -> Option<ArchiveEnd> {
+    listed
+        .iter()
+        .filter_map(|m| wal_segment(&m.key).map(|(name, t, start)| (t, start, name, m.modified)))
+        .filter(|(t, ..)| *t >= timeline)
+        .max_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))
+        .map(|(_, start, segment, modified)| ArchiveEnd {
+            segment,
+            segment_start: start,
+            archived: Some(time::OffsetDateTime::from(modified)),
+        })
+}
+
 /// Files the cloud SDKs' variables name (`AWS_CA_BUNDLE`, `GOOGLE_APPLICATION_CREDENTIALS`,
 /// ...) that exist here: a container of the tools mounts them read-only at their own paths,
 /// so the same variables work inside it.
@@ -663,6 +717,9 @@ pub struct BarmanCloud {
     /// Ends the running barman-cloud call (and its container) when the run is interrupted
     /// or the step times out: a restore ran to its end before pgdrill stopped.
     interrupt: tools::Interrupt,
+    /// The WAL segments the last `archive_end` listed in the store, by name: what a "latest"
+    /// that ended before that end finds gone, or not, when `judge_fetch` lists again.
+    wal_seen: std::sync::Mutex<Vec<String>>,
 }
 
 impl BarmanCloud {
@@ -685,6 +742,7 @@ impl BarmanCloud {
             asked: Default::default(),
             data_dir: Default::default(),
             interrupt: stop,
+            wal_seen: Default::default(),
         })
     }
 
@@ -879,7 +937,15 @@ impl PhysicalSource for BarmanCloud {
     /// (its script recorded the exit code and the tool's last lines): judged by what the
     /// tool said (`cloud_fetch_verdict`). Before, every such stop was a failed recovery
     /// (exit 1, "exit code 126"), a store that stopped answering too (issue 39).
+    ///
+    /// A "latest" whose replay ended before the archive's end (`ShortOfEnd`) is judged by
+    /// listing the store again (`short_of_end`): barman-cloud-wal-restore's exit 1 is silent
+    /// for a segment removed during recovery too (the server's prefix deleted), which the
+    /// server took for the end of the WAL.
     fn judge_fetch(&self, backup: &BaseBackup, recovery: Failure) -> Failure {
+        if let Some(short) = recovery.source.as_deref().and_then(|s| s.downcast_ref::<ShortOfEnd>()).cloned() {
+            return self.short_of_end(backup, recovery, short);
+        }
         let Some(f) = recovery.source.as_deref().and_then(|s| s.downcast_ref::<tools::FetchFailed>()).cloned() else {
             return recovery;
         };
@@ -911,8 +977,59 @@ impl PhysicalSource for BarmanCloud {
         self.cloud.info_sha256(&backup.id, &self.stores)
     }
 
+    /// barman-cloud keeps no archive end of its own: it is the newest segment listed under
+    /// `<server>/wals/` in the store (`wal_end`), which "latest" must replay. Before, a
+    /// recovery that ran out early (a segment missing in between, its exit 1 silent) passed.
+    fn archive_end(&self, timeline: u32) -> Result<Option<ArchiveEnd>, Failure> {
+        let Some(listed) = self.cloud.wal_objects(&self.stores)? else { return Ok(None) };
+        *self.wal_seen.lock().unwrap_or_else(|e| e.into_inner()) =
+            listed.iter().filter_map(|m| wal_segment(&m.key)).map(|(name, ..)| name).collect();
+        Ok(wal_end(&listed, timeline))
+    }
+
     fn interrupt(&self) -> Option<tools::Interrupt> {
         Some(self.interrupt.clone())
+    }
+}
+
+impl BarmanCloud {
+    /// A "latest" that ended before the archive's end, judged by the store listed again:
+    /// segments the listing before the recovery held that are gone now were removed while it
+    /// ran, which the server, told "no such segment", took for the end of the WAL: the
+    /// environment's, no verdict. Nothing gone: the gap was in the archive all along, the
+    /// backup's failure as the recovery said. A store that cannot be listed again cannot
+    /// tell the two apart: the environment's too.
+    fn short_of_end(&self, backup: &BaseBackup, recovery: Failure, short: ShortOfEnd) -> Failure {
+        let before = self.wal_seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let store = self.cloud.shown_store();
+        let now: std::collections::HashSet<String> = match self.cloud.wal_objects(&self.stores) {
+            Ok(Some(listed)) => listed.iter().filter_map(|m| wal_segment(&m.key)).map(|(name, ..)| name).collect(),
+            Ok(None) => return recovery,
+            Err(e) => {
+                return Failure::environment(format!(
+                    "{}; the store {store} cannot be listed again to tell a gap in the archive from WAL removed during recovery ({}): no verdict on the backup",
+                    recovery.message, e.message
+                ))
+                .with_source(short)
+            }
+        };
+        let gone: Vec<&str> = before.iter().map(String::as_str).filter(|n| !now.contains(*n)).collect();
+        if gone.is_empty() {
+            return recovery;
+        }
+        let mut named = gone.iter().take(3).copied().collect::<Vec<_>>().join(", ");
+        if gone.len() > 3 {
+            named.push_str(", ...");
+        }
+        Failure::environment(format!(
+            "recovery of the backup `{}` to the end of the archive ended at {}, before the archive's newest segment {}: {} of the {} WAL segments the store {store} listed before the recovery ({named}) were removed from the store during recovery: no verdict on the backup",
+            backup.id,
+            short.replayed,
+            short.end.segment,
+            gone.len(),
+            before.len()
+        ))
+        .with_source(short)
     }
 }
 
@@ -2066,6 +2183,48 @@ mod tests {
         // A segment the store lacks is said at INFO, below the tool's default level: nothing on
         // stderr, which no word may match (an empty one would stop at the archive's end).
         assert!(NOT_ABSENT.iter().all(|w| !w.trim().is_empty()));
+    }
+
+    /// Regression (issue 39): barman-cloud keeps no archive end, so a "latest" that ran out
+    /// early passed. The end is the newest segment listed under `<server>/wals/`, whatever
+    /// barman-cloud's compression of it, of the newest timeline from the backup's on, dated by
+    /// its object; history files, backup labels and partial segments are not segments.
+    #[test]
+    fn barman_clouds_archive_end_is_its_newest_listed_segment_whatever_its_compression() {
+        let at = |s: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000 + s);
+        let meta = |key: &str, s: u64| crate::storage::Meta {
+            key: format!("demo/wals/{key}"),
+            size: 1,
+            modified: at(s),
+            version: None,
+        };
+        let mut listed = vec![
+            meta("0000000100000000/000000010000000000000003.gz", 3),
+            meta("0000000100000000/000000010000000000000004.bz2", 4),
+            meta("0000000100000000/000000010000000000000005.00000028.backup", 5),
+            meta("0000000100000000/000000010000000000000006.zst", 6),
+            meta("0000000100000000/000000010000000000000009.partial", 9),
+            meta("0000000100000000/00000001000000000000000A.partial.gz", 10),
+            meta("0000000100000001/000000010000000100000000.lz4", 0),
+            meta("00000002.history", 11),
+            meta("0000000100000000/000000010000000000000007.gpg", 7),
+        ];
+        let end = wal_end(&listed, 1).expect("an end");
+        assert_eq!(end.segment, "000000010000000100000000", "the newest by location, not by time");
+        assert_eq!(end.segment_start, Lsn(1 << 32));
+        assert_eq!(end.archived, Some(time::OffsetDateTime::from(at(0))));
+        listed.retain(|m| !m.key.ends_with(".lz4"));
+        assert_eq!(wal_end(&listed, 1).map(|e| e.segment).as_deref(), Some("000000010000000000000006"));
+        for suffix in [".xz", ".snappy", ""] {
+            let key = format!("0000000100000000/000000010000000000000008{suffix}");
+            let e = wal_end(&[meta(&key, 8)], 1).unwrap_or_else(|| panic!("no segment in {key}"));
+            assert_eq!(e.segment, "000000010000000000000008", "{key}");
+        }
+        // Recovery follows the newest timeline: its segments are the end, an older one's are not.
+        listed.push(meta("0000000200000000/000000020000000000000005.gz", 12));
+        assert_eq!(wal_end(&listed, 1).map(|e| e.segment).as_deref(), Some("000000020000000000000005"));
+        assert_eq!(wal_end(&listed, 3), None);
+        assert_eq!(wal_segment("demo/wals/00000002.history"), None);
     }
 
     /// Regression (issue 39): a barman-cloud source whose store did not answer cost each

@@ -128,7 +128,9 @@ pub async fn run(source: &dyn PhysicalSource, opts: PitrOptions) -> Result<Pitr,
     if ro.system_identifier.is_none() {
         ro.system_identifier = backup.system_identifier;
     }
-    let server = recover::recover(ws, ro).await.map_err(|e| source.judge_fetch(&backup, e))?;
+    // A source may read its store again to judge the failure (barman-cloud's WAL listing).
+    let server =
+        recover::recover(ws, ro).await.map_err(|e| tokio::task::block_in_place(|| source.judge_fetch(&backup, e)))?;
     let replay = server.facts.replay;
     Ok(Pitr {
         server,

@@ -38,7 +38,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use time::OffsetDateTime;
 
-use super::source::{parse_segment_name, ArchiveEnd, Lsn, MaterializeInto, DEFAULT_SEGMENT_SIZE};
+use super::source::{parse_segment_name, ArchiveEnd, Lsn, MaterializeInto, ShortOfEnd, DEFAULT_SEGMENT_SIZE};
 use crate::error::Failure;
 use crate::pg::native::{self, RunAs};
 
@@ -912,6 +912,15 @@ fn failure_from_log(opts: &RecoverOptions, log: &str, what: &str) -> Failure {
     let facts = read_recovery_log(log);
     let fatal = facts.fatal.last().cloned().unwrap_or_default();
     let end = archive_end_text(opts, &facts);
+    // The restore_command stopped recovery because the workspace could not keep its tool's
+    // words, without which its exit 1 cannot be read: this machine's failure, not the backup's.
+    if let Some(line) = log.lines().find(|l| l.contains(super::tools::UNKEPT)) {
+        return Failure::environment(format!(
+            "recovery did not reach {}: {} ({end}); no verdict on the backup",
+            opts.target,
+            crate::util::visible(line.trim())
+        ));
+    }
     if fatal.contains("recovery ended before configured recovery target was reached") {
         return Failure::failed(format!("recovery did not reach {}: the server says \"{fatal}\" ({end})", opts.target));
     }
@@ -971,12 +980,19 @@ pub fn prove(opts: &RecoverOptions, log: &str, q: &Queried) -> Result<RecoveryFa
                 return Err(fail(format!("the server stopped early: \"{stop}\"")));
             }
             if let Some(end) = &opts.archive_end {
-                if replay < end.segment_start {
+                // At the newest segment's very start is before it too: a segment switch
+                // (`pg_switch_wal`, `archive_timeout`) ends the one before it exactly there,
+                // so a server that never read the newest segment stops at its first byte.
+                if replay <= end.segment_start {
+                    // Typed, so the source can list its archive again: a segment removed
+                    // while this recovery ran is no gap of the backup's.
+                    let short = ShortOfEnd { replayed: replay, end: end.clone() };
                     return Err(fail(format!(
                         "replay ended at {replay}, before the archive's newest segment {} (starts at {}): a segment \
                          in between is missing or unreadable",
                         end.segment, end.segment_start
-                    )));
+                    ))
+                    .with_source(short));
                 }
             }
         }
@@ -1104,8 +1120,41 @@ mod tests {
         let e = prove(&o, &log, &q).expect_err("a gap");
         assert!(e.message.contains("000000010000000000000005"), "{}", e.message);
         assert!(e.message.contains("last segment restored was 000000010000000000000003"), "{}", e.message);
+        // The source judges it again by this (issue 39: a segment removed during recovery).
+        let short = e.source.as_deref().and_then(|s| s.downcast_ref::<ShortOfEnd>());
+        assert_eq!(
+            short.map(|s| (s.replayed, s.end.segment.as_str())),
+            Some((Lsn(0x3000200), "000000010000000000000005"))
+        );
+        // Issue 39: the segment before the newest ended in a switch, and the server that
+        // never read the newest stopped exactly at its start: not past it, a gap too.
+        let at_start = Queried { replay_lsn: Lsn::parse("0/5000000"), ..Default::default() };
+        let e = prove(&o, &log, &at_start).expect_err("nothing of the newest segment replayed");
+        assert!(e.message.contains("before the archive's newest segment 000000010000000000000005"), "{}", e.message);
+        let into = Queried { replay_lsn: Lsn::parse("0/5000060"), ..Default::default() };
+        assert!(prove(&o, &log, &into).is_ok(), "a record of the newest segment replayed");
         o.archive_end = None;
         assert!(prove(&o, &log, &q).is_ok());
+    }
+
+    /// Issue 39: a restore_command that stopped recovery because its workspace could not
+    /// keep the tool's words (`tools::UNKEPT`) is this machine's failure, never the backup's;
+    /// the same FATAL without that line stays a failed recovery.
+    #[test]
+    fn a_restore_command_that_could_not_keep_its_tools_words_is_no_verdict() {
+        let fatal = "2026-12-06 07:00:00.050 UTC [10] FATAL:  could not restore file \"000000010000000000000004\" from archive: child process exited with exit code 126\n";
+        let unkept = format!(
+            "{}{} (barman-cloud-wal-restore's exit 1 fetching a segment cannot be read without its words): recovery stops here\n{fatal}",
+            &TIME_LOG[..TIME_LOG.find("2026-12-06 07:00:00.050").expect("line")],
+            super::super::tools::UNKEPT
+        );
+        let e = failure_from_log(&opts(TargetKind::Latest), &unkept, "the server exited (exit status: 1)");
+        assert_eq!(e.class, crate::error::Class::Environment, "{}", e.message);
+        assert!(e.message.contains("cannot keep the restore_command's stderr"), "{}", e.message);
+        assert!(e.message.contains("no verdict on the backup"), "{}", e.message);
+        let plain = unkept.replace(super::super::tools::UNKEPT, "something else");
+        let e = failure_from_log(&opts(TargetKind::Latest), &plain, "the server exited (exit status: 1)");
+        assert_eq!(e.class, crate::error::Class::Failed, "{}", e.message);
     }
 
     #[test]

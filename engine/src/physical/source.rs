@@ -121,6 +121,26 @@ pub struct ArchiveEnd {
     pub archived: Option<OffsetDateTime>,
 }
 
+/// A recovery to "latest" whose replay ended before the archive's newest segment: the source
+/// of that failure (`recover::prove`), so that the source can look at its archive again
+/// (`PhysicalSource::judge_fetch`) and tell a gap it held all along (the backup's failure)
+/// from segments removed while the recovery ran (the environment's: no verdict).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShortOfEnd {
+    /// Where replay ended.
+    pub replayed: Lsn,
+    /// The archive's end as it was read before the recovery.
+    pub end: ArchiveEnd,
+}
+
+impl std::fmt::Display for ShortOfEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "replay ended at {}, before the archive's newest segment {}", self.replayed, self.end.segment)
+    }
+}
+
+impl std::error::Error for ShortOfEnd {}
+
 /// A backup a source's tool serves from a Docker image of the backup's major rather than
 /// from this machine (the major has no server binaries here, or the tool here is older than
 /// the one that made the backup). The throwaway then runs in the same image: its
@@ -178,7 +198,9 @@ pub trait PhysicalSource: Send + Sync {
     /// A recovery of `backup` that failed (`recovery`), judged again where its source is a
     /// `tools::FetchFailed`: the restore_command's tool failed fetching a segment, and what
     /// its error is about decides the class (a damaged segment is the backup's, an
-    /// unreachable repository the environment's). Default: the failure as it is.
+    /// unreachable repository the environment's), or a [`ShortOfEnd`]: a "latest" whose
+    /// replay ended before the archive's end, which a source that lists its archive asks
+    /// again. Default: the failure as it is.
     fn judge_fetch(&self, _backup: &BaseBackup, recovery: Failure) -> Failure {
         recovery
     }

@@ -83,7 +83,6 @@ impl Scripts {
                 let (err, done) = (q(FETCH_STDERR), q(FETCH_FAILED));
                 // An exit 1 whose stderr holds one of `not_absent`'s words is not the segment's
                 // absence: it goes on to be recorded and stops recovery like any other failure.
-                // (Where stderr could not be kept there are no words: 1 passes, as before.)
                 let passed = if how.not_absent.is_empty() {
                     format!("0|1) rm -f {err}; exit $rc ;;")
                 } else {
@@ -97,9 +96,20 @@ impl Scripts {
                 // Where stderr cannot be kept, the tool runs as before: a redirection that
                 // fails would make the shell exit without running it (2: `sh` ends on a
                 // special builtin's failed redirection, hence the subshell), which the server
-                // reads as "no such segment".
+                // reads as "no such segment". Without its words an exit 1 whose reading needs
+                // them (`not_absent`) cannot be told from a store that is gone: it stops
+                // recovery, never read as the end of the WAL (issue 39), and says why in the
+                // server's log, where recovery's verdict finds it (`UNKEPT`).
+                let unkept = if how.not_absent.is_empty() {
+                    String::new()
+                } else {
+                    let why = crate::util::shell_quote(&format!(
+                        "{UNKEPT} ({tool}'s exit 1 fetching a segment cannot be read without its words): recovery stops here"
+                    ));
+                    format!("  if [ $rc -eq 1 ]; then echo {why} >&2; exit 126; fi\n")
+                };
                 text.push_str(&format!(
-                    "if ( : >{err} ) 2>/dev/null; then\n  {call} 2>{err}\n  rc=$?\n  cat {err} >&2\nelse\n  {call}\n  rc=$?\nfi\n\
+                    "if ( : >{err} ) 2>/dev/null; then\n  {call} 2>{err}\n  rc=$?\n  cat {err} >&2\nelse\n  {call}\n  rc=$?\n{unkept}fi\n\
                      case $rc in\n  {passed}\nesac\n\
                      {{ echo \"$rc\"; echo \"$1\"; tail -n 20 {err} 2>/dev/null; }} >{err}.new 2>/dev/null && mv {err}.new {done}\n\
                      rm -f {err}\n"
@@ -149,6 +159,12 @@ pub struct Reading<'a> {
     /// is written into its script.
     pub local: bool,
 }
+
+/// What a reporting restore_command script writes to the server's log when it stopped
+/// recovery because the workspace could not keep its tool's stderr, where an exit 1 needs
+/// the tool's words to be read (`Reading::not_absent`): this machine's failure, which
+/// recovery's verdict names as such (`recover`), never a verdict on the backup.
+pub const UNKEPT: &str = "pgdrill: the throwaway's workspace cannot keep the restore_command's stderr";
 
 /// The tool's stderr while it runs, in the same workspace (removed after each call).
 const FETCH_STDERR: &str = "restore_command.stderr";
@@ -947,6 +963,41 @@ mod tests {
         assert!(f.said.contains("ERROR: Bucket drill-bkt does not exist"), "{f:?}");
         assert_eq!(run("and it's gone", "1"), Some(126), "a word with a quote in it");
         assert_eq!(run("ERROR: Bucket x does not exist", "0"), Some(0), "a fetch that worked passes whatever it said");
+    }
+
+    /// Regression (issue 39): where the workspace could not keep the tool's stderr, the
+    /// script ran the tool as before and passed its exit 1 on as "no such segment", so a
+    /// barman-cloud bucket gone during recovery was read as the end of the WAL again. An exit
+    /// 1 whose reading needs the tool's words now stops recovery there (126, with a line
+    /// saying why, which recovery's verdict finds); 0 still passes, and a tool whose exit 1
+    /// needs no words (a folder's copy) keeps PostgreSQL's contract.
+    #[test]
+    fn an_exit_1_that_needs_the_tools_words_stops_recovery_where_they_cannot_be_kept() {
+        let ws = tempfile::tempdir().expect("tmp");
+        let tool = ws.path().join("fake-wal-restore");
+        std::fs::write(&tool, "#!/bin/sh\necho \"fetching $1\" >&2\nexit \"$(cat \"$0.rc\")\"\n").expect("tool");
+        std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        // A workspace that is not there: nothing can be kept in it.
+        let nowhere = ws.path().join("gone");
+        let scripts = Scripts::default();
+        let run = |code: &str, not_absent: &[&str]| {
+            std::fs::write(ws.path().join("fake-wal-restore.rc"), code).expect("rc");
+            let how = Reading { not_absent, local: true };
+            let words = [tool.display().to_string()];
+            let cmd = scripts.restore_command_read("fake-wal-restore", &words, &nowhere, how).expect("a script");
+            let cmd = cmd.replace("%f", "00000001000000000000000B").replace("%p", "pg_wal/RECOVERYXLOG");
+            let out = crate::child::output(crate::child::command("/bin/sh").args(["-c", &cmd])).expect("sh");
+            (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        let words: &[&str] = &["ERROR: Bucket "];
+        let (code, said) = run("1", words);
+        assert_eq!(code, Some(126), "an exit 1 that cannot be read passed as the end of the WAL: {said}");
+        assert!(said.contains("fetching 00000001000000000000000B"), "the tool ran and its words reach the log: {said}");
+        assert!(said.contains(UNKEPT) && said.contains("fake-wal-restore's exit 1"), "{said}");
+        assert_eq!(run("0", words).0, Some(0));
+        assert_eq!(run("4", words).0, Some(126));
+        assert_eq!(run("1", &[]).0, Some(1), "no words needed: the tool's 1 is the segment's absence");
+        assert!(!nowhere.exists(), "the script made the workspace it could not write in");
     }
 
     /// Regression (issue 39): a tool's source had no ledger, so nothing said which of its

@@ -979,18 +979,7 @@ fn a_bucket_removed_during_barman_cloud_recovery_is_named_never_read_as_the_end_
     let source = format!("barman-cloud:s3://gone-bkt/pg?server=demo&endpoint={endpoint}");
     let work = work_dir();
     // The newest segment (the last batch): the recovery has replayed the rest when it asks.
-    let objects = moto_s3(
-        &endpoint,
-        "print('\\n'.join(o['Key'] for o in s.list_objects_v2(Bucket='gone-bkt', Prefix='pg/demo/wals/')['Contents']))",
-        "list the WAL objects",
-    );
-    let mut segments: Vec<&str> = objects
-        .lines()
-        .filter_map(|k| k.rsplit('/').next())
-        .filter(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
-        .collect();
-    segments.sort();
-    let newest = segments.last().unwrap_or_else(|| panic!("WAL objects: {objects}")).to_string();
+    let newest = wal_objects(&endpoint, "gone-bkt").pop().map(|(_, name)| name).expect("a WAL object");
     let run = |source: &str| env.iter().fold(shipped(source, counts.latest), |r, (k, v)| r.env(k, v));
     let remove = || {
         moto_s3(
@@ -1011,6 +1000,94 @@ fn a_bucket_removed_during_barman_cloud_recovery_is_named_never_read_as_the_end_
         "the store is named:\n{all}"
     );
     assert!(all.contains("no verdict on the backup"), "{all}");
+    assert!(!all.contains(env[1].1), "the S3 secret was shown:\n{all}");
+    drop(moto);
+}
+
+/// The plain WAL segment objects barman-cloud archived under `bucket`'s `pg/demo/wals/` in
+/// the moto at `endpoint`, oldest first: each object's key and its segment's name.
+fn wal_objects(endpoint: &str, bucket: &str) -> Vec<(String, String)> {
+    let objects = moto_s3(
+        endpoint,
+        &format!(
+            "print('\\n'.join(o['Key'] for o in s.list_objects_v2(Bucket='{bucket}', Prefix='pg/demo/wals/')['Contents']))"
+        ),
+        "list the WAL objects",
+    );
+    let mut segments: Vec<(String, String)> = objects
+        .lines()
+        .filter_map(|k| Some((k.to_string(), k.rsplit('/').next()?.to_string())))
+        .filter(|(_, n)| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    segments.sort_by(|a, b| a.1.cmp(&b.1));
+    assert!(!segments.is_empty(), "WAL objects: {objects}");
+    segments
+}
+
+/// The shipped runbook to the end of the archive with no marker and no `expect`, the content
+/// accepted as unproven: what stands between a short recovery and a pass is the archive's end.
+fn unmarked(source: &str, env: &[(&str, &str)]) -> Run {
+    let run = Run::new("verify-physical").var("source", source).var("accept_unproven", true);
+    env.iter().fold(run, |r, (k, v)| r.env(k, v))
+}
+
+/// Regression (issue 39): barman-cloud-wal-restore's exit 1 is silent both for a segment the
+/// store lacks and for one whose server's prefix was removed (not the bucket: that one it
+/// names), and barman-cloud keeps no archive end to hold a recovery to: the prefix deleted
+/// while the recovery waited for the newest segment was read as the end of the WAL, and a
+/// verify without a marker passed. The archive's end is now the newest segment pgdrill lists
+/// in the store before the recovery; a "latest" short of it lists again, and segments gone
+/// since were removed during the recovery: exit 3 naming the store, no verdict.
+#[test]
+fn a_barman_cloud_prefix_removed_during_recovery_is_named_never_read_as_the_end_of_the_wal() {
+    let Some(InMoto { moto, endpoint, env, c, .. }) = in_moto("prefix-bkt", "", 2) else { return };
+    // The team's server stops first: its archive_command would write under the prefix again.
+    drop(c);
+    let source = format!("barman-cloud:s3://prefix-bkt/pg?server=demo&endpoint={endpoint}");
+    let work = work_dir();
+    let newest = wal_objects(&endpoint, "prefix-bkt").pop().map(|(_, name)| name).expect("a WAL object");
+    let run = |source: &str| unmarked(source, &env);
+    let remove = || {
+        moto_s3(
+            &endpoint,
+            "for p in s.get_paginator('list_objects_v2').paginate(Bucket='prefix-bkt', Prefix='pg/demo/'):\n  \
+             for o in p.get('Contents', []): s.delete_object(Bucket='prefix-bkt', Key=o['Key'])",
+            "remove the server's prefix",
+        );
+    };
+    let (code, all, fetched) = held_at_fetch(work.path(), &source, Some(&newest), run, remove);
+    assert!(fetched, "the recovery never asked for {newest}:\n{all}");
+    assert_eq!(code, Some(3), "a prefix removed during recovery is no end of the WAL and no verdict:\n{all}");
+    assert!(all.contains(&format!("before the archive's newest segment {newest}")), "{all}");
+    assert!(
+        all.contains(&format!("the store s3://prefix-bkt/pg (endpoint {endpoint}) listed before the recovery")),
+        "the store is named:\n{all}"
+    );
+    assert!(all.contains("were removed from the store during recovery: no verdict on the backup"), "{all}");
+    assert!(!all.contains(env[1].1), "the S3 secret was shown:\n{all}");
+    drop(moto);
+}
+
+/// Regression (issue 39): barman-cloud keeps no archive end, so a "latest" that ran out at a
+/// gap in the WAL (a segment before the newest gone from the store; barman-cloud-wal-restore
+/// exits 1 for it, saying nothing) promoted without the rest and passed where no marker or
+/// `expect` said what the data must hold. It now fails naming the archive's newest segment,
+/// the backup's failure: nothing was removed while the recovery ran.
+#[test]
+fn a_barman_cloud_archive_missing_a_segment_before_its_newest_fails_latest_never_passes() {
+    let Some(InMoto { moto, endpoint, env, c, .. }) = in_moto("gap-bkt", "", 2) else { return };
+    drop(c);
+    let source = format!("barman-cloud:s3://gap-bkt/pg?server=demo&endpoint={endpoint}");
+    // The last batch's segment stays; the one before it (the second batch's) goes.
+    let mut wals = wal_objects(&endpoint, "gap-bkt");
+    let (_, newest) = wals.pop().expect("the newest segment");
+    let (victim, _) = wals.pop().expect("a segment before the newest");
+    moto_s3(&endpoint, &format!("s.delete_object(Bucket='gap-bkt', Key='{victim}')"), "remove a segment");
+    let ran = unmarked(&source, &env).output();
+    let all = ran.all();
+    assert_eq!(ran.code, Some(1), "a gap in the archive must fail \"latest\":\n{all}");
+    assert!(all.contains(&format!("before the archive's newest segment {newest}")), "{all}");
+    assert!(!all.contains("removed from the store during recovery"), "the gap was there before:\n{all}");
     assert!(!all.contains(env[1].1), "the S3 secret was shown:\n{all}");
     drop(moto);
 }
@@ -1141,8 +1218,12 @@ fn barman_cloud_backed_up(
 
 /// The verify runbook's three recoveries (the end of the archive, a time, a restore point)
 /// were barman-cloud's: its restore tool named with its version, the marker true, WAL
-/// fetched from the store (`store`, for the message).
+/// fetched from the store (`store`, for the message); the archive's end known from the
+/// store's listing (issue 39: barman-cloud keeps none), with when it was archived.
 fn recovered_by_barman_cloud(rj: &RunJson, store: &str) {
+    let end = &rj.step("latest").outputs;
+    assert!(end["newest_wal"].as_str().is_some_and(|s| s.len() == 24), "{store}: no archive end: {end}");
+    assert!(end["newest_wal_age_s"].as_u64().is_some(), "{store}: {end}");
     for id in ["latest", "at_time", "at_name"] {
         let s = rj.step(id);
         assert_eq!(s.outputs["tool"], "barman-cloud", "{id}");
