@@ -335,26 +335,27 @@ impl Repo {
                 crate::util::visible(&path.display().to_string())
             )
         };
-        // Each setting from the location (a missing one is the input's fault), else from the
-        // environment (the environment's).
-        let settings: [(&Option<PathBuf>, &str, &str, &str, fn(&Path) -> bool); 3] = [
-            (&self.config, "configuration file", "the location's `config=`", "PGBACKREST_CONFIG", Path::is_file),
+        // Each setting (what it names, its option, its variable, whether it is a file): from the
+        // location (a missing one is the input's fault), else the environment (the environment's).
+        let settings = [
+            (&self.config, "configuration file", "the location's `config=`", "PGBACKREST_CONFIG", true),
             (
                 &self.config_path,
                 "configuration folder",
                 "the location's `config-path=`",
                 "PGBACKREST_CONFIG_PATH",
-                Path::is_dir,
+                false,
             ),
             (
                 &self.include,
                 "folder of included files",
                 "the location's `config-include-path=`",
                 "PGBACKREST_CONFIG_INCLUDE_PATH",
-                Path::is_dir,
+                false,
             ),
         ];
-        for (given, what, option, variable, exists) in settings {
+        for (given, what, option, variable, file) in settings {
+            let exists = |p: &Path| if file { p.is_file() } else { p.is_dir() };
             if let Some(p) = given {
                 if !exists(p) {
                     return Err(Failure::invalid(missing(what, p, option)));
