@@ -304,26 +304,15 @@ impl DatabaseProperties {
                 &[],
             )
             .await?;
-        let d: serde_json::Value = serde_json::from_str(&row.get::<_, String>(0)).unwrap_or_default();
-        let text = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-        let locale_provider = match text("datlocprovider").as_str() {
-            "i" => "icu",
-            "b" => "builtin",
-            "c" => "libc",
-            _ => "",
-        };
-        let locale = match text("datlocale") {
-            l if l.is_empty() => text("daticulocale"),
-            l => l,
-        };
+        let d = crate::pg::DatabaseRow::parse(&row.get::<_, String>(0));
         Ok(DatabaseProperties {
             encoding: row.get(1),
-            lc_collate: text("datcollate"),
-            lc_ctype: text("datctype"),
-            locale_provider: locale_provider.into(),
-            locale,
-            icu_rules: text("daticurules"),
-            source_collation_version: text("datcollversion"),
+            lc_collate: d.text("datcollate"),
+            lc_ctype: d.text("datctype"),
+            locale_provider: d.locale_provider(),
+            locale: d.locale(),
+            icu_rules: d.text("daticurules"),
+            source_collation_version: d.text("datcollversion"),
         })
     }
 

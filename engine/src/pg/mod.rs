@@ -419,6 +419,41 @@ pub fn server_id(url: &str) -> Result<String, Failure> {
     })
 }
 
+/// A row of `pg_database` read as JSON (`to_jsonb(d)`), so that one query serves every
+/// major (columns appear and are renamed between them); a column that is not there reads as
+/// empty.
+pub struct DatabaseRow(serde_json::Value);
+
+impl DatabaseRow {
+    pub fn parse(json: &str) -> DatabaseRow {
+        DatabaseRow(serde_json::from_str(json).unwrap_or_default())
+    }
+
+    /// A text column's value.
+    pub fn text(&self, column: &str) -> String {
+        self.0.get(column).and_then(|v| v.as_str()).unwrap_or_default().to_string()
+    }
+
+    /// `libc`, `icu` or `builtin`; empty before PostgreSQL 15.
+    pub fn locale_provider(&self) -> String {
+        match self.text("datlocprovider").as_str() {
+            "i" => "icu",
+            "b" => "builtin",
+            "c" => "libc",
+            _ => "",
+        }
+        .to_string()
+    }
+
+    /// The ICU (or builtin) locale: `datlocale` from PostgreSQL 17, `daticulocale` before.
+    pub fn locale(&self) -> String {
+        match self.text("datlocale") {
+            l if l.is_empty() => self.text("daticulocale"),
+            l => l,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::pgpass_match;

@@ -335,39 +335,35 @@ impl Repo {
                 crate::util::visible(&path.display().to_string())
             )
         };
-        if let Some(c) = &self.config {
-            if !c.is_file() {
-                return Err(Failure::invalid(missing("configuration file", c, "the location's `config=`")));
-            }
-        } else if let Some(c) = env("PGBACKREST_CONFIG") {
-            if !c.is_file() {
-                return Err(Failure::environment(missing("configuration file", &c, "PGBACKREST_CONFIG")));
-            }
-        }
-        if let Some(p) = &self.config_path {
-            if !p.is_dir() {
-                return Err(Failure::invalid(missing("configuration folder", p, "the location's `config-path=`")));
-            }
-        } else if let Some(p) = env("PGBACKREST_CONFIG_PATH") {
-            if !p.is_dir() {
-                return Err(Failure::environment(missing("configuration folder", &p, "PGBACKREST_CONFIG_PATH")));
-            }
-        }
-        if let Some(i) = &self.include {
-            if !i.is_dir() {
-                return Err(Failure::invalid(missing(
-                    "folder of included files",
-                    i,
-                    "the location's `config-include-path=`",
-                )));
-            }
-        } else if let Some(i) = env("PGBACKREST_CONFIG_INCLUDE_PATH") {
-            if !i.is_dir() {
-                return Err(Failure::environment(missing(
-                    "folder of included files",
-                    &i,
-                    "PGBACKREST_CONFIG_INCLUDE_PATH",
-                )));
+        // Each setting (what it names, its option, its variable, whether it is a file): from the
+        // location (a missing one is the input's fault), else the environment (the environment's).
+        let settings = [
+            (&self.config, "configuration file", "the location's `config=`", "PGBACKREST_CONFIG", true),
+            (
+                &self.config_path,
+                "configuration folder",
+                "the location's `config-path=`",
+                "PGBACKREST_CONFIG_PATH",
+                false,
+            ),
+            (
+                &self.include,
+                "folder of included files",
+                "the location's `config-include-path=`",
+                "PGBACKREST_CONFIG_INCLUDE_PATH",
+                false,
+            ),
+        ];
+        for (given, what, option, variable, file) in settings {
+            let exists = |p: &Path| if file { p.is_file() } else { p.is_dir() };
+            if let Some(p) = given {
+                if !exists(p) {
+                    return Err(Failure::invalid(missing(what, p, option)));
+                }
+            } else if let Some(p) = env(variable) {
+                if !exists(&p) {
+                    return Err(Failure::environment(missing(what, &p, variable)));
+                }
             }
         }
         Ok(())
@@ -478,50 +474,23 @@ impl Repo {
         Ok(out.stdout)
     }
 
-    /// Whether the repository holds `segment` in the archive `archive_id` (`None`: pgBackRest
-    /// could not list the archive's folder).
-    pub fn holds_segment(
+    /// `segment` of the archive `archive_id` as `pgbackrest repo-ls` lists the folder that
+    /// holds it; `None` when pgBackRest could not list it. Whether it is there tells an
+    /// expired range; when it came, the age of the archive's newest WAL.
+    pub fn segment(
         &self,
         tool: &Binary,
         at: Option<&InImage>,
         archive_id: &str,
         segment: &str,
         stop: &tools::Interrupt,
-    ) -> Option<bool> {
-        let v: Value = serde_json::from_str(&self.segment_folder(tool, at, archive_id, segment, stop)?).ok()?;
-        Some(v.as_object()?.keys().any(|n| n.strip_prefix(segment).is_some_and(|r| r.is_empty() || r.starts_with('-'))))
-    }
-
-    /// When the repository received `segment` of the archive `archive_id`: its file's time
-    /// as `pgbackrest repo-ls` reports it (the repository's own clock for a bucket), `None`
-    /// when pgBackRest cannot say. The age of the archive's newest WAL is judged by it.
-    pub fn archived_at(
-        &self,
-        tool: &Binary,
-        at: Option<&InImage>,
-        archive_id: &str,
-        segment: &str,
-        stop: &tools::Interrupt,
-    ) -> Option<time::OffsetDateTime> {
-        segment_time(&self.segment_folder(tool, at, archive_id, segment, stop)?, segment)
-    }
-
-    /// `pgbackrest repo-ls --output=json` of the archive folder that holds `segment`; `None`
-    /// when pgBackRest could not list it.
-    fn segment_folder(
-        &self,
-        tool: &Binary,
-        at: Option<&InImage>,
-        archive_id: &str,
-        segment: &str,
-        stop: &tools::Interrupt,
-    ) -> Option<String> {
+    ) -> Option<Listed> {
         let folder = segment.get(..16)?;
         let (mut cmd, _env) = self.command(tool, at).ok()?;
         cmd.args(self.common()).args(["--log-level-console=error", "--log-level-file=off", "repo-ls", "--output=json"]);
         cmd.arg(format!("archive/{}/{archive_id}/{folder}", self.stanza));
         let out = stop.run(&mut cmd, "pgbackrest repo-ls").ok().filter(|o| o.status.success())?;
-        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+        segment_listed(&String::from_utf8_lossy(&out.stdout), segment)
     }
 
     /// The words of the command a throwaway server on `data` fetches WAL with (`pgbackrest
@@ -965,7 +934,8 @@ impl PhysicalSource for PgBackRest {
             return Ok(None);
         };
         let next = Lsn(stop_start.0 + size).segment_name(tl, size);
-        if self.repo.holds_segment(&self.bin, self.image.as_ref(), id, &next, &self.interrupt) != Some(false) {
+        if self.repo.segment(&self.bin, self.image.as_ref(), id, &next, &self.interrupt).map(|s| s.held) != Some(false)
+        {
             return Ok(None);
         }
         let newer_start = newer.base.start_lsn.map(|l| l.segment_name(tl, size)).unwrap_or_else(|| "?".into());
@@ -983,7 +953,8 @@ impl PhysicalSource for PgBackRest {
                 let archived = info
                     .archive_id
                     .as_deref()
-                    .and_then(|id| self.repo.archived_at(&self.bin, self.image.as_ref(), id, &max, &self.interrupt));
+                    .and_then(|id| self.repo.segment(&self.bin, self.image.as_ref(), id, &max, &self.interrupt))
+                    .and_then(|s| s.at);
                 Ok(Some(ArchiveEnd { segment: max, segment_start: start, archived }))
             }
             _ => Ok(None),
@@ -1230,15 +1201,27 @@ fn tool_dir(data: &Path) -> Result<PathBuf, Failure> {
     Ok(dir)
 }
 
-/// The newest time `repo-ls --output=json` gives a file of `segment` (`<segment>-<sha1>.gz`).
-fn segment_time(json: &str, segment: &str) -> Option<time::OffsetDateTime> {
+/// A WAL segment as the repository lists it (`Repo::segment`).
+pub struct Listed {
+    /// The repository holds it.
+    pub held: bool,
+    /// When the repository received it: its file's time as `pgbackrest repo-ls` reports it
+    /// (the repository's own clock for a bucket); `None` when pgBackRest cannot say.
+    pub at: Option<time::OffsetDateTime>,
+}
+
+/// `segment` in a `pgbackrest repo-ls --output=json` of its folder (its file is named
+/// `SEGMENT-CHECKSUM[.EXT]`).
+fn segment_listed(json: &str, segment: &str) -> Option<Listed> {
     let v: Value = serde_json::from_str(json).ok()?;
-    v.as_object()?
+    let files: Vec<&Value> = v
+        .as_object()?
         .iter()
         .filter(|(name, _)| name.strip_prefix(segment).is_some_and(|rest| rest.is_empty() || rest.starts_with('-')))
-        .filter_map(|(_, f)| f["time"].as_i64())
-        .max()
-        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .map(|(_, f)| f)
+        .collect();
+    let at = files.iter().filter_map(|f| f["time"].as_i64()).max();
+    Some(Listed { held: !files.is_empty(), at: at.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()) })
 }
 
 /// pgBackRest's words for a message: what a file that did not decrypt showed of itself (bytes
@@ -1439,8 +1422,11 @@ mod tests {
         assert_eq!(parse_info(INFO, "demo").expect("parsed").archive_id.as_deref(), Some("15-1"));
         let ls = r#"{".":{"type":"path"},"000000010000000000000007-0a1b.gz":{"type":"file","size":2,"time":1796553561},
           "000000010000000000000070-ffff.gz":{"type":"file","size":2,"time":1796559999}}"#;
-        assert_eq!(segment_time(ls, "000000010000000000000007").map(|t| t.unix_timestamp()), Some(1796553561));
-        assert_eq!(segment_time(ls, "000000010000000000000008"), None);
+        let listed = segment_listed(ls, "000000010000000000000007").expect("listed");
+        assert_eq!((listed.held, listed.at.map(|t| t.unix_timestamp())), (true, Some(1796553561)));
+        let listed = segment_listed(ls, "000000010000000000000008").expect("listed");
+        assert_eq!((listed.held, listed.at), (false, None));
+        assert!(segment_listed("not json", "000000010000000000000007").is_none());
     }
 
     #[test]

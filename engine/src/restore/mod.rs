@@ -115,25 +115,13 @@ impl Properties {
             )
             .await?;
         Ok(row.map(|r| {
-            let d: serde_json::Value = serde_json::from_str(&r.get::<_, String>(0)).unwrap_or_default();
-            let text = |k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-            let locale_provider = match text("datlocprovider").as_str() {
-                "i" => "icu",
-                "b" => "builtin",
-                "c" => "libc",
-                _ => "",
-            }
-            .to_string();
-            let locale = match text("datlocale") {
-                l if l.is_empty() => text("daticulocale"),
-                l => l,
-            };
+            let d = crate::pg::DatabaseRow::parse(&r.get::<_, String>(0));
             let tablespace: String = r.get(1);
             Properties {
-                locale_provider,
-                locale,
-                icu_rules: text("daticurules"),
-                collation_version: text("datcollversion"),
+                locale_provider: d.locale_provider(),
+                locale: d.locale(),
+                icu_rules: d.text("daticurules"),
+                collation_version: d.text("datcollversion"),
                 tablespace: if tablespace == "pg_default" { String::new() } else { tablespace },
             }
         }))

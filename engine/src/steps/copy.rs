@@ -9,7 +9,7 @@ use std::io::Read;
 use serde::{Deserialize, Serialize};
 
 use super::{Fields, step, StepCtx, StepError, With, WithError};
-use crate::storage::Store;
+use crate::storage::{Store, Unproven};
 
 #[derive(Debug, Deserialize, Fields)]
 #[serde(deny_unknown_fields)]
@@ -115,7 +115,7 @@ async fn copy_one(
     rel: Option<String>,
 ) -> Result<CopyOutputs, StepError> {
     let object = ctx.object(backup)?;
-    // Read through its store as a stream (its digest, then the copy from the version seen),
+    // Read through its store as one stream of the version seen, hashed as it is copied,
     // never downloaded into a local file first (issue 37). Where it is seen locally, reading
     // nothing, gives its folder's name and tells a directory dump here.
     let (from, key) = object.object();
@@ -170,75 +170,81 @@ async fn copy_one(
             return Ok(CopyOutputs { path: dest, sha256: m.sha256.clone(), size: m.sizes.stored, copied: false });
         }
     }
-    let origin = Origin { store: &*from, key: &key, version: seen.version.as_deref(), size: seen.size };
-    let (sha, size) = {
-        let r = origin.open().await.map_err(StepError::environment)?;
-        tokio::task::spawn_blocking(move || digest(r))
-            .await
-            .map_err(|e| StepError::environment(e.to_string()))?
-            .map_err(|e| StepError::environment(format!("reading {shown_src}: {e}")))?
-    };
-    if let Some(m) = &recorded {
-        if m.sha256 != sha || m.sizes.stored != size {
-            return Err(StepError::failed(format!(
-                "{shown_src} does not match its manifest (sha256 {sha}, {size} bytes; the manifest says {}, {} bytes): refusing to copy a damaged backup",
-                m.sha256, m.sizes.stored
-            )));
-        }
-    }
     // A team's own file (a sidecar of envelope none, openssl or gpg) lands as it was written:
     // its sidecar first, so the team's globs never see it at the destination without one.
     let sidecar_first = recorded.as_ref().is_some_and(|m| m.envelope != crate::archive::Envelope::Pgdrill);
-    let source = Source { from: origin, manifest: manifest.as_deref(), sha: &sha, size };
-    let copied = match to_store(to, &rel, source, sidecar_first).await? {
-        Copied::Now(None) => {
+    let origin = Origin {
+        store: &*from,
+        key: &key,
+        version: seen.version.as_deref(),
+        size: seen.size,
+        shown: &shown_src,
+        recorded: recorded.as_ref(),
+    };
+    let source = Source { from: origin, manifest: manifest.as_deref() };
+    let (copied, sha, size) = match to_store(to, &rel, source, sidecar_first).await? {
+        Copied::Now { sha, size, checked: None } => {
             ctx.log(format!("copied {shown_src} to {dest} ({size} bytes, sha256 {sha}, read back and matched)"));
-            true
+            (true, sha, size)
         }
-        Copied::Now(Some(checked)) => {
+        Copied::Now { sha, size, checked: Some(checked) } => {
             ctx.log(format!("copied {shown_src} to {dest} ({size} bytes, sha256 {sha}): {checked}"));
-            true
+            (true, sha, size)
         }
-        Copied::Already => {
+        Copied::Already { sha, size } => {
             ctx.log(format!("{dest} is already there with the same sha256 {sha}: nothing copied"));
-            false
+            (false, sha, size)
         }
     };
     Ok(CopyOutputs { path: dest, sha256: sha, size, copied })
 }
 
-/// sha256 and size of what `r` reads, 1 MiB at a time (the source file and the read-back
-/// are hashed alike, so a copy matches its source only byte for byte).
-fn digest(mut r: impl Read) -> std::io::Result<(String, u64)> {
+/// sha256 and size of what `r` reads, 1 MiB at a time, each piece written on to `w` as it
+/// is hashed: the source is hashed as it is copied, so it is read once (issue 37), and a
+/// read-back is hashed alike (`w` a sink), so a copy matches its source only byte for byte.
+fn send(mut r: impl Read, mut w: impl std::io::Write) -> Result<(String, u64), Broke> {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
-        let k = r.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
+        let k = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Broke::Reading(e)),
+        };
         h.update(&buf[..k]);
+        w.write_all(&buf[..k]).map_err(Broke::Writing)?;
         n += k as u64;
     }
     Ok((crate::archive::hex(&h.finalize()), n))
 }
 
+/// Which end of `send` failed: the source's store or the destination's.
+enum Broke {
+    Reading(std::io::Error),
+    Writing(std::io::Error),
+}
+
+/// sha256 and size of what `r` reads (`shown`, for the error), read off the runtime.
+async fn digest(r: Box<dyn Read + Send>, shown: String) -> Result<(String, u64), String> {
+    tokio::task::spawn_blocking(move || send(r, std::io::sink()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|(Broke::Reading(e) | Broke::Writing(e))| format!("reading {shown}: {e}"))
+}
+
 /// sha256 and size of `key` in `store`, read back as a stream (memory stays bounded).
 async fn digest_in(store: &dyn Store, key: &str) -> Result<(String, u64), String> {
-    let r = store.open(key, None, None).await?;
-    tokio::task::spawn_blocking(move || digest(r))
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("reading {}: {e}", store.url_of(key)))
+    digest(store.open(key, None, None).await?, store.url_of(key)).await
 }
 
 /// Copy `src` (and its manifest) to `key` in `store`: nothing under the key until the copy
-/// is whole, read back and matched; an existing copy with the same sha256 is kept
-/// (`false`), one with other contents is never replaced. The manifest goes last (pgdrill's
-/// commit marker), or first when `sidecar_first` (a team's sidecar, see `backup::layout`);
-/// a copy that fails then takes its sidecar away again.
+/// is whole, matched to its source, read back and matched; an existing copy with the same
+/// sha256 is kept (`Already`), one with other contents is never replaced. The manifest goes
+/// last (pgdrill's commit marker), or first when `sidecar_first` (a team's sidecar, see
+/// `backup::layout`); a copy that fails then takes its sidecar away again.
 async fn to_store(store: &dyn Store, key: &str, src: Source<'_>, sidecar_first: bool) -> Result<Copied, StepError> {
     let env = StepError::environment;
     let manifest = src.manifest;
@@ -269,9 +275,12 @@ async fn to_store(store: &dyn Store, key: &str, src: Source<'_>, sidecar_first: 
 
 /// `to_store`'s file, and its manifest after it when given.
 async fn to_store_file(store: &dyn Store, key: &str, src: Source<'_>) -> Result<Copied, StepError> {
-    let Source { from, manifest, sha, size } = src;
+    let Source { from, manifest } = src;
     let env = StepError::environment;
     if store.head(key).await.map_err(env)?.is_some() {
+        // Nothing is copied over a file that is there: the source is only hashed.
+        let (sha, size) = digest(from.open().await?, from.shown.to_string()).await.map_err(env)?;
+        from.judge(&sha, size)?;
         let (there, n) = digest_in(store, key).await.map_err(env)?;
         if there == sha && n == size {
             // A copy stopped after the archive and before its manifest: the manifest now.
@@ -281,42 +290,50 @@ async fn to_store_file(store: &dyn Store, key: &str, src: Source<'_>) -> Result<
                     store.put_new(&mk, m.to_vec()).await.map_err(env)?;
                 }
             }
-            return Ok(Copied::Already);
+            return Ok(Copied::Already { sha, size });
         }
         return Err(StepError::failed(format!(
             "{} already exists with other contents (sha256 {there}): nothing was replaced",
             store.url_of(key)
         )));
     }
-    let read = from.open().await.map_err(env)?;
+    let read = from.open().await?;
     let mut writer = store.create(key).await.map_err(env)?;
     let (writer, sent) = tokio::task::spawn_blocking(move || {
-        let mut r = std::io::BufReader::with_capacity(1 << 20, read);
-        let sent = std::io::copy(&mut r, &mut writer);
+        let sent = send(read, &mut writer);
         (writer, sent)
     })
     .await
     .map_err(|e| StepError::environment(e.to_string()))?;
-    if let Err(e) = sent {
+    let (sha, size) = match sent {
+        Ok(read) => read,
+        Err(broke) => {
+            writer.abort().await;
+            return Err(StepError::environment(match broke {
+                Broke::Reading(e) => format!("reading {}: {e}", from.shown),
+                Broke::Writing(e) => format!("copying to {}: {e}", store.url_of(key)),
+            }));
+        }
+    };
+    // What was read is judged before anything is published: a source that differs from its
+    // manifest, or changed while it was read, leaves nothing under the key.
+    if let Err(e) = from.judge(&sha, size) {
         writer.abort().await;
-        return Err(StepError::environment(format!("copying to {}: {e}", store.url_of(key))));
+        return Err(e);
     }
-    writer.publish().await.map_err(env)?;
-    // An archive class refuses the read-back: the store's metadata is compared instead.
-    let mut archived = None;
-    if store.archival_class().is_some() {
-        let checked = match from.open().await {
-            Ok(sent) => store.check_archived(key, size, sent).await,
-            Err(e) => Err(e),
-        };
-        match checked {
-            Ok(line) => archived = Some(line),
-            Err(e) => {
+    let archived = if store.archival_class().is_some() {
+        // An archive class refuses the read-back: the store's metadata is compared with what
+        // the parts as they were sent make instead (no second read of the source).
+        let published = writer.publish_new(&[]).await.map_err(env)?;
+        match store.check_published(&published, size, &sha).await {
+            Ok(line) => line,
+            Err(Unproven::Differs(e) | Unproven::Unread(e)) => {
                 let _ = store.delete(key).await;
                 return Err(StepError::environment(format!("{e}: the copy was removed")));
             }
         }
     } else {
+        writer.publish().await.map_err(env)?;
         let (back, n) = digest_in(store, key).await.map_err(env)?;
         if back != sha || n != size {
             let _ = store.delete(key).await;
@@ -325,49 +342,69 @@ async fn to_store_file(store: &dyn Store, key: &str, src: Source<'_>) -> Result<
                 store.url_of(key)
             )));
         }
-    }
+        None
+    };
     if let Some(m) = manifest {
         if let Err(e) = store.put_new(&crate::backup::layout::manifest_key(key), m.to_vec()).await {
             let _ = store.delete(key).await;
             return Err(StepError::environment(format!("writing the copy's manifest: {e}")));
         }
     }
-    Ok(Copied::Now(archived))
+    Ok(Copied::Now { sha, size, checked: archived })
 }
 
-/// What `to_store` copies: the file, its manifest when it has one, and the sha256 and size
-/// it was read with (what the copy must read back as).
+/// What `to_store` copies: the file, and its manifest when it has one.
 #[derive(Clone, Copy)]
 struct Source<'a> {
     from: Origin<'a>,
     manifest: Option<&'a [u8]>,
-    sha: &'a str,
-    size: u64,
 }
 
-/// The backup copied, in its store: read as often as the copy needs (its digest, the copy,
-/// an archive class's check), each time as a stream of the version first seen.
+/// The backup copied, in its store: read once, as a stream of the version `head` saw (hashed
+/// as it is copied; only hashed when the destination has a file under its name already), and
+/// held to what `head` saw and to its manifest.
 #[derive(Clone, Copy)]
 struct Origin<'a> {
     store: &'a dyn Store,
     key: &'a str,
     version: Option<&'a str>,
     size: u64,
+    /// How it is shown.
+    shown: &'a str,
+    /// Its manifest, when it has one that reads.
+    recorded: Option<&'a crate::backup::Manifest>,
 }
 
 impl Origin<'_> {
-    async fn open(&self) -> Result<Box<dyn Read + Send>, String> {
-        self.store.open(self.key, Some(0..self.size), self.version).await
+    async fn open(&self) -> Result<Box<dyn Read + Send>, StepError> {
+        self.store.open(self.key, Some(0..self.size), self.version).await.map_err(StepError::environment)
+    }
+
+    /// What was read (`sha`, `size`) held to its manifest and to the size `head` saw.
+    fn judge(&self, sha: &str, size: u64) -> Result<(), StepError> {
+        if let Some(m) = self.recorded.filter(|m| m.sha256 != sha || m.sizes.stored != size) {
+            return Err(StepError::failed(format!(
+                "{} does not match its manifest (sha256 {sha}, {size} bytes; the manifest says {}, {} bytes): refusing to copy a damaged backup",
+                self.shown, m.sha256, m.sizes.stored
+            )));
+        }
+        if size != self.size {
+            return Err(StepError::environment(format!(
+                "reading {}: {size} bytes were read, but the store said {} bytes: it changed while it was read",
+                self.shown, self.size
+            )));
+        }
+        Ok(())
     }
 }
 
-/// What `to_store` did.
+/// What `to_store` did, with the sha256 and size the source read as.
 enum Copied {
     /// The same copy was already there.
-    Already,
+    Already { sha: String, size: u64 },
     /// Copied now; for an archive class, the line saying how it was checked instead of read
     /// back.
-    Now(Option<String>),
+    Now { sha: String, size: u64, checked: Option<String> },
 }
 
 #[derive(Debug, Deserialize, Fields)]

@@ -567,31 +567,6 @@ pub fn describe(e: &object_store::Error) -> String {
     format!("{hint}{short}")
 }
 
-/// The ETag S3 gives the object `upload` makes of the file at `path`: the MD5 of the MD5s of
-/// its parts of `PART` bytes, and their count.
-fn multipart_etag(mut f: impl std::io::Read) -> std::io::Result<String> {
-    let md5 = |b: &[u8]| openssl::hash::hash(openssl::hash::MessageDigest::md5(), b).map_err(std::io::Error::other);
-    let mut part = vec![0u8; PART];
-    let mut md5s = Vec::new();
-    loop {
-        let mut got = 0;
-        while got < PART {
-            match f.read(&mut part[got..])? {
-                0 => break,
-                n => got += n,
-            }
-        }
-        if got == 0 {
-            break;
-        }
-        md5s.extend_from_slice(&md5(&part[..got])?);
-        if got < PART {
-            break;
-        }
-    }
-    Ok(format!("{}-{}", crate::archive::hex(&md5(&md5s)?), md5s.len() / 16))
-}
-
 /// What a read of an object in an archive storage class is told.
 pub const ARCHIVED: &str = "the object is in an archive storage class (GLACIER, DEEP_ARCHIVE or Azure's Archive tier) and cannot be read until it is restored: restore it from the archive tier first (`aws s3api restore-object`, or set the blob's tier to Hot or Cool), then run again; nothing was judged";
 
@@ -1838,21 +1813,6 @@ impl super::Store for Remote {
             crate::util::human_bytes(n),
             t.elapsed().as_secs_f64()
         )))
-    }
-
-    async fn check_archived(
-        &self,
-        key: &str,
-        size: u64,
-        source: Box<dyn std::io::Read + Send>,
-    ) -> Result<String, String> {
-        // The ETag S3 gives a multipart upload, from what was sent as `upload` cuts it into
-        // parts, read as a stream.
-        let etag = tokio::task::spawn_blocking(move || multipart_etag(source))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("reading what was copied to {}: {e}", self.url_of(key)))?;
-        Remote::check_archived(self, key, size, &etag).await
     }
 
     async fn abandoned(&self, older_than: std::time::Duration) -> Result<Vec<Abandoned>, String> {

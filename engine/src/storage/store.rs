@@ -256,20 +256,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 
     /// The archive storage class new objects go to when nothing can read them back until
-    /// they are restored (S3 GLACIER, DEEP_ARCHIVE, Azure Archive): a copy there is checked
-    /// from the store's metadata (`check_archived`) instead of a read-back. `None` for a
-    /// store whose objects read back at once.
+    /// they are restored (S3 GLACIER, DEEP_ARCHIVE, Azure Archive): what is published there
+    /// is checked from the store's metadata against what its writer sent (`check_published`)
+    /// instead of a read-back. `None` for a store whose objects read back at once.
     fn archival_class(&self) -> Option<String> {
         None
-    }
-
-    /// An object just written into the archive class, checked by what the store's metadata
-    /// says of it against what was sent (`size` bytes, read from `source`, a reader of what
-    /// was sent from its start, to compute the checksum the store keeps): a line saying what
-    /// was compared, or why it does not match.
-    async fn check_archived(&self, key: &str, size: u64, source: Box<dyn std::io::Read + Send>) -> Result<String> {
-        let _ = (size, source);
-        Err(format!("{}: not in an archive storage class", self.url_of(key)))
     }
 }
 

@@ -71,11 +71,7 @@ async fn a_glacier_upload_is_checked_by_metadata_and_verify_asks_for_a_restore_f
     let listing = http(moto.port, "GET", "/cold?list-type=2&prefix=off/shop/");
     assert!(listing.contains("<StorageClass>GLACIER</StorageClass>"), "{listing}");
 
-    let ran = s3(
-        Run::new("verify").var("storage", "s3://cold/prod").var("database", "shop").var("provider", "native"),
-        moto.port,
-    )
-    .expect(3);
+    let ran = s3(Run::verify_native("s3://cold/prod", "shop"), moto.port).expect(3);
     let out = ran.all();
     assert!(out.contains("restore it from the archive tier first"), "{out}");
     assert!(!out.contains("refused the credentials"), "{out}");

@@ -57,11 +57,8 @@ fn stamp(hours: i64) -> String {
 /// `pgdrill run verify` of `database`'s backup `backup` in `storage` on a native throwaway
 /// server, its content judged against the live source database `source_db`.
 fn verify(s: &pgdrill::pg::ephemeral::Ephemeral, storage: &Path, database: &str, backup: &str, source_db: &str) -> Run {
-    Run::new("verify")
-        .var("storage", storage.display())
-        .var("database", database)
+    Run::verify_native(storage.display(), database)
         .var("backup", backup)
-        .var("provider", "native")
         .var("jobs", 1)
         .var("max_age", "36500d")
         .env("PGDRILL_SOURCE_URL", s.url_for(source_db))

@@ -133,9 +133,7 @@ fn a_database_in_a_container_with_no_published_port_is_backed_up_verified_and_re
     c.assert_nothing_left_running(Duration::from_secs(10));
 
     // Verify by restoring into a throwaway server (its fingerprint matched the source's).
-    let out = pgdrill(Run::new("verify").var("storage", &st).var("database", "app").var("provider", "native"))
-        .output()
-        .expect("verify");
+    let out = pgdrill(Run::verify_native(&st, "app")).output().expect("verify");
     assert_eq!(out.status.code(), Some(0), "verify: {}", all(&out));
 
     // An operator restore into the container brings the deleted rows back.

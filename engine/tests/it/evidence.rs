@@ -18,13 +18,7 @@ fn run_verify(storage: &Path, database: &str, extra: &[&str], junit: &Path) -> R
 
 /// `pgdrill run verify` of `database` in `storage` on the native provider, with the key, not run yet.
 fn verify_run(storage: &Path, database: &str, extra: &[&str], junit: &Path) -> Run {
-    Run::new("verify")
-        .var("storage", storage.display())
-        .var("database", database)
-        .var("provider", "native")
-        .junit(junit)
-        .vars(extra)
-        .key(KEY)
+    Run::verify_native(storage.display(), database).junit(junit).vars(extra).key(KEY)
 }
 
 /// A server with database `shop` holding table `t` with one row, a temporary folder, and a

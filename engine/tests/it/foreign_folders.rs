@@ -200,10 +200,7 @@ async fn a_classic_folder_is_listed_picked_by_name_time_and_verified_in_every_fo
 
     // The wrong passphrase for gpg is a failure naming the cause, never a restore.
     let junit = dir.path().join("wrong.xml");
-    let out = Run::new("verify")
-        .var("storage", f.storage.display())
-        .var("database", "auth_db")
-        .var("provider", "native")
+    let out = Run::verify_native(f.storage.display(), "auth_db")
         .var("max_age", "36000d")
         .var("force", "true")
         .junit(&junit)

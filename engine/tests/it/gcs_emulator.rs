@@ -97,7 +97,7 @@ async fn a_backup_to_a_gcs_emulator_was_refused_with_501_and_now_is_listed_verif
     assert_eq!(v[0]["path"], url.as_str(), "{}", listed.all());
     assert_eq!(v[0]["database"], "shop", "{}", listed.all());
 
-    let verify = || Run::new("verify").var("storage", &loc).var("database", "shop").var("provider", "native").key(KEY);
+    let verify = || Run::verify_native(&loc, "shop").key(KEY);
     let verified = verify().output();
     assert_eq!(verified.code, Some(0), "restored and proven against its manifest: {}", verified.all());
     assert!(

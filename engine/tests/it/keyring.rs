@@ -34,12 +34,7 @@ fn backup(url: &str, storage: &Path, env: &[(&str, &str)]) -> Run {
 }
 
 fn verify(storage: &Path, name: &str) -> Run {
-    Run::new("verify")
-        .var("storage", storage.display())
-        .var("database", "shop")
-        .var("backup", name)
-        .var("provider", "native")
-        .env_remove("PGDRILL_BACKUP_KEY_PREVIOUS")
+    Run::verify_native(storage.display(), "shop").var("backup", name).env_remove("PGDRILL_BACKUP_KEY_PREVIOUS")
 }
 
 /// The log of a verify run's integrity check, from its run.json.

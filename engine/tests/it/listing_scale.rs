@@ -427,10 +427,7 @@ async fn staging_auto_puts_a_small_dump_in_memory_and_one_over_the_limit_on_disk
         .expect("load");
     crate::common::backup_to(&s.url(), &storage, KEY, "shop");
     let verify = |extra: &[&str], junit: &str| {
-        Run::new("verify")
-            .var("storage", storage.display())
-            .var("database", "shop")
-            .var("provider", "native")
+        Run::verify_native(storage.display(), "shop")
             .var("force", "true")
             .vars(extra)
             .junit(dir.path().join(junit))

@@ -85,8 +85,7 @@ async fn a_local_backup_killed_at_each_phase_left_an_orphan_that_backups_list_di
     );
 
     // Picked and verified: the complete backup; the orphan named as passed over.
-    let verify =
-        Run::new("verify").var("storage", storage.display()).var("database", "shop").var("provider", "native").key(KEY);
+    let verify = Run::verify_native(storage.display(), "shop").key(KEY);
     let ran = verify.expect(0);
     assert!(ran.all().contains(&complete), "verified the complete backup: {}", ran.all());
     assert!(ran.all().contains(&format!("not taking {}: unfinished", folder.join(&orphan).display())), "{}", ran.all());

@@ -11,6 +11,12 @@ use crate::common::*;
 
 const KEY: &str = "object-store-test-backup-key-0123456789";
 const AWS_SECRET: &str = "moto-secret-access-key-never-shown-4242";
+/// The header of a request to moto as the account `testing` (moto checks no signature while
+/// its access control is off).
+const AS_TESTING: (&str, &str) = (
+    "Authorization",
+    "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+);
 
 /// moto with its IAM access control on: after `setup` unauthenticated requests it checks
 /// every request's access key and SigV4 signature, as S3 does. Returns the server and the
@@ -240,10 +246,7 @@ async fn s3_backup_list_verify_restore_prune_and_copy_each_one_command() {
     let xml = std::fs::read_to_string(&enc_junit).expect("junit");
     assert!(xml.contains("legacy key derivation: EVP_BytesToKey, md5"), "the legacy derivation was found: {xml}");
     assert_eq!(xml.matches("from the store as a stream").count(), 2, "{xml}");
-    let auth = [(
-        "Authorization",
-        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
-    )];
+    let auth = [AS_TESTING];
     let (status, body) = http_body(s3.port, "DELETE", "/backups/prod/shop_20261102_020000.sql.gz.enc", &auth, &[]);
     assert_eq!(status, 204, "{body}");
 
@@ -550,10 +553,7 @@ async fn an_object_replaced_after_pick_is_an_environment_error_never_a_damaged_b
     let url = srv.url();
     backed_up_to_bkt(s3.port, &url);
     let key = s3_keys(s3.port, "bkt", "p/shop/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("backup");
-    let auth = [(
-        "Authorization",
-        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
-    )];
+    let auth = [AS_TESTING];
     let original = http_raw(s3.port, "GET", &format!("/bkt/{key}"), &auth, &[]);
     let mut other = original.clone();
     let at = other.len() - 100;
@@ -787,18 +787,10 @@ async fn azure_blob_backup_list_verify_and_refused_credentials() {
     let v: serde_json::Value = serde_json::from_str(list.trim()).expect("json");
     let path = v[0]["path"].as_str().expect("path").to_string();
     assert!(path.starts_with("az://backups/prod/shop/") && path.ends_with(".dump.pgdrill"), "{list}");
-    let (code, log) = out_of(&mut with_azure(
-        Run::new("verify").var("storage", loc).var("database", "shop").var("provider", "native").command(),
-        az.port,
-        AZURITE_KEY,
-    ));
+    let (code, log) = out_of(&mut with_azure(Run::verify_native(loc, "shop").command(), az.port, AZURITE_KEY));
     assert_eq!(code, 0, "{log}");
     // The verification was recorded in the container: a second run reads it back.
-    let (code, log) = out_of(&mut with_azure(
-        Run::new("verify").var("storage", loc).var("database", "shop").var("provider", "native").command(),
-        az.port,
-        AZURITE_KEY,
-    ));
+    let (code, log) = out_of(&mut with_azure(Run::verify_native(loc, "shop").command(), az.port, AZURITE_KEY));
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("already verified"), "{log}");
     srv.stop().await;
@@ -1123,14 +1115,7 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     // With `more` variables: one job, another tool's dump.
     let verify_with = |junit: &std::path::Path, more: &[&str]| {
         let mut c = with_aws(
-            Run::new("verify")
-                .var("storage", "s3://bkt/p")
-                .var("database", "big")
-                .var("provider", "native")
-                .var("force", "true")
-                .junit(junit)
-                .vars(more)
-                .command(),
+            Run::verify_native("s3://bkt/p", "big").var("force", "true").junit(junit).vars(more).command(),
             s3.port,
         );
         c.env("TMPDIR", tmp.path());
@@ -1149,10 +1134,7 @@ async fn verify_from_the_store_streams_the_backup_a_damaged_one_fails_and_a_stor
     // 2. One byte changed near the end of the object in the store: the streamed check fails
     //    (a verdict: the backup is damaged), and nothing staged is left.
     let key = s3_keys(s3.port, "bkt", "p/big/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("backup");
-    let auth = [(
-        "Authorization",
-        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
-    )];
+    let auth = [AS_TESTING];
     let original = http_raw(s3.port, "GET", &format!("/bkt/{key}"), &auth, &[]);
     assert!(original.len() > 1 << 20, "the object read back: {} bytes", original.len());
     let mut damaged = original.clone();
@@ -1327,15 +1309,9 @@ async fn a_backup_without_its_manifest_in_a_bucket_was_named_by_its_local_mirror
     assert_eq!(code, 0, "{log}");
     let keys = s3_keys(s3.port, "backups", "prod/");
     let manifest = keys.iter().find(|k| k.ends_with(".manifest.json")).expect("a manifest").clone();
-    let auth = [(
-        "Authorization",
-        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
-    )];
+    let auth = [AS_TESTING];
     assert_eq!(http(s3.port, "DELETE", &format!("/backups/{manifest}"), &auth).0, 204, "manifest removed");
-    let (code, log) = out_of(&mut with_aws(
-        Run::new("verify").var("storage", loc).var("database", "shop").var("provider", "native").command(),
-        s3.port,
-    ));
+    let (code, log) = out_of(&mut with_aws(Run::verify_native(loc, "shop").command(), s3.port));
     assert_eq!(code, 1, "{log}");
     let archive = manifest.trim_end_matches(".manifest.json");
     assert!(log.contains("no backup of `shop` in s3://backups/prod"), "{log}");
@@ -1439,8 +1415,7 @@ async fn a_backup_killed_between_its_upload_and_its_manifest_left_an_orphan_that
     assert_eq!(paths, [format!("s3://bkt/{}", complete[0])], "{list}");
 
     // Picked: the complete backup, verified; each orphan named as passed over.
-    let (code, log) =
-        s3_run(Run::new("verify").var("storage", loc).var("database", "shop").var("provider", "native"), s3.port);
+    let (code, log) = s3_run(Run::verify_native(loc, "shop"), s3.port);
     assert_eq!(code, 0, "{log}");
     assert!(log.contains(&format!("s3://bkt/{}", complete[0])), "verified the complete backup: {log}");
     for o in &orphans {
@@ -1490,11 +1465,7 @@ async fn a_store_that_takes_a_read_and_never_answers_was_waited_on_for_the_whole
     backed_up_to_bkt(s3.port, &url);
     let relay = stalling_relay(s3.port, |l| l.starts_with("GET ") && l.contains(".dump.pgdrill HTTP/1.1"));
     let (code, log) = out_of(&mut with_aws(
-        Run::new("verify")
-            .var("storage", "s3://bkt/p?first_byte_timeout=2s&timeout=30s")
-            .var("database", "shop")
-            .var("provider", "native")
-            .command(),
+        Run::verify_native("s3://bkt/p?first_byte_timeout=2s&timeout=30s", "shop").command(),
         relay,
     ));
     assert_eq!(code, 3, "{log}");
@@ -1639,6 +1610,17 @@ fn an_object_left_out_of_a_steps_listing_was_warned_of_on_stderr_and_missing_fro
     );
 }
 
+/// A backup of `shop` (one row) in `s3://bkt/p` on a moto of its own: the server, the
+/// source, and the archive's key and file name.
+async fn shop_backed_up_to_bkt() -> Option<(Server, pgdrill::pg::ephemeral::Ephemeral, String, String)> {
+    let (s3, srv) = moto_and_source("shop", ONE_ROW, "bkt").await?;
+    backed_up_to_bkt(s3.port, &srv.url());
+    let archive =
+        s3_keys(s3.port, "bkt", "p/shop/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("the backup");
+    let name = archive.rsplit('/').next().unwrap_or_default().to_string();
+    Some((s3, srv, archive, name))
+}
+
 /// Issue 37: `backup.copy` of a backup in a bucket downloaded the whole archive (and its
 /// manifest) into the run's private mirror first, and took the digest, the copy and an
 /// archive class's checksum from that local file. It reads the object through its store as a
@@ -1646,11 +1628,7 @@ fn an_object_left_out_of_a_steps_listing_was_warned_of_on_stderr_and_missing_fro
 /// mirror, listed by the next step, holds no copy of either.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_copy_from_a_bucket_downloaded_the_whole_backup_into_the_local_mirror_first() {
-    let Some((s3, srv)) = moto_and_source("shop", ONE_ROW, "bkt").await else { return };
-    backed_up_to_bkt(s3.port, &srv.url());
-    let archive =
-        s3_keys(s3.port, "bkt", "p/shop/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("the backup");
-    let name = archive.rsplit('/').next().unwrap_or_default().to_string();
+    let Some((s3, srv, archive, name)) = shop_backed_up_to_bkt().await else { return };
     let dir = tempfile::tempdir().expect("tmp");
     let runbook = then_mirror_listed(
         dir.path(),
@@ -1664,14 +1642,53 @@ async fn a_copy_from_a_bucket_downloaded_the_whole_backup_into_the_local_mirror_
     assert_eq!(copy.outputs["copied"], true, "{copy:?}");
     let path = std::path::PathBuf::from(copy.outputs["path"].as_str().unwrap_or_default());
     assert_eq!(path, to.join("shop").join(&name), "{copy:?}");
-    let auth = [(
-        "Authorization",
-        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
-    )];
+    let auth = [AS_TESTING];
     let object = http_raw(s3.port, "GET", &format!("/bkt/{archive}"), &auth, &[]);
     assert!(std::fs::read(&path).expect("the copy") == object, "the copy differs from the object");
     let manifest = http_raw(s3.port, "GET", &format!("/bkt/{archive}.manifest.json"), &auth, &[]);
     assert!(std::fs::read(format!("{}.manifest.json", path.display())).expect("its manifest") == manifest);
     assert!(!listed.contains(&name) && !listed.contains("manifest"), "a local copy in the mirror: {listed}");
+    srv.stop().await;
+}
+
+/// Regression (issue 37): `backup.copy` from a bucket read its source two times, for its
+/// digest and then for the copy, and three times into an archive class, whose checksum read
+/// it once more. It reads it once now, hashing it as it is copied, and checks the archive
+/// class against what the upload sent: moto's log of requests holds one GET of the source
+/// for each copy (a small backup is one ranged GET), to a folder and into GLACIER.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_from_a_bucket_read_its_source_twice_and_three_times_into_an_archive_class() {
+    let Some((s3, srv, archive, name)) = shop_backed_up_to_bkt().await else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let runbook = written(
+        dir.path().join("copy-once.yaml"),
+        "name: copy-once\nvars: { backup: \"\", to: \"\" }\nsteps:\n  - id: copy\n    uses: backup.copy\n    with: { backup: \"{{ vars.backup }}\", to: \"{{ vars.to }}\" }\n",
+    );
+    let log = s3.log.as_ref().expect("moto's log").path().to_path_buf();
+    let request = format!("\"GET /bkt/{archive} HTTP/1.1\"");
+    let gets = || std::fs::read_to_string(&log).expect("moto's log").matches(&request).count();
+    let folder = dir.path().join("copies");
+    let cold = "s3://bkt/cold?storage_class=GLACIER".to_string();
+    for (to, checked) in [(folder.display().to_string(), "read back and matched"), (cold, "match; not read back")] {
+        let before = gets();
+        assert!(before > 0, "moto's log holds no GET of the backup ({request}): the count below would prove nothing");
+        let ran = Run::new(&runbook)
+            .moto(s3.port, AWS_SECRET)
+            .var("backup", format!("s3://bkt/{archive}"))
+            .var("to", &to)
+            .expect(0);
+        let out = ran.all();
+        assert!(out.contains(checked), "{out}");
+        assert!(!out.contains(AWS_SECRET), "the secret access key was shown: {out}");
+        assert_eq!(gets() - before, 1, "the copy to {to} did not read its source exactly once: {out}");
+    }
+    let auth = [AS_TESTING];
+    let object = http_raw(s3.port, "GET", &format!("/bkt/{archive}"), &auth, &[]);
+    assert!(std::fs::read(folder.join("shop").join(&name)).expect("the copy") == object, "the copy differs");
+    let (status, listing) = http(s3.port, "GET", "/bkt?list-type=2&prefix=cold/shop/", &[]);
+    assert_eq!(status, 200, "{listing}");
+    assert!(listing.contains(&format!("cold/shop/{name}</Key>")), "{listing}");
+    assert!(listing.contains(&format!("cold/shop/{name}.manifest.json</Key>")), "{listing}");
+    assert!(listing.contains("<StorageClass>GLACIER</StorageClass>"), "{listing}");
     srv.stop().await;
 }

@@ -1644,26 +1644,13 @@ fn a_barman_servers_backups_recover_to_latest_a_time_and_a_restore_point_and_a_r
     let mut conf = std::fs::read_to_string(&config).expect("barman.conf");
     conf.push_str(&format!("pre_recovery_script = touch {} && sleep 3601\n", hook_ran.display()));
     std::fs::write(&config, conf).expect("barman.conf");
-    let child = shipped(&source, counts.latest).command().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
-    let child = child.expect("spawn pgdrill");
-    let pid = child.id();
-    let hanging = wait_for(Duration::from_secs(180), || hook_ran.exists().then_some(()));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGINT).expect("SIGINT");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    // A bound for a broken build only (the hook sleeps an hour): never a measure of speed.
-    let out = rx.recv_timeout(Duration::from_secs(300)).ok().and_then(Result::ok);
-    if out.is_none() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
-    }
-    assert!(hanging.is_some(), "barman recover never ran the team's pre_recovery_script");
-    let out = out.expect("pgdrill interrupted during barman recover still waited for barman's hook");
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(130), "{all}");
-    assert!(!process_running("sleep 3601"), "barman's hook outlived the interrupted pgdrill");
-    assert!(!process_running(&format!("{} recover", config.display())), "barman recover outlived pgdrill");
-    let left = folders_left_by(pid);
-    assert!(left.is_empty(), "the interrupted run's folders stayed: {left:?}");
+    let (pid, code, all) = ended_mid_call(shipped(&source, counts.latest), &hook_ran, true);
+    assert_eq!(code, Some(130), "{all}");
+    let left = left_by(pid, &["sleep 3601", &format!("{} recover", config.display())]);
+    assert!(
+        left.is_empty(),
+        "barman recover, its hook or the run's folders outlived the interrupted pgdrill: {left:?}"
+    );
     drop(c);
 }
 

@@ -94,10 +94,7 @@ async fn backup_key_never_reaches_the_throwaway_server() {
 
     common::backup_to(&src.url(), storage.path(), KEY, "leak");
     let junit = storage.path().join("junit.xml");
-    let out = Run::new("verify")
-        .var("storage", storage.path().display())
-        .var("database", "leak")
-        .var("provider", "native")
+    let out = Run::verify_native(storage.path().display(), "leak")
         .arg("--junit")
         .arg(junit.display().to_string())
         .command()

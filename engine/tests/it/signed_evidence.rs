@@ -182,10 +182,7 @@ async fn runs_sign_their_evidence_and_a_removed_failed_verify_is_named() {
     let middle = damaged.len() / 2;
     damaged[middle] ^= 0xff;
     std::fs::write(&file, &damaged).expect("damage");
-    let failed = Run::new("verify")
-        .var("storage", storage.display())
-        .var("database", "shop")
-        .var("provider", "native")
+    let failed = Run::verify_native(storage.display(), "shop")
         .var("force", "true")
         .key(KEY)
         .env("PGDRILL_SIGNING_KEY", &private)

@@ -185,11 +185,8 @@ async fn backups_written_in_a_teams_own_names_and_formats_are_read_by_their_comm
 
         // Verified green against its sidecar manifest, like pgdrill's own backups.
         let verify = |extra: &[&str], junit: &Path| {
-            Run::new("verify")
-                .var("storage", storage.display())
-                .var("database", "shop")
+            Run::verify_native(storage.display(), "shop")
                 .var("backup", &name)
-                .var("provider", "native")
                 .var("force", true)
                 .vars(extra)
                 .key(PASS)
@@ -627,12 +624,7 @@ async fn a_team_file_in_an_object_store_is_listed_with_its_sidecar_verified_agai
     // file taken for another tool's would have none here: "content unproven", exit 1).
     let junit = tmp.path().join("verify.xml");
     let (_, j) = passes_in_s3(
-        Run::new("verify")
-            .var("storage", loc)
-            .var("database", "shop")
-            .var("backup", &name)
-            .var("provider", "native")
-            .var("allow_unauthenticated", true),
+        Run::verify_native(loc, "shop").var("backup", &name).var("allow_unauthenticated", true),
         s3.port,
         &junit,
         &["integrity", "restore", "tables", "schema"],

@@ -198,12 +198,7 @@ fn backup_verify_and_operator_restore_over_verify_full_with_sslrootcert() {
     let backup = common::backup_to(&url, &storage, "tls-test-key-0123456789", "app");
     assert!(backup.exists());
     // The backup taken over TLS verifies (restored into a throwaway server).
-    let out = common::Run::new("verify")
-        .var("storage", storage.display())
-        .var("database", "app")
-        .var("provider", "native")
-        .key("tls-test-key-0123456789")
-        .raw();
+    let out = common::Run::verify_native(storage.display(), "app").key("tls-test-key-0123456789").raw();
     assert_eq!(out.status.code(), Some(0), "verify: {}{}", text(&out.stdout), text(&out.stderr));
     // An operator restore over verify-full: snapshot, drop, create and pg_restore all over TLS
     // (pg_hba refuses anything else on TCP).

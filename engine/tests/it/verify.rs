@@ -47,13 +47,7 @@ async fn backed_up() -> Option<Shop> {
 /// `pgdrill run verify` of `shop` in `storage` with the vars `extra`, the backup key in its
 /// environment.
 fn verify(storage: &Path, extra: &[&str], junit: &Path) -> Run {
-    Run::new("verify")
-        .var("storage", storage.display())
-        .var("database", "shop")
-        .var("provider", "native")
-        .junit(junit)
-        .vars(extra)
-        .key(KEY)
+    Run::verify_native(storage.display(), "shop").junit(junit).vars(extra).key(KEY)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -522,14 +516,7 @@ async fn an_icu_database_was_verified_in_a_c_locale_throwaway() {
     assert_eq!((p.encoding.as_str(), p.locale_provider.as_str(), p.locale.as_str()), ("UTF8", "icu", "sv-SE"), "{p:?}");
 
     let verify = |storage: &Path, report: &Path| {
-        Run::new("verify")
-            .var("storage", storage.display())
-            .var("database", "icu_app")
-            .var("provider", "native")
-            .var("force", "true")
-            .report(report)
-            .key(KEY)
-            .expect(0)
+        Run::verify_native(storage.display(), "icu_app").var("force", "true").report(report).key(KEY).expect(0)
     };
     let ran = verify(&storage, &dir.path().join("icu"));
     let json = ran.run_json();
@@ -561,10 +548,7 @@ async fn an_icu_database_was_verified_in_a_c_locale_throwaway() {
         .replace("\"lc_collate\": \"C\"", "\"lc_collate\": \"xx_XX.NOPE\"");
     assert!(edited.contains("xx_XX.NOPE"), "{edited}");
     std::fs::write(&mp, edited).expect("write");
-    let ran = Run::new("verify")
-        .var("storage", plain.display())
-        .var("database", "icu_app")
-        .var("provider", "native")
+    let ran = Run::verify_native(plain.display(), "icu_app")
         .report(dir.path().join("fallback"))
         .env_remove(KEY_ENV)
         .expect(0);

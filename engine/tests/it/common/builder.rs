@@ -31,6 +31,12 @@ impl Run {
         Run::cli(["run".as_ref(), runbook.as_ref()])
     }
 
+    /// `pgdrill run verify` of `database`'s newest backup in `storage`, restored into a
+    /// throwaway server started natively: the tests' usual verify run, to add to.
+    pub fn verify_native(storage: impl Display, database: impl Display) -> Run {
+        Run::new("verify").var("storage", storage).var("database", database).var("provider", "native")
+    }
+
     /// Any other pgdrill command line: `Run::cli(["backups", "list"])`.
     pub fn cli<I, S>(args: I) -> Run
     where
