@@ -1927,9 +1927,11 @@ async fn put_back(ctx: &StepCtx, w: &RestoreSnapshotWith) -> Result<RestoreSnaps
         reapply_settings(ctx, &client, &private, w.settings.as_ref(), blocked, true).await?;
         let url = target_url(&w.url, &private)?;
         let opts = RestoreOptions {
-            backup: snap.clone(),
             // A safety snapshot is a local file (`local_only`): its own folder is its view.
-            tree: crate::storage::tree::Tree::local(snap.parent().unwrap_or(std::path::Path::new("."))),
+            backup: crate::backup::restore::RestoreFrom::File {
+                path: snap.clone(),
+                tree: crate::storage::tree::Tree::local(snap.parent().unwrap_or(std::path::Path::new("."))),
+            },
             into: url.clone(),
             key: w.key.clone(),
             jobs: w.jobs,

@@ -764,40 +764,44 @@ pub struct RestoreOutputs {
 async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, StepError> {
     let staged_given = w.staged.as_deref().is_some_and(|s| !s.is_empty());
     // With the plaintext staged by `backup.check`, the backup itself is not read again:
-    // from a store, only its header and manifest are needed. Otherwise a pgdrill archive
-    // in a store is read as a stream, and nothing of it is kept locally.
+    // from a store, only what its store says of it (its header and manifest) is needed.
+    // Otherwise a backup in a store is read as a stream. Nothing of it is kept locally.
     let object = ctx.object(&w.backup)?;
-    let (backup, stream) = if staged_given {
-        (object.header_file(super::HEAD).await.map_err(StepError::environment)?, None)
-    } else {
-        match super::stream_of(&object).await? {
-            Some(s) => {
-                ctx.log(format!(
-                    "reading {} from the store as a stream (no local copy)",
-                    object.shown()
-                ));
-                match s {
-                    super::FromStore::Archive(p, reader) => (p, Some(restore::Streamed::Archive(reader))),
-                    super::FromStore::Foreign(p, opener) => (p, Some(restore::Streamed::Foreign(opener))),
-                }
+    let key = w.key.as_deref().filter(|k| !k.is_empty()).map(crate::archive::KeySource::from_secret);
+    let (backup, stream) = match super::stream_of(&object).await? {
+        Some(s) => {
+            if s.origin == Origin::Pgdrill && key.is_some() {
+                let (_, trust) = s.judged(key.as_ref()).await?;
+                crate::backup::require_authenticated(object.shown(), trust, true, w.allow_unauthenticated)?;
             }
-            None => (object.local_file().await.map_err(StepError::environment)?, None),
+            let stream = if staged_given {
+                None
+            } else {
+                ctx.log(format!("reading {} from the store as a stream (no local copy)", object.shown()));
+                Some(s.stream().await?)
+            };
+            (restore::RestoreFrom::Store { shown: s.shown(), manifest: s.manifest().cloned() }, stream)
+        }
+        None => {
+            let path = if staged_given {
+                object.header_file(super::HEAD).await.map_err(StepError::environment)?
+            } else {
+                object.local_file().await.map_err(StepError::environment)?
+            };
+            let tree = object.tree();
+            if let Some(key) = key.filter(|_| source::origin_in(&tree, &path) == Origin::Pgdrill) {
+                let (p, t) = (path.clone(), tree.clone());
+                let trust = tokio::task::spawn_blocking(move || crate::backup::authenticate_manifest_in(&t, &p, Some(&key)))
+                    .await
+                    .map_err(|e| StepError::environment(e.to_string()))?
+                    .map_err(StepError::from)?;
+                crate::backup::require_authenticated(object.shown(), trust, true, w.allow_unauthenticated)?;
+            }
+            (restore::RestoreFrom::File { path, tree }, None)
         }
     };
-    if let Some(k) = w.key.as_deref().filter(|k| !k.is_empty()) {
-        let tree = object.tree();
-        if source::origin_in(&tree, &backup) == Origin::Pgdrill {
-            let (p, key) = (backup.clone(), crate::archive::KeySource::from_secret(k));
-            let trust = tokio::task::spawn_blocking(move || crate::backup::authenticate_manifest_in(&tree, &p, Some(&key)))
-                .await
-                .map_err(|e| StepError::environment(e.to_string()))?
-                .map_err(StepError::from)?;
-            crate::backup::require_authenticated(object.shown(), trust, true, w.allow_unauthenticated)?;
-        }
-    }
     let opts = RestoreOptions {
         backup,
-        tree: object.tree(),
         into: w.into.clone(),
         key: w.key.clone(),
         jobs: w.jobs,

@@ -1503,14 +1503,15 @@ async fn a_store_that_takes_a_read_and_never_answers_was_waited_on_for_the_whole
     srv.stop().await;
 }
 
-/// A runbook of `steps` (YAML, with `vars.backup`), then a step that lists this run's
-/// private mirrors (under `$TMPDIR/pgdrill-mirror`) while they are still there: what the
-/// steps' reads left as local files.
+/// A runbook of `steps` (YAML, with `vars.backup`, `vars.into`, `vars.again`, `vars.to` and
+/// `secrets.key`), then a step that lists this run's private mirrors (under
+/// `$TMPDIR/pgdrill-mirror`) while they are still there: what the steps' reads left as local
+/// files.
 fn then_mirror_listed(dir: &std::path::Path, name: &str, steps: &str) -> std::path::PathBuf {
     written(
         dir.join(format!("{name}.yaml")),
         format!(
-            "name: {name}\nvars: {{ backup: \"\", into: \"\", to: \"\" }}\nsteps:\n{steps}  - id: mirror\n    uses: shell.run\n    with: {{ script: 'find \"$TMPDIR/pgdrill-mirror\" -mindepth 1' }}\n"
+            "name: {name}\nvars: {{ backup: \"\", into: \"\", again: \"\", to: \"\" }}\nsecrets:\n  key: {{ env: PGDRILL_BACKUP_KEY }}\nsteps:\n{steps}  - id: mirror\n    uses: shell.run\n    with: {{ script: 'find \"$TMPDIR/pgdrill-mirror\" -mindepth 1' }}\n"
         ),
     )
 }
@@ -1673,5 +1674,71 @@ async fn a_copy_from_a_bucket_downloaded_the_whole_backup_into_the_local_mirror_
     let manifest = http_raw(s3.port, "GET", &format!("/bkt/{archive}.manifest.json"), &auth, &[]);
     assert!(std::fs::read(format!("{}.manifest.json", path.display())).expect("its manifest") == manifest);
     assert!(!listed.contains(&name) && !listed.contains("manifest"), "a local copy in the mirror: {listed}");
+    srv.stop().await;
+}
+
+/// Issue 37: `backup.check` and `backup.restore` read a backup in a bucket as a stream, but
+/// first made a local stand-in of it in the run's private mirror (a file of its size holding
+/// its first bytes, its manifest beside it) to tell its kind, judge its manifest against its
+/// header and say where to stage, and staged the checked dump beside that stand-in. They ask
+/// the store now (a `head` for its size and version, a range of that version for its first
+/// bytes, its manifest read there) and stage in the temporary directory: pgdrill's archive
+/// and another tool's `pg_dump | gzip` are checked, restored from the stream, checked with
+/// the dump staged and restored from what was staged, and the run's mirror, listed by the
+/// next step, holds no file of the backup, of its manifest or of a staged dump.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_checked_and_restored_from_a_bucket_was_read_through_a_stand_in_in_the_local_mirror() {
+    let sql = "create table orders(id int primary key, total numeric); insert into orders select g, g * 1.5 from generate_series(1, 500) g";
+    let Some((s3, srv)) = moto_and_source("shop", sql, "bkt").await else { return };
+    let url = srv.url();
+    backed_up_to_bkt(s3.port, &url);
+    let archive =
+        s3_keys(s3.port, "bkt", "p/shop/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("the backup");
+    let dump = Command::new("sh")
+        .arg("-c")
+        .arg("pg_dump --no-owner -d \"$U\" | gzip -1")
+        .env("U", &url)
+        .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
+        .output()
+        .expect("pg_dump");
+    assert!(dump.status.success() && !dump.stdout.is_empty(), "{}", text(&dump.stderr));
+    let gz = "p/other/shop_20261101_020000.sql.gz";
+    assert_eq!(http_body(s3.port, "PUT", &format!("/bkt/{gz}"), &[], &dump.stdout).0, 200);
+    let dir = tempfile::tempdir().expect("tmp");
+    let with = |more: &str| format!("{{ path: \"{{{{ vars.backup }}}}\", key: \"{{{{ secrets.key }}}}\"{more} }}");
+    let restore = |into: &str, more: &str| {
+        format!("{{ backup: \"{{{{ vars.backup }}}}\", into: \"{{{{ vars.{into} }}}}\", key: \"{{{{ secrets.key }}}}\"{more} }}")
+    };
+    let steps = format!(
+        "  - id: check\n    uses: backup.check\n    with: {}\n  - id: restore\n    uses: backup.restore\n    with: {}\n  - id: staged_check\n    uses: backup.check\n    with: {}\n  - id: staged_restore\n    uses: backup.restore\n    with: {}\n",
+        with(""),
+        restore("into", ""),
+        with(", stage: true"),
+        restore("again", ", staged: \"{{ steps.staged_check.outputs.staged }}\", jobs: 2"),
+    );
+    let runbook = then_mirror_listed(dir.path(), "check-and-restore-from-a-store", &steps);
+    for (i, backup) in [format!("s3://bkt/{archive}"), format!("s3://bkt/{gz}")].iter().enumerate() {
+        let (into, again) = (format!("copy_{i}"), format!("again_{i}"));
+        for db in [&into, &again] {
+            exec(&url, &format!("create database {db}")).await;
+        }
+        let vars = [("backup", backup.clone()), ("into", srv.url_for(&into)), ("again", srv.url_for(&again))];
+        let (run, listed) = mirror_after(&runbook, &vars, s3.port, dir.path(), &format!("report-{i}"));
+        for id in ["check", "restore", "staged_check", "staged_restore"] {
+            assert_eq!(run.main().step(id).outcome, "passed", "{backup}: {:?}", run.main().step(id));
+        }
+        let check = run.main().step("check");
+        assert_eq!(check.outputs["tables"], 1, "{backup}: {check:?}");
+        assert_eq!(check.outputs["sha256"].is_string(), i == 0, "pgdrill's archive has a manifest: {check:?}");
+        assert!(check.log.join("\n").contains("from the store as a stream (no local copy)"), "{check:?}");
+        for db in [&into, &again] {
+            assert_eq!(scalar(&srv.url_for(db), "select count(*) from orders").await, "500", "{backup} into {db}");
+        }
+        // Nothing of what was read, nor what was staged, is in the mirror.
+        let own = backup.rsplit('/').next().unwrap_or_default();
+        for name in [own, "manifest", ".pgdrill-stage"] {
+            assert!(!listed.contains(name), "{backup}: a local file in the mirror ({name}): {listed}");
+        }
+    }
     srv.stop().await;
 }
