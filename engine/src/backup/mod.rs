@@ -1466,33 +1466,55 @@ fn check_sidecar(
     let meter = meter.cloned().unwrap_or_default();
     meter.set_total(std::fs::metadata(path).ok().map(|m| 2 * m.len()));
     let f = std::fs::File::open(path).map_err(|e| failed(format!("cannot open: {e}")))?;
-    let mut hr = archive::HashReader::new(BufReader::with_capacity(1 << 20, crate::progress::Counted::new(f, meter)));
-    std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| io_error(&format!("reading {}", path.display()), e))?;
-    let (sha, _) = hr.finish();
-    if sha != manifest.sha256 {
-        return Err(failed(format!(
-            "sha256 {sha} does not match its manifest's {}: corrupted backup (cut short, altered, or not the file the manifest was written for)",
-            manifest.sha256
-        )));
-    }
+    matches_sidecar(path, &manifest, crate::progress::Counted::new(f, meter))?;
     let (checked, staged) = check_opened(path, source::open(path, key, secret)?, stage, true)?;
     tables_match(&manifest, checked.tables, &path.display().to_string())?;
     Ok((Checked { manifest: Some(manifest), trust: Some(ManifestTrust::Sidecar), ..checked }, staged))
 }
 
+/// The stored bytes `stored` reads (a team's own format's, `shown`) against the sha256 its
+/// sidecar `manifest` holds: a cut or altered file, or another file under its name, fails
+/// here whatever its envelope.
+fn matches_sidecar(shown: &Path, manifest: &Manifest, stored: impl Read) -> Result<(), Failure> {
+    let mut hr = archive::HashReader::new(BufReader::with_capacity(1 << 20, stored));
+    std::io::copy(&mut hr, &mut std::io::sink()).map_err(|e| io_error(&format!("reading {}", shown.display()), e))?;
+    let (sha, _) = hr.finish();
+    if sha != manifest.sha256 {
+        return Err(Failure::failed(format!(
+            "{}: sha256 {sha} does not match its manifest's {}: corrupted backup (cut short, altered, or not the file the manifest was written for)",
+            shown.display(),
+            manifest.sha256
+        )));
+    }
+    Ok(())
+}
+
 /// Check another tool's file in an object store, read as a stream (twice or more only for
-/// openssl's legacy key derivations); `shown` names it. Nothing of it is written locally
-/// except what `stage` asks. A store that fails mid-read is an environment error.
+/// openssl's legacy key derivations); `shown` names it. A team's own format pgdrill wrote
+/// (`sidecar`, its manifest read through the store) is checked as far as `check_sidecar`
+/// checks one here: its stored bytes read once more for their sha256, its tables against
+/// the manifest's count. Nothing of it is written locally except what `stage` asks. A
+/// store that fails mid-read is an environment error.
 pub(crate) fn check_foreign_stream(
     shown: &Path,
     opener: &crate::storage::StoreOpener,
+    sidecar: Option<Manifest>,
     secret: Option<&str>,
     stage: Option<&Path>,
 ) -> Result<(Checked, Option<StagedDump>), Failure> {
     let secret = secret.filter(|s| !s.is_empty());
     let key = secret.map(KeySource::from_secret);
     let open = || opener.open().map_err(Failure::environment);
-    let r = source::open_from(shown, &open, key.as_ref(), secret).and_then(|o| check_opened(shown, o, stage, false));
+    let r = (|| {
+        if let Some(m) = &sidecar {
+            matches_sidecar(shown, m, open()?)?;
+        }
+        let (checked, staged) =
+            check_opened(shown, source::open_from(shown, &open, key.as_ref(), secret)?, stage, false)?;
+        let Some(m) = sidecar else { return Ok((checked, staged)) };
+        tables_match(&m, checked.tables, &shown.display().to_string())?;
+        Ok((Checked { manifest: Some(m), trust: Some(ManifestTrust::Sidecar), ..checked }, staged))
+    })();
     match (r, opener.store_failed()) {
         (Err(_), Some(m)) => Err(Failure::environment(format!("reading {}: {m}", shown.display()))),
         (r, _) => r,

@@ -476,11 +476,11 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
         _ => None,
     };
     let stream = match &streamed {
-        Some(s) => Some((s.shown(), s.stream().await?)),
+        Some(s) => Some((s.shown(), s.stream().await?, s.sidecar()?)),
         None => None,
     };
     let (checked, staged) = tokio::task::spawn_blocking(move || match (stream, judged, path) {
-        (Some((shown, backup::restore::Streamed::Archive(reader))), Some(judged), _) => backup::check_stream(
+        (Some((shown, backup::restore::Streamed::Archive(reader), _)), Some(judged), _) => backup::check_stream(
             &shown,
             judged,
             reader,
@@ -489,8 +489,8 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
             &beside,
             Some(&meter),
         ),
-        (Some((shown, backup::restore::Streamed::Foreign(opener))), _, _) => {
-            backup::check_foreign_stream(Path::new(&shown), &opener, secret.as_deref(), stage.as_deref())
+        (Some((shown, backup::restore::Streamed::Foreign(opener), sidecar)), _, _) => {
+            backup::check_foreign_stream(Path::new(&shown), &opener, sidecar, secret.as_deref(), stage.as_deref())
         }
         (None, _, Some(path)) => backup::check_and_stage(&path, secret.as_deref(), stage.as_deref(), Some(&meter)),
         _ => Err(crate::error::Failure::environment("backup.check: nothing to read")),

@@ -604,6 +604,22 @@ impl FromStore {
         self.manifest.as_ref().map(|(m, _)| m)
     }
 
+    /// The manifest pgdrill wrote beside another tool's file (a team's own format), `None`
+    /// when there is none (and for pgdrill's own archive); one that says it is a pgdrill
+    /// archive's belongs to another file: a failed check, as `backup::sidecar_in` says beside
+    /// a file here.
+    pub fn sidecar(&self) -> Result<Option<crate::backup::Manifest>, StepError> {
+        match self.manifest() {
+            _ if self.origin == crate::backup::source::Origin::Pgdrill => Ok(None),
+            Some(m) if m.envelope == crate::archive::Envelope::Pgdrill => Err(StepError::failed(format!(
+                "{}: says it is the manifest of a pgdrill archive, but {} is not one: the manifest belongs to another file",
+                self.object.store().url_of(&crate::backup::layout::manifest_key(self.object.key())),
+                self.shown()
+            ))),
+            m => Ok(m.cloned()),
+        }
+    }
+
     /// A pgdrill archive's manifest, judged against the archive's header (the version its
     /// stream reads) under `key` before anything in it is used; a missing manifest is a
     /// failed check.

@@ -58,7 +58,7 @@ pub(crate) fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]
     http_body(port, method, path, headers, &[])
 }
 
-fn http_body(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+pub(crate) fn http_body(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
     let (head, body) = http_response(port, method, path, headers, body);
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, String::from_utf8_lossy(&body).into_owned())
