@@ -1742,3 +1742,58 @@ async fn a_backup_checked_and_restored_from_a_bucket_was_read_through_a_stand_in
     }
     srv.stop().await;
 }
+
+/// Issue 37: `backup.pick` made a local stand-in of the backup it picked in a bucket (a file of
+/// its size holding its header, in the run's private mirror) to tell its kind and judge its
+/// manifest, and another tool's file's stand-in to tell whether it can be streamed. It asks
+/// the store now (what the listing or a `head` saw, a range of that version, the manifest read
+/// there): pgdrill's latest backup and another tool's `pg_dump | gzip` named by its URL are
+/// picked with their sha256 and size, and the run's mirror, listed by the next step, holds no
+/// file of either (the newest manifest, which the choice of `latest` reads, may be there).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_picked_from_a_bucket_left_a_stand_in_of_its_header_in_the_local_mirror() {
+    let Some((s3, srv)) = moto_and_source("shop", ONE_ROW, "bkt").await else { return };
+    let url = srv.url();
+    backed_up_to_bkt(s3.port, &url);
+    let archive =
+        s3_keys(s3.port, "bkt", "p/shop/").into_iter().find(|k| k.ends_with(".dump.pgdrill")).expect("the backup");
+    let auth = [(
+        "Authorization",
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+    )];
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&http_raw(s3.port, "GET", &format!("/bkt/{archive}.manifest.json"), &auth, &[]))
+            .expect("the manifest");
+    let dump = Command::new("sh")
+        .arg("-c")
+        .arg("pg_dump --no-owner -d \"$U\" | gzip -1")
+        .env("U", &url)
+        .env("PATH", format!("/usr/lib/postgresql/15/bin:{}", std::env::var("PATH").unwrap_or_default()))
+        .output()
+        .expect("pg_dump");
+    assert!(dump.status.success() && !dump.stdout.is_empty(), "{}", text(&dump.stderr));
+    let gz = "p/other/shop_20261101_020000.sql.gz";
+    assert_eq!(http_body(s3.port, "PUT", &format!("/bkt/{gz}"), &[], &dump.stdout).0, 200);
+    let dir = tempfile::tempdir().expect("tmp");
+    let runbook = then_mirror_listed(
+        dir.path(),
+        "pick-from-a-store",
+        "  - id: latest\n    uses: backup.pick\n    with: { storage: \"s3://bkt/p\", database: shop, backup: latest, key: \"{{ secrets.key }}\", force: true }\n  - id: named\n    uses: backup.pick\n    with: { backup: \"{{ vars.backup }}\", force: true }\n",
+    );
+    let vars = [("backup", format!("s3://bkt/{gz}"))];
+    let (run, listed) = mirror_after(&runbook, &vars, s3.port, dir.path(), "report");
+    let latest = run.main().step("latest");
+    assert_eq!(latest.outputs["path"], format!("s3://bkt/{archive}").as_str(), "{latest:?}");
+    assert_eq!(latest.outputs["sha256"], manifest["sha256"], "{latest:?}");
+    assert_eq!(latest.outputs["manifest_authenticated"], true, "{latest:?}");
+    let named = run.main().step("named");
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&dump.stdout).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(named.outputs["origin"], "foreign", "{named:?}");
+    assert_eq!(named.outputs["sha256"], sha.as_str(), "{named:?}");
+    assert_eq!(named.outputs["size"], dump.stdout.len(), "{named:?}");
+    for name in [archive.rsplit('/').next().unwrap_or_default(), "shop_20261101_020000.sql.gz"] {
+        assert!(!listed.lines().any(|l| l.ends_with(name)), "a local file of {name} in the mirror: {listed}");
+    }
+    srv.stop().await;
+}
