@@ -296,7 +296,7 @@ pub enum RestoreFrom {
     /// what `backup.check` staged): no local file of it. `shown` is its URL; `manifest`, read
     /// through its store, is pgdrill's own or a team's own format's sidecar (`None` for
     /// another tool's file).
-    Store { shown: String, manifest: Option<super::Manifest> },
+    Store { shown: String, manifest: Option<Box<super::Manifest>> },
 }
 
 impl RestoreFrom {
@@ -311,7 +311,7 @@ impl RestoreFrom {
     fn manifest(&self) -> Option<super::Manifest> {
         match self {
             RestoreFrom::File { path, tree } => super::Manifest::read_in(tree, path).ok(),
-            RestoreFrom::Store { manifest, .. } => manifest.clone(),
+            RestoreFrom::Store { manifest, .. } => manifest.as_deref().cloned(),
         }
     }
 
@@ -357,7 +357,7 @@ pub async fn restore_stream(
     };
     let shown = opts.backup.shown();
     let manifest = match &opts.backup {
-        RestoreFrom::Store { manifest: Some(m), .. } => m.clone(),
+        RestoreFrom::Store { manifest: Some(m), .. } => (**m).clone(),
         RestoreFrom::Store { manifest: None, .. } => {
             return Err(Failure::failed(format!("missing manifest of {shown}")))
         }

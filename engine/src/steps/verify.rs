@@ -823,7 +823,7 @@ async fn restore_into(ctx: StepCtx, w: RestoreWith) -> Result<RestoreOutputs, St
                 ctx.log(format!("reading {} from the store as a stream (no local copy)", object.shown()));
                 Some(s.stream().await?)
             };
-            (restore::RestoreFrom::Store { shown: s.shown(), manifest: s.manifest().cloned() }, stream)
+            (restore::RestoreFrom::Store { shown: s.shown(), manifest: s.manifest().cloned().map(Box::new) }, stream)
         }
         None => {
             let path = if staged_given {
