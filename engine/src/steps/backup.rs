@@ -444,6 +444,11 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
         Some(p) => p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
         None => std::env::temp_dir(),
     };
+    // A folder given to stage in is a local one.
+    let staging = match w.staging.as_deref().filter(|d| !d.is_empty() && *d != MEMORY && *d != AUTO) {
+        Some(d) => Some(ctx.local("staging", d)?),
+        None => None,
+    };
     let stage = w.stage.then(|| match w.staging.as_deref().filter(|d| !d.is_empty()) {
         Some(MEMORY) => match in_memory(&raw) {
             Ok(dir) => {
@@ -465,7 +470,7 @@ async fn check(ctx: StepCtx, w: CheckWith) -> Result<CheckOutputs, StepError> {
                 beside.clone()
             }
         },
-        Some(d) => ctx.resolve(d),
+        Some(_) => staging.clone().unwrap_or_else(|| beside.clone()),
         None => beside.clone(),
     });
     let meter = crate::progress::Meter::default();

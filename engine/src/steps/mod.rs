@@ -462,10 +462,31 @@ impl StepCtx {
         Watch(stop)
     }
 
-    /// A path from the runbook, resolved against the runbook's directory.
-    pub fn resolve(&self, p: &str) -> PathBuf {
-        // An object's URL stays as it is (see `object` to read it).
-        crate::storage::local_dir_in(p, &self.base_dir).unwrap_or_else(|| PathBuf::from(p.trim()))
+    /// A path or location from the runbook: a local path resolved against the runbook's
+    /// directory, or an object's URL as it is (see `object` to read it), never a `PathBuf`
+    /// standing for a URL.
+    pub fn resolve(&self, p: &str) -> Place {
+        match crate::storage::local_dir_in(p, &self.base_dir) {
+            Some(path) => Place::Local(path),
+            None => Place::Object(p.trim().to_string()),
+        }
+    }
+
+    /// `resolve`, for the field `field` that takes a local path only (a file to read, a
+    /// directory to work in, a program): an object's URL there is invalid input naming the
+    /// field, never a relative path named like the URL (`s3:/bucket/...`, made in the
+    /// process's working directory).
+    pub fn local(&self, field: &str, p: &str) -> Result<PathBuf, StepError> {
+        match self.resolve(p) {
+            Place::Local(path) => Ok(path),
+            Place::Object(url) => Err(StepError::field(
+                field,
+                format!(
+                    "`{field}` takes a local path, not the object store location `{}`",
+                    url.split('?').next().unwrap_or_default()
+                ),
+            )),
+        }
     }
 
     /// The store a location names: an object store by its scheme, else a local directory
@@ -502,6 +523,24 @@ impl StepCtx {
                 location.split('?').next().unwrap_or_default()
             ))
         })
+    }
+}
+
+/// What a path or location in a runbook names (`StepCtx::resolve`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A path on this machine, resolved against the runbook's directory.
+    Local(PathBuf),
+    /// An object's URL in a store, as written.
+    Object(String),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Local(p) => write!(f, "{}", p.display()),
+            Place::Object(url) => f.write_str(url),
+        }
     }
 }
 

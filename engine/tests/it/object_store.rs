@@ -1797,3 +1797,22 @@ async fn a_backup_picked_from_a_bucket_left_a_stand_in_of_its_header_in_the_loca
     }
     srv.stop().await;
 }
+
+/// Issue 37: `StepCtx::resolve` kept an object store's URL given for a field that takes a
+/// local path as a `PathBuf` of the URL's text, so `drill.workspace` with `dir: s3://bkt/ws`
+/// made the local folders `s3:/bkt/ws` in the working directory and passed. A field that takes
+/// a local path refuses a URL now: invalid input (exit 2) naming the field, nothing made, and
+/// the location's options not shown.
+#[test]
+fn an_object_store_url_given_for_a_local_folder_was_made_a_local_folder_named_like_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let runbook = written(
+        dir.path().join("workspace.yaml"),
+        "name: workspace\nsteps:\n  - id: ws\n    uses: drill.workspace\n    with: { dir: \"s3://bkt/ws?region=eu-west-1\" }\n",
+    );
+    let ran = Run::new(&runbook).current_dir(dir.path()).expect(2);
+    let all = ran.all();
+    assert!(all.contains("field `dir`") && all.contains("takes a local path"), "{all}");
+    assert!(!all.contains("region="), "the location's options were shown: {all}");
+    assert!(!dir.path().join("s3:").exists(), "a local folder named like the URL was made");
+}
